@@ -1,0 +1,3 @@
+"""sp-planner: plan, simulate and run sequence parallelism for long-context training."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,51 @@
+"""Shared CLI behaviour: bad input gives one line on stderr and exit code 2, no traceback.
+
+Unexpected internal errors are not caught here, so they still show a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, NoReturn
+
+import click
+import pydantic
+import typer
+
+from sp_planner.errors import UserInputError
+
+EXIT_USAGE = 2
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit 2."""
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    raise SystemExit(EXIT_USAGE)
+
+
+def describe_validation_error(err: pydantic.ValidationError) -> str:
+    """One line naming each bad field: 'field.path: what is wrong'."""
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or err.title
+        parts.append(f"{where}: {item['msg']}")
+    return f"invalid {err.title}: " + "; ".join(parts)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2."""
+    command: Callable[..., object] = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except click.exceptions.Abort:
+        fail("aborted")
+    except click.ClickException as err:
+        fail(err.format_message())
+    except UserInputError as err:
+        fail(str(err))
+    except pydantic.ValidationError as err:
+        fail(describe_validation_error(err))
+    raise SystemExit(result if isinstance(result, int) else 0)

@@ -1,0 +1,133 @@
+"""Result types of the cost model: one evaluated plan, and a whole search.
+
+Every number is per GPU and per optimizer step unless its name says otherwise. The search keeps
+all candidates in a pandas frame (one row per candidate, columns named as the fields below with
+the prefixes `mem_`, `time_`, `comm_`, `link_`); `PlanEstimate.from_row` turns a row back into
+a typed result.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from pydantic import ConfigDict, Field
+
+from sp_planner.plan import ParallelPlan
+from sp_planner.specs.base import FrozenModel
+
+Link = Literal["intra", "inter", "none"]
+
+
+class MemoryBreakdown(FrozenModel):
+    params_bytes: float
+    grads_bytes: float
+    optimizer_bytes: float
+    activations_bytes: float
+    logits_bytes: float
+    comm_buffers_bytes: float
+    reserve_bytes: float
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(getattr(self, name) for name in type(self).model_fields)
+
+
+class TimeBreakdown(FrozenModel):
+    """Seconds of the critical path, per step. `step_time_s` is their sum."""
+
+    gemm_s: float
+    attention_s: float
+    recompute_s: float
+    tp_comm_s: float
+    ulysses_comm_s: float
+    ring_comm_exposed_s: float
+    pp_comm_s: float
+    dp_comm_exposed_s: float
+    bubble_s: float
+    optimizer_s: float
+
+
+class CommBytes(FrozenModel):
+    """Bytes one GPU sends per step, by collective."""
+
+    ulysses_all_to_all: int
+    ring_p2p: int
+    tp_all_gather: int
+    tp_reduce_scatter: int
+    pp_p2p: int
+    dp_reduce_scatter: int
+    dp_all_gather: int
+
+
+class CommLinks(FrozenModel):
+    """Which link each collective's group spans: NVLink/PCIe inside a node, or the network."""
+
+    ulysses_all_to_all: Link
+    ring_p2p: Link
+    tp_all_gather: Link
+    tp_reduce_scatter: Link
+    pp_p2p: Link
+    dp_reduce_scatter: Link
+    dp_all_gather: Link
+
+
+class PlanEstimate(FrozenModel):
+    plan: ParallelPlan
+    fits: bool
+    # None when the plan is valid and fits; otherwise the first rule or the memory shortfall.
+    reason: str | None = None
+    memory: MemoryBreakdown
+    memory_peak_bytes: float
+    time: TimeBreakdown
+    step_time_s: float
+    tokens_per_s: float
+    # Megatron 2024 convention: 6*params*tokens + attention over the full s x s square.
+    model_tflops_per_gpu: float
+    # FLOPs actually executed: causal half of attention, plus recompute.
+    hardware_tflops_per_gpu: float
+    mfu: float
+    hardware_mfu: float
+    comm_bytes: CommBytes
+    comm_links: CommLinks
+
+    @classmethod
+    def from_row(cls, row: pd.Series) -> "PlanEstimate":
+        def part(model: type[FrozenModel], prefix: str) -> FrozenModel:
+            return model(**{name: _plain(row[f"{prefix}{name}"]) for name in model.model_fields})
+
+        plan = ParallelPlan(**{name: _plain(row[name]) for name in ParallelPlan.model_fields})
+        reason = row["reason"]
+        return cls(
+            plan=plan,
+            fits=bool(row["fits"]),
+            reason=None if (reason is None or reason == "" or pd.isna(reason)) else str(reason),
+            memory=part(MemoryBreakdown, "mem_"),
+            memory_peak_bytes=float(row["memory_peak_bytes"]),
+            time=part(TimeBreakdown, "time_"),
+            step_time_s=float(row["step_time_s"]),
+            tokens_per_s=float(row["tokens_per_s"]),
+            model_tflops_per_gpu=float(row["model_tflops_per_gpu"]),
+            hardware_tflops_per_gpu=float(row["hardware_tflops_per_gpu"]),
+            mfu=float(row["mfu"]),
+            hardware_mfu=float(row["hardware_mfu"]),
+            comm_bytes=part(CommBytes, "comm_"),
+            comm_links=part(CommLinks, "link_"),
+        )
+
+
+def _plain(value: object) -> object:
+    """numpy scalars -> Python scalars, so pydantic's strict int/bool fields accept them."""
+    return value.item() if hasattr(value, "item") else value
+
+
+class SearchResult(FrozenModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    candidates_evaluated: int = Field(ge=0)
+    # Best first: plans that fit ranked by step time, then the rest by how close they came.
+    ranked: tuple[PlanEstimate, ...]
+    # How many candidates each rule removed ("heads", "seq_len", "oom", ...).
+    prune_counts: dict[str, int]
+    # Every candidate, one row each (see module docstring for the columns).
+    frame: pd.DataFrame

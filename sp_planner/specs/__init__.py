@@ -1,0 +1,22 @@
+"""Frozen, strict pydantic specs: model, hardware profile, workload."""
+
+from sp_planner.specs.hardware import (
+    CollectiveEfficiency,
+    CurvePoint,
+    EfficiencySpec,
+    HardwareProfile,
+    LinkSpec,
+)
+from sp_planner.specs.model import ModelSpec, MoESpec
+from sp_planner.specs.workload import Workload
+
+__all__ = [
+    "CollectiveEfficiency",
+    "CurvePoint",
+    "EfficiencySpec",
+    "HardwareProfile",
+    "LinkSpec",
+    "ModelSpec",
+    "MoESpec",
+    "Workload",
+]

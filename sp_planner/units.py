@@ -1,0 +1,52 @@
+"""Parsing and formatting of user-facing quantities (token counts, bytes, seconds)."""
+
+from __future__ import annotations
+
+import re
+
+from sp_planner.errors import UserInputError
+
+_TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
+_TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+
+
+def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
+    """Parse '131072', '128k' or '1M' (binary multiples, as long-context papers use) to a positive int."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _TOKENS_RE.match(str(text))
+        if not match:
+            raise UserInputError(
+                f"{what} {text!r} is not a token count; use an integer or a suffix k/M, e.g. 128k"
+            )
+        value = int(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
+    if value <= 0:
+        raise UserInputError(f"{what} must be positive, got {text}")
+    return value
+
+
+def format_tokens(num_tokens: int) -> str:
+    """131072 -> '128K'; values that are not whole multiples stay plain."""
+    for suffix, factor in (("M", 1024 * 1024), ("K", 1024)):
+        if num_tokens % factor == 0:
+            return f"{num_tokens // factor}{suffix}"
+    return str(num_tokens)
+
+
+def format_bytes(num_bytes: float) -> str:
+    """Binary units, as memory is reported by CUDA tools."""
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
