@@ -1,0 +1,65 @@
+"""Bytes one rank sends for one attention layer, forward + backward, under Ulysses x Ring (USP).
+
+This is the contract between the cost model and the executor: `sp_planner.executor` counts the
+bytes it hands to all_to_all / isend at its call sites, and tests require equality with these
+functions, byte for byte. All functions take Python ints or numpy integer arrays (the search
+evaluates thousands of candidates at once), and use integer arithmetic only.
+
+Shapes (per rank, before the Ulysses all-to-all): batch b, tokens S/(U*R), q heads Hq = H/tp,
+kv heads Hkv = KV heads per TP rank after replication for Ulysses (`kv_heads_for_ulysses`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IntLike = "int | np.ndarray"
+
+
+def kv_heads_per_tp_rank(num_kv_heads, tp):
+    """KV heads on one TP rank. Megatron replicates KV heads when tp > num_query_groups, so each
+    TP rank holds at least one (megatron/core/transformer/attention.py, G % TP or TP % G)."""
+    return np.maximum(num_kv_heads // tp, 1)
+
+
+def kv_heads_for_ulysses(num_kv_heads, tp, ulysses):
+    """KV heads a TP rank feeds into the Ulysses all-to-all.
+
+    When ulysses exceeds the local KV heads, each head is repeated ulysses/kv times before the
+    all-to-all so every Ulysses rank receives one (DeepSpeed ALST `ulysses_sp.py`, verl: U % G == 0).
+    """
+    kv_local = kv_heads_per_tp_rank(num_kv_heads, tp)
+    return np.maximum(kv_local, ulysses)
+
+
+def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim, tp, ulysses,
+                            ring, elem_bytes):
+    """All-to-all bytes one rank sends per layer, forward + backward.
+
+    Forward: Q, K, V go sequence-sharded -> head-sharded, O goes back (4 all-to-alls). Backward:
+    dO goes forward, dQ, dK, dV come back (4 more), as in DeepSpeed-Ulysses (Jacobs et al. 2023,
+    section 3.2) and yunchang's UlyssesAttention. An all-to-all over U ranks sends (U-1)/U of the
+    local tensor; the chunk a rank keeps for itself is not sent.
+    """
+    local_tokens = seq_len // (ulysses * ring)
+    heads = 2 * (num_heads // tp) + 2 * kv_heads_for_ulysses(num_kv_heads, tp, ulysses)
+    local_elems = batch * local_tokens * head_dim * heads  # Q + O + K + V on this rank
+    per_pass = local_elems // ulysses * (ulysses - 1)
+    return 2 * per_pass * elem_bytes
+
+
+def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
+                         grad_elem_bytes=4):
+    """P2P bytes one rank sends per layer, forward + backward, for Ring Attention.
+
+    Each rank holds S/R tokens and Hkv/U KV heads after the Ulysses all-to-all. Forward sends
+    K and V for R-1 steps; backward sends K and V again for R-1 steps and the dK/dV accumulators
+    for R steps, the last step returning them to their owner (ring-flash-attention
+    `ring_flash_attn_backward`; yunchang keeps the accumulators in fp32, as we do:
+    `grad_elem_bytes`). Zigzag and contiguous layouts send the same blocks.
+    """
+    kv_heads = kv_heads_for_ulysses(num_kv_heads, tp, ulysses) // ulysses
+    block_elems = batch * (seq_len // ring) * kv_heads * head_dim  # one of K or V
+    forward = 2 * (ring - 1) * block_elems * elem_bytes
+    backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * ring * block_elems * grad_elem_bytes
+    return np.where(ring > 1, forward + backward, 0)

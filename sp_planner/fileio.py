@@ -1,0 +1,61 @@
+"""Atomic writes and strict reads of the JSON/YAML files the tools exchange."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+import pydantic
+import yaml
+
+from sp_planner.errors import UserInputError
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_structured(path: Path, *, what: str) -> object:
+    """Parse a .json/.yaml/.yml file, turning every failure into one UserInputError line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserInputError(f"{what} file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserInputError(f"cannot read {what} file {path}: {err}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        detail = " ".join(str(err).split())
+        raise UserInputError(f"{what} file {path} is malformed: {detail}") from None
+
+
+def validate_as(model: type[T], data: object, *, what: str, path: Path | str) -> T:
+    """Validate parsed data, naming the file and the bad fields in one line."""
+    if not isinstance(data, dict):
+        raise UserInputError(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as err:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {item['msg']}" for item in err.errors()
+        )
+        raise UserInputError(f"{what} file {path} is invalid: {fields}") from None
