@@ -8,9 +8,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, NoReturn
 
-import click
 import pydantic
 import typer
+
+try:  # recent typer (0.29 here) vendors click as typer._click and no longer installs it
+    from typer._click.exceptions import ClickException
+except ImportError:  # older typer depends on click itself
+    from click import ClickException
 
 from sp_planner.errors import UserInputError
 
@@ -38,11 +42,11 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     command: Callable[..., object] = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         raise SystemExit(done.exit_code) from None
-    except click.exceptions.Abort:
+    except typer.Abort:
         fail("aborted")
-    except click.ClickException as err:
+    except ClickException as err:
         fail(err.format_message())
     except UserInputError as err:
         fail(str(err))

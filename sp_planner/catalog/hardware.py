@@ -1,0 +1,69 @@
+"""Built-in hardware profiles (hardware_profiles/*.yaml, shipped as package data) and the loader."""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.fileio import read_structured, validate_as
+from sp_planner.specs.hardware import HardwareProfile
+
+# Short names people type for the usual variant.
+HARDWARE_ALIASES: dict[str, str] = {
+    "H100": "H100-SXM",
+    "A100": "A100-80GB",
+    "910B": "Ascend-910B",
+}
+_WHAT = "hardware profile"
+_HINT = "Or pass the path to a hardware profile YAML (see hardware_profiles/ for the format)."
+
+
+@functools.cache
+def builtin_profiles() -> dict[str, HardwareProfile]:
+    """Name -> profile, sorted by name. sp_planner/data/hardware_profiles links to hardware_profiles/."""
+    folder = resources.files("sp_planner") / "data" / "hardware_profiles"
+    profiles = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text(encoding="utf-8"))
+            profiles.append(validate_as(HardwareProfile, data, what=_WHAT, path=entry.name))
+    by_name = {p.name: p for p in sorted(profiles, key=lambda p: p.name.lower())}
+    assert len(by_name) == len(profiles), "two built-in hardware profiles share a name"
+    return by_name
+
+
+def builtin_hardware_names() -> list[str]:
+    return list(builtin_profiles())
+
+
+@functools.cache
+def _table() -> dict[str, str]:
+    return lookup_table(builtin_profiles(), HARDWARE_ALIASES)
+
+
+def read_hardware_file(path: Path) -> HardwareProfile:
+    """A user profile: malformed YAML, wrong types, unknown or out-of-range fields -> UserInputError."""
+    data = read_structured(Path(path), what=_WHAT)
+    return validate_as(HardwareProfile, data, what=_WHAT, path=path)
+
+
+def load_hardware(name_or_path: str) -> HardwareProfile:
+    """A built-in profile by (forgiving) name or alias, or a path to a profile YAML."""
+    if not looks_like_path(name_or_path):
+        name = find(name_or_path, _table())
+        if name is not None:
+            return builtin_profiles()[name]
+        if not Path(name_or_path).exists():
+            raise unknown_name_error(
+                name_or_path, _table(), what="hardware", known_label="Built-in hardware profiles", hint=_HINT
+            )
+    return read_hardware_file(Path(name_or_path))
+
+
+def profile_to_yaml(profile: HardwareProfile) -> str:
+    """YAML text that read_hardware_file turns back into an equal profile."""
+    return yaml.safe_dump(profile.model_dump(mode="json"), sort_keys=False, width=100)

@@ -1,0 +1,49 @@
+"""Built-in model architectures (sp_planner/data/models.json) and the model loader."""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+
+from sp_planner.catalog.hf_config import load_hf_config
+from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.specs.model import ModelSpec
+
+# Other spellings of a built-in, kept few and unambiguous.
+MODEL_ALIASES: dict[str, str] = {
+    "Mistral-7B-v0.1": "Mistral-7B",
+    "Mixtral-8x7B-v0.1": "Mixtral-8x7B",
+}
+_HINT = "Or pass the path to a Hugging Face config.json (llama, mistral, mixtral, qwen2, qwen3)."
+
+
+@functools.cache
+def builtin_models() -> dict[str, ModelSpec]:
+    """Name -> spec, in the order of the data file. The data ships inside the package."""
+    text = (resources.files("sp_planner") / "data" / "models.json").read_text(encoding="utf-8")
+    specs = [ModelSpec.model_validate(entry) for entry in json.loads(text)]
+    return {spec.name: spec for spec in specs}
+
+
+def builtin_model_names() -> list[str]:
+    return list(builtin_models())
+
+
+@functools.cache
+def _table() -> dict[str, str]:
+    return lookup_table(builtin_models(), MODEL_ALIASES)
+
+
+def load_model(name_or_path: str) -> ModelSpec:
+    """A built-in model by (forgiving) name, or a Hugging Face config.json / checkpoint directory."""
+    if not looks_like_path(name_or_path):
+        name = find(name_or_path, _table())
+        if name is not None:
+            return builtin_models()[name]
+        if not Path(name_or_path).exists():
+            raise unknown_name_error(
+                name_or_path, _table(), what="model", known_label="Built-in models", hint=_HINT
+            )
+    return load_hf_config(Path(name_or_path))

@@ -1,0 +1,52 @@
+"""Forgiving lookup of built-in names: case and the separators '-', '.', '_' and spaces are ignored."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from sp_planner.errors import UserInputError
+
+_SEPARATORS = re.compile(r"[-._\s]")
+_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def normalise(name: str) -> str:
+    """'Llama-3.1-8B' -> 'llama318b'."""
+    return _SEPARATORS.sub("", name).lower()
+
+
+def lookup_table(names: Iterable[str], aliases: Mapping[str, str]) -> dict[str, str]:
+    """Normalised key -> canonical name, for the names themselves and their aliases."""
+    canonical = list(names)
+    table: dict[str, str] = {}
+    for spelling, target in [(n, n) for n in canonical] + list(aliases.items()):
+        key = normalise(spelling)
+        assert target in canonical, f"alias target {target!r} is not a built-in name"
+        assert table.get(key, target) == target, f"{key!r} would name both {table[key]} and {target}"
+        table[key] = target
+    return table
+
+
+def looks_like_path(arg: str) -> bool:
+    """A file argument has a directory part or a data-file suffix; a built-in name has neither."""
+    return "/" in arg or "\\" in arg or Path(arg).suffix.lower() in _FILE_SUFFIXES
+
+
+def find(query: str, table: Mapping[str, str]) -> str | None:
+    """The canonical name for `query`, or None when it names nothing (the caller decides what next)."""
+    return table.get(normalise(query))
+
+
+def unknown_name_error(
+    query: str, table: Mapping[str, str], *, what: str, known_label: str, hint: str
+) -> UserInputError:
+    """One line: what was asked, the closest known name, every known name, how else to proceed."""
+    known = list(dict.fromkeys(table.values()))  # built-in order, aliases folded in
+    close = difflib.get_close_matches(normalise(query), list(table), n=1, cutoff=0.6)
+    suggestion = f" Did you mean {table[close[0]]}?" if close else ""
+    return UserInputError(
+        f"unknown {what} {query!r}.{suggestion} {known_label}: {', '.join(known)}. {hint}"
+    )

@@ -1,0 +1,118 @@
+"""Built-in models: every entry loads, names are forgiving, parameter counts match published sizes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sp_planner.catalog import builtin_model_names, load_model
+from sp_planner.errors import UserInputError
+from sp_planner.specs.model import ModelSpec
+
+EXPECTED_NAMES = [
+    "Llama-2-7B", "Llama-2-13B", "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Llama-3.1-8B",
+    "Llama-3.1-70B", "Llama-3.1-405B", "Mistral-7B", "Mixtral-8x7B", "Qwen2.5-7B", "Qwen2.5-14B",
+    "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "GPT-3-175B", "Yi-34B", "Gemma-2-9B",
+    "Gemma-2-27B",
+]  # fmt: skip
+
+
+def test_builtin_names_are_the_documented_set():
+    assert builtin_model_names() == EXPECTED_NAMES
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_every_builtin_loads_with_sources(name):
+    spec = load_model(name)
+    assert isinstance(spec, ModelSpec)
+    assert spec.name == name
+    assert spec.sources and all(s.strip() for s in spec.sources)
+    assert spec.num_heads * spec.head_dim >= spec.hidden_size // 2
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"),
+    [
+        ("llama3-8b", "Llama-3-8B"),
+        ("LLAMA3-8B", "Llama-3-8B"),
+        ("llama-3.1-8b", "Llama-3.1-8B"),
+        ("llama3.1_70b", "Llama-3.1-70B"),
+        ("qwen2.5-7b", "Qwen2.5-7B"),
+        ("mixtral-8x7b", "Mixtral-8x7B"),
+        ("Mixtral-8x7B-v0.1", "Mixtral-8x7B"),
+        ("mistral-7b-v0.1", "Mistral-7B"),
+        ("gpt-3-175b", "GPT-3-175B"),
+        ("gemma2-9b", "Gemma-2-9B"),
+    ],
+)
+def test_names_match_case_and_separator_insensitively(spelling, name):
+    assert load_model(spelling).name == name
+
+
+def test_unknown_name_lists_builtins_and_suggests_the_closest():
+    with pytest.raises(UserInputError) as info:
+        load_model("lama-3-8b")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "unknown model 'lama-3-8b'" in message
+    assert "Did you mean Llama-3-8B?" in message
+    assert all(name in message for name in EXPECTED_NAMES)
+
+
+# Published totals, checked against ModelSpec.num_params within 1%.
+PUBLISHED_PARAMS = [
+    ("Llama-2-7B", 6.74e9),  # HF model card / safetensors total 6,738,415,616
+    ("Llama-2-13B", 13.02e9),  # HF safetensors total 13,015,864,320
+    ("Llama-2-70B", 68.98e9),  # HF safetensors total 68,976,648,192 ("69.0B", reference section C)
+    ("Llama-3-8B", 8.03e9),  # HF safetensors total 8,030,261,248
+    ("Llama-3.1-405B", 405.8e9),  # reference section C sanity check
+    ("Mistral-7B", 7.24e9),  # HF safetensors total 7,241,732,096
+    ("Mixtral-8x7B", 46.7e9),  # reference section C "46.7B total / 12.9B active"
+    ("Qwen2.5-7B", 7.61e9),  # Qwen2.5-7B model card "Number of Parameters: 7.61B"
+    ("Qwen2.5-14B", 14.7e9),  # Qwen2.5-14B model card "14.7B"
+    ("Qwen2.5-72B", 72.7e9),  # Qwen2.5-72B model card "72.7B"
+    ("Qwen3-8B", 8.2e9),  # Qwen3-8B model card "8.2B"
+    ("Qwen3-32B", 32.8e9),  # Qwen3-32B model card "32.8B"
+    ("GPT-3-175B", 174.6e9),  # reference section C (175B in arXiv:2005.14165, without position embeddings)
+    ("Gemma-2-9B", 9.242e9),  # Gemma 2 report arXiv:2408.00118 Table 2: 8,324,201,984 + 917,504,000
+    ("Gemma-2-27B", 27.227e9),  # Gemma 2 report Table 2: 26,047,480,320 + 1,179,648,000
+]
+
+
+@pytest.mark.parametrize(("name", "published"), PUBLISHED_PARAMS)
+def test_parameter_count_matches_published(name, published):
+    assert load_model(name).num_params == pytest.approx(published, rel=0.01)
+
+
+def test_mixtral_active_parameters_match_published():
+    spec = load_model("Mixtral-8x7B")
+    assert spec.num_active_params == pytest.approx(12.9e9, rel=0.01)
+    # Two of eight experts: active MLP weights are a quarter of all expert weights.
+    expert = 3 * spec.hidden_size * spec.moe.moe_intermediate_size
+    assert spec.mlp_params_per_layer - spec.active_mlp_params_per_layer == 6 * expert
+
+
+def test_dense_models_have_all_parameters_active():
+    for name in EXPECTED_NAMES:
+        spec = load_model(name)
+        if spec.moe is None:
+            assert spec.num_active_params == spec.num_params, name
+
+
+def test_architecture_flags_follow_the_configs():
+    assert load_model("Qwen2.5-7B").qkv_bias and not load_model("Qwen3-8B").qkv_bias
+    gpt3 = load_model("GPT-3-175B")
+    assert (gpt3.mlp, gpt3.linear_bias, gpt3.tie_word_embeddings) == ("gelu", True, True)
+    gemma = load_model("Gemma-2-9B")
+    assert (gemma.mlp, gemma.tie_word_embeddings, gemma.head_dim) == ("geglu", True, 256)
+    # Qwen3-32B: 64 query heads of 128 = 8192, wider than hidden_size 5120.
+    assert load_model("Qwen3-32B").q_size == 8192
+
+
+def test_catalog_import_leaves_torch_out():
+    code = (
+        "import sys, sp_planner.catalog as c; c.load_model('llama3-8b'); c.load_hardware('a800');"
+        " print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

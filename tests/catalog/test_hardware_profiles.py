@@ -1,0 +1,202 @@
+"""Built-in hardware profiles: sourced, plausible, tied to the published figures they come from;
+user profiles: every kind of bad file gives one line naming the file and the field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sp_planner.catalog import builtin_hardware_names, load_hardware, profile_to_yaml, read_hardware_file
+from sp_planner.errors import UserInputError
+from sp_planner.specs.hardware import SOURCED_FIELDS, CollectiveEfficiency
+
+REPO_PROFILES = Path(__file__).resolve().parents[2] / "hardware_profiles"
+EXPECTED_NAMES = [
+    "A100-40GB", "A100-80GB", "A800", "Ascend-910B", "B200", "H100-SXM", "H200", "H800", "L20",
+    "L40S", "MI300X",
+]  # fmt: skip
+GB = 1e9
+
+
+def test_builtin_names_are_the_documented_set():
+    assert builtin_hardware_names() == EXPECTED_NAMES
+
+
+def test_every_repo_yaml_is_a_builtin():
+    names = {yaml.safe_load(p.read_text())["name"] for p in REPO_PROFILES.glob("*.yaml")}
+    assert sorted(names) == sorted(EXPECTED_NAMES)
+
+
+def _field(profile, dotted: str):
+    value = profile
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_every_number_is_sourced(name):
+    profile = load_hardware(name)
+    missing = [f for f in SOURCED_FIELDS if not profile.sources.get(f, "").strip()]
+    assert not missing, f"{name}: no source for {missing}"
+    for key in profile.sources:  # no stale keys: each names a real field
+        _field(profile, key)
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_efficiencies_are_fractions_and_attention_is_below_gemm(name):
+    eff = load_hardware(name).efficiency
+    fractions = [eff.gemm]
+    for curve in (eff.attention_fwd, eff.attention_bwd):
+        assert [p.tokens for p in curve] == [512, 1024, 2048, 4096, 8192, 16384]
+        fractions += [p.efficiency for p in curve]
+    for coll in (eff.intra_node, eff.inter_node):
+        fractions += [getattr(coll, op) for op in CollectiveEfficiency.model_fields]
+    assert all(0 < f <= 1 for f in fractions)
+    # A fused attention kernel never beats the best plain GEMM, and its backward trails its forward.
+    assert max(p.efficiency for p in eff.attention_fwd) < eff.gemm
+    assert all(b.efficiency < f.efficiency for f, b in zip(eff.attention_fwd, eff.attention_bwd))
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_reserve_follows_its_stated_derivation(name):
+    # 0.5 GB CUDA context + 4 NCCL communicators x 0.7 GB + 3% of memory, rounded to 0.1 GB.
+    profile = load_hardware(name)
+    assert profile.memory_reserve_bytes == pytest.approx(3.3e9 + 0.03 * profile.hbm_bytes, abs=0.05e9)
+
+
+def test_figures_reproduce_their_published_measurements():
+    h100, a100, a800 = load_hardware("H100-SXM"), load_hardware("A100-80GB"), load_hardware("A800")
+    def achieved(profile, level):
+        link = getattr(profile, level)
+        return link.bandwidth_bytes_per_s * getattr(profile.efficiency, level).all_reduce
+
+    # NVLink ring: ~370 of 450 GB/s (nccl-tests#212); A100 234.89 of 300 (stas00).
+    assert achieved(h100, "intra_node") == pytest.approx(370 * GB, rel=0.01)
+    assert achieved(a100, "intra_node") == pytest.approx(234.89 * GB, rel=0.01)
+    # NDR 46-48 GB/s per NIC; HDR 24 GB/s per NIC.
+    assert achieved(h100, "inter_node") == pytest.approx(47 * GB, rel=0.01)
+    assert achieved(a800, "inter_node") == pytest.approx(24 * GB, rel=0.01)
+    # MAMF: A100 271.2, H100 794.5 TFLOPS.
+    assert a100.peak_bf16_flops * a100.efficiency.gemm == pytest.approx(271.2e12, rel=0.005)
+    assert h100.peak_bf16_flops * h100.efficiency.gemm == pytest.approx(794.5e12, rel=0.005)
+    # FA2 fwd on A100 peaks at 227 TFLOPS (2k); FA3 fwd/bwd on H100 at 16k: 648 / 561 TFLOPS.
+    a100_fwd_best = max(p.efficiency for p in a100.efficiency.attention_fwd)
+    assert a100_fwd_best * 312e12 == pytest.approx(227e12, rel=0.005)
+    assert h100.efficiency.attention_fwd[-1].efficiency * 989e12 == pytest.approx(648e12, rel=0.005)
+    assert h100.efficiency.attention_bwd[-1].efficiency * 989e12 == pytest.approx(561e12, rel=0.005)
+
+
+def test_usp_testbed_and_pcie_machines():
+    a800 = load_hardware("a800")
+    # USP testbed: 400 GB/s bidirectional NVLink, 1.6 Tb/s RDMA per 8-GPU node.
+    assert a800.intra_node.bandwidth_bytes_per_s == 200 * GB
+    assert a800.inter_node.bandwidth_bytes_per_s * a800.gpus_per_node * 8 == pytest.approx(1.6e12)
+    assert a800.peak_bf16_flops == 312e12
+    for name in ("L20", "L40S"):
+        profile = load_hardware(name)
+        assert profile.intra_node.kind == "pcie"
+        # 16 GT/s x 16 lanes with 128b/130b coding, per direction.
+        assert profile.intra_node.bandwidth_bytes_per_s == pytest.approx(16e9 * 16 * 128 / 130 / 8, rel=0.001)
+    assert load_hardware("L20").peak_bf16_flops == 119.5e12
+
+
+@pytest.mark.parametrize(
+    ("spelling", "name"),
+    [
+        ("h100", "H100-SXM"),
+        ("H100", "H100-SXM"),
+        ("h100-sxm", "H100-SXM"),
+        ("a100", "A100-80GB"),
+        ("A100_40GB", "A100-40GB"),
+        ("a800", "A800"),
+        ("910b", "Ascend-910B"),
+        ("ascend910b", "Ascend-910B"),
+        ("mi300x", "MI300X"),
+        ("l40s", "L40S"),
+    ],
+)
+def test_names_and_aliases(spelling, name):
+    assert load_hardware(spelling).name == name
+
+
+def test_unknown_name_lists_builtins():
+    with pytest.raises(UserInputError) as info:
+        load_hardware("h10")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "unknown hardware 'h10'. Did you mean H100-SXM?" in message
+    assert all(name in message for name in EXPECTED_NAMES)
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_yaml_round_trip(tmp_path, name):
+    profile = load_hardware(name)
+    path = tmp_path / "custom.yaml"
+    path.write_text(profile_to_yaml(profile), encoding="utf-8")
+    assert read_hardware_file(path) == profile
+    assert load_hardware(str(path)) == profile
+
+
+def _user_file(tmp_path, mutate) -> Path:
+    data = load_hardware("A800").model_dump(mode="json")
+    mutate(data)
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def _set(dotted, value):
+    def mutate(data):
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            data = data[part]
+        data[leaf] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.pop("peak_bf16_flops"), "peak_bf16_flops: Field required"),
+        (lambda d: d.update(nvlink_gen=4), "nvlink_gen: Extra inputs are not permitted"),
+        (_set("hbm_bytes", -1), "hbm_bytes: Input should be greater than 0"),
+        (_set("peak_bf16_flops", 0), "peak_bf16_flops: Input should be greater than 0"),
+        (_set("gpus_per_node", 0), "gpus_per_node: Input should be greater than 0"),
+        (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
+        (_set("efficiency.gemm", 1.5), "efficiency.gemm: Input should be less than or equal to 1"),
+        (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
+        (_set("intra_node.kind", "infiniband"), "intra_node: Value error, intra_node.kind 'infiniband'"),
+        (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),
+    ],
+)
+def test_bad_user_profile_names_file_and_field(tmp_path, mutate, expected):
+    path = _user_file(tmp_path, mutate)
+    with pytest.raises(UserInputError) as info:
+        load_hardware(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"hardware profile file {path} is invalid: ")
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: [A800\npeak_bf16_flops: 1\n", "is malformed"),
+        ("- A800\n- H100\n", "must hold a mapping, got list"),
+        ("", "must hold a mapping, got NoneType"),
+    ],
+)
+def test_unparseable_user_profile(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserInputError) as info:
+        load_hardware(str(path))
+    assert "\n" not in str(info.value) and str(path) in str(info.value) and expected in str(info.value)
+
+
+def test_missing_user_profile(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_hardware(str(tmp_path / "cluster.yaml"))

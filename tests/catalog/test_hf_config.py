@@ -1,0 +1,207 @@
+"""Hugging Face config.json -> ModelSpec, checked against the built-in specs of the same models."""
+
+import json
+
+import pytest
+
+from sp_planner.catalog import load_hf_config, load_model
+from sp_planner.errors import UserInputError
+
+# Trimmed copies of the published config.json files (fields the loader reads, plus typical extras).
+LLAMA3_8B = {
+    "_name_or_path": "meta-llama/Meta-Llama-3-8B",
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "attention_bias": False,
+    "mlp_bias": False,
+}
+# Llama-2-7B's config predates num_key_value_heads and head_dim: MHA and hidden/heads by default.
+LLAMA2_7B = {
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "vocab_size": 32000,
+}
+MISTRAL_7B = {
+    "_name_or_path": "mistralai/Mistral-7B-v0.1",
+    "model_type": "mistral",
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "head_dim": None,
+    "sliding_window": 4096,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
+MIXTRAL_8X7B = {
+    "_name_or_path": "mistralai/Mixtral-8x7B-v0.1",
+    "model_type": "mixtral",
+    "hidden_act": "silu",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "router_aux_loss_coef": 0.02,
+    "vocab_size": 32000,
+    "tie_word_embeddings": False,
+}
+QWEN25_7B = {
+    "_name_or_path": "Qwen/Qwen2.5-7B",
+    "model_type": "qwen2",
+    "hidden_act": "silu",
+    "hidden_size": 3584,
+    "intermediate_size": 18944,
+    "num_attention_heads": 28,
+    "num_hidden_layers": 28,
+    "num_key_value_heads": 4,
+    "vocab_size": 152064,
+    "tie_word_embeddings": False,
+    "use_sliding_window": False,
+}
+QWEN3_32B = {
+    "model_type": "qwen3",
+    "hidden_act": "silu",
+    "hidden_size": 5120,
+    "head_dim": 128,
+    "intermediate_size": 25600,
+    "num_attention_heads": 64,
+    "num_hidden_layers": 64,
+    "num_key_value_heads": 8,
+    "vocab_size": 151936,
+    "attention_bias": False,
+    "tie_word_embeddings": False,
+}
+
+ARCH_FIELDS = {"name", "sources", "hf_repo"}
+
+
+def write_config(tmp_path, cfg, folder="ckpt"):
+    path = tmp_path / folder / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("cfg", "builtin"),
+    [
+        (LLAMA3_8B, "Llama-3-8B"),
+        (LLAMA2_7B, "Llama-2-7B"),
+        (MISTRAL_7B, "Mistral-7B"),
+        (MIXTRAL_8X7B, "Mixtral-8x7B"),
+        (QWEN25_7B, "Qwen2.5-7B"),
+        (QWEN3_32B, "Qwen3-32B"),
+    ],
+)
+def test_config_gives_the_builtin_architecture(tmp_path, cfg, builtin):
+    spec = load_hf_config(write_config(tmp_path, cfg))
+    assert spec.model_dump(exclude=ARCH_FIELDS) == load_model(builtin).model_dump(exclude=ARCH_FIELDS)
+    assert spec.num_params == load_model(builtin).num_params
+
+
+def test_defaults_for_old_llama_config(tmp_path):
+    spec = load_hf_config(write_config(tmp_path, LLAMA2_7B))
+    defaults = (spec.num_kv_heads, spec.head_dim, spec.tie_word_embeddings, spec.mlp)
+    assert defaults == (32, 128, False, "swiglu")
+
+
+def test_qwen2_always_has_qkv_bias_and_llama_follows_attention_bias(tmp_path):
+    assert load_hf_config(write_config(tmp_path, QWEN25_7B, "q")).qkv_bias
+    assert load_hf_config(write_config(tmp_path, {**LLAMA3_8B, "attention_bias": True}, "l")).qkv_bias
+    assert not load_hf_config(write_config(tmp_path, LLAMA3_8B, "l2")).qkv_bias
+
+
+def test_mixtral_experts(tmp_path):
+    spec = load_hf_config(write_config(tmp_path, MIXTRAL_8X7B))
+    assert (spec.moe.num_experts, spec.moe.top_k, spec.moe.moe_intermediate_size) == (8, 2, 14336)
+    assert spec.num_active_params == pytest.approx(12.9e9, rel=0.01)
+
+
+def test_name_and_repo_come_from_name_or_path(tmp_path):
+    spec = load_hf_config(write_config(tmp_path, LLAMA3_8B))
+    assert (spec.name, spec.hf_repo) == ("Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B")
+    assert "config.json" in spec.sources[0] and "llama" in spec.sources[0]
+
+
+def test_local_name_or_path_names_the_spec_without_a_repo(tmp_path):
+    cfg = {**LLAMA3_8B, "_name_or_path": "/data/checkpoints/my-llama/"}
+    spec = load_hf_config(write_config(tmp_path, cfg))
+    assert (spec.name, spec.hf_repo) == ("my-llama", None)
+
+
+def test_name_falls_back_to_parent_directory(tmp_path):
+    spec = load_hf_config(write_config(tmp_path, QWEN3_32B, folder="Qwen3-32B-local"))
+    assert (spec.name, spec.hf_repo) == ("Qwen3-32B-local", None)
+
+
+def test_load_model_accepts_a_config_path_or_its_directory(tmp_path):
+    path = write_config(tmp_path, MISTRAL_7B, folder="mistral")
+    assert load_model(str(path)).name == "Mistral-7B-v0.1"
+    assert load_model(str(path.parent)).num_params == load_model("Mistral-7B").num_params
+
+
+def without(cfg, key):
+    return {k: v for k, v in cfg.items() if k != key}
+
+
+def _error(tmp_path, cfg) -> str:
+    path = write_config(tmp_path, cfg)
+    with pytest.raises(UserInputError) as info:
+        load_hf_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("cfg", "expected"),
+    [
+        ({**LLAMA3_8B, "model_type": "gpt2"}, "model_type 'gpt2' is not supported; supported: llama,"),
+        (without(LLAMA3_8B, "model_type"), "required field 'model_type' is missing"),
+        (without(LLAMA3_8B, "hidden_size"), "required field 'hidden_size' is missing"),
+        ({**LLAMA3_8B, "num_hidden_layers": -32}, "'num_hidden_layers' must be a positive integer, got -32"),
+        ({**LLAMA3_8B, "vocab_size": "128256"}, "'vocab_size' must be a positive integer"),
+        ({**LLAMA3_8B, "num_key_value_heads": True}, "'num_key_value_heads' must be a positive integer"),
+        ({**LLAMA3_8B, "tie_word_embeddings": "no"}, "'tie_word_embeddings' must be true or false"),
+        ({**LLAMA3_8B, "hidden_act": "relu"}, "'hidden_act' 'relu' is not supported"),
+        ({**LLAMA3_8B, "mlp_bias": True}, "'mlp_bias' true is not supported"),
+        ({**LLAMA3_8B, "num_key_value_heads": 5}, "num_heads (32) must be a multiple of num_kv_heads"),
+        ({**LLAMA3_8B, "hidden_size": 4100}, "'head_dim' is missing and hidden_size 4100"),
+        (without(MIXTRAL_8X7B, "num_local_experts"), "'num_local_experts' is missing"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path, cfg, expected):
+    assert expected in _error(tmp_path, cfg)
+
+
+def test_malformed_and_non_mapping_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "llama",', encoding="utf-8")
+    with pytest.raises(UserInputError, match="is malformed"):
+        load_hf_config(path)
+    path.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(UserInputError, match="must hold a mapping, got list"):
+        load_hf_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_model(str(tmp_path / "nope" / "config.json"))
