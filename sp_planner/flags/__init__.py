@@ -1,0 +1,44 @@
+"""Render a chosen plan as each training framework's flags or config, and as launch commands."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sp_planner.errors import UserInputError
+from sp_planner.flags import deepspeed, megatron, mindspeed, torchtitan, yunchang
+from sp_planner.flags.base import FRAMEWORKS, FlagRequest, Framework, FrameworkFlags
+from sp_planner.flags.launch import LAUNCHERS, render_launch
+
+_RENDERERS: dict[str, Callable[[FlagRequest], FrameworkFlags]] = {
+    "megatron": megatron.render,
+    "mindspeed": mindspeed.render,
+    "deepspeed": deepspeed.render,
+    "yunchang": yunchang.render,
+    "torchtitan": torchtitan.render,
+}
+assert tuple(_RENDERERS) == FRAMEWORKS
+
+
+def render_flags(framework: str, request: FlagRequest) -> FrameworkFlags:
+    """One framework's flags for the plan, or supported=False with the reason it cannot express it."""
+    renderer = _RENDERERS.get(framework)
+    if renderer is None:
+        raise UserInputError(f"unknown framework {framework!r}; choose one of: {', '.join(FRAMEWORKS)}")
+    return renderer(request)
+
+
+def render_all(request: FlagRequest) -> dict[str, FrameworkFlags]:
+    """Every framework's flags, in FRAMEWORKS order."""
+    return {name: render_flags(name, request) for name in FRAMEWORKS}
+
+
+__all__ = [
+    "FRAMEWORKS",
+    "LAUNCHERS",
+    "FlagRequest",
+    "Framework",
+    "FrameworkFlags",
+    "render_all",
+    "render_flags",
+    "render_launch",
+]

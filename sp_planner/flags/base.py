@@ -1,0 +1,120 @@
+"""Shared types and checks for rendering a plan as one framework's flags.
+
+Every renderer takes a FlagRequest and returns FrameworkFlags: either the exact text to paste, or
+supported=False with the reason the framework cannot express the plan (never approximate flags).
+Facts come from the shared reference framework_flags.md; each rule cites the framework source.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sp_planner.plan import ParallelPlan, violations
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+Framework = Literal["megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan"]
+FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan")
+
+
+class FlagRequest(FrozenModel):
+    """A chosen plan for one model and workload on num_nodes x gpus_per_node GPUs."""
+
+    model: ModelSpec
+    workload: Workload
+    plan: ParallelPlan
+    num_nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _check_world(self) -> "FlagRequest":
+        gpus = self.num_nodes * self.gpus_per_node
+        if gpus != self.plan.world_size:
+            p = self.plan
+            raise ValueError(
+                f"num_nodes*gpus_per_node = {self.num_nodes}*{self.gpus_per_node} = {gpus} GPUs, but the "
+                f"plan needs dp*pp*tp*ulysses*ring = {p.dp}*{p.pp}*{p.tp}*{p.ulysses}*{p.ring} = "
+                f"{p.world_size}"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.plan.world_size
+
+    @property
+    def num_micro_batches(self) -> int:
+        """Micro-batches per optimizer step per data-parallel rank: GBS / (MBS * DP)."""
+        return self.plan.num_micro_batches(self.workload)
+
+
+class FrameworkFlags(FrozenModel):
+    framework: str
+    supported: bool
+    text: str  # the exact lines/config to paste ("" if unsupported)
+    reason: str | None = None  # why the framework cannot express the plan (None if supported)
+    notes: tuple[str, ...] = ()  # caveats: KV-head replication, version requirements, ...
+
+    @model_validator(mode="after")
+    def _check_consistent(self) -> "FrameworkFlags":
+        if self.supported:
+            assert self.text and self.reason is None, "supported flags need text and no reason"
+        else:
+            assert not self.text and self.reason, "unsupported flags need a reason and no text"
+        return self
+
+
+def supported(framework: str, text: str, notes: list[str]) -> FrameworkFlags:
+    return FrameworkFlags(framework=framework, supported=True, text=text, notes=tuple(notes))
+
+
+def unsupported(framework: str, reasons: list[str]) -> FrameworkFlags:
+    """Not expressible: the reasons, joined, say which rule or missing feature is at fault."""
+    return FrameworkFlags(framework=framework, supported=False, text="", reason="; ".join(reasons))
+
+
+def plan_rule_failures(request: FlagRequest) -> list[str]:
+    """The plan's own hard rules (sp_planner.plan.violations); any framework fails on these."""
+    return [v.message for v in violations(request.plan, request.model, request.workload)]
+
+
+def kv_heads_per_tp_rank(model: ModelSpec, tp: int) -> int:
+    """KV heads one TP rank holds. Megatron copies KV heads when TP % G == 0 (one per rank)
+    (megatron/core/transformer/transformer_config.py: G % TP == 0 or TP % G == 0)."""
+    return max(1, model.num_kv_heads // tp)
+
+
+def megatron_tp_head_failures(model: ModelSpec, tp: int) -> list[str]:
+    """Megatron's TP head rules (transformer_config.py:1446-1468); MindSpeed inherits them."""
+    failures = []
+    if model.num_heads % tp != 0:
+        failures.append(f"num_attention_heads {model.num_heads} is not divisible by tp {tp}")
+    g = model.num_kv_heads
+    if not (g % tp == 0 or tp % g == 0):
+        failures.append(f"num_query_groups {g} and tp {tp} must divide one another")
+    return failures
+
+
+def megatron_zero_failure(plan: ParallelPlan, name: str) -> str | None:
+    """Megatron-LM core has ZeRO-1 only: --use-distributed-optimizer shards the optimizer state over
+    the dp x cp group (megatron/training/arguments.py:3156); gradients stay in a full buffer."""
+    if plan.zero <= 1:
+        return None
+    return (
+        f"zero={plan.zero} cannot be expressed: {name} has ZeRO-1 only (--use-distributed-optimizer shards "
+        "the optimizer state over the dp x cp ranks; gradients and parameters stay whole); sharding "
+        "those needs Megatron-LM's separate FSDP paths, which this planner does not emit; use zero=1 "
+        "or zero=0"
+    )
+
+
+def describe_degrees(plan: ParallelPlan, axes: tuple[str, ...]) -> str:
+    """'tp 8 and pp 2' for the axes whose degree exceeds 1 (for reasons naming the culprits)."""
+    return " and ".join(f"{axis} {getattr(plan, axis)}" for axis in axes if getattr(plan, axis) > 1)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")

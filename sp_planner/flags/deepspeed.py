@@ -1,0 +1,110 @@
+"""DeepSpeed ds_config for a plan (shared reference framework_flags.md, section 3).
+
+DeepSpeed's sequence parallelism is Ulysses only: DistributedAttention (deepspeed/sequence/layer.py)
+and ALST (deepspeed/runtime/sequence_parallel/ulysses_sp.py) all-to-all heads; neither has a ring
+(P2P) attention, so ring > 1 (Ring Attention or USP) cannot be expressed.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sp_planner.flags.base import (
+    FlagRequest,
+    FrameworkFlags,
+    describe_degrees,
+    plan_rule_failures,
+    supported,
+    unsupported,
+)
+
+
+def _failures(request: FlagRequest) -> list[str]:
+    p, m, s = request.plan, request.model, request.workload.seq_len
+    failures = []
+    if p.ring > 1:
+        failures.append(
+            f"ring {p.ring} cannot be expressed: DeepSpeed's sequence parallelism is Ulysses all-to-all "
+            "only (deepspeed/sequence/layer.py, runtime/sequence_parallel/ulysses_sp.py) with no "
+            "ring/P2P attention, so it cannot run Ring Attention or USP (ulysses x ring)"
+        )
+    if p.tp > 1 or p.pp > 1:
+        degrees = describe_degrees(p, ("tp", "pp"))
+        if p.ulysses > 1:
+            failures.append(
+                f"{degrees} with ulysses {p.ulysses} cannot be expressed: Megatron-DeepSpeed asserts "
+                "TP == 1 and PP == 1 whenever its sequence parallel size > 1 "
+                "(megatron/core/parallel_state.py:144-147), and ALST/ds_config has no tensor or pipeline axis"
+            )
+        else:
+            failures.append(
+                f"{degrees} cannot be expressed in a ds_config: it has no tensor or pipeline degree "
+                "(those come from Megatron-DeepSpeed's own flags, which this planner does not emit)"
+            )
+    if p.ulysses > 1:
+        # DistributedAttention / ALST: attn_heads % sp == 0 (layer.py; ulysses_sp.py).
+        if m.num_heads % p.ulysses != 0:
+            failures.append(f"num_attention_heads {m.num_heads} is not divisible by ulysses {p.ulysses}")
+        # ALST: kv_heads % sp == 0 or sp % kv_heads == 0 (KV heads replicated in the latter case).
+        g = m.num_kv_heads
+        if not (g % p.ulysses == 0 or p.ulysses % g == 0):
+            failures.append(f"num_kv_heads {g} and ulysses {p.ulysses} must divide one another (ALST)")
+        # ALST's UlyssesSPDataLoaderAdapter needs the batch seqlen divisible by sp.
+        if s % p.ulysses != 0:
+            failures.append(f"seq_len {s} is not divisible by ulysses {p.ulysses}")
+    return failures
+
+
+def ds_config(request: FlagRequest) -> dict[str, object]:
+    """The ds_config dict. DeepSpeed checks train_batch_size == micro * grad_acc * dp, where dp is the
+    "data_parallel" mesh dim built from data_parallel_size x sequence_parallel_size
+    (deepspeed/__init__.py:197-206; runtime/config.py world_size)."""
+    p, w = request.plan, request.workload
+    return {
+        "train_batch_size": w.global_batch,
+        "train_micro_batch_size_per_gpu": p.micro_batch,
+        "gradient_accumulation_steps": request.num_micro_batches,
+        "data_parallel_size": p.dp,
+        "sequence_parallel_size": p.ulysses,
+        # ZeRO partitions over the sequence-data-parallel group, sp x dp (runtime/engine.py:1839-1936).
+        "zero_optimization": {"stage": p.zero},
+        "bf16": {"enabled": True},
+    }
+
+
+def render(request: FlagRequest) -> FrameworkFlags:
+    failures = plan_rule_failures(request) or _failures(request)
+    if failures:
+        return unsupported("deepspeed", failures)
+    p, m, w = request.plan, request.model, request.workload
+    notes = [
+        "Save the JSON as ds_config.json and pass it to deepspeed.initialize(config=...); with "
+        f"data_parallel_size and sequence_parallel_size it builds the ({p.dp}, {p.ulysses}) "
+        "(data_parallel, sequence_parallel) mesh, sequence-parallel ranks contiguous.",
+    ]
+    if p.ulysses > 1:
+        notes += [
+            "Hugging Face models (ALST, transformers >= 4.51.3): "
+            "UlyssesSPAttentionHF.register_with_transformers("
+            f"model_name_or_path, core_attn_implementation, sequence_parallel_size={p.ulysses}, "
+            f"micro_batch_size={p.micro_batch}, seq_length={w.seq_len}, seq_length_is_variable=False); "
+            "eager attention is rejected.",
+            f"Megatron-DeepSpeed: pass --ds-sequence-parallel-size {p.ulysses} and never "
+            "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination).",
+        ]
+        if p.ulysses > m.num_kv_heads:
+            notes.append(
+                f"ulysses {p.ulysses} > num_kv_heads {m.num_kv_heads}: ALST replicates each KV head over "
+                f"{p.ulysses // m.num_kv_heads} ranks."
+            )
+    if p.recompute == "full":
+        notes.append(
+            "Full recompute is switched on in the model (e.g. model.gradient_checkpointing_enable()), "
+            "not in ds_config."
+        )
+    elif p.recompute == "selective":
+        notes.append(
+            "Selective (attention-only) recompute has no ds_config key; the model code must provide it, "
+            "otherwise activation memory exceeds the plan."
+        )
+    return supported("deepspeed", json.dumps(ds_config(request), indent=2), notes)

@@ -1,0 +1,93 @@
+"""Multi-node launch commands: torchrun with c10d rendezvous, and a SLURM sbatch script
+(shared reference framework_flags.md, section 7; torch/distributed/run.py, torchtitan
+multinode_trainer.slurm at v0.2.2).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from sp_planner.errors import UserInputError
+
+LAUNCHERS: tuple[str, ...] = ("torchrun", "slurm")
+# HOST:PORT where HOST may be a shell variable ("$MASTER_ADDR"); nothing that would break the
+# double-quoted word it is written into (quotes, backticks, whitespace).
+_ENDPOINT_RE = re.compile(r"^[^\s\"'`:]+:(\d{1,5})$")
+_JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _check(
+    launcher: str, num_nodes: int, gpus_per_node: int, command: str, rdzv_endpoint: str, job_name: str
+) -> None:
+    if launcher not in LAUNCHERS:
+        raise UserInputError(f"unknown launcher {launcher!r}; choose one of: {', '.join(LAUNCHERS)}")
+    if num_nodes < 1 or gpus_per_node < 1:
+        raise UserInputError(
+            f"num_nodes ({num_nodes}) and gpus_per_node ({gpus_per_node}) must be at least 1"
+        )
+    if not command.strip():
+        raise UserInputError(
+            "the training command is empty; give the script and its arguments, e.g. 'train.py --config x'"
+        )
+    if not _ENDPOINT_RE.match(rdzv_endpoint):
+        raise UserInputError(
+            f"rendezvous endpoint {rdzv_endpoint!r} is not HOST:PORT "
+            "(e.g. '$MASTER_ADDR:29500' or 'node001:29500')"
+        )
+    if not _JOB_NAME_RE.match(job_name):
+        raise UserInputError(f"job name {job_name!r} may use only letters, digits, '.', '_' and '-'")
+
+
+def _torchrun(num_nodes: int, gpus_per_node: int, command: str, endpoint: str, rdzv_id: str) -> str:
+    # c10d rendezvous: every node runs the same line; --node-rank is only for static rendezvous (run.py).
+    return "\n".join([
+        f"torchrun --nnodes {num_nodes} --nproc-per-node {gpus_per_node} \\",
+        f'    --rdzv-backend c10d --rdzv-endpoint "{endpoint}" --rdzv-id {rdzv_id} \\',
+        f"    {command.strip()}",
+    ])
+
+
+def render_launch(
+    launcher: Literal["torchrun", "slurm"],
+    *,
+    num_nodes: int,
+    gpus_per_node: int,
+    command: str,
+    rdzv_endpoint: str = "$MASTER_ADDR:29500",
+    job_name: str = "sp-train",
+) -> str:
+    """The launch text for `command` (a script or `-m module`, with its arguments).
+
+    torchrun: one command to run on every node (set MASTER_ADDR to the first node, or pass
+    rdzv_endpoint; 'localhost:0' suits a single node); job_name is the rendezvous id.
+    slurm: an sbatch script that finds the allocation's first node, exports it as MASTER_ADDR and
+    starts one torchrun agent per node with srun; the rendezvous id is the SLURM job id.
+    """
+    _check(launcher, num_nodes, gpus_per_node, command, rdzv_endpoint, job_name)
+    if launcher == "torchrun":
+        where = "the node"
+        if num_nodes > 1:
+            where = f"each of the {num_nodes} nodes (c10d rendezvous: no --node-rank)"
+        return "\n".join([
+            f"# Run on {where}.",
+            _torchrun(num_nodes, gpus_per_node, command, rdzv_endpoint, job_name),
+        ])
+    return "\n".join([
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --nodes={num_nodes}",
+        # --ntasks-per-node=8 would start 8 agents per node, each spawning 8 workers.
+        f"# One torchrun agent per node, which starts the {gpus_per_node} workers.",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --gpus-per-task={gpus_per_node}",
+        "set -euo pipefail",
+        "",
+        "# The first node of the allocation hosts the c10d rendezvous.",
+        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'export MASTER_ADDR="$head_node"',
+        "",
+        "# Paste the framework's exports and flag arrays here.",
+        "",
+        "srun " + _torchrun(num_nodes, gpus_per_node, command, rdzv_endpoint, '"$SLURM_JOB_ID"'),
+    ])

@@ -1,0 +1,158 @@
+"""Megatron-LM command-line flags for a plan (shared reference framework_flags.md, section 1).
+
+Ulysses and Ring map onto Megatron's context parallelism (CP = ulysses * ring) through Transformer
+Engine's --cp-comm-type: a2a (Ulysses), p2p (Ring) or a2a+p2p (USP, hierarchical: a2a inner).
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import (
+    FlagRequest,
+    FrameworkFlags,
+    kv_heads_per_tp_rank,
+    megatron_tp_head_failures,
+    megatron_zero_failure,
+    plan_rule_failures,
+    plural,
+    supported,
+    unsupported,
+)
+
+FlagGroup = tuple[str, list[str]]
+
+
+def bash_array(name: str, groups: list[FlagGroup]) -> str:
+    """A bash array of flags, one per line, each group under a comment; use it as "${NAME[@]}"."""
+    lines = [f"{name}=("]
+    for comment, flags in groups:
+        if flags:
+            lines.append(f"    # {comment}")
+            lines.extend(f"    {flag}" for flag in flags)
+    lines.append(")")
+    return "\n".join(lines)
+
+
+def cp_description(request: FlagRequest) -> str:
+    p = request.plan
+    return (
+        f"{request.world_size} GPUs = tp {p.tp} x cp {p.cp} (ulysses {p.ulysses} x ring {p.ring}) "
+        f"x pp {p.pp} x dp {p.dp}"
+    )
+
+
+def common_failures(request: FlagRequest, name: str) -> list[str]:
+    """Rules every Megatron-based framework (Megatron-LM, MindSpeed) checks, CP algorithm aside."""
+    failures = megatron_tp_head_failures(request.model, request.plan.tp)
+    zero = megatron_zero_failure(request.plan, name)
+    return failures + ([zero] if zero else [])
+
+
+def common_groups(request: FlagRequest, cp_flags: list[str]) -> list[FlagGroup]:
+    """Flag groups shared by Megatron-LM and MindSpeed; cp_flags choose the CP algorithm."""
+    p, m, w = request.plan, request.model, request.workload
+    parallel = [f"--tensor-model-parallel-size {p.tp}"]
+    # TP-SP shards LayerNorm/dropout activations over TP; with TP=1 Megatron drops it (validate_args).
+    if p.tp > 1:
+        parallel.append("--sequence-parallel")
+    parallel += [f"--pipeline-model-parallel-size {p.pp}", f"--context-parallel-size {p.cp}", *cp_flags]
+    shape = [f"--num-layers {m.num_layers}", f"--num-attention-heads {m.num_heads}"]
+    if m.num_kv_heads < m.num_heads:
+        shape += ["--group-query-attention", f"--num-query-groups {m.num_kv_heads}"]
+    # Batch: GBS % (MBS*DP) == 0 and DP excludes CP (megatron/training/config/training_config.py).
+    batch = [
+        f"--seq-length {w.seq_len}",
+        f"--max-position-embeddings {w.seq_len}",  # --seq-length must not exceed it (arguments.py:3305)
+        f"--micro-batch-size {p.micro_batch}",
+        f"--global-batch-size {w.global_batch}",
+    ]
+    memory = []
+    if p.zero == 1:
+        memory.append("--use-distributed-optimizer")  # ZeRO-1 over dp x cp (arguments.py:3156)
+    # Recompute (TransformerConfig): selective forbids method/num-layers; full requires both.
+    if p.recompute == "selective":
+        memory.append("--recompute-granularity selective")
+    elif p.recompute == "full":
+        memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+    memory.append("--bf16")
+    micro = plural(request.num_micro_batches, "micro-batch")
+    return [
+        (f"parallelism: {cp_description(request)}", parallel),
+        ("model shape the head rules depend on", shape),
+        (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
+        ("memory and precision", memory),
+    ]
+
+
+def env_lines(request: FlagRequest) -> list[str]:
+    # Asserted with TP>1 or CP>1 on pre-Blackwell GPUs (megatron/training/arguments.py ~1453-1478).
+    if request.plan.tp > 1 or request.plan.cp > 1:
+        return ["export CUDA_DEVICE_MAX_CONNECTIONS=1"]
+    return []
+
+
+def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py") -> list[str]:
+    p = request.plan
+    notes = [
+        f'Pass "${{{var}[@]}}" to {script} along with the model\'s architecture, tokenizer and '
+        "data flags (hidden and FFN sizes, normalization, position embedding), which are not "
+        "emitted here.",
+        f"--max-position-embeddings is set to seq_len {request.workload.seq_len}; use a RoPE base/scaling "
+        "suited to that length.",
+    ]
+    if p.ring > 1 and p.ring_layout == "contiguous":
+        notes.append(
+            "CP shards are always load-balanced (2*cp chunks, zigzag) in Megatron's data path; the "
+            "plan's contiguous ring layout cannot be selected, so attention work per rank is more even "
+            "than planned."
+        )
+    if p.tp > request.model.num_kv_heads:
+        notes.append(
+            f"tp {p.tp} > num_query_groups {request.model.num_kv_heads}: Megatron replicates each KV head "
+            f"over {p.tp // request.model.num_kv_heads} TP ranks."
+        )
+    return notes
+
+
+def _cp_flags(request: FlagRequest) -> tuple[list[str], list[str], list[str]]:
+    """(flags, failures, notes) for Megatron's --cp-comm-type (Transformer Engine CP backend)."""
+    p, m, s = request.plan, request.model, request.workload.seq_len
+    if p.cp == 1:
+        return [], [], []
+    failures, notes = [], []
+    # Load balancing: seq % (2*CP) == 0 when CP > 1 (megatron/training/arguments.py:1335-1338).
+    if s % (2 * p.cp) != 0:
+        failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} (Megatron CP load balancing)")
+    if p.ulysses > 1:
+        # a2a splits the heads a TP rank holds over the a2a group (all of CP for a2a, the first
+        # hierarchical level for a2a+p2p): (H/TP) % U == 0 and (G/TP) % U == 0
+        # (transformer_engine/.../context_parallel.py, a2a head checks; reference section 1.4).
+        q_heads, kv_heads = m.num_heads // p.tp, kv_heads_per_tp_rank(m, p.tp)
+        if q_heads % p.ulysses != 0 or kv_heads % p.ulysses != 0:
+            failures.append(
+                f"Transformer Engine's a2a needs the {q_heads} query heads and {kv_heads} KV heads per "
+                f"TP rank to divide by ulysses {p.ulysses} (no KV-head replication in a2a); lower "
+                "ulysses or tp, or move the degree to ring (p2p)"
+            )
+    if p.ulysses > 1 and p.ring > 1:
+        # Hierarchical CP: first size is the a2a (inner, adjacent CP ranks) level, the second the p2p
+        # level; the product must equal CP (arguments.py:580-585; parallel_state.py
+        # create_hierarchical_groups).
+        flags = ["--cp-comm-type a2a+p2p", f"--hierarchical-context-parallel-sizes {p.ulysses} {p.ring}"]
+        notes.append("a2a+p2p needs Transformer Engine >= 1.12 and does not support the packed thd "
+                     "format.")
+    elif p.ulysses > 1:
+        flags = ["--cp-comm-type a2a"]
+        notes.append("--cp-comm-type a2a needs Transformer Engine >= 1.10.")
+    else:
+        flags = ["--cp-comm-type p2p"]
+    return flags, failures, notes
+
+
+def render(request: FlagRequest) -> FrameworkFlags:
+    cp_flags, cp_failures, cp_notes = _cp_flags(request)
+    failures = plan_rule_failures(request) or common_failures(request, "Megatron-LM") + cp_failures
+    if failures:
+        return unsupported("megatron", failures)
+    args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags))
+    text = "\n".join([*env_lines(request), args])
+    return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes])

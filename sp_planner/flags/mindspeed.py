@@ -1,0 +1,83 @@
+"""MindSpeed (Ascend) flags for a plan (shared reference framework_flags.md, section 2).
+
+MindSpeed patches Megatron-LM: the parallel, batch and recompute flags are Megatron's; the CP
+algorithm is chosen with --context-parallel-algo instead of Megatron's --cp-comm-type.
+Flag definitions: mindspeed/features_manager/context_parallel/context_parallel_feature.py and the
+legacy mindspeed/arguments.py::_add_cp_args (validation at lines 645-690).
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import (
+    FlagRequest,
+    FrameworkFlags,
+    kv_heads_per_tp_rank,
+    plan_rule_failures,
+    supported,
+    unsupported,
+)
+from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
+
+
+def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
+    """(flags, failures) for the CP algorithm. Rules: mindspeed/arguments.py:645-690 (legacy) and
+    features_manager/context_parallel/*.py validate_args, as tabled in reference section 2."""
+    p, m, s = request.plan, request.model, request.workload.seq_len
+    if p.cp == 1:
+        return [], []
+    failures = []
+    if p.ring == 1:
+        algo = ["--context-parallel-algo ulysses_cp_algo"]
+        if s % p.cp != 0:
+            failures.append(f"seq_len {s} is not divisible by cp {p.cp} (ulysses_cp_algo)")
+        if m.num_heads % (p.cp * p.tp) != 0:
+            failures.append(
+                f"num_attention_heads {m.num_heads} is not divisible by cp*tp = {p.cp}*{p.tp} "
+                "(ulysses_cp_algo)"
+            )
+    else:
+        if p.ulysses == 1:
+            algo = ["--context-parallel-algo megatron_cp_algo"]
+        else:
+            # hybrid: CP % U == 0 and ring = CP/U > 1 hold by construction (cp = ulysses * ring).
+            algo = ["--context-parallel-algo hybrid_cp_algo", f"--ulysses-degree-in-cp {p.ulysses}"]
+            if m.num_heads % (p.ulysses * p.tp) != 0:
+                failures.append(
+                    f"num_attention_heads {m.num_heads} is not divisible by ulysses*tp = "
+                    f"{p.ulysses}*{p.tp} (hybrid_cp_algo)"
+                )
+        if s % (2 * p.cp) != 0:
+            failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} ({algo[0].split()[-1]})")
+        # 1 <= cp_window_size < ring and ring % window == 0; window 1 is the plain (single) ring.
+        algo.append("--cp-window-size 1")
+    mask = "causal" if request.workload.causal else "general"
+    algo.append(f"--attention-mask-type {mask}")
+    if p.ring > 1:
+        # Recommended by the MindSpeed CP docs (docs/zh/features/hybrid-context-parallel.md).
+        algo += ["--use-cp-send-recv-overlap", "--megatron-cp-in-bnsd"]
+    return algo, failures
+
+
+def render(request: FlagRequest) -> FrameworkFlags:
+    algo, algo_failures = _algo(request)
+    failures = plan_rule_failures(request) or common_failures(request, "MindSpeed") + algo_failures
+    if failures:
+        return unsupported("mindspeed", failures)
+    args = bash_array("MINDSPEED_ARGS", common_groups(request, algo))
+    text = "\n".join([*env_lines(request), args])
+    script = "a Megatron pretrain_gpt.py that imports mindspeed.megatron_adaptor"
+    notes = common_notes(request, "MINDSPEED_ARGS", script)
+    p, m = request.plan, request.model
+    if p.cp > 1:
+        notes += [
+            "--context-parallel-algo is passed explicitly because its default depends on the MindSpeed "
+            "version (ulysses_cp_algo in the legacy arguments.py, megatron_cp_algo in the features path).",
+            "MindSpeed 1.0.RC2 spells --attention-mask-type as --cp-attention-mask-type.",
+        ]
+    kv_per_tp = kv_heads_per_tp_rank(m, p.tp)
+    if p.ulysses > 1 and kv_per_tp % p.ulysses != 0:
+        notes.append(
+            f"Only {kv_per_tp} KV heads per TP rank for ulysses {p.ulysses}: MindSpeed documents no rule "
+            "for this GQA case (it checks query heads only); verify its Ulysses all-to-all accepts it."
+        )
+    return supported("mindspeed", text, notes)

@@ -1,0 +1,135 @@
+"""yunchang (USP) Python snippet for a plan (shared reference framework_flags.md section 5 and
+usp_yunchang_notes.md section 3; yunchang 0.6.4).
+
+yunchang is an attention library, not a trainer: set_seq_parallel_pg (yunchang/globals.py) builds
+Ulysses and Ring groups from contiguous blocks of ulysses*ring global ranks, with data parallelism as
+the only other axis. It has no tensor or pipeline axis, so plans with tp > 1 or pp > 1 cannot be
+expressed with it alone (its groups would cut across the TP/PP ranks).
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import (
+    FlagRequest,
+    FrameworkFlags,
+    describe_degrees,
+    plan_rule_failures,
+    supported,
+    unsupported,
+)
+
+
+def ring_impl(request: FlagRequest) -> str:
+    """zigzag for a load-balanced causal ring, basic otherwise (yunchang/hybrid/utils.py keys)."""
+    p = request.plan
+    return "zigzag" if (p.ring > 1 and p.ring_layout == "zigzag") else "basic"
+
+
+def _failures(request: FlagRequest) -> list[str]:
+    p, m, s = request.plan, request.model, request.workload.seq_len
+    failures = []
+    if p.cp == 1:
+        failures.append(
+            "the plan has no sequence parallelism (ulysses = ring = 1); yunchang only provides SP attention"
+        )
+    if p.tp > 1 or p.pp > 1:
+        failures.append(
+            f"{describe_degrees(p, ('tp', 'pp'))} cannot be expressed: yunchang has no tensor or pipeline "
+            "axis; set_seq_parallel_pg makes each block of ulysses*ring consecutive ranks one SP group "
+            "with data parallelism outside it (yunchang/globals.py), so its groups would mix TP/PP "
+            "ranks; use Megatron-LM or MindSpeed context parallelism instead, which place Ulysses and "
+            "Ring inside their TP x CP layout"
+        )
+    if p.ulysses > 1:
+        # The all-to-all reshapes heads into (U, heads/U) for Q and for K/V separately, with no KV-head
+        # replication (yunchang/comm/all_to_all.py): H % U == 0 and G % U == 0.
+        if m.num_heads % p.ulysses != 0 or m.num_kv_heads % p.ulysses != 0:
+            failures.append(
+                f"num_heads {m.num_heads} and num_kv_heads {m.num_kv_heads} must both divide by ulysses "
+                f"{p.ulysses} (yunchang does not replicate KV heads)"
+            )
+    impl = ring_impl(request)
+    if impl == "zigzag":
+        # zigzag asserts causal=True (yunchang/ring/zigzag_ring_flash_attn.py).
+        if not request.workload.causal:
+            failures.append(
+                "the zigzag ring layout needs a causal workload; use ring_layout contiguous (basic)"
+            )
+        # zigzag_extract_local: chunk(2*R), then chunk(U): S % (2*R*U) == 0
+        # (yunchang/comm/extract_local.py).
+        divisor = 2 * p.ring * p.ulysses
+    else:
+        divisor = p.cp  # basic_extract_local: chunk(ulysses*ring)
+    if s % divisor != 0:
+        failures.append(f"seq_len {s} is not divisible by {divisor} ({impl} extraction in yunchang)")
+    return failures
+
+
+def _shard_function(request: FlagRequest) -> list[str]:
+    """A sharding helper for any (batch, seq, ...) tensor. yunchang's own EXTRACT_FUNC_DICT functions
+    accept only 4-D/5-D q/k/v-shaped tensors (yunchang/comm/extract_local.py), not token ids."""
+    p, s = request.plan, request.workload.seq_len
+    shape = f"(batch, {s}, ...) -> (batch, {s // p.cp}, ...)"
+    if ring_impl(request) == "basic":
+        return [
+            "def shard_sequence(tensor, sp_rank):",
+            f"    # {shape}, as yunchang's basic_extract_local.",
+            f"    return tensor.chunk({p.cp}, dim=1)[sp_rank]",
+        ]
+    chunks = 2 * p.ring
+    return [
+        "def shard_sequence(tensor, sp_rank):",
+        f"    # {shape}, as yunchang's zigzag_extract_local: ring rank r keeps",
+        f"    # chunks r and {chunks - 1}-r of {chunks}, then ulysses rank u keeps slice u of {p.ulysses}.",
+        f"    ring_rank, ulysses_rank = divmod(sp_rank, {p.ulysses})",
+        f"    chunks = tensor.chunk({chunks}, dim=1)",
+        f"    pair = torch.cat([chunks[ring_rank], chunks[{chunks - 1} - ring_rank]], dim=1)",
+        f"    return pair.chunk({p.ulysses}, dim=1)[ulysses_rank]",
+    ]
+
+
+def snippet(request: FlagRequest) -> str:
+    p, w = request.plan, request.workload
+    causal = "True" if w.causal else "False"
+    return "\n".join([
+        "import torch",
+        "import torch.distributed as dist",
+        "from yunchang import LongContextAttention, set_seq_parallel_pg",
+        "from yunchang.kernels import AttnType",
+        "",
+        f"# ulysses {p.ulysses} x ring {p.ring} = {p.cp}-way sequence parallelism, dp {p.dp}, "
+        f"{request.world_size} ranks.",
+        "# Ulysses groups are consecutive ranks, ring groups are strided by ulysses (use_ulysses_low=True).",
+        "rank, world_size = dist.get_rank(), dist.get_world_size()",
+        f"assert world_size == {request.world_size}",
+        f"set_seq_parallel_pg({p.ulysses}, {p.ring}, rank, world_size, use_ulysses_low=True)",
+        f'attn = LongContextAttention(ring_impl_type="{ring_impl(request)}", attn_type=AttnType.FA)',
+        "",
+        "# Before the model, shard inputs, labels and RoPE position ids along the sequence (dim 1);",
+        f"# each data-parallel replica is a block of {p.cp} consecutive ranks.",
+        *_shard_function(request),
+        "",
+        f"sp_rank = rank % {p.cp}",
+        "input_ids = shard_sequence(input_ids, sp_rank)  # likewise labels and position_ids",
+        "",
+        f"# In each attention layer q, k and v are (batch, {w.seq_len // p.cp}, heads, head_dim) "
+        "on every rank.",
+        f"out = attn(q, k, v, causal={causal})",
+    ])
+
+
+def render(request: FlagRequest) -> FrameworkFlags:
+    failures = plan_rule_failures(request) or _failures(request)
+    if failures:
+        return unsupported("yunchang", failures)
+    p = request.plan
+    notes = [
+        f"yunchang builds only the Ulysses and Ring groups: data parallelism and ZeRO (plan: zero "
+        f"{p.zero} over the dp x sp ranks) and recompute ({p.recompute}) come from your training loop "
+        "(e.g. DeepSpeed or FSDP).",
+        "AttnType.FA needs flash-attn >= 2.6 for the backward pass; the torch_* attention types are "
+        "forward only.",
+        "Shard every sequence tensor with shard_sequence so that tokens sit where the ring_impl_type "
+        "expects them.",
+    ]
+    return supported("yunchang", snippet(request), notes)

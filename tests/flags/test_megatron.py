@@ -1,0 +1,89 @@
+"""Megatron-LM flags: values and validity rules from shared reference framework_flags.md section 1."""
+
+from __future__ import annotations
+
+from sp_planner.flags import render_flags
+from sp_planner.specs.model import ModelSpec
+
+
+def test_usp_maps_to_hierarchical_cp_a2a_inner(build, bash_args):
+    flags = render_flags("megatron", build.cases["llama3_8b_128k_usp_tp2"])
+    assert flags.supported
+    args = bash_args(flags.text)
+    assert args["--tensor-model-parallel-size"] == ["2"]
+    assert args["--context-parallel-size"] == ["8"]  # cp = ulysses 4 x ring 2
+    assert args["--cp-comm-type"] == ["a2a+p2p"]
+    assert args["--hierarchical-context-parallel-sizes"] == ["4", "2"]  # a2a level first
+    assert args["--sequence-parallel"] == []
+    assert args["--use-distributed-optimizer"] == []
+    assert args["--recompute-granularity"] == ["selective"]
+    assert "--recompute-method" not in args and "--recompute-num-layers" not in args
+    assert args["--num-query-groups"] == ["8"] and "--group-query-attention" in args
+    assert args["--micro-batch-size"] == ["1"] and args["--global-batch-size"] == ["8"]
+    assert args["--seq-length"] == ["131072"]
+    assert flags.text.startswith("export CUDA_DEVICE_MAX_CONNECTIONS=1\n")
+
+
+def test_ulysses_only_is_a2a_and_ring_only_is_p2p(build, bash_args):
+    a2a = bash_args(render_flags("megatron", build.cases["llama2_7b_64k_ulysses_tp4"]).text)
+    assert a2a["--cp-comm-type"] == ["a2a"] and a2a["--context-parallel-size"] == ["2"]
+    assert "--hierarchical-context-parallel-sizes" not in a2a
+    assert "--group-query-attention" not in a2a  # Llama-2-7B is MHA
+    p2p = bash_args(render_flags("megatron", build.cases["llama3_70b_256k_ring_tp8_pp2"]).text)
+    assert p2p["--cp-comm-type"] == ["p2p"] and p2p["--context-parallel-size"] == ["4"]
+    assert p2p["--pipeline-model-parallel-size"] == ["2"]
+    assert p2p["--recompute-granularity"] == ["full"]
+    assert p2p["--recompute-method"] == ["uniform"] and p2p["--recompute-num-layers"] == ["1"]
+
+
+def test_no_tp_no_cp_drops_tp_sp_comm_type_and_env(build, bash_args):
+    flags = render_flags("megatron", build.request(build.llama2_7b, 4096, 16, dp=8, zero=0))
+    args = bash_args(flags.text)
+    assert "--sequence-parallel" not in args and "--cp-comm-type" not in args
+    assert "--use-distributed-optimizer" not in args  # zero 0 is plain DDP
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in flags.text
+    assert args["--global-batch-size"] == ["16"]
+
+
+def test_a2a_rejected_with_one_kv_head_per_tp_rank(build, bash_args):
+    # Reference 1.4/1.5: Llama-70B (8 groups) with TP=8 leaves 1 KV head per rank, so a2a allows only CP=1.
+    flags = render_flags("megatron", build.request(build.llama3_70b, 131072, 16, tp=8, ulysses=2, ring=2, pp=2))
+    assert not flags.supported
+    assert "1 KV heads per TP rank" in flags.reason and "ulysses 2" in flags.reason
+    assert flags.text == ""
+
+
+def test_zero_2_and_3_unsupported_with_reason(build, bash_args):
+    for zero in (2, 3):
+        flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, ring=4, zero=zero))
+        assert not flags.supported
+        assert f"zero={zero}" in flags.reason and "ZeRO-1" in flags.reason
+
+
+def test_seq_must_divide_by_2cp_even_with_contiguous_layout(build, bash_args):
+    # The plan's own rule for a contiguous ring is seq % (ring*ulysses*tp) = 12 % 4 == 0, but Megatron
+    # load-balances every CP shard: seq % (2*cp) = 12 % 8 != 0 (arguments.py:1335-1338).
+    request = build.request(build.llama2_7b, 12, 4, gpus_per_node=4, ring=4, ring_layout="contiguous")
+    flags = render_flags("megatron", request)
+    assert not flags.supported and "2*cp = 2*4" in flags.reason
+
+
+def test_contiguous_layout_note_when_it_runs(build, bash_args):
+    request = build.request(build.llama2_7b, 32768, 4, gpus_per_node=4, ring=4, ring_layout="contiguous")
+    flags = render_flags("megatron", request)
+    assert flags.supported and any("contiguous ring layout" in note for note in flags.notes)
+
+
+def test_query_groups_must_divide_tp_or_be_divided(build, bash_args):
+    # 12 heads, 6 KV groups, tp 4, ulysses 3: the plan rule (tp*ulysses = 12 vs 6 groups) passes, but
+    # Megatron needs G % TP == 0 or TP % G == 0 (transformer_config.py): 6 vs 4 fails.
+    model = ModelSpec(name="odd", hidden_size=768, intermediate_size=2048, num_layers=4, num_heads=12,
+                      num_kv_heads=6, head_dim=64, vocab_size=1000)
+    flags = render_flags("megatron", build.request(model, 12288, 1, gpus_per_node=12, tp=4, ulysses=3))
+    assert not flags.supported and "num_query_groups 6 and tp 4" in flags.reason
+
+
+def test_kv_replication_note_when_tp_exceeds_groups(build, bash_args):
+    flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, gpus_per_node=16, tp=16))
+    assert flags.supported
+    assert any("replicates each KV head over 2 TP ranks" in note for note in flags.notes)

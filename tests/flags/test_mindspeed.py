@@ -1,0 +1,53 @@
+"""MindSpeed flags: CP algorithm choice and its rules (shared reference framework_flags.md section 2)."""
+
+from __future__ import annotations
+
+from sp_planner.flags import render_flags
+
+
+def test_usp_is_hybrid_cp_algo_with_ulysses_degree(build, bash_args):
+    flags = render_flags("mindspeed", build.cases["llama3_8b_128k_usp_tp2"])
+    assert flags.supported
+    args = bash_args(flags.text, "MINDSPEED_ARGS")
+    assert args["--context-parallel-size"] == ["8"]
+    assert args["--context-parallel-algo"] == ["hybrid_cp_algo"]
+    assert args["--ulysses-degree-in-cp"] == ["4"]
+    assert args["--cp-window-size"] == ["1"]
+    assert args["--attention-mask-type"] == ["causal"]
+    assert "--use-cp-send-recv-overlap" in args and "--megatron-cp-in-bnsd" in args
+    # MindSpeed picks its algorithm itself; Megatron's TE switches must not appear.
+    assert "--cp-comm-type" not in args and "--hierarchical-context-parallel-sizes" not in args
+    assert args["--tensor-model-parallel-size"] == ["2"] and "--sequence-parallel" in args
+
+
+def test_ulysses_only_and_ring_only_algorithms(build, bash_args):
+    ulysses = bash_args(render_flags("mindspeed", build.cases["llama2_7b_64k_ulysses_tp4"]).text, "MINDSPEED_ARGS")
+    assert ulysses["--context-parallel-algo"] == ["ulysses_cp_algo"]
+    assert "--ulysses-degree-in-cp" not in ulysses and "--cp-window-size" not in ulysses
+    ring = bash_args(render_flags("mindspeed", build.cases["llama3_70b_256k_ring_tp8_pp2"]).text, "MINDSPEED_ARGS")
+    assert ring["--context-parallel-algo"] == ["megatron_cp_algo"]
+    assert ring["--cp-window-size"] == ["1"] and "--ulysses-degree-in-cp" not in ring
+
+
+def test_no_cp_has_no_algorithm_flags(build, bash_args):
+    args = bash_args(render_flags("mindspeed", build.request(build.llama3_8b, 8192, 8, tp=8)).text, "MINDSPEED_ARGS")
+    assert args["--context-parallel-size"] == ["1"]
+    assert "--context-parallel-algo" not in args and "--attention-mask-type" not in args
+
+
+def test_non_causal_uses_general_mask(build, bash_args):
+    request = build.request(build.llama2_7b, 32768, 1, ulysses=2, ring=4, causal=False)
+    args = bash_args(render_flags("mindspeed", request).text, "MINDSPEED_ARGS")
+    assert args["--attention-mask-type"] == ["general"]
+
+
+def test_ring_algorithms_need_seq_divisible_by_2cp(build):
+    # megatron_cp_algo: seq % (2*cp) == 0; 12 % 8 != 0 although the contiguous plan rule (12 % 4) holds.
+    request = build.request(build.llama2_7b, 12, 4, gpus_per_node=4, ring=4, ring_layout="contiguous")
+    flags = render_flags("mindspeed", request)
+    assert not flags.supported and "2*cp = 2*4 (megatron_cp_algo)" in flags.reason
+
+
+def test_zero_3_unsupported(build):
+    flags = render_flags("mindspeed", build.cases["llama2_7b_32k_ulysses8_zero3"])
+    assert not flags.supported and "ZeRO-1 only" in flags.reason

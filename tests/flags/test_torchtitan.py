@@ -1,0 +1,67 @@
+"""torchtitan TOML (shared reference framework_flags.md section 4): ring-only CP, S % (2*cp*tp)."""
+
+from __future__ import annotations
+
+import tomllib
+
+from sp_planner.flags import render_flags
+
+
+def test_ring_tp_pp_config_values(build):
+    flags = render_flags("torchtitan", build.cases["llama3_70b_256k_ring_tp8_pp2"])
+    assert flags.supported
+    config = tomllib.loads(flags.text)
+    assert config["training"] == {"seq_len": 262144, "local_batch_size": 16, "global_batch_size": 16}
+    assert config["parallelism"] == {
+        "data_parallel_replicate_degree": 1,
+        "data_parallel_shard_degree": 1,
+        "fsdp_reshard_after_forward": "never",  # zero 1 -> FSDP2 without re-shard (ZeRO-2)
+        "tensor_parallel_degree": 8,
+        "pipeline_parallel_degree": 2,
+        "pipeline_parallel_microbatch_size": 1,  # 16 local / 1 = 16 pipeline micro-batches
+        "context_parallel_degree": 4,
+        "context_parallel_rotate_method": "alltoall",
+    }
+    assert config["activation_checkpoint"] == {"mode": "full"}
+    assert any("no ZeRO-1" in note for note in flags.notes)
+
+
+def test_zero3_data_parallel_without_pp(build):
+    request = build.request(build.llama3_8b, 65536, 32, tp=2, ring=2, dp=4, micro_batch=2, zero=3, recompute="selective")
+    config = tomllib.loads(render_flags("torchtitan", request).text)
+    # no PP: local batch = micro batch, gradient accumulation = 32 / (2 * 4) = 4 steps
+    assert config["training"] == {"seq_len": 65536, "local_batch_size": 2, "global_batch_size": 32}
+    assert config["parallelism"]["data_parallel_shard_degree"] == 4
+    assert config["parallelism"]["fsdp_reshard_after_forward"] == "always"
+    assert "pipeline_parallel_microbatch_size" not in config["parallelism"]
+    assert config["activation_checkpoint"] == {"mode": "selective", "selective_ac_option": "op"}
+
+
+def test_zero0_is_ddp_and_none_recompute(build):
+    config = tomllib.loads(render_flags("torchtitan", build.request(build.llama2_7b, 4096, 16, dp=8, zero=0)).text)
+    assert config["parallelism"]["data_parallel_replicate_degree"] == 8
+    assert config["parallelism"]["data_parallel_shard_degree"] == 1
+    assert "context_parallel_rotate_method" not in config["parallelism"]
+    assert config["activation_checkpoint"] == {"mode": "none"}
+
+
+def test_zero0_ddp_with_tp_unsupported(build):
+    flags = render_flags("torchtitan", build.request(build.llama2_7b, 4096, 16, dp=2, tp=4, zero=0))
+    assert not flags.supported and flags.reason.startswith("zero 0 with dp 2 and tp 4 cannot be expressed")
+
+
+def test_ulysses_unsupported(build):
+    for case in ("llama3_8b_128k_usp_tp2", "llama2_7b_64k_ulysses_tp4", "llama2_7b_32k_ulysses8_zero3"):
+        flags = render_flags("torchtitan", build.cases[case])
+        assert not flags.supported and "ring attention only" in flags.reason
+
+
+def test_seq_rule_2_cp_tp(build):
+    # The plan rule with ring 1 is seq % tp = 4098 % 2 == 0; torchtitan needs seq % (tp*2*cp) = 4098 % 4.
+    flags = render_flags("torchtitan", build.request(build.llama2_7b, 4098, 4, tp=2, dp=4))
+    assert not flags.supported and "tp*2*cp = 2*2*1" in flags.reason
+
+
+def test_kv_heads_must_divide_tp(build):
+    flags = render_flags("torchtitan", build.request(build.llama3_70b, 8192, 1, gpus_per_node=16, tp=16))
+    assert not flags.supported and "num_kv_heads 8 is not divisible by tp 16" in flags.reason

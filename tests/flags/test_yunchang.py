@@ -1,0 +1,87 @@
+"""yunchang snippet (shared reference framework_flags.md section 5): groups, ring impl, limits."""
+
+from __future__ import annotations
+
+import ast
+
+from sp_planner.flags import render_flags
+
+
+def calls(text: str) -> dict[str, ast.Call]:
+    """Function name -> its (last) call in the snippet, which must be valid Python."""
+    found = {}
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            found[node.func.id] = node
+    return found
+
+
+def test_usp_snippet_groups_and_zigzag(build):
+    flags = render_flags("yunchang", build.cases["llama3_8b_128k_usp_dp2"])
+    assert flags.supported
+    found = calls(flags.text)
+    pg = found["set_seq_parallel_pg"]
+    assert [ast.literal_eval(a) for a in pg.args[:2]] == [4, 2]  # (ulysses, ring)
+    assert [(k.arg, ast.literal_eval(k.value)) for k in pg.keywords] == [("use_ulysses_low", True)]
+    attn = found["LongContextAttention"]
+    assert {k.arg: ast.unparse(k.value) for k in attn.keywords} == {
+        "ring_impl_type": "'zigzag'", "attn_type": "AttnType.FA"}
+    assert "sp_rank = rank % 8" in flags.text
+    assert "tensor.chunk(4, dim=1)" in flags.text  # 2 * ring chunks for zigzag
+
+
+def test_ring_of_one_uses_basic(build):
+    flags = render_flags("yunchang", build.cases["llama2_7b_32k_ulysses8_zero3"])
+    assert 'ring_impl_type="basic"' in flags.text and "tensor.chunk(8, dim=1)[sp_rank]" in flags.text
+
+
+def test_zigzag_shard_function_matches_extract_local(build):
+    # Run the emitted shard_sequence on a list-backed stand-in for torch: ranks must cover every
+    # token exactly once, ring rank r holding chunks r and 2R-1-r (yunchang zigzag_extract_local).
+    flags = render_flags("yunchang", build.request(build.llama3_8b, 16, 1, ulysses=2, ring=4, dp=1))
+    source = flags.text.split("def shard_sequence", 1)[1].split("\n\n", 1)[0]
+
+    class Seq(list):
+        def chunk(self, n, dim):
+            size = len(self) // n
+            return [Seq(self[i * size:(i + 1) * size]) for i in range(n)]
+
+    class FakeTorch:
+        @staticmethod
+        def cat(parts, dim):
+            return Seq([x for part in parts for x in part])
+
+    scope = {"torch": FakeTorch}
+    exec("def shard_sequence" + source, scope)
+    shards = [list(scope["shard_sequence"](Seq(range(16)), r)) for r in range(8)]
+    assert sorted(x for s in shards for x in s) == list(range(16))
+    # ring rank 0 (sp ranks 0, 1) holds chunks 0 and 7 of 8 (tokens 0-1 and 14-15), split by ulysses.
+    assert shards[0] == [0, 1] and shards[1] == [14, 15]
+    assert shards[6] == [6, 7] and shards[7] == [8, 9]  # ring rank 3: chunks 3 and 4
+
+
+def test_contiguous_layout_uses_basic(build):
+    flags = render_flags("yunchang", build.request(build.llama3_8b, 65536, 2, ulysses=2, ring=4, ring_layout="contiguous"))
+    assert 'ring_impl_type="basic"' in flags.text
+
+
+def test_tp_or_pp_unsupported(build):
+    flags = render_flags("yunchang", build.cases["llama3_70b_256k_ring_tp8_pp2"])
+    assert not flags.supported and flags.reason.startswith("tp 8 and pp 2 cannot be expressed")
+    assert "no tensor or pipeline axis" in flags.reason
+
+
+def test_no_sequence_parallelism_unsupported(build):
+    flags = render_flags("yunchang", build.request(build.llama2_7b, 4096, 8, dp=8))
+    assert not flags.supported and "no sequence parallelism" in flags.reason
+
+
+def test_ulysses_beyond_kv_heads_unsupported(build):
+    # The plan rule allows U % G == 0 (KV replication), but yunchang does not replicate: 8 % 16 != 0.
+    flags = render_flags("yunchang", build.request(build.llama3_8b, 65536, 1, gpus_per_node=16, ulysses=16))
+    assert not flags.supported and "num_kv_heads 8" in flags.reason
+
+
+def test_zigzag_needs_causal(build):
+    flags = render_flags("yunchang", build.request(build.llama2_7b, 65536, 1, ulysses=2, ring=4, causal=False))
+    assert not flags.supported and "needs a causal workload" in flags.reason
