@@ -1,0 +1,168 @@
+"""One attention layer under Ulysses x Ring (USP): core-attention time, its comm, its memory.
+
+Per rank, per layer, per micro-batch (vectorized over candidates). The Ulysses all-to-all turns
+b x S/(U*R) tokens x H/tp heads into b x S/R tokens x H/(tp*U) heads (Jacobs et al. 2023); the
+ring then runs R steps over K/V blocks of S/R tokens (Liu et al. 2023, Ring Attention; zigzag
+layout of zhuzilin/ring-flash-attention #2 and USP Algorithm 2).
+
+Ring steps: each step sends the next K/V block while computing on the current one, so a step
+takes max(compute + merge, transfer) (ring-flash-attention `RingComm`: isend/irecv issued
+before the block's flash-attention, waited after it). The causal work per step:
+- zigzag: step 0 is the causal local block; every later step is a half block (S/R x S/2R), the
+  same on every rank (USP section 3, Fig. 3);
+- contiguous (basic ring): ranks wait on each other every step, and the last rank computes a
+  full S/R x S/R block in each of the R-1 later steps, so it sets the pace;
+- no causal mask: every step is a full block.
+After each step the partial output is merged into an fp32 accumulator: yunchang's
+`_update_out_and_lse` runs block_out.float(), out - block_out, sigmoid(...) * (...), out - (...):
+6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that).
+Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses
+from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
+from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+from sp_planner.specs.hardware import HardwareProfile
+
+MERGE_FWD_BYTES_PER_ELEM = 38
+# The first block is converted to fp32 (read 2, write 4) and the result back to bf16 (read 4, write 2).
+MERGE_ENDS_BYTES_PER_ELEM = 12
+ACCUM_BWD_BYTES_PER_ELEM = 10
+RING_GRAD_ELEM_BYTES = 4  # dK/dV accumulators travel in fp32 (as attention_comm.ring_bytes_per_layer)
+
+
+class AttentionTimes(NamedTuple):
+    """Seconds per rank for one layer and one micro-batch; arrays over candidates."""
+
+    fwd_compute_s: np.ndarray  # flash kernels + ring merges
+    bwd_compute_s: np.ndarray
+    fwd_ring_exposed_s: np.ndarray  # ring transfer time not hidden behind compute
+    bwd_ring_exposed_s: np.ndarray
+    fwd_ulysses_s: np.ndarray  # all-to-alls (not overlapped)
+    bwd_ulysses_s: np.ndarray
+
+    @property
+    def fwd_s(self) -> np.ndarray:
+        return self.fwd_compute_s + self.fwd_ring_exposed_s + self.fwd_ulysses_s
+
+    @property
+    def bwd_s(self) -> np.ndarray:
+        return self.bwd_compute_s + self.bwd_ring_exposed_s + self.bwd_ulysses_s
+
+
+def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num_kv_heads,
+                    head_dim, tp, ulysses, ring, causal: bool, zigzag, gpus_per_node: int,
+                    elem_bytes: int) -> AttentionTimes:
+    """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag (bool)."""
+    b = np.asarray(batch, dtype=np.float64)
+    tp = np.asarray(tp, dtype=np.int64)
+    u = np.asarray(ulysses, dtype=np.int64)
+    r = np.asarray(ring, dtype=np.int64)
+    zigzag = np.asarray(zigzag, dtype=bool)
+    heads = num_heads / (tp * u)  # query heads per rank after the all-to-all
+    kv_sent = kv_heads_for_ulysses(num_kv_heads, tp, u)  # KV heads per TP rank into the a2a
+    kv_heads = kv_sent / u
+    block = seq_len / r  # tokens per ring rank
+    q_elems = b * block * heads * head_dim
+    kv_elems = b * block * kv_heads * head_dim
+
+    def kernel(q_tokens, kv_tokens, diagonal, backward):
+        return flash_time_s(hardware, batch=b, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
+                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward)
+
+    diag = np.full(np.shape(block), causal)
+    half = causal & zigzag
+    later_q, later_kv = block, np.where(half, block / 2, block)
+    c0_f, c1_f = kernel(block, block, diag, False), kernel(later_q, later_kv, False, False)
+    c0_b, c1_b = kernel(block, block, diag, True), kernel(later_q, later_kv, False, True)
+
+    ring_stride = tp * u
+    x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
+    x_dkv = p2p_time_s(hardware, 2 * kv_elems * RING_GRAD_ELEM_BYTES, r, ring_stride, gpus_per_node)
+    merge = memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems)
+    ends = memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems)
+    accum = memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * kv_elems))
+
+    multi = r > 1
+    mid = np.maximum(r - 2, 0)
+    # Forward: step 0, R-2 middle steps that also forward K/V, and a last step with no transfer.
+    fwd_busy = c0_f + (r - 1) * (c1_f + merge) + np.where(multi, ends, 0.0)
+    fwd_wall = np.where(
+        multi,
+        np.maximum(c0_f, x_kv) + mid * np.maximum(c1_f + merge, x_kv) + c1_f + merge + ends,
+        c0_f,
+    )
+    # Backward: K/V move for R-1 steps, dK/dV for R steps; the last dK/dV hop back is exposed.
+    bwd_busy = c0_b + (r - 1) * c1_b + np.where(multi, r * accum, 0.0)
+    bwd_wall = np.where(
+        multi,
+        np.maximum(c0_b + accum, x_kv)
+        + mid * np.maximum(c1_b + accum, x_kv + x_dkv)
+        + np.maximum(c1_b + accum, x_dkv)
+        + x_dkv,
+        c0_b,
+    )
+
+    # Ulysses: Q, K, V in and O out forward; dO in and dQ, dK, dV out backward (same volumes).
+    a2a_tokens = b * seq_len / (u * r)
+    q_bytes = a2a_tokens * (num_heads / tp) * head_dim * elem_bytes * (u - 1) / u
+    kv_bytes = a2a_tokens * kv_sent * head_dim * elem_bytes * (u - 1) / u
+    uly = 2 * all_to_all_time_s(hardware, q_bytes, u, tp, gpus_per_node) + 2 * all_to_all_time_s(
+        hardware, kv_bytes, u, tp, gpus_per_node
+    )
+    return AttentionTimes(
+        fwd_compute_s=fwd_busy,
+        bwd_compute_s=bwd_busy,
+        fwd_ring_exposed_s=fwd_wall - fwd_busy,
+        bwd_ring_exposed_s=bwd_wall - bwd_busy,
+        fwd_ulysses_s=uly,
+        bwd_ulysses_s=uly,
+    )
+
+
+def attention_layer_time_s(hardware: HardwareProfile, *, batch: int, seq_len: int, num_heads: int,
+                           num_kv_heads: int, head_dim: int, tp: int, ulysses: int, ring: int,
+                           causal: bool, ring_layout: str, gpus_per_node: int, elem_bytes: int,
+                           backward: bool = True) -> float:
+    """Wall time of one attention layer (core attention + its Ulysses/ring comm) on one rank."""
+    if ring_layout not in ("zigzag", "contiguous"):
+        raise ValueError(f"ring_layout must be 'zigzag' or 'contiguous', got {ring_layout!r}")
+    times = attention_times(
+        hardware, batch=batch, seq_len=seq_len, num_heads=num_heads, num_kv_heads=num_kv_heads,
+        head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring, causal=causal,
+        zigzag=ring_layout == "zigzag", gpus_per_node=gpus_per_node, elem_bytes=elem_bytes,
+    )
+    total = times.fwd_s + (times.bwd_s if backward else 0.0)
+    return float(total)
+
+
+def attention_layer_memory_bytes(*, batch: int, seq_len: int, num_heads: int, num_kv_heads: int,
+                                 head_dim: int, ulysses: int, ring: int, elem_bytes: int) -> int:
+    """Per-rank peak bytes of one attention layer, forward + backward, all tensors alive at once.
+
+    Counts Q, K, V and O on both sides of the all-to-all (sequence-sharded and head-sharded; one
+    copy when ulysses == 1), the fp32 log-sum-exp, dO and dQ/dK/dV on both sides (fp32 on the
+    head-sharded side when ring > 1, as ring-flash-attention accumulates), and the ring's
+    receive buffers for the next K/V (elem_bytes) and dK/dV (fp32).
+    """
+    cp = ulysses * ring
+    tokens = batch * seq_len // cp
+    kv = int(kv_heads_for_ulysses(num_kv_heads, 1, ulysses))  # KV heads sent, replicated if needed
+    q_elems = tokens * num_heads * head_dim
+    kv_elems = tokens * kv * head_dim
+    sides = 2 if ulysses > 1 else 1
+    grad_bytes = RING_GRAD_ELEM_BYTES if ring > 1 else elem_bytes
+    forward = sides * (2 * q_elems + 2 * kv_elems) * elem_bytes  # Q, K, V, O
+    lse = 4 * tokens * num_heads
+    backward = sides * q_elems * elem_bytes  # dO
+    backward += (q_elems + 2 * kv_elems) * grad_bytes  # dQ, dK, dV where attention runs
+    if ulysses > 1:
+        backward += (q_elems + 2 * kv_elems) * elem_bytes  # sent back to sequence-sharded
+    buffers = 2 * kv_elems * (elem_bytes + RING_GRAD_ELEM_BYTES) if ring > 1 else 0
+    return int(forward + lse + backward + buffers)

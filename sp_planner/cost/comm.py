@@ -1,0 +1,101 @@
+"""Bytes each GPU sends per step, by collective, and which link each group spans (vectorized).
+
+Attention traffic comes from `attention_comm` (the contract shared with the executor), per
+layer per micro-batch, times layers per stage and micro-batches, plus the forward again when
+recompute re-runs attention (Megatron's core_attn and full recompute both re-run the CP
+communication inside core attention).
+
+TP with Megatron sequence parallelism, per layer (USP paper Table 2, "TP-sp": 6 all-gathers +
+4 reduce-scatters): forward gathers before QKV and fc1 and reduce-scatters after the output
+projection and fc2 (2 + 2); backward does the conjugates (2 RS + 2 AG) and gathers the saved
+sharded inputs again for the weight gradients (2 AG; Megatron's
+LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements.
+
+DP/ZeRO over the dp x cp group, P = parameters on the rank: ZeRO-0 all-reduces fp32 gradients
+(reduce-scatter + all-gather, both counted); ZeRO-1 reduce-scatters fp32 gradients once per step
+and all-gathers bf16 parameters after the update (Megatron distributed optimizer); ZeRO-2
+reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
+every micro-batch's forward and backward (FSDP / DeepSpeed stage 3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.links import LINK_NAMES, group_link
+from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+TP_ALL_GATHERS_PER_LAYER, TP_REDUCE_SCATTERS_PER_LAYER = 6, 4
+TP_FORWARD_GATHERS, TP_FORWARD_SCATTERS = 2, 2
+
+
+def micro_batches(workload: Workload, c: dict) -> np.ndarray:
+    """Integer micro-batches per step (0 where the batch rule is broken)."""
+    return workload.global_batch // (c["dp"] * c["micro_batch"])
+
+
+def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: dict):
+    """The forward share of ring_bytes_per_layer: K and V for R-1 steps."""
+    kv = kv_heads_for_ulysses(model.num_kv_heads, c["tp"], c["ulysses"]) // c["ulysses"]
+    block = c["micro_batch"] * (workload.seq_len // c["ring"]) * kv * model.head_dim
+    return 2 * (c["ring"] - 1) * block * ACT_BYTES
+
+
+def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
+    """comm_<CommBytes field> (int64) and link_<CommLinks field> (str) columns."""
+    tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
+    b, recompute = c["micro_batch"], c["recompute_code"]
+    layers = model.num_layers // pp
+    m = micro_batches(workload, c)
+    shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
+                 head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
+    uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
+    ring_layer = ring_bytes_per_layer(**shape)
+    again = recompute >= 1
+    uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
+    ring_layer = ring_layer + np.where(again, ring_forward_bytes_per_layer(model, workload, c), 0)
+
+    gathered = b * (workload.seq_len // (u * r)) * model.hidden_size * ACT_BYTES
+    tp_sent = gathered * (tp - 1) // tp
+    full = recompute == 2
+    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_GATHERS, 0))
+    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_SCATTERS, 0))
+    pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
+
+    zgroup = dp * u * r
+    params = stage_params_per_rank(model, tp, pp)[0].astype(np.int64)
+    share = lambda nbytes: nbytes * (zgroup - 1) // zgroup  # noqa: E731  (n-1)/n of a buffer
+    zero = c["zero"]
+    grads_rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
+    params_ag = np.select(
+        [zero == 0, zero == 3],
+        [share(GRAD_BYTES * params), 2 * m * share(PARAM_BYTES * params)],
+        share(PARAM_BYTES * params),
+    )
+    per_stage = layers * m
+    out = {
+        "comm_ulysses_all_to_all": uly_layer * per_stage,
+        "comm_ring_p2p": ring_layer * per_stage,
+        "comm_tp_all_gather": tp_ag * per_stage,
+        "comm_tp_reduce_scatter": tp_rs * per_stage,
+        "comm_pp_p2p": pp_sent * m,
+        "comm_dp_reduce_scatter": grads_rs,
+        "comm_dp_all_gather": params_ag,
+    }
+    out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+    gpn = c["gpus_per_node"]
+    links = {
+        "ulysses_all_to_all": group_link(u, tp, gpn),
+        "ring_p2p": group_link(r, tp * u, gpn),
+        "tp_all_gather": group_link(tp, 1, gpn),
+        "tp_reduce_scatter": group_link(tp, 1, gpn),
+        "pp_p2p": group_link(pp, tp * u * r * dp, gpn),
+        "dp_reduce_scatter": group_link(zgroup, tp, gpn),
+        "dp_all_gather": group_link(zgroup, tp, gpn),
+    }
+    for name, code in links.items():
+        out[f"link_{name}"] = LINK_NAMES[code]
+    return out

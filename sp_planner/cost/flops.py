@@ -1,0 +1,65 @@
+"""FLOP counts: Megatron's model FLOPs (for MFU) and per-rank GEMM FLOPs (for time).
+
+Model FLOPs per step follow Megatron-LM's `num_floating_point_operations`
+(megatron/training/training.py, as of 2024-04, the version the USP paper's Table 5 used):
+    F = B * s * 12 * L * h^2 * [(1 + g/a + s/h) * q/h + (ffn/h) * gated] + B * s * 6 * h * V
+with q = query projection size, g/a = kv heads / heads, gated = 3/2 for SwiGLU (else 1), the
+12 = 3 (fwd + bwd) x 2 (multiply-add) x 2 (two matmuls of each kind), and the attention term
+over the full s x s square (no causal halving). Per token and layer that is
+6 * (2hq + 2h*kv + 2qs + n_mlp*h*ffn), plus 6hV for the logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.specs.model import ModelSpec
+
+
+def _active_ffn_width(model: ModelSpec) -> int:
+    """Summed intermediate width of the MLP one token passes through."""
+    if model.moe is None:
+        return model.intermediate_size
+    return (model.moe.top_k + model.moe.num_shared_experts) * model.moe.moe_intermediate_size
+
+
+def layer_gemm_flops_per_token(model: ModelSpec) -> float:
+    """Forward GEMM FLOPs of one layer for one token (QKV, output projection, MLP)."""
+    h = model.hidden_size
+    attn = 2 * h * (2 * model.q_size + 2 * model.kv_size)
+    mlp = 2 * model.num_mlp_matrices * h * _active_ffn_width(model)
+    return float(attn + mlp)
+
+
+def logits_gemm_flops_per_token(model: ModelSpec) -> float:
+    return 2.0 * model.hidden_size * model.vocab_size
+
+
+def attention_flops_per_token(model: ModelSpec, seq_len: int, *, causal: bool) -> float:
+    """Forward QK^T and PV FLOPs of one layer for one token attending to `seq_len` keys."""
+    full = 4.0 * model.q_size * seq_len
+    return full / 2 if causal else full
+
+
+def model_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int) -> float:
+    """Megatron 2024 convention (3 x forward, attention over the full square)."""
+    per_token = model.num_layers * (
+        layer_gemm_flops_per_token(model) + attention_flops_per_token(model, seq_len, causal=False)
+    ) + logits_gemm_flops_per_token(model)
+    return 3.0 * per_token * seq_len * global_batch
+
+
+def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int, causal: bool,
+                            recompute) -> np.ndarray:
+    """FLOPs actually executed: causal half of attention, plus the recomputed forward.
+
+    `recompute` is an array of codes 0 none, 1 selective (core attention forward again),
+    2 full (the whole layer forward again). Counted in the same 3 x forward convention as the
+    model FLOPs so the two are comparable.
+    """
+    gemm = layer_gemm_flops_per_token(model)
+    attn = attention_flops_per_token(model, seq_len, causal=causal)
+    recompute = np.asarray(recompute)
+    extra = np.where(recompute == 2, gemm + attn, np.where(recompute == 1, attn, 0.0))
+    per_token = model.num_layers * (3 * (gemm + attn) + extra) + 3 * logits_gemm_flops_per_token(model)
+    return per_token * seq_len * global_batch

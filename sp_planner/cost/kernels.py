@@ -1,0 +1,68 @@
+"""Kernel-level times: GEMMs, flash-attention blocks, memory-bound elementwise passes (vectorized).
+
+Flash-attention FLOPs follow the FlashAttention-2 paper's convention (Dao 2023, section 4.1):
+forward = 4 * q_len * kv_len * head_dim * heads per batch element, backward = 2.5 x forward.
+The profile's efficiency curves are measured in that convention on non-causal kernels whose
+key length is `tokens`; we read them at a kernel call's key length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.specs.hardware import CurvePoint, HardwareProfile
+
+# FlashAttention-2/3 tile along the key dimension (kBlockN = 128 for head_dim 128 forward).
+# A causal kernel on an L x L block computes the (L/T)(L/T + 1)/2 tiles on or below the
+# diagonal: the useful half plus T/L extra (Dao 2023, Algorithm 1 with causal masking).
+CAUSAL_TILE_TOKENS = 128
+FLASH_BWD_FLOPS_FACTOR = 2.5
+# Causal kernels also run below their non-causal efficiency beyond the diagonal tiles (uneven
+# work per thread block). Fitted once on the FlashAttention-2 paper's A100 head_dim-128 curves
+# (Dao 2023, Fig. 4/5; reference hardware_and_models.md B.8) at 4k, 8k and 16k tokens:
+# causal / non-causal / tile factor L/(L+128) = 0.92, 0.91, 0.89 forward (mean 0.905) and
+# 0.91, 0.93, 0.96 backward (mean 0.93).
+CAUSAL_KERNEL_EFFICIENCY_FWD = 0.905
+CAUSAL_KERNEL_EFFICIENCY_BWD = 0.93
+# Fraction of HBM peak that streaming elementwise kernels sustain. Assumption: STREAM-like copies
+# on A100/H100 reach 80-90% of the datasheet bandwidth (NVIDIA's own babelstream figures); we take
+# the low end. Used only for ring merges and the optimizer step, which are small terms.
+HBM_EFFICIENCY = 0.8
+
+
+def curve_efficiency(points: tuple[CurvePoint, ...], tokens):
+    """Efficiency at `tokens`, linear in log(tokens) between points, flat beyond the ends."""
+    xs = np.log([p.tokens for p in points])
+    ys = np.array([p.efficiency for p in points])
+    return np.interp(np.log(np.maximum(np.asarray(tokens, dtype=np.float64), 1.0)), xs, ys)
+
+
+def flash_flops(batch, heads, head_dim, q_tokens, kv_tokens):
+    """Forward FLOPs of a non-causal block (QK^T and PV, 2 FLOPs per multiply-add)."""
+    return 4.0 * batch * heads * head_dim * q_tokens * kv_tokens
+
+
+def flash_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
+                 causal_diagonal, backward: bool):
+    """Wall time of one flash-attention call on a q_tokens x kv_tokens block.
+
+    `causal_diagonal` (bool array) marks a square block with a causal mask: it does the tiles on
+    and below the diagonal, (1 + T/L)/2 of the full block, at the non-causal efficiency.
+    """
+    flops = flash_flops(batch, heads, head_dim, q_tokens, kv_tokens)
+    tiles = np.where(causal_diagonal, 0.5 * (1.0 + CAUSAL_TILE_TOKENS / np.maximum(kv_tokens, 1)), 1.0)
+    curve = hardware.efficiency.attention_bwd if backward else hardware.efficiency.attention_fwd
+    factor = FLASH_BWD_FLOPS_FACTOR if backward else 1.0
+    eff = curve_efficiency(curve, kv_tokens)
+    causal_eff = CAUSAL_KERNEL_EFFICIENCY_BWD if backward else CAUSAL_KERNEL_EFFICIENCY_FWD
+    eff = eff * np.where(causal_diagonal, causal_eff, 1.0)
+    return factor * flops * tiles / (hardware.peak_bf16_flops * eff)
+
+
+def gemm_time_s(hardware: HardwareProfile, flops):
+    return np.asarray(flops, dtype=np.float64) / (hardware.peak_bf16_flops * hardware.efficiency.gemm)
+
+
+def memory_pass_time_s(hardware: HardwareProfile, num_bytes):
+    """A memory-bound kernel that moves `num_bytes` through HBM."""
+    return np.asarray(num_bytes, dtype=np.float64) / (hardware.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)

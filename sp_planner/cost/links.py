@@ -1,0 +1,100 @@
+"""Which link a process group spans, and alpha-beta times of collectives on it (vectorized).
+
+Groups follow the rank layout of `sp_planner.layout` (tp fastest, then ulysses, ring, dp, pp):
+a group of `size` ranks along an axis with `stride` = product of the inner axes' degrees holds
+ranks {base + k*stride}. It stays inside one node when its span size*stride fits in a node and
+tiles it evenly; otherwise some group straddles nodes and uses the network.
+
+Times use the nccl-tests convention (NVIDIA/nccl-tests doc/PERFORMANCE.md): a rank that sends
+`c` bytes in a ring all-gather / reduce-scatter / all-to-all (c = (n-1)/n of the buffer) takes
+c / busbw, and busbw = line rate x the profile's measured busbw fraction for that collective.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.specs.hardware import HardwareProfile
+
+# Codes stored in the frame's link_ columns (as strings "none", "intra", "inter").
+NONE, INTRA, INTER = 0, 1, 2
+LINK_NAMES = np.array(["none", "intra", "inter"], dtype=object)
+
+
+def group_link(size, stride, gpus_per_node: int):
+    """NONE for a group of one, INTRA when every group of this shape lies within a node, else INTER."""
+    size = np.asarray(size)
+    span = size * stride
+    inside = (span <= gpus_per_node) & (gpus_per_node % np.maximum(span, 1) == 0)
+    return np.where(size <= 1, NONE, np.where(inside, INTRA, INTER))
+
+
+def ranks_per_node(size, stride, gpus_per_node: int):
+    """How many members of one group share a node (1 when the stride alone crosses nodes)."""
+    per_node = np.maximum(gpus_per_node // np.maximum(stride, 1), 1)
+    return np.minimum(size, per_node)
+
+
+def _bw(hardware: HardwareProfile, collective: str, inter: bool) -> float:
+    link = hardware.inter_node if inter else hardware.intra_node
+    eff = hardware.efficiency.inter_node if inter else hardware.efficiency.intra_node
+    return link.bandwidth_bytes_per_s * getattr(eff, collective)
+
+
+def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
+                           gpus_per_node: int):
+    """Time of one all-gather / reduce-scatter / all-reduce in which each rank sends `sent_bytes`.
+
+    Inside a node: sent / busbw_intra. Across nodes the r = ranks-per-node members of a node
+    drive r NICs, and the node's share of the traffic crossing the network is (k-1)/k of the
+    buffer for k nodes, i.e. busbw = NIC x (n-1)/(k-1) per GPU (the nccl-tests multi-node
+    relation, reference hardware_and_models.md B.3). The slower of the two tiers bounds it.
+    Latency: one hop per ring step, (n-1) steps (2(n-1) for all-reduce), NCCL tuning.cc.
+    """
+    size = np.asarray(size, dtype=np.float64)
+    sent = np.asarray(sent_bytes, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
+    k = np.maximum(size / r, 1.0)
+    per_round = 2 if collective == "all_reduce" else 1
+    steps = (size - 1) * per_round
+    buffer = sent * size / (per_round * np.maximum(size - 1, 1))  # c = per_round*(n-1)/n * S
+    intra_s = sent / _bw(hardware, collective, False)
+    net_s = per_round * buffer * (k - 1) / k / (r * _bw(hardware, collective, True))
+    inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
+    alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
+    t = np.where(link == INTER, inter_s, intra_s) + alpha * steps
+    return np.where((link == NONE) | (sent <= 0), 0.0, t)
+
+
+def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):
+    """Time of one all-to-all in which each rank sends `sent_bytes` to the other n-1 ranks.
+
+    Across nodes the share (n-r)/(n-1) that leaves the node goes through this GPU's own NIC:
+    NCCL all-to-all cannot aggregate NICs (sjeaugey, nccl-tests issues #130 and #267); the rest
+    goes over the intra-node link at the same time. Latency: one round of concurrent sends.
+    """
+    size = np.asarray(size, dtype=np.float64)
+    sent = np.asarray(sent_bytes, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
+    peers = np.maximum(size - 1, 1)
+    intra_s = sent * (r - 1) / peers / _bw(hardware, "all_to_all", False)
+    net_s = sent * (size - r) / peers / _bw(hardware, "all_to_all", True)
+    t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / _bw(hardware, "all_to_all", False))
+    alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
+    return np.where((link == NONE) | (sent <= 0), 0.0, t + alpha)
+
+
+def p2p_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):
+    """One send/recv step of a ring (every member sends to its neighbour at once).
+
+    The slowest hop bounds the step: when any hop of the group crosses nodes it goes at the
+    NIC's p2p rate, otherwise at the intra-node rate.
+    """
+    sent = np.asarray(sent_bytes, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    inter = link == INTER
+    bw = np.where(inter, _bw(hardware, "p2p", True), _bw(hardware, "p2p", False))
+    alpha = np.where(inter, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
+    return np.where((link == NONE) | (sent <= 0), 0.0, sent / bw + alpha)

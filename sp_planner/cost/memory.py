@@ -1,0 +1,140 @@
+"""Memory per GPU (vectorized over candidates): model states, activations, logits, buffers.
+
+Model states (Rajbhandari et al. 2020, ZeRO, section 3.1; Megatron-LM distributed optimizer):
+bf16 parameters (2 bytes), fp32 gradients (4 bytes: Megatron's arguments.py forces
+accumulate_allreduce_grads_in_fp32 with bf16, "bfloat16 requires gradient accumulation and
+all-reduce to be done in fp32"; its theoretical_memory_usage.py counts 18 = 6 + 12 bytes/param),
+fp32 master weights + Adam moments (12 bytes). ZeRO shards over the dp x cp group (Megatron's
+dp-cp group): stage 1 the optimizer states, 2 also gradients, 3 also parameters.
+
+Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
+sequence parallelism, specialised to flash attention (no s^2 terms), no dropout (Llama
+recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on the rank:
+  norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
+  attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
+             O (twice when ulysses > 1: flash-attention's head-sharded copy and the
+             out-projection's input), fp32 log-sum-exp
+  MLP:       fc1 output (gate and up for SwiGLU) and the activation output   2 * n_mlp * n*ffn/tp
+Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
+flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
+one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first stage
+(Narayanan et al. 2021, section 2.2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses, kv_heads_per_tp_rank
+from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+PARAM_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2, 4, 12
+ACT_BYTES = 2  # bf16 activations
+# Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
+# and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
+LOGITS_BYTES_PER_ELEM = 6
+
+
+def layer_params_per_rank(model: ModelSpec, tp):
+    """Parameters of one layer on one TP rank (KV projections replicated when tp > kv heads)."""
+    h, d = model.hidden_size, model.head_dim
+    kv_local = kv_heads_per_tp_rank(model.num_kv_heads, tp)
+    q_local = model.q_size / tp
+    attn = 2 * h * q_local + 2 * h * kv_local * d
+    if model.qkv_bias or model.linear_bias:
+        attn = attn + q_local + 2 * kv_local * d
+    if model.linear_bias:
+        attn = attn + h
+    return attn + model.mlp_params_per_layer / tp + model.norm_params_per_layer
+
+
+def stage_params_per_rank(model: ModelSpec, tp, pp):
+    """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm."""
+    layers = model.num_layers / pp * layer_params_per_rank(model, tp)
+    table = model.vocab_size * model.hidden_size / tp
+    final_norm = model.embedding_params - model.vocab_size * model.hidden_size * (
+        1 if model.tie_word_embeddings else 2
+    )
+    single = pp == 1
+    # A tied output layer shares the embedding on a single stage; Megatron keeps a copy on the
+    # last stage when pp > 1.
+    output = np.where(single & model.tie_word_embeddings, 0.0, table)
+    first = layers + table + np.where(single, output + final_norm, 0.0)
+    last = layers + output + final_norm + np.where(single, table, 0.0)
+    return first, last
+
+
+def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
+                               micro_batch, recompute):
+    """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed)."""
+    h, d = model.hidden_size, model.head_dim
+    n = micro_batch * workload.seq_len / (ulysses * ring)
+    heads = model.num_heads / tp
+    kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
+    norms = 4 * ACT_BYTES * n * h / tp
+    q = ACT_BYTES * n * heads * d
+    lse = 4 * n * heads
+    o_copies = np.where(ulysses > 1, 2, 1)
+    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse
+    mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
+    full_layer = norms + attn + mlp
+    selective = full_layer - lse - np.where(ulysses > 1, q, 0.0)
+    layer_input = ACT_BYTES * n * h / tp
+    stored = np.where(recompute == 2, layer_input, np.where(recompute == 1, selective, full_layer))
+    return stored, full_layer
+
+
+def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch):
+    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV, TP all-gather."""
+    d = model.head_dim
+    n = micro_batch * workload.seq_len / (ulysses * ring)
+    heads = model.num_heads / tp
+    kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
+    ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
+    # Backward holds next K/V (bf16), current and next dK/dV (fp32) and the fp32 dQ accumulator.
+    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * 4) + 4 * heads), 0.0)
+    tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
+    return ulysses_buf + ring_buf + tp_buf
+
+
+def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
+    """MemoryBreakdown fields (keys mem_<field>) and memory_peak_bytes, for the busier stage."""
+    tp, pp, zero = c["tp"], c["pp"], c["zero"]
+    zgroup = c["dp"] * c["ulysses"] * c["ring"]
+    first_p, last_p = stage_params_per_rank(model, tp, pp)
+
+    def states(params):
+        p = PARAM_BYTES * params / np.where(zero >= 3, zgroup, 1)
+        g = GRAD_BYTES * params / np.where(zero >= 2, zgroup, 1)
+        o = OPTIMIZER_BYTES * params / np.where(zero >= 1, zgroup, 1)
+        return p, g, o
+
+    stored, full_layer = activation_bytes_per_layer(
+        model, workload, tp=tp, ulysses=c["ulysses"], ring=c["ring"], micro_batch=c["micro_batch"],
+        recompute=c["recompute_code"],
+    )
+    layers = model.num_layers / pp
+    m = workload.global_batch / (c["dp"] * c["micro_batch"])
+    working = np.where(c["recompute_code"] == 2, full_layer, 0.0)
+    act_first = layers * stored * np.minimum(pp, np.maximum(m, 1)) + working
+    act_last = layers * stored + working
+    n = c["micro_batch"] * workload.seq_len / (c["ulysses"] * c["ring"])
+    logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
+    logits_first = np.where(pp == 1, logits_last, 0.0)
+    buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c["ulysses"], ring=c["ring"],
+                                micro_batch=c["micro_batch"])
+    reserve = np.full(np.shape(tp), float(hardware.memory_reserve_bytes))
+
+    first = (*states(first_p), act_first, logits_first, buffers, reserve)
+    last = (*states(last_p), act_last, logits_last, buffers, reserve)
+    first_total, last_total = sum(first), sum(last)
+    use_first = first_total >= last_total
+    names = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "logits_bytes",
+             "comm_buffers_bytes", "reserve_bytes")
+    out = {f"mem_{name}": np.where(use_first, a, b).astype(np.float64)
+           for name, a, b in zip(names, first, last)}
+    out["memory_peak_bytes"] = np.maximum(first_total, last_total).astype(np.float64)
+    return out

@@ -1,0 +1,134 @@
+"""Step time (TimeBreakdown fields), throughput and MFU per candidate (vectorized).
+
+The slowest pipeline stage sets the pace: we time the last stage (its layers plus the logits
+GEMMs). Per micro-batch, per layer: GEMMs at peak x gemm efficiency (backward = 2 x forward,
+Narayanan et al. 2021), core attention and its ring/Ulysses comm from `cost.attention`, TP
+all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap), recompute re-running
+the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
+al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO gradient reduction overlapped with
+the last micro-batch's backward except the last bucket, parameter all-gather after the
+optimizer step exposed, and an HBM-bound Adam step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention import attention_times
+from sp_planner.cost.flops import (
+    _active_ffn_width,
+    hardware_flops_per_step,
+    layer_gemm_flops_per_token,
+    logits_gemm_flops_per_token,
+    model_flops_per_step,
+)
+from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+# Megatron DDP bucket (megatron/core/distributed: bucket_size = max(40_000_000, 1_000_000 * dp)).
+DDP_BUCKET_PARAMS = 40_000_000
+# Adam step: read fp32 grad (4), read/write master, m, v (24), write bf16 param (2).
+ADAM_BYTES_PER_PARAM = 30
+# Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
+# (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k (read + write:
+# 4(q + kv)), SwiGLU/GeLU (read 2ffn or ffn, write ffn). Backward reads the saved input and the
+# incoming gradient and writes a gradient: twice the forward traffic (counted by timing these
+# with the forward GEMMs, which the layer total multiplies by 3).
+# Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
+# place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
+LOSS_BYTES_PER_LOGIT = 60
+
+
+def elementwise_bytes_per_token(model: ModelSpec) -> float:
+    """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
+    h, ffn = model.hidden_size, _active_ffn_width(model)
+    activation_inputs = model.num_mlp_matrices - 1  # gate and up for SwiGLU, one for GeLU
+    elements = 4 * h + 6 * h + 2 * (model.q_size + model.kv_size) + (activation_inputs + 1) * ffn
+    return float(2 * elements)
+
+
+def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
+    tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
+    b, recompute, gpn = c["micro_batch"], c["recompute_code"], c["gpus_per_node"]
+    cp = u * r
+    layers = model.num_layers / pp
+    m = workload.global_batch / (dp * b)
+    tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
+
+    gemm_fwd = gemm_time_s(hardware, layer_gemm_flops_per_token(model) * tokens / tp)
+    logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
+    logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
+    # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
+    gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
+    attn = attention_times(
+        hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
+        num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
+        causal=workload.causal, zigzag=c["zigzag"], gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+    )
+    gathered = tokens * model.hidden_size * ACT_BYTES
+    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, 1, gpn)
+    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, 1, gpn)
+    tp_fwd = 2 * ag + 2 * rs
+    tp_layer = 6 * ag + 4 * rs
+    recompute_layer = np.select(
+        [recompute == 2, recompute == 1], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
+    )
+    per_layer = (
+        3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
+    )
+    micro_s = layers * per_layer + logits
+    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + 4 * rs + 2 * ag + recompute_layer)
+    fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
+
+    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, tp * cp * dp, gpn)
+
+    zgroup = dp * cp
+    params = stage_params_per_rank(model, tp, pp)[0]
+    share = (zgroup - 1) / zgroup
+    zero = c["zero"]
+
+    def coll(kind, nbytes):
+        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, tp, gpn)
+
+    grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
+    grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
+    param_ag = coll("all_gather", PARAM_BYTES * params)
+    last_bucket = np.minimum(1.0, DDP_BUCKET_PARAMS / params)
+    hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
+    dp_exposed = np.select(
+        [zero == 0, zero == 1, zero == 2],
+        [hidden_reduce(grad_ar), hidden_reduce(grad_rs) + param_ag, m * hidden_reduce(grad_rs) + param_ag],
+        m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(param_ag + grad_rs)),
+    )
+    shard = params / np.where(zero >= 1, zgroup, 1)
+
+    out = {
+        "time_gemm_s": m * (layers * 3 * gemm_fwd + logits),
+        "time_attention_s": m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
+        "time_recompute_s": m * layers * recompute_layer,
+        "time_tp_comm_s": m * layers * tp_layer,
+        "time_ulysses_comm_s": m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
+        "time_ring_comm_exposed_s": m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
+        "time_pp_comm_s": m * 2 * pp_step,
+        "time_dp_comm_exposed_s": dp_exposed,
+        "time_bubble_s": (pp - 1) * micro_s,
+        "time_optimizer_s": memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
+    }
+    out = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for k, v in out.items()}
+    step = sum(out.values())
+    world = dp * pp * tp * cp
+    model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
+    hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
+                                       causal=workload.causal, recompute=recompute)
+    out["step_time_s"] = step
+    out["tokens_per_s"] = workload.tokens_per_step / step
+    out["model_tflops_per_gpu"] = model_flops / step / world / 1e12
+    out["hardware_tflops_per_gpu"] = hw_flops / step / world / 1e12
+    out["mfu"] = out["model_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
+    out["hardware_mfu"] = out["hardware_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
+    return out

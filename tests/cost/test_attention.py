@@ -1,0 +1,91 @@
+"""Attention layer time and memory against hand derivations on the toy hardware (conftest):
+peak 100 TFLOPS, flat flash efficiency 0.5 forward / 0.4 backward, HBM 1 TB/s, no latency."""
+
+import pytest
+
+from sp_planner.cost.attention import (
+    MERGE_ENDS_BYTES_PER_ELEM,
+    MERGE_FWD_BYTES_PER_ELEM,
+    attention_layer_memory_bytes,
+    attention_layer_time_s,
+)
+from sp_planner.cost.kernels import CAUSAL_KERNEL_EFFICIENCY_FWD, CAUSAL_TILE_TOKENS, HBM_EFFICIENCY
+
+PEAK = 100e12
+SHAPE = dict(batch=1, num_heads=4, num_kv_heads=2, head_dim=16, tp=1, gpus_per_node=8, elem_bytes=2)
+
+
+def fwd(hardware, **kw):
+    return attention_layer_time_s(hardware, **SHAPE, backward=False, **kw)
+
+
+def causal_block_s(tokens, heads):
+    flops = 4 * heads * 16 * tokens * tokens
+    return flops * 0.5 * (1 + CAUSAL_TILE_TOKENS / tokens) / (PEAK * 0.5 * CAUSAL_KERNEL_EFFICIENCY_FWD)
+
+
+def test_single_gpu_causal_is_half_plus_diagonal_tiles(hardware):
+    t = fwd(hardware, seq_len=4096, ulysses=1, ring=1, causal=True, ring_layout="zigzag")
+    assert t == pytest.approx(causal_block_s(4096, 4))
+    full = fwd(hardware, seq_len=4096, ulysses=1, ring=1, causal=False, ring_layout="zigzag")
+    assert full == pytest.approx(4 * 4 * 16 * 4096**2 / (PEAK * 0.5))
+
+
+def test_ring_of_two_zigzag_and_contiguous(hardware):
+    # 16k tokens -> 8k per ring rank; K/V blocks of 8k x 2 heads x 16 x 2 B = 0.5 MB move in 5 us
+    # over 100 GB/s, far below a block's compute, so only compute and merges count.
+    block = 8192
+    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * block * 4 * 16 / (1e12 * HBM_EFFICIENCY)
+    full_block_s = 4 * 4 * 16 * block * block / (PEAK * 0.5)
+    zigzag = fwd(hardware, seq_len=2 * block, ulysses=1, ring=2, causal=True, ring_layout="zigzag")
+    basic = fwd(hardware, seq_len=2 * block, ulysses=1, ring=2, causal=True, ring_layout="contiguous")
+    assert zigzag == pytest.approx(causal_block_s(block, 4) + full_block_s / 2 + merge_s)
+    # the last rank of a contiguous ring computes a full block in the second step
+    assert basic == pytest.approx(causal_block_s(block, 4) + full_block_s + merge_s)
+
+
+def test_zigzag_advantage_grows_with_ring(hardware):
+    def ratio(ring):
+        kw = dict(seq_len=ring * 8192, ulysses=1, ring=ring, causal=True)
+        return fwd(hardware, ring_layout="contiguous", **kw) / fwd(hardware, ring_layout="zigzag", **kw)
+
+    assert 1.0 < ratio(2) < ratio(4) < ratio(8) < 2.0
+
+
+def test_ulysses_adds_all_to_all(hardware):
+    # seq 4096 over ulysses 2: 2048 tokens per rank; Q, O 4 heads, K, V 2 heads; half is sent.
+    t = fwd(hardware, seq_len=4096, ulysses=2, ring=1, causal=True, ring_layout="zigzag")
+    a2a_bytes = 2048 * (4 + 2 + 2 + 4) * 16 * 2 / 2
+    assert t == pytest.approx(causal_block_s(4096, 2) + a2a_bytes / 100e9)
+
+
+def test_exposed_ring_transfer_when_compute_is_short(hardware):
+    # 1024 tokens per block, non-causal: the first step computes a full block (5.4 us) while K/V
+    # (64 KiB) move: hidden over NVLink (0.7 us), exposed over the 10 GB/s NIC (6.6 us) when one
+    # GPU per node puts the ring across nodes. The last step has no transfer.
+    kw = dict(seq_len=2048, ulysses=1, ring=2, causal=False, ring_layout="contiguous")
+    inside = attention_layer_time_s(hardware, **{**SHAPE, "gpus_per_node": 2}, backward=False, **kw)
+    across = attention_layer_time_s(hardware, **{**SHAPE, "gpus_per_node": 1}, backward=False, **kw)
+    kv_bytes = 2 * 1024 * 2 * 16 * 2
+    block_s = 4 * 4 * 16 * 1024 * 1024 / (PEAK * 0.5)
+    assert across - inside == pytest.approx(kv_bytes / 10e9 - block_s, rel=1e-6)
+
+
+def test_backward_costs_more_than_forward(hardware):
+    kw = dict(seq_len=16384, ulysses=2, ring=2, causal=True, ring_layout="zigzag")
+    assert attention_layer_time_s(hardware, **SHAPE, **kw) > 3 * fwd(hardware, **kw)
+
+
+def test_memory_by_hand():
+    # 64 tokens over ulysses 2 x ring 2 -> 16 per rank; Q, O 4 heads x 16 = 1024 elements,
+    # K, V 2 heads = 512 each. Forward Q, K, V, O on both sides 2*(1024+512+512+1024)*2 B = 12288;
+    # lse 4*16*4 = 256; dO both sides 4096; dQ, dK, dV fp32 8192 + sequence side bf16 4096;
+    # ring receive buffers 2*512*(2 + 4) = 6144.
+    got = attention_layer_memory_bytes(batch=1, seq_len=64, num_heads=4, num_kv_heads=2, head_dim=16,
+                                       ulysses=2, ring=2, elem_bytes=2)
+    assert got == 12288 + 256 + 4096 + 8192 + 4096 + 6144
+
+
+def test_rejects_unknown_layout(hardware):
+    with pytest.raises(ValueError, match="ring_layout"):
+        fwd(hardware, seq_len=4096, ulysses=1, ring=2, causal=True, ring_layout="stripe")

@@ -1,0 +1,76 @@
+"""Communication bytes and links of the toy model (conftest), derived by hand."""
+
+import pytest
+
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs import Workload
+
+# tp 2 x ulysses 2 x ring 2, seq 64, 2 sequences of micro-batch 1 -> 2 micro-batches, 2 layers.
+PLAN = ParallelPlan(dp=1, tp=2, ulysses=2, ring=2, zero=1, micro_batch=1)
+WORKLOAD = Workload(seq_len=64, global_batch=2)
+PER_STAGE = 2 * 2  # layers x micro-batches
+
+
+def _estimate(model, hardware, gpus_per_node, plan=PLAN):
+    return evaluate(model, hardware, WORKLOAD, plan, num_nodes=8 // gpus_per_node,
+                    gpus_per_node=gpus_per_node)
+
+
+def test_bytes_by_hand(toy_model, hardware):
+    comm = _estimate(toy_model, hardware, 8).comm_bytes
+    # Ulysses: 16 tokens per rank; Q and O 2 heads, K and V 1 head replicated to 2 for ulysses 2:
+    # (512 + 512 + 512 + 512) elements, half sent, bf16 -> 2048 B forward, 2048 B backward.
+    assert comm.ulysses_all_to_all == 4096 * PER_STAGE
+    # Ring: blocks of 32 tokens x 1 KV head x 16 = 512 elements. Forward K, V for 1 step (2048 B);
+    # backward K, V again (2048 B) and fp32 dK, dV for 2 steps (8192 B).
+    assert comm.ring_p2p == 12288 * PER_STAGE
+    # TP: 16 tokens x 64 x 2 B = 2048 B gathered, half sent; 6 all-gathers, 4 reduce-scatters.
+    assert comm.tp_all_gather == 6 * 1024 * PER_STAGE
+    assert comm.tp_reduce_scatter == 4 * 1024 * PER_STAGE
+    assert comm.pp_p2p == 0
+    # ZeRO-1 over dp x cp = 4 ranks, 43584 parameters per rank (see test_memory):
+    # fp32 gradients reduce-scattered, bf16 parameters gathered, 3/4 of each sent.
+    assert comm.dp_reduce_scatter == 4 * 43584 * 3 // 4
+    assert comm.dp_all_gather == 2 * 43584 * 3 // 4
+
+
+def test_full_recompute_adds_forward_traffic(toy_model, hardware):
+    base = _estimate(toy_model, hardware, 8).comm_bytes
+    full = _estimate(toy_model, hardware, 8, PLAN.model_copy(update={"recompute": "full"})).comm_bytes
+    assert full.ulysses_all_to_all == base.ulysses_all_to_all * 3 // 2
+    assert full.ring_p2p - base.ring_p2p == 2048 * PER_STAGE
+    assert full.tp_all_gather - base.tp_all_gather == 2 * 1024 * PER_STAGE
+    assert full.tp_reduce_scatter - base.tp_reduce_scatter == 2 * 1024 * PER_STAGE
+
+
+def test_zero_variants(toy_model, hardware):
+    def dp(zero):
+        comm = _estimate(toy_model, hardware, 8, PLAN.model_copy(update={"zero": zero})).comm_bytes
+        return comm.dp_reduce_scatter, comm.dp_all_gather
+
+    share = 43584 * 3 // 4
+    assert dp(0) == (4 * share, 4 * share)  # fp32 all-reduce = reduce-scatter + all-gather
+    assert dp(2) == (2 * 4 * share, 2 * share)  # reduce-scatter every micro-batch
+    assert dp(3) == (2 * 4 * share, 2 * 2 * 2 * share)  # gather in forward and backward, per micro-batch
+
+
+def test_pipeline_sends_sequence_shards(toy_model, hardware):
+    plan = ParallelPlan(dp=1, pp=2, tp=2, micro_batch=1)
+    comm = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=4).comm_bytes
+    # activation forward + gradient backward of 64 tokens / tp 2 x 64 x 2 B, per micro-batch
+    assert comm.pp_p2p == 2 * 2 * (32 * 64 * 2)
+
+
+@pytest.mark.parametrize("gpus_per_node, links", [
+    (8, dict(tp_all_gather="intra", ulysses_all_to_all="intra", ring_p2p="intra", dp_reduce_scatter="intra")),
+    # 4 per node: tp (stride 1) and ulysses (stride 2, span 4) stay inside; the ring (stride 4)
+    # and the dp x cp group (stride 2, span 8) cross nodes.
+    (4, dict(tp_all_gather="intra", ulysses_all_to_all="intra", ring_p2p="inter", dp_reduce_scatter="inter")),
+    (2, dict(tp_all_gather="intra", ulysses_all_to_all="inter", ring_p2p="inter", dp_reduce_scatter="inter")),
+])
+def test_links_follow_rank_order(toy_model, hardware, gpus_per_node, links):
+    est = _estimate(toy_model, hardware, gpus_per_node)
+    for name, link in links.items():
+        assert getattr(est.comm_links, name) == link
+    assert est.comm_links.pp_p2p == "none"

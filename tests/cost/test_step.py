@@ -1,0 +1,64 @@
+"""Step-time assembly: bubble, exposed comm, FLOP conventions."""
+
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.cost.flops import model_flops_per_step
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs import Workload
+
+WORKLOAD = Workload(seq_len=4096, global_batch=8)
+
+
+def test_bubble_is_pp_minus_one_over_m_of_the_work(toy_model, hardware):
+    est = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(pp=2, dp=1, micro_batch=1),
+                   num_nodes=1, gpus_per_node=2)
+    t = est.time
+    work = (t.gemm_s + t.attention_s + t.recompute_s + t.tp_comm_s + t.ulysses_comm_s
+            + t.ring_comm_exposed_s)
+    m = 8
+    assert t.bubble_s == pytest.approx((2 - 1) / m * work)
+    assert est.step_time_s == pytest.approx(sum(t.model_dump().values()))
+
+
+def test_no_bubble_or_pp_comm_without_pipeline(toy_model, hardware):
+    t = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(dp=2), num_nodes=1, gpus_per_node=2).time
+    assert t.bubble_s == 0 and t.pp_comm_s == 0 and t.tp_comm_s == 0
+
+
+def test_tp_comm_exposed_by_hand(toy_model, hardware):
+    # 8 sequences of 4096 tokens over dp 1 -> 8 micro-batches; 2 layers; tp 2 inside a node:
+    # every AG / RS sends 4096*64*2/2 bytes at 100 GB/s; 6 AG + 4 RS per layer.
+    t = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(tp=2, micro_batch=1), num_nodes=1,
+                 gpus_per_node=2).time
+    assert t.tp_comm_s == pytest.approx(8 * 2 * 10 * (4096 * 64 * 2 / 2) / 100e9)
+
+
+def test_recompute_costs_time(toy_model, hardware):
+    times = {r: evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(dp=2, recompute=r), num_nodes=1,
+                         gpus_per_node=2) for r in ("none", "selective", "full")}
+    assert times["none"].time.recompute_s == 0
+    assert 0 < times["selective"].time.recompute_s < times["full"].time.recompute_s
+    assert times["full"].hardware_tflops_per_gpu > times["none"].hardware_tflops_per_gpu * (
+        times["none"].step_time_s / times["full"].step_time_s)
+    # model FLOPs do not count recompute
+    assert times["full"].model_tflops_per_gpu * times["full"].step_time_s == pytest.approx(
+        times["none"].model_tflops_per_gpu * times["none"].step_time_s)
+
+
+def test_megatron_model_flops_llama2_7b_by_hand():
+    # Megatron num_floating_point_operations (2024): 12*B*s*L*h^2*[(1 + g/a + s/h)*q/h
+    # + ffn/h*3/2] + 6*B*s*h*V, Llama-2-7B (h 4096, MHA, ffn 11008, 32 layers, V 32000).
+    s, h, L, ffn, V = 65536, 4096, 32, 11008, 32000
+    want = 12 * s * L * h * h * ((1 + 1 + s / h) + ffn / h * 1.5) + 6 * s * h * V
+    got = model_flops_per_step(load_model("Llama-2-7B"), seq_len=s, global_batch=1)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_mfu_is_model_tflops_over_peak(toy_model, hardware):
+    est = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(dp=2), num_nodes=1, gpus_per_node=2)
+    assert est.mfu == pytest.approx(est.model_tflops_per_gpu * 1e12 / 100e12)
+    assert est.tokens_per_s == pytest.approx(8 * 4096 / est.step_time_s)
+    # causal: the hardware count halves the attention square, so it is below the model count
+    assert est.hardware_tflops_per_gpu < est.model_tflops_per_gpu
