@@ -1,0 +1,80 @@
+"""Per-ring-step compute and per-collective bytes of one attention layer, for the timeline.
+
+The analytic model (sp_planner.cost.attention) folds the ring steps into a closed form; the
+simulator needs them one by one to overlap each with its transfer. The kernels, merge and
+accumulation passes are the cost model's (same functions and constants), so with no contention
+the two agree step for step:
+- forward step 0 runs the causal diagonal block; steps 1..R-1 run the later blocks plus the
+  online-softmax merge; the last step also converts the fp32 accumulator back (`ends`);
+- backward steps also accumulate dQ/dK/dV in fp32 (`accum`) when ring > 1.
+Bytes follow sp_planner.cost.attention_comm (the contract with the executor).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sp_planner.cost.attention import (
+    ACCUM_BWD_BYTES_PER_ELEM,
+    MERGE_ENDS_BYTES_PER_ELEM,
+    MERGE_FWD_BYTES_PER_ELEM,
+    RING_GRAD_ELEM_BYTES,
+)
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+
+class AttentionSteps(NamedTuple):
+    fwd_steps_s: tuple[float, ...]
+    bwd_steps_s: tuple[float, ...]
+    # Bytes one rank sends in one occurrence of each collective.
+    ulysses_q_bytes: float  # one all-to-all of Q (or O, dO, dQ)
+    ulysses_kv_bytes: float  # one all-to-all of K (or V, dK, dV)
+    ring_kv_bytes: int  # one K + V block
+    ring_dkv_bytes: int  # one dK + dV accumulator
+
+
+def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
+                    ulysses: int, ring: int, causal: bool, zigzag: bool, elem_bytes: int = 2) -> AttentionSteps:
+    heads = model.num_heads / (tp * ulysses)
+    kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
+    block = seq_len / ring
+    q_elems = batch * block * heads * model.head_dim
+    kv_elems = batch * block * (kv_sent / ulysses) * model.head_dim
+
+    def kernel(kv_tokens: float, diagonal: bool, backward: bool) -> float:
+        return float(flash_time_s(hardware, batch=batch, heads=heads, head_dim=model.head_dim,
+                                  q_tokens=block, kv_tokens=kv_tokens, causal_diagonal=diagonal,
+                                  backward=backward))
+
+    later_kv = block / 2 if (causal and zigzag) else block
+    c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
+    c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
+    if ring == 1:
+        fwd, bwd = (c0_f,), (c0_b,)
+    else:
+        merge = float(memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems))
+        ends = float(memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems))
+        accum = float(memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * kv_elems)))
+        fwd = (c0_f,) + (c1_f + merge,) * (ring - 2) + (c1_f + merge + ends,)
+        bwd = (c0_b + accum,) + (c1_b + accum,) * (ring - 1)
+
+    common = dict(batch=batch, seq_len=seq_len, num_kv_heads=model.num_kv_heads, head_dim=model.head_dim,
+                  tp=tp, ulysses=ulysses, ring=ring, elem_bytes=elem_bytes)
+    # ulysses_bytes_per_layer = 2 passes x (Q + O + K + V); split it by heads into one Q and one K.
+    uly_total = int(ulysses_bytes_per_layer(num_heads=model.num_heads, **common))
+    q_heads, kv_heads = model.num_heads // tp, kv_sent
+    per_head = uly_total / (2 * (2 * q_heads + 2 * kv_heads)) if ulysses > 1 else 0.0
+    # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R dK/dV accumulators.
+    kv_only = int(ring_bytes_per_layer(grad_elem_bytes=0, **common))
+    ring_total = int(ring_bytes_per_layer(grad_elem_bytes=RING_GRAD_ELEM_BYTES, **common))
+    return AttentionSteps(
+        fwd_steps_s=fwd,
+        bwd_steps_s=bwd,
+        ulysses_q_bytes=per_head * q_heads,
+        ulysses_kv_bytes=per_head * kv_heads,
+        ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
+        ring_dkv_bytes=(ring_total - kv_only) // ring if ring > 1 else 0,
+    )

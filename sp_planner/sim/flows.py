@@ -1,0 +1,180 @@
+"""Collectives as flows on the cluster's links, and max-min fair sharing of those links.
+
+A *phase* is one collective run by every group of an axis at the same time (all ranks of a plan
+do the same thing in lock step), e.g. one ring step of every context-parallel group. Its flows
+share the links max-min fairly (progressive filling: Bertsekas & Gallager, Data Networks, 2nd ed.,
+section 6.5.2): raise every flow's rate together, freeze the flows of a link when it saturates,
+repeat. A group finishes when its slowest flow does.
+
+Algorithms, as NCCL runs them for large messages:
+- all-to-all: every rank sends 1/(n-1) of its bytes straight to each peer;
+- all-gather / reduce-scatter: a ring, each rank sending (n-1)/n of the full buffer to its
+  successor over n-1 steps (bandwidth term of Thakur et al. 2005, "Optimization of collective
+  communication operations in MPICH", the same (n-1)/n busbw factor as nccl-tests' PERFORMANCE.md);
+- P2P (ring attention; "chain" for pipeline send/recv, no wrap-around): one flow to the successor.
+A flow's achieved rate is its max-min rate times the profile's measured efficiency (nccl-tests
+busbw over line rate) for that collective on its link class (intra- or inter-node). With no
+contention this reproduces sp_planner.cost.links, the analytic model's alpha-beta times.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from sp_planner.sim.cluster import Cluster
+from sp_planner.specs.base import FrozenModel
+
+Algorithm = Literal["all_to_all", "ring", "p2p", "chain"]
+EfficiencyKey = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
+
+
+class PhaseResult(FrozenModel):
+    """One collective phase run by all its groups at once."""
+
+    name: str
+    bytes_per_rank: float = 0.0  # bytes one rank sends in this phase
+    duration_s: float = 0.0  # slowest group, including latency
+    num_groups: int = 0
+    num_flows: int = 0
+    crosses_nodes: bool = False
+    bottleneck: str = "none"  # link class that limits the slowest flow: nvlink, pcie, nic, core
+    # Rate the slowest rank achieves for its sent bytes (bytes_per_rank / transfer time).
+    achieved_bytes_per_s: float = 0.0
+
+
+def max_min_rates(routes: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max-min fair rate of each flow and the edge that froze it.
+
+    routes: (num_flows, hops) edge ids, padded with -1; capacity: (num_edges,) bytes/s.
+    """
+    num_flows = routes.shape[0]
+    rates = np.zeros(num_flows)
+    frozen_by = np.full(num_flows, -1, dtype=np.int64)
+    if num_flows == 0:
+        return rates, frozen_by
+    valid = routes >= 0
+    flow_of = np.repeat(np.arange(num_flows), valid.sum(axis=1))
+    edge_of = routes[valid]  # flattened (flow, edge) incidence
+    remaining = capacity.astype(float).copy()
+    active = np.ones(num_flows, dtype=bool)
+    level = 0.0
+    while active.any():
+        live = active[flow_of]
+        count = np.bincount(edge_of[live], minlength=capacity.size)
+        used = count > 0
+        share = np.full(capacity.size, np.inf)
+        share[used] = remaining[used] / count[used]
+        increment = share.min()
+        level += increment
+        remaining[used] -= increment * count[used]
+        saturated = used & (share <= increment * (1 + 1e-9))
+        hit = live & saturated[edge_of]
+        newly = np.unique(flow_of[hit])
+        rates[newly] = level
+        # Remember one saturated edge per flow (the first on its route).
+        first = np.full(num_flows, -1, dtype=np.int64)
+        first[flow_of[hit][::-1]] = edge_of[hit][::-1]
+        frozen_by[newly] = first[newly]
+        active[newly] = False
+    return rates, frozen_by
+
+
+def _ring_order_flows(groups: np.ndarray, chain: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each member to its successor; `chain` drops the wrap-around (pipeline stages)."""
+    dst = np.roll(groups, -1, axis=1)
+    if chain:
+        return groups[:, :-1], dst[:, :-1]
+    return groups, dst
+
+
+def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm, bytes_per_rank: float,
+                     *, rounds: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flows (src, dst, group index, bytes) of one collective run by every group at once.
+
+    groups: (num_groups, n) global ranks in ring order (ascending, as sp_planner.layout gives).
+    A ring collective whose group has r > 1 members on each of k > 1 nodes runs as NCCL's
+    channels do: a ring inside each node carrying the whole `bytes_per_rank`, and r parallel
+    rings between nodes, member j of one node to member j of the next, each carrying 1/r of the
+    traffic that must leave a node, (k-1)/k of the buffer (the same split as
+    sp_planner.cost.links.ring_collective_time_s). `rounds` is 2 for an all-reduce.
+    """
+    num_groups, n = groups.shape
+    gpn = cluster.gpus_per_node
+    if algorithm == "all_to_all":
+        offsets = np.arange(1, n)
+        src = np.repeat(groups, n - 1, axis=1)  # (g, n*(n-1))
+        dst_pos = (np.arange(n)[:, None] + offsets[None, :]) % n  # (n, n-1)
+        dst = groups[:, dst_pos.reshape(-1)]  # (g, n*(n-1))
+        size = np.full(src.shape, bytes_per_rank / (n - 1))
+    elif algorithm == "chain":
+        src, dst = _ring_order_flows(groups, chain=True)
+        size = np.full(src.shape, float(bytes_per_rank))
+    else:
+        nodes = groups // gpn
+        r = int((nodes[0] == nodes[0, 0]).sum())
+        k = n // r
+        tiled = n % r == 0 and bool((nodes.reshape(num_groups, k, r) == nodes.reshape(num_groups, k, r)[:, :, :1]).all())
+        if algorithm == "p2p" or r == 1 or k == 1 or not tiled:
+            src, dst = _ring_order_flows(groups, chain=False)
+            size = np.full(src.shape, float(bytes_per_rank))
+        else:
+            by_node = groups.reshape(num_groups, k, r)  # (g, n) -> (g, nodes, members per node)
+            intra_src = by_node
+            intra_dst = np.roll(by_node, -1, axis=2)
+            inter_src = by_node
+            inter_dst = np.roll(by_node, -1, axis=1)
+            buffer = bytes_per_rank * n / (rounds * (n - 1))
+            leave = rounds * buffer * (k - 1) / k / r
+            src = np.concatenate([intra_src.reshape(num_groups, -1), inter_src.reshape(num_groups, -1)], axis=1)
+            dst = np.concatenate([intra_dst.reshape(num_groups, -1), inter_dst.reshape(num_groups, -1)], axis=1)
+            size = np.concatenate([np.full((num_groups, n), float(bytes_per_rank)),
+                                   np.full((num_groups, n), leave)], axis=1)
+    gid = np.repeat(np.arange(num_groups), src.shape[1])
+    return src.reshape(-1), dst.reshape(-1), gid, size.reshape(-1)
+
+
+def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
+              algorithm: Algorithm, efficiency: EfficiencyKey, *, latency_steps: int = 1,
+              rounds: int = 1) -> PhaseResult:
+    """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
+
+    Returns the slowest group's time. `latency_steps` counts the hops the algorithm serialises
+    (n-1 for a ring all-gather, 1 for a P2P step or an all-to-all).
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    num_groups, n = groups.shape
+    if n == 1 or bytes_per_rank <= 0:
+        return PhaseResult(name=name, num_groups=num_groups)
+    src, dst, gid, size = collective_flows(cluster, groups, algorithm, bytes_per_rank, rounds=rounds)
+    routes = cluster.routes(src, dst)
+    rates, frozen_by = max_min_rates(routes, cluster.capacity_bytes_per_s)
+    inter = cluster.node_of(src) != cluster.node_of(dst)
+    crosses = bool(inter.any())
+    eff_intra = getattr(cluster.hardware.efficiency.intra_node, efficiency)
+    eff_inter = getattr(cluster.hardware.efficiency.inter_node, efficiency)
+    flow_time = size / (rates * np.where(inter, eff_inter, eff_intra))
+    valid = routes >= 0
+    # Profile latencies are end to end (small-message time), so a route costs its slowest link's.
+    path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)
+    group_time = np.zeros(num_groups)
+    np.maximum.at(group_time, gid, flow_time)
+    group_latency = np.zeros(num_groups)
+    np.maximum.at(group_latency, gid, path_latency)
+    total = group_time + latency_steps * group_latency
+    slowest = int(np.argmax(total))
+    members = np.flatnonzero(gid == slowest)
+    slow_flow = int(members[np.argmax(flow_time[members])])
+    edge = int(frozen_by[slow_flow])
+    transfer = float(group_time[slowest])
+    return PhaseResult(
+        name=name,
+        bytes_per_rank=float(bytes_per_rank),
+        duration_s=float(total[slowest]),
+        num_groups=num_groups,
+        num_flows=int(src.size),
+        crosses_nodes=crosses,
+        bottleneck=cluster.link_class(edge) if edge >= 0 else "none",
+        achieved_bytes_per_s=float(bytes_per_rank / transfer) if transfer > 0 else 0.0,
+    )

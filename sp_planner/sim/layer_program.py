@@ -1,0 +1,124 @@
+"""The ops of one pipeline stage's forward or backward for one micro-batch, on two streams.
+
+Forward of a layer, Megatron-LM with sequence parallel and hierarchical context parallel:
+  TP all-gather -> QKV GEMM -> Ulysses all-to-all (Q, K, V) -> ring attention -> all-to-all (O)
+  -> output GEMM -> TP reduce-scatter -> TP all-gather -> MLP GEMMs -> TP reduce-scatter.
+The all-to-alls block attention (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3). Ring step k
+computes on the K/V block it holds while sending that block on (double buffering, as
+ring-flash-attention's `RingComm` does), so a step lasts the slower of the two. Backward runs the
+same chain reversed; its ring sends K/V and the dK/dV accumulated so far, and returns the final
+dK/dV to their owner after the last step (ring-flash-attention `ring_flash_attn_backward`).
+On the last micro-batch, each layer's gradients are reduce-scattered as soon as its backward ends
+(Megatron's overlapped gradient reduce, one bucket per layer here), on a third stream: the data-
+parallel group has its own NCCL communicator and stream. Links shared by that traffic and the
+context-parallel traffic running at the same moment are not slowed down for it (a known
+simplification: each phase's contention is among the groups of one collective).
+"""
+
+from __future__ import annotations
+
+from sp_planner.sim.streams import Program
+from sp_planner.sim.work import LayerWork, StepWork
+
+
+def attention_ops(p: Program, w: LayerWork, layer: int, ready: int, kind: str, comm_tag: str = "") -> int:
+    """Ulysses all-to-all in, ring steps, all-to-all out; returns the op after which O is ready."""
+    a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a qkv{comm_tag}", w.ulysses_qkv_s, (ready,))
+    recv = compute = a2a  # recv: the op after which the block of the current step is present
+    for step, duration in enumerate(w.attn_fwd_steps_s):
+        if step < w.ring - 1:
+            # Two buffers: the next block may land only once the previous step's compute freed one.
+            send = p.add("comm", "ring_comm", f"L{layer} ring kv {step}{comm_tag}", w.ring_kv_step_s, (recv, compute))
+        compute = p.add("compute", kind, f"L{layer} attn fwd {step}{comm_tag}", duration, (recv,))
+        if step < w.ring - 1:
+            recv = send
+    return p.add("comm", "ulysses_comm", f"L{layer} a2a out{comm_tag}", w.ulysses_out_s, (compute,))
+
+
+def _forward_layer(p: Program, w: LayerWork, layer: int, ready: int, kind_prefix: str = "",
+                   gather: int = -1) -> int:
+    """Append one layer's forward; `ready` is the op producing its input. Returns its last op."""
+    k = kind_prefix
+    tag = " (recompute)" if k else ""
+    ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather{tag}", w.tp_all_gather_s, (ready,))
+    qkv = p.add("compute", k + "gemm", f"L{layer} qkv+out gemm{tag}", w.gemm_attn_fwd_s, (ag, gather))
+    out = attention_ops(p, w, layer, qkv, k + "attention", tag)
+    # The output projection is inside gemm_attn_fwd_s: the chain is serial, so where it sits
+    # between the two all-to-alls does not change any time.
+    rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (out,))
+    ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather{tag}", w.tp_all_gather_s, (rs,))
+    mlp = p.add("compute", k + "gemm", f"L{layer} mlp gemm{tag}", w.gemm_mlp_fwd_s, (ag2,))
+    return p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (mlp,))
+
+
+def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute: str,
+                    dp_bucket: bool, gather: int = -1) -> int:
+    if recompute == "full":
+        ready = _forward_layer(p, w, layer, ready, kind_prefix="recompute_", gather=gather)
+    elif recompute == "selective":
+        # Megatron's core-attention recompute re-runs attention with its CP communication.
+        ready = attention_ops(p, w, layer, ready, "recompute_attention", " (recompute)")
+    # Conjugates of the forward's reduce-scatter (an all-gather of the gradient) and the
+    # all-gather of the saved sharded input again for the weight gradient (Megatron's
+    # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer.
+    ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (ready,))
+    ag_in = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (ag,))
+    mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ag_in, gather))
+    rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
+    ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (rs,))
+    a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
+    recv, compute, send = a2a, a2a, a2a
+    for step, duration in enumerate(w.attn_bwd_steps_s):
+        kv = w.ring_kv_step_s if step < w.ring - 1 else 0.0
+        dkv = w.ring_dkv_step_s if step > 0 else 0.0
+        if kv + dkv > 0:
+            # Sends the next K/V block and the dK/dV accumulated by the previous step.
+            send = p.add("comm", "ring_comm", f"L{layer} ring kv+dkv {step}", kv + dkv, (recv, compute))
+        compute = p.add("compute", "attention", f"L{layer} attn bwd {step}", duration, (recv,))
+        recv = send
+    if w.ring > 1:
+        compute = p.add("comm", "ring_comm", f"L{layer} ring dkv home", w.ring_dkv_step_s, (compute,))
+    a2a2 = p.add("comm", "ulysses_comm", f"L{layer} a2a dqkv", w.ulysses_qkv_s, (compute,))
+    ag_in2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (a2a2,))
+    gemm = p.add("compute", "gemm", f"L{layer} qkv+out bwd", w.gemm_attn_bwd_s, (ag_in2,))
+    last = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (gemm,))
+    if dp_bucket:
+        # Its own NCCL communicator, hence its own stream: the next layer's backward does not wait.
+        p.add("dp_comm", "dp_comm", f"L{layer} dp grad bucket", w.dp_bucket_s, (gemm,))
+    return last
+
+
+def _gathers(p: Program, work: StepWork, order) -> dict[int, int]:
+    """ZeRO-3: all-gather each layer's parameters ahead of use, on the data-parallel stream."""
+    if work.dp_layer_gather_s <= 0:
+        return {}
+    return {layer: p.add("dp_comm", "dp_comm", f"L{layer} zero-3 param all-gather", work.dp_layer_gather_s)
+            for layer in order}
+
+
+def stage_forward(work: StepWork, stage: int) -> Program:
+    p = Program()
+    ready = p.add("compute", "gemm", "embedding", work.first_stage_fwd_s if stage == 0 else 0.0)
+    gathers = _gathers(p, work, range(work.layers_per_stage))
+    for layer in range(work.layers_per_stage):
+        ready = _forward_layer(p, work.layer, layer, ready, gather=gathers.get(layer, -1))
+    if stage == work.pp - 1:
+        p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready,))
+    return p
+
+
+def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Program:
+    """Backward of one micro-batch; gradient buckets go out as layers finish (on the last
+    micro-batch, or on every one with ZeRO-2/3)."""
+    p = Program()
+    buckets = last_micro_batch or work.dp_every_micro_batch
+    head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
+    ready = p.add("compute", "gemm", "output head bwd", head)
+    order = list(reversed(range(work.layers_per_stage)))
+    gathers = _gathers(p, work, order)
+    for layer in order:
+        ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers.get(layer, -1))
+    tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 else 0.0, (ready,))
+    if buckets:
+        p.add("dp_comm", "dp_comm", "dp grad bucket (embedding, head, norms)", work.dp_extra_bucket_s, (tail,))
+    return p

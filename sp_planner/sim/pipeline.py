@@ -1,0 +1,118 @@
+"""One training step of every pipeline stage under 1F1B, at the granularity of stage blocks.
+
+A block is one stage's forward or backward of one micro-batch; its inside is the stage program
+(sp_planner.sim.layer_program), identical for every micro-batch, so it is scheduled once and
+reused. 1F1B (PipeDream-Flush; Narayanan et al. 2021, section 2.2): stage s runs
+min(pp-1-s, m) warm-up forwards, then alternates one forward and one backward, then drains the
+remaining backwards. A forward waits for the previous stage's forward of the same micro-batch and
+its activation transfer; a backward waits for the next stage's backward and its gradient
+transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
+(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its gradient buckets, steps the optimizer and
+all-gathers its parameter shards (ZeRO-1 distributed optimizer, not overlapped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sp_planner.sim.layer_program import stage_backward, stage_forward
+from sp_planner.sim.streams import Program
+from sp_planner.sim.work import StepWork
+
+
+@dataclass(slots=True)
+class Block:
+    stage: int
+    kind: str  # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail"
+    micro_batch: int  # -1 for the step tail
+    start_s: float
+    end_s: float
+    pred: int  # block that released this one, -1 at time 0
+    send_s: float  # pipeline send at the end of the block (activation or its gradient)
+    program: Program | None
+
+
+@dataclass
+class PipelineSchedule:
+    blocks: list[Block]
+    templates: dict[tuple[int, str], Program]
+    step_time_s: float
+
+    def critical_blocks(self) -> list[int]:
+        last = max(range(len(self.blocks)), key=lambda i: (self.blocks[i].end_s, i))
+        path = []
+        while last >= 0:
+            path.append(last)
+            last = self.blocks[last].pred
+        return path[::-1]
+
+
+def _order(pp: int, m: int, stage: int) -> list[tuple[str, int]]:
+    warmup = min(pp - 1 - stage, m)
+    order = [("forward", i) for i in range(warmup)]
+    for i in range(m - warmup):
+        order += [("forward", warmup + i), ("backward", i)]
+    order += [("backward", i) for i in range(m - warmup, m)]
+    return order
+
+
+def _compute_end(program: Program) -> float:
+    """When the stage can hand its output on: everything but the data-parallel stream is done."""
+    return max((op.end_s for op in program.ops if op.stream != "dp_comm"), default=0.0)
+
+
+def schedule_step(work: StepWork) -> PipelineSchedule:
+    pp, m = work.pp, work.num_micro_batches
+    templates: dict[tuple[int, str], Program] = {}
+    for stage in range(pp):
+        templates[(stage, "forward")] = stage_forward(work, stage)
+        templates[(stage, "backward")] = stage_backward(work, stage, last_micro_batch=False)
+        templates[(stage, "backward_last")] = stage_backward(work, stage, last_micro_batch=True)
+    orders = [_order(pp, m, s) for s in range(pp)]
+    cursor = [0] * pp
+    done: dict[tuple[int, str, int], int] = {}
+    blocks: list[Block] = []
+    stage_tail = [-1] * pp
+    remaining = pp * 2 * m
+    while remaining:
+        progressed = False
+        for stage in range(pp):
+            if cursor[stage] == len(orders[stage]):
+                continue
+            kind, mb = orders[stage][cursor[stage]]
+            upstream = stage - 1 if kind == "forward" else stage + 1
+            dep = -1
+            if 0 <= upstream < pp:
+                dep = done.get((upstream, kind, mb), -2)
+                if dep == -2:
+                    continue
+            key = "backward_last" if (kind == "backward" and mb == m - 1) else kind
+            program = templates[(stage, key)]
+            start, pred = 0.0, -1
+            if stage_tail[stage] >= 0:
+                start, pred = blocks[stage_tail[stage]].end_s, stage_tail[stage]
+            if dep >= 0 and blocks[dep].end_s > start:
+                start, pred = blocks[dep].end_s, dep
+            sends = (kind == "forward" and stage < pp - 1) or (kind == "backward" and stage > 0)
+            send = work.pp_transfer_s if sends else 0.0
+            blocks.append(Block(stage, kind, mb, start, start + _compute_end(program) + send, pred, send, program))
+            done[(stage, kind, mb)] = len(blocks) - 1
+            stage_tail[stage] = len(blocks) - 1
+            cursor[stage] += 1
+            remaining -= 1
+            progressed = True
+        assert progressed, "1F1B schedule deadlocked"
+    for stage in range(pp):
+        last = stage_tail[stage]
+        program = blocks[last].program
+        grads_done = blocks[last].start_s + program.end_s  # includes the gradient buckets
+        prev = last
+        if grads_done > blocks[last].end_s:
+            blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
+            prev = len(blocks) - 1
+        for kind, duration in (("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s)):
+            start = blocks[prev].end_s
+            blocks.append(Block(stage, kind, -1, start, start + duration, prev, 0.0, None))
+            prev = len(blocks) - 1
+    step = max(b.end_s for b in blocks)
+    return PipelineSchedule(blocks=blocks, templates=templates, step_time_s=step)

@@ -1,0 +1,65 @@
+"""What a simulation returns: step time, stream usage, critical path and the timeline (JSON-ready)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim.flows import PhaseResult
+from sp_planner.specs.base import FrozenModel
+
+Stream = Literal["compute", "comm", "dp_comm"]
+
+
+class TimelineEvent(FrozenModel):
+    stage: int
+    rank: int  # the stage's representative global rank
+    stream: Stream
+    kind: str  # gemm, attention, ring_comm, ulysses_comm, tp_comm, pp_comm, dp_comm, recompute_*, ...
+    name: str
+    micro_batch: int | None = None
+    start_s: float
+    end_s: float
+
+
+class StreamUsage(FrozenModel):
+    stage: int
+    rank: int
+    stream: Stream
+    busy_s: float
+    idle_s: float
+
+
+class CriticalSegment(FrozenModel):
+    stage: int
+    kind: str
+    name: str
+    start_s: float
+    end_s: float
+
+
+class SimResult(FrozenModel):
+    plan: ParallelPlan
+    num_nodes: int
+    gpus_per_node: int
+    topology: str
+    step_time_s: float
+    # The analytic model's step time for the same plan, when it could be evaluated.
+    analytic_step_time_s: float | None = None
+    tokens_per_s: float
+    num_micro_batches: int
+    # Idle fraction of the compute stream of the busiest stage's representative (pipeline bubble
+    # plus waits on exposed communication).
+    compute_idle_fraction: float
+    streams: tuple[StreamUsage, ...]
+    # Seconds of the critical path by kind of work; they sum to step_time_s.
+    critical_path_by_kind_s: dict[str, float]
+    critical_path: tuple[CriticalSegment, ...]
+    # Communication phases: one collective run by all its groups at once, contention included.
+    phases: tuple[PhaseResult, ...]
+    # Whole step, one block per stage forward/backward of a micro-batch (all stages).
+    events: tuple[TimelineEvent, ...]
+    # Op-level detail of one forward and one backward of the first micro-batch, per stage.
+    detail_events: tuple[TimelineEvent, ...] = Field(default=())

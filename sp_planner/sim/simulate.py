@@ -1,0 +1,151 @@
+"""simulate(): one training step of a plan on the cluster graph, as a SimResult.
+
+Symmetry keeps it fast at 4096 GPUs: every collective is one phase whose flows are computed for
+all groups at once (vectorised max-min), and the timeline is scheduled for one representative
+rank per pipeline stage (every rank of a stage runs the same ops; the slowest group of each
+phase sets the phase's time), with each stage's forward and backward scheduled once and reused
+for every micro-batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.step import time_columns
+from sp_planner.errors import UserInputError
+from sp_planner.plan import ParallelPlan, violations
+from sp_planner.sim.cluster import build_cluster
+from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
+from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
+from sp_planner.sim.step_work import step_work
+from sp_planner.space import plan_columns
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+BLOCK_STREAM = {"forward": "compute", "backward": "compute", "optimizer": "compute",
+                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm"}
+BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer"}
+
+
+def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
+               gpus_per_node: int) -> None:
+    world = num_nodes * gpus_per_node
+    if plan.world_size != world:
+        raise UserInputError(
+            f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has "
+            f"{num_nodes} nodes x {gpus_per_node} = {world}; change the degrees or --nodes"
+        )
+    broken = violations(plan, model, workload)
+    if broken:
+        raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
+
+
+def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                         plan: ParallelPlan, *, gpus_per_node: int) -> float:
+    cols = plan_columns(plan) | {"gpus_per_node": gpus_per_node}
+    return float(np.asarray(time_columns(model, hardware, workload, cols)["step_time_s"]).reshape(-1)[0])
+
+
+def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
+             num_nodes: int, gpus_per_node: int, topology: str | None = None,
+             nics_per_node: int | None = None, detail: bool = True) -> SimResult:
+    """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
+    'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage."""
+    check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    if gpus_per_node != hardware.gpus_per_node:
+        hardware = hardware.model_copy(update={"gpus_per_node": gpus_per_node})
+    cluster = build_cluster(hardware, num_nodes, topology=topology, nics_per_node=nics_per_node)
+    work, phases = step_work(cluster, model, workload, plan)
+    sched = schedule_step(work)
+    step = sched.step_time_s
+    reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
+    streams = _stream_usage(sched, reps, step)
+    crit, by_kind = _critical_path(sched)
+    compute_idle = max(s.idle_s for s in streams if s.stream == "compute") / step if step > 0 else 0.0
+    return SimResult(
+        plan=plan,
+        num_nodes=num_nodes,
+        gpus_per_node=gpus_per_node,
+        topology=cluster.topology,
+        step_time_s=step,
+        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=gpus_per_node),
+        tokens_per_s=workload.tokens_per_step / step if step > 0 else 0.0,
+        num_micro_batches=work.num_micro_batches,
+        compute_idle_fraction=compute_idle,
+        streams=streams,
+        critical_path_by_kind_s=by_kind,
+        critical_path=crit,
+        phases=tuple(phases),
+        events=_block_events(sched, reps),
+        detail_events=_detail_events(sched, reps) if detail else (),
+    )
+
+
+def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
+    busy = {(s, st): 0.0 for s in range(len(reps)) for st in ("compute", "comm", "dp_comm")}
+    for b in sched.blocks:
+        if b.program is not None:
+            for st in ("compute", "comm", "dp_comm"):
+                busy[(b.stage, st)] += b.program.busy_s(st)
+            busy[(b.stage, "comm")] += b.send_s
+        else:
+            busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
+    return tuple(StreamUsage(stage=s, rank=reps[s], stream=st, busy_s=v, idle_s=max(0.0, step - v))
+                 for (s, st), v in busy.items())
+
+
+def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...], dict[str, float]]:
+    segments: list[CriticalSegment] = []
+    by_kind: dict[str, float] = {}
+
+    def add(kind: str, seconds: float) -> None:
+        if seconds > 0:
+            by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+
+    previous_end = 0.0
+    for i in sched.critical_blocks():
+        b = sched.blocks[i]
+        add("idle", b.start_s - previous_end)
+        previous_end = b.end_s
+        label = f"{b.kind} mb {b.micro_batch}" if b.micro_batch >= 0 else b.kind
+        segments.append(CriticalSegment(stage=b.stage, kind=BLOCK_KIND.get(b.kind, b.kind), name=label,
+                                        start_s=b.start_s, end_s=b.end_s))
+        if b.program is None:
+            add(BLOCK_KIND[b.kind], b.end_s - b.start_s)
+            continue
+        for kind, seconds in b.program.critical_by_kind(("compute", "comm")).items():
+            add(kind, seconds)
+        add("pp_comm", b.send_s)
+    return tuple(segments), by_kind
+
+
+def _block_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEvent, ...]:
+    events = []
+    for b in sched.blocks:
+        mb = b.micro_batch if b.micro_batch >= 0 else None
+        end = b.end_s - b.send_s
+        events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream=BLOCK_STREAM[b.kind],
+                                    kind=BLOCK_KIND.get(b.kind, b.kind), name=_label(b), micro_batch=mb,
+                                    start_s=b.start_s, end_s=end))
+        if b.send_s > 0:
+            events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream="comm", kind="pp_comm",
+                                        name=f"pp send {_label(b)}", micro_batch=mb, start_s=end, end_s=b.end_s))
+    return tuple(events)
+
+
+def _label(b: Block) -> str:
+    return f"{b.kind[0].upper()}{b.micro_batch}" if b.micro_batch >= 0 else b.kind
+
+
+def _detail_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEvent, ...]:
+    events = []
+    for b in sched.blocks:
+        if b.micro_batch != 0 or b.program is None:
+            continue
+        for op in b.program.ops:
+            if op.duration_s > 0:
+                events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream=op.stream, kind=op.kind,
+                                            name=f"{_label(b)} {op.name}", micro_batch=0, start_s=b.start_s + op.start_s,
+                                            end_s=b.start_s + op.end_s))
+    return tuple(events)

@@ -1,0 +1,140 @@
+"""Build a plan's StepWork: compute from the analytic cost model, communication from the graph.
+
+Compute durations reuse sp_planner.cost (GEMM FLOPs, flash-attention kernels, Adam's HBM pass);
+bytes come from sp_planner.cost.comm / attention_comm. Each collective is then run as a phase on
+the cluster graph: every group of its axis at once, sharing links max-min.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_GATHERS, comm_columns
+from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.step import (
+    ADAM_BYTES_PER_PARAM,
+    DDP_BUCKET_PARAMS,
+    LOSS_BYTES_PER_LOGIT,
+    elementwise_bytes_per_token,
+)
+from sp_planner.layout import rank_grid, rank_groups
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim.attention_steps import attention_steps
+from sp_planner.sim.cluster import Cluster
+from sp_planner.sim.flows import PhaseResult, run_phase
+from sp_planner.sim.work import LayerWork, StepWork
+from sp_planner.space import plan_columns
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+
+def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
+    """The data-parallel x context-parallel groups (Megatron's dp-cp group), ranks ascending."""
+    grid = rank_grid(plan)  # (pp, dp, ring, ulysses, tp)
+    moved = np.transpose(grid, (0, 4, 1, 2, 3))  # -> (pp, tp, dp, ring, ulysses)
+    return moved.reshape(-1, plan.dp * plan.cp)  # (pp*tp, dp*cp)
+
+
+def _pp_groups(plan: ParallelPlan) -> np.ndarray:
+    return np.asarray(rank_groups(plan)["pp"], dtype=np.int64)
+
+
+def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
+              ) -> tuple[StepWork, list[PhaseResult]]:
+    hw = cluster.hardware
+    tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
+    m = plan.num_micro_batches(workload)
+    layers = model.num_layers // pp
+    cols = plan_columns(plan) | {"gpus_per_node": cluster.gpus_per_node}
+    comm = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in comm_columns(model, workload, cols).items()
+            if k.startswith("comm_")}
+    groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
+    phases: list[PhaseResult] = []
+
+    def phase(name, axis_groups, nbytes, algorithm, eff, latency_steps=1, rounds=1):
+        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff,
+                           latency_steps=latency_steps, rounds=rounds)
+        phases.append(result)
+        return result.duration_s
+
+    # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
+    recompute_full = plan.recompute == "full"
+    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_GATHERS if recompute_full else 0))
+    tp_bytes = comm["comm_tp_all_gather"] / gathers
+    tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather", tp - 1)
+    tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
+
+    att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
+                          causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES)
+    uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
+    uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
+    ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
+    ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
+
+    tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
+    # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
+    # GEMMs (forward + 2x backward) plus the vocab-parallel cross entropy on the last stage.
+    gemm_fwd = float(gemm_time_s(hw, layer_gemm_flops_per_token(model) * tokens / tp)
+                     + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp))
+    attn_params = model.attention_params_per_layer
+    attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
+    logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
+                         + memory_pass_time_s(hw, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp))
+    logits_fwd = logits_total / 3
+
+    # Data parallel over dp x cp: gradient buckets of DDP_BUCKET_PARAMS, reduce-scattered (ZeRO >= 1)
+    # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
+    zgroups = dp_cp_groups(plan)
+    zsize = zgroups.shape[1]
+    params = float(stage_params_per_rank(model, tp, pp)[0])
+    layer_params = float(layer_params_per_rank(model, tp))
+    rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
+    grad_bytes_per_param = comm["comm_dp_reduce_scatter"] / rounds / params if zsize > 1 else 0.0
+    layers_per_bucket = max(1, int(np.ceil(DDP_BUCKET_PARAMS / layer_params)))
+    if plan.zero == 0:
+        # cost.comm counts the all-reduce as reduce-scatter + all-gather bytes.
+        per_param = (comm["comm_dp_reduce_scatter"] + comm["comm_dp_all_gather"]) / params if zsize > 1 else 0.0
+        bucket = phase("dp grad all-reduce (bucket)", zgroups, per_param * layer_params * layers_per_bucket,
+                       "ring", "all_reduce", 2 * (zsize - 1), rounds=2)
+        tail_params = params - layers * layer_params
+        tail = bucket * tail_params / (layer_params * layers_per_bucket)
+        gather = 0.0
+    else:
+        bucket = phase("dp grad reduce-scatter (bucket)", zgroups, grad_bytes_per_param * layer_params * layers_per_bucket,
+                       "ring", "reduce_scatter", zsize - 1)
+        tail_params = params - layers * layer_params
+        tail = bucket * tail_params / (layer_params * layers_per_bucket)
+        ag_bytes = comm["comm_dp_all_gather"] / (2 * m if plan.zero == 3 else 1)
+        gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
+    shard = params / (zsize if plan.zero >= 1 else 1)
+    pp_bytes = comm["comm_pp_p2p"] / (2 * m) if pp > 1 else 0.0
+    pp_send = phase("pp send/recv", _pp_groups(plan), pp_bytes, "chain", "p2p")
+
+    layer = LayerWork(
+        gemm_attn_fwd_s=gemm_fwd * attn_share,
+        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
+        gemm_attn_bwd_s=2 * gemm_fwd * attn_share,
+        gemm_mlp_bwd_s=2 * gemm_fwd * (1 - attn_share),
+        attn_fwd_steps_s=att.fwd_steps_s,
+        attn_bwd_steps_s=att.bwd_steps_s,
+        tp_all_gather_s=tp_ag,
+        tp_reduce_scatter_s=tp_rs,
+        ulysses_qkv_s=uly_q + 2 * uly_kv,
+        ulysses_out_s=uly_q,
+        ring_kv_step_s=ring_kv,
+        ring_dkv_step_s=ring_dkv,
+        dp_bucket_s=bucket / layers_per_bucket,
+    )
+    work = StepWork(
+        pp=pp, num_micro_batches=m, layers_per_stage=layers, layer=layer, recompute=plan.recompute,
+        last_stage_fwd_s=logits_fwd, last_stage_bwd_s=2 * logits_fwd,
+        pp_transfer_s=pp_send,
+        dp_every_micro_batch=plan.zero >= 2,
+        dp_extra_bucket_s=tail,
+        optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
+        dp_param_gather_s=gather if plan.zero in (1, 2) else 0.0,
+        dp_layer_gather_s=gather / layers if plan.zero == 3 else 0.0,
+    )
+    return work, phases

@@ -1,0 +1,72 @@
+"""A schedule on streams (compute, communication, data-parallel communication) and its critical path.
+
+Ops on one stream run in program order, as CUDA kernels on one stream do; an op also waits for
+the ops it depends on (data dependencies across streams, e.g. attention waits for the Ulysses
+all-to-all). Each op remembers which predecessor released it, so walking back from the last op
+gives the critical path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STREAMS = ("compute", "comm", "dp_comm")
+
+
+@dataclass(slots=True)
+class Op:
+    stream: str
+    kind: str
+    name: str
+    duration_s: float
+    start_s: float
+    end_s: float
+    pred: int  # index of the op that released this one, -1 at the start
+
+
+@dataclass
+class Program:
+    ops: list[Op] = field(default_factory=list)
+    _tail: dict[str, int] = field(default_factory=lambda: {s: -1 for s in STREAMS})
+
+    def add(self, stream: str, kind: str, name: str, duration_s: float, after: tuple[int, ...] = ()) -> int:
+        """Append an op; returns its index. `after` lists ops it must wait for."""
+        assert stream in STREAMS and duration_s >= 0, (stream, duration_s)
+        pred = self._tail[stream]
+        start = self.ops[pred].end_s if pred >= 0 else 0.0
+        for dep in after:
+            if dep >= 0 and self.ops[dep].end_s > start:
+                start, pred = self.ops[dep].end_s, dep
+        self.ops.append(Op(stream, kind, name, duration_s, start, start + duration_s, pred))
+        self._tail[stream] = len(self.ops) - 1
+        return len(self.ops) - 1
+
+    def tail(self, stream: str) -> int:
+        return self._tail[stream]
+
+    @property
+    def end_s(self) -> float:
+        return max((op.end_s for op in self.ops), default=0.0)
+
+    def busy_s(self, stream: str) -> float:
+        return sum(op.duration_s for op in self.ops if op.stream == stream)
+
+    def critical_path(self, streams: tuple[str, ...] = STREAMS) -> list[int]:
+        """Op indices on the critical path to the last op on `streams`, first to last."""
+        ends = [i for i, op in enumerate(self.ops) if op.stream in streams]
+        if not ends:
+            return []
+        last = max(ends, key=lambda i: (self.ops[i].end_s, i))
+        path = []
+        while last >= 0:
+            path.append(last)
+            last = self.ops[last].pred
+        return path[::-1]
+
+    def critical_by_kind(self, streams: tuple[str, ...] = STREAMS) -> dict[str, float]:
+        """Seconds of the critical path spent in each kind of op (they sum to its end)."""
+        totals: dict[str, float] = {}
+        for i in self.critical_path(streams):
+            op = self.ops[i]
+            totals[op.kind] = totals.get(op.kind, 0.0) + op.duration_s
+        return totals

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from sp_planner.sim.cluster import build_cluster
+from sp_planner.sim.flows import max_min_rates, run_phase
+
+from .conftest import GB, toy_hardware
+
+
+def test_max_min_textbook_example():
+    # Bertsekas & Gallager: link A (cap 1) carries flows 0,1,2; link B (cap 2) carries flows 2,3.
+    # Flows 0,1,2 get 1/3 on A; flow 3 then takes what is left on B: 2 - 1/3.
+    routes = np.array([[0, -1], [0, -1], [0, 1], [1, -1]])
+    rates, frozen_by = max_min_rates(routes, np.array([1.0, 2.0]))
+    assert rates == pytest.approx([1 / 3, 1 / 3, 1 / 3, 5 / 3])
+    assert frozen_by.tolist() == [0, 0, 0, 1]
+
+
+def test_two_ring_groups_crossing_one_nic_each_get_half_of_it():
+    # 2 nodes x 2 GPUs sharing one 100 GB/s NIC per node; ring groups {0, 2} and {1, 3}:
+    # flows 0->2 and 1->3 both leave node 0 through its single NIC.
+    hw = toy_hardware(gpus_per_node=2, nic_bw=50 * GB)
+    cluster = build_cluster(hw, 2, nics_per_node=1)
+    nic_bw = 2 * 50 * GB  # the node's two per-GPU shares on one NIC
+    nbytes = 1 * GB
+    both = run_phase(cluster, "ring", np.array([[0, 2], [1, 3]]), nbytes, "p2p", "p2p")
+    assert both.achieved_bytes_per_s == pytest.approx(nic_bw / 2)
+    assert both.duration_s == pytest.approx(nbytes / (nic_bw / 2))
+    assert both.bottleneck == "nic"
+    alone = run_phase(cluster, "ring", np.array([[0, 2]]), nbytes, "p2p", "p2p")
+    assert alone.achieved_bytes_per_s == pytest.approx(nic_bw)
+
+
+def test_all_to_all_across_two_nodes_is_limited_by_the_nics():
+    # 16 GPUs on 2 nodes: each rank sends 1/15 of its bytes to each peer; 8 of the 15 shares
+    # leave the node through 50 GB/s of NIC per GPU, 7 stay on 400 GB/s NVLink.
+    cluster = build_cluster(toy_hardware(), 2)
+    nbytes = 1.5 * GB
+    result = run_phase(cluster, "a2a", np.arange(16)[None, :], nbytes, "all_to_all", "all_to_all")
+    assert result.duration_s == pytest.approx(nbytes * 8 / 15 / (50 * GB))
+    assert result.bottleneck == "nic"
+    inside = run_phase(build_cluster(toy_hardware(), 1), "a2a", np.arange(8)[None, :], nbytes,
+                       "all_to_all", "all_to_all")
+    assert inside.duration_s == pytest.approx(nbytes / (400 * GB))
+    assert inside.bottleneck == "nvlink"
+
+
+def test_ring_inside_a_node_rides_nvlink():
+    cluster = build_cluster(toy_hardware(), 2)
+    groups = np.arange(16).reshape(2, 8)  # one ring per node
+    result = run_phase(cluster, "ring", groups, 1 * GB, "p2p", "p2p")
+    assert not result.crosses_nodes and result.bottleneck == "nvlink"
+    assert result.duration_s == pytest.approx(1 * GB / (400 * GB))
+
+
+def test_oversubscribed_core_halves_cross_pod_rings():
+    # Pods of 1 node, oversubscription 2: a ring between the two nodes crosses the core.
+    cluster = build_cluster(toy_hardware(nodes_per_pod=1, oversubscription=2.0), 2)
+    result = run_phase(cluster, "ring", np.arange(16).reshape(2, 8).T.copy(), 1 * GB, "p2p", "p2p")
+    # Each rail leaf has one NIC below (50 GB/s) and 25 GB/s above; 1 flow per direction each.
+    assert result.duration_s == pytest.approx(1 * GB / (25 * GB))
+    assert result.bottleneck == "core"
+
+
+def test_hierarchical_ring_matches_the_analytic_split():
+    # All-gather over 16 ranks on 2 nodes (8 per node): NVLink carries the bytes, 8 NICs share the
+    # (k-1)/k of the buffer that leaves the node: buffer * 1/2 / 8 per NIC (cost.links).
+    cluster = build_cluster(toy_hardware(), 2)
+    sent = 15 * GB / 16 * 8  # (n-1)/n of an 8 GB buffer
+    result = run_phase(cluster, "ag", np.arange(16)[None, :], sent, "ring", "all_gather")
+    buffer = 8 * GB
+    assert result.duration_s == pytest.approx(max(sent / (400 * GB), buffer / 2 / 8 / (50 * GB)))

@@ -1,0 +1,55 @@
+import pytest
+
+from sp_planner.sim.layer_program import stage_backward, stage_forward
+from sp_planner.sim.pipeline import schedule_step
+from sp_planner.sim.work import LayerWork, StepWork
+
+# A layer: forward 3 s of compute, backward 6 s, no communication.
+PLAIN = LayerWork(gemm_attn_fwd_s=1.0, gemm_mlp_fwd_s=2.0, gemm_attn_bwd_s=2.0, gemm_mlp_bwd_s=4.0)
+
+
+@pytest.mark.parametrize("pp,m", [(2, 4), (4, 8), (4, 4), (8, 16), (3, 1)])
+def test_pipeline_bubble_is_pp_minus_one_over_m(pp, m):
+    work = StepWork(pp=pp, num_micro_batches=m, layers_per_stage=2, layer=PLAIN)
+    sched = schedule_step(work)
+    per_micro_batch = 2 * (3.0 + 6.0)  # two layers, forward + backward
+    ideal = m * per_micro_batch
+    assert sched.step_time_s == pytest.approx((m + pp - 1) * per_micro_batch)
+    assert (sched.step_time_s - ideal) / ideal == pytest.approx((pp - 1) / m)
+
+
+def test_1f1b_order_and_dependencies():
+    work = StepWork(pp=3, num_micro_batches=4, layers_per_stage=1, layer=PLAIN, pp_transfer_s=0.5)
+    sched = schedule_step(work)
+    order = {s: [(b.kind[0], b.micro_batch) for b in sched.blocks if b.stage == s and b.micro_batch >= 0]
+             for s in range(3)}
+    assert order[0] == [("f", 0), ("f", 1), ("f", 2), ("b", 0), ("f", 3), ("b", 1), ("b", 2), ("b", 3)]
+    assert order[2] == [("f", 0), ("b", 0), ("f", 1), ("b", 1), ("f", 2), ("b", 2), ("f", 3), ("b", 3)]
+    first = {(b.stage, b.kind, b.micro_batch): b for b in sched.blocks}
+    # Stage 1's first forward starts when stage 0's forward and its 0.5 s send are done.
+    assert first[(1, "forward", 0)].start_s == pytest.approx(3.0 + 0.5)
+    # Critical path: 3 forwards with 2 sends, then the last stage alternates, then 2 backwards back.
+    assert first[(2, "forward", 0)].start_s == pytest.approx(2 * 3.5)
+
+
+def test_ring_steps_take_the_slower_of_compute_and_transfer():
+    ring = LayerWork(attn_fwd_steps_s=(1.0, 1.0, 1.0, 1.0), attn_bwd_steps_s=(2.0,) * 4,
+                     ring_kv_step_s=1.5, ring_dkv_step_s=0.5)
+    work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, layer=ring)
+    # Forward: 3 steps of max(1, 1.5) and a last step of compute only.
+    assert stage_forward(work, 0).end_s == pytest.approx(3 * 1.5 + 1.0)
+    # Backward: max(2, kv) + 2 x max(2, kv + dkv) + max(2, dkv) + the final dK/dV hop home.
+    assert stage_backward(work, 0, last_micro_batch=False).end_s == pytest.approx(2 + 2 * 2 + 2 + 0.5)
+
+
+def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
+    layer = LayerWork(gemm_attn_bwd_s=1.0, gemm_mlp_bwd_s=1.0, attn_fwd_steps_s=(2.0,), attn_bwd_steps_s=(4.0,),
+                      ulysses_qkv_s=0.25, ulysses_out_s=0.25, dp_bucket_s=1.5)
+    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=3, layer=layer)
+    assert stage_forward(work, 0).end_s == pytest.approx(3 * (0.25 + 2.0 + 0.25))
+    plain = stage_backward(work, 0, last_micro_batch=False)
+    last = stage_backward(work, 0, last_micro_batch=True)
+    per_layer = 1.0 + 0.25 + 4.0 + 0.25 + 1.0
+    assert plain.end_s == pytest.approx(3 * per_layer)
+    # Buckets of the first two layers hide behind the next layers; the last one is exposed.
+    assert last.end_s == pytest.approx(3 * per_layer + 1.5)

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.errors import UserInputError
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim import SimResult, simulate
+from sp_planner.specs.hardware import FabricSpec
+from sp_planner.specs.workload import Workload
+
+MODEL = load_model("llama3-8b")
+A800 = load_hardware("a800")
+WORKLOAD = Workload(seq_len=131072, global_batch=8)
+
+# Plans whose groups never share a link with another group of the same collective: the rings
+# that leave a node each use their own NIC (rail-optimized, one NIC per GPU).
+UNCONTENDED = [
+    (ParallelPlan(dp=1, ulysses=8), 1),
+    (ParallelPlan(dp=1, ulysses=4, ring=2, ring_layout="contiguous"), 1),
+    (ParallelPlan(dp=1, tp=2, ulysses=4, ring=2), 2),
+    (ParallelPlan(dp=2, ulysses=8, pp=2, recompute="full"), 4),
+    (ParallelPlan(dp=2, tp=2, ulysses=2, ring=2, pp=2, recompute="selective"), 4),
+    (ParallelPlan(dp=8, ulysses=8, zero=0), 8),
+]
+
+
+@pytest.mark.parametrize("plan,nodes", UNCONTENDED)
+def test_without_contention_the_simulator_matches_the_analytic_model(plan, nodes):
+    result = simulate(MODEL, A800, WORKLOAD, plan, num_nodes=nodes, gpus_per_node=8)
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.01)
+    # The critical path accounts for the whole step.
+    assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
+
+
+def test_contention_makes_the_simulator_slower_than_the_analytic_model():
+    # One node per pod and a core oversubscribed 4:1: the 8 ring groups crossing between the two
+    # nodes share each leaf's uplink, a quarter of the NICs below it.
+    plan = ParallelPlan(dp=1, ulysses=8, ring=2)
+    free = simulate(MODEL, A800, WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
+    fabric = FabricSpec(topology="rail_optimized", nodes_per_pod=1, oversubscription=4.0)
+    tight = A800.model_copy(update={"fabric": fabric})
+    shared = simulate(MODEL, tight, WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
+    ring_free = {p.name: p for p in free.phases}["ring K/V step"]
+    ring_shared = {p.name: p for p in shared.phases}["ring K/V step"]
+    assert (ring_free.bottleneck, ring_shared.bottleneck) == ("nic", "core")
+    latency = A800.inter_node.latency_s
+    assert ring_shared.duration_s - latency == pytest.approx(4 * (ring_free.duration_s - latency))
+    assert free.step_time_s == pytest.approx(free.analytic_step_time_s, rel=0.01)
+    assert shared.step_time_s > free.step_time_s
+
+
+def test_result_is_json_serialisable_and_round_trips():
+    plan = ParallelPlan(dp=2, tp=2, ulysses=2, ring=2, pp=2)
+    result = simulate(MODEL, A800, WORKLOAD, plan, num_nodes=4, gpus_per_node=8)
+    text = result.model_dump_json()
+    assert SimResult.model_validate_json(text) == result
+    data = json.loads(text)
+    stages = {e["stage"] for e in data["events"]}
+    assert stages == {0, 1}
+    assert {s["stream"] for s in data["streams"]} == {"compute", "comm", "dp_comm"}
+    # Each stage runs 2 x m blocks (forward and backward of every micro-batch).
+    blocks = [e for e in data["events"] if e["kind"] in ("forward", "backward")]
+    assert len(blocks) == 2 * 2 * result.num_micro_batches
+
+
+def test_plan_that_does_not_fill_the_cluster_is_a_user_error():
+    with pytest.raises(UserInputError, match="16 GPUs but the cluster has 1 nodes x 8 = 8"):
+        simulate(MODEL, A800, WORKLOAD, ParallelPlan(dp=2, ulysses=8), num_nodes=1, gpus_per_node=8)
+
+
+def test_plan_breaking_a_rule_is_a_user_error():
+    with pytest.raises(UserInputError, match="num_heads 32 is not divisible"):
+        simulate(MODEL, A800, WORKLOAD, ParallelPlan(dp=1, tp=1, ulysses=8, ring=1, pp=1).model_copy(
+            update={"ulysses": 64}), num_nodes=8, gpus_per_node=8)
