@@ -13,8 +13,10 @@ class Workload(FrozenModel):
     seq_len: int = Field(gt=0, description="tokens per sequence, global (before any split)")
     global_batch: int = Field(gt=0, description="sequences per optimizer step")
     causal: bool = True
-    # bf16 parameters and gradients, fp32 master weights and Adam moments (Megatron's
-    # mixed-precision recipe; Rajbhandari et al. 2020, ZeRO, section 3.1: 2+2+12 bytes/param).
+    # bf16 parameters, fp32 master weights and Adam moments (Rajbhandari et al. 2020, ZeRO,
+    # section 3.1: 2+2+12 bytes/param). Megatron-LM accumulates bf16 gradients in fp32
+    # (arguments.py: bf16 => accumulate_allreduce_grads_in_fp32), so the cost model charges
+    # 4 gradient bytes/param, as Megatron's own memory estimator does (docs/cost-model.md).
     precision: Literal["bf16"] = "bf16"
     optimizer: Literal["adam"] = "adam"
 

@@ -1,0 +1,150 @@
+"""Turn sp-plan's raw options into one validated question: specs, workload, GPUs and pinned degrees.
+
+Everything here runs before any output is written, so a bad option never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pydantic import Field
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.errors import UserInputError
+from sp_planner.plan import ParallelPlan, Recompute, violations
+from sp_planner.search import Pins
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import parse_tokens
+
+DEGREES: tuple[str, ...] = ("tp", "pp", "dp", "ulysses", "ring")
+
+
+class PlanQuestion(FrozenModel):
+    """How to train `model` on `num_nodes` x `gpus_per_node` GPUs of `hardware`, within `pins`."""
+
+    model: ModelSpec
+    hardware: HardwareProfile
+    workload: Workload
+    num_nodes: int = Field(gt=0)
+    gpus_per_node: int = Field(gt=0)
+    pins: Pins
+    # True when --global-batch was left out and defaults to one sequence per GPU.
+    default_batch: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    @property
+    def all_degrees_pinned(self) -> bool:
+        """tp, pp, ulysses and ring pinned (dp is then whatever fills the GPUs)."""
+        return all(getattr(self.pins, axis) is not None for axis in DEGREES if axis != "dp")
+
+
+def resolve_question(
+    *,
+    model: str,
+    hardware: str,
+    num_nodes: int,
+    gpus_per_node: int | None,
+    seq_len: str,
+    global_batch: int | None,
+    degrees: dict[str, int | None],
+    zero: int | None,
+    recompute: Recompute | None,
+    micro_batch: int | None,
+) -> PlanQuestion:
+    """Load the specs, build the workload and pins, and reject pins that break a hard rule."""
+    seq_len_tokens = parse_tokens(seq_len)
+    if num_nodes <= 0:
+        raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
+    model_spec = load_model(model)
+    profile = load_hardware(hardware)
+    gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
+    if gpus <= 0:
+        raise UserInputError(f"--gpus-per-node must be at least 1, got {gpus}")
+    world_size = num_nodes * gpus
+    _check_degrees(degrees, world_size)
+    # One sequence per GPU by default: every dp degree divides it, so the batch rule
+    # (GBS % (MBS*DP) == 0) never rules out a layout the GPUs could otherwise run.
+    batch = world_size if global_batch is None else global_batch
+    if batch <= 0:
+        raise UserInputError(f"--global-batch must be at least 1, got {batch}")
+    workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
+    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch)
+    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload)
+    return PlanQuestion(
+        model=model_spec,
+        hardware=profile,
+        workload=workload,
+        num_nodes=num_nodes,
+        gpus_per_node=gpus,
+        pins=pins,
+        default_batch=global_batch is None,
+    )
+
+
+def _check_degrees(degrees: dict[str, int | None], world_size: int) -> None:
+    """Pinned degrees must divide the GPU count, and all five pinned must fill it."""
+    for axis, value in degrees.items():
+        if value is not None and value <= 0:
+            raise UserInputError(f"--{axis} must be at least 1, got {value}")
+    given = {axis: value for axis, value in degrees.items() if value is not None}
+    product = math.prod(given.values())
+    named = " x ".join(f"{axis} {value}" for axis, value in given.items())
+    if world_size % product != 0:
+        raise UserInputError(
+            f"pinned degrees {named} = {product} do not divide the GPU count {world_size}; "
+            "pick degrees whose product divides nodes x gpus-per-node"
+        )
+    if len(given) == len(DEGREES) and product != world_size:
+        raise UserInputError(
+            f"pinned degrees {named} = {product} use fewer GPUs than the {world_size} available; "
+            f"leave --dp out to derive it, or set --dp {given['dp'] * world_size // product}"
+        )
+
+
+def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[str, int | None]:
+    """dp filled in when every other degree is pinned, since the GPU count then fixes it."""
+    others = [degrees[axis] for axis in DEGREES if axis != "dp"]
+    if degrees["dp"] is None and all(value is not None for value in others):
+        return {**degrees, "dp": world_size // math.prod(others)}
+    return degrees
+
+
+def _check_pins(
+    degrees: dict[str, int | None],
+    micro_batch: int | None,
+    model: ModelSpec,
+    workload: Workload,
+) -> None:
+    """Exit-2 check of the hard rules the pinned values alone already break.
+
+    Unpinned degrees are set to 1, the least they can be; every rule but kv_heads is a
+    divisibility that any larger degree only tightens, so a violation here holds for every plan.
+    kv_heads (G % (tp*u) == 0 or (tp*u) % G == 0) can be repaired by a larger ulysses, so it is
+    only checked when tp and ulysses are both pinned.
+    """
+    partial = ParallelPlan(
+        **{axis: (value or 1) for axis, value in degrees.items()},
+        micro_batch=micro_batch or 1,
+    )
+    skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
+    broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
+    if broken:
+        first = broken[0]
+        raise UserInputError(f"the pinned plan breaks the {first.rule} rule: {first.message}")
+
+
+def check_outputs(*, out: Path | None, report: Path | None) -> None:
+    """Reject an --out that is a folder, or a --report that is a file or someone's folder, before any work."""
+    if out is not None and out.is_dir():
+        raise UserInputError(f"--out {out} is a folder; give a file name such as plan.json")
+    if report is not None:
+        from sp_planner.report.writer import check_report_target  # the report code loads only when asked
+
+        check_report_target(report)

@@ -1,0 +1,143 @@
+"""What would make a plan fit, when none does: each change is checked by searching again.
+
+Only changes whose new search finds a fitting plan are suggested, each at the smallest step that
+works: the mildest recompute, ZeRO-3, micro batch 1, unpinned degrees, the fewest nodes, the
+longest sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+from sp_planner.estimate import PlanEstimate
+from sp_planner.search import Pins, search
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import format_tokens
+
+DEGREES: tuple[str, ...] = ("tp", "pp", "dp", "ulysses", "ring")
+# Node counts tried for "more GPUs": doubling up to this factor, then the counts in between.
+MAX_NODE_FACTOR = 16
+MAX_NODES_BETWEEN = 8
+# Shortest sequence tried when halving it.
+MIN_SEQ_LEN = 1024
+
+
+class FitSuggestion(FrozenModel):
+    change: str  # "recompute", "zero", "micro_batch", "unpin", "nodes", "seq_len"
+    option: str  # the sp-plan option that makes the change, e.g. "--nodes 4"
+    description: str
+    estimate: PlanEstimate  # the best plan that fits with the change
+
+
+
+
+def suggest_fits(
+    model: ModelSpec,
+    hardware: HardwareProfile,
+    workload: Workload,
+    *,
+    num_nodes: int,
+    gpus_per_node: int,
+    pins: Pins,
+    batch_scales_with_gpus: bool = False,
+) -> tuple[FitSuggestion, ...]:
+    """Changes that make some plan fit, each verified by a fresh search.
+
+    `batch_scales_with_gpus`: the global batch is sp-plan's default of one sequence per GPU, so
+    the more-nodes search uses the batch that `--nodes N` alone would give; otherwise it is kept.
+    """
+
+    def best_fit(*, nodes: int = num_nodes, load: Workload = workload, **changes: object) -> PlanEstimate | None:
+        changed = pins.model_copy(update=changes)
+        pinned = [getattr(changed, axis) for axis in DEGREES if getattr(changed, axis) is not None]
+        world = nodes * gpus_per_node
+        if world % math.prod(pinned) != 0 or (len(pinned) == len(DEGREES) and math.prod(pinned) != world):
+            return None  # the pinned degrees cannot fill this many GPUs
+        found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1)
+        return found.ranked[0] if found.ranked and found.ranked[0].fits else None
+
+    found: list[FitSuggestion] = []
+
+    def offer(change: str, option: str, description: str, est: PlanEstimate | None) -> bool:
+        if est is not None:
+            found.append(FitSuggestion(change=change, option=option, description=description, estimate=est))
+        return est is not None
+
+    # An unpinned option was already searched over, so only pinned ones are worth relaxing.
+    for level in _stronger_recompute(pins.recompute):
+        if offer("recompute", f"--recompute {level}",
+                 f"with --recompute {level} activations are recomputed in the backward pass",
+                 best_fit(recompute=level)):
+            break
+    if pins.zero is not None and pins.zero != 3:
+        offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
+              best_fit(zero=3))
+    if pins.micro_batch is not None and pins.micro_batch > 1:
+        offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
+              best_fit(micro_batch=1))
+    pinned = [axis for axis in DEGREES if getattr(pins, axis) is not None]
+    if pinned:
+        offer("unpin", "without " + " ".join(f"--{axis}" for axis in pinned),
+              "letting the search choose " + ", ".join(pinned), best_fit(**{axis: None for axis in pinned}))
+
+    def on_nodes(count: int) -> PlanEstimate | None:
+        # As `--nodes count` alone would run: the same pins, and the default batch if it was the default.
+        batch = count * gpus_per_node if batch_scales_with_gpus else workload.global_batch
+        return best_fit(nodes=count, load=workload.model_copy(update={"global_batch": batch}))
+
+    nodes = _fewest_nodes(num_nodes, on_nodes)
+    if nodes is not None:
+        count, exhaustive, est = nodes
+        fewest = "" if exhaustive else " (the fewest of the doublings of --nodes checked)"
+        offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est)
+    for shorter in _halvings(workload.seq_len):
+        label = format_tokens(shorter)
+        if offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens would fit",
+                 best_fit(load=workload.model_copy(update={"seq_len": shorter}))):
+            break
+    return tuple(found)
+
+
+def _stronger_recompute(pinned: str | None) -> Iterator[str]:
+    """Recompute levels above a pinned one, mildest first; none when recompute is not pinned."""
+    order = ("none", "selective", "full")
+    if pinned is not None:
+        yield from order[order.index(pinned) + 1:]
+
+
+def _fewest_nodes(
+    num_nodes: int, fit_on: Callable[[int], PlanEstimate | None]
+) -> tuple[int, bool, PlanEstimate] | None:
+    """Double the node count until a plan fits, then try the untried counts below it, smallest first.
+
+    Fitting is not monotone in the node count (divisibility), so every count below the first
+    fitting doubling is tried when there are at most MAX_NODES_BETWEEN of them. Returns (nodes,
+    whether every count below it was checked, the best plan there), or None.
+    """
+    tried: set[int] = set()
+    count = num_nodes * 2
+    while count <= num_nodes * MAX_NODE_FACTOR:
+        est = fit_on(count)
+        tried.add(count)
+        if est is not None:
+            untried = [c for c in range(num_nodes + 1, count) if c not in tried]
+            if len(untried) > MAX_NODES_BETWEEN:
+                return count, False, est
+            for smaller in untried:
+                est_small = fit_on(smaller)
+                if est_small is not None:
+                    return smaller, True, est_small
+            return count, True, est
+        count *= 2
+    return None
+
+
+def _halvings(seq_len: int) -> Iterator[int]:
+    shorter = seq_len // 2
+    while shorter >= MIN_SEQ_LEN:
+        yield shorter
+        shorter //= 2

@@ -1,0 +1,42 @@
+"""The best-ranked plan a given framework can express, when it cannot express the winner.
+
+Frameworks differ (Megatron-LM has ZeRO-1 only, DeepSpeed Ulysses has no ring, torchtitan no
+Ulysses), so the first plan may have no flags in the framework asked for; the user then gets the
+best fitting plan that does.
+"""
+
+from __future__ import annotations
+
+from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+# Fitting candidates scanned, in rank order, before giving up.
+MAX_SCANNED = 2000
+
+
+def best_expressible(
+    result: SearchResult,
+    framework: str,
+    *,
+    model: ModelSpec,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
+    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
+
+    `result.frame` holds the candidates in rank order (fitting plans first, fastest first), so the
+    first supported row is the best.
+    """
+    for rank, (_, row) in enumerate(result.frame.head(MAX_SCANNED).iterrows(), start=1):
+        if not row["fits"]:
+            return None
+        estimate = PlanEstimate.from_row(row)
+        flags = render_flags(framework, FlagRequest(
+            model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        ))
+        if flags.supported:
+            return rank, estimate, flags
+    return None

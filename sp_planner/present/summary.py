@@ -1,0 +1,142 @@
+"""The JSON document of a planning answer: `sp-plan --format json` and the reports' summary.json.
+
+Layout (schema "sp-planner.summary/1"):
+    schema_version, candidates_evaluated, question{...}, prune_counts{rule: count},
+    plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
+                      step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
+                      comm_bytes{}, comm_links{}, rank_groups{axis: [[rank, ...], ...]},
+                      flags{framework: {supported, text, reason, notes}}},
+    fit_suggestions[] (only when nothing fits: each change checked by a new search)
+Non-finite floats become null so the document is strict JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.flags import FlagRequest, render_all
+from sp_planner.layout import rank_groups
+from sp_planner.plan import ParallelPlan
+from sp_planner.present.advice import FitSuggestion
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+SUMMARY_SCHEMA = "sp-planner.summary/1"
+FLAG_FIELDS: tuple[str, ...] = ("supported", "text", "reason", "notes")
+
+
+def build_summary(
+    *,
+    model: ModelSpec,
+    hardware: HardwareProfile,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+    result: SearchResult,
+    top_k: int = 10,
+    suggestions: Sequence[FitSuggestion] = (),
+) -> dict[str, Any]:
+    """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts."""
+    plans = [
+        plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+        for est in result.ranked[:top_k]
+    ]
+    document: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA,
+        "candidates_evaluated": int(result.candidates_evaluated),
+        "question": {
+            "model": model.name,
+            "hardware": hardware.name,
+            "num_nodes": num_nodes,
+            "gpus_per_node": gpus_per_node,
+            "world_size": num_nodes * gpus_per_node,
+            "seq_len": workload.seq_len,
+            "global_batch": workload.global_batch,
+            "causal": workload.causal,
+            "hbm_bytes": hardware.hbm_bytes,
+        },
+        "plans": plans,
+        "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},
+    }
+    if suggestions:
+        document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]
+    return _finite(document)
+
+
+def plan_entry(
+    estimate: PlanEstimate,
+    *,
+    model: ModelSpec,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+) -> dict[str, Any]:
+    """One ranked plan: its degrees, the estimate's numbers, rank groups and every framework's flags."""
+    request = FlagRequest(
+        model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node
+    )
+    flags = {
+        framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}
+        for framework, rendered in render_all(request).items()
+    }
+    return {
+        **estimate.plan.model_dump(),
+        **estimate.model_dump(exclude={"plan"}),
+        "rank_groups": rank_groups(estimate.plan),
+        "flags": flags,
+    }
+
+
+def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:
+    est = suggestion.estimate
+    return {
+        "change": suggestion.change,
+        "option": suggestion.option,
+        "description": suggestion.description,
+        "plan": est.plan.model_dump(),
+        "memory_peak_bytes": est.memory_peak_bytes,
+        "step_time_s": est.step_time_s,
+    }
+
+
+def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
+    """One plan flattened to the plans.csv column names (see sp_planner.report.csv)."""
+    plan: ParallelPlan = estimate.plan
+    row: dict[str, Any] = {**plan.model_dump(), "cp": plan.cp, "world_size": plan.world_size}
+    row.update(
+        fits=estimate.fits,
+        reason=estimate.reason,
+        memory_peak_bytes=estimate.memory_peak_bytes,
+        step_time_s=estimate.step_time_s,
+        tokens_per_s=estimate.tokens_per_s,
+        model_tflops_per_gpu=estimate.model_tflops_per_gpu,
+        hardware_tflops_per_gpu=estimate.hardware_tflops_per_gpu,
+        mfu=estimate.mfu,
+        hardware_mfu=estimate.hardware_mfu,
+    )
+    row.update({f"comm_{k}_bytes": v for k, v in estimate.comm_bytes.model_dump().items()})
+    row.update({f"link_{k}": v for k, v in estimate.comm_links.model_dump().items()})
+    row.update({f"mem_{k}": v for k, v in estimate.memory.model_dump().items()})
+    row.update({f"time_{k}": v for k, v in estimate.time.model_dump().items()})
+    return row
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Replace inf/nan (a plan that cannot run has no throughput) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

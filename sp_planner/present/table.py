@@ -1,0 +1,93 @@
+"""Rich tables of ranked plans and, for --explain, of the winner's breakdowns and the pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from rich.table import Table
+
+from sp_planner.estimate import PlanEstimate
+from sp_planner.present.why import MEMORY_LABELS, TIME_LABELS
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.units import format_bytes, format_seconds
+
+GIB = 1024**3
+
+# What each prune rule means (keys from sp_planner.plan.violations and the search).
+PRUNE_REASONS: dict[str, str] = {
+    "heads": "num_heads not divisible by tp*ulysses",
+    "kv_heads": "num_kv_heads and tp*ulysses do not divide one another",
+    "seq_len": "seq_len not divisible by the sequence split (2*ring for zigzag x ulysses x tp)",
+    "layers": "num_layers not divisible by pp",
+    "batch": "global_batch not divisible by dp*micro_batch",
+    "oom": "peak memory above the GPU's HBM",
+}
+
+
+def memory_against_hbm(est: PlanEstimate, hardware: HardwareProfile) -> str:
+    """'61.2/80 GiB'."""
+    return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g} GiB"
+
+
+def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> Table:
+    table = Table(title="Ranked plans (best first)", title_justify="left")
+    # Short headers keep the table within about 130 columns.
+    for name in ("#", "tp", "pp", "dp", "ulysses", "ring", "ZeRO", "recompute", "micro", "memory/GPU",
+                 "step", "tokens/s", "TFLOPS model", "TFLOPS hw", "MFU", "fits"):
+        table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
+    for rank, est in enumerate(ranked, start=1):
+        plan = est.plan
+        table.add_row(
+            str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), str(plan.ring),
+            str(plan.zero), plan.recompute, str(plan.micro_batch), memory_against_hbm(est, hardware),
+            format_seconds(est.step_time_s), f"{est.tokens_per_s:,.0f}",
+            f"{est.model_tflops_per_gpu:.1f}", f"{est.hardware_tflops_per_gpu:.1f}", f"{est.mfu:.1%}",
+            "yes" if est.fits else "no",
+            style=None if est.fits else "red",
+        )
+    return table
+
+
+def memory_table(est: PlanEstimate, hardware: HardwareProfile) -> Table:
+    table = Table(title="Memory per GPU of the first plan", title_justify="left")
+    table.add_column("part")
+    table.add_column("size", justify="right")
+    table.add_column("of HBM", justify="right")
+    for name, num_bytes in est.memory.model_dump().items():
+        table.add_row(MEMORY_LABELS.get(name, name), format_bytes(num_bytes), f"{num_bytes / hardware.hbm_bytes:.1%}")
+    table.add_row("peak", format_bytes(est.memory_peak_bytes), f"{est.memory_peak_bytes / hardware.hbm_bytes:.1%}",
+                  style="bold")
+    return table
+
+
+def time_table(est: PlanEstimate) -> Table:
+    table = Table(title="Step time of the first plan", title_justify="left")
+    table.add_column("part")
+    table.add_column("time", justify="right")
+    table.add_column("of step", justify="right")
+    for name, seconds in est.time.model_dump().items():
+        shown = format_seconds(seconds) if seconds else "0"
+        table.add_row(TIME_LABELS.get(name, name), shown, f"{seconds / est.step_time_s:.1%}")
+    table.add_row("step", format_seconds(est.step_time_s), "100.0%", style="bold")
+    return table
+
+
+def comm_table(est: PlanEstimate) -> Table:
+    table = Table(title="Bytes sent per GPU per step by the first plan", title_justify="left")
+    table.add_column("collective")
+    table.add_column("bytes", justify="right")
+    table.add_column("link")
+    links = est.comm_links.model_dump()
+    for name, num_bytes in est.comm_bytes.model_dump().items():
+        table.add_row(name, format_bytes(num_bytes), links[name])
+    return table
+
+
+def prune_table(prune_counts: Mapping[str, int], candidates_evaluated: int) -> Table:
+    table = Table(title=f"Pruned candidates (of {candidates_evaluated:,} evaluated)", title_justify="left")
+    table.add_column("rule")
+    table.add_column("pruned", justify="right")
+    table.add_column("reason")
+    for rule, count in sorted(prune_counts.items(), key=lambda item: -item[1]):
+        table.add_row(rule, f"{count:,}", PRUNE_REASONS.get(rule, rule))
+    return table

@@ -1,0 +1,148 @@
+"""Plain-language notes computed from the estimates: why the winner wins, and what came closest.
+
+No canned verdicts: every clause names a number taken from the estimates it describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sp_planner.estimate import PlanEstimate
+from sp_planner.plan import ParallelPlan
+from sp_planner.present.advice import FitSuggestion
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.units import format_bytes, format_seconds
+
+TIME_LABELS: dict[str, str] = {
+    "gemm_s": "GEMMs",
+    "attention_s": "attention kernels",
+    "recompute_s": "recomputation",
+    "tp_comm_s": "TP communication",
+    "ulysses_comm_s": "Ulysses all-to-all",
+    "ring_comm_exposed_s": "exposed ring P2P",
+    "pp_comm_s": "pipeline send/recv",
+    "dp_comm_exposed_s": "exposed DP gradient sync",
+    "bubble_s": "the pipeline bubble",
+    "optimizer_s": "the optimizer step",
+}
+MEMORY_LABELS: dict[str, str] = {
+    "params_bytes": "parameters",
+    "grads_bytes": "gradients",
+    "optimizer_bytes": "optimizer state",
+    "activations_bytes": "activations",
+    "logits_bytes": "logits",
+    "comm_buffers_bytes": "communication buffers",
+    "reserve_bytes": "runtime reserve",
+}
+
+
+def describe_plan(plan: ParallelPlan) -> str:
+    """'tp 2 x ulysses 4 x ring 2 (dp 1, pp 1), ZeRO-1, no recompute, micro batch 1'."""
+    degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in ("tp", "pp", "dp", "ulysses", "ring"))
+    recompute = "no recompute" if plan.recompute == "none" else f"{plan.recompute} recompute"
+    return f"{degrees}, ZeRO-{plan.zero}, {recompute}, micro batch {plan.micro_batch}"
+
+
+def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
+    """What b changes relative to a, e.g. 'tp 4 instead of 2, ulysses 2 instead of 4'."""
+    changed = [
+        f"{name} {getattr(b, name)} instead of {getattr(a, name)}"
+        for name in ParallelPlan.model_fields
+        if getattr(a, name) != getattr(b, name)
+    ]
+    return ", ".join(changed) if changed else "the same settings"
+
+
+def largest_time_parts(est: PlanEstimate, count: int = 2) -> list[tuple[str, float]]:
+    parts = sorted(est.time.model_dump().items(), key=lambda item: item[1], reverse=True)
+    return [(name, seconds) for name, seconds in parts[:count] if seconds > 0]
+
+
+def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> str:
+    """One paragraph on the first plan: what limits it, its memory headroom, what the runner-up gives up."""
+    if not ranked:
+        return "No candidate plan passed the hard rules, so there is nothing to rank."
+    best = ranked[0]
+    step = best.step_time_s
+    limits = ", then ".join(
+        f"{TIME_LABELS.get(name, name)} ({format_seconds(sec)}, {sec / step:.0%} of the step)"
+        for name, sec in largest_time_parts(best)
+    )
+    text = (
+        f"{describe_plan(best.plan)} takes {format_seconds(step)} per step "
+        f"({best.tokens_per_s:,.0f} tokens/s, MFU {best.mfu:.1%}). Its step is dominated by {limits}. "
+    )
+    text += _memory_clause(best, hardware) + " "
+    if len(ranked) < 2:
+        return text + "No other candidate was ranked."
+    return text + _runner_up_clause(best, ranked[1])
+
+
+def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
+    parts = est.memory.model_dump()
+    biggest = max(parts, key=parts.get)
+    head = f"It needs {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)} per GPU"
+    share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes(parts[biggest])}"
+    if not est.fits:
+        return f"{head} and does not fit ({est.reason}); {share}."
+    headroom = hardware.hbm_bytes - est.memory_peak_bytes
+    return f"{head}, leaving {format_bytes(headroom)} of headroom, {share}."
+
+
+def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
+    diff = plan_differences(best.plan, other.plan)
+    if not other.fits:
+        return f"The next candidate ({diff}) does not fit: {other.reason}."
+    slower_s = other.step_time_s - best.step_time_s
+    deltas = {
+        name: other_sec - best_sec
+        for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
+    }
+    worst = max(deltas, key=deltas.get)
+    clause = (
+        f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) slower per step"
+    )
+    if deltas[worst] > 0:
+        clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])})"
+    saved = best.memory_peak_bytes - other.memory_peak_bytes
+    if saved > 0:
+        clause += f", though it needs {format_bytes(saved)} less memory per GPU"
+    elif saved < 0:
+        clause += f", and needs {format_bytes(-saved)} more memory per GPU"
+    return clause + "."
+
+
+def closest_and_fixes(
+    ranked: Sequence[PlanEstimate],
+    hardware: HardwareProfile,
+    suggestions: Sequence[FitSuggestion],
+    *,
+    pinned: bool = False,
+) -> str:
+    """When nothing fits: the closest plan and the checked changes that would make one fit.
+
+    `pinned`: every degree was pinned, so the first plan is the user's own, not the closest.
+    """
+    if pinned and ranked:
+        text = "The pinned plan does not fit."
+    elif ranked:
+        closest = ranked[0]
+        over = closest.memory_peak_bytes - hardware.hbm_bytes
+        text = (
+            f"No plan fits. The closest is {describe_plan(closest.plan)}: "
+            f"{format_bytes(closest.memory_peak_bytes)} per GPU against {format_bytes(hardware.hbm_bytes)}"
+            + (f", {format_bytes(over)} over." if over > 0 else f" ({closest.reason}).")
+        )
+    else:
+        text = "No plan fits: every candidate broke a hard rule (see the prune counts with --explain)."
+    if not suggestions:
+        return text + (
+            " None of the changes tried (relaxing the pinned options, up to 16x the nodes,"
+            " sequences down to 1K tokens) makes a plan fit."
+        )
+    fixes = [
+        f"  {s.option}: {s.description}; best plan {describe_plan(s.estimate.plan)}, "
+        f"{format_bytes(s.estimate.memory_peak_bytes)} per GPU, {format_seconds(s.estimate.step_time_s)} per step"
+        for s in suggestions
+    ]
+    return "\n".join([text, "Each of these changes was checked by searching again and makes a plan fit:", *fixes])

@@ -1,0 +1,201 @@
+"""sp-plan end to end through its real entry point: table, JSON, CSV, --explain, pinning, --out."""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import lru_cache
+
+import pandas as pd
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.flags import FlagRequest, render_all, render_flags
+from sp_planner.layout import rank_groups
+from sp_planner.plan import ParallelPlan
+from sp_planner.planfile import read_plan_file
+from sp_planner.search import evaluate, search
+from sp_planner.specs.workload import Workload
+
+README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+GIB = 1024**3
+LLAMA3_8B = load_model("llama3-8b")
+A800 = load_hardware("a800")
+# The README question: 128K tokens, default global batch = one sequence per GPU (16).
+README_WORKLOAD = Workload(seq_len=128 * 1024, global_batch=16)
+
+
+@lru_cache(maxsize=None)
+def _json(sp_plan_main, *args: str) -> tuple[int, dict]:
+    result = sp_plan_main(*args, "--format", "json")
+    assert result.stderr == "", result.stderr
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.fixture
+def plan_json(sp_plan):
+    return lambda *args: _json(sp_plan, *args)
+
+
+def test_readme_example_recommends_a_plan_that_fits(sp_plan):
+    result = sp_plan(*README)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    best = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8).ranked[0]
+    assert best.fits and best.memory_peak_bytes <= A800.hbm_bytes
+    # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
+    assert f"{best.memory_peak_bytes / GIB:.1f}/80 GiB" in result.stdout
+    assert "Why this plan." in result.stdout
+    assert "megatron flags for plan" in result.stdout
+
+
+def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
+    code, doc = plan_json(*README, "--top", "5")
+    assert code == 0
+    assert doc["question"] == {
+        "model": "Llama-3-8B", "hardware": "A800", "num_nodes": 2, "gpus_per_node": 8, "world_size": 16,
+        "seq_len": 131072, "global_batch": 16, "causal": True, "hbm_bytes": A800.hbm_bytes,
+    }
+    direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8, top_k=5)
+    assert doc["candidates_evaluated"] == direct.candidates_evaluated == len(direct.frame)
+    assert doc["prune_counts"] == direct.prune_counts
+    assert len(doc["plans"]) == 5
+    for entry in doc["plans"]:
+        assert entry["tp"] * entry["pp"] * entry["dp"] * entry["ulysses"] * entry["ring"] == 16
+    fitting = [e["step_time_s"] for e in doc["plans"] if e["fits"]]
+    assert fitting == sorted(fitting)
+    first = doc["plans"][0]
+    plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
+    assert first["step_time_s"] == pytest.approx(alone.step_time_s, rel=1e-12)
+    assert first["memory_peak_bytes"] == pytest.approx(alone.memory_peak_bytes, rel=1e-12)
+    assert first["time"] == pytest.approx(alone.time.model_dump(), rel=1e-12)
+    assert first["rank_groups"] == rank_groups(plan)
+    request = FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan, num_nodes=2, gpus_per_node=8)
+    assert first["flags"] == {
+        name: {"supported": f.supported, "text": f.text, "reason": f.reason, "notes": list(f.notes)}
+        for name, f in render_all(request).items()
+    }
+
+
+def test_json_rank_groups_of_a_usp_plan_match_the_hand_layout(plan_json):
+    # global rank = tp_r + 2*(ulysses_r + 4*ring_r) (Megatron tp-cp order, Ulysses adjacent in CP).
+    code, doc = plan_json(*README, "--tp", "2", "--ulysses", "4", "--ring", "2", "--top", "1")
+    assert code == 0
+    groups = doc["plans"][0]["rank_groups"]
+    assert groups["tp"] == [[2 * i, 2 * i + 1] for i in range(8)]
+    assert groups["ulysses"] == [[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]]
+    assert groups["ring"] == [[i, i + 8] for i in range(8)]
+    assert groups["cp"] == [list(range(0, 16, 2)), list(range(1, 16, 2))]
+    assert groups["dp"] == [[r] for r in range(16)]
+    assert groups["pp"] == [[r] for r in range(16)]
+    if doc["plans"][0]["flags"]["megatron"]["supported"]:
+        assert "--hierarchical-context-parallel-sizes 4 2" in doc["plans"][0]["flags"]["megatron"]["text"]
+
+
+def test_csv_lists_the_top_plans_with_the_report_columns(sp_plan, plan_json):
+    from sp_planner.report.csv import CSV_COLUMNS
+
+    result = sp_plan(*README, "--format", "csv", "--top", "4")
+    assert result.exit_code == 0 and result.stderr == ""
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert tuple(table.columns) == CSV_COLUMNS
+    assert table["rank"].tolist() == [1, 2, 3, 4]
+    assert (table["world_size"] == 16).all()
+    assert (table["cp"] == table["ulysses"] * table["ring"]).all()
+    _, doc = plan_json(*README, "--top", "4")
+    assert table["step_time_s"].tolist() == pytest.approx([p["step_time_s"] for p in doc["plans"]], rel=1e-12)
+    assert table["comm_ring_p2p_bytes"].tolist() == [p["comm_bytes"]["ring_p2p"] for p in doc["plans"]]
+
+
+def test_explain_shows_breakdowns_and_prune_counts(sp_plan):
+    result = sp_plan(*README, "--explain")
+    assert result.exit_code == 0
+    direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8)
+    out = result.stdout
+    assert "Memory per GPU of the first plan" in out and "Step time of the first plan" in out
+    assert f"Pruned candidates (of {direct.candidates_evaluated:,} evaluated)" in out
+    for rule, count in direct.prune_counts.items():
+        assert any(rule in line and f"{count:,}" in line for line in out.splitlines()), rule
+    peak_line = next(line for line in out.splitlines() if line.strip("│ ").startswith("peak"))
+    assert f"{direct.ranked[0].memory_peak_bytes / GIB:.1f} GiB" in peak_line
+
+
+def test_pinned_degree_narrows_the_search(plan_json):
+    code, doc = plan_json(*README, "--tp", "2", "--zero", "1")
+    assert code == 0
+    assert doc["plans"] and all(p["tp"] == 2 and p["zero"] == 1 for p in doc["plans"])
+
+
+def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, plan_json):
+    # tp=pp=ulysses=ring=1 puts all 128K tokens' activations on each GPU: far over 80 GiB.
+    args = (*README, "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1",
+            "--recompute", "none", "--micro-batch", "1")
+    code, doc = plan_json(*args)
+    assert code == 0
+    assert doc["candidates_evaluated"] == 1
+    (only,) = doc["plans"]
+    assert (only["dp"], only["fits"]) == (16, False)
+    assert only["reason"].startswith("oom")
+    plan = ParallelPlan(dp=16, zero=1, recompute="none")
+    alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
+    assert only["memory_peak_bytes"] == pytest.approx(alone.memory_peak_bytes, rel=1e-12)
+    table = sp_plan(*args)
+    assert table.exit_code == 0
+    assert "The pinned plan does not fit." in table.stdout
+
+
+def test_out_round_trips_the_first_plan(sp_plan, plan_json, tmp_path):
+    out = tmp_path / "plan.json"
+    result = sp_plan(*README, "--out", out)
+    assert result.exit_code == 0
+    assert result.stderr == f"wrote {out}\n"
+    plan_file = read_plan_file(out)
+    _, doc = plan_json(*README)
+    first = doc["plans"][0]
+    assert plan_file.plan == ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    assert (plan_file.model, plan_file.hardware, plan_file.workload) == (LLAMA3_8B, A800, README_WORKLOAD)
+    assert (plan_file.num_nodes, plan_file.gpus_per_node, plan_file.framework) == (2, 8, "megatron")
+    alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan_file.plan, num_nodes=2, gpus_per_node=8)
+    assert plan_file.estimate == alone
+    assert plan_file.rank_groups == rank_groups(plan_file.plan)
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_framework_flags_and_launcher(sp_plan, plan_json):
+    result = sp_plan(*README, "--tp", "2", "--zero", "1", "--framework", "mindspeed", "--launcher", "torchrun")
+    assert result.exit_code == 0
+    _, doc = plan_json(*README, "--tp", "2", "--zero", "1")
+    first = doc["plans"][0]
+    plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    flags = render_flags("mindspeed", FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan,
+                                                  num_nodes=2, gpus_per_node=8))
+    assert flags.supported
+    assert flags.text in result.stdout
+    assert "torchrun --nnodes 2 --nproc-per-node 8" in result.stdout
+    assert 'pretrain_gpt.py "${MINDSPEED_ARGS[@]}"' in result.stdout
+
+
+def test_framework_that_cannot_express_any_fitting_plan_says_so(sp_plan):
+    # Megatron-LM has ZeRO-1 only, so pinning ZeRO-3 leaves it nothing to express.
+    result = sp_plan(*README, "--zero", "3")
+    assert result.exit_code == 0
+    assert "megatron cannot express plan 1: zero=3 cannot be expressed" in result.stdout
+    assert "No plan that fits can be expressed in megatron." in result.stdout
+
+
+def test_help_has_examples(sp_plan):
+    result = sp_plan("--help")
+    assert result.exit_code == 0
+    assert "sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k" in result.stdout
+    assert "--global-batch" in result.stdout and "Exit codes" in result.stdout
+
+
+def test_report_folder_holds_the_json_document(sp_plan, plan_json, tmp_path):
+    report = tmp_path / "report"
+    result = sp_plan(*README, "--tp", "2", "--zero", "1", "--report", report)
+    assert result.exit_code == 0
+    assert result.stderr == f"wrote {report / 'index.html'}\n"
+    assert sorted(p.name for p in report.iterdir()) == ["index.html", "plans.csv", "summary.json"]
+    _, doc = plan_json(*README, "--tp", "2", "--zero", "1")
+    assert json.loads((report / "summary.json").read_text()) == doc

@@ -1,0 +1,122 @@
+"""Bad input to sp-plan: exit 2, exactly one line on stderr, no traceback, no --out file left behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+BASE = {"--model": "llama3-8b", "--hardware": "a800", "--nodes": "2", "--seq-len": "128k"}
+
+
+def _args(**changes: str | None) -> list[str]:
+    options = dict(BASE)
+    for key, value in changes.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            options.pop(flag, None)
+        else:
+            options[flag] = value
+    return [item for pair in options.items() for item in pair]
+
+
+def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -> str:
+    out = tmp_path / "plan.json"
+    before = set(tmp_path.iterdir())
+    result = sp_plan(*args, "--out", out)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert set(tmp_path.iterdir()) == before  # no plan.json, no temporary file
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"model": "llama9-1b"}, ("unknown model 'llama9-1b'", "Llama-3-8B")),
+        ({"hardware": "a900"}, ("unknown hardware 'a900'", "A800")),
+        ({"seq_len": "-5"}, ("--seq-len '-5'",)),
+        ({"seq_len": "lots"}, ("--seq-len 'lots'", "128k")),
+        ({"seq_len": "0"}, ("--seq-len must be positive",)),
+        ({"nodes": "0"}, ("--nodes",)),
+        ({"global_batch": "0"}, ("--global-batch",)),
+        ({"zero": "4"}, ("--zero",)),
+        ({"recompute": "some"}, ("--recompute", "some")),
+        ({"format": "xml"}, ("--format",)),
+        ({"seq_len": None}, ("Missing option '--seq-len'",)),
+        # 16 GPUs: a pinned degree must divide 16.
+        ({"tp": "3"}, ("tp 3", "do not divide the GPU count 16")),
+        ({"ulysses": "2", "ring": "3"}, ("ulysses 2 x ring 3 = 6", "16")),
+        ({"tp": "2", "pp": "1", "dp": "2", "ulysses": "2", "ring": "1"}, ("= 8", "fewer GPUs than the 16", "--dp 4")),
+        # Batch rule: GBS % (MBS*DP) == 0.
+        ({"dp": "8", "global_batch": "4"}, ("batch rule", "global_batch 4", "dp*micro_batch = 8*1")),
+        # seq_len rule: zigzag ring 2 splits 1001 tokens into 4 chunks.
+        ({"seq_len": "1001", "ring": "2"}, ("seq_len rule", "seq_len 1001 is not divisible by 4")),
+        # layers rule: Llama-3-8B has 32 layers.
+        ({"nodes": "3", "gpus_per_node": "1", "pp": "3"}, ("layers rule", "num_layers 32 is not divisible by pp 3")),
+    ],
+)
+def test_bad_option_exits_2_with_one_line(sp_plan, tmp_path, changes, expected):
+    _assert_one_line_error(sp_plan, tmp_path, _args(**changes), *expected)
+
+
+def test_pinned_plan_breaking_the_heads_rule(sp_plan, tmp_path):
+    # Qwen2.5-14B has 40 query heads: tp 16 does not divide them.
+    stderr = _assert_one_line_error(sp_plan, tmp_path, _args(model="qwen2.5-14b", tp="16"), "heads rule")
+    assert "num_heads 40 is not divisible by tp*ulysses = 16*1" in stderr
+
+
+def test_pinned_ulysses_and_tp_breaking_the_kv_heads_rule(sp_plan, tmp_path):
+    # Qwen2.5-14B: 40 heads, 8 KV heads; tp*ulysses = 2*5 = 10 divides 40 but neither 8 | 10 nor 10 | 8.
+    stderr = _assert_one_line_error(
+        sp_plan, tmp_path, _args(model="qwen2.5-14b", nodes="1", gpus_per_node="10", tp="2", ulysses="5"),
+        "kv_heads rule",
+    )
+    assert "num_kv_heads 8 and tp*ulysses 10" in stderr
+
+
+def test_malformed_yaml_profile(sp_plan, tmp_path):
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text("name: broken\npeak_bf16_flops: [1, 2\n")
+    _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)), str(profile), "malformed")
+
+
+def test_profile_with_a_bad_field(sp_plan, tmp_path):
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text("name: broken\nhbm_bytes: -1\n")
+    _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)), str(profile))
+
+
+def test_malformed_config_json(sp_plan, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "hidden_size": 4096,')
+    _assert_one_line_error(sp_plan, tmp_path, _args(model=str(config)), str(config), "malformed")
+
+
+def test_config_json_missing_a_field(sp_plan, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 4096}))
+    _assert_one_line_error(sp_plan, tmp_path, _args(model=str(config)), str(config))
+
+
+def test_missing_hardware_file(sp_plan, tmp_path):
+    _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(tmp_path / "nope.yaml")), "nope.yaml")
+
+
+def test_out_that_is_a_folder(sp_plan, tmp_path):
+    folder = tmp_path / "plans"
+    folder.mkdir()
+    result = sp_plan(*_args(), "--out", folder)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "is a folder" in result.stderr
+
+
+def test_report_into_a_folder_of_other_files(sp_plan, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = sp_plan(*_args(), "--report", tmp_path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "notes.txt" in result.stderr

@@ -1,0 +1,98 @@
+"""When no plan fits: exit 1, the closest plan, and only fixes that a new search confirms."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.search import search
+from sp_planner.specs.workload import Workload
+
+# Llama-3-70B on one node of 8 x 80 GiB: even fully sharded, its 70e9 params x 16 bytes of
+# weights, gradients and Adam state are 140 GB per GPU, so no plan fits at any length.
+NO_FIT = ["--model", "llama3-70b", "--hardware", "a800", "--nodes", "1", "--seq-len", "128k"]
+
+
+def _with_option(args: list[str], option: str) -> list[str]:
+    """Apply a suggestion such as '--nodes 4' or 'without --tp --ring' to an argument list."""
+    words = shlex.split(option)
+    if words[0] == "without":
+        drop = set(words[1:])
+        kept, skip = [], False
+        for arg in args:
+            if skip:
+                skip = False
+            elif arg in drop:
+                skip = True
+            else:
+                kept.append(arg)
+        return kept
+    out = list(args)
+    for flag, value in zip(words[::2], words[1::2]):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+        else:
+            out += [flag, value]
+    return out
+
+
+def test_no_fit_exits_1_with_checked_fixes(sp_plan):
+    result = sp_plan(*NO_FIT, "--format", "json", "--top", "3")
+    assert result.exit_code == 1 and result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["plans"] and not any(p["fits"] for p in doc["plans"])
+    suggestions = doc["fit_suggestions"]
+    assert any(s["change"] == "nodes" for s in suggestions)
+    for suggestion in suggestions:
+        rerun = sp_plan(*_with_option(NO_FIT, suggestion["option"]), "--format", "json", "--top", "1")
+        assert rerun.exit_code == 0, suggestion
+        best = json.loads(rerun.stdout)["plans"][0]
+        assert best["fits"]
+        assert best["step_time_s"] == suggestion["step_time_s"]
+
+
+def test_more_nodes_suggestion_is_the_fewest_that_fit(sp_plan):
+    doc = json.loads(sp_plan(*NO_FIT, "--format", "json").stdout)
+    (nodes,) = [s for s in doc["fit_suggestions"] if s["change"] == "nodes"]
+    count = int(nodes["option"].split()[1])
+    model, hardware = load_model("llama3-70b"), load_hardware("a800")
+    for fewer in range(2, count):
+        # sp-plan's default global batch: one sequence per GPU.
+        workload = Workload(seq_len=128 * 1024, global_batch=8 * fewer)
+        ranked = search(model, hardware, workload, num_nodes=fewer, gpus_per_node=8, top_k=1).ranked
+        assert not ranked[0].fits, fewer
+
+
+def test_no_fit_table_names_the_closest_plan_and_fixes(sp_plan):
+    result = sp_plan(*NO_FIT)
+    assert result.exit_code == 1
+    assert "No plan fits. The closest is" in result.stdout
+    assert "Each of these changes was checked by searching again and makes a plan fit:" in result.stdout
+    assert "--nodes" in result.stdout
+    # No flags for a plan that cannot run.
+    assert "flags for plan" not in result.stdout
+
+
+def test_no_fit_does_not_write_out(sp_plan, tmp_path):
+    out = tmp_path / "plan.json"
+    result = sp_plan(*NO_FIT, "--format", "json", "--out", out)
+    assert result.exit_code == 1
+    assert result.stderr == f"note: {out} not written: no plan fits\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pinned_recompute_none_suggests_the_mildest_recompute_that_fits(sp_plan):
+    args = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--seq-len", "256k", "--recompute", "none"]
+    result = sp_plan(*args, "--format", "json", "--top", "1")
+    doc = json.loads(result.stdout)
+    if result.exit_code == 0:
+        assert doc["plans"][0]["fits"] and "fit_suggestions" not in doc
+        return
+    recompute = [s for s in doc["fit_suggestions"] if s["change"] == "recompute"]
+    for suggestion in recompute:
+        level = suggestion["option"].split()[1]
+        assert suggestion["plan"]["recompute"] == level
+        if level == "full":  # selective was tried first and must not fit
+            milder = sp_plan(*_with_option(args, "--recompute selective"), "--format", "json", "--top", "1")
+            assert milder.exit_code == 1

@@ -1,0 +1,52 @@
+"""resolve_question: options to specs, workload and pins, with the pinned hard rules checked first."""
+
+from __future__ import annotations
+
+import pytest
+
+from sp_planner.catalog import load_hardware
+from sp_planner.cli.question import resolve_question
+from sp_planner.errors import UserInputError
+
+FREE = {"tp": None, "pp": None, "dp": None, "ulysses": None, "ring": None}
+
+
+def _resolve(**changes):
+    options = dict(model="llama3-8b", hardware="a800", num_nodes=2, gpus_per_node=None, seq_len="128k",
+                   global_batch=None, degrees=dict(FREE), zero=None, recompute=None, micro_batch=None)
+    options.update(changes)
+    return resolve_question(**options)
+
+
+def test_defaults_come_from_the_profile_and_the_gpu_count():
+    q = _resolve()
+    assert q.gpus_per_node == load_hardware("a800").gpus_per_node == 8
+    assert q.world_size == 16
+    assert (q.workload.seq_len, q.workload.global_batch, q.workload.causal) == (131072, 16, True)
+    assert q.default_batch and not q.all_degrees_pinned
+
+
+def test_explicit_batch_and_gpus():
+    q = _resolve(gpus_per_node=4, global_batch=3)
+    assert (q.world_size, q.workload.global_batch, q.default_batch) == (8, 3, False)
+
+
+def test_dp_follows_from_the_other_four_degrees():
+    q = _resolve(degrees={"tp": 2, "pp": 1, "dp": None, "ulysses": 4, "ring": 1})
+    assert q.all_degrees_pinned
+    assert q.pins.dp is None  # the search derives dp = 16 / 8 = 2; it was not the user's pin
+
+
+def test_derived_dp_is_checked_against_the_batch_rule():
+    # dp = 16 / (tp 1 x ulysses 2) = 8 does not divide a global batch of 4.
+    with pytest.raises(UserInputError, match=r"batch rule.*dp\*micro_batch = 8\*1"):
+        _resolve(global_batch=4, degrees={"tp": 1, "pp": 1, "dp": None, "ulysses": 2, "ring": 1})
+
+
+def test_kv_heads_rule_waits_until_tp_and_ulysses_are_both_pinned():
+    # Yi-34B: 56 heads, 8 KV heads. tp 7 with ulysses 1 breaks the rule (8 and 7 do not divide one
+    # another) but ulysses 8 repairs it (tp*u = 56, a multiple of 8), so tp 7 alone is accepted.
+    q = _resolve(model="yi-34b", num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7})
+    assert q.pins.tp == 7
+    with pytest.raises(UserInputError, match="kv_heads rule: num_kv_heads 8 and tp\\*ulysses 7"):
+        _resolve(model="yi-34b", num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7, "ulysses": 1})

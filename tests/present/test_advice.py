@@ -1,0 +1,63 @@
+"""Fit suggestions: the node-count search, the recompute order, the sequence halvings."""
+
+from __future__ import annotations
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.present.advice import _fewest_nodes, _halvings, _stronger_recompute, suggest_fits
+from sp_planner.search import Pins, search
+from sp_planner.specs.workload import Workload
+
+
+def test_fewest_nodes_doubles_then_checks_the_counts_between():
+    tried: list[int] = []
+
+    def fits_from_six(count: int):
+        tried.append(count)
+        return "plan" if count >= 6 else None
+
+    assert _fewest_nodes(2, fits_from_six) == (6, True, "plan")
+    assert tried == [4, 8, 3, 5, 6]
+
+
+def test_fewest_nodes_finds_a_count_between_earlier_doublings():
+    # Fitting need not be monotone: 3 nodes fit although 4 do not.
+    assert _fewest_nodes(2, lambda count: "plan" if count in (3, 8) else None) == (3, True, "plan")
+
+
+def test_fewest_nodes_gives_up_past_sixteen_times():
+    assert _fewest_nodes(1, lambda count: None) is None
+    tried: list[int] = []
+    _fewest_nodes(3, lambda count: tried.append(count))
+    assert tried == [6, 12, 24, 48]
+
+
+def test_fewest_nodes_skips_a_long_gap_and_says_so():
+    # From 10 nodes: 20 fails, 40 fits; the 28 untried counts between are too many to try.
+    assert _fewest_nodes(10, lambda count: "plan" if count >= 25 else None) == (40, False, "plan")
+
+
+def test_recompute_levels_above_the_pinned_one():
+    assert list(_stronger_recompute(None)) == []
+    assert list(_stronger_recompute("none")) == ["selective", "full"]
+    assert list(_stronger_recompute("selective")) == ["full"]
+    assert list(_stronger_recompute("full")) == []
+
+
+def test_halvings_stop_at_1k():
+    assert list(_halvings(8192)) == [4096, 2048, 1024]
+    assert list(_halvings(1500)) == []
+
+
+def test_every_suggestion_fits_when_searched_again():
+    model, hardware = load_model("llama3-70b"), load_hardware("a800")
+    workload = Workload(seq_len=32 * 1024, global_batch=8)
+    pins = Pins(recompute="none", zero=1, tp=8)
+    assert not search(model, hardware, workload, num_nodes=1, gpus_per_node=8, pins=pins).ranked[0].fits
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=1, gpus_per_node=8, pins=pins)
+    assert {s.change for s in suggestions} >= {"nodes"}
+    for s in suggestions:
+        assert s.estimate.fits
+        assert s.estimate.memory_peak_bytes <= hardware.hbm_bytes
+        if s.change == "nodes":
+            nodes = int(s.option.split()[1])
+            assert s.estimate.plan.world_size == nodes * 8 and s.estimate.plan.tp == 8

@@ -1,0 +1,42 @@
+"""best_expressible: the best fitting plan a framework can express, in search rank order."""
+
+from __future__ import annotations
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.estimate import PlanEstimate
+from sp_planner.flags import FlagRequest, render_flags
+from sp_planner.present.expressible import best_expressible
+from sp_planner.search import search
+from sp_planner.specs.workload import Workload
+
+MODEL, HARDWARE = load_model("llama3-8b"), load_hardware("a800")
+WORKLOAD = Workload(seq_len=128 * 1024, global_batch=16)
+
+
+def _supported(framework: str, est: PlanEstimate) -> bool:
+    request = FlagRequest(model=MODEL, workload=WORKLOAD, plan=est.plan, num_nodes=2, gpus_per_node=8)
+    return render_flags(framework, request).supported
+
+
+def test_frame_rows_are_in_rank_order():
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8, top_k=10)
+    assert [PlanEstimate.from_row(result.frame.iloc[i]) for i in range(10)] == list(result.ranked)
+
+
+def test_first_supported_fitting_plan_for_each_framework():
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8)
+    for framework in ("megatron", "deepspeed", "torchtitan"):
+        found = best_expressible(result, framework, model=MODEL, workload=WORKLOAD, num_nodes=2, gpus_per_node=8)
+        assert found is not None, framework
+        rank, est, flags = found
+        assert flags.supported and est.fits
+        assert est == PlanEstimate.from_row(result.frame.iloc[rank - 1])
+        for better in range(rank - 1):
+            earlier = PlanEstimate.from_row(result.frame.iloc[better])
+            assert not _supported(framework, earlier), (framework, better)
+
+
+def test_megatron_never_gets_a_zero_3_plan():
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8)
+    _, est, _ = best_expressible(result, "megatron", model=MODEL, workload=WORKLOAD, num_nodes=2, gpus_per_node=8)
+    assert est.plan.zero <= 1

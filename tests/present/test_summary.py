@@ -1,0 +1,46 @@
+"""build_summary: the JSON document sp-plan prints and the reports save as summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.layout import rank_groups
+from sp_planner.present.summary import SUMMARY_SCHEMA, _finite, build_summary, estimate_row
+from sp_planner.search import search
+from sp_planner.specs.workload import Workload
+
+MODEL, HARDWARE = load_model("llama3-8b"), load_hardware("a800")
+WORKLOAD = Workload(seq_len=64 * 1024, global_batch=8)
+
+
+def test_summary_holds_the_top_k_plans_in_rank_order():
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=6)
+    doc = build_summary(model=MODEL, hardware=HARDWARE, workload=WORKLOAD, num_nodes=1, gpus_per_node=8,
+                        result=result, top_k=3)
+    assert doc["schema_version"] == SUMMARY_SCHEMA
+    assert "fit_suggestions" not in doc
+    assert len(doc["plans"]) == 3
+    for entry, est in zip(doc["plans"], result.ranked):
+        assert {k: entry[k] for k in est.plan.model_dump()} == est.plan.model_dump()
+        assert entry["memory"] == est.memory.model_dump()
+        assert entry["comm_bytes"] == est.comm_bytes.model_dump()
+        assert entry["comm_links"] == est.comm_links.model_dump()
+        assert entry["rank_groups"] == rank_groups(est.plan)
+        assert set(entry["flags"]) == {"megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan"}
+    json.dumps(doc, allow_nan=False)  # strict JSON
+
+
+def test_non_finite_numbers_become_null():
+    assert _finite({"a": [1.0, math.inf], "b": {"c": math.nan}, "d": "x"}) == {"a": [1.0, None], "b": {"c": None},
+                                                                            "d": "x"}
+
+
+def test_estimate_row_flattens_with_units_in_the_names():
+    est = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=1).ranked[0]
+    row = estimate_row(est)
+    assert row["cp"] == est.plan.ulysses * est.plan.ring and row["world_size"] == 8
+    assert row["comm_ring_p2p_bytes"] == est.comm_bytes.ring_p2p
+    assert row["time_attention_s"] == est.time.attention_s
+    assert row["mem_activations_bytes"] == est.memory.activations_bytes

@@ -1,0 +1,83 @@
+"""The "why this plan" paragraph and the no-fit advice, on hand-made estimates with round numbers."""
+
+from __future__ import annotations
+
+from sp_planner.catalog import load_hardware
+from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
+from sp_planner.plan import ParallelPlan
+from sp_planner.present.advice import FitSuggestion
+from sp_planner.present.why import closest_and_fixes, plan_differences, why_this_plan
+
+GIB = 1024**3
+A800 = load_hardware("a800")  # 80 GiB of HBM
+
+
+def _estimate(plan: ParallelPlan, *, attention_s: float, ulysses_s: float, activations_gib: float,
+              fits: bool = True, reason: str | None = None) -> PlanEstimate:
+    memory = MemoryBreakdown(params_bytes=2 * GIB, grads_bytes=2 * GIB, optimizer_bytes=4 * GIB,
+                             activations_bytes=activations_gib * GIB, logits_bytes=0.0, comm_buffers_bytes=0.0,
+                             reserve_bytes=0.0)
+    time = TimeBreakdown(gemm_s=2.0, attention_s=attention_s, recompute_s=0.0, tp_comm_s=0.0,
+                         ulysses_comm_s=ulysses_s, ring_comm_exposed_s=0.0, pp_comm_s=0.0, dp_comm_exposed_s=0.0,
+                         bubble_s=0.0, optimizer_s=0.0)
+    step = sum(time.model_dump().values())
+    return PlanEstimate(
+        plan=plan, fits=fits, reason=reason, memory=memory, memory_peak_bytes=memory.total_bytes, time=time,
+        step_time_s=step, tokens_per_s=1000.0 / step, model_tflops_per_gpu=100.0, hardware_tflops_per_gpu=60.0,
+        mfu=0.5, hardware_mfu=0.3,
+        comm_bytes=CommBytes(ulysses_all_to_all=1, ring_p2p=0, tp_all_gather=0, tp_reduce_scatter=0, pp_p2p=0,
+                             dp_reduce_scatter=0, dp_all_gather=0),
+        comm_links=CommLinks(ulysses_all_to_all="intra", ring_p2p="none", tp_all_gather="none",
+                             tp_reduce_scatter="none", pp_p2p="none", dp_reduce_scatter="none", dp_all_gather="none"),
+    )
+
+
+BEST = _estimate(ParallelPlan(ulysses=8), attention_s=6.0, ulysses_s=2.0, activations_gib=40.0)  # 10 s, 48 GiB
+RUNNER_UP = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=3.0, activations_gib=38.0)
+
+
+def test_winner_paragraph_names_its_limits_headroom_and_the_runner_up():
+    text = why_this_plan([BEST, RUNNER_UP], A800)
+    # attention 6 s of a 10 s step, then GEMMs 2 s (ulysses also 2 s, but GEMMs come first).
+    assert "dominated by attention kernels (6.00 s, 60% of the step), then GEMMs (2.00 s, 20% of the step)" in text
+    # 48 GiB of 80 GiB: 32 GiB of headroom; activations 40 GiB the largest part.
+    assert "It needs 48.0 GiB of 80.0 GiB per GPU, leaving 32.0 GiB of headroom" in text
+    assert "activations the largest part at 40.0 GiB" in text
+    # Runner-up: 11 s, 1 s (10%) slower, all of it Ulysses all-to-all, and 2 GiB lighter.
+    assert "The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is 1.00 s (10.0%) slower per step" in text
+    assert "mostly from Ulysses all-to-all (+1.00 s)" in text
+    assert "though it needs 2.0 GiB less memory per GPU" in text
+
+
+def test_runner_up_that_does_not_fit_is_named_with_its_reason():
+    heavy = _estimate(ParallelPlan(ring=8), attention_s=5.0, ulysses_s=0.0, activations_gib=90.0, fits=False,
+                      reason="oom: needs 98.0 GiB per GPU, 80.0 GiB available")
+    text = why_this_plan([BEST, heavy], A800)
+    assert "The next candidate (ulysses 1 instead of 8, ring 8 instead of 1) does not fit: oom: needs 98.0 GiB" in text
+
+
+def test_single_plan_and_no_plan():
+    assert why_this_plan([BEST], A800).endswith("No other candidate was ranked.")
+    assert "nothing to rank" in why_this_plan([], A800)
+
+
+def test_plan_differences_lists_each_changed_field():
+    assert plan_differences(ParallelPlan(), ParallelPlan()) == "the same settings"
+    assert plan_differences(ParallelPlan(zero=1), ParallelPlan(zero=3, recompute="full")) == (
+        "zero 3 instead of 1, recompute full instead of none"
+    )
+
+
+def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
+    over = _estimate(ParallelPlan(ulysses=8), attention_s=6.0, ulysses_s=2.0, activations_gib=92.0, fits=False,
+                     reason="oom")  # 100 GiB: 20 GiB over 80
+    fix = FitSuggestion(change="nodes", option="--nodes 4", description="would fit on 4 nodes (32 GPUs)",
+                        estimate=BEST)
+    text = closest_and_fixes([over], A800, [fix])
+    lines = text.splitlines()
+    assert lines[0].startswith("No plan fits. The closest is tp 1 x pp 1 x dp 1 x ulysses 8 x ring 1")
+    assert lines[0].endswith("100.0 GiB per GPU against 80.0 GiB, 20.0 GiB over.")
+    assert lines[2].startswith("  --nodes 4: would fit on 4 nodes (32 GPUs); best plan tp 1")
+    assert lines[2].endswith("48.0 GiB per GPU, 10.00 s per step")
+    assert "None of the changes tried" in closest_and_fixes([over], A800, [])
+    assert closest_and_fixes([over], A800, [fix], pinned=True).startswith("The pinned plan does not fit.")
