@@ -1,0 +1,82 @@
+"""Communication with byte counting at the call sites: Ulysses all-to-all and ring P2P.
+
+Every process group is an argument. `CommCounter` records the bytes this rank hands to the
+network, by collective, so they can be compared with sp_planner.cost.attention_comm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+ALL_TO_ALL = "all_to_all"
+P2P = "p2p"
+
+
+@dataclass
+class CommCounter:
+    """Bytes this rank sent, by collective. Mutable on purpose: the call sites add to it."""
+
+    sent_bytes: dict[str, int] = field(default_factory=lambda: {ALL_TO_ALL: 0, P2P: 0})
+
+    def add(self, collective: str, nbytes: int) -> None:
+        self.sent_bytes[collective] += int(nbytes)
+
+
+def _all_to_all_dim0(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:
+    """Chunk i of dim 0 goes to group rank i; the chunk a rank keeps for itself is not counted."""
+    size = dist.get_world_size(group)
+    out = torch.empty_like(x)
+    dist.all_to_all_single(out, x, group=group)
+    counter.add(ALL_TO_ALL, x.numel() // size * (size - 1) * x.element_size())
+    return out
+
+
+def seq_to_head(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:
+    """Ulysses scatter of heads, gather of sequence: (b, s/P, h, d) -> (b, s, h/P, d)."""
+    p = dist.get_world_size(group)
+    b, s_local, h, d = x.shape
+    # (b, s/P, h, d) -> (b, s/P, P, h/P, d) -> (P, b, s/P, h/P, d): chunk i holds head group i
+    send = x.reshape(b, s_local, p, h // p, d).permute(2, 0, 1, 3, 4).contiguous()
+    recv = _all_to_all_dim0(send, group, counter)  # recv[j]: rank j's tokens, our head group
+    # (P, b, s/P, h/P, d) -> (b, P, s/P, h/P, d) -> (b, s, h/P, d)
+    return recv.permute(1, 0, 2, 3, 4).reshape(b, p * s_local, h // p, d)
+
+
+def head_to_seq(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:
+    """The inverse all-to-all: (b, s, h/P, d) -> (b, s/P, h, d)."""
+    p = dist.get_world_size(group)
+    b, s, h_local, d = x.shape
+    # (b, s, h/P, d) -> (b, P, s/P, h/P, d) -> (P, b, s/P, h/P, d): chunk i holds rank i's tokens
+    send = x.reshape(b, p, s // p, h_local, d).permute(1, 0, 2, 3, 4).contiguous()
+    recv = _all_to_all_dim0(send, group, counter)  # recv[j]: our tokens, head group j
+    # (P, b, s/P, h/P, d) -> (b, s/P, P, h/P, d) -> (b, s/P, h, d)
+    return recv.permute(1, 2, 0, 3, 4).reshape(b, s // p, p * h_local, d)
+
+
+class RingComm:
+    """P2P to the next ring rank, from the previous one (group ranks mapped to global ranks, as
+    ring-flash-attention's RingComm). Sends go through batch_isend_irecv so NCCL pairs them."""
+
+    def __init__(self, group: dist.ProcessGroup, counter: CommCounter):
+        self.group = group
+        self.counter = counter
+        self.rank = dist.get_rank(group)
+        self.size = dist.get_world_size(group)
+        self.next_rank = dist.get_global_rank(group, (self.rank + 1) % self.size)
+        self.prev_rank = dist.get_global_rank(group, (self.rank - 1) % self.size)
+
+    def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int) -> list:
+        """Start sending `send` to the next rank and receiving into `recv`; returns the requests."""
+        ops = [dist.P2POp(dist.isend, t, self.next_rank, self.group, tag) for t in send]
+        ops += [dist.P2POp(dist.irecv, t, self.prev_rank, self.group, tag) for t in recv]
+        for t in send:
+            self.counter.add(P2P, t.numel() * t.element_size())
+        return dist.batch_isend_irecv(ops)
+
+    @staticmethod
+    def wait(requests: list) -> None:
+        for request in requests:
+            request.wait()

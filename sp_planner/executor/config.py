@@ -1,0 +1,94 @@
+"""What one attention run is: degrees, shapes, dtype, kernel. Torch-free, so the CLI can check it
+before anything is launched."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
+from sp_planner.errors import UserInputError
+from sp_planner.plan import ParallelPlan, RingLayout
+from sp_planner.specs.base import FrozenModel
+
+DType = Literal["float32", "bfloat16", "float16"]
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+class RunConfig(FrozenModel):
+    """One attention layer run. Heads are the model's; the executor runs one TP rank's share
+    (num_heads/tp query heads, Megatron's KV-head count per TP rank)."""
+
+    ulysses: int = Field(ge=1)
+    ring: int = Field(ge=1)
+    batch: int = Field(default=1, ge=1)
+    seq_len: int = Field(gt=0, description="global tokens per sequence")
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    tp: int = Field(default=1, ge=1, description="heads are divided by tp (from a plan)")
+    causal: bool = False
+    ring_layout: RingLayout = "contiguous"
+    dtype: DType = "float32"
+    device: Literal["cpu", "cuda"] = "cpu"
+    # auto: flash kernel returning the LSE; math: the explicit fp32 implementation.
+    kernel: Literal["auto", "math"] = "auto"
+    iters: int = Field(default=3, ge=0, description="timed iterations after the validated one")
+    seed: int = 0
+    # Test/debug only: this rank raises (or hangs) after joining the process group.
+    debug_fail_rank: int | None = None
+    debug_fail_mode: Literal["raise", "hang"] = "raise"
+
+    @property
+    def world_size(self) -> int:
+        return self.ulysses * self.ring
+
+    @property
+    def heads_per_tp_rank(self) -> int:
+        return self.num_heads // self.tp
+
+    @property
+    def kv_heads_per_tp_rank(self) -> int:
+        return int(kv_heads_per_tp_rank(self.num_kv_heads, self.tp))
+
+    @property
+    def elem_bytes(self) -> int:
+        return ELEM_BYTES[self.dtype]
+
+    def as_plan(self) -> ParallelPlan:
+        return ParallelPlan(tp=self.tp, ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout)
+
+
+def config_problems(cfg: RunConfig) -> list[str]:
+    """The rules of sp_planner.plan.violations that an attention run must obey, one line each."""
+    problems: list[str] = []
+    if cfg.num_heads % cfg.num_kv_heads != 0:
+        problems.append(f"heads {cfg.num_heads} must be a multiple of kv heads {cfg.num_kv_heads}")
+    split = cfg.tp * cfg.ulysses
+    if cfg.num_heads % split != 0:
+        problems.append(f"heads {cfg.num_heads} are not divisible by tp*ulysses = {cfg.tp}*{cfg.ulysses}")
+    kv = cfg.num_kv_heads
+    if not (kv % split == 0 or split % kv == 0):
+        problems.append(
+            f"kv heads {kv} and tp*ulysses {split} must divide one another "
+            "(KV heads are replicated when ulysses exceeds them)"
+        )
+    divisor = cfg.as_plan().seq_len_divisor()
+    if cfg.seq_len % divisor != 0:
+        zig = " x 2 for zigzag" if divisor != split * cfg.ring else ""
+        problems.append(
+            f"seq_len {cfg.seq_len} is not divisible by {divisor} "
+            f"(tp {cfg.tp} x ulysses {cfg.ulysses} x ring {cfg.ring}{zig})"
+        )
+    if cfg.debug_fail_rank is not None and not 0 <= cfg.debug_fail_rank < cfg.world_size:
+        problems.append(f"debug fail rank {cfg.debug_fail_rank} is not a rank of world size {cfg.world_size}")
+    return problems
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Raise UserInputError (exit 2 in the CLI) naming every broken rule."""
+    problems = config_problems(cfg)
+    if problems:
+        raise UserInputError("; ".join(problems))

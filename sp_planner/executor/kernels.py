@@ -1,0 +1,162 @@
+"""Local attention kernels that return the log-sum-exp (LSE), which the ring merge needs.
+
+Layout: q, k, v, out are (b, s, h, d) in the run dtype; lse is (b, h, s) in fp32, natural log.
+GQA: KV heads are expanded to the query heads locally (no communication) and their gradients
+summed back. A kernel that drops or fakes the LSE is never used: `check_kernel` compares each
+kernel with the explicit math implementation before a run (yunchang's TORCH_MATH path returns
+zeros for the LSE and silently breaks the ring merge; see shared reference usp_yunchang_notes 3.1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+
+class AttentionKernel(Protocol):
+    name: str
+
+    def forward(self, q, k, v, *, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def backward(self, dout, q, k, v, out, lse, *, causal: bool, scale: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+def _bhsd(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(b, s, h_kv, d) -> (b, heads, s, d), repeating each KV head for its query group."""
+    x = x.transpose(1, 2)  # (b, s, h, d) -> (b, h, s, d)
+    if x.shape[1] != heads:
+        x = x.repeat_interleave(heads // x.shape[1], dim=1)  # (b, h_kv, s, d) -> (b, h, s, d)
+    return x.contiguous()
+
+
+def _bshd_grad(g: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """(b, h, s, d) -> (b, s, h_kv, d), summing the gradient of each repeated KV head."""
+    b, h, s, d = g.shape
+    if h != kv_heads:
+        g = g.reshape(b, kv_heads, h // kv_heads, s, d).sum(dim=2)  # (b, h, s, d) -> (b, h_kv, s, d)
+    return g.transpose(1, 2)  # (b, h_kv, s, d) -> (b, s, h_kv, d)
+
+
+class MathKernel:
+    """Explicit attention in fp32 that computes its own LSE (any device, any dtype)."""
+
+    name = "math (explicit fp32 softmax, own LSE)"
+
+    @staticmethod
+    def _probs(q, k, causal, scale):
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (b, h, sq, sk)
+        if causal:
+            sq, sk = scores.shape[-2:]
+            mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(mask, float("-inf"))
+        return scores
+
+    def forward(self, q, k, v, *, causal, scale):
+        heads = q.shape[2]
+        qf, kf, vf = (_bhsd(x, heads).float() for x in (q, k, v))
+        scores = self._probs(qf, kf, causal, scale)
+        lse = torch.logsumexp(scores, dim=-1)  # (b, h, sq)
+        out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vf)
+        return out.transpose(1, 2).to(q.dtype), lse  # (b, h, s, d) -> (b, s, h, d)
+
+    def backward(self, dout, q, k, v, out, lse, *, causal, scale):
+        heads, kv_heads = q.shape[2], k.shape[2]
+        qf, kf, vf, of, gf = (_bhsd(x, heads).float() for x in (q, k, v, out, dout))
+        probs = torch.exp(self._probs(qf, kf, causal, scale) - lse.float().unsqueeze(-1))
+        dprobs = torch.matmul(gf, vf.transpose(-1, -2))
+        delta = (gf * of).sum(dim=-1, keepdim=True)  # rowsum(dO * O), as flash-attention's D
+        dscores = probs * (dprobs - delta)
+        dq = torch.matmul(dscores, kf) * scale
+        dk = torch.matmul(dscores.transpose(-1, -2), qf) * scale
+        dv = torch.matmul(probs.transpose(-1, -2), gf)
+        return (dq.transpose(1, 2).to(q.dtype), _bshd_grad(dk, kv_heads).to(k.dtype),
+                _bshd_grad(dv, kv_heads).to(v.dtype))
+
+
+class CpuFlashKernel:
+    """PyTorch's flash attention for CPU, which returns the LSE (fp32, dtypes fp32/bf16/fp16)."""
+
+    name = "cpu-flash (aten._scaled_dot_product_flash_attention_for_cpu)"
+
+    def forward(self, q, k, v, *, causal, scale):
+        heads = q.shape[2]
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), 0.0, causal, scale=scale)
+        return out.transpose(1, 2), lse  # (b, h, s, d) -> (b, s, h, d)
+
+    def backward(self, dout, q, k, v, out, lse, *, causal, scale):
+        heads, kv_heads = q.shape[2], k.shape[2]
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            _bhsd(dout, heads), _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), _bhsd(out, heads),
+            lse.contiguous(), 0.0, causal, scale=scale)
+        return dq.transpose(1, 2), _bshd_grad(dk, kv_heads), _bshd_grad(dv, kv_heads)
+
+
+class CudaFlashKernel:
+    """FlashAttention-2 through SDPA's aten op on CUDA (fp16/bf16), which returns the LSE.
+
+    Untested here (no GPU in the session that wrote it); `check_kernel` runs it against the math
+    kernel before every run, so a wrong call fails loudly instead of corrupting results.
+    """
+
+    name = "cuda-flash (aten._scaled_dot_product_flash_attention)"
+
+    def __init__(self):
+        self._philox: tuple | None = None
+
+    def forward(self, q, k, v, *, causal, scale):
+        heads = q.shape[2]
+        result = torch.ops.aten._scaled_dot_product_flash_attention(
+            _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), 0.0, causal, False, scale=scale)
+        out, lse = result[0], result[1]
+        # Without dropout the philox state is unused; keep one of the right type for backward.
+        self._philox = (result[6], result[7])
+        return out.transpose(1, 2), lse  # (b, h, s, d) -> (b, s, h, d)
+
+    def backward(self, dout, q, k, v, out, lse, *, causal, scale):
+        if self._philox is None:
+            raise RuntimeError("CudaFlashKernel.backward called before any forward")
+        heads, kv_heads = q.shape[2], k.shape[2]
+        seed, offset = self._philox
+        # Dense inputs: no cumulative sequence lengths (None, as the forward returns for dense).
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_backward(
+            _bhsd(dout, heads), _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), _bhsd(out, heads),
+            lse.contiguous(), None, None, q.shape[1], k.shape[1], 0.0, causal, seed, offset, scale=scale)
+        return dq.transpose(1, 2), _bshd_grad(dk, kv_heads), _bshd_grad(dv, kv_heads)
+
+
+def select_kernel(device: str, dtype: torch.dtype, requested: str) -> tuple[AttentionKernel, str | None]:
+    """The kernel for a run and, when it is the math fallback, why (reported in the result)."""
+    if requested == "math":
+        return MathKernel(), "math kernel requested (--kernel math)"
+    if device == "cpu":
+        return CpuFlashKernel(), None
+    if dtype in (torch.float16, torch.bfloat16):
+        return CudaFlashKernel(), None
+    return MathKernel(), f"CUDA flash attention does not support {dtype}; using the math kernel"
+
+
+def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype) -> None:
+    """Compare kernel and math implementation on a small causal GQA problem; raise on mismatch.
+
+    Catches a kernel whose LSE is absent, zero or in another base before it corrupts a ring merge.
+    """
+    gen = torch.Generator().manual_seed(1234)
+    b, s, h, kv, d = 1, 16, 4, 2, 16
+    q, k, v, dout = (torch.randn(b, s, n, d, generator=gen).to(device=device, dtype=dtype)
+                     for n in (h, kv, kv, h))
+    scale = 1.0 / math.sqrt(d)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for causal in (False, True):
+        out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
+        ref_out, ref_lse = MathKernel().forward(q, k, v, causal=causal, scale=scale)
+        if lse.shape != ref_lse.shape or not torch.allclose(lse.float(), ref_lse, atol=tol, rtol=0):
+            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp; refusing to use it")
+        grads = kernel.backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
+        ref_grads = MathKernel().backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
+        for got, want in zip((out, *grads), (ref_out, *ref_grads)):
+            if not torch.allclose(got.float(), want.float(), atol=tol * 4, rtol=0):
+                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel; refusing to use it")

@@ -1,0 +1,129 @@
+"""Results of an attention run: per rank, and the whole run as written to result.json."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sp_planner.executor.config import RunConfig
+from sp_planner.specs.base import FrozenModel
+
+
+class CommBytes(FrozenModel):
+    """Bytes one rank sends in one forward+backward step, by collective."""
+
+    all_to_all: int = Field(ge=0)
+    p2p: int = Field(ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.all_to_all + self.p2p
+
+
+class TensorErrors(FrozenModel):
+    """Max absolute error against the fp32 reference, per tensor (or the tolerance for each)."""
+
+    out: float
+    dq: float
+    dk: float
+    dv: float
+
+    def within(self, tol: "TensorErrors") -> bool:
+        return all(getattr(self, n) <= getattr(tol, n) for n in ("out", "dq", "dk", "dv"))
+
+
+class StepTimes(FrozenModel):
+    fwd: float = Field(ge=0)
+    bwd: float = Field(ge=0)
+
+
+class GroupRanks(FrozenModel):
+    """Global ranks of this rank's Ulysses and Ring groups, as built by the device mesh."""
+
+    ulysses: tuple[int, ...]
+    ring: tuple[int, ...]
+
+
+class RankResult(FrozenModel):
+    rank: int
+    kernel: str
+    kernel_note: str | None = None
+    max_abs_err: TensorErrors
+    tolerance: TensorErrors
+    comm_bytes_measured: CommBytes
+    # seconds, median over the timed iterations (the validated step when iters == 0)
+    time_s: StepTimes
+    peak_memory_bytes: int
+    memory_method: str
+    groups: GroupRanks
+
+
+class Prediction(FrozenModel):
+    comm_bytes: CommBytes
+    time_s: float | None = None
+    memory_bytes: int | None = None
+    note: str | None = None
+
+
+class RunResult(FrozenModel):
+    passed: bool
+    failures: tuple[str, ...] = ()
+    config: RunConfig
+    kernel: str
+    kernel_note: str | None = None
+    max_abs_err: TensorErrors
+    tolerance: TensorErrors
+    comm_bytes_measured: CommBytes
+    comm_bytes_predicted: CommBytes
+    time_s: StepTimes
+    peak_memory_bytes: int
+    memory_method: str
+    predicted_time_s: float | None = None
+    predicted_memory_bytes: int | None = None
+    prediction_note: str | None = None
+    ranks: tuple[RankResult, ...]
+
+
+def _worst(values: list[TensorErrors]) -> TensorErrors:
+    return TensorErrors(**{n: max(getattr(v, n) for v in values) for n in ("out", "dq", "dk", "dv")})
+
+
+def rank_failures(rank: RankResult, predicted: CommBytes) -> list[str]:
+    """Why one rank's result fails: error above tolerance or bytes unequal to the contract."""
+    found = []
+    for name in ("out", "dq", "dk", "dv"):
+        err, tol = getattr(rank.max_abs_err, name), getattr(rank.tolerance, name)
+        if not err <= tol:
+            found.append(f"rank {rank.rank}: {name} max abs error {err:.3g} exceeds {tol:.3g}")
+    if rank.comm_bytes_measured != predicted:
+        found.append(
+            f"rank {rank.rank}: sent {rank.comm_bytes_measured.model_dump()} bytes, "
+            f"cost model predicts {predicted.model_dump()}"
+        )
+    return found
+
+
+def summarize(cfg: RunConfig, ranks: list[RankResult], prediction: Prediction) -> RunResult:
+    """One RunResult from every rank's: worst error, slowest time, largest memory."""
+    ranks = sorted(ranks, key=lambda r: r.rank)
+    failures = [f for r in ranks for f in rank_failures(r, prediction.comm_bytes)]
+    if len(ranks) != cfg.world_size:
+        failures.append(f"got results from {len(ranks)} ranks, expected {cfg.world_size}")
+    first = ranks[0]
+    return RunResult(
+        passed=not failures,
+        failures=tuple(failures),
+        config=cfg,
+        kernel=first.kernel,
+        kernel_note=first.kernel_note,
+        max_abs_err=_worst([r.max_abs_err for r in ranks]),
+        tolerance=_worst([r.tolerance for r in ranks]),
+        comm_bytes_measured=max((r.comm_bytes_measured for r in ranks), key=lambda c: c.total),
+        comm_bytes_predicted=prediction.comm_bytes,
+        time_s=StepTimes(fwd=max(r.time_s.fwd for r in ranks), bwd=max(r.time_s.bwd for r in ranks)),
+        peak_memory_bytes=max(r.peak_memory_bytes for r in ranks),
+        memory_method=first.memory_method,
+        predicted_time_s=prediction.time_s,
+        predicted_memory_bytes=prediction.memory_bytes,
+        prediction_note=prediction.note,
+        ranks=tuple(ranks),
+    )

@@ -1,0 +1,143 @@
+"""Ring attention: K/V blocks travel round the ring while the current block is computed.
+
+Forward sends K, V for R-1 steps; backward sends K, V for R-1 steps and the fp32 dK/dV
+accumulators for R steps, the last one returning them to their owner (ring-flash-attention
+`ring_flash_attn_backward`; the byte contract is sp_planner.cost.attention_comm). Each step posts
+the next transfer into a second buffer before computing, so transfer and compute overlap.
+
+Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in the order of
+sp_planner.executor.layout (contiguous, or zigzag chunks r and 2R-1-r).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from sp_planner.executor.comm import CommCounter, RingComm
+from sp_planner.executor.kernels import AttentionKernel
+from sp_planner.executor.merge import merge_partial
+from sp_planner.plan import RingLayout
+
+KV_TAG, GRAD_TAG = 0, 1
+ALL = slice(None)
+
+
+class Block(NamedTuple):
+    """Which local rows (queries) and which rows of the visiting K/V block one step attends."""
+
+    q_rows: slice
+    kv_rows: slice
+    causal: bool
+
+
+def block_for_step(step: int, rank: int, size: int, seq_local: int, *, causal: bool,
+                   layout: RingLayout) -> Block | None:
+    """The work of `step`, when this rank holds the K/V of ring rank (rank - step) mod size.
+
+    Contiguous causal: earlier ranks' blocks are full, the own block causal, later ones skipped.
+    Zigzag causal (ring-flash-attention zigzag): an earlier rank's block is seen by every query
+    through its first chunk only; a later rank's block is seen whole by the second query chunk.
+    """
+    if not causal:
+        return Block(ALL, ALL, False)
+    if step == 0:
+        return Block(ALL, ALL, True)
+    source = (rank - step) % size
+    if layout == "contiguous":
+        return Block(ALL, ALL, False) if source < rank else None
+    half = seq_local // 2
+    if source < rank:
+        return Block(ALL, slice(0, half), False)
+    return Block(slice(half, None), ALL, False)
+
+
+@dataclass(frozen=True)
+class RingSetup:
+    group: dist.ProcessGroup
+    counter: CommCounter
+    kernel: AttentionKernel
+    causal: bool
+    layout: RingLayout
+    scale: float
+
+
+def ring_forward(q, k, v, setup: RingSetup) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns out (b, s, h, d) in q's dtype and lse (b, h, s) in fp32."""
+    comm = RingComm(setup.group, setup.counter)
+    buffers = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(2)]
+    out = lse = None
+    current = (k, v)
+    for step in range(comm.size):
+        incoming = buffers[step % 2]
+        requests = comm.send_recv(list(current), list(incoming), KV_TAG) if step + 1 < comm.size else []
+        block = block_for_step(step, comm.rank, comm.size, q.shape[1], causal=setup.causal,
+                               layout=setup.layout)
+        if block is not None:
+            kb, vb = (t[:, block.kv_rows] for t in current)
+            out_b, lse_b = setup.kernel.forward(q[:, block.q_rows], kb, vb, causal=block.causal,
+                                                scale=setup.scale)
+            if out is None:  # step 0 always covers every query row
+                out, lse = out_b.float(), lse_b.float()
+            else:
+                rows = block.q_rows
+                out[:, rows], lse[:, :, rows] = merge_partial(out[:, rows], lse[:, :, rows], out_b, lse_b)
+        comm.wait(requests)
+        current = incoming
+    if not torch.isfinite(lse).all():
+        raise RuntimeError("ring attention produced a non-finite log-sum-exp")
+    return out.to(q.dtype), lse
+
+
+def ring_backward(dout, q, k, v, out, lse, setup: RingSetup):
+    """Returns dq, dk, dv in the input dtypes; accumulation is in fp32."""
+    comm = RingComm(setup.group, setup.counter)
+    kv_buffers = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(2)]
+    grad_buffers = [(torch.zeros(k.shape, dtype=torch.float32, device=k.device),
+                     torch.zeros(v.shape, dtype=torch.float32, device=v.device)) for _ in range(2)]
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    current = (k, v)
+    grad_requests: list = []
+    for step in range(comm.size):
+        incoming = kv_buffers[step % 2]
+        kv_requests = comm.send_recv(list(current), list(incoming), KV_TAG) if step + 1 < comm.size else []
+        block = block_for_step(step, comm.rank, comm.size, q.shape[1], causal=setup.causal,
+                               layout=setup.layout)
+        comm.wait(grad_requests)  # the accumulators for the block we hold have arrived
+        dk_acc, dv_acc = grad_buffers[step % 2]
+        if block is not None:
+            rows, kv_rows = block.q_rows, block.kv_rows
+            dq_b, dk_b, dv_b = setup.kernel.backward(
+                dout[:, rows], q[:, rows], current[0][:, kv_rows], current[1][:, kv_rows],
+                out[:, rows], lse[:, :, rows], causal=block.causal, scale=setup.scale)
+            dq[:, rows] += dq_b
+            dk_acc[:, kv_rows] += dk_b
+            dv_acc[:, kv_rows] += dv_b
+        if comm.size > 1:
+            grad_requests = comm.send_recv([dk_acc, dv_acc], list(grad_buffers[(step + 1) % 2]), GRAD_TAG)
+        comm.wait(kv_requests)
+        current = incoming
+    comm.wait(grad_requests)
+    # After R hops our own block's accumulators are back (with R == 1 they never left).
+    dk, dv = grad_buffers[comm.size % 2] if comm.size > 1 else grad_buffers[0]
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+class RingAttention(torch.autograd.Function):
+    """Autograd wrapper: saves q, k, v, out and the fp32 lse for the ring backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, setup: RingSetup):
+        out, lse = ring_forward(q, k, v, setup)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.setup = setup
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = ring_backward(dout.contiguous(), q, k, v, out, lse, ctx.setup)
+        return dq, dk, dv, None

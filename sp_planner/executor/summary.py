@@ -1,0 +1,57 @@
+"""Rich summary of a RunResult (torch-free)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from sp_planner.executor.result import RunResult
+from sp_planner.units import format_bytes, format_seconds, format_tokens
+
+
+def _bytes_cell(value: int) -> str:
+    return f"{value:,} ({format_bytes(value)})"
+
+
+def print_summary(result: RunResult, console: Console) -> None:
+    cfg = result.config
+    verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+    console.print(
+        f"sp-run {verdict}: ulysses {cfg.ulysses} x ring {cfg.ring} ({cfg.world_size} ranks, {cfg.device}), "
+        f"{'causal' if cfg.causal else 'full'} {cfg.ring_layout}, {cfg.dtype}, b {cfg.batch}, "
+        f"seq {format_tokens(cfg.seq_len)}, heads {cfg.heads_per_tp_rank}/kv {cfg.kv_heads_per_tp_rank} "
+        f"per TP rank (tp {cfg.tp}), head_dim {cfg.head_dim}"
+    )
+    console.print(f"kernel: {result.kernel}" + (f" [yellow]({result.kernel_note})[/yellow]"
+                                                  if result.kernel_note else ""))
+    errors = Table(title="max abs error vs fp32 reference (worst rank)")
+    for col in ("tensor", "error", "tolerance"):
+        errors.add_column(col, justify="right")
+    for name in ("out", "dq", "dk", "dv"):
+        errors.add_row(name, f"{getattr(result.max_abs_err, name):.3g}", f"{getattr(result.tolerance, name):.3g}")
+    console.print(errors)
+    comm = Table(title="bytes one rank sends per forward+backward step")
+    for col in ("collective", "measured", "predicted", "match"):
+        comm.add_column(col, justify="right")
+    measured, predicted = result.comm_bytes_measured, result.comm_bytes_predicted
+    for name, got, want in (("all-to-all", measured.all_to_all, predicted.all_to_all),
+                            ("p2p", measured.p2p, predicted.p2p),
+                            ("total", measured.total, predicted.total)):
+        comm.add_row(name, _bytes_cell(got), _bytes_cell(want), "yes" if got == want else "[red]NO[/red]")
+    console.print(comm)
+    perf = Table(title="time and memory (slowest / largest rank)")
+    for col in ("quantity", "measured", "predicted"):
+        perf.add_column(col, justify="right")
+    total_s = result.time_s.fwd + result.time_s.bwd
+    perf.add_row("forward", format_seconds(result.time_s.fwd), "")
+    perf.add_row("backward", format_seconds(result.time_s.bwd), "")
+    perf.add_row("fwd+bwd", format_seconds(total_s),
+                 format_seconds(result.predicted_time_s) if result.predicted_time_s is not None else "-")
+    perf.add_row("peak memory", format_bytes(result.peak_memory_bytes),
+                 format_bytes(result.predicted_memory_bytes) if result.predicted_memory_bytes is not None else "-")
+    console.print(perf)
+    console.print(f"memory: {result.memory_method}")
+    if result.prediction_note:
+        console.print(f"prediction: {result.prediction_note}")
+    for failure in result.failures:
+        console.print(f"[red]{failure}[/red]")

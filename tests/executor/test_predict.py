@@ -1,0 +1,47 @@
+"""The executor's prediction is the attention_comm contract; values derived by hand."""
+
+from sp_planner.executor.config import RunConfig, config_problems
+from sp_planner.executor.predict import predicted_comm_bytes
+
+
+def test_usp_gqa_bytes_by_hand():
+    # U=2, R=2, b=1, S=120, H=4, KV=1 (replicated to 2 for Ulysses), d=16, bf16.
+    cfg = RunConfig(ulysses=2, ring=2, seq_len=120, num_heads=4, num_kv_heads=1, head_dim=16,
+                    dtype="bfloat16", causal=True, ring_layout="zigzag")
+    # all-to-all: 30 local tokens x 16 x (4 + 4 + 2 + 2) heads = 5760 elements, half sent,
+    # forward and backward, 2 bytes: 2 * 2880 * 2 = 11520.
+    # ring: K block = 60 tokens x 1 head x 16 = 960 elements; fwd K,V once (R-1 = 1) in bf16 = 3840;
+    # bwd K,V once in bf16 = 3840 plus dK,dV twice (R = 2) in fp32 = 15360.
+    got = predicted_comm_bytes(cfg)
+    assert (got.all_to_all, got.p2p) == (11520, 3840 + 3840 + 15360)
+
+
+def test_tp_divides_heads_before_ulysses():
+    # tp 2: 8 heads -> 4 per TP rank, 2 KV heads -> 1, replicated to ulysses 2.
+    cfg = RunConfig(ulysses=2, ring=1, tp=2, seq_len=64, num_heads=8, num_kv_heads=2, head_dim=8)
+    assert (cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank) == (4, 1)
+    # 32 tokens x 8 x (4+4+2+2) = 3072, half sent, x2 passes, 4 bytes
+    assert predicted_comm_bytes(cfg).all_to_all == 12288
+
+
+def test_config_problems_name_the_values():
+    cfg = RunConfig(ulysses=3, ring=2, seq_len=66, num_heads=4, num_kv_heads=4, head_dim=8,
+                    ring_layout="zigzag")
+    problems = config_problems(cfg)
+    assert "heads 4 are not divisible by tp*ulysses = 1*3" in problems[0]
+    assert any("seq_len 66 is not divisible by 12" in p for p in problems)
+
+
+def test_plan_prediction_uses_one_tp_ranks_heads():
+    from sp_planner.catalog.hardware import load_hardware
+    from sp_planner.cost.attention import attention_layer_memory_bytes
+    from sp_planner.executor.predict import predict
+
+    cfg = RunConfig(ulysses=2, ring=2, tp=2, seq_len=4096, num_heads=32, num_kv_heads=8, head_dim=128,
+                    dtype="bfloat16", causal=True, ring_layout="zigzag")
+    got = predict(cfg, load_hardware("h100-sxm"), gpus_per_node=8)
+    assert got.time_s > 0
+    # 16 query heads and 4 KV heads per TP rank reach the memory model
+    assert got.memory_bytes == attention_layer_memory_bytes(
+        batch=1, seq_len=4096, num_heads=16, num_kv_heads=4, head_dim=128, ulysses=2, ring=2, elem_bytes=2)
+    assert "h100" in got.note.lower()

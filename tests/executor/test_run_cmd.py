@@ -1,0 +1,148 @@
+"""sp-run end to end through torchrun, its failure paths, and its torch-free import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sp_planner.cli.run_cmd import main
+from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.plan import ParallelPlan
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+SMALL = ["--seq-len", "48", "--heads", "4", "--head-dim", "8"]
+
+
+def _sp_run(args: list[str], tmp_path: Path, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    # TMPDIR inside tmp_path: the launcher's temporary directory (and so the ranks' command lines)
+    # mention it, which lets the stray-process check find leftovers of this run only.
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    return subprocess.run([sys.executable, "-m", "sp_planner.cli.run_cmd", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout_s, cwd=tmp_path)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, sp_planner.cli.run_cmd; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_end_to_end_usp_through_torchrun(tmp_path):
+    out = tmp_path / "result.json"
+    # USP 2x2, GQA with 1 KV head < ulysses 2 (replicated), causal zigzag, bf16, odd multiple (S = 8*5).
+    done = _sp_run(["--ulysses", "2", "--ring", "2", "--seq-len", "40", "--heads", "4", "--kv-heads", "1",
+                    "--head-dim", "8", "--causal", "--ring-layout", "zigzag", "--dtype", "bfloat16",
+                    "--iters", "1", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["passed"] is True
+    assert result["comm_bytes_measured"] == result["comm_bytes_predicted"]
+    # all-to-all: 10 tokens x 8 x (4+4+2+2) heads, half sent, x2 passes, 2 bytes = 1920;
+    # ring: K block 20 x 1 x 8 = 160; fwd 2*160*2 = 640, bwd 640 + 2*2*160*4 = 3200.
+    assert result["comm_bytes_predicted"] == {"all_to_all": 1920, "p2p": 640 + 640 + 2560}
+    assert len(result["ranks"]) == 4
+    assert "PASSED" in done.stdout
+
+
+def test_joins_an_existing_torchrun_launch(tmp_path):
+    out = tmp_path / "joined.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "sp_planner.cli.run_cmd", "--ring", "2", "--seq-len", "36", "--heads", "2", "--head-dim", "8",
+               "--causal", "--iters", "0", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    # ring 2, fp32: K block 18 x 2 x 8 = 288; fwd 2*288*4, bwd 2*288*4 + 2*2*288*4
+    assert result["passed"] and result["comm_bytes_measured"] == {"all_to_all": 0, "p2p": 2304 + 2304 + 4608}
+
+
+def test_failing_rank_is_named_and_exit_1(tmp_path):
+    done = _sp_run(["--ring", "2", *SMALL, "--debug-fail-rank", "1"], tmp_path)
+    assert done.returncode == 1
+    assert "error: rank 1 failed: RuntimeError: debug failure injected" in done.stderr
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_hung_rank_is_killed_at_the_timeout(tmp_path):
+    done = _sp_run(["--ring", "2", *SMALL, "--debug-fail-rank", "0", "--debug-fail-mode", "hang",
+                    "--timeout", "12"], tmp_path)
+    assert done.returncode == 1
+    assert "error: timed out after 12 s; rank 0: debug hang injected; rank 1: " in done.stderr
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--ulysses", "3", *SMALL], "heads 4 are not divisible by tp*ulysses = 1*3"),
+    (["--ring", "4", "--seq-len", "36", "--heads", "4", "--head-dim", "8", "--ring-layout", "zigzag"],
+     "seq_len 36 is not divisible by 8 (tp 1 x ulysses 1 x ring 4 x 2 for zigzag)"),
+    (["--ulysses", "2", *SMALL[:2], "--heads", "6", "--kv-heads", "3", "--head-dim", "8"],
+     "kv heads 3 and tp*ulysses 2 must divide one another"),
+    (["--ulysses", "2", "--ring", "2", *SMALL, "--nproc", "2"], "needs ulysses*ring = 4 ranks but --nproc 2"),
+    (["--ulysses", "2", "--heads", "4"], "give --seq-len, --head-dim"),
+    (["--ring", "2", "--seq-len", "12x", "--heads", "4", "--head-dim", "8"], "is not a token count"),
+])
+def test_bad_input_exits_2_before_launch(capsys, args, message):
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def _plan_file(tmp_path: Path, plan: ParallelPlan) -> Path:
+    from sp_planner.catalog.hardware import load_hardware
+
+    model = ModelSpec(name="tiny", hidden_size=64, intermediate_size=128, num_layers=2, num_heads=8,
+                      num_kv_heads=2, head_dim=8, vocab_size=100)
+    plan_file = PlanFile(model=model, hardware=load_hardware("h100-sxm"),
+                         workload=Workload(seq_len=256, global_batch=2), num_nodes=2, gpus_per_node=2, plan=plan)
+    path = tmp_path / "plan.json"
+    write_plan_file(path, plan_file)
+    return path
+
+
+def test_plan_larger_than_local_ranks_says_how_to_launch(tmp_path, capsys):
+    path = _plan_file(tmp_path, ParallelPlan(tp=2, ulysses=2, ring=2, dp=1))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--nproc", "2"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs ulysses*ring = 4 ranks but --nproc 2; sp-run never shrinks a plan" in err
+    assert "torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d" in err
+
+
+def test_print_launch_gives_c10d_torchrun_command(tmp_path, capsys):
+    path = _plan_file(tmp_path, ParallelPlan(tp=2, ulysses=2, ring=2))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--print-launch", "--rdzv-endpoint", "node0:29400", "--rdzv-id", "job7"])
+    assert done.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line == (f"torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
+                    f"--rdzv-id=job7 -m sp_planner.cli.run_cmd --plan {path} --device cuda --dtype bfloat16 "
+                    f"--kernel auto --iters 3")
+
+
+def test_plan_and_shape_flags_conflict(tmp_path, capsys):
+    path = _plan_file(tmp_path, ParallelPlan(ulysses=2))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--ring", "2"])
+    assert done.value.code == 2
+    assert "drop --ring or drop --plan" in capsys.readouterr().err
