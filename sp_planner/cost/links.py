@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.hardware import CollectiveEfficiency, HardwareProfile
 
 # Codes stored in the frame's link_ columns (as strings "none", "intra", "inter").
 NONE, INTRA, INTER = 0, 1, 2
@@ -35,10 +35,27 @@ def ranks_per_node(size, stride, gpus_per_node: int):
     return np.minimum(size, per_node)
 
 
-def _bw(hardware: HardwareProfile, collective: str, inter: bool) -> float:
+def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
+    """Busbw fraction of `collective` on one link class; all-to-all may depend on group size.
+
+    With `all_to_all_by_group_size` set, an all-to-all over g ranks takes the efficiency
+    interpolated linearly in log2(g) between the listed sizes and clamped outside them (numpy
+    interp); otherwise, and for every other collective, the scalar field. Vectorized over
+    `group_size`; the simulator (sp_planner.sim.flows) calls this too.
+    """
+    points = eff.all_to_all_by_group_size
+    if collective != "all_to_all" or not points:
+        return np.broadcast_to(np.float64(getattr(eff, collective)), np.shape(group_size)).copy()
+    sizes = np.log2([p.group_size for p in points])
+    values = [p.efficiency for p in points]
+    g = np.log2(np.maximum(np.asarray(group_size, dtype=np.float64), 1.0))
+    return np.interp(g, sizes, values)
+
+
+def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2):
     link = hardware.inter_node if inter else hardware.intra_node
     eff = hardware.efficiency.inter_node if inter else hardware.efficiency.intra_node
-    return link.bandwidth_bytes_per_s * getattr(eff, collective)
+    return link.bandwidth_bytes_per_s * collective_efficiency(eff, collective, group_size)
 
 
 def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
@@ -73,15 +90,18 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
     Across nodes the share (n-r)/(n-1) that leaves the node goes through this GPU's own NIC:
     NCCL all-to-all cannot aggregate NICs (sjeaugey, nccl-tests issues #130 and #267); the rest
     goes over the intra-node link at the same time. Latency: one round of concurrent sends.
+    A group-size-dependent efficiency is taken at the r members sharing a node for the
+    intra-node part and at the whole group for the network part.
     """
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
     peers = np.maximum(size - 1, 1)
-    intra_s = sent * (r - 1) / peers / _bw(hardware, "all_to_all", False)
-    net_s = sent * (size - r) / peers / _bw(hardware, "all_to_all", True)
-    t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / _bw(hardware, "all_to_all", False))
+    bw_local = _bw(hardware, "all_to_all", False, np.where(link == INTER, r, size))
+    intra_s = sent * (r - 1) / peers / bw_local
+    net_s = sent * (size - r) / peers / _bw(hardware, "all_to_all", True, size)
+    t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / bw_local)
     alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
     return np.where((link == NONE) | (sent <= 0), 0.0, t + alpha)
 

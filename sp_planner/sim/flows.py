@@ -13,7 +13,8 @@ Algorithms, as NCCL runs them for large messages:
   communication operations in MPICH", the same (n-1)/n busbw factor as nccl-tests' PERFORMANCE.md);
 - P2P (ring attention; "chain" for pipeline send/recv, no wrap-around): one flow to the successor.
 A flow's achieved rate is its max-min rate times the profile's measured efficiency (nccl-tests
-busbw over line rate) for that collective on its link class (intra- or inter-node). With no
+busbw over line rate) for that collective on its link class (intra- or inter-node; for an
+all-to-all, at the group's size where the profile lists a size-dependent figure). With no
 contention this reproduces sp_planner.cost.links, the analytic model's alpha-beta times.
 """
 
@@ -23,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
 from sp_planner.specs.base import FrozenModel
 
@@ -152,8 +154,15 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     rates, frozen_by = max_min_rates(routes, cluster.capacity_bytes_per_s)
     inter = cluster.node_of(src) != cluster.node_of(dst)
     crosses = bool(inter.any())
-    eff_intra = getattr(cluster.hardware.efficiency.intra_node, efficiency)
-    eff_inter = getattr(cluster.hardware.efficiency.inter_node, efficiency)
+    # Same efficiencies as the analytic model (cost.links.collective_efficiency): an all-to-all's
+    # group-size-dependent figure is taken at the group's members on the flow's node for
+    # intra-node flows and at the whole group for network flows.
+    local = n
+    if efficiency == "all_to_all":
+        nodes = cluster.node_of(groups)  # (num_groups, n)
+        local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
+    eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
+    eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
     flow_time = size / (rates * np.where(inter, eff_inter, eff_intra))
     valid = routes >= 0
     # Profile latencies are end to end (small-message time), so a route costs its slowest link's.

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.calibration import CalibrationData
 
 IntraNodeKind = Literal["nvlink", "pcie", "xgmi", "hccs"]
 InterNodeKind = Literal["infiniband", "roce", "ethernet"]
@@ -40,6 +41,13 @@ class LinkSpec(FrozenModel):
     latency_s: float = Field(ge=0)
 
 
+class GroupEfficiency(FrozenModel):
+    """All-to-all efficiency measured over a group of `group_size` ranks."""
+
+    group_size: int = Field(gt=1)
+    efficiency: float = Fraction
+
+
 class CollectiveEfficiency(FrozenModel):
     """Achieved bus bandwidth at large messages (nccl-tests busbw) divided by the link's line rate."""
 
@@ -48,6 +56,18 @@ class CollectiveEfficiency(FrozenModel):
     reduce_scatter: float = Fraction
     all_to_all: float = Fraction
     p2p: float = Fraction
+    # Optional: all-to-all efficiency against group size, for links whose all-to-all slows as it
+    # spans more GPUs (PCIe trees across CPU sockets). When given, an all-to-all over g ranks uses
+    # the value interpolated in log2(g), clamped at the ends, instead of `all_to_all`.
+    all_to_all_by_group_size: tuple[GroupEfficiency, ...] = ()
+
+    @field_validator("all_to_all_by_group_size")
+    @classmethod
+    def _increasing_sizes(cls, points: tuple[GroupEfficiency, ...]) -> tuple[GroupEfficiency, ...]:
+        sizes = [p.group_size for p in points]
+        if sizes != sorted(set(sizes)):
+            raise ValueError(f"all_to_all_by_group_size needs strictly increasing group sizes, got {sizes}")
+        return points
 
 
 class CurvePoint(FrozenModel):
@@ -100,6 +120,8 @@ class HardwareProfile(FrozenModel):
     fabric: FabricSpec = FabricSpec()
     measured_on: str | None = Field(default=None, description="date of calibration, if measured")
     sources: dict[str, str] = Field(default_factory=dict)
+    # Raw fits and curves behind a calibrated profile's figures (sp-calibrate); None for spec sheets.
+    calibration: CalibrationData | None = None
 
     @field_validator("intra_node")
     @classmethod

@@ -8,10 +8,12 @@ from sp_planner.cost.links import (
     INTRA,
     NONE,
     all_to_all_time_s,
+    collective_efficiency,
     group_link,
     p2p_time_s,
     ring_collective_time_s,
 )
+from sp_planner.specs.hardware import CollectiveEfficiency, GroupEfficiency
 
 
 def test_group_link():
@@ -55,3 +57,40 @@ def test_latency_counts_ring_steps(hardware):
     assert ring_collective_time_s(slow, "all_reduce", 6e6, 4, 1, 4) == pytest.approx(6e6 / 100e9 + 6e-5)
     assert all_to_all_time_s(slow, 3e6, 4, 1, 4) == pytest.approx(3e6 / 100e9 + 1e-5)
     assert np.all(ring_collective_time_s(slow, "all_gather", np.array([5e6]), 1, 1, 4) == 0.0)
+
+
+def _by_group_size(hardware, points):
+    intra = hardware.efficiency.intra_node.model_copy(update={"all_to_all_by_group_size": points})
+    return hardware.model_copy(update={"efficiency": hardware.efficiency.model_copy(update={"intra_node": intra})})
+
+
+POINTS = (GroupEfficiency(group_size=2, efficiency=0.8), GroupEfficiency(group_size=8, efficiency=0.2))
+
+
+def test_all_to_all_efficiency_interpolates_in_log2_of_group_size_and_clamps():
+    eff = CollectiveEfficiency(all_reduce=0.5, all_gather=0.5, reduce_scatter=0.5, all_to_all=0.5, p2p=0.5,
+                               all_to_all_by_group_size=POINTS)
+    # log2: 2 -> 1, 4 -> 2, 8 -> 3; 4 lies half way: (0.8 + 0.2) / 2.
+    assert collective_efficiency(eff, "all_to_all", np.array([2, 4, 8])) == pytest.approx([0.8, 0.5, 0.2])
+    assert collective_efficiency(eff, "all_to_all", np.array([1, 16])) == pytest.approx([0.8, 0.2])
+    assert collective_efficiency(eff, "all_gather", np.array([2, 8])) == pytest.approx([0.5, 0.5])
+    plain = eff.model_copy(update={"all_to_all_by_group_size": ()})
+    assert collective_efficiency(plain, "all_to_all", np.array([2, 8])) == pytest.approx([0.5, 0.5])
+
+
+def test_all_to_all_time_uses_the_group_size_efficiency(hardware):
+    pcie = _by_group_size(hardware, POINTS)
+    sent = np.array([1e9, 1e9, 1e9])
+    t = all_to_all_time_s(pcie, sent, np.array([2, 4, 8]), 1, 8)
+    assert t == pytest.approx([1e9 / (0.8 * 100e9), 1e9 / (0.5 * 100e9), 1e9 / (0.2 * 100e9)])
+    # Across nodes (8 ranks, 4 per node): the intra-node part takes the efficiency of 4 ranks.
+    t_inter = all_to_all_time_s(pcie, 7e9, 8, 1, 4)
+    assert t_inter == pytest.approx(max(3e9 / (0.5 * 100e9), 4e9 / 10e9))
+
+
+def test_group_sizes_must_increase():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CollectiveEfficiency(all_reduce=1, all_gather=1, reduce_scatter=1, all_to_all=1, p2p=1,
+                             all_to_all_by_group_size=POINTS[::-1])
+    with pytest.raises(ValueError):
+        GroupEfficiency(group_size=1, efficiency=0.5)

@@ -70,3 +70,21 @@ def test_hierarchical_ring_matches_the_analytic_split():
     result = run_phase(cluster, "ag", np.arange(16)[None, :], sent, "ring", "all_gather")
     buffer = 8 * GB
     assert result.duration_s == pytest.approx(max(sent / (400 * GB), buffer / 2 / 8 / (50 * GB)))
+
+
+def test_all_to_all_takes_the_group_size_efficiency_like_the_cost_model():
+    # PCIe node of 8 with all-to-all efficiency 0.8 at 2 ranks and 0.2 at 8 (0.5 at 4, log2
+    # interpolation): one group of g ranks takes nbytes / (line rate x efficiency(g)).
+    from sp_planner.cost.links import all_to_all_time_s
+    from sp_planner.specs.hardware import GroupEfficiency
+
+    hw = toy_hardware(intra_kind="pcie", intra_bw=32 * GB)
+    points = (GroupEfficiency(group_size=2, efficiency=0.8), GroupEfficiency(group_size=8, efficiency=0.2))
+    intra = hw.efficiency.intra_node.model_copy(update={"all_to_all_by_group_size": points})
+    hw = hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update={"intra_node": intra})})
+    cluster = build_cluster(hw, 1)
+    nbytes = 1 * GB
+    for g, eff in ((2, 0.8), (4, 0.5), (8, 0.2)):
+        result = run_phase(cluster, "a2a", np.arange(g)[None, :], nbytes, "all_to_all", "all_to_all")
+        assert result.duration_s == pytest.approx(nbytes / (32 * GB * eff))
+        assert result.duration_s == pytest.approx(float(all_to_all_time_s(hw, nbytes, g, 1, 8)))
