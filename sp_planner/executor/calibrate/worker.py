@@ -27,13 +27,15 @@ def _environment(schedule: CalibrationSchedule, device) -> Environment:
     import torch
 
     if device.type == "cuda":
-        free_b, total_b = torch.cuda.mem_get_info(device)
         torch.cuda.empty_cache()
         # After every communicator exists: what the CUDA context and NCCL hold outside the allocator.
+        free_b, total_b = torch.cuda.mem_get_info(device)
         reserved = total_b - free_b - torch.cuda.memory_reserved(device)
+        nccl = torch.cuda.nccl.version()  # a tuple in recent torch, an int in old releases
+        nccl_version = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
         return Environment(
             device_name=torch.cuda.get_device_name(device), backend="nccl", dtype=schedule.dtype,
-            torch_version=torch.__version__, nccl_version=".".join(map(str, torch.cuda.nccl.version())),
+            torch_version=torch.__version__, nccl_version=nccl_version,
             world_size=schedule.world_size, ranks_per_node=schedule.ranks_per_node,
             devices_per_node=torch.cuda.device_count(), device_memory_bytes=float(total_b),
             runtime_reserved_bytes=float(max(reserved, 0)))

@@ -1,0 +1,183 @@
+"""`sp-calibrate`: time collectives and kernels on this machine (or cluster), fit alpha-beta and
+efficiency curves, and write a hardware profile that `sp-plan --hardware FILE` uses.
+
+Importable without torch: torch is imported only inside the launched ranks (sp_planner.executor),
+or, under an existing torchrun/SLURM launch, once this process has become a rank.
+Exit codes: 0 profile written; 1 a rank failed or hung; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from sp_planner.calibration import (
+    Measurements,
+    build_profile,
+    build_schedule,
+    builtin_for_device,
+    calibration_data,
+    read_measurements,
+    write_measurements,
+    write_profile,
+)
+from sp_planner.calibration.summary import print_summary
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cli.common import run_app
+from sp_planner.errors import UserInputError
+from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
+from sp_planner.specs.hardware import HardwareProfile
+
+EXIT_FAILED = 1
+WORKER_MODULE = "sp_planner.executor.calibrate.worker"
+MEASUREMENTS_FILE = "measurements.json"  # = executor.calibrate.worker.MEASUREMENTS_FILE (that module imports torch)
+EPILOG = """\
+[bold]Examples[/bold]
+
+  sp-calibrate --device cpu --nproc-per-node 2 --quick --out cpu.yaml
+
+  sp-calibrate --device cuda --out my-cluster.yaml --save-measurements raw.json
+
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HEAD:29500 \\
+    -m sp_planner.cli.calibrate_cmd --device cuda --out my-cluster.yaml   [on every node]
+
+  sp-calibrate --measurements raw.json --base H100-SXM --out refit.yaml
+
+Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
+"""
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+
+
+def _joined_launch() -> bool:
+    """True under torchrun/SLURM (RANK and WORLD_SIZE set, or a multi-task srun), as sp-run decides."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return True
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
+def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
+    """(world size, ranks per node) of the launch this process joined."""
+    world = int(os.environ.get("WORLD_SIZE") or os.environ["SLURM_NTASKS"])
+    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE", "")
+    match = re.match(r"\d+", per_node)  # SLURM writes e.g. "8(x2)"
+    return world, int(match.group()) if match else (nproc_per_node or world)
+
+
+def _local_gpus() -> int:
+    import torch  # lazily: only once a local CUDA calibration is asked for
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
+    with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp:
+        result_dir = Path(tmp)
+        schedule_path = result_dir / "schedule.json"
+        schedule_path.write_text(schedule.model_dump_json())
+        spec = LaunchSpec(nproc_per_node=schedule.world_size, rdzv_id="sp-calibrate")
+        command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
+                   "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
+        outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s)
+        if outcome.failure is not None:
+            sys.stderr.write(f"error: {outcome.failure}\n")
+            return None
+        return read_measurements(result_dir / MEASUREMENTS_FILE)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "device"
+
+
+@app.command(epilog=EPILOG)
+def calibrate(
+    *,
+    out: Annotated[Path, typer.Option(help="Write the hardware profile here (.yaml).")],
+    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = Device.cpu,
+    nproc_per_node: Annotated[Optional[int], typer.Option(
+        min=1, show_default="the GPU count with cuda, 2 with cpu", help="Local ranks.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes, lengths and iterations.")] = False,
+    base: Annotated[Optional[str], typer.Option(
+        show_default="the built-in profile matching the GPU",
+        help="Built-in profile (or .yaml) for figures not measured and for the comparison.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        show_default="Llama-3-8B's on GPUs", help="Time this model's layer GEMMs at its head_dim.")] = None,
+    name: Annotated[Optional[str], typer.Option(show_default="device and date", help="Profile name.")] = None,
+    measurements: Annotated[Optional[Path], typer.Option(
+        help="Build the profile from measurements saved earlier instead of measuring.")] = None,
+    save_measurements: Annotated[Optional[Path], typer.Option(help="Also keep the raw measurements (JSON).")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung calibration is killed.")] = 600,
+) -> int:
+    """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
+    base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
+    if measurements is not None:
+        raw = read_measurements(measurements)
+    else:
+        model_spec = load_model(model) if model is not None else None
+        joined = _joined_launch()
+        if joined:
+            world, per_node = _joined_shape(nproc_per_node)
+        else:
+            gpus = _local_gpus() if device is Device.cuda else None
+            if gpus == 0:
+                raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
+            world = per_node = nproc_per_node or gpus or 2
+            if world == 1 and device is Device.cpu and base_profile is None:
+                raise UserInputError("one CPU rank times no collective and no built-in profile describes a CPU; "
+                                     "launch 2+ ranks (--nproc-per-node 2) or pass --base NAME")
+            if gpus is not None and world > gpus:
+                raise UserInputError(f"--nproc-per-node {world} exceeds the {gpus} CUDA devices here")
+        schedule = build_schedule(device=device.value, quick=quick, world_size=world, ranks_per_node=per_node,
+                                  model=model_spec)
+        if joined:
+            from sp_planner.executor.calibrate.worker import run_calibration  # imports torch
+
+            raw = run_calibration(schedule, None, timeout)
+            if raw is None:  # not rank 0: rank 0 writes the profile
+                return 0
+        else:
+            raw = _measure_locally(schedule, timeout)
+            if raw is None:
+                return EXIT_FAILED
+    if save_measurements is not None:
+        write_measurements(save_measurements, raw)
+    data = calibration_data(raw)
+    matched = builtin_for_device(data.environment.device_name)
+    if base_profile is None and matched is not None:
+        base_profile = load_hardware(matched)
+    date = datetime.date.today().isoformat()
+    result = build_profile(data, base=base_profile, date=date,
+                           name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
+    for line in result.warnings:
+        sys.stderr.write(f"warning: {line}\n")
+    write_profile(out, result.profile)
+    console = Console()
+    print_summary(data, base_profile, console)
+    console.print(f"Wrote {out}. Plan with it: sp-plan --hardware {out} --model ... --nodes ... --seq-len ...",
+                  markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv, prog_name="sp-calibrate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""sp-calibrate end to end on 3 gloo ranks (one shared run), refits from saved measurements, and
+the exit-2 paths. The whole module launches torchrun once."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sp_planner.calibration.schedule import message_sizes
+from sp_planner.catalog import load_hardware
+from sp_planner.cli import calibrate_cmd, plan_cmd
+from sp_planner.specs.calibration import COLLECTIVES
+
+TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+              "intermediate_size": 688, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 4096}
+
+
+def _main(module, *args) -> tuple[int, str, str]:
+    """A CLI's main() as its console script calls it, stdout and stderr captured apart."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _mixed):
+        try:
+            module.main([str(a) for a in args])
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return code, out.getvalue().decode(), err.getvalue().decode()
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `sp-calibrate --device cpu --nproc-per-node 3 --quick` (3 ranks: group sizes 2 and 3,
+    an awkward one, and a rank that sits out the 2-rank group)."""
+    tmp = tmp_path_factory.mktemp("calibrate")
+    out, raw = tmp / "cpu.yaml", tmp / "raw.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "sp_planner.cli.calibrate_cmd", "--device", "cpu", "--nproc-per-node", "3",
+         "--quick", "--out", str(out), "--save-measurements", str(raw)],
+        capture_output=True, text=True, timeout=120, cwd=tmp, env=dict(os.environ, TMPDIR=str(tmp)))
+    return done, out, raw, tmp
+
+
+def test_quick_run_writes_a_profile_that_loads(quick_run):
+    done, out, _, _ = quick_run
+    assert done.returncode == 0, done.stderr
+    profile = load_hardware(str(out))
+    assert profile.measured_on == datetime.date.today().isoformat()
+    env = profile.calibration.environment
+    assert (env.backend, env.world_size, env.ranks_per_node, env.dtype) == ("gloo", 3, 3, "float32")
+    assert "No built-in profile matches 'cpu" in done.stdout and "Collectives" in done.stdout
+    assert "warning: no built-in profile matches" in done.stderr
+
+
+def test_fitted_bandwidths_are_positive_and_finite(quick_run):
+    profile = load_hardware(str(quick_run[1]))
+    fits = profile.calibration.collectives
+    assert sorted((f.collective, f.group_size) for f in fits) == sorted(
+        (c, n) for c in COLLECTIVES for n in (2, 3))
+    for fit in fits:
+        assert 0 < fit.busbw_bytes_per_s < 1e12 and math.isfinite(fit.busbw_bytes_per_s)  # loopback, not 1 TB/s
+        assert 0 <= fit.alpha_s < 1.0
+        # sizes are the quick CPU sizes, rounded down to whole float32 elements per rank
+        sizes = [p.size_bytes for p in fit.points]
+        assert all(0 <= want - got < 4 * fit.group_size for got, want in zip(sizes, message_sizes("cpu", True)))
+        assert all(0 < p.time_s < 10 for p in fit.points)
+    assert 0 < profile.intra_node.bandwidth_bytes_per_s < 1e12
+
+
+def test_compute_curves_are_measured(quick_run):
+    profile = load_hardware(str(quick_run[1]))
+    assert [p.tokens for p in profile.efficiency.attention_fwd] == [128, 256, 512]
+    assert [p.tokens for p in profile.efficiency.attention_bwd] == [128, 256, 512]
+    curves = profile.calibration.attention
+    assert sorted((c.direction, c.causal) for c in curves) == [("bwd", False), ("bwd", True), ("fwd", False),
+                                                                ("fwd", True)]
+    assert [g.name for g in profile.calibration.gemm] == ["qkv", "attn_out", "mlp_up", "mlp_down"]
+    assert profile.calibration.copy_bytes_per_s > 0
+
+
+def test_sp_plan_accepts_the_profile(quick_run):
+    _, out, _, tmp = quick_run
+    config = tmp / "tiny" / "config.json"
+    config.parent.mkdir(exist_ok=True)
+    config.write_text(json.dumps(TINY_LLAMA))
+    code, stdout, stderr = _main(plan_cmd, "--model", config, "--hardware", out, "--nodes", "1", "--seq-len", "1k",
+                                 "--top", "1", "--format", "json")
+    assert code == 0, stderr
+    best = json.loads(stdout)["plans"][0]
+    assert best["fits"] and 0 < best["step_time_s"] < math.inf
+
+
+def test_refit_from_saved_measurements_against_a_base(quick_run, tmp_path):
+    _, out, raw, _ = quick_run
+    refit = tmp_path / "refit.yaml"
+    code, stdout, stderr = _main(calibrate_cmd, "--measurements", raw, "--base", "H100-SXM", "--out", refit,
+                                 "--name", "cpu-vs-h100")
+    assert code == 0, stderr
+    profile = load_hardware(str(refit))
+    assert profile.name == "cpu-vs-h100" and profile.peak_bf16_flops == 989e12
+    assert profile.intra_node.bandwidth_bytes_per_s == 450e9  # H100's NVLink line rate; efficiencies tiny
+    assert profile.calibration == load_hardware(str(out)).calibration
+    assert "H100-SXM predicts" in stdout
+    assert "warning: inter_node: no inter-node collective was measured; using H100-SXM's" in stderr
+
+
+def test_missing_curve_needs_a_base(quick_run, tmp_path):
+    data = json.loads(quick_run[2].read_text())
+    data["attention"] = [a for a in data["attention"] if a["direction"] == "fwd"]
+    raw = tmp_path / "no-bwd.json"
+    raw.write_text(json.dumps(data))
+    code, _, stderr = _main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "x.yaml")
+    assert code == 2
+    assert stderr == ("error: efficiency.attention_bwd: no full-mask attention bwd curve was measured and there "
+                      "is no base profile to take it from; pass --base NAME (a built-in profile of a similar "
+                      "machine)\n")
+    code, _, stderr = _main(calibrate_cmd, "--measurements", raw, "--base", "A100", "--out", tmp_path / "x.yaml")
+    assert code == 0
+    assert "warning: efficiency.attention_bwd: no full-mask attention bwd curve was measured; using A100-80GB's" \
+           in stderr
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, sp_planner.cli.calibrate_cmd; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def _raw_with(tmp_path: Path, make_measurements, value) -> Path:
+    data = make_measurements().model_dump(mode="json")
+    data["attention"][0]["time_s"] = value
+    path = tmp_path / "raw.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "p.json"], "--out p.json must end in .yaml or .yml"),
+    (["--out", "p.yaml", "--base", "H1000"], "unknown hardware 'H1000'"),
+    (["--out", "p.yaml", "--base", "corrupt.yaml"], "hardware profile file corrupt.yaml is malformed"),
+    (["--out", "p.yaml", "--nproc-per-node", "0"], "Invalid value for '--nproc-per-node'"),
+    (["--out", "p.yaml", "--measurements", "nan"], "attention.0.time_s: Input should be a finite number"),
+    (["--out", "p.yaml", "--measurements", "negative"], "attention.0.time_s: Input should be greater than 0"),
+    (["--device", "cpu"], "Missing option '--out'"),
+    (["--out", "p.yaml", "--nproc-per-node", "1"], "one CPU rank times no collective"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch, make_measurements):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corrupt.yaml").write_text("name: H100\npeak_bf16_flops: [989e12\n")
+    args = [str(_raw_with(tmp_path, make_measurements, {"nan": math.nan, "negative": -1e-3}[a]))
+            if a in ("nan", "negative") else a for a in args]
+    code, stdout, stderr = _main(calibrate_cmd, *args)
+    assert code == 2
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr, stderr
+    assert not (tmp_path / "p.yaml").exists()

@@ -1,0 +1,44 @@
+"""Reading raw measurements: negative, NaN and infinite values are refused with one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sp_planner.calibration.measurements import read_measurements, write_measurements
+from sp_planner.errors import UserInputError
+
+
+def test_round_trip(make_measurements, tmp_path):
+    path = tmp_path / "raw.json"
+    measurements = make_measurements()
+    write_measurements(path, measurements)
+    assert read_measurements(path) == measurements
+
+
+@pytest.mark.parametrize("value, message", [
+    (-2e-3, "collectives.3.time_s: Input should be greater than 0"),
+    (float("nan"), "collectives.3.time_s: Input should be a finite number"),
+    (float("inf"), "collectives.3.time_s: Input should be a finite number"),
+])
+def test_bad_times_are_rejected(make_measurements, tmp_path, value, message):
+    data = make_measurements().model_dump(mode="json")
+    data["collectives"][3]["time_s"] = value
+    path = tmp_path / "raw.json"
+    path.write_text(json.dumps(data))  # json writes NaN / Infinity literals, as a careless tool would
+    with pytest.raises(UserInputError) as err:
+        read_measurements(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_negative_sizes_and_unknown_collectives_are_rejected(make_measurements, tmp_path):
+    data = make_measurements().model_dump(mode="json")
+    data["gemm"][0]["m"] = -4096
+    data["collectives"][0]["collective"] = "broadcast"
+    path = tmp_path / "raw.yaml"
+    path.write_text(json.dumps(data))  # YAML is a superset of JSON
+    with pytest.raises(UserInputError, match=r"collectives.0.collective: Input should be 'all_reduce'.*"
+                                             r"gemm.0.m: Input should be greater than 0"):
+        read_measurements(path)
