@@ -28,5 +28,10 @@ plan: $(VENV)/.base
 test: $(VENV)/.full
 	$(PY) -m pytest -q
 
+# Regenerates the example report in reports/ from the README's example (tests/report/test_example.py).
+.PHONY: report
+report: $(VENV)/.base
+	$(VENV)/bin/sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k --report reports/example
+
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,56 @@
+"""How long a report takes, search excluded: the whole write_report and its parts, 16 .. 4096 GPUs.
+
+Run: .venv/bin/python benchmarks/report_speed.py   (target: 4096 GPUs in under 10 s)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.present.summary import build_summary
+from sp_planner.report import plots, plots_space, write_report
+from sp_planner.report.csv import write_plans_csv
+from sp_planner.search import search
+from sp_planner.specs import Workload
+
+CLUSTERS = [(2, 8), (64, 8), (512, 8)]
+
+
+def timed(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    model, hardware = load_model("Llama-3-70B"), load_hardware("H100-SXM")
+    print(f"{'GPUs':>6} {'candidates':>11} {'search':>7} {'report':>7} | {'csv':>6} {'heatmap':>7} "
+          f"{'pareto':>7} {'memory':>7} {'comm':>6}  (seconds)")
+    for nodes, per_node in CLUSTERS:
+        gpus = nodes * per_node
+        workload = Workload(seq_len=1024 * 1024, global_batch=gpus)
+        start = time.perf_counter()
+        result = search(model, hardware, workload, num_nodes=nodes, gpus_per_node=per_node)
+        searched = time.perf_counter() - start
+        summary = build_summary(model=model, hardware=hardware, workload=workload, num_nodes=nodes,
+                                gpus_per_node=per_node, result=result)
+        top = list(result.ranked[:10])
+        with tempfile.TemporaryDirectory() as tmp:
+            total = timed(lambda: write_report(
+                Path(tmp) / "report", model=model, hardware=hardware, workload=workload, num_nodes=nodes,
+                gpus_per_node=per_node, result=result, summary=summary))
+            csv = timed(lambda: write_plans_csv(Path(tmp) / "plans.csv", result.frame))
+        heatmap = timed(lambda: plots_space.heatmap_svg(result.frame))
+        pareto = timed(lambda: plots_space.pareto_svg(result.frame, hbm_bytes=hardware.hbm_bytes,
+                                                      chosen_index=None))
+        memory = timed(lambda: plots.memory_bars_svg(top, hbm_bytes=hardware.hbm_bytes))
+        comm = timed(lambda: plots.comm_bars_svg(top, intra_kind="nvlink", inter_kind="infiniband"))
+        print(f"{gpus:>6} {result.candidates_evaluated:>11} {searched:>7.2f} {total:>7.2f} | {csv:>6.2f} "
+              f"{heatmap:>7.2f} {pareto:>7.2f} {memory:>7.2f} {comm:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""plans.csv: every candidate the search evaluated, one row each, in a documented column order.
+
+The columns are the search frame's (see sp_planner.estimate), renamed only where the frame's
+name lacks its unit (comm_<kind> -> comm_<kind>_bytes), plus `rank` and `cp`. README.md
+("Reports") documents every column; `CSV_COLUMNS` is the single list both follow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, TimeBreakdown
+from sp_planner.plan import ParallelPlan
+from sp_planner.report.labels import reason_key
+
+PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
+MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)
+TIME_COLUMNS: tuple[str, ...] = tuple(f"time_{name}" for name in TimeBreakdown.model_fields)
+COMM_KINDS: tuple[str, ...] = tuple(CommBytes.model_fields)
+LINK_COLUMNS: tuple[str, ...] = tuple(f"link_{name}" for name in CommLinks.model_fields)
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "rank",
+    *PLAN_COLUMNS,
+    "cp",
+    "world_size",
+    "fits",
+    "reason",
+    "memory_peak_bytes",
+    "step_time_s",
+    "tokens_per_s",
+    "model_tflops_per_gpu",
+    "hardware_tflops_per_gpu",
+    "mfu",
+    "hardware_mfu",
+    *(f"comm_{kind}_bytes" for kind in COMM_KINDS),
+    *LINK_COLUMNS,
+    *MEMORY_COLUMNS,
+    *TIME_COLUMNS,
+)
+
+
+def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The search frame as plans.csv lays it out.
+
+    Rows: plans that fit, fastest first (`rank` 1, 2, ...), then the rest in the frame's order
+    with an empty `rank`. A plan that breaks a hard rule (any reason but 'oom') cannot run, so its
+    metrics, bytes and links are left empty rather than printed as if they meant something.
+    """
+    table = frame.rename(columns={f"comm_{kind}": f"comm_{kind}_bytes" for kind in COMM_KINDS})
+    missing = [c for c in CSV_COLUMNS if c not in table.columns and c not in ("rank", "cp", "world_size")]
+    if missing:
+        raise ValueError(f"search frame lacks the columns {missing}")
+    table = table.assign(
+        cp=table["ulysses"] * table["ring"],
+        world_size=table["dp"] * table["pp"] * table["tp"] * table["ulysses"] * table["ring"],
+    )
+    fits = table["fits"].astype(bool)
+    fitting = table[fits].sort_values("step_time_s", kind="stable")
+    fitting = fitting.assign(rank=pd.array(range(1, len(fitting) + 1), dtype="Int64"))
+    rest = table[~fits].assign(rank=pd.array([None] * int((~fits).sum()), dtype="Int64"))
+    ordered = pd.concat([fitting, rest], ignore_index=True)
+    ordered["reason"] = ordered["reason"].fillna("")
+    ordered = ordered.loc[:, list(CSV_COLUMNS)]
+    broken = (~ordered["fits"].astype(bool)) & (ordered["reason"].map(reason_key) != "oom")
+    for name in CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):]:
+        column = ordered[name]
+        if pd.api.types.is_integer_dtype(column.dtype):
+            column = column.astype("Int64")  # nullable, so that the emptied rows keep the rest as ints
+        ordered[name] = column.mask(broken)
+    return ordered
+
+
+def write_plans_csv(path: Path, frame: pd.DataFrame) -> None:
+    # Full float precision: the CSV is for analysis, the HTML rounds for reading.
+    plans_table(frame).to_csv(path, index=False)

@@ -1,0 +1,58 @@
+"""sp-report's work: a report for the question of a plan file, with optional sp-run results.
+
+The search is run again for the plan file's question (model, hardware, workload, cluster) so the
+figures cover the whole space; the plan file's plan is the one the report recommends, estimated
+by this search (the file's stored estimate may come from an older cost model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from sp_planner.errors import UserInputError
+from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.planfile import PlanFile, read_plan_file
+from sp_planner.present.advice import suggest_fits
+from sp_planner.present.summary import build_summary
+from sp_planner.report.runs import read_run_record
+from sp_planner.report.writer import check_report_target, write_report
+from sp_planner.search import Pins, evaluate, search
+
+
+def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), out_dir: Path,
+                          top_k: int = 10) -> Path:
+    """Read the plan file and run results, search again, write the report; return index.html's path."""
+    check_report_target(Path(out_dir))
+    plan_file = read_plan_file(plan_path)
+    # Read every input before the (slower) search, so a bad --run fails at once.
+    runs = [read_run_record(path) for path in run_paths]
+    question = dict(num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node)
+    result = search(plan_file.model, plan_file.hardware, plan_file.workload, **question, top_k=top_k)
+    fits = bool(result.ranked) and result.ranked[0].fits
+    # As sp-plan does, so that summary.json is the document `sp-plan --format json` prints.
+    suggestions = () if fits else suggest_fits(plan_file.model, plan_file.hardware, plan_file.workload,
+                                               **question, pins=Pins())
+    summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
+                            **question, result=result, top_k=top_k, suggestions=suggestions)
+    return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
+                        workload=plan_file.workload, **question, result=result, summary=summary, runs=runs,
+                        framework=plan_file.framework, chosen=chosen_estimate(plan_file, result))
+
+
+def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:
+    """The plan file's plan as this search estimates it (evaluated alone if the search skipped it)."""
+    frame = result.frame
+    mask = pd.Series(True, index=frame.index)
+    for name, value in plan_file.plan.model_dump().items():
+        mask &= frame[name] == value
+    rows = frame[mask]
+    if len(rows):
+        return PlanEstimate.from_row(rows.iloc[0])
+    try:
+        return evaluate(plan_file.model, plan_file.hardware, plan_file.workload, plan_file.plan,
+                        num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node)
+    except ValueError as err:
+        raise UserInputError(f"the plan file's plan cannot be evaluated: {err}") from None

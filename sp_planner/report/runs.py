@@ -1,0 +1,123 @@
+"""sp-run results as the report reads them, and their predicted-against-measured comparison.
+
+result.json is read as plain JSON into `RunRecord`, a small model of the documented fields of
+sp_planner.executor.result.RunResult: importing the executor would pull in torch, which the
+planner and the report must run without. Other fields are ignored, so the report keeps reading
+results that later versions extend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from pydantic import ConfigDict, Field
+
+from sp_planner.fileio import read_structured, validate_as
+from sp_planner.specs.base import FrozenModel
+
+
+class _View(FrozenModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class RunConfigView(_View):
+    ulysses: int = Field(ge=1)
+    ring: int = Field(ge=1)
+    tp: int = Field(default=1, ge=1)
+    batch: int = Field(default=1, ge=1)
+    seq_len: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    causal: bool = False
+    dtype: str
+    device: str
+
+
+class TensorErrorsView(_View):
+    out: float
+    dq: float
+    dk: float
+    dv: float
+
+
+class CommBytesView(_View):
+    all_to_all: int = Field(ge=0)
+    p2p: int = Field(ge=0)
+
+
+class StepTimesView(_View):
+    fwd: float = Field(ge=0)
+    bwd: float = Field(ge=0)
+
+
+class RunRecord(_View):
+    """One attention run (sp-run's result.json): correctness, bytes, time and memory."""
+
+    source: str = ""  # the file it was read from, for the report's table
+    passed: bool
+    failures: tuple[str, ...] = ()
+    config: RunConfigView
+    kernel: str
+    max_abs_err: TensorErrorsView
+    tolerance: TensorErrorsView
+    comm_bytes_measured: CommBytesView
+    comm_bytes_predicted: CommBytesView
+    # seconds per attention forward and backward (median of the timed iterations)
+    time_s: StepTimesView
+    peak_memory_bytes: int = Field(ge=0)
+    predicted_time_s: float | None = None
+    predicted_memory_bytes: int | None = None
+    prediction_note: str | None = None
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        return f"u{c.ulysses} r{c.ring} tp{c.tp} S={c.seq_len} {c.dtype} {c.device}"
+
+
+def read_run_record(path: Path) -> RunRecord:
+    """Read one sp-run result.json; a missing or malformed file is one UserInputError line."""
+    path = Path(path)
+    data = read_structured(path, what="run result")
+    if isinstance(data, dict):
+        data = {**data, "source": path.name}
+    return validate_as(RunRecord, data, what="run result", path=path)
+
+
+class Comparison(FrozenModel):
+    """One predicted-against-measured quantity of one run."""
+
+    run: int  # 1-based position among the runs given
+    quantity: str
+    unit: str
+    predicted: float
+    measured: float
+
+    @property
+    def error_percent(self) -> float | None:
+        """(measured - predicted) / predicted in percent; None when nothing was predicted (0)."""
+        if self.predicted == 0:
+            return 0.0 if self.measured == 0 else None
+        return 100.0 * (self.measured - self.predicted) / self.predicted
+
+
+def compare_runs(runs: list[RunRecord] | tuple[RunRecord, ...]) -> list[Comparison]:
+    """Every quantity a run both predicted and measured: bytes always, time and memory when given."""
+    rows: list[Comparison] = []
+    for number, run in enumerate(runs, start=1):
+        measured, predicted = run.comm_bytes_measured, run.comm_bytes_predicted
+        rows.append(Comparison(run=number, quantity="all-to-all bytes sent per rank", unit="bytes",
+                               predicted=predicted.all_to_all, measured=measured.all_to_all))
+        rows.append(Comparison(run=number, quantity="ring P2P bytes sent per rank", unit="bytes",
+                               predicted=predicted.p2p, measured=measured.p2p))
+        if run.predicted_time_s is not None and math.isfinite(run.predicted_time_s):
+            rows.append(Comparison(run=number, quantity="attention fwd+bwd time", unit="s",
+                                   predicted=run.predicted_time_s,
+                                   measured=run.time_s.fwd + run.time_s.bwd))
+        if run.predicted_memory_bytes is not None:
+            rows.append(Comparison(run=number, quantity="peak memory per rank", unit="bytes",
+                                   predicted=run.predicted_memory_bytes, measured=run.peak_memory_bytes))
+    return rows
+

@@ -1,0 +1,230 @@
+"""The sections of index.html, each a pure function of the question and the search result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
+from sp_planner.present.expressible import best_expressible
+from sp_planner.present.why import describe_plan, why_this_plan
+from sp_planner.report import plots, plots_space
+from sp_planner.report.assumptions import CONVENTIONS, profile_rows
+from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
+from sp_planner.report.labels import COMM_LABELS, plan_label, reason_key
+from sp_planner.report.runs import RunRecord, compare_runs
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import format_bytes, format_seconds, format_tokens
+
+
+def question_section(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
+                     gpus_per_node: int, result: SearchResult) -> Raw:
+    world = num_nodes * gpus_per_node
+    pruned = ", ".join(f"{rule} {count:,}" for rule, count in sorted(result.prune_counts.items())) or "none"
+    return section("question", "The question", facts([
+        ("model", f"{model.name}: {model.num_params / 1e9:,.2f} B parameters, {model.num_layers} layers, "
+                  f"hidden {model.hidden_size}, {model.num_heads} heads ({model.num_kv_heads} KV), "
+                  f"head dim {model.head_dim}, vocabulary {model.vocab_size:,}"
+                  + (f", MoE {model.moe.num_experts} experts top-{model.moe.top_k}" if model.moe else "")),
+        ("hardware", f"{hardware.name}" + (f": {hardware.description}" if hardware.description else "")),
+        ("cluster", f"{num_nodes} node{'s' if num_nodes != 1 else ''} x {gpus_per_node} GPUs = {world:,} GPUs; "
+                    f"{hardware.intra_node.kind} inside a node, {hardware.inter_node.kind} between nodes"),
+        ("workload", f"{format_tokens(workload.seq_len)} tokens per sequence ({workload.seq_len:,}), "
+                     f"{workload.global_batch:,} sequences per step = {workload.tokens_per_step:,} tokens, "
+                     f"{'causal' if workload.causal else 'bidirectional'} attention, "
+                     f"{workload.precision} mixed precision with {workload.optimizer}"),
+        ("search", f"{result.candidates_evaluated:,} candidate plans evaluated; "
+                   f"{sum(1 for e in result.ranked if e.fits)} of the top {len(result.ranked)} fit; "
+                   f"removed by rule: {pruned}"),
+    ]))
+
+
+def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile,
+                           flag_request: FlagRequest, framework: str, from_plan_file: bool) -> Raw:
+    parts: list[object] = []
+    if not chosen.fits:
+        parts.append(tag("p", f"No plan fits in {format_bytes(hardware.hbm_bytes)} of HBM. The closest is shown; "
+                              f"it does not fit: {chosen.reason}.", class_="warn"))
+    parts.append(tag("div", join([tag("strong", describe_plan(chosen.plan)), Raw("<br>"),
+                                  _headline(chosen, hardware)]), class_="callout"))
+    best = result.ranked[0] if result.ranked else None
+    is_best = best is None or best.plan == chosen.plan
+    if from_plan_file and not is_best:
+        slower = chosen.step_time_s / best.step_time_s - 1.0
+        parts.append(tag("p", f"This is the plan of the plan file. The search ranks {describe_plan(best.plan)} "
+                              f"first, at {format_seconds(best.step_time_s)} per step "
+                              f"({slower:+.1%} for the plan file's plan).", class_="warn"))
+    heading = "Why it wins" if is_best else "Against the next slower plan"
+    parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
+    # why_this_plan compares its first plan with its second: give it the plan that ranks next.
+    parts.append(tag("p", why_this_plan([chosen, *_next_slower(result, chosen)], hardware)))
+    parts.append(_flags(flag_request, framework, result))
+    return section("recommendation", "Recommended plan", *parts)
+
+
+def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:
+    """The plan ranked right after `chosen` (the search's runner-up when `chosen` is its best)."""
+    if result.ranked and result.ranked[0].plan == chosen.plan:
+        return list(result.ranked[1:2])
+    frame = result.frame
+    fitting = frame[frame["fits"].astype(bool) & (frame["step_time_s"] >= chosen.step_time_s)]
+    for _, row in fitting.sort_values("step_time_s", kind="stable").iterrows():
+        estimate = PlanEstimate.from_row(row)
+        if estimate.plan != chosen.plan:
+            return [estimate]
+    return []
+
+
+def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
+    return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
+            f"{est.model_tflops_per_gpu:,.0f} model TFLOPS per GPU (MFU {est.mfu:.1%}, hardware MFU "
+            f"{est.hardware_mfu:.1%}), "
+            f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
+
+
+def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
+    """Each framework's flags for the plan; where one cannot express it, the best plan it can (as sp-plan)."""
+    names = FRAMEWORKS if framework == "all" else (framework,)
+    parts: list[object] = []
+    for name in names:
+        flags = render_flags(name, request)
+        parts.append(tag("h3", f"{name} flags"))
+        if not flags.supported:
+            fallback = best_expressible(result, name, model=request.model, workload=request.workload,
+                                        num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node)
+            parts.append(tag("p", f"{name} cannot express this plan: {flags.reason}.", class_="warn"))
+            if fallback is None:
+                parts.append(tag("p", f"No plan that fits can be expressed in {name}."))
+                continue
+            rank, est, flags = fallback
+            parts.append(tag("p", f"The best plan {name} can express is plan {rank} of the search, "
+                                  f"{describe_plan(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
+        parts.append(tag("pre", flags.text))
+        if flags.notes:
+            parts.append(tag("ul", join(tag("li", note) for note in flags.notes)))
+    return join(parts)
+
+
+def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
+    headers = ["#", "tp", "ulysses", "ring", "dp", "pp", "ZeRO", "recompute", "micro batch", "ring layout",
+               "step time", "tokens/s", "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory",
+               "network bytes/step", "fits"]
+    rows = []
+    for i, est in enumerate(shown, start=1):
+        p = est.plan
+        network = sum(getattr(est.comm_bytes, k) for k in COMM_LABELS if getattr(est.comm_links, k) == "inter")
+        rows.append([i, p.tp, p.ulysses, p.ring, p.dp, p.pp, p.zero, p.recompute, p.micro_batch,
+                     p.ring_layout if p.ring > 1 else "-", format_seconds(est.step_time_s),
+                     f"{est.tokens_per_s:,.0f}", f"{est.model_tflops_per_gpu:,.1f}", f"{est.mfu:.1%}",
+                     f"{est.hardware_mfu:.1%}", format_bytes(est.memory_peak_bytes), format_bytes(network),
+                     "yes" if est.fits else f"no: {reason_key(est.reason)}"])
+    classes = ["chosen" if est.plan == chosen.plan else None for est in shown]
+    note = tag("p", f"Ranked by predicted step time; the highlighted row is the recommended plan. "
+                    f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. MFU counts attention over the full "
+                    "s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
+                    "Assumptions). Every candidate is in plans.csv.")
+    return section("top-plans", "Top plans", note,
+                   table(headers, rows, numeric=range(1, 17), row_classes=classes))
+
+
+def figures_section(*, frame: pd.DataFrame, shown: Sequence[PlanEstimate], chosen: PlanEstimate,
+                    hardware: HardwareProfile, prune_counts: dict[str, int]) -> Raw:
+    rules = ", ".join(f"{rule} ({count:,})" for rule, count in sorted(prune_counts.items()))
+    heat_svg, omitted = plots_space.heatmap_svg(frame)
+    left_out = "; ".join(f"{axis} {', '.join(map(str, values))}" for axis, values in omitted.items() if values)
+    heat = figure(heat_svg, (
+        "Best predicted step time for each Ulysses x Ring degree, one panel per TP degree: each cell is the "
+        "fastest fitting plan over dp, pp, ZeRO, recompute and micro batch. Hatched cells have no fitting plan "
+        "and name the rule that removed them (OOM: too little memory; candidates per rule: "
+        f"{rules or 'none'}). Grey cells were not candidates (tp x ulysses x ring does not divide the GPU count)."
+        + (f" Left out, since every candidate with them breaks a hard rule: {left_out}." if left_out else "")),
+        figure_id="fig-heatmap")
+    memory = figure(plots.memory_bars_svg(shown, hbm_bytes=hardware.hbm_bytes), (
+        "Peak memory per GPU of the top plans, by part, against the HBM capacity (dashed line). "
+        "Plans are numbered as in the table above."), figure_id="fig-memory")
+    comm = figure(plots.comm_bars_svg(shown, intra_kind=hardware.intra_node.kind,
+                                      inter_kind=hardware.inter_node.kind), (
+        f"Bytes one GPU sends per optimizer step. Left: by collective, hatched where the group spans nodes "
+        f"({hardware.inter_node.kind}). Right: the same bytes by link, {hardware.intra_node.kind} inside a node "
+        f"against {hardware.inter_node.kind} across nodes."), figure_id="fig-comm")
+    fitting = frame[frame["fits"].astype(bool)]
+    if fitting.empty:
+        return section("figures", "Figures", heat, memory, comm,
+                       tag("p", "No plan fits, so there is no Pareto front of memory against step time."))
+    chosen_index = _row_index(fitting, chosen)
+    pareto, front = plots_space.pareto_svg(frame, hbm_bytes=hardware.hbm_bytes, chosen_index=chosen_index)
+    pareto_fig = figure(pareto, (
+        f"Predicted peak memory against step time for all {len(fitting):,} plans that fit. The Pareto front "
+        "(blue) holds the plans no other plan beats on both; numbered as in the table below."),
+        figure_id="fig-pareto")
+    front_rows = [[i, plan_label(PlanEstimate.from_row(row).plan), format_bytes(row["memory_peak_bytes"]),
+                   format_seconds(row["step_time_s"])] for i, (_, row) in enumerate(front.iterrows(), start=1)]
+    front_table = table(["#", "plan", "peak memory", "step time"], front_rows, numeric=(0, 2, 3))
+    return section("figures", "Figures", heat, memory, comm, pareto_fig,
+                   tag("h3", "Plans on the Pareto front"), front_table)
+
+
+def _row_index(frame: pd.DataFrame, est: PlanEstimate) -> object | None:
+    mask = pd.Series(True, index=frame.index)
+    for name, value in est.plan.model_dump().items():
+        mask &= frame[name] == value
+    hits = frame.index[mask]
+    return hits[0] if len(hits) else None
+
+
+def runs_section(runs: Sequence[RunRecord]) -> Raw:
+    comparisons = compare_runs(runs)
+    run_rows = [[i, run.source, run.label, run.kernel, "passed" if run.passed else "FAILED",
+                 f"{run.max_abs_err.out:.2e} / {run.tolerance.out:.2e}"] for i, run in enumerate(runs, start=1)]
+    runs_table = table(["run", "file", "configuration", "kernel", "validation", "max abs error out / tolerance"],
+                       run_rows, numeric=(0,))
+    rows = []
+    chart_rows = []
+    for c in comparisons:
+        error = c.error_percent
+        rows.append([c.run, c.quantity, _quantity(c.predicted, c.unit), _quantity(c.measured, c.unit),
+                     "n/a (none predicted)" if error is None else f"{error:+.1f}%"])
+        if error is not None:
+            chart_rows.append((f"run {c.run}", c.quantity, error))
+    compare_table = table(["run", "quantity", "predicted", "measured", "error"], rows, numeric=(0, 2, 3, 4))
+    parts: list[object] = [runs_table, tag("h3", "Predicted against measured"), compare_table]
+    if chart_rows:
+        parts.append(figure(plots.runs_chart_svg(chart_rows), (
+            "Error of each prediction in percent: (measured - predicted) / predicted. Bytes are counted at the "
+            "call sites of the collectives, so they should agree exactly."), figure_id="fig-runs"))
+    notes = [f"run {i}: {run.prediction_note}" for i, run in enumerate(runs, start=1) if run.prediction_note]
+    notes += [f"run {i}: {failure}" for i, run in enumerate(runs, start=1) for failure in run.failures]
+    if notes:
+        parts.append(tag("ul", join(tag("li", note) for note in notes)))
+    return section("runs", "Measured runs", *parts)
+
+
+def _quantity(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value:,.0f} B ({format_bytes(value)})"
+    return format_seconds(value)
+
+
+def _lines(texts: Sequence[str]) -> list[object]:
+    """Texts separated by line breaks (each escaped)."""
+    out: list[object] = []
+    for i, text in enumerate(texts):
+        out += [Raw("<br>"), text] if i else [text]
+    return out
+
+
+def assumptions_section(*, model: ModelSpec, hardware: HardwareProfile) -> Raw:
+    profile = table(["quantity", "value", "source"],
+                    [[row.name, row.value, join(_lines(row.sources))] for row in profile_rows(hardware)])
+    conventions = tag("dl", join(join([tag("dt", tag("strong", name)), tag("dd", text)])
+                                 for name, text in CONVENTIONS))
+    model_sources = (tag("ul", join(tag("li", s) for s in model.sources)) if model.sources
+                     else tag("p", "The model spec gives no source."))
+    return section("assumptions", "Assumptions",
+                   tag("h3", f"Hardware profile {hardware.name}"), profile,
+                   tag("h3", "Conventions"), conventions,
+                   tag("h3", f"Model {model.name}: sources of the architecture"), model_sources)

@@ -1,0 +1,150 @@
+"""write_report: index.html, plans.csv and summary.json, written atomically into one folder.
+
+Everything is built in a hidden temporary folder beside the target and renamed into place, so a
+reader (or a crash) never sees half a report. An existing report is replaced by two renames (the
+old one aside, the new one in); if the second fails the old one is put back. A folder holding
+anything other than a report is never replaced: the user may have pointed --out at their work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sp_planner import __version__
+from sp_planner.errors import UserInputError
+from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.flags import FlagRequest
+from sp_planner.report import sections
+from sp_planner.report.csv import write_plans_csv
+from sp_planner.report.html import page
+from sp_planner.report.runs import RunRecord
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import format_tokens
+
+REPORT_FILES: frozenset[str] = frozenset({"index.html", "plans.csv", "summary.json"})
+# How many plans the table and the per-plan figures show.
+TOP_PLANS = 10
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    model: ModelSpec,
+    hardware: HardwareProfile,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+    result: SearchResult,
+    summary: dict[str, Any],
+    runs: Sequence[RunRecord] = (),
+    framework: str = "megatron",
+    chosen: PlanEstimate | None = None,
+) -> Path:
+    """Write the report into `out_dir` and return the path of its index.html.
+
+    `chosen` is the plan the report recommends (a plan file's plan); by default the search's first.
+    `framework` names whose flags to show ("all" for every framework). `summary` is written as
+    summary.json unchanged: pass sp_planner.present.summary.build_summary's document.
+    """
+    out_dir = Path(out_dir)
+    check_report_target(out_dir)
+    if chosen is None and not result.ranked:
+        raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
+    plan_file_plan = chosen is not None
+    chosen = chosen if chosen is not None else result.ranked[0]
+    text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
+                        gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
+                        chosen=chosen, from_plan_file=plan_file_plan)
+    summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        # mkdtemp makes the folder private (0700); a report gets the permissions of any new folder.
+        os.chmod(staging, 0o777 & ~_umask())
+        (staging / "index.html").write_text(text, encoding="utf-8")
+        write_plans_csv(staging / "plans.csv", result.frame)
+        (staging / "summary.json").write_text(summary_text, encoding="utf-8")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir / "index.html"
+
+
+def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
+                 gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
+                 chosen: PlanEstimate, from_plan_file: bool) -> str:
+    """The text of index.html."""
+    shown = list(result.ranked[:TOP_PLANS])
+    if all(est.plan != chosen.plan for est in shown):
+        shown = [chosen, *shown[: TOP_PLANS - 1]]
+    flag_request = FlagRequest(model=model, workload=workload, plan=chosen.plan, num_nodes=num_nodes,
+                               gpus_per_node=gpus_per_node)
+    world = num_nodes * gpus_per_node
+    parts = [
+        sections.question_section(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
+                                  gpus_per_node=gpus_per_node, result=result),
+        sections.recommendation_section(chosen=chosen, result=result, hardware=hardware,
+                                        flag_request=flag_request, framework=framework,
+                                        from_plan_file=from_plan_file),
+        sections.top_plans_section(shown, chosen=chosen, hardware=hardware),
+        sections.figures_section(frame=result.frame, shown=shown, chosen=chosen, hardware=hardware,
+                                 prune_counts=result.prune_counts),
+    ]
+    if runs:
+        parts.append(sections.runs_section(runs))
+    parts.append(sections.assumptions_section(model=model, hardware=hardware))
+    question = (f"{model.name} at {format_tokens(workload.seq_len)} tokens on {num_nodes} x {gpus_per_node} "
+                f"{hardware.name} ({world:,} GPUs)")
+    return page(
+        title=f"sp-planner report: {question}",
+        heading="Parallelism plan report",
+        subtitle=question,
+        sections=parts,
+        footer=(f"Generated by sp-planner {__version__}. Beside this file: plans.csv (every candidate) and "
+                "summary.json (the same document as sp-plan --format json)."),
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_report_target(out_dir: Path) -> None:
+    """Refuse a target that is a file or a folder of other things (UserInputError)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"report folder {out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            raise UserInputError(
+                f"report folder {out_dir} holds files that are not part of a report ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or an earlier report's"
+            )
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename `staging` to `out_dir`, replacing an earlier report there."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, old / "report")
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(old / "report", out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

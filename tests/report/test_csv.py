@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from sp_planner.estimate import CommBytes
+from sp_planner.report.csv import CSV_COLUMNS, plans_table, write_plans_csv
+
+
+def test_csv_has_every_candidate_in_the_documented_columns(question, tmp_path):
+    path = tmp_path / "plans.csv"
+    write_plans_csv(path, question.result.frame)
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert list(table.columns) == list(CSV_COLUMNS)
+    assert len(table) == question.result.candidates_evaluated == len(question.result.frame)
+    # 2 nodes x 8 GPUs: every candidate uses all 16, and cp is ulysses x ring.
+    assert (table["world_size"] == 16).all()
+    assert (table["cp"] == table["ulysses"] * table["ring"]).all()
+    assert {f"comm_{kind}_bytes" for kind in CommBytes.model_fields} <= set(table.columns)
+
+
+def test_csv_ranks_fitting_plans_by_step_time_then_lists_the_rest(question):
+    table = plans_table(question.result.frame)
+    fits = table["fits"].astype(bool)
+    assert fits.any() and (~fits).any()
+    # Fitting rows first, ranked 1..n by step time; the rest unranked and with a reason.
+    assert fits.iloc[: fits.sum()].all()
+    ranked = table[fits]
+    assert ranked["rank"].tolist() == list(range(1, len(ranked) + 1))
+    assert ranked["step_time_s"].is_monotonic_increasing
+    assert table.loc[~fits, "rank"].isna().all()
+    assert (table.loc[~fits, "reason"] != "").all()
+    assert (table.loc[fits, "reason"] == "").all()
+
+
+def test_csv_first_row_is_the_search_best_plan(question):
+    best = question.result.ranked[0]
+    row = plans_table(question.result.frame).iloc[0]
+    for name, value in best.plan.model_dump().items():
+        assert row[name] == value
+    assert math.isclose(row["step_time_s"], best.step_time_s, rel_tol=1e-12)
+    assert math.isclose(row["memory_peak_bytes"], best.memory_peak_bytes, rel_tol=1e-12)
+    assert math.isclose(row["mfu"], best.mfu, rel_tol=1e-12)
+    for kind, sent in best.comm_bytes.model_dump().items():
+        assert row[f"comm_{kind}_bytes"] == sent
+        assert row[f"link_{kind}"] == getattr(best.comm_links, kind)
+
+
+def test_csv_refuses_a_frame_without_a_documented_column(question):
+    frame = question.result.frame.drop(columns=["mfu"])
+    with pytest.raises(ValueError, match="mfu"):
+        plans_table(frame)

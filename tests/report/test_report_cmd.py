@@ -1,0 +1,69 @@
+"""sp-report through its console entry point: a report for a plan file, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sp_planner.cli import report_cmd
+from sp_planner.layout import rank_groups
+from sp_planner.planfile import PlanFile, write_plan_file
+
+
+def sp_report(capsys, *args) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        report_cmd.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def plan_path(question, tmp_path):
+    """A plan file holding the search's third plan, as sp-plan --out would write it."""
+    chosen = question.result.ranked[2]
+    path = tmp_path / "plan.json"
+    write_plan_file(path, PlanFile(
+        model=question.model, hardware=question.hardware, workload=question.workload,
+        num_nodes=question.num_nodes, gpus_per_node=question.gpus_per_node, plan=chosen.plan, estimate=chosen,
+        rank_groups=rank_groups(chosen.plan),
+    ))
+    return path
+
+
+def test_sp_report_writes_a_report_for_the_plan_file_with_runs(capsys, question, plan_path, result_json, tmp_path):
+    run = tmp_path / "result.json"
+    run.write_text(json.dumps(result_json()))
+    code, out, err = sp_report(capsys, plan_path, "--run", run, "--out", tmp_path / "rep")
+    assert (code, err) == (0, "")
+    assert out.strip() == str(tmp_path / "rep" / "index.html")
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert '<section id="runs">' in html and '<figure id="fig-runs">' in html
+    # The plan file's plan is the one recommended, and the report says the search ranks another first.
+    assert "This is the plan of the plan file" in html
+    # Compared with the plan ranked after it, which is slower (never a negative "slower").
+    assert "Against the next slower plan" in html and ") is -" not in html
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["plans"][0]["tp"] == question.result.ranked[0].plan.tp
+    assert summary["candidates_evaluated"] == question.result.candidates_evaluated
+
+
+@pytest.mark.parametrize("problem, expected", [
+    ("missing_plan", "plan file {tmp}/nope.json does not exist"),
+    ("bad_run", "run result file {tmp}/bad.json is malformed"),
+    ("foreign_out", "report folder {tmp}/mine holds files that are not part of a report (notes.txt)"),
+])
+def test_sp_report_bad_input_is_one_line_and_exit_2(capsys, plan_path, tmp_path, problem, expected):
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    args = {
+        "missing_plan": [tmp_path / "nope.json", "--out", tmp_path / "rep"],
+        "bad_run": [plan_path, "--run", tmp_path / "bad.json", "--out", tmp_path / "rep"],
+        "foreign_out": [plan_path, "--out", tmp_path / "mine"],
+    }[problem]
+    code, out, err = sp_report(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert expected.format(tmp=tmp_path) in err
+    assert not (tmp_path / "rep").exists()

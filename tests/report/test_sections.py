@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import re
+
+from sp_planner.catalog import load_model
+from sp_planner.report import render_index
+
+
+def _page(q, **extra):
+    args = {k: v for k, v in q.report_args().items() if k != "summary"}
+    return render_index(**args, runs=(), framework="megatron", chosen=q.result.ranked[0], from_plan_file=False,
+                        **extra)
+
+
+def test_question_and_top_plans_show_the_search_numbers(question):
+    html = _page(question)
+    best = question.result.ranked[0]
+    assert "2 nodes x 8 GPUs = 16 GPUs" in html
+    assert f"{question.result.candidates_evaluated:,} candidate plans evaluated" in html
+    top = html[html.index('id="top-plans"'):html.index('id="figures"')]
+    rows = re.findall(r"<tr( class=\"chosen\")?><td>(\d+)</td><td class=\"num\">(\d+)</td>", top)
+    # Ten ranked plans, the first highlighted as the recommendation; the second column is tp.
+    assert [int(n) for _, n, _ in rows] == list(range(1, 11))
+    assert rows[0][0] and not any(chosen for chosen, _, _ in rows[1:])
+    assert [int(tp) for _, _, tp in rows] == [e.plan.tp for e in question.result.ranked]
+    assert f"MFU {best.mfu:.1%}, hardware MFU {best.hardware_mfu:.1%}" in html
+    assert html.index('id="question"') < html.index('id="recommendation"') < html.index('id="top-plans"')
+
+
+def test_report_when_no_plan_fits_shows_the_closest_and_no_pareto_front(asker):
+    # 405B parameters need ~18 bytes each of optimizer state and more: far beyond 8 x 40 GiB.
+    q = asker(load_model("llama3.1-405b"), "a100-40gb", num_nodes=1)
+    assert not any(e.fits for e in q.result.ranked)
+    html = _page(q)
+    assert "No plan fits in 40.0 GiB of HBM" in html and "The closest plan</h3>" in html
+    assert 'id="fig-heatmap"' in html and 'id="fig-pareto"' not in html
+    assert "there is no Pareto front" in html
+    assert "<td>no: oom</td>" in html

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sp_planner.errors import UserInputError
+from sp_planner.report import REPORT_FILES, write_report
+from sp_planner.report import writer
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.fixture
+def quick_page(monkeypatch):
+    """The page's content does not matter to atomicity; skip drawing the figures."""
+    monkeypatch.setattr(writer, "render_index", lambda **kwargs: "<!DOCTYPE html><p>page</p>")
+
+
+def test_write_report_writes_the_three_files_and_returns_index(question, quick_page, tmp_path):
+    index = write_report(tmp_path / "out", **question.report_args())
+    assert index == tmp_path / "out" / "index.html"
+    assert _entries(tmp_path / "out") == sorted(REPORT_FILES)
+    assert _entries(tmp_path) == ["out"]  # no staging folder left beside it
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == question.summary
+
+
+def test_failure_midway_leaves_neither_report_nor_temporary_folder(question, quick_page, tmp_path, monkeypatch):
+    def broken_csv(path, frame):
+        path.write_text("half a csv")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "write_plans_csv", broken_csv)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(tmp_path / "out", **question.report_args())
+    assert _entries(tmp_path) == []
+
+
+def test_failure_midway_keeps_the_previous_report_whole(question, quick_page, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_report(out, **question.report_args())
+    before = {name: (out / name).read_bytes() for name in REPORT_FILES}
+    monkeypatch.setattr(writer, "write_plans_csv", lambda path, frame: (_ for _ in ()).throw(OSError("boom")))
+    with pytest.raises(OSError, match="boom"):
+        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+    assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_failed_swap_puts_the_previous_report_back(question, quick_page, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_report(out, **question.report_args())
+    before = (out / "summary.json").read_bytes()
+    real_replace = writer.os.replace
+    calls = []
+
+    def replace_failing_second(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # old report moved aside; moving the new one in fails
+            raise OSError("rename failed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(writer.os, "replace", replace_failing_second)
+    with pytest.raises(OSError, match="rename failed"):
+        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+    assert (out / "summary.json").read_bytes() == before
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_rewriting_a_report_replaces_it(question, quick_page, tmp_path):
+    out = tmp_path / "out"
+    write_report(out, **question.report_args())
+    write_report(out, **{**question.report_args(), "summary": {"second": True}})
+    assert json.loads((out / "summary.json").read_text()) == {"second": True}
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_a_folder_of_other_files_or_a_file_is_refused_untouched(question, quick_page, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="notes.txt"):
+        write_report(work, **question.report_args())
+    assert _entries(work) == ["notes.txt"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UserInputError, match="not a folder"):
+        write_report(afile, **question.report_args())
+    assert _entries(tmp_path) == ["afile", "work"]
