@@ -90,6 +90,8 @@ class PlanEstimate(FrozenModel):
     hardware_mfu: float
     comm_bytes: CommBytes
     comm_links: CommLinks
+    # Step time from the event simulator (sp_planner.sim), when the plan was re-ranked by it.
+    simulated_step_time_s: float | None = None
 
     @classmethod
     def from_row(cls, row: pd.Series) -> "PlanEstimate":

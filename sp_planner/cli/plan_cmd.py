@@ -19,6 +19,7 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import check_outputs, resolve_question
 from sp_planner.present.advice import suggest_fits
 from sp_planner.search import search
+from sp_planner.sim.rerank import rerank_by_simulation
 
 EXIT_NO_FIT = 1
 
@@ -32,6 +33,8 @@ EPILOG = """\
   sp-plan --model llama3-70b --hardware h100 --nodes 8 --seq-len 256k --tp 8 --ulysses 4 --ring 2 --explain
 
   sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k --format json --out plan.json
+
+  sp-plan --model llama3-8b --hardware h100 --nodes 4 --seq-len 256k --simulate 5
 
 Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are shown), 2 bad input.
 """
@@ -108,6 +111,10 @@ def plan(
     = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
     = None,
+    simulate: Annotated[
+        Optional[int], typer.Option(min=1, show_default=False, help="Re-rank the best K plans by the event "
+                                    "simulator's step time (both times are shown).")
+    ] = None,
 ) -> int:
     """Rank parallel plans (TP, PP, DP, Ulysses, Ring, ZeRO, recompute) for long-context training.
 
@@ -123,8 +130,13 @@ def plan(
     with delayed_progress("searching plans"):
         result = search(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
-            gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=top,
+            gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=max(top, simulate or 0),
         )
+        if simulate is not None:
+            result = rerank_by_simulation(
+                result, question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
+                gpus_per_node=question.gpus_per_node, top_k=simulate,
+            )
         fits = bool(result.ranked) and result.ranked[0].fits
         suggestions = () if fits else suggest_fits(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,

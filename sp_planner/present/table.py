@@ -31,16 +31,20 @@ def memory_against_hbm(est: PlanEstimate, hardware: HardwareProfile) -> str:
 
 def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> Table:
     table = Table(title="Ranked plans (best first)", title_justify="left")
+    simulated = any(est.simulated_step_time_s is not None for est in ranked)
     # Short headers keep the table within about 130 columns.
     for name in ("#", "tp", "pp", "dp", "ulysses", "ring", "ZeRO", "recompute", "micro", "memory/GPU",
-                 "step", "tokens/s", "TFLOPS model", "TFLOPS hw", "MFU", "fits"):
+                 "step", *(("sim step",) if simulated else ()), "tokens/s", "TFLOPS model", "TFLOPS hw",
+                 "MFU", "fits"):
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
     for rank, est in enumerate(ranked, start=1):
         plan = est.plan
+        sim_cell = () if not simulated else (
+            "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s),)
         table.add_row(
             str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), str(plan.ring),
             str(plan.zero), plan.recompute, str(plan.micro_batch), memory_against_hbm(est, hardware),
-            format_seconds(est.step_time_s), f"{est.tokens_per_s:,.0f}",
+            format_seconds(est.step_time_s), *sim_cell, f"{est.tokens_per_s:,.0f}",
             f"{est.model_tflops_per_gpu:.1f}", f"{est.hardware_tflops_per_gpu:.1f}", f"{est.mfu:.1%}",
             "yes" if est.fits else "no",
             style=None if est.fits else "red",

@@ -1,0 +1,28 @@
+"""Re-rank the analytic model's best plans by simulated step time (`sp-plan --simulate K`)."""
+
+from __future__ import annotations
+
+from sp_planner.estimate import SearchResult
+from sp_planner.sim.simulate import simulate
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+
+def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: HardwareProfile, workload: Workload, *,
+                         num_nodes: int, gpus_per_node: int, top_k: int) -> SearchResult:
+    """Simulate the first `top_k` fitting plans and order them by simulated step time.
+
+    Each simulated estimate keeps its analytic numbers and gains `simulated_step_time_s`; plans
+    beyond the first `top_k` (and plans that do not fit) keep their places after them.
+    """
+    head = [est for est in result.ranked[:top_k] if est.fits]
+    simulated = [
+        est.model_copy(update={"simulated_step_time_s": simulate(
+            model, hardware, workload, est.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node, detail=False,
+        ).step_time_s})
+        for est in head
+    ]
+    simulated.sort(key=lambda est: (est.simulated_step_time_s, est.memory_peak_bytes))
+    rest = [est for est in result.ranked if not any(est is done for done in head)]
+    return result.model_copy(update={"ranked": tuple(simulated + rest)})
