@@ -78,8 +78,8 @@ def test_figures_reproduce_their_published_measurements():
     # NDR 46-48 GB/s per NIC; HDR 24 GB/s per NIC.
     assert achieved(h100, "inter_node") == pytest.approx(47 * GB, rel=0.01)
     assert achieved(a800, "inter_node") == pytest.approx(24 * GB, rel=0.01)
-    # MAMF: A100 271.2, H100 794.5 TFLOPS.
-    assert a100.peak_bf16_flops * a100.efficiency.gemm == pytest.approx(271.2e12, rel=0.005)
+    # A100: mean of Azure's random-init cuBLASLt runs (253.7, 256.5, 250.8); H100: MAMF 794.5 TFLOPS.
+    assert a100.peak_bf16_flops * a100.efficiency.gemm == pytest.approx((253.7e12 + 256.5e12 + 250.8e12) / 3, rel=0.005)
     assert h100.peak_bf16_flops * h100.efficiency.gemm == pytest.approx(794.5e12, rel=0.005)
     # FA2 fwd on A100 peaks at 227 TFLOPS (2k); FA3 fwd/bwd on H100 at 16k: 648 / 561 TFLOPS.
     a100_fwd_best = max(p.efficiency for p in a100.efficiency.attention_fwd)
