@@ -1,5 +1,8 @@
 """How long a report takes, search excluded: the whole write_report and its parts, 16 .. 4096 GPUs.
 
+Parts: the CSV, the four search-space figures, and the simulated timeline of the recommended plan
+(`simulate`: the event simulator with op-level detail; `gantt`: its chart as inline SVG).
+
 Run: .venv/bin/python benchmarks/report_speed.py   (target: 4096 GPUs in under 10 s)
 """
 
@@ -13,6 +16,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.present.summary import build_summary
 from sp_planner.report import plots, plots_space, write_report
 from sp_planner.report.csv import write_plans_csv
+from sp_planner.report.simulation import gantt_svg, simulate_chosen
 from sp_planner.search import search
 from sp_planner.specs import Workload
 
@@ -28,7 +32,7 @@ def timed(action) -> float:
 def main() -> None:
     model, hardware = load_model("Llama-3-70B"), load_hardware("H100-SXM")
     print(f"{'GPUs':>6} {'candidates':>11} {'search':>7} {'report':>7} | {'csv':>6} {'heatmap':>7} "
-          f"{'pareto':>7} {'memory':>7} {'comm':>6}  (seconds)")
+          f"{'pareto':>7} {'memory':>7} {'comm':>6} {'simulate':>8} {'gantt':>6}  (seconds)")
     for nodes, per_node in CLUSTERS:
         gpus = nodes * per_node
         workload = Workload(seq_len=1024 * 1024, global_batch=gpus)
@@ -48,8 +52,12 @@ def main() -> None:
                                                       chosen_index=None))
         memory = timed(lambda: plots.memory_bars_svg(top, hbm_bytes=hardware.hbm_bytes))
         comm = timed(lambda: plots.comm_bars_svg(top, intra_kind="nvlink", inter_kind="infiniband"))
+        start = time.perf_counter()
+        sim = simulate_chosen(model, hardware, workload, result.ranked[0], num_nodes=nodes, gpus_per_node=per_node)
+        simulated = time.perf_counter() - start
+        gantt = timed(lambda: gantt_svg(sim)) if not isinstance(sim, str) else float("nan")
         print(f"{gpus:>6} {result.candidates_evaluated:>11} {searched:>7.2f} {total:>7.2f} | {csv:>6.2f} "
-              f"{heatmap:>7.2f} {pareto:>7.2f} {memory:>7.2f} {comm:>6.2f}")
+              f"{heatmap:>7.2f} {pareto:>7.2f} {memory:>7.2f} {comm:>6.2f} {simulated:>8.2f} {gantt:>6.2f}")
 
 
 if __name__ == "__main__":

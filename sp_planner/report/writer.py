@@ -21,6 +21,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest
 from sp_planner.report import sections
+from sp_planner.report.simulation import simulation_section
 from sp_planner.report.csv import write_plans_csv
 from sp_planner.report.html import page
 from sp_planner.report.runs import RunRecord
@@ -99,6 +100,8 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.top_plans_section(shown, chosen=chosen, hardware=hardware),
         sections.figures_section(frame=result.frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
+        simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
+                           gpus_per_node=gpus_per_node),
     ]
     if runs:
         parts.append(sections.runs_section(runs))

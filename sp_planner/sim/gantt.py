@@ -1,22 +1,24 @@
-"""Gantt chart of a simulated step: one representative rank per pipeline stage (matplotlib, Agg).
+"""Gantt chart of a simulated step: one representative rank per pipeline stage (matplotlib).
 
 Top panel: the whole step, one row per stage and stream, blocks of forward/backward per
 micro-batch. Bottom panels: the op-level detail of layer 0 of the first stage, forward and
 backward of micro-batch 0, where ring steps overlapping their transfers and blocking
 all-to-alls show.
+
+`gantt_figure` is the one drawing code path: sp-simulate saves it to a file (`write_gantt`), the
+HTML report renders it to inline SVG (sp_planner.report.plots_sim). The figure is not registered
+with pyplot, so nothing global is left behind.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
-from matplotlib.patches import Patch  # noqa: E402
-
-from sp_planner.sim.result import SimResult, TimelineEvent  # noqa: E402
+from sp_planner.sim.result import SimResult, TimelineEvent
 
 COLORS = {
     "forward": "#A6BDDB", "backward": "#55A868", "gemm": "#4C72B0", "attention": "#8172B2",
@@ -25,29 +27,98 @@ COLORS = {
     "dp_comm": "#CCB974", "dp_grad_tail": "#CCB974", "dp_param_gather": "#CCB974", "optimizer": "#64B5CD",
 }
 STREAM_ROWS = ("compute", "comm", "dp_comm")
+# Height of one stage/stream row (inches): room for an 8-10 pt tick label, so labels never
+# overlap however many stages there are (pp 16 x 3 streams = 48 rows is about 12 inches).
+ROW_IN = 0.24
+DETAIL_IN = 2.4
+WIDTH_IN = 12.0
 
 
-def _rows(events: tuple[TimelineEvent, ...]) -> list[tuple[int, str]]:
-    return sorted({(e.stage, e.stream) for e in events}, key=lambda r: (r[0], STREAM_ROWS.index(r[1])))
+def _rows(events: tuple[TimelineEvent, ...]) -> list[tuple[int, int, str]]:
+    """(stage, rank, stream) rows present in the events, stage by stage."""
+    return sorted({(e.stage, e.rank, e.stream) for e in events},
+                  key=lambda r: (r[0], STREAM_ROWS.index(r[2])))
 
 
-def _draw(ax, events: tuple[TimelineEvent, ...], scale: float, unit: str, title: str) -> set[str]:
+def _draw(ax, events: tuple[TimelineEvent, ...], scale: float, xlabel: str, title: str) -> set[str]:
     rows = _rows(events)
-    index = {row: i for i, row in enumerate(rows)}
-    kinds: set[str] = set()
+    index = {(stage, stream): i for i, (stage, _, stream) in enumerate(rows)}
+    # One broken_barh per (row, kind): a 4096-GPU step has thousands of micro-batch blocks.
+    spans: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
     for e in events:
-        if e.end_s <= e.start_s:
-            continue
-        color = COLORS.get(e.kind, "#999999")
-        kinds.add(e.kind)
-        ax.broken_barh([(e.start_s * scale, (e.end_s - e.start_s) * scale)], (index[(e.stage, e.stream)] - 0.4, 0.8),
-                       facecolors=color, edgecolors="white", linewidth=0.3)
+        if e.end_s > e.start_s:
+            spans[(index[(e.stage, e.stream)], e.kind)].append((e.start_s * scale, (e.end_s - e.start_s) * scale))
+    for (row, kind), bars in spans.items():
+        ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=COLORS.get(kind, "#999999"), edgecolors="white",
+                       linewidth=0.3)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"stage {s} {stream}" for s, stream in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel(f"time ({unit})")
-    ax.set_title(title, fontsize=10)
-    return kinds
+    ax.set_yticklabels([f"stage {s} (rank {rank}) {stream}" for s, rank, stream in rows])
+    # A thin line between stages, so rows of one stage read as a group.
+    for i in range(1, len(rows)):
+        if rows[i][0] != rows[i - 1][0]:
+            ax.axhline(i - 0.5, color="#d0d7de", linewidth=0.6)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # first stage on top
+    ax.set_xlim(left=0)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return {kind for _, kind in spans}
+
+
+def _detail(result: SimResult) -> list[tuple[str, tuple[TimelineEvent, ...]]]:
+    """Op-level events of stage 0, layer 0, micro-batch 0: forward and backward (when detail was simulated),
+    with time measured from the first shown op.
+
+    Data-parallel ops of the layer (a ZeRO-3 parameter gather prefetched at the start of the
+    backward, seconds before the layer runs) are kept only when they end near the layer's own
+    compute and communication; otherwise they would stretch the axis until the layer is a sliver.
+    """
+    panels = []
+    for prefix, which in (("F0 L0 ", "forward"), ("B0 L0 ", "backward")):
+        events = [e for e in result.detail_events if e.stage == 0 and e.name.startswith(prefix)]
+        core = [e for e in events if e.stream != "dp_comm"] or events
+        if not core:
+            continue
+        core_start = min(e.start_s for e in core)
+        near = core_start - 0.5 * (max(e.end_s for e in core) - core_start)
+        shown = [e for e in events if e.stream != "dp_comm" or e.end_s >= near]
+        start = min(e.start_s for e in shown)
+        panels.append((which, tuple(e.model_copy(update={"start_s": e.start_s - start, "end_s": e.end_s - start})
+                                    for e in shown)))
+    return panels
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """Scale and unit name for an axis spanning `seconds`."""
+    if seconds < 1e-2:
+        return 1e6, "µs"
+    if seconds < 1:
+        return 1e3, "ms"
+    return 1.0, "s"
+
+
+def gantt_figure(result: SimResult) -> Figure:
+    """The chart as a matplotlib Figure (not registered with pyplot)."""
+    step = result.step_time_s
+    scale, unit = time_unit(step)
+    detail = _detail(result)
+    num_rows = len(_rows(result.events))
+    top_in = 1.0 + ROW_IN * num_rows
+    legend_in = 0.7
+    fig = Figure(figsize=(WIDTH_IN, top_in + (DETAIL_IN if detail else 0) + legend_in), layout="constrained")
+    grid = fig.add_gridspec(2 if detail else 1, max(len(detail), 1),
+                            height_ratios=(top_in, DETAIL_IN) if detail else None)
+    p = result.plan
+    title = (f"step {step * scale:.2f} {unit}: dp {p.dp} pp {p.pp} tp {p.tp} ulysses {p.ulysses} "
+             f"ring {p.ring}, {result.num_micro_batches} micro-batches")
+    kinds = _draw(fig.add_subplot(grid[0, :]), result.events, scale, f"time from the start of the step ({unit})",
+                  title)
+    for col, (which, events) in enumerate(detail):
+        dscale, dunit = time_unit(max(e.end_s for e in events))
+        kinds |= _draw(fig.add_subplot(grid[1, col]), events, dscale, f"time from the first op shown ({dunit})",
+                       f"stage 0, layer 0, micro-batch 0: {which}")
+    handles = [Patch(color=COLORS.get(k, "#999999"), label=k) for k in sorted(kinds)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), frameon=False)
+    return fig
 
 
 def write_gantt(result: SimResult, path: Path) -> Path:
@@ -55,29 +126,7 @@ def write_gantt(result: SimResult, path: Path) -> Path:
     path = Path(path)
     if path.suffix not in (".png", ".svg"):
         raise ValueError(f"Gantt output must end in .png or .svg, got {path.name}")
-    step = result.step_time_s
-    scale, unit = (1e3, "ms") if step < 10 else (1.0, "s")
-    detail = [tuple(e for e in result.detail_events if e.stage == 0 and e.name.startswith(prefix))
-              for prefix in ("F0 L0 ", "B0 L0 ")]
-    detail = [d for d in detail if d]
-    height = 1.2 + 0.35 * len(_rows(result.events)) + (2.5 if detail else 0)
-    fig = plt.figure(figsize=(12, height))
-    grid = fig.add_gridspec(2 if detail else 1, max(len(detail), 1), height_ratios=(2, 1) if detail else None)
-    p = result.plan
-    title = (f"step {step * scale:.2f} {unit}: dp {p.dp} pp {p.pp} tp {p.tp} ulysses {p.ulysses} "
-             f"ring {p.ring}, {result.num_micro_batches} micro-batches")
-    kinds = _draw(fig.add_subplot(grid[0, :]), result.events, scale, unit, title)
-    for col, events in enumerate(detail):
-        start = min(e.start_s for e in events)
-        shifted = tuple(e.model_copy(update={"start_s": e.start_s - start, "end_s": e.end_s - start}) for e in events)
-        span = max(e.end_s for e in shifted)
-        dscale, dunit = (1e6, "µs") if span < 1e-2 else (1e3, "ms")
-        which = "forward" if col == 0 else "backward"
-        kinds |= _draw(fig.add_subplot(grid[1, col]), shifted, dscale, dunit, f"stage 0, layer 0, micro-batch 0: {which}")
-    handles = [Patch(color=COLORS.get(k, "#999999"), label=k) for k in sorted(kinds)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig = gantt_figure(result)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

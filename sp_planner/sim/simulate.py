@@ -84,10 +84,14 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
 
 def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
     busy = {(s, st): 0.0 for s in range(len(reps)) for st in ("compute", "comm", "dp_comm")}
+    # Blocks share their stage's template programs: sum each program's ops once.
+    per_program: dict[int, dict[str, float]] = {}
     for b in sched.blocks:
         if b.program is not None:
-            for st in ("compute", "comm", "dp_comm"):
-                busy[(b.stage, st)] += b.program.busy_s(st)
+            if id(b.program) not in per_program:
+                per_program[id(b.program)] = {st: b.program.busy_s(st) for st in ("compute", "comm", "dp_comm")}
+            for st, seconds in per_program[id(b.program)].items():
+                busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s
         else:
             busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
@@ -104,6 +108,7 @@ def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...]
             by_kind[kind] = by_kind.get(kind, 0.0) + seconds
 
     previous_end = 0.0
+    per_program: dict[int, dict[str, float]] = {}  # template programs are shared by blocks
     for i in sched.critical_blocks():
         b = sched.blocks[i]
         add("idle", b.start_s - previous_end)
@@ -114,7 +119,9 @@ def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...]
         if b.program is None:
             add(BLOCK_KIND[b.kind], b.end_s - b.start_s)
             continue
-        for kind, seconds in b.program.critical_by_kind(("compute", "comm")).items():
+        if id(b.program) not in per_program:
+            per_program[id(b.program)] = b.program.critical_by_kind(("compute", "comm"))
+        for kind, seconds in per_program[id(b.program)].items():
             add(kind, seconds)
         add("pp_comm", b.send_s)
     return tuple(segments), by_kind

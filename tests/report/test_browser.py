@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 )
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync", "--hide-scrollbars")
-FIGURES = ("fig-heatmap", "fig-memory", "fig-comm", "fig-pareto", "fig-runs")
+FIGURES = ("fig-heatmap", "fig-memory", "fig-comm", "fig-pareto", "fig-gantt", "fig-runs")
 CSP_VIOLATION = "violates the following Content Security Policy"
 
 

@@ -57,5 +57,7 @@ def test_example_report_regenerates_with_the_same_structure(tmp_path):
     assert done.value.code == 0
     fresh = structure(tmp_path / "example")
     assert fresh == structure(EXAMPLE)
-    assert fresh["sections"] == ["question", "recommendation", "top-plans", "figures", "assumptions"]
+    assert fresh["sections"] == ["question", "recommendation", "top-plans", "figures", "simulation",
+                                 "assumptions"]
+    assert "fig-gantt" in fresh["figures"]
     assert fresh["question"]["model"] == "Llama-3-8B" and fresh["question"]["world_size"] == 16
