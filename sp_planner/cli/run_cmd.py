@@ -8,7 +8,6 @@ Exit codes: 0 passed; 1 a rank failed or hung, or validation failed; 2 bad input
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import RunConfig, check_config
 from sp_planner.executor.launch import LaunchSpec, cluster_command, local_command, run_local
+from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
 from sp_planner.executor.predict import predict
 from sp_planner.executor.result import RankResult, RunResult, summarize
 from sp_planner.executor.summary import print_summary
@@ -40,6 +40,8 @@ EPILOG = """\
   sp-run --plan plan.json --device cuda --out result.json
 
   sp-run --plan plan.json --print-launch --rdzv-endpoint node0:29500
+
+  sp-run --plan plan.json --nodes 2 --rdzv-endpoint node0:29500 --node-rank 0   (on node0; --node-rank 1 on node1)
 
 Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the reference, 2 bad input.
 """
@@ -122,19 +124,19 @@ def _finish(cfg: RunConfig, ranks: list[RankResult], plan_file: PlanFile | None,
 def run(
     *,
     plan: Annotated[Optional[Path], typer.Option(help="A plan.json written by sp-plan --out.")] = None,
-    ulysses: Annotated[Optional[int], typer.Option(min=1, help="Ulysses degree [default: 1].")] = None,
-    ring: Annotated[Optional[int], typer.Option(min=1, help="Ring degree [default: 1].")] = None,
-    nproc: Annotated[Optional[int], typer.Option(min=1, help="Local processes [default: ulysses*ring].")] = None,
+    ulysses: Annotated[Optional[int], typer.Option(min=1, help="Ulysses degree \\[default: 1].")] = None,
+    ring: Annotated[Optional[int], typer.Option(min=1, help="Ring degree \\[default: 1].")] = None,
+    nproc: Annotated[Optional[int], typer.Option(min=1, help="Local processes \\[default: ulysses*ring].")] = None,
     device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = Device.cpu,
     seq_len: Annotated[Optional[str], typer.Option(help="Global tokens per sequence: 4096, 4k.")] = None,
-    batch: Annotated[Optional[int], typer.Option(min=1, help="Sequences [default: 1].")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, help="Sequences \\[default: 1].")] = None,
     heads: Annotated[Optional[int], typer.Option(min=1, help="Query heads.")] = None,
-    kv_heads: Annotated[Optional[int], typer.Option(min=1, help="KV heads [default: heads].")] = None,
+    kv_heads: Annotated[Optional[int], typer.Option(min=1, help="KV heads \\[default: heads].")] = None,
     head_dim: Annotated[Optional[int], typer.Option(min=1, help="Head dimension.")] = None,
-    causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask [default: full].")] = None,
-    ring_layout: Annotated[Optional[Layout], typer.Option(help="Ring sharding [default: contiguous].")] = None,
+    causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask \\[default: full].")] = None,
+    ring_layout: Annotated[Optional[Layout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
     dtype: Annotated[Optional[DTypeChoice], typer.Option(
-        help="Run dtype [default: bfloat16 with --plan, else float32].")] = None,
+        help="Run dtype \\[default: bfloat16 with --plan, else float32].")] = None,
     kernel: Annotated[KernelChoice, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = (
         KernelChoice.auto),
     iters: Annotated[int, typer.Option(min=0, help="Timed iterations after the validated step.")] = 3,
@@ -142,11 +144,19 @@ def run(
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
     print_launch: Annotated[bool, typer.Option(
         "--print-launch", help="Print the multi-node torchrun command for a cluster and exit.")] = False,
-    gpus_per_node: Annotated[Optional[int], typer.Option(
-        min=1, help="GPUs per node for --print-launch [default: the plan's, else 8].")] = None,
-    rdzv_endpoint: Annotated[str, typer.Option(help="HOST:PORT of the c10d rendezvous, for --print-launch.")] = (
-        "HEAD_NODE:29500"),
-    rdzv_id: Annotated[str, typer.Option(help="Rendezvous id, for --print-launch.")] = "sp-run",
+    nodes: Annotated[Optional[int], typer.Option(
+        min=1, help="Nodes of a multi-node run \\[default: ranks / --nproc-per-node].")] = None,
+    nproc_per_node: Annotated[Optional[int], typer.Option(
+        "--nproc-per-node", "--gpus-per-node", min=1,
+        help="Ranks (GPUs) per node of a multi-node run \\[default: the plan's, else 8].")] = None,
+    node_rank: Annotated[Optional[int], typer.Option(
+        min=0, help="Start this node's torchrun agent and join; 0 hosts the rendezvous store.")] = None,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option(
+        help="HOST:PORT of the c10d rendezvous (the node-rank-0 host) \\[default for --print-launch: "
+             "HEAD_NODE:29500].")] = None,
+    rdzv_id: Annotated[str, typer.Option(help="Rendezvous id, the same on every node.")] = "sp-run",
+    join_timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds a node waits for the others at the rendezvous.")] = 300,
     debug_fail_rank: Annotated[Optional[int], typer.Option(hidden=True)] = None,
     debug_fail_mode: Annotated[str, typer.Option(hidden=True)] = "raise",
 ) -> int:
@@ -173,13 +183,23 @@ def run(
             ring_layout=(ring_layout or Layout.contiguous).value, dtype=(dtype or DTypeChoice.float32).value,
             **run_options,
         )
-    check_config(cfg)
     console = Console()
     world = cfg.world_size
-    per_node = min(gpus_per_node or (plan_file.gpus_per_node if plan_file else 8), world)
+    agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
+    if agent or print_launch or _joined_launch():
+        cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(world, nodes, nproc_per_node, plan_file)})
+    elif nodes is not None or nproc_per_node is not None:
+        raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
+                             "HOST:PORT (and start sp-run on every node), or use --print-launch")
+    check_config(cfg)
+    # The multi-node layout, also for the hint of a local run that does not fit this machine.
+    per_node = cfg.nproc_per_node or _ranks_per_node(world, None, None, plan_file)
+    # The joined ranks must expect the same ranks per node as the printed torchrun line starts.
+    given = nproc_per_node is not None or nodes is not None
+    sp_run_args = _cli_args(cfg, plan, out) + (["--nproc-per-node", str(per_node)] if given else [])
     cluster = cluster_command(
-        LaunchSpec(nproc_per_node=per_node, nnodes=math.ceil(world / per_node), rdzv_endpoint=rdzv_endpoint,
-                   rdzv_id=rdzv_id), _cli_args(cfg, plan, out))
+        LaunchSpec(nproc_per_node=per_node, nnodes=world // per_node, rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500",
+                   rdzv_id=rdzv_id), sp_run_args)
     if print_launch:
         console.print(cluster, soft_wrap=True, markup=False, highlight=False)
         return 0
@@ -188,7 +208,20 @@ def run(
                       f"(ulysses*ring = {world} ranks, one TP rank's heads).")
     if _joined_launch():
         ranks = run_worker(cfg, None, timeout)
-        return 0 if ranks is None else _finish(cfg, ranks, plan_file, out, console)
+        if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # one summary per node
+            return 0
+        return _finish(cfg, ranks, plan_file, out, console)
+    if agent:
+        if rdzv_endpoint is None:
+            raise UserInputError("--node-rank joins a multi-node run: give --rdzv-endpoint HOST:PORT of node rank 0")
+        split_endpoint(rdzv_endpoint)
+        slots = _local_slots(cfg.device)
+        if slots is not None and slots < per_node:
+            raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
+        job = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
+                      node_rank=node_rank, join_timeout_s=join_timeout)
+        return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_node(
+            job, config_path, result_dir, timeout))
     slots = nproc if nproc is not None else _local_slots(cfg.device)
     if slots is not None and slots != world:
         have = f"--nproc {nproc}" if nproc is not None else f"{slots} CUDA devices here"
@@ -196,12 +229,34 @@ def run(
             f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
             f"On a cluster run on every node: {cluster}"
         )
+    return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_local(
+        local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, timeout), result_dir=result_dir,
+        world_size=world, timeout_s=timeout))
+
+
+def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:
+    """Ranks per node of a multi-node run: --nproc-per-node, else world/--nodes, else the plan's
+    GPUs per node (8 without a plan), at most the world."""
+    if nodes is not None and nproc_per_node is not None and nodes * nproc_per_node != world:
+        raise UserInputError(f"--nodes {nodes} x --nproc-per-node {nproc_per_node} = {nodes * nproc_per_node} "
+                             f"ranks, but the run needs ulysses*ring = {world}")
+    if nproc_per_node is not None:
+        return nproc_per_node
+    if nodes is not None:
+        if world % nodes != 0:
+            raise UserInputError(f"ulysses*ring = {world} ranks do not split evenly over --nodes {nodes}")
+        return world // nodes
+    return min(plan_file.gpus_per_node if plan_file else 8, world)
+
+
+def _launch(cfg: RunConfig, plan_file: PlanFile | None, out: Path | None, console: Console, start) -> int:
+    """Write the config, start the ranks (start(config_path, result_dir) -> LaunchOutcome), and
+    summarize the results this node received."""
     with tempfile.TemporaryDirectory(prefix="sp-run-") as tmp:
         result_dir = Path(tmp)
         config_path = result_dir / "config.json"
         config_path.write_text(cfg.model_dump_json())
-        command = local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, timeout)
-        outcome = run_local(command, result_dir=result_dir, world_size=world, timeout_s=timeout)
+        outcome = start(config_path, result_dir)
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}\n")
             return EXIT_FAILED

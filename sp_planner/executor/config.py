@@ -37,6 +37,9 @@ class RunConfig(FrozenModel):
     kernel: Literal["auto", "math"] = "auto"
     iters: int = Field(default=3, ge=0, description="timed iterations after the validated one")
     seed: int = 0
+    # Ranks per node (torchrun's --nproc-per-node, the plan's GPUs per node): every rank checks
+    # LOCAL_WORLD_SIZE against it. None: one node holds all ulysses*ring ranks.
+    nproc_per_node: int | None = Field(default=None, ge=1)
     # Test/debug only: this rank raises (or hangs) after joining the process group.
     debug_fail_rank: int | None = None
     debug_fail_mode: Literal["raise", "hang"] = "raise"
@@ -44,6 +47,19 @@ class RunConfig(FrozenModel):
     @property
     def world_size(self) -> int:
         return self.ulysses * self.ring
+
+    @property
+    def ranks_per_node(self) -> int:
+        return self.nproc_per_node or self.world_size
+
+    @property
+    def num_nodes(self) -> int:
+        return self.world_size // self.ranks_per_node
+
+    def job_plan(self) -> ParallelPlan:
+        """The plan of the job sp-run runs: one attention group, ulysses x ring ranks (dp, pp and tp
+        of a plan file are 1 here; tp only divides the heads)."""
+        return ParallelPlan(ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout)
 
     @property
     def heads_per_tp_rank(self) -> int:
@@ -82,6 +98,10 @@ def config_problems(cfg: RunConfig) -> list[str]:
             f"seq_len {cfg.seq_len} is not divisible by {divisor} "
             f"(tp {cfg.tp} x ulysses {cfg.ulysses} x ring {cfg.ring}{zig})"
         )
+    per_node = cfg.ranks_per_node
+    if per_node > cfg.world_size or cfg.world_size % per_node != 0:
+        problems.append(f"ulysses*ring = {cfg.world_size} ranks do not fill whole nodes of "
+                        f"{per_node} ranks (--nproc-per-node must divide {cfg.world_size})")
     if cfg.debug_fail_rank is not None and not 0 <= cfg.debug_fail_rank < cfg.world_size:
         problems.append(f"debug fail rank {cfg.debug_fail_rank} is not a rank of world size {cfg.world_size}")
     return problems

@@ -2,13 +2,13 @@
 
 Local runs use `--standalone` (c10d rendezvous on a free local port). Cluster runs use c10d
 rendezvous (--nnodes, --nproc-per-node, --rdzv-backend c10d, --rdzv-endpoint, --rdzv-id) with
-sp-run itself as the script: under torchrun it sees RANK/WORLD_SIZE and joins the launch. A later
-multi-node issue can add node rank and endpoint options to `LaunchSpec` without a custom rendezvous.
+sp-run itself as the script: under torchrun it sees RANK/WORLD_SIZE and joins the launch. One
+node's agent (sp-run --node-rank, sp_planner.executor.multinode) adds the rendezvous options of
+`--rdzv-conf` (join_timeout, read_timeout, is_host), all torchrun's own.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
@@ -17,6 +17,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sp_planner.executor.failure import root_cause, stages
 
 WORKER_MODULE = "sp_planner.executor.worker"
 CLI_MODULE = "sp_planner.cli.run_cmd"
@@ -29,13 +31,29 @@ class LaunchSpec:
     # None: single node, --standalone. Otherwise HOST:PORT of the c10d rendezvous store.
     rdzv_endpoint: str | None = None
     rdzv_id: str = "sp-run"
+    # c10d rendezvous options (torch/distributed/elastic/rendezvous/dynamic_rendezvous.py and
+    # c10d_rendezvous_backend.py): seconds to wait for every node, and whether this agent hosts
+    # the store (None: torchrun decides from the endpoint's host name).
+    join_timeout_s: float | None = None
+    is_host: bool | None = None
+
+
+def _rdzv_conf(spec: LaunchSpec) -> list[str]:
+    conf = []
+    if spec.join_timeout_s is not None:
+        # read_timeout bounds a store client stuck on an endpoint that is not a c10d store.
+        seconds = max(1, round(spec.join_timeout_s))
+        conf += [f"join_timeout={seconds}", f"read_timeout={seconds}"]
+    if spec.is_host is not None:
+        conf.append(f"is_host={int(spec.is_host)}")
+    return [f"--rdzv-conf={','.join(conf)}"] if conf else []
 
 
 def torchrun_args(spec: LaunchSpec) -> list[str]:
     if spec.rdzv_endpoint is None:
         return ["--standalone", "--nnodes=1", f"--nproc-per-node={spec.nproc_per_node}"]
     return [f"--nnodes={spec.nnodes}", f"--nproc-per-node={spec.nproc_per_node}", "--rdzv-backend=c10d",
-            f"--rdzv-endpoint={spec.rdzv_endpoint}", f"--rdzv-id={spec.rdzv_id}"]
+            f"--rdzv-endpoint={spec.rdzv_endpoint}", f"--rdzv-id={spec.rdzv_id}", *_rdzv_conf(spec)]
 
 
 def local_command(spec: LaunchSpec, config_path: Path, result_dir: Path, timeout_s: float) -> list[str]:
@@ -76,40 +94,55 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         pass
 
 
-def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float) -> str | None:
-    """Name the failing rank (earliest error) or, after a timeout, each rank's last stage."""
-    errors = []
-    for path in result_dir.glob("rank*.error.json"):
-        errors.append(json.loads(path.read_text()))
-    if errors:
-        errors.sort(key=lambda e: e["time"])
-        first = errors[0]
-        others = sorted(e["rank"] for e in errors[1:])
-        tail = f" (ranks {others} failed after it)" if others else ""
-        return f"rank {first['rank']} failed: {first['error']}{tail}"
+def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float,
+                     ranks: list[int] | None = None, host: str | None = None) -> str | None:
+    """Name the failing rank (sp_planner.executor.failure) or, after a timeout, each rank's last
+    stage. ranks: this node's ranks (default: all of world_size); host: name it in the message."""
     if timed_out:
-        stages = []
-        for rank in range(world_size):
-            path = result_dir / f"rank{rank}.stage"
-            stages.append(f"rank {rank}: {path.read_text() if path.exists() else 'not started'}")
-        return f"timed out after {timeout_s:g} s; " + "; ".join(stages)
-    return None
+        # Checked first: the ranks' errors written while they were being killed are not the cause.
+        local = ranks if ranks is not None else list(range(world_size))
+        where = f" on host {host}" if host else ""
+        return f"timed out after {timeout_s:g} s{where}; " + stages(result_dir, local)
+    return root_cause(result_dir, host=host)
 
 
-def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float) -> LaunchOutcome:
-    """Run torchrun in its own process group; on timeout, kill the whole group (no strays)."""
+def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_deadline_s: float | None) -> bool:
+    """Wait for torchrun; True if it ran past timeout_s, or no rank started by start_deadline_s."""
+    if start_deadline_s is None:
+        try:
+            proc.wait(timeout=timeout_s)
+            return False
+        except subprocess.TimeoutExpired:
+            return True
+    start = time.monotonic()
+    started = False
+    while proc.poll() is None:
+        elapsed = time.monotonic() - start
+        started = started or any(result_dir.glob("rank*.stage"))
+        if elapsed > timeout_s or (not started and elapsed > start_deadline_s):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float,
+              ranks: list[int] | None = None, host: str | None = None,
+              start_deadline_s: float | None = None) -> LaunchOutcome:
+    """Run torchrun in its own process group; on timeout, kill the whole group (no strays).
+
+    start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(command, start_new_session=True, env=env)
-    timed_out = False
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s)
     finally:
         _kill_group(proc)
         proc.wait()
     returncode = 1 if timed_out else proc.returncode
-    failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s)
+    failure = None
+    if timed_out or returncode != 0:
+        failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s,
+                                   ranks=ranks, host=host)
     if failure is None and returncode != 0:
         failure = f"torchrun exited with code {returncode} (see its output above)"
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)

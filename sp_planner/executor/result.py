@@ -55,6 +55,7 @@ class RankResult(FrozenModel):
     peak_memory_bytes: int
     memory_method: str
     groups: GroupRanks
+    host: str | None = None  # the rank's host name (set by the worker)
 
 
 class Prediction(FrozenModel):

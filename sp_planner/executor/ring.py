@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from sp_planner.executor.comm import CommCounter, RingComm
+from sp_planner.executor.fault import fault_point
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.merge import merge_partial
 from sp_planner.plan import RingLayout
@@ -104,6 +105,7 @@ def ring_backward(dout, q, k, v, out, lse, setup: RingSetup):
     for step in range(comm.size):
         incoming = kv_buffers[step % 2]
         kv_requests = comm.send_recv(list(current), list(incoming), KV_TAG) if step + 1 < comm.size else []
+        fault_point(f"ring-backward-{step}")  # test-only (SP_RUN_FAULT); transfers are in flight here
         block = block_for_step(step, comm.rank, comm.size, q.shape[1], causal=setup.causal,
                                layout=setup.layout)
         comm.wait(grad_requests)  # the accumulators for the block we hold have arrived

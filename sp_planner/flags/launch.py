@@ -84,7 +84,9 @@ def render_launch(
         "set -euo pipefail",
         "",
         "# The first node of the allocation hosts the c10d rendezvous.",
-        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        # sed reads every line: `head -n 1` may close the pipe while scontrol still writes, and
+        # pipefail turns scontrol's SIGPIPE (exit 141) into a failed script.
+        'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         'export MASTER_ADDR="$head_node"',
         "",
         "# Paste the framework's exports and flag arrays here.",

@@ -1,0 +1,56 @@
+"""Naming the root cause of a failed run from its ranks' files (sp_planner.executor.failure)."""
+
+from __future__ import annotations
+
+import json
+
+from sp_planner.executor.failure import root_cause
+
+LOST = ("RuntimeError: [gloo/transport/tcp/pair.cc:537] Read error [192.0.2.2]:44776: Connection reset by peer. "
+        "This is typically caused by a remote worker hanging")
+WORLD = [{"rank": r, "host": f"sp-node{r // 2}", "address": f"192.0.2.{r // 2 + 1}"} for r in range(4)]
+
+
+def _write(tmp_path, rank, stage, error=None, time=0.0):
+    (tmp_path / f"rank{rank}.stage").write_text(stage)
+    if error is not None:
+        (tmp_path / f"rank{rank}.error.json").write_text(json.dumps({"rank": rank, "time": time, "error": error}))
+
+
+def test_a_silent_death_is_named_before_the_lost_connections_it_caused(tmp_path):
+    _write(tmp_path, 2, "running attention", LOST, time=2.0)
+    _write(tmp_path, 3, "running attention")
+    assert root_cause(tmp_path, host="sp-node1") == (
+        "rank 3 on host sp-node1 died while 'running attention' without reporting an error (killed by a signal or "
+        "crashed; torchrun's summary above has the exit code) (ranks [2] failed after it)")
+
+
+def test_a_lost_peer_is_mapped_to_its_host(tmp_path):
+    (tmp_path / "world.json").write_text(json.dumps(WORLD))
+    _write(tmp_path, 0, "running attention", "Terminated: terminated by SIGTERM", time=1.0)
+    _write(tmp_path, 1, "running attention", LOST, time=2.0)
+    assert root_cause(tmp_path, host="sp-node0") == (
+        "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error "
+        "[192.0.2.2]:44776: Connection reset by peer (192.0.2.2 is host sp-node1: ranks 2, 3) "
+        "(ranks [0] failed after it)")
+
+
+def test_a_ranks_own_error_comes_first(tmp_path):
+    _write(tmp_path, 0, "running attention", LOST, time=1.0)
+    _write(tmp_path, 1, "running attention", "ValueError: bad shape", time=2.0)
+    _write(tmp_path, 2, "running attention")
+    assert root_cause(tmp_path) == "rank 1 failed: ValueError: bad shape (ranks [0] failed after it)"
+
+
+def test_no_failure(tmp_path):
+    _write(tmp_path, 0, "done")
+    assert root_cause(tmp_path) is None
+
+
+def test_a_connection_lost_to_another_node_is_preferred(tmp_path):
+    (tmp_path / "world.json").write_text(json.dumps(WORLD))
+    local = LOST.replace("[192.0.2.2]", "[192.0.2.1]")
+    _write(tmp_path, 0, "running attention", local, time=1.0)  # rank 0 lost rank 1, which lost node 1
+    _write(tmp_path, 1, "running attention", LOST, time=2.0)
+    assert root_cause(tmp_path, host="sp-node0").startswith(
+        "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error [192.0.2.2]:44776")
