@@ -20,6 +20,7 @@ from rich.console import Console
 
 from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
+from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
 from sp_planner.executor.config import RunConfig, check_config
 from sp_planner.executor.launch import LaunchSpec, cluster_command, local_command, run_local
 from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
@@ -29,7 +30,7 @@ from sp_planner.executor.summary import print_summary
 from sp_planner.executor.worker import RESULTS_FILE, run_worker
 from sp_planner.fileio import write_text_atomic
 from sp_planner.planfile import PlanFile, read_plan_file
-from sp_planner.units import parse_tokens
+from sp_planner.units import format_bytes, format_seconds, parse_tokens
 
 EXIT_FAILED = 1
 EPILOG = """\
@@ -218,6 +219,7 @@ def run(
         slots = _local_slots(cfg.device)
         if slots is not None and slots < per_node:
             raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
+        _check_fits(cfg, per_node, plan_file, cluster, timeout, console)
         job = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
                       node_rank=node_rank, join_timeout_s=join_timeout)
         return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_node(
@@ -229,6 +231,7 @@ def run(
             f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
             f"On a cluster run on every node: {cluster}"
         )
+    _check_fits(cfg, world, plan_file, cluster, timeout, console)
     return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_local(
         local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, timeout), result_dir=result_dir,
         world_size=world, timeout_s=timeout))
@@ -247,6 +250,53 @@ def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, p
             raise UserInputError(f"ulysses*ring = {world} ranks do not split evenly over --nodes {nodes}")
         return world // nodes
     return min(plan_file.gpus_per_node if plan_file else 8, world)
+
+
+def _available_bytes(device: str, plan_file: PlanFile | None) -> tuple[int, str] | None:
+    """Memory one local rank can use before the launch: CPU, MemAvailable of /proc/meminfo (shared
+    by the local ranks); CUDA, the first device's total memory (each rank has its own), else the
+    plan's HBM. None where neither can be read (no check)."""
+    if device == "cpu":
+        try:
+            lines = Path("/proc/meminfo").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+        return None
+    import torch  # lazily: only once a CUDA run is asked for
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.get_device_properties(0).total_memory), "on CUDA device 0"
+    if plan_file is not None:
+        return int(plan_file.hardware.hbm_bytes), f"HBM of {plan_file.hardware.name} in the plan"
+    return None
+
+
+def _check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, cluster: str, timeout_s: float,
+                console: Console) -> None:
+    """Refuse (exit 2) a run whose ranks cannot fit this machine's memory, before torchrun starts
+    anything; note a long reference. sp-run never shrinks a plan to make it fit."""
+    need = run_memory(cfg).peak_bytes
+    available = _available_bytes(cfg.device, plan_file)
+    if available is not None:
+        have, source = available
+        per_rank = have // local_ranks if cfg.device == "cpu" else have
+        if need > per_rank:
+            shared = f" / {local_ranks} local ranks" if cfg.device == "cpu" and local_ranks > 1 else ""
+            raise UserInputError(
+                f"the run needs about {format_bytes(need)} per rank (every rank holds the global fp32 inputs, the "
+                f"fp32 reference and its shard) but {format_bytes(per_rank)} is available per rank "
+                f"({format_bytes(have)} {source}{shared}); sp-run never shrinks a plan: run it where it fits, "
+                f"e.g. on the cluster with --device cuda: {cluster} ; or pass a smaller --seq-len with explicit "
+                f"--ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan")
+    seconds = reference_time_s(cfg, local_ranks=local_ranks, cpu_cores=os.cpu_count() or 1)
+    if seconds > LONG_REFERENCE_S:
+        also = "" if cfg.dtype == "float32" else " and then runs the kernel once on the full sequence in the dtype"
+        console.print(f"note: each rank computes the full fp32 reference first, about {format_seconds(seconds)} "
+                      f"on {cfg.device} here{also} (--timeout {timeout_s:g} s bounds the whole run; raise it if "
+                      "that is too short)", soft_wrap=True, highlight=False)
 
 
 def _launch(cfg: RunConfig, plan_file: PlanFile | None, out: Path | None, console: Console, start) -> int:

@@ -1,0 +1,118 @@
+"""What one sp-run rank needs before anything is launched: peak memory and the reference's time.
+
+Torch-free (the CLI checks a run before torchrun starts). Every rank holds the global fp32 inputs
+and computes the full fp32 reference (sp_planner.executor.reference) so that it can check its own
+shard; for bf16/fp16 it also runs the kernel once on the full tensors for the tolerance
+(sp_planner.executor.case). Those phases run one after another, so a rank's peak is what stays
+alive throughout (inputs, reference results) plus the largest phase.
+"""
+
+from __future__ import annotations
+
+from sp_planner.cost.attention import attention_layer_memory_bytes
+from sp_planner.executor.config import RunConfig
+from sp_planner.specs.base import FrozenModel
+
+FP32_BYTES = 4
+MIB = 2**20
+# The chunked reference keeps two score-sized fp32 matrices of a chunk alive (E = exp(S - m) and
+# dS); the chunk's rows are chosen so both fit this many bytes.
+REFERENCE_WORKSPACE_BYTES = 512 * MIB
+REFERENCE_LIVE_SCORE_MATRICES = 2
+# The math kernel (kernels.MathKernel) materializes whole score matrices of its call in fp32: in
+# its backward the scores, their masked copy, P = exp(S - lse), dP and dS.
+MATH_KERNEL_LIVE_SCORE_MATRICES = 5
+# Matmuls of the reference per (query, key) pair per head, each 2*d flops: S, O, dV, dP, dK, dQ.
+REFERENCE_MATMULS = 6
+# Per-rank runtime outside the tensors: a CPU rank's Python + torch + gloo resident memory
+# (about 0.4 GB measured with ps on an idle sp-run rank), a CUDA rank's context and NCCL buffers.
+RUNTIME_OVERHEAD_BYTES = {"cpu": 512 * MIB, "cuda": 1024 * MIB}
+# Reference throughput of one rank, in its matmul flops per second (elementwise passes included).
+# CPU: one core of the 2-core Xeon (AVX-512) this was written on ran the 16K-token causal
+# reference with 32 heads of 128 (6.6e12 matmul flops) in 105 s, 63e9 per second; torchrun gives
+# each of several local ranks one thread. CUDA: A100 fp32 without tensor cores (NVIDIA A100
+# datasheet, 19.5 TFLOP/s; torch does not use TF32 for fp32 matmuls by default).
+CPU_CORE_REFERENCE_FLOPS_PER_S = 63e9
+CUDA_REFERENCE_FLOPS_PER_S = 19.5e12
+LONG_REFERENCE_S = 60.0
+
+
+def reference_chunk_rows(*, batch: int, heads: int, seq_len: int,
+                         budget_bytes: int = REFERENCE_WORKSPACE_BYTES) -> int:
+    """Query rows per chunk whose live score matrices, (batch, heads, rows, seq_len) fp32 each, fit
+    budget_bytes (at least one row, at most the sequence: small shapes run in one chunk)."""
+    row_bytes = REFERENCE_LIVE_SCORE_MATRICES * batch * heads * seq_len * FP32_BYTES
+    return max(1, min(seq_len, budget_bytes // row_bytes))
+
+
+def reference_score_pairs(seq_len: int, rows: int, *, causal: bool) -> int:
+    """(query, key) pairs the chunked reference computes per head: causal chunks stop at their
+    last row, so the masked part of the diagonal blocks is computed too."""
+    if not causal:
+        return seq_len * seq_len
+    return sum(min(rows, seq_len - start) * min(start + rows, seq_len) for start in range(0, seq_len, rows))
+
+
+class RunMemory(FrozenModel):
+    """Peak bytes of one rank, by phase."""
+
+    inputs_bytes: int  # global Q, K, V, dO in fp32
+    reference_bytes: int  # its results (O, dQ, dK, dV in fp32), alive until the end
+    reference_workspace_bytes: int  # chunk scores, chunk rows, fp32 K/V and dK/dV accumulators
+    tolerance_bytes: int  # bf16/fp16 only: the same-dtype single-device run
+    executor_bytes: int  # the sharded step: cost.attention's layer model, math kernel scores
+    runtime_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        phases = max(self.reference_workspace_bytes, self.tolerance_bytes, self.executor_bytes)
+        return self.inputs_bytes + self.reference_bytes + phases + self.runtime_bytes
+
+
+def _math_kernel(cfg: RunConfig) -> bool:
+    """kernels.select_kernel picks the math kernel when asked, and for fp32 on CUDA."""
+    return cfg.kernel == "math" or (cfg.device == "cuda" and cfg.dtype == "float32")
+
+
+def run_memory(cfg: RunConfig) -> RunMemory:
+    b, s, d = cfg.batch, cfg.seq_len, cfg.head_dim
+    h, kv = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank
+    eb = cfg.elem_bytes
+    q_elems, kv_elems = b * s * h * d, b * s * kv * d
+    tensors_elems = 2 * q_elems + 2 * kv_elems  # Q, K, V, dO (or O, dQ, dK, dV)
+    rows = reference_chunk_rows(batch=b, heads=h, seq_len=s)
+    scores = REFERENCE_LIVE_SCORE_MATRICES * b * h * rows * s * FP32_BYTES
+    chunk_rows = 5 * b * rows * h * d * FP32_BYTES  # Q*scale, dO/l, O, its rounded copy, dQ
+    # fp32 K, V copies and one K-sized matmul result before it is added to dK or dV (the dK, dV
+    # accumulators are the reference's results)
+    workspace = scores + chunk_rows + 3 * kv_elems * FP32_BYTES
+    tolerance = 0
+    if cfg.dtype != "float32":
+        if _math_kernel(cfg):  # single_device_run uses the chunked code on rounded inputs
+            tolerance = 2 * tensors_elems * eb + workspace
+        else:  # flash: inputs and results in the dtype, KV and grads expanded to all heads, fp32 dQ
+            tolerance = 2 * tensors_elems * eb + 8 * q_elems * eb + q_elems * FP32_BYTES
+    executor = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv, head_dim=d,
+                                            ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=eb)
+    if _math_kernel(cfg):  # one call: this rank's heads after the all-to-all, one ring shard each side
+        shard = s // cfg.ring
+        executor += MATH_KERNEL_LIVE_SCORE_MATRICES * b * (h // cfg.ulysses) * shard * shard * FP32_BYTES
+    return RunMemory(inputs_bytes=tensors_elems * FP32_BYTES, reference_bytes=tensors_elems * FP32_BYTES,
+                     reference_workspace_bytes=workspace, tolerance_bytes=tolerance, executor_bytes=executor,
+                     runtime_bytes=RUNTIME_OVERHEAD_BYTES[cfg.device])
+
+
+def reference_flops(cfg: RunConfig) -> float:
+    rows = reference_chunk_rows(batch=cfg.batch, heads=cfg.heads_per_tp_rank, seq_len=cfg.seq_len)
+    pairs = reference_score_pairs(cfg.seq_len, rows, causal=cfg.causal)
+    return REFERENCE_MATMULS * 2.0 * cfg.head_dim * pairs * cfg.batch * cfg.heads_per_tp_rank
+
+
+def reference_time_s(cfg: RunConfig, *, local_ranks: int, cpu_cores: int) -> float:
+    """About how long each rank's reference takes: CPU ranks share the cores (one thread each when
+    several run, as torchrun sets), CUDA ranks have a GPU each."""
+    if cfg.device == "cuda":
+        return reference_flops(cfg) / CUDA_REFERENCE_FLOPS_PER_S
+    threads_per_rank = cpu_cores if local_ranks == 1 else 1
+    share = min(1.0, cpu_cores / local_ranks)  # more ranks than cores time-share them
+    return reference_flops(cfg) / (CPU_CORE_REFERENCE_FLOPS_PER_S * threads_per_rank * share)

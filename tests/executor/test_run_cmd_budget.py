@@ -1,0 +1,71 @@
+"""sp-run's pre-launch check (sp_planner.cli.run_cmd._check_fits): a run whose ranks cannot fit
+is refused with one line before torchrun starts; a long reference gets a note."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from sp_planner.cli import run_cmd
+from sp_planner.cli.run_cmd import main
+from sp_planner.executor.config import RunConfig
+
+GIB = 2**30
+LLAMA = ["--heads", "32", "--kv-heads", "8", "--head-dim", "128", "--causal"]
+
+
+def _refusal(capsys, args: list[str]) -> str:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_run_that_does_not_fit_is_refused_before_launch(capsys, monkeypatch):
+    """16K tokens of Llama-3-8B attention on 2 ranks need 3.6 GiB a rank (test_budget); 4 GiB
+    shared by the 2 local ranks is 2 GiB each."""
+    monkeypatch.setattr(run_cmd, "_available_bytes", lambda device, plan_file: (4 * GIB, "MemAvailable"))
+    monkeypatch.setattr(run_cmd, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    err = _refusal(capsys, ["--ring", "2", "--seq-len", "16k", *LLAMA, "--dtype", "bfloat16"])
+    assert "needs about 3.6 GiB per rank" in err
+    assert "but 2.0 GiB is available per rank (4.0 GiB MemAvailable / 2 local ranks)" in err
+    assert "never shrinks a plan" in err and "--device cuda" in err and "smaller --seq-len" in err
+    assert "torchrun --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d" in err
+
+
+def test_terabyte_run_is_refused_on_this_machine(capsys, monkeypatch):
+    """64M tokens: the global fp32 Q, K, V and dO alone are 64M x 80 heads x 128 x 4 B = 2.5 TiB."""
+    monkeypatch.setattr(run_cmd, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    err = _refusal(capsys, ["--ring", "2", "--seq-len", "64m", *LLAMA])
+    assert "MemAvailable in /proc/meminfo / 2 local ranks" in err
+
+
+def test_cpu_memory_is_memavailable():
+    have, source = run_cmd._available_bytes("cpu", None)
+    lines = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
+    total = int(lines["MemTotal"].split()[0]) * 1024
+    assert 0 < have <= total and source == "MemAvailable in /proc/meminfo"
+
+
+def _check(cfg: RunConfig, local_ranks: int, monkeypatch) -> str:
+    monkeypatch.setattr(run_cmd, "_available_bytes", lambda device, plan_file: (1024 * GIB, "MemAvailable"))
+    console = Console(file=io.StringIO(), width=200)
+    run_cmd._check_fits(cfg, local_ranks, None, "torchrun ...", 300, console)
+    return console.file.getvalue()
+
+
+def test_long_reference_gets_a_note(monkeypatch):
+    """16K causal, 32 heads: 6.6e12 reference flops, one core a rank at 63e9 per second: 106 s."""
+    cfg = RunConfig(ring=2, ulysses=1, seq_len=16384, num_heads=32, num_kv_heads=8, head_dim=128, causal=True)
+    note = _check(cfg, 2, monkeypatch)
+    assert note.startswith("note: each rank computes the full fp32 reference first, about 105.53 s on cpu")
+    assert "--timeout 300 s" in note
+
+
+def test_short_reference_has_no_note(monkeypatch):
+    cfg = RunConfig(ring=2, ulysses=1, seq_len=4096, num_heads=32, num_kv_heads=8, head_dim=128, causal=True)
+    assert _check(cfg, 2, monkeypatch) == ""  # 4K: 1/16 of the 16K work, about 7 s
