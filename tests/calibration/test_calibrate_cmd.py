@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from sp_planner.calibration.schedule import message_sizes
 from sp_planner.catalog import load_hardware
@@ -22,20 +21,6 @@ from sp_planner.specs.calibration import COLLECTIVES
 TINY_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
               "intermediate_size": 688, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "vocab_size": 1000, "max_position_embeddings": 4096}
-
-
-def _main(module, *args) -> tuple[int, str, str]:
-    """A CLI's main() as its console script calls it, stdout and stderr captured apart."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _mixed):
-        try:
-            module.main([str(a) for a in args])
-            code = 0
-        except SystemExit as done:
-            code = done.code if isinstance(done.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        return code, out.getvalue().decode(), err.getvalue().decode()
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +73,22 @@ def test_compute_curves_are_measured(quick_run):
     assert profile.calibration.copy_bytes_per_s > 0
 
 
-def test_sp_plan_accepts_the_profile(quick_run):
+def test_sp_plan_accepts_the_profile(quick_run, run_main):
     _, out, _, tmp = quick_run
     config = tmp / "tiny" / "config.json"
     config.parent.mkdir(exist_ok=True)
     config.write_text(json.dumps(TINY_LLAMA))
-    code, stdout, stderr = _main(plan_cmd, "--model", config, "--hardware", out, "--nodes", "1", "--seq-len", "1k",
+    code, stdout, stderr = run_main(plan_cmd, "--model", config, "--hardware", out, "--nodes", "1", "--seq-len", "1k",
                                  "--top", "1", "--format", "json")
     assert code == 0, stderr
     best = json.loads(stdout)["plans"][0]
     assert best["fits"] and 0 < best["step_time_s"] < math.inf
 
 
-def test_refit_from_saved_measurements_against_a_base(quick_run, tmp_path):
+def test_refit_from_saved_measurements_against_a_base(quick_run, run_main, tmp_path):
     _, out, raw, _ = quick_run
     refit = tmp_path / "refit.yaml"
-    code, stdout, stderr = _main(calibrate_cmd, "--measurements", raw, "--base", "H100-SXM", "--out", refit,
+    code, stdout, stderr = run_main(calibrate_cmd, "--measurements", raw, "--base", "H100-SXM", "--out", refit,
                                  "--name", "cpu-vs-h100")
     assert code == 0, stderr
     profile = load_hardware(str(refit))
@@ -114,17 +99,17 @@ def test_refit_from_saved_measurements_against_a_base(quick_run, tmp_path):
     assert "warning: inter_node: no inter-node collective was measured; using H100-SXM's" in stderr
 
 
-def test_missing_curve_needs_a_base(quick_run, tmp_path):
+def test_missing_curve_needs_a_base(quick_run, run_main, tmp_path):
     data = json.loads(quick_run[2].read_text())
     data["attention"] = [a for a in data["attention"] if a["direction"] == "fwd"]
     raw = tmp_path / "no-bwd.json"
     raw.write_text(json.dumps(data))
-    code, _, stderr = _main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "x.yaml")
+    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "x.yaml")
     assert code == 2
     assert stderr == ("error: efficiency.attention_bwd: no full-mask attention bwd curve was measured and there "
                       "is no base profile to take it from; pass --base NAME (a built-in profile of a similar "
                       "machine)\n")
-    code, _, stderr = _main(calibrate_cmd, "--measurements", raw, "--base", "A100", "--out", tmp_path / "x.yaml")
+    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--base", "A100", "--out", tmp_path / "x.yaml")
     assert code == 0
     assert "warning: efficiency.attention_bwd: no full-mask attention bwd curve was measured; using A100-80GB's" \
            in stderr
@@ -154,12 +139,12 @@ def _raw_with(tmp_path: Path, make_measurements, value) -> Path:
     (["--device", "cpu"], "Missing option '--out'"),
     (["--out", "p.yaml", "--nproc-per-node", "1"], "one CPU rank times no collective"),
 ])
-def test_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch, make_measurements):
+def test_bad_input_exits_2_with_one_line(run_main, args, message, tmp_path, monkeypatch, make_measurements):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corrupt.yaml").write_text("name: H100\npeak_bf16_flops: [989e12\n")
     args = [str(_raw_with(tmp_path, make_measurements, {"nan": math.nan, "negative": -1e-3}[a]))
             if a in ("nan", "negative") else a for a in args]
-    code, stdout, stderr = _main(calibrate_cmd, *args)
+    code, stdout, stderr = run_main(calibrate_cmd, *args)
     assert code == 2
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr, stderr
     assert not (tmp_path / "p.yaml").exists()
