@@ -28,8 +28,13 @@ from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_par
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-TP_ALL_GATHERS_PER_LAYER, TP_REDUCE_SCATTERS_PER_LAYER = 6, 4
-TP_FORWARD_GATHERS, TP_FORWARD_SCATTERS = 2, 2
+# TP collectives per layer per micro-batch (module docstring): forward 2 AG + 2 RS, backward
+# the conjugates (2 RS + 2 AG) plus 2 AG of the saved inputs for the weight gradients. The cost
+# model (step, comm) and the simulator's layer program (sim.layer_program) use these counts.
+TP_FORWARD_ALL_GATHERS, TP_FORWARD_REDUCE_SCATTERS = 2, 2
+TP_BACKWARD_ALL_GATHERS, TP_BACKWARD_REDUCE_SCATTERS = 4, 2
+TP_ALL_GATHERS_PER_LAYER = TP_FORWARD_ALL_GATHERS + TP_BACKWARD_ALL_GATHERS
+TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_SCATTERS
 
 
 def micro_batches(workload: Workload, c: dict) -> np.ndarray:
@@ -61,8 +66,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
     gathered = b * (workload.seq_len // (u * r)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == 2
-    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_GATHERS, 0))
-    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_SCATTERS, 0))
+    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0))
+    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup = dp * u * r

@@ -15,6 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
+from sp_planner.cost.comm import (
+    TP_BACKWARD_ALL_GATHERS,
+    TP_BACKWARD_REDUCE_SCATTERS,
+    TP_FORWARD_ALL_GATHERS,
+    TP_FORWARD_REDUCE_SCATTERS,
+)
 from sp_planner.cost.flops import (
     _active_ffn_width,
     hardware_flops_per_step,
@@ -29,8 +35,12 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Megatron DDP bucket (megatron/core/distributed: bucket_size = max(40_000_000, 1_000_000 * dp)).
-DDP_BUCKET_PARAMS = 40_000_000
+# Megatron DDP bucket default (megatron/core/distributed/distributed_data_parallel.py:
+# bucket_size = max(40000000, 1000000 * parallel_state.get_data_parallel_world_size()), the
+# data-parallel size without context parallelism): larger dp, larger buckets, so the ring
+# chunks stay bandwidth-bound.
+DDP_BUCKET_MIN_PARAMS = 40_000_000
+DDP_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
 # Adam step: read fp32 grad (4), read/write master, m, v (24), write bf16 param (2).
 ADAM_BYTES_PER_PARAM = 30
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
@@ -41,6 +51,11 @@ ADAM_BYTES_PER_PARAM = 30
 # Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
 # place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
 LOSS_BYTES_PER_LOGIT = 60
+
+
+def ddp_bucket_params(dp):
+    """Parameters per gradient bucket of Megatron's DDP for data-parallel degree `dp`."""
+    return np.maximum(DDP_BUCKET_MIN_PARAMS, DDP_BUCKET_PARAMS_PER_DP_RANK * np.asarray(dp))
 
 
 def elementwise_bytes_per_token(model: ModelSpec) -> float:
@@ -72,8 +87,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     gathered = tokens * model.hidden_size * ACT_BYTES
     ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, 1, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, 1, gpn)
-    tp_fwd = 2 * ag + 2 * rs
-    tp_layer = 6 * ag + 4 * rs
+    tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
+    tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+    tp_layer = tp_fwd + tp_bwd
     recompute_layer = np.select(
         [recompute == 2, recompute == 1], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
     )
@@ -82,7 +98,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
     )
     micro_s = layers * per_layer + logits
-    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + 4 * rs + 2 * ag + recompute_layer)
+    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + tp_bwd + recompute_layer)
     fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, tp * cp * dp, gpn)
@@ -98,7 +114,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
-    last_bucket = np.minimum(1.0, DDP_BUCKET_PARAMS / params)
+    last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
     hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
     dp_exposed = np.select(
         [zero == 0, zero == 1, zero == 2],

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_GATHERS, comm_columns
+from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHERS, comm_columns
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
-    DDP_BUCKET_PARAMS,
     LOSS_BYTES_PER_LOGIT,
+    ddp_bucket_params,
     elementwise_bytes_per_token,
 )
 from sp_planner.layout import rank_grid, rank_groups
@@ -61,7 +61,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     recompute_full = plan.recompute == "full"
-    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_GATHERS if recompute_full else 0))
+    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0))
     tp_bytes = comm["comm_tp_all_gather"] / gathers
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather", tp - 1)
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
@@ -84,7 +84,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                          + memory_pass_time_s(hw, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp))
     logits_fwd = logits_total / 3
 
-    # Data parallel over dp x cp: gradient buckets of DDP_BUCKET_PARAMS, reduce-scattered (ZeRO >= 1)
+    # Data parallel over dp x cp: gradient buckets of ddp_bucket_params(dp), reduce-scattered (ZeRO >= 1)
     # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
     zgroups = dp_cp_groups(plan)
     zsize = zgroups.shape[1]
@@ -92,7 +92,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layer_params = float(layer_params_per_rank(model, tp))
     rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
     grad_bytes_per_param = comm["comm_dp_reduce_scatter"] / rounds / params if zsize > 1 else 0.0
-    layers_per_bucket = max(1, int(np.ceil(DDP_BUCKET_PARAMS / layer_params)))
+    layers_per_bucket = max(1, int(np.ceil(ddp_bucket_params(plan.dp) / layer_params)))
     if plan.zero == 0:
         # cost.comm counts the all-reduce as reduce-scatter + all-gather bytes.
         per_param = (comm["comm_dp_reduce_scatter"] + comm["comm_dp_all_gather"]) / params if zsize > 1 else 0.0
