@@ -12,7 +12,6 @@ from sp_planner.specs.workload import Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
-AXES: tuple[str, ...] = ("tp", "ulysses", "ring", "dp", "pp")
 
 
 class Violation(FrozenModel):

@@ -7,6 +7,7 @@ from typing import get_args
 
 import numpy as np
 
+from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import ParallelPlan, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
@@ -14,7 +15,6 @@ from sp_planner.specs.workload import Workload
 
 RECOMPUTE: tuple[str, ...] = get_args(Recompute)  # codes 0 none, 1 selective, 2 full
 MICRO_BATCH_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
-DEGREES: tuple[str, ...] = ("dp", "pp", "tp", "ulysses", "ring")
 # Order in which rules are checked; the first broken one is a candidate's reason.
 RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len", "layers", "batch")
 
@@ -32,6 +32,11 @@ class Pins(FrozenModel):
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
 
+
+# The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
+# of the frame's columns and of the JSON, and in Pins' field order, which is the CLI's options'.
+DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name in GRID_ORDER)
+PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]

@@ -28,6 +28,7 @@ import numpy as np
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
 MERGE_FWD_BYTES_PER_ELEM = 38
@@ -82,7 +83,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     c0_f, c1_f = kernel(block, block, diag, False), kernel(later_q, later_kv, False, False)
     c0_b, c1_b = kernel(block, block, diag, True), kernel(later_q, later_kv, False, True)
 
-    ring_stride = tp * u
+    mesh = {"tp": tp, "ulysses": u, "ring": r}  # the axes inside the ring's, for strides
+    ring_stride = axis_stride(mesh, "ring")
     x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
     x_dkv = p2p_time_s(hardware, 2 * kv_elems * RING_GRAD_ELEM_BYTES, r, ring_stride, gpus_per_node)
     merge = memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems)
@@ -113,8 +115,9 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     a2a_tokens = b * seq_len / (u * r)
     q_bytes = a2a_tokens * (num_heads / tp) * head_dim * elem_bytes * (u - 1) / u
     kv_bytes = a2a_tokens * kv_sent * head_dim * elem_bytes * (u - 1) / u
-    uly = 2 * all_to_all_time_s(hardware, q_bytes, u, tp, gpus_per_node) + 2 * all_to_all_time_s(
-        hardware, kv_bytes, u, tp, gpus_per_node
+    uly_stride = axis_stride(mesh, "ulysses")
+    uly = 2 * all_to_all_time_s(hardware, q_bytes, u, uly_stride, gpus_per_node) + 2 * all_to_all_time_s(
+        hardware, kv_bytes, u, uly_stride, gpus_per_node
     )
     return AttentionTimes(
         fwd_compute_s=fwd_busy,

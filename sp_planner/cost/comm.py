@@ -25,6 +25,7 @@ import numpy as np
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -63,14 +64,14 @@ def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
     ring_layer = ring_layer + np.where(again, ring_forward_bytes_per_layer(model, workload, c), 0)
 
-    gathered = b * (workload.seq_len // (u * r)) * model.hidden_size * ACT_BYTES
+    gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == 2
     tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0))
     tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup = dp * u * r
+    zgroup = group_size(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0].astype(np.int64)
     share = lambda nbytes: nbytes * (zgroup - 1) // zgroup  # noqa: E731  (n-1)/n of a buffer
     zero = c["zero"]
@@ -93,13 +94,13 @@ def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
     out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
     gpn = c["gpus_per_node"]
     links = {
-        "ulysses_all_to_all": group_link(u, tp, gpn),
-        "ring_p2p": group_link(r, tp * u, gpn),
-        "tp_all_gather": group_link(tp, 1, gpn),
-        "tp_reduce_scatter": group_link(tp, 1, gpn),
-        "pp_p2p": group_link(pp, tp * u * r * dp, gpn),
-        "dp_reduce_scatter": group_link(zgroup, tp, gpn),
-        "dp_all_gather": group_link(zgroup, tp, gpn),
+        "ulysses_all_to_all": group_link(u, axis_stride(c, "ulysses"), gpn),
+        "ring_p2p": group_link(r, axis_stride(c, "ring"), gpn),
+        "tp_all_gather": group_link(tp, axis_stride(c, "tp"), gpn),
+        "tp_reduce_scatter": group_link(tp, axis_stride(c, "tp"), gpn),
+        "pp_p2p": group_link(pp, axis_stride(c, "pp"), gpn),
+        "dp_reduce_scatter": group_link(zgroup, group_stride(c, DP_CP_AXES), gpn),
+        "dp_all_gather": group_link(zgroup, group_stride(c, DP_CP_AXES), gpn),
     }
     for name, code in links.items():
         out[f"link_{name}"] = LINK_NAMES[code]

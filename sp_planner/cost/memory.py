@@ -27,6 +27,7 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses, kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.layout import DP_CP_AXES, group_size
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -103,7 +104,7 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
     """MemoryBreakdown fields (keys mem_<field>) and memory_peak_bytes, for the busier stage."""
     tp, pp, zero = c["tp"], c["pp"], c["zero"]
-    zgroup = c["dp"] * c["ulysses"] * c["ring"]
+    zgroup = group_size(c, DP_CP_AXES)
     first_p, last_p = stage_params_per_rank(model, tp, pp)
 
     def states(params):

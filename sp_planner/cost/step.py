@@ -31,6 +31,7 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -69,7 +70,7 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
     tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
     b, recompute, gpn = c["micro_batch"], c["recompute_code"], c["gpus_per_node"]
-    cp = u * r
+    cp = group_size(c, CP_AXES)
     layers = model.num_layers / pp
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
@@ -85,8 +86,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         causal=workload.causal, zigzag=c["zigzag"], gpus_per_node=gpn, elem_bytes=ACT_BYTES,
     )
     gathered = tokens * model.hidden_size * ACT_BYTES
-    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, 1, gpn)
-    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, 1, gpn)
+    tp_stride = axis_stride(c, "tp")
+    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     tp_layer = tp_fwd + tp_bwd
@@ -101,15 +103,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + tp_bwd + recompute_layer)
     fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
 
-    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, tp * cp * dp, gpn)
+    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
-    zgroup = dp * cp
+    zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0]
     share = (zgroup - 1) / zgroup
     zero = c["zero"]
 
     def coll(kind, nbytes):
-        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, tp, gpn)
+        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
 
     grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
@@ -137,7 +139,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     }
     out = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for k, v in out.items()}
     step = sum(out.values())
-    world = dp * pp * tp * cp
+    world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)

@@ -1,8 +1,8 @@
 """USP: Ulysses x Ring on a 2D device mesh (Fang and Zhao 2024, arXiv 2405.07719, Alg. 1).
 
-The mesh is (ring, ulysses) with ulysses the inner axis, so a Ulysses group holds adjacent ranks
-(inside a node) and ring groups are strided by U. This matches sp_planner.layout.rank_groups for
-tp=1 (cp_r = ulysses_r + U*ring_r), and yunchang's `use_ulysses_low=True`.
+The mesh is sp_planner.layout.CP_AXES, (ring, ulysses) with ulysses the inner axis, so a Ulysses
+group holds adjacent ranks (inside a node) and ring groups are strided by U: the planner's
+rank_groups for tp=1 (cp_r = ulysses_r + U*ring_r), and yunchang's `use_ulysses_low=True`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from sp_planner.executor.comm import CommCounter
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.ring import RingAttention, RingSetup
 from sp_planner.executor.ulysses import HeadToSeq, SeqToHead, replicate_kv_heads
+from sp_planner.layout import CP_AXES
 from sp_planner.plan import RingLayout
-
-MESH_AXES = ("ring", "ulysses")
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,8 @@ def build_sequence_groups(ulysses: int, ring: int, device_type: str) -> Sequence
     """Ulysses and Ring groups from init_device_mesh over the default group's ranks."""
     from torch.distributed.device_mesh import init_device_mesh
 
-    mesh = init_device_mesh(device_type, (ring, ulysses), mesh_dim_names=MESH_AXES)
+    degrees = {"ring": ring, "ulysses": ulysses}
+    mesh = init_device_mesh(device_type, tuple(degrees[a] for a in CP_AXES), mesh_dim_names=CP_AXES)
     ulysses_group, ring_group = mesh.get_group("ulysses"), mesh.get_group("ring")
     return SequenceGroups(
         ulysses_group=ulysses_group, ring_group=ring_group, ulysses=ulysses, ring=ring,

@@ -19,7 +19,7 @@ from sp_planner.cost.step import (
     ddp_bucket_params,
     elementwise_bytes_per_token,
 )
-from sp_planner.layout import rank_grid, rank_groups
+from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps
 from sp_planner.sim.cluster import Cluster
@@ -32,13 +32,7 @@ from sp_planner.specs.workload import Workload
 
 def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
     """The data-parallel x context-parallel groups (Megatron's dp-cp group), ranks ascending."""
-    grid = rank_grid(plan)  # (pp, dp, ring, ulysses, tp)
-    moved = np.transpose(grid, (0, 4, 1, 2, 3))  # -> (pp, tp, dp, ring, ulysses)
-    return moved.reshape(-1, plan.dp * plan.cp)  # (pp*tp, dp*cp)
-
-
-def _pp_groups(plan: ParallelPlan) -> np.ndarray:
-    return np.asarray(rank_groups(plan)["pp"], dtype=np.int64)
+    return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
 
 
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
@@ -110,7 +104,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
     shard = params / (zsize if plan.zero >= 1 else 1)
     pp_bytes = comm["comm_pp_p2p"] / (2 * m) if pp > 1 else 0.0
-    pp_send = phase("pp send/recv", _pp_groups(plan), pp_bytes, "chain", "p2p")
+    pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
