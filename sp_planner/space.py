@@ -8,15 +8,13 @@ from typing import get_args
 import numpy as np
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.plan import ParallelPlan, Recompute, RingLayout
+from sp_planner.plan import RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 RECOMPUTE: tuple[str, ...] = get_args(Recompute)  # codes 0 none, 1 selective, 2 full
 MICRO_BATCH_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
-# Order in which rules are checked; the first broken one is a candidate's reason.
-RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len", "layers", "batch")
 
 
 class Pins(FrozenModel):
@@ -91,18 +89,8 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> dict:
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: dict) -> dict[str, np.ndarray]:
-    """True where a candidate breaks the rule; mirrors `plan.violations` rule by rule."""
-    tp, u, r = c["tp"], c["ulysses"], c["ring"]
-    split = tp * u
-    kv = model.num_kv_heads
-    chunks = np.where((r > 1) & c["zigzag"], 2 * r, r)
-    return {
-        "heads": model.num_heads % split != 0,
-        "kv_heads": ~((kv % split == 0) | (split % kv == 0)),
-        "seq_len": workload.seq_len % (chunks * u * tp) != 0,
-        "layers": model.num_layers % c["pp"] != 0,
-        "batch": workload.global_batch % (c["dp"] * c["micro_batch"]) != 0,
-    }
+    """True where a candidate breaks the rule: `plan.rule_breaks` over the columns."""
+    return rule_breaks(RuleFacts.of(model, workload), c)
 
 
 def first_rule(masks: dict[str, np.ndarray], n: int) -> np.ndarray:

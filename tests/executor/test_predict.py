@@ -28,7 +28,7 @@ def test_config_problems_name_the_values():
     cfg = RunConfig(ulysses=3, ring=2, seq_len=66, num_heads=4, num_kv_heads=4, head_dim=8,
                     ring_layout="zigzag")
     problems = config_problems(cfg)
-    assert "heads 4 are not divisible by tp*ulysses = 1*3" in problems[0]
+    assert "num_heads 4 is not divisible by tp*ulysses = 1*3" in problems[0]
     assert any("seq_len 66 is not divisible by 12" in p for p in problems)
 
 
