@@ -26,10 +26,9 @@ from sp_planner.space import (
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+from sp_planner.units import GIB
 
 __all__ = ["Pins", "evaluate", "search"]
-
-GIB = 2.0**30
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:

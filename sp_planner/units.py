@@ -6,6 +6,8 @@ import re
 
 from sp_planner.errors import UserInputError
 
+KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report memory
+
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 

@@ -14,8 +14,8 @@ from sp_planner.catalog import load_model
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import COLLECTIVES, Collective, LinkTier
 from sp_planner.specs.model import ModelSpec
+from sp_planner.units import GIB, KIB, MIB
 
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
 Device = Literal["cpu", "cuda"]
 
 # GPU attention shapes follow the FlashAttention-2/3 benchmarks (Dao 2023, section 4.1): hidden

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses, kv_heads_per_tp_rank
+from sp_planner.cost.attention_comm import FP32_BYTES, RING_GRAD_ELEM_BYTES, kv_heads_for_ulysses, kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.layout import DP_CP_AXES, group_size
 from sp_planner.specs.hardware import HardwareProfile
@@ -77,7 +77,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     norms = 4 * ACT_BYTES * n * h / tp
     q = ACT_BYTES * n * heads * d
-    lse = 4 * n * heads
+    lse = FP32_BYTES * n * heads
     o_copies = np.where(ulysses > 1, 2, 1)
     attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
@@ -96,7 +96,7 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
     # Backward holds next K/V (bf16), current and next dK/dV (fp32) and the fp32 dQ accumulator.
-    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * 4) + 4 * heads), 0.0)
+    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * RING_GRAD_ELEM_BYTES) + FP32_BYTES * heads), 0.0)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
     return ulysses_buf + ring_buf + tp_buf
 

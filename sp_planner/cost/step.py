@@ -16,10 +16,12 @@ import numpy as np
 
 from sp_planner.cost.attention import attention_times
 from sp_planner.cost.comm import (
+    TP_ALL_GATHERS_PER_LAYER,
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    TP_REDUCE_SCATTERS_PER_LAYER,
 )
 from sp_planner.cost.flops import (
     _active_ffn_width,
@@ -90,8 +92,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
-    tp_layer = tp_fwd + tp_bwd
+    tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
     recompute_layer = np.select(
         [recompute == 2, recompute == 1], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
     )
@@ -100,7 +101,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
     )
     micro_s = layers * per_layer + logits
-    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + tp_bwd + recompute_layer)
+    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
+                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer)
     fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)

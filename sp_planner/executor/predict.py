@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_comm import ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_bytes_per_layer, ulysses_bytes_per_layer
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.result import CommBytes, Prediction
 from sp_planner.specs.hardware import HardwareProfile
-
-# Ring dK/dV accumulators travel in fp32 (yunchang, ring-flash-attention); so does our executor.
-RING_GRAD_ELEM_BYTES = 4
 
 
 def predicted_comm_bytes(cfg: RunConfig) -> CommBytes:

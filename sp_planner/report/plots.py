@@ -14,8 +14,8 @@ import numpy as np
 from sp_planner.estimate import PlanEstimate
 from sp_planner.report.labels import COMM_LABELS, MEMORY_LABELS, plan_label
 from sp_planner.report.svg import new_figure, render_svg
+from sp_planner.units import GIB
 
-GIB = float(2**30)
 # Colour-blind-safe qualitative palette (Okabe & Ito 2008), then two neutral greys.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999",
            "#555555")

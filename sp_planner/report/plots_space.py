@@ -13,8 +13,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sp_planner.report.labels import reason_key
 from sp_planner.report.svg import new_figure, render_svg
+from sp_planner.units import GIB
 
-GIB = float(2**30)
 # Above this many columns the per-cell numbers would crowd; the colour bar still reads.
 _MAX_ANNOTATED_COLUMNS = 24
 

@@ -18,7 +18,7 @@ from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 
 README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
-GIB = 1024**3
+from sp_planner.units import GIB
 LLAMA3_8B = load_model("llama3-8b")
 A800 = load_hardware("a800")
 # The README question: 128K tokens, default global batch = one sequence per GPU (16).

@@ -12,7 +12,7 @@ from sp_planner.cli import run_cmd
 from sp_planner.cli.run_cmd import main
 from sp_planner.executor.config import RunConfig
 
-GIB = 2**30
+from sp_planner.units import GIB
 LLAMA = ["--heads", "32", "--kv-heads", "8", "--head-dim", "128", "--causal"]
 
 
