@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 from pydantic import Field
@@ -14,6 +14,9 @@ from sp_planner.specs.workload import Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
+# Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
+RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
+RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
 
 
 class Violation(FrozenModel):

@@ -6,8 +6,8 @@ import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.executor.config import RunConfig, config_problems
-from sp_planner.plan import ATTENTION_RULES, RULES, ParallelPlan, violations
-from sp_planner.space import DEGREES, Pins, enumerate_candidates, rule_masks
+from sp_planner.plan import ATTENTION_RULES, RULES, violations
+from sp_planner.space import Pins, enumerate_candidates, rule_masks
 from sp_planner.specs import ModelSpec, Workload
 
 ODD = ModelSpec(name="odd", hidden_size=96, intermediate_size=256, num_layers=6, num_heads=12,
@@ -20,18 +20,15 @@ CASES = [
 ]
 
 
-def _plans(columns):
-    for i in range(len(columns["tp"])):
-        yield ParallelPlan(**{name: int(columns[name][i]) for name in DEGREES}, zero=int(columns["zero"][i]),
-                           micro_batch=int(columns["micro_batch"][i]),
-                           ring_layout="zigzag" if columns["zigzag"][i] else "contiguous")
+def _plans(candidates):
+    return [candidates.plan(i) for i in range(len(candidates))]
 
 
 @pytest.mark.parametrize("model,workload,world", CASES, ids=lambda x: getattr(x, "name", None))
 def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     columns = enumerate_candidates(workload, world, Pins())
     masks = rule_masks(model, workload, columns)
-    n = len(columns["tp"])
+    n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
     broken = np.array([[rule in rules for rule in RULES] for rules in found])
     assert broken.shape == (n, len(RULES))

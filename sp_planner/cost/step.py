@@ -12,6 +12,8 @@ optimizer step exposed, and an HBM-bound Adam step.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
@@ -34,6 +36,8 @@ from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -69,9 +73,37 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
     return float(2 * elements)
 
 
-def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
-    tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
-    b, recompute, gpn = c["micro_batch"], c["recompute_code"], c["gpus_per_node"]
+class TimeColumns(NamedTuple):
+    """Seconds per step on the critical path, per candidate (estimate.TimeBreakdown's fields)."""
+
+    gemm_s: np.ndarray
+    attention_s: np.ndarray
+    recompute_s: np.ndarray
+    tp_comm_s: np.ndarray
+    ulysses_comm_s: np.ndarray
+    ring_comm_exposed_s: np.ndarray
+    pp_comm_s: np.ndarray
+    dp_comm_exposed_s: np.ndarray
+    bubble_s: np.ndarray
+    optimizer_s: np.ndarray
+
+
+class StepColumns(NamedTuple):
+    """Step time (the sum of `time`), throughput and FLOP rates per candidate."""
+
+    time: TimeColumns
+    step_time_s: np.ndarray
+    tokens_per_s: np.ndarray
+    model_tflops_per_gpu: np.ndarray
+    hardware_tflops_per_gpu: np.ndarray
+    mfu: np.ndarray
+    hardware_mfu: np.ndarray
+
+
+def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+                 gpus_per_node: int) -> StepColumns:
+    tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
+    b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
     layers = model.num_layers / pp
     m = workload.global_batch / (dp * b)
@@ -85,7 +117,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
-        causal=workload.causal, zigzag=c["zigzag"], gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
     )
     gathered = tokens * model.hidden_size * ACT_BYTES
     tp_stride = axis_stride(c, "tp")
@@ -94,7 +126,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
     recompute_layer = np.select(
-        [recompute == 2, recompute == 1], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
+        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
     )
     per_layer = (
         3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
@@ -110,7 +142,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0]
     share = (zgroup - 1) / zgroup
-    zero = c["zero"]
+    zero = c.zero
 
     def coll(kind, nbytes):
         return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
@@ -127,28 +159,32 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     )
     shard = params / np.where(zero >= 1, zgroup, 1)
 
-    out = {
-        "time_gemm_s": m * (layers * 3 * gemm_fwd + logits),
-        "time_attention_s": m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
-        "time_recompute_s": m * layers * recompute_layer,
-        "time_tp_comm_s": m * layers * tp_layer,
-        "time_ulysses_comm_s": m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
-        "time_ring_comm_exposed_s": m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        "time_pp_comm_s": m * 2 * pp_step,
-        "time_dp_comm_exposed_s": dp_exposed,
-        "time_bubble_s": (pp - 1) * micro_s,
-        "time_optimizer_s": memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
-    }
-    out = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for k, v in out.items()}
-    step = sum(out.values())
+    parts = (
+        m * (layers * 3 * gemm_fwd + logits),
+        m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
+        m * layers * recompute_layer,
+        m * layers * tp_layer,
+        m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
+        m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
+        m * 2 * pp_step,
+        dp_exposed,
+        (pp - 1) * micro_s,
+        memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
+    )
+    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
+    step = sum(time)
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
-    out["step_time_s"] = step
-    out["tokens_per_s"] = workload.tokens_per_step / step
-    out["model_tflops_per_gpu"] = model_flops / step / world / 1e12
-    out["hardware_tflops_per_gpu"] = hw_flops / step / world / 1e12
-    out["mfu"] = out["model_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
-    out["hardware_mfu"] = out["hardware_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
-    return out
+    model_tflops = model_flops / step / world / 1e12
+    hardware_tflops = hw_flops / step / world / 1e12
+    return StepColumns(
+        time=time,
+        step_time_s=step,
+        tokens_per_s=workload.tokens_per_step / step,
+        model_tflops_per_gpu=model_tflops,
+        hardware_tflops_per_gpu=hardware_tflops,
+        mfu=model_tflops * 1e12 / hardware.peak_bf16_flops,
+        hardware_mfu=hardware_tflops * 1e12 / hardware.peak_bf16_flops,
+    )

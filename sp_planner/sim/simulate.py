@@ -9,7 +9,6 @@ for every micro-batch.
 
 from __future__ import annotations
 
-import numpy as np
 
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
@@ -18,7 +17,7 @@ from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
-from sp_planner.space import plan_columns
+from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -43,8 +42,8 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                          plan: ParallelPlan, *, gpus_per_node: int) -> float:
-    cols = plan_columns(plan) | {"gpus_per_node": gpus_per_node}
-    return float(np.asarray(time_columns(model, hardware, workload, cols)["step_time_s"]).reshape(-1)[0])
+    step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node)
+    return float(step.step_time_s[0])
 
 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,

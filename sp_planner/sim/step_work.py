@@ -25,7 +25,7 @@ from sp_planner.sim.attention_steps import attention_steps
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.flows import PhaseResult, run_phase
 from sp_planner.sim.work import LayerWork, StepWork
-from sp_planner.space import plan_columns
+from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -41,9 +41,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
     layers = model.num_layers // pp
-    cols = plan_columns(plan) | {"gpus_per_node": cluster.gpus_per_node}
-    comm = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in comm_columns(model, workload, cols).items()
-            if k.startswith("comm_")}
+    sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node).sent_bytes
+    comm = type(sent)(*(float(values[0]) for values in sent))  # this plan's bytes, by collective
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
@@ -56,7 +55,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     recompute_full = plan.recompute == "full"
     gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0))
-    tp_bytes = comm["comm_tp_all_gather"] / gathers
+    tp_bytes = comm.tp_all_gather / gathers
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather", tp - 1)
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
 
@@ -85,11 +84,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     params = float(stage_params_per_rank(model, tp, pp)[0])
     layer_params = float(layer_params_per_rank(model, tp))
     rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
-    grad_bytes_per_param = comm["comm_dp_reduce_scatter"] / rounds / params if zsize > 1 else 0.0
+    grad_bytes_per_param = comm.dp_reduce_scatter / rounds / params if zsize > 1 else 0.0
     layers_per_bucket = max(1, int(np.ceil(ddp_bucket_params(plan.dp) / layer_params)))
     if plan.zero == 0:
         # cost.comm counts the all-reduce as reduce-scatter + all-gather bytes.
-        per_param = (comm["comm_dp_reduce_scatter"] + comm["comm_dp_all_gather"]) / params if zsize > 1 else 0.0
+        per_param = (comm.dp_reduce_scatter + comm.dp_all_gather) / params if zsize > 1 else 0.0
         bucket = phase("dp grad all-reduce (bucket)", zgroups, per_param * layer_params * layers_per_bucket,
                        "ring", "all_reduce", 2 * (zsize - 1), rounds=2)
         tail_params = params - layers * layer_params
@@ -100,10 +99,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                        "ring", "reduce_scatter", zsize - 1)
         tail_params = params - layers * layer_params
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
-        ag_bytes = comm["comm_dp_all_gather"] / (2 * m if plan.zero == 3 else 1)
+        ag_bytes = comm.dp_all_gather / (2 * m if plan.zero == 3 else 1)
         gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
     shard = params / (zsize if plan.zero >= 1 else 1)
-    pp_bytes = comm["comm_pp_p2p"] / (2 * m) if pp > 1 else 0.0
+    pp_bytes = comm.pp_p2p / (2 * m) if pp > 1 else 0.0
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
     layer = LayerWork(
