@@ -22,7 +22,8 @@ from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import best_expressible
 from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
-from sp_planner.present.why import closest_and_fixes, describe_plan, why_this_plan
+from sp_planner.present.labels import plan_name
+from sp_planner.present.why import closest_and_fixes, why_this_plan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
 
@@ -131,7 +132,7 @@ def print_flags(answer: Answer, console: Console) -> None:
                 continue
             rank, est, rendered = fallback
             slower = est.step_time_s / answer.result.ranked[0].step_time_s - 1
-            heading = f"{name} flags for plan {rank} ({describe_plan(est.plan)}; {slower:.1%} slower than plan 1)"
+            heading = f"{name} flags for plan {rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
         console.rule(heading, align="left")
         # Plain, unwrapped text so that it can be pasted as it is.
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)

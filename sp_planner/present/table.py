@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.present.why import MEMORY_LABELS, TIME_LABELS
+from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import GIB, format_bytes, format_seconds
 

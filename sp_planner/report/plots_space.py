@@ -11,7 +11,7 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sp_planner.report.labels import reason_key
+from sp_planner.present.labels import reason_key
 from sp_planner.report.svg import new_figure, render_svg
 from sp_planner.units import GIB
 

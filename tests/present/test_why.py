@@ -75,7 +75,7 @@ def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
                         estimate=BEST)
     text = closest_and_fixes([over], A800, [fix])
     lines = text.splitlines()
-    assert lines[0].startswith("No plan fits. The closest is tp 1 x pp 1 x dp 1 x ulysses 8 x ring 1")
+    assert lines[0].startswith("No plan fits. The closest is tp 1 x ulysses 8 x ring 1 x dp 1 x pp 1")
     assert lines[0].endswith("100.0 GiB per GPU against 80.0 GiB, 20.0 GiB over.")
     assert lines[2].startswith("  --nodes 4: would fit on 4 nodes (32 GPUs); best plan tp 1")
     assert lines[2].endswith("48.0 GiB per GPU, 10.00 s per step")
