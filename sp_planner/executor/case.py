@@ -11,10 +11,10 @@ import torch.distributed as dist
 from sp_planner.executor.comm import ALL_TO_ALL, P2P, CommCounter
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.kernels import check_kernel, select_kernel
-from sp_planner.executor.layout import extract_local
+from sp_planner.executor.sharding import extract_local
 from sp_planner.executor.memory import CPU_METHOD, CUDA_METHOD, TensorBytesTracker
 from sp_planner.executor.reference import Tensors, global_inputs, reference_attention, single_device_run
-from sp_planner.executor.result import CommBytes, GroupRanks, RankResult, StepTimes, TensorErrors
+from sp_planner.executor.result import AttentionCommBytes, GroupRanks, RankResult, StepTimes, TensorErrors
 from sp_planner.executor.usp import SequenceGroups, usp_attention
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -104,7 +104,7 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
         peak, method = tracker.peak_bytes, CPU_METHOD
     errors = TensorErrors(**{name: _max_abs(got, shard(getattr(reference, name)))
                              for name, got in zip(Tensors._fields, (out, *grads))})
-    sent = CommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P])
+    sent = AttentionCommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P])
 
     fwd_times, bwd_times = [fwd_s], [bwd_s]
     if cfg.iters:

@@ -6,7 +6,7 @@ accumulators for R steps, the last one returning them to their owner (ring-flash
 the next transfer into a second buffer before computing, so transfer and compute overlap.
 
 Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in the order of
-sp_planner.executor.layout (contiguous, or zigzag chunks r and 2R-1-r).
+sp_planner.executor.sharding (contiguous, or zigzag chunks r and 2R-1-r).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def build_sequence_groups(ulysses: int, ring: int, device_type: str) -> Sequence
 def usp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, groups: SequenceGroups,
                   causal: bool, ring_layout: RingLayout, kernel: AttentionKernel,
                   counter: CommCounter) -> torch.Tensor:
-    """Attention over a sequence sharded by sp_planner.executor.layout.
+    """Attention over a sequence sharded by sp_planner.executor.sharding.
 
     q: (b, S/(U*R), H, d); k, v: (b, S/(U*R), KV, d). Returns out shaped like q.
     """
