@@ -126,7 +126,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
     recompute_layer = np.select(
-        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
+        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+        [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s],
+        0.0,
     )
     per_layer = (
         3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s

@@ -95,7 +95,8 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        out, grads, fwd_s, bwd_s = _step(*local, cfg=cfg, groups=groups, kernel=kernel, counter=counter, on_cuda=on_cuda)
+        out, grads, fwd_s, bwd_s = _step(*local, cfg=cfg, groups=groups, kernel=kernel, counter=counter,
+                                         on_cuda=on_cuda)
         peak, method = torch.cuda.max_memory_allocated(device) - base, CUDA_METHOD
     else:
         with TensorBytesTracker() as tracker:

@@ -7,8 +7,9 @@ min(pp-1-s, m) warm-up forwards, then alternates one forward and one backward, t
 remaining backwards. A forward waits for the previous stage's forward of the same micro-batch and
 its activation transfer; a backward waits for the next stage's backward and its gradient
 transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
-(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its gradient buckets, steps the optimizer and
-all-gathers its parameter shards (ZeRO-1 distributed optimizer, not overlapped).
+(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its
+gradient buckets, steps the optimizer and all-gathers its parameter shards (ZeRO-1 distributed
+optimizer, not overlapped).
 """
 
 from __future__ import annotations

@@ -152,6 +152,6 @@ def _detail_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEv
         for op in b.program.ops:
             if op.duration_s > 0:
                 events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream=op.stream, kind=op.kind,
-                                            name=f"{_label(b)} {op.name}", micro_batch=0, start_s=b.start_s + op.start_s,
-                                            end_s=b.start_s + op.end_s))
+                                            name=f"{_label(b)} {op.name}", micro_batch=0,
+                                            start_s=b.start_s + op.start_s, end_s=b.start_s + op.end_s))
     return tuple(events)

@@ -95,8 +95,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
         gather = 0.0
     else:
-        bucket = phase("dp grad reduce-scatter (bucket)", zgroups, grad_bytes_per_param * layer_params * layers_per_bucket,
-                       "ring", "reduce_scatter", zsize - 1)
+        bucket = phase("dp grad reduce-scatter (bucket)", zgroups,
+                       grad_bytes_per_param * layer_params * layers_per_bucket, "ring", "reduce_scatter", zsize - 1)
         tail_params = params - layers * layer_params
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
         ag_bytes = comm.dp_all_gather / (2 * m if plan.zero == 3 else 1)

@@ -6,7 +6,6 @@ import pytest
 
 from sp_planner.calibration.schedule import build_schedule, collective_groups, message_sizes
 from sp_planner.catalog import load_model
-
 from sp_planner.units import GIB, KIB, MIB
 
 

@@ -17,8 +17,9 @@ from sp_planner.planfile import read_plan_file
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 
-README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
 from sp_planner.units import GIB
+
+README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
 LLAMA3_8B = load_model("llama3-8b")
 A800 = load_hardware("a800")
 # The README question: 128K tokens, default global batch = one sequence per GPU (16).

@@ -3,7 +3,6 @@
 import pytest
 
 from sp_planner.specs import HardwareProfile, ModelSpec
-
 from sp_planner.units import GIB
 
 

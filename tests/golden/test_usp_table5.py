@@ -69,7 +69,8 @@ def test_measured_order_of_each_pair_is_predicted(group, faster, slower):
 
 
 @pytest.mark.parametrize("group, faster, slower", [
-    pytest.param(*pair, marks=pytest.mark.xfail(strict=True, reason="known ranking gap")) for pair in _pairs(known=True)])
+    pytest.param(*pair, marks=pytest.mark.xfail(strict=True, reason="known ranking gap"))
+    for pair in _pairs(known=True)])
 def test_known_swaps_are_still_swapped(group, faster, slower):
     assert predict(group, *faster).model_tflops_per_gpu > predict(group, *slower).model_tflops_per_gpu
 

@@ -10,7 +10,8 @@ def test_plan_label_names_every_choice_and_only_a_non_default_ring_layout():
     contiguous = plan.model_copy(update={"ring_layout": "contiguous", "recompute": "none", "zero": 3})
     assert plan_name(contiguous, compact=True) == "tp2 u4 r2 dp2 pp1 | z3 no-rc mb1 contig"
     # Without a ring the layout means nothing and is not shown.
-    assert plan_name(contiguous.model_copy(update={"ring": 1, "dp": 4}), compact=True) == "tp2 u4 r1 dp4 pp1 | z3 no-rc mb1"
+    no_ring = contiguous.model_copy(update={"ring": 1, "dp": 4})
+    assert plan_name(no_ring, compact=True) == "tp2 u4 r1 dp4 pp1 | z3 no-rc mb1"
 
 
 def test_reason_key_is_the_rule_before_the_colon():

@@ -7,8 +7,8 @@ from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstim
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.why import closest_and_fixes, plan_differences, why_this_plan
-
 from sp_planner.units import GIB
+
 A800 = load_hardware("a800")  # 80 GiB of HBM
 
 

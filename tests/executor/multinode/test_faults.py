@@ -30,7 +30,7 @@ def test_rank_killed_in_ring_backward_ends_the_job(two_hosts, tmp_path):
     assert error_line(runs[1]).startswith(f"error: rank 3 on host {HOSTNAMES[1]} died while 'running attention' "
                                           "without reporting an error (killed by a signal or crashed")
     assert f"({ADDRESSES[1]} is host {HOSTNAMES[1]}: ranks 2, 3)" in error_line(runs[0]), runs[0].stderr[-4000:]
-    assert error_line(runs[0]).startswith(f"error: rank ")
+    assert error_line(runs[0]).startswith("error: rank ")
     assert "exitcode  : -9" in runs[1].stderr  # torchrun's own summary agrees: SIGKILL
     assert max(r.elapsed_s for r in runs.values()) < 30 + TIMEOUT_S
     _no_strays(two_hosts, tmp_path)
