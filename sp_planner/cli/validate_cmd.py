@@ -83,7 +83,8 @@ def validate(
     if output_format is OutputFormat.json:
         doc = json.loads(result.model_dump_json())
         doc = {"corpus": str(path), "num_rows": len(loaded.rows), "num_scored": len(result.rows),
-               "num_skipped": len(result.skipped), **doc}
+               "num_skipped": len(result.skipped), **doc,
+               "sources": [source.model_dump() for source in loaded.sources]}
         if limits is not None:
             doc["check"] = {"thresholds": str(check_limits), "passed": not failures, "failures": failures}
         typer.echo(json.dumps(doc, indent=2))

@@ -121,7 +121,7 @@ class CorpusFile(FrozenModel):
     source: Source
     models: tuple[ModelSpec, ...] = ()
     defaults: dict[str, Any] = {}
-    rows: tuple[dict[str, Any], ...] = Field(min_length=1)
+    rows: tuple[Any, ...] = Field(min_length=1)  # each checked as a CorpusRow after defaults merge
 
 
 class Corpus(FrozenModel):

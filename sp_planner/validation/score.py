@@ -30,6 +30,7 @@ MIN_GROUP_ROWS = 3
 class ScoredRow(FrozenModel):
     id: str
     source: str
+    table: str
     group: str
     model: str
     hardware: str
@@ -49,6 +50,7 @@ class ScoredRow(FrozenModel):
 class SkippedRow(FrozenModel):
     id: str
     source: str
+    table: str
     figure: str
     measured: float
     reason: str
@@ -130,7 +132,7 @@ def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
     else:
         speed = predicted / row.measured - 1.0
     return ScoredRow(
-        id=row.id, source=row.source, group=group_name(row), model=row.model, hardware=row.hardware,
+        id=row.id, source=row.source, table=row.table, group=group_name(row), model=row.model, hardware=row.hardware,
         num_gpus=row.world_size, seq_len=row.seq_len, figure=row.figure, convention=row.convention,
         predicted=predicted, measured=row.measured,
         error_percent=100.0 * (predicted - row.measured) / row.measured,
@@ -148,7 +150,7 @@ def score_corpus(corpus: Corpus, *, progress: Callable[[int, int], None] = lambd
             scored.append(score_row(row, corpus))
         else:
             assert row.reason is not None  # CorpusRow requires a reason on skipped rows
-            skipped.append(SkippedRow(id=row.id, source=row.source, figure=row.figure, measured=row.measured,
+            skipped.append(SkippedRow(id=row.id, source=row.source, table=row.table, figure=row.figure, measured=row.measured,
                                       reason=row.reason))
     progress(len(corpus.rows), len(corpus.rows))
     groups = []
