@@ -131,3 +131,18 @@ def test_check_exits_1_when_a_limit_breaks(run_main, small_corpus, tmp_path):
     result = run_main(validate_cmd, "--corpus", small_corpus, "--check", loose, "--format", "json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["check"] == {"thresholds": str(loose), "passed": True, "failures": []}
+
+
+def test_scoring_runs_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from sp_planner.cli import validate_cmd\n"
+            "from sp_planner.validation.corpus import default_corpus_path, load_corpus\n"
+            "from sp_planner.validation.score import score_corpus\n"
+            "score_corpus(load_corpus(default_corpus_path()))\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
