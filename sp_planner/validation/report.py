@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sp_planner.errors import UserInputError  # noqa: E402
@@ -70,6 +71,12 @@ def draw_figure(result: ValidationResult) -> Figure:
                            label=source, zorder=3)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            # Minor ticks are labelled only within one decade, where there are no major ones to read.
+            axis.set_minor_formatter(plain if high / low < 10 else ticker.NullFormatter())
+        ax.tick_params(which="minor", labelsize=6)
         ax.set_xlim(low, high)
         ax.set_ylim(low, high)
         ax.set_xlabel(f"measured {FIGURE_TITLES[kind]}")

@@ -51,7 +51,12 @@ class SkippedRow(FrozenModel):
     id: str
     source: str
     table: str
+    model: str
+    hardware: str
+    num_gpus: int
+    seq_len: int
     figure: str
+    convention: str
     measured: float
     reason: str
 
@@ -150,8 +155,11 @@ def score_corpus(corpus: Corpus, *, progress: Callable[[int, int], None] = lambd
             scored.append(score_row(row, corpus))
         else:
             assert row.reason is not None  # CorpusRow requires a reason on skipped rows
-            skipped.append(SkippedRow(id=row.id, source=row.source, table=row.table, figure=row.figure, measured=row.measured,
-                                      reason=row.reason))
+            skipped.append(SkippedRow(
+                id=row.id, source=row.source, table=row.table, model=row.model, hardware=row.hardware,
+                num_gpus=row.world_size, seq_len=row.seq_len, figure=row.figure, convention=row.convention,
+                measured=row.measured, reason=row.reason,
+            ))
     progress(len(corpus.rows), len(corpus.rows))
     groups = []
     for name in dict.fromkeys(r.group for r in scored):

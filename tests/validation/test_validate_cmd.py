@@ -69,8 +69,10 @@ def test_small_corpus_scores_and_skips(run_main, small_corpus):
     result = run_main(validate_cmd, "--corpus", small_corpus, "--format", "json")
     doc = json.loads(result.stdout)
     assert [r["id"] for r in doc["rows"]] == ["a", "b", "c"]
-    assert doc["skipped"] == [{"id": "d", "source": "src", "table": "T5 r4", "figure": "model_tflops_per_gpu",
-                               "measured": 1.0, "reason": "FP8 run"}]
+    assert doc["skipped"] == [{
+        "id": "d", "source": "src", "table": "T5 r4", "model": "Llama-2-7B", "hardware": "A800", "num_gpus": 8,
+        "seq_len": 65536, "figure": "model_tflops_per_gpu", "convention": "megatron_full_square",
+        "measured": 1.0, "reason": "FP8 run"}]
     (group,) = doc["groups"]
     assert group["name"] == "src 64K" and group["rows"] == 3 and group["spearman"] is not None
 
@@ -85,6 +87,7 @@ def test_report_writes_figure_and_csv(run_main, small_corpus, tmp_path):
     assert list(table["id"]) == ["a", "b", "c", "d"]
     assert table["predicted"].isna().tolist() == [False, False, False, True]
     assert table.loc[3, "skipped_reason"] == "FP8 run"
+    assert table["num_gpus"].tolist() == [8, 8, 8, 8] and table["num_gpus"].dtype.kind == "i"
     # Writing again over an earlier report is allowed.
     assert run_main(validate_cmd, "--corpus", small_corpus, "--report", out).exit_code == 0
 
