@@ -17,6 +17,7 @@ import typer
 
 from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
 from sp_planner.validation.score import ValidationResult, score_corpus
 from sp_planner.validation.thresholds import check, load_thresholds
@@ -51,6 +52,7 @@ Exit codes: 0 scored, 1 a --check limit is broken, 2 bad input.
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    markdown = "markdown"
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -61,7 +63,8 @@ def validate(
     *,
     corpus: Annotated[Optional[Path], typer.Option(show_default="validation/corpus in the source tree",
                                                    help="A corpus .yaml file or a folder of them.")] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people; json for tools.")]
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", help="table for people; json for tools; markdown for the README's accuracy section.")]
     = OutputFormat.table,
     report: Annotated[Optional[Path], typer.Option(help="Write predicted_vs_measured.png and validation.csv "
                                                    "to this folder.")] = None,
@@ -88,6 +91,8 @@ def validate(
         if limits is not None:
             doc["check"] = {"thresholds": str(check_limits), "passed": not failures, "failures": failures}
         typer.echo(json.dumps(doc, indent=2))
+    elif output_format is OutputFormat.markdown:
+        typer.echo(render_markdown(result, num_sources=len(loaded.sources)))
     else:
         typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources)))
         if limits is not None:
@@ -139,6 +144,26 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) ->
                        "fewer than 3 rows."))
     mape = "n/a (no row scored)" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
     lines += ["", f"MAPE over {len(result.rows)} scored rows: {mape}"]
+    return "\n".join(lines)
+
+
+def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
+    """The README's accuracy section: groups, then every scored row (regenerate, never hand-edit)."""
+    total = len(result.rows) + len(result.skipped)
+    mape = "n/a" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
+    lines = [f"{total} published runs from {num_sources} sources; {len(result.rows)} scored, "
+             f"{len(result.skipped)} skipped as not expressible by the cost model (`sp-validate` names each "
+             f"reason). MAPE over the scored rows: **{mape}**.", "",
+             "| group | rows | MAPE | Spearman |", "|---|---:|---:|---:|"]
+    for g in result.groups:
+        rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
+        lines.append(f"| {g.name} | {g.rows} | {g.mape_percent:.1f}% | {rho} |")
+    lines += ["", "| row | model | GPUs | seq | figure | predicted | measured | error |",
+              "|---|---|---:|---:|---|---:|---:|---:|"]
+    for r in result.rows:
+        lines.append(f"| {r.id} | {r.model} | {r.num_gpus} | {format_tokens(r.seq_len)} | "
+                     f"{FIGURE_LABELS[(r.figure, r.convention)]} | {_number(r.predicted)} | "
+                     f"{_number(r.measured)} | {r.error_percent:+.1f}% |")
     return "\n".join(lines)
 
 
