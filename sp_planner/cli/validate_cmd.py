@@ -17,6 +17,7 @@ import typer
 
 from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.errors import UserInputError
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
 from sp_planner.validation.score import ValidationResult, score_corpus
@@ -76,6 +77,9 @@ def validate(
     from sp_planner.validation.report import check_report_folder, write_report  # matplotlib only when asked
 
     path = corpus if corpus is not None else _relative(default_corpus_path())
+    if corpus is None and not path.exists():
+        raise UserInputError(f"no corpus at {path}: the corpus ships in the source tree's validation/ "
+                             "folder, not in the wheel; pass --corpus PATH")
     loaded = load_corpus(path)
     limits = load_thresholds(check_limits) if check_limits is not None else None
     if report is not None:

@@ -42,8 +42,10 @@ class ScoredRow(FrozenModel):
     measured: float
     error_percent: float
     speed_error_percent: float
-    # Whether the cost model thinks the pinned plan fits in memory (the run did).
+    # Whether the cost model thinks the pinned plan fits in memory (the run did), and its peak.
     fits: bool
+    predicted_memory_peak_bytes: float
+    hbm_bytes: float
     fit_reason: str | None = None
 
 
@@ -142,6 +144,7 @@ def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
         predicted=predicted, measured=row.measured,
         error_percent=100.0 * (predicted - row.measured) / row.measured,
         speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
+        predicted_memory_peak_bytes=est.memory_peak_bytes, hbm_bytes=load_hardware(row.hardware).hbm_bytes,
     )
 
 

@@ -149,3 +149,10 @@ def test_scoring_runs_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_default_corpus_missing_names_the_fix(run_main, monkeypatch, tmp_path):
+    monkeypatch.setattr(validate_cmd, "default_corpus_path", lambda: tmp_path / "validation" / "corpus")
+    result = run_main(validate_cmd)
+    assert result.exit_code == 2
+    assert "not in the wheel; pass --corpus PATH" in result.stderr
