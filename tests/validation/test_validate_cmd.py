@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -119,7 +120,7 @@ def test_bad_corpus_is_one_line_and_exit_2(run_main, tmp_path, content, message)
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("error: ")
-    assert __import__("re").search(message, result.stderr)
+    assert re.search(message, result.stderr)
 
 
 def test_check_exits_1_when_a_limit_breaks(run_main, small_corpus, tmp_path):
