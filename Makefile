@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # when the [run] extra asks for torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: plan test venv venv-full clean
+.PHONY: plan test lint venv venv-full clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ plan: $(VENV)/.base
 
 test: $(VENV)/.full
 	$(PY) -m pytest -q
+
+# ruff (pycodestyle + pyflakes, pyproject.toml) and mypy on the package. Not part of `test`: mypy
+# takes about half a minute from a cold cache.
+lint: $(VENV)/.full
+	$(VENV)/bin/ruff check sp_planner tests benchmarks
+	$(VENV)/bin/mypy
 	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
 # The cost model against the published runs in validation/ (README "Accuracy").

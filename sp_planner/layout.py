@@ -16,6 +16,7 @@ ParallelPlan field).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "tp": ("tp",), "cp": CP_AXES, "dp": ("dp",), "pp": ("pp",), "ulysses": ("ulysses",), "ring": ("ring",),
 }
 
-# A plan, or columns of candidates (axis name -> degree array), as the cost model passes them.
-Degrees = ParallelPlan | Mapping[str, object]
+# Anything that holds a degree per axis: a ParallelPlan, space.Candidates (arrays over
+# candidates), or a mapping axis -> degree. Read by name, so the type is open.
+Degrees = Any
 
 
 def _degree(degrees: Degrees, axis: str):

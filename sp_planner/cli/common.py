@@ -6,7 +6,7 @@ Unexpected internal errors are not caught here, so they still show a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import pydantic
 import typer
@@ -14,7 +14,7 @@ import typer
 try:  # recent typer (0.29 here) vendors click as typer._click and no longer installs it
     from typer._click.exceptions import ClickException
 except ImportError:  # older typer depends on click itself
-    from click import ClickException
+    from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner.errors import UserInputError
 
@@ -39,7 +39,7 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
 
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
     """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2."""
-    command: Callable[..., object] = typer.main.get_command(app)
+    command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:

@@ -16,6 +16,7 @@ from rich.text import Text
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.estimate import SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
+from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, write_plan_file
 from sp_planner.present.advice import FitSuggestion
@@ -50,7 +51,7 @@ class Answer(FrozenModel):
     suggestions: tuple[FitSuggestion, ...]
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
-    launcher: str | None
+    launcher: Launcher | None
 
     @property
     def fits(self) -> bool:

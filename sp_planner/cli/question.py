@@ -112,7 +112,7 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     """dp filled in when every other degree is pinned, since the GPU count then fixes it."""
     others = [degrees[axis] for axis in PIN_DEGREES if axis != "dp"]
     if degrees["dp"] is None and all(value is not None for value in others):
-        return {**degrees, "dp": world_size // math.prod(others)}
+        return {**degrees, "dp": world_size // math.prod(v for v in others if v is not None)}
     return degrees
 
 

@@ -153,5 +153,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     last = (*states(last_p), act_last, logits_last, buffers, reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
-    parts = [np.where(use_first, a, b).astype(np.float64) for a, b in zip(first, last)]
-    return MemoryColumns(*parts, peak_bytes=np.maximum(first_total, last_total).astype(np.float64))
+    params, grads, optimizer, activations, logits, comm_buffers, reserve = (
+        np.where(use_first, a, b).astype(np.float64) for a, b in zip(first, last))
+    return MemoryColumns(params_bytes=params, grads_bytes=grads, optimizer_bytes=optimizer,
+                         activations_bytes=activations, logits_bytes=logits, comm_buffers_bytes=comm_buffers,
+                         reserve_bytes=reserve, peak_bytes=np.maximum(first_total, last_total).astype(np.float64))

@@ -12,6 +12,7 @@ optimizer step exposed, and an HBM-bound Adam step.
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import NamedTuple
 
 import numpy as np
@@ -174,7 +175,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
     )
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
-    step = sum(time)
+    step = reduce(np.add, time)  # left to right, as the parts are listed
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
@@ -184,7 +185,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     return StepColumns(
         time=time,
         step_time_s=step,
-        tokens_per_s=workload.tokens_per_step / step,
+        tokens_per_s=np.asarray(workload.tokens_per_step / step),
         model_tflops_per_gpu=model_tflops,
         hardware_tflops_per_gpu=hardware_tflops,
         mfu=model_tflops * 1e12 / hardware.peak_bf16_flops,

@@ -79,6 +79,7 @@ def run_node(job: NodeJob, config_path: Path, result_dir: Path, timeout_s: float
     if outcome.failure is None:
         return outcome
     ranks = [t.rank for t in read_traces(result_dir)]  # this node's ranks: torchrun assigned them
+    failure: str | None
     if not ranks:
         waited_s = time.monotonic() - start
         failure = (f"no rank started on host {host}: the c10d rendezvous at {job.rdzv_endpoint} (id {job.rdzv_id}) "

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import traceback
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -38,7 +39,7 @@ def _rank_main(rank: int, world_size: int, port: int, cases_json: list[str], res
     # A case that hangs on one rank becomes an error on the others instead of a stuck test run.
     dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=60))
     groups_by_degrees = {}
-    outcomes = []
+    outcomes: list[dict[str, Any]] = []
     try:
         for text in cases_json:
             cfg = RunConfig.model_validate_json(text)

@@ -53,8 +53,9 @@ def suggest_fits(
     give; otherwise it is kept.
     """
 
-    def best_fit(*, nodes: int = num_nodes, load: Workload = workload, **changes: object) -> PlanEstimate | None:
-        changed = pins.model_copy(update=changes)
+    def best_fit(*, nodes: int = num_nodes, load: Workload = workload, changes: dict[str, object] | None = None
+                 ) -> PlanEstimate | None:
+        changed = pins.model_copy(update=changes or {})
         pinned = [getattr(changed, axis) for axis in PIN_DEGREES if getattr(changed, axis) is not None]
         world = nodes * gpus_per_node
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
@@ -73,18 +74,18 @@ def suggest_fits(
     for level in _stronger_recompute(pins.recompute):
         if offer("recompute", f"--recompute {level}",
                  f"with --recompute {level} activations are recomputed in the backward pass",
-                 best_fit(recompute=level)):
+                 best_fit(changes={"recompute": level})):
             break
     if pins.zero is not None and pins.zero != 3:
         offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
-              best_fit(zero=3))
+              best_fit(changes={"zero": 3}))
     if pins.micro_batch is not None and pins.micro_batch > 1:
         offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
-              best_fit(micro_batch=1))
+              best_fit(changes={"micro_batch": 1}))
     pinned = [axis for axis in PIN_DEGREES if getattr(pins, axis) is not None]
     if pinned:
         offer("unpin", "without " + " ".join(f"--{axis}" for axis in pinned),
-              "letting the search choose " + ", ".join(pinned), best_fit(**{axis: None for axis in pinned}))
+              "letting the search choose " + ", ".join(pinned), best_fit(changes={axis: None for axis in pinned}))
 
     def on_nodes(count: int) -> PlanEstimate | None:
         # As `--nodes count` alone would run: the same pins, and the default batch if it was the default.

@@ -51,7 +51,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
 
 def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
     parts = est.memory.model_dump()
-    biggest = max(parts, key=parts.get)
+    biggest = max(parts, key=lambda name: parts[name])
     head = f"It needs {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)} per GPU"
     share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes(parts[biggest])}"
     if not est.fits:
@@ -69,7 +69,7 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
         name: other_sec - best_sec
         for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
     }
-    worst = max(deltas, key=deltas.get)
+    worst = max(deltas, key=lambda name: deltas[name])
     clause = (
         f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) slower per step"
     )

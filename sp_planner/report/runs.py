@@ -9,6 +9,7 @@ results that later versions extend.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ConfigDict, Field
@@ -103,7 +104,7 @@ class Comparison(FrozenModel):
         return 100.0 * (self.measured - self.predicted) / self.predicted
 
 
-def compare_runs(runs: list[RunRecord] | tuple[RunRecord, ...]) -> list[Comparison]:
+def compare_runs(runs: Sequence[RunRecord]) -> list[Comparison]:
     """Every quantity a run both predicted and measured: bytes always, time and memory when given."""
     rows: list[Comparison] = []
     for number, run in enumerate(runs, start=1):

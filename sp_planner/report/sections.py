@@ -53,7 +53,7 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                                   _headline(chosen, hardware)]), class_="callout"))
     best = result.ranked[0] if result.ranked else None
     is_best = best is None or best.plan == chosen.plan
-    if from_plan_file and not is_best:
+    if from_plan_file and best is not None and not is_best:
         slower = chosen.step_time_s / best.step_time_s - 1.0
         parts.append(tag("p", f"This is the plan of the plan file. The search ranks {plan_name(best.plan)} "
                               f"first, at {format_seconds(best.step_time_s)} per step "

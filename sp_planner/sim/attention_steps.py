@@ -56,6 +56,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     later_kv = block / 2 if (causal and zigzag) else block
     c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
     c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
+    fwd: tuple[float, ...]
+    bwd: tuple[float, ...]
     if ring == 1:
         fwd, bwd = (c0_f,), (c0_b,)
     else:

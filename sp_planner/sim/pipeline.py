@@ -105,8 +105,9 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         assert progressed, "1F1B schedule deadlocked"
     for stage in range(pp):
         last = stage_tail[stage]
-        program = blocks[last].program
-        grads_done = blocks[last].start_s + program.end_s  # includes the gradient buckets
+        last_program = blocks[last].program
+        assert last_program is not None, "a stage's last block is a backward, which has a program"
+        grads_done = blocks[last].start_s + last_program.end_s  # includes the gradient buckets
         prev = last
         if grads_done > blocks[last].end_s:
             blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))

@@ -17,12 +17,13 @@ from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
+from sp_planner.sim.streams import STREAMS, Stream
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-BLOCK_STREAM = {"forward": "compute", "backward": "compute", "optimizer": "compute",
+BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer"}
 
@@ -82,13 +83,13 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
 
 
 def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
-    busy = {(s, st): 0.0 for s in range(len(reps)) for st in ("compute", "comm", "dp_comm")}
+    busy = {(s, st): 0.0 for s in range(len(reps)) for st in STREAMS}
     # Blocks share their stage's template programs: sum each program's ops once.
-    per_program: dict[int, dict[str, float]] = {}
+    per_program: dict[int, dict[Stream, float]] = {}
     for b in sched.blocks:
         if b.program is not None:
             if id(b.program) not in per_program:
-                per_program[id(b.program)] = {st: b.program.busy_s(st) for st in ("compute", "comm", "dp_comm")}
+                per_program[id(b.program)] = {st: b.program.busy_s(st) for st in STREAMS}
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s

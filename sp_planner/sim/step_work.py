@@ -19,6 +19,7 @@ from sp_planner.cost.step import (
     ddp_bucket_params,
     elementwise_bytes_per_token,
 )
+from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps
@@ -42,7 +43,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     m = plan.num_micro_batches(workload)
     layers = model.num_layers // pp
     sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node).sent_bytes
-    comm = type(sent)(*(float(values[0]) for values in sent))  # this plan's bytes, by collective
+    comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
