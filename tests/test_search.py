@@ -127,13 +127,13 @@ def test_search_rejects_impossible_pins():
 
 
 def test_typed_cost_columns_carry_the_result_fields():
-    from sp_planner.cost.comm import CommByteColumns, CommLinkColumns
+    from sp_planner.cost.comm import PerCollective
     from sp_planner.cost.memory import MemoryColumns
     from sp_planner.cost.step import TimeColumns
 
     assert MemoryColumns._fields == (*MemoryBreakdown.model_fields, "peak_bytes")
     assert TimeColumns._fields == tuple(TimeBreakdown.model_fields)
-    assert CommByteColumns._fields == CommLinkColumns._fields == tuple(CommBytes.model_fields)
+    assert PerCollective._fields == tuple(CommBytes.model_fields)
     assert tuple(CommLinks.model_fields) == tuple(CommBytes.model_fields)
 
 

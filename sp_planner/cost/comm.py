@@ -42,20 +42,8 @@ TP_ALL_GATHERS_PER_LAYER = TP_FORWARD_ALL_GATHERS + TP_BACKWARD_ALL_GATHERS
 TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_SCATTERS
 
 
-class CommByteColumns(NamedTuple):
-    """Bytes one GPU sends per step, by collective (int64 arrays; estimate.CommBytes' fields)."""
-
-    ulysses_all_to_all: np.ndarray
-    ring_p2p: np.ndarray
-    tp_all_gather: np.ndarray
-    tp_reduce_scatter: np.ndarray
-    pp_p2p: np.ndarray
-    dp_reduce_scatter: np.ndarray
-    dp_all_gather: np.ndarray
-
-
-class CommLinkColumns(NamedTuple):
-    """The link each collective's group spans, "none" / "intra" / "inter" (estimate.CommLinks)."""
+class PerCollective(NamedTuple):
+    """One array per collective of a step (the fields of estimate.CommBytes and CommLinks)."""
 
     ulysses_all_to_all: np.ndarray
     ring_p2p: np.ndarray
@@ -67,8 +55,8 @@ class CommLinkColumns(NamedTuple):
 
 
 class CommColumns(NamedTuple):
-    sent_bytes: CommByteColumns
-    links: CommLinkColumns
+    sent_bytes: PerCollective  # int64: bytes one GPU sends per step
+    links: PerCollective  # str: "none", "intra" or "inter", the link the collective's group spans
 
 
 def micro_batches(workload: Workload, c: Candidates) -> np.ndarray:
@@ -115,7 +103,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         share(PARAM_BYTES * params),
     )
     per_stage = layers * m
-    sent = CommByteColumns(
+    sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
         tp_all_gather=tp_ag * per_stage,
@@ -126,7 +114,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     )
     gpn = gpus_per_node
     dp_cp_stride = group_stride(c, DP_CP_AXES)
-    links = CommLinkColumns(
+    links = PerCollective(
         ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),
         ring_p2p=group_link(r, axis_stride(c, "ring"), gpn),
         tp_all_gather=group_link(tp, axis_stride(c, "tp"), gpn),
@@ -136,6 +124,6 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         dp_all_gather=group_link(zgroup, dp_cp_stride, gpn),
     )
     return CommColumns(
-        sent_bytes=CommByteColumns(*(np.asarray(v, dtype=np.int64) for v in sent)),
-        links=CommLinkColumns(*(LINK_NAMES[code] for code in links)),
+        sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),
+        links=PerCollective(*(LINK_NAMES[code] for code in links)),
     )

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.cost import attention_comm
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
@@ -82,9 +83,9 @@ def plan_rule_failures(request: FlagRequest) -> list[str]:
 
 
 def kv_heads_per_tp_rank(model: ModelSpec, tp: int) -> int:
-    """KV heads one TP rank holds. Megatron copies KV heads when TP % G == 0 (one per rank)
-    (megatron/core/transformer/transformer_config.py: G % TP == 0 or TP % G == 0)."""
-    return max(1, model.num_kv_heads // tp)
+    """KV heads one TP rank holds (the cost model's count: Megatron copies KV heads when
+    TP % G == 0, one per rank)."""
+    return int(attention_comm.kv_heads_per_tp_rank(model.num_kv_heads, tp))
 
 
 def megatron_tp_head_failures(model: ModelSpec, tp: int) -> list[str]:
