@@ -16,11 +16,12 @@ ParallelPlan field).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sp_planner.plan import ParallelPlan
+if TYPE_CHECKING:  # plan.py derives its world size from GRID_ORDER, so it imports this module
+    from sp_planner.plan import ParallelPlan
 
 # Slowest-varying first; the last axis holds adjacent ranks.
 GRID_ORDER: tuple[str, ...] = ("pp", "dp", "ring", "ulysses", "tp")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
 from pydantic import Field
 
+from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -42,11 +44,11 @@ class ParallelPlan(FrozenModel):
     @property
     def cp(self) -> int:
         """Context-parallel degree: Ulysses x Ring (USP's 2D sequence mesh)."""
-        return self.ulysses * self.ring
+        return math.prod(getattr(self, axis) for axis in CP_AXES)
 
     @property
     def world_size(self) -> int:
-        return self.dp * self.pp * self.tp * self.ulysses * self.ring
+        return math.prod(getattr(self, axis) for axis in GRID_ORDER)
 
     def num_micro_batches(self, workload: Workload) -> int:
         return workload.global_batch // (self.dp * self.micro_batch)
