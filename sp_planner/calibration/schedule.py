@@ -11,12 +11,12 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from sp_planner.catalog import load_model
+from sp_planner.executor.config import Device
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import COLLECTIVES, Collective, LinkTier
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import GIB, KIB, MIB
 
-Device = Literal["cpu", "cuda"]
 
 # GPU attention shapes follow the FlashAttention-2/3 benchmarks (Dao 2023, section 4.1): hidden
 # 2048 at head_dim 128 (16 heads) and batch x tokens = 16k, so every length does similar work.

@@ -13,7 +13,7 @@ from sp_planner.plan import ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts
 from sp_planner.specs.base import FrozenModel
 
 DType = Literal["float32", "bfloat16", "float16"]
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
+Device = Literal["cpu", "cuda"]
 ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -32,7 +32,7 @@ class RunConfig(FrozenModel):
     causal: bool = False
     ring_layout: RingLayout = "contiguous"
     dtype: DType = "float32"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Device = "cpu"
     # auto: flash kernel returning the LSE; math: the explicit fp32 implementation.
     kernel: Literal["auto", "math"] = "auto"
     iters: int = Field(default=3, ge=0, description="timed iterations after the validated one")
