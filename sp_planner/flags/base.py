@@ -7,6 +7,7 @@ Facts come from the shared reference framework_flags.md; each rule cites the fra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -80,6 +81,13 @@ def unsupported(framework: str, reasons: list[str]) -> FrameworkFlags:
 def plan_rule_failures(request: FlagRequest) -> list[str]:
     """The plan's own hard rules (sp_planner.plan.violations); any framework fails on these."""
     return [v.message for v in violations(request.plan, request.model, request.workload)]
+
+
+def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], list[str]]) -> FrameworkFlags | None:
+    """The unsupported result when the plan breaks its own rules or else `framework`'s (asked only
+    of a plan that obeys its rules); None when the framework can express it."""
+    failures = plan_rule_failures(request) or own_failures()
+    return unsupported(framework, failures) if failures else None
 
 
 def kv_heads_per_tp_rank(model: ModelSpec, tp: int) -> int:
