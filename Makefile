@@ -27,13 +27,13 @@ plan: $(VENV)/.base
 
 test: $(VENV)/.full
 	$(PY) -m pytest -q
+	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
 # ruff (pycodestyle + pyflakes, pyproject.toml) and mypy on the package. Not part of `test`: mypy
 # takes about half a minute from a cold cache.
 lint: $(VENV)/.full
 	$(VENV)/bin/ruff check sp_planner tests benchmarks
 	$(VENV)/bin/mypy
-	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
 # The cost model against the published runs in validation/ (README "Accuracy").
 .PHONY: validate
