@@ -1,0 +1,96 @@
+"""The shared rank entry (sp_planner.executor.rank), the groups' timeout, and the NCCL hint in
+the failure summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sp_planner.executor.failure import root_cause
+from sp_planner.executor.rank import Terminated, run_rank
+from sp_planner.executor.spawn import free_port
+
+
+@pytest.fixture
+def rank3(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_error_is_written_and_raised(tmp_path, rank3):
+    def body():
+        raise ValueError("bad shape")
+
+    with pytest.raises(ValueError, match="bad shape"):
+        run_rank(body, tmp_path)
+    report = json.loads((tmp_path / "rank3.error.json").read_text())
+    assert report["rank"] == 3 and report["error"] == "ValueError: bad shape"
+    assert "in body" in report["traceback"]
+
+
+def test_sigterm_becomes_a_reported_error(tmp_path, rank3):
+    def body():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    with pytest.raises(Terminated):
+        run_rank(body, tmp_path)
+    report = json.loads((tmp_path / "rank3.error.json").read_text())
+    assert report["error"].startswith("Terminated: terminated by SIGTERM")
+
+
+def test_a_sigterm_during_unwinding_reports_the_first_error(tmp_path, rank3):
+    def body():
+        try:
+            raise RuntimeError("collective failed")
+        finally:  # as destroy_process_group might be interrupted by the agent's SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+
+    with pytest.raises(Terminated):
+        run_rank(body, tmp_path)
+    assert json.loads((tmp_path / "rank3.error.json").read_text())["error"] == "RuntimeError: collective failed"
+
+
+def test_result_passes_through(tmp_path, rank3):
+    assert run_rank(lambda: 42, tmp_path) == 42
+    assert not (tmp_path / "rank3.error.json").exists()
+
+
+def test_silent_death_under_nccl_names_the_timeout(tmp_path):
+    (tmp_path / "rank1.stage").write_text("running attention")
+    (tmp_path / "rank0.stage").write_text("done")
+    assert root_cause(tmp_path, nccl_timeout_s=120) == (
+        "rank 1 died while 'running attention' without reporting an error: most likely an NCCL collective ran "
+        "past the 120 s timeout (--timeout) and NCCL's watchdog aborted the process (a crash is also possible; "
+        "torchrun's summary above has the exit code)")
+    assert "NCCL" not in root_cause(tmp_path)
+
+
+GROUP_TIMEOUT = """
+import datetime, torch, torch.distributed as dist
+from sp_planner.executor.usp import build_sequence_groups
+dist.init_process_group("gloo", rank=0, world_size=1, timeout=datetime.timedelta(seconds=11))
+groups = build_sequence_groups(1, 1, 7.0)
+timeouts = [g._get_backend(torch.device("cpu")).options._timeout.total_seconds()
+            for g in (groups.ulysses_group, groups.ring_group, dist.new_group([0]))]
+print(timeouts)
+dist.destroy_process_group()
+"""
+
+
+def test_subgroups_take_the_run_timeout_not_the_backend_default():
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    done = subprocess.run([sys.executable, "-c", GROUP_TIMEOUT], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ulysses_s, ring_s, default_s = json.loads(done.stdout)
+    assert ulysses_s == ring_s == 7.0
+    assert default_s >= 600  # what new_group gives without a timeout: the backend's default
