@@ -85,11 +85,15 @@ class RingComm:
         self.prev_rank = dist.get_global_rank(group, (self.rank - 1) % self.size)
         self.host_staging = dist.get_backend(group) == dist.Backend.GLOO
 
-    def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int) -> list:
-        """Start sending `send` to the next rank and receiving into `recv`; returns the requests."""
+    def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int,
+                  via_host: bool | None = None) -> list:
+        """Start sending `send` to the next rank and receiving into `recv`; returns the requests.
+        via_host: stage through host copies (default: for CUDA tensors on a gloo group)."""
         for t in send:
             self.counter.add(P2P, t.numel() * t.element_size())
-        if self.host_staging and any(t.is_cuda for t in (*send, *recv)):
+        if via_host is None:
+            via_host = self.host_staging and any(t.is_cuda for t in (*send, *recv))
+        if via_host:
             return self._send_recv_via_host(send, recv, tag)
         ops = [dist.P2POp(dist.isend, t, self.next_rank, self.group, tag) for t in send]
         ops += [dist.P2POp(dist.irecv, t, self.prev_rank, self.group, tag) for t in recv]
