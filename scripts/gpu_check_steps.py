@@ -147,11 +147,12 @@ def sp_run(device: str, out: Path) -> dict:
                          f"a2a {result.comm_bytes_measured.all_to_all} p2p {result.comm_bytes_measured.p2p} "
                          f"{bytes_ok} predicted; {'; '.join(result.failures)}".rstrip("; "))
     (out / "sp_run_gloo.json").write_text(json.dumps(results, indent=1) + "\n")
-    where = "CUDA device 0 shared by every rank" if device == "cuda" else "CPU"
-    lines.append(f"backends: gloo ranks on {where}; all-to-all on gloo with "
-                 f"{'CUDA tensors (gloo stages them through host memory)' if device == 'cuda' else 'CPU tensors'}; "
-                 f"ring P2P on gloo{' through host copies (gloo send/recv take host memory only)' if device == 'cuda' else ''}"
-                 " -> sp_run_gloo.json")
+    if device == "cuda":
+        lines.append("backends: gloo ranks sharing CUDA device 0; all-to-all on gloo with CUDA tensors (gloo "
+                     "stages them through host memory); ring P2P on gloo through host copies (gloo send/recv "
+                     "take host memory only) -> sp_run_gloo.json")
+    else:
+        lines.append("backends: gloo ranks on CPU; all-to-all and ring P2P on gloo -> sp_run_gloo.json")
     not_proven = MULTI_GPU if device == "cuda" else CPU_ONLY
     return {"status": "passed" if ok else "failed", "lines": lines, "not_proven": [not_proven]}
 
@@ -184,7 +185,8 @@ def calibrate(device: str, out: Path) -> dict:
     done = _run([sys.executable, "-m", "sp_planner.cli.calibrate_cmd", "--device", device, "--quick", *ranks,
                  "--out", str(profile), "--save-measurements", str(raw)], 55)
     if done.returncode != 0:
-        return {"status": "failed", "lines": [f"sp-calibrate failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]}
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"status": "failed", "lines": [f"sp-calibrate failed: {last}"]}
     measured = json.loads(raw.read_text())
     lines = [f"{len(measured['gemm'])} GEMM, {len(measured['attention'])} attention, "
              f"{len(measured['collectives'])} collective samples -> {profile.name}, {raw.name}"]

@@ -1,8 +1,8 @@
 """Time the kernels the cost model prices: layer GEMMs, flash attention fwd/bwd, memory copies.
 
-Attention calls PyTorch's flash ops directly on contiguous (b, h, s, d) tensors (through the
-op calls sp_planner.executor.kernels shares), so the timed region holds the kernel only (executor.kernels transposes from (b, s, h, d) on every call,
-which is right for a run but would time the copies too).
+Attention calls PyTorch's flash ops directly on contiguous (b, h, s, d) tensors (through the op
+calls sp_planner.executor.kernels shares), so the timed region holds the kernel only (the kernel
+classes transpose from (b, s, h, d) on every call, right for a run but it would time the copies).
 """
 
 from __future__ import annotations
