@@ -34,6 +34,7 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
+from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -132,6 +133,11 @@ def calibrate(
         raw = read_measurements(measurements)
     else:
         model_spec = load_model(model) if model is not None else None
+        if device is Device.cuda and model_spec is not None:
+            # The schedule times the raw flash op at the model's head dim (bf16).
+            problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
+            if problem:
+                raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
         joined = _joined_launch()
         if joined:
             world, per_node = _joined_shape(nproc_per_node)
