@@ -95,7 +95,7 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
                    "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
         outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s,
-                            nccl=schedule.device == "cuda")
+                            nccl_timeout_s=timeout_s if schedule.device == "cuda" else None)
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}\n")
             return None

@@ -129,11 +129,12 @@ def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_dead
 
 def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float,
               ranks: list[int] | None = None, host: str | None = None,
-              start_deadline_s: float | None = None, nccl: bool = False) -> LaunchOutcome:
+              start_deadline_s: float | None = None, nccl_timeout_s: float | None = None) -> LaunchOutcome:
     """Run torchrun in its own process group; on timeout, kill the whole group (no strays).
 
     start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs).
-    nccl: the ranks run NCCL groups with timeout_s (a silent death is then most likely a timeout)."""
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL (a rank that dies silently
+    most likely ran past it)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(command, start_new_session=True, env=env)
     try:
@@ -145,7 +146,7 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     failure = None
     if timed_out or returncode != 0:
         failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s,
-                                   ranks=ranks, host=host, nccl_timeout_s=timeout_s if nccl else None)
+                                   ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s)
     if failure is None and returncode != 0:
         failure = f"torchrun exited with code {returncode} (see its output above)"
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)

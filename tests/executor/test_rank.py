@@ -94,3 +94,36 @@ def test_subgroups_take_the_run_timeout_not_the_backend_default():
     ulysses_s, ring_s, default_s = json.loads(done.stdout)
     assert ulysses_s == ring_s == 7.0
     assert default_s >= 600  # what new_group gives without a timeout: the backend's default
+
+
+def test_join_on_cuda_asks_nccl_to_raise_in_the_rank_before_the_group_exists(monkeypatch):
+    import torch
+    import torch.distributed as dist
+
+    from sp_planner.executor.rank import NCCL_ERROR_HANDLING_ENV, join
+
+    seen = {}
+    monkeypatch.delenv(NCCL_ERROR_HANDLING_ENV, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: seen.setdefault("device", str(device)))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: seen.update(
+        backend=backend, timeout_s=timeout.total_seconds(), mode=os.environ.get(NCCL_ERROR_HANDLING_ENV)))
+    assert str(join("cuda", 42.0)) == "cuda:0"
+    assert seen == {"device": "cuda:0", "backend": "nccl", "timeout_s": 42.0, "mode": "2"}
+    monkeypatch.setenv(NCCL_ERROR_HANDLING_ENV, "1")  # the user's choice stands
+    join("cuda", 42.0)
+    assert seen["mode"] == "1"
+
+
+def test_launcher_names_an_nccl_timeout_for_a_silent_death(tmp_path):
+    from sp_planner.executor.launch import run_local
+
+    # A "rank" that records its stage and dies by SIGKILL without an error file, as NCCL's
+    # watchdog tears a process down.
+    code = (f"import os, signal, pathlib; pathlib.Path({str(tmp_path)!r}, 'rank0.stage').write_text('running attention');"
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    outcome = run_local([sys.executable, "-c", code], result_dir=tmp_path, world_size=1, timeout_s=30,
+                        nccl_timeout_s=30)
+    assert outcome.returncode != 0
+    assert outcome.failure.startswith("rank 0 died while 'running attention' without reporting an error: most "
+                                      "likely an NCCL collective ran past the 30 s timeout")
