@@ -120,8 +120,8 @@ def test_launcher_names_an_nccl_timeout_for_a_silent_death(tmp_path):
 
     # A "rank" that records its stage and dies by SIGKILL without an error file, as NCCL's
     # watchdog tears a process down.
-    code = (f"import os, signal, pathlib; pathlib.Path({str(tmp_path)!r}, 'rank0.stage').write_text('running attention');"
-            "os.kill(os.getpid(), signal.SIGKILL)")
+    code = (f"import os, signal, pathlib; pathlib.Path({str(tmp_path)!r}, 'rank0.stage')"
+            ".write_text('running attention'); os.kill(os.getpid(), signal.SIGKILL)")
     outcome = run_local([sys.executable, "-c", code], result_dir=tmp_path, world_size=1, timeout_s=30,
                         nccl_timeout_s=30)
     assert outcome.returncode != 0
