@@ -34,6 +34,7 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
+from sp_planner.executor.devices import cuda_device_count
 from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
@@ -78,12 +79,6 @@ def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
     per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE", "")
     match = re.match(r"\d+", per_node)  # SLURM writes e.g. "8(x2)"
     return world, int(match.group()) if match else (nproc_per_node or world)
-
-
-def _local_gpus() -> int:
-    import torch  # lazily: only once a local CUDA calibration is asked for
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
@@ -142,7 +137,7 @@ def calibrate(
         if joined:
             world, per_node = _joined_shape(nproc_per_node)
         else:
-            gpus = _local_gpus() if device is Device.cuda else None
+            gpus = cuda_device_count() if device is Device.cuda else None
             if gpus == 0:
                 raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
             world = per_node = nproc_per_node or gpus or 2
