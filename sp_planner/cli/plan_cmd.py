@@ -85,7 +85,7 @@ def plan(
     ] = None,
     global_batch: Annotated[
         Optional[int],
-        typer.Option(min=1, show_default="the GPU count: one sequence per GPU, so every dp divides it",
+        typer.Option(min=1, show_default="4M tokens per step (Llama 3), rounded so dp divides it",
                      help="Sequences per optimizer step."),
     ] = None,
     micro_batch: Annotated[Optional[int], _pin("micro batch")] = None,
