@@ -129,7 +129,8 @@ def sp_run(device: str, out: Path) -> dict:
                  "--iters", "3", "--out", str(one)], 90)
     backend = "NCCL" if device == "cuda" else "gloo"
     ok = done.returncode == 0
-    lines = [f"sp-run --device {device}, 1 rank ({backend}; ulysses = ring = 1, so no all-to-all or P2P): "
+    lines = [f"sp-run --device {device}, 1 rank ({backend} ran init, all_gather_object and barrier; ulysses = "
+             "ring = 1 sends no attention bytes): "
              f"{'passed' if ok else 'FAILED: ' + (done.stderr.strip().splitlines() or ['?'])[-1]} -> {one.name}"]
     results = []
     for world, cases in _gloo_cases(device).items():

@@ -194,13 +194,14 @@ def select_kernel(device: str, dtype: torch.dtype, requested: str) -> tuple[Atte
     return CudaEfficientKernel(), f"CUDA flash attention does not support {dtype}; using the memory-efficient kernel"
 
 
-def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype) -> None:
-    """Compare kernel and math implementation on a small causal GQA problem; raise on mismatch.
+def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_dim: int = 16) -> None:
+    """Compare kernel and math implementation on a small causal GQA problem at the run's head dim;
+    raise on mismatch.
 
     Catches a kernel whose LSE is absent, zero or in another base before it corrupts a ring merge.
     """
     gen = torch.Generator().manual_seed(1234)
-    b, s, h, kv, d = 1, 16, 4, 2, 16
+    b, s, h, kv, d = 1, 16, 4, 2, head_dim
     q, k, v, dout = (torch.randn(b, s, n, d, generator=gen).to(device=device, dtype=dtype)
                      for n in (h, kv, kv, h))
     scale = 1.0 / math.sqrt(d)
@@ -209,9 +210,10 @@ def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype) -> No
         out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
         ref_out, ref_lse = MathKernel().forward(q, k, v, causal=causal, scale=scale)
         if lse.shape != ref_lse.shape or not torch.allclose(lse.float(), ref_lse, atol=tol, rtol=0):
-            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp; refusing to use it")
+            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp at head dim {d}; refusing to use it")
         grads = kernel.backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         ref_grads = MathKernel().backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         for got, want in zip((out, *grads), (ref_out, *ref_grads)):
             if not torch.allclose(got.float(), want.float(), atol=tol * 4, rtol=0):
-                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel; refusing to use it")
+                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel at head dim {d}; "
+                                   "refusing to use it")

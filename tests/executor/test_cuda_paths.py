@@ -127,3 +127,20 @@ def test_nproc_does_not_skip_the_gpu_count(capsys):
     err = capsys.readouterr().err
     assert f"2 local ranks on --device cuda need one CUDA device each (NCCL refuses two ranks on one device) " \
            f"but {gpus} are visible here" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("head_dim", [8, 64, 128, 256])
+def test_the_guard_runs_at_the_runs_head_dim(cuda_ops, head_dim):
+    check_kernel(CudaFlashKernel(), "cpu", torch.bfloat16, head_dim)
+
+
+def test_the_guard_names_the_head_dim_it_failed_at():
+    class _ZeroLse(MathKernel):
+        name = "zero-lse"
+
+        def forward(self, q, k, v, *, causal, scale):
+            out, lse = super().forward(q, k, v, causal=causal, scale=scale)
+            return out, torch.zeros_like(lse)
+
+    with pytest.raises(RuntimeError, match="wrong log-sum-exp at head dim 96"):
+        check_kernel(_ZeroLse(), "cpu", torch.float32, 96)
