@@ -16,6 +16,7 @@ import math
 import torch
 
 from sp_planner.executor.kernels import AttentionKernel, MathKernel
+from sp_planner.executor.result import TensorErrors
 from sp_planner.specs.base import FrozenModel
 
 FIELDS = ("out", "lse", "dq", "dk", "dv")
@@ -31,13 +32,19 @@ class KernelShape(FrozenModel):
     causal: bool
 
 
+class KernelErrors(TensorErrors):
+    """Max absolute error per output (or the bound for each), the LSE included."""
+
+    lse: float
+
+
 class KernelAccuracy(FrozenModel):
     kernel: str
     device: str
     dtype: str
     shape: KernelShape
-    max_abs_err: dict[str, float]
-    bound: dict[str, float]
+    max_abs_err: KernelErrors
+    bound: KernelErrors
     passed: bool
 
 
@@ -85,5 +92,5 @@ def kernel_accuracy(kernel: AttentionKernel, device: str, dtype: torch.dtype, sh
         bounds = {name: 2 * _max_abs(p, r) + eps * float(r.abs().max()) for name, p, r in zip(FIELDS, plain, ref)}
     shapes_ok = all(g.shape == r.shape for g, r in zip(got, ref))
     return KernelAccuracy(kernel=kernel.name, device=device, dtype=str(dtype).removeprefix("torch."), shape=shape,
-                          max_abs_err=errors, bound=bounds,
+                          max_abs_err=KernelErrors(**errors), bound=KernelErrors(**bounds),
                           passed=shapes_ok and all(errors[n] <= bounds[n] for n in FIELDS))

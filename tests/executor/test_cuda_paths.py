@@ -16,7 +16,7 @@ from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.executor.devices import check_local_gpus
 from sp_planner.executor.kernel_check import KernelShape, kernel_accuracy
 from sp_planner.executor.kernel_rules import head_dim_problem, kernel_problems
-from sp_planner.executor.kernels import CudaEfficientKernel, CudaFlashKernel, MathKernel, check_kernel
+from sp_planner.executor.kernels import CpuFlashKernel, CudaEfficientKernel, CudaFlashKernel, MathKernel, check_kernel
 
 from .cuda_standins import _flash_bwd, cuda_ops_on_cpu
 
@@ -38,7 +38,7 @@ def test_cuda_kernel_calls_meet_the_2x_rule(cuda_ops, kernel_type, dtype, causal
     shape = KernelShape(batch=2, seq_len=40, heads=heads, kv_heads=kv_heads, head_dim=head_dim, causal=causal)
     result = kernel_accuracy(kernel_type(), "cpu", dtype, shape)
     assert result.passed, result
-    assert result.max_abs_err["lse"] < 1e-3  # the LSE is the fp32 one, not zeros or another base
+    assert result.max_abs_err.lse < 1e-3  # the LSE is the fp32 one, not zeros or another base
 
 
 @pytest.mark.parametrize("kernel_type", KERNELS)
@@ -144,3 +144,14 @@ def test_the_guard_names_the_head_dim_it_failed_at():
 
     with pytest.raises(RuntimeError, match="wrong log-sum-exp at head dim 96"):
         check_kernel(_ZeroLse(), "cpu", torch.float32, 96)
+
+
+def test_the_2x_rule_rejects_a_kernel_with_a_wrong_lse():
+    class _ShiftedLse(CpuFlashKernel):  # natural-log LSE off by log(2): a base-2 LSE would do this
+        def forward(self, q, k, v, *, causal, scale):
+            out, lse = super().forward(q, k, v, causal=causal, scale=scale)
+            return out, lse + math.log(2)
+
+    shape = KernelShape(batch=1, seq_len=32, heads=4, kv_heads=2, head_dim=64, causal=True)
+    result = kernel_accuracy(_ShiftedLse(), "cpu", torch.bfloat16, shape)
+    assert not result.passed and result.max_abs_err.lse > result.bound.lse
