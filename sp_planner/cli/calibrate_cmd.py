@@ -34,6 +34,8 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
+from sp_planner.executor.devices import cuda_device_count
+from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -79,12 +81,6 @@ def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
     return world, int(match.group()) if match else (nproc_per_node or world)
 
 
-def _local_gpus() -> int:
-    import torch  # lazily: only once a local CUDA calibration is asked for
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
     with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp:
         result_dir = Path(tmp)
@@ -93,7 +89,8 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
         spec = LaunchSpec(nproc_per_node=schedule.world_size, rdzv_id="sp-calibrate")
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
                    "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
-        outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s)
+        outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s,
+                            nccl_timeout_s=timeout_s if schedule.device == "cuda" else None)
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}\n")
             return None
@@ -131,11 +128,16 @@ def calibrate(
         raw = read_measurements(measurements)
     else:
         model_spec = load_model(model) if model is not None else None
+        if device is Device.cuda and model_spec is not None:
+            # The schedule times the raw flash op at the model's head dim (bf16).
+            problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
+            if problem:
+                raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
         joined = _joined_launch()
         if joined:
             world, per_node = _joined_shape(nproc_per_node)
         else:
-            gpus = _local_gpus() if device is Device.cuda else None
+            gpus = cuda_device_count() if device is Device.cuda else None
             if gpus == 0:
                 raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
             world = per_node = nproc_per_node or gpus or 2

@@ -22,6 +22,7 @@ from sp_planner.cli.common import run_app
 from sp_planner.errors import UserInputError
 from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
 from sp_planner.executor.config import RunConfig, check_config
+from sp_planner.executor.devices import check_local_gpus
 from sp_planner.executor.launch import LaunchSpec, cluster_command, local_command, run_local
 from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
 from sp_planner.executor.predict import predict
@@ -221,7 +222,7 @@ def run(
             raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
         _check_fits(cfg, per_node, plan_file, cluster, timeout, console)
         job = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
-                      node_rank=node_rank, join_timeout_s=join_timeout)
+                      node_rank=node_rank, join_timeout_s=join_timeout, nccl=cfg.device == "cuda")
         return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_node(
             job, config_path, result_dir, timeout))
     slots = nproc if nproc is not None else _local_slots(cfg.device)
@@ -231,10 +232,11 @@ def run(
             f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
             f"On a cluster run on every node: {cluster}"
         )
+    check_local_gpus(cfg.device, world, cluster)  # --nproc skips the count above
     _check_fits(cfg, world, plan_file, cluster, timeout, console)
     return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_local(
         local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, timeout), result_dir=result_dir,
-        world_size=world, timeout_s=timeout))
+        world_size=world, timeout_s=timeout, nccl_timeout_s=timeout if cfg.device == "cuda" else None))
 
 
 def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:

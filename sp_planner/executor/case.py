@@ -80,7 +80,7 @@ def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
 def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> RankResult:
     dtype = TORCH_DTYPES[cfg.dtype]
     kernel, note = select_kernel(device.type, dtype, cfg.kernel)
-    check_kernel(kernel, device.type, dtype)
+    check_kernel(kernel, device.type, dtype, cfg.head_dim)
     inputs = global_inputs(cfg, device)
     reference = reference_attention(inputs, causal=cfg.causal)
 

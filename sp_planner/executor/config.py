@@ -9,6 +9,7 @@ from pydantic import Field
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.errors import UserInputError
+from sp_planner.executor.kernel_rules import kernel_problems
 from sp_planner.plan import ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts, facts_violations
 from sp_planner.specs.base import FrozenModel
 
@@ -91,6 +92,8 @@ def config_problems(cfg: RunConfig) -> list[str]:
                         f"{per_node} ranks (--nproc-per-node must divide {cfg.world_size})")
     if cfg.debug_fail_rank is not None and not 0 <= cfg.debug_fail_rank < cfg.world_size:
         problems.append(f"debug fail rank {cfg.debug_fail_rank} is not a rank of world size {cfg.world_size}")
+    problems += kernel_problems(device=cfg.device, kernel=cfg.kernel, head_dim=cfg.head_dim,
+                                 elem_bytes=cfg.elem_bytes)
     return problems
 
 

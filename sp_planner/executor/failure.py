@@ -101,11 +101,12 @@ def _where(trace: RankTrace, host: str | None) -> str:
     return f"rank {trace.rank}" + (f" on host {trace.host or host}" if host else "")
 
 
-def root_cause(result_dir: Path, *, host: str | None = None) -> str | None:
+def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: float | None = None) -> str | None:
     """The failure of this node's ranks, most likely cause first; None if none failed.
 
     host: the node's host name, to name in the message (None on a single machine, where it adds
-    nothing).
+    nothing). nccl_timeout_s: the ranks ran NCCL groups with this timeout; a rank that died
+    without an error was then most likely torn down by NCCL's watchdog (sp_planner.executor.rank).
     """
     traces = read_traces(result_dir)
     world = read_world(result_dir)
@@ -125,8 +126,13 @@ def root_cause(result_dir: Path, *, host: str | None = None) -> str | None:
     elif silent:
         first = silent[0]
         who = ", ".join(_where(t, host) for t in silent)
-        message = (f"{who} died while '{first.stage}' without reporting an error "
-                   "(killed by a signal or crashed; torchrun's summary above has the exit code)")
+        if nccl_timeout_s is not None:
+            message = (f"{who} died while '{first.stage}' without reporting an error: most likely an NCCL "
+                       f"collective ran past the {nccl_timeout_s:g} s timeout (--timeout) and NCCL's watchdog "
+                       "aborted the process (a crash is also possible; torchrun's summary above has the exit code)")
+        else:
+            message = (f"{who} died while '{first.stage}' without reporting an error "
+                       "(killed by a signal or crashed; torchrun's summary above has the exit code)")
         others = sorted(t.rank for t in errors)
     elif lost:
         first = lost[0]

@@ -95,15 +95,17 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 
 
 def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float,
-                     ranks: list[int] | None = None, host: str | None = None) -> str | None:
+                     ranks: list[int] | None = None, host: str | None = None,
+                     nccl_timeout_s: float | None = None) -> str | None:
     """Name the failing rank (sp_planner.executor.failure) or, after a timeout, each rank's last
-    stage. ranks: this node's ranks (default: all of world_size); host: name it in the message."""
+    stage. ranks: this node's ranks (default: all of world_size); host: name it in the message;
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL."""
     if timed_out:
         # Checked first: the ranks' errors written while they were being killed are not the cause.
         local = ranks if ranks is not None else list(range(world_size))
         where = f" on host {host}" if host else ""
         return f"timed out after {timeout_s:g} s{where}; " + stages(result_dir, local)
-    return root_cause(result_dir, host=host)
+    return root_cause(result_dir, host=host, nccl_timeout_s=nccl_timeout_s)
 
 
 def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_deadline_s: float | None) -> bool:
@@ -127,10 +129,12 @@ def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_dead
 
 def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float,
               ranks: list[int] | None = None, host: str | None = None,
-              start_deadline_s: float | None = None) -> LaunchOutcome:
+              start_deadline_s: float | None = None, nccl_timeout_s: float | None = None) -> LaunchOutcome:
     """Run torchrun in its own process group; on timeout, kill the whole group (no strays).
 
-    start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs)."""
+    start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs).
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL (a rank that dies silently
+    most likely ran past it)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(command, start_new_session=True, env=env)
     try:
@@ -142,7 +146,7 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     failure = None
     if timed_out or returncode != 0:
         failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s,
-                                   ranks=ranks, host=host)
+                                   ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s)
     if failure is None and returncode != 0:
         failure = f"torchrun exited with code {returncode} (see its output above)"
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)
