@@ -121,8 +121,10 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int) -> _Evaluated:
     memory = memory_columns(model, hardware, workload, c)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node)
-    comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
+    # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
+    domain = hardware.link_domain_gpus(gpus_per_node)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=domain)
+    comm = comm_columns(model, workload, c, gpus_per_node=domain)
     code = first_rule(rule_masks(model, workload, c), len(c))
     peak = memory.peak_bytes
     oom = (code < 0) & (peak > hardware.hbm_bytes)

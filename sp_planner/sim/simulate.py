@@ -53,9 +53,16 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
     'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
-    if gpus_per_node != hardware.gpus_per_node:
-        hardware = hardware.model_copy(update={"gpus_per_node": gpus_per_node})
-    cluster = build_cluster(hardware, num_nodes, topology=topology, nics_per_node=nics_per_node)
+    domain = hardware.link_domain_gpus(gpus_per_node)
+    # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of 72 GPUs behind
+    # NVSwitch, with each GPU's NIC, while the hosts (4 GPUs) only matter to the launcher.
+    world = num_nodes * gpus_per_node
+    if domain > gpus_per_node and world > domain and world % domain != 0:
+        raise UserInputError(f"{world} GPUs do not fill whole NVLink domains of {domain} GPUs; the simulator "
+                             f"needs a multiple of {domain // gpus_per_node} nodes (or at most one domain)")
+    graph_nodes = max(world // domain, 1)
+    hardware = hardware.model_copy(update={"gpus_per_node": min(domain, world), "nvlink_domain_gpus": None})
+    cluster = build_cluster(hardware, graph_nodes, topology=topology, nics_per_node=nics_per_node)
     work, phases = step_work(cluster, model, workload, plan)
     sched = schedule_step(work)
     step = sched.step_time_s
@@ -69,7 +76,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         gpus_per_node=gpus_per_node,
         topology=cluster.topology,
         step_time_s=step,
-        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=gpus_per_node),
+        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node),
         tokens_per_s=workload.tokens_per_step / step if step > 0 else 0.0,
         num_micro_batches=work.num_micro_batches,
         compute_idle_fraction=compute_idle,

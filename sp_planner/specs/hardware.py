@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import CalibrationData
@@ -112,6 +112,10 @@ class HardwareProfile(FrozenModel):
     hbm_bytes: float = Field(gt=0)
     hbm_bandwidth_bytes_per_s: float = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
+    # GPUs sharing the intra-node link when that fast domain spans several hosts (GB200 NVL72: 72
+    # GPUs on NVLink, 4 per host). None: the domain is the host. The cost model's "intra-node"
+    # means inside this domain; launchers (torchrun, SLURM) still count gpus_per_node per host.
+    nvlink_domain_gpus: int | None = Field(default=None, gt=0)
     intra_node: LinkSpec
     inter_node: LinkSpec
     efficiency: EfficiencySpec
@@ -122,6 +126,25 @@ class HardwareProfile(FrozenModel):
     sources: dict[str, str] = Field(default_factory=dict)
     # Raw fits and curves behind a calibrated profile's figures (sp-calibrate); None for spec sheets.
     calibration: CalibrationData | None = None
+
+    @model_validator(mode="after")
+    def _domain_of_hosts(self) -> "HardwareProfile":
+        domain = self.nvlink_domain_gpus
+        if domain is not None and domain % self.gpus_per_node != 0:
+            raise ValueError(f"nvlink_domain_gpus {domain} must be a multiple of gpus_per_node {self.gpus_per_node}")
+        return self
+
+    @property
+    def fast_domain_gpus(self) -> int:
+        """GPUs on the intra-node link together: the NVLink domain if it spans hosts, else the host."""
+        return self.nvlink_domain_gpus or self.gpus_per_node
+
+    def link_domain_gpus(self, gpus_per_node: int) -> int:
+        """The fast domain for a cluster of `gpus_per_node`-GPU hosts (a caller may override the
+        profile's host size; a multi-host domain is kept only for the profile's own host size)."""
+        if self.nvlink_domain_gpus is not None and gpus_per_node == self.gpus_per_node:
+            return self.nvlink_domain_gpus
+        return gpus_per_node
 
     @field_validator("intra_node")
     @classmethod

@@ -13,7 +13,7 @@ EXPECTED_NAMES = [
     "Llama-2-7B", "Llama-2-13B", "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Llama-3.1-8B",
     "Llama-3.1-70B", "Llama-3.1-405B", "Mistral-7B", "Mixtral-8x7B", "Qwen2.5-7B", "Qwen2.5-14B",
     "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "GPT-3-175B", "Yi-34B", "Gemma-2-9B",
-    "Gemma-2-27B",
+    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B",
 ]  # fmt: skip
 
 
@@ -76,7 +76,17 @@ PUBLISHED_PARAMS = [
     ("GPT-3-175B", 174.6e9),  # reference section C (175B in arXiv:2005.14165, without position embeddings)
     ("Gemma-2-9B", 9.242e9),  # Gemma 2 report arXiv:2408.00118 Table 2: 8,324,201,984 + 917,504,000
     ("Gemma-2-27B", 27.227e9),  # Gemma 2 report Table 2: 26,047,480,320 + 1,179,648,000
+    ("Qwen3-30B-A3B", 30.5e9),  # Qwen3-30B-A3B model card "Number of Parameters: 30.5B in total and 3.3B activated"
+    ("Qwen3-235B-A22B", 235e9),  # Qwen3-235B-A22B model card "235B in total and 22B activated"
 ]
+
+# Published activated parameters (same model cards), within 2% (the cards round to 2 digits).
+PUBLISHED_ACTIVE = [("Qwen3-30B-A3B", 3.3e9), ("Qwen3-235B-A22B", 22e9)]
+
+
+@pytest.mark.parametrize(("name", "published"), PUBLISHED_ACTIVE)
+def test_moe_active_parameters_match_published(name, published):
+    assert load_model(name).num_active_params == pytest.approx(published, rel=0.02)
 
 
 @pytest.mark.parametrize(("name", "published"), PUBLISHED_PARAMS)

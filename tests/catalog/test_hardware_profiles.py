@@ -12,7 +12,7 @@ from sp_planner.specs.hardware import SOURCED_FIELDS
 
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "hardware_profiles"
 EXPECTED_NAMES = [
-    "A100-40GB", "A100-80GB", "A800", "Ascend-910B", "B200", "H100-SXM", "H200", "H800", "L20",
+    "A100-40GB", "A100-80GB", "A800", "Ascend-910B", "B200", "GB200-NVL72", "H100-SXM", "H200", "H800", "L20",
     "L40S", "MI300X",
 ]  # fmt: skip
 GB = 1e9
@@ -48,7 +48,10 @@ def test_efficiencies_are_fractions_and_attention_is_below_gemm(name):
     eff = load_hardware(name).efficiency
     fractions = [eff.gemm]
     for curve in (eff.attention_fwd, eff.attention_bwd):
-        assert [p.tokens for p in curve] == [512, 1024, 2048, 4096, 8192, 16384]
+        # Measured block lengths differ by source (GB200's cuDNN runs cover 2K-32K); every curve
+        # spans at least 2K-16K keys.
+        tokens = [p.tokens for p in curve]
+        assert tokens[0] <= 2048 and tokens[-1] >= 16384
         fractions += [p.efficiency for p in curve]
     for coll in (eff.intra_node, eff.inter_node):
         fractions += [coll.all_reduce, coll.all_gather, coll.reduce_scatter, coll.all_to_all, coll.p2p]
