@@ -28,9 +28,15 @@ GRID_ORDER: tuple[str, ...] = ("pp", "dp", "ring", "ulysses", "tp")
 # Multi-axis groups, each a run of adjacent axes of GRID_ORDER, slowest first.
 CP_AXES: tuple[str, ...] = ("ring", "ulysses")  # USP's 2D sequence mesh (cp_r = ulysses_r + U*ring_r)
 DP_CP_AXES: tuple[str, ...] = ("dp", "ring", "ulysses")  # Megatron's dp-cp group: ZeRO, gradients
+# The expert layers' own grid over the same ranks (MoE "parallel folding", Megatron-Core
+# parallel_state.initialize_model_parallel: a second RankGenerator(tp=ETP, ep=EP, dp=EDP, pp=PP,
+# cp=1) with the same 'tp-cp-ep-dp-pp' order): etp fastest, then ep, then the expert-data-parallel
+# edp = world / (pp*ep*etp), pp outermost (so the pipeline groups of both grids coincide).
+EXPERT_GRID_ORDER: tuple[str, ...] = ("pp", "edp", "ep", "etp")
 # The groups `rank_groups` reports (plan JSON `rank_groups`), in that order.
 GROUPS: dict[str, tuple[str, ...]] = {
     "tp": ("tp",), "cp": CP_AXES, "dp": ("dp",), "pp": ("pp",), "ulysses": ("ulysses",), "ring": ("ring",),
+    "ep": ("ep",), "etp": ("etp",), "edp": ("edp",),
 }
 
 # Anything that holds a degree per axis: a ParallelPlan, space.Candidates (arrays over
@@ -42,19 +48,31 @@ def _degree(degrees: Degrees, axis: str):
     return degrees[axis] if isinstance(degrees, Mapping) else getattr(degrees, axis)
 
 
+def grid_of(axis: str) -> tuple[str, ...]:
+    """The grid an axis belongs to: the dense GRID_ORDER, else the expert grid (pp is in both, at
+    the same stride)."""
+    if axis in GRID_ORDER:
+        return GRID_ORDER
+    if axis in EXPERT_GRID_ORDER:
+        return EXPERT_GRID_ORDER
+    raise ValueError(f"unknown axis {axis!r}; axes: {GRID_ORDER} and the expert grid's {EXPERT_GRID_ORDER}")
+
+
 def _check_run(axes: tuple[str, ...]) -> int:
-    """Index in GRID_ORDER of the innermost of `axes`, which must be adjacent and in grid order."""
-    first = GRID_ORDER.index(axes[0])
-    if GRID_ORDER[first:first + len(axes)] != axes:
-        raise ValueError(f"axes {axes} are not adjacent in the grid order {GRID_ORDER}")
+    """Index in its grid of the innermost of `axes`, which must be adjacent and in grid order."""
+    order = grid_of(axes[0])
+    first = order.index(axes[0])
+    if order[first:first + len(axes)] != axes:
+        raise ValueError(f"axes {axes} are not adjacent in the grid order {order}")
     return first + len(axes) - 1
 
 
 def axis_stride(degrees: Degrees, axis: str):
     """Distance in global rank between neighbours of one group along `axis` (product of the
-    degrees of the faster axes); an int for a plan, an array for candidate columns."""
+    degrees of the faster axes of its grid); an int for a plan, an array for candidate columns."""
+    order = grid_of(axis)
     stride = 1
-    for inner in GRID_ORDER[GRID_ORDER.index(axis) + 1:]:
+    for inner in order[order.index(axis) + 1:]:
         stride = stride * _degree(degrees, inner)
     return stride
 
@@ -69,12 +87,13 @@ def group_size(degrees: Degrees, axes: tuple[str, ...]):
 
 def group_stride(degrees: Degrees, axes: tuple[str, ...]):
     """Stride of a group spanning adjacent `axes`: that of its innermost axis."""
-    return axis_stride(degrees, GRID_ORDER[_check_run(axes)])
+    return axis_stride(degrees, grid_of(axes[0])[_check_run(axes)])
 
 
-def rank_grid(plan: ParallelPlan) -> np.ndarray:
-    """Global ranks as an array of shape (pp, dp, ring, ulysses, tp)."""
-    shape = tuple(getattr(plan, axis) for axis in GRID_ORDER)
+def rank_grid(plan: ParallelPlan, order: tuple[str, ...] = GRID_ORDER) -> np.ndarray:
+    """Global ranks as an array of shape (pp, dp, ring, ulysses, tp), or (pp, edp, ep, etp) for
+    the expert grid."""
+    shape = tuple(getattr(plan, axis) for axis in order)
     return np.arange(plan.world_size).reshape(shape)
 
 
@@ -83,8 +102,9 @@ def groups_over(plan: ParallelPlan, axes: tuple[str, ...]) -> np.ndarray:
 
     Groups are sorted by their first rank; inside a group, ranks follow `axes` slowest first
     (for adjacent axes in grid order: ascending)."""
-    grid = rank_grid(plan)
-    moving = [GRID_ORDER.index(axis) for axis in axes]
+    order = grid_of(axes[0])
+    grid = rank_grid(plan, order)
+    moving = [order.index(axis) for axis in axes]
     keep = [i for i in range(grid.ndim) if i not in moving]
     # (kept..., grouped...) -> (num_groups, group_size)
     flat = np.transpose(grid, keep + moving).reshape(-1, int(group_size(plan, axes)))
@@ -92,7 +112,8 @@ def groups_over(plan: ParallelPlan, axes: tuple[str, ...]) -> np.ndarray:
 
 
 def rank_groups(plan: ParallelPlan) -> dict[str, list[list[int]]]:
-    """Groups for each entry of GROUPS: tp, cp (= ring x ulysses, ring-major), dp, pp, ulysses, ring."""
+    """Groups for each entry of GROUPS: tp, cp (= ring x ulysses, ring-major), dp, pp, ulysses, ring,
+    and the expert grid's ep, etp and edp (each a single group-of-one per rank for dense models)."""
     return {name: groups_over(plan, axes).tolist() for name, axes in GROUPS.items()}
 
 

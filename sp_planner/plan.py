@@ -40,6 +40,11 @@ class ParallelPlan(FrozenModel):
     micro_batch: int = Field(default=1, ge=1)
     # zigzag = load-balanced causal ring (2*ring chunks, rank i holds chunks i and 2R-1-i).
     ring_layout: RingLayout = "zigzag"
+    # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
+    # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and
+    # --expert-tensor-parallel-size). Both 1 for dense models.
+    ep: int = Field(default=1, ge=1)
+    etp: int = Field(default=1, ge=1)
 
     @property
     def cp(self) -> int:
@@ -49,6 +54,12 @@ class ParallelPlan(FrozenModel):
     @property
     def world_size(self) -> int:
         return math.prod(getattr(self, axis) for axis in GRID_ORDER)
+
+    @property
+    def edp(self) -> int:
+        """Expert data-parallel degree: world / (pp*ep*etp) (Megatron's EDP; expert gradients and
+        the distributed optimizer's expert shards are over this group)."""
+        return self.world_size // (self.pp * self.ep * self.etp)
 
     def num_micro_batches(self, workload: Workload) -> int:
         return workload.global_batch // (self.dp * self.micro_batch)
@@ -111,12 +122,29 @@ def _breaks_batch(global_batch, d, **_):
     return global_batch % (_get(d, "dp") * _get(d, "micro_batch")) != 0
 
 
+def _breaks_experts(num_experts, d, **_):
+    # Megatron: num_experts % EP == 0 (arguments.py); EP > 1 needs experts (TransformerConfig);
+    # dense models have neither ep nor etp.
+    ep, etp = _get(d, "ep"), _get(d, "etp")
+    if num_experts == 0:
+        return (ep > 1) | (etp > 1)
+    return num_experts % ep != 0
+
+
+def _breaks_expert_grid(d, **_):
+    # The expert grid fills the same ranks: world % (ETP*EP*PP) == 0 (megatron/core/parallel_state.py).
+    ranks_per_stage = _get(d, "dp") * _get(d, "ring") * _get(d, "ulysses") * _get(d, "tp")
+    return ranks_per_stage % (_get(d, "ep") * _get(d, "etp")) != 0
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
     "seq_len": _breaks_seq_len,
     "layers": _breaks_layers,
     "batch": _breaks_batch,
+    "experts": _breaks_experts,
+    "expert_grid": _breaks_expert_grid,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
@@ -130,11 +158,12 @@ class RuleFacts(NamedTuple):
     seq_len: int
     num_layers: int = 1
     global_batch: int = 1
+    num_experts: int = 0  # 0 for dense models
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
         return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
-                   workload.global_batch)
+                   workload.global_batch, model.moe.num_experts if model.moe else 0)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
@@ -156,6 +185,13 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
                 f"(tp {plan.tp} x ulysses {plan.ulysses} x ring {plan.ring}{zigzag})")
     if rule == "layers":
         return f"num_layers {f.num_layers} is not divisible by pp {plan.pp}"
+    if rule == "experts":
+        if f.num_experts == 0:
+            return f"ep {plan.ep} and etp {plan.etp} need an MoE model; this model is dense (use ep 1, etp 1)"
+        return f"num_experts {f.num_experts} is not divisible by ep {plan.ep} (Megatron: num_experts % EP == 0)"
+    if rule == "expert_grid":
+        return (f"ep*etp = {plan.ep}*{plan.etp} does not divide the {plan.world_size // plan.pp} GPUs of a "
+                "pipeline stage (Megatron: world % (ETP*EP*PP) == 0)")
     assert rule == "batch", rule
     return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
             "(Megatron: GBS % (MBS*DP) == 0)")

@@ -25,7 +25,7 @@ from sp_planner.estimate import (
     plain,
 )
 from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, violations
-from sp_planner.space import DEGREES, Candidates, Pins, enumerate_candidates, first_rule, rule_masks
+from sp_planner.space import DEGREES, EXPERT_DEGREES, Candidates, Pins, enumerate_candidates, first_rule, rule_masks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -48,7 +48,7 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
     if len(bad) == 0:
         return reasons
     # The rules read the degrees, the micro-batch and the ring layout only.
-    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, "micro_batch", "zigzag")], axis=1)
+    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag")], axis=1)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     texts = []
     for i in bad[first]:
@@ -97,6 +97,7 @@ class _Evaluated(NamedTuple):
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
         cols["micro_batch"] = c.micro_batch
         cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols.update({name: getattr(c, name) for name in EXPERT_DEGREES})
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
@@ -152,7 +153,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    candidates = enumerate_candidates(workload, world, pins)
+    candidates = enumerate_candidates(workload, world, pins, num_experts=model.moe.num_experts if model.moe else 0)
     if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node)

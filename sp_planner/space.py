@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sp_planner.layout import GRID_ORDER
+from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER
 from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
@@ -29,12 +29,17 @@ class Pins(FrozenModel):
     recompute: Recompute | None = None
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
+    ep: int | None = None
+    etp: int | None = None
 
 
 # The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
 # of the frame's columns and of the JSON, and in Pins' field order, which is the CLI's options'.
 DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name in GRID_ORDER)
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
+# The expert grid's free degrees (layout.EXPERT_GRID_ORDER less pp and the derived edp), columns
+# after DEGREES; enumerated only for MoE models.
+EXPERT_DEGREES: tuple[str, ...] = tuple(name for name in EXPERT_GRID_ORDER if name not in ("pp", "edp"))
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -59,6 +64,37 @@ def degree_tuples(world: int, pins: Pins) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, len(DEGREES))
 
 
+def with_expert_degrees(degrees: np.ndarray, num_experts: int, pins: Pins) -> np.ndarray:
+    """Degree rows (n, len(DEGREES)) extended by (ep, etp) columns: (n', len(DEGREES) + 2).
+
+    Dense models get ep = etp = 1 (pins other than 1 are kept, for the rules to refuse). For MoE,
+    ep runs over the divisors of num_experts and etp over {1, tp} (ETP = 1 is Megatron's
+    recommendation for fine-grained experts, moe/README.md; ETP = TP its default), keeping rows
+    whose expert grid fills each pipeline stage: (world/pp) % (ep*etp) == 0 (parallel_state.py)
+    unless ep or etp is pinned.
+    """
+    n = len(degrees)
+    if num_experts == 0:
+        fixed = np.array([[pins.ep or 1, pins.etp or 1]] * n, dtype=np.int64).reshape(n, 2)
+        return np.concatenate([degrees, fixed], axis=1)
+    tp = degrees[:, DEGREES.index("tp")]
+    stage = degrees.prod(axis=1) // degrees[:, DEGREES.index("pp")]
+    eps = [pins.ep] if pins.ep is not None else _divisors(num_experts)
+    blocks = []
+    for ep in eps:
+        etp_choices = [np.full(n, pins.etp)] if pins.etp is not None else [np.ones(n, dtype=np.int64), tp]
+        seen = np.zeros((n, 0), dtype=np.int64)
+        for etp in etp_choices:
+            # A pinned degree is kept even where it breaks the grid, so that the rule names it.
+            fills = (stage % (ep * etp) == 0) | (pins.ep is not None) | (pins.etp is not None)
+            keep = fills & ~(seen == etp[:, None]).any(axis=1)
+            seen = np.concatenate([seen, etp[:, None]], axis=1)
+            rows = np.concatenate([degrees, np.full((n, 1), ep), etp[:, None]], axis=1)[keep]
+            blocks.append(rows)
+    width = len(DEGREES) + len(EXPERT_DEGREES)
+    return np.concatenate(blocks).astype(np.int64) if blocks else np.zeros((0, width), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
@@ -76,27 +112,36 @@ class Candidates:
     recompute: np.ndarray
     micro_batch: np.ndarray
     zigzag: np.ndarray
+    ep: np.ndarray
+    etp: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
 
+    @property
+    def edp(self) -> np.ndarray:
+        """Expert data-parallel degree, world / (pp*ep*etp) (ParallelPlan.edp)."""
+        return self.dp * self.ring * self.ulysses * self.tp // (self.ep * self.etp)
+
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
         """One plan as one-entry arrays."""
-        ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in (*DEGREES, "zero", "micro_batch")}
+        names = (*DEGREES, *EXPERT_DEGREES, "zero", "micro_batch")
+        ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in names}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
                    zigzag=np.array([plan.zigzag]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
-        ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, "zero", "micro_batch")}
+        ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, *EXPERT_DEGREES, "zero", "micro_batch")}
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
                             ring_layout="zigzag" if self.zigzag[i] else "contiguous")
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
-    degrees = degree_tuples(world, pins)
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, *, num_experts: int = 0) -> Candidates:
+    """Every candidate: degree tuples (with ep, etp for MoE) x ZeRO stage x recompute x
+    micro-batch, one ring layout."""
+    degrees = with_expert_degrees(degree_tuples(world, pins), num_experts, pins)
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
     blocks = []
@@ -113,11 +158,11 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidat
         grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
         grid = grid.reshape(-1, 4)
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
-    width = len(DEGREES) + 3
+    width = len(DEGREES) + len(EXPERT_DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
     columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-3], recompute=columns[-2],
+    return Candidates(**dict(zip((*DEGREES, *EXPERT_DEGREES), columns)), zero=columns[-3], recompute=columns[-2],
                       micro_batch=columns[-1], zigzag=np.full(len(table), layout == "zigzag"))
 
 
