@@ -47,6 +47,7 @@ class TimeBreakdown(FrozenModel):
     dp_comm_exposed_s: float
     bubble_s: float
     optimizer_s: float
+    moe_comm_s: float = 0.0
 
 
 class CommBytes(FrozenModel):
@@ -59,6 +60,10 @@ class CommBytes(FrozenModel):
     pp_p2p: int
     dp_reduce_scatter: int
     dp_all_gather: int
+    ep_all_to_all: int = 0
+    etp_all_gather: int = 0
+    edp_reduce_scatter: int = 0
+    edp_all_gather: int = 0
 
 
 class CommLinks(FrozenModel):
@@ -71,6 +76,10 @@ class CommLinks(FrozenModel):
     pp_p2p: Link
     dp_reduce_scatter: Link
     dp_all_gather: Link
+    ep_all_to_all: Link = "none"
+    etp_all_gather: Link = "none"
+    edp_reduce_scatter: Link = "none"
+    edp_all_gather: Link = "none"
 
 
 class PlanEstimate(FrozenModel):

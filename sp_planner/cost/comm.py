@@ -27,6 +27,16 @@ import numpy as np
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.moe import (
+    ETP_BACKWARD_COLLECTIVES,
+    ETP_FORWARD_COLLECTIVES,
+    MOE_ALL_TO_ALLS_PER_LAYER,
+    MOE_FORWARD_ALL_TO_ALLS,
+    dispatch_bytes,
+    expert_params_per_rank,
+    imbalance,
+    moe_layer_fraction,
+)
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
 from sp_planner.space import Candidates
@@ -52,6 +62,10 @@ class PerCollective(NamedTuple):
     pp_p2p: np.ndarray
     dp_reduce_scatter: np.ndarray
     dp_all_gather: np.ndarray
+    ep_all_to_all: np.ndarray  # MoE dispatch + combine (cost.moe)
+    etp_all_gather: np.ndarray  # MoE token all-gathers and reduce-scatters over etp
+    edp_reduce_scatter: np.ndarray  # routed experts' gradients over the expert-data-parallel group
+    edp_all_gather: np.ndarray
 
 
 class CommColumns(NamedTuple):
@@ -92,16 +106,31 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup = group_size(c, DP_CP_AXES)
-    params = stage_params_per_rank(model, tp, pp)[0].astype(np.int64)
-    share = lambda nbytes: nbytes * (zgroup - 1) // zgroup  # noqa: E731  (n-1)/n of a buffer
+    zgroup, edp = group_size(c, DP_CP_AXES), c.edp
+    experts = expert_params_per_rank(model, pp, c.ep, c.etp).astype(np.int64)
+    params = stage_params_per_rank(model, tp, pp, c.ep, c.etp)[0].astype(np.int64) - experts
     zero = c.zero
-    grads_rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
-    params_ag = np.select(
-        [zero == 0, zero == 3],
-        [share(GRAD_BYTES * params), 2 * m * share(PARAM_BYTES * params)],
-        share(PARAM_BYTES * params),
-    )
+
+    def reductions(params, group):
+        share = lambda nbytes: nbytes * (group - 1) // group  # noqa: E731  (n-1)/n of a buffer
+        rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
+        ag = np.select(
+            [zero == 0, zero == 3],
+            [share(GRAD_BYTES * params), 2 * m * share(PARAM_BYTES * params)],
+            share(PARAM_BYTES * params),
+        )
+        return rs, ag
+
+    grads_rs, params_ag = reductions(params, zgroup)
+    expert_rs, expert_ag = reductions(experts, edp)
+    # MoE: dispatch + combine forward and backward, each the rank's token copies (top_k of its n/tp
+    # tokens, x the imbalance on the busiest rank) less the share it keeps; etp gathers them.
+    tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp
+    copies = dispatch_bytes(model, tokens, ACT_BYTES) * imbalance(c.ep) * (moe_layer_fraction(model) if model.moe else 0.0)
+    a2a_count = MOE_ALL_TO_ALLS_PER_LAYER + np.where(full, MOE_FORWARD_ALL_TO_ALLS, 0)
+    etp_count = ETP_FORWARD_COLLECTIVES + ETP_BACKWARD_COLLECTIVES + np.where(full, ETP_FORWARD_COLLECTIVES, 0)
+    ep_sent = (copies * (c.ep - 1) / c.ep * a2a_count).astype(np.int64)
+    etp_sent = (copies * (c.etp - 1) * etp_count).astype(np.int64)
     per_stage = layers * m
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
@@ -111,6 +140,10 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         pp_p2p=pp_sent * m,
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,
+        ep_all_to_all=ep_sent * per_stage,
+        etp_all_gather=etp_sent * per_stage,
+        edp_reduce_scatter=expert_rs,
+        edp_all_gather=expert_ag,
     )
     gpn = gpus_per_node
     dp_cp_stride = group_stride(c, DP_CP_AXES)
@@ -122,6 +155,10 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         pp_p2p=group_link(pp, axis_stride(c, "pp"), gpn),
         dp_reduce_scatter=group_link(zgroup, dp_cp_stride, gpn),
         dp_all_gather=group_link(zgroup, dp_cp_stride, gpn),
+        ep_all_to_all=group_link(c.ep, axis_stride(c, "ep"), gpn),
+        etp_all_gather=group_link(c.etp, axis_stride(c, "etp"), gpn),
+        edp_reduce_scatter=group_link(edp, axis_stride(c, "edp"), gpn),
+        edp_all_gather=group_link(edp, axis_stride(c, "edp"), gpn),
     )
     return CommColumns(
         sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),

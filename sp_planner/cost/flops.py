@@ -17,11 +17,14 @@ from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.specs.model import ModelSpec
 
 
-def _active_ffn_width(model: ModelSpec) -> int:
-    """Summed intermediate width of the MLP one token passes through."""
+def _active_ffn_width(model: ModelSpec) -> float:
+    """Summed intermediate width of the MLP one token passes through, averaged over the layers
+    (MoE layers: top_k routed plus shared experts; dense first layers: intermediate_size)."""
     if model.moe is None:
         return model.intermediate_size
-    return (model.moe.top_k + model.moe.num_shared_experts) * model.moe.moe_intermediate_size
+    moe = (model.moe.top_k + model.moe.num_shared_experts) * model.moe.moe_intermediate_size
+    dense_layers = model.num_layers - model.num_moe_layers
+    return (dense_layers * model.intermediate_size + model.num_moe_layers * moe) / model.num_layers
 
 
 def layer_gemm_flops_per_token(model: ModelSpec) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import FP32_BYTES, RING_GRAD_ELEM_BYTES, kv_heads_for_ulysses, kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, expert_params_per_rank, imbalance, mean_mlp_params_per_rank, moe_layer_fraction
 from sp_planner.layout import CP_AXES, DP_CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -43,8 +44,9 @@ ACT_BYTES = 2  # bf16 activations
 LOGITS_BYTES_PER_ELEM = 6
 
 
-def layer_params_per_rank(model: ModelSpec, tp):
-    """Parameters of one layer on one TP rank (KV projections replicated when tp > kv heads)."""
+def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters of one layer on one rank (KV projections replicated when tp > kv heads; MoE
+    layers' experts split over ep x etp, cost.moe), averaged over the layers."""
     h, d = model.hidden_size, model.head_dim
     kv_local = kv_heads_per_tp_rank(model.num_kv_heads, tp)
     q_local = model.q_size / tp
@@ -53,12 +55,12 @@ def layer_params_per_rank(model: ModelSpec, tp):
         attn = attn + q_local + 2 * kv_local * d
     if model.linear_bias:
         attn = attn + h
-    return attn + model.mlp_params_per_layer / tp + model.norm_params_per_layer
+    return attn + mean_mlp_params_per_rank(model, tp, ep, etp) + model.norm_params_per_layer
 
 
-def stage_params_per_rank(model: ModelSpec, tp, pp):
+def stage_params_per_rank(model: ModelSpec, tp, pp, ep=1, etp=1):
     """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm."""
-    layers = model.num_layers / pp * layer_params_per_rank(model, tp)
+    layers = model.num_layers / pp * layer_params_per_rank(model, tp, ep, etp)
     table = model.vocab_size * model.hidden_size / tp
     final_norm = model.embedding_params - model.vocab_size * model.hidden_size * (
         1 if model.tie_word_embeddings else 2
@@ -72,8 +74,23 @@ def stage_params_per_rank(model: ModelSpec, tp, pp):
     return first, last
 
 
+def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
+    """Extra stored bytes of an MoE layer (averaged over layers) on the busiest rank: the permuted
+    token copies fed to the experts (n/tp x top_k x etp of width h, saved for the weight
+    gradients) and the fp32 router logits; the expert FFN activations are the MLP term's, scaled
+    by the imbalance for the routed share (cost.moe)."""
+    if model.moe is None:
+        return 0.0
+    tokens = n / tp
+    copies = tokens * model.moe.top_k * etp * imbalance(ep)
+    routed_width = model.moe.top_k * model.moe.moe_intermediate_size
+    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (imbalance(ep) - 1.0)
+    router = ROUTER_BYTES_PER_LOGIT * tokens * model.moe.num_experts
+    return moe_layer_fraction(model) * (ACT_BYTES * copies * model.hidden_size + routed_extra + router)
+
+
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
-                               micro_batch, recompute):
+                               micro_batch, recompute, ep=1, etp=1):
     """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed)."""
     h, d = model.hidden_size, model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
@@ -85,7 +102,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     o_copies = np.where(ulysses > 1, 2, 1)
     attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
-    full_layer = norms + attn + mlp
+    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
     selective = full_layer - lse - np.where(ulysses > 1, q, 0.0)
     layer_input = ACT_BYTES * n * h / tp
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
@@ -125,17 +142,20 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     """Memory of every candidate, for its busier stage (first or last)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = group_size(c, DP_CP_AXES)
-    first_p, last_p = stage_params_per_rank(model, tp, pp)
+    first_p, last_p = stage_params_per_rank(model, tp, pp, c.ep, c.etp)
+    # Routed experts are sharded by ZeRO over the expert-data-parallel group (cost.moe).
+    experts = expert_params_per_rank(model, pp, c.ep, c.etp)
 
     def states(params):
-        p = PARAM_BYTES * params / np.where(zero >= 3, zgroup, 1)
-        g = GRAD_BYTES * params / np.where(zero >= 2, zgroup, 1)
-        o = OPTIMIZER_BYTES * params / np.where(zero >= 1, zgroup, 1)
-        return p, g, o
+        def sharded(nbytes, stage):
+            group = np.where(zero >= stage, zgroup, 1)
+            expert_group = np.where(zero >= stage, c.edp, 1)
+            return nbytes * (params - experts) / group + nbytes * experts / expert_group
+        return sharded(PARAM_BYTES, 3), sharded(GRAD_BYTES, 2), sharded(OPTIMIZER_BYTES, 1)
 
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
-        recompute=c.recompute,
+        recompute=c.recompute, ep=c.ep, etp=c.etp,
     )
     layers = model.num_layers / pp
     m = workload.global_batch / (c.dp * c.micro_batch)

@@ -36,6 +36,14 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.moe import (
+    ETP_BACKWARD_COLLECTIVES,
+    ETP_FORWARD_COLLECTIVES,
+    MOE_BACKWARD_ALL_TO_ALLS,
+    MOE_FORWARD_ALL_TO_ALLS,
+    expert_params_per_rank,
+    moe_times,
+)
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -87,6 +95,7 @@ class TimeColumns(NamedTuple):
     dp_comm_exposed_s: np.ndarray
     bubble_s: np.ndarray
     optimizer_s: np.ndarray
+    moe_comm_s: np.ndarray  # MoE token dispatch/combine all-to-alls and etp collectives (cost.moe)
 
 
 class StepColumns(NamedTuple):
@@ -115,6 +124,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
     gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
+    moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
+    # The busiest EP rank's extra expert GEMMs (cost.moe imbalance; 0 for dense models and ep 1).
+    gemm_fwd = gemm_fwd + moe.imbalance_gemm_fwd_s
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
@@ -126,33 +139,44 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
+    moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
+    moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
+    moe_layer = moe_fwd + moe_bwd
     recompute_layer = np.select(
         [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
-        [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s],
+        [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
         0.0,
     )
     per_layer = (
         3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
+        + moe_layer
     )
     micro_s = layers * per_layer + logits
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
-                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer)
-    fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
+                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
+                         + moe_bwd)
+    fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
     zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
-    params = stage_params_per_rank(model, tp, pp)[0]
-    share = (zgroup - 1) / zgroup
+    params = stage_params_per_rank(model, tp, pp, c.ep, c.etp)[0]
+    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp.
+    experts = expert_params_per_rank(model, pp, c.ep, c.etp)
+    edp, edp_stride = c.edp, axis_stride(c, "edp")
     zero = c.zero
 
-    def coll(kind, nbytes):
-        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
+    def coll(kind, bytes_per_param):
+        dense = ring_collective_time_s(hardware, kind, bytes_per_param * (params - experts) * (zgroup - 1) / zgroup,
+                                       zgroup, zstride, gpn)
+        expert = ring_collective_time_s(hardware, kind, bytes_per_param * experts * (edp - 1) / edp, edp,
+                                        edp_stride, gpn)
+        return dense + expert
 
-    grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
-    grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
-    param_ag = coll("all_gather", PARAM_BYTES * params)
+    grad_rs = coll("reduce_scatter", GRAD_BYTES)
+    grad_ar = coll("all_reduce", 2 * GRAD_BYTES)
+    param_ag = coll("all_gather", PARAM_BYTES)
     last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
     hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
     dp_exposed = np.select(
@@ -160,7 +184,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         [hidden_reduce(grad_ar), hidden_reduce(grad_rs) + param_ag, m * hidden_reduce(grad_rs) + param_ag],
         m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(param_ag + grad_rs)),
     )
-    shard = params / np.where(zero >= 1, zgroup, 1)
+    shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
 
     parts = (
         m * (layers * 3 * gemm_fwd + logits),
@@ -173,6 +197,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         dp_exposed,
         (pp - 1) * micro_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
+        m * layers * moe_layer,
     )
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
     step = reduce(np.add, time)  # left to right, as the parts are listed

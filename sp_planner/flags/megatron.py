@@ -42,6 +42,9 @@ def cp_description(request: FlagRequest) -> str:
 def common_failures(request: FlagRequest, name: str) -> list[str]:
     """Rules every Megatron-based framework (Megatron-LM, MindSpeed) checks, CP algorithm aside."""
     failures = megatron_tp_head_failures(request.model, request.plan.tp)
+    if request.model.moe is not None and request.model.linear_bias and request.plan.etp > 1:
+        failures.append(f"etp {request.plan.etp}: Megatron supports biased experts only with "
+                        "--expert-tensor-parallel-size 1 (transformer_config.py)")
     zero = megatron_zero_failure(request.plan, name)
     return failures + ([zero] if zero else [])
 
@@ -77,9 +80,40 @@ def common_groups(request: FlagRequest, cp_flags: list[str]) -> list[FlagGroup]:
     return [
         (f"parallelism: {cp_description(request)}", parallel),
         ("model shape the head rules depend on", shape),
+        *moe_groups(request),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
     ]
+
+
+def moe_groups(request: FlagRequest) -> list[FlagGroup]:
+    """Experts and their parallelism (reference moe_fp8_pipeline_frameworks.md 1.1): the expert grid
+    is Megatron-Core's second RankGenerator (etp, ep, edp, pp; layout.EXPERT_GRID_ORDER)."""
+    p, m = request.plan, request.model
+    if m.moe is None:
+        return []
+    flags = [
+        f"--num-experts {m.moe.num_experts}",
+        f"--moe-router-topk {m.moe.top_k}",
+        # Defaults to --ffn-hidden-size with a warning (arguments.py); always the expert's own width.
+        f"--moe-ffn-hidden-size {m.moe.moe_intermediate_size}",
+        f"--expert-model-parallel-size {p.ep}",
+        # None means ETP = TP (arguments.py); the plan's value is always explicit.
+        f"--expert-tensor-parallel-size {p.etp}",
+        # The planner costs the all-to-all dispatcher (cost.moe); Megatron's default is allgather.
+        "--moe-token-dispatcher-type alltoall",
+        "--moe-grouped-gemm",
+    ]
+    if not m.linear_bias:
+        # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
+        flags.append("--disable-bias-linear")
+    if m.moe.num_shared_experts:
+        # The total width of the shared experts (TransformerConfig.moe_shared_expert_intermediate_size).
+        flags.append(f"--moe-shared-expert-intermediate-size {m.moe.num_shared_experts * m.moe.moe_intermediate_size}")
+    if m.moe.first_dense_layers:
+        dense, sparse = m.moe.first_dense_layers, m.num_moe_layers
+        flags.append(f'--moe-layer-freq "([0]*{dense}+[1]*{sparse})"')
+    return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, dropless routing", flags)]
 
 
 def env_lines(request: FlagRequest) -> list[str]:

@@ -28,6 +28,7 @@ TIME_LABELS: dict[str, str] = {
     "dp_comm_exposed_s": "exposed DP gradient sync",
     "bubble_s": "pipeline bubble",
     "optimizer_s": "optimizer step",
+    "moe_comm_s": "MoE dispatch/combine",
 }
 
 COMM_LABELS: dict[str, str] = {
@@ -38,6 +39,10 @@ COMM_LABELS: dict[str, str] = {
     "pp_p2p": "PP P2P",
     "dp_reduce_scatter": "DP reduce-scatter",
     "dp_all_gather": "DP all-gather",
+    "ep_all_to_all": "EP dispatch/combine",
+    "etp_all_gather": "ETP all-gather/RS",
+    "edp_reduce_scatter": "expert-DP reduce-scatter",
+    "edp_all_gather": "expert-DP all-gather",
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc"}

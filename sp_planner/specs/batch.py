@@ -28,7 +28,12 @@ def default_global_batch(seq_len: int, world_size: int,
             "must be positive"
         )
     target = max(1, (2 * tokens_per_step + seq_len) // (2 * seq_len))  # round half up
-    unit = max(d for d in _divisors(world_size) if d <= target)
+    # Sequence lengths, head and layer counts are mostly powers of two, so the odd factors of the
+    # GPU count (72 = 8 x 9 on a GB200 NVL72 rack) can usually go only to dp: prefer a unit that
+    # holds them all (72 GPUs, 32 target sequences: 18, not 24, which left no valid plan).
+    odd = world_size // (world_size & -world_size)
+    divisors = [d for d in _divisors(world_size) if d <= target]
+    unit = max([d for d in divisors if d % odd == 0] or divisors)
     return max(unit, (2 * target + unit) // (2 * unit) * unit)
 
 

@@ -14,6 +14,9 @@ class MoESpec(FrozenModel):
     top_k: int = Field(gt=0)
     moe_intermediate_size: int = Field(gt=0)
     num_shared_experts: int = Field(default=0, ge=0)
+    # The first layers keep a dense MLP of the model's intermediate_size (DeepSeek-V3: 3; HF
+    # first_k_dense_replace, Megatron --moe-layer-freq [0]*k+[1]*(L-k)).
+    first_dense_layers: int = Field(default=0, ge=0)
 
 
 class ModelSpec(FrozenModel):
@@ -39,6 +42,9 @@ class ModelSpec(FrozenModel):
 
     @model_validator(mode="after")
     def _check_heads(self) -> "ModelSpec":
+        if self.moe is not None and self.moe.first_dense_layers >= self.num_layers:
+            raise ValueError(f"moe.first_dense_layers ({self.moe.first_dense_layers}) must be below "
+                             f"num_layers ({self.num_layers})")
         if self.num_heads % self.num_kv_heads != 0:
             raise ValueError(
                 f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
@@ -72,6 +78,34 @@ class ModelSpec(FrozenModel):
         h = self.hidden_size
         bias = (ffn + h) if self.linear_bias else 0
         return self.num_mlp_matrices * h * ffn + bias
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Layers whose MLP is a mixture of experts (0 for dense models)."""
+        return 0 if self.moe is None else self.num_layers - self.moe.first_dense_layers
+
+    @property
+    def routed_expert_params_per_layer(self) -> int:
+        """The routed experts' weights of one MoE layer (what expert parallelism splits)."""
+        if self.moe is None:
+            return 0
+        return self.moe.num_experts * self._dense_mlp_params(self.moe.moe_intermediate_size)
+
+    @property
+    def mean_mlp_params_per_layer(self) -> float:
+        """MLP parameters averaged over the layers (dense first layers and MoE layers)."""
+        dense = self.num_layers - self.num_moe_layers
+        total = dense * self._dense_mlp_params(self.intermediate_size) + self.num_moe_layers * (
+            self.mlp_params_per_layer if self.moe is not None else 0)
+        return total / self.num_layers
+
+    @property
+    def mean_active_mlp_params_per_layer(self) -> float:
+        """MLP parameters one token passes through, averaged over the layers."""
+        dense = self.num_layers - self.num_moe_layers
+        total = dense * self._dense_mlp_params(self.intermediate_size) + self.num_moe_layers * (
+            self.active_mlp_params_per_layer if self.moe is not None else 0)
+        return total / self.num_layers
 
     @property
     def mlp_params_per_layer(self) -> int:
@@ -109,11 +143,10 @@ class ModelSpec(FrozenModel):
 
     @property
     def num_params(self) -> int:
-        return self.num_layers * self.params_per_layer + self.embedding_params
+        per_layer = self.attention_params_per_layer + self.norm_params_per_layer
+        return round(self.num_layers * (per_layer + self.mean_mlp_params_per_layer)) + self.embedding_params
 
     @property
     def num_active_params(self) -> int:
-        per_layer = (
-            self.attention_params_per_layer + self.active_mlp_params_per_layer + self.norm_params_per_layer
-        )
-        return self.num_layers * per_layer + self.embedding_params
+        per_layer = self.attention_params_per_layer + self.norm_params_per_layer
+        return round(self.num_layers * (per_layer + self.mean_active_mlp_params_per_layer)) + self.embedding_params

@@ -39,13 +39,16 @@ def test_every_expert_is_stored_but_only_two_are_computed():
     assert MIXTRAL.num_active_params == pytest.approx(12.9e9, rel=0.01)
     hw = load_hardware("h100-sxm")
     workload = Workload(seq_len=32768, global_batch=8)
-    est = evaluate(MIXTRAL, hw, workload, ParallelPlan(tp=8, dp=4, ulysses=2, zero=1), num_nodes=8, gpus_per_node=8)
+    # etp 8 = tp: each expert sharded over the 8 TP ranks (Megatron's default ETP = TP), ep 1.
+    est = evaluate(MIXTRAL, hw, workload, ParallelPlan(tp=8, dp=4, ulysses=2, zero=1, etp=8), num_nodes=8,
+                   gpus_per_node=8)
     dense_like = evaluate(MIXTRAL.model_copy(update={"moe": None, "intermediate_size": TOP_K * FFN}), hw, workload,
                           ParallelPlan(tp=8, dp=4, ulysses=2, zero=1), num_nodes=8, gpus_per_node=8)
     # Same GEMMs and model FLOPs as a dense model of width 2 x 14336 ...
     assert est.time.gemm_s == pytest.approx(dense_like.time.gemm_s, rel=1e-12)
     assert est.model_tflops_per_gpu * est.step_time_s == pytest.approx(
         dense_like.model_tflops_per_gpu * dense_like.step_time_s, rel=1e-12)
-    # ... but every expert's bf16 weights (and the router) on each of the 8 TP ranks.
-    extra_params = LAYERS * (EXPERTS * 3 * H * FFN + H * EXPERTS - 3 * H * TOP_K * FFN) / 8
+    # ... but every expert's bf16 weights on each of the 8 TP ranks, and the whole router (its
+    # weight is not TP-sharded in Megatron's TopKRouter).
+    extra_params = LAYERS * ((EXPERTS * 3 * H * FFN - 3 * H * TOP_K * FFN) / 8 + H * EXPERTS)
     assert est.memory.params_bytes - dense_like.memory.params_bytes == pytest.approx(2 * extra_params, rel=1e-12)

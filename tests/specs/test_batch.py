@@ -16,6 +16,7 @@ def test_budget_is_llama3_initial_batch():
     (4096, 8, 1024),          # budget >= one sequence per GPU: 1024 is a multiple of 8
     (131072, 16, 32),         # 2 nodes at 128K: 32 x 128K = 4M tokens
     (131072, 24, 24),         # 32 wanted, multiples of 24: 24 is nearest (3M tokens)
+    (131072, 72, 36),         # GB200 NVL72 rack: the unit keeps 72's odd part 9 (18, not 24), so dp can take it
     (8192, 6, 510),           # 512 wanted, nearest multiple of 6 is 510
     (1 << 20, 4096, 4),       # 1M tokens on 4096 GPUs: 4 sequences, not 4096 (4G tokens)
     (2 << 20, 8, 2),          # 2 sequences on 8 GPUs: dp may be 1 or 2

@@ -1,0 +1,105 @@
+"""Mixture-of-experts layers under expert parallelism (vectorized over candidates).
+
+Megatron-Core's MoE layer (megatron/core/transformer/moe/, token dispatcher 'alltoall', dropless,
+the default capacity factor None): each rank routes its n/tp sequence-parallel tokens to top_k
+experts, permutes them and sends each copy to the EP rank that holds its expert (all-to-all over
+the ep group, layout.EXPERT_GRID_ORDER: stride etp); with etp > 1 the received tokens are
+all-gathered over the etp group, each expert's FFN runs sharded over etp, and the outputs go back
+by a reduce-scatter and the reverse all-to-all (combine). Backward runs the conjugates (combine
+gradient = all-to-all, dispatch gradient = all-to-all; AG <-> RS). Per rank and MoE layer:
+  token copies after dispatch:  n/tp * top_k * etp (on average; x the imbalance on the busiest rank)
+  expert GEMM FLOPs:            the same as top_k dense MLPs on n/tp tokens (the etp shards cancel)
+  weights:                      routed experts / (ep*etp), shared experts / tp, router replicated
+                                (TopKRouter's weight is a plain parameter, not TP-sharded)
+  gradients, optimizer:         routed experts reduced and sharded over edp = world/(pp*ep*etp)
+                                (Megatron's expert-data-parallel group), the rest over dp x cp.
+
+Load imbalance: with dropless routing the rank holding the busiest experts sets the pace of every
+dispatch and expert GEMM. MOE_LOAD_IMBALANCE = 1.25 is an assumption, stated and not fitted: a
+capacity factor in the range Switch Transformer trains with (Fedus et al. 2021, arXiv 2101.03961,
+section 2.2: expert capacity = tokens/experts x capacity factor, factors 1.0-2.0 studied), read as
+"the busiest EP rank receives 1.25 x the mean" under an auxiliary balance loss. It applies only
+when ep > 1 (with ep = 1 every rank computes its own tokens' experts). Low confidence.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.kernels import gemm_time_s
+from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+MOE_LOAD_IMBALANCE = 1.25
+# Dispatch + combine per MoE layer forward; the same two (as gradients) backward.
+MOE_FORWARD_ALL_TO_ALLS, MOE_BACKWARD_ALL_TO_ALLS = 2, 2
+MOE_ALL_TO_ALLS_PER_LAYER = MOE_FORWARD_ALL_TO_ALLS + MOE_BACKWARD_ALL_TO_ALLS
+# With etp > 1: all-gather before the experts and reduce-scatter after, forward; conjugates backward.
+ETP_FORWARD_COLLECTIVES, ETP_BACKWARD_COLLECTIVES = 2, 2
+ROUTER_BYTES_PER_LOGIT = 4  # fp32 router logits (Megatron --moe-router-dtype fp32 as recommended)
+
+
+def moe_layer_fraction(model: ModelSpec) -> float:
+    """Share of layers that are MoE (the cost model works with per-layer averages)."""
+    return model.num_moe_layers / model.num_layers
+
+
+def imbalance(ep):
+    """Busiest / mean token copies on an EP rank (1 without expert parallelism)."""
+    return np.where(np.asarray(ep) > 1, MOE_LOAD_IMBALANCE, 1.0)
+
+
+def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
+    """MLP parameters of one layer on one rank, averaged over the layers."""
+    if model.moe is None:
+        return model.mean_mlp_params_per_layer / tp
+    dense_mlp = model.mean_mlp_params_per_layer - moe_layer_fraction(model) * model.mlp_params_per_layer
+    routed = model.routed_expert_params_per_layer
+    router = model.hidden_size * model.moe.num_experts
+    shared = model.mlp_params_per_layer - routed - router
+    f = moe_layer_fraction(model)
+    return dense_mlp / tp + f * (routed / (ep * etp) + shared / tp + router)
+
+
+def expert_params_per_rank(model: ModelSpec, pp, ep, etp):
+    """Routed-expert parameters on one rank of a pipeline stage (reduced over edp, not dp x cp)."""
+    return model.num_moe_layers / pp * model.routed_expert_params_per_layer / (ep * etp)
+
+
+def routed_gemm_flops_per_token(model: ModelSpec) -> float:
+    """Forward GEMM FLOPs of the routed experts one token passes through, averaged over layers."""
+    if model.moe is None:
+        return 0.0
+    per_layer = 2 * model.num_mlp_matrices * model.hidden_size * model.moe.top_k * model.moe.moe_intermediate_size
+    return moe_layer_fraction(model) * per_layer
+
+
+def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
+    """Bytes of the token copies one rank dispatches in one all-to-all (its own share included)."""
+    if model.moe is None:
+        return np.zeros_like(np.asarray(tokens_per_tp_rank, dtype=np.float64))
+    return np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * model.hidden_size * elem_bytes
+
+
+class MoETimes(NamedTuple):
+    """Seconds per MoE-average layer and micro-batch on the busiest rank."""
+
+    imbalance_gemm_fwd_s: np.ndarray  # the extra forward expert GEMM time of the busiest rank
+    all_to_all_s: np.ndarray  # one dispatch or combine
+    etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
+
+
+def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
+              ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
+    f = moe_layer_fraction(model) if model.moe is not None else 0.0
+    load = imbalance(ep)
+    extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load - 1.0))
+    copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
+    # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
+    a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node)
+    gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
+    etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
+    return MoETimes(imbalance_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a, etp_collective_s=etp_s)

@@ -1,0 +1,92 @@
+"""Megatron flags for MoE plans, accepted by megatron-core's own config validation.
+
+Every emitted flag that is a TransformerConfig field (Megatron >= 0.16 generates those flags from
+the dataclass, reference moe_fp8_pipeline_frameworks.md 1.0) goes into the real
+megatron.core TransformerConfig, whose __post_init__ runs Megatron's MoE/EP/CP/recompute checks;
+the few training-loop flags are named, so a misspelt flag cannot slip through unchecked.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+import pytest
+import torch
+
+from megatron.core.transformer.transformer_config import TransformerConfig
+from sp_planner.catalog import load_model
+from sp_planner.flags import FlagRequest, render_flags
+from sp_planner.plan import ParallelPlan
+from sp_planner.specs.workload import Workload
+from tests.flags.conftest import parse_bash_array
+
+# Flags of megatron/training/arguments.py that are not TransformerConfig fields, and renamed ones.
+TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "global_batch_size",
+                 "use_distributed_optimizer", "group_query_attention"}
+RENAMED = {"num_experts": "num_moe_experts"}  # arguments.py: --num-experts -> num_moe_experts
+LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
+
+
+def transformer_config(text: str, hidden_size: int) -> TransformerConfig:
+    kwargs: dict[str, object] = {"hidden_size": hidden_size}
+    for flag, values in parse_bash_array(text).items():
+        name = RENAMED.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
+        if name in TRAINING_ONLY:
+            continue
+        assert name in CONFIG_FIELDS | {"disable_bias_linear"}, f"{flag} is neither a TransformerConfig field nor a known training flag"
+        if name == "disable_bias_linear":  # arguments.py: store_false into add_bias_linear
+            kwargs["add_bias_linear"] = False
+        elif not values:
+            kwargs[name] = True
+        elif name in LIST_FIELDS:
+            kwargs[name] = [int(v) for v in values]
+        elif name == "moe_layer_freq":  # a Python list expression, as arguments.py evaluates it
+            kwargs[name] = eval(values[0], {"__builtins__": {}})  # noqa: S307 (our own flag text)
+        else:
+            (value,) = values
+            kwargs[name] = ast.literal_eval(value) if value[0].isdigit() else value
+    if kwargs.get("bf16"):
+        # megatron/training/arguments.py core_transformer_config_from_args: --bf16 sets params_dtype,
+        # and pipeline_dtype = params_dtype.
+        kwargs["params_dtype"] = kwargs["pipeline_dtype"] = torch.bfloat16
+    return TransformerConfig(**kwargs)
+
+
+QWEN3_235B = load_model("Qwen3-235B-A22B")
+QWEN3_30B = load_model("Qwen3-30B-A3B")
+MIXTRAL = load_model("Mixtral-8x7B")
+CASES = [
+    (QWEN3_235B, ParallelPlan(tp=2, ulysses=2, dp=36, ep=16, etp=1, recompute="full"), 4),  # two NVL72 racks
+    (QWEN3_235B, ParallelPlan(tp=2, ring=4, dp=9, pp=2, ep=8, etp=1, recompute="selective"), 4),
+    (QWEN3_30B, ParallelPlan(tp=2, ring=4, dp=2, ep=4, etp=2), 8),
+    (MIXTRAL, ParallelPlan(tp=4, ulysses=2, ring=2, dp=2, ep=8, etp=1), 8),
+]
+
+
+@pytest.mark.parametrize(("model", "plan", "gpus_per_node"), CASES,
+                         ids=lambda x: getattr(x, "name", None) if not isinstance(x, int) else None)
+def test_moe_flags_pass_transformer_config(model, plan, gpus_per_node):
+    request = FlagRequest(model=model, workload=Workload(seq_len=131072, global_batch=plan.dp * 2), plan=plan,
+                          num_nodes=plan.world_size // gpus_per_node, gpus_per_node=gpus_per_node)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    config = transformer_config(flags.text, model.hidden_size)
+    assert config.num_moe_experts == model.moe.num_experts
+    assert config.moe_router_topk == model.moe.top_k
+    assert config.moe_ffn_hidden_size == model.moe.moe_intermediate_size
+    assert (config.expert_model_parallel_size, config.expert_tensor_parallel_size) == (plan.ep, plan.etp)
+    assert config.moe_token_dispatcher_type == "alltoall" and config.moe_grouped_gemm
+
+
+def test_dense_model_gets_no_expert_flags(build, bash_args):
+    text = render_flags("megatron", build.cases["llama3_8b_128k_usp_tp2"]).text
+    assert not [flag for flag in bash_args(text) if "expert" in flag or flag.startswith("--moe")]
+    transformer_config(text, 4096)  # the dense flags pass TransformerConfig too
+
+
+def test_megatron_core_refuses_what_the_rules_refuse():
+    # The checker is live: an EP without experts is refused by TransformerConfig itself.
+    with pytest.raises(ValueError, match="num_moe_experts"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, expert_model_parallel_size=2)
