@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TypeVar
 
 import pydantic
 import yaml
 
+from sp_planner.destination import write_text
 from sp_planner.errors import UserInputError
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    Links, devices and FIFOs are followed or written through (sp_planner.destination.write_text)."""
+    write_text(Path(path), text)
 
 
 def read_structured(path: Path, *, what: str) -> object:

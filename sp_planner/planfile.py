@@ -14,7 +14,8 @@ from pydantic import Field
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
-from sp_planner.fileio import read_structured, validate_as, write_text_atomic
+from sp_planner.destination import deliver_text
+from sp_planner.fileio import read_structured, validate_as
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -44,7 +45,8 @@ class PlanFile(FrozenModel):
 
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:
-    write_text_atomic(Path(path), plan_file.model_dump_json(indent=2) + "\n")
+    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it."""
+    deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
 def read_plan_file(path: Path) -> PlanFile:

@@ -26,6 +26,7 @@ from sp_planner.space import (
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+from sp_planner.units import plural
 
 __all__ = ["Pins", "evaluate", "search"]
 
@@ -118,7 +119,7 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
-            f"({num_nodes} nodes x {gpus_per_node})"
+            f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
     frame = _frame(model, hardware, workload, plan_columns(plan), gpus_per_node)
     return PlanEstimate.from_row(frame.iloc[0])

@@ -26,6 +26,11 @@ def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
     return value
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 node', '2 nodes', '16,384 tokens'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_tokens(num_tokens: int) -> str:
     """131072 -> '128K'; values that are not whole multiples stay plain."""
     for suffix, factor in (("M", 1024 * 1024), ("K", 1024)):

@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import tempfile
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -32,8 +31,9 @@ from sp_planner.calibration import (
 )
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import choices, run_app
 from sp_planner.errors import UserInputError
+from sp_planner.executor.config import Device as RunDevice
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -56,9 +56,7 @@ Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
 """
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
+Device = choices("Device", RunDevice)
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)

@@ -5,8 +5,11 @@ Unexpected internal errors are not caught here, so they still show a traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import Callable, NoReturn
+from enum import Enum
+from typing import Callable, Literal, NoReturn, TextIO, get_args, get_origin
 
 import pydantic
 import typer
@@ -21,11 +24,80 @@ from sp_planner.errors import UserInputError
 EXIT_USAGE = 2
 
 
+def choices(name: str, *sources: object) -> type[Enum]:
+    """A str Enum for a typer option, whose values are the Literals (or plain strings) given, so the
+    CLI offers exactly what the specs accept: choices("Recompute", plan.Recompute)."""
+    values: list[str] = []
+    for source in sources:
+        values += list(get_args(source)) if get_origin(source) is Literal else [str(source)]
+    return Enum(name, [(value, value) for value in values], type=str)  # type: ignore[return-value]
+
+
 def fail(message: str) -> NoReturn:
     """Print one line to stderr and exit 2."""
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"error: {' '.join(message.split())}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit code is all that is left
     raise SystemExit(EXIT_USAGE)
+
+
+class StdoutFailed(Exception):
+    """Standard output could not be written (a closed pipe, a full disk, /dev/full)."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(err)
+        self.err = err
+
+    def message(self) -> str:
+        if self.err.errno == errno.EPIPE:
+            return "standard output was closed before all output was written (broken pipe)"
+        return f"cannot write to standard output: {self.err.strerror or self.err}"
+
+
+class _GuardedStdout:
+    """sys.stdout whose write errors become StdoutFailed, so that they are told apart from internal
+    errors (which keep their traceback). Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _tolerate_narrow_encodings() -> None:
+    """An ASCII-only (or other non-UTF) terminal gets '?' for the characters it cannot show instead
+    of a UnicodeEncodeError; Rich already draws its tables in ASCII there."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
+def _abandon_stdout(stream: TextIO) -> None:
+    """Point the failed stream's file descriptor at /dev/null so that the interpreter's last flush
+    cannot fail again (a stream without one, as in tests, is left alone)."""
+    try:
+        target = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, target)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def describe_validation_error(err: pydantic.ValidationError) -> str:
@@ -38,12 +110,29 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
-    """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2."""
+    """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2,
+    and an unwritable standard output to one line too."""
+    _tolerate_narrow_encodings()
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)  # type: ignore[assignment]
+    try:
+        result = _run_command(app, argv, prog_name)
+        sys.stdout.flush()
+    except StdoutFailed as failed:
+        sys.stdout = real_stdout
+        _abandon_stdout(real_stdout)
+        fail(failed.message())
+    finally:
+        sys.stdout = real_stdout
+    raise SystemExit(result)
+
+
+def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int:
     command: Callable[..., object] = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:
-        raise SystemExit(done.exit_code) from None
+        return done.exit_code
     except typer.Abort:
         fail("aborted")
     except ClickException as err:
@@ -52,4 +141,4 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
         fail(str(err))
     except pydantic.ValidationError as err:
         fail(describe_validation_error(err))
-    raise SystemExit(result if isinstance(result, int) else 0)
+    return result if isinstance(result, int) else 0

@@ -1,23 +1,24 @@
 """`sp-plan`: rank parallel plans for one model, sequence length and cluster, and print the flags.
 
-Exit codes: 0 an answer (including an all-pinned plan that does not fit, reported with fits
-false); 1 the search found no plan that fits (the closest one and checked fixes are shown);
-2 bad input (one line on stderr).
+Exit codes: 0 a plan that fits; 1 no plan fits, an all-pinned one included (the closest plan and
+checked fixes are shown, no plan file is written); 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import choices, run_app
 from sp_planner.cli.plan_output import Answer, emit_answer, write_outputs
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import check_outputs, resolve_question
 from sp_planner.present.advice import suggest_fits
+from sp_planner.flags.base import Framework as FrameworkName
+from sp_planner.flags.launch import Launcher
+from sp_planner.plan import Recompute
 from sp_planner.search import search
 from sp_planner.sim.rerank import rerank_by_simulation
 
@@ -40,30 +41,10 @@ Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are sh
 """
 
 
-class OutputFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
-class Framework(str, Enum):
-    megatron = "megatron"
-    mindspeed = "mindspeed"
-    deepspeed = "deepspeed"
-    yunchang = "yunchang"
-    torchtitan = "torchtitan"
-    all = "all"
-
-
-class Launcher(str, Enum):
-    torchrun = "torchrun"
-    slurm = "slurm"
-
-
-class RecomputeChoice(str, Enum):
-    none = "none"
-    selective = "selective"
-    full = "full"
+OutputFormat = choices("OutputFormat", "table", "json", "csv")
+Framework = choices("Framework", FrameworkName, "all")
+LauncherChoice = choices("Launcher", Launcher)
+RecomputeChoice = choices("Recompute", Recompute)
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -98,7 +79,7 @@ def plan(
     recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
-    launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
+    launcher: Annotated[Optional[LauncherChoice], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 10,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people; json or csv for tools.")]
@@ -118,8 +99,8 @@ def plan(
 ) -> int:
     """Rank parallel plans (TP, PP, DP, Ulysses, Ring, ZeRO, recompute) for long-context training.
 
-    Pinned options narrow the search; with every degree pinned the plan is evaluated even if it
-    does not fit.
+    Pinned options narrow the search; with every degree pinned the plan is evaluated and shown even
+    if it does not fit (exit 1, no plan file).
     """
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
@@ -149,7 +130,7 @@ def plan(
     )
     emit_answer(answer, output_format=output_format.value, explain=explain)
     write_outputs(answer, out=out, report=report)
-    return 0 if fits or question.all_degrees_pinned else EXIT_NO_FIT
+    return 0 if fits else EXIT_NO_FIT
 
 
 def main(argv: list[str] | None = None) -> None:

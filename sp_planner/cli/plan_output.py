@@ -13,6 +13,7 @@ from pydantic import ConfigDict
 from rich.console import Console
 from rich.text import Text
 
+from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.estimate import SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
@@ -24,7 +25,7 @@ from sp_planner.present.expressible import best_expressible
 from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
 from sp_planner.present.why import closest_and_fixes, describe_plan, why_this_plan
 from sp_planner.specs.base import FrozenModel
-from sp_planner.units import format_tokens
+from sp_planner.units import format_tokens, plural
 
 
 # What each framework's launch line runs (shared reference framework_flags.md 7.2; the flags'
@@ -92,9 +93,9 @@ def stdout_console() -> Console:
 def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> None:
     q, result = answer.question, answer.result
     console.print(
-        f"{q.model.name} at {format_tokens(q.workload.seq_len)} tokens x {q.workload.global_batch} sequences "
-        f"on {q.num_nodes} x {q.gpus_per_node} {q.hardware.name}: "
-        f"{result.candidates_evaluated:,} candidate{'' if result.candidates_evaluated == 1 else 's'} evaluated",
+        f"{q.model.name} at {format_tokens(q.workload.seq_len)} token{'' if q.workload.seq_len == 1 else 's'} x "
+        f"{plural(q.workload.global_batch, 'sequence')} on {q.num_nodes} x {q.gpus_per_node} {q.hardware.name}: "
+        f"{plural(result.candidates_evaluated, 'candidate')} evaluated",
         markup=False, highlight=False,
     )
     ranked = result.ranked[: answer.top_k]
@@ -111,7 +112,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> No
             console.print(table)
     if explain:
         console.print(prune_table(result.prune_counts, result.candidates_evaluated))
-    if answer.fits or (ranked and q.all_degrees_pinned):
+    if answer.fits:
         print_flags(answer, console)
 
 
@@ -146,11 +147,15 @@ def print_flags(answer: Answer, console: Console) -> None:
 
 
 def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> None:
-    """--out and --report, after everything else has succeeded; notes go to stderr."""
+    """--out and --report, after everything else has succeeded; notes go to stderr.
+
+    plan.json is written only for a plan that fits: sp-run refuses any other, so a pinned plan that
+    does not fit is answered like an unpinned search that finds nothing (exit 1, nothing written)."""
     q = answer.question
     if out is not None:
-        if not answer.result.ranked or not (answer.fits or q.all_degrees_pinned):
-            sys.stderr.write(f"note: {out} not written: no plan fits\n")
+        if not answer.fits:
+            why = "the pinned plan does not fit" if q.all_degrees_pinned and answer.result.ranked else "no plan fits"
+            sys.stderr.write(f"note: {out} not written: {why}\n")
         else:
             best = answer.result.ranked[0]
             write_plan_file(out, PlanFile(
@@ -162,8 +167,10 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> N
     if report is not None:
         from sp_planner.report import write_report  # matplotlib and the HTML code load only when asked
 
-        index = write_report(
-            report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-            gpus_per_node=q.gpus_per_node, result=answer.result, summary=summary(answer), framework=answer.framework,
-        )
+        with delayed_progress("writing the report"):
+            index = write_report(
+                report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+                gpus_per_node=q.gpus_per_node, result=answer.result, summary=summary(answer),
+                framework=answer.framework,
+            )
         sys.stderr.write(f"wrote {index}\n")

@@ -11,24 +11,25 @@ import json
 import os
 import sys
 import tempfile
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NamedTuple, Optional
 
 import typer
 from rich.console import Console
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import choices, run_app
+from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
-from sp_planner.executor.config import RunConfig, check_config
+from sp_planner.executor.config import DType, Kernel, RunConfig, check_config
+from sp_planner.executor.config import Device as RunDevice
 from sp_planner.executor.launch import LaunchSpec, cluster_command, local_command, run_local
 from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
 from sp_planner.executor.predict import predict
 from sp_planner.executor.result import RankResult, RunResult, summarize
 from sp_planner.executor.summary import print_summary
 from sp_planner.executor.worker import RESULTS_FILE, run_worker
-from sp_planner.fileio import write_text_atomic
+from sp_planner.plan import RingLayout
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.units import format_bytes, format_seconds, parse_tokens
 
@@ -48,31 +49,19 @@ Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the referenc
 """
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Layout(str, Enum):
-    contiguous = "contiguous"
-    zigzag = "zigzag"
-
-
-class DTypeChoice(str, Enum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
-
-
-class KernelChoice(str, Enum):
-    auto = "auto"
-    math = "math"
+Device = choices("Device", RunDevice)
+Layout = choices("Layout", RingLayout)
+DTypeChoice = choices("DType", DType)
+KernelChoice = choices("Kernel", Kernel)
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
-def _config_from_plan(plan_file: PlanFile, **run_options) -> RunConfig:
+def _config_from_plan(plan_file: PlanFile, shape: dict[str, object], **run_options) -> RunConfig:
+    given = [name for name, value in shape.items() if value is not None]
+    if given:
+        raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
     model, plan = plan_file.model, plan_file.plan
     return RunConfig(
         ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout,
@@ -110,14 +99,14 @@ def _local_slots(device: str) -> int | None:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _finish(cfg: RunConfig, ranks: list[RankResult], plan_file: PlanFile | None, out: Path | None,
-            console: Console) -> int:
-    prediction = predict(cfg, plan_file.hardware if plan_file else None,
+def _finish(job: _Job, ranks: list[RankResult]) -> int:
+    plan_file = job.plan_file
+    prediction = predict(job.cfg, plan_file.hardware if plan_file else None,
                          plan_file.gpus_per_node if plan_file else None)
-    result: RunResult = summarize(cfg, ranks, prediction)
-    print_summary(result, console)
-    if out is not None:
-        write_text_atomic(out, result.model_dump_json(indent=2) + "\n")
+    result: RunResult = summarize(job.cfg, ranks, prediction)
+    print_summary(result, job.console)
+    if job.out is not None:
+        deliver_text(job.out, result.model_dump_json(indent=2) + "\n", what="result")
     return 0 if result.passed else EXIT_FAILED
 
 
@@ -164,77 +153,112 @@ def run(
     """Run and validate sequence-parallel attention (Ulysses, Ring, USP) on real ranks."""
     run_options = dict(device=device.value, kernel=kernel.value, iters=iters, debug_fail_rank=debug_fail_rank,
                        debug_fail_mode=debug_fail_mode)
-    plan_file = None
+    shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
+             "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout}
     if plan is not None:
-        given = [name for name, value in (("--ulysses", ulysses), ("--ring", ring), ("--seq-len", seq_len),
-                                          ("--batch", batch), ("--heads", heads), ("--kv-heads", kv_heads),
-                                          ("--head-dim", head_dim), ("--causal", causal),
-                                          ("--ring-layout", ring_layout)) if value is not None]
-        if given:
-            raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
         plan_file = read_plan_file(plan)
-        cfg = _config_from_plan(plan_file, dtype=(dtype or DTypeChoice.bfloat16).value, **run_options)
+        cfg = _config_from_plan(plan_file, shape, dtype=(dtype or DTypeChoice.bfloat16).value, **run_options)
     else:
-        missing = [n for n, v in (("--seq-len", seq_len), ("--heads", heads), ("--head-dim", head_dim)) if v is None]
-        if missing:
-            raise UserInputError(f"give {', '.join(missing)} (or --plan plan.json)")
-        cfg = RunConfig(
-            ulysses=ulysses or 1, ring=ring or 1, seq_len=parse_tokens(seq_len), batch=batch or 1,
-            num_heads=heads, num_kv_heads=kv_heads or heads, head_dim=head_dim, causal=bool(causal),
-            ring_layout=(ring_layout or Layout.contiguous).value, dtype=(dtype or DTypeChoice.float32).value,
-            **run_options,
-        )
-    console = Console()
-    world = cfg.world_size
+        plan_file, cfg = None, _config_from_flags(shape, dtype=(dtype or DTypeChoice.float32).value, **run_options)
+    if out is not None:
+        check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
     agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
     if agent or print_launch or _joined_launch():
-        cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(world, nodes, nproc_per_node, plan_file)})
+        cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(cfg.world_size, nodes, nproc_per_node,
+                                                                       plan_file)})
     elif nodes is not None or nproc_per_node is not None:
         raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
                              "HOST:PORT (and start sp-run on every node), or use --print-launch")
     check_config(cfg)
-    # The multi-node layout, also for the hint of a local run that does not fit this machine.
-    per_node = cfg.nproc_per_node or _ranks_per_node(world, None, None, plan_file)
-    # The joined ranks must expect the same ranks per node as the printed torchrun line starts.
-    given = nproc_per_node is not None or nodes is not None
-    sp_run_args = _cli_args(cfg, plan, out) + (["--nproc-per-node", str(per_node)] if given else [])
-    cluster = cluster_command(
-        LaunchSpec(nproc_per_node=per_node, nnodes=world // per_node, rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500",
-                   rdzv_id=rdzv_id), sp_run_args)
+    job = _Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
+               cluster=_cluster_line(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
+                                     given=nproc_per_node is not None or nodes is not None))
     if print_launch:
-        console.print(cluster, soft_wrap=True, markup=False, highlight=False)
+        job.console.print(job.cluster, soft_wrap=True, markup=False, highlight=False)
         return 0
-    if plan_file is not None and plan_file.plan.world_size > world:
-        console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
-                      f"(ulysses*ring = {world} ranks, one TP rank's heads).")
+    if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
+        job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
+                          f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
     if _joined_launch():
-        ranks = run_worker(cfg, None, timeout)
-        if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # one summary per node
-            return 0
-        return _finish(cfg, ranks, plan_file, out, console)
+        return _run_joined(job)
     if agent:
-        if rdzv_endpoint is None:
-            raise UserInputError("--node-rank joins a multi-node run: give --rdzv-endpoint HOST:PORT of node rank 0")
-        split_endpoint(rdzv_endpoint)
-        slots = _local_slots(cfg.device)
-        if slots is not None and slots < per_node:
-            raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
-        _check_fits(cfg, per_node, plan_file, cluster, timeout, console)
-        job = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
-                      node_rank=node_rank, join_timeout_s=join_timeout)
-        return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_node(
-            job, config_path, result_dir, timeout))
+        return _run_node_agent(job, rdzv_endpoint, rdzv_id, node_rank, join_timeout)
+    return _run_here(job, nproc)
+
+
+class _Job(NamedTuple):
+    """One sp-run invocation, checked and ready to start."""
+
+    cfg: RunConfig
+    plan_file: PlanFile | None
+    out: Path | None
+    timeout_s: float
+    console: Console
+    cluster: str  # the torchrun line that runs this on a cluster (for --print-launch and hints)
+
+
+def _config_from_flags(shape: dict[str, object], **run_options) -> RunConfig:
+    missing = [name for name in ("--seq-len", "--heads", "--head-dim") if shape[name] is None]
+    if missing:
+        raise UserInputError(f"give {', '.join(missing)} (or --plan plan.json)")
+    heads = shape["--heads"]
+    return RunConfig(
+        ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
+        batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
+        head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
+        ring_layout=(shape["--ring-layout"] or Layout.contiguous).value, **run_options,
+    )
+
+
+def _cluster_line(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
+                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool) -> str:
+    """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
+    The joined ranks must expect the same ranks per node as the printed line starts (given)."""
+    per_node = cfg.nproc_per_node or _ranks_per_node(cfg.world_size, None, None, plan_file)
+    sp_run_args = _cli_args(cfg, plan, out) + (["--nproc-per-node", str(per_node)] if given else [])
+    return cluster_command(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
+                                      rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id),
+                           sp_run_args)
+
+
+def _run_joined(job: _Job) -> int:
+    """This process is one rank of a torchrun/SLURM launch: run, and summarize on each node's rank 0."""
+    ranks = run_worker(job.cfg, None, job.timeout_s)
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # one summary per node
+        return 0
+    return _finish(job, ranks)
+
+
+def _run_node_agent(job: _Job, rdzv_endpoint: str | None, rdzv_id: str, node_rank: int | None,
+                    join_timeout_s: float) -> int:
+    """Start this node's torchrun agent, join the others at the rendezvous, run."""
+    if rdzv_endpoint is None:
+        raise UserInputError("--node-rank joins a multi-node run: give --rdzv-endpoint HOST:PORT of node rank 0")
+    split_endpoint(rdzv_endpoint)
+    cfg, per_node = job.cfg, job.cfg.ranks_per_node
+    slots = _local_slots(cfg.device)
+    if slots is not None and slots < per_node:
+        raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
+    _check_fits(cfg, per_node, job.plan_file, job.cluster, job.timeout_s, job.console)
+    node = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
+                   node_rank=node_rank, join_timeout_s=join_timeout_s)
+    return _launch(job, lambda config_path, result_dir: run_node(node, config_path, result_dir, job.timeout_s))
+
+
+def _run_here(job: _Job, nproc: int | None) -> int:
+    """Every rank on this machine, started by a local torchrun."""
+    cfg, world = job.cfg, job.cfg.world_size
     slots = nproc if nproc is not None else _local_slots(cfg.device)
     if slots is not None and slots != world:
         have = f"--nproc {nproc}" if nproc is not None else f"{slots} CUDA devices here"
         raise UserInputError(
             f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
-            f"On a cluster run on every node: {cluster}"
+            f"On a cluster run on every node: {job.cluster}"
         )
-    _check_fits(cfg, world, plan_file, cluster, timeout, console)
-    return _launch(cfg, plan_file, out, console, lambda config_path, result_dir: run_local(
-        local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, timeout), result_dir=result_dir,
-        world_size=world, timeout_s=timeout))
+    _check_fits(cfg, world, job.plan_file, job.cluster, job.timeout_s, job.console)
+    return _launch(job, lambda config_path, result_dir: run_local(
+        local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, job.timeout_s),
+        result_dir=result_dir, world_size=world, timeout_s=job.timeout_s))
 
 
 def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:
@@ -299,19 +323,19 @@ def _check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, cl
                       "that is too short)", soft_wrap=True, highlight=False)
 
 
-def _launch(cfg: RunConfig, plan_file: PlanFile | None, out: Path | None, console: Console, start) -> int:
+def _launch(job: _Job, start) -> int:
     """Write the config, start the ranks (start(config_path, result_dir) -> LaunchOutcome), and
     summarize the results this node received."""
     with tempfile.TemporaryDirectory(prefix="sp-run-") as tmp:
         result_dir = Path(tmp)
         config_path = result_dir / "config.json"
-        config_path.write_text(cfg.model_dump_json())
+        config_path.write_text(job.cfg.model_dump_json())
         outcome = start(config_path, result_dir)
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}\n")
             return EXIT_FAILED
         ranks = [RankResult.model_validate(r) for r in json.loads((result_dir / RESULTS_FILE).read_text())]
-    return _finish(cfg, ranks, plan_file, out, console)
+    return _finish(job, ranks)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@ before anything is launched."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -13,7 +13,9 @@ from sp_planner.plan import ParallelPlan, RingLayout
 from sp_planner.specs.base import FrozenModel
 
 DType = Literal["float32", "bfloat16", "float16"]
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
+Device = Literal["cpu", "cuda"]
+Kernel = Literal["auto", "math"]  # auto: flash kernel returning the LSE; math: the explicit fp32 implementation
+DEVICES: tuple[str, ...] = get_args(Device)
 ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -32,9 +34,8 @@ class RunConfig(FrozenModel):
     causal: bool = False
     ring_layout: RingLayout = "contiguous"
     dtype: DType = "float32"
-    device: Literal["cpu", "cuda"] = "cpu"
-    # auto: flash kernel returning the LSE; math: the explicit fp32 implementation.
-    kernel: Literal["auto", "math"] = "auto"
+    device: Device = "cpu"
+    kernel: Kernel = "auto"
     iters: int = Field(default=3, ge=0, description="timed iterations after the validated one")
     seed: int = 0
     # Ranks per node (torchrun's --nproc-per-node, the plan's GPUs per node): every rank checks

@@ -13,6 +13,8 @@ from sp_planner.errors import UserInputError
 LAUNCHERS: tuple[str, ...] = ("torchrun", "slurm")
 # HOST:PORT where HOST may be a shell variable ("$MASTER_ADDR"); nothing that would break the
 # double-quoted word it is written into (quotes, backticks, whitespace).
+Launcher = Literal["torchrun", "slurm"]
+
 _ENDPOINT_RE = re.compile(r"^[^\s\"'`:]+:(\d{1,5})$")
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -49,7 +51,7 @@ def _torchrun(num_nodes: int, gpus_per_node: int, command: str, endpoint: str, r
 
 
 def render_launch(
-    launcher: Literal["torchrun", "slurm"],
+    launcher: Launcher,
     *,
     num_nodes: int,
     gpus_per_node: int,

@@ -15,6 +15,7 @@ from sp_planner.specs.calibration import CalibrationData
 
 IntraNodeKind = Literal["nvlink", "pcie", "xgmi", "hccs"]
 InterNodeKind = Literal["infiniband", "roce", "ethernet"]
+FabricTopology = Literal["rail_optimized", "fat_tree"]
 
 # Fields whose numbers every built-in profile must source (checked by tests/catalog).
 SOURCED_FIELDS: tuple[str, ...] = (
@@ -100,7 +101,7 @@ class EfficiencySpec(FrozenModel):
 class FabricSpec(FrozenModel):
     """How nodes are wired; used by the simulator's cluster graph."""
 
-    topology: Literal["rail_optimized", "fat_tree"] = "rail_optimized"
+    topology: FabricTopology = "rail_optimized"
     nodes_per_pod: int = Field(default=32, gt=0)
     oversubscription: float = Field(default=1.0, ge=1.0)
 

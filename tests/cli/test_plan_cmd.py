@@ -127,12 +127,12 @@ def test_pinned_degree_narrows_the_search(plan_json):
     assert doc["plans"] and all(p["tp"] == 2 and p["zero"] == 1 for p in doc["plans"])
 
 
-def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, plan_json):
+def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, plan_json, tmp_path):
     # tp=pp=ulysses=ring=1 puts all 128K tokens' activations on each GPU: far over 80 GiB.
     args = (*README, "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1",
             "--recompute", "none", "--micro-batch", "1")
     code, doc = plan_json(*args)
-    assert code == 0
+    assert code == 1  # as an unpinned search that finds nothing
     assert doc["candidates_evaluated"] == 1
     (only,) = doc["plans"]
     assert (only["dp"], only["fits"]) == (16, False)
@@ -140,9 +140,13 @@ def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, pla
     plan = ParallelPlan(dp=16, zero=1, recompute="none")
     alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
     assert only["memory_peak_bytes"] == pytest.approx(alone.memory_peak_bytes, rel=1e-12)
-    table = sp_plan(*args)
-    assert table.exit_code == 0
+    out = tmp_path / "plan.json"
+    table = sp_plan(*args, "--out", out)
+    assert table.exit_code == 1
     assert "The pinned plan does not fit." in table.stdout
+    assert "flags for plan 1" not in table.stdout  # no flags for a plan sp-run would refuse
+    assert not out.exists()  # plan.json with fits false is never written
+    assert table.stderr == f"note: {out} not written: the pinned plan does not fit\n"
 
 
 def test_out_round_trips_the_first_plan(sp_plan, plan_json, tmp_path):
