@@ -82,7 +82,7 @@ def check_file_destination(path: Path, *, option: str) -> None:
     target = resolve_link(path)
     try:
         mode = target.stat().st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         _probe_folder(target.parent if str(target.parent) else Path("."), label)
         return
     except OSError as err:

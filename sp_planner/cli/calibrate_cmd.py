@@ -26,12 +26,12 @@ from sp_planner.calibration import (
     builtin_for_device,
     calibration_data,
     read_measurements,
-    write_measurements,
-    write_profile,
 )
+from sp_planner.calibration.profile import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import choices, run_app
+from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device as RunDevice
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
@@ -124,6 +124,9 @@ def calibrate(
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
+    check_file_destination(out, option="--out")  # before minutes of measuring
+    if save_measurements is not None:
+        check_file_destination(save_measurements, option="--save-measurements")
     base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
     if measurements is not None:
         raw = read_measurements(measurements)
@@ -155,7 +158,7 @@ def calibrate(
             if raw is None:
                 return EXIT_FAILED
     if save_measurements is not None:
-        write_measurements(save_measurements, raw)
+        deliver_text(save_measurements, raw.model_dump_json(indent=1) + "\n", what="measurements")
     data = calibration_data(raw)
     matched = builtin_for_device(data.environment.device_name)
     if base_profile is None and matched is not None:
@@ -165,7 +168,7 @@ def calibrate(
                            name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
     for line in result.warnings:
         sys.stderr.write(f"warning: {line}\n")
-    write_profile(out, result.profile)
+    deliver_text(out, profile_yaml_text(result.profile), what="profile")
     console = Console()
     print_summary(data, base_profile, console)
     console.print(f"Wrote {out}. Plan with it: sp-plan --hardware {out} --model ... --nodes ... --seq-len ...",

@@ -68,8 +68,13 @@ def write_report(
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
     try:
-        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=result.frame, summary_text=summary_text)
-        _swap_into_place(staging, out_dir)
+        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=result.frame,
+                         summary_text=summary_text)
+        try:
+            _swap_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     except OSError as err:
         try:  # keep the report: the search behind it may have taken minutes
             kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=result.frame,
