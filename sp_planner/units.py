@@ -6,6 +6,7 @@ import re
 
 from sp_planner.errors import UserInputError
 
+MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 
@@ -23,6 +24,8 @@ def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
         value = int(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
     if value <= 0:
         raise UserInputError(f"{what} must be positive, got {text}")
+    if value > MAX_TOKENS:
+        raise UserInputError(f"{what} {text} is above the largest supported length, {MAX_TOKENS:,} tokens (1024M)")
     return value
 
 

@@ -20,6 +20,8 @@ from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import Recompute
 from sp_planner.search import search
+from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
+from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.sim.rerank import rerank_by_simulation
 
 EXIT_NO_FIT = 1
@@ -50,8 +52,13 @@ RecomputeChoice = choices("Recompute", Recompute)
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
+# Far above any cluster (the largest runs use about 2**15 GPUs), small enough for exact int64 counts.
+MAX_NODES = 2**20
+MAX_DEGREE = 2**20
+
+
 def _pin(what: str, **limits: int) -> typer.models.OptionInfo:
-    return typer.Option(**({"min": 1} | limits), show_default=False, help=f"Pin the {what}.")
+    return typer.Option(**({"min": 1, "max": MAX_DEGREE} | limits), show_default=False, help=f"Pin the {what}.")
 
 
 @app.command(epilog=EPILOG)
@@ -59,17 +66,18 @@ def plan(
     *,
     model: Annotated[str, typer.Option(help="Built-in model name or a Hugging Face config.json.")],
     hardware: Annotated[str, typer.Option(help="Built-in hardware name or a profile .yaml.")],
-    nodes: Annotated[int, typer.Option(min=1, help="Number of nodes.")],
+    nodes: Annotated[int, typer.Option(min=1, max=MAX_NODES, help="Number of nodes.")],
     seq_len: Annotated[str, typer.Option(help="Tokens per sequence: 131072, 128k, 1M (k, M = 1024, 1024^2).")],
     gpus_per_node: Annotated[
-        Optional[int], typer.Option(min=1, show_default="the profile's", help="GPUs per node.")
+        Optional[int], typer.Option(min=1, max=MAX_GPUS_PER_NODE, show_default="the profile's", help="GPUs per node.")
     ] = None,
     global_batch: Annotated[
         Optional[int],
-        typer.Option(min=1, show_default="the GPU count: one sequence per GPU, so every dp divides it",
+        typer.Option(min=1, max=MAX_GLOBAL_BATCH,
+                     show_default="the GPU count: one sequence per GPU, so every dp divides it",
                      help="Sequences per optimizer step."),
     ] = None,
-    micro_batch: Annotated[Optional[int], _pin("micro batch")] = None,
+    micro_batch: Annotated[Optional[int], _pin("micro batch", max=MAX_GLOBAL_BATCH)] = None,
     tp: Annotated[Optional[int], _pin("tensor-parallel degree")] = None,
     pp: Annotated[Optional[int], _pin("pipeline degree")] = None,
     dp: Annotated[Optional[int], _pin("data-parallel degree")] = None,
@@ -81,7 +89,7 @@ def plan(
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
     launcher: Annotated[Optional[LauncherChoice], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
-    top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 10,
+    top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people; json or csv for tools.")]
     = OutputFormat.table,
     explain: Annotated[
@@ -93,7 +101,7 @@ def plan(
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
     = None,
     simulate: Annotated[
-        Optional[int], typer.Option(min=1, show_default=False, help="Re-rank the best K plans by the event "
+        Optional[int], typer.Option(min=1, max=1000, show_default=False, help="Re-rank the best K plans by the event "
                                     "simulator's step time (both times are shown).")
     ] = None,
 ) -> int:

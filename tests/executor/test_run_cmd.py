@@ -146,3 +146,21 @@ def test_plan_and_shape_flags_conflict(tmp_path, capsys):
         main(["--plan", str(path), "--ring", "2"])
     assert done.value.code == 2
     assert "drop --ring or drop --plan" in capsys.readouterr().err
+
+
+def test_plan_whose_rank_groups_disagree_with_its_degrees_is_refused(tmp_path, capsys):
+    from sp_planner.layout import rank_groups
+
+    plan = ParallelPlan(ulysses=2, ring=2)
+    path = _plan_file(tmp_path, plan)
+    doc = json.loads(path.read_text())
+    doc["rank_groups"] = rank_groups(plan)
+    doc["rank_groups"]["ulysses"] = [[0, 2], [1, 3]]  # edited by hand: ring and ulysses swapped
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "rank_groups['ulysses'] [[0, 2], [1, 3]] disagree with the degrees (dp 1 pp 1 tp 1 ulysses 2 ring 2), " \
+           "which give [[0, 1], [2, 3]]" in err
