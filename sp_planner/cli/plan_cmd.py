@@ -96,6 +96,10 @@ def plan(
         bool, typer.Option("--explain", help="Table output: the first plan's memory and time breakdowns and the "
                            "pruning (json already holds them).")
     ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Table output: also tokens/s, TFLOPS per GPU and Megatron's model MFU "
+                           "(within 120 columns; --explain shows them too).")
+    ] = False,
     out: Annotated[Optional[Path], typer.Option(help="Write the first plan to this plan.json (read by sp-run).")]
     = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
@@ -136,7 +140,7 @@ def plan(
         question=question, result=result, suggestions=suggestions, top_k=top,
         framework=framework.value, launcher=None if launcher is None else launcher.value,
     )
-    emit_answer(answer, output_format=output_format.value, explain=explain)
+    emit_answer(answer, output_format=output_format.value, explain=explain, wide=wide)
     write_outputs(answer, out=out, report=report)
     return 0 if fits else EXIT_NO_FIT
 

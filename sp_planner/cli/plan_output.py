@@ -72,14 +72,14 @@ def summary(answer: Answer) -> dict[str, Any]:
     )
 
 
-def emit_answer(answer: Answer, *, output_format: str, explain: bool) -> None:
+def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False) -> None:
     if output_format == "json":
         sys.stdout.write(json.dumps(summary(answer), indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
         rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.result.ranked[: answer.top_k], 1)]
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     else:
-        print_table_answer(answer, stdout_console(), explain=explain)
+        print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)
 
 
 def stdout_console() -> Console:
@@ -90,7 +90,7 @@ def stdout_console() -> Console:
     return console
 
 
-def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> None:
+def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide: bool = False) -> None:
     q, result = answer.question, answer.result
     console.print(
         f"{q.model.name} at {format_tokens(q.workload.seq_len)} token{'' if q.workload.seq_len == 1 else 's'} x "
@@ -100,7 +100,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> No
     )
     ranked = result.ranked[: answer.top_k]
     if ranked:
-        console.print(plans_table(ranked, q.hardware))
+        console.print(plans_table(ranked, q.hardware, wide=wide))
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
         console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))

@@ -44,7 +44,7 @@ def test_readme_example_recommends_a_plan_that_fits(sp_plan):
     best = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8).ranked[0]
     assert best.fits and best.memory_peak_bytes <= A800.hbm_bytes
     # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
-    assert f"{best.memory_peak_bytes / GIB:.1f}/80 GiB" in result.stdout
+    assert f"{best.memory_peak_bytes / GIB:.1f}/80" in result.stdout
     assert "Why this plan." in result.stdout
     assert "megatron flags for plan" in result.stdout
 
