@@ -35,7 +35,7 @@ def read_structured(path: Path, *, what: str) -> object:
         if path.suffix.lower() == ".json":
             return json.loads(text)
         return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except (ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: JSON errors, 4300+ digit numbers
         detail = " ".join(str(err).split())
         raise UserInputError(f"{what} file {path} is malformed: {detail}") from None
 
