@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -57,19 +59,30 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: dict, code: np.ndarr
     return reasons
 
 
+# A search's steps, for a progress line: search(progress=update) calls update(done, SEARCH_STEPS, what).
+SEARCH_STEPS = 5
+
+
+def _no_progress(done: int, total: int, description: str | None = None) -> None:
+    pass
+
+
 def _frame(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict,
-           gpus_per_node: int) -> pd.DataFrame:
+           gpus_per_node: int, progress: Callable[..., None] = _no_progress) -> pd.DataFrame:
     c = dict(c, gpus_per_node=gpus_per_node)
     n = len(c["tp"])
+    step = f"searching {plural(n, 'candidate')}"
     cols: dict[str, object] = {name: c[name] for name in DEGREES}
     cols["zero"] = c["zero"]
     cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c["recompute_code"]]
     cols["micro_batch"] = c["micro_batch"]
     cols["ring_layout"] = np.where(c["zigzag"], "zigzag", "contiguous").astype(object)
+    progress(1, SEARCH_STEPS, f"{step}: memory")
     cols.update(memory_columns(model, hardware, workload, c))
+    progress(2, SEARCH_STEPS, f"{step}: step time")
     cols.update(time_columns(model, hardware, workload, c))
     cols.update(comm_columns(model, workload, c))
-
+    progress(3, SEARCH_STEPS, f"{step}: rules")
     code = first_rule(rule_masks(model, workload, c), n)
     peak = cols["memory_peak_bytes"]
     oom = (code < 0) & (peak > hardware.hbm_bytes)
@@ -94,14 +107,18 @@ def _ranked_order(frame: pd.DataFrame, capacity: float) -> np.ndarray:
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10) -> SearchResult:
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10,
+           progress: Callable[..., None] = _no_progress) -> SearchResult:
+    """Every candidate plan, ranked. progress(done, SEARCH_STEPS, what) is told each step."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    progress(0, SEARCH_STEPS, "searching plans: enumerating candidates")
     cols = enumerate_candidates(workload, world, pins)
     if len(cols["tp"]) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
-    frame = _frame(model, hardware, workload, cols, gpus_per_node)
+    frame = _frame(model, hardware, workload, cols, gpus_per_node, progress)
+    progress(4, SEARCH_STEPS, f"ranking {plural(len(frame), 'candidate')}")
     order = _ranked_order(frame, hardware.hbm_bytes)
     frame = frame.iloc[order].reset_index(drop=True)
     counts = np.bincount(frame["rule_code"].to_numpy()[~frame["fits"].to_numpy()],

@@ -31,6 +31,7 @@ from sp_planner.calibration.profile import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import choices, run_app
+from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device as RunDevice
@@ -83,19 +84,34 @@ def _local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
-    with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp:
+def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
+    """Measure on local ranks (progress on stderr); the measurements, or the exit code of a failure.
+    The ranks' output goes to a log named (and kept) only when they fail."""
+    fd, log_name = tempfile.mkstemp(prefix="sp-calibrate-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
+    with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp, delayed_progress("measuring") as update:
         result_dir = Path(tmp)
         schedule_path = result_dir / "schedule.json"
         schedule_path.write_text(schedule.model_dump_json())
         spec = LaunchSpec(nproc_per_node=schedule.world_size, rdzv_id="sp-calibrate")
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
                    "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
-        outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s)
+        outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s,
+                            log_path=log_path, watch=lambda: update(0, None, _rank0_stage(result_dir)))
         if outcome.failure is not None:
-            sys.stderr.write(f"error: {outcome.failure}\n")
-            return None
-        return read_measurements(result_dir / MEASUREMENTS_FILE)
+            sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
+            return outcome.returncode if outcome.interrupted else EXIT_FAILED
+        measured = read_measurements(result_dir / MEASUREMENTS_FILE)
+    log_path.unlink(missing_ok=True)
+    return measured
+
+
+def _rank0_stage(result_dir: Path) -> str:
+    try:
+        return f"measuring: {(result_dir / 'rank0.stage').read_text()}"
+    except OSError:
+        return "starting the ranks"
 
 
 def _slug(text: str) -> str:
@@ -155,8 +171,8 @@ def calibrate(
                 return 0
         else:
             raw = _measure_locally(schedule, timeout)
-            if raw is None:
-                return EXIT_FAILED
+            if isinstance(raw, int):
+                return raw
     if save_measurements is not None:
         deliver_text(save_measurements, raw.model_dump_json(indent=1) + "\n", what="measurements")
     data = calibration_data(raw)

@@ -19,7 +19,7 @@ from sp_planner.present.advice import suggest_fits
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import Recompute
-from sp_planner.search import search
+from sp_planner.search import SEARCH_STEPS, search
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.sim.rerank import rerank_by_simulation
@@ -120,17 +120,21 @@ def plan(
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
     )
     check_outputs(out=out, report=report)
-    with delayed_progress("searching plans"):
+    with delayed_progress("searching plans") as update:
         result = search(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
             gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=max(top, simulate or 0),
+            progress=update,
         )
         if simulate is not None:
+            update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
             result = rerank_by_simulation(
                 result, question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
                 gpus_per_node=question.gpus_per_node, top_k=simulate,
             )
         fits = bool(result.ranked) and result.ranked[0].fits
+        if not fits:
+            update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
         suggestions = () if fits else suggest_fits(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
             gpus_per_node=question.gpus_per_node, pins=question.pins,

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import choices, run_app
+from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
@@ -28,6 +29,7 @@ from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
 from sp_planner.executor.predict import predict
 from sp_planner.executor.result import RankResult, RunResult, summarize
 from sp_planner.executor.summary import print_summary
+from sp_planner.executor.failure import STAGE_DONE
 from sp_planner.executor.worker import RESULTS_FILE, run_worker
 from sp_planner.plan import RingLayout
 from sp_planner.planfile import PlanFile, read_plan_file
@@ -242,7 +244,8 @@ def _run_node_agent(job: _Job, rdzv_endpoint: str | None, rdzv_id: str, node_ran
     _check_fits(cfg, per_node, job.plan_file, job.cluster, job.timeout_s, job.console)
     node = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
                    node_rank=node_rank, join_timeout_s=join_timeout_s)
-    return _launch(job, lambda config_path, result_dir: run_node(node, config_path, result_dir, job.timeout_s))
+    return _launch(job, lambda config_path, result_dir, log_path, watch: run_node(
+        node, config_path, result_dir, job.timeout_s, log_path=log_path, watch=watch))
 
 
 def _run_here(job: _Job, nproc: int | None) -> int:
@@ -256,9 +259,9 @@ def _run_here(job: _Job, nproc: int | None) -> int:
             f"On a cluster run on every node: {job.cluster}"
         )
     _check_fits(cfg, world, job.plan_file, job.cluster, job.timeout_s, job.console)
-    return _launch(job, lambda config_path, result_dir: run_local(
+    return _launch(job, lambda config_path, result_dir, log_path, watch: run_local(
         local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, job.timeout_s),
-        result_dir=result_dir, world_size=world, timeout_s=job.timeout_s))
+        result_dir=result_dir, world_size=world, timeout_s=job.timeout_s, log_path=log_path, watch=watch))
 
 
 def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:
@@ -324,18 +327,40 @@ def _check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, cl
 
 
 def _launch(job: _Job, start) -> int:
-    """Write the config, start the ranks (start(config_path, result_dir) -> LaunchOutcome), and
-    summarize the results this node received."""
-    with tempfile.TemporaryDirectory(prefix="sp-run-") as tmp:
+    """Write the config, start the ranks (start(config_path, result_dir, log_path, watch) ->
+    LaunchOutcome) with a progress line, and summarize the results this node received. The ranks'
+    own output goes to a log kept (and named) only when the run fails."""
+    fd, log_name = tempfile.mkstemp(prefix="sp-run-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
+    with tempfile.TemporaryDirectory(prefix="sp-run-") as tmp, \
+            delayed_progress(f"starting {job.cfg.world_size} ranks") as update:
         result_dir = Path(tmp)
         config_path = result_dir / "config.json"
         config_path.write_text(job.cfg.model_dump_json())
-        outcome = start(config_path, result_dir)
-        if outcome.failure is not None:
-            sys.stderr.write(f"error: {outcome.failure}\n")
-            return EXIT_FAILED
-        ranks = [RankResult.model_validate(r) for r in json.loads((result_dir / RESULTS_FILE).read_text())]
+        outcome = start(config_path, result_dir, log_path, lambda: update(*rank_progress(result_dir,
+                                                                                          job.cfg.world_size)))
+        if outcome.failure is None:
+            ranks = [RankResult.model_validate(r) for r in json.loads((result_dir / RESULTS_FILE).read_text())]
+    if outcome.failure is not None:
+        sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
+        return outcome.returncode if outcome.interrupted else EXIT_FAILED
+    log_path.unlink(missing_ok=True)
     return _finish(job, ranks)
+
+
+def rank_progress(result_dir: Path, world_size: int) -> tuple[int, int, str]:
+    """(ranks done, ranks, 'rank 0: running attention') from the stage files the ranks write."""
+    stages = {}
+    for path in result_dir.glob("rank*.stage"):
+        try:
+            stages[int(path.name[4:-6])] = path.read_text()
+        except (OSError, ValueError):
+            continue
+    done = sum(stage == STAGE_DONE for stage in stages.values())
+    first = min(stages) if stages else None
+    doing = f"rank {first}: {stages[first]}" if first is not None else "starting the ranks"
+    return done, world_size, doing
 
 
 def main(argv: list[str] | None = None) -> None:

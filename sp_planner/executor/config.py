@@ -43,7 +43,7 @@ class RunConfig(FrozenModel):
     nproc_per_node: int | None = Field(default=None, ge=1)
     # Test/debug only: this rank raises (or hangs) after joining the process group.
     debug_fail_rank: int | None = None
-    debug_fail_mode: Literal["raise", "hang"] = "raise"
+    debug_fail_mode: Literal["raise", "hang", "kill"] = "raise"  # kill: SIGKILL itself, as the OOM killer does
 
     @property
     def world_size(self) -> int:

@@ -89,6 +89,8 @@ def run_worker(cfg: RunConfig, result_dir: Path | None = None, timeout_s: float 
             if cfg.debug_fail_mode == "hang":
                 while True:
                     time.sleep(1)
+            if cfg.debug_fail_mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("debug failure injected (--debug-fail-rank)")
         _stage(result_dir, rank, "running attention")
         result = run_case(cfg, groups, device).model_copy(update={"host": socket.gethostname()})
