@@ -12,17 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import choices, run_app
-from sp_planner.cli.plan_output import Answer, emit_answer, write_outputs
-from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.plan_output import emit_answer, write_outputs
+from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_outputs, resolve_question
-from sp_planner.present.advice import suggest_fits
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import Recompute
-from sp_planner.search import SEARCH_STEPS, search
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.sim.rerank import rerank_by_simulation
 
 EXIT_NO_FIT = 1
 
@@ -86,7 +83,9 @@ def plan(
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
-    framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
+    framework: Annotated[Framework, typer.Option(
+        help="Rank only the plans this framework can express and print its flags (all: every plan, every "
+             "framework's flags).")] = Framework.megatron,
     launcher: Annotated[Optional[LauncherChoice], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
@@ -120,33 +119,11 @@ def plan(
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
     )
     check_outputs(out=out, report=report)
-    with delayed_progress("searching plans") as update:
-        result = search(
-            question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
-            gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=max(top, simulate or 0),
-            progress=update,
-        )
-        if simulate is not None:
-            update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
-            result = rerank_by_simulation(
-                result, question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
-                gpus_per_node=question.gpus_per_node, top_k=simulate,
-            )
-        fits = bool(result.ranked) and result.ranked[0].fits
-        if not fits:
-            update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
-        suggestions = () if fits else suggest_fits(
-            question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
-            gpus_per_node=question.gpus_per_node, pins=question.pins,
-            batch_scales_with_gpus=question.default_batch,
-        )
-    answer = Answer(
-        question=question, result=result, suggestions=suggestions, top_k=top,
-        framework=framework.value, launcher=None if launcher is None else launcher.value,
-    )
+    answer = solve(question, top=top, simulate=simulate, framework=framework.value,
+                   launcher=None if launcher is None else launcher.value)
     emit_answer(answer, output_format=output_format.value, explain=explain, wide=wide)
     write_outputs(answer, out=out, report=report)
-    return 0 if fits else EXIT_NO_FIT
+    return 0 if answer.fits else EXIT_NO_FIT
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.estimate import SearchResult
+from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, write_plan_file
@@ -25,7 +25,7 @@ from sp_planner.present.expressible import best_expressible
 from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
 from sp_planner.present.why import closest_and_fixes, describe_plan, why_this_plan
 from sp_planner.specs.base import FrozenModel
-from sp_planner.units import format_tokens, plural
+from sp_planner.units import format_seconds, format_tokens, plural
 
 
 # What each framework's launch line runs (shared reference framework_flags.md 7.2; the flags'
@@ -51,15 +51,31 @@ class Answer(FrozenModel):
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
     launcher: str | None
+    # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
+    # when none is): the table ranks these, and plan.json holds the first.
+    framework_ranked: tuple[PlanEstimate, ...] = ()
 
     @property
     def fits(self) -> bool:
         return bool(self.result.ranked) and self.result.ranked[0].fits
 
+    @property
+    def ranked(self) -> tuple[PlanEstimate, ...]:
+        """The plans shown: the framework's, else every plan."""
+        return self.framework_ranked or self.result.ranked[: self.top_k]
+
+    @property
+    def chosen(self) -> PlanEstimate:
+        return self.ranked[0]
+
+    @property
+    def overall_best_differs(self) -> bool:
+        return bool(self.framework_ranked) and self.framework_ranked[0].plan != self.result.ranked[0].plan
+
     def flag_request(self) -> FlagRequest:
         q = self.question
         return FlagRequest(
-            model=q.model, workload=q.workload, plan=self.result.ranked[0].plan,
+            model=q.model, workload=q.workload, plan=self.chosen.plan,
             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
         )
 
@@ -98,9 +114,20 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
         f"{plural(result.candidates_evaluated, 'candidate')} evaluated",
         markup=False, highlight=False,
     )
-    ranked = result.ranked[: answer.top_k]
+    ranked = answer.ranked
     if ranked:
-        console.print(plans_table(ranked, q.hardware, wide=wide))
+        title = (f"Ranked plans {answer.framework} can express (best first)" if answer.framework_ranked
+                 else "Ranked plans (best first)")
+        console.print(plans_table(ranked, q.hardware, wide=wide, title=title))
+    if answer.overall_best_differs:
+        best, mine = result.ranked[0], ranked[0]
+        reason = render_flags(answer.framework, FlagRequest(
+            model=q.model, workload=q.workload, plan=best.plan, num_nodes=q.num_nodes,
+            gpus_per_node=q.gpus_per_node)).reason
+        console.print(
+            f"The best plan overall, {describe_plan(best.plan)}, takes {format_seconds(best.step_time_s)} per "
+            f"step ({1 - best.step_time_s / mine.step_time_s:.1%} less), but {answer.framework} cannot express "
+            f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
         console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))
@@ -120,6 +147,12 @@ def print_flags(answer: Answer, console: Console) -> None:
     q = answer.question
     request = answer.flag_request()
     names = FRAMEWORKS if answer.framework == "all" else (answer.framework,)
+    if answer.framework != "all" and not answer.framework_ranked:
+        reason = render_flags(answer.framework, request).reason
+        console.print(f"{answer.framework} cannot express plan 1: {reason}", markup=False, highlight=False)
+        console.print(f"No plan that fits can be expressed in {answer.framework}; --framework all ranks every "
+                      "plan.", markup=False, highlight=False)
+        names = ()
     for name in names:
         rendered = render_flags(name, request)
         heading = f"{name} flags for plan 1"
@@ -156,8 +189,10 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> N
         if not answer.fits:
             why = "the pinned plan does not fit" if q.all_degrees_pinned and answer.result.ranked else "no plan fits"
             sys.stderr.write(f"note: {out} not written: {why}\n")
+        elif answer.framework != "all" and not answer.framework_ranked:
+            sys.stderr.write(f"note: {out} not written: no plan that fits can be expressed in {answer.framework}\n")
         else:
-            best = answer.result.ranked[0]
+            best = answer.chosen
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework="megatron" if answer.framework == "all" else answer.framework,

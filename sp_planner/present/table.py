@@ -40,7 +40,8 @@ def memory_against_hbm(est: PlanEstimate, hardware: HardwareProfile) -> str:
     return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g} GiB"
 
 
-def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False) -> Table:
+def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False,
+                title: str = "Ranked plans (best first)") -> Table:
     """The ranked plans: every degree, memory, step time and the share of peak FLOP/s the GPU runs,
     within 80 columns; `wide` adds tokens/s, TFLOPS and Megatron's model MFU (within 120 columns).
 
@@ -49,7 +50,7 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     attention square and no recompute, so it can exceed what the GPU does; it is shown by that name.
     """
     # One space between columns (the box's blank divider, no padding): 80 columns hold every degree.
-    table = Table(title="Ranked plans (best first)", title_justify="left", box=box.SIMPLE_HEAD,
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
                   padding=(0, 0), show_edge=False)
     simulated = any(est.simulated_step_time_s is not None for est in ranked)
     # "fits" only says something when a row does not fit (those rows are also red).

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, simulate_cmd
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
 
@@ -56,7 +56,7 @@ def test_sp_plan_out_on_dev_full_keeps_the_plan_and_says_where(run_main, tmp_pat
 
 @pytest.mark.parametrize("option", ["--out", "--report"])
 def test_sp_plan_unusable_destination_is_refused_before_the_search(run_main, tmp_path, monkeypatch, option):
-    monkeypatch.setattr(plan_cmd, "search", lambda *a, **k: pytest.fail("searched before checking"))
+    monkeypatch.setattr(plan_solve, "search", lambda *a, **k: pytest.fail("searched before checking"))
     (tmp_path / "file").write_text("x")
     result = run_main(plan_cmd, *QUESTION, option, tmp_path / "file" / "sub")
     _one_line_error(result, f"{option} {tmp_path}/file/sub", "is not a folder")

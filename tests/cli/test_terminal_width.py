@@ -14,7 +14,9 @@ import termios
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import search
+from sp_planner.sim.rerank import rerank_by_simulation
 from sp_planner.specs.workload import Workload
 
 README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
@@ -63,10 +65,16 @@ def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
     assert all(name in names for name in DEGREES)
     assert "% peak" in header and ("model MFU (Megatron)" in header) == ("--wide" in extra)
     assert ("sim step" in header) == ("--simulate" in extra)
-    # Row 1 holds plan 1's degrees, read back from the terminal.
-    a800 = load_hardware("a800")
-    best = search(load_model("llama3-8b"), a800, Workload(seq_len=128 * 1024, global_batch=16), num_nodes=2,
-                  gpus_per_node=8).ranked[0]
+    # Row 1 holds the best plan Megatron-LM (the default framework) can run, read back from the terminal.
+    a800, llama = load_hardware("a800"), load_model("llama3-8b")
+    workload = Workload(seq_len=128 * 1024, global_batch=16)
+    result = search(llama, a800, workload, num_nodes=2, gpus_per_node=8, top_k=10)
+    mine = expressible_plans(result, "megatron", model=llama, workload=workload, num_nodes=2, gpus_per_node=8,
+                             top_k=10)
+    if "--simulate" in extra:  # the framework's plans are the ones simulated
+        mine = rerank_by_simulation(result.model_copy(update={"ranked": mine}), llama, a800, workload,
+                                    num_nodes=2, gpus_per_node=8, top_k=3).ranked
+    best = mine[0]
     cells = rows[0].split()
     assert cells[0] == "1"
     assert [int(cell) for cell in cells[1:6]] == [getattr(best.plan, axis) for axis in DEGREES]
