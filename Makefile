@@ -27,6 +27,12 @@ plan: $(VENV)/.base
 
 test: $(VENV)/.full
 	$(PY) -m pytest -q
+	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
+
+# The cost model against the published runs in validation/ (README "Accuracy").
+.PHONY: validate
+validate: $(VENV)/.base
+	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
 # Regenerates the example report in reports/ from the README's example (tests/report/test_example.py).
 .PHONY: report

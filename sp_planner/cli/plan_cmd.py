@@ -71,7 +71,7 @@ def plan(
     global_batch: Annotated[
         Optional[int],
         typer.Option(min=1, max=MAX_GLOBAL_BATCH,
-                     show_default="the GPU count: one sequence per GPU, so every dp divides it",
+                     show_default="4M tokens per step (Llama 3), rounded so dp divides it",
                      help="Sequences per optimizer step."),
     ] = None,
     micro_batch: Annotated[Optional[int], _pin("micro batch", max=MAX_GLOBAL_BATCH)] = None,

@@ -16,6 +16,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan, Recompute, violations
 from sp_planner.search import Pins
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -33,7 +34,7 @@ class PlanQuestion(FrozenModel):
     num_nodes: int = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
     pins: Pins
-    # True when --global-batch was left out and defaults to one sequence per GPU.
+    # True when --global-batch was left out and defaults to a token budget (specs/batch.py).
     default_batch: bool = False
 
     @property
@@ -70,9 +71,8 @@ def resolve_question(
         raise UserInputError(f"--gpus-per-node must be at least 1, got {gpus}")
     world_size = num_nodes * gpus
     _check_degrees(degrees, world_size)
-    # One sequence per GPU by default: every dp degree divides it, so the batch rule
-    # (GBS % (MBS*DP) == 0) never rules out a layout the GPUs could otherwise run.
-    batch = world_size if global_batch is None else global_batch
+    # By default a token budget per step (specs/batch.py), rounded so that dp divides it.
+    batch = default_global_batch(seq_len_tokens, world_size) if global_batch is None else global_batch
     if batch <= 0:
         raise UserInputError(f"--global-batch must be at least 1, got {batch}")
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)

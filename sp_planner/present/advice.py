@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import Pins, search
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -47,8 +48,9 @@ def suggest_fits(
 ) -> tuple[FitSuggestion, ...]:
     """Changes that make some plan fit, each verified by a fresh search.
 
-    `batch_scales_with_gpus`: the global batch is sp-plan's default of one sequence per GPU, so
-    the more-nodes search uses the batch that `--nodes N` alone would give; otherwise it is kept.
+    `batch_scales_with_gpus`: the global batch is sp-plan's default (a token budget rounded to the
+    GPU count, specs/batch.py), so the more-nodes search uses the batch that `--nodes N` alone would
+    give; otherwise it is kept.
     """
 
     def best_fit(*, nodes: int = num_nodes, load: Workload = workload, **changes: object) -> PlanEstimate | None:
@@ -86,7 +88,8 @@ def suggest_fits(
 
     def on_nodes(count: int) -> PlanEstimate | None:
         # As `--nodes count` alone would run: the same pins, and the default batch if it was the default.
-        batch = count * gpus_per_node if batch_scales_with_gpus else workload.global_batch
+        batch = (default_global_batch(workload.seq_len, count * gpus_per_node) if batch_scales_with_gpus
+                 else workload.global_batch)
         return best_fit(nodes=count, load=workload.model_copy(update={"global_batch": batch}))
 
     nodes = _fewest_nodes(num_nodes, on_nodes)

@@ -24,8 +24,8 @@ README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-l
 GIB = 1024**3
 LLAMA3_8B = load_model("llama3-8b")
 A800 = load_hardware("a800")
-# The README question: 128K tokens, default global batch = one sequence per GPU (16).
-README_WORKLOAD = Workload(seq_len=128 * 1024, global_batch=16)
+# The README question: 128K tokens, default global batch = 4M tokens per step = 32 sequences.
+README_WORKLOAD = Workload(seq_len=128 * 1024, global_batch=32)
 
 
 @lru_cache(maxsize=None)
@@ -75,7 +75,7 @@ def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
     assert code == 0
     assert doc["question"] == {
         "model": "Llama-3-8B", "hardware": "A800", "num_nodes": 2, "gpus_per_node": 8, "world_size": 16,
-        "seq_len": 131072, "global_batch": 16, "causal": True, "hbm_bytes": A800.hbm_bytes,
+        "seq_len": 131072, "global_batch": 32, "causal": True, "hbm_bytes": A800.hbm_bytes,
     }
     direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8, top_k=5)
     assert doc["candidates_evaluated"] == direct.candidates_evaluated == len(direct.frame)

@@ -7,6 +7,7 @@ import shlex
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.search import search
+from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.workload import Workload
 
 # Llama-3-70B on one node of 8 x 80 GiB: even fully sharded, its 70e9 params x 16 bytes of
@@ -58,8 +59,8 @@ def test_more_nodes_suggestion_is_the_fewest_that_fit(sp_plan):
     count = int(nodes["option"].split()[1])
     model, hardware = load_model("llama3-70b"), load_hardware("a800")
     for fewer in range(2, count):
-        # sp-plan's default global batch: one sequence per GPU.
-        workload = Workload(seq_len=128 * 1024, global_batch=8 * fewer)
+        # sp-plan's default global batch: 4M tokens, rounded to the GPU count.
+        workload = Workload(seq_len=128 * 1024, global_batch=default_global_batch(128 * 1024, 8 * fewer))
         ranked = search(model, hardware, workload, num_nodes=fewer, gpus_per_node=8, top_k=1).ranked
         assert not ranked[0].fits, fewer
 

@@ -18,11 +18,12 @@ def _resolve(**changes):
     return resolve_question(**options)
 
 
-def test_defaults_come_from_the_profile_and_the_gpu_count():
+def test_defaults_come_from_the_profile_and_the_token_budget():
     q = _resolve()
     assert q.gpus_per_node == load_hardware("a800").gpus_per_node == 8
     assert q.world_size == 16
-    assert (q.workload.seq_len, q.workload.global_batch, q.workload.causal) == (131072, 16, True)
+    # 4M tokens per step (specs/batch.py) / 128K = 32 sequences, a multiple of the 16 GPUs.
+    assert (q.workload.seq_len, q.workload.global_batch, q.workload.causal) == (131072, 32, True)
     assert q.default_batch and not q.all_degrees_pinned
 
 

@@ -1,0 +1,186 @@
+"""`sp-validate`: predict every published run in the validation corpus and show the error.
+
+Exit codes: 0 scored (and, with --check, every limit held); 1 --check found a broken limit;
+2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections import Counter
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sp_planner.cli.common import run_app
+from sp_planner.cli.progress import delayed_progress
+from sp_planner.errors import UserInputError
+from sp_planner.units import format_tokens
+from sp_planner.validation.corpus import default_corpus_path, load_corpus
+from sp_planner.validation.score import ValidationResult, score_corpus
+from sp_planner.validation.thresholds import check, load_thresholds
+
+EXIT_CHECK_FAILED = 1
+WIDTH = 80
+# Short labels for the table; the legend under it spells them out.
+FIGURE_LABELS = {
+    ("model_tflops_per_gpu", "megatron_full_square"): "TFLOPS sq",
+    ("model_tflops_per_gpu", "causal_model"): "TFLOPS cz",
+    ("mfu_percent", "megatron_full_square"): "MFU% sq",
+    ("mfu_percent", "causal_model"): "MFU% cz",
+    ("tokens_per_s_per_gpu", "none"): "tok/s/GPU",
+    ("step_time_s", "none"): "step s",
+}
+LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron), "
+          "cz = over the causal half. error = (predicted - measured) / measured.")
+
+EPILOG = """\
+[bold]Examples[/bold]
+
+  sp-validate
+
+  sp-validate --format json
+
+  sp-validate --report reports/validation --check validation/thresholds.yaml
+
+Exit codes: 0 scored, 1 a --check limit is broken, 2 bad input.
+"""
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+
+
+@app.command(epilog=EPILOG)
+def validate(
+    *,
+    corpus: Annotated[Optional[Path], typer.Option(show_default="validation/corpus in the source tree",
+                                                   help="A corpus .yaml file or a folder of them.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", help="table for people; json for tools; markdown for the README's accuracy section.")]
+    = OutputFormat.table,
+    report: Annotated[Optional[Path], typer.Option(help="Write predicted_vs_measured.png and validation.csv "
+                                                   "to this folder.")] = None,
+    check_limits: Annotated[Optional[Path], typer.Option(
+        "--check", help="Exit 1 when a limit in this thresholds .yaml is broken (CI uses "
+        "validation/thresholds.yaml).")] = None,
+) -> int:
+    """Score the cost model against published training runs: error per row, MAPE, rank correlation per group."""
+    from sp_planner.validation.report import check_report_folder, write_report  # matplotlib only when asked
+
+    path = corpus if corpus is not None else _relative(default_corpus_path())
+    if corpus is None and not path.exists():
+        raise UserInputError(f"no corpus at {path}: the corpus ships in the source tree's validation/ "
+                             "folder, not in the wheel; pass --corpus PATH")
+    loaded = load_corpus(path)
+    limits = load_thresholds(check_limits) if check_limits is not None else None
+    if report is not None:
+        check_report_folder(report)
+    with delayed_progress("predicting published runs") as progress:
+        result = score_corpus(loaded, progress=progress)
+    failures = check(result, limits) if limits is not None else []
+    if output_format is OutputFormat.json:
+        doc = json.loads(result.model_dump_json())
+        doc = {"corpus": str(path), "num_rows": len(loaded.rows), "num_scored": len(result.rows),
+               "num_skipped": len(result.skipped), **doc,
+               "sources": [source.model_dump() for source in loaded.sources]}
+        if limits is not None:
+            doc["check"] = {"thresholds": str(check_limits), "passed": not failures, "failures": failures}
+        typer.echo(json.dumps(doc, indent=2))
+    elif output_format is OutputFormat.markdown:
+        typer.echo(render_markdown(result, num_sources=len(loaded.sources)))
+    else:
+        typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources)))
+        if limits is not None:
+            typer.echo(render_check(failures, check_limits))
+    if report is not None:
+        written = write_report(result, report)
+        typer.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+    return EXIT_CHECK_FAILED if failures else 0
+
+
+def _relative(path: Path) -> Path:
+    """`path` relative to the working directory when it lies below it (shorter to print)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _wrap(text: str, indent: str = "", hang: str = "") -> str:
+    return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=hang or indent)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) -> str:
+    """Rows, skipped reasons, groups and the corpus MAPE, every line within 80 columns."""
+    total = len(result.rows) + len(result.skipped)
+    lines = [_wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
+                   f"{len(result.rows)} scored, {len(result.skipped)} skipped."), ""]
+    lines.append(f"{'row':<22} {'source':<10} {'figure':<10} {'predicted':>10} {'measured':>10} {'error':>8}")
+    for r in result.rows:
+        mark = "" if r.fits else "*"
+        lines.append(f"{r.id:<22} {r.source:<10} {FIGURE_LABELS[(r.figure, r.convention)]:<10} "
+                     f"{_number(r.predicted) + mark:>10} {_number(r.measured):>10} {r.error_percent:>+7.1f}%")
+    lines.append(_wrap(LEGEND))
+    if any(not r.fits for r in result.rows):
+        lines.append(_wrap("* the cost model predicts this plan does not fit in memory (the run did)."))
+    if result.skipped:
+        lines += ["", f"Skipped ({len(result.skipped)}), not expressible by the cost model:"]
+        for reason, count in Counter(r.reason for r in result.skipped).most_common():
+            lines.append(_wrap(f"{count:>3} {reason}", hang="    "))
+    lines += ["", f"{'group':<28} {'rows':>5} {'MAPE':>8} {'Spearman':>9}"]
+    for g in result.groups:
+        rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
+        lines.append(f"{g.name:<28} {g.rows:>5} {g.mape_percent:>7.1f}% {rho:>9}")
+    lines.append(_wrap("Spearman: rank correlation of predicted and measured within a group; n/a with "
+                       "fewer than 3 rows."))
+    mape = "n/a (no row scored)" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
+    lines += ["", f"MAPE over {len(result.rows)} scored rows: {mape}"]
+    return "\n".join(lines)
+
+
+def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
+    """The README's accuracy section: groups, then every scored row (regenerate, never hand-edit)."""
+    total = len(result.rows) + len(result.skipped)
+    mape = "n/a" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
+    lines = [f"{total} published runs from {num_sources} sources; {len(result.rows)} scored, "
+             f"{len(result.skipped)} skipped as not expressible by the cost model (`sp-validate` names each "
+             f"reason). MAPE over the scored rows: **{mape}**.", "",
+             "| group | rows | MAPE | Spearman |", "|---|---:|---:|---:|"]
+    for g in result.groups:
+        rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
+        lines.append(f"| {g.name} | {g.rows} | {g.mape_percent:.1f}% | {rho} |")
+    lines += ["", "| row | model | GPUs | seq | figure | predicted | measured | error |",
+              "|---|---|---:|---:|---|---:|---:|---:|"]
+    for r in result.rows:
+        lines.append(f"| {r.id} | {r.model} | {r.num_gpus} | {format_tokens(r.seq_len)} | "
+                     f"{FIGURE_LABELS[(r.figure, r.convention)]} | {_number(r.predicted)} | "
+                     f"{_number(r.measured)} | {r.error_percent:+.1f}% |")
+    return "\n".join(lines)
+
+
+def render_check(failures: list[str], path: Path | None) -> str:
+    if not failures:
+        return f"check against {path}: every limit holds."
+    return "\n".join([f"check against {path}: {len(failures)} limit(s) broken"]
+                     + [_wrap(f"- {f}", hang="  ") for f in failures])
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv, prog_name="sp-validate")
+
+
+if __name__ == "__main__":
+    main()

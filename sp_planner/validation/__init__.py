@@ -1,0 +1,1 @@
+"""Validation against published training runs: the corpus (validation/), scoring, thresholds, report."""

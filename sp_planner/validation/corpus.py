@@ -1,0 +1,199 @@
+"""The validation corpus: published measured training runs, one YAML file per source.
+
+Each file holds a `source` (what was published where, and where the figures were read), optional
+inline `models` (architectures the catalog lacks), `defaults` shared by its rows, and `rows`. A
+row pins every degree of the run and says what its published figure means (which quantity, and
+for FLOP-based figures which FLOP convention). Rows the cost model cannot express (FP8, virtual
+pipeline stages, hardware the catalog lacks, ...) stay in the corpus with `expressible: false`
+and the reason, and are skipped when scoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field, model_validator
+
+from sp_planner.errors import UserInputError
+from sp_planner.fileio import read_structured
+from sp_planner.plan import Recompute, RingLayout
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import ModelSpec
+
+# What the published number is. mfu_percent is model FLOPs over the source's stated peak.
+Figure = Literal["model_tflops_per_gpu", "mfu_percent", "tokens_per_s_per_gpu", "step_time_s"]
+FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"})
+# Which FLOPs a FLOP-based figure counts:
+#   megatron_full_square: 6 x params x tokens plus attention over the full s x s square, no
+#     recompute (Narayanan et al. 2021 eq. 3 without the recompute pass; Korthikanti et al. 2022
+#     "model FLOPs"; Megatron-LM num_floating_point_operations up to 2024); the cost model's
+#     model_tflops_per_gpu.
+#   causal_model: the same with attention over the causal half only, no recompute.
+#   not_stated: the source does not say (such rows cannot be scored).
+#   none: the figure is not FLOP-based (step time, tokens/s).
+Convention = Literal["megatron_full_square", "causal_model", "not_stated", "none"]
+Precision = Literal["bf16", "fp16", "fp8"]
+# fp16 mixed precision scores as bf16: the same tensor-core peak on A100/H100 and the same
+# 2-byte activations and 16 bytes/param of weights, gradients and Adam state.
+EXPRESSIBLE_PRECISIONS: frozenset[str] = frozenset({"bf16", "fp16"})
+
+
+class Source(FrozenModel):
+    id: str = Field(min_length=1, max_length=10, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str = Field(min_length=1)
+    where: str = Field(min_length=1, description="table/figure/section holding the figures")
+    url: str = Field(min_length=1)
+    read_from: str = Field(min_length=1, description="the document the figures were transcribed from")
+    setup: str = Field(min_length=1, description="what the source states about the runs")
+
+
+class CorpusRow(FrozenModel):
+    # Lengths keep sp-validate's table within 80 columns.
+    id: str = Field(min_length=1, max_length=22, pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    source: str
+    table: str = Field(min_length=1, description="where in the source: table and row")
+    model: str
+    hardware: str
+    num_nodes: int = Field(gt=0)
+    gpus_per_node: int = Field(gt=0)
+    tp: int = Field(ge=1)
+    pp: int = Field(ge=1)
+    dp: int = Field(ge=1)
+    ulysses: int = Field(ge=1)
+    ring: int = Field(ge=1)
+    ring_layout: RingLayout = "zigzag"
+    # None: the source does not state it (only allowed on rows that are not scored).
+    zero: int | None = Field(default=None, ge=0, le=3)
+    recompute: Recompute | None = None
+    micro_batch: int | None = Field(default=None, ge=1)
+    global_batch: int = Field(gt=0, description="sequences per optimizer step")
+    seq_len: int = Field(gt=0)
+    precision: Precision
+    framework: str = Field(min_length=1)
+    figure: Figure
+    convention: Convention
+    peak_tflops: float | None = Field(default=None, gt=0, description="the peak an MFU figure divides by")
+    measured: float = Field(gt=0)
+    expressible: bool = True
+    reason: str | None = None
+    group: str | None = Field(default=None, min_length=1, max_length=28)
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "CorpusRow":
+        degrees = self.tp * self.pp * self.dp * self.ulysses * self.ring
+        if degrees != self.num_nodes * self.gpus_per_node:
+            raise ValueError(
+                f"tp*pp*dp*ulysses*ring = {degrees} but num_nodes*gpus_per_node = "
+                f"{self.num_nodes * self.gpus_per_node}"
+            )
+        if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
+            raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
+                             "name their FLOP convention, others use 'none'")
+        if (self.figure == "mfu_percent") != (self.peak_tflops is not None):
+            raise ValueError("peak_tflops is required for mfu_percent figures and only for them")
+        if not self.expressible:
+            if not self.reason:
+                raise ValueError("a row with expressible: false needs a reason")
+            return self
+        if self.reason is not None:
+            raise ValueError("reason is only for rows with expressible: false")
+        missing = [name for name in ("zero", "recompute", "micro_batch") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} not stated: mark the row expressible: false")
+        if self.precision not in EXPRESSIBLE_PRECISIONS:
+            raise ValueError(f"precision {self.precision} cannot be scored: mark the row expressible: false")
+        if self.convention == "not_stated":
+            raise ValueError("the FLOP convention is not stated: mark the row expressible: false")
+        if self.convention == "causal_model" and self.recompute != "none":
+            # Only then is the causal model-FLOP count the executed count the estimate reports.
+            raise ValueError("convention causal_model is scored only for rows without recompute")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+
+class CorpusFile(FrozenModel):
+    source: Source
+    models: tuple[ModelSpec, ...] = ()
+    defaults: dict[str, Any] = {}
+    rows: tuple[Any, ...] = Field(min_length=1)  # each checked as a CorpusRow after defaults merge
+
+
+class Corpus(FrozenModel):
+    sources: tuple[Source, ...]
+    # Architectures defined in the corpus files, by name (looked up before the catalog).
+    models: dict[str, ModelSpec]
+    rows: tuple[CorpusRow, ...]
+
+    def source(self, source_id: str) -> Source:
+        return next(s for s in self.sources if s.id == source_id)
+
+
+def _one_line(err: pydantic.ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(row)'}: {e['msg']}" for e in err.errors())
+
+
+def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
+    data = read_structured(path, what="corpus")
+    if not isinstance(data, dict):
+        raise UserInputError(f"corpus file {path} must hold a mapping with source, defaults and rows")
+    try:
+        parsed = CorpusFile.model_validate(data)
+    except pydantic.ValidationError as err:
+        raise UserInputError(f"corpus file {path} is invalid: {_one_line(err)}") from None
+    rows = []
+    for index, raw in enumerate(parsed.rows, start=1):
+        label = f"row {index}" + (f" ({raw['id']})" if isinstance(raw, dict) and "id" in raw else "")
+        if not isinstance(raw, dict):
+            raise UserInputError(f"corpus file {path} {label} must be a mapping")
+        try:
+            rows.append(CorpusRow.model_validate({**parsed.defaults, **raw, "source": parsed.source.id}))
+        except pydantic.ValidationError as err:
+            raise UserInputError(f"corpus file {path} {label} is invalid: {_one_line(err)}") from None
+    return parsed, tuple(rows)
+
+
+def corpus_files(path: Path) -> list[Path]:
+    """A corpus is one YAML file or a folder of them (read in name order)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise UserInputError(f"corpus folder {path} holds no .yaml files")
+        return files
+    if not path.exists():
+        raise UserInputError(f"corpus {path} does not exist; give a corpus .yaml file or a folder of them")
+    return [path]
+
+
+def load_corpus(path: Path) -> Corpus:
+    """Read and check every file; duplicate source ids, row ids or model names are errors."""
+    sources: list[Source] = []
+    models: dict[str, ModelSpec] = {}
+    rows: list[CorpusRow] = []
+    for file in corpus_files(path):
+        parsed, file_rows = _read_file(file)
+        if any(s.id == parsed.source.id for s in sources):
+            raise UserInputError(f"corpus file {file}: source id {parsed.source.id} is used by another file")
+        sources.append(parsed.source)
+        for spec in parsed.models:
+            if spec.name in models:
+                raise UserInputError(f"corpus file {file}: model {spec.name} is defined twice")
+            models[spec.name] = spec
+        seen = {r.id for r in rows}
+        for row in file_rows:
+            if row.id in seen:
+                raise UserInputError(f"corpus file {file}: row id {row.id} is used twice")
+            seen.add(row.id)
+        rows.extend(file_rows)
+    return Corpus(sources=tuple(sources), models=models, rows=tuple(rows))
+
+
+def default_corpus_path() -> Path:
+    """validation/corpus at the root of the source tree this package runs from."""
+    return Path(__file__).resolve().parents[2] / "validation" / "corpus"

@@ -1,0 +1,102 @@
+"""`sp-validate --report DIR`: a predicted-vs-measured figure (PNG) and every row as CSV."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from sp_planner.errors import UserInputError  # noqa: E402
+from sp_planner.fileio import write_text_atomic  # noqa: E402
+from sp_planner.validation.score import ValidationResult  # noqa: E402
+
+FIGURE_FILE = "predicted_vs_measured.png"
+CSV_FILE = "validation.csv"
+REPORT_FILES = frozenset({FIGURE_FILE, CSV_FILE})
+FIGURE_TITLES = {
+    "model_tflops_per_gpu": "model TFLOPS per GPU",
+    "mfu_percent": "MFU (%)",
+    "tokens_per_s_per_gpu": "tokens/s per GPU",
+    "step_time_s": "step time (s)",
+}
+# Colour-blind-safe qualitative palette (Okabe & Ito 2008).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+
+
+def check_report_folder(out_dir: Path) -> None:
+    """Refuse a file, or a folder holding anything but an earlier validation report."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"--report {out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_FILES)
+        if foreign:
+            raise UserInputError(
+                f"--report folder {out_dir} holds files that are not part of a validation report "
+                f"({', '.join(foreign[:3])}); give a new or empty folder, or an earlier report's"
+            )
+
+
+def rows_frame(result: ValidationResult) -> pd.DataFrame:
+    """Scored rows, then skipped rows (predicted and errors empty, with the reason)."""
+    scored = pd.DataFrame([r.model_dump() for r in result.rows])
+    skipped = pd.DataFrame([{**r.model_dump(), "skipped_reason": r.reason} for r in result.skipped])
+    if not skipped.empty:
+        skipped = skipped.drop(columns="reason")
+    return pd.concat([scored, skipped], ignore_index=True)
+
+
+def draw_figure(result: ValidationResult) -> Figure:
+    kinds = [k for k in FIGURE_TITLES if any(r.figure == k for r in result.rows)]
+    fig = Figure(figsize=(4.2 * max(1, len(kinds)), 4.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(kinds)), squeeze=False)[0]
+    sources = list(dict.fromkeys(r.source for r in result.rows))
+    for ax, kind in zip(axes, kinds):
+        rows = [r for r in result.rows if r.figure == kind]
+        low = min(min(r.measured, r.predicted) for r in rows) * 0.8
+        high = max(max(r.measured, r.predicted) for r in rows) * 1.2
+        ax.plot([low, high], [low, high], color="#555555", linewidth=1, label="predicted = measured")
+        ax.fill_between([low, high], [low * 0.9, high * 0.9], [low * 1.1, high * 1.1], color="#999999",
+                        alpha=0.2, linewidth=0, label="within 10%")
+        for colour, source in zip(PALETTE * 4, sources):
+            mine = [r for r in rows if r.source == source]
+            if mine:
+                ax.scatter([r.measured for r in mine], [r.predicted for r in mine], s=22, color=colour,
+                           label=source, zorder=3)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+            # Minor ticks are labelled only within one decade, where there are no major ones to read.
+            axis.set_minor_formatter(plain if high / low < 10 else ticker.NullFormatter())
+        ax.tick_params(which="minor", labelsize=6)
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_xlabel(f"measured {FIGURE_TITLES[kind]}")
+        ax.set_ylabel(f"predicted {FIGURE_TITLES[kind]}")
+        ax.legend(fontsize=7, loc="upper left")
+    mape = "n/a" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
+    fig.suptitle(f"sp-validate: {len(result.rows)} published runs, MAPE {mape}", fontsize=10)
+    return fig
+
+
+def write_report(result: ValidationResult, out_dir: Path) -> list[Path]:
+    """Write the figure and the CSV into `out_dir` (each file replaced atomically)."""
+    check_report_folder(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / CSV_FILE
+    write_text_atomic(csv_path, rows_frame(result).to_csv(index=False))
+    png = io.BytesIO()
+    draw_figure(result).savefig(png, format="png", dpi=120, metadata={"Software": None})
+    figure_path = out_dir / FIGURE_FILE
+    tmp = out_dir / f".{FIGURE_FILE}.tmp"
+    tmp.write_bytes(png.getvalue())
+    tmp.replace(figure_path)
+    return [figure_path, csv_path]

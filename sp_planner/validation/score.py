@@ -1,0 +1,179 @@
+"""Predict each corpus row with its pinned plan, convert to the published figure, and score.
+
+error_percent = (predicted - measured) / measured x 100 in the published figure's own units;
+speed_error_percent has the sign of "predicted faster than measured" for every figure (for a
+step time it is measured / predicted - 1), so optimism reads the same across sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.estimate import PlanEstimate
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import format_tokens
+from sp_planner.validation.corpus import Corpus, CorpusRow
+
+# Spearman's rank correlation needs at least this many rows to mean anything.
+MIN_GROUP_ROWS = 3
+
+
+class ScoredRow(FrozenModel):
+    id: str
+    source: str
+    table: str
+    group: str
+    model: str
+    hardware: str
+    num_gpus: int
+    seq_len: int
+    figure: str
+    convention: str
+    predicted: float
+    measured: float
+    error_percent: float
+    speed_error_percent: float
+    # Whether the cost model thinks the pinned plan fits in memory (the run did), and its peak.
+    fits: bool
+    predicted_memory_peak_bytes: float
+    hbm_bytes: float
+    fit_reason: str | None = None
+
+
+class SkippedRow(FrozenModel):
+    id: str
+    source: str
+    table: str
+    model: str
+    hardware: str
+    num_gpus: int
+    seq_len: int
+    figure: str
+    convention: str
+    measured: float
+    reason: str
+
+
+class GroupScore(FrozenModel):
+    name: str
+    rows: int
+    mape_percent: float
+    # None with fewer than MIN_GROUP_ROWS rows, or when either side has no spread.
+    spearman: float | None
+
+
+class ValidationResult(FrozenModel):
+    rows: tuple[ScoredRow, ...]
+    skipped: tuple[SkippedRow, ...]
+    mape_percent: float | None = Field(description="mean |error_percent| over the scored rows")
+    groups: tuple[GroupScore, ...]
+
+
+def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
+    return corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
+
+
+def row_plan(row: CorpusRow) -> ParallelPlan:
+    return ParallelPlan(dp=row.dp, pp=row.pp, tp=row.tp, ulysses=row.ulysses, ring=row.ring, zero=row.zero,
+                        recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout)
+
+
+def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
+    """The cost model's estimate of the row's pinned plan (search.evaluate)."""
+    workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
+    return evaluate(row_model(row, corpus), load_hardware(row.hardware), workload, row_plan(row),
+                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node)
+
+
+def published_figure(row: CorpusRow, est: PlanEstimate) -> float:
+    """The estimate in the row's published figure and FLOP convention."""
+    if row.figure == "step_time_s":
+        return est.step_time_s
+    if row.figure == "tokens_per_s_per_gpu":
+        return est.tokens_per_s / row.world_size
+    if row.convention == "megatron_full_square":
+        tflops = est.model_tflops_per_gpu
+    elif row.convention == "causal_model":
+        # Executed FLOPs count causal attention as run plus recompute; corpus rows in this
+        # convention have no recompute (CorpusRow checks), so the two counts are the same.
+        tflops = est.hardware_tflops_per_gpu
+    else:
+        raise ValueError(f"row {row.id}: no conversion to convention {row.convention}")
+    if row.figure == "mfu_percent":
+        assert row.peak_tflops is not None  # CorpusRow requires it for MFU figures
+        return 100.0 * tflops / row.peak_tflops
+    return tflops
+
+
+def group_name(row: CorpusRow) -> str:
+    return row.group or f"{row.source} {format_tokens(row.seq_len)}"
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rho with average ranks for ties; None for fewer than 3 pairs or no spread."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs pairs, got {len(x)} and {len(y)} values")
+    if len(x) < MIN_GROUP_ROWS:
+        return None
+    rx = pd.Series(x, dtype=float).rank().to_numpy()
+    ry = pd.Series(y, dtype=float).rank().to_numpy()
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
+    est = predict_row(row, corpus)
+    predicted = published_figure(row, est)
+    if row.figure == "step_time_s":
+        speed = row.measured / predicted - 1.0
+    else:
+        speed = predicted / row.measured - 1.0
+    return ScoredRow(
+        id=row.id, source=row.source, table=row.table, group=group_name(row), model=row.model, hardware=row.hardware,
+        num_gpus=row.world_size, seq_len=row.seq_len, figure=row.figure, convention=row.convention,
+        predicted=predicted, measured=row.measured,
+        error_percent=100.0 * (predicted - row.measured) / row.measured,
+        speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
+        predicted_memory_peak_bytes=est.memory_peak_bytes, hbm_bytes=load_hardware(row.hardware).hbm_bytes,
+    )
+
+
+def score_corpus(corpus: Corpus, *, progress: Callable[[int, int], None] = lambda done, total: None,
+                 ) -> ValidationResult:
+    scored: list[ScoredRow] = []
+    skipped: list[SkippedRow] = []
+    for index, row in enumerate(corpus.rows):
+        progress(index, len(corpus.rows))
+        if row.expressible:
+            scored.append(score_row(row, corpus))
+        else:
+            assert row.reason is not None  # CorpusRow requires a reason on skipped rows
+            skipped.append(SkippedRow(
+                id=row.id, source=row.source, table=row.table, model=row.model, hardware=row.hardware,
+                num_gpus=row.world_size, seq_len=row.seq_len, figure=row.figure, convention=row.convention,
+                measured=row.measured, reason=row.reason,
+            ))
+    progress(len(corpus.rows), len(corpus.rows))
+    groups = []
+    for name in dict.fromkeys(r.group for r in scored):
+        members = [r for r in scored if r.group == name]
+        groups.append(GroupScore(
+            name=name, rows=len(members), mape_percent=_mape(members),
+            spearman=spearman([r.predicted for r in members], [r.measured for r in members]),
+        ))
+    return ValidationResult(rows=tuple(scored), skipped=tuple(skipped),
+                            mape_percent=_mape(scored) if scored else None, groups=tuple(groups))
+
+
+def _mape(rows: list[ScoredRow]) -> float:
+    return float(np.mean([abs(r.error_percent) for r in rows]))

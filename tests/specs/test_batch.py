@@ -1,0 +1,46 @@
+"""The default global batch: 4M tokens per step, rounded so that dp divides it."""
+
+from __future__ import annotations
+
+import pytest
+
+from sp_planner.specs.batch import DEFAULT_TOKENS_PER_STEP, default_global_batch
+
+
+def test_budget_is_llama3_initial_batch():
+    # 1024 sequences of 4,096 tokens (Llama 3, arXiv 2407.21783 section 3.4.1).
+    assert DEFAULT_TOKENS_PER_STEP == 1024 * 4096
+
+
+@pytest.mark.parametrize("seq_len, world, batch", [
+    (4096, 8, 1024),          # budget >= one sequence per GPU: 1024 is a multiple of 8
+    (131072, 16, 32),         # 2 nodes at 128K: 32 x 128K = 4M tokens
+    (131072, 24, 24),         # 32 wanted, multiples of 24: 24 is nearest (3M tokens)
+    (8192, 6, 510),           # 512 wanted, nearest multiple of 6 is 510
+    (1 << 20, 4096, 4),       # 1M tokens on 4096 GPUs: 4 sequences, not 4096 (4G tokens)
+    (2 << 20, 8, 2),          # 2 sequences on 8 GPUs: dp may be 1 or 2
+    (8 << 20, 8, 1),          # a sequence longer than the budget: one sequence
+    (3 << 20, 12, 1),         # 1.33 sequences rounds to 1
+])
+def test_default_batch(seq_len, world, batch):
+    assert default_global_batch(seq_len, world) == batch
+
+
+@pytest.mark.parametrize("seq_len, world", [(4096, 8), (131072, 16), (1 << 20, 4096), (8192, 6), (65536, 96)])
+def test_the_largest_dp_with_a_sequence_per_replica_divides_the_batch(seq_len, world):
+    batch = default_global_batch(seq_len, world)
+    largest = max(d for d in range(1, min(batch, world) + 1) if world % d == 0)
+    assert batch % largest == 0
+
+
+def test_tokens_stay_within_a_factor_of_the_budget_when_a_gpu_gets_a_sequence():
+    for seq_len in (2048, 4096, 8192, 32768, 131072):
+        for world in (8, 16, 64, 512):
+            tokens = default_global_batch(seq_len, world) * seq_len
+            if DEFAULT_TOKENS_PER_STEP >= world * seq_len:
+                assert abs(tokens - DEFAULT_TOKENS_PER_STEP) <= world * seq_len / 2
+
+
+def test_rejects_non_positive():
+    with pytest.raises(ValueError, match="must be positive"):
+        default_global_batch(0, 8)

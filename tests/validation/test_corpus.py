@@ -1,0 +1,109 @@
+"""The corpus schema: frozen, strict, every published figure tied to a source and a plan."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pydantic
+import pytest
+
+from sp_planner.catalog import load_hardware
+from sp_planner.errors import UserInputError
+from sp_planner.validation.corpus import CorpusRow, Source, load_corpus
+from sp_planner.validation.score import row_model
+
+ROW = dict(id="r1", source="src", table="Table 1 row 1", model="Llama-2-7B", hardware="A800", num_nodes=1,
+           gpus_per_node=8, tp=4, pp=1, dp=1, ulysses=2, ring=1, zero=1, recompute="none", micro_batch=1,
+           global_batch=1, seq_len=65536, precision="bf16", framework="Megatron-LM",
+           figure="model_tflops_per_gpu", convention="megatron_full_square", measured=260.2)
+
+
+def test_shipped_corpus_meets_the_issue_size(corpus):
+    assert len(corpus.rows) >= 40
+    assert len(corpus.sources) >= 5
+    assert len({r.source for r in corpus.rows}) == len(corpus.sources)
+    multi_node_cp = [r for r in corpus.rows if r.num_nodes > 1 and r.ulysses * r.ring > 1]
+    assert len(multi_node_cp) >= 10
+
+
+def test_every_scored_row_resolves_its_model_and_hardware(corpus):
+    for row in corpus.rows:
+        if row.expressible:
+            assert row_model(row, corpus).num_layers % row.pp == 0, row.id
+            assert load_hardware(row.hardware).gpus_per_node >= 1
+
+
+def test_every_row_says_where_its_figure_comes_from(corpus):
+    for row in corpus.rows:
+        source = corpus.source(row.source)
+        assert source.url.startswith("https://") and source.read_from and source.where
+        assert row.table
+        assert row.expressible or row.reason
+
+
+def test_rows_are_frozen_and_reject_unknown_fields():
+    row = CorpusRow(**ROW)
+    with pytest.raises(pydantic.ValidationError):
+        row.measured = 1.0
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        CorpusRow(**ROW, vpp=2)
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        Source(id="x", title="t", where="w", url="https://x", read_from="r", setup="s", year=2024)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dp": 2}, "tp\\*pp\\*dp\\*ulysses\\*ring = 16 but num_nodes\\*gpus_per_node = 8"),
+    ({"convention": "none"}, "FLOP-based figures name their FLOP convention"),
+    ({"figure": "mfu_percent"}, "peak_tflops is required"),
+    ({"expressible": False}, "needs a reason"),
+    ({"precision": "fp8"}, "precision fp8 cannot be scored"),
+    ({"recompute": None}, "recompute not stated"),
+    ({"convention": "not_stated"}, "convention is not stated"),
+    ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
+])
+def test_row_rules(change, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        CorpusRow(**{**ROW, **change})
+
+
+def test_unscored_rows_may_leave_unstated_values_out():
+    row = CorpusRow(**{**ROW, "precision": "fp8", "micro_batch": None, "expressible": False, "reason": "FP8"})
+    assert row.micro_batch is None and not row.expressible
+
+
+def _write(tmp_path, rows: str, name: str = "c.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent("""\
+        source: {id: src, title: t, where: w, url: "https://x", read_from: r, setup: s}
+        defaults: {model: Llama-2-7B, hardware: A800, num_nodes: 1, gpus_per_node: 8, pp: 1, zero: 1,
+                   recompute: none, micro_batch: 1, precision: bf16, framework: Megatron-LM,
+                   figure: model_tflops_per_gpu, convention: megatron_full_square, seq_len: 65536,
+                   global_batch: 1, ulysses: 1, ring: 1, dp: 1}
+        rows:
+        """) + textwrap.indent(textwrap.dedent(rows), "  "))
+    return path
+
+
+def test_a_file_loads_with_defaults_merged(tmp_path):
+    corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 238.9}\n"))
+    (row,) = corpus.rows
+    assert (row.source, row.tp, row.dp, row.seq_len, row.measured) == ("src", 8, 1, 65536, 238.9)
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("- {id: a, table: T5, tp: 4, measured: 1}\n", r"c.yaml row 1 \(a\) is invalid: .*tp\*pp\*dp"),
+    ("- {id: a, table: T5, tp: 8, measured: -1}\n", r"row 1 \(a\) is invalid: measured: Input should be greater"),
+    ("- {id: a, table: T5, tp: 8, measured: 1}\n- {id: a, table: T5, tp: 8, measured: 2}\n", "row id a is used twice"),
+    ("- just text\n", "row 1 must be a mapping"),
+    ("- {id: a, table: T5, tp: 8, measured: 1\n", "is malformed"),
+])
+def test_malformed_files_name_the_file_and_row(tmp_path, rows, message):
+    with pytest.raises(UserInputError, match=message):
+        load_corpus(_write(tmp_path, rows))
+
+
+def test_missing_corpus_and_empty_folder(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        load_corpus(tmp_path / "nope.yaml")
+    with pytest.raises(UserInputError, match="holds no .yaml files"):
+        load_corpus(tmp_path)

@@ -1,0 +1,159 @@
+"""sp-validate: the table fits 80 columns, the JSON shape, the report files, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from sp_planner.cli import validate_cmd
+
+SMALL = """\
+source: {id: src, title: t, where: w, url: "https://x", read_from: r, setup: s}
+defaults: {model: Llama-2-7B, hardware: A800, num_nodes: 1, gpus_per_node: 8, pp: 1, zero: 1,
+           recompute: none, micro_batch: 1, precision: bf16, framework: Megatron-LM,
+           figure: model_tflops_per_gpu, convention: megatron_full_square, seq_len: 65536,
+           global_batch: 1, ring: 1, dp: 1}
+rows:
+  - {id: a, table: T5 r1, tp: 4, ulysses: 2, measured: 260.2}
+  - {id: b, table: T5 r2, tp: 8, ulysses: 1, measured: 238.9}
+  - {id: c, table: T5 r3, tp: 2, ulysses: 4, measured: 250.0}
+  - {id: d, table: T5 r4, tp: 8, ulysses: 1, measured: 1, precision: fp8, expressible: false, reason: FP8 run}
+"""
+
+
+@pytest.fixture
+def small_corpus(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    return path
+
+
+@pytest.fixture
+def shipped_json(run_main):
+    result = run_main(validate_cmd, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_json_shape(shipped_json):
+    doc = shipped_json
+    assert {"rows", "mape_percent", "groups", "skipped", "sources", "num_rows"} <= set(doc)
+    assert doc["num_rows"] == doc["num_scored"] + doc["num_skipped"] == len(doc["rows"]) + len(doc["skipped"])
+    for row in doc["rows"]:
+        assert {"source", "predicted", "measured", "error_percent", "id", "table", "figure", "fits"} <= set(row)
+        assert row["error_percent"] == pytest.approx(100 * (row["predicted"] - row["measured"]) / row["measured"])
+    for group in doc["groups"]:
+        assert set(group) == {"name", "spearman", "rows", "mape_percent"}
+        if group["rows"] < 3:
+            assert group["spearman"] is None
+        else:
+            assert -1 <= group["spearman"] <= 1
+    assert doc["mape_percent"] == pytest.approx(
+        sum(abs(r["error_percent"]) for r in doc["rows"]) / len(doc["rows"]))
+    assert all(s["reason"] for s in doc["skipped"])
+
+
+def test_table_fits_80_columns_and_names_every_row(run_main, shipped_json):
+    result = run_main(validate_cmd)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for row in shipped_json["rows"]:
+        assert any(line.startswith(row["id"] + " ") for line in lines)
+    assert f"MAPE over {shipped_json['num_scored']} scored rows: {shipped_json['mape_percent']:.1f}%" in lines
+
+
+def test_small_corpus_scores_and_skips(run_main, small_corpus):
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--format", "json")
+    doc = json.loads(result.stdout)
+    assert [r["id"] for r in doc["rows"]] == ["a", "b", "c"]
+    assert doc["skipped"] == [{
+        "id": "d", "source": "src", "table": "T5 r4", "model": "Llama-2-7B", "hardware": "A800", "num_gpus": 8,
+        "seq_len": 65536, "figure": "model_tflops_per_gpu", "convention": "megatron_full_square",
+        "measured": 1.0, "reason": "FP8 run"}]
+    (group,) = doc["groups"]
+    assert group["name"] == "src 64K" and group["rows"] == 3 and group["spearman"] is not None
+
+
+def test_report_writes_figure_and_csv(run_main, small_corpus, tmp_path):
+    out = tmp_path / "report"
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["predicted_vs_measured.png", "validation.csv"]
+    assert (out / "predicted_vs_measured.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(out / "validation.csv")
+    assert list(table["id"]) == ["a", "b", "c", "d"]
+    assert table["predicted"].isna().tolist() == [False, False, False, True]
+    assert table.loc[3, "skipped_reason"] == "FP8 run"
+    assert table["num_gpus"].tolist() == [8, 8, 8, 8] and table["num_gpus"].dtype.kind == "i"
+    # Writing again over an earlier report is allowed.
+    assert run_main(validate_cmd, "--corpus", small_corpus, "--report", out).exit_code == 0
+
+
+def test_report_refuses_a_folder_of_other_files_before_any_work(run_main, small_corpus, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "holds files that are not part of a validation report (notes.txt)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "corpus .*nope.yaml does not exist"),
+    ("rows: [\n", "is malformed"),
+    (SMALL.replace("tp: 8, ulysses: 1, measured: 238.9", "tp: 8, ulysses: 2, measured: 238.9"),
+     r"row 2 \(b\) is invalid: .*tp\*pp\*dp\*ulysses\*ring = 16"),
+    (SMALL.replace("model: Llama-2-7B", "model: Llama-9-9B"), "Llama-9-9B"),
+])
+def test_bad_corpus_is_one_line_and_exit_2(run_main, tmp_path, content, message):
+    path = tmp_path / "nope.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = run_main(validate_cmd, "--corpus", path)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+    assert re.search(message, result.stderr)
+
+
+def test_check_exits_1_when_a_limit_breaks(run_main, small_corpus, tmp_path):
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("targets: {mape_percent: 0.001, group_mape_percent: 0.001, group_spearman_min: 0.5}\n")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", strict)
+    assert result.exit_code == 1
+    assert "limit(s) broken" in result.stdout
+    assert "corpus MAPE" in result.stdout and "group src 64K: MAPE" in result.stdout
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("targets: {mape_percent: 100, group_mape_percent: 100, group_spearman_min: -1}\n")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", loose, "--format", "json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["check"] == {"thresholds": str(loose), "passed": True, "failures": []}
+
+
+def test_scoring_runs_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from sp_planner.cli import validate_cmd\n"
+            "from sp_planner.validation.corpus import default_corpus_path, load_corpus\n"
+            "from sp_planner.validation.score import score_corpus\n"
+            "score_corpus(load_corpus(default_corpus_path()))\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_default_corpus_missing_names_the_fix(run_main, monkeypatch, tmp_path):
+    monkeypatch.setattr(validate_cmd, "default_corpus_path", lambda: tmp_path / "validation" / "corpus")
+    result = run_main(validate_cmd)
+    assert result.exit_code == 2
+    assert "not in the wheel; pass --corpus PATH" in result.stderr
