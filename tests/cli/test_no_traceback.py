@@ -1,4 +1,4 @@
-"""No input makes any of the five commands show a Python traceback.
+"""No input makes any command (the five, and sp-validate) show a Python traceback.
 
 A corpus of bad and unusual inputs (the kinds a new user tries) and generated ones (hypothesis:
 random option values, random edits of a valid plan file and run result) go through each
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd, validate_cmd
 from tests.conftest import run_cli_main
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
@@ -159,7 +159,12 @@ def corpus(files: dict[str, Path], tmp: Path) -> list[tuple[object, list[object]
         (calibrate_cmd, ["--out", tmp / "c.yaml", "--timeout", "nan"]),
         (calibrate_cmd, ["--out", tmp / "c.yaml", "--save-measurements", f["dir"]]),
     ]
-    return plan_cases + simulate_cases + run_cases + report_cases + calibrate_cases
+    validate_cases = [(validate_cmd, ["--corpus", path]) for path in broken] + [
+        (validate_cmd, ["--corpus", f["list.yaml"], "--check", path]) for path in broken] + [
+        (validate_cmd, ["--corpus", f["list.yaml"], "--report", "/dev/null"]),
+        (validate_cmd, ["--corpus", f["list.yaml"], "--format", "xml"]),
+    ]
+    return plan_cases + simulate_cases + run_cases + report_cases + calibrate_cases + validate_cases
 
 
 def test_corpus_of_bad_inputs_never_shows_a_traceback(files, tmp_path):
