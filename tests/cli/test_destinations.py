@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, simulate_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
 
@@ -93,7 +93,7 @@ def test_sp_simulate_writes_with_the_umask_into_the_named_folder(run_main, plan_
 
 
 def test_sp_run_out_is_checked_before_the_launch(run_main, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_cmd, "run_local", lambda *a, **k: pytest.fail("launched before checking --out"))
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched before checking --out"))
     result = run_main(run_cmd, "--ulysses", "2", "--seq-len", "64", "--heads", "2", "--head-dim", "8",
                       "--out", tmp_path / "missing" / "result.json")
     _one_line_error(result, f"--out {tmp_path}/missing/result.json: folder {tmp_path}/missing does not exist")

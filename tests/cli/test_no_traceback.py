@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd, validate_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, run_modes, simulate_cmd, validate_cmd
 from tests.conftest import run_cli_main
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
@@ -37,7 +37,7 @@ def _launch_stub(*args, **kwargs):
 @pytest.fixture(autouse=True)
 def _no_launches(monkeypatch):
     for name in ("run_local", "run_node", "run_worker"):
-        monkeypatch.setattr(run_cmd, name, _launch_stub)
+        monkeypatch.setattr(run_modes, name, _launch_stub)
     monkeypatch.setattr(calibrate_cmd, "_measure_locally", _launch_stub)
     for variable in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "LOCAL_RANK"):
         monkeypatch.delenv(variable, raising=False)

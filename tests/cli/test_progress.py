@@ -73,7 +73,7 @@ def test_search_reports_each_step_in_order():
 
 
 def test_sp_run_progress_names_rank_0s_stage(tmp_path):
-    from sp_planner.cli.run_cmd import rank_progress
+    from sp_planner.cli.run_modes import rank_progress
 
     assert rank_progress(tmp_path, 4) == (0, 4, "starting the ranks")
     (tmp_path / "rank1.stage").write_text("done")
