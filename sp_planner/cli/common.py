@@ -22,6 +22,7 @@ except ImportError:  # older typer depends on click itself
 from sp_planner.errors import UserInputError
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
 
 
 def choices(name: str, *sources: object) -> type[Enum]:
@@ -33,13 +34,18 @@ def choices(name: str, *sources: object) -> type[Enum]:
     return Enum(name, [(value, value) for value in values], type=str)  # type: ignore[return-value]
 
 
-def fail(message: str) -> NoReturn:
-    """Print one line to stderr and exit 2."""
+def _say(message: str) -> None:
+    """One 'error:' line on stderr (if stderr is still there)."""
     try:
         sys.stderr.write(f"error: {' '.join(message.split())}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # stderr is gone too: the exit code is all that is left
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit 2."""
+    _say(message)
     raise SystemExit(EXIT_USAGE)
 
 
@@ -132,9 +138,12 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:
+        if isinstance(done.__cause__, KeyboardInterrupt):  # typer's answer to Ctrl-C: Exit(130), silently
+            _say("interrupted")
         return done.exit_code
-    except typer.Abort:
-        fail("aborted")
+    except typer.Abort:  # click's answer to Ctrl-C (KeyboardInterrupt) and to an aborted prompt
+        _say("interrupted")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except ClickException as err:
         fail(err.format_message())
     except UserInputError as err:

@@ -1,4 +1,4 @@
-"""The CLI's choices are the specs' Literals (one source), and counts read in the singular at 1."""
+"""The CLI's choices are the specs' Literals (one source); counts read in the singular at 1; Ctrl-C is one line."""
 
 from __future__ import annotations
 
@@ -38,3 +38,15 @@ def test_one_token_one_sequence_one_node_read_in_the_singular(sp_plan):
     result = sp_plan("--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--gpus-per-node", "1",
                      "--seq-len", "1", "--global-batch", "1")
     assert result.stdout.startswith("Llama-3-8B at 1 token x 1 sequence on 1 x 1 A800: ")
+
+
+def test_ctrl_c_during_the_search_is_one_line_and_exit_130(sp_plan, monkeypatch):
+    from sp_planner.cli import plan_solve
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_solve, "search", interrupted)
+    result = sp_plan("--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k")
+    assert result.exit_code == 130
+    assert result.stderr.strip() == "error: interrupted" and "Traceback" not in result.stderr
