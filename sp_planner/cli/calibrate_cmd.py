@@ -101,7 +101,9 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
                             log_path=log_path, watch=lambda: update(0, None, _rank0_stage(result_dir)))
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
-            return outcome.returncode if outcome.interrupted else EXIT_FAILED
+            if outcome.interrupted:
+                raise SystemExit(outcome.returncode)  # said here, in full: not the generic "interrupted"
+            return EXIT_FAILED
         measured = read_measurements(result_dir / MEASUREMENTS_FILE)
     log_path.unlink(missing_ok=True)
     return measured

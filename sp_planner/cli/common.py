@@ -138,8 +138,6 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:
-        if isinstance(done.__cause__, KeyboardInterrupt):  # typer's answer to Ctrl-C: Exit(130), silently
-            _say("interrupted")
         return done.exit_code
     except typer.Abort:  # click's answer to Ctrl-C (KeyboardInterrupt) and to an aborted prompt
         _say("interrupted")
@@ -150,4 +148,6 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
         fail(str(err))
     except pydantic.ValidationError as err:
         fail(describe_validation_error(err))
+    if result == EXIT_INTERRUPTED:  # typer answers Ctrl-C by returning 130, silently
+        _say("interrupted")
     return result if isinstance(result, int) else 0

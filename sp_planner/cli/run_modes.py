@@ -171,7 +171,9 @@ def _launch(job: Job, start) -> int:
             ranks = [RankResult.model_validate(r) for r in json.loads((result_dir / RESULTS_FILE).read_text())]
     if outcome.failure is not None:
         sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
-        return outcome.returncode if outcome.interrupted else EXIT_FAILED
+        if outcome.interrupted:
+            raise SystemExit(outcome.returncode)  # said here, in full: not the generic "interrupted"
+        return EXIT_FAILED
     log_path.unlink(missing_ok=True)
     return _finish(job, ranks)
 
