@@ -92,10 +92,10 @@ def check_file_destination(path: Path, *, option: str) -> None:
         raise UserInputError(f"{label} is a folder; give a file name inside it, e.g. {path / 'out.json'}")
     if kind == "other":
         raise UserInputError(f"{label} is neither a file, a device nor a FIFO; give a file name")
+    if not os.access(target, os.W_OK):  # a read-only file is not replaced behind its owner's back
+        raise UserInputError(f"{label}: permission denied")
     if kind == "file":
         _probe_folder(target.parent, label)  # the atomic rename needs a writable folder
-    elif not os.access(target, os.W_OK):
-        raise UserInputError(f"{label}: permission denied")
 
 
 def check_folder_destination(path: Path, *, option: str) -> None:

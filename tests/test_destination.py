@@ -105,3 +105,15 @@ def test_failed_write_keeps_the_text_where_the_message_says(tmp_path, monkeypatc
     kept = message.rsplit(" ", 1)[1]
     assert open(kept).read() == "the result"
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_read_only_file_is_refused_not_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "plan.json"
+    path.write_text("mine")
+    path.chmod(0o444)
+    real_access = os.access
+    # As root access() says yes to everything; ask as an ordinary user would be answered.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(path) else real_access(p, mode))
+    with pytest.raises(UserInputError, match=f"--out {path}: permission denied"):
+        check_file_destination(path, option="--out")
+    assert path.read_text() == "mine"
