@@ -35,11 +35,6 @@ def memory_gib(est: PlanEstimate, hardware: HardwareProfile) -> str:
     return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g}"
 
 
-def memory_against_hbm(est: PlanEstimate, hardware: HardwareProfile) -> str:
-    """'61.2/80 GiB'."""
-    return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g} GiB"
-
-
 def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False,
                 title: str = "Ranked plans (best first)") -> Table:
     """The ranked plans: every degree, memory, step time and the share of peak FLOP/s the GPU runs,
