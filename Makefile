@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # when the [run] extra asks for torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: plan test venv venv-full clean
+.PHONY: plan test lint venv venv-full clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(VENV)/.full
 	$(PY) -m pytest -q
 	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
+# ruff (pycodestyle + pyflakes, pyproject.toml) and mypy on the package. Not part of `test`: mypy
+# takes about half a minute from a cold cache.
+lint: $(VENV)/.full
+	$(VENV)/bin/ruff check sp_planner tests benchmarks
+	$(VENV)/bin/mypy
+
 # The cost model against the published runs in validation/ (README "Accuracy").
 .PHONY: validate
 validate: $(VENV)/.base
@@ -39,5 +45,24 @@ validate: $(VENV)/.base
 report: $(VENV)/.base
 	$(VENV)/bin/sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k --report reports/example
 
+# The GPU path in one short run (scripts/gpu_check.py; README "Proving the GPU path").
+# DEVICE=cpu runs the same steps on CPU (CI). Results: a new folder under gpu-check-results/.
+DEVICE ?= cuda
+GPU_WHEELS ?= gpu-wheels
+GPU_CHECK_OUT ?= gpu-check-results/$(shell date -u +%Y%m%dT%H%M%SZ)-$(DEVICE)
+# The venv's Python where `make test` built one, else the machine's (the GPU machine has torch).
+GPU_CHECK_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+
+.PHONY: gpu-check gpu-wheels
+gpu-check:
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --device $(DEVICE) --wheels $(GPU_WHEELS) --out $(GPU_CHECK_OUT)
+
+# Wheels the GPU machine lacks (it has torch, typer, rich, pandas, matplotlib, networkx), for
+# CPython 3.12 on x86-64 Linux; fetched where pip reaches PyPI, carried with the checkout.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --dest $(GPU_WHEELS) \
+		"pydantic>=2.6" "PyYAML>=6.0" "pytest>=8" "pytest-timeout>=2.2"
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .gpu-check-site

@@ -7,15 +7,19 @@ Measures (forward pass, head_dim 128 by default):
   3. the efficiency lost to blocking: T_full(S) / (R * T_slowest_rank), where a ring step waits for
      its slowest rank. 1.0 means blocking costs nothing; contiguous causal loses to imbalance.
 
-CUDA if present (bf16), else CPU (fp32, small sizes). `--quick` runs a small grid.
+CUDA if present (bf16), else CPU (fp32, small sizes). `--quick` runs a small grid; `--seq-lens`
+gives whole-sequence lengths instead (each rank holds S/R), `--json` also writes the rows.
     python benchmarks/attention_blocks.py --quick
+    python benchmarks/attention_blocks.py --seq-lens 32k,64k,128k,256k --repeats 3 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -24,6 +28,7 @@ from rich.table import Table
 from sp_planner.executor.kernels import CpuFlashKernel, CudaFlashKernel
 from sp_planner.executor.merge import merge_partial
 from sp_planner.executor.ring import block_for_step
+from sp_planner.units import parse_tokens
 
 
 def _timer(device: torch.device, fn, repeats: int) -> float:
@@ -76,6 +81,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (1 default: OpenMP barriers stall when cores are shared)")
+    parser.add_argument("--seq-lens", default=None, help="whole-sequence lengths, e.g. 32k,64k (multiples of ring)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -90,6 +97,11 @@ def main() -> None:
     else:
         block_lens = [64, 128, 256] if args.quick else [64, 128, 256, 512, 1024]
     ring, d, batch = args.ring, args.head_dim, 1
+    if args.seq_lens:
+        seqs = [parse_tokens(t) for t in args.seq_lens.split(",")]
+        if any(seq % ring for seq in seqs):
+            parser.error(f"every --seq-lens value must be a multiple of --ring {ring}")
+        block_lens = [seq // ring for seq in seqs]
     scale = 1 / math.sqrt(d)
     console = Console()
     console.print(f"device {device} ({torch.get_num_threads()} threads), {dtype}, kernel {kernel.name}, "
@@ -100,6 +112,7 @@ def main() -> None:
     # eff = T_full / (R * T_rank).
     for col in ("mask", "layout", "block", "seq", "TFLOPS", "T_full ms", "T_rank ms", "eff"):
         table.add_column(col, justify="right")
+    rows = []
     gen = torch.Generator().manual_seed(0)
     for causal in (False, True):
         for block_len in block_lens:
@@ -113,9 +126,15 @@ def main() -> None:
                                                                       causal=causal, layout=layout, scale=scale),
                                    repeats) for r in range(ring)]
                 slowest = max(per_rank)
+                rows.append(dict(causal=causal, layout=layout, block_len=block_len, seq_len=seq, ring=ring,
+                                 heads=heads, head_dim=d, dtype=str(dtype).removeprefix("torch."), device=str(device),
+                                 kernel=kernel.name, full_tflops=tflops, full_s=t_full, rank_s=per_rank,
+                                 efficiency=t_full / (ring * slowest)))
                 table.add_row("causal" if causal else "full", layout, str(block_len), str(seq), f"{tflops:.3f}",
                               f"{t_full * 1e3:.2f}", f"{slowest * 1e3:.2f}", f"{t_full / (ring * slowest):.2f}")
     console.print(table)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
 Every number is per GPU and per optimizer step unless its name says otherwise. The search keeps
 all candidates in a pandas frame (one row per candidate, columns named as the fields below with
-the prefixes `mem_`, `time_`, `comm_`, `link_`); `PlanEstimate.from_row` turns a row back into
-a typed result.
+the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a typed result.
 """
 
 from __future__ import annotations
@@ -11,12 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 import pandas as pd
-from pydantic import ConfigDict, Field
+from pydantic import Field, PrivateAttr
 
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 
 Link = Literal["intra", "inter", "none"]
+# Frame column prefix of each breakdown field of PlanEstimate (the CSV's column names).
+FRAME_PREFIXES: dict[str, str] = {"memory": "mem_", "time": "time_", "comm_bytes": "comm_", "comm_links": "link_"}
 
 
 class MemoryBreakdown(FrozenModel):
@@ -95,41 +96,51 @@ class PlanEstimate(FrozenModel):
 
     @classmethod
     def from_row(cls, row: pd.Series) -> "PlanEstimate":
-        def part(model: type[FrozenModel], prefix: str) -> FrozenModel:
-            return model(**{name: _plain(row[f"{prefix}{name}"]) for name in model.model_fields})
+        """One row of SearchResult.frame as an estimate."""
+        def part(field: str) -> dict[str, object]:
+            model = cls.model_fields[field].annotation
+            assert isinstance(model, type) and issubclass(model, FrozenModel), field
+            return {name: plain(row[f"{FRAME_PREFIXES[field]}{name}"]) for name in model.model_fields}
 
-        plan = ParallelPlan(**{name: _plain(row[name]) for name in ParallelPlan.model_fields})
+        plan = ParallelPlan(**{name: plain(row[name]) for name in ParallelPlan.model_fields})
         reason = row["reason"]
         return cls(
             plan=plan,
             fits=bool(row["fits"]),
             reason=None if (reason is None or reason == "" or pd.isna(reason)) else str(reason),
-            memory=part(MemoryBreakdown, "mem_"),
+            memory=MemoryBreakdown(**part("memory")),
             memory_peak_bytes=float(row["memory_peak_bytes"]),
-            time=part(TimeBreakdown, "time_"),
+            time=TimeBreakdown(**part("time")),
             step_time_s=float(row["step_time_s"]),
             tokens_per_s=float(row["tokens_per_s"]),
             model_tflops_per_gpu=float(row["model_tflops_per_gpu"]),
             hardware_tflops_per_gpu=float(row["hardware_tflops_per_gpu"]),
             mfu=float(row["mfu"]),
             hardware_mfu=float(row["hardware_mfu"]),
-            comm_bytes=part(CommBytes, "comm_"),
-            comm_links=part(CommLinks, "link_"),
+            comm_bytes=CommBytes(**part("comm_bytes")),
+            comm_links=CommLinks(**part("comm_links")),
         )
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
     """numpy scalars -> Python scalars, so pydantic's strict int/bool fields accept them."""
     return value.item() if hasattr(value, "item") else value
 
 
 class SearchResult(FrozenModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
     candidates_evaluated: int = Field(ge=0)
     # Best first: plans that fit ranked by step time, then the rest by how close they came.
     ranked: tuple[PlanEstimate, ...]
     # How many candidates each rule removed ("heads", "seq_len", "oom", ...).
     prune_counts: dict[str, int]
-    # Every candidate, one row each (see module docstring for the columns).
-    frame: pd.DataFrame
+    _frame: pd.DataFrame = PrivateAttr()
+
+    def __init__(self, *, frame: pd.DataFrame, **fields: object) -> None:
+        super().__init__(**fields)
+        self._frame = frame.copy()
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """Every candidate, one row each, in rank order (see module docstring for the columns).
+        A copy: the result stays as the search made it whatever a caller does to the frame."""
+        return self._frame.copy()

@@ -15,6 +15,25 @@ from sp_planner.errors import UserInputError
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
+def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | tuple[str, ...], label: str,
+                        kind: str) -> None:
+    """Refuse a target that is a file, or a folder holding files other than `allowed` (an earlier
+    run's output, which may be replaced): UserInputError naming up to three of them.
+
+    `label` names the target in the message ("report folder", "--report folder"), `kind` what
+    it holds ("a report").
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserInputError(f"{label} {out_dir} exists and is not a folder")
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in allowed)
+        if foreign:
+            raise UserInputError(
+                f"{label} {out_dir} holds files that are not part of {kind} ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or an earlier report's"
+            )
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: readers never see half a file.
 

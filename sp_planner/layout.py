@@ -1,4 +1,4 @@
-"""Rank layout: which global ranks form each process group.
+"""Rank layout: the one axis order, and every process group, stride and span derived from it.
 
 Megatron-LM (`RankGenerator`, order 'tp-cp-ep-dp-pp') lays ranks out with tp varying fastest:
     global_rank = tp_r + TP*(cp_r + CP*(dp_r + DP*pp_r))
@@ -7,16 +7,69 @@ and for hierarchical CP (a2a+p2p) the a2a (Ulysses) level is made of adjacent CP
 yunchang's `set_seq_parallel_pg(..., use_ulysses_low=True)`, DeepSpeed Ulysses, MindSpeed's
 hybrid_cp_algo and torchtitan's mesh (pp, dp, cp, tp) put the axes in the same order, so one
 grid serves every framework we emit (see shared reference framework_flags.md, 1.2 and 5).
+
+The cost model calls `axis_stride` / `group_stride` on columns of candidates (numpy arrays), the
+simulator and the executor on a ParallelPlan; a new axis is one entry in GRID_ORDER (and its
+ParallelPlan field).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from sp_planner.plan import ParallelPlan
+if TYPE_CHECKING:  # plan.py derives its world size from GRID_ORDER, so it imports this module
+    from sp_planner.plan import ParallelPlan
 
 # Slowest-varying first; the last axis holds adjacent ranks.
 GRID_ORDER: tuple[str, ...] = ("pp", "dp", "ring", "ulysses", "tp")
+# Multi-axis groups, each a run of adjacent axes of GRID_ORDER, slowest first.
+CP_AXES: tuple[str, ...] = ("ring", "ulysses")  # USP's 2D sequence mesh (cp_r = ulysses_r + U*ring_r)
+DP_CP_AXES: tuple[str, ...] = ("dp", "ring", "ulysses")  # Megatron's dp-cp group: ZeRO, gradients
+# The groups `rank_groups` reports (plan JSON `rank_groups`), in that order.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "tp": ("tp",), "cp": CP_AXES, "dp": ("dp",), "pp": ("pp",), "ulysses": ("ulysses",), "ring": ("ring",),
+}
+
+# Anything that holds a degree per axis: a ParallelPlan, space.Candidates (arrays over
+# candidates), or a mapping axis -> degree. Read by name, so the type is open.
+Degrees = Any
+
+
+def _degree(degrees: Degrees, axis: str):
+    return degrees[axis] if isinstance(degrees, Mapping) else getattr(degrees, axis)
+
+
+def _check_run(axes: tuple[str, ...]) -> int:
+    """Index in GRID_ORDER of the innermost of `axes`, which must be adjacent and in grid order."""
+    first = GRID_ORDER.index(axes[0])
+    if GRID_ORDER[first:first + len(axes)] != axes:
+        raise ValueError(f"axes {axes} are not adjacent in the grid order {GRID_ORDER}")
+    return first + len(axes) - 1
+
+
+def axis_stride(degrees: Degrees, axis: str):
+    """Distance in global rank between neighbours of one group along `axis` (product of the
+    degrees of the faster axes); an int for a plan, an array for candidate columns."""
+    stride = 1
+    for inner in GRID_ORDER[GRID_ORDER.index(axis) + 1:]:
+        stride = stride * _degree(degrees, inner)
+    return stride
+
+
+def group_size(degrees: Degrees, axes: tuple[str, ...]):
+    """Ranks in one group spanning `axes`."""
+    size = 1
+    for axis in axes:
+        size = size * _degree(degrees, axis)
+    return size
+
+
+def group_stride(degrees: Degrees, axes: tuple[str, ...]):
+    """Stride of a group spanning adjacent `axes`: that of its innermost axis."""
+    return axis_stride(degrees, GRID_ORDER[_check_run(axes)])
 
 
 def rank_grid(plan: ParallelPlan) -> np.ndarray:
@@ -25,34 +78,22 @@ def rank_grid(plan: ParallelPlan) -> np.ndarray:
     return np.arange(plan.world_size).reshape(shape)
 
 
-def _groups_over(grid: np.ndarray, axes: tuple[int, ...]) -> list[list[int]]:
-    """All groups of ranks that differ only along `axes` (those axes flattened, others kept)."""
-    keep = [i for i in range(grid.ndim) if i not in axes]
-    moved = np.transpose(grid, keep + list(axes))
+def groups_over(plan: ParallelPlan, axes: tuple[str, ...]) -> np.ndarray:
+    """All groups of ranks that differ only along `axes`, shape (num_groups, group_size).
+
+    Groups are sorted by their first rank; inside a group, ranks follow `axes` slowest first
+    (for adjacent axes in grid order: ascending)."""
+    grid = rank_grid(plan)
+    moving = [GRID_ORDER.index(axis) for axis in axes]
+    keep = [i for i in range(grid.ndim) if i not in moving]
     # (kept..., grouped...) -> (num_groups, group_size)
-    flat = moved.reshape(-1, int(np.prod([grid.shape[i] for i in axes])))
-    return sorted(flat.tolist())
+    flat = np.transpose(grid, keep + moving).reshape(-1, int(group_size(plan, axes)))
+    return flat[np.argsort(flat[:, 0], kind="stable")]
 
 
 def rank_groups(plan: ParallelPlan) -> dict[str, list[list[int]]]:
-    """Groups for each axis: tp, cp (= ulysses x ring), dp, pp, ulysses, ring."""
-    grid = rank_grid(plan)
-    index = {axis: GRID_ORDER.index(axis) for axis in GRID_ORDER}
-    # The cp group is ordered ring-major, ulysses-minor: cp_r = ulysses_r + U*ring_r.
-    return {
-        "tp": _groups_over(grid, (index["tp"],)),
-        "cp": _groups_over(grid, (index["ring"], index["ulysses"])),
-        "dp": _groups_over(grid, (index["dp"],)),
-        "pp": _groups_over(grid, (index["pp"],)),
-        "ulysses": _groups_over(grid, (index["ulysses"],)),
-        "ring": _groups_over(grid, (index["ring"],)),
-    }
-
-
-def axis_stride(plan: ParallelPlan, axis: str) -> int:
-    """Distance in global rank between neighbours of one group along `axis`."""
-    inner = GRID_ORDER[GRID_ORDER.index(axis) + 1:]
-    return int(np.prod([getattr(plan, a) for a in inner], dtype=np.int64))
+    """Groups for each entry of GROUPS: tp, cp (= ring x ulysses, ring-major), dp, pp, ulysses, ring."""
+    return {name: groups_over(plan, axes).tolist() for name, axes in GROUPS.items()}
 
 
 def nodes_spanned(plan: ParallelPlan, axis: str, gpus_per_node: int) -> int:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, get_args
 
+import numpy as np
 from pydantic import Field
 
+from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
-AXES: tuple[str, ...] = ("tp", "ulysses", "ring", "dp", "pp")
+# Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
+RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
+RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
 
 
 class Violation(FrozenModel):
@@ -38,74 +44,129 @@ class ParallelPlan(FrozenModel):
     @property
     def cp(self) -> int:
         """Context-parallel degree: Ulysses x Ring (USP's 2D sequence mesh)."""
-        return self.ulysses * self.ring
+        return math.prod(getattr(self, axis) for axis in CP_AXES)
 
     @property
     def world_size(self) -> int:
-        return self.dp * self.pp * self.tp * self.ulysses * self.ring
+        return math.prod(getattr(self, axis) for axis in GRID_ORDER)
 
     def num_micro_batches(self, workload: Workload) -> int:
         return workload.global_batch // (self.dp * self.micro_batch)
 
+    @property
+    def zigzag(self) -> bool:
+        return self.ring_layout == "zigzag"
+
     def seq_len_divisor(self) -> int:
-        """What the sequence length must divide by for this plan to shard evenly.
+        """What the sequence length must divide by for this plan to shard evenly (seq_len_divisor)."""
+        return int(seq_len_divisor(tp=self.tp, ulysses=self.ulysses, ring=self.ring, zigzag=self.zigzag))
 
-        Ring zigzag splits into 2*ring*ulysses chunks (yunchang extract_local, Megatron p2p with
-        load balancing: S % (2*CP) == 0); Megatron sequence parallel then splits each CP shard
-        over tp (torchtitan states the combined rule S % (2*CP*TP) == 0).
-        """
-        chunks = 2 * self.ring if (self.ring > 1 and self.ring_layout == "zigzag") else self.ring
-        return chunks * self.ulysses * self.tp
 
-    def kv_replication(self, model: ModelSpec) -> int:
-        """How many times each KV head is copied so that tp*ulysses ranks each hold one.
+def seq_len_divisor(*, tp, ulysses, ring, zigzag):
+    """What the sequence length must divide by to shard evenly (vectorized over numpy arrays).
 
-        Megatron replicates KV heads when TP > num_query_groups (G % TP == 0 or TP % G == 0);
-        DeepSpeed ALST and verl do the same for Ulysses (U % G == 0). Returns 1 when none is needed.
-        """
-        shards = self.tp * self.ulysses
-        return max(1, shards // model.num_kv_heads)
+    Ring zigzag splits into 2*ring*ulysses chunks (yunchang extract_local, Megatron p2p with
+    load balancing: S % (2*CP) == 0); Megatron sequence parallel then splits each CP shard
+    over tp (torchtitan states the combined rule S % (2*CP*TP) == 0).
+    """
+    chunks = np.where((np.asarray(ring) > 1) & zigzag, 2 * ring, ring)
+    return chunks * ulysses * tp
+
+
+# The hard rules, in the order they are checked (the first broken one is a candidate's reason).
+# Each is vectorized: `d` is a ParallelPlan or columns of candidates (a mapping with the degrees,
+# micro_batch and zigzag), and the same function serves plan.violations, space.rule_masks and the
+# executor's config check (which runs one attention layer: ATTENTION_RULES only).
+def _get(d, name: str):
+    return d[name] if isinstance(d, Mapping) else getattr(d, name)
+
+
+def _heads_split(d):
+    return _get(d, "tp") * _get(d, "ulysses")
+
+
+def _breaks_heads(num_heads, d, **_):
+    return num_heads % _heads_split(d) != 0
+
+
+def _breaks_kv_heads(num_kv_heads, d, **_):
+    split = _heads_split(d)
+    return np.logical_not((num_kv_heads % split == 0) | (split % num_kv_heads == 0))
+
+
+def _divisor(d):
+    return seq_len_divisor(tp=_get(d, "tp"), ulysses=_get(d, "ulysses"), ring=_get(d, "ring"),
+                           zigzag=_get(d, "zigzag"))
+
+
+def _breaks_seq_len(seq_len, d, **_):
+    return seq_len % _divisor(d) != 0
+
+
+def _breaks_layers(num_layers, d, **_):
+    return num_layers % _get(d, "pp") != 0
+
+
+def _breaks_batch(global_batch, d, **_):
+    return global_batch % (_get(d, "dp") * _get(d, "micro_batch")) != 0
+
+
+RULE_CHECKS: dict[str, Callable[..., Any]] = {
+    "heads": _breaks_heads,
+    "kv_heads": _breaks_kv_heads,
+    "seq_len": _breaks_seq_len,
+    "layers": _breaks_layers,
+    "batch": _breaks_batch,
+}
+RULES: tuple[str, ...] = tuple(RULE_CHECKS)
+ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
+
+
+class RuleFacts(NamedTuple):
+    """The model and workload numbers the rules read (attention runs know only the first three)."""
+
+    num_heads: int
+    num_kv_heads: int
+    seq_len: int
+    num_layers: int = 1
+    global_batch: int = 1
+
+    @classmethod
+    def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
+        return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
+                   workload.global_batch)
+
+
+def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
+    """Rule key -> broken (bool, or bool array over candidates)."""
+    return {rule: RULE_CHECKS[rule](d=d, **facts._asdict()) for rule in rules}
+
+
+def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
+    split = plan.tp * plan.ulysses
+    if rule == "heads":
+        return f"num_heads {f.num_heads} is not divisible by tp*ulysses = {plan.tp}*{plan.ulysses}"
+    if rule == "kv_heads":
+        return (f"num_kv_heads {f.num_kv_heads} and tp*ulysses {split} must divide one another "
+                "(Megatron: G % TP == 0 or TP % G == 0; Ulysses: G % U == 0 or U % G == 0)")
+    if rule == "seq_len":
+        divisor = plan.seq_len_divisor()
+        zigzag = " x 2 for zigzag" if divisor != plan.tp * plan.cp else ""
+        return (f"seq_len {f.seq_len} is not divisible by {divisor} "
+                f"(tp {plan.tp} x ulysses {plan.ulysses} x ring {plan.ring}{zigzag})")
+    if rule == "layers":
+        return f"num_layers {f.num_layers} is not divisible by pp {plan.pp}"
+    assert rule == "batch", rule
+    return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
+            "(Megatron: GBS % (MBS*DP) == 0)")
+
+
+def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...] = RULES) -> list[Violation]:
+    """The broken rules among `rules`, each with a message naming the offending values."""
+    broken = rule_breaks(facts, plan, rules)
+    return [Violation(rule=rule, message=_message(rule, facts, plan)) for rule in rules if broken[rule]]
 
 
 def violations(plan: ParallelPlan, model: ModelSpec, workload: Workload) -> list[Violation]:
     """Hard rules; a plan breaking any of them cannot run at all (not merely OOM)."""
-    found: list[Violation] = []
-    heads_split = plan.tp * plan.ulysses
-    if model.num_heads % heads_split != 0:
-        found.append(Violation(
-            rule="heads",
-            message=f"num_heads {model.num_heads} is not divisible by tp*ulysses = {plan.tp}*{plan.ulysses}",
-        ))
-    kv = model.num_kv_heads
-    if not (kv % heads_split == 0 or heads_split % kv == 0):
-        found.append(Violation(
-            rule="kv_heads",
-            message=(
-                f"num_kv_heads {kv} and tp*ulysses {heads_split} must divide one another "
-                "(Megatron: G % TP == 0 or TP % G == 0; Ulysses: G % U == 0 or U % G == 0)"
-            ),
-        ))
-    divisor = plan.seq_len_divisor()
-    if workload.seq_len % divisor != 0:
-        found.append(Violation(
-            rule="seq_len",
-            message=(
-                f"seq_len {workload.seq_len} is not divisible by {divisor} "
-                f"(tp {plan.tp} x ulysses {plan.ulysses} x ring {plan.ring}"
-                f"{' x 2 for zigzag' if divisor != plan.tp * plan.cp else ''})"
-            ),
-        ))
-    if model.num_layers % plan.pp != 0:
-        found.append(Violation(
-            rule="layers",
-            message=f"num_layers {model.num_layers} is not divisible by pp {plan.pp}",
-        ))
-    if workload.global_batch % (plan.dp * plan.micro_batch) != 0:
-        found.append(Violation(
-            rule="batch",
-            message=(
-                f"global_batch {workload.global_batch} is not divisible by "
-                f"dp*micro_batch = {plan.dp}*{plan.micro_batch} (Megatron: GBS % (MBS*DP) == 0)"
-            ),
-        ))
-    return found
+    return facts_violations(RuleFacts.of(model, workload), plan)

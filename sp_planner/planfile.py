@@ -23,11 +23,12 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-SCHEMA_VERSION = "sp-planner.plan/1"
+SchemaVersion = Literal["sp-planner.plan/1"]
+SCHEMA_VERSION: SchemaVersion = "sp-planner.plan/1"
 
 
 class PlanFile(FrozenModel):
-    schema_version: Literal["sp-planner.plan/1"] = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     created_by: str = f"sp-planner {__version__}"
     model: ModelSpec
     hardware: HardwareProfile

@@ -1,38 +1,47 @@
 """Whole-space search: enumerate, evaluate every candidate in columns, prune with reasons, rank.
 
-`evaluate` runs one plan through the same column code, so a single plan and the frame agree.
+Candidates and their costs are typed numpy arrays (space.Candidates, cost.*Columns); `evaluate`
+runs one plan through the same code, so a single plan and the search agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from sp_planner.cost.comm import comm_columns
-from sp_planner.cost.memory import memory_columns
-from sp_planner.cost.step import time_columns
-from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.plan import ParallelPlan, violations
-from sp_planner.space import (
-    DEGREES,
-    RECOMPUTE,
-    RULES,
-    Pins,
-    enumerate_candidates,
-    first_rule,
-    plan_columns,
-    rule_masks,
+from sp_planner.cost.comm import CommColumns, comm_columns
+from sp_planner.cost.memory import MemoryColumns, memory_columns
+from sp_planner.cost.step import StepColumns, time_columns
+from sp_planner.estimate import (
+    FRAME_PREFIXES,
+    CommBytes,
+    CommLinks,
+    MemoryBreakdown,
+    PlanEstimate,
+    SearchResult,
+    TimeBreakdown,
+    plain,
 )
+from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, violations
+from sp_planner.space import DEGREES, Candidates, Pins, enumerate_candidates, first_rule, rule_masks
+from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import plural
+from sp_planner.units import GIB, plural
 
 __all__ = ["Pins", "evaluate", "search"]
 
-GIB = 2.0**30
+# A search's steps, for a progress line: search(progress=update) calls update(done, SEARCH_STEPS, what).
+SEARCH_STEPS = 5
+Progress = Callable[..., None]
+
+
+def _no_progress(done: int, total: int, description: str | None = None) -> None:
+    pass
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
@@ -41,50 +50,95 @@ def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
     return num_nodes * gpus_per_node
 
 
-def _rule_messages(model: ModelSpec, workload: Workload, c: dict, code: np.ndarray) -> np.ndarray:
+def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np.ndarray) -> np.ndarray:
     """The first broken rule's message from `plan.violations`, computed once per distinct plan shape."""
     reasons = np.full(len(code), "", dtype=object)
     bad = np.flatnonzero(code >= 0)
     if len(bad) == 0:
         return reasons
-    keys = np.stack([c[n][bad] for n in DEGREES] + [c["micro_batch"][bad], c["zigzag"][bad]], axis=1)
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    # The rules read the degrees, the micro-batch and the ring layout only.
+    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, "micro_batch", "zigzag")], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     texts = []
-    for row, rule in zip(unique, code[bad][np.unique(inverse, return_index=True)[1]]):
-        plan = ParallelPlan(**dict(zip(DEGREES, row[:5].tolist())), micro_batch=int(row[5]),
-                            ring_layout="zigzag" if row[6] else "contiguous")
-        found = {v.rule: v.message for v in violations(plan, model, workload)}
-        texts.append(f"{RULES[rule]}: {found[RULES[rule]]}")
+    for i in bad[first]:
+        rule = RULES[code[i]]
+        found = {v.rule: v.message for v in violations(c.plan(i), model, workload)}
+        texts.append(f"{rule}: {found[rule]}")
     reasons[bad] = np.array(texts, dtype=object)[inverse.reshape(-1)]
     return reasons
 
 
-# A search's steps, for a progress line: search(progress=update) calls update(done, SEARCH_STEPS, what).
-SEARCH_STEPS = 5
+class _Evaluated(NamedTuple):
+    """Every candidate's estimate as typed arrays, and whether and why it cannot run."""
+
+    candidates: Candidates
+    memory: MemoryColumns
+    step: StepColumns
+    comm: CommColumns
+    fits: np.ndarray
+    reason: np.ndarray
+    rule_code: np.ndarray  # index into RULES, len(RULES) for OOM, -1 when it fits
+
+    def estimate(self, i: int) -> PlanEstimate:
+        reason = self.reason[i]
+        return PlanEstimate(
+            plan=self.candidates.plan(i),
+            fits=bool(self.fits[i]),
+            reason=str(reason) if reason else None,
+            memory=MemoryBreakdown(**_at(self.memory, MemoryBreakdown, i)),
+            memory_peak_bytes=float(self.memory.peak_bytes[i]),
+            time=TimeBreakdown(**_at(self.step.time, TimeBreakdown, i)),
+            step_time_s=float(self.step.step_time_s[i]),
+            tokens_per_s=float(self.step.tokens_per_s[i]),
+            model_tflops_per_gpu=float(self.step.model_tflops_per_gpu[i]),
+            hardware_tflops_per_gpu=float(self.step.hardware_tflops_per_gpu[i]),
+            mfu=float(self.step.mfu[i]),
+            hardware_mfu=float(self.step.hardware_mfu[i]),
+            comm_bytes=CommBytes(**_at(self.comm.sent_bytes, CommBytes, i)),
+            comm_links=CommLinks(**_at(self.comm.links, CommLinks, i)),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
+        c, step = self.candidates, self.step
+        cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}
+        cols["zero"] = c.zero
+        cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
+        cols["micro_batch"] = c.micro_batch
+        cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
+        cols["memory_peak_bytes"] = self.memory.peak_bytes
+        cols.update(_prefixed("time", step.time, TimeBreakdown))
+        cols.update({name: getattr(step, name) for name in step._fields if name != "time"})
+        cols.update(_prefixed("comm_bytes", self.comm.sent_bytes, CommBytes))
+        cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
+        cols["fits"] = self.fits
+        cols["reason"] = self.reason
+        cols["rule_code"] = self.rule_code
+        return pd.DataFrame(cols)
 
 
-def _no_progress(done: int, total: int, description: str | None = None) -> None:
-    pass
+def _prefixed(part: str, columns: tuple, model: type[FrozenModel]) -> dict[str, object]:
+    return {f"{FRAME_PREFIXES[part]}{name}": getattr(columns, name) for name in model.model_fields}
 
 
-def _frame(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict,
-           gpus_per_node: int, progress: Callable[..., None] = _no_progress) -> pd.DataFrame:
-    c = dict(c, gpus_per_node=gpus_per_node)
-    n = len(c["tp"])
-    step = f"searching {plural(n, 'candidate')}"
-    cols: dict[str, object] = {name: c[name] for name in DEGREES}
-    cols["zero"] = c["zero"]
-    cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c["recompute_code"]]
-    cols["micro_batch"] = c["micro_batch"]
-    cols["ring_layout"] = np.where(c["zigzag"], "zigzag", "contiguous").astype(object)
-    progress(1, SEARCH_STEPS, f"{step}: memory")
-    cols.update(memory_columns(model, hardware, workload, c))
-    progress(2, SEARCH_STEPS, f"{step}: step time")
-    cols.update(time_columns(model, hardware, workload, c))
-    cols.update(comm_columns(model, workload, c))
-    progress(3, SEARCH_STEPS, f"{step}: rules")
-    code = first_rule(rule_masks(model, workload, c), n)
-    peak = cols["memory_peak_bytes"]
+def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
+    """Entry `i` of typed columns as the fields of `model` (numpy scalars -> Python scalars)."""
+    return {name: plain(getattr(columns, name)[i]) for name in model.model_fields}
+
+
+def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+              gpus_per_node: int, progress: Progress | None = None) -> _Evaluated:
+    progress = progress or _no_progress
+    what = f"searching {plural(len(c), 'candidate')}"
+    progress(1, SEARCH_STEPS, f"{what}: memory")
+    memory = memory_columns(model, hardware, workload, c)
+    progress(2, SEARCH_STEPS, f"{what}: step time")
+    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node)
+    comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
+    progress(3, SEARCH_STEPS, f"{what}: rules")
+    code = first_rule(rule_masks(model, workload, c), len(c))
+    peak = memory.peak_bytes
     oom = (code < 0) & (peak > hardware.hbm_bytes)
     reason = _rule_messages(model, workload, c, code)
     oom_idx = np.flatnonzero(oom)
@@ -92,41 +146,39 @@ def _frame(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: d
         f"oom: needs {p / GIB:.1f} GiB per GPU, {hardware.hbm_bytes / GIB:.1f} GiB available"
         for p in peak[oom_idx]
     ]
-    cols["fits"] = (code < 0) & ~oom
-    cols["reason"] = reason
-    cols["rule_code"] = np.where(oom, len(RULES), code)
-    return pd.DataFrame(cols)
+    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
+                      reason=reason, rule_code=np.where(oom, len(RULES), code))
 
 
-def _ranked_order(frame: pd.DataFrame, capacity: float) -> np.ndarray:
+def _ranked_order(e: _Evaluated, capacity_bytes: float) -> np.ndarray:
     """Fitting plans by step time (then memory); then OOM by how far over; then rule breakers."""
-    tier = np.where(frame["fits"], 0, np.where(frame["rule_code"] == len(RULES), 1, 2))
-    primary = np.where(tier == 0, frame["step_time_s"], frame["memory_peak_bytes"] / capacity)
-    secondary = np.where(tier == 0, frame["memory_peak_bytes"], frame["step_time_s"])
+    peak, step = e.memory.peak_bytes, e.step.step_time_s
+    tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
+    primary = np.where(tier == 0, step, peak / capacity_bytes)
+    secondary = np.where(tier == 0, peak, step)
     return np.lexsort((secondary, primary, tier))
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10,
-           progress: Callable[..., None] = _no_progress) -> SearchResult:
-    """Every candidate plan, ranked. progress(done, SEARCH_STEPS, what) is told each step."""
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None) -> SearchResult:
+    """Every candidate plan, ranked. progress(done, SEARCH_STEPS, what) is told each step (a progress line)."""
+    progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     progress(0, SEARCH_STEPS, "searching plans: enumerating candidates")
-    cols = enumerate_candidates(workload, world, pins)
-    if len(cols["tp"]) == 0:
+    candidates = enumerate_candidates(workload, world, pins)
+    if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
-    frame = _frame(model, hardware, workload, cols, gpus_per_node, progress)
-    progress(4, SEARCH_STEPS, f"ranking {plural(len(frame), 'candidate')}")
-    order = _ranked_order(frame, hardware.hbm_bytes)
-    frame = frame.iloc[order].reset_index(drop=True)
-    counts = np.bincount(frame["rule_code"].to_numpy()[~frame["fits"].to_numpy()],
-                         minlength=len(RULES) + 1)
+    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node, progress)
+    progress(4, SEARCH_STEPS, f"ranking {plural(len(candidates), 'candidate')}")
+    order = _ranked_order(evaluated, hardware.hbm_bytes)
+    frame = evaluated.frame().drop(columns="rule_code").iloc[order].reset_index(drop=True)
+    counts = np.bincount(evaluated.rule_code[~evaluated.fits], minlength=len(RULES) + 1)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
-    ranked = tuple(PlanEstimate.from_row(frame.iloc[i]) for i in range(min(top_k, len(frame))))
-    return SearchResult(candidates_evaluated=len(frame), ranked=ranked, prune_counts=prune_counts,
-                        frame=frame.drop(columns="rule_code"))
+    ranked = tuple(evaluated.estimate(i) for i in order[:top_k])
+    return SearchResult(candidates_evaluated=len(candidates), ranked=ranked, prune_counts=prune_counts,
+                        frame=frame)
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -138,5 +190,4 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    frame = _frame(model, hardware, workload, plan_columns(plan), gpus_per_node)
-    return PlanEstimate.from_row(frame.iloc[0])
+    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node).estimate(0)

@@ -3,20 +3,18 @@ ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` 
 
 from __future__ import annotations
 
-from typing import get_args
+from dataclasses import dataclass
 
 import numpy as np
 
-from sp_planner.plan import ParallelPlan, Recompute, RingLayout
+from sp_planner.layout import GRID_ORDER
+from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-RECOMPUTE: tuple[str, ...] = get_args(Recompute)  # codes 0 none, 1 selective, 2 full
+ZERO_STAGES: tuple[int, ...] = (0, 1, 2, 3)
 MICRO_BATCH_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
-DEGREES: tuple[str, ...] = ("dp", "pp", "tp", "ulysses", "ring")
-# Order in which rules are checked; the first broken one is a candidate's reason.
-RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len", "layers", "batch")
 
 
 class Pins(FrozenModel):
@@ -32,6 +30,11 @@ class Pins(FrozenModel):
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
 
+
+# The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
+# of the frame's columns and of the JSON, and in Pins' field order, which is the CLI's options'.
+DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name in GRID_ORDER)
+PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
@@ -56,13 +59,48 @@ def degree_tuples(world: int, pins: Pins) -> np.ndarray:
     return np.array(rows, dtype=np.int64).reshape(-1, len(DEGREES))
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> dict:
-    """Columns of every candidate: degrees, zero, recompute_code, micro_batch, zigzag."""
+@dataclass(frozen=True)
+class Candidates:
+    """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
+
+    Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
+    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool.
+    """
+
+    dp: np.ndarray
+    pp: np.ndarray
+    tp: np.ndarray
+    ulysses: np.ndarray
+    ring: np.ndarray
+    zero: np.ndarray
+    recompute: np.ndarray
+    micro_batch: np.ndarray
+    zigzag: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    @classmethod
+    def of_plan(cls, plan: ParallelPlan) -> "Candidates":
+        """One plan as one-entry arrays."""
+        ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in (*DEGREES, "zero", "micro_batch")}
+        return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
+                   zigzag=np.array([plan.zigzag]))
+
+    def plan(self, i: int) -> ParallelPlan:
+        """Candidate `i` as a ParallelPlan."""
+        ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, "zero", "micro_batch")}
+        return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
+                            ring_layout="zigzag" if self.zigzag[i] else "contiguous")
+
+
+def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
     degrees = degree_tuples(world, pins)
-    zeros = [pins.zero] if pins.zero is not None else [0, 1, 2, 3]
-    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else [0, 1, 2]
+    zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
+    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
     blocks = []
-    for dp in np.unique(degrees[:, 0]):
+    for dp in np.unique(degrees[:, DEGREES.index("dp")]):
         if pins.micro_batch is not None:
             mbs = [pins.micro_batch]
         elif workload.global_batch % dp == 0:
@@ -70,34 +108,22 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> dict:
             mbs = [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
         else:
             mbs = [1]  # broken batch rule: evaluated once, reported with its reason
-        rows = degrees[degrees[:, 0] == dp]
+        rows = degrees[degrees[:, DEGREES.index("dp")] == dp]
         # (rows, zero, recompute, micro_batch) -> flat candidates
         grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
         grid = grid.reshape(-1, 4)
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
-    table = np.concatenate(blocks) if blocks else np.zeros((0, 8), dtype=np.int64)
-    cols = {name: table[:, i].astype(np.int64) for i, name in enumerate(DEGREES)}
-    cols["zero"] = table[:, 5].astype(np.int64)
-    cols["recompute_code"] = table[:, 6].astype(np.int64)
-    cols["micro_batch"] = table[:, 7].astype(np.int64)
+    width = len(DEGREES) + 3
+    table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
+    columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    cols["zigzag"] = np.full(len(table), layout == "zigzag")
-    return cols
+    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-3], recompute=columns[-2],
+                      micro_batch=columns[-1], zigzag=np.full(len(table), layout == "zigzag"))
 
 
-def rule_masks(model: ModelSpec, workload: Workload, c: dict) -> dict[str, np.ndarray]:
-    """True where a candidate breaks the rule; mirrors `plan.violations` rule by rule."""
-    tp, u, r = c["tp"], c["ulysses"], c["ring"]
-    split = tp * u
-    kv = model.num_kv_heads
-    chunks = np.where((r > 1) & c["zigzag"], 2 * r, r)
-    return {
-        "heads": model.num_heads % split != 0,
-        "kv_heads": ~((kv % split == 0) | (split % kv == 0)),
-        "seq_len": workload.seq_len % (chunks * u * tp) != 0,
-        "layers": model.num_layers % c["pp"] != 0,
-        "batch": workload.global_batch % (c["dp"] * c["micro_batch"]) != 0,
-    }
+def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:
+    """True where a candidate breaks the rule: `plan.rule_breaks` over the columns."""
+    return rule_breaks(RuleFacts.of(model, workload), c)
 
 
 def first_rule(masks: dict[str, np.ndarray], n: int) -> np.ndarray:
@@ -106,13 +132,3 @@ def first_rule(masks: dict[str, np.ndarray], n: int) -> np.ndarray:
     for i, rule in reversed(list(enumerate(RULES))):
         code = np.where(masks[rule], i, code)
     return code
-
-
-def plan_columns(plan: ParallelPlan) -> dict:
-    """One plan as one-row columns (same layout as enumerate_candidates)."""
-    cols = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in DEGREES}
-    cols["zero"] = np.array([plan.zero], dtype=np.int64)
-    cols["recompute_code"] = np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64)
-    cols["micro_batch"] = np.array([plan.micro_batch], dtype=np.int64)
-    cols["zigzag"] = np.array([plan.ring_layout == "zigzag"])
-    return cols

@@ -6,7 +6,9 @@ import re
 
 from sp_planner.errors import UserInputError
 
+KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report memory
 MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
+
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
 

@@ -124,3 +124,24 @@ def test_evaluate_rejects_wrong_world_size():
 def test_search_rejects_impossible_pins():
     with pytest.raises(ValueError, match="no \\(dp, pp, tp, ulysses, ring\\)"):
         search(MODEL, HW, WORKLOAD, num_nodes=1, gpus_per_node=8, pins=Pins(tp=3))
+
+
+def test_typed_cost_columns_carry_the_result_fields():
+    from sp_planner.cost.comm import PerCollective
+    from sp_planner.cost.memory import MemoryColumns
+    from sp_planner.cost.step import TimeColumns
+
+    assert MemoryColumns._fields == (*MemoryBreakdown.model_fields, "peak_bytes")
+    assert TimeColumns._fields == tuple(TimeBreakdown.model_fields)
+    assert PerCollective._fields == tuple(CommBytes.model_fields)
+    assert tuple(CommLinks.model_fields) == tuple(CommBytes.model_fields)
+
+
+def test_the_frame_of_a_result_cannot_be_changed_through_it(result):
+    before = result.frame
+    frame = result.frame
+    del frame["fits"]
+    frame["step_time_s"] = -1.0
+    after = result.frame
+    assert list(after.columns) == list(before.columns)
+    assert after.equals(before)

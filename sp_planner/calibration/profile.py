@@ -216,7 +216,8 @@ def build_profile(data: CalibrationData, *, base: HardwareProfile | None, name: 
                      f"torch {env.torch_version}){based}"),
         peak_bf16_flops=peak, hbm_bytes=env.device_memory_bytes, hbm_bandwidth_bytes_per_s=hbm_bw,
         gpus_per_node=env.devices_per_node, intra_node=intra[0], inter_node=inter[0], efficiency=efficiency,
-        memory_reserve_bytes=reserve, fabric=base.fabric if base is not None else FabricSpec(), measured_on=date, sources=dict(sorted(b.sources.items())), calibration=data,
+        memory_reserve_bytes=reserve, fabric=base.fabric if base is not None else FabricSpec(), measured_on=date,
+        sources=dict(sorted(b.sources.items())), calibration=data,
     )
     return CalibratedProfile(profile=profile, warnings=tuple(b.warnings))
 

@@ -6,17 +6,17 @@ groups in the same order and time the same things.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from sp_planner.catalog import load_model
+from sp_planner.executor.config import Device
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import COLLECTIVES, Collective, LinkTier
 from sp_planner.specs.model import ModelSpec
+from sp_planner.units import GIB, KIB, MIB
 
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
-Device = Literal["cpu", "cuda"]
 
 # GPU attention shapes follow the FlashAttention-2/3 benchmarks (Dao 2023, section 4.1): hidden
 # 2048 at head_dim 128 (16 heads) and batch x tokens = 16k, so every length does similar work.
@@ -26,7 +26,7 @@ GPU_GEMM_TOKENS, CPU_GEMM_TOKENS = 4096, 128
 # Without --model: Llama-3-8B's layer on a GPU (a common long-context base), and a small dense
 # layer of the same proportions on a CPU, where the 8B shapes would take minutes per GEMM.
 DEFAULT_GPU_MODEL = "Llama-3-8B"
-CPU_DEFAULT_SHAPE = dict(hidden=512, q_heads=4, kv_heads=1, head_dim=128, ffn=1792, gated=True)
+CPU_DEFAULT_SHAPE: dict[str, Any] = dict(hidden=512, q_heads=4, kv_heads=1, head_dim=128, ffn=1792, gated=True)
 
 
 class GroupSpec(FrozenModel):

@@ -71,7 +71,11 @@ def print_summary(data: CalibrationData, base: HardwareProfile | None, console: 
         compute.add_column(col, justify="left" if col == "figure" else "right")
     for figure, measured, predicted in compute_rows(data, base):
         fmt = _gbps if figure.startswith("memory") else _tflops
-        compute.add_row(figure, fmt(measured), *((fmt(predicted), _ratio(measured, predicted)) if ref else ()))
+        against: tuple[str, ...] = ()
+        if ref:
+            assert predicted is not None, "compute_rows predicts every figure from a base profile"
+            against = (fmt(predicted), _ratio(measured, predicted))
+        compute.add_row(figure, fmt(measured), *against)
     console.print(compute)
     if not data.collectives:
         console.print("No collectives measured (one rank).")

@@ -35,6 +35,8 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device as RunDevice
+from sp_planner.executor.devices import cuda_device_count
+from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -78,12 +80,6 @@ def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
     return world, int(match.group()) if match else (nproc_per_node or world)
 
 
-def _local_gpus() -> int:
-    import torch  # lazily: only once a local CUDA calibration is asked for
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
 def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
     """Measure on local ranks (progress on stderr); the measurements, or the exit code of a failure.
     The ranks' output goes to a log named (and kept) only when they fail."""
@@ -98,7 +94,8 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
                    "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
         outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s,
-                            log_path=log_path, watch=lambda: update(0, None, _rank0_stage(result_dir)))
+                            log_path=log_path, watch=lambda: update(0, None, _rank0_stage(result_dir)),
+                            nccl_timeout_s=timeout_s if schedule.device == "cuda" else None)
         if outcome.failure is not None:
             sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
             if outcome.interrupted:
@@ -150,11 +147,16 @@ def calibrate(
         raw = read_measurements(measurements)
     else:
         model_spec = load_model(model) if model is not None else None
+        if device is Device.cuda and model_spec is not None:
+            # The schedule times the raw flash op at the model's head dim (bf16).
+            problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
+            if problem:
+                raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
         joined = _joined_launch()
         if joined:
             world, per_node = _joined_shape(nproc_per_node)
         else:
-            gpus = _local_gpus() if device is Device.cuda else None
+            gpus = cuda_device_count() if device is Device.cuda else None
             if gpus == 0:
                 raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
             world = per_node = nproc_per_node or gpus or 2

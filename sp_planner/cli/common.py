@@ -9,7 +9,7 @@ import errno
 import os
 import sys
 from enum import Enum
-from typing import Callable, Literal, NoReturn, TextIO, get_args, get_origin
+from typing import Literal, NoReturn, TextIO, get_args, get_origin
 
 import pydantic
 import typer
@@ -17,7 +17,7 @@ import typer
 try:  # recent typer (0.29 here) vendors click as typer._click and no longer installs it
     from typer._click.exceptions import ClickException
 except ImportError:  # older typer depends on click itself
-    from click import ClickException
+    from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner.errors import UserInputError
 
@@ -134,7 +134,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
 
 
 def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int:
-    command: Callable[..., object] = typer.main.get_command(app)
+    command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:

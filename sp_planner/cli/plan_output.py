@@ -17,13 +17,15 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
+from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import best_expressible
 from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
-from sp_planner.present.why import closest_and_fixes, describe_plan, why_this_plan
+from sp_planner.present.labels import plan_name
+from sp_planner.present.why import closest_and_fixes, why_this_plan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_seconds, format_tokens, plural
 
@@ -50,7 +52,7 @@ class Answer(FrozenModel):
     suggestions: tuple[FitSuggestion, ...]
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
-    launcher: str | None
+    launcher: Launcher | None
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
@@ -125,7 +127,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
             model=q.model, workload=q.workload, plan=best.plan, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node)).reason
         console.print(
-            f"The best plan overall, {describe_plan(best.plan)}, takes {format_seconds(best.step_time_s)} per "
+            f"The best plan overall, {plan_name(best.plan)}, takes {format_seconds(best.step_time_s)} per "
             f"step ({1 - best.step_time_s / mine.step_time_s:.1%} less), but {answer.framework} cannot express "
             f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
@@ -165,7 +167,7 @@ def print_flags(answer: Answer, console: Console) -> None:
                 continue
             rank, est, rendered = fallback
             slower = est.step_time_s / answer.result.ranked[0].step_time_s - 1
-            heading = f"{name} flags for plan {rank} ({describe_plan(est.plan)}; {slower:.1%} slower than plan 1)"
+            heading = f"{name} flags for plan {rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
         console.rule(heading, align="left")
         # Plain, unwrapped text so that it can be pasted as it is.
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)

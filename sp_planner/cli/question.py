@@ -15,6 +15,7 @@ from sp_planner.destination import check_file_destination, check_folder_destinat
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan, Recompute, violations
 from sp_planner.search import Pins
+from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
@@ -22,7 +23,6 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import parse_tokens
 
-DEGREES: tuple[str, ...] = ("tp", "pp", "dp", "ulysses", "ring")
 
 
 class PlanQuestion(FrozenModel):
@@ -44,7 +44,7 @@ class PlanQuestion(FrozenModel):
     @property
     def all_degrees_pinned(self) -> bool:
         """tp, pp, ulysses and ring pinned (dp is then whatever fills the GPUs)."""
-        return all(getattr(self.pins, axis) is not None for axis in DEGREES if axis != "dp")
+        return all(getattr(self.pins, axis) is not None for axis in PIN_DEGREES if axis != "dp")
 
 
 def resolve_question(
@@ -102,7 +102,7 @@ def _check_degrees(degrees: dict[str, int | None], world_size: int) -> None:
             f"pinned degrees {named} = {product} do not divide the GPU count {world_size}; "
             "pick degrees whose product divides nodes x gpus-per-node"
         )
-    if len(given) == len(DEGREES) and product != world_size:
+    if len(given) == len(PIN_DEGREES) and product != world_size:
         raise UserInputError(
             f"pinned degrees {named} = {product} use fewer GPUs than the {world_size} available; "
             f"leave --dp out to derive it, or set --dp {given['dp'] * world_size // product}"
@@ -111,9 +111,9 @@ def _check_degrees(degrees: dict[str, int | None], world_size: int) -> None:
 
 def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[str, int | None]:
     """dp filled in when every other degree is pinned, since the GPU count then fixes it."""
-    others = [degrees[axis] for axis in DEGREES if axis != "dp"]
+    others = [degrees[axis] for axis in PIN_DEGREES if axis != "dp"]
     if degrees["dp"] is None and all(value is not None for value in others):
-        return {**degrees, "dp": world_size // math.prod(others)}
+        return {**degrees, "dp": world_size // math.prod(v for v in others if v is not None)}
     return degrees
 
 

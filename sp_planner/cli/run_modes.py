@@ -21,6 +21,7 @@ from sp_planner.destination import deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
 from sp_planner.executor.config import RunConfig
+from sp_planner.executor.devices import check_local_gpus
 from sp_planner.executor.failure import STAGE_DONE
 from sp_planner.executor.launch import LaunchSpec, local_command, run_local
 from sp_planner.executor.multinode import NodeJob, run_node, split_endpoint
@@ -65,7 +66,7 @@ def run_node_agent(job: Job, rdzv_endpoint: str | None, rdzv_id: str, node_rank:
         raise UserInputError(f"--nproc-per-node {per_node} but this node has {slots} CUDA devices")
     check_fits(cfg, per_node, job.plan_file, job.cluster, job.timeout_s, job.console)
     node = NodeJob(nnodes=cfg.num_nodes, nproc_per_node=per_node, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id,
-                   node_rank=node_rank, join_timeout_s=join_timeout_s)
+                   node_rank=node_rank, join_timeout_s=join_timeout_s, nccl=cfg.device == "cuda")
     return _launch(job, lambda config_path, result_dir, log_path, watch: run_node(
         node, config_path, result_dir, job.timeout_s, log_path=log_path, watch=watch))
 
@@ -80,10 +81,12 @@ def run_here(job: Job, nproc: int | None) -> int:
             f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
             f"On a cluster run on every node: {job.cluster}"
         )
+    check_local_gpus(cfg.device, world, job.cluster)  # --nproc skips the count above
     check_fits(cfg, world, job.plan_file, job.cluster, job.timeout_s, job.console)
     return _launch(job, lambda config_path, result_dir, log_path, watch: run_local(
         local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, job.timeout_s),
-        result_dir=result_dir, world_size=world, timeout_s=job.timeout_s, log_path=log_path, watch=watch))
+        result_dir=result_dir, world_size=world, timeout_s=job.timeout_s, log_path=log_path, watch=watch,
+        nccl_timeout_s=job.timeout_s if cfg.device == "cuda" else None))
 
 
 def _local_slots(device: str) -> int | None:

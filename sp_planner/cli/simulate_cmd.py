@@ -82,7 +82,9 @@ def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),
     gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = GanttFormat.png,
-    topology: Annotated[Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")] = Topology.profile,
+    topology: Annotated[
+        Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
+    ] = Topology.profile,
     nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs per node (default: one per GPU)")] = None,
 ) -> None:
     """Simulate one training step of PLAN_FILE and print where its time goes."""

@@ -25,16 +25,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses
+from sp_planner.cost.attention_comm import (
+    FP32_BYTES,
+    RING_GRAD_ELEM_BYTES,
+    kv_heads_for_ulysses,
+    ulysses_all_to_all_bytes,
+)
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
 MERGE_FWD_BYTES_PER_ELEM = 38
 # The first block is converted to fp32 (read 2, write 4) and the result back to bf16 (read 4, write 2).
 MERGE_ENDS_BYTES_PER_ELEM = 12
 ACCUM_BWD_BYTES_PER_ELEM = 10
-RING_GRAD_ELEM_BYTES = 4  # dK/dV accumulators travel in fp32 (as attention_comm.ring_bytes_per_layer)
 
 
 class AttentionTimes(NamedTuple):
@@ -82,7 +87,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     c0_f, c1_f = kernel(block, block, diag, False), kernel(later_q, later_kv, False, False)
     c0_b, c1_b = kernel(block, block, diag, True), kernel(later_q, later_kv, False, True)
 
-    ring_stride = tp * u
+    mesh = {"tp": tp, "ulysses": u, "ring": r}  # the axes inside the ring's, for strides
+    ring_stride = axis_stride(mesh, "ring")
     x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
     x_dkv = p2p_time_s(hardware, 2 * kv_elems * RING_GRAD_ELEM_BYTES, r, ring_stride, gpus_per_node)
     merge = memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems)
@@ -110,11 +116,12 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     )
 
     # Ulysses: Q, K, V in and O out forward; dO in and dQ, dK, dV out backward (same volumes).
-    a2a_tokens = b * seq_len / (u * r)
-    q_bytes = a2a_tokens * (num_heads / tp) * head_dim * elem_bytes * (u - 1) / u
-    kv_bytes = a2a_tokens * kv_sent * head_dim * elem_bytes * (u - 1) / u
-    uly = 2 * all_to_all_time_s(hardware, q_bytes, u, tp, gpus_per_node) + 2 * all_to_all_time_s(
-        hardware, kv_bytes, u, tp, gpus_per_node
+    shape = dict(batch=b, seq_len=seq_len, head_dim=head_dim, ulysses=u, ring=r, elem_bytes=elem_bytes)
+    q_bytes = ulysses_all_to_all_bytes(heads=num_heads / tp, **shape)
+    kv_bytes = ulysses_all_to_all_bytes(heads=kv_sent, **shape)
+    uly_stride = axis_stride(mesh, "ulysses")
+    uly = 2 * all_to_all_time_s(hardware, q_bytes, u, uly_stride, gpus_per_node) + 2 * all_to_all_time_s(
+        hardware, kv_bytes, u, uly_stride, gpus_per_node
     )
     return AttentionTimes(
         fwd_compute_s=fwd_busy,
@@ -159,7 +166,7 @@ def attention_layer_memory_bytes(*, batch: int, seq_len: int, num_heads: int, nu
     sides = 2 if ulysses > 1 else 1
     grad_bytes = RING_GRAD_ELEM_BYTES if ring > 1 else elem_bytes
     forward = sides * (2 * q_elems + 2 * kv_elems) * elem_bytes  # Q, K, V, O
-    lse = 4 * tokens * num_heads
+    lse = FP32_BYTES * tokens * num_heads
     backward = sides * q_elems * elem_bytes  # dO
     backward += (q_elems + 2 * kv_elems) * grad_bytes  # dQ, dK, dV where attention runs
     if ulysses > 1:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-IntLike = "int | np.ndarray"
+# Ring dK/dV accumulators travel in fp32 (yunchang and ring-flash-attention accumulate them in
+# fp32; so does sp_planner.executor.ring).
+FP32_BYTES = 4
+RING_GRAD_ELEM_BYTES = FP32_BYTES
 
 
 def kv_heads_per_tp_rank(num_kv_heads, tp):
@@ -30,6 +33,13 @@ def kv_heads_for_ulysses(num_kv_heads, tp, ulysses):
     """
     kv_local = kv_heads_per_tp_rank(num_kv_heads, tp)
     return np.maximum(kv_local, ulysses)
+
+
+def ulysses_all_to_all_bytes(*, batch, seq_len, heads, head_dim, ulysses, ring, elem_bytes):
+    """Bytes one rank sends in one all-to-all of a tensor with `heads` heads per TP rank (floats,
+    for timing): (U-1)/U of its b x S/(U*R) x heads x head_dim local elements."""
+    tokens = batch * seq_len / (ulysses * ring)
+    return tokens * heads * head_dim * elem_bytes * (ulysses - 1) / ulysses
 
 
 def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim, tp, ulysses,
@@ -49,7 +59,7 @@ def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim
 
 
 def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
-                         grad_elem_bytes=4):
+                         grad_elem_bytes=RING_GRAD_ELEM_BYTES):
     """P2P bytes one rank sends per layer, forward + backward, for Ring Attention.
 
     Each rank holds S/R tokens and Hkv/U KV heads after the Ulysses all-to-all. Forward sends

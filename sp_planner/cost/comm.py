@@ -20,55 +20,82 @@ every micro-batch's forward and backward (FSDP / DeepSpeed stage 3).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
+from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-TP_ALL_GATHERS_PER_LAYER, TP_REDUCE_SCATTERS_PER_LAYER = 6, 4
-TP_FORWARD_GATHERS, TP_FORWARD_SCATTERS = 2, 2
+# TP collectives per layer per micro-batch (module docstring): forward 2 AG + 2 RS, backward
+# the conjugates (2 RS + 2 AG) plus 2 AG of the saved inputs for the weight gradients. The cost
+# model (step, comm) and the simulator's layer program (sim.layer_program) use these counts.
+TP_FORWARD_ALL_GATHERS, TP_FORWARD_REDUCE_SCATTERS = 2, 2
+TP_BACKWARD_ALL_GATHERS, TP_BACKWARD_REDUCE_SCATTERS = 4, 2
+TP_ALL_GATHERS_PER_LAYER = TP_FORWARD_ALL_GATHERS + TP_BACKWARD_ALL_GATHERS
+TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_SCATTERS
 
 
-def micro_batches(workload: Workload, c: dict) -> np.ndarray:
+class PerCollective(NamedTuple):
+    """One array per collective of a step (the fields of estimate.CommBytes and CommLinks)."""
+
+    ulysses_all_to_all: np.ndarray
+    ring_p2p: np.ndarray
+    tp_all_gather: np.ndarray
+    tp_reduce_scatter: np.ndarray
+    pp_p2p: np.ndarray
+    dp_reduce_scatter: np.ndarray
+    dp_all_gather: np.ndarray
+
+
+class CommColumns(NamedTuple):
+    sent_bytes: PerCollective  # int64: bytes one GPU sends per step
+    links: PerCollective  # str: "none", "intra" or "inter", the link the collective's group spans
+
+
+def micro_batches(workload: Workload, c: Candidates) -> np.ndarray:
     """Integer micro-batches per step (0 where the batch rule is broken)."""
-    return workload.global_batch // (c["dp"] * c["micro_batch"])
+    return workload.global_batch // (c.dp * c.micro_batch)
 
 
-def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: dict):
+def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candidates):
     """The forward share of ring_bytes_per_layer: K and V for R-1 steps."""
-    kv = kv_heads_for_ulysses(model.num_kv_heads, c["tp"], c["ulysses"]) // c["ulysses"]
-    block = c["micro_batch"] * (workload.seq_len // c["ring"]) * kv * model.head_dim
-    return 2 * (c["ring"] - 1) * block * ACT_BYTES
+    kv = kv_heads_for_ulysses(model.num_kv_heads, c.tp, c.ulysses) // c.ulysses
+    block = c.micro_batch * (workload.seq_len // c.ring) * kv * model.head_dim
+    return 2 * (c.ring - 1) * block * ACT_BYTES
 
 
-def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
-    """comm_<CommBytes field> (int64) and link_<CommLinks field> (str) columns."""
-    tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
-    b, recompute = c["micro_batch"], c["recompute_code"]
+def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int) -> CommColumns:
+    """Bytes each GPU sends per step by collective, and the link each collective's group spans."""
+    tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
+    b, recompute = c.micro_batch, c.recompute
     layers = model.num_layers // pp
     m = micro_batches(workload, c)
     shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
                  head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
     uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
     ring_layer = ring_bytes_per_layer(**shape)
-    again = recompute >= 1
+    again = recompute != RECOMPUTE_NONE  # selective and full both re-run core attention
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
     ring_layer = ring_layer + np.where(again, ring_forward_bytes_per_layer(model, workload, c), 0)
 
-    gathered = b * (workload.seq_len // (u * r)) * model.hidden_size * ACT_BYTES
+    gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
-    full = recompute == 2
-    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_GATHERS, 0))
-    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_SCATTERS, 0))
+    full = recompute == RECOMPUTE_FULL
+    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0))
+    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup = dp * u * r
+    zgroup = group_size(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0].astype(np.int64)
     share = lambda nbytes: nbytes * (zgroup - 1) // zgroup  # noqa: E731  (n-1)/n of a buffer
-    zero = c["zero"]
+    zero = c.zero
     grads_rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
     params_ag = np.select(
         [zero == 0, zero == 3],
@@ -76,26 +103,27 @@ def comm_columns(model: ModelSpec, workload: Workload, c: dict) -> dict:
         share(PARAM_BYTES * params),
     )
     per_stage = layers * m
-    out = {
-        "comm_ulysses_all_to_all": uly_layer * per_stage,
-        "comm_ring_p2p": ring_layer * per_stage,
-        "comm_tp_all_gather": tp_ag * per_stage,
-        "comm_tp_reduce_scatter": tp_rs * per_stage,
-        "comm_pp_p2p": pp_sent * m,
-        "comm_dp_reduce_scatter": grads_rs,
-        "comm_dp_all_gather": params_ag,
-    }
-    out = {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
-    gpn = c["gpus_per_node"]
-    links = {
-        "ulysses_all_to_all": group_link(u, tp, gpn),
-        "ring_p2p": group_link(r, tp * u, gpn),
-        "tp_all_gather": group_link(tp, 1, gpn),
-        "tp_reduce_scatter": group_link(tp, 1, gpn),
-        "pp_p2p": group_link(pp, tp * u * r * dp, gpn),
-        "dp_reduce_scatter": group_link(zgroup, tp, gpn),
-        "dp_all_gather": group_link(zgroup, tp, gpn),
-    }
-    for name, code in links.items():
-        out[f"link_{name}"] = LINK_NAMES[code]
-    return out
+    sent = PerCollective(
+        ulysses_all_to_all=uly_layer * per_stage,
+        ring_p2p=ring_layer * per_stage,
+        tp_all_gather=tp_ag * per_stage,
+        tp_reduce_scatter=tp_rs * per_stage,
+        pp_p2p=pp_sent * m,
+        dp_reduce_scatter=grads_rs,
+        dp_all_gather=params_ag,
+    )
+    gpn = gpus_per_node
+    dp_cp_stride = group_stride(c, DP_CP_AXES)
+    links = PerCollective(
+        ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),
+        ring_p2p=group_link(r, axis_stride(c, "ring"), gpn),
+        tp_all_gather=group_link(tp, axis_stride(c, "tp"), gpn),
+        tp_reduce_scatter=group_link(tp, axis_stride(c, "tp"), gpn),
+        pp_p2p=group_link(pp, axis_stride(c, "pp"), gpn),
+        dp_reduce_scatter=group_link(zgroup, dp_cp_stride, gpn),
+        dp_all_gather=group_link(zgroup, dp_cp_stride, gpn),
+    )
+    return CommColumns(
+        sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),
+        links=PerCollective(*(LINK_NAMES[code] for code in links)),
+    )

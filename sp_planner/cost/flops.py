@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.specs.model import ModelSpec
 
 
@@ -53,13 +54,13 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
                             recompute) -> np.ndarray:
     """FLOPs actually executed: causal half of attention, plus the recomputed forward.
 
-    `recompute` is an array of codes 0 none, 1 selective (core attention forward again),
-    2 full (the whole layer forward again). Counted in the same 3 x forward convention as the
+    `recompute` is an array of plan.RECOMPUTE codes: selective re-runs the core attention
+    forward, full the whole layer forward. Counted in the same 3 x forward convention as the
     model FLOPs so the two are comparable.
     """
     gemm = layer_gemm_flops_per_token(model)
     attn = attention_flops_per_token(model, seq_len, causal=causal)
     recompute = np.asarray(recompute)
-    extra = np.where(recompute == 2, gemm + attn, np.where(recompute == 1, attn, 0.0))
+    extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn, np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
     per_token = model.num_layers * (3 * (gemm + attn) + extra) + 3 * logits_gemm_flops_per_token(model)
     return per_token * seq_len * global_batch

@@ -23,10 +23,15 @@ one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses, kv_heads_per_tp_rank
+from sp_planner.cost.attention_comm import FP32_BYTES, RING_GRAD_ELEM_BYTES, kv_heads_for_ulysses, kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.layout import CP_AXES, DP_CP_AXES, group_size
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -76,14 +81,15 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     norms = 4 * ACT_BYTES * n * h / tp
     q = ACT_BYTES * n * heads * d
-    lse = 4 * n * heads
+    lse = FP32_BYTES * n * heads
     o_copies = np.where(ulysses > 1, 2, 1)
     attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp
     selective = full_layer - lse - np.where(ulysses > 1, q, 0.0)
     layer_input = ACT_BYTES * n * h / tp
-    stored = np.where(recompute == 2, layer_input, np.where(recompute == 1, selective, full_layer))
+    stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
+                      np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
     return stored, full_layer
 
 
@@ -95,15 +101,30 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
     # Backward holds next K/V (bf16), current and next dK/dV (fp32) and the fp32 dQ accumulator.
-    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * 4) + 4 * heads), 0.0)
+    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * RING_GRAD_ELEM_BYTES) + FP32_BYTES * heads), 0.0)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
     return ulysses_buf + ring_buf + tp_buf
 
 
-def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
-    """MemoryBreakdown fields (keys mem_<field>) and memory_peak_bytes, for the busier stage."""
-    tp, pp, zero = c["tp"], c["pp"], c["zero"]
-    zgroup = c["dp"] * c["ulysses"] * c["ring"]
+class MemoryColumns(NamedTuple):
+    """Bytes per GPU for each candidate (float64 arrays): estimate.MemoryBreakdown's fields, of
+    the busier pipeline stage, and that stage's total."""
+
+    params_bytes: np.ndarray
+    grads_bytes: np.ndarray
+    optimizer_bytes: np.ndarray
+    activations_bytes: np.ndarray
+    logits_bytes: np.ndarray
+    comm_buffers_bytes: np.ndarray
+    reserve_bytes: np.ndarray
+    peak_bytes: np.ndarray
+
+
+def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates
+                   ) -> MemoryColumns:
+    """Memory of every candidate, for its busier stage (first or last)."""
+    tp, pp, zero = c.tp, c.pp, c.zero
+    zgroup = group_size(c, DP_CP_AXES)
     first_p, last_p = stage_params_per_rank(model, tp, pp)
 
     def states(params):
@@ -113,28 +134,27 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return p, g, o
 
     stored, full_layer = activation_bytes_per_layer(
-        model, workload, tp=tp, ulysses=c["ulysses"], ring=c["ring"], micro_batch=c["micro_batch"],
-        recompute=c["recompute_code"],
+        model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
+        recompute=c.recompute,
     )
     layers = model.num_layers / pp
-    m = workload.global_batch / (c["dp"] * c["micro_batch"])
-    working = np.where(c["recompute_code"] == 2, full_layer, 0.0)
+    m = workload.global_batch / (c.dp * c.micro_batch)
+    working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     act_first = layers * stored * np.minimum(pp, np.maximum(m, 1)) + working
     act_last = layers * stored + working
-    n = c["micro_batch"] * workload.seq_len / (c["ulysses"] * c["ring"])
+    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
-    buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c["ulysses"], ring=c["ring"],
-                                micro_batch=c["micro_batch"])
+    buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
+                                micro_batch=c.micro_batch)
     reserve = np.full(np.shape(tp), float(hardware.memory_reserve_bytes))
 
     first = (*states(first_p), act_first, logits_first, buffers, reserve)
     last = (*states(last_p), act_last, logits_last, buffers, reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
-    names = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes", "logits_bytes",
-             "comm_buffers_bytes", "reserve_bytes")
-    out = {f"mem_{name}": np.where(use_first, a, b).astype(np.float64)
-           for name, a, b in zip(names, first, last)}
-    out["memory_peak_bytes"] = np.maximum(first_total, last_total).astype(np.float64)
-    return out
+    params, grads, optimizer, activations, logits, comm_buffers, reserve = (
+        np.where(use_first, a, b).astype(np.float64) for a, b in zip(first, last))
+    return MemoryColumns(params_bytes=params, grads_bytes=grads, optimizer_bytes=optimizer,
+                         activations_bytes=activations, logits_bytes=logits, comm_buffers_bytes=comm_buffers,
+                         reserve_bytes=reserve, peak_bytes=np.maximum(first_total, last_total).astype(np.float64))

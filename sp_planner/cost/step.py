@@ -12,9 +12,20 @@ optimizer step exposed, and an HBM-bound Adam step.
 
 from __future__ import annotations
 
+from functools import reduce
+from typing import NamedTuple
+
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
+from sp_planner.cost.comm import (
+    TP_ALL_GATHERS_PER_LAYER,
+    TP_BACKWARD_ALL_GATHERS,
+    TP_BACKWARD_REDUCE_SCATTERS,
+    TP_FORWARD_ALL_GATHERS,
+    TP_FORWARD_REDUCE_SCATTERS,
+    TP_REDUCE_SCATTERS_PER_LAYER,
+)
 from sp_planner.cost.flops import (
     _active_ffn_width,
     hardware_flops_per_step,
@@ -25,12 +36,19 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Megatron DDP bucket (megatron/core/distributed: bucket_size = max(40_000_000, 1_000_000 * dp)).
-DDP_BUCKET_PARAMS = 40_000_000
+# Megatron DDP bucket default (megatron/core/distributed/distributed_data_parallel.py:
+# bucket_size = max(40000000, 1000000 * parallel_state.get_data_parallel_world_size()), the
+# data-parallel size without context parallelism): larger dp, larger buckets, so the ring
+# chunks stay bandwidth-bound.
+DDP_BUCKET_MIN_PARAMS = 40_000_000
+DDP_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
 # Adam step: read fp32 grad (4), read/write master, m, v (24), write bf16 param (2).
 ADAM_BYTES_PER_PARAM = 30
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
@@ -43,6 +61,11 @@ ADAM_BYTES_PER_PARAM = 30
 LOSS_BYTES_PER_LOGIT = 60
 
 
+def ddp_bucket_params(dp):
+    """Parameters per gradient bucket of Megatron's DDP for data-parallel degree `dp`."""
+    return np.maximum(DDP_BUCKET_MIN_PARAMS, DDP_BUCKET_PARAMS_PER_DP_RANK * np.asarray(dp))
+
+
 def elementwise_bytes_per_token(model: ModelSpec) -> float:
     """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
     h, ffn = model.hidden_size, _active_ffn_width(model)
@@ -51,10 +74,38 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
     return float(2 * elements)
 
 
-def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: dict) -> dict:
-    tp, u, r, dp, pp = c["tp"], c["ulysses"], c["ring"], c["dp"], c["pp"]
-    b, recompute, gpn = c["micro_batch"], c["recompute_code"], c["gpus_per_node"]
-    cp = u * r
+class TimeColumns(NamedTuple):
+    """Seconds per step on the critical path, per candidate (estimate.TimeBreakdown's fields)."""
+
+    gemm_s: np.ndarray
+    attention_s: np.ndarray
+    recompute_s: np.ndarray
+    tp_comm_s: np.ndarray
+    ulysses_comm_s: np.ndarray
+    ring_comm_exposed_s: np.ndarray
+    pp_comm_s: np.ndarray
+    dp_comm_exposed_s: np.ndarray
+    bubble_s: np.ndarray
+    optimizer_s: np.ndarray
+
+
+class StepColumns(NamedTuple):
+    """Step time (the sum of `time`), throughput and FLOP rates per candidate."""
+
+    time: TimeColumns
+    step_time_s: np.ndarray
+    tokens_per_s: np.ndarray
+    model_tflops_per_gpu: np.ndarray
+    hardware_tflops_per_gpu: np.ndarray
+    mfu: np.ndarray
+    hardware_mfu: np.ndarray
+
+
+def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+                 gpus_per_node: int) -> StepColumns:
+    tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
+    b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
+    cp = group_size(c, CP_AXES)
     layers = model.num_layers / pp
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
@@ -67,38 +118,42 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
-        causal=workload.causal, zigzag=c["zigzag"], gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
     )
     gathered = tokens * model.hidden_size * ACT_BYTES
-    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, 1, gpn)
-    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, 1, gpn)
-    tp_fwd = 2 * ag + 2 * rs
-    tp_layer = 6 * ag + 4 * rs
+    tp_stride = axis_stride(c, "tp")
+    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
+    tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
     recompute_layer = np.select(
-        [recompute == 2, recompute == 1], [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s], 0.0
+        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+        [gemm_fwd + attn.fwd_s + tp_fwd, attn.fwd_s],
+        0.0,
     )
     per_layer = (
         3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
     )
     micro_s = layers * per_layer + logits
-    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s + 4 * rs + 2 * ag + recompute_layer)
+    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
+                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer)
     fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd)
 
-    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, tp * cp * dp, gpn)
+    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
-    zgroup = dp * cp
+    zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0]
     share = (zgroup - 1) / zgroup
-    zero = c["zero"]
+    zero = c.zero
 
     def coll(kind, nbytes):
-        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, tp, gpn)
+        return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
 
     grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
-    last_bucket = np.minimum(1.0, DDP_BUCKET_PARAMS / params)
+    last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
     hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
     dp_exposed = np.select(
         [zero == 0, zero == 1, zero == 2],
@@ -107,28 +162,32 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     )
     shard = params / np.where(zero >= 1, zgroup, 1)
 
-    out = {
-        "time_gemm_s": m * (layers * 3 * gemm_fwd + logits),
-        "time_attention_s": m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
-        "time_recompute_s": m * layers * recompute_layer,
-        "time_tp_comm_s": m * layers * tp_layer,
-        "time_ulysses_comm_s": m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
-        "time_ring_comm_exposed_s": m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        "time_pp_comm_s": m * 2 * pp_step,
-        "time_dp_comm_exposed_s": dp_exposed,
-        "time_bubble_s": (pp - 1) * micro_s,
-        "time_optimizer_s": memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
-    }
-    out = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for k, v in out.items()}
-    step = sum(out.values())
-    world = dp * pp * tp * cp
+    parts = (
+        m * (layers * 3 * gemm_fwd + logits),
+        m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
+        m * layers * recompute_layer,
+        m * layers * tp_layer,
+        m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
+        m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
+        m * 2 * pp_step,
+        dp_exposed,
+        (pp - 1) * micro_s,
+        memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
+    )
+    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
+    step = reduce(np.add, time)  # left to right, as the parts are listed
+    world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
-    out["step_time_s"] = step
-    out["tokens_per_s"] = workload.tokens_per_step / step
-    out["model_tflops_per_gpu"] = model_flops / step / world / 1e12
-    out["hardware_tflops_per_gpu"] = hw_flops / step / world / 1e12
-    out["mfu"] = out["model_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
-    out["hardware_mfu"] = out["hardware_tflops_per_gpu"] * 1e12 / hardware.peak_bf16_flops
-    return out
+    model_tflops = model_flops / step / world / 1e12
+    hardware_tflops = hw_flops / step / world / 1e12
+    return StepColumns(
+        time=time,
+        step_time_s=step,
+        tokens_per_s=np.asarray(workload.tokens_per_step / step),
+        model_tflops_per_gpu=model_tflops,
+        hardware_tflops_per_gpu=hardware_tflops,
+        mfu=model_tflops * 1e12 / hardware.peak_bf16_flops,
+        hardware_mfu=hardware_tflops * 1e12 / hardware.peak_bf16_flops,
+    )

@@ -11,10 +11,10 @@ import torch.distributed as dist
 from sp_planner.executor.comm import ALL_TO_ALL, P2P, CommCounter
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.kernels import check_kernel, select_kernel
-from sp_planner.executor.layout import extract_local
+from sp_planner.executor.sharding import extract_local
 from sp_planner.executor.memory import CPU_METHOD, CUDA_METHOD, TensorBytesTracker
 from sp_planner.executor.reference import Tensors, global_inputs, reference_attention, single_device_run
-from sp_planner.executor.result import CommBytes, GroupRanks, RankResult, StepTimes, TensorErrors
+from sp_planner.executor.result import AttentionCommBytes, GroupRanks, RankResult, StepTimes, TensorErrors
 from sp_planner.executor.usp import SequenceGroups, usp_attention
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -80,7 +80,7 @@ def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
 def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> RankResult:
     dtype = TORCH_DTYPES[cfg.dtype]
     kernel, note = select_kernel(device.type, dtype, cfg.kernel)
-    check_kernel(kernel, device.type, dtype)
+    check_kernel(kernel, device.type, dtype, cfg.head_dim)
     inputs = global_inputs(cfg, device)
     reference = reference_attention(inputs, causal=cfg.causal)
 
@@ -95,7 +95,8 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        out, grads, fwd_s, bwd_s = _step(*local, cfg=cfg, groups=groups, kernel=kernel, counter=counter, on_cuda=on_cuda)
+        out, grads, fwd_s, bwd_s = _step(*local, cfg=cfg, groups=groups, kernel=kernel, counter=counter,
+                                         on_cuda=on_cuda)
         peak, method = torch.cuda.max_memory_allocated(device) - base, CUDA_METHOD
     else:
         with TensorBytesTracker() as tracker:
@@ -104,7 +105,7 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
         peak, method = tracker.peak_bytes, CPU_METHOD
     errors = TensorErrors(**{name: _max_abs(got, shard(getattr(reference, name)))
                              for name, got in zip(Tensors._fields, (out, *grads))})
-    sent = CommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P])
+    sent = AttentionCommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P])
 
     fwd_times, bwd_times = [fwd_s], [bwd_s]
     if cfg.iters:

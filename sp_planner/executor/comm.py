@@ -56,9 +56,25 @@ def head_to_seq(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter)
     return recv.permute(1, 2, 0, 3, 4).reshape(b, s // p, p * h_local, d)
 
 
+class _HostStagedRecv:
+    """A receive into a host buffer, copied to the device tensor once it has arrived."""
+
+    def __init__(self, work, host: torch.Tensor, device_tensor: torch.Tensor):
+        self.work, self.host, self.device_tensor = work, host, device_tensor
+
+    def wait(self) -> None:
+        self.work.wait()
+        self.device_tensor.copy_(self.host)
+
+
 class RingComm:
     """P2P to the next ring rank, from the previous one (group ranks mapped to global ranks, as
-    ring-flash-attention's RingComm). Sends go through batch_isend_irecv so NCCL pairs them."""
+    ring-flash-attention's RingComm). Sends go through batch_isend_irecv so NCCL pairs them.
+
+    gloo's send/recv hand the tensor's data pointer to its TCP transport with no device check
+    (ProcessGroupGloo::send/recv; its all-to-all, in contrast, stages CUDA tensors itself), so
+    CUDA tensors on a gloo group (several ranks sharing one GPU) travel through host copies.
+    The bytes counted are the same."""
 
     def __init__(self, group: dist.ProcessGroup, counter: CommCounter):
         self.group = group
@@ -67,14 +83,29 @@ class RingComm:
         self.size = dist.get_world_size(group)
         self.next_rank = dist.get_global_rank(group, (self.rank + 1) % self.size)
         self.prev_rank = dist.get_global_rank(group, (self.rank - 1) % self.size)
+        self.host_staging = dist.get_backend(group) == dist.Backend.GLOO
 
-    def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int) -> list:
-        """Start sending `send` to the next rank and receiving into `recv`; returns the requests."""
-        ops = [dist.P2POp(dist.isend, t, self.next_rank, self.group, tag) for t in send]
-        ops += [dist.P2POp(dist.irecv, t, self.prev_rank, self.group, tag) for t in recv]
+    def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int,
+                  via_host: bool | None = None) -> list:
+        """Start sending `send` to the next rank and receiving into `recv`; returns the requests.
+        via_host: stage through host copies (default: for CUDA tensors on a gloo group)."""
         for t in send:
             self.counter.add(P2P, t.numel() * t.element_size())
+        if via_host is None:
+            via_host = self.host_staging and any(t.is_cuda for t in (*send, *recv))
+        if via_host:
+            return self._send_recv_via_host(send, recv, tag)
+        ops = [dist.P2POp(dist.isend, t, self.next_rank, self.group, tag) for t in send]
+        ops += [dist.P2POp(dist.irecv, t, self.prev_rank, self.group, tag) for t in recv]
         return dist.batch_isend_irecv(ops)
+
+    def _send_recv_via_host(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int) -> list:
+        host_recv = [torch.empty(t.shape, dtype=t.dtype, device="cpu") for t in recv]
+        ops = [dist.P2POp(dist.isend, t.detach().cpu(), self.next_rank, self.group, tag) for t in send]
+        ops += [dist.P2POp(dist.irecv, h, self.prev_rank, self.group, tag) for h in host_recv]
+        works = dist.batch_isend_irecv(ops)
+        staged = [_HostStagedRecv(w, h, t) for w, h, t in zip(works[len(send):], host_recv, recv)]
+        return works[:len(send)] + staged
 
     @staticmethod
     def wait(requests: list) -> None:

@@ -3,19 +3,19 @@ before anything is launched."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import Field
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.errors import UserInputError
-from sp_planner.plan import ParallelPlan, RingLayout
+from sp_planner.executor.kernel_rules import kernel_problems
+from sp_planner.plan import ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts, facts_violations
 from sp_planner.specs.base import FrozenModel
 
 DType = Literal["float32", "bfloat16", "float16"]
 Device = Literal["cpu", "cuda"]
 Kernel = Literal["auto", "math"]  # auto: flash kernel returning the LSE; math: the explicit fp32 implementation
-DEVICES: tuple[str, ...] = get_args(Device)
 ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -79,32 +79,21 @@ class RunConfig(FrozenModel):
 
 
 def config_problems(cfg: RunConfig) -> list[str]:
-    """The rules of sp_planner.plan.violations that an attention run must obey, one line each."""
+    """The planner's rules that an attention run must obey (plan.ATTENTION_RULES), then the
+    launch's own (whole nodes, debug rank), one line each."""
     problems: list[str] = []
     if cfg.num_heads % cfg.num_kv_heads != 0:
         problems.append(f"heads {cfg.num_heads} must be a multiple of kv heads {cfg.num_kv_heads}")
-    split = cfg.tp * cfg.ulysses
-    if cfg.num_heads % split != 0:
-        problems.append(f"heads {cfg.num_heads} are not divisible by tp*ulysses = {cfg.tp}*{cfg.ulysses}")
-    kv = cfg.num_kv_heads
-    if not (kv % split == 0 or split % kv == 0):
-        problems.append(
-            f"kv heads {kv} and tp*ulysses {split} must divide one another "
-            "(KV heads are replicated when ulysses exceeds them)"
-        )
-    divisor = cfg.as_plan().seq_len_divisor()
-    if cfg.seq_len % divisor != 0:
-        zig = " x 2 for zigzag" if divisor != split * cfg.ring else ""
-        problems.append(
-            f"seq_len {cfg.seq_len} is not divisible by {divisor} "
-            f"(tp {cfg.tp} x ulysses {cfg.ulysses} x ring {cfg.ring}{zig})"
-        )
+    facts = RuleFacts(num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads, seq_len=cfg.seq_len)
+    problems += [v.message for v in facts_violations(facts, cfg.as_plan(), ATTENTION_RULES)]
     per_node = cfg.ranks_per_node
     if per_node > cfg.world_size or cfg.world_size % per_node != 0:
         problems.append(f"ulysses*ring = {cfg.world_size} ranks do not fill whole nodes of "
                         f"{per_node} ranks (--nproc-per-node must divide {cfg.world_size})")
     if cfg.debug_fail_rank is not None and not 0 <= cfg.debug_fail_rank < cfg.world_size:
         problems.append(f"debug fail rank {cfg.debug_fail_rank} is not a rank of world size {cfg.world_size}")
+    problems += kernel_problems(device=cfg.device, kernel=cfg.kernel, head_dim=cfg.head_dim,
+                                 elem_bytes=cfg.elem_bytes)
     return problems
 
 

@@ -48,6 +48,10 @@ def _read_json(path: Path) -> dict | list | None:
         return None
 
 
+def _text(trace: RankTrace) -> str:
+    return trace.error or ""
+
+
 def _rank_of(path: Path, suffix: str) -> int:
     return int(path.name[len("rank"):-len(suffix)])
 
@@ -60,7 +64,9 @@ def read_traces(result_dir: Path) -> list[RankTrace]:
     for rank in sorted(ranks):
         stage_path = result_dir / f"rank{rank}.stage"
         stage = stage_path.read_text() if stage_path.exists() else None
-        error = _read_json(result_dir / f"rank{rank}.error.json") or {}
+        error = _read_json(result_dir / f"rank{rank}.error.json")
+        if not isinstance(error, dict):  # missing, unreadable, or not the object a rank writes
+            error = {}
         traces.append(RankTrace(rank=rank, stage=stage, error=error.get("error"), error_time=error.get("time"),
                                 host=error.get("host")))
     return traces
@@ -116,41 +122,51 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def root_cause(result_dir: Path, *, host: str | None = None, exit_codes: dict[int, int] | None = None) -> str | None:
+def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: float | None = None,
+               exit_codes: dict[int, int] | None = None) -> str | None:
     """The failure of this node's ranks, most likely cause first; None if none failed.
 
     host: the node's host name, to name in the message (None on a single machine, where it adds
-    nothing). exit_codes: each failed rank's exit code (torchrun_exit_codes), for a silent death.
+    nothing). nccl_timeout_s: the ranks ran NCCL groups with this timeout; a rank that died
+    without an error was then most likely torn down by NCCL's watchdog (sp_planner.executor.rank).
+    exit_codes: each failed rank's exit code (torchrun_exit_codes, from the launch's log).
     """
     exit_codes = exit_codes or {}
     traces = read_traces(result_dir)
     world = read_world(result_dir)
     errors = sorted((t for t in traces if t.error), key=lambda t: t.error_time or 0.0)
-    own = [t for t in errors if not t.error.startswith(TERMINATED) and not _LOST_PEER_RE.search(t.error)]
+    own = [t for t in errors if not _text(t).startswith(TERMINATED) and not _LOST_PEER_RE.search(_text(t))]
     silent = [t for t in traces if t.error is None and t.stage not in (None, STAGE_DONE)]
-    lost = [t for t in errors if _LOST_PEER_RE.search(t.error) and not t.error.startswith(TERMINATED)]
+    lost = [t for t in errors if _LOST_PEER_RE.search(_text(t)) and not _text(t).startswith(TERMINATED)]
     # A connection lost to another node points nearer the cause than one to a local peer that
     # failed because of it.
     mine = {t.rank for t in traces}
-    lost.sort(key=lambda t: not _names_remote_peer(t.error, world, mine))
-    terminated = [t for t in errors if t.error.startswith(TERMINATED)]
+    lost.sort(key=lambda t: not _names_remote_peer(_text(t), world, mine))
+    terminated = [t for t in errors if _text(t).startswith(TERMINATED)]
     if own:
         first = own[0]
-        message = f"{_where(first, host)} failed: {_short(first.error)}"
+        message = f"{_where(first, host)} failed: {_short(_text(first))}"
         others = sorted(t.rank for t in errors if t is not first)
     elif silent:
         first = silent[0]
         who = ", ".join(_where(t, host) for t in silent)
-        how = describe_exit(exit_codes[first.rank]) if first.rank in exit_codes else "killed by a signal or crashed"
-        message = f"{who} died while '{first.stage}' without reporting an error ({how})"
+        how = describe_exit(exit_codes[first.rank]) if first.rank in exit_codes else None
+        if nccl_timeout_s is not None:
+            message = (f"{who} died while '{first.stage}' without reporting an error"
+                       f"{f' ({how})' if how else ''}: most likely an NCCL collective ran past the "
+                       f"{nccl_timeout_s:g} s timeout (--timeout) and NCCL's watchdog aborted the process (a crash "
+                       "is also possible)")
+        else:
+            message = (f"{who} died while '{first.stage}' without reporting an error "
+                       f"({how or 'killed by a signal or crashed'})")
         others = sorted(t.rank for t in errors)
     elif lost:
         first = lost[0]
-        message = f"{_where(first, host)} lost a peer: {_short(first.error)}{_peer_hosts(first.error, world)}"
+        message = f"{_where(first, host)} lost a peer: {_short(_text(first))}{_peer_hosts(_text(first), world)}"
         others = sorted(t.rank for t in errors if t is not first)
     elif terminated:
         first = terminated[0]
-        message = f"{_where(first, host)}: {_short(first.error)}"
+        message = f"{_where(first, host)}: {_short(_text(first))}"
         others = sorted(t.rank for t in errors if t is not first)
     else:
         return None

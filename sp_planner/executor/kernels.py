@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from sp_planner.executor.kernel_rules import FLASH, cuda_kernel_for
+
 
 class AttentionKernel(Protocol):
     name: str
@@ -95,57 +97,111 @@ class CpuFlashKernel:
         return dq.transpose(1, 2), _bshd_grad(dk, kv_heads), _bshd_grad(dv, kv_heads)
 
 
-class CudaFlashKernel:
-    """FlashAttention-2 through SDPA's aten op on CUDA (fp16/bf16), which returns the LSE.
+# The raw CUDA ops, on (b, h, s, d) tensors. Schemas: aten/src/ATen/native/native_functions.yaml.
+# Their backward takes what the forward returned, as SDPA's own autograd does (derivatives.yaml).
 
-    Untested here (no GPU in the session that wrote it); `check_kernel` runs it against the math
-    kernel before every run, so a wrong call fails loudly instead of corrupting results.
-    """
 
-    name = "cuda-flash (aten._scaled_dot_product_flash_attention)"
+def cuda_flash_forward(q, k, v, *, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """FlashAttention-2: (out, lse (b, h, s) fp32, state for `cuda_flash_backward`)."""
+    out, lse, cum_seq_q, cum_seq_k, _, _, philox_seed, philox_offset, _ = (
+        torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale))
+    # Dense inputs: cum_seq_q/k come back undefined (None). A defined tensor there selects the
+    # varlen kernel, which requires int32 cumulative lengths (flash_api.cpp mha_varlen_bwd).
+    return out, lse, (cum_seq_q, cum_seq_k, philox_seed, philox_offset)
+
+
+def cuda_flash_backward(dout, q, k, v, out, lse, state: tuple, *, causal: bool, scale: float):
+    """(dq, dk, dv) of FlashAttention-2. `state` is a dense forward's (the same for any block
+    without dropout); lse may be another (a ring's merged LSE); max lengths are this block's."""
+    cum_seq_q, cum_seq_k, philox_seed, philox_offset = state
+    return torch.ops.aten._scaled_dot_product_flash_attention_backward(
+        dout, q, k, v, out, lse, cum_seq_q, cum_seq_k, q.shape[2], k.shape[2], 0.0, causal, philox_seed,
+        philox_offset, scale=scale)
+
+
+# The memory-efficient kernel pads its LSE to a multiple of 32 queries (kAlignLSE in
+# mem_eff_attention/kernel_forward.h); backward takes it padded the same way.
+EFFICIENT_LSE_ALIGN = 32
+
+
+def cuda_efficient_forward(q, k, v, *, causal: bool, scale: float) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """CUTLASS memory-efficient attention: (out, lse (b, h, s) fp32, philox state)."""
+    out, lse, seed, offset = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, None, True, 0.0, causal, scale=scale)
+    return out, lse[..., :q.shape[2]], (seed, offset)
+
+
+def cuda_efficient_backward(dout, q, k, v, out, lse, state: tuple, *, causal: bool, scale: float):
+    seed, offset = state
+    s = q.shape[2]
+    padded = -(-s // EFFICIENT_LSE_ALIGN) * EFFICIENT_LSE_ALIGN
+    lse = torch.nn.functional.pad(lse.float(), (0, padded - s)).contiguous()  # (b, h, s) -> (b, h, s_pad)
+    dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+        dout, q, k, v, None, out, lse, seed, offset, 0.0, [True, True, True, False], causal, scale=scale)
+    return dq, dk, dv
+
+
+class _CudaKernel:
+    """A CUDA op pair on (b, s, h, d) tensors, GQA expanded. Forward keeps the op's returned state
+    (unused without dropout, but of the types the backward op expects) for the backward calls."""
+
+    name = ""
+    _fwd = staticmethod(cuda_flash_forward)
+    _bwd = staticmethod(cuda_flash_backward)
 
     def __init__(self):
-        self._philox: tuple | None = None
+        self._state: tuple | None = None
 
     def forward(self, q, k, v, *, causal, scale):
         heads = q.shape[2]
-        result = torch.ops.aten._scaled_dot_product_flash_attention(
-            _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), 0.0, causal, False, scale=scale)
-        out, lse = result[0], result[1]
-        # Without dropout the philox state is unused; keep one of the right type for backward.
-        self._philox = (result[6], result[7])
+        out, lse, self._state = self._fwd(_bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), causal=causal,
+                                          scale=scale)
         return out.transpose(1, 2), lse  # (b, h, s, d) -> (b, s, h, d)
 
     def backward(self, dout, q, k, v, out, lse, *, causal, scale):
-        if self._philox is None:
-            raise RuntimeError("CudaFlashKernel.backward called before any forward")
+        if self._state is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before any forward")
         heads, kv_heads = q.shape[2], k.shape[2]
-        seed, offset = self._philox
-        # Dense inputs: no cumulative sequence lengths (None, as the forward returns for dense).
-        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_backward(
-            _bhsd(dout, heads), _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads), _bhsd(out, heads),
-            lse.contiguous(), None, None, q.shape[1], k.shape[1], 0.0, causal, seed, offset, scale=scale)
+        dq, dk, dv = self._bwd(_bhsd(dout, heads), _bhsd(q, heads), _bhsd(k, heads), _bhsd(v, heads),
+                               _bhsd(out, heads), lse.contiguous(), self._state, causal=causal, scale=scale)
         return dq.transpose(1, 2), _bshd_grad(dk, kv_heads), _bshd_grad(dv, kv_heads)
 
 
+class CudaFlashKernel(_CudaKernel):
+    """FlashAttention-2 through SDPA's aten op on CUDA (fp16/bf16), which returns the LSE."""
+
+    name = "cuda-flash (aten._scaled_dot_product_flash_attention)"
+
+
+class CudaEfficientKernel(_CudaKernel):
+    """Memory-efficient attention through SDPA's aten op on CUDA (fp32/fp16/bf16), with LSE."""
+
+    name = "cuda-efficient (aten._scaled_dot_product_efficient_attention)"
+    _fwd = staticmethod(cuda_efficient_forward)
+    _bwd = staticmethod(cuda_efficient_backward)
+
+
 def select_kernel(device: str, dtype: torch.dtype, requested: str) -> tuple[AttentionKernel, str | None]:
-    """The kernel for a run and, when it is the math fallback, why (reported in the result)."""
+    """The kernel for a run and, when it is not the device's flash kernel, why (reported in the
+    result). Head dims the CUDA kernels refuse are refused before launch (kernel_rules)."""
     if requested == "math":
         return MathKernel(), "math kernel requested (--kernel math)"
     if device == "cpu":
         return CpuFlashKernel(), None
-    if dtype in (torch.float16, torch.bfloat16):
+    elem_bytes = torch.empty(0, dtype=dtype).element_size()
+    if cuda_kernel_for(elem_bytes) == FLASH:
         return CudaFlashKernel(), None
-    return MathKernel(), f"CUDA flash attention does not support {dtype}; using the math kernel"
+    return CudaEfficientKernel(), f"CUDA flash attention does not support {dtype}; using the memory-efficient kernel"
 
 
-def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype) -> None:
-    """Compare kernel and math implementation on a small causal GQA problem; raise on mismatch.
+def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_dim: int = 16) -> None:
+    """Compare kernel and math implementation on a small causal GQA problem at the run's head dim;
+    raise on mismatch.
 
     Catches a kernel whose LSE is absent, zero or in another base before it corrupts a ring merge.
     """
     gen = torch.Generator().manual_seed(1234)
-    b, s, h, kv, d = 1, 16, 4, 2, 16
+    b, s, h, kv, d = 1, 16, 4, 2, head_dim
     q, k, v, dout = (torch.randn(b, s, n, d, generator=gen).to(device=device, dtype=dtype)
                      for n in (h, kv, kv, h))
     scale = 1.0 / math.sqrt(d)
@@ -154,9 +210,10 @@ def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype) -> No
         out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
         ref_out, ref_lse = MathKernel().forward(q, k, v, causal=causal, scale=scale)
         if lse.shape != ref_lse.shape or not torch.allclose(lse.float(), ref_lse, atol=tol, rtol=0):
-            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp; refusing to use it")
+            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp at head dim {d}; refusing to use it")
         grads = kernel.backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         ref_grads = MathKernel().backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         for got, want in zip((out, *grads), (ref_out, *ref_grads)):
             if not torch.allclose(got.float(), want.float(), atol=tol * 4, rtol=0):
-                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel; refusing to use it")
+                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel at head dim {d}; "
+                                   "refusing to use it")

@@ -101,15 +101,17 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 
 def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float,
                      ranks: list[int] | None = None, host: str | None = None,
-                     exit_codes: dict[int, int] | None = None) -> str | None:
+                     nccl_timeout_s: float | None = None, exit_codes: dict[int, int] | None = None) -> str | None:
     """Name the failing rank (sp_planner.executor.failure) or, after a timeout, each rank's last
-    stage. ranks: this node's ranks (default: all of world_size); host: name it in the message."""
+    stage. ranks: this node's ranks (default: all of world_size); host: name it in the message;
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL; exit_codes: the failed ranks'
+    exit codes from torchrun's summary."""
     if timed_out:
         # Checked first: the ranks' errors written while they were being killed are not the cause.
         local = ranks if ranks is not None else list(range(world_size))
         where = f" on host {host}" if host else ""
         return f"timed out after {timeout_s:g} s{where}; " + stages(result_dir, local)
-    return root_cause(result_dir, host=host, exit_codes=exit_codes)
+    return root_cause(result_dir, host=host, nccl_timeout_s=nccl_timeout_s, exit_codes=exit_codes)
 
 
 def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_deadline_s: float | None,
@@ -137,13 +139,15 @@ def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_dead
 
 def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float,
               ranks: list[int] | None = None, host: str | None = None,
-              start_deadline_s: float | None = None, log_path: Path | None = None,
-              watch: Callable[[], None] | None = None) -> LaunchOutcome:
+              start_deadline_s: float | None = None, nccl_timeout_s: float | None = None,
+              log_path: Path | None = None, watch: Callable[[], None] | None = None) -> LaunchOutcome:
     """Run torchrun in its own process group; on timeout or Ctrl-C, kill the whole group (no strays).
 
     start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs).
-    log_path: where torchrun's and the ranks' own output go (their tracebacks), instead of the
-    terminal; the failure message reads the ranks' exit codes from it. watch: see _wait."""
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL (a rank that dies silently
+    most likely ran past it). log_path: where torchrun's and the ranks' own output go (their
+    tracebacks), instead of the terminal; the failure message reads the ranks' exit codes from it.
+    watch: see _wait."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = open(log_path, "w", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
     interrupted = False
@@ -169,7 +173,7 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     if timed_out or returncode != 0:
         exit_codes = torchrun_exit_codes(log_path.read_text(errors="replace")) if log_path is not None else {}
         failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s,
-                                   ranks=ranks, host=host, exit_codes=exit_codes)
+                                   ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s, exit_codes=exit_codes)
     if failure is None and returncode != 0:
         failure = f"torchrun exited with code {returncode}"
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)

@@ -33,6 +33,7 @@ class NodeJob:
     rdzv_id: str
     node_rank: int | None  # 0: this node hosts the rendezvous store; None: torchrun decides
     join_timeout_s: float
+    nccl: bool = False  # the ranks run NCCL groups (a rank that dies silently most likely timed out)
 
     def launch_spec(self) -> LaunchSpec:
         return LaunchSpec(nproc_per_node=self.nproc_per_node, nnodes=self.nnodes, rdzv_endpoint=self.rdzv_endpoint,
@@ -76,10 +77,12 @@ def run_node(job: NodeJob, config_path: Path, result_dir: Path, timeout_s: float
     # something else blocks past its read timeout (seen with torch 2.13): bound the start ourselves.
     outcome = run_local(command, result_dir=result_dir, world_size=job.nnodes * job.nproc_per_node,
                         timeout_s=wall_s, ranks=[], host=host,
-                        start_deadline_s=job.join_timeout_s + AGENT_START_S, log_path=log_path, watch=watch)
+                        start_deadline_s=job.join_timeout_s + AGENT_START_S,
+                        nccl_timeout_s=timeout_s if job.nccl else None, log_path=log_path, watch=watch)
     if outcome.failure is None or outcome.interrupted:
         return outcome
     ranks = [t.rank for t in read_traces(result_dir)]  # this node's ranks: torchrun assigned them
+    failure: str | None
     if not ranks:
         waited_s = time.monotonic() - start
         failure = (f"no rank started on host {host}: the c10d rendezvous at {job.rdzv_endpoint} (id {job.rdzv_id}) "

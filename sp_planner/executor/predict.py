@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_comm import ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_bytes_per_layer, ulysses_bytes_per_layer
 from sp_planner.executor.config import RunConfig
-from sp_planner.executor.result import CommBytes, Prediction
+from sp_planner.executor.result import AttentionCommBytes, Prediction
 from sp_planner.specs.hardware import HardwareProfile
 
-# Ring dK/dV accumulators travel in fp32 (yunchang, ring-flash-attention); so does our executor.
-RING_GRAD_ELEM_BYTES = 4
 
-
-def predicted_comm_bytes(cfg: RunConfig) -> CommBytes:
+def predicted_comm_bytes(cfg: RunConfig) -> AttentionCommBytes:
     """Bytes one rank sends per forward+backward step (sp_planner.cost.attention_comm)."""
     a2a = ulysses_bytes_per_layer(
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
@@ -22,7 +19,7 @@ def predicted_comm_bytes(cfg: RunConfig) -> CommBytes:
         tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
         grad_elem_bytes=RING_GRAD_ELEM_BYTES,
     )
-    return CommBytes(all_to_all=int(a2a), p2p=int(p2p))
+    return AttentionCommBytes(all_to_all=int(a2a), p2p=int(p2p))
 
 
 def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_node: int | None = None

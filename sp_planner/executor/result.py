@@ -8,8 +8,9 @@ from sp_planner.executor.config import RunConfig
 from sp_planner.specs.base import FrozenModel
 
 
-class CommBytes(FrozenModel):
-    """Bytes one rank sends in one forward+backward step, by collective."""
+class AttentionCommBytes(FrozenModel):
+    """Bytes one rank sends in one attention layer's forward+backward, by collective (the
+    planner's per-step, per-collective counts are sp_planner.estimate.CommBytes)."""
 
     all_to_all: int = Field(ge=0)
     p2p: int = Field(ge=0)
@@ -26,9 +27,6 @@ class TensorErrors(FrozenModel):
     dq: float
     dk: float
     dv: float
-
-    def within(self, tol: "TensorErrors") -> bool:
-        return all(getattr(self, n) <= getattr(tol, n) for n in ("out", "dq", "dk", "dv"))
 
 
 class StepTimes(FrozenModel):
@@ -49,7 +47,7 @@ class RankResult(FrozenModel):
     kernel_note: str | None = None
     max_abs_err: TensorErrors
     tolerance: TensorErrors
-    comm_bytes_measured: CommBytes
+    comm_bytes_measured: AttentionCommBytes
     # seconds, median over the timed iterations (the validated step when iters == 0)
     time_s: StepTimes
     peak_memory_bytes: int
@@ -59,7 +57,7 @@ class RankResult(FrozenModel):
 
 
 class Prediction(FrozenModel):
-    comm_bytes: CommBytes
+    comm_bytes: AttentionCommBytes
     time_s: float | None = None
     memory_bytes: int | None = None
     note: str | None = None
@@ -73,8 +71,8 @@ class RunResult(FrozenModel):
     kernel_note: str | None = None
     max_abs_err: TensorErrors
     tolerance: TensorErrors
-    comm_bytes_measured: CommBytes
-    comm_bytes_predicted: CommBytes
+    comm_bytes_measured: AttentionCommBytes
+    comm_bytes_predicted: AttentionCommBytes
     time_s: StepTimes
     peak_memory_bytes: int
     memory_method: str
@@ -85,13 +83,13 @@ class RunResult(FrozenModel):
 
 
 def _worst(values: list[TensorErrors]) -> TensorErrors:
-    return TensorErrors(**{n: max(getattr(v, n) for v in values) for n in ("out", "dq", "dk", "dv")})
+    return TensorErrors(**{n: max(getattr(v, n) for v in values) for n in TensorErrors.model_fields})
 
 
-def rank_failures(rank: RankResult, predicted: CommBytes) -> list[str]:
+def rank_failures(rank: RankResult, predicted: AttentionCommBytes) -> list[str]:
     """Why one rank's result fails: error above tolerance or bytes unequal to the contract."""
     found = []
-    for name in ("out", "dq", "dk", "dv"):
+    for name in TensorErrors.model_fields:
         err, tol = getattr(rank.max_abs_err, name), getattr(rank.tolerance, name)
         if not err <= tol:
             found.append(f"rank {rank.rank}: {name} max abs error {err:.3g} exceeds {tol:.3g}")

@@ -6,7 +6,7 @@ accumulators for R steps, the last one returning them to their owner (ring-flash
 the next transfer into a second buffer before computing, so transfer and compute overlap.
 
 Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in the order of
-sp_planner.executor.layout (contiguous, or zigzag chunks r and 2R-1-r).
+sp_planner.executor.sharding (contiguous, or zigzag chunks r and 2R-1-r).
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ def ring_forward(q, k, v, setup: RingSetup) -> tuple[torch.Tensor, torch.Tensor]
             kb, vb = (t[:, block.kv_rows] for t in current)
             out_b, lse_b = setup.kernel.forward(q[:, block.q_rows], kb, vb, causal=block.causal,
                                                 scale=setup.scale)
-            if out is None:  # step 0 always covers every query row
+            if out is None or lse is None:  # step 0 always covers every query row
                 out, lse = out_b.float(), lse_b.float()
             else:
                 rows = block.q_rows
                 out[:, rows], lse[:, :, rows] = merge_partial(out[:, rows], lse[:, :, rows], out_b, lse_b)
         comm.wait(requests)
         current = incoming
+    assert out is not None and lse is not None, "ring step 0 computes the local block"
     if not torch.isfinite(lse).all():
         raise RuntimeError("ring attention produced a non-finite log-sum-exp")
     return out.to(q.dtype), lse

@@ -1,12 +1,13 @@
 """USP: Ulysses x Ring on a 2D device mesh (Fang and Zhao 2024, arXiv 2405.07719, Alg. 1).
 
-The mesh is (ring, ulysses) with ulysses the inner axis, so a Ulysses group holds adjacent ranks
-(inside a node) and ring groups are strided by U. This matches sp_planner.layout.rank_groups for
+Ranks form a (ring, ulysses) grid with ulysses the inner axis, so a Ulysses group holds adjacent
+ranks (inside a node) and ring groups are strided by U. This matches sp_planner.layout.rank_groups for
 tp=1 (cp_r = ulysses_r + U*ring_r), and yunchang's `use_ulysses_low=True`.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from dataclasses import dataclass
 
@@ -17,9 +18,8 @@ from sp_planner.executor.comm import CommCounter
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.ring import RingAttention, RingSetup
 from sp_planner.executor.ulysses import HeadToSeq, SeqToHead, replicate_kv_heads
-from sp_planner.plan import RingLayout
-
-MESH_AXES = ("ring", "ulysses")
+from sp_planner.layout import rank_groups
+from sp_planner.plan import ParallelPlan, RingLayout
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,17 @@ class SequenceGroups:
     ring_rank: int
 
 
-def build_sequence_groups(ulysses: int, ring: int, device_type: str) -> SequenceGroups:
-    """Ulysses and Ring groups from init_device_mesh over the default group's ranks."""
-    from torch.distributed.device_mesh import init_device_mesh
+def build_sequence_groups(ulysses: int, ring: int, timeout_s: float) -> SequenceGroups:
+    """Ulysses and Ring groups over the default group's ranks, laid out by sp_planner.layout.
 
-    mesh = init_device_mesh(device_type, (ring, ulysses), mesh_dim_names=MESH_AXES)
-    ulysses_group, ring_group = mesh.get_group("ulysses"), mesh.get_group("ring")
+    Made with new_group and an explicit timeout: init_device_mesh and new_group otherwise give
+    subgroups the backend's default (10 min gloo, 30 min NCCL), not the run's --timeout.
+    """
+    groups = rank_groups(ParallelPlan(ulysses=ulysses, ring=ring))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    # Every rank creates every group in the same order (new_group is collective over the world).
+    ulysses_group, _ = dist.new_subgroups_by_enumeration(groups["ulysses"], timeout=timeout)
+    ring_group, _ = dist.new_subgroups_by_enumeration(groups["ring"], timeout=timeout)
     return SequenceGroups(
         ulysses_group=ulysses_group, ring_group=ring_group, ulysses=ulysses, ring=ring,
         ulysses_rank=dist.get_rank(ulysses_group), ring_rank=dist.get_rank(ring_group),

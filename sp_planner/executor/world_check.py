@@ -115,10 +115,11 @@ def layout_problems(cfg: RunConfig, places: list[RankPlace]) -> list[str]:
     plan = cfg.job_plan()
     expected = rank_groups(plan)
     for axis in ("ulysses", "ring"):
-        real = sorted({tuple(getattr(p, f"{axis}_group")) for p in places})
-        want = sorted(tuple(g) for g in expected[axis])
-        if real != want:
-            problems.append(f"{axis} groups are {[list(g) for g in real]}, the plan's are {[list(g) for g in want]}")
+        real_groups = sorted({tuple(getattr(p, f"{axis}_group")) for p in places})
+        want_groups = sorted(tuple(g) for g in expected[axis])
+        if real_groups != want_groups:
+            problems.append(f"{axis} groups are {[list(g) for g in real_groups]}, "
+                            f"the plan's are {[list(g) for g in want_groups]}")
     if nodes_spanned(plan, "ulysses", per_node) == 1:
         by_rank = {p.rank: p for p in places}
         for group in expected["ulysses"]:

@@ -7,10 +7,12 @@ Facts come from the shared reference framework_flags.md; each rule cites the fra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.cost import attention_comm
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
@@ -81,10 +83,17 @@ def plan_rule_failures(request: FlagRequest) -> list[str]:
     return [v.message for v in violations(request.plan, request.model, request.workload)]
 
 
+def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], list[str]]) -> FrameworkFlags | None:
+    """The unsupported result when the plan breaks its own rules or else `framework`'s (asked only
+    of a plan that obeys its rules); None when the framework can express it."""
+    failures = plan_rule_failures(request) or own_failures()
+    return unsupported(framework, failures) if failures else None
+
+
 def kv_heads_per_tp_rank(model: ModelSpec, tp: int) -> int:
-    """KV heads one TP rank holds. Megatron copies KV heads when TP % G == 0 (one per rank)
-    (megatron/core/transformer/transformer_config.py: G % TP == 0 or TP % G == 0)."""
-    return max(1, model.num_kv_heads // tp)
+    """KV heads one TP rank holds (the cost model's count: Megatron copies KV heads when
+    TP % G == 0, one per rank)."""
+    return int(attention_comm.kv_heads_per_tp_rank(model.num_kv_heads, tp))
 
 
 def megatron_tp_head_failures(model: ModelSpec, tp: int) -> list[str]:

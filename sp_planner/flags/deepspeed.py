@@ -13,9 +13,8 @@ from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
     describe_degrees,
-    plan_rule_failures,
+    refusal,
     supported,
-    unsupported,
 )
 
 
@@ -73,9 +72,9 @@ def ds_config(request: FlagRequest) -> dict[str, object]:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    failures = plan_rule_failures(request) or _failures(request)
-    if failures:
-        return unsupported("deepspeed", failures)
+    refused = refusal("deepspeed", request, lambda: _failures(request))
+    if refused is not None:
+        return refused
     p, m, w = request.plan, request.model, request.workload
     notes = [
         "Save the JSON as ds_config.json and pass it to deepspeed.initialize(config=...); with "

@@ -6,11 +6,13 @@ multinode_trainer.slurm at v0.2.2).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from sp_planner.errors import UserInputError
 
-LAUNCHERS: tuple[str, ...] = ("torchrun", "slurm")
+Launcher = Literal["torchrun", "slurm"]
+
+LAUNCHERS: tuple[str, ...] = get_args(Launcher)
 # HOST:PORT where HOST may be a shell variable ("$MASTER_ADDR"); nothing that would break the
 # double-quoted word it is written into (quotes, backticks, whitespace).
 Launcher = Literal["torchrun", "slurm"]

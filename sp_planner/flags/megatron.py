@@ -12,10 +12,9 @@ from sp_planner.flags.base import (
     kv_heads_per_tp_rank,
     megatron_tp_head_failures,
     megatron_zero_failure,
-    plan_rule_failures,
+    refusal,
     plural,
     supported,
-    unsupported,
 )
 
 FlagGroup = tuple[str, list[str]]
@@ -150,9 +149,9 @@ def _cp_flags(request: FlagRequest) -> tuple[list[str], list[str], list[str]]:
 
 def render(request: FlagRequest) -> FrameworkFlags:
     cp_flags, cp_failures, cp_notes = _cp_flags(request)
-    failures = plan_rule_failures(request) or common_failures(request, "Megatron-LM") + cp_failures
-    if failures:
-        return unsupported("megatron", failures)
+    refused = refusal("megatron", request, lambda: common_failures(request, "Megatron-LM") + cp_failures)
+    if refused is not None:
+        return refused
     args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags))
     text = "\n".join([*env_lines(request), args])
     return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes])

@@ -12,9 +12,8 @@ from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
     kv_heads_per_tp_rank,
-    plan_rule_failures,
+    refusal,
     supported,
-    unsupported,
 )
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
 
@@ -60,9 +59,9 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
 
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
-    failures = plan_rule_failures(request) or common_failures(request, "MindSpeed") + algo_failures
-    if failures:
-        return unsupported("mindspeed", failures)
+    refused = refusal("mindspeed", request, lambda: common_failures(request, "MindSpeed") + algo_failures)
+    if refused is not None:
+        return refused
     args = bash_array("MINDSPEED_ARGS", common_groups(request, algo))
     text = "\n".join([*env_lines(request), args])
     script = "a Megatron pretrain_gpt.py that imports mindspeed.megatron_adaptor"

@@ -11,9 +11,8 @@ from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
     describe_degrees,
-    plan_rule_failures,
+    refusal,
     supported,
-    unsupported,
 )
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
@@ -100,9 +99,9 @@ def job_config(request: FlagRequest) -> str:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    failures = plan_rule_failures(request) or _failures(request)
-    if failures:
-        return unsupported("torchtitan", failures)
+    refused = refusal("torchtitan", request, lambda: _failures(request))
+    if refused is not None:
+        return refused
     p = request.plan
     notes = [
         "Keys are torchtitan v0.2.2's TOML job config: merge these sections into your model's train "

@@ -13,9 +13,8 @@ from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
     describe_degrees,
-    plan_rule_failures,
+    refusal,
     supported,
-    unsupported,
 )
 
 
@@ -119,9 +118,9 @@ def snippet(request: FlagRequest) -> str:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    failures = plan_rule_failures(request) or _failures(request)
-    if failures:
-        return unsupported("yunchang", failures)
+    refused = refusal("yunchang", request, lambda: _failures(request))
+    if refused is not None:
+        return refused
     p = request.plan
     notes = [
         f"yunchang builds only the Ulysses and Ring groups: data parallelism and ZeRO (plan: zero "

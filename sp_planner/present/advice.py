@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import Pins, search
+from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
@@ -19,7 +20,6 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 
-DEGREES: tuple[str, ...] = ("tp", "pp", "dp", "ulysses", "ring")
 # Node counts tried for "more GPUs": doubling up to this factor, then the counts in between.
 MAX_NODE_FACTOR = 16
 MAX_NODES_BETWEEN = 8
@@ -53,11 +53,12 @@ def suggest_fits(
     give; otherwise it is kept.
     """
 
-    def best_fit(*, nodes: int = num_nodes, load: Workload = workload, **changes: object) -> PlanEstimate | None:
-        changed = pins.model_copy(update=changes)
-        pinned = [getattr(changed, axis) for axis in DEGREES if getattr(changed, axis) is not None]
+    def best_fit(*, nodes: int = num_nodes, load: Workload = workload, changes: dict[str, object] | None = None
+                 ) -> PlanEstimate | None:
+        changed = pins.model_copy(update=changes or {})
+        pinned = [getattr(changed, axis) for axis in PIN_DEGREES if getattr(changed, axis) is not None]
         world = nodes * gpus_per_node
-        if world % math.prod(pinned) != 0 or (len(pinned) == len(DEGREES) and math.prod(pinned) != world):
+        if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
         found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1)
         return found.ranked[0] if found.ranked and found.ranked[0].fits else None
@@ -73,18 +74,18 @@ def suggest_fits(
     for level in _stronger_recompute(pins.recompute):
         if offer("recompute", f"--recompute {level}",
                  f"with --recompute {level} activations are recomputed in the backward pass",
-                 best_fit(recompute=level)):
+                 best_fit(changes={"recompute": level})):
             break
     if pins.zero is not None and pins.zero != 3:
         offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
-              best_fit(zero=3))
+              best_fit(changes={"zero": 3}))
     if pins.micro_batch is not None and pins.micro_batch > 1:
         offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
-              best_fit(micro_batch=1))
-    pinned = [axis for axis in DEGREES if getattr(pins, axis) is not None]
+              best_fit(changes={"micro_batch": 1}))
+    pinned = [axis for axis in PIN_DEGREES if getattr(pins, axis) is not None]
     if pinned:
         offer("unpin", "without " + " ".join(f"--{axis}" for axis in pinned),
-              "letting the search choose " + ", ".join(pinned), best_fit(**{axis: None for axis in pinned}))
+              "letting the search choose " + ", ".join(pinned), best_fit(changes={axis: None for axis in pinned}))
 
     def on_nodes(count: int) -> PlanEstimate | None:
         # As `--nodes count` alone would run: the same pins, and the default batch if it was the default.

@@ -8,11 +8,10 @@ from rich import box
 from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.present.why import MEMORY_LABELS, TIME_LABELS
+from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.units import format_bytes, format_seconds
+from sp_planner.units import GIB, format_bytes, format_seconds
 
-GIB = 1024**3
 
 # What each prune rule means (keys from sp_planner.plan.violations and the search).
 PRUNE_REASONS: dict[str, str] = {

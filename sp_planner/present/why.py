@@ -10,38 +10,9 @@ from collections.abc import Sequence
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import FitSuggestion
+from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
-
-TIME_LABELS: dict[str, str] = {
-    "gemm_s": "GEMMs",
-    "attention_s": "attention kernels",
-    "recompute_s": "recomputation",
-    "tp_comm_s": "TP communication",
-    "ulysses_comm_s": "Ulysses all-to-all",
-    "ring_comm_exposed_s": "exposed ring P2P",
-    "pp_comm_s": "pipeline send/recv",
-    "dp_comm_exposed_s": "exposed DP gradient sync",
-    "bubble_s": "the pipeline bubble",
-    "optimizer_s": "the optimizer step",
-}
-MEMORY_LABELS: dict[str, str] = {
-    "params_bytes": "parameters",
-    "grads_bytes": "gradients",
-    "optimizer_bytes": "optimizer state",
-    "activations_bytes": "activations",
-    "logits_bytes": "logits",
-    "comm_buffers_bytes": "communication buffers",
-    "reserve_bytes": "runtime reserve",
-}
-
-
-def describe_plan(plan: ParallelPlan) -> str:
-    """'tp 2 x ulysses 4 x ring 2 (dp 1, pp 1), ZeRO-1, no recompute, micro batch 1'."""
-    degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in ("tp", "pp", "dp", "ulysses", "ring"))
-    recompute = "no recompute" if plan.recompute == "none" else f"{plan.recompute} recompute"
-    return f"{degrees}, ZeRO-{plan.zero}, {recompute}, micro batch {plan.micro_batch}"
-
 
 def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
     """What b changes relative to a, e.g. 'tp 4 instead of 2, ulysses 2 instead of 4'."""
@@ -69,7 +40,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
         for name, sec in largest_time_parts(best)
     )
     text = (
-        f"{describe_plan(best.plan)} takes {format_seconds(step)} per step "
+        f"{plan_name(best.plan)} takes {format_seconds(step)} per step "
         f"({best.tokens_per_s:,.0f} tokens/s, MFU {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
@@ -80,7 +51,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
 
 def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
     parts = est.memory.model_dump()
-    biggest = max(parts, key=parts.get)
+    biggest = max(parts, key=lambda name: parts[name])
     head = f"It needs {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)} per GPU"
     share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes(parts[biggest])}"
     if not est.fits:
@@ -98,7 +69,7 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
         name: other_sec - best_sec
         for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
     }
-    worst = max(deltas, key=deltas.get)
+    worst = max(deltas, key=lambda name: deltas[name])
     clause = (
         f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) slower per step"
     )
@@ -129,7 +100,7 @@ def closest_and_fixes(
         closest = ranked[0]
         over = closest.memory_peak_bytes - hardware.hbm_bytes
         text = (
-            f"No plan fits. The closest is {describe_plan(closest.plan)}: "
+            f"No plan fits. The closest is {plan_name(closest.plan)}: "
             f"{format_bytes(closest.memory_peak_bytes)} per GPU against {format_bytes(hardware.hbm_bytes)}"
             + (f", {format_bytes(over)} over." if over > 0 else f" ({closest.reason}).")
         )
@@ -141,7 +112,7 @@ def closest_and_fixes(
             " sequences down to 1K tokens) makes a plan fit."
         )
     fixes = [
-        f"  {s.option}: {s.description}; best plan {describe_plan(s.estimate.plan)}, "
+        f"  {s.option}: {s.description}; best plan {plan_name(s.estimate.plan)}, "
         f"{format_bytes(s.estimate.memory_peak_bytes)} per GPU, {format_seconds(s.estimate.step_time_s)} per step"
         for s in suggestions
     ]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, TimeBreakdown
 from sp_planner.plan import ParallelPlan
-from sp_planner.report.labels import reason_key
+from sp_planner.present.labels import reason_key
 
 PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)

@@ -36,16 +36,19 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
         if differences:
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; "
                                  f"run it with sp-run --plan {plan_path}")
-    question = dict(num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node)
-    result = search(plan_file.model, plan_file.hardware, plan_file.workload, **question, top_k=top_k)
+    nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
+    result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
+                    gpus_per_node=per_node, top_k=top_k)
     fits = bool(result.ranked) and result.ranked[0].fits
     # As sp-plan does, so that summary.json is the document `sp-plan --format json` prints.
     suggestions = () if fits else suggest_fits(plan_file.model, plan_file.hardware, plan_file.workload,
-                                               **question, pins=Pins())
+                                               num_nodes=nodes, gpus_per_node=per_node, pins=Pins())
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
-                            **question, result=result, top_k=top_k, suggestions=suggestions)
+                            num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
+                            suggestions=suggestions)
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
-                        workload=plan_file.workload, **question, result=result, summary=summary, runs=runs,
+                        workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
+                        summary=summary, runs=runs,
                         framework=plan_file.framework, chosen=chosen_estimate(plan_file, result))
 
 

@@ -1,7 +1,7 @@
 """Figures about a few plans: memory breakdown against HBM, communication by kind and link,
 and predicted against measured for executed runs. Each returns an inline <svg> string.
 
-Plans are drawn as horizontal bars named by `plan_label`, best plan on top, so names of any
+Plans are drawn as horizontal bars named by `plan_name`, best plan on top, so names of any
 length stay readable however many GPUs the plan spans.
 """
 
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.report.labels import COMM_LABELS, MEMORY_LABELS, plan_label
+from sp_planner.present.labels import COMM_LABELS, MEMORY_LABELS, plan_name
 from sp_planner.report.svg import new_figure, render_svg
+from sp_planner.units import GIB
 
-GIB = float(2**30)
 # Colour-blind-safe qualitative palette (Okabe & Ito 2008), then two neutral greys.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999",
            "#555555")
@@ -27,7 +27,7 @@ def _bar_height(num_plans: int) -> float:
 
 def memory_bars_svg(estimates: Sequence[PlanEstimate], *, hbm_bytes: float, prefix: str = "mem") -> str:
     """Stacked peak-memory breakdown per plan, with the HBM capacity as a vertical line."""
-    labels = [f"#{i} {plan_label(e.plan)}" for i, e in enumerate(estimates, start=1)]
+    labels = [f"#{i} {plan_name(e.plan, compact=True)}" for i, e in enumerate(estimates, start=1)]
 
     def draw():
         fig = new_figure(10.0, _bar_height(len(estimates)) + 0.5)
@@ -52,7 +52,7 @@ def memory_bars_svg(estimates: Sequence[PlanEstimate], *, hbm_bytes: float, pref
 def comm_bars_svg(estimates: Sequence[PlanEstimate], *, intra_kind: str, inter_kind: str,
                   prefix: str = "comm") -> str:
     """Bytes one GPU sends per step: by collective (left) and by link (right), per plan."""
-    labels = [f"#{i} {plan_label(e.plan)}" for i, e in enumerate(estimates, start=1)]
+    labels = [f"#{i} {plan_name(e.plan, compact=True)}" for i, e in enumerate(estimates, start=1)]
     link_names = {"intra": f"inside a node ({intra_kind})", "inter": f"across nodes ({inter_kind})"}
 
     def draw():

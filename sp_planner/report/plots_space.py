@@ -11,10 +11,10 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sp_planner.report.labels import reason_key
+from sp_planner.present.labels import reason_key
 from sp_planner.report.svg import new_figure, render_svg
+from sp_planner.units import GIB
 
-GIB = float(2**30)
 # Above this many columns the per-cell numbers would crowd; the colour bar still reads.
 _MAX_ANNOTATED_COLUMNS = 24
 
@@ -139,11 +139,12 @@ def _panel(ax, cells: pd.DataFrame, ulysses: list, rings: list, norm):
         y, x = row_of[cell.ulysses], col_of[cell.ring]
         if cell.label:
             ax.add_patch(_hatch(x, y))
-            text = cell.label.upper() if cell.label == "oom" else cell.label
+            label = str(cell.label)
+            text = label.upper() if label == "oom" else label
             if annotate:
                 ax.text(x, y, text, ha="center", va="center", fontsize=size, color="#9b1c1c")
         elif annotate:
-            value = cell.best_step_time_s
+            value = float(cell.best_step_time_s)  # type: ignore[arg-type]  # itertuples rows are untyped
             shade = norm(value)
             ax.text(x, y, _short_seconds(value), ha="center", va="center", fontsize=size,
                     color="white" if shade > 0.55 else "black")

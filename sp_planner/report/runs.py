@@ -1,18 +1,20 @@
 """sp-run results as the report reads them, and their predicted-against-measured comparison.
 
 result.json is read as plain JSON into `RunRecord`, a small model of the documented fields of
-sp_planner.executor.result.RunResult: importing the executor would pull in torch, which the
-planner and the report must run without. Other fields are ignored, so the report keeps reading
-results that later versions extend.
+sp_planner.executor.result.RunResult that ignores the others, so the report keeps reading results
+that later versions extend; its parts (errors, bytes, times) are the executor's own (torch-free)
+models.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ConfigDict, Field
 
+from sp_planner.executor.result import AttentionCommBytes, StepTimes, TensorErrors
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.base import FrozenModel
 
@@ -35,23 +37,6 @@ class RunConfigView(_View):
     device: str
 
 
-class TensorErrorsView(_View):
-    out: float
-    dq: float
-    dk: float
-    dv: float
-
-
-class CommBytesView(_View):
-    all_to_all: int = Field(ge=0)
-    p2p: int = Field(ge=0)
-
-
-class StepTimesView(_View):
-    fwd: float = Field(ge=0)
-    bwd: float = Field(ge=0)
-
-
 class RunRecord(_View):
     """One attention run (sp-run's result.json): correctness, bytes, time and memory."""
 
@@ -60,12 +45,12 @@ class RunRecord(_View):
     failures: tuple[str, ...] = ()
     config: RunConfigView
     kernel: str
-    max_abs_err: TensorErrorsView
-    tolerance: TensorErrorsView
-    comm_bytes_measured: CommBytesView
-    comm_bytes_predicted: CommBytesView
+    max_abs_err: TensorErrors
+    tolerance: TensorErrors
+    comm_bytes_measured: AttentionCommBytes
+    comm_bytes_predicted: AttentionCommBytes
     # seconds per attention forward and backward (median of the timed iterations)
-    time_s: StepTimesView
+    time_s: StepTimes
     peak_memory_bytes: int = Field(ge=0)
     predicted_time_s: float | None = None
     predicted_memory_bytes: int | None = None
@@ -103,7 +88,7 @@ class Comparison(FrozenModel):
         return 100.0 * (self.measured - self.predicted) / self.predicted
 
 
-def compare_runs(runs: list[RunRecord] | tuple[RunRecord, ...]) -> list[Comparison]:
+def compare_runs(runs: Sequence[RunRecord]) -> list[Comparison]:
     """Every quantity a run both predicted and measured: bytes always, time and memory when given."""
     rows: list[Comparison] = []
     for number, run in enumerate(runs, start=1):

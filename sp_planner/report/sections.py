@@ -9,11 +9,11 @@ import pandas as pd
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
 from sp_planner.present.expressible import best_expressible
-from sp_planner.present.why import describe_plan, why_this_plan
+from sp_planner.present.why import why_this_plan
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
 from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
-from sp_planner.report.labels import COMM_LABELS, plan_label, reason_key
+from sp_planner.present.labels import COMM_LABELS, plan_name, reason_key
 from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -49,13 +49,13 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
     if not chosen.fits:
         parts.append(tag("p", f"No plan fits in {format_bytes(hardware.hbm_bytes)} of HBM. The closest is shown; "
                               f"it does not fit: {chosen.reason}.", class_="warn"))
-    parts.append(tag("div", join([tag("strong", describe_plan(chosen.plan)), Raw("<br>"),
+    parts.append(tag("div", join([tag("strong", plan_name(chosen.plan)), Raw("<br>"),
                                   _headline(chosen, hardware)]), class_="callout"))
     best = result.ranked[0] if result.ranked else None
     is_best = best is None or best.plan == chosen.plan
-    if from_plan_file and not is_best:
+    if from_plan_file and best is not None and not is_best:
         slower = chosen.step_time_s / best.step_time_s - 1.0
-        parts.append(tag("p", f"This is the plan of the plan file. The search ranks {describe_plan(best.plan)} "
+        parts.append(tag("p", f"This is the plan of the plan file. The search ranks {plan_name(best.plan)} "
                               f"first, at {format_seconds(best.step_time_s)} per step "
                               f"({slower:+.1%} for the plan file's plan).", class_="warn"))
     heading = "Why it wins" if is_best else "Against the next slower plan"
@@ -102,7 +102,7 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
                 continue
             rank, est, flags = fallback
             parts.append(tag("p", f"The best plan {name} can express is plan {rank} of the search, "
-                                  f"{describe_plan(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
+                                  f"{plan_name(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
         parts.append(tag("pre", flags.text))
         if flags.notes:
             parts.append(tag("ul", join(tag("li", note) for note in flags.notes)))
@@ -170,7 +170,7 @@ def figures_section(*, frame: pd.DataFrame, shown: Sequence[PlanEstimate], chose
         f"Predicted peak memory against step time for all {len(fitting):,} plans that fit. The Pareto front "
         "(blue) holds the plans no other plan beats on both; numbered as in the table below."),
         figure_id="fig-pareto")
-    front_rows = [[i, plan_label(PlanEstimate.from_row(row).plan), format_bytes(row["memory_peak_bytes"]),
+    front_rows = [[i, plan_name(PlanEstimate.from_row(row).plan, compact=True), format_bytes(row["memory_peak_bytes"]),
                    format_seconds(row["step_time_s"])] for i, (_, row) in enumerate(front.iterrows(), start=1)]
     front_table = table(["#", "plan", "peak memory", "step time"], front_rows, numeric=(0, 2, 3))
     return section("figures", "Figures", heat, memory, comm, pareto_fig,

@@ -14,6 +14,7 @@ from sp_planner.report.svg import render_svg
 from sp_planner.sim.gantt import gantt_figure
 from sp_planner.sim.result import SimResult
 from sp_planner.sim.simulate import simulate
+from sp_planner.sim.streams import STREAMS
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -21,7 +22,6 @@ from sp_planner.units import format_seconds
 
 SECTION_ID = "simulation"
 HEADING = "Simulated timeline of the recommended plan"
-STREAMS = ("compute", "comm", "dp_comm")
 # Kinds of work on the simulator's critical path (sp_planner.sim.simulate._critical_path).
 KIND_LABELS: dict[str, str] = {
     "gemm": "GEMMs",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
-from typing import Callable
+from typing import Any, Callable
 
 import matplotlib
 
@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.figure import Figure  # noqa: E402
 
 # Fixed style for every report figure; set on each figure via rc_context, never globally.
-RC_PARAMS: dict[str, object] = {
+RC_PARAMS: dict[str, Any] = {
     "svg.fonttype": "path",
     "svg.hashsalt": "sp-planner",
     "font.size": 9,
@@ -50,7 +50,7 @@ def render_svg(draw: Callable[[], Figure], *, prefix: str, title: str) -> str:
     No XML prologue, ids prefixed with `prefix`, `title` as the accessible name.
     """
     buffer = io.StringIO()
-    with plt.rc_context(RC_PARAMS):
+    with plt.rc_context(RC_PARAMS):  # type: ignore[arg-type]  # stubs list each rc key as a Literal
         fig = draw()
         # Date and tool metadata removed so that the same inputs give the same bytes.
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None, "Format": None,

@@ -20,6 +20,7 @@ from sp_planner import __version__
 from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.fileio import check_output_folder
 from sp_planner.flags import FlagRequest
 from sp_planner.report import sections
 from sp_planner.report.simulation import simulation_section
@@ -140,16 +141,7 @@ def _stage(parent: Path, prefix: str, *, text: str, frame, summary_text: str) ->
 
 def check_report_target(out_dir: Path) -> None:
     """Refuse a target that is a file or a folder of other things (UserInputError)."""
-    out_dir = resolve_link(Path(out_dir))
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"report folder {out_dir} exists and is not a folder")
-    if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_FILES)
-        if foreign:
-            raise UserInputError(
-                f"report folder {out_dir} holds files that are not part of a report ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or an earlier report's"
-            )
+    check_output_folder(resolve_link(Path(out_dir)), allowed=REPORT_FILES, label="report folder", kind="a report")
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:

@@ -18,9 +18,13 @@ from sp_planner.cost.attention import (
     ACCUM_BWD_BYTES_PER_ELEM,
     MERGE_ENDS_BYTES_PER_ELEM,
     MERGE_FWD_BYTES_PER_ELEM,
-    RING_GRAD_ELEM_BYTES,
 )
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import (
+    RING_GRAD_ELEM_BYTES,
+    kv_heads_for_ulysses,
+    ring_bytes_per_layer,
+    ulysses_all_to_all_bytes,
+)
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -52,6 +56,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     later_kv = block / 2 if (causal and zigzag) else block
     c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
     c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
+    fwd: tuple[float, ...]
+    bwd: tuple[float, ...]
     if ring == 1:
         fwd, bwd = (c0_f,), (c0_b,)
     else:
@@ -63,18 +69,16 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
 
     common = dict(batch=batch, seq_len=seq_len, num_kv_heads=model.num_kv_heads, head_dim=model.head_dim,
                   tp=tp, ulysses=ulysses, ring=ring, elem_bytes=elem_bytes)
-    # ulysses_bytes_per_layer = 2 passes x (Q + O + K + V); split it by heads into one Q and one K.
-    uly_total = int(ulysses_bytes_per_layer(num_heads=model.num_heads, **common))
-    q_heads, kv_heads = model.num_heads // tp, kv_sent
-    per_head = uly_total / (2 * (2 * q_heads + 2 * kv_heads)) if ulysses > 1 else 0.0
+    a2a = dict(batch=batch, seq_len=seq_len, head_dim=model.head_dim, ulysses=ulysses, ring=ring,
+               elem_bytes=elem_bytes)
     # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R dK/dV accumulators.
     kv_only = int(ring_bytes_per_layer(grad_elem_bytes=0, **common))
     ring_total = int(ring_bytes_per_layer(grad_elem_bytes=RING_GRAD_ELEM_BYTES, **common))
     return AttentionSteps(
         fwd_steps_s=fwd,
         bwd_steps_s=bwd,
-        ulysses_q_bytes=per_head * q_heads,
-        ulysses_kv_bytes=per_head * kv_heads,
+        ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
+        ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
         ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
         ring_dkv_bytes=(ring_total - kv_only) // ring if ring > 1 else 0,
     )

@@ -163,6 +163,7 @@ class Cluster:
     def _vertices(self, block: str, index: int) -> tuple[tuple, tuple]:
         gpn, nics = self.gpus_per_node, self.nics_per_node
         switch = "nvswitch" if self.nvlink else "pcie_switch"
+        pair: tuple[tuple, tuple]
         if block in ("gpu_up", "gpu_down"):
             pair = (("gpu", index), (switch, index // gpn))
         elif block in ("gpu_nic", "nic_gpu"):
@@ -180,7 +181,7 @@ class Cluster:
     def graph(self) -> nx.DiGraph:
         """The networkx view: vertices are tuples ('gpu', rank), ('nvswitch', node), ('nic', node, c),
         ('leaf', id), ('core',); edges carry edge_id, kind, bandwidth_bytes_per_s, latency_s."""
-        g = nx.DiGraph(topology=self.topology, num_nodes=self.num_nodes)
+        g: nx.DiGraph = nx.DiGraph(topology=self.topology, num_nodes=self.num_nodes)
         for block in _BLOCKS:
             sl = self._slice(block)
             for edge_id in range(sl.start, sl.stop):

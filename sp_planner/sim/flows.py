@@ -117,7 +117,8 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
         nodes = groups // gpn
         r = int((nodes[0] == nodes[0, 0]).sum())
         k = n // r
-        tiled = n % r == 0 and bool((nodes.reshape(num_groups, k, r) == nodes.reshape(num_groups, k, r)[:, :, :1]).all())
+        blocks = nodes.reshape(num_groups, k, r)  # (groups, n) -> (groups, k nodes, r ranks each)
+        tiled = n % r == 0 and bool((blocks == blocks[:, :, :1]).all())
         if algorithm == "p2p" or r == 1 or k == 1 or not tiled:
             src, dst = _ring_order_flows(groups, chain=False)
             size = np.full(src.shape, float(bytes_per_rank))

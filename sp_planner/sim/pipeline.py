@@ -7,8 +7,9 @@ min(pp-1-s, m) warm-up forwards, then alternates one forward and one backward, t
 remaining backwards. A forward waits for the previous stage's forward of the same micro-batch and
 its activation transfer; a backward waits for the next stage's backward and its gradient
 transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
-(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its gradient buckets, steps the optimizer and
-all-gathers its parameter shards (ZeRO-1 distributed optimizer, not overlapped).
+(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its
+gradient buckets, steps the optimizer and all-gathers its parameter shards (ZeRO-1 distributed
+optimizer, not overlapped).
 """
 
 from __future__ import annotations
@@ -104,8 +105,9 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         assert progressed, "1F1B schedule deadlocked"
     for stage in range(pp):
         last = stage_tail[stage]
-        program = blocks[last].program
-        grads_done = blocks[last].start_s + program.end_s  # includes the gradient buckets
+        last_program = blocks[last].program
+        assert last_program is not None, "a stage's last block is a backward, which has a program"
+        grads_done = blocks[last].start_s + last_program.end_s  # includes the gradient buckets
         prev = last
         if grads_done > blocks[last].end_s:
             blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import Field
 
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.flows import PhaseResult
+from sp_planner.sim.streams import Stream
 from sp_planner.specs.base import FrozenModel
 
-Stream = Literal["compute", "comm", "dp_comm"]
 
 
 class TimelineEvent(FrozenModel):

@@ -9,7 +9,6 @@ for every micro-batch.
 
 from __future__ import annotations
 
-import numpy as np
 
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
@@ -18,13 +17,14 @@ from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
-from sp_planner.space import plan_columns
+from sp_planner.sim.streams import STREAMS, Stream
+from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import plural
 
-BLOCK_STREAM = {"forward": "compute", "backward": "compute", "optimizer": "compute",
+BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer"}
 
@@ -45,8 +45,8 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                          plan: ParallelPlan, *, gpus_per_node: int) -> float:
-    cols = plan_columns(plan) | {"gpus_per_node": gpus_per_node}
-    return float(np.asarray(time_columns(model, hardware, workload, cols)["step_time_s"]).reshape(-1)[0])
+    step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node)
+    return float(step.step_time_s[0])
 
 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -85,13 +85,13 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
 
 
 def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
-    busy = {(s, st): 0.0 for s in range(len(reps)) for st in ("compute", "comm", "dp_comm")}
+    busy = {(s, st): 0.0 for s in range(len(reps)) for st in STREAMS}
     # Blocks share their stage's template programs: sum each program's ops once.
-    per_program: dict[int, dict[str, float]] = {}
+    per_program: dict[int, dict[Stream, float]] = {}
     for b in sched.blocks:
         if b.program is not None:
             if id(b.program) not in per_program:
-                per_program[id(b.program)] = {st: b.program.busy_s(st) for st in ("compute", "comm", "dp_comm")}
+                per_program[id(b.program)] = {st: b.program.busy_s(st) for st in STREAMS}
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s
@@ -155,6 +155,6 @@ def _detail_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEv
         for op in b.program.ops:
             if op.duration_s > 0:
                 events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream=op.stream, kind=op.kind,
-                                            name=f"{_label(b)} {op.name}", micro_batch=0, start_s=b.start_s + op.start_s,
-                                            end_s=b.start_s + op.end_s))
+                                            name=f"{_label(b)} {op.name}", micro_batch=0,
+                                            start_s=b.start_s + op.start_s, end_s=b.start_s + op.end_s))
     return tuple(events)

@@ -9,36 +9,31 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_GATHERS, comm_columns
+from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHERS, comm_columns
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
-    DDP_BUCKET_PARAMS,
     LOSS_BYTES_PER_LOGIT,
+    ddp_bucket_params,
     elementwise_bytes_per_token,
 )
-from sp_planner.layout import rank_grid, rank_groups
+from sp_planner.estimate import CommBytes
+from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.flows import PhaseResult, run_phase
 from sp_planner.sim.work import LayerWork, StepWork
-from sp_planner.space import plan_columns
+from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 
 def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
     """The data-parallel x context-parallel groups (Megatron's dp-cp group), ranks ascending."""
-    grid = rank_grid(plan)  # (pp, dp, ring, ulysses, tp)
-    moved = np.transpose(grid, (0, 4, 1, 2, 3))  # -> (pp, tp, dp, ring, ulysses)
-    return moved.reshape(-1, plan.dp * plan.cp)  # (pp*tp, dp*cp)
-
-
-def _pp_groups(plan: ParallelPlan) -> np.ndarray:
-    return np.asarray(rank_groups(plan)["pp"], dtype=np.int64)
+    return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
 
 
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
@@ -47,9 +42,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
     layers = model.num_layers // pp
-    cols = plan_columns(plan) | {"gpus_per_node": cluster.gpus_per_node}
-    comm = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in comm_columns(model, workload, cols).items()
-            if k.startswith("comm_")}
+    sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node).sent_bytes
+    comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
@@ -61,8 +55,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     recompute_full = plan.recompute == "full"
-    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_GATHERS if recompute_full else 0))
-    tp_bytes = comm["comm_tp_all_gather"] / gathers
+    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0))
+    tp_bytes = comm.tp_all_gather / gathers
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather", tp - 1)
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
 
@@ -84,33 +78,33 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                          + memory_pass_time_s(hw, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp))
     logits_fwd = logits_total / 3
 
-    # Data parallel over dp x cp: gradient buckets of DDP_BUCKET_PARAMS, reduce-scattered (ZeRO >= 1)
+    # Data parallel over dp x cp: gradient buckets of ddp_bucket_params(dp), reduce-scattered (ZeRO >= 1)
     # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
     zgroups = dp_cp_groups(plan)
     zsize = zgroups.shape[1]
     params = float(stage_params_per_rank(model, tp, pp)[0])
     layer_params = float(layer_params_per_rank(model, tp))
     rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
-    grad_bytes_per_param = comm["comm_dp_reduce_scatter"] / rounds / params if zsize > 1 else 0.0
-    layers_per_bucket = max(1, int(np.ceil(DDP_BUCKET_PARAMS / layer_params)))
+    grad_bytes_per_param = comm.dp_reduce_scatter / rounds / params if zsize > 1 else 0.0
+    layers_per_bucket = max(1, int(np.ceil(ddp_bucket_params(plan.dp) / layer_params)))
     if plan.zero == 0:
         # cost.comm counts the all-reduce as reduce-scatter + all-gather bytes.
-        per_param = (comm["comm_dp_reduce_scatter"] + comm["comm_dp_all_gather"]) / params if zsize > 1 else 0.0
+        per_param = (comm.dp_reduce_scatter + comm.dp_all_gather) / params if zsize > 1 else 0.0
         bucket = phase("dp grad all-reduce (bucket)", zgroups, per_param * layer_params * layers_per_bucket,
                        "ring", "all_reduce", 2 * (zsize - 1), rounds=2)
         tail_params = params - layers * layer_params
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
         gather = 0.0
     else:
-        bucket = phase("dp grad reduce-scatter (bucket)", zgroups, grad_bytes_per_param * layer_params * layers_per_bucket,
-                       "ring", "reduce_scatter", zsize - 1)
+        bucket = phase("dp grad reduce-scatter (bucket)", zgroups,
+                       grad_bytes_per_param * layer_params * layers_per_bucket, "ring", "reduce_scatter", zsize - 1)
         tail_params = params - layers * layer_params
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
-        ag_bytes = comm["comm_dp_all_gather"] / (2 * m if plan.zero == 3 else 1)
+        ag_bytes = comm.dp_all_gather / (2 * m if plan.zero == 3 else 1)
         gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
     shard = params / (zsize if plan.zero >= 1 else 1)
-    pp_bytes = comm["comm_pp_p2p"] / (2 * m) if pp > 1 else 0.0
-    pp_send = phase("pp send/recv", _pp_groups(plan), pp_bytes, "chain", "p2p")
+    pp_bytes = comm.pp_p2p / (2 * m) if pp > 1 else 0.0
+    pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,

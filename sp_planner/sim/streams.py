@@ -9,13 +9,15 @@ gives the critical path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
-STREAMS = ("compute", "comm", "dp_comm")
+Stream = Literal["compute", "comm", "dp_comm"]
+STREAMS: tuple[Stream, ...] = get_args(Stream)
 
 
 @dataclass(slots=True)
 class Op:
-    stream: str
+    stream: Stream
     kind: str
     name: str
     duration_s: float
@@ -29,7 +31,7 @@ class Program:
     ops: list[Op] = field(default_factory=list)
     _tail: dict[str, int] = field(default_factory=lambda: {s: -1 for s in STREAMS})
 
-    def add(self, stream: str, kind: str, name: str, duration_s: float, after: tuple[int, ...] = ()) -> int:
+    def add(self, stream: Stream, kind: str, name: str, duration_s: float, after: tuple[int, ...] = ()) -> int:
         """Append an op; returns its index. `after` lists ops it must wait for."""
         assert stream in STREAMS and duration_s >= 0, (stream, duration_s)
         pred = self._tail[stream]

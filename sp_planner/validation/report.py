@@ -14,7 +14,7 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sp_planner.destination import deliver_text, new_folder_mode, resolve_link  # noqa: E402
-from sp_planner.errors import UserInputError  # noqa: E402
+from sp_planner.fileio import check_output_folder  # noqa: E402
 from sp_planner.validation.score import ValidationResult  # noqa: E402
 
 FIGURE_FILE = "predicted_vs_measured.png"
@@ -32,15 +32,7 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 def check_report_folder(out_dir: Path) -> None:
     """Refuse a file, or a folder holding anything but an earlier validation report."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserInputError(f"--report {out_dir} exists and is not a folder")
-    if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in REPORT_FILES)
-        if foreign:
-            raise UserInputError(
-                f"--report folder {out_dir} holds files that are not part of a validation report "
-                f"({', '.join(foreign[:3])}); give a new or empty folder, or an earlier report's"
-            )
+    check_output_folder(out_dir, allowed=REPORT_FILES, label="--report folder", kind="a validation report")
 
 
 def rows_frame(result: ValidationResult) -> pd.DataFrame:

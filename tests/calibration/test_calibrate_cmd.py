@@ -138,10 +138,15 @@ def _raw_with(tmp_path: Path, make_measurements, value) -> Path:
     (["--out", "p.yaml", "--measurements", "negative"], "attention.0.time_s: Input should be greater than 0"),
     (["--device", "cpu"], "Missing option '--out'"),
     (["--out", "p.yaml", "--nproc-per-node", "1"], "one CPU rank times no collective"),
+    (["--out", "p.yaml", "--device", "cuda", "--model", "wide.json"],
+     "--model wide.json: head dim 320: CUDA flash attention needs a multiple of 8 up to 256"),
 ])
 def test_bad_input_exits_2_with_one_line(run_main, args, message, tmp_path, monkeypatch, make_measurements):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corrupt.yaml").write_text("name: H100\npeak_bf16_flops: [989e12\n")
+    (tmp_path / "wide.json").write_text(json.dumps({  # a Hugging Face config.json with head_dim 320
+        "model_type": "llama", "hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 2,
+        "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 320, "vocab_size": 1000}))
     args = [str(_raw_with(tmp_path, make_measurements, {"nan": math.nan, "negative": -1e-3}[a]))
             if a in ("nan", "negative") else a for a in args]
     code, stdout, stderr = run_main(calibrate_cmd, *args)

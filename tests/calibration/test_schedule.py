@@ -6,8 +6,7 @@ import pytest
 
 from sp_planner.calibration.schedule import build_schedule, collective_groups, message_sizes
 from sp_planner.catalog import load_model
-
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
+from sp_planner.units import GIB, KIB, MIB
 
 
 def test_message_sizes():

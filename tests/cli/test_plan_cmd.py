@@ -15,13 +15,14 @@ from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import read_plan_file
 from sp_planner.estimate import PlanEstimate
-from sp_planner.present.why import describe_plan
+from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_seconds
 
+from sp_planner.units import GIB
+
 README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
-GIB = 1024**3
 LLAMA3_8B = load_model("llama3-8b")
 A800 = load_hardware("a800")
 # The README question: 128K tokens, default global batch = 4M tokens per step = 32 sequences.
@@ -60,10 +61,10 @@ def test_readme_example_recommends_a_plan_that_fits(sp_plan):
     assert rank > 1 and direct.ranked[0].plan.zero == 3
     assert best.fits and best.memory_peak_bytes <= A800.hbm_bytes
     assert "Ranked plans megatron can express (best first)" in result.stdout
-    assert (f"The best plan overall, {describe_plan(direct.ranked[0].plan)}, takes "
+    assert (f"The best plan overall, {plan_name(direct.ranked[0].plan)}, takes "
             f"{format_seconds(direct.ranked[0].step_time_s)} per step") in result.stdout
     assert "but megatron cannot express it: zero=3 cannot be expressed" in result.stdout
-    assert f"Why this plan. {describe_plan(best.plan)} takes" in " ".join(result.stdout.split())
+    assert f"Why this plan. {plan_name(best.plan)} takes" in " ".join(result.stdout.split())
     # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
     assert f"{best.memory_peak_bytes / GIB:.1f}/80" in result.stdout
     assert "Why this plan." in result.stdout

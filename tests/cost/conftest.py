@@ -3,8 +3,7 @@
 import pytest
 
 from sp_planner.specs import HardwareProfile, ModelSpec
-
-GIB = 2**30
+from sp_planner.units import GIB
 
 
 def flat_curve(efficiency: float) -> list[dict]:

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from sp_planner.executor.kernels import CpuFlashKernel, MathKernel, check_kernel, select_kernel
+from sp_planner.executor.kernels import (
+    CpuFlashKernel,
+    CudaEfficientKernel,
+    CudaFlashKernel,
+    MathKernel,
+    check_kernel,
+    select_kernel,
+)
 
 
 def _qkv(heads=4, kv_heads=2, s=7, d=8, seed=0):
@@ -59,7 +66,9 @@ def test_guard_rejects_a_kernel_with_zero_lse():
 
 def test_fallback_is_selected_explicitly_and_reported():
     kernel, note = select_kernel("cuda", torch.float32, "auto")
-    assert isinstance(kernel, MathKernel) and "does not support torch.float32" in note
+    assert isinstance(kernel, CudaEfficientKernel) and "does not support torch.float32" in note
+    kernel, note = select_kernel("cuda", torch.bfloat16, "auto")
+    assert isinstance(kernel, CudaFlashKernel) and note is None
     kernel, note = select_kernel("cpu", torch.bfloat16, "auto")
     assert isinstance(kernel, CpuFlashKernel) and note is None
     kernel, note = select_kernel("cpu", torch.float32, "math")

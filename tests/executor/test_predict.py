@@ -1,5 +1,7 @@
 """The executor's prediction is the attention_comm contract; values derived by hand."""
 
+import pytest
+
 from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.executor.predict import predicted_comm_bytes
 
@@ -28,8 +30,48 @@ def test_config_problems_name_the_values():
     cfg = RunConfig(ulysses=3, ring=2, seq_len=66, num_heads=4, num_kv_heads=4, head_dim=8,
                     ring_layout="zigzag")
     problems = config_problems(cfg)
-    assert "heads 4 are not divisible by tp*ulysses = 1*3" in problems[0]
+    assert "num_heads 4 is not divisible by tp*ulysses = 1*3" in problems[0]
     assert any("seq_len 66 is not divisible by 12" in p for p in problems)
+
+
+def _flat_hardware():
+    from sp_planner.specs import HardwareProfile
+
+    ones = dict(all_reduce=1.0, all_gather=1.0, reduce_scatter=1.0, all_to_all=1.0, p2p=1.0)
+    return HardwareProfile(
+        name="flat", peak_bf16_flops=100e12, hbm_bytes=80e9, hbm_bandwidth_bytes_per_s=1e12, gpus_per_node=8,
+        intra_node=dict(kind="nvlink", bandwidth_bytes_per_s=100e9, latency_s=0.0),
+        inter_node=dict(kind="infiniband", bandwidth_bytes_per_s=10e9, latency_s=0.0),
+        efficiency=dict(gemm=0.5, attention_fwd=[{"tokens": 512, "efficiency": 0.5}],
+                        attention_bwd=[{"tokens": 512, "efficiency": 0.4}], intra_node=ones, inter_node=ones),
+        memory_reserve_bytes=0,
+    )
+
+
+def test_prediction_by_hand():
+    from sp_planner.executor.predict import predict
+
+    # tp 2, ulysses 2, no ring, non-causal: 8 heads -> 4 per TP rank -> 2 per rank after the all-to-all;
+    # 4 KV heads -> 2 per TP rank (no replication). b 1, S 4096, d 64, bf16.
+    cfg = RunConfig(ulysses=2, ring=1, tp=2, seq_len=4096, num_heads=8, num_kv_heads=4, head_dim=64,
+                    dtype="bfloat16", causal=False)
+    got = predict(cfg, _flat_hardware(), gpus_per_node=8)
+    # Flash forward 4 * S * S * d * heads = 4 * 4096^2 * 64 * 2 FLOPs at 50 TFLOP/s; backward 2.5x at 40.
+    flops = 4 * 4096 * 4096 * 64 * 2
+    kernels = flops / 50e12 + 2.5 * flops / 40e12
+    # All-to-alls: per tensor 2048 local tokens x heads x 64 x 2 B, half of it sent, at 100 GB/s;
+    # forward Q, O (4 heads) and K, V (2 heads), backward the same.
+    q_bytes, kv_bytes = 2048 * 4 * 64 * 2 / 2, 2048 * 2 * 64 * 2 / 2
+    a2a = 2 * (2 * q_bytes + 2 * kv_bytes) / 100e9
+    assert got.time_s == pytest.approx(kernels + a2a, rel=1e-12)
+    # Memory (attention_layer_memory_bytes): 2048 tokens, q 4 x 64 and kv 2 x 64 elements per token,
+    # both sides of the all-to-all: Q, K, V, O (2 x 2048 x 768 x 2 B), fp32 LSE (4 x 2048 x 4),
+    # dO on both sides (2 x 2048 x 256 x 2), dQ, dK, dV where attention runs and sent back
+    # (2 x 2048 x 512 x 2).
+    q, kv = 2048 * 4 * 64, 2048 * 2 * 64
+    forward = 2 * (2 * q + 2 * kv) * 2
+    backward = 2 * q * 2 + 2 * (q + 2 * kv) * 2
+    assert got.memory_bytes == forward + 4 * 2048 * 4 + backward
 
 
 def test_plan_prediction_uses_one_tp_ranks_heads():

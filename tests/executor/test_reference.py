@@ -10,7 +10,7 @@ from sp_planner.executor.budget import REFERENCE_LIVE_SCORE_MATRICES, reference_
 from sp_planner.executor.case import FP32_TOLERANCE
 from sp_planner.executor.kernels import MathKernel
 from sp_planner.executor.memory import TensorBytesTracker
-from sp_planner.executor.reference import GlobalInputs, chunked_attention, reference_attention, single_device_run
+from sp_planner.executor.reference import GlobalInputs, reference_attention, single_device_run
 
 
 def _autograd_attention(inputs: GlobalInputs, causal: bool, dtype=torch.float32):

@@ -131,11 +131,11 @@ def test_hung_rank_is_killed_at_the_timeout(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--ulysses", "3", *SMALL], "heads 4 are not divisible by tp*ulysses = 1*3"),
+    (["--ulysses", "3", *SMALL], "num_heads 4 is not divisible by tp*ulysses = 1*3"),
     (["--ring", "4", "--seq-len", "36", "--heads", "4", "--head-dim", "8", "--ring-layout", "zigzag"],
      "seq_len 36 is not divisible by 8 (tp 1 x ulysses 1 x ring 4 x 2 for zigzag)"),
     (["--ulysses", "2", *SMALL[:2], "--heads", "6", "--kv-heads", "3", "--head-dim", "8"],
-     "kv heads 3 and tp*ulysses 2 must divide one another"),
+     "num_kv_heads 3 and tp*ulysses 2 must divide one another"),
     (["--ulysses", "2", "--ring", "2", *SMALL, "--nproc", "2"], "needs ulysses*ring = 4 ranks but --nproc 2"),
     (["--ulysses", "2", "--heads", "4"], "give --seq-len, --head-dim"),
     (["--ring", "2", "--seq-len", "12x", "--heads", "4", "--head-dim", "8"], "is not a token count"),

@@ -11,8 +11,8 @@ from rich.console import Console
 from sp_planner.cli import run_modes
 from sp_planner.cli.run_cmd import main
 from sp_planner.executor.config import RunConfig
+from sp_planner.units import GIB
 
-GIB = 2**30
 LLAMA = ["--heads", "32", "--kv-heads", "8", "--head-dim", "128", "--causal"]
 
 

@@ -24,7 +24,8 @@ def test_ulysses_zero3_config_values(build):
 
 def test_batch_identity_with_data_parallel(build):
     # DeepSpeed requires train_batch_size == micro * grad_acc * dp, dp excluding the SP ranks.
-    config = json.loads(render_flags("deepspeed", build.request(build.llama3_8b, 65536, 32, ulysses=4, dp=2, micro_batch=2, zero=2)).text)
+    request = build.request(build.llama3_8b, 65536, 32, ulysses=4, dp=2, micro_batch=2, zero=2)
+    config = json.loads(render_flags("deepspeed", request).text)
     assert config["data_parallel_size"] == 2 and config["sequence_parallel_size"] == 4
     assert config["gradient_accumulation_steps"] == 8  # 32 / (2 x 2)
     assert config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * 2 == 32

@@ -43,7 +43,7 @@ def test_slurm_script_one_agent_per_node():
     for directive in ("--job-name=sp-train", "--nodes=4", "--ntasks-per-node=1", "--gpus-per-task=8"):
         assert f"#SBATCH {directive}" in lines
     assert 'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)' in lines
-    srun = torchrun_tokens("\n".join(lines[lines.index(next(l for l in lines if l.startswith("srun"))):]))
+    srun = torchrun_tokens("\n".join(lines[lines.index(next(line for line in lines if line.startswith("srun"))):]))
     assert srun[:2] == ["srun", "torchrun"]
     assert option(srun, "--nnodes") == "4" and option(srun, "--nproc-per-node") == "8"
     assert option(srun, "--rdzv-backend") == "c10d" and option(srun, "--rdzv-id") == "$SLURM_JOB_ID"

@@ -27,7 +27,8 @@ def test_ring_tp_pp_config_values(build):
 
 
 def test_zero3_data_parallel_without_pp(build):
-    request = build.request(build.llama3_8b, 65536, 32, tp=2, ring=2, dp=4, micro_batch=2, zero=3, recompute="selective")
+    request = build.request(build.llama3_8b, 65536, 32, tp=2, ring=2, dp=4, micro_batch=2, zero=3,
+                            recompute="selective")
     config = tomllib.loads(render_flags("torchtitan", request).text)
     # no PP: local batch = micro batch, gradient accumulation = 32 / (2 * 4) = 4 steps
     assert config["training"] == {"seq_len": 65536, "local_batch_size": 2, "global_batch_size": 32}

@@ -61,7 +61,8 @@ def test_zigzag_shard_function_matches_extract_local(build):
 
 
 def test_contiguous_layout_uses_basic(build):
-    flags = render_flags("yunchang", build.request(build.llama3_8b, 65536, 2, ulysses=2, ring=4, ring_layout="contiguous"))
+    request = build.request(build.llama3_8b, 65536, 2, ulysses=2, ring=4, ring_layout="contiguous")
+    flags = render_flags("yunchang", request)
     assert 'ring_impl_type="basic"' in flags.text
 
 

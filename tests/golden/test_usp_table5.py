@@ -33,11 +33,46 @@ def predict(group, tp, ulysses, ring):
     return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8)
 
 
+# The model's errors on these rows run from -2.6% to +9.1% (docs/cost-model.md, Accuracy; the 30K
+# rows are over-predicted); the band is that range rounded outwards to whole percent.
+LOW, HIGH = -0.03, 0.10
+
+
 @pytest.mark.parametrize("group, tp, ulysses, ring, measured", ROWS)
-def test_model_tflops_within_15_percent(group, tp, ulysses, ring, measured):
+def test_model_tflops_within_the_documented_error_band(group, tp, ulysses, ring, measured):
     est = predict(group, tp, ulysses, ring)
     assert est.fits, est.reason
-    assert est.model_tflops_per_gpu == pytest.approx(measured, rel=0.15)
+    assert LOW <= est.model_tflops_per_gpu / measured - 1 <= HIGH
+
+
+# Pairs (faster measured, slower measured) that the model orders the other way; each is a known
+# gap in docs/cost-model.md, and a strict xfail flags the day the model gets it right.
+KNOWN_SWAPS = {
+    ("64K", (4, 2, 1), (4, 1, 2)),  # measured 2.0% apart
+    ("30K", (4, 1, 1), (2, 1, 4)),  # measured 1.5% apart
+    ("30K", (4, 1, 1), (1, 1, 8)),  # measured 5.5% apart: ring-heavy 30K rows over-predicted most
+}
+
+
+def _pairs(known: bool):
+    for group in SEQ:
+        rows = sorted((r for r in ROWS if r[0] == group), key=lambda r: -r[4])
+        for i, faster in enumerate(rows):
+            for slower in rows[i + 1:]:
+                if ((group, faster[1:4], slower[1:4]) in KNOWN_SWAPS) == known:
+                    yield group, faster[1:4], slower[1:4]
+
+
+@pytest.mark.parametrize("group, faster, slower", list(_pairs(known=False)))
+def test_measured_order_of_each_pair_is_predicted(group, faster, slower):
+    assert predict(group, *faster).model_tflops_per_gpu > predict(group, *slower).model_tflops_per_gpu
+
+
+@pytest.mark.parametrize("group, faster, slower", [
+    pytest.param(*pair, marks=pytest.mark.xfail(strict=True, reason="known ranking gap"))
+    for pair in _pairs(known=True)])
+def test_known_swaps_are_still_swapped(group, faster, slower):
+    assert predict(group, *faster).model_tflops_per_gpu > predict(group, *slower).model_tflops_per_gpu
 
 
 @pytest.mark.parametrize("group", ["64K", "30K"])

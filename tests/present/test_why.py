@@ -7,8 +7,8 @@ from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstim
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.why import closest_and_fixes, plan_differences, why_this_plan
+from sp_planner.units import GIB
 
-GIB = 1024**3
 A800 = load_hardware("a800")  # 80 GiB of HBM
 
 
@@ -75,7 +75,7 @@ def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
                         estimate=BEST)
     text = closest_and_fixes([over], A800, [fix])
     lines = text.splitlines()
-    assert lines[0].startswith("No plan fits. The closest is tp 1 x pp 1 x dp 1 x ulysses 8 x ring 1")
+    assert lines[0].startswith("No plan fits. The closest is tp 1 x ulysses 8 x ring 1 x dp 1 x pp 1")
     assert lines[0].endswith("100.0 GiB per GPU against 80.0 GiB, 20.0 GiB over.")
     assert lines[2].startswith("  --nodes 4: would fit on 4 nodes (32 GPUs); best plan tp 1")
     assert lines[2].endswith("48.0 GiB per GPU, 10.00 s per step")

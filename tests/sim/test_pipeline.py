@@ -1,5 +1,11 @@
 import pytest
 
+from sp_planner.cost.comm import (
+    TP_BACKWARD_ALL_GATHERS,
+    TP_BACKWARD_REDUCE_SCATTERS,
+    TP_FORWARD_ALL_GATHERS,
+    TP_FORWARD_REDUCE_SCATTERS,
+)
 from sp_planner.sim.layer_program import stage_backward, stage_forward
 from sp_planner.sim.pipeline import schedule_step
 from sp_planner.sim.work import LayerWork, StepWork
@@ -53,3 +59,20 @@ def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
     assert plain.end_s == pytest.approx(3 * per_layer)
     # Buckets of the first two layers hide behind the next layers; the last one is exposed.
     assert last.end_s == pytest.approx(3 * per_layer + 1.5)
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute):
+    work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, recompute=recompute,
+                    layer=LayerWork(tp_all_gather_s=1.0, tp_reduce_scatter_s=1.0))
+
+    def count(program, word):
+        return sum(op.kind == "tp_comm" and word in op.name for op in program.ops)
+
+    fwd, bwd = stage_forward(work, 0), stage_backward(work, 0, last_micro_batch=True)
+    again = recompute == "full"  # full recompute re-runs the forward's collectives
+    assert (count(fwd, "all-gather"), count(fwd, "reduce-scatter")) == (
+        TP_FORWARD_ALL_GATHERS, TP_FORWARD_REDUCE_SCATTERS)
+    assert (count(bwd, "all-gather"), count(bwd, "reduce-scatter")) == (
+        TP_BACKWARD_ALL_GATHERS + again * TP_FORWARD_ALL_GATHERS,
+        TP_BACKWARD_REDUCE_SCATTERS + again * TP_FORWARD_REDUCE_SCATTERS)

@@ -7,6 +7,7 @@ sends S to the next group rank while receiving S from the previous one.
 
 from __future__ import annotations
 
+import datetime
 from typing import Callable
 
 import torch
@@ -22,9 +23,11 @@ _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_sc
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
-def build_groups(schedule: CalibrationSchedule) -> list[tuple[GroupSpec, dist.ProcessGroup]]:
-    """Every rank creates every group, in schedule order (new_group is collective over the world)."""
-    return [(spec, dist.new_group(list(spec.ranks))) for spec in schedule.groups]
+def build_groups(schedule: CalibrationSchedule, timeout_s: float) -> list[tuple[GroupSpec, dist.ProcessGroup]]:
+    """Every rank creates every group, in schedule order (new_group is collective over the world).
+    new_group takes the backend's default timeout (10 or 30 min) unless given one."""
+    timeout = datetime.timedelta(seconds=timeout_s)
+    return [(spec, dist.new_group(list(spec.ranks), timeout=timeout)) for spec in schedule.groups]
 
 
 def collective_call(collective: str, group: dist.ProcessGroup, size_bytes: int, device: torch.device,

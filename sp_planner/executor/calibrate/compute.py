@@ -1,8 +1,8 @@
 """Time the kernels the cost model prices: layer GEMMs, flash attention fwd/bwd, memory copies.
 
-Attention calls PyTorch's flash ops directly on contiguous (b, h, s, d) tensors, so the timed
-region holds the kernel only (executor.kernels transposes from (b, s, h, d) on every call,
-which is right for a run but would time the copies too).
+Attention calls PyTorch's flash ops directly on contiguous (b, h, s, d) tensors (through the op
+calls sp_planner.executor.kernels shares), so the timed region holds the kernel only (the kernel
+classes transpose from (b, s, h, d) on every call, right for a run but it would time the copies).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from sp_planner.calibration.measurements import AttentionSample, CopySample, GemmSample
 from sp_planner.calibration.schedule import CalibrationSchedule
 from sp_planner.executor.calibrate.timing import mean_time_s
+from sp_planner.executor.kernels import cuda_flash_backward, cuda_flash_forward
 
 
 def measure_gemm(schedule: CalibrationSchedule, device: torch.device, dtype: torch.dtype, rank: int,
@@ -37,16 +38,13 @@ def _flash(device: torch.device, q, k, v, causal: bool, scale: float):
     aten = torch.ops.aten
     dout = torch.randn_like(q)
     if device.type == "cuda":
-        out, lse = aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)[:2]
-        empty = torch.empty(0, device=device)
-        s = q.shape[2]
+        out, lse, state = cuda_flash_forward(q, k, v, causal=causal, scale=scale)
 
         def fwd():
-            return aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+            return cuda_flash_forward(q, k, v, causal=causal, scale=scale)
 
-        def bwd():  # dense inputs, no dropout: no cumulative lengths, no philox state
-            return aten._scaled_dot_product_flash_attention_backward(
-                dout, q, k, v, out, lse, empty, empty, s, s, 0.0, causal, empty, empty, scale=scale)
+        def bwd():  # with the forward's own state: no cumulative lengths (dense), unused philox
+            return cuda_flash_backward(dout, q, k, v, out, lse, state, causal=causal, scale=scale)
     else:
         out, lse = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
 

@@ -1,23 +1,21 @@
 """One rank of an sp-calibrate launch: time compute, then collectives; rank 0 gathers everything.
 
 Entry point of the local launch: `python -m torch.distributed.run ... -m
-sp_planner.executor.calibrate.worker --schedule schedule.json --result-dir DIR`. Like sp-run's
-worker it records its stage in DIR/rank<r>.stage and an error in DIR/rank<r>.error.json, so
-sp_planner.executor.launch can name a failing or hung rank.
+sp_planner.executor.calibrate.worker --schedule schedule.json --result-dir DIR`, through the rank
+entry it shares with sp-run's worker (sp_planner.executor.rank: stage and error files, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 from pathlib import Path
 
 from sp_planner.calibration.measurements import Measurements, write_measurements
 from sp_planner.calibration.schedule import CalibrationSchedule
-from sp_planner.executor.worker import env_from_slurm, write_error
-from sp_planner.fileio import write_text_atomic
+from sp_planner.executor.failure import STAGE_DONE
+from sp_planner.executor.rank import env_from_slurm, join, run_rank, stage_writer
 from sp_planner.specs.calibration import Environment
 
 MEASUREMENTS_FILE = "measurements.json"
@@ -57,26 +55,17 @@ def run_calibration(schedule: CalibrationSchedule, result_dir: Path | None = Non
 
     env_from_slurm()
     rank = int(os.environ["RANK"])
-
-    def stage(text: str) -> None:
-        if result_dir is not None:
-            write_text_atomic(result_dir / f"rank{rank}.stage", text)
-
+    stage = stage_writer(result_dir, rank)
     stage("joining the process group")
-    if schedule.device == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    device = join(schedule.device, timeout_s)
+    if device.type == "cpu":
         # A CPU "device" is this rank's share of the cores.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // schedule.ranks_per_node))
     dtype = getattr(torch, schedule.dtype)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
         if dist.get_world_size() != schedule.world_size:
             raise RuntimeError(f"launched {dist.get_world_size()} ranks, the schedule is for {schedule.world_size}")
-        groups = build_groups(schedule)
+        groups = build_groups(schedule, timeout_s)
         gemm = measure_gemm(schedule, device, dtype, rank, stage)
         attention = measure_attention(schedule, device, dtype, rank, stage)
         copy = measure_copy(schedule, device, rank, stage)
@@ -87,7 +76,7 @@ def run_calibration(schedule: CalibrationSchedule, result_dir: Path | None = Non
                             attention=tuple(attention), memory_copy=tuple(copy)).model_dump(mode="json")
         gathered: list | None = [None] * dist.get_world_size() if rank == 0 else None
         dist.gather_object(mine, gathered, dst=0)
-        stage("done")
+        stage(STAGE_DONE)
         if rank != 0:
             return None
         parts = [Measurements.model_validate(m) for m in gathered]
@@ -107,13 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
     schedule = CalibrationSchedule.model_validate_json(args.schedule.read_text())
-    env_from_slurm()
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        measurements = run_calibration(schedule, args.result_dir, args.timeout)
-    except BaseException as err:
-        write_error(args.result_dir, rank, err)
-        raise
+    measurements = run_rank(lambda: run_calibration(schedule, args.result_dir, args.timeout), args.result_dir)
     if measurements is not None:
         write_measurements(args.result_dir / MEASUREMENTS_FILE, measurements)
 

@@ -31,7 +31,7 @@ def test_rank_killed_in_ring_backward_ends_the_job(two_hosts, tmp_path):
     assert error_line(runs[1]).startswith(f"error: rank 3 on host {HOSTNAMES[1]} died while 'running attention' "
                                           "without reporting an error (exit code -9: killed by SIGKILL)")
     assert f"({ADDRESSES[1]} is host {HOSTNAMES[1]}: ranks 2, 3)" in error_line(runs[0]), runs[0].stderr[-4000:]
-    assert error_line(runs[0]).startswith(f"error: rank ")
+    assert error_line(runs[0]).startswith("error: rank ")
     # torchrun's own output goes to the log the line names, not the terminal; its summary agrees: SIGKILL.
     log = Path(error_line(runs[1]).rsplit(" ", 1)[1])
     assert "exitcode  : -9" in log.read_text() and "exitcode" not in runs[1].stderr

@@ -1,9 +1,9 @@
-"""The sharding layout shared by executor and validation (sp_planner.executor.layout)."""
+"""The sharding layout shared by executor and validation (sp_planner.executor.sharding)."""
 
 import pytest
 import torch
 
-from sp_planner.executor.layout import extract_local, local_token_index
+from sp_planner.executor.sharding import extract_local, local_token_index
 
 
 def test_zigzag_rank_holds_chunks_i_and_2r_minus_1_minus_i():

@@ -1,8 +1,10 @@
-"""Human-readable names for plans and for the fields of the result types, shared by tables and figures."""
+"""Human-readable names for plans and for the fields of the result types: the one set used by the
+terminal tables, the why-this-plan text, the report and its figures."""
 
 from __future__ import annotations
 
 from sp_planner.estimate import CommBytes, MemoryBreakdown, TimeBreakdown
+from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import ParallelPlan
 
 MEMORY_LABELS: dict[str, str] = {
@@ -12,7 +14,7 @@ MEMORY_LABELS: dict[str, str] = {
     "activations_bytes": "activations",
     "logits_bytes": "logits",
     "comm_buffers_bytes": "comm buffers",
-    "reserve_bytes": "reserve (CUDA, NCCL, fragmentation)",
+    "reserve_bytes": "runtime reserve",
 }
 
 TIME_LABELS: dict[str, str] = {
@@ -39,18 +41,34 @@ COMM_LABELS: dict[str, str] = {
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc"}
+RECOMPUTE_LONG: dict[str, str] = {"none": "no recompute", "selective": "selective recompute",
+                                  "full": "full recompute"}
+# Degrees as plans are named: tp first, then the sequence axes, dp, pp (layout.GRID_ORDER reversed).
+NAME_ORDER: tuple[str, ...] = tuple(reversed(GRID_ORDER))
+SHORT_AXIS: dict[str, str] = {"tp": "tp", "ulysses": "u", "ring": "r", "dp": "dp", "pp": "pp"}
 
 # Every field of the result types must have a label (checked here, at import, not at render time).
 assert set(MEMORY_LABELS) == set(MemoryBreakdown.model_fields)
 assert set(TIME_LABELS) == set(TimeBreakdown.model_fields)
 assert set(COMM_LABELS) == set(CommBytes.model_fields)
+assert set(SHORT_AXIS) == set(GRID_ORDER)
 
 
-def plan_label(plan: ParallelPlan) -> str:
-    """One line naming every choice of a plan, e.g. 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'."""
-    degrees = f"tp{plan.tp} u{plan.ulysses} r{plan.ring} dp{plan.dp} pp{plan.pp}"
-    layout = " contig" if (plan.ring > 1 and plan.ring_layout == "contiguous") else ""
-    return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}"
+def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
+    """Every choice of a plan in one line; the ring layout only when it is the non-default contiguous.
+
+    Prose: 'tp 2 x ulysses 4 x ring 2 x dp 2 x pp 1, ZeRO-1, selective recompute, micro batch 1'.
+    Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'.
+    """
+    contiguous = plan.ring > 1 and plan.ring_layout == "contiguous"
+    if compact:
+        degrees = " ".join(f"{SHORT_AXIS[axis]}{getattr(plan, axis)}" for axis in NAME_ORDER)
+        layout = " contig" if contiguous else ""
+        return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}"
+    degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in NAME_ORDER)
+    layout = ", contiguous ring" if contiguous else ""
+    return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
+            f"micro batch {plan.micro_batch}{layout}")
 
 
 def reason_key(reason: object) -> str:

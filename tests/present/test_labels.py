@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from sp_planner.plan import ParallelPlan
+from sp_planner.present.labels import plan_name, reason_key
+
+
+def test_plan_label_names_every_choice_and_only_a_non_default_ring_layout():
+    plan = ParallelPlan(dp=2, pp=1, tp=2, ulysses=4, ring=2, zero=1, recompute="selective", micro_batch=1)
+    assert plan_name(plan, compact=True) == "tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1"
+    contiguous = plan.model_copy(update={"ring_layout": "contiguous", "recompute": "none", "zero": 3})
+    assert plan_name(contiguous, compact=True) == "tp2 u4 r2 dp2 pp1 | z3 no-rc mb1 contig"
+    # Without a ring the layout means nothing and is not shown.
+    no_ring = contiguous.model_copy(update={"ring": 1, "dp": 4})
+    assert plan_name(no_ring, compact=True) == "tp2 u4 r1 dp4 pp1 | z3 no-rc mb1"
+
+
+def test_reason_key_is_the_rule_before_the_colon():
+    assert reason_key("heads: num_heads 32 is not divisible by tp*ulysses = 1*64") == "heads"
+    assert reason_key("oom: needs 90.1 GiB per GPU, 80.0 GiB available") == "oom"
+    assert reason_key("") == "" and reason_key(None) == "" and reason_key(float("nan")) == ""
+
+
+def test_prose_plan_name_has_the_same_choices_in_the_same_order():
+    plan = ParallelPlan(dp=2, pp=3, tp=2, ulysses=4, ring=2, zero=1, recompute="selective", micro_batch=2,
+                        ring_layout="contiguous")
+    assert plan_name(plan) == ("tp 2 x ulysses 4 x ring 2 x dp 2 x pp 3, ZeRO-1, selective recompute, "
+                               "micro batch 2, contiguous ring")
+    assert plan_name(plan.model_copy(update={"ring_layout": "zigzag", "recompute": "none"})) == (
+        "tp 2 x ulysses 4 x ring 2 x dp 2 x pp 3, ZeRO-1, no recompute, micro batch 2")

@@ -1,0 +1,50 @@
+"""One rule set: the vectorized masks, the scalar violations and the executor's checks agree, on
+models and workloads where every rule fires (GQA, MoE, heads that are not powers of two)."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.executor.config import RunConfig, config_problems
+from sp_planner.plan import ATTENTION_RULES, RULES, violations
+from sp_planner.space import Pins, enumerate_candidates, rule_masks
+from sp_planner.specs import ModelSpec, Workload
+
+ODD = ModelSpec(name="odd", hidden_size=96, intermediate_size=256, num_layers=6, num_heads=12,
+                num_kv_heads=3, head_dim=8, vocab_size=100)
+CASES = [
+    (load_model("Llama-3-8B"), Workload(seq_len=4100, global_batch=6), 48),
+    (load_model("Mixtral-8x7B"), Workload(seq_len=20000, global_batch=12), 24),
+    (ODD, Workload(seq_len=1536, global_batch=9), 36),
+    (ODD, Workload(seq_len=1536, global_batch=9, causal=False), 36),
+]
+
+
+def _plans(candidates):
+    return [candidates.plan(i) for i in range(len(candidates))]
+
+
+@pytest.mark.parametrize("model,workload,world", CASES, ids=lambda x: getattr(x, "name", None))
+def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
+    columns = enumerate_candidates(workload, world, Pins())
+    masks = rule_masks(model, workload, columns)
+    n = len(columns)
+    found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
+    broken = np.array([[rule in rules for rule in RULES] for rules in found])
+    assert broken.shape == (n, len(RULES))
+    for j, rule in enumerate(RULES):
+        assert (masks[rule] == broken[:, j]).all(), rule
+        assert 0 < broken[:, j].sum() < n, f"rule {rule} never fires or always fires"
+
+
+@pytest.mark.parametrize("model,workload,world", CASES[2:], ids=["causal", "full"])
+def test_executor_checks_are_the_planners_attention_rules(model, workload, world):
+    fired = set()
+    for plan in _plans(enumerate_candidates(workload, world, Pins(pp=1, dp=1, micro_batch=1, zero=1))):
+        cfg = RunConfig(tp=plan.tp, ulysses=plan.ulysses, ring=plan.ring, ring_layout=plan.ring_layout,
+                        seq_len=workload.seq_len, num_heads=model.num_heads, num_kv_heads=model.num_kv_heads,
+                        head_dim=model.head_dim, nproc_per_node=plan.ulysses * plan.ring)
+        planner = [v.message for v in violations(plan, model, workload) if v.rule in ATTENTION_RULES]
+        assert config_problems(cfg) == planner
+        fired |= {v.rule for v in violations(plan, model, workload)}
+    assert set(ATTENTION_RULES) <= fired
