@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
@@ -67,6 +68,27 @@ def validate_as(model: type[T], data: object, *, what: str, path: Path | str) ->
         return model.model_validate(data)
     except pydantic.ValidationError as err:
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {item['msg']}" for item in err.errors()
+            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {field_message(item)}" for item in err.errors()
         )
         raise UserInputError(f"{what} file {path} is invalid: {fields}") from None
+
+
+# pydantic's upper-bound checks, said with the value and the bound in a readable form
+# (1.15e+18, not 1152921504606847000).
+_BOUNDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
+
+
+def field_message(item: Mapping[str, Any]) -> str:
+    """pydantic's message for one error; an upper-bound check names the value and the bound readably."""
+    bound = _BOUNDS.get(item.get("type", ""))
+    ctx = item.get("ctx") or {}
+    if bound is None or bound[0] not in ctx:
+        return str(item["msg"])
+    key, words = bound
+    return f"{_number(item.get('input'))} is out of range: it must be {words} {_number(ctx[key])}"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) and abs(value) < 10**12 else f"{value:.3g}"

@@ -8,8 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from enum import Enum
-from typing import Literal, NoReturn, TextIO, get_args, get_origin
+from typing import NoReturn, TextIO
 
 import pydantic
 import typer
@@ -20,18 +19,10 @@ except ImportError:  # older typer depends on click itself
     from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner.errors import UserInputError
+from sp_planner.fileio import field_message
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
-
-
-def choices(name: str, *sources: object) -> type[Enum]:
-    """A str Enum for a typer option, whose values are the Literals (or plain strings) given, so the
-    CLI offers exactly what the specs accept: choices("Recompute", plan.Recompute)."""
-    values: list[str] = []
-    for source in sources:
-        values += list(get_args(source)) if get_origin(source) is Literal else [str(source)]
-    return Enum(name, [(value, value) for value in values], type=str)  # type: ignore[return-value]
 
 
 def _say(message: str) -> None:
@@ -111,7 +102,7 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
     parts = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or err.title
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{where}: {field_message(item)}")
     return f"invalid {err.title}: " + "; ".join(parts)
 
 
@@ -120,7 +111,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     and an unwritable standard output to one line too."""
     _tolerate_narrow_encodings()
     real_stdout = sys.stdout
-    sys.stdout = _GuardedStdout(real_stdout)  # type: ignore[assignment]
+    sys.stdout = _GuardedStdout(real_stdout)
     try:
         result = _run_command(app, argv, prog_name)
         sys.stdout.flush()

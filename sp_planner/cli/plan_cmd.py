@@ -7,17 +7,17 @@ checked fixes are shown, no plan file is written); 2 bad input (one line on stde
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from sp_planner.cli.common import choices, run_app
+from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_outputs, resolve_question
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
-from sp_planner.plan import Recompute
+from sp_planner.plan import MAX_DEGREE, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 
@@ -40,22 +40,19 @@ Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are sh
 """
 
 
-OutputFormat = choices("OutputFormat", "table", "json", "csv")
-Framework = choices("Framework", FrameworkName, "all")
-LauncherChoice = choices("Launcher", Launcher)
-RecomputeChoice = choices("Recompute", Recompute)
+# The choices are the specs' own Literals (typer >= 0.19 takes a Literal as a set of choices).
+OutputFormat = Literal["table", "json", "csv"]
+FrameworkChoice = Literal[FrameworkName, "all"]
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
-# Far above any cluster (the largest runs use about 2**15 GPUs), small enough for exact int64 counts.
-MAX_NODES = 2**20
-MAX_DEGREE = 2**20
+MAX_NODES = 2**20  # as plan.MAX_DEGREE: far above any cluster, exact in int64 counts
 
 
-def _pin(what: str, **limits: int) -> typer.models.OptionInfo:
-    return typer.Option(**({"min": 1, "max": MAX_DEGREE} | limits), show_default=False, help=f"Pin the {what}.")
+def _pin(what: str, *, min: int = 1, max: int = MAX_DEGREE) -> typer.models.OptionInfo:  # noqa: A002 - typer's names
+    return typer.Option(min=min, max=max, show_default=False, help=f"Pin the {what}.")
 
 
 @app.command(epilog=EPILOG)
@@ -81,16 +78,16 @@ def plan(
     ulysses: Annotated[Optional[int], _pin("Ulysses degree")] = None,
     ring: Annotated[Optional[int], _pin("ring degree")] = None,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
-    recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
+    recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
-    framework: Annotated[Framework, typer.Option(
+    framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
-             "framework's flags).")] = Framework.megatron,
-    launcher: Annotated[Optional[LauncherChoice], typer.Option(show_default=False, help="Also print a launch script.")]
+             "framework's flags).")] = "megatron",
+    launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people; json or csv for tools.")]
-    = OutputFormat.table,
+    = "table",
     explain: Annotated[
         bool, typer.Option("--explain", help="Table output: the first plan's memory and time breakdowns and the "
                            "pruning (json already holds them).")
@@ -116,12 +113,11 @@ def plan(
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
-        zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
+        zero=zero, recompute=recompute, micro_batch=micro_batch,
     )
     check_outputs(out=out, report=report)
-    answer = solve(question, top=top, simulate=simulate, framework=framework.value,
-                   launcher=None if launcher is None else launcher.value)
-    emit_answer(answer, output_format=output_format.value, explain=explain, wide=wide)
+    answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher)
+    emit_answer(answer, output_format=output_format, explain=explain, wide=wide)
     write_outputs(answer, out=out, report=report)
     return 0 if answer.fits else EXIT_NO_FIT
 

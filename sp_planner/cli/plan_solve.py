@@ -6,7 +6,7 @@ from __future__ import annotations
 from sp_planner.cli.plan_output import Answer
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.present.advice import suggest_fits
+from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
 from sp_planner.sim.rerank import rerank_by_simulation
@@ -32,7 +32,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
                                                         top_k=simulate).ranked
             # Every plan's ranking too, for --format json (which lists every framework's plans).
             result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate)
-        suggestions = ()
+        suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
             suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,

@@ -35,8 +35,7 @@ def delayed_progress(description: str, *, console: Console | None = None) -> Ite
     timer.start()
     try:
         def update(done: int, total: int | None, description: str | None = None) -> None:
-            progress.update(task, completed=done, total=total,
-                            **({"description": description} if description is not None else {}))
+            progress.update(task, completed=done, total=total, description=description)
 
         yield update
     finally:

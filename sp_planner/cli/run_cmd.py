@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from collections.abc import Mapping
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
-from sp_planner.cli.common import choices, run_app
+from sp_planner.cli.common import run_app
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination
 from sp_planner.errors import UserInputError
-from sp_planner.executor.config import DType, Kernel, RunConfig, check_config
-from sp_planner.executor.config import Device as RunDevice
+from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, check_config
+from sp_planner.executor.config import Device
 from sp_planner.executor.launch import LaunchSpec, cluster_command
-from sp_planner.plan import RingLayout
+from sp_planner.plan import MAX_DEGREE, RingLayout
+from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
+from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.units import parse_tokens
 
@@ -40,16 +43,12 @@ Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the referenc
 """
 
 
-Device = choices("Device", RunDevice)
-Layout = choices("Layout", RingLayout)
-DTypeChoice = choices("DType", DType)
-KernelChoice = choices("Kernel", Kernel)
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
-def _config_from_plan(plan_file: PlanFile, shape: dict[str, object], **run_options) -> RunConfig:
+def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
     given = [name for name, value in shape.items() if value is not None]
     if given:
         raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
@@ -85,33 +84,34 @@ def _joined_launch() -> bool:
 def run(
     *,
     plan: Annotated[Optional[Path], typer.Option(help="A plan.json written by sp-plan --out.")] = None,
-    ulysses: Annotated[Optional[int], typer.Option(min=1, help="Ulysses degree \\[default: 1].")] = None,
-    ring: Annotated[Optional[int], typer.Option(min=1, help="Ring degree \\[default: 1].")] = None,
-    nproc: Annotated[Optional[int], typer.Option(min=1, help="Local processes \\[default: ulysses*ring].")] = None,
-    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = Device.cpu,
+    ulysses: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_DEGREE, help="Ulysses degree \\[default: 1].")] = None,
+    ring: Annotated[Optional[int], typer.Option(min=1, max=MAX_DEGREE, help="Ring degree \\[default: 1].")] = None,
+    nproc: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_DEGREE, help="Local processes \\[default: ulysses*ring].")] = None,
+    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = "cpu",
     seq_len: Annotated[Optional[str], typer.Option(help="Global tokens per sequence: 4096, 4k.")] = None,
-    batch: Annotated[Optional[int], typer.Option(min=1, help="Sequences \\[default: 1].")] = None,
-    heads: Annotated[Optional[int], typer.Option(min=1, help="Query heads.")] = None,
-    kv_heads: Annotated[Optional[int], typer.Option(min=1, help="KV heads \\[default: heads].")] = None,
-    head_dim: Annotated[Optional[int], typer.Option(min=1, help="Head dimension.")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="Sequences \\[default: 1].")] = None,
+    heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="Query heads.")] = None,
+    kv_heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="KV heads \\[default: heads].")] = None,
+    head_dim: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEAD_DIM, help="Head dimension.")] = None,
     causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask \\[default: full].")] = None,
-    ring_layout: Annotated[Optional[Layout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
-    dtype: Annotated[Optional[DTypeChoice], typer.Option(
+    ring_layout: Annotated[Optional[RingLayout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
+    dtype: Annotated[Optional[DType], typer.Option(
         help="Run dtype \\[default: bfloat16 with --plan, else float32].")] = None,
-    kernel: Annotated[KernelChoice, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = (
-        KernelChoice.auto),
-    iters: Annotated[int, typer.Option(min=0, help="Timed iterations after the validated step.")] = 3,
+    kernel: Annotated[Kernel, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = "auto",
+    iters: Annotated[int, typer.Option(min=0, max=MAX_ITERS, help="Timed iterations after the validated step.")] = 3,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung run is killed.")] = 300,
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
     print_launch: Annotated[bool, typer.Option(
         "--print-launch", help="Print the multi-node torchrun command for a cluster and exit.")] = False,
     nodes: Annotated[Optional[int], typer.Option(
-        min=1, help="Nodes of a multi-node run \\[default: ranks / --nproc-per-node].")] = None,
+        min=1, max=MAX_DEGREE, help="Nodes of a multi-node run \\[default: ranks / --nproc-per-node].")] = None,
     nproc_per_node: Annotated[Optional[int], typer.Option(
-        "--nproc-per-node", "--gpus-per-node", min=1,
+        "--nproc-per-node", "--gpus-per-node", min=1, max=MAX_DEGREE,
         help="Ranks (GPUs) per node of a multi-node run \\[default: the plan's, else 8].")] = None,
     node_rank: Annotated[Optional[int], typer.Option(
-        min=0, help="Start this node's torchrun agent and join; 0 hosts the rendezvous store.")] = None,
+        min=0, max=MAX_DEGREE, help="Start this node's torchrun agent and join; 0 hosts the rendezvous store.")] = None,
     rdzv_endpoint: Annotated[Optional[str], typer.Option(
         help="HOST:PORT of the c10d rendezvous (the node-rank-0 host) \\[default for --print-launch: "
              "HEAD_NODE:29500].")] = None,
@@ -122,15 +122,15 @@ def run(
     debug_fail_mode: Annotated[str, typer.Option(hidden=True)] = "raise",
 ) -> int:
     """Run and validate sequence-parallel attention (Ulysses, Ring, USP) on real ranks."""
-    run_options = dict(device=device.value, kernel=kernel.value, iters=iters, debug_fail_rank=debug_fail_rank,
+    run_options = dict(device=device, kernel=kernel, iters=iters, debug_fail_rank=debug_fail_rank,
                        debug_fail_mode=debug_fail_mode)
     shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
              "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout}
     if plan is not None:
         plan_file = read_plan_file(plan)
-        cfg = _config_from_plan(plan_file, shape, dtype=(dtype or DTypeChoice.bfloat16).value, **run_options)
+        cfg = _config_from_plan(plan_file, shape, dtype=dtype or "bfloat16", **run_options)
     else:
-        plan_file, cfg = None, _config_from_flags(shape, dtype=(dtype or DTypeChoice.float32).value, **run_options)
+        plan_file, cfg = None, _config_from_flags(shape, dtype=dtype or "float32", **run_options)
     if out is not None:
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
     agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
@@ -157,7 +157,7 @@ def run(
     return run_here(job, nproc)
 
 
-def _config_from_flags(shape: dict[str, object], **run_options) -> RunConfig:
+def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
     missing = [name for name in ("--seq-len", "--heads", "--head-dim") if shape[name] is None]
     if missing:
         raise UserInputError(f"give {', '.join(missing)} (or --plan plan.json)")
@@ -166,7 +166,7 @@ def _config_from_flags(shape: dict[str, object], **run_options) -> RunConfig:
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
         batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
         head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
-        ring_layout=(shape["--ring-layout"] or Layout.contiguous).value, **run_options,
+        ring_layout=shape["--ring-layout"] or "contiguous", **run_options,
     )
 
 

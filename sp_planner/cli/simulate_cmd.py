@@ -8,13 +8,13 @@ Gantt chart (PNG or SVG) into --out-dir.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from sp_planner.cli.common import choices, run_app
+from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import (
     check_file_destination,
@@ -34,8 +34,9 @@ from sp_planner.units import format_bytes, format_seconds
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
-Topology = choices("Topology", "profile", FabricTopology)
-GanttFormat = choices("GanttFormat", "png", "svg")
+# The fabric choices are the profile's own Literal, plus "profile" for the profile's fabric.
+Topology = Literal["profile", FabricTopology]
+GanttFormat = Literal["png", "svg"]
 
 
 def _summary(result: SimResult, console: Console) -> None:
@@ -81,15 +82,15 @@ def _summary(result: SimResult, console: Console) -> None:
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),
-    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = GanttFormat.png,
+    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = "png",
     topology: Annotated[
         Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
-    ] = Topology.profile,
+    ] = "profile",
     nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs per node (default: one per GPU)")] = None,
 ) -> None:
     """Simulate one training step of PLAN_FILE and print where its time goes."""
     pf = read_plan_file(plan_file)
-    timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt.value}"
+    timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt}"
     check_folder_destination(out_dir, option="--out-dir")
     if resolve_link(out_dir).is_dir():
         for path in (timeline, chart):
@@ -97,9 +98,9 @@ def simulate_command(
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
-            topology=None if topology is Topology.profile else topology.value, nics_per_node=nics_per_node,
+            topology=None if topology == "profile" else topology, nics_per_node=nics_per_node,
         )
-        chart_bytes = gantt_bytes(result, gantt.value)
+        chart_bytes = gantt_bytes(result, gantt)
     console = Console()
     _summary(result, console)
     try:

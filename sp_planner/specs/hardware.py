@@ -35,12 +35,13 @@ SOURCED_FIELDS: tuple[str, ...] = (
 
 Fraction = Field(gt=0.0, le=1.0)
 
-# Upper bounds about 50x above today's parts (B200: 2.25e15 dense bf16 FLOP/s, 192 GB HBM at
-# 8e12 B/s; NVLink 5: 9e11 B/s per GPU), so that a typo (or .inf) is refused with its range
-# instead of planned with.
-MAX_FLOPS = 1e17
-MAX_MEMORY_BYTES = 2.0**44  # 16 TiB
-MAX_BANDWIDTH_BYTES_PER_S = 1e15
+# Upper bounds far above today's parts (B200: 2.25e15 dense bf16 FLOP/s, 192 GB HBM at 8e12 B/s;
+# NVLink 5: 9e11 B/s per GPU) and above the idealized "free compute" profiles the tests build
+# (1e21 FLOP/s, 1e18 B/s), yet low enough that a typo such as 1e30 (or .inf) is refused with its
+# range instead of planned with, and every product of them stays finite in float64.
+MAX_FLOPS = 1e24
+MAX_MEMORY_BYTES = 2.0**60  # 1 EiB
+MAX_BANDWIDTH_BYTES_PER_S = 1e21
 MAX_LATENCY_S = 1.0
 MAX_GPUS_PER_NODE = 1024
 

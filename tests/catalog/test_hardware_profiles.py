@@ -173,7 +173,7 @@ def _set(dotted, value):
         (_set("peak_bf16_flops", 0), "peak_bf16_flops: Input should be greater than 0"),
         (_set("gpus_per_node", 0), "gpus_per_node: Input should be greater than 0"),
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
-        (_set("efficiency.gemm", 1.5), "efficiency.gemm: Input should be less than or equal to 1"),
+        (_set("efficiency.gemm", 1.5), "efficiency.gemm: 1.5 is out of range: it must be at most 1"),
         (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
         (_set("intra_node.kind", "infiniband"), "intra_node: Value error, intra_node.kind 'infiniband'"),
         (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),

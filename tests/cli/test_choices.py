@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import get_args, get_type_hints
 
 from sp_planner.cli import calibrate_cmd, plan_cmd, run_cmd, simulate_cmd
 from sp_planner.executor.config import Device, DType, Kernel
@@ -12,19 +12,24 @@ from sp_planner.plan import Recompute, RingLayout
 from sp_planner.specs.hardware import FabricTopology
 
 
-def _values(enum) -> list[str]:
-    return [member.value for member in enum]
+def _choices(command, name: str) -> tuple[str, ...]:
+    """The values typer offers for option `name`: the Literal in its annotation (Optional unwrapped)."""
+    annotation = get_type_hints(command, include_extras=True)[name]
+    (inner, *_) = get_args(annotation)  # Annotated[X, OptionInfo]
+    if type(None) in get_args(inner):  # Optional[X]
+        (inner,) = [arg for arg in get_args(inner) if arg is not type(None)]
+    return get_args(inner)
 
 
 def test_choices_are_the_literals_of_the_specs():
-    assert _values(plan_cmd.Framework) == [*get_args(Framework), "all"]
-    assert _values(plan_cmd.LauncherChoice) == list(get_args(Launcher))
-    assert _values(plan_cmd.RecomputeChoice) == list(get_args(Recompute))
-    assert _values(run_cmd.DTypeChoice) == list(get_args(DType))
-    assert _values(run_cmd.KernelChoice) == list(get_args(Kernel))
-    assert _values(run_cmd.Layout) == list(get_args(RingLayout))
-    assert _values(run_cmd.Device) == _values(calibrate_cmd.Device) == list(get_args(Device))
-    assert _values(simulate_cmd.Topology) == ["profile", *get_args(FabricTopology)]
+    assert _choices(plan_cmd.plan, "framework") == (*get_args(Framework), "all")
+    assert _choices(plan_cmd.plan, "launcher") == get_args(Launcher)
+    assert _choices(plan_cmd.plan, "recompute") == get_args(Recompute)
+    assert _choices(run_cmd.run, "dtype") == get_args(DType)
+    assert _choices(run_cmd.run, "kernel") == get_args(Kernel)
+    assert _choices(run_cmd.run, "ring_layout") == get_args(RingLayout)
+    assert _choices(run_cmd.run, "device") == _choices(calibrate_cmd.calibrate, "device") == get_args(Device)
+    assert _choices(simulate_cmd.simulate_command, "topology") == ("profile", *get_args(FabricTopology))
 
 
 def test_a_choice_outside_the_literal_is_one_line(sp_plan):

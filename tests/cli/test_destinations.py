@@ -143,7 +143,8 @@ def test_stdout_closed_early_is_one_line():
 def test_ascii_only_stdout_still_gets_the_answer(plan_json, tmp_path):
     # The simulator's tables hold "µs", which an ASCII stream cannot encode.
     done = subprocess.run(
-        [sys.executable, "-c", "from sp_planner.cli.simulate_cmd import main; main()", plan_json, "--out-dir", tmp_path],
+        [sys.executable, "-c", "from sp_planner.cli.simulate_cmd import main; main()", plan_json,
+         "--out-dir", tmp_path],
         capture_output=True, timeout=120,
         env={**os.environ, "PYTHONPATH": os.getcwd(), "PYTHONIOENCODING": "ascii", "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr.decode()
