@@ -77,6 +77,8 @@ def plan(
     dp: Annotated[Optional[int], _pin("data-parallel degree")] = None,
     ulysses: Annotated[Optional[int], _pin("Ulysses degree")] = None,
     ring: Annotated[Optional[int], _pin("ring degree")] = None,
+    ep: Annotated[Optional[int], _pin("expert-parallel degree (MoE)")] = None,
+    etp: Annotated[Optional[int], _pin("expert tensor-parallel degree (MoE)")] = None,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
@@ -113,7 +115,7 @@ def plan(
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
-        zero=zero, recompute=recompute, micro_batch=micro_batch,
+        zero=zero, recompute=recompute, micro_batch=micro_batch, expert_degrees={"ep": ep, "etp": etp},
     )
     check_outputs(out=out, report=report)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher)

@@ -59,8 +59,15 @@ def resolve_question(
     zero: int | None,
     recompute: Recompute | None,
     micro_batch: int | None,
+    expert_degrees: dict[str, int | None] | None = None,
 ) -> PlanQuestion:
-    """Load the specs, build the workload and pins, and reject pins that break a hard rule."""
+    """Load the specs, build the workload and pins, and reject pins that break a hard rule.
+
+    `expert_degrees` pins ep and etp (the expert grid, which reuses the same GPUs)."""
+    experts = {name: value for name, value in (expert_degrees or {}).items() if value is not None}
+    for name, value in experts.items():
+        if value <= 0:
+            raise UserInputError(f"--{name} must be at least 1, got {value}")
     seq_len_tokens = parse_tokens(seq_len)
     if num_nodes <= 0:
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
@@ -76,8 +83,8 @@ def resolve_question(
     if batch <= 0:
         raise UserInputError(f"--global-batch must be at least 1, got {batch}")
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
-    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch)
-    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload)
+    pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch)
+    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts)
     return PlanQuestion(
         model=model_spec,
         hardware=profile,
@@ -122,6 +129,7 @@ def _check_pins(
     micro_batch: int | None,
     model: ModelSpec,
     workload: Workload,
+    experts: dict[str, int] | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break.
 
@@ -133,8 +141,11 @@ def _check_pins(
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1,
+        **(experts or {}),
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
+    # The expert grid must divide a stage's GPUs, which unpinned degrees may still grow.
+    skip |= set() if all(degrees.values()) else {"expert_grid"}
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
         first = broken[0]

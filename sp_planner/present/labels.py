@@ -51,6 +51,7 @@ RECOMPUTE_LONG: dict[str, str] = {"none": "no recompute", "selective": "selectiv
 # Degrees as plans are named: tp first, then the sequence axes, dp, pp (layout.GRID_ORDER reversed).
 NAME_ORDER: tuple[str, ...] = tuple(reversed(GRID_ORDER))
 SHORT_AXIS: dict[str, str] = {"tp": "tp", "ulysses": "u", "ring": "r", "dp": "dp", "pp": "pp"}
+EXPERT_AXES: tuple[str, ...] = ("ep", "etp")  # space.EXPERT_DEGREES
 
 # Every field of the result types must have a label (checked here, at import, not at render time).
 assert set(MEMORY_LABELS) == set(MemoryBreakdown.model_fields)
@@ -66,11 +67,13 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'.
     """
     contiguous = plan.ring > 1 and plan.ring_layout == "contiguous"
+    # Expert degrees only when the plan splits experts (MoE): 'ep 8 x etp 1' after the dense grid.
+    expert_axes = EXPERT_AXES if (plan.ep > 1 or plan.etp > 1) else ()
     if compact:
-        degrees = " ".join(f"{SHORT_AXIS[axis]}{getattr(plan, axis)}" for axis in NAME_ORDER)
+        degrees = " ".join(f"{SHORT_AXIS.get(axis, axis)}{getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
         layout = " contig" if contiguous else ""
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}"
-    degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in NAME_ORDER)
+    degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
     layout = ", contiguous ring" if contiguous else ""
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{layout}")

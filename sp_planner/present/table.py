@@ -20,6 +20,8 @@ PRUNE_REASONS: dict[str, str] = {
     "seq_len": "seq_len not divisible by the sequence split (2*ring for zigzag x ulysses x tp)",
     "layers": "num_layers not divisible by pp",
     "batch": "global_batch not divisible by dp*micro_batch",
+    "experts": "num_experts not divisible by ep (or ep/etp on a dense model)",
+    "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
     "oom": "peak memory above the GPU's HBM",
 }
 
@@ -49,7 +51,10 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     simulated = any(est.simulated_step_time_s is not None for est in ranked)
     # "fits" only says something when a row does not fit (those rows are also red).
     show_fits = wide or not all(est.fits for est in ranked)
-    columns = ["#", "tp", "pp", "dp", "ulysses", "ring", "ZeRO", "recompute", "micro", "GiB/GPU", "step",
+    # Expert degrees only where a plan has them (MoE models).
+    experts = any(est.plan.ep > 1 or est.plan.etp > 1 for est in ranked)
+    columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",
+               "micro", "GiB/GPU", "step",
                *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()), "% peak",
                *(("fits",) if show_fits else ())]
     for name in columns:
@@ -62,7 +67,7 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
                                           f"{est.mfu:.1%}")
         table.add_row(
             str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), str(plan.ring),
-            str(plan.zero), plan.recompute, str(plan.micro_batch), memory_gib(est, hardware),
+            *((str(plan.ep), str(plan.etp)) if experts else ()), str(plan.zero), plan.recompute, str(plan.micro_batch), memory_gib(est, hardware),
             format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
             *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",

@@ -1,0 +1,63 @@
+"""sp-plan on MoE models and a rack-scale NVLink domain (issue 15's question): Qwen3-235B-A22B on
+GB200 NVL72 racks, expert parallelism in the search, the JSON and the Megatron flags, and the rank
+groups of the plan equal to Megatron-Core's RankGenerator."""
+
+from __future__ import annotations
+
+import json
+
+from megatron.core.parallel_state import RankGenerator
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.links import INTRA, group_link
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs.workload import Workload
+
+QUESTION = ["--model", "qwen3-235b-a22b", "--hardware", "gb200-nvl72", "--seq-len", "128k"]
+QWEN = load_model("qwen3-235b-a22b")
+NVL72 = load_hardware("gb200-nvl72")
+
+
+def test_one_rack_ranks_plans_with_expert_degrees(sp_plan):
+    result = sp_plan(*QUESTION, "--nodes", "18", "--format", "json", "--framework", "all", "--top", "400")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    plans = doc["plans"]
+    assert plans[0]["fits"]
+    # The expert axes are searched: ep over divisors of 128 that fit 72 GPUs (1, 2, 4, 8).
+    assert {p["ep"] for p in plans} == {1, 2, 4, 8}
+    for entry in plans[:20]:
+        plan = ParallelPlan(**{name: entry[name] for name in ParallelPlan.model_fields})
+        assert entry["rank_groups"]["ep"] == [list(g) for g in sorted(
+            RankGenerator(tp=plan.etp, ep=plan.ep, dp=plan.edp, pp=plan.pp, cp=1, order="tp-cp-ep-dp-pp")
+            .get_ranks("ep"))]
+
+
+def test_two_racks_megatron_plan_uses_expert_parallelism(sp_plan):
+    result = sp_plan(*QUESTION, "--nodes", "36", "--format", "json", "--top", "400")
+    assert result.exit_code == 0, result.stderr
+    plans = json.loads(result.stdout)["plans"]
+    entry = next(e for e in plans if e["flags"]["megatron"]["supported"])
+    # 144 GPUs, ZeRO-1 (Megatron's distributed optimizer): experts must be split to fit 173 GiB.
+    assert entry["fits"] and entry["zero"] <= 1 and entry["ep"] > 1
+    text = entry["flags"]["megatron"]["text"]
+    assert f"--expert-model-parallel-size {entry['ep']}" in text
+    assert f"--expert-tensor-parallel-size {entry['etp']}" in text
+    assert "--num-experts 128" in text and "--moe-router-topk 8" in text
+
+
+def test_the_nvlink_domain_not_the_host_bounds_intra_links():
+    # 72 GPUs in 18 hosts of 4: a Ulysses group of 8 at stride 1 spans two hosts but one NVLink domain.
+    assert NVL72.gpus_per_node == 4 and NVL72.link_domain_gpus(4) == 72
+    assert group_link(8, 1, NVL72.link_domain_gpus(4)) == INTRA
+    workload = Workload(seq_len=131072, global_batch=36)
+    plan = ParallelPlan(tp=1, ulysses=8, dp=9, ep=8, zero=3, recompute="full")
+    on_rack = evaluate(QWEN, NVL72, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert on_rack.comm_links.ulysses_all_to_all == "intra"
+    assert on_rack.comm_links.ep_all_to_all == "intra"
+    # The same trays without the rack's NVLink domain: every group wider than a host is on the network.
+    hosts_only = NVL72.model_copy(update={"nvlink_domain_gpus": None})
+    apart = evaluate(QWEN, hosts_only, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert apart.comm_links.ulysses_all_to_all == "inter" and apart.comm_links.ep_all_to_all == "inter"
+    assert apart.time.ulysses_comm_s > 5 * on_rack.time.ulysses_comm_s
+    assert apart.time.moe_comm_s > 5 * on_rack.time.moe_comm_s
