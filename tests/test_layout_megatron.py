@@ -23,7 +23,8 @@ def _sorted(groups):
     return sorted(sorted(g) for g in groups)
 
 
-@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"tp{p.tp}u{p.ulysses}r{p.ring}dp{p.dp}pp{p.pp}ep{p.ep}etp{p.etp}")
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"tp{p.tp}u{p.ulysses}r{p.ring}dp{p.dp}pp{p.pp}ep{p.ep}etp{p.etp}"
+                         )
 def test_groups_equal_megatron_rank_generator(plan):
     ours = rank_groups(plan)
     dense = RankGenerator(tp=plan.tp, ep=1, dp=plan.dp, pp=plan.pp, cp=plan.cp, order=ORDER)

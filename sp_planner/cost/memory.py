@@ -29,7 +29,13 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import FP32_BYTES, RING_GRAD_ELEM_BYTES, kv_heads_for_ulysses, kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width
-from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, expert_params_per_rank, imbalance, mean_mlp_params_per_rank, moe_layer_fraction
+from sp_planner.cost.moe import (
+    ROUTER_BYTES_PER_LOGIT,
+    expert_params_per_rank,
+    imbalance,
+    mean_mlp_params_per_rank,
+    moe_layer_fraction,
+)
 from sp_planner.layout import CP_AXES, DP_CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from sp_planner.flags.experts import deepspeed_failures
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -72,7 +73,7 @@ def ds_config(request: FlagRequest) -> dict[str, object]:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    refused = refusal("deepspeed", request, lambda: _failures(request))
+    refused = refusal("deepspeed", request, lambda: _failures(request) + deepspeed_failures(request))
     if refused is not None:
         return refused
     p, m, w = request.plan, request.model, request.workload

@@ -7,6 +7,7 @@ context_parallel): there is no Ulysses all-to-all, so plans with ulysses > 1 can
 
 from __future__ import annotations
 
+from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -84,6 +85,7 @@ def job_config(request: FlagRequest) -> str:
     if p.pp > 1:
         parallelism.append(("pipeline_parallel_microbatch_size", p.micro_batch))
     parallelism.append(("context_parallel_degree", p.ring))
+    parallelism += torchtitan_items(request)
     if p.ring > 1:
         # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once.
         parallelism.append(("context_parallel_rotate_method", "alltoall"))
@@ -99,7 +101,7 @@ def job_config(request: FlagRequest) -> str:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    refused = refusal("torchtitan", request, lambda: _failures(request))
+    refused = refusal("torchtitan", request, lambda: _failures(request) + torchtitan_failures(request))
     if refused is not None:
         return refused
     p = request.plan

@@ -9,6 +9,7 @@ expressed with it alone (its groups would cut across the TP/PP ranks).
 
 from __future__ import annotations
 
+from sp_planner.flags.experts import yunchang_failures
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -118,7 +119,7 @@ def snippet(request: FlagRequest) -> str:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    refused = refusal("yunchang", request, lambda: _failures(request))
+    refused = refusal("yunchang", request, lambda: _failures(request) + yunchang_failures(request))
     if refused is not None:
         return refused
     p = request.plan

@@ -67,7 +67,8 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
                                           f"{est.mfu:.1%}")
         table.add_row(
             str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), str(plan.ring),
-            *((str(plan.ep), str(plan.etp)) if experts else ()), str(plan.zero), plan.recompute, str(plan.micro_batch), memory_gib(est, hardware),
+            *((str(plan.ep), str(plan.etp)) if experts else ()), str(plan.zero), plan.recompute,
+            str(plan.micro_batch), memory_gib(est, hardware),
             format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
             *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",

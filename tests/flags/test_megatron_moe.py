@@ -35,7 +35,8 @@ def transformer_config(text: str, hidden_size: int) -> TransformerConfig:
         name = RENAMED.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
         if name in TRAINING_ONLY:
             continue
-        assert name in CONFIG_FIELDS | {"disable_bias_linear"}, f"{flag} is neither a TransformerConfig field nor a known training flag"
+        known = CONFIG_FIELDS | {"disable_bias_linear"}
+        assert name in known, f"{flag} is neither a TransformerConfig field nor a known training flag"
         if name == "disable_bias_linear":  # arguments.py: store_false into add_bias_linear
             kwargs["add_bias_linear"] = False
         elif not values:

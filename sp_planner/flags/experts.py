@@ -1,0 +1,64 @@
+"""What each framework can say about expert parallelism (ep, etp), for the MoE plans of the search.
+
+Megatron-LM and MindSpeed emit Megatron's MoE flags (flags/megatron.py moe_groups; MindSpeed-LLM
+takes Megatron's --expert-model-parallel-size, reference moe_fp8_pipeline_frameworks.md 4.1).
+torchtitan has expert_parallel_degree (0.2.2 also expert_tensor_parallel_degree, 1 or tp only;
+0.3.0 removed it and folds EP over dp_shard x cp x tp). DeepSpeed and yunchang get a reason.
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import FlagRequest
+
+
+def _splits_experts(request: FlagRequest) -> bool:
+    return request.plan.ep > 1 or request.plan.etp > 1
+
+
+def deepspeed_failures(request: FlagRequest) -> list[str]:
+    """DeepSpeed's EP lives in the model code, not in the config this planner emits."""
+    if not _splits_experts(request):
+        return []
+    p = request.plan
+    return [
+        f"ep {p.ep} x etp {p.etp} cannot be expressed: DeepSpeed sets expert parallelism in the model "
+        "code (deepspeed.moe.layer.MoE(ep_size=...)) or in 0.19's AutoEP ds_config section "
+        "'expert_parallel' (autoep_size, expert_tensor_parallel_size), with no documented combination "
+        "with Ulysses/ALST sequence parallelism; use megatron or mindspeed for MoE plans, or ep 1, etp 1"
+    ]
+
+
+def yunchang_failures(request: FlagRequest) -> list[str]:
+    """yunchang parallelizes attention only; the MLP (experts included) belongs to the trainer."""
+    if not _splits_experts(request):
+        return []
+    p = request.plan
+    return [
+        f"ep {p.ep} x etp {p.etp} cannot be expressed: yunchang is an attention library (Ulysses/ring "
+        "process groups only) and has no expert parallelism; the training framework around it must "
+        "split the experts; use megatron or mindspeed for MoE plans"
+    ]
+
+
+def torchtitan_failures(request: FlagRequest) -> list[str]:
+    """torchtitan's expert mesh: ETP is 1 or tp (0.2.2 job_config), EP divides dp_shard x cp x tp
+    (ParallelDims: dp_shard*cp*tp == efsdp*ep)."""
+    if not _splits_experts(request):
+        return []
+    p = request.plan
+    failures = []
+    if p.etp not in (1, p.tp):
+        failures.append(f"etp {p.etp} cannot be expressed: torchtitan's expert tensor parallel degree is 1 or "
+                        f"tp ({p.tp})")
+    dp_shard = p.dp if p.zero > 0 else 1
+    if (dp_shard * p.ring * p.tp) % p.ep != 0:
+        failures.append(f"ep {p.ep} does not divide dp_shard x cp x tp = {dp_shard} x {p.ring} x {p.tp} "
+                        "(torchtitan folds EP over the FSDP and TP ranks)")
+    return failures
+
+
+def torchtitan_items(request: FlagRequest) -> list[tuple[str, object]]:
+    """[parallelism] keys for the expert degrees (MoE models only)."""
+    if request.model.moe is None:
+        return []
+    return [("expert_parallel_degree", request.plan.ep), ("expert_tensor_parallel_degree", request.plan.etp)]
