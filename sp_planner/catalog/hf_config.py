@@ -1,9 +1,11 @@
-"""ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2 and qwen3 families.
+"""ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe and
+deepseek_v3 families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
-MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config): num_key_value_heads defaults to
-num_attention_heads, head_dim to hidden_size // num_attention_heads, and tie_word_embeddings to
-False in all five.
+MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
+num_key_value_heads defaults to num_attention_heads, head_dim to hidden_size //
+num_attention_heads, and tie_word_embeddings to False. DeepSeek-V3's MLA sets the heads as
+ModelSpec.mla describes (num_kv_heads = num_heads, head_dim = half the per-head Q+K+V width).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from pathlib import Path
 
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured, validate_as
-from sp_planner.specs.model import ModelSpec, MoESpec
+from sp_planner.specs.model import MLASpec, ModelSpec, MoESpec
 
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3")
 
 _WHAT = "model config"
 # Gated activations: the MLP has gate, up and down projections.
@@ -102,12 +104,29 @@ def _qkv_bias(cfg: dict, model_type: str, path: Path) -> bool:
     # attention_bias (which also adds an o_proj bias of hidden_size per layer, left uncounted).
     if model_type == "qwen2":
         return True
-    if model_type in ("llama", "qwen3"):
+    if model_type in ("llama", "qwen3", "qwen3_moe", "deepseek_v3"):
         return _flag(cfg, "attention_bias", path)
     return False
 
 
 def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESpec | None:
+    if model_type == "qwen3_moe":
+        # Qwen3MoeConfig: every decoder_sparse_step-th layer is MoE unless listed in mlp_only_layers.
+        if cfg.get("mlp_only_layers") or _positive_int(cfg, "decoder_sparse_step", path, default=1) != 1:
+            raise _error(path, "qwen3_moe with mlp_only_layers or decoder_sparse_step != 1 is not supported "
+                         "(only the first layers may be dense)")
+        return MoESpec(num_experts=_positive_int(cfg, "num_experts", path),
+                       top_k=_positive_int(cfg, "num_experts_per_tok", path),
+                       moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path))
+    if model_type == "deepseek_v3":
+        # DeepseekV3Config: layers from first_k_dense_replace on are MoE (moe_layer_freq 1).
+        if _positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
+            raise _error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
+        shared = cfg.get("n_shared_experts") or 0
+        return MoESpec(num_experts=_positive_int(cfg, "n_routed_experts", path),
+                       top_k=_positive_int(cfg, "num_experts_per_tok", path),
+                       moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path),
+                       num_shared_experts=shared, first_dense_layers=cfg.get("first_k_dense_replace") or 0)
     if model_type != "mixtral":
         return None
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
@@ -116,6 +135,26 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         top_k=_positive_int(cfg, "num_experts_per_tok", path),
         moe_intermediate_size=intermediate_size,
     )
+
+
+def _mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:
+    """DeepseekV3Config's latent attention (q_lora_rank may be null: no query compression)."""
+    if model_type != "deepseek_v3":
+        return None
+    q_lora = cfg.get("q_lora_rank")
+    return MLASpec(q_lora_rank=None if q_lora is None else _positive_int(cfg, "q_lora_rank", path),
+                   kv_lora_rank=_positive_int(cfg, "kv_lora_rank", path),
+                   qk_nope_head_dim=_positive_int(cfg, "qk_nope_head_dim", path),
+                   qk_rope_head_dim=_positive_int(cfg, "qk_rope_head_dim", path),
+                   v_head_dim=_positive_int(cfg, "v_head_dim", path))
+
+
+def _mla_head_dim(mla: MLASpec, path: Path) -> int:
+    width = mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim
+    if width % 2:
+        raise _error(path, f"qk_nope_head_dim + qk_rope_head_dim + v_head_dim = {width} is odd; the planner's "
+                     "MLA head width (their half) must be whole")
+    return width // 2
 
 
 def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = None) -> ModelSpec:
@@ -141,19 +180,21 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         )
     intermediate = _positive_int(cfg, "intermediate_size", path)
     name, repo = _names(cfg, fallback_name or (path.stem if path.stem != "config" else str(path)))
+    mla = _mla(cfg, model_type, path)
     fields = {
         "name": name,
         "hidden_size": hidden,
         "intermediate_size": intermediate,
         "num_layers": _positive_int(cfg, "num_hidden_layers", path),
         "num_heads": heads,
-        "num_kv_heads": _positive_int(cfg, "num_key_value_heads", path, default=heads),
-        "head_dim": _positive_int(cfg, "head_dim", path, default=hidden // heads),
+        "num_kv_heads": heads if mla else _positive_int(cfg, "num_key_value_heads", path, default=heads),
+        "head_dim": _mla_head_dim(mla, path) if mla else _positive_int(cfg, "head_dim", path, default=hidden // heads),
         "vocab_size": _positive_int(cfg, "vocab_size", path),
         "tie_word_embeddings": _flag(cfg, "tie_word_embeddings", path),
         "mlp": _mlp(cfg, path),
         "qkv_bias": _qkv_bias(cfg, model_type, path),
         "moe": _moe(cfg, model_type, path, intermediate),
+        "mla": mla,
         "hf_repo": repo,
         "sources": (f"{path} (Hugging Face config.json, model_type {model_type})",),
     }

@@ -16,7 +16,8 @@ MODEL_ALIASES: dict[str, str] = {
     "Mistral-7B-v0.1": "Mistral-7B",
     "Mixtral-8x7B-v0.1": "Mixtral-8x7B",
 }
-_HINT = "Or pass the path to a Hugging Face config.json (llama, mistral, mixtral, qwen2, qwen3)."
+_HINT = ("Or pass the path to a Hugging Face config.json (llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, "
+         "deepseek_v3).")
 
 
 @functools.cache

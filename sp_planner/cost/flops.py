@@ -30,7 +30,8 @@ def _active_ffn_width(model: ModelSpec) -> float:
 def layer_gemm_flops_per_token(model: ModelSpec) -> float:
     """Forward GEMM FLOPs of one layer for one token (QKV, output projection, MLP)."""
     h = model.hidden_size
-    attn = 2 * h * (2 * model.q_size + 2 * model.kv_size)
+    # Projections: 2 FLOPs per weight (MLA: its down/up projections, ModelSpec.mla_params_per_layer).
+    attn = 2 * model.mla_params_per_layer if model.mla is not None else 2 * h * (2 * model.q_size + 2 * model.kv_size)
     mlp = 2 * model.num_mlp_matrices * h * _active_ffn_width(model)
     return float(attn + mlp)
 

@@ -61,6 +61,8 @@ def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
         attn = attn + q_local + 2 * kv_local * d
     if model.linear_bias:
         attn = attn + h
+    if model.mla is not None:  # MLA projections, split over tp like the heads they serve
+        attn = model.mla_params_per_layer / tp
     return attn + mean_mlp_params_per_rank(model, tp, ep, etp) + model.norm_params_per_layer
 
 

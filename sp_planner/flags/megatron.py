@@ -60,6 +60,13 @@ def common_groups(request: FlagRequest, cp_flags: list[str]) -> list[FlagGroup]:
     shape = [f"--num-layers {m.num_layers}", f"--num-attention-heads {m.num_heads}"]
     if m.num_kv_heads < m.num_heads:
         shape += ["--group-query-attention", f"--num-query-groups {m.num_kv_heads}"]
+    if m.mla is not None:
+        # MLA (arguments.py; exclusive with --group-query-attention). --kv-lora-rank's CLI default is
+        # 32, not the dataclass's 512, so every dimension is passed (reference 1.2).
+        a = m.mla
+        shape += ["--multi-latent-attention", *([f"--q-lora-rank {a.q_lora_rank}"] if a.q_lora_rank else []),
+                  f"--kv-lora-rank {a.kv_lora_rank}", f"--qk-head-dim {a.qk_nope_head_dim}",
+                  f"--qk-pos-emb-head-dim {a.qk_rope_head_dim}", f"--v-head-dim {a.v_head_dim}"]
     # Batch: GBS % (MBS*DP) == 0 and DP excludes CP (megatron/training/config/training_config.py).
     batch = [
         f"--seq-length {w.seq_len}",

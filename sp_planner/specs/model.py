@@ -30,6 +30,20 @@ class MoESpec(FrozenModel):
     first_dense_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
 
 
+class MLASpec(FrozenModel):
+    """Multi-head latent attention (DeepSeek-V2/V3; HF config names). Training runs it as ordinary
+    attention over num_heads decompressed heads: queries and keys of qk_nope_head_dim +
+    qk_rope_head_dim (the decoupled RoPE part; the key's RoPE part is one per token, shared by the
+    heads), values of v_head_dim. The latent (kv_lora_rank) is what inference caches, not what
+    context parallelism moves: Ulysses' all-to-all and the ring pass the per-head Q/K/V."""
+
+    q_lora_rank: int | None = Field(default=None, gt=0, le=MAX_WIDTH)  # None: no query compression
+    kv_lora_rank: int = Field(gt=0, le=MAX_WIDTH)
+    qk_nope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    qk_rope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    v_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+
+
 class ModelSpec(FrozenModel):
     """Decoder-only transformer. Field names follow Hugging Face config.json where they exist."""
 
@@ -48,11 +62,22 @@ class ModelSpec(FrozenModel):
     # GPT-3 style: LayerNorm with bias and biases on every linear layer.
     linear_bias: bool = False
     moe: MoESpec | None = None
+    # With MLA, num_kv_heads = num_heads and head_dim = (qk_nope + qk_rope + v_head_dim) / 2, the
+    # width whose Q+K+V+O, attention FLOPs (QK^T over qk dims, PV over v) and CP traffic equal
+    # MLA's as training runs it; the projection weights come from `mla` (checked below).
+    mla: MLASpec | None = None
     hf_repo: str | None = None
     sources: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check_heads(self) -> "ModelSpec":
+        if self.mla is not None:
+            a = self.mla
+            width = a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim
+            if self.num_kv_heads != self.num_heads or 2 * self.head_dim != width:
+                raise ValueError(
+                    f"with mla, num_kv_heads must equal num_heads ({self.num_heads}) and head_dim must be "
+                    f"(qk_nope_head_dim + qk_rope_head_dim + v_head_dim) / 2 = {width / 2:g}")
         if self.moe is not None and self.moe.first_dense_layers >= self.num_layers:
             raise ValueError(f"moe.first_dense_layers ({self.moe.first_dense_layers}) must be below "
                              f"num_layers ({self.num_layers})")
@@ -78,7 +103,21 @@ class ModelSpec(FrozenModel):
         return 2 if self.mlp == "gelu" else 3
 
     @property
+    def mla_params_per_layer(self) -> int:
+        """MLA projections (DeepSeek-V3 modeling: q_a/q_b with q_a_layernorm, kv_a_proj_with_mqa,
+        kv_a_layernorm, kv_b_proj, o_proj)."""
+        assert self.mla is not None
+        a, h, heads = self.mla, self.hidden_size, self.num_heads
+        qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+        q = (h * a.q_lora_rank + a.q_lora_rank + a.q_lora_rank * heads * qk) if a.q_lora_rank else h * heads * qk
+        kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank
+        kv += a.kv_lora_rank * heads * (a.qk_nope_head_dim + a.v_head_dim)
+        return q + kv + heads * a.v_head_dim * h
+
+    @property
     def attention_params_per_layer(self) -> int:
+        if self.mla is not None:
+            return self.mla_params_per_layer
         h = self.hidden_size
         weights = h * (self.q_size + 2 * self.kv_size) + self.q_size * h
         bias = (self.q_size + 2 * self.kv_size) if (self.qkv_bias or self.linear_bias) else 0

@@ -13,7 +13,7 @@ EXPECTED_NAMES = [
     "Llama-2-7B", "Llama-2-13B", "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Llama-3.1-8B",
     "Llama-3.1-70B", "Llama-3.1-405B", "Mistral-7B", "Mixtral-8x7B", "Qwen2.5-7B", "Qwen2.5-14B",
     "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "GPT-3-175B", "Yi-34B", "Gemma-2-9B",
-    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B",
+    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "DeepSeek-V3",
 ]  # fmt: skip
 
 
@@ -78,10 +78,13 @@ PUBLISHED_PARAMS = [
     ("Gemma-2-27B", 27.227e9),  # Gemma 2 report Table 2: 26,047,480,320 + 1,179,648,000
     ("Qwen3-30B-A3B", 30.5e9),  # Qwen3-30B-A3B model card "Number of Parameters: 30.5B in total and 3.3B activated"
     ("Qwen3-235B-A22B", 235e9),  # Qwen3-235B-A22B model card "235B in total and 22B activated"
+    ("DeepSeek-V3", 671e9),  # deepseek-ai/DeepSeek-V3 README_WEIGHTS.md: 671B main model weights (MTP apart)
 ]
 
 # Published activated parameters (same model cards), within 2% (the cards round to 2 digits).
-PUBLISHED_ACTIVE = [("Qwen3-30B-A3B", 3.3e9), ("Qwen3-235B-A22B", 22e9)]
+PUBLISHED_ACTIVE = [("Qwen3-30B-A3B", 3.3e9), ("Qwen3-235B-A22B", 22e9),
+                    # README_WEIGHTS.md "36.7B activated"; ours 37.55B counts the 0.93B input embedding too
+                    ("DeepSeek-V3", 36.7e9 + 129280 * 7168)]
 
 
 @pytest.mark.parametrize(("name", "published"), PUBLISHED_ACTIVE)
@@ -126,3 +129,14 @@ def test_catalog_import_leaves_torch_out():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_deepseek_v3_mla_projections_by_hand():
+    # DeepSeek-V3 modeling: q_a (h x 1536) + q_a_layernorm + q_b (1536 x 128*(128+64)); kv_a_proj_with_mqa
+    # (h x (512+64)) + kv_a_layernorm + kv_b (512 x 128*(128+128)); o_proj (128*128 x h).
+    spec = load_model("DeepSeek-V3")
+    h = 7168
+    q = h * 1536 + 1536 + 1536 * 128 * 192
+    kv = h * 576 + 512 + 512 * 128 * 256
+    assert spec.attention_params_per_layer == q + kv + 128 * 128 * h
+    assert spec.num_moe_layers == 58 and spec.moe.first_dense_layers == 3

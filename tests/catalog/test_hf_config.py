@@ -93,6 +93,26 @@ QWEN3_32B = {
 ARCH_FIELDS = {"name", "sources", "hf_repo"}
 
 
+# Qwen/Qwen3-30B-A3B and deepseek-ai/DeepSeek-V3 config.json (the fields the loader reads, plus
+# routing extras it ignores); values as in shared reference moe_fp8_pipeline_frameworks.md 5.1-5.2.
+QWEN3_30B_A3B = {
+    "_name_or_path": "Qwen/Qwen3-30B-A3B", "model_type": "qwen3_moe", "hidden_act": "silu",
+    "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48,
+    "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128,
+    "num_experts_per_tok": 8, "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True,
+    "vocab_size": 151936, "tie_word_embeddings": False, "attention_bias": False,
+}
+DEEPSEEK_V3 = {
+    "_name_or_path": "deepseek-ai/DeepSeek-V3", "model_type": "deepseek_v3", "hidden_act": "silu",
+    "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+    "num_attention_heads": 128, "num_key_value_heads": 128, "n_routed_experts": 256, "n_shared_experts": 1,
+    "num_experts_per_tok": 8, "first_k_dense_replace": 3, "moe_layer_freq": 1, "q_lora_rank": 1536,
+    "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    "n_group": 8, "topk_group": 4, "routed_scaling_factor": 2.5, "num_nextn_predict_layers": 1,
+    "vocab_size": 129280, "tie_word_embeddings": False,
+}
+
+
 def write_config(tmp_path, cfg, folder="ckpt"):
     path = tmp_path / folder / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +129,8 @@ def write_config(tmp_path, cfg, folder="ckpt"):
         (MIXTRAL_8X7B, "Mixtral-8x7B"),
         (QWEN25_7B, "Qwen2.5-7B"),
         (QWEN3_32B, "Qwen3-32B"),
+        (QWEN3_30B_A3B, "Qwen3-30B-A3B"),
+        (DEEPSEEK_V3, "DeepSeek-V3"),
     ],
 )
 def test_config_gives_the_builtin_architecture(tmp_path, cfg, builtin):
@@ -219,3 +241,10 @@ def test_malformed_and_non_mapping_json(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_model(str(tmp_path / "nope" / "config.json"))
+
+
+def test_moe_layouts_the_loader_cannot_express_are_refused(tmp_path):
+    with pytest.raises(UserInputError, match="mlp_only_layers"):
+        load_hf_config(write_config(tmp_path, {**QWEN3_30B_A3B, "mlp_only_layers": [0]}, "a"))
+    with pytest.raises(UserInputError, match="moe_layer_freq"):
+        load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, "moe_layer_freq": 2}, "b"))

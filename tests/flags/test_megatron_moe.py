@@ -14,7 +14,7 @@ import dataclasses
 import pytest
 import torch
 
-from megatron.core.transformer.transformer_config import TransformerConfig
+from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_flags
 from sp_planner.plan import ParallelPlan
@@ -26,16 +26,18 @@ TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "g
                  "use_distributed_optimizer", "group_query_attention"}
 RENAMED = {"num_experts": "num_moe_experts"}  # arguments.py: --num-experts -> num_moe_experts
 LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
-CONFIG_FIELDS = {f.name for f in dataclasses.fields(TransformerConfig)}
 
 
-def transformer_config(text: str, hidden_size: int) -> TransformerConfig:
+def transformer_config(text: str, hidden_size: int, config_class: type = TransformerConfig) -> TransformerConfig:
+    """`config_class` is MLATransformerConfig for MLA models (Megatron's gpt_builders pick it on
+    --multi-latent-attention)."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
     kwargs: dict[str, object] = {"hidden_size": hidden_size}
     for flag, values in parse_bash_array(text).items():
         name = RENAMED.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
         if name in TRAINING_ONLY:
             continue
-        known = CONFIG_FIELDS | {"disable_bias_linear"}
+        known = fields | {"disable_bias_linear"}
         assert name in known, f"{flag} is neither a TransformerConfig field nor a known training flag"
         if name == "disable_bias_linear":  # arguments.py: store_false into add_bias_linear
             kwargs["add_bias_linear"] = False
@@ -52,17 +54,19 @@ def transformer_config(text: str, hidden_size: int) -> TransformerConfig:
         # megatron/training/arguments.py core_transformer_config_from_args: --bf16 sets params_dtype,
         # and pipeline_dtype = params_dtype.
         kwargs["params_dtype"] = kwargs["pipeline_dtype"] = torch.bfloat16
-    return TransformerConfig(**kwargs)
+    return config_class(**kwargs)
 
 
 QWEN3_235B = load_model("Qwen3-235B-A22B")
 QWEN3_30B = load_model("Qwen3-30B-A3B")
 MIXTRAL = load_model("Mixtral-8x7B")
+DEEPSEEK_V3 = load_model("DeepSeek-V3")
 CASES = [
     (QWEN3_235B, ParallelPlan(tp=2, ulysses=2, dp=36, ep=16, etp=1, recompute="full"), 4),  # two NVL72 racks
     (QWEN3_235B, ParallelPlan(tp=2, ring=4, dp=9, pp=2, ep=8, etp=1, recompute="selective"), 4),
     (QWEN3_30B, ParallelPlan(tp=2, ring=4, dp=2, ep=4, etp=2), 8),
     (MIXTRAL, ParallelPlan(tp=4, ulysses=2, ring=2, dp=2, ep=8, etp=1), 8),
+    (DEEPSEEK_V3, ParallelPlan(tp=8, ulysses=2, dp=18, ep=32, etp=1, recompute="full"), 4),  # 4 NVL72 racks
 ]
 
 
@@ -73,7 +77,8 @@ def test_moe_flags_pass_transformer_config(model, plan, gpus_per_node):
                           num_nodes=plan.world_size // gpus_per_node, gpus_per_node=gpus_per_node)
     flags = render_flags("megatron", request)
     assert flags.supported, flags.reason
-    config = transformer_config(flags.text, model.hidden_size)
+    mla = model.mla is not None
+    config = transformer_config(flags.text, model.hidden_size, MLATransformerConfig if mla else TransformerConfig)
     assert config.num_moe_experts == model.moe.num_experts
     assert config.moe_router_topk == model.moe.top_k
     assert config.moe_ffn_hidden_size == model.moe.moe_intermediate_size
@@ -91,3 +96,16 @@ def test_megatron_core_refuses_what_the_rules_refuse():
     # The checker is live: an EP without experts is refused by TransformerConfig itself.
     with pytest.raises(ValueError, match="num_moe_experts"):
         TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, expert_model_parallel_size=2)
+
+
+def test_deepseek_v3_flags_carry_mla_and_its_dense_first_layers():
+    plan = ParallelPlan(tp=8, ulysses=2, dp=18, ep=32, etp=1, recompute="full")
+    request = FlagRequest(model=DEEPSEEK_V3, workload=Workload(seq_len=65536, global_batch=36), plan=plan,
+                          num_nodes=72, gpus_per_node=4)
+    config = transformer_config(render_flags("megatron", request).text, 7168, MLATransformerConfig)
+    assert config.multi_latent_attention
+    assert (config.q_lora_rank, config.kv_lora_rank, config.qk_head_dim, config.qk_pos_emb_head_dim,
+            config.v_head_dim) == (1536, 512, 128, 64, 128)
+    assert config.moe_layer_freq == [0] * 3 + [1] * 58
+    assert config.moe_shared_expert_intermediate_size == 2048
+    assert config.num_query_groups in (None, 128)  # MLA: no GQA flag
