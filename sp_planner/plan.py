@@ -142,6 +142,13 @@ def _breaks_expert_grid(d, **_):
     return ranks_per_stage % (_get(d, "ep") * _get(d, "etp")) != 0
 
 
+def _breaks_window_ring(window_tokens, seq_len, d, **_):
+    # Sliding-window layers under a ring: not modelled (which ring steps a window skips depends on
+    # the layout), and Transformer Engine allows sliding windows with context parallelism only for
+    # a2a or all_gather, not p2p (context_parallel.py, reference moe_fp8_pipeline_frameworks.md 1.8).
+    return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -150,6 +157,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "batch": _breaks_batch,
     "experts": _breaks_experts,
     "expert_grid": _breaks_expert_grid,
+    "window_ring": _breaks_window_ring,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
@@ -164,11 +172,13 @@ class RuleFacts(NamedTuple):
     num_layers: int = 1
     global_batch: int = 1
     num_experts: int = 0  # 0 for dense models
+    window_tokens: int = 0  # sliding-window span of the local layers, 0 without
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
         return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
-                   workload.global_batch, model.moe.num_experts if model.moe else 0)
+                   workload.global_batch, model.moe.num_experts if model.moe else 0,
+                   model.window.window_tokens if model.window else 0)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
@@ -197,6 +207,10 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     if rule == "expert_grid":
         return (f"ep*etp = {plan.ep}*{plan.etp} does not divide the {plan.world_size // plan.pp} GPUs of a "
                 "pipeline stage (Megatron: world % (ETP*EP*PP) == 0)")
+    if rule == "window_ring":
+        return (f"ring {plan.ring} over sliding-window layers (window {f.window_tokens} < seq_len {f.seq_len}) is "
+                "not modelled, and Transformer Engine runs sliding windows with context parallelism only as "
+                "a2a or all_gather; use ulysses and tp")
     assert rule == "batch", rule
     return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
             "(Megatron: GBS % (MBS*DP) == 0)")

@@ -11,6 +11,7 @@ from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.plan import ATTENTION_RULES, RULES, violations
 from sp_planner.space import Candidates, Pins, enumerate_candidates, rule_masks
 from sp_planner.specs import ModelSpec, Workload
+from sp_planner.specs.model import WindowSpec
 
 ODD = ModelSpec(name="odd", hidden_size=96, intermediate_size=256, num_layers=6, num_heads=12,
                 num_kv_heads=3, head_dim=8, vocab_size=100)
@@ -35,6 +36,8 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     # The free search enumerates only expert grids that fill a stage; a pinned ep 3 (no model
     # here has a multiple of 3 experts) breaks the expert rules, on dense models too.
     experts = model.moe.num_experts if model.moe else 0
+    # A sliding window shorter than the sequence, so that the window_ring rule fires where ring > 1.
+    model = model.model_copy(update={"window": WindowSpec(window_tokens=workload.seq_len // 3)})
     columns = _concat(enumerate_candidates(workload, world, Pins(), num_experts=experts),
                       enumerate_candidates(workload, world, Pins(ep=3), num_experts=experts))
     masks = rule_masks(model, workload, columns)

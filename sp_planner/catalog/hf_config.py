@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured, validate_as
-from sp_planner.specs.model import MLASpec, ModelSpec, MoESpec
+from sp_planner.specs.model import MLASpec, ModelSpec, MoESpec, WindowSpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3")
 
@@ -137,6 +137,19 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
     )
 
 
+def _window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
+    """Mistral/Mixtral: `sliding_window` (null = full attention) on every layer. Qwen2/Qwen3 turn
+    windows on with `use_sliding_window` for layers from max_window_layers on: refused, not
+    silently planned as full attention."""
+    if model_type in ("mistral", "mixtral"):
+        if cfg.get("sliding_window") is None:
+            return None
+        return WindowSpec(window_tokens=_positive_int(cfg, "sliding_window", path))
+    if model_type in ("qwen2", "qwen3", "qwen3_moe") and cfg.get("use_sliding_window"):
+        raise _error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
+    return None
+
+
 def _mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:
     """DeepseekV3Config's latent attention (q_lora_rank may be null: no query compression)."""
     if model_type != "deepseek_v3":
@@ -195,6 +208,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "qkv_bias": _qkv_bias(cfg, model_type, path),
         "moe": _moe(cfg, model_type, path, intermediate),
         "mla": mla,
+        "window": _window(cfg, model_type, path),
         "hf_repo": repo,
         "sources": (f"{path} (Hugging Face config.json, model_type {model_type})",),
     }

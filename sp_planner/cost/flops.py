@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.window import windowed_attention_flops_per_token
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.specs.model import ModelSpec
 
@@ -63,7 +64,7 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
     model FLOPs so the two are comparable.
     """
     gemm = layer_gemm_flops_per_token(model)
-    attn = attention_flops_per_token(model, seq_len, causal=causal)
+    attn = windowed_attention_flops_per_token(model, seq_len, attention_flops_per_token(model, seq_len, causal=causal))
     recompute = np.asarray(recompute)
     extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn, np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
     per_token = model.num_layers * (3 * (gemm + attn) + extra) + 3 * logits_gemm_flops_per_token(model)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
+from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
     TP_ALL_GATHERS_PER_LAYER,
     TP_BACKWARD_ALL_GATHERS,
@@ -133,6 +134,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
     )
+    attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
+                                    ring=r)
     gathered = tokens * model.hidden_size * ACT_BYTES
     tp_stride = axis_stride(c, "tp")
     ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)

@@ -139,6 +139,12 @@ def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py"
         f"--max-position-embeddings is set to seq_len {request.workload.seq_len}; use a RoPE base/scaling "
         "suited to that length.",
     ]
+    window = request.model.window
+    if window is not None and window.window_tokens < request.workload.seq_len:
+        pattern = f"{window.local_layers} local : {window.global_layers} global layers"
+        notes.append(f"The model's sliding window ({window.window_tokens} tokens, {pattern}) is architecture: set it "
+                     "with the other architecture flags; Transformer Engine runs it with context parallelism "
+                     "only as a2a or all_gather.")
     if p.ring > 1 and p.ring_layout == "contiguous":
         notes.append(
             "CP shards are always load-balanced (2*cp chunks, zigzag) in Megatron's data path; the "

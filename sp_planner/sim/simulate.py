@@ -11,6 +11,7 @@ from __future__ import annotations
 
 
 from sp_planner.cost.step import time_columns
+from sp_planner.cost.window import local_window
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
@@ -38,6 +39,9 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
             f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
             f"{world}, or plan again with sp-plan for this cluster"
         )
+    if local_window(model, workload.seq_len) is not None:
+        raise UserInputError(f"{model.name}'s sliding-window layers are not simulated (the analytic estimate of "
+                             "sp-plan models them); leave out --simulate")
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))

@@ -30,6 +30,23 @@ class MoESpec(FrozenModel):
     first_dense_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
 
 
+class WindowSpec(FrozenModel):
+    """Sliding-window (local) attention layers, repeating `local_layers` local then `global_layers`
+    full-attention layers (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3: 5:1).
+    A local layer's query attends to the `window_tokens` keys before it."""
+
+    window_tokens: int = Field(gt=0, le=2**40)
+    local_layers: int = Field(default=1, gt=0, le=MAX_LAYERS)
+    global_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
+    # Gemma 2 caps attention logits with tanh (50.0); run inside the flash kernel (FlashAttention
+    # >= 2.6 softcap) at the same efficiency (assumption, no measurement found).
+    logit_softcapping: float | None = Field(default=None, gt=0)
+
+    @property
+    def local_fraction(self) -> float:
+        return self.local_layers / (self.local_layers + self.global_layers)
+
+
 class MLASpec(FrozenModel):
     """Multi-head latent attention (DeepSeek-V2/V3; HF config names). Training runs it as ordinary
     attention over num_heads decompressed heads: queries and keys of qk_nope_head_dim +
@@ -66,6 +83,7 @@ class ModelSpec(FrozenModel):
     # width whose Q+K+V+O, attention FLOPs (QK^T over qk dims, PV over v) and CP traffic equal
     # MLA's as training runs it; the projection weights come from `mla` (checked below).
     mla: MLASpec | None = None
+    window: WindowSpec | None = None
     hf_repo: str | None = None
     sources: tuple[str, ...] = ()
 

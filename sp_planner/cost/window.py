@@ -1,0 +1,55 @@
+"""Sliding-window (local) attention layers: their kernel time and executed FLOPs (vectorized).
+
+A local layer's query attends to the `window_tokens` keys before it (Mistral 7B, arXiv
+2310.06825 section 2; Gemma 2, arXiv 2408.00118 section 2). With Ulysses and TP the sequence is
+whole on each rank, so a local layer is one flash call on a band of s x W (the sliding-window
+kernel skips the tiles outside the band; FlashAttention's window_size): FLOPs 4*b*heads*d*s*W,
+timed as a non-causal s x W block at the efficiency of a W-key call. The ring is excluded by the
+plan rule window_ring. The layer-averaged time and FLOPs blend local and global layers by the
+model's local:global pattern. Model FLOPs (MFU) keep Megatron's full-square convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention import AttentionTimes
+from sp_planner.cost.kernels import flash_time_s
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+
+def local_window(model: ModelSpec, seq_len: int) -> int | None:
+    """The window when it is shorter than the sequence (else the local layers are full attention)."""
+    if model.window is None or model.window.window_tokens >= seq_len:
+        return None
+    return model.window.window_tokens
+
+
+def windowed_attention_times(attn: AttentionTimes, hardware: HardwareProfile, model: ModelSpec, *,
+                             seq_len: int, batch, tp, ulysses, ring) -> AttentionTimes:
+    """`attn` (full attention per layer) averaged with the local layers' band kernels."""
+    window = local_window(model, seq_len)
+    if window is None:
+        return attn
+    share = model.window.local_fraction if model.window else 0.0
+    heads = model.num_heads / (tp * ulysses)
+    band = dict(batch=batch, heads=heads, head_dim=model.head_dim, q_tokens=seq_len, kv_tokens=window,
+                causal_diagonal=np.zeros(np.shape(tp), dtype=bool))
+    fwd = flash_time_s(hardware, **band, backward=False)
+    bwd = flash_time_s(hardware, **band, backward=True)
+    # Rows with ring > 1 break the window_ring rule; their full-attention times stay as they are.
+    sequence_whole = np.asarray(ring) == 1
+    return attn._replace(
+        fwd_compute_s=np.where(sequence_whole, (1 - share) * attn.fwd_compute_s + share * fwd, attn.fwd_compute_s),
+        bwd_compute_s=np.where(sequence_whole, (1 - share) * attn.bwd_compute_s + share * bwd, attn.bwd_compute_s),
+    )
+
+
+def windowed_attention_flops_per_token(model: ModelSpec, seq_len: int, full_flops: float) -> float:
+    """Layer-averaged executed attention FLOPs per token: local layers do 4*q*W per query."""
+    window = local_window(model, seq_len)
+    if window is None or model.window is None:
+        return full_flops
+    share = model.window.local_fraction
+    return (1 - share) * full_flops + share * 4.0 * model.q_size * window

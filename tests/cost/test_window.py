@@ -1,0 +1,47 @@
+"""Sliding-window layers: Gemma-2's 1:1 local:global pattern and Mistral's all-local layers, by hand."""
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.kernels import flash_time_s
+from sp_planner.cost.window import windowed_attention_flops_per_token
+from sp_planner.plan import ParallelPlan, violations
+from sp_planner.search import evaluate
+from sp_planner.specs import Workload
+
+GEMMA2 = load_model("Gemma-2-27B")
+H100 = load_hardware("h100-sxm")
+WORKLOAD = Workload(seq_len=131072, global_batch=2)
+PLAN = ParallelPlan(tp=8, ulysses=2, zero=1, recompute="full")
+
+
+def test_gemma2_local_layers_attend_to_their_window_only():
+    full = GEMMA2.model_copy(update={"window": None})
+    ours = evaluate(GEMMA2, H100, WORKLOAD, PLAN, num_nodes=2, gpus_per_node=8)
+    dense = evaluate(full, H100, WORKLOAD, PLAN, num_nodes=2, gpus_per_node=8)
+    # Per layer, half the layers run a 128K x 4096 band instead of the causal square (flash calls on
+    # 32 heads / (tp 8 x ulysses 2) = 2 heads, the whole sequence after the all-to-all).
+    band = sum(flash_time_s(H100, batch=1, heads=2, head_dim=128, q_tokens=131072, kv_tokens=4096,
+                            causal_diagonal=False, backward=bwd) for bwd in (False, True))
+    m_layers = 2 * GEMMA2.num_layers  # 2 micro-batches, 1 stage
+    square = dense.time.attention_s / m_layers
+    assert ours.time.attention_s / m_layers == pytest.approx(0.5 * square + 0.5 * float(band), rel=1e-9)
+    assert ours.time.attention_s < 0.6 * dense.time.attention_s
+    # Ulysses traffic does not depend on the window.
+    assert ours.time.ulysses_comm_s == pytest.approx(dense.time.ulysses_comm_s, rel=1e-12)
+
+
+def test_executed_flops_count_the_window():
+    q = GEMMA2.q_size
+    causal_square = 4.0 * q * 131072 / 2
+    assert windowed_attention_flops_per_token(GEMMA2, 131072, causal_square) == pytest.approx(
+        0.5 * causal_square + 0.5 * 4.0 * q * 4096)
+    # A sequence inside the window is full attention on every layer.
+    assert windowed_attention_flops_per_token(GEMMA2, 4096, 123.0) == 123.0
+
+
+def test_ring_over_windows_is_refused_in_one_rule():
+    broken = violations(ParallelPlan(tp=8, ring=2), GEMMA2, WORKLOAD)
+    assert [v.rule for v in broken] == ["window_ring"]
+    assert "window 4096 < seq_len 131072" in broken[0].message
+    assert not violations(ParallelPlan(tp=8, ring=2), GEMMA2, Workload(seq_len=4096, global_batch=2))
