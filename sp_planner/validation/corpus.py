@@ -80,6 +80,9 @@ class CorpusRow(FrozenModel):
     reason: str | None = None
     group: str | None = Field(default=None, min_length=1, max_length=28)
     notes: str | None = None
+    # Expert parallelism (MoE runs): ep, and etp when the source states it (None: not stated).
+    ep: int = Field(default=1, ge=1)
+    etp: int | None = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":
@@ -100,7 +103,7 @@ class CorpusRow(FrozenModel):
             return self
         if self.reason is not None:
             raise ValueError("reason is only for rows with expressible: false")
-        missing = [name for name in ("zero", "recompute", "micro_batch") if getattr(self, name) is None]
+        missing = [name for name in ("zero", "recompute", "micro_batch", "etp") if getattr(self, name) is None]
         if missing:
             raise ValueError(f"{', '.join(missing)} not stated: mark the row expressible: false")
         if self.precision not in EXPRESSIBLE_PRECISIONS:

@@ -84,7 +84,8 @@ def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
 
 def row_plan(row: CorpusRow) -> ParallelPlan:
     return ParallelPlan(dp=row.dp, pp=row.pp, tp=row.tp, ulysses=row.ulysses, ring=row.ring, zero=row.zero,
-                        recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout)
+                        recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
+                        ep=row.ep, etp=row.etp or 1)
 
 
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
