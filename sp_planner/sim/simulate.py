@@ -42,6 +42,9 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
     if local_window(model, workload.seq_len) is not None:
         raise UserInputError(f"{model.name}'s sliding-window layers are not simulated (the analytic estimate of "
                              "sp-plan models them); leave out --simulate")
+    if plan.ep > 1 or plan.etp > 1:
+        raise UserInputError(f"expert parallelism (ep {plan.ep}, etp {plan.etp}) is not in the simulator's graph yet "
+                             "(the analytic estimate of sp-plan models it); leave out --simulate")
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))

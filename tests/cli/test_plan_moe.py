@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from megatron.core.parallel_state import RankGenerator
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.links import INTRA, group_link
@@ -61,3 +63,32 @@ def test_the_nvlink_domain_not_the_host_bounds_intra_links():
     assert apart.comm_links.ulysses_all_to_all == "inter" and apart.comm_links.ep_all_to_all == "inter"
     assert apart.time.ulysses_comm_s > 5 * on_rack.time.ulysses_comm_s
     assert apart.time.moe_comm_s > 5 * on_rack.time.moe_comm_s
+
+
+def test_simulator_refuses_what_it_does_not_model_in_one_line():
+    from sp_planner.errors import UserInputError
+    from sp_planner.sim.simulate import simulate
+
+    workload = Workload(seq_len=131072, global_batch=36)
+    with pytest.raises(UserInputError, match="expert parallelism .* leave out --simulate"):
+        simulate(QWEN, NVL72, workload, ParallelPlan(tp=1, ulysses=8, dp=9, ep=8, zero=3, recompute="full"),
+                 num_nodes=18, gpus_per_node=4)
+    gemma = load_model("gemma-2-9b")
+    with pytest.raises(UserInputError, match="sliding-window layers are not simulated"):
+        simulate(gemma, NVL72, Workload(seq_len=32768, global_batch=8), ParallelPlan(tp=8, dp=9), num_nodes=18,
+                 gpus_per_node=4)
+
+
+def test_simulator_graph_takes_the_nvlink_domain_as_its_node():
+    from sp_planner.sim.simulate import simulate
+
+    llama = load_model("llama3-8b")
+    workload = Workload(seq_len=131072, global_batch=9)
+    plan = ParallelPlan(tp=4, ulysses=2, dp=9, zero=1, recompute="full")
+    result = simulate(llama, NVL72, workload, plan, num_nodes=18, gpus_per_node=4, detail=False)
+    # The report keeps the hosts the user named; the Ulysses group (8 ranks, 2 hosts) stays on NVLink,
+    # so the simulated step agrees with the analytic one that classifies links by the domain.
+    assert (result.num_nodes, result.gpus_per_node) == (18, 4)
+    analytic = evaluate(llama, NVL72, workload, plan, num_nodes=18, gpus_per_node=4).step_time_s
+    assert result.analytic_step_time_s == pytest.approx(analytic, rel=1e-9)
+    assert result.step_time_s == pytest.approx(analytic, rel=0.15)
