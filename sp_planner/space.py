@@ -3,9 +3,12 @@ ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
+
+import math
 
 from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
@@ -37,7 +40,17 @@ DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if n
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n, ascending, from trial division up to sqrt(n) (a million-node world has ~10^7
+    candidates below it, so counting up to n would dominate the search)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def degree_tuples(world: int, pins: Pins) -> np.ndarray:
@@ -57,6 +70,19 @@ def degree_tuples(world: int, pins: Pins) -> np.ndarray:
 
     extend((), world)
     return np.array(rows, dtype=np.int64).reshape(-1, len(DEGREES))
+
+
+def ordered_factorizations(world: int, parts: int) -> int:
+    """How many tuples of `parts` positive integers multiply to `world` (degree tuples, no pins):
+    the product over world's prime powers p^e of C(e + parts - 1, parts - 1)."""
+    count, n, p = 1, world, 2
+    while p * p <= n:
+        e = 0
+        while n % p == 0:
+            n, e = n // p, e + 1
+        count *= math.comb(e + parts - 1, parts - 1)
+        p += 1
+    return count * (parts if n > 1 else 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,14 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.tp)
 
+    def take(self, index: np.ndarray) -> "Candidates":
+        """The candidates at `index` (every column, whatever columns the container has)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
         """One plan as one-entry arrays."""
@@ -96,7 +130,33 @@ class Candidates:
 
 def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
     """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
-    degrees = degree_tuples(world, pins)
+    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins)
+
+
+def search_order(degrees: np.ndarray) -> np.ndarray:
+    """Degree tuples in the order the candidates are enumerated (grouped by dp, stably), so
+    expanding consecutive slices and concatenating gives the same candidates in the same order
+    as expanding them all at once."""
+    return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
+
+
+def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *,
+                    chunk_candidates: int) -> Iterator[tuple[int, Candidates]]:
+    """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
+    `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
+    axes multiply a tuple by, the slice length adapts to it."""
+    step, done = 64, 0
+    while done < len(degrees):
+        rows = degrees[done:done + step]
+        chunk = expand_candidates(workload, rows, pins)
+        done += len(rows)
+        yield done, chunk
+        per_tuple = max(1.0, len(chunk) / len(rows))
+        step = max(1, int(chunk_candidates / per_tuple))
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins) -> Candidates:
+    """Degree tuples (in search_order) times ZeRO stage, recompute and micro-batch."""
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
     blocks = []

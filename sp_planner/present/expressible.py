@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
+from sp_planner.search import HEAD_ROWS
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Fitting candidates scanned, in rank order, before giving up.
-MAX_SCANNED = 2000
+# Fitting candidates scanned, in rank order, before giving up: the rows the search keeps.
+MAX_SCANNED = HEAD_ROWS
 
 
 def best_expressible(
@@ -27,10 +28,10 @@ def best_expressible(
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
 
-    `result.frame` holds the candidates in rank order (fitting plans first, fastest first), so the
+    `result.head` gives the candidates in rank order (fitting plans first, fastest first), so the
     first supported row is the best.
     """
-    for rank, (_, row) in enumerate(result.frame.head(MAX_SCANNED).iterrows(), start=1):
+    for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
         if not row["fits"]:
             return None
         estimate = PlanEstimate.from_row(row)
