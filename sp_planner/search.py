@@ -174,13 +174,19 @@ def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     return e._replace(reason=reason)
 
 
-def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
-    """Fitting plans by step time (then memory); then OOM by how far over; then rule breakers;
-    ties in enumeration order (`index`: each row's place in it)."""
+def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tier, primary, secondary): fitting plans by step time (then memory); then OOM by how far
+    over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
     tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
     primary = np.where(tier == 0, step, peak / capacity_bytes)
     secondary = np.where(tier == 0, peak, step)
+    return tier, primary, secondary
+
+
+def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
+    """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
+    tier, primary, secondary = _rank_keys(e, capacity_bytes)
     return np.lexsort((index, secondary, primary, tier))
 
 
@@ -195,6 +201,12 @@ def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_by
                keep: int | None) -> _Best:
     """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
     if best is not None:
+        if keep is not None and len(best.index) >= keep:
+            # Rows ranked after the last one kept cannot enter: drop them before sorting.
+            tier, primary = _rank_keys(e, capacity_bytes)[:2]
+            last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
+            rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
+            e, index = columns.take(e, rows), index[rows]
         e, index = columns.concat([best.evaluated, e]), np.concatenate([best.index, index])
     order = _ranked_order(e, index, capacity_bytes)[:keep]
     return _Best(columns.take(e, order), index[order])

@@ -104,3 +104,16 @@ def test_divisors_of_a_million_node_world():
 @pytest.mark.parametrize("world", [1, 8, 12, 96, 4096, 24 * 7 * 11])
 def test_ordered_factorizations_count_degree_tuples(world):
     assert ordered_factorizations(world, 5) == len(degree_tuples(world, Pins()))
+
+
+@pytest.mark.parametrize("pins", [Pins(), Pins(tp=2), Pins(ring=3, dp=2), Pins(ulysses=5)])
+def test_degree_tuples_are_every_factorization_in_lexicographic_order(pins):
+    import itertools
+
+    from sp_planner.space import DEGREES
+
+    world = 48
+    divisors = [d for d in range(1, world + 1) if world % d == 0]
+    expected = [t for t in itertools.product(divisors, repeat=len(DEGREES)) if np.prod(t) == world
+                and all(getattr(pins, axis) in (None, v) for axis, v in zip(DEGREES, t))]
+    assert degree_tuples(world, pins).tolist() == [list(t) for t in expected]
