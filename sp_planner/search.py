@@ -31,11 +31,13 @@ from sp_planner.estimate import (
     TimeBreakdown,
     plain,
 )
+from sp_planner.errors import UserInputError
 from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, violations
 from sp_planner.space import (
     DEGREES,
     Candidates,
     Pins,
+    count_candidates,
     degree_tuples,
     first_rule,
     iter_candidates,
@@ -48,7 +50,7 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import GIB
 
-__all__ = ["Pins", "evaluate", "search"]
+__all__ = ["Pins", "SearchTooLarge", "evaluate", "search"]
 
 # Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
 # candidate, so this bounds the search's working memory (tens of MB) at any cluster size.
@@ -56,12 +58,34 @@ CHUNK_CANDIDATES = 1 << 16
 # Rows kept in rank order besides top_k: present.expressible scans this many for a plan the
 # asked framework can express.
 HEAD_ROWS = 2000
-# progress(done, total, description): degree tuples searched out of all of them.
+# The most candidates one search takes on: about 30 s on one core of a loaded 2-core machine at
+# the ~5 us per candidate of a search where nothing passes the rules (benchmarks/scale.py).
+MAX_CANDIDATES = 4_000_000
+# Node counts below the asked one tried when looking for the largest the search answers.
+MAX_SMALLER_TRIED = 1000
+# progress(done, total): degree tuples searched out of all of them.
 Progress = Callable[..., None]
 
 
-def _no_progress(done: int, total: int, description: str | None = None) -> None:
+def _no_progress(done: int, total: int) -> None:
     pass
+
+
+class SearchTooLarge(UserInputError):
+    """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
+
+
+def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins) -> None:
+    count = count_candidates(workload, num_nodes * gpus_per_node, pins)
+    if count <= MAX_CANDIDATES:
+        return
+    smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins) <= MAX_CANDIDATES), None)
+    largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
+        f"no node count within {MAX_SMALLER_TRIED} below it is searched"
+    raise SearchTooLarge(
+        f"{num_nodes} nodes x {gpus_per_node} GPUs give {count:,} candidate plans, more than the "
+        f"{MAX_CANDIDATES:,} one search takes on (about 30 s); {largest}, or pin a degree (e.g. --tp 8)")
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
@@ -243,7 +267,7 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
         costed += len(rows)
-        progress(done, len(degrees), f"{seen:,} candidates")
+        progress(done, len(degrees))
     if keep is None and parts:
         best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
     return _Scan(best, seen, costed, counts)
@@ -252,11 +276,13 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
            gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None) -> SearchResult:
     """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
-    (built on first access). progress(done, total, what) hears of each chunk."""
+    (built on first access). progress(done, total) hears of each chunk. More than MAX_CANDIDATES
+    candidates raise SearchTooLarge before any work."""
     progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    _check_size(workload, num_nodes, gpus_per_node, pins)
     degrees = search_order(degree_tuples(world, pins))
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")

@@ -134,6 +134,23 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidat
     return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins)
 
 
+def count_candidates(workload: Workload, world: int, pins: Pins) -> int:
+    """How many candidates enumerate_candidates gives, without enumerating them: the degree tuples
+    with each dp (a formula unless a degree other than dp is pinned) times what one of them expands to."""
+    dp_axis = DEGREES.index("dp")
+    if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
+        dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
+    else:
+        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d)], dtype=np.int64)
+        per_dp = np.array([ordered_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps])
+    total = 0
+    for dp, tuples in zip(dps.tolist(), per_dp.tolist()):
+        one = np.ones((1, len(DEGREES)), dtype=np.int64)  # (dp, the rest on one other axis)
+        one[0, dp_axis], one[0, dp_axis - 1] = dp, world // dp
+        total += tuples * len(expand_candidates(workload, one, pins))
+    return total
+
+
 def search_order(degrees: np.ndarray) -> np.ndarray:
     """Degree tuples in the order the candidates are enumerated (grouped by dp, stably), so
     expanding consecutive slices and concatenating gives the same candidates in the same order

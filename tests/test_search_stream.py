@@ -117,3 +117,28 @@ def test_degree_tuples_are_every_factorization_in_lexicographic_order(pins):
     expected = [t for t in itertools.product(divisors, repeat=len(DEGREES)) if np.prod(t) == world
                 and all(getattr(pins, axis) in (None, v) for axis, v in zip(DEGREES, t))]
     assert degree_tuples(world, pins).tolist() == [list(t) for t in expected]
+
+
+@pytest.mark.parametrize("world,pins", [(8, Pins()), (96, Pins()), (96, Pins(dp=4)), (96, Pins(tp=2)),
+                                        (4096, Pins()), (96, Pins(micro_batch=2, zero=1)), (96, Pins(dp=5))])
+@pytest.mark.parametrize("batch", [6, 64, 7])
+def test_count_candidates_without_enumerating(world, pins, batch):
+    from sp_planner.space import count_candidates
+
+    workload = Workload(seq_len=12288, global_batch=batch)
+    assert count_candidates(workload, world, pins) == len(enumerate_candidates(workload, world, pins))
+
+
+def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatch):
+    from sp_planner.search import SearchTooLarge
+    from sp_planner.space import count_candidates
+
+    # candidates on 1..6 nodes of 8: 660, 1260, 3300, 2184, 3060, 6300
+    monkeypatch.setattr(search_module, "MAX_CANDIDATES", 3000)
+    with pytest.raises(SearchTooLarge) as refused:
+        search(MODEL, HW, WORKLOAD, num_nodes=6, gpus_per_node=8)
+    message = str(refused.value)
+    assert "\n" not in message and "6 nodes x 8 GPUs give 6,300 candidate plans, more than the 3,000" in message
+    assert "the largest node count below it that is searched is 4" in message
+    assert count_candidates(WORKLOAD, 32, Pins()) == 2184
+    search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8)

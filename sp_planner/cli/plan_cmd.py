@@ -127,10 +127,11 @@ def plan(
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
     )
     check_outputs(out=out, report=report)
-    with delayed_progress("searching plans"):
+    with delayed_progress("searching plans") as update:
         result = search(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
             gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=max(top, simulate or 0),
+            progress=update,
         )
         if simulate is not None:
             result = rerank_by_simulation(
