@@ -1,6 +1,9 @@
 """plan.json: the chosen plan with its model, hardware and workload, read back by sp-run.
 
-The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.json).
+The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.json). The rank
+groups are written as their generator (`rank_layout`: axis order and degrees, a few lines at any
+scale); the full lists (`rank_groups`) only on request. Reading a plan file expands the generator
+and checks it, and any full lists, against the layout the executor uses.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.fileio import read_structured, validate_as, write_text_atomic
+from sp_planner.layout import GRID_ORDER, GROUPS, groups_in_grid
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -23,6 +27,24 @@ from sp_planner.specs.workload import Workload
 
 SchemaVersion = Literal["sp-planner.plan/1"]
 SCHEMA_VERSION: SchemaVersion = "sp-planner.plan/1"
+
+
+class RankLayout(FrozenModel):
+    """The rank groups as a generator: global ranks fill a grid over `order` (slowest first) with
+    `degrees`, so rank = sum of r_axis x (product of the degrees of the axes after it); each entry
+    of `groups` is the axes one kind of group spans (see sp_planner.layout)."""
+
+    order: tuple[str, ...]
+    degrees: dict[str, int]
+    groups: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, plan: ParallelPlan) -> "RankLayout":
+        return cls(order=GRID_ORDER, degrees={axis: getattr(plan, axis) for axis in GRID_ORDER}, groups=GROUPS)
+
+    def expand(self) -> dict[str, list[list[int]]]:
+        """The full lists: group kind -> groups of global ranks."""
+        return {name: groups_in_grid(self.order, self.degrees, axes).tolist() for name, axes in self.groups.items()}
 
 
 class PlanFile(FrozenModel):
@@ -36,7 +58,10 @@ class PlanFile(FrozenModel):
     framework: str = "megatron"
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
-    # axis -> list of global-rank groups, in the framework's layout (see sp_planner.layout).
+    # The rank groups' generator (written by sp-plan; absent from files written before it).
+    rank_layout: RankLayout | None = None
+    # Group kind -> list of global-rank groups, in the framework's layout (see sp_planner.layout):
+    # written only on request (sp-plan --rank-groups), as it grows with the world size.
     rank_groups: dict[str, list[list[int]]] = Field(default_factory=dict)
 
     @property
@@ -55,7 +80,31 @@ def read_plan_file(path: Path) -> PlanFile:
             f"plan file {path} has schema_version {data.get('schema_version')!r}; "
             f"this sp-planner reads {SCHEMA_VERSION!r}"
         )
-    return validate_as(PlanFile, data, what="plan", path=path)
+    plan_file = validate_as(PlanFile, data, what="plan", path=path)
+    problem = layout_problem(plan_file)
+    if problem:
+        raise UserInputError(f"plan file {path}: {problem}")
+    return plan_file
+
+
+def layout_problem(plan_file: PlanFile) -> str | None:
+    """Why the file's rank layout or rank groups differ from the plan's layout, or None."""
+    expected = RankLayout.of(plan_file.plan)
+    layout = plan_file.rank_layout
+    if layout is not None and layout != expected:
+        return (f"rank_layout (order {list(layout.order)}, degrees {layout.degrees}) is not this sp-planner's "
+                f"layout of the plan (order {list(expected.order)}, degrees {expected.degrees}); "
+                "write the plan file again with sp-plan --out")
+    if plan_file.rank_groups:
+        full = expected.expand()
+        unknown = sorted(set(plan_file.rank_groups) - set(full))
+        if unknown:
+            return f"rank_groups has unknown group kinds {unknown}; known: {sorted(full)}"
+        differ = [name for name, groups in plan_file.rank_groups.items() if groups != full[name]]
+        if differ:
+            return (f"rank_groups {differ} differ from the plan's layout (order {list(GRID_ORDER)}); "
+                    "write the plan file again with sp-plan --out")
+    return None
 
 
 def plan_file_json_schema() -> str:

@@ -111,6 +111,10 @@ def plan(
     = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
     = None,
+    full_rank_groups: Annotated[
+        bool, typer.Option("--rank-groups", help="--out: also list every rank group in full (plan.json always "
+                           "holds their generator: axis order and degrees).")
+    ] = False,
     simulate: Annotated[
         Optional[int], typer.Option(min=1, show_default=False, help="Re-rank the best K plans by the event "
                                     "simulator's step time (both times are shown).")
@@ -149,7 +153,7 @@ def plan(
         framework=framework.value, launcher=None if launcher is None else launcher.value,
     )
     emit_answer(answer, output_format=output_format.value, explain=explain)
-    write_outputs(answer, out=out, report=report)
+    write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
     return 0 if fits or question.all_degrees_pinned else EXIT_NO_FIT
 
 

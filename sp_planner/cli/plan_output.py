@@ -18,7 +18,7 @@ from sp_planner.estimate import SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
-from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import best_expressible
@@ -147,8 +147,9 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
-def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> None:
-    """--out and --report, after everything else has succeeded; notes go to stderr."""
+def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full_rank_groups: bool = False) -> None:
+    """--out and --report, after everything else has succeeded; notes go to stderr. plan.json holds
+    the rank groups' generator, and their full lists too when `full_rank_groups`."""
     q = answer.question
     if out is not None:
         if not answer.result.ranked or not (answer.fits or q.all_degrees_pinned):
@@ -158,7 +159,8 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> N
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework="megatron" if answer.framework == "all" else answer.framework,
-                plan=best.plan, estimate=best, rank_groups=rank_groups(best.plan),
+                plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
+                rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))
             sys.stderr.write(f"wrote {out}\n")
     if report is not None:
