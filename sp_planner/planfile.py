@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
-from sp_planner.fileio import read_structured, validate_as, write_text_atomic
-from sp_planner.layout import GRID_ORDER, GROUPS, groups_in_grid
+from sp_planner.destination import deliver_text
+from sp_planner.fileio import read_structured, validate_as
+from sp_planner.layout import GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -68,9 +69,44 @@ class PlanFile(FrozenModel):
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
 
+    @model_validator(mode="after")
+    def _rank_layout_is_the_plans(self) -> PlanFile:
+        """A generator edited to another order or other degrees would lay out another plan."""
+        expected = RankLayout.of(self.plan)
+        layout = self.rank_layout
+        if layout is not None and layout != expected:
+            raise ValueError(
+                f"rank_layout (order {list(layout.order)}, degrees {layout.degrees}, groups {layout.groups}) is not "
+                f"the plan's layout (order {list(expected.order)}, degrees {expected.degrees}); remove rank_layout "
+                "or write the plan again with sp-plan --out")
+        return self
+
+    @model_validator(mode="after")
+    def _rank_groups_follow_the_degrees(self) -> PlanFile:
+        """Groups edited by hand to disagree with the degrees would run another plan than the one named."""
+        if not self.rank_groups:
+            return self
+        expected = rank_groups(self.plan)
+        if set(self.rank_groups) != set(expected):
+            raise ValueError(f"rank_groups has axes {sorted(self.rank_groups)} but the plan needs {sorted(expected)}")
+        for axis, groups in expected.items():
+            if self.rank_groups[axis] != groups:
+                p = self.plan
+                raise ValueError(
+                    f"rank_groups[{axis!r}] {_short(self.rank_groups[axis])} disagree with the degrees (dp {p.dp} "
+                    f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
+                    "remove rank_groups or write the plan again with sp-plan --out")
+        return self
+
+
+def _short(groups: list[list[int]]) -> str:
+    text = str(groups)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:
-    write_text_atomic(Path(path), plan_file.model_dump_json(indent=2) + "\n")
+    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it."""
+    deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
 def read_plan_file(path: Path) -> PlanFile:
@@ -80,31 +116,7 @@ def read_plan_file(path: Path) -> PlanFile:
             f"plan file {path} has schema_version {data.get('schema_version')!r}; "
             f"this sp-planner reads {SCHEMA_VERSION!r}"
         )
-    plan_file = validate_as(PlanFile, data, what="plan", path=path)
-    problem = layout_problem(plan_file)
-    if problem:
-        raise UserInputError(f"plan file {path}: {problem}")
-    return plan_file
-
-
-def layout_problem(plan_file: PlanFile) -> str | None:
-    """Why the file's rank layout or rank groups differ from the plan's layout, or None."""
-    expected = RankLayout.of(plan_file.plan)
-    layout = plan_file.rank_layout
-    if layout is not None and layout != expected:
-        return (f"rank_layout (order {list(layout.order)}, degrees {layout.degrees}) is not this sp-planner's "
-                f"layout of the plan (order {list(expected.order)}, degrees {expected.degrees}); "
-                "write the plan file again with sp-plan --out")
-    if plan_file.rank_groups:
-        full = expected.expand()
-        unknown = sorted(set(plan_file.rank_groups) - set(full))
-        if unknown:
-            return f"rank_groups has unknown group kinds {unknown}; known: {sorted(full)}"
-        differ = [name for name, groups in plan_file.rank_groups.items() if groups != full[name]]
-        if differ:
-            return (f"rank_groups {differ} differ from the plan's layout (order {list(GRID_ORDER)}); "
-                    "write the plan file again with sp-plan --out")
-    return None
+    return validate_as(PlanFile, data, what="plan", path=path)
 
 
 def plan_file_json_schema() -> str:

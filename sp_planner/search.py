@@ -48,7 +48,7 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import GIB
+from sp_planner.units import GIB, plural
 
 __all__ = ["Pins", "SearchTooLarge", "evaluate", "search"]
 
@@ -63,11 +63,13 @@ HEAD_ROWS = 2000
 MAX_CANDIDATES = 4_000_000
 # Node counts below the asked one tried when looking for the largest the search answers.
 MAX_SMALLER_TRIED = 1000
-# progress(done, total): degree tuples searched out of all of them.
+# progress(done, total, what): candidates searched out of all of them. SEARCH_STEPS is the total
+# that callers report their own steps after the search against (cli/plan_solve.py).
 Progress = Callable[..., None]
+SEARCH_STEPS = 5
 
 
-def _no_progress(done: int, total: int) -> None:
+def _no_progress(done: int, total: int, description: str | None = None) -> None:
     pass
 
 
@@ -75,10 +77,11 @@ class SearchTooLarge(UserInputError):
     """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
 
 
-def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins) -> None:
+def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins) -> int:
+    """The number of candidates, when the search takes them on."""
     count = count_candidates(workload, num_nodes * gpus_per_node, pins)
     if count <= MAX_CANDIDATES:
-        return
+        return count
     smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
                     if 0 < count_candidates(workload, n * gpus_per_node, pins) <= MAX_CANDIDATES), None)
     largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
@@ -244,7 +247,7 @@ class _Scan(NamedTuple):
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
-          gpus_per_node: int, *, keep: int | None, breakers: bool, progress: Progress) -> _Scan:
+          gpus_per_node: int, *, keep: int | None, breakers: bool, progress: Progress, total: int = 0) -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
     chunk, keeping the best `keep` rows (every row when None) in rank order."""
     parts: list[_Evaluated] = []
@@ -267,7 +270,7 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
         costed += len(rows)
-        progress(done, len(degrees))
+        progress(seen, total, f"searching {plural(total, 'candidate')}")
     if keep is None and parts:
         best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
     return _Scan(best, seen, costed, counts)
@@ -276,19 +279,20 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
            gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None) -> SearchResult:
     """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
-    (built on first access). progress(done, total) hears of each chunk. More than MAX_CANDIDATES
+    (built on first access). progress(done, total, what) hears of each chunk (candidates). More than MAX_CANDIDATES
     candidates raise SearchTooLarge before any work."""
     progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    _check_size(workload, num_nodes, gpus_per_node, pins)
+    total = _check_size(workload, num_nodes, gpus_per_node, pins)
     degrees = search_order(degree_tuples(world, pins))
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     keep = max(top_k, HEAD_ROWS)
     args = (model, hardware, workload, degrees, pins, gpus_per_node)
-    passing = _scan(*args, keep=keep, breakers=False, progress=progress)
+    progress(0, total, f"searching {plural(total, 'candidate')}")
+    passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
     counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole
     if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
@@ -325,7 +329,7 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
-            f"({num_nodes} nodes x {gpus_per_node})"
+            f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
     e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node)
     return _explained(model, hardware, workload, e).estimate(0)

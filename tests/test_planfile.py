@@ -76,15 +76,16 @@ def test_a_generator_that_is_not_the_plans_layout_is_refused(tmp_path):
 
     def degrees(doc):
         doc["rank_layout"]["degrees"]["ring"] = 4
-    assert "is not this sp-planner's layout of the plan" in _edited(tmp_path, degrees)
+    assert "is not the plan's layout (order ['pp', 'dp', 'ring', 'ulysses', 'tp']" in _edited(tmp_path, degrees)
 
 
 def test_full_lists_that_differ_from_the_layout_are_refused(tmp_path):
     def swap(doc):
         doc["rank_groups"]["ulysses"][0] = [0, 1]
     message = _edited(tmp_path, swap)
-    assert "rank_groups ['ulysses'] differ from the plan's layout" in message and "\n" not in message
+    assert "rank_groups['ulysses'] [[0, 1]" in message and "disagree with the degrees" in message
+    assert "\n" not in message
 
     def unknown(doc):
         doc["rank_groups"]["expert"] = [[0]]
-    assert "unknown group kinds ['expert']" in _edited(tmp_path, unknown)
+    assert "rank_groups has axes" in _edited(tmp_path, unknown)

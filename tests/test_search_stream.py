@@ -66,11 +66,13 @@ def test_prune_counts_add_up(monkeypatch):
     assert result.prune_counts["oom"] == int(frame["reason"].str.startswith("oom").sum())
 
 
-def test_progress_reaches_every_degree_tuple(monkeypatch):
+def test_progress_reaches_every_candidate(monkeypatch):
+    from sp_planner.space import count_candidates
+
     seen = []
     _search(97, 5, monkeypatch, progress=lambda done, total, what=None: seen.append((done, total)))
-    total = len(degree_tuples(32, Pins()))
-    assert seen[-1] == (total, total)
+    total = count_candidates(WORKLOAD, 32, Pins())
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3
 
 
