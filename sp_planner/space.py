@@ -9,9 +9,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 import math
+from functools import lru_cache
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
+from sp_planner.plan import MAX_DEGREE, RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -54,23 +55,41 @@ def _divisors(n: int) -> list[int]:
 
 
 def degree_tuples(world: int, pins: Pins) -> np.ndarray:
-    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins; shape (n, 5),
-    in lexicographic order. Built axis by axis over arrays: a million-node world has 150,150."""
+    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins, each degree
+    at most plan.MAX_DEGREE; shape (n, 5), in lexicographic order. Built axis by axis over arrays:
+    a million-node world has 150,150."""
     prefix = np.zeros((1, 0), dtype=np.int64)  # (tuples so far, axes chosen)
     rest = np.array([world], dtype=np.int64)  # what the remaining axes must multiply to
     for axis in DEGREES[:-1]:
         pinned = getattr(pins, axis)
         values, inverse = np.unique(rest, return_inverse=True)
-        choices = [np.array(_divisors(int(v)) if pinned is None else [pinned] if v % pinned == 0 else [],
-                            dtype=np.int64) for v in values]
+        choices = [np.array([d for d in _divisors(int(v)) if d <= MAX_DEGREE] if pinned is None
+                            else [pinned] if v % pinned == 0 else [], dtype=np.int64) for v in values]
         per_row = [choices[i] for i in inverse.reshape(-1)]
         counts = np.array([len(c) for c in per_row], dtype=np.int64)
         chosen = np.concatenate(per_row) if per_row else np.zeros(0, dtype=np.int64)
         prefix = np.concatenate([np.repeat(prefix, counts, axis=0), chosen[:, None]], axis=1)
         rest = np.repeat(rest, counts) // chosen
     last = getattr(pins, DEGREES[-1])
-    keep = np.ones(len(rest), dtype=bool) if last is None else rest == last
+    keep = (rest <= MAX_DEGREE) if last is None else rest == last
     return np.concatenate([prefix[keep], rest[keep, None]], axis=1)
+
+
+def bounded_factorizations(world: int, parts: int, largest: int | None = None) -> int:
+    """How many tuples of `parts` positive integers, each at most `largest`, multiply to `world`
+    (degree tuples, no pins): ordered_factorizations while world <= largest, else counted over
+    the divisors of world. `largest` defaults to plan.MAX_DEGREE."""
+    largest = MAX_DEGREE if largest is None else largest
+    if world <= largest:
+        return ordered_factorizations(world, parts)
+
+    @lru_cache(maxsize=None)
+    def count(n: int, k: int) -> int:
+        if k == 1:
+            return int(n <= largest)
+        return sum(count(n // d, k - 1) for d in _divisors(n) if d <= largest)
+
+    return count(world, parts)
 
 
 def ordered_factorizations(world: int, parts: int) -> int:
@@ -141,8 +160,8 @@ def count_candidates(workload: Workload, world: int, pins: Pins) -> int:
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
         dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
     else:
-        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d)], dtype=np.int64)
-        per_dp = np.array([ordered_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps])
+        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
+        per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
     total = 0
     for dp, tuples in zip(dps.tolist(), per_dp.tolist()):
         one = np.ones((1, len(DEGREES)), dtype=np.int64)  # (dp, the rest on one other axis)

@@ -144,3 +144,19 @@ def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatc
     assert "the largest node count below it that is searched is 4" in message
     assert count_candidates(WORKLOAD, 32, Pins()) == 2184
     search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8)
+
+
+def test_degrees_stay_within_the_plans_bound(monkeypatch):
+    import sp_planner.space as space
+    from sp_planner.space import bounded_factorizations, count_candidates
+
+    monkeypatch.setattr(space, "MAX_DEGREE", 8)
+    tuples = degree_tuples(96, Pins())
+    assert tuples.max() <= 8 and len(tuples) > 0
+    import itertools
+
+    divisors = [d for d in range(1, 9) if 96 % d == 0]
+    brute = [t for t in itertools.product(divisors, repeat=5) if np.prod(t) == 96]
+    assert tuples.tolist() == [list(t) for t in brute]
+    assert bounded_factorizations(96, 5, 8) == len(brute)
+    assert count_candidates(WORKLOAD, 96, Pins()) == len(enumerate_candidates(WORKLOAD, 96, Pins()))
