@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
@@ -56,6 +56,7 @@ class Answer(FrozenModel):
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
+    _summary: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
     def fits(self) -> bool:
@@ -83,11 +84,15 @@ class Answer(FrozenModel):
 
 
 def summary(answer: Answer) -> dict[str, Any]:
-    q = answer.question
-    return build_summary(
-        model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-        gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
-    )
+    """The JSON document, built once per answer (--format json and the report's summary.json
+    share it: at thousands of GPUs its rank groups take a second to build)."""
+    if answer._summary is None:
+        q = answer.question
+        answer._summary = build_summary(
+            model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+            gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
+        )
+    return answer._summary
 
 
 def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False) -> None:
