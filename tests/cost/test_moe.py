@@ -52,3 +52,32 @@ def test_every_expert_is_stored_but_only_two_are_computed():
     # weight is not TP-sharded in Megatron's TopKRouter).
     extra_params = LAYERS * ((EXPERTS * 3 * H * FFN - 3 * H * TOP_K * FFN) / 8 + H * EXPERTS)
     assert est.memory.params_bytes - dense_like.memory.params_bytes == pytest.approx(2 * extra_params, rel=1e-12)
+
+
+QWEN3_30B = load_model("Qwen3-30B-A3B")
+
+
+def test_expert_parallel_memory_and_dispatch_by_hand():
+    # Qwen3-30B-A3B on 16 H100s: tp 2, dp 8 (world 16), ep 8, etp 1 -> edp = 16 / 8 = 2.
+    m = QWEN3_30B
+    h, layers, experts, top_k, ffn = 2048, 48, 128, 8, 768
+    plan = ParallelPlan(tp=2, dp=8, ep=8, etp=1, zero=1)
+    workload = Workload(seq_len=32768, global_batch=8)
+    est = evaluate(m, load_hardware("h100-sxm"), workload, plan, num_nodes=2, gpus_per_node=8)
+    routed = experts * 3 * h * ffn  # per layer, split over ep x etp = 8
+    attention = m.attention_params_per_layer / 2  # q, k, v, o over tp 2 (4 KV heads: 2 per rank)
+    router = h * experts  # replicated
+    per_layer = attention + routed / 8 + router + m.norm_params_per_layer
+    params = layers * per_layer + 2 * m.vocab_size * h / 2 + h  # embedding + output over tp, final norm
+    assert est.memory.params_bytes == pytest.approx(2 * params, rel=1e-9)
+    # ZeRO-1: the optimizer's 12 B/param shards the experts over edp 2, the rest over dp x cp = 8.
+    experts_on_rank = layers * routed / 8
+    assert est.memory.optimizer_bytes == pytest.approx(12 * ((params - experts_on_rank) / 8 + experts_on_rank / 2),
+                                                       rel=1e-9)
+    # Dispatch + combine, forward and backward, per layer and micro-batch: each rank's n/tp tokens x
+    # top_k x h bf16, x 1.25 on the busiest rank, the (ep-1)/ep leaving it.
+    tokens = 32768 // 2
+    per_layer_bytes = 4 * tokens * top_k * h * 2 * 1.25 * 7 / 8
+    assert est.comm_bytes.ep_all_to_all == pytest.approx(per_layer_bytes * layers * 1, rel=1e-6)  # m = 1
+    # ep 8 at stride etp 1 inside an 8-GPU node: NVLink.
+    assert est.comm_links.ep_all_to_all == "intra" and est.comm_links.edp_reduce_scatter == "inter"
