@@ -182,7 +182,8 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.rule(f"{answer.launcher} launch", align="left")
         command = LAUNCH_COMMANDS.get(answer.framework, "train.py")
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                               command=command)
+                               command=command,
+                               domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node) // q.gpus_per_node)
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 

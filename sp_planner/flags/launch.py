@@ -50,6 +50,18 @@ def _torchrun(num_nodes: int, gpus_per_node: int, command: str, endpoint: str, r
     ])
 
 
+def _domain_comment(num_nodes: int, gpus_per_node: int, domain_nodes: int) -> list[str]:
+    if domain_nodes <= 1 or num_nodes <= domain_nodes:
+        return []  # one host per domain, or the whole job inside one domain
+    gpus = domain_nodes * gpus_per_node
+    return [
+        f"# NVLink domains of {domain_nodes} nodes ({gpus} GPUs): the plan keeps its TP, Ulysses and expert groups",
+        f"# within global ranks {gpus}k..{gpus}k+{gpus - 1}: each run of {domain_nodes} node ranks must be one rack.",
+        "# c10d rendezvous orders nodes as they join: allocate whole racks in rack order (e.g. a",
+        "# scheduler block topology) or use a static rendezvous with --node-rank in rack order.",
+    ]
+
+
 def render_launch(
     launcher: Launcher,
     *,
@@ -58,6 +70,7 @@ def render_launch(
     command: str,
     rdzv_endpoint: str = "$MASTER_ADDR:29500",
     job_name: str = "sp-train",
+    domain_nodes: int = 1,
 ) -> str:
     """The launch text for `command` (a script or `-m module`, with its arguments).
 
@@ -67,12 +80,16 @@ def render_launch(
     starts one torchrun agent per node with srun; the rendezvous id is the SLURM job id.
     """
     _check(launcher, num_nodes, gpus_per_node, command, rdzv_endpoint, job_name)
+    # Rack-scale NVLink domains (GB200 NVL72: 18 hosts of 4): the plan keeps its fast groups within
+    # each run of domain_nodes consecutive node ranks, which the launch must map onto one rack.
+    racks = _domain_comment(num_nodes, gpus_per_node, domain_nodes)
     if launcher == "torchrun":
         where = "the node"
         if num_nodes > 1:
             where = f"each of the {num_nodes} nodes (c10d rendezvous: no --node-rank)"
         return "\n".join([
             f"# Run on {where}.",
+            *racks,
             _torchrun(num_nodes, gpus_per_node, command, rdzv_endpoint, job_name),
         ])
     return "\n".join([
@@ -91,6 +108,7 @@ def render_launch(
         'head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)',
         'export MASTER_ADDR="$head_node"',
         "",
+        *racks,
         "# Paste the framework's exports and flag arrays here.",
         "",
         "srun " + _torchrun(num_nodes, gpus_per_node, command, rdzv_endpoint, '"$SLURM_JOB_ID"'),

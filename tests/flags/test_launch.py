@@ -74,3 +74,13 @@ def test_bad_input_is_one_clear_error(kwargs, message):
     with pytest.raises(UserInputError) as err:
         render_launch(launcher, **args)
     assert message in str(err.value)
+
+
+def test_rack_scale_domains_are_named_in_the_launch_text():
+    from sp_planner.flags import render_launch
+
+    text = render_launch("slurm", num_nodes=36, gpus_per_node=4, command="train.py", domain_nodes=18)
+    assert "NVLink domains of 18 nodes (72 GPUs)" in text and "#SBATCH --nodes=36" in text
+    single = render_launch("torchrun", num_nodes=18, gpus_per_node=4, command="train.py", domain_nodes=18)
+    assert "NVLink domains" not in single  # the whole job is one rack
+    assert "--nproc-per-node 4" in single  # launchers count the host's GPUs, not the domain's
