@@ -233,8 +233,8 @@ def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *,
                     chunk_candidates: int) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
     `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
-    axes multiply a tuple by, the slice length adapts to it."""
-    step, done = 64, 0
+    axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
+    step, done = 1, 0
     while done < len(degrees):
         rows = degrees[done:done + step]
         chunk = expand_candidates(workload, rows, pins)
