@@ -97,6 +97,9 @@ class _Evaluated(NamedTuple):
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
         cols["micro_batch"] = c.micro_batch
         cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols["cp_comm"] = np.where(c.allgather, "allgather", "p2p").astype(object)
+        cols["dp_replicate"] = c.dp_replicate
+        cols["reshard_after_forward"] = c.reshard
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
@@ -150,7 +153,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    candidates = enumerate_candidates(workload, world, pins)
+    candidates = enumerate_candidates(workload, world, pins, gpus_per_node)
     if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node)

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
+from sp_planner.plan import (
+    RECOMPUTE,
+    RULES,
+    CpComm,
+    ParallelPlan,
+    Recompute,
+    RingLayout,
+    RuleFacts,
+    rule_breaks,
+)
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -29,6 +38,9 @@ class Pins(FrozenModel):
     recompute: Recompute | None = None
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
+    cp_comm: CpComm | None = None
+    dp_replicate: int | None = None
+    reshard_after_forward: bool | None = None
 
 
 # The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
@@ -64,7 +76,9 @@ class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
 
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
-    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool.
+    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool,
+    `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
+    plan's reshard_after_forward (bool).
     """
 
     dp: np.ndarray
@@ -76,6 +90,9 @@ class Candidates:
     recompute: np.ndarray
     micro_batch: np.ndarray
     zigzag: np.ndarray
+    allgather: np.ndarray
+    dp_replicate: np.ndarray
+    reshard: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -85,17 +102,24 @@ class Candidates:
         """One plan as one-entry arrays."""
         ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in (*DEGREES, "zero", "micro_batch")}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
-                   zigzag=np.array([plan.zigzag]))
+                   zigzag=np.array([plan.zigzag]), allgather=np.array([plan.allgather]),
+                   dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
+                   reshard=np.array([plan.reshard_after_forward]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
         ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, "zero", "micro_batch")}
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
-                            ring_layout="zigzag" if self.zigzag[i] else "contiguous")
+                            ring_layout="zigzag" if self.zigzag[i] else "contiguous",
+                            cp_comm="allgather" if self.allgather[i] else "p2p",
+                            dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]))
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None
+                         ) -> Candidates:
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x (ring > 1) cp_comm
+    x (ZeRO-3) HSDP replicate degree and reshard_after_forward, one ring layout. Without
+    `gpus_per_node` HSDP (dp_replicate > 1) is searched only when pinned."""
     degrees = degree_tuples(world, pins)
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
@@ -115,10 +139,65 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidat
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
     width = len(DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
-    columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-3], recompute=columns[-2],
-                      micro_batch=columns[-1], zigzag=np.full(len(table), layout == "zigzag"))
+    table = _with_fsdp_and_cp_comm(table, pins, gpus_per_node)
+    columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
+    named = dict(zip((*DEGREES, "zero", "recompute", "micro_batch", "allgather", "dp_replicate", "reshard"),
+                     columns))
+    return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
+                      zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
+                      reshard=named["reshard"].astype(bool))
+
+
+def ones_like(table: np.ndarray) -> np.ndarray:
+    return np.ones((len(table), 1), dtype=np.int64)
+
+
+def _node_hsdp(table: np.ndarray, gpus_per_node: int | None) -> np.ndarray:
+    """ZeRO-3 rows again with HSDP's usual replicate degree: shards inside a node, replicas across
+    nodes (torchtitan docs/fsdp.md; PyTorch HYBRID_SHARD), i.e. dp_shard = gpus_per_node / (tp x cp)
+    (at least 1) when that leaves dp_replicate > 1."""
+    if gpus_per_node is None:
+        return np.zeros((0, table.shape[1] + 1), dtype=np.int64)
+    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
+    inner = table[:, DEGREES.index("tp")] * table[:, DEGREES.index("ulysses")] * table[:, DEGREES.index("ring")]
+    shard = np.maximum(gpus_per_node // inner, 1)
+    ok = (zero == 3) & (dp % shard == 0) & (dp > shard)
+    rows = table[ok]
+    return np.concatenate([rows, (dp[ok] // shard[ok])[:, None]], axis=1)
+
+
+def _with_fsdp_and_cp_comm(table: np.ndarray, pins: Pins, gpus_per_node: int | None) -> np.ndarray:
+    """Append the columns allgather, dp_replicate and reshard to (degrees, zero, recompute, mb) rows.
+
+    Unpinned, the ring's cp_comm is searched where ring > 1 (p2p and allgather), and ZeRO-3 rows
+    also search reshard_after_forward and HSDP with one node's shard (`_node_hsdp`; FSDP's axes);
+    elsewhere the choice changes nothing, so one row (p2p, 1, True) stands for it. A pinned value
+    keeps only the rows it applies to (dp_replicate > 1: zero >= 1 dividing dp; reshard false: zero 3).
+    """
+    ring = table[:, DEGREES.index("ring")]
+    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
+    ones = np.ones((len(table), 1), dtype=np.int64)
+    if pins.cp_comm is not None:
+        table = np.concatenate([table, ones * (pins.cp_comm == "allgather")], axis=1)
+    else:  # (rows, w) -> (rows + rows with ring > 1, w + 1)
+        table = np.concatenate([np.concatenate([table, 0 * ones], axis=1),
+                                np.concatenate([table, ones], axis=1)[ring > 1]])
+    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
+    if pins.dp_replicate is not None:
+        keep = (dp % pins.dp_replicate == 0) & ((zero >= 1) | (pins.dp_replicate == 1))
+        table = np.concatenate([table, np.full((len(table), 1), pins.dp_replicate)], axis=1)[keep]
+    else:
+        table = np.concatenate([np.concatenate([table, ones_like(table)], axis=1),
+                                _node_hsdp(table, gpus_per_node)])
+    zero = table[:, len(DEGREES)]
+    if pins.reshard_after_forward is not None:
+        keep = (zero == 3) | pins.reshard_after_forward
+        table = np.concatenate([table, np.full((len(table), 1), int(pins.reshard_after_forward))], axis=1)[keep]
+    else:
+        table = np.concatenate([np.concatenate([table, np.ones((len(table), 1), dtype=np.int64)], axis=1),
+                                np.concatenate([table, np.zeros((len(table), 1), dtype=np.int64)], axis=1)[zero == 3]])
+    return table
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

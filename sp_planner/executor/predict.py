@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import (
+    RING_GRAD_ELEM_BYTES,
+    allgather_bytes_per_layer,
+    allgather_reduce_scatter_bytes_per_layer,
+    ring_bytes_per_layer,
+    ulysses_bytes_per_layer,
+)
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.result import AttentionCommBytes, Prediction
 from sp_planner.specs.hardware import HardwareProfile
@@ -14,11 +20,13 @@ def predicted_comm_bytes(cfg: RunConfig) -> AttentionCommBytes:
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
         head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
     )
-    p2p = ring_bytes_per_layer(
-        batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
-        grad_elem_bytes=RING_GRAD_ELEM_BYTES,
-    )
+    kv = dict(batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+              tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring)
+    if cfg.cp_comm == "allgather":
+        return AttentionCommBytes(all_to_all=int(a2a), p2p=0,
+                                  all_gather=int(allgather_bytes_per_layer(elem_bytes=cfg.elem_bytes, **kv)),
+                                  reduce_scatter=int(allgather_reduce_scatter_bytes_per_layer(**kv)))
+    p2p = ring_bytes_per_layer(elem_bytes=cfg.elem_bytes, grad_elem_bytes=RING_GRAD_ELEM_BYTES, **kv)
     return AttentionCommBytes(all_to_all=int(a2a), p2p=int(p2p))
 
 
