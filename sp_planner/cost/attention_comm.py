@@ -108,3 +108,11 @@ def allgather_reduce_scatter_bytes_per_layer(*, batch, seq_len, num_kv_heads, he
     block = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
                                      head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring)
     return 2 * (ring - 1) * block * grad_elem_bytes
+
+
+def allgather_buffer_bytes(kv_elems, ring, elem_bytes):
+    """Transient bytes of all-gather CP for one layer, `kv_elems` = one local K (or V) block: the
+    gathered K and V with their reordered copy (TE index_select after gather_along_first_dim), and
+    the full-sequence fp32 dK/dV before the reduce-scatter; zero when ring == 1."""
+    full = ring * kv_elems
+    return np.where(ring > 1, 2 * full * (2 * elem_bytes + ALLGATHER_GRAD_ELEM_BYTES), 0)

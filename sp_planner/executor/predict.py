@@ -45,11 +45,12 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses,
         ring=cfg.ring, causal=cfg.causal, ring_layout=cfg.ring_layout,
         gpus_per_node=gpus_per_node or cfg.world_size, elem_bytes=cfg.elem_bytes, backward=True,
+        cp_comm=cfg.cp_comm,
     )
     memory = attention_layer_memory_bytes(
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.heads_per_tp_rank,
         num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.head_dim, ulysses=cfg.ulysses,
-        ring=cfg.ring, elem_bytes=cfg.elem_bytes,
+        ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
     return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
                       note=f"time and memory predicted for {hardware.name}, measured on {cfg.device}")

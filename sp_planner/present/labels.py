@@ -23,7 +23,7 @@ TIME_LABELS: dict[str, str] = {
     "recompute_s": "recomputation",
     "tp_comm_s": "TP communication",
     "ulysses_comm_s": "Ulysses all-to-all",
-    "ring_comm_exposed_s": "exposed ring P2P",
+    "ring_comm_exposed_s": "exposed ring-axis comm",
     "pp_comm_s": "PP send/recv",
     "dp_comm_exposed_s": "exposed DP gradient sync",
     "bubble_s": "pipeline bubble",
@@ -38,6 +38,9 @@ COMM_LABELS: dict[str, str] = {
     "pp_p2p": "PP P2P",
     "dp_reduce_scatter": "DP reduce-scatter",
     "dp_all_gather": "DP all-gather",
+    "cp_all_gather": "CP K/V all-gather",
+    "cp_reduce_scatter": "CP dK/dV reduce-scatter",
+    "dp_all_reduce": "HSDP replica all-reduce",
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc"}
