@@ -36,6 +36,8 @@ EPILOG = """\
 
   sp-plan --model llama3-8b --hardware h100 --nodes 4 --seq-len 256k --simulate 5
 
+  sp-plan --model llama3-70b --hardware h100 --nodes 16 --seq-len 128k --ring 8 --cp-comm allgather --zero 3 --no-reshard-after-forward
+
 Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are shown), 2 bad input.
 """
 
@@ -58,6 +60,11 @@ class Framework(str, Enum):
 class Launcher(str, Enum):
     torchrun = "torchrun"
     slurm = "slurm"
+
+
+class CpCommChoice(str, Enum):
+    p2p = "p2p"
+    allgather = "allgather"
 
 
 class RecomputeChoice(str, Enum):
@@ -97,6 +104,15 @@ def plan(
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
+    cp_comm: Annotated[Optional[CpCommChoice], typer.Option(
+        show_default=False, help="Pin how the ring axis moves K/V: p2p (ring attention) or allgather "
+        "(all-gather CP, Llama 3 / TE all_gather).")] = None,
+    dp_replicate: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Pin HSDP's replicate degree (dp = dp_replicate x dp_shard; "
+        "ZeRO shards over dp_shard x cp).")] = None,
+    reshard_after_forward: Annotated[Optional[bool], typer.Option(
+        "--reshard-after-forward/--no-reshard-after-forward", show_default=False,
+        help="Pin ZeRO-3/FSDP's reshard after forward (no: keep the gathered parameters for backward).")] = None,
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
@@ -116,7 +132,8 @@ def plan(
                                     "simulator's step time (both times are shown).")
     ] = None,
 ) -> int:
-    """Rank parallel plans (TP, PP, DP, Ulysses, Ring, ZeRO, recompute) for long-context training.
+    """Rank parallel plans (TP, PP, DP, Ulysses, Ring or all-gather CP, ZeRO/FSDP/HSDP, recompute)
+    for long-context training.
 
     Pinned options narrow the search; with every degree pinned the plan is evaluated even if it
     does not fit.
@@ -125,6 +142,8 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
+        cp_comm=None if cp_comm is None else cp_comm.value, dp_replicate=dp_replicate,
+        reshard_after_forward=reshard_after_forward,
     )
     check_outputs(out=out, report=report)
     with delayed_progress("searching plans"):

@@ -39,6 +39,8 @@ EPILOG = """\
 
   sp-run --ulysses 2 --ring 2 --seq-len 4k --heads 8 --kv-heads 2 --head-dim 64 --causal --ring-layout zigzag
 
+  sp-run --ring 4 --seq-len 4k --heads 8 --kv-heads 2 --head-dim 64 --causal --ring-layout zigzag --cp-comm allgather
+
   sp-run --plan plan.json --device cuda --out result.json
 
   sp-run --plan plan.json --print-launch --rdzv-endpoint node0:29500
@@ -59,6 +61,11 @@ class Layout(str, Enum):
     zigzag = "zigzag"
 
 
+class CpCommChoice(str, Enum):
+    p2p = "p2p"
+    allgather = "allgather"
+
+
 class DTypeChoice(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -76,7 +83,7 @@ app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptio
 def _config_from_plan(plan_file: PlanFile, **run_options) -> RunConfig:
     model, plan = plan_file.model, plan_file.plan
     return RunConfig(
-        ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout,
+        ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout, cp_comm=plan.cp_comm,
         batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
         num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, **run_options,
     )
@@ -89,7 +96,7 @@ def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None) -> list[
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
                 "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
-                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout]
+                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout, "--cp-comm", cfg.cp_comm]
         args += ["--causal"] if cfg.causal else []
     args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
     return args + (["--out", str(out)] if out is not None else [])
@@ -137,6 +144,8 @@ def run(
     head_dim: Annotated[Optional[int], typer.Option(min=1, help="Head dimension.")] = None,
     causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask \\[default: full].")] = None,
     ring_layout: Annotated[Optional[Layout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
+    cp_comm: Annotated[Optional[CpCommChoice], typer.Option(
+        help="Ring axis: pass K/V round the ring (p2p) or all-gather them \\[default: p2p].")] = None,
     dtype: Annotated[Optional[DTypeChoice], typer.Option(
         help="Run dtype \\[default: bfloat16 with --plan, else float32].")] = None,
     kernel: Annotated[KernelChoice, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = (
@@ -170,7 +179,8 @@ def run(
         given = [name for name, value in (("--ulysses", ulysses), ("--ring", ring), ("--seq-len", seq_len),
                                           ("--batch", batch), ("--heads", heads), ("--kv-heads", kv_heads),
                                           ("--head-dim", head_dim), ("--causal", causal),
-                                          ("--ring-layout", ring_layout)) if value is not None]
+                                          ("--ring-layout", ring_layout), ("--cp-comm", cp_comm))
+                 if value is not None]
         if given:
             raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
         plan_file = read_plan_file(plan)
@@ -183,6 +193,7 @@ def run(
             ulysses=ulysses or 1, ring=ring or 1, seq_len=parse_tokens(seq_len), batch=batch or 1,
             num_heads=heads, num_kv_heads=kv_heads or heads, head_dim=head_dim, causal=bool(causal),
             ring_layout=(ring_layout or Layout.contiguous).value, dtype=(dtype or DTypeChoice.float32).value,
+            cp_comm=(cp_comm or CpCommChoice.p2p).value,
             **run_options,
         )
     console = Console()
