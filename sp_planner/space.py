@@ -170,8 +170,11 @@ def _node_hsdp(table: np.ndarray, gpus_per_node: int | None) -> np.ndarray:
 def _with_fsdp_and_cp_comm(table: np.ndarray, pins: Pins, gpus_per_node: int | None) -> np.ndarray:
     """Append the columns allgather, dp_replicate and reshard to (degrees, zero, recompute, mb) rows.
 
-    Unpinned, the ring's cp_comm is searched where ring > 1 (p2p and allgather), and ZeRO-3 rows
-    also search reshard_after_forward and HSDP with one node's shard (`_node_hsdp`; FSDP's axes);
+    Unpinned, the ring's cp_comm is searched where ring > 1 and ulysses == 1 (p2p and allgather:
+    no framework runs all-gather CP under a Ulysses level, Transformer Engine's cp_comm_type has
+    p2p, all_gather, a2a and a2a+p2p only, so it is evaluated there only when pinned), and ZeRO-3 rows
+    also search HSDP with one node's shard (`_node_hsdp`) and, without HSDP, reshard_after_forward
+    false (FSDP's axes; pinned, every combination is evaluated);
     elsewhere the choice changes nothing, so one row (p2p, 1, True) stands for it. A pinned value
     keeps only the rows it applies to (dp_replicate > 1: zero >= 1 dividing dp; reshard false: zero 3).
     """
@@ -180,9 +183,10 @@ def _with_fsdp_and_cp_comm(table: np.ndarray, pins: Pins, gpus_per_node: int | N
     ones = np.ones((len(table), 1), dtype=np.int64)
     if pins.cp_comm is not None:
         table = np.concatenate([table, ones * (pins.cp_comm == "allgather")], axis=1)
-    else:  # (rows, w) -> (rows + rows with ring > 1, w + 1)
+    else:  # (rows, w) -> (rows + rows with a pure ring axis, w + 1)
+        pure_ring = (ring > 1) & (table[:, DEGREES.index("ulysses")] == 1)
         table = np.concatenate([np.concatenate([table, 0 * ones], axis=1),
-                                np.concatenate([table, ones], axis=1)[ring > 1]])
+                                np.concatenate([table, ones], axis=1)[pure_ring]])
     dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
     if pins.dp_replicate is not None:
         keep = (dp % pins.dp_replicate == 0) & ((zero >= 1) | (pins.dp_replicate == 1))
@@ -195,8 +199,10 @@ def _with_fsdp_and_cp_comm(table: np.ndarray, pins: Pins, gpus_per_node: int | N
         keep = (zero == 3) | pins.reshard_after_forward
         table = np.concatenate([table, np.full((len(table), 1), int(pins.reshard_after_forward))], axis=1)[keep]
     else:
-        table = np.concatenate([np.concatenate([table, np.ones((len(table), 1), dtype=np.int64)], axis=1),
-                                np.concatenate([table, np.zeros((len(table), 1), dtype=np.int64)], axis=1)[zero == 3]])
+        # Kept parameters are tried with plain FSDP (dp_replicate 1, as the Llama 3 paper ran it).
+        plain = (zero == 3) & (table[:, -1] == 1)
+        table = np.concatenate([np.concatenate([table, ones_like(table)], axis=1),
+                                np.concatenate([table, 0 * ones_like(table)], axis=1)[plain]])
     return table
 
 

@@ -49,8 +49,9 @@ def _torch_fsdp2(request: FlagRequest) -> tuple[list[str], list[str], list[str]]
         failures.append(
             f"zero 3 without reshard after forward with pp {p.pp} cannot be expressed: Megatron-FSDP always "
             "re-gathers parameters in backward, and --torch-fsdp2-no-reshard-after-forward needs "
-            "--use-torch-fsdp2, which Megatron refuses with pipeline parallelism; use "
-            "reshard_after_forward true (Megatron-FSDP optim_grads_params) or pp 1")
+            "--use-torch-fsdp2, which Megatron refuses with pipeline parallelism; use zero 2 "
+            "(Megatron-FSDP optim_grads: parameters stay gathered, as the Llama 3 paper's FSDP without "
+            "resharding), reshard_after_forward true (optim_grads_params) or pp 1")
     if p.dp_replicate > 1:
         failures.append(
             f"dp_replicate {p.dp_replicate} with zero 3 and no reshard after forward cannot be expressed: "
