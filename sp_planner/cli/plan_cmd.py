@@ -36,7 +36,7 @@ EPILOG = """\
 
   sp-plan --model llama3-8b --hardware h100 --nodes 4 --seq-len 256k --simulate 5
 
-  sp-plan --model llama3-70b --hardware h100 --nodes 16 --seq-len 128k --ring 8 --cp-comm allgather --zero 3 --no-reshard-after-forward
+  sp-plan --model llama3-70b --hardware h100 --nodes 16 --seq-len 128k --ring 8 --cp-comm allgather --zero 2
 
 Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are shown), 2 bad input.
 """
