@@ -3,12 +3,17 @@ ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
+import math
+from functools import lru_cache
+
 from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import (
+    MAX_DEGREE,
     RECOMPUTE,
     RULES,
     CpComm,
@@ -18,6 +23,7 @@ from sp_planner.plan import (
     RuleFacts,
     rule_breaks,
 )
+from sp_planner.space_variants import expand_variants, variant_mask
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -49,26 +55,68 @@ DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if n
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n, ascending, from trial division up to sqrt(n) (a million-node world has ~10^7
+    candidates below it, so counting up to n would dominate the search)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def degree_tuples(world: int, pins: Pins) -> np.ndarray:
-    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins; shape (n, 5)."""
-    rows: list[tuple[int, ...]] = []
-
-    def extend(prefix: tuple[int, ...], rest: int) -> None:
-        axis = DEGREES[len(prefix)]
+    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins, each degree
+    at most plan.MAX_DEGREE; shape (n, 5), in lexicographic order. Built axis by axis over arrays:
+    a million-node world has 150,150."""
+    prefix = np.zeros((1, 0), dtype=np.int64)  # (tuples so far, axes chosen)
+    rest = np.array([world], dtype=np.int64)  # what the remaining axes must multiply to
+    for axis in DEGREES[:-1]:
         pinned = getattr(pins, axis)
-        if len(prefix) == len(DEGREES) - 1:
-            if pinned is None or pinned == rest:
-                rows.append(prefix + (rest,))
-            return
-        for d in ([pinned] if pinned is not None else _divisors(rest)):
-            if rest % d == 0:
-                extend(prefix + (d,), rest // d)
+        values, inverse = np.unique(rest, return_inverse=True)
+        choices = [np.array([d for d in _divisors(int(v)) if d <= MAX_DEGREE] if pinned is None
+                            else [pinned] if v % pinned == 0 else [], dtype=np.int64) for v in values]
+        per_row = [choices[i] for i in inverse.reshape(-1)]
+        counts = np.array([len(c) for c in per_row], dtype=np.int64)
+        chosen = np.concatenate(per_row) if per_row else np.zeros(0, dtype=np.int64)
+        prefix = np.concatenate([np.repeat(prefix, counts, axis=0), chosen[:, None]], axis=1)
+        rest = np.repeat(rest, counts) // chosen
+    last = getattr(pins, DEGREES[-1])
+    keep = (rest <= MAX_DEGREE) if last is None else rest == last
+    return np.concatenate([prefix[keep], rest[keep, None]], axis=1)
 
-    extend((), world)
-    return np.array(rows, dtype=np.int64).reshape(-1, len(DEGREES))
+
+def bounded_factorizations(world: int, parts: int, largest: int | None = None) -> int:
+    """How many tuples of `parts` positive integers, each at most `largest`, multiply to `world`
+    (degree tuples, no pins): ordered_factorizations while world <= largest, else counted over
+    the divisors of world. `largest` defaults to plan.MAX_DEGREE."""
+    largest = MAX_DEGREE if largest is None else largest
+    if world <= largest:
+        return ordered_factorizations(world, parts)
+
+    @lru_cache(maxsize=None)
+    def count(n: int, k: int) -> int:
+        if k == 1:
+            return int(n <= largest)
+        return sum(count(n // d, k - 1) for d in _divisors(n) if d <= largest)
+
+    return count(world, parts)
+
+
+def ordered_factorizations(world: int, parts: int) -> int:
+    """How many tuples of `parts` positive integers multiply to `world` (degree tuples, no pins):
+    the product over world's prime powers p^e of C(e + parts - 1, parts - 1)."""
+    count, n, p = 1, world, 2
+    while p * p <= n:
+        e = 0
+        while n % p == 0:
+            n, e = n // p, e + 1
+        count *= math.comb(e + parts - 1, parts - 1)
+        p += 1
+    return count * (parts if n > 1 else 1)
 
 
 @dataclass(frozen=True)
@@ -78,7 +126,7 @@ class Candidates:
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
     (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool,
     `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
-    plan's reshard_after_forward (bool).
+    plan's reshard_after_forward (bool); space_variants says which are searched.
     """
 
     dp: np.ndarray
@@ -96,6 +144,14 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.tp)
+
+    def take(self, index: np.ndarray) -> "Candidates":
+        """The candidates at `index` (every column, whatever columns the container has)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
@@ -117,21 +173,92 @@ class Candidates:
 
 def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None
                          ) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x (ring > 1) cp_comm
-    x (ZeRO-3) HSDP replicate degree and reshard_after_forward, one ring layout. Without
-    `gpus_per_node` HSDP (dp_replicate > 1) is searched only when pinned."""
-    degrees = degree_tuples(world, pins)
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x the variants of
+    space_variants (cp_comm, HSDP, reshard; HSDP only with a known node size), one ring layout."""
+    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins, gpus_per_node)
+
+
+# Above this many degree tuples count_candidates counts without them (the base count, which is
+# then already far above any search's size limit, so the refusal stands).
+COUNT_TUPLES_LIMIT = 2_000_000
+
+
+def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None) -> int:
+    """How many candidates enumerate_candidates gives, without expanding them: per degree tuple and
+    ZeRO stage, its valid variants x recompute x micro-batch choices. Beyond COUNT_TUPLES_LIMIT
+    tuples, the degree tuples with each dp by formula times what one of them expands to, variants
+    aside (a lower bound)."""
+    dp_axis = DEGREES.index("dp")
+    zeros, recomputes = _zeros_and_recomputes(pins)
+    if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
+        tuples = degree_tuples(world, pins)
+        named = dict(zip(DEGREES, tuples.T))
+        per_tuple = np.zeros(len(tuples), dtype=np.int64)
+        for zero in zeros:
+            mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
+            per_tuple += mask.sum(axis=1)
+        mbs = np.array([len(_micro_batches(workload, int(dp), pins)) for dp in named["dp"]], dtype=np.int64)
+        return int((per_tuple * mbs).sum()) * len(recomputes)
+    if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
+        dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
+    else:
+        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
+        per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
+    return sum(tuples * len(zeros) * len(recomputes) * len(_micro_batches(workload, dp, pins))
+               for dp, tuples in zip(dps.tolist(), per_dp.tolist()))
+
+
+def search_order(degrees: np.ndarray) -> np.ndarray:
+    """Degree tuples in the order the candidates are enumerated (grouped by dp, stably), so
+    expanding consecutive slices and concatenating gives the same candidates in the same order
+    as expanding them all at once."""
+    return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
+
+
+def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
+                    gpus_per_node: int | None = None) -> Iterator[tuple[int, Candidates]]:
+    """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
+    `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
+    axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
+    step, done = 1, 0
+    while done < len(degrees):
+        rows = degrees[done:done + step]
+        chunk = expand_candidates(workload, rows, pins, gpus_per_node)
+        done += len(rows)
+        yield done, chunk
+        per_tuple = max(1.0, len(chunk) / len(rows))
+        step = max(1, int(chunk_candidates / per_tuple))
+
+
+def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    return zeros, recomputes
+
+
+def _micro_batches(workload: Workload, dp: int, pins: Pins) -> list[int]:
+    if pins.micro_batch is not None:
+        return [pins.micro_batch]
+    if workload.global_batch % dp == 0:
+        per_replica = workload.global_batch // dp
+        return [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
+    return [1]  # broken batch rule: evaluated once, reported with its reason
+
+
+def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
+    return variant_mask(named["dp"], named["tp"], named["ulysses"], named["ring"], zero, cp_comm=pins.cp_comm,
+                        dp_replicate=pins.dp_replicate, reshard_after_forward=pins.reshard_after_forward,
+                        gpus_per_node=gpus_per_node)
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None
+                      ) -> Candidates:
+    """Degree tuples (in search_order) times ZeRO stage, recompute and micro-batch, each then
+    times its valid variants (space_variants), which stay next to it."""
+    zeros, recomputes = _zeros_and_recomputes(pins)
     blocks = []
     for dp in np.unique(degrees[:, DEGREES.index("dp")]):
-        if pins.micro_batch is not None:
-            mbs = [pins.micro_batch]
-        elif workload.global_batch % dp == 0:
-            per_replica = workload.global_batch // dp
-            mbs = [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
-        else:
-            mbs = [1]  # broken batch rule: evaluated once, reported with its reason
+        mbs = _micro_batches(workload, int(dp), pins)
         rows = degrees[degrees[:, DEGREES.index("dp")] == dp]
         # (rows, zero, recompute, micro_batch) -> flat candidates
         grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
@@ -139,71 +266,15 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_no
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
     width = len(DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
-    layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    table = _with_fsdp_and_cp_comm(table, pins, gpus_per_node)
+    mask, replicas = _variants(dict(zip(DEGREES, table.T)), table[:, len(DEGREES)], pins, gpus_per_node)
+    table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
     columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
+    layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
     named = dict(zip((*DEGREES, "zero", "recompute", "micro_batch", "allgather", "dp_replicate", "reshard"),
                      columns))
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
                       zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
                       reshard=named["reshard"].astype(bool))
-
-
-def ones_like(table: np.ndarray) -> np.ndarray:
-    return np.ones((len(table), 1), dtype=np.int64)
-
-
-def _node_hsdp(table: np.ndarray, gpus_per_node: int | None) -> np.ndarray:
-    """ZeRO-3 rows again with HSDP's usual replicate degree: shards inside a node, replicas across
-    nodes (torchtitan docs/fsdp.md; PyTorch HYBRID_SHARD), i.e. dp_shard = gpus_per_node / (tp x cp)
-    (at least 1) when that leaves dp_replicate > 1."""
-    if gpus_per_node is None:
-        return np.zeros((0, table.shape[1] + 1), dtype=np.int64)
-    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
-    inner = table[:, DEGREES.index("tp")] * table[:, DEGREES.index("ulysses")] * table[:, DEGREES.index("ring")]
-    shard = np.maximum(gpus_per_node // inner, 1)
-    ok = (zero == 3) & (dp % shard == 0) & (dp > shard)
-    rows = table[ok]
-    return np.concatenate([rows, (dp[ok] // shard[ok])[:, None]], axis=1)
-
-
-def _with_fsdp_and_cp_comm(table: np.ndarray, pins: Pins, gpus_per_node: int | None) -> np.ndarray:
-    """Append the columns allgather, dp_replicate and reshard to (degrees, zero, recompute, mb) rows.
-
-    Unpinned, the ring's cp_comm is searched where ring > 1 and ulysses == 1 (p2p and allgather:
-    no framework runs all-gather CP under a Ulysses level, Transformer Engine's cp_comm_type has
-    p2p, all_gather, a2a and a2a+p2p only, so it is evaluated there only when pinned), and ZeRO-3 rows
-    also search HSDP with one node's shard (`_node_hsdp`) and, without HSDP, reshard_after_forward
-    false (FSDP's axes; pinned, every combination is evaluated);
-    elsewhere the choice changes nothing, so one row (p2p, 1, True) stands for it. A pinned value
-    keeps only the rows it applies to (dp_replicate > 1: zero >= 1 dividing dp; reshard false: zero 3).
-    """
-    ring = table[:, DEGREES.index("ring")]
-    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
-    ones = np.ones((len(table), 1), dtype=np.int64)
-    if pins.cp_comm is not None:
-        table = np.concatenate([table, ones * (pins.cp_comm == "allgather")], axis=1)
-    else:  # (rows, w) -> (rows + rows with a pure ring axis, w + 1)
-        pure_ring = (ring > 1) & (table[:, DEGREES.index("ulysses")] == 1)
-        table = np.concatenate([np.concatenate([table, 0 * ones], axis=1),
-                                np.concatenate([table, ones], axis=1)[pure_ring]])
-    dp, zero = table[:, DEGREES.index("dp")], table[:, len(DEGREES)]
-    if pins.dp_replicate is not None:
-        keep = (dp % pins.dp_replicate == 0) & ((zero >= 1) | (pins.dp_replicate == 1))
-        table = np.concatenate([table, np.full((len(table), 1), pins.dp_replicate)], axis=1)[keep]
-    else:
-        table = np.concatenate([np.concatenate([table, ones_like(table)], axis=1),
-                                _node_hsdp(table, gpus_per_node)])
-    zero = table[:, len(DEGREES)]
-    if pins.reshard_after_forward is not None:
-        keep = (zero == 3) | pins.reshard_after_forward
-        table = np.concatenate([table, np.full((len(table), 1), int(pins.reshard_after_forward))], axis=1)[keep]
-    else:
-        # Kept parameters are tried with plain FSDP (dp_replicate 1, as the Llama 3 paper ran it).
-        plain = (zero == 3) & (table[:, -1] == 1)
-        table = np.concatenate([np.concatenate([table, ones_like(table)], axis=1),
-                                np.concatenate([table, 0 * ones_like(table)], axis=1)[plain]])
-    return table
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:
