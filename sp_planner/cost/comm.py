@@ -15,7 +15,11 @@ DP/ZeRO over the dp x cp group, P = parameters on the rank: ZeRO-0 all-reduces f
 (reduce-scatter + all-gather, both counted); ZeRO-1 reduce-scatters fp32 gradients once per step
 and all-gathers bf16 parameters after the update (Megatron distributed optimizer); ZeRO-2
 reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
-every micro-batch's forward and backward (FSDP / DeepSpeed stage 3).
+every micro-batch's forward and backward (FSDP / DeepSpeed stage 3), or only in forward when
+reshard_after_forward is false. Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
+and each reduce-scatter of gradients is followed by an all-reduce of the fp32 shard across the
+replicas (cost.fsdp). All-gather CP moves the ring axis' K/V with an all-gather (forward, and
+again in backward) and dK/dV with a reduce-scatter instead of P2P (attention_comm).
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import (
+    allgather_bytes_per_layer,
+    allgather_reduce_scatter_bytes_per_layer,
+    kv_heads_for_ulysses,
+    ring_bytes_per_layer,
+    ulysses_bytes_per_layer,
+)
+from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
 from sp_planner.cost.moe import (
@@ -62,6 +73,9 @@ class PerCollective(NamedTuple):
     pp_p2p: np.ndarray
     dp_reduce_scatter: np.ndarray
     dp_all_gather: np.ndarray
+    cp_all_gather: np.ndarray
+    cp_reduce_scatter: np.ndarray
+    dp_all_reduce: np.ndarray
     ep_all_to_all: np.ndarray  # MoE dispatch + combine (cost.moe)
     etp_all_gather: np.ndarray  # MoE token all-gathers and reduce-scatters over etp
     edp_reduce_scatter: np.ndarray  # routed experts' gradients over the expert-data-parallel group
@@ -94,10 +108,15 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
                  head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
     uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
-    ring_layer = ring_bytes_per_layer(**shape)
+    gather = c.allgather
+    ring_layer = np.where(gather, 0, ring_bytes_per_layer(**shape))
+    kv_shape = {k: v for k, v in shape.items() if k != "elem_bytes"}
+    cp_ag_layer = np.where(gather, allgather_bytes_per_layer(**shape), 0)
+    cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(**kv_shape), 0)
     again = recompute != RECOMPUTE_NONE  # selective and full both re-run core attention
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
-    ring_layer = ring_layer + np.where(again, ring_forward_bytes_per_layer(model, workload, c), 0)
+    ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)
+    cp_ag_layer = cp_ag_layer + np.where(again, cp_ag_layer // 2, 0)  # the forward gather again
 
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
@@ -106,23 +125,28 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup, edp = group_size(c, DP_CP_AXES), c.edp
+    zgroup, edp = shard_group_size(c), c.edp
     experts = expert_params_per_rank(model, pp, c.ep, c.etp).astype(np.int64)
     params = stage_params_per_rank(model, tp, pp, c.ep, c.etp)[0].astype(np.int64) - experts
     zero = c.zero
+    rounds = np.where(zero >= 2, m, 1)
 
     def reductions(params, group):
         share = lambda nbytes: nbytes * (group - 1) // group  # noqa: E731  (n-1)/n of a buffer
-        rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
+        rs = share(GRAD_BYTES * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
-            [share(GRAD_BYTES * params), 2 * m * share(PARAM_BYTES * params)],
+            [share(GRAD_BYTES * params), param_gathers_per_micro_batch(c) * m * share(PARAM_BYTES * params)],
             share(PARAM_BYTES * params),
         )
         return rs, ag
 
+    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO group.
     grads_rs, params_ag = reductions(params, zgroup)
     expert_rs, expert_ag = reductions(experts, edp)
+    # HSDP: all-reduce of this rank's fp32 gradient shard over dp_replicate ranks (sent 2(r-1)/r).
+    rep = c.dp_replicate
+    replica_ar = 2 * (GRAD_BYTES * params // zgroup) * (rep - 1) // rep * rounds
     # MoE: dispatch + combine forward and backward, each the rank's token copies (top_k of its n/tp
     # tokens, x the imbalance on the busiest rank) less the share it keeps; etp gathers them.
     tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp
@@ -141,6 +165,9 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         pp_p2p=pp_sent * m,
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,
+        cp_all_gather=cp_ag_layer * per_stage,
+        cp_reduce_scatter=cp_rs_layer * per_stage,
+        dp_all_reduce=replica_ar,
         ep_all_to_all=ep_sent * per_stage,
         etp_all_gather=etp_sent * per_stage,
         edp_reduce_scatter=expert_rs,
@@ -150,12 +177,15 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     dp_cp_stride = group_stride(c, DP_CP_AXES)
     links = PerCollective(
         ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),
-        ring_p2p=group_link(r, axis_stride(c, "ring"), gpn),
+        ring_p2p=group_link(np.where(gather, 1, r), axis_stride(c, "ring"), gpn),
         tp_all_gather=group_link(tp, axis_stride(c, "tp"), gpn),
         tp_reduce_scatter=group_link(tp, axis_stride(c, "tp"), gpn),
         pp_p2p=group_link(pp, axis_stride(c, "pp"), gpn),
         dp_reduce_scatter=group_link(zgroup, dp_cp_stride, gpn),
         dp_all_gather=group_link(zgroup, dp_cp_stride, gpn),
+        cp_all_gather=group_link(np.where(gather, r, 1), axis_stride(c, "ring"), gpn),
+        cp_reduce_scatter=group_link(np.where(gather, r, 1), axis_stride(c, "ring"), gpn),
+        dp_all_reduce=group_link(rep, replicate_stride(c), gpn),
         ep_all_to_all=group_link(c.ep, axis_stride(c, "ep"), gpn),
         etp_all_gather=group_link(c.etp, axis_stride(c, "etp"), gpn),
         edp_reduce_scatter=group_link(edp, axis_stride(c, "edp"), gpn),
