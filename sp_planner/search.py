@@ -225,20 +225,20 @@ class _Best(NamedTuple):
     """The best rows seen so far, in rank order, and their places in the enumeration."""
 
     evaluated: _Evaluated
-    index: np.ndarray
+    place: np.ndarray
 
 
 def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
                keep: int | None) -> _Best:
     """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
     if best is not None:
-        if keep is not None and len(best.index) >= keep:
+        if keep is not None and len(best.place) >= keep:
             # Rows ranked after the last one kept cannot enter: drop them before sorting.
             tier, primary = _rank_keys(e, capacity_bytes)[:2]
             last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
             rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
             e, index = columns.take(e, rows), index[rows]
-        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.index, index])
+        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.place, index])
     order = _ranked_order(e, index, capacity_bytes)[:keep]
     return _Best(columns.take(e, order), index[order])
 
@@ -302,7 +302,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
         if broken.best is not None:
-            best = _keep_best(best, broken.best.evaluated, broken.best.index, hardware.hbm_bytes, keep)
+            best = _keep_best(best, broken.best.evaluated, broken.best.place, hardware.hbm_bytes, keep)
     assert best is not None
     shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
