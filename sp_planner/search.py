@@ -13,6 +13,7 @@ import pandas as pd
 
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.memory import MemoryColumns, memory_columns
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.step import StepColumns, time_columns
 from sp_planner.estimate import (
     FRAME_PREFIXES,
@@ -119,9 +120,9 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int) -> _Evaluated:
+              gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
     memory = memory_columns(model, hardware, workload, c)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node, overlap=overlap)
     comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
     code = first_rule(rule_masks(model, workload, c), len(c))
     peak = memory.peak_bytes
@@ -146,14 +147,16 @@ def _ranked_order(e: _Evaluated, capacity_bytes: float) -> np.ndarray:
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10) -> SearchResult:
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10,
+           overlap: Overlap = MEGATRON_OVERLAP) -> SearchResult:
+    """Rank every candidate; `overlap` is what the target framework overlaps (cost.overlap)."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     candidates = enumerate_candidates(workload, world, pins)
     if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
-    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node)
+    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node, overlap)
     order = _ranked_order(evaluated, hardware.hbm_bytes)
     frame = evaluated.frame().drop(columns="rule_code").iloc[order].reset_index(drop=True)
     counts = np.bincount(evaluated.rule_code[~evaluated.fits], minlength=len(RULES) + 1)
@@ -164,7 +167,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-             num_nodes: int, gpus_per_node: int) -> PlanEstimate:
+             num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> PlanEstimate:
     """One plan, through the same columns as the search; fits False with a reason when it cannot run."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if plan.world_size != world:
@@ -172,4 +175,4 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({num_nodes} nodes x {gpus_per_node})"
         )
-    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node).estimate(0)
+    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap).estimate(0)

@@ -17,6 +17,9 @@ from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import Answer, emit_answer, write_outputs
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import check_outputs, resolve_question
+from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, default_kernel, with_attention_kernel
+from sp_planner.cost.overlap import framework_overlap
+from sp_planner.errors import UserInputError
 from sp_planner.present.advice import suggest_fits
 from sp_planner.search import search
 from sp_planner.sim.rerank import rerank_by_simulation
@@ -53,6 +56,9 @@ class Framework(str, Enum):
     yunchang = "yunchang"
     torchtitan = "torchtitan"
     all = "all"
+
+
+AttentionKernelChoice = Enum("AttentionKernelChoice", {k: k for k in ATTENTION_KERNELS}, type=str)  # type: ignore[misc]
 
 
 class Launcher(str, Enum):
@@ -98,6 +104,11 @@ def plan(
     recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
+    attention_kernel: Annotated[
+        Optional[AttentionKernelChoice], typer.Option(
+            show_default=False, help="Attention kernel to time (default: the framework's own, e.g. cuDNN for "
+            "Megatron on Hopper, FA2 for yunchang, where a published curve exists; else the profile's).")
+    ] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 10,
@@ -127,15 +138,24 @@ def plan(
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
     )
     check_outputs(out=out, report=report)
+    # Time plans with the overlap and attention kernel of the chosen framework (Megatron's for "all").
+    stack = "megatron" if framework is Framework.all else framework.value
+    overlap = framework_overlap(stack)
+    try:
+        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel.value
+        question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
+    except ValueError as err:
+        raise UserInputError(f"--attention-kernel: {err}") from None
     with delayed_progress("searching plans"):
         result = search(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
             gpus_per_node=question.gpus_per_node, pins=question.pins, top_k=max(top, simulate or 0),
+            overlap=overlap,
         )
         if simulate is not None:
             result = rerank_by_simulation(
                 result, question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
-                gpus_per_node=question.gpus_per_node, top_k=simulate,
+                gpus_per_node=question.gpus_per_node, top_k=simulate, overlap=overlap,
             )
         fits = bool(result.ranked) and result.ranked[0].fits
         suggestions = () if fits else suggest_fits(

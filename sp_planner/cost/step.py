@@ -5,9 +5,10 @@ GEMMs). Per micro-batch, per layer: GEMMs at peak x gemm efficiency (backward = 
 Narayanan et al. 2021), core attention and its ring/Ulysses comm from `cost.attention`, TP
 all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap), recompute re-running
 the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
-al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO gradient reduction overlapped with
-the last micro-batch's backward except the last bucket, parameter all-gather after the
-optimizer step exposed, and an HBM-bound Adam step.
+al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO traffic overlapped as the
+framework's flags make it (cost.overlap: gradient reduce behind the backward but the last bucket,
+parameter gathers behind the forward, ZeRO-3 layer by layer, hidden traffic slowing compute), and
+an HBM-bound Adam step.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sp_planner.cost.flops import (
 )
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -102,7 +104,7 @@ class StepColumns(NamedTuple):
 
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
-                 gpus_per_node: int) -> StepColumns:
+                 gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> StepColumns:
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
@@ -153,13 +155,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
-    last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
-    hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
-    dp_exposed = np.select(
-        [zero == 0, zero == 1, zero == 2],
-        [hidden_reduce(grad_ar), hidden_reduce(grad_rs) + param_ag, m * hidden_reduce(grad_rs) + param_ag],
-        m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(param_ag + grad_rs)),
+    dp_exposed, dp_hidden = dp_exposed_s(
+        overlap, zero=zero, micro_batches=m, layers=layers, grad_all_reduce_s=grad_ar,
+        grad_reduce_scatter_s=grad_rs, param_all_gather_s=param_ag, fwd_window_s=fwd_window,
+        bwd_window_s=bwd_window, bucket_fraction=np.minimum(1.0, ddp_bucket_params(dp) / params),
     )
+    # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
+    dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
     shard = params / np.where(zero >= 1, zgroup, 1)
 
     parts = (

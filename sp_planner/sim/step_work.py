@@ -13,6 +13,7 @@ from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHER
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
@@ -36,8 +37,8 @@ def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
     return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
 
 
-def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
-              ) -> tuple[StepWork, list[PhaseResult]]:
+def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,
+              overlap: Overlap = MEGATRON_OVERLAP) -> tuple[StepWork, list[PhaseResult]]:
     hw = cluster.hardware
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
@@ -128,7 +129,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_every_micro_batch=plan.zero >= 2,
         dp_extra_bucket_s=tail,
         optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
-        dp_param_gather_s=gather if plan.zero in (1, 2) else 0.0,
+        dp_param_gather_s=gather if plan.zero in (1, 2) and not overlap.param_gather else 0.0,
         dp_layer_gather_s=gather / layers if plan.zero == 3 else 0.0,
+        dp_first_forward_layer_gather_s=gather / layers if plan.zero in (1, 2) and overlap.param_gather else 0.0,
     )
     return work, phases

@@ -62,6 +62,9 @@ class StepWork(FrozenModel):
     dp_every_micro_batch: bool = False
     # ZeRO-3: each layer's parameters are all-gathered before its forward and its backward.
     dp_layer_gather_s: float = NonNeg
+    # ZeRO-1/2 with the parameter gather overlapped (cost.overlap): the previous step's gather of
+    # each layer's parameters lands during the step's first forward, one layer ahead of use.
+    dp_first_forward_layer_gather_s: float = NonNeg
     # After the last backward: embedding/head gradient buckets, optimizer, parameter all-gather.
     dp_extra_bucket_s: float = NonNeg
     optimizer_s: float = NonNeg
