@@ -9,12 +9,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
-from sp_planner.fileio import read_structured, validate_as, write_text_atomic
+from sp_planner.destination import deliver_text
+from sp_planner.fileio import read_structured, validate_as
+from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -43,9 +45,32 @@ class PlanFile(FrozenModel):
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
 
+    @model_validator(mode="after")
+    def _rank_groups_follow_the_degrees(self) -> PlanFile:
+        """Groups edited by hand to disagree with the degrees would run another plan than the one named."""
+        if not self.rank_groups:
+            return self
+        expected = rank_groups(self.plan)
+        if set(self.rank_groups) != set(expected):
+            raise ValueError(f"rank_groups has axes {sorted(self.rank_groups)} but the plan needs {sorted(expected)}")
+        for axis, groups in expected.items():
+            if self.rank_groups[axis] != groups:
+                p = self.plan
+                raise ValueError(
+                    f"rank_groups[{axis!r}] {_short(self.rank_groups[axis])} disagree with the degrees (dp {p.dp} "
+                    f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
+                    "remove rank_groups or write the plan again with sp-plan --out")
+        return self
+
+
+def _short(groups: list[list[int]]) -> str:
+    text = str(groups)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:
-    write_text_atomic(Path(path), plan_file.model_dump_json(indent=2) + "\n")
+    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it."""
+    deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
 def read_plan_file(path: Path) -> PlanFile:

@@ -6,6 +6,7 @@ runs one plan through the same code, so a single plan and the search agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -31,9 +32,17 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import GIB
+from sp_planner.units import GIB, plural
 
 __all__ = ["Pins", "evaluate", "search"]
+
+# A search's steps, for a progress line: search(progress=update) calls update(done, SEARCH_STEPS, what).
+SEARCH_STEPS = 5
+Progress = Callable[..., None]
+
+
+def _no_progress(done: int, total: int, description: str | None = None) -> None:
+    pass
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
@@ -120,10 +129,16 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
+              gpus_per_node: int, progress: Progress | None = None,
+              overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
+    progress = progress or _no_progress
+    what = f"searching {plural(len(c), 'candidate')}"
+    progress(1, SEARCH_STEPS, f"{what}: memory")
     memory = memory_columns(model, hardware, workload, c)
+    progress(2, SEARCH_STEPS, f"{what}: step time")
     step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node, overlap=overlap)
     comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
+    progress(3, SEARCH_STEPS, f"{what}: rules")
     code = first_rule(rule_masks(model, workload, c), len(c))
     peak = memory.peak_bytes
     oom = (code < 0) & (peak > hardware.hbm_bytes)
@@ -147,16 +162,20 @@ def _ranked_order(e: _Evaluated, capacity_bytes: float) -> np.ndarray:
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10,
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None,
            overlap: Overlap = MEGATRON_OVERLAP) -> SearchResult:
-    """Rank every candidate; `overlap` is what the target framework overlaps (cost.overlap)."""
+    """Every candidate plan, ranked. progress(done, SEARCH_STEPS, what) is told each step (a progress line);
+    `overlap` is what the target framework overlaps (cost.overlap)."""
+    progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    progress(0, SEARCH_STEPS, "searching plans: enumerating candidates")
     candidates = enumerate_candidates(workload, world, pins)
     if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
-    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node, overlap)
+    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node, progress, overlap)
+    progress(4, SEARCH_STEPS, f"ranking {plural(len(candidates), 'candidate')}")
     order = _ranked_order(evaluated, hardware.hbm_bytes)
     frame = evaluated.frame().drop(columns="rule_code").iloc[order].reset_index(drop=True)
     counts = np.bincount(evaluated.rule_code[~evaluated.fits], minlength=len(RULES) + 1)
@@ -173,6 +192,6 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
-            f"({num_nodes} nodes x {gpus_per_node})"
+            f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap).estimate(0)
+    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap=overlap).estimate(0)

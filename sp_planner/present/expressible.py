@@ -1,8 +1,8 @@
-"""The best-ranked plan a given framework can express, when it cannot express the winner.
+"""The plans a given framework can express: sp-plan --framework X ranks only those.
 
 Frameworks differ (Megatron-LM has ZeRO-1 only, DeepSpeed Ulysses has no ring, torchtitan no
-Ulysses), so the first plan may have no flags in the framework asked for; the user then gets the
-best fitting plan that does.
+Ulysses), so the first plan overall may have no flags in the framework asked for; the user then
+gets the fitting plans that do, with the overall best shown beside them.
 """
 
 from __future__ import annotations
@@ -40,3 +40,27 @@ def best_expressible(
         if flags.supported:
             return rank, estimate, flags
     return None
+
+
+def expressible_plans(
+    result: SearchResult,
+    framework: str,
+    *,
+    model: ModelSpec,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+    top_k: int,
+) -> tuple[PlanEstimate, ...]:
+    """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
+    the analytic order of `result.frame`."""
+    found: list[PlanEstimate] = []
+    for _, row in result.frame.head(MAX_SCANNED).iterrows():
+        if not row["fits"] or len(found) == top_k:
+            break
+        estimate = PlanEstimate.from_row(row)
+        request = FlagRequest(model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
+                              gpus_per_node=gpus_per_node)
+        if render_flags(framework, request).supported:
+            found.append(estimate)
+    return tuple(found)

@@ -49,3 +49,33 @@ def test_no_bar_off_an_interactive_terminal_however_long(monkeypatch, force_term
     with delayed_progress("searching plans", console=console):
         time.sleep(SHOW_AFTER_S * 3)
     assert buffer.getvalue() == ""
+
+
+def test_the_work_can_say_what_it_is_doing():
+    console, buffer = _terminal()
+    with delayed_progress("searching plans", console=console) as update:
+        update(2, 5, "searching 3,108 candidates: step time")
+        time.sleep(SHOW_AFTER_S * 5)
+    assert "searching 3,108 candidates: step time" in buffer.getvalue() and "2/5" in buffer.getvalue()
+
+
+def test_search_reports_each_step_in_order():
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.search import SEARCH_STEPS, search
+    from sp_planner.specs.workload import Workload
+
+    seen = []
+    search(load_model("llama3-8b"), load_hardware("a800"), Workload(seq_len=128 * 1024, global_batch=16),
+           num_nodes=2, gpus_per_node=8, progress=lambda done, total, what=None: seen.append((done, total, what)))
+    assert [done for done, _, _ in seen] == list(range(SEARCH_STEPS))
+    assert {total for _, total, _ in seen} == {SEARCH_STEPS}
+    assert seen[1][2] == "searching 3,108 candidates: memory" and seen[-1][2] == "ranking 3,108 candidates"
+
+
+def test_sp_run_progress_names_rank_0s_stage(tmp_path):
+    from sp_planner.cli.run_modes import rank_progress
+
+    assert rank_progress(tmp_path, 4) == (0, 4, "starting the ranks")
+    (tmp_path / "rank1.stage").write_text("done")
+    (tmp_path / "rank0.stage").write_text("running attention")
+    assert rank_progress(tmp_path, 4) == (1, 4, "rank 0: running attention")
