@@ -69,6 +69,12 @@ FRAMEWORK_OVERLAP: dict[str, Overlap] = {
 }
 
 
+def slowed_by_overlap(compute_s, comm_s):
+    """A kernel's time while `comm_s` of NCCL traffic runs beside it: the overlapped part runs on
+    fewer SMs (OVERLAP_COMPUTE_SLOWDOWN); used for ring steps and their K/V transfers."""
+    return compute_s + OVERLAP_COMPUTE_SLOWDOWN * np.minimum(compute_s, comm_s)
+
+
 def framework_overlap(framework: str) -> Overlap:
     if framework not in FRAMEWORK_OVERLAP:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_OVERLAP)}")

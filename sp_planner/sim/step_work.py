@@ -13,7 +13,7 @@ from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHER
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap, slowed_by_overlap
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
@@ -67,6 +67,12 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
+    # Each ring step computes while its transfer runs (layer_program): step k sends K/V forward
+    # for k < R-1, and in backward K/V for k < R-1 plus dK/dV for k > 0; NCCL's SMs slow it.
+    fwd_steps = tuple(float(slowed_by_overlap(t, ring_kv if k < r - 1 else 0.0))
+                      for k, t in enumerate(att.fwd_steps_s))
+    bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < r - 1 else 0.0) + (ring_dkv if k > 0 else 0.0)))
+                      for k, t in enumerate(att.bwd_steps_s))
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
     # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
@@ -112,8 +118,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
         gemm_attn_bwd_s=2 * gemm_fwd * attn_share,
         gemm_mlp_bwd_s=2 * gemm_fwd * (1 - attn_share),
-        attn_fwd_steps_s=att.fwd_steps_s,
-        attn_bwd_steps_s=att.bwd_steps_s,
+        attn_fwd_steps_s=fwd_steps,
+        attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
         tp_reduce_scatter_s=tp_rs,
         ulysses_qkv_s=uly_q + 2 * uly_kv,
