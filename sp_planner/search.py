@@ -153,12 +153,14 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
 
 
 def _ranked_order(e: _Evaluated, capacity_bytes: float) -> np.ndarray:
-    """Fitting plans by step time (then memory); then OOM by how far over; then rule breakers."""
+    """Fitting plans by step time (then the time before the MFU ceiling, then memory); then OOM by
+    how far over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
     tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
     primary = np.where(tier == 0, step, peak / capacity_bytes)
+    uncapped = np.where(tier == 0, step - e.step.time.mfu_ceiling_s, 0.0)
     secondary = np.where(tier == 0, peak, step)
-    return np.lexsort((secondary, primary, tier))
+    return np.lexsort((secondary, uncapped, primary, tier))
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,

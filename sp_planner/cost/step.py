@@ -36,6 +36,7 @@ from sp_planner.cost.flops import (
 )
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
@@ -89,6 +90,7 @@ class TimeColumns(NamedTuple):
     dp_comm_exposed_s: np.ndarray
     bubble_s: np.ndarray
     optimizer_s: np.ndarray
+    mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
 
 
 class StepColumns(NamedTuple):
@@ -176,12 +178,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         (pp - 1) * micro_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
     )
-    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
-    step = reduce(np.add, time)  # left to right, as the parts are listed
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
+    modelled = reduce(np.add, parts)  # left to right, as the parts are listed
+    parts = (*parts, mfu_ceiling_s(hardware, hw_flops / world, modelled))
+    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
+    step = reduce(np.add, time)
     model_tflops = model_flops / step / world / 1e12
     hardware_tflops = hw_flops / step / world / 1e12
     return StepColumns(

@@ -35,6 +35,7 @@ KIND_LABELS: dict[str, str] = {
     "dp_comm": "DP gradient sync / parameter gather (not hidden)",
     "optimizer": "optimizer step",
     "idle": "waiting (pipeline bubble, upstream stages)",
+    "mfu_ceiling": "held to the best published MFU",
 }
 
 

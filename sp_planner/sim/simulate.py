@@ -11,9 +11,11 @@ from __future__ import annotations
 
 
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.flops import hardware_flops_per_step
+from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
-from sp_planner.plan import ParallelPlan, violations
+from sp_planner.plan import RECOMPUTE, ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
@@ -26,9 +28,10 @@ from sp_planner.specs.workload import Workload
 from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
-                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute"}
+                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
+                "mfu_ceiling": "compute"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
-              "dp_overlap_slowdown": "dp_comm"}
+              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling"}
 
 
 def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
@@ -64,7 +67,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         hardware = hardware.model_copy(update={"gpus_per_node": gpus_per_node})
     cluster = build_cluster(hardware, num_nodes, topology=topology, nics_per_node=nics_per_node)
     work, phases = step_work(cluster, model, workload, plan, overlap)
-    sched = schedule_step(work)
+    sched = _held_to_ceiling(schedule_step(work), model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)
@@ -88,6 +91,20 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         events=_block_events(sched, reps),
         detail_events=_detail_events(sched, reps) if detail else (),
     )
+
+
+def _held_to_ceiling(sched: PipelineSchedule, model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                     plan: ParallelPlan) -> PipelineSchedule:
+    """The schedule stretched, as the analytic step is, to the best published MFU (cost.mfu_ceiling)."""
+    flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
+                                    causal=workload.causal, recompute=RECOMPUTE.index(plan.recompute))
+    extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s))
+    if extra <= 0:
+        return sched
+    last = max(range(len(sched.blocks)), key=lambda i: (sched.blocks[i].end_s, i))
+    end = sched.blocks[last].end_s
+    tail = Block(sched.blocks[last].stage, "mfu_ceiling", -1, end, end + extra, last, 0.0, None)
+    return PipelineSchedule(blocks=[*sched.blocks, tail], templates=sched.templates, step_time_s=end + extra)
 
 
 def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
