@@ -21,10 +21,11 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
     ("hopper", "bf16"): (0.47, "Megatron-LM README: 'up to 47% Model FLOP Utilization (MFU) on H100 clusters' "
                                "(2B-462B models, sequence 4096; NVIDIA's performance summary)"),
 }
-# Built-in profiles (lower-cased names) by family; a profile not listed has no ceiling.
+# Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
+# profile not listed) has no ceiling.
 PROFILE_FAMILY: dict[str, str] = {
     "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
-    "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper",
+    "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
 }
 
 
