@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
@@ -19,7 +19,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
-from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import best_expressible
@@ -56,6 +56,7 @@ class Answer(FrozenModel):
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
+    _summary: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
     def fits(self) -> bool:
@@ -83,11 +84,15 @@ class Answer(FrozenModel):
 
 
 def summary(answer: Answer) -> dict[str, Any]:
-    q = answer.question
-    return build_summary(
-        model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-        gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
-    )
+    """The JSON document, built once per answer (--format json and the report's summary.json
+    share it: at thousands of GPUs its rank groups take a second to build)."""
+    if answer._summary is None:
+        q = answer.question
+        answer._summary = build_summary(
+            model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+            gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
+        )
+    return answer._summary
 
 
 def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False) -> None:
@@ -181,8 +186,9 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
-def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> None:
-    """--out and --report, after everything else has succeeded; notes go to stderr.
+def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full_rank_groups: bool = False) -> None:
+    """--out and --report, after everything else has succeeded; notes go to stderr. plan.json holds
+    the rank groups' generator, and their full lists too when `full_rank_groups`.
 
     plan.json is written only for a plan that fits: sp-run refuses any other, so a pinned plan that
     does not fit is answered like an unpinned search that finds nothing (exit 1, nothing written)."""
@@ -198,7 +204,8 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> N
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework="megatron" if answer.framework == "all" else answer.framework,
-                plan=best.plan, estimate=best, rank_groups=rank_groups(best.plan),
+                plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
+                rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))
             sys.stderr.write(f"wrote {out}\n")
     if report is not None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
+from sp_planner.search import HEAD_ROWS
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Fitting candidates scanned, in rank order, before giving up.
-MAX_SCANNED = 2000
+# Fitting candidates scanned, in rank order, before giving up: the rows the search keeps.
+MAX_SCANNED = HEAD_ROWS
 
 
 def best_expressible(
@@ -27,10 +28,10 @@ def best_expressible(
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
 
-    `result.frame` holds the candidates in rank order (fitting plans first, fastest first), so the
+    `result.head` gives the candidates in rank order (fitting plans first, fastest first), so the
     first supported row is the best.
     """
-    for rank, (_, row) in enumerate(result.frame.head(MAX_SCANNED).iterrows(), start=1):
+    for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
         if not row["fits"]:
             return None
         estimate = PlanEstimate.from_row(row)
@@ -53,9 +54,9 @@ def expressible_plans(
     top_k: int,
 ) -> tuple[PlanEstimate, ...]:
     """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
-    the analytic order of `result.frame`."""
+    the analytic order of `result.head`."""
     found: list[PlanEstimate] = []
-    for _, row in result.frame.head(MAX_SCANNED).iterrows():
+    for _, row in result.head(MAX_SCANNED).iterrows():
         if not row["fits"] or len(found) == top_k:
             break
         estimate = PlanEstimate.from_row(row)

@@ -186,8 +186,16 @@ def test_out_round_trips_the_first_plan(sp_plan, plan_json, tmp_path):
     assert (plan_file.num_nodes, plan_file.gpus_per_node, plan_file.framework) == (2, 8, "megatron")
     alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan_file.plan, num_nodes=2, gpus_per_node=8)
     assert plan_file.estimate == alone
-    assert plan_file.rank_groups == rank_groups(plan_file.plan)
+    assert plan_file.rank_groups == {}  # full lists only on request
+    assert plan_file.rank_layout is not None and plan_file.rank_layout.expand() == rank_groups(plan_file.plan)
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_out_lists_rank_groups_in_full_on_request(sp_plan, tmp_path):
+    out = tmp_path / "plan.json"
+    assert sp_plan(*README, "--out", out, "--rank-groups").exit_code == 0
+    plan_file = read_plan_file(out)
+    assert plan_file.rank_groups == rank_groups(plan_file.plan) == plan_file.rank_layout.expand()
 
 
 def test_framework_flags_and_launcher(sp_plan, plan_json):

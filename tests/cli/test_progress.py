@@ -59,17 +59,20 @@ def test_the_work_can_say_what_it_is_doing():
     assert "searching 3,108 candidates: step time" in buffer.getvalue() and "2/5" in buffer.getvalue()
 
 
-def test_search_reports_each_step_in_order():
+def test_search_reports_candidates_searched_in_order(monkeypatch):
+    import sp_planner.search as search_module
     from sp_planner.catalog import load_hardware, load_model
-    from sp_planner.search import SEARCH_STEPS, search
+    from sp_planner.search import search
     from sp_planner.specs.workload import Workload
 
+    monkeypatch.setattr(search_module, "CHUNK_CANDIDATES", 500)  # several chunks
     seen = []
     search(load_model("llama3-8b"), load_hardware("a800"), Workload(seq_len=128 * 1024, global_batch=16),
            num_nodes=2, gpus_per_node=8, progress=lambda done, total, what=None: seen.append((done, total, what)))
-    assert [done for done, _, _ in seen] == list(range(SEARCH_STEPS))
-    assert {total for _, total, _ in seen} == {SEARCH_STEPS}
-    assert seen[1][2] == "searching 3,108 candidates: memory" and seen[-1][2] == "ranking 3,108 candidates"
+    done = [d for d, _, _ in seen]
+    assert done[0] == 0 and done[-1] == 3108 and done == sorted(done) and len(done) > 3
+    assert {total for _, total, _ in seen} == {3108}
+    assert {what for _, _, what in seen} == {"searching 3,108 candidates"}
 
 
 def test_sp_run_progress_names_rank_0s_stage(tmp_path):
