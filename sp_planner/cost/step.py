@@ -183,8 +183,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
-    parts = (*parts, mfu_ceiling_s(hardware, hw_flops / world, modelled))
-    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
+    held = (*parts, mfu_ceiling_s(hardware, hw_flops / world, modelled))
+    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
     step = reduce(np.add, time)
     model_tflops = model_flops / step / world / 1e12
     hardware_tflops = hw_flops / step / world / 1e12
