@@ -76,6 +76,9 @@ def slowed_by_overlap(compute_s, comm_s):
 
 
 def framework_overlap(framework: str) -> Overlap:
+    """The framework's overlap; "all" (sp-plan's every-framework answer) is timed as Megatron's."""
+    if framework == "all":
+        return MEGATRON_OVERLAP
     if framework not in FRAMEWORK_OVERLAP:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_OVERLAP)}")
     return FRAMEWORK_OVERLAP[framework]
