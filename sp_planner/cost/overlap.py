@@ -12,7 +12,7 @@ emitted. The limits (vectorized over candidates, per pipeline stage and micro-ba
   `stage3_prefetch_bucket_size`) on the same stream as the gradient reduce-scatters: the first
   layer's gather is never hidden, and a layer whose gather (plus, in backward, its reduce-scatter)
   takes longer than its compute exposes the difference; reshard-after-forward gathers twice per
-  micro-batch (cost.comm counts the bytes);
+  micro-batch (cost.comm counts the bytes), keeping the parameters (reshard false) once;
 - hidden communication is not free: NCCL's kernels hold whole SMs while they run ("NCCL CTAs
   won't share an SM with compute kernels", 16 SMs on a DGX with 8 NICs; NVIDIA/nccl#689), so the
   compute they hide behind runs on 16 of H100's 132 SMs fewer (NVIDIA H100 Tensor Core GPU
@@ -43,7 +43,8 @@ class Overlap(FrozenModel):
 
 # Megatron-LM / MindSpeed: sp-plan emits --overlap-grad-reduce, and --overlap-param-gather with
 # the distributed optimizer (it needs both; framework_flags.md 1, arguments.py). --tp-comm-overlap
-# needs Transformer Engine userbuffers and is not emitted. ZeRO-3 is not expressible there.
+# needs Transformer Engine userbuffers and is not emitted. ZeRO-2/3 run as Megatron-FSDP or torch
+# FSDP2 (flags/megatron_fsdp.py), which prefetch the next layer's parameters.
 MEGATRON_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
                            grad_all_reduce=True)
 # DeepSpeed: sp-plan emits "overlap_comm": true for ZeRO >= 1; stage 1/2 gather the updated
@@ -108,20 +109,24 @@ def layerwise_gather_exposed_s(gather_s, window_s, layers, bucket_fraction, *, r
 
 
 def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, grad_all_reduce_s, grad_reduce_scatter_s,
-                 param_all_gather_s, fwd_window_s, bwd_window_s, bucket_fraction):
-    """(exposed, hidden) seconds per step of the dp x cp group's traffic on one rank.
+                 param_all_gather_s, fwd_window_s, bwd_window_s, bucket_fraction, reshard):
+    """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
+    shard group's, plus HSDP's replica all-reduce inside grad_reduce_scatter_s; cost.fsdp).
 
     grad_*_s and param_all_gather_s move the stage's whole gradients / parameters once;
     fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic;
-    bucket_fraction is the share of the stage's parameters in one DDP bucket.
+    bucket_fraction is the share of the stage's parameters in one DDP bucket; reshard (bool per
+    candidate) says ZeRO-3 gathers again in backward (reshard_after_forward, cost.fsdp).
     """
     reduce0 = hidden_behind(grad_all_reduce_s, bwd_window_s, bucket_fraction, overlap.grad_all_reduce)
     reduce12 = hidden_behind(grad_reduce_scatter_s, bwd_window_s, bucket_fraction, overlap.grad_reduce)
     gather12 = hidden_behind(param_all_gather_s, fwd_window_s, bucket_fraction, overlap.param_gather)
     prefetch = overlap.zero3_prefetch
+    # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
+    bwd_gather = np.where(np.asarray(reshard, dtype=bool), param_all_gather_s, 0.0)
     zero3 = micro_batches * (
         layerwise_gather_exposed_s(param_all_gather_s, fwd_window_s, layers, bucket_fraction, prefetch=prefetch)
-        + layerwise_gather_exposed_s(param_all_gather_s, bwd_window_s, layers, bucket_fraction,
+        + layerwise_gather_exposed_s(bwd_gather, bwd_window_s, layers, bucket_fraction,
                                      reduce_s=grad_reduce_scatter_s, prefetch=prefetch)
     )
     exposed = np.select(
@@ -133,6 +138,6 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, grad_all_redu
         [zero == 0, zero == 1, zero == 2],
         [grad_all_reduce_s, grad_reduce_scatter_s + param_all_gather_s,
          micro_batches * grad_reduce_scatter_s + param_all_gather_s],
-        micro_batches * (2 * param_all_gather_s + grad_reduce_scatter_s),
+        micro_batches * (param_all_gather_s + bwd_gather + grad_reduce_scatter_s),
     )
     return exposed, np.maximum(0.0, busy - exposed)

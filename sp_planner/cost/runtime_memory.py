@@ -9,7 +9,10 @@ Sources (shared reference attention_kernels_and_cp_costs.md section 5):
 - NCCL: each communicator the rank joins holds its channels' buffers, measured at 544 MB for a
   2-GPU group and 688 MB for larger ones on A100 (NVIDIA/nccl#964, #864). The plan creates one
   per parallel axis of degree > 1 (tp, ulysses, ring, pp) and one for the data-parallel x context-
-  parallel group (gradients, ZeRO), as Megatron's parallel_state does.
+  parallel group (gradients, ZeRO), as Megatron's parallel_state does. All-gather CP gathers over
+  the ring axis's group (TE's cp_group), so it adds none. HSDP (dp_replicate > 1) moves the
+  gradient and ZeRO traffic to a shard group (dp_shard x cp) and a replicate group (cost.fsdp),
+  which take the dp x cp group's place (NCCL sets up a communicator's buffers on first use).
 - All-to-all connects every peer: on 8 x H100 the first all_to_all_single took a GPU from 1.06 to
   4.34 GB, 32 channels per GPU pair with 10,485,760 + 2,097,152 B each (NVIDIA/nccl#1685): 384 MiB
   per peer, counted for the ulysses - 1 peers of the all-to-all group.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.mfu_ceiling import PROFILE_FAMILY
 from sp_planner.layout import DP_CP_AXES, group_size
 from sp_planner.space import Candidates
@@ -48,7 +52,13 @@ def runtime_bytes(hardware: HardwareProfile, c: Candidates) -> np.ndarray:
     sm90 = PROFILE_FAMILY.get(hardware.name.lower(), "hopper") in ("hopper", "blackwell")  # unknown: the larger
     workspace = CUBLAS_WORKSPACE_BYTES_SM90 if sm90 else CUBLAS_WORKSPACE_BYTES_SM80
     nccl = sum(_communicator_bytes(getattr(c, axis)) for axis in COMMUNICATOR_AXES)
-    nccl = nccl + _communicator_bytes(group_size(c, DP_CP_AXES))
+    hsdp = np.asarray(c.dp_replicate) > 1
+    gradient_groups = np.where(
+        hsdp,
+        _communicator_bytes(shard_group_size(c)) + _communicator_bytes(c.dp_replicate),
+        _communicator_bytes(group_size(c, DP_CP_AXES)),
+    )
+    nccl = nccl + gradient_groups
     all_to_all = NCCL_ALL_TO_ALL_PEER_BYTES * (np.asarray(c.ulysses) - 1)
     total = CUDA_CONTEXT_BYTES + workspace + nccl + all_to_all + hardware.memory_reserve_bytes
     return np.broadcast_to(np.asarray(total, dtype=np.float64), np.shape(c.tp)).copy()

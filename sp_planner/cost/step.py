@@ -34,6 +34,7 @@ from sp_planner.cost.flops import (
     logits_gemm_flops_per_token,
     model_flops_per_step,
 )
+from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
@@ -123,6 +124,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        allgather=c.allgather,
     )
     gathered = tokens * model.hidden_size * ACT_BYTES
     tp_stride = axis_stride(c, "tp")
@@ -146,7 +148,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
-    zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
+    zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp)[0]
     share = (zgroup - 1) / zgroup
     zero = c.zero
@@ -154,13 +156,20 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     def coll(kind, nbytes):
         return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
 
-    grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
+    rep = c.dp_replicate
+    # HSDP: each gradient reduce-scatter is followed by an all-reduce of the shard across replicas.
+    replica_ar = ring_collective_time_s(hardware, "all_reduce", 2 * GRAD_BYTES * params / zgroup * (rep - 1) / rep,
+                                        rep, replicate_stride(c), gpn)
+    grad_rs = coll("reduce_scatter", GRAD_BYTES * params) + replica_ar
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
+    # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
+    # replica all-reduce rides with the reduce-scatter on the same stream.
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, grad_all_reduce_s=grad_ar,
         grad_reduce_scatter_s=grad_rs, param_all_gather_s=param_ag, fwd_window_s=fwd_window,
         bwd_window_s=bwd_window, bucket_fraction=np.minimum(1.0, ddp_bucket_params(dp) / params),
+        reshard=c.reshard,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden

@@ -32,10 +32,21 @@ def test_layerwise_gather_first_layer_never_hidden_and_slow_layers_expose_the_re
 def test_zero3_per_micro_batch_gathers_twice_and_charges_hidden_traffic():
     kw = dict(micro_batches=2, layers=4, grad_all_reduce_s=0.0, grad_reduce_scatter_s=2.0,
               param_all_gather_s=1.0, fwd_window_s=4.0, bwd_window_s=8.0, bucket_fraction=0.0)
-    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3]), **kw)
+    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3]), reshard=np.array([True]), **kw)
     per_micro_batch = 0.25 + (0.25 + 0.5)
     assert exposed[0] == pytest.approx(2 * per_micro_batch)
     assert hidden[0] == pytest.approx(2 * (2 * 1.0 + 2.0) - 2 * per_micro_batch)
+
+
+def test_zero3_keeping_parameters_gathers_only_in_forward():
+    # reshard_after_forward false: the backward pass only reduce-scatters (the last layer's
+    # 0.5 s exposed), so per micro-batch 0.25 (first forward gather) + 0.5, and 1 s less traffic.
+    kw = dict(micro_batches=2, layers=4, grad_all_reduce_s=0.0, grad_reduce_scatter_s=2.0,
+              param_all_gather_s=1.0, fwd_window_s=4.0, bwd_window_s=8.0, bucket_fraction=0.0)
+    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3, 3]), reshard=np.array([False, True]), **kw)
+    assert exposed[0] == pytest.approx(2 * (0.25 + 0.5))
+    assert hidden[0] == pytest.approx(2 * (1.0 + 2.0) - exposed[0])
+    assert exposed[1] == pytest.approx(2 * (0.25 + 0.25 + 0.5))
 
 
 @pytest.mark.parametrize("model,nodes,seq", [("llama3-8b", 64, 131072), ("llama3.1-70b", 16, 131072),

@@ -32,3 +32,18 @@ def test_each_axis_adds_its_communicator():
     base = _bytes(h100, tp=8, dp=1)
     assert _bytes(h100, tp=8, pp=2, dp=1) - base == pytest.approx(544e6)
     assert _bytes(h100, tp=8, pp=4, dp=1) - base == pytest.approx(688e6)
+
+
+def test_hsdp_shard_and_replicate_groups_replace_the_dp_cp_group():
+    h100 = load_hardware("h100-sxm")
+    # dp 8, ZeRO-3: one dp group of 8 (688 MB); HSDP with 2 replicas: a shard group of 4 (688 MB)
+    # and a replicate pair (544 MB) instead.
+    plain = _bytes(h100, tp=2, dp=8, zero=3)
+    assert _bytes(h100, tp=2, dp=8, zero=3, dp_replicate=2) - plain == pytest.approx(544e6)
+    # 4 replicas of 2: a pair shard group (544 MB) and a replicate group of 4 (688 MB).
+    assert _bytes(h100, tp=2, dp=8, zero=3, dp_replicate=4) - plain == pytest.approx(544e6)
+
+
+def test_allgather_cp_uses_the_ring_communicator():
+    h100 = load_hardware("h100-sxm")
+    assert _bytes(h100, ring=4, dp=2, cp_comm="allgather") == pytest.approx(_bytes(h100, ring=4, dp=2))
