@@ -49,6 +49,7 @@ class TimeBreakdown(FrozenModel):
     bubble_s: float
     optimizer_s: float
     moe_comm_s: float = 0.0
+    mfu_ceiling_s: float = 0.0  # stretch to the best published MFU for the hardware (cost.mfu_ceiling)
 
 
 class CommBytes(FrozenModel):

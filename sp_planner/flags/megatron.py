@@ -98,6 +98,7 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         *moe_groups(request),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
+        ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]
 
 
@@ -129,6 +130,16 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
         dense, sparse = m.moe.first_dense_layers, m.num_moe_layers
         flags.append(f'--moe-layer-freq "([0]*{dense}+[1]*{sparse})"')
     return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, dropless routing", flags)]
+
+
+def overlap_flags(plan) -> list[str]:
+    """The overlap cost.overlap.MEGATRON_OVERLAP models: gradient buckets reduced during backward;
+    with the distributed optimizer, the parameter gather behind the next forward
+    (--overlap-param-gather needs it and --overlap-grad-reduce; arguments.py, framework_flags.md 1)."""
+    flags = ["--overlap-grad-reduce"]
+    if plan.zero == 1:
+        flags.append("--overlap-param-gather")
+    return flags
 
 
 def env_lines(request: FlagRequest) -> list[str]:

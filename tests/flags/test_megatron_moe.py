@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 import torch
 
+from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_flags
@@ -26,6 +27,8 @@ TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "g
                  "use_distributed_optimizer", "group_query_attention"}
 RENAMED = {"num_experts": "num_moe_experts"}  # arguments.py: --num-experts -> num_moe_experts
 LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
+# The overlap flags (flags.megatron.overlap_flags) configure the DDP wrapper, not the layers.
+DDP_FIELDS = {f.name for f in dataclasses.fields(DistributedDataParallelConfig)}
 
 
 def transformer_config(text: str, hidden_size: int, config_class: type = TransformerConfig) -> TransformerConfig:
@@ -36,6 +39,9 @@ def transformer_config(text: str, hidden_size: int, config_class: type = Transfo
     for flag, values in parse_bash_array(text).items():
         name = RENAMED.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
         if name in TRAINING_ONLY:
+            continue
+        if name.startswith("overlap_"):
+            assert name in DDP_FIELDS, f"{flag} is not a DistributedDataParallelConfig field"
             continue
         known = fields | {"disable_bias_linear"}
         assert name in known, f"{flag} is neither a TransformerConfig field nor a known training flag"
