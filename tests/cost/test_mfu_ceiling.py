@@ -3,6 +3,7 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.mfu_ceiling import BEST_PUBLISHED_MFU, best_published_mfu
 from sp_planner.search import search
 from sp_planner.specs.workload import Workload
@@ -43,3 +44,20 @@ def test_ranking_keeps_the_uncapped_order():
 def test_every_ceiling_names_its_source():
     for (family, precision), (mfu, source) in BEST_PUBLISHED_MFU.items():
         assert 0 < mfu < 1 and ("MFU" in source or "utilization" in source.lower()), (family, precision)
+
+
+def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
+    qwen235 = load_model("Qwen3-235B-A22B")
+    # The GEMM FLOPs the ceiling bounds are those of the experts a token runs through: with the
+    # input embedding they are the 22B activated parameters of the Qwen3 technical report
+    # (arXiv 2505.09388, "235B total and 22B activated"), not 235B.
+    per_token = qwen235.num_layers * layer_gemm_flops_per_token(qwen235) + logits_gemm_flops_per_token(qwen235)
+    assert per_token / 2 + qwen235.vocab_size * qwen235.hidden_size == pytest.approx(22e9, rel=0.02)
+    h100 = load_hardware("h100-sxm")
+    frame = search(load_model("Qwen3-30B-A3B"), h100, Workload(seq_len=4096, global_batch=256), num_nodes=2,
+                   gpus_per_node=8, top_k=1).frame
+    frame = frame[frame.fits]
+    held = frame[frame.time_mfu_ceiling_s > 0]
+    assert len(held) > 0 and (frame.ep > 1).any()
+    assert frame.hardware_mfu.max() <= 0.47 + 1e-9
+    assert held.hardware_mfu.to_numpy() == pytest.approx(0.47, rel=1e-9)

@@ -47,3 +47,15 @@ def test_hsdp_shard_and_replicate_groups_replace_the_dp_cp_group():
 def test_allgather_cp_uses_the_ring_communicator():
     h100 = load_hardware("h100-sxm")
     assert _bytes(h100, ring=4, dp=2, cp_comm="allgather") == pytest.approx(_bytes(h100, ring=4, dp=2))
+
+
+def test_expert_parallelism_adds_the_expert_grid_groups_and_the_dispatch_peers():
+    h100 = load_hardware("h100-sxm")
+    # dp 16 with ep 1 and etp 1: no expert groups (Megatron's expert grid only matters with ep/etp).
+    dense = _bytes(h100, dp=16)
+    # ep 8 (688 MB), etp 1 (none), edp 16 / 8 = 2 (a pair, 544 MB); the ep all-to-all adds 7 peers
+    # of 384 MiB each (nccl#1685), as the Ulysses all-to-all does.
+    assert _bytes(h100, dp=16, ep=8) - dense == pytest.approx(688e6 + 544e6 + 7 * 384 * 2**20)
+    # tp 2 with etp 2 and ep 1: etp (a pair) and edp 8 (688 MB), no all-to-all peers.
+    tp2 = _bytes(h100, tp=2, dp=8)
+    assert _bytes(h100, tp=2, dp=8, etp=2) - tp2 == pytest.approx(544e6 + 688e6)
