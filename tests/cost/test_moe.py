@@ -4,8 +4,12 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import layer_gemm_flops_per_token, model_flops_per_step
+from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
+from sp_planner.space import Candidates
 from sp_planner.specs import Workload
 
 MIXTRAL = load_model("Mixtral-8x7B")
@@ -81,3 +85,31 @@ def test_expert_parallel_memory_and_dispatch_by_hand():
     assert est.comm_bytes.ep_all_to_all == pytest.approx(per_layer_bytes * layers * 1, rel=1e-6)  # m = 1
     # ep 8 at stride etp 1 inside an 8-GPU node: NVLink.
     assert est.comm_links.ep_all_to_all == "intra" and est.comm_links.edp_reduce_scatter == "inter"
+
+
+def test_expert_gradient_reduce_scatter_goes_through_the_framework_overlap():
+    # The plan above, ZeRO-1. With nothing overlapped the exposed DP time is the whole gradient
+    # reduce-scatter plus the parameter all-gather, each the dense part over dp x cp = 8 plus the
+    # routed experts over edp = 2 (fp32 gradients, bf16 parameters, (n-1)/n of the shard group).
+    m, hw = QWEN3_30B, load_hardware("h100-sxm")
+    h, layers, experts, ffn = 2048, 48, 128, 768
+    plan = ParallelPlan(tp=2, dp=8, ep=8, etp=1, zero=1)
+    workload = Workload(seq_len=32768, global_batch=8)
+    c = Candidates.of_plan(plan)
+    routed_on_rank = layers * experts * 3 * h * ffn / 8
+    est = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8)
+    params = est.memory.params_bytes / 2
+    dense = params - routed_on_rank
+
+    def both(kind, bytes_per_param):
+        dense_s = ring_collective_time_s(hw, kind, bytes_per_param * dense * 7 / 8, 8, group_stride(c, DP_CP_AXES), 8)
+        expert_s = ring_collective_time_s(hw, kind, bytes_per_param * routed_on_rank / 2, 2, axis_stride(c, "edp"), 8)
+        return float((dense_s + expert_s)[0])
+
+    nothing = Overlap(grad_reduce=False, param_gather=False, tp_comm=False, zero3_prefetch=False,
+                      grad_all_reduce=False)
+    exposed = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, overlap=nothing).time.dp_comm_exposed_s
+    assert exposed == pytest.approx(both("reduce_scatter", 4) + both("all_gather", 2), rel=1e-9)
+    # Megatron's overlap hides part of both (the expert reduce-scatter with the dense one).
+    megatron = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, overlap=MEGATRON_OVERLAP)
+    assert megatron.time.dp_comm_exposed_s < exposed
