@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.specs.base import FrozenModel
@@ -16,6 +16,11 @@ from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
+# How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
+# allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
+# paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
+CpComm = Literal["p2p", "allgather"]
+CP_COMMS: tuple[CpComm, ...] = get_args(CpComm)
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
@@ -45,6 +50,27 @@ class ParallelPlan(FrozenModel):
     micro_batch: int = Field(default=1, ge=1, le=MAX_GLOBAL_BATCH)
     # zigzag = load-balanced causal ring (2*ring chunks, rank i holds chunks i and 2R-1-i).
     ring_layout: RingLayout = "zigzag"
+    cp_comm: CpComm = "p2p"
+    # FSDP/HSDP: data-parallel replicas (HSDP's replicate degree, dividing dp); the ZeRO group
+    # shards over dp/dp_replicate x cp (torchtitan data_parallel_replicate_degree, Megatron-FSDP
+    # --num-distributed-optimizer-instances).
+    dp_replicate: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    # ZeRO-3 only: free the gathered parameters after forward and gather them again in backward
+    # (FSDP2 reshard_after_forward); False keeps them from forward to backward (Llama 3 section 3.3.2).
+    reshard_after_forward: bool = True
+
+    @model_validator(mode="after")
+    def _check_fsdp(self) -> "ParallelPlan":
+        if self.dp % self.dp_replicate != 0:
+            raise ValueError(f"dp {self.dp} is not divisible by dp_replicate {self.dp_replicate} "
+                             "(HSDP: dp = dp_replicate x dp_shard)")
+        if self.dp_replicate > 1 and self.zero == 0:
+            raise ValueError(f"dp_replicate {self.dp_replicate} needs zero >= 1: with zero 0 every "
+                             "data-parallel rank is already a full replica")
+        if not self.reshard_after_forward and self.zero != 3:
+            raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
+                             "parameters whole; only ZeRO-3/FSDP shards them)")
+        return self
 
     @property
     def cp(self) -> int:
@@ -57,6 +83,15 @@ class ParallelPlan(FrozenModel):
 
     def num_micro_batches(self, workload: Workload) -> int:
         return workload.global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def dp_shard(self) -> int:
+        """Data-parallel ranks one ZeRO/FSDP shard group spans (times cp): dp / dp_replicate."""
+        return self.dp // self.dp_replicate
+
+    @property
+    def allgather(self) -> bool:
+        return self.cp_comm == "allgather"
 
     @property
     def zigzag(self) -> bool:

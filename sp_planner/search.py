@@ -79,11 +79,12 @@ class SearchTooLarge(UserInputError):
 
 def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins) -> int:
     """The number of candidates, when the search takes them on."""
-    count = count_candidates(workload, num_nodes * gpus_per_node, pins)
+    count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node)
     if count <= MAX_CANDIDATES:
         return count
     smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
-                    if 0 < count_candidates(workload, n * gpus_per_node, pins) <= MAX_CANDIDATES), None)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node) <= MAX_CANDIDATES),
+                   None)
     largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
     raise SearchTooLarge(
@@ -153,6 +154,9 @@ class _Evaluated(NamedTuple):
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
         cols["micro_batch"] = c.micro_batch
         cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols["cp_comm"] = np.where(c.allgather, "allgather", "p2p").astype(object)
+        cols["dp_replicate"] = c.dp_replicate
+        cols["reshard_after_forward"] = c.reshard
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
@@ -255,7 +259,8 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
     best: _Best | None = None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
-    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=CHUNK_CANDIDATES):
+    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=CHUNK_CANDIDATES,
+                                       gpus_per_node=gpus_per_node):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         rows = np.flatnonzero(code >= 0 if breakers else code < 0)
         e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows])

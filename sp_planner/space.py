@@ -12,7 +12,18 @@ import math
 from functools import lru_cache
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.plan import MAX_DEGREE, RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
+from sp_planner.plan import (
+    MAX_DEGREE,
+    RECOMPUTE,
+    RULES,
+    CpComm,
+    ParallelPlan,
+    Recompute,
+    RingLayout,
+    RuleFacts,
+    rule_breaks,
+)
+from sp_planner.space_variants import expand_variants, variant_mask
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -33,6 +44,9 @@ class Pins(FrozenModel):
     recompute: Recompute | None = None
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
+    cp_comm: CpComm | None = None
+    dp_replicate: int | None = None
+    reshard_after_forward: bool | None = None
 
 
 # The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
@@ -110,7 +124,9 @@ class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
 
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
-    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool.
+    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool,
+    `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
+    plan's reshard_after_forward (bool); space_variants says which are searched.
     """
 
     dp: np.ndarray
@@ -122,6 +138,9 @@ class Candidates:
     recompute: np.ndarray
     micro_batch: np.ndarray
     zigzag: np.ndarray
+    allgather: np.ndarray
+    dp_replicate: np.ndarray
+    reshard: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -139,35 +158,54 @@ class Candidates:
         """One plan as one-entry arrays."""
         ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in (*DEGREES, "zero", "micro_batch")}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
-                   zigzag=np.array([plan.zigzag]))
+                   zigzag=np.array([plan.zigzag]), allgather=np.array([plan.allgather]),
+                   dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
+                   reshard=np.array([plan.reshard_after_forward]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
         ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, "zero", "micro_batch")}
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
-                            ring_layout="zigzag" if self.zigzag[i] else "contiguous")
+                            ring_layout="zigzag" if self.zigzag[i] else "contiguous",
+                            cp_comm="allgather" if self.allgather[i] else "p2p",
+                            dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]))
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
-    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins)
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None
+                         ) -> Candidates:
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x the variants of
+    space_variants (cp_comm, HSDP, reshard; HSDP only with a known node size), one ring layout."""
+    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins, gpus_per_node)
 
 
-def count_candidates(workload: Workload, world: int, pins: Pins) -> int:
-    """How many candidates enumerate_candidates gives, without enumerating them: the degree tuples
-    with each dp (a formula unless a degree other than dp is pinned) times what one of them expands to."""
+# Above this many degree tuples count_candidates counts without them (the base count, which is
+# then already far above any search's size limit, so the refusal stands).
+COUNT_TUPLES_LIMIT = 2_000_000
+
+
+def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None) -> int:
+    """How many candidates enumerate_candidates gives, without expanding them: per degree tuple and
+    ZeRO stage, its valid variants x recompute x micro-batch choices. Beyond COUNT_TUPLES_LIMIT
+    tuples, the degree tuples with each dp by formula times what one of them expands to, variants
+    aside (a lower bound)."""
     dp_axis = DEGREES.index("dp")
+    zeros, recomputes = _zeros_and_recomputes(pins)
+    if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
+        tuples = degree_tuples(world, pins)
+        named = dict(zip(DEGREES, tuples.T))
+        per_tuple = np.zeros(len(tuples), dtype=np.int64)
+        for zero in zeros:
+            mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
+            per_tuple += mask.sum(axis=1)
+        mbs = np.array([len(_micro_batches(workload, int(dp), pins)) for dp in named["dp"]], dtype=np.int64)
+        return int((per_tuple * mbs).sum()) * len(recomputes)
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
         dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
     else:
         dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
         per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
-    total = 0
-    for dp, tuples in zip(dps.tolist(), per_dp.tolist()):
-        one = np.ones((1, len(DEGREES)), dtype=np.int64)  # (dp, the rest on one other axis)
-        one[0, dp_axis], one[0, dp_axis - 1] = dp, world // dp
-        total += tuples * len(expand_candidates(workload, one, pins))
-    return total
+    return sum(tuples * len(zeros) * len(recomputes) * len(_micro_batches(workload, dp, pins))
+               for dp, tuples in zip(dps.tolist(), per_dp.tolist()))
 
 
 def search_order(degrees: np.ndarray) -> np.ndarray:
@@ -177,34 +215,50 @@ def search_order(degrees: np.ndarray) -> np.ndarray:
     return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
 
 
-def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *,
-                    chunk_candidates: int) -> Iterator[tuple[int, Candidates]]:
+def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
+                    gpus_per_node: int | None = None) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
     `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
     axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
     step, done = 1, 0
     while done < len(degrees):
         rows = degrees[done:done + step]
-        chunk = expand_candidates(workload, rows, pins)
+        chunk = expand_candidates(workload, rows, pins, gpus_per_node)
         done += len(rows)
         yield done, chunk
         per_tuple = max(1.0, len(chunk) / len(rows))
         step = max(1, int(chunk_candidates / per_tuple))
 
 
-def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins) -> Candidates:
-    """Degree tuples (in search_order) times ZeRO stage, recompute and micro-batch."""
+def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    return zeros, recomputes
+
+
+def _micro_batches(workload: Workload, dp: int, pins: Pins) -> list[int]:
+    if pins.micro_batch is not None:
+        return [pins.micro_batch]
+    if workload.global_batch % dp == 0:
+        per_replica = workload.global_batch // dp
+        return [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
+    return [1]  # broken batch rule: evaluated once, reported with its reason
+
+
+def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
+    return variant_mask(named["dp"], named["tp"], named["ulysses"], named["ring"], zero, cp_comm=pins.cp_comm,
+                        dp_replicate=pins.dp_replicate, reshard_after_forward=pins.reshard_after_forward,
+                        gpus_per_node=gpus_per_node)
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None
+                      ) -> Candidates:
+    """Degree tuples (in search_order) times ZeRO stage, recompute and micro-batch, each then
+    times its valid variants (space_variants), which stay next to it."""
+    zeros, recomputes = _zeros_and_recomputes(pins)
     blocks = []
     for dp in np.unique(degrees[:, DEGREES.index("dp")]):
-        if pins.micro_batch is not None:
-            mbs = [pins.micro_batch]
-        elif workload.global_batch % dp == 0:
-            per_replica = workload.global_batch // dp
-            mbs = [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
-        else:
-            mbs = [1]  # broken batch rule: evaluated once, reported with its reason
+        mbs = _micro_batches(workload, int(dp), pins)
         rows = degrees[degrees[:, DEGREES.index("dp")] == dp]
         # (rows, zero, recompute, micro_batch) -> flat candidates
         grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
@@ -212,10 +266,15 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins) -> Ca
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
     width = len(DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
-    columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
+    mask, replicas = _variants(dict(zip(DEGREES, table.T)), table[:, len(DEGREES)], pins, gpus_per_node)
+    table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
+    columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-3], recompute=columns[-2],
-                      micro_batch=columns[-1], zigzag=np.full(len(table), layout == "zigzag"))
+    named = dict(zip((*DEGREES, "zero", "recompute", "micro_batch", "allgather", "dp_replicate", "reshard"),
+                     columns))
+    return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
+                      zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
+                      reshard=named["reshard"].astype(bool))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:
