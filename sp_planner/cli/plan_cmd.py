@@ -15,6 +15,8 @@ from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_outputs, resolve_question
+from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
+from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Recompute
@@ -94,6 +96,10 @@ def plan(
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
+    attention_kernel: Annotated[Optional[AttentionKernel], typer.Option(
+        show_default="the framework's", help="Attention kernel to time: the framework's own by default "
+        "(cuDNN for Megatron on Hopper, FA2 on Ampere and for yunchang/DeepSpeed, SDPA for torchtitan) "
+        "where a curve is published for the GPU, else the profile's.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
@@ -133,6 +139,13 @@ def plan(
         reshard_after_forward=reshard_after_forward,
     )
     check_outputs(out=out, report=report)
+    # Time plans with the chosen framework's attention kernel (Megatron's for "all").
+    stack = "megatron" if framework == "all" else framework
+    try:
+        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
+        question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
+    except ValueError as err:
+        raise UserInputError(f"--attention-kernel: {err}") from None
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)

@@ -39,6 +39,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -161,7 +162,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
-    reserve = np.full(np.shape(tp), float(hardware.memory_reserve_bytes))
+    reserve = runtime_bytes(hardware, c)
 
     first = (*states(first_p), act_first, logits_first, buffers, reserve)
     last = (*states(last_p), act_last, logits_last, buffers, reserve)
