@@ -120,8 +120,8 @@ def plan(
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
     = None,
     full_rank_groups: Annotated[
-        bool, typer.Option("--rank-groups", help="--out: also list every rank group in full (plan.json always "
-                           "holds their generator: axis order and degrees).")
+        bool, typer.Option("--rank-groups", help="Also list every rank group in full in plan.json, --format json "
+                           "and summary.json (they always hold the groups' generator: axis order and degrees).")
     ] = False,
     simulate: Annotated[
         Optional[int], typer.Option(min=1, max=1000, show_default=False, help="Re-rank the best K plans by the event "
@@ -149,7 +149,7 @@ def plan(
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher)
-    emit_answer(answer, output_format=output_format, explain=explain, wide=wide)
+    emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
     return 0 if answer.fits else EXIT_NO_FIT
 

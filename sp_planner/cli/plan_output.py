@@ -57,6 +57,7 @@ class Answer(FrozenModel):
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
     _summary: dict[str, Any] | None = PrivateAttr(default=None)
+    _summary_full: bool = PrivateAttr(default=False)  # whether _summary lists the rank groups in full
 
     @property
     def fits(self) -> bool:
@@ -83,21 +84,26 @@ class Answer(FrozenModel):
         )
 
 
-def summary(answer: Answer) -> dict[str, Any]:
+def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]:
     """The JSON document, built once per answer (--format json and the report's summary.json
-    share it: at thousands of GPUs its rank groups take a second to build)."""
-    if answer._summary is None:
+    share it: it renders every framework's flags for each plan); the rank groups' full lists only
+    when `full_rank_groups`."""
+    if answer._summary is None or answer._summary_full != full_rank_groups:
         q = answer.question
         answer._summary = build_summary(
             model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
+            full_rank_groups=full_rank_groups,
         )
+        answer._summary_full = full_rank_groups
     return answer._summary
 
 
-def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False) -> None:
+def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False,
+                full_rank_groups: bool = False) -> None:
     if output_format == "json":
-        sys.stdout.write(json.dumps(summary(answer), indent=2, allow_nan=False) + "\n")
+        document = summary(answer, full_rank_groups=full_rank_groups)
+        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
         rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.result.ranked[: answer.top_k], 1)]
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
@@ -188,8 +194,8 @@ def print_flags(answer: Answer, console: Console) -> None:
 
 
 def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full_rank_groups: bool = False) -> None:
-    """--out and --report, after everything else has succeeded; notes go to stderr. plan.json holds
-    the rank groups' generator, and their full lists too when `full_rank_groups`.
+    """--out and --report, after everything else has succeeded; notes go to stderr. plan.json and
+    summary.json hold the rank groups' generator, and their full lists too when `full_rank_groups`.
 
     plan.json is written only for a plan that fits: sp-run refuses any other, so a pinned plan that
     does not fit is answered like an unpinned search that finds nothing (exit 1, nothing written)."""
@@ -215,7 +221,7 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
         with delayed_progress("writing the report"):
             index = write_report(
                 report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-                gpus_per_node=q.gpus_per_node, result=answer.result, summary=summary(answer),
-                framework=answer.framework,
+                gpus_per_node=q.gpus_per_node, result=answer.result,
+                summary=summary(answer, full_rank_groups=full_rank_groups), framework=answer.framework,
             )
         sys.stderr.write(f"wrote {index}\n")

@@ -4,10 +4,13 @@ Layout (schema "sp-planner.summary/1"):
     schema_version, candidates_evaluated, question{...}, prune_counts{rule: count},
     plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
-                      comm_bytes{}, comm_links{}, rank_groups{axis: [[rank, ...], ...]},
+                      comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
+                      rank_groups{axis: [[rank, ...], ...]} (only when asked: sp-plan --rank-groups),
                       flags{framework: {supported, text, reason, notes}}},
     fit_suggestions[] (only when nothing fits: each change checked by a new search)
-Non-finite floats become null so the document is strict JSON.
+rank_layout is the rank groups' generator (sp_planner.planfile.RankLayout, as in plan.json): a few
+lines at any scale, where the full lists of every plan made 185 MB at 131,072 GPUs. Non-finite
+floats become null so the document is strict JSON. Version 2 moved the full lists behind the option.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
+from sp_planner.planfile import RankLayout
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-SUMMARY_SCHEMA = "sp-planner.summary/1"
+SUMMARY_SCHEMA = "sp-planner.summary/2"
 FLAG_FIELDS: tuple[str, ...] = ("supported", "text", "reason", "notes")
 
 
@@ -40,10 +44,13 @@ def build_summary(
     result: SearchResult,
     top_k: int = 10,
     suggestions: Sequence[FitSuggestion] = (),
+    full_rank_groups: bool = False,
 ) -> dict[str, Any]:
-    """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts."""
+    """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
+    Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`."""
     plans = [
-        plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+        plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+                   full_rank_groups=full_rank_groups)
         for est in result.ranked[:top_k]
     ]
     document: dict[str, Any] = {
@@ -78,8 +85,10 @@ def plan_entry(
     workload: Workload,
     num_nodes: int,
     gpus_per_node: int,
+    full_rank_groups: bool = False,
 ) -> dict[str, Any]:
-    """One ranked plan: its degrees, the estimate's numbers, rank groups and every framework's flags."""
+    """One ranked plan: its degrees, the estimate's numbers, its rank groups' generator (and full
+    lists when `full_rank_groups`) and every framework's flags."""
     request = FlagRequest(
         model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node
     )
@@ -87,12 +96,15 @@ def plan_entry(
         framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}
         for framework, rendered in render_all(request).items()
     }
-    return {
+    entry: dict[str, Any] = {
         **estimate.plan.model_dump(),
         **estimate.model_dump(exclude={"plan"}),
-        "rank_groups": rank_groups(estimate.plan),
-        "flags": flags,
+        "rank_layout": RankLayout.of(estimate.plan).model_dump(mode="json"),
     }
+    if full_rank_groups:
+        entry["rank_groups"] = rank_groups(estimate.plan)
+    entry["flags"] = flags
+    return entry
 
 
 def suggestion_entry(suggestion: FitSuggestion) -> dict[str, Any]:

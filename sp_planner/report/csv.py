@@ -7,8 +7,10 @@ name lacks its unit (comm_<kind> -> comm_<kind>_bytes), plus `rank` and `cp`. RE
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, TimeBreakdown
@@ -75,4 +77,38 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_plans_csv(path: Path, frame: pd.DataFrame) -> None:
     # Full float precision: the CSV is for analysis, the HTML rounds for reading.
-    plans_table(frame).to_csv(path, index=False)
+    write_csv(path, plans_table(frame))
+
+
+def write_csv(path: Path, table: pd.DataFrame) -> None:
+    """The bytes `table.to_csv(path, index=False)` writes, in about half the time: each column is
+    formatted as pandas does (floats at full precision, repr; missing values empty), each distinct
+    value once (a 4096-GPU search's 84,588 rows hold few distinct values per column), and the rows
+    go through the csv module (quoting as pandas: only where needed)."""
+    columns = [_column_text(table[name]) for name in table.columns]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([str(name) for name in table.columns])
+        writer.writerows(zip(*columns))
+
+
+def _column_text(column: pd.Series) -> list[str]:
+    missing = column.isna().to_numpy()
+    if column.dtype == np.float64:
+        values = column.to_numpy()
+    elif pd.api.types.is_bool_dtype(column.dtype) and not missing.any():
+        values = column.to_numpy(dtype=bool)
+    elif pd.api.types.is_integer_dtype(column.dtype):
+        values = column.to_numpy(dtype=np.int64, na_value=0)
+    else:
+        strings = [str(v) for v in column.to_numpy(dtype=object).tolist()]
+        return [("" if gone else t) for t, gone in zip(strings, missing.tolist())] if missing.any() else strings
+    if values.dtype == np.float64:  # distinct by bit pattern: -0.0 is not 0.0 in the text
+        bits, where = np.unique(values.view(np.int64), return_inverse=True)
+        names = np.array([repr(v) for v in bits.view(np.float64).tolist()], dtype=object)
+    else:
+        distinct, where = np.unique(values, return_inverse=True)
+        names = np.array([str(v) for v in distinct.tolist()], dtype=object)
+    text = names[where.reshape(-1)]
+    text[missing] = ""
+    return text.tolist()

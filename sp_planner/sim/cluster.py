@@ -76,24 +76,25 @@ class Cluster:
         capacity = np.empty(start)
         latency = np.zeros(start)
         for block in ("gpu_up", "gpu_down"):
-            capacity[self._slice(block)] = intra.bandwidth_bytes_per_s
-            latency[self._slice(block)] = intra.latency_s
+            capacity[self.block_slice(block)] = intra.bandwidth_bytes_per_s
+            latency[self.block_slice(block)] = intra.latency_s
         for block in ("gpu_nic", "nic_gpu"):
-            capacity[self._slice(block)] = nic_bw  # a PCIe lane as fast as the NIC, never the bottleneck
+            capacity[self.block_slice(block)] = nic_bw  # a PCIe lane as fast as the NIC, never the bottleneck
         for block in ("nic_leaf", "leaf_nic"):
-            capacity[self._slice(block)] = nic_bw
-            latency[self._slice(block)] = hardware.inter_node.latency_s
+            capacity[self.block_slice(block)] = nic_bw
+            latency[self.block_slice(block)] = hardware.inter_node.latency_s
         leaf_nics = np.zeros(self.num_leaves)
         for node in range(num_nodes):
             for c in range(nics):
                 leaf_nics[self._leaf(node, c)] += 1
         for block in ("leaf_core", "core_leaf"):
             # Oversubscription only matters above a pod; with a single pod nothing crosses the core.
-            capacity[self._slice(block)] = leaf_nics * nic_bw / hardware.fabric.oversubscription
+            capacity[self.block_slice(block)] = leaf_nics * nic_bw / hardware.fabric.oversubscription
         self.capacity_bytes_per_s = capacity
         self.latency_s = latency
 
-    def _slice(self, block: str) -> slice:
+    def block_slice(self, block: str) -> slice:
+        """Edge ids of one block (see _BLOCKS), as a slice."""
         nxt = _BLOCKS.index(block) + 1
         end = self.offset[_BLOCKS[nxt]] if nxt < len(_BLOCKS) else self.num_edges
         return slice(self.offset[block], end)
@@ -183,7 +184,7 @@ class Cluster:
         ('leaf', id), ('core',); edges carry edge_id, kind, bandwidth_bytes_per_s, latency_s."""
         g: nx.DiGraph = nx.DiGraph(topology=self.topology, num_nodes=self.num_nodes)
         for block in _BLOCKS:
-            sl = self._slice(block)
+            sl = self.block_slice(block)
             for edge_id in range(sl.start, sl.stop):
                 u, v = self._vertices(block, edge_id - sl.start)
                 if g.has_edge(u, v):

@@ -26,6 +26,7 @@ import numpy as np
 
 from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
+from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
 from sp_planner.specs.base import FrozenModel
 
 Algorithm = Literal["all_to_all", "ring", "p2p", "chain"]
@@ -46,10 +47,13 @@ class PhaseResult(FrozenModel):
     achieved_bytes_per_s: float = 0.0
 
 
-def max_min_rates(routes: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def max_min_rates(routes: np.ndarray, capacity: np.ndarray, weights: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Max-min fair rate of each flow and the edge that froze it.
 
     routes: (num_flows, hops) edge ids, padded with -1; capacity: (num_edges,) bytes/s.
+    weights: (num_flows, hops), how many flows of equal rate each entry of `routes` stands for
+    on its edge (sp_planner.sim.symmetry's quotient network); 1 when omitted.
     """
     num_flows = routes.shape[0]
     rates = np.zeros(num_flows)
@@ -58,15 +62,18 @@ def max_min_rates(routes: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray,
         return rates, frozen_by
     valid = routes >= 0
     flow_of = np.repeat(np.arange(num_flows), valid.sum(axis=1))
-    edge_of = routes[valid]  # flattened (flow, edge) incidence
-    remaining = capacity.astype(float).copy()
+    # Only the edges some flow crosses, renumbered 0..used-1: the counts below stay small.
+    edge_ids, edge_of = np.unique(routes[valid], return_inverse=True)  # flattened (flow, edge) incidence
+    load = None if weights is None else weights[valid]
+    num_edges = edge_ids.size
+    remaining = capacity[edge_ids].astype(float)
     active = np.ones(num_flows, dtype=bool)
     level = 0.0
     while active.any():
         live = active[flow_of]
-        count = np.bincount(edge_of[live], minlength=capacity.size)
+        count = np.bincount(edge_of[live], weights=None if load is None else load[live], minlength=num_edges)
         used = count > 0
-        share = np.full(capacity.size, np.inf)
+        share = np.full(num_edges, np.inf)
         share[used] = remaining[used] / count[used]
         increment = share.min()
         level += increment
@@ -79,7 +86,7 @@ def max_min_rates(routes: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray,
         rates[newly] = level
         # Remember one saturated edge per flow (the first on its route).
         first = np.full(num_flows, -1, dtype=np.int64)
-        first[flow_of[hit][::-1]] = edge_of[hit][::-1]
+        first[flow_of[hit][::-1]] = edge_ids[edge_of[hit][::-1]]
         frozen_by[newly] = first[newly]
         active[newly] = False
     return rates, frozen_by
@@ -152,9 +159,23 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     num_groups, n = groups.shape
     if n == 1 or bytes_per_rank <= 0:
         return PhaseResult(name=name, num_groups=num_groups)
+    # Flows of the groups of one period only; the others' are shifts of these (sim.symmetry).
+    period, selected = phase_period(cluster, groups, rotations=algorithm != "chain")
+    groups = groups[selected]
     src, dst, gid, size = collective_flows(cluster, groups, algorithm, bytes_per_rank, rounds=rounds)
-    routes = cluster.routes(src, dst)
-    rates, frozen_by = max_min_rates(routes, cluster.capacity_bytes_per_s)
+    flows_per_group = src.size // groups.shape[0]
+    world = cluster.world_size
+    if period < world:
+        representative = src < period
+        routes = cluster.routes(src[representative], dst[representative])
+        folded, weights = fold_routes(cluster, routes, period)
+        rep_rates, rep_frozen_by = max_min_rates(folded, cluster.capacity_bytes_per_s, weights)
+        of = orbit_index(src, dst, representative, period, world)
+        rates, frozen_by = rep_rates[of], rep_frozen_by[of]
+    else:
+        routes = cluster.routes(src, dst)
+        rates, frozen_by = max_min_rates(routes, cluster.capacity_bytes_per_s)
+        of = np.arange(src.size)
     inter = cluster.node_of(src) != cluster.node_of(dst)
     crosses = bool(inter.any())
     # Same efficiencies as the analytic model (cost.links.collective_efficiency): an all-to-all's
@@ -175,11 +196,11 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     flow_time = size / (rates * np.where(inter, eff_inter, eff_intra))
     valid = routes >= 0
     # Profile latencies are end to end (small-message time), so a route costs its slowest link's.
-    path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)
+    path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)[of]
     # Every group has the same number of flows, consecutive (collective_flows): the per-group
     # maximum is a row maximum.
-    group_time = flow_time.reshape(num_groups, -1).max(axis=1)
-    group_latency = path_latency.reshape(num_groups, -1).max(axis=1)
+    group_time = flow_time.reshape(groups.shape[0], -1).max(axis=1)
+    group_latency = path_latency.reshape(groups.shape[0], -1).max(axis=1)
     total = group_time + latency_steps * group_latency
     slowest = int(np.argmax(total))
     members = np.flatnonzero(gid == slowest)
@@ -191,7 +212,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         bytes_per_rank=float(bytes_per_rank),
         duration_s=float(total[slowest]),
         num_groups=num_groups,
-        num_flows=int(src.size),
+        num_flows=flows_per_group * num_groups,
         crosses_nodes=crosses,
         bottleneck=cluster.link_class(edge) if edge >= 0 else "none",
         achieved_bytes_per_s=float(bytes_per_rank / transfer) if transfer > 0 else 0.0,

@@ -1,7 +1,8 @@
 """simulate(): one training step of a plan on the cluster graph, as a SimResult.
 
-Symmetry keeps it fast at 4096 GPUs: every collective is one phase whose flows are computed for
-all groups at once (vectorised max-min), and the timeline is scheduled for one representative
+Symmetry keeps it fast at 100k+ GPUs: every collective is one phase whose flows are solved for
+one period of ranks and replicated by translation (sim.symmetry; vectorised max-min over all
+groups when no shift is a symmetry), and the timeline is scheduled for one representative
 rank per pipeline stage (every rank of a stage runs the same ops; the slowest group of each
 phase sets the phase's time), with each stage's forward and backward scheduled once and reused
 for every micro-batch.

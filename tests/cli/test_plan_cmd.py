@@ -14,7 +14,7 @@ from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.table import ring_cell, zero_cell
-from sp_planner.planfile import read_plan_file
+from sp_planner.planfile import RankLayout, read_plan_file
 from sp_planner.estimate import PlanEstimate
 from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search
@@ -96,7 +96,8 @@ def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
     assert first["step_time_s"] == pytest.approx(alone.step_time_s, rel=1e-12)
     assert first["memory_peak_bytes"] == pytest.approx(alone.memory_peak_bytes, rel=1e-12)
     assert first["time"] == pytest.approx(alone.time.model_dump(), rel=1e-12)
-    assert first["rank_groups"] == rank_groups(plan)
+    assert "rank_groups" not in first  # the generator only, unless --rank-groups
+    assert RankLayout.model_validate(first["rank_layout"]).expand() == rank_groups(plan)
     request = FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan, num_nodes=2, gpus_per_node=8)
     assert first["flags"] == {
         name: {"supported": f.supported, "text": f.text, "reason": f.reason, "notes": list(f.notes)}
@@ -106,9 +107,10 @@ def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
 
 def test_json_rank_groups_of_a_usp_plan_match_the_hand_layout(plan_json):
     # global rank = tp_r + 2*(ulysses_r + 4*ring_r) (Megatron tp-cp order, Ulysses adjacent in CP).
-    code, doc = plan_json(*README, "--tp", "2", "--ulysses", "4", "--ring", "2", "--top", "1")
+    code, doc = plan_json(*README, "--tp", "2", "--ulysses", "4", "--ring", "2", "--top", "1", "--rank-groups")
     assert code == 0
     groups = doc["plans"][0]["rank_groups"]
+    assert RankLayout.model_validate(doc["plans"][0]["rank_layout"]).expand() == groups
     assert groups["tp"] == [[2 * i, 2 * i + 1] for i in range(8)]
     assert groups["ulysses"] == [[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]]
     assert groups["ring"] == [[i, i + 8] for i in range(8)]

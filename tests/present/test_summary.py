@@ -7,6 +7,7 @@ import math
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.layout import rank_groups
+from sp_planner.planfile import RankLayout
 from sp_planner.present.summary import SUMMARY_SCHEMA, _finite, build_summary, estimate_row
 from sp_planner.search import search
 from sp_planner.specs.workload import Workload
@@ -27,9 +28,21 @@ def test_summary_holds_the_top_k_plans_in_rank_order():
         assert entry["memory"] == est.memory.model_dump()
         assert entry["comm_bytes"] == est.comm_bytes.model_dump()
         assert entry["comm_links"] == est.comm_links.model_dump()
-        assert entry["rank_groups"] == rank_groups(est.plan)
+        # The generator only (the full lists made 185 MB at 131,072 GPUs); it expands to every group.
+        assert "rank_groups" not in entry
+        assert RankLayout.model_validate(entry["rank_layout"]) == RankLayout.of(est.plan)
+        assert RankLayout.model_validate(entry["rank_layout"]).expand() == rank_groups(est.plan)
         assert set(entry["flags"]) == {"megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan"}
     json.dumps(doc, allow_nan=False)  # strict JSON
+
+
+def test_summary_lists_the_rank_groups_in_full_on_request():
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=2)
+    doc = build_summary(model=MODEL, hardware=HARDWARE, workload=WORKLOAD, num_nodes=1, gpus_per_node=8,
+                        result=result, top_k=2, full_rank_groups=True)
+    for entry, est in zip(doc["plans"], result.ranked):
+        assert entry["rank_groups"] == rank_groups(est.plan)
+        assert RankLayout.model_validate(entry["rank_layout"]).expand() == entry["rank_groups"]
 
 
 def test_non_finite_numbers_become_null():

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sp_planner.estimate import CommBytes
-from sp_planner.report.csv import CSV_COLUMNS, plans_table, write_plans_csv
+from sp_planner.report.csv import CSV_COLUMNS, plans_table, write_csv, write_plans_csv
 
 
 def test_csv_has_every_candidate_in_the_documented_columns(question, tmp_path):
@@ -52,3 +53,21 @@ def test_csv_refuses_a_frame_without_a_documented_column(question):
     frame = question.result.frame.drop(columns=["mfu"])
     with pytest.raises(ValueError, match="mfu"):
         plans_table(frame)
+
+
+def test_fast_writer_writes_the_bytes_pandas_writes(question, tmp_path):
+    # The search's table, and the awkward cases: missing values of every dtype, -0.0, inf, tiny
+    # and huge floats, text that needs quoting.
+    awkward = pd.DataFrame({
+        "f": [0.1, -0.0, 0.0, math.nan, math.inf, 1e-300, 123456789012345.67, 2.0],
+        "i": [1, -2, 3, 4, 5, 6, 7, 2**62],
+        "n": pd.array([1, None, 3, None, 5, 6, 7, 8], dtype="Int64"),
+        "b": [True, False, True, True, False, False, True, False],
+        "s": ["plain", "a, comma", 'a "quote"', "", None, "line\nbreak", "ünï", "x"],
+    })
+    for name, table in (("plans", plans_table(question.result.frame)), ("awkward", awkward)):
+        ours, theirs = tmp_path / f"{name}.csv", tmp_path / f"{name}-pandas.csv"
+        write_csv(ours, table)
+        table.to_csv(theirs, index=False)
+        assert ours.read_bytes() == theirs.read_bytes(), name
+    assert np.isnan(pd.read_csv(tmp_path / "awkward.csv")["f"][3])
