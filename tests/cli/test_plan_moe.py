@@ -21,7 +21,8 @@ NVL72 = load_hardware("gb200-nvl72")
 
 
 def test_one_rack_ranks_plans_with_expert_degrees(sp_plan):
-    result = sp_plan(*QUESTION, "--nodes", "18", "--format", "json", "--framework", "all", "--top", "400")
+    result = sp_plan(*QUESTION, "--nodes", "18", "--format", "json", "--framework", "all", "--top", "400",
+                     "--rank-groups")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     plans = doc["plans"]
