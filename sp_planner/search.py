@@ -24,7 +24,7 @@ from sp_planner.estimate import (
     TimeBreakdown,
     plain,
 )
-from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, violations
+from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, ParallelPlan, violations
 from sp_planner.space import DEGREES, Candidates, Pins, enumerate_candidates, first_rule, rule_masks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -47,8 +47,9 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
     bad = np.flatnonzero(code >= 0)
     if len(bad) == 0:
         return reasons
-    # The rules read the degrees, the micro-batch and the ring layout only.
-    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, "micro_batch", "zigzag")], axis=1)
+    # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
+    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, "micro_batch", "zigzag", "vpp", "first_stage_layers",
+                                                   "last_stage_layers")], axis=1)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     texts = []
     for i in bad[first]:
@@ -97,6 +98,13 @@ class _Evaluated(NamedTuple):
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
         cols["micro_batch"] = c.micro_batch
         cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols["vpp"] = c.vpp
+        # 0 (the even split) as missing, as in the plan (None).
+        cols["first_stage_layers"] = pd.array(np.where(c.first_stage_layers > 0, c.first_stage_layers, None),
+                                              dtype="Int64")
+        cols["last_stage_layers"] = pd.array(np.where(c.last_stage_layers > 0, c.last_stage_layers, None),
+                                             dtype="Int64")
+        cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
@@ -150,7 +158,8 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    candidates = enumerate_candidates(workload, world, pins)
+    candidates = enumerate_candidates(workload, world, pins, num_layers=model.num_layers,
+                                      precisions=hardware.precisions)
     if len(candidates) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node)

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, Recompute, RingLayout, RuleFacts, rule_breaks
+from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
+from sp_planner.plan import (
+    PRECISIONS,
+    RECOMPUTE,
+    RULES,
+    ParallelPlan,
+    Precision,
+    Recompute,
+    RingLayout,
+    RuleFacts,
+    rule_breaks,
+)
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -29,6 +40,9 @@ class Pins(FrozenModel):
     recompute: Recompute | None = None
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
+    vpp: int | None = None
+    # bf16 unless asked: FP8 changes the numerics, so the search tries it only when told (None).
+    precision: Precision | None = "bf16"
 
 
 # The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
@@ -64,7 +78,9 @@ class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
 
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
-    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool.
+    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool;
+    `vpp` virtual stages per rank; `first/last_stage_layers` the pipeline split (0 = even, see
+    sp_planner.pipeline); `precision` holds plan.PRECISIONS codes.
     """
 
     dp: np.ndarray
@@ -76,6 +92,10 @@ class Candidates:
     recompute: np.ndarray
     micro_batch: np.ndarray
     zigzag: np.ndarray
+    vpp: np.ndarray
+    first_stage_layers: np.ndarray
+    last_stage_layers: np.ndarray
+    precision: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -83,22 +103,37 @@ class Candidates:
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
         """One plan as one-entry arrays."""
-        ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in (*DEGREES, "zero", "micro_batch")}
+        ints = {name: np.array([getattr(plan, name) or 0], dtype=np.int64) for name in _INT_FIELDS}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
-                   zigzag=np.array([plan.zigzag]))
+                   zigzag=np.array([plan.zigzag]),
+                   precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
-        ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, "zero", "micro_batch")}
+        ints = {name: int(getattr(self, name)[i]) for name in _INT_FIELDS}
+        for name in ("first_stage_layers", "last_stage_layers"):
+            ints[name] = ints[name] or None  # 0 = the even split
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
-                            ring_layout="zigzag" if self.zigzag[i] else "contiguous")
+                            ring_layout="zigzag" if self.zigzag[i] else "contiguous",
+                            precision=PRECISIONS[int(self.precision[i])])
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch, one ring layout."""
+_INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers")
+
+
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, *, num_layers: int,
+                         precisions: tuple[Precision, ...] = PRECISIONS) -> Candidates:
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x vpp x precision,
+    one ring layout, and for each pp the pipeline split `pipeline.default_split` gives.
+
+    Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
+    (vpp 1 always, so that a broken split is still reported once); unpinned precision over
+    `precisions` (what the hardware runs)."""
     degrees = degree_tuples(world, pins)
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    vpps = [pins.vpp] if pins.vpp is not None else list(VPP_CHOICES)
+    codes = [PRECISIONS.index(p) for p in ([pins.precision] if pins.precision is not None else precisions)]
     blocks = []
     for dp in np.unique(degrees[:, DEGREES.index("dp")]):
         if pins.micro_batch is not None:
@@ -109,16 +144,33 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins) -> Candidat
         else:
             mbs = [1]  # broken batch rule: evaluated once, reported with its reason
         rows = degrees[degrees[:, DEGREES.index("dp")] == dp]
-        # (rows, zero, recompute, micro_batch) -> flat candidates
-        grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
-        grid = grid.reshape(-1, 4)
+        # (rows, zero, recompute, micro_batch, vpp, precision) -> flat candidates
+        grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, vpps, codes, indexing="ij"), -1)
+        grid = grid.reshape(-1, 6)
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
-    width = len(DEGREES) + 3
+    width = len(DEGREES) + 5
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
+    table = _keep_vpp(table, workload, num_layers, pinned=pins.vpp is not None)
     columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
+    pp, vpp = columns[DEGREES.index("pp")], columns[-2]
+    first, last = default_split(num_layers, pp, vpp)
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-3], recompute=columns[-2],
-                      micro_batch=columns[-1], zigzag=np.full(len(table), layout == "zigzag"))
+    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-5], recompute=columns[-4],
+                      micro_batch=columns[-3], zigzag=np.full(len(table), layout == "zigzag"),
+                      vpp=vpp, first_stage_layers=first, last_stage_layers=last, precision=columns[-1])
+
+
+def _keep_vpp(table: np.ndarray, workload: Workload, num_layers: int, *, pinned: bool) -> np.ndarray:
+    """Drop unpinned vpp > 1 rows that Megatron would reject (no split, or no interleaved
+    schedule for the micro-batch count), so that the search does not list them as rule breakers."""
+    if pinned:
+        return table
+    dp, pp, vpp = table[:, DEGREES.index("dp")], table[:, DEGREES.index("pp")], table[:, -2]
+    mb = table[:, -3]
+    m = workload.global_batch // (dp * mb)
+    first, last = default_split(num_layers, pp, vpp)
+    bad = (vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))
+    return table[~bad]
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

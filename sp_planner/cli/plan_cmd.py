@@ -66,6 +66,13 @@ class RecomputeChoice(str, Enum):
     full = "full"
 
 
+class PrecisionChoice(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    mxfp8 = "mxfp8"
+    auto = "auto"
+
+
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
@@ -97,6 +104,13 @@ def plan(
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[RecomputeChoice], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
+    vpp: Annotated[Optional[int], typer.Option(min=1, show_default="searched over 1, 2, 4, 8",
+                                               help="Pin the virtual pipeline stages per rank (interleaved "
+                                               "1F1B; 1 = plain 1F1B).")] = None,
+    precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
+                                                      "Hopper+), mxfp8 (Blackwell), or auto to search what the "
+                                                      "hardware runs. Attention stays bf16.")]
+    = PrecisionChoice.bf16,
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
@@ -125,6 +139,7 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=None if recompute is None else recompute.value, micro_batch=micro_batch,
+        vpp=vpp, precision=precision.value,
     )
     check_outputs(out=out, report=report)
     with delayed_progress("searching plans"):

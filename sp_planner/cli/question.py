@@ -12,7 +12,8 @@ from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.errors import UserInputError
-from sp_planner.plan import ParallelPlan, Recompute, violations
+from sp_planner.pipeline import default_split
+from sp_planner.plan import PRECISIONS, ParallelPlan, Precision, Recompute, violations
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -58,6 +59,8 @@ def resolve_question(
     zero: int | None,
     recompute: Recompute | None,
     micro_batch: int | None,
+    vpp: int | None = None,
+    precision: str = "bf16",
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule."""
     seq_len_tokens = parse_tokens(seq_len)
@@ -75,8 +78,11 @@ def resolve_question(
     if batch <= 0:
         raise UserInputError(f"--global-batch must be at least 1, got {batch}")
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
-    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch)
-    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload)
+    if vpp is not None and vpp <= 0:
+        raise UserInputError(f"--vpp must be at least 1, got {vpp}")
+    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch, vpp=vpp,
+                precision=_check_precision(precision, profile))
+    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, vpp)
     return PlanQuestion(
         model=model_spec,
         hardware=profile,
@@ -116,11 +122,26 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     return degrees
 
 
+def _check_precision(precision: str, profile: HardwareProfile) -> Precision | None:
+    """The pinned precision (None for 'auto': searched over what the profile runs)."""
+    if precision == "auto":
+        return None
+    if precision not in PRECISIONS:
+        raise UserInputError(f"--precision must be one of {', '.join((*PRECISIONS, 'auto'))}, got {precision!r}")
+    if precision not in profile.precisions:
+        why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
+               else "its profile gives no FP8 peak and FP8 GEMM efficiency")
+        raise UserInputError(f"--precision {precision} is not available on {profile.name}: {why}; "
+                             f"use one of {', '.join(profile.precisions)}")
+    return precision  # type: ignore[return-value]
+
+
 def _check_pins(
     degrees: dict[str, int | None],
     micro_batch: int | None,
     model: ModelSpec,
     workload: Workload,
+    vpp: int | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break.
 
@@ -129,11 +150,16 @@ def _check_pins(
     kv_heads (G % (tp*u) == 0 or (tp*u) % G == 0) can be repaired by a larger ulysses, so it is
     only checked when tp and ulysses are both pinned.
     """
+    pp, stage_vpp = degrees["pp"] or 1, vpp or 1
+    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp))
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
-        micro_batch=micro_batch or 1,
+        micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
+    # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
+    if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:
+        skip.add("vpp")
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
         first = broken[0]

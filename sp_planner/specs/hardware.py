@@ -88,6 +88,10 @@ def _check_curve(points: tuple[CurvePoint, ...]) -> tuple[CurvePoint, ...]:
 
 class EfficiencySpec(FrozenModel):
     gemm: float = Fraction
+    # FP8 (E4M3) GEMM throughput / peak_fp8_flops, from a microbenchmark (None: FP8 not modelled);
+    # MXFP8 likewise (Blackwell's block-scaled FP8; None: the chip has none).
+    gemm_fp8: float | None = Field(default=None, gt=0.0, le=1.0)
+    gemm_mxfp8: float | None = Field(default=None, gt=0.0, le=1.0)
     # Flash-attention efficiency (non-causal FLOPs / time / peak) against block length.
     attention_fwd: tuple[CurvePoint, ...]
     attention_bwd: tuple[CurvePoint, ...]
@@ -109,6 +113,7 @@ class HardwareProfile(FrozenModel):
     name: str = Field(min_length=1)
     description: str = ""
     peak_bf16_flops: float = Field(gt=0, description="dense bf16 tensor-core peak")
+    peak_fp8_flops: float | None = Field(default=None, gt=0, description="dense fp8 tensor-core peak")
     hbm_bytes: float = Field(gt=0)
     hbm_bandwidth_bytes_per_s: float = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
@@ -122,6 +127,17 @@ class HardwareProfile(FrozenModel):
     sources: dict[str, str] = Field(default_factory=dict)
     # Raw fits and curves behind a calibrated profile's figures (sp-calibrate); None for spec sheets.
     calibration: CalibrationData | None = None
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """GEMM precisions this profile can model: bf16, plus fp8 / mxfp8 where their peak and
+        microbenchmarked efficiency are given."""
+        found = ["bf16"]
+        if self.peak_fp8_flops is not None and self.efficiency.gemm_fp8 is not None:
+            found.append("fp8")
+        if self.peak_fp8_flops is not None and self.efficiency.gemm_mxfp8 is not None:
+            found.append("mxfp8")
+        return tuple(found)
 
     @field_validator("intra_node")
     @classmethod
