@@ -16,7 +16,7 @@ import typer
 from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import Answer, emit_answer, write_outputs
 from sp_planner.cli.progress import delayed_progress
-from sp_planner.cli.question import check_outputs, resolve_question
+from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
 from sp_planner.present.advice import suggest_fits
 from sp_planner.search import search
 from sp_planner.sim.rerank import rerank_by_simulation
@@ -112,6 +112,10 @@ def plan(
                                                       "hardware runs. Attention stays bf16.")]
     = PrecisionChoice.bf16,
     framework: Annotated[Framework, typer.Option(help="Whose flags to print.")] = Framework.megatron,
+    framework_version: Annotated[
+        Optional[str], typer.Option(show_default="0.3.0", help="torchtitan release whose interface to emit: 0.3.0 "
+                                    "(--module/--config overrides, 0.3.x) or 0.2.2 (TOML sections, 0.2.x).")
+    ] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, help="How many plans to show.")] = 10,
@@ -142,6 +146,7 @@ def plan(
         vpp=vpp, precision=precision.value,
     )
     check_outputs(out=out, report=report)
+    check_framework_version(framework.value, framework_version)
     with delayed_progress("searching plans"):
         result = search(
             question.model, question.hardware, question.workload, num_nodes=question.num_nodes,
@@ -161,6 +166,7 @@ def plan(
     answer = Answer(
         question=question, result=result, suggestions=suggestions, top_k=top,
         framework=framework.value, launcher=None if launcher is None else launcher.value,
+        framework_version=framework_version,
     )
     emit_answer(answer, output_format=output_format.value, explain=explain)
     write_outputs(answer, out=out, report=report)

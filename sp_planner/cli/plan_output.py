@@ -16,6 +16,7 @@ from rich.text import Text
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.estimate import SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
+from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, write_plan_file
@@ -31,14 +32,21 @@ from sp_planner.units import format_tokens
 
 # What each framework's launch line runs (shared reference framework_flags.md 7.2; the flags'
 # notes say the bash arrays go to pretrain_gpt.py). deepspeed and yunchang plug into the user's
-# own script; "all" prints one generic line.
+# own script. torchtitan 0.3.x takes its overrides on the command line, 0.2.x a TOML file.
 LAUNCH_COMMANDS: dict[str, str] = {
     "megatron": 'pretrain_gpt.py "${MEGATRON_ARGS[@]}"',
     "mindspeed": 'pretrain_gpt.py "${MINDSPEED_ARGS[@]}"',
     "deepspeed": "train.py",
     "yunchang": "train.py",
-    "torchtitan": "-m torchtitan.train --job.config_file train.toml",
+    "torchtitan": '-m torchtitan.train "${TORCHTITAN_ARGS[@]}"',
 }
+TORCHTITAN_V02_LAUNCH = "-m torchtitan.train --job.config_file train.toml"
+
+
+def launch_command(framework: str, framework_version: str | None) -> str:
+    if framework == "torchtitan" and torchtitan.resolve_version(framework_version) == "0.2":
+        return TORCHTITAN_V02_LAUNCH
+    return LAUNCH_COMMANDS[framework]
 
 
 class Answer(FrozenModel):
@@ -52,6 +60,7 @@ class Answer(FrozenModel):
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
     launcher: Launcher | None
+    framework_version: str | None = None  # torchtitan's interface (flags/torchtitan.py); None = newest
 
     @property
     def fits(self) -> bool:
@@ -61,7 +70,7 @@ class Answer(FrozenModel):
         q = self.question
         return FlagRequest(
             model=q.model, workload=q.workload, plan=self.result.ranked[0].plan,
-            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
         )
 
 
@@ -121,13 +130,15 @@ def print_flags(answer: Answer, console: Console) -> None:
     q = answer.question
     request = answer.flag_request()
     names = FRAMEWORKS if answer.framework == "all" else (answer.framework,)
+    printed: list[str] = []
     for name in names:
         rendered = render_flags(name, request)
         heading = f"{name} flags for plan 1"
         if not rendered.supported:
             console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
             fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
-                                        num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
+                                        num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+                                        framework_version=answer.framework_version)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
@@ -139,11 +150,14 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)
         for note in rendered.notes:
             console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    if answer.launcher is not None:
-        console.rule(f"{answer.launcher} launch", align="left")
-        command = LAUNCH_COMMANDS.get(answer.framework, "train.py")
+        printed.append(name)
+    if answer.launcher is None:
+        return
+    # One launch per framework whose flags were printed, each with that framework's entry point.
+    for name in printed:
+        console.rule(f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""), align="left")
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                               command=command)
+                               command=launch_command(name, answer.framework_version))
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 

@@ -174,3 +174,16 @@ def check_outputs(*, out: Path | None, report: Path | None) -> None:
         from sp_planner.report.writer import check_report_target  # the report code loads only when asked
 
         check_report_target(report)
+
+
+def check_framework_version(framework: str, version: str | None) -> None:
+    """--framework-version names a torchtitan release (the only framework with two interfaces)."""
+    if version is None:
+        return
+    if framework not in ("torchtitan", "all"):
+        raise UserInputError(f"--framework-version applies to torchtitan only; drop it for --framework {framework}")
+    from sp_planner.flags.torchtitan import VERSIONS
+
+    if version not in VERSIONS:
+        raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
+                             "(the default, 0.3.x) or 0.2.2 (0.2.x)")

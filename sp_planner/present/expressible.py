@@ -24,6 +24,7 @@ def best_expressible(
     workload: Workload,
     num_nodes: int,
     gpus_per_node: int,
+    framework_version: str | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
 
@@ -36,6 +37,7 @@ def best_expressible(
         estimate = PlanEstimate.from_row(row)
         flags = render_flags(framework, FlagRequest(
             model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            framework_version=framework_version,
         ))
         if flags.supported:
             return rank, estimate, flags
