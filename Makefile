@@ -35,6 +35,14 @@ lint: $(VENV)/.full
 	$(VENV)/bin/ruff check sp_planner tests benchmarks
 	$(VENV)/bin/mypy
 
+# The performance budget at scale: search, refusal, plan file, simulator and report, one table
+# (benchmarks/scale.py; README "Performance"). BENCH_ARGS=--skip-slow leaves out the 131,072-GPU
+# simulation.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: $(VENV)/.base
+	$(PY) benchmarks/scale.py $(BENCH_ARGS)
+
 # The cost model against the published runs in validation/ (README "Accuracy").
 .PHONY: validate
 validate: $(VENV)/.base

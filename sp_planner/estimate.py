@@ -7,6 +7,7 @@ the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
@@ -136,14 +137,33 @@ class SearchResult(FrozenModel):
     ranked: tuple[PlanEstimate, ...]
     # How many candidates each rule removed ("heads", "seq_len", "oom", ...).
     prune_counts: dict[str, int]
-    _frame: pd.DataFrame = PrivateAttr()
+    _frame: pd.DataFrame | None = PrivateAttr(default=None)
+    _make_frame: Callable[[], pd.DataFrame] | None = PrivateAttr(default=None)
+    _head: pd.DataFrame | None = PrivateAttr(default=None)
 
-    def __init__(self, *, frame: pd.DataFrame, **fields: object) -> None:
+    def __init__(self, *, frame: pd.DataFrame | Callable[[], pd.DataFrame], head: pd.DataFrame | None = None,
+                 **fields: object) -> None:
+        """`frame`: every candidate, or a function that builds them (called once, on first access);
+        `head`: the first rows of that frame when they are already at hand."""
         super().__init__(**fields)
-        self._frame = frame.copy()
+        if isinstance(frame, pd.DataFrame):
+            self._frame = frame.copy()
+        else:
+            self._make_frame = frame
+        self._head = None if head is None else head.copy()
 
     @property
     def frame(self) -> pd.DataFrame:
         """Every candidate, one row each, in rank order (see module docstring for the columns).
         A copy: the result stays as the search made it whatever a caller does to the frame."""
+        if self._frame is None:
+            assert self._make_frame is not None
+            self._frame = self._make_frame()
+            self._make_frame = None
         return self._frame.copy()
+
+    def head(self, n: int) -> pd.DataFrame:
+        """The first `n` rows of `frame`, without building the whole frame when the search kept them."""
+        if self._frame is None and self._head is not None and n <= len(self._head):
+            return self._head.head(n).copy()
+        return self.frame.head(n)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
 
+from sp_planner.destination import write_text
 from sp_planner.errors import UserInputError
 
 T = TypeVar("T", bound=pydantic.BaseModel)
@@ -36,17 +36,10 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file beside `path`, then rename: readers never see half a file.
+
+    Links, devices and FIFOs are followed or written through (sp_planner.destination.write_text)."""
+    write_text(Path(path), text)
 
 
 def read_structured(path: Path, *, what: str) -> object:
@@ -62,7 +55,7 @@ def read_structured(path: Path, *, what: str) -> object:
         if path.suffix.lower() == ".json":
             return json.loads(text)
         return yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
+    except (ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: JSON errors, 4300+ digit numbers
         detail = " ".join(str(err).split())
         raise UserInputError(f"{what} file {path} is malformed: {detail}") from None
 
@@ -75,6 +68,27 @@ def validate_as(model: type[T], data: object, *, what: str, path: Path | str) ->
         return model.model_validate(data)
     except pydantic.ValidationError as err:
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {item['msg']}" for item in err.errors()
+            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {field_message(item)}" for item in err.errors()
         )
         raise UserInputError(f"{what} file {path} is invalid: {fields}") from None
+
+
+# pydantic's upper-bound checks, said with the value and the bound in a readable form
+# (1.15e+18, not 1152921504606847000).
+_BOUNDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
+
+
+def field_message(item: Mapping[str, Any]) -> str:
+    """pydantic's message for one error; an upper-bound check names the value and the bound readably."""
+    bound = _BOUNDS.get(item.get("type", ""))
+    ctx = item.get("ctx") or {}
+    if bound is None or bound[0] not in ctx:
+        return str(item["msg"])
+    key, words = bound
+    return f"{_number(item.get('input'))} is out of range: it must be {words} {_number(ctx[key])}"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:,}" if isinstance(value, int) and abs(value) < 10**12 else f"{value:.3g}"

@@ -83,11 +83,17 @@ def groups_over(plan: ParallelPlan, axes: tuple[str, ...]) -> np.ndarray:
 
     Groups are sorted by their first rank; inside a group, ranks follow `axes` slowest first
     (for adjacent axes in grid order: ascending)."""
-    grid = rank_grid(plan)
-    moving = [GRID_ORDER.index(axis) for axis in axes]
+    return groups_in_grid(GRID_ORDER, {axis: getattr(plan, axis) for axis in GRID_ORDER}, axes)
+
+
+def groups_in_grid(order: tuple[str, ...] | list[str], degrees: Mapping[str, int], axes: tuple[str, ...]) -> np.ndarray:
+    """`groups_over` for any grid: ranks laid out over `order` (slowest first) with `degrees`
+    (a plan file's rank_layout expands through this)."""
+    grid = np.arange(int(np.prod([degrees[axis] for axis in order]))).reshape([degrees[axis] for axis in order])
+    moving = [list(order).index(axis) for axis in axes]
     keep = [i for i in range(grid.ndim) if i not in moving]
     # (kept..., grouped...) -> (num_groups, group_size)
-    flat = np.transpose(grid, keep + moving).reshape(-1, int(group_size(plan, axes)))
+    flat = np.transpose(grid, keep + moving).reshape(-1, int(np.prod([degrees[axis] for axis in axes])))
     return flat[np.argsort(flat[:, 0], kind="stable")]
 
 

@@ -13,7 +13,7 @@ from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.pipeline import interleave_breaks, split_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
-from sp_planner.specs.workload import Workload
+from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
@@ -33,16 +33,21 @@ class Violation(FrozenModel):
     message: str
 
 
+# Far above any cluster (the largest runs use about 2**15 GPUs), small enough that every product of
+# degrees stays exact in int64.
+MAX_DEGREE = 2**20
+
+
 class ParallelPlan(FrozenModel):
-    dp: int = Field(default=1, ge=1)
-    pp: int = Field(default=1, ge=1)
-    tp: int = Field(default=1, ge=1)
-    ulysses: int = Field(default=1, ge=1)
-    ring: int = Field(default=1, ge=1)
+    dp: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    pp: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    tp: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    ulysses: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    ring: int = Field(default=1, ge=1, le=MAX_DEGREE)
     # ZeRO stage over the dp x cp ranks, as Megatron's dp-cp group (distributed optimizer = 1).
     zero: int = Field(default=1, ge=0, le=3)
     recompute: Recompute = "none"
-    micro_batch: int = Field(default=1, ge=1)
+    micro_batch: int = Field(default=1, ge=1, le=MAX_GLOBAL_BATCH)
     # zigzag = load-balanced causal ring (2*ring chunks, rank i holds chunks i and 2R-1-i).
     ring_layout: RingLayout = "zigzag"
     # Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.

@@ -1,6 +1,9 @@
 """plan.json: the chosen plan with its model, hardware and workload, read back by sp-run.
 
-The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.json).
+The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.json). The rank
+groups are written as their generator (`rank_layout`: axis order and degrees, a few lines at any
+scale); the full lists (`rank_groups`) only on request. Reading a plan file expands the generator
+and checks it, and any full lists, against the layout the executor uses.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
-from sp_planner.fileio import read_structured, validate_as, write_text_atomic
+from sp_planner.destination import deliver_text
+from sp_planner.fileio import read_structured, validate_as
+from sp_planner.layout import GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -23,6 +28,24 @@ from sp_planner.specs.workload import Workload
 
 SchemaVersion = Literal["sp-planner.plan/1"]
 SCHEMA_VERSION: SchemaVersion = "sp-planner.plan/1"
+
+
+class RankLayout(FrozenModel):
+    """The rank groups as a generator: global ranks fill a grid over `order` (slowest first) with
+    `degrees`, so rank = sum of r_axis x (product of the degrees of the axes after it); each entry
+    of `groups` is the axes one kind of group spans (see sp_planner.layout)."""
+
+    order: tuple[str, ...]
+    degrees: dict[str, int]
+    groups: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, plan: ParallelPlan) -> "RankLayout":
+        return cls(order=GRID_ORDER, degrees={axis: getattr(plan, axis) for axis in GRID_ORDER}, groups=GROUPS)
+
+    def expand(self) -> dict[str, list[list[int]]]:
+        """The full lists: group kind -> groups of global ranks."""
+        return {name: groups_in_grid(self.order, self.degrees, axes).tolist() for name, axes in self.groups.items()}
 
 
 class PlanFile(FrozenModel):
@@ -36,16 +59,54 @@ class PlanFile(FrozenModel):
     framework: str = "megatron"
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
-    # axis -> list of global-rank groups, in the framework's layout (see sp_planner.layout).
+    # The rank groups' generator (written by sp-plan; absent from files written before it).
+    rank_layout: RankLayout | None = None
+    # Group kind -> list of global-rank groups, in the framework's layout (see sp_planner.layout):
+    # written only on request (sp-plan --rank-groups), as it grows with the world size.
     rank_groups: dict[str, list[list[int]]] = Field(default_factory=dict)
 
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
 
+    @model_validator(mode="after")
+    def _rank_layout_is_the_plans(self) -> PlanFile:
+        """A generator edited to another order or other degrees would lay out another plan."""
+        expected = RankLayout.of(self.plan)
+        layout = self.rank_layout
+        if layout is not None and layout != expected:
+            raise ValueError(
+                f"rank_layout (order {list(layout.order)}, degrees {layout.degrees}, groups {layout.groups}) is not "
+                f"the plan's layout (order {list(expected.order)}, degrees {expected.degrees}); remove rank_layout "
+                "or write the plan again with sp-plan --out")
+        return self
+
+    @model_validator(mode="after")
+    def _rank_groups_follow_the_degrees(self) -> PlanFile:
+        """Groups edited by hand to disagree with the degrees would run another plan than the one named."""
+        if not self.rank_groups:
+            return self
+        expected = rank_groups(self.plan)
+        if set(self.rank_groups) != set(expected):
+            raise ValueError(f"rank_groups has axes {sorted(self.rank_groups)} but the plan needs {sorted(expected)}")
+        for axis, groups in expected.items():
+            if self.rank_groups[axis] != groups:
+                p = self.plan
+                raise ValueError(
+                    f"rank_groups[{axis!r}] {_short(self.rank_groups[axis])} disagree with the degrees (dp {p.dp} "
+                    f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
+                    "remove rank_groups or write the plan again with sp-plan --out")
+        return self
+
+
+def _short(groups: list[list[int]]) -> str:
+    text = str(groups)
+    return text if len(text) <= 60 else text[:57] + "..."
+
 
 def write_plan_file(path: Path, plan_file: PlanFile) -> None:
-    write_text_atomic(Path(path), plan_file.model_dump_json(indent=2) + "\n")
+    """Write plan.json; if the write fails, the text is kept elsewhere and WriteFailed names it."""
+    deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
 def read_plan_file(path: Path) -> PlanFile:

@@ -2,15 +2,22 @@
 
 Candidates and their costs are typed numpy arrays (space.Candidates, cost.*Columns); `evaluate`
 runs one plan through the same code, so a single plan and the search agree.
+
+The search streams: candidates are enumerated and costed in chunks of about CHUNK_CANDIDATES,
+those that break a rule are counted and not costed (unless too few plans pass the rules to fill
+the ranking), and only the best HEAD_ROWS rows are kept, so memory stays bounded whatever the
+cluster size. The frame of every candidate is built only when a caller asks for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from sp_planner import columns
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.step import StepColumns, time_columns
@@ -24,15 +31,70 @@ from sp_planner.estimate import (
     TimeBreakdown,
     plain,
 )
+from sp_planner.errors import UserInputError
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, ParallelPlan, violations
-from sp_planner.space import DEGREES, Candidates, Pins, enumerate_candidates, first_rule, rule_masks
+from sp_planner.space import (
+    DEGREES,
+    Axes,
+    Candidates,
+    Pins,
+    count_candidates,
+    degree_tuples,
+    first_rule,
+    iter_candidates,
+    rule_masks,
+    search_order,
+)
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import GIB
+from sp_planner.units import GIB, plural
 
-__all__ = ["Pins", "evaluate", "search"]
+__all__ = ["Pins", "SearchTooLarge", "evaluate", "search"]
+
+# Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
+# candidate, so this bounds the search's working memory (tens of MB) at any cluster size.
+CHUNK_CANDIDATES = 1 << 16
+# Rows kept in rank order besides top_k: present.expressible scans this many for a plan the
+# asked framework can express.
+HEAD_ROWS = 2000
+# The most candidates one search takes on: about 30 s on one core of a loaded 2-core machine at
+# the ~5 us per candidate of a search where nothing passes the rules (benchmarks/scale.py).
+MAX_CANDIDATES = 4_000_000
+# Node counts below the asked one tried when looking for the largest the search answers.
+MAX_SMALLER_TRIED = 1000
+# progress(done, total, what): candidates searched out of all of them. SEARCH_STEPS is the total
+# that callers report their own steps after the search against (cli/plan_solve.py).
+Progress = Callable[..., None]
+SEARCH_STEPS = 5
+
+
+def _no_progress(done: int, total: int, description: str | None = None) -> None:
+    pass
+
+
+class SearchTooLarge(UserInputError):
+    """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
+
+
+def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
+    """What the non-degree axes read: the model's layers and the precisions the hardware runs."""
+    return Axes(num_layers=model.num_layers, precisions=hardware.precisions)  # type: ignore[arg-type]
+
+
+def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, axes: Axes) -> int:
+    """The number of candidates, when the search takes them on."""
+    count = count_candidates(workload, num_nodes * gpus_per_node, pins, axes=axes)
+    if count <= MAX_CANDIDATES:
+        return count
+    smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins, axes=axes) <= MAX_CANDIDATES), None)
+    largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
+        f"no node count within {MAX_SMALLER_TRIED} below it is searched"
+    raise SearchTooLarge(
+        f"{num_nodes} nodes x {gpus_per_node} GPUs give {count:,} candidate plans, more than the "
+        f"{MAX_CANDIDATES:,} one search takes on (about 30 s); {largest}, or pin a degree (e.g. --tp 8)")
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
@@ -127,49 +189,152 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int) -> _Evaluated:
+              gpus_per_node: int, code: np.ndarray | None = None) -> _Evaluated:
+    """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
+    empty: `_explained` writes them for the rows that are shown."""
     memory = memory_columns(model, hardware, workload, c)
     step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node)
     comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
-    code = first_rule(rule_masks(model, workload, c), len(c))
-    peak = memory.peak_bytes
-    oom = (code < 0) & (peak > hardware.hbm_bytes)
-    reason = _rule_messages(model, workload, c, code)
+    if code is None:
+        code = first_rule(rule_masks(model, workload, c), len(c))
+    oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
+    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
+                      reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
+
+
+def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: _Evaluated) -> _Evaluated:
+    """`e` with each row's reason: the first broken rule's message, or the memory shortfall."""
+    oom = e.rule_code == len(RULES)
+    reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))
+    peak = e.memory.peak_bytes
     oom_idx = np.flatnonzero(oom)
     reason[oom_idx] = [
         f"oom: needs {p / GIB:.1f} GiB per GPU, {hardware.hbm_bytes / GIB:.1f} GiB available"
         for p in peak[oom_idx]
     ]
-    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
-                      reason=reason, rule_code=np.where(oom, len(RULES), code))
+    return e._replace(reason=reason)
 
 
-def _ranked_order(e: _Evaluated, capacity_bytes: float) -> np.ndarray:
-    """Fitting plans by step time (then memory); then OOM by how far over; then rule breakers."""
+def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tier, primary, secondary): fitting plans by step time (then memory); then OOM by how far
+    over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
     tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
     primary = np.where(tier == 0, step, peak / capacity_bytes)
     secondary = np.where(tier == 0, peak, step)
-    return np.lexsort((secondary, primary, tier))
+    return tier, primary, secondary
+
+
+def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
+    """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
+    tier, primary, secondary = _rank_keys(e, capacity_bytes)
+    return np.lexsort((index, secondary, primary, tier))
+
+
+class _Best(NamedTuple):
+    """The best rows seen so far, in rank order, and their places in the enumeration."""
+
+    evaluated: _Evaluated
+    index: np.ndarray
+
+
+def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
+               keep: int | None) -> _Best:
+    """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
+    if best is not None:
+        if keep is not None and len(best.index) >= keep:
+            # Rows ranked after the last one kept cannot enter: drop them before sorting.
+            tier, primary = _rank_keys(e, capacity_bytes)[:2]
+            last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
+            rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
+            e, index = columns.take(e, rows), index[rows]
+        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.index, index])
+    order = _ranked_order(e, index, capacity_bytes)[:keep]
+    return _Best(columns.take(e, order), index[order])
+
+
+class _Scan(NamedTuple):
+    best: _Best | None
+    candidates: int
+    costed: int
+    counts: np.ndarray  # candidates per RULES entry, then OOM
+
+
+def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
+          gpus_per_node: int, *, keep: int | None, breakers: bool, progress: Progress, total: int = 0) -> _Scan:
+    """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
+    chunk, keeping the best `keep` rows (every row when None) in rank order."""
+    parts: list[_Evaluated] = []
+    places: list[np.ndarray] = []
+    best: _Best | None = None
+    counts = np.zeros(len(RULES) + 1, dtype=np.int64)
+    seen = costed = 0
+    axes = search_axes(model, hardware)
+    for done, chunk in iter_candidates(workload, degrees, pins, axes=axes, chunk_candidates=CHUNK_CANDIDATES):
+        code = first_rule(rule_masks(model, workload, chunk), len(chunk))
+        rows = np.flatnonzero(code >= 0 if breakers else code < 0)
+        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows])
+        if not breakers:  # the rules are counted once, in the pass over every candidate
+            counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
+        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
+        index = seen + rows
+        if keep is None:
+            parts.append(e)
+            places.append(index)
+        elif len(rows):
+            best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
+        seen += len(chunk)
+        costed += len(rows)
+        progress(seen, total, f"searching {plural(total, 'candidate')}")
+    if keep is None and parts:
+        best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
+    return _Scan(best, seen, costed, counts)
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10) -> SearchResult:
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None) -> SearchResult:
+    """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
+    (built on first access). progress(done, total, what) hears of each chunk (candidates). More than MAX_CANDIDATES
+    candidates raise SearchTooLarge before any work."""
+    progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    candidates = enumerate_candidates(workload, world, pins, num_layers=model.num_layers,
-                                      precisions=hardware.precisions)
-    if len(candidates) == 0:
+    total = _check_size(workload, num_nodes, gpus_per_node, pins, search_axes(model, hardware))
+    degrees = search_order(degree_tuples(world, pins))
+    if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
-    evaluated = _evaluate(model, hardware, workload, candidates, gpus_per_node)
-    order = _ranked_order(evaluated, hardware.hbm_bytes)
-    frame = evaluated.frame().drop(columns="rule_code").iloc[order].reset_index(drop=True)
-    counts = np.bincount(evaluated.rule_code[~evaluated.fits], minlength=len(RULES) + 1)
+    keep = max(top_k, HEAD_ROWS)
+    args = (model, hardware, workload, degrees, pins, gpus_per_node)
+    progress(0, total, f"searching {plural(total, 'candidate')}")
+    passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
+    counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole
+    if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
+        broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
+        if broken.best is not None:
+            best = _keep_best(best, broken.best.evaluated, broken.best.index, hardware.hbm_bytes, keep)
+    assert best is not None
+    shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
-    ranked = tuple(evaluated.estimate(i) for i in order[:top_k])
-    return SearchResult(candidates_evaluated=len(candidates), ranked=ranked, prune_counts=prune_counts,
-                        frame=frame)
+    ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
+    head = _frame_of(shown)
+    if passing.candidates <= keep:  # every candidate is in the head: it is the frame
+        return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
+                            frame=head)
+
+    def every_row() -> pd.DataFrame:
+        full = _scan(*args, keep=None, breakers=False, progress=_no_progress).best
+        broken = _scan(*args, keep=None, breakers=True, progress=_no_progress).best
+        parts = [b for b in (full, broken) if b is not None]
+        e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]))
+        return _frame_of(e)
+
+    return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
+                        frame=every_row, head=head)
+
+
+def _frame_of(e: _Evaluated) -> pd.DataFrame:
+    return e.frame().drop(columns="rule_code")
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -179,6 +344,7 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
-            f"({num_nodes} nodes x {gpus_per_node})"
+            f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    return _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node).estimate(0)
+    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node)
+    return _explained(model, hardware, workload, e).estimate(0)

@@ -3,13 +3,19 @@ ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
+
+import math
+from functools import lru_cache
 
 from sp_planner.layout import GRID_ORDER
 from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
 from sp_planner.plan import (
+    MAX_DEGREE,
     PRECISIONS,
     RECOMPUTE,
     RULES,
@@ -51,26 +57,68 @@ DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if n
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n, ascending, from trial division up to sqrt(n) (a million-node world has ~10^7
+    candidates below it, so counting up to n would dominate the search)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
 
 
 def degree_tuples(world: int, pins: Pins) -> np.ndarray:
-    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins; shape (n, 5)."""
-    rows: list[tuple[int, ...]] = []
-
-    def extend(prefix: tuple[int, ...], rest: int) -> None:
-        axis = DEGREES[len(prefix)]
+    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins, each degree
+    at most plan.MAX_DEGREE; shape (n, 5), in lexicographic order. Built axis by axis over arrays:
+    a million-node world has 150,150."""
+    prefix = np.zeros((1, 0), dtype=np.int64)  # (tuples so far, axes chosen)
+    rest = np.array([world], dtype=np.int64)  # what the remaining axes must multiply to
+    for axis in DEGREES[:-1]:
         pinned = getattr(pins, axis)
-        if len(prefix) == len(DEGREES) - 1:
-            if pinned is None or pinned == rest:
-                rows.append(prefix + (rest,))
-            return
-        for d in ([pinned] if pinned is not None else _divisors(rest)):
-            if rest % d == 0:
-                extend(prefix + (d,), rest // d)
+        values, inverse = np.unique(rest, return_inverse=True)
+        choices = [np.array([d for d in _divisors(int(v)) if d <= MAX_DEGREE] if pinned is None
+                            else [pinned] if v % pinned == 0 else [], dtype=np.int64) for v in values]
+        per_row = [choices[i] for i in inverse.reshape(-1)]
+        counts = np.array([len(c) for c in per_row], dtype=np.int64)
+        chosen = np.concatenate(per_row) if per_row else np.zeros(0, dtype=np.int64)
+        prefix = np.concatenate([np.repeat(prefix, counts, axis=0), chosen[:, None]], axis=1)
+        rest = np.repeat(rest, counts) // chosen
+    last = getattr(pins, DEGREES[-1])
+    keep = (rest <= MAX_DEGREE) if last is None else rest == last
+    return np.concatenate([prefix[keep], rest[keep, None]], axis=1)
 
-    extend((), world)
-    return np.array(rows, dtype=np.int64).reshape(-1, len(DEGREES))
+
+def bounded_factorizations(world: int, parts: int, largest: int | None = None) -> int:
+    """How many tuples of `parts` positive integers, each at most `largest`, multiply to `world`
+    (degree tuples, no pins): ordered_factorizations while world <= largest, else counted over
+    the divisors of world. `largest` defaults to plan.MAX_DEGREE."""
+    largest = MAX_DEGREE if largest is None else largest
+    if world <= largest:
+        return ordered_factorizations(world, parts)
+
+    @lru_cache(maxsize=None)
+    def count(n: int, k: int) -> int:
+        if k == 1:
+            return int(n <= largest)
+        return sum(count(n // d, k - 1) for d in _divisors(n) if d <= largest)
+
+    return count(world, parts)
+
+
+def ordered_factorizations(world: int, parts: int) -> int:
+    """How many tuples of `parts` positive integers multiply to `world` (degree tuples, no pins):
+    the product over world's prime powers p^e of C(e + parts - 1, parts - 1)."""
+    count, n, p = 1, world, 2
+    while p * p <= n:
+        e = 0
+        while n % p == 0:
+            n, e = n // p, e + 1
+        count *= math.comb(e + parts - 1, parts - 1)
+        p += 1
+    return count * (parts if n > 1 else 1)
 
 
 @dataclass(frozen=True)
@@ -100,6 +148,14 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.tp)
 
+    def take(self, index: np.ndarray) -> "Candidates":
+        """The candidates at `index` (every column, whatever columns the container has)."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, parts: Sequence["Candidates"]) -> "Candidates":
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
         """One plan as one-entry arrays."""
@@ -121,19 +177,75 @@ class Candidates:
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers")
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins, *, num_layers: int,
-                         precisions: tuple[Precision, ...] = PRECISIONS) -> Candidates:
+class Axes(NamedTuple):
+    """What the non-degree axes read beside the pins: the model's layers (pipeline splits and the
+    vpp values that fit them) and the precisions the hardware runs (tried when unpinned)."""
+
+    num_layers: int
+    precisions: tuple[Precision, ...] = ("bf16",)
+
+
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, *, axes: Axes) -> Candidates:
     """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x vpp x precision,
-    one ring layout, and for each pp the pipeline split `pipeline.default_split` gives.
+    one ring layout."""
+    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins, axes=axes)
+
+
+def count_candidates(workload: Workload, world: int, pins: Pins, *, axes: Axes) -> int:
+    """How many candidates enumerate_candidates gives, without enumerating them: the degree tuples
+    with each (dp, pp) (a formula unless a degree other than dp and pp is pinned) times what one of
+    them expands to (the vpp values kept depend on dp and pp only)."""
+    dp_axis, pp_axis = DEGREES.index("dp"), DEGREES.index("pp")
+    if any(getattr(pins, axis) is not None for axis in DEGREES if axis not in ("dp", "pp")):
+        pairs, per_pair = np.unique(degree_tuples(world, pins)[:, [dp_axis, pp_axis]], axis=0, return_counts=True)
+    else:
+        found = [(dp, pp) for dp in _divisors(world) if pins.dp in (None, dp) and dp <= MAX_DEGREE
+                 for pp in _divisors(world // dp) if pins.pp in (None, pp) and pp <= MAX_DEGREE]
+        pairs = np.array(found, dtype=np.int64).reshape(-1, 2)
+        per_pair = np.array([bounded_factorizations(world // int(dp * pp), len(DEGREES) - 2) for dp, pp in found],
+                            dtype=np.int64)
+    total = 0
+    for (dp, pp), tuples in zip(pairs.tolist(), per_pair.tolist()):
+        one = np.ones((1, len(DEGREES)), dtype=np.int64)  # (dp, pp, the rest on the last axis)
+        one[0, dp_axis], one[0, pp_axis], one[0, -1] = dp, pp, world // (dp * pp)
+        total += tuples * len(expand_candidates(workload, one, pins, axes=axes))
+    return total
+
+
+def search_order(degrees: np.ndarray) -> np.ndarray:
+    """Degree tuples in the order the candidates are enumerated (grouped by dp, stably), so
+    expanding consecutive slices and concatenating gives the same candidates in the same order
+    as expanding them all at once."""
+    return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
+
+
+def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, axes: Axes,
+                    chunk_candidates: int) -> Iterator[tuple[int, Candidates]]:
+    """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
+    `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
+    axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
+    step, done = 1, 0
+    while done < len(degrees):
+        rows = degrees[done:done + step]
+        chunk = expand_candidates(workload, rows, pins, axes=axes)
+        done += len(rows)
+        yield done, chunk
+        per_tuple = max(1.0, len(chunk) / len(rows))
+        step = max(1, int(chunk_candidates / per_tuple))
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, axes: Axes) -> Candidates:
+    """Degree tuples (in search_order) times ZeRO stage, recompute, micro-batch, vpp and
+    precision, and for each pp the pipeline split `pipeline.default_split` gives.
 
     Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
     (vpp 1 always, so that a broken split is still reported once); unpinned precision over
-    `precisions` (what the hardware runs)."""
-    degrees = degree_tuples(world, pins)
+    `axes.precisions` (what the hardware runs)."""
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
     vpps = [pins.vpp] if pins.vpp is not None else list(VPP_CHOICES)
-    codes = [PRECISIONS.index(p) for p in ([pins.precision] if pins.precision is not None else precisions)]
+    codes = [PRECISIONS.index(p) for p in ([pins.precision] if pins.precision is not None else axes.precisions)]
+    num_layers = axes.num_layers
     blocks = []
     for dp in np.unique(degrees[:, DEGREES.index("dp")]):
         if pins.micro_batch is not None:

@@ -7,6 +7,7 @@ import re
 from sp_planner.errors import UserInputError
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report memory
+MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
 
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
 _TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
@@ -25,7 +26,14 @@ def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
         value = int(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
     if value <= 0:
         raise UserInputError(f"{what} must be positive, got {text}")
+    if value > MAX_TOKENS:
+        raise UserInputError(f"{what} {text} is above the largest supported length, {MAX_TOKENS:,} tokens (1024M)")
     return value
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 node', '2 nodes', '16,384 tokens'."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def format_tokens(num_tokens: int) -> str:

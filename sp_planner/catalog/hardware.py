@@ -8,15 +8,20 @@ from pathlib import Path
 
 import yaml
 
-from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.catalog.names import find, looks_like_path, lookup_table, normalise, unknown_name_error
+from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.hardware import HardwareProfile
 
-# Short names people type for the usual variant.
+# Short names people type, where one built-in profile is meant.
 HARDWARE_ALIASES: dict[str, str] = {
     "H100": "H100-SXM",
-    "A100": "A100-80GB",
     "910B": "Ascend-910B",
+}
+# Short names that fit several built-in profiles of different memory: the user must pick one, since
+# a silent pick decides which plans fit.
+AMBIGUOUS_HARDWARE: dict[str, tuple[str, ...]] = {
+    "A100": ("A100-40GB", "A100-80GB"),
 }
 _WHAT = "hardware profile"
 _HINT = "Or pass the path to a hardware profile YAML (see hardware_profiles/ for the format)."
@@ -54,6 +59,10 @@ def read_hardware_file(path: Path) -> HardwareProfile:
 def load_hardware(name_or_path: str) -> HardwareProfile:
     """A built-in profile by (forgiving) name or alias, or a path to a profile YAML."""
     if not looks_like_path(name_or_path):
+        for short, variants in AMBIGUOUS_HARDWARE.items():
+            if normalise(name_or_path) == normalise(short):
+                raise UserInputError(f"hardware {name_or_path!r} is ambiguous: say which, "
+                                     f"{' or '.join(variants)} (their memory decides which plans fit)")
         name = find(name_or_path, _table())
         if name is not None:
             return builtin_profiles()[name]

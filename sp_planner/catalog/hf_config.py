@@ -36,11 +36,18 @@ def config_path(path: Path) -> Path:
 
 
 def load_hf_config(path: Path) -> ModelSpec:
-    path = config_path(path)
+    """A config.json, or a checkpoint folder holding one. Without a name field the spec is named
+    after what the user gave: the folder, else the file (its stem, or the path for config.json)."""
+    given = Path(path)
+    path = config_path(given)
     data = read_structured(path, what=_WHAT)
     if not isinstance(data, dict):
         raise UserInputError(f"{_WHAT} file {path} must hold a mapping, got {type(data).__name__}")
-    return spec_from_hf_config(data, path=path)
+    if given.is_dir():
+        fallback = given.resolve().name or str(given)
+    else:
+        fallback = str(given) if given.stem == "config" else given.stem
+    return spec_from_hf_config(data, path=path, fallback_name=fallback)
 
 
 def _error(path: Path, message: str) -> UserInputError:
@@ -65,15 +72,18 @@ def _flag(cfg: dict, key: str, path: Path) -> bool:
     return value
 
 
-def _names(cfg: dict, path: Path) -> tuple[str, str | None]:
-    """(spec name, Hugging Face repo id or None) from `_name_or_path`, else the parent directory."""
+def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
+    """(spec name, Hugging Face repo id or None) from the config's own `_name_or_path` (or `name`),
+    else `fallback` (what the user named: the folder or the file)."""
     origin = cfg.get("_name_or_path")
     if isinstance(origin, str) and origin.strip("/ "):
         origin = origin.strip().rstrip("/")
         repo = origin if _HF_REPO.match(origin) else None
         return origin.rsplit("/", 1)[-1], repo
-    parent = path.resolve().parent.name
-    return parent or path.stem, None
+    name = cfg.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip(), None
+    return fallback, None
 
 
 def _mlp(cfg: dict, path: Path) -> str:
@@ -108,7 +118,7 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
     )
 
 
-def spec_from_hf_config(cfg: dict, *, path: Path) -> ModelSpec:
+def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = None) -> ModelSpec:
     """Map one parsed config.json to a ModelSpec; every problem names the file and the field."""
     model_type = cfg.get("model_type")
     if model_type is None:
@@ -130,7 +140,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path) -> ModelSpec:
             f"num_attention_heads {heads}",
         )
     intermediate = _positive_int(cfg, "intermediate_size", path)
-    name, repo = _names(cfg, path)
+    name, repo = _names(cfg, fallback_name or (path.stem if path.stem != "config" else str(path)))
     fields = {
         "name": name,
         "hidden_size": hidden,

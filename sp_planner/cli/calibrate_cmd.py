@@ -13,7 +13,6 @@ import os
 import re
 import sys
 import tempfile
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -27,13 +26,15 @@ from sp_planner.calibration import (
     builtin_for_device,
     calibration_data,
     read_measurements,
-    write_measurements,
-    write_profile,
 )
+from sp_planner.calibration.profile import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import run_app
+from sp_planner.cli.progress import delayed_progress
+from sp_planner.destination import check_file_destination, deliver_text
 from sp_planner.errors import UserInputError
+from sp_planner.executor.config import Device
 from sp_planner.executor.devices import cuda_device_count
 from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
@@ -58,9 +59,6 @@ Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
 """
 
 
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -81,8 +79,13 @@ def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
     return world, int(match.group()) if match else (nproc_per_node or world)
 
 
-def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
-    with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp:
+def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
+    """Measure on local ranks (progress on stderr); the measurements, or the exit code of a failure.
+    The ranks' output goes to a log named (and kept) only when they fail."""
+    fd, log_name = tempfile.mkstemp(prefix="sp-calibrate-", suffix=".log")
+    os.close(fd)
+    log_path = Path(log_name)
+    with tempfile.TemporaryDirectory(prefix="sp-calibrate-") as tmp, delayed_progress("measuring") as update:
         result_dir = Path(tmp)
         schedule_path = result_dir / "schedule.json"
         schedule_path.write_text(schedule.model_dump_json())
@@ -90,22 +93,67 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | None:
         command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(spec), "-m", WORKER_MODULE,
                    "--schedule", str(schedule_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
         outcome = run_local(command, result_dir=result_dir, world_size=schedule.world_size, timeout_s=timeout_s,
+                            log_path=log_path, watch=lambda: update(0, None, _rank0_stage(result_dir)),
                             nccl_timeout_s=timeout_s if schedule.device == "cuda" else None)
         if outcome.failure is not None:
-            sys.stderr.write(f"error: {outcome.failure}\n")
-            return None
-        return read_measurements(result_dir / MEASUREMENTS_FILE)
+            sys.stderr.write(f"error: {outcome.failure}; the ranks' output is in {log_path}\n")
+            if outcome.interrupted:
+                raise SystemExit(outcome.returncode)  # said here, in full: not the generic "interrupted"
+            return EXIT_FAILED
+        measured = read_measurements(result_dir / MEASUREMENTS_FILE)
+    log_path.unlink(missing_ok=True)
+    return measured
+
+
+def _rank0_stage(result_dir: Path) -> str:
+    try:
+        return f"measuring: {(result_dir / 'rank0.stage').read_text()}"
+    except OSError:
+        return "starting the ranks"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "device"
 
 
+def _measure(*, device: Device, model: str | None, nproc_per_node: int | None, quick: bool, has_base: bool,
+             timeout_s: float) -> Measurements | int:
+    """Measure here (local ranks) or as one rank of a torchrun/SLURM launch: the measurements, or
+    the exit code to end with."""
+    model_spec = load_model(model) if model is not None else None
+    if device == "cuda" and model_spec is not None:
+        # The schedule times the raw flash op at the model's head dim (bf16).
+        problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
+        if problem:
+            raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
+    joined = _joined_launch()
+    if joined:
+        world, per_node = _joined_shape(nproc_per_node)
+    else:
+        gpus = cuda_device_count() if device == "cuda" else None
+        if gpus == 0:
+            raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
+        world = per_node = nproc_per_node or gpus or 2
+        if world == 1 and device == "cpu" and not has_base:
+            raise UserInputError("one CPU rank times no collective and no built-in profile describes a CPU; "
+                                 "launch 2+ ranks (--nproc-per-node 2) or pass --base NAME")
+        if gpus is not None and world > gpus:
+            raise UserInputError(f"--nproc-per-node {world} exceeds the {gpus} CUDA devices here")
+    schedule = build_schedule(device=device, quick=quick, world_size=world, ranks_per_node=per_node,
+                              model=model_spec)
+    if joined:
+        from sp_planner.executor.calibrate.worker import run_calibration  # imports torch
+
+        joined_raw = run_calibration(schedule, None, timeout_s)
+        return 0 if joined_raw is None else joined_raw  # None: not rank 0, which writes the profile
+    return _measure_locally(schedule, timeout_s)
+
+
 @app.command(epilog=EPILOG)
 def calibrate(
     *,
     out: Annotated[Path, typer.Option(help="Write the hardware profile here (.yaml).")],
-    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = Device.cpu,
+    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = "cpu",
     nproc_per_node: Annotated[Optional[int], typer.Option(
         min=1, show_default="the GPU count with cuda, 2 with cpu", help="Local ranks.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer sizes, lengths and iterations.")] = False,
@@ -123,43 +171,20 @@ def calibrate(
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
+    check_file_destination(out, option="--out")  # before minutes of measuring
+    if save_measurements is not None:
+        check_file_destination(save_measurements, option="--save-measurements")
     base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
     if measurements is not None:
         raw = read_measurements(measurements)
     else:
-        model_spec = load_model(model) if model is not None else None
-        if device is Device.cuda and model_spec is not None:
-            # The schedule times the raw flash op at the model's head dim (bf16).
-            problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
-            if problem:
-                raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
-        joined = _joined_launch()
-        if joined:
-            world, per_node = _joined_shape(nproc_per_node)
-        else:
-            gpus = cuda_device_count() if device is Device.cuda else None
-            if gpus == 0:
-                raise UserInputError("--device cuda: no CUDA device is visible here; use --device cpu")
-            world = per_node = nproc_per_node or gpus or 2
-            if world == 1 and device is Device.cpu and base_profile is None:
-                raise UserInputError("one CPU rank times no collective and no built-in profile describes a CPU; "
-                                     "launch 2+ ranks (--nproc-per-node 2) or pass --base NAME")
-            if gpus is not None and world > gpus:
-                raise UserInputError(f"--nproc-per-node {world} exceeds the {gpus} CUDA devices here")
-        schedule = build_schedule(device=device.value, quick=quick, world_size=world, ranks_per_node=per_node,
-                                  model=model_spec)
-        if joined:
-            from sp_planner.executor.calibrate.worker import run_calibration  # imports torch
-
-            raw = run_calibration(schedule, None, timeout)
-            if raw is None:  # not rank 0: rank 0 writes the profile
-                return 0
-        else:
-            raw = _measure_locally(schedule, timeout)
-            if raw is None:
-                return EXIT_FAILED
+        measured = _measure(device=device, model=model, nproc_per_node=nproc_per_node, quick=quick,
+                            has_base=base_profile is not None, timeout_s=timeout)
+        if isinstance(measured, int):  # an exit code: a failure, or a rank other than 0
+            return measured
+        raw = measured
     if save_measurements is not None:
-        write_measurements(save_measurements, raw)
+        deliver_text(save_measurements, raw.model_dump_json(indent=1) + "\n", what="measurements")
     data = calibration_data(raw)
     matched = builtin_for_device(data.environment.device_name)
     if base_profile is None and matched is not None:
@@ -169,7 +194,7 @@ def calibrate(
                            name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
     for line in result.warnings:
         sys.stderr.write(f"warning: {line}\n")
-    write_profile(out, result.profile)
+    deliver_text(out, profile_yaml_text(result.profile), what="profile")
     console = Console()
     print_summary(data, base_profile, console)
     console.print(f"Wrote {out}. Plan with it: sp-plan --hardware {out} --model ... --nodes ... --seq-len ...",

@@ -5,8 +5,10 @@ Unexpected internal errors are not caught here, so they still show a traceback.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import pydantic
 import typer
@@ -17,15 +19,82 @@ except ImportError:  # older typer depends on click itself
     from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner.errors import UserInputError
+from sp_planner.fileio import field_message
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+
+
+def _say(message: str) -> None:
+    """One 'error:' line on stderr (if stderr is still there)."""
+    try:
+        sys.stderr.write(f"error: {' '.join(message.split())}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is gone too: the exit code is all that is left
 
 
 def fail(message: str) -> NoReturn:
     """Print one line to stderr and exit 2."""
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    sys.stderr.flush()
+    _say(message)
     raise SystemExit(EXIT_USAGE)
+
+
+class StdoutFailed(Exception):
+    """Standard output could not be written (a closed pipe, a full disk, /dev/full)."""
+
+    def __init__(self, err: OSError) -> None:
+        super().__init__(err)
+        self.err = err
+
+    def message(self) -> str:
+        if self.err.errno == errno.EPIPE:
+            return "standard output was closed before all output was written (broken pipe)"
+        return f"cannot write to standard output: {self.err.strerror or self.err}"
+
+
+class _GuardedStdout:
+    """sys.stdout whose write errors become StdoutFailed, so that they are told apart from internal
+    errors (which keep their traceback). Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as err:
+            raise StdoutFailed(err) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def _tolerate_narrow_encodings() -> None:
+    """An ASCII-only (or other non-UTF) terminal gets '?' for the characters it cannot show instead
+    of a UnicodeEncodeError; Rich already draws its tables in ASCII there."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+
+
+def _abandon_stdout(stream: TextIO) -> None:
+    """Point the failed stream's file descriptor at /dev/null so that the interpreter's last flush
+    cannot fail again (a stream without one, as in tests, is left alone)."""
+    try:
+        target = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, target)
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def describe_validation_error(err: pydantic.ValidationError) -> str:
@@ -33,23 +102,43 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
     parts = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or err.title
-        parts.append(f"{where}: {item['msg']}")
+        parts.append(f"{where}: {field_message(item)}")
     return f"invalid {err.title}: " + "; ".join(parts)
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
-    """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2."""
+    """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2,
+    and an unwritable standard output to one line too."""
+    _tolerate_narrow_encodings()
+    real_stdout = sys.stdout
+    sys.stdout = _GuardedStdout(real_stdout)
+    try:
+        result = _run_command(app, argv, prog_name)
+        sys.stdout.flush()
+    except StdoutFailed as failed:
+        sys.stdout = real_stdout
+        _abandon_stdout(real_stdout)
+        fail(failed.message())
+    finally:
+        sys.stdout = real_stdout
+    raise SystemExit(result)
+
+
+def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except typer.Exit as done:
-        raise SystemExit(done.exit_code) from None
-    except typer.Abort:
-        fail("aborted")
+        return done.exit_code
+    except typer.Abort:  # click's answer to Ctrl-C (KeyboardInterrupt) and to an aborted prompt
+        _say("interrupted")
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except ClickException as err:
         fail(err.format_message())
     except UserInputError as err:
         fail(str(err))
     except pydantic.ValidationError as err:
         fail(describe_validation_error(err))
-    raise SystemExit(result if isinstance(result, int) else 0)
+    if result == EXIT_INTERRUPTED:  # typer answers Ctrl-C by returning 130, silently
+        _say("interrupted")
+    return result if isinstance(result, int) else 0

@@ -9,17 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 from rich.console import Console
 from rich.text import Text
 
+from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.estimate import SearchResult
+from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
-from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import best_expressible
@@ -27,7 +28,7 @@ from sp_planner.present.table import comm_table, memory_table, plans_table, prun
 from sp_planner.present.labels import plan_name
 from sp_planner.present.why import closest_and_fixes, why_this_plan
 from sp_planner.specs.base import FrozenModel
-from sp_planner.units import format_tokens
+from sp_planner.units import format_seconds, format_tokens, plural
 
 
 # What each framework's launch line runs (shared reference framework_flags.md 7.2; the flags'
@@ -61,35 +62,56 @@ class Answer(FrozenModel):
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
     launcher: Launcher | None
     framework_version: str | None = None  # torchtitan's interface (flags/torchtitan.py); None = newest
+    # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
+    # when none is): the table ranks these, and plan.json holds the first.
+    framework_ranked: tuple[PlanEstimate, ...] = ()
+    _summary: dict[str, Any] | None = PrivateAttr(default=None)
 
     @property
     def fits(self) -> bool:
         return bool(self.result.ranked) and self.result.ranked[0].fits
 
+    @property
+    def ranked(self) -> tuple[PlanEstimate, ...]:
+        """The plans shown: the framework's, else every plan."""
+        return self.framework_ranked or self.result.ranked[: self.top_k]
+
+    @property
+    def chosen(self) -> PlanEstimate:
+        return self.ranked[0]
+
+    @property
+    def overall_best_differs(self) -> bool:
+        return bool(self.framework_ranked) and self.framework_ranked[0].plan != self.result.ranked[0].plan
+
     def flag_request(self) -> FlagRequest:
         q = self.question
         return FlagRequest(
-            model=q.model, workload=q.workload, plan=self.result.ranked[0].plan,
+            model=q.model, workload=q.workload, plan=self.chosen.plan,
             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
         )
 
 
 def summary(answer: Answer) -> dict[str, Any]:
-    q = answer.question
-    return build_summary(
-        model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-        gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
-    )
+    """The JSON document, built once per answer (--format json and the report's summary.json
+    share it: at thousands of GPUs its rank groups take a second to build)."""
+    if answer._summary is None:
+        q = answer.question
+        answer._summary = build_summary(
+            model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+            gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
+        )
+    return answer._summary
 
 
-def emit_answer(answer: Answer, *, output_format: str, explain: bool) -> None:
+def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False) -> None:
     if output_format == "json":
         sys.stdout.write(json.dumps(summary(answer), indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
         rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.result.ranked[: answer.top_k], 1)]
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     else:
-        print_table_answer(answer, stdout_console(), explain=explain)
+        print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)
 
 
 def stdout_console() -> Console:
@@ -100,17 +122,28 @@ def stdout_console() -> Console:
     return console
 
 
-def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> None:
+def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide: bool = False) -> None:
     q, result = answer.question, answer.result
     console.print(
-        f"{q.model.name} at {format_tokens(q.workload.seq_len)} tokens x {q.workload.global_batch} sequences "
-        f"on {q.num_nodes} x {q.gpus_per_node} {q.hardware.name}: "
-        f"{result.candidates_evaluated:,} candidate{'' if result.candidates_evaluated == 1 else 's'} evaluated",
+        f"{q.model.name} at {format_tokens(q.workload.seq_len)} token{'' if q.workload.seq_len == 1 else 's'} x "
+        f"{plural(q.workload.global_batch, 'sequence')} on {q.num_nodes} x {q.gpus_per_node} {q.hardware.name}: "
+        f"{plural(result.candidates_evaluated, 'candidate')} evaluated",
         markup=False, highlight=False,
     )
-    ranked = result.ranked[: answer.top_k]
+    ranked = answer.ranked
     if ranked:
-        console.print(plans_table(ranked, q.hardware))
+        title = (f"Ranked plans {answer.framework} can express (best first)" if answer.framework_ranked
+                 else "Ranked plans (best first)")
+        console.print(plans_table(ranked, q.hardware, wide=wide, title=title))
+    if answer.overall_best_differs:
+        best, mine = result.ranked[0], ranked[0]
+        reason = render_flags(answer.framework, FlagRequest(
+            model=q.model, workload=q.workload, plan=best.plan, num_nodes=q.num_nodes,
+            gpus_per_node=q.gpus_per_node)).reason
+        console.print(
+            f"The best plan overall, {plan_name(best.plan)}, takes {format_seconds(best.step_time_s)} per "
+            f"step ({1 - best.step_time_s / mine.step_time_s:.1%} less), but {answer.framework} cannot express "
+            f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
         console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))
@@ -122,7 +155,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool) -> No
             console.print(table)
     if explain:
         console.print(prune_table(result.prune_counts, result.candidates_evaluated))
-    if answer.fits or (ranked and q.all_degrees_pinned):
+    if answer.fits:
         print_flags(answer, console)
 
 
@@ -131,6 +164,12 @@ def print_flags(answer: Answer, console: Console) -> None:
     request = answer.flag_request()
     names = FRAMEWORKS if answer.framework == "all" else (answer.framework,)
     printed: list[str] = []
+    if answer.framework != "all" and not answer.framework_ranked:
+        reason = render_flags(answer.framework, request).reason
+        console.print(f"{answer.framework} cannot express plan 1: {reason}", markup=False, highlight=False)
+        console.print(f"No plan that fits can be expressed in {answer.framework}; --framework all ranks every "
+                      "plan.", markup=False, highlight=False)
+        names = ()
     for name in names:
         rendered = render_flags(name, request)
         heading = f"{name} flags for plan 1"
@@ -161,25 +200,35 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 
-def write_outputs(answer: Answer, *, out: Path | None, report: Path | None) -> None:
-    """--out and --report, after everything else has succeeded; notes go to stderr."""
+def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full_rank_groups: bool = False) -> None:
+    """--out and --report, after everything else has succeeded; notes go to stderr. plan.json holds
+    the rank groups' generator, and their full lists too when `full_rank_groups`.
+
+    plan.json is written only for a plan that fits: sp-run refuses any other, so a pinned plan that
+    does not fit is answered like an unpinned search that finds nothing (exit 1, nothing written)."""
     q = answer.question
     if out is not None:
-        if not answer.result.ranked or not (answer.fits or q.all_degrees_pinned):
-            sys.stderr.write(f"note: {out} not written: no plan fits\n")
+        if not answer.fits:
+            why = "the pinned plan does not fit" if q.all_degrees_pinned and answer.result.ranked else "no plan fits"
+            sys.stderr.write(f"note: {out} not written: {why}\n")
+        elif answer.framework != "all" and not answer.framework_ranked:
+            sys.stderr.write(f"note: {out} not written: no plan that fits can be expressed in {answer.framework}\n")
         else:
-            best = answer.result.ranked[0]
+            best = answer.chosen
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework="megatron" if answer.framework == "all" else answer.framework,
-                plan=best.plan, estimate=best, rank_groups=rank_groups(best.plan),
+                plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
+                rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))
             sys.stderr.write(f"wrote {out}\n")
     if report is not None:
         from sp_planner.report import write_report  # matplotlib and the HTML code load only when asked
 
-        index = write_report(
-            report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-            gpus_per_node=q.gpus_per_node, result=answer.result, summary=summary(answer), framework=answer.framework,
-        )
+        with delayed_progress("writing the report"):
+            index = write_report(
+                report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
+                gpus_per_node=q.gpus_per_node, result=answer.result, summary=summary(answer),
+                framework=answer.framework,
+            )
         sys.stderr.write(f"wrote {index}\n")

@@ -2,7 +2,7 @@
 
 It is shown only on an interactive terminal (not TERM=dumb), so pipes, CI logs and
 --format json/csv on stdout never see it. The bar pulses until the work reports (done, total)
-through the yielded callback.
+through the yielded callback, which also takes a new description (what the work is doing now).
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 SHOW_AFTER_S = 0.5
 
-Update = Callable[[int, int], None]
+Update = Callable[..., None]  # update(done, total, description=None)
 
 
 @contextmanager
 def delayed_progress(description: str, *, console: Console | None = None) -> Iterator[Update]:
     console = console or Console(stderr=True)
     if not console.is_interactive:
-        yield lambda done, total: None
+        yield lambda done, total, description=None: None
         return
     progress = Progress(
-        TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     )
     task = progress.add_task(description, total=None)
@@ -34,7 +34,10 @@ def delayed_progress(description: str, *, console: Console | None = None) -> Ite
     timer.daemon = True
     timer.start()
     try:
-        yield lambda done, total: progress.update(task, completed=done, total=total)
+        def update(done: int, total: int | None, description: str | None = None) -> None:
+            progress.update(task, completed=done, total=total, description=description)
+
+        yield update
     finally:
         timer.cancel()
         if timer.is_alive():

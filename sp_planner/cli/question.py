@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.pipeline import default_split
 from sp_planner.plan import PRECISIONS, ParallelPlan, Precision, Recompute, violations
@@ -167,13 +168,18 @@ def _check_pins(
 
 
 def check_outputs(*, out: Path | None, report: Path | None) -> None:
-    """Reject an --out that is a folder, or a --report that is a file or someone's folder, before any work."""
-    if out is not None and out.is_dir():
-        raise UserInputError(f"--out {out} is a folder; give a file name such as plan.json")
+    """Refuse, before any work, an --out that cannot take a file or a --report that cannot take a
+    report (a file, someone's folder, a read-only place), and the two naming one path."""
+    if out is not None:
+        check_file_destination(out, option="--out")
     if report is not None:
         from sp_planner.report.writer import check_report_target  # the report code loads only when asked
 
+        check_folder_destination(report, option="--report")
         check_report_target(report)
+    if out is not None and report is not None and resolve_link(out).absolute() == resolve_link(report).absolute():
+        raise UserInputError(f"--out and --report both name {out}; give the plan file and the report folder "
+                             "different paths")
 
 
 def check_framework_version(framework: str, version: str | None) -> None:

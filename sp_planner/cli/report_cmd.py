@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import run_app
+from sp_planner.cli.progress import delayed_progress
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -43,7 +44,8 @@ def report(
     # Imported here so that `sp-report --help` answers without loading pandas and matplotlib.
     from sp_planner.report.from_plan import report_from_plan_file
 
-    index = report_from_plan_file(plan_file, run_paths=run or (), out_dir=out, top_k=top)
+    with delayed_progress("searching plans and writing the report"):
+        index = report_from_plan_file(plan_file, run_paths=run or (), out_dir=out, top_k=top)
     typer.echo(str(index))
     return 0
 

@@ -7,34 +7,36 @@ Gantt chart (PNG or SVG) into --out-dir.
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from sp_planner.cli.common import run_app
-from sp_planner.fileio import write_text_atomic
+from sp_planner.cli.progress import delayed_progress
+from sp_planner.destination import (
+    check_file_destination,
+    check_folder_destination,
+    deliver_text,
+    new_folder_mode,
+    resolve_link,
+)
+from sp_planner.errors import UserInputError
 from sp_planner.planfile import read_plan_file
 from sp_planner.sim import simulate
-from sp_planner.sim.gantt import write_gantt
+from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import SimResult
+from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich")
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
 
 
-class Topology(str, Enum):
-    profile = "profile"
-    rail_optimized = "rail_optimized"
-    fat_tree = "fat_tree"
-
-
-class GanttFormat(str, Enum):
-    png = "png"
-    svg = "svg"
+# The fabric choices are the profile's own Literal, plus "profile" for the profile's fabric.
+Topology = Literal["profile", FabricTopology]
+GanttFormat = Literal["png", "svg"]
 
 
 def _summary(result: SimResult, console: Console) -> None:
@@ -80,28 +82,38 @@ def _summary(result: SimResult, console: Console) -> None:
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),
-    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = GanttFormat.png,
+    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = "png",
     topology: Annotated[
         Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
-    ] = Topology.profile,
+    ] = "profile",
     nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs per node (default: one per GPU)")] = None,
 ) -> None:
     """Simulate one training step of PLAN_FILE and print where its time goes."""
     pf = read_plan_file(plan_file)
-    result = simulate(
-        pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
-        topology=None if topology is Topology.profile else topology.value, nics_per_node=nics_per_node,
-    )
+    timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt}"
+    check_folder_destination(out_dir, option="--out-dir")
+    if resolve_link(out_dir).is_dir():
+        for path in (timeline, chart):
+            check_file_destination(path, option="--out-dir")
+    with delayed_progress("simulating the step"):
+        result = simulate(
+            pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
+            topology=None if topology == "profile" else topology, nics_per_node=nics_per_node,
+        )
+        chart_bytes = gantt_bytes(result, gantt)
     console = Console()
     _summary(result, console)
-    timeline = Path(out_dir) / "timeline.json"
-    write_text_atomic(timeline, result.model_dump_json(indent=1) + "\n")
-    chart = write_gantt(result, Path(out_dir) / f"gantt.{gantt.value}")
-    console.print(f"wrote {timeline} and {chart}")
+    try:
+        resolve_link(out_dir).mkdir(mode=new_folder_mode(), exist_ok=True)  # the folder named, not its parents
+    except OSError as err:
+        raise UserInputError(f"--out-dir {out_dir}: cannot create the folder: {err.strerror or err}") from None
+    deliver_text(timeline, result.model_dump_json(indent=1) + "\n", what="timeline")
+    deliver_text(chart, chart_bytes, what="Gantt chart")
+    console.print(f"wrote {timeline} and {chart}", markup=False, highlight=False)
 
 
-def main() -> None:
-    run_app(app, prog_name="sp-simulate")
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv, prog_name="sp-simulate")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import run_app
+from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.errors import UserInputError
 from sp_planner.units import format_tokens
@@ -83,6 +84,7 @@ def validate(
     loaded = load_corpus(path)
     limits = load_thresholds(check_limits) if check_limits is not None else None
     if report is not None:
+        check_folder_destination(report, option="--report")
         check_report_folder(report)
     with delayed_progress("predicting published runs") as progress:
         result = score_corpus(loaded, progress=progress)

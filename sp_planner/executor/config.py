@@ -10,11 +10,15 @@ from pydantic import Field
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.errors import UserInputError
 from sp_planner.executor.kernel_rules import kernel_problems
-from sp_planner.plan import ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts, facts_violations
+from sp_planner.plan import MAX_DEGREE, ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts, facts_violations
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
+from sp_planner.specs.workload import MAX_GLOBAL_BATCH, MAX_SEQ_LEN
 
+MAX_ITERS = 10_000  # timed iterations: a median needs a handful, not millions
 DType = Literal["float32", "bfloat16", "float16"]
 Device = Literal["cpu", "cuda"]
+Kernel = Literal["auto", "math"]  # auto: flash kernel returning the LSE; math: the explicit fp32 implementation
 ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -22,28 +26,27 @@ class RunConfig(FrozenModel):
     """One attention layer run. Heads are the model's; the executor runs one TP rank's share
     (num_heads/tp query heads, Megatron's KV-head count per TP rank)."""
 
-    ulysses: int = Field(ge=1)
-    ring: int = Field(ge=1)
-    batch: int = Field(default=1, ge=1)
-    seq_len: int = Field(gt=0, description="global tokens per sequence")
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    tp: int = Field(default=1, ge=1, description="heads are divided by tp (from a plan)")
+    ulysses: int = Field(ge=1, le=MAX_DEGREE)
+    ring: int = Field(ge=1, le=MAX_DEGREE)
+    batch: int = Field(default=1, ge=1, le=MAX_GLOBAL_BATCH)
+    seq_len: int = Field(gt=0, le=MAX_SEQ_LEN, description="global tokens per sequence")
+    num_heads: int = Field(gt=0, le=MAX_HEADS)
+    num_kv_heads: int = Field(gt=0, le=MAX_HEADS)
+    head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    tp: int = Field(default=1, ge=1, le=MAX_DEGREE, description="heads are divided by tp (from a plan)")
     causal: bool = False
     ring_layout: RingLayout = "contiguous"
     dtype: DType = "float32"
     device: Device = "cpu"
-    # auto: flash kernel returning the LSE; math: the explicit fp32 implementation.
-    kernel: Literal["auto", "math"] = "auto"
-    iters: int = Field(default=3, ge=0, description="timed iterations after the validated one")
+    kernel: Kernel = "auto"
+    iters: int = Field(default=3, ge=0, le=MAX_ITERS, description="timed iterations after the validated one")
     seed: int = 0
     # Ranks per node (torchrun's --nproc-per-node, the plan's GPUs per node): every rank checks
     # LOCAL_WORLD_SIZE against it. None: one node holds all ulysses*ring ranks.
-    nproc_per_node: int | None = Field(default=None, ge=1)
+    nproc_per_node: int | None = Field(default=None, ge=1, le=MAX_DEGREE)
     # Test/debug only: this rank raises (or hangs) after joining the process group.
     debug_fail_rank: int | None = None
-    debug_fail_mode: Literal["raise", "hang"] = "raise"
+    debug_fail_mode: Literal["raise", "hang", "kill"] = "raise"  # kill: SIGKILL itself, as the OOM killer does
 
     @property
     def world_size(self) -> int:

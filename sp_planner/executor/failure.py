@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,13 +102,36 @@ def _where(trace: RankTrace, host: str | None) -> str:
     return f"rank {trace.rank}" + (f" on host {trace.host or host}" if host else "")
 
 
-def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: float | None = None) -> str | None:
+# torchrun's failure summary (torch/distributed/elastic/multiprocessing/errors): per failed rank
+# "rank      : 1 (local_rank: 1)" then "exitcode  : -9 (pid: 123)".
+_SUMMARY_RE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
+
+
+def torchrun_exit_codes(log_text: str) -> dict[int, int]:
+    """Global rank -> exit code of each failed rank in torchrun's summary (negative: killed by that signal)."""
+    return {int(rank): int(code) for rank, code in _SUMMARY_RE.findall(log_text)}
+
+
+def describe_exit(code: int) -> str:
+    """'exit code -9: killed by SIGKILL', 'exit code 1'."""
+    if code < 0:
+        try:
+            return f"exit code {code}: killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"exit code {code}: killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: float | None = None,
+               exit_codes: dict[int, int] | None = None) -> str | None:
     """The failure of this node's ranks, most likely cause first; None if none failed.
 
     host: the node's host name, to name in the message (None on a single machine, where it adds
     nothing). nccl_timeout_s: the ranks ran NCCL groups with this timeout; a rank that died
     without an error was then most likely torn down by NCCL's watchdog (sp_planner.executor.rank).
+    exit_codes: each failed rank's exit code (torchrun_exit_codes, from the launch's log).
     """
+    exit_codes = exit_codes or {}
     traces = read_traces(result_dir)
     world = read_world(result_dir)
     errors = sorted((t for t in traces if t.error), key=lambda t: t.error_time or 0.0)
@@ -126,13 +150,15 @@ def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: flo
     elif silent:
         first = silent[0]
         who = ", ".join(_where(t, host) for t in silent)
+        how = describe_exit(exit_codes[first.rank]) if first.rank in exit_codes else None
         if nccl_timeout_s is not None:
-            message = (f"{who} died while '{first.stage}' without reporting an error: most likely an NCCL "
-                       f"collective ran past the {nccl_timeout_s:g} s timeout (--timeout) and NCCL's watchdog "
-                       "aborted the process (a crash is also possible; torchrun's summary above has the exit code)")
+            message = (f"{who} died while '{first.stage}' without reporting an error"
+                       f"{f' ({how})' if how else ''}: most likely an NCCL collective ran past the "
+                       f"{nccl_timeout_s:g} s timeout (--timeout) and NCCL's watchdog aborted the process (a crash "
+                       "is also possible)")
         else:
             message = (f"{who} died while '{first.stage}' without reporting an error "
-                       "(killed by a signal or crashed; torchrun's summary above has the exit code)")
+                       f"({how or 'killed by a signal or crashed'})")
         others = sorted(t.rank for t in errors)
     elif lost:
         first = lost[0]

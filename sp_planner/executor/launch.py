@@ -15,10 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sp_planner.executor.failure import root_cause, stages
+from sp_planner.executor.failure import root_cause, stages, torchrun_exit_codes
 
 WORKER_MODULE = "sp_planner.executor.worker"
 CLI_MODULE = "sp_planner.cli.run_cmd"
@@ -66,11 +67,15 @@ def cluster_command(spec: LaunchSpec, sp_run_args: list[str]) -> str:
     return shlex.join(["torchrun", *torchrun_args(spec), "-m", CLI_MODULE, *sp_run_args])
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+
+
 @dataclass(frozen=True)
 class LaunchOutcome:
     returncode: int
     timed_out: bool
     failure: str | None  # which rank failed and why, or what each rank was doing at the timeout
+    interrupted: bool = False  # Ctrl-C: every rank was stopped
 
 
 def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -96,21 +101,24 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 
 def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float,
                      ranks: list[int] | None = None, host: str | None = None,
-                     nccl_timeout_s: float | None = None) -> str | None:
+                     nccl_timeout_s: float | None = None, exit_codes: dict[int, int] | None = None) -> str | None:
     """Name the failing rank (sp_planner.executor.failure) or, after a timeout, each rank's last
     stage. ranks: this node's ranks (default: all of world_size); host: name it in the message;
-    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL."""
+    nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL; exit_codes: the failed ranks'
+    exit codes from torchrun's summary."""
     if timed_out:
         # Checked first: the ranks' errors written while they were being killed are not the cause.
         local = ranks if ranks is not None else list(range(world_size))
         where = f" on host {host}" if host else ""
         return f"timed out after {timeout_s:g} s{where}; " + stages(result_dir, local)
-    return root_cause(result_dir, host=host, nccl_timeout_s=nccl_timeout_s)
+    return root_cause(result_dir, host=host, nccl_timeout_s=nccl_timeout_s, exit_codes=exit_codes)
 
 
-def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_deadline_s: float | None) -> bool:
-    """Wait for torchrun; True if it ran past timeout_s, or no rank started by start_deadline_s."""
-    if start_deadline_s is None:
+def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_deadline_s: float | None,
+          watch: Callable[[], None] | None) -> bool:
+    """Wait for torchrun; True if it ran past timeout_s, or no rank started by start_deadline_s.
+    `watch` is called about every 0.2 s while it runs (progress)."""
+    if start_deadline_s is None and watch is None:
         try:
             proc.wait(timeout=timeout_s)
             return False
@@ -121,32 +129,51 @@ def _wait(proc: subprocess.Popen, result_dir: Path, timeout_s: float, start_dead
     while proc.poll() is None:
         elapsed = time.monotonic() - start
         started = started or any(result_dir.glob("rank*.stage"))
-        if elapsed > timeout_s or (not started and elapsed > start_deadline_s):
+        if elapsed > timeout_s or (start_deadline_s is not None and not started and elapsed > start_deadline_s):
             return True
-        time.sleep(0.1)
+        if watch is not None:
+            watch()
+        time.sleep(0.2)
     return False
 
 
 def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_s: float,
               ranks: list[int] | None = None, host: str | None = None,
-              start_deadline_s: float | None = None, nccl_timeout_s: float | None = None) -> LaunchOutcome:
-    """Run torchrun in its own process group; on timeout, kill the whole group (no strays).
+              start_deadline_s: float | None = None, nccl_timeout_s: float | None = None,
+              log_path: Path | None = None, watch: Callable[[], None] | None = None) -> LaunchOutcome:
+    """Run torchrun in its own process group; on timeout or Ctrl-C, kill the whole group (no strays).
 
     start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs).
     nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL (a rank that dies silently
-    most likely ran past it)."""
+    most likely ran past it). log_path: where torchrun's and the ranks' own output go (their
+    tracebacks), instead of the terminal; the failure message reads the ranks' exit codes from it.
+    watch: see _wait."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(command, start_new_session=True, env=env)
+    log = open(log_path, "w", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
+    interrupted = False
     try:
-        timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s)
+        proc = subprocess.Popen(command, start_new_session=True, env=env, stdout=log,
+                                stderr=subprocess.STDOUT if log is not None else None)
+        try:
+            timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s, watch)
+        except KeyboardInterrupt:
+            timed_out, interrupted = False, True
+        finally:
+            _kill_group(proc)
+            proc.wait()
     finally:
-        _kill_group(proc)
-        proc.wait()
+        if log is not None:
+            log.close()
+    if interrupted:
+        local = ranks if ranks is not None else list(range(world_size))
+        return LaunchOutcome(returncode=EXIT_INTERRUPTED, timed_out=False, interrupted=True,
+                             failure="interrupted (Ctrl-C); every rank was stopped. " + stages(result_dir, local))
     returncode = 1 if timed_out else proc.returncode
     failure = None
     if timed_out or returncode != 0:
+        exit_codes = torchrun_exit_codes(log_path.read_text(errors="replace")) if log_path is not None else {}
         failure = describe_failure(result_dir, world_size, timed_out=timed_out, timeout_s=timeout_s,
-                                   ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s)
+                                   ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s, exit_codes=exit_codes)
     if failure is None and returncode != 0:
-        failure = f"torchrun exited with code {returncode} (see its output above)"
+        failure = f"torchrun exited with code {returncode}"
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)

@@ -64,7 +64,8 @@ def check_port_free(endpoint: str) -> None:
             ) from None
 
 
-def run_node(job: NodeJob, config_path: Path, result_dir: Path, timeout_s: float) -> LaunchOutcome:
+def run_node(job: NodeJob, config_path: Path, result_dir: Path, timeout_s: float, *, log_path: Path | None = None,
+             watch=None) -> LaunchOutcome:
     """Run this node's agent until the job ends, or kill it after join timeout + timeout."""
     if job.node_rank == 0:
         check_port_free(job.rdzv_endpoint)
@@ -77,8 +78,8 @@ def run_node(job: NodeJob, config_path: Path, result_dir: Path, timeout_s: float
     outcome = run_local(command, result_dir=result_dir, world_size=job.nnodes * job.nproc_per_node,
                         timeout_s=wall_s, ranks=[], host=host,
                         start_deadline_s=job.join_timeout_s + AGENT_START_S,
-                        nccl_timeout_s=timeout_s if job.nccl else None)
-    if outcome.failure is None:
+                        nccl_timeout_s=timeout_s if job.nccl else None, log_path=log_path, watch=watch)
+    if outcome.failure is None or outcome.interrupted:
         return outcome
     ranks = [t.rank for t in read_traces(result_dir)]  # this node's ranks: torchrun assigned them
     failure: str | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -54,6 +55,8 @@ def run_worker(cfg: RunConfig, result_dir: Path | None = None, timeout_s: float 
             if cfg.debug_fail_mode == "hang":
                 while True:
                     time.sleep(1)
+            if cfg.debug_fail_mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
             raise RuntimeError("debug failure injected (--debug-fail-rank)")
         stage("running attention")
         result = run_case(cfg, groups, device).model_copy(update={"host": socket.gethostname()})

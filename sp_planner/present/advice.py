@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable, Iterator
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.search import Pins, search
-from sp_planner.space import PIN_DEGREES
+from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
+from sp_planner.space import PIN_DEGREES, count_candidates
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
@@ -25,6 +25,9 @@ MAX_NODE_FACTOR = 16
 MAX_NODES_BETWEEN = 8
 # Shortest sequence tried when halving it.
 MIN_SEQ_LEN = 1024
+# Candidates all the checking searches together may cost (a quarter of the largest search, so
+# sp-plan with suggestions stays within its 30 s); a change whose search would pass it is not checked.
+SUGGESTION_CANDIDATES = MAX_CANDIDATES // 4
 
 
 class FitSuggestion(FrozenModel):
@@ -53,13 +56,20 @@ def suggest_fits(
     give; otherwise it is kept.
     """
 
+    spent = 0
+
     def best_fit(*, nodes: int = num_nodes, load: Workload = workload, changes: dict[str, object] | None = None
                  ) -> PlanEstimate | None:
+        nonlocal spent
         changed = pins.model_copy(update=changes or {})
         pinned = [getattr(changed, axis) for axis in PIN_DEGREES if getattr(changed, axis) is not None]
         world = nodes * gpus_per_node
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
+        cost = count_candidates(load, world, changed, axes=search_axes(model, hardware))
+        if spent + cost > SUGGESTION_CANDIDATES:
+            return None  # past the budget: not checked, so not suggested
+        spent += cost
         found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1)
         return found.ranked[0] if found.ranked and found.ranked[0].fits else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from rich import box
 from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
@@ -23,29 +24,47 @@ PRUNE_REASONS: dict[str, str] = {
 }
 
 
-def memory_against_hbm(est: PlanEstimate, hardware: HardwareProfile) -> str:
-    """'61.2/80 GiB'."""
-    return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g} GiB"
+# --wide/--explain: throughput, TFLOPS per GPU executed, and the Megatron/PaLM model MFU (full
+# attention square, no recompute; its TFLOPS are in the JSON as model_tflops_per_gpu).
+WIDE_COLUMNS: tuple[str, ...] = ("tokens/s", "TFLOPS", "model MFU (Megatron)")
 
 
-def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> Table:
-    table = Table(title="Ranked plans (best first)", title_justify="left")
+def memory_gib(est: PlanEstimate, hardware: HardwareProfile) -> str:
+    """'61.2/80': peak GiB per GPU against the HBM."""
+    return f"{est.memory_peak_bytes / GIB:.1f}/{hardware.hbm_bytes / GIB:.3g}"
+
+
+def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False,
+                title: str = "Ranked plans (best first)") -> Table:
+    """The ranked plans: every degree, memory, step time and the share of peak FLOP/s the GPU runs,
+    within 80 columns; `wide` adds tokens/s, TFLOPS and Megatron's model MFU (within 120 columns).
+
+    "% peak" counts the FLOPs the hardware executes (causal attention as run, recompute included;
+    sp_planner.cost.flops.hardware_flops_per_step). The Megatron/PaLM "model MFU" counts the full
+    attention square and no recompute, so it can exceed what the GPU does; it is shown by that name.
+    """
+    # One space between columns (the box's blank divider, no padding): 80 columns hold every degree.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 0), show_edge=False)
     simulated = any(est.simulated_step_time_s is not None for est in ranked)
-    # Short headers keep the table within about 130 columns.
-    for name in ("#", "tp", "pp", "dp", "ulysses", "ring", "ZeRO", "recompute", "micro", "memory/GPU",
-                 "step", *(("sim step",) if simulated else ()), "tokens/s", "TFLOPS model", "TFLOPS hw",
-                 "MFU", "fits"):
+    # "fits" only says something when a row does not fit (those rows are also red).
+    show_fits = wide or not all(est.fits for est in ranked)
+    columns = ["#", "tp", "pp", "dp", "ulysses", "ring", "ZeRO", "recompute", "micro", "GiB/GPU", "step",
+               *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()), "% peak",
+               *(("fits",) if show_fits else ())]
+    for name in columns:
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
     for rank, est in enumerate(ranked, start=1):
         plan = est.plan
         sim_cell = () if not simulated else (
             "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s),)
+        wide_cells = () if not wide else (f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}",
+                                          f"{est.mfu:.1%}")
         table.add_row(
             str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), str(plan.ring),
-            str(plan.zero), plan.recompute, str(plan.micro_batch), memory_against_hbm(est, hardware),
-            format_seconds(est.step_time_s), *sim_cell, f"{est.tokens_per_s:,.0f}",
-            f"{est.model_tflops_per_gpu:.1f}", f"{est.hardware_tflops_per_gpu:.1f}", f"{est.mfu:.1%}",
-            "yes" if est.fits else "no",
+            str(plan.zero), plan.recompute, str(plan.micro_batch), memory_gib(est, hardware),
+            format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
+            *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",
         )
     return table

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.advice import FitSuggestion
+from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
@@ -109,7 +109,8 @@ def closest_and_fixes(
     if not suggestions:
         return text + (
             " None of the changes tried (relaxing the pinned options, up to 16x the nodes,"
-            " sequences down to 1K tokens) makes a plan fit."
+            f" sequences down to 1K tokens; {SUGGESTION_CANDIDATES:,} candidates searched at most)"
+            " makes a plan fit."
         )
     fixes = [
         f"  {s.option}: {s.description}; best plan {plan_name(s.estimate.plan)}, "

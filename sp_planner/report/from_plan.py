@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.summary import build_summary
-from sp_planner.report.runs import read_run_record
+from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
 from sp_planner.search import Pins, evaluate, search
 
@@ -25,10 +26,16 @@ from sp_planner.search import Pins, evaluate, search
 def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), out_dir: Path,
                           top_k: int = 10) -> Path:
     """Read the plan file and run results, search again, write the report; return index.html's path."""
+    check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
     plan_file = read_plan_file(plan_path)
     # Read every input before the (slower) search, so a bad --run fails at once.
     runs = [read_run_record(path) for path in run_paths]
+    for path, run in zip(run_paths, runs):
+        differences = run_differences(plan_file, run)
+        if differences:
+            raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; "
+                                 f"run it with sp-run --plan {plan_path}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
                     gpus_per_node=per_node, top_k=top_k)
@@ -43,6 +50,25 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
                         summary=summary, runs=runs,
                         framework=plan_file.framework, chosen=chosen_estimate(plan_file, result))
+
+
+def expected_run_device(plan_file: PlanFile) -> str:
+    """'cpu' for a profile sp-calibrate measured over gloo, else 'cuda' (every built-in profile is a GPU)."""
+    calibration = plan_file.hardware.calibration
+    return "cpu" if calibration is not None and calibration.environment.backend == "gloo" else "cuda"
+
+
+def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
+    """What differs between an sp-run result and the attention group of the plan (as sp-run --plan
+    runs it: the plan's ulysses, ring, tp, micro batch, sequence, heads and mask, on its device class)."""
+    plan, model, workload, got = plan_file.plan, plan_file.model, plan_file.workload, run.config
+    expected = {
+        "ulysses": plan.ulysses, "ring": plan.ring, "tp": plan.tp, "batch": plan.micro_batch,
+        "seq_len": workload.seq_len, "num_heads": model.num_heads, "num_kv_heads": model.num_kv_heads,
+        "head_dim": model.head_dim, "causal": workload.causal, "device": expected_run_device(plan_file),
+    }
+    return [f"{name} {getattr(got, name)} (plan: {value})" for name, value in expected.items()
+            if getattr(got, name) != value]
 
 
 def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:

@@ -17,6 +17,10 @@ from sp_planner.units import GIB
 
 # Above this many columns the per-cell numbers would crowd; the colour bar still reads.
 _MAX_ANNOTATED_COLUMNS = 24
+# The Pareto scatter draws one point per cell of this grid over the plotted range (finer than its
+# markers), as one embedded image: tens of thousands of fitting plans would otherwise be as many
+# SVG elements, megabytes that a browser takes seconds to render.
+_SCATTER_BINS = (240, 120)
 
 
 def heatmap_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -193,12 +197,13 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
     front = pareto_front(fitting)
     times = fitting["step_time_s"]
     log_y = bool(len(times)) and float(times.max()) > 10 * float(times.min())
+    points = _one_per_bin(fitting, log_y=log_y)
 
     def draw():
         fig = new_figure(9.0, 4.8)
         ax = fig.subplots()
-        ax.scatter(fitting["memory_peak_bytes"] / GIB, fitting["step_time_s"], s=9, color="#9aa5b1",
-                   alpha=0.6, linewidths=0, label=f"plans that fit ({len(fitting)})")
+        ax.scatter(points["memory_peak_bytes"] / GIB, points["step_time_s"], s=9, color="#9aa5b1",
+                   alpha=0.6, linewidths=0, label=f"plans that fit ({len(fitting)})", rasterized=True)
         ax.step(front["memory_peak_bytes"] / GIB, front["step_time_s"], where="post", color="#1f6feb",
                 linewidth=1.2)
         ax.scatter(front["memory_peak_bytes"] / GIB, front["step_time_s"], s=26, color="#1f6feb",
@@ -224,6 +229,22 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
 
     svg = render_svg(draw, prefix=prefix, title="Peak memory against step time over every fitting plan")
     return svg, front
+
+
+def _one_per_bin(fitting: pd.DataFrame, *, log_y: bool) -> pd.DataFrame:
+    """The first row of `fitting` in each cell of a _SCATTER_BINS grid over memory x step time
+    (log step time when the axis is logarithmic): the same picture, a bounded number of points."""
+    if len(fitting) <= _SCATTER_BINS[0]:
+        return fitting
+    x = fitting["memory_peak_bytes"].to_numpy(dtype=float)
+    y = fitting["step_time_s"].to_numpy(dtype=float)
+    y = np.log10(y) if log_y else y
+    cells = []
+    for values, bins in ((x, _SCATTER_BINS[0]), (y, _SCATTER_BINS[1])):
+        span = max(float(values.max() - values.min()), 1e-12)
+        cells.append(np.minimum(((values - values.min()) / span * bins).astype(np.int64), bins - 1))
+    _, first = np.unique(cells[0] * _SCATTER_BINS[1] + cells[1], return_index=True)
+    return fitting.iloc[np.sort(first)]
 
 
 def _spaced_labels(front: pd.DataFrame, fitting: pd.DataFrame, *, log_y: bool, min_gap: float = 0.035):

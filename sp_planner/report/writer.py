@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sp_planner import __version__
+from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.fileio import check_output_folder
@@ -56,7 +57,7 @@ def write_report(
     `framework` names whose flags to show ("all" for every framework). `summary` is written as
     summary.json unchanged: pass sp_planner.present.summary.build_summary's document.
     """
-    out_dir = Path(out_dir)
+    out_dir = resolve_link(Path(out_dir))  # a link to a report folder: the folder is replaced, the link stays
     check_report_target(out_dir)
     if chosen is None and not result.ranked:
         raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
@@ -67,18 +68,22 @@ def write_report(
                         chosen=chosen, from_plan_file=plan_file_plan)
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        # mkdtemp makes the folder private (0700); a report gets the permissions of any new folder.
-        os.chmod(staging, 0o777 & ~_umask())
-        (staging / "index.html").write_text(text, encoding="utf-8")
-        write_plans_csv(staging / "plans.csv", result.frame)
-        (staging / "summary.json").write_text(summary_text, encoding="utf-8")
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=result.frame,
+                         summary_text=summary_text)
+        try:
+            _swap_into_place(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as err:
+        try:  # keep the report: the search behind it may have taken minutes
+            kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=result.frame,
+                          summary_text=summary_text)
+        except OSError:
+            raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}") from None
+        raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}; "
+                          f"it is kept at {kept}") from None
     return out_dir / "index.html"
 
 
@@ -119,15 +124,24 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     )
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _stage(parent: Path, prefix: str, *, text: str, frame, summary_text: str) -> Path:
+    """The report's three files in a new folder `parent`/`prefix`XXXX (removed again on failure)."""
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        # mkdtemp makes the folder private (0700); a report gets the permissions of any new folder.
+        os.chmod(staging, new_folder_mode())
+        (staging / "index.html").write_text(text, encoding="utf-8")
+        write_plans_csv(staging / "plans.csv", frame)
+        (staging / "summary.json").write_text(summary_text, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
 
 
 def check_report_target(out_dir: Path) -> None:
     """Refuse a target that is a file or a folder of other things (UserInputError)."""
-    check_output_folder(out_dir, allowed=REPORT_FILES, label="report folder", kind="a report")
+    check_output_folder(resolve_link(Path(out_dir)), allowed=REPORT_FILES, label="report folder", kind="a report")
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:

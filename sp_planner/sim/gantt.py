@@ -12,12 +12,14 @@ with pyplot, so nothing global is left behind.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from sp_planner.destination import write_text
 from sp_planner.sim.result import SimResult, TimelineEvent
 
 COLORS = {
@@ -121,12 +123,20 @@ def gantt_figure(result: SimResult) -> Figure:
     return fig
 
 
+def gantt_bytes(result: SimResult, fmt: str) -> bytes:
+    """The chart as PNG or SVG bytes (written by the caller, by sp_planner.destination's rules)."""
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"Gantt output must be png or svg, got {fmt}")
+    fig = gantt_figure(result)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=110)
+    return buffer.getvalue()
+
+
 def write_gantt(result: SimResult, path: Path) -> Path:
     """Write the chart; the format follows the suffix (.png or .svg)."""
     path = Path(path)
     if path.suffix not in (".png", ".svg"):
         raise ValueError(f"Gantt output must end in .png or .svg, got {path.name}")
-    fig = gantt_figure(result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_text(path, gantt_bytes(result, path.suffix[1:]))
     return path

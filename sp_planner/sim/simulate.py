@@ -22,6 +22,7 @@ from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm"}
@@ -34,7 +35,8 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
     if plan.world_size != world:
         raise UserInputError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has "
-            f"{num_nodes} nodes x {gpus_per_node} = {world}; change the degrees or --nodes"
+            f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
+            f"{world}, or plan again with sp-plan for this cluster"
         )
     broken = violations(plan, model, workload)
     if broken:

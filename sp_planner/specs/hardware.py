@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import CalibrationData
 
 IntraNodeKind = Literal["nvlink", "pcie", "xgmi", "hccs"]
 InterNodeKind = Literal["infiniband", "roce", "ethernet"]
+FabricTopology = Literal["rail_optimized", "fat_tree"]
 
 # Fields whose numbers every built-in profile must source (checked by tests/catalog).
 SOURCED_FIELDS: tuple[str, ...] = (
@@ -34,21 +35,38 @@ SOURCED_FIELDS: tuple[str, ...] = (
 
 Fraction = Field(gt=0.0, le=1.0)
 
+# Upper bounds far above today's parts (B200: 2.25e15 dense bf16 FLOP/s, 192 GB HBM at 8e12 B/s;
+# NVLink 5: 9e11 B/s per GPU) and above the idealized "free compute" profiles the tests build
+# (1e21 FLOP/s, 1e18 B/s), yet low enough that a typo such as 1e30 (or .inf) is refused with its
+# range instead of planned with, and every product of them stays finite in float64.
+MAX_FLOPS = 1e24
+MAX_MEMORY_BYTES = 2.0**60  # 1 EiB
+MAX_BANDWIDTH_BYTES_PER_S = 1e21
+MAX_LATENCY_S = 1.0
+MAX_GPUS_PER_NODE = 1024
 
-class LinkSpec(FrozenModel):
+
+class _Finite(FrozenModel):
+    """Hardware figures are finite numbers: inf and nan are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class LinkSpec(_Finite):
     kind: IntraNodeKind | InterNodeKind
-    bandwidth_bytes_per_s: float = Field(gt=0, description="per GPU, per direction, line rate")
-    latency_s: float = Field(ge=0)
+    bandwidth_bytes_per_s: float = Field(gt=0, le=MAX_BANDWIDTH_BYTES_PER_S,
+                                         description="per GPU, per direction, line rate")
+    latency_s: float = Field(ge=0, le=MAX_LATENCY_S)
 
 
-class GroupEfficiency(FrozenModel):
+class GroupEfficiency(_Finite):
     """All-to-all efficiency measured over a group of `group_size` ranks."""
 
     group_size: int = Field(gt=1)
     efficiency: float = Fraction
 
 
-class CollectiveEfficiency(FrozenModel):
+class CollectiveEfficiency(_Finite):
     """Achieved bus bandwidth at large messages (nccl-tests busbw) divided by the link's line rate."""
 
     all_reduce: float = Fraction
@@ -70,7 +88,7 @@ class CollectiveEfficiency(FrozenModel):
         return points
 
 
-class CurvePoint(FrozenModel):
+class CurvePoint(_Finite):
     """Kernel efficiency measured at one sequence-block length (tokens per query/key block)."""
 
     tokens: int = Field(gt=0)
@@ -86,7 +104,7 @@ def _check_curve(points: tuple[CurvePoint, ...]) -> tuple[CurvePoint, ...]:
     return points
 
 
-class EfficiencySpec(FrozenModel):
+class EfficiencySpec(_Finite):
     gemm: float = Fraction
     # FP8 (E4M3) GEMM throughput / peak_fp8_flops, from a microbenchmark (None: FP8 not modelled);
     # MXFP8 likewise (Blackwell's block-scaled FP8; None: the chip has none).
@@ -101,27 +119,27 @@ class EfficiencySpec(FrozenModel):
     _curves = field_validator("attention_fwd", "attention_bwd")(_check_curve)
 
 
-class FabricSpec(FrozenModel):
+class FabricSpec(_Finite):
     """How nodes are wired; used by the simulator's cluster graph."""
 
-    topology: Literal["rail_optimized", "fat_tree"] = "rail_optimized"
-    nodes_per_pod: int = Field(default=32, gt=0)
-    oversubscription: float = Field(default=1.0, ge=1.0)
+    topology: FabricTopology = "rail_optimized"
+    nodes_per_pod: int = Field(default=32, gt=0, le=2**20)
+    oversubscription: float = Field(default=1.0, ge=1.0, le=1024.0)
 
 
-class HardwareProfile(FrozenModel):
+class HardwareProfile(_Finite):
     name: str = Field(min_length=1)
     description: str = ""
-    peak_bf16_flops: float = Field(gt=0, description="dense bf16 tensor-core peak")
-    peak_fp8_flops: float | None = Field(default=None, gt=0, description="dense fp8 tensor-core peak")
-    hbm_bytes: float = Field(gt=0)
-    hbm_bandwidth_bytes_per_s: float = Field(gt=0)
-    gpus_per_node: int = Field(gt=0)
+    peak_bf16_flops: float = Field(gt=0, le=MAX_FLOPS, description="dense bf16 tensor-core peak")
+    peak_fp8_flops: float | None = Field(default=None, gt=0, le=MAX_FLOPS, description="dense fp8 tensor-core peak")
+    hbm_bytes: float = Field(gt=0, le=MAX_MEMORY_BYTES)
+    hbm_bandwidth_bytes_per_s: float = Field(gt=0, le=MAX_BANDWIDTH_BYTES_PER_S)
+    gpus_per_node: int = Field(gt=0, le=MAX_GPUS_PER_NODE)
     intra_node: LinkSpec
     inter_node: LinkSpec
     efficiency: EfficiencySpec
     # CUDA context, NCCL buffers and allocator fragmentation held back from HBM.
-    memory_reserve_bytes: float = Field(ge=0)
+    memory_reserve_bytes: float = Field(ge=0, le=MAX_MEMORY_BYTES)
     fabric: FabricSpec = FabricSpec()
     measured_on: str | None = Field(default=None, description="date of calibration, if measured")
     sources: dict[str, str] = Field(default_factory=dict)

@@ -9,24 +9,35 @@ from pydantic import Field, model_validator
 from sp_planner.specs.base import FrozenModel
 
 
+# Upper bounds far above any published model (Llama-3.1-405B: hidden 16,384, 126 layers, 128 heads,
+# vocab 128,256; DeepSeek-V3: 256 experts), low enough that every count stays exact in int64 and
+# float64 arithmetic: a typo such as hidden_size 1e15 is refused with the range instead of planned.
+MAX_WIDTH = 2**20  # hidden, intermediate and expert sizes
+MAX_LAYERS = 2**14
+MAX_HEADS = 2**14
+MAX_HEAD_DIM = 2**12
+MAX_VOCAB = 2**24
+MAX_EXPERTS = 2**14
+
+
 class MoESpec(FrozenModel):
-    num_experts: int = Field(gt=0)
-    top_k: int = Field(gt=0)
-    moe_intermediate_size: int = Field(gt=0)
-    num_shared_experts: int = Field(default=0, ge=0)
+    num_experts: int = Field(gt=0, le=MAX_EXPERTS)
+    top_k: int = Field(gt=0, le=MAX_EXPERTS)
+    moe_intermediate_size: int = Field(gt=0, le=MAX_WIDTH)
+    num_shared_experts: int = Field(default=0, ge=0, le=MAX_EXPERTS)
 
 
 class ModelSpec(FrozenModel):
     """Decoder-only transformer. Field names follow Hugging Face config.json where they exist."""
 
     name: str = Field(min_length=1)
-    hidden_size: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    num_layers: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    num_kv_heads: int = Field(gt=0)
-    head_dim: int = Field(gt=0)
-    vocab_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0, le=MAX_WIDTH)
+    intermediate_size: int = Field(gt=0, le=MAX_WIDTH)
+    num_layers: int = Field(gt=0, le=MAX_LAYERS)
+    num_heads: int = Field(gt=0, le=MAX_HEADS)
+    num_kv_heads: int = Field(gt=0, le=MAX_HEADS)
+    head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    vocab_size: int = Field(gt=0, le=MAX_VOCAB)
     tie_word_embeddings: bool = False
     # swiglu/geglu have three projections (gate, up, down); gelu has two (up, down).
     mlp: Literal["swiglu", "geglu", "gelu"] = "swiglu"

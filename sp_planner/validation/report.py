@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from sp_planner.fileio import check_output_folder, write_text_atomic  # noqa: E402
+from sp_planner.destination import deliver_text, new_folder_mode, resolve_link  # noqa: E402
+from sp_planner.fileio import check_output_folder  # noqa: E402
 from sp_planner.validation.score import ValidationResult  # noqa: E402
 
 FIGURE_FILE = "predicted_vs_measured.png"
@@ -81,13 +82,11 @@ def draw_figure(result: ValidationResult) -> Figure:
 def write_report(result: ValidationResult, out_dir: Path) -> list[Path]:
     """Write the figure and the CSV into `out_dir` (each file replaced atomically)."""
     check_report_folder(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    resolve_link(out_dir).mkdir(mode=new_folder_mode(), exist_ok=True)  # the folder named, never its parents
     csv_path = out_dir / CSV_FILE
-    write_text_atomic(csv_path, rows_frame(result).to_csv(index=False))
+    deliver_text(csv_path, rows_frame(result).to_csv(index=False), what="validation table")
     png = io.BytesIO()
     draw_figure(result).savefig(png, format="png", dpi=120, metadata={"Software": None})
     figure_path = out_dir / FIGURE_FILE
-    tmp = out_dir / f".{FIGURE_FILE}.tmp"
-    tmp.write_bytes(png.getvalue())
-    tmp.replace(figure_path)
+    deliver_text(figure_path, png.getvalue(), what="figure")
     return [figure_path, csv_path]

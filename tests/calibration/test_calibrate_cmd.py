@@ -109,7 +109,8 @@ def test_missing_curve_needs_a_base(quick_run, run_main, tmp_path):
     assert stderr == ("error: efficiency.attention_bwd: no full-mask attention bwd curve was measured and there "
                       "is no base profile to take it from; pass --base NAME (a built-in profile of a similar "
                       "machine)\n")
-    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--base", "A100", "--out", tmp_path / "x.yaml")
+    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--base", "A100-80GB",
+                               "--out", tmp_path / "x.yaml")
     assert code == 0
     assert "warning: efficiency.attention_bwd: no full-mask attention bwd curve was measured; using A100-80GB's" \
            in stderr

@@ -108,7 +108,6 @@ def test_usp_testbed_and_pcie_machines():
         ("h100", "H100-SXM"),
         ("H100", "H100-SXM"),
         ("h100-sxm", "H100-SXM"),
-        ("a100", "A100-80GB"),
         ("A100_40GB", "A100-40GB"),
         ("a800", "A800"),
         ("910b", "Ascend-910B"),
@@ -119,6 +118,14 @@ def test_usp_testbed_and_pcie_machines():
 )
 def test_names_and_aliases(spelling, name):
     assert load_hardware(spelling).name == name
+
+
+@pytest.mark.parametrize("spelling", ["A100", "a100", "a-100"])
+def test_a100_alone_is_ambiguous_and_asks_which(spelling):
+    with pytest.raises(UserInputError) as info:
+        load_hardware(spelling)
+    assert str(info.value) == (f"hardware {spelling!r} is ambiguous: say which, A100-40GB or A100-80GB "
+                               "(their memory decides which plans fit)")
 
 
 def test_unknown_name_lists_builtins():
@@ -166,7 +173,7 @@ def _set(dotted, value):
         (_set("peak_bf16_flops", 0), "peak_bf16_flops: Input should be greater than 0"),
         (_set("gpus_per_node", 0), "gpus_per_node: Input should be greater than 0"),
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
-        (_set("efficiency.gemm", 1.5), "efficiency.gemm: Input should be less than or equal to 1"),
+        (_set("efficiency.gemm", 1.5), "efficiency.gemm: 1.5 is out of range: it must be at most 1"),
         (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
         (_set("intra_node.kind", "infiniband"), "intra_node: Value error, intra_node.kind 'infiniband'"),
         (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),

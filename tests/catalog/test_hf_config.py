@@ -147,9 +147,23 @@ def test_local_name_or_path_names_the_spec_without_a_repo(tmp_path):
     assert (spec.name, spec.hf_repo) == ("my-llama", None)
 
 
-def test_name_falls_back_to_parent_directory(tmp_path):
-    spec = load_hf_config(write_config(tmp_path, QWEN3_32B, folder="Qwen3-32B-local"))
+def test_without_a_name_field_a_folder_names_the_spec(tmp_path):
+    path = write_config(tmp_path, QWEN3_32B, folder="Qwen3-32B-local")
+    spec = load_hf_config(path.parent)
     assert (spec.name, spec.hf_repo) == ("Qwen3-32B-local", None)
+
+
+def test_without_a_name_field_a_file_names_the_spec_not_its_folder(tmp_path, monkeypatch):
+    path = write_config(tmp_path, QWEN3_32B, folder="Qwen3-32B-local")
+    assert load_hf_config(path).name == str(path)  # config.json: the path says which one
+    mine = tmp_path / "qwen-small.json"
+    mine.write_text(path.read_text())
+    assert load_hf_config(mine).name == "qwen-small"
+    monkeypatch.chdir(path.parent)
+    assert load_model("config.json").name == "config.json"  # not the folder it happens to sit in
+    named = tmp_path / "named.json"
+    named.write_text(json.dumps({**QWEN3_32B, "name": "Qwen3-32B-ft"}))
+    assert load_hf_config(named).name == "Qwen3-32B-ft"
 
 
 def test_load_model_accepts_a_config_path_or_its_directory(tmp_path):

@@ -14,8 +14,11 @@ from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import read_plan_file
+from sp_planner.estimate import PlanEstimate
+from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
+from sp_planner.units import format_seconds
 
 from sp_planner.units import GIB
 
@@ -38,14 +41,32 @@ def plan_json(sp_plan):
     return lambda *args: _json(sp_plan, *args)
 
 
+def first_expressible(framework: str, result) -> tuple[int, object]:
+    """(rank from 1, estimate) of the best fitting plan `framework` has flags for, found row by row."""
+    for rank, (_, row) in enumerate(result.frame.iterrows(), start=1):
+        est = PlanEstimate.from_row(row)
+        request = FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=est.plan, num_nodes=2, gpus_per_node=8)
+        if est.fits and render_flags(framework, request).supported:
+            return rank, est
+    raise AssertionError(f"{framework} expresses no fitting plan")
+
+
 def test_readme_example_recommends_a_plan_that_fits(sp_plan):
     result = sp_plan(*README)
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
-    best = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8).ranked[0]
+    direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8)
+    # The default framework is Megatron-LM: its best plan leads (ZeRO-3, the overall best, it cannot run).
+    rank, best = first_expressible("megatron", direct)
+    assert rank > 1 and direct.ranked[0].plan.zero == 3
     assert best.fits and best.memory_peak_bytes <= A800.hbm_bytes
+    assert "Ranked plans megatron can express (best first)" in result.stdout
+    assert (f"The best plan overall, {plan_name(direct.ranked[0].plan)}, takes "
+            f"{format_seconds(direct.ranked[0].step_time_s)} per step") in result.stdout
+    assert "but megatron cannot express it: zero=3 cannot be expressed" in result.stdout
+    assert f"Why this plan. {plan_name(best.plan)} takes" in " ".join(result.stdout.split())
     # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
-    assert f"{best.memory_peak_bytes / GIB:.1f}/80 GiB" in result.stdout
+    assert f"{best.memory_peak_bytes / GIB:.1f}/80" in result.stdout
     assert "Why this plan." in result.stdout
     assert "megatron flags for plan" in result.stdout
 
@@ -119,7 +140,7 @@ def test_explain_shows_breakdowns_and_prune_counts(sp_plan):
     for rule, count in direct.prune_counts.items():
         assert any(rule in line and f"{count:,}" in line for line in out.splitlines()), rule
     peak_line = next(line for line in out.splitlines() if line.strip("│ ").startswith("peak"))
-    assert f"{direct.ranked[0].memory_peak_bytes / GIB:.1f} GiB" in peak_line
+    assert f"{first_expressible('megatron', direct)[1].memory_peak_bytes / GIB:.1f} GiB" in peak_line
 
 
 def test_pinned_degree_narrows_the_search(plan_json):
@@ -128,12 +149,12 @@ def test_pinned_degree_narrows_the_search(plan_json):
     assert doc["plans"] and all(p["tp"] == 2 and p["zero"] == 1 for p in doc["plans"])
 
 
-def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, plan_json):
+def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, plan_json, tmp_path):
     # tp=pp=ulysses=ring=1 puts all 128K tokens' activations on each GPU: far over 80 GiB.
     args = (*README, "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1",
             "--recompute", "none", "--micro-batch", "1")
     code, doc = plan_json(*args)
-    assert code == 0
+    assert code == 1  # as an unpinned search that finds nothing
     assert doc["candidates_evaluated"] == 1
     (only,) = doc["plans"]
     assert (only["dp"], only["fits"]) == (16, False)
@@ -141,9 +162,13 @@ def test_every_degree_pinned_is_evaluated_even_when_it_does_not_fit(sp_plan, pla
     plan = ParallelPlan(dp=16, zero=1, recompute="none")
     alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan, num_nodes=2, gpus_per_node=8)
     assert only["memory_peak_bytes"] == pytest.approx(alone.memory_peak_bytes, rel=1e-12)
-    table = sp_plan(*args)
-    assert table.exit_code == 0
+    out = tmp_path / "plan.json"
+    table = sp_plan(*args, "--out", out)
+    assert table.exit_code == 1
     assert "The pinned plan does not fit." in table.stdout
+    assert "flags for plan 1" not in table.stdout  # no flags for a plan sp-run would refuse
+    assert not out.exists()  # plan.json with fits false is never written
+    assert table.stderr == f"note: {out} not written: the pinned plan does not fit\n"
 
 
 def test_out_round_trips_the_first_plan(sp_plan, plan_json, tmp_path):
@@ -153,14 +178,23 @@ def test_out_round_trips_the_first_plan(sp_plan, plan_json, tmp_path):
     assert result.stderr == f"wrote {out}\n"
     plan_file = read_plan_file(out)
     _, doc = plan_json(*README)
-    first = doc["plans"][0]
+    # The first plan Megatron-LM (the default framework) can run; JSON keeps every plan, flagged.
+    first = next(p for p in doc["plans"] if p["flags"]["megatron"]["supported"])
     assert plan_file.plan == ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
     assert (plan_file.model, plan_file.hardware, plan_file.workload) == (LLAMA3_8B, A800, README_WORKLOAD)
     assert (plan_file.num_nodes, plan_file.gpus_per_node, plan_file.framework) == (2, 8, "megatron")
     alone = evaluate(LLAMA3_8B, A800, README_WORKLOAD, plan_file.plan, num_nodes=2, gpus_per_node=8)
     assert plan_file.estimate == alone
-    assert plan_file.rank_groups == rank_groups(plan_file.plan)
+    assert plan_file.rank_groups == {}  # full lists only on request
+    assert plan_file.rank_layout is not None and plan_file.rank_layout.expand() == rank_groups(plan_file.plan)
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+
+
+def test_out_lists_rank_groups_in_full_on_request(sp_plan, tmp_path):
+    out = tmp_path / "plan.json"
+    assert sp_plan(*README, "--out", out, "--rank-groups").exit_code == 0
+    plan_file = read_plan_file(out)
+    assert plan_file.rank_groups == rank_groups(plan_file.plan) == plan_file.rank_layout.expand()
 
 
 def test_framework_flags_and_launcher(sp_plan, plan_json):
@@ -182,7 +216,27 @@ def test_framework_that_cannot_express_any_fitting_plan_says_so(sp_plan):
     result = sp_plan(*README, "--zero", "3")
     assert result.exit_code == 0
     assert "megatron cannot express plan 1: zero=3 cannot be expressed" in result.stdout
-    assert "No plan that fits can be expressed in megatron." in result.stdout
+    assert "No plan that fits can be expressed in megatron; --framework all ranks every plan." in result.stdout
+    assert "Ranked plans (best first)" in result.stdout  # nothing to filter: every plan is shown
+
+
+def test_framework_ranks_only_its_plans(sp_plan):
+    direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8)
+    columns = ("tp", "pp", "dp", "ulysses", "ring", "zero", "recompute", "micro_batch")
+    for framework in ("deepspeed", "torchtitan"):
+        result = sp_plan(*README, "--framework", framework, "--top", "3")
+        assert result.exit_code == 0, result.stderr
+        assert f"Ranked plans {framework} can express (best first)" in result.stdout
+        rows = [line.split()[1:9] for line in result.stdout.splitlines() if line[:3].strip() in ("1", "2", "3")][:3]
+        assert len(rows) == 3
+        for row in rows:  # each row is a plan the framework has flags for
+            shown = dict(zip(columns, row))
+            matches = [PlanEstimate.from_row(r) for _, r in direct.frame.iterrows()
+                       if all(str(r[name]) == value for name, value in shown.items())]
+            assert any(render_flags(framework, FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=m.plan,
+                                                           num_nodes=2, gpus_per_node=8)).supported for m in matches)
+        best = first_expressible(framework, direct)[1].plan
+        assert rows[0] == [str(getattr(best, name)) for name in columns]
 
 
 def test_help_has_examples(sp_plan):

@@ -60,6 +60,13 @@ def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -
         # runs 11/10/11 with uneven first and last stages).
         ({"nodes": "33", "gpus_per_node": "1", "pp": "33"},
          ("layers rule", "num_layers 32 is not divisible by pp 33")),
+        # Numbers far out of range: refused with the range, never an OverflowError.
+        ({"global_batch": "99999999999999999999"}, ("--global-batch", "less than or equal to 1073741824")),
+        ({"nodes": "99999999999999999999"}, ("--nodes", "less than or equal to 1048576")),
+        ({"tp": "99999999999999999999"}, ("--tp", "less than or equal to 1048576")),
+        ({"seq_len": "99999999999M"}, ("--seq-len 99999999999M is above the largest supported length, "
+                                       "1,073,741,824 tokens",)),
+        ({"hardware": "A100"}, ("hardware 'A100' is ambiguous: say which, A100-40GB or A100-80GB",)),
     ],
 )
 def test_bad_option_exits_2_with_one_line(sp_plan, tmp_path, changes, expected):
@@ -91,6 +98,38 @@ def test_profile_with_a_bad_field(sp_plan, tmp_path):
     profile = tmp_path / "cluster.yaml"
     profile.write_text("name: broken\nhbm_bytes: -1\n")
     _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)), str(profile))
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("hbm_bytes", ".inf", "hbm_bytes: Input should be a finite number"),
+    ("hbm_bytes", ".nan", "hbm_bytes: Input should be a finite number"),
+    ("hbm_bytes", "1e30", "hbm_bytes: 1e30 is out of range: it must be at most 1.15e+18"),
+    ("peak_bf16_flops", "1e40", "peak_bf16_flops: 1e40 is out of range: it must be at most 1e+24"),
+])
+def test_profile_number_out_of_range_names_the_range(sp_plan, tmp_path, field, value, expected):
+    import yaml
+
+    from sp_planner.catalog import load_hardware
+    from sp_planner.catalog.hardware import profile_to_yaml
+
+    data = yaml.safe_load(profile_to_yaml(load_hardware("a800")))
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump(data).replace(f"{field}: {data[field]}", f"{field}: {value}"))
+    _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)), str(profile), expected)
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("hidden_size", 10**15, "hidden_size: 1e+15 is out of range: it must be at most 1,048,576"),
+    ("num_hidden_layers", 10**9, "num_layers: 1,000,000,000 is out of range: it must be at most 16,384"),
+    ("vocab_size", 10**12, "vocab_size: 1e+12 is out of range: it must be at most 16,777,216"),
+])
+def test_config_json_number_out_of_range_names_the_range(sp_plan, tmp_path, field, value, expected):
+    config = tmp_path / "config.json"
+    llama = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+             "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256}
+    config.write_text(json.dumps({**llama, field: value}))
+    stderr = _assert_one_line_error(sp_plan, tmp_path, _args(model=str(config)), str(config), expected)
+    assert "Warning" not in stderr
 
 
 def test_malformed_config_json(sp_plan, tmp_path):

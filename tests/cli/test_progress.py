@@ -49,3 +49,37 @@ def test_no_bar_off_an_interactive_terminal_however_long(monkeypatch, force_term
     with delayed_progress("searching plans", console=console):
         time.sleep(SHOW_AFTER_S * 3)
     assert buffer.getvalue() == ""
+
+
+def test_the_work_can_say_what_it_is_doing():
+    console, buffer = _terminal()
+    with delayed_progress("searching plans", console=console) as update:
+        update(2, 5, "searching 3,108 candidates: step time")
+        time.sleep(SHOW_AFTER_S * 5)
+    assert "searching 3,108 candidates: step time" in buffer.getvalue() and "2/5" in buffer.getvalue()
+
+
+def test_search_reports_candidates_searched_in_order(monkeypatch):
+    import sp_planner.search as search_module
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.search import search
+    from sp_planner.specs.workload import Workload
+
+    monkeypatch.setattr(search_module, "CHUNK_CANDIDATES", 500)  # several chunks
+    seen = []
+    search(load_model("llama3-8b"), load_hardware("a800"), Workload(seq_len=128 * 1024, global_batch=16),
+           num_nodes=2, gpus_per_node=8, progress=lambda done, total, what=None: seen.append((done, total, what)))
+    done = [d for d, _, _ in seen]
+    # 3,108 with plain 1F1B; vpp 2, 4, 8 where the 32 layers and the micro-batches allow them: 6,528.
+    assert done[0] == 0 and done[-1] == 6528 and done == sorted(done) and len(done) > 3
+    assert {total for _, total, _ in seen} == {6528}
+    assert {what for _, _, what in seen} == {"searching 6,528 candidates"}
+
+
+def test_sp_run_progress_names_rank_0s_stage(tmp_path):
+    from sp_planner.cli.run_modes import rank_progress
+
+    assert rank_progress(tmp_path, 4) == (0, 4, "starting the ranks")
+    (tmp_path / "rank1.stage").write_text("done")
+    (tmp_path / "rank0.stage").write_text("running attention")
+    assert rank_progress(tmp_path, 4) == (1, 4, "rank 0: running attention")

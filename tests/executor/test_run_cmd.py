@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,18 +76,57 @@ def test_joins_an_existing_torchrun_launch(tmp_path):
     assert result["passed"] and result["comm_bytes_measured"] == {"all_to_all": 0, "p2p": 2304 + 2304 + 4608}
 
 
+def _log_named_in(stderr: str) -> Path:
+    log = Path(stderr.rstrip("\n").rsplit(" ", 1)[1])
+    assert log.name.startswith("sp-run-") and log.suffix == ".log"
+    return log
+
+
 def test_failing_rank_is_named_and_exit_1(tmp_path):
     done = _sp_run(["--ring", "2", *SMALL, "--debug-fail-rank", "1"], tmp_path)
     assert done.returncode == 1
-    assert "error: rank 1 failed: RuntimeError: debug failure injected" in done.stderr
+    # One line: the rank, what it was doing, and where its traceback went; nothing else on the terminal.
+    assert done.stderr.startswith("error: rank 1 failed: RuntimeError: debug failure injected")
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" in _log_named_in(done.stderr).read_text()
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_killed_rank_is_one_line_with_its_exit_code_and_the_log(tmp_path):
+    done = _sp_run(["--ring", "2", *SMALL, "--debug-fail-rank", "1", "--debug-fail-mode", "kill"], tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: rank 1 died while 'debug kill injected' without reporting an error "
+                                  "(exit code -9: killed by SIGKILL)"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "SIGKILL" in _log_named_in(done.stderr).read_text()
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+def test_ctrl_c_stops_every_rank_with_one_line(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "sp_planner.cli.run_cmd", "--ring", "2", *SMALL,
+                             "--debug-fail-rank", "0", "--debug-fail-mode", "hang"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not any("hang" in p.read_text() for p in tmp_path.glob("sp-run-*/rank0.stage")):
+        assert time.monotonic() < deadline and proc.poll() is None, "the ranks never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to sp-run (the ranks run in their own session)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.startswith("error: interrupted (Ctrl-C); every rank was stopped. rank 0: debug hang injected; "
+                          "rank 1: "), err
+    assert err.count("\n") == 1
+    assert _log_named_in(err).exists()
     assert _processes_mentioning(str(tmp_path)) == []
 
 
 def test_hung_rank_is_killed_at_the_timeout(tmp_path):
     done = _sp_run(["--ring", "2", *SMALL, "--debug-fail-rank", "0", "--debug-fail-mode", "hang",
-                    "--timeout", "12"], tmp_path)
+                    "--timeout", "20"], tmp_path)
     assert done.returncode == 1
-    assert "error: timed out after 12 s; rank 0: debug hang injected; rank 1: " in done.stderr
+    assert done.stderr.startswith("error: timed out after 20 s; rank 0: debug hang injected; rank 1: ")
+    assert done.stderr.count("\n") == 1, done.stderr
     assert _processes_mentioning(str(tmp_path)) == []
 
 
@@ -146,3 +187,21 @@ def test_plan_and_shape_flags_conflict(tmp_path, capsys):
         main(["--plan", str(path), "--ring", "2"])
     assert done.value.code == 2
     assert "drop --ring or drop --plan" in capsys.readouterr().err
+
+
+def test_plan_whose_rank_groups_disagree_with_its_degrees_is_refused(tmp_path, capsys):
+    from sp_planner.layout import rank_groups
+
+    plan = ParallelPlan(ulysses=2, ring=2)
+    path = _plan_file(tmp_path, plan)
+    doc = json.loads(path.read_text())
+    doc["rank_groups"] = rank_groups(plan)
+    doc["rank_groups"]["ulysses"] = [[0, 2], [1, 3]]  # edited by hand: ring and ulysses swapped
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "rank_groups['ulysses'] [[0, 2], [1, 3]] disagree with the degrees (dp 1 pp 1 tp 1 ulysses 2 ring 2), " \
+           "which give [[0, 1], [2, 3]]" in err

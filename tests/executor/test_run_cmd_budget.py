@@ -1,4 +1,4 @@
-"""sp-run's pre-launch check (sp_planner.cli.run_cmd._check_fits): a run whose ranks cannot fit
+"""sp-run's pre-launch check (sp_planner.cli.run_modes.check_fits): a run whose ranks cannot fit
 is refused with one line before torchrun starts; a long reference gets a note."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
-from sp_planner.cli import run_cmd
+from sp_planner.cli import run_modes
 from sp_planner.cli.run_cmd import main
 from sp_planner.executor.config import RunConfig
 from sp_planner.units import GIB
@@ -28,8 +28,8 @@ def _refusal(capsys, args: list[str]) -> str:
 def test_run_that_does_not_fit_is_refused_before_launch(capsys, monkeypatch):
     """16K tokens of Llama-3-8B attention on 2 ranks need 3.6 GiB a rank (test_budget); 4 GiB
     shared by the 2 local ranks is 2 GiB each."""
-    monkeypatch.setattr(run_cmd, "_available_bytes", lambda device, plan_file: (4 * GIB, "MemAvailable"))
-    monkeypatch.setattr(run_cmd, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    monkeypatch.setattr(run_modes, "available_bytes", lambda device, plan_file: (4 * GIB, "MemAvailable"))
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
     err = _refusal(capsys, ["--ring", "2", "--seq-len", "16k", *LLAMA, "--dtype", "bfloat16"])
     assert "needs about 3.6 GiB per rank" in err
     assert "but 2.0 GiB is available per rank (4.0 GiB MemAvailable / 2 local ranks)" in err
@@ -39,22 +39,22 @@ def test_run_that_does_not_fit_is_refused_before_launch(capsys, monkeypatch):
 
 def test_terabyte_run_is_refused_on_this_machine(capsys, monkeypatch):
     """64M tokens: the global fp32 Q, K, V and dO alone are 64M x 80 heads x 128 x 4 B = 2.5 TiB."""
-    monkeypatch.setattr(run_cmd, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
     err = _refusal(capsys, ["--ring", "2", "--seq-len", "64m", *LLAMA])
     assert "MemAvailable in /proc/meminfo / 2 local ranks" in err
 
 
 def test_cpu_memory_is_memavailable():
-    have, source = run_cmd._available_bytes("cpu", None)
+    have, source = run_modes.available_bytes("cpu", None)
     lines = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
     total = int(lines["MemTotal"].split()[0]) * 1024
     assert 0 < have <= total and source == "MemAvailable in /proc/meminfo"
 
 
 def _check(cfg: RunConfig, local_ranks: int, monkeypatch) -> str:
-    monkeypatch.setattr(run_cmd, "_available_bytes", lambda device, plan_file: (1024 * GIB, "MemAvailable"))
+    monkeypatch.setattr(run_modes, "available_bytes", lambda device, plan_file: (1024 * GIB, "MemAvailable"))
     console = Console(file=io.StringIO(), width=200)
-    run_cmd._check_fits(cfg, local_ranks, None, "torchrun ...", 300, console)
+    run_modes.check_fits(cfg, local_ranks, None, "torchrun ...", 300, console)
     return console.file.getvalue()
 
 

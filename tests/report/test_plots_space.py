@@ -71,3 +71,35 @@ def test_pareto_figure_returns_the_front_of_the_fitting_plans(question):
     # The fastest fitting plan is always on the front, and so is the one needing the least memory.
     assert front["step_time_s"].min() == fitting["step_time_s"].min()
     assert front["memory_peak_bytes"].min() == fitting["memory_peak_bytes"].min()
+
+
+def test_pareto_scatter_draws_one_point_per_bin_of_many_plans():
+    import numpy as np
+
+    from sp_planner.report.plots_space import _SCATTER_BINS, _one_per_bin
+
+    rng = np.random.default_rng(0)
+    n = 50_000
+    many = pd.DataFrame({"memory_peak_bytes": rng.uniform(1e9, 8e10, n), "step_time_s": rng.uniform(1, 100, n)})
+    points = _one_per_bin(many, log_y=False)
+    assert len(points) <= _SCATTER_BINS[0] * _SCATTER_BINS[1] and len(points) < n / 2
+    assert set(points.index) <= set(many.index)
+    # the plotted range is the same: the extremes' bins keep a point
+    for column in many.columns:
+        span = many[column].max() - many[column].min()
+        assert points[column].min() - many[column].min() <= span / min(_SCATTER_BINS)
+        assert many[column].max() - points[column].max() <= span / min(_SCATTER_BINS)
+    few = many.head(10)
+    assert _one_per_bin(few, log_y=True) is few
+
+
+def test_pareto_figure_stays_small_with_many_plans():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 30_000
+    frame = pd.DataFrame({"memory_peak_bytes": rng.uniform(1e9, 8e10, n), "step_time_s": rng.uniform(1, 100, n),
+                          "fits": True})
+    svg, _ = pareto_svg(frame, hbm_bytes=8e10, chosen_index=None)
+    assert len(svg) < 400_000
+    assert svg.count("<image") == 1  # the scatter is one embedded image

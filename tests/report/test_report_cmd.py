@@ -31,9 +31,18 @@ def plan_path(question, tmp_path):
     return path
 
 
+def _run_of(question, plan, result_json, **changes) -> dict:
+    """An sp-run result.json of `plan`'s attention group (as sp-run --plan runs it), with `changes`."""
+    config = {**result_json()["config"], "ulysses": plan.ulysses, "ring": plan.ring, "tp": plan.tp,
+              "batch": plan.micro_batch, "seq_len": question.workload.seq_len,
+              "num_heads": question.model.num_heads, "num_kv_heads": question.model.num_kv_heads,
+              "head_dim": question.model.head_dim, "causal": True, "dtype": "bfloat16", "device": "cuda"}
+    return result_json(config={**config, **changes})
+
+
 def test_sp_report_writes_a_report_for_the_plan_file_with_runs(capsys, question, plan_path, result_json, tmp_path):
     run = tmp_path / "result.json"
-    run.write_text(json.dumps(result_json()))
+    run.write_text(json.dumps(_run_of(question, question.result.ranked[2].plan, result_json)))
     code, out, err = sp_report(capsys, plan_path, "--run", run, "--out", tmp_path / "rep")
     assert (code, err) == (0, "")
     assert out.strip() == str(tmp_path / "rep" / "index.html")
@@ -66,4 +75,16 @@ def test_sp_report_bad_input_is_one_line_and_exit_2(capsys, plan_path, tmp_path,
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert expected.format(tmp=tmp_path) in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_sp_report_refuses_a_run_of_another_configuration_saying_what_differs(capsys, question, plan_path,
+                                                                               result_json, tmp_path):
+    plan = question.result.ranked[2].plan
+    run = tmp_path / "result.json"
+    run.write_text(json.dumps(_run_of(question, plan, result_json, seq_len=4096, device="cpu")))
+    code, out, err = sp_report(capsys, plan_path, "--run", run, "--out", tmp_path / "rep")
+    assert code == 2 and out == ""
+    assert err == (f"error: run result {run} is not a run of this plan: seq_len 4096 (plan: 131072); "
+                   f"device cpu (plan: cuda); run it with sp-run --plan {plan_path}\n")
     assert not (tmp_path / "rep").exists()

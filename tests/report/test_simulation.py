@@ -83,7 +83,7 @@ def test_a_plan_the_simulator_rejects_gets_its_message(question):
     outcome = simulate_chosen(question.model, question.hardware, question.workload, best, num_nodes=1,
                               gpus_per_node=8)
     assert isinstance(outcome, str) and outcome.startswith("The simulator cannot run the recommended plan: ")
-    assert "16 GPUs but the cluster has 1 nodes x 8 = 8" in outcome
+    assert "16 GPUs but the cluster has 1 node x 8 = 8" in outcome
     part = _section(question, best, num_nodes=1)
     assert 'class="warn"' in part and "<svg" not in part
 

@@ -6,6 +6,7 @@ import pytest
 
 from sp_planner.errors import UserInputError
 from sp_planner.report import REPORT_FILES, write_report
+from sp_planner.destination import WriteFailed
 from sp_planner.report import writer
 
 
@@ -33,7 +34,7 @@ def test_failure_midway_leaves_neither_report_nor_temporary_folder(question, qui
         raise OSError("disk full")
 
     monkeypatch.setattr(writer, "write_plans_csv", broken_csv)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteFailed, match="disk full"):
         write_report(tmp_path / "out", **question.report_args())
     assert _entries(tmp_path) == []
 
@@ -43,7 +44,7 @@ def test_failure_midway_keeps_the_previous_report_whole(question, quick_page, tm
     write_report(out, **question.report_args())
     before = {name: (out / name).read_bytes() for name in REPORT_FILES}
     monkeypatch.setattr(writer, "write_plans_csv", lambda path, frame: (_ for _ in ()).throw(OSError("boom")))
-    with pytest.raises(OSError, match="boom"):
+    with pytest.raises(WriteFailed, match="boom"):
         write_report(out, **{**question.report_args(), "summary": {"other": 1}})
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before
     assert _entries(tmp_path) == ["out"]
@@ -63,10 +64,17 @@ def test_failed_swap_puts_the_previous_report_back(question, quick_page, tmp_pat
         real_replace(src, dst)
 
     monkeypatch.setattr(writer.os, "replace", replace_failing_second)
-    with pytest.raises(OSError, match="rename failed"):
+    keep = tmp_path / "tmp"
+    keep.mkdir()
+    monkeypatch.setattr(writer.tempfile, "tempdir", str(keep))
+    with pytest.raises(WriteFailed, match="rename failed; it is kept at ") as failed:
         write_report(out, **{**question.report_args(), "summary": {"other": 1}})
     assert (out / "summary.json").read_bytes() == before
-    assert _entries(tmp_path) == ["out"]
+    # The new report is not lost: it waits, whole, where the message says.
+    (kept,) = keep.iterdir()
+    assert str(kept) in str(failed.value)
+    assert json.loads((kept / "summary.json").read_text()) == {"other": 1}
+    assert _entries(tmp_path) == ["out", "tmp"]
 
 
 def test_rewriting_a_report_replaces_it(question, quick_page, tmp_path):

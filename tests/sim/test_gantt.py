@@ -66,7 +66,7 @@ def test_time_unit_picks_a_readable_unit():
 
 @pytest.mark.parametrize("suffix, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
 def test_write_gantt_writes_the_format_of_the_suffix(two_stages, tmp_path, suffix, magic):
-    path = write_gantt(two_stages, tmp_path / "sub" / f"gantt{suffix}")
+    path = write_gantt(two_stages, tmp_path / f"gantt{suffix}")
     assert path.read_bytes().startswith(magic)
 
 

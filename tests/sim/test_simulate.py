@@ -65,7 +65,8 @@ def test_result_is_json_serialisable_and_round_trips():
 
 
 def test_plan_that_does_not_fill_the_cluster_is_a_user_error():
-    with pytest.raises(UserInputError, match="16 GPUs but the cluster has 1 nodes x 8 = 8"):
+    with pytest.raises(UserInputError,
+                       match="16 GPUs but the cluster has 1 node x 8 = 8; make the plan.s degrees multiply to 8"):
         simulate(MODEL, A800, WORKLOAD, ParallelPlan(dp=2, ulysses=8), num_nodes=1, gpus_per_node=8)
 
 

@@ -77,7 +77,7 @@ def run_calibration(schedule: CalibrationSchedule, result_dir: Path | None = Non
         gathered: list | None = [None] * dist.get_world_size() if rank == 0 else None
         dist.gather_object(mine, gathered, dst=0)
         stage(STAGE_DONE)
-        if rank != 0:
+        if gathered is None:  # every rank but 0: rank 0 builds the profile
             return None
         parts = [Measurements.model_validate(m) for m in gathered]
         return Measurements(environment=parts[0].environment,

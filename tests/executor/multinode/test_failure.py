@@ -22,7 +22,10 @@ def test_a_silent_death_is_named_before_the_lost_connections_it_caused(tmp_path)
     _write(tmp_path, 3, "running attention")
     assert root_cause(tmp_path, host="sp-node1") == (
         "rank 3 on host sp-node1 died while 'running attention' without reporting an error (killed by a signal or "
-        "crashed; torchrun's summary above has the exit code) (ranks [2] failed after it)")
+        "crashed) (ranks [2] failed after it)")
+    assert root_cause(tmp_path, host="sp-node1", exit_codes={3: -9}) == (
+        "rank 3 on host sp-node1 died while 'running attention' without reporting an error (exit code -9: "
+        "killed by SIGKILL) (ranks [2] failed after it)")
 
 
 def test_a_lost_peer_is_mapped_to_its_host(tmp_path):
@@ -54,3 +57,24 @@ def test_a_connection_lost_to_another_node_is_preferred(tmp_path):
     _write(tmp_path, 1, "running attention", LOST, time=2.0)
     assert root_cause(tmp_path, host="sp-node0").startswith(
         "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error [192.0.2.2]:44776")
+
+
+def test_torchrun_exit_codes_are_read_from_its_failure_summary():
+    from sp_planner.executor.failure import torchrun_exit_codes
+
+    summary = """Failures:
+[1]:
+  time      : 2026-12-02_05:30:00
+  host      : sp-node0
+  rank      : 3 (local_rank: 1)
+  exitcode  : 1 (pid: 4312)
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-02_05:29:59
+  host      : sp-node0
+  rank      : 2 (local_rank: 0)
+  exitcode  : -9 (pid: 4311)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4311
+"""
+    assert torchrun_exit_codes(summary) == {3: 1, 2: -9}

@@ -1,0 +1,42 @@
+"""sp-plan's work between the question and the answer: search, the framework's plans, simulation,
+and the checked fixes when nothing fits, with a progress line on a terminal."""
+
+from __future__ import annotations
+
+from sp_planner.cli.plan_output import Answer
+from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.question import PlanQuestion
+from sp_planner.present.advice import FitSuggestion, suggest_fits
+from sp_planner.present.expressible import expressible_plans
+from sp_planner.search import SEARCH_STEPS, search
+from sp_planner.sim.rerank import rerank_by_simulation
+
+
+def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
+          launcher: str | None, framework_version: str | None = None) -> Answer:
+    """Rank every plan; for one framework also the plans it can express (the table shows those).
+    --simulate K re-ranks the best K of both."""
+    q = question
+    where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
+    wanted = max(top, simulate or 0)
+    with delayed_progress("searching plans") as update:
+        result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update)
+        fits = bool(result.ranked) and result.ranked[0].fits
+        framework_ranked = () if framework == "all" or not fits else expressible_plans(
+            result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
+            framework_version=framework_version)
+        if simulate is not None:
+            update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
+            if framework_ranked:  # the plans the table shows
+                mine = result.model_copy(update={"ranked": framework_ranked})
+                framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
+                                                        top_k=simulate).ranked
+            # Every plan's ranking too, for --format json (which lists every framework's plans).
+            result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate)
+        suggestions: tuple[FitSuggestion, ...] = ()
+        if not fits:
+            update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
+            suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,
+                                       batch_scales_with_gpus=q.default_batch)
+    return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
+                  launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version)

@@ -1,0 +1,152 @@
+"""Every command that writes checks its destinations before any work and never harms what is there:
+sp-plan --out/--report, sp-simulate --out-dir, sp-run --out, sp-calibrate --out, sp-report --out.
+Standard output that cannot be written is answered in one line (real processes: fds matter)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd
+
+QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+
+
+def _one_line_error(result, *parts: str) -> None:
+    assert result.exit_code == 2, result
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for part in parts:
+        assert part in result.stderr
+
+
+@pytest.fixture(scope="module")
+def plan_json(tmp_path_factory):
+    from tests.conftest import run_cli_main
+
+    path = tmp_path_factory.mktemp("plan") / "plan.json"
+    assert run_cli_main(plan_cmd, *QUESTION, "--out", path).exit_code == 0
+    return path
+
+
+def test_sp_plan_out_through_a_symlink_writes_the_target(run_main, tmp_path):
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    assert run_main(plan_cmd, *QUESTION, "--out", link).exit_code == 0
+    assert link.is_symlink() and target.read_text().startswith("{")
+
+
+def test_sp_plan_out_on_a_device_writes_through(run_main):
+    assert run_main(plan_cmd, *QUESTION, "--out", "/dev/null").exit_code == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_sp_plan_out_on_dev_full_keeps_the_plan_and_says_where(run_main, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    result = run_main(plan_cmd, *QUESTION, "--out", "/dev/full")
+    _one_line_error(result, "could not write /dev/full: No space left on device; the plan is kept at ")
+    kept = result.stderr.split()[-1]
+    assert '"schema_version": "sp-planner.plan/1"' in open(kept).read()
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+@pytest.mark.parametrize("option", ["--out", "--report"])
+def test_sp_plan_unusable_destination_is_refused_before_the_search(run_main, tmp_path, monkeypatch, option):
+    monkeypatch.setattr(plan_solve, "search", lambda *a, **k: pytest.fail("searched before checking"))
+    (tmp_path / "file").write_text("x")
+    result = run_main(plan_cmd, *QUESTION, option, tmp_path / "file" / "sub")
+    _one_line_error(result, f"{option} {tmp_path}/file/sub", "is not a folder")
+    assert result.stdout == ""
+
+
+def test_sp_plan_out_and_report_on_one_path_leave_nothing(run_main, tmp_path):
+    same = tmp_path / "x"
+    result = run_main(plan_cmd, *QUESTION, "--out", same, "--report", same)
+    _one_line_error(result, f"--out and --report both name {same}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sp_simulate_out_dir_that_is_a_file_is_refused_before_simulating(run_main, plan_json, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
+    (tmp_path / "file").write_text("x")
+    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "file"),
+                    f"--out-dir {tmp_path}/file exists and is not a folder")
+    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "no" / "sim"),
+                    f"folder {tmp_path}/no does not exist")
+    assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "no").exists()
+
+
+def test_sp_simulate_writes_with_the_umask_into_the_named_folder(run_main, plan_json, tmp_path):
+    old = os.umask(0o022)
+    try:
+        result = run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "sim", "--gantt", "svg")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.stderr
+    for name in ("timeline.json", "gantt.svg"):
+        assert stat.S_IMODE((tmp_path / "sim" / name).stat().st_mode) == 0o644
+
+
+def test_sp_run_out_is_checked_before_the_launch(run_main, tmp_path, monkeypatch):
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched before checking --out"))
+    result = run_main(run_cmd, "--ulysses", "2", "--seq-len", "64", "--heads", "2", "--head-dim", "8",
+                      "--out", tmp_path / "missing" / "result.json")
+    _one_line_error(result, f"--out {tmp_path}/missing/result.json: folder {tmp_path}/missing does not exist")
+
+
+def test_sp_calibrate_out_is_checked_before_measuring(run_main, tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate_cmd, "_measure_locally", lambda *a, **k: pytest.fail("measured before checking"))
+    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", "/proc/cpu.yaml"),
+                    "--out /proc/cpu.yaml: cannot write in folder /proc")
+    (tmp_path / "d.yaml").mkdir()
+    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", tmp_path / "d.yaml"), "is a folder")
+
+
+def test_sp_report_out_under_a_file_is_refused(run_main, plan_json, tmp_path):
+    (tmp_path / "file").write_text("x")
+    _one_line_error(run_main(report_cmd, plan_json, "--out", tmp_path / "file" / "rep"), "is not a folder")
+
+
+def test_sp_report_through_a_link_to_a_report_folder_keeps_the_link(run_main, plan_json, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert run_main(report_cmd, plan_json, "--out", tmp_path / "link").exit_code == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "index.html").is_file()
+
+
+SP_PLAN = [sys.executable, "-c", "import sys; from sp_planner.cli.plan_cmd import main; main(sys.argv[1:])"]
+
+
+def test_stdout_on_dev_full_is_one_line():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*SP_PLAN, *QUESTION], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 2
+    assert done.stderr == "error: cannot write to standard output: No space left on device\n"
+
+
+def test_stdout_closed_early_is_one_line():
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([*SP_PLAN, *QUESTION, "--explain", "--framework", "all"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    proc.stdout.close()  # as `| head -0` does
+    err = proc.stderr.read()
+    assert proc.wait(120) == 2
+    assert err == "error: standard output was closed before all output was written (broken pipe)\n"
+
+
+def test_ascii_only_stdout_still_gets_the_answer(plan_json, tmp_path):
+    # The simulator's tables hold "µs", which an ASCII stream cannot encode.
+    done = subprocess.run(
+        [sys.executable, "-c", "from sp_planner.cli.simulate_cmd import main; main()", plan_json,
+         "--out-dir", tmp_path],
+        capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.getcwd(), "PYTHONIOENCODING": "ascii", "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b"" and b"simulated step" in done.stdout
+    done.stdout.decode("ascii")  # nothing but ASCII reached the stream

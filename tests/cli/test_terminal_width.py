@@ -1,0 +1,81 @@
+"""sp-plan's table in a real pseudo-terminal of 80 and 120 columns: every degree visible, nothing cut."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.present.expressible import expressible_plans
+from sp_planner.search import search
+from sp_planner.sim.rerank import rerank_by_simulation
+from sp_planner.specs.workload import Workload
+
+README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+DEGREES = ("tp", "pp", "dp", "ulysses", "ring")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _in_pty(args: list[str], columns: int) -> str:
+    """Run sp-plan with stdout on a pseudo-terminal `columns` wide; return what the terminal got."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(TERM="xterm", PYTHONPATH=os.getcwd(), NO_COLOR="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sp_planner.cli.plan_cmd import main; main(sys.argv[1:])", *args],
+        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
+
+
+def _table_lines(text: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Ranked plans"))
+    end = next(i for i in range(start + 3, len(lines)) if not lines[i].strip() or not lines[i].split()[0].isdigit())
+    return lines[start + 1:end]
+
+
+@pytest.mark.parametrize("columns, extra", [(80, []), (80, ["--simulate", "3"]), (120, []), (120, ["--wide"])])
+def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
+    text = _in_pty([*README, *extra], columns)
+    header, rule, *rows = _table_lines(text)
+    assert all(len(line) <= columns for line in (header, rule, *rows)), [len(line) for line in (header, *rows)]
+    assert "…" not in "".join((header, *rows))  # no column squeezed
+    names = header.split()
+    assert all(name in names for name in DEGREES)
+    assert "% peak" in header and ("model MFU (Megatron)" in header) == ("--wide" in extra)
+    assert ("sim step" in header) == ("--simulate" in extra)
+    # Row 1 holds the best plan Megatron-LM (the default framework) can run, read back from the terminal.
+    a800, llama = load_hardware("a800"), load_model("llama3-8b")
+    workload = Workload(seq_len=128 * 1024, global_batch=16)
+    result = search(llama, a800, workload, num_nodes=2, gpus_per_node=8, top_k=10)
+    mine = expressible_plans(result, "megatron", model=llama, workload=workload, num_nodes=2, gpus_per_node=8,
+                             top_k=10)
+    if "--simulate" in extra:  # the framework's plans are the ones simulated
+        mine = rerank_by_simulation(result.model_copy(update={"ranked": mine}), llama, a800, workload,
+                                    num_nodes=2, gpus_per_node=8, top_k=3).ranked
+    best = mine[0]
+    cells = rows[0].split()
+    assert cells[0] == "1"
+    assert [int(cell) for cell in cells[1:6]] == [getattr(best.plan, axis) for axis in DEGREES]
+    assert f"{best.hardware_mfu:.1%}" in rows[0]

@@ -1,0 +1,91 @@
+"""plan.json's rank groups: a generator at any scale, full lists on request, both checked on read."""
+
+import json
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.errors import UserInputError
+from sp_planner.layout import GRID_ORDER, rank_groups
+from sp_planner.plan import ParallelPlan
+from sp_planner.planfile import PlanFile, RankLayout, read_plan_file, write_plan_file
+from sp_planner.specs import Workload
+
+PLAN = ParallelPlan(dp=2, pp=2, tp=2, ulysses=2, ring=2)  # 32 ranks
+
+
+def _plan_file(plan: ParallelPlan = PLAN, **fields) -> PlanFile:
+    return PlanFile(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                    workload=Workload(seq_len=8192, global_batch=8), num_nodes=plan.world_size // 8,
+                    gpus_per_node=8, plan=plan, **fields)
+
+
+def test_the_generator_expands_to_the_executor_layout():
+    layout = RankLayout.of(PLAN)
+    assert layout.order == GRID_ORDER == ("pp", "dp", "ring", "ulysses", "tp")
+    full = layout.expand()
+    assert full == rank_groups(PLAN)
+    # by hand: tp adjacent, ulysses stride 2, ring stride 4 (cp = ring x ulysses), dp stride 8, pp 16
+    assert full["tp"][:2] == [[0, 1], [2, 3]]
+    assert full["ulysses"][:2] == [[0, 2], [1, 3]]
+    assert full["cp"][0] == [0, 2, 4, 6]
+    assert full["dp"][0] == [0, 8] and full["pp"][0] == [0, 16]
+
+
+def test_a_plan_file_stays_small_at_scale(tmp_path):
+    big = ParallelPlan(dp=128, pp=1, tp=1, ulysses=64, ring=16)  # 131,072 GPUs
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(big, rank_layout=RankLayout.of(big)))
+    assert path.stat().st_size < 50_000
+    assert read_plan_file(path).rank_layout == RankLayout.of(big)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_round_trip(tmp_path, full):
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(rank_layout=RankLayout.of(PLAN), rank_groups=rank_groups(PLAN) if full else {}))
+    read = read_plan_file(path)
+    assert read.rank_layout.expand() == rank_groups(PLAN)
+    assert read.rank_groups == (rank_groups(PLAN) if full else {})
+
+
+def test_old_files_with_full_lists_only_are_read(tmp_path):
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(rank_groups=rank_groups(PLAN)))
+    doc = json.loads(path.read_text())
+    del doc["rank_layout"]  # as written before the generator existed
+    path.write_text(json.dumps(doc))
+    assert read_plan_file(path).rank_groups == rank_groups(PLAN)
+
+
+def _edited(tmp_path, edit) -> str:
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(rank_layout=RankLayout.of(PLAN), rank_groups=rank_groups(PLAN)))
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError) as err:
+        read_plan_file(path)
+    return str(err.value)
+
+
+def test_a_generator_that_is_not_the_plans_layout_is_refused(tmp_path):
+    def reorder(doc):
+        doc["rank_layout"]["order"] = ["pp", "dp", "ulysses", "ring", "tp"]  # Ulysses outside ring
+    assert "rank_layout (order ['pp', 'dp', 'ulysses', 'ring', 'tp']" in _edited(tmp_path, reorder)
+
+    def degrees(doc):
+        doc["rank_layout"]["degrees"]["ring"] = 4
+    assert "is not the plan's layout (order ['pp', 'dp', 'ring', 'ulysses', 'tp']" in _edited(tmp_path, degrees)
+
+
+def test_full_lists_that_differ_from_the_layout_are_refused(tmp_path):
+    def swap(doc):
+        doc["rank_groups"]["ulysses"][0] = [0, 1]
+    message = _edited(tmp_path, swap)
+    assert "rank_groups['ulysses'] [[0, 1]" in message and "disagree with the degrees" in message
+    assert "\n" not in message
+
+    def unknown(doc):
+        doc["rank_groups"]["expert"] = [[0]]
+    assert "rank_groups has axes" in _edited(tmp_path, unknown)

@@ -1,0 +1,167 @@
+"""The streaming search: chunked, rules before costing, best rows kept, frame built on request.
+Whatever the chunk size, the answer is the one a single chunk gives."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import sp_planner.search as search_module
+from sp_planner import columns
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.search import Pins, search
+from sp_planner.space import (
+    Axes,
+    _divisors,
+    degree_tuples,
+    enumerate_candidates,
+    expand_candidates,
+    iter_candidates,
+    ordered_factorizations,
+    search_order,
+)
+from sp_planner.specs import Workload
+
+MODEL = load_model("Llama-3-8B")
+HW = load_hardware("A800")
+WORKLOAD = Workload(seq_len=12288, global_batch=6)  # 12288 = 2^12 * 3: some splits fail
+AXES = Axes(num_layers=MODEL.num_layers, precisions=HW.precisions)
+
+
+def _search(chunk: int, head_rows: int, monkeypatch, **kwargs):
+    monkeypatch.setattr(search_module, "CHUNK_CANDIDATES", chunk)
+    monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
+    return search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8, top_k=7, **kwargs)
+
+
+@pytest.mark.parametrize("chunk,head_rows", [(97, 5), (500, 40), (1 << 20, 5)])
+def test_chunks_and_kept_rows_change_nothing(chunk, head_rows, monkeypatch):
+    whole = _search(1 << 20, 1 << 20, monkeypatch)  # one chunk, every row kept: the plain ranking
+    streamed = _search(chunk, head_rows, monkeypatch)
+    assert streamed.candidates_evaluated == whole.candidates_evaluated == len(whole.frame)
+    assert streamed.prune_counts == whole.prune_counts
+    assert streamed.ranked == whole.ranked
+    pd.testing.assert_frame_equal(streamed.frame, whole.frame)
+    pd.testing.assert_frame_equal(streamed.head(head_rows), whole.frame.head(head_rows))
+    # beyond the rows kept, head() falls back to the frame
+    pd.testing.assert_frame_equal(streamed.head(head_rows + 3), whole.frame.head(head_rows + 3))
+
+
+def test_frame_is_built_only_when_asked(monkeypatch):
+    calls = []
+    real = search_module._scan
+    monkeypatch.setattr(search_module, "_scan", lambda *a, **k: calls.append(k["keep"]) or real(*a, **k))
+    result = _search(200, 5, monkeypatch)
+    assert None not in calls  # the search itself keeps only the best rows
+    result.head(5)
+    assert None not in calls
+    frame = result.frame
+    assert calls.count(None) == 2  # passing and breaking candidates, once
+    result.frame
+    assert calls.count(None) == 2  # built once
+    assert len(frame) == result.candidates_evaluated
+
+
+def test_prune_counts_add_up(monkeypatch):
+    result = _search(97, 5, monkeypatch)
+    frame = result.frame
+    assert sum(result.prune_counts.values()) == int((~frame["fits"]).sum())
+    assert result.prune_counts["oom"] == int(frame["reason"].str.startswith("oom").sum())
+
+
+def test_progress_reaches_every_candidate(monkeypatch):
+    from sp_planner.space import count_candidates
+
+    seen = []
+    _search(97, 5, monkeypatch, progress=lambda done, total, what=None: seen.append((done, total)))
+    total = count_candidates(WORKLOAD, 32, Pins(), axes=AXES)
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3
+
+
+def test_chunked_enumeration_is_the_whole_enumeration():
+    degrees = search_order(degree_tuples(96, Pins()))
+    chunks = [c for _, c in iter_candidates(WORKLOAD, degrees, Pins(), axes=AXES, chunk_candidates=50)]
+    assert len(chunks) > 5
+    whole = enumerate_candidates(WORKLOAD, 96, Pins(), axes=AXES)
+    joined = columns.concat(chunks)
+    for name in whole.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
+    assert len(expand_candidates(WORKLOAD, degrees[:0], Pins(), axes=AXES)) == 0
+
+
+def test_take_keeps_every_column():
+    c = enumerate_candidates(WORKLOAD, 8, Pins(), axes=AXES)
+    picked = columns.take(c, np.array([3, 1]))
+    assert picked.plan(0) == c.plan(3) and picked.plan(1) == c.plan(1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 12, 36, 97, 1000, 2 ** 17])
+def test_divisors(n):
+    assert _divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
+
+
+def test_divisors_of_a_million_node_world():
+    found = _divisors(8 * 1_000_000)  # 2^9 * 5^6: 10 * 7 divisors
+    assert len(found) == 70 and found == sorted(found) and all(8_000_000 % d == 0 for d in found)
+
+
+@pytest.mark.parametrize("world", [1, 8, 12, 96, 4096, 24 * 7 * 11])
+def test_ordered_factorizations_count_degree_tuples(world):
+    assert ordered_factorizations(world, 5) == len(degree_tuples(world, Pins()))
+
+
+@pytest.mark.parametrize("pins", [Pins(), Pins(tp=2), Pins(ring=3, dp=2), Pins(ulysses=5)])
+def test_degree_tuples_are_every_factorization_in_lexicographic_order(pins):
+    import itertools
+
+    from sp_planner.space import DEGREES
+
+    world = 48
+    divisors = [d for d in range(1, world + 1) if world % d == 0]
+    expected = [t for t in itertools.product(divisors, repeat=len(DEGREES)) if np.prod(t) == world
+                and all(getattr(pins, axis) in (None, v) for axis, v in zip(DEGREES, t))]
+    assert degree_tuples(world, pins).tolist() == [list(t) for t in expected]
+
+
+@pytest.mark.parametrize("world,pins", [(8, Pins()), (96, Pins()), (96, Pins(dp=4)), (96, Pins(tp=2)),
+                                        (4096, Pins()), (96, Pins(micro_batch=2, zero=1)), (96, Pins(dp=5)),
+                                        (96, Pins(pp=4)), (96, Pins(vpp=2)), (96, Pins(precision=None))])
+@pytest.mark.parametrize("batch", [6, 64, 7])
+def test_count_candidates_without_enumerating(world, pins, batch):
+    from sp_planner.space import count_candidates
+
+    workload = Workload(seq_len=12288, global_batch=batch)
+    assert count_candidates(workload, world, pins, axes=AXES) == len(
+        enumerate_candidates(workload, world, pins, axes=AXES))
+
+
+def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatch):
+    from sp_planner.search import SearchTooLarge
+    from sp_planner.space import count_candidates
+
+    # candidates on 1..6 nodes of 8: 876, 1620, 5172, 2724, 3708, 9300 (vpp 2, 4, 8 where they run)
+    monkeypatch.setattr(search_module, "MAX_CANDIDATES", 3000)
+    with pytest.raises(SearchTooLarge) as refused:
+        search(MODEL, HW, WORKLOAD, num_nodes=6, gpus_per_node=8)
+    message = str(refused.value)
+    assert "\n" not in message and "6 nodes x 8 GPUs give 9,300 candidate plans, more than the 3,000" in message
+    assert "the largest node count below it that is searched is 4" in message
+    assert count_candidates(WORKLOAD, 32, Pins(), axes=AXES) == 2724
+    search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8)
+
+
+def test_degrees_stay_within_the_plans_bound(monkeypatch):
+    import sp_planner.space as space
+    from sp_planner.space import bounded_factorizations, count_candidates
+
+    monkeypatch.setattr(space, "MAX_DEGREE", 8)
+    tuples = degree_tuples(96, Pins())
+    assert tuples.max() <= 8 and len(tuples) > 0
+    import itertools
+
+    divisors = [d for d in range(1, 9) if 96 % d == 0]
+    brute = [t for t in itertools.product(divisors, repeat=5) if np.prod(t) == 96]
+    assert tuples.tolist() == [list(t) for t in brute]
+    assert bounded_factorizations(96, 5, 8) == len(brute)
+    assert count_candidates(WORKLOAD, 96, Pins(), axes=AXES) == len(
+        enumerate_candidates(WORKLOAD, 96, Pins(), axes=AXES))
