@@ -99,8 +99,8 @@ def _gathers(p: Program, work: StepWork, order) -> dict[int, int]:
 def stage_forward(work: StepWork, stage: int) -> Program:
     p = Program()
     ready = p.add("compute", "gemm", "embedding", work.first_stage_fwd_s if stage == 0 else 0.0)
-    gathers = _gathers(p, work, range(work.layers_per_stage))
-    for layer in range(work.layers_per_stage):
+    gathers = _gathers(p, work, range(work.layers_of(stage)))
+    for layer in range(work.layers_of(stage)):
         ready = _forward_layer(p, work.layer, layer, ready, gather=gathers.get(layer, -1))
     if stage == work.pp - 1:
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready,))
@@ -114,7 +114,7 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Pro
     buckets = last_micro_batch or work.dp_every_micro_batch
     head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
-    order = list(reversed(range(work.layers_per_stage)))
+    order = list(reversed(range(work.layers_of(stage))))
     gathers = _gathers(p, work, order)
     for layer in order:
         ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers.get(layer, -1))

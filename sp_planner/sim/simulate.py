@@ -41,6 +41,10 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
+    if plan.vpp > 1:
+        raise UserInputError(
+            f"the event simulator runs plain 1F1B: vpp {plan.vpp} (interleaved 1F1B) is costed by the analytic "
+            "model only; simulate the plan with vpp 1")
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
