@@ -61,14 +61,21 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'.
     """
     contiguous = plan.ring > 1 and plan.ring_layout == "contiguous"
+    uneven = plan.first_stage_layers is not None
     if compact:
         degrees = " ".join(f"{SHORT_AXIS[axis]}{getattr(plan, axis)}" for axis in NAME_ORDER)
         layout = " contig" if contiguous else ""
-        return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}"
+        extra = (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
+            f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
+            f" {plan.precision}" if plan.precision != "bf16" else "")
+        return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}{extra}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in NAME_ORDER)
     layout = ", contiguous ring" if contiguous else ""
+    extra = (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
+        f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
+        f", {plan.precision} GEMMs" if plan.precision != "bf16" else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
-            f"micro batch {plan.micro_batch}{layout}")
+            f"micro batch {plan.micro_batch}{layout}{extra}")
 
 
 def reason_key(reason: object) -> str:
