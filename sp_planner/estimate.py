@@ -60,6 +60,9 @@ class CommBytes(FrozenModel):
     pp_p2p: int
     dp_reduce_scatter: int
     dp_all_gather: int
+    cp_all_gather: int = 0  # all-gather CP: K/V gathered over the ring axis
+    cp_reduce_scatter: int = 0  # all-gather CP: dK/dV reduce-scattered
+    dp_all_reduce: int = 0  # HSDP: the gradient shard all-reduced across replicas
 
 
 class CommLinks(FrozenModel):
@@ -72,6 +75,9 @@ class CommLinks(FrozenModel):
     pp_p2p: Link
     dp_reduce_scatter: Link
     dp_all_gather: Link
+    cp_all_gather: Link = "none"
+    cp_reduce_scatter: Link = "none"
+    dp_all_reduce: Link = "none"
 
 
 class PlanEstimate(FrozenModel):

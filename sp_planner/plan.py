@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, get_args
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.pipeline import interleave_breaks, split_breaks
@@ -21,6 +21,11 @@ RingLayout = Literal["zigzag", "contiguous"]
 # or MXFP8 (1x32 blocks with E8M0 scales, Blackwell only). Attention stays bf16 in all three.
 Precision = Literal["bf16", "fp8", "mxfp8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+# How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
+# allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
+# paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
+CpComm = Literal["p2p", "allgather"]
+CP_COMMS: tuple[CpComm, ...] = get_args(CpComm)
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
@@ -50,13 +55,34 @@ class ParallelPlan(FrozenModel):
     micro_batch: int = Field(default=1, ge=1, le=MAX_GLOBAL_BATCH)
     # zigzag = load-balanced causal ring (2*ring chunks, rank i holds chunks i and 2R-1-i).
     ring_layout: RingLayout = "zigzag"
+    cp_comm: CpComm = "p2p"
+    # FSDP/HSDP: data-parallel replicas (HSDP's replicate degree, dividing dp); the ZeRO group
+    # shards over dp/dp_replicate x cp (torchtitan data_parallel_replicate_degree, Megatron-FSDP
+    # --num-distributed-optimizer-instances).
+    dp_replicate: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    # ZeRO-3 only: free the gathered parameters after forward and gather them again in backward
+    # (FSDP2 reshard_after_forward); False keeps them from forward to backward (Llama 3 section 3.3.2).
+    reshard_after_forward: bool = True
     # Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.
-    vpp: int = Field(default=1, ge=1)
+    vpp: int = Field(default=1, ge=1, le=MAX_DEGREE)
     # Decoder layers on the first / last pipeline stage; None = the even split num_layers / pp
     # (sp_planner.pipeline: uneven splits as Megatron expresses them).
     first_stage_layers: int | None = Field(default=None, ge=1)
     last_stage_layers: int | None = Field(default=None, ge=1)
     precision: Precision = "bf16"
+
+    @model_validator(mode="after")
+    def _check_fsdp(self) -> "ParallelPlan":
+        if self.dp % self.dp_replicate != 0:
+            raise ValueError(f"dp {self.dp} is not divisible by dp_replicate {self.dp_replicate} "
+                             "(HSDP: dp = dp_replicate x dp_shard)")
+        if self.dp_replicate > 1 and self.zero == 0:
+            raise ValueError(f"dp_replicate {self.dp_replicate} needs zero >= 1: with zero 0 every "
+                             "data-parallel rank is already a full replica")
+        if not self.reshard_after_forward and self.zero != 3:
+            raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
+                             "parameters whole; only ZeRO-3/FSDP shards them)")
+        return self
 
     @property
     def cp(self) -> int:
@@ -72,6 +98,15 @@ class ParallelPlan(FrozenModel):
 
     def num_micro_batches_of(self, global_batch: int) -> int:
         return global_batch // (self.dp * self.micro_batch)
+
+    @property
+    def dp_shard(self) -> int:
+        """Data-parallel ranks one ZeRO/FSDP shard group spans (times cp): dp / dp_replicate."""
+        return self.dp // self.dp_replicate
+
+    @property
+    def allgather(self) -> bool:
+        return self.cp_comm == "allgather"
 
     @property
     def zigzag(self) -> bool:

@@ -85,11 +85,12 @@ def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
 
 def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, axes: Axes) -> int:
     """The number of candidates, when the search takes them on."""
-    count = count_candidates(workload, num_nodes * gpus_per_node, pins, axes=axes)
+    count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node, axes=axes)
     if count <= MAX_CANDIDATES:
         return count
     smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
-                    if 0 < count_candidates(workload, n * gpus_per_node, pins, axes=axes) <= MAX_CANDIDATES), None)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes) <= MAX_CANDIDATES),
+                   None)
     largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
     raise SearchTooLarge(
@@ -160,6 +161,9 @@ class _Evaluated(NamedTuple):
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
         cols["micro_batch"] = c.micro_batch
         cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols["cp_comm"] = np.where(c.allgather, "allgather", "p2p").astype(object)
+        cols["dp_replicate"] = c.dp_replicate
+        cols["reshard_after_forward"] = c.reshard
         cols["vpp"] = c.vpp
         # 0 (the even split) as missing, as in the plan (None).
         cols["first_stage_layers"] = pd.array(np.where(c.first_stage_layers > 0, c.first_stage_layers, None),
@@ -235,20 +239,20 @@ class _Best(NamedTuple):
     """The best rows seen so far, in rank order, and their places in the enumeration."""
 
     evaluated: _Evaluated
-    index: np.ndarray
+    place: np.ndarray
 
 
 def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
                keep: int | None) -> _Best:
     """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
     if best is not None:
-        if keep is not None and len(best.index) >= keep:
+        if keep is not None and len(best.place) >= keep:
             # Rows ranked after the last one kept cannot enter: drop them before sorting.
             tier, primary = _rank_keys(e, capacity_bytes)[:2]
             last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
             rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
             e, index = columns.take(e, rows), index[rows]
-        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.index, index])
+        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.place, index])
     order = _ranked_order(e, index, capacity_bytes)[:keep]
     return _Best(columns.take(e, order), index[order])
 
@@ -270,7 +274,8 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
     axes = search_axes(model, hardware)
-    for done, chunk in iter_candidates(workload, degrees, pins, axes=axes, chunk_candidates=CHUNK_CANDIDATES):
+    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=CHUNK_CANDIDATES,
+                                       gpus_per_node=gpus_per_node, axes=axes):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         rows = np.flatnonzero(code >= 0 if breakers else code < 0)
         e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows])
@@ -312,7 +317,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
         if broken.best is not None:
-            best = _keep_best(best, broken.best.evaluated, broken.best.index, hardware.hbm_bytes, keep)
+            best = _keep_best(best, broken.best.evaluated, broken.best.place, hardware.hbm_bytes, keep)
     assert best is not None
     shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}

@@ -19,6 +19,7 @@ from sp_planner.plan import (
     PRECISIONS,
     RECOMPUTE,
     RULES,
+    CpComm,
     ParallelPlan,
     Precision,
     Recompute,
@@ -26,6 +27,7 @@ from sp_planner.plan import (
     RuleFacts,
     rule_breaks,
 )
+from sp_planner.space_variants import expand_variants, variant_mask
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -46,6 +48,9 @@ class Pins(FrozenModel):
     recompute: Recompute | None = None
     micro_batch: int | None = None
     ring_layout: RingLayout | None = None
+    cp_comm: CpComm | None = None
+    dp_replicate: int | None = None
+    reshard_after_forward: bool | None = None
     vpp: int | None = None
     # bf16 unless asked: FP8 changes the numerics, so the search tries it only when told (None).
     precision: Precision | None = "bf16"
@@ -126,9 +131,11 @@ class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
 
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
-    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool;
-    `vpp` virtual stages per rank; `first/last_stage_layers` the pipeline split (0 = even, see
-    sp_planner.pipeline); `precision` holds plan.PRECISIONS codes.
+    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool,
+    `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
+    plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
+    stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
+    `precision` holds plan.PRECISIONS codes.
     """
 
     dp: np.ndarray
@@ -140,6 +147,9 @@ class Candidates:
     recompute: np.ndarray
     micro_batch: np.ndarray
     zigzag: np.ndarray
+    allgather: np.ndarray
+    dp_replicate: np.ndarray
+    reshard: np.ndarray
     vpp: np.ndarray
     first_stage_layers: np.ndarray
     last_stage_layers: np.ndarray
@@ -161,7 +171,9 @@ class Candidates:
         """One plan as one-entry arrays."""
         ints = {name: np.array([getattr(plan, name) or 0], dtype=np.int64) for name in _INT_FIELDS}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
-                   zigzag=np.array([plan.zigzag]),
+                   zigzag=np.array([plan.zigzag]), allgather=np.array([plan.allgather]),
+                   dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
+                   reshard=np.array([plan.reshard_after_forward]),
                    precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64))
 
     def plan(self, i: int) -> ParallelPlan:
@@ -171,6 +183,8 @@ class Candidates:
             ints[name] = ints[name] or None  # 0 = the even split
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
                             ring_layout="zigzag" if self.zigzag[i] else "contiguous",
+                            cp_comm="allgather" if self.allgather[i] else "p2p",
+                            dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
                             precision=PRECISIONS[int(self.precision[i])])
 
 
@@ -178,38 +192,54 @@ _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_s
 
 
 class Axes(NamedTuple):
-    """What the non-degree axes read beside the pins: the model's layers (pipeline splits and the
-    vpp values that fit them) and the precisions the hardware runs (tried when unpinned)."""
+    """What the pipeline and precision axes read beside the pins: the model's layers (the split
+    and the vpp values that fit it) and the precisions the hardware runs (tried when unpinned).
+    None where a caller passes no Axes: vpp 1, the even split, the pinned (else bf16) precision."""
 
     num_layers: int
     precisions: tuple[Precision, ...] = ("bf16",)
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins, *, axes: Axes) -> Candidates:
-    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x vpp x precision,
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
+                         *, axes: Axes | None = None) -> Candidates:
+    """Every candidate: degree tuples x ZeRO stage x recompute x micro-batch x the variants of
+    space_variants (cp_comm, HSDP, reshard; HSDP only with a known node size) x vpp x precision,
     one ring layout."""
-    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins, axes=axes)
+    return expand_candidates(workload, search_order(degree_tuples(world, pins)), pins, gpus_per_node, axes=axes)
 
 
-def count_candidates(workload: Workload, world: int, pins: Pins, *, axes: Axes) -> int:
-    """How many candidates enumerate_candidates gives, without enumerating them: the degree tuples
-    with each (dp, pp) (a formula unless a degree other than dp and pp is pinned) times what one of
-    them expands to (the vpp values kept depend on dp and pp only)."""
-    dp_axis, pp_axis = DEGREES.index("dp"), DEGREES.index("pp")
-    if any(getattr(pins, axis) is not None for axis in DEGREES if axis not in ("dp", "pp")):
-        pairs, per_pair = np.unique(degree_tuples(world, pins)[:, [dp_axis, pp_axis]], axis=0, return_counts=True)
+# Above this many degree tuples count_candidates counts without them (the base count, which is
+# then already far above any search's size limit, so the refusal stands).
+COUNT_TUPLES_LIMIT = 2_000_000
+
+
+def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
+                     *, axes: Axes | None = None) -> int:
+    """How many candidates enumerate_candidates gives, without expanding them: per degree tuple and
+    ZeRO stage, its valid variants x recompute x micro-batch choices. Beyond COUNT_TUPLES_LIMIT
+    tuples, the degree tuples with each dp by formula times what one of them expands to, variants
+    aside (a lower bound)."""
+    dp_axis = DEGREES.index("dp")
+    zeros, recomputes = _zeros_and_recomputes(pins)
+    if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
+        tuples = degree_tuples(world, pins)
+        named = dict(zip(DEGREES, tuples.T))
+        per_tuple = np.zeros(len(tuples), dtype=np.int64)
+        for zero in zeros:
+            mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
+            per_tuple += mask.sum(axis=1)
+        # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the micro-batch.
+        mbs = np.array([sum(_vpps_kept(workload, int(dp), int(pp), mb, pins, axes)
+                            for mb in _micro_batches(workload, int(dp), pins))
+                        for dp, pp in zip(named["dp"], named["pp"])], dtype=np.int64)
+        return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
+    if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
+        dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
     else:
-        found = [(dp, pp) for dp in _divisors(world) if pins.dp in (None, dp) and dp <= MAX_DEGREE
-                 for pp in _divisors(world // dp) if pins.pp in (None, pp) and pp <= MAX_DEGREE]
-        pairs = np.array(found, dtype=np.int64).reshape(-1, 2)
-        per_pair = np.array([bounded_factorizations(world // int(dp * pp), len(DEGREES) - 2) for dp, pp in found],
-                            dtype=np.int64)
-    total = 0
-    for (dp, pp), tuples in zip(pairs.tolist(), per_pair.tolist()):
-        one = np.ones((1, len(DEGREES)), dtype=np.int64)  # (dp, pp, the rest on the last axis)
-        one[0, dp_axis], one[0, pp_axis], one[0, -1] = dp, pp, world // (dp * pp)
-        total += tuples * len(expand_candidates(workload, one, pins, axes=axes))
-    return total
+        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
+        per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
+    return sum(tuples * len(zeros) * len(recomputes) * len(_micro_batches(workload, dp, pins))
+               for dp, tuples in zip(dps.tolist(), per_dp.tolist())) * len(_precision_codes(pins, axes))
 
 
 def search_order(degrees: np.ndarray) -> np.ndarray:
@@ -219,70 +249,114 @@ def search_order(degrees: np.ndarray) -> np.ndarray:
     return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
 
 
-def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, axes: Axes,
-                    chunk_candidates: int) -> Iterator[tuple[int, Candidates]]:
+def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
+                    gpus_per_node: int | None = None, axes: Axes | None = None) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
     `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
     axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
     step, done = 1, 0
     while done < len(degrees):
         rows = degrees[done:done + step]
-        chunk = expand_candidates(workload, rows, pins, axes=axes)
+        chunk = expand_candidates(workload, rows, pins, gpus_per_node, axes=axes)
         done += len(rows)
         yield done, chunk
         per_tuple = max(1.0, len(chunk) / len(rows))
         step = max(1, int(chunk_candidates / per_tuple))
 
 
-def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, axes: Axes) -> Candidates:
-    """Degree tuples (in search_order) times ZeRO stage, recompute, micro-batch, vpp and
+def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
+    zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
+    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    return zeros, recomputes
+
+
+def _micro_batches(workload: Workload, dp: int, pins: Pins) -> list[int]:
+    if pins.micro_batch is not None:
+        return [pins.micro_batch]
+    if workload.global_batch % dp == 0:
+        per_replica = workload.global_batch // dp
+        return [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
+    return [1]  # broken batch rule: evaluated once, reported with its reason
+
+
+def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
+    return variant_mask(named["dp"], named["tp"], named["ulysses"], named["ring"], zero, cp_comm=pins.cp_comm,
+                        dp_replicate=pins.dp_replicate, reshard_after_forward=pins.reshard_after_forward,
+                        gpus_per_node=gpus_per_node)
+
+
+def _precision_codes(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.precision is not None:
+        return [PRECISIONS.index(pins.precision)]
+    return [PRECISIONS.index(p) for p in (axes.precisions if axes is not None else ("bf16",))]
+
+
+def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.vpp is not None:
+        return [pins.vpp]
+    return list(VPP_CHOICES) if axes is not None else [1]
+
+
+def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool):
+    """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
+    for the micro-batch count), so that the search does not list them as rule breakers."""
+    if pinned:
+        return np.ones(np.shape(vpp), dtype=bool)
+    m = workload.global_batch // (dp * mb)
+    first, last = default_split(num_layers, pp, vpp)
+    return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
+
+
+def _vpps_kept(workload: Workload, dp: int, pp: int, mb: int, pins: Pins, axes: Axes | None) -> int:
+    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)
+    num_layers = axes.num_layers if axes is not None else 1
+    return int(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None).sum())
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None,
+                      *, axes: Axes | None = None) -> Candidates:
+    """Degree tuples (in search_order) times ZeRO stage, recompute and micro-batch, each then
+    times its valid variants (space_variants), which stay next to it, then times vpp and
     precision, and for each pp the pipeline split `pipeline.default_split` gives.
 
     Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
     (vpp 1 always, so that a broken split is still reported once); unpinned precision over
-    `axes.precisions` (what the hardware runs)."""
-    zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
-    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
-    vpps = [pins.vpp] if pins.vpp is not None else list(VPP_CHOICES)
-    codes = [PRECISIONS.index(p) for p in ([pins.precision] if pins.precision is not None else axes.precisions)]
-    num_layers = axes.num_layers
+    `axes.precisions` (what the hardware runs). Without `axes`: vpp 1, even split, bf16."""
+    zeros, recomputes = _zeros_and_recomputes(pins)
     blocks = []
     for dp in np.unique(degrees[:, DEGREES.index("dp")]):
-        if pins.micro_batch is not None:
-            mbs = [pins.micro_batch]
-        elif workload.global_batch % dp == 0:
-            per_replica = workload.global_batch // dp
-            mbs = [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
-        else:
-            mbs = [1]  # broken batch rule: evaluated once, reported with its reason
+        mbs = _micro_batches(workload, int(dp), pins)
         rows = degrees[degrees[:, DEGREES.index("dp")] == dp]
-        # (rows, zero, recompute, micro_batch, vpp, precision) -> flat candidates
-        grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, vpps, codes, indexing="ij"), -1)
-        grid = grid.reshape(-1, 6)
+        # (rows, zero, recompute, micro_batch) -> flat candidates
+        grid = np.stack(np.meshgrid(np.arange(len(rows)), zeros, recomputes, mbs, indexing="ij"), -1)
+        grid = grid.reshape(-1, 4)
         blocks.append(np.concatenate([rows[grid[:, 0]], grid[:, 1:]], axis=1))
-    width = len(DEGREES) + 5
+    width = len(DEGREES) + 3
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
-    table = _keep_vpp(table, workload, num_layers, pinned=pins.vpp is not None)
-    columns = table.T.astype(np.int64)  # (candidates, width) -> one array per field
-    pp, vpp = columns[DEGREES.index("pp")], columns[-2]
-    first, last = default_split(num_layers, pp, vpp)
+    mask, replicas = _variants(dict(zip(DEGREES, table.T)), table[:, len(DEGREES)], pins, gpus_per_node)
+    table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
+    columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    return Candidates(**dict(zip(DEGREES, columns)), zero=columns[-5], recompute=columns[-4],
-                      micro_batch=columns[-3], zigzag=np.full(len(table), layout == "zigzag"),
-                      vpp=vpp, first_stage_layers=first, last_stage_layers=last, precision=columns[-1])
-
-
-def _keep_vpp(table: np.ndarray, workload: Workload, num_layers: int, *, pinned: bool) -> np.ndarray:
-    """Drop unpinned vpp > 1 rows that Megatron would reject (no split, or no interleaved
-    schedule for the micro-batch count), so that the search does not list them as rule breakers."""
-    if pinned:
-        return table
-    dp, pp, vpp = table[:, DEGREES.index("dp")], table[:, DEGREES.index("pp")], table[:, -2]
-    mb = table[:, -3]
-    m = workload.global_batch // (dp * mb)
-    first, last = default_split(num_layers, pp, vpp)
-    bad = (vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))
-    return table[~bad]
+    names = (*DEGREES, "zero", "recompute", "micro_batch", "allgather", "dp_replicate", "reshard")
+    # (variants, width + 3) -> (variants x vpp x precision, width + 5), each row's next to it
+    vpps, codes = _vpp_choices(pins, axes), _precision_codes(pins, axes)
+    extra = np.array([(v, c) for v in vpps for c in codes], dtype=np.int64).reshape(-1, 2)
+    table = np.concatenate([np.repeat(table, len(extra), axis=0), np.tile(extra, (len(table), 1))], axis=1)
+    num_layers = axes.num_layers if axes is not None else 1
+    at = {name: i for i, name in enumerate((*names, "vpp", "precision"))}
+    keep = _vpp_keep(workload, table[:, at["dp"]], table[:, at["pp"]], table[:, at["micro_batch"]],
+                     table[:, at["vpp"]], num_layers, pins.vpp is not None or axes is None)
+    table = table[keep]
+    columns = table.T.astype(np.int64)  # (candidates, width + 5) -> one array per field
+    named = dict(zip((*names, "vpp", "precision"), columns))
+    if axes is not None:
+        first, last = default_split(axes.num_layers, named["pp"], named["vpp"])
+    else:
+        first = last = np.zeros(len(table), dtype=np.int64)
+    return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
+                      zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
+                      reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
+                      last_stage_layers=np.asarray(last, dtype=np.int64))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

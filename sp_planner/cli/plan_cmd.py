@@ -17,7 +17,7 @@ from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
-from sp_planner.plan import MAX_DEGREE, Precision, Recompute
+from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 
@@ -35,6 +35,8 @@ EPILOG = """\
   sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k --format json --out plan.json
 
   sp-plan --model llama3-8b --hardware h100 --nodes 4 --seq-len 256k --simulate 5
+
+  sp-plan --model llama3-70b --hardware h100 --nodes 16 --seq-len 128k --ring 8 --cp-comm allgather --zero 2
 
 Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are shown), 2 bad input.
 """
@@ -83,6 +85,15 @@ def plan(
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
+    cp_comm: Annotated[Optional[CpComm], typer.Option(
+        show_default=False, help="Pin how the ring axis moves K/V: p2p (ring attention) or allgather "
+        "(all-gather CP, Llama 3 / TE all_gather).")] = None,
+    dp_replicate: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_DEGREE, show_default=False, help="Pin HSDP's replicate degree (dp = dp_replicate x "
+        "dp_shard; ZeRO shards over dp_shard x cp).")] = None,
+    reshard_after_forward: Annotated[Optional[bool], typer.Option(
+        "--reshard-after-forward/--no-reshard-after-forward", show_default=False,
+        help="Pin ZeRO-3/FSDP's reshard after forward (no: keep the gathered parameters for backward).")] = None,
     vpp: Annotated[Optional[int], typer.Option(min=1, max=64, show_default="searched over 1, 2, 4, 8",
                                                help="Pin the virtual pipeline stages per rank (interleaved "
                                                "1F1B; 1 = plain 1F1B).")] = None,
@@ -122,7 +133,8 @@ def plan(
                                     "simulator's step time (both times are shown).")
     ] = None,
 ) -> int:
-    """Rank parallel plans (TP, PP, DP, Ulysses, Ring, ZeRO, recompute) for long-context training.
+    """Rank parallel plans (TP, PP, DP, Ulysses, Ring or all-gather CP, ZeRO/FSDP/HSDP, recompute)
+    for long-context training.
 
     Pinned options narrow the search; with every degree pinned the plan is evaluated and shown even
     if it does not fit (exit 1, no plan file).
@@ -130,7 +142,8 @@ def plan(
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
-        zero=zero, recompute=recompute, micro_batch=micro_batch, vpp=vpp, precision=precision,
+        zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
+        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)

@@ -14,7 +14,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.pipeline import default_split
-from sp_planner.plan import PRECISIONS, ParallelPlan, Precision, Recompute, violations
+from sp_planner.plan import PRECISIONS, CpComm, ParallelPlan, Precision, Recompute, violations
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -60,6 +60,9 @@ def resolve_question(
     zero: int | None,
     recompute: Recompute | None,
     micro_batch: int | None,
+    cp_comm: CpComm | None = None,
+    dp_replicate: int | None = None,
+    reshard_after_forward: bool | None = None,
     vpp: int | None = None,
     precision: str = "bf16",
 ) -> PlanQuestion:
@@ -81,9 +84,11 @@ def resolve_question(
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
     if vpp is not None and vpp <= 0:
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
-    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch, vpp=vpp,
+    pins = Pins(**degrees, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
+                dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
                 precision=_check_precision(precision, profile))
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, vpp)
+    _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
     return PlanQuestion(
         model=model_spec,
         hardware=profile,
@@ -165,6 +170,23 @@ def _check_pins(
     if broken:
         first = broken[0]
         raise UserInputError(f"the pinned plan breaks the {first.rule} rule: {first.message}")
+
+
+def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
+                     reshard_after_forward: bool | None) -> None:
+    """Exit-2 check of FSDP pins that no plan can honour (ParallelPlan's own FSDP rules)."""
+    if dp_replicate is not None:
+        if dp_replicate < 1:
+            raise UserInputError(f"--dp-replicate must be at least 1, got {dp_replicate}")
+        if dp is not None and dp % dp_replicate != 0:
+            raise UserInputError(f"--dp-replicate {dp_replicate} does not divide dp {dp} "
+                                 "(HSDP: dp = dp_replicate x dp_shard)")
+        if dp_replicate > 1 and zero == 0:
+            raise UserInputError(f"--dp-replicate {dp_replicate} needs --zero 1, 2 or 3 (zero 0 replicates "
+                                 "everything already)")
+    if reshard_after_forward is False and zero is not None and zero != 3:
+        raise UserInputError(f"--no-reshard-after-forward needs --zero 3 (got --zero {zero}): only ZeRO-3/FSDP "
+                             "shards parameters")
 
 
 def check_outputs(*, out: Path | None, report: Path | None) -> None:

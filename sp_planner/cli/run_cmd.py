@@ -22,7 +22,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, check_config
 from sp_planner.executor.config import Device
 from sp_planner.executor.launch import LaunchSpec, cluster_command
-from sp_planner.plan import MAX_DEGREE, RingLayout
+from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.planfile import PlanFile, read_plan_file
@@ -32,6 +32,8 @@ EPILOG = """\
 [bold]Examples[/bold]
 
   sp-run --ulysses 2 --ring 2 --seq-len 4k --heads 8 --kv-heads 2 --head-dim 64 --causal --ring-layout zigzag
+
+  sp-run --ring 4 --seq-len 4k --heads 8 --kv-heads 2 --head-dim 64 --causal --ring-layout zigzag --cp-comm allgather
 
   sp-run --plan plan.json --device cuda --out result.json
 
@@ -54,7 +56,7 @@ def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], **run_optio
         raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
     model, plan = plan_file.model, plan_file.plan
     return RunConfig(
-        ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout,
+        ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout, cp_comm=plan.cp_comm,
         batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
         num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, **run_options,
     )
@@ -67,7 +69,7 @@ def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None) -> list[
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
                 "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
-                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout]
+                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout, "--cp-comm", cfg.cp_comm]
         args += ["--causal"] if cfg.causal else []
     args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
     return args + (["--out", str(out)] if out is not None else [])
@@ -97,6 +99,8 @@ def run(
     head_dim: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEAD_DIM, help="Head dimension.")] = None,
     causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask \\[default: full].")] = None,
     ring_layout: Annotated[Optional[RingLayout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
+    cp_comm: Annotated[Optional[CpComm], typer.Option(
+        help="Ring axis: pass K/V round the ring (p2p) or all-gather them \\[default: p2p].")] = None,
     dtype: Annotated[Optional[DType], typer.Option(
         help="Run dtype \\[default: bfloat16 with --plan, else float32].")] = None,
     kernel: Annotated[Kernel, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = "auto",
@@ -125,7 +129,8 @@ def run(
     run_options = dict(device=device, kernel=kernel, iters=iters, debug_fail_rank=debug_fail_rank,
                        debug_fail_mode=debug_fail_mode)
     shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
-             "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout}
+             "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout,
+             "--cp-comm": cp_comm}
     if plan is not None:
         plan_file = read_plan_file(plan)
         cfg = _config_from_plan(plan_file, shape, dtype=dtype or "bfloat16", **run_options)
@@ -166,7 +171,7 @@ def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfi
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
         batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
         head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
-        ring_layout=shape["--ring-layout"] or "contiguous", **run_options,
+        ring_layout=shape["--ring-layout"] or "contiguous", cp_comm=shape["--cp-comm"] or "p2p", **run_options,
     )
 
 

@@ -17,6 +17,12 @@ After each step the partial output is merged into an fp32 accumulator: yunchang'
 `_update_out_and_lse` runs block_out.float(), out - block_out, sigmoid(...) * (...), out - (...):
 6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that).
 Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes).
+
+All-gather CP (cp_comm allgather, `allgather_times`): the ring axis gathers K/V (exposed: TE
+AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed"; Llama 3 paper section
+3.3.2), reorders them (one index_select copy), and runs the executor's kernel calls: per local
+query chunk its causal diagonal block and, unmasked, every earlier key; the backward gathers
+K/V again and reduce-scatters the fp32 full-sequence dK/dV, also exposed.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import (
     FP32_BYTES,
+    allgather_buffer_bytes,
     RING_GRAD_ELEM_BYTES,
     kv_heads_for_ulysses,
     ulysses_all_to_all_bytes,
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
-from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -63,8 +70,8 @@ class AttentionTimes(NamedTuple):
 
 def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num_kv_heads,
                     head_dim, tp, ulysses, ring, causal: bool, zigzag, gpus_per_node: int,
-                    elem_bytes: int) -> AttentionTimes:
-    """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag (bool)."""
+                    elem_bytes: int, allgather=False) -> AttentionTimes:
+    """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag / allgather (bools)."""
     b = np.asarray(batch, dtype=np.float64)
     tp = np.asarray(tp, dtype=np.int64)
     u = np.asarray(ulysses, dtype=np.int64)
@@ -123,20 +130,71 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     uly = 2 * all_to_all_time_s(hardware, q_bytes, u, uly_stride, gpus_per_node) + 2 * all_to_all_time_s(
         hardware, kv_bytes, u, uly_stride, gpus_per_node
     )
+    ag = allgather_times(hardware, batch=b, seq_len=seq_len, heads=heads, head_dim=head_dim,
+                         kv_elems=kv_elems, q_elems=q_elems, ring=r, ring_stride=ring_stride, causal=causal,
+                         zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes)
+    gather = np.asarray(allgather, dtype=bool) & multi
     return AttentionTimes(
-        fwd_compute_s=fwd_busy,
-        bwd_compute_s=bwd_busy,
-        fwd_ring_exposed_s=fwd_wall - fwd_busy,
-        bwd_ring_exposed_s=bwd_wall - bwd_busy,
+        fwd_compute_s=np.where(gather, ag.fwd_compute_s, fwd_busy),
+        bwd_compute_s=np.where(gather, ag.bwd_compute_s, bwd_busy),
+        fwd_ring_exposed_s=np.where(gather, ag.fwd_ring_exposed_s, fwd_wall - fwd_busy),
+        bwd_ring_exposed_s=np.where(gather, ag.bwd_ring_exposed_s, bwd_wall - bwd_busy),
         fwd_ulysses_s=uly,
         bwd_ulysses_s=uly,
+    )
+
+
+def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_dim, kv_elems, q_elems, ring,
+                    ring_stride, causal: bool, zigzag, gpus_per_node: int, elem_bytes: int) -> AttentionTimes:
+    """All-gather CP on the ring axis (module docstring); ulysses fields are zero (added by the caller).
+
+    The kernel calls are sp_planner.executor.allgather.pieces_for_rank's: zigzag causal rank 0
+    runs two diagonal blocks of S/2R and one S/2R x (2R-1)S/2R block (every rank computes the
+    same area); contiguous causal the last rank, which sets the pace, one S/R diagonal and one
+    S/R x (R-1)S/R block; no mask: S/R x S.
+    """
+    r = np.asarray(ring, dtype=np.float64)
+    block = seq_len / r
+    half = causal & np.asarray(zigzag, dtype=bool)
+    chunk = np.where(half, block / 2, block)  # tokens per local query chunk
+    diagonals = np.where(half, 2, 1)
+    prefix_kv = np.where(half, (2 * r - 1) * chunk, (r - 1) * block)
+
+    def kernel(q_tokens, kv_tokens, diagonal, backward):
+        return flash_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
+                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward)
+
+    def calls(backward):
+        if not causal:
+            return kernel(block, seq_len, False, backward)
+        prefix = np.where(prefix_kv > 0, kernel(chunk, prefix_kv, False, backward), 0.0)
+        return diagonals * kernel(chunk, chunk, True, backward) + prefix
+
+    full_kv = r * kv_elems  # one of K or V over the whole sequence
+    reorder = memory_pass_time_s(hardware, 2 * 2 * elem_bytes * full_kv)  # index_select of K and V
+    merges = np.where(causal & (prefix_kv > 0), memory_pass_time_s(
+        hardware, (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems), 0.0)
+    accum = memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * full_kv)
+                               + 2 * 2 * RING_GRAD_ELEM_BYTES * full_kv)  # + fp32 dK/dV reorder
+    gather = 2 * ring_collective_time_s(hardware, "all_gather", (r - 1) * kv_elems * elem_bytes, r,
+                                        ring_stride, gpus_per_node)  # K and V
+    scatter = 2 * ring_collective_time_s(hardware, "reduce_scatter", (r - 1) * kv_elems * RING_GRAD_ELEM_BYTES,
+                                         r, ring_stride, gpus_per_node)  # dK and dV
+    zero = np.zeros(np.shape(r))
+    return AttentionTimes(
+        fwd_compute_s=calls(False) + reorder + merges,
+        bwd_compute_s=calls(True) + reorder + accum,
+        fwd_ring_exposed_s=gather,
+        bwd_ring_exposed_s=gather + scatter,
+        fwd_ulysses_s=zero,
+        bwd_ulysses_s=zero,
     )
 
 
 def attention_layer_time_s(hardware: HardwareProfile, *, batch: int, seq_len: int, num_heads: int,
                            num_kv_heads: int, head_dim: int, tp: int, ulysses: int, ring: int,
                            causal: bool, ring_layout: str, gpus_per_node: int, elem_bytes: int,
-                           backward: bool = True) -> float:
+                           backward: bool = True, cp_comm: str = "p2p") -> float:
     """Wall time of one attention layer (core attention + its Ulysses/ring comm) on one rank."""
     if ring_layout not in ("zigzag", "contiguous"):
         raise ValueError(f"ring_layout must be 'zigzag' or 'contiguous', got {ring_layout!r}")
@@ -144,19 +202,22 @@ def attention_layer_time_s(hardware: HardwareProfile, *, batch: int, seq_len: in
         hardware, batch=batch, seq_len=seq_len, num_heads=num_heads, num_kv_heads=num_kv_heads,
         head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring, causal=causal,
         zigzag=ring_layout == "zigzag", gpus_per_node=gpus_per_node, elem_bytes=elem_bytes,
+        allgather=cp_comm == "allgather",
     )
     total = times.fwd_s + (times.bwd_s if backward else 0.0)
     return float(total)
 
 
 def attention_layer_memory_bytes(*, batch: int, seq_len: int, num_heads: int, num_kv_heads: int,
-                                 head_dim: int, ulysses: int, ring: int, elem_bytes: int) -> int:
+                                 head_dim: int, ulysses: int, ring: int, elem_bytes: int,
+                                 cp_comm: str = "p2p") -> int:
     """Per-rank peak bytes of one attention layer, forward + backward, all tensors alive at once.
 
     Counts Q, K, V and O on both sides of the all-to-all (sequence-sharded and head-sharded; one
     copy when ulysses == 1), the fp32 log-sum-exp, dO and dQ/dK/dV on both sides (fp32 on the
     head-sharded side when ring > 1, as ring-flash-attention accumulates), and the ring's
-    receive buffers for the next K/V (elem_bytes) and dK/dV (fp32).
+    receive buffers for the next K/V (elem_bytes) and dK/dV (fp32); under all-gather CP instead
+    `allgather_buffer_bytes`.
     """
     cp = ulysses * ring
     tokens = batch * seq_len // cp
@@ -172,4 +233,7 @@ def attention_layer_memory_bytes(*, batch: int, seq_len: int, num_heads: int, nu
     if ulysses > 1:
         backward += (q_elems + 2 * kv_elems) * elem_bytes  # sent back to sequence-sharded
     buffers = 2 * kv_elems * (elem_bytes + RING_GRAD_ELEM_BYTES) if ring > 1 else 0
+    if cp_comm == "allgather" and ring > 1:
+        buffers = int(allgather_buffer_bytes(kv_elems, ring, elem_bytes))
     return int(forward + lse + backward + buffers)
+

@@ -73,3 +73,46 @@ def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses,
     forward = 2 * (ring - 1) * block_elems * elem_bytes
     backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * ring * block_elems * grad_elem_bytes
     return np.where(ring > 1, forward + backward, 0)
+
+
+# All-gather CP reduce-scatters dK/dV in fp32, as the ring sends its accumulators (Transformer
+# Engine's AttnFuncWithCPAndKVAllGather reduce-scatters them in the input dtype; we keep one
+# gradient precision for both ring methods, so the executor's bf16 runs stay within tolerance).
+ALLGATHER_GRAD_ELEM_BYTES = RING_GRAD_ELEM_BYTES
+
+
+def allgather_kv_block_elems(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring):
+    """Elements of one rank's K (or V) block on the ring axis: b x S/R tokens x Hkv/U heads."""
+    kv_heads = kv_heads_for_ulysses(num_kv_heads, tp, ulysses) // ulysses
+    return batch * (seq_len // ring) * kv_heads * head_dim
+
+
+def allgather_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes):
+    """All-gather bytes one rank sends per layer, forward + backward, for all-gather CP.
+
+    Forward gathers K and V over the ring axis; backward gathers them again from the saved local
+    blocks (Transformer Engine `_attn_cp_kv_allgather_bwd_gather`; Llama 3 paper section 3.3.2:
+    "all-gather K and V ... then compute attention output for the local query chunks"). An
+    all-gather over R ranks sends (R-1)/R of the gathered tensor per rank: R-1 local blocks.
+    """
+    block = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
+                                     head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring)
+    return 2 * 2 * (ring - 1) * block * elem_bytes
+
+
+def allgather_reduce_scatter_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring,
+                                             grad_elem_bytes=ALLGATHER_GRAD_ELEM_BYTES):
+    """Reduce-scatter bytes one rank sends per layer (backward only) for all-gather CP: the
+    full-sequence dK and dV, each rank keeping its own block's sum (TE
+    `reduce_scatter_along_first_dim(dk)`); (R-1)/R of the full tensor, R-1 blocks."""
+    block = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
+                                     head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring)
+    return 2 * (ring - 1) * block * grad_elem_bytes
+
+
+def allgather_buffer_bytes(kv_elems, ring, elem_bytes):
+    """Transient bytes of all-gather CP for one layer, `kv_elems` = one local K (or V) block: the
+    gathered K and V with their reordered copy (TE index_select after gather_along_first_dim), and
+    the full-sequence fp32 dK/dV before the reduce-scatter; zero when ring == 1."""
+    full = ring * kv_elems
+    return np.where(ring > 1, 2 * full * (2 * elem_bytes + ALLGATHER_GRAD_ELEM_BYTES), 0)

@@ -15,7 +15,11 @@ DP/ZeRO over the dp x cp group, P = parameters on the rank: ZeRO-0 all-reduces f
 (reduce-scatter + all-gather, both counted); ZeRO-1 reduce-scatters fp32 gradients once per step
 and all-gathers bf16 parameters after the update (Megatron distributed optimizer); ZeRO-2
 reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
-every micro-batch's forward and backward (FSDP / DeepSpeed stage 3).
+every micro-batch's forward and backward (FSDP / DeepSpeed stage 3), or only in forward when
+reshard_after_forward is false. Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
+and each reduce-scatter of gradients is followed by an all-reduce of the fp32 shard across the
+replicas (cost.fsdp). All-gather CP moves the ring axis' K/V with an all-gather (forward, and
+again in backward) and dK/dV with a reduce-scatter instead of P2P (attention_comm).
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_for_ulysses, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import (
+    allgather_bytes_per_layer,
+    allgather_reduce_scatter_bytes_per_layer,
+    kv_heads_for_ulysses,
+    ring_bytes_per_layer,
+    ulysses_bytes_per_layer,
+)
+from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, candidate_stage_layers, stage_params_per_rank
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
@@ -52,6 +63,9 @@ class PerCollective(NamedTuple):
     pp_p2p: np.ndarray
     dp_reduce_scatter: np.ndarray
     dp_all_gather: np.ndarray
+    cp_all_gather: np.ndarray
+    cp_reduce_scatter: np.ndarray
+    dp_all_reduce: np.ndarray
 
 
 class CommColumns(NamedTuple):
@@ -81,10 +95,15 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
                  head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
     uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
-    ring_layer = ring_bytes_per_layer(**shape)
+    gather = c.allgather
+    ring_layer = np.where(gather, 0, ring_bytes_per_layer(**shape))
+    kv_shape = {k: v for k, v in shape.items() if k != "elem_bytes"}
+    cp_ag_layer = np.where(gather, allgather_bytes_per_layer(**shape), 0)
+    cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(**kv_shape), 0)
     again = recompute != RECOMPUTE_NONE  # selective and full both re-run core attention
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
-    ring_layer = ring_layer + np.where(again, ring_forward_bytes_per_layer(model, workload, c), 0)
+    ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)
+    cp_ag_layer = cp_ag_layer + np.where(again, cp_ag_layer // 2, 0)  # the forward gather again
 
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
@@ -93,16 +112,20 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
-    zgroup = group_size(c, DP_CP_AXES)
+    zgroup = shard_group_size(c)
     params = stage_params_per_rank(model, tp, pp, stages)[0].astype(np.int64)
     share = lambda nbytes: nbytes * (zgroup - 1) // zgroup  # noqa: E731  (n-1)/n of a buffer
     zero = c.zero
-    grads_rs = share(GRAD_BYTES * params) * np.where(zero >= 2, m, 1)
+    rounds = np.where(zero >= 2, m, 1)
+    grads_rs = share(GRAD_BYTES * params) * rounds
     params_ag = np.select(
         [zero == 0, zero == 3],
-        [share(GRAD_BYTES * params), 2 * m * share(PARAM_BYTES * params)],
+        [share(GRAD_BYTES * params), param_gathers_per_micro_batch(c) * m * share(PARAM_BYTES * params)],
         share(PARAM_BYTES * params),
     )
+    # HSDP: all-reduce of this rank's fp32 gradient shard over dp_replicate ranks (sent 2(r-1)/r).
+    rep = c.dp_replicate
+    replica_ar = 2 * (GRAD_BYTES * params // zgroup) * (rep - 1) // rep * rounds
     per_stage = layers * m
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
@@ -112,17 +135,23 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,
+        cp_all_gather=cp_ag_layer * per_stage,
+        cp_reduce_scatter=cp_rs_layer * per_stage,
+        dp_all_reduce=replica_ar,
     )
     gpn = gpus_per_node
     dp_cp_stride = group_stride(c, DP_CP_AXES)
     links = PerCollective(
         ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),
-        ring_p2p=group_link(r, axis_stride(c, "ring"), gpn),
+        ring_p2p=group_link(np.where(gather, 1, r), axis_stride(c, "ring"), gpn),
         tp_all_gather=group_link(tp, axis_stride(c, "tp"), gpn),
         tp_reduce_scatter=group_link(tp, axis_stride(c, "tp"), gpn),
         pp_p2p=group_link(pp, axis_stride(c, "pp"), gpn),
         dp_reduce_scatter=group_link(zgroup, dp_cp_stride, gpn),
         dp_all_gather=group_link(zgroup, dp_cp_stride, gpn),
+        cp_all_gather=group_link(np.where(gather, r, 1), axis_stride(c, "ring"), gpn),
+        cp_reduce_scatter=group_link(np.where(gather, r, 1), axis_stride(c, "ring"), gpn),
+        dp_all_reduce=group_link(rep, replicate_stride(c), gpn),
     )
     return CommColumns(
         sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),

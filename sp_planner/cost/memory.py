@@ -5,7 +5,10 @@ bf16 parameters (2 bytes), fp32 gradients (4 bytes: Megatron's arguments.py forc
 accumulate_allreduce_grads_in_fp32 with bf16, "bfloat16 requires gradient accumulation and
 all-reduce to be done in fp32"; its theoretical_memory_usage.py counts 18 = 6 + 12 bytes/param),
 fp32 master weights + Adam moments (12 bytes). ZeRO shards over the dp x cp group (Megatron's
-dp-cp group): stage 1 the optimizer states, 2 also gradients, 3 also parameters.
+dp-cp group; under HSDP dp_shard x cp, cost.fsdp): stage 1 the optimizer states, 2 also
+gradients, 3 also parameters. ZeRO-3 without reshard_after_forward keeps the stage's gathered
+bf16 parameters from forward to backward (FSDP2 reshard_after_forward=False): a whole copy
+beside the shard.
 
 Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
 sequence parallelism, specialised to flash attention (no s^2 terms), no dropout (Llama
@@ -31,15 +34,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import FP32_BYTES, RING_GRAD_ELEM_BYTES, kv_heads_for_ulysses, kv_heads_per_tp_rank
+from sp_planner.cost.attention_comm import (
+    FP32_BYTES,
+    RING_GRAD_ELEM_BYTES,
+    allgather_buffer_bytes,
+    kv_heads_for_ulysses,
+    kv_heads_per_tp_rank,
+)
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.precision import (
     SCALING_STATE_BYTES_PER_LAYER,
     fp8_activation_savings_per_layer,
     fp8_weight_bytes_per_param,
 )
+from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import StageLayers, first_stage_in_flight, stage_layers
-from sp_planner.layout import CP_AXES, DP_CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
@@ -112,8 +122,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     return stored, full_layer
 
 
-def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch):
-    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV, TP all-gather."""
+def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch, allgather=False):
+    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV (or all-gather CP's
+    gathered K/V and full dK/dV, cost.attention.allgather_buffer_bytes), TP all-gather."""
     d = model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
@@ -121,6 +132,8 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
     # Backward holds next K/V (bf16), current and next dK/dV (fp32) and the fp32 dQ accumulator.
     ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * RING_GRAD_ELEM_BYTES) + FP32_BYTES * heads), 0.0)
+    # n*kv*d = one local K (or V) block on the ring axis: b x S/R tokens x kv/U heads.
+    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES), ring_buf)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
     return ulysses_buf + ring_buf + tp_buf
 
@@ -143,9 +156,10 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                    ) -> MemoryColumns:
     """Memory of every candidate, for its busier stage (first or last)."""
     tp, pp, zero = c.tp, c.pp, c.zero
-    zgroup = group_size(c, DP_CP_AXES)
+    zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
     first_p, last_p = stage_params_per_rank(model, tp, pp, stages)
+    kept = (zero == 3) & ~np.asarray(c.reshard, dtype=bool)  # gathered parameters kept for backward
     # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
     # keeps them across micro-batches).
     fp8_per_param = fp8_weight_bytes_per_param(c.precision)
@@ -153,7 +167,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
     def states(params, layers):
         fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
-        p = PARAM_BYTES * params / np.where(zero >= 3, zgroup, 1) + fp8
+        p = (PARAM_BYTES * params / np.where(zero >= 3, zgroup, 1) + np.where(kept, PARAM_BYTES * params, 0.0)
+             + fp8)
         g = GRAD_BYTES * params / np.where(zero >= 2, zgroup, 1)
         o = OPTIMIZER_BYTES * params / np.where(zero >= 1, zgroup, 1)
         return p, g, o
@@ -172,7 +187,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
-                                micro_batch=c.micro_batch)
+                                micro_batch=c.micro_batch, allgather=c.allgather)
     reserve = np.full(np.shape(tp), float(hardware.memory_reserve_bytes))
 
     first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)

@@ -33,6 +33,7 @@ from sp_planner.cost.flops import (
     logits_gemm_flops_per_token,
     model_flops_per_step,
 )
+from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import (
@@ -141,6 +142,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        allgather=c.allgather,
     )
     gathered = tokens * model.hidden_size * ACT_BYTES
     tp_stride = axis_stride(c, "tp")
@@ -170,7 +172,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
-    zgroup, zstride = group_size(c, DP_CP_AXES), group_stride(c, DP_CP_AXES)
+    zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp, stages)[0]
     share = (zgroup - 1) / zgroup
     zero = c.zero
@@ -178,15 +180,22 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     def coll(kind, nbytes):
         return ring_collective_time_s(hardware, kind, nbytes * share, zgroup, zstride, gpn)
 
-    grad_rs = coll("reduce_scatter", GRAD_BYTES * params)
+    rep = c.dp_replicate
+    # HSDP: each gradient reduce-scatter is followed by an all-reduce of the shard across replicas.
+    replica_ar = ring_collective_time_s(hardware, "all_reduce", 2 * GRAD_BYTES * params / zgroup * (rep - 1) / rep,
+                                        rep, replicate_stride(c), gpn)
+    grad_rs = coll("reduce_scatter", GRAD_BYTES * params) + replica_ar
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
     last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
     hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
+    # ZeRO-3: the forward gather beyond the forward window, the backward one (unless the gathered
+    # parameters were kept: reshard_after_forward false) with the gradient reduction.
+    bwd_gather = np.where(c.reshard, param_ag, 0.0)
     dp_exposed = np.select(
         [zero == 0, zero == 1, zero == 2],
         [hidden_reduce(grad_ar), hidden_reduce(grad_rs) + param_ag, m * hidden_reduce(grad_rs) + param_ag],
-        m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(param_ag + grad_rs)),
+        m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(bwd_gather + grad_rs)),
     )
     shard = params / np.where(zero >= 1, zgroup, 1)
 

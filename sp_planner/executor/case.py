@@ -8,7 +8,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from sp_planner.executor.comm import ALL_TO_ALL, P2P, CommCounter
+from sp_planner.executor.comm import ALL_GATHER, ALL_TO_ALL, P2P, REDUCE_SCATTER, CommCounter
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.kernels import check_kernel, select_kernel
 from sp_planner.executor.sharding import extract_local
@@ -69,7 +69,7 @@ def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
     clock = _Clock(on_cuda)
     clock.mark()
     out = usp_attention(q, k, v, groups=groups, causal=cfg.causal, ring_layout=cfg.ring_layout,
-                        kernel=kernel, counter=counter)
+                        kernel=kernel, counter=counter, cp_comm=cfg.cp_comm)
     clock.mark()
     out.backward(dout)
     clock.mark()
@@ -105,7 +105,9 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
         peak, method = tracker.peak_bytes, CPU_METHOD
     errors = TensorErrors(**{name: _max_abs(got, shard(getattr(reference, name)))
                              for name, got in zip(Tensors._fields, (out, *grads))})
-    sent = AttentionCommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P])
+    sent = AttentionCommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P],
+                              all_gather=counter.sent_bytes[ALL_GATHER],
+                              reduce_scatter=counter.sent_bytes[REDUCE_SCATTER])
 
     fwd_times, bwd_times = [fwd_s], [bwd_s]
     if cfg.iters:

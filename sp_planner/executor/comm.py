@@ -1,4 +1,5 @@
-"""Communication with byte counting at the call sites: Ulysses all-to-all and ring P2P.
+"""Communication with byte counting at the call sites: Ulysses all-to-all, ring P2P, and the
+all-gather / reduce-scatter of all-gather CP.
 
 Every process group is an argument. `CommCounter` records the bytes this rank hands to the
 network, by collective, so they can be compared with sp_planner.cost.attention_comm.
@@ -13,13 +14,16 @@ import torch.distributed as dist
 
 ALL_TO_ALL = "all_to_all"
 P2P = "p2p"
+ALL_GATHER = "all_gather"
+REDUCE_SCATTER = "reduce_scatter"
 
 
 @dataclass
 class CommCounter:
     """Bytes this rank sent, by collective. Mutable on purpose: the call sites add to it."""
 
-    sent_bytes: dict[str, int] = field(default_factory=lambda: {ALL_TO_ALL: 0, P2P: 0})
+    sent_bytes: dict[str, int] = field(
+        default_factory=lambda: {ALL_TO_ALL: 0, P2P: 0, ALL_GATHER: 0, REDUCE_SCATTER: 0})
 
     def add(self, collective: str, nbytes: int) -> None:
         self.sent_bytes[collective] += int(nbytes)
@@ -32,6 +36,37 @@ def _all_to_all_dim0(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCou
     dist.all_to_all_single(out, x, group=group)
     counter.add(ALL_TO_ALL, x.numel() // size * (size - 1) * x.element_size())
     return out
+
+
+def _staged(x: torch.Tensor, group: dist.ProcessGroup) -> bool:
+    """CUDA tensors on a gloo group go through host copies (see RingComm)."""
+    return x.is_cuda and dist.get_backend(group) == dist.Backend.GLOO
+
+
+def all_gather_dim0(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:
+    """(n, ...) on each rank -> (P*n, ...), rank i's rows at [i*n, (i+1)*n). Counts (P-1)/P of the
+    gathered tensor, the share a ring all-gather sends per rank (nccl-tests PERFORMANCE.md)."""
+    size = dist.get_world_size(group)
+    x = x.contiguous()
+    staged = _staged(x, group)
+    send = x.cpu() if staged else x
+    out = torch.empty((size * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=send.device)
+    dist.all_gather_single(out, send, group=group)
+    counter.add(ALL_GATHER, x.numel() * (size - 1) * x.element_size())
+    return out.to(x.device) if staged else out
+
+
+def reduce_scatter_dim0(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:
+    """(P*n, ...) on each rank -> (n, ...): rank i gets the sum over ranks of rows [i*n, (i+1)*n).
+    Counts (P-1)/P of the input, the share a ring reduce-scatter sends per rank."""
+    size = dist.get_world_size(group)
+    x = x.contiguous()
+    staged = _staged(x, group)
+    send = x.cpu() if staged else x
+    out = torch.empty((x.shape[0] // size, *x.shape[1:]), dtype=x.dtype, device=send.device)
+    dist.reduce_scatter_single(out, send, group=group)
+    counter.add(REDUCE_SCATTER, x.numel() // size * (size - 1) * x.element_size())
+    return out.to(x.device) if staged else out
 
 
 def seq_to_head(x: torch.Tensor, group: dist.ProcessGroup, counter: CommCounter) -> torch.Tensor:

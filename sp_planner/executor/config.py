@@ -10,7 +10,7 @@ from pydantic import Field
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.errors import UserInputError
 from sp_planner.executor.kernel_rules import kernel_problems
-from sp_planner.plan import MAX_DEGREE, ATTENTION_RULES, ParallelPlan, RingLayout, RuleFacts, facts_violations
+from sp_planner.plan import MAX_DEGREE, ATTENTION_RULES, CpComm, ParallelPlan, RingLayout, RuleFacts, facts_violations
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, MAX_SEQ_LEN
@@ -36,6 +36,7 @@ class RunConfig(FrozenModel):
     tp: int = Field(default=1, ge=1, le=MAX_DEGREE, description="heads are divided by tp (from a plan)")
     causal: bool = False
     ring_layout: RingLayout = "contiguous"
+    cp_comm: CpComm = "p2p"  # the ring axis: K/V passed round the ring, or all-gathered
     dtype: DType = "float32"
     device: Device = "cpu"
     kernel: Kernel = "auto"
@@ -63,7 +64,8 @@ class RunConfig(FrozenModel):
     def job_plan(self) -> ParallelPlan:
         """The plan of the job sp-run runs: one attention group, ulysses x ring ranks (dp, pp and tp
         of a plan file are 1 here; tp only divides the heads)."""
-        return ParallelPlan(ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout)
+        return ParallelPlan(ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout,
+                            cp_comm=self.cp_comm)
 
     @property
     def heads_per_tp_rank(self) -> int:
@@ -78,7 +80,8 @@ class RunConfig(FrozenModel):
         return ELEM_BYTES[self.dtype]
 
     def as_plan(self) -> ParallelPlan:
-        return ParallelPlan(tp=self.tp, ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout)
+        return ParallelPlan(tp=self.tp, ulysses=self.ulysses, ring=self.ring, ring_layout=self.ring_layout,
+                            cp_comm=self.cp_comm)
 
 
 def config_problems(cfg: RunConfig) -> list[str]:

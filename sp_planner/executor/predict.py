@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_bytes_per_layer, ulysses_bytes_per_layer
+from sp_planner.cost.attention_comm import (
+    RING_GRAD_ELEM_BYTES,
+    allgather_bytes_per_layer,
+    allgather_reduce_scatter_bytes_per_layer,
+    ring_bytes_per_layer,
+    ulysses_bytes_per_layer,
+)
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.result import AttentionCommBytes, Prediction
 from sp_planner.specs.hardware import HardwareProfile
@@ -14,11 +20,13 @@ def predicted_comm_bytes(cfg: RunConfig) -> AttentionCommBytes:
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
         head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
     )
-    p2p = ring_bytes_per_layer(
-        batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
-        grad_elem_bytes=RING_GRAD_ELEM_BYTES,
-    )
+    kv = dict(batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+              tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring)
+    if cfg.cp_comm == "allgather":
+        return AttentionCommBytes(all_to_all=int(a2a), p2p=0,
+                                  all_gather=int(allgather_bytes_per_layer(elem_bytes=cfg.elem_bytes, **kv)),
+                                  reduce_scatter=int(allgather_reduce_scatter_bytes_per_layer(**kv)))
+    p2p = ring_bytes_per_layer(elem_bytes=cfg.elem_bytes, grad_elem_bytes=RING_GRAD_ELEM_BYTES, **kv)
     return AttentionCommBytes(all_to_all=int(a2a), p2p=int(p2p))
 
 
@@ -37,11 +45,12 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses,
         ring=cfg.ring, causal=cfg.causal, ring_layout=cfg.ring_layout,
         gpus_per_node=gpus_per_node or cfg.world_size, elem_bytes=cfg.elem_bytes, backward=True,
+        cp_comm=cfg.cp_comm,
     )
     memory = attention_layer_memory_bytes(
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.heads_per_tp_rank,
         num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.head_dim, ulysses=cfg.ulysses,
-        ring=cfg.ring, elem_bytes=cfg.elem_bytes,
+        ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
     return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
                       note=f"time and memory predicted for {hardware.name}, measured on {cfg.device}")

@@ -14,10 +14,13 @@ class AttentionCommBytes(FrozenModel):
 
     all_to_all: int = Field(ge=0)
     p2p: int = Field(ge=0)
+    # all-gather CP (cp_comm allgather): K/V all-gathers, dK/dV reduce-scatters
+    all_gather: int = Field(default=0, ge=0)
+    reduce_scatter: int = Field(default=0, ge=0)
 
     @property
     def total(self) -> int:
-        return self.all_to_all + self.p2p
+        return self.all_to_all + self.p2p + self.all_gather + self.reduce_scatter
 
 
 class TensorErrors(FrozenModel):

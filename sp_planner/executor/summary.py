@@ -18,7 +18,7 @@ def print_summary(result: RunResult, console: Console) -> None:
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
     console.print(
         f"sp-run {verdict}: ulysses {cfg.ulysses} x ring {cfg.ring} ({cfg.world_size} ranks, {cfg.device}), "
-        f"{'causal' if cfg.causal else 'full'} {cfg.ring_layout}, {cfg.dtype}, b {cfg.batch}, "
+        f"{'causal' if cfg.causal else 'full'} {cfg.ring_layout} {cfg.cp_comm}, {cfg.dtype}, b {cfg.batch}, "
         f"seq {format_tokens(cfg.seq_len)}, heads {cfg.heads_per_tp_rank}/kv {cfg.kv_heads_per_tp_rank} "
         f"per TP rank (tp {cfg.tp}), head_dim {cfg.head_dim}"
     )
@@ -36,6 +36,8 @@ def print_summary(result: RunResult, console: Console) -> None:
     measured, predicted = result.comm_bytes_measured, result.comm_bytes_predicted
     for name, got, want in (("all-to-all", measured.all_to_all, predicted.all_to_all),
                             ("p2p", measured.p2p, predicted.p2p),
+                            ("all-gather", measured.all_gather, predicted.all_gather),
+                            ("reduce-scatter", measured.reduce_scatter, predicted.reduce_scatter),
                             ("total", measured.total, predicted.total)):
         comm.add_row(name, _bytes_cell(got), _bytes_cell(want), "yes" if got == want else "[red]NO[/red]")
     console.print(comm)

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sp_planner.executor.allgather import AllGatherAttention, AllGatherSetup
 from sp_planner.executor.comm import CommCounter
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.ring import RingAttention, RingSetup
 from sp_planner.executor.ulysses import HeadToSeq, SeqToHead, replicate_kv_heads
 from sp_planner.layout import rank_groups
-from sp_planner.plan import ParallelPlan, RingLayout
+from sp_planner.plan import CpComm, ParallelPlan, RingLayout
 
 
 @dataclass(frozen=True)
@@ -51,19 +52,25 @@ def build_sequence_groups(ulysses: int, ring: int, timeout_s: float) -> Sequence
 
 def usp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, groups: SequenceGroups,
                   causal: bool, ring_layout: RingLayout, kernel: AttentionKernel,
-                  counter: CommCounter) -> torch.Tensor:
+                  counter: CommCounter, cp_comm: CpComm = "p2p") -> torch.Tensor:
     """Attention over a sequence sharded by sp_planner.executor.layout.
 
-    q: (b, S/(U*R), H, d); k, v: (b, S/(U*R), KV, d). Returns out shaped like q.
+    q: (b, S/(U*R), H, d); k, v: (b, S/(U*R), KV, d). Returns out shaped like q. The ring axis
+    passes K/V round the ring (cp_comm p2p) or all-gathers them (allgather).
     """
     scale = 1.0 / math.sqrt(q.shape[-1])
     if groups.ulysses > 1:
         k, v = replicate_kv_heads(k, groups.ulysses), replicate_kv_heads(v, groups.ulysses)
         # (b, S/(U*R), h, d) -> (b, S/R, h/U, d) for each of q, k, v
         q, k, v = SeqToHead.apply(groups.ulysses_group, counter, q, k, v)
-    setup = RingSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
-                      layout=ring_layout, scale=scale)
-    out = RingAttention.apply(q, k, v, setup)
+    if cp_comm == "allgather":
+        gather = AllGatherSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
+                                layout=ring_layout, scale=scale)
+        out = AllGatherAttention.apply(q, k, v, gather)
+    else:
+        setup = RingSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
+                          layout=ring_layout, scale=scale)
+        out = RingAttention.apply(q, k, v, setup)
     if groups.ulysses > 1:
         out = HeadToSeq.apply(groups.ulysses_group, counter, out)  # (b, S/R, H/U, d) -> (b, S/(U*R), H, d)
     return out

@@ -26,6 +26,19 @@ def _failures(request: FlagRequest) -> list[str]:
             f"ring {p.ring} cannot be expressed: DeepSpeed's sequence parallelism is Ulysses all-to-all "
             "only (deepspeed/sequence/layer.py, runtime/sequence_parallel/ulysses_sp.py) with no "
             "ring/P2P attention, so it cannot run Ring Attention or USP (ulysses x ring)"
+            + (", nor all-gather CP (no K/V all-gather attention either)" if p.allgather else "")
+        )
+    if p.dp_replicate > 1:
+        failures.append(
+            f"dp_replicate {p.dp_replicate} cannot be expressed: DeepSpeed ZeRO shards over every data-parallel "
+            "(x sequence-parallel) rank; its hierarchical variants (MiCS mics_shard_size, ZeRO++ "
+            "zero_hpz_partition_size) change other traffic than HSDP's and are not emitted; use dp_replicate 1"
+        )
+    if not p.reshard_after_forward:
+        failures.append(
+            "zero 3 without reshard after forward cannot be expressed: DeepSpeed stage 3 releases gathered "
+            "parameters after use and fetches them again in backward (only small ones persist, "
+            "stage3_param_persistence_threshold); use reshard_after_forward true"
         )
     if p.tp > 1 or p.pp > 1:
         degrees = describe_degrees(p, ("tp", "pp"))

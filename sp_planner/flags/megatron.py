@@ -1,7 +1,8 @@
 """Megatron-LM command-line flags for a plan (shared reference framework_flags.md, section 1).
 
 Ulysses and Ring map onto Megatron's context parallelism (CP = ulysses * ring) through Transformer
-Engine's --cp-comm-type: a2a (Ulysses), p2p (Ring) or a2a+p2p (USP, hierarchical: a2a inner).
+Engine's --cp-comm-type: a2a (Ulysses), p2p (Ring), all_gather (the ring axis with cp_comm
+allgather) or a2a+p2p (USP, hierarchical: a2a inner). ZeRO, HSDP and reshard: megatron_fsdp.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sp_planner.flags.base import (
     supported,
 )
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
+from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
 
 FlagGroup = tuple[str, list[str]]
 
@@ -41,15 +43,20 @@ def cp_description(request: FlagRequest) -> str:
 
 
 def common_failures(request: FlagRequest, name: str) -> list[str]:
-    """Rules every Megatron-based framework (Megatron-LM, MindSpeed) checks, CP algorithm aside."""
+    """Rules a Megatron-based framework without Megatron-FSDP (MindSpeed) checks, CP algorithm aside."""
     failures = megatron_tp_head_failures(request.model, request.plan.tp)
     zero = megatron_zero_failure(request.plan, name)
+    if request.plan.dp_replicate > 1:
+        failures.append(f"dp_replicate {request.plan.dp_replicate} cannot be expressed: {name} emits no HSDP "
+                        "(distributed optimizer instances); use dp_replicate 1")
     return failures + ([zero] if zero else [])
 
 
-def common_groups(request: FlagRequest, cp_flags: list[str], *, mindspeed: bool = False) -> list[FlagGroup]:
-    """Flag groups shared by Megatron-LM and MindSpeed; cp_flags choose the CP algorithm;
-    `mindspeed` picks MindSpeed's spellings (flags/stages.py)."""
+def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str] | None = None, *,
+                  mindspeed: bool = False) -> list[FlagGroup]:
+    """Flag groups shared by Megatron-LM and MindSpeed; cp_flags choose the CP algorithm, dp_flags
+    (default: ZeRO-1 as the distributed optimizer) the data-parallel sharding; `mindspeed` picks
+    MindSpeed's spellings (flags/stages.py)."""
     p, m, w = request.plan, request.model, request.workload
     parallel = [f"--tensor-model-parallel-size {p.tp}"]
     # TP-SP shards LayerNorm/dropout activations over TP; with TP=1 Megatron drops it (validate_args).
@@ -68,7 +75,9 @@ def common_groups(request: FlagRequest, cp_flags: list[str], *, mindspeed: bool 
         f"--global-batch-size {w.global_batch}",
     ]
     memory = []
-    if p.zero == 1:
+    if dp_flags is not None:
+        memory += dp_flags
+    elif p.zero == 1:
         memory.append("--use-distributed-optimizer")  # ZeRO-1 over dp x cp (arguments.py:3156)
     # Recompute (TransformerConfig): selective forbids method/num-layers; full requires both.
     if p.recompute == "selective":
@@ -87,8 +96,9 @@ def common_groups(request: FlagRequest, cp_flags: list[str], *, mindspeed: bool 
 
 
 def env_lines(request: FlagRequest) -> list[str]:
-    # Asserted with TP>1 or CP>1 on pre-Blackwell GPUs (megatron/training/arguments.py ~1453-1478).
-    if request.plan.tp > 1 or request.plan.cp > 1:
+    # Asserted with TP>1 or CP>1 on pre-Blackwell GPUs (megatron/training/arguments.py ~1453-1478),
+    # except under FSDP, which asserts the opposite (megatron_fsdp).
+    if (request.plan.tp > 1 or request.plan.cp > 1) and not uses_fsdp(request):
         return ["export CUDA_DEVICE_MAX_CONNECTIONS=1"]
     return []
 
@@ -138,6 +148,18 @@ def _cp_flags(request: FlagRequest) -> tuple[list[str], list[str], list[str]]:
                 f"TP rank to divide by ulysses {p.ulysses} (no KV-head replication in a2a); lower "
                 "ulysses or tp, or move the degree to ring (p2p)"
             )
+    if p.ring > 1 and p.allgather:
+        # TE's all_gather is a single-level CP method (values p2p, all_gather, a2a, a2a+p2p;
+        # context_parallel.py attn_forward_func_with_cp raises on others).
+        if p.ulysses > 1:
+            failures.append(
+                f"ulysses {p.ulysses} x all-gather ring {p.ring} cannot be expressed: Transformer Engine has no "
+                "hierarchical a2a + all_gather (--cp-comm-type takes p2p, all_gather, a2a or a2a+p2p); use "
+                "ulysses 1 for all-gather CP, or cp_comm p2p")
+        notes.append("--cp-comm-type all_gather needs Transformer Engine >= 1.10 (Megatron passes cp_comm_type "
+                     "from TE 1.10, megatron/core/extensions/transformer_engine.py); the help text's "
+                     "'allgather' spelling is not accepted by TE.")
+        return ["--cp-comm-type all_gather"], failures, notes
     if p.ulysses > 1 and p.ring > 1:
         # Hierarchical CP: first size is the a2a (inner, adjacent CP ranks) level, the second the p2p
         # level; the product must equal CP (arguments.py:580-585; parallel_state.py
@@ -155,9 +177,11 @@ def _cp_flags(request: FlagRequest) -> tuple[list[str], list[str], list[str]]:
 
 def render(request: FlagRequest) -> FrameworkFlags:
     cp_flags, cp_failures, cp_notes = _cp_flags(request)
-    refused = refusal("megatron", request, lambda: common_failures(request, "Megatron-LM") + cp_failures)
+    dp_flags, dp_failures, dp_notes = data_parallel_flags(request)
+    refused = refusal("megatron", request, lambda: megatron_tp_head_failures(request.model, request.plan.tp)
+                      + dp_failures + cp_failures)
     if refused is not None:
         return refused
-    args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags))
+    args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags, dp_flags))
     text = "\n".join([*env_lines(request), args])
-    return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes])
+    return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes, *dp_notes])

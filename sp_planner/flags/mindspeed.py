@@ -36,6 +36,13 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
                 "(ulysses_cp_algo)"
             )
     else:
+        if p.allgather:
+            failures.append(
+                f"all-gather CP on ring {p.ring} cannot be expressed: MindSpeed's kvallgather_cp_algo serves only "
+                "its sparse flash attention ops (DeepSeek-V3.2 lightning indexer; MindSpeed-LLM "
+                "docs/en/pytorch/features/mcore/kvallgather-context-parallel.md), not dense attention; use "
+                "cp_comm p2p (megatron_cp_algo)"
+            )
         if p.ulysses == 1:
             algo = ["--context-parallel-algo megatron_cp_algo"]
         else:

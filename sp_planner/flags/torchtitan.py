@@ -99,9 +99,10 @@ def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
         "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
         *shared_notes(request),
     ]
-    if p.ring > 1:
+    if p.ring > 1 and not p.allgather:
         notes.append("torchtitan 0.3.0 has no context_parallel_rotate_method: PyTorch's context parallel then "
-                     "all-gathers K/V (its default rotate method), not the planned p2p ring.")
+                     "all-gathers K/V (its default rotate method), not the planned p2p ring; plan with "
+                     "--cp-comm allgather to match it.")
     if p.precision == "fp8":
         notes.append("llama3_405b runs float8 rowwise scaling (torchao) with torch.compile and async TP; the plan "
                      "models per-tensor FP8 GEMMs.")

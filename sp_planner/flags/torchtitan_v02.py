@@ -46,10 +46,11 @@ def failures(request: FlagRequest) -> list[str]:
         )
     # Without FSDP (dp_shard = 1 and cp = 1) data parallelism is DDP, which raises "DDP has not
     # supported > 1D parallelism" when combined with TP or PP (parallelize.py).
-    if p.zero == 0 and p.ring == 1 and p.dp > 1 and p.tp * p.pp > 1:
+    if not _fsdp_enabled(request) and p.dp > 1 and p.tp * p.pp > 1:
+        what = f"zero 0 with dp {p.dp}" if p.zero == 0 else f"dp_replicate {p.dp_replicate} = dp {p.dp} (no FSDP shard)"
         failures.append(
-            f"zero 0 with dp {p.dp} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
-            "torchtitan's plain DDP only runs alone (1D); use zero >= 1 (FSDP)"
+            f"{what} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
+            "torchtitan's plain DDP only runs alone (1D); use zero >= 1 (FSDP) with dp_shard > 1"
         )
     return failures + pipeline_failures(request)
 
@@ -57,7 +58,7 @@ def failures(request: FlagRequest) -> list[str]:
 def _fsdp_enabled(request: FlagRequest) -> bool:
     """FSDP runs over dp_shard x cp (ParallelDims.fsdp_enabled), so whenever cp > 1."""
     p = request.plan
-    return p.ring > 1 or (p.zero > 0 and p.dp > 1)
+    return p.ring > 1 or (p.zero > 0 and p.dp_shard > 1)
 
 
 def _toml_value(value: object) -> str:
@@ -115,21 +116,24 @@ def training_items(request: FlagRequest) -> list[tuple[str, object]]:
 def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tuple[str, object]]:
     """[parallelism] keys; `rotate_method` (0.2.x only: removed in 0.3.0) sets the ring's rotation."""
     p = request.plan
+    # HSDP: replicas outermost, FSDP over dp_shard x cp (ParallelDims mesh dp_replicate, fsdp, tp).
     parallelism: list[tuple[str, object]] = (
         [("data_parallel_replicate_degree", p.dp), ("data_parallel_shard_degree", 1)]
         if p.zero == 0
-        else [("data_parallel_replicate_degree", 1), ("data_parallel_shard_degree", p.dp)]
+        else [("data_parallel_replicate_degree", p.dp_replicate), ("data_parallel_shard_degree", p.dp_shard)]
     )
     if _fsdp_enabled(request):
-        parallelism.append(("fsdp_reshard_after_forward", _RESHARD[p.zero]))
+        reshard = _RESHARD[p.zero] if p.reshard_after_forward else "never"
+        parallelism.append(("fsdp_reshard_after_forward", reshard))
     parallelism += [("tensor_parallel_degree", p.tp), ("pipeline_parallel_degree", p.pp)]
     if p.pp > 1:
         parallelism.append(("pipeline_parallel_microbatch_size", p.micro_batch))
         parallelism += pipeline_items(request)
     parallelism.append(("context_parallel_degree", p.ring))
     if p.ring > 1 and rotate_method:
-        # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once.
-        parallelism.append(("context_parallel_rotate_method", "alltoall"))
+        # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once
+        # (torch.distributed.tensor.experimental._attention set_rotate_method; v0.2.2 distributed/utils.py).
+        parallelism.append(("context_parallel_rotate_method", "allgather" if p.allgather else "alltoall"))
     return parallelism
 
 
@@ -196,6 +200,13 @@ def shared_notes(request: FlagRequest) -> list[str]:
             "torchtitan's selective mode is per-op (saves matmul and attention outputs, recomputes the "
             "rest), not Megatron's attention-core recompute; activation memory differs from the plan's "
             "estimate."
+        )
+    if p.ring > 1 and p.allgather:
+        notes.append(
+            "PyTorch context parallel's allgather rotater gathers K/V once in forward, but its backward "
+            "passes the fp32 dK/dV round the ring by all-to-all every step instead of one reduce-scatter "
+            "(torch _context_parallel/_attention.py); the backward bytes differ from the plan's. On "
+            "torchtitan 0.3.0, context parallelism over FlexAttention all-gathers K/V (flex_cp_allgather)."
         )
     if p.vpp > 1:
         notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "

@@ -24,6 +24,11 @@ def ring_impl(request: FlagRequest) -> str:
     return "zigzag" if (p.ring > 1 and p.ring_layout == "zigzag") else "basic"
 
 
+def _fsdp_words(p) -> str:
+    replicas = f", HSDP with {p.dp_replicate} replicas" if p.dp_replicate > 1 else ""
+    return replicas + ("" if p.reshard_after_forward else ", no reshard after forward")
+
+
 def _failures(request: FlagRequest) -> list[str]:
     p, m, s = request.plan, request.model, request.workload.seq_len
     failures = []
@@ -47,6 +52,12 @@ def _failures(request: FlagRequest) -> list[str]:
                 f"num_heads {m.num_heads} and num_kv_heads {m.num_kv_heads} must both divide by ulysses "
                 f"{p.ulysses} (yunchang does not replicate KV heads)"
             )
+    if p.ring > 1 and p.allgather:
+        failures.append(
+            f"all-gather CP on ring {p.ring} cannot be expressed: yunchang's ring_impl_type values (basic, "
+            "zigzag, strip, basic_pytorch, basic_flashinfer, basic_npu; yunchang/hybrid/utils.py) all pass "
+            "K/V between neighbours; it has no K/V all-gather attention; use cp_comm p2p"
+        )
     impl = ring_impl(request)
     if impl == "zigzag":
         # zigzag asserts causal=True (yunchang/ring/zigzag_ring_flash_attn.py).
@@ -124,7 +135,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
     p = request.plan
     notes = [
         f"yunchang builds only the Ulysses and Ring groups: data parallelism and ZeRO (plan: zero "
-        f"{p.zero} over the dp x sp ranks) and recompute ({p.recompute}) come from your training loop "
+        f"{p.zero} over the dp x sp ranks{_fsdp_words(p)}) and recompute ({p.recompute}) come from your training loop "
         "(e.g. DeepSpeed or FSDP).",
         "AttnType.FA needs flash-attn >= 2.6 for the backward pass; the torch_* attention types are "
         "forward only.",

@@ -66,7 +66,7 @@ def suggest_fits(
         world = nodes * gpus_per_node
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
-        cost = count_candidates(load, world, changed, axes=search_axes(model, hardware))
+        cost = count_candidates(load, world, changed, gpus_per_node, axes=search_axes(model, hardware))
         if spent + cost > SUGGESTION_CANDIDATES:
             return None  # past the budget: not checked, so not suggested
         spent += cost

@@ -23,7 +23,7 @@ TIME_LABELS: dict[str, str] = {
     "recompute_s": "recomputation",
     "tp_comm_s": "TP communication",
     "ulysses_comm_s": "Ulysses all-to-all",
-    "ring_comm_exposed_s": "exposed ring P2P",
+    "ring_comm_exposed_s": "exposed ring-axis comm",
     "pp_comm_s": "PP send/recv",
     "dp_comm_exposed_s": "exposed DP gradient sync",
     "bubble_s": "pipeline bubble",
@@ -38,6 +38,9 @@ COMM_LABELS: dict[str, str] = {
     "pp_p2p": "PP P2P",
     "dp_reduce_scatter": "DP reduce-scatter",
     "dp_all_gather": "DP all-gather",
+    "cp_all_gather": "CP K/V all-gather",
+    "cp_reduce_scatter": "CP dK/dV reduce-scatter",
+    "dp_all_reduce": "HSDP replica all-reduce",
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc"}
@@ -55,27 +58,33 @@ assert set(SHORT_AXIS) == set(GRID_ORDER)
 
 
 def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
-    """Every choice of a plan in one line; the ring layout only when it is the non-default contiguous.
+    """Every choice of a plan in one line; the ring layout only when it is the non-default contiguous,
+    all-gather CP, HSDP and ZeRO-3 without reshard only when chosen (defaults stay unnamed).
 
     Prose: 'tp 2 x ulysses 4 x ring 2 x dp 2 x pp 1, ZeRO-1, selective recompute, micro batch 1'.
     Compact (figure axes, tables): 'tp2 u4 r2 dp2 pp1 | z1 sel-rc mb1'.
     """
     contiguous = plan.ring > 1 and plan.ring_layout == "contiguous"
+    gather = plan.ring > 1 and plan.allgather
     uneven = plan.first_stage_layers is not None
     if compact:
         degrees = " ".join(f"{SHORT_AXIS[axis]}{getattr(plan, axis)}" for axis in NAME_ORDER)
-        layout = " contig" if contiguous else ""
-        extra = (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
+        extras = (" contig" if contiguous else "") + (" ag" if gather else "")
+        extras += (f" rep{plan.dp_replicate}" if plan.dp_replicate > 1 else "")
+        extras += "" if plan.reshard_after_forward else " keep"
+        extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
             f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
             f" {plan.precision}" if plan.precision != "bf16" else "")
-        return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{layout}{extra}"
+        return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in NAME_ORDER)
-    layout = ", contiguous ring" if contiguous else ""
-    extra = (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
+    extras = (", contiguous ring" if contiguous else "") + (", all-gather CP" if gather else "")
+    extras += (f", HSDP {plan.dp_replicate} replicas" if plan.dp_replicate > 1 else "")
+    extras += "" if plan.reshard_after_forward else ", no reshard after forward"
+    extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
         f", {plan.precision} GEMMs" if plan.precision != "bf16" else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
-            f"micro batch {plan.micro_batch}{layout}{extra}")
+            f"micro batch {plan.micro_batch}{extras}")
 
 
 def reason_key(reason: object) -> str:

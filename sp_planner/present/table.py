@@ -8,6 +8,7 @@ from rich import box
 from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
+from sp_planner.plan import ParallelPlan
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import GIB, format_bytes, format_seconds
@@ -70,13 +71,30 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         table.add_row(
             # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
             str(rank), str(plan.tp), f"{plan.pp}v{plan.vpp}" if plan.vpp > 1 else str(plan.pp), str(plan.dp),
-            str(plan.ulysses), str(plan.ring), str(plan.zero), plan.recompute, str(plan.micro_batch),
+            str(plan.ulysses), ring_cell(plan), zero_cell(plan), plan.recompute, str(plan.micro_batch),
             *((plan.precision,) if mixed else ()), memory_gib(est, hardware),
             format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
             *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",
         )
+    if any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked):
+        table.caption = ZERO_RING_LEGEND
+        table.caption_justify = "left"
     return table
+
+
+# Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table.
+ZERO_RING_LEGEND = "ring 4ag: all-gather CP; ZeRO 3k: parameters kept from forward to backward, 3r2: 2 HSDP replicas"
+
+
+def ring_cell(plan: ParallelPlan) -> str:
+    return f"{plan.ring}ag" if plan.ring > 1 and plan.allgather else str(plan.ring)
+
+
+def zero_cell(plan: ParallelPlan) -> str:
+    kept = "" if plan.reshard_after_forward else "k"
+    replicas = f"r{plan.dp_replicate}" if plan.dp_replicate > 1 else ""
+    return f"{plan.zero}{kept}{replicas}"
 
 
 def memory_table(est: PlanEstimate, hardware: HardwareProfile) -> Table:

@@ -7,7 +7,9 @@ the two agree step for step:
 - forward step 0 runs the causal diagonal block; steps 1..R-1 run the later blocks plus the
   online-softmax merge; the last step also converts the fp32 accumulator back (`ends`);
 - backward steps also accumulate dQ/dK/dV in fp32 (`accum`) when ring > 1.
-Bytes follow sp_planner.cost.attention_comm (the contract with the executor).
+Bytes follow sp_planner.cost.attention_comm (the contract with the executor). Under all-gather CP
+the ring axis has no steps: one compute entry each way (cost.attention.allgather_times) and the
+K/V all-gather (forward and backward) and dK/dV reduce-scatter (backward) around it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from sp_planner.cost.attention import (
     MERGE_ENDS_BYTES_PER_ELEM,
     MERGE_FWD_BYTES_PER_ELEM,
 )
+from sp_planner.cost.attention import allgather_times
 from sp_planner.cost.attention_comm import (
+    ALLGATHER_GRAD_ELEM_BYTES,
     RING_GRAD_ELEM_BYTES,
+    allgather_kv_block_elems,
     kv_heads_for_ulysses,
     ring_bytes_per_layer,
     ulysses_all_to_all_bytes,
@@ -38,10 +43,13 @@ class AttentionSteps(NamedTuple):
     ulysses_kv_bytes: float  # one all-to-all of K (or V, dK, dV)
     ring_kv_bytes: int  # one K + V block
     ring_dkv_bytes: int  # one dK + dV accumulator
+    cp_gather_bytes: float = 0.0  # all-gather CP: one all-gather of K (or V)
+    cp_scatter_bytes: float = 0.0  # all-gather CP: one reduce-scatter of dK (or dV)
 
 
 def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
-                    ulysses: int, ring: int, causal: bool, zigzag: bool, elem_bytes: int = 2) -> AttentionSteps:
+                    ulysses: int, ring: int, causal: bool, zigzag: bool, elem_bytes: int = 2,
+                    allgather: bool = False) -> AttentionSteps:
     heads = model.num_heads / (tp * ulysses)
     kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
     block = seq_len / ring
@@ -71,6 +79,19 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
                   tp=tp, ulysses=ulysses, ring=ring, elem_bytes=elem_bytes)
     a2a = dict(batch=batch, seq_len=seq_len, head_dim=model.head_dim, ulysses=ulysses, ring=ring,
                elem_bytes=elem_bytes)
+    if allgather and ring > 1:
+        ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
+                             kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
+                             zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes)
+        kv_block = allgather_kv_block_elems(**{k: v for k, v in common.items() if k != "elem_bytes"})
+        return AttentionSteps(
+            fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),
+            ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
+            ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
+            ring_kv_bytes=0, ring_dkv_bytes=0,
+            cp_gather_bytes=float((ring - 1) * kv_block * elem_bytes),
+            cp_scatter_bytes=float((ring - 1) * kv_block * ALLGATHER_GRAD_ELEM_BYTES),
+        )
     # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R dK/dV accumulators.
     kv_only = int(ring_bytes_per_layer(grad_elem_bytes=0, **common))
     ring_total = int(ring_bytes_per_layer(grad_elem_bytes=RING_GRAD_ELEM_BYTES, **common))

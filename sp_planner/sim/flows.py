@@ -73,7 +73,9 @@ def max_min_rates(routes: np.ndarray, capacity: np.ndarray) -> tuple[np.ndarray,
         remaining[used] -= increment * count[used]
         saturated = used & (share <= increment * (1 + 1e-9))
         hit = live & saturated[edge_of]
-        newly = np.unique(flow_of[hit])
+        newly_mask = np.zeros(num_flows, dtype=bool)  # a mask, not np.unique: same sorted flows, no hashing
+        newly_mask[flow_of[hit]] = True
+        newly = np.flatnonzero(newly_mask)
         rates[newly] = level
         # Remember one saturated edge per flow (the first on its route).
         first = np.full(num_flows, -1, dtype=np.int64)
@@ -161,17 +163,23 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     local = n
     if efficiency == "all_to_all":
         nodes = cluster.node_of(groups)  # (num_groups, n)
-        local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
+        # members on each member's node, (num_groups, n); computed per member, not per flow (a
+        # flow-by-member matrix is gigabytes at 100k GPUs)
+        beside = (nodes[:, :, None] == nodes[:, None, :]).sum(axis=2)
+        if algorithm == "all_to_all":  # flows go member by member, n - 1 each (collective_flows)
+            local = np.repeat(beside, n - 1, axis=1).reshape(-1)
+        else:
+            local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
     eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
     eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
     flow_time = size / (rates * np.where(inter, eff_inter, eff_intra))
     valid = routes >= 0
     # Profile latencies are end to end (small-message time), so a route costs its slowest link's.
     path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)
-    group_time = np.zeros(num_groups)
-    np.maximum.at(group_time, gid, flow_time)
-    group_latency = np.zeros(num_groups)
-    np.maximum.at(group_latency, gid, path_latency)
+    # Every group has the same number of flows, consecutive (collective_flows): the per-group
+    # maximum is a row maximum.
+    group_time = flow_time.reshape(num_groups, -1).max(axis=1)
+    group_latency = path_latency.reshape(num_groups, -1).max(axis=1)
     total = group_time + latency_steps * group_latency
     slowest = int(np.argmax(total))
     members = np.flatnonzero(gid == slowest)

@@ -24,6 +24,8 @@ from sp_planner.sim.work import LayerWork, StepWork
 def attention_ops(p: Program, w: LayerWork, layer: int, ready: int, kind: str, comm_tag: str = "") -> int:
     """Ulysses all-to-all in, ring steps, all-to-all out; returns the op after which O is ready."""
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a qkv{comm_tag}", w.ulysses_qkv_s, (ready,))
+    if w.cp_all_gather_s > 0:  # all-gather CP: the whole sequence's K/V before attention
+        a2a = p.add("comm", "ring_comm", f"L{layer} cp kv all-gather{comm_tag}", w.cp_all_gather_s, (a2a,))
     recv = compute = a2a  # recv: the op after which the block of the current step is present
     for step, duration in enumerate(w.attn_fwd_steps_s):
         if step < w.ring - 1:
@@ -67,6 +69,8 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (rs,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
+    if w.cp_all_gather_s > 0:  # all-gather CP gathers K/V again from the saved local blocks
+        a2a = p.add("comm", "ring_comm", f"L{layer} cp kv all-gather (bwd)", w.cp_all_gather_s, (a2a,))
     recv, compute, send = a2a, a2a, a2a
     for step, duration in enumerate(w.attn_bwd_steps_s):
         kv = w.ring_kv_step_s if step < w.ring - 1 else 0.0
@@ -78,6 +82,8 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
         recv = send
     if w.ring > 1:
         compute = p.add("comm", "ring_comm", f"L{layer} ring dkv home", w.ring_dkv_step_s, (compute,))
+    if w.cp_reduce_scatter_s > 0:
+        compute = p.add("comm", "ring_comm", f"L{layer} cp dkv reduce-scatter", w.cp_reduce_scatter_s, (compute,))
     a2a2 = p.add("comm", "ulysses_comm", f"L{layer} a2a dqkv", w.ulysses_qkv_s, (compute,))
     ag_in2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (a2a2,))
     gemm = p.add("compute", "gemm", f"L{layer} qkv+out bwd", w.gemm_attn_bwd_s, (ag_in2,))
@@ -115,7 +121,7 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Pro
     head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
     order = list(reversed(range(work.layers_of(stage))))
-    gathers = _gathers(p, work, order)
+    gathers = _gathers(p, work, order) if work.dp_backward_gather else {}
     for layer in order:
         ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers.get(layer, -1))
     tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 else 0.0, (ready,))

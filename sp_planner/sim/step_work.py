@@ -44,6 +44,18 @@ def dp_cp_groups(plan: ParallelPlan) -> np.ndarray:
     return groups_over(plan, DP_CP_AXES)  # (pp*tp, dp*cp)
 
 
+def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarray]:
+    """HSDP's groups (cost.fsdp): the dp-cp group's ranks run dp slowest, and the replicas are the
+    outer part of dp, so each dp-cp group splits into dp_replicate shard groups of dp_shard x cp
+    consecutive members; the replicate groups take one member of each."""
+    groups = dp_cp_groups(plan)
+    # (pp*tp, dp*cp) -> (pp*tp, dp_replicate, dp_shard*cp)
+    split = groups.reshape(len(groups), plan.dp_replicate, -1)
+    shard = split.reshape(-1, split.shape[2])  # (pp*tp*dp_replicate, dp_shard*cp)
+    replicate = split.transpose(0, 2, 1).reshape(-1, plan.dp_replicate)  # (pp*tp*dp_shard*cp, dp_replicate)
+    return shard, replicate
+
+
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
               ) -> tuple[StepWork, list[PhaseResult]]:
     hw = cluster.hardware
@@ -71,11 +83,16 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
-                          causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES)
+                          causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
+                          allgather=plan.allgather)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
+    # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
+    cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather", r - 1)
+    cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter",
+                      r - 1)
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
     # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
@@ -98,7 +115,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # Data parallel over dp x cp: gradient buckets of ddp_bucket_params(dp), reduce-scattered (ZeRO >= 1)
     # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
-    zgroups = dp_cp_groups(plan)
+    zgroups, replicas = shard_and_replicate_groups(plan)
     zsize = zgroups.shape[1]
     params = float(stage_params_per_rank(model, tp, pp, stages)[0])
     layer_params = float(layer_params_per_rank(model, tp))
@@ -116,9 +133,15 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     else:
         bucket = phase("dp grad reduce-scatter (bucket)", zgroups,
                        grad_bytes_per_param * layer_params * layers_per_bucket, "ring", "reduce_scatter", zsize - 1)
+        # HSDP: the bucket's gradient shard then all-reduced across replicas (cost.comm's dp_all_reduce).
+        rep = plan.dp_replicate
+        bucket += phase("hsdp shard all-reduce (bucket)", replicas,
+                        comm.dp_all_reduce / rounds / params * layer_params * layers_per_bucket,
+                        "ring", "all_reduce", 2 * (rep - 1), rounds=2)
         tail_params = params - layers * layer_params
         tail = bucket * tail_params / (layer_params * layers_per_bucket)
-        ag_bytes = comm.dp_all_gather / (2 * m if plan.zero == 3 else 1)
+        gathers_per_mb = (2 if plan.reshard_after_forward else 1) if plan.zero == 3 else 0
+        ag_bytes = comm.dp_all_gather / (gathers_per_mb * m if plan.zero == 3 else 1)
         gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
     shard = params / (zsize if plan.zero >= 1 else 1)
     pp_bytes = comm.pp_p2p / (2 * m) if pp > 1 else 0.0
@@ -137,6 +160,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         ulysses_out_s=uly_q,
         ring_kv_step_s=ring_kv,
         ring_dkv_step_s=ring_dkv,
+        cp_all_gather_s=cp_ag,
+        cp_reduce_scatter_s=cp_rs,
         dp_bucket_s=bucket / layers_per_bucket,
     )
     work = StepWork(
@@ -149,5 +174,6 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
         dp_param_gather_s=gather if plan.zero in (1, 2) else 0.0,
         dp_layer_gather_s=gather / layers if plan.zero == 3 else 0.0,
+        dp_backward_gather=plan.reshard_after_forward,
     )
     return work, phases

@@ -33,6 +33,10 @@ class LayerWork(FrozenModel):
     ring_kv_step_s: float = NonNeg  # one K + V block to the ring successor
     ring_dkv_step_s: float = NonNeg  # one dK + dV accumulator to the ring successor
     dp_bucket_s: float = NonNeg  # this layer's gradient reduce-scatter over the dp x cp group
+    # All-gather CP (no ring steps then): one K + V all-gather (forward, and again in backward)
+    # and one dK + dV reduce-scatter (backward), both blocking attention.
+    cp_all_gather_s: float = NonNeg
+    cp_reduce_scatter_s: float = NonNeg
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":
@@ -60,8 +64,10 @@ class StepWork(FrozenModel):
     pp_transfer_s: float = NonNeg
     # Gradient buckets go out in every micro-batch's backward (ZeRO-2/3), not only the last one's.
     dp_every_micro_batch: bool = False
-    # ZeRO-3: each layer's parameters are all-gathered before its forward and its backward.
+    # ZeRO-3: each layer's parameters are all-gathered before its forward and its backward
+    # (before its forward only when reshard_after_forward is false: dp_backward_gather False).
     dp_layer_gather_s: float = NonNeg
+    dp_backward_gather: bool = True
     # After the last backward: embedding/head gradient buckets, optimizer, parameter all-gather.
     dp_extra_bucket_s: float = NonNeg
     optimizer_s: float = NonNeg

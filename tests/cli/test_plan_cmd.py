@@ -13,6 +13,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
+from sp_planner.present.table import ring_cell, zero_cell
 from sp_planner.planfile import read_plan_file
 from sp_planner.estimate import PlanEstimate
 from sp_planner.present.labels import plan_name
@@ -56,14 +57,16 @@ def test_readme_example_recommends_a_plan_that_fits(sp_plan):
     assert result.exit_code == 0, result.stderr
     assert result.stderr == ""
     direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8)
-    # The default framework is Megatron-LM: its best plan leads (ZeRO-3, the overall best, it cannot run).
+    # The default framework is Megatron-LM: the overall best (ZeRO-3 keeping the gathered parameters,
+    # torch FSDP2 in Megatron) is one it can express, so it leads and no other best is named.
     rank, best = first_expressible("megatron", direct)
-    assert rank > 1 and direct.ranked[0].plan.zero == 3
+    assert rank == 1 and best.plan.zero == 3 and not best.plan.reshard_after_forward
     assert best.fits and best.memory_peak_bytes <= A800.hbm_bytes
     assert "Ranked plans megatron can express (best first)" in result.stdout
-    assert (f"The best plan overall, {plan_name(direct.ranked[0].plan)}, takes "
-            f"{format_seconds(direct.ranked[0].step_time_s)} per step") in result.stdout
-    assert "but megatron cannot express it: zero=3 cannot be expressed" in result.stdout
+    assert "The best plan overall" not in result.stdout
+    # the runner-up differs only in resharding: the ZeRO cell tells them apart (3k against 3)
+    assert direct.ranked[1].plan == best.plan.model_copy(update={"reshard_after_forward": True})
+    assert "ZeRO 3k: parameters kept from forward to backward" in " ".join(result.stdout.split())
     assert f"Why this plan. {plan_name(best.plan)} takes" in " ".join(result.stdout.split())
     # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
     assert f"{best.memory_peak_bytes / GIB:.1f}/80" in result.stdout
@@ -198,9 +201,10 @@ def test_out_lists_rank_groups_in_full_on_request(sp_plan, tmp_path):
 
 
 def test_framework_flags_and_launcher(sp_plan, plan_json):
-    result = sp_plan(*README, "--tp", "2", "--zero", "1", "--framework", "mindspeed", "--launcher", "torchrun")
+    pins = ("--tp", "2", "--zero", "1", "--cp-comm", "p2p")  # MindSpeed has no dense all-gather CP
+    result = sp_plan(*README, *pins, "--framework", "mindspeed", "--launcher", "torchrun")
     assert result.exit_code == 0
-    _, doc = plan_json(*README, "--tp", "2", "--zero", "1")
+    _, doc = plan_json(*README, *pins)
     first = doc["plans"][0]
     plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
     flags = render_flags("mindspeed", FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan,
@@ -212,10 +216,11 @@ def test_framework_flags_and_launcher(sp_plan, plan_json):
 
 
 def test_framework_that_cannot_express_any_fitting_plan_says_so(sp_plan):
-    # Megatron-LM has ZeRO-1 only, so pinning ZeRO-3 leaves it nothing to express.
-    result = sp_plan(*README, "--zero", "3")
+    # Transformer Engine has no a2a + all_gather CP, so pinning Ulysses with all-gather CP leaves
+    # Megatron-LM nothing to express.
+    result = sp_plan(*README, "--ulysses", "4", "--ring", "4", "--cp-comm", "allgather")
     assert result.exit_code == 0
-    assert "megatron cannot express plan 1: zero=3 cannot be expressed" in result.stdout
+    assert "megatron cannot express plan 1: ulysses 4 x all-gather ring 4 cannot be expressed" in result.stdout
     assert "No plan that fits can be expressed in megatron; --framework all ranks every plan." in result.stdout
     assert "Ranked plans (best first)" in result.stdout  # nothing to filter: every plan is shown
 
@@ -232,11 +237,14 @@ def test_framework_ranks_only_its_plans(sp_plan):
         for row in rows:  # each row is a plan the framework has flags for
             shown = dict(zip(columns, row))
             matches = [PlanEstimate.from_row(r) for _, r in direct.frame.iterrows()
-                       if all(str(r[name]) == value for name, value in shown.items())]
+                       if all(str(r[name]) == value for name, value in shown.items() if name not in ("zero", "ring"))
+                       and zero_cell(PlanEstimate.from_row(r).plan) == shown["zero"]
+                       and ring_cell(PlanEstimate.from_row(r).plan) == shown["ring"]]
             assert any(render_flags(framework, FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=m.plan,
                                                            num_nodes=2, gpus_per_node=8)).supported for m in matches)
         best = first_expressible(framework, direct)[1].plan
-        assert rows[0] == [str(getattr(best, name)) for name in columns]
+        cells = {"zero": zero_cell(best), "ring": ring_cell(best)}
+        assert rows[0] == [cells.get(name, str(getattr(best, name))) for name in columns]
 
 
 def test_help_has_examples(sp_plan):

@@ -89,3 +89,25 @@ def test_memory_by_hand():
 def test_rejects_unknown_layout(hardware):
     with pytest.raises(ValueError, match="ring_layout"):
         fwd(hardware, seq_len=4096, ulysses=1, ring=2, causal=True, ring_layout="stripe")
+
+
+def test_allgather_ring_of_two_by_hand(hardware):
+    # 16k tokens, ring 2, zigzag: chunks of 4k; rank 0 holds chunks 0 and 3 and runs two causal
+    # 4k diagonals plus chunk 3 against the 12k earlier keys, unmasked. The gather is exposed:
+    # K and V, each 1 block of 8k x 2 heads x 16 x 2 B = 512 KiB sent, at 100 GB/s, no latency.
+    chunk, kv_block_bytes = 4096, 8192 * 2 * 16 * 2
+    rect_s = 4 * 4 * 16 * chunk * 3 * chunk / (PEAK * 0.5)
+    q_elems, full_kv = 2 * chunk * 4 * 16, 16384 * 2 * 16
+    reorder_s = 2 * 2 * 2 * full_kv / (1e12 * HBM_EFFICIENCY)  # index_select of K and V, bf16
+    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems / (1e12 * HBM_EFFICIENCY)
+    gather_s = 2 * kv_block_bytes / 100e9
+    t = fwd(hardware, seq_len=16384, ulysses=1, ring=2, causal=True, ring_layout="zigzag", cp_comm="allgather")
+    assert t == pytest.approx(2 * causal_block_s(chunk, 4) + rect_s + reorder_s + merge_s + gather_s)
+
+
+def test_allgather_memory_replaces_the_ring_buffers_with_the_gathered_sequence():
+    shape = dict(batch=1, seq_len=64, num_heads=4, num_kv_heads=2, head_dim=16, ulysses=1, ring=4, elem_bytes=2)
+    ring = attention_layer_memory_bytes(**shape)
+    gather = attention_layer_memory_bytes(**shape, cp_comm="allgather")
+    block = 16 * 2 * 16  # one local K block
+    assert ring - gather == 2 * block * (2 + 4) - 2 * 4 * block * (2 + 2 + 4)

@@ -74,3 +74,37 @@ def test_links_follow_rank_order(toy_model, hardware, gpus_per_node, links):
     for name, link in links.items():
         assert getattr(est.comm_links, name) == link
     assert est.comm_links.pp_p2p == "none"
+
+
+def test_allgather_cp_bytes_by_hand(toy_model, hardware):
+    plan = PLAN.model_copy(update={"cp_comm": "allgather"})
+    comm = _estimate(toy_model, hardware, 8, plan).comm_bytes
+    # Same 512-element K (or V) block per ring rank. Forward all-gathers K and V (R-1 = 1 block
+    # each sent, bf16: 2048 B), backward gathers them again (2048 B) and reduce-scatters fp32
+    # full-sequence dK, dV (R-1 = 1 block each: 4096 B). Nothing goes P2P.
+    assert comm.cp_all_gather == 4096 * PER_STAGE
+    assert comm.cp_reduce_scatter == 4096 * PER_STAGE
+    assert comm.ring_p2p == 0
+    assert comm.ulysses_all_to_all == 4096 * PER_STAGE  # unchanged
+    again = _estimate(toy_model, hardware, 8, plan.model_copy(update={"recompute": "selective"})).comm_bytes
+    assert again.cp_all_gather - comm.cp_all_gather == 2048 * PER_STAGE  # the forward gather re-run
+    assert again.cp_reduce_scatter == comm.cp_reduce_scatter
+    links = _estimate(toy_model, hardware, 4, plan).comm_links
+    assert (links.cp_all_gather, links.ring_p2p) == ("inter", "none")  # ring stride 4 x 2 spans 2 nodes
+
+
+def test_hsdp_and_kept_parameters_by_hand(toy_model, hardware):
+    # dp 2 (2 replicas of dp_shard 1) x ulysses 2 x tp 2: shard group = dp_shard x cp = 2 ranks, one
+    # micro-batch (global batch 2 / dp 2).
+    plan = ParallelPlan(dp=2, tp=2, ulysses=2, zero=3, dp_replicate=2)
+    comm = _estimate(toy_model, hardware, 8, plan).comm_bytes
+    share = 43584 // 2  # (n-1)/n of a buffer over 2 ranks
+    assert comm.dp_reduce_scatter == 4 * share
+    assert comm.dp_all_gather == 2 * 2 * share  # forward and backward gathers, bf16
+    # the fp32 shard (43584/2 parameters) all-reduced over 2 replicas: 2 x 1/2 of 4 x 21792 B
+    assert comm.dp_all_reduce == 4 * 43584 // 2
+    kept = _estimate(toy_model, hardware, 8, plan.model_copy(update={"reshard_after_forward": False})).comm_bytes
+    assert kept.dp_all_gather == 2 * share  # forward only
+    # replicas are dp_shard x cp x tp = 4 ranks apart: inside an 8-GPU node, across 4-GPU nodes
+    assert _estimate(toy_model, hardware, 8, plan).comm_links.dp_all_reduce == "intra"
+    assert _estimate(toy_model, hardware, 4, plan).comm_links.dp_all_reduce == "inter"

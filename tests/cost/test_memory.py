@@ -97,3 +97,26 @@ def test_bias_parameters_per_rank_by_hand(qkv_bias, linear_bias, per_rank):
     assert layer_params_per_rank(model, 2) == per_rank
     # One rank of tp 1 holds the whole layer, as ModelSpec counts it.
     assert layer_params_per_rank(model, 1) == model.params_per_layer
+
+
+def test_hsdp_shards_over_dp_shard_times_cp_and_kept_parameters_add_a_copy(toy_model, hardware):
+    workload = Workload(seq_len=64, global_batch=4)
+    base = evaluate(toy_model, hardware, workload, ParallelPlan(dp=4, ulysses=2, zero=0),
+                    num_nodes=2, gpus_per_node=4).memory
+    hsdp = ParallelPlan(dp=4, ulysses=2, zero=3, dp_replicate=2)  # shards over 2 dp x 2 cp = 4 ranks
+    est = evaluate(toy_model, hardware, workload, hsdp, num_nodes=2, gpus_per_node=4).memory
+    for part in ("params", "grads", "optimizer"):
+        assert getattr(est, f"{part}_bytes") == pytest.approx(getattr(base, f"{part}_bytes") / 4)
+    kept = evaluate(toy_model, hardware, workload, hsdp.model_copy(update={"reshard_after_forward": False}),
+                    num_nodes=2, gpus_per_node=4).memory
+    assert kept.params_bytes == pytest.approx(base.params_bytes * (1 + 1 / 4))  # the gathered stage too
+
+
+def test_allgather_buffers_hold_the_gathered_kv_and_fp32_grads(toy_model, hardware):
+    workload = Workload(seq_len=64, global_batch=1)
+    plan = ParallelPlan(tp=2, ring=4, cp_comm="allgather")
+    mem = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=8).memory
+    # 16 tokens per rank x 1 KV head x 16 = 256 elements per local K block; the whole sequence is
+    # 4 x 256. K and V gathered (bf16) plus their reordered copy (bf16) plus fp32 dK, dV:
+    # 2 x 1024 x (2 + 2 + 4) = 16384; the TP all-gather buffer 2 x 16 x 64 = 2048.
+    assert mem.comm_buffers_bytes == 16384 + 2048

@@ -1,4 +1,5 @@
-"""Ulysses, Ring and USP on 2 and 4 spawned gloo ranks against the fp32 reference.
+"""Ulysses, Ring and USP on 2 and 4 spawned gloo ranks against the fp32 reference; every case
+with ring > 1 runs twice, the ring axis passing K/V round the ring (p2p) and all-gathering them.
 
 One spawn per world size runs every case of that size (sp_planner.executor.spawn); each case is
 then asserted on its own. Every rank compares its shard of O, dQ, dK, dV (bf16: at most twice a
@@ -16,7 +17,7 @@ from sp_planner.executor.predict import predicted_comm_bytes
 from sp_planner.executor.result import RankResult, rank_failures
 from sp_planner.executor.spawn import run_cases
 from sp_planner.layout import rank_groups
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import CP_COMMS, ParallelPlan
 
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
 # (heads, kv heads): MHA, GQA, and GQA with fewer KV heads than some Ulysses degrees.
@@ -28,25 +29,28 @@ def _cases(world: int) -> list[RunConfig]:
     shapes = itertools.cycle([(1, 8, 5), (2, 16, 3), (1, 16, 7)])  # batch, head_dim, odd multiplier
     for (ulysses, ring), causal, dtype, (heads, kv) in itertools.product(
             DEGREES[world], (True, False), ("float32", "bfloat16"), HEADS):
-        for layout in (("contiguous", "zigzag") if ring > 1 else ("contiguous",)):
+        for layout, cp_comm in (itertools.product(("contiguous", "zigzag"), CP_COMMS) if ring > 1
+                                else [("contiguous", "p2p")]):
             batch, head_dim, odd = next(shapes)
             cases.append(RunConfig(
                 ulysses=ulysses, ring=ring, batch=batch, seq_len=2 * ulysses * ring * odd, num_heads=heads,
-                num_kv_heads=kv, head_dim=head_dim, causal=causal, ring_layout=layout, dtype=dtype, iters=0))
+                num_kv_heads=kv, head_dim=head_dim, causal=causal, ring_layout=layout, dtype=dtype,
+                cp_comm=cp_comm, iters=0))
     u, r = DEGREES[world][-1]
     # contiguous only needs S % (U*R): an odd length; fp16; the explicit math kernel end to end.
-    cases.append(RunConfig(ulysses=u, ring=r, seq_len=u * r * 13, num_heads=4, num_kv_heads=2, head_dim=8,
-                           causal=True, iters=0))
-    cases.append(RunConfig(ulysses=u, ring=r, seq_len=2 * u * r * 3, num_heads=4, num_kv_heads=1, head_dim=8,
-                           causal=True, ring_layout="zigzag", dtype="float16", iters=0))
-    cases.append(RunConfig(ulysses=u, ring=r, seq_len=2 * u * r * 5, num_heads=4, num_kv_heads=2, head_dim=8,
-                           causal=True, ring_layout="zigzag", kernel="math", iters=0))
+    for cp_comm in CP_COMMS:
+        cases.append(RunConfig(ulysses=u, ring=r, seq_len=u * r * 13, num_heads=4, num_kv_heads=2, head_dim=8,
+                               causal=True, cp_comm=cp_comm, iters=0))
+        cases.append(RunConfig(ulysses=u, ring=r, seq_len=2 * u * r * 3, num_heads=4, num_kv_heads=1, head_dim=8,
+                               causal=True, ring_layout="zigzag", dtype="float16", cp_comm=cp_comm, iters=0))
+        cases.append(RunConfig(ulysses=u, ring=r, seq_len=2 * u * r * 5, num_heads=4, num_kv_heads=2, head_dim=8,
+                               causal=True, ring_layout="zigzag", kernel="math", cp_comm=cp_comm, iters=0))
     return cases
 
 
 CASES = {world: _cases(world) for world in DEGREES}
 PARAMS = [pytest.param(world, i, id=f"w{world}-u{c.ulysses}r{c.ring}-{'causal' if c.causal else 'full'}-"
-                       f"{c.ring_layout}-{c.dtype}-h{c.num_heads}kv{c.num_kv_heads}-s{c.seq_len}-{c.kernel}")
+                       f"{c.ring_layout}-{c.cp_comm}-{c.dtype}-h{c.num_heads}kv{c.num_kv_heads}-s{c.seq_len}-{c.kernel}")
           for world, cases in CASES.items() for i, c in enumerate(cases)]
 
 

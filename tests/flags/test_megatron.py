@@ -53,11 +53,44 @@ def test_a2a_rejected_with_one_kv_head_per_tp_rank(build, bash_args):
     assert flags.text == ""
 
 
-def test_zero_2_and_3_unsupported_with_reason(build, bash_args):
-    for zero in (2, 3):
+def test_zero_2_and_3_are_megatron_fsdp_without_the_connections_env(build, bash_args):
+    for zero, strategy in ((2, "optim_grads"), (3, "optim_grads_params")):
         flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, ring=4, zero=zero))
-        assert not flags.supported
-        assert f"zero={zero}" in flags.reason and "ZeRO-1" in flags.reason
+        args = bash_args(flags.text)
+        assert args["--use-megatron-fsdp"] == [] and args["--data-parallel-sharding-strategy"] == [strategy]
+        assert args["--ckpt-format"] == ["fsdp_dtensor"]  # validate_args asserts it for Megatron-FSDP
+        assert "--use-distributed-optimizer" not in args
+        # Megatron-FSDP asserts CUDA_DEVICE_MAX_CONNECTIONS != 1, even with tp and cp > 1
+        assert "CUDA_DEVICE_MAX_CONNECTIONS" not in flags.text
+
+
+def test_hsdp_replicas_are_distributed_optimizer_instances(build, bash_args):
+    for zero in (1, 3):
+        args = bash_args(render_flags("megatron", build.request(
+            build.llama3_8b, 65536, 16, tp=2, dp=4, zero=zero, dp_replicate=2)).text)
+        assert args["--num-distributed-optimizer-instances"] == ["2"]
+    assert "--num-distributed-optimizer-instances" not in bash_args(render_flags(
+        "megatron", build.request(build.llama3_8b, 65536, 16, tp=2, dp=4, zero=3)).text)
+
+
+def test_zero3_keeping_parameters_is_torch_fsdp2_only_without_pp(build, bash_args):
+    flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, dp=4, zero=3,
+                                                   reshard_after_forward=False))
+    args = bash_args(flags.text)
+    assert args["--use-torch-fsdp2"] == [] and args["--torch-fsdp2-no-reshard-after-forward"] == []
+    assert args["--ckpt-format"] == ["torch_dist"] and "--use-distributed-optimizer" not in args
+    refused = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, pp=2, dp=2, zero=3,
+                                                     reshard_after_forward=False))
+    assert not refused.supported and "pp 2" in refused.reason and "pipeline parallelism" in refused.reason
+
+
+def test_allgather_ring_is_cp_comm_type_all_gather_and_refused_under_ulysses(build, bash_args):
+    flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, ring=4, cp_comm="allgather"))
+    args = bash_args(flags.text)
+    assert args["--cp-comm-type"] == ["all_gather"] and args["--context-parallel-size"] == ["4"]
+    usp = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, ulysses=2, ring=4,
+                                                 cp_comm="allgather"))
+    assert not usp.supported and "a2a + all_gather" in usp.reason
 
 
 def test_seq_must_divide_by_2cp_even_with_contiguous_layout(build, bash_args):
@@ -87,3 +120,13 @@ def test_kv_replication_note_when_tp_exceeds_groups(build, bash_args):
     flags = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, gpus_per_node=16, tp=16))
     assert flags.supported
     assert any("replicates each KV head over 2 TP ranks" in note for note in flags.notes)
+
+
+def test_other_frameworks_refuse_allgather_cp_and_hsdp_by_name(build):
+    gather = build.request(build.llama3_8b, 65536, 8, ulysses=2, ring=4, cp_comm="allgather")
+    assert "kvallgather_cp_algo" in render_flags("mindspeed", gather).reason
+    assert "no K/V all-gather attention" in render_flags("yunchang", gather).reason
+    assert "nor all-gather CP" in render_flags("deepspeed", gather).reason
+    hsdp = build.request(build.llama3_8b, 65536, 16, ulysses=4, dp=4, zero=3, dp_replicate=2)
+    assert "dp_replicate 2 cannot be expressed" in render_flags("deepspeed", hsdp).reason
+    assert "dp_replicate 2 cannot be expressed" in render_flags("mindspeed", hsdp).reason

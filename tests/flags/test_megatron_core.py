@@ -50,7 +50,12 @@ FIELDS = {
     "--bf16": ("bf16", None),
 }
 TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
-            "--global-batch-size", "--use-distributed-optimizer"}
+            "--global-batch-size", "--use-distributed-optimizer",
+            # Data-parallel sharding (DistributedDataParallelConfig and megatron/training), checked by
+            # test_megatron_core_cp_fsdp.py.
+            "--use-megatron-fsdp", "--data-parallel-sharding-strategy", "--num-distributed-optimizer-instances",
+            "--ckpt-format", "--use-torch-fsdp2", "--torch-fsdp2-no-reshard-after-forward",
+            "--no-gradient-accumulation-fusion", "--untie-embeddings-and-output-weights"}
 
 
 def _argv(text: str) -> list[str]:

@@ -88,3 +88,22 @@ def test_pipeline_split_and_float8_sections(build):
     assert config["parallelism"]["pipeline_parallel_first_stage_less_layers"] == 0
     assert config["model"] == {"converters": ["float8"]}
     assert config["quantize"]["linear"]["float8"] == {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
+
+
+def test_hsdp_keep_parameters_and_allgather_cp(build):
+    request = build.request(build.llama3_8b, 65536, 32, tp=2, ring=2, dp=4, zero=3, dp_replicate=2,
+                            reshard_after_forward=False, cp_comm="allgather")
+    flags = render_flags("torchtitan", request)
+    parallelism = tomllib.loads(flags.text)["parallelism"]
+    # HSDP: 2 replicas of FSDP over dp_shard 2 (x cp 2); parameters kept from forward to backward
+    assert parallelism["data_parallel_replicate_degree"] == 2
+    assert parallelism["data_parallel_shard_degree"] == 2
+    assert parallelism["fsdp_reshard_after_forward"] == "never"
+    assert parallelism["context_parallel_rotate_method"] == "allgather"
+    assert any("allgather rotater" in note for note in flags.notes)
+
+
+def test_replicas_without_shard_is_ddp_and_refused_with_tp(build):
+    request = build.request(build.llama3_8b, 65536, 16, tp=2, dp=4, zero=1, dp_replicate=4)
+    flags = render_flags("torchtitan", request)
+    assert not flags.supported and flags.reason.startswith("dp_replicate 4 = dp 4 (no FSDP shard) and tp 2")

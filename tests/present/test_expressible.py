@@ -36,7 +36,10 @@ def test_first_supported_fitting_plan_for_each_framework():
             assert not _supported(framework, earlier), (framework, better)
 
 
-def test_megatron_never_gets_a_zero_3_plan():
+def test_megatron_gets_zero_3_plans_only_through_fsdp():
     result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8)
-    _, est, _ = best_expressible(result, "megatron", model=MODEL, workload=WORKLOAD, num_nodes=2, gpus_per_node=8)
-    assert est.plan.zero <= 1
+    _, est, flags = best_expressible(result, "megatron", model=MODEL, workload=WORKLOAD, num_nodes=2,
+                                     gpus_per_node=8)
+    assert est.plan.zero == 3
+    fsdp = "--use-megatron-fsdp" if est.plan.reshard_after_forward else "--use-torch-fsdp2"
+    assert fsdp in flags.text and "--use-distributed-optimizer" not in flags.text

@@ -27,3 +27,14 @@ def test_prose_plan_name_has_the_same_choices_in_the_same_order():
                                "micro batch 2, contiguous ring")
     assert plan_name(plan.model_copy(update={"ring_layout": "zigzag", "recompute": "none"})) == (
         "tp 2 x ulysses 4 x ring 2 x dp 2 x pp 3, ZeRO-1, no recompute, micro batch 2")
+
+
+def test_plan_names_all_gather_cp_hsdp_and_kept_parameters_only_when_chosen():
+    plan = ParallelPlan(dp=4, tp=2, ring=2, zero=3, cp_comm="allgather", dp_replicate=2,
+                        reshard_after_forward=False)
+    assert plan_name(plan, compact=True) == "tp2 u1 r2 dp4 pp1 | z3 no-rc mb1 ag rep2 keep"
+    assert plan_name(plan) == ("tp 2 x ulysses 1 x ring 2 x dp 4 x pp 1, ZeRO-3, no recompute, micro batch 1, "
+                               "all-gather CP, HSDP 2 replicas, no reshard after forward")
+    # all-gather without a ring moves nothing: not named
+    assert plan_name(plan.model_copy(update={"ring": 1, "dp": 8}), compact=True) == (
+        "tp2 u1 r1 dp8 pp1 | z3 no-rc mb1 rep2 keep")

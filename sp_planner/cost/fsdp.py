@@ -1,0 +1,42 @@
+"""FSDP / HSDP on the data-parallel axis: which ranks shard the model states, which replicate them,
+and how often ZeRO-3 gathers the parameters (vectorized over candidates or one plan).
+
+The ZeRO group is Megatron's dp x cp group (layout.DP_CP_AXES). HSDP splits dp into
+dp_replicate x dp_shard with the replicas outermost (torchtitan's mesh
+("dp_replicate", "fsdp" = dp_shard x cp, "tp"), parallel_dims.py; PyTorch HYBRID_SHARD), so one
+shard group is dp_shard x cp adjacent ranks at tp's stride and one replicate group strides over
+whole shard groups. Gradients are reduce-scattered inside the shard group and the shard then
+all-reduced across replicas (FSDP2 HSDP: reduce-scatter + all-reduce, torch
+`_fsdp_collectives.foreach_reduce`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.layout import CP_AXES, axis_stride, group_size
+
+
+def dp_shard(c):
+    """Data-parallel ranks of one shard group: dp / dp_replicate."""
+    return c.dp // c.dp_replicate
+
+
+def shard_group_size(c):
+    """Ranks that shard the model states (ZeRO/FSDP): dp_shard x cp."""
+    return dp_shard(c) * group_size(c, CP_AXES)
+
+
+def replicate_stride(c):
+    """Distance in global rank between neighbours of one replicate group (whole shard groups)."""
+    return axis_stride(c, "dp") * dp_shard(c)
+
+
+def param_gathers_per_micro_batch(c):
+    """ZeRO-3 parameter all-gathers per micro-batch: forward and again in backward when the
+    gathered parameters are freed after forward (FSDP2 reshard_after_forward=True, DeepSpeed
+    stage 3), forward only when they are kept (reshard_after_forward=False, the Llama 3 paper's
+    choice, section 3.3.2: "we do not reshard after forward computation to avoid an extra
+    all-gather communication during backward passes"); none below ZeRO-3."""
+    reshard = np.asarray(c.reshard if hasattr(c, "reshard") else c.reshard_after_forward, dtype=bool)
+    return np.where(np.asarray(c.zero) == 3, np.where(reshard, 2, 1), 0)

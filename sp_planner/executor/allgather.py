@@ -1,0 +1,150 @@
+"""All-gather context parallelism on the ring axis: every rank gathers the whole sequence's K/V,
+attends with its own queries only, and reduce-scatters dK/dV in the backward.
+
+As the Llama 3 paper (arXiv 2407.21783, section 3.3.2) and Transformer Engine's
+`AttnFuncWithCPAndKVAllGather` (cp_comm_type "all_gather"): the sequence is cut into 2R chunks
+and rank r holds chunks r and 2R-1-r (sp_planner.executor.sharding's zigzag layout), which
+balances the causal work; the K/V all-gather is not overlapped. The backward gathers K/V again
+from the saved local blocks (TE `_attn_cp_kv_allgather_bwd_gather`) rather than keeping the
+full-sequence copy alive between forward and backward. The byte contract is
+sp_planner.cost.attention_comm.allgather_bytes_per_layer / allgather_reduce_scatter_bytes_per_layer.
+
+Each local query chunk (global tokens [g0, g1)) is computed as two kernel calls merged by the
+online-softmax rule: the keys before it, unmasked, and its own diagonal block, causal. Without a
+causal mask all local queries attend to all keys in one call.
+
+Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in sharding order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+from sp_planner.executor.comm import CommCounter, all_gather_dim0, reduce_scatter_dim0
+from sp_planner.executor.kernels import AttentionKernel
+from sp_planner.executor.merge import merge_partial
+from sp_planner.executor.sharding import local_token_index
+from sp_planner.plan import RingLayout
+
+
+class Piece(NamedTuple):
+    """One kernel call: local query rows against global keys [kv_start, kv_end)."""
+
+    q_rows: slice
+    kv_start: int
+    kv_end: int
+    causal: bool
+
+
+def pieces_for_rank(rank: int, size: int, seq_len: int, *, causal: bool, layout: RingLayout) -> list[Piece]:
+    """The kernel calls of one ring rank, in order; the first of each query chunk covers all its rows."""
+    seq_local = seq_len // size
+    if not causal:
+        return [Piece(slice(None), 0, seq_len, False)]
+    zigzag = layout == "zigzag" and size > 1
+    chunk = seq_local // 2 if zigzag else seq_local
+    owned = [rank, 2 * size - 1 - rank] if zigzag else [rank]
+    pieces = []
+    for i, c in enumerate(owned):
+        rows, start = slice(i * chunk, (i + 1) * chunk), c * chunk
+        pieces.append(Piece(rows, start, start + chunk, True))  # the diagonal block
+        if start > 0:
+            pieces.append(Piece(rows, 0, start, False))  # every earlier key
+    return pieces
+
+
+def _gathered_order(seq_len: int, size: int, layout: RingLayout, device) -> torch.Tensor:
+    """Global token of each row of the rank-ordered all-gather (ranks' local orders concatenated)."""
+    return torch.cat([local_token_index(seq_len, ring=size, ulysses=1, ring_rank=r, ulysses_rank=0,
+                                        layout=layout) for r in range(size)]).to(device)
+
+
+@dataclass(frozen=True)
+class AllGatherSetup:
+    group: dist.ProcessGroup
+    counter: CommCounter
+    kernel: AttentionKernel
+    causal: bool
+    layout: RingLayout
+    scale: float
+
+
+def _gather_kv(k, v, setup: AllGatherSetup, order: torch.Tensor):
+    """Local (b, s, h, d) K and V -> the full sequence (b, S, h, d) in global token order."""
+    inverse = torch.argsort(order)
+    full = []
+    for x in (k, v):
+        # (b, s, h, d) -> (s, b, h, d) -> gathered (R*s, b, h, d) -> (b, S, h, d), global order
+        gathered = all_gather_dim0(x.transpose(0, 1), setup.group, setup.counter)
+        full.append(gathered.index_select(0, inverse).transpose(0, 1))
+    return full
+
+
+def allgather_forward(q, k, v, setup: AllGatherSetup) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns out (b, s, h, d) in q's dtype and lse (b, h, s) in fp32."""
+    size, rank = dist.get_world_size(setup.group), dist.get_rank(setup.group)
+    seq_len = q.shape[1] * size
+    k_full, v_full = _gather_kv(k, v, setup, _gathered_order(seq_len, size, setup.layout, q.device))
+    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
+    first_rows: set[tuple] = set()
+    for piece in pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout):
+        rows, keys = piece.q_rows, slice(piece.kv_start, piece.kv_end)
+        out_b, lse_b = setup.kernel.forward(q[:, rows], k_full[:, keys], v_full[:, keys], causal=piece.causal,
+                                            scale=setup.scale)
+        key = (rows.start, rows.stop)
+        if key not in first_rows:
+            first_rows.add(key)
+            out[:, rows], lse[:, :, rows] = out_b.float(), lse_b.float()
+        else:
+            out[:, rows], lse[:, :, rows] = merge_partial(out[:, rows], lse[:, :, rows], out_b, lse_b)
+    if not torch.isfinite(lse).all():
+        raise RuntimeError("all-gather attention produced a non-finite log-sum-exp")
+    return out.to(q.dtype), lse
+
+
+def allgather_backward(dout, q, k, v, out, lse, setup: AllGatherSetup):
+    """Returns dq, dk, dv in the input dtypes; dK/dV are summed in fp32 over the ring."""
+    size, rank = dist.get_world_size(setup.group), dist.get_rank(setup.group)
+    seq_len = q.shape[1] * size
+    order = _gathered_order(seq_len, size, setup.layout, q.device)
+    k_full, v_full = _gather_kv(k, v, setup, order)
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dk_full = torch.zeros(k_full.shape, dtype=torch.float32, device=q.device)
+    dv_full = torch.zeros(v_full.shape, dtype=torch.float32, device=q.device)
+    for piece in pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout):
+        rows, keys = piece.q_rows, slice(piece.kv_start, piece.kv_end)
+        dq_b, dk_b, dv_b = setup.kernel.backward(
+            dout[:, rows], q[:, rows], k_full[:, keys], v_full[:, keys], out[:, rows], lse[:, :, rows],
+            causal=piece.causal, scale=setup.scale)
+        dq[:, rows] += dq_b
+        dk_full[:, keys] += dk_b
+        dv_full[:, keys] += dv_b
+    grads = []
+    for g in (dk_full, dv_full):
+        # (b, S, h, d) global order -> (S, b, h, d) rank order -> this rank's (s, b, h, d) sum -> (b, s, h, d)
+        ranked = g.transpose(0, 1).index_select(0, order)
+        grads.append(reduce_scatter_dim0(ranked, setup.group, setup.counter).transpose(0, 1))
+    dk, dv = grads
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+class AllGatherAttention(torch.autograd.Function):
+    """Autograd wrapper: saves the local q, k, v, out and the fp32 lse (not the gathered K/V)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, setup: AllGatherSetup):
+        out, lse = allgather_forward(q, k, v, setup)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.setup = setup
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = allgather_backward(dout.contiguous(), q, k, v, out, lse, ctx.setup)
+        return dq, dk, dv, None
