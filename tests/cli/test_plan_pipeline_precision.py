@@ -17,10 +17,11 @@ def plan_json(sp_plan):
     return run
 
 # Llama 3 paper (arXiv 2407.21783) Table 4, 16K GPUs: TP 8, CP 16, PP 16, DP 8 at 128K tokens,
-# 16 sequences per DP rank; 126 layers, first and last stage one layer fewer; interleaved.
+# 16 sequences per DP rank; 126 layers, first and last stage one layer fewer; interleaved; all-gather
+# CP; FSDP without resharding after forward (Megatron-FSDP optim_grads: zero 2).
 LLAMA3_4D = ["--model", "llama3.1-405b", "--hardware", "h100", "--nodes", "2048", "--seq-len", "128k",
              "--global-batch", "128", "--tp", "8", "--ring", "16", "--ulysses", "1", "--pp", "16", "--vpp", "4",
-             "--zero", "1", "--micro-batch", "1"]
+             "--cp-comm", "allgather", "--zero", "2", "--micro-batch", "1"]
 
 
 def test_llama3_405b_4d_pinned_exactly(sp_plan):
@@ -29,9 +30,9 @@ def test_llama3_405b_4d_pinned_exactly(sp_plan):
     best = json.loads(result.stdout)["plans"][0]
     plan = best  # the plan's fields sit at the top level of each entry
     assert {k: plan[k] for k in ("tp", "ring", "ulysses", "pp", "dp", "vpp", "first_stage_layers",
-                                 "last_stage_layers", "precision")} == {
+                                 "last_stage_layers", "precision", "cp_comm", "zero")} == {
         "tp": 8, "ring": 16, "ulysses": 1, "pp": 16, "dp": 8, "vpp": 4, "first_stage_layers": 7,
-        "last_stage_layers": 7, "precision": "bf16"}
+        "last_stage_layers": 7, "precision": "bf16", "cp_comm": "allgather", "zero": 2}
     # Interleaving divides the 1F1B bubble (pp - 1 = 15 micro-batch times) by vpp.
     assert best["time"]["bubble_s"] > 0
 
@@ -41,13 +42,15 @@ def test_llama3_405b_4d_megatron_flags(sp_plan):
     assert result.exit_code == 0, result.stderr
     for flag in ("--pipeline-model-parallel-size 16", "--num-virtual-stages-per-pipeline-rank 4",
                  "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
-                 "--context-parallel-size 16", "--tensor-model-parallel-size 8", "--num-layers 126"):
+                 "--context-parallel-size 16", "--tensor-model-parallel-size 8", "--num-layers 126",
+                 "--cp-comm-type all_gather", "--use-megatron-fsdp", "--data-parallel-sharding-strategy optim_grads"):
         assert f"    {flag}\n" in result.stdout, flag
 
 
 def test_vpp_halves_the_bubble(plan_json):
     def bubble(vpp: str) -> float:
-        code, data = plan_json(*LLAMA3_4D[:-6], "--vpp", vpp, "--zero", "1", "--micro-batch", "1")
+        code, data = plan_json(*LLAMA3_4D[:-8], "--vpp", vpp, "--cp-comm", "allgather", "--zero", "2",
+                               "--micro-batch", "1")
         assert code == 0
         return data["plans"][0]["time"]["bubble_s"]
 

@@ -132,11 +132,14 @@ def _check(req) -> TransformerConfig:
 
 LLAMA31_405B = load_model("llama3.1-405b")
 # Llama 3 paper (arXiv 2407.21783) Table 4, 16K GPUs: TP 8, CP 16, PP 16, DP 8, 128K tokens,
-# batch 16 sequences per DP rank; interleaved pipeline; first and last stage one layer fewer.
-LLAMA3_405B_4D = request(LLAMA31_405B, 131072, 128, tp=8, ring=16, pp=16, dp=8, zero=1, vpp=4,
-                         first_stage_layers=7, last_stage_layers=7)
+# batch 16 sequences per DP rank; interleaved pipeline; first and last stage one layer fewer;
+# all-gather CP; FSDP without resharding after forward (Megatron-FSDP optim_grads = zero 2).
+LLAMA3_405B_4D = request(LLAMA31_405B, 131072, 128, tp=8, ring=16, pp=16, dp=8, zero=2, vpp=4,
+                         first_stage_layers=7, last_stage_layers=7, cp_comm="allgather")
 EXTRA = {
     "llama3_405b_4d_vpp4": LLAMA3_405B_4D,
+    "llama3_405b_4d_fp8_zero1": LLAMA3_405B_4D.model_copy(update={"plan": LLAMA3_405B_4D.plan.model_copy(
+        update={"zero": 1, "precision": "fp8"})}),
     "llama3_405b_pp8_counted": request(LLAMA31_405B, 8192, 64, tp=8, pp=8, dp=1, vpp=2,
                                        first_stage_layers=15, last_stage_layers=15),
     "llama3_405b_pp16_explicit_vpp2": request(LLAMA31_405B, 8192, 64, tp=8, pp=16, vpp=2,
@@ -163,6 +166,8 @@ def test_llama3_405b_4d_uses_the_counted_split():
     assert "--account-for-embedding-in-pipeline-split" in flags and "--account-for-loss-in-pipeline-split" in flags
     assert flags["--num-virtual-stages-per-pipeline-rank"] == ["4"]
     assert "--decoder-first-pipeline-num-layers" not in flags
+    assert flags["--cp-comm-type"] == ["all_gather"] and flags["--context-parallel-size"] == ["16"]
+    assert flags["--data-parallel-sharding-strategy"] == ["optim_grads"]
 
 
 def test_megatron_core_rejects_what_the_planner_rejects():
