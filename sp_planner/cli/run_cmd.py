@@ -69,7 +69,8 @@ def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None) -> list[
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
                 "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
-                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout, "--cp-comm", cfg.cp_comm]
+                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout]
+        args += ["--cp-comm", cfg.cp_comm] if cfg.cp_comm != "p2p" else []  # p2p is the default
         args += ["--causal"] if cfg.causal else []
     args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
     return args + (["--out", str(out)] if out is not None else [])

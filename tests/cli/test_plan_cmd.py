@@ -19,7 +19,6 @@ from sp_planner.estimate import PlanEstimate
 from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
-from sp_planner.units import format_seconds
 
 from sp_planner.units import GIB
 

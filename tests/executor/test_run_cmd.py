@@ -59,7 +59,8 @@ def test_end_to_end_usp_through_torchrun(tmp_path):
     assert result["comm_bytes_measured"] == result["comm_bytes_predicted"]
     # all-to-all: 10 tokens x 8 x (4+4+2+2) heads, half sent, x2 passes, 2 bytes = 1920;
     # ring: K block 20 x 1 x 8 = 160; fwd 2*160*2 = 640, bwd 640 + 2*2*160*4 = 3200.
-    assert result["comm_bytes_predicted"] == {"all_to_all": 1920, "p2p": 640 + 640 + 2560}
+    assert result["comm_bytes_predicted"] == {"all_to_all": 1920, "p2p": 640 + 640 + 2560, "all_gather": 0,
+                                              "reduce_scatter": 0}
     assert len(result["ranks"]) == 4
     assert "PASSED" in done.stdout
 
@@ -73,7 +74,8 @@ def test_joins_an_existing_torchrun_launch(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     # ring 2, fp32: K block 18 x 2 x 8 = 288; fwd 2*288*4, bwd 2*288*4 + 2*2*288*4
-    assert result["passed"] and result["comm_bytes_measured"] == {"all_to_all": 0, "p2p": 2304 + 2304 + 4608}
+    assert result["passed"] and result["comm_bytes_measured"] == {"all_to_all": 0, "p2p": 2304 + 2304 + 4608,
+                                                              "all_gather": 0, "reduce_scatter": 0}
 
 
 def _log_named_in(stderr: str) -> Path:

@@ -79,5 +79,5 @@ def test_sbatch_body_runs_the_job_on_two_hosts(two_hosts, tmp_path):
     assert result["passed"] is True
     assert [r["host"] for r in result["ranks"]] == [HOSTNAMES[0]] * 2 + [HOSTNAMES[1]] * 2
     assert [r["comm_bytes_measured"] for r in result["ranks"]] == [
-        {"all_to_all": PER_RANK.all_to_all, "p2p": PER_RANK.p2p}] * 4
+        PER_RANK.model_dump()] * 4
     assert two_hosts.pids() == [] and processes_mentioning(str(tmp_path)) == []

@@ -21,7 +21,7 @@ CONTROL_BOUND_BYTES = 256 * 1024
 def _check_result(path, hosts: tuple[str, str]) -> None:
     result = json.loads(path.read_text())
     assert result["passed"] is True, result["failures"]
-    predicted = {"all_to_all": PER_RANK.all_to_all, "p2p": PER_RANK.p2p}
+    predicted = PER_RANK.model_dump()  # all_to_all, p2p, and no all-gather CP traffic
     assert result["comm_bytes_predicted"] == predicted
     assert [r["comm_bytes_measured"] for r in result["ranks"]] == [predicted] * 4
     # Ranks 0, 1 on the first host, 2, 3 on the second; Ulysses groups inside a host, rings across.
