@@ -90,15 +90,15 @@ def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
 def split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
     """True where Megatron rejects the split (see the module docstring for the three forms)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
-    f, l = np.asarray(first_stage_layers), np.asarray(last_stage_layers)
-    even = (f == 0) & (l == 0)
+    f, last = np.asarray(first_stage_layers), np.asarray(last_stage_layers)
+    even = (f == 0) & (last == 0)
     even_ok = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
-    kind = split_kind(num_layers, pp, vpp, f, l)
-    middle_layers = num_layers - f - l
+    kind = split_kind(num_layers, pp, vpp, f, last)
+    middle_layers = num_layers - f - last
     middle_stages = pp - 2
     safe_stages = np.maximum(middle_stages, 1)
     explicit_ok = (
-        (pp > 1) & (f > 0) & (l > 0) & (f % vpp == 0) & (l % vpp == 0) & (middle_layers >= 0)
+        (pp > 1) & (f > 0) & (last > 0) & (f % vpp == 0) & (last % vpp == 0) & (middle_layers >= 0)
         & ((middle_layers > 0) == (middle_stages > 0))
         & ((middle_stages == 0) | ((middle_layers % safe_stages == 0) & ((middle_layers // safe_stages) % vpp == 0)))
     )

@@ -89,8 +89,8 @@ def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pi
     if count <= MAX_CANDIDATES:
         return count
     smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
-                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes) <= MAX_CANDIDATES),
-                   None)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes)
+                    <= MAX_CANDIDATES), None)
     largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
     raise SearchTooLarge(
@@ -166,10 +166,11 @@ class _Evaluated(NamedTuple):
         cols["reshard_after_forward"] = c.reshard
         cols["vpp"] = c.vpp
         # 0 (the even split) as missing, as in the plan (None).
-        cols["first_stage_layers"] = pd.array(np.where(c.first_stage_layers > 0, c.first_stage_layers, None),
-                                              dtype="Int64")
-        cols["last_stage_layers"] = pd.array(np.where(c.last_stage_layers > 0, c.last_stage_layers, None),
-                                             dtype="Int64")
+        for name in ("first_stage_layers", "last_stage_layers"):
+            layers = getattr(c, name)
+            split = pd.array(layers, dtype="Int64")
+            split[layers == 0] = pd.NA
+            cols[name] = split
         cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes

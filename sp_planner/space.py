@@ -178,7 +178,7 @@ class Candidates:
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
-        ints = {name: int(getattr(self, name)[i]) for name in _INT_FIELDS}
+        ints: dict[str, int | None] = {name: int(getattr(self, name)[i]) for name in _INT_FIELDS}
         for name in ("first_stage_layers", "last_stage_layers"):
             ints[name] = ints[name] or None  # 0 = the even split
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],

@@ -6,6 +6,7 @@ Everything here runs before any output is written, so a bad option never leaves 
 from __future__ import annotations
 
 import math
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field
@@ -64,7 +65,7 @@ def resolve_question(
     dp_replicate: int | None = None,
     reshard_after_forward: bool | None = None,
     vpp: int | None = None,
-    precision: str = "bf16",
+    precision: Precision | Literal["auto"] = "bf16",
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule."""
     seq_len_tokens = parse_tokens(seq_len)
@@ -128,7 +129,7 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     return degrees
 
 
-def _check_precision(precision: str, profile: HardwareProfile) -> Precision | None:
+def _check_precision(precision: Precision | Literal["auto"], profile: HardwareProfile) -> Precision | None:
     """The pinned precision (None for 'auto': searched over what the profile runs)."""
     if precision == "auto":
         return None
@@ -139,7 +140,7 @@ def _check_precision(precision: str, profile: HardwareProfile) -> Precision | No
                else "its profile gives no FP8 peak and FP8 GEMM efficiency")
         raise UserInputError(f"--precision {precision} is not available on {profile.name}: {why}; "
                              f"use one of {', '.join(profile.precisions)}")
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 def _check_pins(
@@ -168,8 +169,8 @@ def _check_pins(
         skip.add("vpp")
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
-        first = broken[0]
-        raise UserInputError(f"the pinned plan breaks the {first.rule} rule: {first.message}")
+        rule = broken[0]
+        raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
 
 
 def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,

@@ -88,10 +88,10 @@ def pipeline_items(request: FlagRequest) -> list[tuple[str, object]]:
 
 def pipeline_failures(request: FlagRequest) -> list[str]:
     """Splits torchtitan's even spread of effective layers cannot reproduce."""
-    p, layers = request.plan, request.model.num_layers
+    p = request.plan
     if p.pp == 1:
         return []
-    items = dict(pipeline_items(request))
+    items = {key: int(value) for key, value in pipeline_items(request) if isinstance(value, int)}
     chunk = items["pipeline_parallel_layers_per_stage"]
     less = (items["pipeline_parallel_first_stage_less_layers"], items["pipeline_parallel_last_stage_less_layers"])
     if min(less) < 0 or max(less) > chunk:

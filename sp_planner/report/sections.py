@@ -111,8 +111,8 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
 
 def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
     headers = ["#", "tp", "ulysses", "ring", "dp", "pp", "ZeRO", "recompute", "micro batch", "ring layout",
-               "virtual stages", "first/last stage layers", "precision", "step time", "tokens/s", "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory",
-               "network bytes/step", "fits"]
+               "virtual stages", "first/last stage layers", "precision", "step time", "tokens/s",
+               "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
     simulated = any(est.simulated_step_time_s is not None for est in shown)
     if simulated:
