@@ -48,6 +48,7 @@ class TimeBreakdown(FrozenModel):
     dp_comm_exposed_s: float
     bubble_s: float
     optimizer_s: float
+    mfu_ceiling_s: float = 0.0  # stretch to the best published MFU for the hardware (cost.mfu_ceiling)
 
 
 class CommBytes(FrozenModel):

@@ -20,6 +20,7 @@ import pandas as pd
 from sp_planner import columns
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.memory import MemoryColumns, memory_columns
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.step import StepColumns, time_columns
 from sp_planner.estimate import (
     FRAME_PREFIXES,
@@ -194,11 +195,12 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int, code: np.ndarray | None = None) -> _Evaluated:
+              gpus_per_node: int, code: np.ndarray | None = None,
+              overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
-    empty: `_explained` writes them for the rows that are shown."""
+    empty: `_explained` writes them for the rows that are shown. `overlap`: cost.overlap."""
     memory = memory_columns(model, hardware, workload, c)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=gpus_per_node, overlap=overlap)
     comm = comm_columns(model, workload, c, gpus_per_node=gpus_per_node)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
@@ -220,20 +222,21 @@ def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     return e._replace(reason=reason)
 
 
-def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tier, primary, secondary): fitting plans by step time (then memory); then OOM by how far
-    over; then rule breakers."""
+def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tier, primary, uncapped, secondary): fitting plans by step time (then the time before the
+    MFU ceiling, cost.mfu_ceiling, then memory); then OOM by how far over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
     tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
     primary = np.where(tier == 0, step, peak / capacity_bytes)
+    uncapped = np.where(tier == 0, step - e.step.time.mfu_ceiling_s, 0.0)
     secondary = np.where(tier == 0, peak, step)
-    return tier, primary, secondary
+    return tier, primary, uncapped, secondary
 
 
 def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
     """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
-    tier, primary, secondary = _rank_keys(e, capacity_bytes)
-    return np.lexsort((index, secondary, primary, tier))
+    tier, primary, uncapped, secondary = _rank_keys(e, capacity_bytes)
+    return np.lexsort((index, secondary, uncapped, primary, tier))
 
 
 class _Best(NamedTuple):
@@ -266,7 +269,8 @@ class _Scan(NamedTuple):
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
-          gpus_per_node: int, *, keep: int | None, breakers: bool, progress: Progress, total: int = 0) -> _Scan:
+          gpus_per_node: int, overlap: Overlap, *, keep: int | None, breakers: bool, progress: Progress,
+          total: int = 0) -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
     chunk, keeping the best `keep` rows (every row when None) in rank order."""
     parts: list[_Evaluated] = []
@@ -279,7 +283,7 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
                                        gpus_per_node=gpus_per_node, axes=axes):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         rows = np.flatnonzero(code >= 0 if breakers else code < 0)
-        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows])
+        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
         if not breakers:  # the rules are counted once, in the pass over every candidate
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
         counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
@@ -298,10 +302,11 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
 
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
-           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None) -> SearchResult:
+           gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None,
+           overlap: Overlap = MEGATRON_OVERLAP) -> SearchResult:
     """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
     (built on first access). progress(done, total, what) hears of each chunk (candidates). More than MAX_CANDIDATES
-    candidates raise SearchTooLarge before any work."""
+    candidates raise SearchTooLarge before any work. `overlap`: what the framework overlaps (cost.overlap)."""
     progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
@@ -311,7 +316,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     keep = max(top_k, HEAD_ROWS)
-    args = (model, hardware, workload, degrees, pins, gpus_per_node)
+    args = (model, hardware, workload, degrees, pins, gpus_per_node, overlap)
     progress(0, total, f"searching {plural(total, 'candidate')}")
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
     counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole
@@ -344,7 +349,7 @@ def _frame_of(e: _Evaluated) -> pd.DataFrame:
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-             num_nodes: int, gpus_per_node: int) -> PlanEstimate:
+             num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> PlanEstimate:
     """One plan, through the same columns as the search; fits False with a reason when it cannot run."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if plan.world_size != world:
@@ -352,5 +357,5 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node)
+    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap=overlap)
     return _explained(model, hardware, workload, e).estimate(0)

@@ -15,6 +15,8 @@ from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
+from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
+from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
@@ -107,6 +109,10 @@ def plan(
         Optional[str], typer.Option(show_default="0.3.0", help="torchtitan release whose interface to emit: 0.3.0 "
                                     "(--module/--config overrides, 0.3.x) or 0.2.2 (TOML sections, 0.2.x).")
     ] = None,
+    attention_kernel: Annotated[Optional[AttentionKernel], typer.Option(
+        show_default="the framework's", help="Attention kernel to time: the framework's own by default "
+        "(cuDNN for Megatron on Hopper, FA2 on Ampere and for yunchang/DeepSpeed, SDPA for torchtitan) "
+        "where a curve is published for the GPU, else the profile's.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
@@ -147,6 +153,13 @@ def plan(
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)
+    # Time plans with the chosen framework's attention kernel (Megatron's for "all").
+    stack = "megatron" if framework == "all" else framework
+    try:
+        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
+        question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
+    except ValueError as err:
+        raise UserInputError(f"--attention-kernel: {err}") from None
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sp_planner.cli.plan_output import Answer
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
+from sp_planner.cost.overlap import framework_overlap
 from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
@@ -17,10 +18,13 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     """Rank every plan; for one framework also the plans it can express (the table shows those).
     --simulate K re-ranks the best K of both."""
     q = question
+    # Time plans with the overlap the framework's flags give (cost.overlap; Megatron's for "all").
+    overlap = framework_overlap("megatron" if framework == "all" else framework)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     wanted = max(top, simulate or 0)
     with delayed_progress("searching plans") as update:
-        result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update)
+        result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update,
+                        overlap=overlap)
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
@@ -30,9 +34,10 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             if framework_ranked:  # the plans the table shows
                 mine = result.model_copy(update={"ranked": framework_ranked})
                 framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
-                                                        top_k=simulate).ranked
+                                                        top_k=simulate, overlap=overlap).ranked
             # Every plan's ranking too, for --format json (which lists every framework's plans).
-            result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate)
+            result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
+                                          overlap=overlap)
         suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")

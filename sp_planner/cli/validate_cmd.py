@@ -147,7 +147,8 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) ->
         rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
         lines.append(f"{g.name:<28} {g.rows:>5} {g.mape_percent:>7.1f}% {rho:>9}")
     lines.append(_wrap("Spearman: rank correlation of predicted and measured within a group; n/a with "
-                       "fewer than 3 rows."))
+                       "fewer than 3 rows or when every prediction is equal (all held at the best "
+                       "published MFU, cost.mfu_ceiling)."))
     mape = "n/a (no row scored)" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
     lines += ["", f"MAPE over {len(result.rows)} scored rows: {mape}"]
     return "\n".join(lines)

@@ -17,12 +17,14 @@ After each step the partial output is merged into an fp32 accumulator: yunchang'
 `_update_out_and_lse` runs block_out.float(), out - block_out, sigmoid(...) * (...), out - (...):
 6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that).
 Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes).
+While a step's transfer runs, its kernels run on the SMs NCCL leaves free (cost.overlap).
 
 All-gather CP (cp_comm allgather, `allgather_times`): the ring axis gathers K/V (exposed: TE
 AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed"; Llama 3 paper section
 3.3.2), reorders them (one index_select copy), and runs the executor's kernel calls: per local
 query chunk its causal diagonal block and, unmasked, every earlier key; the backward gathers
-K/V again and reduce-scatters the fp32 full-sequence dK/dV, also exposed.
+K/V again and reduce-scatters the fp32 full-sequence dK/dV, also exposed: no transfer runs
+beside its kernels, so they are not slowed by overlap.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
+from sp_planner.cost.overlap import slowed_by_overlap
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -104,21 +107,22 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
 
     multi = r > 1
     mid = np.maximum(r - 2, 0)
+    # A step computing while its transfer runs is slowed by the NCCL kernels (cost.overlap).
+    f0, f1 = slowed_by_overlap(c0_f, x_kv), slowed_by_overlap(c1_f + merge, x_kv)
+    b0 = slowed_by_overlap(c0_b + accum, x_kv)
+    b1, b_last = slowed_by_overlap(c1_b + accum, x_kv + x_dkv), slowed_by_overlap(c1_b + accum, x_dkv)
     # Forward: step 0, R-2 middle steps that also forward K/V, and a last step with no transfer.
-    fwd_busy = c0_f + (r - 1) * (c1_f + merge) + np.where(multi, ends, 0.0)
+    fwd_busy = np.where(multi, f0 + mid * f1 + c1_f + merge + ends, c0_f)
     fwd_wall = np.where(
         multi,
-        np.maximum(c0_f, x_kv) + mid * np.maximum(c1_f + merge, x_kv) + c1_f + merge + ends,
+        np.maximum(f0, x_kv) + mid * np.maximum(f1, x_kv) + c1_f + merge + ends,
         c0_f,
     )
     # Backward: K/V move for R-1 steps, dK/dV for R steps; the last dK/dV hop back is exposed.
-    bwd_busy = c0_b + (r - 1) * c1_b + np.where(multi, r * accum, 0.0)
+    bwd_busy = np.where(multi, b0 + mid * b1 + b_last, c0_b)
     bwd_wall = np.where(
         multi,
-        np.maximum(c0_b + accum, x_kv)
-        + mid * np.maximum(c1_b + accum, x_kv + x_dkv)
-        + np.maximum(c1_b + accum, x_dkv)
-        + x_dkv,
+        np.maximum(b0, x_kv) + mid * np.maximum(b1, x_kv + x_dkv) + np.maximum(b_last, x_dkv) + x_dkv,
         c0_b,
     )
 

@@ -48,6 +48,7 @@ from sp_planner.cost.precision import (
     fp8_activation_savings_per_layer,
     fp8_weight_bytes_per_param,
 )
+from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import StageLayers, first_stage_in_flight, stage_layers
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -188,7 +189,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
-    reserve = np.full(np.shape(tp), float(hardware.memory_reserve_bytes))
+    reserve = runtime_bytes(hardware, c)
 
     first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)
     last = (*states(last_p, stages.last), act_last, logits_last, buffers, reserve)

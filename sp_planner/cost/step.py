@@ -5,9 +5,10 @@ GEMMs). Per micro-batch, per layer: GEMMs at peak x gemm efficiency (backward = 
 Narayanan et al. 2021), core attention and its ring/Ulysses comm from `cost.attention`, TP
 all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap), recompute re-running
 the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
-al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO gradient reduction overlapped with
-the last micro-batch's backward except the last bucket, parameter all-gather after the
-optimizer step exposed, and an HBM-bound Adam step.
+al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO traffic overlapped as the
+framework's flags make it (cost.overlap: gradient reduce behind the backward but the last bucket,
+parameter gathers behind the forward, ZeRO-3 layer by layer, hidden traffic slowing compute), and
+an HBM-bound Adam step.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from sp_planner.cost.memory import (
     layer_params_per_rank,
     stage_params_per_rank,
 )
+from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
 from sp_planner.cost.precision import (
     BF16,
     CAST_TRANSPOSE_BYTES_PER_ELEM,
@@ -53,7 +56,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -103,6 +106,7 @@ class TimeColumns(NamedTuple):
     dp_comm_exposed_s: np.ndarray
     bubble_s: np.ndarray
     optimizer_s: np.ndarray
+    mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
 
 
 class StepColumns(NamedTuple):
@@ -118,7 +122,7 @@ class StepColumns(NamedTuple):
 
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
-                 gpus_per_node: int) -> StepColumns:
+                 gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> StepColumns:
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
@@ -187,16 +191,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     grad_rs = coll("reduce_scatter", GRAD_BYTES * params) + replica_ar
     grad_ar = coll("all_reduce", 2 * GRAD_BYTES * params)
     param_ag = coll("all_gather", PARAM_BYTES * params)
-    last_bucket = np.minimum(1.0, ddp_bucket_params(dp) / params)
-    hidden_reduce = lambda t: np.maximum(t * last_bucket, t - bwd_window)  # noqa: E731
-    # ZeRO-3: the forward gather beyond the forward window, the backward one (unless the gathered
-    # parameters were kept: reshard_after_forward false) with the gradient reduction.
-    bwd_gather = np.where(c.reshard, param_ag, 0.0)
-    dp_exposed = np.select(
-        [zero == 0, zero == 1, zero == 2],
-        [hidden_reduce(grad_ar), hidden_reduce(grad_rs) + param_ag, m * hidden_reduce(grad_rs) + param_ag],
-        m * (np.maximum(0.0, param_ag - fwd_window) + hidden_reduce(bwd_gather + grad_rs)),
+    # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
+    # replica all-reduce rides with the reduce-scatter on the same stream.
+    dp_exposed, dp_hidden = dp_exposed_s(
+        overlap, zero=zero, micro_batches=m, layers=layers, grad_all_reduce_s=grad_ar,
+        grad_reduce_scatter_s=grad_rs, param_all_gather_s=param_ag, fwd_window_s=fwd_window,
+        bwd_window_s=bwd_window, bucket_fraction=np.minimum(1.0, ddp_bucket_params(dp) / params),
+        reshard=c.reshard,
     )
+    # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
+    dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
     shard = params / np.where(zero >= 1, zgroup, 1)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching).
@@ -215,12 +219,17 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         bubble_micro_batches(pp, c.vpp) * micro_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
     )
-    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in parts))
-    step = reduce(np.add, time)  # left to right, as the parts are listed
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
+    modelled = reduce(np.add, parts)  # left to right, as the parts are listed
+    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs; cost.mfu_ceiling).
+    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, hw_flops / world, modelled, name), 0.0)
+                  for code, name in enumerate(PRECISIONS))
+    held = (*parts, ceiling)
+    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
+    step = reduce(np.add, time)
     model_tflops = model_flops / step / world / 1e12
     hardware_tflops = hw_flops / step / world / 1e12
     return StepColumns(

@@ -85,7 +85,9 @@ def ds_config(request: FlagRequest) -> dict[str, object]:
         "data_parallel_size": p.dp,
         "sequence_parallel_size": p.ulysses,
         # ZeRO partitions over the sequence-data-parallel group, sp x dp (runtime/engine.py:1839-1936).
-        "zero_optimization": {"stage": p.zero},
+        # overlap_comm: ZeRO's gradient reduction overlapped with the backward, as cost.overlap's
+        # DEEPSPEED_OVERLAP assumes (runtime/zero/config.py; stage 3 prefetches by default).
+        "zero_optimization": {"stage": p.zero, "overlap_comm": True} if p.zero else {"stage": 0},
         "bf16": {"enabled": True},
     }
 

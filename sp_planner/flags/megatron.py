@@ -92,7 +92,18 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         ("model shape the head rules depend on", shape),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
+        ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]
+
+
+def overlap_flags(plan) -> list[str]:
+    """The overlap cost.overlap.MEGATRON_OVERLAP models: gradient buckets reduced during backward;
+    with the distributed optimizer, the parameter gather behind the next forward
+    (--overlap-param-gather needs it and --overlap-grad-reduce; arguments.py, framework_flags.md 1)."""
+    flags = ["--overlap-grad-reduce"]
+    if plan.zero == 1:
+        flags.append("--overlap-param-gather")
+    return flags
 
 
 def env_lines(request: FlagRequest) -> list[str]:

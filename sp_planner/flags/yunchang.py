@@ -135,8 +135,10 @@ def render(request: FlagRequest) -> FrameworkFlags:
     p = request.plan
     notes = [
         f"yunchang builds only the Ulysses and Ring groups: data parallelism and ZeRO (plan: zero "
-        f"{p.zero} over the dp x sp ranks{_fsdp_words(p)}) and recompute ({p.recompute}) come from your training loop "
-        "(e.g. DeepSpeed or FSDP).",
+        f"{p.zero} over the dp x sp ranks{_fsdp_words(p)}) and recompute ({p.recompute}) come from "
+        "your training loop (e.g. DeepSpeed or FSDP). The plan's time assumes DeepSpeed's overlap: "
+        'gradient reduction during the backward ("overlap_comm": true) for ZeRO >= 1, none for '
+        "ZeRO-0, and the ZeRO-1/2 parameter gather exposed after the step.",
         "AttnType.FA needs flash-attn >= 2.6 for the backward pass; the torch_* attention types are "
         "forward only.",
         "Shard every sequence tensor with shard_sequence so that tokens sit where the ring_impl_type "

@@ -28,6 +28,7 @@ TIME_LABELS: dict[str, str] = {
     "dp_comm_exposed_s": "exposed DP gradient sync",
     "bubble_s": "pipeline bubble",
     "optimizer_s": "optimizer step",
+    "mfu_ceiling_s": "held to the best published MFU",
 }
 
 COMM_LABELS: dict[str, str] = {

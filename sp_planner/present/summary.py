@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from sp_planner.present.uncertainty import shipped_band, ties_with_first
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
@@ -61,6 +62,9 @@ def build_summary(
         },
         "plans": plans,
         "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},
+        # The validation corpus's error (present.uncertainty): plans 2..1+ties_with_first are ties.
+        "prediction_band": {**shipped_band().model_dump(),
+                            "ties_with_first": ties_with_first(result.ranked[:top_k], shipped_band())},
     }
     if suggestions:
         document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]

@@ -11,6 +11,7 @@ from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
+from sp_planner.present.uncertainty import band_clause, shipped_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
 
@@ -44,6 +45,9 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
         f"({best.tokens_per_s:,.0f} tokens/s, MFU {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
+    band = band_clause(ranked, shipped_band())
+    if band:
+        text += band + " "
     if len(ranked) < 2:
         return text + "No other candidate was ranked."
     return text + _runner_up_clause(best, ranked[1])

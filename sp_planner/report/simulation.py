@@ -7,6 +7,7 @@ saying why instead of a chart.
 
 from __future__ import annotations
 
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.report.html import Raw, facts, figure, section, table, tag
@@ -35,18 +36,19 @@ KIND_LABELS: dict[str, str] = {
     "dp_comm": "DP gradient sync / parameter gather (not hidden)",
     "optimizer": "optimizer step",
     "idle": "waiting (pipeline bubble, upstream stages)",
+    "mfu_ceiling": "held to the best published MFU",
 }
 
 
 def simulate_chosen(model: ModelSpec, hardware: HardwareProfile, workload: Workload, chosen: PlanEstimate, *,
-                    num_nodes: int, gpus_per_node: int) -> SimResult | str:
+                    num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> SimResult | str:
     """The simulated step of `chosen`, or the sentence saying why there is none."""
     if not chosen.fits:
         return (f"The recommended plan does not fit in memory ({chosen.reason}), so its step is not simulated: "
                 "a timeline of a plan that cannot run would mislead.")
     try:
         return simulate(model, hardware, workload, chosen.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                        detail=True)
+                        detail=True, overlap=overlap)
     except (UserInputError, ValueError) as err:
         return f"The simulator cannot run the recommended plan: {err}."
 
@@ -58,8 +60,9 @@ def gantt_svg(result: SimResult, *, prefix: str = "gantt") -> str:
 
 
 def simulation_section(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, chosen: PlanEstimate,
-                       num_nodes: int, gpus_per_node: int) -> Raw:
-    outcome = simulate_chosen(model, hardware, workload, chosen, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+                       num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> Raw:
+    outcome = simulate_chosen(model, hardware, workload, chosen, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+                              overlap=overlap)
     if isinstance(outcome, str):
         return section(SECTION_ID, HEADING, tag("p", outcome, class_="warn"))
     sim = outcome

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sp_planner.cost.overlap import framework_overlap
 from sp_planner import __version__
 from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
@@ -107,7 +108,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.figures_section(frame=result.frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
-                           gpus_per_node=gpus_per_node),
+                           gpus_per_node=gpus_per_node, overlap=framework_overlap(framework)),
     ]
     if runs:
         parts.append(sections.runs_section(runs))

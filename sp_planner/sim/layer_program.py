@@ -94,20 +94,22 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     return last
 
 
-def _gathers(p: Program, work: StepWork, order) -> dict[int, int]:
-    """ZeRO-3: all-gather each layer's parameters ahead of use, on the data-parallel stream."""
-    if work.dp_layer_gather_s <= 0:
-        return {}
-    return {layer: p.add("dp_comm", "dp_comm", f"L{layer} zero-3 param all-gather", work.dp_layer_gather_s)
-            for layer in order}
+def _gather(p: Program, layer: int, seconds: float, what: str) -> int:
+    return p.add("dp_comm", "dp_comm", f"L{layer} {what} param all-gather", seconds) if seconds > 0 else -1
 
 
-def stage_forward(work: StepWork, stage: int) -> Program:
+def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False) -> Program:
+    """Forward of one micro-batch. ZeRO-3 gathers every layer's parameters ahead of use, queued on
+    the data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step whose parameter
+    gather is overlapped (the previous step's gather landing)."""
     p = Program()
     ready = p.add("compute", "gemm", "embedding", work.first_stage_fwd_s if stage == 0 else 0.0)
-    gathers = _gathers(p, work, range(work.layers_of(stage)))
+    seconds, what = work.dp_layer_gather_s, "zero-3"
+    if first_micro_batch and work.dp_first_forward_layer_gather_s > 0:
+        seconds, what = work.dp_first_forward_layer_gather_s, "zero-1/2 overlapped"
+    gathers = {layer: _gather(p, layer, seconds, what) for layer in range(work.layers_of(stage))}
     for layer in range(work.layers_of(stage)):
-        ready = _forward_layer(p, work.layer, layer, ready, gather=gathers.get(layer, -1))
+        ready = _forward_layer(p, work.layer, layer, ready, gather=gathers[layer])
     if stage == work.pp - 1:
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready,))
     return p
@@ -115,15 +117,20 @@ def stage_forward(work: StepWork, stage: int) -> Program:
 
 def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Program:
     """Backward of one micro-batch; gradient buckets go out as layers finish (on the last
-    micro-batch, or on every one with ZeRO-2/3)."""
+    micro-batch, or on every one with ZeRO-2/3). ZeRO-3 gathers run one layer ahead on the
+    data-parallel stream, between the buckets (FSDP2's backward prefetch)."""
     p = Program()
     buckets = last_micro_batch or work.dp_every_micro_batch
     head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
     order = list(reversed(range(work.layers_of(stage))))
-    gathers = _gathers(p, work, order) if work.dp_backward_gather else {}
-    for layer in order:
-        ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers.get(layer, -1))
+    # Parameters kept after forward (reshard_after_forward false) need no backward gather.
+    seconds = work.dp_layer_gather_s if work.dp_backward_gather else 0.0
+    gathers = {order[0]: _gather(p, order[0], seconds, "zero-3")}
+    for i, layer in enumerate(order):
+        if i + 1 < len(order):
+            gathers[order[i + 1]] = _gather(p, order[i + 1], seconds, "zero-3")
+        ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers[layer])
     tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 else 0.0, (ready,))
     if buckets:
         p.add("dp_comm", "dp_comm", "dp grad bucket (embedding, head, norms)", work.dp_extra_bucket_s, (tail,))

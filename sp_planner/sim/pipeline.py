@@ -8,14 +8,16 @@ remaining backwards. A forward waits for the previous stage's forward of the sam
 its activation transfer; a backward waits for the next stage's backward and its gradient
 transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
 (`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its
-gradient buckets, steps the optimizer and all-gathers its parameter shards (ZeRO-1 distributed
-optimizer, not overlapped).
+gradient buckets, steps the optimizer and, unless the framework overlaps it with the next step's
+first forward (cost.overlap), all-gathers its parameter shards; last, the compute lost to hidden
+data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.sim.layer_program import stage_backward, stage_forward
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import StepWork
@@ -24,7 +26,7 @@ from sp_planner.sim.work import StepWork
 @dataclass(slots=True)
 class Block:
     stage: int
-    kind: str  # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail"
+    kind: str  # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail", "dp_overlap_slowdown"
     micro_batch: int  # -1 for the step tail
     start_s: float
     end_s: float
@@ -62,18 +64,47 @@ def _compute_end(program: Program) -> float:
     return max((op.end_s for op in program.ops if op.stream != "dp_comm"), default=0.0)
 
 
-def schedule_step(work: StepWork) -> PipelineSchedule:
-    pp, m = work.pp, work.num_micro_batches
+def _block_length(program: Program, work: StepWork) -> float:
+    """How long a block holds its stage. With ZeRO-2/3 every micro-batch's gradient traffic must
+    leave before the next block's joins the same data-parallel stream, so it counts."""
+    return program.end_s if work.dp_every_micro_batch else _compute_end(program)
+
+
+def _without_dp(work: StepWork) -> StepWork:
+    """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
+    return work.model_copy(update={
+        "layer": work.layer.model_copy(update={"dp_bucket_s": 0.0}),
+        "dp_layer_gather_s": 0.0, "dp_first_forward_layer_gather_s": 0.0, "dp_extra_bucket_s": 0.0,
+    })
+
+
+def _templates(work: StepWork) -> dict[tuple[int, str], Program]:
     templates: dict[tuple[int, str], Program] = {}
-    for stage in range(pp):
+    for stage in range(work.pp):
         templates[(stage, "forward")] = stage_forward(work, stage)
+        templates[(stage, "forward_first")] = stage_forward(work, stage, first_micro_batch=True)
         templates[(stage, "backward")] = stage_backward(work, stage, last_micro_batch=False)
         templates[(stage, "backward_last")] = stage_backward(work, stage, last_micro_batch=True)
+    return templates
+
+
+def _template_key(kind: str, mb: int, m: int) -> str:
+    if kind == "forward":
+        return "forward_first" if mb == 0 else "forward"
+    return "backward_last" if mb == m - 1 else "backward"
+
+
+def schedule_step(work: StepWork) -> PipelineSchedule:
+    pp, m = work.pp, work.num_micro_batches
+    templates = _templates(work)
+    bare = _templates(_without_dp(work))
     orders = [_order(pp, m, s) for s in range(pp)]
     cursor = [0] * pp
     done: dict[tuple[int, str, int], int] = {}
     blocks: list[Block] = []
     stage_tail = [-1] * pp
+    # Per stage: DP seconds on the stream, and how much longer DP traffic made the blocks.
+    dp_busy, dp_exposed = [0.0] * pp, [0.0] * pp
     remaining = pp * 2 * m
     while remaining:
         progressed = False
@@ -87,7 +118,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                 dep = done.get((upstream, kind, mb), -2)
                 if dep == -2:
                     continue
-            key = "backward_last" if (kind == "backward" and mb == m - 1) else kind
+            key = _template_key(kind, mb, m)
             program = templates[(stage, key)]
             start, pred = 0.0, -1
             if stage_tail[stage] >= 0:
@@ -96,7 +127,13 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                 start, pred = blocks[dep].end_s, dep
             sends = (kind == "forward" and stage < pp - 1) or (kind == "backward" and stage > 0)
             send = work.pp_transfer_s if sends else 0.0
-            blocks.append(Block(stage, kind, mb, start, start + _compute_end(program) + send, pred, send, program))
+            length = _block_length(program, work)
+            # The last backward's gradient tail counts too (it delays the optimizer).
+            tail = key == "backward_last"
+            dp_busy[stage] += program.busy_s("dp_comm")
+            dp_exposed[stage] += ((program.end_s if tail else length)
+                                  - (bare[(stage, key)].end_s if tail else _block_length(bare[(stage, key)], work)))
+            blocks.append(Block(stage, kind, mb, start, start + length + send, pred, send, program))
             done[(stage, kind, mb)] = len(blocks) - 1
             stage_tail[stage] = len(blocks) - 1
             cursor[stage] += 1
@@ -112,7 +149,10 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         if grads_done > blocks[last].end_s:
             blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
             prev = len(blocks) - 1
-        for kind, duration in (("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s)):
+        # Hidden DP traffic slows the compute it hides behind (cost.overlap); charged once, here.
+        slowdown = OVERLAP_COMPUTE_SLOWDOWN * max(0.0, dp_busy[stage] - dp_exposed[stage])
+        for kind, duration in (("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
+                               ("dp_overlap_slowdown", slowdown)):
             start = blocks[prev].end_s
             blocks.append(Block(stage, kind, -1, start, start + duration, prev, 0.0, None))
             prev = len(blocks) - 1

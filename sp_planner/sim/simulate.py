@@ -10,9 +10,12 @@ for every micro-batch.
 from __future__ import annotations
 
 
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.flops import hardware_flops_per_step
+from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
-from sp_planner.plan import ParallelPlan, violations
+from sp_planner.plan import RECOMPUTE, ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
@@ -25,8 +28,10 @@ from sp_planner.specs.workload import Workload
 from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
-                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm"}
-BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer"}
+                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
+                "mfu_ceiling": "compute"}
+BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
+              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling"}
 
 
 def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
@@ -48,22 +53,25 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
-                         plan: ParallelPlan, *, gpus_per_node: int) -> float:
-    step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node)
+                         plan: ParallelPlan, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> float:
+    step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
+                        overlap=overlap)
     return float(step.step_time_s[0])
 
 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
              num_nodes: int, gpus_per_node: int, topology: str | None = None,
-             nics_per_node: int | None = None, detail: bool = True) -> SimResult:
+             nics_per_node: int | None = None, detail: bool = True,
+             overlap: Overlap = MEGATRON_OVERLAP) -> SimResult:
     """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
-    'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage."""
+    'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `overlap` is what
+    the framework overlaps (cost.overlap)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
     if gpus_per_node != hardware.gpus_per_node:
         hardware = hardware.model_copy(update={"gpus_per_node": gpus_per_node})
     cluster = build_cluster(hardware, num_nodes, topology=topology, nics_per_node=nics_per_node)
-    work, phases = step_work(cluster, model, workload, plan)
-    sched = schedule_step(work)
+    work, phases = step_work(cluster, model, workload, plan, overlap)
+    sched = _held_to_ceiling(schedule_step(work), model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)
@@ -75,7 +83,8 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         gpus_per_node=gpus_per_node,
         topology=cluster.topology,
         step_time_s=step,
-        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=gpus_per_node),
+        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=gpus_per_node,
+                                                  overlap=overlap),
         tokens_per_s=workload.tokens_per_step / step if step > 0 else 0.0,
         num_micro_batches=work.num_micro_batches,
         compute_idle_fraction=compute_idle,
@@ -86,6 +95,20 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         events=_block_events(sched, reps),
         detail_events=_detail_events(sched, reps) if detail else (),
     )
+
+
+def _held_to_ceiling(sched: PipelineSchedule, model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                     plan: ParallelPlan) -> PipelineSchedule:
+    """The schedule stretched, as the analytic step is, to the best published MFU (cost.mfu_ceiling)."""
+    flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
+                                    causal=workload.causal, recompute=RECOMPUTE.index(plan.recompute))
+    extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s, plan.precision))
+    if extra <= 0:
+        return sched
+    last = max(range(len(sched.blocks)), key=lambda i: (sched.blocks[i].end_s, i))
+    end = sched.blocks[last].end_s
+    tail = Block(sched.blocks[last].stage, "mfu_ceiling", -1, end, end + extra, last, 0.0, None)
+    return PipelineSchedule(blocks=[*sched.blocks, tail], templates=sched.templates, step_time_s=end + extra)
 
 
 def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tuple[StreamUsage, ...]:
@@ -126,7 +149,10 @@ def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...]
             add(BLOCK_KIND[b.kind], b.end_s - b.start_s)
             continue
         if id(b.program) not in per_program:
-            per_program[id(b.program)] = b.program.critical_by_kind(("compute", "comm"))
+            # A ZeRO-2/3 block lasts until its data-parallel traffic has left (sim.pipeline).
+            holds_dp = b.end_s - b.send_s - b.start_s >= b.program.end_s * (1 - 1e-12)
+            streams = STREAMS if holds_dp else ("compute", "comm")
+            per_program[id(b.program)] = b.program.critical_by_kind(streams)
         for kind, seconds in per_program[id(b.program)].items():
             add(kind, seconds)
         add("pp_comm", b.send_s)

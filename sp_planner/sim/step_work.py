@@ -21,6 +21,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap, slowed_by_overlap
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
@@ -56,8 +57,8 @@ def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarr
     return shard, replicate
 
 
-def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan
-              ) -> tuple[StepWork, list[PhaseResult]]:
+def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,
+              overlap: Overlap = MEGATRON_OVERLAP) -> tuple[StepWork, list[PhaseResult]]:
     hw = cluster.hardware
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
@@ -89,6 +90,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
+    # Each ring step computes while its transfer runs (layer_program): step k sends K/V forward
+    # for k < R-1, and in backward K/V for k < R-1 plus dK/dV for k > 0; NCCL's SMs slow it.
+    # All-gather CP has one step each way with its gathers exposed before it: nothing slows it.
+    steps = len(att.fwd_steps_s)
+    fwd_steps = tuple(float(slowed_by_overlap(t, ring_kv if k < steps - 1 else 0.0))
+                      for k, t in enumerate(att.fwd_steps_s))
+    bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < steps - 1 else 0.0) + (ring_dkv if k > 0 else 0.0)))
+                      for k, t in enumerate(att.bwd_steps_s))
     # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
     cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather", r - 1)
     cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter",
@@ -152,8 +161,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
         gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
         gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share),
-        attn_fwd_steps_s=att.fwd_steps_s,
-        attn_bwd_steps_s=att.bwd_steps_s,
+        attn_fwd_steps_s=fwd_steps,
+        attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
         tp_reduce_scatter_s=tp_rs,
         ulysses_qkv_s=uly_q + 2 * uly_kv,
@@ -172,8 +181,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_every_micro_batch=plan.zero >= 2,
         dp_extra_bucket_s=tail,
         optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
-        dp_param_gather_s=gather if plan.zero in (1, 2) else 0.0,
+        dp_param_gather_s=gather if plan.zero in (1, 2) and not overlap.param_gather else 0.0,
         dp_layer_gather_s=gather / layers if plan.zero == 3 else 0.0,
         dp_backward_gather=plan.reshard_after_forward,
+        dp_first_forward_layer_gather_s=gather / layers if plan.zero in (1, 2) and overlap.param_gather else 0.0,
     )
     return work, phases

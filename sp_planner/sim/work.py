@@ -68,6 +68,9 @@ class StepWork(FrozenModel):
     # (before its forward only when reshard_after_forward is false: dp_backward_gather False).
     dp_layer_gather_s: float = NonNeg
     dp_backward_gather: bool = True
+    # ZeRO-1/2 with the parameter gather overlapped (cost.overlap): the previous step's gather of
+    # each layer's parameters lands during the step's first forward, one layer ahead of use.
+    dp_first_forward_layer_gather_s: float = NonNeg
     # After the last backward: embedding/head gradient buckets, optimizer, parameter all-gather.
     dp_extra_bucket_s: float = NonNeg
     optimizer_s: float = NonNeg

@@ -14,10 +14,13 @@ import pandas as pd
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
@@ -87,11 +90,47 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout)
 
 
+# The overlap each corpus framework runs with (cost.overlap): Megatron-family runs with their
+# DDP/distributed-optimizer overlap, FSDP trainers with FSDP's layer-wise prefetch and
+# post-backward reduce-scatter (torchtitan's FSDP2 behaviour; Composer wraps torch FSDP).
+CORPUS_FRAMEWORK_OVERLAP: dict[str, Overlap] = {
+    "Megatron-LM": MEGATRON_OVERLAP,
+    "NeMo (Megatron-Core)": MEGATRON_OVERLAP,
+    "torchtitan": TORCHTITAN_OVERLAP,
+    "Composer FSDP": TORCHTITAN_OVERLAP,
+}
+
+
+def row_overlap(framework: str) -> Overlap:
+    if framework not in CORPUS_FRAMEWORK_OVERLAP:
+        known = ", ".join(CORPUS_FRAMEWORK_OVERLAP)
+        raise ValueError(f"corpus framework {framework!r} has no overlap model; use one of {known}")
+    return CORPUS_FRAMEWORK_OVERLAP[framework]
+
+
+# The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
+# torchtitan by sp-plan's framework defaults; llm-foundry's MPT runs use flash-attn 2 or its
+# Triton port (attn_impl flash/triton), FA2-class kernels.
+CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
+    "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "torchtitan": "torchtitan",
+}
+CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": "fa2"}
+
+
+def row_hardware(row: CorpusRow) -> HardwareProfile:
+    """The row's profile with the attention kernel its framework ran."""
+    hardware = load_hardware(row.hardware)
+    if row.framework in CORPUS_KERNEL:
+        return with_attention_kernel(hardware, CORPUS_KERNEL[row.framework])
+    return with_attention_kernel(hardware, default_kernel(CORPUS_FRAMEWORK_KERNEL[row.framework], hardware))
+
+
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     """The cost model's estimate of the row's pinned plan (search.evaluate)."""
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
-    return evaluate(row_model(row, corpus), load_hardware(row.hardware), workload, row_plan(row),
-                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node)
+    return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
+                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
+                    overlap=row_overlap(row.framework))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate) -> float:

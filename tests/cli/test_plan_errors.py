@@ -60,6 +60,9 @@ def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -
         # runs 11/10/11 with uneven first and last stages).
         ({"nodes": "33", "gpus_per_node": "1", "pp": "33"},
          ("layers rule", "num_layers 32 is not divisible by pp 33")),
+        # A800 has only the FA2 curve (no published cuDNN fused-attention curve for it).
+        ({"attention_kernel": "cudnn"}, ("--attention-kernel", "no published cudnn attention curve", "fa2, sdpa")),
+        ({"attention_kernel": "fa9"}, ("--attention-kernel",)),
         # Numbers far out of range: refused with the range, never an OverflowError.
         ({"global_batch": "99999999999999999999"}, ("--global-batch", "less than or equal to 1073741824")),
         ({"nodes": "99999999999999999999"}, ("--nodes", "less than or equal to 1048576")),

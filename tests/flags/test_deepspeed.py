@@ -17,7 +17,7 @@ def test_ulysses_zero3_config_values(build):
         "gradient_accumulation_steps": 4,  # 4 / (micro 1 x dp 1)
         "data_parallel_size": 1,
         "sequence_parallel_size": 8,
-        "zero_optimization": {"stage": 3},
+        "zero_optimization": {"stage": 3, "overlap_comm": True},
         "bf16": {"enabled": True},
     }
 
@@ -29,7 +29,7 @@ def test_batch_identity_with_data_parallel(build):
     assert config["data_parallel_size"] == 2 and config["sequence_parallel_size"] == 4
     assert config["gradient_accumulation_steps"] == 8  # 32 / (2 x 2)
     assert config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * 2 == 32
-    assert config["zero_optimization"] == {"stage": 2}
+    assert config["zero_optimization"] == {"stage": 2, "overlap_comm": True}
 
 
 def test_ring_and_usp_unsupported(build):

@@ -55,7 +55,9 @@ TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embedding
             # test_megatron_core_cp_fsdp.py.
             "--use-megatron-fsdp", "--data-parallel-sharding-strategy", "--num-distributed-optimizer-instances",
             "--ckpt-format", "--use-torch-fsdp2", "--torch-fsdp2-no-reshard-after-forward",
-            "--no-gradient-accumulation-fusion", "--untie-embeddings-and-output-weights"}
+            "--no-gradient-accumulation-fusion", "--untie-embeddings-and-output-weights",
+            # DistributedDataParallelConfig overlap, checked by _training_rules.
+            "--overlap-grad-reduce", "--overlap-param-gather"}
 
 
 def _argv(text: str) -> list[str]:
@@ -110,6 +112,11 @@ def _training_rules(flags: dict[str, list[str]], req) -> None:
     if "--num-virtual-stages-per-pipeline-rank" in flags:
         # schedules.py forward_backward_pipelining_with_interleaving, group size = pp by default.
         assert pp <= m and m % pp == 0
+    if "--overlap-param-gather" in flags:
+        # arguments.py validate_args: needs the distributed optimizer (or Megatron-FSDP) and
+        # --overlap-grad-reduce.
+        assert "--overlap-grad-reduce" in flags
+        assert "--use-distributed-optimizer" in flags or "--use-megatron-fsdp" in flags
     seq = int(flags["--seq-length"][0])
     assert seq <= int(flags["--max-position-embeddings"][0])
     if cp > 1:

@@ -36,10 +36,18 @@ def test_first_supported_fitting_plan_for_each_framework():
             assert not _supported(framework, earlier), (framework, better)
 
 
-def test_megatron_gets_zero_3_plans_only_through_fsdp():
+def test_megatron_gets_zero_2_and_3_plans_only_through_fsdp():
     result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8)
     _, est, flags = best_expressible(result, "megatron", model=MODEL, workload=WORKLOAD, num_nodes=2,
                                      gpus_per_node=8)
-    assert est.plan.zero == 3
-    fsdp = "--use-megatron-fsdp" if est.plan.reshard_after_forward else "--use-torch-fsdp2"
-    assert fsdp in flags.text and "--use-distributed-optimizer" not in flags.text
+    # ZeRO-2 leads (ZeRO-3 only adds gathers to it, cost.overlap): Megatron-FSDP optim_grads.
+    assert est.plan.zero == 2
+    assert "--use-megatron-fsdp" in flags.text and "--use-distributed-optimizer" not in flags.text
+    assert "--data-parallel-sharding-strategy optim_grads" in flags.text
+    for reshard in (True, False):
+        zero3 = next(e for e in (PlanEstimate.from_row(row) for _, row in result.frame.iterrows())
+                     if e.plan.zero == 3 and e.plan.reshard_after_forward == reshard and e.fits)
+        request = FlagRequest(model=MODEL, workload=WORKLOAD, plan=zero3.plan, num_nodes=2, gpus_per_node=8)
+        text = render_flags("megatron", request).text
+        fsdp = "--use-megatron-fsdp" if reshard else "--use-torch-fsdp2"
+        assert fsdp in text and "--use-distributed-optimizer" not in text

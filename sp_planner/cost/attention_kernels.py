@@ -1,0 +1,104 @@
+"""Which attention kernel a software stack runs on a GPU, and its efficiency curves.
+
+A hardware profile's attention curves measure one kernel (`PROFILE_KERNEL`: FA3 on the Hopper
+profiles, FA2 on Ampere, the NPU fusion kernel on Ascend). Frameworks run other kernels (shared
+reference attention_kernels_and_cp_costs.md, section 2):
+- Megatron-LM (Transformer Engine, attention_backend auto): cuDNN fused attention on Hopper and
+  newer ("Disabling FlashAttention to give FusedAttention preference on Hopper+", TE
+  dot_product_attention/utils.py), FlashAttention-2 on Ampere;
+- MindSpeed: torch_npu.npu_fusion_attention;
+- torchtitan v0.2.2 (the keys sp-plan emits): SDPA with FLASH first, PyTorch's FA2-based kernel
+  (torchtitan models/attention.py at d0ed9b42; pytorch#142132 measures it at 329 TFLOPS on H100);
+- yunchang: AttnType.FA, the flash-attn 2 package (FA3 only if built from source);
+- DeepSpeed-Ulysses: the wrapped HF kernel, flash_attention_2 by default.
+Curves here are the FlashAttention-3 paper's H100 SXM5 measurements (arXiv 2407.08608, Fig. 5/6:
+B*S = 16K, H*d = 2048, head_dim 128, non-causal, BF16) for FA2, FA3 and cuDNN, all in one setup, so
+their ratios are like for like. They apply to every Hopper profile (H100/H200/H800: same SMs and
+clocks; attention is compute-bound). Where no curve is published for a kernel on a GPU, only the
+profile's own kernel can be chosen, and a framework default falls back to it (docs/cost-model.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from sp_planner.specs.hardware import CurvePoint, HardwareProfile
+
+AttentionKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu"]
+ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernel)
+H100_PEAK_TFLOPS = 989.0  # the peak the FA3 paper's utilisation figures divide by
+_TOKENS = (512, 1024, 2048, 4096, 8192, 16384)
+
+
+def _curve(tflops: tuple[float, ...]) -> tuple[CurvePoint, ...]:
+    return tuple(CurvePoint(tokens=t, efficiency=round(v / H100_PEAK_TFLOPS, 3)) for t, v in zip(_TOKENS, tflops))
+
+
+# (forward, backward) TFLOPS at 512..16K tokens, head_dim 128, non-causal (FA3 paper figures).
+_HOPPER_TFLOPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fa2": ((309, 350, 362, 368, 370, 370), (214, 260, 291, 310, 318, 322)),
+    "fa3": ((467, 565, 625, 638, 646, 648), (316, 424, 501, 542, 559, 561)),
+    "cudnn": ((497, 574, 617, 609, 600, 595), (305, 408, 465, 499, 518, 516)),
+}
+# PyTorch SDPA's flash backend is FA2 (pytorch#142132: native SDPA 329 TFLOPS at (1, 24, 4608, 128)
+# on H100 against FA2's 362-368 at 2-4K in the FA3 figure); the FA2 curve stands for it.
+_HOPPER_TFLOPS["sdpa"] = _HOPPER_TFLOPS["fa2"]
+
+# Profile names, lower-cased.
+HOPPER_PROFILES: tuple[str, ...] = ("h100-sxm", "h200", "h800")
+# The kernel each built-in profile's own attention curves measure (see each profile's sources).
+PROFILE_KERNEL: dict[str, str] = {
+    **{name: "fa3" for name in HOPPER_PROFILES},
+    "a100-40gb": "fa2", "a100-80gb": "fa2", "a800": "fa2", "l20": "fa2", "l40s": "fa2",
+    "ascend-910b": "npu",
+}
+
+# The kernel each framework runs by default on Hopper and newer / before (module docstring).
+FRAMEWORK_KERNEL: dict[str, tuple[str, str]] = {
+    "megatron": ("cudnn", "fa2"),
+    "mindspeed": ("npu", "npu"),
+    "deepspeed": ("fa2", "fa2"),
+    "yunchang": ("fa2", "fa2"),
+    "torchtitan": ("sdpa", "sdpa"),
+}
+
+
+Curves = tuple[tuple[CurvePoint, ...], tuple[CurvePoint, ...]]
+
+
+def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
+    """(forward, backward) curves of `kernel` on `hardware`, or None where none is published."""
+    name = hardware.name.lower()
+    if PROFILE_KERNEL.get(name) == kernel or (kernel == "sdpa" and PROFILE_KERNEL.get(name) == "fa2"):
+        return hardware.efficiency.attention_fwd, hardware.efficiency.attention_bwd
+    if name in HOPPER_PROFILES and kernel in _HOPPER_TFLOPS:
+        fwd, bwd = _HOPPER_TFLOPS[kernel]
+        return _curve(fwd), _curve(bwd)
+    return None
+
+
+def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
+    """The framework's kernel on this GPU where its curve is known; None: the profile's own."""
+    if framework not in FRAMEWORK_KERNEL:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
+    hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
+    kernel = hopper_or_newer if hardware.name.lower() in (*HOPPER_PROFILES, "b200") else older
+    return kernel if kernel_curves(hardware, kernel) is not None else None
+
+
+def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> HardwareProfile:
+    """The profile with `kernel`'s attention curves (unchanged for None or its own kernel)."""
+    if kernel is None:
+        return hardware
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; expected one of {', '.join(ATTENTION_KERNELS)}")
+    curves = kernel_curves(hardware, kernel)
+    if curves is None:
+        known = [k for k in ATTENTION_KERNELS if kernel_curves(hardware, k) is not None]
+        raise ValueError(
+            f"no published {kernel} attention curve for hardware {hardware.name!r}; choose one of "
+            f"{', '.join(known) or 'none (the profile has only its own curve: omit --attention-kernel)'}"
+        )
+    fwd, bwd = curves
+    efficiency = hardware.efficiency.model_copy(update={"attention_fwd": fwd, "attention_bwd": bwd})
+    return hardware.model_copy(update={"efficiency": efficiency})

@@ -1,0 +1,48 @@
+"""The band each prediction carries, from the validation corpus (sp_planner/data/prediction_band.json,
+written from `sp-validate`'s scored rows by validation.band and kept in step by a test)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+
+from sp_planner.estimate import PlanEstimate
+from sp_planner.validation.band import PredictionBand
+
+
+@cache
+def shipped_band() -> PredictionBand:
+    text = (resources.files("sp_planner") / "data" / "prediction_band.json").read_text(encoding="utf-8")
+    return PredictionBand.model_validate_json(text)
+
+
+def ties_with_first(ranked: Sequence[PlanEstimate], band: PredictionBand) -> int:
+    """How many plans after the first fit and are slower by less than the ranking band."""
+    if not ranked or not ranked[0].fits:
+        return 0
+    limit = ranked[0].step_time_s * (1.0 + band.ranking_band_percent / 100.0)
+    count = 0
+    for est in ranked[1:]:
+        if not est.fits or est.step_time_s >= limit:
+            break
+        count += 1
+    return count
+
+
+def band_clause(ranked: Sequence[PlanEstimate], band: PredictionBand) -> str:
+    """A sentence on the first plan's band and the plans it cannot be told apart from ("" if none)."""
+    if not ranked or not ranked[0].fits:
+        return ""
+    first = ranked[0]
+    spread = band.absolute_band_percent / 100.0
+    text = (f"Its step may be {first.step_time_s * (1 - spread):.3g}-{first.step_time_s * (1 + spread):.3g} s "
+            f"(the median error of {band.rows} validation runs is {band.absolute_band_percent:g}%).")
+    ties = ties_with_first(ranked, band)
+    if ties:
+        which = "plan 2" if ties == 1 else f"plans 2-{ties + 1}"
+        text += (f" {which.capitalize()} {'is' if ties == 1 else 'are'} within {band.ranking_band_percent:g}% of it, "
+                 "inside the model's ranking band (the median error of the predicted ratio between two "
+                 f"runs of one validation group, over {band.pairs} pairs): treat them as ties; "
+                 "`sp-calibrate` on this cluster or `sp-run` of each plan would separate them.")
+    return text

@@ -1,0 +1,96 @@
+"""cost.overlap: ZeRO-3's layer-by-layer gathers against a hand derivation, ZeRO-3 never ahead of
+the stages that move less data, and the simulator's data-parallel stream in step with the model."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.overlap import (
+    MEGATRON_OVERLAP,
+    OVERLAP_COMPUTE_SLOWDOWN,
+    dp_exposed_s,
+    layerwise_gather_exposed_s,
+)
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import search
+from sp_planner.sim import simulate
+from sp_planner.specs.workload import Workload
+
+
+def test_layerwise_gather_first_layer_never_hidden_and_slow_layers_expose_the_rest():
+    # 4 layers, 1 s of gathers (0.25 a layer): behind 0.1 s layers each of layers 2-4 exposes
+    # 0.15 s; behind 1 s layers only the first gather shows.
+    assert layerwise_gather_exposed_s(1.0, 0.4, 4, 0.0) == pytest.approx(0.25 + 3 * 0.15)
+    assert layerwise_gather_exposed_s(1.0, 4.0, 4, 0.0) == pytest.approx(0.25)
+    # Backward: gather + reduce-scatter share the stream; the last reduce-scatter is exposed.
+    assert layerwise_gather_exposed_s(1.0, 4.0, 4, 0.0, reduce_s=2.0) == pytest.approx(0.25 + 0.5)
+    assert layerwise_gather_exposed_s(1.0, 2.0, 4, 0.0, reduce_s=2.0) == pytest.approx(0.25 + 3 * 0.25 + 0.5)
+    # A bucket larger than a layer is the least that stays exposed at either end.
+    assert layerwise_gather_exposed_s(1.0, 40.0, 4, 0.5, reduce_s=2.0) == pytest.approx(0.5 + 1.0)
+
+
+def test_zero3_per_micro_batch_gathers_twice_and_charges_hidden_traffic():
+    kw = dict(micro_batches=2, layers=4, grad_all_reduce_s=0.0, grad_reduce_scatter_s=2.0,
+              param_all_gather_s=1.0, fwd_window_s=4.0, bwd_window_s=8.0, bucket_fraction=0.0)
+    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3]), reshard=np.array([True]), **kw)
+    per_micro_batch = 0.25 + (0.25 + 0.5)
+    assert exposed[0] == pytest.approx(2 * per_micro_batch)
+    assert hidden[0] == pytest.approx(2 * (2 * 1.0 + 2.0) - 2 * per_micro_batch)
+
+
+def test_zero3_keeping_parameters_gathers_only_in_forward():
+    # reshard_after_forward false: the backward pass only reduce-scatters (the last layer's
+    # 0.5 s exposed), so per micro-batch 0.25 (first forward gather) + 0.5, and 1 s less traffic.
+    kw = dict(micro_batches=2, layers=4, grad_all_reduce_s=0.0, grad_reduce_scatter_s=2.0,
+              param_all_gather_s=1.0, fwd_window_s=4.0, bwd_window_s=8.0, bucket_fraction=0.0)
+    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3, 3]), reshard=np.array([False, True]), **kw)
+    assert exposed[0] == pytest.approx(2 * (0.25 + 0.5))
+    assert hidden[0] == pytest.approx(2 * (1.0 + 2.0) - exposed[0])
+    assert exposed[1] == pytest.approx(2 * (0.25 + 0.25 + 0.5))
+
+
+@pytest.mark.parametrize("model,nodes,seq", [("llama3-8b", 64, 131072), ("llama3.1-70b", 16, 131072),
+                                             ("llama3-8b", 512, 8192)])
+def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
+    # ZeRO-3 only adds traffic (two gathers per micro-batch); with degrees, recompute and
+    # micro-batch fixed it must not be predicted faster than ZeRO-1 (issue 12).
+    m, hw = load_model(model), load_hardware("h100-sxm")
+    batch = max(32, 4 * nodes)
+    frame = search(m, hw, Workload(seq_len=seq, global_batch=batch), num_nodes=nodes, gpus_per_node=8).frame
+    frame = frame[frame.fits | frame.reason.str.startswith("oom")]  # plans that obey the rules
+    key = ["dp", "pp", "tp", "ulysses", "ring", "recompute", "micro_batch"]
+    # The time before the MFU ceiling (cost.mfu_ceiling), by which the search orders held plans.
+    frame = frame.assign(uncapped_s=frame.step_time_s - frame.time_mfu_ceiling_s)
+    assert (frame.groupby(key + ["zero"]).step_time_s.min().unstack().dropna().pipe(
+        lambda t: t[3] >= t[1])).all()
+    times = frame.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
+    assert len(times) > 50
+    assert (times[3] >= times[1]).all()
+    assert (times[2] >= times[1]).all()
+    # Where the data-parallel group exists ZeRO-3 is strictly slower.
+    grouped = times[times.index.get_level_values("dp") > 1]
+    assert (grouped[3] > grouped[1]).all()
+
+
+@pytest.mark.parametrize("plan,seq,batch", [
+    (ParallelPlan(dp=4096, zero=3, recompute="full"), 8192, 4096),
+    (ParallelPlan(dp=64, tp=8, ring=8, zero=3, recompute="full"), 131072, 64),
+    (ParallelPlan(dp=512, ring=8, zero=3, recompute="full"), 131072, 2048),
+])
+def test_simulator_dp_stream_fits_in_the_step_and_agrees_with_the_model(plan, seq, batch):
+    # Before issue 12 a 4096-GPU ZeRO-3 plan kept the simulator's dp stream busy longer than the
+    # step (the gathers and reduce-scatters of every micro-batch piled up behind it) while the
+    # model counted almost none of it.
+    model = load_model("llama3-8b")
+    hw = load_hardware("h100-sxm")
+    result = simulate(model, hw, Workload(seq_len=seq, global_batch=batch), plan,
+                      num_nodes=plan.world_size // 8, gpus_per_node=8, detail=False)
+    dp_busy = max(s.busy_s for s in result.streams if s.stream == "dp_comm")
+    assert dp_busy <= result.step_time_s
+    assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
+    # The simulator spreads Megatron's large buckets over layers (finer than the model): 15%.
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.15)
+
+
+def test_overlap_slowdown_is_nccl_sms_over_h100_sms():
+    assert OVERLAP_COMPUTE_SLOWDOWN == pytest.approx(16 / 132)

@@ -1,0 +1,82 @@
+"""What each framework's emitted flags make it overlap is what the cost model assumes for it
+(cost.overlap.FRAMEWORK_OVERLAP), read back from the rendered text for every ZeRO stage the
+framework can express."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from sp_planner.cost.overlap import FRAMEWORK_OVERLAP
+from sp_planner.flags import render_flags
+
+
+def _megatron(text: str, zero: int) -> dict[str, bool]:
+    flags = text.split()
+    grad = "--overlap-grad-reduce" in flags
+    read = {"grad_all_reduce" if zero == 0 else "grad_reduce": grad}
+    if zero == 1:
+        assert "--use-distributed-optimizer" in flags
+        read["param_gather"] = "--overlap-param-gather" in flags
+    return read
+
+
+def _deepspeed(text: str, zero: int) -> dict[str, bool]:
+    config = json.loads(text)["zero_optimization"]
+    assert config["stage"] == zero
+    if zero == 0:
+        return {"grad_all_reduce": False}  # stage 0 all-reduces after the backward
+    # overlap_comm defaults to True for stage 3 only (runtime/zero/config.py).
+    read = {"grad_reduce": config.get("overlap_comm", zero == 3)}
+    if zero in (1, 2):
+        read["param_gather"] = False  # no option: gathered after step()
+    else:
+        read["zero3_prefetch"] = config.get("stage3_prefetch_bucket_size", 1) > 0
+    return read
+
+
+def _torchtitan(text: str, zero: int) -> dict[str, bool]:
+    parallelism = tomllib.loads(text.split("\n", 1)[1])["parallelism"]
+    if zero == 0 and parallelism["data_parallel_shard_degree"] == 1 and "fsdp_reshard_after_forward" not in parallelism:
+        return {"grad_all_reduce": True}  # DDP's bucketed all-reduce hooks
+    reshard = parallelism.get("fsdp_reshard_after_forward", "default")
+    read = {"grad_reduce": True}  # FSDP2 reduce-scatters in its post-backward hooks
+    if zero in (1, 2):
+        assert reshard == "never"
+        read["param_gather"] = True  # gathered layer by layer, prefetched, in the first forward
+    elif zero == 3:
+        assert reshard == "always"  # gathers again in the backward: cost.comm counts 2 per micro-batch
+        read["zero3_prefetch"] = True
+    return read
+
+
+READERS = {"megatron": _megatron, "mindspeed": _megatron, "deepspeed": _deepspeed, "torchtitan": _torchtitan}
+
+
+@pytest.mark.parametrize("framework", sorted(READERS))
+@pytest.mark.parametrize("zero", [0, 1, 2, 3])
+def test_emitted_flags_overlap_what_the_model_assumes(build, framework, zero):
+    if framework == "deepspeed":
+        request = build.request(build.llama3_8b, 65536, 8, ulysses=4, dp=2, zero=zero)
+    elif framework == "torchtitan":  # read from the 0.2.x TOML form (the 0.3.x overrides set the same keys)
+        request = build.request(build.llama3_8b, 65536, 8, ring=4, dp=2, zero=zero).model_copy(
+            update={"framework_version": "0.2.2"})
+    else:
+        request = build.request(build.llama3_8b, 65536, 8, tp=2, ulysses=2, dp=2, zero=zero)
+    flags = render_flags(framework, request)
+    if not flags.supported:
+        assert zero >= 2 and framework in ("megatron", "mindspeed")  # ZeRO-1 only there
+        return
+    read = READERS[framework](flags.text, zero)
+    model = FRAMEWORK_OVERLAP[framework]
+    assert read == {name: getattr(model, name) for name in read}
+    assert not model.tp_comm and "--tp-comm-overlap" not in flags.text
+
+
+def test_yunchang_states_the_overlap_it_was_timed_with(build):
+    request = build.request(build.llama3_8b, 65536, 8, ulysses=4, dp=2, zero=1)
+    notes = " ".join(render_flags("yunchang", request).notes)
+    assert FRAMEWORK_OVERLAP["yunchang"] == FRAMEWORK_OVERLAP["deepspeed"]
+    assert '"overlap_comm": true' in notes and "exposed after the step" in notes
