@@ -7,7 +7,7 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.plan import ATTENTION_RULES, RULES, violations
-from sp_planner.space import Pins, enumerate_candidates, rule_masks
+from sp_planner.space import Axes, Pins, enumerate_candidates, rule_masks
 from sp_planner.specs import ModelSpec, Workload
 
 ODD = ModelSpec(name="odd", hidden_size=96, intermediate_size=256, num_layers=6, num_heads=12,
@@ -26,7 +26,9 @@ def _plans(candidates):
 
 @pytest.mark.parametrize("model,workload,world", CASES, ids=lambda x: getattr(x, "name", None))
 def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
-    columns = enumerate_candidates(workload, world, Pins())
+    # vpp pinned to 2 so that the interleaving rule fires too (unpinned, the search only tries
+    # the vpp values that run).
+    columns = enumerate_candidates(workload, world, Pins(vpp=2), axes=Axes(model.num_layers))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
@@ -40,7 +42,8 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
 @pytest.mark.parametrize("model,workload,world", CASES[2:], ids=["causal", "full"])
 def test_executor_checks_are_the_planners_attention_rules(model, workload, world):
     fired = set()
-    for plan in _plans(enumerate_candidates(workload, world, Pins(pp=1, dp=1, micro_batch=1, zero=1))):
+    for plan in _plans(enumerate_candidates(workload, world, Pins(pp=1, dp=1, micro_batch=1, zero=1),
+                                            axes=Axes(model.num_layers))):
         cfg = RunConfig(tp=plan.tp, ulysses=plan.ulysses, ring=plan.ring, ring_layout=plan.ring_layout,
                         seq_len=workload.seq_len, num_heads=model.num_heads, num_kv_heads=model.num_kv_heads,
                         head_dim=model.head_dim, nproc_per_node=plan.ulysses * plan.ring)

@@ -37,11 +37,26 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.memory import (
+    ACT_BYTES,
+    GRAD_BYTES,
+    PARAM_BYTES,
+    candidate_stage_layers,
+    layer_params_per_rank,
+    stage_params_per_rank,
+)
 from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
-from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.precision import (
+    BF16,
+    CAST_TRANSPOSE_BYTES_PER_ELEM,
+    gemm_inputs_per_token,
+    gemm_output_grads_per_token,
+    gemm_peak_flops,
+)
+from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -111,11 +126,18 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
-    layers = model.num_layers / pp
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
-    gemm_fwd = gemm_time_s(hardware, layer_gemm_flops_per_token(model) * tokens / tp)
+    # The layers' GEMMs at the candidate's precision (cost/precision.py); logits stay bf16.
+    gemm_fwd = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
+    low = c.precision != BF16
+    ffn = _active_ffn_width(model)
+    cast_fwd = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_inputs_per_token(model, ffn) * tokens / tp), 0.0)
+    cast_bwd = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn) * tokens / tp), 0.0)
+    gemm_fwd = gemm_fwd + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
@@ -138,9 +160,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         0.0,
     )
     per_layer = (
-        3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        3 * gemm_fwd + cast_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
     )
+    # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
+    # split, possibly the first or a middle one (sp_planner.pipeline).
+    stages = candidate_stage_layers(model, c)
+    last_paces = stages.last * per_layer + logits >= np.maximum(stages.first, stages.middle) * per_layer
+    layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
+    logits = np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
                          + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer)
@@ -149,7 +177,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
-    params = stage_params_per_rank(model, tp, pp)[0]
+    params = stage_params_per_rank(model, tp, pp, stages)[0]
     share = (zgroup - 1) / zgroup
     zero = c.zero
 
@@ -175,16 +203,20 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
     shard = params / np.where(zero >= 1, zgroup, 1)
 
+    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching).
+    weight_cast = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * layers * (layer_params_per_rank(model, tp)
+                                                            - model.norm_params_per_layer)), 0.0)
     parts = (
-        m * (layers * 3 * gemm_fwd + logits),
+        m * (layers * (3 * gemm_fwd + cast_bwd) + logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
         m * layers * tp_layer,
         m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        m * 2 * pp_step,
+        m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
-        (pp - 1) * micro_s,
+        bubble_micro_batches(pp, c.vpp) * micro_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
     )
     world = group_size(c, GRID_ORDER)
@@ -192,7 +224,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
-    held = (*parts, mfu_ceiling_s(hardware, hw_flops / world, modelled))
+    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs; cost.mfu_ceiling).
+    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, hw_flops / world, modelled, name), 0.0)
+                  for code, name in enumerate(PRECISIONS))
+    held = (*parts, ceiling)
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
     step = reduce(np.add, time)
     model_tflops = model_flops / step / world / 1e12

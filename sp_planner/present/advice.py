@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.search import MAX_CANDIDATES, Pins, search
+from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
 from sp_planner.space import PIN_DEGREES, count_candidates
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
@@ -66,7 +66,7 @@ def suggest_fits(
         world = nodes * gpus_per_node
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
-        cost = count_candidates(load, world, changed, gpus_per_node)
+        cost = count_candidates(load, world, changed, gpus_per_node, axes=search_axes(model, hardware))
         if spent + cost > SUGGESTION_CANDIDATES:
             return None  # past the budget: not checked, so not suggested
         spent += cost
