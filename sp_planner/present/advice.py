@@ -110,8 +110,11 @@ def suggest_fits(
         offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est)
     for shorter in _halvings(workload.seq_len):
         label = format_tokens(shorter)
+        # As `--seq-len shorter` alone would run: a default batch is a token budget, so it grows.
+        batch = (default_global_batch(shorter, num_nodes * gpus_per_node) if batch_scales_with_gpus
+                 else workload.global_batch)
         if offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens would fit",
-                 best_fit(load=workload.model_copy(update={"seq_len": shorter}))):
+                 best_fit(load=workload.model_copy(update={"seq_len": shorter, "global_batch": batch}))):
             break
     return tuple(found)
 
