@@ -140,7 +140,10 @@ class PlanEstimate(FrozenModel):
 
 
 def plain(value: object) -> object:
-    """numpy scalars -> Python scalars, so pydantic's strict int/bool fields accept them."""
+    """numpy scalars -> Python scalars, so pydantic's strict int/bool fields accept them; a missing
+    value of a nullable column (pandas NA, e.g. the even pipeline split) -> None."""
+    if value is pd.NA:
+        return None
     return value.item() if hasattr(value, "item") else value
 
 

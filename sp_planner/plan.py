@@ -10,12 +10,17 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from sp_planner.layout import CP_AXES, GRID_ORDER
+from sp_planner.pipeline import interleave_breaks, split_breaks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
+# GEMM precision: bf16, or FP8 through Transformer Engine (per-tensor scaling, Hopper and later),
+# or MXFP8 (1x32 blocks with E8M0 scales, Blackwell only). Attention stays bf16 in all three.
+Precision = Literal["bf16", "fp8", "mxfp8"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
 # allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
 # paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
@@ -58,6 +63,13 @@ class ParallelPlan(FrozenModel):
     # ZeRO-3 only: free the gathered parameters after forward and gather them again in backward
     # (FSDP2 reshard_after_forward); False keeps them from forward to backward (Llama 3 section 3.3.2).
     reshard_after_forward: bool = True
+    # Virtual pipeline stages per rank (interleaved 1F1B); 1 = plain 1F1B.
+    vpp: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    # Decoder layers on the first / last pipeline stage; None = the even split num_layers / pp
+    # (sp_planner.pipeline: uneven splits as Megatron expresses them).
+    first_stage_layers: int | None = Field(default=None, ge=1)
+    last_stage_layers: int | None = Field(default=None, ge=1)
+    precision: Precision = "bf16"
     # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
     # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and
     # --expert-tensor-parallel-size). Both 1 for dense models.
@@ -93,7 +105,10 @@ class ParallelPlan(FrozenModel):
         return self.world_size // (self.pp * self.ep * self.etp)
 
     def num_micro_batches(self, workload: Workload) -> int:
-        return workload.global_batch // (self.dp * self.micro_batch)
+        return self.num_micro_batches_of(workload.global_batch)
+
+    def num_micro_batches_of(self, global_batch: int) -> int:
+        return global_batch // (self.dp * self.micro_batch)
 
     @property
     def dp_shard(self) -> int:
@@ -129,7 +144,8 @@ def seq_len_divisor(*, tp, ulysses, ring, zigzag):
 # micro_batch and zigzag), and the same function serves plan.violations, space.rule_masks and the
 # executor's config check (which runs one attention layer: ATTENTION_RULES only).
 def _get(d, name: str):
-    return d[name] if isinstance(d, Mapping) else getattr(d, name)
+    value = d[name] if isinstance(d, Mapping) else getattr(d, name)
+    return 0 if value is None else value  # None stage layers = the even split (0 in columns)
 
 
 def _heads_split(d):
@@ -155,7 +171,8 @@ def _breaks_seq_len(seq_len, d, **_):
 
 
 def _breaks_layers(num_layers, d, **_):
-    return num_layers % _get(d, "pp") != 0
+    return split_breaks(num_layers, _get(d, "pp"), _get(d, "vpp"), _get(d, "first_stage_layers"),
+                        _get(d, "last_stage_layers"))
 
 
 def _breaks_batch(global_batch, d, **_):
@@ -184,6 +201,11 @@ def _breaks_window_ring(window_tokens, seq_len, d, **_):
     return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
 
 
+def _breaks_interleave(global_batch, d, **_):
+    m = global_batch // (_get(d, "dp") * _get(d, "micro_batch"))
+    return interleave_breaks(_get(d, "pp"), _get(d, "vpp"), m)
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -193,6 +215,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "experts": _breaks_experts,
     "expert_grid": _breaks_expert_grid,
     "window_ring": _breaks_window_ring,
+    "vpp": _breaks_interleave,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
@@ -234,7 +257,7 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"seq_len {f.seq_len} is not divisible by {divisor} "
                 f"(tp {plan.tp} x ulysses {plan.ulysses} x ring {plan.ring}{zigzag})")
     if rule == "layers":
-        return f"num_layers {f.num_layers} is not divisible by pp {plan.pp}"
+        return _layers_message(f.num_layers, plan)
     if rule == "experts":
         if f.num_experts == 0:
             return f"ep {plan.ep} and etp {plan.etp} need an MoE model; this model is dense (use ep 1, etp 1)"
@@ -246,9 +269,23 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"ring {plan.ring} over sliding-window layers (window {f.window_tokens} < seq_len {f.seq_len}) is "
                 "not modelled, and Transformer Engine runs sliding windows with context parallelism only as "
                 "a2a or all_gather; use ulysses and tp")
+    if rule == "vpp":
+        return (f"vpp {plan.vpp} (interleaved 1F1B) needs pp > 1 and the micro-batches per step, "
+                f"{plan.num_micro_batches_of(f.global_batch)}, a multiple of pp {plan.pp} "
+                "(Megatron schedules.py: micro-batch groups of pp)")
     assert rule == "batch", rule
     return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
             "(Megatron: GBS % (MBS*DP) == 0)")
+
+
+def _layers_message(num_layers: int, plan: ParallelPlan) -> str:
+    vpp = f" x vpp {plan.vpp}" if plan.vpp > 1 else ""
+    if plan.first_stage_layers is None and plan.last_stage_layers is None:
+        return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
+                "(first/last stage layers) may fit")
+    return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} do not split "
+            f"{num_layers} layers over pp {plan.pp}{vpp} (Megatron: each a multiple of vpp, the middle "
+            "layers even over pp - 2 stages, or first = last = (layers + 2)/pp - 1)")
 
 
 def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...] = RULES) -> list[Violation]:

@@ -33,10 +33,11 @@ from sp_planner.estimate import (
     plain,
 )
 from sp_planner.errors import UserInputError
-from sp_planner.plan import RECOMPUTE, RULES, ParallelPlan, violations
+from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, ParallelPlan, violations
 from sp_planner.space import (
     DEGREES,
     EXPERT_DEGREES,
+    Axes,
     Candidates,
     Pins,
     count_candidates,
@@ -80,13 +81,20 @@ class SearchTooLarge(UserInputError):
     """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
 
 
-def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, num_experts: int = 0) -> int:
+def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
+    """What the non-degree axes read: the model's layers, the precisions the hardware runs and the
+    model's routed experts (0 for dense models)."""
+    return Axes(num_layers=model.num_layers, precisions=hardware.precisions,  # type: ignore[arg-type]
+                num_experts=model.moe.num_experts if model.moe else 0)
+
+
+def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, axes: Axes) -> int:
     """The number of candidates, when the search takes them on."""
-    count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node, num_experts=num_experts)
+    count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node, axes=axes)
     if count <= MAX_CANDIDATES:
         return count
     smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
-                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, num_experts=num_experts)
+                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes)
                     <= MAX_CANDIDATES), None)
     largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
@@ -107,8 +115,9 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
     bad = np.flatnonzero(code >= 0)
     if len(bad) == 0:
         return reasons
-    # The rules read the degrees, the micro-batch and the ring layout only.
-    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag")], axis=1)
+    # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
+    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag", "vpp",
+                                                   "first_stage_layers", "last_stage_layers")], axis=1)
     _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     texts = []
     for i in bad[first]:
@@ -161,6 +170,14 @@ class _Evaluated(NamedTuple):
         cols["dp_replicate"] = c.dp_replicate
         cols["reshard_after_forward"] = c.reshard
         cols.update({name: getattr(c, name) for name in EXPERT_DEGREES})
+        cols["vpp"] = c.vpp
+        # 0 (the even split) as missing, as in the plan (None).
+        for name in ("first_stage_layers", "last_stage_layers"):
+            layers = getattr(c, name)
+            split = pd.array(layers, dtype="Int64")
+            split[layers == 0] = pd.NA
+            cols[name] = split
+        cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
@@ -268,8 +285,9 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
     best: _Best | None = None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
+    axes = search_axes(model, hardware)
     for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=CHUNK_CANDIDATES,
-                                       gpus_per_node=gpus_per_node):
+                                       gpus_per_node=gpus_per_node, axes=axes):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         rows = np.flatnonzero(code >= 0 if breakers else code < 0)
         e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
@@ -300,9 +318,9 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    experts = model.moe.num_experts if model.moe else 0
-    total = _check_size(workload, num_nodes, gpus_per_node, pins, experts)
-    degrees = search_order(with_expert_degrees(degree_tuples(world, pins), experts, pins))
+    axes = search_axes(model, hardware)
+    total = _check_size(workload, num_nodes, gpus_per_node, pins, axes)
+    degrees = search_order(with_expert_degrees(degree_tuples(world, pins), axes.num_experts, pins))
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     keep = max(top_k, HEAD_ROWS)

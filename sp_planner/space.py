@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -12,12 +13,15 @@ import math
 from functools import lru_cache
 
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER
+from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
 from sp_planner.plan import (
     MAX_DEGREE,
+    PRECISIONS,
     RECOMPUTE,
     RULES,
     CpComm,
     ParallelPlan,
+    Precision,
     Recompute,
     RingLayout,
     RuleFacts,
@@ -47,6 +51,9 @@ class Pins(FrozenModel):
     cp_comm: CpComm | None = None
     dp_replicate: int | None = None
     reshard_after_forward: bool | None = None
+    vpp: int | None = None
+    # bf16 unless asked: FP8 changes the numerics, so the search tries it only when told (None).
+    precision: Precision | None = "bf16"
     ep: int | None = None
     etp: int | None = None
 
@@ -162,7 +169,9 @@ class Candidates:
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
     (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL); `zigzag` is the ring layout as bool,
     `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
-    plan's reshard_after_forward (bool); space_variants says which are searched.
+    plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
+    stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
+    `precision` holds plan.PRECISIONS codes.
     """
 
     dp: np.ndarray
@@ -177,6 +186,10 @@ class Candidates:
     allgather: np.ndarray
     dp_replicate: np.ndarray
     reshard: np.ndarray
+    vpp: np.ndarray
+    first_stage_layers: np.ndarray
+    last_stage_layers: np.ndarray
+    precision: np.ndarray
     ep: np.ndarray
     etp: np.ndarray
 
@@ -199,29 +212,51 @@ class Candidates:
     @classmethod
     def of_plan(cls, plan: ParallelPlan) -> "Candidates":
         """One plan as one-entry arrays."""
-        names = (*DEGREES, *EXPERT_DEGREES, "zero", "micro_batch")
-        ints = {name: np.array([getattr(plan, name)], dtype=np.int64) for name in names}
+        ints = {name: np.array([getattr(plan, name) or 0], dtype=np.int64) for name in _INT_FIELDS}
         return cls(**ints, recompute=np.array([RECOMPUTE.index(plan.recompute)], dtype=np.int64),
                    zigzag=np.array([plan.zigzag]), allgather=np.array([plan.allgather]),
                    dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
-                   reshard=np.array([plan.reshard_after_forward]))
+                   reshard=np.array([plan.reshard_after_forward]),
+                   precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
-        ints = {name: int(getattr(self, name)[i]) for name in (*DEGREES, *EXPERT_DEGREES, "zero", "micro_batch")}
+        ints: dict[str, int | None] = {name: int(getattr(self, name)[i]) for name in _INT_FIELDS}
+        for name in ("first_stage_layers", "last_stage_layers"):
+            ints[name] = ints[name] or None  # 0 = the even split
         return ParallelPlan(**ints, recompute=RECOMPUTE[int(self.recompute[i])],
                             ring_layout="zigzag" if self.zigzag[i] else "contiguous",
                             cp_comm="allgather" if self.allgather[i] else "p2p",
-                            dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]))
+                            dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
+                            precision=PRECISIONS[int(self.precision[i])])
 
 
-def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None, *,
-                         num_experts: int = 0) -> Candidates:
+_INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
+                                *EXPERT_DEGREES)
+
+
+class Axes(NamedTuple):
+    """What the pipeline, precision and expert axes read beside the pins: the model's layers (the
+    split and the vpp values that fit it), the precisions the hardware runs (tried when unpinned)
+    and the model's routed experts (0: dense; ep runs over their divisors). None where a caller
+    passes no Axes: vpp 1, the even split, the pinned (else bf16) precision, dense."""
+
+    num_layers: int
+    precisions: tuple[Precision, ...] = ("bf16",)
+    num_experts: int = 0
+
+
+def _num_experts(axes: Axes | None) -> int:
+    return axes.num_experts if axes is not None else 0
+
+
+def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
+                         *, axes: Axes | None = None) -> Candidates:
     """Every candidate: degree tuples (with ep, etp for MoE) x ZeRO stage x recompute x micro-batch
-    x the variants of space_variants (cp_comm, HSDP, reshard; HSDP only with a known node size),
-    one ring layout."""
-    degrees = with_expert_degrees(degree_tuples(world, pins), num_experts, pins)
-    return expand_candidates(workload, search_order(degrees), pins, gpus_per_node)
+    x the variants of space_variants (cp_comm, HSDP, reshard; HSDP only with a known node size)
+    x vpp x precision, one ring layout."""
+    degrees = with_expert_degrees(degree_tuples(world, pins), _num_experts(axes), pins)
+    return expand_candidates(workload, search_order(degrees), pins, gpus_per_node, axes=axes)
 
 
 # Above this many degree tuples count_candidates counts without them (the base count, which is
@@ -229,8 +264,8 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_no
 COUNT_TUPLES_LIMIT = 2_000_000
 
 
-def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None, *,
-                     num_experts: int = 0) -> int:
+def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
+                     *, axes: Axes | None = None) -> int:
     """How many candidates enumerate_candidates gives, without expanding them: per degree tuple and
     ZeRO stage, its valid variants x recompute x micro-batch choices (MoE: per (ep, etp) row too).
     Beyond COUNT_TUPLES_LIMIT tuples, the degree tuples with each dp by formula times what one of
@@ -238,21 +273,24 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
     dp_axis = DEGREES.index("dp")
     zeros, recomputes = _zeros_and_recomputes(pins)
     if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
-        tuples = with_expert_degrees(degree_tuples(world, pins), num_experts, pins)[:, :len(DEGREES)]
+        tuples = with_expert_degrees(degree_tuples(world, pins), _num_experts(axes), pins)[:, :len(DEGREES)]
         named = dict(zip(DEGREES, tuples.T))
         per_tuple = np.zeros(len(tuples), dtype=np.int64)
         for zero in zeros:
             mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
             per_tuple += mask.sum(axis=1)
-        mbs = np.array([len(_micro_batches(workload, int(dp), pins)) for dp in named["dp"]], dtype=np.int64)
-        return int((per_tuple * mbs).sum()) * len(recomputes)
+        # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the micro-batch.
+        mbs = np.array([sum(_vpps_kept(workload, int(dp), int(pp), mb, pins, axes)
+                            for mb in _micro_batches(workload, int(dp), pins))
+                        for dp, pp in zip(named["dp"], named["pp"])], dtype=np.int64)
+        return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
         dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
     else:
         dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
         per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
     return sum(tuples * len(zeros) * len(recomputes) * len(_micro_batches(workload, dp, pins))
-               for dp, tuples in zip(dps.tolist(), per_dp.tolist()))
+               for dp, tuples in zip(dps.tolist(), per_dp.tolist())) * len(_precision_codes(pins, axes))
 
 
 def search_order(degrees: np.ndarray) -> np.ndarray:
@@ -263,14 +301,14 @@ def search_order(degrees: np.ndarray) -> np.ndarray:
 
 
 def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
-                    gpus_per_node: int | None = None) -> Iterator[tuple[int, Candidates]]:
+                    gpus_per_node: int | None = None, axes: Axes | None = None) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
     `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
     axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
     step, done = 1, 0
     while done < len(degrees):
         rows = degrees[done:done + step]
-        chunk = expand_candidates(workload, rows, pins, gpus_per_node)
+        chunk = expand_candidates(workload, rows, pins, gpus_per_node, axes=axes)
         done += len(rows)
         yield done, chunk
         per_tuple = max(1.0, len(chunk) / len(rows))
@@ -298,11 +336,44 @@ def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
                         gpus_per_node=gpus_per_node)
 
 
-def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None
-                      ) -> Candidates:
+def _precision_codes(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.precision is not None:
+        return [PRECISIONS.index(pins.precision)]
+    return [PRECISIONS.index(p) for p in (axes.precisions if axes is not None else ("bf16",))]
+
+
+def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.vpp is not None:
+        return [pins.vpp]
+    return list(VPP_CHOICES) if axes is not None else [1]
+
+
+def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool):
+    """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
+    for the micro-batch count), so that the search does not list them as rule breakers."""
+    if pinned:
+        return np.ones(np.shape(vpp), dtype=bool)
+    m = workload.global_batch // (dp * mb)
+    first, last = default_split(num_layers, pp, vpp)
+    return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
+
+
+def _vpps_kept(workload: Workload, dp: int, pp: int, mb: int, pins: Pins, axes: Axes | None) -> int:
+    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)
+    num_layers = axes.num_layers if axes is not None else 1
+    return int(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None).sum())
+
+
+def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None,
+                      *, axes: Axes | None = None) -> Candidates:
     """Degree tuples (in search_order; with with_expert_degrees' ep, etp columns, or without them
     for ep = etp = 1) times ZeRO stage, recompute and micro-batch, each then times its valid
-    variants (space_variants), which stay next to it."""
+    variants (space_variants), which stay next to it, then times vpp and precision, and for each
+    pp the pipeline split `pipeline.default_split` gives.
+
+    Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
+    (vpp 1 always, so that a broken split is still reported once); unpinned precision over
+    `axes.precisions` (what the hardware runs). Without `axes`: vpp 1, even split, bf16."""
     if degrees.shape[1] == len(DEGREES):
         degrees = with_expert_degrees(degrees, 0, pins)
     zeros, recomputes = _zeros_and_recomputes(pins)
@@ -321,11 +392,26 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
     columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
-    named = dict(zip((*DEGREES, "zero", "recompute", "micro_batch", *EXPERT_DEGREES, "allgather", "dp_replicate",
-                      "reshard"), columns))
+    names = (*DEGREES, "zero", "recompute", "micro_batch", *EXPERT_DEGREES, "allgather", "dp_replicate", "reshard")
+    # (variants, width + 3) -> (variants x vpp x precision, width + 5), each row's next to it
+    vpps, codes = _vpp_choices(pins, axes), _precision_codes(pins, axes)
+    extra = np.array([(v, c) for v in vpps for c in codes], dtype=np.int64).reshape(-1, 2)
+    table = np.concatenate([np.repeat(table, len(extra), axis=0), np.tile(extra, (len(table), 1))], axis=1)
+    num_layers = axes.num_layers if axes is not None else 1
+    at = {name: i for i, name in enumerate((*names, "vpp", "precision"))}
+    keep = _vpp_keep(workload, table[:, at["dp"]], table[:, at["pp"]], table[:, at["micro_batch"]],
+                     table[:, at["vpp"]], num_layers, pins.vpp is not None or axes is None)
+    table = table[keep]
+    columns = table.T.astype(np.int64)  # (candidates, width + 5) -> one array per field
+    named = dict(zip((*names, "vpp", "precision"), columns))
+    if axes is not None:
+        first, last = default_split(axes.num_layers, named["pp"], named["vpp"])
+    else:
+        first = last = np.zeros(len(table), dtype=np.int64)
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
                       zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
-                      reshard=named["reshard"].astype(bool))
+                      reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
+                      last_stage_layers=np.asarray(last, dtype=np.int64))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.plan import ATTENTION_RULES, RULES, violations
-from sp_planner.space import Candidates, Pins, enumerate_candidates, rule_masks
+from sp_planner.space import Axes, Candidates, Pins, enumerate_candidates, rule_masks
 from sp_planner.specs import ModelSpec, Workload
 from sp_planner.specs.model import WindowSpec
 
@@ -34,12 +34,15 @@ def _concat(*parts: Candidates) -> Candidates:
 @pytest.mark.parametrize("model,workload,world", CASES, ids=lambda x: getattr(x, "name", None))
 def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     # The free search enumerates only expert grids that fill a stage; a pinned ep 3 (no model
-    # here has a multiple of 3 experts) breaks the expert rules, on dense models too.
+    # here has a multiple of 3 experts) breaks the expert rules, on dense models too. vpp pinned
+    # to 2 so that the interleaving rule fires too (unpinned, the search only tries the vpp values
+    # that run).
     experts = model.moe.num_experts if model.moe else 0
+    axes = Axes(model.num_layers, num_experts=experts)
     # A sliding window shorter than the sequence, so that the window_ring rule fires where ring > 1.
     model = model.model_copy(update={"window": WindowSpec(window_tokens=workload.seq_len // 3)})
-    columns = _concat(enumerate_candidates(workload, world, Pins(), num_experts=experts),
-                      enumerate_candidates(workload, world, Pins(ep=3), num_experts=experts))
+    columns = _concat(enumerate_candidates(workload, world, Pins(vpp=2), axes=axes),
+                      enumerate_candidates(workload, world, Pins(ep=3, vpp=2), axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
@@ -53,7 +56,8 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
 @pytest.mark.parametrize("model,workload,world", CASES[2:], ids=["causal", "full"])
 def test_executor_checks_are_the_planners_attention_rules(model, workload, world):
     fired = set()
-    for plan in _plans(enumerate_candidates(workload, world, Pins(pp=1, dp=1, micro_batch=1, zero=1))):
+    for plan in _plans(enumerate_candidates(workload, world, Pins(pp=1, dp=1, micro_batch=1, zero=1),
+                                            axes=Axes(model.num_layers))):
         cfg = RunConfig(tp=plan.tp, ulysses=plan.ulysses, ring=plan.ring, ring_layout=plan.ring_layout,
                         seq_len=workload.seq_len, num_heads=model.num_heads, num_kv_heads=model.num_kv_heads,
                         head_dim=model.head_dim, nproc_per_node=plan.ulysses * plan.ring)

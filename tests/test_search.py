@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from sp_planner.estimate import plain
+
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.plan import ParallelPlan, violations
@@ -21,8 +23,7 @@ def result():
 
 
 def _plan(row) -> ParallelPlan:
-    return ParallelPlan(**{name: (v.item() if hasattr(v, "item") else v) for name, v in
-                           ((n, row[n]) for n in ParallelPlan.model_fields)})
+    return ParallelPlan(**{name: plain(row[name]) for name in ParallelPlan.model_fields})
 
 
 def test_degree_tuples_count():

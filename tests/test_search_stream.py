@@ -10,6 +10,7 @@ from sp_planner import columns
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.search import Pins, search
 from sp_planner.space import (
+    Axes,
     _divisors,
     degree_tuples,
     enumerate_candidates,
@@ -23,6 +24,7 @@ from sp_planner.specs import Workload
 MODEL = load_model("Llama-3-8B")
 HW = load_hardware("A800")
 WORKLOAD = Workload(seq_len=12288, global_batch=6)  # 12288 = 2^12 * 3: some splits fail
+AXES = Axes(num_layers=MODEL.num_layers, precisions=HW.precisions)
 
 
 def _search(chunk: int, head_rows: int, monkeypatch, **kwargs):
@@ -71,24 +73,25 @@ def test_progress_reaches_every_candidate(monkeypatch):
 
     seen = []
     _search(97, 5, monkeypatch, progress=lambda done, total, what=None: seen.append((done, total)))
-    total = count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8)
+    total = count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8, axes=AXES)
     assert seen[0] == (0, total) and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) > 3
 
 
 def test_chunked_enumeration_is_the_whole_enumeration():
     degrees = search_order(degree_tuples(96, Pins()))
-    chunks = [c for _, c in iter_candidates(WORKLOAD, degrees, Pins(), chunk_candidates=50, gpus_per_node=8)]
+    chunks = [c for _, c in iter_candidates(WORKLOAD, degrees, Pins(), chunk_candidates=50, gpus_per_node=8,
+                                            axes=AXES)]
     assert len(chunks) > 5
-    whole = enumerate_candidates(WORKLOAD, 96, Pins(), gpus_per_node=8)
+    whole = enumerate_candidates(WORKLOAD, 96, Pins(), gpus_per_node=8, axes=AXES)
     joined = columns.concat(chunks)
     for name in whole.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name))
-    assert len(expand_candidates(WORKLOAD, degrees[:0], Pins())) == 0
+    assert len(expand_candidates(WORKLOAD, degrees[:0], Pins(), axes=AXES)) == 0
 
 
 def test_take_keeps_every_column():
-    c = enumerate_candidates(WORKLOAD, 8, Pins())
+    c = enumerate_candidates(WORKLOAD, 8, Pins(), axes=AXES)
     picked = columns.take(c, np.array([3, 1]))
     assert picked.plan(0) == c.plan(3) and picked.plan(1) == c.plan(1)
 
@@ -124,29 +127,30 @@ def test_degree_tuples_are_every_factorization_in_lexicographic_order(pins):
 @pytest.mark.parametrize("world,pins", [(8, Pins()), (96, Pins()), (96, Pins(dp=4)), (96, Pins(tp=2)),
                                         (4096, Pins()), (96, Pins(micro_batch=2, zero=1)), (96, Pins(dp=5)),
                                         (96, Pins(cp_comm="allgather", dp_replicate=2)),
-                                        (96, Pins(reshard_after_forward=False, ring=4))])
+                                        (96, Pins(reshard_after_forward=False, ring=4)),
+                                        (96, Pins(pp=4)), (96, Pins(vpp=2)), (96, Pins(precision=None))])
 @pytest.mark.parametrize("batch", [6, 64, 7])
 @pytest.mark.parametrize("gpus_per_node", [None, 8])
 def test_count_candidates_without_enumerating(world, pins, batch, gpus_per_node):
     from sp_planner.space import count_candidates
 
     workload = Workload(seq_len=12288, global_batch=batch)
-    assert count_candidates(workload, world, pins, gpus_per_node) == len(
-        enumerate_candidates(workload, world, pins, gpus_per_node))
+    assert count_candidates(workload, world, pins, gpus_per_node, axes=AXES) == len(
+        enumerate_candidates(workload, world, pins, gpus_per_node, axes=AXES))
 
 
 def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatch):
     from sp_planner.search import SearchTooLarge
     from sp_planner.space import count_candidates
 
-    # candidates on 1..6 nodes of 8: 1065, 2103, 5577, 3693, 5160, 10755
+    # candidates on 1..6 nodes of 8: 1425, 2688, 8622, 4548, 6195, 15729 (with vpp 2, 4, 8 where they run)
     monkeypatch.setattr(search_module, "MAX_CANDIDATES", 5000)
     with pytest.raises(SearchTooLarge) as refused:
         search(MODEL, HW, WORKLOAD, num_nodes=6, gpus_per_node=8)
     message = str(refused.value)
-    assert "\n" not in message and "6 nodes x 8 GPUs give 10,755 candidate plans, more than the 5,000" in message
+    assert "\n" not in message and "6 nodes x 8 GPUs give 15,729 candidate plans, more than the 5,000" in message
     assert "the largest node count below it that is searched is 4" in message
-    assert count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8) == 3693
+    assert count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8, axes=AXES) == 4548
     search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8)
 
 
@@ -163,4 +167,5 @@ def test_degrees_stay_within_the_plans_bound(monkeypatch):
     brute = [t for t in itertools.product(divisors, repeat=5) if np.prod(t) == 96]
     assert tuples.tolist() == [list(t) for t in brute]
     assert bounded_factorizations(96, 5, 8) == len(brute)
-    assert count_candidates(WORKLOAD, 96, Pins()) == len(enumerate_candidates(WORKLOAD, 96, Pins()))
+    assert count_candidates(WORKLOAD, 96, Pins(), axes=AXES) == len(
+        enumerate_candidates(WORKLOAD, 96, Pins(), axes=AXES))

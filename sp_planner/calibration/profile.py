@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sp_planner.calibration.fit import latency_steps
 from sp_planner.catalog import profile_to_yaml
+from sp_planner.cost.runtime_memory import FRAGMENTATION_RESERVE_FRACTION
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import write_text_atomic
 from sp_planner.specs.calibration import COLLECTIVES, CalibrationData, CollectiveFit
@@ -204,9 +205,13 @@ def build_profile(data: CalibrationData, *, base: HardwareProfile | None, name: 
         reserve = base.memory_reserve_bytes
         b.sources["memory_reserve_bytes"] = f"from {base.name}: {base.sources.get('memory_reserve_bytes', '')}"
     else:
-        reserve = env.runtime_reserved_bytes or 0.0
-        b.measured("memory_reserve_bytes", "device memory held outside torch's allocator after NCCL set up"
-                   if env.runtime_reserved_bytes is not None else "CPU: no device runtime to hold back")
+        # The CUDA context, workspaces and NCCL buffers (what sp-calibrate measures outside torch's
+        # allocator) are counted per plan by cost.runtime_memory; the profile keeps only the
+        # fragmentation share, or the measured runtime would be counted twice.
+        reserve = _sig(FRAGMENTATION_RESERVE_FRACTION * env.device_memory_bytes)
+        b.sources["memory_reserve_bytes"] = (
+            f"{FRAGMENTATION_RESERVE_FRACTION:.0%} of the measured device memory for allocator fragmentation "
+            "(the built-in profiles' assumption); context, workspaces and NCCL buffers are counted per plan")
     b.measured("hbm_bytes", "total device memory reported by the runtime")
     b.measured("gpus_per_node", "devices on the measured node")
     based = f"; figures not measured come from {base.name}" if base is not None else ""

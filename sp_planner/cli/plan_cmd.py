@@ -14,12 +14,12 @@ import typer
 from sp_planner.cli.common import run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.question import check_outputs, resolve_question
+from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
-from sp_planner.plan import MAX_DEGREE, CpComm, Recompute
+from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 
@@ -47,6 +47,9 @@ Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are sh
 # The choices are the specs' own Literals (typer >= 0.19 takes a Literal as a set of choices).
 OutputFormat = Literal["table", "json", "csv"]
 FrameworkChoice = Literal[FrameworkName, "all"]
+
+
+PrecisionChoice = Literal[Precision, "auto"]
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
@@ -95,9 +98,19 @@ def plan(
     reshard_after_forward: Annotated[Optional[bool], typer.Option(
         "--reshard-after-forward/--no-reshard-after-forward", show_default=False,
         help="Pin ZeRO-3/FSDP's reshard after forward (no: keep the gathered parameters for backward).")] = None,
+    vpp: Annotated[Optional[int], typer.Option(min=1, max=64, show_default="searched over 1, 2, 4, 8",
+                                               help="Pin the virtual pipeline stages per rank (interleaved "
+                                               "1F1B; 1 = plain 1F1B).")] = None,
+    precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
+                                                      "Hopper+), mxfp8 (Blackwell), or auto to search what the "
+                                                      "hardware runs. Attention stays bf16.")] = "bf16",
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
+    framework_version: Annotated[
+        Optional[str], typer.Option(show_default="0.3.0", help="torchtitan release whose interface to emit: 0.3.0 "
+                                    "(--module/--config overrides, 0.3.x) or 0.2.2 (TOML sections, 0.2.x).")
+    ] = None,
     attention_kernel: Annotated[Optional[AttentionKernel], typer.Option(
         show_default="the framework's", help="Attention kernel to time: the framework's own by default "
         "(cuDNN for Megatron on Hopper, FA2 on Ampere and for yunchang/DeepSpeed, SDPA for torchtitan) "
@@ -138,9 +151,11 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
-        reshard_after_forward=reshard_after_forward, expert_degrees={"ep": ep, "etp": etp},
+        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
+        expert_degrees={"ep": ep, "etp": etp},
     )
     check_outputs(out=out, report=report)
+    check_framework_version(framework, framework_version)
     # Time plans with the chosen framework's attention kernel (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     try:
@@ -148,7 +163,8 @@ def plan(
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
-    answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher)
+    answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
+                   framework_version=framework_version)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
     return 0 if answer.fits else EXIT_NO_FIT

@@ -17,6 +17,7 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
+from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
@@ -32,14 +33,21 @@ from sp_planner.units import format_seconds, format_tokens, plural
 
 # What each framework's launch line runs (shared reference framework_flags.md 7.2; the flags'
 # notes say the bash arrays go to pretrain_gpt.py). deepspeed and yunchang plug into the user's
-# own script; "all" prints one generic line.
+# own script. torchtitan 0.3.x takes its overrides on the command line, 0.2.x a TOML file.
 LAUNCH_COMMANDS: dict[str, str] = {
     "megatron": 'pretrain_gpt.py "${MEGATRON_ARGS[@]}"',
     "mindspeed": 'pretrain_gpt.py "${MINDSPEED_ARGS[@]}"',
     "deepspeed": "train.py",
     "yunchang": "train.py",
-    "torchtitan": "-m torchtitan.train --job.config_file train.toml",
+    "torchtitan": '-m torchtitan.train "${TORCHTITAN_ARGS[@]}"',
 }
+TORCHTITAN_V02_LAUNCH = "-m torchtitan.train --job.config_file train.toml"
+
+
+def launch_command(framework: str, framework_version: str | None) -> str:
+    if framework == "torchtitan" and torchtitan.resolve_version(framework_version) == "0.2":
+        return TORCHTITAN_V02_LAUNCH
+    return LAUNCH_COMMANDS[framework]
 
 
 class Answer(FrozenModel):
@@ -53,6 +61,7 @@ class Answer(FrozenModel):
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
     launcher: Launcher | None
+    framework_version: str | None = None  # torchtitan's interface (flags/torchtitan.py); None = newest
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
@@ -80,7 +89,7 @@ class Answer(FrozenModel):
         q = self.question
         return FlagRequest(
             model=q.model, workload=q.workload, plan=self.chosen.plan,
-            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
         )
 
 
@@ -160,6 +169,7 @@ def print_flags(answer: Answer, console: Console) -> None:
     q = answer.question
     request = answer.flag_request()
     names = FRAMEWORKS if answer.framework == "all" else (answer.framework,)
+    printed: list[str] = []
     if answer.framework != "all" and not answer.framework_ranked:
         reason = render_flags(answer.framework, request).reason
         console.print(f"{answer.framework} cannot express plan 1: {reason}", markup=False, highlight=False)
@@ -172,7 +182,8 @@ def print_flags(answer: Answer, console: Console) -> None:
         if not rendered.supported:
             console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
             fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
-                                        num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
+                                        num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+                                        framework_version=answer.framework_version)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
@@ -184,11 +195,14 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)
         for note in rendered.notes:
             console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
-    if answer.launcher is not None:
-        console.rule(f"{answer.launcher} launch", align="left")
-        command = LAUNCH_COMMANDS.get(answer.framework, "train.py")
+        printed.append(name)
+    if answer.launcher is None:
+        return
+    # One launch per framework whose flags were printed, each with that framework's entry point.
+    for name in printed:
+        console.rule(f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""), align="left")
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                               command=command,
+                               command=launch_command(name, answer.framework_version),
                                domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node) // q.gpus_per_node)
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 

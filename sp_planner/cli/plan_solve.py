@@ -14,7 +14,7 @@ from sp_planner.sim.rerank import rerank_by_simulation
 
 
 def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
-          launcher: str | None) -> Answer:
+          launcher: str | None, framework_version: str | None = None) -> Answer:
     """Rank every plan; for one framework also the plans it can express (the table shows those).
     --simulate K re-ranks the best K of both."""
     q = question
@@ -27,7 +27,8 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
                         overlap=overlap)
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
-            result, framework, model=q.model, workload=q.workload, **where, top_k=wanted)
+            result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
+            framework_version=framework_version)
         if simulate is not None:
             update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
             if framework_ranked:  # the plans the table shows
@@ -43,4 +44,4 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,
                                        batch_scales_with_gpus=q.default_batch)
     return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
-                  launcher=launcher, framework_ranked=framework_ranked[:top])
+                  launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version)

@@ -6,6 +6,7 @@ Everything here runs before any output is written, so a bad option never leaves 
 from __future__ import annotations
 
 import math
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field
@@ -13,7 +14,8 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
 from sp_planner.errors import UserInputError
-from sp_planner.plan import CpComm, ParallelPlan, Recompute, violations
+from sp_planner.pipeline import default_split
+from sp_planner.plan import PRECISIONS, CpComm, ParallelPlan, Precision, Recompute, violations
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -62,6 +64,8 @@ def resolve_question(
     cp_comm: CpComm | None = None,
     dp_replicate: int | None = None,
     reshard_after_forward: bool | None = None,
+    vpp: int | None = None,
+    precision: Precision | Literal["auto"] = "bf16",
     expert_degrees: dict[str, int | None] | None = None,
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
@@ -86,9 +90,12 @@ def resolve_question(
     if batch <= 0:
         raise UserInputError(f"--global-batch must be at least 1, got {batch}")
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
+    if vpp is not None and vpp <= 0:
+        raise UserInputError(f"--vpp must be at least 1, got {vpp}")
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
-                dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward)
-    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts)
+                dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
+                precision=_check_precision(precision, profile))
+    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
     _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
     return PlanQuestion(
         model=model_spec,
@@ -129,12 +136,27 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     return degrees
 
 
+def _check_precision(precision: Precision | Literal["auto"], profile: HardwareProfile) -> Precision | None:
+    """The pinned precision (None for 'auto': searched over what the profile runs)."""
+    if precision == "auto":
+        return None
+    if precision not in PRECISIONS:
+        raise UserInputError(f"--precision must be one of {', '.join((*PRECISIONS, 'auto'))}, got {precision!r}")
+    if precision not in profile.precisions:
+        why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
+               else "its profile gives no FP8 peak and FP8 GEMM efficiency")
+        raise UserInputError(f"--precision {precision} is not available on {profile.name}: {why}; "
+                             f"use one of {', '.join(profile.precisions)}")
+    return precision
+
+
 def _check_pins(
     degrees: dict[str, int | None],
     micro_batch: int | None,
     model: ModelSpec,
     workload: Workload,
     experts: dict[str, int] | None = None,
+    vpp: int | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break.
 
@@ -143,18 +165,23 @@ def _check_pins(
     kv_heads (G % (tp*u) == 0 or (tp*u) % G == 0) can be repaired by a larger ulysses, so it is
     only checked when tp and ulysses are both pinned.
     """
+    pp, stage_vpp = degrees["pp"] or 1, vpp or 1
+    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp))
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
-        micro_batch=micro_batch or 1,
+        micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
         **(experts or {}),
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
     # The expert grid must divide a stage's GPUs, which unpinned degrees may still grow.
     skip |= set() if all(degrees.values()) else {"expert_grid"}
+    # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
+    if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:
+        skip.add("vpp")
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
-        first = broken[0]
-        raise UserInputError(f"the pinned plan breaks the {first.rule} rule: {first.message}")
+        rule = broken[0]
+        raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
 
 
 def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
@@ -187,3 +214,16 @@ def check_outputs(*, out: Path | None, report: Path | None) -> None:
     if out is not None and report is not None and resolve_link(out).absolute() == resolve_link(report).absolute():
         raise UserInputError(f"--out and --report both name {out}; give the plan file and the report folder "
                              "different paths")
+
+
+def check_framework_version(framework: str, version: str | None) -> None:
+    """--framework-version names a torchtitan release (the only framework with two interfaces)."""
+    if version is None:
+        return
+    if framework not in ("torchtitan", "all"):
+        raise UserInputError(f"--framework-version applies to torchtitan only; drop it for --framework {framework}")
+    from sp_planner.flags.torchtitan import VERSIONS
+
+    if version not in VERSIONS:
+        raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
+                             "(the default, 0.3.x) or 0.2.2 (0.2.x)")

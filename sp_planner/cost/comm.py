@@ -37,7 +37,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
-from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -103,7 +103,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     """Bytes each GPU sends per step by collective, and the link each collective's group spans."""
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
-    layers = model.num_layers // pp
+    stages = candidate_stage_layers(model, c)
+    layers = stages.first.astype(np.int64)  # the first stage's GPU (whose parameters are counted)
     m = micro_batches(workload, c)
     shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
                  head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
@@ -126,8 +127,9 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
-    experts = expert_params_per_rank(model, pp, c.ep, c.etp).astype(np.int64)
-    params = stage_params_per_rank(model, tp, pp, c.ep, c.etp)[0].astype(np.int64) - experts
+    # The first stage's GPU, with its layers of the split (uneven stages included).
+    experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first).astype(np.int64)
+    params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0].astype(np.int64) - experts
     zero = c.zero
     rounds = np.where(zero >= 2, m, 1)
 
@@ -162,7 +164,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         ring_p2p=ring_layer * per_stage,
         tp_all_gather=tp_ag * per_stage,
         tp_reduce_scatter=tp_rs * per_stage,
-        pp_p2p=pp_sent * m,
+        pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,
         cp_all_gather=cp_ag_layer * per_stage,

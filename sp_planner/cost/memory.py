@@ -21,7 +21,11 @@ recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens 
 Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
 flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
 one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first stage
-(Narayanan et al. 2021, section 2.2).
+(Narayanan et al. 2021, section 2.2); the interleaved schedule more (pipeline.first_stage_in_flight).
+Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages).
+
+FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
+the GEMM inputs saved for backward are stored in FP8.
 """
 
 from __future__ import annotations
@@ -46,8 +50,14 @@ from sp_planner.cost.moe import (
     mean_mlp_params_per_rank,
     moe_layer_fraction,
 )
+from sp_planner.cost.precision import (
+    SCALING_STATE_BYTES_PER_LAYER,
+    fp8_activation_savings_per_layer,
+    fp8_weight_bytes_per_param,
+)
 from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.layout import CP_AXES, group_size
+from sp_planner.pipeline import StageLayers, first_stage_in_flight, stage_layers
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
@@ -77,9 +87,18 @@ def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
     return attn + mean_mlp_params_per_rank(model, tp, ep, etp) + model.norm_params_per_layer
 
 
-def stage_params_per_rank(model: ModelSpec, tp, pp, ep=1, etp=1):
-    """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm."""
-    layers = model.num_layers / pp * layer_params_per_rank(model, tp, ep, etp)
+def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:
+    """Decoder layers on the first, a middle and the last stage of each candidate."""
+    return stage_layers(model.num_layers, c.pp, c.first_stage_layers, c.last_stage_layers)
+
+
+def stage_params_per_rank(model: ModelSpec, tp, pp, stages: StageLayers | None = None, ep=1, etp=1):
+    """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm.
+    `stages` gives the split (None: the even one); MoE layers' experts split over ep x etp."""
+    if stages is None:
+        stages = stage_layers(model.num_layers, pp, 0, 0)
+    per_layer = layer_params_per_rank(model, tp, ep, etp)
+    first_layers, last_layers = stages.first * per_layer, stages.last * per_layer
     table = model.vocab_size * model.hidden_size / tp
     final_norm = model.embedding_params - model.vocab_size * model.hidden_size * (
         1 if model.tie_word_embeddings else 2
@@ -88,8 +107,8 @@ def stage_params_per_rank(model: ModelSpec, tp, pp, ep=1, etp=1):
     # A tied output layer shares the embedding on a single stage; Megatron keeps a copy on the
     # last stage when pp > 1.
     output = np.where(single & model.tie_word_embeddings, 0.0, table)
-    first = layers + table + np.where(single, output + final_norm, 0.0)
-    last = layers + output + final_norm + np.where(single, table, 0.0)
+    first = first_layers + table + np.where(single, output + final_norm, 0.0)
+    last = last_layers + output + final_norm + np.where(single, table, 0.0)
     return first, last
 
 
@@ -164,37 +183,48 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     """Memory of every candidate, for its busier stage (first or last)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
-    first_p, last_p = stage_params_per_rank(model, tp, pp, c.ep, c.etp)
-    # Routed experts are sharded by ZeRO over the expert-data-parallel group (cost.moe).
-    experts = expert_params_per_rank(model, pp, c.ep, c.etp)
+    stages = candidate_stage_layers(model, c)
+    first_p, last_p = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)
     kept = (zero == 3) & ~np.asarray(c.reshard, dtype=bool)  # gathered parameters kept for backward
+    # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
+    # keeps them across micro-batches).
+    fp8_per_param = fp8_weight_bytes_per_param(c.precision)
+    # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
+    # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
+    gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
 
-    def states(params):
+    def states(params, layers):
+        # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
+        # group (cost.moe), the rest over dp x cp.
+        experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=layers)
+
         def sharded(nbytes, stage):
             group = np.where(zero >= stage, zgroup, 1)
             expert_group = np.where(zero >= stage, c.edp, 1)
             return nbytes * (params - experts) / group + nbytes * experts / expert_group
-        p = sharded(PARAM_BYTES, 3) + np.where(kept, PARAM_BYTES * params, 0.0)
+        fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
+        p = sharded(PARAM_BYTES, 3) + np.where(kept, PARAM_BYTES * params, 0.0) + fp8
         return p, sharded(GRAD_BYTES, 2), sharded(OPTIMIZER_BYTES, 1)
 
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp,
     )
-    layers = model.num_layers / pp
+    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
+    stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
+                               fp8_activation_savings_per_layer(model, tokens=n, tp=tp, precision=c.precision))
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
-    act_first = layers * stored * np.minimum(pp, np.maximum(m, 1)) + working
-    act_last = layers * stored + working
-    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
+    act_first = stages.first * stored * first_stage_in_flight(pp, c.vpp, m) + working
+    act_last = stages.last * stored + working
     logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
     reserve = runtime_bytes(hardware, c)
 
-    first = (*states(first_p), act_first, logits_first, buffers, reserve)
-    last = (*states(last_p), act_last, logits_last, buffers, reserve)
+    first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)
+    last = (*states(last_p, stages.last), act_last, logits_last, buffers, reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (

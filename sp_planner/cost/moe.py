@@ -64,9 +64,12 @@ def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     return dense_mlp / tp + f * (routed / (ep * etp) + shared / tp + router)
 
 
-def expert_params_per_rank(model: ModelSpec, pp, ep, etp):
-    """Routed-expert parameters on one rank of a pipeline stage (reduced over edp, not dp x cp)."""
-    return model.num_moe_layers / pp * model.routed_expert_params_per_layer / (ep * etp)
+def expert_params_per_rank(model: ModelSpec, pp, ep, etp, layers=None):
+    """Routed-expert parameters on one rank of a pipeline stage (reduced over edp, not dp x cp).
+    `layers`: the stage's decoder layers (pipeline.stage_layers; None: the even split
+    num_layers / pp), of which moe_layer_fraction are MoE on average."""
+    stage = model.num_layers / pp if layers is None else layers
+    return stage * moe_layer_fraction(model) * model.routed_expert_params_per_layer / (ep * etp)
 
 
 def routed_gemm_flops_per_token(model: ModelSpec) -> float:

@@ -42,6 +42,10 @@ CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MIB + 32 * MIB + 1024
 NCCL_PAIR_COMMUNICATOR_BYTES = 544e6
 NCCL_COMMUNICATOR_BYTES = 688e6
 NCCL_ALL_TO_ALL_PEER_BYTES = 32 * (10_485_760 + 2_097_152)
+# The built-in profiles' memory_reserve_bytes: 3% of HBM for allocator fragmentation, an assumption
+# (no comparable published reserved-vs-allocated gap; hardware_profiles/*.yaml say so). A profile
+# measured without a base takes the same share, since the parts above are counted per plan.
+FRAGMENTATION_RESERVE_FRACTION = 0.03
 # The parallel axes with a communicator each (beside the dp x cp group).
 COMMUNICATOR_AXES: tuple[str, ...] = ("tp", "ulysses", "ring", "pp")
 # The expert grid's groups, created when the plan parallelizes experts (ep > 1 or etp > 1).

@@ -38,9 +38,16 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.memory import (
+    ACT_BYTES,
+    GRAD_BYTES,
+    PARAM_BYTES,
+    candidate_stage_layers,
+    layer_params_per_rank,
+    stage_params_per_rank,
+)
 from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
-from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -49,8 +56,16 @@ from sp_planner.cost.moe import (
     expert_params_per_rank,
     moe_times,
 )
+from sp_planner.cost.precision import (
+    BF16,
+    CAST_TRANSPOSE_BYTES_PER_ELEM,
+    gemm_inputs_per_token,
+    gemm_output_grads_per_token,
+    gemm_peak_flops,
+)
+from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -121,19 +136,30 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
-    layers = model.num_layers / pp
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
-    gemm_fwd = gemm_time_s(hardware, layer_gemm_flops_per_token(model) * tokens / tp)
+    # The layers' GEMMs at the candidate's precision (cost/precision.py); logits stay bf16.
+    gemm_fwd = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
+    low = c.precision != BF16
+    ffn = _active_ffn_width(model)
+    cast_fwd = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_inputs_per_token(model, ffn) * tokens / tp), 0.0)
+    cast_bwd = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn) * tokens / tp), 0.0)
+    gemm_fwd = gemm_fwd + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
     gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
-    # The busiest EP rank's extra expert GEMMs (cost.moe imbalance; 0 for dense models and ep 1).
-    gemm_fwd = gemm_fwd + moe.imbalance_gemm_fwd_s
+    # The busiest EP rank's extra expert GEMMs (cost.moe imbalance; 0 for dense models and ep 1),
+    # at the candidate's precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run
+    # the grouped expert GEMMs in FP8 under --fp8-format; layer_gemm_flops_per_token holds the
+    # active experts' GEMMs already).
+    bf16_rate = hardware.peak_bf16_flops * hardware.efficiency.gemm
+    gemm_fwd = gemm_fwd + moe.imbalance_gemm_fwd_s * bf16_rate / gemm_peak_flops(hardware, c.precision)
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
@@ -157,10 +183,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         0.0,
     )
     per_layer = (
-        3 * gemm_fwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        3 * gemm_fwd + cast_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
         + moe_layer
     )
+    # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
+    # split, possibly the first or a middle one (sp_planner.pipeline).
+    stages = candidate_stage_layers(model, c)
+    last_paces = stages.last * per_layer + logits >= np.maximum(stages.first, stages.middle) * per_layer
+    layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
+    logits = np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
                          + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
@@ -170,9 +202,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
-    params = stage_params_per_rank(model, tp, pp, c.ep, c.etp)[0]
-    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp.
-    experts = expert_params_per_rank(model, pp, c.ep, c.etp)
+    params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
+    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
+    # the first stage's layers of the split, like `params`.
+    experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
     edp, edp_stride = c.edp, axis_stride(c, "edp")
     zero = c.zero
 
@@ -204,16 +237,20 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
     shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
 
+    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching).
+    weight_cast = np.where(low, memory_pass_time_s(
+        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * layers * (layer_params_per_rank(model, tp, c.ep, c.etp)
+                                                            - model.norm_params_per_layer)), 0.0)
     parts = (
-        m * (layers * 3 * gemm_fwd + logits),
+        m * (layers * (3 * gemm_fwd + cast_bwd) + logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
         m * layers * tp_layer,
         m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        m * 2 * pp_step,
+        m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
-        (pp - 1) * micro_s,
+        bubble_micro_batches(pp, c.vpp) * micro_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
         m * layers * moe_layer,
     )
@@ -222,7 +259,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
-    held = (*parts, mfu_ceiling_s(hardware, hw_flops / world, modelled))
+    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs; cost.mfu_ceiling).
+    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, hw_flops / world, modelled, name), 0.0)
+                  for code, name in enumerate(PRECISIONS))
+    held = (*parts, ceiling)
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
     step = reduce(np.add, time)
     model_tflops = model_flops / step / world / 1e12

@@ -14,7 +14,7 @@ _RENDERERS: dict[str, Callable[[FlagRequest], FrameworkFlags]] = {
     "mindspeed": mindspeed.render,
     "deepspeed": deepspeed.render,
     "yunchang": yunchang.render,
-    "torchtitan": torchtitan.render,
+    "torchtitan": lambda request: torchtitan.render(request, request.framework_version),
 }
 assert tuple(_RENDERERS) == FRAMEWORKS
 

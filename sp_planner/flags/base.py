@@ -30,6 +30,8 @@ class FlagRequest(FrozenModel):
     plan: ParallelPlan
     num_nodes: int = Field(ge=1)
     gpus_per_node: int = Field(ge=1)
+    # The framework release whose interface to emit (torchtitan: 0.3.0 or 0.2.2); None = newest.
+    framework_version: str | None = None
 
     @model_validator(mode="after")
     def _check_world(self) -> "FlagRequest":

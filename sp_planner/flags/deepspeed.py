@@ -54,6 +54,12 @@ def _failures(request: FlagRequest) -> list[str]:
                 f"{degrees} cannot be expressed in a ds_config: it has no tensor or pipeline degree "
                 "(those come from Megatron-DeepSpeed's own flags, which this planner does not emit)"
             )
+    if p.precision != "bf16":
+        failures.append(
+            f"precision {p.precision} cannot be expressed: DeepSpeed has no FP8 training recipe (deepspeed/runtime "
+            "has no FP8 path; FP8 exists only as quantization utilities, deepspeed/ops/fp_quantizer); train in "
+            "FP8 with Megatron-LM (Transformer Engine) or torchtitan (float8), or use precision bf16"
+        )
     if p.ulysses > 1:
         # DistributedAttention / ALST: attn_heads % sp == 0 (layer.py; ulysses_sp.py).
         if m.num_heads % p.ulysses != 0:

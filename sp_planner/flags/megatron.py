@@ -17,6 +17,7 @@ from sp_planner.flags.base import (
     plural,
     supported,
 )
+from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
 
 FlagGroup = tuple[str, list[str]]
@@ -54,15 +55,18 @@ def common_failures(request: FlagRequest, name: str) -> list[str]:
     return failures + ([zero] if zero else [])
 
 
-def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str] | None = None) -> list[FlagGroup]:
+def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str] | None = None, *,
+                  mindspeed: bool = False) -> list[FlagGroup]:
     """Flag groups shared by Megatron-LM and MindSpeed; cp_flags choose the CP algorithm, dp_flags
-    (default: ZeRO-1 as the distributed optimizer) the data-parallel sharding."""
+    (default: ZeRO-1 as the distributed optimizer) the data-parallel sharding; `mindspeed` picks
+    MindSpeed's spellings (flags/stages.py)."""
     p, m, w = request.plan, request.model, request.workload
     parallel = [f"--tensor-model-parallel-size {p.tp}"]
     # TP-SP shards LayerNorm/dropout activations over TP; with TP=1 Megatron drops it (validate_args).
     if p.tp > 1:
         parallel.append("--sequence-parallel")
-    parallel += [f"--pipeline-model-parallel-size {p.pp}", f"--context-parallel-size {p.cp}", *cp_flags]
+    parallel += [f"--pipeline-model-parallel-size {p.pp}", *pipeline_flags(request, vpp_as_layers=mindspeed),
+                 f"--context-parallel-size {p.cp}", *cp_flags]
     shape = [f"--num-layers {m.num_layers}", f"--num-attention-heads {m.num_heads}"]
     if m.num_kv_heads < m.num_heads:
         shape += ["--group-query-attention", f"--num-query-groups {m.num_kv_heads}"]
@@ -90,10 +94,11 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         memory.append("--recompute-granularity selective")
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
-    memory.append("--bf16")
+    memory += precision_flags(request, explicit_te=mindspeed)
     micro = plural(request.num_micro_batches, "micro-batch")
     return [
-        (f"parallelism: {cp_description(request)}", parallel),
+        (f"parallelism: {cp_description(request)}" + (f"; {pipeline_comment(request)}" if p.pp > 1 else ""),
+         parallel),
         ("model shape the head rules depend on", shape),
         *moe_groups(request),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
@@ -153,6 +158,8 @@ def env_lines(request: FlagRequest) -> list[str]:
 def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py") -> list[str]:
     p = request.plan
     notes = [
+        *pipeline_notes(request),
+        *precision_notes(request),
         f'Pass "${{{var}[@]}}" to {script} along with the model\'s architecture, tokenizer and '
         "data flags (hidden and FFN sizes, normalization, position embedding), which are not "
         "emitted here.",

@@ -16,6 +16,7 @@ from sp_planner.flags.base import (
     supported,
 )
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
+from sp_planner.flags.stages import split_form
 
 
 def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
@@ -64,12 +65,25 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
     return algo, failures
 
 
+def _stage_failures(request: FlagRequest) -> list[str]:
+    """MindSpeed-LLM documents virtual stages only as --num-layers-per-virtual-pipeline-stage
+    (docs/en/pytorch/features/mcore/virtual_pipeline_parallel.md), which Megatron rejects with uneven
+    stages (arguments.py:529-531)."""
+    p = request.plan
+    if p.vpp > 1 and split_form(request) != "even":
+        return [f"vpp {p.vpp} with uneven pipeline stages cannot be expressed: MindSpeed sets virtual stages "
+                "with --num-layers-per-virtual-pipeline-stage, which Megatron refuses with uneven first/last "
+                "stages; use vpp 1 or a layer count pp x vpp divides"]
+    return []
+
+
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
-    refused = refusal("mindspeed", request, lambda: common_failures(request, "MindSpeed") + algo_failures)
+    refused = refusal("mindspeed", request,
+                      lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request))
     if refused is not None:
         return refused
-    args = bash_array("MINDSPEED_ARGS", common_groups(request, algo))
+    args = bash_array("MINDSPEED_ARGS", common_groups(request, algo, mindspeed=True))
     text = "\n".join([*env_lines(request), args])
     script = "a Megatron pretrain_gpt.py that imports mindspeed.megatron_adaptor"
     notes = common_notes(request, "MINDSPEED_ARGS", script)

@@ -1,147 +1,111 @@
-"""torchtitan TOML job-config sections for a plan (shared reference framework_flags.md, section 4;
-keys from torchtitan v0.2.2 torchtitan/config/job_config.py).
+"""torchtitan flags for a plan: 0.3.x command-line overrides by default, 0.2.x TOML sections behind
+--framework-version (flags/torchtitan_v02.py, which also holds the rules both versions share).
 
-torchtitan's context parallelism is PyTorch's ring attention (torch.distributed.tensor.experimental
-context_parallel): there is no Ulysses all-to-all, so plans with ulysses > 1 cannot be expressed.
+torchtitan 0.3.0 (the newest on PyPI; shared reference moe_fp8_pipeline_frameworks.md section 3)
+has no TOML job config: `--module M --config F` are both required and name a Python config
+function (torchtitan/config/manager.py), and tyro overrides `--section.field value` adjust it;
+activation checkpointing is a subcommand (`activation-checkpoint:full`, ...). Float8 / MXFP8 are
+model converters chosen inside the config function, so the precision picks the config function.
 """
 
 from __future__ import annotations
 
-from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
-from sp_planner.flags.base import (
-    FlagRequest,
-    FrameworkFlags,
-    describe_degrees,
-    refusal,
-    supported,
-)
+from sp_planner.flags import torchtitan_v02
+from sp_planner.flags.base import FlagRequest, FrameworkFlags, refusal, supported, unsupported
+from sp_planner.flags.torchtitan_v02 import parallelism_items, shared_notes, training_items
 
-# ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
-# no ZeRO-1; "never" keeps the gathered parameters from forward to backward (ZeRO-2), "always"
-# re-shards them after forward (ZeRO-3) (torchtitan/models/llama3/infra/parallelize.py apply_fsdp).
-# Zero 0 reaches FSDP only when cp > 1 forces it; "never" stays closest to unsharded parameters.
-_RESHARD = {0: "never", 1: "never", 2: "never", 3: "always"}
+# The torchtitan versions whose config interface is emitted; "0.3" is the default.
+VERSIONS: dict[str, str] = {"0.3.0": "0.3", "0.3": "0.3", "0.3.x": "0.3", "0.2.2": "0.2", "0.2": "0.2", "0.2.x": "0.2"}
+DEFAULT_VERSION = "0.3.0"
 
-
-def _failures(request: FlagRequest) -> list[str]:
-    p, m, s = request.plan, request.model, request.workload.seq_len
-    failures = []
-    if p.ulysses > 1:
-        failures.append(
-            f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "
-            "only (PyTorch context_parallel; context_parallel_rotate_method only picks how KV shards "
-            "rotate), with no Ulysses all-to-all; use ulysses 1 and put the degree into ring"
-        )
-    # seq_len % (tp * 2*cp) == 0 (ParallelDims.seq_len_divisor; v0.2.2
-    # models/llama3/infra/parallelize.py:69-74).
-    if s % (2 * p.ring * p.tp) != 0:
-        failures.append(f"seq_len {s} is not divisible by tp*2*cp = {p.tp}*2*{p.ring} (torchtitan)")
-    # TP shards wk/wv column-wise by whole KV heads, with no replication (apply_tp): G % TP == 0.
-    if m.num_kv_heads % p.tp != 0:
-        failures.append(
-            f"num_kv_heads {m.num_kv_heads} is not divisible by tp {p.tp} "
-            "(torchtitan does not replicate KV heads)"
-        )
-    # Without FSDP (dp_shard = 1 and cp = 1) data parallelism is DDP, which raises "DDP has not
-    # supported > 1D parallelism" when combined with TP or PP (parallelize.py).
-    if not _fsdp_enabled(request) and p.dp > 1 and p.tp * p.pp > 1:
-        what = f"zero 0 with dp {p.dp}" if p.zero == 0 else f"dp_replicate {p.dp_replicate} = dp {p.dp} (no FSDP shard)"
-        failures.append(
-            f"{what} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
-            "torchtitan's plain DDP only runs alone (1D); use zero >= 1 (FSDP) with dp_shard > 1"
-        )
-    return failures
+# (model name, precision) -> (module, config function) shipped in torchtitan 0.3.0
+# (torchtitan/models/<module>/config_registry.py). llama3_405b converts every Linear but lm_head to
+# float8 rowwise (Float8LinearConverter); llama3_8b_mxfp8 to MXFP8 (MXFP8LinearConverter, SM100+).
+CONFIGS: dict[tuple[str, str], tuple[str, str]] = {
+    ("Llama-3-8B", "bf16"): ("llama3", "llama3_8b"),
+    ("Llama-3.1-8B", "bf16"): ("llama3", "llama3_8b"),
+    ("Llama-3-8B", "mxfp8"): ("llama3", "llama3_8b_mxfp8"),
+    ("Llama-3.1-8B", "mxfp8"): ("llama3", "llama3_8b_mxfp8"),
+    ("Llama-3-70B", "bf16"): ("llama3", "llama3_70b"),
+    ("Llama-3.1-70B", "bf16"): ("llama3", "llama3_70b"),
+    ("Llama-3.1-405B", "fp8"): ("llama3", "llama3_405b"),
+    ("Qwen3-32B", "bf16"): ("qwen3", "qwen3_32b"),
+}
+# tyro subcommand per recompute (torchtitan/distributed/activation_checkpoint.py).
+CHECKPOINT = {"none": "activation-checkpoint:none", "selective": "activation-checkpoint:selective",
+              "full": "activation-checkpoint:full"}
 
 
-def _fsdp_enabled(request: FlagRequest) -> bool:
-    """FSDP runs over dp_shard x cp (ParallelDims.fsdp_enabled), so whenever cp > 1."""
+def resolve_version(version: str | None) -> str:
+    """'0.3' or '0.2' for a --framework-version value (None: the default)."""
+    key = VERSIONS.get(version or DEFAULT_VERSION)
+    if key is None:
+        raise ValueError(f"torchtitan version {version!r} is not supported; choose 0.3.0 (default) or 0.2.2")
+    return key
+
+
+def _config_failure(request: FlagRequest) -> str | None:
+    name, precision = request.model.name, request.plan.precision
+    if (name, precision) in CONFIGS:
+        return None
+    shipped = [f"{c} ({p})" for (n, p), (_, c) in CONFIGS.items() if n == name]
+    known = f"; it ships {', '.join(shipped)}" if shipped else ""
+    return (f"torchtitan 0.3.0 has no config function for {name} in {precision}{known}: --module/--config must name "
+            "a Python config function, and its float8/MXFP8 converters are set inside it, not on the command "
+            "line; write one (see torchtitan/models/llama3/config_registry.py) or use --framework-version 0.2.2 "
+            "for TOML sections to merge into your own config")
+
+
+def _flag_value(value: object) -> str:
+    return str(value)
+
+
+def command_args(request: FlagRequest) -> list[str]:
+    module, config = CONFIGS[(request.model.name, request.plan.precision)]
     p = request.plan
-    return p.ring > 1 or (p.zero > 0 and p.dp_shard > 1)
-
-
-def _toml_value(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
-
-
-def _section(name: str, items: list[tuple[str, object]]) -> list[str]:
-    return [f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in items)]
-
-
-def job_config(request: FlagRequest) -> str:
-    p, w = request.plan, request.workload
-    # Batch: global_batch_size % (local_batch_size * dp) == 0 sets gradient accumulation (train.py);
-    # with PP the local batch is split into pipeline micro-batches instead.
-    local_batch = p.micro_batch * request.num_micro_batches if p.pp > 1 else p.micro_batch
-    training: list[tuple[str, object]] = [
-        ("seq_len", w.seq_len), ("local_batch_size", local_batch), ("global_batch_size", w.global_batch),
-    ]
-    # HSDP: replicas outermost, FSDP over dp_shard x cp (ParallelDims mesh dp_replicate, fsdp, tp).
-    parallelism: list[tuple[str, object]] = (
-        [("data_parallel_replicate_degree", p.dp), ("data_parallel_shard_degree", 1)]
-        if p.zero == 0
-        else [("data_parallel_replicate_degree", p.dp_replicate), ("data_parallel_shard_degree", p.dp_shard)]
-    )
-    if _fsdp_enabled(request):
-        reshard = _RESHARD[p.zero] if p.reshard_after_forward else "never"
-        parallelism.append(("fsdp_reshard_after_forward", reshard))
-    parallelism += [("tensor_parallel_degree", p.tp), ("pipeline_parallel_degree", p.pp)]
+    args = [f"--module {module}", f"--config {config}"]
+    args += [f"--training.{key} {_flag_value(v)}" for key, v in training_items(request)]
     if p.pp > 1:
-        parallelism.append(("pipeline_parallel_microbatch_size", p.micro_batch))
-    parallelism.append(("context_parallel_degree", p.ring))
-    parallelism += torchtitan_items(request)
-    if p.ring > 1:
-        # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once
-        # (torch.distributed.tensor.experimental._attention set_rotate_method; v0.2.2 distributed/utils.py).
-        parallelism.append(("context_parallel_rotate_method", "allgather" if p.allgather else "alltoall"))
-    checkpoint: list[tuple[str, object]] = [("mode", p.recompute)]
-    if p.recompute == "selective":
-        checkpoint.append(("selective_ac_option", "op"))
-    return "\n".join([
-        f"# {request.world_size} GPUs = dp {p.dp} x cp {p.ring} x tp {p.tp} x pp {p.pp}",
-        *_section("training", training), "",
-        *_section("parallelism", parallelism), "",
-        *_section("activation_checkpoint", checkpoint),
-    ])
+        # CUDA graphs are on by default and refuse pipeline parallelism (trainer.py:179-187).
+        args.append("--training.disable_cuda_graphs")
+    args += [f"--parallelism.{key} {_flag_value(v)}" for key, v in parallelism_items(request, rotate_method=False)]
+    args.append(CHECKPOINT[p.recompute])
+    return args
 
 
-def render(request: FlagRequest) -> FrameworkFlags:
-    refused = refusal("torchtitan", request, lambda: _failures(request) + torchtitan_failures(request))
+def _text(request: FlagRequest) -> str:
+    p = request.plan
+    lines = [f"# {request.world_size} GPUs = dp {p.dp} x cp {p.ring} x tp {p.tp} x pp {p.pp}; torchtitan 0.3.x",
+             "TORCHTITAN_ARGS=("]
+    lines += [f"    {arg}" for arg in command_args(request)]
+    lines.append(")")
+    return "\n".join(lines)
+
+
+def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
+    if resolve_version(version) == "0.2":
+        return torchtitan_v02.render(request)
+    refused = refusal("torchtitan", request, lambda: torchtitan_v02.failures(request))
     if refused is not None:
         return refused
+    failure = _config_failure(request)
+    if failure is not None:
+        return unsupported("torchtitan", [failure])
     p = request.plan
+    module, config = CONFIGS[(request.model.name, p.precision)]
     notes = [
-        "Keys are torchtitan v0.2.2's TOML job config: merge these sections into your model's train "
-        "config (or pass them as --<section>.<key> overrides). On main the config is Python and "
-        "context_parallel_rotate_method no longer exists.",
+        f'Pass "${{TORCHTITAN_ARGS[@]}}" to python -m torchtitan.train (torchtitan 0.3.x; the overrides '
+        f"adjust the {module}.{config} config function, keeping its data, tokenizer and optimizer settings).",
         "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
+        *shared_notes(request),
     ]
-    if p.zero == 1 and _fsdp_enabled(request):
-        notes.append(
-            "torchtitan has no ZeRO-1: FSDP2 also shards gradients, so fsdp_reshard_after_forward = "
-            '"never" (ZeRO-2) is used; it needs no more memory than the plan.'
-        )
-    if p.zero == 0 and p.ring > 1:
-        notes.append(
-            "torchtitan always shards weights over the CP ranks (FSDP mesh = dp_shard x cp), so with "
-            "zero 0 parameters and gradients are sharded over cp and FSDP all-gathers are added to the "
-            "plan's traffic."
-        )
-    if p.ring > 1 and p.ring_layout == "contiguous":
-        notes.append(
-            "torchtitan load-balances causal CP with the head-tail (zigzag) layout; the plan's contiguous "
-            "ring layout cannot be selected."
-        )
-    if p.ring > 1 and p.allgather:
-        notes.append(
-            "PyTorch context parallel's allgather rotater gathers K/V once in forward, but its backward "
-            "passes the fp32 dK/dV round the ring by all-to-all every step instead of one reduce-scatter "
-            "(torch _context_parallel/_attention.py); the backward bytes differ from the plan's. On "
-            "torchtitan 0.3.0, context parallelism over FlexAttention all-gathers K/V (flex_cp_allgather)."
-        )
-    if p.recompute == "selective":
-        notes.append(
-            "torchtitan's selective mode is per-op (saves matmul and attention outputs, recomputes the "
-            "rest), not Megatron's attention-core recompute; activation memory differs from the plan's "
-            "estimate."
-        )
-    return supported("torchtitan", job_config(request), notes)
+    if p.ring > 1 and not p.allgather:
+        notes.append("torchtitan 0.3.0 has no context_parallel_rotate_method: PyTorch's context parallel then "
+                     "all-gathers K/V (its default rotate method), not the planned p2p ring; plan with "
+                     "--cp-comm allgather to match it.")
+    if p.precision == "fp8":
+        notes.append("llama3_405b runs float8 rowwise scaling (torchao) with torch.compile and async TP; the plan "
+                     "models per-tensor FP8 GEMMs.")
+    if p.precision == "mxfp8":
+        notes.append("llama3_8b_mxfp8 enables torch.compile, which MXFP8LinearConverter requires (SM100+).")
+    return supported("torchtitan", _text(request), notes)

@@ -145,4 +145,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
         "Shard every sequence tensor with shard_sequence so that tokens sit where the ring_impl_type "
         "expects them.",
     ]
+    if p.precision != "bf16":
+        notes.append(f"The plan's {p.precision} GEMMs come from your training framework (e.g. Transformer Engine "
+                     "or torchao float8); yunchang's attention stays bf16, as planned.")
     return supported("yunchang", snippet(request), notes)

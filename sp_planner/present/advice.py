@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.search import MAX_CANDIDATES, Pins, search
+from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
 from sp_planner.space import PIN_DEGREES, count_candidates
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
@@ -66,8 +66,7 @@ def suggest_fits(
         world = nodes * gpus_per_node
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
-        cost = count_candidates(load, world, changed, gpus_per_node,
-                                num_experts=model.moe.num_experts if model.moe else 0)
+        cost = count_candidates(load, world, changed, gpus_per_node, axes=search_axes(model, hardware))
         if spent + cost > SUGGESTION_CANDIDATES:
             return None  # past the budget: not checked, so not suggested
         spent += cost
@@ -111,8 +110,11 @@ def suggest_fits(
         offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est)
     for shorter in _halvings(workload.seq_len):
         label = format_tokens(shorter)
+        # As `--seq-len shorter` alone would run: a default batch is a token budget, so it grows.
+        batch = (default_global_batch(shorter, num_nodes * gpus_per_node) if batch_scales_with_gpus
+                 else workload.global_batch)
         if offer("seq_len", f"--seq-len {label.lower()}", f"a sequence of {label} tokens would fit",
-                 best_fit(load=workload.model_copy(update={"seq_len": shorter}))):
+                 best_fit(load=workload.model_copy(update={"seq_len": shorter, "global_batch": batch}))):
             break
     return tuple(found)
 

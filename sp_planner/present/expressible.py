@@ -25,6 +25,7 @@ def best_expressible(
     workload: Workload,
     num_nodes: int,
     gpus_per_node: int,
+    framework_version: str | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
 
@@ -37,6 +38,7 @@ def best_expressible(
         estimate = PlanEstimate.from_row(row)
         flags = render_flags(framework, FlagRequest(
             model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            framework_version=framework_version,
         ))
         if flags.supported:
             return rank, estimate, flags
@@ -52,6 +54,7 @@ def expressible_plans(
     num_nodes: int,
     gpus_per_node: int,
     top_k: int,
+    framework_version: str | None = None,
 ) -> tuple[PlanEstimate, ...]:
     """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
     the analytic order of `result.head`."""
@@ -61,7 +64,7 @@ def expressible_plans(
             break
         estimate = PlanEstimate.from_row(row)
         request = FlagRequest(model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
-                              gpus_per_node=gpus_per_node)
+                              gpus_per_node=gpus_per_node, framework_version=framework_version)
         if render_flags(framework, request).supported:
             found.append(estimate)
     return tuple(found)

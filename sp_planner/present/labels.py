@@ -75,16 +75,23 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     gather = plan.ring > 1 and plan.allgather
     # Expert degrees only when the plan splits experts (MoE): 'ep 8 x etp 1' after the dense grid.
     expert_axes = EXPERT_AXES if (plan.ep > 1 or plan.etp > 1) else ()
+    uneven = plan.first_stage_layers is not None
     if compact:
         degrees = " ".join(f"{SHORT_AXIS.get(axis, axis)}{getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
         extras = (" contig" if contiguous else "") + (" ag" if gather else "")
         extras += (f" rep{plan.dp_replicate}" if plan.dp_replicate > 1 else "")
         extras += "" if plan.reshard_after_forward else " keep"
+        extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
+            f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
+            f" {plan.precision}" if plan.precision != "bf16" else "")
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
     extras = (", contiguous ring" if contiguous else "") + (", all-gather CP" if gather else "")
     extras += (f", HSDP {plan.dp_replicate} replicas" if plan.dp_replicate > 1 else "")
     extras += "" if plan.reshard_after_forward else ", no reshard after forward"
+    extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
+        f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
+        f", {plan.precision} GEMMs" if plan.precision != "bf16" else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
 

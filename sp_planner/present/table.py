@@ -55,8 +55,14 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     show_fits = wide or not all(est.fits for est in ranked)
     # Expert degrees only where a plan has them (MoE models).
     experts = any(est.plan.ep > 1 or est.plan.etp > 1 for est in ranked)
+    # Precision: a column only when the plans differ (--precision auto), else in the title.
+    precisions = {est.plan.precision for est in ranked}
+    mixed = len(precisions) > 1
+    if not mixed and precisions and precisions != {"bf16"}:
+        title = f"{title}, {next(iter(precisions))} GEMMs"
+        table.title = title
     columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",
-               "micro", "GiB/GPU", "step",
+               "micro", *(("prec",) if mixed else ()), "GiB/GPU", "step",
                *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()), "% peak",
                *(("fits",) if show_fits else ())]
     for name in columns:
@@ -68,9 +74,11 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         wide_cells = () if not wide else (f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}",
                                           f"{est.mfu:.1%}")
         table.add_row(
-            str(rank), str(plan.tp), str(plan.pp), str(plan.dp), str(plan.ulysses), ring_cell(plan),
-            *((str(plan.ep), str(plan.etp)) if experts else ()), zero_cell(plan), plan.recompute,
-            str(plan.micro_batch), memory_gib(est, hardware),
+            # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
+            str(rank), str(plan.tp), f"{plan.pp}v{plan.vpp}" if plan.vpp > 1 else str(plan.pp), str(plan.dp),
+            str(plan.ulysses), ring_cell(plan), *((str(plan.ep), str(plan.etp)) if experts else ()),
+            zero_cell(plan), plan.recompute, str(plan.micro_batch),
+            *((plan.precision,) if mixed else ()), memory_gib(est, hardware),
             format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
             *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",

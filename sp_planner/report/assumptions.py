@@ -20,6 +20,9 @@ FIELD_LABELS: dict[str, str] = {
     "fabric": "network fabric",
     "measured_on": "calibrated on",
     "efficiency.gemm": "GEMM efficiency (achieved / peak)",
+    "peak_fp8_flops": "dense FP8 peak per GPU",
+    "efficiency.gemm_fp8": "FP8 GEMM efficiency (achieved / FP8 peak)",
+    "efficiency.gemm_mxfp8": "MXFP8 GEMM efficiency (achieved / FP8 peak)",
     "efficiency.attention_fwd": "attention forward efficiency by block length",
     "efficiency.attention_bwd": "attention backward efficiency by block length",
     "efficiency.intra_node": "collective efficiency inside a node (busbw / line rate)",
@@ -40,7 +43,14 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
     ("numerics",
      "bf16 parameters (2 bytes), gradients accumulated in fp32 as Megatron-LM does for bf16 (4), "
      "fp32 master weights and Adam moments (12): 18 bytes per parameter before ZeRO sharding "
-     "(Rajbhandari et al. 2020, ZeRO, section 3.1; docs/cost-model.md)."),
+     "(Rajbhandari et al. 2020, ZeRO, section 3.1; docs/cost-model.md). With --precision fp8 or "
+     "mxfp8 the layers' GEMMs run in FP8 through Transformer Engine, with FP8 weight copies (2 bytes "
+     "per GEMM parameter), quantized saved inputs and cast-transpose passes; attention, the output "
+     "layer and all communication stay bf16 (sp_planner.cost.precision)."),
+    ("pipelines",
+     "1F1B bubble (pp - 1) micro-batch times, divided by the virtual stages per rank for interleaved "
+     "1F1B (Narayanan et al. 2021); the first stage stores the warm-up's micro-batches; uneven first "
+     "and last stages hold their own layer counts (sp_planner.pipeline)."),
     ("communication bytes",
      "Bytes one GPU sends per optimizer step, by collective; an all-to-all, all-gather or "
      "reduce-scatter over n ranks sends (n-1)/n of the buffer. Collective time is bytes over bus "
@@ -76,6 +86,9 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
         "fabric": (f"{profile.fabric.topology}, {profile.fabric.nodes_per_pod} nodes per pod, "
                    f"oversubscription {profile.fabric.oversubscription:g}:1"),
         "efficiency.gemm": f"{eff.gemm:.2f}",
+        **({"peak_fp8_flops": f"{profile.peak_fp8_flops / 1e12:,.1f} TFLOPS"} if profile.peak_fp8_flops else {}),
+        **({"efficiency.gemm_fp8": f"{eff.gemm_fp8:.3f}"} if eff.gemm_fp8 else {}),
+        **({"efficiency.gemm_mxfp8": f"{eff.gemm_mxfp8:.3f}"} if eff.gemm_mxfp8 else {}),
         "efficiency.attention_fwd": _curve(eff.attention_fwd),
         "efficiency.attention_bwd": _curve(eff.attention_bwd),
         "efficiency.intra_node": _collectives(eff.intra_node),

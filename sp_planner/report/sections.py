@@ -111,23 +111,26 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
 
 def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
     headers = ["#", "tp", "ulysses", "ring", "dp", "pp", "ZeRO", "recompute", "micro batch", "ring layout",
-               "step time", "tokens/s", "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory",
-               "network bytes/step", "fits"]
+               "virtual stages", "first/last stage layers", "precision", "step time", "tokens/s",
+               "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
     simulated = any(est.simulated_step_time_s is not None for est in shown)
     if simulated:
-        headers.insert(11, "simulated step")
+        headers.insert(headers.index("step time") + 1, "simulated step")
     rows = []
     for i, est in enumerate(shown, start=1):
         p = est.plan
         network = sum(getattr(est.comm_bytes, k) for k in COMM_LABELS if getattr(est.comm_links, k) == "inter")
         row = [i, p.tp, p.ulysses, p.ring, p.dp, p.pp, p.zero, p.recompute, p.micro_batch,
-               p.ring_layout if p.ring > 1 else "-", format_seconds(est.step_time_s),
+               p.ring_layout if p.ring > 1 else "-", p.vpp if p.pp > 1 else "-",
+               f"{p.first_stage_layers}/{p.last_stage_layers}" if p.first_stage_layers is not None else "-",
+               p.precision, format_seconds(est.step_time_s),
                f"{est.tokens_per_s:,.0f}", f"{est.model_tflops_per_gpu:,.1f}", f"{est.mfu:.1%}",
                f"{est.hardware_mfu:.1%}", format_bytes(est.memory_peak_bytes), format_bytes(network),
                "yes" if est.fits else f"no: {reason_key(est.reason)}"]
         if simulated:
-            row.insert(11, "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s))
+            row.insert(headers.index("simulated step"),
+                       "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s))
         rows.append(row)
     classes = ["chosen" if est.plan == chosen.plan else None for est in shown]
     order = ("Ranked by simulated step time (the event simulator's, for the plans it ran; the rest follow by "

@@ -107,8 +107,8 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     seconds, what = work.dp_layer_gather_s, "zero-3"
     if first_micro_batch and work.dp_first_forward_layer_gather_s > 0:
         seconds, what = work.dp_first_forward_layer_gather_s, "zero-1/2 overlapped"
-    gathers = {layer: _gather(p, layer, seconds, what) for layer in range(work.layers_per_stage)}
-    for layer in range(work.layers_per_stage):
+    gathers = {layer: _gather(p, layer, seconds, what) for layer in range(work.layers_of(stage))}
+    for layer in range(work.layers_of(stage)):
         ready = _forward_layer(p, work.layer, layer, ready, gather=gathers[layer])
     if stage == work.pp - 1:
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready,))
@@ -123,7 +123,7 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Pro
     buckets = last_micro_batch or work.dp_every_micro_batch
     head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
-    order = list(reversed(range(work.layers_per_stage)))
+    order = list(reversed(range(work.layers_of(stage))))
     # Parameters kept after forward (reshard_after_forward false) need no backward gather.
     seconds = work.dp_layer_gather_s if work.dp_backward_gather else 0.0
     gathers = {order[0]: _gather(p, order[0], seconds, "zero-3")}

@@ -54,6 +54,10 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
+    if plan.vpp > 1:
+        raise UserInputError(
+            f"the event simulator runs plain 1F1B: vpp {plan.vpp} (interleaved 1F1B) is costed by the analytic "
+            "model only; simulate the plan with vpp 1")
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -113,7 +117,7 @@ def _held_to_ceiling(sched: PipelineSchedule, model: ModelSpec, hardware: Hardwa
     """The schedule stretched, as the analytic step is, to the best published MFU (cost.mfu_ceiling)."""
     flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                     causal=workload.causal, recompute=RECOMPUTE.index(plan.recompute))
-    extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s))
+    extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s, plan.precision))
     if extra <= 0:
         return sched
     last = max(range(len(sched.blocks)), key=lambda i: (sched.blocks[i].end_s, i))

@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHERS, comm_columns
-from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.precision import (
+    CAST_TRANSPOSE_BYTES_PER_ELEM,
+    gemm_inputs_per_token,
+    gemm_output_grads_per_token,
+    gemm_peak_flops,
+)
+from sp_planner.pipeline import stage_layers
+from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap, slowed_by_overlap
@@ -54,7 +62,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     hw = cluster.hardware
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
-    layers = model.num_layers // pp
+    stages = stage_layers(model.num_layers, pp, plan.first_stage_layers or 0, plan.last_stage_layers or 0)
+    layers = int(stages.first)  # the first stage's GPU, whose parameters and bytes cost.comm counts
+    middle = int(stages.middle)
     sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
@@ -96,8 +106,16 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
     # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
     # GEMMs (forward + 2x backward) plus the vocab-parallel cross entropy on the last stage.
-    gemm_fwd = float(gemm_time_s(hw, layer_gemm_flops_per_token(model) * tokens / tp)
-                     + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp))
+    # The layers' GEMMs at the plan's precision with FP8's cast-transpose passes (cost/precision.py).
+    code = PRECISIONS.index(plan.precision)
+    ffn = _active_ffn_width(model)
+    low = plan.precision != "bf16"
+    cast_fwd = float(memory_pass_time_s(hw, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_inputs_per_token(model, ffn)
+                                        * tokens / tp)) if low else 0.0
+    cast_bwd = float(memory_pass_time_s(hw, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn)
+                                        * tokens / tp)) if low else 0.0
+    gemm_fwd = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0]
+                     + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
@@ -108,7 +126,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
     zgroups, replicas = shard_and_replicate_groups(plan)
     zsize = zgroups.shape[1]
-    params = float(stage_params_per_rank(model, tp, pp)[0])
+    params = float(stage_params_per_rank(model, tp, pp, stages)[0])
     layer_params = float(layer_params_per_rank(model, tp))
     rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
     grad_bytes_per_param = comm.dp_reduce_scatter / rounds / params if zsize > 1 else 0.0
@@ -141,8 +159,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
         gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
-        gemm_attn_bwd_s=2 * gemm_fwd * attn_share,
-        gemm_mlp_bwd_s=2 * gemm_fwd * (1 - attn_share),
+        gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
+        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share),
         attn_fwd_steps_s=fwd_steps,
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
@@ -156,7 +174,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_bucket_s=bucket / layers_per_bucket,
     )
     work = StepWork(
-        pp=pp, num_micro_batches=m, layers_per_stage=layers, layer=layer, recompute=plan.recompute,
+        pp=pp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
+        first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         last_stage_fwd_s=logits_fwd, last_stage_bwd_s=2 * logits_fwd,
         pp_transfer_s=pp_send,
         dp_every_micro_batch=plan.zero >= 2,

@@ -52,7 +52,7 @@ class LayerWork(FrozenModel):
 class StepWork(FrozenModel):
     pp: int = Field(ge=1)
     num_micro_batches: int = Field(ge=1)
-    layers_per_stage: int = Field(ge=1)
+    layers_per_stage: int = Field(ge=1)  # a middle stage's (every stage's when the split is even)
     layer: LayerWork
     recompute: Literal["none", "selective", "full"] = "none"
     # Embedding lookup on the first stage, output projection + loss on the last stage.
@@ -75,3 +75,14 @@ class StepWork(FrozenModel):
     dp_extra_bucket_s: float = NonNeg
     optimizer_s: float = NonNeg
     dp_param_gather_s: float = NonNeg
+    # Uneven pipeline split (sp_planner.pipeline): the first and last stage's layers; None = layers_per_stage.
+    first_stage_layers: int | None = Field(default=None, ge=1)
+    last_stage_layers: int | None = Field(default=None, ge=1)
+
+    def layers_of(self, stage: int) -> int:
+        """Decoder layers on pipeline stage `stage`."""
+        if stage == 0 and self.first_stage_layers is not None:
+            return self.first_stage_layers
+        if stage == self.pp - 1 and self.last_stage_layers is not None:
+            return self.last_stage_layers
+        return self.layers_per_stage

@@ -106,6 +106,10 @@ def _check_curve(points: tuple[CurvePoint, ...]) -> tuple[CurvePoint, ...]:
 
 class EfficiencySpec(_Finite):
     gemm: float = Fraction
+    # FP8 (E4M3) GEMM throughput / peak_fp8_flops, from a microbenchmark (None: FP8 not modelled);
+    # MXFP8 likewise (Blackwell's block-scaled FP8; None: the chip has none).
+    gemm_fp8: float | None = Field(default=None, gt=0.0, le=1.0)
+    gemm_mxfp8: float | None = Field(default=None, gt=0.0, le=1.0)
     # Flash-attention efficiency (non-causal FLOPs / time / peak) against block length.
     attention_fwd: tuple[CurvePoint, ...]
     attention_bwd: tuple[CurvePoint, ...]
@@ -127,6 +131,7 @@ class HardwareProfile(_Finite):
     name: str = Field(min_length=1)
     description: str = ""
     peak_bf16_flops: float = Field(gt=0, le=MAX_FLOPS, description="dense bf16 tensor-core peak")
+    peak_fp8_flops: float | None = Field(default=None, gt=0, le=MAX_FLOPS, description="dense fp8 tensor-core peak")
     hbm_bytes: float = Field(gt=0, le=MAX_MEMORY_BYTES)
     hbm_bandwidth_bytes_per_s: float = Field(gt=0, le=MAX_BANDWIDTH_BYTES_PER_S)
     gpus_per_node: int = Field(gt=0, le=MAX_GPUS_PER_NODE)
@@ -163,6 +168,16 @@ class HardwareProfile(_Finite):
         if self.nvlink_domain_gpus is not None and gpus_per_node == self.gpus_per_node:
             return self.nvlink_domain_gpus
         return gpus_per_node
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """GEMM precisions this profile can model: bf16, plus fp8 / mxfp8 where their peak and
+        microbenchmarked efficiency are given."""
+        found = ["bf16"]
+        if self.peak_fp8_flops is not None and self.efficiency.gemm_fp8 is not None:
+            found.append("fp8")
+        if self.peak_fp8_flops is not None and self.efficiency.gemm_mxfp8 is not None:
+            found.append("mxfp8")
+        return tuple(found)
 
     @field_validator("intra_node")
     @classmethod

@@ -56,8 +56,10 @@ def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -
         ({"dp": "8", "global_batch": "4"}, ("batch rule", "global_batch 4", "dp*micro_batch = 8*1")),
         # seq_len rule: zigzag ring 2 splits 1001 tokens into 4 chunks.
         ({"seq_len": "1001", "ring": "2"}, ("seq_len rule", "seq_len 1001 is not divisible by 4")),
-        # layers rule: Llama-3-8B has 32 layers.
-        ({"nodes": "3", "gpus_per_node": "1", "pp": "3"}, ("layers rule", "num_layers 32 is not divisible by pp 3")),
+        # layers rule: Llama-3-8B has 32 layers, too few for 33 stages even split unevenly (pp 3
+        # runs 11/10/11 with uneven first and last stages).
+        ({"nodes": "33", "gpus_per_node": "1", "pp": "33"},
+         ("layers rule", "num_layers 32 is not divisible by pp 33")),
         # A800 has only the FA2 curve (no published cuDNN fused-attention curve for it).
         ({"attention_kernel": "cudnn"}, ("--attention-kernel", "no published cudnn attention curve", "fa2, sdpa")),
         ({"attention_kernel": "fa9"}, ("--attention-kernel",)),

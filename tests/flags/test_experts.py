@@ -4,32 +4,36 @@ DeepSpeed and yunchang refuse a plan that splits experts with their reason."""
 from __future__ import annotations
 
 from sp_planner.catalog import load_model
-from sp_planner.flags import FlagRequest, render_all
+from sp_planner.flags import FlagRequest, render_all, render_flags
+from sp_planner.flags.torchtitan_v02 import parallelism_items
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.workload import Workload
 
 QWEN3_30B = load_model("Qwen3-30B-A3B")
 
 
-def _request(plan: ParallelPlan) -> FlagRequest:
+def _request(plan: ParallelPlan, framework_version: str | None = None) -> FlagRequest:
     return FlagRequest(model=QWEN3_30B, workload=Workload(seq_len=32768, global_batch=8), plan=plan,
-                       num_nodes=plan.world_size // 8, gpus_per_node=8)
+                       num_nodes=plan.world_size // 8, gpus_per_node=8, framework_version=framework_version)
 
 
 def test_split_experts_per_framework():
     flags = render_all(_request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1)))
     assert flags["megatron"].supported and "--expert-model-parallel-size 8" in flags["megatron"].text
     assert flags["mindspeed"].supported and "--expert-model-parallel-size 8" in flags["mindspeed"].text
-    assert flags["torchtitan"].supported
-    assert "expert_parallel_degree = 8" in flags["torchtitan"].text
-    assert "expert_tensor_parallel_degree = 1" in flags["torchtitan"].text
+    # torchtitan 0.3.0 ships no Qwen3-30B-A3B config function; 0.2.2's TOML sections carry the degrees.
+    assert not flags["torchtitan"].supported and "no config function" in flags["torchtitan"].reason
+    toml = render_flags("torchtitan", _request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1), "0.2.2"))
+    assert toml.supported
+    assert "expert_parallel_degree = 8" in toml.text
+    assert "expert_tensor_parallel_degree = 1" in toml.text
     assert not flags["deepspeed"].supported and "ep 8 x etp 1 cannot be expressed" in flags["deepspeed"].reason
     assert not flags["yunchang"].supported and "no expert parallelism" in flags["yunchang"].reason
 
 
 def test_torchtitan_refuses_an_expert_grid_it_cannot_fold():
     # ETP 2 with TP 4: torchtitan's ETP is 1 or TP.
-    flags = render_all(_request(ParallelPlan(tp=4, ring=2, dp=2, ep=2, etp=2, zero=1)))
+    flags = render_all(_request(ParallelPlan(tp=4, ring=2, dp=2, ep=2, etp=2, zero=1), "0.2.2"))
     assert not flags["torchtitan"].supported and "etp 2 cannot be expressed" in flags["torchtitan"].reason
     assert flags["megatron"].supported  # Megatron's expert grid is independent of tp
 
@@ -37,3 +41,11 @@ def test_torchtitan_refuses_an_expert_grid_it_cannot_fold():
 def test_unsplit_experts_pass_everywhere_a_dense_plan_would():
     flags = render_all(_request(ParallelPlan(tp=1, ulysses=4, dp=2, zero=1)))
     assert flags["deepspeed"].supported and flags["yunchang"].supported
+
+
+def test_torchtitan_0_3_overrides_carry_the_expert_degrees():
+    # 0.3.0 names the same keys on the command line (--parallelism.expert_parallel_degree): its
+    # overrides are these parallelism items (flags/torchtitan.py command_args).
+    items = dict(parallelism_items(_request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1)),
+                                   rotate_method=False))
+    assert items["expert_parallel_degree"] == 8 and items["expert_tensor_parallel_degree"] == 1

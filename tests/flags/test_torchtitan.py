@@ -1,10 +1,16 @@
-"""torchtitan TOML (shared reference framework_flags.md section 4): ring-only CP, S % (2*cp*tp)."""
+"""torchtitan 0.2.x TOML (--framework-version 0.2.2; shared reference framework_flags.md section 4):
+ring-only CP, S % (2*cp*tp). The rules are shared with 0.3.x (test_torchtitan_v03.py)."""
 
 from __future__ import annotations
 
 import tomllib
 
-from sp_planner.flags import render_flags
+from sp_planner.flags import FlagRequest
+from sp_planner.flags import render_flags as _render_flags
+
+
+def render_flags(framework: str, request: FlagRequest):
+    return _render_flags(framework, request.model_copy(update={"framework_version": "0.2.2"}))
 
 
 def test_ring_tp_pp_config_values(build):
@@ -19,6 +25,11 @@ def test_ring_tp_pp_config_values(build):
         "tensor_parallel_degree": 8,
         "pipeline_parallel_degree": 2,
         "pipeline_parallel_microbatch_size": 1,  # 16 local / 1 = 16 pipeline micro-batches
+        "pipeline_parallel_schedule": "1F1B",
+        # 80 layers, 40 per stage: the embedding and output weigh nothing in torchtitan's split.
+        "pipeline_parallel_layers_per_stage": 40,
+        "pipeline_parallel_first_stage_less_layers": 0,
+        "pipeline_parallel_last_stage_less_layers": 0,
         "context_parallel_degree": 4,
         "context_parallel_rotate_method": "alltoall",
     }
@@ -66,6 +77,17 @@ def test_seq_rule_2_cp_tp(build):
 def test_kv_heads_must_divide_tp(build):
     flags = render_flags("torchtitan", build.request(build.llama3_70b, 8192, 1, gpus_per_node=16, tp=16))
     assert not flags.supported and "num_kv_heads 8 is not divisible by tp 16" in flags.reason
+
+
+def test_pipeline_split_and_float8_sections(build):
+    request = build.request(build.llama3_8b, 8192, 64, tp=2, pp=4, vpp=2, precision="fp8")
+    config = tomllib.loads(render_flags("torchtitan", request).text)
+    assert config["parallelism"]["pipeline_parallel_schedule"] == "Interleaved1F1B"
+    # 32 layers even over 4 ranks x 2 virtual stages: 4 per stage, nothing taken off first/last.
+    assert config["parallelism"]["pipeline_parallel_layers_per_stage"] == 4
+    assert config["parallelism"]["pipeline_parallel_first_stage_less_layers"] == 0
+    assert config["model"] == {"converters": ["float8"]}
+    assert config["quantize"]["linear"]["float8"] == {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
 
 
 def test_hsdp_keep_parameters_and_allgather_cp(build):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sp_planner.estimate import CommBytes
+from sp_planner.estimate import CommBytes, plain
 from sp_planner.report.csv import CSV_COLUMNS, plans_table, write_csv, write_plans_csv
 
 
@@ -40,7 +40,7 @@ def test_csv_first_row_is_the_search_best_plan(question):
     best = question.result.ranked[0]
     row = plans_table(question.result.frame).iloc[0]
     for name, value in best.plan.model_dump().items():
-        assert row[name] == value
+        assert plain(row[name]) == value  # an even pipeline split is NA in the CSV, None in the plan
     assert math.isclose(row["step_time_s"], best.step_time_s, rel_tol=1e-12)
     assert math.isclose(row["memory_peak_bytes"], best.memory_peak_bytes, rel_tol=1e-12)
     assert math.isclose(row["mfu"], best.mfu, rel_tol=1e-12)

@@ -1,0 +1,86 @@
+"""FP8 / MXFP8 GEMMs as Transformer Engine runs them (vectorized over candidates' precision codes).
+
+What runs in FP8: the four GEMMs of each decoder layer (QKV, attention out-projection, FC1, FC2),
+forward and backward, through TE's Linear / LayerNormLinear under fp8_autocast. What stays bf16:
+core attention (Megatron's --fp8-dot-product-attention is off by default), the embedding, the
+output layer and its cross entropy (Megatron's output layer is a plain ColumnParallelLinear, not a
+TE module), norms and elementwise ops, and every collective (TP all-gathers, CP, DP: FP8 parameter
+all-gather needs --fp8-param-gather, which the planner does not emit).
+
+Costs added (per layer, per micro-batch):
+- GEMMs at `peak_fp8_flops` x `efficiency.gemm_fp8` (or `gemm_mxfp8`), both from the profile's
+  microbenchmarks.
+- Quantization: TE's fused cast-transpose reads each bf16 GEMM input once and writes its FP8 copy
+  and the FP8 transpose the backward GEMMs need (transformer_engine/common/transpose/
+  cast_transpose.cu): 2 + 1 + 1 = 4 bytes per element, for the inputs in the forward and the output
+  gradients in the backward; weights are cast once per step (is_first_microbatch caching).
+- Memory: the FP8 weight and its transpose, 1 + 1 bytes per GEMM parameter (TE Float8Tensor keeps
+  row- and column-wise data); MXFP8 adds one E8M0 scale per 32 elements to each copy (TE
+  MXFP8Tensor, 1x32 blocks). The GEMM inputs saved for backward are stored quantized (TE
+  linear.py / layernorm_linear.py save the FP8 input for the weight-gradient GEMM): 1 byte instead
+  of 2 for LN1 out, the attention output, LN2 out and the FC2 input. Delayed-scaling state (amax
+  history of length 1, scale, scale_inv, fp32, for input, weight and gradient of each GEMM:
+  Megatron's --fp8-amax-history-len default 1) is 4 x 3 x 3 x 4 = 144 bytes per layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.plan import PRECISIONS
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
+MX_BLOCK = 32  # MXFP8: one E8M0 scale byte per 32 elements (OCP MX spec; TE MXFP8BlockScaling)
+CAST_TRANSPOSE_BYTES_PER_ELEM = 4  # read bf16 (2), write FP8 (1) and its transpose (1)
+FP8_ELEM_BYTES = 1
+SCALING_STATE_BYTES_PER_LAYER = 4 * 3 * 3 * 4  # GEMMs x tensors x (amax, scale, scale_inv) x fp32
+
+
+def _scale_overhead(precision):
+    return np.where(np.asarray(precision) == MXFP8, 1.0 / MX_BLOCK, 0.0)
+
+
+def fp8_weight_bytes_per_param(precision):
+    """Extra bytes per GEMM parameter for the FP8 weight copies (0 for bf16)."""
+    low = np.asarray(precision) != BF16
+    return np.where(low, 2 * (FP8_ELEM_BYTES + _scale_overhead(precision)), 0.0)
+
+
+def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:
+    """Elements of the four GEMMs' inputs per token, all TP ranks together: LN1 out (h), attention
+    output (q), LN2 out (h), FC2 input (ffn)."""
+    return 2 * model.hidden_size + model.q_size + ffn
+
+
+def gemm_output_grads_per_token(model: ModelSpec, ffn: float) -> float:
+    """Elements of the four GEMMs' output gradients per token: QKV (q + 2kv), out-projection (h),
+    FC1 (gate and up: (matrices - 1) x ffn), FC2 (h)."""
+    return model.q_size + 2 * model.kv_size + 2 * model.hidden_size + (model.num_mlp_matrices - 1) * ffn
+
+
+def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None):
+    """Bytes per layer per micro-batch saved by storing the GEMM inputs in FP8 instead of bf16."""
+    from sp_planner.cost.flops import _active_ffn_width
+
+    width = _active_ffn_width(model) if ffn is None else ffn
+    per_elem = np.where(np.asarray(precision) != BF16, 2 - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
+    return per_elem * tokens * gemm_inputs_per_token(model, width) / tp
+
+
+def gemm_peak_flops(hardware: HardwareProfile, precision):
+    """Sustained GEMM FLOP/s at each candidate's precision (peak x microbenchmarked efficiency)."""
+    precision = np.asarray(precision)
+    bf16 = hardware.peak_bf16_flops * hardware.efficiency.gemm
+    if "fp8" not in hardware.precisions and "mxfp8" not in hardware.precisions:
+        if (precision != BF16).any():
+            raise ValueError(f"{hardware.name} has no FP8 GEMM peak/efficiency in its profile")
+        return np.full(precision.shape, bf16)
+    peak8 = hardware.peak_fp8_flops or 0.0
+    fp8 = peak8 * (hardware.efficiency.gemm_fp8 or np.nan)
+    mx = peak8 * (hardware.efficiency.gemm_mxfp8 or np.nan)
+    rate = np.select([precision == FP8, precision == MXFP8], [fp8, mx], bf16)
+    if np.isnan(rate).any():
+        raise ValueError(f"{hardware.name} cannot run a requested precision (profile: {hardware.precisions})")
+    return rate

@@ -1,0 +1,98 @@
+"""Megatron-family flags for the pipeline split, virtual stages and GEMM precision of a plan
+(shared reference moe_fp8_pipeline_frameworks.md sections 1.4-1.5; Megatron-LM core_v0.16.0).
+
+Pipeline: --num-virtual-stages-per-pipeline-rank N (works with even and uneven splits; the older
+--num-layers-per-virtual-pipeline-stage is rejected with uneven stages, arguments.py:529-531);
+uneven stages either as --account-for-embedding/loss-in-pipeline-split (embedding and loss each
+counted as a layer, so (layers + 2) / pp per stage; the only uneven form that keeps first and
+last stages a multiple of vpp when they run one layer fewer) or as --decoder-first/last-pipeline-
+num-layers. Precision: Transformer Engine FP8 through --fp8-format / --fp8-recipe
+(TransformerConfig.fp8, fp8_recipe), on top of --bf16 for everything TE does not quantize.
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import FlagRequest
+from sp_planner.pipeline import split_kind
+
+# --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
+# format NVIDIA's Megatron/NeMo FP8 recipes use); MXFP8 runs E4M3 throughout (TE MXFP8BlockScaling
+# default fp8_format=E4M3). --fp8-recipe: delayed is Megatron's default (transformer_config.py
+# fp8_recipe); mxfp8 is Blackwell-only.
+FP8_FLAGS: dict[str, list[str]] = {
+    "bf16": [],
+    "fp8": ["--fp8-format hybrid", "--fp8-recipe delayed"],
+    "mxfp8": ["--fp8-format e4m3", "--fp8-recipe mxfp8"],
+}
+
+
+def split_form(request: FlagRequest) -> str:
+    """'even', 'counted' (embedding and loss counted as layers) or 'explicit' (first/last counts)."""
+    p = request.plan
+    kind = int(split_kind(request.model.num_layers, p.pp, p.vpp, p.first_stage_layers or 0, p.last_stage_layers or 0))
+    return ("even", "counted", "explicit")[kind]
+
+
+def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list[str]:
+    """Virtual stages and the uneven split; the plan's rules have already checked both.
+    `vpp_as_layers` spells vpp as --num-layers-per-virtual-pipeline-stage (even splits only),
+    the form MindSpeed-LLM documents."""
+    p = request.plan
+    flags = []
+    if p.vpp > 1 and vpp_as_layers:
+        flags.append(f"--num-layers-per-virtual-pipeline-stage {request.model.num_layers // (p.pp * p.vpp)}")
+    elif p.vpp > 1:
+        flags.append(f"--num-virtual-stages-per-pipeline-rank {p.vpp}")
+    form = split_form(request)
+    if form == "counted":
+        flags += ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]
+    elif form == "explicit":
+        flags += [f"--decoder-first-pipeline-num-layers {p.first_stage_layers}",
+                  f"--decoder-last-pipeline-num-layers {p.last_stage_layers}"]
+    return flags
+
+
+def pipeline_comment(request: FlagRequest) -> str:
+    p, layers = request.plan, request.model.num_layers
+    form = split_form(request)
+    schedule = f"interleaved 1F1B, {p.vpp} virtual stages per rank" if p.vpp > 1 else "1F1B"
+    if form == "even":
+        return f"pipeline: {schedule}, {layers // p.pp} layers per stage"
+    middle = (layers - (p.first_stage_layers or 0) - (p.last_stage_layers or 0)) // max(p.pp - 2, 1)
+    return (f"pipeline: {schedule}, {p.first_stage_layers} layers on the first stage, {middle} on each "
+            f"middle one, {p.last_stage_layers} on the last")
+
+
+def precision_flags(request: FlagRequest, *, explicit_te: bool = False) -> list[str]:
+    """--bf16 plus the FP8 flags; `explicit_te` adds --transformer-impl transformer_engine, which
+    MindSpeed requires for FP8 (mindspeed/features_manager/megatron_basic/transformer_engine_basic.py)
+    and Megatron-LM has as its default."""
+    te = ["--transformer-impl transformer_engine"] if explicit_te and request.plan.precision != "bf16" else []
+    return ["--bf16", *te, *FP8_FLAGS[request.plan.precision]]
+
+
+def precision_notes(request: FlagRequest) -> list[str]:
+    p = request.plan
+    if p.precision == "bf16":
+        return []
+    notes = ["FP8 runs the layers' GEMMs through Transformer Engine (--transformer-impl transformer_engine, "
+             "Megatron's default); attention, the output layer and all communication stay bf16, as planned."]
+    if p.precision == "fp8":
+        notes.append("--fp8-recipe delayed is Megatron's default; tensorwise (current scaling) or blockwise "
+                     "(Hopper, Megatron's MoE README) are drop-in alternatives with their own cost "
+                     "(TE's H200 GEMM profile: 1.69x / 1.58x / 1.40x over bf16 for delayed / current / block).")
+    else:
+        notes.append("--fp8-recipe mxfp8 needs a Blackwell GPU and Transformer Engine >= 2.0.")
+    return notes
+
+
+def pipeline_notes(request: FlagRequest) -> list[str]:
+    p = request.plan
+    notes = []
+    if p.vpp > 1:
+        notes.append(f"Interleaved 1F1B needs the micro-batches per step ({request.num_micro_batches}) to be a "
+                     f"multiple of pp {p.pp} (Megatron's default micro-batch group size).")
+    if split_form(request) == "counted":
+        notes.append("The first and last stages run one decoder layer fewer: Megatron counts the embedding "
+                     "and the loss as one layer each (the Llama 3 paper's split).")
+    return notes

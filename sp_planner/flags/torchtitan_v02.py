@@ -1,0 +1,219 @@
+"""torchtitan 0.2.x TOML job-config sections for a plan (shared reference framework_flags.md, section 4;
+keys from torchtitan v0.2.2 torchtitan/config/job_config.py), and the rules every torchtitan
+version shares (`failures`). sp-plan --framework-version 0.2.2 selects this form; 0.3.0 is
+flags/torchtitan.py.
+
+torchtitan's context parallelism is PyTorch's ring attention (torch.distributed.tensor.experimental
+context_parallel): there is no Ulysses all-to-all, so plans with ulysses > 1 cannot be expressed.
+"""
+
+from __future__ import annotations
+
+from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
+from sp_planner.flags.base import (
+    FlagRequest,
+    FrameworkFlags,
+    describe_degrees,
+    refusal,
+    supported,
+)
+
+# ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
+# no ZeRO-1; "never" keeps the gathered parameters from forward to backward (ZeRO-2), "always"
+# re-shards them after forward (ZeRO-3) (torchtitan/models/llama3/infra/parallelize.py apply_fsdp).
+# Zero 0 reaches FSDP only when cp > 1 forces it; "never" stays closest to unsharded parameters.
+_RESHARD = {0: "never", 1: "never", 2: "never", 3: "always"}
+
+
+def failures(request: FlagRequest) -> list[str]:
+    """Rules of torchtitan 0.2.x and 0.3.x alike (CP, TP and data-parallel checks)."""
+    p, m, s = request.plan, request.model, request.workload.seq_len
+    failures = []
+    if p.ulysses > 1:
+        failures.append(
+            f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "
+            "only (PyTorch context_parallel; context_parallel_rotate_method only picks how KV shards "
+            "rotate), with no Ulysses all-to-all; use ulysses 1 and put the degree into ring"
+        )
+    # seq_len % (tp * 2*cp) == 0 (ParallelDims.seq_len_divisor; v0.2.2
+    # models/llama3/infra/parallelize.py:69-74).
+    if s % (2 * p.ring * p.tp) != 0:
+        failures.append(f"seq_len {s} is not divisible by tp*2*cp = {p.tp}*2*{p.ring} (torchtitan)")
+    # TP shards wk/wv column-wise by whole KV heads, with no replication (apply_tp): G % TP == 0.
+    if m.num_kv_heads % p.tp != 0:
+        failures.append(
+            f"num_kv_heads {m.num_kv_heads} is not divisible by tp {p.tp} "
+            "(torchtitan does not replicate KV heads)"
+        )
+    # Without FSDP (dp_shard = 1 and cp = 1) data parallelism is DDP, which raises "DDP has not
+    # supported > 1D parallelism" when combined with TP or PP (parallelize.py).
+    if not _fsdp_enabled(request) and p.dp > 1 and p.tp * p.pp > 1:
+        what = f"zero 0 with dp {p.dp}" if p.zero == 0 else f"dp_replicate {p.dp_replicate} = dp {p.dp} (no FSDP shard)"
+        failures.append(
+            f"{what} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
+            "torchtitan's plain DDP only runs alone (1D); use zero >= 1 (FSDP) with dp_shard > 1"
+        )
+    return failures + pipeline_failures(request) + torchtitan_failures(request)
+
+
+def _fsdp_enabled(request: FlagRequest) -> bool:
+    """FSDP runs over dp_shard x cp (ParallelDims.fsdp_enabled), so whenever cp > 1."""
+    p = request.plan
+    return p.ring > 1 or (p.zero > 0 and p.dp_shard > 1)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def pipeline_items(request: FlagRequest) -> list[tuple[str, object]]:
+    """Schedule and split (torchtitan distributed/pipeline_parallel.py _get_pipeline_metadata and
+    generate_llm_fqn_per_model_part): (layers + first_less + last_less) effective layers spread
+    evenly over pp x vpp stages, the embedding weighing first_less layers on the first stage and
+    the output last_less on the last. With first_less = middle - first and last_less = middle -
+    last (middle = a middle rank's layers) every rank runs the plan's layers; layers_per_stage =
+    middle / vpp makes the stage count exactly pp x vpp."""
+    p, layers = request.plan, request.model.num_layers
+    first = p.first_stage_layers or layers // p.pp
+    last = p.last_stage_layers or layers // p.pp
+    middle = (layers - first - last) // (p.pp - 2) if p.pp > 2 else max(first, last)
+    return [
+        ("pipeline_parallel_schedule", "Interleaved1F1B" if p.vpp > 1 else "1F1B"),
+        ("pipeline_parallel_layers_per_stage", middle // p.vpp),
+        ("pipeline_parallel_first_stage_less_layers", middle - first),
+        ("pipeline_parallel_last_stage_less_layers", middle - last),
+    ]
+
+
+def pipeline_failures(request: FlagRequest) -> list[str]:
+    """Splits torchtitan's even spread of effective layers cannot reproduce."""
+    p = request.plan
+    if p.pp == 1:
+        return []
+    items = {key: int(value) for key, value in pipeline_items(request) if isinstance(value, int)}
+    chunk = items["pipeline_parallel_layers_per_stage"]
+    less = (items["pipeline_parallel_first_stage_less_layers"], items["pipeline_parallel_last_stage_less_layers"])
+    if min(less) < 0 or max(less) > chunk:
+        return [f"the {p.first_stage_layers}/{p.last_stage_layers} first/last stage layers cannot be expressed: "
+                "torchtitan spreads layers evenly over its stages and only takes layers off the first and last "
+                f"(at most one virtual stage's {chunk}); use a split with more layers in the middle"]
+    return []
+
+
+def _section(name: str, items: list[tuple[str, object]]) -> list[str]:
+    return [f"[{name}]", *(f"{key} = {_toml_value(value)}" for key, value in items)]
+
+
+def training_items(request: FlagRequest) -> list[tuple[str, object]]:
+    p, w = request.plan, request.workload
+    # Batch: global_batch_size % (local_batch_size * dp) == 0 sets gradient accumulation (train.py);
+    # with PP the local batch is split into pipeline micro-batches instead.
+    local_batch = p.micro_batch * request.num_micro_batches if p.pp > 1 else p.micro_batch
+    return [("seq_len", w.seq_len), ("local_batch_size", local_batch), ("global_batch_size", w.global_batch)]
+
+
+def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tuple[str, object]]:
+    """[parallelism] keys; `rotate_method` (0.2.x only: removed in 0.3.0) sets the ring's rotation."""
+    p = request.plan
+    # HSDP: replicas outermost, FSDP over dp_shard x cp (ParallelDims mesh dp_replicate, fsdp, tp).
+    parallelism: list[tuple[str, object]] = (
+        [("data_parallel_replicate_degree", p.dp), ("data_parallel_shard_degree", 1)]
+        if p.zero == 0
+        else [("data_parallel_replicate_degree", p.dp_replicate), ("data_parallel_shard_degree", p.dp_shard)]
+    )
+    if _fsdp_enabled(request):
+        reshard = _RESHARD[p.zero] if p.reshard_after_forward else "never"
+        parallelism.append(("fsdp_reshard_after_forward", reshard))
+    parallelism += [("tensor_parallel_degree", p.tp), ("pipeline_parallel_degree", p.pp)]
+    if p.pp > 1:
+        parallelism.append(("pipeline_parallel_microbatch_size", p.micro_batch))
+        parallelism += pipeline_items(request)
+    parallelism.append(("context_parallel_degree", p.ring))
+    # Expert degrees (MoE models): [parallelism] expert_parallel_degree and
+    # expert_tensor_parallel_degree in 0.2.2 and 0.3.0 alike (shared reference
+    # moe_fp8_pipeline_frameworks.md section 3, 0.3.0: --parallelism.expert_parallel_degree).
+    parallelism += torchtitan_items(request)
+    if p.ring > 1 and rotate_method:
+        # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once
+        # (torch.distributed.tensor.experimental._attention set_rotate_method; v0.2.2 distributed/utils.py).
+        parallelism.append(("context_parallel_rotate_method", "allgather" if p.allgather else "alltoall"))
+    return parallelism
+
+
+def job_config(request: FlagRequest) -> str:
+    p = request.plan
+    training = training_items(request)
+    parallelism = parallelism_items(request, rotate_method=True)
+    checkpoint: list[tuple[str, object]] = [("mode", p.recompute)]
+    if p.recompute == "selective":
+        checkpoint.append(("selective_ac_option", "op"))
+    low_precision = []
+    if p.precision != "bf16":
+        # float8 / mx converters (job_config.py Model.converters, Float8Linear, MXLinear); the output
+        # layer stays bf16 as planned. tensorwise = per-tensor scales, as the cost model's FP8.
+        converter, section, recipe = (("float8", "float8", "tensorwise") if p.precision == "fp8"
+                                      else ("mx", "mx", "mxfp8_cublas"))
+        low_precision = ["", *_section("model", [("converters", [converter])]), "",
+                         *_section(f"quantize.linear.{section}", [("recipe_name", recipe),
+                                                                  ("filter_fqns", ["output"])])]
+    return "\n".join([
+        f"# {request.world_size} GPUs = dp {p.dp} x cp {p.ring} x tp {p.tp} x pp {p.pp}",
+        *_section("training", training), "",
+        *_section("parallelism", parallelism), "",
+        *_section("activation_checkpoint", checkpoint),
+        *low_precision,
+    ])
+
+
+def render(request: FlagRequest) -> FrameworkFlags:
+    refused = refusal("torchtitan", request, lambda: failures(request))
+    if refused is not None:
+        return refused
+    notes = [
+        "Keys are torchtitan v0.2.2's TOML job config (supported: 0.2.x): merge these sections into your "
+        "model's train config (or pass them as --<section>.<key> overrides).",
+        "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
+        *shared_notes(request),
+    ]
+    return supported("torchtitan", job_config(request), notes)
+
+
+def shared_notes(request: FlagRequest) -> list[str]:
+    """Caveats of torchtitan 0.2.x and 0.3.x alike."""
+    p = request.plan
+    notes: list[str] = []
+    if p.zero == 1 and _fsdp_enabled(request):
+        notes.append(
+            "torchtitan has no ZeRO-1: FSDP2 also shards gradients, so fsdp_reshard_after_forward = "
+            '"never" (ZeRO-2) is used; it needs no more memory than the plan.'
+        )
+    if p.zero == 0 and p.ring > 1:
+        notes.append(
+            "torchtitan always shards weights over the CP ranks (FSDP mesh = dp_shard x cp), so with "
+            "zero 0 parameters and gradients are sharded over cp and FSDP all-gathers are added to the "
+            "plan's traffic."
+        )
+    if p.ring > 1 and p.ring_layout == "contiguous":
+        notes.append(
+            "torchtitan load-balances causal CP with the head-tail (zigzag) layout; the plan's contiguous "
+            "ring layout cannot be selected."
+        )
+    if p.recompute == "selective":
+        notes.append(
+            "torchtitan's selective mode is per-op (saves matmul and attention outputs, recomputes the "
+            "rest), not Megatron's attention-core recompute; activation memory differs from the plan's "
+            "estimate."
+        )
+    if p.ring > 1 and p.allgather:
+        notes.append(
+            "PyTorch context parallel's allgather rotater gathers K/V once in forward, but its backward "
+            "passes the fp32 dK/dV round the ring by all-to-all every step instead of one reduce-scatter "
+            "(torch _context_parallel/_attention.py); the backward bytes differ from the plan's. On "
+            "torchtitan 0.3.0, context parallelism over FlexAttention all-gathers K/V (flex_cp_allgather)."
+        )
+    if p.vpp > 1:
+        notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "
+                     "torchtitan's ZBVZeroBubble and DualPipeV schedules are not modelled.")
+    return notes

@@ -1,0 +1,136 @@
+"""Pipeline stages as Megatron-LM runs them: the layer split (even, or uneven first and last
+stages), virtual stages per rank (interleaved 1F1B), the bubble and the micro-batches in flight.
+
+Vectorized over candidates like the rest of the cost model. A split is stored as the decoder layers
+of the first and last stage, 0 meaning the even split num_layers / pp. Megatron's rules
+(megatron/core/transformer/transformer_config.py, megatron-core 0.16 __post_init__, "Uneven PP"
+and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md section 1.5):
+  even:     num_layers % pp == 0 and (num_layers / pp) % vpp == 0
+  counted:  --account-for-embedding/loss-in-pipeline-split: (num_layers + 2) % pp == 0 and
+            ((num_layers + 2) / pp) % vpp == 0; the first and last stage run one decoder layer
+            fewer, the embedding and the loss standing in for it
+  explicit: --decoder-first/last-pipeline-num-layers f, l > 0, each % vpp == 0; the middle
+            num_layers - f - l layers split evenly over pp - 2 stages, each a multiple of vpp;
+            middle layers and middle stages both zero or both non-zero
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+# Virtual stages per rank the search tries when --vpp is not pinned: the powers of two that
+# interleaved recipes use (Megatron CI, NeMo Llama 3 70B/405B recipes use 2..8 layers per
+# virtual stage); each is kept only where the layer split allows it.
+VPP_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
+
+
+class StageLayers(NamedTuple):
+    """Decoder layers on the first, a middle and the last pipeline stage (arrays)."""
+
+    first: np.ndarray
+    middle: np.ndarray
+    last: np.ndarray
+
+
+def stage_layers(num_layers: int, pp, first_stage_layers, last_stage_layers) -> StageLayers:
+    """Layers per stage; 0 in first/last_stage_layers means the even split."""
+    pp = np.asarray(pp)
+    even = np.asarray(first_stage_layers) == 0
+    per = num_layers / pp
+    first = np.where(even, per, first_stage_layers).astype(np.float64)
+    last = np.where(even, per, last_stage_layers).astype(np.float64)
+    middle_stages = np.maximum(pp - 2, 1)
+    middle = np.where(pp > 2, (num_layers - first - last) / middle_stages, np.maximum(first, last))
+    single = pp == 1
+    return StageLayers(np.where(single, num_layers, first), np.where(single, num_layers, middle),
+                       np.where(single, num_layers, last))
+
+
+def counted_split(num_layers: int, pp, vpp):
+    """(first, last) decoder layers with the embedding and the loss counted as one layer each
+    (Megatron --account-for-embedding/loss-in-pipeline-split), or 0 where that split is invalid."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    per = (num_layers + 2) // pp
+    ok = (pp > 2) & ((num_layers + 2) % pp == 0) & (per % vpp == 0) & (per > 1)
+    return np.where(ok, per - 1, 0), np.where(ok, per - 1, 0)
+
+
+def default_split(num_layers: int, pp, vpp):
+    """The split the search uses: even where it is valid, else the counted one (the Llama 3
+    paper's: 126 layers over 16 stages run 7 on the first and last, 8 elsewhere, arXiv 2407.21783
+    section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    even = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
+    counted_first, counted_last = counted_split(num_layers, pp, vpp)
+    # Middle stages take ceil(L/pp) rounded up to a multiple of vpp; first and last split the rest.
+    middle = -(-num_layers // (pp * vpp)) * vpp
+    rest = num_layers - middle * np.maximum(pp - 2, 0)
+    last = (rest // 2) // vpp * vpp  # the last stage also runs the logits and the loss: it gets less
+    first = rest - last
+    # No generic split (a single stage, or too few layers): the even one, which the rule reports.
+    none = (pp == 1) | (first < 1) | (last < 1)
+    first = np.where(none, 0, first)
+    last = np.where(none, 0, last)
+    use_counted = ~even & (counted_first > 0)
+    first = np.where(even, 0, np.where(use_counted, counted_first, first))
+    last = np.where(even, 0, np.where(use_counted, counted_last, last))
+    return first.astype(np.int64), last.astype(np.int64)
+
+
+def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
+    """0 even, 1 counted (embedding and loss as layers), 2 explicit first/last counts."""
+    counted_first, counted_last = counted_split(num_layers, pp, vpp)
+    even = np.asarray(first_stage_layers) == 0
+    counted = (np.asarray(first_stage_layers) == counted_first) & (np.asarray(last_stage_layers) == counted_last)
+    return np.where(even, 0, np.where(counted, 1, 2))
+
+
+def split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
+    """True where Megatron rejects the split (see the module docstring for the three forms)."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    f, last = np.asarray(first_stage_layers), np.asarray(last_stage_layers)
+    even = (f == 0) & (last == 0)
+    even_ok = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
+    kind = split_kind(num_layers, pp, vpp, f, last)
+    middle_layers = num_layers - f - last
+    middle_stages = pp - 2
+    safe_stages = np.maximum(middle_stages, 1)
+    explicit_ok = (
+        (pp > 1) & (f > 0) & (last > 0) & (f % vpp == 0) & (last % vpp == 0) & (middle_layers >= 0)
+        & ((middle_layers > 0) == (middle_stages > 0))
+        & ((middle_stages == 0) | ((middle_layers % safe_stages == 0) & ((middle_layers // safe_stages) % vpp == 0)))
+    )
+    ok = np.where(even, even_ok, np.where(kind == 1, True, explicit_ok))
+    return ~ok
+
+
+def interleave_breaks(pp, vpp, num_micro_batches):
+    """True where interleaved 1F1B cannot run: vpp > 1 needs pp > 1 (parallel_state.py) and, with
+    Megatron's default micro-batch group of pp, pp <= m and m % pp == 0 (pipeline_parallel/
+    schedules.py, forward_backward_pipelining_with_interleaving: the group must lie in [pp, m] and
+    the last group must be empty or at least pp)."""
+    pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
+    return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
+
+
+def bubble_micro_batches(pp, vpp):
+    """Pipeline bubble in units of one micro-batch's full-stage time: (pp - 1) / vpp
+    (Narayanan et al. 2021, arXiv 2104.04473, sections 2.2.1-2.2.2: bubble fraction (p-1)/m for
+    1F1B, divided by v for the interleaved schedule)."""
+    return (np.asarray(pp) - 1) / np.asarray(vpp)
+
+
+def first_stage_in_flight(pp, vpp, num_micro_batches):
+    """Micro-batches' worth of the first stage's activations stored at its peak.
+
+    1F1B: min(pp, m) (warm-up pp - 1 plus the one in 1F1B; Narayanan 2021 section 2.2.1).
+    Interleaved: Megatron's warm-up on rank 0 is 2(pp - 1) + (vpp - 1) * pp chunks plus the one in
+    steady state (pipeline_parallel/schedules.py get_pp_rank_microbatches, group size pp), capped at
+    all m * vpp chunks; each chunk holds 1/vpp of the stage's layers.
+    """
+    pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.maximum(np.asarray(num_micro_batches), 1)
+    plain = np.minimum(pp, m)
+    chunks = np.minimum(2 * (pp - 1) + (vpp - 1) * pp + 1, m * vpp)
+    return np.where(vpp > 1, chunks / vpp, plain)

@@ -1,0 +1,116 @@
+"""sp-plan with interleaved/uneven pipelines, FP8, torchtitan versions and launchers: the issue's
+"Done when" cases end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture
+def plan_json(sp_plan):
+    def run(*args: str) -> tuple[int, dict]:
+        result = sp_plan(*args, "--format", "json")
+        assert result.stderr == "", result.stderr
+        return result.exit_code, json.loads(result.stdout)
+    return run
+
+# Llama 3 paper (arXiv 2407.21783) Table 4, 16K GPUs: TP 8, CP 16, PP 16, DP 8 at 128K tokens,
+# 16 sequences per DP rank; 126 layers, first and last stage one layer fewer; interleaved; all-gather
+# CP; FSDP without resharding after forward (Megatron-FSDP optim_grads: zero 2).
+LLAMA3_4D = ["--model", "llama3.1-405b", "--hardware", "h100", "--nodes", "2048", "--seq-len", "128k",
+             "--global-batch", "128", "--tp", "8", "--ring", "16", "--ulysses", "1", "--pp", "16", "--vpp", "4",
+             "--cp-comm", "allgather", "--zero", "2", "--micro-batch", "1"]
+
+
+def test_llama3_405b_4d_pinned_exactly(sp_plan):
+    result = sp_plan(*LLAMA3_4D, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    best = json.loads(result.stdout)["plans"][0]
+    plan = best  # the plan's fields sit at the top level of each entry
+    assert {k: plan[k] for k in ("tp", "ring", "ulysses", "pp", "dp", "vpp", "first_stage_layers",
+                                 "last_stage_layers", "precision", "cp_comm", "zero")} == {
+        "tp": 8, "ring": 16, "ulysses": 1, "pp": 16, "dp": 8, "vpp": 4, "first_stage_layers": 7,
+        "last_stage_layers": 7, "precision": "bf16", "cp_comm": "allgather", "zero": 2}
+    # Interleaving divides the 1F1B bubble (pp - 1 = 15 micro-batch times) by vpp.
+    assert best["time"]["bubble_s"] > 0
+
+
+def test_llama3_405b_4d_megatron_flags(sp_plan):
+    result = sp_plan(*LLAMA3_4D)
+    assert result.exit_code == 0, result.stderr
+    for flag in ("--pipeline-model-parallel-size 16", "--num-virtual-stages-per-pipeline-rank 4",
+                 "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
+                 "--context-parallel-size 16", "--tensor-model-parallel-size 8", "--num-layers 126",
+                 "--cp-comm-type all_gather", "--use-megatron-fsdp", "--data-parallel-sharding-strategy optim_grads"):
+        assert f"    {flag}\n" in result.stdout, flag
+
+
+def test_vpp_halves_the_bubble(plan_json):
+    def bubble(vpp: str) -> float:
+        code, data = plan_json(*LLAMA3_4D[:-8], "--vpp", vpp, "--cp-comm", "allgather", "--zero", "2",
+                               "--micro-batch", "1")
+        assert code == 0
+        return data["plans"][0]["time"]["bubble_s"]
+
+    ratio = bubble("1") / bubble("2")
+    assert ratio == pytest.approx(2.0, rel=0.05)  # (pp-1)/vpp micro-batches; the micro-batch time barely moves
+
+
+def test_fp8_llama3_8b_h100_prints_transformer_engine_flags(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--precision", "fp8")
+    assert result.exit_code == 0, result.stderr
+    assert "    --fp8-format hybrid\n    --fp8-recipe delayed\n" in result.stdout
+    assert "    --bf16\n" in result.stdout
+
+
+def test_fp8_on_a800_is_refused(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--seq-len", "8k",
+                     "--precision", "fp8")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --precision fp8 is not available on A800: its profile gives no FP8 peak and FP8 GEMM "
+        "efficiency; use one of bf16"]
+
+
+def test_mxfp8_needs_blackwell(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--precision", "mxfp8")
+    assert result.exit_code == 2 and "MXFP8 runs on Blackwell GPUs only" in result.stderr
+
+
+def test_precision_auto_searches_fp8(plan_json):
+    code, data = plan_json("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                           "--precision", "auto")
+    assert code == 0
+    assert {p["precision"] for p in data["plans"]} <= {"bf16", "fp8"}
+    assert data["plans"][0]["precision"] == "fp8"  # FP8 GEMMs are faster on H100
+
+
+def test_framework_all_launches_each_entry_point(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1",
+                     "--framework", "all", "--launcher", "torchrun")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert 'pretrain_gpt.py "${MEGATRON_ARGS[@]}"' in out
+    assert 'pretrain_gpt.py "${MINDSPEED_ARGS[@]}"' in out
+    assert '-m torchtitan.train "${TORCHTITAN_ARGS[@]}"' in out
+    assert "train.py --job.config_file" not in out
+
+
+def test_framework_version_022_emits_toml(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1",
+                     "--framework", "torchtitan", "--framework-version", "0.2.2", "--launcher", "torchrun")
+    assert result.exit_code == 0, result.stderr
+    assert "[parallelism]" in result.stdout
+    assert "-m torchtitan.train --job.config_file train.toml" in result.stdout
+
+
+def test_framework_version_for_megatron_is_refused(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--framework-version", "0.2.2")
+    assert result.exit_code == 2 and "applies to torchtitan only" in result.stderr

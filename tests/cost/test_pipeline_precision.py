@@ -1,0 +1,119 @@
+"""Interleaved and uneven pipelines, and FP8 GEMMs, against hand derivations and published
+figures (Narayanan et al. 2021; Megatron-LM schedules.py; the Llama 3 paper's split; MAMF)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.memory import memory_columns
+from sp_planner.cost.step import time_columns
+from sp_planner.pipeline import (
+    bubble_micro_batches,
+    default_split,
+    first_stage_in_flight,
+    interleave_breaks,
+    split_breaks,
+    stage_layers,
+)
+from sp_planner.plan import ParallelPlan
+from sp_planner.space import Candidates
+from sp_planner.specs import Workload
+
+
+def test_llama3_405b_splits():
+    # 126 layers over 16 stages: the Llama 3 paper's 7 on the first and last, 8 elsewhere, for
+    # every vpp that divides 8 (Megatron's counted split: (126 + 2) / 16 = 8 per stage).
+    for vpp in (1, 2, 4, 8):
+        assert [int(x) for x in default_split(126, 16, vpp)] == [7, 7]
+    # over 8 stages: (126 + 2) / 8 = 16 -> 15 / 16 x 6 / 15
+    assert [int(x) for x in default_split(126, 8, 1)] == [15, 15]
+    s = stage_layers(126, 16, 7, 7)
+    assert (s.first, s.middle, s.last) == (7, 8, 7)
+    assert 7 + 8 * 14 + 7 == 126
+
+
+def test_megatron_split_rules():
+    # explicit counts must divide by vpp (transformer_config.py: "must be divisible by virtual pipeline")
+    assert split_breaks(126, 16, 2, 7, 9)
+    assert not split_breaks(126, 16, 2, 6, 8)  # middle (126 - 14) / 14 = 8, a multiple of 2
+    assert split_breaks(32, 33, 1, 0, 0)  # more stages than layers
+    assert not split_breaks(32, 4, 8, 0, 0) and split_breaks(32, 4, 16, 0, 0)  # 8 per stage / vpp
+
+
+def test_interleaving_needs_micro_batches_in_groups_of_pp():
+    assert interleave_breaks(1, 2, 8)  # no pipeline
+    assert interleave_breaks(4, 2, 6) and interleave_breaks(4, 2, 2)  # 6 % 4, 2 < 4
+    assert not interleave_breaks(4, 2, 8) and not interleave_breaks(4, 1, 6)
+
+
+def test_bubble_and_in_flight_by_hand():
+    # Narayanan 2021: bubble (p - 1) / v micro-batch times.
+    assert bubble_micro_batches(8, 1) == 7 and bubble_micro_batches(8, 4) == 7 / 4
+    # 1F1B: min(p, m) on the first stage.
+    assert first_stage_in_flight(8, 1, 32) == 8 and first_stage_in_flight(8, 1, 4) == 4
+    # Interleaved, rank 0, group pp: warm-up 2(p-1) + (v-1)p chunks + 1, each 1/v of the stage:
+    # p=8, v=2, m=32: (14 + 8 + 1) / 2 = 11.5 micro-batches' worth (vs 8 for 1F1B).
+    assert first_stage_in_flight(8, 2, 32) == pytest.approx(11.5)
+    # All micro-batches in warm-up when m = p: every chunk of every micro-batch, m * v chunks.
+    assert first_stage_in_flight(16, 4, 16) == 16
+
+
+MODEL = load_model("llama3-8b")
+H100 = load_hardware("h100")
+WORKLOAD = Workload(seq_len=8192, global_batch=64)
+
+
+def _columns(**plan):
+    c = Candidates.of_plan(ParallelPlan(**plan))
+    return (memory_columns(MODEL, H100, WORKLOAD, c),
+            time_columns(MODEL, H100, WORKLOAD, c, gpus_per_node=8))
+
+
+def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
+    _, plain = _columns(tp=2, pp=4, vpp=1)
+    _, inter = _columns(tp=2, pp=4, vpp=2)
+    assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2)
+    assert inter.time.pp_comm_s[0] == pytest.approx(2 * plain.time.pp_comm_s[0])
+
+
+def test_uneven_stages_hold_their_layers():
+    # 32 layers over 3 stages: middle ceil(32/3) = 11, first 11, last (with the logits) 10.
+    assert [int(x) for x in default_split(32, 3, 1)] == [11, 10]
+    # 9 / 8 / 8 / 7: the first stage (4 micro-batches in flight under 1F1B) stores 9/8 of the
+    # even split's activations, and holds 9/8 of its layer parameters.
+    mem_even, _ = _columns(tp=2, pp=4)
+    mem_uneven, _ = _columns(tp=2, pp=4, first_stage_layers=9, last_stage_layers=7)
+    assert mem_uneven.activations_bytes[0] == pytest.approx(9 / 8 * mem_even.activations_bytes[0])
+
+
+def test_fp8_gemms_at_the_mamf_rate():
+    _, bf16 = _columns(dp=8, zero=1)
+    _, fp8 = _columns(dp=8, zero=1, precision="fp8")
+    # Same attention, faster GEMMs: H100 MAMF 1402.6 FP8 vs 794.5 BF16 TFLOPS (1.77x) on the
+    # GEMMs, less the cast-transpose passes; attention untouched.
+    assert fp8.time.attention_s[0] == pytest.approx(bf16.time.attention_s[0])
+    ratio = bf16.time.gemm_s[0] / fp8.time.gemm_s[0]
+    assert 1.3 < ratio < 1402.6 / 794.5
+
+
+def test_fp8_weight_copies_and_saved_inputs():
+    mem_bf16, _ = _columns(dp=8, zero=3, recompute="none")
+    mem_fp8, _ = _columns(dp=8, zero=3, recompute="none", precision="fp8")
+    gemm_params = (MODEL.attention_params_per_layer + MODEL.mlp_params_per_layer) * MODEL.num_layers
+    extra = mem_fp8.params_bytes[0] - mem_bf16.params_bytes[0]
+    # FP8 weight + transpose: 2 bytes per GEMM parameter (+ 144 B of scaling state per layer).
+    assert extra == pytest.approx(2 * gemm_params + 144 * MODEL.num_layers, rel=1e-9)
+    # saved GEMM inputs at 1 byte: (2h + q + ffn) bytes per token per layer fewer
+    tokens = 8192
+    h, q, ffn = MODEL.hidden_size, MODEL.q_size, MODEL.intermediate_size
+    saved = mem_bf16.activations_bytes[0] - mem_fp8.activations_bytes[0]
+    assert saved == pytest.approx(tokens * (2 * h + q + ffn) * MODEL.num_layers, rel=1e-9)
+
+
+def test_fp8_on_hardware_without_it_is_an_error():
+    c = Candidates.of_plan(ParallelPlan(dp=8, precision="fp8"))
+    with pytest.raises(ValueError, match="no FP8"):
+        time_columns(MODEL, load_hardware("a800"), WORKLOAD, c, gpus_per_node=8)
+    assert np.isfinite(time_columns(MODEL, H100, WORKLOAD, c, gpus_per_node=8).step_time_s).all()

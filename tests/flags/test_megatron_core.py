@@ -1,0 +1,191 @@
+"""The emitted Megatron-LM flags, checked by megatron-core itself (PyPI megatron-core 0.16.1):
+every flag is mapped onto its TransformerConfig / ModelParallelConfig field (an unmapped flag fails
+the test, so nothing is emitted unchecked), the config is built so that its __post_init__
+validation runs (pipeline split, virtual stages, FP8 format and recipe, sequence parallelism, CP),
+and megatron-core's RankGenerator (order tp-cp-ep-dp-pp) must build the same tp / cp / dp / pp
+groups as sp_planner.layout. The training-level rules megatron-core does not hold (batch
+divisibility, the interleaved schedule's micro-batch count) are checked as megatron/training and
+pipeline_parallel/schedules.py state them.
+
+Megatron-LM's own argument parser and validate_args (megatron/training/arguments.py, not on PyPI)
+accepted the same flag sets during development (see the commit that added this file)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+torch = pytest.importorskip("torch")  # megatron-core needs torch; the dev extra installs both
+from megatron.core.parallel_state import RankGenerator  # noqa: E402
+from megatron.core.transformer.transformer_config import TransformerConfig  # noqa: E402
+
+from sp_planner.catalog import load_model  # noqa: E402
+from sp_planner.flags import megatron  # noqa: E402
+from sp_planner.layout import rank_groups  # noqa: E402
+from tests.flags.conftest import CASES, LLAMA3_8B, request  # noqa: E402
+
+# Flag -> (TransformerConfig field, how to read its values). Flags that configure megatron/training
+# rather than the model config map to None and are checked by _training_rules.
+FIELDS = {
+    "--tensor-model-parallel-size": ("tensor_model_parallel_size", int),
+    "--pipeline-model-parallel-size": ("pipeline_model_parallel_size", int),
+    "--num-virtual-stages-per-pipeline-rank": ("virtual_pipeline_model_parallel_size", int),
+    "--decoder-first-pipeline-num-layers": ("num_layers_in_first_pipeline_stage", int),
+    "--decoder-last-pipeline-num-layers": ("num_layers_in_last_pipeline_stage", int),
+    "--account-for-embedding-in-pipeline-split": ("account_for_embedding_in_pipeline_split", None),
+    "--account-for-loss-in-pipeline-split": ("account_for_loss_in_pipeline_split", None),
+    "--context-parallel-size": ("context_parallel_size", int),
+    "--cp-comm-type": ("cp_comm_type", str),
+    "--hierarchical-context-parallel-sizes": ("hierarchical_context_parallel_sizes", list),
+    "--sequence-parallel": ("sequence_parallel", None),
+    "--num-layers": ("num_layers", int),
+    "--num-attention-heads": ("num_attention_heads", int),
+    "--num-query-groups": ("num_query_groups", int),
+    "--recompute-granularity": ("recompute_granularity", str),
+    "--recompute-method": ("recompute_method", str),
+    "--recompute-num-layers": ("recompute_num_layers", int),
+    "--fp8-format": ("fp8", str),
+    "--fp8-recipe": ("fp8_recipe", str),
+    "--bf16": ("bf16", None),
+}
+TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
+            "--global-batch-size", "--use-distributed-optimizer",
+            # Data-parallel sharding (DistributedDataParallelConfig and megatron/training), checked by
+            # test_megatron_core_cp_fsdp.py.
+            "--use-megatron-fsdp", "--data-parallel-sharding-strategy", "--num-distributed-optimizer-instances",
+            "--ckpt-format", "--use-torch-fsdp2", "--torch-fsdp2-no-reshard-after-forward",
+            "--no-gradient-accumulation-fusion", "--untie-embeddings-and-output-weights",
+            # DistributedDataParallelConfig overlap, checked by _training_rules.
+            "--overlap-grad-reduce", "--overlap-param-gather"}
+
+
+def _argv(text: str) -> list[str]:
+    """The words inside MEGATRON_ARGS=( ... ), comments dropped."""
+    body = text.split("MEGATRON_ARGS=(", 1)[1].rsplit(")", 1)[0]
+    return shlex.split("\n".join(line for line in body.splitlines() if not line.strip().startswith("#")))
+
+
+def _parse(argv: list[str]) -> dict[str, list[str]]:
+    flags: dict[str, list[str]] = {}
+    for word in argv:
+        if word.startswith("--"):
+            flags[word] = []
+            current = word
+        else:
+            flags[current].append(word)
+    return flags
+
+
+def _config_kwargs(flags: dict[str, list[str]], model) -> dict[str, object]:
+    kwargs: dict[str, object] = {"hidden_size": model.hidden_size, "ffn_hidden_size": model.intermediate_size}
+    for flag, values in flags.items():
+        if flag in TRAINING:
+            continue
+        assert flag in FIELDS, f"{flag} is emitted but not checked against megatron-core"
+        field, kind = FIELDS[flag]
+        if kind is None:
+            assert values == [], flag
+            kwargs[field] = True
+        elif kind is list:
+            kwargs[field] = [int(v) for v in values]
+        else:
+            (value,) = values
+            kwargs[field] = kind(value)
+    if kwargs.get("bf16"):
+        # megatron/training/arguments.py core_transformer_config_from_args: pipeline_dtype = params_dtype.
+        kwargs["params_dtype"] = kwargs["pipeline_dtype"] = torch.bfloat16
+    return kwargs
+
+
+def _training_rules(flags: dict[str, list[str]], req) -> None:
+    p = req.plan
+    world = req.world_size
+    tp, pp, cp = (int(flags[f][0]) for f in ("--tensor-model-parallel-size", "--pipeline-model-parallel-size",
+                                              "--context-parallel-size"))
+    assert world % (tp * pp * cp) == 0
+    dp = world // (tp * pp * cp)  # parallel_state.py: DP excludes CP
+    assert dp == p.dp
+    mbs, gbs = int(flags["--micro-batch-size"][0]), int(flags["--global-batch-size"][0])
+    assert gbs % (mbs * dp) == 0  # megatron/training num_microbatches_calculator
+    m = gbs // (mbs * dp)
+    if "--num-virtual-stages-per-pipeline-rank" in flags:
+        # schedules.py forward_backward_pipelining_with_interleaving, group size = pp by default.
+        assert pp <= m and m % pp == 0
+    if "--overlap-param-gather" in flags:
+        # arguments.py validate_args: needs the distributed optimizer (or Megatron-FSDP) and
+        # --overlap-grad-reduce.
+        assert "--overlap-grad-reduce" in flags
+        assert "--use-distributed-optimizer" in flags or "--use-megatron-fsdp" in flags
+    seq = int(flags["--seq-length"][0])
+    assert seq <= int(flags["--max-position-embeddings"][0])
+    if cp > 1:
+        assert seq % (2 * cp) == 0  # arguments.py: CP load balancing
+
+
+def _check(req) -> TransformerConfig:
+    out = megatron.render(req)
+    assert out.supported, out.reason
+    flags = _parse(_argv(out.text))
+    config = TransformerConfig(**_config_kwargs(flags, req.model))  # __post_init__ validates
+    _training_rules(flags, req)
+    p = req.plan
+    generator = RankGenerator(tp=p.tp, ep=1, dp=p.dp, pp=p.pp, cp=p.cp, order="tp-cp-ep-dp-pp")
+    ours = rank_groups(p)
+    for kind in ("tp", "cp", "dp", "pp"):
+        assert generator.get_ranks(kind) == ours[kind], kind
+    return config
+
+
+LLAMA31_405B = load_model("llama3.1-405b")
+# Llama 3 paper (arXiv 2407.21783) Table 4, 16K GPUs: TP 8, CP 16, PP 16, DP 8, 128K tokens,
+# batch 16 sequences per DP rank; interleaved pipeline; first and last stage one layer fewer;
+# all-gather CP; FSDP without resharding after forward (Megatron-FSDP optim_grads = zero 2).
+LLAMA3_405B_4D = request(LLAMA31_405B, 131072, 128, tp=8, ring=16, pp=16, dp=8, zero=2, vpp=4,
+                         first_stage_layers=7, last_stage_layers=7, cp_comm="allgather")
+EXTRA = {
+    "llama3_405b_4d_vpp4": LLAMA3_405B_4D,
+    "llama3_405b_4d_fp8_zero1": LLAMA3_405B_4D.model_copy(update={"plan": LLAMA3_405B_4D.plan.model_copy(
+        update={"zero": 1, "precision": "fp8"})}),
+    "llama3_405b_pp8_counted": request(LLAMA31_405B, 8192, 64, tp=8, pp=8, dp=1, vpp=2,
+                                       first_stage_layers=15, last_stage_layers=15),
+    "llama3_405b_pp16_explicit_vpp2": request(LLAMA31_405B, 8192, 64, tp=8, pp=16, vpp=2,
+                                              first_stage_layers=6, last_stage_layers=8),
+    "llama3_8b_fp8_h100": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, precision="fp8"),
+    "llama3_8b_mxfp8_pp4_vpp2": request(LLAMA3_8B, 8192, 64, tp=2, pp=4, vpp=2, precision="mxfp8"),
+}
+
+
+# The golden cases Megatron can express (zero 3 it refuses), and the pipeline / precision ones.
+CHECKED = {**{name: r for name, r in CASES.items() if megatron.render(r).supported}, **EXTRA}
+
+
+@pytest.mark.parametrize("req", CHECKED.values(), ids=CHECKED)
+def test_megatron_core_accepts_the_flags(req):
+    config = _check(req)
+    p = req.plan
+    assert config.virtual_pipeline_model_parallel_size == (p.vpp if p.vpp > 1 else None)
+    assert config.fp8 == {"bf16": None, "fp8": "hybrid", "mxfp8": "e4m3"}[p.precision]
+
+
+def test_llama3_405b_4d_uses_the_counted_split():
+    flags = _parse(_argv(megatron.render(LLAMA3_405B_4D).text))
+    assert "--account-for-embedding-in-pipeline-split" in flags and "--account-for-loss-in-pipeline-split" in flags
+    assert flags["--num-virtual-stages-per-pipeline-rank"] == ["4"]
+    assert "--decoder-first-pipeline-num-layers" not in flags
+    assert flags["--cp-comm-type"] == ["all_gather"] and flags["--context-parallel-size"] == ["16"]
+    assert flags["--data-parallel-sharding-strategy"] == ["optim_grads"]
+
+
+def test_megatron_core_rejects_what_the_planner_rejects():
+    """The checker can fail: megatron-core refuses 7 first-stage layers with vpp 2 as explicit
+    counts, which the planner's layers rule also refuses."""
+    from sp_planner.plan import violations
+
+    bad = request(LLAMA31_405B, 8192, 64, tp=8, pp=16, vpp=2, first_stage_layers=7, last_stage_layers=9)
+    assert [v.rule for v in violations(bad.plan, bad.model, bad.workload)] == ["layers"]
+    with pytest.raises(ValueError, match="divisible by virtual pipeline"):
+        TransformerConfig(num_layers=126, hidden_size=16384, num_attention_heads=128,
+                          pipeline_model_parallel_size=16, virtual_pipeline_model_parallel_size=2,
+                          num_layers_in_first_pipeline_stage=7, num_layers_in_last_pipeline_stage=9,
+                          pipeline_dtype=torch.bfloat16)
