@@ -169,3 +169,14 @@ def test_degrees_stay_within_the_plans_bound(monkeypatch):
     assert bounded_factorizations(96, 5, 8) == len(brute)
     assert count_candidates(WORKLOAD, 96, Pins(), axes=AXES) == len(
         enumerate_candidates(WORKLOAD, 96, Pins(), axes=AXES))
+
+
+@pytest.mark.parametrize("pins", [Pins(), Pins(ep=4), Pins(etp=2, vpp=2), Pins(precision=None)])
+def test_count_candidates_is_exact_for_moe(pins):
+    # Qwen3-30B-A3B's 128 experts: ep over their divisors, etp over {1, tp}, next to vpp and precision.
+    from sp_planner.space import Axes, count_candidates
+
+    axes = Axes(num_layers=48, precisions=("bf16", "fp8"), num_experts=128)
+    workload = Workload(seq_len=12288, global_batch=64)
+    assert count_candidates(workload, 32, pins, 8, axes=axes) == len(
+        enumerate_candidates(workload, 32, pins, 8, axes=axes)) > 0

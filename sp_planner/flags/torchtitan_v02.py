@@ -9,7 +9,6 @@ context_parallel): there is no Ulysses all-to-all, so plans with ulysses > 1 can
 
 from __future__ import annotations
 
-from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -17,6 +16,7 @@ from sp_planner.flags.base import (
     refusal,
     supported,
 )
+from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
 # no ZeRO-1; "never" keeps the gathered parameters from forward to backward (ZeRO-2), "always"

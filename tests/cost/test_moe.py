@@ -113,3 +113,21 @@ def test_expert_gradient_reduce_scatter_goes_through_the_framework_overlap():
     # Megatron's overlap hides part of both (the expert reduce-scatter with the dense one).
     megatron = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, overlap=MEGATRON_OVERLAP)
     assert megatron.time.dp_comm_exposed_s < exposed
+
+
+def test_expert_states_follow_an_uneven_pipeline_split():
+    # Qwen3-30B-A3B, tp 2 x pp 2 x dp 4 (16 GPUs), ep 4, etp 1 -> edp = 16 / (2*4) = 2; the first
+    # stage holds 28 of the 48 layers (the busier stage: more layers and 1F1B's in-flight activations).
+    m = QWEN3_30B
+    h, experts, ffn = 2048, 128, 768
+    plan = ParallelPlan(tp=2, pp=2, dp=4, ep=4, etp=1, zero=1, first_stage_layers=28, last_stage_layers=20)
+    est = evaluate(m, load_hardware("h100-sxm"), Workload(seq_len=32768, global_batch=8), plan, num_nodes=2,
+                   gpus_per_node=8)
+    routed = experts * 3 * h * ffn / 4  # per layer and rank, over ep x etp = 4
+    per_layer = m.attention_params_per_layer / 2 + routed + h * experts + m.norm_params_per_layer
+    params = 28 * per_layer + m.vocab_size * h / 2  # first stage: 28 layers + the embedding over tp
+    assert est.memory.params_bytes == pytest.approx(2 * params, rel=1e-9)
+    # ZeRO-1: the 28 layers' experts shard over edp 2, the rest over dp x cp = 4.
+    experts_on_rank = 28 * routed
+    assert est.memory.optimizer_bytes == pytest.approx(12 * ((params - experts_on_rank) / 4 + experts_on_rank / 2),
+                                                       rel=1e-9)
