@@ -42,7 +42,8 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
     )
     text = (
         f"{plan_name(best.plan)} takes {format_seconds(step)} per step "
-        f"({best.tokens_per_s:,.0f} tokens/s, MFU {best.mfu:.1%}). Its step is dominated by {limits}. "
+        f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of peak in executed FLOPs; "
+        f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
     band = band_clause(ranked, shipped_band())

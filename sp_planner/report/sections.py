@@ -81,8 +81,8 @@ def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimat
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
-            f"{est.model_tflops_per_gpu:,.0f} model TFLOPS per GPU (MFU {est.mfu:.1%}, hardware MFU "
-            f"{est.hardware_mfu:.1%}), "
+            f"{est.hardware_mfu:.1%} of peak in executed FLOPs (hardware MFU; {est.model_tflops_per_gpu:,.0f} "
+            f"model TFLOPS per GPU, model MFU (Megatron) {est.mfu:.1%}), "
             f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
 
 
@@ -112,7 +112,7 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
 def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
     headers = ["#", "tp", "ulysses", "ring", "dp", "pp", "ZeRO", "recompute", "micro batch", "ring layout",
                "virtual stages", "first/last stage layers", "precision", "step time", "tokens/s",
-               "model TFLOPS/GPU", "MFU", "hardware MFU", "peak memory", "network bytes/step", "fits"]
+               "model TFLOPS/GPU", "model MFU (Megatron)", "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
     simulated = any(est.simulated_step_time_s is not None for est in shown)
     if simulated:
@@ -136,8 +136,8 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     order = ("Ranked by simulated step time (the event simulator's, for the plans it ran; the rest follow by "
              "predicted step time)" if simulated else "Ranked by predicted step time")
     note = tag("p", f"{order}; the highlighted row is the recommended plan. "
-                    f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. MFU counts attention over the full "
-                    "s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
+                    f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. Model MFU (Megatron) counts attention over "
+                    "the full s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
                     "Assumptions). Every candidate is in plans.csv.")
     return section("top-plans", "Top plans", note,
                    table(headers, rows, numeric=range(1, len(headers) - 1), row_classes=classes))

@@ -23,7 +23,8 @@ def test_question_and_top_plans_show_the_search_numbers(question):
     assert [int(n) for _, n, _ in rows] == list(range(1, 11))
     assert rows[0][0] and not any(chosen for chosen, _, _ in rows[1:])
     assert [int(tp) for _, _, tp in rows] == [e.plan.tp for e in question.result.ranked]
-    assert f"MFU {best.mfu:.1%}, hardware MFU {best.hardware_mfu:.1%}" in html
+    assert f"{best.hardware_mfu:.1%} of peak in executed FLOPs (hardware MFU;" in html
+    assert f"model MFU (Megatron) {best.mfu:.1%}" in html
     assert html.index('id="question"') < html.index('id="recommendation"') < html.index('id="top-plans"')
 
 
