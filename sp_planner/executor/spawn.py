@@ -74,6 +74,8 @@ def run_cases(world_size: int, cases: list[RunConfig], result_dir: Path, device:
     for cfg in cases:
         if cfg.world_size != world_size or cfg.device != device:
             raise ValueError(f"case {cfg} does not run on {world_size} {device} ranks")
+    # The harness's own scratch folder (the ranks' atomic writes do not create parents).
+    Path(result_dir).mkdir(parents=True, exist_ok=True)
     mp.start_processes(_rank_main, args=(world_size, free_port(), [c.model_dump_json() for c in cases],
                                          str(result_dir), device), nprocs=world_size, start_method="spawn")
     outcomes: dict[int, list[CaseOutcome]] = {}
