@@ -1,11 +1,14 @@
 """The plans a given framework can express: sp-plan --framework X ranks only those.
 
-Frameworks differ (Megatron-LM has ZeRO-1 only, DeepSpeed Ulysses has no ring, torchtitan no
-Ulysses), so the first plan overall may have no flags in the framework asked for; the user then
+Frameworks differ (DeepSpeed Ulysses has no ring, torchtitan no Ulysses, MindSpeed no all-gather CP
+for dense attention), so the first plan overall may have no flags in the framework asked for; the user then
 gets the fitting plans that do, with the overall best shown beside them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
 
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
@@ -15,6 +18,24 @@ from sp_planner.specs.workload import Workload
 
 # Fitting candidates scanned, in rank order, before giving up: the rows the search keeps.
 MAX_SCANNED = HEAD_ROWS
+
+
+def _expressible(
+    result: SearchResult, framework: str, *, model: ModelSpec, workload: Workload, num_nodes: int,
+    gpus_per_node: int, framework_version: str | None,
+) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
+    """(rank from 1, estimate, flags) of each fitting plan `framework` can express, in the order of
+    `result.head` (fitting plans first, fastest first); stops at the first plan that does not fit."""
+    for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
+        if not row["fits"]:
+            return
+        estimate = PlanEstimate.from_row(row)
+        flags = render_flags(framework, FlagRequest(
+            model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+            framework_version=framework_version,
+        ))
+        if flags.supported:
+            yield rank, estimate, flags
 
 
 def best_expressible(
@@ -27,22 +48,9 @@ def best_expressible(
     gpus_per_node: int,
     framework_version: str | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
-    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None.
-
-    `result.head` gives the candidates in rank order (fitting plans first, fastest first), so the
-    first supported row is the best.
-    """
-    for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
-        if not row["fits"]:
-            return None
-        estimate = PlanEstimate.from_row(row)
-        flags = render_flags(framework, FlagRequest(
-            model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            framework_version=framework_version,
-        ))
-        if flags.supported:
-            return rank, estimate, flags
-    return None
+    """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None."""
+    return next(_expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
+                             gpus_per_node=gpus_per_node, framework_version=framework_version), None)
 
 
 def expressible_plans(
@@ -58,13 +66,6 @@ def expressible_plans(
 ) -> tuple[PlanEstimate, ...]:
     """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
     the analytic order of `result.head`."""
-    found: list[PlanEstimate] = []
-    for _, row in result.head(MAX_SCANNED).iterrows():
-        if not row["fits"] or len(found) == top_k:
-            break
-        estimate = PlanEstimate.from_row(row)
-        request = FlagRequest(model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
-                              gpus_per_node=gpus_per_node, framework_version=framework_version)
-        if render_flags(framework, request).supported:
-            found.append(estimate)
-    return tuple(found)
+    found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
+                         gpus_per_node=gpus_per_node, framework_version=framework_version)
+    return tuple(estimate for _, estimate, _ in islice(found, top_k))
