@@ -24,6 +24,12 @@ one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first 
 (Narayanan et al. 2021, section 2.2); the interleaved schedule more (pipeline.first_stage_in_flight).
 Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages).
 
+ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
+(fp32: Megatron accumulates and reduces gradients in fp32, as above); ZeRO-3 with
+reshard_after_forward also holds the gathered parameters of the layer computing and of the one
+prefetched behind it (FSDP2's implicit prefetch issues the next layer's all-gather during the
+current one; Megatron-FSDP's --fsdp-double-buffer names the same two buffers).
+
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8.
 """
@@ -69,6 +75,8 @@ ACT_BYTES = 2  # bf16 activations
 # Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
 # and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
 LOGITS_BYTES_PER_ELEM = 6
+# ZeRO-3's gathered layers at once: the one computing and the one prefetched (module docstring).
+ZERO3_GATHERED_LAYERS = 2
 
 
 def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
@@ -164,6 +172,17 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     return ulysses_buf + ring_buf + tp_buf
 
 
+def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1):
+    """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded fp32 gradients
+    before their reduce-scatter, and under ZeRO-3 with reshard_after_forward the gathered bf16
+    parameters of ZERO3_GATHERED_LAYERS layers (kept parameters are counted whole instead)."""
+    layer = layer_params_per_rank(model, tp, ep, etp)  # the rank's share of one layer, unsharded
+    zero = np.asarray(zero)
+    gathered = (zero == 3) & np.asarray(reshard, dtype=bool)
+    return (np.where(zero >= 2, GRAD_BYTES * layer, 0.0)
+            + np.where(gathered, ZERO3_GATHERED_LAYERS * PARAM_BYTES * layer, 0.0))
+
+
 class MemoryColumns(NamedTuple):
     """Bytes per GPU for each candidate (float64 arrays): estimate.MemoryBreakdown's fields, of
     the busier pipeline stage, and that stage's total."""
@@ -221,6 +240,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
+    buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp)
     reserve = runtime_bytes(hardware, c)
 
     first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)
