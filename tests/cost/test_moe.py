@@ -131,3 +131,28 @@ def test_expert_states_follow_an_uneven_pipeline_split():
     experts_on_rank = 28 * routed
     assert est.memory.optimizer_bytes == pytest.approx(12 * ((params - experts_on_rank) / 4 + experts_on_rank / 2),
                                                        rel=1e-9)
+
+
+def test_qwen3_235b_on_nvl72_dispatch_and_zero3_traffic_by_hand():
+    """Issue 15's question at ep 8 and ep 1: the dispatch/combine all-to-alls stay inside the
+    NVL72 NVLink domain, and ZeRO-3 gathers the routed experts whole in every micro-batch."""
+    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    workload = Workload(seq_len=131072, global_batch=36)  # dp 18, micro batch 1 -> m = 2
+    plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
+    est = evaluate(qwen, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert est.comm_links.ep_all_to_all == "intra"
+    # 131072 / ring 4 = 32768 tokens x top-8 copies x hidden 4096 x 2 B, x 1.25 on the busiest
+    # rank, 7/8 of it to the other ranks; NVLink5 900 GB/s x all-to-all efficiency 0.71, 3.4 us.
+    sent = 32768 * 8 * 4096 * 2 * 1.25 * 7 / 8
+    one = sent / (900e9 * 0.71) + 3.4e-6
+    # 2 micro-batches x 94 layers x (dispatch + combine, forward and backward); full recompute's
+    # forward again is counted with the recomputation.
+    assert est.time.moe_comm_s == pytest.approx(2 * 94 * 4 * one, rel=1e-9)
+    # ep 1: the 128 experts of 3 x 4096 x 1536 in each of 94 layers, in bf16, gathered over the 72
+    # ranks (71/72 received) before forward and again before backward, in each of the 2 micro-batches;
+    # their fp32 gradients reduce-scattered once per micro-batch.
+    whole = evaluate(qwen, nvl72, workload, plan.model_copy(update={"ep": 1}), num_nodes=18, gpus_per_node=4)
+    experts = 94 * 128 * 3 * 4096 * 1536
+    assert whole.comm_bytes.edp_all_gather == pytest.approx(2 * 2 * 2 * experts * 71 / 72, rel=1e-9)
+    assert whole.comm_bytes.edp_reduce_scatter == pytest.approx(2 * 4 * experts * 71 / 72, rel=1e-9)
+    assert whole.time.moe_comm_s == 0.0
