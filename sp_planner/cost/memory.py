@@ -52,7 +52,7 @@ from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
-    imbalance,
+    busiest_rank_load,
     mean_mlp_params_per_rank,
     moe_layer_fraction,
 )
@@ -124,13 +124,14 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
     """Extra stored bytes of an MoE layer (averaged over layers) on the busiest rank: the permuted
     token copies fed to the experts (n/tp x top_k x etp of width h, saved for the weight
     gradients) and the fp32 router logits; the expert FFN activations are the MLP term's, scaled
-    by the imbalance for the routed share (cost.moe)."""
+    by the busiest rank's load for the routed share (cost.moe)."""
     if model.moe is None:
         return 0.0
     tokens = n / tp
-    copies = tokens * model.moe.top_k * etp * imbalance(ep)
+    load = busiest_rank_load(model, ep)
+    copies = tokens * model.moe.top_k * etp * load
     routed_width = model.moe.top_k * model.moe.moe_intermediate_size
-    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (imbalance(ep) - 1.0)
+    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
     router = ROUTER_BYTES_PER_LOGIT * tokens * model.moe.num_experts
     return moe_layer_fraction(model) * (ACT_BYTES * copies * model.hidden_size + routed_extra + router)
 
