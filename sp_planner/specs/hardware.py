@@ -115,6 +115,9 @@ class EfficiencySpec(_Finite):
     attention_bwd: tuple[CurvePoint, ...]
     intra_node: CollectiveEfficiency
     inter_node: CollectiveEfficiency
+    # Core attention unfused, as Megatron-LM ran it before FlashAttention (cost.kernels
+    # unfused_attention_time_s); set by cost.attention_kernels.with_attention_kernel, not profiles.
+    attention_unfused: bool = False
 
     _curves = field_validator("attention_fwd", "attention_bwd")(_check_curve)
 
