@@ -50,19 +50,17 @@ def best_published_mfu(hardware: HardwareProfile, precision: str = "bf16") -> fl
     return entry[0] if entry else None
 
 
-def ceiling_peak_flops(hardware: HardwareProfile, precision: str) -> float:
-    """The peak a precision's published MFU divides by: the dense bf16 peak, or the FP8 peak."""
-    if precision == "bf16":
-        return hardware.peak_bf16_flops
-    if hardware.peak_fp8_flops is None:
-        raise ValueError(f"{hardware.name} has no FP8 peak in its profile")
-    return hardware.peak_fp8_flops
+def ceiling_peak_flops(hardware: HardwareProfile, precision: str) -> float | None:
+    """The peak a precision's published MFU divides by: the dense bf16 peak, or the FP8 peak
+    (None where the profile has none: it models no FP8, so there is nothing to hold)."""
+    return hardware.peak_bf16_flops if precision == "bf16" else hardware.peak_fp8_flops
 
 
 def mfu_ceiling_s(hardware: HardwareProfile, hardware_flops_per_gpu, step_s, precision: str = "bf16"):
     """Seconds to add so that hardware FLOPs / (step x peak) stays at or below the ceiling."""
     ceiling = best_published_mfu(hardware, precision)
-    if ceiling is None:
+    peak = ceiling_peak_flops(hardware, precision)
+    if ceiling is None or peak is None:
         return np.zeros(np.shape(step_s))
-    floor_s = np.asarray(hardware_flops_per_gpu, dtype=np.float64) / (ceiling_peak_flops(hardware, precision) * ceiling)
+    floor_s = np.asarray(hardware_flops_per_gpu, dtype=np.float64) / (peak * ceiling)
     return np.maximum(0.0, floor_s - step_s)
