@@ -26,7 +26,8 @@ CAUSAL_KERNEL_EFFICIENCY_FWD = 0.905
 CAUSAL_KERNEL_EFFICIENCY_BWD = 0.93
 # Fraction of HBM peak that streaming elementwise kernels sustain. Assumption: STREAM-like copies
 # on A100/H100 reach 80-90% of the datasheet bandwidth (NVIDIA's own babelstream figures); we take
-# the low end. Used only for ring merges and the optimizer step, which are small terms.
+# the low end. Used for ring merges, the optimizer step, elementwise ops, FP8 casts and, largest,
+# unfused attention (memory-bound: the Selene rows' 22B attention moves 32 bytes per score).
 HBM_EFFICIENCY = 0.8
 
 

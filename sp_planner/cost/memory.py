@@ -48,8 +48,8 @@ from sp_planner.cost.attention_comm import (
     kv_heads_per_tp_rank,
 )
 from sp_planner.cost.flops import _active_ffn_width
-from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
 from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
