@@ -53,12 +53,7 @@ def _table() -> dict[str, str]:
 def read_hardware_file(path: Path) -> HardwareProfile:
     """A user profile: malformed YAML, wrong types, unknown or out-of-range fields -> UserInputError."""
     data = read_structured(Path(path), what=_WHAT)
-    profile = validate_as(HardwareProfile, data, what=_WHAT, path=path)
-    if profile.efficiency.attention_unfused:
-        # Only the validation corpus times runs from before FlashAttention; no ring can run it.
-        raise UserInputError(f"hardware profile {path}: efficiency.attention_unfused is not a profile "
-                             "setting (sp-validate sets it for runs from before FlashAttention); remove it")
-    return profile
+    return validate_as(HardwareProfile, data, what=_WHAT, path=path)
 
 
 def load_hardware(name_or_path: str) -> HardwareProfile:
