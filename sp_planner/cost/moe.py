@@ -111,7 +111,7 @@ def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
 class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
-    imbalance_gemm_fwd_s: np.ndarray  # the busiest rank's forward expert GEMM time beyond the mean (< 0 when drops cut it)
+    imbalance_gemm_fwd_s: np.ndarray  # busiest rank's forward expert GEMMs beyond the mean (< 0 if drops cut it)
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
 
