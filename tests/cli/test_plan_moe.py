@@ -128,6 +128,8 @@ def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
     assert "--moe-expert-capacity-factor 1" in capped["flags"]["megatron"]["text"]
     assert "capacity" not in dropless["flags"]["megatron"]["text"]
     assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]
+    question = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0", "--moe-pad-to-capacity").stdout)["question"]
+    assert question["moe_routing"] == {"capacity_factor": 1.0, "pad_to_capacity": True}
 
 
 def test_a_framework_without_expert_parallelism_says_so(sp_plan):
