@@ -128,3 +128,14 @@ def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
     assert "--moe-expert-capacity-factor 1" in capped["flags"]["megatron"]["text"]
     assert "capacity" not in dropless["flags"]["megatron"]["text"]
     assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]
+    question = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0", "--moe-pad-to-capacity").stdout)["question"]
+    assert question["moe_routing"] == {"capacity_factor": 1.0, "pad_to_capacity": True}
+
+
+def test_a_framework_without_expert_parallelism_says_so(sp_plan):
+    # DeepSpeed refuses ep > 1 (flags/experts.py): the note names the framework instead of a plan;
+    # torchtitan 0.3.0 expresses no Qwen3-235B plan at all, so it prints no note.
+    text = " ".join(sp_plan(*QUESTION, "--nodes", "18", "--framework", "deepspeed").stdout.split())
+    assert "No plan with expert parallelism (ep > 1) that deepspeed can express fits" in text
+    titan = " ".join(sp_plan(*QUESTION, "--nodes", "18", "--framework", "torchtitan").stdout.split())
+    assert "expert parallelism (ep > 1)" not in titan
