@@ -70,11 +70,10 @@ def _block_length(program: Program, work: StepWork) -> float:
     return program.end_s if work.dp_every_micro_batch else _compute_end(program)
 
 
-def _without_dp(work: StepWork) -> StepWork:
+def without_dp(work: StepWork) -> StepWork:
     """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
     return work.model_copy(update={
-        "layer": work.layer.model_copy(update={"dp_bucket_s": 0.0}),
-        "dp_layer_gather_s": 0.0, "dp_first_forward_layer_gather_s": 0.0, "dp_extra_bucket_s": 0.0,
+        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (),
     })
 
 
@@ -97,7 +96,7 @@ def _template_key(kind: str, mb: int, m: int) -> str:
 def schedule_step(work: StepWork) -> PipelineSchedule:
     pp, m = work.pp, work.num_micro_batches
     templates = _templates(work)
-    bare = _templates(_without_dp(work))
+    bare = _templates(without_dp(work))
     orders = [_order(pp, m, s) for s in range(pp)]
     cursor = [0] * pp
     done: dict[tuple[int, str, int], int] = {}
@@ -106,6 +105,12 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     # Per stage: DP seconds on the stream, and how much longer DP traffic made the blocks.
     dp_busy, dp_exposed = [0.0] * pp, [0.0] * pp
     remaining = pp * 2 * m
+    # A stage's single parameter bucket gathered from the step's start (Megatron launches the
+    # first gather in zero_grad, sim.work.StepWork.dp_early_gather_s): its first forward waits.
+    for stage, seconds in enumerate(work.dp_early_gather_s):
+        if seconds > 0:
+            blocks.append(Block(stage, "dp_param_gather", -1, 0.0, seconds, -1, 0.0, None))
+            stage_tail[stage] = len(blocks) - 1
     while remaining:
         progressed = False
         for stage in range(pp):

@@ -19,7 +19,7 @@ from sp_planner.cost.window import local_window
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RECOMPUTE, ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
-from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
+from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
@@ -86,7 +86,9 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     hardware = hardware.model_copy(update={"gpus_per_node": min(domain, world), "nvlink_domain_gpus": None})
     cluster = build_cluster(hardware, graph_nodes, topology=topology, nics_per_node=nics_per_node)
     work, phases = step_work(cluster, model, workload, plan, overlap)
-    sched = _held_to_ceiling(schedule_step(work), model, hardware, workload, plan)
+    unheld = schedule_step(work)
+    dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
+    sched = _held_to_ceiling(unheld, model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)
@@ -105,6 +107,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         compute_idle_fraction=compute_idle,
         streams=streams,
         critical_path_by_kind_s=by_kind,
+        dp_exposed_s=dp_exposed,
         critical_path=crit,
         phases=tuple(phases),
         events=_block_events(sched, reps),

@@ -31,12 +31,12 @@ PHASES = [("ring", "p2p", "p2p"), ("ring", "ring", "all_gather"), ("ulysses", "a
           ("dp", "ring", "reduce_scatter"), ("pp", "chain", "p2p"), ("ring", "all_to_all", "all_to_all")]
 
 
-def _every_flow(monkeypatch, args, steps):
+def _every_flow(monkeypatch, args):
     """run_phase solving all flows (no symmetry found)."""
     with monkeypatch.context() as m:
         m.setattr(flows, "phase_period",
                   lambda cluster, groups, rotations: (cluster.world_size, np.arange(groups.shape[0])))
-        return run_phase(*args, latency_steps=steps)
+        return run_phase(*args)
 
 
 @pytest.mark.parametrize("name", CLUSTERS)
@@ -50,8 +50,8 @@ def test_one_period_gives_the_phase_of_every_flow(name, monkeypatch):
             if groups.shape[1] == 1:
                 continue
             args = (cluster, axis, groups, 3 * GB, algorithm, eff)
-            fast = run_phase(*args, latency_steps=groups.shape[1] - 1)
-            slow = _every_flow(monkeypatch, args, groups.shape[1] - 1)
+            fast = run_phase(*args)
+            slow = _every_flow(monkeypatch, args)
             case = (plan, axis, algorithm)
             assert fast.duration_s == pytest.approx(slow.duration_s, rel=1e-12), case
             assert fast.achieved_bytes_per_s == pytest.approx(slow.achieved_bytes_per_s, rel=1e-12), case
