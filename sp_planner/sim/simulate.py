@@ -140,7 +140,7 @@ def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tupl
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s
-        else:
+        elif b.kind != "dp_grad_tail":  # the tail of the last backward's buckets, counted with its program
             busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
     return tuple(StreamUsage(stage=s, rank=reps[s], stream=st, busy_s=v, idle_s=max(0.0, step - v))
                  for (s, st), v in busy.items())
