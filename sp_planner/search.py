@@ -12,49 +12,31 @@ cluster size. The frame of every candidate is built only when a caller asks for 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from sp_planner import columns
-from sp_planner.cost.comm import CommColumns, comm_columns
-from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.step import StepColumns, time_columns
-from sp_planner.estimate import (
-    FRAME_PREFIXES,
-    CommBytes,
-    CommLinks,
-    MemoryBreakdown,
-    PlanEstimate,
-    SearchResult,
-    TimeBreakdown,
-    plain,
-)
+from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
-from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, ParallelPlan, violations
+from sp_planner.plan import RULES, ParallelPlan
+from sp_planner.search_columns import _evaluate, _Evaluated, _explained, search_axes
+from sp_planner.search_scan import _keep_best, _scan
 from sp_planner.space import (
-    DEGREES,
-    EXPERT_DEGREES,
     Axes,
     Candidates,
     Pins,
     count_candidates,
     degree_tuples,
-    first_rule,
-    iter_candidates,
-    rule_masks,
     search_order,
     with_expert_degrees,
 )
-from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import GIB, plural
+from sp_planner.units import plural
 
-__all__ = ["Pins", "SearchTooLarge", "evaluate", "search"]
+__all__ = ["Pins", "SearchTooLarge", "evaluate", "search", "search_axes"]
 
 # Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
 # candidate, so this bounds the search's working memory (tens of MB) at any cluster size.
@@ -81,13 +63,6 @@ class SearchTooLarge(UserInputError):
     """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
 
 
-def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
-    """What the non-degree axes read: the model's layers, the precisions the hardware runs and the
-    model's routed experts (0 for dense models)."""
-    return Axes(num_layers=model.num_layers, precisions=hardware.precisions,  # type: ignore[arg-type]
-                num_experts=model.moe.num_experts if model.moe else 0)
-
-
 def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, axes: Axes) -> int:
     """The number of candidates, when the search takes them on."""
     count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node, axes=axes)
@@ -109,205 +84,6 @@ def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
     return num_nodes * gpus_per_node
 
 
-def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np.ndarray) -> np.ndarray:
-    """The first broken rule's message from `plan.violations`, computed once per distinct plan shape."""
-    reasons = np.full(len(code), "", dtype=object)
-    bad = np.flatnonzero(code >= 0)
-    if len(bad) == 0:
-        return reasons
-    # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
-    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag", "vpp",
-                                                   "first_stage_layers", "last_stage_layers")], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    texts = []
-    for i in bad[first]:
-        rule = RULES[code[i]]
-        found = {v.rule: v.message for v in violations(c.plan(i), model, workload)}
-        texts.append(f"{rule}: {found[rule]}")
-    reasons[bad] = np.array(texts, dtype=object)[inverse.reshape(-1)]
-    return reasons
-
-
-class _Evaluated(NamedTuple):
-    """Every candidate's estimate as typed arrays, and whether and why it cannot run."""
-
-    candidates: Candidates
-    memory: MemoryColumns
-    step: StepColumns
-    comm: CommColumns
-    fits: np.ndarray
-    reason: np.ndarray
-    rule_code: np.ndarray  # index into RULES, len(RULES) for OOM, -1 when it fits
-
-    def estimate(self, i: int) -> PlanEstimate:
-        reason = self.reason[i]
-        return PlanEstimate(
-            plan=self.candidates.plan(i),
-            fits=bool(self.fits[i]),
-            reason=str(reason) if reason else None,
-            memory=MemoryBreakdown(**_at(self.memory, MemoryBreakdown, i)),
-            memory_peak_bytes=float(self.memory.peak_bytes[i]),
-            time=TimeBreakdown(**_at(self.step.time, TimeBreakdown, i)),
-            step_time_s=float(self.step.step_time_s[i]),
-            tokens_per_s=float(self.step.tokens_per_s[i]),
-            model_tflops_per_gpu=float(self.step.model_tflops_per_gpu[i]),
-            hardware_tflops_per_gpu=float(self.step.hardware_tflops_per_gpu[i]),
-            mfu=float(self.step.mfu[i]),
-            hardware_mfu=float(self.step.hardware_mfu[i]),
-            comm_bytes=CommBytes(**_at(self.comm.sent_bytes, CommBytes, i)),
-            comm_links=CommLinks(**_at(self.comm.links, CommLinks, i)),
-        )
-
-    def frame(self) -> pd.DataFrame:
-        """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
-        c, step = self.candidates, self.step
-        cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}
-        cols["zero"] = c.zero
-        cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
-        cols["micro_batch"] = c.micro_batch
-        cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
-        cols["cp_comm"] = np.where(c.allgather, "allgather", "p2p").astype(object)
-        cols["dp_replicate"] = c.dp_replicate
-        cols["reshard_after_forward"] = c.reshard
-        cols.update({name: getattr(c, name) for name in EXPERT_DEGREES})
-        cols["vpp"] = c.vpp
-        # 0 (the even split) as missing, as in the plan (None).
-        for name in ("first_stage_layers", "last_stage_layers"):
-            layers = getattr(c, name)
-            split = pd.array(layers, dtype="Int64")
-            split[layers == 0] = pd.NA
-            cols[name] = split
-        cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
-        cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
-        cols["memory_peak_bytes"] = self.memory.peak_bytes
-        cols.update(_prefixed("time", step.time, TimeBreakdown))
-        cols.update({name: getattr(step, name) for name in step._fields if name != "time"})
-        cols.update(_prefixed("comm_bytes", self.comm.sent_bytes, CommBytes))
-        cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
-        cols["fits"] = self.fits
-        cols["reason"] = self.reason
-        cols["rule_code"] = self.rule_code
-        return pd.DataFrame(cols)
-
-
-def _prefixed(part: str, columns: tuple, model: type[FrozenModel]) -> dict[str, object]:
-    return {f"{FRAME_PREFIXES[part]}{name}": getattr(columns, name) for name in model.model_fields}
-
-
-def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
-    """Entry `i` of typed columns as the fields of `model` (numpy scalars -> Python scalars)."""
-    return {name: plain(getattr(columns, name)[i]) for name in model.model_fields}
-
-
-def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int, code: np.ndarray | None = None,
-              overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
-    """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
-    empty: `_explained` writes them for the rows that are shown. `overlap`: cost.overlap."""
-    memory = memory_columns(model, hardware, workload, c)
-    # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
-    domain = hardware.link_domain_gpus(gpus_per_node)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=overlap)
-    comm = comm_columns(model, workload, c, gpus_per_node=domain)
-    if code is None:
-        code = first_rule(rule_masks(model, workload, c), len(c))
-    oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
-    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
-                      reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
-
-
-def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: _Evaluated) -> _Evaluated:
-    """`e` with each row's reason: the first broken rule's message, or the memory shortfall."""
-    oom = e.rule_code == len(RULES)
-    reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))
-    peak = e.memory.peak_bytes
-    oom_idx = np.flatnonzero(oom)
-    reason[oom_idx] = [
-        f"oom: needs {p / GIB:.1f} GiB per GPU, {hardware.hbm_bytes / GIB:.1f} GiB available"
-        for p in peak[oom_idx]
-    ]
-    return e._replace(reason=reason)
-
-
-def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tier, primary, uncapped, secondary): fitting plans by step time (then the time before the
-    MFU ceiling, cost.mfu_ceiling, then memory); then OOM by how far over; then rule breakers."""
-    peak, step = e.memory.peak_bytes, e.step.step_time_s
-    tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
-    primary = np.where(tier == 0, step, peak / capacity_bytes)
-    uncapped = np.where(tier == 0, step - e.step.time.mfu_ceiling_s, 0.0)
-    secondary = np.where(tier == 0, peak, step)
-    return tier, primary, uncapped, secondary
-
-
-def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
-    """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
-    tier, primary, uncapped, secondary = _rank_keys(e, capacity_bytes)
-    return np.lexsort((index, secondary, uncapped, primary, tier))
-
-
-class _Best(NamedTuple):
-    """The best rows seen so far, in rank order, and their places in the enumeration."""
-
-    evaluated: _Evaluated
-    place: np.ndarray
-
-
-def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
-               keep: int | None) -> _Best:
-    """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
-    if best is not None:
-        if keep is not None and len(best.place) >= keep:
-            # Rows ranked after the last one kept cannot enter: drop them before sorting.
-            tier, primary = _rank_keys(e, capacity_bytes)[:2]
-            last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
-            rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
-            e, index = columns.take(e, rows), index[rows]
-        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.place, index])
-    order = _ranked_order(e, index, capacity_bytes)[:keep]
-    return _Best(columns.take(e, order), index[order])
-
-
-class _Scan(NamedTuple):
-    best: _Best | None
-    candidates: int
-    costed: int
-    counts: np.ndarray  # candidates per RULES entry, then OOM
-
-
-def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
-          gpus_per_node: int, overlap: Overlap, *, keep: int | None, breakers: bool, progress: Progress,
-          total: int = 0) -> _Scan:
-    """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
-    chunk, keeping the best `keep` rows (every row when None) in rank order."""
-    parts: list[_Evaluated] = []
-    places: list[np.ndarray] = []
-    best: _Best | None = None
-    counts = np.zeros(len(RULES) + 1, dtype=np.int64)
-    seen = costed = 0
-    axes = search_axes(model, hardware)
-    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=CHUNK_CANDIDATES,
-                                       gpus_per_node=gpus_per_node, axes=axes):
-        code = first_rule(rule_masks(model, workload, chunk), len(chunk))
-        rows = np.flatnonzero(code >= 0 if breakers else code < 0)
-        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
-        if not breakers:  # the rules are counted once, in the pass over every candidate
-            counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
-        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
-        index = seen + rows
-        if keep is None:
-            parts.append(e)
-            places.append(index)
-        elif len(rows):
-            best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
-        seen += len(chunk)
-        costed += len(rows)
-        progress(seen, total, f"searching {plural(total, 'candidate')}")
-    if keep is None and parts:
-        best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
-    return _Scan(best, seen, costed, counts)
-
-
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
            gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None,
            overlap: Overlap = MEGATRON_OVERLAP) -> SearchResult:
@@ -324,7 +100,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     keep = max(top_k, HEAD_ROWS)
-    args = (model, hardware, workload, degrees, pins, gpus_per_node, overlap)
+    args = (model, hardware, workload, degrees, pins, gpus_per_node, overlap, CHUNK_CANDIDATES)
     progress(0, total, f"searching {plural(total, 'candidate')}")
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
     counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import NamedTuple
 
 import numpy as np
 
-import math
-from functools import lru_cache
-
-from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER
-from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
+from sp_planner.layout import GRID_ORDER
+from sp_planner.pipeline import default_split
 from sp_planner.plan import (
     MAX_DEGREE,
     PRECISIONS,
@@ -27,13 +23,33 @@ from sp_planner.plan import (
     RuleFacts,
     rule_breaks,
 )
-from sp_planner.space_variants import expand_variants, variant_mask
+from sp_planner.space_choices import (  # re-exported: the choices beside the degrees live there
+    MICRO_BATCH_CHOICES,
+    ZERO_STAGES,
+    Axes,
+    _micro_batches,
+    _num_experts,
+    _precision_codes,
+    _variants,
+    _vpp_choices,
+    _vpp_keep,
+    _vpps_kept,
+    _zeros_and_recomputes,
+)
+from sp_planner.space_degrees import (  # re-exported: the space's degree tuples live there
+    DEGREES,
+    EXPERT_DEGREES,
+    _divisors,
+    bounded_factorizations,
+    degree_tuples,
+    ordered_factorizations,
+    search_order,
+    with_expert_degrees,
+)
+from sp_planner.space_variants import expand_variants
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-
-ZERO_STAGES: tuple[int, ...] = (0, 1, 2, 3)
-MICRO_BATCH_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
 
 
 class Pins(FrozenModel):
@@ -58,108 +74,13 @@ class Pins(FrozenModel):
     etp: int | None = None
 
 
-# The degrees (the axes of layout.GRID_ORDER) in ParallelPlan's field order, which is the order
-# of the frame's columns and of the JSON, and in Pins' field order, which is the CLI's options'.
-DEGREES: tuple[str, ...] = tuple(name for name in ParallelPlan.model_fields if name in GRID_ORDER)
+# The degrees in Pins' field order, which is the CLI's options' (DEGREES: space_degrees).
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
-# The expert grid's free degrees (layout.EXPERT_GRID_ORDER less pp and the derived edp), columns
-# after DEGREES; enumerated only for MoE models.
-EXPERT_DEGREES: tuple[str, ...] = tuple(name for name in EXPERT_GRID_ORDER if name not in ("pp", "edp"))
 
-def _divisors(n: int) -> list[int]:
-    """Divisors of n, ascending, from trial division up to sqrt(n) (a million-node world has ~10^7
-    candidates below it, so counting up to n would dominate the search)."""
-    small, large = [], []
-    d = 1
-    while d * d <= n:
-        if n % d == 0:
-            small.append(d)
-            if d * d != n:
-                large.append(n // d)
-        d += 1
-    return small + large[::-1]
-
-
-def degree_tuples(world: int, pins: Pins) -> np.ndarray:
-    """All (dp, pp, tp, ulysses, ring) with product == world that respect the pins, each degree
-    at most plan.MAX_DEGREE; shape (n, 5), in lexicographic order. Built axis by axis over arrays:
-    a million-node world has 150,150."""
-    prefix = np.zeros((1, 0), dtype=np.int64)  # (tuples so far, axes chosen)
-    rest = np.array([world], dtype=np.int64)  # what the remaining axes must multiply to
-    for axis in DEGREES[:-1]:
-        pinned = getattr(pins, axis)
-        values, inverse = np.unique(rest, return_inverse=True)
-        choices = [np.array([d for d in _divisors(int(v)) if d <= MAX_DEGREE] if pinned is None
-                            else [pinned] if v % pinned == 0 else [], dtype=np.int64) for v in values]
-        per_row = [choices[i] for i in inverse.reshape(-1)]
-        counts = np.array([len(c) for c in per_row], dtype=np.int64)
-        chosen = np.concatenate(per_row) if per_row else np.zeros(0, dtype=np.int64)
-        prefix = np.concatenate([np.repeat(prefix, counts, axis=0), chosen[:, None]], axis=1)
-        rest = np.repeat(rest, counts) // chosen
-    last = getattr(pins, DEGREES[-1])
-    keep = (rest <= MAX_DEGREE) if last is None else rest == last
-    return np.concatenate([prefix[keep], rest[keep, None]], axis=1)
-
-
-def bounded_factorizations(world: int, parts: int, largest: int | None = None) -> int:
-    """How many tuples of `parts` positive integers, each at most `largest`, multiply to `world`
-    (degree tuples, no pins): ordered_factorizations while world <= largest, else counted over
-    the divisors of world. `largest` defaults to plan.MAX_DEGREE."""
-    largest = MAX_DEGREE if largest is None else largest
-    if world <= largest:
-        return ordered_factorizations(world, parts)
-
-    @lru_cache(maxsize=None)
-    def count(n: int, k: int) -> int:
-        if k == 1:
-            return int(n <= largest)
-        return sum(count(n // d, k - 1) for d in _divisors(n) if d <= largest)
-
-    return count(world, parts)
-
-
-def ordered_factorizations(world: int, parts: int) -> int:
-    """How many tuples of `parts` positive integers multiply to `world` (degree tuples, no pins):
-    the product over world's prime powers p^e of C(e + parts - 1, parts - 1)."""
-    count, n, p = 1, world, 2
-    while p * p <= n:
-        e = 0
-        while n % p == 0:
-            n, e = n // p, e + 1
-        count *= math.comb(e + parts - 1, parts - 1)
-        p += 1
-    return count * (parts if n > 1 else 1)
-
-
-def with_expert_degrees(degrees: np.ndarray, num_experts: int, pins: Pins) -> np.ndarray:
-    """Degree rows (n, len(DEGREES)) extended by (ep, etp) columns: (n', len(DEGREES) + 2).
-
-    Dense models get ep = etp = 1 (pins other than 1 are kept, for the rules to refuse). For MoE,
-    ep runs over the divisors of num_experts and etp over {1, tp} (ETP = 1 is Megatron's
-    recommendation for fine-grained experts, moe/README.md; ETP = TP its default), keeping rows
-    whose expert grid fills each pipeline stage: (world/pp) % (ep*etp) == 0 (parallel_state.py)
-    unless ep or etp is pinned.
-    """
-    n = len(degrees)
-    if num_experts == 0:
-        fixed = np.array([[pins.ep or 1, pins.etp or 1]] * n, dtype=np.int64).reshape(n, 2)
-        return np.concatenate([degrees, fixed], axis=1)
-    tp = degrees[:, DEGREES.index("tp")]
-    stage = degrees.prod(axis=1) // degrees[:, DEGREES.index("pp")]
-    eps = [pins.ep] if pins.ep is not None else _divisors(num_experts)
-    blocks = []
-    for ep in eps:
-        etp_choices = [np.full(n, pins.etp)] if pins.etp is not None else [np.ones(n, dtype=np.int64), tp]
-        seen = np.zeros((n, 0), dtype=np.int64)
-        for etp in etp_choices:
-            # A pinned degree is kept even where it breaks the grid, so that the rule names it.
-            fills = (stage % (ep * etp) == 0) | (pins.ep is not None) | (pins.etp is not None)
-            keep = fills & ~(seen == etp[:, None]).any(axis=1)
-            seen = np.concatenate([seen, etp[:, None]], axis=1)
-            rows = np.concatenate([degrees, np.full((n, 1), ep), etp[:, None]], axis=1)[keep]
-            blocks.append(rows)
-    width = len(DEGREES) + len(EXPERT_DEGREES)
-    return np.concatenate(blocks).astype(np.int64) if blocks else np.zeros((0, width), dtype=np.int64)
+__all__ = ["DEGREES", "EXPERT_DEGREES", "MICRO_BATCH_CHOICES", "PIN_DEGREES", "ZERO_STAGES", "Axes", "Candidates",
+           "Pins", "bounded_factorizations", "count_candidates", "degree_tuples", "enumerate_candidates",
+           "expand_candidates", "first_rule", "iter_candidates", "ordered_factorizations", "rule_masks",
+           "search_order", "with_expert_degrees"]
 
 
 @dataclass(frozen=True)
@@ -235,21 +156,6 @@ _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_s
                                 *EXPERT_DEGREES)
 
 
-class Axes(NamedTuple):
-    """What the pipeline, precision and expert axes read beside the pins: the model's layers (the
-    split and the vpp values that fit it), the precisions the hardware runs (tried when unpinned)
-    and the model's routed experts (0: dense; ep runs over their divisors). None where a caller
-    passes no Axes: vpp 1, the even split, the pinned (else bf16) precision, dense."""
-
-    num_layers: int
-    precisions: tuple[Precision, ...] = ("bf16",)
-    num_experts: int = 0
-
-
-def _num_experts(axes: Axes | None) -> int:
-    return axes.num_experts if axes is not None else 0
-
-
 def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
                          *, axes: Axes | None = None) -> Candidates:
     """Every candidate: degree tuples (with ep, etp for MoE) x ZeRO stage x recompute x micro-batch
@@ -293,13 +199,6 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
                for dp, tuples in zip(dps.tolist(), per_dp.tolist())) * len(_precision_codes(pins, axes))
 
 
-def search_order(degrees: np.ndarray) -> np.ndarray:
-    """Degree tuples in the order the candidates are enumerated (grouped by dp, stably), so
-    expanding consecutive slices and concatenating gives the same candidates in the same order
-    as expanding them all at once."""
-    return degrees[np.argsort(degrees[:, DEGREES.index("dp")], kind="stable")]
-
-
 def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
                     gpus_per_node: int | None = None, axes: Axes | None = None) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
@@ -313,55 +212,6 @@ def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chun
         yield done, chunk
         per_tuple = max(1.0, len(chunk) / len(rows))
         step = max(1, int(chunk_candidates / per_tuple))
-
-
-def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
-    zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
-    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
-    return zeros, recomputes
-
-
-def _micro_batches(workload: Workload, dp: int, pins: Pins) -> list[int]:
-    if pins.micro_batch is not None:
-        return [pins.micro_batch]
-    if workload.global_batch % dp == 0:
-        per_replica = workload.global_batch // dp
-        return [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
-    return [1]  # broken batch rule: evaluated once, reported with its reason
-
-
-def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
-    return variant_mask(named["dp"], named["tp"], named["ulysses"], named["ring"], zero, cp_comm=pins.cp_comm,
-                        dp_replicate=pins.dp_replicate, reshard_after_forward=pins.reshard_after_forward,
-                        gpus_per_node=gpus_per_node)
-
-
-def _precision_codes(pins: Pins, axes: Axes | None) -> list[int]:
-    if pins.precision is not None:
-        return [PRECISIONS.index(pins.precision)]
-    return [PRECISIONS.index(p) for p in (axes.precisions if axes is not None else ("bf16",))]
-
-
-def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
-    if pins.vpp is not None:
-        return [pins.vpp]
-    return list(VPP_CHOICES) if axes is not None else [1]
-
-
-def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool):
-    """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
-    for the micro-batch count), so that the search does not list them as rule breakers."""
-    if pinned:
-        return np.ones(np.shape(vpp), dtype=bool)
-    m = workload.global_batch // (dp * mb)
-    first, last = default_split(num_layers, pp, vpp)
-    return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
-
-
-def _vpps_kept(workload: Workload, dp: int, pp: int, mb: int, pins: Pins, axes: Axes | None) -> int:
-    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)
-    num_layers = axes.num_layers if axes is not None else 1
-    return int(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None).sum())
 
 
 def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None,

@@ -1,0 +1,159 @@
+"""The search's candidates costed as typed columns (_Evaluated), with each shown row's reason: what
+search.search ranks and search.evaluate answers for one plan."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from sp_planner.cost.comm import CommColumns, comm_columns
+from sp_planner.cost.memory import MemoryColumns, memory_columns
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.step import StepColumns, time_columns
+from sp_planner.estimate import (
+    FRAME_PREFIXES,
+    CommBytes,
+    CommLinks,
+    MemoryBreakdown,
+    PlanEstimate,
+    TimeBreakdown,
+    plain,
+)
+from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, violations
+from sp_planner.space import DEGREES, EXPERT_DEGREES, Axes, Candidates, first_rule, rule_masks
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import GIB
+
+
+def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
+    """What the non-degree axes read: the model's layers, the precisions the hardware runs and the
+    model's routed experts (0 for dense models)."""
+    return Axes(num_layers=model.num_layers, precisions=hardware.precisions,  # type: ignore[arg-type]
+                num_experts=model.moe.num_experts if model.moe else 0)
+
+
+def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np.ndarray) -> np.ndarray:
+    """The first broken rule's message from `plan.violations`, computed once per distinct plan shape."""
+    reasons = np.full(len(code), "", dtype=object)
+    bad = np.flatnonzero(code >= 0)
+    if len(bad) == 0:
+        return reasons
+    # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
+    keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag", "vpp",
+                                                   "first_stage_layers", "last_stage_layers")], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    texts = []
+    for i in bad[first]:
+        rule = RULES[code[i]]
+        found = {v.rule: v.message for v in violations(c.plan(i), model, workload)}
+        texts.append(f"{rule}: {found[rule]}")
+    reasons[bad] = np.array(texts, dtype=object)[inverse.reshape(-1)]
+    return reasons
+
+
+class _Evaluated(NamedTuple):
+    """Every candidate's estimate as typed arrays, and whether and why it cannot run."""
+
+    candidates: Candidates
+    memory: MemoryColumns
+    step: StepColumns
+    comm: CommColumns
+    fits: np.ndarray
+    reason: np.ndarray
+    rule_code: np.ndarray  # index into RULES, len(RULES) for OOM, -1 when it fits
+
+    def estimate(self, i: int) -> PlanEstimate:
+        reason = self.reason[i]
+        return PlanEstimate(
+            plan=self.candidates.plan(i),
+            fits=bool(self.fits[i]),
+            reason=str(reason) if reason else None,
+            memory=MemoryBreakdown(**_at(self.memory, MemoryBreakdown, i)),
+            memory_peak_bytes=float(self.memory.peak_bytes[i]),
+            time=TimeBreakdown(**_at(self.step.time, TimeBreakdown, i)),
+            step_time_s=float(self.step.step_time_s[i]),
+            tokens_per_s=float(self.step.tokens_per_s[i]),
+            model_tflops_per_gpu=float(self.step.model_tflops_per_gpu[i]),
+            hardware_tflops_per_gpu=float(self.step.hardware_tflops_per_gpu[i]),
+            mfu=float(self.step.mfu[i]),
+            hardware_mfu=float(self.step.hardware_mfu[i]),
+            comm_bytes=CommBytes(**_at(self.comm.sent_bytes, CommBytes, i)),
+            comm_links=CommLinks(**_at(self.comm.links, CommLinks, i)),
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
+        c, step = self.candidates, self.step
+        cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}
+        cols["zero"] = c.zero
+        cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
+        cols["micro_batch"] = c.micro_batch
+        cols["ring_layout"] = np.where(c.zigzag, "zigzag", "contiguous").astype(object)
+        cols["cp_comm"] = np.where(c.allgather, "allgather", "p2p").astype(object)
+        cols["dp_replicate"] = c.dp_replicate
+        cols["reshard_after_forward"] = c.reshard
+        cols.update({name: getattr(c, name) for name in EXPERT_DEGREES})
+        cols["vpp"] = c.vpp
+        # 0 (the even split) as missing, as in the plan (None).
+        for name in ("first_stage_layers", "last_stage_layers"):
+            layers = getattr(c, name)
+            split = pd.array(layers, dtype="Int64")
+            split[layers == 0] = pd.NA
+            cols[name] = split
+        cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
+        cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
+        cols["memory_peak_bytes"] = self.memory.peak_bytes
+        cols.update(_prefixed("time", step.time, TimeBreakdown))
+        cols.update({name: getattr(step, name) for name in step._fields if name != "time"})
+        cols.update(_prefixed("comm_bytes", self.comm.sent_bytes, CommBytes))
+        cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
+        cols["fits"] = self.fits
+        cols["reason"] = self.reason
+        cols["rule_code"] = self.rule_code
+        return pd.DataFrame(cols)
+
+
+def _prefixed(part: str, columns: tuple, model: type[FrozenModel]) -> dict[str, object]:
+    return {f"{FRAME_PREFIXES[part]}{name}": getattr(columns, name) for name in model.model_fields}
+
+
+def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
+    """Entry `i` of typed columns as the fields of `model` (numpy scalars -> Python scalars)."""
+    return {name: plain(getattr(columns, name)[i]) for name in model.model_fields}
+
+
+def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+              gpus_per_node: int, code: np.ndarray | None = None,
+              overlap: Overlap = MEGATRON_OVERLAP) -> _Evaluated:
+    """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
+    empty: `_explained` writes them for the rows that are shown. `overlap`: cost.overlap."""
+    memory = memory_columns(model, hardware, workload, c)
+    # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
+    domain = hardware.link_domain_gpus(gpus_per_node)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=overlap)
+    comm = comm_columns(model, workload, c, gpus_per_node=domain)
+    if code is None:
+        code = first_rule(rule_masks(model, workload, c), len(c))
+    oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
+    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
+                      reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
+
+
+def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: _Evaluated) -> _Evaluated:
+    """`e` with each row's reason: the first broken rule's message, or the memory shortfall."""
+    oom = e.rule_code == len(RULES)
+    reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))
+    peak = e.memory.peak_bytes
+    oom_idx = np.flatnonzero(oom)
+    reason[oom_idx] = [
+        f"oom: needs {p / GIB:.1f} GiB per GPU, {hardware.hbm_bytes / GIB:.1f} GiB available"
+        for p in peak[oom_idx]
+    ]
+    return e._replace(reason=reason)
+
+

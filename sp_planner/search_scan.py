@@ -1,0 +1,102 @@
+"""The search's chunked scan: candidates enumerated and costed chunk by chunk, the best K rows kept
+in rank order by merging each chunk into them (search.search drives it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from sp_planner import columns
+from sp_planner.cost.overlap import Overlap
+from sp_planner.plan import RULES
+from sp_planner.search_columns import _evaluate, _Evaluated, search_axes
+from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+from sp_planner.units import plural
+
+if TYPE_CHECKING:
+    from sp_planner.search import Progress
+
+
+def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tier, primary, uncapped, secondary): fitting plans by step time (then the time before the
+    MFU ceiling, cost.mfu_ceiling, then memory); then OOM by how far over; then rule breakers."""
+    peak, step = e.memory.peak_bytes, e.step.step_time_s
+    tier = np.where(e.fits, 0, np.where(e.rule_code == len(RULES), 1, 2))
+    primary = np.where(tier == 0, step, peak / capacity_bytes)
+    uncapped = np.where(tier == 0, step - e.step.time.mfu_ceiling_s, 0.0)
+    secondary = np.where(tier == 0, peak, step)
+    return tier, primary, uncapped, secondary
+
+
+def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
+    """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
+    tier, primary, uncapped, secondary = _rank_keys(e, capacity_bytes)
+    return np.lexsort((index, secondary, uncapped, primary, tier))
+
+
+class _Best(NamedTuple):
+    """The best rows seen so far, in rank order, and their places in the enumeration."""
+
+    evaluated: _Evaluated
+    place: np.ndarray
+
+
+def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
+               keep: int | None) -> _Best:
+    """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
+    if best is not None:
+        if keep is not None and len(best.place) >= keep:
+            # Rows ranked after the last one kept cannot enter: drop them before sorting.
+            tier, primary = _rank_keys(e, capacity_bytes)[:2]
+            last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
+            rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
+            e, index = columns.take(e, rows), index[rows]
+        e, index = columns.concat([best.evaluated, e]), np.concatenate([best.place, index])
+    order = _ranked_order(e, index, capacity_bytes)[:keep]
+    return _Best(columns.take(e, order), index[order])
+
+
+class _Scan(NamedTuple):
+    best: _Best | None
+    candidates: int
+    costed: int
+    counts: np.ndarray  # candidates per RULES entry, then OOM
+
+
+def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
+          gpus_per_node: int, overlap: Overlap, chunk_candidates: int, *, keep: int | None, breakers: bool,
+          progress: Progress, total: int = 0) -> _Scan:
+    """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
+    chunk of about `chunk_candidates`, keeping the best `keep` rows (every row when None) in rank order."""
+    parts: list[_Evaluated] = []
+    places: list[np.ndarray] = []
+    best: _Best | None = None
+    counts = np.zeros(len(RULES) + 1, dtype=np.int64)
+    seen = costed = 0
+    axes = search_axes(model, hardware)
+    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=chunk_candidates,
+                                       gpus_per_node=gpus_per_node, axes=axes):
+        code = first_rule(rule_masks(model, workload, chunk), len(chunk))
+        rows = np.flatnonzero(code >= 0 if breakers else code < 0)
+        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
+        if not breakers:  # the rules are counted once, in the pass over every candidate
+            counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
+        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
+        index = seen + rows
+        if keep is None:
+            parts.append(e)
+            places.append(index)
+        elif len(rows):
+            best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
+        seen += len(chunk)
+        costed += len(rows)
+        progress(seen, total, f"searching {plural(total, 'candidate')}")
+    if keep is None and parts:
+        best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
+    return _Scan(best, seen, costed, counts)
+
+

@@ -1,0 +1,83 @@
+"""The choices the search space multiplies each degree tuple by: ZeRO stage, recompute, micro-batch,
+the variants of space_variants, vpp and precision (which values are tried for given pins and Axes)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
+from sp_planner.plan import PRECISIONS, RECOMPUTE, Precision
+from sp_planner.space_variants import variant_mask
+from sp_planner.specs.workload import Workload
+
+if TYPE_CHECKING:
+    from sp_planner.space import Pins
+
+ZERO_STAGES: tuple[int, ...] = (0, 1, 2, 3)
+MICRO_BATCH_CHOICES: tuple[int, ...] = (1, 2, 4, 8)
+
+
+class Axes(NamedTuple):
+    """What the pipeline, precision and expert axes read beside the pins: the model's layers (the
+    split and the vpp values that fit it), the precisions the hardware runs (tried when unpinned)
+    and the model's routed experts (0: dense; ep runs over their divisors). None where a caller
+    passes no Axes: vpp 1, the even split, the pinned (else bf16) precision, dense."""
+
+    num_layers: int
+    precisions: tuple[Precision, ...] = ("bf16",)
+    num_experts: int = 0
+
+
+def _num_experts(axes: Axes | None) -> int:
+    return axes.num_experts if axes is not None else 0
+
+
+def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
+    zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
+    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    return zeros, recomputes
+
+
+def _micro_batches(workload: Workload, dp: int, pins: Pins) -> list[int]:
+    if pins.micro_batch is not None:
+        return [pins.micro_batch]
+    if workload.global_batch % dp == 0:
+        per_replica = workload.global_batch // dp
+        return [x for x in MICRO_BATCH_CHOICES if per_replica % x == 0]
+    return [1]  # broken batch rule: evaluated once, reported with its reason
+
+
+def _variants(named, zero, pins: Pins, gpus_per_node: int | None):
+    return variant_mask(named["dp"], named["tp"], named["ulysses"], named["ring"], zero, cp_comm=pins.cp_comm,
+                        dp_replicate=pins.dp_replicate, reshard_after_forward=pins.reshard_after_forward,
+                        gpus_per_node=gpus_per_node)
+
+
+def _precision_codes(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.precision is not None:
+        return [PRECISIONS.index(pins.precision)]
+    return [PRECISIONS.index(p) for p in (axes.precisions if axes is not None else ("bf16",))]
+
+
+def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
+    if pins.vpp is not None:
+        return [pins.vpp]
+    return list(VPP_CHOICES) if axes is not None else [1]
+
+
+def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool):
+    """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
+    for the micro-batch count), so that the search does not list them as rule breakers."""
+    if pinned:
+        return np.ones(np.shape(vpp), dtype=bool)
+    m = workload.global_batch // (dp * mb)
+    first, last = default_split(num_layers, pp, vpp)
+    return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
+
+
+def _vpps_kept(workload: Workload, dp: int, pp: int, mb: int, pins: Pins, axes: Axes | None) -> int:
+    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)
+    num_layers = axes.num_layers if axes is not None else 1
+    return int(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None).sum())
