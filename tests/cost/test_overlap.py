@@ -114,8 +114,8 @@ def test_simulator_dp_stream_fits_in_the_step_and_agrees_with_the_model(plan, se
     dp_busy = max(s.busy_s for s in result.streams if s.stream == "dp_comm")
     assert dp_busy <= result.step_time_s
     assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
-    # The simulator spreads Megatron's large buckets over layers (finer than the model): 15%.
-    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.15)
+    # Both issue the same calls (cost.buckets); ZeRO-3's layer-by-layer race differs by 2% at most.
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
 
 
 def test_overlap_slowdown_is_nccl_sms_over_h100_sms():

@@ -87,15 +87,12 @@ def test_without_contention_the_simulator_matches_the_analytic_model_at_16k_gpus
     assert {p.bottleneck for p in result.phases} <= {"nvlink", "nic", "none"}
 
 
-def test_at_131072_gpus_the_simulator_differs_from_the_analytic_model_only_by_bucket_latency():
-    # The benchmark's plan: its dp x cp group is all 131,072 ranks, so the simulator's ring latency
-    # per gradient bucket (the analytic model counts it once a step) costs seconds. With the
-    # profile's latencies at zero the rest agrees.
-    h100 = load_hardware("H100-SXM")
-    no_latency = h100.model_copy(update={"inter_node": h100.inter_node.model_copy(update={"latency_s": 0.0}),
-                                         "intra_node": h100.intra_node.model_copy(update={"latency_s": 0.0})})
+def test_at_131072_gpus_the_simulator_agrees_with_the_analytic_model():
+    # The benchmark's plan: its dp x cp group is all 131,072 ranks, so every ZeRO-3 call pays
+    # about 0.5 s of ring latency (NCCL's model: 114,688 NVLink hops and 16,383 network hops); both
+    # models issue the same calls (cost.buckets), so they agree with the latencies in.
     plan = ParallelPlan(dp=128, ulysses=64, ring=16, zero=3)
     workload = Workload(seq_len=1 << 20, global_batch=16384)
-    result = simulate(load_model("Llama-3.1-405B"), no_latency, workload, plan, num_nodes=16384, gpus_per_node=8,
-                      detail=False)
+    result = simulate(load_model("Llama-3.1-405B"), load_hardware("H100-SXM"), workload, plan, num_nodes=16384,
+                      gpus_per_node=8, detail=False)
     assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.01)
