@@ -180,9 +180,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # split, possibly the first or a middle one (sp_planner.pipeline).
     stages = candidate_stage_layers(model, c)
     last_paces = stages.last * per_layer + logits >= np.maximum(stages.first, stages.middle) * per_layer
+    # The pipeline fills and drains through the other stages: the bubble is their micro-batch
+    # times, (pp-1) x the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when
+    # the pacing stage is the slowest only by its logits or a larger share of the layers.
+    all_stages = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer
+    all_stages = all_stages + logits
     layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
     logits = np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
+    other_stages_s = np.maximum(all_stages - micro_s, 0.0)
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
                          + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
                          + moe_bwd)
@@ -221,7 +227,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
-        bubble_micro_batches(pp, c.vpp) * micro_s,
+        bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
         m * layers * moe_layer,
     )

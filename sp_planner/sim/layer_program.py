@@ -102,44 +102,57 @@ def _calls(p: Program, seconds: tuple[float, ...], name: str, after: int, previo
     return previous
 
 
-def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False) -> Program:
-    """Forward of one micro-batch. ZeRO-3 gathers its units' parameters ahead of use, queued in
-    forward order on the data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step
-    whose parameter gather is overlapped (the previous step's gather landing, bucket by bucket).
-    Each layer waits for the calls that hold its parameters (sim.work.DPCalls)."""
+def _chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
+    """The stage's layers (stage-local indices) in one of its vpp model chunks."""
+    per_chunk = work.layers_of(stage) // work.vpp
+    return range(chunk * per_chunk, (chunk + 1) * per_chunk)
+
+
+def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False, chunk: int = 0) -> Program:
+    """Forward of one micro-batch through one model chunk of the stage (the whole stage when vpp
+    is 1). ZeRO-3 gathers its units' parameters ahead of use, queued in forward order on the
+    data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step whose parameter gather
+    is overlapped (the previous step's gather landing, bucket by bucket). Each layer waits for the
+    calls that hold its parameters (sim.work.DPCalls); the embedding's go with the first chunk,
+    the output layer's with the last."""
     p = Program()
+    first, last = chunk == 0, chunk == work.vpp - 1
     gathering = work.dp_gather_every_forward or first_micro_batch
     calls = work.gather_calls(stage) if gathering else DPCalls()
-    landed = _calls(p, calls.tail, "embedding param all-gather", -1)
-    ready = p.add("compute", "gemm", "embedding", work.first_stage_fwd_s if stage == 0 else 0.0, (landed,))
-    for layer in range(work.layers_of(stage)):
+    landed = _calls(p, calls.tail if first else (), "embedding param all-gather", -1)
+    embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0
+    ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
+    for layer in _chunk_layers(work, stage, chunk):
         landed = _calls(p, calls.at_layer(layer), f"L{layer} param all-gather", -1, landed)
         ready = _forward_layer(p, work.layer, layer, ready, gather=landed)
-    if stage == work.pp - 1:
+    if stage == work.pp - 1 and last:
         landed = _calls(p, calls.head, "output layer param all-gather", -1, landed)
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready, landed))
     return p
 
 
-def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Program:
-    """Backward of one micro-batch; gradient buckets go out as layers finish (on the last
-    micro-batch, or on every one with ZeRO-2/3). ZeRO-3 gathers each layer again one layer ahead
-    on the data-parallel stream, between the reduce-scatters (FSDP2's backward prefetch), unless
-    the parameters were kept after forward; the root unit stays gathered (cost.buckets)."""
+def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk: int = 0) -> Program:
+    """Backward of one micro-batch through one model chunk; gradient buckets go out as layers
+    finish (on the last micro-batch, or on every one with ZeRO-2/3). ZeRO-3 gathers each layer
+    again one layer ahead on the data-parallel stream, between the reduce-scatters (FSDP2's
+    backward prefetch), unless the parameters were kept after forward; the root unit stays
+    gathered (cost.buckets)."""
     p = Program()
+    first, last = chunk == 0, chunk == work.vpp - 1
     reduce = work.reduce_calls(stage) if last_micro_batch or work.dp_every_micro_batch else DPCalls()
     regather = work.dp_gather_every_forward and work.dp_backward_gather
     gathers = work.gather_calls(stage) if regather else DPCalls()
-    head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
+    head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
-    _calls(p, reduce.head, "output layer grad reduce", ready)
-    order = list(reversed(range(work.layers_of(stage))))
+    _calls(p, reduce.head if last else (), "output layer grad reduce", ready)
+    order = list(reversed(_chunk_layers(work, stage, chunk)))
     landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)}
     for i, layer in enumerate(order):
         if i + 1 < len(order):
             landed[order[i + 1]] = _calls(p, gathers.at_layer(order[i + 1]), f"L{order[i + 1]} param all-gather", -1)
         ready, grads = _backward_layer(p, work.layer, layer, ready, work.recompute, landed[layer])
         _calls(p, reduce.at_layer(layer), f"L{layer} dp grad bucket", grads)
-    tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 else 0.0, (ready,))
-    _calls(p, reduce.tail, "embedding dp grad bucket", tail)
+    tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 and first else 0.0,
+                 (ready,))
+    _calls(p, reduce.tail if first else (), "embedding dp grad bucket", tail)
     return p

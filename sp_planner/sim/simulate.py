@@ -15,7 +15,6 @@ from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.flops import hardware_flops_per_step
 from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.step import time_columns
-from sp_planner.cost.window import local_window
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RECOMPUTE, ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
@@ -45,19 +44,12 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
             f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
             f"{world}, or plan again with sp-plan for this cluster"
         )
-    if local_window(model, workload.seq_len) is not None:
-        raise UserInputError(f"{model.name}'s sliding-window layers are not simulated (the analytic estimate of "
-                             "sp-plan models them); leave out --simulate")
     if plan.ep > 1 or plan.etp > 1:
         raise UserInputError(f"expert parallelism (ep {plan.ep}, etp {plan.etp}) is not in the simulator's graph yet "
                              "(the analytic estimate of sp-plan models it); leave out --simulate")
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
-    if plan.vpp > 1:
-        raise UserInputError(
-            f"the event simulator runs plain 1F1B: vpp {plan.vpp} (interleaved 1F1B) is costed by the analytic "
-            "model only; simulate the plan with vpp 1")
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -192,7 +184,10 @@ def _block_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEve
 
 
 def _label(b: Block) -> str:
-    return f"{b.kind[0].upper()}{b.micro_batch}" if b.micro_batch >= 0 else b.kind
+    if b.micro_batch < 0:
+        return b.kind
+    chunk = f" chunk {b.chunk}" if b.program is not None and b.chunk else ""
+    return f"{b.kind[0].upper()}{b.micro_batch}{chunk}"
 
 
 def _detail_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEvent, ...]:

@@ -31,7 +31,7 @@ from sp_planner.cost.step import (
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import attention_steps
+from sp_planner.sim.attention_steps import attention_steps, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
@@ -89,6 +89,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
                           allgather=plan.allgather)
+    att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
@@ -134,7 +135,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
     shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (
         groups["edp"].shape[1] if plan.zero >= 1 else 1)
-    pp_bytes = comm.pp_p2p / (2 * m) if pp > 1 else 0.0
+    pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
     layer = LayerWork(
@@ -154,7 +155,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         cp_reduce_scatter_s=cp_rs,
     )
     work = StepWork(
-        pp=pp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
+        pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         last_stage_fwd_s=logits_fwd, last_stage_bwd_s=2 * logits_fwd,
         pp_transfer_s=pp_send,

@@ -68,6 +68,7 @@ class DPCalls(FrozenModel):
 
 class StepWork(FrozenModel):
     pp: int = Field(ge=1)
+    vpp: int = Field(default=1, ge=1)  # model chunks per stage (interleaved 1F1B), layers split evenly
     num_micro_batches: int = Field(ge=1)
     layers_per_stage: int = Field(ge=1)  # a middle stage's (every stage's when the split is even)
     layer: LayerWork
