@@ -1,19 +1,19 @@
 """One training step of every pipeline stage under 1F1B, at the granularity of stage blocks.
 
-A block is one stage's forward or backward of one micro-batch (of one model chunk when the
-pipeline is interleaved); its inside is the stage program (sp_planner.sim.layer_program),
-identical for every micro-batch, so it is scheduled once and reused. 1F1B (PipeDream-Flush;
-Narayanan et al. 2021, section 2.2): stage s runs min(pp-1-s, m) warm-up forwards, then
-alternates one forward and one backward, then drains the remaining backwards; interleaved 1F1B
-(section 2.2.2) as Megatron orders it (`_order`), each stage holding vpp chunks of its layers,
-chunk c of stage s being virtual stage c*pp + s. A later chunk's gradient buckets may still be
-leaving when the next block's join the data-parallel stream; each block's program times its own. A forward waits for the previous stage's forward of the same micro-batch and
-its activation transfer; a backward waits for the next stage's backward and its gradient
-transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
-(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its
-gradient buckets, steps the optimizer and, unless the framework overlaps it with the next step's
-first forward (cost.overlap), all-gathers its parameter shards; last, the compute lost to hidden
-data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
+A block is one stage's forward or backward of one micro-batch (of one model chunk when the pipeline
+is interleaved); its inside is the stage program (sp_planner.sim.layer_program), identical for
+every micro-batch, so it is scheduled once and reused. 1F1B (PipeDream-Flush; Narayanan et al.
+2021, section 2.2): stage s runs min(pp-1-s, m) warm-up forwards, then alternates one forward and
+one backward, then drains the remaining backwards; interleaved 1F1B (section 2.2.2) as Megatron
+orders it (`_order`), each stage holding vpp chunks of its layers, chunk c of stage s being virtual
+stage c*pp + s. A later chunk's gradient buckets may still be leaving when the next block's join
+the data-parallel stream; each block's program times its own. A forward waits for the previous
+stage's forward of the same micro-batch and its activation transfer; a backward waits for the next
+stage's backward and its gradient transfer. Sends block the sender, as Megatron's 1F1B pairs them
+with the next receive (`send_forward_recv_backward`) and waits for both. After its last backward a
+stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
+with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
+compute lost to hidden data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
 """
 
 from __future__ import annotations
