@@ -50,8 +50,20 @@ def _forward_layer(p: Program, w: LayerWork, layer: int, ready: int, kind_prefix
     # between the two all-to-alls does not change any time.
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (out,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather{tag}", w.tp_all_gather_s, (rs,))
-    mlp = p.add("compute", k + "gemm", f"L{layer} mlp gemm{tag}", w.gemm_mlp_fwd_s, (ag2,))
-    return p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (mlp,))
+    ready = _moe_ops(p, w, layer, ag2, ("dispatch", "etp all-gather"), tag)
+    mlp = p.add("compute", k + "gemm", f"L{layer} mlp gemm{tag}", w.gemm_mlp_fwd_s, (ready,))
+    done = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "combine"), tag)
+    return p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (done,))
+
+
+def _moe_ops(p: Program, w: LayerWork, layer: int, ready: int, names: tuple[str, str], tag: str = "") -> int:
+    """The MoE collectives on one side of the expert GEMMs (none for a dense model): the all-to-all
+    and the etp collective, in `names` order ("dispatch"/"combine" are the all-to-alls)."""
+    for name in names:
+        seconds = w.moe_all_to_all_s if name in ("dispatch", "combine") else w.etp_collective_s
+        if seconds > 0:
+            ready = p.add("comm", "moe_comm", f"L{layer} moe {name}{tag}", seconds, (ready,))
+    return ready
 
 
 def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute: str,
@@ -67,7 +79,10 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer.
     ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (ready,))
     ag_in = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (ag,))
-    mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ag_in, gather))
+    # The combine's gradient is an all-to-all back to the experts, the dispatch's one back again.
+    ready_mlp = _moe_ops(p, w, layer, ag_in, ("combine", "etp all-gather"))
+    mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ready_mlp, gather))
+    mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (rs,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))

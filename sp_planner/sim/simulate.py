@@ -44,9 +44,6 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
             f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
             f"{world}, or plan again with sp-plan for this cluster"
         )
-    if plan.ep > 1 or plan.etp > 1:
-        raise UserInputError(f"expert parallelism (ep {plan.ep}, etp {plan.etp}) is not in the simulator's graph yet "
-                             "(the analytic estimate of sp-plan models it); leave out --simulate")
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))

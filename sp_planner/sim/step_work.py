@@ -35,6 +35,7 @@ from sp_planner.sim.attention_steps import attention_steps, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
+from sp_planner.sim.moe_work import moe_work
 from sp_planner.sim.work import LayerWork, StepWork
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -119,6 +120,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                                         * tokens / tp)) if low else 0.0
     gemm_fwd = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0]
                      + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
+    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
@@ -140,9 +142,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
-        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
+        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.imbalance_gemm_fwd_s,
         gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
-        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share),
+        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share) + 2 * moe.imbalance_gemm_fwd_s,
+        moe_all_to_all_s=moe.all_to_all_s,
+        etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,

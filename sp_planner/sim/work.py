@@ -36,6 +36,11 @@ class LayerWork(FrozenModel):
     # and one dK + dV reduce-scatter (backward), both blocking attention.
     cp_all_gather_s: float = NonNeg
     cp_reduce_scatter_s: float = NonNeg
+    # Mixture of experts (sim.moe_work): dispatch and combine around the expert GEMMs (their
+    # gradients in backward) over the ep group, and with etp > 1 a token all-gather before and a
+    # reduce-scatter after, over the etp group.
+    moe_all_to_all_s: float = NonNeg
+    etp_collective_s: float = NonNeg
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":
