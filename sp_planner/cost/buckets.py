@@ -139,19 +139,41 @@ def stage_extras(model: ModelSpec, tp: int, single_stage: bool) -> tuple[tuple[f
     return head, (table,)
 
 
+def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
+             bucket_params: float, vpp: int, first_stage: bool) -> BucketLayout:
+    """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
+    first stage bucketed (with the embedding), every other chunk one bucket issued after its
+    backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
+    DistributedDataParallel: bucket_size None when pp_rank > 0)."""
+    per_chunk = layers // vpp
+    first = megatron_layout(layer, per_chunk, head if vpp == 1 else (), tail,
+                            bucket_params if first_stage else float("inf"))
+    if vpp == 1:
+        return first
+    whole = sum(layer) * per_chunk
+    rest = [((whole + (sum(head) if c == vpp - 1 else 0.0)),) if i == 0 else () for c in range(1, vpp)
+            for i in range(per_chunk)]
+    return BucketLayout((), first.layers + tuple(rest), first.tail)
+
+
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
-                  zero: int, first_stage: bool = True) -> tuple[BucketLayout, BucketLayout]:
+                  zero: int, first_stage: bool = True, vpp: int = 1) -> tuple[BucketLayout, BucketLayout]:
     """(dense, expert) collectives of a stage's rank, with the first stage's non-layer parameters:
-    Megatron buckets, or FSDP units for ZeRO-3. Megatron's DDP keeps the stages after the first in
-    one bucket (DistributedDataParallel.__init__: bucket_size None when pp_rank > 0, "since
-    data-parallel communication on these stages is not on the critical path")."""
+    Megatron buckets (per model chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps
+    the stages after the first in one bucket a chunk (DistributedDataParallel.__init__:
+    bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not
+    on the critical path")."""
     dense, expert = layer_tensors(model, tp, ep, etp)
     head, tail = stage_extras(model, tp, single_stage)
     if zero == 3:
         return fsdp_layout(dense, layers, head, tail), fsdp_layout(expert, layers if expert else 0, (), ())
-    bucket = float(ddp_bucket_params(dp)) if first_stage or zero == 2 else float("inf")
-    return (megatron_layout(dense, layers, head, tail, bucket),
-            megatron_layout(expert, layers if expert else 0, (), (), bucket))
+    bucket = float(ddp_bucket_params(dp))
+    if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
+        return (megatron_layout(dense, layers, head, tail, bucket),
+                megatron_layout(expert, layers if expert else 0, (), (), bucket))
+    return (_chunked(dense, layers, head, tail, bucket, vpp, first_stage),
+            _chunked(expert, layers if expert else 0, (), (), bucket, vpp, first_stage) if expert
+            else BucketLayout((), (), ()))
 
 
 class BucketCounts(NamedTuple):
@@ -162,10 +184,10 @@ class BucketCounts(NamedTuple):
     unhideable_params: np.ndarray
 
 
-def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero) -> tuple[BucketCounts, BucketCounts]:
+def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1) -> tuple[BucketCounts, BucketCounts]:
     """stage_layouts summarised per candidate (dense, expert); computed once per distinct input."""
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
-               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero)]
+               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero, vpp)]
     stacked = np.stack(columns, axis=1)
     bases = stacked.max(axis=0, initial=0) + 1
     if np.prod(bases.astype(np.float64)) < 2.0 ** 62:
@@ -176,9 +198,9 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero) -> tup
     else:
         unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
     table = np.zeros((len(unique), 6))
-    for i, (t, e, et, n, single, d, z) in enumerate(unique.tolist()):
+    for i, (t, e, et, n, single, d, z, v) in enumerate(unique.tolist()):
         for j, layout in enumerate(stage_layouts(model, tp=t, ep=e, etp=et, layers=n, single_stage=bool(single),
-                                                 dp=d, zero=z)):
+                                                 dp=d, zero=z, vpp=v)):
             table[i, 3 * j:3 * j + 3] = (layout.num_calls, len(layout.unhideable), sum(layout.unhideable))
     rows = table[np.ravel(inverse)]
     return (BucketCounts(rows[:, 0], rows[:, 1], rows[:, 2]), BucketCounts(rows[:, 3], rows[:, 4], rows[:, 5]))

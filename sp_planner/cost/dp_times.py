@@ -38,7 +38,7 @@ def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLay
     dense_layer = layer_params_per_rank(model, tp, ep, etp) - expert_layer
     root = dense - layers * dense_layer  # embedding (and, on a single stage, final norm and output layer)
     dense_calls, expert_calls = bucket_counts(model, tp=tp, ep=ep, etp=etp, layers=layers, pp=pp, dp=c.dp,
-                                              zero=c.zero)
+                                              zero=c.zero, vpp=c.vpp)
 
     # A ring call's time is linear in the bytes sent plus its latency (cost.links): evaluate the
     # slope and the latency once per collective and group, then price every call from them.

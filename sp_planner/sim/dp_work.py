@@ -94,7 +94,7 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
     reduce_calls, gather_calls, early = [], [], []
     for stage, n_layers in enumerate(layers_of):
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
-                                dp=plan.dp, zero=zero, first_stage=stage == 0)
+                                dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp)
         reduce_calls.append(_merge(layouts, reduce_time))
         gathers = _merge(layouts, gather_time) if gather_time is not None else DPCalls()
         # Megatron launches the first bucket's gather in zero_grad, at the step's start, and the

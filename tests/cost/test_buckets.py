@@ -58,3 +58,17 @@ def test_counts_per_candidate():
     assert dense.num_unhideable.tolist() == [2, 2, 2]
     assert dense.unhideable_params == pytest.approx([LAYER + QKV + PROJ + TABLE, LAYER + TABLE, LAYER + 2 * TABLE + H])
     assert expert.num_calls.tolist() == [0, 0, 0]
+
+
+def test_interleaved_chunks_after_the_first_are_one_bucket_each():
+    # pp 2, vpp 2, first stage: chunk 0 (layers 0-1 and the embedding) is bucketed as above; chunk
+    # 1 (layers 2-3) is one bucket, issued after its backward, i.e. after layer 2's (Megatron's
+    # get_model disables bucketing for chunk_idx > 0).
+    dense, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2)
+    assert dense.layers == ((QKV + PROJ + FC2 + FC1,), (FC2 + FC1,), (2 * LAYER,), ())
+    assert dense.tail == (QKV + PROJ + TABLE,)
+    # A later stage: one bucket a chunk (with the first stage's embedding, which the simulator
+    # gives every stage).
+    later, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2,
+                             first_stage=False)
+    assert later.layers == ((), (), (2 * LAYER,), ()) and later.tail == (2 * LAYER + TABLE,)
