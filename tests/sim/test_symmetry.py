@@ -25,10 +25,11 @@ CLUSTERS = {
     "partial_pod": (dict(nodes_per_pod=3, oversubscription=2.0), None),
 }
 PLANS = [ParallelPlan(dp=2, tp=2, ulysses=4, ring=2), ParallelPlan(dp=1, ulysses=8, ring=4),
-         ParallelPlan(dp=4, pp=2, ulysses=2, ring=2), ParallelPlan(dp=32)]
+         ParallelPlan(dp=4, pp=2, ulysses=2, ring=2), ParallelPlan(dp=32), ParallelPlan(dp=8, ulysses=4, ep=8)]
 # (axis, algorithm, efficiency); an all-to-all over ring groups makes strided all-to-alls.
 PHASES = [("ring", "p2p", "p2p"), ("ring", "ring", "all_gather"), ("ulysses", "all_to_all", "all_to_all"),
-          ("dp", "ring", "reduce_scatter"), ("pp", "chain", "p2p"), ("ring", "all_to_all", "all_to_all")]
+          ("dp", "ring", "reduce_scatter"), ("pp", "chain", "p2p"), ("ring", "all_to_all", "all_to_all"),
+          ("ep", "all_to_all", "all_to_all"), ("edp", "ring", "reduce_scatter")]
 
 
 def _every_flow(monkeypatch, args):
