@@ -91,11 +91,18 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
         def gather_time(n: float, expert: bool) -> float:
             return _per_call(eag, n, expert_share) if expert else _per_call(ag, n, dense)
 
+    # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
+    # cost.overlap): every call queued behind the last one.
+    overlapped = overlap.grad_all_reduce if zero == 0 else overlap.grad_reduce or zero == 3
     reduce_calls, gather_calls, early = [], [], []
     for stage, n_layers in enumerate(layers_of):
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
                                 dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp)
-        reduce_calls.append(_merge(layouts, reduce_time))
+        calls = _merge(layouts, reduce_time)
+        if not overlapped:
+            every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail
+            calls = DPCalls(layers=((),) * len(calls.layers), tail=every)
+        reduce_calls.append(calls)
         gathers = _merge(layouts, gather_time) if gather_time is not None else DPCalls()
         # Megatron launches the first bucket's gather in zero_grad, at the step's start, and the
         # others from the forward pre-hooks (distrib_optimizer.py step_with_ready_grads): a stage

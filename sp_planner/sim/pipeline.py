@@ -101,7 +101,7 @@ def _block_length(program: Program, work: StepWork) -> float:
 def without_dp(work: StepWork) -> StepWork:
     """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
     return work.model_copy(update={
-        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (),
+        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (), "dp_param_gather_s": 0.0,
     })
 
 

@@ -28,7 +28,7 @@ from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.memory import ACT_BYTES
-from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
+from sp_planner.cost.overlap import FRAMEWORK_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.cost.step import LOSS_BYTES_PER_LOGIT, elementwise_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -144,3 +144,25 @@ def test_streams_agree(both):
     assert busy["comm"] == pytest.approx(t.ulysses_comm_s + _comm_stream_s(), rel=1e-3)
     # And the step.
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.01)
+
+
+@pytest.mark.parametrize("framework", ["megatron", "deepspeed"])
+@pytest.mark.parametrize("degrees", [
+    dict(dp=64, ulysses=8, ring=8, zero=0),
+    dict(dp=64, ulysses=8, ring=8, zero=2),
+    dict(dp=64, ulysses=8, ring=8, zero=3, reshard_after_forward=False),
+    dict(dp=64, ulysses=8, ring=8, zero=3, dp_replicate=8),
+    dict(dp=16, pp=4, tp=8, ring=8, zero=1),
+    dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=1),
+    dict(dp=16, pp=4, tp=8, ring=8, zero=3),
+    dict(dp=512, tp=8, zero=3, recompute="full"),
+], ids=lambda d: "-".join(f"{k}{v}" for k, v in d.items()))
+def test_every_data_parallel_form_agrees_at_4096_gpus(degrees, framework):
+    # Each framework's overlap (cost.overlap: DeepSpeed reduces ZeRO-0 gradients and gathers ZeRO-1/2
+    # parameters after the backward), ZeRO 0-3, HSDP, kept parameters, pipelines plain and interleaved.
+    overlap = FRAMEWORK_OVERLAP[framework]
+    plan = ParallelPlan(**degrees)
+    sim = simulate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, detail=False, overlap=overlap)
+    est = evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, overlap=overlap)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert sim.dp_exposed_s == pytest.approx(est.time.dp_comm_exposed_s, rel=0.05, abs=0.05)
