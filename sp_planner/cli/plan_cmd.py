@@ -86,6 +86,12 @@ def plan(
     ring: Annotated[Optional[int], _pin("ring degree")] = None,
     ep: Annotated[Optional[int], _pin("expert-parallel degree (MoE)")] = None,
     etp: Annotated[Optional[int], _pin("expert tensor-parallel degree (MoE)")] = None,
+    moe_capacity_factor: Annotated[Optional[float], typer.Option(
+        show_default="dropless", help="MoE: cap each expert at this factor x its mean tokens and drop the "
+        "rest (Megatron --moe-expert-capacity-factor).")] = None,
+    moe_pad_to_capacity: Annotated[bool, typer.Option(
+        "--moe-pad-to-capacity", help="MoE: pad every expert to its capacity (Megatron "
+        "--moe-pad-expert-input-to-capacity; needs --moe-capacity-factor).")] = False,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
@@ -153,6 +159,7 @@ def plan(
         zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
         reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
         expert_degrees={"ep": ep, "etp": etp},
+        moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)

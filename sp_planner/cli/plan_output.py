@@ -23,10 +23,10 @@ from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
-from sp_planner.present.expressible import best_expressible
+from sp_planner.present.expressible import MAX_SCANNED, best_expert_parallel, best_expressible
 from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
 from sp_planner.present.labels import plan_name
-from sp_planner.present.why import closest_and_fixes, why_this_plan
+from sp_planner.present.why import closest_and_fixes, expert_parallel_note, why_this_plan
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_seconds, format_tokens, plural
 
@@ -153,6 +153,13 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
         console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))
+    if answer.fits and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):
+        found = best_expert_parallel(result, answer.framework, model=q.model, workload=q.workload,
+                                     num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+                                     framework_version=answer.framework_version)
+        rank, other = found if found else (None, None)
+        console.print(expert_parallel_note(ranked[0], other, rank, scanned=MAX_SCANNED), markup=False,
+                      highlight=False)
     if not answer.fits:
         advice = closest_and_fixes(ranked, q.hardware, answer.suggestions, pinned=q.all_degrees_pinned)
         console.print(advice, highlight=False, style="yellow", markup=False)

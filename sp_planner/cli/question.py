@@ -67,6 +67,8 @@ def resolve_question(
     vpp: int | None = None,
     precision: Precision | Literal["auto"] = "bf16",
     expert_degrees: dict[str, int | None] | None = None,
+    moe_capacity_factor: float | None = None,
+    moe_pad_to_capacity: bool = False,
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
 
@@ -78,7 +80,7 @@ def resolve_question(
     seq_len_tokens = parse_tokens(seq_len)
     if num_nodes <= 0:
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
-    model_spec = load_model(model)
+    model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity)
     profile = load_hardware(hardware)
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:
@@ -106,6 +108,23 @@ def resolve_question(
         pins=pins,
         default_batch=global_batch is None,
     )
+
+
+def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool) -> ModelSpec:
+    """The model with the MoE routing asked for (cost.moe): dropless unless a capacity factor is given."""
+    if capacity_factor is None and not pad_to_capacity:
+        return model
+    if model.moe is None:
+        raise UserInputError(f"--moe-capacity-factor and --moe-pad-to-capacity apply to MoE models; {model.name} "
+                             "has no experts")
+    if pad_to_capacity and capacity_factor is None:
+        raise UserInputError("--moe-pad-to-capacity needs --moe-capacity-factor (dropless routing has no capacity "
+                             "to pad to)")
+    if capacity_factor is not None and not 0 < capacity_factor <= model.moe.num_experts:
+        raise UserInputError(f"--moe-capacity-factor must be above 0 and at most the {model.moe.num_experts} "
+                             f"experts, got {capacity_factor:g}")
+    moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity})
+    return model.model_copy(update={"moe": moe})
 
 
 def _check_degrees(degrees: dict[str, int | None], world_size: int) -> None:

@@ -45,7 +45,7 @@ from sp_planner.cost.moe import (
     MOE_FORWARD_ALL_TO_ALLS,
     dispatch_bytes,
     expert_params_per_rank,
-    imbalance,
+    busiest_rank_load,
     moe_layer_fraction,
 )
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
@@ -150,10 +150,10 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     rep = c.dp_replicate
     replica_ar = 2 * (GRAD_BYTES * params // zgroup) * (rep - 1) // rep * rounds
     # MoE: dispatch + combine forward and backward, each the rank's token copies (top_k of its n/tp
-    # tokens, x the imbalance on the busiest rank) less the share it keeps; etp gathers them.
+    # tokens, x the busiest rank's load: imbalance or capacity) less the share it keeps; etp gathers them.
     tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp
     moe_share = moe_layer_fraction(model) if model.moe else 0.0
-    copies = dispatch_bytes(model, tokens, ACT_BYTES) * imbalance(c.ep) * moe_share
+    copies = dispatch_bytes(model, tokens, ACT_BYTES) * busiest_rank_load(model, c.ep) * moe_share
     a2a_count = MOE_ALL_TO_ALLS_PER_LAYER + np.where(full, MOE_FORWARD_ALL_TO_ALLS, 0)
     etp_count = ETP_FORWARD_COLLECTIVES + ETP_BACKWARD_COLLECTIVES + np.where(full, ETP_FORWARD_COLLECTIVES, 0)
     ep_sent = (copies * (c.ep - 1) / c.ep * a2a_count).astype(np.int64)

@@ -24,6 +24,12 @@ one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first 
 (Narayanan et al. 2021, section 2.2); the interleaved schedule more (pipeline.first_stage_in_flight).
 Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages).
 
+ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
+(fp32: Megatron accumulates and reduces gradients in fp32, as above); ZeRO-3 with
+reshard_after_forward also holds the gathered parameters of the layer computing and of the one
+prefetched behind it (FSDP2's implicit prefetch issues the next layer's all-gather during the
+current one; Megatron-FSDP's --fsdp-double-buffer names the same two buffers).
+
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8.
 """
@@ -46,7 +52,7 @@ from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
-    imbalance,
+    busiest_rank_load,
     mean_mlp_params_per_rank,
     moe_layer_fraction,
 )
@@ -69,6 +75,8 @@ ACT_BYTES = 2  # bf16 activations
 # Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
 # and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
 LOGITS_BYTES_PER_ELEM = 6
+# ZeRO-3's gathered layers at once: the one computing and the one prefetched (module docstring).
+ZERO3_GATHERED_LAYERS = 2
 
 
 def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
@@ -116,13 +124,14 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
     """Extra stored bytes of an MoE layer (averaged over layers) on the busiest rank: the permuted
     token copies fed to the experts (n/tp x top_k x etp of width h, saved for the weight
     gradients) and the fp32 router logits; the expert FFN activations are the MLP term's, scaled
-    by the imbalance for the routed share (cost.moe)."""
+    by the busiest rank's load for the routed share (cost.moe)."""
     if model.moe is None:
         return 0.0
     tokens = n / tp
-    copies = tokens * model.moe.top_k * etp * imbalance(ep)
+    load = busiest_rank_load(model, ep)
+    copies = tokens * model.moe.top_k * etp * load
     routed_width = model.moe.top_k * model.moe.moe_intermediate_size
-    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (imbalance(ep) - 1.0)
+    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
     router = ROUTER_BYTES_PER_LOGIT * tokens * model.moe.num_experts
     return moe_layer_fraction(model) * (ACT_BYTES * copies * model.hidden_size + routed_extra + router)
 
@@ -162,6 +171,17 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES), ring_buf)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
     return ulysses_buf + ring_buf + tp_buf
+
+
+def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1):
+    """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded fp32 gradients
+    before their reduce-scatter, and under ZeRO-3 with reshard_after_forward the gathered bf16
+    parameters of ZERO3_GATHERED_LAYERS layers (kept parameters are counted whole instead)."""
+    layer = layer_params_per_rank(model, tp, ep, etp)  # the rank's share of one layer, unsharded
+    zero = np.asarray(zero)
+    gathered = (zero == 3) & np.asarray(reshard, dtype=bool)
+    return (np.where(zero >= 2, GRAD_BYTES * layer, 0.0)
+            + np.where(gathered, ZERO3_GATHERED_LAYERS * PARAM_BYTES * layer, 0.0))
 
 
 class MemoryColumns(NamedTuple):
@@ -221,6 +241,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
+    buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp)
     reserve = runtime_bytes(hardware, c)
 
     first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)

@@ -19,7 +19,17 @@ dispatch and expert GEMM. MOE_LOAD_IMBALANCE = 1.25 is an assumption, stated and
 capacity factor in the range Switch Transformer trains with (Fedus et al. 2021, arXiv 2101.03961,
 section 2.2: expert capacity = tokens/experts x capacity factor, factors 1.0-2.0 studied), read as
 "the busiest EP rank receives 1.25 x the mean" under an auxiliary balance loss. It applies only
-when ep > 1 (with ep = 1 every rank computes its own tokens' experts). Low confidence.
+when ep > 1 (with ep = 1 every rank computes its own tokens' experts). Low confidence; no
+published per-rank measurement of training was found (NVIDIA's Megatron-Bridge MoE benchmarks
+force balanced routing, moe_router_force_load_balancing = True in its perf recipes, so they
+validate the balanced case, load 1.0).
+
+Capacity factor F (Megatron --moe-expert-capacity-factor, moe_utils.apply_router_token_dropping):
+each source rank keeps at most ceil(n x top_k / experts x F) tokens per expert and drops the
+rest, so an EP rank receives at most F x the mean: the busiest rank's load is min(imbalance, F)
+(min(1, F) at ep 1, where only drops change the work). With --moe-pad-expert-input-to-capacity
+every expert gets exactly its capacity from every source (token_dispatcher: num_out_tokens =
+capacity x experts): every rank sends, receives and computes F x the mean, ep 1 included.
 """
 
 from __future__ import annotations
@@ -47,9 +57,17 @@ def moe_layer_fraction(model: ModelSpec) -> float:
     return model.num_moe_layers / model.num_layers
 
 
-def imbalance(ep):
-    """Busiest / mean token copies on an EP rank (1 without expert parallelism)."""
-    return np.where(np.asarray(ep) > 1, MOE_LOAD_IMBALANCE, 1.0)
+def busiest_rank_load(model: ModelSpec, ep):
+    """Token copies an EP rank dispatches, receives and computes, busiest rank over the mean of
+    dropless routing (module docstring): the imbalance when ep > 1 (1 without expert
+    parallelism), capped at the capacity factor, or the capacity factor itself when padded."""
+    balanced = np.where(np.asarray(ep) > 1, MOE_LOAD_IMBALANCE, 1.0)
+    moe = model.moe
+    if moe is None or moe.capacity_factor is None:
+        return balanced
+    if moe.pad_to_capacity:
+        return np.full_like(balanced, moe.capacity_factor)
+    return np.minimum(balanced, moe.capacity_factor)
 
 
 def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
@@ -90,7 +108,7 @@ def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
 class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
-    imbalance_gemm_fwd_s: np.ndarray  # the extra forward expert GEMM time of the busiest rank
+    imbalance_gemm_fwd_s: np.ndarray  # the busiest rank's forward expert GEMM time beyond the mean (< 0 when drops cut it)
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
 
@@ -98,7 +116,7 @@ class MoETimes(NamedTuple):
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
               ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
-    load = imbalance(ep)
+    load = busiest_rank_load(model, ep)
     extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load - 1.0))
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
     # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.

@@ -154,7 +154,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
-    # The busiest EP rank's extra expert GEMMs (cost.moe imbalance; 0 for dense models and ep 1),
+    # The busiest EP rank's extra expert GEMMs (cost.moe busiest_rank_load; 0 for dense models and dropless ep 1),
     # at the candidate's precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run
     # the grouped expert GEMMs in FP8 under --fp8-format; layer_gemm_flops_per_token holds the
     # active experts' GEMMs already).

@@ -43,10 +43,16 @@ def yunchang_failures(request: FlagRequest) -> list[str]:
 def torchtitan_failures(request: FlagRequest) -> list[str]:
     """torchtitan's expert mesh: ETP is 1 or tp (0.2.2 job_config), EP divides dp_shard x cp x tp
     (ParallelDims: dp_shard*cp*tp == efsdp*ep)."""
-    if not _splits_experts(request):
-        return []
-    p = request.plan
+    moe = request.model.moe
     failures = []
+    if moe is not None and moe.capacity_factor is not None:
+        # torchtitan routes dropless: MoEArgs has no capacity field and TokenChoiceTopKRouter sends
+        # every token to its top_k experts (pytorch/torchtitan torchtitan/models/moe/moe.py).
+        failures.append(f"capacity factor {moe.capacity_factor:g} cannot be expressed: torchtitan's MoE routes "
+                        "dropless; leave out --moe-capacity-factor, or use megatron or mindspeed")
+    if not _splits_experts(request):
+        return failures
+    p = request.plan
     if p.etp not in (1, p.tp):
         failures.append(f"etp {p.etp} cannot be expressed: torchtitan's expert tensor parallel degree is 1 or "
                         f"tp ({p.tp})")

@@ -134,7 +134,16 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
     if m.moe.first_dense_layers:
         dense, sparse = m.moe.first_dense_layers, m.num_moe_layers
         flags.append(f'--moe-layer-freq "([0]*{dense}+[1]*{sparse})"')
-    return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, dropless routing", flags)]
+    routing = "dropless routing"
+    if m.moe.capacity_factor is not None:
+        # Token dropping (TransformerConfig.moe_expert_capacity_factor; its default load-balancing
+        # type aux_loss is one of those it accepts); padded to capacity when the plan was costed so.
+        flags.append(f"--moe-expert-capacity-factor {m.moe.capacity_factor:g}")
+        routing = f"capacity factor {m.moe.capacity_factor:g}, overflow dropped"
+        if m.moe.pad_to_capacity:
+            flags.append("--moe-pad-expert-input-to-capacity")
+            routing += ", padded to capacity"
+    return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
 
 
 def overlap_flags(plan) -> list[str]:

@@ -69,3 +69,27 @@ def expressible_plans(
     found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
                          gpus_per_node=gpus_per_node, framework_version=framework_version)
     return tuple(estimate for _, estimate, _ in islice(found, top_k))
+
+
+def best_expert_parallel(
+    result: SearchResult,
+    framework: str,
+    *,
+    model: ModelSpec,
+    workload: Workload,
+    num_nodes: int,
+    gpus_per_node: int,
+    framework_version: str | None = None,
+) -> tuple[int, PlanEstimate] | None:
+    """(rank from 1, estimate) of the best fitting plan with expert parallelism (ep > 1) among the
+    rows the search keeps, one `framework` can express ("all": any), or None."""
+    if framework == "all":
+        for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
+            if not row["fits"]:
+                return None
+            if row["ep"] > 1:
+                return rank, PlanEstimate.from_row(row)
+        return None
+    found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
+                         gpus_per_node=gpus_per_node, framework_version=framework_version)
+    return next(((rank, est) for rank, est, _ in found if est.plan.ep > 1), None)

@@ -88,6 +88,32 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
     return clause + "."
 
 
+def expert_parallel_note(best: PlanEstimate, other: PlanEstimate | None, rank: int | None, *,
+                         scanned: int) -> str:
+    """For an MoE model whose shown plans all keep ep 1: the best plan with expert parallelism, at
+    `rank` among the ranked plans, and which parts of its step grow or shrink against the first."""
+    if other is None:
+        return (f"No plan with expert parallelism (ep > 1) fits among the best {scanned:,} ranked plans; "
+                "--ep pins one to see its estimate.")
+    slower_s = other.step_time_s - best.step_time_s
+    deltas = {
+        name: other_sec - best_sec
+        for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
+    }
+    grown = sorted(((d, n) for n, d in deltas.items() if d > 0), reverse=True)[:3]
+    shrunk = sorted((d, n) for n, d in deltas.items() if d < 0)[:2]
+    text = (f"Best plan with expert parallelism (ranked {rank} of all plans): {plan_name(other.plan)}, "
+            f"{format_seconds(other.step_time_s)} per step ({slower_s / best.step_time_s:+.1%} against plan 1)")
+    if grown:
+        text += ": " + ", ".join(f"{TIME_LABELS.get(n, n)} +{format_seconds(d)}" for d, n in grown)
+    if shrunk:
+        text += "; " + ", ".join(f"{TIME_LABELS.get(n, n)} -{format_seconds(-d)}" for d, n in shrunk)
+    saved = best.memory_peak_bytes - other.memory_peak_bytes
+    if saved:
+        text += f"; {format_bytes(abs(saved))} {'less' if saved > 0 else 'more'} memory per GPU"
+    return text + "."
+
+
 def closest_and_fixes(
     ranked: Sequence[PlanEstimate],
     hardware: HardwareProfile,

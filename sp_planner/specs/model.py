@@ -28,6 +28,20 @@ class MoESpec(FrozenModel):
     # The first layers keep a dense MLP of the model's intermediate_size (DeepSeek-V3: 3; HF
     # first_k_dense_replace, Megatron --moe-layer-freq [0]*k+[1]*(L-k)).
     first_dense_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
+    # Routing as trained (Megatron TransformerConfig, which holds these as model fields): None is
+    # dropless; a factor F caps each expert at ceil(tokens x top_k / experts x F) of a rank's
+    # tokens, dropping the rest (--moe-expert-capacity-factor, moe_utils.get_capacity);
+    # pad_to_capacity fills every expert to that capacity (--moe-pad-expert-input-to-capacity).
+    capacity_factor: float | None = Field(default=None, gt=0, le=MAX_EXPERTS)
+    pad_to_capacity: bool = False
+
+    @model_validator(mode="after")
+    def _padding_needs_a_capacity(self) -> "MoESpec":
+        # Megatron: "moe_expert_capacity_factor must be set to use moe_pad_expert_input_to_capacity"
+        # (transformer_config.py, reference moe_fp8_pipeline_frameworks.md 1.1).
+        if self.pad_to_capacity and self.capacity_factor is None:
+            raise ValueError("pad_to_capacity needs a capacity_factor (dropless routing has no capacity to pad to)")
+        return self
 
 
 class WindowSpec(FrozenModel):

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
-from sp_planner.plan import Recompute, RingLayout
+from sp_planner.plan import CpComm, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 
@@ -34,10 +34,12 @@ FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"}
 #   not_stated: the source does not say (such rows cannot be scored).
 #   none: the figure is not FLOP-based (step time, tokens/s).
 Convention = Literal["megatron_full_square", "causal_model", "not_stated", "none"]
-Precision = Literal["bf16", "fp16", "fp8"]
+# fp8: per-tensor FP8 GEMMs (Transformer Engine delayed or current scaling, torchao Float8);
+# mxfp8: MXFP8 block-scaled GEMMs (Blackwell).
+Precision = Literal["bf16", "fp16", "fp8", "mxfp8"]
 # fp16 mixed precision scores as bf16: the same tensor-core peak on A100/H100 and the same
 # 2-byte activations and 16 bytes/param of weights, gradients and Adam state.
-EXPRESSIBLE_PRECISIONS: frozenset[str] = frozenset({"bf16", "fp16"})
+EXPRESSIBLE_PRECISIONS: frozenset[str] = frozenset({"bf16", "fp16", "fp8", "mxfp8"})
 
 
 class Source(FrozenModel):
@@ -83,6 +85,14 @@ class CorpusRow(FrozenModel):
     # Expert parallelism (MoE runs): ep, and etp when the source states it (None: not stated).
     ep: int = Field(default=1, ge=1)
     etp: int | None = Field(default=1, ge=1)
+    # Interleaved pipeline: virtual stages per rank; uneven splits as Megatron states them.
+    vpp: int = Field(default=1, ge=1)
+    first_stage_layers: int | None = Field(default=None, ge=1)
+    last_stage_layers: int | None = Field(default=None, ge=1)
+    cp_comm: CpComm = "p2p"
+    # Settings the source leaves unstated and the row takes from the framework's documented
+    # defaults for that recipe: which fields, and the file (with commit) that states them.
+    assumed: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":

@@ -50,6 +50,8 @@ class ScoredRow(FrozenModel):
     predicted_memory_peak_bytes: float
     hbm_bytes: float
     fit_reason: str | None = None
+    # Settings the source left unstated, taken from the framework's recipe defaults (CorpusRow).
+    assumed: str | None = None
 
 
 class SkippedRow(FrozenModel):
@@ -85,10 +87,16 @@ def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
     return corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
 
 
+# The plan's GEMM precision for each corpus precision (fp16 runs on bf16's tensor-core peak).
+PLAN_PRECISION: dict[str, str] = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "mxfp8": "mxfp8"}
+
+
 def row_plan(row: CorpusRow) -> ParallelPlan:
     return ParallelPlan(dp=row.dp, pp=row.pp, tp=row.tp, ulysses=row.ulysses, ring=row.ring, zero=row.zero,
                         recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
-                        ep=row.ep, etp=row.etp or 1)
+                        ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
+                        last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
+                        precision=PLAN_PRECISION[row.precision])
 
 
 # The overlap each corpus framework runs with (cost.overlap): Megatron-family runs with their
@@ -185,6 +193,7 @@ def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
         error_percent=100.0 * (predicted - row.measured) / row.measured,
         speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
         predicted_memory_peak_bytes=est.memory_peak_bytes, hbm_bytes=load_hardware(row.hardware).hbm_bytes,
+        assumed=row.assumed,
     )
 
 

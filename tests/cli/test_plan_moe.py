@@ -94,3 +94,37 @@ def test_simulator_graph_takes_the_nvlink_domain_as_its_node():
     analytic = evaluate(llama, NVL72, workload, plan, num_nodes=18, gpus_per_node=4).step_time_s
     assert result.analytic_step_time_s == pytest.approx(analytic, rel=1e-9)
     assert result.step_time_s == pytest.approx(analytic, rel=0.15)
+
+
+def test_table_names_the_best_expert_parallel_plan_and_what_it_costs(sp_plan):
+    """When no shown plan splits the experts, the table's answer names the best one that does and
+    the parts of its step that differ; its time is the one the search ranked for it."""
+    table = sp_plan(*QUESTION, "--nodes", "18")
+    assert table.exit_code == 0, table.stderr
+    line = " ".join(table.stdout.split())
+    assert "Best plan with expert parallelism (ranked" in line and "MoE dispatch/combine +" in line
+    doc = json.loads(sp_plan(*QUESTION, "--nodes", "18", "--format", "json", "--top", "200").stdout)
+    assert all(p["ep"] == 1 for p in doc["plans"][:10])
+    rank, best_ep = next((i, p) for i, p in enumerate(doc["plans"], 1) if p["ep"] > 1 and p["fits"])
+    assert f"(ranked {rank} of all plans)" in line
+    assert f"{best_ep['step_time_s']:.2f} s per step" in line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama3-8b", "--moe-capacity-factor", "1.25"], "apply to MoE models; Llama-3-8B has no experts"),
+    (["--model", "qwen3-235b-a22b", "--moe-pad-to-capacity"], "--moe-pad-to-capacity needs --moe-capacity-factor"),
+    (["--model", "qwen3-235b-a22b", "--moe-capacity-factor", "0"], "must be above 0"),
+])
+def test_capacity_options_refused_in_one_line(sp_plan, args, message):
+    result = sp_plan(*args, "--hardware", "gb200-nvl72", "--nodes", "18", "--seq-len", "128k")
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
+    base = [*QUESTION, "--nodes", "18", "--ep", "8", "--format", "json", "--top", "1"]
+    dropless = json.loads(sp_plan(*base).stdout)["plans"][0]
+    capped = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0").stdout)["plans"][0]
+    assert "--moe-expert-capacity-factor 1" in capped["flags"]["megatron"]["text"]
+    assert "capacity" not in dropless["flags"]["megatron"]["text"]
+    assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]

@@ -123,3 +123,19 @@ def test_allgather_buffers_hold_the_gathered_kv_and_fp32_grads(toy_model, hardwa
     # 4 x 256. K and V gathered (bf16) plus their reordered copy (bf16) plus fp32 dK, dV:
     # 2 x 1024 x (2 + 2 + 4) = 16384; the TP all-gather buffer 2 x 16 x 64 = 2048.
     assert mem.comm_buffers_bytes == 16384 + 2048
+
+
+@pytest.mark.parametrize("zero, reshard, layers_gathered, grad_buffer", [
+    (1, True, 0, False), (2, True, 0, True), (3, True, 2, True), (3, False, 0, True)])
+def test_zero_transients_by_hand(toy_model, hardware, zero, reshard, layers_gathered, grad_buffer):
+    """ZeRO-2/3 hold one layer's unsharded fp32 gradients until its reduce-scatter; ZeRO-3 with
+    reshard also the gathered bf16 parameters of the computing and the prefetched layer."""
+    workload = Workload(seq_len=64, global_batch=2)
+    base = ParallelPlan(dp=2, tp=2, zero=0)
+    plan = base.model_copy(update={"zero": zero, "reshard_after_forward": reshard})
+    mem = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=4).memory
+    without = evaluate(toy_model, hardware, workload, base, num_nodes=1, gpus_per_node=4).memory
+    # One layer on a tp-2 rank: 18560 parameters (PARAMS_TP2's derivation).
+    layer = 18560
+    want = 4 * layer * grad_buffer + 2 * layer * layers_gathered  # fp32 gradients, bf16 parameters
+    assert mem.comm_buffers_bytes - without.comm_buffers_bytes == want

@@ -131,3 +131,60 @@ def test_expert_states_follow_an_uneven_pipeline_split():
     experts_on_rank = 28 * routed
     assert est.memory.optimizer_bytes == pytest.approx(12 * ((params - experts_on_rank) / 4 + experts_on_rank / 2),
                                                        rel=1e-9)
+
+
+def test_qwen3_235b_on_nvl72_dispatch_and_zero3_traffic_by_hand():
+    """Issue 15's question at ep 8 and ep 1: the dispatch/combine all-to-alls stay inside the
+    NVL72 NVLink domain, and ZeRO-3 gathers the routed experts whole in every micro-batch."""
+    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    workload = Workload(seq_len=131072, global_batch=36)  # dp 18, micro batch 1 -> m = 2
+    plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
+    est = evaluate(qwen, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert est.comm_links.ep_all_to_all == "intra"
+    # 131072 / ring 4 = 32768 tokens x top-8 copies x hidden 4096 x 2 B, x 1.25 on the busiest
+    # rank, 7/8 of it to the other ranks; NVLink5 900 GB/s x all-to-all efficiency 0.71, 3.4 us.
+    sent = 32768 * 8 * 4096 * 2 * 1.25 * 7 / 8
+    one = sent / (900e9 * 0.71) + 3.4e-6
+    # 2 micro-batches x 94 layers x (dispatch + combine, forward and backward); full recompute's
+    # forward again is counted with the recomputation.
+    assert est.time.moe_comm_s == pytest.approx(2 * 94 * 4 * one, rel=1e-9)
+    # ep 1: the 128 experts of 3 x 4096 x 1536 in each of 94 layers, in bf16, gathered over the 72
+    # ranks (71/72 received) before forward and again before backward, in each of the 2 micro-batches;
+    # their fp32 gradients reduce-scattered once per micro-batch.
+    whole = evaluate(qwen, nvl72, workload, plan.model_copy(update={"ep": 1}), num_nodes=18, gpus_per_node=4)
+    experts = 94 * 128 * 3 * 4096 * 1536
+    assert whole.comm_bytes.edp_all_gather == pytest.approx(2 * 2 * 2 * experts * 71 / 72, rel=1e-9)
+    assert whole.comm_bytes.edp_reduce_scatter == pytest.approx(2 * 4 * experts * 71 / 72, rel=1e-9)
+    assert whole.time.moe_comm_s == 0.0
+
+
+@pytest.mark.parametrize("factor, pad, ep, load", [
+    (None, False, 8, 1.25),  # dropless: the assumed imbalance on the busiest EP rank
+    (None, False, 1, 1.0),  # every rank computes its own tokens' experts
+    (1.1, False, 8, 1.1),  # overflow beyond 1.1 x the mean dropped
+    (2.0, False, 8, 1.25),  # a capacity above the imbalance drops nothing
+    (0.5, False, 1, 0.5),  # below the mean even ep 1 drops
+    (2.0, True, 8, 2.0),  # padded: every expert computes its whole capacity
+    (2.0, True, 1, 2.0),
+])
+def test_busiest_rank_load_by_hand(factor, pad, ep, load):
+    from sp_planner.cost.moe import busiest_rank_load
+
+    moe = MIXTRAL.moe.model_copy(update={"capacity_factor": factor, "pad_to_capacity": pad})
+    assert float(busiest_rank_load(MIXTRAL.model_copy(update={"moe": moe}), ep)) == pytest.approx(load)
+
+
+def test_capacity_factor_scales_dispatch_and_expert_gemms():
+    """Qwen3-235B at ep 8 on NVL72 with capacity factor 1 against dropless: the all-to-all bytes
+    shrink by 1/1.25, and the busiest rank's expert GEMMs lose their 25% surplus."""
+    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    workload = Workload(seq_len=131072, global_batch=36)
+    plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
+    capped = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"capacity_factor": 1.0})})
+    dropless = evaluate(qwen, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    dropping = evaluate(capped, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert dropping.comm_bytes.ep_all_to_all == pytest.approx(dropless.comm_bytes.ep_all_to_all / 1.25, rel=1e-6)
+    # Expert GEMM FLOPs per token: 8 experts x 3 matrices x 2 x 4096 x 1536, forward + 2 x backward,
+    # 32768 tokens x 2 micro-batches x 94 layers; the surplus is 0.25 of that at 0.729 of 2.5 PF.
+    surplus = 0.25 * 3 * 8 * 3 * 2 * 4096 * 1536 * 32768 * 2 * 94 / (2.5e15 * 0.729)
+    assert dropless.time.gemm_s - dropping.time.gemm_s == pytest.approx(surplus, rel=1e-6)

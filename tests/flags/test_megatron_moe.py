@@ -19,6 +19,7 @@ from megatron.core.transformer.transformer_config import MLATransformerConfig, T
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_flags
 from sp_planner.plan import ParallelPlan
+from sp_planner.specs.model import MoESpec
 from sp_planner.specs.workload import Workload
 from tests.flags.conftest import parse_bash_array
 
@@ -115,3 +116,27 @@ def test_deepseek_v3_flags_carry_mla_and_its_dense_first_layers():
     assert config.moe_layer_freq == [0] * 3 + [1] * 58
     assert config.moe_shared_expert_intermediate_size == 2048
     assert config.num_query_groups in (None, 128)  # MLA: no GQA flag
+
+
+@pytest.mark.parametrize("factor, pad", [(1.25, False), (1.0, True)])
+def test_capacity_factor_flags_pass_transformer_config(factor, pad):
+    moe = QWEN3_235B.moe.model_copy(update={"capacity_factor": factor, "pad_to_capacity": pad})
+    model = QWEN3_235B.model_copy(update={"moe": moe})
+    plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=1, recompute="full")
+    request = FlagRequest(model=model, workload=Workload(seq_len=131072, global_batch=36), plan=plan,
+                          num_nodes=18, gpus_per_node=4)
+    flags = render_flags("megatron", request)
+    config = transformer_config(flags.text, model.hidden_size)
+    assert config.moe_expert_capacity_factor == factor
+    assert config.moe_pad_expert_input_to_capacity is pad
+    # torchtitan routes dropless: the same plan is refused there in one line.
+    refused = render_flags("torchtitan", request)
+    assert not refused.supported and "routes dropless" in refused.reason
+
+
+def test_megatron_core_refuses_padding_without_a_capacity_as_the_spec_does():
+    with pytest.raises(ValueError, match="moe_expert_capacity_factor"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, num_moe_experts=8,
+                          moe_pad_expert_input_to_capacity=True)
+    with pytest.raises(ValueError, match="pad_to_capacity needs a capacity_factor"):
+        MoESpec.model_validate({**QWEN3_235B.moe.model_dump(), "pad_to_capacity": True})

@@ -46,7 +46,7 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     with pytest.raises(pydantic.ValidationError):
         row.measured = 1.0
     with pytest.raises(pydantic.ValidationError, match="extra"):
-        CorpusRow(**ROW, vpp=2)
+        CorpusRow(**ROW, virtual_stages=2)
     with pytest.raises(pydantic.ValidationError, match="extra"):
         Source(id="x", title="t", where="w", url="https://x", read_from="r", setup="s", year=2024)
 
@@ -56,7 +56,6 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"convention": "none"}, "FLOP-based figures name their FLOP convention"),
     ({"figure": "mfu_percent"}, "peak_tflops is required"),
     ({"expressible": False}, "needs a reason"),
-    ({"precision": "fp8"}, "precision fp8 cannot be scored"),
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.validation.score import predict_row, published_figure, score_row, spearman
+from sp_planner.validation.score import predict_row, published_figure, row_plan, score_row, spearman
 
 
 def _row(corpus, row_id):
@@ -91,6 +91,38 @@ def test_result_groups_and_mape(scored):
     assert scored.mape_percent == pytest.approx(sum(abs(r.error_percent) for r in scored.rows) / len(scored.rows))
     by_name = {g.name: g for g in scored.groups}
     assert by_name["usp-t5 64K"].rows == 3 and by_name["usp-t5 30K"].rows == 6
-    assert by_name["mlm-readme 2K"].spearman is None  # two rows
+    assert by_name["mlm-readme 2K"].rows == 4 and by_name["korth-t5 2K"].rows == 8  # vpp-3 rows scored
+    assert by_name["nemo-cp H100 7B"].rows == 9 and by_name["nemo-cp B200 8B"].rows == 8
     assert sum(g.rows for g in scored.groups) == len(scored.rows)
     assert all(s.reason for s in scored.skipped)
+
+
+def nemo_llama_model_flops(*, gbs, seq, layers, hidden, ffn, heads, groups, vocab):
+    """NeMo's Llama 2/3 model FLOPs per step (nemo/utils/flops_formulas.py llama2/llama3 between
+    d899549 and 6251117): gbs s l h^2 (12 + 12 g/a + 18 f/h + 12 s/h + 6 V/(l h)), attention over
+    the full s x s square."""
+    return gbs * seq * layers * hidden**2 * (
+        12 + 12 * groups / heads + 18 * ffn / hidden + 12 * seq / hidden + 6 * vocab / (layers * hidden))
+
+
+@pytest.mark.parametrize("row_id, model_name", [("nemo-h100-128k", "Llama-2-7B"), ("nemo-b200-1m", "Llama-3-8B")])
+def test_nemo_rows_are_fp8_plans_in_nemos_full_square_convention(corpus, row_id, model_name):
+    row = _row(corpus, row_id)
+    plan = row_plan(row)
+    assert (plan.precision, plan.ring, plan.micro_batch, plan.recompute) == ("fp8", row.ring, 1, "none")
+    assert row.assumed and "micro_batch" in row.assumed
+    m = load_model(model_name)
+    hand = nemo_llama_model_flops(gbs=row.global_batch, seq=row.seq_len, layers=m.num_layers, hidden=m.hidden_size,
+                                  ffn=m.intermediate_size, heads=m.num_heads, groups=m.num_kv_heads,
+                                  vocab=m.vocab_size)
+    est = predict_row(row, corpus)
+    # The estimate's model FLOPs per step are NeMo's count (Llama has no biases; norms are not counted).
+    assert est.model_tflops_per_gpu * 1e12 * est.step_time_s * row.world_size == pytest.approx(hand, rel=1e-3)
+    assert published_figure(row, est) == pytest.approx(hand / (est.step_time_s * row.world_size) / 1e12, rel=1e-3)
+
+
+def test_corpus_precisions_map_to_plan_precisions(corpus):
+    fp16 = _row(corpus, "korth-22b-seqsel")
+    assert fp16.precision == "fp16" and row_plan(fp16).precision == "bf16"
+    interleaved = _row(corpus, "korth-175b-seqsel")
+    assert row_plan(interleaved).vpp == 3 and row_plan(interleaved).pp == 8
