@@ -21,6 +21,10 @@ CASES = [
     ("llama3-70b", "h100-sxm", 128, 131072, 256, ParallelPlan(dp=8, pp=4, tp=8, ulysses=1, ring=4)),
     ("llama3-70b", "h100-sxm", 512, 131072, 256, ParallelPlan(dp=16, pp=4, tp=8, ulysses=1, ring=8)),
     ("llama3-70b", "h100-sxm", 512, 262144, 64, ParallelPlan(dp=8, pp=8, tp=8, ulysses=8, ring=1)),
+    # Interleaved pipeline, expert parallelism, ZeRO-3 over all 4,096 ranks.
+    ("llama3-70b", "h100-sxm", 512, 131072, 256, ParallelPlan(dp=16, pp=4, vpp=4, tp=8, ring=8)),
+    ("qwen3-235b-a22b", "h100-sxm", 512, 32768, 1024, ParallelPlan(dp=32, pp=2, tp=4, ulysses=4, ring=4, ep=16)),
+    ("llama3-70b", "h100-sxm", 512, 131072, 512, ParallelPlan(dp=64, ulysses=8, ring=8, zero=3)),
 ]
 
 
@@ -36,6 +40,7 @@ def main() -> None:
             result = simulate(model, hw, workload, plan, num_nodes=nodes, gpus_per_node=hw.gpus_per_node)
             best = min(best, time.perf_counter() - start)
         desc = f"dp{plan.dp} pp{plan.pp} tp{plan.tp} u{plan.ulysses} r{plan.ring} m{result.num_micro_batches}"
+        desc += f" v{plan.vpp}" * (plan.vpp > 1) + f" ep{plan.ep}" * (plan.ep > 1) + f" z{plan.zero}" * (plan.zero != 1)
         flows = max(p.num_flows for p in result.phases)
         events = len(result.events) + len(result.detail_events)
         print(f"{plan.world_size:>5} {model_name:>11} {desc:>34} {best:>7.3f} {flows:>7} {events:>7} "

@@ -1,11 +1,15 @@
-"""ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe and
-deepseek_v3 families.
+"""ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
+deepseek_v3 and llama4 families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
 MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
 num_key_value_heads defaults to num_attention_heads, head_dim to hidden_size //
 num_attention_heads, and tie_word_embeddings to False. DeepSeek-V3's MLA sets the heads as
 ModelSpec.mla describes (num_kv_heads = num_heads, head_dim = half the per-head Q+K+V width).
+Llama 4 (Llama4Config; its text_config, model_type llama4_text, read alone too): intermediate_size
+is the expert width and intermediate_size_mlp the dense one, every interleave_moe_layer_step-th
+layer is MoE with one shared expert and a sigmoid top-k router, and layers whose no_rope_layers
+entry is 1 attend within attention_chunk_size chunks (the vision encoder is not modelled).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.model import MLASpec, ModelSpec, MoESpec, WindowSpec
 
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3")
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
+                                           "llama4", "llama4_text")
 
 _WHAT = "model config"
 # Gated activations: the MLP has gate, up and down projections.
@@ -104,7 +109,7 @@ def _qkv_bias(cfg: dict, model_type: str, path: Path) -> bool:
     # attention_bias (which also adds an o_proj bias of hidden_size per layer, left uncounted).
     if model_type == "qwen2":
         return True
-    if model_type in ("llama", "qwen3", "qwen3_moe", "deepseek_v3"):
+    if model_type in ("llama", "qwen3", "qwen3_moe", "deepseek_v3", "llama4_text"):
         return _flag(cfg, "attention_bias", path)
     return False
 
@@ -126,7 +131,22 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         return MoESpec(num_experts=_positive_int(cfg, "n_routed_experts", path),
                        top_k=_positive_int(cfg, "num_experts_per_tok", path),
                        moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path),
-                       num_shared_experts=shared, first_dense_layers=cfg.get("first_k_dense_replace") or 0)
+                       num_shared_experts=shared, first_dense_layers=cfg.get("first_k_dense_replace") or 0,
+                       # DeepseekV3Config scoring_func, default sigmoid.
+                       router_score_function="softmax" if cfg.get("scoring_func") == "softmax" else "sigmoid")
+    if model_type == "llama4_text":
+        # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
+        # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
+        step = _positive_int(cfg, "interleave_moe_layer_step", path, default=1)
+        layers = _positive_int(cfg, "num_hidden_layers", path)
+        listed = cfg.get("moe_layers")
+        if listed is not None and list(listed) != list(range(step - 1, layers, step)):
+            raise _error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
+                         "supported")
+        return MoESpec(num_experts=_positive_int(cfg, "num_local_experts", path),
+                       top_k=_positive_int(cfg, "num_experts_per_tok", path, default=1),
+                       moe_intermediate_size=_positive_int(cfg, "intermediate_size", path),
+                       num_shared_experts=1, layer_step=step, router_score_function="sigmoid")
     if model_type != "mixtral":
         return None
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
@@ -145,6 +165,17 @@ def _window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
         if cfg.get("sliding_window") is None:
             return None
         return WindowSpec(window_tokens=_positive_int(cfg, "sliding_window", path))
+    if model_type == "llama4_text":
+        # Llama4TextConfig: no_rope_layers defaults to 1 (chunked) except every
+        # no_rope_layer_interval-th (4) layer, which attends to the whole sequence.
+        layers = _positive_int(cfg, "num_hidden_layers", path)
+        interval = _positive_int(cfg, "no_rope_layer_interval", path, default=4)
+        rope = cfg.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(layers)]
+        if list(rope) != [int((i + 1) % interval != 0) for i in range(layers)]:
+            raise _error(path, "no_rope_layers other than a full-attention layer every no_rope_layer_interval "
+                         f"({interval}) layers are not supported (the chunked:global pattern is not modelled)")
+        chunk = _positive_int(cfg, "attention_chunk_size", path, default=8192)
+        return WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
     if model_type in ("qwen2", "qwen3", "qwen3_moe") and cfg.get("use_sliding_window"):
         raise _error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
     return None
@@ -180,6 +211,13 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
             path,
             f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
         )
+    if model_type == "llama4":
+        # Llama4Config wraps the decoder in text_config; the name and the tying are the wrapper's.
+        text = cfg.get("text_config")
+        if not isinstance(text, dict):
+            raise _error(path, "model_type 'llama4' needs a 'text_config' mapping")
+        outer = {key: cfg[key] for key in ("_name_or_path", "name", "tie_word_embeddings") if key in cfg}
+        cfg, model_type = {**text, **outer, "model_type": "llama4_text"}, "llama4_text"
     if model_type == "llama" and _flag(cfg, "mlp_bias", path):
         raise _error(path, "field 'mlp_bias' true is not supported (no MLP-only bias in ModelSpec)")
 
@@ -191,7 +229,9 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
             f"field 'head_dim' is missing and hidden_size {hidden} is not a multiple of "
             f"num_attention_heads {heads}",
         )
-    intermediate = _positive_int(cfg, "intermediate_size", path)
+    # Llama 4's intermediate_size is the experts' width; its dense layers use intermediate_size_mlp.
+    dense_width = "intermediate_size_mlp" if model_type == "llama4_text" else "intermediate_size"
+    intermediate = _positive_int(cfg, dense_width, path)
     name, repo = _names(cfg, fallback_name or (path.stem if path.stem != "config" else str(path)))
     mla = _mla(cfg, model_type, path)
     fields = {

@@ -153,13 +153,15 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
         console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))
-    if answer.fits and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):
+    # For one framework, only when it expresses some plan (the table shows its plans).
+    expressed = answer.framework == "all" or bool(answer.framework_ranked)
+    if answer.fits and expressed and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):
         found = best_expert_parallel(result, answer.framework, model=q.model, workload=q.workload,
                                      num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
                                      framework_version=answer.framework_version)
         rank, other = found if found else (None, None)
-        console.print(expert_parallel_note(ranked[0], other, rank, scanned=MAX_SCANNED), markup=False,
-                      highlight=False)
+        console.print(expert_parallel_note(ranked[0], other, rank, scanned=MAX_SCANNED, framework=answer.framework),
+                      markup=False, highlight=False)
     if not answer.fits:
         advice = closest_and_fixes(ranked, q.hardware, answer.suggestions, pinned=q.all_degrees_pinned)
         console.print(advice, highlight=False, style="yellow", markup=False)

@@ -42,8 +42,9 @@ GanttFormat = Literal["png", "svg"]
 
 def _summary(result: SimResult, console: Console) -> None:
     p = result.plan
+    extra = (f" vpp {p.vpp}" if p.vpp > 1 else "") + (f" ep {p.ep} etp {p.etp}" if p.ep * p.etp > 1 else "")
     console.print(
-        f"[bold]plan[/bold] dp {p.dp} pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring} "
+        f"[bold]plan[/bold] dp {p.dp} pp {p.pp}{extra} tp {p.tp} ulysses {p.ulysses} ring {p.ring} "
         f"zero {p.zero} recompute {p.recompute} micro_batch {p.micro_batch} on {result.num_nodes} x "
         f"{result.gpus_per_node} GPUs ({result.topology})"
     )
@@ -52,6 +53,9 @@ def _summary(result: SimResult, console: Console) -> None:
     if analytic:
         line += f"   analytic {format_seconds(analytic)} ({(result.step_time_s / analytic - 1) * 100:+.1f}%)"
     console.print(line + f"   {result.tokens_per_s:,.0f} tokens/s")
+    if result.dp_exposed_s > 0:
+        console.print(f"[bold]data-parallel traffic[/bold] adds {format_seconds(result.dp_exposed_s)} "
+                      f"({result.dp_exposed_s / result.step_time_s:.1%} of the step)")
 
     crit = Table(title="critical path by kind")
     crit.add_column("kind")

@@ -79,6 +79,9 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     tp = np.asarray(tp, dtype=np.int64)
     u = np.asarray(ulysses, dtype=np.int64)
     r = np.asarray(ring, dtype=np.int64)
+    if hardware.efficiency.attention_unfused and np.any(r > 1):
+        raise ValueError("unfused attention cannot run a ring: ring attention merges flash-attention "
+                         "blocks by their log-sum-exp; use ring 1 or a flash kernel")
     zigzag = np.asarray(zigzag, dtype=bool)
     heads = num_heads / (tp * u)  # query heads per rank after the all-to-all
     kv_sent = kv_heads_for_ulysses(num_kv_heads, tp, u)  # KV heads per TP rank into the a2a

@@ -86,10 +86,19 @@ def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
     return kernel if kernel_curves(hardware, kernel) is not None else None
 
 
+# Megatron-LM's core attention before FlashAttention (cost.kernels.unfused_attention_time_s): for
+# validating runs published before it (Korthikanti et al. 2022); not an sp-plan choice, as no
+# ring can run it and no framework the planner emits for defaults to it.
+UNFUSED = "unfused"
+
+
 def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> HardwareProfile:
     """The profile with `kernel`'s attention curves (unchanged for None or its own kernel)."""
     if kernel is None:
         return hardware
+    if kernel == UNFUSED:
+        efficiency = hardware.efficiency.model_copy(update={"attention_unfused": True})
+        return hardware.model_copy(update={"efficiency": efficiency})
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; expected one of {', '.join(ATTENTION_KERNELS)}")
     curves = kernel_curves(hardware, kernel)

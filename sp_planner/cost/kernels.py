@@ -26,7 +26,8 @@ CAUSAL_KERNEL_EFFICIENCY_FWD = 0.905
 CAUSAL_KERNEL_EFFICIENCY_BWD = 0.93
 # Fraction of HBM peak that streaming elementwise kernels sustain. Assumption: STREAM-like copies
 # on A100/H100 reach 80-90% of the datasheet bandwidth (NVIDIA's own babelstream figures); we take
-# the low end. Used only for ring merges and the optimizer step, which are small terms.
+# the low end. Used for ring merges, the optimizer step, elementwise ops, FP8 casts and, largest,
+# unfused attention (memory-bound: the Selene rows' 22B attention moves 32 bytes per score).
 HBM_EFFICIENCY = 0.8
 
 
@@ -42,13 +43,49 @@ def flash_flops(batch, heads, head_dim, q_tokens, kv_tokens):
     return 4.0 * batch * heads * head_dim * q_tokens * kv_tokens
 
 
+# Unfused core attention as Megatron-LM ran it before FlashAttention (megatron/model/transformer.py
+# CoreAttention up to d693034, 2022-12-08, which added --use-flash-attn): torch.baddbmm writes the
+# b x a x s x s scores, FusedScaleMaskSoftmax reads them and writes the probabilities, torch
+# Dropout reads those and writes its output and a bool mask, torch.bmm reads the result with V.
+# The masked square is computed whole: a causal mask skips no work. Bytes per score element
+# (fp16/bf16 2, mask 1), forward: softmax 2 + 2, dropout 2 + 2 + 1; backward: dropout 2 + 1 + 2,
+# softmax (grad, saved output, result) 2 + 2 + 2. Korthikanti et al. 2022 (arXiv 2205.05198)
+# section 4.1 stores exactly these: softmax output 2as^2b, dropout mask as^2b, dropout output 2as^2b.
+UNFUSED_SOFTMAX_DROPOUT_FWD_BYTES = 9
+UNFUSED_SOFTMAX_DROPOUT_BWD_BYTES = 11
+# Each of the attention's batched GEMMs writes or reads the score-sized operand once (2 bytes per
+# element) and does 2 x head_dim FLOPs per element: QK^T and PV forward, and dP = dO V^T,
+# dV = P^T dO, dQ = dS K, dK = dS^T Q backward.
+UNFUSED_GEMM_BYTES = 2
+UNFUSED_GEMMS_FWD, UNFUSED_GEMMS_BWD = 2, 4
+# Activations the unfused kernel stores per score element (section 4.1 above: 2 + 1 + 2).
+UNFUSED_SAVED_BYTES_PER_SCORE = 5
+
+
+def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
+                             backward: bool):
+    """Unfused attention on a q_tokens x kv_tokens block (comment above): each batched GEMM takes
+    the longer of its FLOPs at the GEMM efficiency and its score-sized operand through HBM (with
+    head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax/dropout passes."""
+    elements = np.asarray(batch, dtype=np.float64) * heads * q_tokens * kv_tokens
+    gemm_flops, gemm_bytes = 2.0 * head_dim * elements, UNFUSED_GEMM_BYTES * elements
+    one_gemm = np.maximum(gemm_time_s(hardware, gemm_flops), memory_pass_time_s(hardware, gemm_bytes))
+    if backward:
+        return UNFUSED_GEMMS_BWD * one_gemm + memory_pass_time_s(hardware, UNFUSED_SOFTMAX_DROPOUT_BWD_BYTES * elements)
+    return UNFUSED_GEMMS_FWD * one_gemm + memory_pass_time_s(hardware, UNFUSED_SOFTMAX_DROPOUT_FWD_BYTES * elements)
+
+
 def flash_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
                  causal_diagonal, backward: bool):
     """Wall time of one flash-attention call on a q_tokens x kv_tokens block.
 
     `causal_diagonal` (bool array) marks a square block with a causal mask: it does the tiles on
-    and below the diagonal, (1 + T/L)/2 of the full block, at the non-causal efficiency.
+    and below the diagonal, (1 + T/L)/2 of the full block, at the non-causal efficiency. A profile
+    with `attention_unfused` runs `unfused_attention_time_s` instead.
     """
+    if hardware.efficiency.attention_unfused:
+        return unfused_attention_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim,
+                                        q_tokens=q_tokens, kv_tokens=kv_tokens, backward=backward)
     flops = flash_flops(batch, heads, head_dim, q_tokens, kv_tokens)
     tiles = np.where(causal_diagonal, 0.5 * (1.0 + CAUSAL_TILE_TOKENS / np.maximum(kv_tokens, 1)), 1.0)
     curve = hardware.efficiency.attention_bwd if backward else hardware.efficiency.attention_fwd

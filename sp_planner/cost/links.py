@@ -66,7 +66,7 @@ def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_byte
     drive r NICs, and the node's share of the traffic crossing the network is (k-1)/k of the
     buffer for k nodes, i.e. busbw = NIC x (n-1)/(k-1) per GPU (the nccl-tests multi-node
     relation, reference hardware_and_models.md B.3). The slower of the two tiers bounds it.
-    Latency: one hop per ring step, (n-1) steps (2(n-1) for all-reduce), NCCL tuning.cc.
+    Latency: ring_latency_s, paid once per collective call.
     """
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
@@ -74,14 +74,30 @@ def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_byte
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
     k = np.maximum(size / r, 1.0)
     per_round = 2 if collective == "all_reduce" else 1
-    steps = (size - 1) * per_round
     buffer = sent * size / (per_round * np.maximum(size - 1, 1))  # c = per_round*(n-1)/n * S
     intra_s = sent / _bw(hardware, collective, False)
     net_s = per_round * buffer * (k - 1) / k / (r * _bw(hardware, collective, True))
     inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
-    alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
-    t = np.where(link == INTER, inter_s, intra_s) + alpha * steps
+    t = np.where(link == INTER, inter_s, intra_s) + ring_latency_s(hardware, collective, size, stride, gpus_per_node)
     return np.where((link == NONE) | (sent <= 0), 0.0, t)
+
+
+def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpus_per_node: int):
+    """Latency of one ring all-gather / reduce-scatter / all-reduce call over `size` ranks, as NCCL's
+    tuner models it (src/graph/tuning.cc, ring: nsteps = n-1, 2(n-1) for all-reduce, of which
+    nInterSteps = nNodes-1, 2(nNodes-1) for all-reduce, cross the network; reference
+    hardware_and_models.md B.6): the hops inside a node at the intra-node latency, the k-1 hops
+    between the group's k nodes at the network's. Every call pays it, so a framework that splits
+    a reduction into buckets pays it per bucket (cost.buckets)."""
+    size = np.asarray(size, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
+    k = np.where(link == INTER, np.maximum(size / r, 1.0), 1.0)
+    per_round = 2 if collective == "all_reduce" else 1
+    intra_steps = per_round * np.maximum(size - k, 0.0)
+    inter_steps = per_round * (k - 1)
+    t = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
+    return np.where(link == NONE, 0.0, t)
 
 
 def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):

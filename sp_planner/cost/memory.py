@@ -49,6 +49,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
 from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
@@ -137,20 +138,26 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
 
 
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
-                               micro_batch, recompute, ep=1, etp=1):
-    """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed)."""
+                               micro_batch, recompute, ep=1, etp=1, unfused: bool = False):
+    """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
+
+    `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and the 5 bytes per score
+    element Korthikanti et al. 2022 section 4.1 count (5as^2b), which selective recompute frees."""
     h, d = model.hidden_size, model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     norms = 4 * ACT_BYTES * n * h / tp
     q = ACT_BYTES * n * heads * d
-    lse = FP32_BYTES * n * heads
+    lse = 0.0 if unfused else FP32_BYTES * n * heads
+    # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
+    # so that is n x s x heads/tp elements.
+    scores = UNFUSED_SAVED_BYTES_PER_SCORE * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
-    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse
+    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
-    selective = full_layer - lse - np.where(ulysses > 1, q, 0.0)
+    selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
     layer_input = ACT_BYTES * n * h / tp
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
                       np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
@@ -228,7 +235,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
-        recompute=c.recompute, ep=c.ep, etp=c.etp,
+        recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
     )
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,

@@ -5,8 +5,14 @@ the model does not see (kernel shapes, clocks under sustained load, stragglers).
 stretched to the ceiling (the extra seconds are a named part of the step, `mfu_ceiling_s`); the
 search still orders such plans by their uncapped time. The ceiling bounds hardware-executed FLOPs
 (causal attention as run, recompute included) by a published model-FLOPs MFU, which counts at
-least as much work per step, so it is a lenient bound. For MoE models the FLOPs are those a token
-runs through (top_k routed plus shared experts, cost.flops._active_ffn_width), not all experts'.
+least as much attention work per step, so it is a lenient bound without recompute; with
+recompute the executed FLOPs exceed the model FLOPs (PaLM, arXiv 2204.02311 section 4.1 and
+appendix B: MFU leaves rematerialization out), so a full-recompute plan is held at 3/4 of the
+record in model FLOPs. For MoE models the FLOPs are those a token runs through (top_k routed
+plus shared experts, cost.flops._active_ffn_width), not all experts'.
+An FP8/MXFP8 ceiling is a fraction of the profile's FP8 peak, as the published FP8 figures are
+(model TFLOPS over the dense FP8 peak); the bf16 attention those runs execute counts against it
+too, so it binds only where GEMMs dominate (short sequences).
 """
 
 from __future__ import annotations
@@ -21,6 +27,16 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                "8 x A100 80GB, 225 TFLOPS/GPU, '72% model FLOPs utilization' (full-square FLOPs)"),
     ("hopper", "bf16"): (0.47, "Megatron-LM README: 'up to 47% Model FLOP Utilization (MFU) on H100 clusters' "
                                "(2B-462B models, sequence 4096; NVIDIA's performance summary)"),
+    # The highest FP8 model TFLOPS/GPU found in NVIDIA's performance pages (NeMo
+    # docs/source/performance/performance_summary.md, Megatron-Bridge docs/performance-summary*.md
+    # 25.09-26.08, NeMo performance_long_sequence.md), over the dense FP8 peak.
+    ("hopper", "fp8"): (0.449, "NeMo docs performance_summary.md at 8e3d65d (NeMo 24.07, DGX-H100, FP8): GPT3-175B "
+                               "on 512 GPUs, 888 model TFLOPS/GPU / 1979 dense FP8 = 44.9% MFU"),
+    ("blackwell", "fp8"): (0.382, "NeMo docs performance_long_sequence.md at 19fadb6 (NeMo 25.04, DGX-B200, FP8): "
+                                  "Llama3-8B at 16K, 1717 model TFLOPS/GPU / 4500 dense FP8 = 38.2% MFU (Megatron-"
+                                  "Bridge 25.09: Llama3.1-405B 1676, 37.2%)"),
+    ("blackwell", "mxfp8"): (0.350, "Megatron-Bridge docs/performance-summary.md, 25.11 NeMo container, DGX-B200: "
+                                    "Llama3.1-405B FP8-MX 1576 model TFLOPS/GPU / 4500 dense FP8 = 35.0% MFU"),
 }
 # Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
 # profile not listed) has no ceiling.
@@ -37,10 +53,17 @@ def best_published_mfu(hardware: HardwareProfile, precision: str = "bf16") -> fl
     return entry[0] if entry else None
 
 
+def ceiling_peak_flops(hardware: HardwareProfile, precision: str) -> float | None:
+    """The peak a precision's published MFU divides by: the dense bf16 peak, or the FP8 peak
+    (None where the profile has none: it models no FP8, so there is nothing to hold)."""
+    return hardware.peak_bf16_flops if precision == "bf16" else hardware.peak_fp8_flops
+
+
 def mfu_ceiling_s(hardware: HardwareProfile, hardware_flops_per_gpu, step_s, precision: str = "bf16"):
     """Seconds to add so that hardware FLOPs / (step x peak) stays at or below the ceiling."""
     ceiling = best_published_mfu(hardware, precision)
-    if ceiling is None:
+    peak = ceiling_peak_flops(hardware, precision)
+    if ceiling is None or peak is None:
         return np.zeros(np.shape(step_s))
-    floor_s = np.asarray(hardware_flops_per_gpu, dtype=np.float64) / (hardware.peak_bf16_flops * ceiling)
+    floor_s = np.asarray(hardware_flops_per_gpu, dtype=np.float64) / (peak * ceiling)
     return np.maximum(0.0, floor_s - step_s)

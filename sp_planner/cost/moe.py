@@ -18,7 +18,10 @@ Load imbalance: with dropless routing the rank holding the busiest experts sets 
 dispatch and expert GEMM. MOE_LOAD_IMBALANCE = 1.25 is an assumption, stated and not fitted: a
 capacity factor in the range Switch Transformer trains with (Fedus et al. 2021, arXiv 2101.03961,
 section 2.2: expert capacity = tokens/experts x capacity factor, factors 1.0-2.0 studied), read as
-"the busiest EP rank receives 1.25 x the mean" under an auxiliary balance loss. It applies only
+"the busiest EP rank receives 1.25 x the mean" under an auxiliary balance loss; MLPerf Training's
+MoE reference (Mixtral-8x22B at 32K tokens) caps each expert at the same 1.25 x the mean,
+"inspired by Switch Transformer" (mlcommons/training mixture_of_experts_pretraining/README.md,
+capacity_factor=1.25), i.e. the load it expects the busiest expert to need. It applies only
 when ep > 1 (with ep = 1 every rank computes its own tokens' experts). Low confidence; no
 published per-rank measurement of training was found (NVIDIA's Megatron-Bridge MoE benchmarks
 force balanced routing, moe_router_force_load_balancing = True in its perf recipes, so they
@@ -108,7 +111,7 @@ def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
 class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
-    imbalance_gemm_fwd_s: np.ndarray  # the busiest rank's forward expert GEMM time beyond the mean (< 0 when drops cut it)
+    imbalance_gemm_fwd_s: np.ndarray  # busiest rank's forward expert GEMMs beyond the mean (< 0 if drops cut it)
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
 

@@ -3,16 +3,19 @@
 Overlap is what the emitted flags make the framework do (flags/*.py emit them; tests/flags check
 each renderer's text against `FRAMEWORK_OVERLAP`), or the framework's default where nothing is
 emitted. The limits (vectorized over candidates, per pipeline stage and micro-batch):
-- a gradient reduce overlaps the backward, except the last bucket, which leaves after the last
-  layer's backward (Megatron DDP `--overlap-grad-reduce`, torch DDP/FSDP2 by default);
+- every bucket or unit is its own collective call and pays NCCL's ring latency (cost.buckets);
+- a gradient reduce overlaps the backward, except the last buckets (those issued at the first
+  layer and after the embedding, cost.buckets), which leave after the last layer's backward
+  (Megatron DDP `--overlap-grad-reduce`, torch DDP/FSDP2 by default);
 - ZeRO-1/2's parameter all-gather after the optimizer step overlaps the next step's first forward
-  except the first bucket (Megatron `--overlap-param-gather`), or is exposed whole (DeepSpeed
-  stage 1/2 gathers synchronously after `step()`);
+  except the first buckets, the same ones (Megatron `--overlap-param-gather`), or is exposed
+  whole (DeepSpeed stage 1/2 gathers synchronously after `step()`);
 - ZeRO-3 gathers each layer's parameters one layer ahead (FSDP2's implicit prefetch, DeepSpeed's
-  `stage3_prefetch_bucket_size`) on the same stream as the gradient reduce-scatters: the first
-  layer's gather is never hidden, and a layer whose gather (plus, in backward, its reduce-scatter)
-  takes longer than its compute exposes the difference; reshard-after-forward gathers twice per
-  micro-batch (cost.comm counts the bytes), keeping the parameters (reshard false) once;
+  `stage3_prefetch_bucket_size`) on the same stream as the gradient reduce-scatters: the root
+  unit's and the first layer's gathers are never hidden, nor are the last layer's and the root's
+  reduce-scatters, and a layer whose gather (plus, in backward, its reduce-scatter) takes longer
+  than its compute exposes the difference; reshard-after-forward gathers twice per micro-batch
+  (cost.comm counts the bytes), keeping the parameters (reshard false) once;
 - hidden communication is not free: NCCL's kernels hold whole SMs while they run ("NCCL CTAs
   won't share an SM with compute kernels", 16 SMs on a DGX with 8 NICs; NVIDIA/nccl#689), so the
   compute they hide behind runs on 16 of H100's 132 SMs fewer (NVIDIA H100 Tensor Core GPU
@@ -20,6 +23,8 @@ emitted. The limits (vectorized over candidates, per pipeline stage and micro-ba
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -85,49 +90,63 @@ def framework_overlap(framework: str) -> Overlap:
     return FRAMEWORK_OVERLAP[framework]
 
 
-def hidden_behind(total_s, window_s, unhideable_fraction, overlapped: bool):
-    """Exposed seconds of `total_s` overlapped with `window_s`, of which `unhideable_fraction`
-    (the last or first bucket) can never hide."""
+class DPTimes(NamedTuple):
+    """Seconds of one pass of the data-parallel collectives over a stage's parameters on one rank
+    (vectorized), each call paying its latency (cost.buckets, cost.links.ring_latency_s)."""
+
+    grad_all_reduce_s: np.ndarray  # ZeRO-0: every bucket's all-reduce
+    grad_reduce_scatter_s: np.ndarray  # ZeRO-1/2: every bucket's reduce-scatter (+ HSDP's replica all-reduce)
+    param_all_gather_s: np.ndarray  # ZeRO-1/2: every bucket's parameter all-gather
+    last_all_reduce_s: np.ndarray  # the buckets that cannot hide (cost.buckets BucketLayout.unhideable)
+    last_reduce_scatter_s: np.ndarray
+    first_all_gather_s: np.ndarray
+    layer_gather_s: np.ndarray  # ZeRO-3: one layer's all-gather ...
+    layer_reduce_s: np.ndarray  # ... and reduce-scatter (+ HSDP's replica all-reduce)
+    root_gather_s: np.ndarray  # ZeRO-3: the root unit's (embedding, final norm, output layer)
+    root_reduce_s: np.ndarray
+
+
+def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
+    """Exposed seconds of `total_s` overlapped with `window_s`, of which `unhideable_s` (the last
+    or first buckets) can never hide."""
     if not overlapped:
         return np.asarray(total_s, dtype=np.float64)
-    return np.maximum(total_s * unhideable_fraction, total_s - window_s)
+    return np.maximum(np.minimum(unhideable_s, total_s), total_s - window_s)
 
 
-def layerwise_gather_exposed_s(gather_s, window_s, layers, bucket_fraction, *, reduce_s=0.0,
-                               prefetch: bool = True):
-    """ZeRO-3: exposed seconds of one pass (forward or backward) whose `layers` layers each gather
-    gather_s/layers of parameters (and, in backward, reduce-scatter reduce_s/layers of gradients)
-    on one stream while computing window_s/layers. The first gather and the last reduce-scatter
-    are never hidden (at least the framework's bucket each, as for ZeRO-0/1/2, so a finer
-    granularity cannot make ZeRO-3 look faster than the stages that move less); each other
-    layer exposes what its communication takes beyond its compute."""
-    g, r, w = gather_s / layers, reduce_s / layers, window_s / layers
-    first, last = np.maximum(g, gather_s * bucket_fraction), np.maximum(r, reduce_s * bucket_fraction)
-    if not prefetch:
-        return gather_s + (layers - 1) * np.maximum(0.0, r - w) + last
-    return first + (layers - 1) * np.maximum(0.0, g + r - w) + last
+def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True):
+    """ZeRO-3: exposed seconds of one pass (forward or backward) of `layers` layers, each gathering
+    its parameters in gather_s (and, in backward, reduce-scattering its gradients in reduce_s) on
+    one stream while computing window_s. The first layer's gather (after `before_s`, the root
+    unit's gather in forward) and the last layer's reduce-scatter (then `after_s`, the root's) are
+    never hidden; each other layer exposes what its communication takes beyond its compute.
+    Without prefetch every gather waits in line before its layer."""
+    middle = (layers - 1) * np.maximum(0.0, np.where(prefetch, gather_s, 0.0) + reduce_s - window_s)
+    gathers = gather_s if prefetch else layers * gather_s
+    return before_s + gathers + middle + reduce_s + after_s
 
 
-def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, grad_all_reduce_s, grad_reduce_scatter_s,
-                 param_all_gather_s, fwd_window_s, bwd_window_s, bucket_fraction, reshard):
+def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
+                 reshard):
     """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
-    shard group's, plus HSDP's replica all-reduce inside grad_reduce_scatter_s; cost.fsdp).
+    shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
 
-    grad_*_s and param_all_gather_s move the stage's whole gradients / parameters once;
-    fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic;
-    bucket_fraction is the share of the stage's parameters in one DDP bucket; reshard (bool per
-    candidate) says ZeRO-3 gathers again in backward (reshard_after_forward, cost.fsdp).
+    fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
+    stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
+    (reshard_after_forward, cost.fsdp).
     """
-    reduce0 = hidden_behind(grad_all_reduce_s, bwd_window_s, bucket_fraction, overlap.grad_all_reduce)
-    reduce12 = hidden_behind(grad_reduce_scatter_s, bwd_window_s, bucket_fraction, overlap.grad_reduce)
-    gather12 = hidden_behind(param_all_gather_s, fwd_window_s, bucket_fraction, overlap.param_gather)
+    t = times
+    reduce0 = hidden_behind(t.grad_all_reduce_s, bwd_window_s, t.last_all_reduce_s, overlap.grad_all_reduce)
+    reduce12 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s, t.last_reduce_scatter_s, overlap.grad_reduce)
+    gather12 = hidden_behind(t.param_all_gather_s, fwd_window_s, t.first_all_gather_s, overlap.param_gather)
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
-    bwd_gather = np.where(np.asarray(reshard, dtype=bool), param_all_gather_s, 0.0)
+    bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
     zero3 = micro_batches * (
-        layerwise_gather_exposed_s(param_all_gather_s, fwd_window_s, layers, bucket_fraction, prefetch=prefetch)
-        + layerwise_gather_exposed_s(bwd_gather, bwd_window_s, layers, bucket_fraction,
-                                     reduce_s=grad_reduce_scatter_s, prefetch=prefetch)
+        layerwise_exposed_s(t.layer_gather_s, 0.0, fwd_window_s / layers, layers, before_s=t.root_gather_s,
+                            prefetch=prefetch)
+        + layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_window_s / layers, layers, after_s=t.root_reduce_s,
+                              prefetch=prefetch)
     )
     exposed = np.select(
         [zero == 0, zero == 1, zero == 2],
@@ -136,8 +155,9 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, grad_all_redu
     )
     busy = np.select(
         [zero == 0, zero == 1, zero == 2],
-        [grad_all_reduce_s, grad_reduce_scatter_s + param_all_gather_s,
-         micro_batches * grad_reduce_scatter_s + param_all_gather_s],
-        micro_batches * (param_all_gather_s + bwd_gather + grad_reduce_scatter_s),
+        [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s,
+         micro_batches * t.grad_reduce_scatter_s + t.param_all_gather_s],
+        micro_batches * (t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s)
+                         + t.root_reduce_s),
     )
     return exposed, np.maximum(0.0, busy - exposed)

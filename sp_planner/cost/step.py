@@ -19,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
+from sp_planner.cost.buckets import ddp_bucket_params  # noqa: F401  (re-exported)
+from sp_planner.cost.dp_times import dp_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
     TP_ALL_GATHERS_PER_LAYER,
@@ -35,13 +37,11 @@ from sp_planner.cost.flops import (
     logits_gemm_flops_per_token,
     model_flops_per_step,
 )
-from sp_planner.cost.fsdp import replicate_stride, shard_group_size
+from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import (
     ACT_BYTES,
-    GRAD_BYTES,
-    PARAM_BYTES,
     candidate_stage_layers,
     layer_params_per_rank,
     stage_params_per_rank,
@@ -64,19 +64,13 @@ from sp_planner.cost.precision import (
     gemm_peak_flops,
 )
 from sp_planner.pipeline import bubble_micro_batches
-from sp_planner.layout import CP_AXES, DP_CP_AXES, GRID_ORDER, axis_stride, group_size, group_stride
+from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Megatron DDP bucket default (megatron/core/distributed/distributed_data_parallel.py:
-# bucket_size = max(40000000, 1000000 * parallel_state.get_data_parallel_world_size()), the
-# data-parallel size without context parallelism): larger dp, larger buckets, so the ring
-# chunks stay bandwidth-bound.
-DDP_BUCKET_MIN_PARAMS = 40_000_000
-DDP_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
 # Adam step: read fp32 grad (4), read/write master, m, v (24), write bf16 param (2).
 ADAM_BYTES_PER_PARAM = 30
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
@@ -87,11 +81,6 @@ ADAM_BYTES_PER_PARAM = 30
 # Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
 # place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
 LOSS_BYTES_PER_LOGIT = 60
-
-
-def ddp_bucket_params(dp):
-    """Parameters per gradient bucket of Megatron's DDP for data-parallel degree `dp`."""
-    return np.maximum(DDP_BUCKET_MIN_PARAMS, DDP_BUCKET_PARAMS_PER_DP_RANK * np.asarray(dp))
 
 
 def elementwise_bytes_per_token(model: ModelSpec) -> float:
@@ -191,9 +180,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # split, possibly the first or a middle one (sp_planner.pipeline).
     stages = candidate_stage_layers(model, c)
     last_paces = stages.last * per_layer + logits >= np.maximum(stages.first, stages.middle) * per_layer
+    # The pipeline fills and drains through the other stages: the bubble is their micro-batch
+    # times, (pp-1) x the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when
+    # the pacing stage is the slowest only by its logits or a larger share of the layers.
+    all_stages = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer
+    all_stages = all_stages + logits
     layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
     logits = np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
+    other_stages_s = np.maximum(all_stages - micro_s, 0.0)
     bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
                          + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
                          + moe_bwd)
@@ -201,37 +196,19 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
-    zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
     # the first stage's layers of the split, like `params`.
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
-    edp, edp_stride = c.edp, axis_stride(c, "edp")
+    zgroup, edp = shard_group_size(c), c.edp
     zero = c.zero
-
-    def coll(kind, bytes_per_param):
-        dense = ring_collective_time_s(hardware, kind, bytes_per_param * (params - experts) * (zgroup - 1) / zgroup,
-                                       zgroup, zstride, gpn)
-        expert = ring_collective_time_s(hardware, kind, bytes_per_param * experts * (edp - 1) / edp, edp,
-                                        edp_stride, gpn)
-        return dense + expert
-
-    rep = c.dp_replicate
-    # HSDP: each gradient reduce-scatter is followed by an all-reduce of the shard across replicas.
-    grad_shard = (params - experts) / zgroup + experts / edp
-    replica_ar = ring_collective_time_s(hardware, "all_reduce", 2 * GRAD_BYTES * grad_shard * (rep - 1) / rep,
-                                        rep, replicate_stride(c), gpn)
-    grad_rs = coll("reduce_scatter", GRAD_BYTES) + replica_ar
-    grad_ar = coll("all_reduce", 2 * GRAD_BYTES)
-    param_ag = coll("all_gather", PARAM_BYTES)
+    times = dp_times(model, hardware, c, stages=stages, gpus_per_node=gpn)
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
-    # reduce-scatter over edp (inside coll) overlaps the backward like the dense ones.
+    # reduce-scatter over edp overlaps the backward like the dense ones.
     dp_exposed, dp_hidden = dp_exposed_s(
-        overlap, zero=zero, micro_batches=m, layers=layers, grad_all_reduce_s=grad_ar,
-        grad_reduce_scatter_s=grad_rs, param_all_gather_s=param_ag, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, bucket_fraction=np.minimum(1.0, ddp_bucket_params(dp) / params),
-        reshard=c.reshard,
+        overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
+        bwd_window_s=bwd_window, reshard=c.reshard,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
@@ -250,7 +227,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
-        bubble_micro_batches(pp, c.vpp) * micro_s,
+        bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
         m * layers * moe_layer,
     )

@@ -5,8 +5,10 @@ A local layer's query attends to the `window_tokens` keys before it (Mistral 7B,
 whole on each rank, so a local layer is one flash call on a band of s x W (the sliding-window
 kernel skips the tiles outside the band; FlashAttention's window_size): FLOPs 4*b*heads*d*s*W,
 timed as a non-causal s x W block at the efficiency of a W-key call. The ring is excluded by the
-plan rule window_ring. The layer-averaged time and FLOPs blend local and global layers by the
-model's local:global pattern. Model FLOPs (MFU) keep Megatron's full-square convention.
+plan rule window_ring. A chunked local layer (Llama 4) is s/W independent causal
+squares of W tokens, one flash call over b x s/W sequences: FLOPs 2*b*heads*d*s*W. The
+layer-averaged time and FLOPs blend local and global layers by the model's count of local layers
+(ModelSpec.num_local_layers). Model FLOPs (MFU) keep Megatron's full-square convention.
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ def windowed_attention_times(attn: AttentionTimes, hardware: HardwareProfile, mo
     window = local_window(model, seq_len)
     if window is None:
         return attn
-    share = model.window.local_fraction if model.window else 0.0
+    share = model.num_local_layers / model.num_layers
     heads = model.num_heads / (tp * ulysses)
-    band = dict(batch=batch, heads=heads, head_dim=model.head_dim, q_tokens=seq_len, kv_tokens=window,
-                causal_diagonal=np.zeros(np.shape(tp), dtype=bool))
+    if model.window is not None and model.window.kind == "chunked":
+        # (b, s) -> (b * s/W, W): each chunk a causal sequence of its own.
+        band = dict(batch=np.asarray(batch) * (seq_len / window), heads=heads, head_dim=model.head_dim,
+                    q_tokens=window, kv_tokens=window, causal_diagonal=np.ones(np.shape(tp), dtype=bool))
+    else:
+        band = dict(batch=batch, heads=heads, head_dim=model.head_dim, q_tokens=seq_len, kv_tokens=window,
+                    causal_diagonal=np.zeros(np.shape(tp), dtype=bool))
     fwd = flash_time_s(hardware, **band, backward=False)
     bwd = flash_time_s(hardware, **band, backward=True)
     # Rows with ring > 1 break the window_ring rule; their full-attention times stay as they are.
@@ -51,5 +58,7 @@ def windowed_attention_flops_per_token(model: ModelSpec, seq_len: int, full_flop
     window = local_window(model, seq_len)
     if window is None or model.window is None:
         return full_flops
-    share = model.window.local_fraction
-    return (1 - share) * full_flops + share * 4.0 * model.q_size * window
+    share = model.num_local_layers / model.num_layers
+    # Keys per query: the band's W, or W/2 on average inside a causal chunk.
+    keys = window / 2 if model.window.kind == "chunked" else window
+    return (1 - share) * full_flops + share * 4.0 * model.q_size * keys

@@ -131,20 +131,3 @@ def allgather_backward(dout, q, k, v, out, lse, setup: AllGatherSetup):
         grads.append(reduce_scatter_dim0(ranked, setup.group, setup.counter).transpose(0, 1))
     dk, dv = grads
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
-
-
-class AllGatherAttention(torch.autograd.Function):
-    """Autograd wrapper: saves the local q, k, v, out and the fp32 lse (not the gathered K/V)."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, setup: AllGatherSetup):
-        out, lse = allgather_forward(q, k, v, setup)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.setup = setup
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = allgather_backward(dout.contiguous(), q, k, v, out, lse, ctx.setup)
-        return dq, dk, dv, None

@@ -127,20 +127,3 @@ def ring_backward(dout, q, k, v, out, lse, setup: RingSetup):
     # After R hops our own block's accumulators are back (with R == 1 they never left).
     dk, dv = grad_buffers[comm.size % 2] if comm.size > 1 else grad_buffers[0]
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
-
-
-class RingAttention(torch.autograd.Function):
-    """Autograd wrapper: saves q, k, v, out and the fp32 lse for the ring backward."""
-
-    @staticmethod
-    def forward(ctx, q, k, v, setup: RingSetup):
-        out, lse = ring_forward(q, k, v, setup)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.setup = setup
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        q, k, v, out, lse = ctx.saved_tensors
-        dq, dk, dv = ring_backward(dout.contiguous(), q, k, v, out, lse, ctx.setup)
-        return dq, dk, dv, None

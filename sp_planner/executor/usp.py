@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sp_planner.executor.allgather import AllGatherAttention, AllGatherSetup
+from sp_planner.executor.allgather import AllGatherSetup
 from sp_planner.executor.comm import CommCounter
+from sp_planner.executor.cp_attention import ALLGATHER, RING, ContextParallelAttention
 from sp_planner.executor.kernels import AttentionKernel
-from sp_planner.executor.ring import RingAttention, RingSetup
+from sp_planner.executor.ring import RingSetup
 from sp_planner.executor.ulysses import HeadToSeq, SeqToHead, replicate_kv_heads
 from sp_planner.layout import rank_groups
 from sp_planner.plan import CpComm, ParallelPlan, RingLayout
@@ -66,11 +67,11 @@ def usp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, groups: 
     if cp_comm == "allgather":
         gather = AllGatherSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
                                 layout=ring_layout, scale=scale)
-        out = AllGatherAttention.apply(q, k, v, gather)
+        out = ContextParallelAttention.apply(q, k, v, ALLGATHER, gather)
     else:
         setup = RingSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
                           layout=ring_layout, scale=scale)
-        out = RingAttention.apply(q, k, v, setup)
+        out = ContextParallelAttention.apply(q, k, v, RING, setup)
     if groups.ulysses > 1:
         out = HeadToSeq.apply(groups.ulysses_group, counter, out)  # (b, S/R, H/U, d) -> (b, S/(U*R), H, d)
     return out

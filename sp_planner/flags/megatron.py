@@ -128,12 +128,15 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
     if not m.linear_bias:
         # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
         flags.append("--disable-bias-linear")
+    if m.moe.router_score_function != "softmax":
+        # TransformerConfig refuses top-1 softmax routing without --moe-router-pre-softmax; Llama 4's
+        # top-1 router is a sigmoid.
+        flags.append(f"--moe-router-score-function {m.moe.router_score_function}")
     if m.moe.num_shared_experts:
         # The total width of the shared experts (TransformerConfig.moe_shared_expert_intermediate_size).
         flags.append(f"--moe-shared-expert-intermediate-size {m.moe.num_shared_experts * m.moe.moe_intermediate_size}")
-    if m.moe.first_dense_layers:
-        dense, sparse = m.moe.first_dense_layers, m.num_moe_layers
-        flags.append(f'--moe-layer-freq "([0]*{dense}+[1]*{sparse})"')
+    if m.moe.first_dense_layers or m.moe.layer_step > 1:
+        flags.append(f'--moe-layer-freq "{moe_layer_pattern(m)}"')
     routing = "dropless routing"
     if m.moe.capacity_factor is not None:
         # Token dropping (TransformerConfig.moe_expert_capacity_factor; its default load-balancing
@@ -144,6 +147,19 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
             flags.append("--moe-pad-expert-input-to-capacity")
             routing += ", padded to capacity"
     return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
+
+
+def moe_layer_pattern(m) -> str:
+    """Megatron's --moe-layer-freq list (1 = MoE layer, one entry per layer, as arguments.py
+    evaluates it) for the dense first layers, then every layer_step-th layer MoE (MoESpec)."""
+    dense, step = m.moe.first_dense_layers, m.moe.layer_step
+    cycles = m.num_moe_layers
+    tail = m.num_layers - dense - cycles * step
+    parts = [f"[0]*{dense}"] if dense else []
+    parts.append(f"([0]*{step - 1}+[1])*{cycles}" if step > 1 else f"[1]*{cycles}")
+    if tail:
+        parts.append(f"[0]*{tail}")
+    return "(" + "+".join(parts) + ")"
 
 
 def overlap_flags(plan) -> list[str]:
@@ -178,9 +194,14 @@ def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py"
     window = request.model.window
     if window is not None and window.window_tokens < request.workload.seq_len:
         pattern = f"{window.local_layers} local : {window.global_layers} global layers"
-        notes.append(f"The model's sliding window ({window.window_tokens} tokens, {pattern}) is architecture: set it "
-                     "with the other architecture flags; Transformer Engine runs it with context parallelism "
-                     "only as a2a or all_gather.")
+        if window.kind == "chunked":
+            notes.append(f"The model's chunked local attention ({window.window_tokens}-token chunks, {pattern}) "
+                         "is architecture, timed as independent causal chunks: set it with the other "
+                         "architecture flags if your Megatron build has it.")
+        else:
+            notes.append(f"The model's sliding window ({window.window_tokens} tokens, {pattern}) is architecture: "
+                         "set it with the other architecture flags; Transformer Engine runs it with context "
+                         "parallelism only as a2a or all_gather.")
     if p.ring > 1 and p.ring_layout == "contiguous":
         notes.append(
             "CP shards are always load-balanced (2*cp chunks, zigzag) in Megatron's data path; the "

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import islice
 
+import numpy as np
+
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
 from sp_planner.search import HEAD_ROWS
@@ -18,6 +20,9 @@ from sp_planner.specs.workload import Workload
 
 # Fitting candidates scanned, in rank order, before giving up: the rows the search keeps.
 MAX_SCANNED = HEAD_ROWS
+# Expert-parallel plans whose flags are rendered looking for one the framework can express (about
+# 2 ms each).
+MAX_EXPERT_PARALLEL_TRIED = 100
 
 
 def _expressible(
@@ -82,14 +87,17 @@ def best_expert_parallel(
     framework_version: str | None = None,
 ) -> tuple[int, PlanEstimate] | None:
     """(rank from 1, estimate) of the best fitting plan with expert parallelism (ep > 1) among the
-    rows the search keeps, one `framework` can express ("all": any), or None."""
-    if framework == "all":
-        for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
-            if not row["fits"]:
-                return None
-            if row["ep"] > 1:
-                return rank, PlanEstimate.from_row(row)
-        return None
-    found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                         gpus_per_node=gpus_per_node, framework_version=framework_version)
-    return next(((rank, est) for rank, est, _ in found if est.plan.ep > 1), None)
+    rows the search keeps that `framework` can express ("all": any), trying at most
+    MAX_EXPERT_PARALLEL_TRIED of them; None if none is."""
+    head = result.head(MAX_SCANNED).reset_index(drop=True)
+    fitting = head["fits"].to_numpy(dtype=bool)
+    # Fitting rows come first (search order), so the first non-fitting row ends the candidates.
+    last = int(np.argmin(fitting)) if not fitting.all() else len(head)
+    rows = head.index[:last][head["ep"].to_numpy()[:last] > 1][:MAX_EXPERT_PARALLEL_TRIED]
+    for i in rows:
+        estimate = PlanEstimate.from_row(head.loc[i])
+        if framework == "all" or render_flags(framework, FlagRequest(
+                model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
+                gpus_per_node=gpus_per_node, framework_version=framework_version)).supported:
+            return int(i) + 1, estimate
+    return None

@@ -1,7 +1,8 @@
 """The JSON document of a planning answer: `sp-plan --format json` and the reports' summary.json.
 
 Layout (schema "sp-planner.summary/1"):
-    schema_version, candidates_evaluated, question{...}, prune_counts{rule: count},
+    schema_version, candidates_evaluated, question{...; moe_routing{capacity_factor, pad_to_capacity}
+    for MoE models}, prune_counts{rule: count},
     plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
@@ -66,6 +67,9 @@ def build_summary(
             "global_batch": workload.global_batch,
             "causal": workload.causal,
             "hbm_bytes": hardware.hbm_bytes,
+            # MoE models only: the routing the plans were costed with (cost.moe; None = dropless).
+            **({"moe_routing": {"capacity_factor": model.moe.capacity_factor,
+                                "pad_to_capacity": model.moe.pad_to_capacity}} if model.moe is not None else {}),
         },
         "plans": plans,
         "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},

@@ -89,11 +89,12 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
 
 
 def expert_parallel_note(best: PlanEstimate, other: PlanEstimate | None, rank: int | None, *,
-                         scanned: int) -> str:
+                         scanned: int, framework: str = "all") -> str:
     """For an MoE model whose shown plans all keep ep 1: the best plan with expert parallelism, at
     `rank` among the ranked plans, and which parts of its step grow or shrink against the first."""
     if other is None:
-        return (f"No plan with expert parallelism (ep > 1) fits among the best {scanned:,} ranked plans; "
+        which = "" if framework == "all" else f" that {framework} can express"
+        return (f"No plan with expert parallelism (ep > 1){which} fits among the best {scanned:,} ranked plans; "
                 "--ep pins one to see its estimate.")
     slower_s = other.step_time_s - best.step_time_s
     deltas = {

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
+
 from sp_planner.cost.attention import (
     ACCUM_BWD_BYTES_PER_ELEM,
     MERGE_ENDS_BYTES_PER_ELEM,
     MERGE_FWD_BYTES_PER_ELEM,
 )
-from sp_planner.cost.attention import allgather_times
+from sp_planner.cost.attention import AttentionTimes, allgather_times
 from sp_planner.cost.attention_comm import (
     ALLGATHER_GRAD_ELEM_BYTES,
     RING_GRAD_ELEM_BYTES,
@@ -31,6 +33,7 @@ from sp_planner.cost.attention_comm import (
     ulysses_all_to_all_bytes,
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
+from sp_planner.cost.window import local_window, windowed_attention_times
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -103,3 +106,17 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
         ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
         ring_dkv_bytes=(ring_total - kv_only) // ring if ring > 1 else 0,
     )
+
+
+def windowed(steps: AttentionSteps, hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int,
+             tp: int, ulysses: int) -> AttentionSteps:
+    """A sliding-window model's attention as the analytic model averages it over its layers
+    (cost.window: the local layers' band kernel blended with the global layers' full one). The
+    plan rule window_ring keeps the ring at 1 there, so the layer has one step each way."""
+    if local_window(model, seq_len) is None:
+        return steps
+    assert len(steps.fwd_steps_s) == 1, "sliding windows run without a ring (plan rule window_ring)"
+    full = AttentionTimes(*(np.array([v]) for v in (steps.fwd_steps_s[0], steps.bwd_steps_s[0], 0.0, 0.0, 0.0, 0.0)))
+    blend = windowed_attention_times(full, hardware, model, seq_len=seq_len, batch=batch, tp=np.array([tp]),
+                                     ulysses=ulysses, ring=1)
+    return steps._replace(fwd_steps_s=(float(blend.fwd_compute_s[0]),), bwd_steps_s=(float(blend.bwd_compute_s[0]),))

@@ -43,6 +43,7 @@ class PhaseResult(FrozenModel):
     num_flows: int = 0
     crosses_nodes: bool = False
     bottleneck: str = "none"  # link class that limits the slowest flow: nvlink, pcie, nic, core
+    latency_s: float = 0.0  # the latency part of duration_s (one call's; the rest scales with the bytes)
     # Rate the slowest rank achieves for its sent bytes (bytes_per_rank / transfer time).
     achieved_bytes_per_s: float = 0.0
 
@@ -148,12 +149,13 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
 
 
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
-              algorithm: Algorithm, efficiency: EfficiencyKey, *, latency_steps: int = 1,
-              rounds: int = 1) -> PhaseResult:
+              algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1) -> PhaseResult:
     """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
 
-    Returns the slowest group's time. `latency_steps` counts the hops the algorithm serialises
-    (n-1 for a ring all-gather, 1 for a P2P step or an all-to-all).
+    Returns the slowest group's time. Latency: a ring collective serialises NCCL's ring steps
+    (cost.links.ring_latency_s: per round, n-k hops inside the group's k nodes at the slowest
+    intra-node route's latency and k-1 at the slowest network route's); a P2P step, a chain hop
+    or an all-to-all one route's.
     """
     groups = np.asarray(groups, dtype=np.int64)
     num_groups, n = groups.shape
@@ -200,8 +202,17 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     # Every group has the same number of flows, consecutive (collective_flows): the per-group
     # maximum is a row maximum.
     group_time = flow_time.reshape(groups.shape[0], -1).max(axis=1)
-    group_latency = path_latency.reshape(groups.shape[0], -1).max(axis=1)
-    total = group_time + latency_steps * group_latency
+    by_group = path_latency.reshape(groups.shape[0], -1)
+    if algorithm == "ring":
+        flow_inter = inter.reshape(groups.shape[0], -1)
+        nodes = np.sort(cluster.node_of(groups), axis=1)
+        k = 1 + (np.diff(nodes, axis=1) != 0).sum(axis=1)  # nodes the group spans
+        inter_hop = np.where(flow_inter, by_group, 0.0).max(axis=1)
+        intra_hop = np.where(flow_inter, 0.0, by_group).max(axis=1)
+        group_latency = rounds * ((n - k) * intra_hop + (k - 1) * inter_hop)
+    else:
+        group_latency = by_group.max(axis=1)
+    total = group_time + group_latency
     slowest = int(np.argmax(total))
     members = np.flatnonzero(gid == slowest)
     slow_flow = int(members[np.argmax(flow_time[members])])
@@ -211,6 +222,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         name=name,
         bytes_per_rank=float(bytes_per_rank),
         duration_s=float(total[slowest]),
+        latency_s=float(group_latency[slowest]),
         num_groups=num_groups,
         num_flows=flows_per_group * num_groups,
         crosses_nodes=crosses,

@@ -8,9 +8,10 @@ computes on the K/V block it holds while sending that block on (double buffering
 ring-flash-attention's `RingComm` does), so a step lasts the slower of the two. Backward runs the
 same chain reversed; its ring sends K/V and the dK/dV accumulated so far, and returns the final
 dK/dV to their owner after the last step (ring-flash-attention `ring_flash_attn_backward`).
-On the last micro-batch, each layer's gradients are reduce-scattered as soon as its backward ends
-(Megatron's overlapped gradient reduce, one bucket per layer here), on a third stream: the data-
-parallel group has its own NCCL communicator and stream. Links shared by that traffic and the
+On the last micro-batch (every one under ZeRO-2/3) the gradient buckets (ZeRO-3: units) are
+reduced as the layers holding them finish their backward (Megatron's overlapped gradient reduce;
+which calls, and where, is cost.buckets' layout, shared with the analytic model), on a third
+stream: the data-parallel group has its own NCCL communicator and stream. Links shared by that traffic and the
 context-parallel traffic running at the same moment are not slowed down for it (a known
 simplification: each phase's contention is among the groups of one collective).
 """
@@ -18,7 +19,7 @@ simplification: each phase's contention is among the groups of one collective).
 from __future__ import annotations
 
 from sp_planner.sim.streams import Program
-from sp_planner.sim.work import LayerWork, StepWork
+from sp_planner.sim.work import DPCalls, LayerWork, StepWork
 
 
 def attention_ops(p: Program, w: LayerWork, layer: int, ready: int, kind: str, comm_tag: str = "") -> int:
@@ -49,12 +50,25 @@ def _forward_layer(p: Program, w: LayerWork, layer: int, ready: int, kind_prefix
     # between the two all-to-alls does not change any time.
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (out,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather{tag}", w.tp_all_gather_s, (rs,))
-    mlp = p.add("compute", k + "gemm", f"L{layer} mlp gemm{tag}", w.gemm_mlp_fwd_s, (ag2,))
-    return p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (mlp,))
+    ready = _moe_ops(p, w, layer, ag2, ("dispatch", "etp all-gather"), tag)
+    mlp = p.add("compute", k + "gemm", f"L{layer} mlp gemm{tag}", w.gemm_mlp_fwd_s, (ready,))
+    done = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "combine"), tag)
+    return p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter{tag}", w.tp_reduce_scatter_s, (done,))
+
+
+def _moe_ops(p: Program, w: LayerWork, layer: int, ready: int, names: tuple[str, str], tag: str = "") -> int:
+    """The MoE collectives on one side of the expert GEMMs (none for a dense model): the all-to-all
+    and the etp collective, in `names` order ("dispatch"/"combine" are the all-to-alls)."""
+    for name in names:
+        seconds = w.moe_all_to_all_s if name in ("dispatch", "combine") else w.etp_collective_s
+        if seconds > 0:
+            ready = p.add("comm", "moe_comm", f"L{layer} moe {name}{tag}", seconds, (ready,))
+    return ready
 
 
 def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute: str,
-                    dp_bucket: bool, gather: int = -1) -> int:
+                    gather: int = -1) -> tuple[int, int]:
+    """Append one layer's backward; returns (its last op, the op after which its gradients are ready)."""
     if recompute == "full":
         ready = _forward_layer(p, w, layer, ready, kind_prefix="recompute_", gather=gather)
     elif recompute == "selective":
@@ -65,7 +79,10 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer.
     ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (ready,))
     ag_in = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (ag,))
-    mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ag_in, gather))
+    # The combine's gradient is an all-to-all back to the experts, the dispatch's one back again.
+    ready_mlp = _moe_ops(p, w, layer, ag_in, ("combine", "etp all-gather"))
+    mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ready_mlp, gather))
+    mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (rs,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
@@ -88,50 +105,69 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     ag_in2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (a2a2,))
     gemm = p.add("compute", "gemm", f"L{layer} qkv+out bwd", w.gemm_attn_bwd_s, (ag_in2,))
     last = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (gemm,))
-    if dp_bucket:
-        # Its own NCCL communicator, hence its own stream: the next layer's backward does not wait.
-        p.add("dp_comm", "dp_comm", f"L{layer} dp grad bucket", w.dp_bucket_s, (gemm,))
-    return last
+    return last, gemm
 
 
-def _gather(p: Program, layer: int, seconds: float, what: str) -> int:
-    return p.add("dp_comm", "dp_comm", f"L{layer} {what} param all-gather", seconds) if seconds > 0 else -1
+def _calls(p: Program, seconds: tuple[float, ...], name: str, after: int, previous: int = -1) -> int:
+    """Queue data-parallel calls on their stream (their own NCCL communicator, hence their own
+    stream: compute does not wait for them unless it depends on one); returns the last one
+    (`previous` when there is none)."""
+    for i, duration in enumerate(seconds):
+        previous = p.add("dp_comm", "dp_comm", f"{name} {i}" if len(seconds) > 1 else name, duration, (after,))
+    return previous
 
 
-def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False) -> Program:
-    """Forward of one micro-batch. ZeRO-3 gathers every layer's parameters ahead of use, queued on
-    the data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step whose parameter
-    gather is overlapped (the previous step's gather landing)."""
+def _chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
+    """The stage's layers (stage-local indices) in one of its vpp model chunks."""
+    per_chunk = work.layers_of(stage) // work.vpp
+    return range(chunk * per_chunk, (chunk + 1) * per_chunk)
+
+
+def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False, chunk: int = 0) -> Program:
+    """Forward of one micro-batch through one model chunk of the stage (the whole stage when vpp
+    is 1). ZeRO-3 gathers its units' parameters ahead of use, queued in forward order on the
+    data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step whose parameter gather
+    is overlapped (the previous step's gather landing, bucket by bucket). Each layer waits for the
+    calls that hold its parameters (sim.work.DPCalls); the embedding's go with the first chunk,
+    the output layer's with the last."""
     p = Program()
-    ready = p.add("compute", "gemm", "embedding", work.first_stage_fwd_s if stage == 0 else 0.0)
-    seconds, what = work.dp_layer_gather_s, "zero-3"
-    if first_micro_batch and work.dp_first_forward_layer_gather_s > 0:
-        seconds, what = work.dp_first_forward_layer_gather_s, "zero-1/2 overlapped"
-    gathers = {layer: _gather(p, layer, seconds, what) for layer in range(work.layers_of(stage))}
-    for layer in range(work.layers_of(stage)):
-        ready = _forward_layer(p, work.layer, layer, ready, gather=gathers[layer])
-    if stage == work.pp - 1:
-        p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready,))
+    first, last = chunk == 0, chunk == work.vpp - 1
+    gathering = work.dp_gather_every_forward or first_micro_batch
+    calls = work.gather_calls(stage) if gathering else DPCalls()
+    landed = _calls(p, calls.tail if first else (), "embedding param all-gather", -1)
+    embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0
+    ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
+    for layer in _chunk_layers(work, stage, chunk):
+        landed = _calls(p, calls.at_layer(layer), f"L{layer} param all-gather", -1, landed)
+        ready = _forward_layer(p, work.layer, layer, ready, gather=landed)
+    if stage == work.pp - 1 and last:
+        landed = _calls(p, calls.head, "output layer param all-gather", -1, landed)
+        p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready, landed))
     return p
 
 
-def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool) -> Program:
-    """Backward of one micro-batch; gradient buckets go out as layers finish (on the last
-    micro-batch, or on every one with ZeRO-2/3). ZeRO-3 gathers run one layer ahead on the
-    data-parallel stream, between the buckets (FSDP2's backward prefetch)."""
+def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk: int = 0) -> Program:
+    """Backward of one micro-batch through one model chunk; gradient buckets go out as layers
+    finish (on the last micro-batch, or on every one with ZeRO-2/3). ZeRO-3 gathers each layer
+    again one layer ahead on the data-parallel stream, between the reduce-scatters (FSDP2's
+    backward prefetch), unless the parameters were kept after forward; the root unit stays
+    gathered (cost.buckets)."""
     p = Program()
-    buckets = last_micro_batch or work.dp_every_micro_batch
-    head = work.last_stage_bwd_s if stage == work.pp - 1 else 0.0
+    first, last = chunk == 0, chunk == work.vpp - 1
+    reduce = work.reduce_calls(stage) if last_micro_batch or work.dp_every_micro_batch else DPCalls()
+    regather = work.dp_gather_every_forward and work.dp_backward_gather
+    gathers = work.gather_calls(stage) if regather else DPCalls()
+    head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
-    order = list(reversed(range(work.layers_of(stage))))
-    # Parameters kept after forward (reshard_after_forward false) need no backward gather.
-    seconds = work.dp_layer_gather_s if work.dp_backward_gather else 0.0
-    gathers = {order[0]: _gather(p, order[0], seconds, "zero-3")}
+    _calls(p, reduce.head if last else (), "output layer grad reduce", ready)
+    order = list(reversed(_chunk_layers(work, stage, chunk)))
+    landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)}
     for i, layer in enumerate(order):
         if i + 1 < len(order):
-            gathers[order[i + 1]] = _gather(p, order[i + 1], seconds, "zero-3")
-        ready = _backward_layer(p, work.layer, layer, ready, work.recompute, buckets, gathers[layer])
-    tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 else 0.0, (ready,))
-    if buckets:
-        p.add("dp_comm", "dp_comm", "dp grad bucket (embedding, head, norms)", work.dp_extra_bucket_s, (tail,))
+            landed[order[i + 1]] = _calls(p, gathers.at_layer(order[i + 1]), f"L{order[i + 1]} param all-gather", -1)
+        ready, grads = _backward_layer(p, work.layer, layer, ready, work.recompute, landed[layer])
+        _calls(p, reduce.at_layer(layer), f"L{layer} dp grad bucket", grads)
+    tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 and first else 0.0,
+                 (ready,))
+    _calls(p, reduce.tail if first else (), "embedding dp grad bucket", tail)
     return p

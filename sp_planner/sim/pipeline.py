@@ -1,16 +1,19 @@
 """One training step of every pipeline stage under 1F1B, at the granularity of stage blocks.
 
-A block is one stage's forward or backward of one micro-batch; its inside is the stage program
-(sp_planner.sim.layer_program), identical for every micro-batch, so it is scheduled once and
-reused. 1F1B (PipeDream-Flush; Narayanan et al. 2021, section 2.2): stage s runs
-min(pp-1-s, m) warm-up forwards, then alternates one forward and one backward, then drains the
-remaining backwards. A forward waits for the previous stage's forward of the same micro-batch and
-its activation transfer; a backward waits for the next stage's backward and its gradient
-transfer. Sends block the sender, as Megatron's 1F1B pairs them with the next receive
-(`send_forward_recv_backward`) and waits for both. After its last backward a stage waits for its
-gradient buckets, steps the optimizer and, unless the framework overlaps it with the next step's
-first forward (cost.overlap), all-gathers its parameter shards; last, the compute lost to hidden
-data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
+A block is one stage's forward or backward of one micro-batch (of one model chunk when the pipeline
+is interleaved); its inside is the stage program (sp_planner.sim.layer_program), identical for
+every micro-batch, so it is scheduled once and reused. 1F1B (PipeDream-Flush; Narayanan et al.
+2021, section 2.2): stage s runs min(pp-1-s, m) warm-up forwards, then alternates one forward and
+one backward, then drains the remaining backwards; interleaved 1F1B (section 2.2.2) as Megatron
+orders it (`_order`), each stage holding vpp chunks of its layers, chunk c of stage s being virtual
+stage c*pp + s. A later chunk's gradient buckets may still be leaving when the next block's join
+the data-parallel stream; each block's program times its own. A forward waits for the previous
+stage's forward of the same micro-batch and its activation transfer; a backward waits for the next
+stage's backward and its gradient transfer. Sends block the sender, as Megatron's 1F1B pairs them
+with the next receive (`send_forward_recv_backward`) and waits for both. After its last backward a
+stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
+with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
+compute lost to hidden data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
 """
 
 from __future__ import annotations
@@ -33,12 +36,13 @@ class Block:
     pred: int  # block that released this one, -1 at time 0
     send_s: float  # pipeline send at the end of the block (activation or its gradient)
     program: Program | None
+    chunk: int = 0  # model chunk of the stage (interleaved 1F1B)
 
 
 @dataclass
 class PipelineSchedule:
     blocks: list[Block]
-    templates: dict[tuple[int, str], Program]
+    templates: dict[tuple[int, int, str], Program]
     step_time_s: float
 
     def critical_blocks(self) -> list[int]:
@@ -50,13 +54,37 @@ class PipelineSchedule:
         return path[::-1]
 
 
-def _order(pp: int, m: int, stage: int) -> list[tuple[str, int]]:
-    warmup = min(pp - 1 - stage, m)
-    order = [("forward", i) for i in range(warmup)]
-    for i in range(m - warmup):
-        order += [("forward", warmup + i), ("backward", i)]
-    order += [("backward", i) for i in range(m - warmup, m)]
+def _order(pp: int, m: int, stage: int, vpp: int = 1) -> list[tuple[str, int, int]]:
+    """(kind, chunk, micro-batch) in the order the stage runs them. Plain 1F1B for vpp 1; else
+    Megatron's interleaved schedule (pipeline_parallel/schedules.py, get_pp_rank_microbatches and
+    get_schedule_table, micro-batch group of pp): virtual micro-batch k runs chunk
+    (k mod pp*vpp) // pp of micro-batch (k // (pp*vpp)) * pp + k mod pp forward, and the chunks
+    in reverse backward; warm-up 2(pp-1-s) + (vpp-1) pp of them, capped at all m*vpp."""
+    total = m * vpp
+    if vpp == 1:
+        warmup = min(pp - 1 - stage, m)
+    else:
+        warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, total)
+
+    def virtual(k: int, kind: str) -> tuple[str, int, int]:
+        group, within = divmod(k, pp * vpp)
+        chunk, mb = divmod(within, pp)
+        return kind, (chunk if kind == "forward" else vpp - 1 - chunk), group * pp + mb
+
+    order = [virtual(k, "forward") for k in range(warmup)]
+    for k in range(total - warmup):
+        order += [virtual(warmup + k, "forward"), virtual(k, "backward")]
+    order += [virtual(k, "backward") for k in range(total - warmup, total)]
     return order
+
+
+def _upstream(kind: str, stage: int, chunk: int, pp: int, vpp: int) -> tuple[int, int] | None:
+    """(stage, chunk) whose output this block needs: the previous virtual stage's forward, or the
+    next one's backward (virtual stage chunk*pp + stage, Megatron's interleaved layer placement)."""
+    virtual = chunk * pp + stage + (-1 if kind == "forward" else 1)
+    if not 0 <= virtual < pp * vpp:
+        return None
+    return virtual % pp, virtual // pp
 
 
 def _compute_end(program: Program) -> float:
@@ -70,21 +98,23 @@ def _block_length(program: Program, work: StepWork) -> float:
     return program.end_s if work.dp_every_micro_batch else _compute_end(program)
 
 
-def _without_dp(work: StepWork) -> StepWork:
+def without_dp(work: StepWork) -> StepWork:
     """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
     return work.model_copy(update={
-        "layer": work.layer.model_copy(update={"dp_bucket_s": 0.0}),
-        "dp_layer_gather_s": 0.0, "dp_first_forward_layer_gather_s": 0.0, "dp_extra_bucket_s": 0.0,
+        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (), "dp_param_gather_s": 0.0,
     })
 
 
-def _templates(work: StepWork) -> dict[tuple[int, str], Program]:
-    templates: dict[tuple[int, str], Program] = {}
+def _templates(work: StepWork) -> dict[tuple[int, int, str], Program]:
+    templates: dict[tuple[int, int, str], Program] = {}
     for stage in range(work.pp):
-        templates[(stage, "forward")] = stage_forward(work, stage)
-        templates[(stage, "forward_first")] = stage_forward(work, stage, first_micro_batch=True)
-        templates[(stage, "backward")] = stage_backward(work, stage, last_micro_batch=False)
-        templates[(stage, "backward_last")] = stage_backward(work, stage, last_micro_batch=True)
+        for chunk in range(work.vpp):
+            templates[(stage, chunk, "forward")] = stage_forward(work, stage, chunk=chunk)
+            templates[(stage, chunk, "forward_first")] = stage_forward(work, stage, first_micro_batch=True,
+                                                                       chunk=chunk)
+            templates[(stage, chunk, "backward")] = stage_backward(work, stage, last_micro_batch=False, chunk=chunk)
+            templates[(stage, chunk, "backward_last")] = stage_backward(work, stage, last_micro_batch=True,
+                                                                        chunk=chunk)
     return templates
 
 
@@ -95,46 +125,54 @@ def _template_key(kind: str, mb: int, m: int) -> str:
 
 
 def schedule_step(work: StepWork) -> PipelineSchedule:
-    pp, m = work.pp, work.num_micro_batches
+    pp, m, vpp = work.pp, work.num_micro_batches, work.vpp
     templates = _templates(work)
-    bare = _templates(_without_dp(work))
-    orders = [_order(pp, m, s) for s in range(pp)]
+    bare = _templates(without_dp(work))
+    orders = [_order(pp, m, s, vpp) for s in range(pp)]
     cursor = [0] * pp
-    done: dict[tuple[int, str, int], int] = {}
+    done: dict[tuple[int, int, str, int], int] = {}
     blocks: list[Block] = []
     stage_tail = [-1] * pp
     # Per stage: DP seconds on the stream, and how much longer DP traffic made the blocks.
     dp_busy, dp_exposed = [0.0] * pp, [0.0] * pp
-    remaining = pp * 2 * m
+    remaining = pp * 2 * m * vpp
+    # A stage's single parameter bucket gathered from the step's start (Megatron launches the
+    # first gather in zero_grad, sim.work.StepWork.dp_early_gather_s): its first forward waits.
+    for stage, seconds in enumerate(work.dp_early_gather_s):
+        if seconds > 0:
+            blocks.append(Block(stage, "dp_param_gather", -1, 0.0, seconds, -1, 0.0, None))
+            stage_tail[stage] = len(blocks) - 1
     while remaining:
         progressed = False
         for stage in range(pp):
             if cursor[stage] == len(orders[stage]):
                 continue
-            kind, mb = orders[stage][cursor[stage]]
-            upstream = stage - 1 if kind == "forward" else stage + 1
+            kind, chunk, mb = orders[stage][cursor[stage]]
+            upstream = _upstream(kind, stage, chunk, pp, vpp)
             dep = -1
-            if 0 <= upstream < pp:
-                dep = done.get((upstream, kind, mb), -2)
+            if upstream is not None:
+                dep = done.get((*upstream, kind, mb), -2)
                 if dep == -2:
                     continue
             key = _template_key(kind, mb, m)
-            program = templates[(stage, key)]
+            program = templates[(stage, chunk, key)]
             start, pred = 0.0, -1
             if stage_tail[stage] >= 0:
                 start, pred = blocks[stage_tail[stage]].end_s, stage_tail[stage]
             if dep >= 0 and blocks[dep].end_s > start:
                 start, pred = blocks[dep].end_s, dep
-            sends = (kind == "forward" and stage < pp - 1) or (kind == "backward" and stage > 0)
+            # Every virtual stage boundary is a send (the last forward and the first backward not).
+            sends = _upstream("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
             send = work.pp_transfer_s if sends else 0.0
             length = _block_length(program, work)
-            # The last backward's gradient tail counts too (it delays the optimizer).
-            tail = key == "backward_last"
+            # The stage's last block's gradient tail counts too (it delays the optimizer).
+            tail = cursor[stage] == len(orders[stage]) - 1
             dp_busy[stage] += program.busy_s("dp_comm")
+            plain = bare[(stage, chunk, key)]
             dp_exposed[stage] += ((program.end_s if tail else length)
-                                  - (bare[(stage, key)].end_s if tail else _block_length(bare[(stage, key)], work)))
-            blocks.append(Block(stage, kind, mb, start, start + length + send, pred, send, program))
-            done[(stage, kind, mb)] = len(blocks) - 1
+                                  - (plain.end_s if tail else _block_length(plain, work)))
+            blocks.append(Block(stage, kind, mb, start, start + length + send, pred, send, program, chunk))
+            done[(stage, chunk, kind, mb)] = len(blocks) - 1
             stage_tail[stage] = len(blocks) - 1
             cursor[stage] += 1
             remaining -= 1

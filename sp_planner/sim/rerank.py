@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from sp_planner.errors import UserInputError
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.estimate import SearchResult
 from sp_planner.sim.simulate import simulate
@@ -20,11 +19,6 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     beyond the first `top_k` (and plans that do not fit) keep their places after them.
     """
     head = [est for est in result.ranked[:top_k] if est.fits]
-    interleaved = [est for est in head if est.plan.vpp > 1]
-    if interleaved:
-        raise UserInputError(
-            f"--simulate cannot re-rank {len(interleaved)} of the best {len(head)} plans: they use interleaved "
-            "1F1B (vpp > 1), which the event simulator does not run; pin --vpp 1 to simulate")
     simulated = [
         est.model_copy(update={"simulated_step_time_s": simulate(
             model, hardware, workload, est.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node, detail=False,

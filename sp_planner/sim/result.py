@@ -55,6 +55,9 @@ class SimResult(FrozenModel):
     streams: tuple[StreamUsage, ...]
     # Seconds of the critical path by kind of work; they sum to step_time_s.
     critical_path_by_kind_s: dict[str, float]
+    # Seconds the data-parallel traffic adds to the step (before the MFU ceiling): the step less
+    # the same schedule without it; the analytic model's dp_comm_exposed_s.
+    dp_exposed_s: float = 0.0
     critical_path: tuple[CriticalSegment, ...]
     # Communication phases: one collective run by all its groups at once, contention included.
     phases: tuple[PhaseResult, ...]

@@ -15,11 +15,10 @@ from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.flops import hardware_flops_per_step
 from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
 from sp_planner.cost.step import time_columns
-from sp_planner.cost.window import local_window
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RECOMPUTE, ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
-from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
+from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
@@ -45,19 +44,9 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
             f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
             f"{world}, or plan again with sp-plan for this cluster"
         )
-    if local_window(model, workload.seq_len) is not None:
-        raise UserInputError(f"{model.name}'s sliding-window layers are not simulated (the analytic estimate of "
-                             "sp-plan models them); leave out --simulate")
-    if plan.ep > 1 or plan.etp > 1:
-        raise UserInputError(f"expert parallelism (ep {plan.ep}, etp {plan.etp}) is not in the simulator's graph yet "
-                             "(the analytic estimate of sp-plan models it); leave out --simulate")
     broken = violations(plan, model, workload)
     if broken:
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
-    if plan.vpp > 1:
-        raise UserInputError(
-            f"the event simulator runs plain 1F1B: vpp {plan.vpp} (interleaved 1F1B) is costed by the analytic "
-            "model only; simulate the plan with vpp 1")
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -86,7 +75,9 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     hardware = hardware.model_copy(update={"gpus_per_node": min(domain, world), "nvlink_domain_gpus": None})
     cluster = build_cluster(hardware, graph_nodes, topology=topology, nics_per_node=nics_per_node)
     work, phases = step_work(cluster, model, workload, plan, overlap)
-    sched = _held_to_ceiling(schedule_step(work), model, hardware, workload, plan)
+    unheld = schedule_step(work)
+    dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
+    sched = _held_to_ceiling(unheld, model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)
@@ -105,6 +96,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         compute_idle_fraction=compute_idle,
         streams=streams,
         critical_path_by_kind_s=by_kind,
+        dp_exposed_s=dp_exposed,
         critical_path=crit,
         phases=tuple(phases),
         events=_block_events(sched, reps),
@@ -137,7 +129,7 @@ def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tupl
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s
-        else:
+        elif b.kind != "dp_grad_tail":  # the tail of the last backward's buckets, counted with its program
             busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
     return tuple(StreamUsage(stage=s, rank=reps[s], stream=st, busy_s=v, idle_s=max(0.0, step - v))
                  for (s, st), v in busy.items())
@@ -189,7 +181,10 @@ def _block_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEve
 
 
 def _label(b: Block) -> str:
-    return f"{b.kind[0].upper()}{b.micro_batch}" if b.micro_batch >= 0 else b.kind
+    if b.micro_batch < 0:
+        return b.kind
+    chunk = f" chunk {b.chunk}" if b.program is not None and b.chunk else ""
+    return f"{b.kind[0].upper()}{b.micro_batch}{chunk}"
 
 
 def _detail_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEvent, ...]:

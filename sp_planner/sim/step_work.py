@@ -20,20 +20,22 @@ from sp_planner.cost.precision import (
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
-from sp_planner.cost.memory import ACT_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.memory import ACT_BYTES, stage_params_per_rank
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap, slowed_by_overlap
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
-    ddp_bucket_params,
     elementwise_bytes_per_token,
 )
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import attention_steps
+from sp_planner.sim.attention_steps import attention_steps, windowed
 from sp_planner.sim.cluster import Cluster
+from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
+from sp_planner.sim.moe_work import moe_work
 from sp_planner.sim.work import LayerWork, StepWork
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -70,22 +72,25 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
-    def phase(name, axis_groups, nbytes, algorithm, eff, latency_steps=1, rounds=1):
-        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff,
-                           latency_steps=latency_steps, rounds=rounds)
+    def phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=1) -> PhaseResult:
+        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff, rounds=rounds)
         phases.append(result)
-        return result.duration_s
+        return result
+
+    def phase(name, axis_groups, nbytes, algorithm, eff, rounds=1) -> float:
+        return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     recompute_full = plan.recompute == "full"
     gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0))
     tp_bytes = comm.tp_all_gather / gathers
-    tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather", tp - 1)
-    tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter", tp - 1)
+    tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
+    tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
                           allgather=plan.allgather)
+    att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
@@ -99,9 +104,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < steps - 1 else 0.0) + (ring_dkv if k > 0 else 0.0)))
                       for k, t in enumerate(att.bwd_steps_s))
     # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
-    cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather", r - 1)
-    cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter",
-                      r - 1)
+    cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather")
+    cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
     # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
@@ -116,51 +120,33 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                                         * tokens / tp)) if low else 0.0
     gemm_fwd = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0]
                      + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
+    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
                          + memory_pass_time_s(hw, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp))
     logits_fwd = logits_total / 3
 
-    # Data parallel over dp x cp: gradient buckets of ddp_bucket_params(dp), reduce-scattered (ZeRO >= 1)
-    # or all-reduced (ZeRO-0) as the backward frees them; parameters all-gathered after the step.
+    # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,
+    # each a call of its own (sim.dp_work, cost.buckets).
     zgroups, replicas = shard_and_replicate_groups(plan)
-    zsize = zgroups.shape[1]
-    params = float(stage_params_per_rank(model, tp, pp, stages)[0])
-    layer_params = float(layer_params_per_rank(model, tp))
-    rounds = m if plan.zero >= 2 else 1  # ZeRO-2/3 reduce every micro-batch
-    grad_bytes_per_param = comm.dp_reduce_scatter / rounds / params if zsize > 1 else 0.0
-    layers_per_bucket = max(1, int(np.ceil(ddp_bucket_params(plan.dp) / layer_params)))
-    if plan.zero == 0:
-        # cost.comm counts the all-reduce as reduce-scatter + all-gather bytes.
-        per_param = (comm.dp_reduce_scatter + comm.dp_all_gather) / params if zsize > 1 else 0.0
-        bucket = phase("dp grad all-reduce (bucket)", zgroups, per_param * layer_params * layers_per_bucket,
-                       "ring", "all_reduce", 2 * (zsize - 1), rounds=2)
-        tail_params = params - layers * layer_params
-        tail = bucket * tail_params / (layer_params * layers_per_bucket)
-        gather = 0.0
-    else:
-        bucket = phase("dp grad reduce-scatter (bucket)", zgroups,
-                       grad_bytes_per_param * layer_params * layers_per_bucket, "ring", "reduce_scatter", zsize - 1)
-        # HSDP: the bucket's gradient shard then all-reduced across replicas (cost.comm's dp_all_reduce).
-        rep = plan.dp_replicate
-        bucket += phase("hsdp shard all-reduce (bucket)", replicas,
-                        comm.dp_all_reduce / rounds / params * layer_params * layers_per_bucket,
-                        "ring", "all_reduce", 2 * (rep - 1), rounds=2)
-        tail_params = params - layers * layer_params
-        tail = bucket * tail_params / (layer_params * layers_per_bucket)
-        gathers_per_mb = (2 if plan.reshard_after_forward else 1) if plan.zero == 3 else 0
-        ag_bytes = comm.dp_all_gather / (gathers_per_mb * m if plan.zero == 3 else 1)
-        gather = phase("dp param all-gather", zgroups, ag_bytes, "ring", "all_gather", zsize - 1)
-    shard = params / (zsize if plan.zero >= 1 else 1)
-    pp_bytes = comm.pp_p2p / (2 * m) if pp > 1 else 0.0
+    layers_of = [int(n) for n in (stages.first, *([stages.middle] * (pp - 2)), stages.last)][:pp]
+    dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, model, plan, stages, layers_of, groups, zgroups,
+                                                replicas, overlap)
+    params = float(stage_params_per_rank(model, tp, pp, stages, plan.ep, plan.etp)[0])
+    experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
+    shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (
+        groups["edp"].shape[1] if plan.zero >= 1 else 1)
+    pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
-        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share),
+        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.imbalance_gemm_fwd_s,
         gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
-        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share),
+        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share) + 2 * moe.imbalance_gemm_fwd_s,
+        moe_all_to_all_s=moe.all_to_all_s,
+        etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
@@ -171,19 +157,19 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         ring_dkv_step_s=ring_dkv,
         cp_all_gather_s=cp_ag,
         cp_reduce_scatter_s=cp_rs,
-        dp_bucket_s=bucket / layers_per_bucket,
     )
     work = StepWork(
-        pp=pp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
+        pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         last_stage_fwd_s=logits_fwd, last_stage_bwd_s=2 * logits_fwd,
         pp_transfer_s=pp_send,
+        dp_reduce=dp_reduce,
         dp_every_micro_batch=plan.zero >= 2,
-        dp_extra_bucket_s=tail,
-        optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
-        dp_param_gather_s=gather if plan.zero in (1, 2) and not overlap.param_gather else 0.0,
-        dp_layer_gather_s=gather / layers if plan.zero == 3 else 0.0,
+        dp_gather=dp_gather,
+        dp_gather_every_forward=plan.zero == 3,
+        dp_early_gather_s=early,
         dp_backward_gather=plan.reshard_after_forward,
-        dp_first_forward_layer_gather_s=gather / layers if plan.zero in (1, 2) and overlap.param_gather else 0.0,
+        optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
+        dp_param_gather_s=after_step,
     )
     return work, phases

@@ -32,11 +32,15 @@ class LayerWork(FrozenModel):
     ulysses_out_s: float = NonNeg  # O forward (dO backward)
     ring_kv_step_s: float = NonNeg  # one K + V block to the ring successor
     ring_dkv_step_s: float = NonNeg  # one dK + dV accumulator to the ring successor
-    dp_bucket_s: float = NonNeg  # this layer's gradient reduce-scatter over the dp x cp group
     # All-gather CP (no ring steps then): one K + V all-gather (forward, and again in backward)
     # and one dK + dV reduce-scatter (backward), both blocking attention.
     cp_all_gather_s: float = NonNeg
     cp_reduce_scatter_s: float = NonNeg
+    # Mixture of experts (sim.moe_work): dispatch and combine around the expert GEMMs (their
+    # gradients in backward) over the ep group, and with etp > 1 a token all-gather before and a
+    # reduce-scatter after, over the etp group.
+    moe_all_to_all_s: float = NonNeg
+    etp_collective_s: float = NonNeg
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":
@@ -49,8 +53,27 @@ class LayerWork(FrozenModel):
         return len(self.attn_fwd_steps_s)
 
 
+class DPCalls(FrozenModel):
+    """Seconds of each data-parallel collective call of a stage (cost.buckets), by where it is
+    issued in backward: after the output layer's backward (`head`), after layer l's (`layers[l]`,
+    l in forward order), after the embedding's (`tail`). In forward the same calls must have
+    landed before layer l (or, for `tail`, the embedding) starts."""
+
+    head: tuple[float, ...] = ()
+    layers: tuple[tuple[float, ...], ...] = ()
+    tail: tuple[float, ...] = ()
+
+    def at_layer(self, layer: int) -> tuple[float, ...]:
+        return self.layers[layer] if layer < len(self.layers) else ()
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.head) + sum(sum(calls) for calls in self.layers) + sum(self.tail)
+
+
 class StepWork(FrozenModel):
     pp: int = Field(ge=1)
+    vpp: int = Field(default=1, ge=1)  # model chunks per stage (interleaved 1F1B), layers split evenly
     num_micro_batches: int = Field(ge=1)
     layers_per_stage: int = Field(ge=1)  # a middle stage's (every stage's when the split is even)
     layer: LayerWork
@@ -62,17 +85,22 @@ class StepWork(FrozenModel):
     last_stage_bwd_s: float = NonNeg
     # One activation (forward) or its gradient (backward) between adjacent stages.
     pp_transfer_s: float = NonNeg
-    # Gradient buckets go out in every micro-batch's backward (ZeRO-2/3), not only the last one's.
+    # Gradient reduce calls per stage (one DPCalls each), issued in the last micro-batch's
+    # backward, or in every micro-batch's (ZeRO-2/3).
+    dp_reduce: tuple[DPCalls, ...] = ()
     dp_every_micro_batch: bool = False
-    # ZeRO-3: each layer's parameters are all-gathered before its forward and its backward
-    # (before its forward only when reshard_after_forward is false: dp_backward_gather False).
-    dp_layer_gather_s: float = NonNeg
+    # Parameter all-gather calls per stage, queued on the data-parallel stream ahead of use: in
+    # every forward (ZeRO-3; the layers' again in backward when reshard_after_forward:
+    # dp_backward_gather), or in the step's first forward only (ZeRO-1/2 whose gather after the
+    # previous step is overlapped, cost.overlap).
+    dp_gather: tuple[DPCalls, ...] = ()
+    dp_gather_every_forward: bool = False
+    # Per stage: a parameter gather issued at the step's start that the stage's first forward
+    # waits for whole (stages after the first under Megatron's DDP, which keeps them in one
+    # bucket: cost.buckets).
+    dp_early_gather_s: tuple[float, ...] = ()
     dp_backward_gather: bool = True
-    # ZeRO-1/2 with the parameter gather overlapped (cost.overlap): the previous step's gather of
-    # each layer's parameters lands during the step's first forward, one layer ahead of use.
-    dp_first_forward_layer_gather_s: float = NonNeg
-    # After the last backward: embedding/head gradient buckets, optimizer, parameter all-gather.
-    dp_extra_bucket_s: float = NonNeg
+    # After the last backward: optimizer, then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg
     dp_param_gather_s: float = NonNeg
     # Uneven pipeline split (sp_planner.pipeline): the first and last stage's layers; None = layers_per_stage.
@@ -86,3 +114,9 @@ class StepWork(FrozenModel):
         if stage == self.pp - 1 and self.last_stage_layers is not None:
             return self.last_stage_layers
         return self.layers_per_stage
+
+    def reduce_calls(self, stage: int) -> DPCalls:
+        return self.dp_reduce[stage] if self.dp_reduce else DPCalls()
+
+    def gather_calls(self, stage: int) -> DPCalls:
+        return self.dp_gather[stage] if self.dp_gather else DPCalls()

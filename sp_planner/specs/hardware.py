@@ -115,8 +115,20 @@ class EfficiencySpec(_Finite):
     attention_bwd: tuple[CurvePoint, ...]
     intra_node: CollectiveEfficiency
     inter_node: CollectiveEfficiency
+    # Core attention unfused, as Megatron-LM ran it before FlashAttention (cost.kernels
+    # unfused_attention_time_s). Only cost.attention_kernels.with_attention_kernel sets it (by
+    # model_copy, which skips validation): no profile or plan file may, since no ring can run it.
+    attention_unfused: bool = False
 
     _curves = field_validator("attention_fwd", "attention_bwd")(_check_curve)
+
+    @field_validator("attention_unfused")
+    @classmethod
+    def _unfused_is_not_a_profile_setting(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("is not a profile setting (sp-validate sets it for runs from before "
+                             "FlashAttention); remove it")
+        return value
 
 
 class FabricSpec(_Finite):

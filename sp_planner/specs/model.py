@@ -28,6 +28,13 @@ class MoESpec(FrozenModel):
     # The first layers keep a dense MLP of the model's intermediate_size (DeepSeek-V3: 3; HF
     # first_k_dense_replace, Megatron --moe-layer-freq [0]*k+[1]*(L-k)).
     first_dense_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
+    # After the dense first layers, every `layer_step`-th layer is MoE and the others dense of the
+    # model's intermediate_size (HF Llama4TextConfig interleave_moe_layer_step: moe_layers =
+    # range(step - 1, num_layers, step); Llama 4 Maverick 2, Scout 1; Megatron --moe-layer-freq).
+    layer_step: int = Field(default=1, gt=0, le=MAX_LAYERS)
+    # The router's score function (Megatron --moe-router-score-function; its default softmax):
+    # DeepSeek-V3 and Llama 4 score with a sigmoid (HF DeepseekV3 scoring_func, Llama4Router).
+    router_score_function: Literal["softmax", "sigmoid"] = "softmax"
     # Routing as trained (Megatron TransformerConfig, which holds these as model fields): None is
     # dropless; a factor F caps each expert at ceil(tokens x top_k / experts x F) of a rank's
     # tokens, dropping the rest (--moe-expert-capacity-factor, moe_utils.get_capacity);
@@ -45,20 +52,19 @@ class MoESpec(FrozenModel):
 
 
 class WindowSpec(FrozenModel):
-    """Sliding-window (local) attention layers, repeating `local_layers` local then `global_layers`
-    full-attention layers (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3: 5:1).
-    A local layer's query attends to the `window_tokens` keys before it."""
+    """Local attention layers, repeating `local_layers` local then `global_layers` full-attention
+    layers from the first layer on (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3:
+    5:1; Llama 4: 3:1). A sliding local layer's query attends to the `window_tokens` keys before
+    it; a chunked one (Llama 4's attention_chunk_size) to the keys of its own `window_tokens`-long
+    chunk, causally (HF Llama4 chunked mask: block-diagonal causal)."""
 
     window_tokens: int = Field(gt=0, le=2**40)
+    kind: Literal["sliding", "chunked"] = "sliding"
     local_layers: int = Field(default=1, gt=0, le=MAX_LAYERS)
     global_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
     # Gemma 2 caps attention logits with tanh (50.0); run inside the flash kernel (FlashAttention
     # >= 2.6 softcap) at the same efficiency (assumption, no measurement found).
     logit_softcapping: float | None = Field(default=None, gt=0)
-
-    @property
-    def local_fraction(self) -> float:
-        return self.local_layers / (self.local_layers + self.global_layers)
 
 
 class MLASpec(FrozenModel):
@@ -164,7 +170,18 @@ class ModelSpec(FrozenModel):
     @property
     def num_moe_layers(self) -> int:
         """Layers whose MLP is a mixture of experts (0 for dense models)."""
-        return 0 if self.moe is None else self.num_layers - self.moe.first_dense_layers
+        return 0 if self.moe is None else (self.num_layers - self.moe.first_dense_layers) // self.moe.layer_step
+
+    @property
+    def num_local_layers(self) -> int:
+        """Layers with local (sliding or chunked) attention: the pattern from the first layer on,
+        cut at num_layers (Gemma 3 27B: 62 layers of 5 local + 1 global -> 52 local)."""
+        if self.window is None:
+            return 0
+        w = self.window
+        period = w.local_layers + w.global_layers
+        whole, rest = divmod(self.num_layers, period)
+        return whole * w.local_layers + min(rest, w.local_layers)
 
     @property
     def routed_expert_params_per_layer(self) -> int:

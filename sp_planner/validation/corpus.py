@@ -90,6 +90,9 @@ class CorpusRow(FrozenModel):
     first_stage_layers: int | None = Field(default=None, ge=1)
     last_stage_layers: int | None = Field(default=None, ge=1)
     cp_comm: CpComm = "p2p"
+    # The attention kernel the run used where it is not its framework's default today
+    # (cost.attention_kernels; "unfused" for Megatron-LM before FlashAttention).
+    attention_kernel: str | None = Field(default=None, min_length=1)
     # Settings the source leaves unstated and the row takes from the framework's documented
     # defaults for that recipe: which fields, and the file (with commit) that states them.
     assumed: str | None = Field(default=None, min_length=1)

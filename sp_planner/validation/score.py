@@ -129,6 +129,8 @@ CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": "fa2"}
 def row_hardware(row: CorpusRow) -> HardwareProfile:
     """The row's profile with the attention kernel its framework ran."""
     hardware = load_hardware(row.hardware)
+    if row.attention_kernel is not None:
+        return with_attention_kernel(hardware, row.attention_kernel)
     if row.framework in CORPUS_KERNEL:
         return with_attention_kernel(hardware, CORPUS_KERNEL[row.framework])
     return with_attention_kernel(hardware, default_kernel(CORPUS_FRAMEWORK_KERNEL[row.framework], hardware))

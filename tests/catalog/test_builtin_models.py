@@ -13,7 +13,8 @@ EXPECTED_NAMES = [
     "Llama-2-7B", "Llama-2-13B", "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Llama-3.1-8B",
     "Llama-3.1-70B", "Llama-3.1-405B", "Mistral-7B", "Mixtral-8x7B", "Qwen2.5-7B", "Qwen2.5-14B",
     "Qwen2.5-32B", "Qwen2.5-72B", "Qwen3-8B", "Qwen3-32B", "GPT-3-175B", "Yi-34B", "Gemma-2-9B",
-    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "DeepSeek-V3",
+    "Gemma-2-27B", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "DeepSeek-V3", "Mixtral-8x22B",
+    "Llama-4-Scout-17B-16E", "Llama-4-Maverick-17B-128E", "Gemma-3-27B",
 ]  # fmt: skip
 
 
@@ -79,12 +80,32 @@ PUBLISHED_PARAMS = [
     ("Qwen3-30B-A3B", 30.5e9),  # Qwen3-30B-A3B model card "Number of Parameters: 30.5B in total and 3.3B activated"
     ("Qwen3-235B-A22B", 235e9),  # Qwen3-235B-A22B model card "235B in total and 22B activated"
     ("DeepSeek-V3", 671e9),  # deepseek-ai/DeepSeek-V3 README_WEIGHTS.md: 671B main model weights (MTP apart)
+    ("Mixtral-8x22B", 141e9),  # Mistral AI, mistral.ai/news/mixtral-8x22b: "39B active parameters out of 141B"
+    ("Gemma-3-27B", 1_416e6 + 25_600e6),  # Gemma 3 report Table 1: embedding + non-embedding (vision apart)
 ]
+
+# Llama 4's published totals (model cards: Scout 109B, Maverick 400B) count the vision encoder, which
+# ModelSpec leaves out. Its size from the same config.json's vision_config (34 layers of hidden 1408,
+# GELU MLP 5632, biased projections, 4 LayerNorm vectors), plus the pixel-shuffle adapter (5632 x 4096,
+# 4096 x 4096), the projector to the text width (4096 x 5120), patch (14*14*3 x 1408), positional
+# (577 x 1408) and class embeddings and the pre/post LayerNorms:
+#   34 x (4 x (1408^2 + 1408) + 2 x 1408 x 5632 + 5632 + 1408 + 4 x 1408) = 809,467,648
+#   + 23,068,672 + 16,777,216 + 20,971,520 + 827,904 + 812,416 + 1,408 + 4 x 1,408 = 871,932,416
+LLAMA4_VISION_PARAMS = 871_932_416
+
+
+@pytest.mark.parametrize(("name", "published"), [("Llama-4-Scout-17B-16E", 109e9),
+                                                 ("Llama-4-Maverick-17B-128E", 400e9)])
+def test_llama4_text_and_vision_match_the_published_totals(name, published):
+    assert load_model(name).num_params + LLAMA4_VISION_PARAMS == pytest.approx(published, rel=0.01)
 
 # Published activated parameters (same model cards), within 2% (the cards round to 2 digits).
 PUBLISHED_ACTIVE = [("Qwen3-30B-A3B", 3.3e9), ("Qwen3-235B-A22B", 22e9),
                     # README_WEIGHTS.md "36.7B activated"; ours 37.55B counts the 0.93B input embedding too
-                    ("DeepSeek-V3", 36.7e9 + 129280 * 7168)]
+                    ("DeepSeek-V3", 36.7e9 + 129280 * 7168),
+                    ("Mixtral-8x22B", 39e9),  # mistral.ai/news/mixtral-8x22b
+                    # Model cards: "17B activated" (one routed plus the shared expert, or the dense MLP)
+                    ("Llama-4-Scout-17B-16E", 17e9), ("Llama-4-Maverick-17B-128E", 17e9)]
 
 
 @pytest.mark.parametrize(("name", "published"), PUBLISHED_ACTIVE)
@@ -120,6 +141,20 @@ def test_architecture_flags_follow_the_configs():
     assert (gemma.mlp, gemma.tie_word_embeddings, gemma.head_dim) == ("geglu", True, 256)
     # Qwen3-32B: 64 query heads of 128 = 8192, wider than hidden_size 5120.
     assert load_model("Qwen3-32B").q_size == 8192
+
+
+def test_interleaved_moe_layers_and_local_layer_counts():
+    # Maverick: MoE on every 2nd layer (24 of 48), dense SwiGLU of 16384 between; Scout: all 48.
+    maverick, scout = load_model("Llama-4-Maverick-17B-128E"), load_model("Llama-4-Scout-17B-16E")
+    assert (maverick.num_moe_layers, scout.num_moe_layers) == (24, 48)
+    dense = 3 * 5120 * 16384
+    moe = (128 + 1) * 3 * 5120 * 8192 + 5120 * 128
+    assert maverick.mean_mlp_params_per_layer == (24 * dense + 24 * moe) / 48
+    # Chunked attention on 3 of 4 layers (36 of 48); Gemma 3 27B: 62 layers of 5 local + 1 global
+    # from the first on -> 10 whole patterns and 2 more local layers = 52.
+    assert scout.window.kind == "chunked" and scout.num_local_layers == 36
+    assert load_model("Gemma-3-27B").num_local_layers == 52
+    assert load_model("Gemma-2-27B").num_local_layers == 23
 
 
 def test_catalog_import_leaves_torch_out():

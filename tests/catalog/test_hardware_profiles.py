@@ -212,3 +212,14 @@ def test_unparseable_user_profile(tmp_path, text, expected):
 def test_missing_user_profile(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_hardware(str(tmp_path / "cluster.yaml"))
+
+
+def test_a_profile_cannot_ask_for_unfused_attention(tmp_path):
+    from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+
+    path = tmp_path / "unfused.yaml"
+    path.write_text(profile_to_yaml(with_attention_kernel(load_hardware("h100-sxm"), UNFUSED)), encoding="utf-8")
+    with pytest.raises(UserInputError) as info:
+        read_hardware_file(path)
+    assert "\n" not in str(info.value) and "attention_unfused" in str(info.value)
+    assert "is not a profile setting" in str(info.value)

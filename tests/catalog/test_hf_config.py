@@ -112,6 +112,24 @@ DEEPSEEK_V3 = {
     "vocab_size": 129280, "tie_word_embeddings": False,
 }
 
+# meta-llama/Llama-4-Scout-17B-16E config.json (Llama4Config: the decoder in text_config, the vision
+# encoder beside it, ignored) and Maverick's text_config alone (model_type llama4_text); values as in
+# shared reference moe_fp8_pipeline_frameworks.md 5.4 and the published config.json.
+_LLAMA4_TEXT = {
+    "model_type": "llama4_text", "hidden_act": "silu", "hidden_size": 5120, "intermediate_size": 8192,
+    "intermediate_size_mlp": 16384, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+    "head_dim": 128, "num_local_experts": 16, "num_experts_per_tok": 1, "interleave_moe_layer_step": 1,
+    "attention_chunk_size": 8192, "no_rope_layers": [1, 1, 1, 0] * 12, "vocab_size": 202048,
+    "attention_bias": False, "use_qk_norm": True, "rope_theta": 500000.0,
+}
+LLAMA4_SCOUT = {
+    "_name_or_path": "meta-llama/Llama-4-Scout-17B-16E", "model_type": "llama4", "tie_word_embeddings": False,
+    "text_config": _LLAMA4_TEXT, "vision_config": {"hidden_size": 1408, "num_hidden_layers": 34},
+}
+LLAMA4_MAVERICK_TEXT = {**_LLAMA4_TEXT, "_name_or_path": "meta-llama/Llama-4-Maverick-17B-128E",
+                        "num_local_experts": 128, "interleave_moe_layer_step": 2,
+                        "moe_layers": list(range(1, 48, 2)), "tie_word_embeddings": False}
+
 
 def write_config(tmp_path, cfg, folder="ckpt"):
     path = tmp_path / folder / "config.json"
@@ -131,6 +149,8 @@ def write_config(tmp_path, cfg, folder="ckpt"):
         (QWEN3_32B, "Qwen3-32B"),
         (QWEN3_30B_A3B, "Qwen3-30B-A3B"),
         (DEEPSEEK_V3, "DeepSeek-V3"),
+        (LLAMA4_SCOUT, "Llama-4-Scout-17B-16E"),
+        (LLAMA4_MAVERICK_TEXT, "Llama-4-Maverick-17B-128E"),
     ],
 )
 def test_config_gives_the_builtin_architecture(tmp_path, cfg, builtin):
@@ -248,3 +268,15 @@ def test_moe_layouts_the_loader_cannot_express_are_refused(tmp_path):
         load_hf_config(write_config(tmp_path, {**QWEN3_30B_A3B, "mlp_only_layers": [0]}, "a"))
     with pytest.raises(UserInputError, match="moe_layer_freq"):
         load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, "moe_layer_freq": 2}, "b"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"no_rope_layers": [1] * 48}, "no_rope_layers other than a full-attention layer every"),
+    ({"moe_layers": [0, 5]}, "moe_layers other than every interleave_moe_layer_step"),
+])
+def test_llama4_patterns_not_modelled_are_refused_in_one_line(tmp_path, change, message):
+    from sp_planner.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=message) as info:
+        load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, **change}))
+    assert "\n" not in str(info.value)

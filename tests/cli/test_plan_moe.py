@@ -67,18 +67,21 @@ def test_the_nvlink_domain_not_the_host_bounds_intra_links():
     assert apart.time.moe_comm_s > 5 * on_rack.time.moe_comm_s
 
 
-def test_simulator_refuses_what_it_does_not_model_in_one_line():
-    from sp_planner.errors import UserInputError
+def test_simulator_runs_expert_parallelism_and_sliding_windows_on_nvl72():
     from sp_planner.sim.simulate import simulate
 
+    # Experts over ep 8 inside the 72-GPU NVLink domain: dispatch and combine on NVLink.
     workload = Workload(seq_len=131072, global_batch=36)
-    with pytest.raises(UserInputError, match="expert parallelism .* leave out --simulate"):
-        simulate(QWEN, NVL72, workload, ParallelPlan(tp=1, ulysses=8, dp=9, ep=8, zero=3, recompute="full"),
-                 num_nodes=18, gpus_per_node=4)
+    result = simulate(QWEN, NVL72, workload, ParallelPlan(tp=1, ulysses=8, dp=9, ep=8, zero=3, recompute="full"),
+                      num_nodes=18, gpus_per_node=4, detail=False)
+    dispatch = {p.name: p for p in result.phases}["ep dispatch/combine all-to-all"]
+    assert dispatch.bottleneck == "nvlink" and not dispatch.crosses_nodes
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
+    # Sliding windows are simulated (their band kernels, as the analytic model times them).
     gemma = load_model("gemma-2-9b")
-    with pytest.raises(UserInputError, match="sliding-window layers are not simulated"):
-        simulate(gemma, NVL72, Workload(seq_len=32768, global_batch=8), ParallelPlan(tp=8, dp=9), num_nodes=18,
-                 gpus_per_node=4)
+    result = simulate(gemma, NVL72, Workload(seq_len=32768, global_batch=9), ParallelPlan(tp=8, dp=9), num_nodes=18,
+                      gpus_per_node=4, detail=False)
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.01)
 
 
 def test_simulator_graph_takes_the_nvlink_domain_as_its_node():
@@ -128,3 +131,14 @@ def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
     assert "--moe-expert-capacity-factor 1" in capped["flags"]["megatron"]["text"]
     assert "capacity" not in dropless["flags"]["megatron"]["text"]
     assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]
+    question = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0", "--moe-pad-to-capacity").stdout)["question"]
+    assert question["moe_routing"] == {"capacity_factor": 1.0, "pad_to_capacity": True}
+
+
+def test_a_framework_without_expert_parallelism_says_so(sp_plan):
+    # DeepSpeed refuses ep > 1 (flags/experts.py): the note names the framework instead of a plan;
+    # torchtitan 0.3.0 expresses no Qwen3-235B plan at all, so it prints no note.
+    text = " ".join(sp_plan(*QUESTION, "--nodes", "18", "--framework", "deepspeed").stdout.split())
+    assert "No plan with expert parallelism (ep > 1) that deepspeed can express fits" in text
+    titan = " ".join(sp_plan(*QUESTION, "--nodes", "18", "--framework", "torchtitan").stdout.split())
+    assert "expert parallelism (ep > 1)" not in titan

@@ -58,7 +58,11 @@ def test_backward_window_is_four_all_gathers_and_two_reduce_scatters():
     share = (dp - 1) / dp
     grad_rs = 4 * params * share / (NVLINK_BW * RS_EFF)  # fp32 gradients
     param_ag = 2 * params * share / (NVLINK_BW * AG_EFF)  # bf16 parameters after the step
-    last_bucket = 40e6 / params
+    # 40M buckets at tp 2 (cost.buckets, backprop order): the output layer (32.8M) and final norm
+    # close with layer 3's fc2, layers 2 and 1 close one bucket each; layer 0 (33.6M) closes none
+    # and goes with the embedding (32.8M): that 66.3M bucket is the one left after the backward.
+    layer0 = (4 * H * H + 3 * H * FFN) / tp + 2 * H
+    last_bucket = (layer0 + VOCAB * H / tp) / params
     assert grad_rs - window > grad_rs * last_bucket  # the window, not the last bucket, decides
     # --overlap-param-gather: the gather hides behind the next forward (2 AG + 2 RS a layer) but
     # its first bucket; the hidden traffic costs 16 of 132 SMs while it runs (cost.overlap).
@@ -97,15 +101,20 @@ def test_deepspeed_exposes_the_zero1_parameter_gather():
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.05)
 
 
-@pytest.mark.parametrize("dp,bucket", [(8, 40e6), (64, 64e6)])
-def test_last_ddp_bucket_is_megatron_default_for_the_dp_size(dp, bucket):
-    # Slow compute hides everything but the last bucket of the ZeRO-0 all-reduce:
-    # bucket = max(40M, 1M * dp) parameters, exposed for its share of the all-reduce.
+# The buckets that cannot hide at tp 1 (tests/cost/test_buckets.py, by hand): with 40M buckets
+# one layer, layer 0's qkv and proj and the embedding; with 64M one layer and the embedding.
+LAYER_TP1 = 4 * H * H + 3 * H * FFN + 2 * H
+
+
+@pytest.mark.parametrize("dp,last", [(8, LAYER_TP1 + 4 * H * H + H + VOCAB * H), (64, LAYER_TP1 + VOCAB * H)])
+def test_last_ddp_buckets_follow_megatron_default_for_the_dp_size(dp, last):
+    # Slow compute hides everything but the last buckets of the ZeRO-0 all-reduce, of
+    # max(40M, 1M * dp) parameters, exposed for their share of the all-reduce.
     hw = fast_compute_hardware(gpus_per_node=dp, peak_flops=1e13)
     plan = ParallelPlan(dp=dp, zero=0, micro_batch=1)
     est = evaluate(MODEL, hw, Workload(seq_len=4096, global_batch=dp), plan, num_nodes=1, gpus_per_node=dp)
     params = params_per_rank(1)
     all_reduce = 2 * 4 * params * (dp - 1) / dp / (NVLINK_BW * AR_EFF)
-    exposed = all_reduce * bucket / params
+    exposed = all_reduce * last / params
     hidden = all_reduce - exposed  # slows the backward it hides behind by 16/132 (cost.overlap)
     assert est.time.dp_comm_exposed_s == pytest.approx(exposed + 16 / 132 * hidden, rel=1e-6)

@@ -5,7 +5,8 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.mfu_ceiling import BEST_PUBLISHED_MFU, best_published_mfu
-from sp_planner.search import search
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 
 CASES = [(model, nodes, seq) for model in ("llama2-7b", "llama3-8b", "llama3.1-70b", "qwen2.5-32b")
@@ -61,3 +62,23 @@ def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
     assert len(held) > 0 and (frame.ep > 1).any()
     assert frame.hardware_mfu.max() <= 0.47 + 1e-9
     assert held.hardware_mfu.to_numpy() == pytest.approx(0.47, rel=1e-9)
+
+
+@pytest.mark.parametrize("hardware, precision, mfu, fp8_peak, model", [
+    ("h100-sxm", "fp8", 0.449, 1979e12, "llama3.1-70b"),  # NeMo 24.07 GPT3-175B: 888 / 1979
+    ("b200", "fp8", 0.382, 4500e12, "llama3-8b"),  # NeMo long-sequence Llama3-8B 16K: 1717 / 4500
+    ("b200", "mxfp8", 0.350, 4500e12, "llama3-8b"),  # Megatron-Bridge 25.11 Llama3.1-405B FP8-MX: 1576 / 4500
+])
+def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, mfu, fp8_peak, model):
+    hw = load_hardware(hardware)
+    assert best_published_mfu(hw, precision) == mfu and hw.peak_fp8_flops == fp8_peak
+    # A short-sequence dense plan (GEMM-bound) would run above the FP8 record without the ceiling.
+    est = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
+                   ParallelPlan(dp=8, zero=1, micro_batch=2, precision=precision), num_nodes=1, gpus_per_node=8)
+    assert est.time.mfu_ceiling_s > 0
+    hardware_tflops_over_fp8_peak = est.hardware_tflops_per_gpu * 1e12 / fp8_peak
+    assert hardware_tflops_over_fp8_peak == pytest.approx(mfu, rel=1e-9)
+    # The bf16 record does not bound FP8 plans, nor the FP8 record bf16 ones.
+    bf16 = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
+                    ParallelPlan(dp=8, zero=1, micro_batch=2), num_nodes=1, gpus_per_node=8)
+    assert bf16.hardware_tflops_per_gpu < est.hardware_tflops_per_gpu

@@ -4,7 +4,8 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import layer_gemm_flops_per_token, model_flops_per_step
-from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.buckets import stage_layouts
+from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.plan import ParallelPlan
@@ -101,10 +102,15 @@ def test_expert_gradient_reduce_scatter_goes_through_the_framework_overlap():
     params = est.memory.params_bytes / 2
     dense = params - routed_on_rank
 
+    # Each Megatron bucket is a call of its own and pays the ring latency (cost.buckets).
+    dense_layout, expert_layout = stage_layouts(m, tp=2, ep=8, etp=1, layers=layers, single_stage=True, dp=8, zero=1)
+
     def both(kind, bytes_per_param):
         dense_s = ring_collective_time_s(hw, kind, bytes_per_param * dense * 7 / 8, 8, group_stride(c, DP_CP_AXES), 8)
         expert_s = ring_collective_time_s(hw, kind, bytes_per_param * routed_on_rank / 2, 2, axis_stride(c, "edp"), 8)
-        return float((dense_s + expert_s)[0])
+        more = ((dense_layout.num_calls - 1) * ring_latency_s(hw, kind, 8, group_stride(c, DP_CP_AXES), 8)
+                + (expert_layout.num_calls - 1) * ring_latency_s(hw, kind, 2, axis_stride(c, "edp"), 8))
+        return float((dense_s + expert_s + more)[0])
 
     nothing = Overlap(grad_reduce=False, param_gather=False, tp_comm=False, zero3_prefetch=False,
                       grad_all_reduce=False)

@@ -3,7 +3,9 @@
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.cost.flops import model_flops_per_step
+from sp_planner.cost.flops import logits_gemm_flops_per_token, model_flops_per_step
+from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.step import LOSS_BYTES_PER_LOGIT
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -11,14 +13,20 @@ from sp_planner.specs import Workload
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
 
 
-def test_bubble_is_pp_minus_one_over_m_of_the_work(toy_model, hardware):
+def test_bubble_is_the_other_stages_micro_batch(toy_model, hardware):
+    # pp 2, 8 micro-batches: the last stage paces (its layers and the logits); the pipeline fills
+    # and drains through the first, whose micro-batch is the same layers without the logits:
+    # (pp-1)/m of the work when the stages are equal (Narayanan 2021), less the logits here.
     est = evaluate(toy_model, hardware, WORKLOAD, ParallelPlan(pp=2, dp=1, micro_batch=1),
                    num_nodes=1, gpus_per_node=2)
     t = est.time
     work = (t.gemm_s + t.attention_s + t.recompute_s + t.tp_comm_s + t.ulysses_comm_s
             + t.ring_comm_exposed_s)
-    m = 8
-    assert t.bubble_s == pytest.approx((2 - 1) / m * work)
+    m, tokens = 8, WORKLOAD.seq_len
+    logits = float(gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(toy_model) * tokens)
+                   + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * toy_model.vocab_size))
+    assert logits > 0
+    assert t.bubble_s == pytest.approx((2 - 1) / m * work - logits)
     assert est.step_time_s == pytest.approx(sum(t.model_dump().values()))
 
 

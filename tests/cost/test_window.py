@@ -45,3 +45,34 @@ def test_ring_over_windows_is_refused_in_one_rule():
     assert [v.rule for v in broken] == ["window_ring"]
     assert "window 4096 < seq_len 131072" in broken[0].message
     assert not violations(ParallelPlan(tp=8, ring=2), GEMMA2, Workload(seq_len=4096, global_batch=2))
+
+
+def test_llama4_chunked_layers_are_independent_causal_chunks():
+    """Llama 4 Scout at 128K: 36 of 48 layers attend within their own 8192-token chunk (16 causal
+    squares of 8192 per sequence), the other 12 to the whole causal sequence."""
+    scout = load_model("Llama-4-Scout-17B-16E")
+    plan = ParallelPlan(tp=4, ulysses=2, ep=8, zero=1, recompute="full")
+    full = scout.model_copy(update={"window": None})
+    ours = evaluate(scout, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8)
+    dense = evaluate(full, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8)
+    # 40 heads / (tp 4 x ulysses 2) = 5 heads per flash call; (1, 131072) -> (16, 8192) sequences.
+    chunks = sum(flash_time_s(H100, batch=16, heads=5, head_dim=128, q_tokens=8192, kv_tokens=8192,
+                              causal_diagonal=True, backward=bwd) for bwd in (False, True))
+    m_layers = 2 * 48  # 2 micro-batches, 1 stage
+    square = dense.time.attention_s / m_layers
+    assert ours.time.attention_s / m_layers == pytest.approx(0.25 * square + 0.75 * float(chunks), rel=1e-9)
+    # Executed FLOPs: a query inside a causal chunk sees 8192/2 keys on average.
+    q = scout.q_size
+    causal = 4.0 * q * 131072 / 2
+    assert windowed_attention_flops_per_token(scout, 131072, causal) == pytest.approx(
+        0.25 * causal + 0.75 * 4.0 * q * 4096)
+    assert [v.rule for v in violations(ParallelPlan(tp=4, ring=2, ep=8), scout, WORKLOAD)] == ["window_ring"]
+
+
+def test_gemma3_counts_its_52_local_layers_of_62():
+    gemma3 = load_model("Gemma-3-27B")
+    q = gemma3.q_size
+    causal = 4.0 * q * 131072 / 2
+    share = 52 / 62
+    assert windowed_attention_flops_per_token(gemma3, 131072, causal) == pytest.approx(
+        (1 - share) * causal + share * 4.0 * q * 1024)

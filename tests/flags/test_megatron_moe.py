@@ -68,12 +68,15 @@ QWEN3_235B = load_model("Qwen3-235B-A22B")
 QWEN3_30B = load_model("Qwen3-30B-A3B")
 MIXTRAL = load_model("Mixtral-8x7B")
 DEEPSEEK_V3 = load_model("DeepSeek-V3")
+MAVERICK = load_model("Llama-4-Maverick-17B-128E")
 CASES = [
     (QWEN3_235B, ParallelPlan(tp=2, ulysses=2, dp=36, ep=16, etp=1, recompute="full"), 4),  # two NVL72 racks
     (QWEN3_235B, ParallelPlan(tp=2, ring=4, dp=9, pp=2, ep=8, etp=1, recompute="selective"), 4),
     (QWEN3_30B, ParallelPlan(tp=2, ring=4, dp=2, ep=4, etp=2), 8),
     (MIXTRAL, ParallelPlan(tp=4, ulysses=2, ring=2, dp=2, ep=8, etp=1), 8),
     (DEEPSEEK_V3, ParallelPlan(tp=8, ulysses=2, dp=18, ep=32, etp=1, recompute="full"), 4),  # 4 NVL72 racks
+    (MAVERICK, ParallelPlan(tp=4, ulysses=2, dp=9, ep=8, etp=1, recompute="full"), 4),
+    (load_model("Mixtral-8x22B"), ParallelPlan(tp=2, ulysses=4, dp=9, ep=8, etp=1, recompute="full"), 4),
 ]
 
 
@@ -140,3 +143,16 @@ def test_megatron_core_refuses_padding_without_a_capacity_as_the_spec_does():
                           moe_pad_expert_input_to_capacity=True)
     with pytest.raises(ValueError, match="pad_to_capacity needs a capacity_factor"):
         MoESpec.model_validate({**QWEN3_235B.moe.model_dump(), "pad_to_capacity": True})
+
+
+def test_llama4_maverick_flags_carry_its_interleaved_moe_layers_and_sigmoid_router():
+    plan = ParallelPlan(tp=4, ulysses=2, dp=9, ep=8, etp=1, recompute="full")
+    request = FlagRequest(model=MAVERICK, workload=Workload(seq_len=131072, global_batch=18), plan=plan,
+                          num_nodes=18, gpus_per_node=4)
+    flags = render_flags("megatron", request)
+    config = transformer_config(flags.text, 5120)
+    # HF interleave_moe_layer_step 2: layers 1, 3, ..., 47 are MoE (Megatron counts layers from 0 too).
+    assert config.moe_layer_freq == [0, 1] * 24
+    assert config.moe_router_score_function == "sigmoid" and config.moe_router_topk == 1
+    assert config.moe_shared_expert_intermediate_size == 8192
+    assert any("chunked local attention (8192-token chunks, 3 local : 1 global" in note for note in flags.notes)

@@ -8,7 +8,7 @@ from sp_planner.cost.comm import (
 )
 from sp_planner.sim.layer_program import stage_backward, stage_forward
 from sp_planner.sim.pipeline import schedule_step
-from sp_planner.sim.work import LayerWork, StepWork
+from sp_planner.sim.work import DPCalls, LayerWork, StepWork
 
 # A layer: forward 3 s of compute, backward 6 s, no communication.
 PLAIN = LayerWork(gemm_attn_fwd_s=1.0, gemm_mlp_fwd_s=2.0, gemm_attn_bwd_s=2.0, gemm_mlp_bwd_s=4.0)
@@ -50,8 +50,9 @@ def test_ring_steps_take_the_slower_of_compute_and_transfer():
 
 def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
     layer = LayerWork(gemm_attn_bwd_s=1.0, gemm_mlp_bwd_s=1.0, attn_fwd_steps_s=(2.0,), attn_bwd_steps_s=(4.0,),
-                      ulysses_qkv_s=0.25, ulysses_out_s=0.25, dp_bucket_s=1.5)
-    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=3, layer=layer)
+                      ulysses_qkv_s=0.25, ulysses_out_s=0.25)
+    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=3, layer=layer,
+                    dp_reduce=(DPCalls(layers=((1.5,),) * 3),))
     assert stage_forward(work, 0).end_s == pytest.approx(3 * (0.25 + 2.0 + 0.25))
     plain = stage_backward(work, 0, last_micro_batch=False)
     last = stage_backward(work, 0, last_micro_batch=True)

@@ -74,3 +74,18 @@ def test_plan_breaking_a_rule_is_a_user_error():
     with pytest.raises(UserInputError, match="num_heads 32 is not divisible"):
         simulate(MODEL, A800, WORKLOAD, ParallelPlan(dp=1, tp=1, ulysses=8, ring=1, pp=1).model_copy(
             update={"ulysses": 64}), num_nodes=8, gpus_per_node=8)
+
+
+@pytest.mark.parametrize("name", ["gemma2-9b", "mistral-7b"])
+@pytest.mark.parametrize("plan,nodes", [(ParallelPlan(dp=1, ulysses=8), 1), (ParallelPlan(dp=2, tp=2, ulysses=4), 2)])
+def test_sliding_window_models_simulate_their_band_kernels(name, plan, nodes):
+    # Local layers run the band kernel the analytic model times (cost.window), blended with the
+    # global layers over the model's pattern: the two agree, and the window makes the step shorter
+    # than full attention everywhere.
+    model = load_model(name)
+    workload = Workload(seq_len=32768, global_batch=8)
+    windowed = simulate(model, A800, workload, plan, num_nodes=nodes, gpus_per_node=8, detail=False)
+    assert windowed.step_time_s == pytest.approx(windowed.analytic_step_time_s, rel=0.001)
+    full = simulate(model.model_copy(update={"window": None}), A800, workload, plan, num_nodes=nodes,
+                    gpus_per_node=8, detail=False)
+    assert windowed.step_time_s < full.step_time_s

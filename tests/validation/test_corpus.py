@@ -106,3 +106,18 @@ def test_missing_corpus_and_empty_folder(tmp_path):
         load_corpus(tmp_path / "nope.yaml")
     with pytest.raises(UserInputError, match="holds no .yaml files"):
         load_corpus(tmp_path)
+
+
+def test_assumed_settings_name_their_file_and_revision(corpus):
+    import re
+
+    from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
+
+    assumed = [r for r in corpus.rows if r.assumed]
+    assert len([r for r in assumed if r.expressible]) >= 17  # the NeMo CP rows
+    for row in assumed:
+        # a file path and a commit or release tag, so a reader can check the default
+        assert re.search(r"\.(py|yaml)\b", row.assumed), row.id
+        assert re.search(r"\b([0-9a-f]{7,40}|v\d+\.\d+\.\d+)\b", row.assumed), row.id
+    for row in corpus.rows:
+        assert row.attention_kernel in (None, UNFUSED, *ATTENTION_KERNELS), row.id

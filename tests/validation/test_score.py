@@ -126,3 +126,11 @@ def test_corpus_precisions_map_to_plan_precisions(corpus):
     assert fp16.precision == "fp16" and row_plan(fp16).precision == "bf16"
     interleaved = _row(corpus, "korth-175b-seqsel")
     assert row_plan(interleaved).vpp == 3 and row_plan(interleaved).pp == 8
+
+
+def test_selene_rows_run_megatrons_unfused_attention(corpus):
+    from sp_planner.validation.score import row_hardware
+
+    for row_id in ("korth-22b-seqsel", "mlm-1t-mfu"):
+        assert row_hardware(_row(corpus, row_id)).efficiency.attention_unfused, row_id
+    assert not row_hardware(_row(corpus, "usp-t5-64k-t4u2r1")).efficiency.attention_unfused

@@ -1,0 +1,206 @@
+"""The data-parallel collectives of one pipeline stage: Megatron's gradient buckets, FSDP's units.
+
+Every collective call pays NCCL's ring latency (cost.links.ring_latency_s), so how a framework
+splits the stage's gradients and parameters into calls matters as much as the bytes: at 4,096
+ranks one ring call costs about 19 ms before it moves a byte.
+
+ZeRO-0/1/2 (Megatron DDP and distributed optimizer; Megatron-LM commit d98e8a6):
+- bucket_size = max(40M, 1M x dp) parameters, dp without context parallelism
+  (distributed_data_parallel.py, DistributedDataParallel.__init__: dp_group.size(), the
+  data-parallel group built with_context_parallel=False in process_groups_config.py), although
+  the collective runs over the dp x cp group;
+- the stage's parameters are walked in reverse (backprop) order and a bucket closes as soon as it
+  holds bucket_size elements (param_and_grad_buffer.py, _compute_default_per_buffer_param_layout),
+  so a tensor larger than the bucket closes one by itself;
+- each bucket is one collective (a bucket group holds one bucket unless parameters are FP8,
+  partition_buckets; start_grad_sync issues one reduce-scatter or all-reduce per bucket), issued
+  when its gradients are ready; --overlap-param-gather gathers the updated parameters bucket by
+  bucket in forward order (start_param_sync / finish_param_sync);
+- routed experts live in a buffer of their own, reduced over the expert-data-parallel group.
+A layer's tensors on one rank, in backprop order: linear_fc2, linear_fc1 (with the fused pre-MLP
+norm), linear_qkv (with the fused input norm), linear_proj (attention.py builds linear_proj in
+Attention.__init__ before SelfAttention adds linear_qkv); the stage's embedding is walked last
+and, on a single stage, the output layer and final norm first.
+
+Granularity, shared by the analytic model and the simulator: a bucket is issued when the
+backward of the layer holding its last tensor (in backprop order) ends, and in forward it must
+have landed before that layer starts. So the buckets issued at the stage's first layer and
+after its embedding are the ones that cannot hide: they leave after the last backward compute,
+and they are the first a forward needs.
+
+ZeRO-3 (FSDP2 / Megatron-FSDP): one all-gather and one reduce-scatter per transformer block
+(torchtitan applies fully_shard per block), and one unit for the root's parameters (embedding,
+final norm, output layer), gathered before the first block and, being the root, not resharded
+after forward (torch.distributed.fsdp.fully_shard: the root's reshard_after_forward is set to
+False "since its parameters would typically be immediately all-gathered for backward").
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.memory import layer_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
+from sp_planner.specs.model import ModelSpec
+
+# Megatron DDP bucket default (module docstring): larger dp, larger buckets, so the ring chunks
+# stay bandwidth-bound.
+DDP_BUCKET_MIN_PARAMS = 40_000_000
+DDP_BUCKET_PARAMS_PER_DP_RANK = 1_000_000
+
+
+def ddp_bucket_params(dp):
+    """Parameters per gradient bucket of Megatron's DDP for data-parallel degree `dp`."""
+    return np.maximum(DDP_BUCKET_MIN_PARAMS, DDP_BUCKET_PARAMS_PER_DP_RANK * np.asarray(dp))
+
+
+class BucketLayout(NamedTuple):
+    """Parameters of each bucket by where it is issued in backward: after the output layer's
+    backward (`head`), after layer l's (`layers[l]`, l in forward order), after the embedding's
+    (`tail`)."""
+
+    head: tuple[float, ...]
+    layers: tuple[tuple[float, ...], ...]
+    tail: tuple[float, ...]
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.head) + sum(len(b) for b in self.layers) + len(self.tail)
+
+    @property
+    def unhideable(self) -> tuple[float, ...]:
+        """The buckets issued at the first layer and after the embedding (module docstring)."""
+        return (self.layers[0] if self.layers else ()) + self.tail
+
+
+def layer_tensors(model: ModelSpec, tp: int, ep: int = 1, etp: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(dense, expert) tensors of one (layer-averaged) layer on one rank, in backprop order."""
+    h = model.hidden_size
+    total = float(layer_params_per_rank(model, tp, ep, etp))
+    experts = float(expert_params_per_rank(model, 1, ep, etp, layers=1))
+    proj = h * model.q_size / tp
+    # MLP without the routed experts (MoE: shared experts, router and dense layers, averaged).
+    mlp = float(mean_mlp_params_per_rank(model, tp, ep, etp)) - experts
+    norms = model.norm_params_per_layer
+    attn = total - experts - mlp - norms
+    mats = model.num_mlp_matrices
+    fc2 = mlp / mats
+    dense = (fc2, mlp - fc2 + norms / 2, attn - proj + norms / 2, proj)
+    expert_fc2 = experts / mats
+    expert = (expert_fc2, experts - expert_fc2) if experts > 0 else ()
+    return tuple(t for t in dense if t > 0), expert
+
+
+@lru_cache(maxsize=4096)
+def megatron_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
+                    bucket_params: float) -> BucketLayout:
+    """Megatron's greedy bucketing (module docstring) of a stage of `layers` identical layers."""
+    out_head: list[float] = []
+    out_layers: list[list[float]] = [[] for _ in range(layers)]
+    out_tail: list[float] = []
+    fill = 0.0
+    walk = [(t, out_head) for t in head]
+    for index in reversed(range(layers)):
+        walk += [(t, out_layers[index]) for t in layer]
+    walk += [(t, out_tail) for t in tail]
+    closed_at: list[float] = out_tail
+    for numel, where in walk:
+        fill += numel
+        closed_at = where
+        if fill >= bucket_params:
+            where.append(fill)
+            fill = 0.0
+    if fill > 0:
+        closed_at.append(fill)
+    return BucketLayout(tuple(out_head), tuple(tuple(b) for b in out_layers), tuple(out_tail))
+
+
+def fsdp_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...]
+                ) -> BucketLayout:
+    """ZeRO-3's units: one per layer and the root's (all non-layer parameters) after the embedding."""
+    root = sum(head) + sum(tail)
+    return BucketLayout((), tuple((sum(layer),) for _ in range(layers)),
+                        (root,) if root > 0 else ())
+
+
+def stage_extras(model: ModelSpec, tp: int, single_stage: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(head, tail) non-layer tensors of the first pipeline stage on one rank: on a single stage
+    the output layer (unless tied) and the final norm come first in backprop order; the embedding
+    table is last."""
+    table = model.vocab_size * model.hidden_size / tp
+    final_norm = float(model.embedding_params - model.vocab_size * model.hidden_size
+                       * (1 if model.tie_word_embeddings else 2))
+    head: tuple[float, ...] = ()
+    if single_stage:
+        head = ((table,) if not model.tie_word_embeddings else ()) + ((final_norm,) if final_norm > 0 else ())
+    return head, (table,)
+
+
+def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
+             bucket_params: float, vpp: int, first_stage: bool) -> BucketLayout:
+    """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
+    first stage bucketed (with the embedding), every other chunk one bucket issued after its
+    backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
+    DistributedDataParallel: bucket_size None when pp_rank > 0)."""
+    per_chunk = layers // vpp
+    first = megatron_layout(layer, per_chunk, head if vpp == 1 else (), tail,
+                            bucket_params if first_stage else float("inf"))
+    if vpp == 1:
+        return first
+    whole = sum(layer) * per_chunk
+    rest = [((whole + (sum(head) if c == vpp - 1 else 0.0)),) if i == 0 else () for c in range(1, vpp)
+            for i in range(per_chunk)]
+    return BucketLayout((), first.layers + tuple(rest), first.tail)
+
+
+def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
+                  zero: int, first_stage: bool = True, vpp: int = 1) -> tuple[BucketLayout, BucketLayout]:
+    """(dense, expert) collectives of a stage's rank, with the first stage's non-layer parameters:
+    Megatron buckets (per model chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps
+    the stages after the first in one bucket a chunk (DistributedDataParallel.__init__:
+    bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not
+    on the critical path")."""
+    dense, expert = layer_tensors(model, tp, ep, etp)
+    head, tail = stage_extras(model, tp, single_stage)
+    if zero == 3:
+        return fsdp_layout(dense, layers, head, tail), fsdp_layout(expert, layers if expert else 0, (), ())
+    bucket = float(ddp_bucket_params(dp))
+    if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
+        return (megatron_layout(dense, layers, head, tail, bucket),
+                megatron_layout(expert, layers if expert else 0, (), (), bucket))
+    return (_chunked(dense, layers, head, tail, bucket, vpp, first_stage),
+            _chunked(expert, layers if expert else 0, (), (), bucket, vpp, first_stage) if expert
+            else BucketLayout((), (), ()))
+
+
+class BucketCounts(NamedTuple):
+    """Per candidate: collectives per pass over the stage, and the unhideable ones (count, params)."""
+
+    num_calls: np.ndarray
+    num_unhideable: np.ndarray
+    unhideable_params: np.ndarray
+
+
+def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1) -> tuple[BucketCounts, BucketCounts]:
+    """stage_layouts summarised per candidate (dense, expert); computed once per distinct input."""
+    columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
+               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero, vpp)]
+    stacked = np.stack(columns, axis=1)
+    bases = stacked.max(axis=0, initial=0) + 1
+    if np.prod(bases.astype(np.float64)) < 2.0 ** 62:
+        # One integer per row: a 1-D unique is much faster than unique(axis=0).
+        key = np.ravel_multi_index(tuple(stacked.T), tuple(int(b) for b in bases))
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        unique = stacked[first]
+    else:
+        unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    table = np.zeros((len(unique), 6))
+    for i, (t, e, et, n, single, d, z, v) in enumerate(unique.tolist()):
+        for j, layout in enumerate(stage_layouts(model, tp=t, ep=e, etp=et, layers=n, single_stage=bool(single),
+                                                 dp=d, zero=z, vpp=v)):
+            table[i, 3 * j:3 * j + 3] = (layout.num_calls, len(layout.unhideable), sum(layout.unhideable))
+    rows = table[np.ravel(inverse)]
+    return (BucketCounts(rows[:, 0], rows[:, 1], rows[:, 2]), BucketCounts(rows[:, 3], rows[:, 4], rows[:, 5]))

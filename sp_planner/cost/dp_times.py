@@ -1,0 +1,91 @@
+"""Seconds of a stage's data-parallel collectives, call by call (vectorized over candidates).
+
+The calls are Megatron's buckets or FSDP's units (cost.buckets); each pays its bandwidth share
+and NCCL's ring latency (cost.links). Bytes follow cost.comm: fp32 gradients reduce-scattered
+(all-reduced under ZeRO-0, sending twice the share), bf16 parameters gathered; routed experts
+over the expert-data-parallel group; under HSDP each reduce-scatter's shard then all-reduced
+over the replicas (cost.fsdp), one call per bucket or unit as well.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.buckets import bucket_counts
+from sp_planner.cost.fsdp import replicate_stride, shard_group_size
+from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
+from sp_planner.cost.memory import GRAD_BYTES, PARAM_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.overlap import DPTimes
+from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
+from sp_planner.pipeline import StageLayers
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+
+def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int) -> DPTimes:
+    """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes)."""
+    gpn = gpus_per_node
+    tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
+    zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
+    edp, edp_stride = c.edp, axis_stride(c, "edp")
+    rep, rep_stride = c.dp_replicate, replicate_stride(c)
+    layers = stages.first
+    params = stage_params_per_rank(model, tp, pp, stages, ep, etp)[0]
+    experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+    dense = params - experts
+    expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
+    dense_layer = layer_params_per_rank(model, tp, ep, etp) - expert_layer
+    root = dense - layers * dense_layer  # embedding (and, on a single stage, final norm and output layer)
+    dense_calls, expert_calls = bucket_counts(model, tp=tp, ep=ep, etp=etp, layers=layers, pp=pp, dp=c.dp,
+                                              zero=c.zero, vpp=c.vpp)
+
+    # A ring call's time is linear in the bytes sent plus its latency (cost.links): evaluate the
+    # slope and the latency once per collective and group, then price every call from them.
+    terms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    where = {"dense": (zgroup, zstride), "expert": (edp, edp_stride), "replica": (rep, rep_stride)}
+
+    def term(kind: str, group: str) -> tuple[np.ndarray, np.ndarray]:
+        if (kind, group) not in terms:
+            size, stride = where[group]
+            latency = ring_latency_s(hardware, kind, size, stride, gpn)
+            per_byte = ring_collective_time_s(hardware, kind, 1.0, size, stride, gpn) - latency
+            terms[(kind, group)] = (per_byte, latency)
+        return terms[(kind, group)]
+
+    def calls(kind, bytes_per_param, n_params, count, group: str):
+        """`count` calls over `group` moving n_params parameters in all: the bandwidth time of the
+        whole bytes and one latency per call."""
+        size = where[group][0]
+        per_byte, latency = term(kind, group)
+        sent = bytes_per_param * n_params * (size - 1) / size
+        return np.where((n_params > 0) & (size > 1), sent * per_byte + count * latency, 0.0)
+
+    def reduce(dense_params, dense_count, expert_params, expert_count):
+        """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""
+        rs = (calls("reduce_scatter", GRAD_BYTES, dense_params, dense_count, "dense")
+              + calls("reduce_scatter", GRAD_BYTES, expert_params, expert_count, "expert"))
+        shard = dense_params / zgroup + expert_params / edp
+        return rs + calls("all_reduce", 2 * GRAD_BYTES, shard, dense_count + expert_count, "replica")
+
+    def both(kind, bytes_per_param, dense_params, dense_count, expert_params, expert_count):
+        return (calls(kind, bytes_per_param, dense_params, dense_count, "dense")
+                + calls(kind, bytes_per_param, expert_params, expert_count, "expert"))
+
+    unhideable_experts = expert_calls.unhideable_params
+    n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
+    return DPTimes(
+        grad_all_reduce_s=both("all_reduce", 2 * GRAD_BYTES, dense, n_dense, experts, n_expert),
+        grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
+        param_all_gather_s=both("all_gather", PARAM_BYTES, dense, n_dense, experts, n_expert),
+        last_all_reduce_s=both("all_reduce", 2 * GRAD_BYTES, dense_calls.unhideable_params,
+                               dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+        last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
+                                     unhideable_experts, expert_calls.num_unhideable),
+        first_all_gather_s=both("all_gather", PARAM_BYTES, dense_calls.unhideable_params,
+                                dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+        layer_gather_s=both("all_gather", PARAM_BYTES, dense_layer, 1, expert_layer, 1),
+        layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
+        root_gather_s=both("all_gather", PARAM_BYTES, root, 1, 0.0, 0),
+        root_reduce_s=reduce(root, 1, 0.0, 0),
+    )

@@ -1,0 +1,117 @@
+"""The data-parallel calls of a plan's step for the simulator, timed on the cluster graph.
+
+Which calls there are, and where they are issued, is cost.buckets' layout (Megatron's gradient
+buckets, FSDP's units), the one the analytic model counts. Each kind of collective runs once as
+a phase over the whole stage's parameters (all groups at once, so contention is in it); a call
+then takes the phase's bandwidth time scaled to its parameters plus one ring latency
+(sim.flows.run_phase gives that part apart, NCCL's ring model), as the analytic model's
+cost.dp_times does with cost.links.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from sp_planner.cost.buckets import BucketLayout, stage_layouts
+from sp_planner.cost.memory import GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.overlap import Overlap
+from sp_planner.pipeline import StageLayers
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim.flows import PhaseResult
+from sp_planner.sim.work import DPCalls
+from sp_planner.specs.model import ModelSpec
+
+Phase = Callable[..., PhaseResult]  # (name, groups, bytes per rank, algorithm, efficiency, rounds=) -> result
+
+
+def _per_call(result: PhaseResult, params: float, phase_params: float) -> float:
+    """One call moving `params` of the `phase_params` the phase moved: its share of the bandwidth
+    time plus the whole latency."""
+    if params <= 0 or result.duration_s <= 0:
+        return 0.0
+    return (result.duration_s - result.latency_s) * params / phase_params + result.latency_s
+
+
+def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, bool], float]) -> DPCalls:
+    """DPCalls of the dense and expert layouts together, each bucket timed by timed(params, expert)."""
+    dense_layout, expert_layout = layouts
+
+    def at(buckets: tuple[float, ...], expert: bool) -> tuple[float, ...]:
+        return tuple(timed(n, expert) for n in buckets)
+
+    layers = tuple(at(d, False) + at(expert_layout.layers[i] if i < len(expert_layout.layers) else (), True)
+                   for i, d in enumerate(dense_layout.layers))
+    return DPCalls(head=at(dense_layout.head, False) + at(expert_layout.head, True), layers=layers,
+                   tail=at(dense_layout.tail, False) + at(expert_layout.tail, True))
+
+
+def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLayers, layers_of: list[int],
+             groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
+             overlap: Overlap) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
+    """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
+    (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
+    overlapped). Every stage is given the first stage's non-layer parameters
+    (embedding, and on a single stage the head), as the analytic model times the first stage's."""
+    tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
+    z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
+    params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
+    experts = float(expert_params_per_rank(model, plan.pp, ep, etp, layers=stages.first))
+    dense = params - experts
+    expert_share = experts if experts > 0 else float(expert_params_per_rank(model, 1, ep, etp, layers=1)) or 1.0
+
+    def share(nbytes: float, n: int) -> float:
+        return nbytes * (n - 1) / n
+
+    if zero == 0:
+        ar = phase("dp grad all-reduce", zgroups, share(2 * GRAD_BYTES * dense, z), "ring", "all_reduce", rounds=2)
+        ear = phase("edp grad all-reduce", groups["edp"], share(2 * GRAD_BYTES * experts, edp), "ring", "all_reduce",
+                    rounds=2)
+
+        def reduce_time(n: float, expert: bool) -> float:
+            return _per_call(ear, n, expert_share) if expert else _per_call(ar, n, dense)
+        gather_time: Callable[[float, bool], float] | None = None
+    else:
+        rs = phase("dp grad reduce-scatter", zgroups, share(GRAD_BYTES * dense, z), "ring", "reduce_scatter")
+        ers = phase("edp grad reduce-scatter", groups["edp"], share(GRAD_BYTES * experts, edp), "ring",
+                    "reduce_scatter")
+        # HSDP: each call's gradient shard then all-reduced across the replicas (cost.fsdp).
+        shard = dense / z
+        rar = phase("hsdp shard all-reduce", replicas, share(2 * GRAD_BYTES * shard, rep), "ring", "all_reduce",
+                    rounds=2)
+        ag = phase("dp param all-gather", zgroups, share(PARAM_BYTES * dense, z), "ring", "all_gather")
+        eag = phase("edp param all-gather", groups["edp"], share(PARAM_BYTES * experts, edp), "ring", "all_gather")
+
+        def reduce_time(n: float, expert: bool) -> float:
+            own = _per_call(ers, n, expert_share) if expert else _per_call(rs, n, dense)
+            return own + _per_call(rar, n / (edp if expert else z), shard)
+
+        def gather_time(n: float, expert: bool) -> float:
+            return _per_call(eag, n, expert_share) if expert else _per_call(ag, n, dense)
+
+    # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
+    # cost.overlap): every call queued behind the last one.
+    overlapped = overlap.grad_all_reduce if zero == 0 else overlap.grad_reduce or zero == 3
+    reduce_calls, gather_calls, early = [], [], []
+    for stage, n_layers in enumerate(layers_of):
+        layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
+                                dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp)
+        calls = _merge(layouts, reduce_time)
+        if not overlapped:
+            every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail
+            calls = DPCalls(layers=((),) * len(calls.layers), tail=every)
+        reduce_calls.append(calls)
+        gathers = _merge(layouts, gather_time) if gather_time is not None else DPCalls()
+        # Megatron launches the first bucket's gather in zero_grad, at the step's start, and the
+        # others from the forward pre-hooks (distrib_optimizer.py step_with_ready_grads): a stage
+        # held in one bucket (zero 1, after the first stage) has it whole before its first forward.
+        one_bucket = stage > 0 and zero == 1
+        early.append(gathers.total_s if one_bucket else 0.0)
+        gather_calls.append(DPCalls() if one_bucket else gathers)
+    after_step = 0.0
+    if zero in (1, 2) and not overlap.param_gather:
+        after_step = gather_calls[0].total_s + early[0]
+        gather_calls, early = [], []
+    return tuple(reduce_calls), tuple(gather_calls), tuple(early), after_step

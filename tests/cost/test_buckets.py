@@ -1,0 +1,74 @@
+"""cost.buckets: Megatron's gradient buckets of a stage, derived by hand for a small model.
+
+The model of tests/cost/test_dp_overlap.py: H 2048, FFN 8192 (SwiGLU), 4 layers, vocabulary
+32000, untied. A layer's tensors on one rank at tp 1, in backprop order: fc2 = FFN*H = 16.78M,
+fc1 = 2*FFN*H + H (fused norm) = 33.56M, qkv = 3*H*H + H = 12.59M, proj = H*H = 4.19M; a layer
+67.11M. On a single stage the output layer (32000*H = 65.54M) and the final norm (H) come first,
+the embedding (65.54M) last. A bucket closes once it holds bucket_size parameters.
+"""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.buckets import bucket_counts, ddp_bucket_params, stage_layouts
+from tests.cost.test_dp_overlap import FFN, H, MODEL, VOCAB
+
+FC2, FC1, QKV, PROJ = FFN * H, 2 * FFN * H + H, 3 * H * H + H, H * H
+LAYER, TABLE = FC2 + FC1 + QKV + PROJ, VOCAB * H
+
+
+def test_bucket_size_is_megatron_default_for_the_dp_size():
+    assert ddp_bucket_params(np.array([8, 40, 64])).tolist() == [40_000_000, 40_000_000, 64_000_000]
+
+
+def test_buckets_of_40m_close_at_fc1_and_carry_qkv_and_proj():
+    dense, expert = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=True, dp=8, zero=1)
+    # The output layer (65.5M >= 40M) is a bucket; the final norm carries into layer 3, whose fc2 +
+    # fc1 close the next. Then qkv + proj carry into the layer below and close with its fc2 + fc1
+    # (one layer's worth each); layer 0's qkv + proj go with the embedding.
+    assert dense.head == (TABLE,)
+    assert dense.layers[3] == (H + FC2 + FC1,)
+    assert dense.layers[2] == dense.layers[1] == dense.layers[0] == (QKV + PROJ + FC2 + FC1,)
+    assert dense.tail == (QKV + PROJ + TABLE,)
+    assert dense.num_calls == 6 and expert.num_calls == 0
+    # The buckets that cannot hide: issued at layer 0 and after the embedding.
+    assert sum(dense.unhideable) == LAYER + QKV + PROJ + TABLE
+
+
+def test_buckets_of_64m_hold_one_layer_each_and_the_embedding_alone():
+    dense, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=True, dp=64, zero=1)
+    # 64M: a layer's first three tensors make 62.9M, its proj closes the bucket.
+    assert dense.layers == ((LAYER,), (LAYER,), (LAYER,), (H + LAYER,))
+    assert dense.head == (TABLE,) and dense.tail == (TABLE,)
+    assert sum(dense.unhideable) == LAYER + TABLE
+
+
+def test_later_pipeline_stages_keep_one_bucket_and_zero3_gathers_layer_by_layer():
+    later, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=2, single_stage=False, dp=8, zero=1,
+                             first_stage=False)
+    assert later.num_calls == 1 and later.tail == (2 * LAYER + TABLE,)
+    units, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=True, dp=8, zero=3)
+    assert units.layers == ((LAYER,),) * 4 and units.tail == (2 * TABLE + H,)
+
+
+def test_counts_per_candidate():
+    dense, expert = bucket_counts(MODEL, tp=np.array([1, 1, 1]), ep=1, etp=1, layers=np.array([4, 4, 4]),
+                                  pp=np.array([1, 1, 1]), dp=np.array([8, 64, 8]), zero=np.array([1, 1, 3]))
+    assert dense.num_calls.tolist() == [6, 6, 5]
+    assert dense.num_unhideable.tolist() == [2, 2, 2]
+    assert dense.unhideable_params == pytest.approx([LAYER + QKV + PROJ + TABLE, LAYER + TABLE, LAYER + 2 * TABLE + H])
+    assert expert.num_calls.tolist() == [0, 0, 0]
+
+
+def test_interleaved_chunks_after_the_first_are_one_bucket_each():
+    # pp 2, vpp 2, first stage: chunk 0 (layers 0-1 and the embedding) is bucketed as above; chunk
+    # 1 (layers 2-3) is one bucket, issued after its backward, i.e. after layer 2's (Megatron's
+    # get_model disables bucketing for chunk_idx > 0).
+    dense, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2)
+    assert dense.layers == ((QKV + PROJ + FC2 + FC1,), (FC2 + FC1,), (2 * LAYER,), ())
+    assert dense.tail == (QKV + PROJ + TABLE,)
+    # A later stage: one bucket a chunk (with the first stage's embedding, which the simulator
+    # gives every stage).
+    later, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2,
+                             first_stage=False)
+    assert later.layers == ((), (), (2 * LAYER,), ()) and later.tail == (2 * LAYER + TABLE,)

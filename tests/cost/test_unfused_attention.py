@@ -1,0 +1,71 @@
+"""Unfused core attention (Megatron-LM before FlashAttention): time and memory by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention import attention_times
+from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
+from sp_planner.cost.kernels import HBM_EFFICIENCY, flash_time_s
+from sp_planner.cost.memory import activation_bytes_per_layer
+from sp_planner.plan import RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.specs.workload import Workload
+
+A100 = load_hardware("a100-80gb")
+UNFUSED_A100 = with_attention_kernel(A100, UNFUSED)
+
+
+def test_unfused_block_by_hand():
+    # Korthikanti's 22B on TP 8 (Table 3): micro batch 4, 64 heads / 8 = 8 per rank, head_dim 96,
+    # s = 2048: 4 x 8 x 2048^2 = 134M score elements per layer.
+    elements = 4 * 8 * 2048 * 2048
+    bw = A100.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY
+    gemm_flops_s = A100.peak_bf16_flops * A100.efficiency.gemm
+    # Each batched GEMM: 2 x 96 FLOPs per element against 2 bytes: memory-bound on A100.
+    one_gemm = max(2 * 96 * elements / gemm_flops_s, 2 * elements / bw)
+    assert one_gemm == pytest.approx(2 * elements / bw)
+    fwd = 2 * one_gemm + 9 * elements / bw  # QK^T, PV; softmax 2+2, dropout 2+2+1
+    bwd = 4 * one_gemm + 11 * elements / bw  # dP, dV, dQ, dK; dropout 2+1+2, softmax 2+2+2
+    kw = dict(batch=4, heads=8, head_dim=96, q_tokens=2048, kv_tokens=2048, causal_diagonal=True)
+    assert flash_time_s(UNFUSED_A100, backward=False, **kw) == pytest.approx(fwd, rel=1e-12)
+    assert flash_time_s(UNFUSED_A100, backward=True, **kw) == pytest.approx(bwd, rel=1e-12)
+    # 13 + 19 bytes per element at 1.63 TB/s: 2.6 ms per layer, forward and backward, against
+    # FA2's 0.55 ms on the same block (causal: half the square, FA2 A100 curves), 4.75x.
+    assert fwd + bwd == pytest.approx(32 * elements / bw, rel=1e-12)
+    flash = sum(flash_time_s(A100, backward=b, **kw) for b in (False, True))
+    assert (fwd + bwd) / flash == pytest.approx(4.75, abs=0.05)
+    # A causal mask saves the unfused kernel nothing.
+    assert flash_time_s(UNFUSED_A100, backward=False, **{**kw, "causal_diagonal": False}) == pytest.approx(fwd)
+
+
+def test_unfused_attention_cannot_ring():
+    kw = dict(batch=1, seq_len=8192, num_heads=32, num_kv_heads=32, head_dim=128, tp=np.array([1]),
+              ulysses=np.array([1]), causal=True, zigzag=np.array([True]), gpus_per_node=8, elem_bytes=2)
+    assert np.isfinite(attention_times(UNFUSED_A100, ring=np.array([1]), **kw).fwd_s).all()
+    with pytest.raises(ValueError, match="unfused attention cannot run a ring"):
+        attention_times(UNFUSED_A100, ring=np.array([2]), **kw)
+
+
+def test_unfused_activations_are_korthikantis_5as2b():
+    model = load_model("llama2-7b")
+    workload = Workload(seq_len=4096, global_batch=8)
+    kw = dict(tp=np.array([2]), ulysses=np.array([1]), ring=np.array([1]), micro_batch=np.array([1]))
+    flash_none, _ = activation_bytes_per_layer(model, workload, recompute=np.array([RECOMPUTE_NONE]), **kw)
+    unfused_none, _ = activation_bytes_per_layer(model, workload, recompute=np.array([RECOMPUTE_NONE]),
+                                                 unfused=True, **kw)
+    # 5 a s^2 b / t more (a = 32 heads, t = 2), less flash-attention's fp32 log-sum-exp (4 s b a / t).
+    scores = 5 * 32 * 4096**2 * 1 / 2
+    lse = 4 * 4096 * 32 / 2
+    assert unfused_none[0] - flash_none[0] == pytest.approx(scores - lse, rel=1e-12)
+    # Selective recompute frees exactly the s^2 terms (Korthikanti section 5: 34 s b h / t stays).
+    flash_sel, _ = activation_bytes_per_layer(model, workload, recompute=np.array([RECOMPUTE_SELECTIVE]), **kw)
+    unfused_sel, _ = activation_bytes_per_layer(model, workload, recompute=np.array([RECOMPUTE_SELECTIVE]),
+                                                unfused=True, **kw)
+    assert unfused_sel[0] == pytest.approx(flash_sel[0], rel=1e-12)
+
+
+def test_with_attention_kernel_unfused_keeps_the_curves():
+    assert UNFUSED_A100.efficiency.attention_unfused and not A100.efficiency.attention_unfused
+    assert UNFUSED_A100.efficiency.attention_fwd == A100.efficiency.attention_fwd
