@@ -111,11 +111,13 @@ class _Builder:
         cost.attention_kernels.causal_ratio's default applies). Above 1 is noise: held at 1."""
         curves = [c for c in self.data.attention if c.direction == direction]
         for full in (c for c in curves if not c.causal):
-            causal = next((c for c in curves if c.causal and (c.heads, c.head_dim) == (full.heads, full.head_dim)), None)
+            shape = (full.heads, full.head_dim)
+            causal = next((c for c in curves if c.causal and (c.heads, c.head_dim) == shape), None)
             if causal is None:
                 continue
             full_rate = {p.tokens: p.flops_per_s for p in full.points}
-            points = tuple(CurvePoint(tokens=p.tokens, efficiency=_sig(min(p.flops_per_s / full_rate[p.tokens], 1.0)))
+            points = tuple(CurvePoint(tokens=p.tokens,
+                                      efficiency=_sig(min(p.flops_per_s / full_rate[p.tokens], 1.0)))
                            for p in causal.points if p.tokens in full_rate)
             if points:
                 self.measured(f"efficiency.attention_causal_{direction}",

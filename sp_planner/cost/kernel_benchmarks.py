@@ -61,7 +61,8 @@ def _ratio(non_causal, causal) -> np.ndarray:
 
 
 def _fa_ratio(kernel: str) -> Curves:
-    return (_points(FA_TOKENS, _ratio(*FA3_PAPER_FWD_D128[kernel])), _points(FA_TOKENS, _ratio(*FA2_PAPER_BWD_D128_A100)))
+    return (_points(FA_TOKENS, _ratio(*FA3_PAPER_FWD_D128[kernel])),
+            _points(FA_TOKENS, _ratio(*FA2_PAPER_BWD_D128_A100)))
 
 
 # cuDNN: H200 9.19.1 from 2K; below 2K the FA3 paper's cuDNN forward ratio at 512 and 1K (an older
