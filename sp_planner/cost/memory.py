@@ -28,7 +28,12 @@ ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until th
 (fp32: Megatron accumulates and reduces gradients in fp32, as above); ZeRO-3 with
 reshard_after_forward also holds the gathered parameters of the layer computing and of the one
 prefetched behind it (FSDP2's implicit prefetch issues the next layer's all-gather during the
-current one; Megatron-FSDP's --fsdp-double-buffer names the same two buffers).
+current one; Megatron-FSDP's --fsdp-double-buffer names the same two buffers). ZeRO-3's root
+unit (cost.buckets: embedding, final norm, output layer) is gathered once per step and not
+resharded after forward, so under reshard_after_forward its gathered bf16 parameters are held
+beside the layers'; its gradients wait for the root's reduce-scatter after the whole backward
+(torch fully_shard: the root's post-backward runs in the final callback), so the output layer's
+and final norm's unsharded fp32 gradients, produced first in backward, are held throughout it.
 
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8.
@@ -213,6 +218,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     stages = candidate_stage_layers(model, c)
     first_p, last_p = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)
     kept = (zero == 3) & ~np.asarray(c.reshard, dtype=bool)  # gathered parameters kept for backward
+    # ZeRO-3's root unit on each stage (module docstring): its non-layer parameters, gathered and
+    # kept under reshard_after_forward, and the output layer's gradients held through backward.
+    per_layer = layer_params_per_rank(model, tp, c.ep, c.etp)
+    root_gathered = (zero == 3) & np.asarray(c.reshard, dtype=bool)
+    output_layer = model.vocab_size * model.hidden_size / tp + (
+        model.embedding_params - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2))
     # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
     # keeps them across micro-batches).
     fp8_per_param = fp8_weight_bytes_per_param(c.precision)
@@ -220,7 +231,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
     gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
 
-    def states(params, layers):
+    def states(params, layers, holds_output):
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
         experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=layers)
@@ -230,8 +241,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
             expert_group = np.where(zero >= stage, c.edp, 1)
             return nbytes * (params - experts) / group + nbytes * experts / expert_group
         fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
-        p = sharded(PARAM_BYTES, 3) + np.where(kept, PARAM_BYTES * params, 0.0) + fp8
-        return p, sharded(GRAD_BYTES, 2), sharded(OPTIMIZER_BYTES, 1)
+        root = params - layers * per_layer
+        p = (sharded(PARAM_BYTES, 3) + np.where(kept, PARAM_BYTES * params, 0.0)
+             + np.where(root_gathered, PARAM_BYTES * root, 0.0) + fp8)
+        g = sharded(GRAD_BYTES, 2) + np.where((zero == 3) & holds_output, GRAD_BYTES * output_layer, 0.0)
+        return p, g, sharded(OPTIMIZER_BYTES, 1)
 
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
@@ -251,8 +265,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp)
     reserve = runtime_bytes(hardware, c)
 
-    first = (*states(first_p, stages.first), act_first, logits_first, buffers, reserve)
-    last = (*states(last_p, stages.last), act_last, logits_last, buffers, reserve)
+    first = (*states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
+    last = (*states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (

@@ -42,8 +42,11 @@ def test_zero_shards_over_dp_times_cp(toy_model, hardware, zero, divided):
                     num_nodes=1, gpus_per_node=4).memory
     est = evaluate(toy_model, hardware, workload, ParallelPlan(dp=2, ulysses=2, zero=zero),
                    num_nodes=1, gpus_per_node=4).memory
+    # ZeRO-3 adds its root unit (tp 1: embedding and output layer 6400 each, final norm 64),
+    # gathered, and the output layer's and final norm's gradients held (test_hsdp_... below).
+    extra = {"params": 2 * (2 * 6400 + 64), "grads": 4 * (6400 + 64)} if zero == 3 else {}
     for part in ("params", "grads", "optimizer"):
-        want = getattr(base, f"{part}_bytes") / (4 if part in divided else 1)
+        want = getattr(base, f"{part}_bytes") / (4 if part in divided else 1) + extra.get(part, 0)
         assert getattr(est, f"{part}_bytes") == pytest.approx(want)
 
 
@@ -108,11 +111,35 @@ def test_hsdp_shards_over_dp_shard_times_cp_and_kept_parameters_add_a_copy(toy_m
                     num_nodes=2, gpus_per_node=4).memory
     hsdp = ParallelPlan(dp=4, ulysses=2, zero=3, dp_replicate=2)  # shards over 2 dp x 2 cp = 4 ranks
     est = evaluate(toy_model, hardware, workload, hsdp, num_nodes=2, gpus_per_node=4).memory
-    for part in ("params", "grads", "optimizer"):
-        assert getattr(est, f"{part}_bytes") == pytest.approx(getattr(base, f"{part}_bytes") / 4)
+    # The root unit (embedding 6400, output layer 6400, final norm 64 at tp 1) stays gathered, and
+    # the output layer's and final norm's fp32 gradients (6464) wait for the root's reduce-scatter
+    # after the backward (cost.memory module docstring).
+    root, output_layer = 2 * 6400 + 64, 6400 + 64
+    assert est.optimizer_bytes == pytest.approx(base.optimizer_bytes / 4)
+    assert est.params_bytes == pytest.approx(base.params_bytes / 4 + 2 * root)
+    assert est.grads_bytes == pytest.approx(base.grads_bytes / 4 + 4 * output_layer)
     kept = evaluate(toy_model, hardware, workload, hsdp.model_copy(update={"reshard_after_forward": False}),
                     num_nodes=2, gpus_per_node=4).memory
     assert kept.params_bytes == pytest.approx(base.params_bytes * (1 + 1 / 4))  # the gathered stage too
+    assert kept.grads_bytes == pytest.approx(base.grads_bytes / 4 + 4 * output_layer)
+
+
+def test_zero3_root_unit_by_stage(toy_model, hardware):
+    """pp 2, tp 2, one layer a stage: the last stage's root unit is the output layer (3200) and
+    the final norm (64), gathered with its gradients held through backward; the first stage's is
+    the embedding (3200), gathered, its gradients produced last (none held). The busier stage
+    here is the first (its activations: 2 micro-batches in flight), so the first's numbers."""
+    workload = Workload(seq_len=64, global_batch=4)
+    plan = ParallelPlan(dp=2, pp=2, tp=2, zero=3, micro_batch=1)
+    mem = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=8).memory
+    flat = evaluate(toy_model, hardware, workload, plan.model_copy(update={"reshard_after_forward": False}),
+                    num_nodes=1, gpus_per_node=8).memory
+    layer, embedding = 18560, 3200
+    first = layer + embedding
+    assert mem.params_bytes == pytest.approx(2 * first / 2 + 2 * embedding)
+    assert mem.grads_bytes == pytest.approx(4 * first / 2)
+    assert flat.params_bytes == pytest.approx(2 * first / 2 + 2 * first)  # the whole stage kept
+
 
 
 def test_allgather_buffers_hold_the_gathered_kv_and_fp32_grads(toy_model, hardware):
