@@ -19,7 +19,6 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
-from sp_planner.cost.buckets import ddp_bucket_params  # noqa: F401  (re-exported)
 from sp_planner.cost.dp_times import dp_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
