@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import Field, model_validator
 
+from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
 from sp_planner.plan import CpComm, Recompute, RingLayout
@@ -105,6 +106,10 @@ class CorpusRow(FrozenModel):
                 f"tp*pp*dp*ulysses*ring = {degrees} but num_nodes*gpus_per_node = "
                 f"{self.num_nodes * self.gpus_per_node}"
             )
+        if self.attention_kernel is not None and self.attention_kernel not in (*ATTENTION_KERNELS, UNFUSED):
+            # Checked here, where the file and row are named, not first when the row is scored.
+            raise ValueError(f"attention_kernel {self.attention_kernel!r} is not one of "
+                             f"{', '.join((*ATTENTION_KERNELS, UNFUSED))}")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
             raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
                              "name their FLOP convention, others use 'none'")

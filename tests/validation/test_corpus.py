@@ -59,6 +59,7 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
+    ({"attention_kernel": "fa4"}, "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused"),
 ])
 def test_row_rules(change, message):
     with pytest.raises(pydantic.ValidationError, match=message):
