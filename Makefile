@@ -25,8 +25,10 @@ venv-full: $(VENV)/.full
 plan: $(VENV)/.base
 	$(VENV)/bin/sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k
 
+# Half the suite waits on spawned ranks, timeouts and subprocesses: one worker per core (pytest-xdist),
+# each taking whole modules (--dist loadscope), so that a module's process group is spawned once.
 test: $(VENV)/.full
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope
 	$(VENV)/bin/sp-validate --check validation/thresholds.yaml
 
 # ruff (pycodestyle + pyflakes, pyproject.toml) and mypy on the package. Not part of `test`: mypy

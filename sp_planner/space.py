@@ -185,10 +185,14 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
         for zero in zeros:
             mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
             per_tuple += mask.sum(axis=1)
-        # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the micro-batch.
-        mbs = np.array([sum(_vpps_kept(workload, int(dp), int(pp), mb, pins, axes)
-                            for mb in _micro_batches(workload, int(dp), pins))
-                        for dp, pp in zip(named["dp"], named["pp"])], dtype=np.int64)
+        # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the
+        # micro-batch, so they are counted once per distinct (dp, pp) (a few dozen, against up to
+        # millions of tuples).
+        pairs, inverse = np.unique(np.stack([named["dp"], named["pp"]], axis=1), axis=0, return_inverse=True)
+        per_pair = np.array([sum(_vpps_kept(workload, int(dp), int(pp), mb, pins, axes)
+                                 for mb in _micro_batches(workload, int(dp), pins))
+                             for dp, pp in pairs], dtype=np.int64).reshape(-1)
+        mbs = per_pair[inverse.reshape(-1)]
         return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
         dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)

@@ -71,3 +71,18 @@ def test_fast_writer_writes_the_bytes_pandas_writes(question, tmp_path):
         table.to_csv(theirs, index=False)
         assert ours.read_bytes() == theirs.read_bytes(), name
     assert np.isnan(pd.read_csv(tmp_path / "awkward.csv")["f"][3])
+
+
+def test_fast_writer_joins_blocks_of_rows_without_losing_or_repeating_one(question, tmp_path, monkeypatch):
+    import sp_planner.report.csv as csv_module
+
+    table = plans_table(question.result.frame).iloc[:10]
+    monkeypatch.setattr(csv_module, "_BLOCK_ROWS", 3)  # blocks of 3, 3, 3 and 1 rows
+    ours, theirs = tmp_path / "ours.csv", tmp_path / "pandas.csv"
+    write_csv(ours, table)
+    table.to_csv(theirs, index=False)
+    assert ours.read_bytes() == theirs.read_bytes()
+    empty = tmp_path / "empty.csv"
+    write_csv(empty, table.iloc[:0])
+    table.iloc[:0].to_csv(theirs, index=False)
+    assert empty.read_bytes() == theirs.read_bytes()
