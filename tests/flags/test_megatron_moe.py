@@ -160,7 +160,7 @@ def test_llama4_maverick_flags_carry_its_interleaved_moe_layers_and_sigmoid_rout
 
 def test_force_balanced_routing_passes_transformer_config():
     balanced = QWEN3_235B.model_copy(update={"moe": QWEN3_235B.moe.model_copy(update={"routing": "balanced"})})
-    plan = ParallelPlan(tp=1, pp=8, dp=32, ep=32, etp=1, zero=1)
+    plan = ParallelPlan(tp=1, pp=2, dp=128, ep=32, etp=1, zero=1)
     request = FlagRequest(model=balanced, workload=Workload(seq_len=4096, global_batch=8192), plan=plan,
                           num_nodes=64, gpus_per_node=4)
     config = transformer_config(render_flags("megatron", request).text, balanced.hidden_size)
