@@ -100,8 +100,31 @@ class _Builder:
                                       for p in curve.points)
             self.measured(field, f"flash attention {direction}, full mask, {curve.heads} heads x head_dim "
                                  f"{curve.head_dim}, FlashAttention-2 FLOP convention, / peak")
+        ratios = {direction: self.causal_ratio(direction) for direction in ("fwd", "bwd")}
         return EfficiencySpec(gemm=gemm, attention_fwd=curves["fwd"], attention_bwd=curves["bwd"],
+                              attention_causal_fwd=ratios["fwd"], attention_causal_bwd=ratios["bwd"],
                               intra_node=intra, inter_node=inter)
+
+    def causal_ratio(self, direction: str) -> tuple[CurvePoint, ...] | None:
+        """Causal / full-mask rate at the block lengths both were measured at, on the same heads and
+        head_dim (cost.kernels times causal blocks with it); None when not both were measured (then
+        cost.attention_kernels.causal_ratio's default applies). Above 1 is noise: held at 1."""
+        curves = [c for c in self.data.attention if c.direction == direction]
+        for full in (c for c in curves if not c.causal):
+            shape = (full.heads, full.head_dim)
+            causal = next((c for c in curves if c.causal and (c.heads, c.head_dim) == shape), None)
+            if causal is None:
+                continue
+            full_rate = {p.tokens: p.flops_per_s for p in full.points}
+            points = tuple(CurvePoint(tokens=p.tokens,
+                                      efficiency=_sig(min(p.flops_per_s / full_rate[p.tokens], 1.0)))
+                           for p in causal.points if p.tokens in full_rate)
+            if points:
+                self.measured(f"efficiency.attention_causal_{direction}",
+                              f"flash attention {direction}, causal / full-mask rate, {full.heads} heads x "
+                              f"head_dim {full.head_dim}")
+                return points
+        return None
 
     def link(self, tier: str, intra: tuple[LinkSpec, CollectiveEfficiency] | None = None
              ) -> tuple[LinkSpec, CollectiveEfficiency]:

@@ -11,17 +11,27 @@ reference attention_kernels_and_cp_costs.md, section 2):
   (torchtitan models/attention.py at d0ed9b42; pytorch#142132 measures it at 329 TFLOPS on H100);
 - yunchang: AttnType.FA, the flash-attn 2 package (FA3 only if built from source);
 - DeepSpeed-Ulysses: the wrapped HF kernel, flash_attention_2 by default.
-Curves here are the FlashAttention-3 paper's H100 SXM5 measurements (arXiv 2407.08608, Fig. 5/6:
+Hopper curves are the FlashAttention-3 paper's H100 SXM5 measurements (arXiv 2407.08608, Fig. 5/6:
 B*S = 16K, H*d = 2048, head_dim 128, non-causal, BF16) for FA2, FA3 and cuDNN, all in one setup, so
 their ratios are like for like. They apply to every Hopper profile (H100/H200/H800: same SMs and
-clocks; attention is compute-bound). Where no curve is published for a kernel on a GPU, only the
-profile's own kernel can be chosen, and a framework default falls back to it (docs/cost-model.md).
+clocks; attention is compute-bound). Blackwell curves are NVIDIA's cudnn-frontend B200 benchmarks
+(cost.kernel_benchmarks): cuDNN, flash-attn 2 and SDPA's flash backend; FA3 does not run there.
+Where no curve is published for a kernel on a GPU, only the profile's own kernel can be chosen,
+and a framework default falls back to it (docs/cost-model.md). Causal diagonal blocks run at
+the kernel's measured causal/non-causal ratio (cost.kernel_benchmarks.CAUSAL_RATIO).
 """
 
 from __future__ import annotations
 
 from typing import Literal, get_args
 
+from sp_planner.cost.kernel_benchmarks import (
+    B200_CAUSAL_TFLOPS,
+    CAUSAL_RATIO,
+    DEFAULT_CAUSAL_KERNEL,
+    Curves,
+    blackwell_curves,
+)
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
 AttentionKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu"]
@@ -46,9 +56,11 @@ _HOPPER_TFLOPS["sdpa"] = _HOPPER_TFLOPS["fa2"]
 
 # Profile names, lower-cased.
 HOPPER_PROFILES: tuple[str, ...] = ("h100-sxm", "h200", "h800")
+BLACKWELL_PROFILES: tuple[str, ...] = ("b200", "gb200-nvl72")
 # The kernel each built-in profile's own attention curves measure (see each profile's sources).
 PROFILE_KERNEL: dict[str, str] = {
     **{name: "fa3" for name in HOPPER_PROFILES},
+    **{name: "cudnn" for name in BLACKWELL_PROFILES},
     "a100-40gb": "fa2", "a100-80gb": "fa2", "a800": "fa2", "l20": "fa2", "l40s": "fa2",
     "ascend-910b": "npu",
 }
@@ -63,9 +75,6 @@ FRAMEWORK_KERNEL: dict[str, tuple[str, str]] = {
 }
 
 
-Curves = tuple[tuple[CurvePoint, ...], tuple[CurvePoint, ...]]
-
-
 def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
     """(forward, backward) curves of `kernel` on `hardware`, or None where none is published."""
     name = hardware.name.lower()
@@ -74,7 +83,22 @@ def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
     if name in HOPPER_PROFILES and kernel in _HOPPER_TFLOPS:
         fwd, bwd = _HOPPER_TFLOPS[kernel]
         return _curve(fwd), _curve(bwd)
+    if name in BLACKWELL_PROFILES and kernel in B200_CAUSAL_TFLOPS:
+        # Measured on B200; on GB200 (the same die at a higher peak) the B200 TFLOPS are taken
+        # as they are, over GB200's own peak (no GB200 FA2 benchmark is published).
+        return blackwell_curves(kernel, hardware.peak_bf16_flops / 1e12)
     return None
+
+
+def causal_ratio(hardware: HardwareProfile, *, backward: bool) -> tuple[CurvePoint, ...]:
+    """Causal/non-causal throughput ratio of the profile's kernel by block length: the profile's
+    own where set (with_attention_kernel), else that of the kernel its curves measure (FA2's for
+    a kernel without a published causal curve)."""
+    own = hardware.efficiency.attention_causal_bwd if backward else hardware.efficiency.attention_causal_fwd
+    if own is not None:
+        return own
+    kernel = PROFILE_KERNEL.get(hardware.name.lower(), DEFAULT_CAUSAL_KERNEL)
+    return CAUSAL_RATIO.get(kernel, CAUSAL_RATIO[DEFAULT_CAUSAL_KERNEL])[1 if backward else 0]
 
 
 def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
@@ -82,7 +106,7 @@ def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
     if framework not in FRAMEWORK_KERNEL:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
     hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
-    kernel = hopper_or_newer if hardware.name.lower() in (*HOPPER_PROFILES, "b200") else older
+    kernel = hopper_or_newer if hardware.name.lower() in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
     return kernel if kernel_curves(hardware, kernel) is not None else None
 
 
@@ -109,5 +133,9 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
             f"{', '.join(known) or 'none (the profile has only its own curve: omit --attention-kernel)'}"
         )
     fwd, bwd = curves
-    efficiency = hardware.efficiency.model_copy(update={"attention_fwd": fwd, "attention_bwd": bwd})
+    update = {"attention_fwd": fwd, "attention_bwd": bwd}
+    ratio = CAUSAL_RATIO.get(kernel, CAUSAL_RATIO[DEFAULT_CAUSAL_KERNEL])
+    if ratio != (causal_ratio(hardware, backward=False), causal_ratio(hardware, backward=True)):
+        update |= {"attention_causal_fwd": ratio[0], "attention_causal_bwd": ratio[1]}
+    efficiency = hardware.efficiency.model_copy(update=update)
     return hardware.model_copy(update={"efficiency": efficiency})

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.attention_kernels import causal_ratio
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
-# FlashAttention-2/3 tile along the key dimension (kBlockN = 128 for head_dim 128 forward).
-# A causal kernel on an L x L block computes the (L/T)(L/T + 1)/2 tiles on or below the
-# diagonal: the useful half plus T/L extra (Dao 2023, Algorithm 1 with causal masking).
-CAUSAL_TILE_TOKENS = 128
 FLASH_BWD_FLOPS_FACTOR = 2.5
-# Causal kernels also run below their non-causal efficiency beyond the diagonal tiles (uneven
-# work per thread block). Fitted once on the FlashAttention-2 paper's A100 head_dim-128 curves
-# (Dao 2023, Fig. 4/5; reference hardware_and_models.md B.8) at 4k, 8k and 16k tokens:
-# causal / non-causal / tile factor L/(L+128) = 0.92, 0.91, 0.89 forward (mean 0.905) and
-# 0.91, 0.93, 0.96 backward (mean 0.93).
-CAUSAL_KERNEL_EFFICIENCY_FWD = 0.905
-CAUSAL_KERNEL_EFFICIENCY_BWD = 0.93
+# A causal mask on a square block: half its FLOPs (the FA convention every cited benchmark uses),
+# run at the kernel's measured causal/non-causal throughput ratio at that block length
+# (cost.attention_kernels.causal_ratio; the data and sources are in cost.kernel_benchmarks).
+CAUSAL_WORK_FRACTION = 0.5
 # Fraction of HBM peak that streaming elementwise kernels sustain. Assumption: STREAM-like copies
 # on A100/H100 reach 80-90% of the datasheet bandwidth (NVIDIA's own babelstream figures); we take
 # the low end. Used for ring merges, the optimizer step, elementwise ops, FP8 casts and, largest,
@@ -79,21 +73,21 @@ def flash_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens,
                  causal_diagonal, backward: bool):
     """Wall time of one flash-attention call on a q_tokens x kv_tokens block.
 
-    `causal_diagonal` (bool array) marks a square block with a causal mask: it does the tiles on
-    and below the diagonal, (1 + T/L)/2 of the full block, at the non-causal efficiency. A profile
+    `causal_diagonal` (bool array) marks a square block with a causal mask: half the block's
+    FLOPs at the non-causal efficiency times the kernel's causal ratio at that length. A profile
     with `attention_unfused` runs `unfused_attention_time_s` instead.
     """
     if hardware.efficiency.attention_unfused:
         return unfused_attention_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim,
                                         q_tokens=q_tokens, kv_tokens=kv_tokens, backward=backward)
     flops = flash_flops(batch, heads, head_dim, q_tokens, kv_tokens)
-    tiles = np.where(causal_diagonal, 0.5 * (1.0 + CAUSAL_TILE_TOKENS / np.maximum(kv_tokens, 1)), 1.0)
     curve = hardware.efficiency.attention_bwd if backward else hardware.efficiency.attention_fwd
     factor = FLASH_BWD_FLOPS_FACTOR if backward else 1.0
     eff = curve_efficiency(curve, kv_tokens)
-    causal_eff = CAUSAL_KERNEL_EFFICIENCY_BWD if backward else CAUSAL_KERNEL_EFFICIENCY_FWD
+    causal_eff = curve_efficiency(causal_ratio(hardware, backward=backward), kv_tokens)
+    work = np.where(causal_diagonal, CAUSAL_WORK_FRACTION, 1.0)
     eff = eff * np.where(causal_diagonal, causal_eff, 1.0)
-    return factor * flops * tiles / (hardware.peak_bf16_flops * eff)
+    return factor * flops * work / (hardware.peak_bf16_flops * eff)
 
 
 def gemm_time_s(hardware: HardwareProfile, flops):

@@ -65,7 +65,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
-from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -236,8 +236,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
                                        causal=workload.causal, recompute=recompute)
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
-    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs; cost.mfu_ceiling).
-    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, hw_flops / world, modelled, name), 0.0)
+    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs) and bounds the
+    # model's useful FLOPs as run, recompute left out as MFU leaves it out (cost.mfu_ceiling).
+    useful = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
+                                     causal=workload.causal, recompute=RECOMPUTE_NONE)
+    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, useful / world, modelled, name), 0.0)
                   for code, name in enumerate(PRECISIONS))
     held = (*parts, ceiling)
     time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))

@@ -119,8 +119,18 @@ class EfficiencySpec(_Finite):
     # unfused_attention_time_s). Only cost.attention_kernels.with_attention_kernel sets it (by
     # model_copy, which skips validation): no profile or plan file may, since no ring can run it.
     attention_unfused: bool = False
+    # Causal / non-causal throughput of the same kernel by block length (causal FLOPs counted as
+    # half the square), forward and backward. None: the ratio of the profile's kernel
+    # (cost.attention_kernels.causal_ratio); cost.attention_kernels.with_attention_kernel sets it.
+    attention_causal_fwd: tuple[CurvePoint, ...] | None = None
+    attention_causal_bwd: tuple[CurvePoint, ...] | None = None
 
     _curves = field_validator("attention_fwd", "attention_bwd")(_check_curve)
+
+    @field_validator("attention_causal_fwd", "attention_causal_bwd")
+    @classmethod
+    def _check_ratio(cls, points: tuple[CurvePoint, ...] | None) -> tuple[CurvePoint, ...] | None:
+        return None if points is None else _check_curve(points)
 
     @field_validator("attention_unfused")
     @classmethod

@@ -27,6 +27,9 @@ def test_profile_with_base_keeps_spec_sheet_rates_and_matches_measured_rates(mak
     assert p.efficiency.gemm == 0.7078  # 700 / 989 to 4 digits
     assert [(c.tokens, c.efficiency) for c in p.efficiency.attention_fwd] == [(1024, 0.5056), (8192, 0.6067)]
     assert [(c.tokens, c.efficiency) for c in p.efficiency.attention_bwd] == [(1024, 0.4044), (8192, 0.4853)]
+    # Causal / full-mask rates (conftest ATTENTION_RATES): 350/500, 520/600 forward; 300/400, 420/480 backward.
+    assert [(c.tokens, c.efficiency) for c in p.efficiency.attention_causal_fwd] == [(1024, 0.7), (8192, 0.8667)]
+    assert [(c.tokens, c.efficiency) for c in p.efficiency.attention_causal_bwd] == [(1024, 0.75), (8192, 0.875)]
     # Inside a node the 8-rank group: busbw 360 GB/s / 1.1 (slowest rank) over NVLink's 450 line rate.
     assert p.intra_node.bandwidth_bytes_per_s == 450e9 and p.intra_node.kind == "nvlink"
     assert p.intra_node.bandwidth_bytes_per_s * p.efficiency.intra_node.all_gather == pytest.approx(
@@ -52,6 +55,13 @@ def test_missing_curve_falls_back_to_the_base_with_a_warning(make_measurements):
     assert result.warnings == ("efficiency.attention_bwd: no full-mask attention bwd curve was measured; "
                                "using H100-SXM's spec-sheet figure",)
     assert result.profile.sources["efficiency.attention_bwd"].startswith("from H100-SXM: FlashAttention-3")
+
+
+def test_unmeasured_causal_ratio_is_left_to_the_default(make_measurements):
+    # No backward samples at all: no backward ratio (cost.attention_kernels.causal_ratio's FA2 default).
+    p = _build(make_measurements(skip=("attention_bwd",))).profile
+    assert p.efficiency.attention_causal_bwd is None
+    assert p.efficiency.attention_causal_fwd is not None
 
 
 def test_missing_curve_without_a_base_is_an_error(make_measurements):

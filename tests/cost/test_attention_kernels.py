@@ -10,6 +10,7 @@ from sp_planner.search import evaluate
 from sp_planner.specs.workload import Workload
 
 H100, A100, B200 = load_hardware("h100-sxm"), load_hardware("a100-80gb"), load_hardware("b200")
+GB200 = load_hardware("gb200-nvl72")
 
 
 @pytest.mark.parametrize("framework,hardware,kernel", [
@@ -17,7 +18,11 @@ H100, A100, B200 = load_hardware("h100-sxm"), load_hardware("a100-80gb"), load_h
     ("megatron", A100, "fa2"),  # and flash-attn 2 on Ampere
     ("torchtitan", H100, "sdpa"),  # SDPA's FA2-based flash backend
     ("yunchang", H100, "fa2"),
-    ("megatron", B200, None),  # no published B200 cuDNN curve: the profile's own
+    ("megatron", B200, "cudnn"),  # the B200 profile's own curves are cuDNN's (cudnn-frontend)
+    ("torchtitan", B200, "sdpa"),
+    ("yunchang", B200, "fa2"),
+    ("megatron", GB200, "cudnn"),
+    ("torchtitan", GB200, "sdpa"),
 ])
 def test_framework_defaults(framework, hardware, kernel):
     assert default_kernel(framework, hardware) == kernel
@@ -35,12 +40,16 @@ def test_hopper_curves_are_the_fa3_papers_figures():
 
 
 def test_attention_time_scales_with_the_kernels_throughput():
-    # One GPU, 32K tokens: every attention call has 32K keys, past the curves' last point, so the
-    # forward+backward attention time scales as (1/fwd + 2.5/bwd) of the 16K TFLOPS.
+    # One GPU, 32K tokens, causal: every attention call has 32K keys, past the curves' last point,
+    # so the forward+backward attention time scales as (1/fwd + 2.5/bwd) of the 16K TFLOPS times
+    # each kernel's causal ratio at 16K: forward FA2 335/370, FA3 616/648 (FA3 paper); backward
+    # 186/196 for both (FA2 paper, A100).
     model, w, plan = load_model("llama3-8b"), Workload(seq_len=32768, global_batch=1), ParallelPlan(dp=1)
     t = {k: evaluate(model, with_attention_kernel(H100, k), w, plan, num_nodes=1, gpus_per_node=1).time.attention_s
          for k in ("fa2", "fa3")}
-    assert t["fa2"] / t["fa3"] == pytest.approx((1 / 370 + 2.5 / 322) / (1 / 648 + 2.5 / 561), rel=2e-3)
+    bwd_ratio = 186 / 196
+    expected = (1 / 335 + 2.5 / (322 * bwd_ratio)) / (1 / 616 + 2.5 / (561 * bwd_ratio))
+    assert t["fa2"] / t["fa3"] == pytest.approx(expected, rel=2e-3)
 
 
 def test_unpublished_kernel_is_refused_with_the_choices():

@@ -1,0 +1,116 @@
+"""Published attention-kernel microbenchmarks (TFLOPS), the curves built from them, and the
+causal/non-causal throughput ratio of each kernel by block length.
+
+Every table is BF16, head_dim 128, TFLOPS in the FlashAttention convention (forward 4 b h s^2 d,
+half that for a causal mask, backward 2.5 x forward), transcribed in shared reference
+attention_kernels_and_cp_costs.md section 1 and re-read from the sources named at each table.
+FP8 attention is not modelled (attention stays BF16 under --precision fp8, as Transformer
+Engine's default), so the FP8 columns of these sources are not used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.specs.hardware import CurvePoint
+
+Curve = tuple[CurvePoint, ...]
+Curves = tuple[Curve, Curve]  # (forward, backward)
+
+
+def _points(tokens: tuple[int, ...], values) -> Curve:
+    return tuple(CurvePoint(tokens=t, efficiency=round(float(v), 3)) for t, v in zip(tokens, values))
+
+
+def _interp(tokens: tuple[int, ...], values: tuple[float, ...], at: tuple[int, ...]) -> np.ndarray:
+    """Linear in log(tokens), flat beyond the ends (as cost.kernels.curve_efficiency)."""
+    return np.interp(np.log(at), np.log(tokens), values)
+
+
+# --- Causal / non-causal throughput by block length ------------------------------------------
+# A causal kernel on an L x L block computes the tiles on and below the diagonal (Dao 2023,
+# Algorithm 1 with causal masking) and balances them less evenly over the SMs: its TFLOPS (on
+# half the square's FLOPs) fall below the non-causal kernel's, most at short blocks. The ratio
+# carries both effects, measured. Ratios above 1 (H200 cuDNN backward at 32K: 581 / 572) are
+# within run-to-run noise and held at 1.
+FA_TOKENS = (512, 1024, 2048, 4096, 8192, 16384)
+# FlashAttention-3 paper (arXiv 2407.08608) Fig. 5, H100 SXM5, forward, head_dim 128 (flash-attention
+# assets/flash3_fp16_fwd.png at 7ef24848): (non-causal, causal) TFLOPS.
+FA3_PAPER_FWD_D128: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fa2": ((309, 350, 362, 368, 370, 370), (191, 260, 298, 319, 333, 335)),
+    "cudnn": ((497, 574, 617, 609, 600, 595), (315, 410, 484, 518, 529, 539)),
+    "fa3": ((467, 565, 625, 638, 646, 648), (292, 423, 521, 579, 602, 616)),
+}
+# No causal backward is published for FA3 or on H100 per pass: the FlashAttention-2 paper's
+# (arXiv 2307.08691, Fig. 4/5) A100 80GB head_dim-128 backward panels, (non-causal, causal)
+# TFLOPS, are the only per-pass causal backward of a FlashAttention kernel; used for fa2 and fa3.
+FA2_PAPER_BWD_D128_A100 = ((136, 159, 175, 187, 193, 196), (90, 122, 145, 165, 176, 186))
+# cuDNN 9.19.1 on H200, Llama-3.1-70B heads (Hq 64, Hkv 8, d 128), B 1, non-deterministic
+# backward: NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/results/h200_919_only_cudnn/
+# llama3.1_20260227_034703.csv at df73764a (no_mask, top_left) TFLOPS, 2K-32K.
+CUDNN_H200_TOKENS = (2048, 4096, 8192, 16384, 32768)
+CUDNN_H200_FWD = ((633, 671, 691, 702, 693), (484, 591, 644, 673, 688))
+CUDNN_H200_BWD = ((504, 560, 594, 612, 572), (370, 474, 541, 579, 581))
+# The same file's conditions on GB200 (cuDNN 9.22, results/llama3.1/gb200/llama3.1_20260424_100750.csv
+# at fb682ce7) give 0.766/0.881/0.889/1.006/0.993 forward and 0.787/0.850/0.949/0.967/0.971
+# backward: within 0.05 of H200's at every length, so one cuDNN ratio serves Hopper and Blackwell.
+
+
+def _ratio(non_causal, causal) -> np.ndarray:
+    return np.minimum(np.asarray(causal, dtype=float) / np.asarray(non_causal, dtype=float), 1.0)
+
+
+def _fa_ratio(kernel: str) -> Curves:
+    return (_points(FA_TOKENS, _ratio(*FA3_PAPER_FWD_D128[kernel])),
+            _points(FA_TOKENS, _ratio(*FA2_PAPER_BWD_D128_A100)))
+
+
+# cuDNN: H200 9.19.1 from 2K; below 2K the FA3 paper's cuDNN forward ratio at 512 and 1K (an older
+# cuDNN on H100; 0.784 at 2K against 9.19.1's 0.765), for the backward too (no causal cuDNN
+# backward below 2K is published; at 2K the backward ratio is 0.734, so this is a little optimistic).
+_CUDNN_SHORT = _ratio(*FA3_PAPER_FWD_D128["cudnn"])[:2]
+_CUDNN_TOKENS = (512, 1024, *CUDNN_H200_TOKENS)
+CAUSAL_RATIO: dict[str, Curves] = {
+    "fa2": _fa_ratio("fa2"),
+    "fa3": _fa_ratio("fa3"),
+    "cudnn": (_points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_FWD))),
+              _points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_BWD)))),
+}
+# PyTorch SDPA's flash backend is FA2's kernel. The NPU fusion kernel and kernels of profiles
+# without a named kernel have no published causal curve: FA2's ratio stands for them.
+CAUSAL_RATIO["sdpa"] = CAUSAL_RATIO["fa2"]
+DEFAULT_CAUSAL_KERNEL = "fa2"
+
+
+# --- Blackwell ------------------------------------------------------------------------------
+# NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/artifacts at 0b1577c8 (2025-10-10),
+# B200, causal, B 1, Hq 128, Hkv 8, d 128, BF16, 512-128K tokens; README: cuDNN 9.13.1, PyTorch
+# 2.9.0, flash-attn 2.7.4, "FlashAttention-3 is currently not supported on NVIDIA's Blackwell
+# generation GPUs". Causal only: the non-causal curve is the causal one over the kernel's causal
+# ratio above (flat past its last point), so a causal diagonal block gets the measured figure back.
+# At 512-1K tokens one B 1 call lasts tens of microseconds, so those points carry launch overhead
+# that calls with more batch x heads amortize (pessimistic at short blocks).
+B200_TOKENS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+B200_CAUSAL_TFLOPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    # cuDNN called directly, as Transformer Engine does: sdpa_fp8_benchmark_results_NVIDIA_B200.csv,
+    # precision bf16 rows (fwd_tflops_per_sec, bwd_tflops_per_sec).
+    "cudnn": ((244.143, 561.287, 907.547, 1141.140, 1384.231, 1475.253, 1514.764, 1493.798, 1421.873),
+              (200.594, 376.937, 545.088, 832.907, 994.850, 1151.690, 1180.250, 1235.860, 1127.667)),
+    # sdpa_bf16_benchmark_results_NVIDIA_B200.csv, backend flash_attention (flash-attn 2.7.4).
+    "fa2": ((63.936, 154.417, 254.381, 342.990, 399.925, 425.128, 435.762, 441.285, 443.738),
+            (81.393, 104.860, 198.845, 273.484, 318.004, 336.635, 345.634, 348.981, 348.253)),
+    # Same file, backend pyt_flash_attention: PyTorch SDPA's FLASH backend (torchtitan's).
+    "sdpa": ((74.596, 165.535, 242.386, 324.899, 373.392, 394.495, 403.739, 408.739, 410.988),
+             (83.040, 107.669, 186.284, 256.427, 298.867, 319.979, 330.801, 335.402, 336.043)),
+}
+
+
+def blackwell_curves(kernel: str, peak_tflops: float) -> Curves:
+    """Non-causal (forward, backward) efficiency of `kernel` from its B200 causal TFLOPS, over
+    `peak_tflops` (the profile's own dense BF16 peak: B200 2250, GB200 2500)."""
+    fwd_causal, bwd_causal = B200_CAUSAL_TFLOPS[kernel]
+    curves = []
+    for tflops, ratio in zip((fwd_causal, bwd_causal), CAUSAL_RATIO[kernel]):
+        r = _interp(tuple(p.tokens for p in ratio), tuple(p.efficiency for p in ratio), B200_TOKENS)
+        curves.append(_points(B200_TOKENS, np.asarray(tflops) / r / peak_tflops))
+    return curves[0], curves[1]
