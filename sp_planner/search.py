@@ -123,7 +123,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
                             frame=head)
 
-    def every_row() -> pd.DataFrame:
+    def every_costed_row() -> pd.DataFrame:
         full = _scan(*args, keep=None, breakers=False, progress=_no_progress).best
         broken = _scan(*args, keep=None, breakers=True, progress=_no_progress).best
         parts = [b for b in (full, broken) if b is not None]
@@ -131,7 +131,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return _frame_of(e)
 
     return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
-                        frame=every_row, head=head)
+                        frame=every_costed_row, head=head)
 
 
 def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Workload, args: tuple, *,
