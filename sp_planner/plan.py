@@ -195,8 +195,8 @@ def _breaks_expert_grid(d, **_):
 
 
 def _breaks_window_ring(window_tokens, seq_len, d, **_):
-    # Sliding-window layers under a ring: not modelled (which ring steps a window skips depends on
-    # the layout), and Transformer Engine allows sliding windows with context parallelism only for
+    # Local-attention layers (sliding or chunked) under a ring: not modelled (which ring steps a
+    # window skips depends on the layout), and for sliding windows Transformer Engine allows sliding windows with context parallelism only for
     # a2a or all_gather, not p2p (context_parallel.py, reference moe_fp8_pipeline_frameworks.md 1.8).
     return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
 
@@ -230,13 +230,15 @@ class RuleFacts(NamedTuple):
     num_layers: int = 1
     global_batch: int = 1
     num_experts: int = 0  # 0 for dense models
-    window_tokens: int = 0  # sliding-window span of the local layers, 0 without
+    window_tokens: int = 0  # span of the local layers (sliding window or chunk), 0 without
+    window_chunked: bool = False  # local layers attend within fixed chunks (Llama 4), not a sliding window
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
         return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
                    workload.global_batch, model.moe.num_experts if model.moe else 0,
-                   model.window.window_tokens if model.window else 0)
+                   model.window.window_tokens if model.window else 0,
+                   model.window is not None and model.window.kind == "chunked")
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
@@ -265,6 +267,10 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     if rule == "expert_grid":
         return (f"ep*etp = {plan.ep}*{plan.etp} does not divide the {plan.world_size // plan.pp} GPUs of a "
                 "pipeline stage (Megatron: world % (ETP*EP*PP) == 0)")
+    if rule == "window_ring" and f.window_chunked:
+        return (f"ring {plan.ring} over chunked local-attention layers (chunk {f.window_tokens} < seq_len "
+                f"{f.seq_len}) is not modelled (which ring steps a chunk skips depends on the layout); use "
+                "ulysses and tp")
     if rule == "window_ring":
         return (f"ring {plan.ring} over sliding-window layers (window {f.window_tokens} < seq_len {f.seq_len}) is "
                 "not modelled, and Transformer Engine runs sliding windows with context parallelism only as "

@@ -21,6 +21,7 @@ from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
+from sp_planner.specs.model import MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 
 EXIT_NO_FIT = 1
@@ -92,6 +93,10 @@ def plan(
     moe_pad_to_capacity: Annotated[bool, typer.Option(
         "--moe-pad-to-capacity", help="MoE: pad every expert to its capacity (Megatron "
         "--moe-pad-expert-input-to-capacity; needs --moe-capacity-factor).")] = False,
+    moe_routing: Annotated[MoERouting, typer.Option(
+        help="MoE: learned (the router's own choices; the busiest expert-parallel rank assumed at 1.25x "
+        "the mean) or balanced (forced even for benchmarking: Megatron --moe-router-force-load-balancing).")
+    ] = "learned",
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
@@ -160,6 +165,7 @@ def plan(
         reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
+        moe_routing=moe_routing,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)

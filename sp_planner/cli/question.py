@@ -21,7 +21,7 @@ from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.model import ModelSpec, MoERouting
 from sp_planner.specs.workload import Workload
 from sp_planner.units import parse_tokens
 
@@ -69,6 +69,7 @@ def resolve_question(
     expert_degrees: dict[str, int | None] | None = None,
     moe_capacity_factor: float | None = None,
     moe_pad_to_capacity: bool = False,
+    moe_routing: MoERouting = "learned",
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
 
@@ -80,7 +81,7 @@ def resolve_question(
     seq_len_tokens = parse_tokens(seq_len)
     if num_nodes <= 0:
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
-    model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity)
+    model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing)
     profile = load_hardware(hardware)
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:
@@ -110,20 +111,23 @@ def resolve_question(
     )
 
 
-def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool) -> ModelSpec:
-    """The model with the MoE routing asked for (cost.moe): dropless unless a capacity factor is given."""
-    if capacity_factor is None and not pad_to_capacity:
+def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool,
+                 routing: MoERouting = "learned") -> ModelSpec:
+    """The model with the MoE routing asked for (cost.moe): dropless unless a capacity factor is
+    given, with the learned router's load imbalance unless routing is force-balanced."""
+    if capacity_factor is None and not pad_to_capacity and routing == "learned":
         return model
     if model.moe is None:
-        raise UserInputError(f"--moe-capacity-factor and --moe-pad-to-capacity apply to MoE models; {model.name} "
-                             "has no experts")
+        raise UserInputError(f"--moe-capacity-factor, --moe-pad-to-capacity and --moe-routing apply to MoE models; "
+                             f"{model.name} has no experts")
     if pad_to_capacity and capacity_factor is None:
         raise UserInputError("--moe-pad-to-capacity needs --moe-capacity-factor (dropless routing has no capacity "
                              "to pad to)")
     if capacity_factor is not None and not 0 < capacity_factor <= model.moe.num_experts:
         raise UserInputError(f"--moe-capacity-factor must be above 0 and at most the {model.moe.num_experts} "
                              f"experts, got {capacity_factor:g}")
-    moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity})
+    moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity,
+                                       "routing": routing})
     return model.model_copy(update={"moe": moe})
 
 

@@ -27,6 +27,11 @@ published per-rank measurement of training was found (NVIDIA's Megatron-Bridge M
 force balanced routing, moe_router_force_load_balancing = True in its perf recipes, so they
 validate the balanced case, load 1.0).
 
+Force-balanced routing (MoESpec.routing "balanced"; Megatron --moe-router-force-load-balancing,
+router.py: random logits replace the learned ones, "only for benchmark"; torchtitan
+debug.moe_force_load_balance: round-robin experts): every EP rank gets the mean, load 1.0 (random
+logits leave a statistical excess of about 1/sqrt(copies per rank), under 1% at thousands of tokens).
+
 Capacity factor F (Megatron --moe-expert-capacity-factor, moe_utils.apply_router_token_dropping):
 each source rank keeps at most ceil(n x top_k / experts x F) tokens per expert and drops the
 rest, so an EP rank receives at most F x the mean: the busiest rank's load is min(imbalance, F)
@@ -60,12 +65,19 @@ def moe_layer_fraction(model: ModelSpec) -> float:
     return model.num_moe_layers / model.num_layers
 
 
+def router_imbalance(model: ModelSpec) -> float:
+    """The busiest EP rank's dropless load over the mean at ep > 1: the assumed imbalance of a
+    learned router, 1.0 when routing is force-balanced (module docstring)."""
+    return 1.0 if model.moe is not None and model.moe.routing == "balanced" else MOE_LOAD_IMBALANCE
+
+
 def busiest_rank_load(model: ModelSpec, ep):
     """Token copies an EP rank dispatches, receives and computes, busiest rank over the mean of
     dropless routing (module docstring): the imbalance when ep > 1 (1 without expert
-    parallelism), capped at the capacity factor, or the capacity factor itself when padded."""
-    balanced = np.where(np.asarray(ep) > 1, MOE_LOAD_IMBALANCE, 1.0)
+    parallelism, and 1 under force-balanced routing), capped at the capacity factor, or the
+    capacity factor itself when padded."""
     moe = model.moe
+    balanced = np.where(np.asarray(ep) > 1, router_imbalance(model), 1.0)
     if moe is None or moe.capacity_factor is None:
         return balanced
     if moe.pad_to_capacity:

@@ -68,3 +68,13 @@ def torchtitan_items(request: FlagRequest) -> list[tuple[str, object]]:
     if request.model.moe is None:
         return []
     return [("expert_parallel_degree", request.plan.ep), ("expert_tensor_parallel_degree", request.plan.etp)]
+
+
+def torchtitan_debug_items(request: FlagRequest) -> list[tuple[str, object]]:
+    """[debug] keys: force-balanced routing (MoESpec.routing "balanced") is torchtitan's
+    debug.moe_force_load_balance, round-robin experts "for debugging usage only" (0.2.2
+    config/job_config.py Debug, 0.3.0 config/configs.py DebugConfig)."""
+    moe = request.model.moe
+    if moe is None or moe.routing != "balanced":
+        return []
+    return [("moe_force_load_balance", True)]

@@ -138,6 +138,11 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
     if m.moe.first_dense_layers or m.moe.layer_step > 1:
         flags.append(f'--moe-layer-freq "{moe_layer_pattern(m)}"')
     routing = "dropless routing"
+    if m.moe.routing == "balanced":
+        # Benchmarking only: random router logits spread the tokens evenly (TransformerConfig
+        # moe_router_force_load_balancing, "[Experimental] ... only for benchmark"); the plan was
+        # costed with an even load (cost.moe router_imbalance).
+        flags.append("--moe-router-force-load-balancing")
     if m.moe.capacity_factor is not None:
         # Token dropping (TransformerConfig.moe_expert_capacity_factor; its default load-balancing
         # type aux_loss is one of those it accepts); padded to capacity when the plan was costed so.
@@ -146,6 +151,8 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
         if m.moe.pad_to_capacity:
             flags.append("--moe-pad-expert-input-to-capacity")
             routing += ", padded to capacity"
+    if m.moe.routing == "balanced":
+        routing = f"force-balanced {routing}"
     return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
 
 

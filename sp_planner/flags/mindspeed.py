@@ -77,10 +77,22 @@ def _stage_failures(request: FlagRequest) -> list[str]:
     return []
 
 
+def _routing_failures(request: FlagRequest) -> list[str]:
+    """MindSpeed master patches Megatron-Core 0.12.1 (its installation guide's version table), which
+    has no force-balanced routing: moe_router_force_load_balancing is absent from
+    NVIDIA/Megatron-LM core_v0.12.1's transformer_config.py and arguments.py and first in core_v0.13.0."""
+    moe = request.model.moe
+    if moe is None or moe.routing != "balanced":
+        return []
+    return ["force-balanced routing cannot be expressed: MindSpeed runs on Megatron-Core 0.12.1, which has no "
+            "--moe-router-force-load-balancing (added in 0.13.0); plan with --moe-routing learned"]
+
+
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
     refused = refusal("mindspeed", request,
-                      lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request))
+                      lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
+                      + _routing_failures(request))
     if refused is not None:
         return refused
     args = bash_array("MINDSPEED_ARGS", common_groups(request, algo, mindspeed=True))

@@ -11,6 +11,7 @@ model converters chosen inside the config function, so the precision picks the c
 from __future__ import annotations
 
 from sp_planner.flags import torchtitan_v02
+from sp_planner.flags.experts import torchtitan_debug_items
 from sp_planner.flags.base import FlagRequest, FrameworkFlags, refusal, supported, unsupported
 from sp_planner.flags.torchtitan_v02 import parallelism_items, shared_notes, training_items
 
@@ -69,6 +70,8 @@ def command_args(request: FlagRequest) -> list[str]:
         # CUDA graphs are on by default and refuse pipeline parallelism (trainer.py:179-187).
         args.append("--training.disable_cuda_graphs")
     args += [f"--parallelism.{key} {_flag_value(v)}" for key, v in parallelism_items(request, rotate_method=False)]
+    # tyro takes a bare --section.flag for True.
+    args += [f"--debug.{key}" for key, _ in torchtitan_debug_items(request)]
     args.append(CHECKPOINT[p.recompute])
     return args
 

@@ -16,7 +16,7 @@ from sp_planner.flags.base import (
     refusal,
     supported,
 )
-from sp_planner.flags.experts import torchtitan_failures, torchtitan_items
+from sp_planner.flags.experts import torchtitan_debug_items, torchtitan_failures, torchtitan_items
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
 # no ZeRO-1; "never" keeps the gathered parameters from forward to backward (ZeRO-2), "always"
@@ -65,6 +65,8 @@ def _fsdp_enabled(request: FlagRequest) -> bool:
 def _toml_value(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # TOML booleans are lower case
     return f'"{value}"' if isinstance(value, str) else str(value)
 
 
@@ -158,12 +160,15 @@ def job_config(request: FlagRequest) -> str:
         low_precision = ["", *_section("model", [("converters", [converter])]), "",
                          *_section(f"quantize.linear.{section}", [("recipe_name", recipe),
                                                                   ("filter_fqns", ["output"])])]
+    debug_items = torchtitan_debug_items(request)
+    debug = ["", *_section("debug", debug_items)] if debug_items else []
     return "\n".join([
         f"# {request.world_size} GPUs = dp {p.dp} x cp {p.ring} x tp {p.tp} x pp {p.pp}",
         *_section("training", training), "",
         *_section("parallelism", parallelism), "",
         *_section("activation_checkpoint", checkpoint),
         *low_precision,
+        *debug,
     ])
 
 

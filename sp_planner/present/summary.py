@@ -1,8 +1,8 @@
 """The JSON document of a planning answer: `sp-plan --format json` and the reports' summary.json.
 
 Layout (schema "sp-planner.summary/1"):
-    schema_version, candidates_evaluated, question{...; moe_routing{capacity_factor, pad_to_capacity}
-    for MoE models}, prune_counts{rule: count},
+    schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
+    capacity_factor, pad_to_capacity} for MoE models}, prune_counts{rule: count},
     plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sp_planner.present.uncertainty import shipped_band, ties_with_first
+from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
@@ -68,8 +69,7 @@ def build_summary(
             "causal": workload.causal,
             "hbm_bytes": hardware.hbm_bytes,
             # MoE models only: the routing the plans were costed with (cost.moe; None = dropless).
-            **({"moe_routing": {"capacity_factor": model.moe.capacity_factor,
-                                "pad_to_capacity": model.moe.pad_to_capacity}} if model.moe is not None else {}),
+            **({"moe_routing": moe_routing(model)} if model.moe is not None else {}),
         },
         "plans": plans,
         "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},
@@ -80,6 +80,15 @@ def build_summary(
     if suggestions:
         document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]
     return _finite(document)
+
+
+def moe_routing(model: ModelSpec) -> dict[str, Any]:
+    """The routing the plans were costed with (cost.moe): router load (learned or force-balanced),
+    the busiest expert-parallel rank's load over the mean it implies at ep > 1 before any capacity
+    cap, and the capacity factor (None = dropless) with its padding."""
+    assert model.moe is not None
+    return {"routing": model.moe.routing, "load_imbalance": router_imbalance(model),
+            "capacity_factor": model.moe.capacity_factor, "pad_to_capacity": model.moe.pad_to_capacity}
 
 
 def plan_entry(

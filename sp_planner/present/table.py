@@ -23,7 +23,7 @@ PRUNE_REASONS: dict[str, str] = {
     "batch": "global_batch not divisible by dp*micro_batch",
     "experts": "num_experts not divisible by ep (or ep/etp on a dense model)",
     "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
-    "window_ring": "ring over sliding-window layers (not modelled; TE: a2a/all_gather only)",
+    "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
     "oom": "peak memory above the GPU's HBM",
 }
 

@@ -110,12 +110,13 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
 
 def windowed(steps: AttentionSteps, hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int,
              tp: int, ulysses: int) -> AttentionSteps:
-    """A sliding-window model's attention as the analytic model averages it over its layers
-    (cost.window: the local layers' band kernel blended with the global layers' full one). The
-    plan rule window_ring keeps the ring at 1 there, so the layer has one step each way."""
+    """A local-attention model's attention (sliding windows, or Llama 4's chunks) as the analytic
+    model averages it over its layers (cost.window: the local layers' band or chunk kernel blended
+    with the global layers' full one). The plan rule window_ring keeps the ring at 1 there, so the
+    layer has one step each way."""
     if local_window(model, seq_len) is None:
         return steps
-    assert len(steps.fwd_steps_s) == 1, "sliding windows run without a ring (plan rule window_ring)"
+    assert len(steps.fwd_steps_s) == 1, "local-attention layers run without a ring (plan rule window_ring)"
     full = AttentionTimes(*(np.array([v]) for v in (steps.fwd_steps_s[0], steps.bwd_steps_s[0], 0.0, 0.0, 0.0, 0.0)))
     blend = windowed_attention_times(full, hardware, model, seq_len=seq_len, batch=batch, tp=np.array([tp]),
                                      ulysses=ulysses, ring=1)

@@ -18,6 +18,8 @@ MAX_HEADS = 2**14
 MAX_HEAD_DIM = 2**12
 MAX_VOCAB = 2**24
 MAX_EXPERTS = 2**14
+# How a MoE router's load falls on the experts (MoESpec.routing).
+MoERouting = Literal["learned", "balanced"]
 
 
 class MoESpec(FrozenModel):
@@ -41,6 +43,10 @@ class MoESpec(FrozenModel):
     # pad_to_capacity fills every expert to that capacity (--moe-pad-expert-input-to-capacity).
     capacity_factor: float | None = Field(default=None, gt=0, le=MAX_EXPERTS)
     pad_to_capacity: bool = False
+    # learned: the trained router's own choices, unevenly loaded (cost.moe MOE_LOAD_IMBALANCE);
+    # balanced: routing forced even for benchmarking (Megatron --moe-router-force-load-balancing,
+    # TransformerConfig.moe_router_force_load_balancing: random router logits), busiest load 1.0.
+    routing: MoERouting = "learned"
 
     @model_validator(mode="after")
     def _padding_needs_a_capacity(self) -> "MoESpec":

@@ -20,7 +20,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
 from sp_planner.plan import CpComm, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.model import ModelSpec, MoERouting
 
 # What the published number is. mfu_percent is model FLOPs over the source's stated peak.
 Figure = Literal["model_tflops_per_gpu", "mfu_percent", "tokens_per_s_per_gpu", "step_time_s"]
@@ -96,6 +96,11 @@ class CorpusRow(FrozenModel):
     # Settings the source leaves unstated and the row takes from the framework's documented
     # defaults for that recipe: which fields, and the file (with commit) that states them.
     assumed: str | None = Field(default=None, min_length=1)
+    # MoE routing load (MoESpec.routing): "balanced" for benchmarks that force-balance the router
+    # (Megatron moe_router_force_load_balancing), else the learned router's assumed imbalance.
+    routing: MoERouting = "learned"
+    # False where the run's recipe turns Megatron's --overlap-param-gather off (cost.overlap).
+    overlap_param_gather: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":

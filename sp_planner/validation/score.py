@@ -84,7 +84,13 @@ class ValidationResult(FrozenModel):
 
 
 def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
-    return corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
+    """The row's architecture, with the routing its run used (MoE models)."""
+    model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
+    if row.routing == "learned":
+        return model
+    if model.moe is None:
+        raise ValueError(f"row {row.id}: routing {row.routing} needs an MoE model, and {model.name} has no experts")
+    return model.model_copy(update={"moe": model.moe.model_copy(update={"routing": row.routing})})
 
 
 # The plan's GEMM precision for each corpus precision (fp16 runs on bf16's tensor-core peak).
@@ -105,23 +111,26 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
 CORPUS_FRAMEWORK_OVERLAP: dict[str, Overlap] = {
     "Megatron-LM": MEGATRON_OVERLAP,
     "NeMo (Megatron-Core)": MEGATRON_OVERLAP,
+    "Megatron-Bridge (Megatron-Core)": MEGATRON_OVERLAP,
     "torchtitan": TORCHTITAN_OVERLAP,
     "Composer FSDP": TORCHTITAN_OVERLAP,
 }
 
 
-def row_overlap(framework: str) -> Overlap:
+def row_overlap(framework: str, *, param_gather: bool = True) -> Overlap:
     if framework not in CORPUS_FRAMEWORK_OVERLAP:
         known = ", ".join(CORPUS_FRAMEWORK_OVERLAP)
         raise ValueError(f"corpus framework {framework!r} has no overlap model; use one of {known}")
-    return CORPUS_FRAMEWORK_OVERLAP[framework]
+    overlap = CORPUS_FRAMEWORK_OVERLAP[framework]
+    return overlap if param_gather else overlap.model_copy(update={"param_gather": False})
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
 # torchtitan by sp-plan's framework defaults; llm-foundry's MPT runs use flash-attn 2 or its
 # Triton port (attn_impl flash/triton), FA2-class kernels.
 CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
-    "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "torchtitan": "torchtitan",
+    "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "Megatron-Bridge (Megatron-Core)": "megatron",
+    "torchtitan": "torchtitan",
 }
 CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": "fa2"}
 
@@ -141,7 +150,7 @@ def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
     return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
-                    overlap=row_overlap(row.framework))
+                    overlap=row_overlap(row.framework, param_gather=row.overlap_param_gather))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate) -> float:

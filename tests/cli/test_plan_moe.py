@@ -132,7 +132,30 @@ def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
     assert "capacity" not in dropless["flags"]["megatron"]["text"]
     assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]
     question = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0", "--moe-pad-to-capacity").stdout)["question"]
-    assert question["moe_routing"] == {"capacity_factor": 1.0, "pad_to_capacity": True}
+    assert question["moe_routing"] == {"routing": "learned", "load_imbalance": 1.25, "capacity_factor": 1.0,
+                                       "pad_to_capacity": True}
+
+
+def test_balanced_routing_reaches_the_json_flags_and_step(sp_plan):
+    base = [*QUESTION, "--nodes", "18", "--ep", "8", "--format", "json", "--top", "1"]
+    learned = json.loads(sp_plan(*base).stdout)
+    balanced = json.loads(sp_plan(*base, "--moe-routing", "balanced").stdout)
+    assert learned["question"]["moe_routing"]["routing"] == "learned"
+    assert balanced["question"]["moe_routing"] == {"routing": "balanced", "load_imbalance": 1.0,
+                                                   "capacity_factor": None, "pad_to_capacity": False}
+    plan = balanced["plans"][0]
+    assert "--moe-router-force-load-balancing" in plan["flags"]["megatron"]["text"]
+    # Same pins and search: the balanced dispatch moves 1/1.25 of the learned router's bytes.
+    degrees = ("dp", "pp", "tp", "ulysses", "ring", "ep", "etp", "zero", "recompute", "micro_batch")
+    assert [plan[k] for k in degrees] == [learned["plans"][0][k] for k in degrees]
+    assert plan["comm_bytes"]["ep_all_to_all"] == pytest.approx(
+        learned["plans"][0]["comm_bytes"]["ep_all_to_all"] / 1.25, rel=1e-9)
+
+
+def test_balanced_routing_of_a_dense_model_is_refused(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--moe-routing", "balanced", "--hardware", "h100-sxm", "--nodes", "1",
+                     "--seq-len", "8k")
+    assert result.exit_code == 2 and "--moe-routing apply to MoE models" in result.stderr
 
 
 def test_a_framework_without_expert_parallelism_says_so(sp_plan):

@@ -180,6 +180,39 @@ def test_busiest_rank_load_by_hand(factor, pad, ep, load):
     assert float(busiest_rank_load(MIXTRAL.model_copy(update={"moe": moe}), ep)) == pytest.approx(load)
 
 
+@pytest.mark.parametrize("factor, pad, ep, load", [
+    (None, False, 8, 1.0),  # force-balanced: every EP rank gets the mean
+    (None, False, 1, 1.0),
+    (0.8, False, 8, 0.8),  # a capacity below the mean still drops
+    (1.5, True, 8, 1.5),  # padding computes the whole capacity whatever the routing
+])
+def test_balanced_routing_load_by_hand(factor, pad, ep, load):
+    from sp_planner.cost.moe import busiest_rank_load
+
+    moe = MIXTRAL.moe.model_copy(update={"capacity_factor": factor, "pad_to_capacity": pad, "routing": "balanced"})
+    assert float(busiest_rank_load(MIXTRAL.model_copy(update={"moe": moe}), ep)) == pytest.approx(load)
+
+
+def test_balanced_routing_drops_the_imbalance_from_dispatch_and_expert_gemms():
+    """Qwen3-235B at ep 8 on NVL72, force-balanced against learned routing: the all-to-all bytes
+    shrink by 1/1.25, the busiest rank's 25% expert-GEMM surplus goes, and nothing else moves."""
+    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    workload = Workload(seq_len=131072, global_batch=36)
+    plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
+    balanced = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"routing": "balanced"})})
+    learned = evaluate(qwen, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    even = evaluate(balanced, nvl72, workload, plan, num_nodes=18, gpus_per_node=4)
+    assert even.comm_bytes.ep_all_to_all == pytest.approx(learned.comm_bytes.ep_all_to_all / 1.25, rel=1e-9)
+    # One dispatch: 32768 tokens x top-8 copies x hidden 4096 x 2 B, 7/8 to the other ranks, at
+    # NVLink5 900 GB/s x all-to-all efficiency 0.71 plus 3.4 us; 2 micro-batches x 94 layers x 4.
+    sent = 32768 * 8 * 4096 * 2 * 7 / 8
+    assert even.time.moe_comm_s == pytest.approx(2 * 94 * 4 * (sent / (900e9 * 0.71) + 3.4e-6), rel=1e-9)
+    # The surplus as in test_capacity_factor_scales_dispatch_and_expert_gemms: 0.25 of the expert GEMMs.
+    surplus = 0.25 * 3 * 8 * 3 * 2 * 4096 * 1536 * 32768 * 2 * 94 / (2.5e15 * 0.729)
+    assert learned.time.gemm_s - even.time.gemm_s == pytest.approx(surplus, rel=1e-6)
+    assert even.time.attention_s == learned.time.attention_s
+
+
 def test_capacity_factor_scales_dispatch_and_expert_gemms():
     """Qwen3-235B at ep 8 on NVL72 with capacity factor 1 against dropless: the all-to-all bytes
     shrink by 1/1.25, and the busiest rank's expert GEMMs lose their 25% surplus."""

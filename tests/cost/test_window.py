@@ -66,7 +66,11 @@ def test_llama4_chunked_layers_are_independent_causal_chunks():
     causal = 4.0 * q * 131072 / 2
     assert windowed_attention_flops_per_token(scout, 131072, causal) == pytest.approx(
         0.25 * causal + 0.75 * 4.0 * q * 4096)
-    assert [v.rule for v in violations(ParallelPlan(tp=4, ring=2, ep=8), scout, WORKLOAD)] == ["window_ring"]
+    broken = violations(ParallelPlan(tp=4, ring=2, ep=8), scout, WORKLOAD)
+    assert [v.rule for v in broken] == ["window_ring"]
+    # Named as the chunks they are, not as sliding windows.
+    assert "ring 2 over chunked local-attention layers (chunk 8192 < seq_len 131072)" in broken[0].message
+    assert "sliding" not in broken[0].message
 
 
 def test_gemma3_counts_its_52_local_layers_of_62():

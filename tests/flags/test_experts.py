@@ -3,6 +3,8 @@ DeepSpeed and yunchang refuse a plan that splits experts with their reason."""
 
 from __future__ import annotations
 
+import tomllib
+
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.flags.torchtitan_v02 import parallelism_items
@@ -49,3 +51,20 @@ def test_torchtitan_0_3_overrides_carry_the_expert_degrees():
     items = dict(parallelism_items(_request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1)),
                                    rotate_method=False))
     assert items["expert_parallel_degree"] == 8 and items["expert_tensor_parallel_degree"] == 1
+
+
+def test_force_balanced_routing_per_framework():
+    # Megatron: --moe-router-force-load-balancing (TransformerConfig field, checked with megatron-core
+    # in test_megatron_moe); MindSpeed's Megatron-Core 0.12.1 lacks it; torchtitan 0.2.2: [debug].
+    balanced = QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_copy(update={"routing": "balanced"})})
+    plan = ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1)
+    request = _request(plan).model_copy(update={"model": balanced})
+    flags = render_all(request)
+    assert "--moe-router-force-load-balancing" in flags["megatron"].text
+    assert "force-balanced dropless routing" in flags["megatron"].text
+    assert not flags["mindspeed"].supported and "Megatron-Core 0.12.1" in flags["mindspeed"].reason
+    toml = render_flags("torchtitan", request.model_copy(update={"framework_version": "0.2.2"})).text
+    assert tomllib.loads(toml.split("\n", 1)[1])["debug"] == {"moe_force_load_balance": True}
+    learned = render_all(_request(plan))
+    assert "force" not in learned["megatron"].text and "[debug]" not in render_flags(
+        "torchtitan", _request(plan, "0.2.2")).text

@@ -156,3 +156,15 @@ def test_llama4_maverick_flags_carry_its_interleaved_moe_layers_and_sigmoid_rout
     assert config.moe_router_score_function == "sigmoid" and config.moe_router_topk == 1
     assert config.moe_shared_expert_intermediate_size == 8192
     assert any("chunked local attention (8192-token chunks, 3 local : 1 global" in note for note in flags.notes)
+
+
+def test_force_balanced_routing_passes_transformer_config():
+    balanced = QWEN3_235B.model_copy(update={"moe": QWEN3_235B.moe.model_copy(update={"routing": "balanced"})})
+    plan = ParallelPlan(tp=1, pp=2, dp=128, ep=32, etp=1, zero=1)
+    request = FlagRequest(model=balanced, workload=Workload(seq_len=4096, global_batch=8192), plan=plan,
+                          num_nodes=64, gpus_per_node=4)
+    config = transformer_config(render_flags("megatron", request).text, balanced.hidden_size)
+    assert config.moe_router_force_load_balancing
+    learned = FlagRequest(model=QWEN3_235B, workload=request.workload, plan=plan, num_nodes=64, gpus_per_node=4)
+    assert not transformer_config(render_flags("megatron", learned).text, QWEN3_235B.hidden_size) \
+        .moe_router_force_load_balancing

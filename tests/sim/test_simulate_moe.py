@@ -44,3 +44,40 @@ def test_dispatch_across_nodes_is_slower_than_inside_one():
     a2a = [{p.name: p for p in r.phases}["ep dispatch/combine all-to-all"] for r in (inside, across)]
     assert (a2a[0].crosses_nodes, a2a[1].crosses_nodes) == (False, True)
     assert a2a[1].bottleneck == "nic"
+
+
+B200 = load_hardware("b200")
+SHORT = Workload(seq_len=8192, global_batch=16)  # short enough that no MFU ceiling holds the step
+
+
+@pytest.mark.parametrize("routing", [
+    {"capacity_factor": 0.5},  # half the mean kept: expert GEMMs drop even without expert parallelism
+    {"capacity_factor": 2.0, "pad_to_capacity": True},  # padded: every expert computes twice the mean
+    {"routing": "balanced"},
+])
+@pytest.mark.parametrize("ep", [1, 8])
+def test_routing_reaches_the_simulated_layer_as_in_the_analytic_model(routing, ep):
+    qwen = load_model("qwen3-30b-a3b")
+    model = qwen.model_copy(update={"moe": qwen.moe.model_copy(update=routing)})
+    plan = ParallelPlan(tp=1, dp=8, ep=ep, zero=1)
+    sim = simulate(model, B200, SHORT, plan, num_nodes=1, gpus_per_node=8, detail=False)
+    est = evaluate(model, B200, SHORT, plan, num_nodes=1, gpus_per_node=8)
+    dropless = simulate(qwen, B200, SHORT, plan, num_nodes=1, gpus_per_node=8, detail=False)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    # The busiest rank's expert GEMMs move with the load (cost.moe busiest_rank_load): at ep 1
+    # dropless and balanced routing are the same load 1, capped or padded ones are not.
+    if ep == 1 and routing == {"routing": "balanced"}:
+        assert sim.step_time_s == pytest.approx(dropless.step_time_s, rel=1e-9)
+    else:
+        assert abs(sim.step_time_s / dropless.step_time_s - 1) > 0.05
+
+
+def test_chunked_local_attention_simulates_as_the_analytic_model():
+    # Llama 4 Scout: 3 of 4 layers attend within 8192-token chunks (cost.window), without a ring.
+    scout = load_model("llama-4-scout-17b-16e")
+    plan = ParallelPlan(tp=1, dp=1, ulysses=8, zero=1)
+    sim = simulate(scout, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8, detail=False)
+    assert sim.step_time_s == pytest.approx(sim.analytic_step_time_s, rel=0.005)
+    full = simulate(scout.model_copy(update={"window": None}), H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8,
+                    detail=False)
+    assert sim.step_time_s < full.step_time_s

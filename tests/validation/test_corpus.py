@@ -29,7 +29,8 @@ def test_shipped_corpus_meets_the_issue_size(corpus):
 def test_every_scored_row_resolves_its_model_and_hardware(corpus):
     for row in corpus.rows:
         if row.expressible:
-            assert row_model(row, corpus).num_layers % row.pp == 0, row.id
+            even = row_model(row, corpus).num_layers % row.pp == 0
+            assert even or row.first_stage_layers is not None, row.id  # an uneven split is stated
             assert load_hardware(row.hardware).gpus_per_node >= 1
 
 
