@@ -37,7 +37,8 @@ def main() -> None:
         gpus = nodes * per_node
         workload = Workload(seq_len=1024 * 1024, global_batch=gpus)
         start = time.perf_counter()
-        result = search(model, hardware, workload, num_nodes=nodes, gpus_per_node=per_node)
+        # every_row: as sp-plan --report searches, costing every candidate once for the frame.
+        result = search(model, hardware, workload, num_nodes=nodes, gpus_per_node=per_node, every_row=True)
         searched = time.perf_counter() - start
         summary = build_summary(model=model, hardware=hardware, workload=workload, num_nodes=nodes,
                                 gpus_per_node=per_node, result=result)

@@ -196,8 +196,9 @@ def _breaks_expert_grid(d, **_):
 
 def _breaks_window_ring(window_tokens, seq_len, d, **_):
     # Local-attention layers (sliding or chunked) under a ring: not modelled (which ring steps a
-    # window skips depends on the layout), and for sliding windows Transformer Engine allows sliding windows with context parallelism only for
-    # a2a or all_gather, not p2p (context_parallel.py, reference moe_fp8_pipeline_frameworks.md 1.8).
+    # window skips depends on the layout), and Transformer Engine allows sliding windows with
+    # context parallelism only for a2a or all_gather, not p2p (context_parallel.py, reference
+    # moe_fp8_pipeline_frameworks.md 1.8).
     return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
 
 

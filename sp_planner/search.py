@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from sp_planner import columns
@@ -86,10 +87,12 @@ def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
            gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None,
-           overlap: Overlap = MEGATRON_OVERLAP) -> SearchResult:
+           overlap: Overlap = MEGATRON_OVERLAP, every_row: bool = False) -> SearchResult:
     """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
     (built on first access). progress(done, total, what) hears of each chunk (candidates). More than MAX_CANDIDATES
-    candidates raise SearchTooLarge before any work. `overlap`: what the framework overlaps (cost.overlap)."""
+    candidates raise SearchTooLarge before any work. `overlap`: what the framework overlaps (cost.overlap).
+    `every_row`: the caller will read `frame` (a report): every candidate is costed once, in the one
+    pass, and kept (memory grows with the space), instead of costed again by two more passes on access."""
     progress = progress or _no_progress
     world = _check_cluster(num_nodes, gpus_per_node)
     if top_k < 1:
@@ -102,6 +105,9 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     keep = max(top_k, HEAD_ROWS)
     args = (model, hardware, workload, degrees, pins, gpus_per_node, overlap, CHUNK_CANDIDATES)
     progress(0, total, f"searching {plural(total, 'candidate')}")
+    if every_row:
+        return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
+                                 total=total)
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
     counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole
     if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
@@ -117,7 +123,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
                             frame=head)
 
-    def every_row() -> pd.DataFrame:
+    def every_costed_row() -> pd.DataFrame:
         full = _scan(*args, keep=None, breakers=False, progress=_no_progress).best
         broken = _scan(*args, keep=None, breakers=True, progress=_no_progress).best
         parts = [b for b in (full, broken) if b is not None]
@@ -125,7 +131,26 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return _frame_of(e)
 
     return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
-                        frame=every_row, head=head)
+                        frame=every_costed_row, head=head)
+
+
+def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Workload, args: tuple, *,
+                      keep: int, top_k: int, progress: Progress, total: int) -> SearchResult:
+    """search(every_row=True): one pass costs every candidate. Its rank order puts the plans that
+    pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
+    `keep` rows and the whole are the rows and the frame the streaming passes give."""
+    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
+    assert scan.best is not None
+    every = scan.best.evaluated
+    prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts) if k}
+    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, scan.candidates))))
+    ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
+    head = _frame_of(shown)
+    if scan.candidates <= keep:
+        return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
+                            frame=head)
+    return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
+                        frame=lambda: _frame_of(_explained(model, hardware, workload, every)), head=head)
 
 
 def _frame_of(e: _Evaluated) -> pd.DataFrame:

@@ -68,10 +68,11 @@ class _Scan(NamedTuple):
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
-          gpus_per_node: int, overlap: Overlap, chunk_candidates: int, *, keep: int | None, breakers: bool,
-          progress: Progress, total: int = 0) -> _Scan:
-    """Cost the candidates that pass the rules (`breakers`: those that break one instead), chunk by
-    chunk of about `chunk_candidates`, keeping the best `keep` rows (every row when None) in rank order."""
+          gpus_per_node: int, overlap: Overlap, chunk_candidates: int, *, keep: int | None,
+          breakers: bool | None, progress: Progress, total: int = 0) -> _Scan:
+    """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
+    every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
+    row when None) in rank order. `costed` counts the rows costed that pass the rules."""
     parts: list[_Evaluated] = []
     places: list[np.ndarray] = []
     best: _Best | None = None
@@ -81,8 +82,12 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
     for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=chunk_candidates,
                                        gpus_per_node=gpus_per_node, axes=axes):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
-        rows = np.flatnonzero(code >= 0 if breakers else code < 0)
-        e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
+        if breakers is None:
+            rows = np.arange(len(chunk))
+            e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, overlap)
+        else:
+            rows = np.flatnonzero(code >= 0 if breakers else code < 0)
+            e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap)
         if not breakers:  # the rules are counted once, in the pass over every candidate
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
         counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
@@ -93,7 +98,7 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         elif len(rows):
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
-        costed += len(rows)
+        costed += len(rows) if breakers is not None else int(np.count_nonzero(code < 0))
         progress(seen, total, f"searching {plural(total, 'candidate')}")
     if keep is None and parts:
         best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)

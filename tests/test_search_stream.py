@@ -46,6 +46,27 @@ def test_chunks_and_kept_rows_change_nothing(chunk, head_rows, monkeypatch):
     pd.testing.assert_frame_equal(streamed.head(head_rows + 3), whole.frame.head(head_rows + 3))
 
 
+@pytest.mark.parametrize("chunk,head_rows", [(97, 5), (500, 40), (1 << 20, 5), (97, 1 << 20)])
+def test_every_row_in_one_pass_gives_the_same_answer(chunk, head_rows, monkeypatch):
+    # every_row (a report): one pass costs every candidate; ranking, counts and frame are unchanged,
+    # also when too few plans pass the rules to fill the kept rows (head_rows 1 << 20).
+    calls = []
+    real = search_module._scan
+    monkeypatch.setattr(search_module, "_scan", lambda *a, **k: calls.append(k["breakers"]) or real(*a, **k))
+    plain = _search(chunk, head_rows, monkeypatch)
+    calls.clear()
+    once = _search(chunk, head_rows, monkeypatch, every_row=True)
+    assert calls == [None]
+    frame = once.frame
+    assert calls == [None]  # the frame needs no further pass
+    assert once.candidates_evaluated == plain.candidates_evaluated == len(frame)
+    assert once.prune_counts == plain.prune_counts
+    assert once.ranked == plain.ranked
+    pd.testing.assert_frame_equal(frame, plain.frame)
+    pd.testing.assert_frame_equal(once.head(5), plain.frame.head(5))
+    assert 0 < int(frame["fits"].sum()) < len(frame) and frame["reason"].str.contains(":").any()
+
+
 def test_frame_is_built_only_when_asked(monkeypatch):
     calls = []
     real = search_module._scan

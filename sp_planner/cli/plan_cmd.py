@@ -177,7 +177,7 @@ def plan(
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
-                   framework_version=framework_version)
+                   framework_version=framework_version, every_row=report is not None)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
     return 0 if answer.fits else EXIT_NO_FIT

@@ -152,7 +152,8 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
             f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
-        console.print(Text.assemble((heading, "bold"), " ", why_this_plan(ranked, q.hardware)))
+        why = why_this_plan(ranked, q.hardware, moe=q.model.moe is not None)
+        console.print(Text.assemble((heading, "bold"), " ", why))
     # For one framework, only when it expresses some plan (the table shows its plans).
     expressed = answer.framework == "all" or bool(answer.framework_ranked)
     if answer.fits and expressed and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):

@@ -14,9 +14,10 @@ from sp_planner.sim.rerank import rerank_by_simulation
 
 
 def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
-          launcher: str | None, framework_version: str | None = None) -> Answer:
+          launcher: str | None, framework_version: str | None = None, every_row: bool = False) -> Answer:
     """Rank every plan; for one framework also the plans it can express (the table shows those).
-    --simulate K re-ranks the best K of both."""
+    --simulate K re-ranks the best K of both. `every_row`: the frame of every plan will be read (a
+    report), so the search keeps every costed row (search.search)."""
     q = question
     # Time plans with the overlap the framework's flags give (cost.overlap; Megatron's for "all").
     overlap = framework_overlap("megatron" if framework == "all" else framework)
@@ -24,7 +25,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     wanted = max(top, simulate or 0)
     with delayed_progress("searching plans") as update:
         result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update,
-                        overlap=overlap)
+                        overlap=overlap, every_row=every_row)
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,

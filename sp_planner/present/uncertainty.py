@@ -30,14 +30,18 @@ def ties_with_first(ranked: Sequence[PlanEstimate], band: PredictionBand) -> int
     return count
 
 
-def band_clause(ranked: Sequence[PlanEstimate], band: PredictionBand) -> str:
-    """A sentence on the first plan's band and the plans it cannot be told apart from ("" if none)."""
+def band_clause(ranked: Sequence[PlanEstimate], band: PredictionBand, *, moe: bool = False) -> str:
+    """A sentence on the first plan's likely step range and the plans it cannot be told apart from
+    ("" if none). The range scales the step by the corpus's measured-over-predicted step ratios
+    (10th-90th percentile, validation.band), from the MoE rows for an MoE model when there are any."""
     if not ranked or not ranked[0].fits:
         return ""
     first = ranked[0]
-    spread = band.absolute_band_percent / 100.0
-    text = (f"Its step may be {first.step_time_s * (1 - spread):.3g}-{first.step_time_s * (1 + spread):.3g} s "
-            f"(the median error of {band.rows} validation runs is {band.absolute_band_percent:g}%).")
+    span = band.moe_step_range if moe and band.moe_step_range is not None else band.step_range
+    which = "MoE validation runs" if span is not band.step_range else "validation runs"
+    text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
+            f"(in 80% of {span.rows} {which} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
+            f"the predicted one; the median error of all {band.rows} is {band.absolute_band_percent:g}%).")
     ties = ties_with_first(ranked, band)
     if ties:
         which = "plan 2" if ties == 1 else f"plans 2-{ties + 1}"

@@ -30,7 +30,7 @@ def largest_time_parts(est: PlanEstimate, count: int = 2) -> list[tuple[str, flo
     return [(name, seconds) for name, seconds in parts[:count] if seconds > 0]
 
 
-def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> str:
+def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, moe: bool = False) -> str:
     """One paragraph on the first plan: what limits it, its memory headroom, what the runner-up gives up."""
     if not ranked:
         return "No candidate plan passed the hard rules, so there is nothing to rank."
@@ -46,7 +46,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile) -> 
         f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
-    band = band_clause(ranked, shipped_band())
+    band = band_clause(ranked, shipped_band(), moe=moe)
     if band:
         text += band + " "
     if len(ranked) < 2:

@@ -32,20 +32,23 @@ def heatmap_cells(frame: pd.DataFrame) -> pd.DataFrame:
     keys = ["tp", "ulysses", "ring"]
     fits = frame["fits"].astype(bool)
     best = frame[fits].groupby(keys)["step_time_s"].min().rename("best_step_time_s")
-    rules = frame[~fits].assign(rule=frame.loc[~fits, "reason"].map(reason_key))
-    label = rules.groupby(keys)["rule"].agg(_cell_rule).rename("label")
+    reasons = frame.loc[~fits, "reason"]
+    # A few hundred distinct reasons among 100,000s of rows: each one's rule found once.
+    rules = frame.loc[~fits, keys].assign(rule=reasons.map({r: reason_key(r) for r in reasons.unique()}))
+    label = _cell_rules(rules, keys)
     cells = pd.concat([best, label], axis=1).reset_index()
     cells["label"] = cells["label"].where(cells["best_step_time_s"].isna(), "").fillna("")
     return cells.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def _cell_rule(rules: pd.Series) -> str:
-    if (rules == "oom").any():
-        return "oom"
-    counts = rules.value_counts()
-    # Most frequent rule; ties broken by name so the figure does not depend on row order.
-    top = counts[counts == counts.max()].index
-    return str(sorted(top)[0])
+def _cell_rules(rules: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per cell (`keys`), the rule named in it: 'oom' when any candidate ran out of memory (the nearer
+    miss), else the most frequent rule, ties broken by name so the figure does not depend on row order."""
+    counts = rules.groupby([*keys, "rule"]).size().rename("count").reset_index()
+    counts["oom"] = counts["rule"] == "oom"
+    chosen = counts.sort_values([*keys, "oom", "count", "rule"], ascending=[True] * len(keys) + [False, False, True],
+                                kind="stable").drop_duplicates(keys)
+    return chosen.set_index(keys)["rule"].astype(str).rename("label")
 
 
 def heatmap_axes(cells: pd.DataFrame) -> tuple[dict[str, list[int]], dict[str, list[int]]]:

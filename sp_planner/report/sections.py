@@ -61,7 +61,8 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
     heading = "Why it wins" if is_best else "Against the next slower plan"
     parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
     # why_this_plan compares its first plan with its second: give it the plan that ranks next.
-    parts.append(tag("p", why_this_plan([chosen, *_next_slower(result, chosen)], hardware)))
+    parts.append(tag("p", why_this_plan([chosen, *_next_slower(result, chosen)], hardware,
+                                        moe=flag_request.model.moe is not None)))
     parts.append(_flags(flag_request, framework, result))
     return section("recommendation", "Recommended plan", *parts)
 

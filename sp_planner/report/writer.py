@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from sp_planner.cost.overlap import framework_overlap
 from sp_planner import __version__
 from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
@@ -64,13 +66,14 @@ def write_report(
         raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
     plan_file_plan = chosen is not None
     chosen = chosen if chosen is not None else result.ranked[0]
+    frame = result.frame  # one copy of every row (each access copies them), read by the figures and the CSV
     text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                         gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
-                        chosen=chosen, from_plan_file=plan_file_plan)
+                        chosen=chosen, from_plan_file=plan_file_plan, frame=frame)
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
 
     try:
-        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=result.frame,
+        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=frame,
                          summary_text=summary_text)
         try:
             _swap_into_place(staging, out_dir)
@@ -79,7 +82,7 @@ def write_report(
             raise
     except OSError as err:
         try:  # keep the report: the search behind it may have taken minutes
-            kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=result.frame,
+            kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=frame,
                           summary_text=summary_text)
         except OSError:
             raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}") from None
@@ -90,8 +93,9 @@ def write_report(
 
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
                  gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
-                 chosen: PlanEstimate, from_plan_file: bool) -> str:
-    """The text of index.html."""
+                 chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None) -> str:
+    """The text of index.html. `frame`: result.frame when the caller already holds it."""
+    frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
     if all(est.plan != chosen.plan for est in shown):
         shown = [chosen, *shown[: TOP_PLANS - 1]]
@@ -105,7 +109,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
                                         flag_request=flag_request, framework=framework,
                                         from_plan_file=from_plan_file),
         sections.top_plans_section(shown, chosen=chosen, hardware=hardware),
-        sections.figures_section(frame=result.frame, shown=shown, chosen=chosen, hardware=hardware,
+        sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
                            gpus_per_node=gpus_per_node, overlap=framework_overlap(framework)),

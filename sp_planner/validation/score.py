@@ -52,6 +52,7 @@ class ScoredRow(FrozenModel):
     fit_reason: str | None = None
     # Settings the source left unstated, taken from the framework's recipe defaults (CorpusRow).
     assumed: str | None = None
+    moe: bool = False  # an MoE model: its rows give MoE plans their own band (validation.band)
 
 
 class SkippedRow(FrozenModel):
@@ -204,7 +205,7 @@ def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
         error_percent=100.0 * (predicted - row.measured) / row.measured,
         speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
         predicted_memory_peak_bytes=est.memory_peak_bytes, hbm_bytes=load_hardware(row.hardware).hbm_bytes,
-        assumed=row.assumed,
+        assumed=row.assumed, moe=row_model(row, corpus).moe is not None,
     )
 
 

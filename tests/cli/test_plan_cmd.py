@@ -265,3 +265,18 @@ def test_report_folder_holds_the_json_document(sp_plan, plan_json, tmp_path):
     assert sorted(p.name for p in report.iterdir()) == ["index.html", "plans.csv", "summary.json"]
     _, doc = plan_json(*README, "--tp", "2", "--zero", "1")
     assert json.loads((report / "summary.json").read_text()) == doc
+
+
+def test_a_report_has_the_search_keep_every_row_and_a_plain_answer_does_not(sp_plan, tmp_path, monkeypatch):
+    # --report reads every candidate's row: the search costs each once and keeps it (every_row);
+    # without a report it keeps only the best rows, so memory stays bounded.
+    from sp_planner.cli import plan_solve
+
+    asked = []
+    real = plan_solve.search
+    monkeypatch.setattr(plan_solve, "search", lambda *a, **k: asked.append(k["every_row"]) or real(*a, **k))
+    assert sp_plan(*README, "--tp", "2", "--zero", "1").exit_code == 0
+    report = tmp_path / "report"
+    assert sp_plan(*README, "--tp", "2", "--zero", "1", "--report", report).exit_code == 0
+    assert asked == [False, True]
+    assert len(pd.read_csv(report / "plans.csv")) > 10
