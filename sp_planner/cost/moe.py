@@ -46,6 +46,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s
 from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
 from sp_planner.specs.hardware import HardwareProfile
@@ -120,10 +121,23 @@ def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
     return np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * model.hidden_size * elem_bytes
 
 
+def rows_per_expert(model: ModelSpec, tokens_per_tp_rank, ep, etp):
+    """Token copies each local expert of the busiest EP rank computes per micro-batch: the rank's
+    copies after dispatch (n/tp x top_k x etp x load, module docstring) over its num_experts/ep
+    experts. This is the M of each group of the expert grouped GEMM (cost.grouped_gemm)."""
+    if model.moe is None:
+        return np.zeros_like(np.asarray(tokens_per_tp_rank, dtype=np.float64))
+    copies = np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * etp * busiest_rank_load(model, ep)
+    return copies / (model.moe.num_experts / np.asarray(ep, dtype=np.float64))
+
+
 class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
-    imbalance_gemm_fwd_s: np.ndarray  # busiest rank's forward expert GEMMs beyond the mean (< 0 if drops cut it)
+    # The busiest rank's forward expert GEMMs beyond the mean at the flat GEMM efficiency (which
+    # layer_gemm_flops_per_token already times), in seconds at the bf16 rate: its load above the
+    # mean (< 0 if drops cut it) and the small-M grouped-GEMM slowdown (cost.grouped_gemm).
+    extra_expert_gemm_fwd_s: np.ndarray
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
 
@@ -132,10 +146,12 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
               ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
-    extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load - 1.0))
+    # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
+    factor = grouped_gemm_efficiency_factor(rows_per_expert(model, tokens_per_tp_rank, ep, etp))
+    extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0))
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
     # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
-    return MoETimes(imbalance_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a, etp_collective_s=etp_s)
+    return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a, etp_collective_s=etp_s)

@@ -1,6 +1,7 @@
 """Mixture-of-experts work of a layer for the simulator: the token dispatch/combine all-to-alls
 over the expert-parallel groups and the etp token collectives, run as phases on the cluster graph,
-and the busiest rank's extra expert GEMMs.
+and the busiest rank's extra expert GEMMs (its load and the small-M grouped-GEMM slowdown, both
+from cost.moe.moe_times, so the two models agree).
 
 Bytes and counts are cost.moe's (Megatron-Core's alltoall dispatcher, the busiest rank's load),
 and like the analytic model the simulator works with the MoE-average layer: each collective is
@@ -24,7 +25,7 @@ from sp_planner.specs.model import ModelSpec
 class MoEWork(NamedTuple):
     all_to_all_s: float  # one dispatch or combine (or its gradient)
     etp_collective_s: float  # one token all-gather or reduce-scatter over etp
-    imbalance_gemm_fwd_s: float  # the busiest rank's forward expert GEMMs beyond the mean
+    extra_expert_gemm_fwd_s: float  # busiest rank: forward expert GEMMs beyond the mean at flat efficiency
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
@@ -43,4 +44,4 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     # At the plan's precision, as cost.step scales it (FP8 covers the expert GEMMs).
     rate = hardware.peak_bf16_flops * hardware.efficiency.gemm / gemm_peak_flops(
         hardware, np.array([PRECISIONS.index(plan.precision)]))[0]
-    return MoEWork(share * a2a, share * etp, float(times.imbalance_gemm_fwd_s) * float(rate))
+    return MoEWork(share * a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate))

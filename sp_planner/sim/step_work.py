@@ -142,9 +142,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
-        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.imbalance_gemm_fwd_s,
+        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s,
         gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
-        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share) + 2 * moe.imbalance_gemm_fwd_s,
+        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s,
         moe_all_to_all_s=moe.all_to_all_s,
         etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,

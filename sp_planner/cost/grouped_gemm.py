@@ -1,0 +1,68 @@
+"""Expert (grouped) GEMM efficiency by the rows each expert receives (vectorized).
+
+An MoE layer runs its local experts as one grouped GEMM whose groups share N and K and differ in
+M, the token copies routed to each expert. Each group reads its own weights, so its arithmetic
+intensity grows with M: below the roofline ridge the GEMM is bound by the weight reads and its
+throughput falls roughly in proportion to M. The profiles' `efficiency.gemm` (and
+`gemm_fp8`/`gemm_mxfp8`) are large-shape figures; this module gives the fraction of them an
+expert GEMM reaches at M rows per expert.
+
+Source: deepseek-ai/DeepGEMM README.md at a9967bc27cdcead54e8d11e1736644eb51d49b33 (2025-04-09),
+section "Performance", H800 SXM5, NVCC 12.8, FP8 with fine-grained scaling. The two expert shapes
+measured at every M (N x K = 4096 x 7168 and 7168 x 2048), TFLOPS:
+  M per group   table                              4096 x 7168   7168 x 2048
+  64, 128       "Normal GEMMs for dense models"    287, 533      295, 510
+  256, 512,     "Grouped GEMMs (masked layout)",   932, 1040,    815, 916,
+  1024          4 / 2 / 1 groups                   1233          925
+  4096, 8192    "Grouped GEMMs (contiguous         1346, 1346    1214, 1214
+                layout)", 8 / 4 groups
+Each shape's figures are divided by its M = 8192 grouped figure (the large-M grouped rate, which
+the dense large-shape efficiency stands for) and the two shapes averaged: GROUPED_GEMM_POINTS. The
+shapes differ by at most 0.08 at any M, so N and K are not modelled (the table has two shapes
+only). Between points: linear in log M. Above 8192: 1. Below 64 (no data): proportional to M,
+the weight-read-bound regime the table's small M already shows (64 -> 128 rows nearly doubles
+TFLOPS), with a floor of one row.
+
+Transfer to BF16 and to other GPUs: low confidence, no BF16 grouped-GEMM table by M was found.
+The roofline argument for carrying the ratios over: the ridge in M is peak / (HBM bandwidth x
+bytes per weight / 2 FLOPs per weight-row): FP8 on H800 1979e12 / 3.35e12 x 1/2 = 295 rows, BF16
+on H100 989e12 / 3.35e12 = 295 rows, BF16 on B200 2.25e15 / 8e12 = 281 rows, MXFP8 on B200
+4.5e15 / 8e12 / 2 = 281 rows, so the same M sits at the same place on every roofline. A published
+BF16 cross-check (dense torch/cuBLAS on H100, vllm-project/vllm PR 49363,
+benchmarks/kernels/benchmark_fp8_gemm.py, N = 12288, K = 5376): 182.6 TFLOPS at M = 64 and 352.6
+at M = 128, 0.23 and 0.44 of the H100 profile's large-shape 794.5 TFLOPS (MAMF), against 0.23
+and 0.41 here.
+The weight-gradient GEMM (the expert's rows become the reduction dimension) is not in the table;
+it takes the same factor, as the backward is timed as 2 x the forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (M rows per expert, TFLOPS for N x K = 4096 x 7168, TFLOPS for 7168 x 2048): DeepGEMM README
+# at a9967bc2, H800 FP8 (module docstring).
+DEEPGEMM_H800_FP8_TFLOPS = (
+    (64, 287.0, 295.0),
+    (128, 533.0, 510.0),
+    (256, 932.0, 815.0),
+    (512, 1040.0, 916.0),
+    (1024, 1233.0, 925.0),
+    (4096, 1346.0, 1214.0),
+    (8192, 1346.0, 1214.0),
+)
+_LARGE_M = DEEPGEMM_H800_FP8_TFLOPS[-1]
+# (M, efficiency relative to large M), the two shapes averaged.
+GROUPED_GEMM_POINTS = tuple(
+    (m, 0.5 * (a / _LARGE_M[1] + b / _LARGE_M[2])) for m, a, b in DEEPGEMM_H800_FP8_TFLOPS
+)
+
+
+def grouped_gemm_efficiency_factor(rows_per_expert):
+    """Fraction of the large-shape GEMM efficiency an expert GEMM of `rows_per_expert` rows
+    reaches (1 for large M; module docstring for the data and the regime below 64 rows)."""
+    rows = np.maximum(np.asarray(rows_per_expert, dtype=np.float64), 1.0)
+    ms = np.array([p[0] for p in GROUPED_GEMM_POINTS], dtype=np.float64)
+    effs = np.array([p[1] for p in GROUPED_GEMM_POINTS])
+    inside = np.interp(np.log(rows), np.log(ms), effs)
+    return np.where(rows < ms[0], effs[0] * rows / ms[0], inside)
