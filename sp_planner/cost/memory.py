@@ -59,6 +59,8 @@ from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
     busiest_rank_load,
+    largest_adjacent_mlp_params_per_rank,
+    largest_mlp_params_per_rank,
     mean_mlp_params_per_rank,
     moe_layer_fraction,
 )
@@ -88,6 +90,25 @@ ZERO3_GATHERED_LAYERS = 2
 def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
     """Parameters of one layer on one rank (KV projections replicated when tp > kv heads; MoE
     layers' experts split over ep x etp, cost.moe), averaged over the layers."""
+    return _attention_params_per_rank(model, tp) + mean_mlp_params_per_rank(model, tp, ep, etp) + (
+        model.norm_params_per_layer)
+
+
+def largest_layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters on one rank of the layer holding the most (cost.moe largest_mlp_params_per_rank;
+    the average for models whose layers are all alike)."""
+    return _attention_params_per_rank(model, tp) + largest_mlp_params_per_rank(model, tp, ep, etp) + (
+        model.norm_params_per_layer)
+
+
+def largest_adjacent_layers_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters on one rank of the two neighbouring layers holding the most together (cost.moe
+    largest_adjacent_mlp_params_per_rank; twice the average for models whose layers are alike)."""
+    return 2 * (_attention_params_per_rank(model, tp) + model.norm_params_per_layer) + (
+        largest_adjacent_mlp_params_per_rank(model, tp, ep, etp))
+
+
+def _attention_params_per_rank(model: ModelSpec, tp):
     h, d = model.hidden_size, model.head_dim
     kv_local = kv_heads_per_tp_rank(model.num_kv_heads, tp)
     q_local = model.q_size / tp
@@ -98,7 +119,7 @@ def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
         attn = attn + h
     if model.mla is not None:  # MLA projections, split over tp like the heads they serve
         attn = model.mla_params_per_layer / tp
-    return attn + mean_mlp_params_per_rank(model, tp, ep, etp) + model.norm_params_per_layer
+    return attn
 
 
 def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:
@@ -188,12 +209,16 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
 def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1):
     """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded fp32 gradients
     before their reduce-scatter, and under ZeRO-3 with reshard_after_forward the gathered bf16
-    parameters of ZERO3_GATHERED_LAYERS layers (kept parameters are counted whole instead)."""
-    layer = layer_params_per_rank(model, tp, ep, etp)  # the rank's share of one layer, unsharded
+    parameters of ZERO3_GATHERED_LAYERS layers (kept parameters are counted whole instead).
+    Sized by the largest layers, not the average: the buffers peak when the largest layer is
+    reduced, and when the two neighbours holding the most are gathered (with MoE on every 2nd
+    layer, a MoE layer and a dense one)."""
+    layer = largest_layer_params_per_rank(model, tp, ep, etp)  # the rank's share of one layer, unsharded
+    pair = largest_adjacent_layers_params_per_rank(model, tp, ep, etp)  # ZERO3_GATHERED_LAYERS = 2 of them
     zero = np.asarray(zero)
     gathered = (zero == 3) & np.asarray(reshard, dtype=bool)
     return (np.where(zero >= 2, GRAD_BYTES * layer, 0.0)
-            + np.where(gathered, ZERO3_GATHERED_LAYERS * PARAM_BYTES * layer, 0.0))
+            + np.where(gathered, PARAM_BYTES * pair, 0.0))
 
 
 class MemoryColumns(NamedTuple):

@@ -42,6 +42,7 @@ capacity x experts): every rank sends, receives and computes F x the mean, ep 1 
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import NamedTuple
 
 import numpy as np
@@ -96,6 +97,50 @@ def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     shared = model.mlp_params_per_layer - routed - router
     f = moe_layer_fraction(model)
     return dense_mlp / tp + f * (routed / (ep * etp) + shared / tp + router)
+
+
+def mlp_layer_is_moe(model: ModelSpec) -> tuple[bool, ...]:
+    """Which decoder layers have a MoE MLP: after the dense first layers, every layer_step-th
+    (HF Llama4TextConfig moe_layers = range(step - 1, num_layers, step); specs.model MoESpec)."""
+    if model.moe is None:
+        return (False,) * model.num_layers
+    first, step = model.moe.first_dense_layers, model.moe.layer_step
+    return tuple(i >= first and (i - first) % step == step - 1 for i in range(model.num_layers))
+
+
+def _layer_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
+    """(dense layer, MoE layer) MLP parameters on one rank: dense / tp; routed experts /
+    (ep*etp), shared / tp, router whole."""
+    tp = np.asarray(tp, dtype=np.float64)
+    if model.moe is None:
+        return model.mean_mlp_params_per_layer / tp, np.zeros_like(tp)
+    routed = model.routed_expert_params_per_layer
+    router = model.hidden_size * model.moe.num_experts
+    shared = model.mlp_params_per_layer - routed - router
+    moe_layer = routed / (np.asarray(ep, dtype=np.float64) * etp) + shared / tp + router
+    dense_layers = model.num_layers - model.num_moe_layers
+    dense_total = model.mean_mlp_params_per_layer * model.num_layers - model.num_moe_layers * model.mlp_params_per_layer
+    return dense_total / max(dense_layers, 1) / tp, moe_layer
+
+
+def largest_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
+    """MLP parameters on one rank of the layer that holds the most. Models with dense layers
+    beside MoE ones (Llama 4 Maverick: every 2nd layer MoE; DeepSeek-V3's 3 first dense layers)
+    have layers of very different sizes, and a buffer that holds one layer must fit the largest."""
+    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    kinds = set(mlp_layer_is_moe(model))
+    return np.maximum(np.where(True in kinds, moe, 0.0), np.where(False in kinds, dense, 0.0))
+
+
+def largest_adjacent_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
+    """MLP parameters on one rank of the two neighbouring layers that hold the most together (a
+    ZeRO-3 layer and the next one prefetched): a MoE and a dense layer on Maverick, two MoE layers
+    on DeepSeek-V3; twice the largest for a one-layer model."""
+    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    kinds = mlp_layer_is_moe(model)
+    pairs = set(zip(kinds, kinds[1:])) or {(kinds[0], kinds[0])}
+    size = {True: moe, False: dense}
+    return reduce(np.maximum, [size[a] + size[b] for a, b in pairs])
 
 
 def expert_params_per_rank(model: ModelSpec, pp, ep, etp, layers=None):

@@ -166,3 +166,36 @@ def test_zero_transients_by_hand(toy_model, hardware, zero, reshard, layers_gath
     layer = 18560
     want = 4 * layer * grad_buffer + 2 * layer * layers_gathered  # fp32 gradients, bf16 parameters
     assert mem.comm_buffers_bytes - without.comm_buffers_bytes == want
+
+
+def test_zero_buffers_hold_the_largest_layers_not_the_average():
+    # Llama 4 Maverick: MoE on every 2nd layer (128 routed experts of 8192 + 1 shared, router
+    # 5120 x 128) and dense SwiGLU 16384 between; attention 40 heads and 8 KV heads of 128, two
+    # RMSNorms of 5120. tp 2, ep 4, etp 1.
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.memory import layer_params_per_rank, zero_buffer_bytes
+
+    maverick = load_model("Llama-4-Maverick-17B-128E")
+    h, tp, ep = 5120, 2, 4
+    attn = (2 * h * 40 * 128 + 2 * h * 8 * 128) / tp + 2 * h  # q, o and k, v over tp; the norms whole
+    dense = 3 * h * 16384 / tp
+    moe = 128 * 3 * h * 8192 / ep + 3 * h * 8192 / tp + h * 128
+    # ZeRO-2: one layer's fp32 gradients before their reduce-scatter, the MoE layer's (about twice
+    # the average layer, which the buffer was sized by before).
+    zero2 = float(zero_buffer_bytes(maverick, tp=tp, zero=2, reshard=False, ep=ep))
+    assert zero2 == pytest.approx(4 * (attn + moe), rel=1e-12)
+    assert zero2 / (4 * float(layer_params_per_rank(maverick, tp, ep))) == pytest.approx(1.93, abs=0.005)
+    # ZeRO-3 with reshard: plus the bf16 parameters of the computing layer and the prefetched
+    # one, neighbours: one MoE and one dense layer (never two MoE layers on Maverick).
+    zero3 = float(zero_buffer_bytes(maverick, tp=tp, zero=3, reshard=True, ep=ep))
+    assert zero3 == pytest.approx(4 * (attn + moe) + 2 * (2 * attn + moe + dense), rel=1e-12)
+
+
+def test_zero3_gathers_two_moe_layers_where_they_are_neighbours():
+    # DeepSeek-V3: 3 dense first layers, then MoE on every layer: the largest pair is two MoE layers.
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.memory import largest_adjacent_layers_params_per_rank, largest_layer_params_per_rank
+
+    dsv3 = load_model("DeepSeek-V3")
+    pair = float(largest_adjacent_layers_params_per_rank(dsv3, 1, 8, 1))
+    assert pair == pytest.approx(2 * float(largest_layer_params_per_rank(dsv3, 1, 8, 1)), rel=1e-12)
