@@ -126,17 +126,20 @@ def fsdp_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], 
                         (root,) if root > 0 else ())
 
 
-def stage_extras(model: ModelSpec, tp: int, single_stage: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(head, tail) non-layer tensors of the first pipeline stage on one rank: on a single stage
-    the output layer (unless tied) and the final norm come first in backprop order; the embedding
-    table is last."""
+def stage_extras(model: ModelSpec, tp: int, single_stage: bool, *, first_stage: bool = True,
+                 last_stage: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(head, tail) non-layer tensors of a pipeline stage on one rank, as cost.memory places them:
+    the last stage (or a single one) walks the output layer (unless tied on a single stage; Megatron
+    keeps a copy on the last stage when pp > 1) and the final norm first in backprop order; the
+    first stage (or a single one) walks the embedding table last; middle stages hold neither."""
     table = model.vocab_size * model.hidden_size / tp
     final_norm = float(model.embedding_params - model.vocab_size * model.hidden_size
                        * (1 if model.tie_word_embeddings else 2))
     head: tuple[float, ...] = ()
-    if single_stage:
-        head = ((table,) if not model.tie_word_embeddings else ()) + ((final_norm,) if final_norm > 0 else ())
-    return head, (table,)
+    if single_stage or last_stage:
+        output = () if single_stage and model.tie_word_embeddings else (table,)
+        head = output + ((final_norm,) if final_norm > 0 else ())
+    return head, (table,) if single_stage or first_stage else ()
 
 
 def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
@@ -157,14 +160,16 @@ def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tai
 
 
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
-                  zero: int, first_stage: bool = True, vpp: int = 1) -> tuple[BucketLayout, BucketLayout]:
-    """(dense, expert) collectives of a stage's rank, with the first stage's non-layer parameters:
-    Megatron buckets (per model chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps
-    the stages after the first in one bucket a chunk (DistributedDataParallel.__init__:
+                  zero: int, first_stage: bool = True, vpp: int = 1,
+                  last_stage: bool = False) -> tuple[BucketLayout, BucketLayout]:
+    """(dense, expert) collectives of a stage's rank with that stage's non-layer parameters
+    (stage_extras; the analytic model times the first stage's): Megatron buckets (per model
+    chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps the stages after the
+    first in one bucket a chunk (DistributedDataParallel.__init__:
     bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not
     on the critical path")."""
     dense, expert = layer_tensors(model, tp, ep, etp)
-    head, tail = stage_extras(model, tp, single_stage)
+    head, tail = stage_extras(model, tp, single_stage, first_stage=first_stage, last_stage=last_stage)
     if zero == 3:
         return fsdp_layout(dense, layers, head, tail), fsdp_layout(expert, layers if expert else 0, (), ())
     bucket = float(ddp_bucket_params(dp))

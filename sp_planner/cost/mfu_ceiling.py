@@ -32,8 +32,10 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
     # The highest FP8 model TFLOPS/GPU found in NVIDIA's performance pages (NeMo
     # docs/source/performance/performance_summary.md, Megatron-Bridge docs/performance-summary*.md
     # 25.09-26.08, NeMo performance_long_sequence.md), over the dense FP8 peak.
-    ("hopper", "fp8"): (0.449, "NeMo docs performance_summary.md at 8e3d65d (NeMo 24.07, DGX-H100, FP8): GPT3-175B "
-                               "on 512 GPUs, 888 model TFLOPS/GPU / 1979 dense FP8 = 44.9% MFU"),
+    # performance_summary.md history: 782 (4c73f77), 895 (3a8081f), 888 (8e3d65d), removed (d31653f).
+    ("hopper", "fp8"): (0.452, "NeMo docs performance_summary.md at 3a8081f ('24.07 vboost numbers', NeMo 24.07, "
+                               "DGX-H100, FP8): GPT3-175B on 512 GPUs, 895 model TFLOPS/GPU / 1979 dense FP8 = "
+                               "45.2% MFU (revised to 888 at 8e3d65d)"),
     ("blackwell", "fp8"): (0.382, "NeMo docs performance_long_sequence.md at 19fadb6 (NeMo 25.04, DGX-B200, FP8): "
                                   "Llama3-8B at 16K, 1717 model TFLOPS/GPU / 4500 dense FP8 = 38.2% MFU (Megatron-"
                                   "Bridge 25.09: Llama3.1-405B 1676, 37.2%)"),

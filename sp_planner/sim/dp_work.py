@@ -53,8 +53,8 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
              overlap: Overlap) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
-    overlapped). Every stage is given the first stage's non-layer parameters
-    (embedding, and on a single stage the head), as the analytic model times the first stage's."""
+    overlapped). Each stage's calls carry its own non-layer parameters (cost.buckets.stage_extras:
+    the embedding on the first, the output layer and final norm on the last)."""
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
     z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
     params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
@@ -97,7 +97,8 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
     reduce_calls, gather_calls, early = [], [], []
     for stage, n_layers in enumerate(layers_of):
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
-                                dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp)
+                                dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp,
+                                last_stage=stage == plan.pp - 1)
         calls = _merge(layouts, reduce_time)
         if not overlapped:
             every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail

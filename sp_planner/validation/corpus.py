@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import Field, model_validator
 
+from sp_planner.catalog import load_model
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
@@ -202,6 +203,7 @@ def load_corpus(path: Path) -> Corpus:
     sources: list[Source] = []
     models: dict[str, ModelSpec] = {}
     rows: list[CorpusRow] = []
+    row_files: list[Path] = []
     for file in corpus_files(path):
         parsed, file_rows = _read_file(file)
         if any(s.id == parsed.source.id for s in sources):
@@ -217,7 +219,23 @@ def load_corpus(path: Path) -> Corpus:
                 raise UserInputError(f"corpus file {file}: row id {row.id} is used twice")
             seen.add(row.id)
         rows.extend(file_rows)
+        row_files.extend(file for _ in file_rows)
+    for file, row in zip(row_files, rows):
+        _check_routing(file, row, models)
     return Corpus(sources=tuple(sources), models=models, rows=tuple(rows))
+
+
+def _check_routing(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
+    """A non-default routing needs experts to route to; checked once every file's models are read."""
+    if row.routing == "learned":
+        return
+    if row.model in models:
+        model = models[row.model]
+    else:
+        model = load_model(row.model)
+    if model.moe is None:
+        raise UserInputError(f"corpus file {file} row {row.id}: routing {row.routing} needs an MoE model, "
+                             f"and {model.name} has no experts; drop routing or name an MoE model")
 
 
 def default_corpus_path() -> Path:

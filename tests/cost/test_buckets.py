@@ -44,9 +44,14 @@ def test_buckets_of_64m_hold_one_layer_each_and_the_embedding_alone():
 
 
 def test_later_pipeline_stages_keep_one_bucket_and_zero3_gathers_layer_by_layer():
+    # A middle stage holds no embedding: its one bucket closes at its first layer.
     later, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=2, single_stage=False, dp=8, zero=1,
                              first_stage=False)
-    assert later.num_calls == 1 and later.tail == (2 * LAYER + TABLE,)
+    assert later.num_calls == 1 and later.layers == ((2 * LAYER,), ()) and later.tail == ()
+    # The last stage walks its output layer and final norm first, into the same bucket.
+    last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=2, single_stage=False, dp=8, zero=1,
+                            first_stage=False, last_stage=True)
+    assert last.num_calls == 1 and last.layers == ((2 * LAYER + TABLE + H,), ()) and last.tail == ()
     units, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=True, dp=8, zero=3)
     assert units.layers == ((LAYER,),) * 4 and units.tail == (2 * TABLE + H,)
 
@@ -67,8 +72,11 @@ def test_interleaved_chunks_after_the_first_are_one_bucket_each():
     dense, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2)
     assert dense.layers == ((QKV + PROJ + FC2 + FC1,), (FC2 + FC1,), (2 * LAYER,), ())
     assert dense.tail == (QKV + PROJ + TABLE,)
-    # A later stage: one bucket a chunk (with the first stage's embedding, which the simulator
-    # gives every stage).
+    # A middle stage: one bucket a chunk, chunk 0's at its first layer (no embedding there).
     later, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2,
                              first_stage=False)
-    assert later.layers == ((), (), (2 * LAYER,), ()) and later.tail == (2 * LAYER + TABLE,)
+    assert later.layers == ((2 * LAYER,), (), (2 * LAYER,), ()) and later.tail == ()
+    # The last stage: its last chunk also holds the output layer and the final norm.
+    last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2,
+                            first_stage=False, last_stage=True)
+    assert last.layers == ((2 * LAYER,), (), (2 * LAYER + TABLE + H,), ()) and last.tail == ()

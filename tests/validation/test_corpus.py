@@ -123,3 +123,16 @@ def test_assumed_settings_name_their_file_and_revision(corpus):
         assert re.search(r"\b([0-9a-f]{7,40}|v\d+\.\d+\.\d+)\b", row.assumed), row.id
     for row in corpus.rows:
         assert row.attention_kernel in (None, UNFUSED, *ATTENTION_KERNELS), row.id
+
+
+def test_moe_routing_on_a_dense_model_is_rejected_at_load(tmp_path):
+    # Llama-2-7B (catalog) has no experts: caught when the file loads, not first when scored.
+    with pytest.raises(UserInputError, match=r"c.yaml row a: routing balanced needs an MoE model.*Llama-2-7B"):
+        load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, routing: balanced}\n"))
+    # expressible: false rows too: the routing is wrong whatever is scored.
+    with pytest.raises(UserInputError, match="routing balanced needs an MoE model"):
+        load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, routing: balanced, "
+                                     "expressible: false, reason: r}\n"))
+    corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
+                                          "routing: balanced}\n"))
+    assert corpus.rows[0].routing == "balanced"

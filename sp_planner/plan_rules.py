@@ -1,0 +1,134 @@
+"""The hard rules a parallel plan must obey, as vectorized predicates (no plan class needed).
+
+plan.py builds its messages and `violations` on these; space.py masks candidate columns with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from sp_planner.pipeline import interleave_breaks, split_breaks
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+
+def seq_len_divisor(*, tp, ulysses, ring, zigzag):
+    """What the sequence length must divide by to shard evenly (vectorized over numpy arrays).
+
+    Ring zigzag splits into 2*ring*ulysses chunks (yunchang extract_local, Megatron p2p with
+    load balancing: S % (2*CP) == 0); Megatron sequence parallel then splits each CP shard
+    over tp (torchtitan states the combined rule S % (2*CP*TP) == 0).
+    """
+    chunks = np.where((np.asarray(ring) > 1) & zigzag, 2 * ring, ring)
+    return chunks * ulysses * tp
+
+
+# The hard rules, in the order they are checked (the first broken one is a candidate's reason).
+# Each is vectorized: `d` is a ParallelPlan or columns of candidates (a mapping with the degrees,
+# micro_batch and zigzag), and the same function serves plan.violations, space.rule_masks and the
+# executor's config check (which runs one attention layer: ATTENTION_RULES only).
+def _get(d, name: str):
+    value = d[name] if isinstance(d, Mapping) else getattr(d, name)
+    return 0 if value is None else value  # None stage layers = the even split (0 in columns)
+
+
+def _heads_split(d):
+    return _get(d, "tp") * _get(d, "ulysses")
+
+
+def _breaks_heads(num_heads, d, **_):
+    return num_heads % _heads_split(d) != 0
+
+
+def _breaks_kv_heads(num_kv_heads, d, **_):
+    split = _heads_split(d)
+    return np.logical_not((num_kv_heads % split == 0) | (split % num_kv_heads == 0))
+
+
+def _divisor(d):
+    return seq_len_divisor(tp=_get(d, "tp"), ulysses=_get(d, "ulysses"), ring=_get(d, "ring"),
+                           zigzag=_get(d, "zigzag"))
+
+
+def _breaks_seq_len(seq_len, d, **_):
+    return seq_len % _divisor(d) != 0
+
+
+def _breaks_layers(num_layers, d, **_):
+    return split_breaks(num_layers, _get(d, "pp"), _get(d, "vpp"), _get(d, "first_stage_layers"),
+                        _get(d, "last_stage_layers"))
+
+
+def _breaks_batch(global_batch, d, **_):
+    return global_batch % (_get(d, "dp") * _get(d, "micro_batch")) != 0
+
+
+def _breaks_experts(num_experts, d, **_):
+    # Megatron: num_experts % EP == 0 (arguments.py); EP > 1 needs experts (TransformerConfig);
+    # dense models have neither ep nor etp.
+    ep, etp = _get(d, "ep"), _get(d, "etp")
+    if num_experts == 0:
+        return (ep > 1) | (etp > 1)
+    return num_experts % ep != 0
+
+
+def _breaks_expert_grid(d, **_):
+    # The expert grid fills the same ranks: world % (ETP*EP*PP) == 0 (megatron/core/parallel_state.py).
+    ranks_per_stage = _get(d, "dp") * _get(d, "ring") * _get(d, "ulysses") * _get(d, "tp")
+    return ranks_per_stage % (_get(d, "ep") * _get(d, "etp")) != 0
+
+
+def _breaks_window_ring(window_tokens, seq_len, d, **_):
+    # Local-attention layers (sliding or chunked) under a ring: not modelled (which ring steps a
+    # window skips depends on the layout), and Transformer Engine allows sliding windows with
+    # context parallelism only for a2a or all_gather, not p2p (context_parallel.py, reference
+    # moe_fp8_pipeline_frameworks.md 1.8).
+    return (window_tokens > 0) & (window_tokens < seq_len) & (_get(d, "ring") > 1)
+
+
+def _breaks_interleave(global_batch, d, **_):
+    m = global_batch // (_get(d, "dp") * _get(d, "micro_batch"))
+    return interleave_breaks(_get(d, "pp"), _get(d, "vpp"), m)
+
+
+RULE_CHECKS: dict[str, Callable[..., Any]] = {
+    "heads": _breaks_heads,
+    "kv_heads": _breaks_kv_heads,
+    "seq_len": _breaks_seq_len,
+    "layers": _breaks_layers,
+    "batch": _breaks_batch,
+    "experts": _breaks_experts,
+    "expert_grid": _breaks_expert_grid,
+    "window_ring": _breaks_window_ring,
+    "vpp": _breaks_interleave,
+}
+RULES: tuple[str, ...] = tuple(RULE_CHECKS)
+ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
+
+
+class RuleFacts(NamedTuple):
+    """The model and workload numbers the rules read (attention runs know only the first three)."""
+
+    num_heads: int
+    num_kv_heads: int
+    seq_len: int
+    num_layers: int = 1
+    global_batch: int = 1
+    num_experts: int = 0  # 0 for dense models
+    window_tokens: int = 0  # span of the local layers (sliding window or chunk), 0 without
+    window_chunked: bool = False  # local layers attend within fixed chunks (Llama 4), not a sliding window
+
+    @classmethod
+    def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
+        return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
+                   workload.global_batch, model.moe.num_experts if model.moe else 0,
+                   model.window.window_tokens if model.window else 0,
+                   model.window is not None and model.window.kind == "chunked")
+
+
+def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:
+    """Rule key -> broken (bool, or bool array over candidates)."""
+    return {rule: RULE_CHECKS[rule](d=d, **facts._asdict()) for rule in rules}

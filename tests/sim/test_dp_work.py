@@ -1,0 +1,43 @@
+"""sim.dp_work: each pipeline stage's data-parallel calls carry that stage's parameters.
+
+pp 4 over the 4-layer model of tests/cost/test_dp_overlap.py (H 2048, vocabulary 32000, untied),
+one layer a stage at tp 1: the first stage holds a layer and the embedding, the middle ones a
+layer, the last a layer, the output layer and the final norm (H) -- what cost.memory counts.
+A phase that takes 1 s for the whole first stage's gradients with no latency makes each call's
+seconds its share of the first stage's parameters, so a stage's calls sum to its parameters
+over the first stage's.
+"""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.buckets import bucket_counts
+from sp_planner.cost.memory import stage_params_per_rank
+from sp_planner.cost.overlap import MEGATRON_OVERLAP
+from sp_planner.pipeline import stage_layers
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim.dp_work import dp_calls
+from sp_planner.sim.flows import PhaseResult
+from tests.cost.test_buckets import LAYER, TABLE
+from tests.cost.test_dp_overlap import H, MODEL
+
+
+def _phase(name, groups, nbytes, algorithm, efficiency, rounds=1):
+    return PhaseResult(name=name, duration_s=1.0 if nbytes > 0 else 0.0)
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+def test_every_stage_reduces_its_own_parameters(zero):
+    plan = ParallelPlan(dp=8, pp=4, zero=zero)
+    stages = stage_layers(MODEL.num_layers, 4, 0, 0)
+    zgroups, edp = np.zeros((4, 8), dtype=np.int64), np.zeros((4, 8), dtype=np.int64)
+    reduce, _, _, _ = dp_calls(_phase, MODEL, plan, stages, [1, 1, 1, 1], {"edp": edp}, zgroups,
+                               np.zeros((32, 1), dtype=np.int64), MEGATRON_OVERLAP)
+    first, last = (float(p) for p in stage_params_per_rank(MODEL, 1, 4, stages))
+    assert (first, last) == (LAYER + TABLE, LAYER + TABLE + H)
+    assert [calls.total_s for calls in reduce] == pytest.approx([1.0, LAYER / first, LAYER / first, last / first])
+    # The first stage's calls are the ones the analytic model counts.
+    dense, _ = bucket_counts(MODEL, tp=np.array([1]), ep=1, etp=1, layers=np.array([1]), pp=np.array([4]),
+                             dp=np.array([8]), zero=np.array([zero]))
+    calls = reduce[0]
+    assert len(calls.head) + sum(len(c) for c in calls.layers) + len(calls.tail) == dense.num_calls[0]
