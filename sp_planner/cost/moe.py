@@ -199,4 +199,5 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
-    return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a, etp_collective_s=etp_s)
+    return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,
+                    etp_collective_s=etp_s)
