@@ -143,9 +143,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
     # The busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
-    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models), at the candidate's precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run
-    # the grouped expert GEMMs in FP8 under --fp8-format; layer_gemm_flops_per_token holds the
-    # active experts' GEMMs already).
+    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models), at the candidate's
+    # precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run the grouped expert
+    # GEMMs in FP8 under --fp8-format; layer_gemm_flops_per_token holds the active experts' GEMMs
+    # already).
     bf16_rate = hardware.peak_bf16_flops * hardware.efficiency.gemm
     gemm_fwd = gemm_fwd + moe.extra_expert_gemm_fwd_s * bf16_rate / gemm_peak_flops(hardware, c.precision)
     attn = attention_times(
