@@ -10,6 +10,7 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from sp_planner.cost.buckets import bucket_counts
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
@@ -23,8 +24,34 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 
+# The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch,
+# precision, the ring's layout and resharding, change when they run, not what they cost).
+_SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "vpp", "first_stage_layers",
+                  "last_stage_layers", "ep", "etp")
+
+
 def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int) -> DPTimes:
-    """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes)."""
+    """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes),
+    priced once per distinct shape (_SHAPE_COLUMNS) and spread back over the candidates: a chunk
+    of 65,536 candidates holds a few hundred shapes, and each is priced call by call."""
+    n = len(c)
+    codes = [pd.factorize(np.broadcast_to(np.asarray(getattr(c, name)), (n,)))[0] for name in _SHAPE_COLUMNS]
+    key, radix = np.zeros(n, dtype=np.int64), 1
+    for code in codes:  # mixed radix over each column's distinct values: exact, no hashing collisions
+        key += code.astype(np.int64) * radix
+        radix *= int(code.max(initial=0)) + 1
+    if radix >= 2 ** 62:
+        return _dp_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node)
+    inverse, shapes = pd.factorize(key)
+    first = np.empty(len(shapes), dtype=np.int64)
+    first[inverse[::-1]] = np.arange(n - 1, -1, -1)  # the first candidate of each shape
+    stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
+    priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node)
+    return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in priced))
+
+
+def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int) -> DPTimes:
+    """dp_times for every row of `c`."""
     gpn = gpus_per_node
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
