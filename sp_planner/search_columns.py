@@ -12,6 +12,7 @@ from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.step import StepColumns, time_columns
+from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
     FRAME_PREFIXES,
     CommBytes,
@@ -47,7 +48,7 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
     # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
     keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag", "vpp",
                                                    "first_stage_layers", "last_stage_layers")], axis=1)
-    first, inverse = _distinct_rows(keys)
+    first, inverse = distinct_rows(keys)
     facts = RuleFacts.of(model, workload)
     texts = []
     for i in bad[first]:
@@ -56,18 +57,6 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
         texts.append(f"{rule}: {broken.message}")
     reasons[bad] = np.array(texts, dtype=object)[inverse.reshape(-1)]
     return reasons
-
-
-def _distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first, inverse) for the distinct rows of `keys` (n, k): the index of each distinct row's
-    first occurrence, and each row's distinct row. Column by column with pd.factorize (hashing),
-    several times faster than np.unique(axis=0), which sorts rows as structured records."""
-    ids = np.zeros(len(keys), dtype=np.int64)
-    for column in keys.T:
-        codes, distinct = pd.factorize(column)
-        ids, _ = pd.factorize(ids * len(distinct) + codes)  # stays below n * len(distinct)
-    _, first = np.unique(ids, return_index=True)
-    return first, ids
 
 
 class _Evaluated(NamedTuple):

@@ -44,6 +44,7 @@ import numpy as np
 
 from sp_planner.cost.memory import layer_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
+from sp_planner.distinct import distinct_rows
 from sp_planner.specs.model import ModelSpec
 
 # Megatron DDP bucket default (module docstring): larger dp, larger buckets, so the ring chunks
@@ -194,14 +195,8 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero, vpp)]
     stacked = np.stack(columns, axis=1)
-    bases = stacked.max(axis=0, initial=0) + 1
-    if np.prod(bases.astype(np.float64)) < 2.0 ** 62:
-        # One integer per row: a 1-D unique is much faster than unique(axis=0).
-        key = np.ravel_multi_index(tuple(stacked.T), tuple(int(b) for b in bases))
-        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        unique = stacked[first]
-    else:
-        unique, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    first, inverse = distinct_rows(stacked)
+    unique = stacked[first]
     table = np.zeros((len(unique), 6))
     for i, (t, e, et, n, single, d, z, v) in enumerate(unique.tolist()):
         for j, layout in enumerate(stage_layouts(model, tp=t, ep=e, etp=et, layers=n, single_stage=bool(single),

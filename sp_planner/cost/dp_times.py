@@ -10,7 +10,6 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from sp_planner.cost.buckets import bucket_counts
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
@@ -18,6 +17,7 @@ from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.memory import GRAD_BYTES, PARAM_BYTES, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.overlap import DPTimes
+from sp_planner.distinct import distinct_rows
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.pipeline import StageLayers
 from sp_planner.specs.hardware import HardwareProfile
@@ -35,16 +35,8 @@ def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLay
     priced once per distinct shape (_SHAPE_COLUMNS) and spread back over the candidates: a chunk
     of 65,536 candidates holds a few hundred shapes, and each is priced call by call."""
     n = len(c)
-    codes = [pd.factorize(np.broadcast_to(np.asarray(getattr(c, name)), (n,)))[0] for name in _SHAPE_COLUMNS]
-    key, radix = np.zeros(n, dtype=np.int64), 1
-    for code in codes:  # mixed radix over each column's distinct values: exact, no hashing collisions
-        key += code.astype(np.int64) * radix
-        radix *= int(code.max(initial=0)) + 1
-    if radix >= 2 ** 62:
-        return _dp_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node)
-    inverse, shapes = pd.factorize(key)
-    first = np.empty(len(shapes), dtype=np.int64)
-    first[inverse[::-1]] = np.arange(n - 1, -1, -1)  # the first candidate of each shape
+    first, inverse = distinct_rows(np.stack(
+        [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node)
     return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in priced))
