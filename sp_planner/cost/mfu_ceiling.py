@@ -21,7 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.flops import hardware_flops_per_step
+from sp_planner.plan import RECOMPUTE_NONE
 from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
 
 # (family, precision) -> (best published MFU, source).
 BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
@@ -61,6 +65,13 @@ def ceiling_peak_flops(hardware: HardwareProfile, precision: str) -> float | Non
     """The peak a precision's published MFU divides by: the dense bf16 peak, or the FP8 peak
     (None where the profile has none: it models no FP8, so there is nothing to hold)."""
     return hardware.peak_bf16_flops if precision == "bf16" else hardware.peak_fp8_flops
+
+
+def bounded_flops_per_step(model: ModelSpec, workload: Workload) -> float:
+    """The FLOPs the ceiling bounds: the model's useful work as run (causal attention as executed),
+    recompute left out as MFU leaves it out (module docstring)."""
+    return float(hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
+                                         causal=workload.causal, recompute=RECOMPUTE_NONE))
 
 
 def mfu_ceiling_s(hardware: HardwareProfile, hardware_flops_per_gpu, step_s, precision: str = "bf16"):

@@ -45,7 +45,7 @@ from sp_planner.cost.memory import (
     layer_params_per_rank,
     stage_params_per_rank,
 )
-from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
+from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -64,7 +64,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
-from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -238,8 +238,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     modelled = reduce(np.add, parts)  # left to right, as the parts are listed
     # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs) and bounds the
     # model's useful FLOPs as run, recompute left out as MFU leaves it out (cost.mfu_ceiling).
-    useful = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
-                                     causal=workload.causal, recompute=RECOMPUTE_NONE)
+    useful = bounded_flops_per_step(model, workload)
     ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, useful / world, modelled, name), 0.0)
                   for code, name in enumerate(PRECISIONS))
     held = (*parts, ceiling)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.flops import hardware_flops_per_step
-from sp_planner.cost.mfu_ceiling import mfu_ceiling_s
+from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
-from sp_planner.plan import RECOMPUTE_NONE, ParallelPlan, violations
+from sp_planner.plan import ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
 from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
@@ -107,8 +106,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
 def _held_to_ceiling(sched: PipelineSchedule, model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                      plan: ParallelPlan) -> PipelineSchedule:
     """The schedule stretched, as the analytic step is, to the best published MFU (cost.mfu_ceiling)."""
-    flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
-                                    causal=workload.causal, recompute=RECOMPUTE_NONE)
+    flops = bounded_flops_per_step(model, workload)
     extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s, plan.precision))
     if extra <= 0:
         return sched
