@@ -38,9 +38,9 @@ def band_clause(ranked: Sequence[PlanEstimate], band: PredictionBand, *, moe: bo
         return ""
     first = ranked[0]
     span = band.moe_step_range if moe and band.moe_step_range is not None else band.step_range
-    which = "MoE validation runs" if span is not band.step_range else "validation runs"
+    runs = "MoE validation runs" if span is not band.step_range else "validation runs"
     text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
-            f"(in 80% of {span.rows} {which} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
+            f"(in 80% of {span.rows} {runs} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
             f"the predicted one; the median error of all {band.rows} is {band.absolute_band_percent:g}%).")
     ties = ties_with_first(ranked, band)
     if ties:
