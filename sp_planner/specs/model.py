@@ -199,17 +199,17 @@ class ModelSpec(FrozenModel):
     @property
     def mean_mlp_params_per_layer(self) -> float:
         """MLP parameters averaged over the layers (dense first layers and MoE layers)."""
-        dense = self.num_layers - self.num_moe_layers
-        total = dense * self._dense_mlp_params(self.intermediate_size) + self.num_moe_layers * (
-            self.mlp_params_per_layer if self.moe is not None else 0)
-        return total / self.num_layers
+        return self._mean_over_layers(self.mlp_params_per_layer if self.moe is not None else 0)
 
     @property
     def mean_active_mlp_params_per_layer(self) -> float:
         """MLP parameters one token passes through, averaged over the layers."""
+        return self._mean_over_layers(self.active_mlp_params_per_layer if self.moe is not None else 0)
+
+    def _mean_over_layers(self, moe_layer_mlp_params: float) -> float:
+        """Dense layers' MLP parameters and `moe_layer_mlp_params` on each MoE layer, averaged."""
         dense = self.num_layers - self.num_moe_layers
-        total = dense * self._dense_mlp_params(self.intermediate_size) + self.num_moe_layers * (
-            self.active_mlp_params_per_layer if self.moe is not None else 0)
+        total = dense * self._dense_mlp_params(self.intermediate_size) + self.num_moe_layers * moe_layer_mlp_params
         return total / self.num_layers
 
     @property
