@@ -5,7 +5,10 @@ profiles, FA2 on Ampere, the NPU fusion kernel on Ascend). Frameworks run other 
 reference attention_kernels_and_cp_costs.md, section 2):
 - Megatron-LM (Transformer Engine, attention_backend auto): cuDNN fused attention on Hopper and
   newer ("Disabling FlashAttention to give FusedAttention preference on Hopper+", TE
-  dot_product_attention/utils.py), FlashAttention-2 on Ampere;
+  dot_product_attention/utils.py), FlashAttention-2 on Ampere. TE has preferred it on sm90 since
+  v1.2 (32db392, 2023-12) with NVTE_FUSED_ATTN/NVTE_FLASH_ATTN unset (read at v1.3, v2.2, v2.9);
+  a run that sets NVTE_FUSED_ATTN=0 runs flash-attn instead (FA2 until TE v1.11 added FA3), as the
+  NeMo-Framework-Launcher did by default in tags 24.01-24.07 (validation/corpus/nemo_long_sequence.yaml);
 - MindSpeed: torch_npu.npu_fusion_attention;
 - torchtitan v0.2.2 (the keys sp-plan emits): SDPA with FLASH first, PyTorch's FA2-based kernel
   (torchtitan models/attention.py at d0ed9b42; pytorch#142132 measures it at 329 TFLOPS on H100);
