@@ -43,8 +43,10 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     (multi_stream_cublas_gemm loops over num_gemms; the CUTLASS grouped GEMM is Hopper-only and
     opt-in, NVTE_USE_CUTLASS_GROUPED_GEMM), with a Python loop over the experts around it: fc1 and
     fc2, 2 forward and 4 backward (dgrad, wgrad); FP8 adds a quantize per expert input
-    (tex.split_quantize), 2 forward and 2 backward. Megatron's legacy GroupedMLP (grouped_gemm
-    package) is not counted.
+    (tex.split_quantize), 2 forward and 2 backward. These launches come from a C++ loop, without
+    the Python and module call of the nn.Linear benchmark, so the per-op time overstates them (no
+    published per-launch figure for that loop was found). Megatron's legacy GroupedMLP
+    (grouped_gemm package) is not counted.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
