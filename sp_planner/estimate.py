@@ -49,6 +49,7 @@ class TimeBreakdown(FrozenModel):
     bubble_s: float
     optimizer_s: float
     moe_comm_s: float = 0.0
+    host_overhead_s: float = 0.0  # host (CPU) time the GPU work does not hide (cost.host)
     mfu_ceiling_s: float = 0.0  # stretch to the best published MFU for the hardware (cost.mfu_ceiling)
 
 

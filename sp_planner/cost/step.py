@@ -37,6 +37,7 @@ from sp_planner.cost.flops import (
     model_flops_per_step,
 )
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import (
@@ -104,6 +105,7 @@ class TimeColumns(NamedTuple):
     bubble_s: np.ndarray
     optimizer_s: np.ndarray
     moe_comm_s: np.ndarray  # MoE token dispatch/combine all-to-alls and etp collectives (cost.moe)
+    host_overhead_s: np.ndarray  # host (CPU) time the GPU work does not hide (cost.host)
     mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
 
 
@@ -194,6 +196,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                          + moe_bwd)
     fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd)
 
+    # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
+    # and backward as the CPU issues it.
+    gpu_fwd = gemm_fwd + attn.fwd_compute_s + attn.fwd_ring_exposed_s + attn.fwd_ulysses_s + tp_fwd + moe_fwd
+    full = recompute == RECOMPUTE_FULL
+    ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full)
+    per_op = host_s_per_op(hardware)
+    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op, host_bwd_s=ops_bwd * per_op, gpu_fwd_s=gpu_fwd,
+                                  gpu_bwd_s=per_layer - gpu_fwd, layers=layers, logits_s=logits,
+                                  syncs=host_syncs_per_layer(model), full_recompute=full)
+
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
@@ -230,6 +242,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
         m * layers * moe_layer,
+        m * host_exposed,
     )
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)

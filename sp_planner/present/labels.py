@@ -29,6 +29,7 @@ TIME_LABELS: dict[str, str] = {
     "bubble_s": "pipeline bubble",
     "optimizer_s": "optimizer step",
     "moe_comm_s": "MoE dispatch/combine",
+    "host_overhead_s": "host (CPU) overhead",
     "mfu_ceiling_s": "held to the best published MFU",
 }
 

@@ -36,6 +36,7 @@ KIND_LABELS: dict[str, str] = {
     "dp_comm": "DP gradient sync / parameter gather (not hidden)",
     "optimizer": "optimizer step",
     "idle": "waiting (pipeline bubble, upstream stages)",
+    "host_overhead": "host (CPU) time not hidden by GPU work",
     "mfu_ceiling": "held to the best published MFU",
 }
 

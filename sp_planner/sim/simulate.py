@@ -29,9 +29,9 @@ from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
-                "mfu_ceiling": "compute"}
+                "mfu_ceiling": "compute", "host_overhead": "compute"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
-              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling"}
+              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead"}
 
 
 def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
@@ -48,11 +48,17 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
         raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
 
 
-def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
-                         plan: ParallelPlan, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> float:
+def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
+                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> tuple[float, float]:
+    """The analytic model's (step time, exposed host time) for one plan."""
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=overlap)
-    return float(step.step_time_s[0])
+    return float(step.step_time_s[0]), float(step.time.host_overhead_s[0])
+
+
+def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                         plan: ParallelPlan, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> float:
+    return analytic_step(model, hardware, workload, plan, gpus_per_node=gpus_per_node, overlap=overlap)[0]
 
 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -76,7 +82,11 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     work, phases = step_work(cluster, model, workload, plan, overlap)
     unheld = schedule_step(work)
     dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
-    sched = _held_to_ceiling(unheld, model, hardware, workload, plan)
+    analytic_s, host_s = analytic_step(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node,
+                                       overlap=overlap)
+    # The simulator schedules GPU work only; the host time it does not hide is the analytic
+    # model's (cost.host), added as a block at the end like the MFU ceiling's.
+    sched = _held_to_ceiling(_extended(unheld, "host_overhead", host_s), model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)
@@ -88,8 +98,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         gpus_per_node=gpus_per_node,
         topology=cluster.topology,
         step_time_s=step,
-        analytic_step_time_s=analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node,
-                                                  overlap=overlap),
+        analytic_step_time_s=analytic_s,
         tokens_per_s=workload.tokens_per_step / step if step > 0 else 0.0,
         num_micro_batches=work.num_micro_batches,
         compute_idle_fraction=compute_idle,
@@ -108,11 +117,16 @@ def _held_to_ceiling(sched: PipelineSchedule, model: ModelSpec, hardware: Hardwa
     """The schedule stretched, as the analytic step is, to the best published MFU (cost.mfu_ceiling)."""
     flops = bounded_flops_per_step(model, workload)
     extra = float(mfu_ceiling_s(hardware, flops / plan.world_size, sched.step_time_s, plan.precision))
+    return _extended(sched, "mfu_ceiling", extra)
+
+
+def _extended(sched: PipelineSchedule, kind: str, extra: float) -> PipelineSchedule:
+    """The schedule with a block of `extra` seconds of `kind` after its last block (none if 0)."""
     if extra <= 0:
         return sched
     last = max(range(len(sched.blocks)), key=lambda i: (sched.blocks[i].end_s, i))
     end = sched.blocks[last].end_s
-    tail = Block(sched.blocks[last].stage, "mfu_ceiling", -1, end, end + extra, last, 0.0, None)
+    tail = Block(sched.blocks[last].stage, kind, -1, end, end + extra, last, 0.0, None)
     return PipelineSchedule(blocks=[*sched.blocks, tail], templates=sched.templates, step_time_s=end + extra)
 
 

@@ -1,0 +1,151 @@
+"""Host (CPU) time of eager PyTorch, and the part of it the GPU work does not hide (vectorized).
+
+Eager PyTorch issues every kernel from the CPU: Python, the dispatcher and autograd, then the
+launch. The CPU runs ahead of the GPU while kernels queue, so the host time costs nothing as long
+as the GPU work it issues takes longer; when it does not, the GPU idles.
+
+Per-op host time (HOST_S_PER_OP): NVIDIA/TransformerEngine issue #2053 ("[PyTorch] High CPU
+overhead on Grace systems", 2025-08-11), a benchmark of one Linear forward (BF16, hidden 2048,
+8192 tokens), CPU time per call: torch.nn.Linear 13.48 us on a DGX H100 (Intel Xeon Platinum
+8480C) and 37.08 us on GB200 (Grace); te.Linear 99.66 us on GB200. One nn.Linear forward is one
+module call launching one GEMM, so its CPU time is taken as the host time of one op: 13.48 us on
+the x86 hosts of the DGX profiles, 37.08 us on Grace (GB200). A stated point, not a range: it
+overstates plain aten calls without a module (PyTorch issue #41383, a maintainer: an elementwise
+op on a CPU tensor takes about 2 us from Python, half of it Python) and understates TE modules
+(te.Linear is 2.7 x nn.Linear on GB200 in the same table), which the count below takes as one op
+per launch.
+
+Ops per layer and micro-batch (kernel launches, collectives and device-to-host copies issued by
+the host), counted by hand from Megatron-Core core_v0.15.0 (0d7e02bd) with the TE spec
+(megatron/core/transformer/transformer_layer.py, attention.py, mlp.py, moe/moe_layer.py,
+moe/router.py, moe/token_dispatcher.py, moe/experts.py TEGroupedMLP) and TransformerEngine v2.9
+(70f53666; pytorch/module/grouped_linear.py, common/gemm/cublaslt_gemm.cu), fusions on (RoPE,
+SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
+  dense forward, 12: norm + QKV GEMM (LayerNormLinear), RoPE on q and k (2), core attention and
+    its layout copy (2), projection GEMM, residual add, norm + fc1 GEMM (2), SwiGLU, fc2 GEMM,
+    residual add.
+  dense backward, 20: dgrad and wgrad of the four GEMMs (8), SwiGLU, two norms and their
+    residual-gradient adds (4), attention backward (3: the dot(dO, O) pre-pass, the kernel, the
+    dQ conversion), RoPE on q and k (2), two gradient accumulations.
+  FP8/MXFP8: +2 forward (quantize the projection's and fc2's inputs; the norm fuses the cast of
+    the others) and +4 backward (quantize each GEMM's output gradient); weights are quantized
+    once per step (is_first_microbatch), not counted.
+  MoE layer instead of the dense MLP, +32 forward (36 ops replace the MLP's 4): norm, router
+    (fp32 cast, GEMM, fused top-k and score, aux-loss scores, tokens per expert, fused aux loss,
+    its scaler and tracker: 10), dispatcher preprocess (sums and slices of the routing map and the
+    all-gather of the counts over tp x ep: 7), the device-to-host copies of the counts and their
+    stream event (6), fused permute (4), two dispatch all-to-alls (tokens, probs), fused sort by
+    local expert (2), SwiGLU with the routing probs, unsort, the combine all-to-all, fused
+    unpermute; +12 backward (18 replace the MLP's 6): router GEMM dgrad and wgrad, top-k and
+    aux-loss backward (4), permute and unpermute backward (4), the four all-to-alls' gradients
+    and the probs' (5), sort and unsort (2), SwiGLU, norm.
+  Each local expert (num_experts / ep): TE GroupedLinear runs one cuBLAS GEMM per expert
+    (multi_stream_cublas_gemm loops over num_gemms; the CUTLASS grouped GEMM is Hopper-only and
+    opt-in, NVTE_USE_CUTLASS_GROUPED_GEMM), with a Python loop over the experts around it: fc1 and
+    fc2, 2 forward and 4 backward (dgrad, wgrad); FP8 adds a quantize per expert input
+    (tex.split_quantize), 2 forward and 2 backward. These launches come from a C++ loop, without
+    the Python and module call of the nn.Linear benchmark, so the per-op time overstates them (no
+    published per-launch figure for that loop was found). Megatron's legacy GroupedMLP
+    (grouped_gemm package) is not counted.
+  Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
+  TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
+  Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
+  optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
+  re-issues the forward in the backward and is counted), CUDA graphs (Megatron-Bridge graphs the
+  router and dispatcher preprocess on some MoE recipes; those runs pay less host time than here).
+
+Timing rule. Within a stretch of work free of host syncs the CPU runs ahead and the GPU is busy
+for max(host, GPU) seconds: the exposed host time is max(0, host - GPU). A sync drains the queue:
+the host waits for the GPU, so host time after it cannot hide behind GPU work issued before it,
+and each stretch between syncs pays its own max. Megatron's dropless all-to-all dispatcher syncs
+once per MoE layer forward: token_dispatcher.py (core_v0.15.0) copies tokens_per_expert and the
+all-to-all splits to the CPU on a side stream (maybe_move_tensor_to_cpu, line 836, at
+cuda_dtoh_point "before_permutation_1") and waits on that copy (self.d2h_event.synchronize(), line
+859) at cuda_sync_point "before_ep_alltoall" (line 524, ep > 1) or "before_finish" (ep 1), since
+the all-to-all and the grouped GEMM take their split sizes as host integers. The backward reuses
+them (no sync). Padded to capacity (drop_and_pad) the sizes are static and nothing syncs. Hence,
+per micro-batch on the pacing stage with L layers, per-layer host times h_f, h_b and GPU times
+g_f, g_b (fwd, bwd), and the logits' GPU time g_o:
+  no sync:  exposed = max(0, L (h_f + h_b) - (L (g_f + g_b) + g_o))
+  MoE sync: exposed = L max(0, h_f - g_f) + max(0, L h_b - (L g_b + g_o))
+            (the forward in stretches of one layer; the backward one stretch, or one per layer
+            under full recompute, whose recomputed forward syncs again).
+The layer is the model's average layer (MoE ops x the share of MoE layers), as elsewhere in the
+cost model. The pipeline bubble is timed from GPU work only, so host time that stretches the
+other stages' micro-batches is not in it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.comm import (
+    TP_BACKWARD_ALL_GATHERS,
+    TP_BACKWARD_REDUCE_SCATTERS,
+    TP_FORWARD_ALL_GATHERS,
+    TP_FORWARD_REDUCE_SCATTERS,
+)
+from sp_planner.cost.moe import ETP_BACKWARD_COLLECTIVES, ETP_FORWARD_COLLECTIVES, moe_layer_fraction
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+# CPU seconds of one torch.nn.Linear forward (one module call, one GEMM launch), TE issue #2053.
+HOST_S_PER_OP_X86 = 13.48e-6  # DGX H100, Intel Xeon Platinum 8480C
+HOST_S_PER_OP_GRACE = 37.08e-6  # GB200, Grace
+# Built-in profiles (lower-cased names) whose hosts are Grace CPUs; every other one is an x86 host.
+GRACE_PROFILES = frozenset({"gb200-nvl72"})
+
+# Host ops per layer and micro-batch, Megatron-Core + TE (module docstring).
+DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 12, 20
+FP8_FORWARD_OPS, FP8_BACKWARD_OPS = 2, 4
+MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 12
+EXPERT_FORWARD_OPS, EXPERT_BACKWARD_OPS = 2, 4  # per local expert: fc1 and fc2 GEMMs
+EXPERT_FP8_FORWARD_OPS, EXPERT_FP8_BACKWARD_OPS = 2, 2  # per local expert: quantize the inputs
+SHARED_EXPERT_FORWARD_OPS, SHARED_EXPERT_BACKWARD_OPS = 3, 5
+
+
+def host_s_per_op(hardware: HardwareProfile) -> float:
+    """Host seconds of one eager op on the profile's host CPU (module docstring)."""
+    return HOST_S_PER_OP_GRACE if hardware.name.lower() in GRACE_PROFILES else HOST_S_PER_OP_X86
+
+
+def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute):
+    """(forward, backward) host ops of the model's average layer per micro-batch, per candidate."""
+    low = np.asarray(low_precision, dtype=bool)
+    fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0)
+    bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0)
+    tp_split = np.asarray(tp) > 1
+    fwd = fwd + np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
+    bwd = bwd + np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+    if model.moe is not None:
+        local = model.moe.num_experts / np.asarray(ep)
+        shared = model.moe.num_shared_experts > 0
+        moe_fwd = (MOE_FORWARD_OPS + local * (EXPERT_FORWARD_OPS + np.where(low, EXPERT_FP8_FORWARD_OPS, 0))
+                   + np.where(np.asarray(etp) > 1, ETP_FORWARD_COLLECTIVES, 0)
+                   + (SHARED_EXPERT_FORWARD_OPS if shared else 0))
+        moe_bwd = (MOE_BACKWARD_OPS + local * (EXPERT_BACKWARD_OPS + np.where(low, EXPERT_FP8_BACKWARD_OPS, 0))
+                   + np.where(np.asarray(etp) > 1, ETP_BACKWARD_COLLECTIVES, 0)
+                   + (SHARED_EXPERT_BACKWARD_OPS if shared else 0))
+        share = moe_layer_fraction(model)
+        fwd = fwd + share * moe_fwd
+        bwd = bwd + share * moe_bwd
+    bwd = bwd + np.where(full_recompute, fwd, 0)
+    return fwd, bwd
+
+
+def host_syncs_per_layer(model: ModelSpec) -> bool:
+    """Whether the MoE layers sync the host each forward: dropless or capped all-to-all dispatch
+    (padded to capacity, the split sizes are static and nothing syncs)."""
+    return model.moe is not None and model.num_moe_layers > 0 and not model.moe.pad_to_capacity
+
+
+def exposed_host_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logits_s, syncs: bool,
+                   full_recompute):
+    """Host seconds per micro-batch the GPU work does not hide (module docstring's timing rule);
+    per-layer times, `layers` on the pacing stage, `logits_s` its logits' GPU time."""
+    if not syncs:
+        return np.maximum(0.0, layers * (host_fwd_s + host_bwd_s - gpu_fwd_s - gpu_bwd_s) - logits_s)
+    fwd = layers * np.maximum(0.0, host_fwd_s - gpu_fwd_s)
+    bwd = np.where(full_recompute, layers * np.maximum(0.0, host_bwd_s - gpu_bwd_s),
+                   np.maximum(0.0, layers * (host_bwd_s - gpu_bwd_s) - logits_s))
+    return fwd + bwd

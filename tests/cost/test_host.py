@@ -1,0 +1,101 @@
+"""Host (CPU) time of eager PyTorch and the part the GPU work does not hide (cost.host)."""
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs import Workload
+
+QWEN3_MOE = load_model("Qwen3-30B-A3B")  # 48 MoE layers, 128 experts, no shared expert
+DENSE = load_model("Llama-3-70B")
+
+
+def test_per_op_host_time_is_the_nn_linear_benchmark_of_the_host_cpu():
+    # TransformerEngine issue #2053: torch.nn.Linear forward CPU time, 13.48 us on a DGX H100
+    # (Xeon 8480C), 37.08 us on GB200 (Grace).
+    assert host_s_per_op(load_hardware("h100-sxm")) == 13.48e-6
+    assert host_s_per_op(load_hardware("b200")) == 13.48e-6
+    assert host_s_per_op(load_hardware("gb200-nvl72")) == 37.08e-6
+
+
+def test_dense_layer_ops_by_hand():
+    def ops(**kw):
+        args = {"tp": 1, "ep": 1, "etp": 1, "low_precision": False, "full_recompute": False} | kw
+        fwd, bwd = layer_host_ops(DENSE, **args)
+        return float(fwd), float(bwd)
+
+    assert ops() == (12, 20)
+    assert ops(low_precision=True) == (12 + 2, 20 + 4)  # quantize the proj/fc2 inputs, 4 output grads
+    assert ops(tp=8) == (12 + 2 + 2, 20 + 4 + 2)  # one op per TP all-gather / reduce-scatter
+    assert ops(full_recompute=True) == (12, 20 + 12)  # the forward again in the backward
+
+
+def test_moe_layer_ops_count_each_local_experts_gemms():
+    # 128 experts over ep 8: 16 local experts, two GEMMs each forward (fc1, fc2), four backward.
+    fwd, bwd = layer_host_ops(QWEN3_MOE, tp=1, ep=8, etp=1, low_precision=False, full_recompute=False)
+    assert (float(fwd), float(bwd)) == (12 + 32 + 16 * 2, 20 + 12 + 16 * 4)
+    # MXFP8 quantizes each expert's input, forward and backward, besides the dense quantizations.
+    fwd, bwd = layer_host_ops(QWEN3_MOE, tp=1, ep=8, etp=1, low_precision=True, full_recompute=False)
+    assert (float(fwd), float(bwd)) == (14 + 32 + 16 * 4, 24 + 12 + 16 * 6)
+
+
+def test_without_syncs_the_host_hides_behind_the_whole_micro_batch():
+    # 10 layers, 1 ms + 2 ms host vs 0.5 ms + 1.5 ms GPU per layer, 1 ms of logits:
+    # max(0, 10 x 3 - (10 x 2 + 1)) = 9 ms.
+    kw = {"host_fwd_s": 1e-3, "host_bwd_s": 2e-3, "gpu_fwd_s": 0.5e-3, "gpu_bwd_s": 1.5e-3, "layers": 10,
+          "logits_s": 1e-3, "full_recompute": False}
+    assert exposed_host_s(syncs=False, **kw) == pytest.approx(9e-3)
+    # A sync per layer forward: 10 x 0.5 ms forward, and the backward pooled: 10 x 0.5 - 1 = 4 ms.
+    assert exposed_host_s(syncs=True, **kw) == pytest.approx(5e-3 + 4e-3)
+
+
+def test_a_sync_per_layer_exposes_forward_host_time_the_backward_would_hide():
+    # Forward host-bound (1 ms vs 0.5 ms), backward GPU-bound (1 ms vs 2 ms): without syncs the
+    # backward's slack hides it all, with a sync per layer forward 10 x 0.5 ms is exposed.
+    kw = {"host_fwd_s": 1e-3, "host_bwd_s": 1e-3, "gpu_fwd_s": 0.5e-3, "gpu_bwd_s": 2e-3, "layers": 10,
+          "logits_s": 0.0, "full_recompute": False}
+    assert exposed_host_s(syncs=False, **kw) == 0.0
+    assert exposed_host_s(syncs=True, **kw) == pytest.approx(5e-3)
+
+
+def test_full_recompute_syncs_again_in_the_backward():
+    # Backward 2 ms host vs 1.5 ms GPU per layer, 10 ms of logits: pooled the logits hide it, but
+    # the recomputed MoE forward syncs each layer, so each layer pays its 0.5 ms.
+    kw = {"host_fwd_s": 0.0, "host_bwd_s": 2e-3, "gpu_fwd_s": 1e-3, "gpu_bwd_s": 1.5e-3, "layers": 10,
+          "logits_s": 10e-3, "syncs": True}
+    assert exposed_host_s(full_recompute=False, **kw) == 0.0
+    assert exposed_host_s(full_recompute=True, **kw) == pytest.approx(5e-3)
+
+
+def test_moe_layers_sync_unless_padded_to_capacity():
+    assert host_syncs_per_layer(QWEN3_MOE)
+    capped = QWEN3_MOE.model_copy(update={"moe": QWEN3_MOE.moe.model_copy(update={"capacity_factor": 1.0})})
+    assert host_syncs_per_layer(capped)  # the dropped sizes still come back to the host
+    padded = QWEN3_MOE.model_copy(update={"moe": capped.moe.model_copy(update={"pad_to_capacity": True})})
+    assert not host_syncs_per_layer(padded)
+    assert not host_syncs_per_layer(DENSE)
+
+
+def test_a_large_dense_layer_hides_its_host_time():
+    # Llama-3-70B, 8K tokens a micro-batch at tp 8: a layer's GPU work (tens of ms) is far above
+    # its 42 ops x 13.48 us of host time.
+    est = evaluate(DENSE, load_hardware("h100-sxm"), Workload(seq_len=8192, global_batch=64),
+                   ParallelPlan(tp=8, pp=8, dp=1, micro_batch=1, zero=1, recompute="full"), num_nodes=8,
+                   gpus_per_node=8)
+    assert est.time.host_overhead_s == 0.0
+
+
+def test_small_moe_micro_batches_are_host_bound():
+    # Qwen3-30B-A3B on 8 B200s, ep 8, MXFP8 (Megatron-Bridge's recipe): at one 4K sequence a
+    # micro-batch a layer's 110 + 132 ops (3.3 ms of host time) outlast its GPU work; at two the
+    # GPU work hides them. The host time per micro-batch is fixed, the GPU's halves.
+    hw, workload = load_hardware("b200"), Workload(seq_len=4096, global_batch=512)
+
+    def host_s(micro_batch):
+        plan = ParallelPlan(dp=8, ep=8, micro_batch=micro_batch, zero=1, precision="mxfp8")
+        return evaluate(QWEN3_MOE, hw, workload, plan, num_nodes=1, gpus_per_node=8).time.host_overhead_s
+
+    assert host_s(1) > 0.0
+    assert host_s(2) == 0.0
