@@ -127,8 +127,9 @@ def row_overlap(framework: str, *, param_gather: bool = True) -> Overlap:
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
-# torchtitan by sp-plan's framework defaults; llm-foundry's MPT runs use flash-attn 2 or its
-# Triton port (attn_impl flash/triton), FA2-class kernels.
+# torchtitan by sp-plan's framework defaults. llm-foundry's MPT runs used flash-attn 2 (rows with
+# attention_kernel fa2) or llm-foundry's pre-MLIR Triton FlashAttention (attn_impl triton), which
+# has no published H100 curve: FA2 stands in for it (validation/corpus/mosaic_mpt_h100.yaml header).
 CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
     "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "Megatron-Bridge (Megatron-Core)": "megatron",
     "torchtitan": "torchtitan",
