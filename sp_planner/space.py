@@ -189,9 +189,7 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
         # micro-batch, so they are counted once per distinct (dp, pp) (a few dozen, against up to
         # millions of tuples).
         pairs, inverse = np.unique(np.stack([named["dp"], named["pp"]], axis=1), axis=0, return_inverse=True)
-        per_pair = np.array([sum(_vpps_kept(workload, int(dp), int(pp), mb, pins, axes)
-                                 for mb in _micro_batches(workload, int(dp), pins))
-                             for dp, pp in pairs], dtype=np.int64).reshape(-1)
+        per_pair = _vpps_kept(workload, pairs, pins, axes)
         mbs = per_pair[inverse.reshape(-1)]
         return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):

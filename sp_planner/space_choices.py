@@ -77,7 +77,16 @@ def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool
     return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
 
 
-def _vpps_kept(workload: Workload, dp: int, pp: int, mb: int, pins: Pins, axes: Axes | None) -> int:
-    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)
+def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | None) -> np.ndarray:
+    """Per (dp, pp) row of `pairs`, the (micro-batch, vpp) choices `_vpp_keep` keeps, summed over
+    the micro-batches: one vectorized call over every (dp, pp, micro-batch) triple."""
+    triples = [(dp, pp, mb, row) for row, (dp, pp) in enumerate(pairs.tolist())
+               for mb in _micro_batches(workload, dp, pins)]
+    if not triples:
+        return np.zeros(len(pairs), dtype=np.int64)
+    dp, pp, mb, owner = (np.array(col, dtype=np.int64)[:, None] for col in zip(*triples))
+    vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)[None, :]
     num_layers = axes.num_layers if axes is not None else 1
-    return int(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None).sum())
+    keep = np.broadcast_to(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None),
+                           (len(triples), vpps.shape[1]))  # (triples, vpp choices)
+    return np.bincount(owner[:, 0], weights=keep.sum(axis=1), minlength=len(pairs)).astype(np.int64)
