@@ -6,9 +6,11 @@ Megatron-LM / MindSpeed (NVIDIA/Megatron-LM d98e8a6): bf16 parameters (2 B), fp3
 sets accumulate_allreduce_grads_in_fp32), and an optimizer holding fp32 main parameters and Adam's
 two moments (12 B): 18 B per parameter, "6 + 12/d" with the distributed optimizer
 (docs/user-guide/features/dist_optimizer.md table; theoretical_memory_usage.py
-num_bytes_per_parameter). ZeRO-2/3 as Megatron-FSDP keep the same states (its gradient buffer is
-fp32 with grad_reduce_in_fp32 through core_v0.16.1: fsdp/src/megatron_fsdp/param_and_grad_buffer.py
-before b969f76), sharded; the bf16 parameters are what the GEMMs read.
+num_bytes_per_parameter). ZeRO-2/3 as Megatron-FSDP keep the same states, sharded (core_v0.16.1
+megatron_fsdp.py builds its gradient buffer with ddp_config.grad_reduce_in_fp32, which
+training.py sets from accumulate_allreduce_grads_in_fp32; from core_v0.17.0, b969f76, its
+--megatron-fsdp-main-grads-dtype defaults to "auto", the parameters' bf16, which sp-plan does not
+model); the bf16 parameters are what the GEMMs read.
 
 torch FSDP with bf16 mixed precision (torchtitan's FSDP2, Composer's FSDP1 as llm-foundry runs it):
 the sharded parameters stay fp32 and are the optimizer's parameters, so there is no separate
