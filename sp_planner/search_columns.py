@@ -140,8 +140,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     memory = memory_columns(model, hardware, workload, c, states)
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=overlap)
-    comm = comm_columns(model, workload, c, gpus_per_node=domain)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=overlap, states=states)
+    comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)

@@ -22,7 +22,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     q = question
     # Time plans with the overlap the framework's flags give (cost.overlap; Megatron's for "all").
     overlap = framework_overlap("megatron" if framework == "all" else framework)
-    # Memory with the training states it keeps (cost.states; Megatron's for "all").
+    # Memory and gradient widths of the training states it keeps (cost.states; Megatron's for "all").
     states = framework_states(framework)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     wanted = max(top, simulate or 0)
@@ -38,10 +38,10 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             if framework_ranked:  # the plans the table shows
                 mine = result.model_copy(update={"ranked": framework_ranked})
                 framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
-                                                        top_k=simulate, overlap=overlap).ranked
+                                                        top_k=simulate, overlap=overlap, states=states).ranked
             # Every plan's ranking too, for --format json (which lists every framework's plans).
             result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
-                                          overlap=overlap)
+                                          overlap=overlap, states=states)
         suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")

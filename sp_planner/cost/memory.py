@@ -87,9 +87,6 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Bytes per parameter the data-parallel collectives move: bf16 parameter all-gathers, fp32 gradient
-# reductions (Megatron's, cost.states; torch FSDP's reduce_dtype float32 is the same width).
-PARAM_BYTES, GRAD_BYTES = MEGATRON_STATES.compute_param_bytes, MEGATRON_STATES.grad_bytes
 ACT_BYTES = 2  # bf16 activations
 # Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
 # and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
