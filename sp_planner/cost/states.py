@@ -48,7 +48,9 @@ FP16_Optimizer (engine.py _do_optimizer_sanity_check: DDP_BFLOAT16), the same by
 
 Gradients are accumulated and reduced in the same width in all three (Megatron fp32, FSDP
 reduce_dtype fp32, DeepSpeed communication_data_type defaulting to the model's bf16), so
-grad_bytes is also the width of a layer's unsharded gradients before their reduce-scatter.
+grad_bytes is also the width of a layer's unsharded gradients before their reduce-scatter (FSDP's
+are autograd's bf16 ones until copied into the fp32 reduce-scatter input, foreach_reduce; counted
+at the fp32 width).
 """
 
 from __future__ import annotations
