@@ -49,8 +49,9 @@ FP16_Optimizer (engine.py _do_optimizer_sanity_check: DDP_BFLOAT16), the same by
 Gradients are accumulated and reduced in the same width in all three (Megatron fp32, FSDP
 reduce_dtype fp32, DeepSpeed communication_data_type defaulting to the model's bf16), so
 grad_bytes is also the width of a layer's unsharded gradients before their reduce-scatter (FSDP's
-are autograd's bf16 ones until copied into the fp32 reduce-scatter input, foreach_reduce; counted
-at the fp32 width).
+are autograd's bf16 ones until copied into the fp32 reduce-scatter input: pytorch/pytorch 010ae4a
+_fully_shard/_fsdp_collectives.py foreach_reduce allocates that input in reduce_dtype, frees the
+gradients after the copy-in and casts the reduced shard to the parameter dtype; counted at 4 B).
 """
 
 from __future__ import annotations
