@@ -11,13 +11,15 @@ projection and fc2 (2 + 2); backward does the conjugates (2 RS + 2 AG) and gathe
 sharded inputs again for the weight gradients (2 AG; Megatron's
 LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements.
 
-DP/ZeRO over the dp x cp group, P = parameters on the rank: ZeRO-0 all-reduces fp32 gradients
-(reduce-scatter + all-gather, both counted); ZeRO-1 reduce-scatters fp32 gradients once per step
+DP/ZeRO over the dp x cp group, P = parameters on the rank, gradients in the framework's
+reduction width (cost.states: fp32 for Megatron and torch FSDP's reduce_dtype, bf16 for
+DeepSpeed's communication_data_type default): ZeRO-0 all-reduces gradients (reduce-scatter +
+all-gather, both counted); ZeRO-1 reduce-scatters gradients once per step
 and all-gathers bf16 parameters after the update (Megatron distributed optimizer); ZeRO-2
 reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
 every micro-batch's forward and backward (FSDP / DeepSpeed stage 3), or only in forward when
 reshard_after_forward is false. Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
-and each reduce-scatter of gradients is followed by an all-reduce of the fp32 shard across the
+and each reduce-scatter of gradients is followed by an all-reduce of the shard across the
 replicas (cost.fsdp). All-gather CP moves the ring axis' K/V with an all-gather (forward, and
 again in backward) and dK/dV with a reduce-scatter instead of P2P (attention_comm).
 """
@@ -37,7 +39,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
-from sp_planner.cost.memory import ACT_BYTES, GRAD_BYTES, PARAM_BYTES, candidate_stage_layers, stage_params_per_rank
+from sp_planner.cost.memory import ACT_BYTES, candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -48,6 +50,7 @@ from sp_planner.cost.moe import (
     busiest_rank_load,
     moe_layer_fraction,
 )
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
 from sp_planner.space import Candidates
@@ -99,8 +102,11 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
     return 2 * (c.ring - 1) * block * ACT_BYTES
 
 
-def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int) -> CommColumns:
-    """Bytes each GPU sends per step by collective, and the link each collective's group spans."""
+def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
+                 states: TrainingStates = MEGATRON_STATES) -> CommColumns:
+    """Bytes each GPU sends per step by collective, and the link each collective's group spans;
+    gradients and gathered parameters in the framework's widths (cost.states)."""
+    grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
     stages = candidate_stage_layers(model, c)
@@ -135,20 +141,20 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
 
     def reductions(params, group):
         share = lambda nbytes: nbytes * (group - 1) // group  # noqa: E731  (n-1)/n of a buffer
-        rs = share(GRAD_BYTES * params) * rounds
+        rs = share(grad_bytes * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
-            [share(GRAD_BYTES * params), param_gathers_per_micro_batch(c) * m * share(PARAM_BYTES * params)],
-            share(PARAM_BYTES * params),
+            [share(grad_bytes * params), param_gathers_per_micro_batch(c) * m * share(param_bytes * params)],
+            share(param_bytes * params),
         )
         return rs, ag
 
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO group.
     grads_rs, params_ag = reductions(params, zgroup)
     expert_rs, expert_ag = reductions(experts, edp)
-    # HSDP: all-reduce of this rank's fp32 gradient shard over dp_replicate ranks (sent 2(r-1)/r).
+    # HSDP: all-reduce of this rank's gradient shard over dp_replicate ranks (sent 2(r-1)/r).
     rep = c.dp_replicate
-    replica_ar = 2 * (GRAD_BYTES * params // zgroup) * (rep - 1) // rep * rounds
+    replica_ar = 2 * (grad_bytes * params // zgroup) * (rep - 1) // rep * rounds
     # MoE: dispatch + combine forward and backward, each the rank's token copies (top_k of its n/tp
     # tokens, x the busiest rank's load: imbalance or capacity) less the share it keeps; etp gathers them.
     tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp

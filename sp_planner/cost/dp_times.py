@@ -1,8 +1,9 @@
 """Seconds of a stage's data-parallel collectives, call by call (vectorized over candidates).
 
 The calls are Megatron's buckets or FSDP's units (cost.buckets); each pays its bandwidth share
-and NCCL's ring latency (cost.links). Bytes follow cost.comm: fp32 gradients reduce-scattered
-(all-reduced under ZeRO-0, sending twice the share), bf16 parameters gathered; routed experts
+and NCCL's ring latency (cost.links). Bytes follow cost.comm: gradients reduce-scattered in the
+framework's width (cost.states; all-reduced under ZeRO-0, sending twice the share), bf16
+parameters gathered; routed experts
 over the expert-data-parallel group; under HSDP each reduce-scatter's shard then all-reduced
 over the replicas (cost.fsdp), one call per bucket or unit as well.
 """
@@ -14,9 +15,10 @@ import numpy as np
 from sp_planner.cost.buckets import bucket_counts
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
-from sp_planner.cost.memory import GRAD_BYTES, PARAM_BYTES, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.memory import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.overlap import DPTimes
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_rows
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.pipeline import StageLayers
@@ -30,21 +32,26 @@ _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "
                   "last_stage_layers", "ep", "etp")
 
 
-def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int) -> DPTimes:
+def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+             states: TrainingStates = MEGATRON_STATES) -> DPTimes:
     """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes),
     priced once per distinct shape (_SHAPE_COLUMNS) and spread back over the candidates: a chunk
-    of 65,536 candidates holds a few hundred shapes, and each is priced call by call."""
+    of 65,536 candidates holds a few hundred shapes, and each is priced call by call. `states`:
+    the framework's gradient and gathered-parameter widths (cost.states)."""
     n = len(c)
     first, inverse = distinct_rows(np.stack(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
-    priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node)
+    priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
+                       states=states)
     return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in priced))
 
 
-def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int) -> DPTimes:
+def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+              states: TrainingStates = MEGATRON_STATES) -> DPTimes:
     """dp_times for every row of `c`."""
     gpn = gpus_per_node
+    grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     edp, edp_stride = c.edp, axis_stride(c, "edp")
@@ -82,10 +89,10 @@ def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLa
 
     def reduce(dense_params, dense_count, expert_params, expert_count):
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""
-        rs = (calls("reduce_scatter", GRAD_BYTES, dense_params, dense_count, "dense")
-              + calls("reduce_scatter", GRAD_BYTES, expert_params, expert_count, "expert"))
+        rs = (calls("reduce_scatter", grad_bytes, dense_params, dense_count, "dense")
+              + calls("reduce_scatter", grad_bytes, expert_params, expert_count, "expert"))
         shard = dense_params / zgroup + expert_params / edp
-        return rs + calls("all_reduce", 2 * GRAD_BYTES, shard, dense_count + expert_count, "replica")
+        return rs + calls("all_reduce", 2 * grad_bytes, shard, dense_count + expert_count, "replica")
 
     def both(kind, bytes_per_param, dense_params, dense_count, expert_params, expert_count):
         return (calls(kind, bytes_per_param, dense_params, dense_count, "dense")
@@ -94,17 +101,17 @@ def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLa
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
     return DPTimes(
-        grad_all_reduce_s=both("all_reduce", 2 * GRAD_BYTES, dense, n_dense, experts, n_expert),
+        grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
         grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
-        param_all_gather_s=both("all_gather", PARAM_BYTES, dense, n_dense, experts, n_expert),
-        last_all_reduce_s=both("all_reduce", 2 * GRAD_BYTES, dense_calls.unhideable_params,
+        param_all_gather_s=both("all_gather", param_bytes, dense, n_dense, experts, n_expert),
+        last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
                                dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
         last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
                                      unhideable_experts, expert_calls.num_unhideable),
-        first_all_gather_s=both("all_gather", PARAM_BYTES, dense_calls.unhideable_params,
+        first_all_gather_s=both("all_gather", param_bytes, dense_calls.unhideable_params,
                                 dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
-        layer_gather_s=both("all_gather", PARAM_BYTES, dense_layer, 1, expert_layer, 1),
+        layer_gather_s=both("all_gather", param_bytes, dense_layer, 1, expert_layer, 1),
         layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
-        root_gather_s=both("all_gather", PARAM_BYTES, root, 1, 0.0, 0),
+        root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
         root_reduce_s=reduce(root, 1, 0.0, 0),
     )

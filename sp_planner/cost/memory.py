@@ -1,14 +1,15 @@
 """Memory per GPU (vectorized over candidates): model states, activations, logits, buffers.
 
-Model states (Rajbhandari et al. 2020, ZeRO, section 3.1; Megatron-LM distributed optimizer):
-bf16 parameters (2 bytes), fp32 gradients (4 bytes: Megatron's arguments.py forces
-accumulate_allreduce_grads_in_fp32 with bf16, "bfloat16 requires gradient accumulation and
-all-reduce to be done in fp32"; its theoretical_memory_usage.py counts 18 = 6 + 12 bytes/param),
-fp32 master weights + Adam moments (12 bytes). ZeRO shards over the dp x cp group (Megatron's
-dp-cp group; under HSDP dp_shard x cp, cost.fsdp): stage 1 the optimizer states, 2 also
-gradients, 3 also parameters. ZeRO-3 without reshard_after_forward keeps the stage's gathered
-bf16 parameters from forward to backward (FSDP2 reshard_after_forward=False): a whole copy
-beside the shard.
+Model states (Rajbhandari et al. 2020, ZeRO, section 3.1): the bytes per parameter of the
+framework's parameters, gradients and optimizer states, and the lowest ZeRO stage that shards
+each (cost.states: Megatron's bf16 weights + fp32 main gradients + fp32 master and Adam moments,
+2 + 4 + 12; torch FSDP's fp32 sharded parameters + fp32 gradients + Adam moments, 4 + 4 + 8;
+DeepSpeed's 2 + 2 + 12). ZeRO shards over the dp x cp group (Megatron's dp-cp group; under HSDP
+dp_shard x cp, cost.fsdp). Gathered parameters are bf16 (the GEMMs' copy): held whole beside the
+shard from forward to backward when not resharded after forward (ZeRO-3 with
+reshard_after_forward false, FSDP2 reshard_after_forward=False; FSDP's ZeRO-1/2), and, for a
+framework whose GEMMs read a cast of unsharded fp32 parameters (torchtitan's DDP), autocast's
+casts saved for backward.
 
 Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
 sequence parallelism, specialised to flash attention (no s^2 terms), no dropout (Llama
@@ -25,7 +26,7 @@ one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first 
 Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages).
 
 ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
-(fp32: Megatron accumulates and reduces gradients in fp32, as above); ZeRO-3 with
+(in the framework's gradient width, cost.states); ZeRO-3 with
 reshard_after_forward also holds the gathered parameters of the layer computing and of the one
 prefetched behind it (FSDP2's implicit prefetch issues the next layer's all-gather during the
 current one; Megatron-FSDP's --fsdp-double-buffer names the same two buffers). ZeRO-3's root
@@ -33,7 +34,8 @@ unit (cost.buckets: embedding, final norm, output layer) is gathered once per st
 resharded after forward, so under reshard_after_forward its gathered bf16 parameters are held
 beside the layers'; its gradients wait for the root's reduce-scatter after the whole backward
 (torch fully_shard: the root's post-backward runs in the final callback), so the output layer's
-and final norm's unsharded fp32 gradients, produced first in backward, are held throughout it.
+and final norm's unsharded gradients, produced first in backward, are held throughout it
+(wherever parameters are sharded into such units: ZeRO-3, and FSDP's ZeRO-1/2).
 
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8.
@@ -70,6 +72,13 @@ from sp_planner.cost.precision import (
     fp8_weight_bytes_per_param,
 )
 from sp_planner.cost.runtime_memory import runtime_bytes
+from sp_planner.cost.states import (
+    MEGATRON_STATES,
+    TrainingStates,
+    params_sharded,
+    sharded_state_bytes,
+    whole_compute_copy,
+)
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import StageLayers, first_stage_in_flight, stage_layers
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -78,7 +87,6 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-PARAM_BYTES, GRAD_BYTES, OPTIMIZER_BYTES = 2, 4, 12
 ACT_BYTES = 2  # bf16 activations
 # Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
 # and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
@@ -206,10 +214,11 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     return ulysses_buf + ring_buf + tp_buf
 
 
-def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1):
-    """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded fp32 gradients
-    before their reduce-scatter, and under ZeRO-3 with reshard_after_forward the gathered bf16
-    parameters of ZERO3_GATHERED_LAYERS layers (kept parameters are counted whole instead).
+def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, states: TrainingStates = MEGATRON_STATES):
+    """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded gradients before
+    their reduce-scatter (where the framework shards gradients, cost.states), and under ZeRO-3
+    with reshard_after_forward the gathered bf16 parameters of ZERO3_GATHERED_LAYERS layers (kept
+    parameters are counted whole instead).
     Sized by the largest layers, not the average: the buffers peak when the largest layer is
     reduced, and when the two neighbours holding the most are gathered (with MoE on every 2nd
     layer, a MoE layer and a dense one)."""
@@ -217,8 +226,8 @@ def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1):
     pair = largest_adjacent_layers_params_per_rank(model, tp, ep, etp)  # ZERO3_GATHERED_LAYERS = 2 of them
     zero = np.asarray(zero)
     gathered = (zero == 3) & np.asarray(reshard, dtype=bool)
-    return (np.where(zero >= 2, GRAD_BYTES * layer, 0.0)
-            + np.where(gathered, PARAM_BYTES * pair, 0.0))
+    return (np.where(zero >= states.grad_shard_stage, states.grad_bytes * layer, 0.0)
+            + np.where(gathered, states.compute_param_bytes * pair, 0.0))
 
 
 class MemoryColumns(NamedTuple):
@@ -235,18 +244,22 @@ class MemoryColumns(NamedTuple):
     peak_bytes: np.ndarray
 
 
-def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates
-                   ) -> MemoryColumns:
-    """Memory of every candidate, for its busier stage (first or last)."""
+def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                   states: TrainingStates = MEGATRON_STATES) -> MemoryColumns:
+    """Memory of every candidate, for its busier stage (first or last), with the framework's
+    training states (cost.states)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
     first_p, last_p = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)
-    kept = (zero == 3) & ~np.asarray(c.reshard, dtype=bool)  # gathered parameters kept for backward
+    # A whole bf16 copy beside the stored parameters (gathered and kept for backward, cost.states).
+    kept = whole_compute_copy(states, zero, c.reshard)
     # ZeRO-3's root unit on each stage (module docstring): its non-layer parameters, gathered and
-    # kept under reshard_after_forward, and the output layer's gradients held through backward.
+    # kept under reshard_after_forward, and the output layer's gradients held through backward
+    # wherever parameters are sharded into units.
     per_layer = layer_params_per_rank(model, tp, c.ep, c.etp)
     root_gathered = (zero == 3) & np.asarray(c.reshard, dtype=bool)
+    units = params_sharded(states, zero)
     output_layer = model.vocab_size * model.hidden_size / tp + (
         model.embedding_params - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2))
     # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
@@ -256,21 +269,19 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
     gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
 
-    def states(params, layers, holds_output):
+    def stage_states(params, layers, holds_output):
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
         experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=layers)
-
-        def sharded(nbytes, stage):
-            group = np.where(zero >= stage, zgroup, 1)
-            expert_group = np.where(zero >= stage, c.edp, 1)
-            return nbytes * (params - experts) / group + nbytes * experts / expert_group
+        dense_states = sharded_state_bytes(states, zero, params - experts, zgroup)
+        expert_states = sharded_state_bytes(states, zero, experts, c.edp)
+        p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
+        bf16 = states.compute_param_bytes
         fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
         root = params - layers * per_layer
-        p = (sharded(PARAM_BYTES, 3) + np.where(kept, PARAM_BYTES * params, 0.0)
-             + np.where(root_gathered, PARAM_BYTES * root, 0.0) + fp8)
-        g = sharded(GRAD_BYTES, 2) + np.where((zero == 3) & holds_output, GRAD_BYTES * output_layer, 0.0)
-        return p, g, sharded(OPTIMIZER_BYTES, 1)
+        p = p_stored + np.where(kept, bf16 * params, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
+        g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
+        return p, g, optimizer
 
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
@@ -287,11 +298,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather)
-    buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp)
+    buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
+                                          states=states)
     reserve = runtime_bytes(hardware, c)
 
-    first = (*states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
-    last = (*states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)
+    first = (*stage_states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
+    last = (*stage_states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (

@@ -48,6 +48,7 @@ from sp_planner.cost.memory import (
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -122,7 +123,8 @@ class StepColumns(NamedTuple):
 
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
-                 gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP) -> StepColumns:
+                 gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
+                 states: TrainingStates = MEGATRON_STATES) -> StepColumns:
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
@@ -214,7 +216,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
     zgroup, edp = shard_group_size(c), c.edp
     zero = c.zero
-    times = dp_times(model, hardware, c, stages=stages, gpus_per_node=gpn)
+    times = dp_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states)
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones.

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
 from sp_planner.space import PIN_DEGREES, count_candidates
@@ -48,12 +50,14 @@ def suggest_fits(
     gpus_per_node: int,
     pins: Pins,
     batch_scales_with_gpus: bool = False,
+    overlap: Overlap = MEGATRON_OVERLAP,
+    states: TrainingStates = MEGATRON_STATES,
 ) -> tuple[FitSuggestion, ...]:
     """Changes that make some plan fit, each verified by a fresh search.
 
     `batch_scales_with_gpus`: the global batch is sp-plan's default (a token budget rounded to the
     GPU count, specs/batch.py), so the more-nodes search uses the batch that `--nodes N` alone would
-    give; otherwise it is kept.
+    give; otherwise it is kept. `overlap` and `states`: the framework's (cost.overlap, cost.states).
     """
 
     spent = 0
@@ -70,7 +74,8 @@ def suggest_fits(
         if spent + cost > SUGGESTION_CANDIDATES:
             return None  # past the budget: not checked, so not suggested
         spent += cost
-        found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1)
+        found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1,
+                       overlap=overlap, states=states)
         return found.ranked[0] if found.ranked and found.ranked[0].fits else None
 
     found: list[FitSuggestion] = []

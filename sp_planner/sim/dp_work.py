@@ -15,9 +15,10 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
-from sp_planner.cost.memory import GRAD_BYTES, PARAM_BYTES, stage_params_per_rank
+from sp_planner.cost.memory import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.overlap import Overlap
+from sp_planner.cost.states import TrainingStates
 from sp_planner.pipeline import StageLayers
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.flows import PhaseResult
@@ -50,12 +51,15 @@ def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, b
 
 def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLayers, layers_of: list[int],
              groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
-             overlap: Overlap) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
+             overlap: Overlap, states: TrainingStates
+             ) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
     overlapped). Each stage's calls carry its own non-layer parameters (cost.buckets.stage_extras:
-    the embedding on the first, the output layer and final norm on the last)."""
+    the embedding on the first, the output layer and final norm on the last). Gradients and
+    gathered parameters move in the framework's widths (cost.states)."""
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
+    grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
     params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
     experts = float(expert_params_per_rank(model, plan.pp, ep, etp, layers=stages.first))
@@ -66,23 +70,23 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
         return nbytes * (n - 1) / n
 
     if zero == 0:
-        ar = phase("dp grad all-reduce", zgroups, share(2 * GRAD_BYTES * dense, z), "ring", "all_reduce", rounds=2)
-        ear = phase("edp grad all-reduce", groups["edp"], share(2 * GRAD_BYTES * experts, edp), "ring", "all_reduce",
+        ar = phase("dp grad all-reduce", zgroups, share(2 * grad_bytes * dense, z), "ring", "all_reduce", rounds=2)
+        ear = phase("edp grad all-reduce", groups["edp"], share(2 * grad_bytes * experts, edp), "ring", "all_reduce",
                     rounds=2)
 
         def reduce_time(n: float, expert: bool) -> float:
             return _per_call(ear, n, expert_share) if expert else _per_call(ar, n, dense)
         gather_time: Callable[[float, bool], float] | None = None
     else:
-        rs = phase("dp grad reduce-scatter", zgroups, share(GRAD_BYTES * dense, z), "ring", "reduce_scatter")
-        ers = phase("edp grad reduce-scatter", groups["edp"], share(GRAD_BYTES * experts, edp), "ring",
+        rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter")
+        ers = phase("edp grad reduce-scatter", groups["edp"], share(grad_bytes * experts, edp), "ring",
                     "reduce_scatter")
         # HSDP: each call's gradient shard then all-reduced across the replicas (cost.fsdp).
         shard = dense / z
-        rar = phase("hsdp shard all-reduce", replicas, share(2 * GRAD_BYTES * shard, rep), "ring", "all_reduce",
+        rar = phase("hsdp shard all-reduce", replicas, share(2 * grad_bytes * shard, rep), "ring", "all_reduce",
                     rounds=2)
-        ag = phase("dp param all-gather", zgroups, share(PARAM_BYTES * dense, z), "ring", "all_gather")
-        eag = phase("edp param all-gather", groups["edp"], share(PARAM_BYTES * experts, edp), "ring", "all_gather")
+        ag = phase("dp param all-gather", zgroups, share(param_bytes * dense, z), "ring", "all_gather")
+        eag = phase("edp param all-gather", groups["edp"], share(param_bytes * experts, edp), "ring", "all_gather")
 
         def reduce_time(n: float, expert: bool) -> float:
             own = _per_call(ers, n, expert_share) if expert else _per_call(rs, n, dense)

@@ -16,6 +16,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
+from sp_planner.cost.states import MEGATRON_STATES, TORCH_FSDP_STATES, TrainingStates
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -126,6 +127,26 @@ def row_overlap(framework: str, *, param_gather: bool = True) -> Overlap:
     return overlap if param_gather else overlap.model_copy(update={"param_gather": False})
 
 
+# The training states each corpus framework keeps (cost.states): Megatron-family runs Megatron's
+# bf16 weights, fp32 main gradients and fp32 master + Adam; torchtitan (FSDP2) and llm-foundry's
+# Composer (torch FSDP1, MP mode DEFAULT: bf16 param_dtype, fp32 reduce_dtype) keep fp32 sharded
+# parameters as the optimizer's, fp32 gradients and Adam's moments.
+CORPUS_FRAMEWORK_STATES: dict[str, TrainingStates] = {
+    "Megatron-LM": MEGATRON_STATES,
+    "NeMo (Megatron-Core)": MEGATRON_STATES,
+    "Megatron-Bridge (Megatron-Core)": MEGATRON_STATES,
+    "torchtitan": TORCH_FSDP_STATES,
+    "Composer FSDP": TORCH_FSDP_STATES,
+}
+
+
+def row_states(framework: str) -> TrainingStates:
+    if framework not in CORPUS_FRAMEWORK_STATES:
+        known = ", ".join(CORPUS_FRAMEWORK_STATES)
+        raise ValueError(f"corpus framework {framework!r} has no training-states model; use one of {known}")
+    return CORPUS_FRAMEWORK_STATES[framework]
+
+
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
 # torchtitan by sp-plan's framework defaults. llm-foundry's MPT runs used flash-attn 2 (rows with
 # attention_kernel fa2) or llm-foundry's pre-MLIR Triton FlashAttention (attn_impl triton), which
@@ -152,7 +173,8 @@ def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
     return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
-                    overlap=row_overlap(row.framework, param_gather=row.overlap_param_gather))
+                    overlap=row_overlap(row.framework, param_gather=row.overlap_param_gather),
+                    states=row_states(row.framework))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate) -> float:

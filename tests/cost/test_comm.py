@@ -108,3 +108,21 @@ def test_hsdp_and_kept_parameters_by_hand(toy_model, hardware):
     # replicas are dp_shard x cp x tp = 4 ranks apart: inside an 8-GPU node, across 4-GPU nodes
     assert _estimate(toy_model, hardware, 8, plan).comm_links.dp_all_reduce == "intra"
     assert _estimate(toy_model, hardware, 4, plan).comm_links.dp_all_reduce == "inter"
+
+
+def test_gradients_move_in_the_frameworks_width(toy_model, hardware):
+    # DeepSpeed with bf16 reduces gradients in bf16 (engine.communication_data_type defaults to
+    # the model's dtype): half Megatron's fp32 bytes; parameters are gathered in bf16 by both.
+    # torch FSDP's reduce_dtype float32 moves Megatron's widths.
+    from sp_planner.cost.states import DEEPSPEED_STATES, TORCH_FSDP_STATES
+
+    def dp(zero, states):
+        plan = PLAN.model_copy(update={"zero": zero})
+        comm = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=8, states=states).comm_bytes
+        return comm.dp_reduce_scatter, comm.dp_all_gather
+
+    share = 43584 * 3 // 4
+    assert dp(0, DEEPSPEED_STATES) == (2 * share, 2 * share)  # bf16 all-reduce
+    assert dp(2, DEEPSPEED_STATES) == (2 * 2 * share, 2 * share)
+    assert dp(3, DEEPSPEED_STATES) == (2 * 2 * share, 2 * 2 * 2 * share)
+    assert dp(3, TORCH_FSDP_STATES) == (2 * 4 * share, 2 * 2 * 2 * share)

@@ -27,3 +27,21 @@ def test_shapes_priced_once_equal_every_row_priced():
         assert len(c) > 1000  # many candidates, far fewer shapes: the dedupe does something
         for field, a, b in zip(shared._fields, shared, rows):
             np.testing.assert_array_equal(np.broadcast_to(a, (len(c),)), np.broadcast_to(b, (len(c),)), err_msg=field)
+
+
+def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):
+    # The toy profile has no latency: every call's time is its bytes over the bandwidth, so
+    # DeepSpeed's bf16 gradient reductions take half Megatron's fp32 ones and the bf16 gathers the same.
+    from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.space import Candidates
+
+    c = Candidates.of_plan(ParallelPlan(dp=4, zero=3))
+    stages = candidate_stage_layers(toy_model, c)
+    mega, ds = (dp_times(toy_model, hardware, c, stages=stages, gpus_per_node=4, states=s)
+                for s in (MEGATRON_STATES, DEEPSPEED_STATES))
+    for field in ("grad_all_reduce_s", "grad_reduce_scatter_s", "layer_reduce_s", "root_reduce_s"):
+        assert float(getattr(mega, field)[0]) > 0
+        np.testing.assert_allclose(getattr(ds, field), getattr(mega, field) / 2, rtol=1e-12, err_msg=field)
+    for field in ("param_all_gather_s", "layer_gather_s", "root_gather_s"):
+        np.testing.assert_allclose(getattr(ds, field), getattr(mega, field), rtol=1e-12, err_msg=field)
