@@ -66,6 +66,8 @@ Op parts (the layer counts of cost.host's docstring, split by module):
 
 from __future__ import annotations
 
+from sp_planner.specs.model import ModelSpec
+
 ATTN, MLP, MOE, MOE_ROUTER, MOE_PREPROCESS, FULL_ITERATION = (
     "attn", "mlp", "moe", "moe_router", "moe_preprocess", "full_iteration")
 GRAPH_SCOPES: tuple[str, ...] = (ATTN, MLP, MOE, MOE_ROUTER, MOE_PREPROCESS, FULL_ITERATION)
@@ -80,7 +82,7 @@ PREPROCESS_FORWARD_OPS, PREPROCESS_BACKWARD_OPS = 11, 2
 GRAPH_REPLAY_OPS = 1
 
 
-def check_graph_scopes(model, scopes: frozenset[str]) -> None:
+def check_graph_scopes(model: ModelSpec, scopes: frozenset[str]) -> None:
     """Raise ValueError for scopes Megatron-Core refuses for this model (module docstring)."""
     unknown = sorted(set(scopes) - set(GRAPH_SCOPES))
     if unknown:
