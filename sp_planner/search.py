@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sp_planner import columns
+from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.estimate import PlanEstimate, SearchResult
@@ -162,13 +163,16 @@ def _frame_of(e: _Evaluated) -> pd.DataFrame:
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
              num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-             states: TrainingStates = MEGATRON_STATES) -> PlanEstimate:
-    """One plan, through the same columns as the search; fits False with a reason when it cannot run."""
+             states: TrainingStates = MEGATRON_STATES,
+             cuda_graphs: frozenset[str] = NO_GRAPHS) -> PlanEstimate:
+    """One plan, through the same columns as the search; fits False with a reason when it cannot run.
+    `cuda_graphs`: the CUDA graph scopes the run states (cost.cuda_graphs; corpus rows only)."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap=overlap, states=states)
+    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap=overlap, states=states,
+                  cuda_graphs=cuda_graphs)
     return _explained(model, hardware, workload, e).estimate(0)

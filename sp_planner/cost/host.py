@@ -51,8 +51,11 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
-  re-issues the forward in the backward and is counted), CUDA graphs (Megatron-Bridge graphs the
-  router and dispatcher preprocess on some MoE recipes; those runs pay less host time than here).
+  re-issues the forward in the backward and is counted).
+  CUDA graphs, where a run states them (`cuda_graphs`, default none: sp-plan emits no graph
+  flags): each layer's graphed parts (attention, dense MLP, router, dispatcher preprocess, whole
+  MoE) cost one replay instead of their ops, forward and backward; a full-iteration graph leaves
+  no per-layer host ops and no sync (cost.cuda_graphs, with sources).
 
 Timing rule. Within a stretch of work free of host syncs the CPU runs ahead and the GPU is busy
 for max(host, GPU) seconds: the exposed host time is max(0, host - GPU). A sync drains the queue:
@@ -63,7 +66,9 @@ all-to-all splits to the CPU on a side stream (maybe_move_tensor_to_cpu, line 83
 cuda_dtoh_point "before_permutation_1") and waits on that copy (self.d2h_event.synchronize(), line
 859) at cuda_sync_point "before_ep_alltoall" (line 524, ep > 1) or "before_finish" (ep 1), since
 the all-to-all and the grouped GEMM take their split sizes as host integers. The backward reuses
-them (no sync). Padded to capacity (drop_and_pad) the sizes are static and nothing syncs. Hence,
+them (no sync). Padded to capacity (drop_and_pad) the sizes are static and nothing syncs. Graphs
+of the router and preprocess keep the sync (the copies move out of the graph, cost.cuda_graphs);
+a full-iteration graph has none. Hence,
 per micro-batch on the pacing stage with L layers, per-layer host times h_f, h_b and GPU times
 g_f, g_b (fwd, bwd), and the logits' GPU time g_o:
   no sync:  exposed = max(0, L (h_f + h_b) - (L (g_f + g_b) + g_o))
@@ -86,6 +91,24 @@ from sp_planner.cost.comm import (
     TP_FORWARD_REDUCE_SCATTERS,
 )
 from sp_planner.cost.moe import ETP_BACKWARD_COLLECTIVES, ETP_FORWARD_COLLECTIVES, moe_layer_fraction
+from sp_planner.cost.cuda_graphs import (
+    ATTENTION_BACKWARD_OPS,
+    ATTENTION_FORWARD_OPS,
+    ATTENTION_FP8_BACKWARD_OPS,
+    ATTENTION_FP8_FORWARD_OPS,
+    ATTN,
+    FULL_ITERATION,
+    GRAPH_REPLAY_OPS,
+    MLP,
+    MOE,
+    MOE_PREPROCESS,
+    MOE_ROUTER,
+    NO_GRAPHS,
+    PREPROCESS_BACKWARD_OPS,
+    PREPROCESS_FORWARD_OPS,
+    ROUTER_BACKWARD_OPS,
+    ROUTER_FORWARD_OPS,
+)
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -109,14 +132,29 @@ def host_s_per_op(hardware: HardwareProfile) -> float:
     return HOST_S_PER_OP_GRACE if hardware.name.lower() in GRACE_PROFILES else HOST_S_PER_OP_X86
 
 
-def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute):
-    """(forward, backward) host ops of the model's average layer per micro-batch, per candidate."""
+def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
+                   cuda_graphs: frozenset[str] = NO_GRAPHS):
+    """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
+    `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
+    costing one replay per direction instead of their ops."""
     low = np.asarray(low_precision, dtype=bool)
-    fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0)
-    bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0)
+    zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
+    if FULL_ITERATION in cuda_graphs:
+        return zero, zero  # one replay per step, not per layer
     tp_split = np.asarray(tp) > 1
-    fwd = fwd + np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
-    bwd = bwd + np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+    tp_fwd = np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
+    tp_bwd = np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+    fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0) + tp_fwd
+    bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0) + tp_bwd
+    # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
+    attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2
+    attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2
+    attn = ATTN in cuda_graphs
+    # Graphed ops (fwd, bwd) and whether a graph replays, per dense layer.
+    dense_mlp = MLP in cuda_graphs
+    graphed_fwd = (attn_fwd if attn else 0) + (fwd - attn_fwd if dense_mlp else 0)
+    graphed_bwd = (attn_bwd if attn else 0) + (bwd - attn_bwd if dense_mlp else 0)
+    replays = GRAPH_REPLAY_OPS * (attn or dense_mlp)
     if model.moe is not None:
         local = model.moe.num_experts / np.asarray(ep)
         shared = model.moe.num_shared_experts > 0
@@ -126,17 +164,36 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
         moe_bwd = (MOE_BACKWARD_OPS + local * (EXPERT_BACKWARD_OPS + np.where(low, EXPERT_FP8_BACKWARD_OPS, 0))
                    + np.where(np.asarray(etp) > 1, ETP_BACKWARD_COLLECTIVES, 0)
                    + (SHARED_EXPERT_BACKWARD_OPS if shared else 0))
+        # A MoE layer's graphed ops: the whole MLP side under "moe", else the router (with the
+        # shared experts) and the dispatcher preprocess.
+        router = MOE_ROUTER in cuda_graphs
+        moe_graphed_fwd = (attn_fwd if attn else 0) + (
+            fwd - attn_fwd + moe_fwd if MOE in cuda_graphs else
+            (ROUTER_FORWARD_OPS + (SHARED_EXPERT_FORWARD_OPS if shared else 0) if router else 0)
+            + (PREPROCESS_FORWARD_OPS if MOE_PREPROCESS in cuda_graphs else 0))
+        moe_graphed_bwd = (attn_bwd if attn else 0) + (
+            bwd - attn_bwd + moe_bwd if MOE in cuda_graphs else
+            (ROUTER_BACKWARD_OPS + (SHARED_EXPERT_BACKWARD_OPS if shared else 0) if router else 0)
+            + (PREPROCESS_BACKWARD_OPS if MOE_PREPROCESS in cuda_graphs else 0))
+        moe_replays = GRAPH_REPLAY_OPS * (attn or router or MOE in cuda_graphs)
         share = moe_layer_fraction(model)
+        graphed_fwd = (1 - share) * graphed_fwd + share * moe_graphed_fwd
+        graphed_bwd = (1 - share) * graphed_bwd + share * moe_graphed_bwd
+        replays = (1 - share) * replays + share * moe_replays
         fwd = fwd + share * moe_fwd
         bwd = bwd + share * moe_bwd
+    fwd = fwd - graphed_fwd + replays + zero
+    bwd = bwd - graphed_bwd + replays + zero
     bwd = bwd + np.where(full_recompute, fwd, 0)
     return fwd, bwd
 
 
-def host_syncs_per_layer(model: ModelSpec) -> bool:
+def host_syncs_per_layer(model: ModelSpec, cuda_graphs: frozenset[str] = NO_GRAPHS) -> bool:
     """Whether the MoE layers sync the host each forward: dropless or capped all-to-all dispatch
-    (padded to capacity, the split sizes are static and nothing syncs)."""
-    return model.moe is not None and model.num_moe_layers > 0 and not model.moe.pad_to_capacity
+    (padded to capacity, the split sizes are static and nothing syncs; a full-iteration graph
+    holds no sync, per-layer graphs keep it: cost.cuda_graphs)."""
+    return (model.moe is not None and model.num_moe_layers > 0 and not model.moe.pad_to_capacity
+            and FULL_ITERATION not in cuda_graphs)
 
 
 def exposed_host_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logits_s, syncs: bool,

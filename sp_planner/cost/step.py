@@ -37,6 +37,7 @@ from sp_planner.cost.flops import (
     model_flops_per_step,
 )
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
@@ -124,7 +125,10 @@ class StepColumns(NamedTuple):
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                 states: TrainingStates = MEGATRON_STATES) -> StepColumns:
+                 states: TrainingStates = MEGATRON_STATES,
+                 cuda_graphs: frozenset[str] = NO_GRAPHS) -> StepColumns:
+    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan)."""
+    check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
@@ -202,11 +206,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # and backward as the CPU issues it.
     gpu_fwd = gemm_fwd + attn.fwd_compute_s + attn.fwd_ring_exposed_s + attn.fwd_ulysses_s + tp_fwd + moe_fwd
     full = recompute == RECOMPUTE_FULL
-    ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full)
+    ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
+                                      cuda_graphs=cuda_graphs)
     per_op = host_s_per_op(hardware)
     host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op, host_bwd_s=ops_bwd * per_op, gpu_fwd_s=gpu_fwd,
                                   gpu_bwd_s=per_layer - gpu_fwd, layers=layers, logits_s=logits,
-                                  syncs=host_syncs_per_layer(model), full_recompute=full)
+                                  syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 

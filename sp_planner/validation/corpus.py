@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from sp_planner.catalog import load_model
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
+from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES, check_graph_scopes
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
 from sp_planner.plan import CpComm, Recompute, RingLayout
@@ -103,6 +104,9 @@ class CorpusRow(FrozenModel):
     routing: MoERouting = "learned"
     # False where the run's recipe turns Megatron's --overlap-param-gather off (cost.overlap).
     overlap_param_gather: bool = True
+    # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
+    # cost.cuda_graphs); empty: eager, as sp-plan assumes.
+    cuda_graph_scope: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":
@@ -116,6 +120,12 @@ class CorpusRow(FrozenModel):
             # Checked here, where the file and row are named, not first when the row is scored.
             raise ValueError(f"attention_kernel {self.attention_kernel!r} is not one of "
                              f"{', '.join((*ATTENTION_KERNELS, UNFUSED))}")
+        unknown = sorted(set(self.cuda_graph_scope) - set(GRAPH_SCOPES))
+        if unknown:
+            raise ValueError(f"cuda_graph_scope {', '.join(unknown)} is not one of {', '.join(GRAPH_SCOPES)}")
+        if self.cuda_graph_scope and FULL_ITERATION not in self.cuda_graph_scope and self.recompute == "full":
+            # Megatron-Core transformer_config.py: per-layer graphs refuse full recompute.
+            raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
             raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
                              "name their FLOP convention, others use 'none'")
@@ -222,6 +232,7 @@ def load_corpus(path: Path) -> Corpus:
         row_files.extend(file for _ in file_rows)
     for file, row in zip(row_files, rows):
         _check_routing(file, row, models)
+        _check_graphs(file, row, models)
     return Corpus(sources=tuple(sources), models=models, rows=tuple(rows))
 
 
@@ -236,6 +247,17 @@ def _check_routing(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> 
     if model.moe is None:
         raise UserInputError(f"corpus file {file} row {row.id}: routing {row.routing} needs an MoE model, "
                              f"and {model.name} has no experts; drop routing or name an MoE model")
+
+
+def _check_graphs(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
+    """The row's CUDA graph scopes must be ones Megatron accepts for its model (cost.cuda_graphs)."""
+    if not row.cuda_graph_scope:
+        return
+    model = models[row.model] if row.model in models else load_model(row.model)
+    try:
+        check_graph_scopes(model, frozenset(row.cuda_graph_scope))
+    except ValueError as err:
+        raise UserInputError(f"corpus file {file} row {row.id}: {err}") from None
 
 
 def default_corpus_path() -> Path:

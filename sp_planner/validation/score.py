@@ -169,12 +169,13 @@ def row_hardware(row: CorpusRow) -> HardwareProfile:
 
 
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
-    """The cost model's estimate of the row's pinned plan (search.evaluate)."""
+    """The cost model's estimate of the row's pinned plan (search.evaluate), with the CUDA graphs
+    its recipe states (cost.cuda_graphs)."""
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
     return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
                     overlap=row_overlap(row.framework, param_gather=row.overlap_param_gather),
-                    states=row_states(row.framework))
+                    states=row_states(row.framework), cuda_graphs=frozenset(row.cuda_graph_scope))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate) -> float:

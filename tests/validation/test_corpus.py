@@ -61,6 +61,8 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
     ({"attention_kernel": "fa4"}, "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused"),
+    ({"cuda_graph_scope": ["layer"]}, "cuda_graph_scope layer is not one of attn, mlp, moe"),
+    ({"cuda_graph_scope": ["attn"], "recompute": "full"}, "per-layer CUDA graphs do not run with full recompute"),
 ])
 def test_row_rules(change, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -136,3 +138,21 @@ def test_moe_routing_on_a_dense_model_is_rejected_at_load(tmp_path):
     corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
                                           "routing: balanced}\n"))
     assert corpus.rows[0].routing == "balanced"
+
+
+def test_cuda_graph_scopes_are_checked_against_the_model_at_load(tmp_path):
+    # moe_router on a dense model: Megatron refuses it; caught when the file loads.
+    with pytest.raises(UserInputError, match=r"c.yaml row a: moe and moe_router CUDA graphs need MoE layers"):
+        load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, cuda_graph_scope: [moe_router]}\n"))
+    corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
+                                          "cuda_graph_scope: [attn, moe_router, moe_preprocess]}\n"))
+    assert corpus.rows[0].cuda_graph_scope == ("attn", "moe_router", "moe_preprocess")
+
+
+def test_megatron_bridge_rows_state_their_recipes_graphs(corpus):
+    # Megatron-Bridge v0.2.0 workload_base_configs.py (25.11) and v0.6.0 perf_recipes (26.08).
+    scopes = {r.id: r.cuda_graph_scope for r in corpus.rows if r.source in ("mbridge", "mbridge26")}
+    assert scopes["mb-q235-gb200-bf16"] == ("attn", "moe_router", "moe_preprocess")
+    assert scopes["mb-q30-gb200-mx"] == scopes["mb-q30-b200-mx"] == ("moe_router", "moe_preprocess")
+    assert scopes["mb-q235-b200-mx"] == scopes["mb-q30-h100-cs"] == ()
+    assert scopes["mb26-q30-gb200-mx"] == scopes["mb26-q235-gb200-mx"] == ("full_iteration",)
