@@ -98,6 +98,8 @@ def check_graph_scopes(model: ModelSpec, scopes: frozenset[str]) -> None:
         raise ValueError(f"moe and moe_router CUDA graphs need MoE layers, and {model.name} has none")
     if MLP in scopes and model.num_moe_layers == model.num_layers:
         raise ValueError(f"the mlp CUDA graph is for dense layers, and every layer of {model.name} is MoE")
+    if moe is None:  # the checks below are about MoE layers
+        return
     if MOE in scopes and not moe.pad_to_capacity:
         raise ValueError("the moe CUDA graph needs MoE padded to capacity (a dropless layer syncs the host)")
     if MOE_PREPROCESS in scopes and moe.capacity_factor is not None and not moe.pad_to_capacity:

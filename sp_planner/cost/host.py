@@ -152,9 +152,9 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     attn = ATTN in cuda_graphs
     # Graphed ops (fwd, bwd) and whether a graph replays, per dense layer.
     dense_mlp = MLP in cuda_graphs
-    graphed_fwd = (attn_fwd if attn else 0) + (fwd - attn_fwd if dense_mlp else 0)
-    graphed_bwd = (attn_bwd if attn else 0) + (bwd - attn_bwd if dense_mlp else 0)
-    replays = GRAPH_REPLAY_OPS * (attn or dense_mlp)
+    graphed_fwd: np.ndarray | float = (attn_fwd if attn else 0) + (fwd - attn_fwd if dense_mlp else 0)
+    graphed_bwd: np.ndarray | float = (attn_bwd if attn else 0) + (bwd - attn_bwd if dense_mlp else 0)
+    replays: float = float(GRAPH_REPLAY_OPS * (attn or dense_mlp))
     if model.moe is not None:
         local = model.moe.num_experts / np.asarray(ep)
         shared = model.moe.num_shared_experts > 0
