@@ -182,4 +182,6 @@ class SearchResult(FrozenModel):
         """The first `n` rows of `frame`, without building the whole frame when the search kept them."""
         if self._frame is None and self._head is not None and n <= len(self._head):
             return self._head.head(n).copy()
+        if self._frame is not None:  # built: copy its first rows only, not every row as `frame` would
+            return self._frame.head(n).copy()
         return self.frame.head(n)

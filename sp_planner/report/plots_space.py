@@ -202,8 +202,10 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
     Returns the <svg> and the front's rows (numbered 1, 2, ... in the figure, in memory order).
     `chosen_index` is the frame index of the recommended plan, starred when it fits.
     """
-    fitting = frame[frame["fits"].astype(bool)]
-    front = pareto_front(fitting)
+    # The two plotted columns of the fitting rows, and whole rows for the front only: copying and
+    # sorting every column of the ~100,000 fitting plans of a 4096-GPU search took a tenth of a second.
+    fitting = frame.loc[frame["fits"].to_numpy(dtype=bool), ["memory_peak_bytes", "step_time_s"]]
+    front = frame.loc[pareto_front(fitting).index]
     times = fitting["step_time_s"]
     log_y = bool(len(times)) and float(times.max()) > 10 * float(times.min())
     points = _one_per_bin(fitting, log_y=log_y)
