@@ -21,7 +21,7 @@ from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
-from sp_planner.search_columns import _evaluate, _Evaluated, _explained, search_axes
+from sp_planner.search_columns import _evaluate, _explained, search_axes
 from sp_planner.search_scan import _keep_best, _scan
 from sp_planner.space import (
     Axes,

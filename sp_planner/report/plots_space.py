@@ -11,6 +11,15 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from sp_planner.figure_margins import (
+    EDGE_IN,
+    RIGHT_IN,
+    bottom_in,
+    left_in,
+    legend_in,
+    place,
+    tick_labels,
+)
 from sp_planner.present.labels import reason_key
 from sp_planner.report.svg import new_figure, render_svg
 from sp_planner.units import GIB
@@ -235,7 +244,10 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
         ax.set_xlabel("predicted peak memory per GPU (GiB)")
         ax.set_ylabel("predicted step time (s)")
         ax.grid(True, linewidth=0.4, alpha=0.5)
-        fig.legend(loc="outside upper center", ncol=4, frameon=False)
+        # Placed once its y tick labels are known: room for them, the axis labels and the legend on top.
+        fig.subplots_adjust(**place(fig, left=left_in(tick_labels(ax.yaxis), ylabel=True), right=RIGHT_IN,
+                                    top=EDGE_IN + legend_in(1), bottom=bottom_in()))
+        fig.legend(loc="upper center", ncol=4, frameon=False)
         return fig
 
     svg = render_svg(draw, prefix=prefix, title="Peak memory against step time over every fitting plan")
