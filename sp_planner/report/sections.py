@@ -186,7 +186,9 @@ def _row_index(frame: pd.DataFrame, fits: np.ndarray, est: PlanEstimate) -> obje
     """The index of the first fitting row (`fits`) holding `est`'s plan, or None."""
     mask = fits.copy()
     for name, value in est.plan.model_dump().items():
-        mask &= (frame[name] == value).to_numpy(dtype=bool, na_value=False)
+        column = frame[name]
+        # None (an even pipeline split) is missing in the frame, where == matches nothing.
+        mask &= column.isna().to_numpy() if value is None else (column == value).to_numpy(dtype=bool, na_value=False)
     hits = frame.index[mask]
     return hits[0] if len(hits) else None
 

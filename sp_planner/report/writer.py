@@ -4,6 +4,8 @@ Everything is built in a hidden temporary folder beside the target and renamed i
 reader (or a crash) never sees half a report. An existing report is replaced by two renames (the
 old one aside, the new one in); if the second fails the old one is put back. A folder holding
 anything other than a report is never replaced: the user may have pointed --out at their work.
+A large plans.csv is written into the temporary folder by a forked child while the page is drawn
+(report/background.py).
 """
 
 from __future__ import annotations
