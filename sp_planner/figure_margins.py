@@ -19,7 +19,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 
 PT_PER_IN = 72.0
-# One text line's height in ems: DejaVu Sans' ascent + descent is about 1.16 em; a little slack.
+# One text line's height in ems: DejaVu Sans' ascent + descent, 1901 + 483 of 2048 font units (its hhea
+# table, read with matplotlib.ft2font), is 1.16 em; a little slack.
 LINE_EM = 1.25
 # Slack around each margin (inches), so a label never touches the figure's edge.
 EDGE_IN = 0.1
