@@ -37,15 +37,21 @@ class Background:
 
     @classmethod
     def start(cls, write: Callable[[], None]) -> Background | None:
-        """Run `write()` in a forked child; None where this platform does not fork (see module doc)."""
+        """Run `write()` in a forked child; None where this platform does not fork (see module doc)
+        or the fork fails."""
         if not can_fork():
             return None
         read_fd, write_fd = os.pipe()
-        with warnings.catch_warnings():
-            # Python >= 3.12 warns on fork in a process with threads (numpy's BLAS pool here, idle;
-            # the child touches neither it nor any lock a thread may hold: no BLAS, no output).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns on fork in a process with threads (numpy's BLAS pool here, idle;
+                # the child touches neither it nor any lock a thread may hold: no BLAS, no output).
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError:  # no process to spare (EAGAIN, ENOMEM): the caller writes the file itself
+            os.close(read_fd)
+            os.close(write_fd)
+            return None
         if pid == 0:  # the child: write, report, leave
             status = 1
             try:

@@ -59,3 +59,13 @@ def test_stop_ends_a_child_still_writing_and_reaps_it():
 def test_no_fork_outside_linux(monkeypatch):
     monkeypatch.setattr(background.sys, "platform", "darwin")
     assert Background.start(lambda: None) is None
+
+
+def test_a_failed_fork_leaves_the_write_to_the_caller(monkeypatch):
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(background.os, "fork", no_fork)
+    assert Background.start(lambda: None) is None
+    assert len(os.listdir("/proc/self/fd")) == before  # the pipe is closed again
