@@ -23,7 +23,7 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
-from sp_planner.search_columns import _evaluate, _Evaluated, _explained, search_axes
+from sp_planner.search_columns import _evaluate, _explained, search_axes
 from sp_planner.search_scan import _keep_best, _scan
 from sp_planner.space import (
     Axes,
@@ -122,7 +122,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
-    head = _frame_of(shown)
+    head = shown.frame()
     if passing.candidates <= keep:  # every candidate is in the head: it is the frame
         return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
                             frame=head)
@@ -132,7 +132,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         broken = _scan(*args, keep=None, breakers=True, progress=_no_progress).best
         parts = [b for b in (full, broken) if b is not None]
         e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]))
-        return _frame_of(e)
+        return e.frame()
 
     return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
                         frame=every_costed_row, head=head)
@@ -149,16 +149,12 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts) if k}
     shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, scan.candidates))))
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
-    head = _frame_of(shown)
+    head = shown.frame()
     if scan.candidates <= keep:
         return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
                             frame=head)
     return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
-                        frame=lambda: _frame_of(_explained(model, hardware, workload, every)), head=head)
-
-
-def _frame_of(e: _Evaluated) -> pd.DataFrame:
-    return e.frame().drop(columns="rule_code")
+                        frame=lambda: _explained(model, hardware, workload, every).frame(), head=head)
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,

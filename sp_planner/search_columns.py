@@ -118,8 +118,7 @@ class _Evaluated(NamedTuple):
         cols.update(_prefixed("comm_bytes", self.comm.sent_bytes, CommBytes))
         cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
         cols["fits"] = self.fits
-        cols["reason"] = self.reason
-        cols["rule_code"] = self.rule_code
+        cols["reason"] = self.reason  # rule_code is internal: left out, so the frame needs no drop (a copy)
         return pd.DataFrame(cols)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sp_planner.estimate import PlanEstimate
+from sp_planner.figure_margins import EDGE_IN, RIGHT_IN, bottom_in, left_in, legend_in, place
 from sp_planner.present.labels import COMM_LABELS, MEMORY_LABELS, plan_name
 from sp_planner.report.svg import new_figure, render_svg
 from sp_planner.units import GIB
@@ -25,13 +26,19 @@ def _bar_height(num_plans: int) -> float:
     return 1.4 + 0.32 * num_plans
 
 
+def _rows(entries: int, ncol: int) -> int:
+    return -(-entries // ncol)
+
+
 def memory_bars_svg(estimates: Sequence[PlanEstimate], *, hbm_bytes: float, prefix: str = "mem") -> str:
     """Stacked peak-memory breakdown per plan, with the HBM capacity as a vertical line."""
     labels = [f"#{i} {plan_name(e.plan, compact=True)}" for i, e in enumerate(estimates, start=1)]
 
     def draw():
         fig = new_figure(10.0, _bar_height(len(estimates)) + 0.5)
-        ax = fig.subplots()
+        bottom = bottom_in() + legend_in(_rows(len(MEMORY_LABELS) + 1, 4))  # the axis, then the legend
+        ax = fig.subplots(gridspec_kw=place(fig, left=left_in(labels, family="monospace"), right=RIGHT_IN,
+                                            top=EDGE_IN, bottom=bottom))
         y = np.arange(len(estimates))
         left = np.zeros(len(estimates))
         for colour, (field, name) in zip(PALETTE, MEMORY_LABELS.items()):
@@ -43,7 +50,7 @@ def memory_bars_svg(estimates: Sequence[PlanEstimate], *, hbm_bytes: float, pref
         _plan_axis(ax, labels)
         ax.set_xlabel("memory per GPU at the peak (GiB)")
         ax.set_xlim(0, max(hbm_bytes / GIB, float(left.max()) if len(left) else 0.0) * 1.05)
-        fig.legend(loc="outside lower center", ncol=4, frameon=False)
+        fig.legend(loc="lower center", ncol=4, frameon=False)
         return fig
 
     return render_svg(draw, prefix=prefix, title="Memory breakdown of the top plans against HBM capacity")
@@ -57,7 +64,11 @@ def comm_bars_svg(estimates: Sequence[PlanEstimate], *, intra_kind: str, inter_k
 
     def draw():
         fig = new_figure(10.0, _bar_height(len(estimates)) + 0.7)
-        by_kind, by_link = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1.3))
+        # Below: the collectives' legend (and the hatching's entry); above the right panel: the links'.
+        bottom = bottom_in() + legend_in(_rows(len(COMM_LABELS) + 1, 4))
+        by_kind, by_link = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1.3), gridspec_kw=place(
+            fig, left=left_in(labels, family="monospace"), right=RIGHT_IN, top=EDGE_IN + legend_in(2), bottom=bottom,
+            ncols=2, gap=RIGHT_IN))
         y = np.arange(len(estimates))
         left = np.zeros(len(estimates))
         for colour, (kind, name) in zip(PALETTE, COMM_LABELS.items()):
@@ -74,7 +85,7 @@ def comm_bars_svg(estimates: Sequence[PlanEstimate], *, intra_kind: str, inter_k
                      label=f"hatched: crosses nodes ({inter_kind})")
         _plan_axis(by_kind, labels)
         by_kind.set_xlabel("bytes sent per GPU per step, by collective (GiB)")
-        fig.legend(*by_kind.get_legend_handles_labels(), loc="outside lower center", ncol=4, frameon=False)
+        fig.legend(*by_kind.get_legend_handles_labels(), loc="lower center", ncol=4, frameon=False)
         left = np.zeros(len(estimates))
         # Greys, so that links are not mistaken for collectives of the same colour.
         for colour, link in (("#b8b8b8", "intra"), ("#3a3a3a", "inter")):
@@ -112,7 +123,8 @@ def runs_chart_svg(rows: Sequence[tuple[str, str, float]], *, prefix: str = "run
 
     def draw():
         fig = new_figure(10.0, _bar_height(len(rows)))
-        ax = fig.subplots()
+        ax = fig.subplots(gridspec_kw=place(fig, left=left_in(labels, family="monospace"), right=RIGHT_IN,
+                                            top=EDGE_IN, bottom=bottom_in()))
         colours = ["#D55E00" if e > 0 else "#0072B2" for e in errors]
         ax.barh(np.arange(len(rows)), errors, color=colours, height=0.6)
         ax.axvline(0.0, color="#333333", linewidth=0.8)

@@ -11,6 +11,15 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from sp_planner.figure_margins import (
+    EDGE_IN,
+    RIGHT_IN,
+    bottom_in,
+    left_in,
+    legend_in,
+    place,
+    tick_labels,
+)
 from sp_planner.present.labels import reason_key
 from sp_planner.report.svg import new_figure, render_svg
 from sp_planner.units import GIB
@@ -143,7 +152,9 @@ def _panel(ax, cells: pd.DataFrame, ulysses: list, rings: list, norm):
     annotate = len(rings) <= _MAX_ANNOTATED_COLUMNS
     size = 7 if len(rings) <= 14 else 5.5
     infeasible = []
-    for cell in cells.itertuples(index=False):
+    # The colour of each cell's number: one call of the norm for the panel (one per cell took 0.1 s).
+    shades = np.ma.filled(norm(cells["best_step_time_s"].to_numpy(dtype=float)), np.nan)
+    for cell, shade in zip(cells.itertuples(index=False), shades):
         y, x = row_of[cell.ulysses], col_of[cell.ring]
         if cell.label:
             infeasible.append((x, y))
@@ -153,7 +164,6 @@ def _panel(ax, cells: pd.DataFrame, ulysses: list, rings: list, norm):
                 ax.text(x, y, text, ha="center", va="center", fontsize=size, color="#9b1c1c")
         elif annotate:
             value = float(cell.best_step_time_s)  # type: ignore[arg-type]  # itertuples rows are untyped
-            shade = norm(value)
             ax.text(x, y, _short_seconds(value), ha="center", va="center", fontsize=size,
                     color="white" if shade > 0.55 else "black")
     if infeasible:
@@ -202,8 +212,10 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
     Returns the <svg> and the front's rows (numbered 1, 2, ... in the figure, in memory order).
     `chosen_index` is the frame index of the recommended plan, starred when it fits.
     """
-    fitting = frame[frame["fits"].astype(bool)]
-    front = pareto_front(fitting)
+    # The two plotted columns of the fitting rows, and whole rows for the front only: copying and
+    # sorting every column of the ~100,000 fitting plans of a 4096-GPU search took a tenth of a second.
+    fitting = frame.loc[frame["fits"].to_numpy(dtype=bool), ["memory_peak_bytes", "step_time_s"]]
+    front = frame.loc[pareto_front(fitting).index]
     times = fitting["step_time_s"]
     log_y = bool(len(times)) and float(times.max()) > 10 * float(times.min())
     points = _one_per_bin(fitting, log_y=log_y)
@@ -233,7 +245,10 @@ def pareto_svg(frame: pd.DataFrame, *, hbm_bytes: float, chosen_index: object | 
         ax.set_xlabel("predicted peak memory per GPU (GiB)")
         ax.set_ylabel("predicted step time (s)")
         ax.grid(True, linewidth=0.4, alpha=0.5)
-        fig.legend(loc="outside upper center", ncol=4, frameon=False)
+        # Placed once its y tick labels are known: room for them, the axis labels and the legend on top.
+        fig.subplots_adjust(**place(fig, left=left_in(tick_labels(ax.yaxis), ylabel=True), right=RIGHT_IN,
+                                    top=EDGE_IN + legend_in(1), bottom=bottom_in()))
+        fig.legend(loc="upper center", ncol=4, frameon=False)
         return fig
 
     svg = render_svg(draw, prefix=prefix, title="Peak memory against step time over every fitting plan")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from sp_planner.estimate import PlanEstimate, SearchResult
@@ -164,14 +165,14 @@ def figures_section(*, frame: pd.DataFrame, shown: Sequence[PlanEstimate], chose
         f"Bytes one GPU sends per optimizer step. Left: by collective, hatched where the group spans nodes "
         f"({hardware.inter_node.kind}). Right: the same bytes by link, {hardware.intra_node.kind} inside a node "
         f"against {hardware.inter_node.kind} across nodes."), figure_id="fig-comm")
-    fitting = frame[frame["fits"].astype(bool)]
-    if fitting.empty:
+    fits = frame["fits"].to_numpy(dtype=bool)
+    if not fits.any():
         return section("figures", "Figures", heat, memory, comm,
                        tag("p", "No plan fits, so there is no Pareto front of memory against step time."))
-    chosen_index = _row_index(fitting, chosen)
+    chosen_index = _row_index(frame, fits, chosen)
     pareto, front = plots_space.pareto_svg(frame, hbm_bytes=hardware.hbm_bytes, chosen_index=chosen_index)
     pareto_fig = figure(pareto, (
-        f"Predicted peak memory against step time for all {len(fitting):,} plans that fit. The Pareto front "
+        f"Predicted peak memory against step time for all {np.count_nonzero(fits):,} plans that fit. The Pareto front "
         "(blue) holds the plans no other plan beats on both; numbered as in the table below."),
         figure_id="fig-pareto")
     front_rows = [[i, plan_name(PlanEstimate.from_row(row).plan, compact=True), format_bytes(row["memory_peak_bytes"]),
@@ -181,10 +182,13 @@ def figures_section(*, frame: pd.DataFrame, shown: Sequence[PlanEstimate], chose
                    tag("h3", "Plans on the Pareto front"), front_table)
 
 
-def _row_index(frame: pd.DataFrame, est: PlanEstimate) -> object | None:
-    mask = pd.Series(True, index=frame.index)
+def _row_index(frame: pd.DataFrame, fits: np.ndarray, est: PlanEstimate) -> object | None:
+    """The index of the first fitting row (`fits`) holding `est`'s plan, or None."""
+    mask = fits.copy()
     for name, value in est.plan.model_dump().items():
-        mask &= frame[name] == value
+        column = frame[name]
+        # None (an even pipeline split) is missing in the frame, where == matches nothing.
+        mask &= column.isna().to_numpy() if value is None else (column == value).to_numpy(dtype=bool, na_value=False)
     hits = frame.index[mask]
     return hits[0] if len(hits) else None
 

@@ -40,8 +40,9 @@ _OPEN = re.compile(r"<svg\b")
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
-    """A figure not registered with pyplot (no global state, nothing to close)."""
-    return Figure(figsize=(width_in, height_in), layout="constrained")
+    """A figure not registered with pyplot (no global state, nothing to close), without a layout
+    engine: the caller places its axes (sp_planner.figure_margins)."""
+    return Figure(figsize=(width_in, height_in))
 
 
 def render_svg(draw: Callable[[], Figure], *, prefix: str, title: str) -> str:

@@ -4,6 +4,8 @@ Everything is built in a hidden temporary folder beside the target and renamed i
 reader (or a crash) never sees half a report. An existing report is replaced by two renames (the
 old one aside, the new one in); if the second fails the old one is put back. A folder holding
 anything other than a report is never replaced: the user may have pointed --out at their work.
+A large plans.csv is written into the temporary folder by a forked child while the page is drawn
+(report/background.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -27,6 +29,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.fileio import check_output_folder
 from sp_planner.flags import FlagRequest
 from sp_planner.report import sections
+from sp_planner.report.background import Background
 from sp_planner.report.simulation import simulation_section
 from sp_planner.report.csv import write_plans_csv
 from sp_planner.report.html import page
@@ -37,6 +40,9 @@ from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 
 REPORT_FILES: frozenset[str] = frozenset({"index.html", "plans.csv", "summary.json"})
+# From this many rows on, plans.csv is written by a forked child while the page is drawn: below it
+# the CSV takes under a tenth of a second, about what forking a process holding the search costs.
+BACKGROUND_CSV_ROWS = 20_000
 # How many plans the table and the per-plan figures show.
 TOP_PLANS = 10
 
@@ -67,29 +73,48 @@ def write_report(
         raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
     plan_file_plan = chosen is not None
     chosen = chosen if chosen is not None else result.ranked[0]
-    frame = result.frame  # one copy of every row (each access copies them), read by the figures and the CSV
-    text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
-                        gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
-                        chosen=chosen, from_plan_file=plan_file_plan, frame=frame)
+    frame = result.frame  # every row, read by the figures and the CSV
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-
     try:
-        staging = _stage(out_dir.parent, f".{out_dir.name}.tmp-", text=text, frame=frame,
-                         summary_text=summary_text)
+        staging: Path | None = _new_folder(out_dir.parent, f".{out_dir.name}.tmp-")
+    except OSError as err:
+        staging, failure = None, err
+    # A large plans.csv is written by a forked child while the page is drawn (report/background.py).
+    csv = None
+    if staging is not None and len(frame) >= BACKGROUND_CSV_ROWS:
+        csv_path = staging / "plans.csv"
+        csv = Background.start(lambda: write_plans_csv(csv_path, frame))
+    try:
+        text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
+                            gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
+                            chosen=chosen, from_plan_file=plan_file_plan, frame=frame)
+    except BaseException:
+        _discard(staging, csv)
+        raise
+    if staging is None:
+        _write_failed(out_dir, failure, text=text, frame=frame, summary_text=summary_text)
+    try:
+        _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=csv)
         try:
             _swap_into_place(staging, out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     except OSError as err:
-        try:  # keep the report: the search behind it may have taken minutes
-            kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=frame,
-                          summary_text=summary_text)
-        except OSError:
-            raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}") from None
-        raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}; "
-                          f"it is kept at {kept}") from None
+        _write_failed(out_dir, err, text=text, frame=frame, summary_text=summary_text)
     return out_dir / "index.html"
+
+
+def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame, summary_text: str) -> NoReturn:
+    """Raise WriteFailed for `err`, keeping the report in the temporary folder when it can be written
+    there: the search behind it may have taken minutes."""
+    try:
+        kept = _stage(Path(tempfile.gettempdir()), "sp-planner-report-", text=text, frame=frame,
+                      summary_text=summary_text)
+    except OSError:
+        raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}") from None
+    raise WriteFailed(f"could not write the report {out_dir}: {err.strerror or err}; "
+                      f"it is kept at {kept}") from None
 
 
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
@@ -131,18 +156,44 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     )
 
 
-def _stage(parent: Path, prefix: str, *, text: str, frame, summary_text: str) -> Path:
-    """The report's three files in a new folder `parent`/`prefix`XXXX (removed again on failure)."""
-    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new folder `parent`/`prefix`XXXX with the permissions of any new folder (mkdtemp's are 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
-        # mkdtemp makes the folder private (0700); a report gets the permissions of any new folder.
-        os.chmod(staging, new_folder_mode())
-        (staging / "index.html").write_text(text, encoding="utf-8")
-        write_plans_csv(staging / "plans.csv", frame)
-        (staging / "summary.json").write_text(summary_text, encoding="utf-8")
+        os.chmod(folder, new_folder_mode())
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
+    return folder
+
+
+def _fill(staging: Path, *, text: str, frame: pd.DataFrame, summary_text: str, csv: Background | None) -> None:
+    """Write the report's files into `staging` (plans.csv: wait for `csv`, or write it here when None);
+    on any failure the folder is removed, with anything half written in it."""
+    try:
+        (staging / "index.html").write_text(text, encoding="utf-8")
+        (staging / "summary.json").write_text(summary_text, encoding="utf-8")
+        if csv is None:
+            write_plans_csv(staging / "plans.csv", frame)
+        else:
+            csv.wait()
+    except BaseException:
+        _discard(staging, csv)
+        raise
+
+
+def _discard(staging: Path | None, csv: Background | None) -> None:
+    """Stop the CSV's writer, then remove the staging folder (nothing writes into it any more)."""
+    if csv is not None:
+        csv.stop()
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(parent: Path, prefix: str, *, text: str, frame: pd.DataFrame, summary_text: str) -> Path:
+    """The report's three files in a new folder `parent`/`prefix`XXXX (removed again on failure)."""
+    staging = _new_folder(parent, prefix)
+    _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=None)
     return staging
 
 

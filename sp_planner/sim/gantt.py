@@ -19,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from sp_planner import figure_margins as margins
 from sp_planner.destination import write_text
 from sp_planner.sim.result import SimResult, TimelineEvent
 
@@ -106,7 +107,7 @@ def gantt_figure(result: SimResult) -> Figure:
     num_rows = len(_rows(result.events))
     top_in = 1.0 + ROW_IN * num_rows
     legend_in = 0.7
-    fig = Figure(figsize=(WIDTH_IN, top_in + (DETAIL_IN if detail else 0) + legend_in), layout="constrained")
+    fig = Figure(figsize=(WIDTH_IN, top_in + (DETAIL_IN if detail else 0) + legend_in))
     grid = fig.add_gridspec(2 if detail else 1, max(len(detail), 1),
                             height_ratios=(top_in, DETAIL_IN) if detail else None)
     p = result.plan
@@ -119,7 +120,18 @@ def gantt_figure(result: SimResult) -> Figure:
         kinds |= _draw(fig.add_subplot(grid[1, col]), events, dscale, f"time from the first op shown ({dunit})",
                        f"stage 0, layer 0, micro-batch 0: {which}")
     handles = [Patch(color=COLORS.get(k, "#999999"), label=k) for k in sorted(kinds)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 7), frameon=False)
+    ncol = min(len(handles), 7)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False)
+    # Fixed margins (no layout engine, which measured every label on each pass): room for the
+    # stage labels left of each panel, a title above it, an axis below it and the legend at the bottom.
+    labels = [f"stage {s} (rank {rank}) {stream}" for s, rank, stream in _rows(result.events)]
+    labels += [f"stage {s} (rank {rank}) {stream}" for _, events in detail for s, rank, stream in _rows(events)]
+    left = margins.left_in(labels)
+    legend = margins.legend_in(-(-len(handles) // max(ncol, 1)))
+    fig.subplots_adjust(**margins.place(
+        fig, left=left, right=margins.RIGHT_IN, top=margins.title_in() + margins.EDGE_IN,
+        bottom=margins.bottom_in() + legend, ncols=max(len(detail), 1), gap=left + margins.RIGHT_IN,
+        nrows=2 if detail else 1, vgap=margins.bottom_in() + margins.title_in()))
     return fig
 
 

@@ -37,3 +37,15 @@ def test_report_when_no_plan_fits_shows_the_closest_and_no_pareto_front(asker):
     assert 'id="fig-heatmap"' in html and 'id="fig-pareto"' not in html
     assert "there is no Pareto front" in html
     assert "<td>no: oom</td>" in html
+
+
+def test_the_recommended_plan_is_found_in_the_frame_even_with_an_even_pipeline_split(question):
+    from sp_planner.report.sections import _row_index
+
+    frame = question.result.frame
+    best = question.result.ranked[0]
+    assert best.plan.first_stage_layers is None and frame["first_stage_layers"].isna().iloc[0]
+    # The frame lists plans in rank order: the best is its first row (the Pareto figure stars it).
+    assert _row_index(frame, frame["fits"].to_numpy(dtype=bool), best) == frame.index[0]
+    nothing_fits = frame["fits"].to_numpy(dtype=bool) & False
+    assert _row_index(frame, nothing_fits, best) is None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -97,3 +98,63 @@ def test_a_folder_of_other_files_or_a_file_is_refused_untouched(question, quick_
     with pytest.raises(UserInputError, match="not a folder"):
         write_report(afile, **question.report_args())
     assert _entries(tmp_path) == ["afile", "work"]
+
+
+@pytest.fixture
+def csv_in_background(monkeypatch):
+    """plans.csv written by a forked child whatever the frame's size (above BACKGROUND_CSV_ROWS rows)."""
+    from sp_planner.report import background
+
+    if not background.can_fork():
+        pytest.skip("writes in a forked child only on Linux")
+    monkeypatch.setattr(writer, "BACKGROUND_CSV_ROWS", 0)
+    started = []
+    real_start = writer.Background.start
+
+    def start(write):
+        job = real_start(write)
+        started.append(job._pid)
+        return job
+
+    monkeypatch.setattr(writer.Background, "start", start)
+    return started
+
+
+def test_csv_written_in_background_is_the_csv_written_in_place(question, quick_page, csv_in_background, tmp_path,
+                                                               monkeypatch):
+    write_report(tmp_path / "background", **question.report_args())
+    monkeypatch.setattr(writer, "BACKGROUND_CSV_ROWS", len(question.result.frame) + 1)
+    write_report(tmp_path / "in-place", **question.report_args())
+    assert len(csv_in_background) == 1  # one child wrote the first report's plans.csv
+    for name in REPORT_FILES:
+        assert (tmp_path / "background" / name).read_bytes() == (tmp_path / "in-place" / name).read_bytes()
+    assert _entries(tmp_path) == ["background", "in-place"]
+
+
+def test_background_csv_failure_leaves_neither_report_nor_temporary_folder(question, quick_page, csv_in_background,
+                                                                          tmp_path, monkeypatch):
+    def broken_csv(path, frame):
+        path.write_text("half a csv")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_plans_csv", broken_csv)
+    keep = tmp_path / "tmp"
+    keep.mkdir()
+    monkeypatch.setattr(writer.tempfile, "tempdir", str(keep))
+    with pytest.raises(WriteFailed, match=r"could not write the report .*out: No space left on device$"):
+        write_report(tmp_path / "out", **question.report_args())
+    assert _entries(tmp_path) == ["tmp"] and _entries(keep) == []
+
+
+def test_page_failure_stops_the_background_csv_and_removes_the_staging(question, csv_in_background, tmp_path,
+                                                                      monkeypatch):
+    def broken_page(**kwargs):
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(writer, "render_index", broken_page)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        write_report(tmp_path / "out", **question.report_args())
+    assert _entries(tmp_path) == []
+    (pid,) = csv_in_background
+    with pytest.raises(ChildProcessError):  # the writer was stopped and reaped
+        os.waitpid(pid, os.WNOHANG)
