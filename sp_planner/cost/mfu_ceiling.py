@@ -22,9 +22,11 @@ and a shared Blackwell bound would hold GB200 below its published runs (or be lo
 No ceiling, for want of a credible published figure: B200 and GB200 BF16 (NVIDIA publishes BF16
 only for MoE models: GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
 25.11-26.08, far below what dense BF16 plans run, so no bound on them); L20 and L40S (no training
-MFU published; the USP paper's L20 table is attention-only); MI300X and Ascend 910B (no primary
-MFU or model TFLOPS/GPU figure for training was found in the searchable sources; vendor pages and
-reports seen give relative speedups or state a NPU count without the peak they divide by).
+MFU published; the USP paper's L20 table is attention-only); MI300X (no primary MFU or
+model TFLOPS/GPU figure for training was found in the searchable sources; vendor pages and
+reports seen give relative speedups; the best figure seen, ~522 TFLOPS/GPU bf16 on a 4-layer
+Llama3-70B proxy under FSDP, is inferred from a ratio in a preliminary issue comment, ROCm/
+TransformerEngine#78, so it is not used).
 """
 
 from __future__ import annotations
@@ -66,13 +68,22 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                           "Container', Model LLAMA3.1_405B, row DGX-GB200 256 GPUs MXFP8: 800 "
                                           "tokens/s/GPU x 2.524e12 = 2019 TFLOPS / 5000 dense FP8 = 40.4% MFU (table: "
                                           "2004 model TFLOPS, 40.1%)"),
+    # Huawei's MindSpeed-LLM (ex-ModelLink) README figure 'linearity&mfu.png' (first at 0a7cbd35,
+    # 2024-08-08; docs/en/appendixes.md since): GPT3-175B (TP8 PP16, seq 2048, fp16: same 16-bit cube
+    # peak as bf16, examples/gpt3/pretrain_gpt3_175B_ptd.sh) on Atlas 900 A2 PoDc. Its achieved
+    # petaFLOPs imply the profile's own 910B2 peak: 7968 NPUs x 353.9 TFLOPS x 0.505 = 1424 PF, as
+    # plotted (~1420; the 910B1's 373.9 would give 1504). A Megatron fork's MFU counts attention over
+    # the full square: the bounded FLOPs of that run are 0.9865 of it (53.1%), so the bound is lenient.
+    ("ascend", "bf16"): (0.538, "MindSpeed-LLM (Ascend/MindSpeed-LLM) README figure linearity&mfu.png at "
+                                "0a7cbd35: GPT3-175B on 128 Ascend 910B NPUs (Atlas 900 A2 PoDc), 53.8% MFU "
+                                "(50.5% at 7968 NPUs), over the 353.9 TFLOPS 910B2 cube peak"),
 }
 # Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
 # profile not listed) has no ceiling.
 PROFILE_FAMILY: dict[str, str] = {
     "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
     "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
-    "gb200-nvl72": "grace-blackwell",
+    "gb200-nvl72": "grace-blackwell", "ascend-910b": "ascend",
 }
 
 

@@ -134,14 +134,29 @@ def test_gb200_is_not_held_by_the_b200_record():
     assert best_published_mfu(load_hardware("gb200-nvl72"), "fp8") == 0.436
 
 
-@pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "l20", "l40s", "mi300x", "ascend-910b"])
+@pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "l20", "l40s", "mi300x"])
 def test_no_bf16_ceiling_without_a_published_dense_record(hardware):
     # Blackwell BF16: NVIDIA publishes only MoE BF16 rows (GPT-OSS-120B on B200: 373 model TFLOPS
-    # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%), no dense one; L20, L40S, MI300X, Ascend: no
-    # training MFU found (module docstring). Such plans are not held.
+    # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%), no dense one; L20, L40S, MI300X: no training
+    # MFU found (module docstring). Such plans are not held.
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, "bf16") is None
     est = evaluate(load_model("llama3-8b"), hw, Workload(seq_len=4096, global_batch=64),
                    ParallelPlan(dp=8, zero=1, micro_batch=1), num_nodes=8 // hw.gpus_per_node,
                    gpus_per_node=hw.gpus_per_node)
     assert est.time.mfu_ceiling_s == 0
+
+
+def test_ascend_ceiling_is_mindspeeds_gpt3_175b_run_over_the_910b2_peak():
+    hw = load_hardware("ascend-910b")
+    assert best_published_mfu(hw) == 0.538  # GPT3-175B on 128 NPUs (MindSpeed-LLM figure)
+    # The figure's achieved petaFLOPs fix the peak its MFU divides by: at 7968 NPUs, 50.5% MFU and
+    # about 1420 PF plotted. The 910B2 cube peak of the profile gives that; the 910B1's does not.
+    assert 7968 * hw.peak_bf16_flops * 0.505 == pytest.approx(1420e15, rel=0.01)
+    assert 7968 * 373.88e12 * 0.505 == pytest.approx(1504e15, rel=0.001)
+    # A GEMM-bound dense plan (the profile's 0.927 GEMM efficiency) is held to the record.
+    spec, workload = load_model("llama3-8b"), Workload(seq_len=4096, global_batch=256)
+    est = evaluate(spec, hw, workload, ParallelPlan(dp=8, zero=1, micro_batch=2), num_nodes=1, gpus_per_node=8)
+    assert est.time.mfu_ceiling_s > 0
+    useful = bounded_flops_per_step(spec, workload) / (est.step_time_s * 8 * hw.peak_bf16_flops)
+    assert useful == pytest.approx(0.538, rel=1e-9)
