@@ -19,9 +19,12 @@ the MFU is taken in the convention bounded here (bounded_flops_per_step: causal 
 recompute left out), so the record run itself is never held below its measured rate.
 GB200 is its own family: its published FP8/MXFP8 MFU (over its own 5 PF peak) is above B200's,
 and a shared Blackwell bound would hold GB200 below its published runs (or be loose for B200).
-No ceiling, for want of a credible published figure: B200 and GB200 BF16 (NVIDIA publishes BF16
-only for MoE models: GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
-25.11-26.08, far below what dense BF16 plans run, so no bound on them); L20 and L40S (no training
+No ceiling, for want of a credible published figure: B200 and GB200 BF16. NVIDIA publishes BF16
+only for MoE models (GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
+25.11-26.08); the one dense BF16 B200 run found, torchao's Llama3-8B baseline on 8 power-limited
+B200s (8307.5 tokens/s/GPU = 19.0%, pytorch/ao mx_formats README at d2087681), is not a record of
+the hardware either: B200's FP8 record (1717 model TFLOPS) run in BF16 would take at most twice as
+long (the GEMMs at half the rate), so BF16 reaches at least 38% there. L20 and L40S (no training
 MFU published; the USP paper's L20 table is attention-only); MI300X (no primary MFU or
 model TFLOPS/GPU figure for training was found in the searchable sources; vendor pages and
 reports seen give relative speedups; the best figure seen, ~522 TFLOPS/GPU bf16 on a 4-layer

@@ -137,8 +137,9 @@ def test_gb200_is_not_held_by_the_b200_record():
 @pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "l20", "l40s", "mi300x"])
 def test_no_bf16_ceiling_without_a_published_dense_record(hardware):
     # Blackwell BF16: NVIDIA publishes only MoE BF16 rows (GPT-OSS-120B on B200: 373 model TFLOPS
-    # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%), no dense one; L20, L40S, MI300X: no training
-    # MFU found (module docstring). Such plans are not held.
+    # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%); the one dense run found is on power-limited
+    # B200s (19.0%), below the 38% B200's FP8 record implies; L20, L40S, MI300X: no training MFU
+    # found (module docstring). Such plans are not held.
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, "bf16") is None
     est = evaluate(load_model("llama3-8b"), hw, Workload(seq_len=4096, global_batch=64),
