@@ -73,12 +73,14 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                           "2004 model TFLOPS, 40.1%)"),
     # Huawei's MindSpeed-LLM (ex-ModelLink) README figure 'linearity&mfu.png' (first at 0a7cbd35,
     # 2024-08-08; docs/en/appendixes.md since): GPT3-175B (TP8 PP16, seq 2048, fp16: same 16-bit cube
-    # peak as bf16, examples/gpt3/pretrain_gpt3_175B_ptd.sh) on Atlas 900 A2 PoDc. Its achieved
-    # petaFLOPs imply the profile's own 910B2 peak: 7968 NPUs x 353.9 TFLOPS x 0.505 = 1424 PF, as
-    # plotted (~1420; the 910B1's 373.9 would give 1504). A Megatron fork's MFU counts attention over
-    # the full square: the bounded FLOPs of that run are 0.9865 of it (53.1%), so the bound is lenient.
+    # peak as bf16, examples/gpt3/pretrain_gpt3_175B_ptd.sh); the README's measured tables name Atlas
+    # 900 A2 PoDc (910B). Its achieved petaFLOPs imply the profile's own 910B2 peak: 7968 NPUs x
+    # 353.9 TFLOPS x 0.505 = 1424 PF, as plotted (~1420; the 910B1's 373.9 would give 1504). The FLOP
+    # formula is not stated: with Megatron's 2024 one (full-square attention; MindSpeed is a Megatron
+    # fork) the bounded FLOPs of that run are 0.9865 of it (53.1%, the bound 1.4% lenient); with
+    # GEMMs only they would be 1.0138 of it (54.5%, 1.4% strict).
     ("ascend", "bf16"): (0.538, "MindSpeed-LLM (Ascend/MindSpeed-LLM) README figure linearity&mfu.png at "
-                                "0a7cbd35: GPT3-175B on 128 Ascend 910B NPUs (Atlas 900 A2 PoDc), 53.8% MFU "
+                                "0a7cbd35: GPT3-175B on 128 Ascend 910B NPUs (Atlas 900 A2), 53.8% MFU "
                                 "(50.5% at 7968 NPUs), over the 353.9 TFLOPS 910B2 cube peak"),
 }
 # Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
