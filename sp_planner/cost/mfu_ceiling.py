@@ -14,7 +14,22 @@ For MoE models the FLOPs are those a token runs through (top_k routed
 plus shared experts, cost.flops._active_ffn_width), not all experts'.
 An FP8/MXFP8 ceiling is a fraction of the profile's FP8 peak, as the published FP8 figures are
 (model TFLOPS over the dense FP8 peak); the bf16 attention those runs execute counts against it
-too, so it binds only where GEMMs dominate (short sequences).
+too, so it binds only where GEMMs dominate (short sequences). Where a source gives tokens/s/GPU,
+the MFU is taken in the convention bounded here (bounded_flops_per_step: causal attention,
+recompute left out), so the record run itself is never held below its measured rate.
+GB200 is its own family: its published FP8/MXFP8 MFU (over its own 5 PF peak) is above B200's,
+and a shared Blackwell bound would hold GB200 below its published runs (or be loose for B200).
+No ceiling, for want of a credible published figure: B200 and GB200 BF16. NVIDIA publishes BF16
+only for MoE models (GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
+25.11-26.08); the one dense BF16 B200 run found, torchao's Llama3-8B baseline on 8 power-limited
+B200s (8307.5 tokens/s/GPU = 19.0%, pytorch/ao mx_formats README at d2087681), is not a record of
+the hardware either: B200's FP8 record (1717 model TFLOPS) run in BF16 would take at most twice as
+long (the GEMMs at half the rate), so BF16 reaches at least 38% there. L20 and L40S (no training
+MFU published; the USP paper's L20 table is attention-only); MI300X (no primary MFU or
+model TFLOPS/GPU figure for training was found in the searchable sources; vendor pages and
+reports seen give relative speedups; the best figure seen, ~522 TFLOPS/GPU bf16 on a 4-layer
+Llama3-70B proxy under FSDP, is inferred from a ratio in a preliminary issue comment, ROCm/
+TransformerEngine#78, so it is not used).
 """
 
 from __future__ import annotations
@@ -45,13 +60,35 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                   "Bridge 25.09: Llama3.1-405B 1676, 37.2%)"),
     ("blackwell", "mxfp8"): (0.350, "Megatron-Bridge docs/performance-summary.md, 25.11 NeMo container, DGX-B200: "
                                     "Llama3.1-405B FP8-MX 1576 model TFLOPS/GPU / 4500 dense FP8 = 35.0% MFU"),
+    # GB200: the best dense pretraining rows of Megatron-Bridge docs/performance-summary*.md
+    # (25.09-26.08, all commits); Llama3.1-405B at 8192 runs 2.524e12 bounded FLOPs per token
+    # (126 x (6,375,342,080 GEMM + 268,435,456 causal attention) + 4,202,692,608 logits, x 3).
+    ("grace-blackwell", "fp8"): (0.436, "Megatron-Bridge (NVIDIA-NeMo/Megatron-Bridge) docs/performance-summary-"
+                                        "archive.md at 4ab94dfa, '26.04.01 NeMo Container', Model LLAMA3.1_405B, row "
+                                        "DGX-GB200 256 GPUs FP8 (TP4 PP16 VP4): 864 tokens/s/GPU x 2.524e12 = 2181 "
+                                        "TFLOPS / 5000 dense FP8 = 43.6% MFU (table: 2144 model TFLOPS, 42.9%)"),
+    ("grace-blackwell", "mxfp8"): (0.404, "Megatron-Bridge docs/performance-summary.md at 17a381f9, '26.04.01 NeMo "
+                                          "Container', Model LLAMA3.1_405B, row DGX-GB200 256 GPUs MXFP8: 800 "
+                                          "tokens/s/GPU x 2.524e12 = 2019 TFLOPS / 5000 dense FP8 = 40.4% MFU (table: "
+                                          "2004 model TFLOPS, 40.1%)"),
+    # Huawei's MindSpeed-LLM (ex-ModelLink) README figure 'linearity&mfu.png' (first at 0a7cbd35,
+    # 2024-08-08; docs/en/appendixes.md since): GPT3-175B (TP8 PP16, seq 2048, fp16: same 16-bit cube
+    # peak as bf16, examples/gpt3/pretrain_gpt3_175B_ptd.sh); the README's measured tables name Atlas
+    # 900 A2 PoDc (910B). Its achieved petaFLOPs imply the profile's own 910B2 peak: 7968 NPUs x
+    # 353.9 TFLOPS x 0.505 = 1424 PF, as plotted (~1420; the 910B1's 373.9 would give 1504). The FLOP
+    # formula is not stated: with Megatron's 2024 one (full-square attention; MindSpeed is a Megatron
+    # fork) the bounded FLOPs of that run are 0.9865 of it (53.1%, the bound 1.4% lenient); with
+    # GEMMs only they would be 1.0138 of it (54.5%, 1.4% strict).
+    ("ascend", "bf16"): (0.538, "MindSpeed-LLM (Ascend/MindSpeed-LLM) README figure linearity&mfu.png at "
+                                "0a7cbd35: GPT3-175B on 128 Ascend 910B NPUs (Atlas 900 A2), 53.8% MFU "
+                                "(50.5% at 7968 NPUs), over the 353.9 TFLOPS 910B2 cube peak"),
 }
 # Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
 # profile not listed) has no ceiling.
 PROFILE_FAMILY: dict[str, str] = {
     "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
     "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
-    "gb200-nvl72": "blackwell",
+    "gb200-nvl72": "grace-blackwell", "ascend-910b": "ascend",
 }
 
 

@@ -59,7 +59,7 @@ def _communicator_bytes(size) -> np.ndarray:
 
 def runtime_bytes(hardware: HardwareProfile, c: Candidates) -> np.ndarray:
     """Per-rank bytes of the CUDA context, workspaces and NCCL buffers, plus the profile's reserve."""
-    sm90 = PROFILE_FAMILY.get(hardware.name.lower(), "hopper") in ("hopper", "blackwell")  # unknown: the larger
+    sm90 = PROFILE_FAMILY.get(hardware.name.lower()) != "ampere"  # Hopper, Blackwell, other or unknown: the larger
     workspace = CUBLAS_WORKSPACE_BYTES_SM90 if sm90 else CUBLAS_WORKSPACE_BYTES_SM80
     nccl = sum(_communicator_bytes(getattr(c, axis)) for axis in COMMUNICATOR_AXES)
     hsdp = np.asarray(c.dp_replicate) > 1

@@ -4,7 +4,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import hardware_flops_per_step, layer_gemm_flops_per_token, logits_gemm_flops_per_token
-from sp_planner.cost.mfu_ceiling import BEST_PUBLISHED_MFU, best_published_mfu
+from sp_planner.cost.mfu_ceiling import BEST_PUBLISHED_MFU, best_published_mfu, bounded_flops_per_step
 from sp_planner.plan import RECOMPUTE_NONE, ParallelPlan
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
@@ -84,13 +84,16 @@ def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
     ("h100-sxm", "fp8", 0.452, 1979e12, "llama3.1-70b"),  # NeMo 24.07 GPT3-175B (3a8081f): 895 / 1979
     ("b200", "fp8", 0.382, 4500e12, "llama3-8b"),  # NeMo long-sequence Llama3-8B 16K: 1717 / 4500
     ("b200", "mxfp8", 0.350, 4500e12, "llama3-8b"),  # Megatron-Bridge 25.11 Llama3.1-405B FP8-MX: 1576 / 4500
+    ("gb200-nvl72", "fp8", 0.436, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B: 864 tokens/s/GPU
+    ("gb200-nvl72", "mxfp8", 0.404, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B MXFP8: 800 tokens/s/GPU
 ])
 def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, mfu, fp8_peak, model):
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, precision) == mfu and hw.peak_fp8_flops == fp8_peak
     # A short-sequence dense plan (GEMM-bound) would run above the FP8 record without the ceiling.
     est = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
-                   ParallelPlan(dp=8, zero=1, micro_batch=2, precision=precision), num_nodes=1, gpus_per_node=8)
+                   ParallelPlan(dp=8, zero=1, micro_batch=2, precision=precision), num_nodes=8 // hw.gpus_per_node,
+                   gpus_per_node=hw.gpus_per_node)
     assert est.time.mfu_ceiling_s > 0
     hardware_tflops_over_fp8_peak = est.hardware_tflops_per_gpu * 1e12 / fp8_peak
     assert hardware_tflops_over_fp8_peak == pytest.approx(mfu, rel=1e-9)
@@ -98,3 +101,63 @@ def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, m
     bf16 = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
                     ParallelPlan(dp=8, zero=1, micro_batch=2), num_nodes=1, gpus_per_node=8)
     assert bf16.hardware_tflops_per_gpu < est.hardware_tflops_per_gpu
+
+
+def _llama31_405b_bounded_flops_per_token_at_8k() -> float:
+    """By hand, from the Llama-3.1-405B config (126 layers, hidden 16384, 128 heads and 8 KV heads
+    of 128, FFN 53248 SwiGLU, vocab 128256), per token at 8192, causal, no recompute:
+    forward GEMMs per layer 2 x 16384 x (2 x 16384 + 2 x 1024) + 2 x 3 x 16384 x 53248
+    = 6,375,342,080; causal attention per layer 4 x 16384 x 8192 / 2 = 268,435,456;
+    logits 2 x 16384 x 128256 = 4,202,692,608; forward + backward = 3 x forward."""
+    return 3 * (126 * (6_375_342_080 + 268_435_456) + 4_202_692_608)
+
+
+@pytest.mark.parametrize("precision, tokens_per_s_per_gpu, table_tflops, ceiling", [
+    ("fp8", 864, 2144, 0.436),  # Megatron-Bridge performance-summary-archive.md at 4ab94dfa, 26.04.01
+    ("mxfp8", 800, 2004, 0.404),  # Megatron-Bridge performance-summary.md at 17a381f9, 26.04.01
+])
+def test_gb200_ceilings_are_the_published_405b_rows(precision, tokens_per_s_per_gpu, table_tflops, ceiling):
+    per_token = _llama31_405b_bounded_flops_per_token_at_8k()
+    assert per_token == pytest.approx(2.524e12, rel=1e-3)
+    assert bounded_flops_per_step(load_model("llama3.1-405b"), Workload(seq_len=8192, global_batch=1)) == \
+        pytest.approx(8192 * per_token, rel=1e-9)
+    mfu = tokens_per_s_per_gpu * per_token / 5000e12  # GB200 dense FP8 peak
+    assert round(mfu, 3) == ceiling == best_published_mfu(load_hardware("gb200-nvl72"), precision)
+    # The table's own model TFLOPS count a little less than the bounded FLOPs: a ceiling set from
+    # them would hold this very run below its measured rate.
+    assert table_tflops * 1e12 / 5000e12 < mfu
+
+
+def test_gb200_is_not_held_by_the_b200_record():
+    # B200's best FP8 MFU (38.2%) is below GB200's published 405B run (43.6%): separate families.
+    assert best_published_mfu(load_hardware("b200"), "fp8") == 0.382
+    assert best_published_mfu(load_hardware("gb200-nvl72"), "fp8") == 0.436
+
+
+@pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "l20", "l40s", "mi300x"])
+def test_no_bf16_ceiling_without_a_published_dense_record(hardware):
+    # Blackwell BF16: NVIDIA publishes only MoE BF16 rows (GPT-OSS-120B on B200: 373 model TFLOPS
+    # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%); the one dense run found is on power-limited
+    # B200s (19.0%), below the 38% B200's FP8 record implies; L20, L40S, MI300X: no training MFU
+    # found (module docstring). Such plans are not held.
+    hw = load_hardware(hardware)
+    assert best_published_mfu(hw, "bf16") is None
+    est = evaluate(load_model("llama3-8b"), hw, Workload(seq_len=4096, global_batch=64),
+                   ParallelPlan(dp=8, zero=1, micro_batch=1), num_nodes=8 // hw.gpus_per_node,
+                   gpus_per_node=hw.gpus_per_node)
+    assert est.time.mfu_ceiling_s == 0
+
+
+def test_ascend_ceiling_is_mindspeeds_gpt3_175b_run_over_the_910b2_peak():
+    hw = load_hardware("ascend-910b")
+    assert best_published_mfu(hw) == 0.538  # GPT3-175B on 128 NPUs (MindSpeed-LLM figure)
+    # The figure's achieved petaFLOPs fix the peak its MFU divides by: at 7968 NPUs, 50.5% MFU and
+    # about 1420 PF plotted. The 910B2 cube peak of the profile gives that; the 910B1's does not.
+    assert 7968 * hw.peak_bf16_flops * 0.505 == pytest.approx(1420e15, rel=0.01)
+    assert 7968 * 373.88e12 * 0.505 == pytest.approx(1504e15, rel=0.001)
+    # A GEMM-bound dense plan (the profile's 0.927 GEMM efficiency) is held to the record.
+    spec, workload = load_model("llama3-8b"), Workload(seq_len=4096, global_batch=256)
+    est = evaluate(spec, hw, workload, ParallelPlan(dp=8, zero=1, micro_batch=2), num_nodes=1, gpus_per_node=8)
+    assert est.time.mfu_ceiling_s > 0
+    useful = bounded_flops_per_step(spec, workload) / (est.step_time_s * 8 * hw.peak_bf16_flops)
+    assert useful == pytest.approx(0.538, rel=1e-9)
