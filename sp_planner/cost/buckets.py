@@ -190,8 +190,11 @@ class BucketCounts(NamedTuple):
     unhideable_params: np.ndarray
 
 
-def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1) -> tuple[BucketCounts, BucketCounts]:
-    """stage_layouts summarised per candidate (dense, expert); computed once per distinct input."""
+def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage: bool = True,
+                  last_stage: bool = False) -> tuple[BucketCounts, BucketCounts]:
+    """stage_layouts summarised per candidate (dense, expert) for the stage that `first_stage` /
+    `last_stage` name (a middle one when neither; a single stage holds both whatever they say);
+    computed once per distinct input."""
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero, vpp)]
     stacked = np.stack(columns, axis=1)
@@ -200,7 +203,8 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1)
     table = np.zeros((len(unique), 6))
     for i, (t, e, et, n, single, d, z, v) in enumerate(unique.tolist()):
         for j, layout in enumerate(stage_layouts(model, tp=t, ep=e, etp=et, layers=n, single_stage=bool(single),
-                                                 dp=d, zero=z, vpp=v)):
+                                                 dp=d, zero=z, vpp=v, first_stage=first_stage,
+                                                 last_stage=last_stage)):
             table[i, 3 * j:3 * j + 3] = (layout.num_calls, len(layout.unhideable), sum(layout.unhideable))
     rows = table[np.ravel(inverse)]
     return (BucketCounts(rows[:, 0], rows[:, 1], rows[:, 2]), BucketCounts(rows[:, 3], rows[:, 4], rows[:, 5]))

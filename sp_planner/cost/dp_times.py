@@ -10,6 +10,8 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from sp_planner.cost.buckets import bucket_counts
@@ -26,6 +28,8 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 
+Stage = Literal["first", "middle", "last"]
+
 # The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch,
 # precision, the ring's layout and resharding, change when they run, not what they cost).
 _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "vpp", "first_stage_layers",
@@ -33,22 +37,23 @@ _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "
 
 
 def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-             states: TrainingStates = MEGATRON_STATES) -> DPTimes:
-    """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes),
-    priced once per distinct shape (_SHAPE_COLUMNS) and spread back over the candidates: a chunk
-    of 65,536 candidates holds a few hundred shapes, and each is priced call by call. `states`:
-    the framework's gradient and gathered-parameter widths (cost.states)."""
+             states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
+    """One pass of every data-parallel collective of a rank of the pipeline's `stage` ("first",
+    "middle" or "last"; cost.overlap.DPTimes), priced once per distinct shape (_SHAPE_COLUMNS) and
+    spread back over the candidates: a chunk of 65,536 candidates holds a few hundred shapes, and
+    each is priced call by call. `states`: the framework's gradient and gathered-parameter widths
+    (cost.states)."""
     n = len(c)
     first, inverse = distinct_rows(np.stack(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
-                       states=states)
+                       states=states, stage=stage)
     return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in priced))
 
 
 def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-              states: TrainingStates = MEGATRON_STATES) -> DPTimes:
+              states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
     """dp_times for every row of `c`."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
@@ -56,15 +61,20 @@ def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLa
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     edp, edp_stride = c.edp, axis_stride(c, "edp")
     rep, rep_stride = c.dp_replicate, replicate_stride(c)
-    layers = stages.first
-    params = stage_params_per_rank(model, tp, pp, stages, ep, etp)[0]
+    layers = getattr(stages, stage)
+    first_params, last_params = stage_params_per_rank(model, tp, pp, stages, ep, etp)
+    per_layer = layer_params_per_rank(model, tp, ep, etp)
+    params = {"first": first_params, "middle": layers * per_layer, "last": last_params}[stage]
     experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
     dense = params - experts
     expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
-    dense_layer = layer_params_per_rank(model, tp, ep, etp) - expert_layer
-    root = dense - layers * dense_layer  # embedding (and, on a single stage, final norm and output layer)
+    dense_layer = per_layer - expert_layer
+    # The stage's non-layer parameters: the embedding on the first stage, the output layer and
+    # final norm on the last (all three on a single stage), none on a middle one.
+    root = dense - layers * dense_layer
     dense_calls, expert_calls = bucket_counts(model, tp=tp, ep=ep, etp=etp, layers=layers, pp=pp, dp=c.dp,
-                                              zero=c.zero, vpp=c.vpp)
+                                              zero=c.zero, vpp=c.vpp, first_stage=stage == "first",
+                                              last_stage=stage == "last")
 
     # A ring call's time is linear in the bytes sent plus its latency (cost.links): evaluate the
     # slope and the latency once per collective and group, then price every call from them.

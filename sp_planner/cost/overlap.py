@@ -114,50 +114,72 @@ def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
     return np.maximum(np.minimum(unhideable_s, total_s), total_s - window_s)
 
 
-def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True):
+def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True,
+                        ahead_s=0.0):
     """ZeRO-3: exposed seconds of one pass (forward or backward) of `layers` layers, each gathering
     its parameters in gather_s (and, in backward, reduce-scattering its gradients in reduce_s) on
     one stream while computing window_s. The first layer's gather (after `before_s`, the root
     unit's gather in forward) and the last layer's reduce-scatter (then `after_s`, the root's) are
-    never hidden; each other layer exposes what its communication takes beyond its compute.
-    Without prefetch every gather waits in line before its layer."""
+    never hidden, but for the compute `ahead_s` that runs before the first layer and a prefetched
+    first gather hides behind (in backward, the output layer's and the loss's: FSDP2's root
+    pre-backward hook prefetches the last block, FSDPParamGroup.pre_backward); each other layer
+    exposes what its communication takes beyond its compute. Without prefetch every gather waits
+    in line before its layer."""
     middle = (layers - 1) * np.maximum(0.0, np.where(prefetch, gather_s, 0.0) + reduce_s - window_s)
-    gathers = gather_s if prefetch else layers * gather_s
+    gathers = np.maximum(0.0, gather_s - ahead_s) if prefetch else layers * gather_s
     return before_s + gathers + middle + reduce_s + after_s
 
 
+def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
+                     ahead_s=0.0):
+    """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
+    under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
+    parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
+    backward ends only when that traffic has left: Megatron-FSDP reduces gradients "on every
+    backward propagation" with optim_grads / optim_grads_params, and its root post-backward
+    callback, queued at the end of each micro-batch's backward, makes the compute stream wait for
+    the queued reduce-scatters (megatron_fsdp.py _root_post_backward, GradReducePipeline.reset ->
+    wait_for_previous_grad_reduce(0); Megatron-LM d98e8a6). `ahead_s`: the compute before the
+    stage's first layer in backward (the output layer's and the loss's on the last stage)."""
+    t = times
+    reduce2 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s, t.last_reduce_scatter_s, overlap.grad_reduce)
+    prefetch = overlap.zero3_prefetch
+    # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
+    bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
+    zero3 = (layerwise_exposed_s(t.layer_gather_s, 0.0, fwd_window_s / layers, layers, before_s=t.root_gather_s,
+                                 prefetch=prefetch)
+             + layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_window_s / layers, layers,
+                                   after_s=t.root_reduce_s, prefetch=prefetch, ahead_s=ahead_s))
+    busy3 = t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s) + t.root_reduce_s
+    exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
+    busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
+    return exposed, busy
+
+
 def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
-                 reshard):
+                 reshard, ahead_s=0.0, micro_batch_traffic_s=None):
     """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
     shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
 
     fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
     stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
-    (reshard_after_forward, cost.fsdp).
+    (reshard_after_forward, cost.fsdp); ahead_s as micro_batch_dp_s. ZeRO-2/3's per-micro-batch
+    traffic exposes micro_batches x micro_batch_dp_s on a single stage; a pipeline passes what it
+    exposes on the critical path instead (`micro_batch_traffic_s`, cost.pipeline_dp). Hidden is
+    this stage's own traffic less its own exposure.
     """
     t = times
     reduce0 = hidden_behind(t.grad_all_reduce_s, bwd_window_s, t.last_all_reduce_s, overlap.grad_all_reduce)
-    reduce12 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s, t.last_reduce_scatter_s, overlap.grad_reduce)
+    reduce1 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s, t.last_reduce_scatter_s, overlap.grad_reduce)
     gather12 = hidden_behind(t.param_all_gather_s, fwd_window_s, t.first_all_gather_s, overlap.param_gather)
-    prefetch = overlap.zero3_prefetch
-    # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
-    bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
-    zero3 = micro_batches * (
-        layerwise_exposed_s(t.layer_gather_s, 0.0, fwd_window_s / layers, layers, before_s=t.root_gather_s,
-                            prefetch=prefetch)
-        + layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_window_s / layers, layers, after_s=t.root_reduce_s,
-                              prefetch=prefetch)
-    )
-    exposed = np.select(
-        [zero == 0, zero == 1, zero == 2],
-        [reduce0, reduce12 + gather12, micro_batches * reduce12 + gather12],
-        zero3,
-    )
-    busy = np.select(
-        [zero == 0, zero == 1, zero == 2],
-        [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s,
-         micro_batches * t.grad_reduce_scatter_s + t.param_all_gather_s],
-        micro_batches * (t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s)
-                         + t.root_reduce_s),
-    )
-    return exposed, np.maximum(0.0, busy - exposed)
+    per_micro_batch, per_micro_batch_busy = micro_batch_dp_s(
+        overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
+        reshard=reshard, ahead_s=ahead_s)
+    # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
+    once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
+    once_busy = np.select([zero == 0, zero == 1, zero == 2],
+                          [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
+                          0.0)
+    own = once + micro_batches * per_micro_batch
+    exposed = own if micro_batch_traffic_s is None else once + micro_batch_traffic_s
+    return exposed, np.maximum(0.0, once_busy + micro_batches * per_micro_batch_busy - own)

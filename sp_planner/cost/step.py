@@ -49,6 +49,7 @@ from sp_planner.cost.memory import (
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
+from sp_planner.cost.pipeline_dp import pipeline_stages, pipelined_exposed_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -194,13 +195,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     all_stages = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer
     all_stages = all_stages + logits
     layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
-    logits = np.where(last_paces, logits, 0.0)
+    loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
-                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
-                         + moe_bwd)
-    fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd)
+    bwd_layer = (2 * gemm_fwd + attn.bwd_s + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+                 + recompute_layer + moe_bwd)
+    fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
+    bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # and backward as the CPU issues it.
@@ -225,9 +226,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones.
+    # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
+    # pacing stage exposes, each other stage's once (cost.pipeline_dp).
+    by_stage = pipeline_stages(model, hardware, c, stages=stages, first=times, per_layer_s=per_layer,
+                               logits_s=loss_s, gpus_per_node=gpn, states=states)
+    every_micro_batch = pipelined_exposed_s(overlap, zero=zero, micro_batches=m, vpp=c.vpp, stages=by_stage,
+                                            fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, reshard=c.reshard)
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, reshard=c.reshard,
+        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=by_stage[0].ahead_s,
+        micro_batch_traffic_s=every_micro_batch,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
