@@ -165,8 +165,8 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
     (reshard_after_forward, cost.fsdp); ahead_s as micro_batch_dp_s. ZeRO-2/3's per-micro-batch
     traffic exposes micro_batches x micro_batch_dp_s on a single stage; a pipeline passes what it
-    exposes on the critical path instead (`micro_batch_traffic_s`, cost.pipeline_dp). Hidden is
-    this stage's own traffic less its own exposure.
+    exposes on the critical path instead (`micro_batch_traffic_s`, cost.pipeline_dp; NaN where
+    there is no pipeline). Hidden is this stage's own traffic less its own exposure.
     """
     t = times
     reduce0 = hidden_behind(t.grad_all_reduce_s, bwd_window_s, t.last_all_reduce_s, overlap.grad_all_reduce)
@@ -181,5 +181,7 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
                           [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
                           0.0)
     own = once + micro_batches * per_micro_batch
-    exposed = own if micro_batch_traffic_s is None else once + micro_batch_traffic_s
+    exposed = own
+    if micro_batch_traffic_s is not None:
+        exposed = np.where(np.isnan(micro_batch_traffic_s), own, once + micro_batch_traffic_s)
     return exposed, np.maximum(0.0, once_busy + micro_batches * per_micro_batch_busy - own)

@@ -26,73 +26,69 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dp_times import dp_times
 from sp_planner.cost.overlap import DPTimes, Overlap, micro_batch_dp_s
-from sp_planner.cost.states import TrainingStates
 from sp_planner.pipeline import StageLayers, bubble_micro_batches
-from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.specs.model import ModelSpec
+
+# The loss and output layer's backward, of their forward and backward: backward = 2 x forward
+# (Narayanan et al. 2021), as cost.step times the logits GEMMs (3 x forward).
+LOSS_BACKWARD_SHARE = 2 / 3
 
 
 class StageDP(NamedTuple):
-    """One kind of pipeline stage (first, middle, last) per candidate."""
+    """One kind of pipeline stage (first, middle, last) of the pipelined candidates."""
 
     times: DPTimes  # its data-parallel calls (cost.dp_times)
     layers: np.ndarray
     compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
-    ahead_s: np.ndarray  # compute before its first layer's backward (the loss and output layer)
-    count: np.ndarray  # stages of this kind
+    ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
+    count: np.ndarray | float  # stages of this kind
 
 
-def pipeline_stages(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, first: DPTimes,
-                    per_layer_s, logits_s, gpus_per_node: int, states: TrainingStates) -> tuple[StageDP, ...]:
-    """The first, middle and last stage of each candidate; `first` is the first stage's DPTimes,
-    per_layer_s a layer's and logits_s the loss and output layer's micro-batch (forward and
-    backward, the backward two thirds of it: Narayanan 2021, backward = 2 x forward). The other
-    stages' calls are priced only where they matter (pp > 1 and ZeRO-2/3)."""
-    pp = np.broadcast_to(np.asarray(c.pp), np.shape(per_layer_s))
-    zero = np.broadcast_to(np.asarray(c.zero), pp.shape)
-    single = pp == 1
-    rows = np.flatnonzero(~single & (zero >= 2))
-    n = pp.size
+def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, DPTimes, DPTimes], per_layer_s,
+                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard) -> np.ndarray:
+    """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the pipeline's critical
+    path (module docstring), NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
+    `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
+    per_layer_s a layer's micro-batch, logits_s the loss and output layer's (forward and
+    backward), fwd/bwd_layer_s a layer's windows (cost.step)."""
+    pp, zero = np.asarray(c.pp), np.asarray(c.zero)
+    n = len(pp)
+    out = np.full(n, np.nan)
+    rows = np.flatnonzero((pp > 1) & (zero >= 2))
+    if not len(rows):
+        return out
 
-    def priced(stage: str) -> DPTimes:
-        if not len(rows):
-            return first
-        sub = dp_times(model, hardware, c.take(rows),
-                       stages=StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[rows] for v in stages)),
-                       gpus_per_node=gpus_per_node, states=states, stage=stage)
-        out = []
-        for mine, theirs in zip(first, sub):
-            column = np.broadcast_to(np.asarray(mine, dtype=np.float64), (n,)).copy()
-            column[rows] = theirs
-            out.append(column)
-        return DPTimes(*out)
+    def sub(values):
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
 
-    ahead = 2 / 3 * np.asarray(logits_s, dtype=np.float64)
-    layer_s = np.asarray(per_layer_s, dtype=np.float64)
-    # A single stage is the first one, holding every non-layer parameter, with the loss.
-    return (
-        StageDP(first, stages.first, stages.first * layer_s + np.where(single, logits_s, 0.0),
-                np.where(single, ahead, 0.0), np.ones(n)),
-        StageDP(priced("middle"), stages.middle, stages.middle * layer_s, np.zeros(n), np.maximum(pp - 2, 0)),
-        StageDP(priced("last"), stages.last, stages.last * layer_s + logits_s, ahead, np.where(single, 0, 1)),
+    split = StageLayers(*(sub(v) for v in stages))
+    first, middle, last = (DPTimes(*(sub(v) for v in stage)) for stage in times)
+    layer_s, loss_s = sub(per_layer_s), sub(logits_s)
+    by_stage = (
+        StageDP(first, split.first, split.first * layer_s, 0.0, 1.0),
+        StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
+        StageDP(last, split.last, split.last * layer_s + loss_s, LOSS_BACKWARD_SHARE * loss_s, 1.0),
     )
+    out[rows] = pipelined_exposed_s(overlap, zero=zero[rows], micro_batches=sub(micro_batches), vpp=sub(c.vpp),
+                                    stages=by_stage, fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s),
+                                    reshard=sub(reshard).astype(bool))
+    return out
 
 
 def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                         bwd_layer_s, reshard):
-    """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path (module
-    docstring); fwd/bwd_layer_s are one layer's forward / backward window of one micro-batch."""
+    """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
+    pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
+    window of one micro-batch."""
     exposure = [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times,
                                  fwd_window_s=s.layers * fwd_layer_s, bwd_window_s=s.layers * bwd_layer_s,
                                  reshard=reshard, ahead_s=s.ahead_s)[0] for s in stages]
-    present = [s.count > 0 for s in stages]
+    present = [np.asarray(s.count) > 0 for s in stages]
     paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
     stretch = paced - compute
     every_stage = np.sum([s.count * e for s, e in zip(stages, exposure)], axis=0)
-    pp = np.sum([s.count for s in stages], axis=0)
+    pp = np.sum([np.broadcast_to(s.count, np.shape(stretch)) for s in stages], axis=0)
     # Fill and drain, as the bubble: (pp - 1) / vpp stage-micro-batches beyond the pacing one.
     fill = bubble_micro_batches(pp, vpp) / np.maximum(pp - 1, 1)
     return micro_batches * stretch + fill * (every_stage - stretch)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
-from sp_planner.cost.dp_times import dp_times
+from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
     TP_ALL_GATHERS_PER_LAYER,
@@ -49,7 +49,7 @@ from sp_planner.cost.memory import (
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
-from sp_planner.cost.pipeline_dp import pipeline_stages, pipelined_exposed_s
+from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -222,20 +222,20 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
     zgroup, edp = shard_group_size(c), c.edp
     zero = c.zero
-    times = dp_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states)
+    by_stage = dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
+                              which=("first", "middle", "last"))
+    times = by_stage[0]
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones.
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
     # pacing stage exposes, each other stage's once (cost.pipeline_dp).
-    by_stage = pipeline_stages(model, hardware, c, stages=stages, first=times, per_layer_s=per_layer,
-                               logits_s=loss_s, gpus_per_node=gpn, states=states)
-    every_micro_batch = pipelined_exposed_s(overlap, zero=zero, micro_batches=m, vpp=c.vpp, stages=by_stage,
-                                            fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, reshard=c.reshard)
+    pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=loss_s,
+                               fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard)
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=by_stage[0].ahead_s,
-        micro_batch_traffic_s=every_micro_batch,
+        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, LOSS_BACKWARD_SHARE * loss_s, 0.0),
+        micro_batch_traffic_s=pipelined,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
