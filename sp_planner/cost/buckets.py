@@ -184,11 +184,14 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
 
 
 class BucketCounts(NamedTuple):
-    """Per candidate: collectives per pass over the stage, and the unhideable ones (count, params)."""
+    """Per candidate: collectives per pass over the stage, the unhideable ones (count, params),
+    and of those the ones issued after the embedding (the layout's tail: count, params)."""
 
     num_calls: np.ndarray
     num_unhideable: np.ndarray
     unhideable_params: np.ndarray
+    num_tail: np.ndarray
+    tail_params: np.ndarray
 
 
 def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage: bool = True,
@@ -207,18 +210,18 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     stacked = np.stack(columns, axis=1)
     first, inverse = distinct_rows(stacked)
     unique = stacked[first]
-    table = np.array([_summary(model, *row, first_stage, last_stage) for row in unique.tolist()]).reshape(-1, 6)
+    table = np.array([_summary(model, *row, first_stage, last_stage) for row in unique.tolist()]).reshape(-1, 10)
     rows = table[np.ravel(inverse)]
-    return (BucketCounts(rows[:, 0], rows[:, 1], rows[:, 2]), BucketCounts(rows[:, 3], rows[:, 4], rows[:, 5]))
+    return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
 
 
 @lru_cache(maxsize=65536)
 def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: int, dp: int, zero: int, vpp: int,
              first_stage: bool, last_stage: bool) -> tuple[float, ...]:
-    """(calls, unhideable calls, unhideable parameters) of the dense and the expert layout; the
-    search asks for the same few hundred shapes in every chunk of candidates."""
+    """BucketCounts' fields of the dense and the expert layout; the search asks for the same few
+    hundred shapes in every chunk of candidates."""
     out: list[float] = []
     for layout in stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=layers, single_stage=bool(single), dp=dp,
                                 zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage):
-        out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable)]
+        out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable), len(layout.tail), sum(layout.tail)]
     return tuple(out)

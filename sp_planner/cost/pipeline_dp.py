@@ -16,8 +16,11 @@ it is m e). Each stage holds its own non-layer parameters (cost.buckets.stage_ex
 stage's embedding gradients leave after its last layer (never hidden), the last stage's output
 layer's before its layers' backward (hidden behind them) while ZeRO-3's first gather of the last
 stage hides behind the loss and output layer's backward (cost.overlap.layerwise_exposed_s). The
-interleaved schedule fills and drains in chunks of 1/vpp of a stage, as its bubble
-(sp_planner.pipeline.bubble_micro_batches). Vectorized over candidates.
+interleaved schedule (vpp model chunks a stage) runs each chunk as its own forward and backward,
+each exposing its own first gather and last reduce-scatter (cost.overlap.micro_batch_dp_s); its
+fill and drain are shorter (the bubble is 1/vpp), but the first stage's last block, chunk 0's
+backward, still carries the embedding's calls, so every stage's exposure is counted whole there
+(it is a few hundredths of the pacing stage's m - 1). Vectorized over candidates.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.overlap import DPTimes, Overlap, micro_batch_dp_s
-from sp_planner.pipeline import StageLayers, bubble_micro_batches
+from sp_planner.cost.overlap import DPTimes, Edges, Overlap, micro_batch_dp_s
+from sp_planner.pipeline import StageLayers
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
 # (Narayanan et al. 2021), as cost.step times the logits GEMMs (3 x forward).
@@ -45,12 +48,13 @@ class StageDP(NamedTuple):
 
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, DPTimes, DPTimes], per_layer_s,
-                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard) -> np.ndarray:
+                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges) -> np.ndarray:
     """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the pipeline's critical
     path (module docstring), NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
     `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
     per_layer_s a layer's micro-batch, logits_s the loss and output layer's (forward and
-    backward), fwd/bwd_layer_s a layer's windows (cost.step)."""
+    backward), fwd/bwd_layer_s a layer's windows and `edges` the TP collectives at a chunk's
+    ends (cost.step, cost.overlap.Edges)."""
     pp, zero = np.asarray(c.pp), np.asarray(c.zero)
     n = len(pp)
     out = np.full(n, np.nan)
@@ -71,24 +75,21 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     )
     out[rows] = pipelined_exposed_s(overlap, zero=zero[rows], micro_batches=sub(micro_batches), vpp=sub(c.vpp),
                                     stages=by_stage, fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s),
-                                    reshard=sub(reshard).astype(bool))
+                                    reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
     return out
 
 
 def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
-                        bwd_layer_s, reshard):
+                        bwd_layer_s, reshard, edges: Edges | None = None):
     """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
     pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
     window of one micro-batch."""
     exposure = [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times,
                                  fwd_window_s=s.layers * fwd_layer_s, bwd_window_s=s.layers * bwd_layer_s,
-                                 reshard=reshard, ahead_s=s.ahead_s)[0] for s in stages]
+                                 reshard=reshard, ahead_s=s.ahead_s, chunks=vpp, edges=edges)[0] for s in stages]
     present = [np.asarray(s.count) > 0 for s in stages]
     paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
     stretch = paced - compute
     every_stage = np.sum([s.count * e for s, e in zip(stages, exposure)], axis=0)
-    pp = np.sum([np.broadcast_to(s.count, np.shape(stretch)) for s in stages], axis=0)
-    # Fill and drain, as the bubble: (pp - 1) / vpp stage-micro-batches beyond the pacing one.
-    fill = bubble_micro_batches(pp, vpp) / np.maximum(pp - 1, 1)
-    return micro_batches * stretch + fill * (every_stage - stretch)
+    return (micro_batches - 1) * stretch + every_stage

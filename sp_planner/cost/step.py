@@ -48,7 +48,7 @@ from sp_planner.cost.memory import (
     stage_params_per_rank,
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
@@ -230,12 +230,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # reduce-scatter over edp overlaps the backward like the dense ones.
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
     # pacing stage exposes, each other stage's once (cost.pipeline_dp).
+    # The TP collectives at a layer chunk's ends overlap its first gather and last reduce-scatter.
+    edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+                                                      [ag, 2 * ag + attn.fwd_s], 2 * ag), bwd_trail_s=rs)
     pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=loss_s,
-                               fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard)
+                               fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard,
+                               edges=edges)
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
         bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, LOSS_BACKWARD_SHARE * loss_s, 0.0),
-        micro_batch_traffic_s=pipelined,
+        chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
