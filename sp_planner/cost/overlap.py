@@ -207,10 +207,12 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
 
     fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
     stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
-    (reshard_after_forward, cost.fsdp); ahead_s, chunks and edges as micro_batch_dp_s. ZeRO-2/3's per-micro-batch
-    traffic exposes micro_batches x micro_batch_dp_s on a single stage; a pipeline passes what it
-    exposes on the critical path instead (`micro_batch_traffic_s`, cost.pipeline_dp; NaN where
-    there is no pipeline). Hidden is this stage's own traffic less its own exposure.
+    (reshard_after_forward, cost.fsdp); ahead_s, chunks and edges as micro_batch_dp_s.
+    ZeRO-2/3's per-micro-batch traffic exposes micro_batches x micro_batch_dp_s on a single
+    stage; a pipeline passes what it exposes on the critical path instead, with what the first
+    stage hides (`micro_batch_traffic_s`,
+    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
+    stage's own traffic less its own exposure.
     """
     t = times
     reduce0 = hidden_behind(t.grad_all_reduce_s, bwd_window_s, last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s,
@@ -226,8 +228,10 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     once_busy = np.select([zero == 0, zero == 1, zero == 2],
                           [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
                           0.0)
-    own = once + micro_batches * per_micro_batch
-    exposed = own
+    exposed = once + micro_batches * per_micro_batch
+    hidden = micro_batches * (per_micro_batch_busy - per_micro_batch)
     if micro_batch_traffic_s is not None:
-        exposed = np.where(np.isnan(micro_batch_traffic_s), own, once + micro_batch_traffic_s)
-    return exposed, np.maximum(0.0, once_busy + micro_batches * per_micro_batch_busy - own)
+        traffic, traffic_hidden = micro_batch_traffic_s
+        exposed = np.where(np.isnan(traffic), exposed, once + traffic)
+        hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
+    return exposed, np.maximum(0.0, once_busy - once + hidden)

@@ -48,19 +48,21 @@ class StageDP(NamedTuple):
 
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, DPTimes, DPTimes], per_layer_s,
-                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges) -> np.ndarray:
-    """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the pipeline's critical
-    path (module docstring), NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
+                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
+    pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
+    step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
     `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
     per_layer_s a layer's micro-batch, logits_s the loss and output layer's (forward and
     backward), fwd/bwd_layer_s a layer's windows and `edges` the TP collectives at a chunk's
     ends (cost.step, cost.overlap.Edges)."""
     pp, zero = np.asarray(c.pp), np.asarray(c.zero)
     n = len(pp)
-    out = np.full(n, np.nan)
+    out, hidden = np.full(n, np.nan), np.full(n, np.nan)
     rows = np.flatnonzero((pp > 1) & (zero >= 2))
     if not len(rows):
-        return out
+        return out, hidden
 
     def sub(values):
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
@@ -73,10 +75,15 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
         StageDP(last, split.last, split.last * layer_s + loss_s, LOSS_BACKWARD_SHARE * loss_s, 1.0),
     )
-    out[rows] = pipelined_exposed_s(overlap, zero=zero[rows], micro_batches=sub(micro_batches), vpp=sub(c.vpp),
-                                    stages=by_stage, fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s),
-                                    reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
-    return out
+    kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
+    fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
+    out[rows] = pipelined_exposed_s(overlap, micro_batches=m, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd,
+                                    bwd_layer_s=bwd, **kw)
+    # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
+    own, busy = micro_batch_dp_s(overlap, layers=split.first, times=first, fwd_window_s=split.first * fwd,
+                                 bwd_window_s=split.first * bwd, chunks=sub(c.vpp), **kw)
+    hidden[rows] = m * (busy - own)
+    return out, hidden
 
 
 def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
