@@ -6,16 +6,20 @@ emitted. The limits (vectorized over candidates, per pipeline stage and micro-ba
 - every bucket or unit is its own collective call and pays NCCL's ring latency (cost.buckets);
 - a gradient reduce overlaps the backward, except the last buckets (those issued at the first
   layer and after the embedding, cost.buckets), which leave after the last layer's backward
+  GEMMs, beside its TP reduce-scatter (those after the embedding only after it; `Edges`)
   (Megatron DDP `--overlap-grad-reduce`, torch DDP/FSDP2 by default);
 - ZeRO-1/2's parameter all-gather after the optimizer step overlaps the next step's first forward
   except the first buckets, the same ones (Megatron `--overlap-param-gather`), or is exposed
   whole (DeepSpeed stage 1/2 gathers synchronously after `step()`);
 - ZeRO-3 gathers each layer's parameters one layer ahead (FSDP2's implicit prefetch, DeepSpeed's
   `stage3_prefetch_bucket_size`) on the same stream as the gradient reduce-scatters: the root
-  unit's and the first layer's gathers are never hidden, nor are the last layer's and the root's
-  reduce-scatters, and a layer whose gather (plus, in backward, its reduce-scatter) takes longer
-  than its compute exposes the difference; reshard-after-forward gathers twice per micro-batch
-  (cost.comm counts the bytes), keeping the parameters (reshard false) once;
+  unit's and the first layer's gathers hide only behind the TP collectives before the first GEMM
+  (and the loss's backward), the last layer's reduce-scatter only behind the TP reduce-scatter
+  after the last one, the root's not at all, and a layer whose gather (plus, in backward, its
+  reduce-scatter) takes longer than its compute exposes the difference; reshard-after-forward
+  gathers twice per micro-batch (cost.comm counts the bytes), keeping the parameters (reshard
+  false) once; ZeRO-2/3 reduce (and ZeRO-3 gathers) every micro-batch (`micro_batch_dp_s`), which
+  in a pipeline cost.pipeline_dp charges to the pacing stage;
 - hidden communication is not free: NCCL's kernels hold whole SMs while they run ("NCCL CTAs
   won't share an SM with compute kernels", 16 SMs on a DGX with 8 NICs; NVIDIA/nccl#689), so the
   compute they hide behind runs on 16 of H100's 132 SMs fewer (NVIDIA H100 Tensor Core GPU
@@ -125,8 +129,9 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
     never hidden, but for the work `ahead_s` that runs before the first layer's first GEMM (its
     TP all-gathers; in backward also the output layer's and the loss's, during which FSDP2's root
     pre-backward hook prefetches the last block, FSDPParamGroup.pre_backward) and `behind_s` after
-    the last one's (its TP reduce-scatter, before which the root's cannot start); each other layer exposes what its communication takes
-    beyond its compute. Without prefetch every gather waits in line before its layer."""
+    the last one's (its TP reduce-scatter, before which the root's cannot start); each other
+    layer exposes what its communication takes beyond its compute. Without prefetch every gather
+    waits in line before its layer."""
     middle = (layers - 1) * np.maximum(0.0, np.where(prefetch, gather_s, 0.0) + reduce_s - window_s)
     first = np.maximum(0.0, before_s + gather_s - ahead_s)
     queued = 0.0 if prefetch else (layers - 1) * gather_s
