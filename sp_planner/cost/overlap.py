@@ -154,12 +154,14 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     the last reduce-scatter overlap (layerwise_exposed_s).
     `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
     its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
-    exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's are approximated by
-    one layer's call (its first layer's buckets)."""
+    exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
+    buckets) are approximated by a layer's share of the stage's buckets."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
+    # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
+    chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / layers
     unhideable2 = (last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
-                   + (chunks - 1) * np.maximum(0.0, t.layer_reduce_s - e.bwd_trail_s))
+                   + (chunks - 1) * np.maximum(0.0, chunk_first - e.bwd_trail_s))
     reduce2 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s, unhideable2, overlap.grad_reduce)
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.

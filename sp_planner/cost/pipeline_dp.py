@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.overlap import DPTimes, Edges, Overlap, micro_batch_dp_s
+from sp_planner.cost.overlap import DPTimes, Edges, Overlap, hidden_behind, micro_batch_dp_s
 from sp_planner.pipeline import StageLayers
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
@@ -79,6 +79,11 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
     out[rows] = pipelined_exposed_s(overlap, micro_batches=m, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd,
                                     bwd_layer_s=bwd, **kw)
+    # ZeRO-2's parameters gathered behind the step's first forward where overlapped
+    # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
+    later = sum(s.count * hidden_behind(s.times.param_all_gather_s, s.layers * fwd, s.times.first_all_gather_s, True)
+                for s in by_stage[1:])
+    out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
     # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
     own, busy = micro_batch_dp_s(overlap, layers=split.first, times=first, fwd_window_s=split.first * fwd,
                                  bwd_window_s=split.first * bwd, chunks=sub(c.vpp), **kw)

@@ -161,6 +161,7 @@ def test_streams_agree(both):
     dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=1),
     dict(dp=16, pp=4, tp=8, ring=8, zero=2),
     dict(dp=16, pp=4, tp=8, ring=8, zero=3),
+    dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=2),
     dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=3),
     dict(dp=16, pp=4, tp=8, ring=8, zero=3, first_stage_layers=19, last_stage_layers=19),
     dict(dp=512, tp=8, zero=3, recompute="full"),
