@@ -112,6 +112,18 @@ class DPTimes(NamedTuple):
     root_reduce_s: np.ndarray
 
 
+class Edges(NamedTuple):
+    """The work beside a layer chunk's data-parallel edges, one micro-batch (cost.step): before
+    its first forward GEMM (the TP all-gather of its input), before its first backward GEMM (the
+    TP all-gathers of the gradient and the saved input; under full recompute the recomputed
+    forward's, under selective also the recomputed attention) and after its last backward GEMM
+    (the TP reduce-scatter), all off the data-parallel stream (sim.layer_program orders them so)."""
+
+    fwd_lead_s: np.ndarray | float
+    bwd_lead_s: np.ndarray | float
+    bwd_trail_s: np.ndarray | float
+
+
 def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
     """Exposed seconds of `total_s` overlapped with `window_s`, of which `unhideable_s` (the last
     or first buckets) can never hide."""
@@ -140,7 +152,7 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
 
 
 def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
-                     ahead_s=0.0, chunks=1, edges: "Edges | None" = None):
+                     ahead_s=0.0, chunks=1, edges: Edges | None = None):
     """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
     under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
     parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
@@ -187,19 +199,7 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     return exposed, busy
 
 
-class Edges(NamedTuple):
-    """The work beside a layer chunk's data-parallel edges, one micro-batch (cost.step): before
-    its first forward GEMM (the TP all-gather of its input), before its first backward GEMM (the
-    TP all-gathers of the gradient and the saved input; under full recompute the recomputed
-    forward's, under selective also the recomputed attention) and after its last backward GEMM
-    (the TP reduce-scatter), all off the data-parallel stream (sim.layer_program orders them so)."""
-
-    fwd_lead_s: object
-    bwd_lead_s: object
-    bwd_trail_s: object
-
-
-def last_calls_s(last_s, tail_s, edges: "Edges | None"):
+def last_calls_s(last_s, tail_s, edges: Edges | None):
     """The unhideable gradient calls' exposed seconds: those issued at the first layer run beside
     its TP reduce-scatter (Edges.bwd_trail_s), those after the embedding's backward (tail_s, of
     last_s) only after it."""

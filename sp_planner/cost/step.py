@@ -227,12 +227,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     times = by_stage[0]
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
-    # reduce-scatter over edp overlaps the backward like the dense ones.
-    # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
-    # pacing stage exposes, each other stage's once (cost.pipeline_dp).
-    # The TP collectives at a layer chunk's ends overlap its first gather and last reduce-scatter.
+    # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
+    # layer chunk's ends overlap its first gather and last reduce-scatter (cost.overlap.Edges).
     edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                                                       [ag, 2 * ag + attn.fwd_s], 2 * ag), bwd_trail_s=rs)
+    # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
+    # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
+    # backward hides its first gather in backward.
     pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=loss_s,
                                fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard,
                                edges=edges)
