@@ -77,6 +77,7 @@ class BucketLayout(NamedTuple):
         return (self.layers[0] if self.layers else ()) + self.tail
 
 
+@lru_cache(maxsize=1024)
 def layer_tensors(model: ModelSpec, tp: int, ep: int = 1, etp: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(dense, expert) tensors of one (layer-averaged) layer on one rank, in backprop order."""
     h = model.hidden_size
@@ -183,24 +184,44 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
 
 
 class BucketCounts(NamedTuple):
-    """Per candidate: collectives per pass over the stage, and the unhideable ones (count, params)."""
+    """Per candidate: collectives per pass over the stage, the unhideable ones (count, params),
+    and of those the ones issued after the embedding (the layout's tail: count, params)."""
 
     num_calls: np.ndarray
     num_unhideable: np.ndarray
     unhideable_params: np.ndarray
+    num_tail: np.ndarray
+    tail_params: np.ndarray
 
 
-def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1) -> tuple[BucketCounts, BucketCounts]:
-    """stage_layouts summarised per candidate (dense, expert); computed once per distinct input."""
+def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage: bool = True,
+                  last_stage: bool = False) -> tuple[BucketCounts, BucketCounts]:
+    """stage_layouts summarised per candidate (dense, expert) for the stage that `first_stage` /
+    `last_stage` name (a middle one when neither; a single stage holds both whatever they say);
+    computed once per distinct input."""
+    # Only what the layout depends on tells rows apart (stage_layouts): dp only sets Megatron's
+    # bucket size, the same up to dp 40, and ZeRO-0 and 1 share a layout; FSDP units (ZeRO-3)
+    # depend on neither dp nor vpp, ZeRO-2's buckets not on vpp.
+    zero = np.asarray(zero)
+    dp = np.where(zero == 3, 0, np.maximum(dp, DDP_BUCKET_MIN_PARAMS // DDP_BUCKET_PARAMS_PER_DP_RANK))
+    vpp = np.where(zero >= 2, 1, vpp)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
-               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, zero, vpp)]
+               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp)]
     stacked = np.stack(columns, axis=1)
     first, inverse = distinct_rows(stacked)
     unique = stacked[first]
-    table = np.zeros((len(unique), 6))
-    for i, (t, e, et, n, single, d, z, v) in enumerate(unique.tolist()):
-        for j, layout in enumerate(stage_layouts(model, tp=t, ep=e, etp=et, layers=n, single_stage=bool(single),
-                                                 dp=d, zero=z, vpp=v)):
-            table[i, 3 * j:3 * j + 3] = (layout.num_calls, len(layout.unhideable), sum(layout.unhideable))
+    table = np.array([_summary(model, *row, first_stage, last_stage) for row in unique.tolist()]).reshape(-1, 10)
     rows = table[np.ravel(inverse)]
-    return (BucketCounts(rows[:, 0], rows[:, 1], rows[:, 2]), BucketCounts(rows[:, 3], rows[:, 4], rows[:, 5]))
+    return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
+
+
+@lru_cache(maxsize=65536)
+def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: int, dp: int, zero: int, vpp: int,
+             first_stage: bool, last_stage: bool) -> tuple[float, ...]:
+    """BucketCounts' fields of the dense and the expert layout; the search asks for the same few
+    hundred shapes in every chunk of candidates."""
+    out: list[float] = []
+    for layout in stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=layers, single_stage=bool(single), dp=dp,
+                                zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage):
+        out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable), len(layout.tail), sum(layout.tail)]
+    return tuple(out)

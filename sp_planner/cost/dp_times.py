@@ -10,9 +10,11 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
-from sp_planner.cost.buckets import bucket_counts
+from sp_planner.cost.buckets import BucketCounts, bucket_counts
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.memory import layer_params_per_rank, stage_params_per_rank
@@ -26,6 +28,8 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 
+Stage = Literal["first", "middle", "last"]
+
 # The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch,
 # precision, the ring's layout and resharding, change when they run, not what they cost).
 _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "vpp", "first_stage_layers",
@@ -33,38 +37,76 @@ _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "
 
 
 def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-             states: TrainingStates = MEGATRON_STATES) -> DPTimes:
-    """One pass of every data-parallel collective of the first stage's rank (cost.overlap.DPTimes),
-    priced once per distinct shape (_SHAPE_COLUMNS) and spread back over the candidates: a chunk
-    of 65,536 candidates holds a few hundred shapes, and each is priced call by call. `states`:
-    the framework's gradient and gathered-parameter widths (cost.states)."""
+             states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
+    """One pass of every data-parallel collective of a rank of the pipeline's `stage` ("first",
+    "middle" or "last"; cost.overlap.DPTimes), priced once per distinct shape (_SHAPE_COLUMNS) and
+    spread back over the candidates: a chunk of 65,536 candidates holds a few hundred shapes, and
+    each is priced call by call. `states`: the framework's gradient and gathered-parameter widths
+    (cost.states)."""
+    return dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node, states=states,
+                          which=(stage,))[0]
+
+
+def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+                   states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
+                   ) -> tuple[DPTimes, ...]:
+    """dp_times of each stage in `which`, the shapes found and the groups priced once for all; a
+    middle or last stage's bucket layout only where a pipeline runs ZeRO-2/3 (`_layouts`)."""
     n = len(c)
     first, inverse = distinct_rows(np.stack(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
-    priced = _dp_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
-                       states=states)
-    return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in priced))
+    priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
+                          states=states, which=which)
+    return tuple(DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in times))
+                 for times in priced)
+
+
+def _layouts(model: ModelSpec, c, layers, stage: Stage) -> tuple[BucketCounts, BucketCounts]:
+    """cost.buckets.bucket_counts of the stage; a middle or last stage's only on the rows that use
+    them, a pipeline under ZeRO-2/3 (cost.pipeline_dp), the others' left empty: walking every
+    shape's buckets three times would cost the search a tenth of its time."""
+    n = len(c)
+    rows = slice(None) if stage == "first" else np.flatnonzero((np.broadcast_to(c.pp, (n,)) > 1)
+                                                                & (np.broadcast_to(c.zero, (n,)) >= 2))
+
+    def at(values):
+        return np.broadcast_to(np.asarray(values), (n,))[rows]
+
+    counted = bucket_counts(model, tp=at(c.tp), ep=at(c.ep), etp=at(c.etp), layers=at(layers), pp=at(c.pp),
+                            dp=at(c.dp), zero=at(c.zero), vpp=at(c.vpp), first_stage=stage == "first",
+                            last_stage=stage == "last")
+    if stage == "first":
+        return counted
+    out = []
+    for kind in counted:
+        full = BucketCounts(*(np.zeros(n) for _ in kind))
+        for column, values in zip(full, kind):
+            column[rows] = values
+        out.append(full)
+    return out[0], out[1]
 
 
 def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-              states: TrainingStates = MEGATRON_STATES) -> DPTimes:
+              states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
     """dp_times for every row of `c`."""
+    return _stage_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node, states=states,
+                        which=(stage,))[0]
+
+
+def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+                 states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
+    """dp_stage_times for every row of `c`."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     edp, edp_stride = c.edp, axis_stride(c, "edp")
     rep, rep_stride = c.dp_replicate, replicate_stride(c)
-    layers = stages.first
-    params = stage_params_per_rank(model, tp, pp, stages, ep, etp)[0]
-    experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
-    dense = params - experts
+    first_params, last_params = stage_params_per_rank(model, tp, pp, stages, ep, etp)
+    per_layer = layer_params_per_rank(model, tp, ep, etp)
     expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
-    dense_layer = layer_params_per_rank(model, tp, ep, etp) - expert_layer
-    root = dense - layers * dense_layer  # embedding (and, on a single stage, final norm and output layer)
-    dense_calls, expert_calls = bucket_counts(model, tp=tp, ep=ep, etp=etp, layers=layers, pp=pp, dp=c.dp,
-                                              zero=c.zero, vpp=c.vpp)
+    dense_layer = per_layer - expert_layer
 
     # A ring call's time is linear in the bytes sent plus its latency (cost.links): evaluate the
     # slope and the latency once per collective and group, then price every call from them.
@@ -98,20 +140,35 @@ def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLa
         return (calls(kind, bytes_per_param, dense_params, dense_count, "dense")
                 + calls(kind, bytes_per_param, expert_params, expert_count, "expert"))
 
-    unhideable_experts = expert_calls.unhideable_params
-    n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
-    return DPTimes(
-        grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
-        grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
-        param_all_gather_s=both("all_gather", param_bytes, dense, n_dense, experts, n_expert),
-        last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
-                               dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
-        last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
-                                     unhideable_experts, expert_calls.num_unhideable),
-        first_all_gather_s=both("all_gather", param_bytes, dense_calls.unhideable_params,
-                                dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
-        layer_gather_s=both("all_gather", param_bytes, dense_layer, 1, expert_layer, 1),
-        layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
-        root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
-        root_reduce_s=reduce(root, 1, 0.0, 0),
-    )
+    def priced(stage: Stage) -> DPTimes:
+        layers = getattr(stages, stage)
+        params = {"first": first_params, "middle": layers * per_layer, "last": last_params}[stage]
+        experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+        dense = params - experts
+        # The stage's non-layer parameters: the embedding on the first stage, the output layer and
+        # final norm on the last (all three on a single stage), none on a middle one.
+        root = dense - layers * dense_layer
+        dense_calls, expert_calls = _layouts(model, c, layers, stage)
+        unhideable_experts = expert_calls.unhideable_params
+        n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
+        return DPTimes(
+            grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
+            grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
+            param_all_gather_s=both("all_gather", param_bytes, dense, n_dense, experts, n_expert),
+            last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
+                                   dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+            last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
+                                         unhideable_experts, expert_calls.num_unhideable),
+            first_all_gather_s=both("all_gather", param_bytes, dense_calls.unhideable_params,
+                                    dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+                tail_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.tail_params, dense_calls.num_tail,
+                               expert_calls.tail_params, expert_calls.num_tail),
+            tail_reduce_scatter_s=reduce(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,
+                                         expert_calls.num_tail),
+            layer_gather_s=both("all_gather", param_bytes, dense_layer, 1, expert_layer, 1),
+            layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
+            root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
+            root_reduce_s=reduce(root, 1, 0.0, 0),
+        )
+
+    return tuple(priced(stage) for stage in which)

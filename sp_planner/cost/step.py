@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
-from sp_planner.cost.dp_times import dp_times
+from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
     TP_ALL_GATHERS_PER_LAYER,
@@ -48,7 +48,8 @@ from sp_planner.cost.memory import (
     stage_params_per_rank,
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Overlap, dp_exposed_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
+from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -194,13 +195,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     all_stages = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer
     all_stages = all_stages + logits
     layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
-    logits = np.where(last_paces, logits, 0.0)
+    loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_window = layers * (2 * gemm_fwd + attn.bwd_s
-                         + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs + recompute_layer
-                         + moe_bwd)
-    fwd_window = layers * (gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd)
+    bwd_layer = (2 * gemm_fwd + attn.bwd_s + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+                 + recompute_layer + moe_bwd)
+    fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
+    bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # and backward as the CPU issues it.
@@ -221,13 +222,25 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
     zgroup, edp = shard_group_size(c), c.edp
     zero = c.zero
-    times = dp_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states)
+    by_stage = dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
+                              which=("first", "middle", "last"))
+    times = by_stage[0]
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
-    # reduce-scatter over edp overlaps the backward like the dense ones.
+    # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
+    # layer chunk's ends overlap its first gather and last reduce-scatter (cost.overlap.Edges).
+    edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+                                                      [ag, 2 * ag + attn.fwd_s], 2 * ag), bwd_trail_s=rs)
+    # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
+    # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
+    # backward hides its first gather in backward.
+    pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=loss_s,
+                               fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard,
+                               edges=edges)
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, reshard=c.reshard,
+        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, LOSS_BACKWARD_SHARE * loss_s, 0.0),
+        chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden

@@ -1,0 +1,107 @@
+"""ZeRO-2/3 traffic in a pipeline: what each stage's per-micro-batch exposure costs the step.
+
+ZeRO-2/3 reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its parameters), and
+a stage's backward ends only when that traffic has left (cost.overlap.micro_batch_dp_s). Under
+1F1B every stage runs one forward and one backward per micro-batch in lock step (Narayanan et al.
+2021, section 2.2.1), so the step lasts (m - 1) cycles of the slowest stage, the cycle being a
+micro-batch's compute plus the data-parallel exposure of that stage, plus one cycle of every
+stage on the way in and out (the bubble). A stage's exposure therefore repeats m - 1 times only
+on the pacing stage; a stage with slack (the first one, which lacks the loss and output layer)
+absorbs its own and pays it once, on the fill and the drain:
+
+    exposed = (m - 1) (max_k (C_k + e_k) - max_k C_k) + sum_k e_k
+
+(C_k, e_k: stage k's compute and exposure of one micro-batch, each stage counted once; with pp 1
+it is m e). Each stage holds its own non-layer parameters (cost.buckets.stage_extras): the first
+stage's embedding gradients leave after its last layer (never hidden), the last stage's output
+layer's before its layers' backward (hidden behind them) while ZeRO-3's first gather of the last
+stage hides behind the loss and output layer's backward (cost.overlap.layerwise_exposed_s). The
+interleaved schedule (vpp model chunks a stage) runs each chunk as its own forward and backward,
+each exposing its own first gather and last reduce-scatter (cost.overlap.micro_batch_dp_s); its
+fill and drain are shorter (the bubble is 1/vpp), but the first stage's last block, chunk 0's
+backward, still carries the embedding's calls, so every stage's exposure is counted whole there
+(it is a few hundredths of the pacing stage's m - 1). Vectorized over candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.overlap import DPTimes, Edges, Overlap, hidden_behind, micro_batch_dp_s
+from sp_planner.pipeline import StageLayers
+
+# The loss and output layer's backward, of their forward and backward: backward = 2 x forward
+# (Narayanan et al. 2021), as cost.step times the logits GEMMs (3 x forward).
+LOSS_BACKWARD_SHARE = 2 / 3
+
+
+class StageDP(NamedTuple):
+    """One kind of pipeline stage (first, middle, last) of the pipelined candidates."""
+
+    times: DPTimes  # its data-parallel calls (cost.dp_times)
+    layers: np.ndarray
+    compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
+    ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
+    count: np.ndarray | float  # stages of this kind
+
+
+def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, DPTimes, DPTimes], per_layer_s,
+                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
+    pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
+    step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
+    `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
+    per_layer_s a layer's micro-batch, logits_s the loss and output layer's (forward and
+    backward), fwd/bwd_layer_s a layer's windows and `edges` the TP collectives at a chunk's
+    ends (cost.step, cost.overlap.Edges)."""
+    pp, zero = np.asarray(c.pp), np.asarray(c.zero)
+    n = len(pp)
+    out, hidden = np.full(n, np.nan), np.full(n, np.nan)
+    rows = np.flatnonzero((pp > 1) & (zero >= 2))
+    if not len(rows):
+        return out, hidden
+
+    def sub(values):
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
+
+    split = StageLayers(*(sub(v) for v in stages))
+    first, middle, last = (DPTimes(*(sub(v) for v in stage)) for stage in times)
+    layer_s, loss_s = sub(per_layer_s), sub(logits_s)
+    by_stage = (
+        StageDP(first, split.first, split.first * layer_s, 0.0, 1.0),
+        StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
+        StageDP(last, split.last, split.last * layer_s + loss_s, LOSS_BACKWARD_SHARE * loss_s, 1.0),
+    )
+    kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
+    fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
+    out[rows] = pipelined_exposed_s(overlap, micro_batches=m, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd,
+                                    bwd_layer_s=bwd, **kw)
+    # ZeRO-2's parameters gathered behind the step's first forward where overlapped
+    # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
+    later = sum(s.count * hidden_behind(s.times.param_all_gather_s, s.layers * fwd, s.times.first_all_gather_s, True)
+                for s in by_stage[1:])
+    out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
+    # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
+    own, busy = micro_batch_dp_s(overlap, layers=split.first, times=first, fwd_window_s=split.first * fwd,
+                                 bwd_window_s=split.first * bwd, chunks=sub(c.vpp), **kw)
+    hidden[rows] = m * (busy - own)
+    return out, hidden
+
+
+def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
+                        bwd_layer_s, reshard, edges: Edges | None = None):
+    """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
+    pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
+    window of one micro-batch."""
+    exposure = [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times,
+                                 fwd_window_s=s.layers * fwd_layer_s, bwd_window_s=s.layers * bwd_layer_s,
+                                 reshard=reshard, ahead_s=s.ahead_s, chunks=vpp, edges=edges)[0] for s in stages]
+    present = [np.asarray(s.count) > 0 for s in stages]
+    paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
+    compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
+    stretch = paced - compute
+    every_stage = np.sum([s.count * e for s, e in zip(stages, exposure)], axis=0)
+    return (micro_batches - 1) * stretch + every_stage
