@@ -17,9 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sp_planner import columns
-from sp_planner.cost.cuda_graphs import NO_GRAPHS
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
@@ -89,12 +87,11 @@ def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:
 
 def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, num_nodes: int,
            gpus_per_node: int, pins: Pins = Pins(), top_k: int = 10, progress: Progress | None = None,
-           overlap: Overlap = MEGATRON_OVERLAP, states: TrainingStates = MEGATRON_STATES,
-           every_row: bool = False) -> SearchResult:
+           runtime: Runtime = MEGATRON_RUNTIME, every_row: bool = False) -> SearchResult:
     """Every candidate plan, ranked; the best `top_k` as estimates, every row on `result.frame`
     (built on first access). progress(done, total, what) hears of each chunk (candidates). More than MAX_CANDIDATES
-    candidates raise SearchTooLarge before any work. `overlap`: what the framework overlaps (cost.overlap);
-    `states`: the training states it keeps (cost.states).
+    candidates raise SearchTooLarge before any work. `runtime`: what the framework overlaps, the training
+    states it keeps and the CUDA graphs it replays (cost.runtime).
     `every_row`: the caller will read `frame` (a report): every candidate is costed once, in the one
     pass, and kept (memory grows with the space), instead of costed again by two more passes on access."""
     progress = progress or _no_progress
@@ -107,7 +104,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if len(degrees) == 0:
         raise ValueError(f"no (dp, pp, tp, ulysses, ring) with product {world} matches the pins {pins}")
     keep = max(top_k, HEAD_ROWS)
-    args = (model, hardware, workload, degrees, pins, gpus_per_node, overlap, states, CHUNK_CANDIDATES)
+    args = (model, hardware, workload, degrees, pins, gpus_per_node, runtime, CHUNK_CANDIDATES)
     progress(0, total, f"searching {plural(total, 'candidate')}")
     if every_row:
         return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
@@ -158,17 +155,14 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-             num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-             states: TrainingStates = MEGATRON_STATES,
-             cuda_graphs: frozenset[str] = NO_GRAPHS) -> PlanEstimate:
+             num_nodes: int, gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> PlanEstimate:
     """One plan, through the same columns as the search; fits False with a reason when it cannot run.
-    `cuda_graphs`: the CUDA graph scopes the run states (cost.cuda_graphs; corpus rows only)."""
+    `runtime`: the framework's (cost.runtime); its CUDA graph scopes are a corpus row's only."""
     world = _check_cluster(num_nodes, gpus_per_node)
     if plan.world_size != world:
         raise ValueError(
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
-    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, overlap=overlap, states=states,
-                  cuda_graphs=cuda_graphs)
+    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, runtime=runtime)
     return _explained(model, hardware, workload, e).estimate(0)

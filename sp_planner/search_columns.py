@@ -10,9 +10,7 @@ import pandas as pd
 
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.memory import MemoryColumns, memory_columns
-from sp_planner.cost.cuda_graphs import NO_GRAPHS
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import StepColumns, time_columns
 from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
@@ -133,16 +131,16 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int, code: np.ndarray | None = None,
-              overlap: Overlap = MEGATRON_OVERLAP, states: TrainingStates = MEGATRON_STATES,
-              cuda_graphs: frozenset[str] = NO_GRAPHS) -> _Evaluated:
+              runtime: Runtime = MEGATRON_RUNTIME) -> _Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
-    empty: `_explained` writes them for the rows that are shown. `overlap`: cost.overlap;
-    `states`: the framework's training states (cost.states); `cuda_graphs`: cost.cuda_graphs."""
+    empty: `_explained` writes them for the rows that are shown. `runtime`: the
+    framework's overlap, training states and CUDA graphs (cost.runtime)."""
+    states = runtime.states
     memory = memory_columns(model, hardware, workload, c, states)
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=overlap, states=states,
-                        cuda_graphs=cuda_graphs)
+    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
+                        states=states, cuda_graphs=runtime.cuda_graphs)
     comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from sp_planner import columns
-from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.states import TrainingStates
+from sp_planner.cost.runtime import Runtime
 from sp_planner.plan import RULES
 from sp_planner.search_columns import _evaluate, _Evaluated, search_axes
 from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
@@ -69,7 +68,7 @@ class _Scan(NamedTuple):
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
-          gpus_per_node: int, overlap: Overlap, states: TrainingStates, chunk_candidates: int, *, keep: int | None,
+          gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
           breakers: bool | None, progress: Progress, total: int = 0) -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
     every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
@@ -85,11 +84,10 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         if breakers is None:
             rows = np.arange(len(chunk))
-            e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, overlap, states)
+            e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, runtime)
         else:
             rows = np.flatnonzero(code >= 0 if breakers else code < 0)
-            e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], overlap,
-                          states)
+            e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], runtime)
         if not breakers:  # the rules are counted once, in the pass over every candidate
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
         counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))

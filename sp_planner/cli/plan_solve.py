@@ -6,8 +6,7 @@ from __future__ import annotations
 from sp_planner.cli.plan_output import Answer
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.cost.overlap import framework_overlap
-from sp_planner.cost.states import framework_states
+from sp_planner.cost.runtime import framework_runtime
 from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
@@ -20,15 +19,14 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     --simulate K re-ranks the best K of both. `every_row`: the frame of every plan will be read (a
     report), so the search keeps every costed row (search.search)."""
     q = question
-    # Time plans with the overlap the framework's flags give (cost.overlap; Megatron's for "all").
-    overlap = framework_overlap("megatron" if framework == "all" else framework)
-    # Memory and gradient widths of the training states it keeps (cost.states; Megatron's for "all").
-    states = framework_states(framework)
+    # Time and size plans as the framework runs them with the flags sp-plan emits: its overlap
+    # and training states (cost.runtime; Megatron's for "all").
+    runtime = framework_runtime(framework)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     wanted = max(top, simulate or 0)
     with delayed_progress("searching plans") as update:
         result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update,
-                        overlap=overlap, states=states, every_row=every_row)
+                        runtime=runtime, every_row=every_row)
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
@@ -38,14 +36,14 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             if framework_ranked:  # the plans the table shows
                 mine = result.model_copy(update={"ranked": framework_ranked})
                 framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
-                                                        top_k=simulate, overlap=overlap, states=states).ranked
+                                                        top_k=simulate, runtime=runtime).ranked
             # Every plan's ranking too, for --format json (which lists every framework's plans).
             result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
-                                          overlap=overlap, states=states)
+                                          runtime=runtime)
         suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
             suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,
-                                       batch_scales_with_gpus=q.default_batch, overlap=overlap, states=states)
+                                       batch_scales_with_gpus=q.default_batch, runtime=runtime)
     return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
                   launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version)

@@ -14,8 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sp_planner.cost.overlap import framework_overlap
-from sp_planner.cost.states import framework_states
+from sp_planner.cost.runtime import framework_runtime
 from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import (
@@ -105,7 +104,7 @@ def simulate_command(
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
             topology=None if topology == "profile" else topology, nics_per_node=nics_per_node,
-            overlap=framework_overlap(pf.framework), states=framework_states(pf.framework),
+            runtime=framework_runtime(pf.framework),
         )
         chart_bytes = gantt_bytes(result, gantt)
     console = Console()

@@ -1,8 +1,9 @@
 """Which data-parallel communication a plan overlaps with compute, and what that leaves exposed.
 
 Overlap is what the emitted flags make the framework do (flags/*.py emit them; tests/flags check
-each renderer's text against `FRAMEWORK_OVERLAP`), or the framework's default where nothing is
-emitted. The limits (vectorized over candidates, per pipeline stage and micro-batch):
+each renderer's text against cost.runtime's `FRAMEWORK_RUNTIME`), or the framework's default
+where nothing is emitted. The limits (vectorized over candidates, per pipeline stage and
+micro-batch):
 - every bucket or unit is its own collective call and pays NCCL's ring latency (cost.buckets);
 - a gradient reduce overlaps the backward, except the last buckets (those issued at the first
   layer and after the embedding, cost.buckets), which leave after the last layer's backward
@@ -68,30 +69,10 @@ DEEPSPEED_OVERLAP = Overlap(grad_reduce=True, param_gather=False, tp_comm=False,
 TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
                              grad_all_reduce=True)
 
-FRAMEWORK_OVERLAP: dict[str, Overlap] = {
-    "megatron": MEGATRON_OVERLAP,
-    "mindspeed": MEGATRON_OVERLAP,
-    "deepspeed": DEEPSPEED_OVERLAP,
-    "torchtitan": TORCHTITAN_OVERLAP,
-    # yunchang leaves data parallelism to the training loop; its note names DeepSpeed, whose
-    # behaviour (the stricter one) is assumed.
-    "yunchang": DEEPSPEED_OVERLAP,
-}
-
-
 def slowed_by_overlap(compute_s, comm_s):
     """A kernel's time while `comm_s` of NCCL traffic runs beside it: the overlapped part runs on
     fewer SMs (OVERLAP_COMPUTE_SLOWDOWN); used for ring steps and their K/V transfers."""
     return compute_s + OVERLAP_COMPUTE_SLOWDOWN * np.minimum(compute_s, comm_s)
-
-
-def framework_overlap(framework: str) -> Overlap:
-    """The framework's overlap; "all" (sp-plan's every-framework answer) is timed as Megatron's."""
-    if framework == "all":
-        return MEGATRON_OVERLAP
-    if framework not in FRAMEWORK_OVERLAP:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_OVERLAP)}")
-    return FRAMEWORK_OVERLAP[framework]
 
 
 class DPTimes(NamedTuple):

@@ -95,25 +95,6 @@ DEEPSPEED_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=BF16_BYTES,
                                   optimizer_bytes=FP32_BYTES + ADAM_MOMENTS_BYTES, compute_param_bytes=BF16_BYTES,
                                   param_shard_stage=3, grad_shard_stage=2)
 
-FRAMEWORK_STATES: dict[str, TrainingStates] = {
-    "megatron": MEGATRON_STATES,
-    "mindspeed": MEGATRON_STATES,  # Megatron-LM's training loop and optimizer
-    "deepspeed": DEEPSPEED_STATES,
-    "torchtitan": TORCH_FSDP_STATES,
-    # yunchang leaves the training loop to DeepSpeed, as cost.overlap assumes.
-    "yunchang": DEEPSPEED_STATES,
-}
-
-
-def framework_states(framework: str) -> TrainingStates:
-    """The framework's training states; "all" (sp-plan's every-framework answer) is Megatron's."""
-    if framework == "all":
-        return MEGATRON_STATES
-    if framework not in FRAMEWORK_STATES:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_STATES)}")
-    return FRAMEWORK_STATES[framework]
-
-
 def sharded_state_bytes(states: TrainingStates, zero, params, group):
     """(parameter, gradient, optimizer) bytes on a rank holding `params` parameters, each state
     divided over `group` ranks where the candidate's ZeRO stage shards it."""

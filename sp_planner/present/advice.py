@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
 from sp_planner.space import PIN_DEGREES, count_candidates
@@ -50,14 +49,13 @@ def suggest_fits(
     gpus_per_node: int,
     pins: Pins,
     batch_scales_with_gpus: bool = False,
-    overlap: Overlap = MEGATRON_OVERLAP,
-    states: TrainingStates = MEGATRON_STATES,
+    runtime: Runtime = MEGATRON_RUNTIME,
 ) -> tuple[FitSuggestion, ...]:
     """Changes that make some plan fit, each verified by a fresh search.
 
     `batch_scales_with_gpus`: the global batch is sp-plan's default (a token budget rounded to the
     GPU count, specs/batch.py), so the more-nodes search uses the batch that `--nodes N` alone would
-    give; otherwise it is kept. `overlap` and `states`: the framework's (cost.overlap, cost.states).
+    give; otherwise it is kept. `runtime`: the framework's (cost.runtime).
     """
 
     spent = 0
@@ -75,7 +73,7 @@ def suggest_fits(
             return None  # past the budget: not checked, so not suggested
         spent += cost
         found = search(model, hardware, load, num_nodes=nodes, gpus_per_node=gpus_per_node, pins=changed, top_k=1,
-                       overlap=overlap, states=states)
+                       runtime=runtime)
         return found.ranked[0] if found.ranked and found.ranked[0].fits else None
 
     found: list[FitSuggestion] = []

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sp_planner.cost.overlap import framework_overlap
-from sp_planner.cost.states import framework_states
+from sp_planner.cost.runtime import framework_runtime
 from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
@@ -39,14 +38,14 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; "
                                  f"run it with sp-run --plan {plan_path}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
-    overlap, states = framework_overlap(plan_file.framework), framework_states(plan_file.framework)
+    runtime = framework_runtime(plan_file.framework)
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
-                    gpus_per_node=per_node, top_k=top_k, overlap=overlap, states=states)
+                    gpus_per_node=per_node, top_k=top_k, runtime=runtime)
     fits = bool(result.ranked) and result.ranked[0].fits
     # As sp-plan does, so that summary.json is the document `sp-plan --format json` prints.
     suggestions = () if fits else suggest_fits(plan_file.model, plan_file.hardware, plan_file.workload,
                                                num_nodes=nodes, gpus_per_node=per_node, pins=Pins(),
-                                               overlap=overlap, states=states)
+                                               runtime=runtime)
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
                             suggestions=suggestions)
@@ -87,7 +86,6 @@ def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:
     try:
         return evaluate(plan_file.model, plan_file.hardware, plan_file.workload, plan_file.plan,
                         num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node,
-                        overlap=framework_overlap(plan_file.framework),
-                        states=framework_states(plan_file.framework))
+                        runtime=framework_runtime(plan_file.framework))
     except ValueError as err:
         raise UserInputError(f"the plan file's plan cannot be evaluated: {err}") from None

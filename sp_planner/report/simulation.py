@@ -7,8 +7,7 @@ saying why instead of a chart.
 
 from __future__ import annotations
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.report.html import Raw, facts, figure, section, table, tag
@@ -43,15 +42,14 @@ KIND_LABELS: dict[str, str] = {
 
 
 def simulate_chosen(model: ModelSpec, hardware: HardwareProfile, workload: Workload, chosen: PlanEstimate, *,
-                    num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                    states: TrainingStates = MEGATRON_STATES) -> SimResult | str:
+                    num_nodes: int, gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> SimResult | str:
     """The simulated step of `chosen`, or the sentence saying why there is none."""
     if not chosen.fits:
         return (f"The recommended plan does not fit in memory ({chosen.reason}), so its step is not simulated: "
                 "a timeline of a plan that cannot run would mislead.")
     try:
         return simulate(model, hardware, workload, chosen.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                        detail=True, overlap=overlap, states=states)
+                        detail=True, runtime=runtime)
     except (UserInputError, ValueError) as err:
         return f"The simulator cannot run the recommended plan: {err}."
 
@@ -63,10 +61,9 @@ def gantt_svg(result: SimResult, *, prefix: str = "gantt") -> str:
 
 
 def simulation_section(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, chosen: PlanEstimate,
-                       num_nodes: int, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                       states: TrainingStates = MEGATRON_STATES) -> Raw:
+                       num_nodes: int, gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> Raw:
     outcome = simulate_chosen(model, hardware, workload, chosen, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                              overlap=overlap, states=states)
+                              runtime=runtime)
     if isinstance(outcome, str):
         return section(SECTION_ID, HEADING, tag("p", outcome, class_="warn"))
     sim = outcome

@@ -20,8 +20,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from sp_planner.cost.overlap import framework_overlap
-from sp_planner.cost.states import framework_states
+from sp_planner.cost.runtime import framework_runtime
 from sp_planner import __version__
 from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
@@ -138,8 +137,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
-                           gpus_per_node=gpus_per_node, overlap=framework_overlap(framework),
-                           states=framework_states(framework)),
+                           gpus_per_node=gpus_per_node, runtime=framework_runtime(framework)),
     ]
     if runs:
         parts.append(sections.runs_section(runs))

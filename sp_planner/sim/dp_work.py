@@ -17,8 +17,7 @@ import numpy as np
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
 from sp_planner.cost.memory import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.states import TrainingStates
+from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.flows import PhaseResult
@@ -51,15 +50,16 @@ def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, b
 
 def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLayers, layers_of: list[int],
              groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
-             overlap: Overlap, states: TrainingStates
-             ) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
+             runtime: Runtime) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
     overlapped). Each stage's calls carry its own non-layer parameters (cost.buckets.stage_extras:
     the embedding on the first, the output layer and final norm on the last). Gradients and
-    gathered parameters move in the framework's widths (cost.states)."""
+    gathered parameters move in the framework's widths (cost.states), overlapped as it overlaps
+    them (cost.overlap)."""
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
-    grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
+    overlap = runtime.overlap
+    grad_bytes, param_bytes = runtime.states.grad_bytes, runtime.states.compute_param_bytes
     z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
     params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
     experts = float(expert_params_per_rank(model, plan.pp, ep, etp, layers=stages.first))

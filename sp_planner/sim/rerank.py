@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import SearchResult
 from sp_planner.sim.simulate import simulate
 from sp_planner.specs.hardware import HardwareProfile
@@ -13,8 +12,7 @@ from sp_planner.specs.workload import Workload
 
 def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: HardwareProfile, workload: Workload, *,
                          num_nodes: int, gpus_per_node: int, top_k: int,
-                         overlap: Overlap = MEGATRON_OVERLAP, states: TrainingStates = MEGATRON_STATES
-                         ) -> SearchResult:
+                         runtime: Runtime = MEGATRON_RUNTIME) -> SearchResult:
     """Simulate the first `top_k` fitting plans and order them by simulated step time.
 
     Each simulated estimate keeps its analytic numbers and gains `simulated_step_time_s`; plans
@@ -24,7 +22,7 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     simulated = [
         est.model_copy(update={"simulated_step_time_s": simulate(
             model, hardware, workload, est.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node, detail=False,
-            overlap=overlap, states=states,
+            runtime=runtime,
         ).step_time_s})
         for est in head
     ]

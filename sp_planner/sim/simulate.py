@@ -11,8 +11,7 @@ for every micro-batch.
 from __future__ import annotations
 
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
 from sp_planner.errors import UserInputError
@@ -50,29 +49,26 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 
 
 def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                  states: TrainingStates = MEGATRON_STATES) -> tuple[float, float]:
+                  gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float]:
     """The analytic model's (step time, exposed host time) for one plan."""
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
-                        overlap=overlap, states=states)
+                        overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0])
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
-                         plan: ParallelPlan, *, gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                         states: TrainingStates = MEGATRON_STATES) -> float:
-    return analytic_step(model, hardware, workload, plan, gpus_per_node=gpus_per_node, overlap=overlap,
-                         states=states)[0]
+                         plan: ParallelPlan, *, gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> float:
+    return analytic_step(model, hardware, workload, plan, gpus_per_node=gpus_per_node, runtime=runtime)[0]
 
 
 def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
              num_nodes: int, gpus_per_node: int, topology: str | None = None,
              nics_per_node: int | None = None, detail: bool = True,
-             overlap: Overlap = MEGATRON_OVERLAP, states: TrainingStates = MEGATRON_STATES) -> SimResult:
+             runtime: Runtime = MEGATRON_RUNTIME) -> SimResult:
     """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
-    'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `overlap` is what
-    the framework overlaps (cost.overlap), `states` the widths its gradients and gathered
-    parameters move in (cost.states)."""
+    'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `runtime` is what
+    the framework overlaps and the widths its gradients and gathered parameters move in
+    (cost.runtime)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
     domain = hardware.link_domain_gpus(gpus_per_node)
     # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of 72 GPUs behind
@@ -84,11 +80,11 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     graph_nodes = max(world // domain, 1)
     hardware = hardware.model_copy(update={"gpus_per_node": min(domain, world), "nvlink_domain_gpus": None})
     cluster = build_cluster(hardware, graph_nodes, topology=topology, nics_per_node=nics_per_node)
-    work, phases = step_work(cluster, model, workload, plan, overlap, states)
+    work, phases = step_work(cluster, model, workload, plan, runtime)
     unheld = schedule_step(work)
     dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
     analytic_s, host_s = analytic_step(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node,
-                                       overlap=overlap, states=states)
+                                       runtime=runtime)
     # The simulator schedules GPU work only; the host time it does not hide is the analytic
     # model's (cost.host), added as a block at the end like the MFU ceiling's.
     sched = _held_to_ceiling(_extended(unheld, "host_overhead", host_s), model, hardware, workload, plan)

@@ -22,8 +22,8 @@ from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES, stage_params_per_rank
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap, slowed_by_overlap
-from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.overlap import slowed_by_overlap
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import (
     ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
@@ -61,8 +61,7 @@ def shard_and_replicate_groups(plan: ParallelPlan) -> tuple[np.ndarray, np.ndarr
 
 
 def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: ParallelPlan,
-              overlap: Overlap = MEGATRON_OVERLAP, states: TrainingStates = MEGATRON_STATES
-              ) -> tuple[StepWork, list[PhaseResult]]:
+              runtime: Runtime = MEGATRON_RUNTIME) -> tuple[StepWork, list[PhaseResult]]:
     hw = cluster.hardware
     tp, u, r, pp, b = plan.tp, plan.ulysses, plan.ring, plan.pp, plan.micro_batch
     m = plan.num_micro_batches(workload)
@@ -70,7 +69,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layers = int(stages.first)  # the first stage's GPU, whose parameters and bytes cost.comm counts
     middle = int(stages.middle)
     sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node,
-                        states=states).sent_bytes
+                        states=runtime.states).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
@@ -135,7 +134,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     zgroups, replicas = shard_and_replicate_groups(plan)
     layers_of = [int(n) for n in (stages.first, *([stages.middle] * (pp - 2)), stages.last)][:pp]
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, model, plan, stages, layers_of, groups, zgroups,
-                                                replicas, overlap, states)
+                                                replicas, runtime)
     params = float(stage_params_per_rank(model, tp, pp, stages, plan.ep, plan.etp)[0])
     experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
     shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (

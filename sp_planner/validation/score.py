@@ -15,8 +15,7 @@ from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
-from sp_planner.cost.states import MEGATRON_STATES, TORCH_FSDP_STATES, TrainingStates
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -107,44 +106,33 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         precision=PLAN_PRECISION[row.precision])
 
 
-# The overlap each corpus framework runs with (cost.overlap): Megatron-family runs with their
-# DDP/distributed-optimizer overlap, FSDP trainers with FSDP's layer-wise prefetch and
-# post-backward reduce-scatter (torchtitan's FSDP2 behaviour; Composer wraps torch FSDP).
-CORPUS_FRAMEWORK_OVERLAP: dict[str, Overlap] = {
-    "Megatron-LM": MEGATRON_OVERLAP,
-    "NeMo (Megatron-Core)": MEGATRON_OVERLAP,
-    "Megatron-Bridge (Megatron-Core)": MEGATRON_OVERLAP,
-    "torchtitan": TORCHTITAN_OVERLAP,
-    "Composer FSDP": TORCHTITAN_OVERLAP,
+# What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs
+# with their DDP/distributed-optimizer overlap, FSDP trainers with FSDP's layer-wise prefetch and
+# post-backward reduce-scatter (torchtitan's FSDP2 behaviour; Composer wraps torch FSDP). Training
+# states (cost.states): Megatron-family runs keep Megatron's bf16 weights, fp32 main gradients and
+# fp32 master + Adam; torchtitan (FSDP2) and llm-foundry's Composer (torch FSDP1, MP mode DEFAULT:
+# bf16 param_dtype, fp32 reduce_dtype) keep fp32 sharded parameters as the optimizer's, fp32
+# gradients and Adam's moments.
+CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
+    "Megatron-LM": MEGATRON_RUNTIME,
+    "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
+    "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
+    "torchtitan": TORCHTITAN_RUNTIME,
+    "Composer FSDP": TORCHTITAN_RUNTIME,
 }
 
 
-def row_overlap(framework: str, *, param_gather: bool = True) -> Overlap:
-    if framework not in CORPUS_FRAMEWORK_OVERLAP:
-        known = ", ".join(CORPUS_FRAMEWORK_OVERLAP)
-        raise ValueError(f"corpus framework {framework!r} has no overlap model; use one of {known}")
-    overlap = CORPUS_FRAMEWORK_OVERLAP[framework]
-    return overlap if param_gather else overlap.model_copy(update={"param_gather": False})
-
-
-# The training states each corpus framework keeps (cost.states): Megatron-family runs Megatron's
-# bf16 weights, fp32 main gradients and fp32 master + Adam; torchtitan (FSDP2) and llm-foundry's
-# Composer (torch FSDP1, MP mode DEFAULT: bf16 param_dtype, fp32 reduce_dtype) keep fp32 sharded
-# parameters as the optimizer's, fp32 gradients and Adam's moments.
-CORPUS_FRAMEWORK_STATES: dict[str, TrainingStates] = {
-    "Megatron-LM": MEGATRON_STATES,
-    "NeMo (Megatron-Core)": MEGATRON_STATES,
-    "Megatron-Bridge (Megatron-Core)": MEGATRON_STATES,
-    "torchtitan": TORCH_FSDP_STATES,
-    "Composer FSDP": TORCH_FSDP_STATES,
-}
-
-
-def row_states(framework: str) -> TrainingStates:
-    if framework not in CORPUS_FRAMEWORK_STATES:
-        known = ", ".join(CORPUS_FRAMEWORK_STATES)
-        raise ValueError(f"corpus framework {framework!r} has no training-states model; use one of {known}")
-    return CORPUS_FRAMEWORK_STATES[framework]
+def row_runtime(row: CorpusRow) -> Runtime:
+    """The row's framework's runtime with what its recipe changes: the parameter all-gather overlap
+    turned off, the CUDA graph scopes it states (cost.cuda_graphs)."""
+    if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
+        known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
+        raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
+    runtime = CORPUS_FRAMEWORK_RUNTIME[row.framework]
+    overlap = runtime.overlap
+    if not row.overlap_param_gather:
+        overlap = overlap.model_copy(update={"param_gather": False})
+    return Runtime(overlap=overlap, states=runtime.states, cuda_graphs=frozenset(row.cuda_graph_scope))
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
@@ -169,13 +157,11 @@ def row_hardware(row: CorpusRow) -> HardwareProfile:
 
 
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
-    """The cost model's estimate of the row's pinned plan (search.evaluate), with the CUDA graphs
-    its recipe states (cost.cuda_graphs)."""
+    """The cost model's estimate of the row's pinned plan (search.evaluate), run as its framework
+    and recipe run it (row_runtime)."""
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
     return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
-                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
-                    overlap=row_overlap(row.framework, param_gather=row.overlap_param_gather),
-                    states=row_states(row.framework), cuda_graphs=frozenset(row.cuda_graph_scope))
+                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate) -> float:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -118,7 +119,8 @@ def test_gradients_move_in_the_frameworks_width(toy_model, hardware):
 
     def dp(zero, states):
         plan = PLAN.model_copy(update={"zero": zero})
-        comm = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=8, states=states).comm_bytes
+        comm = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=8,
+                        runtime=MEGATRON_RUNTIME.model_copy(update={"states": states})).comm_bytes
         return comm.dp_reduce_scatter, comm.dp_all_gather
 
     share = 43584 * 3 // 4

@@ -14,6 +14,7 @@ from sp_planner.cost.host import (
     host_syncs_per_layer,
     layer_host_ops,
 )
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -96,7 +97,8 @@ def test_graphs_shorten_the_host_stretch_but_keep_the_sync():
 
     def host_s(*scopes):
         return evaluate(balanced, hw, workload, plan, num_nodes=2, gpus_per_node=4,
-                        cuda_graphs=frozenset(scopes)).time.host_overhead_s
+                        runtime=MEGATRON_RUNTIME.model_copy(update={"cuda_graphs": frozenset(scopes)})
+                        ).time.host_overhead_s
 
     eager, partial = host_s(), host_s("moe_router", "moe_preprocess")
     assert eager > partial > 0.0

@@ -9,6 +9,7 @@ counting them the wrong way round moves the answer.
 import pytest
 
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
@@ -89,7 +90,9 @@ def test_deepspeed_exposes_the_zero1_parameter_gather():
     hw = fast_compute_hardware(gpus_per_node=4)
     plan = ParallelPlan(tp=tp, dp=dp, zero=1, micro_batch=1)
     workload = Workload(seq_len=seq, global_batch=dp)
-    est = evaluate(MODEL, hw, workload, plan, num_nodes=1, gpus_per_node=4, overlap=DEEPSPEED_OVERLAP)
+    # DeepSpeed's overlap with Megatron's fp32 gradients (the 4 bytes a parameter below).
+    runtime = MEGATRON_RUNTIME.model_copy(update={"overlap": DEEPSPEED_OVERLAP})
+    est = evaluate(MODEL, hw, workload, plan, num_nodes=1, gpus_per_node=4, runtime=runtime)
     tp_sent = seq * H * 2 * (tp - 1) / tp
     ag, rs = tp_sent / (NVLINK_BW * AG_EFF), tp_sent / (NVLINK_BW * RS_EFF)
     window = LAYERS * (4 * ag + 2 * rs)
@@ -97,7 +100,7 @@ def test_deepspeed_exposes_the_zero1_parameter_gather():
     grad_rs = 4 * params_per_rank(tp) * share / (NVLINK_BW * RS_EFF)
     param_ag = 2 * params_per_rank(tp) * share / (NVLINK_BW * AG_EFF)
     assert est.time.dp_comm_exposed_s == pytest.approx(grad_rs - window + param_ag + 16 / 132 * window, rel=1e-6)
-    sim = simulate(MODEL, hw, workload, plan, num_nodes=1, gpus_per_node=4, overlap=DEEPSPEED_OVERLAP)
+    sim = simulate(MODEL, hw, workload, plan, num_nodes=1, gpus_per_node=4, runtime=runtime)
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.05)
 
 

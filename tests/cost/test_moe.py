@@ -6,7 +6,8 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import layer_gemm_flops_per_token, model_flops_per_step
 from sp_planner.cost.buckets import stage_layouts
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Overlap
+from sp_planner.cost.overlap import Overlap
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -114,10 +115,11 @@ def test_expert_gradient_reduce_scatter_goes_through_the_framework_overlap():
 
     nothing = Overlap(grad_reduce=False, param_gather=False, tp_comm=False, zero3_prefetch=False,
                       grad_all_reduce=False)
-    exposed = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, overlap=nothing).time.dp_comm_exposed_s
+    exposed = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8,
+                       runtime=MEGATRON_RUNTIME.model_copy(update={"overlap": nothing})).time.dp_comm_exposed_s
     assert exposed == pytest.approx(both("reduce_scatter", 4) + both("all_gather", 2), rel=1e-9)
     # Megatron's overlap hides part of both (the expert reduce-scatter with the dense one).
-    megatron = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, overlap=MEGATRON_OVERLAP)
+    megatron = evaluate(m, hw, workload, plan, num_nodes=2, gpus_per_node=8, runtime=MEGATRON_RUNTIME)
     assert megatron.time.dp_comm_exposed_s < exposed
 
 

@@ -12,6 +12,7 @@ from sp_planner.cost.states import (
     sharded_state_bytes,
     whole_compute_copy,
 )
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import ModelSpec, Workload
@@ -77,7 +78,8 @@ ROOT, OUTPUT_LAYER = 2 * 6400 + 64, 6400 + 64  # ZeRO-3's root unit; the gradien
 def _memory(toy_model, hardware, states, zero, **plan):
     workload = Workload(seq_len=64, global_batch=2)
     p = ParallelPlan(dp=2, ulysses=2, zero=zero, **plan)  # ZeRO shards over dp x cp = 4 ranks
-    return evaluate(toy_model, hardware, workload, p, num_nodes=1, gpus_per_node=4, states=states).memory
+    runtime = MEGATRON_RUNTIME.model_copy(update={"states": states})
+    return evaluate(toy_model, hardware, workload, p, num_nodes=1, gpus_per_node=4, runtime=runtime).memory
 
 
 def test_toy_model_states_by_hand(toy_model, hardware):
@@ -123,6 +125,7 @@ def test_mpt_30b_on_8_gpus_holds_2_bytes_a_parameter_less_under_fsdp(hardware):
     plan = ParallelPlan(dp=8, zero=3, micro_batch=1, recompute="full")
 
     def peak(states):
-        return evaluate(mpt, hardware, workload, plan, num_nodes=2, gpus_per_node=4, states=states).memory_peak_bytes
+        runtime = MEGATRON_RUNTIME.model_copy(update={"states": states})
+        return evaluate(mpt, hardware, workload, plan, num_nodes=2, gpus_per_node=4, runtime=runtime).memory_peak_bytes
     assert mpt.num_params == pytest.approx(29.95e9, rel=1e-3)
     assert peak(MEGATRON_STATES) - peak(TORCH_FSDP_STATES) == pytest.approx(2 * mpt.num_params / 8, rel=1e-9)

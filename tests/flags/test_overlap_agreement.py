@@ -1,5 +1,5 @@
 """What each framework's emitted flags make it overlap is what the cost model assumes for it
-(cost.overlap.FRAMEWORK_OVERLAP), read back from the rendered text for every ZeRO stage the
+(cost.runtime.FRAMEWORK_RUNTIME), read back from the rendered text for every ZeRO stage the
 framework can express."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from sp_planner.cost.overlap import FRAMEWORK_OVERLAP
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.flags import render_flags
 
 
@@ -70,7 +70,7 @@ def test_emitted_flags_overlap_what_the_model_assumes(build, framework, zero):
         assert zero >= 2 and framework in ("megatron", "mindspeed")  # ZeRO-1 only there
         return
     read = READERS[framework](flags.text, zero)
-    model = FRAMEWORK_OVERLAP[framework]
+    model = FRAMEWORK_RUNTIME[framework].overlap
     assert read == {name: getattr(model, name) for name in read}
     assert not model.tp_comm and "--tp-comm-overlap" not in flags.text
 
@@ -78,5 +78,5 @@ def test_emitted_flags_overlap_what_the_model_assumes(build, framework, zero):
 def test_yunchang_states_the_overlap_it_was_timed_with(build):
     request = build.request(build.llama3_8b, 65536, 8, ulysses=4, dp=2, zero=1)
     notes = " ".join(render_flags("yunchang", request).notes)
-    assert FRAMEWORK_OVERLAP["yunchang"] == FRAMEWORK_OVERLAP["deepspeed"]
+    assert FRAMEWORK_RUNTIME["yunchang"].overlap == FRAMEWORK_RUNTIME["deepspeed"].overlap
     assert '"overlap_comm": true' in notes and "exposed after the step" in notes

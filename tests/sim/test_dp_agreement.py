@@ -28,8 +28,8 @@ from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.memory import ACT_BYTES
-from sp_planner.cost.overlap import FRAMEWORK_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN
-from sp_planner.cost.states import FRAMEWORK_STATES
+from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.cost.step import LOSS_BYTES_PER_LOGIT, elementwise_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -173,10 +173,9 @@ def test_every_data_parallel_form_agrees_at_4096_gpus(degrees, framework):
     # traffic of the pacing (last) stage, whose output layer's gradients leave first and hide,
     # and every other stage's once (cost.pipeline_dp); timing the first stage's embedding bucket
     # in every micro-batch instead put the model 0.15-0.29 s (5-19%) above the simulator.
-    overlap, states = FRAMEWORK_OVERLAP[framework], FRAMEWORK_STATES[framework]
+    runtime = FRAMEWORK_RUNTIME[framework]
     plan = ParallelPlan(**degrees)
-    sim = simulate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, detail=False, overlap=overlap,
-                   states=states)
-    est = evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, overlap=overlap, states=states)
+    sim = simulate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, detail=False, runtime=runtime)
+    est = evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=NODES, gpus_per_node=8, runtime=runtime)
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
     assert sim.dp_exposed_s == pytest.approx(est.time.dp_comm_exposed_s, rel=0.05, abs=0.05)

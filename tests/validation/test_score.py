@@ -139,14 +139,14 @@ def test_selene_rows_run_megatrons_unfused_attention(corpus):
 def test_megatron_bridge_rows_run_force_balanced_routing(corpus):
     # Their recipes set moe_router_force_load_balancing: the busiest EP rank carries the mean.
     from sp_planner.cost.moe import busiest_rank_load
-    from sp_planner.validation.score import row_model, row_overlap
+    from sp_planner.validation.score import row_model, row_runtime
 
     row = _row(corpus, "mb-q235-b200-mx")
     model = row_model(row, corpus)
     assert model.moe.routing == "balanced" and float(busiest_rank_load(model, row.ep)) == 1.0
     assert (row.vpp, row.first_stage_layers, row.last_stage_layers) == (2, 11, 11)  # account_for_* split
     # The fp8_mx recipe turns the parameter all-gather overlap off (NaN grad norm otherwise).
-    assert not row_overlap(row.framework, param_gather=row.overlap_param_gather).param_gather
+    assert not row_runtime(row).overlap.param_gather
     # Learned routing would cost the same pinned plan more: all-to-alls carry 1.25x the copies.
     learned = predict_row(row.model_copy(update={"routing": "learned"}), corpus)
     assert learned.comm_bytes.ep_all_to_all == pytest.approx(predict_row(row, corpus).comm_bytes.ep_all_to_all * 1.25)

@@ -1,0 +1,46 @@
+"""What a framework does at run time, as the cost model times and sizes a plan under it: the
+data-parallel communication it overlaps (cost.overlap), the training states it keeps
+(cost.states) and the CUDA graphs it replays (cost.cuda_graphs).
+
+The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
+functions take the pieces they use.
+"""
+
+from __future__ import annotations
+
+from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
+from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, TORCH_FSDP_STATES, TrainingStates
+from sp_planner.specs.base import FrozenModel
+
+
+class Runtime(FrozenModel):
+    """A framework's run-time behaviour, as run with the flags sp-plan emits for it."""
+
+    overlap: Overlap  # what it overlaps (cost.overlap)
+    states: TrainingStates  # what it keeps per parameter (cost.states)
+    cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
+
+
+MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES)
+DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES)
+TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES)
+
+FRAMEWORK_RUNTIME: dict[str, Runtime] = {
+    "megatron": MEGATRON_RUNTIME,
+    "mindspeed": MEGATRON_RUNTIME,  # Megatron-LM's training loop, DDP and optimizer
+    "deepspeed": DEEPSPEED_RUNTIME,
+    "torchtitan": TORCHTITAN_RUNTIME,
+    # yunchang leaves data parallelism and the training loop to the caller; its note names
+    # DeepSpeed, whose behaviour (the stricter overlap) is assumed.
+    "yunchang": DEEPSPEED_RUNTIME,
+}
+
+
+def framework_runtime(framework: str) -> Runtime:
+    """The framework's runtime; "all" (sp-plan's every-framework answer) is Megatron's."""
+    if framework == "all":
+        return MEGATRON_RUNTIME
+    if framework not in FRAMEWORK_RUNTIME:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_RUNTIME)}")
+    return FRAMEWORK_RUNTIME[framework]

@@ -1,0 +1,38 @@
+"""cost.runtime: one framework's overlap, training states and CUDA graphs, looked up once."""
+
+from __future__ import annotations
+
+import pytest
+
+from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
+from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, TORCH_FSDP_STATES
+from sp_planner.flags import FRAMEWORKS
+
+
+def test_every_framework_sp_plan_emits_flags_for_has_a_runtime():
+    assert set(FRAMEWORK_RUNTIME) == set(FRAMEWORKS)
+
+
+@pytest.mark.parametrize("framework, overlap, states", [
+    ("megatron", MEGATRON_OVERLAP, MEGATRON_STATES),
+    ("mindspeed", MEGATRON_OVERLAP, MEGATRON_STATES),  # Megatron-LM's DDP and optimizer
+    ("deepspeed", DEEPSPEED_OVERLAP, DEEPSPEED_STATES),
+    ("yunchang", DEEPSPEED_OVERLAP, DEEPSPEED_STATES),  # its note names DeepSpeed's training loop
+    ("torchtitan", TORCHTITAN_OVERLAP, TORCH_FSDP_STATES),
+    ("all", MEGATRON_OVERLAP, MEGATRON_STATES),  # sp-plan's every-framework answer: Megatron's
+])
+def test_framework_runtime(framework, overlap, states):
+    runtime = framework_runtime(framework)
+    assert (runtime.overlap, runtime.states, runtime.cuda_graphs) == (overlap, states, NO_GRAPHS)
+
+
+def test_megatron_runtime_is_the_default_and_runs_eager():
+    assert framework_runtime("all") is MEGATRON_RUNTIME
+    assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset())
+
+
+def test_an_unknown_framework_is_named():
+    with pytest.raises(ValueError, match="unknown framework 'nemo'; expected one of megatron, mindspeed"):
+        framework_runtime("nemo")
