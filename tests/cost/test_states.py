@@ -4,15 +4,14 @@ memory model using them (toy model of tests/cost/conftest.py, an MPT-30B-sized m
 import numpy as np
 import pytest
 
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.cost.states import (
     DEEPSPEED_STATES,
     MEGATRON_STATES,
     TORCH_FSDP_STATES,
-    framework_states,
     sharded_state_bytes,
     whole_compute_copy,
 )
-from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import ModelSpec, Workload
@@ -27,15 +26,6 @@ def test_bytes_per_parameter_by_framework():
     assert (DEEPSPEED_STATES.param_bytes, DEEPSPEED_STATES.grad_bytes, DEEPSPEED_STATES.optimizer_bytes) == (2, 2, 12)
     assert [s.bytes_per_param for s in (MEGATRON_STATES, TORCH_FSDP_STATES, DEEPSPEED_STATES)] == [18, 16, 16]
     assert TORCH_FSDP_STATES.separate_compute_copy and not MEGATRON_STATES.separate_compute_copy
-
-
-def test_framework_states_default_to_megatron_for_all():
-    assert framework_states("torchtitan") is TORCH_FSDP_STATES
-    assert framework_states("mindspeed") is MEGATRON_STATES
-    assert framework_states("yunchang") is DEEPSPEED_STATES
-    assert framework_states("all") is MEGATRON_STATES
-    with pytest.raises(ValueError, match="unknown framework 'jax'"):
-        framework_states("jax")
 
 
 def test_30b_parameters_under_zero3_over_8_gpus():
