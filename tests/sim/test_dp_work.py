@@ -13,8 +13,7 @@ import pytest
 
 from sp_planner.cost.buckets import bucket_counts
 from sp_planner.cost.memory import stage_params_per_rank
-from sp_planner.cost.overlap import MEGATRON_OVERLAP
-from sp_planner.cost.states import MEGATRON_STATES
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.dp_work import dp_calls
@@ -33,7 +32,7 @@ def test_every_stage_reduces_its_own_parameters(zero):
     stages = stage_layers(MODEL.num_layers, 4, 0, 0)
     zgroups, edp = np.zeros((4, 8), dtype=np.int64), np.zeros((4, 8), dtype=np.int64)
     reduce, _, _, _ = dp_calls(_phase, MODEL, plan, stages, [1, 1, 1, 1], {"edp": edp}, zgroups,
-                               np.zeros((32, 1), dtype=np.int64), MEGATRON_OVERLAP, MEGATRON_STATES)
+                               np.zeros((32, 1), dtype=np.int64), MEGATRON_RUNTIME)
     first, last = (float(p) for p in stage_params_per_rank(MODEL, 1, 4, stages))
     assert (first, last) == (LAYER + TABLE, LAYER + TABLE + H)
     assert [calls.total_s for calls in reduce] == pytest.approx([1.0, LAYER / first, LAYER / first, last / first])
