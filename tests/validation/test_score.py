@@ -158,3 +158,16 @@ def test_balanced_routing_needs_an_moe_model(corpus):
     row = _row(corpus, "korth-22b-full").model_copy(update={"routing": "balanced"})
     with pytest.raises(ValueError, match="routing balanced needs an MoE model"):
         row_model(row, corpus)
+
+
+def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
+    # One Runtime per row: the framework's (Megatron-Bridge runs Megatron's overlap and states),
+    # with the CUDA graph scopes the recipe sets (mb-dsv3-gb200-bf16: moe_router, moe_preprocess).
+    from sp_planner.cost.runtime import MEGATRON_RUNTIME
+    from sp_planner.validation.score import row_runtime
+
+    runtime = row_runtime(_row(corpus, "mb-dsv3-gb200-bf16"))
+    assert (runtime.overlap, runtime.states) == (MEGATRON_RUNTIME.overlap, MEGATRON_RUNTIME.states)
+    assert runtime.cuda_graphs == {"moe_router", "moe_preprocess"}
+    with pytest.raises(ValueError, match="corpus framework 'JAX' has no runtime model; use one of Megatron-LM"):
+        row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
