@@ -44,10 +44,10 @@ class StageDP(NamedTuple):
     layers: np.ndarray
     compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
     ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
-    count: np.ndarray | float  # stages of this kind
+    num_stages: np.ndarray | float  # stages of this kind
 
 
-def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, DPTimes, DPTimes], per_layer_s,
+def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, ...], per_layer_s,
                    logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
@@ -81,7 +81,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
                                     bwd_layer_s=bwd, **kw)
     # ZeRO-2's parameters gathered behind the step's first forward where overlapped
     # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
-    later = sum(s.count * hidden_behind(s.times.param_all_gather_s, s.layers * fwd, s.times.first_all_gather_s, True)
+    later = sum(s.num_stages * hidden_behind(s.times.param_all_gather_s, s.layers * fwd, s.times.first_all_gather_s, True)
                 for s in by_stage[1:])
     out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
     # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
@@ -99,9 +99,9 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
     exposure = [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times,
                                  fwd_window_s=s.layers * fwd_layer_s, bwd_window_s=s.layers * bwd_layer_s,
                                  reshard=reshard, ahead_s=s.ahead_s, chunks=vpp, edges=edges)[0] for s in stages]
-    present = [np.asarray(s.count) > 0 for s in stages]
+    present = [np.asarray(s.num_stages) > 0 for s in stages]
     paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
     stretch = paced - compute
-    every_stage = np.sum([s.count * e for s, e in zip(stages, exposure)], axis=0)
+    every_stage = np.sum([s.num_stages * e for s, e in zip(stages, exposure)], axis=0)
     return (micro_batches - 1) * stretch + every_stage
