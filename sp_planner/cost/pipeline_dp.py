@@ -81,7 +81,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
                                     bwd_layer_s=bwd, **kw)
     # ZeRO-2's parameters gathered behind the step's first forward where overlapped
     # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
-    later = sum(s.num_stages * hidden_behind(s.times.param_all_gather_s, s.layers * fwd, s.times.first_all_gather_s, True)
+    later = sum(s.num_stages * hidden_behind(s.times.param_all_gather_s, s.layers * fwd,
+                                             s.times.first_all_gather_s, True)
                 for s in by_stage[1:])
     out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
     # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
