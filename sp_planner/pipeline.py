@@ -16,9 +16,11 @@ and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md se
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from functools import partial
+from typing import Callable, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 # Virtual stages per rank the search tries when --vpp is not pinned: the powers of two that
 # interleaved recipes use (Megatron CI, NeMo Llama 3 70B/405B recipes use 2..8 layers per
@@ -34,8 +36,41 @@ class StageLayers(NamedTuple):
     last: np.ndarray
 
 
+# Below this many rows a function runs on them directly (finding the distinct rows costs more).
+_DISTINCT_MIN_ROWS = 4096
+
+
+def _per_distinct(fn: Callable, *columns):
+    """fn(*columns) for integer columns (broadcast together), evaluated once per distinct row and
+    spread back: a search chunk holds about 10^5 candidates but a few dozen (pp, vpp, ...) rows.
+    Rows are told apart exactly by a mixed-radix key over each column's range (pd.factorize
+    hashes it); fn must work row by row, and returns an array or a tuple of arrays."""
+    cols = np.broadcast_arrays(*(np.asarray(c) for c in columns))
+    if cols[0].size < _DISTINCT_MIN_ROWS or any(c.dtype.kind not in "iu" for c in cols):
+        return fn(*columns)
+    flat = [c.ravel().astype(np.int64, copy=False) for c in cols]
+    key, radix, bounds = np.zeros(len(flat[0]), dtype=np.int64), 1, []
+    for c in flat:
+        low, high = int(c.min()), int(c.max())
+        if radix * (high - low + 1) >= 2 ** 62:  # the key would overflow: no saving to be had
+            return fn(*columns)
+        key += (c - low) * radix
+        bounds.append((low, radix, high - low + 1))
+        radix *= high - low + 1
+    inverse, keys = pd.factorize(key)
+    out = fn(*((keys // step) % size + low for low, step, size in bounds))
+    if not isinstance(out, tuple):
+        return np.asarray(out)[inverse].reshape(cols[0].shape)
+    spread = [np.asarray(a)[inverse].reshape(cols[0].shape) for a in out]
+    return type(out)(*spread) if hasattr(out, "_fields") else tuple(spread)  # a NamedTuple stays one
+
+
 def stage_layers(num_layers: int, pp, first_stage_layers, last_stage_layers) -> StageLayers:
     """Layers per stage; 0 in first/last_stage_layers means the even split."""
+    return _per_distinct(partial(_stage_layers, num_layers), pp, first_stage_layers, last_stage_layers)
+
+
+def _stage_layers(num_layers: int, pp, first_stage_layers, last_stage_layers) -> StageLayers:
     pp = np.asarray(pp)
     even = np.asarray(first_stage_layers) == 0
     per = num_layers / pp
@@ -61,6 +96,10 @@ def default_split(num_layers: int, pp, vpp):
     """The split the search uses: even where it is valid, else the counted one (the Llama 3
     paper's: 126 layers over 16 stages run 7 on the first and last, 8 elsewhere, arXiv 2407.21783
     section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even."""
+    return _per_distinct(partial(_default_split, num_layers), pp, vpp)
+
+
+def _default_split(num_layers: int, pp, vpp):
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     even = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
     counted_first, counted_last = counted_split(num_layers, pp, vpp)
@@ -89,6 +128,10 @@ def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
 
 def split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
     """True where Megatron rejects the split (see the module docstring for the three forms)."""
+    return _per_distinct(partial(_split_breaks, num_layers), pp, vpp, first_stage_layers, last_stage_layers)
+
+
+def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     f, last = np.asarray(first_stage_layers), np.asarray(last_stage_layers)
     even = (f == 0) & (last == 0)
@@ -111,6 +154,10 @@ def interleave_breaks(pp, vpp, num_micro_batches):
     Megatron's default micro-batch group of pp, pp <= m and m % pp == 0 (pipeline_parallel/
     schedules.py, forward_backward_pipelining_with_interleaving: the group must lie in [pp, m] and
     the last group must be empty or at least pp)."""
+    return _per_distinct(_interleave_breaks, pp, vpp, num_micro_batches)
+
+
+def _interleave_breaks(pp, vpp, num_micro_batches):
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
     return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
 
