@@ -41,27 +41,39 @@ _DISTINCT_MIN_ROWS = 4096
 
 
 def _per_distinct(fn: Callable, *columns):
-    """fn(*columns) for integer columns (broadcast together), evaluated once per distinct row and
+    """fn(*columns) for int64 columns (broadcast together), evaluated once per distinct row and
     spread back: a search chunk holds about 10^5 candidates but a few dozen (pp, vpp, ...) rows.
-    Rows are told apart exactly by a mixed-radix key over each column's range (pd.factorize
-    hashes it); fn must work row by row, and returns an array or a tuple of arrays."""
-    cols = np.broadcast_arrays(*(np.asarray(c) for c in columns))
-    if cols[0].size < _DISTINCT_MIN_ROWS or any(c.dtype.kind not in "iu" for c in cols):
+    Rows are told apart exactly by a mixed-radix key over each column's range, looked up in a
+    table when the key's range is small, else hashed (pd.factorize); fn must work row by row and
+    return an array or a tuple of arrays."""
+    arrays = [np.asarray(c) for c in columns]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    rows = int(np.prod(shape))
+    if rows < _DISTINCT_MIN_ROWS or any(a.dtype != np.int64 for a in arrays):
         return fn(*columns)
-    flat = [c.ravel().astype(np.int64, copy=False) for c in cols]
-    key, radix, bounds = np.zeros(len(flat[0]), dtype=np.int64), 1, []
-    for c in flat:
-        low, high = int(c.min()), int(c.max())
+    key, radix, bounds = np.zeros(shape, dtype=np.int64), 1, []
+    for a in arrays:
+        low, high = int(a.min()), int(a.max())
         if radix * (high - low + 1) >= 2 ** 62:  # the key would overflow: no saving to be had
             return fn(*columns)
-        key += (c - low) * radix
+        if high > low:  # a constant column adds nothing to the key
+            key += (a - low) * radix
         bounds.append((low, radix, high - low + 1))
         radix *= high - low + 1
-    inverse, keys = pd.factorize(key)
+    key = key.ravel()
+    if radix <= rows:
+        seen = np.zeros(radix, dtype=bool)
+        seen[key] = True
+        keys = np.flatnonzero(seen)
+        number = np.zeros(radix, dtype=np.intp)
+        number[keys] = np.arange(len(keys))
+        inverse = number[key]
+    else:
+        inverse, keys = pd.factorize(key)
     out = fn(*((keys // step) % size + low for low, step, size in bounds))
     if not isinstance(out, tuple):
-        return np.asarray(out)[inverse].reshape(cols[0].shape)
-    spread = [np.asarray(a)[inverse].reshape(cols[0].shape) for a in out]
+        return np.asarray(out)[inverse].reshape(shape)
+    spread = [np.asarray(a)[inverse].reshape(shape) for a in out]
     return type(out)(*spread) if hasattr(out, "_fields") else tuple(spread)  # a NamedTuple stays one
 
 
@@ -154,10 +166,6 @@ def interleave_breaks(pp, vpp, num_micro_batches):
     Megatron's default micro-batch group of pp, pp <= m and m % pp == 0 (pipeline_parallel/
     schedules.py, forward_backward_pipelining_with_interleaving: the group must lie in [pp, m] and
     the last group must be empty or at least pp)."""
-    return _per_distinct(_interleave_breaks, pp, vpp, num_micro_batches)
-
-
-def _interleave_breaks(pp, vpp, num_micro_batches):
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
     return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
 

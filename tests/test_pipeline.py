@@ -6,11 +6,9 @@ import numpy as np
 from sp_planner.pipeline import (
     _DISTINCT_MIN_ROWS,
     _default_split,
-    _interleave_breaks,
     _split_breaks,
     _stage_layers,
     default_split,
-    interleave_breaks,
     split_breaks,
     stage_layers,
 )
@@ -34,13 +32,12 @@ def test_llama3_405b_split_is_the_papers():
 
 
 def test_per_distinct_rows_match_the_direct_evaluation():
-    pp, vpp, m = _columns()
+    pp, vpp, _ = _columns()
     first, last = default_split(126, pp, vpp)
     direct_first, direct_last = _default_split(126, pp, vpp)
     assert np.array_equal(first, direct_first) and np.array_equal(last, direct_last)
     assert first.dtype == np.int64
     assert np.array_equal(split_breaks(126, pp, vpp, first, last), _split_breaks(126, pp, vpp, first, last))
-    assert np.array_equal(interleave_breaks(pp, vpp, m), _interleave_breaks(pp, vpp, m))
     stages = stage_layers(126, pp, first, last)
     assert type(stages).__name__ == "StageLayers"
     for got, want in zip(stages, _stage_layers(126, pp, first, last)):
@@ -48,8 +45,9 @@ def test_per_distinct_rows_match_the_direct_evaluation():
 
 
 def test_broadcast_columns_keep_their_shape():
-    pp, _, m = _columns()
+    pp, _, _ = _columns()
     vpps = np.array([1, 2, 4, 8])[None, :]
-    got = interleave_breaks(pp[:, None], vpps, m[:, None])
-    assert got.shape == (len(pp), 4)
-    assert np.array_equal(got, _interleave_breaks(pp[:, None], vpps, m[:, None]))
+    first, last = default_split(126, pp[:, None], vpps)
+    assert first.shape == last.shape == (len(pp), 4)
+    want_first, want_last = _default_split(126, pp[:, None], vpps)
+    assert np.array_equal(first, want_first) and np.array_equal(last, want_last)
