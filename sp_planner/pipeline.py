@@ -60,16 +60,16 @@ def _per_distinct(fn: Callable, *columns):
             key += (a - low) * radix
         bounds.append((low, radix, high - low + 1))
         radix *= high - low + 1
-    key = key.ravel()
+    flat = key.ravel()
     if radix <= rows:
         seen = np.zeros(radix, dtype=bool)
-        seen[key] = True
+        seen[flat] = True
         keys = np.flatnonzero(seen)
         number = np.zeros(radix, dtype=np.intp)
         number[keys] = np.arange(len(keys))
-        inverse = number[key]
+        inverse = number[flat]
     else:
-        inverse, keys = pd.factorize(key)
+        inverse, keys = pd.factorize(flat)
     out = fn(*((keys // step) % size + low for low, step, size in bounds))
     if not isinstance(out, tuple):
         return np.asarray(out)[inverse].reshape(shape)
