@@ -35,9 +35,12 @@ def group_link(size, stride, gpus_per_node: int):
 
 
 def ranks_per_node(size, stride, gpus_per_node: int):
-    """How many members of one group share a node (1 when the stride alone crosses nodes)."""
-    per_node = np.maximum(gpus_per_node // np.maximum(stride, 1), 1)
-    return np.minimum(size, per_node)
+    """How many members of one group share a node (1 when the stride alone crosses nodes).
+    Strides are whole numbers."""
+    # Members per node by stride, looked up (0..gpus_per_node, one slot for "more": 1 member).
+    strides = np.arange(gpus_per_node + 2)
+    members = np.maximum(gpus_per_node // np.maximum(strides, 1), 1)
+    return np.minimum(size, members[np.clip(stride, 0, gpus_per_node + 1).astype(np.intp)])
 
 
 def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
