@@ -18,8 +18,7 @@ def _columns(n: int = 3 * _DISTINCT_MIN_ROWS):
     rng = np.random.default_rng(0)
     pp = rng.choice([1, 2, 3, 4, 8, 16, 32], n).astype(np.int64)
     vpp = rng.choice([1, 2, 4, 8], n).astype(np.int64)
-    m = rng.choice([1, 4, 6, 16, 64], n).astype(np.int64)
-    return pp, vpp, m
+    return pp, vpp
 
 
 def test_llama3_405b_split_is_the_papers():
@@ -32,7 +31,7 @@ def test_llama3_405b_split_is_the_papers():
 
 
 def test_per_distinct_rows_match_the_direct_evaluation():
-    pp, vpp, _ = _columns()
+    pp, vpp = _columns()
     first, last = default_split(126, pp, vpp)
     direct_first, direct_last = _default_split(126, pp, vpp)
     assert np.array_equal(first, direct_first) and np.array_equal(last, direct_last)
@@ -45,7 +44,7 @@ def test_per_distinct_rows_match_the_direct_evaluation():
 
 
 def test_broadcast_columns_keep_their_shape():
-    pp, _, _ = _columns()
+    pp, _ = _columns()
     vpps = np.array([1, 2, 4, 8])[None, :]
     first, last = default_split(126, pp[:, None], vpps)
     assert first.shape == last.shape == (len(pp), 4)
