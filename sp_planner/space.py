@@ -242,26 +242,29 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     table = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=np.int64)
     mask, replicas = _variants(dict(zip(DEGREES, table.T)), table[:, len(DEGREES)], pins, gpus_per_node)
     table = expand_variants(table, mask, replicas)  # (rows, width) -> (variants, width + 3)
-    columns = table.T.astype(np.int64)  # (candidates, width + 3) -> one array per field
     layout = pins.ring_layout or ("zigzag" if workload.causal else "contiguous")
     names = (*DEGREES, "zero", "recompute", "micro_batch", *EXPERT_DEGREES, "allgather", "dp_replicate", "reshard")
-    # (variants, width + 3) -> (variants x vpp x precision, width + 5), each row's next to it
+    # (variants, width + 3) -> (variants x vpp x precision, width + 5), each row's next to it,
+    # without the (variant, vpp) pairs _vpp_keep drops: decided on the (variants, vpp x precision)
+    # grid, so that only the rows kept are ever built.
     vpps, codes = _vpp_choices(pins, axes), _precision_codes(pins, axes)
     extra = np.array([(v, c) for v in vpps for c in codes], dtype=np.int64).reshape(-1, 2)
-    table = np.concatenate([np.repeat(table, len(extra), axis=0), np.tile(extra, (len(table), 1))], axis=1)
     num_layers = axes.num_layers if axes is not None else 1
-    at = {name: i for i, name in enumerate((*names, "vpp", "precision"))}
-    keep = _vpp_keep(workload, table[:, at["dp"]], table[:, at["pp"]], table[:, at["micro_batch"]],
-                     table[:, at["vpp"]], num_layers, pins.vpp is not None or axes is None)
-    table = table[keep]
-    columns = table.T.astype(np.int64)  # (candidates, width + 5) -> one array per field
+    at = {name: i for i, name in enumerate(names)}
+    keep = _vpp_keep(workload, table[:, at["dp"], None], table[:, at["pp"], None], table[:, at["micro_batch"], None],
+                     extra[None, :, 0], num_layers, pins.vpp is not None or axes is None)
+    rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
+    # One contiguous array per field, gathered field by field: the rules and the cost model read
+    # every column many times, several times faster than as strided views of a row-major table.
+    by_field = np.ascontiguousarray(table.T, dtype=np.int64)  # (width + 3, variants)
+    columns = [column[rows] for column in by_field] + [extra[picked, 0], extra[picked, 1]]
     named = dict(zip((*names, "vpp", "precision"), columns))
     if axes is not None:
         first, last = default_split(axes.num_layers, named["pp"], named["vpp"])
     else:
-        first = last = np.zeros(len(table), dtype=np.int64)
+        first = last = np.zeros(len(rows), dtype=np.int64)
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
-                      zigzag=np.full(len(table), layout == "zigzag"), allgather=named["allgather"].astype(bool),
+                      zigzag=np.full(len(rows), layout == "zigzag"), allgather=named["allgather"].astype(bool),
                       reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
                       last_stage_layers=np.asarray(last, dtype=np.int64))
 

@@ -22,17 +22,25 @@ LINK_NAMES = np.array(["none", "intra", "inter"], dtype=object)
 
 
 def group_link(size, stride, gpus_per_node: int):
-    """NONE for a group of one, INTRA when every group of this shape lies within a node, else INTER."""
+    """NONE for a group of one, INTRA when every group of this shape lies within a node, else INTER.
+    Sizes and strides are whole numbers (ints, or floats holding them)."""
     size = np.asarray(size)
-    span = size * stride
-    inside = (span <= gpus_per_node) & (gpus_per_node % np.maximum(span, 1) == 0)
-    return np.where(size <= 1, NONE, np.where(inside, INTRA, INTER))
+    span = np.asarray(size * stride)
+    # Whether a span tiles a node, looked up by span (0..gpus_per_node, and one slot for "more"):
+    # a lookup costs a fraction of a vectorized modulo, on floats most of all.
+    spans = np.arange(gpus_per_node + 2)
+    tiles = (spans <= gpus_per_node) & (gpus_per_node % np.maximum(spans, 1) == 0)
+    inside = tiles[np.clip(span, 0, gpus_per_node + 1).astype(np.intp)]
+    return np.where(size <= 1, NONE, INTER - inside)  # INTRA = INTER - 1
 
 
 def ranks_per_node(size, stride, gpus_per_node: int):
-    """How many members of one group share a node (1 when the stride alone crosses nodes)."""
-    per_node = np.maximum(gpus_per_node // np.maximum(stride, 1), 1)
-    return np.minimum(size, per_node)
+    """How many members of one group share a node (1 when the stride alone crosses nodes).
+    Strides are whole numbers."""
+    # Members per node by stride, looked up (0..gpus_per_node, one slot for "more": 1 member).
+    strides = np.arange(gpus_per_node + 2)
+    members = np.maximum(gpus_per_node // np.maximum(strides, 1), 1)
+    return np.minimum(size, members[np.clip(stride, 0, gpus_per_node + 1).astype(np.intp)])
 
 
 def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
@@ -78,7 +86,7 @@ def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_byte
     intra_s = sent / _bw(hardware, collective, False)
     net_s = per_round * buffer * (k - 1) / k / (r * _bw(hardware, collective, True))
     inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
-    t = np.where(link == INTER, inter_s, intra_s) + ring_latency_s(hardware, collective, size, stride, gpus_per_node)
+    t = np.where(link == INTER, inter_s, intra_s) + _ring_latency_s(hardware, collective, size, link, r)
     return np.where((link == NONE) | (sent <= 0), 0.0, t)
 
 
@@ -92,6 +100,11 @@ def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpu
     size = np.asarray(size, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
+    return _ring_latency_s(hardware, collective, size, link, r)
+
+
+def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, r):
+    """ring_latency_s for groups whose link and ranks per node are known."""
     k = np.where(link == INTER, np.maximum(size / r, 1.0), 1.0)
     per_round = 2 if collective == "all_reduce" else 1
     intra_steps = per_round * np.maximum(size - k, 0.0)
