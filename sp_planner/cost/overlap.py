@@ -69,6 +69,7 @@ DEEPSPEED_OVERLAP = Overlap(grad_reduce=True, param_gather=False, tp_comm=False,
 TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
                              grad_all_reduce=True)
 
+
 def slowed_by_overlap(compute_s, comm_s):
     """A kernel's time while `comm_s` of NCCL traffic runs beside it: the overlapped part runs on
     fewer SMs (OVERLAP_COMPUTE_SLOWDOWN); used for ring steps and their K/V transfers."""

@@ -95,6 +95,7 @@ DEEPSPEED_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=BF16_BYTES,
                                   optimizer_bytes=FP32_BYTES + ADAM_MOMENTS_BYTES, compute_param_bytes=BF16_BYTES,
                                   param_shard_stage=3, grad_shard_stage=2)
 
+
 def sharded_state_bytes(states: TrainingStates, zero, params, group):
     """(parameter, gradient, optimizer) bytes on a rank holding `params` parameters, each state
     divided over `group` ranks where the candidate's ZeRO stage shards it."""

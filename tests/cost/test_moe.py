@@ -89,7 +89,7 @@ def test_expert_parallel_memory_and_dispatch_by_hand():
     assert est.comm_links.ep_all_to_all == "intra" and est.comm_links.edp_reduce_scatter == "inter"
 
 
-def test_expert_gradient_reduce_scatter_goes_through_the_framework_overlap():
+def test_expert_gradient_reduce_scatter_goes_through_the_runtime_overlap():
     # The plan above, ZeRO-1. With nothing overlapped the exposed DP time is the whole gradient
     # reduce-scatter plus the parameter all-gather, each the dense part over dp x cp = 8 plus the
     # routed experts over edp = 2 (fp32 gradients, bf16 parameters, (n-1)/n of the shard group).
