@@ -7,8 +7,10 @@ all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap), recomp
 the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
 al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO traffic overlapped as the
 framework's flags make it (cost.overlap: gradient reduce behind the backward but the last bucket,
-parameter gathers behind the forward, ZeRO-3 layer by layer, hidden traffic slowing compute), and
-an HBM-bound Adam step.
+parameter gathers behind the forward, ZeRO-3 layer by layer, hidden traffic slowing compute;
+ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing stage exposes it, cost.pipeline_dp),
+the host (CPU) time of eager PyTorch the GPU work does not hide (cost.host, with the CUDA graphs a
+run states, cost.cuda_graphs), and an HBM-bound Adam step.
 """
 
 from __future__ import annotations
