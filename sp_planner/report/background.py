@@ -1,8 +1,9 @@
 """A file written by a forked child process while this one goes on (the report's plans.csv).
 
-At 4096 GPUs plans.csv takes about 1.3 s of CPU and the page's figures about 1.5 s, both in Python
-(one core each under the GIL): on a machine with a second core the child writes the CSV while the
-parent draws, and the report takes the longer of the two instead of their sum.
+At 4096 GPUs plans.csv takes about 1.5 s of CPU and the rest of the report (search, page and
+figures) about 3.2 s, both in Python (one core each under the GIL; README, Performance): on a
+machine with a second core the child writes the CSV while the parent draws, and the report takes
+the longer of the two instead of their sum.
 
 The child shares the parent's memory at the fork (the search frame is not copied or pickled), does
 nothing but the write, and leaves by os._exit, so it never runs the parent's exit handlers or
