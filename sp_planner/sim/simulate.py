@@ -5,7 +5,8 @@ one period of ranks and replicated by translation (sim.symmetry; vectorised max-
 groups when no shift is a symmetry), and the timeline is scheduled for one representative
 rank per pipeline stage (every rank of a stage runs the same ops; the slowest group of each
 phase sets the phase's time), with each stage's forward and backward scheduled once and reused
-for every micro-batch.
+for every micro-batch. The host (CPU) time the GPU work does not hide is not scheduled: it is the
+analytic model's (cost.host), added as one block at the end of the step.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
              runtime: Runtime = MEGATRON_RUNTIME) -> SimResult:
     """Simulate one optimizer step. `topology` overrides the profile's fabric ('rail_optimized' or
     'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `runtime` is what
-    the framework overlaps and the widths its gradients and gathered parameters move in
-    (cost.runtime)."""
+    the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
+    graphs whose host time the analytic model counts (cost.runtime)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
     domain = hardware.link_domain_gpus(gpus_per_node)
     # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of 72 GPUs behind
