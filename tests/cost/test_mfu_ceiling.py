@@ -10,7 +10,6 @@ from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 
 
-
 def _useful_mfu(frame, model, hw, workload, gpus):
     """Model FLOPs as run (causal attention, recompute left out, as MFU leaves it out) over the
     step and the bf16 peak: what the ceiling bounds."""
