@@ -36,16 +36,16 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     all-gather of the counts over tp x ep: 7), the device-to-host copies of the counts and their
     stream event (6), fused permute (4), two dispatch all-to-alls (tokens, probs), fused sort by
     local expert (2), SwiGLU with the routing probs, unsort, the combine all-to-all, fused
-    unpermute; +12 backward (18 replace the MLP's 6): router GEMM dgrad and wgrad, top-k and
+    unpermute; +13 backward (19 replace the MLP's 6): router GEMM dgrad and wgrad, top-k and
     aux-loss backward (4), permute and unpermute backward (4), the four all-to-alls' gradients
     and the probs' (5), sort and unsort (2), SwiGLU, norm.
   Each local expert (num_experts / ep): TE GroupedLinear runs one cuBLAS GEMM per expert
     (multi_stream_cublas_gemm loops over num_gemms; the CUTLASS grouped GEMM is Hopper-only and
-    opt-in, NVTE_USE_CUTLASS_GROUPED_GEMM), with a Python loop over the experts around it: fc1 and
-    fc2, 2 forward and 4 backward (dgrad, wgrad); FP8 adds a quantize per expert input
-    (tex.split_quantize), 2 forward and 2 backward. These launches come from a C++ loop, without
-    the Python and module call of the nn.Linear benchmark, so the per-op time overstates them (no
-    published per-launch figure for that loop was found). Megatron's legacy GroupedMLP
+    opt-in, NVTE_USE_CUTLASS_GROUPED_GEMM) inside one module call: fc1 and fc2, 2 forward and 4
+    backward (dgrad, wgrad); FP8 adds a quantize per expert input (tex.split_quantize), 2 forward
+    and 2 backward. These launches come from that C++ loop, without a Python module call each as in
+    the nn.Linear benchmark, so the per-op time overstates them (no published per-launch figure
+    for that loop was found). Megatron's legacy GroupedMLP
     (grouped_gemm package) is not counted.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
@@ -121,7 +121,7 @@ GRACE_PROFILES = frozenset({"gb200-nvl72"})
 # Host ops per layer and micro-batch, Megatron-Core + TE (module docstring).
 DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 12, 20
 FP8_FORWARD_OPS, FP8_BACKWARD_OPS = 2, 4
-MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 12
+MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 13
 EXPERT_FORWARD_OPS, EXPERT_BACKWARD_OPS = 2, 4  # per local expert: fc1 and fc2 GEMMs
 EXPERT_FP8_FORWARD_OPS, EXPERT_FP8_BACKWARD_OPS = 2, 2  # per local expert: quantize the inputs
 SHARED_EXPERT_FORWARD_OPS, SHARED_EXPERT_BACKWARD_OPS = 3, 5
