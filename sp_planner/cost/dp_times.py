@@ -36,22 +36,15 @@ _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "
                   "last_stage_layers", "ep", "etp")
 
 
-def dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-             states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
-    """One pass of every data-parallel collective of a rank of the pipeline's `stage` ("first",
-    "middle" or "last"; cost.overlap.DPTimes), priced once per distinct shape (_SHAPE_COLUMNS) and
-    spread back over the candidates: a chunk of 65,536 candidates holds a few hundred shapes, and
-    each is priced call by call. `states`: the framework's gradient and gathered-parameter widths
-    (cost.states)."""
-    return dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node, states=states,
-                          which=(stage,))[0]
-
-
 def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
                    states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
                    ) -> tuple[DPTimes, ...]:
-    """dp_times of each stage in `which`, the shapes found and the groups priced once for all; a
-    middle or last stage's bucket layout only where a pipeline runs ZeRO-2/3 (`_layouts`)."""
+    """One pass of every data-parallel collective of a rank of each pipeline stage in `which`
+    ("first", "middle", "last"; cost.overlap.DPTimes), priced once per distinct shape
+    (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
+    hundred shapes, and each is priced call by call. A middle or last stage's bucket layout only
+    where a pipeline runs ZeRO-2/3 (`_layouts`). `states`: the framework's gradient and
+    gathered-parameter widths (cost.states)."""
     n = len(c)
     first, inverse = distinct_rows(np.stack(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
@@ -85,13 +78,6 @@ def _layouts(model: ModelSpec, c, layers, stage: Stage) -> tuple[BucketCounts, B
             column[rows] = values
         out.append(full)
     return out[0], out[1]
-
-
-def _dp_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-              states: TrainingStates = MEGATRON_STATES, stage: Stage = "first") -> DPTimes:
-    """dp_times for every row of `c`."""
-    return _stage_times(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node, states=states,
-                        which=(stage,))[0]
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,

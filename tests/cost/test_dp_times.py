@@ -4,8 +4,9 @@ every candidate row by row gives."""
 import numpy as np
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.dp_times import _dp_times, dp_times
+from sp_planner.cost.dp_times import _stage_times, dp_stage_times
 from sp_planner.cost.memory import candidate_stage_layers
+from sp_planner.cost.states import MEGATRON_STATES
 from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
 from sp_planner.specs.workload import Workload
 
@@ -22,23 +23,26 @@ def test_shapes_priced_once_equal_every_row_priced():
         model = load_model(name)
         c = _candidates(model, world)
         stages = candidate_stage_layers(model, c)
-        shared = dp_times(model, h100, c, stages=stages, gpus_per_node=8)
-        rows = _dp_times(model, h100, c, stages=stages, gpus_per_node=8)
+        which = ("first", "middle", "last")
+        shared = dp_stage_times(model, h100, c, stages=stages, gpus_per_node=8, which=which)
+        rows = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES, which=which)
         assert len(c) > 1000  # many candidates, far fewer shapes: the dedupe does something
-        for field, a, b in zip(shared._fields, shared, rows):
-            np.testing.assert_array_equal(np.broadcast_to(a, (len(c),)), np.broadcast_to(b, (len(c),)), err_msg=field)
+        for stage, one, every in zip(which, shared, rows):
+            for field, a, b in zip(one._fields, one, every):
+                np.testing.assert_array_equal(np.broadcast_to(a, (len(c),)), np.broadcast_to(b, (len(c),)),
+                                              err_msg=f"{stage} {field}")
 
 
 def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):
     # The toy profile has no latency: every call's time is its bytes over the bandwidth, so
     # DeepSpeed's bf16 gradient reductions take half Megatron's fp32 ones and the bf16 gathers the same.
-    from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES
+    from sp_planner.cost.states import DEEPSPEED_STATES
     from sp_planner.plan import ParallelPlan
     from sp_planner.space import Candidates
 
     c = Candidates.of_plan(ParallelPlan(dp=4, zero=3))
     stages = candidate_stage_layers(toy_model, c)
-    mega, ds = (dp_times(toy_model, hardware, c, stages=stages, gpus_per_node=4, states=s)
+    mega, ds = (dp_stage_times(toy_model, hardware, c, stages=stages, gpus_per_node=4, states=s)[0]
                 for s in (MEGATRON_STATES, DEEPSPEED_STATES))
     for field in ("grad_all_reduce_s", "grad_reduce_scatter_s", "layer_reduce_s", "root_reduce_s"):
         assert float(getattr(mega, field)[0]) > 0

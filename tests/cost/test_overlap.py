@@ -120,3 +120,10 @@ def test_simulator_dp_stream_fits_in_the_step_and_agrees_with_the_model(plan, se
 
 def test_overlap_slowdown_is_nccl_sms_over_h100_sms():
     assert OVERLAP_COMPUTE_SLOWDOWN == pytest.approx(16 / 132)
+
+
+def test_work_at_the_layers_ends_hides_the_first_gather_and_last_reduce_scatter():
+    # Root gather 0.1 + first gather 0.25 beside 0.2 s of TP all-gather: 0.15 exposed; the last
+    # reduce-scatter 0.5 beside a 0.3 s TP reduce-scatter: 0.2; the root's 0.1 after it, whole.
+    assert layerwise_exposed_s(0.25, 0.5, 1.0, 4, before_s=0.1, ahead_s=0.2, behind_s=0.3, after_s=0.1) == (
+        pytest.approx(0.15 + 0.2 + 0.1))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, DPTimes, layerwise_exposed_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, DPTimes
 from sp_planner.cost.pipeline_dp import StageDP, pipelined_exposed_s
 
 
@@ -43,10 +43,3 @@ def test_a_single_stage_exposes_every_micro_batch():
                                   stages=(stage, empty, empty), fwd_layer_s=0.02, bwd_layer_s=0.04,
                                   reshard=np.array([False]))
     assert exposed[0] == pytest.approx(8 * 0.3)
-
-
-def test_work_at_the_layers_ends_hides_the_first_gather_and_last_reduce_scatter():
-    # Root gather 0.1 + first gather 0.25 beside 0.2 s of TP all-gather: 0.15 exposed; the last
-    # reduce-scatter 0.5 beside a 0.3 s TP reduce-scatter: 0.2; the root's 0.1 after it, whole.
-    assert layerwise_exposed_s(0.25, 0.5, 1.0, 4, before_s=0.1, ahead_s=0.2, behind_s=0.3, after_s=0.1) == (
-        pytest.approx(0.15 + 0.2 + 0.1))
