@@ -85,6 +85,16 @@ class TrainingStates(FrozenModel):
     def bytes_per_param(self) -> int:
         return self.param_bytes + self.grad_bytes + self.optimizer_bytes
 
+    @property
+    def optimizer_step_bytes(self) -> int:
+        """HBM traffic of one Adam step per parameter: read the gradient, read and write the
+        optimizer states with the fp32 master (the stored parameters where they are the master,
+        FSDP), and write the bf16 parameters where they are a copy of a separate master: Megatron
+        4 + 2 x 12 + 2 = 30, torch FSDP 4 + 2 x (8 + 4) = 28, DeepSpeed 2 + 2 x 12 + 2 = 28."""
+        master_is_stored = self.param_bytes == FP32_BYTES
+        states = self.optimizer_bytes + (self.param_bytes if master_is_stored else 0)
+        return self.grad_bytes + 2 * states + (0 if master_is_stored else self.param_bytes)
+
 
 MEGATRON_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=FP32_BYTES,
                                  optimizer_bytes=FP32_BYTES + ADAM_MOMENTS_BYTES, compute_param_bytes=BF16_BYTES,

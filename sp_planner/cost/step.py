@@ -76,8 +76,6 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-# Adam step: read fp32 grad (4), read/write master, m, v (24), write bf16 param (2).
-ADAM_BYTES_PER_PARAM = 30
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
 # (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k (read + write:
 # 4(q + kv)), SwiGLU/GeLU (read 2ffn or ffn, write ffn). Backward reads the saved input and the
@@ -262,7 +260,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
-        memory_pass_time_s(hardware, ADAM_BYTES_PER_PARAM * shard),
+        memory_pass_time_s(hardware, states.optimizer_step_bytes * shard),  # Adam (cost.states)
         m * layers * moe_layer,
         m * host_exposed,
     )

@@ -25,7 +25,6 @@ from sp_planner.cost.memory import ACT_BYTES, stage_params_per_rank
 from sp_planner.cost.overlap import slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import (
-    ADAM_BYTES_PER_PARAM,
     LOSS_BYTES_PER_LOGIT,
     elementwise_bytes_per_token,
 )
@@ -171,7 +170,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_gather_every_forward=plan.zero == 3,
         dp_early_gather_s=early,
         dp_backward_gather=plan.reshard_after_forward,
-        optimizer_s=float(memory_pass_time_s(hw, ADAM_BYTES_PER_PARAM * shard)),
+        optimizer_s=float(memory_pass_time_s(hw, runtime.states.optimizer_step_bytes * shard)),
         dp_param_gather_s=after_step,
     )
     return work, phases

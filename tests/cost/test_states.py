@@ -119,3 +119,12 @@ def test_mpt_30b_on_8_gpus_holds_2_bytes_a_parameter_less_under_fsdp(hardware):
         return evaluate(mpt, hardware, workload, plan, num_nodes=2, gpus_per_node=4, runtime=runtime).memory_peak_bytes
     assert mpt.num_params == pytest.approx(29.95e9, rel=1e-3)
     assert peak(MEGATRON_STATES) - peak(TORCH_FSDP_STATES) == pytest.approx(2 * mpt.num_params / 8, rel=1e-9)
+
+
+def test_an_adam_step_moves_each_frameworks_states_once():
+    # Megatron: read the fp32 gradient (4), read and write master + m + v (2 x 12), write the bf16
+    # parameter (2); FSDP: the fp32 shard is the master (2 x (8 + 4)) and there is no copy to write;
+    # DeepSpeed: bf16 gradients (2).
+    assert MEGATRON_STATES.optimizer_step_bytes == 4 + 2 * 12 + 2
+    assert TORCH_FSDP_STATES.optimizer_step_bytes == 4 + 2 * (8 + 4)
+    assert DEEPSPEED_STATES.optimizer_step_bytes == 2 + 2 * 12 + 2
