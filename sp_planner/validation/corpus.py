@@ -124,7 +124,9 @@ class CorpusRow(FrozenModel):
         if unknown:
             raise ValueError(f"cuda_graph_scope {', '.join(unknown)} is not one of {', '.join(GRAPH_SCOPES)}")
         if self.cuda_graph_scope and FULL_ITERATION not in self.cuda_graph_scope and self.recompute == "full":
-            # Megatron-Core transformer_config.py: per-layer graphs refuse full recompute.
+            # Megatron-Core core_v0.15.0 (0d7e02bd) transformer_config.py __post_init__, lines 1397-1403:
+            # with cuda_graph_impl set, any recompute_granularity but selective (with the attn scope)
+            # raises "CUDA graphs not supported with activation recomputation."
             raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
             raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
