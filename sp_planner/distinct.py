@@ -1,26 +1,122 @@
-"""The distinct rows of a table of candidate columns, found by hashing (vectorized)."""
+"""The distinct rows of a table of candidate columns (vectorized), and a function evaluated once
+per distinct row: the one place the planner tells rows apart.
+
+Rows get one int64 key each. Integer columns whose ranges multiply to less than 2^62 are combined
+exactly as a mixed-radix number over each column's range (digit value - min, radix max - min + 1);
+other tables are hashed column by column (pd.factorize), renumbering before the combined key could
+overflow. distinct_rows then hashes the key once (pd.factorize numbers in order of first
+appearance); per_distinct, where order does not matter, looks it up in a table when the key's
+range is at most the row count and decodes each distinct key back into its column values."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+# Below this many rows per_distinct runs a function on the rows directly (finding the distinct
+# rows costs more than it saves).
+DISTINCT_MIN_ROWS = 4096
+
+_KEY_LIMIT = 2 ** 62  # a mixed-radix key stays below this: no digit times its radix overflows int64
+
+# Rows per block when taking a table's column minima and maxima (_column_bounds): numpy reduces
+# an (n, k) array over axis 0 one short row at a time; (n / B, B * k) blocks are several times faster.
+_BOUNDS_BLOCK_ROWS = 64
+
 
 def distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first, inverse) for the distinct rows of `keys` (n, k): the index of each distinct row's
-    first occurrence, and each row's distinct row, numbered in order of first appearance. Column
-    by column with pd.factorize (hashing), several times faster than np.unique(axis=0), which
-    sorts rows as structured records; exact, with no bound on the values."""
-    n = len(keys)
-    ids, bound = np.zeros(n, dtype=np.int64), 1
-    for column in np.asarray(keys).T:
+    first occurrence, and each row's distinct row, numbered in order of first appearance. Exact,
+    with no bound on the values; several times faster than np.unique(axis=0), which sorts rows as
+    structured records."""
+    keys = np.asarray(keys)
+    key = _table_key(keys)
+    ids, seen = pd.factorize(_hashed_key(keys) if key is None else key)
+    first = np.empty(len(seen), dtype=np.int64)
+    first[ids[::-1]] = np.arange(len(ids) - 1, -1, -1)  # the lowest index of each distinct row wins
+    return first, ids.astype(np.int64)
+
+
+def per_distinct(fn: Callable, *columns):
+    """fn(*columns) for int64 columns (broadcast together), evaluated once per distinct row and
+    spread back: a search chunk holds about 10^5 candidates but a few dozen (pp, vpp, ...) rows.
+    fn must work row by row and return an array or a tuple of arrays (a NamedTuple stays one).
+    Small inputs, other dtypes and ranges too wide for one key go to fn directly."""
+    arrays = [np.asarray(c) for c in columns]
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    rows = int(np.prod(shape))
+    if rows < DISTINCT_MIN_ROWS or any(a.dtype != np.int64 for a in arrays):
+        return fn(*columns)
+    key, lows, radices = np.zeros(shape, dtype=np.int64), [], [1]
+    for a in arrays:  # each column's range and digit together, while the column is in cache
+        low, high = int(a.min()), int(a.max())
+        if radices[-1] * (high - low + 1) >= _KEY_LIMIT:
+            return fn(*columns)
+        if high > low:  # a constant column adds nothing to the key
+            key += (a - low) * radices[-1]
+        lows.append(low)
+        radices.append(radices[-1] * (high - low + 1))
+    flat, size = key.ravel(), radices[-1]
+    if size <= rows:  # look the keys up in a table over their range (sorted order)
+        seen = np.zeros(size, dtype=bool)
+        seen[flat] = True
+        distinct = np.flatnonzero(seen)
+        number = np.zeros(size, dtype=np.intp)
+        number[distinct] = np.arange(len(distinct))
+        inverse = number[flat]
+    else:
+        inverse, distinct = pd.factorize(flat)
+    out = fn(*(distinct // radix % (next_radix // radix) + low
+               for low, radix, next_radix in zip(lows, radices, radices[1:])))
+    if not isinstance(out, tuple):
+        return np.asarray(out)[inverse].reshape(shape)
+    spread = [np.asarray(a)[inverse].reshape(shape) for a in out]
+    return type(out)(*spread) if hasattr(out, "_fields") else tuple(spread)
+
+
+def _table_key(keys: np.ndarray) -> np.ndarray | None:
+    """The mixed-radix key of each row of an integer table (n, k), or None (not integer, or the
+    columns' ranges multiply to _KEY_LIMIT or more)."""
+    n, width = keys.shape
+    if n == 0 or width == 0 or keys.dtype.kind not in "iu" or keys.dtype == np.uint64:
+        return None
+    keys = np.ascontiguousarray(keys, dtype=np.int64)
+    lows, highs = _column_bounds(keys)
+    radices = [1]  # each column's place value, then the key's range
+    for low, high in zip(lows, highs):
+        radices.append(radices[-1] * (high - low + 1))
+        if radices[-1] >= _KEY_LIMIT:
+            return None
+    # keys @ radices - lows @ radices equals (keys - lows) @ radices modulo 2^64 (int64 wraps), and
+    # the latter lies in [0, 2^62): the two are equal, without an (n, k) temporary.
+    place = np.array(radices[:-1], dtype=np.int64)
+    offset = np.array(lows, dtype=np.int64) @ place
+    return keys @ place - offset
+
+
+def _column_bounds(keys: np.ndarray) -> tuple[list[int], list[int]]:
+    """Each column's minimum and maximum of a C-contiguous table (n, k), reduced block by block."""
+    n, width = keys.shape
+    whole = n // _BOUNDS_BLOCK_ROWS * _BOUNDS_BLOCK_ROWS
+    blocks = keys[:whole].reshape(-1, _BOUNDS_BLOCK_ROWS * width)
+    parts = [keys[whole:]] if whole < n else []
+    if whole:
+        parts += [blocks.min(axis=0).reshape(-1, width), blocks.max(axis=0).reshape(-1, width)]
+    rest = np.concatenate(parts)
+    return rest.min(axis=0).tolist(), rest.max(axis=0).tolist()
+
+
+def _hashed_key(keys: np.ndarray) -> np.ndarray:
+    """Each row's key from hashing column by column (pd.factorize), renumbered before the
+    mixed-radix combination could overflow: exact for any values."""
+    ids, bound = np.zeros(len(keys), dtype=np.int64), 1
+    for column in keys.T:
         codes, distinct = pd.factorize(column)
-        if bound * len(distinct) >= 2 ** 62:  # renumber the combined key before it can overflow
+        if bound * len(distinct) >= _KEY_LIMIT:  # renumber the combined key before it can overflow
             ids, seen = pd.factorize(ids)
             bound = len(seen)
         ids = ids * len(distinct) + codes  # mixed radix: distinct rows keep distinct keys
         bound *= max(len(distinct), 1)
-    ids, seen = pd.factorize(ids)
-    first = np.empty(len(seen), dtype=np.int64)
-    first[ids[::-1]] = np.arange(n - 1, -1, -1)  # the lowest index of each distinct row wins
-    return first, ids.astype(np.int64)
+    return ids

@@ -17,10 +17,11 @@ and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md se
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
+
+from sp_planner.distinct import per_distinct
 
 # Virtual stages per rank the search tries when --vpp is not pinned: the powers of two that
 # interleaved recipes use (Megatron CI, NeMo Llama 3 70B/405B recipes use 2..8 layers per
@@ -36,50 +37,9 @@ class StageLayers(NamedTuple):
     last: np.ndarray
 
 
-# Below this many rows a function runs on them directly (finding the distinct rows costs more).
-_DISTINCT_MIN_ROWS = 4096
-
-
-def _per_distinct(fn: Callable, *columns):
-    """fn(*columns) for int64 columns (broadcast together), evaluated once per distinct row and
-    spread back: a search chunk holds about 10^5 candidates but a few dozen (pp, vpp, ...) rows.
-    Rows are told apart exactly by a mixed-radix key over each column's range, looked up in a
-    table when the key's range is small, else hashed (pd.factorize); fn must work row by row and
-    return an array or a tuple of arrays."""
-    arrays = [np.asarray(c) for c in columns]
-    shape = np.broadcast_shapes(*(a.shape for a in arrays))
-    rows = int(np.prod(shape))
-    if rows < _DISTINCT_MIN_ROWS or any(a.dtype != np.int64 for a in arrays):
-        return fn(*columns)
-    key, radix, bounds = np.zeros(shape, dtype=np.int64), 1, []
-    for a in arrays:
-        low, high = int(a.min()), int(a.max())
-        if radix * (high - low + 1) >= 2 ** 62:  # the key would overflow: no saving to be had
-            return fn(*columns)
-        if high > low:  # a constant column adds nothing to the key
-            key += (a - low) * radix
-        bounds.append((low, radix, high - low + 1))
-        radix *= high - low + 1
-    flat = key.ravel()
-    if radix <= rows:
-        seen = np.zeros(radix, dtype=bool)
-        seen[flat] = True
-        keys = np.flatnonzero(seen)
-        number = np.zeros(radix, dtype=np.intp)
-        number[keys] = np.arange(len(keys))
-        inverse = number[flat]
-    else:
-        inverse, keys = pd.factorize(flat)
-    out = fn(*((keys // step) % size + low for low, step, size in bounds))
-    if not isinstance(out, tuple):
-        return np.asarray(out)[inverse].reshape(shape)
-    spread = [np.asarray(a)[inverse].reshape(shape) for a in out]
-    return type(out)(*spread) if hasattr(out, "_fields") else tuple(spread)  # a NamedTuple stays one
-
-
 def stage_layers(num_layers: int, pp, first_stage_layers, last_stage_layers) -> StageLayers:
     """Layers per stage; 0 in first/last_stage_layers means the even split."""
-    return _per_distinct(partial(_stage_layers, num_layers), pp, first_stage_layers, last_stage_layers)
+    return per_distinct(partial(_stage_layers, num_layers), pp, first_stage_layers, last_stage_layers)
 
 
 def _stage_layers(num_layers: int, pp, first_stage_layers, last_stage_layers) -> StageLayers:
@@ -108,7 +68,7 @@ def default_split(num_layers: int, pp, vpp):
     """The split the search uses: even where it is valid, else the counted one (the Llama 3
     paper's: 126 layers over 16 stages run 7 on the first and last, 8 elsewhere, arXiv 2407.21783
     section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even."""
-    return _per_distinct(partial(_default_split, num_layers), pp, vpp)
+    return per_distinct(partial(_default_split, num_layers), pp, vpp)
 
 
 def _default_split(num_layers: int, pp, vpp):
@@ -140,7 +100,7 @@ def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
 
 def split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
     """True where Megatron rejects the split (see the module docstring for the three forms)."""
-    return _per_distinct(partial(_split_breaks, num_layers), pp, vpp, first_stage_layers, last_stage_layers)
+    return per_distinct(partial(_split_breaks, num_layers), pp, vpp, first_stage_layers, last_stage_layers)
 
 
 def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):

@@ -3,8 +3,8 @@ large enough to be evaluated once per distinct (pp, vpp, ...) row or small enoug
 
 import numpy as np
 
+from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
-    _DISTINCT_MIN_ROWS,
     _default_split,
     _split_breaks,
     _stage_layers,
@@ -14,7 +14,7 @@ from sp_planner.pipeline import (
 )
 
 
-def _columns(n: int = 3 * _DISTINCT_MIN_ROWS):
+def _columns(n: int = 3 * DISTINCT_MIN_ROWS):
     rng = np.random.default_rng(0)
     pp = rng.choice([1, 2, 3, 4, 8, 16, 32], n).astype(np.int64)
     vpp = rng.choice([1, 2, 4, 8], n).astype(np.int64)
@@ -24,7 +24,7 @@ def _columns(n: int = 3 * _DISTINCT_MIN_ROWS):
 def test_llama3_405b_split_is_the_papers():
     # 126 layers over 16 stages: 7 on the first and last, 8 elsewhere (arXiv 2407.21783 s3.3.2),
     # the same in a chunk big enough to be split per distinct row.
-    pp = np.full(2 * _DISTINCT_MIN_ROWS, 16)
+    pp = np.full(2 * DISTINCT_MIN_ROWS, 16)
     first, last = default_split(126, pp, 1)
     assert set(first.tolist()) == {7} and set(last.tolist()) == {7}
     assert not split_breaks(126, pp, 1, first, last).any()
