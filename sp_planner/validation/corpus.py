@@ -104,6 +104,10 @@ class CorpusRow(FrozenModel):
     routing: MoERouting = "learned"
     # False where the run's recipe turns Megatron's --overlap-param-gather off (cost.overlap).
     overlap_param_gather: bool = True
+    # False where the run's recipe reduces gradients in bf16 (Megatron DDP grad_reduce_in_fp32
+    # False): bf16 main gradients, 2 B a parameter instead of cost.states' fp32 4, in memory and in
+    # the data-parallel reductions. Megatron-family rows only.
+    grad_reduce_in_fp32: bool = True
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()

@@ -16,6 +16,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
+from sp_planner.cost.states import BF16_BYTES, MEGATRON_STATES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -124,15 +125,21 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 
 def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather overlap
-    turned off, the CUDA graph scopes it states (cost.cuda_graphs)."""
+    turned off, bf16 gradient reduction (cost.states), the CUDA graph scopes it states
+    (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
     runtime = CORPUS_FRAMEWORK_RUNTIME[row.framework]
-    overlap = runtime.overlap
+    overlap, states = runtime.overlap, runtime.states
     if not row.overlap_param_gather:
         overlap = overlap.model_copy(update={"param_gather": False})
-    return Runtime(overlap=overlap, states=runtime.states, cuda_graphs=frozenset(row.cuda_graph_scope))
+    if not row.grad_reduce_in_fp32:
+        if states != MEGATRON_STATES:
+            raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
+                             f"framework is {row.framework}")
+        states = states.model_copy(update={"grad_bytes": BF16_BYTES})
+    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

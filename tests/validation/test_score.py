@@ -171,3 +171,21 @@ def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
     assert runtime.cuda_graphs == {"moe_router", "moe_preprocess"}
     with pytest.raises(ValueError, match="corpus framework 'JAX' has no runtime model; use one of Megatron-LM"):
         row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
+
+
+def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(corpus):
+    # Megatron-Bridge's llama perf configs set grad_reduce_in_fp32 False: the 405B B200 rank holds
+    # 2 B a parameter less of gradients than with Megatron's fp32 default, in memory and in the
+    # reductions; the same setting on a torch FSDP row is refused.
+    from sp_planner.validation.score import row_runtime
+
+    row = _row(corpus, "mbd-405b-b200-cs")
+    assert not row.grad_reduce_in_fp32 and row_runtime(row).states.grad_bytes == 2
+    fp32 = row.model_copy(update={"grad_reduce_in_fp32": True})
+    assert row_runtime(fp32).states.grad_bytes == 4
+    bf16, four = predict_row(row, corpus), predict_row(fp32, corpus)
+    # ZeRO-1: the gradients are whole on the rank, so they shrink by 2 B per parameter held.
+    assert four.memory.grads_bytes == pytest.approx(2 * bf16.memory.grads_bytes)
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"grad_reduce_in_fp32": False})
+    with pytest.raises(ValueError, match="grad_reduce_in_fp32 false is a Megatron setting"):
+        row_runtime(mpt)
