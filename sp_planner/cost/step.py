@@ -3,7 +3,8 @@
 The slowest pipeline stage sets the pace: we time the last stage (its layers plus the logits
 GEMMs). Per micro-batch, per layer: GEMMs at peak x gemm efficiency (backward = 2 x forward,
 Narayanan et al. 2021), core attention and its ring/Ulysses comm from `cost.attention`, TP
-all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap), recompute re-running
+all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap; overlapped with their
+GEMMs where a run states it, cost.tp_overlap), recompute re-running
 the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
 al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO traffic overlapped as the
 framework's flags make it (cost.overlap: gradient reduce behind the backward but the last bucket,
@@ -51,6 +52,7 @@ from sp_planner.cost.memory import (
 )
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
+from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
@@ -138,6 +140,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     # The layers' GEMMs at the candidate's precision (cost/precision.py); logits stay bf16.
     gemm_fwd = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
+    gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
     low = c.precision != BF16
     ffn = _active_ffn_width(model)
     cast_fwd = np.where(low, memory_pass_time_s(
@@ -171,7 +174,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
+    tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
+    if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
+        paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp)
+        tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
+        tp_layer = tp_fwd + tp_bwd
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -198,7 +206,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_layer = (2 * gemm_fwd + attn.bwd_s + TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+    bwd_layer = (2 * gemm_fwd + attn.bwd_s + tp_bwd
                  + recompute_layer + moe_bwd)
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
     bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer

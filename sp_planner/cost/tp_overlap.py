@@ -1,0 +1,124 @@
+"""Megatron's TP collectives under Transformer Engine userbuffers overlap (--tp-comm-overlap).
+
+sp-plan does not emit --tp-comm-overlap, so every framework runtime keeps `Overlap.tp_comm`
+False and cost.step times the sequence-parallel all-gathers and reduce-scatters fully exposed.
+Runs that state it (validation corpus rows with tp_comm_overlap) are timed by this rule instead.
+
+Which GEMM each collective hides behind, per layer (TE transformer_engine/pytorch/module/
+base.py lines 346-360 at d0067d0: the default method of each userbuffers layer; module/
+layernorm_linear.py lines 696-712: the backward's pairings):
+- forward: the all-gather of the QKV and FC1 inputs inside those GEMMs (qkv_fprop, fc1_fprop:
+  ring_exchange), the reduce-scatter of the projection and FC2 outputs inside those GEMMs
+  (proj_fprop, fc2_fprop: pipeline);
+- backward: the all-gathers of the output gradients inside the projection and FC2 dgrad GEMMs
+  (proj_dgrad, fc2_dgrad: ring_exchange), the all-gathers of the saved QKV and FC1 inputs
+  behind the QKV and FC1 dgrad GEMMs (qkv_dgrad, fc1_dgrad: bulk), and the reduce-scatters of
+  the QKV and FC1 input gradients behind their wgrad GEMMs (qkv_wgrad, fc1_wgrad: bulk).
+That is cost.comm's 2 + 2 forward and 4 + 2 backward collectives.
+
+How each method hides its collective (TE common/comm_gemm_overlap/comm_gemm_overlap.cpp at
+d0067d0):
+- ring_exchange (split_overlap_ag, lines 1161-1196): the GEMM runs in tp chunks, the first on
+  the local shard; while chunk i runs, the next shard is sent and received (copy engine,
+  use_ce), and chunk i + 1 waits for it: each of the tp - 1 transfers (ag / (tp - 1)) is
+  exposed where it takes longer than a chunk (gemm / tp); the GEMM keeps every SM (no margin)
+  and loses the 1 SM the collective holds while it runs (num_sm 1, cost.overlap's charge);
+- pipeline (split_overlap_rs, lines 719-747): the GEMM runs in num_splits 4 chunks, each chunk's
+  reduce-scatter issued after it and hidden behind the next chunk, so the last chunk's is
+  exposed whole and the others where longer than a chunk;
+- bulk (bulk_overlap, line 444): the collective runs beside the whole GEMM, exposed only where it
+  is longer (max(0, comm - gemm)).
+pipeline and bulk set an SM margin: their GEMMs are launched on sm_count - num_sm SMs for their
+whole length (line 143: _math_sms = sm_count - num_comm_sm under set_sm_margin; base.py lines
+384-387: num_sm 16), i.e. take SMS_PER_GPU / (SMS_PER_GPU - 16) of their time, and that slower
+GEMM is the window. A dgrad or wgrad GEMM takes its forward GEMM's time. Not modelled: the
+device's own SM count (H100's 132 for every GPU, as cost.overlap), chunk GEMMs' lower
+efficiency, and the copy engine's bandwidth (the transfers are priced as cost.links' rings).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token
+from sp_planner.cost.overlap import SMS_PER_GPU
+from sp_planner.specs.model import ModelSpec
+
+# SMs a userbuffers collective holds beside its GEMM, and the pipeline method's chunks
+# (TE module/base.py lines 384-387 at d0067d0: num_sm, num_splits).
+RING_EXCHANGE_SMS = 1
+PIPELINE_BULK_SMS = 16
+PIPELINE_SPLITS = 4
+
+
+class LayerGemms(NamedTuple):
+    """One layer's forward GEMM seconds on one rank (vectorized)."""
+
+    qkv_s: np.ndarray | float
+    proj_s: np.ndarray | float
+    fc1_s: np.ndarray | float
+    fc2_s: np.ndarray | float
+
+
+class TPOverlapTimes(NamedTuple):
+    """One layer's TP cost under userbuffers overlap: exposed communication plus the compute the
+    collectives take from the GEMMs they hide behind, forward and backward."""
+
+    fwd_s: np.ndarray
+    bwd_s: np.ndarray
+
+
+def gemm_shares(model: ModelSpec) -> tuple[float, float, float, float]:
+    """The QKV, output projection, FC1 and FC2 shares of cost.flops.layer_gemm_flops_per_token
+    (the projection: 2hq of the attention's FLOPs; FC2: one h x ffn matrix of the MLP's)."""
+    total = layer_gemm_flops_per_token(model)
+    h = model.hidden_size
+    ffn = _active_ffn_width(model)
+    proj = 2.0 * h * model.q_size
+    fc2 = 2.0 * h * ffn
+    mlp = 2.0 * model.num_mlp_matrices * h * ffn
+    qkv = total - mlp - proj
+    return qkv / total, proj / total, (mlp - fc2) / total, fc2 / total
+
+
+def ring_exchange_s(ag_s, gemm_s, tp):
+    """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the tp - 1
+    transfers beyond the tp chunks they feed, and the 1 SM it holds while it runs."""
+    ag_s, gemm_s = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
+    steps = np.maximum(tp - 1, 1)
+    exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
+    return exposed + RING_EXCHANGE_SMS / SMS_PER_GPU * np.minimum(ag_s, gemm_s)
+
+
+def margin_gemm_s(gemm_s):
+    """A GEMM launched with TE's SM margin: on SMS_PER_GPU - PIPELINE_BULK_SMS SMs."""
+    return np.asarray(gemm_s, dtype=np.float64) * SMS_PER_GPU / (SMS_PER_GPU - PIPELINE_BULK_SMS)
+
+
+def pipeline_s(rs_s, gemm_s):
+    """Seconds a pipeline reduce-scatter adds to its GEMM: the margin's slowdown, the last
+    chunk's reduce-scatter, and each other chunk's beyond the next chunk's GEMM."""
+    rs_s, slow = np.asarray(rs_s, dtype=np.float64), margin_gemm_s(gemm_s)
+    chunk_rs, chunk_gemm = rs_s / PIPELINE_SPLITS, slow / PIPELINE_SPLITS
+    exposed = chunk_rs + (PIPELINE_SPLITS - 1) * np.maximum(0.0, chunk_rs - chunk_gemm)
+    return slow - gemm_s + exposed
+
+
+def bulk_s(comm_s, gemm_s):
+    """Seconds a bulk collective adds to its GEMM: the margin's slowdown and what it takes
+    beyond the slowed GEMM."""
+    slow = margin_gemm_s(gemm_s)
+    return slow - gemm_s + np.maximum(0.0, np.asarray(comm_s, dtype=np.float64) - slow)
+
+
+def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp) -> TPOverlapTimes:
+    """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
+    overlapped with their GEMMs as TE userbuffers pairs them (module docstring)."""
+    g = gemms
+    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp) + pipeline_s(rs_s, g.proj_s)
+           + ring_exchange_s(ag_s, g.fc1_s, tp) + pipeline_s(rs_s, g.fc2_s))
+    bwd = (ring_exchange_s(ag_s, g.proj_s, tp) + ring_exchange_s(ag_s, g.fc2_s, tp)
+           + bulk_s(ag_s, g.qkv_s) + bulk_s(ag_s, g.fc1_s) + bulk_s(rs_s, g.qkv_s) + bulk_s(rs_s, g.fc1_s))
+    return TPOverlapTimes(fwd_s=fwd, bwd_s=bwd)

@@ -1,0 +1,75 @@
+"""TP userbuffers overlap: each collective exposed beyond its GEMM (chunk), the GEMM slowed."""
+
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime
+from sp_planner.cost.tp_overlap import (
+    LayerGemms,
+    bulk_s,
+    gemm_shares,
+    pipeline_s,
+    ring_exchange_s,
+    tp_overlap_times,
+)
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.specs import Workload
+
+MS = 1e-3
+
+
+def test_ring_exchange_by_hand():
+    # tp 2: one 1 ms transfer beside the first of two 1 ms GEMM chunks: nothing exposed, 1 ms on
+    # 1 of 132 SMs lost.
+    assert ring_exchange_s(1 * MS, 2 * MS, 2) == pytest.approx(1 / 132 * MS)
+    # tp 4, 3 ms all-gather, 2 ms GEMM: three 1 ms transfers beside 0.5 ms chunks expose 0.5 ms
+    # each; the GEMM loses 1 SM for its 2 ms.
+    assert ring_exchange_s(3 * MS, 2 * MS, 4) == pytest.approx(1.5 * MS + 2 / 132 * MS)
+
+
+def test_bulk_by_hand():
+    # The SM margin runs the 2 ms GEMM on 116 of 132 SMs: 2 x 16/116 ms more; a 1 ms collective
+    # beside it is hidden, a 3 ms one exposes what it takes beyond the slowed GEMM.
+    assert bulk_s(1 * MS, 2 * MS) == pytest.approx(2 * 16 / 116 * MS)
+    assert bulk_s(3 * MS, 2 * MS) == pytest.approx(2 * 16 / 116 * MS + (3 - 2 * 132 / 116) * MS)
+
+
+def test_pipeline_exposes_the_last_chunk():
+    # 4 chunks: 0.25 ms reduce-scatters behind 2 x 132/116 / 4 ms chunk GEMMs; the last exposed.
+    assert pipeline_s(1 * MS, 2 * MS) == pytest.approx((0.25 + 2 * 16 / 116) * MS)
+
+
+def test_layer_pairs_by_hand():
+    # GEMMs 2 ms each, AG and RS 1 ms each, tp 2: forward = qkv/fc1 ring-exchange AGs and
+    # proj/fc2 pipeline RSs; backward = proj/fc2 dgrad ring-exchange AGs, qkv/fc1 dgrad bulk AGs
+    # and qkv/fc1 wgrad bulk RSs (cost.tp_overlap docstring).
+    t = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2)
+    assert t.fwd_s == pytest.approx((2 / 132 + 2 * (0.25 + 2 * 16 / 116)) * MS)
+    assert t.bwd_s == pytest.approx((2 / 132 + 4 * 2 * 16 / 116) * MS)
+
+
+def test_llama3_70b_gemm_shares_by_hand():
+    # h 8192, q 8192, kv 1024, ffn 28672 SwiGLU: per 2h, qkv 10240, proj 8192, fc1 2 x 28672,
+    # fc2 28672 of 104448.
+    shares = gemm_shares(load_model("Llama-3-70B"))
+    assert shares == pytest.approx((10240 / 104448, 8192 / 104448, 57344 / 104448, 28672 / 104448))
+
+
+def test_no_framework_runtime_overlaps_tp_comm():
+    # sp-plan does not emit --tp-comm-overlap: its timings keep the TP collectives exposed.
+    assert all(not runtime.overlap.tp_comm for runtime in FRAMEWORK_RUNTIME.values())
+
+
+def test_stated_overlap_hides_tp_comm_behind_gemms(toy_model, hardware):
+    # tp 2: 8 micro-batches x 2 layers x 10 collectives of 4096*64*2/2 B at 100 GB/s exposed
+    # (tests/cost/test_step.py); overlapped, at most that, and the GEMMs are untouched.
+    workload, plan = Workload(seq_len=4096, global_batch=8), ParallelPlan(tp=2, micro_batch=1)
+    exposed = 8 * 2 * 10 * (4096 * 64 * 2 / 2) / 100e9
+    tp_on = Runtime(overlap=MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True}),
+                    states=MEGATRON_RUNTIME.states)
+    off = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2)
+    on = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
+    assert off.time.tp_comm_s == pytest.approx(exposed)
+    assert 0 < on.time.tp_comm_s < exposed
+    assert on.time.gemm_s == off.time.gemm_s
