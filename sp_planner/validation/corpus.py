@@ -108,6 +108,10 @@ class CorpusRow(FrozenModel):
     # False): bf16 main gradients, 2 B a parameter instead of cost.states' fp32 4, in memory and in
     # the data-parallel reductions. Megatron-family rows only.
     grad_reduce_in_fp32: bool = True
+    # True where the run's recipe turns on Megatron's --tp-comm-overlap (Transformer Engine
+    # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
+    # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
+    tp_comm_overlap: bool = False
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()

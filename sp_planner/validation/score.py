@@ -125,8 +125,8 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 
 def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather overlap
-    turned off, bf16 gradient reduction (cost.states), the CUDA graph scopes it states
-    (cost.cuda_graphs)."""
+    turned off, bf16 gradient reduction (cost.states), TP userbuffers overlap (cost.tp_overlap),
+    the CUDA graph scopes it states (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -139,6 +139,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
             raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
                              f"framework is {row.framework}")
         states = states.model_copy(update={"grad_bytes": BF16_BYTES})
+    if row.tp_comm_overlap:
+        if runtime.states != MEGATRON_STATES or row.tp == 1:
+            raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
+                             f"a Megatron-family framework and TP > 1")
+        overlap = overlap.model_copy(update={"tp_comm": True})
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
 
 

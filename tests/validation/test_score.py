@@ -189,3 +189,19 @@ def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(co
     mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"grad_reduce_in_fp32": False})
     with pytest.raises(ValueError, match="grad_reduce_in_fp32 false is a Megatron setting"):
         row_runtime(mpt)
+
+
+def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
+    # Megatron-Bridge's llama recipes turn TP userbuffers overlap on for TP > 1 (llama3.py
+    # CommOverlapConfig(tp_comm_overlap=True)): the row's runtime overlaps the TP collectives
+    # (cost.tp_overlap), which then cost less than exposed; a TP 1 row may not state it.
+    from sp_planner.validation.score import row_runtime
+
+    row = _row(corpus, "mbd-70b-h100-cs")
+    assert row.tp_comm_overlap and row_runtime(row).overlap.tp_comm
+    exposed = row.model_copy(update={"tp_comm_overlap": False})
+    assert not row_runtime(exposed).overlap.tp_comm
+    assert predict_row(row, corpus).time.tp_comm_s < predict_row(exposed, corpus).time.tp_comm_s
+    tp1 = _row(corpus, "mbd-70b-gb200-cs").model_copy(update={"tp_comm_overlap": True})
+    with pytest.raises(ValueError, match="tp_comm_overlap is Megatron's TP userbuffers overlap"):
+        row_runtime(tp1)
