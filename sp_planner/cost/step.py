@@ -25,12 +25,10 @@ from sp_planner.cost.attention import attention_times
 from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
-    TP_ALL_GATHERS_PER_LAYER,
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
-    TP_REDUCE_SCATTERS_PER_LAYER,
 )
 from sp_planner.cost.flops import (
     _active_ffn_width,
@@ -175,11 +173,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
-    tp_layer = TP_ALL_GATHERS_PER_LAYER * ag + TP_REDUCE_SCATTERS_PER_LAYER * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
-        tp_layer = tp_fwd + tp_bwd
+    tp_layer = tp_fwd + tp_bwd
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -206,20 +203,18 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_layer = (2 * gemm_fwd + attn.bwd_s + tp_bwd
-                 + recompute_layer + moe_bwd)
+    bwd_layer = 2 * gemm_fwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
     bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
-    # and backward as the CPU issues it.
-    gpu_fwd = gemm_fwd + attn.fwd_compute_s + attn.fwd_ring_exposed_s + attn.fwd_ulysses_s + tp_fwd + moe_fwd
+    # (fwd_layer) and backward as the CPU issues it.
     full = recompute == RECOMPUTE_FULL
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
                                       cuda_graphs=cuda_graphs)
     per_op = host_s_per_op(hardware)
-    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op, host_bwd_s=ops_bwd * per_op, gpu_fwd_s=gpu_fwd,
-                                  gpu_bwd_s=per_layer - gpu_fwd, layers=layers, logits_s=logits,
+    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op, host_bwd_s=ops_bwd * per_op, gpu_fwd_s=fwd_layer,
+                                  gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=logits,
                                   syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
