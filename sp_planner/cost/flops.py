@@ -33,8 +33,12 @@ def layer_gemm_flops_per_token(model: ModelSpec) -> float:
     h = model.hidden_size
     # Projections: 2 FLOPs per weight (MLA: its down/up projections, ModelSpec.mla_params_per_layer).
     attn = 2 * model.mla_params_per_layer if model.mla is not None else 2 * h * (2 * model.q_size + 2 * model.kv_size)
-    mlp = 2 * model.num_mlp_matrices * h * _active_ffn_width(model)
-    return float(attn + mlp)
+    return float(attn + mlp_gemm_flops_per_token(model))
+
+
+def mlp_gemm_flops_per_token(model: ModelSpec) -> float:
+    """Forward FLOPs of one layer's MLP GEMMs for one token (the experts a token runs through)."""
+    return 2 * model.num_mlp_matrices * model.hidden_size * _active_ffn_width(model)
 
 
 def logits_gemm_flops_per_token(model: ModelSpec) -> float:

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token
+from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, mlp_gemm_flops_per_token
 from sp_planner.cost.overlap import SMS_PER_GPU
 from sp_planner.specs.model import ModelSpec
 
@@ -75,10 +75,9 @@ def gemm_shares(model: ModelSpec) -> tuple[float, float, float, float]:
     (the projection: 2hq of the attention's FLOPs; FC2: one h x ffn matrix of the MLP's)."""
     total = layer_gemm_flops_per_token(model)
     h = model.hidden_size
-    ffn = _active_ffn_width(model)
     proj = 2.0 * h * model.q_size
-    fc2 = 2.0 * h * ffn
-    mlp = 2.0 * model.num_mlp_matrices * h * ffn
+    fc2 = 2.0 * h * _active_ffn_width(model)
+    mlp = mlp_gemm_flops_per_token(model)
     qkv = total - mlp - proj
     return qkv / total, proj / total, (mlp - fc2) / total, fc2 / total
 
