@@ -79,6 +79,11 @@ def title_in() -> float:
     return line_in(mpl.rcParams["axes.titlesize"]) + mpl.rcParams["axes.titlepad"] / PT_PER_IN
 
 
+def legend_rows(entries: int, ncol: int) -> int:
+    """Rows of a legend of `entries` entries in `ncol` columns."""
+    return -(-entries // max(ncol, 1))
+
+
 def legend_in(rows: int) -> float:
     """Height of a frameless legend of `rows` rows, with its padding to the figure's edge."""
     size = _points(mpl.rcParams["legend.fontsize"])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.figure_margins import EDGE_IN, RIGHT_IN, bottom_in, left_in, legend_in, place
+from sp_planner.figure_margins import EDGE_IN, RIGHT_IN, bottom_in, left_in, legend_in, legend_rows, place
 from sp_planner.present.labels import COMM_LABELS, MEMORY_LABELS, plan_name
 from sp_planner.report.svg import new_figure, render_svg
 from sp_planner.units import GIB
@@ -26,17 +26,13 @@ def _bar_height(num_plans: int) -> float:
     return 1.4 + 0.32 * num_plans
 
 
-def _rows(entries: int, ncol: int) -> int:
-    return -(-entries // ncol)
-
-
 def memory_bars_svg(estimates: Sequence[PlanEstimate], *, hbm_bytes: float, prefix: str = "mem") -> str:
     """Stacked peak-memory breakdown per plan, with the HBM capacity as a vertical line."""
     labels = [f"#{i} {plan_name(e.plan, compact=True)}" for i, e in enumerate(estimates, start=1)]
 
     def draw():
         fig = new_figure(10.0, _bar_height(len(estimates)) + 0.5)
-        bottom = bottom_in() + legend_in(_rows(len(MEMORY_LABELS) + 1, 4))  # the axis, then the legend
+        bottom = bottom_in() + legend_in(legend_rows(len(MEMORY_LABELS) + 1, 4))  # the axis, then the legend
         ax = fig.subplots(gridspec_kw=place(fig, left=left_in(labels, family="monospace"), right=RIGHT_IN,
                                             top=EDGE_IN, bottom=bottom))
         y = np.arange(len(estimates))
@@ -65,7 +61,7 @@ def comm_bars_svg(estimates: Sequence[PlanEstimate], *, intra_kind: str, inter_k
     def draw():
         fig = new_figure(10.0, _bar_height(len(estimates)) + 0.7)
         # Below: the collectives' legend (and the hatching's entry); above the right panel: the links'.
-        bottom = bottom_in() + legend_in(_rows(len(COMM_LABELS) + 1, 4))
+        bottom = bottom_in() + legend_in(legend_rows(len(COMM_LABELS) + 1, 4))
         by_kind, by_link = fig.subplots(1, 2, sharey=True, width_ratios=(3, 1.3), gridspec_kw=place(
             fig, left=left_in(labels, family="monospace"), right=RIGHT_IN, top=EDGE_IN + legend_in(2), bottom=bottom,
             ncols=2, gap=RIGHT_IN))

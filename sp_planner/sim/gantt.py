@@ -43,6 +43,11 @@ def _rows(events: tuple[TimelineEvent, ...]) -> list[tuple[int, int, str]]:
                   key=lambda r: (r[0], STREAM_ROWS.index(r[2])))
 
 
+def _row_labels(rows: list[tuple[int, int, str]]) -> list[str]:
+    """The y tick label of each (stage, rank, stream) row."""
+    return [f"stage {s} (rank {rank}) {stream}" for s, rank, stream in rows]
+
+
 def _draw(ax, events: tuple[TimelineEvent, ...], scale: float, xlabel: str, title: str) -> set[str]:
     rows = _rows(events)
     index = {(stage, stream): i for i, (stage, _, stream) in enumerate(rows)}
@@ -55,7 +60,7 @@ def _draw(ax, events: tuple[TimelineEvent, ...], scale: float, xlabel: str, titl
         ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=COLORS.get(kind, "#999999"), edgecolors="white",
                        linewidth=0.3)
     ax.set_yticks(range(len(rows)))
-    ax.set_yticklabels([f"stage {s} (rank {rank}) {stream}" for s, rank, stream in rows])
+    ax.set_yticklabels(_row_labels(rows))
     # A thin line between stages, so rows of one stage read as a group.
     for i in range(1, len(rows)):
         if rows[i][0] != rows[i - 1][0]:
@@ -104,8 +109,8 @@ def gantt_figure(result: SimResult) -> Figure:
     step = result.step_time_s
     scale, unit = time_unit(step)
     detail = _detail(result)
-    num_rows = len(_rows(result.events))
-    top_in = 1.0 + ROW_IN * num_rows
+    step_rows = _rows(result.events)
+    top_in = 1.0 + ROW_IN * len(step_rows)
     legend_in = 0.7
     fig = Figure(figsize=(WIDTH_IN, top_in + (DETAIL_IN if detail else 0) + legend_in))
     grid = fig.add_gridspec(2 if detail else 1, max(len(detail), 1),
@@ -124,10 +129,9 @@ def gantt_figure(result: SimResult) -> Figure:
     fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False)
     # Fixed margins (no layout engine, which measured every label on each pass): room for the
     # stage labels left of each panel, a title above it, an axis below it and the legend at the bottom.
-    labels = [f"stage {s} (rank {rank}) {stream}" for s, rank, stream in _rows(result.events)]
-    labels += [f"stage {s} (rank {rank}) {stream}" for _, events in detail for s, rank, stream in _rows(events)]
+    labels = _row_labels(step_rows) + [label for _, events in detail for label in _row_labels(_rows(events))]
     left = margins.left_in(labels)
-    legend = margins.legend_in(-(-len(handles) // max(ncol, 1)))
+    legend = margins.legend_in(margins.legend_rows(len(handles), ncol))
     fig.subplots_adjust(**margins.place(
         fig, left=left, right=margins.RIGHT_IN, top=margins.title_in() + margins.EDGE_IN,
         bottom=margins.bottom_in() + legend, ncols=max(len(detail), 1), gap=left + margins.RIGHT_IN,
