@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from sp_planner.distinct import distinct_rows
 from sp_planner.layout import GRID_ORDER
 from sp_planner.pipeline import default_split
 from sp_planner.plan import (
@@ -188,9 +189,9 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
         # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the
         # micro-batch, so they are counted once per distinct (dp, pp) (a few dozen, against up to
         # millions of tuples).
-        pairs, inverse = np.unique(np.stack([named["dp"], named["pp"]], axis=1), axis=0, return_inverse=True)
-        per_pair = _vpps_kept(workload, pairs, pins, axes)
-        mbs = per_pair[inverse.reshape(-1)]
+        dp_pp = np.stack([named["dp"], named["pp"]], axis=1)
+        first, inverse = distinct_rows(dp_pp)
+        mbs = _vpps_kept(workload, dp_pp[first], pins, axes)[inverse]
         return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
     if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
         dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
