@@ -77,8 +77,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     )
     kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
     fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
-    out[rows] = pipelined_exposed_s(overlap, micro_batches=m, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd,
-                                    bwd_layer_s=bwd, **kw)
+    traffic = _stage_traffic(overlap, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
+    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m)
     # ZeRO-2's parameters gathered behind the step's first forward where overlapped
     # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
     later = sum(s.num_stages * hidden_behind(s.times.param_all_gather_s, s.layers * fwd,
@@ -86,8 +86,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
                 for s in by_stage[1:])
     out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
     # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
-    own, busy = micro_batch_dp_s(overlap, layers=split.first, times=first, fwd_window_s=split.first * fwd,
-                                 bwd_window_s=split.first * bwd, chunks=sub(c.vpp), **kw)
+    own, busy = traffic[0]
     hidden[rows] = m * (busy - own)
     return out, hidden
 
@@ -97,9 +96,21 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
     """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
     pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
     window of one micro-batch."""
-    exposure = [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times,
-                                 fwd_window_s=s.layers * fwd_layer_s, bwd_window_s=s.layers * bwd_layer_s,
-                                 reshard=reshard, ahead_s=s.ahead_s, chunks=vpp, edges=edges)[0] for s in stages]
+    traffic = _stage_traffic(overlap, zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
+                             bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges)
+    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches)
+
+
+def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
+                   edges: Edges | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.overlap.micro_batch_dp_s)."""
+    return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
+                             bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
+                             edges=edges) for s in stages]
+
+
+def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], micro_batches):
+    """(m - 1) x the pacing stage's stretch plus every stage's exposure once (module docstring)."""
     present = [np.asarray(s.num_stages) > 0 for s in stages]
     paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
