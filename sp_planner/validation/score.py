@@ -16,7 +16,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
-from sp_planner.cost.states import BF16_BYTES, MEGATRON_STATES
+from sp_planner.cost.states import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -132,15 +132,16 @@ def row_runtime(row: CorpusRow) -> Runtime:
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
     runtime = CORPUS_FRAMEWORK_RUNTIME[row.framework]
     overlap, states = runtime.overlap, runtime.states
+    megatron_family = runtime == MEGATRON_RUNTIME
     if not row.overlap_param_gather:
         overlap = overlap.model_copy(update={"param_gather": False})
     if not row.grad_reduce_in_fp32:
-        if states != MEGATRON_STATES:
+        if not megatron_family:
             raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
                              f"framework is {row.framework}")
         states = states.model_copy(update={"grad_bytes": BF16_BYTES})
     if row.tp_comm_overlap:
-        if runtime.states != MEGATRON_STATES or row.tp == 1:
+        if not megatron_family or row.tp == 1:
             raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
                              f"a Megatron-family framework and TP > 1")
         overlap = overlap.model_copy(update={"tp_comm": True})
