@@ -28,12 +28,16 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import numpy as np
+
 from sp_planner.cost.kernel_benchmarks import (
     B200_CAUSAL_TFLOPS,
     CAUSAL_RATIO,
     DEFAULT_CAUSAL_KERNEL,
+    Curve,
     Curves,
     blackwell_curves,
+    fa1_over_fa2,
 )
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
@@ -117,6 +121,44 @@ def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
 # validating runs published before it (Korthikanti et al. 2022); not an sp-plan choice, as no
 # ring can run it and no framework the planner emits for defaults to it.
 UNFUSED = "unfused"
+# flash-attn's experimental Triton FlashAttention as llm-foundry ran it (attn_impl triton, its copy
+# flash_attn_triton.py): for validating those runs; no framework sp-plan emits for runs it. Its
+# author rates it "slightly slower" than FlashAttention v1 forward + backward on A100
+# (cost.kernel_benchmarks.fa1_over_fa2), so it runs at FA1's measured fraction of FA2 on the
+# generation's FA2 curves (the "slightly" is not quantified and not applied; on H100 it ran as
+# compiled by llm-foundry's pre-MLIR Triton fork for sm90, which no benchmark measures).
+TRITON_PORT = "flash-attn-triton"
+TRITON_PORT_GENERATION: dict[str, str] = {
+    **{name: "hopper" for name in HOPPER_PROFILES},
+    "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
+}
+CORPUS_ONLY_KERNELS: tuple[str, ...] = (UNFUSED, TRITON_PORT)
+
+
+def _scaled(curve: Curve, tokens: tuple[int, ...], factor) -> Curve:
+    """`curve` times `factor` (given at `tokens`) read at each of its points (linear in log
+    tokens, flat beyond the ends, as cost.kernels.curve_efficiency), capped at 1."""
+    at = np.interp(np.log([p.tokens for p in curve]), np.log(tokens), factor)
+    return tuple(CurvePoint(tokens=p.tokens, efficiency=round(min(1.0, p.efficiency * float(r)), 3))
+                 for p, r in zip(curve, at))
+
+
+def triton_port_curves(hardware: HardwareProfile) -> tuple[Curves, Curves]:
+    """((forward, backward) efficiency, (forward, backward) causal ratio) of TRITON_PORT: FA2's
+    curves times FA1's non-causal fraction of FA2 (the figure is forward + backward, so both
+    passes take it), and FA2's causal ratio times FA1's causal over non-causal fraction."""
+    generation = TRITON_PORT_GENERATION.get(hardware.name.lower())
+    fa2 = kernel_curves(hardware, "fa2")
+    if generation is None or fa2 is None:
+        raise ValueError(f"no FlashAttention v1 benchmark for hardware {hardware.name!r}: the "
+                         f"{TRITON_PORT} kernel is timed on Hopper and Ampere profiles only")
+    non_causal, causal = fa1_over_fa2(generation)
+    tokens = tuple(p.tokens for p in non_causal)
+    fraction = np.array([p.efficiency for p in non_causal])
+    causal_gain = np.array([p.efficiency for p in causal]) / fraction
+    fwd_ratio, bwd_ratio = CAUSAL_RATIO["fa2"]
+    return ((_scaled(fa2[0], tokens, fraction), _scaled(fa2[1], tokens, fraction)),
+            (_scaled(fwd_ratio, tokens, causal_gain), _scaled(bwd_ratio, tokens, causal_gain)))
 
 
 def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> HardwareProfile:
@@ -125,6 +167,12 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
         return hardware
     if kernel == UNFUSED:
         efficiency = hardware.efficiency.model_copy(update={"attention_unfused": True})
+        return hardware.model_copy(update={"efficiency": efficiency})
+    if kernel == TRITON_PORT:
+        (fwd, bwd), (causal_fwd, causal_bwd) = triton_port_curves(hardware)
+        efficiency = hardware.efficiency.model_copy(update={
+            "attention_fwd": fwd, "attention_bwd": bwd,
+            "attention_causal_fwd": causal_fwd, "attention_causal_bwd": causal_bwd})
         return hardware.model_copy(update={"efficiency": efficiency})
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; expected one of {', '.join(ATTENTION_KERNELS)}")

@@ -114,3 +114,32 @@ def blackwell_curves(kernel: str, peak_tflops: float) -> Curves:
         r = _interp(tuple(p.tokens for p in ratio), tuple(p.efficiency for p in ratio), B200_TOKENS)
         curves.append(_points(B200_TOKENS, np.asarray(tflops) / r / peak_tflops))
     return curves[0], curves[1]
+
+
+# --- FlashAttention (v1) and the Triton port of it ---------------------------------------------
+# flash-attn's experimental Triton FlashAttention (flash_attn/flash_attn_triton.py, which
+# llm-foundry copied as flash_attn_triton.py) has no published benchmark of its own; its docstring
+# (flash-attention 4f285b35) compares it with the CUDA FlashAttention of its time (v1): "Triton
+# forward + backward is slightly slower than CUDA forward + backward". FlashAttention v1 is
+# measured beside FA2 on the same machine in the FlashAttention-2 release figures (flash-attention
+# 4f285b35, 2023-07-17, assets/flash2_h100_fwd_bwd_benchmark.png and flash2_a100_fwd_bwd_benchmark
+# .png): forward + backward TFLOPS, head_dim 128, 16K tokens per batch, at FA_TOKENS, as
+# (non-causal, causal). The A100 FA2 non-causal labels at 512 and 1K are under the legend: 173 is
+# legible, 151 is read from the bar's height (1.838 px per TFLOPS, from the labelled bars).
+# (The figures' 'FlashAttention Triton' series is OpenAI's triton.ops kernel, the one the
+# repository's benchmark script imports (benchmarks/benchmark_flash_attention.py at 60499abc), not
+# this port, so it is not used.)
+FA_RELEASE_FWD_BWD_D128: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+    "hopper": {"fa1": ((127, 127, 128, 131, 137, 139), (98, 109, 108, 126, 135, 137)),
+               "fa2": ((248, 294, 320, 326, 335, 338), (163, 221, 265, 294, 308, 328))},
+    "ampere": {"fa1": ((76, 72, 76, 80, 82, 83), (55, 62, 69, 76, 80, 83)),
+               "fa2": ((151, 173, 187, 196, 201, 203), (99, 133, 155, 173, 182, 189))},
+}
+
+
+def fa1_over_fa2(generation: str) -> Curves:
+    """FlashAttention v1's fwd+bwd throughput over FA2's by block length, (non-causal, causal),
+    measured side by side on one GPU generation ("hopper" or "ampere")."""
+    fa1, fa2 = FA_RELEASE_FWD_BWD_D128[generation]["fa1"], FA_RELEASE_FWD_BWD_D128[generation]["fa2"]
+    return tuple(_points(FA_TOKENS, np.asarray(a, dtype=float) / np.asarray(b, dtype=float))  # type: ignore[return-value]
+                 for a, b in zip(fa1, fa2))

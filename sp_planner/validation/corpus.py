@@ -17,7 +17,7 @@ import pydantic
 from pydantic import Field, model_validator
 
 from sp_planner.catalog import load_model
-from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
+from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KERNELS
 from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES, check_graph_scopes
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
@@ -94,7 +94,8 @@ class CorpusRow(FrozenModel):
     last_stage_layers: int | None = Field(default=None, ge=1)
     cp_comm: CpComm = "p2p"
     # The attention kernel the run used where it is not its framework's default today
-    # (cost.attention_kernels; "unfused" for Megatron-LM before FlashAttention).
+    # (cost.attention_kernels; "unfused" for Megatron-LM before FlashAttention,
+    # "flash-attn-triton" for llm-foundry's Triton FlashAttention).
     attention_kernel: str | None = Field(default=None, min_length=1)
     # Settings the source leaves unstated and the row takes from the framework's documented
     # defaults for that recipe: which fields, and the file (with commit) that states them.
@@ -124,10 +125,10 @@ class CorpusRow(FrozenModel):
                 f"tp*pp*dp*ulysses*ring = {degrees} but num_nodes*gpus_per_node = "
                 f"{self.num_nodes * self.gpus_per_node}"
             )
-        if self.attention_kernel is not None and self.attention_kernel not in (*ATTENTION_KERNELS, UNFUSED):
+        if self.attention_kernel is not None and self.attention_kernel not in (*ATTENTION_KERNELS, *CORPUS_ONLY_KERNELS):
             # Checked here, where the file and row are named, not first when the row is scored.
             raise ValueError(f"attention_kernel {self.attention_kernel!r} is not one of "
-                             f"{', '.join((*ATTENTION_KERNELS, UNFUSED))}")
+                             f"{', '.join((*ATTENTION_KERNELS, *CORPUS_ONLY_KERNELS))}")
         unknown = sorted(set(self.cuda_graph_scope) - set(GRAPH_SCOPES))
         if unknown:
             raise ValueError(f"cuda_graph_scope {', '.join(unknown)} is not one of {', '.join(GRAPH_SCOPES)}")

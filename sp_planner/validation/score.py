@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.cost.states import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
@@ -150,13 +150,13 @@ def row_runtime(row: CorpusRow) -> Runtime:
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
 # torchtitan by sp-plan's framework defaults. llm-foundry's MPT runs used flash-attn 2 (rows with
-# attention_kernel fa2) or llm-foundry's pre-MLIR Triton FlashAttention (attn_impl triton), which
-# has no published H100 curve: FA2 stands in for it (validation/corpus/mosaic_mpt_h100.yaml header).
+# attention_kernel fa2) or, by default, its copy of flash-attn's Triton FlashAttention (attn_impl
+# triton), timed at FlashAttention v1's measured speed (validation/corpus/mosaic_mpt_h100.yaml header).
 CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
     "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "Megatron-Bridge (Megatron-Core)": "megatron",
     "torchtitan": "torchtitan",
 }
-CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": "fa2"}
+CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": TRITON_PORT}
 
 
 def row_hardware(row: CorpusRow) -> HardwareProfile:

@@ -60,7 +60,7 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
-    ({"attention_kernel": "fa4"}, "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused"),
+    ({"attention_kernel": "fa4"}, "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused, flash-attn-triton"),
     ({"cuda_graph_scope": ["layer"]}, "cuda_graph_scope layer is not one of attn, mlp, moe"),
     ({"cuda_graph_scope": ["attn"], "recompute": "full"}, "per-layer CUDA graphs do not run with full recompute"),
 ])
@@ -115,7 +115,7 @@ def test_missing_corpus_and_empty_folder(tmp_path):
 def test_assumed_settings_name_their_file_and_revision(corpus):
     import re
 
-    from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, UNFUSED
+    from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KERNELS
 
     assumed = [r for r in corpus.rows if r.assumed]
     assert len([r for r in assumed if r.expressible]) >= 17  # the NeMo CP rows
@@ -124,7 +124,7 @@ def test_assumed_settings_name_their_file_and_revision(corpus):
         assert re.search(r"\.(py|yaml)\b", row.assumed), row.id
         assert re.search(r"\b([0-9a-f]{7,40}|v\d+\.\d+\.\d+)\b", row.assumed), row.id
     for row in corpus.rows:
-        assert row.attention_kernel in (None, UNFUSED, *ATTENTION_KERNELS), row.id
+        assert row.attention_kernel in (None, *CORPUS_ONLY_KERNELS, *ATTENTION_KERNELS), row.id
 
 
 def test_moe_routing_on_a_dense_model_is_rejected_at_load(tmp_path):

@@ -205,3 +205,14 @@ def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     tp1 = _row(corpus, "mbd-70b-gb200-cs").model_copy(update={"tp_comm_overlap": True})
     with pytest.raises(ValueError, match="tp_comm_overlap is Megatron's TP userbuffers overlap"):
         row_runtime(tp1)
+
+
+def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
+    from sp_planner.cost.attention_kernels import TRITON_PORT, with_attention_kernel
+    from sp_planner.catalog import load_hardware
+    from sp_planner.validation.score import row_hardware
+
+    h100 = load_hardware("h100-sxm")
+    # attn_impl triton (no attention_kernel stated): the port; attn_impl flash: flash-attn 2.
+    assert row_hardware(_row(corpus, "mpt-7b-64k-8g")) == with_attention_kernel(h100, TRITON_PORT)
+    assert row_hardware(_row(corpus, "mptl-7b-2k-512g")) == with_attention_kernel(h100, "fa2")
