@@ -125,10 +125,11 @@ class CorpusRow(FrozenModel):
                 f"tp*pp*dp*ulysses*ring = {degrees} but num_nodes*gpus_per_node = "
                 f"{self.num_nodes * self.gpus_per_node}"
             )
-        if self.attention_kernel is not None and self.attention_kernel not in (*ATTENTION_KERNELS, *CORPUS_ONLY_KERNELS):
+        kernels = (*ATTENTION_KERNELS, *CORPUS_ONLY_KERNELS)
+        if self.attention_kernel is not None and self.attention_kernel not in kernels:
             # Checked here, where the file and row are named, not first when the row is scored.
             raise ValueError(f"attention_kernel {self.attention_kernel!r} is not one of "
-                             f"{', '.join((*ATTENTION_KERNELS, *CORPUS_ONLY_KERNELS))}")
+                             f"{', '.join(kernels)}")
         unknown = sorted(set(self.cuda_graph_scope) - set(GRAPH_SCOPES))
         if unknown:
             raise ValueError(f"cuda_graph_scope {', '.join(unknown)} is not one of {', '.join(GRAPH_SCOPES)}")

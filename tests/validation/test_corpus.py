@@ -60,7 +60,8 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
-    ({"attention_kernel": "fa4"}, "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused, flash-attn-triton"),
+    ({"attention_kernel": "fa4"},
+     "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused, flash-attn-triton"),
     ({"cuda_graph_scope": ["layer"]}, "cuda_graph_scope layer is not one of attn, mlp, moe"),
     ({"cuda_graph_scope": ["attn"], "recompute": "full"}, "per-layer CUDA graphs do not run with full recompute"),
 ])
