@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.memory import layer_params_per_rank
+from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
 from sp_planner.distinct import distinct_rows
 from sp_planner.specs.model import ModelSpec
@@ -130,7 +130,7 @@ def fsdp_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], 
 
 def stage_extras(model: ModelSpec, tp: int, single_stage: bool, *, first_stage: bool = True,
                  last_stage: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(head, tail) non-layer tensors of a pipeline stage on one rank, as cost.memory places them:
+    """(head, tail) non-layer tensors of a pipeline stage on one rank, as cost.params places them:
     the last stage (or a single one) walks the output layer (unless tied on a single stage; Megatron
     keeps a copy on the last stage when pp > 1) and the final norm first in backprop order; the
     first stage (or a single one) walks the embedding table last; middle stages hold neither."""

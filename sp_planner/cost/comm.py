@@ -39,7 +39,8 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
-from sp_planner.cost.memory import ACT_BYTES, candidate_stage_layers, stage_params_per_rank
+from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,

@@ -17,7 +17,7 @@ import numpy as np
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
-from sp_planner.cost.memory import layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.overlap import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates

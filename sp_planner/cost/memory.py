@@ -23,7 +23,8 @@ Selective recompute is Megatron's core_attn recompute: with flash attention it f
 flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
 one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first stage
 (Narayanan et al. 2021, section 2.2); the interleaved schedule more (pipeline.first_stage_in_flight).
-Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages).
+Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages), and
+each rank the parameters cost.params counts for its layers and stage.
 
 ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
 (in the framework's gradient width, cost.states); ZeRO-3 with
@@ -52,7 +53,6 @@ from sp_planner.cost.attention_comm import (
     RING_GRAD_ELEM_BYTES,
     allgather_buffer_bytes,
     kv_heads_for_ulysses,
-    kv_heads_per_tp_rank,
 )
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.fsdp import shard_group_size
@@ -61,10 +61,14 @@ from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
     expert_params_per_rank,
     busiest_rank_load,
-    largest_adjacent_mlp_params_per_rank,
-    largest_mlp_params_per_rank,
-    mean_mlp_params_per_rank,
     moe_layer_fraction,
+)
+from sp_planner.cost.params import (
+    candidate_stage_layers,
+    largest_adjacent_layers_params_per_rank,
+    largest_layer_params_per_rank,
+    layer_params_per_rank,
+    stage_params_per_rank,
 )
 from sp_planner.cost.precision import (
     SCALING_STATE_BYTES_PER_LAYER,
@@ -80,7 +84,7 @@ from sp_planner.cost.states import (
     whole_compute_copy,
 )
 from sp_planner.layout import CP_AXES, group_size
-from sp_planner.pipeline import StageLayers, first_stage_in_flight, stage_layers
+from sp_planner.pipeline import first_stage_in_flight
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
@@ -93,66 +97,6 @@ ACT_BYTES = 2  # bf16 activations
 LOGITS_BYTES_PER_ELEM = 6
 # ZeRO-3's gathered layers at once: the one computing and the one prefetched (module docstring).
 ZERO3_GATHERED_LAYERS = 2
-
-
-def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
-    """Parameters of one layer on one rank (KV projections replicated when tp > kv heads; MoE
-    layers' experts split over ep x etp, cost.moe), averaged over the layers."""
-    return _attention_params_per_rank(model, tp) + mean_mlp_params_per_rank(model, tp, ep, etp) + (
-        model.norm_params_per_layer)
-
-
-def largest_layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
-    """Parameters on one rank of the layer holding the most (cost.moe largest_mlp_params_per_rank;
-    the average for models whose layers are all alike)."""
-    return _attention_params_per_rank(model, tp) + largest_mlp_params_per_rank(model, tp, ep, etp) + (
-        model.norm_params_per_layer)
-
-
-def largest_adjacent_layers_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
-    """Parameters on one rank of the two neighbouring layers holding the most together (cost.moe
-    largest_adjacent_mlp_params_per_rank; twice the average for models whose layers are alike)."""
-    return 2 * (_attention_params_per_rank(model, tp) + model.norm_params_per_layer) + (
-        largest_adjacent_mlp_params_per_rank(model, tp, ep, etp))
-
-
-def _attention_params_per_rank(model: ModelSpec, tp):
-    h, d = model.hidden_size, model.head_dim
-    kv_local = kv_heads_per_tp_rank(model.num_kv_heads, tp)
-    q_local = model.q_size / tp
-    attn = 2 * h * q_local + 2 * h * kv_local * d
-    if model.qkv_bias or model.linear_bias:
-        attn = attn + q_local + 2 * kv_local * d
-    if model.linear_bias:
-        attn = attn + h
-    if model.mla is not None:  # MLA projections, split over tp like the heads they serve
-        attn = model.mla_params_per_layer / tp
-    return attn
-
-
-def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:
-    """Decoder layers on the first, a middle and the last stage of each candidate."""
-    return stage_layers(model.num_layers, c.pp, c.first_stage_layers, c.last_stage_layers)
-
-
-def stage_params_per_rank(model: ModelSpec, tp, pp, stages: StageLayers | None = None, ep=1, etp=1):
-    """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm.
-    `stages` gives the split (None: the even one); MoE layers' experts split over ep x etp."""
-    if stages is None:
-        stages = stage_layers(model.num_layers, pp, 0, 0)
-    per_layer = layer_params_per_rank(model, tp, ep, etp)
-    first_layers, last_layers = stages.first * per_layer, stages.last * per_layer
-    table = model.vocab_size * model.hidden_size / tp
-    final_norm = model.embedding_params - model.vocab_size * model.hidden_size * (
-        1 if model.tie_word_embeddings else 2
-    )
-    single = pp == 1
-    # A tied output layer shares the embedding on a single stage; Megatron keeps a copy on the
-    # last stage when pp > 1.
-    output = np.where(single & model.tie_word_embeddings, 0.0, table)
-    first = first_layers + table + np.where(single, output + final_norm, 0.0)
-    last = last_layers + output + final_norm + np.where(single, table, 0.0)
-    return first, last
 
 
 def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):

@@ -42,12 +42,8 @@ from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
-from sp_planner.cost.memory import (
-    ACT_BYTES,
-    candidate_stage_layers,
-    layer_params_per_rank,
-    stage_params_per_rank,
-)
+from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
-from sp_planner.cost.memory import stage_params_per_rank
+from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers

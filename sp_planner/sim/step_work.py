@@ -21,7 +21,8 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.memory import ACT_BYTES, stage_params_per_rank
+from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import (

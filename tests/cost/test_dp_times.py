@@ -5,7 +5,7 @@ import numpy as np
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_times import _stage_times, dp_stage_times
-from sp_planner.cost.memory import candidate_stage_layers
+from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.states import MEGATRON_STATES
 from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
 from sp_planner.specs.workload import Workload

@@ -84,27 +84,6 @@ def test_kv_heads_replicated_beyond_kv_count(toy_model, hardware):
     assert np.isfinite(tp4.step_time_s)
 
 
-# h 64, q 64 (4 heads of 16), kv 32 (2 heads), SwiGLU ffn 128; at tp 2 per rank:
-# QKV h*(q+2kv)/2 = 4096, output projection q*h/2 = 2048, MLP 3*h*ffn/2 = 12288, norms 2h = 128.
-# qkv bias (q+2kv)/2 = 64; GPT-3 style linear bias adds the output-projection bias h = 64
-# (replicated: the row-parallel layer adds it after the reduce), MLP biases (ffn+h)/2 = 96, and
-# LayerNorm biases (norms 4h = 256).
-@pytest.mark.parametrize("qkv_bias, linear_bias, per_rank", [
-    (False, False, 4096 + 2048 + 12288 + 128),
-    (True, False, 4096 + 2048 + 12288 + 128 + 64),
-    (False, True, 4096 + 2048 + 12288 + 64 + 64 + 96 + 256),
-])
-def test_bias_parameters_per_rank_by_hand(qkv_bias, linear_bias, per_rank):
-    from sp_planner.cost.memory import layer_params_per_rank
-    from sp_planner.specs import ModelSpec
-
-    model = ModelSpec(name="b", hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
-                      head_dim=16, vocab_size=100, qkv_bias=qkv_bias, linear_bias=linear_bias)
-    assert layer_params_per_rank(model, 2) == per_rank
-    # One rank of tp 1 holds the whole layer, as ModelSpec counts it.
-    assert layer_params_per_rank(model, 1) == model.params_per_layer
-
-
 def test_hsdp_shards_over_dp_shard_times_cp_and_kept_parameters_add_a_copy(toy_model, hardware):
     workload = Workload(seq_len=64, global_batch=4)
     base = evaluate(toy_model, hardware, workload, ParallelPlan(dp=4, ulysses=2, zero=0),
@@ -173,7 +152,8 @@ def test_zero_buffers_hold_the_largest_layers_not_the_average():
     # 5120 x 128) and dense SwiGLU 16384 between; attention 40 heads and 8 KV heads of 128, two
     # RMSNorms of 5120. tp 2, ep 4, etp 1.
     from sp_planner.catalog import load_model
-    from sp_planner.cost.memory import layer_params_per_rank, zero_buffer_bytes
+    from sp_planner.cost.memory import zero_buffer_bytes
+    from sp_planner.cost.params import layer_params_per_rank
 
     maverick = load_model("Llama-4-Maverick-17B-128E")
     h, tp, ep = 5120, 2, 4
@@ -189,13 +169,3 @@ def test_zero_buffers_hold_the_largest_layers_not_the_average():
     # one, neighbours: one MoE and one dense layer (never two MoE layers on Maverick).
     zero3 = float(zero_buffer_bytes(maverick, tp=tp, zero=3, reshard=True, ep=ep))
     assert zero3 == pytest.approx(4 * (attn + moe) + 2 * (2 * attn + moe + dense), rel=1e-12)
-
-
-def test_zero3_gathers_two_moe_layers_where_they_are_neighbours():
-    # DeepSeek-V3: 3 dense first layers, then MoE on every layer: the largest pair is two MoE layers.
-    from sp_planner.catalog import load_model
-    from sp_planner.cost.memory import largest_adjacent_layers_params_per_rank, largest_layer_params_per_rank
-
-    dsv3 = load_model("DeepSeek-V3")
-    pair = float(largest_adjacent_layers_params_per_rank(dsv3, 1, 8, 1))
-    assert pair == pytest.approx(2 * float(largest_layer_params_per_rank(dsv3, 1, 8, 1)), rel=1e-12)

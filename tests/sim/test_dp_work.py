@@ -2,7 +2,7 @@
 
 pp 4 over the 4-layer model of tests/cost/test_dp_overlap.py (H 2048, vocabulary 32000, untied),
 one layer a stage at tp 1: the first stage holds a layer and the embedding, the middle ones a
-layer, the last a layer, the output layer and the final norm (H) -- what cost.memory counts.
+layer, the last a layer, the output layer and the final norm (H) -- what cost.params counts.
 A phase that takes 1 s for the whole first stage's gradients with no latency makes each call's
 seconds its share of the first stage's parameters, so a stage's calls sum to its parameters
 over the first stage's.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sp_planner.cost.buckets import bucket_counts
-from sp_planner.cost.memory import stage_params_per_rank
+from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan

@@ -1,0 +1,80 @@
+"""Parameters each rank holds, by layer and pipeline stage (vectorized over candidates).
+
+Megatron GPTModel shapes: Q and O projections split over tp, K and V replicated when tp exceeds
+the KV heads (cost.attention_comm), MLP (and MoE experts over ep x etp, cost.moe) split over tp,
+norms replicated; the first stage adds the embedding, the last the output layer and final norm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
+from sp_planner.cost.moe import (
+    largest_adjacent_mlp_params_per_rank,
+    largest_mlp_params_per_rank,
+    mean_mlp_params_per_rank,
+)
+from sp_planner.pipeline import StageLayers, stage_layers
+from sp_planner.space import Candidates
+from sp_planner.specs.model import ModelSpec
+
+
+def layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters of one layer on one rank (KV projections replicated when tp > kv heads; MoE
+    layers' experts split over ep x etp, cost.moe), averaged over the layers."""
+    return _attention_params_per_rank(model, tp) + mean_mlp_params_per_rank(model, tp, ep, etp) + (
+        model.norm_params_per_layer)
+
+
+def largest_layer_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters on one rank of the layer holding the most (cost.moe largest_mlp_params_per_rank;
+    the average for models whose layers are all alike)."""
+    return _attention_params_per_rank(model, tp) + largest_mlp_params_per_rank(model, tp, ep, etp) + (
+        model.norm_params_per_layer)
+
+
+def largest_adjacent_layers_params_per_rank(model: ModelSpec, tp, ep=1, etp=1):
+    """Parameters on one rank of the two neighbouring layers holding the most together (cost.moe
+    largest_adjacent_mlp_params_per_rank; twice the average for models whose layers are alike)."""
+    return 2 * (_attention_params_per_rank(model, tp) + model.norm_params_per_layer) + (
+        largest_adjacent_mlp_params_per_rank(model, tp, ep, etp))
+
+
+def _attention_params_per_rank(model: ModelSpec, tp):
+    h, d = model.hidden_size, model.head_dim
+    kv_local = kv_heads_per_tp_rank(model.num_kv_heads, tp)
+    q_local = model.q_size / tp
+    attn = 2 * h * q_local + 2 * h * kv_local * d
+    if model.qkv_bias or model.linear_bias:
+        attn = attn + q_local + 2 * kv_local * d
+    if model.linear_bias:
+        attn = attn + h
+    if model.mla is not None:  # MLA projections, split over tp like the heads they serve
+        attn = model.mla_params_per_layer / tp
+    return attn
+
+
+def candidate_stage_layers(model: ModelSpec, c: Candidates) -> StageLayers:
+    """Decoder layers on the first, a middle and the last stage of each candidate."""
+    return stage_layers(model.num_layers, c.pp, c.first_stage_layers, c.last_stage_layers)
+
+
+def stage_params_per_rank(model: ModelSpec, tp, pp, stages: StageLayers | None = None, ep=1, etp=1):
+    """(first stage, last stage) parameters per rank: layers plus embedding / output / final norm.
+    `stages` gives the split (None: the even one); MoE layers' experts split over ep x etp."""
+    if stages is None:
+        stages = stage_layers(model.num_layers, pp, 0, 0)
+    per_layer = layer_params_per_rank(model, tp, ep, etp)
+    first_layers, last_layers = stages.first * per_layer, stages.last * per_layer
+    table = model.vocab_size * model.hidden_size / tp
+    final_norm = model.embedding_params - model.vocab_size * model.hidden_size * (
+        1 if model.tie_word_embeddings else 2
+    )
+    single = pp == 1
+    # A tied output layer shares the embedding on a single stage; Megatron keeps a copy on the
+    # last stage when pp > 1.
+    output = np.where(single & model.tie_word_embeddings, 0.0, table)
+    first = first_layers + table + np.where(single, output + final_norm, 0.0)
+    last = last_layers + output + final_norm + np.where(single, table, 0.0)
+    return first, last
