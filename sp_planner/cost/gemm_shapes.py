@@ -14,7 +14,7 @@ tiles it measures ((b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096)
 
 At k = 4096 that is 0.807 of 989 TFLOPS, MAMF's 0.803: the profile's flat figure holds from
 there up, and below it the GEMM runs at the profile's figure x mean(k) / mean(4096) (linear in
-log k, flat beyond the measured ends). N (1024 to 4096) moves these by under 7% and is not
+log k, flat beyond the measured ends). N (1024 against 4096) moves these by up to 7.5% and is not
 modelled. FP8 layer GEMMs take the same ratios: the table's FP8 entries exceed the FP8 peak
 (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used; a short K costs FP8,
 which halves the tensor-core time per K step, at least as much (an assumption).
