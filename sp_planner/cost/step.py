@@ -40,6 +40,7 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
+from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
@@ -132,8 +133,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
-    # The layers' GEMMs at the candidate's precision (cost/precision.py); logits stay bf16.
-    gemm_fwd = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
+    # The layers' GEMMs at the candidate's precision (cost/precision.py), slowed where they contract
+    # over a short K (cost.gemm_shapes; backward: its extra over 2x forward); logits stay bf16.
+    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
+    slow_fwd, slow_bwd = layer_gemm_slowdowns(hardware, model, tp=tp, tokens=tokens)
+    gemm_fwd = gemm_flat * slow_fwd
+    gemm_bwd_extra = 2 * gemm_flat * (slow_bwd - slow_fwd)
     gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
     low = c.precision != BF16
     ffn = _active_ffn_width(model)
@@ -182,7 +187,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         0.0,
     )
     per_layer = (
-        3 * gemm_fwd + cast_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        3 * gemm_fwd + gemm_bwd_extra + cast_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
         + moe_layer
     )
@@ -199,7 +204,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_layer = 2 * gemm_fwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
+    bwd_layer = 2 * gemm_fwd + gemm_bwd_extra + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
     bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
@@ -250,7 +255,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * layers * (layer_params_per_rank(model, tp, c.ep, c.etp)
                                                             - model.norm_params_per_layer)), 0.0)
     parts = (
-        m * (layers * (3 * gemm_fwd + cast_bwd) + logits) + weight_cast,
+        m * (layers * (3 * gemm_fwd + gemm_bwd_extra + cast_bwd) + logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
         m * layers * tp_layer,

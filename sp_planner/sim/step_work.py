@@ -19,6 +19,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
+from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES
@@ -120,8 +121,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                                         * tokens / tp)) if low else 0.0
     cast_bwd = float(memory_pass_time_s(hw, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn)
                                         * tokens / tp)) if low else 0.0
-    gemm_fwd = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0]
-                     + memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
+    gemm_flat = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0])
+    slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens))
+    gemm_fwd = gemm_flat * slow_fwd + float(
+        memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
+    gemm_bwd = 2 * gemm_fwd + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd  # cost.gemm_shapes
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
@@ -145,8 +149,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
         gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s,
-        gemm_attn_bwd_s=(2 * gemm_fwd + cast_bwd) * attn_share,
-        gemm_mlp_bwd_s=(2 * gemm_fwd + cast_bwd) * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s,
+        gemm_attn_bwd_s=gemm_bwd * attn_share,
+        gemm_mlp_bwd_s=gemm_bwd * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s,
         moe_all_to_all_s=moe.all_to_all_s,
         etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,

@@ -91,8 +91,10 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
         lambda t: t[3] >= t[1])).all()
     times = frame.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
     assert len(times) > 50
-    assert (times[3] >= times[1]).all()
-    assert (times[2] >= times[1]).all()
+    # pivot_table averages each key's rows (vpp, reshard): equal times may differ in the last bit.
+    tie = 1 - 1e-12
+    assert (times[3] >= tie * times[1]).all()
+    assert (times[2] >= tie * times[1]).all()
     # Where the data-parallel group exists ZeRO-3 is strictly slower.
     grouped = times[times.index.get_level_values("dp") > 1]
     assert (grouped[3] > grouped[1]).all()

@@ -1,0 +1,76 @@
+"""Contraction-length factor of the layer GEMMs (cost.gemm_shapes), against OpenXLA's H100 table:
+bf16 TFLOPS at (b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096) by k."""
+
+import math
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog.hardware import load_hardware as builtin_hardware
+from sp_planner.cost.gemm_shapes import contraction_ratio, layer_gemm_slowdowns
+from sp_planner.specs.model import ModelSpec
+
+# Sums of the three shapes' TFLOPS, from xla default_matmul_perf_table.txtpb (sm_90).
+K4096 = 804.2 + 800.7 + 788.7  # 2393.6
+K2048 = 759.2 + 751.3 + 759.5  # 2270.0
+K1024 = 691.8 + 688.3 + 722.3  # 2102.4
+K512 = 613.2 + 608.7 + 620.4  # 1842.3
+
+
+@pytest.fixture
+def h100():
+    return builtin_hardware("h100-sxm")
+
+
+def test_short_contractions_run_slower_on_hopper(h100):
+    assert contraction_ratio(h100, 2048) == pytest.approx(K2048 / K4096)  # 0.948
+    assert contraction_ratio(h100, 512) == pytest.approx(K512 / K4096)  # 0.770
+    # linear in log k between the measured points: halfway (in log) from 2048 to 4096
+    assert contraction_ratio(h100, math.sqrt(2048 * 4096)) == pytest.approx((K2048 / K4096 + 1) / 2)
+
+
+def test_long_contractions_keep_the_profile_figure(h100):
+    # from k = 4096 up the profile's large-shape figure (MAMF) holds
+    assert np.all(contraction_ratio(h100, [4096, 13312, 65536]) == 1.0)
+
+
+@pytest.mark.parametrize("name", ["h200", "h800"])
+def test_every_hopper_profile_takes_the_h100_table(name):
+    assert contraction_ratio(builtin_hardware(name), 1024) == pytest.approx(K1024 / K4096)
+
+
+@pytest.mark.parametrize("name", ["a100-80gb", "b200", "mi300x"])
+def test_profiles_without_a_sweep_are_unchanged(name):
+    assert contraction_ratio(builtin_hardware(name), 256) == 1.0
+
+
+def _dense(**kw):
+    base = dict(name="t", num_layers=2, hidden_size=4096, num_heads=32, num_kv_heads=32, head_dim=128,
+                intermediate_size=11008, vocab_size=32000, mlp="swiglu")
+    return ModelSpec(**(base | kw))
+
+
+def test_layer_slowdowns_by_hand(h100):
+    """A Llama-2-7B shape (h 4096, MHA, SwiGLU ffn 11008) at tp 8, 4096 tokens per rank.
+    FLOP shares (per 2h): QKV 12288, projection 4096, FC1 22016, FC2 11008 of 49408.
+    Forward contracts over h, 4096/8 = 512, h, 11008/8 = 1376; backward data gradients over
+    12288/8 = 1536, h, 22016/8 = 2752, h; weight gradients over 4096 tokens."""
+    shares = np.array([12288, 4096, 22016, 11008]) / 49408
+
+    def r(k):  # log-linear between the table's points
+        ks, vals = [512, 1024, 2048, 4096], [K512, K1024, K2048, K4096]
+        return np.interp(math.log(k), np.log(ks), vals) / K4096
+
+    fwd = shares @ [1, 1 / r(512), 1, 1 / r(1376)]
+    bwd = shares @ [(1 / r(1536) + 1) / 2, 1.0, (1 / r(2752) + 1) / 2, 1.0]
+    got_fwd, got_bwd = layer_gemm_slowdowns(h100, _dense(), tp=8, tokens=4096)
+    assert got_fwd == pytest.approx(fwd)  # 1.047: the projection at 0.77, FC2 at 0.91
+    assert got_bwd == pytest.approx(bwd)
+    assert fwd == pytest.approx(1.047, abs=1e-3)
+
+
+def test_layer_slowdowns_vectorize_and_vanish_at_tp1(h100):
+    fwd, bwd = layer_gemm_slowdowns(h100, _dense(), tp=np.array([1, 8]), tokens=np.array([8192, 8192]))
+    assert fwd.shape == bwd.shape == (2,)
+    assert fwd[0] == bwd[0] == 1.0  # every contraction >= 4096 at tp 1
+    assert fwd[1] > 1.0 and bwd[1] > 1.0
