@@ -1,5 +1,5 @@
-"""Contraction-length factor of the layer GEMMs (cost.gemm_shapes), against OpenXLA's H100 table:
-bf16 TFLOPS at (b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096) by k."""
+"""Contraction-length factor of the layer GEMMs (cost.gemm_shapes), against OpenXLA's H100 and B200
+tables: bf16 TFLOPS at (b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096) by k."""
 
 import math
 
@@ -15,6 +15,11 @@ K4096 = 804.2 + 800.7 + 788.7  # 2393.6
 K2048 = 759.2 + 751.3 + 759.5  # 2270.0
 K1024 = 691.8 + 688.3 + 722.3  # 2102.4
 K512 = 613.2 + 608.7 + 620.4  # 1842.3
+# The same shapes in the same file, key sm_100_B200.
+B200_K4096 = 1466.6 + 1466.2 + 1670.5  # 4603.3
+B200_K2048 = 1344.4 + 1345.6 + 1539.9  # 4229.9
+B200_K1024 = 1161.2 + 1159.6 + 1350.5  # 3671.3
+B200_K256 = 793.6 + 794.0 + 791.8  # 2379.4
 
 
 @pytest.fixture
@@ -39,7 +44,21 @@ def test_every_hopper_profile_takes_the_h100_table(name):
     assert contraction_ratio(builtin_hardware(name), 1024) == pytest.approx(K1024 / K4096)
 
 
-@pytest.mark.parametrize("name", ["a100-80gb", "b200", "mi300x"])
+@pytest.mark.parametrize("name", ["b200", "gb200-nvl72"])
+def test_blackwell_profiles_take_the_b200_table(name):
+    hw = builtin_hardware(name)  # GB200: same die, the B200 ratio by assumption
+    assert contraction_ratio(hw, 2048) == pytest.approx(B200_K2048 / B200_K4096)  # 0.919
+    assert contraction_ratio(hw, 1024) == pytest.approx(B200_K1024 / B200_K4096)  # 0.798
+    assert contraction_ratio(hw, 256) == pytest.approx(B200_K256 / B200_K4096)  # 0.517
+    assert np.all(contraction_ratio(hw, [4096, 16384]) == 1.0)
+
+
+def test_b200_short_contractions_cost_more_than_hopper(h100):
+    # B200 still gains 8.8% from k 2048 to 4096, H100 5.4%
+    assert contraction_ratio(builtin_hardware("b200"), 2048) < contraction_ratio(h100, 2048) - 0.025
+
+
+@pytest.mark.parametrize("name", ["a100-80gb", "mi300x", "l40s"])
 def test_profiles_without_a_sweep_are_unchanged(name):
     assert contraction_ratio(builtin_hardware(name), 256) == 1.0
 
@@ -74,3 +93,21 @@ def test_layer_slowdowns_vectorize_and_vanish_at_tp1(h100):
     assert fwd.shape == bwd.shape == (2,)
     assert fwd[0] == bwd[0] == 1.0  # every contraction >= 4096 at tp 1
     assert fwd[1] > 1.0 and bwd[1] > 1.0
+
+
+def test_layer_slowdowns_by_hand_on_b200():
+    """The Llama-2-7B shape at tp 8 and 4096 tokens on B200: the projection contracts over 512,
+    FC2 over 1376 (forward); dgrads over 1536 and 2752."""
+    shares = np.array([12288, 4096, 22016, 11008]) / 49408
+    b512 = 916.8 + 923.3 + 1090.6  # 2930.7
+
+    def r(k):
+        ks, vals = [512, 1024, 2048, 4096], [b512, B200_K1024, B200_K2048, B200_K4096]
+        return np.interp(math.log(k), np.log(ks), vals) / B200_K4096
+
+    fwd = shares @ [1, 1 / r(512), 1, 1 / r(1376)]
+    bwd = shares @ [(1 / r(1536) + 1) / 2, 1.0, (1 / r(2752) + 1) / 2, 1.0]
+    got_fwd, got_bwd = layer_gemm_slowdowns(builtin_hardware("b200"), _dense(), tp=8, tokens=4096)
+    assert got_fwd == pytest.approx(fwd)
+    assert got_bwd == pytest.approx(bwd)
+    assert fwd == pytest.approx(1.087, abs=1e-3)  # the projection at 0.637, FC2 at 0.849 (H100: 1.047)
