@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.validation.score import predict_row, published_figure, row_plan, score_row, spearman
+from sp_planner.validation.score import predict_row, published_figure, row_model, row_plan, score_row, spearman
 
 
 def _row(corpus, row_id):
@@ -35,13 +35,14 @@ def test_predicted_mfu_is_megatron_full_square_flops_over_the_stated_peak(corpus
     step_flops = est.model_tflops_per_gpu * 1e12 * est.step_time_s * 8
     hand = korthikanti_model_flops(batch=4, seq=2048, layers=48, hidden=6144, vocab=51200)
     assert step_flops == pytest.approx(hand, rel=0.01)
-    assert published_figure(row, est) == pytest.approx(100 * hand / (est.step_time_s * 8 * 312e12), rel=0.01)
+    assert published_figure(row, est, row_model(row, corpus)) == pytest.approx(
+        100 * hand / (est.step_time_s * 8 * 312e12), rel=0.01)
 
 
 def test_causal_convention_halves_only_the_attention_term(corpus):
     full_row, causal_row = _row(corpus, "usp-t5-64k-t4u2r1"), _row(corpus, "usp-v5-64k-t4u2r1")
-    full = published_figure(full_row, predict_row(full_row, corpus))
-    causal = published_figure(causal_row, predict_row(causal_row, corpus))
+    full = published_figure(full_row, predict_row(full_row, corpus), row_model(full_row, corpus))
+    causal = published_figure(causal_row, predict_row(causal_row, corpus), row_model(causal_row, corpus))
     # Llama-2-7B per token: layer GEMMs 2h(2q + 2kv) + 2*3*h*ffn, attention 4 q s (full) or
     # 2 q s (causal), logits 2 h V; the forward+backward factor 3 cancels in the ratio.
     m = load_model("Llama-2-7B")
@@ -57,7 +58,7 @@ def test_causal_convention_halves_only_the_attention_term(corpus):
 def test_tokens_per_second_per_gpu_divides_by_the_gpus(corpus):
     row = _row(corpus, "titan-8b-128g-fsdp").model_copy(update={"expressible": True, "reason": None})
     est = predict_row(row, corpus)
-    assert published_figure(row, est) == pytest.approx(est.tokens_per_s / 128)
+    assert published_figure(row, est, row_model(row, corpus)) == pytest.approx(est.tokens_per_s / 128)
     assert est.tokens_per_s == pytest.approx(256 * 8192 / est.step_time_s)
 
 
@@ -118,7 +119,7 @@ def test_nemo_rows_are_fp8_plans_in_nemos_full_square_convention(corpus, row_id,
     est = predict_row(row, corpus)
     # The estimate's model FLOPs per step are NeMo's count (Llama has no biases; norms are not counted).
     assert est.model_tflops_per_gpu * 1e12 * est.step_time_s * row.world_size == pytest.approx(hand, rel=1e-3)
-    assert published_figure(row, est) == pytest.approx(hand / (est.step_time_s * row.world_size) / 1e12, rel=1e-3)
+    assert published_figure(row, est, m) == pytest.approx(hand / (est.step_time_s * row.world_size) / 1e12, rel=1e-3)
 
 
 def test_corpus_precisions_map_to_plan_precisions(corpus):
@@ -216,3 +217,4 @@ def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
     # attn_impl triton (no attention_kernel stated): the port; attn_impl flash: flash-attn 2.
     assert row_hardware(_row(corpus, "mpt-7b-64k-8g")) == with_attention_kernel(h100, TRITON_PORT)
     assert row_hardware(_row(corpus, "mptl-7b-2k-512g")) == with_attention_kernel(h100, "fa2")
+
