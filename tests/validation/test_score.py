@@ -218,3 +218,40 @@ def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
     assert row_hardware(_row(corpus, "mpt-7b-64k-8g")) == with_attention_kernel(h100, TRITON_PORT)
     assert row_hardware(_row(corpus, "mptl-7b-2k-512g")) == with_attention_kernel(h100, "fa2")
 
+
+def test_narayanan_rows_convert_step_time_through_eq3(corpus):
+    # Narayanan et al. 2021 Table 1 counts 96 B s l h^2 (1 + s/6h + V/16lh) per iteration (eq. 3,
+    # recompute forward included); the 1T row's prediction is that count over the predicted step.
+    row = _row(corpus, "nar-1t")
+    assert (row.convention, row.recompute, row.tp, row.pp, row.dp, row.micro_batch) == (
+        "megatron_2021_recompute", "full", 8, 64, 6, 1)
+    est = predict_row(row, corpus)
+    hand = 96 * 3072 * 2048 * 128 * 25600**2 * (1 + 2048 / (6 * 25600) + 51200 / (16 * 128 * 25600))
+    figure = published_figure(row, est, row_model(row, corpus))
+    assert figure == pytest.approx(hand / (est.step_time_s * 3072) / 1e12, rel=1e-12)
+    # The executed FLOPs differ: causal attention, biases; so the figure is not hardware TFLOPS.
+    assert figure != pytest.approx(est.hardware_tflops_per_gpu, rel=1e-3)
+
+
+@pytest.mark.parametrize("row_id, billions", [
+    ("nar-1.7b", 1.7), ("nar-3.6b", 3.6), ("nar-7.5b", 7.5), ("nar-18b", 18.4), ("nar-39b", 39.1),
+    ("nar-76b", 76.1), ("nar-145b", 145.6), ("nar-310b", 310.1), ("nar-530b", 529.6), ("nar-1t", 1008.0)])
+def test_narayanan_models_have_table_1s_parameter_counts(corpus, row_id, billions):
+    # Table 1's parameter column is eq. 2, 12lh^2(1 + 13/12h + (V + s)/12lh): our count of the same
+    # layers plus the s x h learned position embeddings (which ModelSpec leaves out) rounds to it.
+    row = _row(corpus, row_id)
+    model = row_model(row, corpus)
+    assert (model.num_params + 2048 * model.hidden_size) / 1e9 == pytest.approx(billions, abs=0.05)
+
+
+def test_local_ddp_rows_reduce_gradients_after_the_backward(corpus):
+    # Megatron-LM 2021's local DDP all-reduces the gradient buffer after the pipeline flush
+    # (training.py train_step at 6985e58): exposed, so the step is longer than with bucket overlap.
+    from sp_planner.validation.score import row_runtime
+
+    row = _row(corpus, "nar-39b")
+    assert not row.overlap_grad_reduce and not row_runtime(row).overlap.grad_all_reduce
+    overlapped = row.model_copy(update={"overlap_grad_reduce": True})
+    assert row_runtime(overlapped).overlap.grad_all_reduce
+    assert predict_row(row, corpus).step_time_s > predict_row(overlapped, corpus).step_time_s
+    assert _row(corpus, "nar-18b").overlap_grad_reduce  # torch DDP overlaps in the backward
