@@ -32,11 +32,14 @@ FIGURE_LABELS = {
     ("model_tflops_per_gpu", "causal_model"): "TFLOPS cz",
     ("mfu_percent", "megatron_full_square"): "MFU% sq",
     ("mfu_percent", "causal_model"): "MFU% cz",
+    ("model_tflops_per_gpu", "megatron_2021_recompute"): "TFLOPS rc",
+    ("mfu_percent", "megatron_2021_recompute"): "MFU% rc",
     ("tokens_per_s_per_gpu", "none"): "tok/s/GPU",
     ("step_time_s", "none"): "step s",
 }
 LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron), "
-          "cz = over the causal half. error = (predicted - measured) / measured.")
+          "cz = over the causal half, rc = the full square plus the recompute forward (Narayanan 2021 "
+          "eq. 3). error = (predicted - measured) / measured.")
 
 EPILOG = """\
 [bold]Examples[/bold]

@@ -34,9 +34,12 @@ FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"}
 #     "model FLOPs"; Megatron-LM num_floating_point_operations up to 2024); the cost model's
 #     model_tflops_per_gpu.
 #   causal_model: the same with attention over the causal half only, no recompute.
+#   megatron_2021_recompute: Narayanan et al. 2021 (arXiv 2104.04473) eq. 3, 96 B s l h^2
+#     (1 + s/(6h) + V/(16lh)): the full-square count plus the forward that full recompute
+#     repeats (the logits not repeated); flop_conventions.megatron_2021_flops_per_step.
 #   not_stated: the source does not say (such rows cannot be scored).
 #   none: the figure is not FLOP-based (step time, tokens/s).
-Convention = Literal["megatron_full_square", "causal_model", "not_stated", "none"]
+Convention = Literal["megatron_full_square", "causal_model", "megatron_2021_recompute", "not_stated", "none"]
 # fp8: per-tensor FP8 GEMMs (Transformer Engine delayed or current scaling, torchao Float8);
 # mxfp8: MXFP8 block-scaled GEMMs (Blackwell).
 Precision = Literal["bf16", "fp16", "fp8", "mxfp8"]
@@ -105,6 +108,9 @@ class CorpusRow(FrozenModel):
     routing: MoERouting = "learned"
     # False where the run's recipe turns Megatron's --overlap-param-gather off (cost.overlap).
     overlap_param_gather: bool = True
+    # False where the run reduces gradients only after the whole backward (Megatron-LM 2021's
+    # local DDP: allreduce_gradients() after forward_backward_func), not bucket by bucket during it.
+    overlap_grad_reduce: bool = True
     # False where the run's recipe reduces gradients in bf16 (Megatron DDP grad_reduce_in_fp32
     # False): bf16 main gradients, 2 B a parameter instead of cost.states' fp32 4, in memory and in
     # the data-parallel reductions. Megatron-family rows only.

@@ -26,6 +26,7 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus, CorpusRow
+from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step
 
 # Spearman's rank correlation needs at least this many rows to mean anything.
 MIN_GROUP_ROWS = 3
@@ -124,9 +125,9 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 
 
 def row_runtime(row: CorpusRow) -> Runtime:
-    """The row's framework's runtime with what its recipe changes: the parameter all-gather overlap
-    turned off, bf16 gradient reduction (cost.states), TP userbuffers overlap (cost.tp_overlap),
-    the CUDA graph scopes it states (cost.cuda_graphs)."""
+    """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
+    gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
+    userbuffers overlap (cost.tp_overlap), the CUDA graph scopes it states (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -135,6 +136,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     megatron_family = runtime == MEGATRON_RUNTIME
     if not row.overlap_param_gather:
         overlap = overlap.model_copy(update={"param_gather": False})
+    if not row.overlap_grad_reduce:
+        overlap = overlap.model_copy(update={"grad_all_reduce": False, "grad_reduce": False})
     if not row.grad_reduce_in_fp32:
         if not megatron_family:
             raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
@@ -177,14 +180,20 @@ def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))
 
 
-def published_figure(row: CorpusRow, est: PlanEstimate) -> float:
-    """The estimate in the row's published figure and FLOP convention."""
+def published_figure(row: CorpusRow, est: PlanEstimate, model: ModelSpec) -> float:
+    """The estimate in the row's published figure and FLOP convention (`model`: the row's)."""
     if row.figure == "step_time_s":
         return est.step_time_s
     if row.figure == "tokens_per_s_per_gpu":
         return est.tokens_per_s / row.world_size
     if row.convention == "megatron_full_square":
         tflops = est.model_tflops_per_gpu
+    elif row.convention == "megatron_2021_recompute":
+        # The source's own count (eq. 3) over the predicted step time, as it divided the measured one.
+        flops = megatron_2021_flops_per_step(hidden=model.hidden_size, layers=model.num_layers,
+                                             vocab=model.vocab_size, seq_len=row.seq_len,
+                                             global_batch=row.global_batch)
+        tflops = flops / (est.step_time_s * row.world_size) / 1e12
     elif row.convention == "causal_model":
         # Executed FLOPs count causal attention as run plus recompute; corpus rows in this
         # convention have no recompute (CorpusRow checks), so the two counts are the same.
@@ -216,7 +225,7 @@ def spearman(x: list[float], y: list[float]) -> float | None:
 
 def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
     est = predict_row(row, corpus)
-    predicted = published_figure(row, est)
+    predicted = published_figure(row, est, row_model(row, corpus))
     if row.figure == "step_time_s":
         speed = row.measured / predicted - 1.0
     else:

@@ -122,7 +122,7 @@ def test_assumed_settings_name_their_file_and_revision(corpus):
     assert len([r for r in assumed if r.expressible]) >= 17  # the NeMo CP rows
     for row in assumed:
         # a file path and a commit or release tag, so a reader can check the default
-        assert re.search(r"\.(py|yaml)\b", row.assumed), row.id
+        assert re.search(r"\.(py|yaml|sh)\b", row.assumed), row.id
         assert re.search(r"\b([0-9a-f]{7,40}|v\d+\.\d+\.\d+)\b", row.assumed), row.id
     for row in corpus.rows:
         assert row.attention_kernel in (None, *CORPUS_ONLY_KERNELS, *ATTENTION_KERNELS), row.id

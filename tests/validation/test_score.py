@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.validation.score import predict_row, published_figure, row_plan, score_row, spearman
+from sp_planner.validation.score import predict_row, published_figure, row_model, row_plan, score_row, spearman
 
 
 def _row(corpus, row_id):
@@ -35,13 +35,14 @@ def test_predicted_mfu_is_megatron_full_square_flops_over_the_stated_peak(corpus
     step_flops = est.model_tflops_per_gpu * 1e12 * est.step_time_s * 8
     hand = korthikanti_model_flops(batch=4, seq=2048, layers=48, hidden=6144, vocab=51200)
     assert step_flops == pytest.approx(hand, rel=0.01)
-    assert published_figure(row, est) == pytest.approx(100 * hand / (est.step_time_s * 8 * 312e12), rel=0.01)
+    assert published_figure(row, est, row_model(row, corpus)) == pytest.approx(
+        100 * hand / (est.step_time_s * 8 * 312e12), rel=0.01)
 
 
 def test_causal_convention_halves_only_the_attention_term(corpus):
     full_row, causal_row = _row(corpus, "usp-t5-64k-t4u2r1"), _row(corpus, "usp-v5-64k-t4u2r1")
-    full = published_figure(full_row, predict_row(full_row, corpus))
-    causal = published_figure(causal_row, predict_row(causal_row, corpus))
+    full = published_figure(full_row, predict_row(full_row, corpus), row_model(full_row, corpus))
+    causal = published_figure(causal_row, predict_row(causal_row, corpus), row_model(causal_row, corpus))
     # Llama-2-7B per token: layer GEMMs 2h(2q + 2kv) + 2*3*h*ffn, attention 4 q s (full) or
     # 2 q s (causal), logits 2 h V; the forward+backward factor 3 cancels in the ratio.
     m = load_model("Llama-2-7B")
@@ -57,7 +58,7 @@ def test_causal_convention_halves_only_the_attention_term(corpus):
 def test_tokens_per_second_per_gpu_divides_by_the_gpus(corpus):
     row = _row(corpus, "titan-8b-128g-fsdp").model_copy(update={"expressible": True, "reason": None})
     est = predict_row(row, corpus)
-    assert published_figure(row, est) == pytest.approx(est.tokens_per_s / 128)
+    assert published_figure(row, est, row_model(row, corpus)) == pytest.approx(est.tokens_per_s / 128)
     assert est.tokens_per_s == pytest.approx(256 * 8192 / est.step_time_s)
 
 
@@ -118,7 +119,7 @@ def test_nemo_rows_are_fp8_plans_in_nemos_full_square_convention(corpus, row_id,
     est = predict_row(row, corpus)
     # The estimate's model FLOPs per step are NeMo's count (Llama has no biases; norms are not counted).
     assert est.model_tflops_per_gpu * 1e12 * est.step_time_s * row.world_size == pytest.approx(hand, rel=1e-3)
-    assert published_figure(row, est) == pytest.approx(hand / (est.step_time_s * row.world_size) / 1e12, rel=1e-3)
+    assert published_figure(row, est, m) == pytest.approx(hand / (est.step_time_s * row.world_size) / 1e12, rel=1e-3)
 
 
 def test_corpus_precisions_map_to_plan_precisions(corpus):
@@ -216,3 +217,41 @@ def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
     # attn_impl triton (no attention_kernel stated): the port; attn_impl flash: flash-attn 2.
     assert row_hardware(_row(corpus, "mpt-7b-64k-8g")) == with_attention_kernel(h100, TRITON_PORT)
     assert row_hardware(_row(corpus, "mptl-7b-2k-512g")) == with_attention_kernel(h100, "fa2")
+
+
+def test_narayanan_rows_convert_step_time_through_eq3(corpus):
+    # Narayanan et al. 2021 Table 1 counts 96 B s l h^2 (1 + s/6h + V/16lh) per iteration (eq. 3,
+    # recompute forward included); the 1T row's prediction is that count over the predicted step.
+    row = _row(corpus, "nar-1t")
+    assert (row.convention, row.recompute, row.tp, row.pp, row.dp, row.micro_batch) == (
+        "megatron_2021_recompute", "full", 8, 64, 6, 1)
+    est = predict_row(row, corpus)
+    hand = 96 * 3072 * 2048 * 128 * 25600**2 * (1 + 2048 / (6 * 25600) + 51200 / (16 * 128 * 25600))
+    figure = published_figure(row, est, row_model(row, corpus))
+    assert figure == pytest.approx(hand / (est.step_time_s * 3072) / 1e12, rel=1e-12)
+    # The executed FLOPs differ: causal attention, biases; so the figure is not hardware TFLOPS.
+    assert figure != pytest.approx(est.hardware_tflops_per_gpu, rel=1e-3)
+
+
+@pytest.mark.parametrize("row_id, billions", [
+    ("nar-1.7b", 1.7), ("nar-3.6b", 3.6), ("nar-7.5b", 7.5), ("nar-18b", 18.4), ("nar-39b", 39.1),
+    ("nar-76b", 76.1), ("nar-145b", 145.6), ("nar-310b", 310.1), ("nar-530b", 529.6), ("nar-1t", 1008.0)])
+def test_narayanan_models_have_table_1s_parameter_counts(corpus, row_id, billions):
+    # Table 1's parameter column is eq. 2, 12lh^2(1 + 13/12h + (V + s)/12lh): our count of the same
+    # layers plus the s x h learned position embeddings (which ModelSpec leaves out) rounds to it.
+    row = _row(corpus, row_id)
+    model = row_model(row, corpus)
+    assert (model.num_params + 2048 * model.hidden_size) / 1e9 == pytest.approx(billions, abs=0.05)
+
+
+def test_local_ddp_rows_reduce_gradients_after_the_backward(corpus):
+    # Megatron-LM 2021's local DDP all-reduces the gradient buffer after the pipeline flush
+    # (training.py train_step at 6985e58): exposed, so the step is longer than with bucket overlap.
+    from sp_planner.validation.score import row_runtime
+
+    row = _row(corpus, "nar-39b")
+    assert not row.overlap_grad_reduce and not row_runtime(row).overlap.grad_all_reduce
+    overlapped = row.model_copy(update={"overlap_grad_reduce": True})
+    assert row_runtime(overlapped).overlap.grad_all_reduce
+    assert predict_row(row, corpus).step_time_s > predict_row(overlapped, corpus).step_time_s
+    assert _row(corpus, "nar-18b").overlap_grad_reduce  # torch DDP overlaps in the backward
