@@ -16,6 +16,9 @@ _RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
     (("a100", "80gb"), ("pcie",), "A100-80GB"),
     (("a100", "40gb"), ("pcie",), "A100-40GB"),
     (("b200",), (), "B200"),
+    # "NVIDIA B300 SXM6 AC" (NVIDIA/cosmos-framework PR #114). GB200/GB300 ("NVIDIA GB300") match
+    # no rule: the same chip sits in racks of other NVLink domain sizes.
+    (("b300",), (), "B300"),
     (("l40s",), (), "L40S"),
     (("l20",), (), "L20"),
     (("mi300x",), (), "MI300X"),

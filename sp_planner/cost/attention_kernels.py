@@ -19,6 +19,7 @@ B*S = 16K, H*d = 2048, head_dim 128, non-causal, BF16) for FA2, FA3 and cuDNN, a
 their ratios are like for like. They apply to every Hopper profile (H100/H200/H800: same SMs and
 clocks; attention is compute-bound). Blackwell curves are NVIDIA's cudnn-frontend B200 benchmarks
 (cost.kernel_benchmarks): cuDNN, flash-attn 2 and SDPA's flash backend; FA3 does not run there.
+Blackwell Ultra (B300, GB300) profiles carry cuDNN's GB300 curves; FA2 and SDPA take B200's TFLOPS.
 Where no curve is published for a kernel on a GPU, only the profile's own kernel can be chosen,
 and a framework default falls back to it (docs/cost-model.md). Causal diagonal blocks run at
 the kernel's measured causal/non-causal ratio (cost.kernel_benchmarks.CAUSAL_RATIO).
@@ -63,7 +64,9 @@ _HOPPER_TFLOPS["sdpa"] = _HOPPER_TFLOPS["fa2"]
 
 # Profile names, lower-cased.
 HOPPER_PROFILES: tuple[str, ...] = ("h100-sxm", "h200", "h800")
-BLACKWELL_PROFILES: tuple[str, ...] = ("b200", "gb200-nvl72")
+# Blackwell Ultra (b300, gb300-nvl72) is Blackwell with twice the SFU exponent rate: its own cuDNN
+# curves (GB300, cudnn-frontend), B200's FA2/SDPA TFLOPS below (none published on Ultra).
+BLACKWELL_PROFILES: tuple[str, ...] = ("b200", "gb200-nvl72", "b300", "gb300-nvl72")
 # The kernel each built-in profile's own attention curves measure (see each profile's sources).
 PROFILE_KERNEL: dict[str, str] = {
     **{name: "fa3" for name in HOPPER_PROFILES},
@@ -91,8 +94,9 @@ def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
         fwd, bwd = _HOPPER_TFLOPS[kernel]
         return _curve(fwd), _curve(bwd)
     if name in BLACKWELL_PROFILES and kernel in B200_CAUSAL_TFLOPS:
-        # Measured on B200; on GB200 (the same die at a higher peak) the B200 TFLOPS are taken
-        # as they are, over GB200's own peak (no GB200 FA2 benchmark is published).
+        # Measured on B200; on GB200 (the same die at a higher peak) and on Blackwell Ultra
+        # (B300, GB300) the B200 TFLOPS are taken as they are, over the profile's own peak (no FA2
+        # or SDPA-flash benchmark is published there; Ultra's faster exponent may make it pessimistic).
         return blackwell_curves(kernel, hardware.peak_bf16_flops / 1e12)
     return None
 

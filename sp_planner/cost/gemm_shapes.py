@@ -23,7 +23,8 @@ MAMF; its largest shape 1670.5 (0.96 of MAMF) - the gap is mostly the output siz
 the three shapes (0.917-0.922 at 2048, 0.791-0.808 at 1024), so the ratio is read as the K
 effect. B200 still gains 8.8% from 2048 to 4096 (H100 5.4%): flat from 4096 up may
 underestimate the slowdown between 4096 and 8192. GB200 (gb200-nvl72) is the same die and
-takes the B200 ratio (an assumption: no GB200 table). N (1024 against 4096) moves these by up
+takes the B200 ratio (an assumption: no GB200 table); so do B300 and GB300 (Blackwell Ultra, the
+same tensor cores at the same dense rates: an assumption, no table). N (1024 against 4096) moves these by up
 to 7.5% on H100 and is not modelled. FP8 layer GEMMs take the bf16 ratios: H100's FP8 entries
 exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used;
 a short K costs FP8, which halves the tensor-core time per K step, at least as much (an
@@ -73,7 +74,7 @@ HOPPER_K_RATIO = _k_ratio(HOPPER_BF16_TFLOPS)  # 0.599 / 0.770 / 0.878 / 0.948 /
 BLACKWELL_K_RATIO = _k_ratio(B200_BF16_TFLOPS)  # 0.517 / 0.637 / 0.798 / 0.919 / 1
 K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
     **{name: HOPPER_K_RATIO for name in HOPPER_PROFILES},
-    **{name: BLACKWELL_K_RATIO for name in BLACKWELL_PROFILES},  # GB200: B200's (assumption)
+    **{name: BLACKWELL_K_RATIO for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's (assumption)
 }
 
 

@@ -9,11 +9,11 @@ overhead on Grace systems", 2025-08-11), a benchmark of one Linear forward (BF16
 8192 tokens), CPU time per call: torch.nn.Linear 13.48 us on a DGX H100 (Intel Xeon Platinum
 8480C) and 37.08 us on GB200 (Grace); te.Linear 99.66 us on GB200. One nn.Linear forward is one
 module call launching one GEMM, so its CPU time is taken as the host time of one op: 13.48 us on
-the x86 hosts of the DGX profiles, 37.08 us on Grace (GB200). A stated point, not a range: it
-overstates plain aten calls without a module (PyTorch issue #41383, a maintainer: an elementwise
-op on a CPU tensor takes about 2 us from Python, half of it Python) and understates TE modules
-(te.Linear is 2.7 x nn.Linear on GB200 in the same table), which the count below takes as one op
-per launch.
+the x86 hosts of the DGX profiles, 37.08 us on Grace (GB200, and GB300 on the same Grace CPUs).
+A stated point, not a range: it overstates plain aten calls without a module (PyTorch issue
+#41383, a maintainer: an elementwise op on a CPU tensor takes about 2 us from Python, half of it
+Python) and understates TE modules (te.Linear is 2.7 x nn.Linear on GB200 in the same table),
+which the count below takes as one op per launch.
 
 Ops per layer and micro-batch (kernel launches, collectives and device-to-host copies issued by
 the host), counted by hand from Megatron-Core core_v0.15.0 (0d7e02bd) with the TE spec
@@ -116,7 +116,8 @@ from sp_planner.specs.model import ModelSpec
 HOST_S_PER_OP_X86 = 13.48e-6  # DGX H100, Intel Xeon Platinum 8480C
 HOST_S_PER_OP_GRACE = 37.08e-6  # GB200, Grace
 # Built-in profiles (lower-cased names) whose hosts are Grace CPUs; every other one is an x86 host.
-GRACE_PROFILES = frozenset({"gb200-nvl72"})
+# GB300 NVL72 compute trays carry the same Grace CPUs (2 per 4 GPUs), so GB200's figure applies.
+GRACE_PROFILES = frozenset({"gb200-nvl72", "gb300-nvl72"})
 
 # Host ops per layer and micro-batch, Megatron-Core + TE (module docstring).
 DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 12, 20

@@ -21,7 +21,12 @@ the MFU is taken in the convention bounded here (bounded_flops_per_step: causal 
 recompute left out), so the record run itself is never held below its measured rate.
 GB200 is its own family: its published FP8/MXFP8 MFU (over its own 5 PF peak) is above B200's,
 and a shared Blackwell bound would hold GB200 below its published runs (or be loose for B200).
-No ceiling, for want of a credible published figure: B200 and GB200 BF16. NVIDIA publishes BF16
+Blackwell Ultra likewise: GB300's published FP8/MXFP8 405B runs (52.9% / 48.9%) are above GB200's,
+and B300 (HGX) is a family of its own with no record.
+No ceiling, for want of a credible published figure: B200, GB200 and GB300 BF16 (GB300's one BF16
+row is GPT-OSS-120B, an MoE model); B300 at any precision (Megatron-Bridge's performance summaries
+publish only MoE rows for DGX-B300: DeepSeek-V3, GPT-OSS-120B, Qwen3, Nemotron 3; no dense run on
+B300 was found, and B200's records are not B300's). NVIDIA publishes BF16
 only for MoE models (GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
 25.11-26.08); the one dense BF16 B200 run found, torchao's Llama3-8B baseline on 8 power-limited
 B200s (8307.5 tokens/s/GPU = 19.0%, pytorch/ao mx_formats README at d2087681), is not a record of
@@ -79,6 +84,18 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                           "Container', Model LLAMA3.1_405B, row DGX-GB200 256 GPUs MXFP8: 800 "
                                           "tokens/s/GPU x 2.524e12 = 2019 TFLOPS / 5000 dense FP8 = 40.4% MFU (table: "
                                           "2004 model TFLOPS, 40.1%)"),
+    # GB300: the best dense pretraining rows of the same tables (Megatron-Bridge docs/performance-summary*.md
+    # at 4ab94dfa and 17a381f9, all containers with DGX-GB300 LLAMA3_70B / LLAMA3.1_405B rows, 26.02-26.06);
+    # 405B at 8192 runs 2.524e12 bounded FLOPs per token (as above). The 70B rows are lower (FP8 5376
+    # tokens/s/GPU x 449.2e9 = 48.3%, MXFP8 4864 = 43.7%).
+    ("grace-blackwell-ultra", "fp8"): (0.529, "Megatron-Bridge docs/performance-summary-archive.md at 4ab94dfa, "
+                                              "'26.06 NeMo Container', Model LLAMA3.1_405B, row DGX-GB300 256 GPUs "
+                                              "FP8 (TP4 PP8 VP4): 1048 tokens/s/GPU x 2.524e12 = 2645 TFLOPS / 5000 "
+                                              "dense FP8 = 52.9% MFU (table: 2646 model TFLOPS)"),
+    ("grace-blackwell-ultra", "mxfp8"): (0.489, "Megatron-Bridge docs/performance-summary-archive.md at 4ab94dfa, "
+                                                "'26.04 NeMo Container', Model LLAMA3.1_405B, row DGX-GB300 256 GPUs "
+                                                "MXFP8 (TP2 PP8 CP2 VP4): 968 tokens/s/GPU x 2.524e12 = 2443 TFLOPS / "
+                                                "5000 dense FP8 = 48.9% MFU (table: 2443 model TFLOPS)"),
     # Huawei's MindSpeed-LLM (ex-ModelLink) README figure 'linearity&mfu.png' (first at 0a7cbd35,
     # 2024-08-08; docs/en/appendixes.md since): GPT3-175B (TP8 PP16, seq 2048, fp16: same 16-bit cube
     # peak as bf16, examples/gpt3/pretrain_gpt3_175B_ptd.sh); the README's measured tables name Atlas
@@ -96,7 +113,8 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
 PROFILE_FAMILY: dict[str, str] = {
     "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
     "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
-    "gb200-nvl72": "grace-blackwell", "ascend-910b": "ascend",
+    "gb200-nvl72": "grace-blackwell", "b300": "blackwell-ultra", "gb300-nvl72": "grace-blackwell-ultra",
+    "ascend-910b": "ascend",
 }
 
 

@@ -14,6 +14,8 @@ from sp_planner.catalog import builtin_hardware_names
     ("NVIDIA A800-SXM4-80GB", "A800"),
     ("AMD Instinct MI300X", "MI300X"),
     ("NVIDIA L40S", "L40S"),
+    ("NVIDIA B300 SXM6 AC", "B300"),  # NVIDIA/cosmos-framework PR #114
+    ("NVIDIA GB300", None),  # rack part: the NVLink domain size is not in the name
     ("NVIDIA H100 PCIe", None),  # built-ins are SXM boards
     ("NVIDIA H100 NVL", None),
     ("NVIDIA A100 80GB PCIe", None),

@@ -12,10 +12,13 @@ from sp_planner.specs.hardware import SOURCED_FIELDS
 
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "hardware_profiles"
 EXPECTED_NAMES = [
-    "A100-40GB", "A100-80GB", "A800", "Ascend-910B", "B200", "GB200-NVL72", "H100-SXM", "H200", "H800", "L20",
-    "L40S", "MI300X",
+    "A100-40GB", "A100-80GB", "A800", "Ascend-910B", "B200", "B300", "GB200-NVL72", "GB300-NVL72", "H100-SXM",
+    "H200", "H800", "L20", "L40S", "MI300X",
 ]  # fmt: skip
 GB = 1e9
+# Blackwell Ultra doubles the SFU exponent rate: cuDNN attention on GB300 (2017 TFLOPS) runs above
+# any GEMM figure measured on Blackwell (GB200 MAMF 1822, B300 1769), so its curves top the GEMM's.
+BLACKWELL_ULTRA = ("B300", "GB300-NVL72")
 
 
 def test_builtin_names_are_the_documented_set():
@@ -57,8 +60,10 @@ def test_efficiencies_are_fractions_and_attention_is_below_gemm(name):
         fractions += [coll.all_reduce, coll.all_gather, coll.reduce_scatter, coll.all_to_all, coll.p2p]
         fractions += [p.efficiency for p in coll.all_to_all_by_group_size]
     assert all(0 < f <= 1 for f in fractions)
-    # A fused attention kernel never beats the best plain GEMM, and its backward trails its forward.
-    assert max(p.efficiency for p in eff.attention_fwd) < eff.gemm
+    # A fused attention kernel never beats the best plain GEMM (except on Blackwell Ultra, above),
+    # and its backward trails its forward.
+    if name not in BLACKWELL_ULTRA:
+        assert max(p.efficiency for p in eff.attention_fwd) < eff.gemm
     assert all(b.efficiency < f.efficiency for f, b in zip(eff.attention_fwd, eff.attention_bwd))
 
 
@@ -90,6 +95,40 @@ def test_figures_reproduce_their_published_measurements():
     assert a100_fwd_best * 312e12 == pytest.approx(227e12, rel=0.005)
     assert h100.efficiency.attention_fwd[-1].efficiency * 989e12 == pytest.approx(648e12, rel=0.005)
     assert h100.efficiency.attention_bwd[-1].efficiency * 989e12 == pytest.approx(561e12, rel=0.005)
+
+
+def test_blackwell_ultra_figures_reproduce_their_sources():
+    b300, gb300, gb200 = load_hardware("b300"), load_hardware("gb300-nvl72"), load_hardware("gb200-nvl72")
+    # Peaks: B300 2250 / 4500 TFLOPS dense (DGX B300 datasheet), GB300 2500 / 5000 (GB300 NVL72).
+    assert (b300.peak_bf16_flops, b300.peak_fp8_flops) == (2250e12, 4500e12)
+    assert (gb300.peak_bf16_flops, gb300.peak_fp8_flops) == (2500e12, 5000e12)
+    # B300 MAMF: BF16 1769.0, FP8 3353.3 TFLOPS (stas00); MXFP8 at TE's B300 ratio 7.802 / 8.984.
+    assert b300.peak_bf16_flops * b300.efficiency.gemm == pytest.approx(1769.0e12, rel=0.001)
+    assert b300.peak_fp8_flops * b300.efficiency.gemm_fp8 == pytest.approx(3353.3e12, rel=0.001)
+    assert b300.efficiency.gemm_mxfp8 == pytest.approx(0.745 * 7.802 / 8.984, abs=0.001)
+    # GB300: GB200's MAMF x the B300/B200 ratio (1769.0 / 1745.0; FP8 3353.3 / 3432.5).
+    assert gb300.peak_bf16_flops * gb300.efficiency.gemm == pytest.approx(1822.0e12 * 1769.0 / 1745.0, rel=0.001)
+    assert gb300.peak_fp8_flops * gb300.efficiency.gemm_fp8 == pytest.approx(3615.6e12 * 3353.3 / 3432.5, rel=0.001)
+    # cuDNN BF16 non-causal on GB300 (cudnn-frontend llama3.1 gb300 CSV), 2K-32K; B300 takes the
+    # same fraction of its own peak.
+    fwd, bwd = (1805, 1900, 2017, 2014, 1836), (1213, 1429, 1531, 1536, 1427)
+    for profile in (gb300, b300):
+        assert [p.tokens for p in profile.efficiency.attention_fwd] == [2048, 4096, 8192, 16384, 32768]
+        assert [p.efficiency * 2500 for p in profile.efficiency.attention_fwd] == pytest.approx(fwd, abs=1.3)
+        assert [p.efficiency * 2500 for p in profile.efficiency.attention_bwd] == pytest.approx(bwd, abs=1.3)
+    # Memory: 270 / 279 GB usable of 288 GB HBM3e, under what nvidia-smi reports (275,040 and
+    # 284,208 MiB); bandwidth 7.7 / 8 TB/s.
+    assert b300.hbm_bytes == 270 * GB < 275_040 * 2**20
+    assert gb300.hbm_bytes == 279 * GB < 284_208 * 2**20
+    assert (b300.hbm_bandwidth_bytes_per_s, gb300.hbm_bandwidth_bytes_per_s) == (7.7e12, 8.0e12)
+    # Nodes: DGX B300 8 GPUs; GB300 NVL72 trays of 4 in one 72-GPU NVLink domain, 900 GB/s NVLink5.
+    assert (b300.gpus_per_node, b300.nvlink_domain_gpus) == (8, None)
+    assert (gb300.gpus_per_node, gb300.nvlink_domain_gpus) == (4, 72)
+    assert b300.intra_node.bandwidth_bytes_per_s == gb300.intra_node.bandwidth_bytes_per_s == 900 * GB
+    # One 800 Gb/s ConnectX-8 per GPU: twice GB200's 400 Gb/s ConnectX-7, at its (transferred) efficiency.
+    for profile in (b300, gb300):
+        assert profile.inter_node.bandwidth_bytes_per_s == 800e9 / 8 == 2 * gb200.inter_node.bandwidth_bytes_per_s
+        assert profile.efficiency.inter_node == gb200.efficiency.inter_node
 
 
 def test_usp_testbed_and_pcie_machines():

@@ -34,7 +34,7 @@ def test_wheel_contains_every_profile_and_the_model_data(tmp_path):
         expected = {f"sp_planner/data/hardware_profiles/{p.name}": p for p in profiles}
         expected["sp_planner/data/models.json"] = REPO / "sp_planner" / "data" / "models.json"
         # every built-in profile plus the model data (a glob that found nothing would pass vacuously)
-        assert len(expected) == 13  # 12 profiles (tests/catalog/test_hardware_profiles.py) + models.json
+        assert len(expected) == 15  # 14 profiles (tests/catalog/test_hardware_profiles.py) + models.json
         for member, source in expected.items():
             assert member in members, f"{member} missing from {wheel.name}"
             assert not stat.S_ISLNK(members[member].external_attr >> 16), f"{member} is a link"

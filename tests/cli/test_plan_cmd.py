@@ -280,3 +280,23 @@ def test_a_report_has_the_search_keep_every_row_and_a_plain_answer_does_not(sp_p
     assert sp_plan(*README, "--tp", "2", "--zero", "1", "--report", report).exit_code == 0
     assert asked == [False, True]
     assert len(pd.read_csv(report / "plans.csv")) > 10
+
+
+@pytest.mark.parametrize(("hardware", "gpus_per_node"), [("b300", 8), ("gb300-nvl72", 4)])
+def test_blackwell_ultra_profiles_plan_the_readme_question(plan_json, hardware, gpus_per_node):
+    # HGX/DGX B300: 8 GPUs per node; GB300 NVL72: compute trays of 4 (one 72-GPU NVLink domain).
+    code, doc = plan_json("--model", "llama3-8b", "--hardware", hardware, "--nodes", "2", "--seq-len", "128k",
+                          "--top", "3")
+    profile = load_hardware(hardware)
+    assert code == 0
+    assert doc["question"]["hardware"] == profile.name
+    assert (doc["question"]["gpus_per_node"], doc["question"]["world_size"]) == (gpus_per_node, 2 * gpus_per_node)
+    first = doc["plans"][0]
+    assert first["fits"] and first["memory_peak_bytes"] <= profile.hbm_bytes
+    plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    alone = evaluate(LLAMA3_8B, profile, README_WORKLOAD, plan, num_nodes=2, gpus_per_node=gpus_per_node)
+    assert first["step_time_s"] == pytest.approx(alone.step_time_s, rel=1e-12)
+    # Blackwell: MXFP8 is a precision these profiles run.
+    code, doc = plan_json("--model", "llama3-8b", "--hardware", hardware, "--nodes", "2", "--seq-len", "128k",
+                          "--precision", "mxfp8", "--top", "1")
+    assert code == 0 and doc["plans"][0]["precision"] == "mxfp8"

@@ -11,6 +11,7 @@ from sp_planner.specs.workload import Workload
 
 H100, A100, B200 = load_hardware("h100-sxm"), load_hardware("a100-80gb"), load_hardware("b200")
 GB200 = load_hardware("gb200-nvl72")
+B300, GB300 = load_hardware("b300"), load_hardware("gb300-nvl72")
 
 
 @pytest.mark.parametrize("framework,hardware,kernel", [
@@ -23,6 +24,10 @@ GB200 = load_hardware("gb200-nvl72")
     ("yunchang", B200, "fa2"),
     ("megatron", GB200, "cudnn"),
     ("torchtitan", GB200, "sdpa"),
+    ("megatron", B300, "cudnn"),  # Blackwell Ultra: the profiles' own curves are cuDNN's (GB300)
+    ("megatron", GB300, "cudnn"),
+    ("torchtitan", GB300, "sdpa"),
+    ("yunchang", B300, "fa2"),
 ])
 def test_framework_defaults(framework, hardware, kernel):
     assert default_kernel(framework, hardware) == kernel
@@ -50,6 +55,18 @@ def test_attention_time_scales_with_the_kernels_throughput():
     bwd_ratio = 186 / 196
     expected = (1 / 335 + 2.5 / (322 * bwd_ratio)) / (1 / 616 + 2.5 / (561 * bwd_ratio))
     assert t["fa2"] / t["fa3"] == pytest.approx(expected, rel=2e-3)
+
+
+def test_blackwell_ultra_fa2_is_b200s_tflops_over_its_own_peak():
+    # No FA2 run on Blackwell Ultra is published: B200's flash-attn 2.7.4 TFLOPS are kept, so the
+    # efficiency scales with the peak (GB300 2500 against B200 2250), while cuDNN is GB300's own.
+    for hw in (B300, GB300):
+        fa2, b200_fa2 = with_attention_kernel(hw, "fa2").efficiency, with_attention_kernel(B200, "fa2").efficiency
+        for tokens in (4096, 16384):
+            assert curve_efficiency(fa2.attention_fwd, tokens) * hw.peak_bf16_flops == pytest.approx(
+                curve_efficiency(b200_fa2.attention_fwd, tokens) * B200.peak_bf16_flops, rel=4e-3)  # 3-decimal curves
+    # cuDNN on GB300 at 8K: 2017 TFLOPS non-causal forward (cudnn-frontend llama3.1 gb300 CSV).
+    assert curve_efficiency(GB300.efficiency.attention_fwd, 8192) * 2500 == pytest.approx(2017, abs=1.3)
 
 
 def test_unpublished_kernel_is_refused_with_the_choices():

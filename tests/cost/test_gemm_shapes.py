@@ -44,9 +44,9 @@ def test_every_hopper_profile_takes_the_h100_table(name):
     assert contraction_ratio(builtin_hardware(name), 1024) == pytest.approx(K1024 / K4096)
 
 
-@pytest.mark.parametrize("name", ["b200", "gb200-nvl72"])
+@pytest.mark.parametrize("name", ["b200", "gb200-nvl72", "b300", "gb300-nvl72"])
 def test_blackwell_profiles_take_the_b200_table(name):
-    hw = builtin_hardware(name)  # GB200: same die, the B200 ratio by assumption
+    hw = builtin_hardware(name)  # GB200: same die; B300/GB300: same tensor cores; by assumption
     assert contraction_ratio(hw, 2048) == pytest.approx(B200_K2048 / B200_K4096)  # 0.919
     assert contraction_ratio(hw, 1024) == pytest.approx(B200_K1024 / B200_K4096)  # 0.798
     assert contraction_ratio(hw, 256) == pytest.approx(B200_K256 / B200_K4096)  # 0.517

@@ -18,6 +18,9 @@ def test_per_op_host_time_is_the_nn_linear_benchmark_of_the_host_cpu():
     assert host_s_per_op(load_hardware("h100-sxm")) == 13.48e-6
     assert host_s_per_op(load_hardware("b200")) == 13.48e-6
     assert host_s_per_op(load_hardware("gb200-nvl72")) == 37.08e-6
+    # GB300 NVL72 trays carry the same Grace CPUs; DGX/HGX B300 is an x86 host.
+    assert host_s_per_op(load_hardware("gb300-nvl72")) == 37.08e-6
+    assert host_s_per_op(load_hardware("b300")) == 13.48e-6
 
 
 def test_dense_layer_ops_by_hand():

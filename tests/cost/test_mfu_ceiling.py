@@ -88,6 +88,8 @@ def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
     ("b200", "mxfp8", 0.350, 4500e12, "llama3-8b"),  # Megatron-Bridge 25.11 Llama3.1-405B FP8-MX: 1576 / 4500
     ("gb200-nvl72", "fp8", 0.436, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B: 864 tokens/s/GPU
     ("gb200-nvl72", "mxfp8", 0.404, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B MXFP8: 800 tokens/s/GPU
+    ("gb300-nvl72", "fp8", 0.529, 5000e12, "llama3.1-405b"),  # Megatron-Bridge 26.06 405B: 1048 tokens/s/GPU
+    ("gb300-nvl72", "mxfp8", 0.489, 5000e12, "llama3.1-405b"),  # Megatron-Bridge 26.04 405B MXFP8: 968 tokens/s/GPU
 ])
 def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, mfu, fp8_peak, model):
     hw = load_hardware(hardware)
@@ -130,13 +132,32 @@ def test_gb200_ceilings_are_the_published_405b_rows(precision, tokens_per_s_per_
     assert table_tflops * 1e12 / 5000e12 < mfu
 
 
+@pytest.mark.parametrize("precision, tokens_per_s_per_gpu, table_tflops, ceiling", [
+    ("fp8", 1048, 2646, 0.529),  # Megatron-Bridge performance-summary-archive.md at 4ab94dfa, 26.06
+    ("mxfp8", 968, 2443, 0.489),  # same file, 26.04
+])
+def test_gb300_ceilings_are_the_published_405b_rows(precision, tokens_per_s_per_gpu, table_tflops, ceiling):
+    mfu = tokens_per_s_per_gpu * _llama31_405b_bounded_flops_per_token_at_8k() / 5000e12  # GB300 dense FP8
+    assert round(mfu, 3) == ceiling == best_published_mfu(load_hardware("gb300-nvl72"), precision)
+    # The table's own count agrees within 0.1%.
+    assert table_tflops * 1e12 / 5000e12 == pytest.approx(mfu, rel=1e-3)
+    # Blackwell Ultra's records are above GB200's: a shared family would hold GB300 below them.
+    assert ceiling > best_published_mfu(load_hardware("gb200-nvl72"), precision)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8", "mxfp8"])
+def test_b300_has_no_ceiling_of_its_own_nor_b200s(precision):
+    # DGX-B300 rows in Megatron-Bridge's summaries are MoE only; B200's records are not B300's.
+    assert best_published_mfu(load_hardware("b300"), precision) is None
+
+
 def test_gb200_is_not_held_by_the_b200_record():
     # B200's best FP8 MFU (38.2%) is below GB200's published 405B run (43.6%): separate families.
     assert best_published_mfu(load_hardware("b200"), "fp8") == 0.382
     assert best_published_mfu(load_hardware("gb200-nvl72"), "fp8") == 0.436
 
 
-@pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "l20", "l40s", "mi300x"])
+@pytest.mark.parametrize("hardware", ["b200", "gb200-nvl72", "b300", "gb300-nvl72", "l20", "l40s", "mi300x"])
 def test_no_bf16_ceiling_without_a_published_dense_record(hardware):
     # Blackwell BF16: NVIDIA publishes only MoE BF16 rows (GPT-OSS-120B on B200: 373 model TFLOPS
     # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%); the one dense run found is on power-limited
