@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.attention_kernels import BLACKWELL_PROFILES, HOPPER_PROFILES
 from sp_planner.cost.tp_overlap import gemm_shares
 from sp_planner.specs.hardware import HardwareProfile
@@ -93,12 +94,15 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     Each GEMM weighs by its share of the FLOPs (cost.tp_overlap.gemm_shares); backward is its data
     and weight gradients, equal FLOPs each."""
     tp = np.asarray(tp, dtype=np.float64)
-    h, q, kv = model.hidden_size, model.q_size, model.kv_size
+    h, q = model.hidden_size, model.q_size
     ffn = model.intermediate_size
     attn = model.mla is None
     mlp = model.moe is None
     fwd_k = ((h, attn), (q / tp, attn), (h, mlp), (ffn / tp, mlp))
-    dgrad_k = (((q + 2 * kv) / tp, attn), (h, attn), ((model.num_mlp_matrices - 1) * ffn / tp, mlp), (h, mlp))
+    # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
+    # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
+    qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
+    dgrad_k = ((qkv_width, attn), (h, attn), ((model.num_mlp_matrices - 1) * ffn / tp, mlp), (h, mlp))
     wgrad = 1.0 / contraction_ratio(hardware, tokens)
 
     def slow(k, modelled):

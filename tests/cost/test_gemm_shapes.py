@@ -111,3 +111,19 @@ def test_layer_slowdowns_by_hand_on_b200():
     assert got_fwd == pytest.approx(fwd)
     assert got_bwd == pytest.approx(bwd)
     assert fwd == pytest.approx(1.087, abs=1e-3)  # the projection at 0.637, FC2 at 0.849 (H100: 1.047)
+
+
+def test_qkv_data_gradient_counts_replicated_kv_heads():
+    # Llama-3-8B (8 KV heads, head_dim 128) at tp 16: each rank holds 32/16 = 2 query heads and
+    # one replicated KV head (Megatron replicates when tp > groups), so QKV's data gradient
+    # contracts over 2*128 + 2*128 = 512, not (4096 + 2*1024)/16 = 384.
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.tp_overlap import gemm_shares
+
+    h100, model = builtin_hardware("h100-sxm"), load_model("llama3-8b")
+    _, bwd = layer_gemm_slowdowns(h100, model, tp=16, tokens=8192)
+    shares = gemm_shares(model)
+    ks = (512, 4096, 2 * 14336 / 16, 4096)
+    expected = sum(s * (1 / contraction_ratio(h100, k) + 1 / contraction_ratio(h100, 8192)) / 2
+                   for s, k in zip(shares, ks))
+    assert float(bwd) == pytest.approx(float(expected), rel=1e-12)
