@@ -10,7 +10,8 @@ num_bytes_per_parameter). ZeRO-2/3 as Megatron-FSDP keep the same states, sharde
 megatron_fsdp.py builds its gradient buffer with ddp_config.grad_reduce_in_fp32, which
 training.py sets from accumulate_allreduce_grads_in_fp32; from core_v0.17.0, b969f76, its
 --megatron-fsdp-main-grads-dtype defaults to "auto", the parameters' bf16, which sp-plan does not
-model); the bf16 parameters are what the GEMMs read.
+model: its Megatron flags say so in a note, flags/megatron_fsdp.py FSDP_GRADS_NOTE); the bf16
+parameters are what the GEMMs read.
 
 torch FSDP with bf16 mixed precision (torchtitan's FSDP2, Composer's FSDP1 as llm-foundry runs it):
 the sharded parameters stay fp32 and are the optimizer's parameters, so there is no separate

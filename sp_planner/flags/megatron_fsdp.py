@@ -20,6 +20,16 @@ from __future__ import annotations
 from sp_planner.flags.base import FlagRequest
 
 
+# The plan's memory and gradient traffic count Megatron-FSDP's main gradients in fp32, as
+# core_v0.16 builds them (cost.states). From core_v0.17.0 (b969f76, "Add dtype customization to
+# Megatron-FSDP") --megatron-fsdp-main-grads-dtype defaults to "auto", the parameters' bf16, and
+# --megatron-fsdp-grad-comm-dtype "auto" follows it (arguments.py at d98e8a6, lines 3691-3699).
+# Earlier releases do not know the flag, so it is named in a note, not emitted.
+FSDP_GRADS_NOTE = ("the plan counts Megatron-FSDP's main gradients and their reduce-scatter in fp32, as "
+                   "Megatron-LM up to core_v0.16 runs them; from core_v0.17 add --megatron-fsdp-main-grads-dtype "
+                   "fp32 (its default 'auto' keeps bf16 gradients: less memory and traffic than planned).")
+
+
 def uses_fsdp(request: FlagRequest) -> bool:
     """Megatron-FSDP or torch FSDP2 (both refuse CUDA_DEVICE_MAX_CONNECTIONS=1)."""
     return request.plan.zero >= 2
@@ -38,7 +48,8 @@ def data_parallel_flags(request: FlagRequest) -> tuple[list[str], list[str], lis
     strategy = "optim_grads" if p.zero == 2 else "optim_grads_params"
     flags = ["--use-megatron-fsdp", f"--data-parallel-sharding-strategy {strategy}", *replicas,
              "--ckpt-format fsdp_dtensor"]
-    notes = ["Megatron-FSDP asserts CUDA_DEVICE_MAX_CONNECTIONS is unset or > 1, so it is not exported."]
+    notes = ["Megatron-FSDP asserts CUDA_DEVICE_MAX_CONNECTIONS is unset or > 1, so it is not exported.",
+             FSDP_GRADS_NOTE]
     return flags, [], notes
 
 

@@ -62,6 +62,8 @@ def test_zero_2_and_3_are_megatron_fsdp_without_the_connections_env(build, bash_
         assert "--use-distributed-optimizer" not in args
         # Megatron-FSDP asserts CUDA_DEVICE_MAX_CONNECTIONS != 1, even with tp and cp > 1
         assert "CUDA_DEVICE_MAX_CONNECTIONS" not in flags.text
+        # The model's fp32 main gradients (cost.states) are core_v0.16's; core_v0.17+ needs the flag.
+        assert any("--megatron-fsdp-main-grads-dtype fp32" in note for note in flags.notes)
 
 
 def test_hsdp_replicas_are_distributed_optimizer_instances(build, bash_args):
