@@ -65,6 +65,7 @@ from sp_planner.cost.precision import (
     gemm_output_grads_per_token,
     gemm_peak_flops,
 )
+from sp_planner.distinct import per_distinct
 from sp_planner.pipeline import bubble_micro_batches
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -136,7 +137,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # The layers' GEMMs at the candidate's precision (cost/precision.py), slowed where they contract
     # over a short K (cost.gemm_shapes; backward: its extra over 2x forward); logits stay bf16.
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
-    slow_fwd, slow_bwd = layer_gemm_slowdowns(hardware, model, tp=tp, tokens=tokens)
+    # Once per distinct (tp, micro batch, cp) of the chunk, spread back (a few dozen of ~10^5 rows).
+    slow_fwd, slow_bwd = per_distinct(
+        lambda tp_, b_, cp_: layer_gemm_slowdowns(hardware, model, tp=tp_, tokens=b_ * workload.seq_len / cp_),
+        tp, b, cp)
     gemm_fwd = gemm_flat * slow_fwd
     gemm_bwd_extra = 2 * gemm_flat * (slow_bwd - slow_fwd)
     gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
