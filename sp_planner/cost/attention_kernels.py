@@ -39,6 +39,7 @@ from sp_planner.cost.kernel_benchmarks import (
     Curves,
     blackwell_curves,
     fa1_over_fa2,
+    log_interp,
 )
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
@@ -142,7 +143,7 @@ CORPUS_ONLY_KERNELS: tuple[str, ...] = (UNFUSED, TRITON_PORT)
 def _scaled(curve: Curve, tokens: tuple[int, ...], factor) -> Curve:
     """`curve` times `factor` (given at `tokens`) read at each of its points (linear in log
     tokens, flat beyond the ends, as cost.kernels.curve_efficiency), capped at 1."""
-    at = np.interp(np.log([p.tokens for p in curve]), np.log(tokens), factor)
+    at = log_interp(tokens, factor, [p.tokens for p in curve])
     return tuple(CurvePoint(tokens=p.tokens, efficiency=round(min(1.0, p.efficiency * float(r)), 3))
                  for p, r in zip(curve, at))
 

@@ -32,7 +32,8 @@ assumption; B200's FP8 entries, below peak, fall further: 0.50 of k = 4096 at 51
 
 Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: forward, QKV and FC1
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output
-width ((q + 2kv)/tp, h, (matrices - 1) x ffn/tp, h), weight gradients the micro-batch's tokens.
+width (q/tp plus the rank's K and V heads, replicated where tp exceeds the KV heads; h;
+(matrices - 1) x ffn/tp; h), weight gradients the micro-batch's tokens.
 Not modelled (factor 1): MLA projections (their up-projections contract over the latent ranks)
 and MoE MLPs (expert GEMMs: cost.grouped_gemm); profiles without such a sweep (A100, MI300X,
 ...).
@@ -44,6 +45,7 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.attention_kernels import BLACKWELL_PROFILES, HOPPER_PROFILES
+from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.cost.tp_overlap import gemm_shares
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -85,7 +87,7 @@ def contraction_ratio(hardware: HardwareProfile, k):
     ratio = K_RATIO_BY_PROFILE.get(hardware.name.lower())
     if ratio is None:
         return np.ones_like(k)
-    return np.interp(np.log(k), np.log(TABLE_K), ratio)
+    return log_interp(TABLE_K, ratio, k)
 
 
 def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens):

@@ -22,9 +22,11 @@ def _points(tokens: tuple[int, ...], values) -> Curve:
     return tuple(CurvePoint(tokens=t, efficiency=round(float(v), 3)) for t, v in zip(tokens, values))
 
 
-def _interp(tokens: tuple[int, ...], values: tuple[float, ...], at: tuple[int, ...]) -> np.ndarray:
-    """Linear in log(tokens), flat beyond the ends (as cost.kernels.curve_efficiency)."""
-    return np.interp(np.log(at), np.log(tokens), values)
+def log_interp(xs, ys, at) -> np.ndarray:
+    """ys (given at xs, increasing) read at `at`: linear in log x, flat beyond the ends. The one
+    reading of every measured curve here, of the efficiency curves (cost.kernels.curve_efficiency)
+    and of the GEMM contraction curves (cost.gemm_shapes)."""
+    return np.interp(np.log(at), np.log(xs), ys)
 
 
 # --- Causal / non-causal throughput by block length ------------------------------------------
@@ -111,7 +113,7 @@ def blackwell_curves(kernel: str, peak_tflops: float) -> Curves:
     fwd_causal, bwd_causal = B200_CAUSAL_TFLOPS[kernel]
     curves = []
     for tflops, ratio in zip((fwd_causal, bwd_causal), CAUSAL_RATIO[kernel]):
-        r = _interp(tuple(p.tokens for p in ratio), tuple(p.efficiency for p in ratio), B200_TOKENS)
+        r = log_interp(tuple(p.tokens for p in ratio), tuple(p.efficiency for p in ratio), B200_TOKENS)
         curves.append(_points(B200_TOKENS, np.asarray(tflops) / r / peak_tflops))
     return curves[0], curves[1]
 

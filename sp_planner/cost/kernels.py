@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_kernels import causal_ratio
+from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
 FLASH_BWD_FLOPS_FACTOR = 2.5
@@ -27,9 +28,8 @@ HBM_EFFICIENCY = 0.8
 
 def curve_efficiency(points: tuple[CurvePoint, ...], tokens):
     """Efficiency at `tokens`, linear in log(tokens) between points, flat beyond the ends."""
-    xs = np.log([p.tokens for p in points])
-    ys = np.array([p.efficiency for p in points])
-    return np.interp(np.log(np.maximum(np.asarray(tokens, dtype=np.float64), 1.0)), xs, ys)
+    return log_interp([p.tokens for p in points], [p.efficiency for p in points],
+                      np.maximum(np.asarray(tokens, dtype=np.float64), 1.0))
 
 
 def flash_flops(batch, heads, head_dim, q_tokens, kv_tokens):
