@@ -143,5 +143,4 @@ def fa1_over_fa2(generation: str) -> Curves:
     """FlashAttention v1's fwd+bwd throughput over FA2's by block length, (non-causal, causal),
     measured side by side on one GPU generation ("hopper" or "ampere")."""
     fa1, fa2 = FA_RELEASE_FWD_BWD_D128[generation]["fa1"], FA_RELEASE_FWD_BWD_D128[generation]["fa2"]
-    return tuple(_points(FA_TOKENS, np.asarray(a, dtype=float) / np.asarray(b, dtype=float))  # type: ignore[return-value]
-                 for a, b in zip(fa1, fa2))
+    return (_points(FA_TOKENS, np.divide(fa1[0], fa2[0])), _points(FA_TOKENS, np.divide(fa1[1], fa2[1])))
