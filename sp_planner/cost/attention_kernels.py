@@ -35,12 +35,14 @@ from sp_planner.cost.kernel_benchmarks import (
     B200_CAUSAL_TFLOPS,
     CAUSAL_RATIO,
     DEFAULT_CAUSAL_KERNEL,
+    FA_RELEASE_FWD_BWD_D128,
     Curve,
     Curves,
     blackwell_curves,
     fa1_over_fa2,
     log_interp,
 )
+from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, PROFILE_FAMILY
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
 AttentionKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu"]
@@ -63,11 +65,9 @@ _HOPPER_TFLOPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 # on H100 against FA2's 362-368 at 2-4K in the FA3 figure); the FA2 curve stands for it.
 _HOPPER_TFLOPS["sdpa"] = _HOPPER_TFLOPS["fa2"]
 
-# Profile names, lower-cased.
-HOPPER_PROFILES: tuple[str, ...] = ("h100-sxm", "h200", "h800")
-# Blackwell Ultra (b300, gb300-nvl72) is Blackwell with twice the SFU exponent rate: its own cuDNN
-# curves (GB300, cudnn-frontend), B200's FA2/SDPA TFLOPS below (none published on Ultra).
-BLACKWELL_PROFILES: tuple[str, ...] = ("b200", "gb200-nvl72", "b300", "gb300-nvl72")
+# Hopper and Blackwell profiles by family (cost.families). Blackwell Ultra (b300, gb300-nvl72) is
+# Blackwell with twice the SFU exponent rate: its own cuDNN curves (GB300, cudnn-frontend), B200's
+# FA2/SDPA TFLOPS below (none published on Ultra).
 # The kernel each built-in profile's own attention curves measure (see each profile's sources).
 PROFILE_KERNEL: dict[str, str] = {
     **{name: "fa3" for name in HOPPER_PROFILES},
@@ -133,10 +133,6 @@ UNFUSED = "unfused"
 # generation's FA2 curves (the "slightly" is not quantified and not applied; on H100 it ran as
 # compiled by llm-foundry's pre-MLIR Triton fork for sm90, which no benchmark measures).
 TRITON_PORT = "flash-attn-triton"
-TRITON_PORT_GENERATION: dict[str, str] = {
-    **{name: "hopper" for name in HOPPER_PROFILES},
-    "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
-}
 CORPUS_ONLY_KERNELS: tuple[str, ...] = (UNFUSED, TRITON_PORT)
 
 
@@ -152,9 +148,9 @@ def triton_port_curves(hardware: HardwareProfile) -> tuple[Curves, Curves]:
     """((forward, backward) efficiency, (forward, backward) causal ratio) of TRITON_PORT: FA2's
     curves times FA1's non-causal fraction of FA2 (the figure is forward + backward, so both
     passes take it), and FA2's causal ratio times FA1's causal over non-causal fraction."""
-    generation = TRITON_PORT_GENERATION.get(hardware.name.lower())
+    generation = PROFILE_FAMILY.get(hardware.name.lower())  # FA_RELEASE_FWD_BWD_D128 keys by it
     fa2 = kernel_curves(hardware, "fa2")
-    if generation is None or fa2 is None:
+    if generation not in FA_RELEASE_FWD_BWD_D128 or fa2 is None:
         raise ValueError(f"no FlashAttention v1 benchmark for hardware {hardware.name!r}: the "
                          f"{TRITON_PORT} kernel is timed on Hopper and Ampere profiles only")
     non_causal, causal = fa1_over_fa2(generation)

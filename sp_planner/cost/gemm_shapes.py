@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
-from sp_planner.cost.attention_kernels import BLACKWELL_PROFILES, HOPPER_PROFILES
+from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.cost.tp_overlap import gemm_shares
 from sp_planner.specs.hardware import HardwareProfile

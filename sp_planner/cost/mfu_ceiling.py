@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.families import PROFILE_FAMILY
 from sp_planner.cost.flops import hardware_flops_per_step
 from sp_planner.plan import RECOMPUTE_NONE
 from sp_planner.specs.hardware import HardwareProfile
@@ -108,14 +109,7 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
                                 "0a7cbd35: GPT3-175B on 128 Ascend 910B NPUs (Atlas 900 A2), 53.8% MFU "
                                 "(50.5% at 7968 NPUs), over the 353.9 TFLOPS 910B2 cube peak"),
 }
-# Built-in profiles (lower-cased names) by GPU family; a family without an entry above (or a
-# profile not listed) has no ceiling.
-PROFILE_FAMILY: dict[str, str] = {
-    "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
-    "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
-    "gb200-nvl72": "grace-blackwell", "b300": "blackwell-ultra", "gb300-nvl72": "grace-blackwell-ultra",
-    "ascend-910b": "ascend",
-}
+# A family (cost.families) without an entry above, or a profile without a family, has no ceiling.
 
 
 def best_published_mfu(hardware: HardwareProfile, precision: str = "bf16") -> float | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.fsdp import shard_group_size
-from sp_planner.cost.mfu_ceiling import PROFILE_FAMILY
+from sp_planner.cost.families import PROFILE_FAMILY
 from sp_planner.layout import DP_CP_AXES, group_size
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile

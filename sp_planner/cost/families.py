@@ -1,0 +1,23 @@
+"""The GPU family of each built-in hardware profile: one table that the attention-kernel curves,
+the GEMM contraction curves, the MFU ceilings and the runtime memory all read.
+
+Families: the same SM design (so the same kernel benchmarks apply), split further where the
+published training records differ (Grace-hosted racks: cost.mfu_ceiling). Profiles not listed
+(L20, L40S, MI300X, user profiles) have no family: only their own curves and no ceiling.
+"""
+
+from __future__ import annotations
+
+# Built-in profiles (lower-cased names) by GPU family.
+PROFILE_FAMILY: dict[str, str] = {
+    "a100-40gb": "ampere", "a100-80gb": "ampere", "a800": "ampere",
+    "h100-sxm": "hopper", "h200": "hopper", "h800": "hopper", "b200": "blackwell",
+    "gb200-nvl72": "grace-blackwell", "b300": "blackwell-ultra", "gb300-nvl72": "grace-blackwell-ultra",
+    "ascend-910b": "ascend",
+}
+# Blackwell-generation families (B200, GB200, and Blackwell Ultra's B300 and GB300).
+BLACKWELL_FAMILIES: frozenset[str] = frozenset({"blackwell", "grace-blackwell", "blackwell-ultra",
+                                                "grace-blackwell-ultra"})
+HOPPER_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAMILY.items() if family == "hopper")
+BLACKWELL_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAMILY.items()
+                                            if family in BLACKWELL_FAMILIES)
