@@ -34,12 +34,14 @@ FIGURE_LABELS = {
     ("mfu_percent", "causal_model"): "MFU% cz",
     ("model_tflops_per_gpu", "megatron_2021_recompute"): "TFLOPS rc",
     ("mfu_percent", "megatron_2021_recompute"): "MFU% rc",
+    ("model_tflops_per_gpu", "usp_v5"): "TFLOPS v5",
     ("tokens_per_s_per_gpu", "none"): "tok/s/GPU",
     ("step_time_s", "none"): "step s",
 }
 LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron), "
           "cz = over the causal half, rc = the full square plus the recompute forward (Narayanan 2021 "
-          "eq. 3). error = (predicted - measured) / measured.")
+          "eq. 3), v5 = the USP paper's v5 count (causal, no K/V projections). "
+          "error = (predicted - measured) / measured.")
 
 EPILOG = """\
 [bold]Examples[/bold]

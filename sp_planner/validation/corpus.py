@@ -37,9 +37,12 @@ FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"}
 #   megatron_2021_recompute: Narayanan et al. 2021 (arXiv 2104.04473) eq. 3, 96 B s l h^2
 #     (1 + s/(6h) + V/(16lh)): the full-square count plus the forward that full recompute
 #     repeats (the logits not repeated); flop_conventions.megatron_2021_flops_per_step.
+#   usp_v5: the USP paper's arXiv v5 count, causal attention without the K and V projections
+#     (flop_conventions.usp_v5_flops_per_step).
 #   not_stated: the source does not say (such rows cannot be scored).
 #   none: the figure is not FLOP-based (step time, tokens/s).
-Convention = Literal["megatron_full_square", "causal_model", "megatron_2021_recompute", "not_stated", "none"]
+Convention = Literal["megatron_full_square", "causal_model", "megatron_2021_recompute", "usp_v5", "not_stated",
+                     "none"]
 # fp8: per-tensor FP8 GEMMs (Transformer Engine delayed or current scaling, torchao Float8);
 # mxfp8: MXFP8 block-scaled GEMMs (Blackwell).
 Precision = Literal["bf16", "fp16", "fp8", "mxfp8"]

@@ -26,7 +26,7 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus, CorpusRow
-from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step
+from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step, usp_v5_flops_per_step
 
 # Spearman's rank correlation needs at least this many rows to mean anything.
 MIN_GROUP_ROWS = 3
@@ -193,6 +193,13 @@ def published_figure(row: CorpusRow, est: PlanEstimate, model: ModelSpec) -> flo
         flops = megatron_2021_flops_per_step(hidden=model.hidden_size, layers=model.num_layers,
                                              vocab=model.vocab_size, seq_len=row.seq_len,
                                              global_batch=row.global_batch)
+        tflops = flops / (est.step_time_s * row.world_size) / 1e12
+    elif row.convention == "usp_v5":
+        # The source's own count over the predicted step time (as for eq. 3 above).
+        flops = usp_v5_flops_per_step(hidden=model.hidden_size, q_size=model.q_size,
+                                      ffn=model.intermediate_size, mlp_matrices=model.num_mlp_matrices,
+                                      layers=model.num_layers, vocab=model.vocab_size, seq_len=row.seq_len,
+                                      global_batch=row.global_batch)
         tflops = flops / (est.step_time_s * row.world_size) / 1e12
     elif row.convention == "causal_model":
         # Executed FLOPs count causal attention as run plus recompute; corpus rows in this

@@ -40,7 +40,8 @@ def test_predicted_mfu_is_megatron_full_square_flops_over_the_stated_peak(corpus
 
 
 def test_causal_convention_halves_only_the_attention_term(corpus):
-    full_row, causal_row = _row(corpus, "usp-t5-64k-t4u2r1"), _row(corpus, "usp-v5-64k-t4u2r1")
+    full_row = _row(corpus, "usp-t5-64k-t4u2r1")
+    causal_row = full_row.model_copy(update={"convention": "causal_model"})
     full = published_figure(full_row, predict_row(full_row, corpus), row_model(full_row, corpus))
     causal = published_figure(causal_row, predict_row(causal_row, corpus), row_model(causal_row, corpus))
     # Llama-2-7B per token: layer GEMMs 2h(2q + 2kv) + 2*3*h*ffn, attention 4 q s (full) or
@@ -255,3 +256,22 @@ def test_local_ddp_rows_reduce_gradients_after_the_backward(corpus):
     assert row_runtime(overlapped).overlap.grad_all_reduce
     assert predict_row(row, corpus).step_time_s > predict_row(overlapped, corpus).step_time_s
     assert _row(corpus, "nar-18b").overlap_grad_reduce  # torch DDP overlaps in the backward
+
+
+def test_usp_v5_count_turns_the_first_report_into_the_second(corpus):
+    """The USP paper printed Table 5 twice; v5's figure over the first one's is the usp_v5 count
+    over Megatron's full count (both over the same measured time) on every row, so scoring a v5
+    row gives its usp-t5 twin's prediction in v5's count."""
+    pairs = [(r, _row(corpus, r.id.replace("usp-t5", "usp-v5"))) for r in corpus.rows if r.source == "usp-t5"]
+    assert len(pairs) == 9
+    m = load_model("Llama-2-7B")
+    for first, second in pairs:
+        s = first.seq_len
+        # Per token: Megatron's full count 6 N + 12 l s q, and v5's without the K, V projections.
+        full = 6 * (32 * (4 * 4096**2 + 3 * 4096 * 11008) + 32000 * 4096) + 12 * 32 * s * 4096
+        v5 = 6 * (32 * (2 * 4096**2 + 3 * 4096 * 11008) + 32000 * 4096) + 6 * 32 * s * 4096
+        assert second.measured / first.measured == pytest.approx(v5 / full, rel=2e-4)
+        assert (second.convention, first.convention) == ("usp_v5", "megatron_full_square")
+        est = predict_row(first, corpus)
+        assert published_figure(second, est, m) == pytest.approx(
+            published_figure(first, est, m) * v5 / full, rel=2e-3)
