@@ -14,10 +14,10 @@ copy is cut after its torch row and no other published x86 te.Linear CPU time wa
 the Grace ratio over to x86 would be an assumption, not a measurement, so the x86 TE call is
 priced as nn.Linear's (an understatement, stated). Backward: the benchmark times the forward
 only, so no extra is counted for a module's backward; under full recompute the recomputed
-forward's calls count again. The figure is for the TransformerEngine of August 2025 (v2.5-2.6),
-the generation of the 25.11 containers' v2.9; TE's later CPU-overhead work (PR #2559, merged
-2026-03-03) reduces it, and TE issue #2126 (a maintainer, 2026-01-03) reports a BF16 te.Linear
-then near a plain torch Linear.
+forward's calls count again. The figure was measured with the TransformerEngine of August 2025;
+the 25.11 containers ship v2.9 (cost.host), before TE's CPU-overhead PR #2559 (merged
+2026-03-03), and TE issue #2126 (a maintainer, 2026-01-03) reports a BF16 te.Linear on main then
+near a plain torch Linear, so the figure overstates newer TE.
 
 TE module calls per layer and micro-batch, forward: Megatron-Core core_v0.15.0 (0d7e02bd) TE
 spec (megatron/core/models/gpt/gpt_layer_specs.py, moe_module_specs.py,
