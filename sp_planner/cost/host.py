@@ -13,7 +13,8 @@ the x86 hosts of the DGX profiles, 37.08 us on Grace (GB200, and GB300 on the sa
 A stated point, not a range: it overstates plain aten calls without a module (PyTorch issue
 #41383, a maintainer: an elementwise op on a CPU tensor takes about 2 us from Python, half of it
 Python) and understates TE modules (te.Linear is 2.7 x nn.Linear on GB200 in the same table),
-which the count below takes as one op per launch.
+which the count below takes as one op per launch; cost.te_host adds TE's module overhead per
+call where it was measured (Grace).
 
 Ops per layer and micro-batch (kernel launches, collectives and device-to-host copies issued by
 the host), counted by hand from Megatron-Core core_v0.15.0 (0d7e02bd) with the TE spec

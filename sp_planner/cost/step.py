@@ -40,6 +40,7 @@ from sp_planner.cost.flops import (
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
+from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
@@ -218,7 +219,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
                                       cuda_graphs=cuda_graphs)
     per_op = host_s_per_op(hardware)
-    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op, host_bwd_s=ops_bwd * per_op, gpu_fwd_s=fwd_layer,
+    # TE module calls cost TE's module overhead on top (cost.te_host).
+    te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)
+    te_extra = te_module_extra_s(hardware)
+    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op + te_fwd * te_extra,
+                                  host_bwd_s=ops_bwd * per_op + te_bwd * te_extra, gpu_fwd_s=fwd_layer,
                                   gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=logits,
                                   syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
