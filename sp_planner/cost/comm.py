@@ -15,7 +15,8 @@ DP/ZeRO over the dp x cp group, P = parameters on the rank, gradients in the fra
 reduction width (cost.states: fp32 for Megatron and torch FSDP's reduce_dtype, bf16 for
 DeepSpeed's communication_data_type default): ZeRO-0 all-reduces gradients (reduce-scatter +
 all-gather, both counted); ZeRO-1 reduce-scatters gradients once per step
-and all-gathers bf16 parameters after the update (Megatron distributed optimizer); ZeRO-2
+and all-gathers bf16 parameters after the update (Megatron distributed optimizer; per-tensor
+FP8 GEMM weights in FP8 under --fp8-param-gather, cost.fp8_params); ZeRO-2
 reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
 every micro-batch's forward and backward (FSDP / DeepSpeed stage 3), or only in forward when
 reshard_after_forward is false. Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
@@ -51,6 +52,7 @@ from sp_planner.cost.moe import (
     busiest_rank_load,
     moe_layer_fraction,
 )
+from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
@@ -140,19 +142,24 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     zero = c.zero
     rounds = np.where(zero >= 2, m, 1)
 
-    def reductions(params, group):
+    def reductions(params, group, gathered):
         share = lambda nbytes: nbytes * (group - 1) // group  # noqa: E731  (n-1)/n of a buffer
         rs = share(grad_bytes * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
             [share(grad_bytes * params), param_gathers_per_micro_batch(c) * m * share(param_bytes * params)],
-            share(param_bytes * params),
+            share(gathered.astype(np.int64)),
         )
         return rs, ag
 
-    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO group.
-    grads_rs, params_ag = reductions(params, zgroup)
-    expert_rs, expert_ag = reductions(experts, edp)
+    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO
+    # group. The distributed optimizer's gather moves per-tensor FP8 GEMM weights in FP8 under
+    # --fp8-param-gather (cost.fp8_params); the experts are all GEMM weights.
+    dense_gathered = gathered_bytes(states, c.precision, zero, params,
+                                    dense_gemm_params(model, tp, c.ep, c.etp, layers))
+    grads_rs, params_ag = reductions(params, zgroup, np.asarray(dense_gathered))
+    expert_rs, expert_ag = reductions(experts, edp, np.asarray(gathered_bytes(states, c.precision, zero, experts,
+                                                                              experts)))
     # HSDP: all-reduce of this rank's gradient shard over dp_replicate ranks (sent 2(r-1)/r).
     rep = c.dp_replicate
     replica_ar = 2 * (grad_bytes * params // zgroup) * (rep - 1) // rep * rounds

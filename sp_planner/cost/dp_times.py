@@ -3,7 +3,8 @@
 The calls are Megatron's buckets or FSDP's units (cost.buckets); each pays its bandwidth share
 and NCCL's ring latency (cost.links). Bytes follow cost.comm: gradients reduce-scattered in the
 framework's width (cost.states; all-reduced under ZeRO-0, sending twice the share), bf16
-parameters gathered; routed experts
+parameters gathered (per-tensor FP8 GEMM weights in FP8 under --fp8-param-gather,
+cost.fp8_params); routed experts
 over the expert-data-parallel group; under HSDP each reduce-scatter's shard then all-reduced
 over the replicas (cost.fsdp), one call per bucket or unit as well.
 """
@@ -15,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
+from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
@@ -30,8 +32,9 @@ from sp_planner.specs.model import ModelSpec
 
 Stage = Literal["first", "middle", "last"]
 
-# The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch,
-# precision, the ring's layout and resharding, change when they run, not what they cost).
+# The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch, the
+# ring's layout and resharding, change when they run, not what they cost; precision only through
+# the parameter gather's width, a column of its own, cost.fp8_params).
 _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "vpp", "first_stage_layers",
                   "last_stage_layers", "ep", "etp")
 
@@ -46,8 +49,9 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
     where a pipeline runs ZeRO-2/3 (`_layouts`). `states`: the framework's gradient and
     gathered-parameter widths (cost.states)."""
     n = len(c)
+    gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero), (n,))
     first, inverse = distinct_rows(np.stack(
-        [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS], axis=1))
+        [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width], axis=1))
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
                           states=states, which=which)
@@ -126,6 +130,15 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         return (calls(kind, bytes_per_param, dense_params, dense_count, "dense")
                 + calls(kind, bytes_per_param, expert_params, expert_count, "expert"))
 
+    # The parameter gather's width: per-tensor FP8 GEMM weights 1 B under --fp8-param-gather
+    # (ZeRO-1 only, cost.fp8_params), else the framework's; the experts are all GEMM weights, the
+    # dense calls carry the stage's share of them.
+    gemm_width = gather_bytes_per_gemm_param(states, c.precision, c.zero)
+
+    def gather(dense_params, dense_count, expert_params, expert_count, dense_width):
+        return (calls("all_gather", dense_width, dense_params, dense_count, "dense")
+                + calls("all_gather", gemm_width, expert_params, expert_count, "expert"))
+
     def priced(stage: Stage) -> DPTimes:
         layers = getattr(stages, stage)
         params = {"first": first_params, "middle": layers * per_layer, "last": last_params}[stage]
@@ -135,18 +148,20 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         # final norm on the last (all three on a single stage), none on a middle one.
         root = dense - layers * dense_layer
         dense_calls, expert_calls = _layouts(model, c, layers, stage)
+        gemm_share = np.where(dense > 0, dense_gemm_params(model, tp, ep, etp, layers) / np.maximum(dense, 1), 0.0)
+        dense_width = param_bytes - (param_bytes - gemm_width) * gemm_share
         unhideable_experts = expert_calls.unhideable_params
         n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
         return DPTimes(
             grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
             grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
-            param_all_gather_s=both("all_gather", param_bytes, dense, n_dense, experts, n_expert),
+            param_all_gather_s=gather(dense, n_dense, experts, n_expert, dense_width),
             last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
                                    dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
             last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
                                          unhideable_experts, expert_calls.num_unhideable),
-            first_all_gather_s=both("all_gather", param_bytes, dense_calls.unhideable_params,
-                                    dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+            first_all_gather_s=gather(dense_calls.unhideable_params, dense_calls.num_unhideable, unhideable_experts,
+                                      expert_calls.num_unhideable, dense_width),
             tail_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.tail_params, dense_calls.num_tail,
                                    expert_calls.tail_params, expert_calls.num_tail),
             tail_reduce_scatter_s=reduce(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,

@@ -39,7 +39,8 @@ and final norm's unsharded gradients, produced first in backward, are held throu
 (wherever parameters are sharded into such units: ZeRO-3, and FSDP's ZeRO-1/2).
 
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
-the GEMM inputs saved for backward are stored in FP8.
+the GEMM inputs saved for backward are stored in FP8. With FP8 weights (Megatron --fp8-param-gather,
+cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from sp_planner.cost.attention_comm import (
     kv_heads_for_ulysses,
 )
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.cost.fp8_params import fp8_params_active
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
 from sp_planner.cost.moe import (
@@ -208,10 +210,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         model.embedding_params - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2))
     # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
     # keeps them across micro-batches).
-    fp8_per_param = fp8_weight_bytes_per_param(c.precision)
+    fp8_per_param = fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
     # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
     gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
+    # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy.
+    fp8_weights = fp8_params_active(states, c.precision, zero)
 
     def stage_states(params, layers, holds_output):
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
@@ -223,7 +227,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         bf16 = states.compute_param_bytes
         fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
         root = params - layers * per_layer
-        p = p_stored + np.where(kept, bf16 * params, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
+        p = (p_stored + np.where(kept, bf16 * params, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
+             - np.where(fp8_weights, states.param_bytes * layers * gemm_params, 0.0))
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
 

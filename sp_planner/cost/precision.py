@@ -4,8 +4,8 @@ What runs in FP8: the four GEMMs of each decoder layer (QKV, attention out-proje
 forward and backward, through TE's Linear / LayerNormLinear under fp8_autocast. What stays bf16:
 core attention (Megatron's --fp8-dot-product-attention is off by default), the embedding, the
 output layer and its cross entropy (Megatron's output layer is a plain ColumnParallelLinear, not a
-TE module), norms and elementwise ops, and every collective (TP all-gathers, CP, DP: FP8 parameter
-all-gather needs --fp8-param-gather, which the planner does not emit).
+TE module), norms and elementwise ops, and every collective but one: with Megatron's
+--fp8-param-gather the distributed optimizer gathers per-tensor FP8 weights in FP8 (cost.fp8_params).
 
 Costs added (per layer, per micro-batch):
 - GEMMs at `peak_fp8_flops` x `efficiency.gemm_fp8` (or `gemm_mxfp8`), both from the profile's
@@ -14,9 +14,13 @@ Costs added (per layer, per micro-batch):
   and the FP8 transpose the backward GEMMs need (transformer_engine/common/transpose/
   cast_transpose.cu): 2 + 1 + 1 = 4 bytes per element, for the inputs in the forward and the output
   gradients in the backward; weights are cast once per step (is_first_microbatch caching).
-- Memory: the FP8 weight and its transpose, 1 + 1 bytes per GEMM parameter (TE Float8Tensor keeps
-  row- and column-wise data); MXFP8 adds one E8M0 scale per 32 elements to each copy (TE
-  MXFP8Tensor, 1x32 blocks). The GEMM inputs saved for backward are stored quantized (TE
+- Memory: TE's FP8 weight (the weight workspace TE caches across micro-batches, or with
+  --fp8-param-gather the weight itself, cost.fp8_params). Per-tensor FP8 (TE Float8Tensor): the
+  data, 1 byte per GEMM parameter, and on Hopper its transpose, 1 more (TE v2.9 quantizer.cpp:
+  with_transpose = columnwise_usage && !nvte_is_non_tn_fp8_gemm_supported(); Blackwell's FP8
+  GEMMs take either layout, HardwareProfile.fp8_gemm_any_layout). MXFP8 (TE MXFP8Tensor, 1x32
+  blocks): row- and column-wise data, each with one E8M0 scale per 32 elements, on every chip
+  (the blocks run along one dimension). The GEMM inputs saved for backward are stored quantized (TE
   linear.py / layernorm_linear.py save the FP8 input for the weight-gradient GEMM): 1 byte instead
   of 2 for LN1 out, the attention output, LN2 out and the FC2 input. Delayed-scaling state (amax
   history of length 1, scale, scale_inv, fp32, for input, weight and gradient of each GEMM:
@@ -42,10 +46,13 @@ def _scale_overhead(precision):
     return np.where(np.asarray(precision) == MXFP8, 1.0 / MX_BLOCK, 0.0)
 
 
-def fp8_weight_bytes_per_param(precision):
-    """Extra bytes per GEMM parameter for the FP8 weight copies (0 for bf16)."""
-    low = np.asarray(precision) != BF16
-    return np.where(low, 2 * (FP8_ELEM_BYTES + _scale_overhead(precision)), 0.0)
+def fp8_weight_bytes_per_param(precision, any_layout: bool = False):
+    """Bytes per GEMM parameter of TE's FP8 weight (0 for bf16): per-tensor FP8 its data, plus the
+    transpose unless the chip's FP8 GEMMs take any layout (`any_layout`,
+    HardwareProfile.fp8_gemm_any_layout); MXFP8 row- and column-wise data with their scales."""
+    precision = np.asarray(precision)
+    copies = np.where((precision == FP8) & any_layout, 1, 2)
+    return np.where(precision != BF16, copies * (FP8_ELEM_BYTES + _scale_overhead(precision)), 0.0)
 
 
 def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:

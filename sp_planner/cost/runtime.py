@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
-from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, TORCH_FSDP_STATES, TrainingStates
+from sp_planner.cost.states import (
+    DEEPSPEED_STATES,
+    MEGATRON_STATES,
+    MINDSPEED_STATES,
+    TORCH_FSDP_STATES,
+    TrainingStates,
+)
 from sp_planner.specs.base import FrozenModel
 
 
@@ -23,12 +29,14 @@ class Runtime(FrozenModel):
 
 
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES)
+# Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
+MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES)
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES)
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES)
 
 FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "megatron": MEGATRON_RUNTIME,
-    "mindspeed": MEGATRON_RUNTIME,  # Megatron-LM's training loop, DDP and optimizer
+    "mindspeed": MINDSPEED_RUNTIME,
     "deepspeed": DEEPSPEED_RUNTIME,
     "torchtitan": TORCHTITAN_RUNTIME,
     # yunchang leaves data parallelism and the training loop to the caller; its note names

@@ -11,7 +11,9 @@ megatron_fsdp.py builds its gradient buffer with ddp_config.grad_reduce_in_fp32,
 training.py sets from accumulate_allreduce_grads_in_fp32; from core_v0.17.0, b969f76, its
 --megatron-fsdp-main-grads-dtype defaults to "auto", the parameters' bf16, which sp-plan does not
 model: its Megatron flags say so in a note, flags/megatron_fsdp.py FSDP_GRADS_NOTE); the bf16
-parameters are what the GEMMs read.
+parameters are what the GEMMs read. With FP8 or MXFP8 and the distributed optimizer, Megatron-LM
+as sp-plan runs it keeps the GEMM weights as Transformer Engine FP8 tensors instead
+(--fp8-param-gather: fp8_param_gather, cost.fp8_params); MindSpeed's flags do not set it.
 
 torch FSDP with bf16 mixed precision (torchtitan's FSDP2, Composer's FSDP1 as llm-foundry runs it):
 the sharded parameters stay fp32 and are the optimizer's parameters, so there is no separate
@@ -75,6 +77,9 @@ class TrainingStates(FrozenModel):
     compute_param_bytes: int  # the parameters as the GEMMs read them and ZeRO-3 gathers them
     param_shard_stage: int  # lowest ZeRO stage that shards the stored parameters
     grad_shard_stage: int  # ... and the gradients
+    # FP8 and MXFP8 plans with the distributed optimizer keep the GEMM weights as Transformer
+    # Engine FP8 tensors, gathered in FP8 (Megatron --fp8-param-gather, cost.fp8_params).
+    fp8_param_gather: bool = False
 
     @property
     def separate_compute_copy(self) -> bool:
@@ -97,9 +102,13 @@ class TrainingStates(FrozenModel):
         return self.grad_bytes + 2 * states + (0 if master_is_stored else self.param_bytes)
 
 
+# Megatron-LM as sp-plan runs it: --fp8-param-gather with FP8 and the distributed optimizer
+# (flags/stages.py), as NVIDIA's Megatron-Bridge FP8 recipes run (cost.fp8_params).
 MEGATRON_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=FP32_BYTES,
                                  optimizer_bytes=FP32_BYTES + ADAM_MOMENTS_BYTES, compute_param_bytes=BF16_BYTES,
-                                 param_shard_stage=3, grad_shard_stage=2)
+                                 param_shard_stage=3, grad_shard_stage=2, fp8_param_gather=True)
+# MindSpeed: Megatron-LM's states, without FP8 weights (sp-plan does not emit the flag for it).
+MINDSPEED_STATES = MEGATRON_STATES.model_copy(update={"fp8_param_gather": False})
 TORCH_FSDP_STATES = TrainingStates(param_bytes=FP32_BYTES, grad_bytes=FP32_BYTES, optimizer_bytes=ADAM_MOMENTS_BYTES,
                                    compute_param_bytes=BF16_BYTES, param_shard_stage=1, grad_shard_stage=1)
 DEEPSPEED_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=BF16_BYTES,

@@ -50,6 +50,7 @@ from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
+from sp_planner.cost.fp8_params import weight_cast_bytes_per_param
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -259,10 +260,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
     shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
 
-    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching).
+    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
+    # FP8 primary weights need less (cost.fp8_params).
     weight_cast = np.where(low, memory_pass_time_s(
-        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * layers * (layer_params_per_rank(model, tp, c.ep, c.etp)
-                                                            - model.norm_params_per_layer)), 0.0)
+        hardware, weight_cast_bytes_per_param(states, c.precision, zero, hardware.fp8_gemm_any_layout)
+        * layers * (layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer)), 0.0)
     parts = (
         m * (layers * (3 * gemm_fwd + gemm_bwd_extra + cast_bwd) + logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),

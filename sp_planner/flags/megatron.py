@@ -94,7 +94,7 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         memory.append("--recompute-granularity selective")
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
-    memory += precision_flags(request, explicit_te=mindspeed)
+    memory += precision_flags(request, explicit_te=mindspeed, fp8_params=not mindspeed)
     micro = plural(request.num_micro_batches, "micro-batch")
     return [
         (f"parallelism: {cp_description(request)}" + (f"; {pipeline_comment(request)}" if p.pp > 1 else ""),
@@ -187,11 +187,12 @@ def env_lines(request: FlagRequest) -> list[str]:
     return []
 
 
-def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py") -> list[str]:
+def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py", *,
+                 mindspeed: bool = False) -> list[str]:
     p = request.plan
     notes = [
         *pipeline_notes(request),
-        *precision_notes(request),
+        *precision_notes(request, fp8_params=not mindspeed),
         f'Pass "${{{var}[@]}}" to {script} along with the model\'s architecture, tokenizer and '
         "data flags (hidden and FFN sizes, normalization, position embedding), which are not "
         "emitted here.",

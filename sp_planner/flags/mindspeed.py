@@ -98,7 +98,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
     args = bash_array("MINDSPEED_ARGS", common_groups(request, algo, mindspeed=True))
     text = "\n".join([*env_lines(request), args])
     script = "a Megatron pretrain_gpt.py that imports mindspeed.megatron_adaptor"
-    notes = common_notes(request, "MINDSPEED_ARGS", script)
+    notes = common_notes(request, "MINDSPEED_ARGS", script, mindspeed=True)
     p, m = request.plan, request.model
     if p.cp > 1:
         notes += [

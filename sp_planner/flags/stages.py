@@ -63,20 +63,43 @@ def pipeline_comment(request: FlagRequest) -> str:
             f"middle one, {p.last_stage_layers} on the last")
 
 
-def precision_flags(request: FlagRequest, *, explicit_te: bool = False) -> list[str]:
+def fp8_weights(request: FlagRequest) -> bool:
+    """FP8 primary weights (cost.fp8_params): an FP8 or MXFP8 plan with the distributed optimizer."""
+    return request.plan.precision != "bf16" and request.plan.zero == 1
+
+
+def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_params: bool = False) -> list[str]:
     """--bf16 plus the FP8 flags; `explicit_te` adds --transformer-impl transformer_engine, which
     MindSpeed requires for FP8 (mindspeed/features_manager/megatron_basic/transformer_engine_basic.py)
-    and Megatron-LM has as its default."""
-    te = ["--transformer-impl transformer_engine"] if explicit_te and request.plan.precision != "bf16" else []
-    return ["--bf16", *te, *FP8_FLAGS[request.plan.precision]]
+    and Megatron-LM has as its default. `fp8_params` (Megatron-LM) adds --fp8-param-gather where
+    the plan has the distributed optimizer (validate_args asserts it, arguments.py at d98e8a6
+    lines 1095-1097; the model's FP8 weights, cost.fp8_params), as Megatron-Bridge's FP8 presets
+    set it (v0.2.0 training/mixed_precision.py lines 218, 251, 289), and for MXFP8 with
+    --reuse-grad-buf-for-mxfp8-param-ag, as bf16_with_mxfp8_mixed pairs them (line 252;
+    Megatron-Bridge asserts the pair, lines 88-91; megatron-core's OptimizerConfig warns that MXFP8
+    without it "will use significant amount additional GPU memory", optimizer_config.py at
+    0d8e0714 lines 230-236)."""
+    p = request.plan
+    te = ["--transformer-impl transformer_engine"] if explicit_te and p.precision != "bf16" else []
+    weights = []
+    if fp8_params and fp8_weights(request):
+        weights = ["--fp8-param-gather"] + (["--reuse-grad-buf-for-mxfp8-param-ag"] if p.precision == "mxfp8" else [])
+    return ["--bf16", *te, *FP8_FLAGS[p.precision], *weights]
 
 
-def precision_notes(request: FlagRequest) -> list[str]:
+def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[str]:
     p = request.plan
     if p.precision == "bf16":
         return []
+    if fp8_params and fp8_weights(request):
+        gathered = ("in FP8, 1 byte a parameter" if p.precision == "fp8"
+                    else "in bf16 through the gradient buffer, then quantized")
+        comm = (f"the GEMM weights are FP8 tensors with no bf16 copy (--fp8-param-gather), which the "
+                f"distributed optimizer gathers {gathered}; other communication stays bf16, as planned.")
+    else:
+        comm = "all communication stays bf16, as planned."
     notes = ["FP8 runs the layers' GEMMs through Transformer Engine (--transformer-impl transformer_engine, "
-             "Megatron's default); attention, the output layer and all communication stay bf16, as planned."]
+             f"Megatron's default); attention and the output layer stay bf16; {comm}"]
     if p.precision == "fp8":
         notes.append("--fp8-recipe delayed is Megatron's default; tensorwise (current scaling) or blockwise "
                      "(Hopper, Megatron's MoE README) are drop-in alternatives with their own cost "

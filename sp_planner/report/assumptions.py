@@ -44,9 +44,11 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
      "bf16 parameters (2 bytes), gradients accumulated in fp32 as Megatron-LM does for bf16 (4), "
      "fp32 master weights and Adam moments (12): 18 bytes per parameter before ZeRO sharding "
      "(Rajbhandari et al. 2020, ZeRO, section 3.1; docs/cost-model.md). With --precision fp8 or "
-     "mxfp8 the layers' GEMMs run in FP8 through Transformer Engine, with FP8 weight copies (2 bytes "
-     "per GEMM parameter), quantized saved inputs and cast-transpose passes; attention, the output "
-     "layer and all communication stay bf16 (sp_planner.cost.precision)."),
+     "mxfp8 the layers' GEMMs run in FP8 through Transformer Engine, with FP8 weight copies (1 to 2 "
+     "bytes per GEMM parameter), quantized saved inputs and cast-transpose passes; attention and "
+     "the output layer stay bf16. Megatron-LM plans with the distributed optimizer keep the FP8 "
+     "copies as the weights, without bf16 ones (--fp8-param-gather), and gather per-tensor FP8 "
+     "weights in FP8; other communication stays bf16 (sp_planner.cost.precision, cost.fp8_params)."),
     ("pipelines",
      "1F1B bubble (pp - 1) micro-batch times, divided by the virtual stages per rank for interleaved "
      "1F1B (Narayanan et al. 2021); the first stage stores the warm-up's micro-batches; uneven first "

@@ -15,11 +15,12 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
+from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.sim.flows import PhaseResult
 from sp_planner.sim.work import DPCalls
 from sp_planner.specs.model import ModelSpec
@@ -59,7 +60,7 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
     them (cost.overlap)."""
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
     overlap = runtime.overlap
-    grad_bytes, param_bytes = runtime.states.grad_bytes, runtime.states.compute_param_bytes
+    grad_bytes = runtime.states.grad_bytes
     z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
     params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
     experts = float(expert_params_per_rank(model, plan.pp, ep, etp, layers=stages.first))
@@ -85,8 +86,13 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
         shard = dense / z
         rar = phase("hsdp shard all-reduce", replicas, share(2 * grad_bytes * shard, rep), "ring", "all_reduce",
                     rounds=2)
-        ag = phase("dp param all-gather", zgroups, share(param_bytes * dense, z), "ring", "all_gather")
-        eag = phase("edp param all-gather", groups["edp"], share(param_bytes * experts, edp), "ring", "all_gather")
+        # Per-tensor FP8 GEMM weights gathered in FP8 under --fp8-param-gather (cost.fp8_params).
+        code = PRECISIONS.index(plan.precision)
+        dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense,
+                                              dense_gemm_params(model, tp, ep, etp, stages.first)))
+        experts_gathered = float(gathered_bytes(runtime.states, code, zero, experts, experts))
+        ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather")
+        eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather")
 
         def reduce_time(n: float, expert: bool) -> float:
             own = _per_call(ers, n, expert_share) if expert else _per_call(rs, n, dense)

@@ -201,6 +201,15 @@ class HardwareProfile(_Finite):
             found.append("mxfp8")
         return tuple(found)
 
+    @property
+    def fp8_gemm_any_layout(self) -> bool:
+        """FP8 GEMMs take either operand layout, so Transformer Engine keeps no FP8 transpose
+        (TE v2.9 utils.py is_non_tn_fp8_gemm_supported: compute capability 10.x-11.x or 13+;
+        quantizer.cpp: with_transpose = columnwise_usage && !nvte_is_non_tn_fp8_gemm_supported()).
+        Read from the profile as the chips with MXFP8, which are those (Blackwell, SM 10.x);
+        Hopper and Ada FP8 GEMMs are TN only."""
+        return self.efficiency.gemm_mxfp8 is not None
+
     @field_validator("intra_node")
     @classmethod
     def _intra_kind(cls, link: LinkSpec) -> LinkSpec:

@@ -122,6 +122,11 @@ class CorpusRow(FrozenModel):
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
     tp_comm_overlap: bool = False
+    # True where the run's recipe turns on Megatron's --fp8-param-gather (Megatron-Bridge
+    # MixedPrecisionConfig.fp8_param_gather, NeMo fp8_params): the GEMM weights are Transformer
+    # Engine FP8 tensors, gathered in FP8 by the distributed optimizer (cost.fp8_params).
+    # Megatron-family FP8/MXFP8 rows with zero 1 only (Megatron-FSDP's FP8 weights are not modelled).
+    fp8_param_gather: bool = False
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
@@ -147,6 +152,11 @@ class CorpusRow(FrozenModel):
             # with cuda_graph_impl set, any recompute_granularity but selective (with the attn scope)
             # raises "CUDA graphs not supported with activation recomputation."
             raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
+        if self.fp8_param_gather and (self.precision not in ("fp8", "mxfp8") or self.zero != 1):
+            # Megatron-LM validate_args asserts the distributed optimizer or an FSDP for the flag;
+            # cost.fp8_params models it with the distributed optimizer.
+            raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 and zero 1 (the distributed "
+                             f"optimizer), not {self.precision} with zero {self.zero}")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
             raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
                              "name their FLOP convention, others use 'none'")

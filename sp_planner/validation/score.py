@@ -127,7 +127,8 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
     gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
-    userbuffers overlap (cost.tp_overlap), the CUDA graph scopes it states (cost.cuda_graphs)."""
+    userbuffers overlap (cost.tp_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it
+    states (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -148,6 +149,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
             raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
                              f"a Megatron-family framework and TP > 1")
         overlap = overlap.model_copy(update={"tp_comm": True})
+    if row.fp8_param_gather and not megatron_family:
+        raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
+                         f"framework is {row.framework}")
+    # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
+    states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
 
 

@@ -7,7 +7,7 @@ import pytest
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
-from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, TORCH_FSDP_STATES
+from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES, TORCH_FSDP_STATES
 from sp_planner.flags import FRAMEWORKS
 
 
@@ -17,7 +17,8 @@ def test_every_framework_sp_plan_emits_flags_for_has_a_runtime():
 
 @pytest.mark.parametrize("framework, overlap, states", [
     ("megatron", MEGATRON_OVERLAP, MEGATRON_STATES),
-    ("mindspeed", MEGATRON_OVERLAP, MEGATRON_STATES),  # Megatron-LM's DDP and optimizer
+    # Megatron-LM's DDP and optimizer, without --fp8-param-gather (its flags do not emit it).
+    ("mindspeed", MEGATRON_OVERLAP, MINDSPEED_STATES),
     ("deepspeed", DEEPSPEED_OVERLAP, DEEPSPEED_STATES),
     ("yunchang", DEEPSPEED_OVERLAP, DEEPSPEED_STATES),  # its note names DeepSpeed's training loop
     ("torchtitan", TORCHTITAN_OVERLAP, TORCH_FSDP_STATES),

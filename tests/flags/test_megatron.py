@@ -132,3 +132,26 @@ def test_other_frameworks_refuse_allgather_cp_and_hsdp_by_name(build):
     hsdp = build.request(build.llama3_8b, 65536, 16, ulysses=4, dp=4, zero=3, dp_replicate=2)
     assert "dp_replicate 2 cannot be expressed" in render_flags("deepspeed", hsdp).reason
     assert "dp_replicate 2 cannot be expressed" in render_flags("mindspeed", hsdp).reason
+
+
+def test_fp8_plans_with_the_distributed_optimizer_keep_fp8_weights(build, bash_args):
+    # The cost model counts FP8 GEMM weights for FP8/MXFP8 with ZeRO-1 (cost.fp8_params), so the flags
+    # say so: --fp8-param-gather (validate_args asserts the distributed optimizer), with MXFP8 also
+    # --reuse-grad-buf-for-mxfp8-param-ag, as Megatron-Bridge's bf16_with_mxfp8_mixed pairs them.
+    fp8 = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="fp8"))
+    args = bash_args(fp8.text)
+    assert args["--fp8-param-gather"] == [] and "--use-distributed-optimizer" in args
+    assert "--reuse-grad-buf-for-mxfp8-param-ag" not in args
+    assert any("--fp8-param-gather" in note and "1 byte a parameter" in note for note in fp8.notes)
+    mx = bash_args(render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1,
+                                                          precision="mxfp8")).text)
+    assert mx["--fp8-param-gather"] == [] and mx["--reuse-grad-buf-for-mxfp8-param-ag"] == []
+    # Plain DDP, Megatron-FSDP and bf16 keep bf16 weights, as the model counts them.
+    for zero, precision in ((0, "fp8"), (2, "fp8"), (3, "mxfp8"), (1, "bf16")):
+        flags = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=zero,
+                                                       precision=precision))
+        assert "--fp8-param-gather" not in bash_args(flags.text), (zero, precision)
+    # MindSpeed's runtime keeps bf16 weights (cost.runtime), so its flags do not emit it.
+    ms = render_flags("mindspeed", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="fp8"))
+    assert ms.supported and "--fp8-param-gather" not in ms.text
+    assert any("all communication stays bf16" in note for note in ms.notes)

@@ -17,6 +17,7 @@ import shlex
 import pytest
 
 torch = pytest.importorskip("torch")  # megatron-core needs torch; the dev extra installs both
+from megatron.core.distributed import DistributedDataParallelConfig  # noqa: E402
 from megatron.core.parallel_state import RankGenerator  # noqa: E402
 from megatron.core.transformer.transformer_config import TransformerConfig  # noqa: E402
 
@@ -48,6 +49,8 @@ FIELDS = {
     "--fp8-format": ("fp8", str),
     "--fp8-recipe": ("fp8_recipe", str),
     "--bf16": ("bf16", None),
+    # megatron/training/argument_utils.py (d98e8a6) line 312: kw_args['fp8_param'] = args.fp8_param_gather.
+    "--fp8-param-gather": ("fp8_param", None),
 }
 TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
             "--global-batch-size", "--use-distributed-optimizer",
@@ -57,7 +60,9 @@ TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embedding
             "--ckpt-format", "--use-torch-fsdp2", "--torch-fsdp2-no-reshard-after-forward",
             "--no-gradient-accumulation-fusion", "--untie-embeddings-and-output-weights",
             # DistributedDataParallelConfig overlap, checked by _training_rules.
-            "--overlap-grad-reduce", "--overlap-param-gather"}
+            "--overlap-grad-reduce", "--overlap-param-gather",
+            # DistributedDataParallelConfig / OptimizerConfig, checked by _training_rules.
+            "--reuse-grad-buf-for-mxfp8-param-ag"}
 
 
 def _argv(text: str) -> list[str]:
@@ -117,6 +122,16 @@ def _training_rules(flags: dict[str, list[str]], req) -> None:
         # --overlap-grad-reduce.
         assert "--overlap-grad-reduce" in flags
         assert "--use-distributed-optimizer" in flags or "--use-megatron-fsdp" in flags
+    if "--fp8-param-gather" in flags:
+        # arguments.py validate_args (d98e8a6 lines 1095-1097): the distributed optimizer or an FSDP.
+        assert "--use-distributed-optimizer" in flags
+    if flags.get("--fp8-recipe") == ["mxfp8"] and "--fp8-param-gather" in flags:
+        # Megatron-Bridge pairs them (v0.2.0 training/mixed_precision.py lines 88-91).
+        assert "--reuse-grad-buf-for-mxfp8-param-ag" in flags
+    # __post_init__ asserts --reuse-grad-buf-for-mxfp8-param-ag only with --fp8-param-gather.
+    DistributedDataParallelConfig(use_distributed_optimizer="--use-distributed-optimizer" in flags,
+                                  fp8_param_gather="--fp8-param-gather" in flags,
+                                  reuse_grad_buf_for_mxfp8_param_ag="--reuse-grad-buf-for-mxfp8-param-ag" in flags)
     seq = int(flags["--seq-length"][0])
     assert seq <= int(flags["--max-position-embeddings"][0])
     if cp > 1:
@@ -153,6 +168,7 @@ EXTRA = {
                                               first_stage_layers=6, last_stage_layers=8),
     "llama3_8b_fp8_h100": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, precision="fp8"),
     "llama3_8b_mxfp8_pp4_vpp2": request(LLAMA3_8B, 8192, 64, tp=2, pp=4, vpp=2, precision="mxfp8"),
+    "llama3_8b_mxfp8_zero1": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8"),
 }
 
 
@@ -166,6 +182,8 @@ def test_megatron_core_accepts_the_flags(req):
     p = req.plan
     assert config.virtual_pipeline_model_parallel_size == (p.vpp if p.vpp > 1 else None)
     assert config.fp8 == {"bf16": None, "fp8": "hybrid", "mxfp8": "e4m3"}[p.precision]
+    # FP8 weights exactly where the cost model counts them (cost.fp8_params).
+    assert config.fp8_param == (p.precision != "bf16" and p.zero == 1)
 
 
 def test_llama3_405b_4d_uses_the_counted_split():

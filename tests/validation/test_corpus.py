@@ -64,6 +64,9 @@ def test_rows_are_frozen_and_reject_unknown_fields():
      "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused, flash-attn-triton"),
     ({"cuda_graph_scope": ["layer"]}, "cuda_graph_scope layer is not one of attn, mlp, moe"),
     ({"cuda_graph_scope": ["attn"], "recompute": "full"}, "per-layer CUDA graphs do not run with full recompute"),
+    ({"fp8_param_gather": True}, "fp8_param_gather needs precision fp8 or mxfp8 and zero 1"),
+    ({"fp8_param_gather": True, "precision": "fp8", "zero": 3},
+     "fp8_param_gather needs precision fp8 or mxfp8 and zero 1 \\(the distributed optimizer\\), not fp8 with zero 3"),
 ])
 def test_row_rules(change, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -157,3 +160,15 @@ def test_megatron_bridge_rows_state_their_recipes_graphs(corpus):
     assert scopes["mb-q30-gb200-mx"] == scopes["mb-q30-b200-mx"] == ("moe_router", "moe_preprocess")
     assert scopes["mb-q235-b200-mx"] == scopes["mb-q30-h100-cs"] == ()
     assert scopes["mb26-q30-gb200-mx"] == scopes["mb26-q235-gb200-mx"] == ("full_iteration",)
+
+
+def test_fp8_recipes_state_fp8_weights(corpus):
+    # Megatron-Bridge's FP8 presets (v0.2.0 / v0.6.0 training/mixed_precision.py) and NeMo 2.3's
+    # bf16_with_fp8_mixed (fp8_params) set --fp8-param-gather; rows state it where they run the
+    # distributed optimizer (file headers).
+    stated = {r.id for r in corpus.rows if r.fp8_param_gather}
+    assert {"mbd-405b-gb300-cs", "mbd-405b-h100-cs", "mb-q30-h100-cs", "mb-q30-gb200-mx",
+            "mb26-q235-gb300-mx", "nemo-b200-1m"} <= stated
+    # Megatron-FSDP rows (zero 3) and the NeMo 24.03 H100 rows (zero 2) keep bf16 weights.
+    assert not stated & {"mbd-70b-gb200-cs", "mbd-70b-gb300-cs", "nemo-h100-4k"}
+    assert all(r.precision in ("fp8", "mxfp8") and r.zero == 1 for r in corpus.rows if r.fp8_param_gather)

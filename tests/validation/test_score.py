@@ -164,12 +164,14 @@ def test_balanced_routing_needs_an_moe_model(corpus):
 
 def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
     # One Runtime per row: the framework's (Megatron-Bridge runs Megatron's overlap and states),
-    # with the CUDA graph scopes the recipe sets (mb-dsv3-gb200-bf16: moe_router, moe_preprocess).
+    # with the CUDA graph scopes the recipe sets (mb-dsv3-gb200-bf16: moe_router, moe_preprocess),
+    # and FP8 weights only where the row states them (a bf16 row here).
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
     from sp_planner.validation.score import row_runtime
 
     runtime = row_runtime(_row(corpus, "mb-dsv3-gb200-bf16"))
-    assert (runtime.overlap, runtime.states) == (MEGATRON_RUNTIME.overlap, MEGATRON_RUNTIME.states)
+    assert (runtime.overlap, runtime.states) == (
+        MEGATRON_RUNTIME.overlap, MEGATRON_RUNTIME.states.model_copy(update={"fp8_param_gather": False}))
     assert runtime.cuda_graphs == {"moe_router", "moe_preprocess"}
     with pytest.raises(ValueError, match="corpus framework 'JAX' has no runtime model; use one of Megatron-LM"):
         row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
@@ -207,6 +209,26 @@ def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     tp1 = _row(corpus, "mbd-70b-gb200-cs").model_copy(update={"tp_comm_overlap": True})
     with pytest.raises(ValueError, match="tp_comm_overlap is Megatron's TP userbuffers overlap"):
         row_runtime(tp1)
+
+
+def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
+    # Megatron-Bridge v0.2.0 bf16_with_fp8_current_scaling_mixed sets fp8_param_gather: the GEMM
+    # weights are FP8 (cost.fp8_params), 2 B a GEMM parameter less on H100 (Llama-3.1-405B, 126
+    # layers of 3,187,671,040 GEMM weights over tp 8: 398,458,880 a layer on the rank; the first
+    # stage, which holds the memory peak, has 15 layers).
+    from sp_planner.validation.score import row_runtime
+
+    row = _row(corpus, "mbd-405b-h100-cs")
+    assert row.fp8_param_gather and row_runtime(row).states.fp8_param_gather
+    bf16 = row.model_copy(update={"fp8_param_gather": False})
+    assert not row_runtime(bf16).states.fp8_param_gather
+    fp8_weights, bf16_weights = predict_row(row, corpus), predict_row(bf16, corpus)
+    saved = bf16_weights.memory.params_bytes - fp8_weights.memory.params_bytes
+    assert saved == pytest.approx(2 * 15 * 398_458_880)
+    # Rows of other frameworks cannot state it.
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"fp8_param_gather": True})
+    with pytest.raises(ValueError, match="fp8_param_gather is Megatron's --fp8-param-gather"):
+        row_runtime(mpt)
 
 
 def test_llm_foundry_triton_rows_run_the_triton_port(corpus):

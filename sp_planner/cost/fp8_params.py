@@ -1,0 +1,89 @@
+"""FP8 primary weights: Megatron-LM's --fp8-param-gather (vectorized over candidates).
+
+The flag ("Keep the compute param in fp8 (do not use any other intermediate dtype) and perform the
+param all-gather in fp8", megatron/training/arguments.py; validate_args asserts the distributed
+optimizer, torch FSDP2 or Megatron-FSDP) sets TransformerConfig.fp8_param, under which Transformer
+Engine builds each GEMM weight as an FP8 tensor (TE v2.9 module/base.py reset_parameters:
+quantizer.set_usage(rowwise=True, columnwise=torch.is_grad_enabled()), then quantizer(param)):
+the weight is TE's FP8 weight, with no bf16 copy. The distributed optimizer's fp32 main
+parameters stay as they were and are cast into the weights' shards after each step (Megatron-Core
+fp8_utils.quantize_param_shard; TE tensor/utils.py cast_master_weights_to_fp8). Megatron-Bridge's
+FP8 presets set it (v0.2.0 and v0.6.0 training/mixed_precision.py: bf16_with_fp8_delayed_scaling_
+mixed, bf16_with_fp8_current_scaling_mixed, bf16_with_mxfp8_mixed, the last with
+reuse_grad_buf_for_mxfp8_param_ag).
+
+Modelled for FP8 and MXFP8 plans with the distributed optimizer (ZeRO-1), where the framework's
+TrainingStates say it runs (cost.states: Megatron-LM, whose flags sp-plan emits; corpus rows that
+state it). Megatron-FSDP's own FP8 parameter path (ZeRO-2/3) is not modelled.
+
+Per GEMM parameter (megatron-core as Megatron-Bridge v0.2.0 and v0.6.0 pin it, 0d8e0714 and
+cd4afffa, distributed/param_and_grad_buffer.py):
+- memory: TE's FP8 weight, the bytes cost.precision.fp8_weight_bytes_per_param counts for TE's
+  weight copies, and no bf16 weight (2 B less). Per-tensor FP8 weights' data is the distributed
+  optimizer's uint8 parameter buffer (FP8 parameters get param_dtype torch.uint8, and
+  modify_underlying_storage points their data at it); MXFP8 weights' buffer shares the gradient
+  buffer (shared_buffer in the gradient dtype, param_data a bf16 view of its first half), so it
+  adds nothing.
+- the parameter all-gather after the step: per-tensor FP8 in its uint8 buffer, 1 B; MXFP8 in
+  bf16 through the shared buffer, 2 B, copied into the MXFP8 weights after the gather
+  (param.data.copy_ of each slice, which quantizes). Non-GEMM parameters (embedding, output layer,
+  norms) stay in bf16 buffers; MoE routers are counted with the GEMM weights (h x E a layer, under
+  0.1% of a MoE layer).
+- the once-a-step weight cast (cost.step; 4 B a parameter with bf16 weights: read bf16, write FP8
+  and its transpose): per-tensor FP8 on Hopper rebuilds the transpose from the gathered data
+  (the cast resets the caches, TE tensor/utils.py _cast_master_weights_to_fp8_*_scaling
+  model_weight._reset_caches(); the forward's update_usage creates the transpose): read 1, write
+  1; nothing on Blackwell, which keeps no transpose; MXFP8 quantizes the gathered bf16 weights,
+  read 2, write 2 (+ scales), as the bf16 case. The optimizer's cast of its own shard is 1/Z of
+  that and not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.params import layer_params_per_rank
+from sp_planner.cost.precision import BF16, CAST_TRANSPOSE_BYTES_PER_ELEM, FP8, FP8_ELEM_BYTES
+from sp_planner.cost.states import TrainingStates
+from sp_planner.specs.model import ModelSpec
+
+# Per GEMM parameter, weight cast per step with FP8 weights: per-tensor FP8 on Hopper reads the
+# data and writes its transpose (module docstring).
+TRANSPOSE_REBUILD_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
+
+
+def fp8_params_active(states: TrainingStates, precision, zero):
+    """The candidates whose GEMM weights are FP8 (module docstring): the framework runs
+    --fp8-param-gather, the precision is FP8 or MXFP8 and the distributed optimizer (ZeRO-1) is on."""
+    return states.fp8_param_gather & (np.asarray(precision) != BF16) & (np.asarray(zero) == 1)
+
+
+def gather_bytes_per_gemm_param(states: TrainingStates, precision, zero):
+    """Bytes a GEMM parameter moves in the parameter all-gather: 1 for per-tensor FP8 weights,
+    else the framework's gathered width (MXFP8 weights are gathered in bf16)."""
+    fp8 = fp8_params_active(states, precision, zero) & (np.asarray(precision) == FP8)
+    return np.where(fp8, FP8_ELEM_BYTES, states.compute_param_bytes)
+
+
+def dense_gemm_params(model: ModelSpec, tp, ep, etp, layers):
+    """GEMM parameters among a stage's non-expert parameters: its layers' less their norms and
+    routed experts (the embedding, output layer and final norm are not GEMM weights TE holds)."""
+    per_layer = layer_params_per_rank(model, tp, ep, etp) - expert_params_per_rank(model, 1, ep, etp, layers=1)
+    return layers * (per_layer - model.norm_params_per_layer)
+
+
+def gathered_bytes(states: TrainingStates, precision, zero, params, gemm_params):
+    """Bytes of `params` parameters, `gemm_params` of them GEMM weights, in the parameter
+    all-gather."""
+    saved = states.compute_param_bytes - gather_bytes_per_gemm_param(states, precision, zero)
+    return states.compute_param_bytes * params - saved * gemm_params
+
+
+def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool):
+    """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16."""
+    precision = np.asarray(precision)
+    fp8_weights = np.where((precision == FP8) & any_layout, 0, TRANSPOSE_REBUILD_BYTES_PER_ELEM)
+    cast = np.where(fp8_params_active(states, precision, zero) & (precision == FP8), fp8_weights,
+                    CAST_TRANSPOSE_BYTES_PER_ELEM)
+    return np.where(precision != BF16, cast, 0)

@@ -1,0 +1,131 @@
+"""FP8 primary weights (Megatron --fp8-param-gather, cost.fp8_params): bytes derived by hand for
+Llama-3-8B (h 4096, 32 layers, 8 KV heads of 128, SwiGLU ffn 14336, vocab 128256, untied)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.comm import comm_columns
+from sp_planner.cost.dp_times import dp_stage_times
+from sp_planner.cost.fp8_params import (
+    dense_gemm_params,
+    fp8_params_active,
+    gather_bytes_per_gemm_param,
+    gathered_bytes,
+    weight_cast_bytes_per_param,
+)
+from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
+from sp_planner.cost.memory import memory_columns
+from sp_planner.cost.params import candidate_stage_layers
+from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES
+from sp_planner.plan import PRECISIONS, ParallelPlan
+from sp_planner.space import Candidates
+from sp_planner.specs import Workload
+
+MODEL = load_model("llama3-8b")
+WORKLOAD = Workload(seq_len=8192, global_batch=64)
+BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
+# One layer's GEMM weights at tp 1: Q and O 2 x 4096 x 4096 = 33,554,432; K and V 2 x 4096 x 1024
+# = 8,388,608; gate, up and down 3 x 4096 x 14336 = 176,160,768 -> 218,103,808; x 32 layers.
+GEMM_PARAMS = 32 * 218_103_808  # 6,979,321,856
+# The rest on a single stage: embedding and output 2 x 128256 x 4096 = 1,050,673,152, 65 RMSNorms
+# of 4096 = 266,240 (two a layer and the final one): 8,030,261,248 parameters in all.
+ALL_PARAMS = GEMM_PARAMS + 1_050_673_152 + 65 * 4096
+
+
+def test_active_only_for_fp8_with_the_distributed_optimizer():
+    precision, zero = np.array([BF16, FP8, MXFP8, FP8, FP8, FP8]), np.array([1, 1, 1, 0, 2, 3])
+    assert fp8_params_active(MEGATRON_STATES, precision, zero).tolist() == [False, True, True, False, False, False]
+    assert not fp8_params_active(MINDSPEED_STATES, precision, zero).any()
+    assert not fp8_params_active(DEEPSPEED_STATES, precision, zero).any()
+
+
+def test_gathered_width():
+    # per-tensor FP8 weights in their uint8 buffer; MXFP8 weights in bf16 through the gradient buffer
+    precision = np.array([BF16, FP8, MXFP8, FP8])
+    zero = np.array([1, 1, 1, 0])
+    assert gather_bytes_per_gemm_param(MEGATRON_STATES, precision, zero).tolist() == [2, 1, 2, 2]
+    assert gather_bytes_per_gemm_param(MINDSPEED_STATES, precision, zero).tolist() == [2, 2, 2, 2]
+    # 1,000 parameters, 900 of them GEMM weights: 100 x 2 + 900 x 1.
+    assert gathered_bytes(MEGATRON_STATES, FP8, 1, 1000, 900) == 1100
+
+
+def test_dense_gemm_params_of_llama3_8b():
+    assert dense_gemm_params(MODEL, 1, 1, 1, 32) == GEMM_PARAMS
+    assert MODEL.num_params == ALL_PARAMS
+
+
+def test_weight_cast_bytes():
+    precision = np.array([BF16, FP8, FP8, MXFP8])
+    zero = np.array([1, 1, 0, 1])
+    # Hopper: FP8 weights rebuild their transpose (read 1, write 1); without them a cast-transpose
+    # (read 2, write 1 + 1); MXFP8 weights quantize the gathered bf16 (read 2, write 2).
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False).tolist() == [0, 2, 4, 4]
+    # Blackwell keeps no FP8 transpose: per-tensor FP8 weights need nothing after the gather.
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True).tolist() == [0, 0, 4, 4]
+
+
+def _memory(hardware, precision, states, zero=1):
+    c = Candidates.of_plan(ParallelPlan(dp=8, zero=zero, precision=precision))
+    return memory_columns(MODEL, load_hardware(hardware), WORKLOAD, c, states=states)
+
+
+@pytest.mark.parametrize("hardware, precision, fp8_bytes", [
+    ("h100", "fp8", 2.0),  # data + transpose
+    ("b200", "fp8", 1.0),  # data only (any-layout FP8 GEMMs)
+    ("b200", "mxfp8", 2 * (1 + 1 / 32)),  # row- and column-wise data, one E8M0 scale per 32 each
+])
+def test_fp8_weights_replace_the_bf16_ones(hardware, precision, fp8_bytes):
+    with_flag = _memory(hardware, precision, MEGATRON_STATES).params_bytes[0]
+    without = _memory(hardware, precision, MINDSPEED_STATES).params_bytes[0]
+    bf16 = _memory(hardware, "bf16", MEGATRON_STATES).params_bytes[0]
+    # Without the flag: bf16 weights (2 B, ZeRO-1 keeps them whole) + TE's FP8 weight copies +
+    # 144 B of scaling state a layer; with it the bf16 GEMM weights are gone.
+    assert without - bf16 == pytest.approx(fp8_bytes * GEMM_PARAMS + 144 * 32, rel=1e-12)
+    assert without - with_flag == pytest.approx(2 * GEMM_PARAMS, rel=1e-12)
+    # The optimizer's fp32 main parameters and moments, and the gradients, are unchanged.
+    for name in ("grads_bytes", "optimizer_bytes"):
+        assert getattr(_memory(hardware, precision, MEGATRON_STATES), name)[0] == pytest.approx(
+            getattr(_memory(hardware, precision, MINDSPEED_STATES), name)[0])
+
+
+def test_other_zero_stages_keep_bf16_weights():
+    for zero in (0, 2, 3):
+        assert _memory("h100", "fp8", MEGATRON_STATES, zero).params_bytes[0] == pytest.approx(
+            _memory("h100", "fp8", MINDSPEED_STATES, zero).params_bytes[0])
+
+
+def test_distributed_optimizer_gathers_fp8_weights_in_fp8():
+    c = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="fp8"))
+    fp8 = comm_columns(MODEL, WORKLOAD, c, gpus_per_node=8, states=MEGATRON_STATES).sent_bytes
+    bf16 = comm_columns(MODEL, WORKLOAD, c, gpus_per_node=8, states=MINDSPEED_STATES).sent_bytes
+    # 7/8 of the gathered buffer: bf16 2 x 8,030,261,248; FP8 weights 1 B each instead.
+    assert bf16.dp_all_gather[0] == 2 * ALL_PARAMS * 7 // 8
+    assert fp8.dp_all_gather[0] == (2 * ALL_PARAMS - GEMM_PARAMS) * 7 // 8
+    assert fp8.dp_reduce_scatter[0] == bf16.dp_reduce_scatter[0]  # fp32 gradients unchanged
+    mx = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="mxfp8"))
+    assert comm_columns(MODEL, WORKLOAD, mx, gpus_per_node=8).sent_bytes.dp_all_gather[0] == bf16.dp_all_gather[0]
+
+
+def test_gather_time_saves_the_bandwidth_of_a_byte_per_gemm_weight():
+    h100 = load_hardware("h100")
+    c = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="fp8"))
+    stages = candidate_stage_layers(MODEL, c)
+    fp8, = dp_stage_times(MODEL, h100, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES)
+    bf16, = dp_stage_times(MODEL, h100, c, stages=stages, gpus_per_node=8, states=MINDSPEED_STATES)
+    # Same calls, same latencies: only the bytes differ, 7/8 of GEMM_PARAMS x 1 B (dp 8 in a node).
+    per_byte = (ring_collective_time_s(h100, "all_gather", 1.0, 8, 1, 8)
+                - ring_latency_s(h100, "all_gather", 8, 1, 8))
+    saved = bf16.param_all_gather_s[0] - fp8.param_all_gather_s[0]
+    assert saved == pytest.approx(GEMM_PARAMS * 7 / 8 * float(per_byte), rel=1e-9)
+    assert fp8.grad_reduce_scatter_s[0] == pytest.approx(bf16.grad_reduce_scatter_s[0])
+
+
+@pytest.mark.parametrize("name, any_layout", [("h100", False), ("h200", False), ("l40s", False), ("b200", True),
+                                              ("gb200-nvl72", True), ("gb300-nvl72", True),
+                                              ("b300", True)])
+def test_blackwell_profiles_take_fp8_gemms_in_any_layout(name, any_layout):
+    # TE is_non_tn_fp8_gemm_supported: SM 10.x (B200, GB200, GB300); Hopper SM 9.0 and Ada 8.9 are TN only.
+    assert load_hardware(name).fp8_gemm_any_layout is any_layout
