@@ -41,3 +41,24 @@ def test_every_stage_reduces_its_own_parameters(zero):
                              dp=np.array([8]), zero=np.array([zero]))
     calls = reduce[0]
     assert len(calls.head) + sum(len(c) for c in calls.layers) + len(calls.tail) == dense.num_calls[0]
+
+
+def test_fp8_weights_are_gathered_in_fp8():
+    # The first stage of pp 4 holds one layer (GEMM weights 4H^2 + 3H*FFN = 67,108,864, norms 2H)
+    # and the embedding (32000*H = 65,536,000): 132,648,960 parameters, 2 B each in bf16; with FP8
+    # weights (Megatron --fp8-param-gather, cost.fp8_params) the GEMM weights move 1 B. 7/8 of that
+    # leaves each of 8 ranks.
+    sent = {}
+
+    def phase(name, groups, nbytes, algorithm, efficiency, rounds=1):
+        sent[name] = nbytes
+        return PhaseResult(name=name, duration_s=1.0 if nbytes > 0 else 0.0)
+
+    stages = stage_layers(MODEL.num_layers, 4, 0, 0)
+    zgroups, edp = np.zeros((4, 8), dtype=np.int64), np.zeros((4, 8), dtype=np.int64)
+    for precision, nbytes in (("bf16", 2 * 132_648_960), ("fp8", 2 * 132_648_960 - 67_108_864),
+                              ("mxfp8", 2 * 132_648_960)):  # MXFP8 weights are gathered in bf16
+        plan = ParallelPlan(dp=8, pp=4, zero=1, precision=precision)
+        dp_calls(phase, MODEL, plan, stages, [1, 1, 1, 1], {"edp": edp}, zgroups,
+                 np.zeros((32, 1), dtype=np.int64), MEGATRON_RUNTIME)
+        assert sent["dp param all-gather"] == pytest.approx(nbytes * 7 / 8), precision
