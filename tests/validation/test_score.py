@@ -165,13 +165,15 @@ def test_balanced_routing_needs_an_moe_model(corpus):
 def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
     # One Runtime per row: the framework's (Megatron-Bridge runs Megatron's overlap and states),
     # with the CUDA graph scopes the recipe sets (mb-dsv3-gb200-bf16: moe_router, moe_preprocess),
-    # and FP8 weights only where the row states them (a bf16 row here).
+    # FP8 weights only where the row states them (a bf16 row here) and the bf16 gradient
+    # reduction its perf config sets (grad_reduce_in_fp32 false: 2 B main gradients).
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
     from sp_planner.validation.score import row_runtime
 
     runtime = row_runtime(_row(corpus, "mb-dsv3-gb200-bf16"))
     assert (runtime.overlap, runtime.states) == (
-        MEGATRON_RUNTIME.overlap, MEGATRON_RUNTIME.states.model_copy(update={"fp8_param_gather": False}))
+        MEGATRON_RUNTIME.overlap,
+        MEGATRON_RUNTIME.states.model_copy(update={"fp8_param_gather": False, "grad_bytes": 2}))
     assert runtime.cuda_graphs == {"moe_router", "moe_preprocess"}
     with pytest.raises(ValueError, match="corpus framework 'JAX' has no runtime model; use one of Megatron-LM"):
         row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
