@@ -19,7 +19,7 @@ from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, w
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
-from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
+from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.model import MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
@@ -115,6 +115,9 @@ def plan(
     precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
                                                       "Hopper+), mxfp8 (Blackwell), or auto to search what the "
                                                       "hardware runs. Attention stays bf16.")] = "bf16",
+    fp8_recipe: Annotated[Fp8Recipe, typer.Option(help="How fp8 sets its scales: delayed (Megatron's default, "
+                                                  "amax from earlier steps) or tensorwise (current scaling: "
+                                                  "an amax pass before each cast).")] = "delayed",
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
@@ -162,7 +165,7 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
-        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
+        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision, fp8_recipe=fp8_recipe,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
         moe_routing=moe_routing,

@@ -105,7 +105,7 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
-                        precision=PLAN_PRECISION[row.precision])
+                        precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe)
 
 
 # What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs

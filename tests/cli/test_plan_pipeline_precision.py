@@ -66,6 +66,31 @@ def test_fp8_llama3_8b_h100_prints_transformer_engine_flags(sp_plan):
     assert "    --bf16\n" in result.stdout
 
 
+def test_fp8_current_scaling_prints_tensorwise_and_costs_more(sp_plan, plan_json):
+    args = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--precision", "fp8",
+            "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1", "--micro-batch", "1",
+            "--recompute", "none")
+    result = sp_plan(*args, "--fp8-recipe", "tensorwise")
+    assert result.exit_code == 0, result.stderr
+    assert "    --fp8-format hybrid\n    --fp8-recipe tensorwise\n" in result.stdout
+    assert "fp8-cs GEMMs" in result.stdout and "fp8 GEMMs (current scaling)" in result.stdout
+    # The amax pass makes the same plan's GEMM time longer (tests/cost/test_precision.py derives it).
+    gemm = {}
+    for recipe in ("delayed", "tensorwise"):
+        code, data = plan_json(*args, "--fp8-recipe", recipe)
+        assert code == 0 and data["plans"][0]["fp8_recipe"] == recipe
+        gemm[recipe] = data["plans"][0]["time"]["gemm_s"]
+    assert gemm["tensorwise"] > gemm["delayed"]
+
+
+def test_fp8_recipe_needs_fp8(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--fp8-recipe", "tensorwise")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --fp8-recipe tensorwise applies to --precision fp8 (or auto), not bf16"]
+
+
 def test_fp8_on_a800_is_refused(sp_plan):
     result = sp_plan("--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--seq-len", "8k",
                      "--precision", "fp8")
