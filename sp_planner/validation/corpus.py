@@ -131,6 +131,10 @@ class CorpusRow(FrozenModel):
     # and NeMo 2's) or tensorwise (current scaling: Megatron --fp8-recipe tensorwise, Megatron-Bridge
     # FP8-CS, torchao float8 tensorwise). fp8 rows only.
     fp8_recipe: Fp8Recipe = "delayed"
+    # True where the run's recipe turns on FP8 core attention (Megatron --fp8-dot-product-attention,
+    # Megatron-Bridge MixedPrecisionConfig.fp8_dot_product_attention; cost.fp8_attention). FP8 and
+    # MXFP8 rows on the Blackwell profiles with a cuDNN FP8 SDPA curve only.
+    fp8_attention: bool = False
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
@@ -161,6 +165,8 @@ class CorpusRow(FrozenModel):
             # cost.fp8_params models it with the distributed optimizer.
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 and zero 1 (the distributed "
                              f"optimizer), not {self.precision} with zero {self.zero}")
+        if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
+            raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
         if self.fp8_recipe != "delayed" and self.precision != "fp8":
             raise ValueError(f"fp8_recipe {self.fp8_recipe} is for precision fp8 rows, not {self.precision}")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):

@@ -68,6 +68,7 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"fp8_param_gather": True, "precision": "fp8", "zero": 3},
      "fp8_param_gather needs precision fp8 or mxfp8 and zero 1 \\(the distributed optimizer\\), not fp8 with zero 3"),
     ({"fp8_recipe": "tensorwise", "precision": "mxfp8"}, "fp8_recipe tensorwise is for precision fp8 rows, not mxfp8"),
+    ({"fp8_attention": True}, "fp8_attention needs precision fp8 or mxfp8, not bf16"),
 ])
 def test_row_rules(change, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -183,3 +184,11 @@ def test_fp8_cs_rows_state_current_scaling(corpus):
     cs = {r.id for r in corpus.rows if r.source in ("mbridge", "mbdense") and "FP8-CS" in r.table}
     assert len(cs) >= 8 and cs <= current
     assert all(r.fp8_recipe == "delayed" for r in corpus.rows if r.source == "nemo-cp")
+
+
+def test_fp8_attention_rows_are_the_26_08_mxfp8_recipes(corpus):
+    # Megatron-Bridge v0.6.0 perf_recipes/qwen/common.py line 55 (_enable_hybridep_full_iteration_mxfp8):
+    # fp8_dot_product_attention True, on the four 26.08 GB200/GB300 Qwen3 rows.
+    stated = {r.id for r in corpus.rows if r.fp8_attention}
+    assert {"mb26-q30-gb200-mx", "mb26-q235-gb200-mx", "mb26-q30-gb300-mx", "mb26-q235-gb300-mx"} <= stated
+    assert not stated & {"mb-q30-gb200-mx", "mbd-405b-gb200-cs", "nemo-b200-8k"}
