@@ -82,6 +82,8 @@ class ParallelPlan(FrozenModel):
     last_stage_layers: int | None = Field(default=None, ge=1)
     precision: Precision = "bf16"
     fp8_recipe: Fp8Recipe = "delayed"
+    # FP8 core attention (Megatron --fp8-dot-product-attention; cost.fp8_attention), FP8/MXFP8 only.
+    fp8_attention: bool = False
     # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
     # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and
     # --expert-tensor-parallel-size). Both 1 for dense models.
@@ -96,6 +98,9 @@ class ParallelPlan(FrozenModel):
         if self.dp_replicate > 1 and self.zero == 0:
             raise ValueError(f"dp_replicate {self.dp_replicate} needs zero >= 1: with zero 0 every "
                              "data-parallel rank is already a full replica")
+        if self.fp8_attention and self.precision == "bf16":
+            raise ValueError("fp8_attention needs precision fp8 or mxfp8 (FP8 attention runs under "
+                             "Transformer Engine's FP8 autocast)")
         if not self.reshard_after_forward and self.zero != 3:
             raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
                              "parameters whole; only ZeRO-3/FSDP shards them)")

@@ -74,6 +74,7 @@ class Pins(FrozenModel):
     precision: Precision | None = "bf16"
     # Not searched: the FP8 recipe is the user's choice, as it changes the numerics.
     fp8_recipe: Fp8Recipe = "delayed"
+    fp8_attention: bool = False
     ep: int | None = None
     etp: int | None = None
 
@@ -97,7 +98,8 @@ class Candidates:
     plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
     stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
     `precision` holds plan.PRECISIONS codes; `fp8_current` is True where the FP8 recipe is
-    tensorwise current scaling (plan.fp8_recipe, one recipe per search, as the ring layout).
+    tensorwise current scaling (plan.fp8_recipe, one recipe per search, as the ring layout), and
+    `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's).
     """
 
     dp: np.ndarray
@@ -119,6 +121,7 @@ class Candidates:
     ep: np.ndarray
     etp: np.ndarray
     fp8_current: np.ndarray
+    fp8_attention: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -145,7 +148,8 @@ class Candidates:
                    dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
                    reshard=np.array([plan.reshard_after_forward]),
                    precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64),
-                   fp8_current=np.array([plan.fp8_recipe == "tensorwise"]))
+                   fp8_current=np.array([plan.fp8_recipe == "tensorwise"]),
+                   fp8_attention=np.array([plan.fp8_attention]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
@@ -157,7 +161,8 @@ class Candidates:
                             cp_comm="allgather" if self.allgather[i] else "p2p",
                             dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
                             precision=PRECISIONS[int(self.precision[i])],
-                            fp8_recipe="tensorwise" if self.fp8_current[i] else "delayed")
+                            fp8_recipe="tensorwise" if self.fp8_current[i] else "delayed",
+                            fp8_attention=bool(self.fp8_attention[i]))
 
 
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
@@ -275,7 +280,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
                       zigzag=np.full(len(rows), layout == "zigzag"), allgather=named["allgather"].astype(bool),
                       reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
                       last_stage_layers=np.asarray(last, dtype=np.int64),
-                      fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"))
+                      fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"),
+                      fp8_attention=np.full(len(rows), pins.fp8_attention))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

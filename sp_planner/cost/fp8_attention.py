@@ -50,13 +50,16 @@ def fp8_speedup(chip: str, tokens, *, backward: bool) -> np.ndarray:
 
 
 def with_fp8_attention(hardware: HardwareProfile) -> HardwareProfile:
-    """The profile with its attention curves scaled by cuDNN's FP8/BF16 SDPA ratio."""
+    """The profile with its attention curves scaled by cuDNN's FP8/BF16 SDPA ratio (once: a
+    profile already marked attention_fp8 is returned as it is)."""
+    if hardware.efficiency.attention_fp8:
+        return hardware
     chip = FP8_SDPA_CHIP.get(hardware.name)
     if chip is None:
         raise ValueError(f"no published FP8 attention (cuDNN FP8 SDPA) curve for {hardware.name}; "
                          f"FP8 attention is modelled on {', '.join(FP8_SDPA_CHIP)}")
     eff = hardware.efficiency
-    scaled = {}
+    scaled: dict[str, object] = {"attention_fp8": True}
     for name, backward in (("attention_fwd", False), ("attention_bwd", True)):
         curve = getattr(eff, name)
         tokens = tuple(p.tokens for p in curve)

@@ -29,6 +29,10 @@ def failures(request: FlagRequest) -> list[str]:
     """Rules of torchtitan 0.2.x and 0.3.x alike (CP, TP and data-parallel checks)."""
     p, m, s = request.plan, request.model, request.workload.seq_len
     failures = []
+    if p.fp8_attention:
+        # torchao's float8/MX converters swap nn.Linear only; SDPA stays bf16.
+        failures.append("fp8_attention cannot be expressed: torchtitan's float8/MX converters quantize the "
+                        "linear layers only; plan without --fp8-attention")
     if p.ulysses > 1:
         failures.append(
             f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "

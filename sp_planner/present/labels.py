@@ -93,7 +93,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
         f", {plan.precision} GEMMs" if plan.precision != "bf16" else "") + (
-        " (current scaling)" if plan.fp8_current else "")
+        " (current scaling)" if plan.fp8_current else "") + (" and attention" if plan.fp8_attention else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
 

@@ -106,7 +106,8 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
-                        precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe)
+                        precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
+                        fp8_attention=row.fp8_attention)
 
 
 # What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs

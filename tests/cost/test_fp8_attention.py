@@ -33,3 +33,23 @@ def test_profile_curves_scale_by_the_ratio():
 def test_hopper_has_no_fp8_attention_curve():
     with pytest.raises(ValueError, match="no published FP8 attention"):
         with_fp8_attention(load_hardware("h100"))
+
+
+def test_applied_once_whichever_path_brings_it():
+    # sp-plan scales the question's profile; evaluate() and the simulator scale a plain one for a
+    # plan with fp8_attention; a plan file keeps the scaled profile: each applies it once.
+    from sp_planner.catalog import load_model
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.search import evaluate
+    from sp_planner.specs import Workload
+
+    b200 = load_hardware("b200")
+    once = with_fp8_attention(b200)
+    assert once.efficiency.attention_fp8 and with_fp8_attention(once) == once
+    plan = ParallelPlan(tp=2, dp=4, zero=1, precision="mxfp8", fp8_attention=True)
+    kw = dict(num_nodes=1, gpus_per_node=8)
+    model, workload = load_model("llama3-8b"), Workload(seq_len=8192, global_batch=64)
+    assert evaluate(model, b200, workload, plan, **kw).step_time_s == evaluate(model, once, workload, plan,
+                                                                                **kw).step_time_s
+    plain = evaluate(model, b200, workload, plan.model_copy(update={"fp8_attention": False}), **kw)
+    assert plain.step_time_s > evaluate(model, b200, workload, plan, **kw).step_time_s

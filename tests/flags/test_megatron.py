@@ -173,3 +173,15 @@ def test_fp8_recipe_follows_the_plan(build, bash_args):
     ms = render_flags("mindspeed", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, precision="fp8",
                                                  fp8_recipe="tensorwise"))
     assert "--fp8-recipe tensorwise" in ms.text
+
+
+def test_fp8_attention_flag_and_its_refusals(build, bash_args):
+    req = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8", fp8_attention=True)
+    flags = render_flags("megatron", req)
+    assert bash_args(flags.text)["--fp8-dot-product-attention"] == []
+    assert any("core attention runs FP8 too" in note for note in flags.notes)
+    plain = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8")
+    assert "--fp8-dot-product-attention" not in render_flags("megatron", plain).text
+    # torchao's converters quantize linear layers only.
+    titan = render_flags("torchtitan", req)
+    assert not titan.supported and "fp8_attention cannot be expressed" in titan.reason
