@@ -26,6 +26,12 @@ RingLayout = Literal["zigzag", "contiguous"]
 # or MXFP8 (1x32 blocks with E8M0 scales, Blackwell only). Attention stays bf16 in all three.
 Precision = Literal["bf16", "fp8", "mxfp8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+# How per-tensor FP8 (precision "fp8") sets its scales, as Megatron's --fp8-recipe names them:
+# delayed (Megatron's default) scales each tensor by the amax recorded in an earlier step;
+# tensorwise (current scaling, TE Float8CurrentScaling) takes the tensor's own amax in a pass
+# before the cast (cost/precision.py). MXFP8 is its own precision; ignored for bf16 and mxfp8.
+Fp8Recipe = Literal["delayed", "tensorwise"]
+FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
 # How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
 # allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
 # paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
@@ -75,6 +81,9 @@ class ParallelPlan(FrozenModel):
     first_stage_layers: int | None = Field(default=None, ge=1)
     last_stage_layers: int | None = Field(default=None, ge=1)
     precision: Precision = "bf16"
+    fp8_recipe: Fp8Recipe = "delayed"
+    # FP8 core attention (Megatron --fp8-dot-product-attention; cost.fp8_attention), FP8/MXFP8 only.
+    fp8_attention: bool = False
     # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
     # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and
     # --expert-tensor-parallel-size). Both 1 for dense models.
@@ -89,6 +98,9 @@ class ParallelPlan(FrozenModel):
         if self.dp_replicate > 1 and self.zero == 0:
             raise ValueError(f"dp_replicate {self.dp_replicate} needs zero >= 1: with zero 0 every "
                              "data-parallel rank is already a full replica")
+        if self.fp8_attention and self.precision == "bf16":
+            raise ValueError("fp8_attention needs precision fp8 or mxfp8 (FP8 attention runs under "
+                             "Transformer Engine's FP8 autocast)")
         if not self.reshard_after_forward and self.zero != 3:
             raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
                              "parameters whole; only ZeRO-3/FSDP shards them)")
@@ -119,6 +131,11 @@ class ParallelPlan(FrozenModel):
     def dp_shard(self) -> int:
         """Data-parallel ranks one ZeRO/FSDP shard group spans (times cp): dp / dp_replicate."""
         return self.dp // self.dp_replicate
+
+    @property
+    def fp8_current(self) -> bool:
+        """Per-tensor FP8 with current scaling (the tensorwise recipe)."""
+        return self.precision == "fp8" and self.fp8_recipe == "tensorwise"
 
     @property
     def allgather(self) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sp_planner import columns
+from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
@@ -164,5 +165,7 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
             f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has {world} "
             f"({plural(num_nodes, 'node')} x {gpus_per_node})"
         )
+    if plan.fp8_attention:  # its curves (once; a question's or plan file's profile has them already)
+        hardware = with_fp8_attention(hardware)
     e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, runtime=runtime)
     return _explained(model, hardware, workload, e).estimate(0)

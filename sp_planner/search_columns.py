@@ -109,6 +109,8 @@ class _Evaluated(NamedTuple):
             split[layers == 0] = pd.NA
             cols[name] = split
         cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
+        cols["fp8_recipe"] = np.where(c.fp8_current, "tensorwise", "delayed").astype(object)
+        cols["fp8_attention"] = c.fp8_attention
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))

@@ -17,6 +17,7 @@ from sp_planner.plan import (
     RECOMPUTE,
     RULES,
     CpComm,
+    Fp8Recipe,
     ParallelPlan,
     Precision,
     Recompute,
@@ -71,6 +72,9 @@ class Pins(FrozenModel):
     vpp: int | None = None
     # bf16 unless asked: FP8 changes the numerics, so the search tries it only when told (None).
     precision: Precision | None = "bf16"
+    # Not searched: the FP8 recipe is the user's choice, as it changes the numerics.
+    fp8_recipe: Fp8Recipe = "delayed"
+    fp8_attention: bool = False
     ep: int | None = None
     etp: int | None = None
 
@@ -93,7 +97,9 @@ class Candidates:
     `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
     plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
     stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
-    `precision` holds plan.PRECISIONS codes.
+    `precision` holds plan.PRECISIONS codes; `fp8_current` is True where the FP8 recipe is
+    tensorwise current scaling (plan.fp8_recipe, one recipe per search, as the ring layout), and
+    `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's).
     """
 
     dp: np.ndarray
@@ -114,6 +120,8 @@ class Candidates:
     precision: np.ndarray
     ep: np.ndarray
     etp: np.ndarray
+    fp8_current: np.ndarray
+    fp8_attention: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -139,7 +147,9 @@ class Candidates:
                    zigzag=np.array([plan.zigzag]), allgather=np.array([plan.allgather]),
                    dp_replicate=np.array([plan.dp_replicate], dtype=np.int64),
                    reshard=np.array([plan.reshard_after_forward]),
-                   precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64))
+                   precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64),
+                   fp8_current=np.array([plan.fp8_recipe == "tensorwise"]),
+                   fp8_attention=np.array([plan.fp8_attention]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
@@ -150,7 +160,9 @@ class Candidates:
                             ring_layout="zigzag" if self.zigzag[i] else "contiguous",
                             cp_comm="allgather" if self.allgather[i] else "p2p",
                             dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
-                            precision=PRECISIONS[int(self.precision[i])])
+                            precision=PRECISIONS[int(self.precision[i])],
+                            fp8_recipe="tensorwise" if self.fp8_current[i] else "delayed",
+                            fp8_attention=bool(self.fp8_attention[i]))
 
 
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
@@ -267,7 +279,9 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},
                       zigzag=np.full(len(rows), layout == "zigzag"), allgather=named["allgather"].astype(bool),
                       reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
-                      last_stage_layers=np.asarray(last, dtype=np.int64))
+                      last_stage_layers=np.asarray(last, dtype=np.int64),
+                      fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"),
+                      fp8_attention=np.full(len(rows), pins.fp8_attention))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

@@ -16,10 +16,11 @@ from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
+from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
-from sp_planner.plan import MAX_DEGREE, CpComm, Precision, Recompute
+from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.model import MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
@@ -115,6 +116,12 @@ def plan(
     precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
                                                       "Hopper+), mxfp8 (Blackwell), or auto to search what the "
                                                       "hardware runs. Attention stays bf16.")] = "bf16",
+    fp8_recipe: Annotated[Fp8Recipe, typer.Option(help="How fp8 sets its scales: delayed (Megatron's default, "
+                                                  "amax from earlier steps) or tensorwise (current scaling: "
+                                                  "an amax pass before each cast).")] = "delayed",
+    fp8_attention: Annotated[bool, typer.Option(
+        "--fp8-attention", help="Run core attention in FP8 too (Megatron --fp8-dot-product-attention, "
+        "cuDNN's FP8 SDPA; Blackwell, --precision fp8 or mxfp8).")] = False,
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
@@ -162,7 +169,8 @@ def plan(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},
         zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm, dp_replicate=dp_replicate,
-        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision,
+        reshard_after_forward=reshard_after_forward, vpp=vpp, precision=precision, fp8_recipe=fp8_recipe,
+        fp8_attention=fp8_attention,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
         moe_routing=moe_routing,
@@ -176,6 +184,11 @@ def plan(
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
+    if fp8_attention:
+        if kernel != "cudnn":
+            raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
+                                 f"would run {kernel}")
+        question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)

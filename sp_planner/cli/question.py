@@ -13,9 +13,10 @@ from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
+from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
 from sp_planner.errors import UserInputError
 from sp_planner.pipeline import default_split
-from sp_planner.plan import PRECISIONS, CpComm, ParallelPlan, Precision, Recompute, violations
+from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, ParallelPlan, Precision, Recompute, violations
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -66,6 +67,8 @@ def resolve_question(
     reshard_after_forward: bool | None = None,
     vpp: int | None = None,
     precision: Precision | Literal["auto"] = "bf16",
+    fp8_recipe: Fp8Recipe = "delayed",
+    fp8_attention: bool = False,
     expert_degrees: dict[str, int | None] | None = None,
     moe_capacity_factor: float | None = None,
     moe_pad_to_capacity: bool = False,
@@ -97,7 +100,8 @@ def resolve_question(
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
-                precision=_check_precision(precision, profile))
+                precision=_check_precision(precision, profile), fp8_recipe=_check_fp8_recipe(fp8_recipe, precision),
+                fp8_attention=_check_fp8_attention(fp8_attention, precision, profile))
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
     _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
     return PlanQuestion(
@@ -157,6 +161,28 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     if degrees["dp"] is None and all(value is not None for value in others):
         return {**degrees, "dp": world_size // math.prod(v for v in others if v is not None)}
     return degrees
+
+
+def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"]) -> Fp8Recipe:
+    """The FP8 recipe, which only per-tensor FP8 (precision fp8, or auto's FP8 plans) reads."""
+    if fp8_recipe not in FP8_RECIPES:
+        raise UserInputError(f"--fp8-recipe must be one of {', '.join(FP8_RECIPES)}, got {fp8_recipe!r}")
+    if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
+        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+    return fp8_recipe
+
+
+def _check_fp8_attention(fp8_attention: bool, precision: Precision | Literal["auto"],
+                         profile: HardwareProfile) -> bool:
+    """FP8 attention needs FP8 GEMMs (every plan of the search) and a measured FP8 SDPA curve."""
+    if not fp8_attention:
+        return False
+    if precision not in ("fp8", "mxfp8"):
+        raise UserInputError(f"--fp8-attention needs --precision fp8 or mxfp8, not {precision}")
+    if profile.name not in FP8_SDPA_CHIP:
+        raise UserInputError(f"--fp8-attention: no published FP8 attention curve for {profile.name} "
+                             f"(modelled on {', '.join(FP8_SDPA_CHIP)})")
+    return True
 
 
 def _check_precision(precision: Precision | Literal["auto"], profile: HardwareProfile) -> Precision | None:

@@ -29,13 +29,13 @@ cd4afffa, distributed/param_and_grad_buffer.py):
   (param.data.copy_ of each slice, which quantizes). Non-GEMM parameters (embedding, output layer,
   norms) stay in bf16 buffers; MoE routers are counted with the GEMM weights (h x E a layer, under
   0.1% of a MoE layer).
-- the once-a-step weight cast (cost.step; 4 B a parameter with bf16 weights: read bf16, write FP8
-  and its transpose): per-tensor FP8 on Hopper rebuilds the transpose from the gathered data
-  (the cast resets the caches, TE tensor/utils.py _cast_master_weights_to_fp8_*_scaling
-  model_weight._reset_caches(); the forward's update_usage creates the transpose): read 1, write
-  1; nothing on Blackwell, which keeps no transpose; MXFP8 quantizes the gathered bf16 weights,
-  read 2, write 2 (+ scales), as the bf16 case. The optimizer's cast of its own shard is 1/Z of
-  that and not counted.
+- the once-a-step weight cast (cost.step; with bf16 weights the quantization of
+  cost.precision.quantize_bytes_per_elem, by recipe and chip): per-tensor FP8 on Hopper rebuilds
+  the transpose from the gathered data (the cast resets the caches, TE tensor/utils.py
+  _cast_master_weights_to_fp8_*_scaling model_weight._reset_caches(); the forward's update_usage
+  creates the transpose): read 1, write 1; nothing on Blackwell, which keeps no transpose; MXFP8
+  quantizes the gathered bf16 weights, read 2, write 2 (+ scales), as the bf16 case. The
+  optimizer's cast of its own shard is 1/Z of that and not counted.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.precision import BF16, CAST_TRANSPOSE_BYTES_PER_ELEM, FP8, FP8_ELEM_BYTES
+from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
 from sp_planner.specs.model import ModelSpec
 
@@ -80,10 +80,11 @@ def gathered_bytes(states: TrainingStates, precision, zero, params, gemm_params)
     return states.compute_param_bytes * params - saved * gemm_params
 
 
-def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool):
-    """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16."""
+def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool, fp8_current=False):
+    """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16.
+    `fp8_current`: per-tensor FP8 with current scaling (plan.fp8_recipe tensorwise)."""
     precision = np.asarray(precision)
     fp8_weights = np.where((precision == FP8) & any_layout, 0, TRANSPOSE_REBUILD_BYTES_PER_ELEM)
     cast = np.where(fp8_params_active(states, precision, zero) & (precision == FP8), fp8_weights,
-                    CAST_TRANSPOSE_BYTES_PER_ELEM)
+                    quantize_bytes_per_elem(precision, fp8_current, any_layout))
     return np.where(precision != BF16, cast, 0)

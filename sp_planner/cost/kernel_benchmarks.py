@@ -4,8 +4,8 @@ causal/non-causal throughput ratio of each kernel by block length.
 Every table is BF16, head_dim 128, TFLOPS in the FlashAttention convention (forward 4 b h s^2 d,
 half that for a causal mask, backward 2.5 x forward), transcribed in shared reference
 attention_kernels_and_cp_costs.md section 1 and re-read from the sources named at each table.
-FP8 attention is not modelled (attention stays BF16 under --precision fp8, as Transformer
-Engine's default), so the FP8 columns of these sources are not used.
+Attention stays BF16 under --precision fp8 (Transformer Engine's default); FP8 attention, where a
+corpus row states it, scales these curves by the FP8 columns' ratio (cost.fp8_attention).
 """
 
 from __future__ import annotations

@@ -10,10 +10,21 @@ TE module), norms and elementwise ops, and every collective but one: with Megatr
 Costs added (per layer, per micro-batch):
 - GEMMs at `peak_fp8_flops` x `efficiency.gemm_fp8` (or `gemm_mxfp8`), both from the profile's
   microbenchmarks.
-- Quantization: TE's fused cast-transpose reads each bf16 GEMM input once and writes its FP8 copy
-  and the FP8 transpose the backward GEMMs need (transformer_engine/common/transpose/
-  cast_transpose.cu): 2 + 1 + 1 = 4 bytes per element, for the inputs in the forward and the output
-  gradients in the backward; weights are cast once per step (is_first_microbatch caching).
+- Quantization (quantize_bytes_per_elem), for the inputs in the forward and the output gradients
+  in the backward; weights are cast once per step (is_first_microbatch caching). By recipe:
+  delayed scaling (TE Float8Quantizer): one fused cast-transpose with the scale from the amax
+  history, recording this tensor's amax in the same kernel (transformer_engine/common/transpose/
+  cast_transpose.cu): reads bf16 (2) and writes the FP8 data (1) and, where the chip's FP8 GEMMs
+  are TN only (Hopper), the FP8 transpose the backward GEMMs need (1): 4 bytes, 3 on Blackwell.
+  Current scaling (Megatron --fp8-recipe tensorwise, TE Float8CurrentScalingQuantizer, v2.9
+  csrc/quantizer.cpp quantize_impl): nvte_compute_amax reads the bf16 tensor first (2 more bytes),
+  then nvte_compute_scale_from_amax (one scalar) and the same cast: 6 bytes, 5 on Blackwell. (TE
+  fuses the amax into its own norm kernels, csrc/extensions/normalization.cpp
+  FUSED_NORM_AMAX_FP8, but then the norm writes bf16 for the cast to read back instead of FP8:
+  2 + 2 - 1 = 3 bytes over delayed's fused norm-cast, about the amax pass charged here.)
+  MXFP8 (TE MXFP8Quantizer): one cast writing row- and column-wise FP8, each with an E8M0 scale
+  per 32 elements, on every chip: 2 + 2 x (1 + 1/32) bytes. TE's GEMM benchmark bounds these:
+  tests/cost/test_precision.py checks them against its autocast-minus-pre-quantized times.
 - Memory: TE's FP8 weight (the weight workspace TE caches across micro-batches, or with
   --fp8-param-gather the weight itself, cost.fp8_params). Per-tensor FP8 (TE Float8Tensor): the
   data, 1 byte per GEMM parameter, and on Hopper its transpose, 1 more (TE v2.9 quantizer.cpp:
@@ -38,7 +49,11 @@ from sp_planner.specs.model import ModelSpec
 BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
 MX_BLOCK = 32  # MXFP8: one E8M0 scale byte per 32 elements (OCP MX spec; TE MXFP8BlockScaling)
 CAST_TRANSPOSE_BYTES_PER_ELEM = 4  # read bf16 (2), write FP8 (1) and its transpose (1)
+# Current scaling's separate amax pass reads the bf16 tensor once (TE v2.9 quantizer.cpp
+# Float8CurrentScalingQuantizer::quantize_impl: nvte_compute_amax before nvte_quantize_v2).
+AMAX_PASS_BYTES_PER_ELEM = 2
 FP8_ELEM_BYTES = 1
+ACT_READ_BYTES = 2  # the bf16 tensor a cast reads
 SCALING_STATE_BYTES_PER_LAYER = 4 * 3 * 3 * 4  # GEMMs x tensors x (amax, scale, scale_inv) x fp32
 
 
@@ -53,6 +68,18 @@ def fp8_weight_bytes_per_param(precision, any_layout: bool = False):
     precision = np.asarray(precision)
     copies = np.where((precision == FP8) & any_layout, 1, 2)
     return np.where(precision != BF16, copies * (FP8_ELEM_BYTES + _scale_overhead(precision)), 0.0)
+
+
+def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False):
+    """HBM bytes per quantized element of one bf16 tensor's quantization (module docstring; 0 for
+    bf16): per-tensor FP8's cast, without the transpose where the chip's FP8 GEMMs take any layout
+    (`any_layout`, HardwareProfile.fp8_gemm_any_layout), plus the amax pass under current scaling
+    (`fp8_current`, plan.fp8_recipe tensorwise); MXFP8's row- and column-wise cast with scales."""
+    precision = np.asarray(precision)
+    fp8 = np.where(any_layout, CAST_TRANSPOSE_BYTES_PER_ELEM - FP8_ELEM_BYTES, CAST_TRANSPOSE_BYTES_PER_ELEM)
+    fp8 = fp8 + np.where(np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
+    mx = ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + 1.0 / MX_BLOCK)
+    return np.select([precision == FP8, precision == MXFP8], [fp8, mx], 0.0).astype(np.float64)
 
 
 def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:

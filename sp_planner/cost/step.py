@@ -62,10 +62,10 @@ from sp_planner.cost.moe import (
 )
 from sp_planner.cost.precision import (
     BF16,
-    CAST_TRANSPOSE_BYTES_PER_ELEM,
     gemm_inputs_per_token,
     gemm_output_grads_per_token,
     gemm_peak_flops,
+    quantize_bytes_per_elem,
 )
 from sp_planner.distinct import per_distinct
 from sp_planner.pipeline import bubble_micro_batches
@@ -148,10 +148,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
     low = c.precision != BF16
     ffn = _active_ffn_width(model)
-    cast_fwd = np.where(low, memory_pass_time_s(
-        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_inputs_per_token(model, ffn) * tokens / tp), 0.0)
-    cast_bwd = np.where(low, memory_pass_time_s(
-        hardware, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn) * tokens / tp), 0.0)
+    # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
+    quant = quantize_bytes_per_elem(c.precision, c.fp8_current, hardware.fp8_gemm_any_layout)
+    cast_fwd = memory_pass_time_s(hardware, quant * gemm_inputs_per_token(model, ffn) * tokens / tp)
+    cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
     gemm_fwd = gemm_fwd + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
@@ -263,7 +263,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).
     weight_cast = np.where(low, memory_pass_time_s(
-        hardware, weight_cast_bytes_per_param(states, c.precision, zero, hardware.fp8_gemm_any_layout)
+        hardware, weight_cast_bytes_per_param(states, c.precision, zero, hardware.fp8_gemm_any_layout,
+                                              c.fp8_current)
         * layers * (layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer)), 0.0)
     parts = (
         m * (layers * (3 * gemm_fwd + gemm_bwd_extra + cast_bwd) + logits) + weight_cast,

@@ -17,13 +17,21 @@ from sp_planner.pipeline import split_kind
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
 # format NVIDIA's Megatron/NeMo FP8 recipes use); MXFP8 runs E4M3 throughout (TE MXFP8BlockScaling
-# default fp8_format=E4M3). --fp8-recipe: delayed is Megatron's default (transformer_config.py
-# fp8_recipe); mxfp8 is Blackwell-only.
+# default fp8_format=E4M3). --fp8-recipe: the plan's fp8_recipe for per-tensor FP8, delayed (Megatron's
+# default) or tensorwise (current scaling; TransformerConfig.fp8_recipe choices tensorwise, delayed,
+# mxfp8, blockwise, custom at Megatron-LM d98e8a6 transformer_config.py line 594); mxfp8 is
+# Blackwell-only.
 FP8_FLAGS: dict[str, list[str]] = {
     "bf16": [],
-    "fp8": ["--fp8-format hybrid", "--fp8-recipe delayed"],
+    "fp8": ["--fp8-format hybrid"],
     "mxfp8": ["--fp8-format e4m3", "--fp8-recipe mxfp8"],
 }
+
+
+def fp8_recipe_flags(plan) -> list[str]:
+    """--fp8-format and --fp8-recipe for the plan's precision and FP8 recipe."""
+    recipe = [f"--fp8-recipe {plan.fp8_recipe}"] if plan.precision == "fp8" else []
+    return [*FP8_FLAGS[plan.precision], *recipe]
 
 
 def split_form(request: FlagRequest) -> str:
@@ -84,7 +92,9 @@ def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_para
     weights = []
     if fp8_params and fp8_weights(request):
         weights = ["--fp8-param-gather"] + (["--reuse-grad-buf-for-mxfp8-param-ag"] if p.precision == "mxfp8" else [])
-    return ["--bf16", *te, *FP8_FLAGS[p.precision], *weights]
+    # FP8 core attention (TransformerConfig.fp8_dot_product_attention; cost.fp8_attention).
+    attention = ["--fp8-dot-product-attention"] if p.fp8_attention else []
+    return ["--bf16", *te, *fp8_recipe_flags(p), *attention, *weights]
 
 
 def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[str]:
@@ -98,12 +108,18 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
                 f"distributed optimizer gathers {gathered}; other communication stays bf16, as planned.")
     else:
         comm = "all communication stays bf16, as planned."
+    attention = ("core attention runs FP8 too (--fp8-dot-product-attention, cuDNN's FP8 SDPA)"
+                 if p.fp8_attention else "attention stays bf16")
     notes = ["FP8 runs the layers' GEMMs through Transformer Engine (--transformer-impl transformer_engine, "
-             f"Megatron's default); attention and the output layer stay bf16; {comm}"]
-    if p.precision == "fp8":
-        notes.append("--fp8-recipe delayed is Megatron's default; tensorwise (current scaling) or blockwise "
-                     "(Hopper, Megatron's MoE README) are drop-in alternatives with their own cost "
-                     "(TE's H200 GEMM profile: 1.69x / 1.58x / 1.40x over bf16 for delayed / current / block).")
+             f"Megatron's default); {attention}; the output layer stays bf16; {comm}"]
+    if p.precision == "fp8" and p.fp8_recipe == "delayed":
+        notes.append("--fp8-recipe delayed is Megatron's default; tensorwise (current scaling, planned with "
+                     "--fp8-recipe tensorwise) reads each quantized tensor once more for its amax; blockwise "
+                     "(Hopper, Megatron's MoE README) is not modelled (TE's H200 GEMM profile: 1.69x / 1.58x / "
+                     "1.40x over bf16 for delayed / current / block).")
+    elif p.precision == "fp8":
+        notes.append("--fp8-recipe tensorwise (current scaling) takes each tensor's amax in a pass before its "
+                     "cast, as planned; delayed, Megatron's default, uses the previous steps' amax instead.")
     else:
         notes.append("--fp8-recipe mxfp8 needs a Blackwell GPU and Transformer Engine >= 2.0.")
     return notes

@@ -29,6 +29,10 @@ def failures(request: FlagRequest) -> list[str]:
     """Rules of torchtitan 0.2.x and 0.3.x alike (CP, TP and data-parallel checks)."""
     p, m, s = request.plan, request.model, request.workload.seq_len
     failures = []
+    if p.fp8_attention:
+        # torchao's float8/MX converters swap nn.Linear only; SDPA stays bf16.
+        failures.append("fp8_attention cannot be expressed: torchtitan's float8/MX converters quantize the "
+                        "linear layers only; plan without --fp8-attention")
     if p.ulysses > 1:
         failures.append(
             f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "
@@ -204,6 +208,12 @@ def shared_notes(request: FlagRequest) -> list[str]:
         notes.append(
             "torchtitan load-balances causal CP with the head-tail (zigzag) layout; the plan's contiguous "
             "ring layout cannot be selected."
+        )
+    if p.precision == "fp8" and p.fp8_recipe == "delayed":
+        # torchao float8 ScalingType has DYNAMIC only (torchao/float8/config.py): current scaling.
+        notes.append(
+            "torchao float8 scales each tensor from its own amax (current scaling, no delayed scaling); "
+            "plan with --fp8-recipe tensorwise to cost its extra amax pass."
         )
     if p.recompute == "selective":
         notes.append(

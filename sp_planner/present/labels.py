@@ -84,7 +84,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
         extras += "" if plan.reshard_after_forward else " keep"
         extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
             f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
-            f" {plan.precision}" if plan.precision != "bf16" else "")
+            f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "")
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
     extras = (", contiguous ring" if contiguous else "") + (", all-gather CP" if gather else "")
@@ -92,7 +92,8 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     extras += "" if plan.reshard_after_forward else ", no reshard after forward"
     extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
-        f", {plan.precision} GEMMs" if plan.precision != "bf16" else "")
+        f", {plan.precision} GEMMs" if plan.precision != "bf16" else "") + (
+        " (current scaling)" if plan.fp8_current else "") + (" and attention" if plan.fp8_attention else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
 

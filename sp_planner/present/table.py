@@ -59,7 +59,9 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     precisions = {est.plan.precision for est in ranked}
     mixed = len(precisions) > 1
     if not mixed and precisions and precisions != {"bf16"}:
-        title = f"{title}, {next(iter(precisions))} GEMMs"
+        # One FP8 recipe per search (Pins): current scaling as NVIDIA names it, FP8-CS.
+        current = "-cs" if any(est.plan.fp8_current for est in ranked) else ""
+        title = f"{title}, {next(iter(precisions))}{current} GEMMs"
         table.title = title
     columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",
                "micro", *(("prec",) if mixed else ()), "GiB/GPU", "step",

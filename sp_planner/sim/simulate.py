@@ -12,6 +12,7 @@ analytic model's (cost.host), added as one block at the end of the step.
 from __future__ import annotations
 
 
+from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
@@ -52,6 +53,7 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
                   gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float]:
     """The analytic model's (step time, exposed host time) for one plan."""
+    hardware = with_fp8_attention(hardware) if plan.fp8_attention else hardware
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0])
@@ -71,6 +73,8 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
     graphs whose host time the analytic model counts (cost.runtime)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    if plan.fp8_attention:  # its curves, once (cost.fp8_attention)
+        hardware = with_fp8_attention(hardware)
     domain = hardware.link_domain_gpus(gpus_per_node)
     # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of 72 GPUs behind
     # NVSwitch, with each GPU's NIC, while the hosts (4 GPUs) only matter to the launcher.

@@ -12,10 +12,10 @@ import numpy as np
 from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHERS, comm_columns
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.precision import (
-    CAST_TRANSPOSE_BYTES_PER_ELEM,
     gemm_inputs_per_token,
     gemm_output_grads_per_token,
     gemm_peak_flops,
+    quantize_bytes_per_elem,
 )
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
@@ -116,11 +116,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # The layers' GEMMs at the plan's precision with FP8's cast-transpose passes (cost/precision.py).
     code = PRECISIONS.index(plan.precision)
     ffn = _active_ffn_width(model)
-    low = plan.precision != "bf16"
-    cast_fwd = float(memory_pass_time_s(hw, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_inputs_per_token(model, ffn)
-                                        * tokens / tp)) if low else 0.0
-    cast_bwd = float(memory_pass_time_s(hw, CAST_TRANSPOSE_BYTES_PER_ELEM * gemm_output_grads_per_token(model, ffn)
-                                        * tokens / tp)) if low else 0.0
+    quant = float(quantize_bytes_per_elem(code, plan.fp8_current, hw.fp8_gemm_any_layout))  # 0 for bf16
+    cast_fwd = float(memory_pass_time_s(hw, quant * gemm_inputs_per_token(model, ffn) * tokens / tp))
+    cast_bwd = float(memory_pass_time_s(hw, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp))
     gemm_flat = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0])
     slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens))
     gemm_fwd = gemm_flat * slow_fwd + float(

@@ -124,6 +124,9 @@ class EfficiencySpec(_Finite):
     # (cost.attention_kernels.causal_ratio); cost.attention_kernels.with_attention_kernel sets it.
     attention_causal_fwd: tuple[CurvePoint, ...] | None = None
     attention_causal_bwd: tuple[CurvePoint, ...] | None = None
+    # The attention curves are FP8 attention's (cost.fp8_attention.with_fp8_attention sets it, with
+    # the curves scaled; a plan file keeps both, so the scaling is applied once).
+    attention_fp8: bool = False
 
     _curves = field_validator("attention_fwd", "attention_bwd")(_check_curve)
 

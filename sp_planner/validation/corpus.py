@@ -21,7 +21,7 @@ from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KER
 from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES, check_graph_scopes
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
-from sp_planner.plan import CpComm, Recompute, RingLayout
+from sp_planner.plan import CpComm, Fp8Recipe, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec, MoERouting
 
@@ -127,6 +127,14 @@ class CorpusRow(FrozenModel):
     # Engine FP8 tensors, gathered in FP8 by the distributed optimizer (cost.fp8_params).
     # Megatron-family FP8/MXFP8 rows with zero 1 only (Megatron-FSDP's FP8 weights are not modelled).
     fp8_param_gather: bool = False
+    # How the run's per-tensor FP8 sets its scales (plan.fp8_recipe): delayed (Megatron's default
+    # and NeMo 2's) or tensorwise (current scaling: Megatron --fp8-recipe tensorwise, Megatron-Bridge
+    # FP8-CS, torchao float8 tensorwise). fp8 rows only.
+    fp8_recipe: Fp8Recipe = "delayed"
+    # True where the run's recipe turns on FP8 core attention (Megatron --fp8-dot-product-attention,
+    # Megatron-Bridge MixedPrecisionConfig.fp8_dot_product_attention; cost.fp8_attention). FP8 and
+    # MXFP8 rows on the Blackwell profiles with a cuDNN FP8 SDPA curve only.
+    fp8_attention: bool = False
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
@@ -157,6 +165,10 @@ class CorpusRow(FrozenModel):
             # cost.fp8_params models it with the distributed optimizer.
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 and zero 1 (the distributed "
                              f"optimizer), not {self.precision} with zero {self.zero}")
+        if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
+            raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
+        if self.fp8_recipe != "delayed" and self.precision != "fp8":
+            raise ValueError(f"fp8_recipe {self.fp8_recipe} is for precision fp8 rows, not {self.precision}")
         if (self.figure in FLOP_FIGURES) == (self.convention == "none"):
             raise ValueError(f"figure {self.figure} with convention {self.convention}: FLOP-based figures "
                              "name their FLOP convention, others use 'none'")

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
+from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.cost.states import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
@@ -105,7 +106,8 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
-                        precision=PLAN_PRECISION[row.precision])
+                        precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
+                        fp8_attention=row.fp8_attention)
 
 
 # What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs
@@ -169,8 +171,13 @@ CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": TRITON_PORT}
 
 
 def row_hardware(row: CorpusRow) -> HardwareProfile:
-    """The row's profile with the attention kernel its framework ran."""
-    hardware = load_hardware(row.hardware)
+    """The row's profile with the attention kernel its framework ran, in FP8 where the row says
+    so (cost.fp8_attention)."""
+    hardware = _row_kernel(row, load_hardware(row.hardware))
+    return with_fp8_attention(hardware) if row.fp8_attention else hardware
+
+
+def _row_kernel(row: CorpusRow, hardware: HardwareProfile) -> HardwareProfile:
     if row.attention_kernel is not None:
         return with_attention_kernel(hardware, row.attention_kernel)
     if row.framework in CORPUS_KERNEL:

@@ -66,6 +66,57 @@ def test_fp8_llama3_8b_h100_prints_transformer_engine_flags(sp_plan):
     assert "    --bf16\n" in result.stdout
 
 
+def test_fp8_current_scaling_prints_tensorwise_and_costs_more(sp_plan, plan_json):
+    args = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--precision", "fp8",
+            "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1", "--micro-batch", "1",
+            "--recompute", "none")
+    result = sp_plan(*args, "--fp8-recipe", "tensorwise")
+    assert result.exit_code == 0, result.stderr
+    assert "    --fp8-format hybrid\n    --fp8-recipe tensorwise\n" in result.stdout
+    assert "fp8-cs GEMMs" in result.stdout and "fp8 GEMMs (current scaling)" in result.stdout
+    # The amax pass makes the same plan's GEMM time longer (tests/cost/test_precision.py derives it).
+    gemm = {}
+    for recipe in ("delayed", "tensorwise"):
+        code, data = plan_json(*args, "--fp8-recipe", recipe)
+        assert code == 0 and data["plans"][0]["fp8_recipe"] == recipe
+        gemm[recipe] = data["plans"][0]["time"]["gemm_s"]
+    assert gemm["tensorwise"] > gemm["delayed"]
+
+
+def test_fp8_attention_on_b200_emits_its_flag_and_is_faster(sp_plan, plan_json):
+    args = ("--model", "llama3-8b", "--hardware", "b200", "--nodes", "1", "--seq-len", "8k", "--precision", "fp8",
+            "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1", "--micro-batch", "1",
+            "--recompute", "none")
+    result = sp_plan(*args, "--fp8-attention")
+    assert result.exit_code == 0, result.stderr
+    assert "    --fp8-dot-product-attention\n" in result.stdout
+    attention = {}
+    for extra in ((), ("--fp8-attention",)):
+        code, data = plan_json(*args, *extra)
+        assert code == 0 and data["plans"][0]["fp8_attention"] == bool(extra)
+        attention[bool(extra)] = data["plans"][0]["time"]["attention_s"]
+    # cuDNN FP8 over BF16 SDPA on B200 at 8K: 1.085x forward, 1.261x backward (cost.fp8_attention).
+    assert 1.085 < attention[False] / attention[True] < 1.261
+
+
+def test_fp8_attention_needs_fp8_and_a_curve(sp_plan):
+    base = ("--model", "llama3-8b", "--nodes", "1", "--seq-len", "8k", "--fp8-attention")
+    result = sp_plan(*base, "--hardware", "b200")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: --fp8-attention needs --precision fp8 or mxfp8, not bf16"
+    result = sp_plan(*base, "--hardware", "h100", "--precision", "fp8")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: --fp8-attention: no published FP8 attention curve for H100-SXM")
+
+
+def test_fp8_recipe_needs_fp8(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
+                     "--fp8-recipe", "tensorwise")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --fp8-recipe tensorwise applies to --precision fp8 (or auto), not bf16"]
+
+
 def test_fp8_on_a800_is_refused(sp_plan):
     result = sp_plan("--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--seq-len", "8k",
                      "--precision", "fp8")

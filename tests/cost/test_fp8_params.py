@@ -61,10 +61,14 @@ def test_weight_cast_bytes():
     precision = np.array([BF16, FP8, FP8, MXFP8])
     zero = np.array([1, 1, 0, 1])
     # Hopper: FP8 weights rebuild their transpose (read 1, write 1); without them a cast-transpose
-    # (read 2, write 1 + 1); MXFP8 weights quantize the gathered bf16 (read 2, write 2).
-    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False).tolist() == [0, 2, 4, 4]
-    # Blackwell keeps no FP8 transpose: per-tensor FP8 weights need nothing after the gather.
-    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True).tolist() == [0, 0, 4, 4]
+    # (read 2, write 1 + 1); MXFP8 weights quantize the gathered bf16 (read 2, write 2 + 2/32).
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False).tolist() == [0, 2, 4, 4.0625]
+    # Blackwell keeps no FP8 transpose: per-tensor FP8 weights need nothing after the gather, bf16
+    # weights a cast without the transpose (read 2, write 1).
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True).tolist() == [0, 0, 3, 4.0625]
+    # Current scaling: the bf16 weights' cast reads them once more for the amax (2 B); FP8 primary
+    # weights are cast in the optimizer, as with delayed scaling.
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False, True).tolist() == [0, 2, 6, 4.0625]
 
 
 def _memory(hardware, precision, states, zero=1):

@@ -155,3 +155,33 @@ def test_fp8_plans_with_the_distributed_optimizer_keep_fp8_weights(build, bash_a
     ms = render_flags("mindspeed", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="fp8"))
     assert ms.supported and "--fp8-param-gather" not in ms.text
     assert any("all communication stays bf16" in note for note in ms.notes)
+
+
+def test_fp8_recipe_follows_the_plan(build, bash_args):
+    # Delayed scaling is Megatron's default and the plan's; tensorwise (current scaling) is emitted
+    # as the plan states it, and only per-tensor FP8 carries a recipe of its own.
+    delayed = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, precision="fp8"))
+    assert bash_args(delayed.text)["--fp8-recipe"] == ["delayed"]
+    assert any("--fp8-recipe tensorwise" in note for note in delayed.notes)
+    current = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, precision="fp8",
+                                                     fp8_recipe="tensorwise"))
+    assert bash_args(current.text)["--fp8-recipe"] == ["tensorwise"]
+    assert any("amax in a pass before its cast" in note for note in current.notes)
+    mx = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, precision="mxfp8",
+                                                fp8_recipe="tensorwise"))
+    assert bash_args(mx.text)["--fp8-recipe"] == ["mxfp8"]
+    ms = render_flags("mindspeed", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, precision="fp8",
+                                                 fp8_recipe="tensorwise"))
+    assert "--fp8-recipe tensorwise" in ms.text
+
+
+def test_fp8_attention_flag_and_its_refusals(build, bash_args):
+    req = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8", fp8_attention=True)
+    flags = render_flags("megatron", req)
+    assert bash_args(flags.text)["--fp8-dot-product-attention"] == []
+    assert any("core attention runs FP8 too" in note for note in flags.notes)
+    plain = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8")
+    assert "--fp8-dot-product-attention" not in render_flags("megatron", plain).text
+    # torchao's converters quantize linear layers only.
+    titan = render_flags("torchtitan", req)
+    assert not titan.supported and "fp8_attention cannot be expressed" in titan.reason

@@ -48,6 +48,7 @@ FIELDS = {
     "--recompute-num-layers": ("recompute_num_layers", int),
     "--fp8-format": ("fp8", str),
     "--fp8-recipe": ("fp8_recipe", str),
+    "--fp8-dot-product-attention": ("fp8_dot_product_attention", None),
     "--bf16": ("bf16", None),
     # megatron/training/argument_utils.py (d98e8a6) line 312: kw_args['fp8_param'] = args.fp8_param_gather.
     "--fp8-param-gather": ("fp8_param", None),
@@ -167,8 +168,14 @@ EXTRA = {
     "llama3_405b_pp16_explicit_vpp2": request(LLAMA31_405B, 8192, 64, tp=8, pp=16, vpp=2,
                                               first_stage_layers=6, last_stage_layers=8),
     "llama3_8b_fp8_h100": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, precision="fp8"),
+    # Current scaling with FP8 weights, as Megatron-Bridge's FP8-CS preset runs.
+    "llama3_8b_fp8_tensorwise_zero1": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="fp8",
+                                              fp8_recipe="tensorwise"),
     "llama3_8b_mxfp8_pp4_vpp2": request(LLAMA3_8B, 8192, 64, tp=2, pp=4, vpp=2, precision="mxfp8"),
     "llama3_8b_mxfp8_zero1": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8"),
+    # FP8 attention, as Megatron-Bridge's 26.08 MXFP8 recipes run it.
+    "llama3_8b_mxfp8_fp8_attention": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8",
+                                             fp8_attention=True),
 }
 
 
@@ -182,6 +189,10 @@ def test_megatron_core_accepts_the_flags(req):
     p = req.plan
     assert config.virtual_pipeline_model_parallel_size == (p.vpp if p.vpp > 1 else None)
     assert config.fp8 == {"bf16": None, "fp8": "hybrid", "mxfp8": "e4m3"}[p.precision]
+    # The recipe the cost model timed (cost.precision.quantize_bytes_per_elem).
+    recipe = {"bf16": None, "fp8": p.fp8_recipe, "mxfp8": "mxfp8"}[p.precision]
+    assert (config.fp8_recipe if p.precision != "bf16" else None) == recipe
+    assert config.fp8_dot_product_attention == p.fp8_attention
     # FP8 weights exactly where the cost model counts them (cost.fp8_params).
     assert config.fp8_param == (p.precision != "bf16" and p.zero == 1)
 

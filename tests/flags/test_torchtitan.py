@@ -88,6 +88,10 @@ def test_pipeline_split_and_float8_sections(build):
     assert config["parallelism"]["pipeline_parallel_first_stage_less_layers"] == 0
     assert config["model"] == {"converters": ["float8"]}
     assert config["quantize"]["linear"]["float8"] == {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
+    # torchao float8 scales dynamically (current scaling): a delayed-scaling plan is told so.
+    assert any("--fp8-recipe tensorwise" in note for note in render_flags("torchtitan", request).notes)
+    current = request.model_copy(update={"plan": request.plan.model_copy(update={"fp8_recipe": "tensorwise"})})
+    assert not any("--fp8-recipe tensorwise" in note for note in render_flags("torchtitan", current).notes)
 
 
 def test_hsdp_keep_parameters_and_allgather_cp(build):

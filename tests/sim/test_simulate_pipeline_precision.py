@@ -26,6 +26,15 @@ def test_fp8_speeds_up_the_simulated_step_like_the_analytic_one():
     assert sim_bf16 / sim_fp8 == pytest.approx(ana_bf16 / ana_fp8, rel=0.1)
 
 
+def test_current_scaling_slows_both_models_by_its_amax_pass():
+    # The amax pass (2 B per quantized element, cost.precision) costs the same extra time in the
+    # simulator and the analytic model, within the two models' 10% agreement.
+    sim_d, ana_d = _both(ParallelPlan(tp=2, dp=4, zero=1, precision="fp8"))
+    sim_c, ana_c = _both(ParallelPlan(tp=2, dp=4, zero=1, precision="fp8", fp8_recipe="tensorwise"))
+    assert ana_c > ana_d and sim_c > sim_d
+    assert sim_c - sim_d == pytest.approx(ana_c - ana_d, rel=0.1)
+
+
 def test_uneven_split_moves_the_pace_in_both_models():
     # The last stage also runs the 128K-vocabulary logits: taking a layer off it (9/8/8/7) balances
     # the pipeline, adding three (5/8/8/11) makes it the bottleneck; simulator and analytic agree.

@@ -67,6 +67,8 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"fp8_param_gather": True}, "fp8_param_gather needs precision fp8 or mxfp8 and zero 1"),
     ({"fp8_param_gather": True, "precision": "fp8", "zero": 3},
      "fp8_param_gather needs precision fp8 or mxfp8 and zero 1 \\(the distributed optimizer\\), not fp8 with zero 3"),
+    ({"fp8_recipe": "tensorwise", "precision": "mxfp8"}, "fp8_recipe tensorwise is for precision fp8 rows, not mxfp8"),
+    ({"fp8_attention": True}, "fp8_attention needs precision fp8 or mxfp8, not bf16"),
 ])
 def test_row_rules(change, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -172,3 +174,21 @@ def test_fp8_recipes_state_fp8_weights(corpus):
     # Megatron-FSDP rows (zero 3) and the NeMo 24.03 H100 rows (zero 2) keep bf16 weights.
     assert not stated & {"mbd-70b-gb200-cs", "mbd-70b-gb300-cs", "nemo-h100-4k"}
     assert all(r.precision in ("fp8", "mxfp8") and r.zero == 1 for r in corpus.rows if r.fp8_param_gather)
+
+
+def test_fp8_cs_rows_state_current_scaling(corpus):
+    # Megatron-Bridge's FP8-CS = bf16_with_fp8_current_scaling_mixed, fp8_recipe "tensorwise"
+    # (v0.2.0 training/mixed_precision.py line 285, returned by scripts/performance/utils/helpers.py
+    # get_precision_config for fp8_cs); NeMo 2's FP8 rows ran delayed scaling (its default).
+    current = {r.id for r in corpus.rows if r.fp8_recipe == "tensorwise"}
+    cs = {r.id for r in corpus.rows if r.source in ("mbridge", "mbdense") and "FP8-CS" in r.table}
+    assert len(cs) >= 8 and cs <= current
+    assert all(r.fp8_recipe == "delayed" for r in corpus.rows if r.source == "nemo-cp")
+
+
+def test_fp8_attention_rows_are_the_26_08_mxfp8_recipes(corpus):
+    # Megatron-Bridge v0.6.0 perf_recipes/qwen/common.py line 55 (_enable_hybridep_full_iteration_mxfp8):
+    # fp8_dot_product_attention True, on the four 26.08 GB200/GB300 Qwen3 rows.
+    stated = {r.id for r in corpus.rows if r.fp8_attention}
+    assert {"mb26-q30-gb200-mx", "mb26-q235-gb200-mx", "mb26-q30-gb300-mx", "mb26-q235-gb300-mx"} <= stated
+    assert not stated & {"mb-q30-gb200-mx", "mbd-405b-gb200-cs", "nemo-b200-8k"}

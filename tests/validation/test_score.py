@@ -244,6 +244,18 @@ def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
     assert row_hardware(_row(corpus, "mptl-7b-2k-512g")) == with_attention_kernel(h100, "fa2")
 
 
+def test_fp8_attention_rows_run_cudnn_in_fp8(corpus):
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.attention_kernels import with_attention_kernel
+    from sp_planner.cost.fp8_attention import with_fp8_attention
+    from sp_planner.validation.score import row_hardware
+
+    # Megatron on GB200: cuDNN's curves, scaled by cuDNN's FP8/BF16 SDPA ratio (cost.fp8_attention).
+    cudnn = with_attention_kernel(load_hardware("gb200-nvl72"), "cudnn")
+    assert row_hardware(_row(corpus, "mb26-q30-gb200-mx")) == with_fp8_attention(cudnn)
+    assert row_hardware(_row(corpus, "mb-q30-gb200-mx")) == cudnn
+
+
 def test_narayanan_rows_convert_step_time_through_eq3(corpus):
     # Narayanan et al. 2021 Table 1 counts 96 B s l h^2 (1 + s/6h + V/16lh) per iteration (eq. 3,
     # recompute forward included); the 1T row's prediction is that count over the predicted step.
