@@ -166,6 +166,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # already).
     bf16_rate = hardware.peak_bf16_flops * hardware.efficiency.gemm
     gemm_fwd = gemm_fwd + moe.extra_expert_gemm_fwd_s * bf16_rate / gemm_peak_flops(hardware, c.precision)
+    # Backward: twice the forward's GEMMs and elementwise work (its extra over 2x for short K), and
+    # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
+    # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
+    gemm_bwd = 2 * (gemm_fwd - cast_fwd) + gemm_bwd_extra + cast_bwd
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
@@ -193,7 +197,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         0.0,
     )
     per_layer = (
-        3 * gemm_fwd + gemm_bwd_extra + cast_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        gemm_fwd + gemm_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
         + moe_layer
     )
@@ -210,7 +214,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     loss_s, logits = logits, np.where(last_paces, logits, 0.0)
     micro_s = layers * per_layer + logits
     other_stages_s = np.maximum(all_stages - micro_s, 0.0)
-    bwd_layer = 2 * gemm_fwd + gemm_bwd_extra + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
+    bwd_layer = gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
     bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
@@ -267,7 +271,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                               c.fp8_current)
         * layers * (layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer)), 0.0)
     parts = (
-        m * (layers * (3 * gemm_fwd + gemm_bwd_extra + cast_bwd) + logits) + weight_cast,
+        m * (layers * (gemm_fwd + gemm_bwd) + logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
         m * layers * tp_layer,

@@ -123,7 +123,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens))
     gemm_fwd = gemm_flat * slow_fwd + float(
         memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
-    gemm_bwd = 2 * gemm_fwd + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd  # cost.gemm_shapes
+    # Backward: 2x the forward without its cast (the quantized inputs are saved), the short-K extra
+    # (cost.gemm_shapes) and the output gradients' cast, as cost.step.
+    gemm_bwd = 2 * (gemm_fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
