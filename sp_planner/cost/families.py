@@ -21,3 +21,7 @@ BLACKWELL_FAMILIES: frozenset[str] = frozenset({"blackwell", "grace-blackwell", 
 HOPPER_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAMILY.items() if family == "hopper")
 BLACKWELL_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAMILY.items()
                                             if family in BLACKWELL_FAMILIES)
+# Families whose GPUs sit beside Grace CPUs (GB200 and GB300 NVL72 compute trays, 2 Grace per 4
+# GPUs): cost.host's and cost.te_host's per-op host times.
+GRACE_FAMILIES: frozenset[str] = frozenset({"grace-blackwell", "grace-blackwell-ultra"})
+GRACE_PROFILES: frozenset[str] = frozenset(name for name, family in PROFILE_FAMILY.items() if family in GRACE_FAMILIES)

@@ -110,15 +110,15 @@ from sp_planner.cost.cuda_graphs import (
     ROUTER_BACKWARD_OPS,
     ROUTER_FORWARD_OPS,
 )
+from sp_planner.cost.families import GRACE_PROFILES
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 # CPU seconds of one torch.nn.Linear forward (one module call, one GEMM launch), TE issue #2053.
 HOST_S_PER_OP_X86 = 13.48e-6  # DGX H100, Intel Xeon Platinum 8480C
 HOST_S_PER_OP_GRACE = 37.08e-6  # GB200, Grace
-# Built-in profiles (lower-cased names) whose hosts are Grace CPUs; every other one is an x86 host.
-# GB300 NVL72 compute trays carry the same Grace CPUs (2 per 4 GPUs), so GB200's figure applies.
-GRACE_PROFILES = frozenset({"gb200-nvl72", "gb300-nvl72"})
+# Built-in profiles whose hosts are Grace CPUs (cost.families GRACE_PROFILES: GB200 and GB300 NVL72,
+# the same Grace CPUs, so GB200's figure applies); every other one is an x86 host.
 
 # Host ops per layer and micro-batch, Megatron-Core + TE (module docstring).
 DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 12, 20

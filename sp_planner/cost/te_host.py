@@ -7,7 +7,7 @@ tokens, average CPU time per call) also timed te.Linear: 99.66 us on GB200 again
 te.Linear forward launches the one GEMM nn.Linear launches, so the difference, 99.66 - 37.08 =
 62.58 us, is TE's Python module overhead per forward call on Grace (TE_MODULE_EXTRA_S_GRACE),
 added to the op count's time of each TE module call. GB300 NVL72 trays carry the same Grace CPUs
-(cost.host's GRACE_PROFILES) and take the figure too.
+(cost.families GRACE_PROFILES) and take the figure too.
 
 x86 hosts: no extra. The issue's table has a TE row for the H100 DGX (Xeon 8480C), but the stored
 copy is cut after its torch row and no other published x86 te.Linear CPU time was found; carrying
@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.cuda_graphs import ATTN, FULL_ITERATION, MLP, MOE, MOE_ROUTER, NO_GRAPHS
-from sp_planner.cost.host import GRACE_PROFILES
+from sp_planner.cost.families import GRACE_PROFILES
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
