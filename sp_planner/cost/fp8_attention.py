@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.kernel_benchmarks import _points, log_interp
+from sp_planner.cost.kernel_benchmarks import B200_CAUSAL_TFLOPS, B200_TOKENS, _points, log_interp
 from sp_planner.specs.hardware import HardwareProfile
 
-FP8_SDPA_TOKENS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+FP8_SDPA_TOKENS = B200_TOKENS  # both files measure these lengths
 # (fwd_tflops_per_sec, bwd_tflops_per_sec) of the fp8 rows, then of the bf16 rows, per file.
 FP8_SDPA_TFLOPS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
     "B200": {
         "fp8": ((196.081, 516.222, 974.247, 1230.650, 1502.114, 1692.390, 1781.408, 1815.241, 1829.603),
                 (169.939, 376.804, 555.968, 972.284, 1254.687, 1469.494, 1582.236, 1626.615, 1616.126)),
-        "bf16": ((244.143, 561.287, 907.547, 1141.140, 1384.231, 1475.253, 1514.764, 1493.798, 1421.873),
-                 (200.594, 376.937, 545.088, 832.907, 994.850, 1151.690, 1180.250, 1235.860, 1127.667)),
+        "bf16": B200_CAUSAL_TFLOPS["cudnn"],  # the same file's bf16 rows, the B200 profile's curves
     },
     "GB200": {
         "fp8": ((470, 870, 1324, 1663, 1894, 2033, 2124, 2181, 2172),

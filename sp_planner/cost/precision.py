@@ -48,7 +48,6 @@ from sp_planner.specs.model import ModelSpec
 
 BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
 MX_BLOCK = 32  # MXFP8: one E8M0 scale byte per 32 elements (OCP MX spec; TE MXFP8BlockScaling)
-CAST_TRANSPOSE_BYTES_PER_ELEM = 4  # read bf16 (2), write FP8 (1) and its transpose (1)
 # Current scaling's separate amax pass reads the bf16 tensor once (TE v2.9 quantizer.cpp
 # Float8CurrentScalingQuantizer::quantize_impl: nvte_compute_amax before nvte_quantize_v2).
 AMAX_PASS_BYTES_PER_ELEM = 2
@@ -76,10 +75,10 @@ def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False):
     (`any_layout`, HardwareProfile.fp8_gemm_any_layout), plus the amax pass under current scaling
     (`fp8_current`, plan.fp8_recipe tensorwise); MXFP8's row- and column-wise cast with scales."""
     precision = np.asarray(precision)
-    fp8 = np.where(any_layout, CAST_TRANSPOSE_BYTES_PER_ELEM - FP8_ELEM_BYTES, CAST_TRANSPOSE_BYTES_PER_ELEM)
-    fp8 = fp8 + np.where(np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
-    mx = ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + 1.0 / MX_BLOCK)
-    return np.select([precision == FP8, precision == MXFP8], [fp8, mx], 0.0).astype(np.float64)
+    # A cast reads the bf16 tensor and writes TE's FP8 tensor: the bytes an FP8 weight holds.
+    cast = ACT_READ_BYTES + fp8_weight_bytes_per_param(precision, any_layout)
+    amax = np.where((precision == FP8) & np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
+    return np.where(precision != BF16, cast + amax, 0.0).astype(np.float64)
 
 
 def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:
