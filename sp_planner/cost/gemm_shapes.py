@@ -35,9 +35,16 @@ Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: for
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output
 width (q/tp plus the rank's K and V heads, replicated where tp exceeds the KV heads; h;
 (matrices - 1) x ffn/tp; h), weight gradients the micro-batch's tokens.
-Not modelled (factor 1): MLA projections (their up-projections contract over the latent ranks)
-and MoE MLPs (expert GEMMs: cost.grouped_gemm); profiles without such a sweep (A100, MI300X,
-...).
+MoE layers' expert GEMMs (Megatron TEGroupedMLP, one cuBLAS GEMM per local expert) contract
+over: forward, fc1 h, fc2 moe_ffn/etp; backward data gradients (matrices - 1) x moe_ffn/etp and h,
+weight gradients the expert's rows (cost.moe.rows_per_expert: the busiest rank's copies over its
+local experts). Shared experts take the routed experts' contractions (an approximation: their
+width is num_shared x moe_ffn over tp). A MoE model's MLP factor weighs its dense and MoE layers
+by their MLP FLOPs. The small-M slowdown of the expert GEMMs is cost.grouped_gemm's; the two are
+taken as independent (K sets how many steps a tile's prologue and epilogue are spread over, M how
+many tiles read each expert's weights).
+Not modelled (factor 1): MLA projections (their up-projections contract over the latent ranks);
+profiles without such a sweep (A100, MI300X, ...).
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
+from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.kernel_benchmarks import log_interp
+from sp_planner.cost.moe import moe_layer_fraction, rows_per_expert
 from sp_planner.cost.tp_overlap import gemm_shares
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -91,27 +100,44 @@ def contraction_ratio(hardware: HardwareProfile, k):
     return log_interp(TABLE_K, ratio, k)
 
 
-def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens):
+def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep=1, etp=1):
     """(forward, backward) time of one layer's GEMMs over their time at the flat efficiency.
 
     Each GEMM weighs by its share of the FLOPs (cost.tp_overlap.gemm_shares); backward is its data
-    and weight gradients, equal FLOPs each."""
+    and weight gradients, equal FLOPs each. `tokens`: the rank's tokens of a micro-batch (before
+    the TP split); `ep`, `etp`: the expert grid, for MoE models' expert GEMMs."""
     tp = np.asarray(tp, dtype=np.float64)
     h, q = model.hidden_size, model.q_size
-    ffn = model.intermediate_size
+    ffn, m = model.intermediate_size, model.num_mlp_matrices
     attn = model.mla is None
-    mlp = model.moe is None
-    fwd_k = ((h, attn), (q / tp, attn), (h, mlp), (ffn / tp, mlp))
+
+    def slow(k):
+        return 1.0 / contraction_ratio(hardware, k)
+
+    wgrad = slow(tokens)
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
     qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
-    dgrad_k = ((qkv_width, attn), (h, attn), ((model.num_mlp_matrices - 1) * ffn / tp, mlp), (h, mlp))
-    wgrad = 1.0 / contraction_ratio(hardware, tokens)
+    # (forward, backward) factor of each GEMM: QKV, projection, FC1, FC2 (dense MLP).
+    attn_pairs = ((slow(h), (slow(qkv_width) + wgrad) / 2), (slow(q / tp), (slow(h) + wgrad) / 2)) if attn else (
+        (1.0, 1.0), (1.0, 1.0))
+    mlp_pairs = ((slow(h), (slow((m - 1) * ffn / tp) + wgrad) / 2), (slow(ffn / tp), (slow(h) + wgrad) / 2))
+    if model.moe is not None:
+        # The MoE layers' expert GEMMs (module docstring), weighed with the dense layers by MLP FLOPs.
+        width = model.moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)
+        expert_wgrad = slow(rows_per_expert(model, np.asarray(tokens) / tp, ep, etp))
+        experts = ((slow(h), (slow((m - 1) * width) + expert_wgrad) / 2),
+                   (slow(width), (slow(h) + expert_wgrad) / 2))
+        moe_share = moe_layer_fraction(model) * (model.moe.top_k + model.moe.num_shared_experts) * (
+            model.moe.moe_intermediate_size / _active_ffn_width(model))
 
-    def slow(k, modelled):
-        return 1.0 / contraction_ratio(hardware, k) if modelled else 1.0
+        def mix(dense, expert):
+            return ((1 - moe_share) * dense[0] + moe_share * expert[0],
+                    (1 - moe_share) * dense[1] + moe_share * expert[1])
 
-    fwd = sum(s * slow(k, on) for s, (k, on) in zip(gemm_shares(model), fwd_k))
-    bwd = sum(s * (slow(k, on) + (wgrad if on else 1.0)) / 2 for s, (k, on) in zip(gemm_shares(model), dgrad_k))
-    shape = np.broadcast(tp, np.asarray(tokens)).shape
+        mlp_pairs = (mix(mlp_pairs[0], experts[0]), mix(mlp_pairs[1], experts[1]))
+    pairs = (*attn_pairs, *mlp_pairs)
+    fwd = sum(s * f_ for s, (f_, _) in zip(gemm_shares(model), pairs))
+    bwd = sum(s * b_ for s, (_, b_) in zip(gemm_shares(model), pairs))
+    shape = np.broadcast(tp, np.asarray(tokens), np.asarray(ep), np.asarray(etp)).shape
     return np.broadcast_to(fwd, shape).astype(np.float64), np.broadcast_to(bwd, shape).astype(np.float64)

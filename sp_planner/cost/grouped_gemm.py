@@ -18,10 +18,10 @@ measured at every M (N x K = 4096 x 7168 and 7168 x 2048), TFLOPS:
                 layout)", 8 / 4 groups
 Each shape's figures are divided by its M = 8192 grouped figure (the large-M grouped rate, which
 the dense large-shape efficiency stands for) and the two shapes averaged: GROUPED_GEMM_POINTS. The
-shapes differ by at most 0.08 at any M, so N and K are not modelled (the table has two shapes
-only). Between points: linear in log M. Above 8192: 1. Below 64 (no data): proportional to M,
-the weight-read-bound regime the table's small M already shows (64 -> 128 rows nearly doubles
-TFLOPS), with a floor of one row.
+shapes differ by at most 0.08 at any M, so N is not modelled (the table has two shapes only); the
+contraction length K is cost.gemm_shapes', applied on top. Between points: linear in log M.
+Above 8192: 1. Below 64 (no data): proportional to M, the weight-read-bound regime the table's
+small M already shows (64 -> 128 rows nearly doubles TFLOPS), with a floor of one row.
 
 Transfer to BF16 and to other GPUs: low confidence, no BF16 grouped-GEMM table by M was found.
 The roofline argument for carrying the ratios over: the ridge in M is peak / (HBM bandwidth x

@@ -38,6 +38,22 @@ rest, so an EP rank receives at most F x the mean: the busiest rank's load is mi
 (min(1, F) at ep 1, where only drops change the work). With --moe-pad-expert-input-to-capacity
 every expert gets exactly its capacity from every source (token_dispatcher: num_out_tokens =
 capacity x experts): every rank sends, receives and computes F x the mean, ep 1 included.
+
+The dispatcher's own data movement (Megatron-Core core_v0.15.0 token_dispatcher.py
+MoEAlltoAllTokenDispatcher, moe_permute_fusion: Transformer Engine's permutation kernels, TE v2.9
+transformer_engine/common/permutation/permutation.cu), per source token of one MoE layer, in
+hidden-size rows of the activation width:
+  permute (dispatch_preprocess, lines 589-605): moe_permute_kernel reads the token's row once and
+    writes its top_k copies: 1 + k.
+  sort by local expert (dispatch_postprocess, 684-698; only with more than one local expert):
+    sort_chunks_by_idxs reads and writes every received copy: 2 k etp x load (the copies the rank
+    receives, after the etp all-gather; drop-and-pad's transpose().contiguous() alike).
+  unsort (combine_preprocess, 713-735): the same, 2 k etp x load.
+  unpermute (combine_postprocess, 793-800, without merging probs: the probs scale the expert
+    activation): moe_unpermute_kernel reads the k copies and writes the token's row: k + 1.
+Backward: each op's gradient is its mirror (unpermute's is a permute, sort's an unsort), the same
+bytes. The probs (k floats a token) and the routing map are not counted. The flex dispatcher
+(DeepEP, HybridEP) fuses the permutations into its communication kernels and is not modelled.
 """
 
 from __future__ import annotations
@@ -48,7 +64,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
-from sp_planner.cost.kernels import gemm_time_s
+from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -176,6 +192,18 @@ def rows_per_expert(model: ModelSpec, tokens_per_tp_rank, ep, etp):
     return copies / (model.moe.num_experts / np.asarray(ep, dtype=np.float64))
 
 
+def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int):
+    """HBM bytes the dispatcher's permutations move per source token of one MoE layer, forward
+    (the backward moves the same), on the busiest rank (module docstring)."""
+    if model.moe is None:
+        return np.zeros_like(np.asarray(ep, dtype=np.float64))
+    k = model.moe.top_k
+    local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
+    received = k * np.asarray(etp, dtype=np.float64) * busiest_rank_load(model, ep)
+    rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
+    return rows * model.hidden_size * elem_bytes
+
+
 class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
@@ -185,10 +213,13 @@ class MoETimes(NamedTuple):
     extra_expert_gemm_fwd_s: np.ndarray
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
+    permute_s: np.ndarray  # the dispatcher's permutations, forward (backward the same)
 
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
-              ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
+              ep_stride, elem_bytes: int, gpus_per_node: int, dispatcher: str = "alltoall") -> MoETimes:
+    """`dispatcher`: "alltoall" (Megatron's, fused permutations) or "hybridep" (permutations inside
+    its all-to-all kernels, timed as the alltoall's all-to-all; module docstring)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
@@ -199,5 +230,7 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
+    moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank
+    permute = f * memory_pass_time_s(hardware, moved) * (dispatcher == "alltoall")
     return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,
-                    etp_collective_s=etp_s)
+                    etp_collective_s=etp_s, permute_s=np.asarray(permute, dtype=np.float64))

@@ -127,8 +127,9 @@ class StepColumns(NamedTuple):
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
-                 cuda_graphs: frozenset[str] = NO_GRAPHS) -> StepColumns:
-    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan)."""
+                 cuda_graphs: frozenset[str] = NO_GRAPHS, moe_dispatcher: str = "alltoall") -> StepColumns:
+    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
+    `moe_dispatcher`: Megatron's MoE token dispatcher (cost.runtime, cost.moe)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -139,10 +140,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # The layers' GEMMs at the candidate's precision (cost/precision.py), slowed where they contract
     # over a short K (cost.gemm_shapes; backward: its extra over 2x forward); logits stay bf16.
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
-    # Once per distinct (tp, micro batch, cp) of the chunk, spread back (a few dozen of ~10^5 rows).
+    # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
     slow_fwd, slow_bwd = per_distinct(
-        lambda tp_, b_, cp_: layer_gemm_slowdowns(hardware, model, tp=tp_, tokens=b_ * workload.seq_len / cp_),
-        tp, b, cp)
+        lambda tp_, b_, cp_, ep_, etp_: layer_gemm_slowdowns(
+            hardware, model, tp=tp_, tokens=b_ * workload.seq_len / cp_, ep=ep_, etp=etp_),
+        tp, b, cp, c.ep, c.etp)
     gemm_fwd = gemm_flat * slow_fwd
     gemm_bwd_extra = 2 * gemm_flat * (slow_bwd - slow_fwd)
     gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
@@ -158,7 +160,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
     gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
-                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
+                    dispatcher=moe_dispatcher)
     # The busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models), at the candidate's
     # precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run the grouped expert
@@ -170,6 +173,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
     # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
     gemm_bwd = 2 * (gemm_fwd - cast_fwd) + gemm_bwd_extra + cast_bwd
+    # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
+    gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,

@@ -100,14 +100,14 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         (f"parallelism: {cp_description(request)}" + (f"; {pipeline_comment(request)}" if p.pp > 1 else ""),
          parallel),
         ("model shape the head rules depend on", shape),
-        *moe_groups(request),
+        *moe_groups(request, mindspeed=mindspeed),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
         ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]
 
 
-def moe_groups(request: FlagRequest) -> list[FlagGroup]:
+def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]:
     """Experts and their parallelism (reference moe_fp8_pipeline_frameworks.md 1.1): the expert grid
     is Megatron-Core's second RankGenerator (etp, ep, edp, pp; layout.EXPERT_GRID_ORDER)."""
     p, m = request.plan, request.model
@@ -125,6 +125,11 @@ def moe_groups(request: FlagRequest) -> list[FlagGroup]:
         "--moe-token-dispatcher-type alltoall",
         "--moe-grouped-gemm",
     ]
+    if not mindspeed:
+        # The fused permutations cost.moe times (TE's permute kernels; TransformerConfig refuses the
+        # flag without TE >= 2.1, which Megatron's TE spec needs anyway). MindSpeed patches these
+        # ops for the NPU and is left at its default.
+        flags.append("--moe-permute-fusion")
     if not m.linear_bias:
         # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
         flags.append("--disable-bias-linear")

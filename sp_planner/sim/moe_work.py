@@ -1,7 +1,7 @@
 """Mixture-of-experts work of a layer for the simulator: the token dispatch/combine all-to-alls
 over the expert-parallel groups and the etp token collectives, run as phases on the cluster graph,
-and the busiest rank's extra expert GEMMs (its load and the small-M grouped-GEMM slowdown, both
-from cost.moe.moe_times, so the two models agree).
+the busiest rank's extra expert GEMMs (its load and the small-M grouped-GEMM slowdown) and the
+dispatcher's permutations, all from cost.moe.moe_times, so the two models agree.
 
 Bytes and counts are cost.moe's (Megatron-Core's alltoall dispatcher, the busiest rank's load),
 and like the analytic model the simulator works with the MoE-average layer: each collective is
@@ -26,13 +26,15 @@ class MoEWork(NamedTuple):
     all_to_all_s: float  # one dispatch or combine (or its gradient)
     etp_collective_s: float  # one token all-gather or reduce-scatter over etp
     extra_expert_gemm_fwd_s: float  # busiest rank: forward expert GEMMs beyond the mean at flat efficiency
+    permute_s: float  # the dispatcher's permutations, forward (backward the same; cost.moe)
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
-             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int) -> MoEWork:
+             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int,
+             dispatcher: str = "alltoall") -> MoEWork:
     """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase."""
     if model.moe is None:
-        return MoEWork(0.0, 0.0, 0.0)
+        return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
     a2a = phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep, "all_to_all",
@@ -40,8 +42,9 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
-                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node)
+                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, dispatcher=dispatcher)
     # At the plan's precision, as cost.step scales it (FP8 covers the expert GEMMs).
     rate = hardware.peak_bf16_flops * hardware.efficiency.gemm / gemm_peak_flops(
         hardware, np.array([PRECISIONS.index(plan.precision)]))[0]
-    return MoEWork(share * a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate))
+    return MoEWork(share * a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate),
+                   float(times.permute_s))

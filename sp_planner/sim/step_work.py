@@ -120,13 +120,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     cast_fwd = float(memory_pass_time_s(hw, quant * gemm_inputs_per_token(model, ffn) * tokens / tp))
     cast_bwd = float(memory_pass_time_s(hw, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp))
     gemm_flat = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0])
-    slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens))
+    slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens, ep=plan.ep,
+                                                                            etp=plan.etp))
     gemm_fwd = gemm_flat * slow_fwd + float(
         memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
     # Backward: 2x the forward without its cast (the quantized inputs are saved), the short-K extra
     # (cost.gemm_shapes) and the output gradients' cast, as cost.step.
     gemm_bwd = 2 * (gemm_fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
-    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
+    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.moe_dispatcher)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
@@ -148,9 +149,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
-        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s,
+        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s + moe.permute_s,
         gemm_attn_bwd_s=gemm_bwd * attn_share,
-        gemm_mlp_bwd_s=gemm_bwd * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s,
+        gemm_mlp_bwd_s=gemm_bwd * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s + moe.permute_s,
         moe_all_to_all_s=moe.all_to_all_s,
         etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,

@@ -138,6 +138,10 @@ class CorpusRow(FrozenModel):
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
+    # Megatron's MoE token dispatcher the recipe runs (cost.runtime): alltoall, or the flex
+    # dispatcher's HybridEP backend (--moe-token-dispatcher-type flex, --moe-flex-dispatcher-backend
+    # hybridep). MoE rows of the Megatron family only.
+    moe_dispatcher: Literal["alltoall", "hybridep"] = "alltoall"
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":
@@ -280,16 +284,18 @@ def load_corpus(path: Path) -> Corpus:
 
 
 def _check_routing(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
-    """A non-default routing needs experts to route to; checked once every file's models are read."""
-    if row.routing == "learned":
+    """A non-default routing or dispatcher needs experts to route to; checked once every file's models
+    are read."""
+    if row.routing == "learned" and row.moe_dispatcher == "alltoall":
         return
     if row.model in models:
         model = models[row.model]
     else:
         model = load_model(row.model)
     if model.moe is None:
-        raise UserInputError(f"corpus file {file} row {row.id}: routing {row.routing} needs an MoE model, "
-                             f"and {model.name} has no experts; drop routing or name an MoE model")
+        what = f"routing {row.routing}" if row.routing != "learned" else f"moe_dispatcher {row.moe_dispatcher}"
+        raise UserInputError(f"corpus file {file} row {row.id}: {what} needs an MoE model, and {model.name} "
+                             f"has no experts; drop it or name an MoE model")
 
 
 def _check_graphs(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:

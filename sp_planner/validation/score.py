@@ -130,7 +130,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
     gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
     userbuffers overlap (cost.tp_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it
-    states (cost.cuda_graphs)."""
+    states (cost.cuda_graphs), its MoE token dispatcher (cost.moe)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -156,7 +156,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
                          f"framework is {row.framework}")
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
-    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
+    if row.moe_dispatcher != "alltoall" and not megatron_family:
+        raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and "
+                         f"the row's framework is {row.framework}")
+    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope),
+                   moe_dispatcher=row.moe_dispatcher)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -127,3 +127,29 @@ def test_qkv_data_gradient_counts_replicated_kv_heads():
     expected = sum(s * (1 / contraction_ratio(h100, k) + 1 / contraction_ratio(h100, 8192)) / 2
                    for s, k in zip(shares, ks))
     assert float(bwd) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_expert_gemms_by_hand_on_b200():
+    """Qwen3-30B-A3B (every layer MoE, hidden 2048, 32 x 128 query width, 4 KV heads, experts of
+    768) at tp 1, ep 8 and 4096 tokens: QKV and the projection contract over 2048 and 4096, the
+    experts' FC1 over 2048 and FC2 over 768 (forward); dgrads over 4096 + 2 x 512 = 5120, 2048,
+    2 x 768 = 1536 and 2048; the attention's weight gradients over the 4096 tokens, the experts' over
+    the busiest rank's rows per expert, 4096 x 8 x 1.25 / 16 = 2560."""
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.tp_overlap import gemm_shares
+
+    b200, model = builtin_hardware("b200"), load_model("Qwen3-30B-A3B")
+
+    def slow(k):
+        return 1 / float(contraction_ratio(b200, k))
+
+    shares = gemm_shares(model)
+    fwd = shares @ np.array([slow(2048), slow(4096), slow(2048), slow(768)])
+    bwd = shares @ np.array([(slow(5120) + slow(4096)) / 2, (slow(2048) + slow(4096)) / 2,
+                             (slow(1536) + slow(2560)) / 2, (slow(2048) + slow(2560)) / 2])
+    got_fwd, got_bwd = layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1)
+    assert float(got_fwd) == pytest.approx(float(fwd), rel=1e-12)
+    assert float(got_bwd) == pytest.approx(float(bwd), rel=1e-12)
+    assert slow(768) > 1.25  # FC2's 768-long contraction: below 0.8 of the profile's figure
+    # etp 2 halves the experts' widths: FC2 contracts over 384, slower still.
+    assert float(layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=2)[0]) > float(got_fwd)

@@ -192,3 +192,11 @@ def test_fp8_attention_rows_are_the_26_08_mxfp8_recipes(corpus):
     stated = {r.id for r in corpus.rows if r.fp8_attention}
     assert {"mb26-q30-gb200-mx", "mb26-q235-gb200-mx", "mb26-q30-gb300-mx", "mb26-q235-gb300-mx"} <= stated
     assert not stated & {"mb-q30-gb200-mx", "mbd-405b-gb200-cs", "nemo-b200-8k"}
+
+
+def test_moe_dispatcher_on_a_dense_model_is_rejected_at_load(tmp_path):
+    with pytest.raises(UserInputError, match=r"c.yaml row a: moe_dispatcher hybridep needs an MoE model.*Llama-2-7B"):
+        load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, moe_dispatcher: hybridep}\n"))
+    corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
+                                          "moe_dispatcher: hybridep}\n"))
+    assert corpus.rows[0].moe_dispatcher == "hybridep"
