@@ -1,4 +1,4 @@
-"""How a layer GEMM's contraction length K slows it on Hopper and Blackwell (vectorized).
+"""How a layer GEMM's contraction length K slows it on Hopper, Blackwell and MI300X (vectorized).
 
 A profile's `efficiency.gemm` is a large-K figure (Hopper: MAMF, H100 794.5 TFLOPS at best shape
 2048x2048x13312; Blackwell: Transformer Engine's per-layer GEMM benchmark at K 4096-16384, B300
@@ -43,8 +43,15 @@ width is num_shared x moe_ffn over tp). A MoE model's MLP factor weighs its dens
 by their MLP FLOPs. The small-M slowdown of the expert GEMMs is cost.grouped_gemm's; the two are
 taken as independent (K sets how many steps a tile's prologue and epilogue are spread over, M how
 many tiles read each expert's weights).
+MI300X takes the same table's gfx942 entries at ROCm/xla 106eb9b (2026-07-31; the key was dropped
+from the file two commits later, at 96b3782): TFLOPS at k 256 / 512 / 1024 / 2048 / 4096 for the
+three shapes 337.0 / 426.6 / 508.7 / 551.5 / 577.3, 331.7 / 432.1 / 491.5 / 533.4 / 548.1 and
+347.5 / 447.4 / 520.3 / 545.5 / 570.7, ratios 0.599 / 0.770 / 0.896 / 0.961 / 1 (Hopper's within
+0.02). Its k = 4096 mean, 565 TFLOPS, is 0.85 of the profile's MAMF figure (668.4, TunableOp), as
+B200's is 0.88 of its own; the profile keeps MAMF (no training-shape benchmark was found), so the
+ratio is the K effect only.
 Not modelled (factor 1): MLA projections (their up-projections contract over the latent ranks);
-profiles without such a sweep (A100, MI300X, ...).
+profiles without such a sweep (A100, L20, L40S, Ascend, ...).
 """
 
 from __future__ import annotations
@@ -78,6 +85,16 @@ B200_BF16_TFLOPS: tuple[tuple[float, float, float], ...] = (
 )
 
 
+# gfx942 (MI300X), the same three shapes, at ROCm/xla 106eb9b (module docstring).
+MI300X_BF16_TFLOPS: tuple[tuple[float, float, float], ...] = (
+    (337.0, 331.7, 347.5),
+    (426.6, 432.1, 447.4),
+    (508.7, 491.5, 520.3),
+    (551.5, 533.4, 545.5),
+    (577.3, 548.1, 570.7),
+)
+
+
 def _k_ratio(tflops) -> tuple[float, ...]:
     means = np.mean(tflops, axis=1)
     return tuple(float(v) for v in means / means[-1])
@@ -85,9 +102,11 @@ def _k_ratio(tflops) -> tuple[float, ...]:
 
 HOPPER_K_RATIO = _k_ratio(HOPPER_BF16_TFLOPS)  # 0.599 / 0.770 / 0.878 / 0.948 / 1
 BLACKWELL_K_RATIO = _k_ratio(B200_BF16_TFLOPS)  # 0.517 / 0.637 / 0.798 / 0.919 / 1
+MI300X_K_RATIO = _k_ratio(MI300X_BF16_TFLOPS)  # 0.599 / 0.770 / 0.896 / 0.961 / 1
 K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
     **{name: HOPPER_K_RATIO for name in HOPPER_PROFILES},
     **{name: BLACKWELL_K_RATIO for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's (assumption)
+    "mi300x": MI300X_K_RATIO,
 }
 
 

@@ -58,7 +58,15 @@ def test_b200_short_contractions_cost_more_than_hopper(h100):
     assert contraction_ratio(builtin_hardware("b200"), 2048) < contraction_ratio(h100, 2048) - 0.025
 
 
-@pytest.mark.parametrize("name", ["a100-80gb", "mi300x", "l40s"])
+def test_mi300x_takes_the_gfx942_table():
+    # ROCm/xla 106eb9b default_matmul_perf_table.txtpb, key gfx942, the three shapes' bf16 TFLOPS
+    # summed: k 1024 508.7 + 491.5 + 520.3 = 1520.5 over k 4096 577.3 + 548.1 + 570.7 = 1696.1.
+    mi300x = builtin_hardware("mi300x")
+    assert float(contraction_ratio(mi300x, 1024)) == pytest.approx(1520.5 / 1696.1, rel=1e-12)
+    assert float(contraction_ratio(mi300x, 8192)) == 1.0
+
+
+@pytest.mark.parametrize("name", ["a100-80gb", "ascend-910b", "l40s"])
 def test_profiles_without_a_sweep_are_unchanged(name):
     assert contraction_ratio(builtin_hardware(name), 256) == 1.0
 
