@@ -203,8 +203,9 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.rule(heading, align="left")
         # Plain, unwrapped text so that it can be pasted as it is.
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)
+        # Notes are prose, not flags: wrapped to the terminal.
         for note in rendered.notes:
-            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"note: {note}", markup=False, highlight=False)
         printed.append(name)
     if answer.launcher is None:
         return

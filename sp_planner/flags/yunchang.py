@@ -84,14 +84,16 @@ def _shard_function(request: FlagRequest) -> list[str]:
     if ring_impl(request) == "basic":
         return [
             "def shard_sequence(tensor, sp_rank):",
-            f"    # {shape}, as yunchang's basic_extract_local.",
+            f"    # {shape},",
+            "    # as yunchang's basic_extract_local.",
             f"    return tensor.chunk({p.cp}, dim=1)[sp_rank]",
         ]
     chunks = 2 * p.ring
     return [
         "def shard_sequence(tensor, sp_rank):",
-        f"    # {shape}, as yunchang's zigzag_extract_local: ring rank r keeps",
-        f"    # chunks r and {chunks - 1}-r of {chunks}, then ulysses rank u keeps slice u of {p.ulysses}.",
+        f"    # {shape}, as yunchang's",
+        f"    # zigzag_extract_local: ring rank r keeps chunks r and {chunks - 1}-r of {chunks},",
+        f"    # then ulysses rank u keeps slice u of {p.ulysses}.",
         f"    ring_rank, ulysses_rank = divmod(sp_rank, {p.ulysses})",
         f"    chunks = tensor.chunk({chunks}, dim=1)",
         f"    pair = torch.cat([chunks[ring_rank], chunks[{chunks - 1} - ring_rank]], dim=1)",
@@ -110,21 +112,24 @@ def snippet(request: FlagRequest) -> str:
         "",
         f"# ulysses {p.ulysses} x ring {p.ring} = {p.cp}-way sequence parallelism, dp {p.dp}, "
         f"{request.world_size} ranks.",
-        "# Ulysses groups are consecutive ranks, ring groups are strided by ulysses (use_ulysses_low=True).",
+        "# Ulysses groups are consecutive ranks, ring groups are strided by ulysses",
+        "# (use_ulysses_low=True).",
         "rank, world_size = dist.get_rank(), dist.get_world_size()",
         f"assert world_size == {request.world_size}",
         f"set_seq_parallel_pg({p.ulysses}, {p.ring}, rank, world_size, use_ulysses_low=True)",
         f'attn = LongContextAttention(ring_impl_type="{ring_impl(request)}", attn_type=AttnType.FA)',
         "",
-        "# Before the model, shard inputs, labels and RoPE position ids along the sequence (dim 1);",
-        f"# each data-parallel replica is a block of {p.cp} consecutive ranks.",
+        "# Before the model, shard inputs, labels and RoPE position ids along the",
+        f"# sequence (dim 1); each data-parallel replica is a block of {p.cp} consecutive",
+        "# ranks.",
         *_shard_function(request),
         "",
         f"sp_rank = rank % {p.cp}",
-        "input_ids = shard_sequence(input_ids, sp_rank)  # likewise labels and position_ids",
+        "# likewise labels and position_ids",
+        "input_ids = shard_sequence(input_ids, sp_rank)",
         "",
-        f"# In each attention layer q, k and v are (batch, {w.seq_len // p.cp}, heads, head_dim) "
-        "on every rank.",
+        f"# In each attention layer q, k and v are (batch, {w.seq_len // p.cp}, heads, head_dim)",
+        "# on every rank.",
         f"out = attn(q, k, v, causal={causal})",
     ])
 
