@@ -40,20 +40,23 @@ every expert gets exactly its capacity from every source (token_dispatcher: num_
 capacity x experts): every rank sends, receives and computes F x the mean, ep 1 included.
 
 The dispatcher's own data movement (Megatron-Core core_v0.15.0 token_dispatcher.py
-MoEAlltoAllTokenDispatcher, moe_permute_fusion: Transformer Engine's permutation kernels, TE v2.9
-transformer_engine/common/permutation/permutation.cu), per source token of one MoE layer, in
-hidden-size rows of the activation width:
-  permute (dispatch_preprocess, lines 589-605): moe_permute_kernel reads the token's row once and
-    writes its top_k copies: 1 + k.
+MoEAlltoAllTokenDispatcher with moe_permute_fusion, which sp-plan emits: moe_utils.permute calls
+Transformer Engine's moe_permute_with_probs, TE v2.9 transformer_engine/pytorch/triton/
+permutation.py), per source token of one MoE layer, in hidden-size rows of the activation width:
+  permute (dispatch_preprocess, lines 589-605): _permute_kernel loads the token's row once and
+    stores it for each of its top_k experts: 1 + k.
   sort by local expert (dispatch_postprocess, 684-698; only with more than one local expert):
     sort_chunks_by_idxs reads and writes every received copy: 2 k etp x load (the copies the rank
     receives, after the etp all-gather; drop-and-pad's transpose().contiguous() alike).
   unsort (combine_preprocess, 713-735): the same, 2 k etp x load.
   unpermute (combine_postprocess, 793-800, without merging probs: the probs scale the expert
-    activation): moe_unpermute_kernel reads the k copies and writes the token's row: k + 1.
+    activation): _unpermute_kernel loads the k copies and stores the token's row: k + 1.
 Backward: each op's gradient is its mirror (unpermute's is a permute, sort's an unsort), the same
-bytes. The probs (k floats a token) and the routing map are not counted. The flex dispatcher
-(DeepEP, HybridEP) fuses the permutations into its communication kernels and is not modelled.
+bytes. The probs (k floats a token) and the routing map are not counted. The flex dispatcher's
+HybridEP backend permutes inside its dispatch and combine kernels (Megatron-LM _HybridEPManager:
+"dispatch and permute tokens for experts in single step"): dispatcher "hybridep" moves none of
+these bytes; its all-to-all is timed as the alltoall dispatcher's. DeepEP (a permute after its
+dispatch) is not modelled.
 """
 
 from __future__ import annotations
