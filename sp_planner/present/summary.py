@@ -2,7 +2,7 @@
 
 Layout (schema "sp-planner.summary/1"):
     schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
-    capacity_factor, pad_to_capacity} for MoE models}, prune_counts{rule: count},
+    capacity_factor, pad_to_capacity, token_dispatcher} for MoE models}, prune_counts{rule: count},
     plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
@@ -22,6 +22,7 @@ from typing import Any
 
 from sp_planner.present.uncertainty import shipped_band, ties_with_first
 from sp_planner.cost.moe import router_imbalance
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
@@ -85,10 +86,12 @@ def build_summary(
 def moe_routing(model: ModelSpec) -> dict[str, Any]:
     """The routing the plans were costed with (cost.moe): router load (learned or force-balanced),
     the busiest expert-parallel rank's load over the mean it implies at ep > 1 before any capacity
-    cap, and the capacity factor (None = dropless) with its padding."""
+    cap, the capacity factor (None = dropless) with its padding, and the token dispatcher whose
+    permutations are timed (Megatron's alltoall with fused permutations, as its flags say)."""
     assert model.moe is not None
     return {"routing": model.moe.routing, "load_imbalance": router_imbalance(model),
-            "capacity_factor": model.moe.capacity_factor, "pad_to_capacity": model.moe.pad_to_capacity}
+            "capacity_factor": model.moe.capacity_factor, "pad_to_capacity": model.moe.pad_to_capacity,
+            "token_dispatcher": MEGATRON_RUNTIME.moe_dispatcher}
 
 
 def plan_entry(

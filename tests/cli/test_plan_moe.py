@@ -133,7 +133,7 @@ def test_capacity_factor_reaches_the_flags_and_the_step(sp_plan):
     assert capped["time"]["moe_comm_s"] < dropless["time"]["moe_comm_s"]
     question = json.loads(sp_plan(*base, "--moe-capacity-factor", "1.0", "--moe-pad-to-capacity").stdout)["question"]
     assert question["moe_routing"] == {"routing": "learned", "load_imbalance": 1.25, "capacity_factor": 1.0,
-                                       "pad_to_capacity": True}
+                                       "pad_to_capacity": True, "token_dispatcher": "alltoall"}
 
 
 def test_balanced_routing_reaches_the_json_flags_and_step(sp_plan):
@@ -142,7 +142,8 @@ def test_balanced_routing_reaches_the_json_flags_and_step(sp_plan):
     balanced = json.loads(sp_plan(*base, "--moe-routing", "balanced").stdout)
     assert learned["question"]["moe_routing"]["routing"] == "learned"
     assert balanced["question"]["moe_routing"] == {"routing": "balanced", "load_imbalance": 1.0,
-                                                   "capacity_factor": None, "pad_to_capacity": False}
+                                                   "capacity_factor": None, "pad_to_capacity": False,
+                                                   "token_dispatcher": "alltoall"}
     plan = balanced["plans"][0]
     assert "--moe-router-force-load-balancing" in plan["flags"]["megatron"]["text"]
     # Same pins and search: the balanced dispatch moves 1/1.25 of the learned router's bytes.
