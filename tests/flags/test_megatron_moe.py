@@ -17,6 +17,7 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 from sp_planner.catalog import load_model
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.flags import FlagRequest, render_flags
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.model import MoESpec
@@ -100,8 +101,9 @@ def test_moe_flags_pass_transformer_config(model, plan, gpus_per_node):
     assert config.moe_ffn_hidden_size == model.moe.moe_intermediate_size
     assert (config.expert_model_parallel_size, config.expert_tensor_parallel_size) == (plan.ep, plan.etp)
     assert config.moe_token_dispatcher_type == "alltoall" and config.moe_grouped_gemm
-    # The fused permutations cost.moe times.
+    # The dispatcher and fused permutations cost.moe times under Megatron's runtime.
     assert "--moe-permute-fusion" in parse_bash_array(flags.text)
+    assert FRAMEWORK_RUNTIME["megatron"].moe_dispatcher == "alltoall"
 
 
 def test_dense_model_gets_no_expert_flags(build, bash_args):
