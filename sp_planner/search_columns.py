@@ -142,8 +142,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
     step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
-                        states=states, cuda_graphs=runtime.cuda_graphs,
-                        moe_dispatcher=runtime.moe_dispatcher)
+                        states=states, cuda_graphs=runtime.cuda_graphs)
     comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))

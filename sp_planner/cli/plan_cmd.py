@@ -22,7 +22,7 @@ from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
-from sp_planner.specs.model import MoERouting
+from sp_planner.specs.model import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 
 EXIT_NO_FIT = 1
@@ -98,6 +98,10 @@ def plan(
         help="MoE: learned (the router's own choices; the busiest expert-parallel rank assumed at 1.25x "
         "the mean) or balanced (forced even for benchmarking: Megatron --moe-router-force-load-balancing).")
     ] = "learned",
+    moe_dispatcher: Annotated[MoEDispatcher, typer.Option(
+        help="MoE: Megatron's token dispatcher, alltoall (with fused permutations) or hybridep (the flex "
+        "dispatcher's HybridEP backend, which permutes inside its own kernels; megatron only).")
+    ] = "alltoall",
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
@@ -173,10 +177,13 @@ def plan(
         fp8_attention=fp8_attention,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
-        moe_routing=moe_routing,
+        moe_routing=moe_routing, moe_dispatcher=moe_dispatcher,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)
+    if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
+        raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
+                             "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
     # Time plans with the chosen framework's attention kernel (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     try:

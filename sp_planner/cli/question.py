@@ -22,7 +22,7 @@ from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.specs.model import ModelSpec, MoERouting
+from sp_planner.specs.model import ModelSpec, MoEDispatcher, MoERouting
 from sp_planner.specs.workload import Workload
 from sp_planner.units import parse_tokens
 
@@ -73,6 +73,7 @@ def resolve_question(
     moe_capacity_factor: float | None = None,
     moe_pad_to_capacity: bool = False,
     moe_routing: MoERouting = "learned",
+    moe_dispatcher: MoEDispatcher = "alltoall",
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
 
@@ -84,7 +85,8 @@ def resolve_question(
     seq_len_tokens = parse_tokens(seq_len)
     if num_nodes <= 0:
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
-    model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing)
+    model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing,
+                              moe_dispatcher)
     profile = load_hardware(hardware)
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:
@@ -116,14 +118,15 @@ def resolve_question(
 
 
 def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool,
-                 routing: MoERouting = "learned") -> ModelSpec:
-    """The model with the MoE routing asked for (cost.moe): dropless unless a capacity factor is
-    given, with the learned router's load imbalance unless routing is force-balanced."""
-    if capacity_factor is None and not pad_to_capacity and routing == "learned":
+                 routing: MoERouting = "learned", dispatcher: MoEDispatcher = "alltoall") -> ModelSpec:
+    """The model with the MoE routing and token dispatcher asked for (cost.moe): dropless unless a
+    capacity factor is given, with the learned router's load imbalance unless routing is
+    force-balanced."""
+    if capacity_factor is None and not pad_to_capacity and routing == "learned" and dispatcher == "alltoall":
         return model
     if model.moe is None:
-        raise UserInputError(f"--moe-capacity-factor, --moe-pad-to-capacity and --moe-routing apply to MoE models; "
-                             f"{model.name} has no experts")
+        raise UserInputError(f"--moe-capacity-factor, --moe-pad-to-capacity, --moe-routing and --moe-dispatcher "
+                             f"apply to MoE models; {model.name} has no experts")
     if pad_to_capacity and capacity_factor is None:
         raise UserInputError("--moe-pad-to-capacity needs --moe-capacity-factor (dropless routing has no capacity "
                              "to pad to)")
@@ -131,7 +134,7 @@ def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacit
         raise UserInputError(f"--moe-capacity-factor must be above 0 and at most the {model.moe.num_experts} "
                              f"experts, got {capacity_factor:g}")
     moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity,
-                                       "routing": routing})
+                                       "routing": routing, "dispatcher": dispatcher})
     return model.model_copy(update={"moe": moe})
 
 

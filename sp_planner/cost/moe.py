@@ -54,8 +54,8 @@ permutation.py), per source token of one MoE layer, in hidden-size rows of the a
 Backward: each op's gradient is its mirror (unpermute's is a permute, sort's an unsort), the same
 bytes. The probs (k floats a token) and the routing map are not counted. The flex dispatcher's
 HybridEP backend permutes inside its dispatch and combine kernels (Megatron-LM _HybridEPManager:
-"dispatch and permute tokens for experts in single step"): dispatcher "hybridep" moves none of
-these bytes; its all-to-all is timed as the alltoall dispatcher's. DeepEP (a permute after its
+"dispatch and permute tokens for experts in single step"): MoESpec.dispatcher "hybridep" moves
+none of these bytes; its all-to-all is timed as the alltoall dispatcher's. DeepEP (a permute after its
 dispatch) is not modelled.
 """
 
@@ -220,9 +220,10 @@ class MoETimes(NamedTuple):
 
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
-              ep_stride, elem_bytes: int, gpus_per_node: int, dispatcher: str = "alltoall") -> MoETimes:
-    """`dispatcher`: "alltoall" (Megatron's, fused permutations) or "hybridep" (permutations inside
-    its all-to-all kernels, timed as the alltoall's all-to-all; module docstring)."""
+              ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
+    """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
+    fused) moves them, "hybridep" (inside its all-to-all kernels, timed as the alltoall's
+    all-to-all) does not (module docstring)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
@@ -234,6 +235,7 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank
-    permute = f * memory_pass_time_s(hardware, moved) * (dispatcher == "alltoall")
+    permuted = model.moe is not None and model.moe.dispatcher == "alltoall"
+    permute = f * memory_pass_time_s(hardware, moved) * permuted
     return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,
                     etp_collective_s=etp_s, permute_s=np.asarray(permute, dtype=np.float64))

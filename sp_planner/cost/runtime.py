@@ -1,15 +1,12 @@
 """What a framework does at run time, as the cost model times and sizes a plan under it: the
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
-(cost.states), the CUDA graphs it replays (cost.cuda_graphs) and its MoE token dispatcher
-(cost.moe).
+(cost.states) and the CUDA graphs it replays (cost.cuda_graphs).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
@@ -29,9 +26,6 @@ class Runtime(FrozenModel):
     overlap: Overlap  # what it overlaps (cost.overlap)
     states: TrainingStates  # what it keeps per parameter (cost.states)
     cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
-    # Megatron's MoE token dispatcher (cost.moe): alltoall with fused permutations, as sp-plan emits;
-    # hybridep (--moe-token-dispatcher-type flex, backend hybridep) fuses them into its all-to-all.
-    moe_dispatcher: Literal["alltoall", "hybridep"] = "alltoall"
 
 
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES)

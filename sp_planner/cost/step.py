@@ -127,9 +127,8 @@ class StepColumns(NamedTuple):
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
-                 cuda_graphs: frozenset[str] = NO_GRAPHS, moe_dispatcher: str = "alltoall") -> StepColumns:
-    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
-    `moe_dispatcher`: Megatron's MoE token dispatcher (cost.runtime, cost.moe)."""
+                 cuda_graphs: frozenset[str] = NO_GRAPHS) -> StepColumns:
+    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -160,8 +159,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
     gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
-                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
-                    dispatcher=moe_dispatcher)
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
     # The busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models), at the candidate's
     # precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run the grouped expert

@@ -50,6 +50,10 @@ def torchtitan_failures(request: FlagRequest) -> list[str]:
         # every token to its top_k experts (pytorch/torchtitan torchtitan/models/moe/moe.py).
         failures.append(f"capacity factor {moe.capacity_factor:g} cannot be expressed: torchtitan's MoE routes "
                         "dropless; leave out --moe-capacity-factor, or use megatron or mindspeed")
+    if moe is not None and moe.dispatcher != "alltoall":
+        failures.append(f"token dispatcher {moe.dispatcher} cannot be expressed: the torchtitan versions this "
+                        "planner emits for (0.2.2, 0.3.0) have no HybridEP backend; leave out --moe-dispatcher, "
+                        "or use megatron")
     if not _splits_experts(request):
         return failures
     p = request.plan

@@ -107,6 +107,19 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
     ]
 
 
+def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False) -> list[str]:
+    """The token dispatcher cost.moe times (MoESpec.dispatcher)."""
+    if dispatcher == "hybridep":
+        # The flex dispatcher's HybridEP backend: it permutes inside its own kernels, which cost.moe
+        # times as no permutation passes.
+        return ["--moe-token-dispatcher-type flex", "--moe-flex-dispatcher-backend hybridep"]
+    # The planner costs the all-to-all dispatcher (cost.moe); Megatron's default is allgather. Its
+    # fused permutations are what cost.moe times (TE's permute kernels; TransformerConfig refuses
+    # --moe-permute-fusion without TE >= 2.1, which Megatron's TE spec needs anyway). MindSpeed
+    # patches these ops for the NPU and is left at its default.
+    return ["--moe-token-dispatcher-type alltoall", *([] if mindspeed else ["--moe-permute-fusion"])]
+
+
 def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]:
     """Experts and their parallelism (reference moe_fp8_pipeline_frameworks.md 1.1): the expert grid
     is Megatron-Core's second RankGenerator (etp, ep, edp, pp; layout.EXPERT_GRID_ORDER)."""
@@ -121,15 +134,9 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
         f"--expert-model-parallel-size {p.ep}",
         # None means ETP = TP (arguments.py); the plan's value is always explicit.
         f"--expert-tensor-parallel-size {p.etp}",
-        # The planner costs the all-to-all dispatcher (cost.moe); Megatron's default is allgather.
-        "--moe-token-dispatcher-type alltoall",
+        *dispatcher_flags(m.moe.dispatcher, mindspeed=mindspeed),
         "--moe-grouped-gemm",
     ]
-    if not mindspeed:
-        # The fused permutations cost.moe times (TE's permute kernels; TransformerConfig refuses the
-        # flag without TE >= 2.1, which Megatron's TE spec needs anyway). MindSpeed patches these
-        # ops for the NPU and is left at its default.
-        flags.append("--moe-permute-fusion")
     if not m.linear_bias:
         # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
         flags.append("--disable-bias-linear")

@@ -88,10 +88,20 @@ def _routing_failures(request: FlagRequest) -> list[str]:
             "--moe-router-force-load-balancing (added in 0.13.0); plan with --moe-routing learned"]
 
 
+def _dispatcher_failures(request: FlagRequest) -> list[str]:
+    """HybridEP is a CUDA (NVLink/RDMA) backend: MindSpeed on Ascend NPUs has none."""
+    moe = request.model.moe
+    if moe is None or moe.dispatcher == "alltoall":
+        return []
+    return [f"token dispatcher {moe.dispatcher} cannot be expressed: HybridEP runs on NVIDIA GPUs, not on "
+            "MindSpeed's Ascend NPUs; leave out --moe-dispatcher, or use megatron"]
+
+
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
     refused = refusal("mindspeed", request,
                       lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
+                      + _dispatcher_failures(request)
                       + _routing_failures(request))
     if refused is not None:
         return refused

@@ -22,7 +22,6 @@ from typing import Any
 
 from sp_planner.present.uncertainty import shipped_band, ties_with_first
 from sp_planner.cost.moe import router_imbalance
-from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
@@ -91,7 +90,7 @@ def moe_routing(model: ModelSpec) -> dict[str, Any]:
     assert model.moe is not None
     return {"routing": model.moe.routing, "load_imbalance": router_imbalance(model),
             "capacity_factor": model.moe.capacity_factor, "pad_to_capacity": model.moe.pad_to_capacity,
-            "token_dispatcher": MEGATRON_RUNTIME.moe_dispatcher}
+            "token_dispatcher": model.moe.dispatcher}
 
 
 def plan_entry(

@@ -30,8 +30,7 @@ class MoEWork(NamedTuple):
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
-             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int,
-             dispatcher: str = "alltoall") -> MoEWork:
+             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int) -> MoEWork:
     """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase."""
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
@@ -42,7 +41,7 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
-                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, dispatcher=dispatcher)
+                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node)
     # At the plan's precision, as cost.step scales it (FP8 covers the expert GEMMs).
     rate = hardware.peak_bf16_flops * hardware.efficiency.gemm / gemm_peak_flops(
         hardware, np.array([PRECISIONS.index(plan.precision)]))[0]

@@ -127,7 +127,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # Backward: 2x the forward without its cast (the quantized inputs are saved), the short-K extra
     # (cost.gemm_shapes) and the output gradients' cast, as cost.step.
     gemm_bwd = 2 * (gemm_fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
-    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.moe_dispatcher)
+    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)

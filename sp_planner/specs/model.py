@@ -20,6 +20,9 @@ MAX_VOCAB = 2**24
 MAX_EXPERTS = 2**14
 # How a MoE router's load falls on the experts (MoESpec.routing).
 MoERouting = Literal["learned", "balanced"]
+# Megatron's MoE token dispatcher (--moe-token-dispatcher-type; cost.moe): alltoall with fused
+# permutations, or the flex dispatcher's HybridEP backend, which permutes inside its kernels.
+MoEDispatcher = Literal["alltoall", "hybridep"]
 
 
 class MoESpec(FrozenModel):
@@ -47,6 +50,9 @@ class MoESpec(FrozenModel):
     # balanced: routing forced even for benchmarking (Megatron --moe-router-force-load-balancing,
     # TransformerConfig.moe_router_force_load_balancing: random router logits), busiest load 1.0.
     routing: MoERouting = "learned"
+    # The token dispatcher the run uses (TransformerConfig.moe_token_dispatcher_type and
+    # moe_flex_dispatcher_backend): its permutations are timed only under alltoall (cost.moe).
+    dispatcher: MoEDispatcher = "alltoall"
 
     @model_validator(mode="after")
     def _padding_needs_a_capacity(self) -> "MoESpec":

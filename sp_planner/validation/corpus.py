@@ -23,7 +23,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.fileio import read_structured
 from sp_planner.plan import CpComm, Fp8Recipe, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model import ModelSpec, MoERouting
+from sp_planner.specs.model import ModelSpec, MoEDispatcher, MoERouting
 
 # What the published number is. mfu_percent is model FLOPs over the source's stated peak.
 Figure = Literal["model_tflops_per_gpu", "mfu_percent", "tokens_per_s_per_gpu", "step_time_s"]
@@ -138,10 +138,10 @@ class CorpusRow(FrozenModel):
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
-    # Megatron's MoE token dispatcher the recipe runs (cost.runtime): alltoall, or the flex
-    # dispatcher's HybridEP backend (--moe-token-dispatcher-type flex, --moe-flex-dispatcher-backend
-    # hybridep). MoE rows of the Megatron family only.
-    moe_dispatcher: Literal["alltoall", "hybridep"] = "alltoall"
+    # Megatron's MoE token dispatcher the recipe runs (specs.model MoESpec.dispatcher, cost.moe):
+    # alltoall, or the flex dispatcher's HybridEP backend (--moe-token-dispatcher-type flex,
+    # --moe-flex-dispatcher-backend hybridep). MoE rows of the Megatron family only.
+    moe_dispatcher: MoEDispatcher = "alltoall"
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":

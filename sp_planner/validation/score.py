@@ -88,13 +88,18 @@ class ValidationResult(FrozenModel):
 
 
 def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
-    """The row's architecture, with the routing its run used (MoE models)."""
+    """The row's architecture, with the routing and token dispatcher its run used (MoE models)."""
     model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
-    if row.routing == "learned":
+    if row.routing == "learned" and row.moe_dispatcher == "alltoall":
         return model
     if model.moe is None:
-        raise ValueError(f"row {row.id}: routing {row.routing} needs an MoE model, and {model.name} has no experts")
-    return model.model_copy(update={"moe": model.moe.model_copy(update={"routing": row.routing})})
+        what = f"routing {row.routing}" if row.routing != "learned" else f"moe_dispatcher {row.moe_dispatcher}"
+        raise ValueError(f"row {row.id}: {what} needs an MoE model, and {model.name} has no experts")
+    if row.moe_dispatcher != "alltoall" and CORPUS_FRAMEWORK_RUNTIME.get(row.framework) != MEGATRON_RUNTIME:
+        raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and the "
+                         f"row's framework is {row.framework}")
+    moe = model.moe.model_copy(update={"routing": row.routing, "dispatcher": row.moe_dispatcher})
+    return model.model_copy(update={"moe": moe})
 
 
 # The plan's GEMM precision for each corpus precision (fp16 runs on bf16's tensor-core peak).
@@ -130,7 +135,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
     gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
     userbuffers overlap (cost.tp_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it
-    states (cost.cuda_graphs), its MoE token dispatcher (cost.moe)."""
+    states (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -156,11 +161,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
                          f"framework is {row.framework}")
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
-    if row.moe_dispatcher != "alltoall" and not megatron_family:
-        raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and "
-                         f"the row's framework is {row.framework}")
-    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope),
-                   moe_dispatcher=row.moe_dispatcher)
+    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -156,7 +156,7 @@ def test_balanced_routing_reaches_the_json_flags_and_step(sp_plan):
 def test_balanced_routing_of_a_dense_model_is_refused(sp_plan):
     result = sp_plan("--model", "llama3-8b", "--moe-routing", "balanced", "--hardware", "h100-sxm", "--nodes", "1",
                      "--seq-len", "8k")
-    assert result.exit_code == 2 and "--moe-routing apply to MoE models" in result.stderr
+    assert result.exit_code == 2 and "--moe-dispatcher apply to MoE models" in result.stderr
 
 
 def test_a_framework_without_expert_parallelism_says_so(sp_plan):
@@ -166,3 +166,38 @@ def test_a_framework_without_expert_parallelism_says_so(sp_plan):
     assert "No plan with expert parallelism (ep > 1) that deepspeed can express fits" in text
     titan = " ".join(sp_plan(*QUESTION, "--nodes", "18", "--framework", "torchtitan").stdout.split())
     assert "expert parallelism (ep > 1)" not in titan
+
+
+def test_hybridep_dispatcher_reaches_the_json_flags_and_step(sp_plan):
+    # The same pinned plan under HybridEP: the flex dispatcher's flags, no permutation passes
+    # (cost.moe: only gemm_s moves), and the JSON names the dispatcher.
+    pins = [*QUESTION, "--nodes", "18", "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "8", "--dp", "9",
+            "--ep", "8", "--etp", "1", "--zero", "3", "--recompute", "full", "--micro-batch", "1",
+            "--format", "json", "--top", "1"]
+    alltoall = json.loads(sp_plan(*pins).stdout)
+    hybridep = json.loads(sp_plan(*pins, "--moe-dispatcher", "hybridep").stdout)
+    assert alltoall["question"]["moe_routing"]["token_dispatcher"] == "alltoall"
+    assert hybridep["question"]["moe_routing"]["token_dispatcher"] == "hybridep"
+    fused, plain = hybridep["plans"][0], alltoall["plans"][0]
+    text = fused["flags"]["megatron"]["text"]
+    assert "--moe-token-dispatcher-type flex" in text and "--moe-flex-dispatcher-backend hybridep" in text
+    assert "--moe-permute-fusion" not in text and "--moe-permute-fusion" in plain["flags"]["megatron"]["text"]
+    assert fused["time"]["gemm_s"] < plain["time"]["gemm_s"]
+    assert fused["time"]["moe_comm_s"] == plain["time"]["moe_comm_s"]
+    for framework in ("mindspeed", "torchtitan"):
+        assert not fused["flags"][framework]["supported"]
+        assert "token dispatcher hybridep cannot be expressed" in fused["flags"][framework]["reason"]
+
+
+def test_hybridep_on_a_dense_model_is_refused(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--moe-dispatcher", "hybridep", "--hardware", "h100-sxm", "--nodes",
+                     "1", "--seq-len", "8k")
+    assert result.exit_code == 2 and "apply to MoE models; Llama-3-8B has no experts" in result.stderr
+
+
+def test_hybridep_for_another_framework_is_refused(sp_plan):
+    result = sp_plan(*QUESTION, "--nodes", "18", "--moe-dispatcher", "hybridep", "--framework", "torchtitan")
+    assert result.exit_code == 2
+    expected = "--moe-dispatcher hybridep is Megatron's flex dispatcher, and torchtitan has no such backend"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

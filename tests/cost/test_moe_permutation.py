@@ -8,7 +8,6 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.kernels import HBM_EFFICIENCY
 from sp_planner.cost.moe import moe_times, permutation_bytes_per_token
-from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -39,12 +38,16 @@ def test_padded_routing_sorts_the_capacity():
     assert float(permutation_bytes_per_token(padded, 8, 1, 2)) == 66 * 2048 * 2
 
 
+def _with_dispatcher(model, dispatcher):
+    return model.model_copy(update={"moe": model.moe.model_copy(update={"dispatcher": dispatcher})})
+
+
 @pytest.mark.parametrize("dispatcher,expected_rows", [("alltoall", 50), ("hybridep", 0)])
 def test_time_is_one_memory_pass(dispatcher, expected_rows):
     hw = load_hardware("b200")
     tokens = 4096
-    times = moe_times(hw, BALANCED, tokens_per_tp_rank=tokens, ep=8, etp=1, ep_stride=1, elem_bytes=2,
-                      gpus_per_node=8, dispatcher=dispatcher)
+    times = moe_times(hw, _with_dispatcher(BALANCED, dispatcher), tokens_per_tp_rank=tokens, ep=8, etp=1,
+                      ep_stride=1, elem_bytes=2, gpus_per_node=8)
     expected = expected_rows * 2048 * 2 * tokens / (hw.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)
     assert float(times.permute_s) == pytest.approx(expected, rel=1e-12)
 
@@ -53,8 +56,7 @@ def test_step_charges_the_permutations_forward_and_backward():
     hw = load_hardware("b200")
     workload = Workload(seq_len=4096, global_batch=64)
     plan = ParallelPlan(dp=8, ep=8, etp=1, zero=1)
-    runs = {d: evaluate(BALANCED, hw, workload, plan, num_nodes=1, gpus_per_node=8,
-                        runtime=MEGATRON_RUNTIME.model_copy(update={"moe_dispatcher": d}))
+    runs = {d: evaluate(_with_dispatcher(BALANCED, d), hw, workload, plan, num_nodes=1, gpus_per_node=8)
             for d in ("alltoall", "hybridep")}
     # 8 micro-batches x 48 layers x (forward + backward) x one pass of 50 rows a token.
     per_pass = 50 * 2048 * 2 * 4096 / (hw.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)

@@ -17,7 +17,6 @@ import torch
 from megatron.core.distributed import DistributedDataParallelConfig
 from megatron.core.transformer.transformer_config import MLATransformerConfig, TransformerConfig
 from sp_planner.catalog import load_model
-from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.flags import FlagRequest, render_flags
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.model import MoESpec
@@ -101,9 +100,9 @@ def test_moe_flags_pass_transformer_config(model, plan, gpus_per_node):
     assert config.moe_ffn_hidden_size == model.moe.moe_intermediate_size
     assert (config.expert_model_parallel_size, config.expert_tensor_parallel_size) == (plan.ep, plan.etp)
     assert config.moe_token_dispatcher_type == "alltoall" and config.moe_grouped_gemm
-    # The dispatcher and fused permutations cost.moe times under Megatron's runtime.
+    # The dispatcher and fused permutations cost.moe times (MoESpec.dispatcher's default).
     assert "--moe-permute-fusion" in parse_bash_array(flags.text)
-    assert FRAMEWORK_RUNTIME["megatron"].moe_dispatcher == "alltoall"
+    assert model.moe.dispatcher == "alltoall"
 
 
 def test_dense_model_gets_no_expert_flags(build, bash_args):
@@ -178,3 +177,18 @@ def test_force_balanced_routing_passes_transformer_config():
     learned = FlagRequest(model=QWEN3_235B, workload=request.workload, plan=plan, num_nodes=64, gpus_per_node=4)
     assert not transformer_config(render_flags("megatron", learned).text, QWEN3_235B.hidden_size) \
         .moe_router_force_load_balancing
+
+
+def test_hybridep_flags_pass_transformer_config():
+    # MoESpec.dispatcher hybridep: the flex dispatcher's HybridEP backend, which megatron-core's own
+    # TransformerConfig accepts; no --moe-permute-fusion (HybridEP permutes in its kernels).
+    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "hybridep"})
+    model = QWEN3_30B.model_copy(update={"moe": moe})
+    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1)
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=1,
+                          gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    config = transformer_config(flags.text, model.hidden_size)
+    assert (config.moe_token_dispatcher_type, config.moe_flex_dispatcher_backend) == ("flex", "hybridep")
+    assert "--moe-permute-fusion" not in parse_bash_array(flags.text)

@@ -315,16 +315,13 @@ def test_usp_v5_count_turns_the_first_report_into_the_second(corpus):
 
 def test_hybridep_rows_run_without_permutation_passes(corpus):
     # mba-q30-b300-mx states HybridEP (its recipe's moe_flex_dispatcher_backend hybridep): its
-    # runtime carries it, and the same run under the alltoall dispatcher costs the permutations
+    # model carries it, and the same run under the alltoall dispatcher costs the permutations
     # (cost.moe) in gemm_s and nothing else.
-    from sp_planner.validation.score import row_runtime
-
     row = _row(corpus, "mba-q30-b300-mx")
-    assert row_runtime(row).moe_dispatcher == "hybridep"
+    assert row_model(row, corpus).moe.dispatcher == "hybridep"
     fused = predict_row(row, corpus)
     alltoall = predict_row(row.model_copy(update={"moe_dispatcher": "alltoall"}), corpus)
     assert alltoall.time.gemm_s > fused.time.gemm_s
     assert alltoall.time.moe_comm_s == fused.time.moe_comm_s
     with pytest.raises(ValueError, match="moe_dispatcher hybridep is Megatron's flex dispatcher"):
-        row_runtime(row.model_copy(update={"framework": "torchtitan", "grad_reduce_in_fp32": True,
-                                           "fp8_param_gather": False}))
+        row_model(row.model_copy(update={"framework": "torchtitan"}), corpus)
