@@ -15,10 +15,20 @@ def _splits_experts(request: FlagRequest) -> bool:
     return request.plan.ep > 1 or request.plan.etp > 1
 
 
+def dispatcher_failures(request: FlagRequest, framework: str) -> list[str]:
+    """HybridEP (MoESpec.dispatcher) is Megatron-Core's flex dispatcher backend; no other framework
+    this planner emits for has it."""
+    moe = request.model.moe
+    if moe is None or moe.dispatcher == "alltoall":
+        return []
+    return [f"token dispatcher {moe.dispatcher} cannot be expressed: {framework} has no HybridEP backend "
+            "(Megatron-Core's flex dispatcher); leave out --moe-dispatcher, or use megatron"]
+
+
 def deepspeed_failures(request: FlagRequest) -> list[str]:
     """DeepSpeed's EP lives in the model code, not in the config this planner emits."""
     if not _splits_experts(request):
-        return []
+        return dispatcher_failures(request, "DeepSpeed")
     p = request.plan
     return [
         f"ep {p.ep} x etp {p.etp} cannot be expressed: DeepSpeed sets expert parallelism in the model "
@@ -31,7 +41,7 @@ def deepspeed_failures(request: FlagRequest) -> list[str]:
 def yunchang_failures(request: FlagRequest) -> list[str]:
     """yunchang parallelizes attention only; the MLP (experts included) belongs to the trainer."""
     if not _splits_experts(request):
-        return []
+        return dispatcher_failures(request, "yunchang")
     p = request.plan
     return [
         f"ep {p.ep} x etp {p.etp} cannot be expressed: yunchang is an attention library (Ulysses/ring "
@@ -50,10 +60,7 @@ def torchtitan_failures(request: FlagRequest) -> list[str]:
         # every token to its top_k experts (pytorch/torchtitan torchtitan/models/moe/moe.py).
         failures.append(f"capacity factor {moe.capacity_factor:g} cannot be expressed: torchtitan's MoE routes "
                         "dropless; leave out --moe-capacity-factor, or use megatron or mindspeed")
-    if moe is not None and moe.dispatcher != "alltoall":
-        failures.append(f"token dispatcher {moe.dispatcher} cannot be expressed: the torchtitan versions this "
-                        "planner emits for (0.2.2, 0.3.0) have no HybridEP backend; leave out --moe-dispatcher, "
-                        "or use megatron")
+    failures += dispatcher_failures(request, "torchtitan (0.2.2, 0.3.0)")
     if not _splits_experts(request):
         return failures
     p = request.plan

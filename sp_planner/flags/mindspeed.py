@@ -15,6 +15,7 @@ from sp_planner.flags.base import (
     refusal,
     supported,
 )
+from sp_planner.flags.experts import dispatcher_failures
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
 from sp_planner.flags.stages import split_form
 
@@ -88,20 +89,11 @@ def _routing_failures(request: FlagRequest) -> list[str]:
             "--moe-router-force-load-balancing (added in 0.13.0); plan with --moe-routing learned"]
 
 
-def _dispatcher_failures(request: FlagRequest) -> list[str]:
-    """HybridEP is a CUDA (NVLink/RDMA) backend: MindSpeed on Ascend NPUs has none."""
-    moe = request.model.moe
-    if moe is None or moe.dispatcher == "alltoall":
-        return []
-    return [f"token dispatcher {moe.dispatcher} cannot be expressed: HybridEP runs on NVIDIA GPUs, not on "
-            "MindSpeed's Ascend NPUs; leave out --moe-dispatcher, or use megatron"]
-
-
 def render(request: FlagRequest) -> FrameworkFlags:
     algo, algo_failures = _algo(request)
     refused = refusal("mindspeed", request,
                       lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
-                      + _dispatcher_failures(request)
+                      + dispatcher_failures(request, "MindSpeed (Ascend NPUs)")
                       + _routing_failures(request))
     if refused is not None:
         return refused

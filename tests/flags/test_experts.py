@@ -68,3 +68,18 @@ def test_force_balanced_routing_per_framework():
     learned = render_all(_request(plan))
     assert "force" not in learned["megatron"].text and "[debug]" not in render_flags(
         "torchtitan", _request(plan, "0.2.2")).text
+
+
+def test_hybridep_is_megatron_only():
+    # MoESpec.dispatcher hybridep: Megatron emits the flex dispatcher; every other framework refuses
+    # with the same reason, even where the plan does not split the experts (ep 1).
+    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "hybridep"})
+    model = QWEN3_30B.model_copy(update={"moe": moe})
+    plan = ParallelPlan(tp=2, ring=2, dp=2, zero=1)
+    request = FlagRequest(model=model, workload=Workload(seq_len=32768, global_batch=8), plan=plan, num_nodes=1,
+                          gpus_per_node=8, framework_version="0.2.2")
+    flags = render_all(request)
+    assert flags["megatron"].supported and "--moe-flex-dispatcher-backend hybridep" in flags["megatron"].text
+    for framework in ("mindspeed", "deepspeed", "yunchang", "torchtitan"):
+        assert not flags[framework].supported, framework
+        assert "token dispatcher hybridep cannot be expressed" in flags[framework].reason, framework
