@@ -133,8 +133,10 @@ def _number(value: float) -> str:
 def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) -> str:
     """Rows, skipped reasons, groups and the corpus MAPE, every line within 80 columns."""
     total = len(result.rows) + len(result.skipped)
+    filed = sum(r.kind == "regression" for r in result.skipped)
+    regressions = f", {filed} filed as regressions" if filed else ""
     lines = [_wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
-                   f"{len(result.rows)} scored, {len(result.skipped)} skipped."), ""]
+                   f"{len(result.rows)} scored, {len(result.skipped) - filed} skipped{regressions}."), ""]
     lines.append(f"{'row':<22} {'source':<10} {'figure':<10} {'predicted':>10} {'measured':>10} {'error':>8}")
     for r in result.rows:
         mark = "" if r.fits else "*"
@@ -143,10 +145,17 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) ->
     lines.append(_wrap(LEGEND))
     if any(not r.fits for r in result.rows):
         lines.append(_wrap("* the cost model predicts this plan does not fit in memory (the run did)."))
-    if result.skipped:
-        lines += ["", f"Skipped ({len(result.skipped)}), not expressible by the cost model:"]
-        for reason, count in Counter(r.reason for r in result.skipped).most_common():
+    unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
+    filed_rows = [r for r in result.skipped if r.kind == "regression"]
+    if unexpressible:
+        lines += ["", f"Skipped ({len(unexpressible)}), not expressible by the cost model:"]
+        for reason, count in Counter(r.reason for r in unexpressible).most_common():
             lines.append(_wrap(f"{count:>3} {reason}", hang="    "))
+    if filed_rows:
+        lines += ["", _wrap(f"Not scored ({len(filed_rows)}), measured during a performance regression "
+                            "the framework's maintainers filed:")]
+        for row in filed_rows:
+            lines.append(_wrap(f"  {row.id}: {row.reason}", hang="    "))
     lines += ["", f"{'group':<28} {'rows':>5} {'MAPE':>8} {'Spearman':>9}"]
     for g in result.groups:
         rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
@@ -163,9 +172,12 @@ def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
     """The README's accuracy section: groups, then every scored row (regenerate, never hand-edit)."""
     total = len(result.rows) + len(result.skipped)
     mape = "n/a" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
+    regressions = sum(r.kind == "regression" for r in result.skipped)
+    filed = (f", {regressions} not scored because the framework's maintainers filed them as performance "
+             f"regressions" if regressions else "")
     lines = [f"{total} published runs from {num_sources} sources; {len(result.rows)} scored, "
-             f"{len(result.skipped)} skipped as not expressible by the cost model (`sp-validate` names each "
-             f"reason). MAPE over the scored rows: **{mape}**.", "",
+             f"{len(result.skipped) - regressions} skipped as not expressible by the cost model{filed} "
+             f"(`sp-validate` names each reason). MAPE over the scored rows: **{mape}**.", "",
              "| group | rows | MAPE | Spearman |", "|---|---:|---:|---:|"]
     for g in result.groups:
         rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"

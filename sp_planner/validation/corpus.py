@@ -5,7 +5,9 @@ inline `models` (architectures the catalog lacks), `defaults` shared by its rows
 row pins every degree of the run and says what its published figure means (which quantity, and
 for FLOP-based figures which FLOP convention). Rows the cost model cannot express (FP8, virtual
 pipeline stages, hardware the catalog lacks, ...) stay in the corpus with `expressible: false`
-and the reason, and are skipped when scoring.
+and the reason, and are skipped when scoring. Rows whose measurement the framework's own
+maintainers filed as a performance regression (`regression`: the issue or pull request and what
+it says) are expressible but not scored either: they measure a defect, not the recipe as designed.
 """
 
 from __future__ import annotations
@@ -89,6 +91,9 @@ class CorpusRow(FrozenModel):
     measured: float = Field(gt=0)
     expressible: bool = True
     reason: str | None = None
+    # The maintainers' filing that this measurement is a performance regression (issue or pull
+    # request, with what it says and how it matches the row): the row is kept but not scored.
+    regression: str | None = Field(default=None, min_length=1)
     group: str | None = Field(default=None, min_length=1, max_length=28)
     notes: str | None = None
     # Expert parallelism (MoE runs): ep, and etp when the source states it (None: not stated).
@@ -181,6 +186,8 @@ class CorpusRow(FrozenModel):
         if not self.expressible:
             if not self.reason:
                 raise ValueError("a row with expressible: false needs a reason")
+            if self.regression is not None:
+                raise ValueError("regression is for expressible rows (a row not expressible is skipped anyway)")
             return self
         if self.reason is not None:
             raise ValueError("reason is only for rows with expressible: false")

@@ -36,11 +36,11 @@ def check_report_folder(out_dir: Path) -> None:
 
 
 def rows_frame(result: ValidationResult) -> pd.DataFrame:
-    """Scored rows, then skipped rows (predicted and errors empty, with the reason)."""
+    """Scored rows, then skipped rows (predicted and errors empty, with the reason and its kind:
+    not_expressible, or regression for a measurement its maintainers filed as one)."""
     scored = pd.DataFrame([r.model_dump() for r in result.rows])
-    skipped = pd.DataFrame([{**r.model_dump(), "skipped_reason": r.reason} for r in result.skipped])
-    if not skipped.empty:
-        skipped = skipped.drop(columns="reason")
+    skipped = pd.DataFrame([{**r.model_dump(exclude={"reason", "kind"}), "skipped_reason": r.reason,
+                             "skipped_kind": r.kind} for r in result.skipped])
     return pd.concat([scored, skipped], ignore_index=True)
 
 

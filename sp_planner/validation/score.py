@@ -8,6 +8,7 @@ step time it is measured / predicted - 1), so optimism reads the same across sou
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,9 @@ class SkippedRow(FrozenModel):
     convention: str
     measured: float
     reason: str
+    # not_expressible: the cost model cannot state the run; regression: the maintainers filed its
+    # measurement as a performance regression (CorpusRow.regression), so it is not scored.
+    kind: Literal["not_expressible", "regression"] = "not_expressible"
 
 
 class GroupScore(FrozenModel):
@@ -272,14 +276,16 @@ def score_corpus(corpus: Corpus, *, progress: Callable[[int, int], None] = lambd
     skipped: list[SkippedRow] = []
     for index, row in enumerate(corpus.rows):
         progress(index, len(corpus.rows))
-        if row.expressible:
+        if row.expressible and row.regression is None:
             scored.append(score_row(row, corpus))
         else:
-            assert row.reason is not None  # CorpusRow requires a reason on skipped rows
+            reason = row.reason if row.regression is None else row.regression
+            assert reason is not None  # CorpusRow requires a reason on rows not expressible
             skipped.append(SkippedRow(
                 id=row.id, source=row.source, table=row.table, model=row.model, hardware=row.hardware,
                 num_gpus=row.world_size, seq_len=row.seq_len, figure=row.figure, convention=row.convention,
-                measured=row.measured, reason=row.reason,
+                measured=row.measured, reason=reason,
+                kind="not_expressible" if row.regression is None else "regression",
             ))
     progress(len(corpus.rows), len(corpus.rows))
     groups = []

@@ -57,6 +57,8 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"convention": "none"}, "FLOP-based figures name their FLOP convention"),
     ({"figure": "mfu_percent"}, "peak_tflops is required"),
     ({"expressible": False}, "needs a reason"),
+    ({"expressible": False, "reason": "FP8", "regression": "issue 1"}, "regression is for expressible rows"),
+    ({"regression": ""}, "regression\n  String should have at least 1 character"),
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
     ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),

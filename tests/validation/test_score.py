@@ -325,3 +325,15 @@ def test_hybridep_rows_run_without_permutation_passes(corpus):
     assert alltoall.time.moe_comm_s == fused.time.moe_comm_s
     with pytest.raises(ValueError, match="moe_dispatcher hybridep is Megatron's flex dispatcher"):
         row_model(row.model_copy(update={"framework": "torchtitan"}), corpus)
+
+
+def test_rows_filed_as_regressions_are_kept_but_not_scored(corpus, scored):
+    filed = {r.id for r in corpus.rows if r.regression is not None}
+    assert filed == {"mb-q30-b200-mx", "mb-q30-h100-cs", "mb-q235-b200-mx"}
+    assert filed.isdisjoint(r.id for r in scored.rows)
+    assert {r.id for r in scored.skipped if r.kind == "regression"} == filed
+    # The fixed recipe of the regressed 235B run is scored in its place: 1024 sequences of 4096
+    # tokens over 64 GPUs in the pull request's 16.9 s step.
+    (fixed,) = [r for r in scored.rows if r.id == "mbpr-q235-b200-mx"]
+    assert fixed.measured == 16.9 and fixed.figure == "step_time_s"
+    assert 1024 * 4096 / 64 / fixed.measured == pytest.approx(3878, abs=1)

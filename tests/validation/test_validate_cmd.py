@@ -21,6 +21,7 @@ rows:
   - {id: b, table: T5 r2, tp: 8, ulysses: 1, measured: 238.9}
   - {id: c, table: T5 r3, tp: 2, ulysses: 4, measured: 250.0}
   - {id: d, table: T5 r4, tp: 8, ulysses: 1, measured: 1, precision: fp8, expressible: false, reason: FP8 run}
+  - {id: e, table: T5 r5, tp: 8, ulysses: 1, measured: 2, regression: "issue 9 calls this run a regression"}
 """
 
 
@@ -76,7 +77,10 @@ def test_small_corpus_scores_and_skips(run_main, small_corpus):
     assert doc["skipped"] == [{
         "id": "d", "source": "src", "table": "T5 r4", "model": "Llama-2-7B", "hardware": "A800", "num_gpus": 8,
         "seq_len": 65536, "figure": "model_tflops_per_gpu", "convention": "megatron_full_square",
-        "measured": 1.0, "reason": "FP8 run"}]
+        "measured": 1.0, "reason": "FP8 run", "kind": "not_expressible"}, {
+        "id": "e", "source": "src", "table": "T5 r5", "model": "Llama-2-7B", "hardware": "A800", "num_gpus": 8,
+        "seq_len": 65536, "figure": "model_tflops_per_gpu", "convention": "megatron_full_square",
+        "measured": 2.0, "reason": "issue 9 calls this run a regression", "kind": "regression"}]
     (group,) = doc["groups"]
     assert group["name"] == "src 64K" and group["rows"] == 3 and group["spearman"] is not None
 
@@ -88,10 +92,11 @@ def test_report_writes_figure_and_csv(run_main, small_corpus, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["predicted_vs_measured.png", "validation.csv"]
     assert (out / "predicted_vs_measured.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(out / "validation.csv")
-    assert list(table["id"]) == ["a", "b", "c", "d"]
-    assert table["predicted"].isna().tolist() == [False, False, False, True]
-    assert table.loc[3, "skipped_reason"] == "FP8 run"
-    assert table["num_gpus"].tolist() == [8, 8, 8, 8] and table["num_gpus"].dtype.kind == "i"
+    assert list(table["id"]) == ["a", "b", "c", "d", "e"]
+    assert table["predicted"].isna().tolist() == [False, False, False, True, True]
+    assert table.loc[3, "skipped_reason"] == "FP8 run" and table.loc[3, "skipped_kind"] == "not_expressible"
+    assert table.loc[4, "skipped_kind"] == "regression"
+    assert table["num_gpus"].tolist() == [8] * 5 and table["num_gpus"].dtype.kind == "i"
     # Writing again over an earlier report is allowed.
     assert run_main(validate_cmd, "--corpus", small_corpus, "--report", out).exit_code == 0
 
@@ -160,3 +165,16 @@ def test_default_corpus_missing_names_the_fix(run_main, monkeypatch, tmp_path):
     result = run_main(validate_cmd)
     assert result.exit_code == 2
     assert "not in the wheel; pass --corpus PATH" in result.stderr
+
+
+def test_regression_rows_are_listed_apart_from_rows_not_expressible(run_main, small_corpus):
+    result = run_main(validate_cmd, "--corpus", small_corpus)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "Skipped (1), not expressible by the cost model:\n  1 FP8 run" in out
+    assert ("Not scored (1), measured during a performance regression the framework's\nmaintainers filed:\n"
+            "  e: issue 9 calls this run a regression") in out
+    markdown = run_main(validate_cmd, "--corpus", small_corpus, "--format", "markdown").stdout
+    assert markdown.startswith("5 published runs from 1 sources; 3 scored, 1 skipped as not expressible by the "
+                               "cost model, 1 not scored because the framework's maintainers filed them as "
+                               "performance regressions")
