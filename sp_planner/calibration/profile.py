@@ -26,6 +26,7 @@ from sp_planner.specs.hardware import (
     EfficiencySpec,
     FabricSpec,
     GroupEfficiency,
+    MEMORY_BOUND_DEFAULT,
     HardwareProfile,
     LinkSpec,
 )
@@ -103,7 +104,18 @@ class _Builder:
         ratios = {direction: self.causal_ratio(direction) for direction in ("fwd", "bwd")}
         return EfficiencySpec(gemm=gemm, attention_fwd=curves["fwd"], attention_bwd=curves["bwd"],
                               attention_causal_fwd=ratios["fwd"], attention_causal_bwd=ratios["bwd"],
-                              intra_node=intra, inter_node=inter)
+                              intra_node=intra, inter_node=inter, memory_bound=self.memory_bound())
+
+    def memory_bound(self) -> float:
+        """The base profile's share of HBM bandwidth for memory-bound kernels (not measured here: the
+        device copy sp-calibrate times is not a normalization kernel); MEMORY_BOUND_DEFAULT without one."""
+        field = "efficiency.memory_bound"
+        if self.base is not None:
+            self.sources[field] = f"from {self.base.name}: {self.base.sources.get(field, 'built-in profile')}"
+            return self.base.efficiency.memory_bound
+        self.sources[field] = (f"{MEMORY_BOUND_DEFAULT} (sp_planner.specs.hardware.MEMORY_BOUND_DEFAULT, an "
+                               "assumption): no base profile, and sp-calibrate does not time normalization kernels")
+        return MEMORY_BOUND_DEFAULT
 
     def causal_ratio(self, direction: str) -> tuple[CurvePoint, ...] | None:
         """Causal / full-mask rate at the block lengths both were measured at, on the same heads and

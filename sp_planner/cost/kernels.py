@@ -19,11 +19,6 @@ FLASH_BWD_FLOPS_FACTOR = 2.5
 # run at the kernel's measured causal/non-causal throughput ratio at that block length
 # (cost.attention_kernels.causal_ratio; the data and sources are in cost.kernel_benchmarks).
 CAUSAL_WORK_FRACTION = 0.5
-# Fraction of HBM peak that streaming elementwise kernels sustain. Assumption: STREAM-like copies
-# on A100/H100 reach 80-90% of the datasheet bandwidth (NVIDIA's own babelstream figures); we take
-# the low end. Used for ring merges, the optimizer step, elementwise ops, FP8 casts and, largest,
-# unfused attention (memory-bound: the Selene rows' 22B attention moves 32 bytes per score).
-HBM_EFFICIENCY = 0.8
 
 
 def curve_efficiency(points: tuple[CurvePoint, ...], tokens):
@@ -95,5 +90,10 @@ def gemm_time_s(hardware: HardwareProfile, flops):
 
 
 def memory_pass_time_s(hardware: HardwareProfile, num_bytes):
-    """A memory-bound kernel that moves `num_bytes` through HBM."""
-    return np.asarray(num_bytes, dtype=np.float64) / (hardware.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    """A memory-bound kernel that moves `num_bytes` through HBM, at the profile's measured share of
+    its bandwidth (efficiency.memory_bound: cuDNN's normalization kernels at LLM shapes, H200 0.76,
+    GB200 0.73, GB300 0.75; the profiles cite them). Used for ring merges, the optimizer step,
+    elementwise ops, FP8 casts, the loss and, largest, unfused attention (memory-bound: the Selene
+    rows' 22B attention moves 32 bytes per score)."""
+    bandwidth = hardware.hbm_bandwidth_bytes_per_s * hardware.efficiency.memory_bound
+    return np.asarray(num_bytes, dtype=np.float64) / bandwidth

@@ -30,10 +30,15 @@ SOURCED_FIELDS: tuple[str, ...] = (
     "efficiency.attention_bwd",
     "efficiency.intra_node",
     "efficiency.inter_node",
+    "efficiency.memory_bound",
     "memory_reserve_bytes",
 )
 
 Fraction = Field(gt=0.0, le=1.0)
+# EfficiencySpec.memory_bound of a profile that does not state it: an assumption (STREAM-class
+# copies reach 80-90% of the datasheet bandwidth on A100/H100, NVIDIA's BabelStream figures; the low
+# end), the figure every profile used before the built-ins took measured norm-kernel rates.
+MEMORY_BOUND_DEFAULT = 0.8
 
 # Upper bounds far above today's parts (B200: 2.25e15 dense bf16 FLOP/s, 192 GB HBM at 8e12 B/s;
 # NVLink 5: 9e11 B/s per GPU) and above the idealized "free compute" profiles the tests build
@@ -115,6 +120,11 @@ class EfficiencySpec(_Finite):
     attention_bwd: tuple[CurvePoint, ...]
     intra_node: CollectiveEfficiency
     inter_node: CollectiveEfficiency
+    # Fraction of hbm_bandwidth_bytes_per_s that memory-bound kernels sustain (elementwise ops, FP8
+    # casts, the loss, ring merges, unfused attention: cost.kernels.memory_pass_time_s), from a
+    # normalization-kernel benchmark at LLM shapes where one is published; MEMORY_BOUND_DEFAULT
+    # where a profile does not state it.
+    memory_bound: float = Field(default=MEMORY_BOUND_DEFAULT, gt=0.0, le=1.0)
     # Core attention unfused, as Megatron-LM ran it before FlashAttention (cost.kernels
     # unfused_attention_time_s). Only cost.attention_kernels.with_attention_kernel sets it (by
     # model_copy, which skips validation): no profile or plan file may, since no ring can run it.

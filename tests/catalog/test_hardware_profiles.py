@@ -269,3 +269,24 @@ def test_a_profile_cannot_ask_for_unfused_attention(tmp_path):
         read_hardware_file(path)
     assert "\n" not in str(info.value) and "attention_unfused" in str(info.value)
     assert "is not a profile setting" in str(info.value)
+
+
+# cuDNN's RMSNorm at 8 LLM shapes (NVIDIA/cudnn-frontend benchmark/norms/results at df73764): the
+# median of the forward and backward GB/s over the datasheet bandwidth the profile states.
+NORM_MEDIAN_GB_S = {"H200": (3645.0, 4800), "GB200-NVL72": (5846.2, 8000), "GB300-NVL72": (5961.2, 8000)}
+# Same die, no norm benchmark of their own: the measured share transfers.
+MEMORY_BOUND_FROM = {"H100-SXM": "H200", "H800": "H200", "A100-80GB": "H200", "A100-40GB": "H200", "A800": "H200",
+                     "B200": "GB200-NVL72", "B300": "GB300-NVL72"}
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_memory_bound_share_is_stated_and_follows_its_benchmark(name):
+    text = yaml.safe_load((REPO_PROFILES / f"{name.lower()}.yaml").read_text())
+    assert "memory_bound" in text["efficiency"], f"{name}: state efficiency.memory_bound (a default would hide it)"
+    share = load_hardware(name).efficiency.memory_bound
+    measured = MEMORY_BOUND_FROM.get(name, name)
+    if measured in NORM_MEDIAN_GB_S:
+        gb_s, datasheet = NORM_MEDIAN_GB_S[measured]
+        assert share == pytest.approx(gb_s / datasheet, abs=0.005)
+    else:  # no normalization-kernel benchmark of the part: the stated assumption
+        assert share == 0.8 and "assumption" in load_hardware(name).sources["efficiency.memory_bound"]

@@ -10,7 +10,6 @@ from sp_planner.cost.attention import (
     attention_layer_memory_bytes,
     attention_layer_time_s,
 )
-from sp_planner.cost.kernels import HBM_EFFICIENCY
 
 PEAK = 100e12
 SHAPE = dict(batch=1, num_heads=4, num_kv_heads=2, head_dim=16, tp=1, gpus_per_node=8, elem_bytes=2)
@@ -42,7 +41,8 @@ def test_ring_of_two_zigzag_and_contiguous(hardware):
     # 10 us over 100 GB/s, far below a block's compute: hidden, but step 0 runs on 16 of 132 SMs
     # fewer while it moves (cost.overlap).
     block = 8192
-    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * block * 4 * 16 / (1e12 * HBM_EFFICIENCY)
+    hbm_s_per_byte = 1 / (1e12 * hardware.efficiency.memory_bound)
+    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * block * 4 * 16 * hbm_s_per_byte
     full_block_s = 4 * 4 * 16 * block * block / (PEAK * 0.5)
     slowdown_s = 16 / 132 * 2 * block * 2 * 16 * 2 / 100e9
     zigzag = fwd(hardware, seq_len=2 * block, ulysses=1, ring=2, causal=True, ring_layout="zigzag")
@@ -110,8 +110,9 @@ def test_allgather_ring_of_two_by_hand(hardware):
     chunk, kv_block_bytes = 4096, 8192 * 2 * 16 * 2
     rect_s = 4 * 4 * 16 * chunk * 3 * chunk / (PEAK * 0.5)
     q_elems, full_kv = 2 * chunk * 4 * 16, 16384 * 2 * 16
-    reorder_s = 2 * 2 * 2 * full_kv / (1e12 * HBM_EFFICIENCY)  # index_select of K and V, bf16
-    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems / (1e12 * HBM_EFFICIENCY)
+    hbm_s_per_byte = 1 / (1e12 * hardware.efficiency.memory_bound)
+    reorder_s = 2 * 2 * 2 * full_kv * hbm_s_per_byte  # index_select of K and V, bf16
+    merge_s = (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems * hbm_s_per_byte
     gather_s = 2 * kv_block_bytes / 100e9
     t = fwd(hardware, seq_len=16384, ulysses=1, ring=2, causal=True, ring_layout="zigzag", cp_comm="allgather")
     assert t == pytest.approx(2 * causal_block_s(chunk, 4) + rect_s + reorder_s + merge_s + gather_s)

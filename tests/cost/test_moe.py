@@ -5,7 +5,6 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import layer_gemm_flops_per_token, model_flops_per_step
 from sp_planner.cost.buckets import stage_layouts
-from sp_planner.cost.kernels import HBM_EFFICIENCY
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
@@ -57,7 +56,7 @@ def test_every_expert_is_stored_but_only_two_are_computed():
     # permutations (cost.moe): 2 x (2 + 1) rows a token for permute and unpermute, and 8 local
     # experts' sort and unsort of the 2 x 8 copies gathered over etp, 4 x 16: 70 rows of 4096 bf16
     # per token, on 32768 / 2 / 8 = 2048 tokens a rank, forward and backward, 2 micro-batches x 32 layers.
-    permute_s = 70 * H * 2 * 2048 / (hw.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    permute_s = 70 * H * 2 * 2048 / (hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
     assert est.time.gemm_s - 2 * LAYERS * 2 * permute_s == pytest.approx(dense_like.time.gemm_s, rel=1e-12)
     assert est.model_tflops_per_gpu * est.step_time_s == pytest.approx(
         dense_like.model_tflops_per_gpu * dense_like.step_time_s, rel=1e-12)
@@ -204,8 +203,9 @@ def test_balanced_routing_load_by_hand(factor, pad, ep, load):
 
 # The busiest rank's 0.25 surplus of the copies it sorts and unsorts (cost.moe): 4 passes over 8
 # copies of 4096 bf16 elements a token, x 0.25, on 32768 tokens; forward and backward (full
-# recompute's second forward is in recompute_s), 2 micro-batches x 94 layers, at 0.8 of GB200's 8 TB/s.
-SORT_SURPLUS_S = 0.25 * 4 * 8 * 4096 * 2 * 32768 * 2 * 2 * 94 / (8e12 * HBM_EFFICIENCY)
+# recompute's second forward is in recompute_s), 2 micro-batches x 94 layers, at GB200's measured
+# memory-bound share (0.73) of its 8 TB/s.
+SORT_SURPLUS_S = 0.25 * 4 * 8 * 4096 * 2 * 32768 * 2 * 2 * 94 / (8e12 * 0.73)
 
 
 def test_balanced_routing_drops_the_imbalance_from_dispatch_and_expert_gemms():

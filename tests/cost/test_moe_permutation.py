@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.kernels import HBM_EFFICIENCY
 from sp_planner.cost.moe import moe_times, permutation_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -48,7 +47,7 @@ def test_time_is_one_memory_pass(dispatcher, expected_rows):
     tokens = 4096
     times = moe_times(hw, _with_dispatcher(BALANCED, dispatcher), tokens_per_tp_rank=tokens, ep=8, etp=1,
                       ep_stride=1, elem_bytes=2, gpus_per_node=8)
-    expected = expected_rows * 2048 * 2 * tokens / (hw.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    expected = expected_rows * 2048 * 2 * tokens / (hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
     assert float(times.permute_s) == pytest.approx(expected, rel=1e-12)
 
 
@@ -59,7 +58,7 @@ def test_step_charges_the_permutations_forward_and_backward():
     runs = {d: evaluate(_with_dispatcher(BALANCED, d), hw, workload, plan, num_nodes=1, gpus_per_node=8)
             for d in ("alltoall", "hybridep")}
     # 8 micro-batches x 48 layers x (forward + backward) x one pass of 50 rows a token.
-    per_pass = 50 * 2048 * 2 * 4096 / (hw.hbm_bandwidth_bytes_per_s * HBM_EFFICIENCY)
+    per_pass = 50 * 2048 * 2 * 4096 / (hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
     extra = runs["alltoall"].time.gemm_s - runs["hybridep"].time.gemm_s
     assert extra == pytest.approx(8 * 48 * 2 * per_pass, rel=1e-9)
     others = [name for name in runs["alltoall"].time.model_fields if name not in ("gemm_s", "host_overhead_s")]
