@@ -27,6 +27,7 @@ FIELD_LABELS: dict[str, str] = {
     "efficiency.attention_bwd": "attention backward efficiency by block length",
     "efficiency.intra_node": "collective efficiency inside a node (busbw / line rate)",
     "efficiency.inter_node": "collective efficiency across nodes (busbw / line rate)",
+    "efficiency.memory_bound": "memory-bound kernels' share of HBM bandwidth",
 }
 
 # Each entry restates the docstring of the module that implements it (named in the text).
@@ -95,6 +96,7 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
         "efficiency.attention_bwd": _curve(eff.attention_bwd),
         "efficiency.intra_node": _collectives(eff.intra_node),
         "efficiency.inter_node": _collectives(eff.inter_node),
+        "efficiency.memory_bound": f"{eff.memory_bound:.2f}",
     }
     if profile.measured_on:
         values["measured_on"] = profile.measured_on

@@ -16,6 +16,9 @@ def test_profile_rows_format_the_numbers_and_carry_their_sources():
     assert rows["efficiency.gemm"].value == f"{profile.efficiency.gemm:.2f}"
     assert rows["efficiency.intra_node"].value.startswith(
         f"all-reduce {profile.efficiency.intra_node.all_reduce:.2f}, all-gather")
+    # The share of HBM bandwidth every memory-bound pass runs at, with its (transferred) source.
+    assert rows["efficiency.memory_bound"].value == "0.76"
+    assert rows["efficiency.memory_bound"].sources == (profile.sources["efficiency.memory_bound"],)
     # The a800 profile states no fabric, so the report says so instead of inventing one.
     assert rows["fabric"].sources == (NO_SOURCE,)
 
