@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.validation.score import predict_row, published_figure, row_model, row_plan, score_row, spearman
+from sp_planner.validation.score import (
+    predict_row,
+    published_figure,
+    row_model,
+    row_plan,
+    row_runtime,
+    score_row,
+    spearman,
+)
 
 
 def _row(corpus, row_id):
@@ -337,3 +345,20 @@ def test_rows_filed_as_regressions_are_kept_but_not_scored(corpus, scored):
     (fixed,) = [r for r in scored.rows if r.id == "mbpr-q235-b200-mx"]
     assert fixed.measured == 16.9 and fixed.figure == "step_time_s"
     assert 1024 * 4096 / 64 / fixed.measured == pytest.approx(3878, abs=1)
+
+
+def test_nemo_2407_rows_run_the_release_recipe(corpus):
+    """NeMo-Framework-Launcher 24.07: FP8 with delayed scaling, flash-attn 2 (the launcher turned
+    cuDNN attention off), gradients reduced once a step in bf16 (zero 1), TP userbuffers where
+    the model config sets them, and every row's GPUs = tp x pp x cp x dp as the table states."""
+    rows = {r.id: r for r in corpus.rows if r.source == "nemo-2407"}
+    assert set(rows) == {"nl-llama2-7b", "nl-llama2-13b", "nl-llama2-70b", "nl-llama3-8b", "nl-llama3-70b"}
+    for row in rows.values():
+        plan, runtime = row_plan(row), row_runtime(row)
+        assert (plan.precision, plan.fp8_recipe, plan.zero, row.attention_kernel) == ("fp8", "delayed", 1, "fa2")
+        assert runtime.states.grad_bytes == 2 and runtime.overlap.tp_comm == (row.tp > 1)
+        assert row.world_size == row.tp * row.pp * row.ring * row.dp
+    # The table's GPU counts: 8, 16, 64, 8, 64; Llama 3 with CP 2.
+    ids = ("nl-llama2-7b", "nl-llama2-13b", "nl-llama2-70b", "nl-llama3-8b", "nl-llama3-70b")
+    assert [rows[i].world_size for i in ids] == [8, 16, 64, 8, 64]
+    assert (rows["nl-llama3-8b"].ring, rows["nl-llama3-70b"].ring, rows["nl-llama3-70b"].vpp) == (2, 2, 10)
