@@ -18,6 +18,7 @@ import typer
 from sp_planner.cli.common import run_app
 from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.validate_row import explain_row, render_row
 from sp_planner.errors import UserInputError
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
@@ -52,6 +53,8 @@ EPILOG = """\
 
   sp-validate --report reports/validation --check validation/thresholds.yaml
 
+  sp-validate --row nemo-b200-128k
+
 Exit codes: 0 scored, 1 a --check limit is broken, 2 bad input.
 """
 
@@ -78,6 +81,9 @@ def validate(
     check_limits: Annotated[Optional[Path], typer.Option(
         "--check", help="Exit 1 when a limit in this thresholds .yaml is broken (CI uses "
         "validation/thresholds.yaml).")] = None,
+    row_id: Annotated[Optional[str], typer.Option(
+        "--row", help="Take one row's prediction apart: its plan, the predicted figure against the measured "
+        "one, and where the predicted step time and memory go.")] = None,
 ) -> int:
     """Score the cost model against published training runs: error per row, MAPE, rank correlation per group."""
     from sp_planner.validation.report import check_report_folder, write_report  # matplotlib only when asked
@@ -87,6 +93,8 @@ def validate(
         raise UserInputError(f"no corpus at {path}: the corpus ships in the source tree's validation/ "
                              "folder, not in the wheel; pass --corpus PATH")
     loaded = load_corpus(path)
+    if row_id is not None:
+        return _explain(loaded, row_id, output_format, report=report, check_limits=check_limits)
     limits = load_thresholds(check_limits) if check_limits is not None else None
     if report is not None:
         check_folder_destination(report, option="--report")
@@ -112,6 +120,22 @@ def validate(
         written = write_report(result, report)
         typer.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     return EXIT_CHECK_FAILED if failures else 0
+
+
+def _explain(loaded, row_id: str, output_format: OutputFormat, *, report: Path | None,
+             check_limits: Path | None) -> int:
+    """sp-validate --row: one row taken apart (cli.validate_row), as a table or JSON."""
+    if report is not None or check_limits is not None:
+        raise UserInputError("--row explains one row; drop --report and --check, which score the whole corpus")
+    if output_format is OutputFormat.markdown:
+        raise UserInputError("--row prints a table or JSON; --format markdown is the README's accuracy section")
+    explanation = explain_row(loaded, row_id)
+    if output_format is OutputFormat.json:
+        typer.echo(explanation.model_dump_json(indent=2))
+    else:
+        label = FIGURE_LABELS[(explanation.figure, explanation.convention)]
+        typer.echo(render_row(explanation, figure_label=label, width=WIDTH))
+    return 0
 
 
 def _relative(path: Path) -> Path:

@@ -178,3 +178,40 @@ def test_regression_rows_are_listed_apart_from_rows_not_expressible(run_main, sm
     assert markdown.startswith("5 published runs from 1 sources; 3 scored, 1 skipped as not expressible by the "
                                "cost model, 1 not scored because the framework's maintainers filed them as "
                                "performance regressions")
+
+
+def test_row_takes_one_prediction_apart(run_main, small_corpus):
+    scored = json.loads(run_main(validate_cmd, "--corpus", small_corpus, "--format", "json").stdout)
+    row_a = next(r for r in scored["rows"] if r["id"] == "a")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["predicted"] == pytest.approx(row_a["predicted"]) and doc["measured"] == 260.2
+    assert (doc["plan"]["tp"], doc["plan"]["ulysses"], doc["num_gpus"]) == (4, 2, 8)
+    # The parts add up to the step, as in sp-plan --explain.
+    assert sum(doc["time"].values()) == pytest.approx(doc["step_time_s"])
+    assert sum(doc["memory"].values()) == pytest.approx(doc["memory_peak_bytes"])
+    table = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a")
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[0] == "a: src, T5 r1"
+    assert f"predicted {row_a['predicted']:.4g} TFLOPS sq, measured 260.2: {row_a['error_percent']:+.1f}%" in lines
+    assert any(line.startswith("  attention kernels") for line in lines)
+    # A row filed as a regression still has its prediction, with the filing beside it.
+    filed = run_main(validate_cmd, "--corpus", small_corpus, "--row", "e")
+    assert filed.exit_code == 0 and "not scored, filed as a regression: issue 9 calls this run" in filed.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--row", "zz"), "--row zz: no such row in the corpus"),
+    (("--row", "d"), "--row d: the row is not expressible, so it has no prediction (FP8 run)"),
+    (("--row", "a", "--format", "markdown"), "--row prints a table or JSON"),
+    (("--row", "a", "--check", "thresholds.yaml"), "--row explains one row; drop --report and --check"),
+])
+def test_row_bad_input_is_one_line_and_exit_2(run_main, small_corpus, args, message):
+    result = run_main(validate_cmd, "--corpus", small_corpus, *args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
