@@ -133,7 +133,7 @@ def _explain(loaded, row_id: str, output_format: OutputFormat, *, report: Path |
     if output_format is OutputFormat.json:
         typer.echo(explanation.model_dump_json(indent=2))
     else:
-        label = FIGURE_LABELS[(explanation.figure, explanation.convention)]
+        label = FIGURE_LABELS[(explanation.row.figure, explanation.row.convention)]
         typer.echo(render_row(explanation, figure_label=label, width=WIDTH))
     return 0
 

@@ -18,34 +18,21 @@ from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus, CorpusRow
-from sp_planner.validation.score import predict_row, published_figure, row_hardware, row_model, row_plan
+from sp_planner.validation.score import ScoredRow, predict_row, row_plan, score_row
 
 GIB = 2**30
 
 
 class RowExplanation(FrozenModel):
-    """One row's prediction and its parts (sp-validate --row ID --format json)."""
+    """One row's prediction and its parts (sp-validate --row ID --format json): the row as
+    `sp-validate` scores it, with the plan and the cost model's breakdowns."""
 
-    id: str
-    source: str
-    table: str
-    model: str
-    hardware: str
-    num_gpus: int
-    seq_len: int
+    row: ScoredRow
     global_batch: int
-    figure: str
-    convention: str
-    predicted: float
-    measured: float
-    error_percent: float
     plan: ParallelPlan
     step_time_s: float
     time: TimeBreakdown
     memory: MemoryBreakdown
-    memory_peak_bytes: float
-    hbm_bytes: float
-    fits: bool
     # The maintainers' filing when the row is kept out of the score as a regression.
     regression: str | None = Field(default=None)
 
@@ -63,15 +50,8 @@ def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
 def explain_row(corpus: Corpus, row_id: str) -> RowExplanation:
     row = find_row(corpus, row_id)
     est: PlanEstimate = predict_row(row, corpus)
-    predicted = published_figure(row, est, row_model(row, corpus))
-    return RowExplanation(
-        id=row.id, source=row.source, table=row.table, model=row.model, hardware=row.hardware,
-        num_gpus=row.world_size, seq_len=row.seq_len, global_batch=row.global_batch, figure=row.figure,
-        convention=row.convention, predicted=predicted, measured=row.measured,
-        error_percent=100.0 * (predicted - row.measured) / row.measured, plan=row_plan(row),
-        step_time_s=est.step_time_s, time=est.time, memory=est.memory, memory_peak_bytes=est.memory_peak_bytes,
-        hbm_bytes=row_hardware(row).hbm_bytes, fits=est.fits, regression=row.regression,
-    )
+    return RowExplanation(row=score_row(row, corpus), global_batch=row.global_batch, plan=row_plan(row),
+                          step_time_s=est.step_time_s, time=est.time, memory=est.memory, regression=row.regression)
 
 
 def render_row(x: RowExplanation, *, figure_label: str, width: int = 80) -> str:
@@ -79,20 +59,21 @@ def render_row(x: RowExplanation, *, figure_label: str, width: int = 80) -> str:
     def wrap(text: str) -> list[str]:
         return textwrap.wrap(text, width=width, subsequent_indent="  ")
 
-    lines = wrap(f"{x.id}: {x.source}, {x.table}")
-    lines += wrap(f"{x.model} on {x.num_gpus} x {x.hardware}, {format_tokens(x.seq_len)} tokens, "
+    r = x.row
+    lines = wrap(f"{r.id}: {r.source}, {r.table}")
+    lines += wrap(f"{r.model} on {r.num_gpus} x {r.hardware}, {format_tokens(r.seq_len)} tokens, "
                   f"global batch {x.global_batch}")
     lines += wrap(f"plan: {plan_name(x.plan)}")
-    lines += wrap(f"predicted {_number(x.predicted)} {figure_label}, measured {_number(x.measured)}: "
-                  f"{x.error_percent:+.1f}%")
+    lines += wrap(f"predicted {_number(r.predicted)} {figure_label}, measured {_number(r.measured)}: "
+                  f"{r.error_percent:+.1f}%")
     if x.regression is not None:
         lines += wrap(f"not scored, filed as a regression: {x.regression}")
     lines += ["", f"step {x.step_time_s:.4g} s"]
     for name, seconds in x.time.model_dump().items():
         if seconds:
             lines.append(f"  {TIME_LABELS[name]:<34}{seconds:>12.4g} s{100 * seconds / x.step_time_s:>8.1f}%")
-    fit = "fits" if x.fits else "does not fit"
-    lines += ["", f"memory {x.memory_peak_bytes / GIB:.1f} of {x.hbm_bytes / GIB:.1f} GiB per GPU ({fit})"]
+    fit = "fits" if r.fits else "does not fit"
+    lines += ["", f"memory {r.predicted_memory_peak_bytes / GIB:.1f} of {r.hbm_bytes / GIB:.1f} GiB per GPU ({fit})"]
     for name, size in x.memory.model_dump().items():
         if size:
             lines.append(f"  {MEMORY_LABELS[name]:<34}{size / GIB:>10.2f} GiB")

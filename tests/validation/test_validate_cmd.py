@@ -186,11 +186,11 @@ def test_row_takes_one_prediction_apart(run_main, small_corpus):
     result = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a", "--format", "json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["predicted"] == pytest.approx(row_a["predicted"]) and doc["measured"] == 260.2
-    assert (doc["plan"]["tp"], doc["plan"]["ulysses"], doc["num_gpus"]) == (4, 2, 8)
-    # The parts add up to the step, as in sp-plan --explain.
+    assert doc["row"] == row_a  # the row as the whole corpus's scoring reports it
+    assert (doc["plan"]["tp"], doc["plan"]["ulysses"], doc["global_batch"]) == (4, 2, 1)
+    # The parts add up to the step and the peak, as in sp-plan --explain.
     assert sum(doc["time"].values()) == pytest.approx(doc["step_time_s"])
-    assert sum(doc["memory"].values()) == pytest.approx(doc["memory_peak_bytes"])
+    assert sum(doc["memory"].values()) == pytest.approx(doc["row"]["predicted_memory_peak_bytes"])
     table = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a")
     assert table.exit_code == 0, table.stderr
     lines = table.stdout.splitlines()
