@@ -157,10 +157,11 @@ def _number(value: float) -> str:
 def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) -> str:
     """Rows, skipped reasons, groups and the corpus MAPE, every line within 80 columns."""
     total = len(result.rows) + len(result.skipped)
-    filed = sum(r.kind == "regression" for r in result.skipped)
-    regressions = f", {filed} filed as regressions" if filed else ""
+    unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
+    filed_rows = [r for r in result.skipped if r.kind == "regression"]
+    regressions = f", {len(filed_rows)} filed as regressions" if filed_rows else ""
     lines = [_wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
-                   f"{len(result.rows)} scored, {len(result.skipped) - filed} skipped{regressions}."), ""]
+                   f"{len(result.rows)} scored, {len(unexpressible)} skipped{regressions}."), ""]
     lines.append(f"{'row':<22} {'source':<10} {'figure':<10} {'predicted':>10} {'measured':>10} {'error':>8}")
     for r in result.rows:
         mark = "" if r.fits else "*"
@@ -169,8 +170,6 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) ->
     lines.append(_wrap(LEGEND))
     if any(not r.fits for r in result.rows):
         lines.append(_wrap("* the cost model predicts this plan does not fit in memory (the run did)."))
-    unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
-    filed_rows = [r for r in result.skipped if r.kind == "regression"]
     if unexpressible:
         lines += ["", f"Skipped ({len(unexpressible)}), not expressible by the cost model:"]
         for reason, count in Counter(r.reason for r in unexpressible).most_common():

@@ -50,7 +50,7 @@ def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
 def explain_row(corpus: Corpus, row_id: str) -> RowExplanation:
     row = find_row(corpus, row_id)
     est: PlanEstimate = predict_row(row, corpus)
-    return RowExplanation(row=score_row(row, corpus), global_batch=row.global_batch, plan=row_plan(row),
+    return RowExplanation(row=score_row(row, corpus, est), global_batch=row.global_batch, plan=row_plan(row),
                           step_time_s=est.step_time_s, time=est.time, memory=est.memory, regression=row.regression)
 
 

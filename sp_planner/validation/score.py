@@ -252,8 +252,9 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def score_row(row: CorpusRow, corpus: Corpus) -> ScoredRow:
-    est = predict_row(row, corpus)
+def score_row(row: CorpusRow, corpus: Corpus, est: PlanEstimate | None = None) -> ScoredRow:
+    """The row scored against `est`, its prediction (predict_row's when not given)."""
+    est = predict_row(row, corpus) if est is None else est
     predicted = published_figure(row, est, row_model(row, corpus))
     if row.figure == "step_time_s":
         speed = row.measured / predicted - 1.0
