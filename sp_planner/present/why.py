@@ -66,18 +66,29 @@ def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
 
 
 def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
+    """What the runner-up gives up. Where the best published MFU (cost.mfu_ceiling) holds both plans
+    to the same step, the clause says so and compares them before that bound, as the ranking does
+    (search_scan: ties at the bound are ordered by the time before it)."""
     diff = plan_differences(best.plan, other.plan)
     if not other.fits:
         return f"The next candidate ({diff}) does not fit: {other.reason}."
     slower_s = other.step_time_s - best.step_time_s
+    # Part by part, without the stretch to the bound (it only evens the two out).
     deltas = {
         name: other_sec - best_sec
         for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
+        if name != "mfu_ceiling_s"
     }
     worst = max(deltas, key=lambda name: deltas[name])
-    clause = (
-        f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) slower per step"
-    )
+    held = best.time.mfu_ceiling_s > 0 and other.time.mfu_ceiling_s > 0
+    if held and abs(slower_s) <= 1e-9 * best.step_time_s:
+        before_s = sum(deltas.values())
+        clause = (f"The runner-up ({diff}) is predicted at the same step: the best published MFU for this "
+                  f"hardware holds both to it; before that bound it is {format_seconds(before_s)} "
+                  f"({before_s / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) slower")
+    else:
+        clause = (f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) "
+                  "slower per step")
     if deltas[worst] > 0:
         clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])})"
     saved = best.memory_peak_bytes - other.memory_peak_bytes

@@ -49,6 +49,27 @@ def test_winner_paragraph_names_its_limits_headroom_and_the_runner_up():
     assert "though it needs 2.0 GiB less memory per GPU" in text
 
 
+def _held(est: PlanEstimate, ceiling_s: float) -> PlanEstimate:
+    """`est` stretched by `ceiling_s` to the best published MFU (cost.mfu_ceiling)."""
+    time = est.time.model_copy(update={"mfu_ceiling_s": ceiling_s})
+    return est.model_copy(update={"time": time, "step_time_s": est.step_time_s + ceiling_s})
+
+
+def test_runner_up_held_to_the_same_step_by_the_mfu_bound_is_compared_before_it():
+    # 10 s + 1 s and 10.5 s + 0.5 s: both held at 11 s; before the bound the runner-up is 0.5 s
+    # (5.0% of the best's 10 s) slower, all of it Ulysses all-to-all.
+    slower = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=2.5, activations_gib=38.0)
+    text = why_this_plan([_held(BEST, 1.0), _held(slower, 0.5)], A800)
+    assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is predicted at the same step: the best "
+            "published MFU for this hardware holds both to it; before that bound it is 500.0 ms (5.0%) slower, "
+            "mostly from Ulysses all-to-all (+500.0 ms)") in text
+    # Only the best held (10 s + 0.2 s against 10.5 s): the difference per step, 0.3 s of 10.2 s;
+    # its parts without the bound's stretch.
+    text = why_this_plan([_held(BEST, 0.2), slower], A800)
+    assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is 300.0 ms (2.9%) slower per step, "
+            "mostly from Ulysses all-to-all (+500.0 ms)") in text
+
+
 def test_runner_up_that_does_not_fit_is_named_with_its_reason():
     heavy = _estimate(ParallelPlan(ring=8), attention_s=5.0, ulysses_s=0.0, activations_gib=90.0, fits=False,
                       reason="oom: needs 98.0 GiB per GPU, 80.0 GiB available")
