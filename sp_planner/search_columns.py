@@ -138,9 +138,9 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     empty: `_explained` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime)."""
     states = runtime.states
-    memory = memory_columns(model, hardware, workload, c, states)
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
+    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain)
     step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs)
     comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states)

@@ -191,9 +191,10 @@ class MemoryColumns(NamedTuple):
 
 
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                   states: TrainingStates = MEGATRON_STATES) -> MemoryColumns:
+                   states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int) -> MemoryColumns:
     """Memory of every candidate, for its busier stage (first or last), with the framework's
-    training states (cost.states)."""
+    training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
+    rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -249,7 +250,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                                 micro_batch=c.micro_batch, allgather=c.allgather)
     buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                           states=states)
-    reserve = runtime_bytes(hardware, c)
+    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus)
 
     first = (*stage_states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
     last = (*stage_states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)

@@ -16,10 +16,25 @@ Sources (shared reference attention_kernels_and_cp_costs.md section 5):
 - Expert parallelism (ep > 1 or etp > 1): Megatron-Core's expert RankGenerator adds an ep, an
   etp and an expert-data-parallel (edp) group (parallel_state.initialize_model_parallel), one
   communicator each where its degree is > 1; the token dispatch all-to-all runs over the ep group.
-- All-to-all connects every peer: on 8 x H100 the first all_to_all_single took a GPU from 1.06 to
-  4.34 GB, 32 channels per GPU pair with 10,485,760 + 2,097,152 B each (NVIDIA/nccl#1685): 384 MiB
-  per peer, counted for the ulysses - 1 peers of the Ulysses all-to-all and the ep - 1 of the
-  expert dispatch.
+- Point-to-point connections: NCCL connects each peer a rank sends to with p2pnChannelsPerPeer
+  channels, each holding buffers of 10,485,760 + 2,097,152 B (on 8 x H100 the first
+  all_to_all_single took a GPU from 1.06 to 4.34 GB, 32 channels per GPU pair; NVIDIA/nccl#1685).
+  Counted for the ulysses - 1 peers of the Ulysses all-to-all, the ep - 1 of the expert dispatch
+  and the ring's neighbours (1 at ring 2, else 2; all-gather CP sends none). The channels per peer
+  follow NCCL's rule (src/graph/paths.cc ncclTopoGetNchannels and ncclTopoComputeP2pChannels, at
+  v2.20.3-1 and at master 5067397c), the minimum over the group's peers:
+  - inside the NVLink domain, 2 per NVLink lane of the GPU (the path's bandwidth over one lane's),
+    rounded up to a power of 2, at most the communicator's p2p channels: H100 18 lanes -> 36 -> 32
+    (the measured 32); A100 12 lanes -> 24 -> 32; A800 and H800 8 lanes -> 16; NVLink5 18 -> 32.
+    Lanes = the profile's per-direction NVLink rate over a lane's: 25 GB/s on NVLink3 and 4, 50 on
+    NVLink5 (A100 12 links 300 GB/s, H100 18 links 450, B200 18 links 900; reference
+    hardware_and_models.md A.1). PCIe peers: 2.
+  - a group that leaves the NVLink domain takes its network peers' count for every peer:
+    max(one NIC, NIC GB/s / NCCL_P2P_PER_CHANNEL_NET_BW 14), rounded up to a power of 2 (HDR 200G:
+    2, as v2.20's fixed 2; NDR 400G: 4), halved while it times ceil(ranks / 8)
+    (NCCL_MAX_DEV_WORK_P2P_PER_BATCH) exceeds the communicator's 32 p2p channels.
+  Other fabrics (MI300X xGMI under RCCL, Ascend HCCS under HCCL) take the measured 32 channels
+  inside a node (transferred, low confidence) and NCCL's network rule across nodes.
 The profile's `memory_reserve_bytes` is added on top: what the profile reserves beyond these
 (allocator fragmentation, other processes).
 """
@@ -29,8 +44,9 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.fsdp import shard_group_size
-from sp_planner.cost.families import PROFILE_FAMILY
-from sp_planner.layout import DP_CP_AXES, group_size
+from sp_planner.cost.families import BLACKWELL_FAMILIES, PROFILE_FAMILY
+from sp_planner.cost.links import INTER, INTRA, group_link
+from sp_planner.layout import DP_CP_AXES, axis_stride, group_size
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -41,7 +57,14 @@ CUBLAS_WORKSPACE_BYTES_SM80 = 8_519_680 + 4 * MIB
 CUBLAS_WORKSPACE_BYTES_SM90 = 32 * MIB + 32 * MIB + 1024
 NCCL_PAIR_COMMUNICATOR_BYTES = 544e6
 NCCL_COMMUNICATOR_BYTES = 688e6
-NCCL_ALL_TO_ALL_PEER_BYTES = 32 * (10_485_760 + 2_097_152)
+# NCCL point-to-point connections (module docstring).
+NCCL_P2P_CHANNEL_BYTES = 10_485_760 + 2_097_152
+NCCL_P2P_CHANNELS = 32  # a communicator's p2p channels: the measured 32 per H100 pair
+NCCL_PCIE_CHANNELS_PER_PEER = 2
+NCCL_P2P_PER_CHANNEL_NET_BW_BYTES_PER_S = 14e9
+NCCL_MAX_DEV_WORK_P2P_PER_BATCH = 8
+NVLINK_LANE_BYTES_PER_S = 25e9  # NVLink3 and NVLink4, per direction
+NVLINK5_LANE_BYTES_PER_S = 50e9
 # The built-in profiles' memory_reserve_bytes: 3% of HBM for allocator fragmentation, an assumption
 # (no comparable published reserved-vs-allocated gap; hardware_profiles/*.yaml say so). A profile
 # measured without a base takes the same share, since the parts above are counted per plan.
@@ -57,8 +80,48 @@ def _communicator_bytes(size) -> np.ndarray:
     return np.select([size == 2, size > 2], [NCCL_PAIR_COMMUNICATOR_BYTES, NCCL_COMMUNICATOR_BYTES], 0.0)
 
 
-def runtime_bytes(hardware: HardwareProfile, c: Candidates) -> np.ndarray:
-    """Per-rank bytes of the CUDA context, workspaces and NCCL buffers, plus the profile's reserve."""
+def _pow2_up(x):
+    return 2.0 ** np.ceil(np.log2(np.maximum(np.asarray(x, dtype=np.float64), 1.0)))
+
+
+def p2p_channels_per_peer(hardware: HardwareProfile, size, stride, domain_gpus: int) -> np.ndarray:
+    """Channels NCCL connects to each peer of a point-to-point group of `size` ranks `stride`
+    apart, with `domain_gpus` GPUs on the NVLink domain (module docstring)."""
+    size = np.asarray(size, dtype=np.float64)
+    link = group_link(size, stride, domain_gpus)
+    kind = hardware.intra_node.kind
+    if kind == "nvlink":
+        family = PROFILE_FAMILY.get(hardware.name.lower())
+        lane = NVLINK5_LANE_BYTES_PER_S if family in BLACKWELL_FAMILIES else NVLINK_LANE_BYTES_PER_S
+        lanes = max(round(hardware.intra_node.bandwidth_bytes_per_s / lane), 1)
+        inside = min(float(_pow2_up(2 * lanes)), NCCL_P2P_CHANNELS)
+    elif kind == "pcie":
+        inside = NCCL_PCIE_CHANNELS_PER_PEER
+    else:
+        inside = NCCL_P2P_CHANNELS
+    net = _pow2_up(np.ceil(hardware.inter_node.bandwidth_bytes_per_s / NCCL_P2P_PER_CHANNEL_NET_BW_BYTES_PER_S))
+    net = np.broadcast_to(net, size.shape).copy()
+    batches = np.ceil(size / NCCL_MAX_DEV_WORK_P2P_PER_BATCH)
+    while np.any(over := (net * batches > NCCL_P2P_CHANNELS) & (net > 1)):
+        net = np.where(over, net / 2, net)
+    return np.select([link == INTRA, link == INTER], [np.full(size.shape, inside), net], 0.0)
+
+
+def p2p_peer_bytes(hardware: HardwareProfile, c: Candidates, domain_gpus: int) -> np.ndarray:
+    """Buffers of the point-to-point connections a rank opens: the Ulysses and expert all-to-alls'
+    peers and the p2p ring's neighbours (module docstring)."""
+    ring_peers = np.where(np.asarray(c.allgather), 0, np.minimum(np.asarray(c.ring) - 1, 2))
+    peers = (
+        (np.asarray(c.ulysses) - 1) * p2p_channels_per_peer(hardware, c.ulysses, axis_stride(c, "ulysses"), domain_gpus)
+        + (np.asarray(c.ep) - 1) * p2p_channels_per_peer(hardware, c.ep, axis_stride(c, "ep"), domain_gpus)
+        + ring_peers * p2p_channels_per_peer(hardware, c.ring, axis_stride(c, "ring"), domain_gpus)
+    )
+    return NCCL_P2P_CHANNEL_BYTES * peers
+
+
+def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int) -> np.ndarray:
+    """Per-rank bytes of the CUDA context, workspaces and NCCL buffers, plus the profile's reserve;
+    `domain_gpus`: the GPUs on one NVLink domain (the host, or a rack-scale domain)."""
     sm90 = PROFILE_FAMILY.get(hardware.name.lower()) != "ampere"  # Hopper, Blackwell, other or unknown: the larger
     workspace = CUBLAS_WORKSPACE_BYTES_SM90 if sm90 else CUBLAS_WORKSPACE_BYTES_SM80
     nccl = sum(_communicator_bytes(getattr(c, axis)) for axis in COMMUNICATOR_AXES)
@@ -72,6 +135,6 @@ def runtime_bytes(hardware: HardwareProfile, c: Candidates) -> np.ndarray:
     expert_parallel = (np.asarray(c.ep) > 1) | (np.asarray(c.etp) > 1)
     expert_groups = sum(_communicator_bytes(getattr(c, axis)) for axis in EXPERT_COMMUNICATOR_AXES)
     nccl = nccl + np.where(expert_parallel, expert_groups, 0.0)
-    all_to_all = NCCL_ALL_TO_ALL_PEER_BYTES * (np.asarray(c.ulysses) - 1 + np.asarray(c.ep) - 1)
-    total = CUDA_CONTEXT_BYTES + workspace + nccl + all_to_all + hardware.memory_reserve_bytes
+    peers = p2p_peer_bytes(hardware, c, domain_gpus)
+    total = CUDA_CONTEXT_BYTES + workspace + nccl + peers + hardware.memory_reserve_bytes
     return np.broadcast_to(np.asarray(total, dtype=np.float64), np.shape(c.tp)).copy()

@@ -73,7 +73,7 @@ def test_weight_cast_bytes():
 
 def _memory(hardware, precision, states, zero=1):
     c = Candidates.of_plan(ParallelPlan(dp=8, zero=zero, precision=precision))
-    return memory_columns(MODEL, load_hardware(hardware), WORKLOAD, c, states=states)
+    return memory_columns(MODEL, load_hardware(hardware), WORKLOAD, c, states=states, domain_gpus=8)
 
 
 @pytest.mark.parametrize("hardware, precision, fp8_bytes", [

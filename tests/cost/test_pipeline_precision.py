@@ -67,7 +67,7 @@ WORKLOAD = Workload(seq_len=8192, global_batch=64)
 
 def _columns(**plan):
     c = Candidates.of_plan(ParallelPlan(**plan))
-    return (memory_columns(MODEL, H100, WORKLOAD, c),
+    return (memory_columns(MODEL, H100, WORKLOAD, c, domain_gpus=8),
             time_columns(MODEL, H100, WORKLOAD, c, gpus_per_node=8))
 
 
