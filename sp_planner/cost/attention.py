@@ -42,7 +42,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
-from sp_planner.cost.overlap import slowed_by_overlap
+from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -111,9 +111,10 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     multi = r > 1
     mid = np.maximum(r - 2, 0)
     # A step computing while its transfer runs is slowed by the NCCL kernels (cost.overlap).
-    f0, f1 = slowed_by_overlap(c0_f, x_kv), slowed_by_overlap(c1_f + merge, x_kv)
-    b0 = slowed_by_overlap(c0_b + accum, x_kv)
-    b1, b_last = slowed_by_overlap(c1_b + accum, x_kv + x_dkv), slowed_by_overlap(c1_b + accum, x_dkv)
+    s = overlap_compute_slowdown(hardware)
+    f0, f1 = slowed_by_overlap(c0_f, x_kv, s), slowed_by_overlap(c1_f + merge, x_kv, s)
+    b0 = slowed_by_overlap(c0_b + accum, x_kv, s)
+    b1, b_last = slowed_by_overlap(c1_b + accum, x_kv + x_dkv, s), slowed_by_overlap(c1_b + accum, x_dkv, s)
     # Forward: step 0, R-2 middle steps that also forward K/V, and a last step with no transfer.
     fwd_busy = np.where(multi, f0 + mid * f1 + c1_f + merge + ends, c0_f)
     fwd_wall = np.where(

@@ -22,9 +22,13 @@ micro-batch):
   false) once; ZeRO-2/3 reduce (and ZeRO-3 gathers) every micro-batch (`micro_batch_dp_s`), which
   in a pipeline cost.pipeline_dp charges to the pacing stage;
 - hidden communication is not free: NCCL's kernels hold whole SMs while they run ("NCCL CTAs
-  won't share an SM with compute kernels", 16 SMs on a DGX with 8 NICs; NVIDIA/nccl#689), so the
-  compute they hide behind runs on 16 of H100's 132 SMs fewer (NVIDIA H100 Tensor Core GPU
-  Architecture whitepaper, 132 SMs on SXM5) for as long as they run.
+  won't share an SM with compute kernels"; "on DGX with 8 NICs and a top speed of 190 GB/s ... it
+  would use 16 SMs", i.e. a DGX A100's eight 200G HDR NICs; NVIDIA/nccl#689), so the compute they
+  hide behind runs on 16 SMs fewer for as long as they run: 16 of A100's 108 SMs (A800 the same
+  die), measured as stated; 16 of H100's 132 (NVIDIA H100 Tensor Core GPU Architecture
+  whitepaper, 132 SMs on SXM5), the count transferred. SM counts: stas00/ml-engineering
+  compute/accelerator/README.md (744d01e) cache table, A100 SXM 108 and H100/H200 SXM 132 SMs.
+  Other profiles (Blackwell: no SM count from a primary source was found) take H100's share.
 """
 
 from __future__ import annotations
@@ -33,12 +37,22 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.families import PROFILE_FAMILY
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.hardware import HardwareProfile
 
-# Compute lost per second of hidden NCCL traffic: 16 SMs of 132 (module docstring).
+# Compute lost per second of hidden NCCL traffic: 16 SMs of the GPU's (module docstring).
 NCCL_SMS_WHILE_OVERLAPPED = 16
-SMS_PER_GPU = 132
-OVERLAP_COMPUTE_SLOWDOWN = NCCL_SMS_WHILE_OVERLAPPED / SMS_PER_GPU
+SMS_PER_GPU = 132  # H100 SXM (also TE's userbuffer SM margins, cost.tp_overlap)
+SMS_BY_FAMILY: dict[str, int] = {"ampere": 108, "hopper": 132}
+OVERLAP_COMPUTE_SLOWDOWN = NCCL_SMS_WHILE_OVERLAPPED / SMS_PER_GPU  # H100's
+
+
+def overlap_compute_slowdown(hardware: HardwareProfile) -> float:
+    """Compute lost per second of hidden NCCL traffic on this GPU: 16 SMs of its count (module
+    docstring; profiles outside the table take H100's)."""
+    sms = SMS_BY_FAMILY.get(PROFILE_FAMILY.get(hardware.name.lower(), ""), SMS_PER_GPU)
+    return NCCL_SMS_WHILE_OVERLAPPED / sms
 
 
 class Overlap(FrozenModel):
@@ -70,10 +84,11 @@ TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False,
                              grad_all_reduce=True)
 
 
-def slowed_by_overlap(compute_s, comm_s):
+def slowed_by_overlap(compute_s, comm_s, slowdown: float):
     """A kernel's time while `comm_s` of NCCL traffic runs beside it: the overlapped part runs on
-    fewer SMs (OVERLAP_COMPUTE_SLOWDOWN); used for ring steps and their K/V transfers."""
-    return compute_s + OVERLAP_COMPUTE_SLOWDOWN * np.minimum(compute_s, comm_s)
+    fewer SMs (`slowdown`: overlap_compute_slowdown of the GPU); used for ring steps and their K/V
+    transfers."""
+    return compute_s + slowdown * np.minimum(compute_s, comm_s)
 
 
 class DPTimes(NamedTuple):

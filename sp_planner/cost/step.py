@@ -47,7 +47,7 @@ from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, OVERLAP_COMPUTE_SLOWDOWN, Edges, Overlap, dp_exposed_s
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.fp8_params import weight_cast_bytes_per_param
@@ -264,7 +264,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
-    dp_exposed = dp_exposed + OVERLAP_COMPUTE_SLOWDOWN * dp_hidden
+    dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);

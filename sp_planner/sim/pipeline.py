@@ -13,14 +13,13 @@ stage's backward and its gradient transfer. Sends block the sender, as Megatron'
 with the next receive (`send_forward_recv_backward`) and waits for both. After its last backward a
 stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
 with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
-compute lost to hidden data-parallel traffic (cost.overlap.OVERLAP_COMPUTE_SLOWDOWN of it).
+compute lost to hidden data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.sim.layer_program import stage_backward, stage_forward
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import StepWork
@@ -188,7 +187,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
             prev = len(blocks) - 1
         # Hidden DP traffic slows the compute it hides behind (cost.overlap); charged once, here.
-        slowdown = OVERLAP_COMPUTE_SLOWDOWN * max(0.0, dp_busy[stage] - dp_exposed[stage])
+        slowdown = work.dp_overlap_slowdown * max(0.0, dp_busy[stage] - dp_exposed[stage])
         for kind, duration in (("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
                                ("dp_overlap_slowdown", slowdown)):
             start = blocks[prev].end_s

@@ -24,7 +24,7 @@ from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
-from sp_planner.cost.overlap import slowed_by_overlap
+from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import (
     LOSS_BYTES_PER_LOGIT,
@@ -101,10 +101,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # Each ring step computes while its transfer runs (layer_program): step k sends K/V forward
     # for k < R-1, and in backward K/V for k < R-1 plus dK/dV for k > 0; NCCL's SMs slow it.
     # All-gather CP has one step each way with its gathers exposed before it: nothing slows it.
-    steps = len(att.fwd_steps_s)
-    fwd_steps = tuple(float(slowed_by_overlap(t, ring_kv if k < steps - 1 else 0.0))
+    steps, s = len(att.fwd_steps_s), overlap_compute_slowdown(hw)
+    fwd_steps = tuple(float(slowed_by_overlap(t, ring_kv if k < steps - 1 else 0.0, s))
                       for k, t in enumerate(att.fwd_steps_s))
-    bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < steps - 1 else 0.0) + (ring_dkv if k > 0 else 0.0)))
+    bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < steps - 1 else 0.0) + (ring_dkv if k > 0 else 0.0), s))
                       for k, t in enumerate(att.bwd_steps_s))
     # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
     cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather")
@@ -177,6 +177,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_early_gather_s=early,
         dp_backward_gather=plan.reshard_after_forward,
         optimizer_s=float(memory_pass_time_s(hw, runtime.states.optimizer_step_bytes * shard)),
+        dp_overlap_slowdown=s,
         dp_param_gather_s=after_step,
     )
     return work, phases

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.specs.base import FrozenModel
 
 NonNeg = Field(default=0.0, ge=0.0)
@@ -102,6 +103,9 @@ class StepWork(FrozenModel):
     dp_backward_gather: bool = True
     # After the last backward: optimizer, then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg
+    # Compute lost per second of hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown of
+    # the GPU; H100's for hand-built work).
+    dp_overlap_slowdown: float = Field(default=OVERLAP_COMPUTE_SLOWDOWN, ge=0.0, lt=1.0)
     dp_param_gather_s: float = NonNeg
     # Uneven pipeline split (sp_planner.pipeline): the first and last stage's layers; None = layers_per_stage.
     first_stage_layers: int | None = Field(default=None, ge=1)

@@ -11,6 +11,8 @@ from sp_planner.cost.overlap import (
     DPTimes,
     dp_exposed_s,
     layerwise_exposed_s,
+    overlap_compute_slowdown,
+    slowed_by_overlap,
 )
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import search
@@ -120,8 +122,16 @@ def test_simulator_dp_stream_fits_in_the_step_and_agrees_with_the_model(plan, se
     assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
 
 
-def test_overlap_slowdown_is_nccl_sms_over_h100_sms():
+def test_overlap_slowdown_is_nccl_sms_over_the_gpus_sms():
     assert OVERLAP_COMPUTE_SLOWDOWN == pytest.approx(16 / 132)
+    # 16 SMs of a DGX A100's 108 (nccl#689 describes that machine), of H100's 132; Blackwell takes
+    # H100's share (no primary SM count).
+    assert overlap_compute_slowdown(load_hardware("a800")) == pytest.approx(16 / 108)
+    assert overlap_compute_slowdown(load_hardware("a100-80gb")) == pytest.approx(16 / 108)
+    assert overlap_compute_slowdown(load_hardware("h200")) == pytest.approx(16 / 132)
+    assert overlap_compute_slowdown(load_hardware("b200")) == pytest.approx(16 / 132)
+    # A ring step of 1 s beside 0.5 s of transfer on A800: the overlapped half at 16/108 more.
+    assert slowed_by_overlap(1.0, 0.5, 16 / 108) == pytest.approx(1 + 0.5 * 16 / 108)
 
 
 def test_work_at_the_layers_ends_hides_the_first_gather_and_last_reduce_scatter():
