@@ -25,8 +25,9 @@ k = 4096 agrees across the three shapes (0.917-0.922 at 2048, 0.791-0.808 at 102
 is read as the K effect. B200 still gains 8.8% from 2048 to 4096 (H100 5.4%): flat from 4096 up may
 underestimate the slowdown between 4096 and 8192. GB200 (gb200-nvl72) is the same die and
 takes the B200 ratio (an assumption: no GB200 table); so do B300 and GB300 (Blackwell Ultra, the
-same tensor cores at the same dense rates: an assumption, no table). N (1024 against 4096) moves these by up
-to 7.5% on H100 and is not modelled. FP8 layer GEMMs take the bf16 ratios: H100's FP8 entries
+same tensor cores at the same dense rates: an assumption, no table). The output size (M x N)
+moves small GEMMs further: cost.gemm_outputs, applied on top to the dense layers' GEMMs. FP8
+layer GEMMs take the bf16 ratios: H100's FP8 entries
 exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used;
 a short K costs FP8, which halves the tensor-core time per K step, at least as much (an
 assumption; B200's FP8 entries, below peak, fall further: 0.50 of k = 4096 at 512).
@@ -61,6 +62,7 @@ import numpy as np
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
 from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.cost.moe import moe_layer_fraction, rows_per_expert
 from sp_planner.cost.tp_overlap import gemm_shares
@@ -133,14 +135,20 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     def slow(k):
         return 1.0 / contraction_ratio(hardware, k)
 
-    wgrad = slow(tokens)
+    def layer(k, n):
+        """(forward, backward) factor of a dense layer GEMM contracting over k into n outputs per
+        token: K and the output size (cost.gemm_outputs) of the forward (tokens x n over k), the
+        data gradient (tokens x k over n) and the weight gradient (k x n over the tokens)."""
+        def at(k_, outputs):
+            return slow(k_) / output_ratio(hardware, outputs, k_)
+        return at(k, tokens * n), (at(n, tokens * k) + at(tokens, k * n)) / 2
+
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
     qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
     # (forward, backward) factor of each GEMM: QKV, projection, FC1, FC2 (dense MLP).
-    attn_pairs = ((slow(h), (slow(qkv_width) + wgrad) / 2), (slow(q / tp), (slow(h) + wgrad) / 2)) if attn else (
-        (1.0, 1.0), (1.0, 1.0))
-    mlp_pairs = ((slow(h), (slow((m - 1) * ffn / tp) + wgrad) / 2), (slow(ffn / tp), (slow(h) + wgrad) / 2))
+    attn_pairs = (layer(h, qkv_width), layer(q / tp, h)) if attn else ((1.0, 1.0), (1.0, 1.0))
+    mlp_pairs = (layer(h, (m - 1) * ffn / tp), layer(ffn / tp, h))
     if model.moe is not None:
         # The MoE layers' expert GEMMs (module docstring), weighed with the dense layers by MLP FLOPs.
         width = model.moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)

@@ -1,5 +1,7 @@
 """Contraction-length factor of the layer GEMMs (cost.gemm_shapes), against OpenXLA's H100 and B200
-tables: bf16 TFLOPS at (b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096) by k."""
+tables: bf16 TFLOPS at (b, m, n) = (2, 4096, 4096), (4, 2048, 4096), (4, 4096, 4096) by k. The layer
+factors also carry each GEMM's output-size factor (cost.gemm_outputs, checked against the table in
+tests/cost/test_gemm_outputs.py), taken here at the shapes enumerated by hand."""
 
 import math
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog.hardware import load_hardware as builtin_hardware
+from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.gemm_shapes import contraction_ratio, layer_gemm_slowdowns
 from sp_planner.specs.model import ModelSpec
 
@@ -77,48 +80,67 @@ def _dense(**kw):
     return ModelSpec(**(base | kw))
 
 
+def _slow(hw, k, outputs):
+    """Time over the flat-efficiency time of one GEMM contracting over k into `outputs` elements."""
+    return 1 / float(contraction_ratio(hw, k) * output_ratio(hw, outputs, k))
+
+
+def _layer(hw, k, n, tokens):
+    """(forward, backward) of a layer GEMM k -> n per token: forward tokens x n over k; data
+    gradient tokens x k over n; weight gradient k x n over the tokens."""
+    return _slow(hw, k, tokens * n), (_slow(hw, n, tokens * k) + _slow(hw, tokens, k * n)) / 2
+
+
 def test_layer_slowdowns_by_hand(h100):
     """A Llama-2-7B shape (h 4096, MHA, SwiGLU ffn 11008) at tp 8, 4096 tokens per rank.
     FLOP shares (per 2h): QKV 12288, projection 4096, FC1 22016, FC2 11008 of 49408.
-    Forward contracts over h, 4096/8 = 512, h, 11008/8 = 1376; backward data gradients over
-    12288/8 = 1536, h, 22016/8 = 2752, h; weight gradients over 4096 tokens."""
+    Per rank, k -> n: QKV 4096 -> 1536, projection 512 -> 4096, FC1 4096 -> 2752, FC2 1376 -> 4096."""
     shares = np.array([12288, 4096, 22016, 11008]) / 49408
+    pairs = [_layer(h100, k, n, 4096) for k, n in ((4096, 1536), (512, 4096), (4096, 2752), (1376, 4096))]
+    got_fwd, got_bwd = layer_gemm_slowdowns(h100, _dense(), tp=8, tokens=4096)
+    assert got_fwd == pytest.approx(shares @ [f for f, _ in pairs])
+    assert got_bwd == pytest.approx(shares @ [b for _, b in pairs])
 
-    def r(k):  # log-linear between the table's points
+    # Without the output factor, the contraction alone (log-linear between the table's points):
+    # the projection at 0.77 and FC2 at 0.91 make the forward 1.047.
+    def r(k):
         ks, vals = [512, 1024, 2048, 4096], [K512, K1024, K2048, K4096]
         return np.interp(math.log(k), np.log(ks), vals) / K4096
 
-    fwd = shares @ [1, 1 / r(512), 1, 1 / r(1376)]
-    bwd = shares @ [(1 / r(1536) + 1) / 2, 1.0, (1 / r(2752) + 1) / 2, 1.0]
-    got_fwd, got_bwd = layer_gemm_slowdowns(h100, _dense(), tp=8, tokens=4096)
-    assert got_fwd == pytest.approx(fwd)  # 1.047: the projection at 0.77, FC2 at 0.91
-    assert got_bwd == pytest.approx(bwd)
-    assert fwd == pytest.approx(1.047, abs=1e-3)
+    assert shares @ [1, 1 / r(512), 1, 1 / r(1376)] == pytest.approx(1.047, abs=1e-3)
+    # Every forward GEMM here has at most 4096 x 4096 = 2^24 outputs, below the table's 2^25.
+    assert got_fwd > shares @ [1, 1 / r(512), 1, 1 / r(1376)]
 
 
 def test_layer_slowdowns_vectorize_and_vanish_at_tp1(h100):
     fwd, bwd = layer_gemm_slowdowns(h100, _dense(), tp=np.array([1, 8]), tokens=np.array([8192, 8192]))
     assert fwd.shape == bwd.shape == (2,)
-    assert fwd[0] == bwd[0] == 1.0  # every contraction >= 4096 at tp 1
+    # At tp 1 every contraction is >= 4096 and every forward output >= 8192 x 4096 = 2^25.
+    assert fwd[0] == 1.0
+    # Backward: only the projection's weight gradient (4096 x 4096 = 2^24 outputs over 8192 tokens)
+    # falls below 2^25, at 774.9 / 803.2 of the k 4096 row; half the projection's backward share.
+    proj_share = 4096 / 49408
+    assert bwd[0] == pytest.approx(1 + proj_share / 2 * (803.2 / 774.9 - 1))
     assert fwd[1] > 1.0 and bwd[1] > 1.0
 
 
 def test_layer_slowdowns_by_hand_on_b200():
     """The Llama-2-7B shape at tp 8 and 4096 tokens on B200: the projection contracts over 512,
-    FC2 over 1376 (forward); dgrads over 1536 and 2752."""
+    FC2 over 1376 (forward); dgrads over 1536 and 2752; with B200's output-size table."""
+    b200 = builtin_hardware("b200")
     shares = np.array([12288, 4096, 22016, 11008]) / 49408
+    pairs = [_layer(b200, k, n, 4096) for k, n in ((4096, 1536), (512, 4096), (4096, 2752), (1376, 4096))]
+    got_fwd, got_bwd = layer_gemm_slowdowns(b200, _dense(), tp=8, tokens=4096)
+    assert got_fwd == pytest.approx(shares @ [f for f, _ in pairs])
+    assert got_bwd == pytest.approx(shares @ [b for _, b in pairs])
     b512 = 916.8 + 923.3 + 1090.6  # 2930.7
 
     def r(k):
         ks, vals = [512, 1024, 2048, 4096], [b512, B200_K1024, B200_K2048, B200_K4096]
         return np.interp(math.log(k), np.log(ks), vals) / B200_K4096
 
-    fwd = shares @ [1, 1 / r(512), 1, 1 / r(1376)]
-    bwd = shares @ [(1 / r(1536) + 1) / 2, 1.0, (1 / r(2752) + 1) / 2, 1.0]
-    got_fwd, got_bwd = layer_gemm_slowdowns(builtin_hardware("b200"), _dense(), tp=8, tokens=4096)
-    assert got_fwd == pytest.approx(fwd)
-    assert got_bwd == pytest.approx(bwd)
-    assert fwd == pytest.approx(1.087, abs=1e-3)  # the projection at 0.637, FC2 at 0.849 (H100: 1.047)
+    # The contraction alone: the projection at 0.637, FC2 at 0.849 (H100: 1.047).
+    assert shares @ [1, 1 / r(512), 1, 1 / r(1376)] == pytest.approx(1.087, abs=1e-3)
 
 
 def test_qkv_data_gradient_counts_replicated_kv_heads():
@@ -131,10 +153,9 @@ def test_qkv_data_gradient_counts_replicated_kv_heads():
     h100, model = builtin_hardware("h100-sxm"), load_model("llama3-8b")
     _, bwd = layer_gemm_slowdowns(h100, model, tp=16, tokens=8192)
     shares = gemm_shares(model)
-    ks = (512, 4096, 2 * 14336 / 16, 4096)
-    expected = sum(s * (1 / contraction_ratio(h100, k) + 1 / contraction_ratio(h100, 8192)) / 2
-                   for s, k in zip(shares, ks))
-    assert float(bwd) == pytest.approx(float(expected), rel=1e-12)
+    pairs = (_layer(h100, 4096, 512, 8192), _layer(h100, 256, 4096, 8192),
+             _layer(h100, 4096, 2 * 14336 / 16, 8192), _layer(h100, 14336 / 16, 4096, 8192))
+    assert float(bwd) == pytest.approx(sum(s * b for s, (_, b) in zip(shares, pairs)), rel=1e-12)
 
 
 def test_expert_gemms_by_hand_on_b200():
@@ -151,10 +172,12 @@ def test_expert_gemms_by_hand_on_b200():
     def slow(k):
         return 1 / float(contraction_ratio(b200, k))
 
+    # The attention GEMMs' output sizes (cost.gemm_outputs): QKV 2048 -> 5120 and the projection
+    # 4096 -> 2048 per token over 4096 tokens; the experts' take none (cost.grouped_gemm's rows).
+    qkv, proj = _layer(b200, 2048, 5120, 4096), _layer(b200, 4096, 2048, 4096)
     shares = gemm_shares(model)
-    fwd = shares @ np.array([slow(2048), slow(4096), slow(2048), slow(768)])
-    bwd = shares @ np.array([(slow(5120) + slow(4096)) / 2, (slow(2048) + slow(4096)) / 2,
-                             (slow(1536) + slow(2560)) / 2, (slow(2048) + slow(2560)) / 2])
+    fwd = shares @ np.array([qkv[0], proj[0], slow(2048), slow(768)])
+    bwd = shares @ np.array([qkv[1], proj[1], (slow(1536) + slow(2560)) / 2, (slow(2048) + slow(2560)) / 2])
     got_fwd, got_bwd = layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1)
     assert float(got_fwd) == pytest.approx(float(fwd), rel=1e-12)
     assert float(got_bwd) == pytest.approx(float(bwd), rel=1e-12)

@@ -25,6 +25,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention import attention_times
 from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.memory import ACT_BYTES
@@ -54,10 +55,12 @@ def _windows() -> tuple[float, float, float]:
     Ulysses all-to-alls and exposed ring transfers (cost.step, cost.attention)."""
     tokens = WORKLOAD.seq_len / 64
     gemm = float(gemm_time_s(H100, layer_gemm_flops_per_token(MODEL) * tokens))
-    gemm_fwd = gemm + float(memory_pass_time_s(H100, elementwise_bytes_per_token(MODEL) * tokens))
-    # Weight gradients contract over the rank's 2,048 tokens: on H100 at (759.2 + 751.3 + 759.5) /
-    # (804.2 + 800.7 + 788.7) of the flat rate (cost.gemm_shapes); every other GEMM over >= 8,192.
-    wgrad_extra = gemm * (2393.6 / 2270.0 - 1)
+    # The GEMMs' shape factors (cost.gemm_shapes, derived by hand in tests/cost/test_gemm_shapes.py):
+    # weight gradients contract over the rank's 2,048 tokens, and the forward and data-gradient
+    # GEMMs of 2,048 tokens hold 2^24-2^25 outputs (cost.gemm_outputs).
+    slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(H100, MODEL, tp=1, tokens=tokens))
+    gemm_fwd = gemm * slow_fwd + float(memory_pass_time_s(H100, elementwise_bytes_per_token(MODEL) * tokens))
+    wgrad_extra = 2 * gemm * (slow_bwd - slow_fwd)
     attn = attention_times(H100, batch=1, seq_len=WORKLOAD.seq_len, num_heads=MODEL.num_heads,
                            num_kv_heads=MODEL.num_kv_heads, head_dim=MODEL.head_dim, tp=1, ulysses=8, ring=8,
                            causal=True, zigzag=np.array([True]), gpus_per_node=8, elem_bytes=ACT_BYTES)
