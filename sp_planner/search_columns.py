@@ -140,10 +140,10 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     states = runtime.states
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
-    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain)
+    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain, ring_impl=runtime.ring)
     step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
-                        states=states, cuda_graphs=runtime.cuda_graphs)
-    comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states)
+                        states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring)
+    comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)

@@ -16,7 +16,9 @@ before the block's flash-attention, waited after it). The causal work per step:
 After each step the partial output is merged into an fp32 accumulator: yunchang's
 `_update_out_and_lse` runs block_out.float(), out - block_out, sigmoid(...) * (...), out - (...):
 6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that).
-Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes).
+Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes) and
+sends dK/dV home after the last step: yunchang's ring; `ring_impl` gives Transformer Engine's
+(bf16, no hop home; cost.ring_impl).
 While a step's transfer runs, its kernels run on the SMs NCCL leaves free (cost.overlap).
 
 All-gather CP (cp_comm allgather, `allgather_times`): the ring axis gathers K/V (exposed: TE
@@ -43,6 +45,7 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -73,8 +76,9 @@ class AttentionTimes(NamedTuple):
 
 def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num_kv_heads,
                     head_dim, tp, ulysses, ring, causal: bool, zigzag, gpus_per_node: int,
-                    elem_bytes: int, allgather=False) -> AttentionTimes:
-    """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag / allgather (bools)."""
+                    elem_bytes: int, allgather=False, ring_impl: RingImpl = YUNCHANG_RING) -> AttentionTimes:
+    """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag / allgather (bools);
+    `ring_impl`: the framework's ring backward (cost.ring_impl: gradients' width, hop home, accumulation)."""
     b = np.asarray(batch, dtype=np.float64)
     tp = np.asarray(tp, dtype=np.int64)
     u = np.asarray(ulysses, dtype=np.int64)
@@ -103,10 +107,10 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     mesh = {"tp": tp, "ulysses": u, "ring": r}  # the axes inside the ring's, for strides
     ring_stride = axis_stride(mesh, "ring")
     x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
-    x_dkv = p2p_time_s(hardware, 2 * kv_elems * RING_GRAD_ELEM_BYTES, r, ring_stride, gpus_per_node)
+    x_dkv = p2p_time_s(hardware, 2 * kv_elems * ring_impl.grad_elem_bytes, r, ring_stride, gpus_per_node)
     merge = memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems)
     ends = memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems)
-    accum = memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * kv_elems))
+    accum = memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems))
 
     multi = r > 1
     mid = np.maximum(r - 2, 0)
@@ -122,11 +126,13 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
         np.maximum(f0, x_kv) + mid * np.maximum(f1, x_kv) + c1_f + merge + ends,
         c0_f,
     )
-    # Backward: K/V move for R-1 steps, dK/dV for R steps; the last dK/dV hop back is exposed.
+    # Backward: K/V move for R-1 steps, dK/dV beside steps 1..R-1; yunchang's last dK/dV hop home
+    # runs after the last step's kernels, exposed (Transformer Engine has none: cost.ring_impl).
+    home = x_dkv if ring_impl.grad_home_hop else 0.0
     bwd_busy = np.where(multi, b0 + mid * b1 + b_last, c0_b)
     bwd_wall = np.where(
         multi,
-        np.maximum(b0, x_kv) + mid * np.maximum(b1, x_kv + x_dkv) + np.maximum(b_last, x_dkv) + x_dkv,
+        np.maximum(b0, x_kv) + mid * np.maximum(b1, x_kv + x_dkv) + np.maximum(b_last, x_dkv) + home,
         c0_b,
     )
 

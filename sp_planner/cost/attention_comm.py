@@ -59,19 +59,21 @@ def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim
 
 
 def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
-                         grad_elem_bytes=RING_GRAD_ELEM_BYTES):
+                         grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True):
     """P2P bytes one rank sends per layer, forward + backward, for Ring Attention.
 
     Each rank holds S/R tokens and Hkv/U KV heads after the Ulysses all-to-all. Forward sends
     K and V for R-1 steps; backward sends K and V again for R-1 steps and the dK/dV accumulators
     for R steps, the last step returning them to their owner (ring-flash-attention
     `ring_flash_attn_backward`; yunchang keeps the accumulators in fp32, as we do:
-    `grad_elem_bytes`). Zigzag and contiguous layouts send the same blocks.
+    `grad_elem_bytes`). Without `grad_home_hop` (Transformer Engine, cost.ring_impl) the
+    accumulators make R-1 hops. Zigzag and contiguous layouts send the same blocks.
     """
     kv_heads = kv_heads_for_ulysses(num_kv_heads, tp, ulysses) // ulysses
     block_elems = batch * (seq_len // ring) * kv_heads * head_dim  # one of K or V
     forward = 2 * (ring - 1) * block_elems * elem_bytes
-    backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * ring * block_elems * grad_elem_bytes
+    hops = ring if grad_home_hop else ring - 1
+    backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * hops * block_elems * grad_elem_bytes
     return np.where(ring > 1, forward + backward, 0)
 
 

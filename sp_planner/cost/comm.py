@@ -40,6 +40,7 @@ from sp_planner.cost.attention_comm import (
 )
 from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
+from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
@@ -106,7 +107,7 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
 
 
 def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
-                 states: TrainingStates = MEGATRON_STATES) -> CommColumns:
+                 states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states)."""
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
@@ -119,7 +120,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
                  head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
     uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
     gather = c.allgather
-    ring_layer = np.where(gather, 0, ring_bytes_per_layer(**shape))
+    ring_layer = np.where(gather, 0, ring_bytes_per_layer(**shape, grad_elem_bytes=ring_impl.grad_elem_bytes,
+                                                          grad_home_hop=ring_impl.grad_home_hop))
     kv_shape = {k: v for k, v in shape.items() if k != "elem_bytes"}
     cp_ag_layer = np.where(gather, allgather_bytes_per_layer(**shape), 0)
     cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(**kv_shape), 0)

@@ -51,7 +51,6 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import (
     FP32_BYTES,
-    RING_GRAD_ELEM_BYTES,
     allgather_buffer_bytes,
     kv_heads_for_ulysses,
 )
@@ -77,6 +76,7 @@ from sp_planner.cost.precision import (
     fp8_activation_savings_per_layer,
     fp8_weight_bytes_per_param,
 )
+from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.states import (
     MEGATRON_STATES,
@@ -144,16 +144,19 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     return stored, full_layer
 
 
-def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch, allgather=False):
-    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV (or all-gather CP's
-    gathered K/V and full dK/dV, cost.attention.allgather_buffer_bytes), TP all-gather."""
+def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch, allgather=False,
+                      ring_impl: RingImpl = TE_RING):
+    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV (as `ring_impl` holds
+    them, cost.ring_impl; or all-gather CP's gathered K/V and full dK/dV,
+    cost.attention.allgather_buffer_bytes), TP all-gather."""
     d = model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
-    # Backward holds next K/V (bf16), current and next dK/dV (fp32) and the fp32 dQ accumulator.
-    ring_buf = np.where(ring > 1, n * d * (kv * (2 * ACT_BYTES + 4 * RING_GRAD_ELEM_BYTES) + FP32_BYTES * heads), 0.0)
+    # Backward holds the ring's K/V and dK/dV buffers and the dQ accumulator (cost.ring_impl).
+    ring_buf = np.where(ring > 1, n * d * (kv * ring_impl.buffer_bytes_per_kv_elem + ring_impl.dq_accum_bytes * heads),
+                        0.0)
     # n*kv*d = one local K (or V) block on the ring axis: b x S/R tokens x kv/U heads.
     ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES), ring_buf)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
@@ -191,7 +194,8 @@ class MemoryColumns(NamedTuple):
 
 
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                   states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int) -> MemoryColumns:
+                   states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
+                   ring_impl: RingImpl = TE_RING) -> MemoryColumns:
     """Memory of every candidate, for its busier stage (first or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory)."""
@@ -247,7 +251,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
-                                micro_batch=c.micro_batch, allgather=c.allgather)
+                                micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
     buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                           states=states)
     reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus)

@@ -1,6 +1,7 @@
 """What a framework does at run time, as the cost model times and sizes a plan under it: the
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
-(cost.states) and the CUDA graphs it replays (cost.cuda_graphs).
+(cost.states), the CUDA graphs it replays (cost.cuda_graphs) and its ring attention's backward
+(cost.ring_impl).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
+from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, RingImpl
 from sp_planner.cost.states import (
     DEEPSPEED_STATES,
     MEGATRON_STATES,
@@ -26,9 +28,13 @@ class Runtime(FrozenModel):
     overlap: Overlap  # what it overlaps (cost.overlap)
     states: TrainingStates  # what it keeps per parameter (cost.states)
     cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
+    ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
 
 
-MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES)
+# Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl). MindSpeed's own
+# ring, DeepSpeed/yunchang's and torchtitan's (PyTorch CP) keep yunchang's: the latter two were not
+# read (an assumption), yunchang's is ring-flash-attention.
+MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES)
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES)

@@ -48,6 +48,7 @@ from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
+from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
 from sp_planner.cost.fp8_params import weight_cast_bytes_per_param
@@ -127,8 +128,9 @@ class StepColumns(NamedTuple):
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
-                 cuda_graphs: frozenset[str] = NO_GRAPHS) -> StepColumns:
-    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan)."""
+                 cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING) -> StepColumns:
+    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
+    `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -177,7 +179,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
-        allgather=c.allgather,
+        allgather=c.allgather, ring_impl=ring_impl,
     )
     attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
                                     ring=r)

@@ -6,7 +6,7 @@ accumulation passes are the cost model's (same functions and constants), so with
 the two agree step for step:
 - forward step 0 runs the causal diagonal block; steps 1..R-1 run the later blocks plus the
   online-softmax merge; the last step also converts the fp32 accumulator back (`ends`);
-- backward steps also accumulate dQ/dK/dV in fp32 (`accum`) when ring > 1.
+- backward steps also accumulate dQ/dK/dV (`accum`, in the ring's width: cost.ring_impl) when ring > 1.
 Bytes follow sp_planner.cost.attention_comm (the contract with the executor). Under all-gather CP
 the ring axis has no steps: one compute entry each way (cost.attention.allgather_times) and the
 K/V all-gather (forward and backward) and dK/dV reduce-scatter (backward) around it.
@@ -18,21 +18,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention import (
-    ACCUM_BWD_BYTES_PER_ELEM,
-    MERGE_ENDS_BYTES_PER_ELEM,
-    MERGE_FWD_BYTES_PER_ELEM,
-)
+from sp_planner.cost.attention import MERGE_ENDS_BYTES_PER_ELEM, MERGE_FWD_BYTES_PER_ELEM
 from sp_planner.cost.attention import AttentionTimes, allgather_times
 from sp_planner.cost.attention_comm import (
     ALLGATHER_GRAD_ELEM_BYTES,
-    RING_GRAD_ELEM_BYTES,
     allgather_kv_block_elems,
     kv_heads_for_ulysses,
     ring_bytes_per_layer,
     ulysses_all_to_all_bytes,
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl
 from sp_planner.cost.window import local_window, windowed_attention_times
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -46,13 +42,14 @@ class AttentionSteps(NamedTuple):
     ulysses_kv_bytes: float  # one all-to-all of K (or V, dK, dV)
     ring_kv_bytes: int  # one K + V block
     ring_dkv_bytes: int  # one dK + dV accumulator
+    ring_dkv_home: bool = True  # the accumulators' last hop home after the last step (cost.ring_impl)
     cp_gather_bytes: float = 0.0  # all-gather CP: one all-gather of K (or V)
     cp_scatter_bytes: float = 0.0  # all-gather CP: one reduce-scatter of dK (or dV)
 
 
 def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
                     ulysses: int, ring: int, causal: bool, zigzag: bool, elem_bytes: int = 2,
-                    allgather: bool = False) -> AttentionSteps:
+                    allgather: bool = False, ring_impl: RingImpl = YUNCHANG_RING) -> AttentionSteps:
     heads = model.num_heads / (tp * ulysses)
     kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
     block = seq_len / ring
@@ -74,7 +71,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     else:
         merge = float(memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems))
         ends = float(memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems))
-        accum = float(memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * kv_elems)))
+        accum = float(memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems)))
         fwd = (c0_f,) + (c1_f + merge,) * (ring - 2) + (c1_f + merge + ends,)
         bwd = (c0_b + accum,) + (c1_b + accum,) * (ring - 1)
 
@@ -95,16 +92,20 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
             cp_gather_bytes=float((ring - 1) * kv_block * elem_bytes),
             cp_scatter_bytes=float((ring - 1) * kv_block * ALLGATHER_GRAD_ELEM_BYTES),
         )
-    # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R dK/dV accumulators.
+    # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R (R-1 without the hop
+    # home, cost.ring_impl) dK/dV accumulators.
     kv_only = int(ring_bytes_per_layer(grad_elem_bytes=0, **common))
-    ring_total = int(ring_bytes_per_layer(grad_elem_bytes=RING_GRAD_ELEM_BYTES, **common))
+    ring_total = int(ring_bytes_per_layer(grad_elem_bytes=ring_impl.grad_elem_bytes,
+                                          grad_home_hop=ring_impl.grad_home_hop, **common))
+    dkv_hops = ring if ring_impl.grad_home_hop else ring - 1
     return AttentionSteps(
         fwd_steps_s=fwd,
         bwd_steps_s=bwd,
         ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
         ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
         ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
-        ring_dkv_bytes=(ring_total - kv_only) // ring if ring > 1 else 0,
+        ring_dkv_bytes=(ring_total - kv_only) // dkv_hops if ring > 1 else 0,
+        ring_dkv_home=ring_impl.grad_home_hop,
     )
 
 

@@ -97,7 +97,7 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
             send = p.add("comm", "ring_comm", f"L{layer} ring kv+dkv {step}", kv + dkv, (recv, compute))
         compute = p.add("compute", "attention", f"L{layer} attn bwd {step}", duration, (recv,))
         recv = send
-    if w.ring > 1:
+    if w.ring > 1 and w.ring_dkv_home:
         compute = p.add("comm", "ring_comm", f"L{layer} ring dkv home", w.ring_dkv_step_s, (compute,))
     if w.cp_reduce_scatter_s > 0:
         compute = p.add("comm", "ring_comm", f"L{layer} cp dkv reduce-scatter", w.cp_reduce_scatter_s, (compute,))

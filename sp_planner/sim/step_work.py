@@ -70,7 +70,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layers = int(stages.first)  # the first stage's GPU, whose parameters and bytes cost.comm counts
     middle = int(stages.middle)
     sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node,
-                        states=runtime.states).sent_bytes
+                        states=runtime.states, ring_impl=runtime.ring).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
@@ -92,7 +92,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
-                          allgather=plan.allgather)
+                          allgather=plan.allgather, ring_impl=runtime.ring)
     att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
@@ -162,6 +162,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         ulysses_out_s=uly_q,
         ring_kv_step_s=ring_kv,
         ring_dkv_step_s=ring_dkv,
+        ring_dkv_home=att.ring_dkv_home,
         cp_all_gather_s=cp_ag,
         cp_reduce_scatter_s=cp_rs,
     )

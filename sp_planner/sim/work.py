@@ -33,6 +33,7 @@ class LayerWork(FrozenModel):
     ulysses_out_s: float = NonNeg  # O forward (dO backward)
     ring_kv_step_s: float = NonNeg  # one K + V block to the ring successor
     ring_dkv_step_s: float = NonNeg  # one dK + dV accumulator to the ring successor
+    ring_dkv_home: bool = True  # a last dK/dV hop home after the last step's kernels (cost.ring_impl)
     # All-gather CP (no ring steps then): one K + V all-gather (forward, and again in backward)
     # and one dK + dV reduce-scatter (backward), both blocking attention.
     cp_all_gather_s: float = NonNeg

@@ -147,6 +147,9 @@ class CorpusRow(FrozenModel):
     # alltoall, or the flex dispatcher's HybridEP backend (--moe-token-dispatcher-type flex,
     # --moe-flex-dispatcher-backend hybridep). MoE rows of the Megatron family only.
     moe_dispatcher: MoEDispatcher = "alltoall"
+    # The ring attention the run used where it is not its framework's (cost.ring_impl): the USP
+    # paper's runs put yunchang's ring inside Megatron-LM. None: the framework's.
+    ring_impl: Literal["yunchang", "transformer_engine"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":

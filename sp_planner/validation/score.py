@@ -17,6 +17,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.cost.states import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
@@ -165,7 +166,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
                          f"framework is {row.framework}")
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
-    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope))
+    ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
+    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

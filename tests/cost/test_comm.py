@@ -2,7 +2,7 @@
 
 import pytest
 
-from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.cost.runtime import DEEPSPEED_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -24,8 +24,9 @@ def test_bytes_by_hand(toy_model, hardware):
     # (512 + 512 + 512 + 512) elements, half sent, bf16 -> 2048 B forward, 2048 B backward.
     assert comm.ulysses_all_to_all == 4096 * PER_STAGE
     # Ring: blocks of 32 tokens x 1 KV head x 16 = 512 elements. Forward K, V for 1 step (2048 B);
-    # backward K, V again (2048 B) and fp32 dK, dV for 2 steps (8192 B).
-    assert comm.ring_p2p == 12288 * PER_STAGE
+    # backward K, V again (2048 B) and, Megatron's Transformer Engine ring, bf16 dK, dV for 1 hop
+    # (2048 B; cost.ring_impl).
+    assert comm.ring_p2p == 6144 * PER_STAGE
     # TP: 16 tokens x 64 x 2 B = 2048 B gathered, half sent; 6 all-gathers, 4 reduce-scatters.
     assert comm.tp_all_gather == 6 * 1024 * PER_STAGE
     assert comm.tp_reduce_scatter == 4 * 1024 * PER_STAGE
@@ -34,6 +35,13 @@ def test_bytes_by_hand(toy_model, hardware):
     # fp32 gradients reduce-scattered, bf16 parameters gathered, 3/4 of each sent.
     assert comm.dp_reduce_scatter == 4 * 43584 * 3 // 4
     assert comm.dp_all_gather == 2 * 43584 * 3 // 4
+
+
+def test_yunchangs_ring_sends_fp32_gradients_home(toy_model, hardware):
+    # yunchang's ring (DeepSpeed's runtime): fp32 dK, dV for 2 hops, the last one home (8192 B).
+    comm = evaluate(toy_model, hardware, WORKLOAD, PLAN, num_nodes=1, gpus_per_node=8,
+                    runtime=DEEPSPEED_RUNTIME).comm_bytes
+    assert comm.ring_p2p == (2048 + 2048 + 8192) * PER_STAGE
 
 
 def test_full_recompute_adds_forward_traffic(toy_model, hardware):

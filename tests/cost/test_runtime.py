@@ -6,6 +6,7 @@ import pytest
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
+from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
 from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES, TORCH_FSDP_STATES
 from sp_planner.flags import FRAMEWORKS
@@ -31,7 +32,17 @@ def test_framework_runtime(framework, overlap, states):
 
 def test_megatron_runtime_is_the_default_and_runs_eager():
     assert framework_runtime("all") is MEGATRON_RUNTIME
-    assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset())
+    assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset(),
+                                       ring=TE_RING)
+
+
+@pytest.mark.parametrize("framework, ring", [
+    ("megatron", TE_RING), ("all", TE_RING),  # Transformer Engine's CP (--cp-comm-type p2p)
+    ("mindspeed", YUNCHANG_RING), ("deepspeed", YUNCHANG_RING), ("yunchang", YUNCHANG_RING),
+    ("torchtitan", YUNCHANG_RING),
+])
+def test_framework_ring(framework, ring):
+    assert framework_runtime(framework).ring == ring
 
 
 def test_an_unknown_framework_is_named():

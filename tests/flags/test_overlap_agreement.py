@@ -80,3 +80,15 @@ def test_yunchang_states_the_overlap_it_was_timed_with(build):
     notes = " ".join(render_flags("yunchang", request).notes)
     assert FRAMEWORK_RUNTIME["yunchang"].overlap == FRAMEWORK_RUNTIME["deepspeed"].overlap
     assert '"overlap_comm": true' in notes and "exposed after the step" in notes
+
+
+def test_megatron_rings_run_transformer_engines_ring_as_timed(build):
+    # A ring plan renders Megatron's TE context parallelism with the P2P ring (--cp-comm-type p2p,
+    # a2a+p2p under Ulysses), which is Transformer Engine's AttnFuncWithCPAndKVP2P: the ring the
+    # model times for Megatron (cost.ring_impl). yunchang's own ring is its plans' (and DeepSpeed's).
+    from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
+
+    text = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, ring=4, dp=2, zero=1)).text.split()
+    assert text[text.index("--cp-comm-type") + 1] == "p2p"
+    assert FRAMEWORK_RUNTIME["megatron"].ring == TE_RING
+    assert FRAMEWORK_RUNTIME["yunchang"].ring == FRAMEWORK_RUNTIME["deepspeed"].ring == YUNCHANG_RING

@@ -1,5 +1,7 @@
 """USP paper Table 5 (arXiv 2405.07719; reference usp_paper_tables.md): Llama-2-7B on one node of
-8 x A800, Megatron-LM, ZeRO-1 over dp x cp, TP with sequence parallelism, no recompute, bf16.
+8 x A800, Megatron-LM, ZeRO-1 over dp x cp, TP with sequence parallelism, no recompute, bf16. Its
+Ulysses and ring are yunchang's, inside Megatron-LM (cost.ring_impl: fp32 dK/dV), as the corpus
+rows state (validation/corpus/usp_table5.yaml).
 
 Micro-batch 1: at 30K a global batch of 16 cannot be one micro-batch per replica (16 x 30720
 tokens of activations on one node is ~10x the HBM), so the 30K runs accumulate gradients over
@@ -10,12 +12,15 @@ Measured TFLOPS/GPU use the full-square convention (the paper's first column), a
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.ring_impl import YUNCHANG_RING
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
 
 MODEL = load_model("Llama-2-7B")
 HW = load_hardware("A800")
+USP_RUNTIME = MEGATRON_RUNTIME.model_copy(update={"ring": YUNCHANG_RING})
 SEQ = {"64K": 65536, "30K": 30720}
 BATCH = {"64K": 1, "30K": 16}
 # (group, tp, ulysses, ring, measured TFLOPS/GPU)
@@ -30,7 +35,7 @@ def predict(group, tp, ulysses, ring):
     plan = ParallelPlan(dp=8 // (tp * ulysses * ring), tp=tp, ulysses=ulysses, ring=ring, zero=1,
                         recompute="none", micro_batch=1)
     workload = Workload(seq_len=SEQ[group], global_batch=BATCH[group])
-    return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8)
+    return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8, runtime=USP_RUNTIME)
 
 
 # The model's errors on these rows run from -2.6% to +9.1% (docs/cost-model.md, Accuracy; the 30K

@@ -187,6 +187,18 @@ def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
         row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
 
 
+def test_rows_run_their_frameworks_ring_unless_they_state_another(corpus):
+    # Megatron-family rows run Transformer Engine's ring (cost.ring_impl); the USP paper's rows put
+    # yunchang's inside Megatron-LM and say so (ring_impl: yunchang).
+    from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
+    from sp_planner.validation.score import row_runtime
+
+    assert row_runtime(_row(corpus, "nemo-h100-128k")).ring == TE_RING
+    usp = _row(corpus, "usp-t5-30k-t1u1r8")
+    assert usp.ring_impl == "yunchang" and row_runtime(usp).ring == YUNCHANG_RING
+    assert row_runtime(usp.model_copy(update={"ring_impl": None})).ring == TE_RING
+
+
 def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(corpus):
     # Megatron-Bridge's llama perf configs set grad_reduce_in_fp32 False: the 405B B200 rank holds
     # 2 B a parameter less of gradients than with Megatron's fp32 default, in memory and in the

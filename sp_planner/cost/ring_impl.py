@@ -1,0 +1,52 @@
+"""How a framework's ring attention runs its backward: the gradients' width, their hops, the
+per-step accumulation and the buffers it holds (cost.attention, cost.comm, cost.memory, the
+simulator). The forward is the same in both (K and V sent for R-1 steps beside the kernels).
+
+yunchang / ring-flash-attention (`ring_flash_attn_backward`; sp_planner.executor.ring alike):
+dQ, dK and dV accumulate in fp32 (read fp32 + bf16, write fp32: 10 bytes an element each step);
+the dK/dV accumulators travel in fp32 for R hops, the last one home after the last step's kernels
+(exposed); buffers: the next K and V (bf16) and the current and next dK, dV (fp32) per local K
+element, 2 x 2 + 4 x 4 = 20 bytes, and the fp32 dQ accumulator.
+
+Transformer Engine (`AttnFuncWithCPAndKVP2P.backward`, the CP of Megatron-LM, NeMo and
+Megatron-Bridge with `--cp-comm-type p2p`; transformer_engine/pytorch/attention.py:779-1008 at
+v1.6, attention/dot_product_attention/context_parallel.py at 5067397c-era HEAD, non-FP8 path):
+`p2p_comm_buffers` are two tensors of (2, *kv.shape) in kv.dtype, [K and V, dK and dV]; step 0
+sends K and V, steps 1..R-2 both, step R-1 only dK and dV, so the gradients make R-1 hops, each
+beside a step's kernels, and the last step adds its own share after the receive (no hop home);
+dQ (`torch.empty_like(q)`) and dK/dV accumulate in bf16 (`add_`: read 2 + 2, write 2 = 6 bytes);
+buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K element, and the bf16
+dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
+runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only).
+
+Frameworks whose ring was not read take yunchang's (cost.runtime).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from sp_planner.specs.base import FrozenModel
+
+
+class RingImpl(FrozenModel):
+    """The backward of one framework's ring (module docstring)."""
+
+    name: str
+    grad_elem_bytes: int = Field(gt=0)  # dK/dV as sent between ranks
+    grad_home_hop: bool  # the gradients' last hop runs after the last step's kernels (R hops, else R-1)
+    accum_bytes_per_elem: int = Field(gt=0)  # per step, per dQ/dK/dV element accumulated
+    buffer_bytes_per_kv_elem: int = Field(gt=0)  # ring buffers per element of one local K block
+    dq_accum_bytes: int = Field(gt=0)  # the dQ accumulator's width
+
+
+YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=4, grad_home_hop=True, accum_bytes_per_elem=10,
+                         buffer_bytes_per_kv_elem=2 * 2 + 4 * 4, dq_accum_bytes=4)
+TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
+                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2)
+RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING)}
+
+
+def grad_hops(ring_impl: RingImpl, ring):
+    """Hops the dK/dV accumulators make over a ring of `ring` ranks."""
+    return ring if ring_impl.grad_home_hop else ring - 1

@@ -1,0 +1,89 @@
+"""The ring backward by framework (cost.ring_impl), by hand: Transformer Engine's against yunchang's."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention import attention_times
+from sp_planner.cost.attention_comm import ring_bytes_per_layer
+from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.links import p2p_time_s
+from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, grad_hops
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim.attention_steps import attention_steps
+from sp_planner.sim.work import LayerWork
+
+H100 = load_hardware("h100-sxm")
+# Llama-3-8B shape at 128K over ring 4 inside a node: one local K block is 32768 tokens x 8 KV
+# heads x 128 = 33,554,432 elements.
+SHAPE = dict(batch=1, seq_len=131072, num_heads=32, num_kv_heads=8, head_dim=128, tp=1, ulysses=1, ring=4,
+             causal=True, zigzag=np.array([True]), gpus_per_node=8, elem_bytes=2)
+KV_ELEMS = 32768 * 8 * 128
+Q_ELEMS = 32768 * 32 * 128
+
+
+def test_the_two_rings():
+    # yunchang: fp32 dK/dV for R hops, the last home; fp32 accumulation (read 4 + 2, write 4).
+    assert (YUNCHANG_RING.grad_elem_bytes, YUNCHANG_RING.grad_home_hop, YUNCHANG_RING.accum_bytes_per_elem) == (
+        4, True, 10)
+    # Transformer Engine: K, V, dK, dV in the activations' bf16, R-1 hops, bf16 add_ (read 2 + 2, write 2).
+    assert (TE_RING.grad_elem_bytes, TE_RING.grad_home_hop, TE_RING.accum_bytes_per_elem) == (2, False, 6)
+    # Buffers per local K element: yunchang's next K, V (2 x 2) and current and next fp32 dK, dV
+    # (4 x 4); TE's two (2, [K, V]) bf16 tensors (2 x 2 x 2 x 2).
+    assert (YUNCHANG_RING.buffer_bytes_per_kv_elem, TE_RING.buffer_bytes_per_kv_elem) == (20, 16)
+    assert (grad_hops(YUNCHANG_RING, 4), grad_hops(TE_RING, 4)) == (4, 3)
+
+
+def test_ring_bytes_by_hand():
+    block = 64 * 2 * 16  # batch 1, 64 tokens per ring rank, 2 KV heads, head_dim 16
+    shape = dict(batch=1, seq_len=256, num_kv_heads=2, head_dim=16, tp=1, ulysses=1, ring=4, elem_bytes=2)
+    kv = 2 * 3 * block * 2  # K and V for 3 steps, bf16
+    yunchang = ring_bytes_per_layer(**shape)
+    te = ring_bytes_per_layer(**shape, grad_elem_bytes=2, grad_home_hop=False)
+    assert int(yunchang) == 2 * kv + 2 * 4 * block * 4  # forward, backward K/V, and 4 fp32 dK/dV hops
+    assert int(te) == 2 * kv + 2 * 3 * block * 2  # ... 3 bf16 hops
+
+
+def test_te_backward_has_no_exposed_hop_home_and_moves_bf16_gradients():
+    yun = attention_times(H100, **SHAPE)
+    te = attention_times(H100, **SHAPE, ring_impl=TE_RING)
+    # The forward is the same ring.
+    assert te.fwd_s[0] == pytest.approx(yun.fwd_s[0])
+    # Backward compute differs only by the accumulation: 10 vs 6 bytes a step over dQ, dK, dV on
+    # the 4 steps, slowed alike while transfers run (the transfers differ too: checked below).
+    accum_delta = 4 * float(memory_pass_time_s(H100, 4 * (Q_ELEMS + 2 * KV_ELEMS)))
+    assert yun.bwd_compute_s[0] - te.bwd_compute_s[0] >= accum_delta
+    # yunchang's last fp32 hop home is exposed whole; TE's transfers hide behind its kernels here.
+    home = float(p2p_time_s(H100, 2 * KV_ELEMS * 4, 4, 1, 8))
+    assert yun.bwd_ring_exposed_s[0] == pytest.approx(home, rel=1e-9)
+    assert te.bwd_ring_exposed_s[0] == 0.0
+
+
+def test_simulator_steps_follow_the_ring():
+    model = load_model("llama3-8b")
+    kw = dict(batch=1, seq_len=131072, tp=1, ulysses=1, ring=4, causal=True, zigzag=True)
+    yun = attention_steps(H100, model, **kw)
+    te = attention_steps(H100, model, **kw, ring_impl=TE_RING)
+    assert (yun.ring_dkv_bytes, te.ring_dkv_bytes) == (2 * KV_ELEMS * 4, 2 * KV_ELEMS * 2)
+    assert (yun.ring_dkv_home, te.ring_dkv_home) == (True, False)
+    assert te.ring_kv_bytes == yun.ring_kv_bytes == 2 * KV_ELEMS * 2
+    assert LayerWork.model_fields["ring_dkv_home"].default is True
+
+
+def test_megatron_plans_run_tes_ring_and_yunchangs_keep_theirs():
+    from sp_planner.cost.runtime import MEGATRON_RUNTIME
+    from sp_planner.search import evaluate
+    from sp_planner.specs import Workload
+
+    model, workload = load_model("llama3-8b"), Workload(seq_len=131072, global_batch=2)
+    plan = ParallelPlan(dp=2, ring=4, zero=1, micro_batch=1)
+    te = evaluate(model, H100, workload, plan, num_nodes=1, gpus_per_node=8, runtime=MEGATRON_RUNTIME)
+    # The same runtime with yunchang's ring (the USP corpus rows' Megatron-LM).
+    yunchang = MEGATRON_RUNTIME.model_copy(update={"ring": YUNCHANG_RING})
+    yun = evaluate(model, H100, workload, plan, num_nodes=1, gpus_per_node=8, runtime=yunchang)
+    # Per layer and micro-batch the dK/dV traffic falls from 4 fp32 hops to 3 bf16 ones.
+    per_layer_delta = 2 * KV_ELEMS * (4 * 4 - 3 * 2)
+    assert yun.comm_bytes.ring_p2p - te.comm_bytes.ring_p2p == per_layer_delta * 32 * 1
+    # The ring buffers: 20 against 16 bytes per local K element, and an fp32 against a bf16 dQ.
+    buffers_delta = KV_ELEMS * (20 - 16) + 32768 * 32 * 128 * (4 - 2)
+    assert yun.memory.comm_buffers_bytes - te.memory.comm_buffers_bytes == pytest.approx(buffers_delta)
