@@ -19,7 +19,8 @@ buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K elem
 dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
 runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only).
 
-Frameworks whose ring was not read take yunchang's (cost.runtime).
+PyTorch CP (torchtitan) accumulates in fp32 as yunchang does (`_ContextParallelOptions.convert_to_f32`
+= True) and takes yunchang's; MindSpeed's ring was not read and takes it too (cost.runtime).
 """
 
 from __future__ import annotations
