@@ -19,8 +19,12 @@ buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K elem
 dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
 runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only).
 
-PyTorch CP (torchtitan) accumulates in fp32 as yunchang does (`_ContextParallelOptions.convert_to_f32`
-= True) and takes yunchang's; MindSpeed's ring was not read and takes it too (cost.runtime).
+MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
+1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
+dtype=k_stack[-1].dtype)`), sends them after each step's accumulation for R-1 hops (none after the
+last step) and dQ in q's dtype: Transformer Engine's ring in what the model times. PyTorch CP
+(torchtitan) accumulates in fp32 as yunchang does (`_ContextParallelOptions.convert_to_f32` = True)
+and takes yunchang's (cost.runtime).
 """
 
 from __future__ import annotations

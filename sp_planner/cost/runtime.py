@@ -31,14 +31,14 @@ class Runtime(FrozenModel):
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
 
 
-# Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl). DeepSpeed and
-# yunchang run yunchang's (ring-flash-attention); torchtitan's PyTorch CP accumulates in fp32 as it
-# does (torch/distributed/tensor/experimental/_attention.py: _ContextParallelOptions.convert_to_f32
-# = True, accum_dtype of _templated_ring_attention_backward); MindSpeed's own ring was not read and
-# takes yunchang's (an assumption).
+# Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
+# ring backward is the same in what the model times (bf16 dK/dV for R-1 hops, none home: cost.ring_impl).
+# DeepSpeed and yunchang run yunchang's (ring-flash-attention); torchtitan's PyTorch CP accumulates
+# in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
+# _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
-MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES)
+MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=TE_RING)
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES)
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES)
 
