@@ -25,7 +25,8 @@ All-gather CP (cp_comm allgather, `allgather_times`): the ring axis gathers K/V 
 AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed"; Llama 3 paper section
 3.3.2), reorders them (one index_select copy), and runs the executor's kernel calls: per local
 query chunk its causal diagonal block and, unmasked, every earlier key; the backward gathers
-K/V again and reduce-scatters the fp32 full-sequence dK/dV, also exposed: no transfer runs
+K/V again and reduce-scatters the full-sequence dK/dV (in `ring_impl`'s width: TE's bf16, yunchang's
+fp32), also exposed: no transfer runs
 beside its kernels, so they are not slowed by overlap.
 """
 
@@ -146,7 +147,7 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     )
     ag = allgather_times(hardware, batch=b, seq_len=seq_len, heads=heads, head_dim=head_dim,
                          kv_elems=kv_elems, q_elems=q_elems, ring=r, ring_stride=ring_stride, causal=causal,
-                         zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes)
+                         zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes, ring_impl=ring_impl)
     gather = np.asarray(allgather, dtype=bool) & multi
     return AttentionTimes(
         fwd_compute_s=np.where(gather, ag.fwd_compute_s, fwd_busy),
@@ -159,7 +160,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
 
 
 def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_dim, kv_elems, q_elems, ring,
-                    ring_stride, causal: bool, zigzag, gpus_per_node: int, elem_bytes: int) -> AttentionTimes:
+                    ring_stride, causal: bool, zigzag, gpus_per_node: int, elem_bytes: int,
+                    ring_impl: RingImpl = YUNCHANG_RING) -> AttentionTimes:
     """All-gather CP on the ring axis (module docstring); ulysses fields are zero (added by the caller).
 
     The kernel calls are sp_planner.executor.allgather.pieces_for_rank's: zigzag causal rank 0
@@ -188,11 +190,12 @@ def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_di
     reorder = memory_pass_time_s(hardware, 2 * 2 * elem_bytes * full_kv)  # index_select of K and V
     merges = np.where(causal & (prefix_kv > 0), memory_pass_time_s(
         hardware, (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems), 0.0)
-    accum = memory_pass_time_s(hardware, ACCUM_BWD_BYTES_PER_ELEM * (q_elems + 2 * full_kv)
-                               + 2 * 2 * RING_GRAD_ELEM_BYTES * full_kv)  # + fp32 dK/dV reorder
+    grad = ring_impl.grad_elem_bytes  # the full dK/dV's width (cost.ring_impl)
+    accum = memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * full_kv)
+                               + 2 * 2 * grad * full_kv)  # + the dK/dV reorder
     gather = 2 * ring_collective_time_s(hardware, "all_gather", (r - 1) * kv_elems * elem_bytes, r,
                                         ring_stride, gpus_per_node)  # K and V
-    scatter = 2 * ring_collective_time_s(hardware, "reduce_scatter", (r - 1) * kv_elems * RING_GRAD_ELEM_BYTES,
+    scatter = 2 * ring_collective_time_s(hardware, "reduce_scatter", (r - 1) * kv_elems * grad,
                                          r, ring_stride, gpus_per_node)  # dK and dV
     zero = np.zeros(np.shape(r))
     return AttentionTimes(

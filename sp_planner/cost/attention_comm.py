@@ -112,9 +112,10 @@ def allgather_reduce_scatter_bytes_per_layer(*, batch, seq_len, num_kv_heads, he
     return 2 * (ring - 1) * block * grad_elem_bytes
 
 
-def allgather_buffer_bytes(kv_elems, ring, elem_bytes):
+def allgather_buffer_bytes(kv_elems, ring, elem_bytes, grad_elem_bytes=ALLGATHER_GRAD_ELEM_BYTES):
     """Transient bytes of all-gather CP for one layer, `kv_elems` = one local K (or V) block: the
     gathered K and V with their reordered copy (TE index_select after gather_along_first_dim), and
-    the full-sequence fp32 dK/dV before the reduce-scatter; zero when ring == 1."""
+    the full-sequence dK/dV (`grad_elem_bytes`: fp32 here, the forward's bf16 in TE,
+    cost.ring_impl) before the reduce-scatter; zero when ring == 1."""
     full = ring * kv_elems
-    return np.where(ring > 1, 2 * full * (2 * elem_bytes + ALLGATHER_GRAD_ELEM_BYTES), 0)
+    return np.where(ring > 1, 2 * full * (2 * elem_bytes + grad_elem_bytes), 0)

@@ -124,7 +124,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
                                                           grad_home_hop=ring_impl.grad_home_hop))
     kv_shape = {k: v for k, v in shape.items() if k != "elem_bytes"}
     cp_ag_layer = np.where(gather, allgather_bytes_per_layer(**shape), 0)
-    cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(**kv_shape), 0)
+    cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(
+        **kv_shape, grad_elem_bytes=ring_impl.grad_elem_bytes), 0)
     again = recompute != RECOMPUTE_NONE  # selective and full both re-run core attention
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
     ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)

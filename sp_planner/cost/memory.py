@@ -158,7 +158,8 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     ring_buf = np.where(ring > 1, n * d * (kv * ring_impl.buffer_bytes_per_kv_elem + ring_impl.dq_accum_bytes * heads),
                         0.0)
     # n*kv*d = one local K (or V) block on the ring axis: b x S/R tokens x kv/U heads.
-    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES), ring_buf)
+    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES, ring_impl.grad_elem_bytes),
+                        ring_buf)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
     return ulysses_buf + ring_buf + tp_buf
 

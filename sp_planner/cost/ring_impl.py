@@ -19,6 +19,11 @@ buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K elem
 dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
 runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only).
 
+All-gather CP (cp_comm allgather) takes the same gradient width and accumulation: TE's
+AttnFuncWithCPAndKVAllGather.backward holds the full-sequence dK/dV in the forward's dtype
+(`torch.zeros(..., dtype=ctx.fwd_nominal_dtype)`) and reduce-scatters them so; yunchang's width is
+the executor's fp32 (cost.attention_comm).
+
 MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
 1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
 dtype=k_stack[-1].dtype)`), sends them after each step's accumulation for R-1 hops (none after the

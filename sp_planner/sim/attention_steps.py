@@ -21,7 +21,6 @@ import numpy as np
 from sp_planner.cost.attention import MERGE_ENDS_BYTES_PER_ELEM, MERGE_FWD_BYTES_PER_ELEM
 from sp_planner.cost.attention import AttentionTimes, allgather_times
 from sp_planner.cost.attention_comm import (
-    ALLGATHER_GRAD_ELEM_BYTES,
     allgather_kv_block_elems,
     kv_heads_for_ulysses,
     ring_bytes_per_layer,
@@ -82,7 +81,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     if allgather and ring > 1:
         ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
                              kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
-                             zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes)
+                             zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes, ring_impl=ring_impl)
         kv_block = allgather_kv_block_elems(**{k: v for k, v in common.items() if k != "elem_bytes"})
         return AttentionSteps(
             fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),
@@ -90,7 +89,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
             ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
             ring_kv_bytes=0, ring_dkv_bytes=0,
             cp_gather_bytes=float((ring - 1) * kv_block * elem_bytes),
-            cp_scatter_bytes=float((ring - 1) * kv_block * ALLGATHER_GRAD_ELEM_BYTES),
+            cp_scatter_bytes=float((ring - 1) * kv_block * ring_impl.grad_elem_bytes),
         )
     # ring_bytes_per_layer = 2(R-1) K/V blocks forward + backward, plus R (R-1 without the hop
     # home, cost.ring_impl) dK/dV accumulators.

@@ -89,10 +89,15 @@ def test_allgather_cp_bytes_by_hand(toy_model, hardware):
     plan = PLAN.model_copy(update={"cp_comm": "allgather"})
     comm = _estimate(toy_model, hardware, 8, plan).comm_bytes
     # Same 512-element K (or V) block per ring rank. Forward all-gathers K and V (R-1 = 1 block
-    # each sent, bf16: 2048 B), backward gathers them again (2048 B) and reduce-scatters fp32
-    # full-sequence dK, dV (R-1 = 1 block each: 4096 B). Nothing goes P2P.
+    # each sent, bf16: 2048 B), backward gathers them again (2048 B) and reduce-scatters the
+    # full-sequence dK, dV in Transformer Engine's bf16 (R-1 = 1 block each: 2048 B; cost.ring_impl).
+    # Nothing goes P2P.
     assert comm.cp_all_gather == 4096 * PER_STAGE
-    assert comm.cp_reduce_scatter == 4096 * PER_STAGE
+    assert comm.cp_reduce_scatter == 2048 * PER_STAGE
+    # yunchang's runtime (DeepSpeed's) reduce-scatters them in fp32: 4096 B.
+    fp32 = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=8,
+                    runtime=DEEPSPEED_RUNTIME).comm_bytes
+    assert fp32.cp_reduce_scatter == 4096 * PER_STAGE
     assert comm.ring_p2p == 0
     assert comm.ulysses_all_to_all == 4096 * PER_STAGE  # unchanged
     again = _estimate(toy_model, hardware, 8, plan.model_copy(update={"recompute": "selective"})).comm_bytes

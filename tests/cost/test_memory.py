@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from sp_planner.cost.ring_impl import YUNCHANG_RING
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -121,13 +123,18 @@ def test_zero3_root_unit_by_stage(toy_model, hardware):
 
 
 
-def test_allgather_buffers_hold_the_gathered_kv_and_fp32_grads(toy_model, hardware):
+def test_allgather_buffers_hold_the_gathered_kv_and_the_full_grads(toy_model, hardware):
     workload = Workload(seq_len=64, global_batch=1)
     plan = ParallelPlan(tp=2, ring=4, cp_comm="allgather")
     mem = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=8).memory
     # 16 tokens per rank x 1 KV head x 16 = 256 elements per local K block; the whole sequence is
-    # 4 x 256. K and V gathered (bf16) plus their reordered copy (bf16) plus fp32 dK, dV:
-    # 2 x 1024 x (2 + 2 + 4) = 16384; the TP all-gather buffer 2 x 16 x 64 = 2048.
+    # 4 x 256. K and V gathered (bf16) plus their reordered copy (bf16) plus the full dK, dV, bf16
+    # in Megatron's Transformer Engine (cost.ring_impl): 2 x 1024 x (2 + 2 + 2) = 12288; the TP
+    # all-gather buffer 2 x 16 x 64 = 2048.
+    assert mem.comm_buffers_bytes == 12288 + 2048
+    # yunchang's width (the executor's): fp32 dK, dV, 2 x 1024 x (2 + 2 + 4) = 16384.
+    yunchang = MEGATRON_RUNTIME.model_copy(update={"ring": YUNCHANG_RING})
+    mem = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, runtime=yunchang).memory
     assert mem.comm_buffers_bytes == 16384 + 2048
 
 

@@ -87,3 +87,17 @@ def test_megatron_plans_run_tes_ring_and_yunchangs_keep_theirs():
     # The ring buffers: 20 against 16 bytes per local K element, and an fp32 against a bf16 dQ.
     buffers_delta = KV_ELEMS * (20 - 16) + 32768 * 32 * 128 * (4 - 2)
     assert yun.memory.comm_buffers_bytes - te.memory.comm_buffers_bytes == pytest.approx(buffers_delta)
+
+
+def test_allgather_cp_reduce_scatters_in_the_rings_width():
+    # All-gather CP: the backward's exposed time is the K/V gather again plus the dK and dV
+    # reduce-scatters of R-1 local blocks, in fp32 (yunchang, the executor) or bf16 (TE).
+    from sp_planner.cost.links import ring_collective_time_s
+
+    kw = {**SHAPE, "allgather": np.array([True])}
+    yun = attention_times(H100, **kw)
+    te = attention_times(H100, **kw, ring_impl=TE_RING)
+    gather = 2 * float(ring_collective_time_s(H100, "all_gather", 3 * KV_ELEMS * 2, 4, 1, 8))
+    for times, grad_bytes in ((yun, 4), (te, 2)):
+        scatter = 2 * float(ring_collective_time_s(H100, "reduce_scatter", 3 * KV_ELEMS * grad_bytes, 4, 1, 8))
+        assert times.bwd_ring_exposed_s[0] == pytest.approx(gather + scatter, rel=1e-12)
