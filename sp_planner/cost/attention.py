@@ -53,7 +53,6 @@ from sp_planner.specs.hardware import HardwareProfile
 MERGE_FWD_BYTES_PER_ELEM = 38
 # The first block is converted to fp32 (read 2, write 4) and the result back to bf16 (read 4, write 2).
 MERGE_ENDS_BYTES_PER_ELEM = 12
-ACCUM_BWD_BYTES_PER_ELEM = 10
 
 
 class AttentionTimes(NamedTuple):

@@ -58,6 +58,12 @@ def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim
     return 2 * per_pass * elem_bytes
 
 
+def ring_grad_hops(ring, grad_home_hop=True):
+    """Hops the dK/dV accumulators make over a ring of `ring` ranks: R when the last one runs home
+    after the last step (yunchang), R-1 without it (Transformer Engine; cost.ring_impl)."""
+    return ring if grad_home_hop else ring - 1
+
+
 def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
                          grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True):
     """P2P bytes one rank sends per layer, forward + backward, for Ring Attention.
@@ -72,7 +78,7 @@ def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses,
     kv_heads = kv_heads_for_ulysses(num_kv_heads, tp, ulysses) // ulysses
     block_elems = batch * (seq_len // ring) * kv_heads * head_dim  # one of K or V
     forward = 2 * (ring - 1) * block_elems * elem_bytes
-    hops = ring if grad_home_hop else ring - 1
+    hops = ring_grad_hops(ring, grad_home_hop)
     backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * hops * block_elems * grad_elem_bytes
     return np.where(ring > 1, forward + backward, 0)
 

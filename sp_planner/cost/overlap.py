@@ -44,7 +44,7 @@ from sp_planner.specs.hardware import HardwareProfile
 # Compute lost per second of hidden NCCL traffic: 16 SMs of the GPU's (module docstring).
 NCCL_SMS_WHILE_OVERLAPPED = 16
 SMS_PER_GPU = 132  # H100 SXM (also TE's userbuffer SM margins, cost.tp_overlap)
-SMS_BY_FAMILY: dict[str, int] = {"ampere": 108, "hopper": 132}
+SMS_BY_FAMILY: dict[str, int] = {"ampere": 108, "hopper": SMS_PER_GPU}
 OVERLAP_COMPUTE_SLOWDOWN = NCCL_SMS_WHILE_OVERLAPPED / SMS_PER_GPU  # H100's
 
 

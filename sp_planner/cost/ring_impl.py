@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_grad_hops
 from sp_planner.specs.base import FrozenModel
 
 
@@ -50,13 +51,14 @@ class RingImpl(FrozenModel):
     dq_accum_bytes: int = Field(gt=0)  # the dQ accumulator's width
 
 
-YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=4, grad_home_hop=True, accum_bytes_per_elem=10,
-                         buffer_bytes_per_kv_elem=2 * 2 + 4 * 4, dq_accum_bytes=4)
+YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True,
+                         accum_bytes_per_elem=10, buffer_bytes_per_kv_elem=2 * 2 + 4 * RING_GRAD_ELEM_BYTES,
+                         dq_accum_bytes=RING_GRAD_ELEM_BYTES)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
                    buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2)
 RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING)}
 
 
 def grad_hops(ring_impl: RingImpl, ring):
-    """Hops the dK/dV accumulators make over a ring of `ring` ranks."""
-    return ring if ring_impl.grad_home_hop else ring - 1
+    """Hops the dK/dV accumulators make over a ring of `ring` ranks (cost.attention_comm)."""
+    return ring_grad_hops(ring, ring_impl.grad_home_hop)

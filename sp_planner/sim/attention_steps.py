@@ -27,7 +27,7 @@ from sp_planner.cost.attention_comm import (
     ulysses_all_to_all_bytes,
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
 from sp_planner.cost.window import local_window, windowed_attention_times
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -96,7 +96,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     kv_only = int(ring_bytes_per_layer(grad_elem_bytes=0, **common))
     ring_total = int(ring_bytes_per_layer(grad_elem_bytes=ring_impl.grad_elem_bytes,
                                           grad_home_hop=ring_impl.grad_home_hop, **common))
-    dkv_hops = ring if ring_impl.grad_home_hop else ring - 1
+    dkv_hops = grad_hops(ring_impl, ring)
     return AttentionSteps(
         fwd_steps_s=fwd,
         bwd_steps_s=bwd,
