@@ -76,9 +76,11 @@ class AttentionTimes(NamedTuple):
 
 def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num_kv_heads,
                     head_dim, tp, ulysses, ring, causal: bool, zigzag, gpus_per_node: int,
-                    elem_bytes: int, allgather=False, ring_impl: RingImpl = YUNCHANG_RING) -> AttentionTimes:
+                    elem_bytes: int, allgather=False, ring_impl: RingImpl = YUNCHANG_RING,
+                    kernel_head_dim=None) -> AttentionTimes:
     """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag / allgather (bools);
-    `ring_impl`: the framework's ring backward (cost.ring_impl: gradients' width, hop home, accumulation)."""
+    `ring_impl`: the framework's ring backward (cost.ring_impl: gradients' width, hop home, accumulation);
+    `kernel_head_dim`: the head dim the kernel's tiles cost (cost.kernels.flash_time_s)."""
     b = np.asarray(batch, dtype=np.float64)
     tp = np.asarray(tp, dtype=np.int64)
     u = np.asarray(ulysses, dtype=np.int64)
@@ -96,7 +98,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
 
     def kernel(q_tokens, kv_tokens, diagonal, backward):
         return flash_time_s(hardware, batch=b, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
-                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward)
+                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward,
+                            kernel_head_dim=kernel_head_dim)
 
     diag = np.full(np.shape(block), causal)
     half = causal & zigzag
@@ -146,7 +149,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     )
     ag = allgather_times(hardware, batch=b, seq_len=seq_len, heads=heads, head_dim=head_dim,
                          kv_elems=kv_elems, q_elems=q_elems, ring=r, ring_stride=ring_stride, causal=causal,
-                         zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes, ring_impl=ring_impl)
+                         zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes, ring_impl=ring_impl,
+                         kernel_head_dim=kernel_head_dim)
     gather = np.asarray(allgather, dtype=bool) & multi
     return AttentionTimes(
         fwd_compute_s=np.where(gather, ag.fwd_compute_s, fwd_busy),
@@ -160,7 +164,7 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
 
 def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_dim, kv_elems, q_elems, ring,
                     ring_stride, causal: bool, zigzag, gpus_per_node: int, elem_bytes: int,
-                    ring_impl: RingImpl = YUNCHANG_RING) -> AttentionTimes:
+                    ring_impl: RingImpl = YUNCHANG_RING, kernel_head_dim=None) -> AttentionTimes:
     """All-gather CP on the ring axis (module docstring); ulysses fields are zero (added by the caller).
 
     The kernel calls are sp_planner.executor.allgather.pieces_for_rank's: zigzag causal rank 0
@@ -177,7 +181,8 @@ def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_di
 
     def kernel(q_tokens, kv_tokens, diagonal, backward):
         return flash_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
-                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward)
+                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward,
+                            kernel_head_dim=kernel_head_dim)
 
     def calls(backward):
         if not causal:

@@ -44,6 +44,7 @@ from sp_planner.cost.kernel_benchmarks import (
 )
 from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, PROFILE_FAMILY
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
+from sp_planner.specs.model import ModelSpec
 
 AttentionKernel = Literal["fa2", "fa3", "cudnn", "sdpa", "npu"]
 ATTENTION_KERNELS: tuple[str, ...] = get_args(AttentionKernel)
@@ -162,6 +163,50 @@ def triton_port_curves(hardware: HardwareProfile) -> tuple[Curves, Curves]:
             (_scaled(fwd_ratio, tokens, causal_gain), _scaled(bwd_ratio, tokens, causal_gain)))
 
 
+# The head dim each kernel computes a tile at, for a model head dim d (the time scales with it;
+# the FLOPs counted stay d's):
+# - flash-attn 2 (csrc/flash_attn/flash_api.cpp): head_size_rounded = round_multiple(d, 32) up to
+#   192, else 256, and its kernels are instantiated at those dims; PyTorch SDPA's flash backend
+#   vendors that file (aten/src/ATen/native/transformers/cuda/flash_attn/flash_api.cpp).
+# - flash-attn 3 (hopper/flash_api.cpp round_up_headdim): 64, 96, 128, 192, 256.
+# - Triton FlashAttention (flash_attn_triton.py, llm-foundry's copy): BLOCK_HEADDIM =
+#   max(triton.next_power_of_2(d), 16).
+# - cuDNN and the NPU kernel: d itself (cuDNN takes any multiple of 8 up to 256).
+HEAD_DIM_ROUNDING: dict[str, str] = {
+    "fa2": "fa2", "sdpa": "fa2", "fa3": "fa3", TRITON_PORT: "pow2", "cudnn": "none", "npu": "none",
+}
+_FA3_HEAD_DIMS = (64, 96, 128, 192, 256)
+
+
+def head_dim_rounding(hardware: HardwareProfile) -> str:
+    """The profile's head-dim rounding rule: its own where set, else its own kernel's."""
+    own = hardware.efficiency.attention_head_dim_rounding
+    return own if own is not None else HEAD_DIM_ROUNDING.get(PROFILE_KERNEL.get(hardware.name.lower(), "cudnn"), "none")
+
+
+def padded_head_dim(hardware: HardwareProfile, head_dim: int) -> int:
+    """The head dim the profile's attention kernel computes at for a model's `head_dim`
+    (HEAD_DIM_ROUNDING): the profile's own rule where set, else its own kernel's."""
+    rule, d = head_dim_rounding(hardware), int(head_dim)
+    if rule == "fa2":
+        return -(-d // 32) * 32 if d <= 192 else max(256, d)
+    if rule == "fa3":
+        return next((t for t in _FA3_HEAD_DIMS if t >= d), d)
+    if rule == "pow2":
+        return max(16, 1 << (d - 1).bit_length())
+    return d
+
+
+def kernel_head_dim(hardware: HardwareProfile, model: ModelSpec) -> float:
+    """The head dim a model's attention costs on the profile's kernel: its head dim rounded up to
+    the kernel's tile; with MLA the mean of the query/key and the value dims, each rounded (the
+    model's head_dim is their mean; 192 and 128 are tiles of every kernel here)."""
+    if model.mla is None:
+        return float(padded_head_dim(hardware, model.head_dim))
+    qk = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim
+    return (padded_head_dim(hardware, qk) + padded_head_dim(hardware, model.mla.v_head_dim)) / 2
+
+
 def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> HardwareProfile:
     """The profile with `kernel`'s attention curves (unchanged for None or its own kernel)."""
     if kernel is None:
@@ -173,7 +218,8 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
         (fwd, bwd), (causal_fwd, causal_bwd) = triton_port_curves(hardware)
         efficiency = hardware.efficiency.model_copy(update={
             "attention_fwd": fwd, "attention_bwd": bwd,
-            "attention_causal_fwd": causal_fwd, "attention_causal_bwd": causal_bwd})
+            "attention_causal_fwd": causal_fwd, "attention_causal_bwd": causal_bwd,
+            "attention_head_dim_rounding": HEAD_DIM_ROUNDING[TRITON_PORT]})
         return hardware.model_copy(update={"efficiency": efficiency})
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {kernel!r}; expected one of {', '.join(ATTENTION_KERNELS)}")
@@ -185,7 +231,9 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
             f"{', '.join(known) or 'none (the profile has only its own curve: omit --attention-kernel)'}"
         )
     fwd, bwd = curves
-    update = {"attention_fwd": fwd, "attention_bwd": bwd}
+    update: dict[str, object] = {"attention_fwd": fwd, "attention_bwd": bwd}
+    if HEAD_DIM_ROUNDING[kernel] != head_dim_rounding(hardware):
+        update["attention_head_dim_rounding"] = HEAD_DIM_ROUNDING[kernel]
     ratio = CAUSAL_RATIO.get(kernel, CAUSAL_RATIO[DEFAULT_CAUSAL_KERNEL])
     if ratio != (causal_ratio(hardware, backward=False), causal_ratio(hardware, backward=True)):
         update |= {"attention_causal_fwd": ratio[0], "attention_causal_bwd": ratio[1]}

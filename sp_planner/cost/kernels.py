@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.attention_kernels import causal_ratio
+from sp_planner.cost.attention_kernels import causal_ratio, padded_head_dim
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
@@ -65,17 +65,21 @@ def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_di
 
 
 def flash_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
-                 causal_diagonal, backward: bool):
+                 causal_diagonal, backward: bool, kernel_head_dim=None):
     """Wall time of one flash-attention call on a q_tokens x kv_tokens block.
 
     `causal_diagonal` (bool array) marks a square block with a causal mask: half the block's
     FLOPs at the non-causal efficiency times the kernel's causal ratio at that length. A profile
-    with `attention_unfused` runs `unfused_attention_time_s` instead.
+    with `attention_unfused` runs `unfused_attention_time_s` instead. `kernel_head_dim`: the head
+    dim the kernel's tiles cost (cost.attention_kernels.kernel_head_dim); None: `head_dim` rounded up
+    to the kernel's tile (padded_head_dim).
     """
     if hardware.efficiency.attention_unfused:
         return unfused_attention_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim,
                                         q_tokens=q_tokens, kv_tokens=kv_tokens, backward=backward)
-    flops = flash_flops(batch, heads, head_dim, q_tokens, kv_tokens)
+    # The kernel computes at its tile's head dim (cost.attention_kernels.padded_head_dim).
+    tile_dim = padded_head_dim(hardware, head_dim) if kernel_head_dim is None else kernel_head_dim
+    flops = flash_flops(batch, heads, tile_dim, q_tokens, kv_tokens)
     curve = hardware.efficiency.attention_bwd if backward else hardware.efficiency.attention_fwd
     factor = FLASH_BWD_FLOPS_FACTOR if backward else 1.0
     eff = curve_efficiency(curve, kv_tokens)

@@ -42,6 +42,7 @@ from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
+from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
@@ -179,7 +180,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
-        allgather=c.allgather, ring_impl=ring_impl,
+        allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
     )
     attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
                                     ring=r)

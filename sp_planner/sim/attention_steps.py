@@ -26,6 +26,7 @@ from sp_planner.cost.attention_comm import (
     ring_bytes_per_layer,
     ulysses_all_to_all_bytes,
 )
+from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
 from sp_planner.cost.window import local_window, windowed_attention_times
@@ -54,11 +55,12 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     block = seq_len / ring
     q_elems = batch * block * heads * model.head_dim
     kv_elems = batch * block * (kv_sent / ulysses) * model.head_dim
+    tile = kernel_head_dim(hardware, model)
 
     def kernel(kv_tokens: float, diagonal: bool, backward: bool) -> float:
         return float(flash_time_s(hardware, batch=batch, heads=heads, head_dim=model.head_dim,
                                   q_tokens=block, kv_tokens=kv_tokens, causal_diagonal=diagonal,
-                                  backward=backward))
+                                  backward=backward, kernel_head_dim=tile))
 
     later_kv = block / 2 if (causal and zigzag) else block
     c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
@@ -81,7 +83,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     if allgather and ring > 1:
         ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
                              kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
-                             zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes, ring_impl=ring_impl)
+                             zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes, ring_impl=ring_impl,
+                             kernel_head_dim=tile)
         kv_block = allgather_kv_block_elems(**{k: v for k, v in common.items() if k != "elem_bytes"})
         return AttentionSteps(
             fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),

@@ -134,6 +134,11 @@ class EfficiencySpec(_Finite):
     # (cost.attention_kernels.causal_ratio); cost.attention_kernels.with_attention_kernel sets it.
     attention_causal_fwd: tuple[CurvePoint, ...] | None = None
     attention_causal_bwd: tuple[CurvePoint, ...] | None = None
+    # How the attention kernel rounds the head dim up to the tile it computes (cost.attention_kernels
+    # padded_head_dim): "fa2" (multiples of 32 to 192, then 256), "fa3" (64/96/128/192/256), "pow2"
+    # (Triton FlashAttention), "none" (cuDNN, NPU). None: the rule of the profile's own kernel;
+    # cost.attention_kernels.with_attention_kernel sets it.
+    attention_head_dim_rounding: Literal["fa2", "fa3", "pow2", "none"] | None = None
     # The attention curves are FP8 attention's (cost.fp8_attention.with_fp8_attention sets it, with
     # the curves scaled; a plan file keeps both, so the scaling is applied once).
     attention_fp8: bool = False

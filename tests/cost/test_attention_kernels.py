@@ -3,8 +3,8 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
-from sp_planner.cost.kernels import curve_efficiency
+from sp_planner.cost.attention_kernels import default_kernel, kernel_head_dim, padded_head_dim, with_attention_kernel
+from sp_planner.cost.kernels import curve_efficiency, flash_time_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs.workload import Workload
@@ -75,3 +75,59 @@ def test_unpublished_kernel_is_refused_with_the_choices():
         with_attention_kernel(A100, "cudnn")
     with pytest.raises(ValueError, match="unknown attention kernel 'fa9'"):
         with_attention_kernel(H100, "fa9")
+
+
+@pytest.mark.parametrize("kernel,head_dim,padded", [
+    ("fa2", 128, 128), ("fa2", 112, 128), ("fa2", 80, 96), ("fa2", 200, 256), ("fa2", 64, 64),
+    ("sdpa", 112, 128),  # PyTorch's flash backend vendors flash-attn 2's rounding
+    ("fa3", 80, 96), ("fa3", 112, 128), ("fa3", 160, 192), ("fa3", 256, 256),
+    ("flash-attn-triton", 112, 128), ("flash-attn-triton", 80, 128), ("flash-attn-triton", 8, 16),
+    ("cudnn", 112, 112), ("cudnn", 80, 80),
+])
+def test_padded_head_dim_follows_each_kernels_tile_rounding(kernel, head_dim, padded):
+    assert padded_head_dim(with_attention_kernel(H100, kernel), head_dim) == padded
+
+
+def test_padded_head_dim_defaults_to_the_profiles_own_kernel():
+    assert padded_head_dim(H100, 112) == 128  # the Hopper profiles' own curves are FA3's
+    assert padded_head_dim(A100, 80) == 96  # Ampere's FA2
+    assert padded_head_dim(B200, 112) == 112  # Blackwell's cuDNN
+
+
+@pytest.mark.parametrize("kernel,ratio", [("fa2", 1.0), ("cudnn", 112 / 128)])
+def test_a_padded_head_dim_costs_the_full_tile(kernel, ratio):
+    hw = with_attention_kernel(H100, kernel)
+    args = dict(batch=1, heads=8, q_tokens=4096, kv_tokens=4096, causal_diagonal=False, backward=False)
+    t112, t128 = (flash_time_s(hw, head_dim=d, **args) for d in (112, 128))
+    assert t112 / t128 == pytest.approx(ratio, rel=1e-12)
+
+
+def test_mla_costs_its_query_and_value_dims_each_at_their_tile():
+    # DeepSeek-V3: queries/keys 128 + 64 = 192, values 128; the model's head_dim is their mean, 160,
+    # which FA3 alone would round to 192. 192 and 128 are tiles of every kernel.
+    model = load_model("DeepSeek-V3")
+    assert model.head_dim == 160
+    for kernel in ("fa2", "fa3", "cudnn"):
+        assert kernel_head_dim(with_attention_kernel(H100, kernel), model) == 160.0
+    assert padded_head_dim(with_attention_kernel(H100, "fa3"), 160) == 192
+
+
+def test_the_step_and_the_simulator_both_pay_the_padded_tile():
+    # A head dim of 112 under FA2 (tile 128): the analytic layer and the simulator's steps both take
+    # 128/112 of the time the same kernel would take at 112 unpadded (cuDNN's rule).
+    from sp_planner.cost.attention import attention_times
+    from sp_planner.sim.attention_steps import attention_steps
+
+    model = load_model("Llama-2-7B").model_copy(update={"head_dim": 112})
+    fa2 = with_attention_kernel(A100, "fa2")
+    unpadded = fa2.model_copy(update={"efficiency": fa2.efficiency.model_copy(
+        update={"attention_head_dim_rounding": "none"})})
+    args = dict(batch=1, seq_len=8192, num_heads=32, num_kv_heads=32, head_dim=112, tp=1, ulysses=1, ring=1,
+                causal=True, zigzag=True, gpus_per_node=8, elem_bytes=2)
+    padded_s, plain_s = (attention_times(hw, **args, kernel_head_dim=kernel_head_dim(hw, model)).fwd_compute_s
+                         for hw in (fa2, unpadded))
+    assert padded_s / plain_s == pytest.approx(128 / 112, rel=1e-12)
+    sim = [attention_steps(hw, model, batch=1, seq_len=8192, tp=1, ulysses=1, ring=1, causal=True,
+                           zigzag=True).fwd_steps_s[0] for hw in (fa2, unpadded)]
+    assert sim[0] / sim[1] == pytest.approx(128 / 112, rel=1e-12)
+    assert sim[0] == pytest.approx(float(padded_s), rel=1e-12)
