@@ -140,7 +140,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     states = runtime.states
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
-    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain, ring_impl=runtime.ring)
+    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain, ring_impl=runtime.ring,
+                            logit_bytes=runtime.logit_bytes)
     step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring)
     comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states, ring_impl=runtime.ring)

@@ -57,6 +57,7 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.fp8_params import fp8_params_active
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES
 from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
 from sp_planner.cost.moe import (
     ROUTER_BYTES_PER_LOGIT,
@@ -94,9 +95,6 @@ from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 ACT_BYTES = 2  # bf16 activations
-# Vocab-parallel cross entropy (megatron/core/tensor_parallel/cross_entropy.py): the bf16 logits
-# and their fp32 copy coexist in the forward; the fp32 softmax is kept for the backward.
-LOGITS_BYTES_PER_ELEM = 6
 # ZeRO-3's gathered layers at once: the one computing and the one prefetched (module docstring).
 ZERO3_GATHERED_LAYERS = 2
 
@@ -196,10 +194,11 @@ class MemoryColumns(NamedTuple):
 
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
-                   ring_impl: RingImpl = TE_RING) -> MemoryColumns:
+                   ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES) -> MemoryColumns:
     """Memory of every candidate, for its busier stage (first or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
-    rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory)."""
+    rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
+    `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -249,7 +248,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     act_first = stages.first * stored * first_stage_in_flight(pp, c.vpp, m) + working
     act_last = stages.last * stored + working
-    logits_last = LOGITS_BYTES_PER_ELEM * n * model.vocab_size / tp
+    logits_last = logit_bytes * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)

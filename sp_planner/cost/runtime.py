@@ -1,7 +1,7 @@
 """What a framework does at run time, as the cost model times and sizes a plan under it: the
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
-(cost.states), the CUDA graphs it replays (cost.cuda_graphs) and its ring attention's backward
-(cost.ring_impl).
+(cost.states), the CUDA graphs it replays (cost.cuda_graphs), its ring attention's backward
+(cost.ring_impl) and what its cross entropy holds per logit (cost.loss_memory).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -10,6 +10,7 @@ functions take the pieces they use.
 from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, RingImpl
 from sp_planner.cost.states import (
@@ -29,6 +30,8 @@ class Runtime(FrozenModel):
     states: TrainingStates  # what it keeps per parameter (cost.states)
     cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
+    # Bytes its cross entropy holds per logit at its peak (cost.loss_memory).
+    logit_bytes: int = MEGATRON_LOGIT_BYTES
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -39,8 +42,12 @@ class Runtime(FrozenModel):
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=TE_RING)
-DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES)
-TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES)
+# MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
+# loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
+DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
+                            logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES)
+TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
+                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES)
 
 FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "megatron": MEGATRON_RUNTIME,

@@ -127,6 +127,10 @@ class CorpusRow(FrozenModel):
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
     tp_comm_overlap: bool = False
+    # True where the run's Megatron subtracts the logits' max out of place in its cross entropy
+    # (Megatron between 55817ec, 2022-09-27, and 9634c0e, 2024-06-13): 10 bytes per logit at the
+    # loss instead of 6 (cost.loss_memory). Megatron-family rows only.
+    megatron_ce_out_of_place: bool = False
     # True where the run's recipe turns on Megatron's --fp8-param-gather (Megatron-Bridge
     # MixedPrecisionConfig.fp8_param_gather, NeMo fp8_params): the GEMM weights are Transformer
     # Engine FP8 tensors, gathered in FP8 by the distributed optimizer (cost.fp8_params).

@@ -17,6 +17,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.cost.loss_memory import FLASH_ATTN_FUSED_LOGIT_BYTES, MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.cost.states import BF16_BYTES
@@ -132,7 +133,9 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
     "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
     "torchtitan": TORCHTITAN_RUNTIME,
-    "Composer FSDP": TORCHTITAN_RUNTIME,
+    # llm-foundry's MPT loss is flash-attn's fused cross entropy (loss_fn 'fused_crossentropy',
+    # its default; cost.loss_memory).
+    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES}),
 }
 
 
@@ -167,7 +170,14 @@ def row_runtime(row: CorpusRow) -> Runtime:
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
-    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring)
+    logit_bytes = runtime.logit_bytes
+    if row.megatron_ce_out_of_place:
+        if not megatron_family:
+            raise ValueError(f"row {row.id}: megatron_ce_out_of_place is a Megatron setting, and the row's "
+                             f"framework is {row.framework}")
+        logit_bytes = MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
+    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
+                   logit_bytes=logit_bytes)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sp_planner.cost.ring_impl import YUNCHANG_RING
-from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.cost.runtime import DEEPSPEED_RUNTIME, MEGATRON_RUNTIME, TORCHTITAN_RUNTIME
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -34,6 +34,17 @@ def test_tp2_no_zero_by_hand(toy_model, hardware):
     # 2-GPU NCCL communicator (the TP pair) of 544 MB.
     assert mem.reserve_bytes == 1e9 + 287_047_680 + 64 * 2**20 + 1024 + 544e6
     assert est.memory_peak_bytes == pytest.approx(mem.total_bytes)
+
+
+@pytest.mark.parametrize("runtime, logit_bytes", [
+    (MEGATRON_RUNTIME, 6), (DEEPSPEED_RUNTIME, 10), (TORCHTITAN_RUNTIME, 10)])
+def test_logits_hold_the_frameworks_cross_entropy_bytes(toy_model, hardware, runtime, logit_bytes):
+    # cost.loss_memory: Megatron's in-place fp32 copy 6 B a logit; PyTorch's cross entropy on an
+    # fp32 copy (torchtitan, Hugging Face models under DeepSpeed) 10 B. 32 tokens x 100 / 2 vocab.
+    plan = ParallelPlan(dp=1, tp=2, zero=0, micro_batch=1)
+    est = evaluate(toy_model, hardware, Workload(seq_len=32, global_batch=1), plan,
+                   num_nodes=1, gpus_per_node=2, runtime=runtime)
+    assert est.memory.logits_bytes == logit_bytes * 32 * 100 / 2
 
 
 @pytest.mark.parametrize("zero, divided", [(1, ("optimizer",)), (2, ("optimizer", "grads")),

@@ -217,6 +217,26 @@ def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(co
         row_runtime(mpt)
 
 
+def test_each_rows_cross_entropy_holds_its_frameworks_bytes_per_logit(corpus):
+    # cost.loss_memory: the USP rows' Megatron-LM (2196398) and NeMo 24.03's Megatron-Core subtract
+    # out of place (10 B a logit), today's Megatron in place (6 B), llm-foundry's MPT runs
+    # flash-attn's fused kernel (4 B); the Megatron setting on a Composer row is refused.
+    from sp_planner.validation.score import row_runtime
+
+    usp = _row(corpus, "usp-t5-64k-t4u2r1")
+    assert usp.megatron_ce_out_of_place and row_runtime(usp).logit_bytes == 10
+    assert row_runtime(_row(corpus, "nemo-h100-128k")).logit_bytes == 10
+    assert row_runtime(_row(corpus, "nemo-b200-128k")).logit_bytes == 6
+    assert row_runtime(_row(corpus, "mpt-7b-2k-8g")).logit_bytes == 4
+    # 64K tokens over ulysses 2 on tp 4: 32768 tokens x 32000 / 4 vocab on the rank.
+    in_place = usp.model_copy(update={"megatron_ce_out_of_place": False})
+    ten, six = predict_row(usp, corpus).memory.logits_bytes, predict_row(in_place, corpus).memory.logits_bytes
+    assert (ten, six) == (10 * 32768 * 32000 / 4, 6 * 32768 * 32000 / 4)
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"megatron_ce_out_of_place": True})
+    with pytest.raises(ValueError, match="megatron_ce_out_of_place is a Megatron setting"):
+        row_runtime(mpt)
+
+
 def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     # Megatron-Bridge's llama recipes turn TP userbuffers overlap on for TP > 1 (llama3.py
     # CommOverlapConfig(tp_comm_overlap=True)): the row's runtime overlaps the TP collectives
