@@ -42,11 +42,12 @@ from sp_planner.cost.attention_comm import (
     RING_GRAD_ELEM_BYTES,
     kv_heads_for_ulysses,
     ulysses_all_to_all_bytes,
+    ulysses_layout_copy_bytes,
 )
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, half_copy_bytes
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -106,6 +107,12 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     later_q, later_kv = block, np.where(half, block / 2, block)
     c0_f, c1_f = kernel(block, block, diag, False), kernel(later_q, later_kv, False, False)
     c0_b, c1_b = kernel(block, block, diag, True), kernel(later_q, later_kv, False, True)
+    # The later zigzag steps' half-tensor copies, where the ring makes them (cost.ring_impl).
+    def copy_s(backward):
+        return np.where(half, memory_pass_time_s(hardware, half_copy_bytes(
+            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=backward)), 0.0)
+
+    c1_f, c1_b = c1_f + copy_s(False), c1_b + copy_s(True)
 
     mesh = {"tp": tp, "ulysses": u, "ring": r}  # the axes inside the ring's, for strides
     ring_stride = axis_stride(mesh, "ring")
@@ -144,9 +151,12 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     q_bytes = ulysses_all_to_all_bytes(heads=num_heads / tp, **shape)
     kv_bytes = ulysses_all_to_all_bytes(heads=kv_sent, **shape)
     uly_stride = axis_stride(mesh, "ulysses")
+    # Each all-to-all'd tensor also takes its layout copies (cost.attention_comm.ULYSSES_LAYOUT_COPIES).
+    copies = memory_pass_time_s(hardware, 2 * ulysses_layout_copy_bytes(heads=num_heads / tp, **shape)
+                                + 2 * ulysses_layout_copy_bytes(heads=kv_sent, **shape))
     uly = 2 * all_to_all_time_s(hardware, q_bytes, u, uly_stride, gpus_per_node) + 2 * all_to_all_time_s(
         hardware, kv_bytes, u, uly_stride, gpus_per_node
-    )
+    ) + copies
     ag = allgather_times(hardware, batch=b, seq_len=seq_len, heads=heads, head_dim=head_dim,
                          kv_elems=kv_elems, q_elems=q_elems, ring=r, ring_stride=ring_stride, causal=causal,
                          zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes, ring_impl=ring_impl,

@@ -42,6 +42,26 @@ def ulysses_all_to_all_bytes(*, batch, seq_len, heads, head_dim, ulysses, ring, 
     return tokens * heads * head_dim * elem_bytes * (ulysses - 1) / ulysses
 
 
+# The layout copies around each Ulysses all-to-all, each a read and a write of the rank's tensor in
+# HBM: one groups the heads by destination rank before all_to_all_single, one restores the
+# [b, s, h, d] layout after it. yunchang's all_to_all_4D (yunchang/comm/all_to_all.py:
+# reshape().transpose().contiguous() before, transpose().contiguous() after), Transformer Engine's
+# flash_attn_a2a_communicate (movedim before, reorder_seq_chunks_for_a2a_before_attn after) and
+# DeepSpeed's single_all_to_all on batch-first tensors (_generate_layout_params: permute before and
+# after) and sp-run's executor (executor/comm.py seq_to_head / head_to_seq) make two; DeepSpeed's
+# sequence-first layout makes one (taken as two).
+ULYSSES_LAYOUT_COPIES = 2
+
+
+def ulysses_layout_copy_bytes(*, batch, seq_len, heads, head_dim, ulysses, ring, elem_bytes):
+    """HBM bytes the layout copies around one all-to-all of a tensor with `heads` heads per TP rank
+    move (floats, for timing): ULYSSES_LAYOUT_COPIES x (read + write) of its b x S/(U*R) x heads x
+    head_dim elements (the same count before and after the exchange); none without Ulysses."""
+    tokens = batch * seq_len / (ulysses * ring)
+    copies = np.where(np.asarray(ulysses) > 1, ULYSSES_LAYOUT_COPIES, 0)
+    return copies * 2 * tokens * heads * head_dim * elem_bytes
+
+
 def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim, tp, ulysses,
                             ring, elem_bytes):
     """All-to-all bytes one rank sends per layer, forward + backward.

@@ -17,7 +17,12 @@ beside a step's kernels, and the last step adds its own share after the receive 
 dQ (`torch.empty_like(q)`) and dK/dV accumulate in bf16 (`add_`: read 2 + 2, write 2 = 6 bytes);
 buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K element, and the bf16
 dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
-runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only).
+runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only). Its zigzag
+causal steps also copy the halves they compute with (context_parallel.py cp_p2p_fwd_fused_attn /
+cp_p2p_bwd_fused_attn and the flash-attn paths; attention.py:611-655 and 860-924 at v1.6): below
+the diagonal the K and V halves (`k_part.contiguous()`), above it the Q half forward and the Q, O
+and dO halves backward; the ranks run these in lockstep, so a step costs the larger of the two.
+yunchang passes the halves to flash-attn as strided views (no copy).
 
 All-gather CP (cp_comm allgather) takes the same gradient width and accumulation: TE's
 AttnFuncWithCPAndKVAllGather.backward holds the full-sequence dK/dV in the forward's dtype
@@ -34,6 +39,7 @@ and takes yunchang's (cost.runtime).
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import Field
 
 from sp_planner.cost.attention_comm import RING_GRAD_ELEM_BYTES, ring_grad_hops
@@ -49,14 +55,25 @@ class RingImpl(FrozenModel):
     accum_bytes_per_elem: int = Field(gt=0)  # per step, per dQ/dK/dV element accumulated
     buffer_bytes_per_kv_elem: int = Field(gt=0)  # ring buffers per element of one local K block
     dq_accum_bytes: int = Field(gt=0)  # the dQ accumulator's width
+    half_copies: bool = False  # zigzag causal steps copy their K/V or Q (O, dO) halves (module docstring)
 
 
 YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True,
                          accum_bytes_per_elem=10, buffer_bytes_per_kv_elem=2 * 2 + 4 * RING_GRAD_ELEM_BYTES,
                          dq_accum_bytes=RING_GRAD_ELEM_BYTES)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
-                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2)
+                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True)
 RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING)}
+
+
+def half_copy_bytes(ring_impl: RingImpl, *, q_elems, kv_elems, elem_bytes: int, backward: bool):
+    """HBM bytes (read + write) of one later zigzag causal step's half-tensor copies at the pacing
+    rank (module docstring): the K and V halves (kv_elems: one of the rank's K or V blocks) or the Q
+    half, with O's and dO's halves in backward, whichever is larger; 0 for a ring that copies none."""
+    if not ring_impl.half_copies:
+        return np.zeros_like(np.asarray(q_elems, dtype=np.float64))
+    above = (3 if backward else 1) * np.asarray(q_elems, dtype=np.float64) / 2
+    return 2 * elem_bytes * np.maximum(kv_elems, above)
 
 
 def grad_hops(ring_impl: RingImpl, ring):

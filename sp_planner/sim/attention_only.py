@@ -42,7 +42,8 @@ def attention_forward_time_s(hardware: HardwareProfile, model: ModelSpec, *, seq
     uly_kv = t("kv", "ulysses", att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     layer = LayerWork(
         attn_fwd_steps_s=att.fwd_steps_s, attn_bwd_steps_s=att.bwd_steps_s,
-        ulysses_qkv_s=uly_q + 2 * uly_kv, ulysses_out_s=uly_q,
+        ulysses_qkv_s=uly_q + 2 * uly_kv + att.ulysses_q_copy_s + 2 * att.ulysses_kv_copy_s,
+        ulysses_out_s=uly_q + att.ulysses_q_copy_s,
         ring_kv_step_s=t("kv step", "ring", att.ring_kv_bytes, "p2p", "p2p"),
     )
     program = Program()

@@ -25,10 +25,11 @@ from sp_planner.cost.attention_comm import (
     kv_heads_for_ulysses,
     ring_bytes_per_layer,
     ulysses_all_to_all_bytes,
+    ulysses_layout_copy_bytes,
 )
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops, half_copy_bytes
 from sp_planner.cost.window import local_window, windowed_attention_times
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -45,6 +46,10 @@ class AttentionSteps(NamedTuple):
     ring_dkv_home: bool = True  # the accumulators' last hop home after the last step (cost.ring_impl)
     cp_gather_bytes: float = 0.0  # all-gather CP: one all-gather of K (or V)
     cp_scatter_bytes: float = 0.0  # all-gather CP: one reduce-scatter of dK (or dV)
+    # The layout copies around one all-to-all of Q (or O, dO, dQ) / of K (or V, dK, dV), in seconds
+    # (cost.attention_comm.ULYSSES_LAYOUT_COPIES).
+    ulysses_q_copy_s: float = 0.0
+    ulysses_kv_copy_s: float = 0.0
 
 
 def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int, tp: int,
@@ -62,9 +67,15 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
                                   q_tokens=block, kv_tokens=kv_tokens, causal_diagonal=diagonal,
                                   backward=backward, kernel_head_dim=tile))
 
-    later_kv = block / 2 if (causal and zigzag) else block
+    half = causal and zigzag
+    later_kv = block / 2 if half else block
     c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
     c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
+    if half:  # the later steps' half-tensor copies, where the ring makes them (cost.ring_impl)
+        for backward in (False, True):
+            half_s = float(memory_pass_time_s(hardware, half_copy_bytes(
+                ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=backward)))
+            c1_f, c1_b = (c1_f, c1_b + half_s) if backward else (c1_f + half_s, c1_b)
     fwd: tuple[float, ...]
     bwd: tuple[float, ...]
     if ring == 1:
@@ -80,6 +91,9 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
                   tp=tp, ulysses=ulysses, ring=ring, elem_bytes=elem_bytes)
     a2a = dict(batch=batch, seq_len=seq_len, head_dim=model.head_dim, ulysses=ulysses, ring=ring,
                elem_bytes=elem_bytes)
+
+    def copy_s(heads) -> float:
+        return float(memory_pass_time_s(hardware, ulysses_layout_copy_bytes(heads=heads, **a2a)))
     if allgather and ring > 1:
         ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
                              kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
@@ -90,6 +104,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
             fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),
             ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
             ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
+            ulysses_q_copy_s=copy_s(model.num_heads // tp), ulysses_kv_copy_s=copy_s(kv_sent),
             ring_kv_bytes=0, ring_dkv_bytes=0,
             cp_gather_bytes=float((ring - 1) * kv_block * elem_bytes),
             cp_scatter_bytes=float((ring - 1) * kv_block * ring_impl.grad_elem_bytes),
@@ -105,6 +120,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
         bwd_steps_s=bwd,
         ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
         ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
+        ulysses_q_copy_s=copy_s(model.num_heads // tp),
+        ulysses_kv_copy_s=copy_s(kv_sent),
         ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
         ring_dkv_bytes=(ring_total - kv_only) // dkv_hops if ring > 1 else 0,
         ring_dkv_home=ring_impl.grad_home_hop,

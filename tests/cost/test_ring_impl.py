@@ -46,7 +46,8 @@ def test_ring_bytes_by_hand():
 
 def test_te_backward_has_no_exposed_hop_home_and_moves_bf16_gradients():
     yun = attention_times(H100, **SHAPE)
-    te = attention_times(H100, **SHAPE, ring_impl=TE_RING)
+    # TE's half-tensor copies apart (the next test), its forward is yunchang's ring.
+    te = attention_times(H100, **SHAPE, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
     # The forward is the same ring.
     assert te.fwd_s[0] == pytest.approx(yun.fwd_s[0])
     # Backward compute differs only by the accumulation: 10 vs 6 bytes a step over dQ, dK, dV on
@@ -57,6 +58,30 @@ def test_te_backward_has_no_exposed_hop_home_and_moves_bf16_gradients():
     home = float(p2p_time_s(H100, 2 * KV_ELEMS * 4, 4, 1, 8))
     assert yun.bwd_ring_exposed_s[0] == pytest.approx(home, rel=1e-9)
     assert te.bwd_ring_exposed_s[0] == 0.0
+
+
+def test_te_zigzag_steps_copy_their_halves():
+    # Llama-3-8B at 128K over ring 4 (SHAPE): the 3 later steps each copy (read + write, bf16) the
+    # larger of the K and V halves (one block, 8 KV heads) and the Q half (32 heads), forward, and
+    # of the K and V halves and the Q, O and dO halves backward; yunchang copies none.
+    from sp_planner.cost.ring_impl import half_copy_bytes
+
+    fwd_bytes = 2 * 2 * max(KV_ELEMS, Q_ELEMS / 2)
+    bwd_bytes = 2 * 2 * max(KV_ELEMS, 3 * Q_ELEMS / 2)
+    assert half_copy_bytes(TE_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=False) == fwd_bytes
+    assert half_copy_bytes(TE_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=True) == bwd_bytes
+    assert half_copy_bytes(YUNCHANG_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=True) == 0
+    plain = attention_times(H100, **SHAPE, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
+    te = attention_times(H100, **SHAPE, ring_impl=TE_RING)
+    # Added to the 3 later steps' compute, slowed at most by NCCL's share of the SMs (cost.overlap).
+    for got, nbytes in ((te.fwd_compute_s[0] - plain.fwd_compute_s[0], fwd_bytes),
+                        (te.bwd_compute_s[0] - plain.bwd_compute_s[0], bwd_bytes)):
+        copies_s = 3 * float(memory_pass_time_s(H100, nbytes))
+        assert copies_s * (1 - 1e-12) <= got <= copies_s * (1 + 16 / 132)
+    # Non-causal rings (Transformer Engine's "all" section) copy nothing.
+    full = dict(SHAPE, causal=False)
+    off = attention_times(H100, **full, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
+    assert attention_times(H100, **full, ring_impl=TE_RING).fwd_s[0] == pytest.approx(off.fwd_s[0], rel=1e-12)
 
 
 def test_simulator_steps_follow_the_ring():
