@@ -3,7 +3,7 @@
 Ulysses and ring are yunchang's, inside Megatron-LM (cost.ring_impl: fp32 dK/dV), as the corpus
 rows state (validation/corpus/usp_table5.yaml), with Megatron-LM's defaults at the paper's commit
 (2196398): no --overlap-grad-reduce and no --overlap-param-gather, so the distributed optimizer's
-reduce-scatter and all-gather are exposed.
+reduce-scatter and all-gather are exposed, and its cross entropy's out-of-place subtraction.
 
 Micro-batch 1: at 30K a global batch of 16 cannot be one micro-batch per replica (16 x 30720
 tokens of activations on one node is ~10x the HBM), so the 30K runs accumulate gradients over
@@ -14,6 +14,7 @@ Measured TFLOPS/GPU use the full-square convention (the paper's first column), a
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.loss_memory import MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
 from sp_planner.cost.ring_impl import YUNCHANG_RING
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
@@ -26,6 +27,7 @@ USP_RUNTIME = MEGATRON_RUNTIME.model_copy(update={
     "ring": YUNCHANG_RING,
     "overlap": MEGATRON_RUNTIME.overlap.model_copy(
         update={"grad_all_reduce": False, "grad_reduce": False, "param_gather": False}),
+    "logit_bytes": MEGATRON_OUT_OF_PLACE_LOGIT_BYTES,  # that commit's cross entropy (cost.loss_memory)
 })
 SEQ = {"64K": 65536, "30K": 30720}
 BATCH = {"64K": 1, "30K": 16}
