@@ -15,7 +15,8 @@ before the block's flash-attention, waited after it). The causal work per step:
 - no causal mask: every step is a full block.
 After each step the partial output is merged into an fp32 accumulator: yunchang's
 `_update_out_and_lse` runs block_out.float(), out - block_out, sigmoid(...) * (...), out - (...):
-6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that).
+6 + 12 + 8 + 12 = 38 bytes per output element through HBM (lse terms are 1/head_dim of that);
+Transformer Engine's fused bf16 correction 6 (`ring_impl`: RingImpl.merge_bytes_per_elem).
 Backward accumulates dq, dk, dv in fp32 each step (read fp32 + bf16, write fp32: 10 bytes) and
 sends dK/dV home after the last step: yunchang's ring; `ring_impl` gives Transformer Engine's
 (bf16, no hop home; cost.ring_impl).
@@ -51,9 +52,9 @@ from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, half_copy_bytes
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
-MERGE_FWD_BYTES_PER_ELEM = 38
+MERGE_FWD_BYTES_PER_ELEM = YUNCHANG_RING.merge_bytes_per_elem
 # The first block is converted to fp32 (read 2, write 4) and the result back to bf16 (read 4, write 2).
-MERGE_ENDS_BYTES_PER_ELEM = 12
+MERGE_ENDS_BYTES_PER_ELEM = YUNCHANG_RING.merge_ends_bytes_per_elem
 
 
 class AttentionTimes(NamedTuple):
@@ -118,8 +119,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     ring_stride = axis_stride(mesh, "ring")
     x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
     x_dkv = p2p_time_s(hardware, 2 * kv_elems * ring_impl.grad_elem_bytes, r, ring_stride, gpus_per_node)
-    merge = memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems)
-    ends = memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems)
+    merge = memory_pass_time_s(hardware, ring_impl.merge_bytes_per_elem * q_elems)
+    ends = memory_pass_time_s(hardware, ring_impl.merge_ends_bytes_per_elem * q_elems)
     accum = memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems))
 
     multi = r > 1

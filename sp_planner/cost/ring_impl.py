@@ -24,6 +24,14 @@ the diagonal the K and V halves (`k_part.contiguous()`), above it the Q half for
 and dO halves backward; the ranks run these in lockstep, so a step costs the larger of the two.
 yunchang passes the halves to flash-attn as strided views (no copy).
 
+The forward's merges of the per-step outputs differ too. yunchang's `_update_out_and_lse` keeps an
+fp32 accumulator, unfused: 38 bytes per output element a later step, 12 for the first block's
+conversion and the result's (cost.attention). Transformer Engine corrects in the output's bf16 with
+fused kernels (jit_fuser: torch.compile): `flash_attn_fwd_out_correction` reads the output and the
+step's output and writes the output, 6 bytes a later step; `flash_attn_fwd_out_correction_init`
+reads the first step's and writes the output, 4 (context_parallel.py at HEAD; v1.6 zero-filled the
+output and corrected every step alike). The log-sum-exp corrections are 1/head_dim of that.
+
 All-gather CP (cp_comm allgather) takes the same gradient width and accumulation: TE's
 AttnFuncWithCPAndKVAllGather.backward holds the full-sequence dK/dV in the forward's dtype
 (`torch.zeros(..., dtype=ctx.fwd_nominal_dtype)`) and reduce-scatters them so; yunchang's width is
@@ -56,13 +64,16 @@ class RingImpl(FrozenModel):
     buffer_bytes_per_kv_elem: int = Field(gt=0)  # ring buffers per element of one local K block
     dq_accum_bytes: int = Field(gt=0)  # the dQ accumulator's width
     half_copies: bool = False  # zigzag causal steps copy their K/V or Q (O, dO) halves (module docstring)
+    merge_bytes_per_elem: int = Field(default=38, gt=0)  # forward merge of a later step's output
+    merge_ends_bytes_per_elem: int = Field(default=12, gt=0)  # the first block's and the result's
 
 
 YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True,
                          accum_bytes_per_elem=10, buffer_bytes_per_kv_elem=2 * 2 + 4 * RING_GRAD_ELEM_BYTES,
                          dq_accum_bytes=RING_GRAD_ELEM_BYTES)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
-                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True)
+                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
+                   merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4)
 RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING)}
 
 

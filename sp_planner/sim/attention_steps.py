@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention import MERGE_ENDS_BYTES_PER_ELEM, MERGE_FWD_BYTES_PER_ELEM
 from sp_planner.cost.attention import AttentionTimes, allgather_times
 from sp_planner.cost.attention_comm import (
     allgather_kv_block_elems,
@@ -81,8 +80,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     if ring == 1:
         fwd, bwd = (c0_f,), (c0_b,)
     else:
-        merge = float(memory_pass_time_s(hardware, MERGE_FWD_BYTES_PER_ELEM * q_elems))
-        ends = float(memory_pass_time_s(hardware, MERGE_ENDS_BYTES_PER_ELEM * q_elems))
+        merge = float(memory_pass_time_s(hardware, ring_impl.merge_bytes_per_elem * q_elems))
+        ends = float(memory_pass_time_s(hardware, ring_impl.merge_ends_bytes_per_elem * q_elems))
         accum = float(memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems)))
         fwd = (c0_f,) + (c1_f + merge,) * (ring - 2) + (c1_f + merge + ends,)
         bwd = (c0_b + accum,) + (c1_b + accum,) * (ring - 1)

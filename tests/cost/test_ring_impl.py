@@ -46,8 +46,9 @@ def test_ring_bytes_by_hand():
 
 def test_te_backward_has_no_exposed_hop_home_and_moves_bf16_gradients():
     yun = attention_times(H100, **SHAPE)
-    # TE's half-tensor copies apart (the next test), its forward is yunchang's ring.
-    te = attention_times(H100, **SHAPE, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
+    # TE's half-tensor copies and bf16 merges apart (the next tests), its forward is yunchang's ring.
+    te = attention_times(H100, **SHAPE, ring_impl=TE_RING.model_copy(update={
+        "half_copies": False, "merge_bytes_per_elem": 38, "merge_ends_bytes_per_elem": 12}))
     # The forward is the same ring.
     assert te.fwd_s[0] == pytest.approx(yun.fwd_s[0])
     # Backward compute differs only by the accumulation: 10 vs 6 bytes a step over dQ, dK, dV on
@@ -82,6 +83,20 @@ def test_te_zigzag_steps_copy_their_halves():
     full = dict(SHAPE, causal=False)
     off = attention_times(H100, **full, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
     assert attention_times(H100, **full, ring_impl=TE_RING).fwd_s[0] == pytest.approx(off.fwd_s[0], rel=1e-12)
+
+
+def test_te_merges_the_step_outputs_in_bf16():
+    # yunchang's unfused fp32 merge: 38 B an output element a later step, 12 for the ends; TE's fused
+    # bf16 correction: 6 (read out and the step's output, write out) and 4 (the first step's init).
+    assert (YUNCHANG_RING.merge_bytes_per_elem, YUNCHANG_RING.merge_ends_bytes_per_elem) == (38, 12)
+    assert (TE_RING.merge_bytes_per_elem, TE_RING.merge_ends_bytes_per_elem) == (6, 4)
+    fp32 = TE_RING.model_copy(update={"merge_bytes_per_elem": 38, "merge_ends_bytes_per_elem": 12})
+    saved = attention_times(H100, **SHAPE, ring_impl=fp32).fwd_compute_s[0] - attention_times(
+        H100, **SHAPE, ring_impl=TE_RING).fwd_compute_s[0]
+    # 3 later steps of 32 B less, 8 B less once, over the rank's Q-sized output; the middle steps'
+    # merges are slowed by NCCL's SM share while K/V move (cost.overlap).
+    low = float(memory_pass_time_s(H100, (3 * 32 + 8) * Q_ELEMS))
+    assert low * (1 - 1e-12) <= saved <= low * (1 + 16 / 132)
 
 
 def test_simulator_steps_follow_the_ring():
