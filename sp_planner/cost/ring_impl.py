@@ -40,7 +40,11 @@ the executor's fp32 (cost.attention_comm).
 MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
 1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
 dtype=k_stack[-1].dtype)`), sends them after each step's accumulation for R-1 hops (none after the
-last step) and dQ in q's dtype: Transformer Engine's ring in what the model times. PyTorch CP
+last step) and dQ in q's dtype, as Transformer Engine's ring does. Unlike it, MindSpeed keeps each
+rank's two zigzag chunks as the leading dimension ([2, s, b, h]: `causal_forward_fetch` takes
+`x[0]` and `q[1]`, contiguous views), so it copies no halves, and it merges the step outputs with
+unfused fp32 scales (`forward_update` in its utils.py: the scales broadcast to the output's shape,
+then prev * scale + cur * scale), taken at yunchang's 38 and 12 bytes. PyTorch CP
 (torchtitan) accumulates in fp32 as yunchang does (`_ContextParallelOptions.convert_to_f32` = True)
 and takes yunchang's (cost.runtime).
 """
@@ -74,7 +78,12 @@ YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, 
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
                    buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
                    merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4)
-RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING)}
+MINDSPEED_RING = TE_RING.model_copy(update={
+    "name": "mindspeed", "half_copies": False,
+    "merge_bytes_per_elem": YUNCHANG_RING.merge_bytes_per_elem,
+    "merge_ends_bytes_per_elem": YUNCHANG_RING.merge_ends_bytes_per_elem,
+})
+RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING, MINDSPEED_RING)}
 
 
 def half_copy_bytes(ring_impl: RingImpl, *, q_elems, kv_elems, elem_bytes: int, backward: bool):

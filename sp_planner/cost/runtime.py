@@ -12,7 +12,7 @@ from __future__ import annotations
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
-from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, RingImpl
+from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING, RingImpl
 from sp_planner.cost.states import (
     DEEPSPEED_STATES,
     MEGATRON_STATES,
@@ -35,13 +35,14 @@ class Runtime(FrozenModel):
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
-# ring backward is the same in what the model times (bf16 dK/dV for R-1 hops, none home: cost.ring_impl).
+# ring has its backward (bf16 dK/dV for R-1 hops, none home) but neither its half copies nor its
+# bf16 merges (cost.ring_impl.MINDSPEED_RING).
 # DeepSpeed and yunchang run yunchang's (ring-flash-attention); torchtitan's PyTorch CP accumulates
 # in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
 # _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
-MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=TE_RING)
+MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING)
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
 # loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,

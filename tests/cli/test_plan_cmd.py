@@ -207,7 +207,7 @@ def test_framework_flags_and_launcher(sp_plan, plan_json):
     pins = ("--tp", "2", "--zero", "1", "--cp-comm", "p2p")  # MindSpeed has no dense all-gather CP
     result = sp_plan(*README, *pins, "--framework", "mindspeed", "--launcher", "torchrun")
     assert result.exit_code == 0
-    _, doc = plan_json(*README, *pins)
+    _, doc = plan_json(*README, *pins, "--framework", "mindspeed")  # ranked as MindSpeed runs them
     first = doc["plans"][0]
     plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
     flags = render_flags("mindspeed", FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan,

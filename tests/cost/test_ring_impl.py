@@ -141,3 +141,16 @@ def test_allgather_cp_reduce_scatters_in_the_rings_width():
     for times, grad_bytes in ((yun, 4), (te, 2)):
         scatter = 2 * float(ring_collective_time_s(H100, "reduce_scatter", 3 * KV_ELEMS * grad_bytes, 4, 1, 8))
         assert times.bwd_ring_exposed_s[0] == pytest.approx(gather + scatter, rel=1e-12)
+
+
+def test_mindspeeds_ring_has_tes_backward_but_neither_its_copies_nor_its_merges():
+    # MindSpeed (ring_context_parallel.py at 1ada966): bf16 dK/dV for R-1 hops as TE; its [2, s, b, h]
+    # chunks are contiguous views (no half copies) and forward_update merges with fp32 scales.
+    from sp_planner.cost.ring_impl import MINDSPEED_RING, RING_IMPLS
+
+    assert RING_IMPLS["mindspeed"] is MINDSPEED_RING
+    backward = ("grad_elem_bytes", "grad_home_hop", "accum_bytes_per_elem", "buffer_bytes_per_kv_elem",
+                "dq_accum_bytes")
+    assert all(getattr(MINDSPEED_RING, k) == getattr(TE_RING, k) for k in backward)
+    assert not MINDSPEED_RING.half_copies
+    assert (MINDSPEED_RING.merge_bytes_per_elem, MINDSPEED_RING.merge_ends_bytes_per_elem) == (38, 12)

@@ -6,7 +6,7 @@ import pytest
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
-from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
+from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
 from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES, TORCH_FSDP_STATES
 from sp_planner.flags import FRAMEWORKS
@@ -38,7 +38,7 @@ def test_megatron_runtime_is_the_default_and_runs_eager():
 
 @pytest.mark.parametrize("framework, ring", [
     ("megatron", TE_RING), ("all", TE_RING),  # Transformer Engine's CP (--cp-comm-type p2p)
-    ("mindspeed", TE_RING),  # its own ring: bf16 dK/dV, R-1 hops (cost.ring_impl)
+    ("mindspeed", MINDSPEED_RING),  # its own ring: bf16 dK/dV, R-1 hops, no half copies (cost.ring_impl)
     ("deepspeed", YUNCHANG_RING), ("yunchang", YUNCHANG_RING),
     ("torchtitan", YUNCHANG_RING),
 ])
