@@ -52,8 +52,8 @@ from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, half_copy_bytes
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
+# yunchang's merges (cost.ring_impl.YUNCHANG_RING), which the executor's all-gather CP also runs.
 MERGE_FWD_BYTES_PER_ELEM = YUNCHANG_RING.merge_bytes_per_elem
-# The first block is converted to fp32 (read 2, write 4) and the result back to bf16 (read 4, write 2).
 MERGE_ENDS_BYTES_PER_ELEM = YUNCHANG_RING.merge_ends_bytes_per_elem
 
 

@@ -68,13 +68,17 @@ class RingImpl(FrozenModel):
     buffer_bytes_per_kv_elem: int = Field(gt=0)  # ring buffers per element of one local K block
     dq_accum_bytes: int = Field(gt=0)  # the dQ accumulator's width
     half_copies: bool = False  # zigzag causal steps copy their K/V or Q (O, dO) halves (module docstring)
-    merge_bytes_per_elem: int = Field(default=38, gt=0)  # forward merge of a later step's output
-    merge_ends_bytes_per_elem: int = Field(default=12, gt=0)  # the first block's and the result's
+    merge_bytes_per_elem: int = Field(gt=0)  # forward merge of a later step's output, per element
+    merge_ends_bytes_per_elem: int = Field(gt=0)  # the first block's and the result's, per element
 
 
+# yunchang's merge (cost.attention): block_out.float(), out - block_out, sigmoid(...) * (...),
+# out - (...): 6 + 12 + 8 + 12 = 38 bytes an element; the ends: the first block to fp32 (read 2,
+# write 4) and the result back to bf16 (read 4, write 2), 12.
 YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True,
                          accum_bytes_per_elem=10, buffer_bytes_per_kv_elem=2 * 2 + 4 * RING_GRAD_ELEM_BYTES,
-                         dq_accum_bytes=RING_GRAD_ELEM_BYTES)
+                         dq_accum_bytes=RING_GRAD_ELEM_BYTES, merge_bytes_per_elem=6 + 12 + 8 + 12,
+                         merge_ends_bytes_per_elem=2 + 4 + 4 + 2)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
                    buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
                    merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4)
