@@ -13,7 +13,7 @@ import numpy as np
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import attention_steps
+from sp_planner.sim.attention_steps import attention_steps, ulysses_work_s
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.flows import run_phase
 from sp_planner.sim.layer_program import attention_ops
@@ -40,10 +40,10 @@ def attention_forward_time_s(hardware: HardwareProfile, model: ModelSpec, *, seq
 
     uly_q = t("q", "ulysses", att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = t("kv", "ulysses", att.ulysses_kv_bytes, "all_to_all", "all_to_all")
+    uly_qkv, uly_out = ulysses_work_s(att, uly_q, uly_kv)
     layer = LayerWork(
         attn_fwd_steps_s=att.fwd_steps_s, attn_bwd_steps_s=att.bwd_steps_s,
-        ulysses_qkv_s=uly_q + 2 * uly_kv + att.ulysses_q_copy_s + 2 * att.ulysses_kv_copy_s,
-        ulysses_out_s=uly_q + att.ulysses_q_copy_s,
+        ulysses_qkv_s=uly_qkv, ulysses_out_s=uly_out,
         ring_kv_step_s=t("kv step", "ring", att.ring_kv_bytes, "p2p", "p2p"),
     )
     program = Program()

@@ -71,10 +71,10 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
     c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
     if half:  # the later steps' half-tensor copies, where the ring makes them (cost.ring_impl)
-        for backward in (False, True):
-            half_s = float(memory_pass_time_s(hardware, half_copy_bytes(
-                ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=backward)))
-            c1_f, c1_b = (c1_f, c1_b + half_s) if backward else (c1_f + half_s, c1_b)
+        c1_f += float(memory_pass_time_s(hardware, half_copy_bytes(
+            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=False)))
+        c1_b += float(memory_pass_time_s(hardware, half_copy_bytes(
+            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=True)))
     fwd: tuple[float, ...]
     bwd: tuple[float, ...]
     if ring == 1:
@@ -90,9 +90,11 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
                   tp=tp, ulysses=ulysses, ring=ring, elem_bytes=elem_bytes)
     a2a = dict(batch=batch, seq_len=seq_len, head_dim=model.head_dim, ulysses=ulysses, ring=ring,
                elem_bytes=elem_bytes)
-
-    def copy_s(heads) -> float:
-        return float(memory_pass_time_s(hardware, ulysses_layout_copy_bytes(heads=heads, **a2a)))
+    # The Ulysses all-to-alls of a Q-sized and a K-sized tensor and their layout copies, either way.
+    q_heads = model.num_heads // tp
+    uly_q_bytes, uly_kv_bytes = (float(ulysses_all_to_all_bytes(heads=h, **a2a)) for h in (q_heads, kv_sent))
+    uly_q_copy_s, uly_kv_copy_s = (float(memory_pass_time_s(hardware, ulysses_layout_copy_bytes(heads=h, **a2a)))
+                                   for h in (q_heads, kv_sent))
     if allgather and ring > 1:
         ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
                              kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
@@ -101,9 +103,8 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
         kv_block = allgather_kv_block_elems(**{k: v for k, v in common.items() if k != "elem_bytes"})
         return AttentionSteps(
             fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),
-            ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
-            ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
-            ulysses_q_copy_s=copy_s(model.num_heads // tp), ulysses_kv_copy_s=copy_s(kv_sent),
+            ulysses_q_bytes=uly_q_bytes, ulysses_kv_bytes=uly_kv_bytes,
+            ulysses_q_copy_s=uly_q_copy_s, ulysses_kv_copy_s=uly_kv_copy_s,
             ring_kv_bytes=0, ring_dkv_bytes=0,
             cp_gather_bytes=float((ring - 1) * kv_block * elem_bytes),
             cp_scatter_bytes=float((ring - 1) * kv_block * ring_impl.grad_elem_bytes),
@@ -117,14 +118,20 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     return AttentionSteps(
         fwd_steps_s=fwd,
         bwd_steps_s=bwd,
-        ulysses_q_bytes=float(ulysses_all_to_all_bytes(heads=model.num_heads // tp, **a2a)),
-        ulysses_kv_bytes=float(ulysses_all_to_all_bytes(heads=kv_sent, **a2a)),
-        ulysses_q_copy_s=copy_s(model.num_heads // tp),
-        ulysses_kv_copy_s=copy_s(kv_sent),
+        ulysses_q_bytes=uly_q_bytes, ulysses_kv_bytes=uly_kv_bytes,
+        ulysses_q_copy_s=uly_q_copy_s, ulysses_kv_copy_s=uly_kv_copy_s,
         ring_kv_bytes=kv_only // (2 * (ring - 1)) if ring > 1 else 0,
         ring_dkv_bytes=(ring_total - kv_only) // dkv_hops if ring > 1 else 0,
         ring_dkv_home=ring_impl.grad_home_hop,
     )
+
+
+def ulysses_work_s(steps: AttentionSteps, q_s: float, kv_s: float) -> tuple[float, float]:
+    """(Q, K, V in, O out) seconds of one layer's Ulysses exchanges, forward (dO in, dQ, dK, dV out
+    backward): `q_s`, `kv_s` the all-to-all of one Q-sized and one K-sized tensor, plus each
+    tensor's layout copies."""
+    q, kv = q_s + steps.ulysses_q_copy_s, kv_s + steps.ulysses_kv_copy_s
+    return q + 2 * kv, q
 
 
 def windowed(steps: AttentionSteps, hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int,

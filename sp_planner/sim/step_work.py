@@ -33,7 +33,7 @@ from sp_planner.cost.step import (
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import attention_steps, windowed
+from sp_planner.sim.attention_steps import attention_steps, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
@@ -96,6 +96,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
+    uly_qkv, uly_out = ulysses_work_s(att, uly_q, uly_kv)
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
     # Each ring step computes while its transfer runs (layer_program): step k sends K/V forward
@@ -158,8 +159,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
         tp_reduce_scatter_s=tp_rs,
-        ulysses_qkv_s=uly_q + 2 * uly_kv + att.ulysses_q_copy_s + 2 * att.ulysses_kv_copy_s,
-        ulysses_out_s=uly_q + att.ulysses_q_copy_s,
+        ulysses_qkv_s=uly_qkv,
+        ulysses_out_s=uly_out,
         ring_kv_step_s=ring_kv,
         ring_dkv_step_s=ring_dkv,
         ring_dkv_home=att.ring_dkv_home,
