@@ -24,11 +24,13 @@ While a step's transfer runs, its kernels run on the SMs NCCL leaves free (cost.
 
 All-gather CP (cp_comm allgather, `allgather_times`): the ring axis gathers K/V (exposed: TE
 AttnFuncWithCPAndKVAllGather, "KV all-gather between CP ranks is exposed"; Llama 3 paper section
-3.3.2), reorders them (one index_select copy), and runs the executor's kernel calls: per local
-query chunk its causal diagonal block and, unmasked, every earlier key; the backward gathers
-K/V again and reduce-scatters the full-sequence dK/dV (in `ring_impl`'s width: TE's bf16, yunchang's
-fp32), also exposed: no transfer runs
-beside its kernels, so they are not slowed by overlap.
+3.3.2), reorders them (one index_select copy), and runs per local query chunk its causal diagonal
+block and, unmasked, every earlier key: the executor's calls, and the same area as Transformer
+Engine's one bottom-right causal call over the chunk's prefix; the passes around the calls (the
+executor's merges, TE's output copies) are `ring_impl`'s (cost.ring_impl.allgather_pass_bytes).
+The backward gathers K/V again and reduce-scatters the full-sequence dK/dV (in `ring_impl`'s width:
+TE's bf16, yunchang's fp32), also exposed: no transfer runs beside its kernels, so they are not
+slowed by overlap.
 """
 
 from __future__ import annotations
@@ -48,13 +50,10 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, half_copy_bytes
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, allgather_pass_bytes, half_copy_bytes
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
-# yunchang's merges (cost.ring_impl.YUNCHANG_RING), which the executor's all-gather CP also runs.
-MERGE_FWD_BYTES_PER_ELEM = YUNCHANG_RING.merge_bytes_per_elem
-MERGE_ENDS_BYTES_PER_ELEM = YUNCHANG_RING.merge_ends_bytes_per_elem
 
 
 class AttentionTimes(NamedTuple):
@@ -201,21 +200,18 @@ def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_di
         prefix = np.where(prefix_kv > 0, kernel(chunk, prefix_kv, False, backward), 0.0)
         return diagonals * kernel(chunk, chunk, True, backward) + prefix
 
-    full_kv = r * kv_elems  # one of K or V over the whole sequence
-    reorder = memory_pass_time_s(hardware, 2 * 2 * elem_bytes * full_kv)  # index_select of K and V
-    merges = np.where(causal & (prefix_kv > 0), memory_pass_time_s(
-        hardware, (MERGE_FWD_BYTES_PER_ELEM + MERGE_ENDS_BYTES_PER_ELEM) * q_elems), 0.0)
     grad = ring_impl.grad_elem_bytes  # the full dK/dV's width (cost.ring_impl)
-    accum = memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * full_kv)
-                               + 2 * 2 * grad * full_kv)  # + the dK/dV reorder
+    passes = dict(q_elems=q_elems, kv_elems=kv_elems, ring=r, causal=causal, elem_bytes=elem_bytes)
+    fwd_passes = memory_pass_time_s(hardware, allgather_pass_bytes(ring_impl, backward=False, **passes))
+    bwd_passes = memory_pass_time_s(hardware, allgather_pass_bytes(ring_impl, backward=True, **passes))
     gather = 2 * ring_collective_time_s(hardware, "all_gather", (r - 1) * kv_elems * elem_bytes, r,
                                         ring_stride, gpus_per_node)  # K and V
     scatter = 2 * ring_collective_time_s(hardware, "reduce_scatter", (r - 1) * kv_elems * grad,
                                          r, ring_stride, gpus_per_node)  # dK and dV
     zero = np.zeros(np.shape(r))
     return AttentionTimes(
-        fwd_compute_s=calls(False) + reorder + merges,
-        bwd_compute_s=calls(True) + reorder + accum,
+        fwd_compute_s=calls(False) + fwd_passes,
+        bwd_compute_s=calls(True) + bwd_passes,
         fwd_ring_exposed_s=gather,
         bwd_ring_exposed_s=gather + scatter,
         fwd_ulysses_s=zero,

@@ -32,10 +32,21 @@ step's output and writes the output, 6 bytes a later step; `flash_attn_fwd_out_c
 reads the first step's and writes the output, 4 (context_parallel.py at HEAD; v1.6 zero-filled the
 output and corrected every step alike). The log-sum-exp corrections are 1/head_dim of that.
 
-All-gather CP (cp_comm allgather) takes the same gradient width and accumulation: TE's
+All-gather CP (cp_comm allgather) takes the same gradient width: TE's
 AttnFuncWithCPAndKVAllGather.backward holds the full-sequence dK/dV in the forward's dtype
 (`torch.zeros(..., dtype=ctx.fwd_nominal_dtype)`) and reduce-scatters them so; yunchang's width is
-the executor's fp32 (cost.attention_comm).
+the executor's fp32 (cost.attention_comm). Its passes around the kernels differ
+(`allgather_pass_bytes`). The executor (sp_planner.executor.allgather, yunchang-like) runs each
+local chunk's causal diagonal block and its unmasked earlier keys as separate calls and merges
+them (the ring's merge bytes), and accumulates dQ/dK/dV as the ring does. Transformer Engine
+(`allgather_prefix_calls`; context_parallel.py at d0067d0, lines 3014-4140) runs one call per local
+chunk over its whole key prefix with a bottom-right causal mask, so nothing is merged: the calls'
+outputs are copied into O (`out_f16[i].copy_`); in Megatron's sbhd layout its `.contiguous()`
+calls on the Q chunk and on the K/V prefix are views along the first dim and copy nothing. Its
+backward gathers and reorders K/V again, zero-fills the full dK/dV, copies each chunk's dQ into
+dQ, adds each chunk's dK/dV into the prefix slice it covers (`dk[start:end].add_`: read 2, write
+1), and reorders dK/dV back before the reduce-scatter. The two chunks' prefixes cover (2R+1)/(2R)
+of the sequence causally, the whole sequence twice without a mask.
 
 MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
 1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
@@ -70,6 +81,7 @@ class RingImpl(FrozenModel):
     half_copies: bool = False  # zigzag causal steps copy their K/V or Q (O, dO) halves (module docstring)
     merge_bytes_per_elem: int = Field(gt=0)  # forward merge of a later step's output, per element
     merge_ends_bytes_per_elem: int = Field(gt=0)  # the first block's and the result's, per element
+    allgather_prefix_calls: bool = False  # all-gather CP as TE runs it: a call per chunk's prefix, no merge
 
 
 # yunchang's merge (cost.attention): block_out.float(), out - block_out, sigmoid(...) * (...),
@@ -81,9 +93,9 @@ YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, 
                          merge_ends_bytes_per_elem=2 + 4 + 4 + 2)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
                    buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
-                   merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4)
+                   merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4, allgather_prefix_calls=True)
 MINDSPEED_RING = TE_RING.model_copy(update={
-    "name": "mindspeed", "half_copies": False,
+    "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False,
     "merge_bytes_per_elem": YUNCHANG_RING.merge_bytes_per_elem,
     "merge_ends_bytes_per_elem": YUNCHANG_RING.merge_ends_bytes_per_elem,
 })
@@ -103,3 +115,28 @@ def half_copy_bytes(ring_impl: RingImpl, *, q_elems, kv_elems, elem_bytes: int, 
 def grad_hops(ring_impl: RingImpl, ring):
     """Hops the dK/dV accumulators make over a ring of `ring` ranks (cost.attention_comm)."""
     return ring_grad_hops(ring, ring_impl.grad_home_hop)
+
+
+def allgather_pass_bytes(ring_impl: RingImpl, *, q_elems, kv_elems, ring, causal, elem_bytes: int,
+                         backward: bool):
+    """HBM bytes (read + write) of all-gather CP's memory-bound passes in one layer on one rank
+    (module docstring): q_elems the rank's Q (= O) elements, kv_elems one of its K or V blocks."""
+    q = np.asarray(q_elems, dtype=np.float64)
+    full = np.asarray(ring, dtype=np.float64) * kv_elems  # one of K or V over the whole sequence
+    grad = ring_impl.grad_elem_bytes
+    reorder = 2 * 2 * elem_bytes * full  # index_select of the gathered K and V
+    dkv_reorder = 2 * 2 * grad * full  # and of dK/dV back to rank order
+    if ring_impl.allgather_prefix_calls:
+        if not backward:
+            return reorder + 2 * elem_bytes * q  # each chunk's output copied into O
+        r = np.asarray(ring, dtype=np.float64)
+        prefix = np.where(causal, (2 * r + 1) / (2 * r), 2.0) * full
+        return (reorder + dkv_reorder
+                + 2 * grad * full  # dK and dV zero-filled
+                + 2 * grad * q  # each chunk's dQ copied into dQ
+                + 2 * 3 * grad * prefix)  # dK and dV prefix slices += the chunk's
+    if not backward:
+        merged = np.asarray(causal, dtype=bool) & (np.asarray(ring) > 1)
+        return reorder + np.where(
+            merged, (ring_impl.merge_bytes_per_elem + ring_impl.merge_ends_bytes_per_elem) * q, 0.0)
+    return reorder + ring_impl.accum_bytes_per_elem * (q + 2 * full) + dkv_reorder

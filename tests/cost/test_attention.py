@@ -5,11 +5,14 @@ The toy profile names no kernel, so its causal blocks run at FA2's causal/non-ca
 import pytest
 
 from sp_planner.cost.attention import (
-    MERGE_ENDS_BYTES_PER_ELEM,
-    MERGE_FWD_BYTES_PER_ELEM,
     attention_layer_memory_bytes,
     attention_layer_time_s,
 )
+from sp_planner.cost.ring_impl import YUNCHANG_RING
+
+# yunchang's merges (38 bytes a later step's output element, 12 for the ends), run by the executor.
+MERGE_FWD_BYTES_PER_ELEM = YUNCHANG_RING.merge_bytes_per_elem
+MERGE_ENDS_BYTES_PER_ELEM = YUNCHANG_RING.merge_ends_bytes_per_elem
 
 PEAK = 100e12
 SHAPE = dict(batch=1, num_heads=4, num_kv_heads=2, head_dim=16, tp=1, gpus_per_node=8, elem_bytes=2)

@@ -8,7 +8,7 @@ from sp_planner.cost.attention import attention_times
 from sp_planner.cost.attention_comm import ring_bytes_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
-from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, grad_hops
+from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING, allgather_pass_bytes, grad_hops
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps
 from sp_planner.sim.work import LayerWork
@@ -154,3 +154,31 @@ def test_mindspeeds_ring_has_tes_backward_but_neither_its_copies_nor_its_merges(
     assert all(getattr(MINDSPEED_RING, k) == getattr(TE_RING, k) for k in backward)
     assert not MINDSPEED_RING.half_copies
     assert (MINDSPEED_RING.merge_bytes_per_elem, MINDSPEED_RING.merge_ends_bytes_per_elem) == (38, 12)
+    assert not MINDSPEED_RING.allgather_prefix_calls
+
+
+def test_te_allgather_copies_outputs_instead_of_merging_them():
+    # TE's all-gather CP (context_parallel.py at d0067d0): forward, the gathered K and V reordered
+    # (read + write 2 B, R = 4 local blocks each) and the two chunks' outputs copied into O (read +
+    # write the rank's O, Q-sized); no merge. The executor's (yunchang's) merges instead: 38 + 12 B
+    # an output element.
+    full = 4 * KV_ELEMS
+    passes = dict(q_elems=Q_ELEMS, kv_elems=KV_ELEMS, ring=4, causal=True, elem_bytes=2)
+    assert TE_RING.allgather_prefix_calls and not YUNCHANG_RING.allgather_prefix_calls
+    assert allgather_pass_bytes(TE_RING, **passes, backward=False) == 2 * 2 * 2 * full + 2 * 2 * Q_ELEMS
+    assert allgather_pass_bytes(YUNCHANG_RING, **passes, backward=False) == 2 * 2 * 2 * full + 50 * Q_ELEMS
+    # Backward: K/V reordered again, dK/dV zero-filled (2 B), each chunk's dQ copied into dQ, the
+    # chunks' dK/dV added into their prefix slices (read 2 + 2, write 2), which cover 9/8 of the
+    # sequence at R = 4 (chunks 0 and 7 of 8 on rank 0: 1 + 8 eighths), and dK/dV reordered back.
+    prefix = full * 9 / 8
+    by_hand = 8 * full + 2 * 2 * full + 2 * 2 * Q_ELEMS + 2 * 6 * prefix + 8 * full
+    assert allgather_pass_bytes(TE_RING, **passes, backward=True) == pytest.approx(by_hand, rel=1e-15)
+    # Without a causal mask each chunk reads the whole sequence.
+    unmasked = {**passes, "causal": False}
+    assert allgather_pass_bytes(TE_RING, **unmasked, backward=True) == pytest.approx(
+        by_hand + 2 * 6 * (2 * full - prefix), rel=1e-15)
+    # Through the layer time: the forward differs by exactly those bytes, kernels alike.
+    kw = {**SHAPE, "allgather": np.array([True])}
+    te, yun = attention_times(H100, **kw, ring_impl=TE_RING), attention_times(H100, **kw)
+    saved = float(memory_pass_time_s(H100, (50 - 4) * Q_ELEMS))
+    assert yun.fwd_compute_s[0] - te.fwd_compute_s[0] == pytest.approx(saved, rel=1e-9)
