@@ -149,3 +149,29 @@ def first_stage_in_flight(pp, vpp, num_micro_batches):
     plain = np.minimum(pp, m)
     chunks = np.minimum(2 * (pp - 1) + (vpp - 1) * pp + 1, m * vpp)
     return np.where(vpp > 1, chunks / vpp, plain)
+
+
+class StagePace(NamedTuple):
+    """Which pipeline stage sets a micro-batch's pace (arrays over candidates)."""
+
+    last_paces: np.ndarray  # the last stage (its layers plus the loss stage's extra work)
+    first_paces: np.ndarray  # else the first (its layers plus the embedding's), over a middle one
+    layers: np.ndarray  # decoder layers on the pacing stage
+    micro_s: np.ndarray  # the pacing stage's micro-batch
+    other_stages_s: np.ndarray  # the other stages' micro-batches together (the fill and drain)
+
+
+def stage_pace(stages: StageLayers, pp, *, per_layer_s, last_extra_s, first_extra_s) -> StagePace:
+    """The slowest stage sets the pace (Narayanan et al. 2021, section 2.2.1): the last with its
+    layers and `last_extra_s` (the logits, loss and output layer; at pp 1 the embedding too), the
+    first with its layers and `first_extra_s` (its embedding), or a middle one."""
+    last_s = stages.last * per_layer_s + last_extra_s
+    first_s = stages.first * per_layer_s + first_extra_s
+    middle_s = stages.middle * per_layer_s
+    last_paces = last_s >= np.maximum(first_s, middle_s)
+    first_paces = ~last_paces & (first_s >= middle_s)
+    layers = np.where(last_paces, stages.last, np.where(first_paces, stages.first, stages.middle))
+    micro_s = np.where(last_paces, last_s, np.maximum(first_s, middle_s))
+    all_s = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer_s
+    all_s = all_s + last_extra_s + first_extra_s
+    return StagePace(last_paces, first_paces, layers, micro_s, np.maximum(all_s - micro_s, 0.0))

@@ -2,6 +2,7 @@
 large enough to be evaluated once per distinct (pp, vpp, ...) row or small enough to run directly."""
 
 import numpy as np
+import pytest
 
 from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
@@ -9,8 +10,10 @@ from sp_planner.pipeline import (
     _split_breaks,
     _stage_layers,
     default_split,
+    StageLayers,
     split_breaks,
     stage_layers,
+    stage_pace,
 )
 
 
@@ -50,3 +53,21 @@ def test_broadcast_columns_keep_their_shape():
     assert first.shape == last.shape == (len(pp), 4)
     want_first, want_last = _default_split(126, pp[:, None], vpps)
     assert np.array_equal(first, want_first) and np.array_equal(last, want_last)
+
+
+def test_stage_pace_by_hand():
+    # 4 stages of 7/8/8/7 layers at 1 s a layer: the last (7 + 1.5 s of loss and output layer)
+    # paces over a middle one (8), the others' 7 + 0.4 + 8 + 8 = 23.4 s are the fill and drain.
+    stages = StageLayers(np.array([7, 7, 8]), np.array([8, 8, 8]), np.array([7, 7, 8]))
+    pace = stage_pace(stages, np.array([4, 4, 1]), per_layer_s=1.0, last_extra_s=np.array([1.5, 0.5, 2.0]),
+                      first_extra_s=np.array([0.4, 0.4, 0.0]))
+    assert pace.last_paces.tolist() == [True, False, True]
+    assert pace.micro_s.tolist() == [8.5, 8.0, 10.0]
+    assert pace.other_stages_s.tolist() == pytest.approx([7.4 + 16, 7.4 + 7.5 + 8, 0.0])
+    # With only 0.5 s on the last stage a middle stage paces (8 > 7.5 and 7.4); no first stage.
+    assert pace.first_paces.tolist() == [False, False, False] and pace.layers.tolist() == [7, 8, 8]
+    # A first stage whose embedding tips it over the middle ones paces.
+    tipped = stage_pace(StageLayers(np.array([8]), np.array([8]), np.array([7])), np.array([3]),
+                        per_layer_s=1.0, last_extra_s=np.array([0.5]), first_extra_s=np.array([0.25]))
+    assert tipped.first_paces.tolist() == [True] and tipped.micro_s.tolist() == [8.25]
+    assert tipped.other_stages_s.tolist() == pytest.approx([8 + 7.5])

@@ -9,7 +9,9 @@ TP with Megatron sequence parallelism, per layer (USP paper Table 2, "TP-sp": 6 
 4 reduce-scatters): forward gathers before QKV and fc1 and reduce-scatters after the output
 projection and fc2 (2 + 2); backward does the conjugates (2 RS + 2 AG) and gathers the saved
 sharded inputs again for the weight gradients (2 AG; Megatron's
-LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements.
+LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements. Per
+micro-batch, the embedding's 2 (first stage) and the output layer's 3 (last stage) move as much
+(EMBEDDING_TP_*, OUTPUT_TP_*); the first stage's GPU, whose bytes are counted, holds both at pp 1.
 
 DP/ZeRO over the dp x cp group, P = parameters on the rank, gradients in the framework's
 reduction width (cost.states: fp32 for Megatron and torch FSDP's reduce_dtype, bf16 for
@@ -68,6 +70,17 @@ TP_FORWARD_ALL_GATHERS, TP_FORWARD_REDUCE_SCATTERS = 2, 2
 TP_BACKWARD_ALL_GATHERS, TP_BACKWARD_REDUCE_SCATTERS = 4, 2
 TP_ALL_GATHERS_PER_LAYER = TP_FORWARD_ALL_GATHERS + TP_BACKWARD_ALL_GATHERS
 TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_SCATTERS
+# The embedding's and the output layer's, once per micro-batch, each the size of a layer's
+# (Megatron-Core with sequence parallel, megatron/core at d98e8a6): VocabParallelEmbedding
+# reduce-scatters its output into the sequence-parallel region (tensor_parallel/layers.py lines
+# 367-376, reduce_scatter_embeddings: models without learned position embeddings,
+# language_model_embedding.py lines 51-56), all-gathered in backward; the output layer, a
+# ColumnParallelLinear, all-gathers its input forward and, backward, gathers it again for the
+# weight gradient and reduce-scatters the input gradient (layers.py, the linear's autograd
+# function). The embedding is on the first stage, the output layer on the last.
+EMBEDDING_TP_REDUCE_SCATTERS, EMBEDDING_TP_ALL_GATHERS = 1, 1  # forward, backward
+OUTPUT_TP_FORWARD_ALL_GATHERS = 1
+OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
 
 
 class PerCollective(NamedTuple):
@@ -136,6 +149,10 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     full = recompute == RECOMPUTE_FULL
     tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0))
     tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
+    # The first stage's embedding, and at pp 1 the output layer too, per micro-batch.
+    head_ag = tp_sent * (EMBEDDING_TP_ALL_GATHERS + np.where(
+        pp == 1, OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0))
+    head_rs = tp_sent * (EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0))
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
@@ -179,8 +196,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
-        tp_all_gather=tp_ag * per_stage,
-        tp_reduce_scatter=tp_rs * per_stage,
+        tp_all_gather=tp_ag * per_stage + head_ag * m,
+        tp_reduce_scatter=tp_rs * per_stage + head_rs * m,
         pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,

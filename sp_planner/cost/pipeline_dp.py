@@ -48,15 +48,17 @@ class StageDP(NamedTuple):
 
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, ...], per_layer_s,
-                   logits_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
+                   logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
     `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
-    per_layer_s a layer's micro-batch, logits_s the loss and output layer's (forward and
-    backward), fwd/bwd_layer_s a layer's windows and `edges` the TP collectives at a chunk's
-    ends (cost.step, cost.overlap.Edges)."""
+    per_layer_s a layer's micro-batch, logits_s the last stage's work beyond its layers (the loss
+    and output layer's, forward and backward), ahead_s its part before the first layer's backward,
+    first_s the first stage's beyond its layers (the embedding's TP collectives), fwd/bwd_layer_s
+    a layer's windows and `edges` the TP collectives at a chunk's ends (cost.step,
+    cost.overlap.Edges)."""
     pp, zero = np.asarray(c.pp), np.asarray(c.zero)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -71,9 +73,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     first, middle, last = (DPTimes(*(sub(v) for v in stage)) for stage in times)
     layer_s, loss_s = sub(per_layer_s), sub(logits_s)
     by_stage = (
-        StageDP(first, split.first, split.first * layer_s, 0.0, 1.0),
+        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
-        StageDP(last, split.last, split.last * layer_s + loss_s, LOSS_BACKWARD_SHARE * loss_s, 1.0),
+        StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
     )
     kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
     fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)

@@ -25,6 +25,11 @@ from sp_planner.cost.attention import attention_times
 from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
+    EMBEDDING_TP_ALL_GATHERS,
+    EMBEDDING_TP_REDUCE_SCATTERS,
+    OUTPUT_TP_BACKWARD_ALL_GATHERS,
+    OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
+    OUTPUT_TP_FORWARD_ALL_GATHERS,
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
@@ -70,7 +75,7 @@ from sp_planner.cost.precision import (
     quantize_bytes_per_elem,
 )
 from sp_planner.distinct import per_distinct
-from sp_planner.pipeline import bubble_micro_batches
+from sp_planner.pipeline import bubble_micro_batches, stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -194,6 +199,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
+    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),
+    # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
+    # first stage (the same one at pp 1).
+    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * ag
+    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
+    head_tp = OUTPUT_TP_FORWARD_ALL_GATHERS * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
+    first_tp = np.where(pp > 1, emb_tp, 0.0)
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -208,18 +220,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         + moe_layer
     )
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
-    # split, possibly the first or a middle one (sp_planner.pipeline).
+    # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
+    # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x
+    # the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when the pacing
+    # stage is the slowest only by its logits or a larger share of the layers.
     stages = candidate_stage_layers(model, c)
-    last_paces = stages.last * per_layer + logits >= np.maximum(stages.first, stages.middle) * per_layer
-    # The pipeline fills and drains through the other stages: the bubble is their micro-batch
-    # times, (pp-1) x the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when
-    # the pacing stage is the slowest only by its logits or a larger share of the layers.
-    all_stages = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer
-    all_stages = all_stages + logits
-    layers = np.where(last_paces, stages.last, np.maximum(stages.first, stages.middle))
-    loss_s, logits = logits, np.where(last_paces, logits, 0.0)
-    micro_s = layers * per_layer + logits
-    other_stages_s = np.maximum(all_stages - micro_s, 0.0)
+    head = logits + head_tp  # the loss stage's work beyond its layers
+    pace = stage_pace(stages, pp, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first_tp)
+    layers, other_stages_s = pace.layers, pace.other_stages_s
+    paced_logits = np.where(pace.last_paces, logits, 0.0)
+    paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     bwd_layer = gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
     bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
@@ -235,7 +245,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     te_extra = te_module_extra_s(hardware)
     host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op + te_fwd * te_extra,
                                   host_bwd_s=ops_bwd * per_op + te_bwd * te_extra, gpu_fwd_s=fwd_layer,
-                                  gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=logits,
+                                  gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
                                   syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
@@ -258,12 +268,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
     # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
     # backward hides its first gather in backward.
-    pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=loss_s,
-                               fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, micro_batches=m, reshard=c.reshard,
-                               edges=edges)
+    # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
+    ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
+    pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=head,
+                               ahead_s=ahead, first_s=first_tp, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
+                               micro_batches=m, reshard=c.reshard, edges=edges)
     dp_exposed, dp_hidden = dp_exposed_s(
         overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, LOSS_BACKWARD_SHARE * loss_s, 0.0),
+        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
         chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
@@ -277,10 +289,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                               c.fp8_current)
         * layers * (layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer)), 0.0)
     parts = (
-        m * (layers * (gemm_fwd + gemm_bwd) + logits) + weight_cast,
+        m * (layers * (gemm_fwd + gemm_bwd) + paced_logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
-        m * layers * tp_layer,
+        m * (layers * tp_layer + paced_tp),
         m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)

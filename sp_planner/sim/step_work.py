@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.comm import TP_ALL_GATHERS_PER_LAYER, TP_FORWARD_ALL_GATHERS, comm_columns
+from sp_planner.cost.comm import (
+    EMBEDDING_TP_ALL_GATHERS,
+    EMBEDDING_TP_REDUCE_SCATTERS,
+    OUTPUT_TP_BACKWARD_ALL_GATHERS,
+    OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
+    OUTPUT_TP_FORWARD_ALL_GATHERS,
+    TP_ALL_GATHERS_PER_LAYER,
+    TP_FORWARD_ALL_GATHERS,
+    comm_columns,
+)
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.precision import (
     gemm_inputs_per_token,
@@ -85,7 +94,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     recompute_full = plan.recompute == "full"
-    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0))
+    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0)) + m * (
+        EMBEDDING_TP_ALL_GATHERS + (OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS if pp == 1 else 0))
     tp_bytes = comm.tp_all_gather / gathers
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
@@ -170,7 +180,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     work = StepWork(
         pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
-        last_stage_fwd_s=logits_fwd, last_stage_bwd_s=2 * logits_fwd,
+        # The embedding's and the output layer's TP collectives (cost.comm), beside their GEMMs.
+        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs, first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag,
+        last_stage_fwd_s=logits_fwd + OUTPUT_TP_FORWARD_ALL_GATHERS * tp_ag,
+        last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
+        + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
         pp_transfer_s=pp_send,
         dp_reduce=dp_reduce,
         dp_every_micro_batch=plan.zero >= 2,

@@ -27,9 +27,11 @@ def test_bytes_by_hand(toy_model, hardware):
     # backward K, V again (2048 B) and, Megatron's Transformer Engine ring, bf16 dK, dV for 1 hop
     # (2048 B; cost.ring_impl).
     assert comm.ring_p2p == 6144 * PER_STAGE
-    # TP: 16 tokens x 64 x 2 B = 2048 B gathered, half sent; 6 all-gathers, 4 reduce-scatters.
-    assert comm.tp_all_gather == 6 * 1024 * PER_STAGE
-    assert comm.tp_reduce_scatter == 4 * 1024 * PER_STAGE
+    # TP: 16 tokens x 64 x 2 B = 2048 B gathered, half sent; 6 all-gathers, 4 reduce-scatters a
+    # layer, and per micro-batch the embedding's reduce-scatter and its all-gather backward and
+    # (pp 1) the output layer's all-gather forward, all-gather and reduce-scatter backward.
+    assert comm.tp_all_gather == 6 * 1024 * PER_STAGE + (1 + 2) * 1024 * 2
+    assert comm.tp_reduce_scatter == 4 * 1024 * PER_STAGE + (1 + 1) * 1024 * 2
     assert comm.pp_p2p == 0
     # ZeRO-1 over dp x cp = 4 ranks, 43584 parameters per rank (see test_memory):
     # fp32 gradients reduce-scattered, bf16 parameters gathered, 3/4 of each sent.
