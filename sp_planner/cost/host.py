@@ -111,6 +111,7 @@ from sp_planner.cost.cuda_graphs import (
     ROUTER_FORWARD_OPS,
 )
 from sp_planner.cost.families import GRACE_PROFILES
+from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -135,7 +136,7 @@ def host_s_per_op(hardware: HardwareProfile) -> float:
 
 
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
-                   cuda_graphs: frozenset[str] = NO_GRAPHS):
+                   cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0)):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops."""
@@ -151,6 +152,9 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2
+    # The ring's later steps (ring_host_ops), part of the attention a graph of it captures.
+    fwd, bwd = fwd + ring_ops[0], bwd + ring_ops[1]
+    attn_fwd, attn_bwd = attn_fwd + ring_ops[0], attn_bwd + ring_ops[1]
     attn = ATTN in cuda_graphs
     # Graphed ops (fwd, bwd) and whether a graph replays, per dense layer.
     dense_mlp = MLP in cuda_graphs
@@ -188,6 +192,13 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     bwd = bwd - graphed_bwd + replays + zero
     bwd = bwd + np.where(full_recompute, fwd, 0)
     return fwd, bwd
+
+
+def ring_host_ops(ring_impl: RingImpl, *, ring, allgather):
+    """(forward, backward) host ops the ring's steps after the first add to a layer
+    (cost.ring_impl): none under all-gather CP, which calls its kernels once per layer."""
+    later = np.where(np.asarray(allgather, dtype=bool), 0, np.maximum(np.asarray(ring) - 1, 0))
+    return later * ring_impl.host_ops_per_step_fwd, later * ring_impl.host_ops_per_step_bwd
 
 
 def host_syncs_per_layer(model: ModelSpec, cuda_graphs: frozenset[str] = NO_GRAPHS) -> bool:

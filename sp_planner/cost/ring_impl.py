@@ -48,6 +48,20 @@ dQ, adds each chunk's dK/dV into the prefix slice it covers (`dk[start:end].add_
 1), and reorders dK/dV back before the reduce-scatter. The two chunks' prefixes cover (2R+1)/(2R)
 of the sequence causally, the whole sequence twice without a mask.
 
+Each ring step after the first also costs host time (cost.host: one eager op each, beside the
+unsplit attention's own): Transformer Engine (AttnFuncWithCPAndKVP2P at d0067d0, lines 1698-1990
+and 2460-2700), forward the wait on the previous transfer, the next receive buffer
+(`empty_like`), the batched send/receive, the zigzag half copy, the fused attention call, the
+log-sum-exp correction and, in the closing loop, the output correction (7); backward the wait,
+the batched send/receive of K/V with dK/dV, the half copies (up to 3), the attention backward and
+the dQ and dK/dV accumulations (8). yunchang / ring-flash-attention (ring_flash_attn.py), forward
+the batched send/receive, the flash-attention call, update_out_and_lse (one TorchScript call,
+its elementwise ops fused into about two kernels) and the wait (5); backward the two batched
+transfers (K/V, dK/dV), their waits, the flash-attention backward and the dQ, dK, dV
+accumulations (8). MindSpeed's steps are timed as yunchang's forward (its unfused merges) and
+TE's backward. Hand counts, as cost.host's per layer; all-gather CP issues its calls once per
+layer and adds none.
+
 MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
 1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
 dtype=k_stack[-1].dtype)`), sends them after each step's accumulation for R-1 hops (none after the
@@ -82,6 +96,8 @@ class RingImpl(FrozenModel):
     merge_bytes_per_elem: int = Field(gt=0)  # forward merge of a later step's output, per element
     merge_ends_bytes_per_elem: int = Field(gt=0)  # the first block's and the result's, per element
     allgather_prefix_calls: bool = False  # all-gather CP as TE runs it: a call per chunk's prefix, no merge
+    host_ops_per_step_fwd: int = Field(ge=0)  # host ops a later ring step issues forward (module docstring)
+    host_ops_per_step_bwd: int = Field(ge=0)  # ... and backward
 
 
 # yunchang's merge (cost.attention): block_out.float(), out - block_out, sigmoid(...) * (...),
@@ -90,12 +106,13 @@ class RingImpl(FrozenModel):
 YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True,
                          accum_bytes_per_elem=10, buffer_bytes_per_kv_elem=2 * 2 + 4 * RING_GRAD_ELEM_BYTES,
                          dq_accum_bytes=RING_GRAD_ELEM_BYTES, merge_bytes_per_elem=6 + 12 + 8 + 12,
-                         merge_ends_bytes_per_elem=2 + 4 + 4 + 2)
+                         merge_ends_bytes_per_elem=2 + 4 + 4 + 2, host_ops_per_step_fwd=5, host_ops_per_step_bwd=8)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
                    buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
-                   merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4, allgather_prefix_calls=True)
+                   merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4, allgather_prefix_calls=True,
+                   host_ops_per_step_fwd=7, host_ops_per_step_bwd=8)
 MINDSPEED_RING = TE_RING.model_copy(update={
-    "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False,
+    "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False, "host_ops_per_step_fwd": 5,
     "merge_bytes_per_elem": YUNCHANG_RING.merge_bytes_per_elem,
     "merge_ends_bytes_per_elem": YUNCHANG_RING.merge_ends_bytes_per_elem,
 })

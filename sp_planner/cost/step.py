@@ -44,7 +44,7 @@ from sp_planner.cost.flops import (
 )
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
-from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
+from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.attention_kernels import kernel_head_dim
@@ -238,7 +238,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # (fwd_layer) and backward as the CPU issues it.
     full = recompute == RECOMPUTE_FULL
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
-                                      cuda_graphs=cuda_graphs)
+                                      cuda_graphs=cuda_graphs,
+                                      ring_ops=ring_host_ops(ring_impl, ring=r, allgather=c.allgather))
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).
     te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)
