@@ -83,6 +83,18 @@ OUTPUT_TP_FORWARD_ALL_GATHERS = 1
 OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
 
 
+def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp):
+    """(all-gathers, reduce-scatters) of the TP group a step makes on the first stage's GPU: its
+    layers' per micro-batch (the forward's again under full recompute), the embedding's and, at
+    pp 1, the output layer's. Every call moves the same bytes."""
+    full = np.asarray(full_recompute, dtype=bool)
+    ag = layers * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0)) + EMBEDDING_TP_ALL_GATHERS \
+        + np.where(pp == 1, OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
+    rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
+        + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
+    return ag * micro_batches, rs * micro_batches
+
+
 class PerCollective(NamedTuple):
     """One array per collective of a step (the fields of estimate.CommBytes and CommLinks)."""
 
@@ -147,12 +159,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == RECOMPUTE_FULL
-    tp_ag = tp_sent * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0))
-    tp_rs = tp_sent * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0))
-    # The first stage's embedding, and at pp 1 the output layer too, per micro-batch.
-    head_ag = tp_sent * (EMBEDDING_TP_ALL_GATHERS + np.where(
-        pp == 1, OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0))
-    head_rs = tp_sent * (EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0))
+    tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp)
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
@@ -196,8 +203,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
-        tp_all_gather=tp_ag * per_stage + head_ag * m,
-        tp_reduce_scatter=tp_rs * per_stage + head_rs * m,
+        tp_all_gather=tp_sent * tp_ag_calls,
+        tp_reduce_scatter=tp_sent * tp_rs_calls,
         pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,
         dp_all_gather=params_ag,

@@ -112,7 +112,8 @@ TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=F
                    merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4, allgather_prefix_calls=True,
                    host_ops_per_step_fwd=7, host_ops_per_step_bwd=8)
 MINDSPEED_RING = TE_RING.model_copy(update={
-    "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False, "host_ops_per_step_fwd": 5,
+    "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False,
+    "host_ops_per_step_fwd": YUNCHANG_RING.host_ops_per_step_fwd,
     "merge_bytes_per_elem": YUNCHANG_RING.merge_bytes_per_elem,
     "merge_ends_bytes_per_elem": YUNCHANG_RING.merge_ends_bytes_per_elem,
 })

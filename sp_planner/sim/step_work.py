@@ -15,9 +15,8 @@ from sp_planner.cost.comm import (
     OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
     OUTPUT_TP_FORWARD_ALL_GATHERS,
-    TP_ALL_GATHERS_PER_LAYER,
-    TP_FORWARD_ALL_GATHERS,
     comm_columns,
+    tp_calls_per_step,
 )
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.precision import (
@@ -93,10 +92,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
-    recompute_full = plan.recompute == "full"
-    gathers = layers * m * (TP_ALL_GATHERS_PER_LAYER + (TP_FORWARD_ALL_GATHERS if recompute_full else 0)) + m * (
-        EMBEDDING_TP_ALL_GATHERS + (OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS if pp == 1 else 0))
-    tp_bytes = comm.tp_all_gather / gathers
+    gathers, _ = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp)
+    tp_bytes = comm.tp_all_gather / float(gathers)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
 
