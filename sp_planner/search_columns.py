@@ -143,7 +143,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain, ring_impl=runtime.ring,
                             logit_bytes=runtime.logit_bytes)
     step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
-                        states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring)
+                        states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
+                        grad_sync=runtime.grad_sync)
     comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))

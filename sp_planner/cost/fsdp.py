@@ -40,3 +40,10 @@ def param_gathers_per_micro_batch(c):
     all-gather communication during backward passes"); none below ZeRO-3."""
     reshard = np.asarray(c.reshard if hasattr(c, "reshard") else c.reshard_after_forward, dtype=bool)
     return np.where(np.asarray(c.zero) == 3, np.where(reshard, 2, 1), 0)
+
+
+def param_gathers_per_step(c, micro_batches):
+    """Parameter all-gathers per step, as cost.comm counts them: ZeRO-3's every micro-batch, ZeRO-1/2's
+    one after the optimizer step, none unsharded."""
+    zero = np.asarray(c.zero)
+    return np.where(zero == 3, param_gathers_per_micro_batch(c) * micro_batches, np.where(zero >= 1, 1, 0))

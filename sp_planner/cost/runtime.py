@@ -1,7 +1,8 @@
 """What a framework does at run time, as the cost model times and sizes a plan under it: the
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
 (cost.states), the CUDA graphs it replays (cost.cuda_graphs), its ring attention's backward
-(cost.ring_impl) and what its cross entropy holds per logit (cost.loss_memory).
+(cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory) and the passes its
+data-parallel wrapper makes over the gradients (cost.grad_buffer).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -10,6 +11,7 @@ functions take the pieces they use.
 from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING, RingImpl
@@ -32,6 +34,9 @@ class Runtime(FrozenModel):
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
     # Bytes its cross entropy holds per logit at its peak (cost.loss_memory).
     logit_bytes: int = MEGATRON_LOGIT_BYTES
+    # Megatron DDP's / Megatron-FSDP's gradient-buffer passes (cost.grad_buffer); None where the
+    # framework's own are not modelled.
+    grad_sync: GradSync | None = None
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -40,15 +45,16 @@ class Runtime(FrozenModel):
 # DeepSpeed and yunchang run yunchang's (ring-flash-attention); torchtitan's PyTorch CP accumulates
 # in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
 # _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
-MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING)
+MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
-MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING)
+MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
+                            grad_sync=MEGATRON_GRAD_SYNC)
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
 # loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES)
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
-                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES)
+                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC)
 
 FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "megatron": MEGATRON_RUNTIME,

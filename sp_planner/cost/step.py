@@ -35,6 +35,7 @@ from sp_planner.cost.comm import (
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
 )
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, grad_buffer_bytes
 from sp_planner.cost.flops import (
     _active_ffn_width,
     hardware_flops_per_step,
@@ -42,7 +43,7 @@ from sp_planner.cost.flops import (
     logits_gemm_flops_per_token,
     model_flops_per_step,
 )
-from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.fsdp import param_gathers_per_step, shard_group_size
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -134,9 +135,11 @@ class StepColumns(NamedTuple):
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
-                 cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING) -> StepColumns:
+                 cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
+                 grad_sync: GradSync | None = MEGATRON_GRAD_SYNC) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
-    `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring)."""
+    `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
+    `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -282,6 +285,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
+    buffers = 0.0 if grad_sync is None else grad_buffer_bytes(
+        grad_sync, grad_bytes=states.grad_bytes, zero=zero, sharded_from=states.grad_shard_stage, reshard=c.reshard,
+        params=params, experts=experts, shard=shard, micro_batches=m, dp_cp=c.dp * cp, edp=edp,
+        gathers=param_gathers_per_step(c, m))
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).
@@ -299,7 +306,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
-        memory_pass_time_s(hardware, states.optimizer_step_bytes * shard),  # Adam (cost.states)
+        # Adam (cost.states) and the gradient-buffer passes (cost.grad_buffer).
+        memory_pass_time_s(hardware, states.optimizer_step_bytes * shard + buffers),
         m * layers * moe_layer,
         m * host_exposed,
     )

@@ -27,7 +27,7 @@ TIME_LABELS: dict[str, str] = {
     "pp_comm_s": "PP send/recv",
     "dp_comm_exposed_s": "exposed DP gradient sync",
     "bubble_s": "pipeline bubble",
-    "optimizer_s": "optimizer step",
+    "optimizer_s": "optimizer, grad buffers",
     "moe_comm_s": "MoE dispatch/combine",
     "host_overhead_s": "host (CPU) overhead",
     "mfu_ceiling_s": "held to the best published MFU",

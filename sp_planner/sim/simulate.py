@@ -56,7 +56,7 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
     hardware = with_fp8_attention(hardware) if plan.fp8_attention else hardware
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
-                        ring_impl=runtime.ring)
+                        ring_impl=runtime.ring, grad_sync=runtime.grad_sync)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0])
 
 

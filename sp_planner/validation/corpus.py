@@ -123,6 +123,15 @@ class CorpusRow(FrozenModel):
     # False): bf16 main gradients, 2 B a parameter instead of cost.states' fp32 4, in memory and in
     # the data-parallel reductions. Megatron-family rows only.
     grad_reduce_in_fp32: bool = True
+    # Megatron DDP's gradient passes (cost.grad_buffer): False where the run's recipe turns the
+    # NaN check of the gradient buckets off (Megatron-LM --no-check-for-nan-in-loss-and-grad,
+    # DistributedDataParallelConfig.check_for_nan_in_grad False); True where it averages in the
+    # collective instead of scaling the buffer (--ddp-average-in-collective). Megatron-family only.
+    check_for_nan_in_grad: bool = True
+    average_in_collective: bool = False
+    # False where the run's gradients go through a wrapper whose passes cost.grad_buffer does not
+    # count (torch DDP in Megatron-LM 2021, Apex's DistributedFusedAdam in NeMo 1.x).
+    grad_buffer_passes: bool = True
     # True where the run's recipe turns on Megatron's --tp-comm-overlap (Transformer Engine
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.

@@ -17,6 +17,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
 from sp_planner.cost.loss_memory import FLASH_ATTN_FUSED_LOGIT_BYTES, MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
@@ -135,7 +136,9 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "torchtitan": TORCHTITAN_RUNTIME,
     # llm-foundry's MPT loss is flash-attn's fused cross entropy (loss_fn 'fused_crossentropy',
     # its default; cost.loss_memory).
-    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES}),
+    # Composer wraps torch FSDP1 (cost.grad_buffer).
+    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES,
+                                                           "grad_sync": TORCH_FSDP1_GRAD_SYNC}),
 }
 
 
@@ -167,6 +170,15 @@ def row_runtime(row: CorpusRow) -> Runtime:
     if row.fp8_param_gather and not megatron_family:
         raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
                          f"framework is {row.framework}")
+    sync = runtime.grad_sync
+    if not row.check_for_nan_in_grad or row.average_in_collective:
+        if sync is None or sync.wrapper != "megatron":
+            raise ValueError(f"row {row.id}: check_for_nan_in_grad and average_in_collective are Megatron DDP "
+                             f"settings, and the row's framework is {row.framework}")
+        sync = sync.model_copy(update={"check_for_nan_in_grad": row.check_for_nan_in_grad,
+                                       "average_in_collective": row.average_in_collective})
+    if not row.grad_buffer_passes:
+        sync = None  # a wrapper whose passes cost.grad_buffer does not count
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
@@ -177,7 +189,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
                              f"framework is {row.framework}")
         logit_bytes = MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
-                   logit_bytes=logit_bytes)
+                   logit_bytes=logit_bytes, grad_sync=sync)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

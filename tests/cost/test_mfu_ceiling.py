@@ -94,15 +94,16 @@ def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
 def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, mfu, fp8_peak, model):
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, precision) == mfu and hw.peak_fp8_flops == fp8_peak
-    # A short-sequence dense plan (GEMM-bound) would run above the FP8 record without the ceiling.
-    est = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
+    # A short-sequence dense plan (GEMM-bound; 64 micro-batches a step, so the per-step optimizer and
+    # gradient-buffer passes are a small share) would run above the FP8 record without the ceiling.
+    est = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=1024),
                    ParallelPlan(dp=8, zero=1, micro_batch=2, precision=precision), num_nodes=8 // hw.gpus_per_node,
                    gpus_per_node=hw.gpus_per_node)
     assert est.time.mfu_ceiling_s > 0
     hardware_tflops_over_fp8_peak = est.hardware_tflops_per_gpu * 1e12 / fp8_peak
     assert hardware_tflops_over_fp8_peak == pytest.approx(mfu, rel=1e-9)
     # The bf16 record does not bound FP8 plans, nor the FP8 record bf16 ones.
-    bf16 = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=256),
+    bf16 = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=1024),
                     ParallelPlan(dp=8, zero=1, micro_batch=2), num_nodes=1, gpus_per_node=8)
     assert bf16.hardware_tflops_per_gpu < est.hardware_tflops_per_gpu
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     OVERLAP_COMPUTE_SLOWDOWN,
@@ -71,6 +72,14 @@ def test_zero1_exposes_its_unhideable_buckets_or_what_the_window_cannot_hide():
     assert exposed[0] == pytest.approx((2.0 - 1.0) + (1.0 - 0.5))
 
 
+def _comparable(frame, batch):
+    """Plans that obey the rules, with two or more micro-batches and no HSDP, and the time before
+    the MFU ceiling (cost.mfu_ceiling), by which the search orders held plans."""
+    frame = frame[frame.fits | frame.reason.str.startswith("oom")]
+    frame = frame[(frame.dp * frame.micro_batch < batch) & (frame.dp_replicate == 1)]
+    return frame.assign(uncapped_s=frame.step_time_s - frame.time_mfu_ceiling_s)
+
+
 @pytest.mark.parametrize("model,nodes,seq", [("llama3-8b", 64, 131072), ("llama3.1-70b", 16, 131072),
                                              ("llama3-8b", 512, 8192)])
 def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
@@ -81,14 +90,15 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
     # there it may win by that latency, a tie in practice; those plans are left out. So are HSDP
     # plans: their shard group is smaller than ZeRO-1's dp x cp group, so each ring call crosses
     # fewer hops, a real difference and not only more data.
+    # Besides traffic, Megatron-FSDP skips the passes Megatron DDP makes over the rank's whole
+    # gradient buffer (cost.grad_buffer): the traffic model is checked without them, and with them
+    # ZeRO-3 may lead only by the passes it skips.
     m, hw = load_model(model), load_hardware("h100-sxm")
     batch = max(32, 4 * nodes)
-    frame = search(m, hw, Workload(seq_len=seq, global_batch=batch), num_nodes=nodes, gpus_per_node=8).frame
-    frame = frame[frame.fits | frame.reason.str.startswith("oom")]  # plans that obey the rules
-    frame = frame[(frame.dp * frame.micro_batch < batch) & (frame.dp_replicate == 1)]  # 2+ micro-batches
+    workload = Workload(seq_len=seq, global_batch=batch)
+    traffic = MEGATRON_RUNTIME.model_copy(update={"grad_sync": None})
+    frame = _comparable(search(m, hw, workload, num_nodes=nodes, gpus_per_node=8, runtime=traffic).frame, batch)
     key = ["dp", "pp", "tp", "ulysses", "ring", "recompute", "micro_batch"]
-    # The time before the MFU ceiling (cost.mfu_ceiling), by which the search orders held plans.
-    frame = frame.assign(uncapped_s=frame.step_time_s - frame.time_mfu_ceiling_s)
     assert (frame.groupby(key + ["zero"]).step_time_s.min().unstack().dropna().pipe(
         lambda t: t[3] >= t[1])).all()
     times = frame.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
@@ -100,6 +110,14 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
     # Where the data-parallel group exists ZeRO-3 is strictly slower.
     grouped = times[times.index.get_level_values("dp") > 1]
     assert (grouped[3] > grouped[1]).all()
+
+    passes = _comparable(search(m, hw, workload, num_nodes=nodes, gpus_per_node=8).frame, batch)
+    with_passes = passes.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
+    skipped = (passes.pivot_table(index=key, columns="zero", values="time_optimizer_s")
+               - frame.pivot_table(index=key, columns="zero", values="time_optimizer_s")).dropna()
+    assert (skipped[1] > 0).all()  # ZeRO-1 pays its whole-buffer passes
+    lead = with_passes[1] - with_passes[3]
+    assert (lead <= (skipped[1] - skipped[3]).clip(lower=0) * (1 + 1e-9) + 1e-12).all()
 
 
 @pytest.mark.parametrize("plan,seq,batch", [

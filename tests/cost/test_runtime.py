@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
@@ -33,7 +34,7 @@ def test_framework_runtime(framework, overlap, states):
 def test_megatron_runtime_is_the_default_and_runs_eager():
     assert framework_runtime("all") is MEGATRON_RUNTIME
     assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset(),
-                                       ring=TE_RING)
+                                       ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC)
 
 
 @pytest.mark.parametrize("framework, ring", [
@@ -44,6 +45,15 @@ def test_megatron_runtime_is_the_default_and_runs_eager():
 ])
 def test_framework_ring(framework, ring):
     assert framework_runtime(framework).ring == ring
+
+
+@pytest.mark.parametrize("framework, sync", [
+    ("megatron", MEGATRON_GRAD_SYNC), ("mindspeed", MEGATRON_GRAD_SYNC),  # Megatron DDP / Megatron-FSDP
+    ("torchtitan", TORCH_FSDP2_GRAD_SYNC),
+    ("deepspeed", None), ("yunchang", None),  # DeepSpeed's own passes are not modelled
+])
+def test_framework_gradient_wrapper(framework, sync):
+    assert framework_runtime(framework).grad_sync == sync
 
 
 def test_an_unknown_framework_is_named():

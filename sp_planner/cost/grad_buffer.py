@@ -1,0 +1,117 @@
+"""Memory-bound passes a framework's data-parallel wrapper makes over gradients and gathered
+parameters each step, besides the GEMMs, the collectives and the optimizer's own traffic
+(cost.states), vectorized over candidates. Timed on the GPU whichever stream runs them: a
+memory-bound kernel beside a GEMM takes the SMs it runs on.
+
+Megatron-Core DDP and its distributed optimizer (ZeRO-0/1; NVIDIA/Megatron-LM d98e8a6,
+megatron/core/distributed/param_and_grad_buffer.py) keep every gradient of the rank's stage in one
+unsharded buffer of the gradient width (fp32 by default, cost.states) and, each step:
+- zero-fill it for the next step (`_ParamAndGradBuffer.reset`, `grad_data.zero_()`): one write;
+- take each bucket's norm before its collective when NaN checking is on (`check_grads`,
+  `grad_data.norm(p=2)`; Megatron-LM's --check-for-nan-in-loss-and-grad, on by default,
+  training.py passes it as `check_for_nan_in_grad`): one read;
+- scale each bucket by 1/(dp x cp) in place before the collective unless the collective averages
+  (`start_grad_sync`: `grad_data *= gradient_scaling_factor` where the factor is not 1;
+  --ddp-average-in-collective, off by default, uses ReduceOp.AVG instead): one read, one write.
+Megatron-LM's buffer made the same passes at 2196398 (2024-04), the scaling then unconditional.
+The distributed optimizer gathers parameters straight into the buffer the layers read (no copy).
+
+Megatron-FSDP (ZeRO-2/3; megatron/core/distributed/fsdp/src/megatron_fsdp/param_and_grad_buffer.py
+at d98e8a6) keeps only the rank's shard: the weight-gradient GEMMs overwrite the layer's unsharded
+bucket (megatron_fsdp.py sets `overwrite_main_grad` under optim_grads and optim_grads_params, so
+nothing zeroes it), the 1/dp factor rides in NCCL's premul-sum (`gradient_reduce_preprocessing`,
+`gradient_reduce_div_fusion` on by default) except for bf16 gradients, which it scales in place
+(`grad_data.mul_`: a read and a write of the unsharded bucket every micro-batch), every micro-batch
+adds the reduced shard into the kept one (`local_grad += reduced_grad`: two reads and a write of
+the shard), and `zero_grad` zero-fills the shard once a step; its per-layer reduction takes no NaN
+norm (only its unsharded `reduce_scatter_gradients`/`all_reduce_gradients` do). It gathers into
+the bucket the layers read. Megatron's ZeRO-3 without reshard after forward is torch FSDP2
+(flags/megatron_fsdp.py): FSDP2's passes below.
+
+torch FSDP2 (`fully_shard`, torch 2.5-2.7 torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py,
+bf16 parameters, reduce dtype the gradient width; torchtitan): every micro-batch copies each
+unit's bf16 gradients into the reduce-scatter input, cast to the reduce dtype
+(`foreach_reduce_scatter_copy_in`: read 2, write the width), averages inside NCCL (ReduceOp.AVG:
+`_get_gradient_divide_factors` returns none for bf16/fp32), and from the second micro-batch adds
+the reduced shard into the kept one (`grad._local_tensor += new_sharded_grad`); each parameter
+all-gather casts the fp32 shard to bf16 (read 4, write 2), copies it into the gather input
+(2 + 2) and copies the output out into the unit's parameters (`split_with_sizes_copy`, 2 + 2 per
+unsharded element).
+
+torch FSDP1 (torch 2.1 torch/distributed/fsdp/_runtime_utils.py and flat_param.py, Composer's
+mixed precision DEFAULT: bf16 parameters, fp32 reduce; llm-foundry's MPT runs): every micro-batch
+autograd concatenates the parameters' bf16 gradients into the unit's flat gradient (the backward
+of the flat parameter's split: read 2, write 2), `_post_backward_hook` casts it to the reduce
+dtype (read 2, write the width) and pre-divides it in place (`_div_if_needed`, factor the
+smallest power of two >= sqrt(N), above 1 from N = 2), and after the reduce-scatter post-divides
+the shard (factor N / pre, above 1 from N = 4) and, from the second micro-batch, adds it into the
+kept shard (`_accumulate_sharded_grad`); each gather casts the fp32 shard to bf16 (4 + 2) and
+gathers into the flat parameter the views read (no copy-out).
+
+Other wrappers (DeepSpeed, torch DDP) are not counted: `Runtime.grad_sync` is None for them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from sp_planner.specs.base import FrozenModel
+
+GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1"]
+BF16 = 2  # bytes of a bf16 gradient or parameter element
+FP32 = 4  # bytes of the fp32 shard torch FSDP keeps
+
+
+class GradSync(FrozenModel):
+    """A framework's data-parallel wrapper, and Megatron's two settings that change its passes."""
+
+    wrapper: GradWrapper = "megatron"
+    check_for_nan_in_grad: bool = True  # Megatron-LM --check-for-nan-in-loss-and-grad (default on)
+    average_in_collective: bool = False  # Megatron-LM --ddp-average-in-collective (default off)
+
+
+MEGATRON_GRAD_SYNC = GradSync()
+TORCH_FSDP2_GRAD_SYNC = GradSync(wrapper="torch-fsdp2")
+TORCH_FSDP1_GRAD_SYNC = GradSync(wrapper="torch-fsdp1")
+
+
+def _megatron_ddp(sync: GradSync, g: int, params, scaled):
+    return g * params * (1 + int(sync.check_for_nan_in_grad)) + (0 if sync.average_in_collective else 2 * g) * scaled
+
+
+def _megatron_fsdp(sync: GradSync, g: int, shard, scaled, m):
+    in_place = 2 * g if g == BF16 and not sync.average_in_collective else 0  # else NCCL's premul-sum
+    return g * shard * (1 + 3 * m) + in_place * scaled * m
+
+
+def _fsdp2(g: int, params, shard, m, gathers):
+    return ((BF16 + g) * params * m + 3 * g * shard * (m - 1)
+            + gathers * ((FP32 + BF16 + 2 * BF16) * shard + 2 * BF16 * params))
+
+
+def _fsdp1(g: int, params, shard, scaled, group, m, gathers):
+    post_divide = 2 * g * shard * (np.asarray(group) >= 4)
+    return ((2 * BF16 + BF16 + g) * params * m + 2 * g * scaled * m + post_divide * m + 3 * g * shard * (m - 1)
+            + gathers * (FP32 + BF16) * shard)
+
+
+def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: int, reshard, params, experts,
+                      shard, micro_batches, dp_cp, edp, gathers):
+    """HBM bytes one rank moves per step in its wrapper's passes (module docstring). `params`: the
+    stage's parameters on the rank (`experts` of them routed experts, which reduce over `edp`, the
+    rest over `dp_cp`); `shard`: the rank's share under ZeRO; `sharded_from`: the ZeRO stage from
+    which the wrapper shards gradients (TrainingStates.grad_shard_stage); `gathers`: parameter
+    all-gathers per step (cost.comm's count); `reshard`: ZeRO-3 frees parameters after forward."""
+    zero, m, g = np.asarray(zero), np.asarray(micro_batches), grad_bytes
+    scaled = (params - experts) * (np.asarray(dp_cp) > 1) + experts * (np.asarray(edp) > 1)
+    sharded = zero >= sharded_from
+    if sync.wrapper == "torch-fsdp1":
+        return np.where(sharded, _fsdp1(g, params, shard, scaled, dp_cp, m, gathers), 0.0)
+    if sync.wrapper == "torch-fsdp2":
+        return np.where(sharded, _fsdp2(g, params, shard, m, gathers), 0.0)
+    torch_fsdp2 = (zero == 3) & ~np.asarray(reshard, dtype=bool)  # Megatron's --use-torch-fsdp2
+    return np.where(sharded, np.where(torch_fsdp2, _fsdp2(g, params, shard, m, gathers),
+                                      _megatron_fsdp(sync, g, shard, scaled, m)),
+                    _megatron_ddp(sync, g, params, scaled))

@@ -1,0 +1,104 @@
+"""cost.grad_buffer: each wrapper's passes against a count by hand from the code its docstring cites,
+and the step time and the simulator charging them."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.grad_buffer import (
+    MEGATRON_GRAD_SYNC,
+    TORCH_FSDP1_GRAD_SYNC,
+    TORCH_FSDP2_GRAD_SYNC,
+    GradSync,
+    grad_buffer_bytes,
+)
+from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.sim import simulate
+from sp_planner.specs.workload import Workload
+
+P, E = 1_000_000_000, 0  # a rank's stage parameters, none of them routed experts
+
+
+def _bytes(sync, *, zero, g=4, m=4, dp_cp=8, shard=None, reshard=True, gathers=0):
+    return float(grad_buffer_bytes(sync, grad_bytes=g, zero=zero, sharded_from=2, reshard=reshard, params=P,
+                                   experts=E, shard=P / dp_cp if shard is None else shard, micro_batches=m,
+                                   dp_cp=dp_cp, edp=1, gathers=gathers))
+
+
+def test_megatron_ddp_zeroes_checks_and_scales_the_whole_buffer_once_a_step():
+    # fp32 buffer: zero-fill 4 + NaN norm 4 + scale 4 + 4 = 16 B a parameter, whatever the micro-batches.
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=1) == 16 * P
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=0, m=1) == 16 * P
+    # Megatron-Bridge's perf runs: no NaN check, 1/dp inside the collective: the zero-fill alone.
+    bridge = GradSync(check_for_nan_in_grad=False, average_in_collective=True)
+    assert _bytes(bridge, zero=1) == 4 * P
+    # bf16 gradients halve every pass; one rank in the group: no scaling (the factor is 1).
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=1, g=2) == 8 * P
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=1, dp_cp=1) == 8 * P
+
+
+def test_megatron_fsdp_touches_only_the_shard_unless_gradients_are_bf16():
+    # fp32: premul-sum scales in NCCL; the shard is zeroed once (4) and accumulated each micro-batch
+    # (read 2 x 4, write 4): (4 + 12 x 4) x P / 8 = 6.5 B a parameter at dp 8 and 4 micro-batches.
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=3) == pytest.approx((4 + 12 * 4) * P / 8)
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=2) == pytest.approx((4 + 12 * 4) * P / 8)
+    # bf16: the unsharded bucket is scaled in place every micro-batch (2 + 2), unless averaged.
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=3, g=2) == pytest.approx((2 + 6 * 4) * P / 8 + 4 * 4 * P)
+    averaged = GradSync(average_in_collective=True)
+    assert _bytes(averaged, zero=3, g=2) == pytest.approx((2 + 6 * 4) * P / 8)
+
+
+def test_torch_fsdp2_copies_in_gradients_and_copies_gathers_in_and_out():
+    # Per micro-batch the bf16 gradients into the fp32 reduce-scatter input (2 + 4); from the second
+    # micro-batch the shard accumulated (12); per gather the fp32 shard cast (4 + 2) and copied in
+    # (2 + 2), the output copied out per unsharded element (2 + 2). 4 micro-batches, 8 gathers.
+    shard = P / 8
+    expected = 6 * P * 4 + 12 * shard * 3 + 8 * (10 * shard + 4 * P)
+    assert _bytes(TORCH_FSDP2_GRAD_SYNC, zero=3, gathers=8) == pytest.approx(expected)
+    # Megatron's ZeRO-3 without reshard after forward is torch FSDP2 (--use-torch-fsdp2).
+    assert _bytes(MEGATRON_GRAD_SYNC, zero=3, reshard=False, gathers=4) == pytest.approx(
+        _bytes(TORCH_FSDP2_GRAD_SYNC, zero=3, gathers=4))
+
+
+def test_torch_fsdp1_concatenates_casts_and_divides_every_micro_batch():
+    # Per micro-batch: the split's backward concatenates the bf16 gradients (2 + 2), the cast to
+    # fp32 (2 + 4), the pre-divide in place (4 + 4) = 18 B a parameter; the shard's post-divide
+    # (8, from 4 ranks) and, from the second micro-batch, its accumulation (12); per gather the
+    # fp32 shard cast to bf16 (4 + 2).
+    shard = P / 8
+    expected = 18 * P * 4 + 8 * shard * 4 + 12 * shard * 3 + 2 * 6 * shard
+    assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, gathers=2) == pytest.approx(expected)
+    # Two ranks: a pre-divide (factor 2) but no post-divide (2 / 2 = 1).
+    assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, dp_cp=2) == pytest.approx(18 * P * 4 + 12 * P / 2 * 3)
+
+
+def test_unsharded_torch_wrappers_are_not_counted():
+    # torchtitan's ZeRO-0 is torch DDP (its reducer's passes are not modelled).
+    assert float(grad_buffer_bytes(TORCH_FSDP2_GRAD_SYNC, grad_bytes=4, zero=0, sharded_from=1, reshard=True,
+                                   params=P, experts=E, shard=P, micro_batches=4, dp_cp=8, edp=1,
+                                   gathers=0)) == 0.0
+
+
+def test_routed_experts_are_scaled_only_where_their_group_has_more_than_one_rank():
+    kw = dict(grad_bytes=4, zero=np.array([1]), sharded_from=2, reshard=True, params=3 * P, experts=2 * P,
+              shard=3 * P, micro_batches=1, dp_cp=8, gathers=0)
+    alone = float(grad_buffer_bytes(MEGATRON_GRAD_SYNC, edp=1, **kw)[0])
+    shared = float(grad_buffer_bytes(MEGATRON_GRAD_SYNC, edp=2, **kw)[0])
+    assert alone == 8 * 3 * P + 8 * P  # zero + norm of all, scaling of the dense third
+    assert shared - alone == 8 * 2 * P
+
+
+def test_step_and_simulator_charge_the_passes_in_the_optimizer_column():
+    model, hw = load_model("llama3-8b"), load_hardware("h100-sxm")
+    workload, plan = Workload(seq_len=8192, global_batch=64), ParallelPlan(dp=8, zero=1, micro_batch=1)
+    with_passes = evaluate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8)
+    without = evaluate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8,
+                       runtime=MEGATRON_RUNTIME.model_copy(update={"grad_sync": None}))
+    params = model.num_params  # tp 1, pp 1: the whole model on each rank
+    assert with_passes.time.optimizer_s - without.time.optimizer_s == pytest.approx(
+        float(memory_pass_time_s(hw, 16 * params)), rel=1e-6)
+    sim = simulate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8)
+    assert sim.step_time_s == pytest.approx(with_passes.step_time_s, rel=0.02)
