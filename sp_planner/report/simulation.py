@@ -34,7 +34,7 @@ KIND_LABELS: dict[str, str] = {
     "tp_comm": "TP all-gather / reduce-scatter",
     "pp_comm": "PP send",
     "dp_comm": "DP gradient sync / parameter gather (not hidden)",
-    "optimizer": "optimizer step",
+    "optimizer": "optimizer, grad buffers",
     "idle": "waiting (pipeline bubble, upstream stages)",
     "host_overhead": "host (CPU) time not hidden by GPU work",
     "mfu_ceiling": "held to the best published MFU",
