@@ -92,8 +92,9 @@ def _fsdp2(g: int, params, shard, m, gathers):
 
 
 def _fsdp1(g: int, params, shard, scaled, group, m, gathers):
+    cast = BF16 + g if g != BF16 else 0  # bf16 gradients to the reduce dtype
     post_divide = 2 * g * shard * (np.asarray(group) >= 4)
-    return ((2 * BF16 + BF16 + g) * params * m + 2 * g * scaled * m + post_divide * m + 3 * g * shard * (m - 1)
+    return ((2 * BF16 + cast) * params * m + 2 * g * scaled * m + post_divide * m + 3 * g * shard * (m - 1)
             + gathers * (FP32 + BF16) * shard)
 
 

@@ -73,6 +73,8 @@ def test_torch_fsdp1_concatenates_casts_and_divides_every_micro_batch():
     assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, gathers=2) == pytest.approx(expected)
     # Two ranks: a pre-divide (factor 2) but no post-divide (2 / 2 = 1).
     assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, dp_cp=2) == pytest.approx(18 * P * 4 + 12 * P / 2 * 3)
+    # bf16 reduction: no cast; the concatenation (4) and the pre-divide (2 + 2) remain.
+    assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, g=2, m=1, dp_cp=2) == pytest.approx(8 * P)
 
 
 def test_unsharded_torch_wrappers_are_not_counted():
