@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sp_planner.cost.comm import CommColumns, comm_columns
+from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import StepColumns, time_columns
@@ -140,12 +141,13 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     states = runtime.states
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
     domain = hardware.link_domain_gpus(gpus_per_node)
-    memory = memory_columns(model, hardware, workload, c, states, domain_gpus=domain, ring_impl=runtime.ring,
+    run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
+    memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,
                             logit_bytes=runtime.logit_bytes)
-    step = time_columns(model, hardware, workload, c, gpus_per_node=domain, overlap=runtime.overlap,
+    step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
                         grad_sync=runtime.grad_sync)
-    comm = comm_columns(model, workload, c, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
+    comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)

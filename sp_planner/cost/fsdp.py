@@ -12,6 +12,8 @@ all-reduced across replicas (FSDP2 HSDP: reduce-scatter + all-reduce, torch
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sp_planner.layout import CP_AXES, axis_stride, group_size
@@ -47,3 +49,29 @@ def param_gathers_per_step(c, micro_batches):
     one after the optimizer step, none unsharded."""
     zero = np.asarray(c.zero)
     return np.where(zero == 3, param_gathers_per_micro_batch(c) * micro_batches, np.where(zero >= 1, 1, 0))
+
+
+def torch_fsdp_as_run(zero, reshard, param_shard_stage: int):
+    """(ZeRO stage, reshard after forward) as the framework runs them. torch FSDP (its parameters
+    sharded from ZeRO-1, TrainingStates.param_shard_stage 1) has no separate ZeRO-1/2: FSDP1's
+    SHARD_GRAD_OP "unshards before the forward, does not reshard them after the forward, and only
+    reshards them after the backward computation" (torch ShardingStrategy docstring), and FSDP2 with
+    reshard_after_forward=False reshards after backward unless set_reshard_after_backward(False)
+    (torch FSDPModule; torchtitan calls it only for the loss-parallel output layer,
+    components/loss.py at b5bcd76), so both gather every unit before each micro-batch's forward:
+    ZeRO-3 keeping the parameters from forward to backward. Others: unchanged."""
+    zero, reshard = np.asarray(zero), np.asarray(reshard, dtype=bool)
+    kept = (param_shard_stage == 1) & (zero >= 1) & (zero <= 2)
+    return np.where(kept, 3, zero), np.where(kept, False, reshard)
+
+
+def candidates_as_run(c, param_shard_stage: int):
+    """Candidates with torch_fsdp_as_run's ZeRO stage and reshard (the cost model's input)."""
+    zero, reshard = torch_fsdp_as_run(c.zero, c.reshard, param_shard_stage)
+    return dataclasses.replace(c, zero=zero.astype(np.int64), reshard=reshard)
+
+
+def plan_as_run(plan, param_shard_stage: int):
+    """One ParallelPlan with torch_fsdp_as_run's ZeRO stage and reshard."""
+    zero, reshard = torch_fsdp_as_run(plan.zero, plan.reshard_after_forward, param_shard_stage)
+    return plan.model_copy(update={"zero": int(zero), "reshard_after_forward": bool(reshard)})

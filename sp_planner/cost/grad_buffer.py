@@ -48,6 +48,15 @@ the shard (factor N / pre, above 1 from N = 4) and, from the second micro-batch,
 kept shard (`_accumulate_sharded_grad`); each gather casts the fp32 shard to bf16 (4 + 2) and
 gathers into the flat parameter the views read (no copy-out).
 
+Megatron's fp16 optimizer (Float16OptimizerWithFloat16Params, megatron/optimizer/optimizer.py at
+6985e58, 2021; the same in 2022-2023) steps through a grad scaler whenever the run is fp16
+(optimizer/__init__.py: ConstantGradScaler with --loss-scale, DynamicGradScaler without): it
+copies fp16 main gradients to fp32 ones (`main_grad.float()`: read 2, write 4; none when they are
+fp32 already) and unscales them in place while checking for inf/nan
+(`torch._amp_foreach_non_finite_check_and_unscale_`: read 4, write 4), over the optimizer's
+parameters (the rank's, or its shard under the distributed optimizer). `fp16_grad_scaler` says so
+(corpus rows in fp16; sp-plan plans run bf16, which has no scaler).
+
 Other wrappers (DeepSpeed, torch DDP) are not counted: `Runtime.grad_sync` is None for them.
 """
 
@@ -59,17 +68,20 @@ import numpy as np
 
 from sp_planner.specs.base import FrozenModel
 
-GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1"]
+# "uncounted": a wrapper whose own passes are not modelled (torch DDP, Apex's DistributedFusedAdam),
+# under an optimizer whose fp16 passes still are.
+GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "uncounted"]
 BF16 = 2  # bytes of a bf16 gradient or parameter element
 FP32 = 4  # bytes of the fp32 shard torch FSDP keeps
 
 
 class GradSync(FrozenModel):
-    """A framework's data-parallel wrapper, and Megatron's two settings that change its passes."""
+    """A framework's data-parallel wrapper and the Megatron settings that change its passes."""
 
     wrapper: GradWrapper = "megatron"
     check_for_nan_in_grad: bool = True  # Megatron-LM --check-for-nan-in-loss-and-grad (default on)
     average_in_collective: bool = False  # Megatron-LM --ddp-average-in-collective (default off)
+    fp16_grad_scaler: bool = False  # Megatron's fp16 optimizer: copy to fp32 and unscale (module docstring)
 
 
 MEGATRON_GRAD_SYNC = GradSync()
@@ -109,10 +121,18 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
     scaled = (params - experts) * (np.asarray(dp_cp) > 1) + experts * (np.asarray(edp) > 1)
     sharded = zero >= sharded_from
     if sync.wrapper == "torch-fsdp1":
-        return np.where(sharded, _fsdp1(g, params, shard, scaled, dp_cp, m, gathers), 0.0)
-    if sync.wrapper == "torch-fsdp2":
-        return np.where(sharded, _fsdp2(g, params, shard, m, gathers), 0.0)
-    torch_fsdp2 = (zero == 3) & ~np.asarray(reshard, dtype=bool)  # Megatron's --use-torch-fsdp2
-    return np.where(sharded, np.where(torch_fsdp2, _fsdp2(g, params, shard, m, gathers),
-                                      _megatron_fsdp(sync, g, shard, scaled, m)),
-                    _megatron_ddp(sync, g, params, scaled))
+        wrapper = np.where(sharded, _fsdp1(g, params, shard, scaled, dp_cp, m, gathers), 0.0)
+    elif sync.wrapper == "torch-fsdp2":
+        wrapper = np.where(sharded, _fsdp2(g, params, shard, m, gathers), 0.0)
+    elif sync.wrapper == "uncounted":
+        wrapper = np.zeros(np.shape(zero))
+    else:
+        torch_fsdp2 = (zero == 3) & ~np.asarray(reshard, dtype=bool)  # Megatron's --use-torch-fsdp2
+        wrapper = np.where(sharded, np.where(torch_fsdp2, _fsdp2(g, params, shard, m, gathers),
+                                             _megatron_fsdp(sync, g, shard, scaled, m)),
+                           _megatron_ddp(sync, g, params, scaled))
+    if not sync.fp16_grad_scaler:
+        return wrapper
+    main_grads = np.where(zero >= 1, shard, params)  # the optimizer's parameters
+    copy = BF16 + FP32 if g == BF16 else 0  # fp16 main gradients (2 B, as bf16) to fp32
+    return wrapper + (copy + 2 * FP32) * main_grads

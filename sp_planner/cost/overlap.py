@@ -78,8 +78,9 @@ MEGATRON_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, z
 DEEPSPEED_OVERLAP = Overlap(grad_reduce=True, param_gather=False, tp_comm=False, zero3_prefetch=True,
                             grad_all_reduce=False)
 # torchtitan: FSDP2 / DDP defaults (nothing to emit): reduce-scatter in backward, implicit forward
-# and backward prefetch; its ZeRO-1/2 is FSDP2 without resharding, gathered layer by layer in the
-# first forward (flags/torchtitan.py).
+# and backward prefetch; its ZeRO-1/2 is FSDP2 without resharding after forward, which still
+# reshards after backward, so it is costed as ZeRO-3 keeping the parameters
+# (cost.fsdp.torch_fsdp_as_run: every micro-batch's forward gathers, layer by layer).
 TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
                              grad_all_reduce=True)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.cost.fsdp import plan_as_run
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
@@ -54,6 +55,7 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                   gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float]:
     """The analytic model's (step time, exposed host time) for one plan."""
     hardware = with_fp8_attention(hardware) if plan.fp8_attention else hardware
+    plan = plan_as_run(plan, runtime.states.param_shard_stage)
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
                         ring_impl=runtime.ring, grad_sync=runtime.grad_sync)
@@ -74,6 +76,8 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
     graphs whose host time the analytic model counts (cost.runtime)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    asked = plan
+    plan = plan_as_run(plan, runtime.states.param_shard_stage)  # torch FSDP's ZeRO-1/2 (cost.fsdp)
     if plan.fp8_attention:  # its curves, once (cost.fp8_attention)
         hardware = with_fp8_attention(hardware)
     domain = hardware.link_domain_gpus(gpus_per_node)
@@ -100,7 +104,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     crit, by_kind = _critical_path(sched)
     compute_idle = max(s.idle_s for s in streams if s.stream == "compute") / step if step > 0 else 0.0
     return SimResult(
-        plan=plan,
+        plan=asked,
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
         topology=cluster.topology,

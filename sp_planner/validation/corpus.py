@@ -129,8 +129,9 @@ class CorpusRow(FrozenModel):
     # collective instead of scaling the buffer (--ddp-average-in-collective). Megatron-family only.
     check_for_nan_in_grad: bool = True
     average_in_collective: bool = False
-    # False where the run's gradients go through a wrapper whose passes cost.grad_buffer does not
-    # count (torch DDP in Megatron-LM 2021, Apex's DistributedFusedAdam in NeMo 1.x).
+    # False where the run's gradients go through a wrapper whose own passes cost.grad_buffer does
+    # not count (torch DDP in Megatron-LM 2021, Apex's DistributedFusedAdam in NeMo 1.x); an fp16
+    # run's optimizer passes still are.
     grad_buffer_passes: bool = True
     # True where the run's recipe turns on Megatron's --tp-comm-overlap (Transformer Engine
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives

@@ -177,8 +177,10 @@ def row_runtime(row: CorpusRow) -> Runtime:
                              f"settings, and the row's framework is {row.framework}")
         sync = sync.model_copy(update={"check_for_nan_in_grad": row.check_for_nan_in_grad,
                                        "average_in_collective": row.average_in_collective})
-    if not row.grad_buffer_passes:
-        sync = None  # a wrapper whose passes cost.grad_buffer does not count
+    if row.precision == "fp16" and sync is not None and sync.wrapper == "megatron":
+        sync = sync.model_copy(update={"fp16_grad_scaler": True})  # Megatron's fp16 optimizer (cost.grad_buffer)
+    if not row.grad_buffer_passes and sync is not None:
+        sync = sync.model_copy(update={"wrapper": "uncounted"})  # its own passes are not modelled
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring

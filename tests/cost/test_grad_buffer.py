@@ -77,6 +77,20 @@ def test_torch_fsdp1_concatenates_casts_and_divides_every_micro_batch():
     assert _bytes(TORCH_FSDP1_GRAD_SYNC, zero=3, g=2, m=1, dp_cp=2) == pytest.approx(8 * P)
 
 
+def test_fp16_optimizer_copies_and_unscales_its_main_gradients():
+    # Megatron's fp16 optimizer: fp16 main gradients copied to fp32 (2 + 4) and unscaled in place
+    # (4 + 4) over the rank's parameters at ZeRO-0; over the shard under the distributed optimizer.
+    fp16 = GradSync(fp16_grad_scaler=True, check_for_nan_in_grad=False)
+    ddp = 2 * P + 4 * P  # zero-fill and 1/dp scaling of the fp16 buffer
+    assert _bytes(fp16, zero=0, g=2, m=1) == pytest.approx(ddp + 14 * P)
+    assert _bytes(fp16, zero=1, g=2, m=1) == pytest.approx(ddp + 14 * P / 8)
+    # fp32 main gradients: no copy, the unscale alone.
+    assert _bytes(fp16, zero=0, g=4, m=1) == pytest.approx(4 * P + 8 * P + 8 * P)
+    # Under a wrapper whose passes are not counted (torch DDP), only the optimizer's.
+    uncounted = fp16.model_copy(update={"wrapper": "uncounted"})
+    assert _bytes(uncounted, zero=0, g=2, m=1) == pytest.approx(14 * P)
+
+
 def test_unsharded_torch_wrappers_are_not_counted():
     # torchtitan's ZeRO-0 is torch DDP (its reducer's passes are not modelled).
     assert float(grad_buffer_bytes(TORCH_FSDP2_GRAD_SYNC, grad_bytes=4, zero=0, sharded_from=1, reshard=True,

@@ -84,5 +84,8 @@ def test_mismatched_torchrun_world_aborts_every_rank_before_attention(tmp_path):
     message = ("error: the launched world differs from the plan: WORLD_SIZE is 2 but the plan needs "
                "dp*pp*tp*ulysses*ring = 1*1*1*2*2 = 4 ranks (sp-run runs one attention group of the plan); "
                "LOCAL_WORLD_SIZE is 2 but the plan puts 1 ranks on each node")
-    assert done.stderr.count(message) == 2  # both ranks, one line each
+    # Each rank checks its own environment and stops with that one line; torchrun stops the other
+    # rank as soon as one fails, so under load the second may be stopped before it prints.
+    assert 1 <= done.stderr.count(message) <= 2
+    assert done.stdout == ""  # no rank reached the attention
     assert "world_check.py" not in done.stderr  # no rank's traceback (torchrun's own summary follows)
