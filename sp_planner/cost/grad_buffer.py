@@ -57,7 +57,29 @@ fp32 already) and unscales them in place while checking for inf/nan
 parameters (the rank's, or its shard under the distributed optimizer). `fp16_grad_scaler` says so
 (corpus rows in fp16; sp-plan plans run bf16, which has no scaler).
 
-Other wrappers (DeepSpeed, torch DDP) are not counted: `Runtime.grad_sync` is None for them.
+DeepSpeed (deepspeedai/DeepSpeed edaa722, v0.19; bf16 with no data_types, so gradients are
+reduced in bf16; overlap_comm; gradient_clipping's default 1.0, whose norm and unscale multiply
+run whatever the norm): `zero_grad` sets gradients to None (no fill). Stage 1/2
+(zero/stage_1_and_2.py): each reduction copies the bf16 gradients into the contiguous IPG bucket
+(line 1231: 2 + 2), divides it by the group in place (1436: 2 + 2) and concatenates the rank
+slices (1841: 2 + 2), then copies the reduced own slices back (1310: 4) and into the partition
+(1686, `copy_grads_in_partition`: 4) and from the second micro-batch adds (944: 6); stage 2 reduces
+every micro-batch, stage 1 only at the accumulation boundary, autograd accumulating the other
+micro-batches' gradients (6 each). Each step, over the partition: the bf16 overflow check
+(`check_grad_overflow` on by default, 2487-2490: 36), the norm in fp64 (2089: 18), flatten and
+cast to fp32 (2357-2361: 4 + 6), the unscale multiply (2449: 8) and the fp32 read of the bf16
+write-back (2386: 4). Stage 3 (zero/stage3.py, runtime/comm/coalesced_collectives.py): every
+micro-batch the IPG copy (1559: 4), the rank-slice concatenation and division (199-201: 4 + 4),
+the partition copy (1905: 4) or add (1910: 6); each step the norm, flatten, cast, unscale and
+write-back read (40, no bf16 overflow check); each gather concatenates the shards in (
+partition_parameters.py 1331: 4 a shard element) and copies the gathered parameters out (784: 4).
+Stage 0 (FP16_Optimizer under bf16, engine.py 2019-2068): autograd accumulation (6 from the
+second micro-batch) and, each step, the engine's all-reduce concatenation, 1/N multiply and
+copy-back (engine.py 3659-3689: 12) and the optimizer's per-parameter overflow check (runtime/
+utils.py 321: 10), fp32 cast and concatenation (6 + 8), norm (4), unscale (8) and write-back
+read (4): 52.
+
+torch DDP and Apex's DistributedFusedAdam are not counted (wrapper "uncounted").
 """
 
 from __future__ import annotations
@@ -70,7 +92,7 @@ from sp_planner.specs.base import FrozenModel
 
 # "uncounted": a wrapper whose own passes are not modelled (torch DDP, Apex's DistributedFusedAdam),
 # under an optimizer whose fp16 passes still are.
-GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "uncounted"]
+GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "deepspeed", "uncounted"]
 BF16 = 2  # bytes of a bf16 gradient or parameter element
 FP32 = 4  # bytes of the fp32 shard torch FSDP keeps
 
@@ -87,6 +109,7 @@ class GradSync(FrozenModel):
 MEGATRON_GRAD_SYNC = GradSync()
 TORCH_FSDP2_GRAD_SYNC = GradSync(wrapper="torch-fsdp2")
 TORCH_FSDP1_GRAD_SYNC = GradSync(wrapper="torch-fsdp1")
+DEEPSPEED_GRAD_SYNC = GradSync(wrapper="deepspeed")
 
 
 def _megatron_ddp(sync: GradSync, g: int, params, scaled):
@@ -110,6 +133,17 @@ def _fsdp1(g: int, params, shard, scaled, group, m, gathers):
             + gathers * (FP32 + BF16) * shard)
 
 
+def _deepspeed(zero, params, shard, m, gathers):
+    """Bytes per step of DeepSpeed's bf16 ZeRO stages (module docstring), by stage."""
+    autograd = 6 * params * (m - 1)  # gradients kept across micro-batches (stages 0 and 1)
+    reduce_in = 12 * params  # IPG copy, division, rank-slice concatenation
+    stage0 = autograd + 52 * params
+    stage1 = autograd + reduce_in + 8 * shard + 76 * shard
+    stage2 = reduce_in * m + 8 * shard + 14 * shard * (m - 1) + 76 * shard
+    stage3 = reduce_in * m + 4 * shard + 6 * shard * (m - 1) + 40 * shard + gathers * (4 * params + 4 * shard)
+    return np.select([zero == 0, zero == 1, zero == 2], [stage0, stage1, stage2], stage3)
+
+
 def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: int, reshard, params, experts,
                       shard, micro_batches, dp_cp, edp, gathers):
     """HBM bytes one rank moves per step in its wrapper's passes (module docstring). `params`: the
@@ -124,6 +158,8 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
         wrapper = np.where(sharded, _fsdp1(g, params, shard, scaled, dp_cp, m, gathers), 0.0)
     elif sync.wrapper == "torch-fsdp2":
         wrapper = np.where(sharded, _fsdp2(g, params, shard, m, gathers), 0.0)
+    elif sync.wrapper == "deepspeed":
+        wrapper = _deepspeed(zero, params, shard, m, gathers)
     elif sync.wrapper == "uncounted":
         wrapper = np.zeros(np.shape(zero))
     else:

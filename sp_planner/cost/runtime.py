@@ -11,7 +11,7 @@ functions take the pieces they use.
 from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
-from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
+from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING, RingImpl
@@ -34,8 +34,8 @@ class Runtime(FrozenModel):
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
     # Bytes its cross entropy holds per logit at its peak (cost.loss_memory).
     logit_bytes: int = MEGATRON_LOGIT_BYTES
-    # Megatron DDP's / Megatron-FSDP's gradient-buffer passes (cost.grad_buffer); None where the
-    # framework's own are not modelled.
+    # Its data-parallel wrapper's gradient and gathered-parameter passes (cost.grad_buffer); None:
+    # not counted.
     grad_sync: GradSync | None = None
 
 
@@ -52,7 +52,7 @@ MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, r
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
 # loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
-                            logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES)
+                            logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=DEEPSPEED_GRAD_SYNC)
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC)
 

@@ -6,6 +6,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.grad_buffer import (
+    DEEPSPEED_GRAD_SYNC,
     MEGATRON_GRAD_SYNC,
     TORCH_FSDP1_GRAD_SYNC,
     TORCH_FSDP2_GRAD_SYNC,
@@ -89,6 +90,22 @@ def test_fp16_optimizer_copies_and_unscales_its_main_gradients():
     # Under a wrapper whose passes are not counted (torch DDP), only the optimizer's.
     uncounted = fp16.model_copy(update={"wrapper": "uncounted"})
     assert _bytes(uncounted, zero=0, g=2, m=1) == pytest.approx(14 * P)
+
+
+def test_deepspeed_stages_count_their_bucket_copies_and_partition_passes():
+    # 4 micro-batches, 8 ranks, S = P / 8. Stage 2: every micro-batch the IPG copy, division and
+    # rank-slice concatenation of the bf16 gradients (12 B/P), the reduced slices copied back and
+    # into the partition (8 B/S) and, after the first, added (6 B/S); each step 76 B/S (overflow
+    # check 36, fp64 norm 18, flatten 4, fp32 cast 6, unscale 8, write-back read 4).
+    s = P / 8
+    assert _bytes(DEEPSPEED_GRAD_SYNC, zero=2, g=2) == pytest.approx(12 * P * 4 + 8 * s + 14 * s * 3 + 76 * s)
+    # Stage 1 reduces only at the boundary; autograd keeps the other micro-batches' sums (6 B/P).
+    assert _bytes(DEEPSPEED_GRAD_SYNC, zero=1, g=2) == pytest.approx(6 * P * 3 + 12 * P + 8 * s + 76 * s)
+    # Stage 3: no bf16 overflow check (40 B/S a step); each gather copies shards in and out.
+    assert _bytes(DEEPSPEED_GRAD_SYNC, zero=3, g=2, gathers=8) == pytest.approx(
+        12 * P * 4 + 4 * s + 6 * s * 3 + 40 * s + 8 * (4 * P + 4 * s))
+    # Stage 0: autograd accumulation, the engine's all-reduce copies and the optimizer's 52 B/P.
+    assert _bytes(DEEPSPEED_GRAD_SYNC, zero=0, g=2) == pytest.approx(6 * P * 3 + 52 * P)
 
 
 def test_unsharded_torch_wrappers_are_not_counted():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
-from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC
+from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
@@ -50,7 +50,7 @@ def test_framework_ring(framework, ring):
 @pytest.mark.parametrize("framework, sync", [
     ("megatron", MEGATRON_GRAD_SYNC), ("mindspeed", MEGATRON_GRAD_SYNC),  # Megatron DDP / Megatron-FSDP
     ("torchtitan", TORCH_FSDP2_GRAD_SYNC),
-    ("deepspeed", None), ("yunchang", None),  # DeepSpeed's own passes are not modelled
+    ("deepspeed", DEEPSPEED_GRAD_SYNC), ("yunchang", DEEPSPEED_GRAD_SYNC),  # yunchang runs under DeepSpeed
 ])
 def test_framework_gradient_wrapper(framework, sync):
     assert framework_runtime(framework).grad_sync == sync
