@@ -45,7 +45,9 @@ def _torchtitan(text: str, zero: int) -> dict[str, bool]:
     read = {"grad_reduce": True}  # FSDP2 reduce-scatters in its post-backward hooks
     if zero in (1, 2):
         assert reshard == "never"
-        read["param_gather"] = True  # gathered layer by layer, prefetched, in the first forward
+        # Gathered layer by layer, prefetched; FSDP2 reshards after backward, so every
+        # micro-batch's forward gathers: costed as ZeRO-3 keeping parameters (cost.fsdp).
+        read["param_gather"] = True
     elif zero == 3:
         assert reshard == "always"  # gathers again in the backward: cost.comm counts 2 per micro-batch
         read["zero3_prefetch"] = True
@@ -92,3 +94,16 @@ def test_megatron_rings_run_transformer_engines_ring_as_timed(build):
     assert text[text.index("--cp-comm-type") + 1] == "p2p"
     assert FRAMEWORK_RUNTIME["megatron"].ring == TE_RING
     assert FRAMEWORK_RUNTIME["yunchang"].ring == FRAMEWORK_RUNTIME["deepspeed"].ring == YUNCHANG_RING
+
+
+@pytest.mark.parametrize("framework", ["megatron", "mindspeed"])
+@pytest.mark.parametrize("zero", [0, 1])
+def test_megatron_flags_leave_the_gradient_passes_the_model_counts(build, framework, zero):
+    # Megatron DDP's NaN-check norm and in-place 1/dp scaling (cost.grad_buffer) are what the
+    # emitted flags leave on: no --no-check-for-nan-in-loss-and-grad, no --ddp-average-in-collective.
+    flags = render_flags(framework, build.request(build.llama3_8b, 65536, 8, tp=2, ulysses=2, dp=2, zero=zero))
+    words = flags.text.split()
+    sync = FRAMEWORK_RUNTIME[framework].grad_sync
+    assert sync is not None and sync.wrapper == "megatron"
+    assert ("--no-check-for-nan-in-loss-and-grad" not in words) == sync.check_for_nan_in_grad
+    assert ("--ddp-average-in-collective" in words) == sync.average_in_collective
