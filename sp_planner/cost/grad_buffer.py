@@ -79,7 +79,18 @@ copy-back (engine.py 3659-3689: 12) and the optimizer's per-parameter overflow c
 utils.py 321: 10), fp32 cast and concatenation (6 + 8), norm (4), unscale (8) and write-back
 read (4): 52.
 
-torch DDP and Apex's DistributedFusedAdam are not counted (wrapper "uncounted").
+Apex's DistributedFusedAdam as NeMo 1.x runs it (NVIDIA/apex f9f19d5c, 2024-07, the same at the
+810ffae3 and f058162b pins; NeMo r2.0.0rc1 and v1.23.0; contiguous grad and param buffers,
+overlapped syncs, gradient accumulation fusion): the weight-gradient GEMMs accumulate into views
+of the contiguous buffer, so the post-backward hook copies nothing for them
+(distributed_fused_adam.py line 1607); the buffer is zeroed once a step (line 1504), averaged
+inside the reduce-scatter (ReduceOp.AVG, line 1840), its shard aliased, not copied (line 1917),
+and read once for the gradient norm (line 2172; NeMo's gradient_clip_val 1.0 scales only Adam's
+scalar); the parameter all-gather runs in place (its copy-out skips equal pointers, line 181).
+Per step g P + g S. Not counted: the embedding and norm weights' gradients added into the buffer
+each micro-batch (10 B each, under 7% of Llama 3 8B's parameters).
+
+torch DDP is not counted (wrapper "uncounted").
 """
 
 from __future__ import annotations
@@ -90,9 +101,9 @@ import numpy as np
 
 from sp_planner.specs.base import FrozenModel
 
-# "uncounted": a wrapper whose own passes are not modelled (torch DDP, Apex's DistributedFusedAdam),
-# under an optimizer whose fp16 passes still are.
-GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "deepspeed", "uncounted"]
+# "uncounted": a wrapper whose own passes are not modelled (torch DDP), under an optimizer whose
+# fp16 passes still are.
+GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "deepspeed", "apex", "uncounted"]
 BF16 = 2  # bytes of a bf16 gradient or parameter element
 FP32 = 4  # bytes of the fp32 shard torch FSDP keeps
 
@@ -160,6 +171,8 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
         wrapper = np.where(sharded, _fsdp2(g, params, shard, m, gathers), 0.0)
     elif sync.wrapper == "deepspeed":
         wrapper = _deepspeed(zero, params, shard, m, gathers)
+    elif sync.wrapper == "apex":
+        wrapper = g * (params + shard) * np.ones(np.shape(zero))  # zero-fill and the norm's read
     elif sync.wrapper == "uncounted":
         wrapper = np.zeros(np.shape(zero))
     else:

@@ -129,10 +129,10 @@ class CorpusRow(FrozenModel):
     # collective instead of scaling the buffer (--ddp-average-in-collective). Megatron-family only.
     check_for_nan_in_grad: bool = True
     average_in_collective: bool = False
-    # False where the run's gradients go through a wrapper whose own passes cost.grad_buffer does
-    # not count (torch DDP in Megatron-LM 2021, Apex's DistributedFusedAdam in NeMo 1.x); an fp16
-    # run's optimizer passes still are.
-    grad_buffer_passes: bool = True
+    # The run's gradients go through another wrapper than its framework's (cost.grad_buffer):
+    # "apex" for NeMo 1.x's Apex DistributedFusedAdam, "torch-ddp" for Megatron-LM 2021's
+    # --DDP-impl torch (its passes are not counted; an fp16 run's optimizer passes still are).
+    grad_wrapper: Literal["apex", "torch-ddp"] | None = None
     # True where the run's recipe turns on Megatron's --tp-comm-overlap (Transformer Engine
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.

@@ -179,8 +179,12 @@ def row_runtime(row: CorpusRow) -> Runtime:
                                        "average_in_collective": row.average_in_collective})
     if row.precision == "fp16" and sync is not None and sync.wrapper == "megatron":
         sync = sync.model_copy(update={"fp16_grad_scaler": True})  # Megatron's fp16 optimizer (cost.grad_buffer)
-    if not row.grad_buffer_passes and sync is not None:
-        sync = sync.model_copy(update={"wrapper": "uncounted"})  # its own passes are not modelled
+    if row.grad_wrapper is not None:
+        if sync is None or sync.wrapper != "megatron":
+            raise ValueError(f"row {row.id}: grad_wrapper replaces a Megatron-family run's DDP, and the row's "
+                             f"framework is {row.framework}")
+        # torch DDP's own passes are not modelled (cost.grad_buffer)
+        sync = sync.model_copy(update={"wrapper": "apex" if row.grad_wrapper == "apex" else "uncounted"})
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring

@@ -108,6 +108,14 @@ def test_deepspeed_stages_count_their_bucket_copies_and_partition_passes():
     assert _bytes(DEEPSPEED_GRAD_SYNC, zero=0, g=2) == pytest.approx(6 * P * 3 + 52 * P)
 
 
+def test_apex_distributed_adam_zeroes_its_buffer_and_reads_the_shard_for_the_norm():
+    # NeMo 1.x: the GEMMs accumulate into the contiguous buffer, the reduce-scatter averages and
+    # the all-gather runs in place: a zero-fill of the buffer and the norm's read of the shard.
+    apex = GradSync(wrapper="apex")
+    assert _bytes(apex, zero=2, g=2) == pytest.approx(2 * P + 2 * P / 8)
+    assert _bytes(apex, zero=1, g=4, m=1) == pytest.approx(4 * P + 4 * P / 8)
+
+
 def test_unsharded_torch_wrappers_are_not_counted():
     # torchtitan's ZeRO-0 is torch DDP (its reducer's passes are not modelled).
     assert float(grad_buffer_bytes(TORCH_FSDP2_GRAD_SYNC, grad_bytes=4, zero=0, sharded_from=1, reshard=True,
