@@ -40,7 +40,7 @@ from sp_planner.cost.attention_comm import (
     ring_bytes_per_layer,
     ulysses_bytes_per_layer,
 )
-from sp_planner.cost.fsdp import param_gathers_per_micro_batch, replicate_stride, shard_group_size
+from sp_planner.cost.fsdp import param_gathers_per_step, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.memory import ACT_BYTES
@@ -174,7 +174,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         rs = share(grad_bytes * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
-            [share(grad_bytes * params), param_gathers_per_micro_batch(c) * m * share(param_bytes * params)],
+            [share(grad_bytes * params), param_gathers_per_step(c, m) * share(param_bytes * params)],
             share(gathered.astype(np.int64)),
         )
         return rs, ag

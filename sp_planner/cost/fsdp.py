@@ -40,8 +40,12 @@ def param_gathers_per_micro_batch(c):
     stage 3), forward only when they are kept (reshard_after_forward=False, the Llama 3 paper's
     choice, section 3.3.2: "we do not reshard after forward computation to avoid an extra
     all-gather communication during backward passes"); none below ZeRO-3."""
-    reshard = np.asarray(c.reshard if hasattr(c, "reshard") else c.reshard_after_forward, dtype=bool)
-    return np.where(np.asarray(c.zero) == 3, np.where(reshard, 2, 1), 0)
+    return np.where(np.asarray(c.zero) == 3, np.where(reshard_after_forward(c), 2, 1), 0)
+
+
+def reshard_after_forward(c):
+    """ZeRO-3 frees gathered parameters after forward, for candidates (`reshard`) or one plan."""
+    return np.asarray(c.reshard if hasattr(c, "reshard") else c.reshard_after_forward, dtype=bool)
 
 
 def param_gathers_per_step(c, micro_batches):

@@ -99,6 +99,9 @@ from typing import Literal
 
 import numpy as np
 
+from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward
+from sp_planner.cost.states import TrainingStates
+from sp_planner.layout import CP_AXES, group_size
 from sp_planner.specs.base import FrozenModel
 
 # "uncounted": a wrapper whose own passes are not modelled (torch DDP), under an optimizer whose
@@ -185,3 +188,17 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
     main_grads = np.where(zero >= 1, shard, params)  # the optimizer's parameters
     copy = BF16 + FP32 if g == BF16 else 0  # fp16 main gradients (2 B, as bf16) to fp32
     return wrapper + (copy + 2 * FP32) * main_grads
+
+
+def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, params, experts, shard, micro_batches,
+                         edp):
+    """HBM bytes of the step's optimizer column for candidates `c` (or one ParallelPlan): Adam over
+    the rank's shard (TrainingStates.optimizer_step_bytes) and, unless `sync` is None, the
+    wrapper's passes above. The analytic model and the simulator both call this."""
+    adam = states.optimizer_step_bytes * shard
+    if sync is None:
+        return adam
+    return adam + grad_buffer_bytes(
+        sync, grad_bytes=states.grad_bytes, zero=c.zero, sharded_from=states.grad_shard_stage,
+        reshard=reshard_after_forward(c), params=params, experts=experts, shard=shard, micro_batches=micro_batches,
+        dp_cp=c.dp * group_size(c, CP_AXES), edp=edp, gathers=param_gathers_per_step(c, micro_batches))

@@ -35,7 +35,7 @@ from sp_planner.cost.comm import (
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
 )
-from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, grad_buffer_bytes
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import (
     _active_ffn_width,
     hardware_flops_per_step,
@@ -43,7 +43,7 @@ from sp_planner.cost.flops import (
     logits_gemm_flops_per_token,
     model_flops_per_step,
 )
-from sp_planner.cost.fsdp import param_gathers_per_step, shard_group_size
+from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -285,10 +285,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
-    buffers = 0.0 if grad_sync is None else grad_buffer_bytes(
-        grad_sync, grad_bytes=states.grad_bytes, zero=zero, sharded_from=states.grad_shard_stage, reshard=c.reshard,
-        params=params, experts=experts, shard=shard, micro_batches=m, dp_cp=c.dp * cp, edp=edp,
-        gathers=param_gathers_per_step(c, m))
+    # Adam (cost.states) and the gradient-buffer passes (cost.grad_buffer).
+    optimizer_bytes = optimizer_step_bytes(states, grad_sync, c, params=params, experts=experts, shard=shard,
+                                           micro_batches=m, edp=edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).
@@ -306,8 +305,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
         dp_exposed,
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
-        # Adam (cost.states) and the gradient-buffer passes (cost.grad_buffer).
-        memory_pass_time_s(hardware, states.optimizer_step_bytes * shard + buffers),
+        memory_pass_time_s(hardware, optimizer_bytes),
         m * layers * moe_layer,
         m * host_exposed,
     )

@@ -29,8 +29,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
-from sp_planner.cost.fsdp import param_gathers_per_step
-from sp_planner.cost.grad_buffer import grad_buffer_bytes
+from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
@@ -155,13 +154,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (
         groups["edp"].shape[1] if plan.zero >= 1 else 1)
     # Adam (cost.states) and the data-parallel wrapper's gradient passes (cost.grad_buffer).
-    step_bytes = runtime.states.optimizer_step_bytes * shard
-    if runtime.grad_sync is not None:
-        step_bytes += float(grad_buffer_bytes(
-            runtime.grad_sync, grad_bytes=runtime.states.grad_bytes, zero=plan.zero,
-            sharded_from=runtime.states.grad_shard_stage, reshard=plan.reshard_after_forward, params=params,
-            experts=experts, shard=shard, micro_batches=m, dp_cp=plan.dp * plan.cp, edp=groups["edp"].shape[1],
-            gathers=param_gathers_per_step(plan, m)))
+    step_bytes = float(optimizer_step_bytes(runtime.states, runtime.grad_sync, plan, params=params, experts=experts,
+                                            shard=shard, micro_batches=m, edp=groups["edp"].shape[1]))
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 

@@ -171,20 +171,16 @@ def row_runtime(row: CorpusRow) -> Runtime:
         raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
                          f"framework is {row.framework}")
     sync = runtime.grad_sync
-    if not row.check_for_nan_in_grad or row.average_in_collective:
-        if sync is None or sync.wrapper != "megatron":
-            raise ValueError(f"row {row.id}: check_for_nan_in_grad and average_in_collective are Megatron DDP "
-                             f"settings, and the row's framework is {row.framework}")
-        sync = sync.model_copy(update={"check_for_nan_in_grad": row.check_for_nan_in_grad,
-                                       "average_in_collective": row.average_in_collective})
-    if row.precision == "fp16" and sync is not None and sync.wrapper == "megatron":
-        sync = sync.model_copy(update={"fp16_grad_scaler": True})  # Megatron's fp16 optimizer (cost.grad_buffer)
-    if row.grad_wrapper is not None:
-        if sync is None or sync.wrapper != "megatron":
-            raise ValueError(f"row {row.id}: grad_wrapper replaces a Megatron-family run's DDP, and the row's "
-                             f"framework is {row.framework}")
-        # torch DDP's own passes are not modelled (cost.grad_buffer)
-        sync = sync.model_copy(update={"wrapper": "apex" if row.grad_wrapper == "apex" else "uncounted"})
+    megatron_ddp = sync is not None and sync.wrapper == "megatron"
+    if (not row.check_for_nan_in_grad or row.average_in_collective or row.grad_wrapper) and not megatron_ddp:
+        raise ValueError(f"row {row.id}: check_for_nan_in_grad, average_in_collective and grad_wrapper describe a "
+                         f"Megatron-family run's DDP, and the row's framework is {row.framework}")
+    if sync is not None and megatron_ddp:
+        sync = sync.model_copy(update={
+            "check_for_nan_in_grad": row.check_for_nan_in_grad, "average_in_collective": row.average_in_collective,
+            "fp16_grad_scaler": row.precision == "fp16",  # Megatron's fp16 optimizer (cost.grad_buffer)
+            # torch DDP's own passes are not modelled (cost.grad_buffer)
+            "wrapper": {"apex": "apex", "torch-ddp": "uncounted"}.get(row.grad_wrapper or "", "megatron")})
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
