@@ -18,7 +18,8 @@ import numpy as np
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
 from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
-from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
+from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.overlap import DPTimes
@@ -98,16 +99,18 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
     dense_layer = per_layer - expert_layer
 
-    # A ring call's time is linear in the bytes sent plus its latency (cost.links): evaluate the
-    # slope and the latency once per collective and group, then price every call from them.
+    # A ring call's alpha-beta time is linear in the bytes sent plus its latency (cost.links):
+    # evaluate the slope and the latency once per collective and group, then price every call
+    # from them, times the slowdown at the call's own size inside a node (cost.collective_sizes).
     terms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     where = {"dense": (zgroup, zstride), "expert": (edp, edp_stride), "replica": (rep, rep_stride)}
+    inside = {name: group_link(size, stride, gpn) == INTRA for name, (size, stride) in where.items()}
 
     def term(kind: str, group: str) -> tuple[np.ndarray, np.ndarray]:
         if (kind, group) not in terms:
             size, stride = where[group]
             latency = ring_latency_s(hardware, kind, size, stride, gpn)
-            per_byte = ring_collective_time_s(hardware, kind, 1.0, size, stride, gpn) - latency
+            per_byte = ring_alpha_beta_s(hardware, kind, 1.0, size, stride, gpn) - latency
             terms[(kind, group)] = (per_byte, latency)
         return terms[(kind, group)]
 
@@ -117,7 +120,9 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         size = where[group][0]
         per_byte, latency = term(kind, group)
         sent = bytes_per_param * n_params * (size - 1) / size
-        return np.where((n_params > 0) & (size > 1), sent * per_byte + count * latency, 0.0)
+        per_call = ring_tensor_bytes(kind, sent / np.maximum(count, 1), size)
+        factor = size_factor(hardware, kind, per_call, size, where=inside[group])
+        return np.where((n_params > 0) & (size > 1), factor * (sent * per_byte + count * latency), 0.0)
 
     def reduce(dense_params, dense_count, expert_params, expert_count):
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor
 from sp_planner.specs.hardware import CollectiveEfficiency, HardwareProfile
 
 # Codes stored in the frame's link_ columns (as strings "none", "intra", "inter").
@@ -68,7 +69,24 @@ def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2):
 
 def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
                            gpus_per_node: int):
-    """Time of one all-gather / reduce-scatter / all-reduce in which each rank sends `sent_bytes`.
+    """Time of one all-gather / reduce-scatter / all-reduce in which each rank sends `sent_bytes`:
+    ring_alpha_beta_s, inside a node times the measured slowdown at its message size
+    (cost.collective_sizes)."""
+    t = ring_alpha_beta_s(hardware, collective, sent_bytes, size, stride, gpus_per_node)
+    return t * intra_size_factor(hardware, collective, sent_bytes, size, stride, gpus_per_node)
+
+
+def intra_size_factor(hardware: HardwareProfile, collective: str, sent_bytes, size, stride, gpus_per_node: int):
+    """cost.collective_sizes.size_factor of a call in which each rank sends `sent_bytes`, for groups
+    inside a node; 1 for groups that leave it."""
+    inside = group_link(size, stride, gpus_per_node) == INTRA
+    return size_factor(hardware, collective, ring_tensor_bytes(collective, sent_bytes, size), size, where=inside)
+
+
+def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
+                      gpus_per_node: int):
+    """Alpha-beta time of one all-gather / reduce-scatter / all-reduce in which each rank sends
+    `sent_bytes`, at the profile's large-message busbw.
 
     Inside a node: sent / busbw_intra. Across nodes the r = ranks-per-node members of a node
     drive r NICs, and the node's share of the traffic crossing the network is (k-1)/k of the
@@ -81,7 +99,7 @@ def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_byte
     link = group_link(size, stride, gpus_per_node)
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
     k = np.maximum(size / r, 1.0)
-    per_round = 2 if collective == "all_reduce" else 1
+    per_round = ring_rounds(collective)
     buffer = sent * size / (per_round * np.maximum(size - 1, 1))  # c = per_round*(n-1)/n * S
     intra_s = sent / _bw(hardware, collective, False)
     net_s = per_round * buffer * (k - 1) / k / (r * _bw(hardware, collective, True))
@@ -106,7 +124,7 @@ def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpu
 def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, r):
     """ring_latency_s for groups whose link and ranks per node are known."""
     k = np.where(link == INTER, np.maximum(size / r, 1.0), 1.0)
-    per_round = 2 if collective == "all_reduce" else 1
+    per_round = ring_rounds(collective)
     intra_steps = per_round * np.maximum(size - k, 0.0)
     inter_steps = per_round * (k - 1)
     t = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
+from sp_planner.cost.collective_sizes import size_factor
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
@@ -23,17 +24,25 @@ from sp_planner.pipeline import StageLayers
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.sim.flows import PhaseResult
 from sp_planner.sim.work import DPCalls
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 Phase = Callable[..., PhaseResult]  # (name, groups, bytes per rank, algorithm, efficiency, rounds=) -> result
 
 
-def _per_call(result: PhaseResult, params: float, phase_params: float) -> float:
+def _per_call(result: PhaseResult, params: float, phase_params: float, hardware: HardwareProfile) -> float:
     """One call moving `params` of the `phase_params` the phase moved: its share of the bandwidth
-    time plus the whole latency."""
+    time plus the whole latency, times the slowdown at the call's own size where the phase had
+    one (cost.collective_sizes; cost.dp_times prices each call so)."""
     if params <= 0 or result.duration_s <= 0:
         return 0.0
-    return (result.duration_s - result.latency_s) * params / phase_params + result.latency_s
+    share = params / phase_params
+    alpha_beta = (result.duration_s / result.size_factor - result.latency_s) * share + result.latency_s
+    if not result.sized:
+        return alpha_beta
+    n = result.group_size
+    tensor = result.bytes_per_rank * share * n / (result.rounds * (n - 1))
+    return alpha_beta * float(size_factor(hardware, result.collective, tensor, n))
 
 
 def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, bool], float]) -> DPCalls:
@@ -49,8 +58,8 @@ def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, b
                    tail=at(dense_layout.tail, False) + at(expert_layout.tail, True))
 
 
-def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLayers, layers_of: list[int],
-             groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
+def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan, stages: StageLayers,
+             layers_of: list[int], groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
              runtime: Runtime) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
@@ -76,7 +85,7 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
                     rounds=2)
 
         def reduce_time(n: float, expert: bool) -> float:
-            return _per_call(ear, n, expert_share) if expert else _per_call(ar, n, dense)
+            return _per_call(ear, n, expert_share, hardware) if expert else _per_call(ar, n, dense, hardware)
         gather_time: Callable[[float, bool], float] | None = None
     else:
         rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter")
@@ -95,11 +104,11 @@ def dp_calls(phase: Phase, model: ModelSpec, plan: ParallelPlan, stages: StageLa
         eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather")
 
         def reduce_time(n: float, expert: bool) -> float:
-            own = _per_call(ers, n, expert_share) if expert else _per_call(rs, n, dense)
-            return own + _per_call(rar, n / (edp if expert else z), shard)
+            own = _per_call(ers, n, expert_share, hardware) if expert else _per_call(rs, n, dense, hardware)
+            return own + _per_call(rar, n / (edp if expert else z), shard, hardware)
 
         def gather_time(n: float, expert: bool) -> float:
-            return _per_call(eag, n, expert_share) if expert else _per_call(ag, n, dense)
+            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n, dense, hardware)
 
     # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
     # cost.overlap): every call queued behind the last one.

@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from sp_planner.cost.collective_sizes import size_factor
 from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
@@ -46,6 +47,13 @@ class PhaseResult(FrozenModel):
     latency_s: float = 0.0  # the latency part of duration_s (one call's; the rest scales with the bytes)
     # Rate the slowest rank achieves for its sent bytes (bytes_per_rank / transfer time).
     achieved_bytes_per_s: float = 0.0
+    # A ring inside a node, whose calls slow down by their message size (cost.collective_sizes);
+    # size_factor is the phase's own, applied to duration_s (1 where not sized).
+    sized: bool = False
+    size_factor: float = 1.0
+    collective: str = ""  # the efficiency key the phase was timed with
+    group_size: int = 0
+    rounds: int = 1
 
 
 def max_min_rates(routes: np.ndarray, capacity: np.ndarray, weights: np.ndarray | None = None
@@ -213,6 +221,12 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     else:
         group_latency = by_group.max(axis=1)
     total = group_time + group_latency
+    factor, sized = 1.0, algorithm == "ring" and not crosses
+    if sized:
+        # The measured slowdown at this message size inside a node (cost.collective_sizes, as
+        # cost.links.ring_collective_time_s applies it).
+        factor = float(size_factor(cluster.hardware, efficiency, bytes_per_rank * n / (rounds * (n - 1)), n))
+    total = total * factor
     slowest = int(np.argmax(total))
     members = np.flatnonzero(gid == slowest)
     slow_flow = int(members[np.argmax(flow_time[members])])
@@ -228,4 +242,9 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         crosses_nodes=crosses,
         bottleneck=cluster.link_class(edge) if edge >= 0 else "none",
         achieved_bytes_per_s=float(bytes_per_rank / transfer) if transfer > 0 else 0.0,
+        sized=sized,
+        size_factor=factor,
+        collective=efficiency,
+        group_size=n,
+        rounds=rounds,
     )

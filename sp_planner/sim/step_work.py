@@ -147,8 +147,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # each a call of its own (sim.dp_work, cost.buckets).
     zgroups, replicas = shard_and_replicate_groups(plan)
     layers_of = [int(n) for n in (stages.first, *([stages.middle] * (pp - 2)), stages.last)][:pp]
-    dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, model, plan, stages, layers_of, groups, zgroups,
-                                                replicas, runtime)
+    dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
+                                                       zgroups, replicas, runtime)
     params = float(stage_params_per_rank(model, tp, pp, stages, plan.ep, plan.etp)[0])
     experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
     shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (

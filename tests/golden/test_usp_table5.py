@@ -46,9 +46,10 @@ def predict(group, tp, ulysses, ring):
     return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8, runtime=USP_RUNTIME)
 
 
-# The model's errors on these rows run from -2.1% to +5.7% (docs/cost-model.md, Accuracy; the 30K
-# rows are over-predicted); the band is that range rounded outwards to whole percent.
-LOW, HIGH = -0.03, 0.06
+# The model's errors on these rows run from -5.2% to +3.6% (docs/cost-model.md, Accuracy; the tp 8
+# rows, whose TP collectives are the largest share, are under-predicted since cost.collective_sizes);
+# the band is that range rounded outwards to whole percent.
+LOW, HIGH = -0.06, 0.04
 
 
 @pytest.mark.parametrize("group, tp, ulysses, ring, measured", ROWS)

@@ -1,0 +1,112 @@
+"""How a collective's message size slows it inside one NVLink domain (vectorized).
+
+cost.links times a ring collective alpha-beta: the bytes at the profile's busbw fraction, measured
+by nccl-tests at gigabyte messages, plus NCCL's per-step ring latency. Measured curves fall below
+that between about 1 MiB and a few hundred MiB, where NCCL runs fewer channels and switches
+protocols: 8 x A100 all_reduce takes 1327.6 us at 128 MiB against the alpha-beta 1047 us of its
+own 16 GiB busbw. Tensor-parallel all-gathers and reduce-scatters (16-128 MiB on most layers),
+gradient buckets and FSDP's per-layer calls sit in that range.
+
+A call of `tensor` bytes (the all-reduce's input, the all-gather's output, the reduce-scatter's
+input) over n ranks runs at `size_factor` x its alpha-beta time, the factor being the measured
+time over the alpha-beta time of the same curve's own plateau (busbw at its largest message) and
+the profiles' NCCL ring latency per step (3.4 us, NVLink, Simple protocol): so the curve's shape is
+taken, and the profile's plateau kept. Read linearly in log bytes between measured points; at least
+1 (noise above the alpha-beta line is not a speed-up), 1 from the largest point up, and the
+smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there).
+A group size between the measured ones takes the nearest in log2.
+
+Curves (sp_planner/data/collective_sizes.json, written by scripts/extract_collective_sizes.py, each
+family's entry naming its source): Hopper, B200, GB200 and GB300 from OpenXLA's collective table
+(groups of 2, 4 and 8 on one HGX node; 4-64 GPUs of an NVL72 rack, every group busy at once); B300
+(HGX) takes B200's, an assumption. Ampere (A100, A800) from nccl-tests all_reduce on 8 x A100 SXM,
+which its all-gathers and reduce-scatters take as well (an assumption: no A100 table of those).
+Not modelled (factor 1): groups that leave the node (no InfiniBand curve by size was found; the
+only multi-node one, AWS EFA, is a different fabric), all-to-all and point-to-point, and profiles
+of no listed family (L20, L40S, Ascend, MI300X, user profiles).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from sp_planner.cost.families import PROFILE_FAMILY
+from sp_planner.specs.hardware import HardwareProfile
+
+# NCCL's ring latency per step on NVLink, Simple protocol (src/graph/tuning.cc hwLatencies; every
+# NVLink profile's intra_node.latency_s): the alpha of each curve's own alpha-beta line.
+NVLINK_RING_STEP_S = 3.4e-6
+SIZED_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
+# Families whose curves stand for another family's GPUs (module docstring).
+BORROWED_FAMILY = {"blackwell-ultra": "blackwell"}
+
+
+def ring_rounds(collective: str) -> int:
+    """Rounds of n-1 ring steps: two for an all-reduce (reduce-scatter, then all-gather), else one."""
+    return 2 if collective == "all_reduce" else 1
+
+
+@cache
+def _curves() -> dict:
+    text = (resources.files("sp_planner") / "data" / "collective_sizes.json").read_text(encoding="utf-8")
+    return json.loads(text)["families"]
+
+
+@cache
+def _factor_curve(family: str, collective: str, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(log tensor bytes, factor) of one measured curve (module docstring)."""
+    points = np.asarray(_curves()[family]["curves"][collective][str(group_size)], dtype=np.float64)
+    points = points[points[:, 0] >= 2**20] if family != "ampere" else points
+    tensor, rate = points[:, 0], points[:, 1]
+    measured_s = tensor / rate
+    busbw_share = ring_rounds(collective) * (group_size - 1) / group_size
+    plateau = busbw_share * rate[-1]  # busbw at the largest message
+    alpha_beta_s = busbw_share * tensor / plateau + ring_rounds(collective) * (group_size - 1) * NVLINK_RING_STEP_S
+    factor = np.maximum(measured_s / alpha_beta_s, 1.0)
+    factor[-1] = 1.0
+    return np.log(tensor), factor
+
+
+def _family(hardware: HardwareProfile) -> str | None:
+    family = PROFILE_FAMILY.get(hardware.name.lower())
+    if family is None:
+        return None
+    family = BORROWED_FAMILY.get(family, family)
+    return family if family in _curves() else None
+
+
+def ring_tensor_bytes(collective: str, sent_bytes, group_size):
+    """The tensor of a ring call in which each rank sends `sent_bytes` (sent = rounds x (n-1)/n of it)."""
+    n = np.asarray(group_size, dtype=np.float64)
+    return np.asarray(sent_bytes, dtype=np.float64) * n / (ring_rounds(collective) * np.maximum(n - 1, 1))
+
+
+def size_factor(hardware: HardwareProfile, collective: str, tensor_bytes, group_size, where=None):
+    """Factor (>= 1) on the alpha-beta time of a ring `collective` of `tensor_bytes` over
+    `group_size` ranks inside one NVLink domain; 1 where no curve applies (module docstring) and
+    outside `where` (a mask of the rows that are inside a node; all when None)."""
+    tensor, group = np.broadcast_arrays(np.asarray(tensor_bytes, dtype=np.float64),
+                                        np.asarray(group_size, dtype=np.float64))
+    out = np.ones(tensor.shape)
+    family = _family(hardware)
+    if family is None or collective not in SIZED_COLLECTIVES:
+        return out
+    rows = group > 1 if where is None else (group > 1) & where
+    if not rows.any():
+        return out
+    measured = np.array(sorted(int(g) for g in _curves()[family]["curves"][collective]))
+    # The nearest measured group size in log2: the midpoints between them split the axis.
+    nearest = np.searchsorted((np.log2(measured[1:]) + np.log2(measured[:-1])) / 2, np.log2(group[rows]))
+    log_tensor = np.log(np.maximum(tensor[rows], 1.0))
+    values = np.empty(log_tensor.shape)
+    for i, g in enumerate(measured):
+        at = nearest == i
+        if at.any():
+            log_bytes, factor = _factor_curve(family, collective, int(g))
+            values[at] = np.interp(log_tensor[at], log_bytes, factor)
+    out[rows] = values
+    return out
