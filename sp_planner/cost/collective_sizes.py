@@ -7,10 +7,11 @@ protocols: 8 x A100 all_reduce takes 1327.6 us at 128 MiB against the alpha-beta
 own 16 GiB busbw. Tensor-parallel all-gathers and reduce-scatters (16-128 MiB on most layers),
 gradient buckets and FSDP's per-layer calls sit in that range.
 
-A call of `tensor` bytes (the all-reduce's input, the all-gather's output, the reduce-scatter's
-input) over n ranks runs at `size_factor` x its alpha-beta time, the factor being the measured
-time over the alpha-beta time of the same curve's own plateau (busbw at its largest message) and
-the profiles' NCCL ring latency per step (3.4 us, NVLink, Simple protocol): so the curve's shape is
+A call of `tensor` bytes (the all-reduce's and the all-to-all's input, the all-gather's output, the
+reduce-scatter's input) over n ranks runs at `size_factor` x its alpha-beta time, the factor being
+the measured time over the alpha-beta time of the same curve's own plateau (busbw at its largest
+message) and the latencies cost.links charges the call (NCCL's 3.4 us per ring step on NVLink,
+Simple protocol; one for an all-to-all's concurrent sends): so the curve's shape is
 taken, and the profile's plateau kept. Read linearly in log bytes between measured points; at least
 1 (noise above the alpha-beta line is not a speed-up), 1 from the largest point up, and the
 smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there).
@@ -19,11 +20,13 @@ A group size between the measured ones takes the nearest in log2.
 Curves (sp_planner/data/collective_sizes.json, written by scripts/extract_collective_sizes.py, each
 family's entry naming its source): Hopper, B200, GB200 and GB300 from OpenXLA's collective table
 (groups of 2, 4 and 8 on one HGX node; 4-64 GPUs of an NVL72 rack, every group busy at once); B300
-(HGX) takes B200's, an assumption. Ampere (A100, A800) from nccl-tests all_reduce on 8 x A100 SXM,
-which its all-gathers and reduce-scatters take as well (an assumption: no A100 table of those).
+(HGX) takes B200's, an assumption; all four have all-to-all curves (Ulysses, MoE dispatch). Ampere
+(A100, A800) from nccl-tests all_reduce on 8 x A100 SXM, which its all-gathers and reduce-scatters
+take as well (an assumption: no A100 table of those); its all-to-alls are not sized (none found).
 Not modelled (factor 1): groups that leave the node (no InfiniBand curve by size was found; the
-only multi-node one, AWS EFA, is a different fabric), all-to-all and point-to-point, and profiles
-of no listed family (L20, L40S, Ascend, MI300X, user profiles).
+only multi-node one, AWS EFA, is a different fabric), point-to-point (ring K/V steps, pipeline
+sends), Ampere's all-to-all, and profiles of no listed family (L20, L40S, Ascend, MI300X, user
+profiles).
 """
 
 from __future__ import annotations
@@ -40,14 +43,21 @@ from sp_planner.specs.hardware import HardwareProfile
 # NCCL's ring latency per step on NVLink, Simple protocol (src/graph/tuning.cc hwLatencies; every
 # NVLink profile's intra_node.latency_s): the alpha of each curve's own alpha-beta line.
 NVLINK_RING_STEP_S = 3.4e-6
-SIZED_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter")
+SIZED_COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
 # Families whose curves stand for another family's GPUs (module docstring).
 BORROWED_FAMILY = {"blackwell-ultra": "blackwell"}
 
 
 def ring_rounds(collective: str) -> int:
-    """Rounds of n-1 ring steps: two for an all-reduce (reduce-scatter, then all-gather), else one."""
+    """Rounds of n-1 ring steps: two for an all-reduce (reduce-scatter, then all-gather), else one
+    (an all-to-all sends (n-1)/n of its tensor once)."""
     return 2 if collective == "all_reduce" else 1
+
+
+def latency_steps(collective: str, group_size: int) -> int:
+    """The latencies one call pays in cost.links: n-1 ring steps per round; an all-to-all's
+    concurrent sends, one."""
+    return 1 if collective == "all_to_all" else ring_rounds(collective) * (group_size - 1)
 
 
 @cache
@@ -65,7 +75,7 @@ def _factor_curve(family: str, collective: str, group_size: int) -> tuple[np.nda
     measured_s = tensor / rate
     busbw_share = ring_rounds(collective) * (group_size - 1) / group_size
     plateau = busbw_share * rate[-1]  # busbw at the largest message
-    alpha_beta_s = busbw_share * tensor / plateau + ring_rounds(collective) * (group_size - 1) * NVLINK_RING_STEP_S
+    alpha_beta_s = busbw_share * tensor / plateau + latency_steps(collective, group_size) * NVLINK_RING_STEP_S
     factor = np.maximum(measured_s / alpha_beta_s, 1.0)
     factor[-1] = 1.0
     return np.log(tensor), factor
@@ -93,7 +103,7 @@ def size_factor(hardware: HardwareProfile, collective: str, tensor_bytes, group_
                                         np.asarray(group_size, dtype=np.float64))
     out = np.ones(tensor.shape)
     family = _family(hardware)
-    if family is None or collective not in SIZED_COLLECTIVES:
+    if family is None or collective not in _curves()[family]["curves"]:
         return out
     rows = group > 1 if where is None else (group > 1) & where
     if not rows.any():

@@ -131,12 +131,15 @@ def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, r):
     return np.where(link == NONE, 0.0, t)
 
 
-def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):
+def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int, *,
+                      nccl: bool = True):
     """Time of one all-to-all in which each rank sends `sent_bytes` to the other n-1 ranks.
 
     Across nodes the share (n-r)/(n-1) that leaves the node goes through this GPU's own NIC:
     NCCL all-to-all cannot aggregate NICs (sjeaugey, nccl-tests issues #130 and #267); the rest
-    goes over the intra-node link at the same time. Latency: one round of concurrent sends.
+    goes over the intra-node link at the same time. Latency: one round of concurrent sends. Inside a
+    node, NCCL's (`nccl`; not HybridEP's own kernels) times the measured slowdown at the call's
+    message size (cost.collective_sizes).
     A group-size-dependent efficiency is taken at the r members sharing a node for the
     intra-node part and at the whole group for the network part.
     """
@@ -150,7 +153,10 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
     net_s = sent * (size - r) / peers / _bw(hardware, "all_to_all", True, size)
     t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / bw_local)
     alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
-    return np.where((link == NONE) | (sent <= 0), 0.0, t + alpha)
+    # Inside a node, the measured slowdown at its message size (cost.collective_sizes).
+    factor = size_factor(hardware, "all_to_all", ring_tensor_bytes("all_to_all", sent, size), size,
+                         where=(link == INTRA) & nccl)
+    return np.where((link == NONE) | (sent <= 0), 0.0, (t + alpha) * factor)
 
 
 def p2p_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):

@@ -157,13 +157,15 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
 
 
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
-              algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1) -> PhaseResult:
+              algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1, nccl: bool = True) -> PhaseResult:
     """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
 
     Returns the slowest group's time. Latency: a ring collective serialises NCCL's ring steps
     (cost.links.ring_latency_s: per round, n-k hops inside the group's k nodes at the slowest
     intra-node route's latency and k-1 at the slowest network route's); a P2P step, a chain hop
-    or an all-to-all one route's.
+    or an all-to-all one route's. Inside a node, a ring collective or an all-to-all run by NCCL
+    (`nccl`: not HybridEP's kernels) takes the measured slowdown at its message size
+    (cost.collective_sizes), as cost.links does.
     """
     groups = np.asarray(groups, dtype=np.int64)
     num_groups, n = groups.shape
@@ -221,7 +223,8 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     else:
         group_latency = by_group.max(axis=1)
     total = group_time + group_latency
-    factor, sized = 1.0, algorithm == "ring" and not crosses
+    sized = nccl and not crosses and (algorithm == "ring" or algorithm == efficiency == "all_to_all")
+    factor = 1.0
     if sized:
         # The measured slowdown at this message size inside a node (cost.collective_sizes, as
         # cost.links.ring_collective_time_s applies it).

@@ -84,13 +84,13 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
-    def phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=1) -> PhaseResult:
-        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff, rounds=rounds)
+    def phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=1, nccl=True) -> PhaseResult:
+        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl)
         phases.append(result)
         return result
 
-    def phase(name, axis_groups, nbytes, algorithm, eff, rounds=1) -> float:
-        return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds).duration_s
+    def phase(name, axis_groups, nbytes, algorithm, eff, rounds=1, nccl=True) -> float:
+        return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
     gathers, _ = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp)

@@ -170,7 +170,8 @@ def test_a_framework_without_expert_parallelism_says_so(sp_plan):
 
 def test_hybridep_dispatcher_reaches_the_json_flags_and_step(sp_plan):
     # The same pinned plan under HybridEP: the flex dispatcher's flags, no permutation passes
-    # (cost.moe: only gemm_s moves), and the JSON names the dispatcher.
+    # (cost.moe: gemm_s moves), its own all-to-all kernels (not slowed by NCCL's measured curve at
+    # the message size, cost.collective_sizes: moe_comm_s moves), and the JSON names the dispatcher.
     pins = [*QUESTION, "--nodes", "18", "--tp", "1", "--pp", "1", "--ulysses", "1", "--ring", "8", "--dp", "9",
             "--ep", "8", "--etp", "1", "--zero", "3", "--recompute", "full", "--micro-batch", "1",
             "--format", "json", "--top", "1"]
@@ -183,7 +184,7 @@ def test_hybridep_dispatcher_reaches_the_json_flags_and_step(sp_plan):
     assert "--moe-token-dispatcher-type flex" in text and "--moe-flex-dispatcher-backend hybridep" in text
     assert "--moe-permute-fusion" not in text and "--moe-permute-fusion" in plain["flags"]["megatron"]["text"]
     assert fused["time"]["gemm_s"] < plain["time"]["gemm_s"]
-    assert fused["time"]["moe_comm_s"] == plain["time"]["moe_comm_s"]
+    assert fused["time"]["moe_comm_s"] < plain["time"]["moe_comm_s"]
     for framework in ("mindspeed", "torchtitan"):
         assert not fused["flags"][framework]["supported"]
         assert "token dispatcher hybridep cannot be expressed" in fused["flags"][framework]["reason"]

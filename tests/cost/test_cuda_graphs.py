@@ -90,10 +90,11 @@ def test_graphs_shorten_the_host_stretch_but_keep_the_sync():
     # Qwen3-30B-A3B on 8 GB200s, micro batch 4, MXFP8 (the 25.11/26.08 Megatron-Bridge layout):
     # host-bound eager; router/preprocess graphs leave less exposed host time, still some (the
     # forward stretch before each layer's sync); a full-iteration graph none. Routing
-    # force-balanced as those benchmarks ran it.
+    # force-balanced and the HybridEP dispatcher, as those benchmarks ran them.
     hw, workload = load_hardware("gb200-nvl72"), Workload(seq_len=4096, global_batch=512)
     plan = ParallelPlan(dp=8, ep=8, micro_batch=4, zero=1, precision="mxfp8")
-    balanced = QWEN3_MOE.model_copy(update={"moe": QWEN3_MOE.moe.model_copy(update={"routing": "balanced"})})
+    balanced = QWEN3_MOE.model_copy(update={"moe": QWEN3_MOE.moe.model_copy(
+        update={"routing": "balanced", "dispatcher": "hybridep"})})
 
     def host_s(*scopes):
         return evaluate(balanced, hw, workload, plan, num_nodes=2, gpus_per_node=4,

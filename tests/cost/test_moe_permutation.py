@@ -61,7 +61,11 @@ def test_step_charges_the_permutations_forward_and_backward():
     per_pass = 50 * 2048 * 2 * 4096 / (hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
     extra = runs["alltoall"].time.gemm_s - runs["hybridep"].time.gemm_s
     assert extra == pytest.approx(8 * 48 * 2 * per_pass, rel=1e-9)
-    others = [name for name in runs["alltoall"].time.model_fields if name not in ("gemm_s", "host_overhead_s")]
+    # HybridEP's own kernels move the tokens: its all-to-all is not slowed by NCCL's measured curve
+    # at the message size (cost.collective_sizes), the alltoall dispatcher's NCCL call is.
+    assert runs["alltoall"].time.moe_comm_s > runs["hybridep"].time.moe_comm_s
+    others = [name for name in type(runs["alltoall"].time).model_fields
+              if name not in ("gemm_s", "host_overhead_s", "moe_comm_s")]
     for name in others:
         assert getattr(runs["alltoall"].time, name) == pytest.approx(getattr(runs["hybridep"].time, name)), name
     assert np.isfinite(runs["alltoall"].step_time_s)
