@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
-from sp_planner.cost.collective_sizes import size_factor
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
@@ -41,7 +41,7 @@ def _per_call(result: PhaseResult, params: float, phase_params: float, hardware:
     if not result.sized:
         return alpha_beta
     n = result.group_size
-    tensor = result.bytes_per_rank * share * n / (result.rounds * (n - 1))
+    tensor = ring_tensor_bytes(result.collective, result.bytes_per_rank * share, n)
     return alpha_beta * float(size_factor(hardware, result.collective, tensor, n))
 
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from sp_planner.cost.collective_sizes import size_factor
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
@@ -53,7 +53,6 @@ class PhaseResult(FrozenModel):
     size_factor: float = 1.0
     collective: str = ""  # the efficiency key the phase was timed with
     group_size: int = 0
-    rounds: int = 1
 
 
 def max_min_rates(routes: np.ndarray, capacity: np.ndarray, weights: np.ndarray | None = None
@@ -228,7 +227,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     if sized:
         # The measured slowdown at this message size inside a node (cost.collective_sizes, as
         # cost.links.ring_collective_time_s applies it).
-        factor = float(size_factor(cluster.hardware, efficiency, bytes_per_rank * n / (rounds * (n - 1)), n))
+        factor = float(size_factor(cluster.hardware, efficiency, ring_tensor_bytes(efficiency, bytes_per_rank, n), n))
     total = total * factor
     slowest = int(np.argmax(total))
     members = np.flatnonzero(gid == slowest)
@@ -249,5 +248,4 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         size_factor=factor,
         collective=efficiency,
         group_size=n,
-        rounds=rounds,
     )
