@@ -233,7 +233,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     members = np.flatnonzero(gid == slowest)
     slow_flow = int(members[np.argmax(flow_time[members])])
     edge = int(frozen_by[slow_flow])
-    transfer = float(group_time[slowest])
+    transfer = float(total[slowest] - group_latency[slowest])  # the bandwidth part, with the size slowdown
     return PhaseResult(
         name=name,
         bytes_per_rank=float(bytes_per_rank),
