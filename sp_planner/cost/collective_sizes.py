@@ -25,8 +25,8 @@ family's entry naming its source): Hopper, B200, GB200 and GB300 from OpenXLA's 
 take as well (an assumption: no A100 table of those); its all-to-alls are not sized (none found).
 Not modelled (factor 1): groups that leave the node (no InfiniBand curve by size was found; the
 only multi-node one, AWS EFA, is a different fabric), point-to-point (ring K/V steps, pipeline
-sends), Ampere's all-to-all, and profiles of no listed family (L20, L40S, Ascend, MI300X, user
-profiles).
+sends), Ampere's all-to-all, profiles of no listed family (L20, L40S, Ascend, MI300X, user
+profiles) and profiles sp-calibrate measured (their alpha-beta fit spans the sizes they timed).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ def _factor_curve(family: str, collective: str, group_size: int) -> tuple[np.nda
 
 
 def _family(hardware: HardwareProfile) -> str | None:
+    if hardware.calibration is not None:
+        return None  # sp-calibrate's alpha-beta fit is the measured machine's own, over its sizes
     family = PROFILE_FAMILY.get(hardware.name.lower())
     if family is None:
         return None

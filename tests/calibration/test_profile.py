@@ -8,6 +8,7 @@ import yaml
 from sp_planner.calibration.fit import calibration_data
 from sp_planner.calibration.profile import build_profile, write_profile
 from sp_planner.catalog import load_hardware, read_hardware_file
+from sp_planner.cost.collective_sizes import size_factor
 from sp_planner.errors import UserInputError
 from sp_planner.specs.hardware import SOURCED_FIELDS
 
@@ -129,3 +130,11 @@ def test_corrupt_profiles_are_one_line_errors(tmp_path):
     no_curve.write_text(yaml.safe_dump(data))
     with pytest.raises(UserInputError, match="efficiency.attention_bwd: Field required"):
         load_hardware(str(no_curve))
+
+
+def test_a_calibrated_profile_keeps_its_own_alpha_beta_fit(make_measurements):
+    # sp-calibrate fits alpha and beta over the sizes it timed on the machine itself: no built-in
+    # curve by message size (cost.collective_sizes) goes on top, even under a built-in's name.
+    measured = build_profile(calibration_data(make_measurements()), base=H100, name="H100-SXM", date=DATE).profile
+    assert float(size_factor(measured, "all_gather", 64 * 2**20, 8)) == 1.0
+    assert float(size_factor(H100, "all_gather", 64 * 2**20, 8)) > 1.05

@@ -80,3 +80,4 @@ def test_h100_all_to_all_takes_the_xla_curve_unless_hybridep_moves_the_tokens():
         return float(moe_times(H100, model, tokens_per_tp_rank=4096, ep=8, etp=1, ep_stride=1, elem_bytes=2,
                                gpus_per_node=8).all_to_all_s)
     assert a2a(qwen) > 1.05 * a2a(hybridep)
+
