@@ -12,9 +12,10 @@ reduce-scatter's input) over n ranks runs at `size_factor` x its alpha-beta time
 the measured time over the alpha-beta time of the same curve's own plateau (busbw at its largest
 message) and the latencies cost.links charges the call (NCCL's 3.4 us per ring step on NVLink,
 Simple protocol; one for an all-to-all's concurrent sends): so the curve's shape is
-taken, and the profile's plateau kept. Read linearly in log bytes between measured points; at least
+taken, and the profile's plateau kept. The measured time is read linearly in log-log between points; at least
 1 (noise above the alpha-beta line is not a speed-up), 1 from the largest point up, and the
-smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there).
+smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there);
+a measured time above that of a larger message is held to it (a smaller message cannot take longer).
 A group size between the measured ones takes the nearest in log2.
 
 Curves (sp_planner/data/collective_sizes.json, written by scripts/extract_collective_sizes.py, each
@@ -34,6 +35,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 
@@ -66,19 +68,42 @@ def _curves() -> dict:
     return json.loads(text)["families"]
 
 
+class _Curve(NamedTuple):
+    """One measured curve: log tensor bytes, log seconds (held non-increasing towards small
+    messages), and its own alpha-beta line (busbw share, plateau busbw, latency)."""
+
+    log_bytes: np.ndarray
+    log_time: np.ndarray
+    busbw_share: float
+    plateau_bytes_per_s: float
+    latency_s: float
+
+    def alpha_beta_s(self, tensor):
+        return self.busbw_share * tensor / self.plateau_bytes_per_s + self.latency_s
+
+
 @cache
-def _factor_curve(family: str, collective: str, group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log tensor bytes, factor) of one measured curve (module docstring)."""
+def _curve(family: str, collective: str, group_size: int) -> _Curve:
     points = np.asarray(_curves()[family]["curves"][collective][str(group_size)], dtype=np.float64)
     points = points[points[:, 0] >= 2**20] if family != "ampere" else points
     tensor, rate = points[:, 0], points[:, 1]
-    measured_s = tensor / rate
-    busbw_share = ring_rounds(collective) * (group_size - 1) / group_size
-    plateau = busbw_share * rate[-1]  # busbw at the largest message
-    alpha_beta_s = busbw_share * tensor / plateau + latency_steps(collective, group_size) * NVLINK_RING_STEP_S
-    factor = np.maximum(measured_s / alpha_beta_s, 1.0)
-    factor[-1] = 1.0
-    return np.log(tensor), factor
+    # A smaller message never takes longer than a larger one: a time above a larger size's is the
+    # table's noise (XLA's H100 all-to-all: 55 us at 1 MiB, 25 us at 2 MiB), held to that time.
+    measured_s = np.minimum.accumulate((tensor / rate)[::-1])[::-1]
+    share = ring_rounds(collective) * (group_size - 1) / group_size
+    return _Curve(np.log(tensor), np.log(measured_s), share, share * rate[-1],  # busbw at the largest message
+                  latency_steps(collective, group_size) * NVLINK_RING_STEP_S)
+
+
+def _curve_factor(curve: _Curve, tensor: np.ndarray) -> np.ndarray:
+    """The measured time (log-log between points) over the curve's own alpha-beta time, at least
+    1; the smallest point's factor below it, 1 from the largest up."""
+    log_tensor = np.log(np.maximum(tensor, 1.0))
+    low, high = curve.log_bytes[0], curve.log_bytes[-1]
+    inside = np.exp(np.interp(log_tensor, curve.log_bytes, curve.log_time)) / curve.alpha_beta_s(tensor)
+    first = np.exp(curve.log_time[0]) / curve.alpha_beta_s(np.exp(low))
+    factor = np.where(log_tensor < low, first, np.where(log_tensor >= high, 1.0, inside))
+    return np.maximum(factor, 1.0)
 
 
 def _family(hardware: HardwareProfile) -> str | None:
@@ -113,12 +138,10 @@ def size_factor(hardware: HardwareProfile, collective: str, tensor_bytes, group_
     measured = np.array(sorted(int(g) for g in _curves()[family]["curves"][collective]))
     # The nearest measured group size in log2: the midpoints between them split the axis.
     nearest = np.searchsorted((np.log2(measured[1:]) + np.log2(measured[:-1])) / 2, np.log2(group[rows]))
-    log_tensor = np.log(np.maximum(tensor[rows], 1.0))
-    values = np.empty(log_tensor.shape)
+    values = np.empty(int(rows.sum()))
     for i, g in enumerate(measured):
         at = nearest == i
         if at.any():
-            log_bytes, factor = _factor_curve(family, collective, int(g))
-            values[at] = np.interp(log_tensor[at], log_bytes, factor)
+            values[at] = _curve_factor(_curve(family, collective, int(g)), tensor[rows][at])
     out[rows] = values
     return out
