@@ -19,7 +19,8 @@ a measured time above that of a larger message is held to it (a smaller message 
 A group size between the measured ones takes the nearest in log2.
 
 Curves (sp_planner/data/collective_sizes.json, written by scripts/extract_collective_sizes.py, each
-family's entry naming its source): Hopper, B200, GB200 and GB300 from OpenXLA's collective table
+family's entry naming its source): Hopper (measured on H100; H200 and H800 take it, the H800's
+8-lane NVLink an assumption), B200, GB200 and GB300 from OpenXLA's collective table
 (groups of 2, 4 and 8 on one HGX node; 4-64 GPUs of an NVL72 rack, every group busy at once); B300
 (HGX) takes B200's, an assumption; all four have all-to-all curves (Ulysses, MoE dispatch). Ampere
 (A100, A800) from nccl-tests all_reduce on 8 x A100 SXM, which its all-gathers and reduce-scatters
