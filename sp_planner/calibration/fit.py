@@ -14,6 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from sp_planner.calibration.measurements import CollectiveSample, Measurements
+from sp_planner.cost.collective_sizes import bus_factor
 from sp_planner.cost.kernels import FLASH_BWD_FLOPS_FACTOR, flash_flops
 from sp_planner.errors import UserInputError
 from sp_planner.specs.calibration import (
@@ -24,28 +25,6 @@ from sp_planner.specs.calibration import (
     GemmRate,
     TimedPoint,
 )
-
-
-def bus_factor(collective: str, group_size: int) -> float:
-    """nccl-tests busbw / algbw for a group of `group_size` ranks."""
-    n = group_size
-    if collective == "all_reduce":
-        return 2 * (n - 1) / n
-    if collective in ("all_gather", "reduce_scatter", "all_to_all"):
-        return (n - 1) / n
-    if collective == "p2p":
-        return 1.0
-    raise ValueError(f"unknown collective {collective!r}")
-
-
-def latency_steps(collective: str, group_size: int) -> int:
-    """Link hops in sequence, as sp_planner.cost.links charges latency: a ring all-gather or
-    reduce-scatter takes n-1 steps, an all-reduce 2(n-1), an all-to-all and a p2p step one."""
-    if collective == "all_reduce":
-        return 2 * (group_size - 1)
-    if collective in ("all_gather", "reduce_scatter"):
-        return group_size - 1
-    return 1
 
 
 def fit_alpha_beta(sizes_bytes, times_s, *, what: str = "the measurements") -> tuple[float, float]:

@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from sp_planner.calibration.fit import latency_steps
+from sp_planner.cost.collective_sizes import latency_steps
 from sp_planner.catalog import profile_to_yaml
 from sp_planner.cost.runtime_memory import FRAGMENTATION_RESERVE_FRACTION
 from sp_planner.errors import UserInputError

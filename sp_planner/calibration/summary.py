@@ -10,7 +10,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from sp_planner.calibration.fit import attention_flops, latency_steps
+from sp_planner.calibration.fit import attention_flops
+from sp_planner.cost.collective_sizes import latency_steps
 from sp_planner.cost.kernels import flash_time_s
 from sp_planner.specs.calibration import CalibrationData
 from sp_planner.specs.hardware import HardwareProfile

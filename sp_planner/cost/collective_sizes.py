@@ -57,10 +57,26 @@ def ring_rounds(collective: str) -> int:
     return 2 if collective == "all_reduce" else 1
 
 
+def bus_factor(collective: str, group_size: int) -> float:
+    """nccl-tests busbw / algbw for a group of `group_size` ranks (doc/PERFORMANCE.md): the share of
+    the tensor each rank sends, 2(n-1)/n for an all-reduce, (n-1)/n for an all-gather, a
+    reduce-scatter and an all-to-all, 1 for send/recv."""
+    n = group_size
+    if collective == "all_reduce":
+        return 2 * (n - 1) / n
+    if collective in ("all_gather", "reduce_scatter", "all_to_all"):
+        return (n - 1) / n
+    if collective == "p2p":
+        return 1.0
+    raise ValueError(f"unknown collective {collective!r}")
+
+
 def latency_steps(collective: str, group_size: int) -> int:
-    """The latencies one call pays in cost.links: n-1 ring steps per round; an all-to-all's
-    concurrent sends, one."""
-    return 1 if collective == "all_to_all" else ring_rounds(collective) * (group_size - 1)
+    """Link hops in sequence, as cost.links charges latency: a ring all-gather or reduce-scatter
+    takes n-1 steps, an all-reduce 2(n-1), an all-to-all and a p2p step one."""
+    if collective in ("all_reduce", "all_gather", "reduce_scatter"):
+        return ring_rounds(collective) * (group_size - 1)
+    return 1
 
 
 @cache
@@ -91,7 +107,7 @@ def _curve(family: str, collective: str, group_size: int) -> _Curve:
     # A smaller message never takes longer than a larger one: a time above a larger size's is the
     # table's noise (XLA's H100 all-to-all: 55 us at 1 MiB, 25 us at 2 MiB), held to that time.
     measured_s = np.minimum.accumulate((tensor / rate)[::-1])[::-1]
-    share = ring_rounds(collective) * (group_size - 1) / group_size
+    share = bus_factor(collective, group_size)
     return _Curve(np.log(tensor), np.log(measured_s), share, share * rate[-1],  # busbw at the largest message
                   latency_steps(collective, group_size) * NVLINK_RING_STEP_S)
 

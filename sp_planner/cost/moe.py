@@ -219,6 +219,12 @@ class MoETimes(NamedTuple):
     permute_s: np.ndarray  # the dispatcher's permutations, forward (backward the same)
 
 
+def nccl_dispatch(model: ModelSpec) -> bool:
+    """Whether NCCL's all-to-all moves the tokens: not under HybridEP, whose own kernels do (their
+    speed by message size is not NCCL's measured curve, cost.collective_sizes)."""
+    return model.moe is None or model.moe.dispatcher != "hybridep"
+
+
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
               ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
     """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
@@ -230,11 +236,9 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     factor = grouped_gemm_efficiency_factor(rows_per_expert(model, tokens_per_tp_rank, ep, etp))
     extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0))
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
-    # all_to_all_time_s takes the bytes sent to the other ep-1 ranks; NCCL's unless HybridEP's own
-    # kernels move them (their speed by message size is not NCCL's measured curve).
-    nccl = model.moe is None or model.moe.dispatcher != "hybridep"
+    # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node,
-                                nccl=nccl)
+                                nccl=nccl_dispatch(model))
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank

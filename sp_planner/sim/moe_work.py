@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sp_planner.cost.memory import ACT_BYTES
-from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times
+from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.specs.hardware import HardwareProfile
@@ -36,9 +36,8 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
-    # NCCL's all-to-all unless HybridEP's own kernels move the tokens (cost.moe).
     a2a = phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep, "all_to_all",
-                "all_to_all", nccl=model.moe.dispatcher != "hybridep")
+                "all_to_all", nccl=nccl_dispatch(model))
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sp_planner.calibration.fit import attention_flops, bus_factor
+from sp_planner.calibration.fit import attention_flops
+from sp_planner.cost.collective_sizes import bus_factor
 from sp_planner.calibration.measurements import (
     AttentionSample,
     CollectiveSample,

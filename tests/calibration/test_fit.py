@@ -8,23 +8,11 @@ import pytest
 
 from sp_planner.calibration.fit import (
     attention_flops,
-    bus_factor,
     calibration_data,
     fit_alpha_beta,
     fit_collectives,
-    latency_steps,
 )
 from sp_planner.errors import UserInputError
-
-
-def test_bus_factors_are_nccl_tests_conventions():
-    # NVIDIA/nccl-tests doc/PERFORMANCE.md: 2(n-1)/n, (n-1)/n, (n-1)/n, (n-1)/n, 1
-    assert bus_factor("all_reduce", 8) == 1.75
-    assert bus_factor("all_gather", 8) == 0.875
-    assert bus_factor("reduce_scatter", 3) == pytest.approx(2 / 3)
-    assert bus_factor("all_to_all", 2) == 0.5
-    assert bus_factor("p2p", 5) == 1.0
-    assert [latency_steps(c, 8) for c in ("all_reduce", "all_gather", "all_to_all", "p2p")] == [14, 7, 1, 1]
 
 
 @pytest.mark.parametrize("alpha_s, beta", [(20e-6, 300e9), (0.5e-3, 1.2e9), (0.0, 45e9)])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, size_factor
+from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, bus_factor, latency_steps, size_factor
 from sp_planner.cost.links import all_to_all_time_s, intra_size_factor, ring_alpha_beta_s, ring_collective_time_s
 from sp_planner.cost.moe import moe_times
 
@@ -100,3 +100,13 @@ def test_a_larger_message_never_takes_less_time(name):
                 t = ring_collective_time_s(hardware, collective, sent, group, 1, 8)
             assert (np.diff(t) / t[:-1] > -0.01).all(), (collective, group)
         assert t[-1] > 100 * t[0]
+
+
+def test_bus_factors_are_nccl_tests_conventions():
+    # NVIDIA/nccl-tests doc/PERFORMANCE.md: 2(n-1)/n, (n-1)/n, (n-1)/n, (n-1)/n, 1
+    assert bus_factor("all_reduce", 8) == 1.75
+    assert bus_factor("all_gather", 8) == 0.875
+    assert bus_factor("reduce_scatter", 3) == pytest.approx(2 / 3)
+    assert bus_factor("all_to_all", 2) == 0.5
+    assert bus_factor("p2p", 5) == 1.0
+    assert [latency_steps(c, 8) for c in ("all_reduce", "all_gather", "all_to_all", "p2p")] == [14, 7, 1, 1]
