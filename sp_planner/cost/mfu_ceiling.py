@@ -10,8 +10,9 @@ record runs executed their recompute on top of it: MosaicML's MPT-13B full-recom
 128 H100s (5,080 tokens/s/GPU) runs 42% MFU but 54% of peak in executed FLOPs, above the 47.10%
 record, so a bound on executed FLOPs would hold such plans below what was measured. A record
 published in Megatron's full-square count is converted to causal attention where its model is
-stated (H100 BF16, Grace-Blackwell); the others (A100 BF16, Hopper FP8, B200 FP8/MXFP8) count
-attention over the full square, at least the causal work, so they are lenient at long context.
+stated (H100 BF16, B200 FP8, Grace-Blackwell); the others (A100 BF16, Hopper FP8) count attention
+over the full square, at least the causal work, so they are lenient at long context. B200 MXFP8's
+record (Megatron-Bridge) already counts causal attention.
 For MoE models the FLOPs are those a token runs through (top_k routed
 plus shared experts, cost.flops._active_ffn_width), not all experts'.
 An FP8/MXFP8 ceiling is a fraction of the profile's FP8 peak, as the published FP8 figures are
@@ -30,8 +31,8 @@ B300 was found, and B200's records are not B300's). NVIDIA publishes BF16
 only for MoE models (GPT-OSS-120B 16.6% on B200, DeepSeek-V3 31.3% on GB200, Megatron-Bridge
 25.11-26.08); the one dense BF16 B200 run found, torchao's Llama3-8B baseline on 8 power-limited
 B200s (8307.5 tokens/s/GPU = 19.0%, pytorch/ao mx_formats README at d2087681), is not a record of
-the hardware either: B200's FP8 record (1717 model TFLOPS) run in BF16 would take at most twice as
-long (the GEMMs at half the rate), so BF16 reaches at least 38% there. L20 and L40S (no training
+the hardware either: B200's FP8 record (1676 model TFLOPS) run in BF16 would take at most twice as
+long (the GEMMs at half the rate), so BF16 reaches at least 37% there. L20 and L40S (no training
 MFU published; the USP paper's L20 table is attention-only); MI300X (no primary MFU or
 model TFLOPS/GPU figure for training was found in the searchable sources; vendor pages and
 reports seen give relative speedups; the best figure seen, ~522 TFLOPS/GPU bf16 on a 4-layer
@@ -69,9 +70,16 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
     ("hopper", "fp8"): (0.452, "NeMo docs performance_summary.md at 3a8081f ('24.07 vboost numbers', NeMo 24.07, "
                                "DGX-H100, FP8): GPT3-175B on 512 GPUs, 895 model TFLOPS/GPU / 1979 dense FP8 = "
                                "45.2% MFU (revised to 888 at 8e3d65d)"),
-    ("blackwell", "fp8"): (0.382, "NeMo docs performance_long_sequence.md at 19fadb6 (NeMo 25.04, DGX-B200, FP8): "
-                                  "Llama3-8B at 16K, 1717 model TFLOPS/GPU / 4500 dense FP8 = 38.2% MFU (Megatron-"
-                                  "Bridge 25.09: Llama3.1-405B 1676, 37.2%)"),
+    # B200 FP8 in the bounded convention: Megatron-Bridge's tables count causal attention (25.09
+    # DGX-B200: 664 tokens/s/GPU x 2.524e12 = 1676, its own model TFLOPS), so their 405B row is the
+    # record. NeMo 25.04's long-sequence Llama3-8B at 16K (1717 model TFLOPS, 38.2%) counts the full
+    # s x s square (validation/corpus/nemo_long_sequence.yaml): 1717 / 7.080e10 full-square FLOPs a
+    # token x 5.791e10 bounded = 1404 TFLOPS, 31.2%.
+    ("blackwell", "fp8"): (0.3724, "Megatron-Bridge docs/performance-summary.md at fa0315ae2 ('25.09 NeMo "
+                                   "Container', System DGX-B200, FP8): Llama3.1-405B on 128 GPUs at 8192, 664 "
+                                   "tokens/s/GPU x 2.524e12 = 1676 TFLOPS / 4500 dense FP8 = 37.24% MFU (NeMo "
+                                   "25.04's long-sequence Llama3-8B 16K, 1717 full-square model TFLOPS, is 31.2% "
+                                   "with causal attention)"),
     ("blackwell", "mxfp8"): (0.350, "Megatron-Bridge docs/performance-summary.md, 25.11 NeMo container, DGX-B200: "
                                     "Llama3.1-405B FP8-MX 1576 model TFLOPS/GPU / 4500 dense FP8 = 35.0% MFU"),
     # GB200: the best dense pretraining rows of Megatron-Bridge docs/performance-summary*.md

@@ -3,7 +3,12 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.flops import hardware_flops_per_step, layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.flops import (
+    hardware_flops_per_step,
+    layer_gemm_flops_per_token,
+    logits_gemm_flops_per_token,
+    model_flops_per_step,
+)
 from sp_planner.cost.mfu_ceiling import BEST_PUBLISHED_MFU, best_published_mfu, bounded_flops_per_step
 from sp_planner.plan import RECOMPUTE_NONE, ParallelPlan
 from sp_planner.search import evaluate, search
@@ -84,7 +89,7 @@ def test_moe_plans_are_held_by_the_flops_of_their_active_experts():
 
 @pytest.mark.parametrize("hardware, precision, mfu, fp8_peak, model", [
     ("h100-sxm", "fp8", 0.452, 1979e12, "llama3.1-70b"),  # NeMo 24.07 GPT3-175B (3a8081f): 895 / 1979
-    ("b200", "fp8", 0.382, 4500e12, "llama3-8b"),  # NeMo long-sequence Llama3-8B 16K: 1717 / 4500
+    ("b200", "fp8", 0.3724, 4500e12, "llama3-8b"),  # Megatron-Bridge 25.09 405B: 664 tokens/s/GPU
     ("b200", "mxfp8", 0.350, 4500e12, "llama3-8b"),  # Megatron-Bridge 25.11 Llama3.1-405B FP8-MX: 1576 / 4500
     ("gb200-nvl72", "fp8", 0.436, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B: 864 tokens/s/GPU
     ("gb200-nvl72", "mxfp8", 0.404, 5000e12, "llama3.1-70b"),  # Megatron-Bridge 26.04.01 405B MXFP8: 800 tokens/s/GPU
@@ -152,9 +157,30 @@ def test_b300_has_no_ceiling_of_its_own_nor_b200s(precision):
     assert best_published_mfu(load_hardware("b300"), precision) is None
 
 
+def test_b200_fp8_record_is_taken_in_the_bounded_convention():
+    # Two published B200 FP8 records. Megatron-Bridge 25.09 (performance-summary.md at fa0315ae2):
+    # Llama3.1-405B at 8192, 664 tokens/s/GPU, its table's 1676 model TFLOPS = tokens x the bounded
+    # FLOPs (causal attention). NeMo 25.04 long-sequence: Llama3-8B at 16K, 1717 model TFLOPS in the
+    # full-square count. By hand: 405B 126 x (6,375,342,080 + 268,435,456) + 4,202,692,608 = 8.4131e11
+    # a token forward, x 3 = 2.5240e12; 664 x 2.5240e12 / 4.5e15 = 37.24%. Llama3-8B at 16K: layers
+    # 32 x 2 x (4096 x 6144 + 4096 x 4096 + 3 x 4096 x 14336) = 1.3959e10, logits 2 x 4096 x 128256 =
+    # 1.0507e9, attention 32 x 4 x 4096 x 16384 = 8.590e9 full (4.295e9 causal); x 3: full 7.0798e10,
+    # bounded 5.7913e10; 1717 / 7.0798e10 x 5.7913e10 = 1404.5 TFLOPS = 31.21%.
+    llama8, llama405 = load_model("llama3-8b"), load_model("llama3.1-405b")
+    per_token_405 = bounded_flops_per_step(llama405, Workload(seq_len=8192, global_batch=1)) / 8192
+    assert per_token_405 == pytest.approx(2.5240e12, rel=1e-4)
+    full_8 = model_flops_per_step(llama8, seq_len=16384, global_batch=1) / 16384
+    bounded_8 = bounded_flops_per_step(llama8, Workload(seq_len=16384, global_batch=1)) / 16384
+    assert full_8 == pytest.approx(7.0798e10, rel=1e-4) and bounded_8 == pytest.approx(5.7913e10, rel=1e-4)
+    mb_405 = 664 * per_token_405 / 4.5e15
+    nemo_8b = 1717e12 / full_8 * bounded_8 / 4.5e15
+    assert mb_405 == pytest.approx(0.3724, abs=5e-5) and nemo_8b == pytest.approx(0.3121, abs=5e-5)
+    assert best_published_mfu(load_hardware("b200"), "fp8") == pytest.approx(max(mb_405, nemo_8b), abs=5e-5)
+
+
 def test_gb200_is_not_held_by_the_b200_record():
-    # B200's best FP8 MFU (38.2%) is below GB200's published 405B run (43.6%): separate families.
-    assert best_published_mfu(load_hardware("b200"), "fp8") == 0.382
+    # B200's best FP8 MFU (37.24%) is below GB200's published 405B run (43.6%): separate families.
+    assert best_published_mfu(load_hardware("b200"), "fp8") == 0.3724
     assert best_published_mfu(load_hardware("gb200-nvl72"), "fp8") == 0.436
 
 
@@ -162,7 +188,7 @@ def test_gb200_is_not_held_by_the_b200_record():
 def test_no_bf16_ceiling_without_a_published_dense_record(hardware):
     # Blackwell BF16: NVIDIA publishes only MoE BF16 rows (GPT-OSS-120B on B200: 373 model TFLOPS
     # = 16.6%; DeepSeek-V3 on GB200: 782 = 31.3%); the one dense run found is on power-limited
-    # B200s (19.0%), below the 38% B200's FP8 record implies; L20, L40S, MI300X: no training MFU
+    # B200s (19.0%), below the 37% B200's FP8 record implies; L20, L40S, MI300X: no training MFU
     # found (module docstring). Such plans are not held.
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, "bf16") is None
