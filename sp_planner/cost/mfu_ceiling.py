@@ -10,9 +10,8 @@ record runs executed their recompute on top of it: MosaicML's MPT-13B full-recom
 128 H100s (5,080 tokens/s/GPU) runs 42% MFU but 54% of peak in executed FLOPs, above the 47.10%
 record, so a bound on executed FLOPs would hold such plans below what was measured. A record
 published in Megatron's full-square count is converted to causal attention where its model is
-stated (A100 BF16, H100 BF16, B200 FP8, Grace-Blackwell); Hopper FP8's (NeMo 24.07's table, whose
-FLOP formula is not stated) is taken as printed, lenient by about 1% if it counts the full square. B200 MXFP8's
-record (Megatron-Bridge) already counts causal attention.
+stated (A100 BF16, H100 BF16) or taken from the source's tokens/s in the bounded count (Hopper FP8,
+B200 FP8, Grace-Blackwell); B200 MXFP8's (Megatron-Bridge) already counts causal attention.
 For MoE models the FLOPs are those a token runs through (top_k routed
 plus shared experts, cost.flops._active_ffn_width), not all experts'.
 An FP8/MXFP8 ceiling is a fraction of the profile's FP8 peak, as the published FP8 figures are
@@ -72,9 +71,13 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
     # docs/source/performance/performance_summary.md, Megatron-Bridge docs/performance-summary*.md
     # 25.09-26.08, NeMo performance_long_sequence.md), over the dense FP8 peak.
     # performance_summary.md history: 782 (4c73f77), 895 (3a8081f), 888 (8e3d65d), removed (d31653f).
-    ("hopper", "fp8"): (0.452, "NeMo docs performance_summary.md at 3a8081f ('24.07 vboost numbers', NeMo 24.07, "
-                               "DGX-H100, FP8): GPT3-175B on 512 GPUs, 895 model TFLOPS/GPU / 1979 dense FP8 = "
-                               "45.2% MFU (revised to 888 at 8e3d65d)"),
+    # The table gives tokens/s too; its model TFLOPS are 1.0757e12 a token for GPT3-175B at 2048
+    # (895 / 832, 802 / 745: attention over the full square, and the padded vocabulary), 1.0619e12
+    # in the bounded convention (3 x (96 x (24 h^2 + 2 s h) + 2 h V): h 12288, s 2048, V 50257).
+    ("hopper", "fp8"): (0.4464, "NeMo docs performance_summary.md at 3a8081f ('24.07 vboost numbers', NeMo "
+                                "24.07, DGX-H100, FP8): GPT3-175B on 512 GPUs at 2048, 832 tokens/s/GPU x 1.0619e12 "
+                                "= 883 TFLOPS / 1979 dense FP8 = 44.64% MFU (the table's 895 model TFLOPS count the "
+                                "full attention square; revised to 825 tokens/s, 888, at 8e3d65d)"),
     # B200 FP8 in the bounded convention: Megatron-Bridge's tables count causal attention (25.09
     # DGX-B200: 664 tokens/s/GPU x 2.524e12 = 1676, its own model TFLOPS), so their 405B row is the
     # record. NeMo 25.04's long-sequence Llama3-8B at 16K (1717 model TFLOPS, 38.2%) counts the full
