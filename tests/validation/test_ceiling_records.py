@@ -12,15 +12,13 @@ from sp_planner.validation.score import predict_row, row_hardware, row_model
 
 def _measured_bounded_mfu(row, corpus, scored_row) -> float:
     """The run's useful FLOPs over the peak its ceiling divides by: the predicted plan's bounded MFU
-    scaled by measured over predicted speed (every figure is a speed or a step time of that plan)."""
+    over the scorer's predicted / measured speed (ScoredRow.speed_error_percent, whatever the figure)."""
     hardware, model = row_hardware(row), row_model(row, corpus)
     est = predict_row(row, corpus)
     workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
     predicted = bounded_flops_per_step(model, workload) / (
         est.step_time_s * row.world_size * ceiling_peak_flops(hardware, row.precision))
-    if row.figure == "step_time_s":
-        return predicted * scored_row.predicted / scored_row.measured
-    return predicted * scored_row.measured / scored_row.predicted
+    return predicted / (1.0 + scored_row.speed_error_percent / 100.0)
 
 
 def test_no_published_run_measures_above_its_ceiling(corpus, scored):
