@@ -25,3 +25,13 @@ BLACKWELL_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAM
 # GPUs): cost.host's and cost.te_host's per-op host times.
 GRACE_FAMILIES: frozenset[str] = frozenset({"grace-blackwell", "grace-blackwell-ultra"})
 GRACE_PROFILES: frozenset[str] = frozenset(name for name, family in PROFILE_FAMILY.items() if family in GRACE_FAMILIES)
+
+
+def gpu_generation(profile_name: str) -> str | None:
+    """The GPU generation of a built-in profile ("ampere", "hopper", "blackwell" for B200, GB200,
+    B300 and GB300, "ascend"), None for profiles of no family (L20, L40S, MI300X, user profiles).
+    The prediction band groups the validation runs by it (validation.band)."""
+    family = PROFILE_FAMILY.get(profile_name.lower())
+    if family is None:
+        return None
+    return "blackwell" if family in BLACKWELL_FAMILIES else family

@@ -1,6 +1,6 @@
 """The JSON document of a planning answer: `sp-plan --format json` and the reports' summary.json.
 
-Layout (schema "sp-planner.summary/1"):
+Layout (schema "sp-planner.summary/3"):
     schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
     capacity_factor, pad_to_capacity, token_dispatcher} for MoE models}, prune_counts{rule: count},
     plans[best first]{degrees, options, fits, reason, memory_peak_bytes, memory{}, time{},
@@ -8,10 +8,16 @@ Layout (schema "sp-planner.summary/1"):
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
                       rank_groups{axis: [[rank, ...], ...]} (only when asked: sp-plan --rank-groups),
                       flags{framework: {supported, text, reason, notes}}},
-    fit_suggestions[] (only when nothing fits: each change checked by a new search)
+    fit_suggestions[] (only when nothing fits: each change checked by a new search),
+    prediction_band{generation, moe, ranking_band_percent, absolute_band_percent, rows, pairs,
+                    step_range{low_ratio, high_ratio, rows}, ties_with_first}: the validation
+                    error of the runs of the plans' class (validation.band; generation or moe
+                    null when the class spans them)
 rank_layout is the rank groups' generator (sp_planner.planfile.RankLayout, as in plan.json): a few
 lines at any scale, where the full lists of every plan made 185 MB at 131,072 GPUs. Non-finite
-floats become null so the document is strict JSON. Version 2 moved the full lists behind the option.
+floats become null so the document is strict JSON. Version 2 moved the full lists behind the option;
+version 3 gives the prediction band of the plans' class of run (it had the whole corpus's, with a
+separate MoE step range).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sp_planner.present.uncertainty import shipped_band, ties_with_first
+from sp_planner.present.uncertainty import plan_band, ties_with_first
 from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
@@ -32,7 +38,7 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-SUMMARY_SCHEMA = "sp-planner.summary/2"
+SUMMARY_SCHEMA = "sp-planner.summary/3"
 FLAG_FIELDS: tuple[str, ...] = ("supported", "text", "reason", "notes")
 
 
@@ -55,6 +61,7 @@ def build_summary(
                    full_rank_groups=full_rank_groups)
         for est in result.ranked[:top_k]
     ]
+    band = plan_band(hardware.name, moe=model.moe is not None)
     document: dict[str, Any] = {
         "schema_version": SUMMARY_SCHEMA,
         "candidates_evaluated": int(result.candidates_evaluated),
@@ -73,9 +80,9 @@ def build_summary(
         },
         "plans": plans,
         "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},
-        # The validation corpus's error (present.uncertainty): plans 2..1+ties_with_first are ties.
-        "prediction_band": {**shipped_band().model_dump(),
-                            "ties_with_first": ties_with_first(result.ranked[:top_k], shipped_band())},
+        # The validation error of the plans' class of run (present.uncertainty): plans
+        # 2..1+ties_with_first are ties.
+        "prediction_band": {**band.model_dump(), "ties_with_first": ties_with_first(result.ranked[:top_k], band)},
     }
     if suggestions:
         document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]

@@ -8,7 +8,9 @@ from functools import cache
 from importlib import resources
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.validation.band import PredictionBand
+from sp_planner.validation.band import ClassBand, PredictionBand, band_for
+
+GENERATION_NAMES = {"ampere": "Ampere", "hopper": "Hopper", "blackwell": "Blackwell", "ascend": "Ascend"}
 
 
 @cache
@@ -17,7 +19,12 @@ def shipped_band() -> PredictionBand:
     return PredictionBand.model_validate_json(text)
 
 
-def ties_with_first(ranked: Sequence[PlanEstimate], band: PredictionBand) -> int:
+def plan_band(hardware_name: str, *, moe: bool) -> ClassBand:
+    """The shipped band for plans on `hardware_name` of a dense or MoE model (validation.band_for)."""
+    return band_for(shipped_band(), hardware_name=hardware_name, moe=moe)
+
+
+def ties_with_first(ranked: Sequence[PlanEstimate], band: ClassBand) -> int:
     """How many plans after the first fit and are slower by less than the ranking band."""
     if not ranked or not ranked[0].fits:
         return 0
@@ -30,23 +37,44 @@ def ties_with_first(ranked: Sequence[PlanEstimate], band: PredictionBand) -> int
     return count
 
 
-def band_clause(ranked: Sequence[PlanEstimate], band: PredictionBand, *, moe: bool = False) -> str:
+def runs_described(band: ClassBand) -> str:
+    """'21 validation runs of dense models on Blackwell GPUs', '19 ... of MoE models', '140 ...'."""
+    text = f"{band.rows} validation runs"
+    if band.moe is not None:
+        text += f" of {'MoE' if band.moe else 'dense'} models"
+    if band.generation is not None:
+        text += f" on {GENERATION_NAMES.get(band.generation, band.generation)} GPUs"
+    return text
+
+
+def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand) -> str:
     """A sentence on the first plan's likely step range and the plans it cannot be told apart from
-    ("" if none). The range scales the step by the corpus's measured-over-predicted step ratios
-    (10th-90th percentile, validation.band), from the MoE rows for an MoE model when there are any."""
+    ("" if none). The range scales the step by the measured-over-predicted step ratios (10th-90th
+    percentile) of the validation runs of the plan's class (validation.band)."""
     if not ranked or not ranked[0].fits:
         return ""
-    first = ranked[0]
-    span = band.moe_step_range if moe and band.moe_step_range is not None else band.step_range
-    runs = "MoE validation runs" if span is not band.step_range else "validation runs"
+    first, span = ranked[0], band.step_range
     text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
-            f"(in 80% of {span.rows} {runs} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
-            f"the predicted one; the median error of all {band.rows} is {band.absolute_band_percent:g}%).")
+            f"(in 80% of {runs_described(band)} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
+            f"the predicted one; their median error is {band.absolute_band_percent:g}%).")
     ties = ties_with_first(ranked, band)
     if ties:
         which = "plan 2" if ties == 1 else f"plans 2-{ties + 1}"
         text += (f" {which.capitalize()} {'is' if ties == 1 else 'are'} within {band.ranking_band_percent:g}% of it, "
                  "inside the model's ranking band (the median error of the predicted ratio between two "
-                 f"runs of one validation group, over {band.pairs} pairs): treat them as ties; "
+                 f"runs of one validation group, over {band.pairs} pairs of those runs): treat them as ties; "
                  "`sp-calibrate` on this cluster or `sp-run` of each plan would separate them.")
     return text
+
+
+def band_table_markdown(band: PredictionBand) -> str:
+    """The shipped classes and the whole corpus as a Markdown table (docs/cost-model.md holds it
+    between markers; scripts/regen_validation.py rewrites it)."""
+    lines = ["| runs | rows | pairs | median error | step range (10th-90th) | ranking band |",
+             "|---|---|---|---|---|---|"]
+    for c in (*band.classes, band.corpus):
+        kind = "every run" if c.moe is None else ("MoE models" if c.moe else "dense models")
+        where = f", {GENERATION_NAMES.get(c.generation, c.generation)}" if c.generation else ""
+        lines.append(f"| {kind}{where} | {c.rows} | {c.pairs} | {c.absolute_band_percent:.1f}% | "
+                     f"{c.step_range.low_ratio:.2f}-{c.step_range.high_ratio:.2f} | {c.ranking_band_percent:.1f}% |")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
-from sp_planner.present.uncertainty import band_clause, shipped_band
+from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
 
@@ -46,7 +46,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
         f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
-    band = band_clause(ranked, shipped_band(), moe=moe)
+    band = band_clause(ranked, plan_band(hardware.name, moe=moe))
     if band:
         text += band + " "
     if len(ranked) < 2:

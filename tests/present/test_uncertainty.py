@@ -1,12 +1,12 @@
-"""present.uncertainty: plans inside the ranking band of the first are ties, and the text says so."""
+"""present.uncertainty: plans inside the ranking band of the first are ties, and the text says so
+and names the class of validation runs the band comes from."""
 
 from sp_planner.estimate import PlanEstimate
-from sp_planner.present.uncertainty import band_clause, ties_with_first
-from sp_planner.validation.band import PredictionBand, StepRange
+from sp_planner.present.uncertainty import band_clause, plan_band, runs_described, shipped_band, ties_with_first
+from sp_planner.validation.band import ClassBand, StepRange
 
-BAND = PredictionBand(ranking_band_percent=5.0, absolute_band_percent=10.0, rows=64, pairs=186,
-                      step_range=StepRange(low_ratio=0.9, high_ratio=1.3, rows=64),
-                      moe_step_range=StepRange(low_ratio=1.2, high_ratio=3.0, rows=5))
+BAND = ClassBand(generation="hopper", moe=False, ranking_band_percent=5.0, absolute_band_percent=10.0, rows=64,
+                 pairs=186, step_range=StepRange(low_ratio=0.9, high_ratio=1.3, rows=64))
 
 
 def _est(step_s: float, fits: bool = True) -> PlanEstimate:
@@ -22,14 +22,26 @@ def test_ties_stop_at_the_band_or_the_first_plan_that_does_not_fit():
 def test_clause_gives_the_range_and_names_what_would_separate_ties():
     text = band_clause([_est(100), _est(102), _est(104), _est(200)], BAND)
     # The range is the step scaled by the measured/predicted ratios, not a symmetric +-10%.
-    assert "may be 90-130 s" in text and "in 80% of 64 validation runs" in text
-    assert "0.90-1.30x the predicted one" in text and "median error of all 64 is 10%" in text
-    assert "Plans 2-3 are within 5% of it" in text and "`sp-calibrate`" in text and "`sp-run`" in text
+    assert "may be 90-130 s" in text and "in 80% of 64 validation runs of dense models on Hopper GPUs" in text
+    assert "0.90-1.30x the predicted one" in text and "their median error is 10%" in text
+    assert "Plans 2-3 are within 5% of it" in text and "over 186 pairs" in text
+    assert "`sp-calibrate`" in text and "`sp-run`" in text
     assert "ties" not in band_clause([_est(100), _est(200)], BAND)
 
 
-def test_moe_models_take_the_range_of_the_moe_rows():
-    text = band_clause([_est(100), _est(200)], BAND, moe=True)
-    assert "may be 120-300 s" in text and "in 80% of 5 MoE validation runs" in text
-    dense_only = BAND.model_copy(update={"moe_step_range": None})
-    assert "may be 90-130 s" in band_clause([_est(100), _est(200)], dense_only, moe=True)
+def test_classes_are_described_by_what_they_span():
+    any_gpu = BAND.model_copy(update={"generation": None, "moe": True})
+    assert runs_described(any_gpu) == "64 validation runs of MoE models"
+    assert runs_described(BAND.model_copy(update={"generation": None, "moe": None})) == "64 validation runs"
+    assert runs_described(BAND.model_copy(update={"generation": "blackwell"})) == (
+        "64 validation runs of dense models on Blackwell GPUs")
+
+
+def test_shipped_classes_reach_plans_by_hardware_and_model_kind():
+    # The shipped corpus has dense Ampere and Blackwell MoE classes; the L40S has no generation
+    # and takes the dense rows of every GPU.
+    assert (plan_band("a800", moe=False).generation, plan_band("a800", moe=False).moe) == ("ampere", False)
+    gb200 = plan_band("gb200-nvl72", moe=True)
+    assert (gb200.generation, gb200.moe) == ("blackwell", True)
+    l40s = plan_band("l40s", moe=False)
+    assert (l40s.generation, l40s.moe) == (None, False) and l40s.rows < shipped_band().corpus.rows
