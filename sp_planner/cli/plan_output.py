@@ -24,7 +24,7 @@ from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import MAX_SCANNED, best_expert_parallel, best_expressible
-from sp_planner.present.table import comm_table, memory_table, plans_table, prune_table, time_table
+from sp_planner.present.table import comm_table, memory_table, prune_table, ranked_tables, time_table
 from sp_planner.present.labels import plan_name
 from sp_planner.present.why import closest_and_fixes, expert_parallel_note, why_this_plan
 from sp_planner.specs.base import FrozenModel
@@ -140,7 +140,8 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if ranked:
         title = (f"Ranked plans {answer.framework} can express (best first)" if answer.framework_ranked
                  else "Ranked plans (best first)")
-        console.print(plans_table(ranked, q.hardware, wide=wide, title=title))
+        for table in ranked_tables(ranked, q.hardware, wide=wide, title=title, console=console):
+            console.print(table)
     if answer.overall_best_differs:
         best, mine = result.ranked[0], ranked[0]
         reason = render_flags(answer.framework, FlagRequest(

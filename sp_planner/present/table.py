@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
@@ -89,6 +91,32 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         table.caption = ZERO_RING_LEGEND
         table.caption_justify = "left"
     return table
+
+
+def throughput_table(ranked: Sequence[PlanEstimate]) -> Table:
+    """The wide columns on their own, by rank: where the console is too narrow for `plans_table`
+    with them (80 columns hold this and the narrow table, one under the other)."""
+    table = Table(title="Throughput of the ranked plans", title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), show_edge=False)
+    for name in ("#", *WIDE_COLUMNS):
+        table.add_column(name, justify="right", no_wrap=True)
+    for rank, est in enumerate(ranked, start=1):
+        table.add_row(str(rank), f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", f"{est.mfu:.1%}",
+                      style=None if est.fits else "red")
+    return table
+
+
+def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool, title: str,
+                  console: Console) -> tuple[Table, ...]:
+    """`plans_table`, wide when asked and the wide table fits the console's width; else the narrow
+    table and, when wide was asked, `throughput_table` under it (never a squeezed column)."""
+    if wide:
+        table = plans_table(ranked, hardware, wide=True, title=title)
+        # Measured without the console's own limit (Measurement.get clamps to the width it is given).
+        if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+            return (table,)
+        return plans_table(ranked, hardware, title=title), throughput_table(ranked)
+    return (plans_table(ranked, hardware, title=title),)
 
 
 # Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table.

@@ -79,3 +79,22 @@ def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
     assert cells[0] == "1"
     assert [int(cell) for cell in cells[1:6]] == [getattr(best.plan, axis) for axis in DEGREES]
     assert f"{best.hardware_mfu:.1%}" in rows[0]
+
+
+@pytest.mark.parametrize("extra", [["--wide"], ["--explain"]])
+def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
+    # --wide (and --explain, which shows them too) needs about 111 columns in one table; on 80 the
+    # degrees table stays whole and the wide columns follow in a table of their own, by rank.
+    text = _in_pty([*README, *extra], 80)
+    header, rule, *rows = _table_lines(text)
+    assert all(len(line) <= 80 for line in text.splitlines()), max(len(line) for line in text.splitlines())
+    assert "…" not in text
+    assert all(name in header.split() for name in DEGREES) and "tokens/s" not in header
+    lines = text.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("Throughput of the ranked plans")))
+    wide_header, _, *wide_rows = lines[start + 1:start + 1 + 2 + len(rows)]
+    assert wide_header.split() == ["#", "tokens/s", "TFLOPS", "model", "MFU", "(Megatron)"]
+    # Row by row, the same plans: rank 1's tokens/s is the one "why this plan" gives.
+    assert [r.split()[0] for r in wide_rows] == [r.split()[0] for r in rows]
+    tokens = wide_rows[0].split()[1]
+    assert f"({tokens} tokens/s" in " ".join(text.split())
