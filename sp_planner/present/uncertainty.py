@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
+from sp_planner.cost.families import gpu_generation
 from sp_planner.estimate import PlanEstimate
 from sp_planner.validation.band import ClassBand, PredictionBand, band_for
 
@@ -17,6 +18,17 @@ GENERATION_NAMES = {"ampere": "Ampere", "hopper": "Hopper", "blackwell": "Blackw
 def shipped_band() -> PredictionBand:
     text = (resources.files("sp_planner") / "data" / "prediction_band.json").read_text(encoding="utf-8")
     return PredictionBand.model_validate_json(text)
+
+
+def fallback_note(band: ClassBand, hardware_name: str) -> str:
+    """Why a plan on `hardware_name` takes a band over every GPU ("" when it has its generation's):
+    its generation has too few validation runs for a band of its own, or it has no generation."""
+    if band.generation is not None:
+        return ""
+    generation = gpu_generation(hardware_name)
+    if generation is None:
+        return f"none on {hardware_name}"
+    return f"too few of them on {GENERATION_NAMES.get(generation, generation)} GPUs for a band of their own"
 
 
 def plan_band(hardware_name: str, *, moe: bool) -> ClassBand:
@@ -47,15 +59,18 @@ def runs_described(band: ClassBand) -> str:
     return text
 
 
-def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand) -> str:
+def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand, *, hardware_name: str = "") -> str:
     """A sentence on the first plan's likely step range and the plans it cannot be told apart from
     ("" if none). The range scales the step by the measured-over-predicted step ratios (10th-90th
-    percentile) of the validation runs of the plan's class (validation.band)."""
+    percentile) of the validation runs of the plan's class (validation.band); with `hardware_name`,
+    a band over every GPU says why the plan's GPU has none of its own (fallback_note)."""
     if not ranked or not ranked[0].fits:
         return ""
     first, span = ranked[0], band.step_range
+    note = fallback_note(band, hardware_name) if hardware_name else ""
+    runs = f"{runs_described(band)}, {note}," if note else runs_described(band)
     text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
-            f"(in 80% of {runs_described(band)} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
+            f"(in 80% of {runs} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
             f"the predicted one; their median error is {band.absolute_band_percent:g}%).")
     ties = ties_with_first(ranked, band)
     if ties:

@@ -46,7 +46,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
         f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
-    band = band_clause(ranked, plan_band(hardware.name, moe=moe))
+    band = band_clause(ranked, plan_band(hardware.name, moe=moe), hardware_name=hardware.name)
     if band:
         text += band + " "
     if len(ranked) < 2:

@@ -45,3 +45,16 @@ def test_shipped_classes_reach_plans_by_hardware_and_model_kind():
     assert (gb200.generation, gb200.moe) == ("blackwell", True)
     l40s = plan_band("l40s", moe=False)
     assert (l40s.generation, l40s.moe) == (None, False) and l40s.rows < shipped_band().corpus.rows
+
+
+def test_a_band_over_every_gpu_says_why_the_plan_has_none_of_its_own():
+    every_gpu = BAND.model_copy(update={"generation": None, "moe": True, "rows": 19})
+    # Hopper MoE runs are too few for a class (validation.band); the L40S has no generation.
+    hopper = band_clause([_est(100), _est(200)], every_gpu, hardware_name="h100-sxm")
+    assert ("19 validation runs of MoE models, too few of them on Hopper GPUs for a band of their own, "
+            "the measured step") in hopper
+    l40s = band_clause([_est(100), _est(200)], every_gpu, hardware_name="L40S")
+    assert "19 validation runs of MoE models, none on L40S, the measured step" in l40s
+    # A generation's own class needs no note.
+    assert "validation runs of dense models on Hopper GPUs the measured step" in band_clause(
+        [_est(100), _est(200)], BAND, hardware_name="h100-sxm")
