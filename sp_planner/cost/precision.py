@@ -11,7 +11,8 @@ Costs added (per layer, per micro-batch):
 - GEMMs at `peak_fp8_flops` x `efficiency.gemm_fp8` (or `gemm_mxfp8`), both from the profile's
   microbenchmarks.
 - Quantization (quantize_bytes_per_elem), for the inputs in the forward and the output gradients
-  in the backward; weights are cast once per step (is_first_microbatch caching). By recipe:
+  in the backward (an MoE layer's experts cast each routed copy of a token, mlp_input_copies);
+  weights are cast once per step (is_first_microbatch caching). By recipe:
   delayed scaling (TE Float8Quantizer): one fused cast-transpose with the scale from the amax
   history, recording this tensor's amax in the same kernel (transformer_engine/common/transpose/
   cast_transpose.cu): reads bf16 (2) and writes the FP8 data (1) and, where the chip's FP8 GEMMs
@@ -81,16 +82,31 @@ def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False):
     return np.where(precision != BF16, cast + amax, 0.0).astype(np.float64)
 
 
+def mlp_input_copies(model: ModelSpec) -> float:
+    """Copies of a token's hidden state that its MLP's first GEMMs take as input (and its last
+    GEMMs' output gradients hold), averaged over the layers: 1 on a dense layer; on an MoE layer
+    the top_k routed copies, which the experts' GroupedLinear quantizes row by row after the
+    permutation (TE v2.9 70f53666 pytorch/module/grouped_linear.py line 127, tex.split_quantize
+    of the permuted input; its output gradient likewise, lines 316-323), plus one for the shared
+    experts' unpermuted input."""
+    if model.moe is None:
+        return 1.0
+    moe = model.moe.top_k + (1 if model.moe.num_shared_experts else 0)
+    dense_layers = model.num_layers - model.num_moe_layers
+    return (dense_layers + model.num_moe_layers * moe) / model.num_layers
+
+
 def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:
     """Elements of the four GEMMs' inputs per token, all TP ranks together: LN1 out (h), attention
-    output (q), LN2 out (h), FC2 input (ffn)."""
-    return 2 * model.hidden_size + model.q_size + ffn
+    output (q), LN2 out (h per copy the MLP takes, mlp_input_copies), FC2 input (ffn)."""
+    return model.hidden_size * (1 + mlp_input_copies(model)) + model.q_size + ffn
 
 
 def gemm_output_grads_per_token(model: ModelSpec, ffn: float) -> float:
     """Elements of the four GEMMs' output gradients per token: QKV (q + 2kv), out-projection (h),
-    FC1 (gate and up: (matrices - 1) x ffn), FC2 (h)."""
-    return model.q_size + 2 * model.kv_size + 2 * model.hidden_size + (model.num_mlp_matrices - 1) * ffn
+    FC1 (gate and up: (matrices - 1) x ffn), FC2 (h per copy, mlp_input_copies)."""
+    return (model.q_size + 2 * model.kv_size + model.hidden_size * (1 + mlp_input_copies(model))
+            + (model.num_mlp_matrices - 1) * ffn)
 
 
 def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None):

@@ -10,7 +10,15 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.kernels import memory_pass_time_s
-from sp_planner.cost.precision import BF16, FP8, MXFP8, quantize_bytes_per_elem
+from sp_planner.cost.precision import (
+    BF16,
+    FP8,
+    MXFP8,
+    gemm_inputs_per_token,
+    gemm_output_grads_per_token,
+    mlp_input_copies,
+    quantize_bytes_per_elem,
+)
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import Candidates
@@ -97,3 +105,18 @@ def test_current_scaling_adds_its_amax_pass_to_the_step():
     per_layer_s = 2 * tokens * (fwd + bwd) / (hw.hbm_bandwidth_bytes_per_s * 0.76)
     expected = micro_batches * model.num_layers * per_layer_s
     assert times[1].time.gemm_s[0] - times[0].time.gemm_s[0] == pytest.approx(expected, rel=1e-9)
+
+
+def test_moe_experts_quantize_every_routed_copy():
+    # TE's GroupedLinear quantizes the permuted rows: a token routed to top_k experts is cast top_k
+    # times at FC1's input and FC2's output gradient. Qwen3-30B-A3B: 48 MoE layers, top 8, no
+    # shared expert: 8 copies; DeepSeek-V3: 3 dense layers and 58 MoE layers of 8 routed + 1 shared
+    # expert: (3 + 58 x 9) / 61 = 525 / 61. A dense model: 1.
+    assert mlp_input_copies(load_model("qwen3-30b-a3b")) == 8
+    assert mlp_input_copies(load_model("deepseek-v3")) == pytest.approx(525 / 61)
+    assert mlp_input_copies(load_model("llama3-8b")) == 1
+    # Qwen3-30B-A3B (h 2048, q 4096, kv 512, active FFN 8 x 768 = 6144): inputs h + 8h + q + ffn =
+    # 2048 + 16384 + 4096 + 6144; output gradients q + 2kv + h + 8h + 2 ffn (SwiGLU: gate and up).
+    qwen = load_model("qwen3-30b-a3b")
+    assert gemm_inputs_per_token(qwen, 6144) == 28672
+    assert gemm_output_grads_per_token(qwen, 6144) == 4096 + 1024 + 2048 + 16384 + 2 * 6144
