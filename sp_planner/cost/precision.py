@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -91,9 +92,8 @@ def mlp_input_copies(model: ModelSpec) -> float:
     experts' unpermuted input."""
     if model.moe is None:
         return 1.0
-    moe = model.moe.top_k + (1 if model.moe.num_shared_experts else 0)
-    dense_layers = model.num_layers - model.num_moe_layers
-    return (dense_layers + model.num_moe_layers * moe) / model.num_layers
+    copies = model.moe.top_k + (1 if model.moe.num_shared_experts else 0)
+    return 1.0 + moe_layer_fraction(model) * (copies - 1)
 
 
 def gemm_inputs_per_token(model: ModelSpec, ffn: float) -> float:

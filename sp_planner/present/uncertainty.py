@@ -14,6 +14,11 @@ from sp_planner.validation.band import ClassBand, PredictionBand, band_for
 GENERATION_NAMES = {"ampere": "Ampere", "hopper": "Hopper", "blackwell": "Blackwell", "ascend": "Ascend"}
 
 
+def generation_name(generation: str) -> str:
+    """'Blackwell' for cost.families.gpu_generation's 'blackwell' (the key itself if unnamed)."""
+    return GENERATION_NAMES.get(generation, generation)
+
+
 @cache
 def shipped_band() -> PredictionBand:
     text = (resources.files("sp_planner") / "data" / "prediction_band.json").read_text(encoding="utf-8")
@@ -28,7 +33,7 @@ def fallback_note(band: ClassBand, hardware_name: str) -> str:
     generation = gpu_generation(hardware_name)
     if generation is None:
         return f"none on {hardware_name}"
-    return f"too few of them on {GENERATION_NAMES.get(generation, generation)} GPUs for a band of their own"
+    return f"too few of them on {generation_name(generation)} GPUs for a band of their own"
 
 
 def plan_band(hardware_name: str, *, moe: bool) -> ClassBand:
@@ -55,7 +60,7 @@ def runs_described(band: ClassBand) -> str:
     if band.moe is not None:
         text += f" of {'MoE' if band.moe else 'dense'} models"
     if band.generation is not None:
-        text += f" on {GENERATION_NAMES.get(band.generation, band.generation)} GPUs"
+        text += f" on {generation_name(band.generation)} GPUs"
     return text
 
 
@@ -89,7 +94,7 @@ def band_table_markdown(band: PredictionBand) -> str:
              "|---|---|---|---|---|---|"]
     for c in (*band.classes, band.corpus):
         kind = "every run" if c.moe is None else ("MoE models" if c.moe else "dense models")
-        where = f", {GENERATION_NAMES.get(c.generation, c.generation)}" if c.generation else ""
+        where = f", {generation_name(c.generation)}" if c.generation else ""
         lines.append(f"| {kind}{where} | {c.rows} | {c.pairs} | {c.absolute_band_percent:.1f}% | "
                      f"{c.step_range.low_ratio:.2f}-{c.step_range.high_ratio:.2f} | {c.ranking_band_percent:.1f}% |")
     return "\n".join(lines)
