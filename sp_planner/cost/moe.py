@@ -55,8 +55,10 @@ Backward: each op's gradient is its mirror (unpermute's is a permute, sort's an 
 bytes. The probs (k floats a token) and the routing map are not counted. The flex dispatcher's
 HybridEP backend permutes inside its dispatch and combine kernels (Megatron-LM _HybridEPManager:
 "dispatch and permute tokens for experts in single step"): MoESpec.dispatcher "hybridep" moves
-none of these bytes; its all-to-all is timed as the alltoall dispatcher's. DeepEP (a permute after its
-dispatch) is not modelled.
+none of these bytes. Its dispatch and combine inside one NVLink domain on the profiles HybridEP
+publishes figures for are timed from them (cost.hybridep: one row a token and receiving rank, at
+its measured speed); elsewhere (H100 nodes, across NVLink domains) as the alltoall dispatcher's
+NCCL all-to-all. DeepEP (a permute after its dispatch) is not modelled.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ import numpy as np
 
 from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
 from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -228,8 +231,8 @@ def nccl_dispatch(model: ModelSpec) -> bool:
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
               ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
     """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
-    fused) moves them, "hybridep" (inside its all-to-all kernels, timed as the alltoall's
-    all-to-all) does not (module docstring)."""
+    fused) moves them, "hybridep" (inside its dispatch and combine kernels, cost.hybridep) does not
+    (module docstring)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
@@ -239,6 +242,11 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node,
                                 nccl=nccl_dispatch(model))
+    # HybridEP inside one NVLink domain, at its own measured speed (cost.hybridep).
+    measured = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
+    if measured.any():
+        a2a = np.where(measured, f * hybridep_dispatch_s(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank,
+                                                         load=load, ep=ep, elem_bytes=elem_bytes), a2a)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank

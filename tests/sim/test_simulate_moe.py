@@ -116,3 +116,16 @@ def test_host_bound_moe_steps_carry_the_analytic_host_time():
     assert est.time.host_overhead_s > 0.1 * est.step_time_s
     assert sim.critical_path_by_kind_s["host_overhead"] == pytest.approx(est.time.host_overhead_s, rel=1e-9)
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+
+
+def test_hybridep_inside_an_nvlink_domain_simulates_as_the_analytic_model():
+    # GB200 NVL72, EP 16 in one NVLink domain: HybridEP's measured speed in both models (cost.hybridep).
+    qwen = load_model("qwen3-30b-a3b")
+    model = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"dispatcher": "hybridep"})})
+    gb200 = load_hardware("gb200-nvl72")
+    plan = ParallelPlan(tp=1, dp=16, ep=16, zero=1)
+    sim = simulate(model, gb200, SHORT, plan, num_nodes=4, gpus_per_node=4, detail=False)
+    est = evaluate(model, gb200, SHORT, plan, num_nodes=4, gpus_per_node=4)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert sim.critical_path_by_kind_s["moe_comm"] == pytest.approx(est.time.moe_comm_s, rel=0.01)
+    assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}

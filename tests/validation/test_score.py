@@ -356,13 +356,14 @@ def test_usp_v5_count_turns_the_first_report_into_the_second(corpus):
 def test_hybridep_rows_run_without_permutation_passes(corpus):
     # mba-q30-b300-mx states HybridEP (its recipe's moe_flex_dispatcher_backend hybridep): its
     # model carries it, and the same run under the alltoall dispatcher costs the permutations
-    # (cost.moe) in gemm_s and nothing else.
+    # (cost.moe) in gemm_s, and NCCL's all-to-all of 7 remote copies a token instead of HybridEP's
+    # 5.34 rows (its own included) at its measured 531-536 GB/s (cost.hybridep): slower.
     row = _row(corpus, "mba-q30-b300-mx")
     assert row_model(row, corpus).moe.dispatcher == "hybridep"
     fused = predict_row(row, corpus)
     alltoall = predict_row(row.model_copy(update={"moe_dispatcher": "alltoall"}), corpus)
     assert alltoall.time.gemm_s > fused.time.gemm_s
-    assert alltoall.time.moe_comm_s == fused.time.moe_comm_s
+    assert alltoall.time.moe_comm_s > fused.time.moe_comm_s
     with pytest.raises(ValueError, match="moe_dispatcher hybridep is Megatron's flex dispatcher"):
         row_model(row.model_copy(update={"framework": "torchtitan"}), corpus)
 

@@ -1,0 +1,80 @@
+"""HybridEP's dispatch and combine inside one NVLink domain, timed from DeepEP's published
+benchmark (cost.hybridep), against hand derivations."""
+
+from math import comb
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.hybridep import (
+    B200_TABLE,
+    GB200_TABLE,
+    hybridep_call_s,
+    hybridep_table,
+    hybridep_timed,
+    ranks_reached_per_token,
+)
+from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, moe_times
+
+QWEN = load_model("qwen3-30b-a3b")  # 128 experts, top-8, hidden 2048
+HYBRIDEP = QWEN.model_copy(update={"moe": QWEN.moe.model_copy(update={"dispatcher": "hybridep",
+                                                                      "routing": "balanced"})})
+GB200, B200, H100 = (load_hardware(n) for n in ("gb200-nvl72", "b200", "h100-sxm"))
+
+
+def test_ranks_a_token_reaches_by_hand():
+    # EP 8 of 128 experts, 16 a rank: a rank misses a token's 8 picks with C(112, 8) / C(128, 8).
+    assert comb(112, 8) / comb(128, 8) == pytest.approx(0.3325, abs=1e-4)
+    assert ranks_reached_per_token(128, 8, 8) == pytest.approx(8 * (1 - 0.3325), abs=1e-3)  # 5.34, not 8
+    # One expert a rank: every pick is its own rank, as NCCL's all-to-all copies it.
+    assert ranks_reached_per_token(8, 2, 8) == pytest.approx(2.0)
+    # Vectorized over candidates, the same per element.
+    got = ranks_reached_per_token(128, 8, np.array([[8, 16], [16, 64]]))
+    assert got.shape == (2, 2) and got[1, 0] == got[0, 1] == pytest.approx(16 * (1 - comb(120, 8) / comb(128, 8)))
+
+
+def test_gb200_figures_are_the_mean_of_the_16_and_32_sm_rows():
+    # README_Hybrid-EP.md GB200, 16 ranks: dispatch BF16 472.84 / 523.48, combine 474.48 / 521.55.
+    ranks, dispatch, combine = GB200_TABLE[1]
+    assert ranks == 16
+    assert (dispatch, combine) == pytest.approx(((472.84 + 523.48) / 2, (474.48 + 521.55) / 2))
+    assert B200_TABLE == ((8, 535.94, 530.86),)
+    assert hybridep_table(GB200) is GB200_TABLE and hybridep_table(load_hardware("gb300-nvl72")) is GB200_TABLE
+    assert hybridep_table(B200) is B200_TABLE and hybridep_table(H100) is None
+
+
+def test_one_call_at_the_mean_of_dispatch_and_combine_rates():
+    received = 1e9
+    expected = received * (1 / 535.94e9 + 1 / 530.86e9) / 2
+    assert hybridep_call_s(B200_TABLE, received, 8) == pytest.approx(expected)
+    # Between listed sizes linear; beyond the last one held (EP 64 on an NVL72: the 36-rank figure).
+    mid = hybridep_call_s(GB200_TABLE, received, 12)
+    assert hybridep_call_s(GB200_TABLE, received, 8) < mid < hybridep_call_s(GB200_TABLE, received, 16)
+    assert hybridep_call_s(GB200_TABLE, received, 64) == pytest.approx(hybridep_call_s(GB200_TABLE, received, 36))
+
+
+def test_moe_times_take_hybridep_inside_a_domain_only():
+    tokens = 16384.0
+    f = moe_layer_fraction(HYBRIDEP)
+    got = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
+                    gpus_per_node=72)
+    # Qwen3-30B-A3B at EP 16, balanced: 6.60 rows a token of 2048 bf16 elements, at GB200's 16-rank rates.
+    rows = 16 * (1 - comb(120, 8) / comb(128, 8))
+    _, dispatch, combine = GB200_TABLE[1]
+    by_hand = tokens * rows * 2048 * 2 * (1 / (dispatch * 1e9) + 1 / (combine * 1e9)) / 2
+    assert float(busiest_rank_load(HYBRIDEP, 16)) == 1.0
+    assert float(got.all_to_all_s) == pytest.approx(f * by_hand)
+    # EP 16 over 16-GPU domains of 8 (two HGX B200 nodes), H100 (no figure) and the alltoall
+    # dispatcher: NCCL's all-to-all as before.
+    for hardware, model, ep, domain in ((B200, HYBRIDEP, 16, 8), (H100, HYBRIDEP, 8, 8), (GB200, QWEN, 16, 72)):
+        assert not hybridep_timed(hardware, model, ep, 1, domain)
+    nccl = moe_times(GB200, QWEN.model_copy(update={"moe": QWEN.moe.model_copy(update={"routing": "balanced"})}),
+                     tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=72)
+    assert float(nccl.all_to_all_s) != pytest.approx(float(got.all_to_all_s), rel=0.01)
+    # No expert parallelism, no dispatch.
+    assert not hybridep_timed(GB200, HYBRIDEP, 1, 1, 72)
+    alone = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=1, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
+                      gpus_per_node=72)
+    assert float(alone.all_to_all_s) == 0.0
