@@ -35,6 +35,15 @@ it with probability C(E - E/ep, k) / C(E, k), so the expected ranks a token reac
 included, are ep x (1 - C(E - E/ep, k) / C(E, k)) (8 x (1 - C(112, 8) / C(128, 8)) = 5.34 for
 Qwen3-30B-A3B at EP 8, against 8 copies in NCCL's all-to-all).
 
+What of a call can hide behind compute (cost.ep_overlap): the same tables give each call's
+"Kernel Only" rate beside its "Torch API" one; the difference (the metadata preprocessing, whose
+kernel takes 108 SMs by default, config.cuh 365, the host synchronization and device copies the
+test names "misc") holds the host or most SMs, so a call's share 1 - torch rate / kernel rate does
+not overlap: 0.24 for GB200 at EP 16 (kernel-only dispatch 661.93/706.95, combine 600.75/666.26 at
+16/32 SMs), 0.21 for H100 across nodes at EP 16 ("IB Bandwidth" at HybridEP's multi-node default of
+8 SMs: torch 57.74/56.96 against kernel 76.80/68.00; 32 ranks 46.54/50.68 against 54.50/56.40, 64
+ranks 41.46/47.68 against 50.55/51.03). B200's 16-SM row: kernel 734.95 / 673.84.
+
 Not covered here, and timed as NCCL's all-to-all by cost.moe (stated in the docstring there):
 HybridEP on other GPUs (no intra-node H100 figure is published) and across NVLink domains (its
 RDMA path).
@@ -51,6 +60,9 @@ from sp_planner.cost.links import ranks_per_node
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
+# SMs HybridEP's dispatch and combine kernels hold inside one NVLink domain by default
+# (csrc/hybrid_ep/config.cuh 366-367); Megatron passes none (module docstring).
+HYBRIDEP_SMS = 24
 # (EP ranks, dispatch GB/s, combine GB/s) at HybridEP's 24-SM default (module docstring).
 _GB200_16_SM = ((8, 550.10, 538.44), (16, 472.84, 474.48), (24, 441.89, 444.40), (32, 485.50, 423.19),
                 (36, 469.96, 418.27))
@@ -59,6 +71,18 @@ _GB200_32_SM = ((8, 545.71, 568.94), (16, 523.48, 521.55), (24, 507.32, 483.76),
 GB200_TABLE: tuple[tuple[int, float, float], ...] = tuple(
     (a[0], (a[1] + b[1]) / 2, (a[2] + b[2]) / 2) for a, b in zip(_GB200_16_SM, _GB200_32_SM))
 B200_TABLE: tuple[tuple[int, float, float], ...] = ((8, 535.94, 530.86),)
+# Kernel-only rates beside them (module docstring), same layout.
+_GB200_KERNEL_16_SM = ((8, 750.15, 684.27), (16, 661.93, 600.75), (24, 637.80, 565.53), (32, 629.79, 547.25),
+                       (36, 612.85, 543.27))
+_GB200_KERNEL_32_SM = ((8, 764.03, 737.13), (16, 706.95, 666.26), (24, 665.97, 639.80), (32, 642.23, 605.15),
+                       (36, 632.31, 596.99))
+GB200_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = tuple(
+    (a[0], (a[1] + b[1]) / 2, (a[2] + b[2]) / 2) for a, b in zip(_GB200_KERNEL_16_SM, _GB200_KERNEL_32_SM))
+B200_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = ((8, 734.95, 673.84),)
+# H100 across nodes at 8 SMs: (ranks, torch dispatch, torch combine) and the kernel-only rates.
+H100_IB_TABLE: tuple[tuple[int, float, float], ...] = ((16, 57.74, 56.96), (32, 46.54, 50.68), (64, 41.46, 47.68))
+H100_IB_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = ((16, 76.80, 68.00), (32, 54.50, 56.40),
+                                                             (64, 50.55, 51.03))
 # Which table a built-in profile's family takes (cost.families.PROFILE_FAMILY).
 FAMILY_TABLES = {"grace-blackwell": GB200_TABLE, "grace-blackwell-ultra": GB200_TABLE,
                  "blackwell": B200_TABLE, "blackwell-ultra": B200_TABLE}
@@ -109,3 +133,32 @@ def hybridep_dispatch_s(hardware: HardwareProfile, model: ModelSpec, *, tokens_p
     received = (np.asarray(tokens_per_tp_rank, dtype=np.float64) * load * model.hidden_size * elem_bytes
                 * ranks_reached_per_token(model.moe.num_experts, model.moe.top_k, ep))
     return hybridep_call_s(table, received, ep)
+
+
+def _unhidden(torch_table, kernel_table, ep) -> np.ndarray:
+    """1 - (kernel-only time / Torch API time) of a dispatch and a combine (module docstring)."""
+    ones = np.ones(np.shape(ep))
+    return 1.0 - hybridep_call_s(kernel_table, ones, ep) / hybridep_call_s(torch_table, ones, ep)
+
+
+def hybridep_unhidden_share(hardware: HardwareProfile, model: ModelSpec, ep, ep_stride,
+                            gpus_per_node: int) -> np.ndarray:
+    """Share of each HybridEP dispatch or combine that cannot hide behind compute (module
+    docstring): inside one NVLink domain from the profile's own table, across nodes on Hopper from
+    the H100 "IB Bandwidth" table; 0 for NCCL's all-to-all (the alltoall dispatcher: its kernel is
+    the whole call) and where HybridEP publishes nothing (inside an H100 node, Blackwell across
+    NVLink domains)."""
+    ep = np.asarray(ep)
+    share = np.zeros(ep.shape)
+    if model.moe is None or model.moe.dispatcher != "hybridep":
+        return share
+    family = PROFILE_FAMILY.get(hardware.name.lower(), "")
+    kernels = {"grace-blackwell": GB200_KERNEL_TABLE, "grace-blackwell-ultra": GB200_KERNEL_TABLE,
+               "blackwell": B200_KERNEL_TABLE, "blackwell-ultra": B200_KERNEL_TABLE}
+    inside = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
+    if family in kernels:
+        share = np.where(inside, _unhidden(FAMILY_TABLES[family], kernels[family], ep), share)
+    if family == "hopper":  # the H100 table's groups cross nodes; none is published inside one
+        across = ranks_per_node(ep, ep_stride, gpus_per_node) < ep
+        share = np.where(across, _unhidden(H100_IB_TABLE, H100_IB_KERNEL_TABLE, ep), share)
+    return share

@@ -63,6 +63,9 @@ class Overlap(FrozenModel):
     tp_comm: bool  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
     zero3_prefetch: bool  # ZeRO-3 gathers issued one layer ahead of use
     grad_all_reduce: bool  # ZeRO-0: gradient buckets all-reduced during backward
+    # MoE dispatch/combine behind another micro-batch's compute (Megatron
+    # --overlap-moe-expert-parallel-comm, cost.ep_overlap); sp-plan emits it for no framework.
+    ep_comm: bool = False
 
 
 # Megatron-LM / MindSpeed: sp-plan emits --overlap-grad-reduce, and --overlap-param-gather with

@@ -76,6 +76,9 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
     graphs whose host time the analytic model counts (cost.runtime)."""
     check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    if runtime.overlap.ep_comm:  # only corpus rows state it; no framework runtime sp-plan emits does
+        raise ValueError("the simulator does not schedule Megatron's EP all-to-all overlap (cost.ep_overlap); "
+                         "simulate the run with Overlap.ep_comm False")
     asked = plan
     plan = plan_as_run(plan, runtime.states.param_shard_stage)  # torch FSDP's ZeRO-1/2 (cost.fsdp)
     if plan.fp8_attention:  # its curves, once (cost.fp8_attention)

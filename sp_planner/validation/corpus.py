@@ -137,6 +137,11 @@ class CorpusRow(FrozenModel):
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
     tp_comm_overlap: bool = False
+    # True where the run's recipe turns on Megatron's --overlap-moe-expert-parallel-comm
+    # (Megatron-Bridge comm_overlap.overlap_moe_expert_parallel_comm / moe_a2a_overlap): the MoE
+    # dispatch/combine run beside another micro-batch's compute (cost.ep_overlap). Megatron-family
+    # MoE rows with EP > 1, no full recompute, and interleaving where pp > 1 (Megatron's checks).
+    ep_comm_overlap: bool = False
     # True where the run's Megatron subtracts the logits' max out of place in its cross entropy
     # (Megatron between 55817ec, 2022-09-27, and 9634c0e, 2024-06-13): 10 bytes per logit at the
     # loss instead of 6 (cost.loss_memory). Megatron-family rows only.

@@ -145,8 +145,8 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
     gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
-    userbuffers overlap (cost.tp_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it
-    states (cost.cuda_graphs)."""
+    userbuffers overlap (cost.tp_overlap), the EP all-to-all overlap (cost.ep_overlap), FP8
+    weights (cost.fp8_params), the CUDA graph scopes it states (cost.cuda_graphs)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -167,6 +167,12 @@ def row_runtime(row: CorpusRow) -> Runtime:
             raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
                              f"a Megatron-family framework and TP > 1")
         overlap = overlap.model_copy(update={"tp_comm": True})
+    if row.ep_comm_overlap:
+        if not megatron_family or row.ep == 1 or (row.pp > 1 and row.vpp == 1) or row.recompute == "full":
+            raise ValueError(f"row {row.id}: ep_comm_overlap is Megatron's --overlap-moe-expert-parallel-comm, "
+                             "timed for a Megatron-family run with EP > 1, interleaving where pp > 1, and no "
+                             "full recompute (cost.ep_overlap)")
+        overlap = overlap.model_copy(update={"ep_comm": True})
     if row.fp8_param_gather and not megatron_family:
         raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
                          f"framework is {row.framework}")

@@ -78,3 +78,19 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
     alone = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=1, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
                       gpus_per_node=72)
     assert float(alone.all_to_all_s) == 0.0
+
+
+def test_unhidden_share_from_kernel_only_against_whole_call_rates():
+    from sp_planner.cost.hybridep import hybridep_unhidden_share
+
+    # GB200 EP 16: torch 498.16 / 498.015, kernel-only (661.93 + 706.95) / 2 and (600.75 + 666.26) / 2.
+    kernel = 1 / ((661.93 + 706.95) / 2) + 1 / ((600.75 + 666.26) / 2)
+    torch = 1 / ((472.84 + 523.48) / 2) + 1 / ((474.48 + 521.55) / 2)
+    got = hybridep_unhidden_share(GB200, HYBRIDEP, 16, 1, 72)
+    assert float(got) == pytest.approx(1 - kernel / torch) and float(got) == pytest.approx(0.243, abs=0.001)
+    # H100 EP 16 over two 8-GPU nodes: the "IB Bandwidth" rows at 8 SMs.
+    h100 = hybridep_unhidden_share(H100, HYBRIDEP, 16, 1, 8)
+    assert float(h100) == pytest.approx(1 - (1 / 76.80 + 1 / 68.00) / (1 / 57.74 + 1 / 56.96))
+    # Nothing published inside an H100 node; NCCL's all-to-all is all kernel.
+    assert float(hybridep_unhidden_share(H100, HYBRIDEP, 8, 1, 8)) == 0.0
+    assert float(hybridep_unhidden_share(GB200, QWEN, 16, 1, 72)) == 0.0

@@ -75,6 +75,8 @@ def test_emitted_flags_overlap_what_the_model_assumes(build, framework, zero):
     model = FRAMEWORK_RUNTIME[framework].overlap
     assert read == {name: getattr(model, name) for name in read}
     assert not model.tp_comm and "--tp-comm-overlap" not in flags.text
+    # Nor the EP all-to-all overlap (cost.ep_overlap), which only corpus rows state.
+    assert not model.ep_comm and "overlap-moe-expert-parallel-comm" not in flags.text
 
 
 def test_yunchang_states_the_overlap_it_was_timed_with(build):

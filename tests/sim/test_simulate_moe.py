@@ -129,3 +129,13 @@ def test_hybridep_inside_an_nvlink_domain_simulates_as_the_analytic_model():
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
     assert sim.critical_path_by_kind_s["moe_comm"] == pytest.approx(est.time.moe_comm_s, rel=0.01)
     assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}
+
+
+def test_the_ep_overlap_is_refused_not_simulated_as_exposed():
+    from sp_planner.cost.runtime import MEGATRON_RUNTIME
+
+    runtime = MEGATRON_RUNTIME.model_copy(update={"overlap": MEGATRON_RUNTIME.overlap.model_copy(
+        update={"ep_comm": True})})
+    with pytest.raises(ValueError, match="EP all-to-all overlap"):
+        simulate(load_model("qwen3-30b-a3b"), H100, WORKLOAD, ParallelPlan(tp=1, dp=8, ep=8, zero=1), num_nodes=1,
+                 gpus_per_node=8, detail=False, runtime=runtime)

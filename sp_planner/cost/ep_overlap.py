@@ -1,0 +1,73 @@
+"""Megatron's expert-parallel all-to-all overlap (--overlap-moe-expert-parallel-comm), vectorized.
+
+With the flag Megatron runs a combined 1F1B schedule: each step pairs one micro-batch's forward
+of a layer with another micro-batch's backward of a layer and splits each into attention, MoE
+dispatch, expert MLP and MoE combine nodes, the all-to-alls on a communication stream and the rest
+on the compute stream (Megatron-LM dev d48bd6be, megatron/core/models/common/
+model_chunk_schedule_plan.py, TransformerLayerSchedulePlan.run, lines 505-600):
+  comm stream:    combine_bwd | dispatch_fwd -> dispatch_bwd              | combine_fwd
+  compute stream: attn_fwd    | mlp_bwd -> mlp_bwd_dw -> mlp_fwd          | attn_bwd
+issued in the order combine_bwd, attn_fwd, mlp_bwd, dispatch_fwd, mlp_bwd_dw, dispatch_bwd,
+mlp_fwd, combine_fwd, attn_bwd, each waiting for its input: mlp_bwd for combine_bwd's gradient,
+dispatch_fwd for attn_fwd's output, dispatch_bwd for mlp_bwd's, mlp_fwd for dispatch_fwd's,
+combine_fwd for mlp_fwd's, attn_bwd for dispatch_bwd's. The next pair's attn_fwd takes this
+pair's combine_fwd output and its combine_bwd this pair's attn_bwd gradient, so pairs follow each
+other. pair_s below times one pair on the two streams with those dependencies (every all-to-all
+one dispatch or combine, cost.moe); the sequential layer runs the same work on one stream.
+
+Which work is paired (schedules.py lines 895-930 and combined_1f1b_schedule_for_no_pipelining):
+without pipelining the first forward and the last backward run alone, m - 1 of m micro-batches
+pair; with interleaved pipelining (Megatron requires it for the overlap with pp > 1) a stage's
+warmup chunk-steps, 2 (pp - rank - 1) + (vpp - 1) pp + 1 (one extra for the overlap), run alone
+and as many cooldown backwards, the rest pair. The pacing stage is taken as the last (rank pp - 1),
+whose warmup is (vpp - 1) pp + 1 chunk-steps of m vpp.
+
+The hidden all-to-all is not free: its kernels hold SMs the paired compute loses while it runs,
+as for hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown, NCCL's 16 SMs; HybridEP
+its own). And not all of a HybridEP call hides: its metadata preprocessing, host synchronization
+and copies (cost.hybridep.hybridep_unhidden_share, from HybridEP's kernel-only against whole-call
+rates) run outside the overlap, added to the pair as exposed time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pair_s(*, attn_fwd_s, mlp_fwd_s, mlp_dgrad_s, mlp_wgrad_s, attn_bwd_s, all_to_all_s):
+    """One combined 1F1B step of a layer (a forward paired with another micro-batch's backward)
+    on the two streams (module docstring)."""
+    af, mf, mb, mw, ab, c = (np.asarray(v, dtype=np.float64) for v in (
+        attn_fwd_s, mlp_fwd_s, mlp_dgrad_s, mlp_wgrad_s, attn_bwd_s, all_to_all_s))
+    # combine_bwd [0, c] on comm; attn_fwd [0, af] on compute.
+    mlp_bwd_end = np.maximum(af, c) + mb  # after attn_fwd (stream) and combine_bwd (its gradient)
+    dispatch_fwd_end = np.maximum(c, af) + c  # after combine_bwd (stream) and attn_fwd (its input)
+    dispatch_bwd_end = np.maximum(dispatch_fwd_end, mlp_bwd_end) + c
+    mlp_fwd_end = np.maximum(mlp_bwd_end + mw, dispatch_fwd_end) + mf
+    combine_fwd_end = np.maximum(dispatch_bwd_end, mlp_fwd_end) + c
+    attn_bwd_end = np.maximum(mlp_fwd_end, dispatch_bwd_end) + ab
+    return np.maximum(combine_fwd_end, attn_bwd_end)
+
+
+def paired_micro_batches(micro_batches, pp, vpp):
+    """Micro-batches' worth of a stage's layer work that runs paired (module docstring): m - 1
+    without pipelining, (m vpp - ((vpp - 1) pp + 1)) / vpp on the last stage of an interleaved
+    pipeline, never below 0."""
+    m, pp, vpp = (np.asarray(v, dtype=np.float64) for v in (micro_batches, pp, vpp))
+    warmup = np.where(pp > 1, (vpp - 1) * pp + 1, 1.0)
+    return np.maximum(m * vpp - warmup, 0.0) / vpp
+
+
+def ep_overlap_saving_s(*, attn_fwd_s, mlp_fwd_s, mlp_dgrad_s, mlp_wgrad_s, attn_bwd_s, all_to_all_s,
+                        slowdown, unhidden_share=0.0):
+    """Seconds one paired layer step saves over running its forward and backward one after the
+    other with the four all-to-alls exposed, less the compute the hidden all-to-alls slow
+    (`slowdown`: the share of the GPU their kernels hold) and the share of each call that runs
+    outside the overlap (`unhidden_share`, module docstring)."""
+    c = np.asarray(all_to_all_s, dtype=np.float64)
+    unhidden = np.asarray(unhidden_share, dtype=np.float64) * c
+    parts = dict(attn_fwd_s=attn_fwd_s, mlp_fwd_s=mlp_fwd_s, mlp_dgrad_s=mlp_dgrad_s, mlp_wgrad_s=mlp_wgrad_s,
+                 attn_bwd_s=attn_bwd_s, all_to_all_s=c - unhidden)
+    sequential = np.asarray(attn_fwd_s) + mlp_fwd_s + mlp_dgrad_s + mlp_wgrad_s + attn_bwd_s + 4 * c
+    hidden = np.maximum(sequential - (pair_s(**parts) + 4 * unhidden), 0.0)
+    return hidden * (1.0 - np.asarray(slowdown, dtype=np.float64))
