@@ -44,6 +44,14 @@ not overlap: 0.24 for GB200 at EP 16 (kernel-only dispatch 661.93/706.95, combin
 8 SMs: torch 57.74/56.96 against kernel 76.80/68.00; 32 ranks 46.54/50.68 against 54.50/56.40, 64
 ranks 41.46/47.68 against 50.55/51.03). B200's 16-SM row: kernel 734.95 / 673.84.
 
+Every figure is at hidden 7168 (a 14 KiB bf16 row); no run at another hidden size is published,
+so a model with smaller rows (Qwen3-30B-A3B: 4 KiB) takes the same rate per byte, which likely
+flatters it (per-row costs weigh more on short rows). Megatron-Bridge's H100 A/B of the EP overlap
+(validation/corpus/megatron_bridge_ep_overlap.yaml) shows it across nodes: its Nsight figures put
+that run's HybridEP dispatch at 4.25 s a step, 2.4-4.7x what the H100 "IB Bandwidth" rate per
+row would give (0.9 s for the forward dispatches, 1.8 s with the backward's), which is why HybridEP
+across nodes stays on NCCL's model.
+
 Not covered here, and timed as NCCL's all-to-all by cost.moe (stated in the docstring there):
 HybridEP on other GPUs (no intra-node H100 figure is published) and across NVLink domains (its
 RDMA path).
