@@ -19,13 +19,17 @@ test_hybrid_ep_benchmark "Bandwidth constants"), for dispatch and for combine al
     24: 441.89/444.40, 507.32/483.76     32: 485.50/423.19, 484.22/464.54
     36: 469.96/418.27, 479.02/447.89
   B200 (NVLink5, 8 GPUs), 8 ranks at 16 SMs: 535.94 / 530.86.
-Megatron leaves the SM count to HybridEP (moe_flex_dispatcher_num_sms None: Megatron-LM dev
-d48bd6be transformer_config.py 1005-1008, token_dispatcher.py 1213-1214), whose default inside one
-NVLink domain is 24 SMs for dispatch and for combine (csrc/hybrid_ep/config.cuh 366-367,
-Configurer). GB200's figures at 24 SMs are taken as the mean of the 16- and 32-SM ones (linear in
-the SM count). B200's 16-SM figure is taken as is: at 8 ranks GB200's figures barely move from 16
-to 32 SMs (550/538 -> 546/569). Between the listed rank counts the figures are interpolated
-linearly, and held at the end points outside them (EP 64 on an NVL72 takes the 36-rank figure).
+The SM count is the run's (Megatron moe_flex_dispatcher_num_sms, formerly moe_hybridep_num_sms;
+MoESpec.dispatcher_sms). Megatron's default None leaves HybridEP's own: 24 SMs for dispatch and for
+combine inside one NVLink domain, 8 across domains (Megatron-LM dev d48bd6be transformer_config.py
+1005-1008, token_dispatcher.py 1213-1214; csrc/hybrid_ep/config.cuh 366-367, Configurer).
+Megatron-Bridge's performance recipes set 32 (v0.2.0 scripts/performance/utils/helpers.py 111-113,
+v0.4.2 and v0.5.0 overrides.py 71-73 and 73-75, v0.6.0 perf_recipes/_common.py 86-87), as do Megatron-LM's
+Qwen3-235B MoE recipes. GB200's figures are interpolated linearly in the SM count between the 16-
+and 32-SM columns (24: their mean) and held outside them. B200's one column (16 SMs) is taken for
+any count: at 8 ranks GB200's figures barely move from 16 to 32 SMs (550/538 -> 546/569). Between
+the listed rank counts the figures are interpolated linearly, and held at the end points outside
+them (EP 64 on an NVL72 takes the 36-rank figure).
 GB300 and B300 take GB200's and B200's (the same NVLink5 switch and HybridEP kernels; no figure of
 their own is published).
 
@@ -42,7 +46,8 @@ test names "misc") holds the host or most SMs, so a call's share 1 - torch rate 
 not overlap: 0.24 for GB200 at EP 16 (kernel-only dispatch 661.93/706.95, combine 600.75/666.26 at
 16/32 SMs), 0.21 for H100 across nodes at EP 16 ("IB Bandwidth" at HybridEP's multi-node default of
 8 SMs: torch 57.74/56.96 against kernel 76.80/68.00; 32 ranks 46.54/50.68 against 54.50/56.40, 64
-ranks 41.46/47.68 against 50.55/51.03). B200's 16-SM row: kernel 734.95 / 673.84.
+ranks 41.46/47.68 against 50.55/51.03; at 16 SMs 54.47/53.35, 47.36/52.53, 41.24/46.57 against
+71.71/62.95, 57.69/57.46, 49.97/49.77). B200's 16-SM row: kernel 734.95 / 673.84.
 
 Every figure is at hidden 7168 (a 14 KiB bf16 row); no run at another hidden size is published,
 so a model with smaller rows (Qwen3-30B-A3B: 4 KiB) takes the same rate per byte, which likely
@@ -68,37 +73,41 @@ from sp_planner.cost.links import ranks_per_node
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
-# SMs HybridEP's dispatch and combine kernels hold inside one NVLink domain by default
-# (csrc/hybrid_ep/config.cuh 366-367); Megatron passes none (module docstring).
-HYBRIDEP_SMS = 24
-# (EP ranks, dispatch GB/s, combine GB/s) at HybridEP's 24-SM default (module docstring).
-_GB200_16_SM = ((8, 550.10, 538.44), (16, 472.84, 474.48), (24, 441.89, 444.40), (32, 485.50, 423.19),
-                (36, 469.96, 418.27))
-_GB200_32_SM = ((8, 545.71, 568.94), (16, 523.48, 521.55), (24, 507.32, 483.76), (32, 484.22, 464.54),
-                (36, 479.02, 447.89))
-GB200_TABLE: tuple[tuple[int, float, float], ...] = tuple(
-    (a[0], (a[1] + b[1]) / 2, (a[2] + b[2]) / 2) for a, b in zip(_GB200_16_SM, _GB200_32_SM))
-B200_TABLE: tuple[tuple[int, float, float], ...] = ((8, 535.94, 530.86),)
-# Kernel-only rates beside them (module docstring), same layout.
-_GB200_KERNEL_16_SM = ((8, 750.15, 684.27), (16, 661.93, 600.75), (24, 637.80, 565.53), (32, 629.79, 547.25),
-                       (36, 612.85, 543.27))
-_GB200_KERNEL_32_SM = ((8, 764.03, 737.13), (16, 706.95, 666.26), (24, 665.97, 639.80), (32, 642.23, 605.15),
-                       (36, 632.31, 596.99))
-GB200_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = tuple(
-    (a[0], (a[1] + b[1]) / 2, (a[2] + b[2]) / 2) for a, b in zip(_GB200_KERNEL_16_SM, _GB200_KERNEL_32_SM))
-B200_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = ((8, 734.95, 673.84),)
-# H100 across nodes at 8 SMs: (ranks, torch dispatch, torch combine) and the kernel-only rates.
-H100_IB_TABLE: tuple[tuple[int, float, float], ...] = ((16, 57.74, 56.96), (32, 46.54, 50.68), (64, 41.46, 47.68))
-H100_IB_KERNEL_TABLE: tuple[tuple[int, float, float], ...] = ((16, 76.80, 68.00), (32, 54.50, 56.40),
-                                                             (64, 50.55, 51.03))
-# Which table a built-in profile's family takes (cost.families.PROFILE_FAMILY).
-FAMILY_TABLES = {"grace-blackwell": GB200_TABLE, "grace-blackwell-ultra": GB200_TABLE,
-                 "blackwell": B200_TABLE, "blackwell-ultra": B200_TABLE}
+# SMs HybridEP's dispatch and combine kernels hold by default (csrc/hybrid_ep/config.cuh 366-367):
+# 24 inside one NVLink domain, 8 across domains; a run may set its own (MoESpec.dispatcher_sms).
+HYBRIDEP_SMS, HYBRIDEP_SMS_ACROSS = 24, 8
+# Rates by SM count: (SMs, ((EP ranks, dispatch GB/s, combine GB/s), ...)) (module docstring).
+Rates = tuple[tuple[int, tuple[tuple[int, float, float], ...]], ...]
+GB200_RATES: Rates = (
+    (16, ((8, 550.10, 538.44), (16, 472.84, 474.48), (24, 441.89, 444.40), (32, 485.50, 423.19),
+          (36, 469.96, 418.27))),
+    (32, ((8, 545.71, 568.94), (16, 523.48, 521.55), (24, 507.32, 483.76), (32, 484.22, 464.54),
+          (36, 479.02, 447.89))))
+GB200_KERNEL_RATES: Rates = (
+    (16, ((8, 750.15, 684.27), (16, 661.93, 600.75), (24, 637.80, 565.53), (32, 629.79, 547.25),
+          (36, 612.85, 543.27))),
+    (32, ((8, 764.03, 737.13), (16, 706.95, 666.26), (24, 665.97, 639.80), (32, 642.23, 605.15),
+          (36, 632.31, 596.99))))
+B200_RATES: Rates = ((16, ((8, 535.94, 530.86),)),)
+B200_KERNEL_RATES: Rates = ((16, ((8, 734.95, 673.84),)),)
+# H100 across nodes ("IB Bandwidth", per rank).
+H100_IB_RATES: Rates = (
+    (8, ((16, 57.74, 56.96), (32, 46.54, 50.68), (64, 41.46, 47.68))),
+    (16, ((16, 54.47, 53.35), (32, 47.36, 52.53), (64, 41.24, 46.57))))
+H100_IB_KERNEL_RATES: Rates = (
+    (8, ((16, 76.80, 68.00), (32, 54.50, 56.40), (64, 50.55, 51.03))),
+    (16, ((16, 71.71, 62.95), (32, 57.69, 57.46), (64, 49.97, 49.77))))
+# Which rates a built-in profile's family takes inside one NVLink domain (cost.families), with the
+# kernel-only ones beside them.
+FAMILY_RATES: dict[str, tuple[Rates, Rates]] = {
+    "grace-blackwell": (GB200_RATES, GB200_KERNEL_RATES), "grace-blackwell-ultra": (GB200_RATES, GB200_KERNEL_RATES),
+    "blackwell": (B200_RATES, B200_KERNEL_RATES), "blackwell-ultra": (B200_RATES, B200_KERNEL_RATES)}
 
 
-def hybridep_table(hardware: HardwareProfile) -> tuple[tuple[int, float, float], ...] | None:
-    """The profile's HybridEP figures (ranks, dispatch, combine GB/s), None when none is published."""
-    return FAMILY_TABLES.get(PROFILE_FAMILY.get(hardware.name.lower(), ""))
+def hybridep_rates(hardware: HardwareProfile) -> Rates | None:
+    """The profile's HybridEP "Torch API" rates inside one NVLink domain, None when none is published."""
+    pair = FAMILY_RATES.get(PROFILE_FAMILY.get(hardware.name.lower(), ""))
+    return None if pair is None else pair[0]
 
 
 def ranks_reached_per_token(num_experts: int, top_k: int, ep) -> np.ndarray:
@@ -111,12 +120,22 @@ def ranks_reached_per_token(num_experts: int, top_k: int, ep) -> np.ndarray:
     return reached[where].reshape(ep.shape)
 
 
-def hybridep_call_s(table: tuple[tuple[int, float, float], ...], received_bytes, ep) -> np.ndarray:
+def hybridep_call_s(rates: Rates, received_bytes, ep, sms) -> np.ndarray:
     """One HybridEP dispatch or combine (their mean: training runs each once a direction) in
-    which a rank receives `received_bytes` (module docstring's metric), over `ep` ranks."""
-    ranks = [float(r) for r, _, _ in table]
-    dispatch = np.interp(np.asarray(ep, dtype=np.float64), ranks, [d for _, d, _ in table]) * 1e9
-    combine = np.interp(np.asarray(ep, dtype=np.float64), ranks, [c for _, _, c in table]) * 1e9
+    which a rank receives `received_bytes` (module docstring's metric), over `ep` ranks, its
+    kernels on `sms` SMs: each SM column interpolated linearly in the ranks, then the columns
+    linearly in the SMs, both held beyond the listed ones."""
+    ep = np.asarray(ep, dtype=np.float64)
+    by_sms = [(float(n), *(np.interp(ep, [float(r) for r, _, _ in rows], [row[i] for row in rows]) * 1e9
+                          for i in (1, 2))) for n, rows in rates]
+    counts = [n for n, _, _ in by_sms]
+    shape = np.broadcast(ep, np.asarray(sms, dtype=np.float64)).shape
+    flat_sms = np.broadcast_to(np.asarray(sms, dtype=np.float64), shape)
+    dispatch = np.zeros(shape)
+    combine = np.zeros(shape)
+    weights = [np.interp(flat_sms, counts, np.eye(len(counts))[k]) for k in range(len(counts))]
+    for w, (_, d, c) in zip(weights, by_sms):
+        dispatch, combine = dispatch + w * d, combine + w * c
     received = np.asarray(received_bytes, dtype=np.float64)
     return received * (1.0 / dispatch + 1.0 / combine) / 2.0
 
@@ -126,34 +145,44 @@ def hybridep_timed(hardware: HardwareProfile, model: ModelSpec, ep, ep_stride, g
     with published figures, every member of an EP group (ep > 1) on one NVLink domain (as
     cost.links.all_to_all_time_s counts a group's intra-node share)."""
     ep = np.asarray(ep)
-    if model.moe is None or model.moe.dispatcher != "hybridep" or hybridep_table(hardware) is None:
+    if model.moe is None or model.moe.dispatcher != "hybridep" or hybridep_rates(hardware) is None:
         return np.zeros(ep.shape, dtype=bool)
     return (ep > 1) & (ranks_per_node(ep, ep_stride, gpus_per_node) >= ep)
 
 
-def hybridep_dispatch_s(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, load, ep,
-                        elem_bytes: int) -> np.ndarray:
+def hybridep_sms(model: ModelSpec, ep, ep_stride, gpus_per_node: int) -> np.ndarray:
+    """SMs HybridEP's kernels hold: the run's own count, else HybridEP's default for a group inside
+    one NVLink domain or across domains."""
+    ep = np.asarray(ep)
+    if model.moe is not None and model.moe.dispatcher_sms is not None:
+        return np.full(ep.shape, float(model.moe.dispatcher_sms))
+    inside = ranks_per_node(ep, ep_stride, gpus_per_node) >= ep
+    return np.where(inside, float(HYBRIDEP_SMS), float(HYBRIDEP_SMS_ACROSS))
+
+
+def hybridep_dispatch_s(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, load, ep, ep_stride,
+                        gpus_per_node: int, elem_bytes: int) -> np.ndarray:
     """One dispatch or combine of a rank holding `load` x the mean token copies, at HybridEP's
     measured speed (where hybridep_timed; 0 on profiles without figures)."""
-    table = hybridep_table(hardware)
-    if model.moe is None or table is None:
+    rates = hybridep_rates(hardware)
+    if model.moe is None or rates is None:
         return np.zeros(np.shape(ep))
     received = (np.asarray(tokens_per_tp_rank, dtype=np.float64) * load * model.hidden_size * elem_bytes
                 * ranks_reached_per_token(model.moe.num_experts, model.moe.top_k, ep))
-    return hybridep_call_s(table, received, ep)
+    return hybridep_call_s(rates, received, ep, hybridep_sms(model, ep, ep_stride, gpus_per_node))
 
 
-def _unhidden(torch_table, kernel_table, ep) -> np.ndarray:
+def _unhidden(torch_rates: Rates, kernel_rates: Rates, ep, sms) -> np.ndarray:
     """1 - (kernel-only time / Torch API time) of a dispatch and a combine (module docstring)."""
     ones = np.ones(np.shape(ep))
-    return 1.0 - hybridep_call_s(kernel_table, ones, ep) / hybridep_call_s(torch_table, ones, ep)
+    return 1.0 - hybridep_call_s(kernel_rates, ones, ep, sms) / hybridep_call_s(torch_rates, ones, ep, sms)
 
 
 def hybridep_unhidden_share(hardware: HardwareProfile, model: ModelSpec, ep, ep_stride,
                             gpus_per_node: int) -> np.ndarray:
     """Share of each HybridEP dispatch or combine that cannot hide behind compute (module
-    docstring): inside one NVLink domain from the profile's own table, across nodes on Hopper from
-    the H100 "IB Bandwidth" table; 0 for NCCL's all-to-all (the alltoall dispatcher: its kernel is
+    docstring): inside one NVLink domain from the profile's own rates, across nodes on Hopper from
+    the H100 "IB Bandwidth" rates; 0 for NCCL's all-to-all (the alltoall dispatcher: its kernel is
     the whole call) and where HybridEP publishes nothing (inside an H100 node, Blackwell across
     NVLink domains)."""
     ep = np.asarray(ep)
@@ -161,12 +190,11 @@ def hybridep_unhidden_share(hardware: HardwareProfile, model: ModelSpec, ep, ep_
     if model.moe is None or model.moe.dispatcher != "hybridep":
         return share
     family = PROFILE_FAMILY.get(hardware.name.lower(), "")
-    kernels = {"grace-blackwell": GB200_KERNEL_TABLE, "grace-blackwell-ultra": GB200_KERNEL_TABLE,
-               "blackwell": B200_KERNEL_TABLE, "blackwell-ultra": B200_KERNEL_TABLE}
-    inside = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
-    if family in kernels:
-        share = np.where(inside, _unhidden(FAMILY_TABLES[family], kernels[family], ep), share)
-    if family == "hopper":  # the H100 table's groups cross nodes; none is published inside one
+    sms = hybridep_sms(model, ep, ep_stride, gpus_per_node)
+    if family in FAMILY_RATES:
+        inside = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
+        share = np.where(inside, _unhidden(*FAMILY_RATES[family], ep, sms), share)
+    if family == "hopper":  # the H100 rates' groups cross nodes; none is published inside one
         across = ranks_per_node(ep, ep_stride, gpus_per_node) < ep
-        share = np.where(across, _unhidden(H100_IB_TABLE, H100_IB_KERNEL_TABLE, ep), share)
+        share = np.where(across, _unhidden(H100_IB_RATES, H100_IB_KERNEL_RATES, ep, sms), share)
     return share

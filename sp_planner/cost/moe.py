@@ -245,8 +245,9 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     # HybridEP inside one NVLink domain, at its own measured speed (cost.hybridep).
     measured = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
     if measured.any():
-        a2a = np.where(measured, f * hybridep_dispatch_s(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank,
-                                                         load=load, ep=ep, elem_bytes=elem_bytes), a2a)
+        a2a = np.where(measured, f * hybridep_dispatch_s(
+            hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, load=load, ep=ep, ep_stride=ep_stride,
+            gpus_per_node=gpus_per_node, elem_bytes=elem_bytes), a2a)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank

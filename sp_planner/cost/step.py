@@ -55,7 +55,7 @@ from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.hybridep import HYBRIDEP_SMS, hybridep_timed, hybridep_unhidden_share
+from sp_planner.cost.hybridep import hybridep_sms, hybridep_unhidden_share
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     NCCL_SMS_WHILE_OVERLAPPED,
@@ -231,10 +231,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
             attn_fwd_s=(1 - mlp_share) * gemm_fwd + attn.fwd_s + tp_fwd, mlp_fwd_s=mlp_share * gemm_fwd,
             mlp_dgrad_s=mlp_share * gemm_bwd / 2, mlp_wgrad_s=mlp_share * gemm_bwd / 2,
             attn_bwd_s=(1 - mlp_share) * gemm_bwd + attn.bwd_s + tp_bwd, all_to_all_s=moe.all_to_all_s,
-            # HybridEP's kernels hold its 24 SMs, NCCL's 16 (cost.hybridep, cost.overlap).
-            slowdown=overlap_compute_slowdown(hardware) * np.where(
-                hybridep_timed(hardware, model, c.ep, axis_stride(c, "ep"), gpn),
-                HYBRIDEP_SMS / NCCL_SMS_WHILE_OVERLAPPED, 1.0),
+            # HybridEP's kernels hold their own SMs (cost.hybridep), NCCL's 16 (cost.overlap).
+            slowdown=overlap_compute_slowdown(hardware) * (
+                hybridep_sms(model, c.ep, axis_stride(c, "ep"), gpn) / NCCL_SMS_WHILE_OVERLAPPED
+                if model.moe is not None and model.moe.dispatcher == "hybridep" else 1.0),
             unhidden_share=hybridep_unhidden_share(hardware, model, c.ep, axis_stride(c, "ep"), gpn))
     recompute_layer = np.select(
         [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],

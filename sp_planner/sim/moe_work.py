@@ -44,7 +44,7 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     if hybridep_timed(hardware, model, plan.ep, 1, gpus_per_node):
         # HybridEP's kernels at their measured speed, not flows on the cluster graph (cost.hybridep).
         a2a = float(hybridep_dispatch_s(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, load=load,
-                                        ep=plan.ep, elem_bytes=ACT_BYTES))
+                                        ep=plan.ep, ep_stride=1, gpus_per_node=gpus_per_node, elem_bytes=ACT_BYTES))
     else:
         a2a = phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep, "all_to_all",
                     "all_to_all", nccl=nccl_dispatch(model))

@@ -53,6 +53,16 @@ class MoESpec(FrozenModel):
     # The token dispatcher the run uses (TransformerConfig.moe_token_dispatcher_type and
     # moe_flex_dispatcher_backend): its permutations are timed only under alltoall (cost.moe).
     dispatcher: MoEDispatcher = "alltoall"
+    # SMs HybridEP's dispatch and combine kernels hold (Megatron moe_flex_dispatcher_num_sms, formerly
+    # moe_hybridep_num_sms): None leaves HybridEP's default, 24 inside one NVLink domain and 8
+    # across domains (cost.hybridep). HybridEP only.
+    dispatcher_sms: int | None = Field(default=None, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _sms_are_hybridep_s(self) -> "MoESpec":
+        if self.dispatcher_sms is not None and self.dispatcher != "hybridep":
+            raise ValueError("dispatcher_sms is the HybridEP dispatcher's SM count; set dispatcher hybridep or drop it")
+        return self
 
     @model_validator(mode="after")
     def _padding_needs_a_capacity(self) -> "MoESpec":

@@ -166,6 +166,9 @@ class CorpusRow(FrozenModel):
     # alltoall, or the flex dispatcher's HybridEP backend (--moe-token-dispatcher-type flex,
     # --moe-flex-dispatcher-backend hybridep). MoE rows of the Megatron family only.
     moe_dispatcher: MoEDispatcher = "alltoall"
+    # The SMs the recipe gives HybridEP (moe_hybridep_num_sms / moe_flex_dispatcher_num_sms;
+    # MoESpec.dispatcher_sms, cost.hybridep); None: HybridEP's default. hybridep rows only.
+    hybridep_sms: int | None = Field(default=None, gt=0, le=1024)
     # The ring attention the run used where it is not its framework's (cost.ring_impl): the USP
     # paper's runs put yunchang's ring inside Megatron-LM. None: the framework's.
     ring_impl: Literal["yunchang", "transformer_engine"] | None = None
@@ -315,6 +318,9 @@ def load_corpus(path: Path) -> Corpus:
 def _check_routing(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
     """A non-default routing or dispatcher needs experts to route to; checked once every file's models
     are read."""
+    if row.hybridep_sms is not None and row.moe_dispatcher != "hybridep":
+        raise UserInputError(f"corpus file {file} row {row.id}: hybridep_sms is the HybridEP dispatcher's SM count; "
+                             "state moe_dispatcher hybridep or drop it")
     if row.routing == "learned" and row.moe_dispatcher == "alltoall":
         return
     if row.model in models:

@@ -105,7 +105,8 @@ def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
     if row.moe_dispatcher != "alltoall" and CORPUS_FRAMEWORK_RUNTIME.get(row.framework) != MEGATRON_RUNTIME:
         raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and the "
                          f"row's framework is {row.framework}")
-    moe = model.moe.model_copy(update={"routing": row.routing, "dispatcher": row.moe_dispatcher})
+    moe = model.moe.model_copy(update={"routing": row.routing, "dispatcher": row.moe_dispatcher,
+                                       "dispatcher_sms": row.hybridep_sms})
     return model.model_copy(update={"moe": moe})
 
 

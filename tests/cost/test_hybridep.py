@@ -8,10 +8,11 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.hybridep import (
-    B200_TABLE,
-    GB200_TABLE,
+    B200_RATES,
+    GB200_RATES,
     hybridep_call_s,
-    hybridep_table,
+    hybridep_rates,
+    hybridep_sms,
     hybridep_timed,
     ranks_reached_per_token,
 )
@@ -35,24 +36,40 @@ def test_ranks_a_token_reaches_by_hand():
     assert got.shape == (2, 2) and got[1, 0] == got[0, 1] == pytest.approx(16 * (1 - comb(120, 8) / comb(128, 8)))
 
 
-def test_gb200_figures_are_the_mean_of_the_16_and_32_sm_rows():
-    # README_Hybrid-EP.md GB200, 16 ranks: dispatch BF16 472.84 / 523.48, combine 474.48 / 521.55.
-    ranks, dispatch, combine = GB200_TABLE[1]
-    assert ranks == 16
-    assert (dispatch, combine) == pytest.approx(((472.84 + 523.48) / 2, (474.48 + 521.55) / 2))
-    assert B200_TABLE == ((8, 535.94, 530.86),)
-    assert hybridep_table(GB200) is GB200_TABLE and hybridep_table(load_hardware("gb300-nvl72")) is GB200_TABLE
-    assert hybridep_table(B200) is B200_TABLE and hybridep_table(H100) is None
+def test_rates_by_sm_count():
+    # README_Hybrid-EP.md GB200, 16 ranks: dispatch BF16 472.84 at 16 SMs and 523.48 at 32, combine
+    # 474.48 and 521.55; HybridEP's 24-SM default takes their means, 32 the 32-SM column.
+    assert GB200_RATES[0][1][1] == (16, 472.84, 474.48) and GB200_RATES[1][1][1] == (16, 523.48, 521.55)
+    default = 1 / ((472.84 + 523.48) / 2 * 1e9) + 1 / ((474.48 + 521.55) / 2 * 1e9)
+    assert hybridep_call_s(GB200_RATES, 2.0, 16, 24) == pytest.approx(default)
+    assert hybridep_call_s(GB200_RATES, 2.0, 16, 32) == pytest.approx(1 / 523.48e9 + 1 / 521.55e9)
+    assert hybridep_call_s(GB200_RATES, 2.0, 16, 64) == pytest.approx(hybridep_call_s(GB200_RATES, 2.0, 16, 32))
+    assert B200_RATES == ((16, ((8, 535.94, 530.86),)),)
+    assert hybridep_rates(GB200) is GB200_RATES and hybridep_rates(load_hardware("gb300-nvl72")) is GB200_RATES
+    assert hybridep_rates(B200) is B200_RATES and hybridep_rates(H100) is None
+
+
+def test_sm_count_is_the_runs_else_hybrideps_default():
+    assert float(hybridep_sms(HYBRIDEP, 16, 1, 72)) == 24.0  # one NVLink domain
+    assert float(hybridep_sms(HYBRIDEP, 16, 1, 8)) == 8.0  # across two 8-GPU nodes
+    stated = HYBRIDEP.model_copy(update={"moe": HYBRIDEP.moe.model_copy(update={"dispatcher_sms": 32})})
+    assert float(hybridep_sms(stated, 16, 1, 8)) == 32.0
+    with pytest.raises(ValueError, match="dispatcher_sms is the HybridEP"):
+        type(QWEN.moe)(**{**QWEN.moe.model_dump(), "dispatcher_sms": 32})
 
 
 def test_one_call_at_the_mean_of_dispatch_and_combine_rates():
     received = 1e9
     expected = received * (1 / 535.94e9 + 1 / 530.86e9) / 2
-    assert hybridep_call_s(B200_TABLE, received, 8) == pytest.approx(expected)
+    assert hybridep_call_s(B200_RATES, received, 8, 24) == pytest.approx(expected)  # its one column, any SMs
     # Between listed sizes linear; beyond the last one held (EP 64 on an NVL72: the 36-rank figure).
-    mid = hybridep_call_s(GB200_TABLE, received, 12)
-    assert hybridep_call_s(GB200_TABLE, received, 8) < mid < hybridep_call_s(GB200_TABLE, received, 16)
-    assert hybridep_call_s(GB200_TABLE, received, 64) == pytest.approx(hybridep_call_s(GB200_TABLE, received, 36))
+    mid = hybridep_call_s(GB200_RATES, received, 12, 24)
+    assert hybridep_call_s(GB200_RATES, received, 8, 24) < mid < hybridep_call_s(GB200_RATES, received, 16, 24)
+    assert hybridep_call_s(GB200_RATES, received, 64, 24) == pytest.approx(
+        hybridep_call_s(GB200_RATES, received, 36, 24))
+    # Vectorized over candidates.
+    got = hybridep_call_s(GB200_RATES, received, np.array([8, 16, 64]), 24)
+    assert got.shape == (3,) and got[2] == pytest.approx(float(hybridep_call_s(GB200_RATES, received, 36, 24)))
 
 
 def test_moe_times_take_hybridep_inside_a_domain_only():
@@ -62,7 +79,7 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
                     gpus_per_node=72)
     # Qwen3-30B-A3B at EP 16, balanced: 6.60 rows a token of 2048 bf16 elements, at GB200's 16-rank rates.
     rows = 16 * (1 - comb(120, 8) / comb(128, 8))
-    _, dispatch, combine = GB200_TABLE[1]
+    dispatch, combine = (472.84 + 523.48) / 2, (474.48 + 521.55) / 2  # HybridEP's 24 SMs
     by_hand = tokens * rows * 2048 * 2 * (1 / (dispatch * 1e9) + 1 / (combine * 1e9)) / 2
     assert float(busiest_rank_load(HYBRIDEP, 16)) == 1.0
     assert float(got.all_to_all_s) == pytest.approx(f * by_hand)

@@ -202,3 +202,12 @@ def test_moe_dispatcher_on_a_dense_model_is_rejected_at_load(tmp_path):
     corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
                                           "moe_dispatcher: hybridep}\n"))
     assert corpus.rows[0].moe_dispatcher == "hybridep"
+
+
+def test_hybridep_sms_need_the_hybridep_dispatcher(tmp_path):
+    with pytest.raises(UserInputError, match=r"c.yaml row a: hybridep_sms is the HybridEP dispatcher's SM count"):
+        load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
+                                     "hybridep_sms: 32}\n"))
+    corpus = load_corpus(_write(tmp_path, "- {id: a, table: T5, tp: 8, measured: 1, model: Mixtral-8x7B, "
+                                          "moe_dispatcher: hybridep, hybridep_sms: 32}\n"))
+    assert corpus.rows[0].hybridep_sms == 32
