@@ -20,7 +20,8 @@ without pipelining the first forward and the last backward run alone, m - 1 of m
 pair; with interleaved pipelining (Megatron requires it for the overlap with pp > 1) a stage's
 warmup chunk-steps, 2 (pp - rank - 1) + (vpp - 1) pp + 1 (one extra for the overlap), run alone
 and as many cooldown backwards, the rest pair. The pacing stage is taken as the last (rank pp - 1),
-whose warmup is (vpp - 1) pp + 1 chunk-steps of m vpp.
+whose warmup is (vpp - 1) pp + 1 chunk-steps of m vpp. The pipeline bubble (the other stages'
+micro-batches, cost.step) is still timed from the layers' time without the overlap: slightly long.
 
 The hidden all-to-all is not free: its kernels hold SMs the paired compute loses while it runs,
 as for hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown, NCCL's 16 SMs; HybridEP
