@@ -34,6 +34,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.hybridep import hybridep_sms, hybridep_unhidden_share
+from sp_planner.cost.overlap import NCCL_SMS_WHILE_OVERLAPPED, overlap_compute_slowdown
+from sp_planner.cost.tp_overlap import gemm_shares
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
 
 def pair_s(*, attn_fwd_s, mlp_fwd_s, mlp_dgrad_s, mlp_wgrad_s, attn_bwd_s, all_to_all_s):
     """One combined 1F1B step of a layer (a forward paired with another micro-batch's backward)
@@ -72,3 +78,21 @@ def ep_overlap_saving_s(*, attn_fwd_s, mlp_fwd_s, mlp_dgrad_s, mlp_wgrad_s, attn
     sequential = np.asarray(attn_fwd_s) + mlp_fwd_s + mlp_dgrad_s + mlp_wgrad_s + attn_bwd_s + 4 * c
     hidden = np.maximum(sequential - (pair_s(**parts) + 4 * unhidden), 0.0)
     return hidden * (1.0 - np.asarray(slowdown, dtype=np.float64))
+
+
+def layer_ep_saving_s(hardware: HardwareProfile, model: ModelSpec, *, gemm_fwd_s, gemm_bwd_s, attn_fwd_s,
+                      attn_bwd_s, tp_fwd_s, tp_bwd_s, all_to_all_s, ep, ep_stride, gpus_per_node: int):
+    """ep_overlap_saving_s of the model's average layer from cost.step's parts: its GEMM-side time
+    (GEMMs with their casts and elementwise passes) split between the attention and the MLP nodes
+    by their GEMMs' FLOP shares (cost.tp_overlap.gemm_shares: QKV and projection against FC1 and
+    FC2), the MLP backward half dgrad and half wgrad; the hidden calls hold HybridEP's SMs
+    (cost.hybridep) or NCCL's 16 (cost.overlap)."""
+    mlp = sum(gemm_shares(model)[2:])
+    hybridep = model.moe is not None and model.moe.dispatcher == "hybridep"
+    sms = hybridep_sms(model, ep, ep_stride, gpus_per_node) if hybridep else NCCL_SMS_WHILE_OVERLAPPED
+    return ep_overlap_saving_s(
+        attn_fwd_s=(1 - mlp) * gemm_fwd_s + attn_fwd_s + tp_fwd_s, mlp_fwd_s=mlp * gemm_fwd_s,
+        mlp_dgrad_s=mlp * gemm_bwd_s / 2, mlp_wgrad_s=mlp * gemm_bwd_s / 2,
+        attn_bwd_s=(1 - mlp) * gemm_bwd_s + attn_bwd_s + tp_bwd_s, all_to_all_s=all_to_all_s,
+        slowdown=overlap_compute_slowdown(hardware) * np.asarray(sms, dtype=np.float64) / NCCL_SMS_WHILE_OVERLAPPED,
+        unhidden_share=hybridep_unhidden_share(hardware, model, ep, ep_stride, gpus_per_node))

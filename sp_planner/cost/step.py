@@ -23,7 +23,7 @@ import numpy as np
 
 from sp_planner.cost.attention import attention_times
 from sp_planner.cost.dp_times import dp_stage_times
-from sp_planner.cost.ep_overlap import ep_overlap_saving_s, paired_micro_batches
+from sp_planner.cost.ep_overlap import layer_ep_saving_s, paired_micro_batches
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
     EMBEDDING_TP_ALL_GATHERS,
@@ -55,15 +55,7 @@ from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.hybridep import hybridep_sms, hybridep_unhidden_share
-from sp_planner.cost.overlap import (
-    MEGATRON_OVERLAP,
-    NCCL_SMS_WHILE_OVERLAPPED,
-    Edges,
-    Overlap,
-    dp_exposed_s,
-    overlap_compute_slowdown,
-)
+from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
@@ -222,20 +214,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
     # Megatron's EP all-to-all overlap, where a run states it (cost.ep_overlap): the paired layer
-    # steps hide part of the dispatch/combine behind the other micro-batch's compute. The layer's
-    # GEMM-side work splits by its GEMMs' FLOP shares (attention side: QKV and projection).
+    # steps hide part of the dispatch/combine behind the other micro-batch's compute.
     ep_saving = 0.0  # per paired layer step
     if overlap.ep_comm:
-        mlp_share = sum(gemm_shares(model)[2:])
-        ep_saving = ep_overlap_saving_s(
-            attn_fwd_s=(1 - mlp_share) * gemm_fwd + attn.fwd_s + tp_fwd, mlp_fwd_s=mlp_share * gemm_fwd,
-            mlp_dgrad_s=mlp_share * gemm_bwd / 2, mlp_wgrad_s=mlp_share * gemm_bwd / 2,
-            attn_bwd_s=(1 - mlp_share) * gemm_bwd + attn.bwd_s + tp_bwd, all_to_all_s=moe.all_to_all_s,
-            # HybridEP's kernels hold their own SMs (cost.hybridep), NCCL's 16 (cost.overlap).
-            slowdown=overlap_compute_slowdown(hardware) * (
-                hybridep_sms(model, c.ep, axis_stride(c, "ep"), gpn) / NCCL_SMS_WHILE_OVERLAPPED
-                if model.moe is not None and model.moe.dispatcher == "hybridep" else 1.0),
-            unhidden_share=hybridep_unhidden_share(hardware, model, c.ep, axis_stride(c, "ep"), gpn))
+        ep_saving = layer_ep_saving_s(hardware, model, gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd,
+                                      attn_fwd_s=attn.fwd_s, attn_bwd_s=attn.bwd_s, tp_fwd_s=tp_fwd,
+                                      tp_bwd_s=tp_bwd, all_to_all_s=moe.all_to_all_s, ep=c.ep,
+                                      ep_stride=axis_stride(c, "ep"), gpus_per_node=gpn)
     recompute_layer = np.select(
         [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
         [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
