@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
+from sp_planner.cost.hybridep import hybridep_timed
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
@@ -37,21 +37,20 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
-    load = busiest_rank_load(model, plan.ep)
-    copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * load)
+    copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
                       ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node)
     if hybridep_timed(hardware, model, plan.ep, 1, gpus_per_node):
-        # HybridEP's kernels at their measured speed, not flows on the cluster graph (cost.hybridep).
-        a2a = float(hybridep_dispatch_s(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, load=load,
-                                        ep=plan.ep, ep_stride=1, gpus_per_node=gpus_per_node, elem_bytes=ACT_BYTES))
+        # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
+        # time (cost.hybridep), already scaled by the share of MoE layers.
+        a2a = float(times.all_to_all_s)
     else:
-        a2a = phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep, "all_to_all",
-                    "all_to_all", nccl=nccl_dispatch(model))
+        a2a = share * phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep,
+                            "all_to_all", "all_to_all", nccl=nccl_dispatch(model))
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
     # At the plan's precision, as cost.step scales it (FP8 covers the expert GEMMs).
     rate = hardware.peak_bf16_flops * hardware.efficiency.gemm / gemm_peak_flops(
         hardware, np.array([PRECISIONS.index(plan.precision)]))[0]
-    return MoEWork(share * a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate),
+    return MoEWork(a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate),
                    float(times.permute_s))
