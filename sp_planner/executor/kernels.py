@@ -136,6 +136,10 @@ def cuda_efficient_backward(dout, q, k, v, out, lse, state: tuple, *, causal: bo
     s = q.shape[2]
     padded = -(-s // EFFICIENT_LSE_ALIGN) * EFFICIENT_LSE_ALIGN
     lse = torch.nn.functional.pad(lse.float(), (0, padded - s)).contiguous()  # (b, h, s) -> (b, h, s_pad)
+    # The fp16/bf16 kernels read `out` at a sequence stride of heads x head_dim whatever its
+    # strides (mem_eff_attention/kernel_backward.h Params::o_strideM; attention_backward.cu takes
+    # only its batch and head strides): hand it in the layout SDPA's forward returns.
+    out = out.transpose(1, 2).contiguous().transpose(1, 2)  # (b, h, s, d) view of (b, s, h, d) memory
     dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
         dout, q, k, v, None, out, lse, seed, offset, 0.0, [True, True, True, False], causal, scale=scale)
     return dq, dk, dv

@@ -10,6 +10,10 @@ with PyTorch's CPU flash kernel. What they check:
   must be the block's lengths.
 - efficient forward: LSE padded to a multiple of 32 queries (the padding filled with NaN here,
   so a caller that fails to slice it off is caught); backward wants it padded the same way.
+- efficient backward, fp16/bf16: the kernel reads `out` at a sequence stride of heads x
+  head_dim whatever its strides (mem_eff_attention/kernel_backward.h Params::o_strideM), so
+  an `out` in any other layout gives wrong dq and dk on a GPU (seen on an H200, 2026-12-04);
+  the stand-in refuses it.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ def _efficient_bwd(dout, q, k, v, attn_bias, out, lse, seed, offset, dropout_p, 
                    *, scale=None):
     if lse.shape[-1] != _padded(q.shape[2]):
         raise RuntimeError(f"logsumexp has {lse.shape[-1]} rows, the kernel wants {_padded(q.shape[2])}")
+    b, h, s, d = out.shape  # (b, h, s, d), as the op takes it
+    if q.dtype != torch.float32 and s > 1 and out.stride(2) != h * d:
+        raise RuntimeError(f"out has sequence stride {out.stride(2)}; the kernel reads it at heads x head_dim = {h * d}")
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         dout, q, k, v, out, lse[..., :q.shape[2]].contiguous(), dropout_p, is_causal, scale=scale)
     return dq, dk, dv, None
