@@ -33,10 +33,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_SCRIPT = REPO / "scripts" / "gpu_check_steps.py"
-# (step, seconds it may take at most); together under 8 minutes with the environment probe.
-STEPS = (("kernels", 150), ("sp_run", 150), ("ring_blocks", 90), ("calibrate", 60))
+# (step, seconds it may take at most); together 9 minutes with the environment probe. On an H200
+# (2026-12-04) the steps took 23-32, 45-64, 83-92 and 31-39 s: ring_blocks ran past its former
+# 90 s once, so it has 160 (its benchmark 150).
+STEPS = (("kernels", 150), ("sp_run", 150), ("ring_blocks", 160), ("calibrate", 60))
 ENV_PROBE_S = 30
-BUDGET_S = 470
+BUDGET_S = 540
 # module -> requirement, installed from the wheels folder when the module is missing.
 REQUIRED = {"pydantic": "pydantic>=2.6", "yaml": "PyYAML>=6.0"}
 OPTIONAL = {"pytest": "pytest>=8", "pytest_timeout": "pytest-timeout>=2.2"}  # step 1's test run

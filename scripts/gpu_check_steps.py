@@ -170,11 +170,11 @@ def ring_blocks(device: str, out: Path) -> dict:
     """Step 3: blockwise ring compute against one flash call on the same work."""
     if device == "cuda" and not torch.cuda.is_available():
         return {"status": "skipped", "lines": [f"{NO_CUDA}: long-sequence block benchmark not run"]}
-    rows_path = out / "ring_blocks.json"
+    rows_path = out / "ring_blocks_rows.json"  # not ring_blocks.json: the step result takes that name
     size = (["--seq-lens", "32k,64k,128k,256k", "--heads", "16", "--repeats", "3"] if device == "cuda"
             else ["--quick", "--repeats", "2"])
     done = _run([sys.executable, "benchmarks/attention_blocks.py", "--ring", "4", "--head-dim", "128", *size,
-                 "--json", str(rows_path)], 85)
+                 "--json", str(rows_path)], 150)
     if done.returncode != 0:
         return {"status": "failed", "lines": [f"benchmark failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]}
     rows = json.loads(rows_path.read_text())

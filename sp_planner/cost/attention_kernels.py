@@ -36,6 +36,9 @@ from sp_planner.cost.kernel_benchmarks import (
     CAUSAL_RATIO,
     DEFAULT_CAUSAL_KERNEL,
     FA_RELEASE_FWD_BWD_D128,
+    SDPA_H200_BWD,
+    SDPA_H200_FWD,
+    SDPA_H200_TOKENS,
     Curve,
     Curves,
     blackwell_curves,
@@ -62,9 +65,14 @@ _HOPPER_TFLOPS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "fa3": ((467, 565, 625, 638, 646, 648), (316, 424, 501, 542, 559, 561)),
     "cudnn": ((497, 574, 617, 609, 600, 595), (305, 408, 465, 499, 518, 516)),
 }
-# PyTorch SDPA's flash backend is FA2 (pytorch#142132: native SDPA 329 TFLOPS at (1, 24, 4608, 128)
-# on H100 against FA2's 362-368 at 2-4K in the FA3 figure); the FA2 curve stands for it.
-_HOPPER_TFLOPS["sdpa"] = _HOPPER_TFLOPS["fa2"]
+_HOPPER_CURVES: dict[str, Curves] = {kernel: (_curve(fwd), _curve(bwd))
+                                     for kernel, (fwd, bwd) in _HOPPER_TFLOPS.items()}
+# PyTorch SDPA's flash backend: measured on an H200 (cost.kernel_benchmarks.SDPA_H200_FWD; 2-4%
+# under the FA3 figure's FA2 forward, 5-8% under its backward at 2-8K; pytorch#142132 has native
+# SDPA at 329 TFLOPS at (1, 24, 4608, 128) on H100).
+_HOPPER_CURVES["sdpa"] = tuple(
+    tuple(CurvePoint(tokens=t, efficiency=round(v / H100_PEAK_TFLOPS, 3)) for t, v in zip(SDPA_H200_TOKENS, tflops))
+    for tflops in (SDPA_H200_FWD[0], SDPA_H200_BWD[0]))
 
 # Hopper and Blackwell profiles by family (cost.families). Blackwell Ultra (b300, gb300-nvl72) is
 # Blackwell with twice the SFU exponent rate: its own cuDNN curves (GB300, cudnn-frontend), B200's
@@ -92,9 +100,8 @@ def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
     name = hardware.name.lower()
     if PROFILE_KERNEL.get(name) == kernel or (kernel == "sdpa" and PROFILE_KERNEL.get(name) == "fa2"):
         return hardware.efficiency.attention_fwd, hardware.efficiency.attention_bwd
-    if name in HOPPER_PROFILES and kernel in _HOPPER_TFLOPS:
-        fwd, bwd = _HOPPER_TFLOPS[kernel]
-        return _curve(fwd), _curve(bwd)
+    if name in HOPPER_PROFILES and kernel in _HOPPER_CURVES:
+        return _HOPPER_CURVES[kernel]
     if name in BLACKWELL_PROFILES and kernel in B200_CAUSAL_TFLOPS:
         # Measured on B200; on GB200 (the same die at a higher peak) and on Blackwell Ultra
         # (B300, GB300) the B200 TFLOPS are taken as they are, over the profile's own peak (no FA2

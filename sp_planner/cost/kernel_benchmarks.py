@@ -78,9 +78,20 @@ CAUSAL_RATIO: dict[str, Curves] = {
     "cudnn": (_points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_FWD))),
               _points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_BWD)))),
 }
-# PyTorch SDPA's flash backend is FA2's kernel. The NPU fusion kernel and kernels of profiles
-# without a named kernel have no published causal curve: FA2's ratio stands for them.
-CAUSAL_RATIO["sdpa"] = CAUSAL_RATIO["fa2"]
+# PyTorch SDPA's flash backend (the kernel torchtitan runs), measured by this project's
+# `make gpu-check` (step 4, sp-calibrate --quick) on one H200 with torch 2.11.0+cu130, 2026-12-04:
+# hardware_profiles/measured/h200-2026-12-04.yaml, calibration.attention. BF16, 16 heads x head_dim
+# 128, batch x tokens = 16K up to 8K tokens (the FA3 paper's setup) and batch 1 at 64K, mean of
+# timed calls; TFLOPS as above, (non-causal, causal). A first run the same day agreed within 3%.
+# Its causal ratio rises to 0.97 (forward) and 1 (backward) at 64K, where FA2's paper curve,
+# measured to 16K, is held flat at 0.91 and 0.95.
+SDPA_H200_TOKENS = (512, 2048, 8192, 65536)
+SDPA_H200_FWD = ((302.9, 347.3, 355.3, 354.3), (182.1, 285.5, 318.7, 343.3))
+SDPA_H200_BWD = ((180.0, 267.8, 301.9, 318.6), (116.8, 217.8, 281.1, 323.6))
+CAUSAL_RATIO["sdpa"] = (_points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_FWD)),
+                        _points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_BWD)))
+# The NPU fusion kernel and kernels of profiles without a named kernel have no published causal
+# curve: FA2's ratio stands for them.
 DEFAULT_CAUSAL_KERNEL = "fa2"
 
 

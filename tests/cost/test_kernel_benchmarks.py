@@ -1,13 +1,17 @@
 """cost.kernel_benchmarks: Blackwell kernel curves and causal ratios against the cited TFLOPS.
 
 Figures: NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training at 0b1577c8 (B200, causal, BF16,
-B 1, Hq 128, Hkv 8, d 128) and results/h200_919_only_cudnn at df73764a (H200 cuDNN 9.19.1)."""
+B 1, Hq 128, Hkv 8, d 128) and results/h200_919_only_cudnn at df73764a (H200 cuDNN 9.19.1); PyTorch
+SDPA's flash backend measured on an H200 by make gpu-check (hardware_profiles/measured/)."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
-from sp_planner.cost.kernel_benchmarks import blackwell_curves
+from sp_planner.cost.kernel_benchmarks import SDPA_H200_BWD, SDPA_H200_FWD, SDPA_H200_TOKENS, blackwell_curves
 from sp_planner.cost.kernels import curve_efficiency, flash_flops, flash_time_s
 
 B200, GB200, H200 = load_hardware("b200"), load_hardware("gb200-nvl72"), load_hardware("h200")
@@ -54,9 +58,11 @@ def test_torchtitan_on_b200_runs_sdpas_flash_backend():
     hardware = with_attention_kernel(B200, kernel)
     assert tflops(hardware, 16384, causal=True, backward=False) == pytest.approx(394.495, rel=4e-3)
     assert tflops(hardware, 16384, causal=True, backward=True) == pytest.approx(319.979, rel=4e-3)
-    # Non-causal: over FA2's causal ratio at 16K (FA3 paper 335 / 370 forward).
+    # Non-causal: over SDPA's causal ratio at 16K, read a third of the way (in log tokens) from
+    # its 8K to its 64K point measured on an H200 (318.7 / 355.3 and 343.3 / 354.3 forward).
+    ratio_16k = 318.7 / 355.3 + (343.3 / 354.3 - 318.7 / 355.3) / 3
     eff = curve_efficiency(hardware.efficiency.attention_fwd, 16384)
-    assert eff == pytest.approx(394.495 / (335 / 370) / 2250, abs=6e-4)
+    assert eff == pytest.approx(394.495 / ratio_16k / 2250, abs=6e-4)
 
 
 def test_yunchang_on_b200_runs_flash_attn_2():
@@ -102,3 +108,25 @@ def test_fa3_causal_ratio_is_the_fa3_papers():
     kw = dict(**SHAPE, q_tokens=512, kv_tokens=512, backward=False)
     ratio = flash_time_s(H200, causal_diagonal=True, **kw) / flash_time_s(H200, causal_diagonal=False, **kw)
     assert ratio == pytest.approx(0.5 / round(292 / 467, 3), rel=1e-12)
+
+
+def test_sdpa_tables_are_the_h200_measurement_in_the_repository():
+    # The tables transcribe hardware_profiles/measured/h200-2026-12-04.yaml (make gpu-check).
+    path = Path(__file__).resolve().parents[2] / "hardware_profiles" / "measured" / "h200-2026-12-04.yaml"
+    measured = yaml.safe_load(path.read_text())["calibration"]["attention"]
+    assert measured and {m["heads"] for m in measured} == {16} and {m["head_dim"] for m in measured} == {128}
+    tables = {"fwd": SDPA_H200_FWD, "bwd": SDPA_H200_BWD}
+    for sample in measured:
+        assert tuple(p["tokens"] for p in sample["points"]) == SDPA_H200_TOKENS
+        want = tables[sample["direction"]][1 if sample["causal"] else 0]
+        got = tuple(p["flops_per_s"] / 1e12 for p in sample["points"])
+        assert got == pytest.approx(want, abs=0.051)
+
+
+def test_torchtitan_on_h100_runs_the_measured_sdpa_curve():
+    # 8K non-causal forward 355.3 TFLOPS of H100's 989; causal 64K backward at the non-causal rate
+    # (323.6 / 318.6 measured, held at 1).
+    h100 = load_hardware("h100-sxm")
+    hardware = with_attention_kernel(h100, default_kernel("torchtitan", h100))
+    assert curve_efficiency(hardware.efficiency.attention_fwd, 8192) == pytest.approx(355.3 / 989, abs=6e-4)
+    assert tflops(hardware, 65536, causal=True, backward=True) == pytest.approx(318.6, rel=2e-3)

@@ -70,7 +70,8 @@ def _efficient_bwd(dout, q, k, v, attn_bias, out, lse, seed, offset, dropout_p, 
         raise RuntimeError(f"logsumexp has {lse.shape[-1]} rows, the kernel wants {_padded(q.shape[2])}")
     b, h, s, d = out.shape  # (b, h, s, d), as the op takes it
     if q.dtype != torch.float32 and s > 1 and out.stride(2) != h * d:
-        raise RuntimeError(f"out has sequence stride {out.stride(2)}; the kernel reads it at heads x head_dim = {h * d}")
+        raise RuntimeError(f"out has sequence stride {out.stride(2)}; the kernel reads it at heads x head_dim "
+                           f"= {h * d}")
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         dout, q, k, v, out, lse[..., :q.shape[2]].contiguous(), dropout_p, is_causal, scale=scale)
     return dq, dk, dv, None
