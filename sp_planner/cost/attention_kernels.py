@@ -55,8 +55,8 @@ H100_PEAK_TFLOPS = 989.0  # the peak the FA3 paper's utilisation figures divide 
 _TOKENS = (512, 1024, 2048, 4096, 8192, 16384)
 
 
-def _curve(tflops: tuple[float, ...]) -> tuple[CurvePoint, ...]:
-    return tuple(CurvePoint(tokens=t, efficiency=round(v / H100_PEAK_TFLOPS, 3)) for t, v in zip(_TOKENS, tflops))
+def _curve(tflops: tuple[float, ...], tokens: tuple[int, ...] = _TOKENS) -> tuple[CurvePoint, ...]:
+    return tuple(CurvePoint(tokens=t, efficiency=round(v / H100_PEAK_TFLOPS, 3)) for t, v in zip(tokens, tflops))
 
 
 # (forward, backward) TFLOPS at 512..16K tokens, head_dim 128, non-causal (FA3 paper figures).
@@ -70,9 +70,7 @@ _HOPPER_CURVES: dict[str, Curves] = {kernel: (_curve(fwd), _curve(bwd))
 # PyTorch SDPA's flash backend: measured on an H200 (cost.kernel_benchmarks.SDPA_H200_FWD; 2-4%
 # under the FA3 figure's FA2 forward, 5-8% under its backward at 2-8K; pytorch#142132 has native
 # SDPA at 329 TFLOPS at (1, 24, 4608, 128) on H100).
-_HOPPER_CURVES["sdpa"] = tuple(
-    tuple(CurvePoint(tokens=t, efficiency=round(v / H100_PEAK_TFLOPS, 3)) for t, v in zip(SDPA_H200_TOKENS, tflops))
-    for tflops in (SDPA_H200_FWD[0], SDPA_H200_BWD[0]))
+_HOPPER_CURVES["sdpa"] = (_curve(SDPA_H200_FWD[0], SDPA_H200_TOKENS), _curve(SDPA_H200_BWD[0], SDPA_H200_TOKENS))
 
 # Hopper and Blackwell profiles by family (cost.families). Blackwell Ultra (b300, gb300-nvl72) is
 # Blackwell with twice the SFU exponent rate: its own cuDNN curves (GB300, cudnn-frontend), B200's
