@@ -4,6 +4,7 @@ Figures: NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training at 0b1577c8 (B2
 B 1, Hq 128, Hkv 8, d 128) and results/h200_919_only_cudnn at df73764a (H200 cuDNN 9.19.1); PyTorch
 SDPA's flash backend measured on an H200 by make gpu-check (hardware_profiles/measured/)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sp_planner.cost.attention_kernels import default_kernel, with_attention_ker
 from sp_planner.cost.kernel_benchmarks import SDPA_H200_BWD, SDPA_H200_FWD, SDPA_H200_TOKENS, blackwell_curves
 from sp_planner.cost.kernels import curve_efficiency, flash_flops, flash_time_s
 
+GPU_CHECK = Path(__file__).resolve().parents[2] / "docs" / "gpu-check" / "2026-12-04-h200"
 B200, GB200, H200 = load_hardware("b200"), load_hardware("gb200-nvl72"), load_hardware("h200")
 # One call of the benchmark's shape at L tokens (B 1, 128 query heads, d 128).
 SHAPE = dict(batch=1, heads=128, head_dim=128)
@@ -130,3 +132,20 @@ def test_torchtitan_on_h100_runs_the_measured_sdpa_curve():
     hardware = with_attention_kernel(h100, default_kernel("torchtitan", h100))
     assert curve_efficiency(hardware.efficiency.attention_fwd, 8192) == pytest.approx(355.3 / 989, abs=6e-4)
     assert tflops(hardware, 65536, causal=True, backward=True) == pytest.approx(318.6, rel=2e-3)
+
+
+def test_one_flash_call_on_the_whole_sequence_as_measured_on_the_h200():
+    # make gpu-check's ring-block benchmark (a later run than the calibration the SDPA tables come
+    # from): B 1, 16 heads x d 128, forward, 32K and 64K tokens, causal and full.
+    rows_path = GPU_CHECK / "run4-ring_blocks_rows.json"
+    hardware = with_attention_kernel(H200, "sdpa")
+    checked = 0
+    for row in json.loads(rows_path.read_text()):
+        if row["seq_len"] > 65536:
+            continue
+        seq = row["seq_len"]
+        predicted = flash_time_s(hardware, batch=1, heads=16, head_dim=128, q_tokens=seq, kv_tokens=seq,
+                                 causal_diagonal=row["causal"], backward=False)
+        assert float(predicted) == pytest.approx(row["full_s"], rel=0.02)
+        checked += 1
+    assert checked == 6  # full, causal contiguous and causal zigzag at each length (the same call)
