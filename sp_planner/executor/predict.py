@@ -40,6 +40,7 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         from sp_planner.cost.attention import attention_layer_memory_bytes, attention_layer_time_s
     except ImportError as err:
         return Prediction(comm_bytes=comm, note=f"time/memory model unavailable: {err}")
+    hardware, curves = executor_kernel_hardware(cfg, hardware)
     time_s = attention_layer_time_s(
         hardware=hardware, batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads,
         num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses,
@@ -53,4 +54,24 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
     return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
-                      note=f"time and memory predicted for {hardware.name}, measured on {cfg.device}")
+                      note=f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}")
+
+
+def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple[HardwareProfile, str]:
+    """The profile with the attention curves of the kernel sp-run itself runs, and which they are.
+
+    A plan's profile carries its framework's kernel (Megatron's cuDNN, an FA3 profile's own), but
+    sp-run calls aten's flash op for bf16/fp16 on CUDA (executor.kernels.CudaFlashKernel): PyTorch
+    SDPA's flash backend, whose curves cost.attention_kernels has ("sdpa"; on Hopper measured by
+    make gpu-check). A profile sp-calibrate wrote timed that same op, so its own curves stand.
+    Elsewhere (CPU, fp32's memory-efficient kernel, --kernel math) no curve of the kernel exists
+    and the profile's own are used, as the note says."""
+    from sp_planner.cost.attention_kernels import kernel_curves, with_attention_kernel
+
+    if cfg.device == "cuda" and cfg.kernel == "auto" and cfg.elem_bytes == 2:
+        if hardware.measured_on is not None:
+            return hardware, "its sp-calibrate curves: the flash kernel sp-run runs"
+        if kernel_curves(hardware, "sdpa") is not None:
+            return with_attention_kernel(hardware, "sdpa"), "SDPA flash curves: the kernel sp-run runs"
+        return hardware, "the profile's own attention curves: none published for sp-run's SDPA flash kernel"
+    return hardware, "the profile's own attention curves: none published for the kernel sp-run runs here"

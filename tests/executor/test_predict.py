@@ -92,3 +92,45 @@ def test_plan_prediction_uses_one_tp_ranks_heads():
     assert got.memory_bytes == attention_layer_memory_bytes(
         batch=1, seq_len=4096, num_heads=16, num_kv_heads=4, head_dim=128, ulysses=2, ring=2, elem_bytes=2)
     assert "h100" in got.note.lower()
+
+
+def test_a_cuda_run_is_predicted_with_the_kernel_sp_run_runs():
+    # A Megatron plan on an H200 carries cuDNN's curves; sp-run's bf16 CUDA run calls aten's flash
+    # op (SDPA's flash backend), measured on an H200 at about 0.36 of peak forward against cuDNN's ~0.6.
+    from sp_planner.catalog.hardware import load_hardware
+    from sp_planner.cost.attention import attention_layer_time_s
+    from sp_planner.cost.attention_kernels import with_attention_kernel
+    from sp_planner.executor.predict import predict
+
+    h200 = load_hardware("h200")
+    plan_hardware = with_attention_kernel(h200, "cudnn")
+    shape = dict(ulysses=1, ring=2, seq_len=65536, num_heads=16, num_kv_heads=16, head_dim=128,
+                 dtype="bfloat16", causal=True, ring_layout="zigzag")
+
+    def layer_s(hardware):
+        return attention_layer_time_s(hardware, batch=1, seq_len=65536, num_heads=16, num_kv_heads=16,
+                                      head_dim=128, tp=1, ulysses=1, ring=2, causal=True, ring_layout="zigzag",
+                                      gpus_per_node=8, elem_bytes=2)
+
+    cuda = predict(RunConfig(**shape, device="cuda"), plan_hardware, gpus_per_node=8)
+    assert cuda.time_s == pytest.approx(layer_s(with_attention_kernel(h200, "sdpa")), rel=1e-12)
+    assert cuda.time_s > 1.4 * layer_s(plan_hardware)  # the plan's cuDNN curves would be far too fast
+    assert "SDPA flash curves" in cuda.note
+    # On CPU no curve of sp-run's kernel exists: the profile's own, said so.
+    cpu = predict(RunConfig(**shape, device="cpu"), plan_hardware, gpus_per_node=8)
+    assert cpu.time_s == pytest.approx(layer_s(plan_hardware), rel=1e-12)
+    assert "profile's own attention curves" in cpu.note
+
+
+def test_a_calibrated_profile_keeps_its_own_curves():
+    from pathlib import Path
+
+    from sp_planner.catalog.hardware import read_hardware_file
+    from sp_planner.executor.predict import executor_kernel_hardware
+
+    measured = read_hardware_file(Path(__file__).resolve().parents[2] / "hardware_profiles" / "measured"
+                                  / "h200-2026-12-04.yaml")
+    cfg = RunConfig(ulysses=1, ring=1, seq_len=1024, num_heads=4, num_kv_heads=4, head_dim=64, dtype="bfloat16",
+                    device="cuda")
+    hardware, curves = executor_kernel_hardware(cfg, measured)
+    assert hardware == measured and "sp-calibrate" in curves
