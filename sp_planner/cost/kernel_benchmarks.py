@@ -67,27 +67,39 @@ def _fa_ratio(kernel: str) -> Curves:
             _points(FA_TOKENS, _ratio(*FA2_PAPER_BWD_D128_A100)))
 
 
+# PyTorch SDPA's flash backend (the kernel torchtitan runs), measured by this project's
+# `make gpu-check` (step 4, sp-calibrate --quick) on one H200 with torch 2.11.0+cu130, 2026-12-04:
+# hardware_profiles/measured/h200-2026-12-04.yaml, calibration.attention. BF16, 16 heads x head_dim
+# 128, batch x tokens = 16K up to 8K tokens (the FA3 paper's setup) and batch 1 at 64K, mean of
+# timed calls; TFLOPS as above, (non-causal, causal). A first run the same day agreed within 3%.
+# Its causal ratio sits on FA2's paper ratios to 8K (0.601 / 0.822 / 0.897 against 0.618 / 0.823 /
+# 0.900 forward) and rises to 0.97 (forward) and 1 (backward) at 64K, past the papers' last point
+# (16K). SDPA's flash backend is flash-attn 2's kernel code, vendored in PyTorch
+# (aten/src/ATen/native/transformers/cuda/flash_attn), so FA2's ratio takes SDPA's 64K point.
+SDPA_H200_TOKENS = (512, 2048, 8192, 65536)
+SDPA_H200_FWD = ((302.9, 347.3, 355.3, 354.3), (182.1, 285.5, 318.7, 343.3))
+SDPA_H200_BWD = ((180.0, 267.8, 301.9, 318.6), (116.8, 217.8, 281.1, 323.6))
+
+
+def _with_sdpa_64k(curves: Curves) -> Curves:
+    """FA2's paper ratios (to 16K) and SDPA's measured ratio at 64K, the same kernel code."""
+    fwd, bwd = curves
+    tokens = SDPA_H200_TOKENS[-1]
+    return (fwd + (CurvePoint(tokens=tokens, efficiency=round(float(_ratio(*SDPA_H200_FWD)[-1]), 3)),),
+            bwd + (CurvePoint(tokens=tokens, efficiency=round(float(_ratio(*SDPA_H200_BWD)[-1]), 3)),))
+
+
 # cuDNN: H200 9.19.1 from 2K; below 2K the FA3 paper's cuDNN forward ratio at 512 and 1K (an older
 # cuDNN on H100; 0.784 at 2K against 9.19.1's 0.765), for the backward too (no causal cuDNN
 # backward below 2K is published; at 2K the backward ratio is 0.734, so this is a little optimistic).
 _CUDNN_SHORT = _ratio(*FA3_PAPER_FWD_D128["cudnn"])[:2]
 _CUDNN_TOKENS = (512, 1024, *CUDNN_H200_TOKENS)
 CAUSAL_RATIO: dict[str, Curves] = {
-    "fa2": _fa_ratio("fa2"),
+    "fa2": _with_sdpa_64k(_fa_ratio("fa2")),
     "fa3": _fa_ratio("fa3"),
     "cudnn": (_points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_FWD))),
               _points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_BWD)))),
 }
-# PyTorch SDPA's flash backend (the kernel torchtitan runs), measured by this project's
-# `make gpu-check` (step 4, sp-calibrate --quick) on one H200 with torch 2.11.0+cu130, 2026-12-04:
-# hardware_profiles/measured/h200-2026-12-04.yaml, calibration.attention. BF16, 16 heads x head_dim
-# 128, batch x tokens = 16K up to 8K tokens (the FA3 paper's setup) and batch 1 at 64K, mean of
-# timed calls; TFLOPS as above, (non-causal, causal). A first run the same day agreed within 3%.
-# Its causal ratio rises to 0.97 (forward) and 1 (backward) at 64K, where FA2's paper curve,
-# measured to 16K, is held flat at 0.91 and 0.95.
-SDPA_H200_TOKENS = (512, 2048, 8192, 65536)
-SDPA_H200_FWD = ((302.9, 347.3, 355.3, 354.3), (182.1, 285.5, 318.7, 343.3))
-SDPA_H200_BWD = ((180.0, 267.8, 301.9, 318.6), (116.8, 217.8, 281.1, 323.6))
 CAUSAL_RATIO["sdpa"] = (_points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_FWD)),
                         _points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_BWD)))
 # The NPU fusion kernel and kernels of profiles without a named kernel have no published causal
