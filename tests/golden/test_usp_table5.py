@@ -46,10 +46,10 @@ def predict(group, tp, ulysses, ring):
     return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8, runtime=USP_RUNTIME)
 
 
-# The model's errors on these rows run from -5.2% to +3.6% (docs/cost-model.md, Accuracy; the tp 8
+# The model's errors on these rows run from -4.4% to +3.5% (docs/cost-model.md, Accuracy; the tp 8
 # rows, whose TP collectives are the largest share, are under-predicted since cost.collective_sizes);
 # the band is that range rounded outwards to whole percent.
-LOW, HIGH = -0.06, 0.04
+LOW, HIGH = -0.05, 0.04
 
 
 @pytest.mark.parametrize("group, tp, ulysses, ring, measured", ROWS)
@@ -62,7 +62,6 @@ def test_model_tflops_within_the_documented_error_band(group, tp, ulysses, ring,
 # Pairs (faster measured, slower measured) that the model orders the other way; each is a known
 # gap in docs/cost-model.md, and a strict xfail flags the day the model gets it right.
 KNOWN_SWAPS = {
-    ("64K", (4, 2, 1), (4, 1, 2)),  # measured 2.0% apart
     ("30K", (4, 1, 1), (2, 1, 4)),  # measured 1.5% apart
 }
 
