@@ -13,7 +13,8 @@ a hang is recorded and the next step runs:
   2 sp_run       sp-run with one NCCL rank; Ulysses, Ring, USP on gloo ranks sharing the GPU
   3 ring_blocks  benchmarks/attention_blocks.py: blockwise ring compute vs monolithic flash
   4 calibrate    sp-calibrate --quick: the GEMM and attention curves of this GPU
-Step 5 is this folder: every step's JSON and log, summary.json and summary.txt.
+  5 attention_sweep  benchmarks/attention_sweep.py: SDPA's flash and cuDNN backends by shape
+Step 6 is this folder: every step's JSON and log, summary.json and summary.txt.
 With --device cpu the same steps run their CPU variants (CI proves the script itself).
 """
 
@@ -33,12 +34,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS_SCRIPT = REPO / "scripts" / "gpu_check_steps.py"
-# (step, seconds it may take at most); together 9 minutes with the environment probe. On an H200
-# (2026-12-04) the steps took 23-32, 45-64, 83-92 and 31-39 s: ring_blocks ran past its former
-# 90 s once, so it has 160 (its benchmark 150).
-STEPS = (("kernels", 150), ("sp_run", 150), ("ring_blocks", 160), ("calibrate", 60))
+# (step, seconds it may take at most); the budget stops the run at 9.5 minutes with the environment
+# probe. On an H200 (2026-12-04) the first four took 23-32, 45-64, 83-92 and 31-39 s: ring_blocks
+# ran past its former 90 s once, so it has 160 (its benchmark 150). attention_sweep was added after
+# (estimated 40-60 s from its FLOPs at the measured SDPA rates; not yet run on a GPU).
+STEPS = (("kernels", 150), ("sp_run", 150), ("ring_blocks", 160), ("calibrate", 60), ("attention_sweep", 120))
 ENV_PROBE_S = 30
-BUDGET_S = 540
+BUDGET_S = 570
 # module -> requirement, installed from the wheels folder when the module is missing.
 REQUIRED = {"pydantic": "pydantic>=2.6", "yaml": "PyYAML>=6.0"}
 OPTIONAL = {"pytest": "pytest>=8", "pytest_timeout": "pytest-timeout>=2.2"}  # step 1's test run

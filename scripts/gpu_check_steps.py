@@ -209,8 +209,36 @@ def calibrate(device: str, out: Path) -> dict:
     return {"status": "passed", "lines": lines}
 
 
+def attention_sweep(device: str, out: Path) -> dict:
+    """Step 5: SDPA's flash and cuDNN backends by shape (benchmarks/attention_sweep.py), the rows a
+    later change to the cost model's attention curves can cite."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return {"status": "skipped", "lines": [f"{NO_CUDA}: attention sweep not run"]}
+    rows_path = out / "attention_sweep_rows.json"  # not attention_sweep.json: the step result takes that name
+    done = _run([sys.executable, "benchmarks/attention_sweep.py", "--json", str(rows_path)], 110)
+    if done.returncode != 0:
+        return {"status": "failed", "lines": [f"benchmark failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]}
+    rows = json.loads(rows_path.read_text())
+    ran = [r for r in rows if "error" not in r]
+    lines = [f"{len(ran)} of {len(rows)} backend x shape rows timed -> {rows_path.name}"]
+    for backend in sorted({r["backend"] for r in rows}):
+        mine = [r for r in ran if r["backend"] == backend and r["set"] == "lengths" and r["causal"]]
+        refused = sum(1 for r in rows if r["backend"] == backend and "error" in r)
+        if mine:
+            longest = max(mine, key=lambda r: r["tokens"])
+            lines.append(f"{backend}: causal at {longest['tokens']} tokens {longest['fwd_tflops']:.0f} TFLOPS forward, "
+                         f"{longest['bwd_tflops']:.0f} backward" + (f"; {refused} shapes refused" if refused else ""))
+        elif refused:
+            first = next(r["error"] for r in rows if r["backend"] == backend)
+            lines.append(f"{backend}: refused every shape ({first})")
+    clocks = [c for r in ran for c in (r.get("clock_mhz_before"), r.get("clock_mhz_after")) if c is not None]
+    if clocks:
+        lines.append(f"SM clock {min(clocks):.0f}-{max(clocks):.0f} MHz across the sweep")
+    return {"status": "passed" if ran else "failed", "lines": lines}
+
+
 STEPS = {"environment": environment, "kernels": kernels, "sp_run": sp_run, "ring_blocks": ring_blocks,
-         "calibrate": calibrate}
+         "calibrate": calibrate, "attention_sweep": attention_sweep}
 
 
 def main() -> None:

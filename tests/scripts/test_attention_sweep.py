@@ -1,0 +1,67 @@
+"""benchmarks/attention_sweep.py, the GPU check's step 5, on CPU: its rows, its FLOP count, and
+the fallback for a backend that refuses grouped-query attention."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def sweep():
+    spec = importlib.util.spec_from_file_location("attention_sweep", REPO / "benchmarks" / "attention_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forward_flops_are_flash_attentions_count(sweep):
+    # 4 b h s^2 d: b 2, h 16, s 8192, d 128; causal half.
+    assert sweep.forward_flops(2, 16, 8192, causal=False) == 4 * 2 * 16 * 8192**2 * 128
+    assert sweep.forward_flops(2, 16, 8192, causal=True) == 2 * 2 * 16 * 8192**2 * 128
+
+
+def test_a_backend_refusing_gqa_gets_expanded_heads(sweep, monkeypatch):
+    real = sweep.F.scaled_dot_product_attention
+    calls = []
+
+    def no_gqa(q, k, v, *, is_causal, enable_gqa):
+        calls.append((enable_gqa, k.shape[1]))
+        if enable_gqa:
+            raise RuntimeError("No available kernel. Aborting execution.")
+        return real(q, k, v, is_causal=is_causal)
+
+    monkeypatch.setattr(sweep.F, "scaled_dot_product_attention", no_gqa)
+    shape = dict(set="cudnn-fe", batch=1, heads=4, kv_heads=2, tokens=64, causal=True)
+    row = sweep.measure("flash", shape, device=torch.device("cpu"), dtype=torch.float32, repeats=1)
+    assert row["gqa_expanded"] and "error" not in row and row["fwd_s"] > 0 and row["bwd_s"] > 0
+    assert calls[0] == (True, 2) and calls[-1] == (False, 4)  # native first, then K/V at 4 heads
+    assert row["fwd_tflops"] == pytest.approx(sweep.forward_flops(1, 4, 64, True) / row["fwd_s"] / 1e12)
+
+
+def test_a_backend_refusing_the_shape_is_a_row_with_its_error(sweep, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cuDNN SDPA is not supported on this device\nmore")
+
+    monkeypatch.setattr(sweep.F, "scaled_dot_product_attention", refuse)
+    shape = dict(set="lengths", batch=1, heads=2, kv_heads=2, tokens=64, causal=False)
+    row = sweep.measure("flash", shape, device=torch.device("cpu"), dtype=torch.float32, repeats=1)
+    assert row["error"] == "cuDNN SDPA is not supported on this device" and "fwd_s" not in row
+
+
+def test_the_gpu_check_step_keeps_its_rows_beside_its_result(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_steps.py"), "attention_sweep",
+                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "attention_sweep.json").read_text())
+    rows = json.loads((tmp_path / "attention_sweep_rows.json").read_text())
+    assert result["status"] == "passed" and result["lines"][0].startswith(f"{len(rows)} of {len(rows)} ")
+    assert {r["set"] for r in rows} == {"lengths", "cudnn-fe"} and all(r["fwd_s"] > 0 for r in rows)
