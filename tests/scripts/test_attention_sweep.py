@@ -4,13 +4,12 @@ the fallback for a backend that refuses grouped-query attention."""
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from .conftest import run_cpu_step
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,10 +57,6 @@ def test_a_backend_refusing_the_shape_is_a_row_with_its_error(sweep, monkeypatch
 
 
 def test_the_gpu_check_step_keeps_its_rows_beside_its_result(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_steps.py"), "attention_sweep",
-                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "attention_sweep.json").read_text())
-    rows = json.loads((tmp_path / "attention_sweep_rows.json").read_text())
+    result, rows = run_cpu_step("attention_sweep", tmp_path)
     assert result["status"] == "passed" and result["lines"][0].startswith(f"{len(rows)} of {len(rows)} ")
     assert {r["set"] for r in rows} == {"lengths", "cudnn-fe"} and all(r["fwd_s"] > 0 for r in rows)

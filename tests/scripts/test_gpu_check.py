@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+from .conftest import run_cpu_step
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,14 +110,8 @@ def test_summary_text_fits_80_columns(gpu_check):
 
 
 def test_ring_blocks_keeps_its_rows_beside_its_result(tmp_path):
-    # The first H200 run lost the benchmark's rows: they went to ring_blocks.json, which the
-    # step's own result then replaced.
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_steps.py"), "ring_blocks",
-                           "--device", "cpu", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "ring_blocks.json").read_text())
-    rows = json.loads((tmp_path / "ring_blocks_rows.json").read_text())
-    assert result["step"] == "ring_blocks" and result["status"] == "passed"
+    result, rows = run_cpu_step("ring_blocks", tmp_path)
+    assert result["status"] == "passed"
     assert {(r["causal"], r["layout"]) for r in rows} == {(False, "contiguous"), (True, "contiguous"),
                                                           (True, "zigzag")}
     assert all(r["efficiency"] > 0 for r in rows)
