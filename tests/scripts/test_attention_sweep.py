@@ -60,3 +60,28 @@ def test_the_gpu_check_step_keeps_its_rows_beside_its_result(tmp_path):
     result, rows = run_cpu_step("attention_sweep", tmp_path)
     assert result["status"] == "passed" and result["lines"][0].startswith(f"{len(rows)} of {len(rows)} ")
     assert {r["set"] for r in rows} == {"lengths", "cudnn-fe"} and all(r["fwd_s"] > 0 for r in rows)
+
+
+@pytest.fixture
+def sweep_model():
+    path = REPO / "benchmarks" / "attention_sweep_model.py"
+    spec = importlib.util.spec_from_file_location("attention_sweep_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_model_script_gives_back_the_measurement_its_curves_came_from(sweep, sweep_model):
+    # SDPA's flash backend on the H200 at 8K tokens, batch 2 x 16 heads (the calibration's shape,
+    # cost.kernel_benchmarks.SDPA_H200_*): 355.3 / 301.9 TFLOPS full, 318.7 / 281.1 causal.
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.attention_kernels import with_attention_kernel
+
+    hardware = with_attention_kernel(load_hardware("h200"), "sdpa")
+    for causal, fwd_tflops, bwd_tflops in ((False, 355.3, 301.9), (True, 318.7, 281.1)):
+        flops = sweep.forward_flops(2, 16, 8192, causal)
+        row = dict(backend="flash", set="lengths", batch=2, heads=16, kv_heads=16, tokens=8192, causal=causal,
+                   head_dim=128, fwd_s=flops / fwd_tflops / 1e12, bwd_s=2.5 * flops / bwd_tflops / 1e12)
+        fwd_s, bwd_s = sweep_model.predicted_s(hardware, row)
+        assert sweep_model.tflops(row, fwd_s, backward=False) == pytest.approx(fwd_tflops, rel=2e-3)
+        assert sweep_model.tflops(row, bwd_s, backward=True) == pytest.approx(bwd_tflops, rel=2e-3)
