@@ -47,6 +47,17 @@ def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     return done
 
 
+def tree_commit(repo: Path) -> str:
+    """HEAD's short hash, and how many tracked files differ from it: a copied working tree can carry
+    an older .git than its files (the first H200 run's second call named the commit before its fix)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=repo)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                            text=True, cwd=repo)
+    commit = head.stdout.strip() or "unknown"
+    changed = len(status.stdout.splitlines()) if status.returncode == 0 else 0
+    return f"{commit} + {changed} changed tracked file{'s' if changed != 1 else ''}" if changed else commit
+
+
 def environment(device: str, out: Path) -> dict:
     env = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "gpus": torch.cuda.device_count() if torch.cuda.is_available() else 0, "device_name": platform.processor()
@@ -56,8 +67,7 @@ def environment(device: str, out: Path) -> dict:
         env.update(device_name=torch.cuda.get_device_name(0), nccl=".".join(map(str, nccl))
                    if isinstance(nccl, tuple) else str(nccl),
                    memory_bytes=torch.cuda.get_device_properties(0).total_memory)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
-    env["commit"] = git.stdout.strip() or "unknown"
+    env["commit"] = tree_commit(REPO)
     lines = [f"{env['gpus']} CUDA device(s), {env['device_name']}, torch {env['torch']}"]
     if device == "cuda" and not env["gpus"]:
         lines.append(f"{NO_CUDA}: every CUDA step will say so and skip")

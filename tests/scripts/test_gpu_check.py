@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess as sp
 import sys
 import zipfile
 from pathlib import Path
@@ -115,3 +116,19 @@ def test_ring_blocks_keeps_its_rows_beside_its_result(tmp_path):
     assert {(r["causal"], r["layout"]) for r in rows} == {(False, "contiguous"), (True, "contiguous"),
                                                           (True, "zigzag")}
     assert all(r["efficiency"] > 0 for r in rows)
+
+
+def test_the_commit_names_tracked_files_that_differ_from_it(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_check_steps", REPO / "scripts" / "gpu_check_steps.py")
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    sp.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a.py").write_text("1\n")
+    sp.run([*git, "add", "a.py"], cwd=tmp_path, check=True)
+    sp.run([*git, "commit", "-qm", "a"], cwd=tmp_path, check=True)
+    head = sp.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert steps.tree_commit(tmp_path) == head
+    (tmp_path / "a.py").write_text("2\n")
+    (tmp_path / "b.py").write_text("untracked\n")
+    assert steps.tree_commit(tmp_path) == f"{head} + 1 changed tracked file"
