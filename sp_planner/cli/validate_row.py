@@ -17,7 +17,8 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
-from sp_planner.validation.corpus import Corpus, CorpusRow
+from sp_planner.validation.corpus import Corpus
+from sp_planner.validation.corpus_row import CorpusRow
 from sp_planner.validation.score import ScoredRow, predict_row, row_plan, score_row
 
 GIB = 2**30

@@ -30,7 +30,8 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
-from sp_planner.validation.corpus import Corpus, CorpusRow
+from sp_planner.validation.corpus import Corpus
+from sp_planner.validation.corpus_row import CorpusRow
 from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step, usp_v5_flops_per_step
 
 # Spearman's rank correlation needs at least this many rows to mean anything.

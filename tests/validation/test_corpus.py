@@ -9,7 +9,8 @@ import pytest
 
 from sp_planner.catalog import load_hardware
 from sp_planner.errors import UserInputError
-from sp_planner.validation.corpus import CorpusRow, Source, load_corpus
+from sp_planner.validation.corpus import load_corpus
+from sp_planner.validation.corpus_row import CorpusRow, Source
 from sp_planner.validation.score import row_model
 
 ROW = dict(id="r1", source="src", table="Table 1 row 1", model="Llama-2-7B", hardware="A800", num_nodes=1,
