@@ -19,7 +19,8 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusRow
-from sp_planner.validation.score import ScoredRow, predict_row, row_plan, score_row
+from sp_planner.validation.row_run import predict_row, row_plan
+from sp_planner.validation.score import ScoredRow, score_row
 
 GIB = 2**30
 

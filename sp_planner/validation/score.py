@@ -14,24 +14,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
-from sp_planner.cost.fp8_attention import with_fp8_attention
-from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
-from sp_planner.cost.loss_memory import FLASH_ATTN_FUSED_LOGIT_BYTES, MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
-from sp_planner.cost.ring_impl import RING_IMPLS
-from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
-from sp_planner.cost.states import BF16_BYTES
+from sp_planner.catalog import load_hardware
 from sp_planner.estimate import PlanEstimate
-from sp_planner.plan import ParallelPlan
-from sp_planner.search import evaluate
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
-from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusRow
+from sp_planner.validation.row_run import predict_row, row_model
 from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step, usp_v5_flops_per_step
 
 # Spearman's rank correlation needs at least this many rows to mean anything.
@@ -93,147 +83,6 @@ class ValidationResult(FrozenModel):
     skipped: tuple[SkippedRow, ...]
     mape_percent: float | None = Field(description="mean |error_percent| over the scored rows")
     groups: tuple[GroupScore, ...]
-
-
-def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
-    """The row's architecture, with the routing and token dispatcher its run used (MoE models)."""
-    model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
-    if row.routing == "learned" and row.moe_dispatcher == "alltoall":
-        return model
-    if model.moe is None:
-        what = f"routing {row.routing}" if row.routing != "learned" else f"moe_dispatcher {row.moe_dispatcher}"
-        raise ValueError(f"row {row.id}: {what} needs an MoE model, and {model.name} has no experts")
-    if row.moe_dispatcher != "alltoall" and CORPUS_FRAMEWORK_RUNTIME.get(row.framework) != MEGATRON_RUNTIME:
-        raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and the "
-                         f"row's framework is {row.framework}")
-    moe = model.moe.model_copy(update={"routing": row.routing, "dispatcher": row.moe_dispatcher,
-                                       "dispatcher_sms": row.hybridep_sms})
-    return model.model_copy(update={"moe": moe})
-
-
-# The plan's GEMM precision for each corpus precision (fp16 runs on bf16's tensor-core peak).
-PLAN_PRECISION: dict[str, str] = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "mxfp8": "mxfp8"}
-
-
-def row_plan(row: CorpusRow) -> ParallelPlan:
-    return ParallelPlan(dp=row.dp, pp=row.pp, tp=row.tp, ulysses=row.ulysses, ring=row.ring, zero=row.zero,
-                        recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
-                        ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
-                        last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
-                        precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
-                        fp8_attention=row.fp8_attention)
-
-
-# What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs
-# with their DDP/distributed-optimizer overlap, FSDP trainers with FSDP's layer-wise prefetch and
-# post-backward reduce-scatter (torchtitan's FSDP2 behaviour; Composer wraps torch FSDP). Training
-# states (cost.states): Megatron-family runs keep Megatron's bf16 weights, fp32 main gradients and
-# fp32 master + Adam; torchtitan (FSDP2) and llm-foundry's Composer (torch FSDP1, MP mode DEFAULT:
-# bf16 param_dtype, fp32 reduce_dtype) keep fp32 sharded parameters as the optimizer's, fp32
-# gradients and Adam's moments.
-CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
-    "Megatron-LM": MEGATRON_RUNTIME,
-    "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
-    "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
-    "torchtitan": TORCHTITAN_RUNTIME,
-    # llm-foundry's MPT loss is flash-attn's fused cross entropy (loss_fn 'fused_crossentropy',
-    # its default; cost.loss_memory).
-    # Composer wraps torch FSDP1 (cost.grad_buffer).
-    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES,
-                                                           "grad_sync": TORCH_FSDP1_GRAD_SYNC}),
-}
-
-
-def row_runtime(row: CorpusRow) -> Runtime:
-    """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
-    gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
-    userbuffers overlap (cost.tp_overlap), the EP all-to-all overlap (cost.ep_overlap), FP8
-    weights (cost.fp8_params), the CUDA graph scopes it states (cost.cuda_graphs)."""
-    if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
-        known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
-        raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
-    runtime = CORPUS_FRAMEWORK_RUNTIME[row.framework]
-    overlap, states = runtime.overlap, runtime.states
-    megatron_family = runtime == MEGATRON_RUNTIME
-    if not row.overlap_param_gather:
-        overlap = overlap.model_copy(update={"param_gather": False})
-    if not row.overlap_grad_reduce:
-        overlap = overlap.model_copy(update={"grad_all_reduce": False, "grad_reduce": False})
-    if not row.grad_reduce_in_fp32:
-        if not megatron_family:
-            raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
-                             f"framework is {row.framework}")
-        states = states.model_copy(update={"grad_bytes": BF16_BYTES})
-    if row.tp_comm_overlap:
-        if not megatron_family or row.tp == 1:
-            raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
-                             f"a Megatron-family framework and TP > 1")
-        overlap = overlap.model_copy(update={"tp_comm": True})
-    if row.ep_comm_overlap:
-        if not megatron_family or row.ep == 1 or (row.pp > 1 and row.vpp == 1) or row.recompute == "full":
-            raise ValueError(f"row {row.id}: ep_comm_overlap is Megatron's --overlap-moe-expert-parallel-comm, "
-                             "timed for a Megatron-family run with EP > 1, interleaving where pp > 1, and no "
-                             "full recompute (cost.ep_overlap)")
-        overlap = overlap.model_copy(update={"ep_comm": True})
-    if row.fp8_param_gather and not megatron_family:
-        raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
-                         f"framework is {row.framework}")
-    sync = runtime.grad_sync
-    megatron_ddp = sync is not None and sync.wrapper == "megatron"
-    if (not row.check_for_nan_in_grad or row.average_in_collective or row.grad_wrapper) and not megatron_ddp:
-        raise ValueError(f"row {row.id}: check_for_nan_in_grad, average_in_collective and grad_wrapper describe a "
-                         f"Megatron-family run's DDP, and the row's framework is {row.framework}")
-    if sync is not None and megatron_ddp:
-        sync = sync.model_copy(update={
-            "check_for_nan_in_grad": row.check_for_nan_in_grad, "average_in_collective": row.average_in_collective,
-            "fp16_grad_scaler": row.precision == "fp16",  # Megatron's fp16 optimizer (cost.grad_buffer)
-            # torch DDP's own passes are not modelled (cost.grad_buffer)
-            "wrapper": {"apex": "apex", "torch-ddp": "uncounted"}.get(row.grad_wrapper or "", "megatron")})
-    # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
-    states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
-    ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
-    logit_bytes = runtime.logit_bytes
-    if row.megatron_ce_out_of_place:
-        if not megatron_family:
-            raise ValueError(f"row {row.id}: megatron_ce_out_of_place is a Megatron setting, and the row's "
-                             f"framework is {row.framework}")
-        logit_bytes = MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
-    return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
-                   logit_bytes=logit_bytes, grad_sync=sync)
-
-
-# The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
-# torchtitan by sp-plan's framework defaults. llm-foundry's MPT runs used flash-attn 2 (rows with
-# attention_kernel fa2) or, by default, its copy of flash-attn's Triton FlashAttention (attn_impl
-# triton), timed at FlashAttention v1's measured speed (validation/corpus/mosaic_mpt_h100.yaml header).
-CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
-    "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "Megatron-Bridge (Megatron-Core)": "megatron",
-    "torchtitan": "torchtitan",
-}
-CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": TRITON_PORT}
-
-
-def row_hardware(row: CorpusRow) -> HardwareProfile:
-    """The row's profile with the attention kernel its framework ran, in FP8 where the row says
-    so (cost.fp8_attention)."""
-    hardware = _row_kernel(row, load_hardware(row.hardware))
-    return with_fp8_attention(hardware) if row.fp8_attention else hardware
-
-
-def _row_kernel(row: CorpusRow, hardware: HardwareProfile) -> HardwareProfile:
-    if row.attention_kernel is not None:
-        return with_attention_kernel(hardware, row.attention_kernel)
-    if row.framework in CORPUS_KERNEL:
-        return with_attention_kernel(hardware, CORPUS_KERNEL[row.framework])
-    return with_attention_kernel(hardware, default_kernel(CORPUS_FRAMEWORK_KERNEL[row.framework], hardware))
-
-
-def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
-    """The cost model's estimate of the row's pinned plan (search.evaluate), run as its framework
-    and recipe run it (row_runtime)."""
-    workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
-    return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
-                    num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))
 
 
 def published_figure(row: CorpusRow, est: PlanEstimate, model: ModelSpec) -> float:

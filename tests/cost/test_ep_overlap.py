@@ -5,7 +5,7 @@ import pytest
 
 from sp_planner.cost.ep_overlap import ep_overlap_saving_s, pair_s, paired_micro_batches
 from sp_planner.validation.corpus import load_corpus, default_corpus_path
-from sp_planner.validation.score import predict_row, row_runtime
+from sp_planner.validation.row_run import predict_row, row_runtime
 
 
 def test_pair_by_hand_compute_bound():

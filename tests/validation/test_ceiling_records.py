@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sp_planner.cost.mfu_ceiling import best_published_mfu, bounded_flops_per_step, ceiling_peak_flops
 from sp_planner.specs.workload import Workload
-from sp_planner.validation.score import predict_row, row_hardware, row_model
+from sp_planner.validation.row_run import predict_row, row_hardware, row_model
 
 
 def _measured_bounded_mfu(row, corpus, scored_row) -> float:

@@ -11,7 +11,7 @@ from sp_planner.catalog import load_hardware
 from sp_planner.errors import UserInputError
 from sp_planner.validation.corpus import load_corpus
 from sp_planner.validation.corpus_row import CorpusRow, Source
-from sp_planner.validation.score import row_model
+from sp_planner.validation.row_run import row_model
 
 ROW = dict(id="r1", source="src", table="Table 1 row 1", model="Llama-2-7B", hardware="A800", num_nodes=1,
            gpus_per_node=8, tp=4, pp=1, dp=1, ulysses=2, ring=1, zero=1, recompute="none", micro_batch=1,

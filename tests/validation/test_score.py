@@ -5,15 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.validation.score import (
-    predict_row,
-    published_figure,
-    row_model,
-    row_plan,
-    row_runtime,
-    score_row,
-    spearman,
-)
+from sp_planner.validation.row_run import predict_row, row_model, row_plan, row_runtime
+from sp_planner.validation.score import published_figure, score_row, spearman
 
 
 def _row(corpus, row_id):
@@ -139,7 +132,7 @@ def test_corpus_precisions_map_to_plan_precisions(corpus):
 
 
 def test_selene_rows_run_megatrons_unfused_attention(corpus):
-    from sp_planner.validation.score import row_hardware
+    from sp_planner.validation.row_run import row_hardware
 
     for row_id in ("korth-22b-seqsel", "mlm-1t-mfu"):
         assert row_hardware(_row(corpus, row_id)).efficiency.attention_unfused, row_id
@@ -149,7 +142,7 @@ def test_selene_rows_run_megatrons_unfused_attention(corpus):
 def test_megatron_bridge_rows_run_force_balanced_routing(corpus):
     # Their recipes set moe_router_force_load_balancing: the busiest EP rank carries the mean.
     from sp_planner.cost.moe import busiest_rank_load
-    from sp_planner.validation.score import row_model, row_runtime
+    from sp_planner.validation.row_run import row_model, row_runtime
 
     row = _row(corpus, "mb-q235-b200-mx")
     model = row_model(row, corpus)
@@ -163,7 +156,7 @@ def test_megatron_bridge_rows_run_force_balanced_routing(corpus):
 
 
 def test_balanced_routing_needs_an_moe_model(corpus):
-    from sp_planner.validation.score import row_model
+    from sp_planner.validation.row_run import row_model
 
     row = _row(corpus, "korth-22b-full").model_copy(update={"routing": "balanced"})
     with pytest.raises(ValueError, match="routing balanced needs an MoE model"):
@@ -176,7 +169,7 @@ def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
     # FP8 weights only where the row states them (a bf16 row here) and the bf16 gradient
     # reduction its perf config sets (grad_reduce_in_fp32 false: 2 B main gradients).
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     runtime = row_runtime(_row(corpus, "mb-dsv3-gb200-bf16"))
     assert (runtime.overlap, runtime.states) == (
@@ -191,7 +184,7 @@ def test_rows_run_their_frameworks_ring_unless_they_state_another(corpus):
     # Megatron-family rows run Transformer Engine's ring (cost.ring_impl); the USP paper's rows put
     # yunchang's inside Megatron-LM and say so (ring_impl: yunchang).
     from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     assert row_runtime(_row(corpus, "nemo-h100-128k")).ring == TE_RING
     usp = _row(corpus, "usp-t5-30k-t1u1r8")
@@ -203,7 +196,7 @@ def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(co
     # Megatron-Bridge's llama perf configs set grad_reduce_in_fp32 False: the 405B B200 rank holds
     # 2 B a parameter less of gradients than with Megatron's fp32 default, in memory and in the
     # reductions; the same setting on a torch FSDP row is refused.
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     row = _row(corpus, "mbd-405b-b200-cs")
     assert not row.grad_reduce_in_fp32 and row_runtime(row).states.grad_bytes == 2
@@ -221,7 +214,7 @@ def test_each_rows_cross_entropy_holds_its_frameworks_bytes_per_logit(corpus):
     # cost.loss_memory: the USP rows' Megatron-LM (2196398) and NeMo 24.03's Megatron-Core subtract
     # out of place (10 B a logit), today's Megatron in place (6 B), llm-foundry's MPT runs
     # flash-attn's fused kernel (4 B); the Megatron setting on a Composer row is refused.
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     usp = _row(corpus, "usp-t5-64k-t4u2r1")
     assert usp.megatron_ce_out_of_place and row_runtime(usp).logit_bytes == 10
@@ -241,7 +234,7 @@ def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     # Megatron-Bridge's llama recipes turn TP userbuffers overlap on for TP > 1 (llama3.py
     # CommOverlapConfig(tp_comm_overlap=True)): the row's runtime overlaps the TP collectives
     # (cost.tp_overlap), which then cost less than exposed; a TP 1 row may not state it.
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     row = _row(corpus, "mbd-70b-h100-cs")
     assert row.tp_comm_overlap and row_runtime(row).overlap.tp_comm
@@ -258,7 +251,7 @@ def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
     # weights are FP8 (cost.fp8_params), 2 B a GEMM parameter less on H100 (Llama-3.1-405B, 126
     # layers of 3,187,671,040 GEMM weights over tp 8: 398,458,880 a layer on the rank; the first
     # stage, which holds the memory peak, has 15 layers).
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     row = _row(corpus, "mbd-405b-h100-cs")
     assert row.fp8_param_gather and row_runtime(row).states.fp8_param_gather
@@ -276,7 +269,7 @@ def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
 def test_llm_foundry_triton_rows_run_the_triton_port(corpus):
     from sp_planner.cost.attention_kernels import TRITON_PORT, with_attention_kernel
     from sp_planner.catalog import load_hardware
-    from sp_planner.validation.score import row_hardware
+    from sp_planner.validation.row_run import row_hardware
 
     h100 = load_hardware("h100-sxm")
     # attn_impl triton (no attention_kernel stated): the port; attn_impl flash: flash-attn 2.
@@ -288,7 +281,7 @@ def test_fp8_attention_rows_run_cudnn_in_fp8(corpus):
     from sp_planner.catalog import load_hardware
     from sp_planner.cost.attention_kernels import with_attention_kernel
     from sp_planner.cost.fp8_attention import with_fp8_attention
-    from sp_planner.validation.score import row_hardware
+    from sp_planner.validation.row_run import row_hardware
 
     # Megatron on GB200: cuDNN's curves, scaled by cuDNN's FP8/BF16 SDPA ratio (cost.fp8_attention).
     cudnn = with_attention_kernel(load_hardware("gb200-nvl72"), "cudnn")
@@ -324,7 +317,7 @@ def test_narayanan_models_have_table_1s_parameter_counts(corpus, row_id, billion
 def test_local_ddp_rows_reduce_gradients_after_the_backward(corpus):
     # Megatron-LM 2021's local DDP all-reduces the gradient buffer after the pipeline flush
     # (training.py train_step at 6985e58): exposed, so the step is longer than with bucket overlap.
-    from sp_planner.validation.score import row_runtime
+    from sp_planner.validation.row_run import row_runtime
 
     row = _row(corpus, "nar-39b")
     assert not row.overlap_grad_reduce and not row_runtime(row).overlap.grad_all_reduce
