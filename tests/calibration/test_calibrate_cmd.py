@@ -29,10 +29,15 @@ def quick_run(tmp_path_factory):
     an awkward one, and a rank that sits out the 2-rank group)."""
     tmp = tmp_path_factory.mktemp("calibrate")
     out, raw = tmp / "cpu.yaml", tmp / "raw.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "sp_planner.cli.calibrate_cmd", "--device", "cpu", "--nproc-per-node", "3",
-         "--quick", "--out", str(out), "--save-measurements", str(raw)],
-        capture_output=True, text=True, timeout=120, cwd=tmp, env=dict(os.environ, TMPDIR=str(tmp)))
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "sp_planner.cli.calibrate_cmd", "--device", "cpu", "--nproc-per-node", "3",
+             "--quick", "--out", str(out), "--save-measurements", str(raw)],
+            capture_output=True, text=True, timeout=120, cwd=tmp, env=dict(os.environ, TMPDIR=str(tmp)))
+        # On a loaded machine (the other test workers) a quick collective timing can fall below a
+        # smaller message's, which the fit rightly refuses: measure once more, as a user would.
+        if done.returncode == 0 or "times do not grow with message size" not in done.stderr:
+            break
     return done, out, raw, tmp
 
 
