@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from sp_planner.cost.kernels import CAUSAL_WORK_FRACTION, FLASH_BWD_FLOPS_FACTOR, flash_flops
+
 HEAD_DIM = 128
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
@@ -50,8 +52,9 @@ def shapes(quick: bool, cuda: bool) -> list[dict]:
 
 
 def forward_flops(batch: int, heads: int, tokens: int, causal: bool) -> float:
-    """QK^T and PV, 2 s^2 d each per head (FlashAttention-2 paper's count); causal does half."""
-    return 4.0 * batch * heads * tokens * tokens * HEAD_DIM / (2.0 if causal else 1.0)
+    """The cost model's count (cost.kernels.flash_flops, FlashAttention-2 paper's): QK^T and PV,
+    2 s^2 d each per head; a causal call does CAUSAL_WORK_FRACTION of it."""
+    return flash_flops(batch, heads, HEAD_DIM, tokens, tokens) * (CAUSAL_WORK_FRACTION if causal else 1.0)
 
 
 def _clock_mhz(cuda: bool) -> float | None:
@@ -127,7 +130,7 @@ def measure(backend: str, shape: dict, *, device: torch.device, dtype: torch.dty
         return dict(row, error=(str(err).strip().splitlines() or ["?"])[0][:300])
     flops = forward_flops(b, h, s, shape["causal"])
     return dict(row, fwd_s=fwd_s, bwd_s=bwd_s, fwd_tflops=flops / fwd_s / 1e12,
-                bwd_tflops=2.5 * flops / bwd_s / 1e12, clock_mhz_after=_clock_mhz(cuda))
+                bwd_tflops=FLASH_BWD_FLOPS_FACTOR * flops / bwd_s / 1e12, clock_mhz_after=_clock_mhz(cuda))
 
 
 def main() -> None:

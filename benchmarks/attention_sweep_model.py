@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.attention_kernels import with_attention_kernel
-from sp_planner.cost.kernels import FLASH_BWD_FLOPS_FACTOR, flash_flops, flash_time_s
+from sp_planner.cost.kernels import CAUSAL_WORK_FRACTION, FLASH_BWD_FLOPS_FACTOR, flash_flops, flash_time_s
 from sp_planner.specs.hardware import HardwareProfile
 
 KERNEL_OF_BACKEND = {"flash": "sdpa", "cudnn": "cudnn"}
@@ -34,7 +34,7 @@ def predicted_s(hardware: HardwareProfile, row: dict) -> tuple[float, float]:
 
 def tflops(row: dict, seconds: float, *, backward: bool) -> float:
     flops = flash_flops(row["batch"], row["heads"], row["head_dim"], row["tokens"], row["tokens"])
-    flops *= (0.5 if row["causal"] else 1.0) * (FLASH_BWD_FLOPS_FACTOR if backward else 1.0)
+    flops *= (CAUSAL_WORK_FRACTION if row["causal"] else 1.0) * (FLASH_BWD_FLOPS_FACTOR if backward else 1.0)
     return flops / seconds / 1e12
 
 

@@ -47,6 +47,19 @@ def _run(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
     return done
 
 
+def _benchmark_rows(step: str, out: Path, script_args: list[str], timeout_s: float
+                    ) -> tuple[Path, list[dict], dict | None]:
+    """Run a benchmark script that writes its rows as JSON: (the rows' path, the rows, None), or the
+    step's failed result in third place. The rows go to STEP_rows.json, not STEP.json: the step's
+    own result takes that name."""
+    rows_path = out / f"{step}_rows.json"
+    done = _run([sys.executable, *script_args, "--json", str(rows_path)], timeout_s)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return rows_path, [], {"status": "failed", "lines": [f"benchmark failed: {last}"]}
+    return rows_path, json.loads(rows_path.read_text()), None
+
+
 def tree_commit(repo: Path) -> str:
     """HEAD's short hash, and how many tracked files differ from it: a copied working tree can carry
     an older .git than its files (the first H200 run's second call named the commit before its fix)."""
@@ -180,14 +193,12 @@ def ring_blocks(device: str, out: Path) -> dict:
     """Step 3: blockwise ring compute against one flash call on the same work."""
     if device == "cuda" and not torch.cuda.is_available():
         return {"status": "skipped", "lines": [f"{NO_CUDA}: long-sequence block benchmark not run"]}
-    rows_path = out / "ring_blocks_rows.json"  # not ring_blocks.json: the step result takes that name
     size = (["--seq-lens", "32k,64k,128k,256k", "--heads", "16", "--repeats", "3"] if device == "cuda"
             else ["--quick", "--repeats", "2"])
-    done = _run([sys.executable, "benchmarks/attention_blocks.py", "--ring", "4", "--head-dim", "128", *size,
-                 "--json", str(rows_path)], 150)
-    if done.returncode != 0:
-        return {"status": "failed", "lines": [f"benchmark failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]}
-    rows = json.loads(rows_path.read_text())
+    rows_path, rows, failed = _benchmark_rows("ring_blocks", out, ["benchmarks/attention_blocks.py", "--ring", "4",
+                                                                   "--head-dim", "128", *size], 150)
+    if failed:
+        return failed
     lines = [f"T_full(S) / (R * T_slowest rank), ring 4, forward, {rows[0]['dtype']}, head dim 128 -> {rows_path.name}"]
     for mask, layout in (("full", "contiguous"), ("causal", "contiguous"), ("causal", "zigzag")):
         picked = [r for r in rows if r["causal"] == (mask == "causal") and r["layout"] == layout]
@@ -224,11 +235,9 @@ def attention_sweep(device: str, out: Path) -> dict:
     later change to the cost model's attention curves can cite."""
     if device == "cuda" and not torch.cuda.is_available():
         return {"status": "skipped", "lines": [f"{NO_CUDA}: attention sweep not run"]}
-    rows_path = out / "attention_sweep_rows.json"  # not attention_sweep.json: the step result takes that name
-    done = _run([sys.executable, "benchmarks/attention_sweep.py", "--json", str(rows_path)], 110)
-    if done.returncode != 0:
-        return {"status": "failed", "lines": [f"benchmark failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]}
-    rows = json.loads(rows_path.read_text())
+    rows_path, rows, failed = _benchmark_rows("attention_sweep", out, ["benchmarks/attention_sweep.py"], 110)
+    if failed:
+        return failed
     ran = [r for r in rows if "error" not in r]
     lines = [f"{len(ran)} of {len(rows)} backend x shape rows timed -> {rows_path.name}"]
     for backend in sorted({r["backend"] for r in rows}):

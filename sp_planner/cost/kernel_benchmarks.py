@@ -81,12 +81,14 @@ SDPA_H200_FWD = ((302.9, 347.3, 355.3, 354.3), (182.1, 285.5, 318.7, 343.3))
 SDPA_H200_BWD = ((180.0, 267.8, 301.9, 318.6), (116.8, 217.8, 281.1, 323.6))
 
 
+_SDPA_RATIO: Curves = (_points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_FWD)),
+                       _points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_BWD)))
+
+
 def _with_sdpa_64k(curves: Curves) -> Curves:
     """FA2's paper ratios (to 16K) and SDPA's measured ratio at 64K, the same kernel code."""
-    fwd, bwd = curves
-    tokens = SDPA_H200_TOKENS[-1]
-    return (fwd + (CurvePoint(tokens=tokens, efficiency=round(float(_ratio(*SDPA_H200_FWD)[-1]), 3)),),
-            bwd + (CurvePoint(tokens=tokens, efficiency=round(float(_ratio(*SDPA_H200_BWD)[-1]), 3)),))
+    (fwd, bwd), (sdpa_fwd, sdpa_bwd) = curves, _SDPA_RATIO
+    return fwd + (sdpa_fwd[-1],), bwd + (sdpa_bwd[-1],)
 
 
 # cuDNN: H200 9.19.1 from 2K; below 2K the FA3 paper's cuDNN forward ratio at 512 and 1K (an older
@@ -100,8 +102,7 @@ CAUSAL_RATIO: dict[str, Curves] = {
     "cudnn": (_points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_FWD))),
               _points(_CUDNN_TOKENS, (*_CUDNN_SHORT, *_ratio(*CUDNN_H200_BWD)))),
 }
-CAUSAL_RATIO["sdpa"] = (_points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_FWD)),
-                        _points(SDPA_H200_TOKENS, _ratio(*SDPA_H200_BWD)))
+CAUSAL_RATIO["sdpa"] = _SDPA_RATIO
 # The NPU fusion kernel and kernels of profiles without a named kernel have no published causal
 # curve: FA2's ratio stands for them.
 DEFAULT_CAUSAL_KERNEL = "fa2"

@@ -10,6 +10,7 @@ from sp_planner.cost.attention_comm import (
     ulysses_bytes_per_layer,
 )
 from sp_planner.executor.config import RunConfig
+from sp_planner.executor.kernel_rules import FLASH, cuda_kernel_for
 from sp_planner.executor.result import AttentionCommBytes, Prediction
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -68,7 +69,7 @@ def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple
     and the profile's own are used, as the note says."""
     from sp_planner.cost.attention_kernels import kernel_curves, with_attention_kernel
 
-    if cfg.device == "cuda" and cfg.kernel == "auto" and cfg.elem_bytes == 2:
+    if cfg.device == "cuda" and cfg.kernel == "auto" and cuda_kernel_for(cfg.elem_bytes) == FLASH:
         if hardware.measured_on is not None:
             return hardware, "its sp-calibrate curves: the flash kernel sp-run runs"
         if kernel_curves(hardware, "sdpa") is not None:
