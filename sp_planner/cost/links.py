@@ -88,21 +88,27 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     """Alpha-beta time of one all-gather / reduce-scatter / all-reduce in which each rank sends
     `sent_bytes`, at the profile's large-message busbw.
 
-    Inside a node: sent / busbw_intra. Across nodes the r = ranks-per-node members of a node
-    drive r NICs, and the node's share of the traffic crossing the network is (k-1)/k of the
-    buffer for k nodes, i.e. busbw = NIC x (n-1)/(k-1) per GPU (the nccl-tests multi-node
-    relation, reference hardware_and_models.md B.3). The slower of the two tiers bounds it.
+    Inside a node: sent / busbw_intra. Across nodes NCCL runs flat rings through every member:
+    each of its channels leaves every node once, through one NIC, carrying the same (n-1)/n of
+    its share of the buffer as every other hop, so the r members of a node drive r NICs and
+    busbw = r x NIC whatever the number of nodes k. Measured: DGX A100, 8 x HDR 200G, 192 GB/s
+    all_reduce busbw ("we measure 192GB/s AllReduce BusBW", NVIDIA/nccl#812) = 8 x 24;
+    HGX A100, 2 nodes x 8 with 4 x 200G, 91 GB/s (NVIDIA/nccl-tests#100) against 4 x 24 = 96;
+    3 nodes x 8 A100 with 4 x HDR, "96GB/s is the target... it's perfect" (sjeaugey,
+    NVIDIA/nccl-tests#119) = 4 x 24 on 3 nodes as on many; AWS P6-B200, 4 nodes x 8 with
+    8 x 400G EFA, 381.8 GB/s at 16 GiB = 8 x 47.7 (stas00/ml-engineering network chapter; NDR
+    reaches 46-48 per NIC, nccl-tests#290). (A hierarchical split, the node's (k-1)/k of the
+    buffer over its NICs, busbw = NIC x (n-1)/(k-1), was used here before: it would put 2 x 8
+    GPUs on 4 NICs at 180 GB/s, twice the 91 measured.) The slower of the two tiers bounds it.
     Latency: ring_latency_s, paid once per collective call.
     """
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
-    k = np.maximum(size / r, 1.0)
-    per_round = ring_rounds(collective)
-    buffer = sent * size / (per_round * np.maximum(size - 1, 1))  # c = per_round*(n-1)/n * S
     intra_s = sent / _bw(hardware, collective, False)
-    net_s = per_round * buffer * (k - 1) / k / (r * _bw(hardware, collective, True))
+    # Every ring hop, the node's r exits included, carries what a rank sends; r NICs share them.
+    net_s = sent / (r * _bw(hardware, collective, True))
     inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
     t = np.where(link == INTER, inter_s, intra_s) + _ring_latency_s(hardware, collective, size, link, r)
     return np.where((link == NONE) | (sent <= 0), 0.0, t)

@@ -108,16 +108,17 @@ def _ring_order_flows(groups: np.ndarray, chain: bool) -> tuple[np.ndarray, np.n
     return groups, dst
 
 
-def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm, bytes_per_rank: float,
-                     *, rounds: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
+                     bytes_per_rank: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Flows (src, dst, group index, bytes) of one collective run by every group at once.
 
     groups: (num_groups, n) global ranks in ring order (ascending, as sp_planner.layout gives).
     A ring collective whose group has r > 1 members on each of k > 1 nodes runs as NCCL's
     channels do: a ring inside each node carrying the whole `bytes_per_rank`, and r parallel
-    rings between nodes, member j of one node to member j of the next, each carrying 1/r of the
-    traffic that must leave a node, (k-1)/k of the buffer (the same split as
-    sp_planner.cost.links.ring_collective_time_s). `rounds` is 2 for an all-reduce.
+    hops between nodes, member j of one node to member j of the next, each the exit of one of
+    NCCL's flat rings and so carrying what a rank sends over r, the node's share of the
+    channels' hops (the rate sp_planner.cost.links.ring_collective_time_s gives, busbw = r x NIC,
+    with its measurements). `bytes_per_rank` counts both rounds of an all-reduce.
     """
     num_groups, n = groups.shape
     gpn = cluster.gpus_per_node
@@ -145,8 +146,7 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
             intra_dst = np.roll(by_node, -1, axis=2)
             inter_src = by_node
             inter_dst = np.roll(by_node, -1, axis=1)
-            buffer = bytes_per_rank * n / (rounds * (n - 1))
-            leave = rounds * buffer * (k - 1) / k / r
+            leave = bytes_per_rank / r
             src = np.concatenate([intra_src.reshape(num_groups, -1), inter_src.reshape(num_groups, -1)], axis=1)
             dst = np.concatenate([intra_dst.reshape(num_groups, -1), inter_dst.reshape(num_groups, -1)], axis=1)
             size = np.concatenate([np.full((num_groups, n), float(bytes_per_rank)),
@@ -173,7 +173,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     # Flows of the groups of one period only; the others' are shifts of these (sim.symmetry).
     period, selected = phase_period(cluster, groups, rotations=algorithm != "chain")
     groups = groups[selected]
-    src, dst, gid, size = collective_flows(cluster, groups, algorithm, bytes_per_rank, rounds=rounds)
+    src, dst, gid, size = collective_flows(cluster, groups, algorithm, bytes_per_rank)
     flows_per_group = src.size // groups.shape[0]
     world = cluster.world_size
     if period < world:

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention_kernels import default_kernel, with_attention_kernel
+from sp_planner.cost.runtime import framework_runtime
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
@@ -229,9 +231,13 @@ def test_framework_that_cannot_express_any_fitting_plan_says_so(sp_plan):
 
 
 def test_framework_ranks_only_its_plans(sp_plan):
-    direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8)
     columns = ("tp", "pp", "dp", "ulysses", "ring", "zero", "recompute", "micro_batch")
     for framework in ("deepspeed", "torchtitan"):
+        # The plans as the framework runs them: its runtime and its attention kernel, as sp-plan
+        # times them under --framework.
+        hardware = with_attention_kernel(A800, default_kernel(framework, A800))
+        direct = search(LLAMA3_8B, hardware, README_WORKLOAD, num_nodes=2, gpus_per_node=8,
+                        runtime=framework_runtime(framework))
         result = sp_plan(*README, "--framework", framework, "--top", "3")
         assert result.exit_code == 0, result.stderr
         assert f"Ranked plans {framework} can express (best first)" in result.stdout

@@ -9,7 +9,8 @@ a hop; NDR 50 GB/s at 0.94, 14 us a hop):
 - one ring call's latency, NCCL's model (cost.links.ring_latency_s): 3,584 hops inside nodes and
   511 between them, 3,584 x 3.4 us + 511 x 14 us = 19.34 ms;
 - bandwidth: each rank sends (n-1)/n of the buffer; NVLink moves that at 369 GB/s, the node's 8
-  NICs move (k-1)/k of the buffer at 8 x 47 GB/s, the slower (NVLink here) bounds it;
+  NICs, one exit of NCCL's flat rings each, move it at 8 x 47 GB/s (cost.links), the slower
+  (NVLink here) bounds it;
 - parameters on a rank: 80 layers of 855.65M, the embedding and the output layer of 1,050.67M
   each, the final norm 8,192;
 - Megatron's buckets of 64M (dp 64): a layer's four tensors (fc2 234.9M, fc1 469.8M, qkv 83.9M,
