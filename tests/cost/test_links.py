@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from sp_planner.catalog import load_hardware
 from sp_planner.cost.links import (
     INTER,
     INTRA,
@@ -97,3 +98,15 @@ def test_group_sizes_must_increase():
                              all_to_all_by_group_size=POINTS[::-1])
     with pytest.raises(ValueError):
         GroupEfficiency(group_size=1, efficiency=0.5)
+
+
+@pytest.mark.parametrize("nodes", [2, 3, 8])
+def test_multi_node_all_reduce_busbw_is_the_nodes_nics_as_nccl_measures(nodes):
+    # DGX A100, 8 x HDR 200G a node: "we measure 192GB/s AllReduce BusBW" (NVIDIA/nccl#812), 8
+    # NICs x 24 GB/s ("24GB/s is the peak performance per 200G NIC", nccl-tests#119), on 2 nodes
+    # as on many (a hierarchical split would give 24 x 15 = 360 GB/s on 2 nodes).
+    a100 = load_hardware("a100-80gb")
+    n = 8 * nodes
+    sent = 2 * (n - 1) / n * 16e9  # a rank's bytes in a 16 GB all-reduce
+    t = float(ring_collective_time_s(a100, "all_reduce", sent, n, 1, 8))
+    assert sent / t == pytest.approx(192e9, rel=0.01)
