@@ -1,17 +1,16 @@
 """Step time (TimeBreakdown fields), throughput and MFU per candidate (vectorized).
 
 The slowest pipeline stage sets the pace: we time the last stage (its layers plus the logits
-GEMMs). Per micro-batch, per layer: GEMMs at peak x gemm efficiency (backward = 2 x forward,
-Narayanan et al. 2021), core attention and its ring/Ulysses comm from `cost.attention`, TP
-all-gathers/reduce-scatters exposed (Megatron without --tp-comm-overlap; overlapped with their
-GEMMs where a run states it, cost.tp_overlap), recompute re-running
-the forward it drops. Across micro-batches: 1F1B bubble (pp-1) micro-batch times (Narayanan et
-al. 2021: bubble fraction (p-1)/m), PP sends exposed, DP/ZeRO traffic overlapped as the
-framework's flags make it (cost.overlap: gradient reduce behind the backward but the last bucket,
-parameter gathers behind the forward, ZeRO-3 layer by layer, hidden traffic slowing compute;
-ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing stage exposes it, cost.pipeline_dp),
-the host (CPU) time of eager PyTorch the GPU work does not hide (cost.host, with the CUDA graphs a
-run states, cost.cuda_graphs), and an HBM-bound Adam step.
+GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops (cost.gemm_work), core
+attention and its ring/Ulysses comm from `cost.attention`, TP all-gathers/reduce-scatters exposed
+(Megatron without --tp-comm-overlap; overlapped with their GEMMs where a run states it,
+cost.tp_overlap), recompute re-running the forward it drops. Across micro-batches: 1F1B bubble
+(pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed,
+DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
+the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
+hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
+stage exposes it, cost.pipeline_dp), the host (CPU) time of eager PyTorch the GPU work does not
+hide (cost.host, with the CUDA graphs a run states, cost.cuda_graphs), and an HBM-bound Adam step.
 """
 
 from __future__ import annotations
@@ -37,20 +36,14 @@ from sp_planner.cost.comm import (
     TP_FORWARD_REDUCE_SCATTERS,
 )
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
-from sp_planner.cost.flops import (
-    _active_ffn_width,
-    hardware_flops_per_step,
-    layer_gemm_flops_per_token,
-    logits_gemm_flops_per_token,
-    model_flops_per_step,
-)
+from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
-from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.attention_kernels import kernel_head_dim
-from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
@@ -69,14 +62,7 @@ from sp_planner.cost.moe import (
     expert_params_per_rank,
     moe_times,
 )
-from sp_planner.cost.precision import (
-    BF16,
-    gemm_inputs_per_token,
-    gemm_output_grads_per_token,
-    gemm_peak_flops,
-    quantize_bytes_per_elem,
-)
-from sp_planner.distinct import per_distinct
+from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.pipeline import bubble_micro_batches, stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -84,24 +70,6 @@ from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-
-# Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
-# (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k (read + write:
-# 4(q + kv)), SwiGLU/GeLU (read 2ffn or ffn, write ffn). Backward reads the saved input and the
-# incoming gradient and writes a gradient: twice the forward traffic (counted by timing these
-# with the forward GEMMs, which the layer total multiplies by 3).
-# Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
-# place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
-LOSS_BYTES_PER_LOGIT = 60
-
-
-def elementwise_bytes_per_token(model: ModelSpec) -> float:
-    """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
-    h, ffn = model.hidden_size, _active_ffn_width(model)
-    activation_inputs = model.num_mlp_matrices - 1  # gate and up for SwiGLU, one for GeLU
-    elements = 4 * h + 6 * h + 2 * (model.q_size + model.kv_size) + (activation_inputs + 1) * ffn
-    return float(2 * elements)
-
 
 class TimeColumns(NamedTuple):
     """Seconds per step on the critical path, per candidate (estimate.TimeBreakdown's fields)."""
@@ -148,41 +116,20 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
-    # The layers' GEMMs at the candidate's precision (cost/precision.py), slowed where they contract
-    # over a short K (cost.gemm_shapes; backward: its extra over 2x forward); logits stay bf16.
-    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, c.precision)
-    # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
-    slow_fwd, slow_bwd = per_distinct(
-        lambda tp_, b_, cp_, ep_, etp_: layer_gemm_slowdowns(
-            hardware, model, tp=tp_, tokens=b_ * workload.seq_len / cp_, ep=ep_, etp=etp_),
-        tp, b, cp, c.ep, c.etp)
-    gemm_fwd = gemm_flat * slow_fwd
-    gemm_bwd_extra = 2 * gemm_flat * (slow_bwd - slow_fwd)
-    gemm_only = gemm_fwd  # the GEMMs alone, which TP userbuffers overlap hides behind (cost.tp_overlap)
     low = c.precision != BF16
-    ffn = _active_ffn_width(model)
-    # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
-    quant = quantize_bytes_per_elem(c.precision, c.fp8_current, hardware.fp8_gemm_any_layout)
-    cast_fwd = memory_pass_time_s(hardware, quant * gemm_inputs_per_token(model, ffn) * tokens / tp)
-    cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
-    gemm_fwd = gemm_fwd + cast_fwd
-    logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
-    logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
-    # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
-    gemm_fwd = gemm_fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn)
-    # The busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
-    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models), at the candidate's
+    # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
+    # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
+    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models) at the candidate's
     # precision: FP8 covers the expert GEMMs as the dense ones (Megatron/TE run the grouped expert
     # GEMMs in FP8 under --fp8-format; layer_gemm_flops_per_token holds the active experts' GEMMs
     # already).
     bf16_rate = hardware.peak_bf16_flops * hardware.efficiency.gemm
-    gemm_fwd = gemm_fwd + moe.extra_expert_gemm_fwd_s * bf16_rate / gemm_peak_flops(hardware, c.precision)
-    # Backward: twice the forward's GEMMs and elementwise work (its extra over 2x for short K), and
-    # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
-    # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
-    gemm_bwd = 2 * (gemm_fwd - cast_fwd) + gemm_bwd_extra + cast_bwd
+    work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
+                     precision=c.precision, fp8_current=c.fp8_current,
+                     extra_fwd_s=moe.extra_expert_gemm_fwd_s * bf16_rate / gemm_peak_flops(hardware, c.precision))
+    gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
     attn = attention_times(

@@ -18,27 +18,16 @@ from sp_planner.cost.comm import (
     comm_columns,
     tp_calls_per_step,
 )
-from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
-from sp_planner.cost.precision import (
-    gemm_inputs_per_token,
-    gemm_output_grads_per_token,
-    gemm_peak_flops,
-    quantize_bytes_per_elem,
-)
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import PRECISIONS
-from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
-from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.step import (
-    LOSS_BYTES_PER_LOGIT,
-    elementwise_bytes_per_token,
-)
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
@@ -120,27 +109,16 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
-    # As cost.step: GEMMs plus the memory-bound elementwise ops that ride with them; the logits
-    # GEMMs (forward + 2x backward) plus the vocab-parallel cross entropy on the last stage.
-    # The layers' GEMMs at the plan's precision with FP8's cast-transpose passes (cost/precision.py).
-    code = PRECISIONS.index(plan.precision)
-    ffn = _active_ffn_width(model)
-    quant = float(quantize_bytes_per_elem(code, plan.fp8_current, hw.fp8_gemm_any_layout))  # 0 for bf16
-    cast_fwd = float(memory_pass_time_s(hw, quant * gemm_inputs_per_token(model, ffn) * tokens / tp))
-    cast_bwd = float(memory_pass_time_s(hw, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp))
-    gemm_flat = float(layer_gemm_flops_per_token(model) * tokens / tp / gemm_peak_flops(hw, np.array([code]))[0])
-    slow_fwd, slow_bwd = (float(s) for s in layer_gemm_slowdowns(hw, model, tp=tp, tokens=tokens, ep=plan.ep,
-                                                                            etp=plan.etp))
-    gemm_fwd = gemm_flat * slow_fwd + float(
-        memory_pass_time_s(hw, elementwise_bytes_per_token(model) * tokens / tp)) + cast_fwd
-    # Backward: 2x the forward without its cast (the quantized inputs are saved), the short-K extra
-    # (cost.gemm_shapes) and the output gradients' cast, as cost.step.
-    gemm_bwd = 2 * (gemm_fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
+    # As cost.step: the layers' GEMMs at the plan's precision with FP8's casts and the memory-bound
+    # ops that ride with them; the logits GEMMs (forward + 2x backward) plus the vocab-parallel
+    # cross entropy on the last stage (cost.gemm_work).
+    gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
+                     etp=plan.etp, precision=np.array([PRECISIONS.index(plan.precision)]),
+                     fp8_current=np.array([plan.fp8_current]))
+    gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
-    logits_total = float(gemm_time_s(hw, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
-                         + memory_pass_time_s(hw, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp))
     logits_fwd = logits_total / 3
 
     # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,

@@ -5,7 +5,7 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.cost.flops import logits_gemm_flops_per_token, model_flops_per_step
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
-from sp_planner.cost.step import LOSS_BYTES_PER_LOGIT
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload

@@ -33,7 +33,7 @@ from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
-from sp_planner.cost.step import LOSS_BYTES_PER_LOGIT, elementwise_bytes_per_token
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, elementwise_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate

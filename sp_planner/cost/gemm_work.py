@@ -1,0 +1,89 @@
+"""A layer's GEMM-side work on one rank per micro-batch (vectorized): what the analytic step
+(cost.step) and the simulator's step work (sim.step_work) both time as "GEMMs".
+
+- The layer's GEMMs at the plan's precision (cost.precision), forward 2 x params-per-token FLOPs on
+  the rank's tokens over tp; backward 2 x forward (Narayanan et al. 2021), each slowed where it
+  contracts over a short K (cost.gemm_shapes; the backward's extra over 2 x forward).
+- FP8's casts (cost.precision): the GEMM inputs forward, the output gradients backward; the
+  backward reuses the forward's quantized inputs (Transformer Engine saves them).
+- The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
+  twice in backward, at the profile's memory-bound rate.
+- The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
+  (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
+from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.precision import (
+    gemm_inputs_per_token,
+    gemm_output_grads_per_token,
+    gemm_peak_flops,
+    quantize_bytes_per_elem,
+)
+from sp_planner.distinct import per_distinct
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+# Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
+# (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k (read + write:
+# 4(q + kv)), SwiGLU/GeLU (read 2ffn or ffn, write ffn). Backward reads the saved input and the
+# incoming gradient and writes a gradient: twice the forward traffic (counted by timing these
+# with the forward GEMMs, which the layer total multiplies by 3).
+# Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
+# place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
+LOSS_BYTES_PER_LOGIT = 60
+
+
+def elementwise_bytes_per_token(model: ModelSpec) -> float:
+    """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
+    h, ffn = model.hidden_size, _active_ffn_width(model)
+    activation_inputs = model.num_mlp_matrices - 1  # gate and up for SwiGLU, one for GeLU
+    elements = 4 * h + 6 * h + 2 * (model.q_size + model.kv_size) + (activation_inputs + 1) * ffn
+    return float(2 * elements)
+
+
+class GemmWork(NamedTuple):
+    """Seconds per layer (logits: per loss stage) and micro-batch on one rank, per candidate."""
+
+    fwd_s: np.ndarray  # GEMMs, the inputs' FP8 casts, the memory-bound ops, `extra_fwd_s`
+    bwd_s: np.ndarray  # twice that without the casts, the short-K extra, the gradients' casts
+    gemm_only_s: np.ndarray  # the forward GEMMs alone (what TP userbuffers hide behind)
+    logits_s: np.ndarray  # logits GEMMs forward and backward, and the cross entropy
+
+
+def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
+              precision, fp8_current, extra_fwd_s=0.0) -> GemmWork:
+    """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
+    `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
+    cost.moe), backward twice it."""
+    tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
+    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, precision)
+    # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
+    slow_fwd, slow_bwd = per_distinct(
+        lambda tp_, b_, cp_, ep_, etp_: layer_gemm_slowdowns(
+            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_),
+        *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp))))
+    gemm_only = gemm_flat * slow_fwd
+    ffn = _active_ffn_width(model)
+    # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
+    quant = quantize_bytes_per_elem(precision, fp8_current, hardware.fp8_gemm_any_layout)
+    cast_fwd = memory_pass_time_s(hardware, quant * gemm_inputs_per_token(model, ffn) * tokens / tp)
+    cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
+    fwd = gemm_only + cast_fwd
+    logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
+    logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
+    # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
+    fwd = fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
+    fwd = fwd + extra_fwd_s
+    # Backward: twice the forward's GEMMs and elementwise work (its extra over 2x for short K), and
+    # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
+    # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
+    bwd = 2 * (fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
+    return GemmWork(fwd_s=fwd, bwd_s=bwd, gemm_only_s=gemm_only, logits_s=np.broadcast_to(logits, np.shape(fwd)))

@@ -1,0 +1,44 @@
+"""A layer's GEMM-side work against a hand derivation on the toy specs (cost.gemm_work)."""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, elementwise_bytes_per_token, gemm_work
+from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.plan import PRECISIONS
+
+BF16 = PRECISIONS.index("bf16")
+
+
+def _work(model, hardware, *, tp=2, extra=0.0):
+    return gemm_work(model, hardware, seq_len=4096, tp=np.array([tp]), micro_batch=np.array([1]),
+                     cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
+                     fp8_current=np.array([False]), extra_fwd_s=extra)
+
+
+def test_elementwise_bytes_of_the_toy_layer(toy_model):
+    # h 64, q 64, kv 32, ffn 128, SwiGLU: norms 4h, residual adds 6h, RoPE 2(q + kv), SwiGLU reads
+    # gate and up and writes one: 3 ffn; 2 bytes each: 2 x (256 + 384 + 192 + 384) = 2432.
+    assert elementwise_bytes_per_token(toy_model) == 2432.0
+
+
+def test_bf16_layer_by_hand(toy_model, hardware):
+    # 4096 tokens over tp 2. GEMM parameters a layer: q 64x64, k and v 64x32, o 64x64, gate, up and
+    # down 64x128 each: 36,864, so 73,728 FLOPs a token; at 100 TFLOPS x 0.5 (no contraction table
+    # for the toy profile, factor 1). Backward twice the forward (no FP8 casts).
+    work = _work(toy_model, hardware)
+    gemm = 73728 * 2048 / 50e12
+    elementwise = float(memory_pass_time_s(hardware, 2432 * 2048))
+    assert work.gemm_only_s[0] == pytest.approx(gemm)
+    assert work.fwd_s[0] == pytest.approx(gemm + elementwise)
+    assert work.bwd_s[0] == pytest.approx(2 * (gemm + elementwise))
+    # logits: 2 x 64 x 100 FLOPs a token forward, x 3 with backward; the loss's 60 bytes a logit.
+    logits = 3 * 2 * 64 * 100 * 2048 / 50e12 + float(memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * 2048 * 100))
+    assert work.logits_s[0] == pytest.approx(logits)
+
+
+def test_extra_forward_gemm_time_doubles_in_backward(toy_model, hardware):
+    base, more = _work(toy_model, hardware), _work(toy_model, hardware, extra=1e-3)
+    assert more.fwd_s[0] - base.fwd_s[0] == pytest.approx(1e-3)
+    assert more.bwd_s[0] - base.bwd_s[0] == pytest.approx(2e-3)
+    assert more.gemm_only_s[0] == base.gemm_only_s[0]
