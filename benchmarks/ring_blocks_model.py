@@ -20,28 +20,30 @@ from pathlib import Path
 
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.attention_kernels import with_attention_kernel
-from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING
+from sp_planner.cost.ring_steps import ring_step_compute
 from sp_planner.specs.hardware import HardwareProfile
 
+ELEM_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ROWS = Path(__file__).resolve().parent.parent / "docs" / "gpu-check" / "2026-12-04-h200" / "run4-ring_blocks_rows.json"
 
 
 def predicted_s(hardware: HardwareProfile, row: dict) -> tuple[float, float]:
     """(T_full, T_slowest rank) in seconds for one benchmark row."""
     seq, ring, heads, head_dim = row["seq_len"], row["ring"], row["heads"], row["head_dim"]
-    block, causal = seq // ring, row["causal"]
+    causal = row["causal"]
 
-    def call_s(q_tokens: float, kv_tokens: float, diagonal: bool) -> float:
-        return float(flash_time_s(hardware, batch=1, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
-                                  kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=False))
+    def passes(block: float):
+        # The cost model's passes of one ring step (cost.ring_steps), MHA, one row of the batch.
+        return ring_step_compute(hardware, batch=1, heads=heads, kv_heads=heads, head_dim=head_dim, block=block,
+                                 causal=causal, zigzag=row["layout"] == "zigzag", elem_bytes=ELEM_BYTES[row["dtype"]],
+                                 ring_impl=YUNCHANG_RING)
 
-    q_elems = block * heads * head_dim
-    merge_s = float(memory_pass_time_s(hardware, YUNCHANG_RING.merge_bytes_per_elem * q_elems))
-    ends_s = float(memory_pass_time_s(hardware, YUNCHANG_RING.merge_ends_bytes_per_elem * q_elems))
-    later_kv = block / 2 if causal and row["layout"] == "zigzag" else block
-    rank_s = call_s(block, block, causal) + (ring - 1) * (call_s(block, later_kv, False) + merge_s) + ends_s
-    return call_s(seq, seq, causal), rank_s
+    step = passes(seq // ring)
+    # The slowest rank: its first block, R-1 later blocks each merged, the ends; no half copies
+    # (the executor's layout copies are sp-run's, module docstring).
+    rank_s = step.first_fwd_s + (ring - 1) * (step.later_fwd_s + step.merge_s) + step.ends_s
+    return float(passes(seq).first_fwd_s), float(rank_s)
 
 
 def main() -> None:

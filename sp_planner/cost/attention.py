@@ -50,7 +50,8 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, allgather_pass_bytes, half_copy_bytes
+from sp_planner.cost.ring_steps import ring_step_compute
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, allgather_pass_bytes
 from sp_planner.layout import axis_stride
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -94,33 +95,20 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     kv_sent = kv_heads_for_ulysses(num_kv_heads, tp, u)  # KV heads per TP rank into the a2a
     kv_heads = kv_sent / u
     block = seq_len / r  # tokens per ring rank
-    q_elems = b * block * heads * head_dim
-    kv_elems = b * block * kv_heads * head_dim
-
-    def kernel(q_tokens, kv_tokens, diagonal, backward):
-        return flash_time_s(hardware, batch=b, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
-                            kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward,
-                            kernel_head_dim=kernel_head_dim)
-
-    diag = np.full(np.shape(block), causal)
-    half = causal & zigzag
-    later_q, later_kv = block, np.where(half, block / 2, block)
-    c0_f, c1_f = kernel(block, block, diag, False), kernel(later_q, later_kv, False, False)
-    c0_b, c1_b = kernel(block, block, diag, True), kernel(later_q, later_kv, False, True)
-    # The later zigzag steps' half-tensor copies, where the ring makes them (cost.ring_impl).
-    def copy_s(backward):
-        return np.where(half, memory_pass_time_s(hardware, half_copy_bytes(
-            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=backward)), 0.0)
-
-    c1_f, c1_b = c1_f + copy_s(False), c1_b + copy_s(True)
+    # The passes of one ring step (cost.ring_steps): step 0's and a later step's flash calls, the
+    # later zigzag steps' half-tensor copies, the merges and the backward's accumulation.
+    steps = ring_step_compute(hardware, batch=b, heads=heads, kv_heads=kv_heads, head_dim=head_dim, block=block,
+                              causal=causal, zigzag=zigzag, elem_bytes=elem_bytes, ring_impl=ring_impl,
+                              kernel_head_dim=kernel_head_dim)
+    q_elems, kv_elems = steps.q_elems, steps.kv_elems
+    c0_f, c1_f = steps.first_fwd_s, steps.later_fwd_s + steps.copy_fwd_s
+    c0_b, c1_b = steps.first_bwd_s, steps.later_bwd_s + steps.copy_bwd_s
 
     mesh = {"tp": tp, "ulysses": u, "ring": r}  # the axes inside the ring's, for strides
     ring_stride = axis_stride(mesh, "ring")
     x_kv = p2p_time_s(hardware, 2 * kv_elems * elem_bytes, r, ring_stride, gpus_per_node)
     x_dkv = p2p_time_s(hardware, 2 * kv_elems * ring_impl.grad_elem_bytes, r, ring_stride, gpus_per_node)
-    merge = memory_pass_time_s(hardware, ring_impl.merge_bytes_per_elem * q_elems)
-    ends = memory_pass_time_s(hardware, ring_impl.merge_ends_bytes_per_elem * q_elems)
-    accum = memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems))
+    merge, ends, accum = steps.merge_s, steps.ends_s, steps.accum_s
 
     multi = r > 1
     mid = np.maximum(r - 2, 0)

@@ -2,8 +2,8 @@
 
 The analytic model (sp_planner.cost.attention) folds the ring steps into a closed form; the
 simulator needs them one by one to overlap each with its transfer. The kernels, merge and
-accumulation passes are the cost model's (same functions and constants), so with no contention
-the two agree step for step:
+accumulation passes are the cost model's (cost.ring_steps), so with no contention the two agree
+step for step:
 - forward step 0 runs the causal diagonal block; steps 1..R-1 run the later blocks plus the
   online-softmax merge; the last step also converts the fp32 accumulator back (`ends`);
 - backward steps also accumulate dQ/dK/dV (`accum`, in the ring's width: cost.ring_impl) when ring > 1.
@@ -27,8 +27,9 @@ from sp_planner.cost.attention_comm import (
     ulysses_layout_copy_bytes,
 )
 from sp_planner.cost.attention_kernels import kernel_head_dim
-from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
-from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops, half_copy_bytes
+from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
+from sp_planner.cost.ring_steps import ring_step_compute
 from sp_planner.cost.window import local_window, windowed_attention_times
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -57,32 +58,20 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     heads = model.num_heads / (tp * ulysses)
     kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
     block = seq_len / ring
-    q_elems = batch * block * heads * model.head_dim
-    kv_elems = batch * block * (kv_sent / ulysses) * model.head_dim
     tile = kernel_head_dim(hardware, model)
-
-    def kernel(kv_tokens: float, diagonal: bool, backward: bool) -> float:
-        return float(flash_time_s(hardware, batch=batch, heads=heads, head_dim=model.head_dim,
-                                  q_tokens=block, kv_tokens=kv_tokens, causal_diagonal=diagonal,
-                                  backward=backward, kernel_head_dim=tile))
-
-    half = causal and zigzag
-    later_kv = block / 2 if half else block
-    c0_f, c1_f = kernel(block, causal, False), kernel(later_kv, False, False)
-    c0_b, c1_b = kernel(block, causal, True), kernel(later_kv, False, True)
-    if half:  # the later steps' half-tensor copies, where the ring makes them (cost.ring_impl)
-        c1_f += float(memory_pass_time_s(hardware, half_copy_bytes(
-            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=False)))
-        c1_b += float(memory_pass_time_s(hardware, half_copy_bytes(
-            ring_impl, q_elems=q_elems, kv_elems=kv_elems, elem_bytes=elem_bytes, backward=True)))
+    # The cost model's passes of one ring step (cost.ring_steps), one by one.
+    passes = ring_step_compute(hardware, batch=batch, heads=heads, kv_heads=kv_sent / ulysses,
+                               head_dim=model.head_dim, block=block, causal=causal, zigzag=zigzag,
+                               elem_bytes=elem_bytes, ring_impl=ring_impl, kernel_head_dim=tile)
+    q_elems, kv_elems = float(passes.q_elems), float(passes.kv_elems)
+    c0_f, c1_f = float(passes.first_fwd_s), float(passes.later_fwd_s + passes.copy_fwd_s)
+    c0_b, c1_b = float(passes.first_bwd_s), float(passes.later_bwd_s + passes.copy_bwd_s)
     fwd: tuple[float, ...]
     bwd: tuple[float, ...]
     if ring == 1:
         fwd, bwd = (c0_f,), (c0_b,)
     else:
-        merge = float(memory_pass_time_s(hardware, ring_impl.merge_bytes_per_elem * q_elems))
-        ends = float(memory_pass_time_s(hardware, ring_impl.merge_ends_bytes_per_elem * q_elems))
-        accum = float(memory_pass_time_s(hardware, ring_impl.accum_bytes_per_elem * (q_elems + 2 * kv_elems)))
+        merge, ends, accum = float(passes.merge_s), float(passes.ends_s), float(passes.accum_s)
         fwd = (c0_f,) + (c1_f + merge,) * (ring - 2) + (c1_f + merge + ends,)
         bwd = (c0_b + accum,) + (c1_b + accum,) * (ring - 1)
 
