@@ -214,8 +214,9 @@ class MoETimes(NamedTuple):
     """Seconds per MoE-average layer and micro-batch on the busiest rank."""
 
     # The busiest rank's forward expert GEMMs beyond the mean at the flat GEMM efficiency (which
-    # layer_gemm_flops_per_token already times), in seconds at the bf16 rate: its load above the
-    # mean (< 0 if drops cut it) and the small-M grouped-GEMM slowdown (cost.grouped_gemm).
+    # layer_gemm_flops_per_token already times), in seconds at the rate moe_times is given: its
+    # load above the mean (< 0 if drops cut it) and the small-M grouped-GEMM slowdown
+    # (cost.grouped_gemm).
     extra_expert_gemm_fwd_s: np.ndarray
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
@@ -229,15 +230,18 @@ def nccl_dispatch(model: ModelSpec) -> bool:
 
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
-              ep_stride, elem_bytes: int, gpus_per_node: int) -> MoETimes:
+              ep_stride, elem_bytes: int, gpus_per_node: int, gemm_flops_per_s=None) -> MoETimes:
     """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
     fused) moves them, "hybridep" (inside its dispatch and combine kernels, cost.hybridep) does not
-    (module docstring)."""
+    (module docstring). `gemm_flops_per_s`: the expert GEMMs' sustained rate at the plan's precision
+    (cost.precision.gemm_peak_flops: FP8 covers them as the dense GEMMs, Megatron/TE running the
+    grouped expert GEMMs in FP8 under --fp8-format); None: the bf16 rate."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
     factor = grouped_gemm_efficiency_factor(rows_per_expert(model, tokens_per_tp_rank, ep, etp))
-    extra = gemm_time_s(hardware, routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0))
+    extra_flops = routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0)
+    extra = gemm_time_s(hardware, extra_flops) if gemm_flops_per_s is None else extra_flops / gemm_flops_per_s
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
     # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node,

@@ -38,8 +38,10 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
+    # The expert GEMMs at the plan's precision, as cost.step times them.
+    rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]))[0])
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
-                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node)
+                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
     if hybridep_timed(hardware, model, plan.ep, 1, gpus_per_node):
         # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
         # time (cost.hybridep), already scaled by the share of MoE layers.
@@ -49,8 +51,4 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
                             "all_to_all", "all_to_all", nccl=nccl_dispatch(model))
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
-    # At the plan's precision, as cost.step scales it (FP8 covers the expert GEMMs).
-    rate = hardware.peak_bf16_flops * hardware.efficiency.gemm / gemm_peak_flops(
-        hardware, np.array([PRECISIONS.index(plan.precision)]))[0]
-    return MoEWork(a2a, share * etp, float(times.extra_expert_gemm_fwd_s) * float(rate),
-                   float(times.permute_s))
+    return MoEWork(a2a, share * etp, float(times.extra_expert_gemm_fwd_s), float(times.permute_s))
