@@ -99,7 +99,7 @@ from typing import Literal
 
 import numpy as np
 
-from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward
+from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
 from sp_planner.cost.states import TrainingStates
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.specs.base import FrozenModel
@@ -190,11 +190,14 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
     return wrapper + (copy + 2 * FP32) * main_grads
 
 
-def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, params, experts, shard, micro_batches,
-                         edp):
+def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, params, experts, micro_batches, edp):
     """HBM bytes of the step's optimizer column for candidates `c` (or one ParallelPlan): Adam over
     the rank's shard (TrainingStates.optimizer_step_bytes) and, unless `sync` is None, the
-    wrapper's passes above. The analytic model and the simulator both call this."""
+    wrapper's passes above; `params` the rank's, `experts` its routed-expert share, `edp` the
+    expert-data-parallel group. The analytic model and the simulator both call this."""
+    zero = np.asarray(c.zero)
+    # ZeRO shards the routed experts over edp and the rest over dp_shard x cp (cost.moe, cost.fsdp).
+    shard = (params - experts) / np.where(zero >= 1, shard_group_size(c), 1) + experts / np.where(zero >= 1, edp, 1)
     adam = states.optimizer_step_bytes * shard
     if sync is None:
         return adam

@@ -37,7 +37,6 @@ from sp_planner.cost.comm import (
 )
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
-from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
@@ -211,7 +210,6 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
     # the first stage's layers of the split, like `params`.
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
-    zgroup, edp = shard_group_size(c), c.edp
     zero = c.zero
     by_stage = dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
                               which=("first", "middle", "last"))
@@ -237,10 +235,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     )
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
-    shard = (params - experts) / np.where(zero >= 1, zgroup, 1) + experts / np.where(zero >= 1, edp, 1)
-    # Adam (cost.states) and the gradient-buffer passes (cost.grad_buffer).
-    optimizer_bytes = optimizer_step_bytes(states, grad_sync, c, params=params, experts=experts, shard=shard,
-                                           micro_batches=m, edp=edp)
+    # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer).
+    optimizer_bytes = optimizer_step_bytes(states, grad_sync, c, params=params, experts=experts, micro_batches=m,
+                                           edp=c.edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).

@@ -129,11 +129,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                                                        zgroups, replicas, runtime)
     params = float(stage_params_per_rank(model, tp, pp, stages, plan.ep, plan.etp)[0])
     experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
-    shard = (params - experts) / (zgroups.shape[1] if plan.zero >= 1 else 1) + experts / (
-        groups["edp"].shape[1] if plan.zero >= 1 else 1)
-    # Adam (cost.states) and the data-parallel wrapper's gradient passes (cost.grad_buffer).
+    # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
+    # (cost.grad_buffer).
     step_bytes = float(optimizer_step_bytes(runtime.states, runtime.grad_sync, plan, params=params, experts=experts,
-                                            shard=shard, micro_batches=m, edp=groups["edp"].shape[1]))
+                                            micro_batches=m, edp=groups["edp"].shape[1]))
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
 
