@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 # Per GEMM parameter, weight cast per step with FP8 weights: per-tensor FP8 on Hopper reads the
@@ -88,3 +90,13 @@ def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_lay
     cast = np.where(fp8_params_active(states, precision, zero) & (precision == FP8), fp8_weights,
                     quantize_bytes_per_elem(precision, fp8_current, any_layout))
     return np.where(precision != BF16, cast, 0)
+
+
+def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers):
+    """Seconds of the once-a-step cast of the GEMM weights of `layers` layers on a rank (TE's
+    is_first_microbatch caching; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates
+    `c` or one ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
+    per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current)
+    return np.where(np.asarray(c.precision) != BF16, memory_pass_time_s(
+        hardware, per_param * layers * (layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer)),
+        0.0)

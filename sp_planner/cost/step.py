@@ -45,13 +45,13 @@ from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.cost.memory import ACT_BYTES
-from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
-from sp_planner.cost.fp8_params import weight_cast_bytes_per_param
+from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -241,10 +241,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).
-    weight_cast = np.where(low, memory_pass_time_s(
-        hardware, weight_cast_bytes_per_param(states, c.precision, zero, hardware.fp8_gemm_any_layout,
-                                              c.fp8_current)
-        * layers * (layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer)), 0.0)
+    weight_cast = weight_cast_s(hardware, model, states, c, layers)
     parts = (
         m * (layers * (gemm_fwd + gemm_bwd) + paced_logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),

@@ -32,9 +32,10 @@ from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
-                "mfu_ceiling": "compute", "host_overhead": "compute"}
+                "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
-              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead"}
+              "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
+              "weight_cast": "gemm"}
 
 
 def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,

@@ -19,8 +19,8 @@ from sp_planner.cost.comm import (
     tp_calls_per_step,
 )
 from sp_planner.pipeline import stage_layers
-from sp_planner.plan import PRECISIONS
 from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
@@ -67,7 +67,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     stages = stage_layers(model.num_layers, pp, plan.first_stage_layers or 0, plan.last_stage_layers or 0)
     layers = int(stages.first)  # the first stage's GPU, whose parameters and bytes cost.comm counts
     middle = int(stages.middle)
-    sent = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=cluster.gpus_per_node,
+    one = Candidates.of_plan(plan)  # the plan as one-entry candidate columns, for the cost model's functions
+    sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
                         states=runtime.states, ring_impl=runtime.ring).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
@@ -113,8 +114,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # ops that ride with them; the logits GEMMs (forward + 2x backward) plus the vocab-parallel
     # cross entropy on the last stage (cost.gemm_work).
     gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
-                     etp=plan.etp, precision=np.array([PRECISIONS.index(plan.precision)]),
-                     fp8_current=np.array([plan.fp8_current]))
+                     etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
@@ -171,6 +171,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_early_gather_s=early,
         dp_backward_gather=plan.reshard_after_forward,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
+        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n)[0]) for n in layers_of),
         dp_overlap_slowdown=s,
         dp_param_gather_s=after_step,
     )

@@ -104,6 +104,8 @@ class StepWork(FrozenModel):
     dp_backward_gather: bool = True
     # After the last backward: optimizer, then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg
+    # Per stage: FP8 GEMM weights cast once a step (cost.fp8_params.weight_cast_s; none for bf16).
+    weight_cast_s: tuple[float, ...] = ()
     # Compute lost per second of hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown of
     # the GPU; H100's for hand-built work).
     dp_overlap_slowdown: float = Field(default=OVERLAP_COMPUTE_SLOWDOWN, ge=0.0, lt=1.0)

@@ -89,3 +89,18 @@ def test_sliding_window_models_simulate_their_band_kernels(name, plan, nodes):
     full = simulate(model.model_copy(update={"window": None}), A800, workload, plan, num_nodes=nodes,
                     gpus_per_node=8, detail=False)
     assert windowed.step_time_s < full.step_time_s
+
+
+def test_fp8_weights_cast_once_a_step_as_in_the_analytic_model():
+    # Llama-3-8B FP8 (delayed scaling) on 8 H100s, one stage: the GEMM weights' once-a-step cast
+    # (cost.fp8_params.weight_cast_s; per-tensor FP8 on Hopper reads 2 B and writes 1 B and its
+    # transpose) runs on the compute stream, so the two models agree to the data-parallel tail.
+    h100 = load_hardware("h100-sxm")
+    workload = Workload(seq_len=8192, global_batch=64)
+    fp8 = simulate(MODEL, h100, workload, ParallelPlan(dp=8, zero=1, precision="fp8"), num_nodes=1,
+                   gpus_per_node=8, detail=False)
+    assert fp8.step_time_s == pytest.approx(fp8.analytic_step_time_s, rel=1e-4)
+    casts = [e for e in fp8.events if e.name == "weight_cast"]
+    assert len(casts) == 1 and casts[0].kind == "gemm" and casts[0].end_s > casts[0].start_s
+    bf16 = simulate(MODEL, h100, workload, ParallelPlan(dp=8, zero=1), num_nodes=1, gpus_per_node=8, detail=False)
+    assert not [e for e in bf16.events if e.name == "weight_cast"]
