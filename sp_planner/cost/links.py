@@ -99,7 +99,10 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     8 x 400G EFA, 381.8 GB/s at 16 GiB = 8 x 47.7 (stas00/ml-engineering network chapter; NDR
     reaches 46-48 per NIC, nccl-tests#290). (A hierarchical split, the node's (k-1)/k of the
     buffer over its NICs, busbw = NIC x (n-1)/(k-1), was used here before: it would put 2 x 8
-    GPUs on 4 NICs at 180 GB/s, twice the 91 measured.) The slower of the two tiers bounds it.
+    GPUs on 4 NICs at 180 GB/s, twice the 91 measured.) An all-reduce may run NCCL's tree
+    instead, which can approach that split on few nodes (NVIDIA/nccl#1250: a 1 GB all-reduce on 2
+    H100 nodes, 0.27 / 0.13 / 0.067 s at 1 / 2 / 4 GPUs a node); the ring is kept for it too, as
+    the nccl-tests all_reduce figures above follow it. The slower of the two tiers bounds it.
     Latency: ring_latency_s, paid once per collective call.
     """
     size = np.asarray(size, dtype=np.float64)
