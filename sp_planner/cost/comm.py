@@ -135,7 +135,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
                  states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states)."""
-    grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
+    grad_bytes = states.grad_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
     stages = candidate_stage_layers(model, c)
@@ -174,14 +174,14 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         rs = share(grad_bytes * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
-            [share(grad_bytes * params), param_gathers_per_step(c, m) * share(param_bytes * params)],
+            [share(grad_bytes * params), param_gathers_per_step(c, m) * share(gathered.astype(np.int64))],
             share(gathered.astype(np.int64)),
         )
         return rs, ag
 
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO
-    # group. The distributed optimizer's gather moves per-tensor FP8 GEMM weights in FP8 under
-    # --fp8-param-gather (cost.fp8_params); the experts are all GEMM weights.
+    # group. The distributed optimizer's and Megatron-FSDP's gathers move per-tensor FP8 GEMM
+    # weights in FP8 under --fp8-param-gather (cost.fp8_params); the experts are all GEMM weights.
     dense_gathered = gathered_bytes(states, c.precision, zero, params,
                                     dense_gemm_params(model, tp, c.ep, c.etp, layers))
     grads_rs, params_ag = reductions(params, zgroup, np.asarray(dense_gathered))

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
-from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param
+from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param, unit_gather_width
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s
@@ -136,9 +136,11 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
                 + calls(kind, bytes_per_param, expert_params, expert_count, "expert"))
 
     # The parameter gather's width: per-tensor FP8 GEMM weights 1 B under --fp8-param-gather
-    # (ZeRO-1 only, cost.fp8_params), else the framework's; the experts are all GEMM weights, the
-    # dense calls carry the stage's share of them.
+    # (ZeRO-1, and Megatron-FSDP's ZeRO-3 units, cost.fp8_params), else the framework's; the
+    # experts are all GEMM weights, the dense calls carry the stage's share of them (a layer's
+    # all but its norms).
     gemm_width = gather_bytes_per_gemm_param(states, c.precision, c.zero)
+    layer_width = unit_gather_width(states, c.precision, c.zero, dense_layer, dense_layer - model.norm_params_per_layer)
 
     def gather(dense_params, dense_count, expert_params, expert_count, dense_width):
         return (calls("all_gather", dense_width, dense_params, dense_count, "dense")
@@ -171,7 +173,8 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
                                    expert_calls.tail_params, expert_calls.num_tail),
             tail_reduce_scatter_s=reduce(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,
                                          expert_calls.num_tail),
-            layer_gather_s=both("all_gather", param_bytes, dense_layer, 1, expert_layer, 1),
+            layer_gather_s=(calls("all_gather", layer_width, dense_layer, 1, "dense")
+                            + calls("all_gather", gemm_width, expert_layer, 1, "expert")),
             layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
             root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
             root_reduce_s=reduce(root, 1, 0.0, 0),

@@ -12,9 +12,18 @@ FP8 presets set it (v0.2.0 and v0.6.0 training/mixed_precision.py: bf16_with_fp8
 mixed, bf16_with_fp8_current_scaling_mixed, bf16_with_mxfp8_mixed, the last with
 reuse_grad_buf_for_mxfp8_param_ag).
 
-Modelled for FP8 and MXFP8 plans with the distributed optimizer (ZeRO-1), where the framework's
-TrainingStates say it runs (cost.states: Megatron-LM, whose flags sp-plan emits; corpus rows that
-state it). Megatron-FSDP's own FP8 parameter path (ZeRO-2/3) is not modelled.
+Modelled for FP8 and MXFP8 plans with the distributed optimizer (ZeRO-1), and for per-tensor FP8
+plans under Megatron-FSDP with its parameters sharded (ZeRO-3, optim_grads_params), where the
+framework's TrainingStates say it runs (cost.states: Megatron-LM, whose flags sp-plan emits; corpus
+rows that state it). Megatron-FSDP (megatron-core d98e8a6, megatron/core/distributed/fsdp/src:
+README.md line 136, megatron_fsdp.py lines 476-498 and 620-633): the FP8 weights are the sharded
+parameters (1 B a GEMM parameter over the shard group), all-gathered per unit in FP8 and released
+after use like bf16 ones; on Hopper the transpose is built after the backward's gather
+(fp8_create_transpose_cache, only `if bwd`) and dropped after use (keep_fp8_transpose_cache,
+default False, "will cause (number of parameter x 1 Byte) of memory overhead" when set), so it is
+rebuilt every micro-batch, and TE caches no whole copy. MXFP8 parameters under Megatron-FSDP, and
+ZeRO-2 (optim_grads, parameters not sharded), are not modelled: those plans run bf16 weights with
+TE's cast.
 
 Per GEMM parameter (megatron-core as Megatron-Bridge v0.2.0 and v0.6.0 pin it, 0d8e0714 and
 cd4afffa, distributed/param_and_grad_buffer.py):
@@ -35,7 +44,8 @@ cd4afffa, distributed/param_and_grad_buffer.py):
   _cast_master_weights_to_fp8_*_scaling model_weight._reset_caches(); the forward's update_usage
   creates the transpose): read 1, write 1; nothing on Blackwell, which keeps no transpose; MXFP8
   quantizes the gathered bf16 weights, read 2, write 2 (+ scales), as the bf16 case. The
-  optimizer's cast of its own shard is 1/Z of that and not counted.
+  optimizer's cast of its own shard is 1/Z of that and not counted. Under Megatron-FSDP the
+  transpose is rebuilt once a micro-batch (above).
 """
 
 from __future__ import annotations
@@ -57,8 +67,15 @@ TRANSPOSE_REBUILD_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
 
 def fp8_params_active(states: TrainingStates, precision, zero):
     """The candidates whose GEMM weights are FP8 (module docstring): the framework runs
-    --fp8-param-gather, the precision is FP8 or MXFP8 and the distributed optimizer (ZeRO-1) is on."""
-    return states.fp8_param_gather & (np.asarray(precision) != BF16) & (np.asarray(zero) == 1)
+    --fp8-param-gather, and either the precision is FP8 or MXFP8 with the distributed optimizer
+    (ZeRO-1), or per-tensor FP8 under Megatron-FSDP with sharded parameters (ZeRO-3)."""
+    precision, zero = np.asarray(precision), np.asarray(zero)
+    return states.fp8_param_gather & (((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3)))
+
+
+def sharded_fp8_params(states: TrainingStates, precision, zero):
+    """The candidates whose FP8 GEMM weights are Megatron-FSDP's sharded parameters (ZeRO-3)."""
+    return fp8_params_active(states, precision, zero) & (np.asarray(zero) == 3)
 
 
 def gather_bytes_per_gemm_param(states: TrainingStates, precision, zero):
@@ -82,6 +99,14 @@ def gathered_bytes(states: TrainingStates, precision, zero, params, gemm_params)
     return states.compute_param_bytes * params - saved * gemm_params
 
 
+def unit_gather_width(states: TrainingStates, precision, zero, params, gemm_params):
+    """Bytes a parameter of a gathered unit of `params` parameters, `gemm_params` of them GEMM
+    weights, moves on average (gathered_bytes over params; 0 where the unit is empty)."""
+    params = np.asarray(params, dtype=np.float64)
+    return np.where(params > 0, gathered_bytes(states, precision, zero, params, gemm_params)
+                    / np.maximum(params, 1), 0.0)
+
+
 def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool, fp8_current=False):
     """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16.
     `fp8_current`: per-tensor FP8 with current scaling (plan.fp8_recipe tensorwise)."""
@@ -92,11 +117,13 @@ def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_lay
     return np.where(precision != BF16, cast, 0)
 
 
-def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers):
-    """Seconds of the once-a-step cast of the GEMM weights of `layers` layers on a rank (TE's
-    is_first_microbatch caching; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates
-    `c` or one ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
+def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches):
+    """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
+    is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose once
+    a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
+    ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current)
-    return np.where(np.asarray(c.precision) != BF16, memory_pass_time_s(
+    casts = np.where(sharded_fp8_params(states, c.precision, c.zero), micro_batches, 1)
+    return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * (layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer)),
         0.0)

@@ -55,7 +55,7 @@ from sp_planner.cost.attention_comm import (
     kv_heads_for_ulysses,
 )
 from sp_planner.cost.flops import _active_ffn_width
-from sp_planner.cost.fp8_params import fp8_params_active
+from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES
 from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
@@ -75,6 +75,7 @@ from sp_planner.cost.params import (
 from sp_planner.cost.precision import (
     SCALING_STATE_BYTES_PER_LAYER,
     fp8_activation_savings_per_layer,
+    FP8_ELEM_BYTES,
     fp8_weight_bytes_per_param,
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
@@ -162,11 +163,13 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     return ulysses_buf + ring_buf + tp_buf
 
 
-def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, states: TrainingStates = MEGATRON_STATES):
+def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, states: TrainingStates = MEGATRON_STATES,
+                      gathered_bytes_per_param=None):
     """ZeRO-2/3 transients on a rank (module docstring): one layer's unsharded gradients before
     their reduce-scatter (where the framework shards gradients, cost.states), and under ZeRO-3
-    with reshard_after_forward the gathered bf16 parameters of ZERO3_GATHERED_LAYERS layers (kept
-    parameters are counted whole instead).
+    with reshard_after_forward the gathered parameters of ZERO3_GATHERED_LAYERS layers (kept
+    parameters are counted whole instead), `gathered_bytes_per_param` each (default the
+    framework's compute width; Megatron-FSDP's FP8 weights, cost.fp8_params: their FP8 bytes).
     Sized by the largest layers, not the average: the buffers peak when the largest layer is
     reduced, and when the two neighbours holding the most are gathered (with MoE on every 2nd
     layer, a MoE layer and a dense one)."""
@@ -174,8 +177,9 @@ def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, state
     pair = largest_adjacent_layers_params_per_rank(model, tp, ep, etp)  # ZERO3_GATHERED_LAYERS = 2 of them
     zero = np.asarray(zero)
     gathered = (zero == 3) & np.asarray(reshard, dtype=bool)
+    width = states.compute_param_bytes if gathered_bytes_per_param is None else gathered_bytes_per_param
     return (np.where(zero >= states.grad_shard_stage, states.grad_bytes * layer, 0.0)
-            + np.where(gathered, states.compute_param_bytes * pair, 0.0))
+            + np.where(gathered, width * pair, 0.0))
 
 
 class MemoryColumns(NamedTuple):
@@ -219,8 +223,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
     gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
-    # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy.
+    # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy;
+    # under Megatron-FSDP (ZeRO-3) the FP8 weights are the shards, gathered per unit, and no whole
+    # copy is held.
     fp8_weights = fp8_params_active(states, c.precision, zero)
+    fp8_shards = sharded_fp8_params(states, c.precision, zero)
 
     def stage_states(params, layers, holds_output):
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
@@ -230,10 +237,17 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         expert_states = sharded_state_bytes(states, zero, experts, c.edp)
         p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
         bf16 = states.compute_param_bytes
-        fp8 = layers * (fp8_per_param * gemm_params + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
+        fp8 = layers * (np.where(fp8_shards, 0.0, fp8_per_param * gemm_params)
+                        + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
         root = params - layers * per_layer
-        p = (p_stored + np.where(kept, bf16 * params, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
-             - np.where(fp8_weights, states.param_bytes * layers * gemm_params, 0.0))
+        # Megatron-FSDP's FP8 shards: the GEMM weights' share of the stored shard in 1 B (the
+        # experts' over edp, the rest over the ZeRO group), and a kept gathered copy likewise.
+        gemm_shard = (layers * gemm_params - experts) / zgroup + experts / c.edp
+        saved = (states.param_bytes - FP8_ELEM_BYTES) * gemm_shard
+        kept_bytes = bf16 * params - np.where(fp8_shards, (bf16 - FP8_ELEM_BYTES) * layers * gemm_params, 0.0)
+        p = (p_stored + np.where(kept, kept_bytes, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
+             - np.where(fp8_weights & ~fp8_shards, states.param_bytes * layers * gemm_params, 0.0)
+             - np.where(fp8_shards, saved, 0.0))
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
 
@@ -252,8 +266,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                                 micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
+    # Megatron-FSDP's gathered FP8 units hold TE's FP8 weight bytes (with the transpose built in
+    # backward where the chip needs one, cost.fp8_params).
+    gathered_width = np.where(fp8_shards, fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout),
+                              states.compute_param_bytes)
     buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
-                                          states=states)
+                                          states=states, gathered_bytes_per_param=gathered_width)
     reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus)
 
     first = (*stage_states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)

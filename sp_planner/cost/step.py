@@ -241,7 +241,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less (cost.fp8_params).
-    weight_cast = weight_cast_s(hardware, model, states, c, layers)
+    weight_cast = weight_cast_s(hardware, model, states, c, layers, m)
     parts = (
         m * (layers * (gemm_fwd + gemm_bwd) + paced_logits) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),

@@ -72,16 +72,19 @@ def pipeline_comment(request: FlagRequest) -> str:
 
 
 def fp8_weights(request: FlagRequest) -> bool:
-    """FP8 primary weights (cost.fp8_params): an FP8 or MXFP8 plan with the distributed optimizer."""
-    return request.plan.precision != "bf16" and request.plan.zero == 1
+    """FP8 primary weights (cost.fp8_params): an FP8 or MXFP8 plan with the distributed optimizer,
+    or a per-tensor FP8 plan under Megatron-FSDP with sharded parameters (ZeRO-3)."""
+    p = request.plan
+    return (p.precision != "bf16" and p.zero == 1) or (p.precision == "fp8" and p.zero == 3)
 
 
 def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_params: bool = False) -> list[str]:
     """--bf16 plus the FP8 flags; `explicit_te` adds --transformer-impl transformer_engine, which
     MindSpeed requires for FP8 (mindspeed/features_manager/megatron_basic/transformer_engine_basic.py)
     and Megatron-LM has as its default. `fp8_params` (Megatron-LM) adds --fp8-param-gather where
-    the plan has the distributed optimizer (validate_args asserts it, arguments.py at d98e8a6
-    lines 1095-1097; the model's FP8 weights, cost.fp8_params), as Megatron-Bridge's FP8 presets
+    the plan has the distributed optimizer or, per-tensor FP8, Megatron-FSDP's sharded parameters
+    (validate_args asserts one of them, arguments.py at d98e8a6 lines 1095-1097; the model's FP8
+    weights, cost.fp8_params), as Megatron-Bridge's FP8 presets
     set it (v0.2.0 training/mixed_precision.py lines 218, 251, 289), and for MXFP8 with
     --reuse-grad-buf-for-mxfp8-param-ag, as bf16_with_mxfp8_mixed pairs them (line 252;
     Megatron-Bridge asserts the pair, lines 88-91; megatron-core's OptimizerConfig warns that MXFP8
@@ -104,8 +107,10 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
     if fp8_params and fp8_weights(request):
         gathered = ("in FP8, 1 byte a parameter" if p.precision == "fp8"
                     else "in bf16 through the gradient buffer, then quantized")
-        comm = (f"the GEMM weights are FP8 tensors with no bf16 copy (--fp8-param-gather), which the "
-                f"distributed optimizer gathers {gathered}; other communication stays bf16, as planned.")
+        gatherer = ("Megatron-FSDP shards and gathers unit by unit" if p.zero == 3
+                    else "the distributed optimizer gathers")
+        comm = (f"the GEMM weights are FP8 tensors with no bf16 copy (--fp8-param-gather), which "
+                f"{gatherer} {gathered}; other communication stays bf16, as planned.")
     else:
         comm = "all communication stays bf16, as planned."
     attention = ("core attention runs FP8 too (--fp8-dot-product-attention, cuDNN's FP8 SDPA)"

@@ -49,7 +49,9 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
      "bytes per GEMM parameter), quantized saved inputs and cast-transpose passes; attention and "
      "the output layer stay bf16. Megatron-LM plans with the distributed optimizer keep the FP8 "
      "copies as the weights, without bf16 ones (--fp8-param-gather), and gather per-tensor FP8 "
-     "weights in FP8; other communication stays bf16 (sp_planner.cost.precision, cost.fp8_params)."),
+     "weights in FP8; under Megatron-FSDP (ZeRO-3) per-tensor FP8 weights are the sharded "
+     "parameters, gathered unit by unit in FP8 with no whole copy; other communication stays bf16 "
+     "(sp_planner.cost.precision, cost.fp8_params)."),
     ("pipelines",
      "1F1B bubble (pp - 1) micro-batch times, divided by the virtual stages per rank for interleaved "
      "1F1B (Narayanan et al. 2021); the first stage stores the warm-up's micro-batches; uneven first "

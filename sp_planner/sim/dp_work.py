@@ -16,8 +16,8 @@ import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
-from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
-from sp_planner.cost.params import stage_params_per_rank
+from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes, unit_gather_width
+from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers
@@ -45,17 +45,20 @@ def _per_call(result: PhaseResult, params: float, phase_params: float, hardware:
     return alpha_beta * float(size_factor(hardware, result.collective, tensor, n))
 
 
-def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, bool], float]) -> DPCalls:
-    """DPCalls of the dense and expert layouts together, each bucket timed by timed(params, expert)."""
+def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, bool], float],
+           root_timed: Callable[[float, bool], float] | None = None) -> DPCalls:
+    """DPCalls of the dense and expert layouts together, each bucket timed by timed(params, expert);
+    the dense head and tail (FSDP's root units) by `root_timed` where given."""
     dense_layout, expert_layout = layouts
+    root = root_timed or timed
 
-    def at(buckets: tuple[float, ...], expert: bool) -> tuple[float, ...]:
-        return tuple(timed(n, expert) for n in buckets)
+    def at(buckets: tuple[float, ...], expert: bool, how=timed) -> tuple[float, ...]:
+        return tuple(how(n, expert) for n in buckets)
 
     layers = tuple(at(d, False) + at(expert_layout.layers[i] if i < len(expert_layout.layers) else (), True)
                    for i, d in enumerate(dense_layout.layers))
-    return DPCalls(head=at(dense_layout.head, False) + at(expert_layout.head, True), layers=layers,
-                   tail=at(dense_layout.tail, False) + at(expert_layout.tail, True))
+    return DPCalls(head=at(dense_layout.head, False, root) + at(expert_layout.head, True), layers=layers,
+                   tail=at(dense_layout.tail, False, root) + at(expert_layout.tail, True))
 
 
 def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan, stages: StageLayers,
@@ -87,6 +90,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         def reduce_time(n: float, expert: bool) -> float:
             return _per_call(ear, n, expert_share, hardware) if expert else _per_call(ar, n, dense, hardware)
         gather_time: Callable[[float, bool], float] | None = None
+        root_gather_time = None
     else:
         rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter")
         ers = phase("edp grad reduce-scatter", groups["edp"], share(grad_bytes * experts, edp), "ring",
@@ -107,8 +111,22 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
             own = _per_call(ers, n, expert_share, hardware) if expert else _per_call(rs, n, dense, hardware)
             return own + _per_call(rar, n / (edp if expert else z), shard, hardware)
 
+        # ZeRO-3's units move their own widths (cost.dp_times): a layer's FP8 GEMM weights at 1 B
+        # under Megatron-FSDP's FP8 parameters, the root units (embedding, output layer, norm) at
+        # the framework's; the phase moved the stage's average.
+        average = dense_gathered / dense if dense > 0 else 1.0
+        layer = float(layer_params_per_rank(model, tp, ep, etp)) - float(expert_params_per_rank(model, 1, ep, etp,
+                                                                                                  layers=1))
+        layer_width = float(unit_gather_width(runtime.states, code, zero, layer, layer - model.norm_params_per_layer))
+        widths = (layer_width / average, runtime.states.compute_param_bytes / average) if zero == 3 else (1.0, 1.0)
+
         def gather_time(n: float, expert: bool) -> float:
-            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n, dense, hardware)
+            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n * widths[0], dense,
+                                                                                      hardware)
+
+        def root_gather_time(n: float, expert: bool) -> float:
+            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n * widths[1], dense,
+                                                                                      hardware)
 
     # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
     # cost.overlap): every call queued behind the last one.
@@ -123,7 +141,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
             every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail
             calls = DPCalls(layers=((),) * len(calls.layers), tail=every)
         reduce_calls.append(calls)
-        gathers = _merge(layouts, gather_time) if gather_time is not None else DPCalls()
+        gathers = _merge(layouts, gather_time, root_gather_time) if gather_time is not None else DPCalls()
         # Megatron launches the first bucket's gather in zero_grad, at the step's start, and the
         # others from the forward pre-hooks (distrib_optimizer.py step_with_ready_grads): a stage
         # held in one bucket (zero 1, after the first stage) has it whole before its first forward.

@@ -171,7 +171,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_early_gather_s=early,
         dp_backward_gather=plan.reshard_after_forward,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
-        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n)[0]) for n in layers_of),
+        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m)[0]) for n in layers_of),
         dp_overlap_slowdown=s,
         dp_param_gather_s=after_step,
     )

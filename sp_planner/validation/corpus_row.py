@@ -182,11 +182,14 @@ class CorpusRow(FrozenModel):
             # with cuda_graph_impl set, any recompute_granularity but selective (with the attn scope)
             # raises "CUDA graphs not supported with activation recomputation."
             raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
-        if self.fp8_param_gather and (self.precision not in ("fp8", "mxfp8") or self.zero != 1):
+        modelled = (self.precision in ("fp8", "mxfp8") and self.zero == 1) or (self.precision == "fp8"
+                                                                               and self.zero == 3)
+        if self.fp8_param_gather and not modelled:
             # Megatron-LM validate_args asserts the distributed optimizer or an FSDP for the flag;
-            # cost.fp8_params models it with the distributed optimizer.
-            raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 and zero 1 (the distributed "
-                             f"optimizer), not {self.precision} with zero {self.zero}")
+            # cost.fp8_params models it with the distributed optimizer and Megatron-FSDP's shards.
+            raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 with zero 1 (the distributed "
+                             f"optimizer) or fp8 with zero 3 (Megatron-FSDP), not {self.precision} with zero "
+                             f"{self.zero}")
         if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
             raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
         if self.fp8_recipe != "delayed" and self.precision != "fp8":

@@ -14,8 +14,11 @@ from sp_planner.cost.fp8_params import (
     fp8_params_active,
     gather_bytes_per_gemm_param,
     gathered_bytes,
+    sharded_fp8_params,
     weight_cast_bytes_per_param,
+    weight_cast_s,
 )
+from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.params import candidate_stage_layers
@@ -35,9 +38,15 @@ GEMM_PARAMS = 32 * 218_103_808  # 6,979,321,856
 ALL_PARAMS = GEMM_PARAMS + 1_050_673_152 + 65 * 4096
 
 
-def test_active_only_for_fp8_with_the_distributed_optimizer():
-    precision, zero = np.array([BF16, FP8, MXFP8, FP8, FP8, FP8]), np.array([1, 1, 1, 0, 2, 3])
-    assert fp8_params_active(MEGATRON_STATES, precision, zero).tolist() == [False, True, True, False, False, False]
+def test_active_with_the_distributed_optimizer_and_megatron_fsdp_shards():
+    # ZeRO-1 (the distributed optimizer): FP8 and MXFP8; ZeRO-3 (Megatron-FSDP's sharded
+    # parameters): per-tensor FP8 only; ZeRO-0 and ZeRO-2 (parameters not sharded): none.
+    precision = np.array([BF16, FP8, MXFP8, FP8, FP8, FP8, MXFP8, BF16])
+    zero = np.array([1, 1, 1, 0, 2, 3, 3, 3])
+    assert fp8_params_active(MEGATRON_STATES, precision, zero).tolist() == [
+        False, True, True, False, False, True, False, False]
+    assert sharded_fp8_params(MEGATRON_STATES, precision, zero).tolist() == [
+        False, False, False, False, False, True, False, False]
     assert not fp8_params_active(MINDSPEED_STATES, precision, zero).any()
     assert not fp8_params_active(DEEPSPEED_STATES, precision, zero).any()
 
@@ -96,9 +105,41 @@ def test_fp8_weights_replace_the_bf16_ones(hardware, precision, fp8_bytes):
 
 
 def test_other_zero_stages_keep_bf16_weights():
-    for zero in (0, 2, 3):
+    for zero in (0, 2):
         assert _memory("h100", "fp8", MEGATRON_STATES, zero).params_bytes[0] == pytest.approx(
             _memory("h100", "fp8", MINDSPEED_STATES, zero).params_bytes[0])
+
+
+@pytest.mark.parametrize("hardware, gathered_fp8", [("h100", 2.0), ("b200", 1.0)])
+def test_megatron_fsdp_keeps_fp8_shards_and_no_whole_copy(hardware, gathered_fp8):
+    # ZeRO-3 over 8 ranks. Without --fp8-param-gather (MindSpeed's states): the bf16 shard, 2 B /
+    # 8 a parameter, and TE's FP8 copies of every layer's GEMM weights, whole (2 B on Hopper: data
+    # and transpose; 1 B on Blackwell). With it (Megatron-FSDP's FP8 parameters): the GEMM
+    # weights' shard at 1 B / 8 and no whole copy; the 144 B of scaling state a layer stay.
+    with_flag = _memory(hardware, "fp8", MEGATRON_STATES, 3)
+    without = _memory(hardware, "fp8", MINDSPEED_STATES, 3)
+    whole_copies = gathered_fp8 * GEMM_PARAMS
+    shard_saving = (2 - 1) * GEMM_PARAMS / 8
+    assert without.params_bytes[0] - with_flag.params_bytes[0] == pytest.approx(whole_copies + shard_saving,
+                                                                                rel=1e-12)
+    # The two gathered layers (ZeRO-3's prefetch) hold FP8 bytes, with the transpose on Hopper
+    # (built for the backward): Hopper's 2 B match bf16's, Blackwell saves 1 B a GEMM weight of
+    # the two largest layers (Llama-3-8B's layers are alike: 2 x 218,103,808 + their 4 norms).
+    pair = 2 * (218_103_808 + 2 * 4096)
+    buffers = without.comm_buffers_bytes[0] - with_flag.comm_buffers_bytes[0]
+    assert buffers == pytest.approx((2 - gathered_fp8) * pair, rel=1e-12)
+    for name in ("grads_bytes", "optimizer_bytes"):
+        assert getattr(with_flag, name)[0] == pytest.approx(getattr(without, name)[0])
+
+
+def test_megatron_fsdp_gathers_fp8_weights_in_fp8_every_micro_batch():
+    # ZeRO-3 over 8 ranks, 8 micro-batches, reshard after forward: 16 gathers of the stage a step,
+    # 7/8 of each sent; FP8 GEMM weights at 1 B, the embedding, output layer and norms at 2 B.
+    c = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8"))
+    fp8 = comm_columns(MODEL, WORKLOAD, c, gpus_per_node=8, states=MEGATRON_STATES).sent_bytes
+    bf16 = comm_columns(MODEL, WORKLOAD, c, gpus_per_node=8, states=MINDSPEED_STATES).sent_bytes
+    assert bf16.dp_all_gather[0] == 16 * (2 * ALL_PARAMS * 7 // 8)
+    assert fp8.dp_all_gather[0] == 16 * ((2 * ALL_PARAMS - GEMM_PARAMS) * 7 // 8)
 
 
 def test_distributed_optimizer_gathers_fp8_weights_in_fp8():
@@ -135,3 +176,17 @@ def test_gather_time_saves_the_bandwidth_of_a_byte_per_gemm_weight():
 def test_blackwell_profiles_take_fp8_gemms_in_any_layout(name, any_layout):
     # TE is_non_tn_fp8_gemm_supported: SM 10.x (B200, GB200, GB300); Hopper SM 9.0 and Ada 8.9 are TN only.
     assert load_hardware(name).fp8_gemm_any_layout is any_layout
+
+
+def test_megatron_fsdp_rebuilds_the_fp8_transpose_every_micro_batch():
+    # Megatron-FSDP builds the transpose after each backward gather and drops it after use
+    # (fp8_create_transpose_cache, keep_fp8_transpose_cache False): on Hopper 2 B a GEMM weight
+    # (read 1, write 1) every micro-batch, where the distributed optimizer's FP8 weights rebuild
+    # it once a step; Blackwell keeps no transpose.
+    h100, b200 = load_hardware("h100"), load_hardware("b200")
+    zero3 = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8"))
+    zero1 = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="fp8"))
+    once = float(memory_pass_time_s(h100, 2 * GEMM_PARAMS))
+    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == pytest.approx(8 * once)
+    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero1, 32, 8)[0]) == pytest.approx(once)
+    assert float(weight_cast_s(b200, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == 0.0

@@ -99,8 +99,10 @@ def test_fp8_gemms_at_the_mamf_rate():
 
 
 def test_fp8_weight_copies_and_saved_inputs():
-    mem_bf16, _ = _columns(dp=8, zero=3, recompute="none")
-    mem_fp8, _ = _columns(dp=8, zero=3, recompute="none", precision="fp8")
+    # ZeRO-2 (Megatron-FSDP optim_grads): bf16 parameters, which TE casts and caches whole
+    # (Megatron-FSDP's FP8 parameters are ZeRO-3's, cost.fp8_params).
+    mem_bf16, _ = _columns(dp=8, zero=2, recompute="none")
+    mem_fp8, _ = _columns(dp=8, zero=2, recompute="none", precision="fp8")
     gemm_params = (MODEL.attention_params_per_layer + MODEL.mlp_params_per_layer) * MODEL.num_layers
     extra = mem_fp8.params_bytes[0] - mem_bf16.params_bytes[0]
     # FP8 weight + transpose: 2 bytes per GEMM parameter (+ 144 B of scaling state per layer).

@@ -146,7 +146,13 @@ def test_fp8_plans_with_the_distributed_optimizer_keep_fp8_weights(build, bash_a
     mx = bash_args(render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1,
                                                           precision="mxfp8")).text)
     assert mx["--fp8-param-gather"] == [] and mx["--reuse-grad-buf-for-mxfp8-param-ag"] == []
-    # Plain DDP, Megatron-FSDP and bf16 keep bf16 weights, as the model counts them.
+    # Megatron-FSDP with sharded parameters (ZeRO-3) keeps per-tensor FP8 weights as its shards
+    # (cost.fp8_params: Megatron-FSDP's FP8 parameters), gathered unit by unit in FP8.
+    fsdp = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=3, precision="fp8"))
+    fsdp_args = bash_args(fsdp.text)
+    assert fsdp_args["--fp8-param-gather"] == [] and "--use-megatron-fsdp" in fsdp_args
+    assert any("Megatron-FSDP shards and gathers unit by unit in FP8" in note for note in fsdp.notes)
+    # Plain DDP, ZeRO-2, MXFP8 under Megatron-FSDP and bf16 keep bf16 weights, as the model counts them.
     for zero, precision in ((0, "fp8"), (2, "fp8"), (3, "mxfp8"), (1, "bf16")):
         flags = render_flags("megatron", build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=zero,
                                                        precision=precision))

@@ -125,7 +125,7 @@ def _training_rules(flags: dict[str, list[str]], req) -> None:
         assert "--use-distributed-optimizer" in flags or "--use-megatron-fsdp" in flags
     if "--fp8-param-gather" in flags:
         # arguments.py validate_args (d98e8a6 lines 1095-1097): the distributed optimizer or an FSDP.
-        assert "--use-distributed-optimizer" in flags
+        assert "--use-distributed-optimizer" in flags or "--use-megatron-fsdp" in flags
     if flags.get("--fp8-recipe") == ["mxfp8"] and "--fp8-param-gather" in flags:
         # Megatron-Bridge pairs them (v0.2.0 training/mixed_precision.py lines 88-91).
         assert "--reuse-grad-buf-for-mxfp8-param-ag" in flags
