@@ -106,3 +106,9 @@ def reason_key(reason: object) -> str:
     if not isinstance(reason, str) or not reason:
         return ""
     return reason.split(":", 1)[0].strip()
+
+
+def peak_name(plan: ParallelPlan) -> str:
+    """What "% peak" (hardware_mfu) divides by, in words: the BF16 peak, named so where the plan's
+    GEMMs run FP8 (at up to twice it, so the share can pass 100%)."""
+    return "peak" if plan.precision == "bf16" else "the BF16 peak"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
-from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
+from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, peak_name, plan_name
 from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
@@ -42,7 +42,7 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     )
     text = (
         f"{plan_name(best.plan)} takes {format_seconds(step)} per step "
-        f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of peak in executed FLOPs; "
+        f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of {peak_name(best.plan)} in executed FLOPs; "
         f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "

@@ -14,7 +14,7 @@ from sp_planner.present.why import why_this_plan
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
 from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
-from sp_planner.present.labels import COMM_LABELS, plan_name, reason_key
+from sp_planner.present.labels import COMM_LABELS, peak_name, plan_name, reason_key
 from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -83,7 +83,8 @@ def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimat
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
-            f"{est.hardware_mfu:.1%} of peak in executed FLOPs (hardware MFU; {est.model_tflops_per_gpu:,.0f} "
+            f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
+            f"{est.model_tflops_per_gpu:,.0f} "
             f"model TFLOPS per GPU, model MFU (Megatron) {est.mfu:.1%}), "
             f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
 

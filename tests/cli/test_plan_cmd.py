@@ -306,3 +306,14 @@ def test_blackwell_ultra_profiles_plan_the_readme_question(plan_json, hardware, 
     code, doc = plan_json("--model", "llama3-8b", "--hardware", hardware, "--nodes", "2", "--seq-len", "128k",
                           "--precision", "mxfp8", "--top", "1")
     assert code == 0 and doc["plans"][0]["precision"] == "mxfp8"
+
+
+def test_fp8_tables_say_their_share_is_of_the_bf16_peak(sp_plan):
+    result = sp_plan("--model", "llama3-70b", "--hardware", "h100", "--nodes", "8", "--seq-len", "8k",
+                     "--precision", "fp8", "--zero", "3", "--top", "2")
+    assert result.exit_code == 0, result.stderr
+    flat = " ".join(result.stdout.split())
+    assert "% peak: executed FLOPs over the BF16 peak; FP8 GEMMs run at up to 2x it" in flat
+    assert "of the BF16 peak in executed FLOPs" in flat
+    bf16 = sp_plan(*README, "--top", "2")
+    assert "over the BF16 peak" not in " ".join(bf16.stdout.split())

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.labels import plan_name, reason_key
+from sp_planner.present.labels import peak_name, plan_name, reason_key
 
 
 def test_plan_label_names_every_choice_and_only_a_non_default_ring_layout():
@@ -38,3 +38,10 @@ def test_plan_names_all_gather_cp_hsdp_and_kept_parameters_only_when_chosen():
     # all-gather without a ring moves nothing: not named
     assert plan_name(plan.model_copy(update={"ring": 1, "dp": 8}), compact=True) == (
         "tp2 u1 r1 dp8 pp1 | z3 no-rc mb1 rep2 keep")
+
+
+def test_fp8_plans_name_the_bf16_peak_their_share_is_of():
+    # hardware_mfu divides executed FLOPs by the BF16 peak; FP8 GEMMs run at up to twice it.
+    assert peak_name(ParallelPlan(dp=8)) == "peak"
+    assert peak_name(ParallelPlan(dp=8, precision="fp8")) == "the BF16 peak"
+    assert peak_name(ParallelPlan(dp=8, precision="mxfp8")) == "the BF16 peak"
