@@ -40,7 +40,9 @@ and final norm's unsharded gradients, produced first in backward, are held throu
 
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8. With FP8 weights (Megatron --fp8-param-gather,
-cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone.
+cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone; under
+Megatron-FSDP (ZeRO-3) they are the 1 B shards, gathered per unit at TE's FP8 bytes, with no whole
+copy.
 """
 
 from __future__ import annotations
