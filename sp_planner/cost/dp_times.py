@@ -155,8 +155,8 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         # final norm on the last (all three on a single stage), none on a middle one.
         root = dense - layers * dense_layer
         dense_calls, expert_calls = _layouts(model, c, layers, stage)
-        gemm_share = np.where(dense > 0, dense_gemm_params(model, tp, ep, etp, layers) / np.maximum(dense, 1), 0.0)
-        dense_width = param_bytes - (param_bytes - gemm_width) * gemm_share
+        dense_width = unit_gather_width(states, c.precision, c.zero, dense,
+                                        dense_gemm_params(model, tp, ep, etp, layers))
         unhideable_experts = expert_calls.unhideable_params
         n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
         return DPTimes(

@@ -65,12 +65,18 @@ from sp_planner.specs.model import ModelSpec
 TRANSPOSE_REBUILD_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
 
 
-def fp8_params_active(states: TrainingStates, precision, zero):
-    """The candidates whose GEMM weights are FP8 (module docstring): the framework runs
-    --fp8-param-gather, and either the precision is FP8 or MXFP8 with the distributed optimizer
-    (ZeRO-1), or per-tensor FP8 under Megatron-FSDP with sharded parameters (ZeRO-3)."""
+def fp8_weights_modelled(precision, zero):
+    """The plans whose GEMM weights can be FP8 under --fp8-param-gather (module docstring): FP8 or
+    MXFP8 with the distributed optimizer (ZeRO-1), or per-tensor FP8 under Megatron-FSDP with
+    sharded parameters (ZeRO-3). The cost model, sp-plan's flags and the corpus rows ask this."""
     precision, zero = np.asarray(precision), np.asarray(zero)
-    return states.fp8_param_gather & (((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3)))
+    return ((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3))
+
+
+def fp8_params_active(states: TrainingStates, precision, zero):
+    """The candidates whose GEMM weights are FP8: the framework runs --fp8-param-gather on a plan
+    fp8_weights_modelled allows."""
+    return states.fp8_param_gather & fp8_weights_modelled(precision, zero)
 
 
 def sharded_fp8_params(states: TrainingStates, precision, zero):

@@ -240,7 +240,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                            edp=c.edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
-    # FP8 primary weights need less (cost.fp8_params).
+    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch
+    # (cost.fp8_params).
     weight_cast = weight_cast_s(hardware, model, states, c, layers, m)
     parts = (
         m * (layers * (gemm_fwd + gemm_bwd) + paced_logits) + weight_cast,

@@ -12,8 +12,10 @@ num-layers. Precision: Transformer Engine FP8 through --fp8-format / --fp8-recip
 
 from __future__ import annotations
 
+from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
 from sp_planner.pipeline import split_kind
+from sp_planner.plan import PRECISIONS
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
 # format NVIDIA's Megatron/NeMo FP8 recipes use); MXFP8 runs E4M3 throughout (TE MXFP8BlockScaling
@@ -72,10 +74,10 @@ def pipeline_comment(request: FlagRequest) -> str:
 
 
 def fp8_weights(request: FlagRequest) -> bool:
-    """FP8 primary weights (cost.fp8_params): an FP8 or MXFP8 plan with the distributed optimizer,
-    or a per-tensor FP8 plan under Megatron-FSDP with sharded parameters (ZeRO-3)."""
+    """FP8 primary weights (cost.fp8_params.fp8_weights_modelled): an FP8 or MXFP8 plan with the
+    distributed optimizer, or a per-tensor FP8 plan under Megatron-FSDP with sharded parameters."""
     p = request.plan
-    return (p.precision != "bf16" and p.zero == 1) or (p.precision == "fp8" and p.zero == 3)
+    return bool(fp8_weights_modelled(PRECISIONS.index(p.precision), p.zero))
 
 
 def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_params: bool = False) -> list[str]:

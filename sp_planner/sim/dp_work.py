@@ -118,15 +118,17 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         layer = float(layer_params_per_rank(model, tp, ep, etp)) - float(expert_params_per_rank(model, 1, ep, etp,
                                                                                                   layers=1))
         layer_width = float(unit_gather_width(runtime.states, code, zero, layer, layer - model.norm_params_per_layer))
-        widths = (layer_width / average, runtime.states.compute_param_bytes / average) if zero == 3 else (1.0, 1.0)
+        layer_scale, root_scale = ((layer_width / average, runtime.states.compute_param_bytes / average)
+                                   if zero == 3 else (1.0, 1.0))
 
-        def gather_time(n: float, expert: bool) -> float:
-            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n * widths[0], dense,
-                                                                                      hardware)
+        def gathered_at(scale: float) -> Callable[[float, bool], float]:
+            """A unit's gather: its parameters at `scale` x the phase's average width."""
+            def timed(n: float, expert: bool) -> float:
+                return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n * scale, dense,
+                                                                                          hardware)
+            return timed
 
-        def root_gather_time(n: float, expert: bool) -> float:
-            return _per_call(eag, n, expert_share, hardware) if expert else _per_call(ag, n * widths[1], dense,
-                                                                                      hardware)
+        gather_time, root_gather_time = gathered_at(layer_scale), gathered_at(root_scale)
 
     # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
     # cost.overlap): every call queued behind the last one.

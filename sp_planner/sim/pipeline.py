@@ -188,12 +188,13 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             prev = len(blocks) - 1
         # Hidden DP traffic slows the compute it hides behind (cost.overlap); charged once, here.
         slowdown = work.dp_overlap_slowdown * max(0.0, dp_busy[stage] - dp_exposed[stage])
-        # The FP8 weights' cast, in the next step's first forward, after the gather it reads.
-        cast = work.weight_cast_s[stage] if work.weight_cast_s else 0.0
-        for kind, duration in (("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
-                               ("dp_overlap_slowdown", slowdown), ("weight_cast", cast)):
-            if kind == "weight_cast" and duration == 0:
-                continue
+        after = [("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
+                ("dp_overlap_slowdown", slowdown)]
+        # The FP8 weights' cast, in the next step's first forward, after the gather it reads (none
+        # for bf16 weights, which get no block).
+        if work.weight_cast_s and work.weight_cast_s[stage] > 0:
+            after.append(("weight_cast", work.weight_cast_s[stage]))
+        for kind, duration in after:
             start = blocks[prev].end_s
             blocks.append(Block(stage, kind, -1, start, start + duration, prev, 0.0, None))
             prev = len(blocks) - 1

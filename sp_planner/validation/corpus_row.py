@@ -11,7 +11,8 @@ from pydantic import Field, model_validator
 
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KERNELS
 from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES
-from sp_planner.plan import CpComm, Fp8Recipe, Recompute, RingLayout
+from sp_planner.cost.fp8_params import fp8_weights_modelled
+from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import MoEDispatcher, MoERouting
 
@@ -182,9 +183,7 @@ class CorpusRow(FrozenModel):
             # with cuda_graph_impl set, any recompute_granularity but selective (with the attn scope)
             # raises "CUDA graphs not supported with activation recomputation."
             raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
-        modelled = (self.precision in ("fp8", "mxfp8") and self.zero == 1) or (self.precision == "fp8"
-                                                                               and self.zero == 3)
-        if self.fp8_param_gather and not modelled:
+        if self.fp8_param_gather and not fp8_weights_modelled(PRECISIONS.index(self.precision), self.zero):
             # Megatron-LM validate_args asserts the distributed optimizer or an FSDP for the flag;
             # cost.fp8_params models it with the distributed optimizer and Megatron-FSDP's shards.
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 with zero 1 (the distributed "
