@@ -3,7 +3,8 @@
 A rank records what it is doing in DIR/rank<r>.stage and, if it raises, its error in
 DIR/rank<r>.error.json, so the launcher can name a failing or hung rank
 (sp_planner.executor.failure). SIGTERM (torchrun stopping a node's other ranks after one failed,
-or the launcher at its timeout) becomes a `Terminated` error, reported like any other.
+or the launcher at its timeout) becomes a `Terminated` error, reported like any other, except
+while a rank's own error unwinds through its cleanup (`shutdown`): that error stays the report.
 
 Under NCCL a collective that outlives the group's timeout is caught by NCCL's watchdog thread.
 torch's default (TORCH_NCCL_ASYNC_ERROR_HANDLING=3, "SkipCleanUp" in ProcessGroupNCCL.hpp) then
@@ -19,6 +20,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -83,10 +85,24 @@ def run_rank(body: Callable[[], T], result_dir: Path) -> T:
         return body()
     except BaseException as err:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the agent's SIGTERM must not cut the report short
-        # A SIGTERM that arrived while an error unwound (e.g. in destroy_process_group) hides it.
-        cause = err.__context__ if isinstance(err, Terminated) and err.__context__ is not None else err
-        write_error(result_dir, rank, cause)
+        # The error as it left the body. Not a Terminated's __context__: a SIGTERM that lands while
+        # library code handles its own exception (importlib's KeyError on a path-cache miss) has
+        # that handled exception as context, which is not this rank's error. `shutdown` keeps a
+        # real error that a SIGTERM interrupted while it unwound.
+        write_error(result_dir, rank, err)
         raise
+
+
+def shutdown(destroy: Callable[[], None]) -> None:
+    """Call `destroy` (destroy_process_group) from a rank body's `finally`. When the agent's
+    SIGTERM cuts it short while the body's own error unwinds, that error goes on unwinding and is
+    what run_rank reports; after a clean body the Terminated is raised as usual."""
+    unwinding = sys.exc_info()[1]  # inside a `finally`: the error leaving the body, or None
+    try:
+        destroy()
+    except Terminated:
+        if unwinding is None:
+            raise
 
 
 def join(device_type: str, timeout_s: float):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.failure import STAGE_DONE, WORLD_FILE
-from sp_planner.executor.rank import env_from_slurm, join, local_rank, run_rank, stage_writer
+from sp_planner.executor.rank import env_from_slurm, join, local_rank, run_rank, shutdown, stage_writer
 from sp_planner.executor.result import RankResult
 from sp_planner.executor.world_check import check_env_world, check_layout, gather_places
 from sp_planner.fileio import write_text_atomic
@@ -66,7 +66,7 @@ def run_worker(cfg: RunConfig, result_dir: Path | None = None, timeout_s: float 
         stage(STAGE_DONE)
         return [RankResult.model_validate(r) for r in gathered]
     finally:
-        dist.destroy_process_group()
+        shutdown(dist.destroy_process_group)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sp_planner.executor.failure import root_cause
-from sp_planner.executor.rank import Terminated, run_rank
+from sp_planner.executor.rank import Terminated, run_rank, shutdown
 from sp_planner.executor.spawn import free_port
 
 
@@ -47,17 +47,47 @@ def test_sigterm_becomes_a_reported_error(tmp_path, rank3):
     assert report["error"].startswith("Terminated: terminated by SIGTERM")
 
 
-def test_a_sigterm_during_unwinding_reports_the_first_error(tmp_path, rank3):
+def _sigterm_and_wait():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+
+
+def test_a_sigterm_during_shutdown_reports_the_error_that_was_unwinding(tmp_path, rank3):
     def body():
         try:
             raise RuntimeError("collective failed")
         finally:  # as destroy_process_group might be interrupted by the agent's SIGTERM
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
+            shutdown(_sigterm_and_wait)
+
+    with pytest.raises(RuntimeError, match="collective failed"):
+        run_rank(body, tmp_path)
+    assert json.loads((tmp_path / "rank3.error.json").read_text())["error"] == "RuntimeError: collective failed"
+
+
+def test_a_sigterm_during_a_clean_shutdown_is_reported(tmp_path, rank3):
+    def body():
+        try:
+            return 1
+        finally:
+            shutdown(_sigterm_and_wait)
 
     with pytest.raises(Terminated):
         run_rank(body, tmp_path)
-    assert json.loads((tmp_path / "rank3.error.json").read_text())["error"] == "RuntimeError: collective failed"
+    assert json.loads((tmp_path / "rank3.error.json").read_text())["error"].startswith("Terminated: ")
+
+
+def test_a_sigterm_while_library_code_handles_its_own_error_is_a_sigterm(tmp_path, rank3):
+    # As importlib's path-cache miss (`except KeyError:`) when torchrun's SIGTERM arrives: the handled
+    # KeyError is the Terminated's __context__ but was never this rank's error.
+    def body():
+        try:
+            {}["missing"]
+        except KeyError:
+            _sigterm_and_wait()
+
+    with pytest.raises(Terminated):
+        run_rank(body, tmp_path)
+    assert json.loads((tmp_path / "rank3.error.json").read_text())["error"].startswith("Terminated: ")
 
 
 def test_result_passes_through(tmp_path, rank3):

@@ -15,7 +15,7 @@ from pathlib import Path
 from sp_planner.calibration.measurements import Measurements, write_measurements
 from sp_planner.calibration.schedule import CalibrationSchedule
 from sp_planner.executor.failure import STAGE_DONE
-from sp_planner.executor.rank import env_from_slurm, join, run_rank, stage_writer
+from sp_planner.executor.rank import env_from_slurm, join, run_rank, shutdown, stage_writer
 from sp_planner.specs.calibration import Environment
 
 MEASUREMENTS_FILE = "measurements.json"
@@ -86,7 +86,7 @@ def run_calibration(schedule: CalibrationSchedule, result_dir: Path | None = Non
                             attention=tuple(s for p in parts for s in p.attention),
                             memory_copy=tuple(s for p in parts for s in p.memory_copy))
     finally:
-        dist.destroy_process_group()
+        shutdown(dist.destroy_process_group)
 
 
 def main(argv: list[str] | None = None) -> None:
