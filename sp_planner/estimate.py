@@ -50,6 +50,7 @@ class TimeBreakdown(FrozenModel):
     optimizer_s: float
     moe_comm_s: float = 0.0
     host_overhead_s: float = 0.0  # host (CPU) time the GPU work does not hide (cost.host)
+    offload_s: float = 0.0  # activation CPU offloading's copies compute does not hide (cost.offload)
     mfu_ceiling_s: float = 0.0  # stretch to the best published MFU for the hardware (cost.mfu_ceiling)
 
 

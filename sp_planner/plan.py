@@ -89,6 +89,9 @@ class ParallelPlan(FrozenModel):
     # --expert-tensor-parallel-size). Both 1 for dense models.
     ep: int = Field(default=1, ge=1)
     etp: int = Field(default=1, ge=1)
+    # Activation CPU offloading (Megatron --cpu-offloading-num-layers; cost.offload): the saved
+    # activations of the first N layers go to host memory in forward and come back in backward.
+    cpu_offload_layers: int = Field(default=0, ge=0, le=MAX_DEGREE)
 
     @model_validator(mode="after")
     def _check_fsdp(self) -> "ParallelPlan":
@@ -101,6 +104,13 @@ class ParallelPlan(FrozenModel):
         if self.fp8_attention and self.precision == "bf16":
             raise ValueError("fp8_attention needs precision fp8 or mxfp8 (FP8 attention runs under "
                              "Transformer Engine's FP8 autocast)")
+        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
+            # Megatron-Core's TransformerConfig rejects both (transformer_config.py: "no support for
+            # Pipeline parallelism with CPU offloading", "does not work when activation
+            # recomputation is enabled").
+            raise ValueError(f"cpu_offload_layers needs pp 1 and recompute none (Megatron-Core rejects CPU "
+                             f"offloading with pipeline parallelism or recompute), not pp {self.pp} and "
+                             f"recompute {self.recompute}")
         if not self.reshard_after_forward and self.zero != 3:
             raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
                              "parameters whole; only ZeRO-3/FSDP shards them)")
@@ -183,6 +193,10 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"vpp {plan.vpp} (interleaved 1F1B) needs pp > 1 and the micro-batches per step, "
                 f"{plan.num_micro_batches_of(f.global_batch)}, a multiple of pp {plan.pp} "
                 "(Megatron schedules.py: micro-batch groups of pp)")
+    if rule == "offload":
+        return (f"cpu_offload_layers {plan.cpu_offload_layers} must be below num_layers {f.num_layers} "
+                "(Megatron-Core offloads at most num_layers - 1; Transformer Engine needs 2 layers kept to "
+                "overlap the copies)")
     assert rule == "batch", rule
     return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
             "(Megatron: GBS % (MBS*DP) == 0)")

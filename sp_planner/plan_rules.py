@@ -94,6 +94,13 @@ def _breaks_interleave(global_batch, d, **_):
     return interleave_breaks(_get(d, "pp"), _get(d, "vpp"), m)
 
 
+def _breaks_offload(num_layers, d, **_):
+    # Megatron-Core: cpu_offloading_num_layers below num_layers (transformer_config.py: "CPU
+    # offloading can be done only for layers less than num_layers"); pp 1 and no recompute are
+    # ParallelPlan's own checks.
+    return _get(d, "cpu_offload_layers") >= num_layers
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -104,6 +111,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "expert_grid": _breaks_expert_grid,
     "window_ring": _breaks_window_ring,
     "vpp": _breaks_interleave,
+    "offload": _breaks_offload,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")

@@ -48,7 +48,8 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
         return reasons
     # The rules read the degrees, the micro-batch, the ring layout and the pipeline split only.
     keys = np.stack([getattr(c, n)[bad] for n in (*DEGREES, *EXPERT_DEGREES, "micro_batch", "zigzag", "vpp",
-                                                   "first_stage_layers", "last_stage_layers")], axis=1)
+                                                   "first_stage_layers", "last_stage_layers",
+                                                   "cpu_offload_layers")], axis=1)
     first, inverse = distinct_rows(keys)
     facts = RuleFacts.of(model, workload)
     texts = []
@@ -112,6 +113,7 @@ class _Evaluated(NamedTuple):
         cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
         cols["fp8_recipe"] = np.where(c.fp8_current, "tensorwise", "delayed").astype(object)
         cols["fp8_attention"] = c.fp8_attention
+        cols["cpu_offload_layers"] = c.cpu_offload_layers
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))

@@ -77,6 +77,9 @@ class Pins(FrozenModel):
     fp8_attention: bool = False
     ep: int | None = None
     etp: int | None = None
+    # Not searched: layers whose activations go to host memory (cost.offload), the user's choice;
+    # with it the pipeline and recompute pins are 1 and none (ParallelPlan).
+    cpu_offload_layers: int = 0
 
 
 # The degrees in Pins' field order, which is the CLI's options' (DEGREES: space_degrees).
@@ -99,7 +102,9 @@ class Candidates:
     stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
     `precision` holds plan.PRECISIONS codes; `fp8_current` is True where the FP8 recipe is
     tensorwise current scaling (plan.fp8_recipe, one recipe per search, as the ring layout), and
-    `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's).
+    `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's);
+    `cpu_offload_layers` the layers whose activations go to host memory (cost.offload; one choice
+    per search).
     """
 
     dp: np.ndarray
@@ -122,6 +127,7 @@ class Candidates:
     etp: np.ndarray
     fp8_current: np.ndarray
     fp8_attention: np.ndarray
+    cpu_offload_layers: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -149,7 +155,8 @@ class Candidates:
                    reshard=np.array([plan.reshard_after_forward]),
                    precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64),
                    fp8_current=np.array([plan.fp8_recipe == "tensorwise"]),
-                   fp8_attention=np.array([plan.fp8_attention]))
+                   fp8_attention=np.array([plan.fp8_attention]),
+                   cpu_offload_layers=np.array([plan.cpu_offload_layers], dtype=np.int64))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
@@ -162,7 +169,8 @@ class Candidates:
                             dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
                             precision=PRECISIONS[int(self.precision[i])],
                             fp8_recipe="tensorwise" if self.fp8_current[i] else "delayed",
-                            fp8_attention=bool(self.fp8_attention[i]))
+                            fp8_attention=bool(self.fp8_attention[i]),
+                            cpu_offload_layers=int(self.cpu_offload_layers[i]))
 
 
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
@@ -281,7 +289,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
                       reshard=named["reshard"].astype(bool), first_stage_layers=np.asarray(first, dtype=np.int64),
                       last_stage_layers=np.asarray(last, dtype=np.int64),
                       fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"),
-                      fp8_attention=np.full(len(rows), pins.fp8_attention))
+                      fp8_attention=np.full(len(rows), pins.fp8_attention),
+                      cpu_offload_layers=np.full(len(rows), pins.cpu_offload_layers, dtype=np.int64))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

@@ -41,8 +41,12 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     axes = Axes(model.num_layers, num_experts=experts)
     # A sliding window shorter than the sequence, so that the window_ring rule fires where ring > 1.
     model = model.model_copy(update={"window": WindowSpec(window_tokens=workload.seq_len // 3)})
+    # Offloading every layer's activations breaks the offload rule (pp 1 and no recompute with it,
+    # as ParallelPlan requires).
+    offload_all = Pins(pp=1, recompute="none", cpu_offload_layers=model.num_layers)
     columns = _concat(enumerate_candidates(workload, world, Pins(vpp=2), axes=axes),
-                      enumerate_candidates(workload, world, Pins(ep=3, vpp=2), axes=axes))
+                      enumerate_candidates(workload, world, Pins(ep=3, vpp=2), axes=axes),
+                      enumerate_candidates(workload, world, offload_all, axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]

@@ -126,6 +126,9 @@ def plan(
     fp8_attention: Annotated[bool, typer.Option(
         "--fp8-attention", help="Run core attention in FP8 too (Megatron --fp8-dot-product-attention, "
         "cuDNN's FP8 SDPA; Blackwell, --precision fp8 or mxfp8).")] = False,
+    cpu_offload_layers: Annotated[int, typer.Option(
+        min=0, max=MAX_DEGREE, help="Offload the first N layers' activations to host memory (Megatron "
+        "--cpu-offloading-num-layers; pins pp 1 and no recompute; megatron only).")] = 0,
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
@@ -177,13 +180,16 @@ def plan(
         fp8_attention=fp8_attention,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
-        moe_routing=moe_routing, moe_dispatcher=moe_dispatcher,
+        moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, cpu_offload_layers=cpu_offload_layers,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
                              "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
+    if cpu_offload_layers and framework not in ("megatron", "all"):
+        raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
+                             f"not emit for {framework}; use --framework megatron")
     # Time plans with the chosen framework's attention kernel (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     try:

@@ -74,6 +74,7 @@ def resolve_question(
     moe_pad_to_capacity: bool = False,
     moe_routing: MoERouting = "learned",
     moe_dispatcher: MoEDispatcher = "alltoall",
+    cpu_offload_layers: int = 0,
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
 
@@ -100,10 +101,12 @@ def resolve_question(
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
     if vpp is not None and vpp <= 0:
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
+    degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
                 precision=_check_precision(precision, profile), fp8_recipe=_check_fp8_recipe(fp8_recipe, precision),
-                fp8_attention=_check_fp8_attention(fp8_attention, precision, profile))
+                fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
+                cpu_offload_layers=cpu_offload_layers)
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
     _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
     return PlanQuestion(
@@ -173,6 +176,24 @@ def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["aut
     if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
         raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
     return fp8_recipe
+
+
+def _offload_pins(offload: int, degrees: dict[str, int | None], recompute: Recompute | None, model: ModelSpec,
+                  profile: HardwareProfile) -> tuple[dict[str, int | None], Recompute | None]:
+    """Activation CPU offloading (cost.offload) runs at pp 1 without recompute (Megatron-Core
+    rejects the rest), so it pins both; the degrees and recompute pins as they become."""
+    if not offload:
+        return degrees, recompute
+    if offload < 0 or offload >= model.num_layers:
+        raise UserInputError(f"--cpu-offload-layers must be from 1 to {model.num_layers - 1} (below num_layers "
+                             f"{model.num_layers}, as Megatron-Core requires), got {offload}")
+    if degrees.get("pp") not in (None, 1) or recompute not in (None, "none"):
+        raise UserInputError("--cpu-offload-layers needs --pp 1 and --recompute none (Megatron-Core rejects CPU "
+                             "offloading with pipeline parallelism or recompute)")
+    if profile.host_link_bytes_per_s is None:
+        raise UserInputError(f"--cpu-offload-layers: the {profile.name} profile has no host_link_bytes_per_s "
+                             "(a measured CPU-GPU copy rate) to time the copies; add one to a copy of the profile")
+    return {**degrees, "pp": 1}, "none"
 
 
 def _check_fp8_attention(fp8_attention: bool, precision: Precision | Literal["auto"],

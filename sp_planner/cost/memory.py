@@ -67,6 +67,7 @@ from sp_planner.cost.moe import (
     busiest_rank_load,
     moe_layer_fraction,
 )
+from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.params import (
     candidate_stage_layers,
     largest_adjacent_layers_params_per_rank,
@@ -142,6 +143,21 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     layer_input = ACT_BYTES * n * h / tp
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
                       np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
+    return stored, full_layer
+
+
+def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                                     c: Candidates):
+    """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
+    saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
+    per layer and what CPU offloading copies (cost.offload)."""
+    stored, full_layer = activation_bytes_per_layer(
+        model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
+        recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
+    )
+    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
+    stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
+                               fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=c.precision))
     return stored, full_layer
 
 
@@ -253,17 +269,14 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
 
-    stored, full_layer = activation_bytes_per_layer(
-        model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
-        recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
-    )
+    stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
-    stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
-                               fp8_activation_savings_per_layer(model, tokens=n, tp=tp, precision=c.precision))
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
-    act_first = stages.first * stored * first_stage_in_flight(pp, c.vpp, m) + working
-    act_last = stages.last * stored + working
+    # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
+    act_first = resident_layers(stages.first, c.cpu_offload_layers) * stored * first_stage_in_flight(pp, c.vpp, m) \
+        + working
+    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored + working
     logits_last = logit_bytes * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,

@@ -10,7 +10,8 @@ DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradi
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
 stage exposes it, cost.pipeline_dp), the host (CPU) time of eager PyTorch the GPU work does not
-hide (cost.host, with the CUDA graphs a run states, cost.cuda_graphs), and an HBM-bound Adam step.
+hide (cost.host, with the CUDA graphs a run states, cost.cuda_graphs), activation CPU offloading's
+copies the layers do not hide (cost.offload), and an HBM-bound Adam step.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.memory import ACT_BYTES, saved_activation_bytes_per_layer
+from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
@@ -85,6 +87,7 @@ class TimeColumns(NamedTuple):
     optimizer_s: np.ndarray
     moe_comm_s: np.ndarray  # MoE token dispatch/combine all-to-alls and etp collectives (cost.moe)
     host_overhead_s: np.ndarray  # host (CPU) time the GPU work does not hide (cost.host)
+    offload_s: np.ndarray  # activation CPU offloading's copies compute does not hide (cost.offload)
     mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
 
 
@@ -204,6 +207,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                   gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
                                   syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
+    # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload).
+    copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(model, hardware, workload, c)[0],
+                          c.cpu_offload_layers)
+    offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, layers=layers,
+                                        offload=c.cpu_offload_layers)
+
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
@@ -256,6 +265,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         memory_pass_time_s(hardware, optimizer_bytes),
         m * layers * moe_layer - paired_micro_batches(m, pp, c.vpp) * layers * ep_saving,
         m * host_exposed,
+        m * offload_exposed,
     )
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)

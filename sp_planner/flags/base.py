@@ -85,10 +85,18 @@ def plan_rule_failures(request: FlagRequest) -> list[str]:
     return [v.message for v in violations(request.plan, request.model, request.workload)]
 
 
+# Frameworks whose flags express activation CPU offloading (ParallelPlan.cpu_offload_layers).
+OFFLOAD_FRAMEWORKS: tuple[str, ...] = ("megatron",)
+
+
 def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], list[str]]) -> FrameworkFlags | None:
     """The unsupported result when the plan breaks its own rules or else `framework`'s (asked only
     of a plan that obeys its rules); None when the framework can express it."""
     failures = plan_rule_failures(request) or own_failures()
+    n = request.plan.cpu_offload_layers
+    if n and framework not in OFFLOAD_FRAMEWORKS:
+        failures = [*failures, f"cpu_offload_layers {n} cannot be expressed: sp-plan emits activation CPU "
+                    "offloading for Megatron-LM only (--cpu-offloading-num-layers, cost.offload)"]
     return unsupported(framework, failures) if failures else None
 
 

@@ -94,6 +94,10 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         memory.append("--recompute-granularity selective")
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+    if p.cpu_offload_layers:
+        # Activation CPU offloading of the first N layers (arguments.py sets cpu_offloading when
+        # N > 0; activations only, TransformerConfig's default; cost.offload).
+        memory.append(f"--cpu-offloading-num-layers {p.cpu_offload_layers}")
     memory += precision_flags(request, explicit_te=mindspeed, fp8_params=not mindspeed)
     micro = plural(request.num_micro_batches, "micro-batch")
     return [

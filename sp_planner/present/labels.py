@@ -30,6 +30,7 @@ TIME_LABELS: dict[str, str] = {
     "optimizer_s": "optimizer, grad buffers",
     "moe_comm_s": "MoE dispatch/combine",
     "host_overhead_s": "host (CPU) overhead",
+    "offload_s": "activation offload copies",
     "mfu_ceiling_s": "held to the best published MFU",
 }
 
@@ -85,6 +86,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
         extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
             f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
             f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "")
+        extras += f" off{plan.cpu_offload_layers}" if plan.cpu_offload_layers else ""
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
     extras = (", contiguous ring" if contiguous else "") + (", all-gather CP" if gather else "")
@@ -94,6 +96,8 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
         f", {plan.precision} GEMMs" if plan.precision != "bf16" else "") + (
         " (current scaling)" if plan.fp8_current else "") + (" and attention" if plan.fp8_attention else "")
+    extras += (f", activations of {plan.cpu_offload_layers} layers offloaded to the CPU"
+               if plan.cpu_offload_layers else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
 

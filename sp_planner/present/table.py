@@ -26,6 +26,7 @@ PRUNE_REASONS: dict[str, str] = {
     "experts": "num_experts not divisible by ep (or ep/etp on a dense model)",
     "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
     "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
+    "offload": "CPU-offloaded layers not below num_layers",
     "oom": "peak memory above the GPU's HBM",
 }
 

@@ -37,6 +37,7 @@ KIND_LABELS: dict[str, str] = {
     "optimizer": "optimizer, grad buffers",
     "idle": "waiting (pipeline bubble, upstream stages)",
     "host_overhead": "host (CPU) time not hidden by GPU work",
+    "activation_offload": "activation offload copies not hidden by the layers",
     "mfu_ceiling": "held to the best published MFU",
 }
 

@@ -6,7 +6,8 @@ groups when no shift is a symmetry), and the timeline is scheduled for one repre
 rank per pipeline stage (every rank of a stage runs the same ops; the slowest group of each
 phase sets the phase's time), with each stage's forward and backward scheduled once and reused
 for every micro-batch. The host (CPU) time the GPU work does not hide is not scheduled: it is the
-analytic model's (cost.host), added as one block at the end of the step.
+analytic model's (cost.host), added as one block at the end of the step, as are activation CPU
+offloading's exposed copies (cost.offload).
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
-                "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute"}
+                "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute",
+                "activation_offload": "compute"}
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
               "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
-              "weight_cast": "gemm"}
+              "weight_cast": "gemm", "activation_offload": "activation_offload"}
 
 
 def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
@@ -53,14 +55,14 @@ def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_
 
 
 def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
-                  gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float]:
-    """The analytic model's (step time, exposed host time) for one plan."""
+                  gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple[float, float, float]:
+    """The analytic model's (step time, exposed host time, exposed offload copies) for one plan."""
     hardware = with_fp8_attention(hardware) if plan.fp8_attention else hardware
     plan = plan_as_run(plan, runtime.states.param_shard_stage)
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
                         ring_impl=runtime.ring, grad_sync=runtime.grad_sync)
-    return float(step.step_time_s[0]), float(step.time.host_overhead_s[0])
+    return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])
 
 
 def analytic_step_time_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
@@ -97,11 +99,13 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     work, phases = step_work(cluster, model, workload, plan, runtime)
     unheld = schedule_step(work)
     dp_exposed = unheld.step_time_s - schedule_step(without_dp(work)).step_time_s
-    analytic_s, host_s = analytic_step(model, hardware, workload, plan, gpus_per_node=cluster.gpus_per_node,
-                                       runtime=runtime)
+    analytic_s, host_s, offload_s = analytic_step(model, hardware, workload, plan,
+                                                  gpus_per_node=cluster.gpus_per_node, runtime=runtime)
     # The simulator schedules GPU work only; the host time it does not hide is the analytic
-    # model's (cost.host), added as a block at the end like the MFU ceiling's.
-    sched = _held_to_ceiling(_extended(unheld, "host_overhead", host_s), model, hardware, workload, plan)
+    # model's (cost.host), added as a block at the end like the MFU ceiling's, and so are the
+    # activation offload copies the layers do not hide (cost.offload).
+    extended = _extended(_extended(unheld, "host_overhead", host_s), "activation_offload", offload_s)
+    sched = _held_to_ceiling(extended, model, hardware, workload, plan)
     step = sched.step_time_s
     reps = [stage * (plan.world_size // plan.pp) for stage in range(plan.pp)]
     streams = _stream_usage(sched, reps, step)

@@ -182,6 +182,9 @@ class HardwareProfile(_Finite):
     intra_node: LinkSpec
     inter_node: LinkSpec
     efficiency: EfficiencySpec
+    # Measured CPU-GPU copy rate per direction (copy engines, pinned host memory): what activation
+    # offloading moves at (cost.offload). None: not known, and offloading cannot be timed.
+    host_link_bytes_per_s: float | None = Field(default=None, gt=0, le=MAX_BANDWIDTH_BYTES_PER_S)
     # CUDA context, NCCL buffers and allocator fragmentation held back from HBM.
     memory_reserve_bytes: float = Field(ge=0, le=MAX_MEMORY_BYTES)
     fabric: FabricSpec = FabricSpec()

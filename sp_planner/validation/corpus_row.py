@@ -148,6 +148,10 @@ class CorpusRow(FrozenModel):
     # Megatron-Bridge MixedPrecisionConfig.fp8_dot_product_attention; cost.fp8_attention). FP8 and
     # MXFP8 rows on the Blackwell profiles with a cuDNN FP8 SDPA curve only.
     fp8_attention: bool = False
+    # Layers whose activations the run's recipe offloads to host memory (Megatron
+    # --cpu-offloading-num-layers, Megatron-Bridge cpu_offloading_num_layers; cost.offload). pp 1,
+    # no recompute (ParallelPlan), Megatron-family rows on a profile with a measured host link.
+    cpu_offload_layers: int = Field(default=0, ge=0)
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
@@ -189,6 +193,9 @@ class CorpusRow(FrozenModel):
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 with zero 1 (the distributed "
                              f"optimizer) or fp8 with zero 3 (Megatron-FSDP), not {self.precision} with zero "
                              f"{self.zero}")
+        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
+            raise ValueError(f"cpu_offload_layers needs pp 1 and recompute none (Megatron-Core rejects CPU "
+                             f"offloading otherwise), not pp {self.pp} and recompute {self.recompute}")
         if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
             raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
         if self.fp8_recipe != "delayed" and self.precision != "fp8":

@@ -50,7 +50,7 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
                         precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
-                        fp8_attention=row.fp8_attention)
+                        fp8_attention=row.fp8_attention, cpu_offload_layers=row.cpu_offload_layers)
 
 
 # What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs
@@ -104,6 +104,9 @@ def row_runtime(row: CorpusRow) -> Runtime:
                              "timed for a Megatron-family run with EP > 1, interleaving where pp > 1, and no "
                              "full recompute (cost.ep_overlap)")
         overlap = overlap.model_copy(update={"ep_comm": True})
+    if row.cpu_offload_layers and not megatron_family:
+        raise ValueError(f"row {row.id}: cpu_offload_layers is Megatron's --cpu-offloading-num-layers, and the "
+                         f"row's framework is {row.framework}")
     if row.fp8_param_gather and not megatron_family:
         raise ValueError(f"row {row.id}: fp8_param_gather is Megatron's --fp8-param-gather, and the row's "
                          f"framework is {row.framework}")

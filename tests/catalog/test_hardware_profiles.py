@@ -48,6 +48,8 @@ def test_every_number_is_sourced(name):
     assert not missing, f"{name}: no source for {missing}"
     for key in profile.sources:  # no stale keys: each names a real field
         _field(profile, key)
+    if profile.host_link_bytes_per_s is not None:  # optional, sourced where given (cost.offload)
+        assert profile.sources.get("host_link_bytes_per_s", "").strip(), f"{name}: host link unsourced"
 
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)

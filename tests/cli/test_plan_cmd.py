@@ -317,3 +317,43 @@ def test_fp8_tables_say_their_share_is_of_the_bf16_peak(sp_plan):
     assert "of the BF16 peak in executed FLOPs" in flat
     bf16 = sp_plan(*README, "--top", "2")
     assert "over the BF16 peak" not in " ".join(bf16.stdout.split())
+
+
+OFFLOAD = ["--model", "llama3-70b", "--hardware", "gb200-nvl72", "--nodes", "16", "--gpus-per-node", "4",
+           "--seq-len", "8k", "--global-batch", "256", "--precision", "fp8", "--top", "3"]
+
+
+def test_cpu_offload_pins_pp_and_recompute_and_emits_the_flag(plan_json, sp_plan, tmp_path):
+    code, doc = plan_json(*OFFLOAD, "--cpu-offload-layers", "40")
+    assert code == 0
+    assert all(p["cpu_offload_layers"] == 40 and p["pp"] == 1 and p["recompute"] == "none" for p in doc["plans"])
+    first = doc["plans"][0]
+    assert "--cpu-offloading-num-layers 40" in first["flags"]["megatron"]["text"]
+    # Half the layers' activations stay on the GPU (cost.offload): the same plan without offloading.
+    plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    workload = Workload(seq_len=8192, global_batch=256)
+    gb200 = with_attention_kernel(load_hardware("gb200-nvl72"), "cudnn")
+    model = load_model("llama3-70b")
+    kept = evaluate(model, gb200, workload, plan.model_copy(update={"cpu_offload_layers": 0}),
+                    num_nodes=16, gpus_per_node=4)
+    assert first["memory"]["activations_bytes"] == pytest.approx(kept.memory.activations_bytes / 2)
+    out = tmp_path / "plan.json"
+    assert sp_plan(*OFFLOAD, "--cpu-offload-layers", "40", "--out", out).exit_code == 0
+    assert read_plan_file(out).plan.cpu_offload_layers == 40
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--cpu-offload-layers", "40", "--pp", "2"], "needs --pp 1 and --recompute none"),
+    (["--cpu-offload-layers", "40", "--recompute", "full"], "needs --pp 1 and --recompute none"),
+    (["--cpu-offload-layers", "80"], "must be from 1 to 79"),
+    (["--cpu-offload-layers", "40", "--framework", "torchtitan"], "does not emit for torchtitan"),
+])
+def test_cpu_offload_bad_input_is_one_line(sp_plan, args, message):
+    result = sp_plan(*OFFLOAD, *args)
+    assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_cpu_offload_needs_a_measured_host_link(sp_plan):
+    result = sp_plan("--model", "llama3-70b", "--hardware", "b200", "--nodes", "8", "--seq-len", "8k",
+                     "--cpu-offload-layers", "40")
+    assert result.exit_code == 2 and "no host_link_bytes_per_s" in result.stderr

@@ -191,3 +191,17 @@ def test_fp8_attention_flag_and_its_refusals(build, bash_args):
     # torchao's converters quantize linear layers only.
     titan = render_flags("torchtitan", req)
     assert not titan.supported and "fp8_attention cannot be expressed" in titan.reason
+
+
+def test_cpu_offload_flag_and_its_refusals(build, bash_args):
+    req = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, cpu_offload_layers=16)
+    assert bash_args(render_flags("megatron", req).text)["--cpu-offloading-num-layers"] == ["16"]
+    plain = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1)
+    assert "--cpu-offloading" not in render_flags("megatron", plain).text
+    for framework in ("mindspeed", "torchtitan"):
+        other = render_flags(framework, req)
+        assert not other.supported and "cpu_offload_layers 16 cannot be expressed" in other.reason, framework
+    single = build.request(build.llama3_8b, 8192, 64, ulysses=8, cpu_offload_layers=16)
+    for framework in ("deepspeed", "yunchang"):
+        other = render_flags(framework, single)
+        assert not other.supported and "Megatron-LM only" in other.reason, framework

@@ -52,6 +52,8 @@ FIELDS = {
     "--bf16": ("bf16", None),
     # megatron/training/argument_utils.py (d98e8a6) line 312: kw_args['fp8_param'] = args.fp8_param_gather.
     "--fp8-param-gather": ("fp8_param", None),
+    # arguments.py (d98e8a6) line 1950 turns cpu_offloading on for N > 0 (_config_kwargs does too).
+    "--cpu-offloading-num-layers": ("cpu_offloading_num_layers", int),
 }
 TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
             "--global-batch-size", "--use-distributed-optimizer",
@@ -98,6 +100,8 @@ def _config_kwargs(flags: dict[str, list[str]], model) -> dict[str, object]:
         else:
             (value,) = values
             kwargs[field] = kind(value)
+    if kwargs.get("cpu_offloading_num_layers", 0) > 0:
+        kwargs["cpu_offloading"] = True  # megatron/training/arguments.py (d98e8a6) lines 1950-1951
     if kwargs.get("bf16"):
         # megatron/training/arguments.py core_transformer_config_from_args: pipeline_dtype = params_dtype.
         kwargs["params_dtype"] = kwargs["pipeline_dtype"] = torch.bfloat16
@@ -176,6 +180,8 @@ EXTRA = {
     # FP8 attention, as Megatron-Bridge's 26.08 MXFP8 recipes run it.
     "llama3_8b_mxfp8_fp8_attention": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8",
                                              fp8_attention=True),
+    # Activation CPU offloading, as Megatron-Bridge's Llama-3 70B GB200 recipe runs it.
+    "llama3_8b_cpu_offload": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, cpu_offload_layers=16),
 }
 
 
@@ -195,6 +201,10 @@ def test_megatron_core_accepts_the_flags(req):
     assert config.fp8_dot_product_attention == p.fp8_attention
     # FP8 weights exactly where the cost model counts them (cost.fp8_params).
     assert config.fp8_param == (p.precision != "bf16" and p.zero == 1)
+    # Activation offloading exactly as the cost model times it (cost.offload).
+    assert config.cpu_offloading == (p.cpu_offload_layers > 0)
+    assert config.cpu_offloading_num_layers == p.cpu_offload_layers
+    assert config.cpu_offloading_activations and not config.cpu_offloading_weights
 
 
 def test_llama3_405b_4d_uses_the_counted_split():

@@ -116,3 +116,19 @@ def test_megatron_fsdp_fp8_shards_as_in_the_analytic_model(hardware):
     result = simulate(MODEL, hw, workload, ParallelPlan(dp=8, zero=3, precision="fp8"), num_nodes=1,
                       gpus_per_node=8, detail=False)
     assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=1e-4)
+
+
+def test_exposed_offload_copies_end_the_simulated_step_as_in_the_analytic_one():
+    # Llama-3-8B with 31 of 32 layers offloaded over an H100's PCIe: one kept set, so every copy
+    # is exposed (cost.offload); the simulator, which schedules GPU work only, carries the same
+    # seconds as a block and agrees with the analytic step.
+    from sp_planner.search import evaluate
+
+    model, h100 = load_model("llama3-8b"), load_hardware("h100-sxm")
+    plan = ParallelPlan(dp=8, zero=1, cpu_offload_layers=31)
+    workload = Workload(seq_len=8192, global_batch=16)
+    sim = simulate(model, h100, workload, plan, num_nodes=1, gpus_per_node=8, detail=False)
+    est = evaluate(model, h100, workload, plan, num_nodes=1, gpus_per_node=8)
+    assert est.time.offload_s > 0.2 * est.step_time_s
+    assert sim.critical_path_by_kind_s["activation_offload"] == pytest.approx(est.time.offload_s, rel=1e-9)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
