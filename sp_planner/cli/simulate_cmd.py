@@ -45,7 +45,9 @@ def _summary(result: SimResult, console: Console) -> None:
     extra = (f" vpp {p.vpp}" if p.vpp > 1 else "") + (f" ep {p.ep} etp {p.etp}" if p.ep * p.etp > 1 else "")
     console.print(
         f"[bold]plan[/bold] dp {p.dp} pp {p.pp}{extra} tp {p.tp} ulysses {p.ulysses} ring {p.ring} "
-        f"zero {p.zero} recompute {p.recompute} micro_batch {p.micro_batch} on {result.num_nodes} x "
+        f"zero {p.zero} recompute {p.recompute} micro_batch {p.micro_batch}"
+        + (f" cpu_offload_layers {p.cpu_offload_layers}" if p.cpu_offload_layers else "")
+        + f" on {result.num_nodes} x "
         f"{result.gpus_per_node} GPUs ({result.topology})"
     )
     analytic = result.analytic_step_time_s
