@@ -148,7 +148,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                             logit_bytes=runtime.logit_bytes)
     step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
-                        grad_sync=runtime.grad_sync)
+                        grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit)
     comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))

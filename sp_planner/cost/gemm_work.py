@@ -59,10 +59,12 @@ class GemmWork(NamedTuple):
 
 
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
-              precision, fp8_current, extra_fwd_s=0.0) -> GemmWork:
+              precision, fp8_current, extra_fwd_s=0.0, loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT
+              ) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
-    cost.moe), backward twice it."""
+    cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
+    (Megatron's unfused loss by default; cost.loss_memory for TE's fused one)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, precision)
     # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
@@ -78,7 +80,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
     fwd = gemm_only + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
-    logits = logits + memory_pass_time_s(hardware, LOSS_BYTES_PER_LOGIT * tokens * model.vocab_size / tp)
+    logits = logits + memory_pass_time_s(hardware, loss_bytes_per_logit * tokens * model.vocab_size / tp)
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
     fwd = fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
     fwd = fwd + extra_fwd_s

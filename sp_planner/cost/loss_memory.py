@@ -20,6 +20,17 @@ costs while the loss runs depends on the framework's loss code, read in each sou
   default loss_fn 'fused_crossentropy' for MPT): the kernel reads the bf16 logits and keeps them
   with an fp32 log-sum-exp per row; its backward writes a new bf16 gradient (inplace_backward
   False by default): 4 B.
+- Transformer Engine's fused cross entropy (parallel_cross_entropy, Megatron
+  --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; NVIDIA/TransformerEngine v2.9
+  pytorch/cross_entropy.py and pytorch/triton/cross_entropy.py): an online-softmax kernel reads the
+  bf16 logits and keeps three fp32 numbers a row, a second kernel reads them again and writes the
+  gradient into the same bf16 tensor, which the function saves; its backward scales it in place.
+  2 B a logit, and 10 B of HBM traffic a logit (read; read and write; read and write), against the
+  unfused loss's 60 (cost.gemm_work), timed at the profile's memory-bound rate: Liger-Kernel's
+  benchmark of the same online-softmax kernel (linkedin/Liger-Kernel benchmark/data/
+  all_benchmark_data.csv, A100-SXM4-80GB, 16384 x 131072 fp32 logits, 12 B a logit forward in
+  15.01 ms) moves 0.84 of HBM. So up to v2.17: 01bbe3e ("Fix the numerical issue with the Fused CE
+  loss", 2026-07-09, in v2.18) keeps the gradient in a new fp32 tensor, 6 B a logit.
 """
 
 from __future__ import annotations
@@ -28,3 +39,6 @@ MEGATRON_LOGIT_BYTES = 6
 MEGATRON_OUT_OF_PLACE_LOGIT_BYTES = 10
 TORCH_CROSS_ENTROPY_LOGIT_BYTES = 10
 FLASH_ATTN_FUSED_LOGIT_BYTES = 4
+# Transformer Engine's fused cross entropy before v2.18 (module docstring): memory and traffic.
+TE_FUSED_INPLACE_LOGIT_BYTES = 2
+TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES = 10

@@ -11,6 +11,7 @@ functions take the pieces they use.
 from __future__ import annotations
 
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
@@ -32,8 +33,10 @@ class Runtime(FrozenModel):
     states: TrainingStates  # what it keeps per parameter (cost.states)
     cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
-    # Bytes its cross entropy holds per logit at its peak (cost.loss_memory).
+    # Bytes its cross entropy holds per logit at its peak (cost.loss_memory), and moves through
+    # HBM per logit (cost.gemm_work).
     logit_bytes: int = MEGATRON_LOGIT_BYTES
+    loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT
     # Its data-parallel wrapper's gradient and gathered-parameter passes (cost.grad_buffer); None:
     # not counted.
     grad_sync: GradSync | None = None

@@ -38,7 +38,7 @@ from sp_planner.cost.comm import (
 )
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
-from sp_planner.cost.gemm_work import gemm_work
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, gemm_work
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -107,10 +107,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
                  cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
-                 grad_sync: GradSync | None = MEGATRON_GRAD_SYNC) -> StepColumns:
+                 grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
+                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
-    `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted)."""
+    `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
+    `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -127,7 +129,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
     # holds the active experts' GEMMs already).
     work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
-                     precision=c.precision, fp8_current=c.fp8_current, extra_fwd_s=moe.extra_expert_gemm_fwd_s)
+                     precision=c.precision, fp8_current=c.fp8_current, extra_fwd_s=moe.extra_expert_gemm_fwd_s,
+                     loss_bytes_per_logit=loss_bytes_per_logit)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s

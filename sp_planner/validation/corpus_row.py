@@ -135,6 +135,11 @@ class CorpusRow(FrozenModel):
     # (Megatron between 55817ec, 2022-09-27, and 9634c0e, 2024-06-13): 10 bytes per logit at the
     # loss instead of 6 (cost.loss_memory). Megatron-family rows only.
     megatron_ce_out_of_place: bool = False
+    # True where the run's recipe fuses the loss with Transformer Engine before v2.18 (Megatron
+    # --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; Megatron-Bridge's performance
+    # scripts from v0.2.0): the gradient written into the bf16 logits, 2 bytes a logit and 10 of
+    # traffic (cost.loss_memory). Megatron-family rows only.
+    te_fused_cross_entropy: bool = False
     # True where the run's recipe turns on Megatron's --fp8-param-gather (Megatron-Bridge
     # MixedPrecisionConfig.fp8_param_gather, NeMo fp8_params): the GEMM weights are Transformer
     # Engine FP8 tensors, gathered in FP8 by the distributed optimizer (cost.fp8_params).

@@ -11,7 +11,12 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
-from sp_planner.cost.loss_memory import FLASH_ATTN_FUSED_LOGIT_BYTES, MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
+from sp_planner.cost.loss_memory import (
+    FLASH_ATTN_FUSED_LOGIT_BYTES,
+    MEGATRON_OUT_OF_PLACE_LOGIT_BYTES,
+    TE_FUSED_INPLACE_LOGIT_BYTES,
+    TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
+)
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
 from sp_planner.cost.states import BF16_BYTES
@@ -77,7 +82,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
     gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
     userbuffers overlap (cost.tp_overlap), the EP all-to-all overlap (cost.ep_overlap), FP8
-    weights (cost.fp8_params), the CUDA graph scopes it states (cost.cuda_graphs)."""
+    weights (cost.fp8_params), the CUDA graph scopes it states (cost.cuda_graphs), the cross
+    entropy it ran (cost.loss_memory)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -124,14 +130,19 @@ def row_runtime(row: CorpusRow) -> Runtime:
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
-    logit_bytes = runtime.logit_bytes
+    logit_bytes, loss_bytes = runtime.logit_bytes, runtime.loss_bytes_per_logit
+    if (row.megatron_ce_out_of_place or row.te_fused_cross_entropy) and not megatron_family:
+        raise ValueError(f"row {row.id}: megatron_ce_out_of_place and te_fused_cross_entropy are Megatron "
+                         f"settings, and the row's framework is {row.framework}")
+    if row.megatron_ce_out_of_place and row.te_fused_cross_entropy:
+        raise ValueError(f"row {row.id}: megatron_ce_out_of_place is Megatron's own cross entropy, "
+                         "te_fused_cross_entropy Transformer Engine's; state one")
     if row.megatron_ce_out_of_place:
-        if not megatron_family:
-            raise ValueError(f"row {row.id}: megatron_ce_out_of_place is a Megatron setting, and the row's "
-                             f"framework is {row.framework}")
         logit_bytes = MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
+    if row.te_fused_cross_entropy:
+        logit_bytes, loss_bytes = TE_FUSED_INPLACE_LOGIT_BYTES, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
-                   logit_bytes=logit_bytes, grad_sync=sync)
+                   logit_bytes=logit_bytes, loss_bytes_per_logit=loss_bytes, grad_sync=sync)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

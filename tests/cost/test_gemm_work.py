@@ -37,6 +37,16 @@ def test_bf16_layer_by_hand(toy_model, hardware):
     assert work.logits_s[0] == pytest.approx(logits)
 
 
+def test_te_fused_cross_entropy_moves_ten_bytes_a_logit(toy_model, hardware):
+    # cost.loss_memory: TE's fused loss reads the bf16 logits, reads them again and writes the
+    # gradient in place, then scales it in place: 10 bytes a logit instead of the unfused 60.
+    plain = _work(toy_model, hardware).logits_s[0]
+    fused = gemm_work(toy_model, hardware, seq_len=4096, tp=np.array([2]), micro_batch=np.array([1]),
+                      cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
+                      fp8_current=np.array([False]), loss_bytes_per_logit=10).logits_s[0]
+    assert plain - fused == pytest.approx(float(memory_pass_time_s(hardware, 50 * 2048 * 100)))
+
+
 def test_extra_forward_gemm_time_doubles_in_backward(toy_model, hardware):
     base, more = _work(toy_model, hardware), _work(toy_model, hardware, extra=1e-3)
     assert more.fwd_s[0] - base.fwd_s[0] == pytest.approx(1e-3)

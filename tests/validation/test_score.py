@@ -226,7 +226,33 @@ def test_each_rows_cross_entropy_holds_its_frameworks_bytes_per_logit(corpus):
     ten, six = predict_row(usp, corpus).memory.logits_bytes, predict_row(in_place, corpus).memory.logits_bytes
     assert (ten, six) == (10 * 32768 * 32000 / 4, 6 * 32768 * 32000 / 4)
     mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"megatron_ce_out_of_place": True})
-    with pytest.raises(ValueError, match="megatron_ce_out_of_place is a Megatron setting"):
+    with pytest.raises(ValueError, match="are Megatron settings"):
+        row_runtime(mpt)
+
+
+def test_rows_with_te_fused_cross_entropy_hold_two_bytes_a_logit(corpus):
+    # Megatron-Bridge's performance scripts run TE's fused loss (cross_entropy_fusion_impl te) on a
+    # TE that writes the gradient into the bf16 logits (cost.loss_memory): 2 B a logit, and the
+    # loss moves 10 B a logit instead of 60.
+    from sp_planner.validation.row_run import row_runtime
+
+    row = _row(corpus, "mba-8b-b200-cs")
+    assert row.te_fused_cross_entropy
+    runtime = row_runtime(row)
+    assert (runtime.logit_bytes, runtime.loss_bytes_per_logit) == (2, 10)
+    unfused = row.model_copy(update={"te_fused_cross_entropy": False})
+    assert (row_runtime(unfused).logit_bytes, row_runtime(unfused).loss_bytes_per_logit) == (6, 60)
+    fused_est, unfused_est = predict_row(row, corpus), predict_row(unfused, corpus)
+    # Llama-3-8B at 8K, tp 1, micro batch 2: 16384 tokens x 128256 logits on the rank.
+    assert row.micro_batch == 2 and row.tp == 1
+    assert unfused_est.memory.logits_bytes - fused_est.memory.logits_bytes == 4 * 16384 * 128256
+    # The loss rides with the GEMMs on the loss stage (cost.gemm_work); this row is held at the B200
+    # FP8 bound (cost.mfu_ceiling), so the step itself does not move.
+    assert fused_est.time.gemm_s < unfused_est.time.gemm_s
+    with pytest.raises(ValueError, match="state one"):
+        row_runtime(row.model_copy(update={"megatron_ce_out_of_place": True}))
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"te_fused_cross_entropy": True})
+    with pytest.raises(ValueError, match="are Megatron settings"):
         row_runtime(mpt)
 
 
