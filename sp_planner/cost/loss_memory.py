@@ -19,7 +19,8 @@ costs while the loss runs depends on the framework's loss code, read in each sou
 - flash-attn's fused cross entropy (flash_attn.losses.cross_entropy.CrossEntropyLoss, llm-foundry's
   default loss_fn 'fused_crossentropy' for MPT): the kernel reads the bf16 logits and keeps them
   with an fp32 log-sum-exp per row; its backward writes a new bf16 gradient (inplace_backward
-  False by default): 4 B.
+  False by default): 4 B, and 6 B of HBM traffic a logit (the forward kernel reads the logits; the
+  backward kernel reads them and writes the gradient: flash_attn/ops/triton/cross_entropy.py).
 - Transformer Engine's fused cross entropy (parallel_cross_entropy, Megatron
   --cross-entropy-loss-fusion --cross-entropy-fusion-impl te; NVIDIA/TransformerEngine v2.9
   pytorch/cross_entropy.py and pytorch/triton/cross_entropy.py): an online-softmax kernel reads the
@@ -39,6 +40,7 @@ MEGATRON_LOGIT_BYTES = 6
 MEGATRON_OUT_OF_PLACE_LOGIT_BYTES = 10
 TORCH_CROSS_ENTROPY_LOGIT_BYTES = 10
 FLASH_ATTN_FUSED_LOGIT_BYTES = 4
+FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES = 6
 # Transformer Engine's fused cross entropy before v2.18 (module docstring): memory and traffic.
 TE_FUSED_INPLACE_LOGIT_BYTES = 2
 TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES = 10

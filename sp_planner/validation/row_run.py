@@ -13,6 +13,7 @@ from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
 from sp_planner.cost.loss_memory import (
     FLASH_ATTN_FUSED_LOGIT_BYTES,
+    FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES,
     MEGATRON_OUT_OF_PLACE_LOGIT_BYTES,
     TE_FUSED_INPLACE_LOGIT_BYTES,
     TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
@@ -74,6 +75,7 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     # its default; cost.loss_memory).
     # Composer wraps torch FSDP1 (cost.grad_buffer).
     "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES,
+                                                           "loss_bytes_per_logit": FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES,
                                                            "grad_sync": TORCH_FSDP1_GRAD_SYNC}),
 }
 
