@@ -153,6 +153,11 @@ class CorpusRow(FrozenModel):
     # Megatron-Bridge MixedPrecisionConfig.fp8_dot_product_attention; cost.fp8_attention). FP8 and
     # MXFP8 rows on the Blackwell profiles with a cuDNN FP8 SDPA curve only.
     fp8_attention: bool = False
+    # True where the run's recipe keeps Adam's moments in bf16 (Megatron
+    # --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16, fp32 master
+    # parameters and main gradients): 4 + 2 + 2 optimizer bytes a parameter instead of 12, and its
+    # step passes over them (cost.states). Megatron-family rows only.
+    adam_moments_bf16: bool = False
     # Layers whose activations the run's recipe offloads to host memory (Megatron
     # --cpu-offloading-num-layers, Megatron-Bridge cpu_offloading_num_layers; cost.offload). pp 1,
     # no recompute (ParallelPlan), Megatron-family rows on a profile with a measured host link.

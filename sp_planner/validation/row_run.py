@@ -20,7 +20,7 @@ from sp_planner.cost.loss_memory import (
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
-from sp_planner.cost.states import BF16_BYTES
+from sp_planner.cost.states import ADAM_MOMENTS_BF16_BYTES, BF16_BYTES, FP32_BYTES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -131,6 +131,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
             "wrapper": {"apex": "apex", "torch-ddp": "uncounted"}.get(row.grad_wrapper or "", "megatron")})
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
+    if row.adam_moments_bf16:
+        if not megatron_family:
+            raise ValueError(f"row {row.id}: adam_moments_bf16 is Megatron's precision-aware optimizer, and the "
+                             f"row's framework is {row.framework}")
+        states = states.model_copy(update={"optimizer_bytes": FP32_BYTES + ADAM_MOMENTS_BF16_BYTES})
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
     logit_bytes, loss_bytes = runtime.logit_bytes, runtime.loss_bytes_per_logit
     if (row.megatron_ce_out_of_place or row.te_fused_cross_entropy) and not megatron_family:

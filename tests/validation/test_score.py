@@ -256,6 +256,22 @@ def test_rows_with_te_fused_cross_entropy_hold_two_bytes_a_logit(corpus):
         row_runtime(mpt)
 
 
+def test_rows_with_bf16_adam_moments_hold_two_thirds_of_the_optimizer_states(corpus):
+    # Megatron-LM's MXFP8 Qwen3-235B recipes: --use-precision-aware-optimizer with bf16 moments beside
+    # the fp32 master: 4 + 2 + 2 bytes a parameter against 4 + 4 + 4 (cost.states), sharded alike.
+    from sp_planner.validation.row_run import row_runtime
+
+    row = _row(corpus, "mlmr-q235-gb300-mx-fcg")
+    assert row.adam_moments_bf16 and row_runtime(row).states.optimizer_bytes == 8
+    fp32 = row.model_copy(update={"adam_moments_bf16": False})
+    assert row_runtime(fp32).states.optimizer_bytes == 12
+    low, high = predict_row(row, corpus).memory, predict_row(fp32, corpus).memory
+    assert low.optimizer_bytes == pytest.approx(high.optimizer_bytes * 8 / 12)
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"adam_moments_bf16": True})
+    with pytest.raises(ValueError, match="precision-aware optimizer"):
+        row_runtime(mpt)
+
+
 def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     # Megatron-Bridge's llama recipes turn TP userbuffers overlap on for TP > 1 (llama3.py
     # CommOverlapConfig(tp_comm_overlap=True)): the row's runtime overlaps the TP collectives
