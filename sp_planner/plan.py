@@ -29,8 +29,10 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 # How per-tensor FP8 (precision "fp8") sets its scales, as Megatron's --fp8-recipe names them:
 # delayed (Megatron's default) scales each tensor by the amax recorded in an earlier step;
 # tensorwise (current scaling, TE Float8CurrentScaling) takes the tensor's own amax in a pass
-# before the cast (cost/precision.py). MXFP8 is its own precision; ignored for bf16 and mxfp8.
-Fp8Recipe = Literal["delayed", "tensorwise"]
+# before the cast (cost/precision.py); blockwise (TE Float8BlockScaling, Hopper) scales each 1x128
+# block of an activation or gradient and each 128x128 block of a weight, as DeepSeek-V3 trained
+# (cost/precision.py). MXFP8 is its own precision; ignored for bf16 and mxfp8.
+Fp8Recipe = Literal["delayed", "tensorwise", "blockwise"]
 FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
 # How the ring axis moves K/V: p2p passes blocks round the ring while computing (Ring Attention);
 # allgather gathers every rank's K/V before attention and reduce-scatters dK/dV after it (Llama 3
@@ -146,6 +148,11 @@ class ParallelPlan(FrozenModel):
     def fp8_current(self) -> bool:
         """Per-tensor FP8 with current scaling (the tensorwise recipe)."""
         return self.precision == "fp8" and self.fp8_recipe == "tensorwise"
+
+    @property
+    def fp8_blockwise(self) -> bool:
+        """FP8 with block scaling (the blockwise recipe)."""
+        return self.precision == "fp8" and self.fp8_recipe == "blockwise"
 
     @property
     def allgather(self) -> bool:

@@ -111,7 +111,8 @@ class _Evaluated(NamedTuple):
             split[layers == 0] = pd.NA
             cols[name] = split
         cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
-        cols["fp8_recipe"] = np.where(c.fp8_current, "tensorwise", "delayed").astype(object)
+        cols["fp8_recipe"] = np.select([c.fp8_current, c.fp8_blockwise], ["tensorwise", "blockwise"],
+                                       "delayed").astype(object)
         cols["fp8_attention"] = c.fp8_attention
         cols["cpu_offload_layers"] = c.cpu_offload_layers
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))

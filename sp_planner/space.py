@@ -101,7 +101,8 @@ class Candidates:
     plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
     stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);
     `precision` holds plan.PRECISIONS codes; `fp8_current` is True where the FP8 recipe is
-    tensorwise current scaling (plan.fp8_recipe, one recipe per search, as the ring layout), and
+    tensorwise current scaling and `fp8_blockwise` where it is block scaling (plan.fp8_recipe, one
+    recipe per search, as the ring layout), and
     `fp8_attention` FP8 core attention (one choice per search; its curves are the profile's);
     `cpu_offload_layers` the layers whose activations go to host memory (cost.offload; one choice
     per search).
@@ -128,6 +129,7 @@ class Candidates:
     fp8_current: np.ndarray
     fp8_attention: np.ndarray
     cpu_offload_layers: np.ndarray
+    fp8_blockwise: np.ndarray
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -156,7 +158,8 @@ class Candidates:
                    precision=np.array([PRECISIONS.index(plan.precision)], dtype=np.int64),
                    fp8_current=np.array([plan.fp8_recipe == "tensorwise"]),
                    fp8_attention=np.array([plan.fp8_attention]),
-                   cpu_offload_layers=np.array([plan.cpu_offload_layers], dtype=np.int64))
+                   cpu_offload_layers=np.array([plan.cpu_offload_layers], dtype=np.int64),
+                   fp8_blockwise=np.array([plan.fp8_recipe == "blockwise"]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
@@ -168,7 +171,8 @@ class Candidates:
                             cp_comm="allgather" if self.allgather[i] else "p2p",
                             dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
                             precision=PRECISIONS[int(self.precision[i])],
-                            fp8_recipe="tensorwise" if self.fp8_current[i] else "delayed",
+                            fp8_recipe=("tensorwise" if self.fp8_current[i] else
+                                        "blockwise" if self.fp8_blockwise[i] else "delayed"),
                             fp8_attention=bool(self.fp8_attention[i]),
                             cpu_offload_layers=int(self.cpu_offload_layers[i]))
 
@@ -290,7 +294,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
                       last_stage_layers=np.asarray(last, dtype=np.int64),
                       fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"),
                       fp8_attention=np.full(len(rows), pins.fp8_attention),
-                      cpu_offload_layers=np.full(len(rows), pins.cpu_offload_layers, dtype=np.int64))
+                      cpu_offload_layers=np.full(len(rows), pins.cpu_offload_layers, dtype=np.int64),
+                      fp8_blockwise=np.full(len(rows), pins.fp8_recipe == "blockwise"))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

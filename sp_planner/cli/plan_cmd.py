@@ -121,8 +121,9 @@ def plan(
                                                       "Hopper+), mxfp8 (Blackwell), or auto to search what the "
                                                       "hardware runs. Attention stays bf16.")] = "bf16",
     fp8_recipe: Annotated[Fp8Recipe, typer.Option(help="How fp8 sets its scales: delayed (Megatron's default, "
-                                                  "amax from earlier steps) or tensorwise (current scaling: "
-                                                  "an amax pass before each cast).")] = "delayed",
+                                                  "amax from earlier steps), tensorwise (current scaling: "
+                                                  "an amax pass before each cast) or blockwise (1x128 and "
+                                                  "128x128 blocks; Hopper).")] = "delayed",
     fp8_attention: Annotated[bool, typer.Option(
         "--fp8-attention", help="Run core attention in FP8 too (Megatron --fp8-dot-product-attention, "
         "cuDNN's FP8 SDPA; Blackwell, --precision fp8 or mxfp8).")] = False,

@@ -14,6 +14,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
 from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
+from sp_planner.cost.precision import check_blockwise
 from sp_planner.errors import UserInputError
 from sp_planner.pipeline import default_split
 from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, ParallelPlan, Precision, Recompute, violations
@@ -104,7 +105,8 @@ def resolve_question(
     degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
-                precision=_check_precision(precision, profile), fp8_recipe=_check_fp8_recipe(fp8_recipe, precision),
+                precision=_check_precision(precision, profile),
+                fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers)
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
@@ -169,12 +171,18 @@ def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[st
     return degrees
 
 
-def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"]) -> Fp8Recipe:
+def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"],
+                      profile: HardwareProfile) -> Fp8Recipe:
     """The FP8 recipe, which only per-tensor FP8 (precision fp8, or auto's FP8 plans) reads."""
     if fp8_recipe not in FP8_RECIPES:
         raise UserInputError(f"--fp8-recipe must be one of {', '.join(FP8_RECIPES)}, got {fp8_recipe!r}")
     if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
         raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+    if fp8_recipe == "blockwise":
+        try:
+            check_blockwise(profile)
+        except ValueError as err:
+            raise UserInputError(f"--fp8-recipe blockwise: {err}") from None
     return fp8_recipe
 
 

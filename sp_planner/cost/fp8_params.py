@@ -113,13 +113,15 @@ def unit_gather_width(states: TrainingStates, precision, zero, params, gemm_para
                     / np.maximum(params, 1), 0.0)
 
 
-def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool, fp8_current=False):
+def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool, fp8_current=False,
+                                fp8_blockwise=False):
     """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16.
-    `fp8_current`: per-tensor FP8 with current scaling (plan.fp8_recipe tensorwise)."""
+    `fp8_current`: per-tensor FP8 with current scaling (plan.fp8_recipe tensorwise); `fp8_blockwise`:
+    block scaling (plan.fp8_recipe blockwise)."""
     precision = np.asarray(precision)
     fp8_weights = np.where((precision == FP8) & any_layout, 0, TRANSPOSE_REBUILD_BYTES_PER_ELEM)
     cast = np.where(fp8_params_active(states, precision, zero) & (precision == FP8), fp8_weights,
-                    quantize_bytes_per_elem(precision, fp8_current, any_layout))
+                    quantize_bytes_per_elem(precision, fp8_current, any_layout, fp8_blockwise))
     return np.where(precision != BF16, cast, 0)
 
 
@@ -128,7 +130,8 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose once
     a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
     ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
-    per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current)
+    per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
+                                            c.fp8_blockwise)
     casts = np.where(sharded_fp8_params(states, c.precision, c.zero), micro_batches, 1)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * (layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer)),

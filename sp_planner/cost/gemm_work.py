@@ -59,14 +59,16 @@ class GemmWork(NamedTuple):
 
 
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
-              precision, fp8_current, extra_fwd_s=0.0, loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT
-              ) -> GemmWork:
+              precision, fp8_current, extra_fwd_s=0.0, loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT,
+              fp8_blockwise=False) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
-    (Megatron's unfused loss by default; cost.loss_memory for TE's fused one)."""
+    (Megatron's unfused loss by default; cost.loss_memory for TE's fused one); `fp8_blockwise`:
+    FP8 with block scaling (cost.precision)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
-    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_peak_flops(hardware, precision)
+    gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
+    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_rate
     # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
     slow_fwd, slow_bwd = per_distinct(
         lambda tp_, b_, cp_, ep_, etp_: layer_gemm_slowdowns(
@@ -75,7 +77,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     gemm_only = gemm_flat * slow_fwd
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
-    quant = quantize_bytes_per_elem(precision, fp8_current, hardware.fp8_gemm_any_layout)
+    quant = quantize_bytes_per_elem(precision, fp8_current, hardware.fp8_gemm_any_layout, fp8_blockwise)
     cast_fwd = memory_pass_time_s(hardware, quant * gemm_inputs_per_token(model, ffn) * tokens / tp)
     cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
     fwd = gemm_only + cast_fwd

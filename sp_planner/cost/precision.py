@@ -24,7 +24,11 @@ Costs added (per layer, per micro-batch):
   FUSED_NORM_AMAX_FP8, but then the norm writes bf16 for the cast to read back instead of FP8:
   2 + 2 - 1 = 3 bytes over delayed's fused norm-cast, about the amax pass charged here.)
   MXFP8 (TE MXFP8Quantizer): one cast writing row- and column-wise FP8, each with an E8M0 scale
-  per 32 elements, on every chip: 2 + 2 x (1 + 1/32) bytes. TE's GEMM benchmark bounds these:
+  per 32 elements, on every chip: 2 + 2 x (1 + 1/32) bytes. Block scaling (Megatron --fp8-recipe
+  blockwise, TE Float8BlockQuantizer, Hopper only: on Blackwell TE emulates it through MXFP8, its
+  gemm_profiling.rst note): one cast writing row- and column-wise FP8 with an fp32 scale per 1x128
+  block (weights 128x128), 2 + 2 x (1 + 4/128) bytes; its GEMMs run below per-tensor FP8's:
+  BLOCKWISE_GEMM_FACTOR. TE's GEMM benchmark bounds these:
   tests/cost/test_precision.py checks them against its autocast-minus-pre-quantized times.
 - Memory: TE's FP8 weight (the weight workspace TE caches across micro-batches, or with
   --fp8-param-gather the weight itself, cost.fp8_params). Per-tensor FP8 (TE Float8Tensor): the
@@ -56,6 +60,16 @@ AMAX_PASS_BYTES_PER_ELEM = 2
 FP8_ELEM_BYTES = 1
 ACT_READ_BYTES = 2  # the bf16 tensor a cast reads
 SCALING_STATE_BYTES_PER_LAYER = 4 * 3 * 3 * 4  # GEMMs x tensors x (amax, scale, scale_inv) x fp32
+FP8_BLOCK = 128  # block scaling: one fp32 scale per 1x128 block of an activation or gradient
+FP32_SCALE_BYTES = 4
+# Block-scaled FP8 GEMM kernels' rate over per-tensor FP8's on Hopper, from Transformer Engine's GEMM
+# benchmark on an H200 (docs/examples/gemm_profiling/gemm_profiling.rst at d0067d0, "Worked Example:
+# 5B Model on H200", 12 GEMMs a layer of hidden 4096, intermediate 16384, M 15872): FP8Block runs
+# only in autocast, 22.882 ms a layer, of which the casts are the 2,483,027,968 elements the benchmark
+# quantizes (tests/cost/test_precision.py) x (2 + 2 x (1 + 4/128)) bytes at the H200 profile's
+# memory-bound rate (0.76 x 4.8 TB/s): 2.765 ms, leaving 20.117 ms of GEMM kernels against
+# per-tensor FP8's 16.785 (FP8Current, pre-quantized): 0.834.
+BLOCKWISE_GEMM_FACTOR = 16.785 / (22.882 - 2_483_027_968 * (2 + 2 * (1 + 4 / 128)) / (0.76 * 4.8e12) * 1e3)
 
 
 def _scale_overhead(precision):
@@ -71,14 +85,17 @@ def fp8_weight_bytes_per_param(precision, any_layout: bool = False):
     return np.where(precision != BF16, copies * (FP8_ELEM_BYTES + _scale_overhead(precision)), 0.0)
 
 
-def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False):
+def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False, fp8_blockwise=False):
     """HBM bytes per quantized element of one bf16 tensor's quantization (module docstring; 0 for
     bf16): per-tensor FP8's cast, without the transpose where the chip's FP8 GEMMs take any layout
     (`any_layout`, HardwareProfile.fp8_gemm_any_layout), plus the amax pass under current scaling
-    (`fp8_current`, plan.fp8_recipe tensorwise); MXFP8's row- and column-wise cast with scales."""
+    (`fp8_current`, plan.fp8_recipe tensorwise); block scaling's row- and column-wise cast with an
+    fp32 scale per 128 (`fp8_blockwise`); MXFP8's row- and column-wise cast with scales."""
     precision = np.asarray(precision)
     # A cast reads the bf16 tensor and writes TE's FP8 tensor: the bytes an FP8 weight holds.
     cast = ACT_READ_BYTES + fp8_weight_bytes_per_param(precision, any_layout)
+    block = (precision == FP8) & np.asarray(fp8_blockwise)
+    cast = np.where(block, ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + FP32_SCALE_BYTES / FP8_BLOCK), cast)
     amax = np.where((precision == FP8) & np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
     return np.where(precision != BF16, cast + amax, 0.0).astype(np.float64)
 
@@ -118,9 +135,13 @@ def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision,
     return per_elem * tokens * gemm_inputs_per_token(model, width) / tp
 
 
-def gemm_peak_flops(hardware: HardwareProfile, precision):
-    """Sustained GEMM FLOP/s at each candidate's precision (peak x microbenchmarked efficiency)."""
+def gemm_peak_flops(hardware: HardwareProfile, precision, fp8_blockwise=False):
+    """Sustained GEMM FLOP/s at each candidate's precision (peak x microbenchmarked efficiency);
+    block-scaled FP8 (`fp8_blockwise`, Hopper only) at BLOCKWISE_GEMM_FACTOR of per-tensor FP8's."""
     precision = np.asarray(precision)
+    block = (precision == FP8) & np.asarray(fp8_blockwise)
+    if block.any():
+        check_blockwise(hardware)
     bf16 = hardware.peak_bf16_flops * hardware.efficiency.gemm
     if "fp8" not in hardware.precisions and "mxfp8" not in hardware.precisions:
         if (precision != BF16).any():
@@ -129,7 +150,19 @@ def gemm_peak_flops(hardware: HardwareProfile, precision):
     peak8 = hardware.peak_fp8_flops or 0.0
     fp8 = peak8 * (hardware.efficiency.gemm_fp8 or np.nan)
     mx = peak8 * (hardware.efficiency.gemm_mxfp8 or np.nan)
-    rate = np.select([precision == FP8, precision == MXFP8], [fp8, mx], bf16)
+    rate = np.select([block, precision == FP8, precision == MXFP8], [fp8 * BLOCKWISE_GEMM_FACTOR, fp8, mx], bf16)
     if np.isnan(rate).any():
         raise ValueError(f"{hardware.name} cannot run a requested precision (profile: {hardware.precisions})")
     return rate
+
+
+def check_blockwise(hardware: HardwareProfile) -> None:
+    """Block-scaled FP8 runs natively on Hopper only (TE emulates it through MXFP8 on Blackwell and
+    has no kernel before Hopper); its GEMM rate is measured on an H200."""
+    from sp_planner.cost.families import HOPPER_PROFILES
+
+    if hardware.name.lower() not in HOPPER_PROFILES:
+        raise ValueError(f"FP8 block scaling (fp8_recipe blockwise) is timed on Hopper only (TE's H200 benchmark; "
+                         f"Blackwell runs it emulated through MXFP8), not on {hardware.name}; use precision mxfp8 "
+                         "on Blackwell, or fp8_recipe delayed or tensorwise")
+

@@ -123,14 +123,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     low = c.precision != BF16
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
-                    gemm_flops_per_s=gemm_peak_flops(hardware, c.precision))
+                    gemm_flops_per_s=gemm_peak_flops(hardware, c.precision, c.fp8_blockwise))
     # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
     # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
     # holds the active experts' GEMMs already).
     work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
                      precision=c.precision, fp8_current=c.fp8_current, extra_fwd_s=moe.extra_expert_gemm_fwd_s,
-                     loss_bytes_per_logit=loss_bytes_per_logit)
+                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s

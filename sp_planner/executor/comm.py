@@ -102,6 +102,15 @@ class _HostStagedRecv:
         self.device_tensor.copy_(self.host)
 
 
+def send_recv_order(requests: list, sends: int) -> list:
+    """`requests` (the sends, then the receives, as started) with the receives first, the order they
+    are waited on. When the previous rank dies, its receive fails at once and names that rank's
+    address; a send to a live but stalled next rank fails only at the group timeout and names no
+    one (sp_planner.executor.failure ranks the two). Every request is already started, so the
+    order changes which error is raised first, not what completes."""
+    return list(requests[sends:]) + list(requests[:sends])
+
+
 class RingComm:
     """P2P to the next ring rank, from the previous one (group ranks mapped to global ranks, as
     ring-flash-attention's RingComm). Sends go through batch_isend_irecv so NCCL pairs them.
@@ -122,8 +131,9 @@ class RingComm:
 
     def send_recv(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int,
                   via_host: bool | None = None) -> list:
-        """Start sending `send` to the next rank and receiving into `recv`; returns the requests.
-        via_host: stage through host copies (default: for CUDA tensors on a gloo group)."""
+        """Start sending `send` to the next rank and receiving into `recv`; returns the requests,
+        receives first (send_recv_order). via_host: stage through host copies (default: for CUDA
+        tensors on a gloo group)."""
         for t in send:
             self.counter.add(P2P, t.numel() * t.element_size())
         if via_host is None:
@@ -132,7 +142,7 @@ class RingComm:
             return self._send_recv_via_host(send, recv, tag)
         ops = [dist.P2POp(dist.isend, t, self.next_rank, self.group, tag) for t in send]
         ops += [dist.P2POp(dist.irecv, t, self.prev_rank, self.group, tag) for t in recv]
-        return dist.batch_isend_irecv(ops)
+        return send_recv_order(dist.batch_isend_irecv(ops), len(send))
 
     def _send_recv_via_host(self, send: list[torch.Tensor], recv: list[torch.Tensor], tag: int) -> list:
         host_recv = [torch.empty(t.shape, dtype=t.dtype, device="cpu") for t in recv]
@@ -140,9 +150,10 @@ class RingComm:
         ops += [dist.P2POp(dist.irecv, h, self.prev_rank, self.group, tag) for h in host_recv]
         works = dist.batch_isend_irecv(ops)
         staged = [_HostStagedRecv(w, h, t) for w, h, t in zip(works[len(send):], host_recv, recv)]
-        return works[:len(send)] + staged
+        return send_recv_order(works[:len(send)] + staged, len(send))
 
     @staticmethod
     def wait(requests: list) -> None:
+        """Wait for send_recv's requests in their order, receives first (send_recv_order)."""
         for request in requests:
             request.wait()

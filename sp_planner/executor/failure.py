@@ -4,11 +4,13 @@ Each rank writes, in its node's result directory, `rank<r>.stage` (what it is do
 `rank<r>.error.json` when it raises, and, after the world check, `world.json` (every rank's host
 and address). After torchrun exits this module names the root cause, in this order:
 
-1. an error that is not a lost connection (a bug, a bad world, an injected failure);
+1. an error that is not a lost connection or a timeout (a bug, a bad world, an injected failure);
 2. a rank that stopped without writing an error: killed by a signal or crashed;
 3. a lost connection (gloo's "Connection closed/reset by peer"), with the peer address mapped to
    its host and ranks;
-4. a rank terminated by its torchrun agent (SIGTERM) after another failed.
+4. an operation that timed out (gloo's "Timed out waiting ... for send/recv operation"): a
+   symptom too, waiting on a peer that failed or hangs, and it names no peer;
+5. a rank terminated by its torchrun agent (SIGTERM) after another failed.
 
 Torch-free: the launcher reads these files after its workers are gone.
 """
@@ -27,6 +29,9 @@ TERMINATED = "Terminated"  # exception type the worker raises on SIGTERM
 # gloo's messages for a peer that went away (gloo/transport/tcp/pair.cc).
 _LOST_PEER_RE = re.compile(r"Connection (closed|reset) by peer|Read error|Socket closed|Connection refused")
 _ADDRESS_RE = re.compile(r"\[([0-9.]+|[0-9a-fA-F:]+)\]:\d+")
+# gloo's and c10d's timeouts (gloo/transport/tcp/unbound_buffer.cc "Timed out waiting ...ms for send
+# operation to complete"; c10d "... timed out after ...").
+_TIMEOUT_RE = re.compile(r"Timed out waiting|timed out after")
 # gloo prefixes its source location and appends generic advice; the launcher's line keeps the fact.
 _GLOO_ADVICE = ". This is typically caused by"
 _SOURCE_RE = re.compile(r"\[[^\]\s]*\.cc:\d+\] ")
@@ -135,7 +140,10 @@ def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: flo
     traces = read_traces(result_dir)
     world = read_world(result_dir)
     errors = sorted((t for t in traces if t.error), key=lambda t: t.error_time or 0.0)
-    own = [t for t in errors if not _text(t).startswith(TERMINATED) and not _LOST_PEER_RE.search(_text(t))]
+    timed_out = [t for t in errors if _TIMEOUT_RE.search(_text(t)) and not _LOST_PEER_RE.search(_text(t))
+                 and not _text(t).startswith(TERMINATED)]
+    own = [t for t in errors if not _text(t).startswith(TERMINATED) and not _LOST_PEER_RE.search(_text(t))
+           and t not in timed_out]
     silent = [t for t in traces if t.error is None and t.stage not in (None, STAGE_DONE)]
     lost = [t for t in errors if _LOST_PEER_RE.search(_text(t)) and not _text(t).startswith(TERMINATED)]
     # A connection lost to another node points nearer the cause than one to a local peer that
@@ -163,6 +171,10 @@ def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: flo
     elif lost:
         first = lost[0]
         message = f"{_where(first, host)} lost a peer: {_short(_text(first))}{_peer_hosts(_text(first), world)}"
+        others = sorted(t.rank for t in errors if t is not first)
+    elif timed_out:
+        first = timed_out[0]
+        message = f"{_where(first, host)} timed out: {_short(_text(first))}"
         others = sorted(t.rank for t in errors if t is not first)
     elif terminated:
         first = terminated[0]

@@ -94,7 +94,10 @@ def render(request: FlagRequest) -> FrameworkFlags:
     refused = refusal("mindspeed", request,
                       lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
                       + dispatcher_failures(request, "MindSpeed (Ascend NPUs)")
-                      + _routing_failures(request))
+                      + _routing_failures(request)
+                      + (["fp8_recipe blockwise cannot be expressed: sp-plan emits FP8 block scaling for Megatron-LM "
+                          "only (MindSpeed's FP8 recipes were not checked); plan with --framework megatron"]
+                         if request.plan.fp8_blockwise else []))
     if refused is not None:
         return refused
     args = bash_array("MINDSPEED_ARGS", common_groups(request, algo, mindspeed=True))

@@ -20,9 +20,9 @@ from sp_planner.plan import PRECISIONS
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
 # format NVIDIA's Megatron/NeMo FP8 recipes use); MXFP8 runs E4M3 throughout (TE MXFP8BlockScaling
 # default fp8_format=E4M3). --fp8-recipe: the plan's fp8_recipe for per-tensor FP8, delayed (Megatron's
-# default) or tensorwise (current scaling; TransformerConfig.fp8_recipe choices tensorwise, delayed,
-# mxfp8, blockwise, custom at Megatron-LM d98e8a6 transformer_config.py line 594); mxfp8 is
-# Blackwell-only.
+# default), tensorwise (current scaling) or blockwise (Hopper; TransformerConfig.fp8_recipe choices
+# tensorwise, delayed, mxfp8, blockwise, custom at Megatron-LM d98e8a6 transformer_config.py line
+# 594); mxfp8 is Blackwell-only.
 FP8_FLAGS: dict[str, list[str]] = {
     "bf16": [],
     "fp8": ["--fp8-format hybrid"],
@@ -31,7 +31,12 @@ FP8_FLAGS: dict[str, list[str]] = {
 
 
 def fp8_recipe_flags(plan) -> list[str]:
-    """--fp8-format and --fp8-recipe for the plan's precision and FP8 recipe."""
+    """--fp8-format and --fp8-recipe for the plan's precision and FP8 recipe. Block scaling takes
+    E4M3 throughout, as NVIDIA's Megatron-LM MoE recipes run it (examples/moe_recipes
+    qwen3_30b/h100/fp8_32GPU_TP1PP1EP8.yaml: fp8_recipe blockwise, fp8_format e4m3); the format
+    does not change the cost."""
+    if plan.precision == "fp8" and plan.fp8_recipe == "blockwise":
+        return ["--fp8-format e4m3", "--fp8-recipe blockwise"]
     recipe = [f"--fp8-recipe {plan.fp8_recipe}"] if plan.precision == "fp8" else []
     return [*FP8_FLAGS[plan.precision], *recipe]
 
@@ -122,8 +127,12 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
     if p.precision == "fp8" and p.fp8_recipe == "delayed":
         notes.append("--fp8-recipe delayed is Megatron's default; tensorwise (current scaling, planned with "
                      "--fp8-recipe tensorwise) reads each quantized tensor once more for its amax; blockwise "
-                     "(Hopper, Megatron's MoE README) is not modelled (TE's H200 GEMM profile: 1.69x / 1.58x / "
-                     "1.40x over bf16 for delayed / current / block).")
+                     "(Hopper, planned with --fp8-recipe blockwise) runs its GEMMs at 0.83 of per-tensor FP8's "
+                     "(TE's H200 GEMM profile: 1.69x / 1.58x / 1.40x over bf16 for delayed / current / block).")
+    elif p.precision == "fp8" and p.fp8_recipe == "blockwise":
+        notes.append("--fp8-recipe blockwise (Hopper) scales each 1x128 block of activations and gradients and "
+                     "each 128x128 block of weights, as planned: GEMMs at 0.83 of per-tensor FP8's (TE's H200 GEMM "
+                     "profile); on Blackwell Transformer Engine emulates it through MXFP8: use --precision mxfp8.")
     elif p.precision == "fp8":
         notes.append("--fp8-recipe tensorwise (current scaling) takes each tensor's amax in a pass before its "
                      "cast, as planned; delayed, Megatron's default, uses the previous steps' amax instead.")

@@ -33,6 +33,10 @@ def failures(request: FlagRequest) -> list[str]:
         # torchao's float8/MX converters swap nn.Linear only; SDPA stays bf16.
         failures.append("fp8_attention cannot be expressed: torchtitan's float8/MX converters quantize the "
                         "linear layers only; plan without --fp8-attention")
+    if p.fp8_blockwise:
+        failures.append("fp8_recipe blockwise cannot be expressed: torchtitan's float8 converter scales per tensor "
+                        "or per row (torchao), not Transformer Engine's 1x128 / 128x128 blocks; plan with "
+                        "--fp8-recipe tensorwise")
     if p.ulysses > 1:
         failures.append(
             f"ulysses {p.ulysses} cannot be expressed: torchtitan's context parallelism is ring attention "

@@ -85,7 +85,8 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
         extras += "" if plan.reshard_after_forward else " keep"
         extras += (f" v{plan.vpp}" if plan.vpp > 1 else "") + (
             f" {plan.first_stage_layers}/{plan.last_stage_layers}" if uneven else "") + (
-            f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "")
+            f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "") + (
+            " bw" if plan.fp8_blockwise else "")
         extras += f" off{plan.cpu_offload_layers}" if plan.cpu_offload_layers else ""
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
@@ -95,7 +96,8 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
     extras += (f", {plan.vpp} virtual stages per rank" if plan.vpp > 1 else "") + (
         f", {plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage" if uneven else "") + (
         f", {plan.precision} GEMMs" if plan.precision != "bf16" else "") + (
-        " (current scaling)" if plan.fp8_current else "") + (" and attention" if plan.fp8_attention else "")
+        " (current scaling)" if plan.fp8_current else "") + (" (block scaling)" if plan.fp8_blockwise else "") + (
+        " and attention" if plan.fp8_attention else "")
     extras += (f", activations of {plan.cpu_offload_layers} layers offloaded to the CPU"
                if plan.cpu_offload_layers else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "

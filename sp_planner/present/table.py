@@ -63,7 +63,8 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     mixed = len(precisions) > 1
     if not mixed and precisions and precisions != {"bf16"}:
         # One FP8 recipe per search (Pins): current scaling as NVIDIA names it, FP8-CS.
-        current = "-cs" if any(est.plan.fp8_current for est in ranked) else ""
+        current = ("-cs" if any(est.plan.fp8_current for est in ranked) else
+                   "-block" if any(est.plan.fp8_blockwise for est in ranked) else "")
         title = f"{title}, {next(iter(precisions))}{current} GEMMs"
         table.title = title
     columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",

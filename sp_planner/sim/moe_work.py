@@ -39,7 +39,7 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     share = moe_layer_fraction(model)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
     # The expert GEMMs at the plan's precision, as cost.step times them.
-    rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]))[0])
+    rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]), plan.fp8_blockwise)[0])
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
                       ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
     if hybridep_timed(hardware, model, plan.ep, 1, gpus_per_node):

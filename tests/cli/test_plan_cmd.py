@@ -357,3 +357,22 @@ def test_cpu_offload_needs_a_measured_host_link(sp_plan):
     result = sp_plan("--model", "llama3-70b", "--hardware", "b200", "--nodes", "8", "--seq-len", "8k",
                      "--cpu-offload-layers", "40")
     assert result.exit_code == 2 and "no host_link_bytes_per_s" in result.stderr
+
+
+def test_fp8_blockwise_plans_on_hopper_and_is_refused_elsewhere(plan_json, sp_plan):
+    args = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--precision", "fp8",
+            "--top", "2"]
+    code, doc = plan_json(*args, "--fp8-recipe", "blockwise")
+    assert code == 0 and all(p["fp8_recipe"] == "blockwise" for p in doc["plans"])
+    text = doc["plans"][0]["flags"]["megatron"]["text"]
+    assert "--fp8-format e4m3" in text and "--fp8-recipe blockwise" in text
+    _, tensorwise = plan_json(*args, "--fp8-recipe", "tensorwise")
+    plan = ParallelPlan(**{name: doc["plans"][0][name] for name in ParallelPlan.model_fields})
+    same = next(p for p in tensorwise["plans"]
+                if ParallelPlan(**{n: p[n] for n in ParallelPlan.model_fields}) == plan.model_copy(
+                    update={"fp8_recipe": "tensorwise"}))
+    # Block-scaled GEMMs run at 0.83 of per-tensor FP8's (cost.precision), without the amax pass.
+    assert doc["plans"][0]["time"]["gemm_s"] > 0.9 * same["time"]["gemm_s"]
+    refused = sp_plan("--model", "llama3-8b", "--hardware", "b200", "--nodes", "1", "--seq-len", "8k", "--precision",
+                      "fp8", "--fp8-recipe", "blockwise")
+    assert refused.exit_code == 2 and "Hopper only" in refused.stderr and refused.stderr.count("\n") == 1

@@ -120,3 +120,29 @@ def test_moe_experts_quantize_every_routed_copy():
     qwen = load_model("qwen3-30b-a3b")
     assert gemm_inputs_per_token(qwen, 6144) == 28672
     assert gemm_output_grads_per_token(qwen, 6144) == 4096 + 1024 + 2048 + 16384 + 2 * 6144
+
+
+def test_blockwise_gemm_factor_follows_te_h200_benchmark():
+    # TE's H200 table (gemm_profiling.rst): FP8Block autocast 22.882 ms a layer, per-tensor FP8 GEMM
+    # kernels 16.785 ms (FP8Current pre-quantized). The block casts: 2 + 2 x (1 + 4/128) bytes per
+    # element, as quantize_bytes_per_elem counts them, at the H200 profile's memory-bound rate.
+    from sp_planner.cost.precision import BLOCKWISE_GEMM_FACTOR
+
+    hw = load_hardware("h200")
+    per_elem = float(quantize_bytes_per_elem(FP8, False, hw.fp8_gemm_any_layout, True))
+    assert per_elem == 2 + 2 * (1 + 4 / 128)
+    cast_ms = 1e3 * float(memory_pass_time_s(hw, per_elem * _benchmark_elements()))
+    assert BLOCKWISE_GEMM_FACTOR == pytest.approx(16.785 / (22.882 - cast_ms), rel=1e-6)
+    assert 0.8 < BLOCKWISE_GEMM_FACTOR < 0.85
+
+
+def test_blockwise_fp8_is_hopper_only_and_slower_than_per_tensor():
+    from sp_planner.cost.precision import gemm_peak_flops
+
+    h100 = load_hardware("h100")
+    per_tensor, block = (float(gemm_peak_flops(h100, np.array([FP8]), blockwise)[0]) for blockwise in (False, True))
+    assert block == pytest.approx(per_tensor * 0.834, rel=1e-3)
+    # bf16 candidates are untouched by the recipe flag (one recipe per search).
+    assert float(gemm_peak_flops(h100, np.array([BF16]), True)[0]) == h100.peak_bf16_flops * h100.efficiency.gemm
+    with pytest.raises(ValueError, match="Hopper only"):
+        gemm_peak_flops(load_hardware("b200"), np.array([FP8]), True)

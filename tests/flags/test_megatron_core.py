@@ -180,6 +180,9 @@ EXTRA = {
     # FP8 attention, as Megatron-Bridge's 26.08 MXFP8 recipes run it.
     "llama3_8b_mxfp8_fp8_attention": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8",
                                              fp8_attention=True),
+    # FP8 block scaling, as Megatron-LM's Qwen3-30B-A3B H100 FP8 recipe runs it.
+    "llama3_8b_fp8_blockwise": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="fp8",
+                                       fp8_recipe="blockwise"),
     # Activation CPU offloading, as Megatron-Bridge's Llama-3 70B GB200 recipe runs it.
     "llama3_8b_cpu_offload": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, cpu_offload_layers=16),
 }
@@ -194,7 +197,7 @@ def test_megatron_core_accepts_the_flags(req):
     config = _check(req)
     p = req.plan
     assert config.virtual_pipeline_model_parallel_size == (p.vpp if p.vpp > 1 else None)
-    assert config.fp8 == {"bf16": None, "fp8": "hybrid", "mxfp8": "e4m3"}[p.precision]
+    assert config.fp8 == {"bf16": None, "fp8": "e4m3" if p.fp8_blockwise else "hybrid", "mxfp8": "e4m3"}[p.precision]
     # The recipe the cost model timed (cost.precision.quantize_bytes_per_elem).
     recipe = {"bf16": None, "fp8": p.fp8_recipe, "mxfp8": "mxfp8"}[p.precision]
     assert (config.fp8_recipe if p.precision != "bf16" else None) == recipe

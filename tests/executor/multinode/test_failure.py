@@ -78,3 +78,31 @@ Root Cause (first observed failure):
   traceback : Signal 9 (SIGKILL) received by PID 4311
 """
     assert torchrun_exit_codes(summary) == {3: 1, 2: -9}
+
+
+TIMEOUT = ("RuntimeError: [../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 40000ms "
+           "for send operation to complete")
+
+
+def test_a_timeout_is_a_symptom_ranked_after_a_lost_peer(tmp_path):
+    # A send to a stalled local rank times out first; the lost connection to the other node, seen
+    # later, names the failed host (the first failure by time is not the most telling one).
+    (tmp_path / "world.json").write_text(json.dumps(WORLD))
+    _write(tmp_path, 0, "running attention", TIMEOUT, time=1.0)
+    _write(tmp_path, 1, "running attention", LOST, time=2.0)
+    assert root_cause(tmp_path, host="sp-node0") == (
+        "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error "
+        "[192.0.2.2]:44776: Connection reset by peer (192.0.2.2 is host sp-node1: ranks 2, 3) "
+        "(ranks [0] failed after it)")
+
+
+def test_a_timeout_alone_is_named_before_the_terminated_ranks(tmp_path):
+    _write(tmp_path, 0, "running attention", "Terminated: terminated by SIGTERM", time=1.0)
+    _write(tmp_path, 1, "running attention", TIMEOUT, time=2.0)
+    assert root_cause(tmp_path).startswith("rank 1 timed out: RuntimeError: Timed out waiting 40000ms for send")
+
+
+def test_ring_requests_are_waited_receives_first():
+    from sp_planner.executor.comm import send_recv_order
+
+    assert send_recv_order(["send k", "send v", "recv k", "recv v"], 2) == ["recv k", "recv v", "send k", "send v"]
