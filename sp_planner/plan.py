@@ -94,6 +94,9 @@ class ParallelPlan(FrozenModel):
     # Activation CPU offloading (Megatron --cpu-offloading-num-layers; cost.offload): the saved
     # activations of the first N layers go to host memory in forward and come back in backward.
     cpu_offload_layers: int = Field(default=0, ge=0, le=MAX_DEGREE)
+    # Adam's moments in bf16 (Megatron --use-precision-aware-optimizer --exp-avg-dtype bf16
+    # --exp-avg-sq-dtype bf16; cost.states.optimizer_bytes_per_param).
+    adam_moments_bf16: bool = False
 
     @model_validator(mode="after")
     def _check_fsdp(self) -> "ParallelPlan":
@@ -148,6 +151,12 @@ class ParallelPlan(FrozenModel):
     def fp8_current(self) -> bool:
         """Per-tensor FP8 with current scaling (the tensorwise recipe)."""
         return self.precision == "fp8" and self.fp8_recipe == "tensorwise"
+
+    @property
+    def master_as_remainder(self) -> bool:
+        """With bf16 Adam moments, the fp32 master is kept as a 16-bit remainder: bf16 and
+        delayed-scaling FP8 plans (cost.states.PARAM_REMAINDER_BYTES)."""
+        return self.precision == "bf16" or (self.precision == "fp8" and self.fp8_recipe == "delayed")
 
     @property
     def fp8_blockwise(self) -> bool:

@@ -115,6 +115,7 @@ class _Evaluated(NamedTuple):
                                        "delayed").astype(object)
         cols["fp8_attention"] = c.fp8_attention
         cols["cpu_offload_layers"] = c.cpu_offload_layers
+        cols["adam_moments_bf16"] = c.adam_moments_bf16
         cols.update(_prefixed("memory", self.memory, MemoryBreakdown))
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))

@@ -80,6 +80,8 @@ class Pins(FrozenModel):
     # Not searched: layers whose activations go to host memory (cost.offload), the user's choice;
     # with it the pipeline and recompute pins are 1 and none (ParallelPlan).
     cpu_offload_layers: int = 0
+    # Not searched: Adam's moments in bf16 (cost.states), the user's choice.
+    adam_moments_bf16: bool = False
 
 
 # The degrees in Pins' field order, which is the CLI's options' (DEGREES: space_degrees).
@@ -130,6 +132,15 @@ class Candidates:
     fp8_attention: np.ndarray
     cpu_offload_layers: np.ndarray
     fp8_blockwise: np.ndarray
+    adam_moments_bf16: np.ndarray
+
+    @property
+    def master_as_remainder(self) -> np.ndarray:
+        """ParallelPlan.master_as_remainder, per candidate."""
+        precision = np.asarray(self.precision)
+        fp8 = PRECISIONS.index("fp8")
+        return (precision == PRECISIONS.index("bf16")) | (
+            (precision == fp8) & ~np.asarray(self.fp8_current) & ~np.asarray(self.fp8_blockwise))
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -159,7 +170,8 @@ class Candidates:
                    fp8_current=np.array([plan.fp8_recipe == "tensorwise"]),
                    fp8_attention=np.array([plan.fp8_attention]),
                    cpu_offload_layers=np.array([plan.cpu_offload_layers], dtype=np.int64),
-                   fp8_blockwise=np.array([plan.fp8_recipe == "blockwise"]))
+                   fp8_blockwise=np.array([plan.fp8_recipe == "blockwise"]),
+                   adam_moments_bf16=np.array([plan.adam_moments_bf16]))
 
     def plan(self, i: int) -> ParallelPlan:
         """Candidate `i` as a ParallelPlan."""
@@ -174,7 +186,8 @@ class Candidates:
                             fp8_recipe=("tensorwise" if self.fp8_current[i] else
                                         "blockwise" if self.fp8_blockwise[i] else "delayed"),
                             fp8_attention=bool(self.fp8_attention[i]),
-                            cpu_offload_layers=int(self.cpu_offload_layers[i]))
+                            cpu_offload_layers=int(self.cpu_offload_layers[i]),
+                            adam_moments_bf16=bool(self.adam_moments_bf16[i]))
 
 
 _INT_FIELDS: tuple[str, ...] = (*DEGREES, "zero", "micro_batch", "vpp", "first_stage_layers", "last_stage_layers",
@@ -295,7 +308,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
                       fp8_current=np.full(len(rows), pins.fp8_recipe == "tensorwise"),
                       fp8_attention=np.full(len(rows), pins.fp8_attention),
                       cpu_offload_layers=np.full(len(rows), pins.cpu_offload_layers, dtype=np.int64),
-                      fp8_blockwise=np.full(len(rows), pins.fp8_recipe == "blockwise"))
+                      fp8_blockwise=np.full(len(rows), pins.fp8_recipe == "blockwise"),
+                      adam_moments_bf16=np.full(len(rows), pins.adam_moments_bf16))
 
 
 def rule_masks(model: ModelSpec, workload: Workload, c: Candidates) -> dict[str, np.ndarray]:

@@ -130,6 +130,9 @@ def plan(
     cpu_offload_layers: Annotated[int, typer.Option(
         min=0, max=MAX_DEGREE, help="Offload the first N layers' activations to host memory (Megatron "
         "--cpu-offloading-num-layers; pins pp 1 and no recompute; megatron only).")] = 0,
+    bf16_adam_moments: Annotated[bool, typer.Option(
+        "--bf16-adam-moments", help="Keep Adam's moments in bf16 (Megatron --use-precision-aware-optimizer; "
+        "pins ZeRO-1; megatron only).")] = False,
     framework: Annotated[FrameworkChoice, typer.Option(
         help="Rank only the plans this framework can express and print its flags (all: every plan, every "
              "framework's flags).")] = "megatron",
@@ -182,12 +185,16 @@ def plan(
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
         moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, cpu_offload_layers=cpu_offload_layers,
+        adam_moments_bf16=bf16_adam_moments,
     )
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
                              "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
+    if bf16_adam_moments and framework not in ("megatron", "all"):
+        raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
+                             f"not emit for {framework}; use --framework megatron")
     if cpu_offload_layers and framework not in ("megatron", "all"):
         raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")

@@ -76,6 +76,7 @@ def resolve_question(
     moe_routing: MoERouting = "learned",
     moe_dispatcher: MoEDispatcher = "alltoall",
     cpu_offload_layers: int = 0,
+    adam_moments_bf16: bool = False,
 ) -> PlanQuestion:
     """Load the specs, build the workload and pins, and reject pins that break a hard rule.
 
@@ -103,12 +104,16 @@ def resolve_question(
     if vpp is not None and vpp <= 0:
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
     degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
+    if adam_moments_bf16 and zero not in (None, 1):
+        raise UserInputError(f"--bf16-adam-moments needs --zero 1 (Megatron's precision-aware optimizer runs only "
+                             f"with the distributed optimizer), not --zero {zero}")
+    zero = 1 if adam_moments_bf16 else zero
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
                 precision=_check_precision(precision, profile),
                 fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
-                cpu_offload_layers=cpu_offload_layers)
+                cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16)
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
     _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
     return PlanQuestion(

@@ -100,7 +100,7 @@ from typing import Literal
 import numpy as np
 
 from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
-from sp_planner.cost.states import TrainingStates
+from sp_planner.cost.states import TrainingStates, optimizer_bytes_per_param, optimizer_step_bytes_per_param
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.specs.base import FrozenModel
 
@@ -198,7 +198,9 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
     zero = np.asarray(c.zero)
     # ZeRO shards the routed experts over edp and the rest over dp_shard x cp (cost.moe, cost.fsdp).
     shard = (params - experts) / np.where(zero >= 1, shard_group_size(c), 1) + experts / np.where(zero >= 1, edp, 1)
-    adam = states.optimizer_step_bytes * shard
+    # Adam's moments in bf16 where the plan says so (cost.states.optimizer_bytes_per_param).
+    held = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
+    adam = optimizer_step_bytes_per_param(states, held) * shard
     if sync is None:
         return adam
     return adam + grad_buffer_bytes(

@@ -86,6 +86,7 @@ from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.states import (
     MEGATRON_STATES,
     TrainingStates,
+    optimizer_bytes_per_param,
     params_sharded,
     sharded_state_bytes,
     whole_compute_copy,
@@ -247,12 +248,15 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     fp8_weights = fp8_params_active(states, c.precision, zero)
     fp8_shards = sharded_fp8_params(states, c.precision, zero)
 
+    # Adam's moments in bf16 where the plan says so (cost.states).
+    optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
+
     def stage_states(params, layers, holds_output):
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
         experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=layers)
-        dense_states = sharded_state_bytes(states, zero, params - experts, zgroup)
-        expert_states = sharded_state_bytes(states, zero, experts, c.edp)
+        dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)
+        expert_states = sharded_state_bytes(states, zero, experts, c.edp, optimizer_per_param)
         p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
         bf16 = states.compute_param_bytes
         fp8 = layers * (np.where(fp8_shards, 0.0, fp8_per_param * gemm_params)

@@ -69,6 +69,12 @@ ADAM_MOMENTS_BYTES = 2 * FP32_BYTES  # Adam's m and v in fp32
 # 9c5258f1 megatron/core/optimizer/optimizer_config.py: exp_avg_dtype, exp_avg_sq_dtype; TE
 # FusedAdam keeps them in that dtype beside the fp32 master): m and v in bf16, as a corpus row states.
 ADAM_MOMENTS_BF16_BYTES = 2 * BF16_BYTES
+# With bf16 moments and a bf16 model, Megatron's precision-aware optimizer lets TE's FusedAdam keep
+# the fp32 master as its 16-bit remainder beside the bf16 parameter (OptimizerConfig
+# store_param_remainders, default True; distrib_optimizer.py: master_param int16) unless the plan
+# runs FP8 other than delayed scaling, whose master Megatron-Core keeps in fp32 itself
+# (use_precision_aware_optimizer_no_fp8_or_ds_fp8; NVIDIA/Megatron-LM 9c5258f1).
+PARAM_REMAINDER_BYTES = 2
 
 
 class TrainingStates(FrozenModel):
@@ -101,9 +107,7 @@ class TrainingStates(FrozenModel):
         optimizer states with the fp32 master (the stored parameters where they are the master,
         FSDP), and write the bf16 parameters where they are a copy of a separate master: Megatron
         4 + 2 x 12 + 2 = 30, torch FSDP 4 + 2 x (8 + 4) = 28, DeepSpeed 2 + 2 x 12 + 2 = 28."""
-        master_is_stored = self.param_bytes == FP32_BYTES
-        states = self.optimizer_bytes + (self.param_bytes if master_is_stored else 0)
-        return self.grad_bytes + 2 * states + (0 if master_is_stored else self.param_bytes)
+        return int(optimizer_step_bytes_per_param(self, self.optimizer_bytes))
 
 
 # Megatron-LM as sp-plan runs it: --fp8-param-gather with FP8 and the distributed optimizer
@@ -120,15 +124,37 @@ DEEPSPEED_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=BF16_BYTES,
                                   param_shard_stage=3, grad_shard_stage=2)
 
 
-def sharded_state_bytes(states: TrainingStates, zero, params, group):
-    """(parameter, gradient, optimizer) bytes on a rank holding `params` parameters, each state
-    divided over `group` ranks where the candidate's ZeRO stage shards it."""
-    zero = np.asarray(zero)
+def optimizer_bytes_per_param(states: TrainingStates, adam_moments_bf16=False, remainders=False):
+    """Optimizer bytes per parameter for each candidate: the framework's (a separate master, if
+    any, and Adam's moments), with the moments in bf16 where `adam_moments_bf16` (Megatron
+    --use-precision-aware-optimizer --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16) and then, where
+    `remainders` (bf16 or delayed-scaling FP8 plans), a separate fp32 master kept as its 16-bit
+    remainder (PARAM_REMAINDER_BYTES): Megatron's 12 becomes 6, or 8 under MXFP8, tensorwise or
+    block-scaled FP8."""
+    bf16 = np.asarray(adam_moments_bf16, dtype=bool)
+    separate = states.optimizer_bytes - ADAM_MOMENTS_BYTES  # 0 where the stored parameters are the master
+    master = np.where(bf16 & np.asarray(remainders, dtype=bool) & (separate > 0), PARAM_REMAINDER_BYTES, separate)
+    return master + np.where(bf16, ADAM_MOMENTS_BF16_BYTES, ADAM_MOMENTS_BYTES)
 
-    def share(nbytes: int, stage: int):
+
+def optimizer_step_bytes_per_param(states: TrainingStates, optimizer_bytes):
+    """TrainingStates.optimizer_step_bytes with `optimizer_bytes` (per candidate) for its states."""
+    master_is_stored = states.param_bytes == FP32_BYTES
+    held = np.asarray(optimizer_bytes) + (states.param_bytes if master_is_stored else 0)
+    return states.grad_bytes + 2 * held + (0 if master_is_stored else states.param_bytes)
+
+
+def sharded_state_bytes(states: TrainingStates, zero, params, group, optimizer_bytes=None):
+    """(parameter, gradient, optimizer) bytes on a rank holding `params` parameters, each state
+    divided over `group` ranks where the candidate's ZeRO stage shards it; `optimizer_bytes` per
+    parameter (default the framework's; optimizer_bytes_per_param)."""
+    zero = np.asarray(zero)
+    optimizer = states.optimizer_bytes if optimizer_bytes is None else optimizer_bytes
+
+    def share(nbytes, stage: int):
         return nbytes * params / np.where(zero >= stage, group, 1)
     return (share(states.param_bytes, states.param_shard_stage), share(states.grad_bytes, states.grad_shard_stage),
-            share(states.optimizer_bytes, 1))
+            share(optimizer, 1))
 
 
 def params_sharded(states: TrainingStates, zero):

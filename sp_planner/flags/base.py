@@ -85,7 +85,8 @@ def plan_rule_failures(request: FlagRequest) -> list[str]:
     return [v.message for v in violations(request.plan, request.model, request.workload)]
 
 
-# Frameworks whose flags express activation CPU offloading (ParallelPlan.cpu_offload_layers).
+# Frameworks whose flags express activation CPU offloading and bf16 Adam moments
+# (ParallelPlan.cpu_offload_layers, adam_moments_bf16).
 OFFLOAD_FRAMEWORKS: tuple[str, ...] = ("megatron",)
 
 
@@ -93,11 +94,25 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     """The unsupported result when the plan breaks its own rules or else `framework`'s (asked only
     of a plan that obeys its rules); None when the framework can express it."""
     failures = plan_rule_failures(request) or own_failures()
-    n = request.plan.cpu_offload_layers
-    if n and framework not in OFFLOAD_FRAMEWORKS:
-        failures = [*failures, f"cpu_offload_layers {n} cannot be expressed: sp-plan emits activation CPU "
-                    "offloading for Megatron-LM only (--cpu-offloading-num-layers, cost.offload)"]
+    failures = [*failures, *_megatron_only_failures(framework, request.plan)]
     return unsupported(framework, failures) if failures else None
+
+
+def _megatron_only_failures(framework: str, plan) -> list[str]:
+    """Plan options sp-plan emits for Megatron-LM only (OFFLOAD_FRAMEWORKS)."""
+    failures = []
+    if plan.cpu_offload_layers and framework not in OFFLOAD_FRAMEWORKS:
+        failures.append(f"cpu_offload_layers {plan.cpu_offload_layers} cannot be expressed: sp-plan emits activation "
+                        "CPU offloading for Megatron-LM only (--cpu-offloading-num-layers, cost.offload)")
+    if plan.adam_moments_bf16 and framework not in OFFLOAD_FRAMEWORKS:
+        failures.append("adam_moments_bf16 cannot be expressed: sp-plan emits bf16 Adam moments for Megatron-LM only "
+                        "(--use-precision-aware-optimizer, cost.states)")
+    elif plan.adam_moments_bf16 and plan.zero != 1:
+        # megatron/core/optimizer/__init__.py (d98e8a6): "--use-precision-aware-optimizer only
+        # supported with distributed optimizer".
+        failures.append(f"adam_moments_bf16 needs zero 1 (Megatron's precision-aware optimizer runs only with the "
+                        f"distributed optimizer), not zero {plan.zero}")
+    return failures
 
 
 def kv_heads_per_tp_rank(model: ModelSpec, tp: int) -> int:

@@ -94,6 +94,9 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         memory.append("--recompute-granularity selective")
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
+    if p.adam_moments_bf16:
+        # TE FusedAdam's moments in bf16 (OptimizerConfig exp_avg_dtype, exp_avg_sq_dtype; cost.states).
+        memory += ["--use-precision-aware-optimizer", "--exp-avg-dtype bf16", "--exp-avg-sq-dtype bf16"]
     if p.cpu_offload_layers:
         # Activation CPU offloading of the first N layers (arguments.py sets cpu_offloading when
         # N > 0; activations only, TransformerConfig's default; cost.offload).

@@ -88,6 +88,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
             f" {plan.precision}" if plan.precision != "bf16" else "") + (" cs" if plan.fp8_current else "") + (
             " bw" if plan.fp8_blockwise else "")
         extras += f" off{plan.cpu_offload_layers}" if plan.cpu_offload_layers else ""
+        extras += " adam16" if plan.adam_moments_bf16 else ""
         return f"{degrees} | z{plan.zero} {RECOMPUTE_SHORT[plan.recompute]} mb{plan.micro_batch}{extras}"
     degrees = " x ".join(f"{axis} {getattr(plan, axis)}" for axis in (*NAME_ORDER, *expert_axes))
     extras = (", contiguous ring" if contiguous else "") + (", all-gather CP" if gather else "")
@@ -99,7 +100,7 @@ def plan_name(plan: ParallelPlan, *, compact: bool = False) -> str:
         " (current scaling)" if plan.fp8_current else "") + (" (block scaling)" if plan.fp8_blockwise else "") + (
         " and attention" if plan.fp8_attention else "")
     extras += (f", activations of {plan.cpu_offload_layers} layers offloaded to the CPU"
-               if plan.cpu_offload_layers else "")
+               if plan.cpu_offload_layers else "") + (", Adam moments in bf16" if plan.adam_moments_bf16 else "")
     return (f"{degrees}, ZeRO-{plan.zero}, {RECOMPUTE_LONG[plan.recompute]}, "
             f"micro batch {plan.micro_batch}{extras}")
 

@@ -20,7 +20,7 @@ from sp_planner.cost.loss_memory import (
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
-from sp_planner.cost.states import ADAM_MOMENTS_BF16_BYTES, BF16_BYTES, FP32_BYTES
+from sp_planner.cost.states import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -56,7 +56,8 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
                         precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
-                        fp8_attention=row.fp8_attention, cpu_offload_layers=row.cpu_offload_layers)
+                        fp8_attention=row.fp8_attention, cpu_offload_layers=row.cpu_offload_layers,
+                        adam_moments_bf16=row.adam_moments_bf16)
 
 
 # What each corpus framework runs with (cost.runtime). Overlap (cost.overlap): Megatron-family runs
@@ -131,11 +132,9 @@ def row_runtime(row: CorpusRow) -> Runtime:
             "wrapper": {"apex": "apex", "torch-ddp": "uncounted"}.get(row.grad_wrapper or "", "megatron")})
     # FP8 weights only where the recipe states them (cost.fp8_params; sp-plan's Megatron runs them).
     states = states.model_copy(update={"fp8_param_gather": row.fp8_param_gather})
-    if row.adam_moments_bf16:
-        if not megatron_family:
-            raise ValueError(f"row {row.id}: adam_moments_bf16 is Megatron's precision-aware optimizer, and the "
-                             f"row's framework is {row.framework}")
-        states = states.model_copy(update={"optimizer_bytes": FP32_BYTES + ADAM_MOMENTS_BF16_BYTES})
+    if row.adam_moments_bf16 and not megatron_family:  # the plan carries it (row_plan; cost.states)
+        raise ValueError(f"row {row.id}: adam_moments_bf16 is Megatron's precision-aware optimizer, and the "
+                         f"row's framework is {row.framework}")
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
     logit_bytes, loss_bytes = runtime.logit_bytes, runtime.loss_bytes_per_logit
     if (row.megatron_ce_out_of_place or row.te_fused_cross_entropy) and not megatron_family:

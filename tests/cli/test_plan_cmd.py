@@ -376,3 +376,20 @@ def test_fp8_blockwise_plans_on_hopper_and_is_refused_elsewhere(plan_json, sp_pl
     refused = sp_plan("--model", "llama3-8b", "--hardware", "b200", "--nodes", "1", "--seq-len", "8k", "--precision",
                       "fp8", "--fp8-recipe", "blockwise")
     assert refused.exit_code == 2 and "Hopper only" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_bf16_adam_moments_halve_megatrons_optimizer_states_and_pin_zero_1(plan_json, sp_plan):
+    args = ["--model", "llama3-70b", "--hardware", "h100", "--nodes", "8", "--seq-len", "8k", "--top", "2"]
+    code, doc = plan_json(*args, "--bf16-adam-moments")
+    assert code == 0 and all(p["adam_moments_bf16"] and p["zero"] == 1 for p in doc["plans"])
+    first = doc["plans"][0]
+    assert "--use-precision-aware-optimizer" in first["flags"]["megatron"]["text"]
+    # bf16 plan: the fp32 master kept as a 16-bit remainder, moments in bf16: 6 B a parameter, not 12.
+    plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
+    hw = with_attention_kernel(load_hardware("h100"), "cudnn")
+    plain = evaluate(load_model("llama3-70b"), hw, Workload(seq_len=8192, global_batch=doc["question"]["global_batch"]),
+                     plan.model_copy(update={"adam_moments_bf16": False}), num_nodes=8, gpus_per_node=8)
+    assert first["memory"]["optimizer_bytes"] == pytest.approx(plain.memory.optimizer_bytes / 2)
+    for extra, message in ((["--zero", "3"], "needs --zero 1"), (["--framework", "torchtitan"], "does not emit")):
+        refused = sp_plan(*args, "--bf16-adam-moments", *extra)
+        assert refused.exit_code == 2 and message in refused.stderr and refused.stderr.count("\n") == 1

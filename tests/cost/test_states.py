@@ -128,3 +128,23 @@ def test_an_adam_step_moves_each_frameworks_states_once():
     assert MEGATRON_STATES.optimizer_step_bytes == 4 + 2 * 12 + 2
     assert TORCH_FSDP_STATES.optimizer_step_bytes == 4 + 2 * (8 + 4)
     assert DEEPSPEED_STATES.optimizer_step_bytes == 2 + 2 * 12 + 2
+
+
+def test_bf16_adam_moments_by_master_kind():
+    # Megatron: fp32 master + two fp32 moments = 12 B; bf16 moments with the master as a 16-bit
+    # remainder (bf16 and delayed-FP8 plans) 2 + 2 + 2 = 6; MXFP8 / tensorwise / block FP8 keep an fp32
+    # master in Megatron-Core, 4 + 2 + 2 = 8. torch FSDP's master is the stored fp32 parameter: 8 -> 4.
+    from sp_planner.cost.states import (
+        MEGATRON_STATES,
+        TORCH_FSDP_STATES,
+        optimizer_bytes_per_param,
+        optimizer_step_bytes_per_param,
+    )
+
+    got = optimizer_bytes_per_param(MEGATRON_STATES, np.array([False, True, True]), np.array([True, True, False]))
+    assert got.tolist() == [12, 6, 8]
+    assert optimizer_bytes_per_param(TORCH_FSDP_STATES, True, True) == 4
+    # Adam reads the fp32 gradient, reads and writes what it holds, writes the bf16 parameters.
+    assert optimizer_step_bytes_per_param(MEGATRON_STATES, 6) == 4 + 2 * 6 + 2
+    assert MEGATRON_STATES.optimizer_step_bytes == 4 + 2 * 12 + 2
+

@@ -65,7 +65,9 @@ TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embedding
             # DistributedDataParallelConfig overlap, checked by _training_rules.
             "--overlap-grad-reduce", "--overlap-param-gather",
             # DistributedDataParallelConfig / OptimizerConfig, checked by _training_rules.
-            "--reuse-grad-buf-for-mxfp8-param-ag"}
+            "--reuse-grad-buf-for-mxfp8-param-ag",
+            # OptimizerConfig, checked by test_precision_aware_optimizer_flags_are_optimizer_config_fields.
+            "--use-precision-aware-optimizer", "--exp-avg-dtype", "--exp-avg-sq-dtype"}
 
 
 def _argv(text: str) -> list[str]:
@@ -185,6 +187,8 @@ EXTRA = {
                                        fp8_recipe="blockwise"),
     # Activation CPU offloading, as Megatron-Bridge's Llama-3 70B GB200 recipe runs it.
     "llama3_8b_cpu_offload": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, cpu_offload_layers=16),
+    # bf16 Adam moments, as Megatron-LM's MXFP8 Qwen3-235B recipes keep them.
+    "llama3_8b_bf16_adam_moments": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, adam_moments_bf16=True),
 }
 
 
@@ -231,3 +235,22 @@ def test_megatron_core_rejects_what_the_planner_rejects():
                           pipeline_model_parallel_size=16, virtual_pipeline_model_parallel_size=2,
                           num_layers_in_first_pipeline_stage=7, num_layers_in_last_pipeline_stage=9,
                           pipeline_dtype=torch.bfloat16)
+
+
+def test_precision_aware_optimizer_flags_are_optimizer_config_fields():
+    # megatron-core's OptimizerConfig holds what the three flags set (megatron/training/arguments.py
+    # maps --use-precision-aware-optimizer, --exp-avg-dtype and --exp-avg-sq-dtype onto it); building
+    # one needs TE's FusedAdam, so the fields and their dtypes are checked.
+    import dataclasses
+
+    from megatron.core.optimizer import OptimizerConfig
+
+    names = {f.name for f in dataclasses.fields(OptimizerConfig)}
+    assert {"use_precision_aware_optimizer", "exp_avg_dtype", "exp_avg_sq_dtype", "store_param_remainders"} <= names
+    flags = _parse(_argv(megatron.render(EXTRA["llama3_8b_bf16_adam_moments"]).text))
+    assert flags["--use-precision-aware-optimizer"] == [] and "--use-distributed-optimizer" in flags
+    assert flags["--exp-avg-dtype"] == ["bf16"] and flags["--exp-avg-sq-dtype"] == ["bf16"]
+    defaults = {f.name: f.default for f in dataclasses.fields(OptimizerConfig)}
+    # The 16-bit master remainder cost.states counts for bf16 plans is megatron-core's default.
+    assert defaults["store_param_remainders"] is True
+
