@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
+import numpy as np
+
 from pydantic import Field, model_validator
 
 from sp_planner.layout import CP_AXES, GRID_ORDER
@@ -42,6 +44,15 @@ CP_COMMS: tuple[CpComm, ...] = get_args(CpComm)
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
+
+
+def master_as_remainder(precision, fp8_current, fp8_blockwise):
+    """With bf16 Adam moments, whether TE's FusedAdam keeps the fp32 master as a 16-bit remainder:
+    bf16 and delayed-scaling FP8 plans (cost.states.PARAM_REMAINDER_BYTES). Vectorized over
+    precision codes (PRECISIONS) and the recipe flags."""
+    precision = np.asarray(precision)
+    delayed = ~np.asarray(fp8_current, dtype=bool) & ~np.asarray(fp8_blockwise, dtype=bool)
+    return (precision == PRECISIONS.index("bf16")) | ((precision == PRECISIONS.index("fp8")) & delayed)
 
 
 class Violation(FrozenModel):
@@ -154,9 +165,8 @@ class ParallelPlan(FrozenModel):
 
     @property
     def master_as_remainder(self) -> bool:
-        """With bf16 Adam moments, the fp32 master is kept as a 16-bit remainder: bf16 and
-        delayed-scaling FP8 plans (cost.states.PARAM_REMAINDER_BYTES)."""
-        return self.precision == "bf16" or (self.precision == "fp8" and self.fp8_recipe == "delayed")
+        """master_as_remainder for this plan."""
+        return bool(master_as_remainder(PRECISIONS.index(self.precision), self.fp8_current, self.fp8_blockwise))
 
     @property
     def fp8_blockwise(self) -> bool:

@@ -23,6 +23,7 @@ from sp_planner.plan import (
     Recompute,
     RingLayout,
     RuleFacts,
+    master_as_remainder,
     rule_breaks,
 )
 from sp_planner.space_choices import (  # re-exported: the choices beside the degrees live there
@@ -136,11 +137,8 @@ class Candidates:
 
     @property
     def master_as_remainder(self) -> np.ndarray:
-        """ParallelPlan.master_as_remainder, per candidate."""
-        precision = np.asarray(self.precision)
-        fp8 = PRECISIONS.index("fp8")
-        return (precision == PRECISIONS.index("bf16")) | (
-            (precision == fp8) & ~np.asarray(self.fp8_current) & ~np.asarray(self.fp8_blockwise))
+        """plan.master_as_remainder, per candidate."""
+        return master_as_remainder(self.precision, self.fp8_current, self.fp8_blockwise)
 
     def __len__(self) -> int:
         return len(self.tp)
