@@ -46,6 +46,13 @@ RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
 
 
+def fp8_recipe_names(fp8_current, fp8_blockwise):
+    """The FP8_RECIPES name of candidates' recipe flags (vectorized; Candidates keeps the recipe as
+    the two flags fp8_current and fp8_blockwise, one recipe per search)."""
+    return np.select([np.asarray(fp8_current, dtype=bool), np.asarray(fp8_blockwise, dtype=bool)],
+                     ["tensorwise", "blockwise"], "delayed").astype(object)
+
+
 def master_as_remainder(precision, fp8_current, fp8_blockwise):
     """With bf16 Adam moments, whether TE's FusedAdam keeps the fp32 master as a 16-bit remainder:
     bf16 and delayed-scaling FP8 plans (cost.states.PARAM_REMAINDER_BYTES). Vectorized over

@@ -23,7 +23,7 @@ from sp_planner.estimate import (
     TimeBreakdown,
     plain,
 )
-from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, RuleFacts, facts_violations
+from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, RuleFacts, facts_violations, fp8_recipe_names
 from sp_planner.space import DEGREES, EXPERT_DEGREES, Axes, Candidates, first_rule, rule_masks
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -111,8 +111,7 @@ class _Evaluated(NamedTuple):
             split[layers == 0] = pd.NA
             cols[name] = split
         cols["precision"] = np.array(PRECISIONS, dtype=object)[c.precision]
-        cols["fp8_recipe"] = np.select([c.fp8_current, c.fp8_blockwise], ["tensorwise", "blockwise"],
-                                       "delayed").astype(object)
+        cols["fp8_recipe"] = fp8_recipe_names(c.fp8_current, c.fp8_blockwise)
         cols["fp8_attention"] = c.fp8_attention
         cols["cpu_offload_layers"] = c.cpu_offload_layers
         cols["adam_moments_bf16"] = c.adam_moments_bf16

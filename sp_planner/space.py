@@ -23,6 +23,7 @@ from sp_planner.plan import (
     Recompute,
     RingLayout,
     RuleFacts,
+    fp8_recipe_names,
     master_as_remainder,
     rule_breaks,
 )
@@ -181,8 +182,7 @@ class Candidates:
                             cp_comm="allgather" if self.allgather[i] else "p2p",
                             dp_replicate=int(self.dp_replicate[i]), reshard_after_forward=bool(self.reshard[i]),
                             precision=PRECISIONS[int(self.precision[i])],
-                            fp8_recipe=("tensorwise" if self.fp8_current[i] else
-                                        "blockwise" if self.fp8_blockwise[i] else "delayed"),
+                            fp8_recipe=fp8_recipe_names(self.fp8_current[i], self.fp8_blockwise[i]).item(),
                             fp8_attention=bool(self.fp8_attention[i]),
                             cpu_offload_layers=int(self.cpu_offload_layers[i]),
                             adam_moments_bf16=bool(self.adam_moments_bf16[i]))
