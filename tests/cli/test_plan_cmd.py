@@ -354,7 +354,7 @@ def test_cpu_offload_bad_input_is_one_line(sp_plan, args, message):
 
 
 def test_cpu_offload_needs_a_measured_host_link(sp_plan):
-    result = sp_plan("--model", "llama3-70b", "--hardware", "b200", "--nodes", "8", "--seq-len", "8k",
+    result = sp_plan("--model", "llama3-70b", "--hardware", "b300", "--nodes", "8", "--seq-len", "8k",
                      "--cpu-offload-layers", "40")
     assert result.exit_code == 2 and "no host_link_bytes_per_s" in result.stderr
 

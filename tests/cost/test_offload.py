@@ -110,7 +110,7 @@ def test_offloading_all_but_one_layer_serializes_the_copies():
 
 def test_a_profile_without_a_host_link_cannot_time_offloading():
     with pytest.raises(ValueError, match="host_link_bytes_per_s"):
-        _columns("b200", 40)
+        _columns("b300", 40)
 
 
 def test_megatron_rejects_offloading_with_pipelines_recompute_or_every_layer():
