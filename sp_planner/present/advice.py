@@ -1,8 +1,8 @@
 """What would make a plan fit, when none does: each change is checked by searching again.
 
 Only changes whose new search finds a fitting plan are suggested, each at the smallest step that
-works: the mildest recompute, ZeRO-3, micro batch 1, unpinned degrees, the fewest nodes, the
-longest sequence.
+works: the mildest recompute, activation offloading where recompute is pinned off, ZeRO-3, micro
+batch 1, unpinned degrees, the fewest nodes, the longest sequence.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+from sp_planner.cost.offload import OVERLAP_MIN_KEPT_LAYERS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
@@ -32,7 +33,7 @@ SUGGESTION_CANDIDATES = MAX_CANDIDATES // 4
 
 
 class FitSuggestion(FrozenModel):
-    change: str  # "recompute", "zero", "micro_batch", "unpin", "nodes", "seq_len"
+    change: str  # "recompute", "offload", "zero", "micro_batch", "unpin", "nodes", "seq_len"
     option: str  # the sp-plan option that makes the change, e.g. "--nodes 4"
     description: str
     estimate: PlanEstimate  # the best plan that fits with the change
@@ -89,6 +90,15 @@ def suggest_fits(
                  f"with --recompute {level} activations are recomputed in the backward pass",
                  best_fit(changes={"recompute": level})):
             break
+    # Pinned to no recompute: activation CPU offloading keeps it so (Megatron only; pp 1; cost.offload),
+    # half the layers first, then all but the two the copies need to overlap.
+    if _offload_applies(pins, hardware, runtime):
+        layers = model.num_layers
+        for count in dict.fromkeys(n for n in (layers // 2, layers - OVERLAP_MIN_KEPT_LAYERS) if 0 < n < layers):
+            if offer("offload", f"--cpu-offload-layers {count}",
+                     f"with --cpu-offload-layers {count} the first {count} layers' activations wait in host memory "
+                     "(no recompute)", best_fit(changes={"cpu_offload_layers": count, "pp": 1})):
+                break
     if pins.zero is not None and pins.zero != 3:
         offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
               best_fit(changes={"zero": 3}))
@@ -120,6 +130,13 @@ def suggest_fits(
                  best_fit(load=workload.model_copy(update={"seq_len": shorter, "global_batch": batch}))):
             break
     return tuple(found)
+
+
+def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) -> bool:
+    """Offloading is worth checking: recompute pinned to none, no pipeline pinned, none offloaded
+    yet, a measured host link, and Megatron's runtime (the only framework whose flags express it)."""
+    return (pins.recompute == "none" and pins.pp in (None, 1) and not pins.cpu_offload_layers
+            and hardware.host_link_bytes_per_s is not None and runtime == MEGATRON_RUNTIME)
 
 
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:
