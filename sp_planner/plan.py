@@ -46,6 +46,16 @@ RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
 
 
+def offload_problem(cpu_offload_layers: int, pp: int, recompute: str | None) -> str | None:
+    """Why CPU offloading cannot run with this pipeline and recompute, or None. Megatron-Core's
+    TransformerConfig rejects both (transformer_config.py: "no support for Pipeline parallelism
+    with CPU offloading", "does not work when activation recomputation is enabled")."""
+    if cpu_offload_layers and (pp > 1 or recompute != "none"):
+        return (f"cpu_offload_layers needs pp 1 and recompute none (Megatron-Core rejects CPU offloading with "
+                f"pipeline parallelism or recompute), not pp {pp} and recompute {recompute}")
+    return None
+
+
 def fp8_recipe_names(fp8_current, fp8_blockwise):
     """The FP8_RECIPES name of candidates' recipe flags (vectorized; Candidates keeps the recipe as
     the two flags fp8_current and fp8_blockwise, one recipe per search)."""
@@ -127,13 +137,9 @@ class ParallelPlan(FrozenModel):
         if self.fp8_attention and self.precision == "bf16":
             raise ValueError("fp8_attention needs precision fp8 or mxfp8 (FP8 attention runs under "
                              "Transformer Engine's FP8 autocast)")
-        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
-            # Megatron-Core's TransformerConfig rejects both (transformer_config.py: "no support for
-            # Pipeline parallelism with CPU offloading", "does not work when activation
-            # recomputation is enabled").
-            raise ValueError(f"cpu_offload_layers needs pp 1 and recompute none (Megatron-Core rejects CPU "
-                             f"offloading with pipeline parallelism or recompute), not pp {self.pp} and "
-                             f"recompute {self.recompute}")
+        offload = offload_problem(self.cpu_offload_layers, self.pp, self.recompute)
+        if offload:
+            raise ValueError(offload)
         if not self.reshard_after_forward and self.zero != 3:
             raise ValueError(f"reshard_after_forward false needs zero 3 (zero {self.zero} keeps the "
                              "parameters whole; only ZeRO-3/FSDP shards them)")

@@ -14,6 +14,7 @@ from pydantic import Field
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
 from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
+from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise
 from sp_planner.errors import UserInputError
 from sp_planner.pipeline import default_split
@@ -203,9 +204,10 @@ def _offload_pins(offload: int, degrees: dict[str, int | None], recompute: Recom
     if degrees.get("pp") not in (None, 1) or recompute not in (None, "none"):
         raise UserInputError("--cpu-offload-layers needs --pp 1 and --recompute none (Megatron-Core rejects CPU "
                              "offloading with pipeline parallelism or recompute)")
-    if profile.host_link_bytes_per_s is None:
-        raise UserInputError(f"--cpu-offload-layers: the {profile.name} profile has no host_link_bytes_per_s "
-                             "(a measured CPU-GPU copy rate) to time the copies; add one to a copy of the profile")
+    try:
+        check_host_link(profile, offload)
+    except ValueError as err:
+        raise UserInputError(f"--cpu-offload-layers: {err}") from None
     return {**degrees, "pp": 1}, "none"
 
 

@@ -62,6 +62,8 @@ ACT_READ_BYTES = 2  # the bf16 tensor a cast reads
 SCALING_STATE_BYTES_PER_LAYER = 4 * 3 * 3 * 4  # GEMMs x tensors x (amax, scale, scale_inv) x fp32
 FP8_BLOCK = 128  # block scaling: one fp32 scale per 1x128 block of an activation or gradient
 FP32_SCALE_BYTES = 4
+# Block scaling's cast: read bf16, write row- and column-wise FP8 with an fp32 scale per block.
+BLOCK_CAST_BYTES_PER_ELEM = ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + FP32_SCALE_BYTES / FP8_BLOCK)
 # Block-scaled FP8 GEMM kernels' rate over per-tensor FP8's on Hopper, from Transformer Engine's GEMM
 # benchmark on an H200 (docs/examples/gemm_profiling/gemm_profiling.rst at d0067d0, "Worked Example:
 # 5B Model on H200", 12 GEMMs a layer of hidden 4096, intermediate 16384, M 15872): FP8Block runs
@@ -69,7 +71,7 @@ FP32_SCALE_BYTES = 4
 # quantizes (tests/cost/test_precision.py) x (2 + 2 x (1 + 4/128)) bytes at the H200 profile's
 # memory-bound rate (0.76 x 4.8 TB/s): 2.765 ms, leaving 20.117 ms of GEMM kernels against
 # per-tensor FP8's 16.785 (FP8Current, pre-quantized): 0.834.
-BLOCKWISE_GEMM_FACTOR = 16.785 / (22.882 - 2_483_027_968 * (2 + 2 * (1 + 4 / 128)) / (0.76 * 4.8e12) * 1e3)
+BLOCKWISE_GEMM_FACTOR = 16.785 / (22.882 - 2_483_027_968 * BLOCK_CAST_BYTES_PER_ELEM / (0.76 * 4.8e12) * 1e3)
 
 
 def _scale_overhead(precision):
@@ -95,7 +97,7 @@ def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False, fp
     # A cast reads the bf16 tensor and writes TE's FP8 tensor: the bytes an FP8 weight holds.
     cast = ACT_READ_BYTES + fp8_weight_bytes_per_param(precision, any_layout)
     block = (precision == FP8) & np.asarray(fp8_blockwise)
-    cast = np.where(block, ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + FP32_SCALE_BYTES / FP8_BLOCK), cast)
+    cast = np.where(block, BLOCK_CAST_BYTES_PER_ELEM, cast)
     amax = np.where((precision == FP8) & np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
     return np.where(precision != BF16, cast + amax, 0.0).astype(np.float64)
 

@@ -210,11 +210,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                   gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
                                   syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
 
-    # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload).
-    copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(model, hardware, workload, c)[0],
-                          c.cpu_offload_layers)
-    offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer, layers=layers,
-                                        offload=c.cpu_offload_layers)
+    # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload); the
+    # saved bytes are sized only where some candidate offloads (the search's hot path otherwise).
+    offload_exposed = 0.0
+    if np.any(c.cpu_offload_layers):
+        copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(model, hardware, workload, c)[0],
+                              c.cpu_offload_layers)
+        offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
+                                            layers=layers, offload=c.cpu_offload_layers)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
 

@@ -87,7 +87,7 @@ def plan_rule_failures(request: FlagRequest) -> list[str]:
 
 # Frameworks whose flags express activation CPU offloading and bf16 Adam moments
 # (ParallelPlan.cpu_offload_layers, adam_moments_bf16).
-OFFLOAD_FRAMEWORKS: tuple[str, ...] = ("megatron",)
+MEGATRON_ONLY_OPTION_FRAMEWORKS: tuple[str, ...] = ("megatron",)
 
 
 def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], list[str]]) -> FrameworkFlags | None:
@@ -99,12 +99,12 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
 
 
 def _megatron_only_failures(framework: str, plan) -> list[str]:
-    """Plan options sp-plan emits for Megatron-LM only (OFFLOAD_FRAMEWORKS)."""
+    """Plan options sp-plan emits for Megatron-LM only (MEGATRON_ONLY_OPTION_FRAMEWORKS)."""
     failures = []
-    if plan.cpu_offload_layers and framework not in OFFLOAD_FRAMEWORKS:
+    if plan.cpu_offload_layers and framework not in MEGATRON_ONLY_OPTION_FRAMEWORKS:
         failures.append(f"cpu_offload_layers {plan.cpu_offload_layers} cannot be expressed: sp-plan emits activation "
                         "CPU offloading for Megatron-LM only (--cpu-offloading-num-layers, cost.offload)")
-    if plan.adam_moments_bf16 and framework not in OFFLOAD_FRAMEWORKS:
+    if plan.adam_moments_bf16 and framework not in MEGATRON_ONLY_OPTION_FRAMEWORKS:
         failures.append("adam_moments_bf16 cannot be expressed: sp-plan emits bf16 Adam moments for Megatron-LM only "
                         "(--use-precision-aware-optimizer, cost.states)")
     elif plan.adam_moments_bf16 and plan.zero != 1:

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KERNELS
 from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES
 from sp_planner.cost.fp8_params import fp8_weights_modelled
-from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout
+from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout, offload_problem
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import MoEDispatcher, MoERouting
 
@@ -203,9 +203,9 @@ class CorpusRow(FrozenModel):
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 with zero 1 (the distributed "
                              f"optimizer) or fp8 with zero 3 (Megatron-FSDP), not {self.precision} with zero "
                              f"{self.zero}")
-        if self.cpu_offload_layers and (self.pp > 1 or self.recompute != "none"):
-            raise ValueError(f"cpu_offload_layers needs pp 1 and recompute none (Megatron-Core rejects CPU "
-                             f"offloading otherwise), not pp {self.pp} and recompute {self.recompute}")
+        offload = offload_problem(self.cpu_offload_layers, self.pp, self.recompute)
+        if offload:  # checked here, where the file and row are named, not first when the row is scored
+            raise ValueError(offload)
         if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
             raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
         if self.fp8_recipe != "delayed" and self.precision != "fp8":
