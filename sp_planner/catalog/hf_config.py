@@ -246,6 +246,10 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "tie_word_embeddings": _flag(cfg, "tie_word_embeddings", path),
         "mlp": _mlp(cfg, path),
         "qkv_bias": _qkv_bias(cfg, model_type, path),
+        # Qwen3's attention always norms each query and key head (Qwen3Attention and
+        # Qwen3MoeAttention q_norm/k_norm; no config field); Llama 4's use_qk_norm is a weightless
+        # L2 norm, which ModelSpec.qk_norm does not describe.
+        "qk_norm": model_type in ("qwen3", "qwen3_moe"),
         "moe": _moe(cfg, model_type, path, intermediate),
         "mla": mla,
         "window": _window(cfg, model_type, path),

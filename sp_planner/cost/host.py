@@ -50,6 +50,7 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     (grouped_gemm package) is not counted.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
+  QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -111,6 +112,7 @@ from sp_planner.cost.cuda_graphs import (
     ROUTER_FORWARD_OPS,
 )
 from sp_planner.cost.families import GRACE_PROFILES
+from sp_planner.cost.qk_norm import qk_norm_host_ops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -152,9 +154,11 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2
-    # The ring's later steps (ring_host_ops), part of the attention a graph of it captures.
-    fwd, bwd = fwd + ring_ops[0], bwd + ring_ops[1]
-    attn_fwd, attn_bwd = attn_fwd + ring_ops[0], attn_bwd + ring_ops[1]
+    # The ring's later steps (ring_host_ops) and the QK norm (cost.qk_norm), part of the attention
+    # a graph of it captures.
+    qk_fwd, qk_bwd = qk_norm_host_ops(model)
+    fwd, bwd = fwd + ring_ops[0] + qk_fwd, bwd + ring_ops[1] + qk_bwd
+    attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + qk_fwd, attn_bwd + ring_ops[1] + qk_bwd
     attn = ATTN in cuda_graphs
     # Graphed ops (fwd, bwd) and whether a graph replays, per dense layer.
     dense_mlp = MLP in cuda_graphs

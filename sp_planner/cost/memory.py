@@ -17,7 +17,8 @@ recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens 
   norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
   attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
              O (twice when ulysses > 1: flash-attention's head-sharded copy and the
-             out-projection's input), fp32 log-sum-exp
+             out-projection's input), fp32 log-sum-exp; the QK norm's inputs where the model
+             has one (cost.qk_norm)
   MLP:       fc1 output (gate and up for SwiGLU) and the activation output   2 * n_mlp * n*ffn/tp
 Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
 flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
@@ -81,6 +82,7 @@ from sp_planner.cost.precision import (
     FP8_ELEM_BYTES,
     fp8_weight_bytes_per_param,
 )
+from sp_planner.cost.qk_norm import qk_norm_saved_bytes
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.states import (
@@ -137,7 +139,8 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     # so that is n x s x heads/tp elements.
     scores = UNFUSED_SAVED_BYTES_PER_SCORE * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
-    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores
+    # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
+    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)

@@ -23,13 +23,14 @@ TE module calls per layer and micro-batch, forward: Megatron-Core core_v0.15.0 (
 spec (megatron/core/models/gpt/gpt_layer_specs.py, moe_module_specs.py,
 extensions/transformer_engine_spec_provider.py):
   attention (cost.cuda_graphs "attn"), 3: TELayerNormColumnParallelLinear (QKV),
-    TEDotProductAttention, TERowParallelLinear (projection).
+    TEDotProductAttention, TERowParallelLinear (projection); 2 more with a QK norm (its q and k
+    TENorm, cost.qk_norm).
   dense MLP ("mlp"), 2: TELayerNormColumnParallelLinear (fc1), TERowParallelLinear (fc2).
   MoE layer instead of the dense MLP: the pre-MLP TENorm (1) and the shared experts'
     TEColumnParallelLinear and TERowParallelLinear (2) in the router part ("moe_router"), the
     experts' TEColumnParallelGroupedLinear and TERowParallelGroupedLinear (2), "moe" graphing all.
-  Not counted: q/k layernorms (TENorm) of models with QK norm (ModelSpec does not state it), the
-  activation (a TE op only with use_te_activation_func, default False), the logits' linear.
+  Not counted: the activation (a TE op only with use_te_activation_func, default False), the
+  logits' linear.
 A graphed part's calls cost nothing beyond its replay (cost.host); a full-iteration graph leaves
 none.
 """
@@ -41,6 +42,7 @@ import numpy as np
 from sp_planner.cost.cuda_graphs import ATTN, FULL_ITERATION, MLP, MOE, MOE_ROUTER, NO_GRAPHS
 from sp_planner.cost.families import GRACE_PROFILES
 from sp_planner.cost.moe import moe_layer_fraction
+from sp_planner.cost.qk_norm import qk_norm_te_calls
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -67,7 +69,7 @@ def layer_te_calls(model: ModelSpec, *, full_recompute, cuda_graphs: frozenset[s
     recompute = np.asarray(full_recompute, dtype=bool)
     if FULL_ITERATION in cuda_graphs:
         return np.zeros(recompute.shape), np.zeros(recompute.shape)
-    attention = 0 if ATTN in cuda_graphs else ATTENTION_TE_CALLS
+    attention = 0 if ATTN in cuda_graphs else ATTENTION_TE_CALLS + qk_norm_te_calls(model)
     dense = attention + (0 if MLP in cuda_graphs else DENSE_MLP_TE_CALLS)
     fwd = float(dense)
     if model.moe is not None:

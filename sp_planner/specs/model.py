@@ -120,6 +120,10 @@ class ModelSpec(FrozenModel):
     qkv_bias: bool = False
     # GPT-3 style: LayerNorm with bias and biases on every linear layer.
     linear_bias: bool = False
+    # A weighted RMSNorm over head_dim of every query and key head, before RoPE (HF Qwen3Attention and
+    # Gemma3Attention q_norm/k_norm; Megatron --qk-layernorm, TENorm per head): cost.qk_norm. Not
+    # Llama 4's weightless L2 norm (Megatron --qk-l2-norm), nor MLA's latent norms.
+    qk_norm: bool = False
     moe: MoESpec | None = None
     # With MLA, num_kv_heads = num_heads and head_dim = (qk_nope + qk_rope + v_head_dim) / 2, the
     # width whose Q+K+V+O, attention FLOPs (QK^T over qk dims, PV over v) and CP traffic equal

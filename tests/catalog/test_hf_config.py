@@ -171,6 +171,15 @@ def test_qwen2_always_has_qkv_bias_and_llama_follows_attention_bias(tmp_path):
     assert not load_hf_config(write_config(tmp_path, LLAMA3_8B, "l2")).qkv_bias
 
 
+def test_qwen3_implies_the_qk_norm_and_llama4s_l2_norm_is_not_it(tmp_path):
+    # Qwen3Attention and Qwen3MoeAttention always build q_norm/k_norm (no config field); Llama 4's
+    # use_qk_norm is a weightless L2 norm, which ModelSpec.qk_norm does not describe.
+    assert load_hf_config(write_config(tmp_path, QWEN3_32B, "q3")).qk_norm
+    assert load_hf_config(write_config(tmp_path, QWEN3_30B_A3B, "q3m")).qk_norm
+    assert not load_hf_config(write_config(tmp_path, LLAMA4_SCOUT, "l4")).qk_norm
+    assert not load_hf_config(write_config(tmp_path, QWEN25_7B, "q2")).qk_norm
+
+
 def test_mixtral_experts(tmp_path):
     spec = load_hf_config(write_config(tmp_path, MIXTRAL_8X7B))
     assert (spec.moe.num_experts, spec.moe.top_k, spec.moe.moe_intermediate_size) == (8, 2, 14336)

@@ -36,12 +36,27 @@ def test_dense_layer_ops_by_hand():
 
 
 def test_moe_layer_ops_count_each_local_experts_gemms():
-    # 128 experts over ep 8: 16 local experts, two GEMMs each forward (fc1, fc2), four backward.
+    # 128 experts over ep 8: 16 local experts, two GEMMs each forward (fc1, fc2), four backward;
+    # Qwen3's QK norm adds 3 forward (two norms, the key's copy) and 2 backward (cost.qk_norm).
     fwd, bwd = layer_host_ops(QWEN3_MOE, tp=1, ep=8, etp=1, low_precision=False, full_recompute=False)
-    assert (float(fwd), float(bwd)) == (12 + 32 + 16 * 2, 20 + 13 + 16 * 4)
+    assert (float(fwd), float(bwd)) == (12 + 3 + 32 + 16 * 2, 20 + 2 + 13 + 16 * 4)
     # MXFP8 quantizes each expert's input, forward and backward, besides the dense quantizations.
     fwd, bwd = layer_host_ops(QWEN3_MOE, tp=1, ep=8, etp=1, low_precision=True, full_recompute=False)
-    assert (float(fwd), float(bwd)) == (14 + 32 + 16 * 4, 24 + 13 + 16 * 6)
+    assert (float(fwd), float(bwd)) == (14 + 3 + 32 + 16 * 4, 24 + 2 + 13 + 16 * 6)
+
+
+def test_qk_norm_ops_join_the_layer_and_its_attention_graph():
+    # The same model without its QK norm has 3 forward and 2 backward ops fewer; under an "attn"
+    # graph they are captured with the attention (one replay either way), so nothing differs.
+    plain = QWEN3_MOE.model_copy(update={"qk_norm": False})
+
+    def ops(model, scopes=()):
+        fwd, bwd = layer_host_ops(model, tp=1, ep=8, etp=1, low_precision=False, full_recompute=False,
+                                  cuda_graphs=frozenset(scopes))
+        return float(fwd), float(bwd)
+
+    assert tuple(a - b for a, b in zip(ops(QWEN3_MOE), ops(plain))) == (3, 2)
+    assert ops(QWEN3_MOE, ["attn"]) == ops(plain, ["attn"])
 
 
 def test_without_syncs_the_host_hides_behind_the_whole_micro_batch():
