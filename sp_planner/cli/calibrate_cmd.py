@@ -39,12 +39,13 @@ from sp_planner.executor.devices import cuda_device_count
 from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.cli.help_format import PlainHelpCommand
 
 EXIT_FAILED = 1
 WORKER_MODULE = "sp_planner.executor.calibrate.worker"
 MEASUREMENTS_FILE = "measurements.json"  # = executor.calibrate.worker.MEASUREMENTS_FILE (that module imports torch)
 EPILOG = """\
-[bold]Examples[/bold]
+Examples:
 
   sp-calibrate --device cpu --nproc-per-node 2 --quick --out cpu.yaml
 
@@ -61,7 +62,7 @@ Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
 
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 def _joined_launch() -> bool:
@@ -149,7 +150,7 @@ def _measure(*, device: Device, model: str | None, nproc_per_node: int | None, q
     return _measure_locally(schedule, timeout_s)
 
 
-@app.command(epilog=EPILOG)
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def calibrate(
     *,
     out: Annotated[Path, typer.Option(help="Write the hardware profile here (.yaml).")],

@@ -24,11 +24,12 @@ from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware import MAX_GPUS_PER_NODE
 from sp_planner.specs.model import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
+from sp_planner.cli.help_format import PlainHelpCommand
 
 EXIT_NO_FIT = 1
 
 EPILOG = """\
-[bold]Examples[/bold]
+Examples:
 
   sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k
 
@@ -54,7 +55,7 @@ FrameworkChoice = Literal[FrameworkName, "all"]
 PrecisionChoice = Literal[Precision, "auto"]
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 MAX_NODES = 2**20  # as plan.MAX_DEGREE: far above any cluster, exact in int64 counts
@@ -64,7 +65,7 @@ def _pin(what: str, *, min: int = 1, max: int = MAX_DEGREE) -> typer.models.Opti
     return typer.Option(min=min, max=max, show_default=False, help=f"Pin the {what}.")
 
 
-@app.command(epilog=EPILOG)
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def plan(
     *,
     model: Annotated[str, typer.Option(help="Built-in model name or a Hugging Face config.json.")],

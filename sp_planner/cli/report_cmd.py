@@ -12,19 +12,20 @@ import typer
 
 from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.help_format import PlainHelpCommand
 
 EPILOG = """\
-[bold]Examples[/bold]
+Examples:
 
   sp-report plan.json --out report/
 
   sp-report plan.json --run result.json --run result-2x4.json --out report/
 """
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
-@app.command(epilog=EPILOG)
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def report(
     plan_file: Annotated[
         Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json", show_default=False)

@@ -27,9 +27,10 @@ from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.units import parse_tokens
+from sp_planner.cli.help_format import PlainHelpCommand
 
 EPILOG = """\
-[bold]Examples[/bold]
+Examples:
 
   sp-run --ulysses 2 --ring 2 --seq-len 4k --heads 8 --kv-heads 2 --head-dim 64 --causal --ring-layout zigzag
 
@@ -47,7 +48,7 @@ Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the referenc
 
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
@@ -83,27 +84,27 @@ def _joined_launch() -> bool:
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
-@app.command(epilog=EPILOG)
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def run(
     *,
     plan: Annotated[Optional[Path], typer.Option(help="A plan.json written by sp-plan --out.")] = None,
     ulysses: Annotated[Optional[int], typer.Option(
-        min=1, max=MAX_DEGREE, help="Ulysses degree \\[default: 1].")] = None,
-    ring: Annotated[Optional[int], typer.Option(min=1, max=MAX_DEGREE, help="Ring degree \\[default: 1].")] = None,
+        min=1, max=MAX_DEGREE, help="Ulysses degree [default: 1].")] = None,
+    ring: Annotated[Optional[int], typer.Option(min=1, max=MAX_DEGREE, help="Ring degree [default: 1].")] = None,
     nproc: Annotated[Optional[int], typer.Option(
-        min=1, max=MAX_DEGREE, help="Local processes \\[default: ulysses*ring].")] = None,
+        min=1, max=MAX_DEGREE, help="Local processes [default: ulysses*ring].")] = None,
     device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = "cpu",
     seq_len: Annotated[Optional[str], typer.Option(help="Global tokens per sequence: 4096, 4k.")] = None,
-    batch: Annotated[Optional[int], typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="Sequences \\[default: 1].")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="Sequences [default: 1].")] = None,
     heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="Query heads.")] = None,
-    kv_heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="KV heads \\[default: heads].")] = None,
+    kv_heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="KV heads [default: heads].")] = None,
     head_dim: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEAD_DIM, help="Head dimension.")] = None,
-    causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask \\[default: full].")] = None,
-    ring_layout: Annotated[Optional[RingLayout], typer.Option(help="Ring sharding \\[default: contiguous].")] = None,
+    causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask [default: full].")] = None,
+    ring_layout: Annotated[Optional[RingLayout], typer.Option(help="Ring sharding [default: contiguous].")] = None,
     cp_comm: Annotated[Optional[CpComm], typer.Option(
-        help="Ring axis: pass K/V round the ring (p2p) or all-gather them \\[default: p2p].")] = None,
+        help="Ring axis: pass K/V round the ring (p2p) or all-gather them [default: p2p].")] = None,
     dtype: Annotated[Optional[DType], typer.Option(
-        help="Run dtype \\[default: bfloat16 with --plan, else float32].")] = None,
+        help="Run dtype [default: bfloat16 with --plan, else float32].")] = None,
     kernel: Annotated[Kernel, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = "auto",
     iters: Annotated[int, typer.Option(min=0, max=MAX_ITERS, help="Timed iterations after the validated step.")] = 3,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung run is killed.")] = 300,
@@ -111,14 +112,14 @@ def run(
     print_launch: Annotated[bool, typer.Option(
         "--print-launch", help="Print the multi-node torchrun command for a cluster and exit.")] = False,
     nodes: Annotated[Optional[int], typer.Option(
-        min=1, max=MAX_DEGREE, help="Nodes of a multi-node run \\[default: ranks / --nproc-per-node].")] = None,
+        min=1, max=MAX_DEGREE, help="Nodes of a multi-node run [default: ranks / --nproc-per-node].")] = None,
     nproc_per_node: Annotated[Optional[int], typer.Option(
         "--nproc-per-node", "--gpus-per-node", min=1, max=MAX_DEGREE,
-        help="Ranks (GPUs) per node of a multi-node run \\[default: the plan's, else 8].")] = None,
+        help="Ranks (GPUs) per node of a multi-node run [default: the plan's, else 8].")] = None,
     node_rank: Annotated[Optional[int], typer.Option(
         min=0, max=MAX_DEGREE, help="Start this node's torchrun agent and join; 0 hosts the rendezvous store.")] = None,
     rdzv_endpoint: Annotated[Optional[str], typer.Option(
-        help="HOST:PORT of the c10d rendezvous (the node-rank-0 host) \\[default for --print-launch: "
+        help="HOST:PORT of the c10d rendezvous (the node-rank-0 host) [default for --print-launch: "
              "HEAD_NODE:29500].")] = None,
     rdzv_id: Annotated[str, typer.Option(help="Rendezvous id, the same on every node.")] = "sp-run",
     join_timeout: Annotated[float, typer.Option(

@@ -31,8 +31,9 @@ from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import SimResult
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
+from sp_planner.cli.help_format import PlainHelpCommand
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 # The fabric choices are the profile's own Literal, plus "profile" for the profile's fabric.
@@ -85,7 +86,7 @@ def _summary(result: SimResult, console: Console) -> None:
     console.print(phases)
 
 
-@app.command(epilog="Example: sp-simulate plan.json --out-dir sim/ --gantt svg")
+@app.command(cls=PlainHelpCommand, epilog="Example: sp-simulate plan.json --out-dir sim/ --gantt svg")
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out")],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),

@@ -24,6 +24,7 @@ from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
 from sp_planner.validation.score import ValidationResult, score_corpus
 from sp_planner.validation.thresholds import check, load_thresholds
+from sp_planner.cli.help_format import PlainHelpCommand
 
 EXIT_CHECK_FAILED = 1
 WIDTH = 80
@@ -45,7 +46,7 @@ LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x 
           "error = (predicted - measured) / measured.")
 
 EPILOG = """\
-[bold]Examples[/bold]
+Examples:
 
   sp-validate
 
@@ -65,10 +66,10 @@ class OutputFormat(str, Enum):
     markdown = "markdown"
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
-@app.command(epilog=EPILOG)
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def validate(
     *,
     corpus: Annotated[Optional[Path], typer.Option(show_default="validation/corpus in the source tree",
