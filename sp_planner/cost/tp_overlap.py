@@ -31,9 +31,21 @@ d0067d0):
 pipeline and bulk set an SM margin: their GEMMs are launched on sm_count - num_sm SMs for their
 whole length (line 143: _math_sms = sm_count - num_comm_sm under set_sm_margin; base.py lines
 384-387: num_sm 16), i.e. take SMS_PER_GPU / (SMS_PER_GPU - 16) of their time, and that slower
-GEMM is the window. A dgrad or wgrad GEMM takes its forward GEMM's time. Not modelled: the
-device's own SM count (H100's 132 for every GPU, as cost.overlap), chunk GEMMs' lower
-efficiency, and the copy engine's bandwidth (the transfers are priced as cost.links' rings).
+GEMM is the window. A dgrad or wgrad GEMM takes its forward GEMM's time.
+
+Chunk GEMMs (chunk_factors): ring_exchange and pipeline run one cuBLAS GEMM per chunk of the
+tokens (M), each on compute stream i % streams (lines 1135-1138 and 1183-1186), of which there
+are min(NVTE_COMM_OVERLAP_MAX_STREAMS = 3, splits) (include/.../comm_gemm_overlap.h line 20,
+comm_gemm_overlap.cpp line 130); splits are tp for ring_exchange and num_splits 4 for pipeline.
+So at most min(3, splits) chunks run at once: a GEMM of min(3, splits) x M / splits rows fills
+the GPU as the whole GEMM of M rows does not, and each overlapped GEMM takes its time x
+output_ratio(M x N) / output_ratio(min(3, splits) x M / splits x N) (cost.gemm_outputs: the XLA
+table's efficiency by output size at the GEMM's K; 1 where the profile has no table). Llama-3-70B
+at tp 8 on 4,096 tokens: the QKV chunks (3 x 512 rows x 1,280) run at 0.86 of the whole QKV
+GEMM's rate. Dense layers' GEMMs only: an MoE layer's experts run TE's grouped GEMMs, which
+userbuffers does not split.
+Not modelled: the device's own SM count (H100's 132 for every GPU, as cost.overlap) and the copy
+engine's bandwidth (the transfers are priced as cost.links' rings).
 """
 
 from __future__ import annotations
@@ -42,8 +54,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, mlp_gemm_flops_per_token
+from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.overlap import SMS_PER_GPU
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 # SMs a userbuffers collective holds beside its GEMM, and the pipeline method's chunks
@@ -51,6 +66,8 @@ from sp_planner.specs.model import ModelSpec
 RING_EXCHANGE_SMS = 1
 PIPELINE_BULK_SMS = 16
 PIPELINE_SPLITS = 4
+# Compute streams a userbuffers layer runs its chunk GEMMs on, at most (TE comm_gemm_overlap.h).
+MAX_COMPUTE_STREAMS = 3
 
 
 class LayerGemms(NamedTuple):
@@ -60,6 +77,20 @@ class LayerGemms(NamedTuple):
     proj_s: np.ndarray | float
     fc1_s: np.ndarray | float
     fc2_s: np.ndarray | float
+
+
+class ChunkFactors(NamedTuple):
+    """Each overlapped GEMM's time chunked over its time whole (>= 1; module docstring)."""
+
+    qkv: np.ndarray | float  # forward, ring_exchange
+    proj: np.ndarray | float  # forward, pipeline
+    fc1: np.ndarray | float  # forward, ring_exchange
+    fc2: np.ndarray | float  # forward, pipeline
+    proj_dgrad: np.ndarray | float  # backward, ring_exchange
+    fc2_dgrad: np.ndarray | float  # backward, ring_exchange
+
+
+WHOLE = ChunkFactors(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 class TPOverlapTimes(NamedTuple):
@@ -82,13 +113,46 @@ def gemm_shares(model: ModelSpec) -> tuple[float, float, float, float]:
     return qkv / total, proj / total, (mlp - fc2) / total, fc2 / total
 
 
-def ring_exchange_s(ag_s, gemm_s, tp):
-    """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the tp - 1
-    transfers beyond the tp chunks they feed, and the 1 SM it holds while it runs."""
-    ag_s, gemm_s = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
+def _chunk_factor(hardware: HardwareProfile, tokens, n, k, splits):
+    """A GEMM's time run in `splits` chunks of its tokens, min(streams, splits) at once, over its
+    time whole: the output-size efficiency of the whole over that of the concurrent chunks."""
+    concurrent = np.minimum(MAX_COMPUTE_STREAMS, splits) * np.asarray(tokens, dtype=np.float64) / splits
+    whole = output_ratio(hardware, np.asarray(tokens, dtype=np.float64) * n, k)
+    return np.maximum(whole / output_ratio(hardware, concurrent * n, k), 1.0)
+
+
+def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp) -> ChunkFactors:
+    """The overlapped GEMMs' chunking slowdowns on one rank (module docstring): `tokens` the rows
+    of the all-gathered input (the micro-batch's tokens on the TP group), per-rank widths."""
+    tp = np.asarray(tp, dtype=np.float64)
+    h, q, d = model.hidden_size, model.q_size, model.head_dim
+    qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * d
+    ring = tp  # ring_exchange: one chunk per TP rank
+    one = np.ones(np.broadcast(np.asarray(tokens), tp).shape)
+    attention = (_chunk_factor(hardware, tokens, qkv_width, h, ring),
+                 _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS),
+                 _chunk_factor(hardware, tokens, q / tp, h, ring))
+    if model.moe is not None or model.mla is not None:
+        # Grouped expert GEMMs are not split by userbuffers; MLA's projections are not Q/K/V.
+        return ChunkFactors(one, one, one, one, one, one) if model.mla is not None else ChunkFactors(
+            attention[0], attention[1], one, one, attention[2], one)
+    ffn = model.intermediate_size / tp
+    return ChunkFactors(
+        qkv=attention[0], proj=attention[1],
+        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring),
+        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS),
+        proj_dgrad=attention[2], fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring))
+
+
+def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0):
+    """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the GEMM's chunking
+    slowdown, the tp - 1 transfers beyond the tp chunks they feed, and the 1 SM it holds while
+    it runs."""
+    ag_s, whole = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
+    gemm_s = whole * chunking
     steps = np.maximum(tp - 1, 1)
     exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
-    return exposed + RING_EXCHANGE_SMS / SMS_PER_GPU * np.minimum(ag_s, gemm_s)
+    return gemm_s - whole + exposed + RING_EXCHANGE_SMS / SMS_PER_GPU * np.minimum(ag_s, gemm_s)
 
 
 def margin_gemm_s(gemm_s):
@@ -96,13 +160,14 @@ def margin_gemm_s(gemm_s):
     return np.asarray(gemm_s, dtype=np.float64) * SMS_PER_GPU / (SMS_PER_GPU - PIPELINE_BULK_SMS)
 
 
-def pipeline_s(rs_s, gemm_s):
-    """Seconds a pipeline reduce-scatter adds to its GEMM: the margin's slowdown, the last
-    chunk's reduce-scatter, and each other chunk's beyond the next chunk's GEMM."""
-    rs_s, slow = np.asarray(rs_s, dtype=np.float64), margin_gemm_s(gemm_s)
+def pipeline_s(rs_s, gemm_s, chunking=1.0):
+    """Seconds a pipeline reduce-scatter adds to its GEMM: its chunking and the margin's slowdown,
+    the last chunk's reduce-scatter, and each other chunk's beyond the next chunk's GEMM."""
+    rs_s, whole = np.asarray(rs_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
+    slow = margin_gemm_s(whole * chunking)
     chunk_rs, chunk_gemm = rs_s / PIPELINE_SPLITS, slow / PIPELINE_SPLITS
     exposed = chunk_rs + (PIPELINE_SPLITS - 1) * np.maximum(0.0, chunk_rs - chunk_gemm)
-    return slow - gemm_s + exposed
+    return slow - whole + exposed
 
 
 def bulk_s(comm_s, gemm_s):
@@ -112,12 +177,13 @@ def bulk_s(comm_s, gemm_s):
     return slow - gemm_s + np.maximum(0.0, np.asarray(comm_s, dtype=np.float64) - slow)
 
 
-def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp) -> TPOverlapTimes:
+def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
-    overlapped with their GEMMs as TE userbuffers pairs them (module docstring)."""
-    g = gemms
-    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp) + pipeline_s(rs_s, g.proj_s)
-           + ring_exchange_s(ag_s, g.fc1_s, tp) + pipeline_s(rs_s, g.fc2_s))
-    bwd = (ring_exchange_s(ag_s, g.proj_s, tp) + ring_exchange_s(ag_s, g.fc2_s, tp)
+    overlapped with their GEMMs as TE userbuffers pairs them, the split GEMMs slowed by `chunks`
+    (module docstring)."""
+    g, c = gemms, chunks
+    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv) + pipeline_s(rs_s, g.proj_s, c.proj)
+           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1) + pipeline_s(rs_s, g.fc2_s, c.fc2))
+    bwd = (ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad) + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad)
            + bulk_s(ag_s, g.qkv_s) + bulk_s(ag_s, g.fc1_s) + bulk_s(rs_s, g.qkv_s) + bulk_s(rs_s, g.fc1_s))
     return TPOverlapTimes(fwd_s=fwd, bwd_s=bwd)

@@ -1,12 +1,17 @@
 """TP userbuffers overlap: each collective exposed beyond its GEMM (chunk), the GEMM slowed."""
 
+import math
+
+import numpy as np
 import pytest
 
-from sp_planner.catalog import load_model
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.tp_overlap import (
+    ChunkFactors,
     LayerGemms,
     bulk_s,
+    chunk_factors,
     gemm_shares,
     pipeline_s,
     ring_exchange_s,
@@ -74,3 +79,43 @@ def test_stated_overlap_hides_tp_comm_behind_gemms(toy_model, hardware):
     assert off.time.tp_comm_s == pytest.approx(exposed)
     assert 0 < on.time.tp_comm_s < exposed
     assert on.time.gemm_s == off.time.gemm_s
+
+
+def test_chunked_gemm_slows_each_method_by_its_factor():
+    # A 2 ms GEMM 1.5x slower in chunks: ring_exchange at tp 2 with a 1 ms transfer adds the 1 ms
+    # the chunks lose and the SM; pipeline slows the 3 ms chunked GEMM by the margin.
+    assert ring_exchange_s(1 * MS, 2 * MS, 2, 1.5) == pytest.approx((1 + 1 / 132) * MS)
+    assert pipeline_s(1 * MS, 2 * MS, 1.5) == pytest.approx((3 * 132 / 116 - 2 + 0.25) * MS)
+
+
+H100_K4096 = (311.9, 462.2, 663.2, 749.1, 742.1, 774.9, 803.2)  # cost.gemm_outputs, 2^19 .. 2^25 outputs
+H100_K1024 = (145.5, 249.1, 382.0, 497.0, 598.9, 682.7, 690.1)
+
+
+def _h100_ratio(outputs, row=H100_K4096):
+    """One of cost.gemm_outputs' H100 rows, linear in log2(outputs), over its 2^25 value (1 above)."""
+    x = min(math.log2(outputs) - 19, 6.0)
+    i = min(int(x), 5)
+    return (row[i] + (x - i) * (row[i + 1] - row[i])) / row[-1]
+
+
+def test_llama3_70b_tp8_qkv_chunks_by_hand():
+    # 4096 tokens at tp 8: QKV 1280 wide (8 query heads and 1 KV head of 128 x 3) over K 8192
+    # (the table's k 4096 row). Ring exchange splits it in 8 chunks of 512 rows, 3 at once on TE's
+    # compute streams: 1536 x 1280 outputs against 4096 x 1280.
+    factors = chunk_factors(load_hardware("h100-sxm"), load_model("Llama-3-70B"), tokens=4096, tp=8)
+    expected = _h100_ratio(4096 * 1280) / _h100_ratio(1536 * 1280)
+    assert float(factors.qkv) == pytest.approx(expected, rel=1e-9)
+    assert float(factors.qkv) == pytest.approx(1.159, abs=1e-3)
+    # The projection's pipeline over K = 1024 (8 query heads): 4 chunks of 1024 rows x 8192, 3 at
+    # once (3072 x 8192 outputs) against the whole 4096 x 8192 (2^25: the row's top).
+    assert float(factors.proj) == pytest.approx(1.0 / _h100_ratio(3072 * 8192, H100_K1024), rel=1e-9)
+
+
+def test_chunks_of_moe_layers_and_unknown_gpus_run_whole():
+    moe = chunk_factors(load_hardware("h100-sxm"), load_model("Qwen3-235B-A22B"), tokens=4096, tp=8)
+    assert (float(moe.fc1), float(moe.fc2), float(moe.fc2_dgrad)) == (1.0, 1.0, 1.0)
+    assert float(moe.qkv) > 1.0
+    # A100 has no output-size table (cost.gemm_outputs): every factor 1.
+    a100 = chunk_factors(load_hardware("a100-80gb"), load_model("Llama-3-70B"), tokens=4096, tp=8)
+    assert np.allclose(np.array(a100, dtype=float), 1.0) and isinstance(a100, ChunkFactors)
