@@ -230,9 +230,6 @@ class CorpusRow(FrozenModel):
             raise ValueError(f"precision {self.precision} cannot be scored: mark the row expressible: false")
         if self.convention == "not_stated":
             raise ValueError("the FLOP convention is not stated: mark the row expressible: false")
-        if self.convention == "causal_model" and self.recompute != "none":
-            # Only then is the causal model-FLOP count the executed count the estimate reports.
-            raise ValueError("convention causal_model is scored only for rows without recompute")
         return self
 
     @property

@@ -15,7 +15,9 @@ import pandas as pd
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware
+from sp_planner.cost.flops import hardware_flops_per_step
 from sp_planner.estimate import PlanEstimate
+from sp_planner.plan import RECOMPUTE_NONE
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
@@ -107,9 +109,11 @@ def published_figure(row: CorpusRow, est: PlanEstimate, model: ModelSpec) -> flo
                                       global_batch=row.global_batch)
         tflops = flops / (est.step_time_s * row.world_size) / 1e12
     elif row.convention == "causal_model":
-        # Executed FLOPs count causal attention as run plus recompute; corpus rows in this
-        # convention have no recompute (CorpusRow checks), so the two counts are the same.
-        tflops = est.hardware_tflops_per_gpu
+        # The model's FLOPs with causal attention as run and no recompute (the executed count of
+        # the row's layout without its recompute pass), over the predicted step.
+        causal_flops = hardware_flops_per_step(model, seq_len=row.seq_len, global_batch=row.global_batch,
+                                               causal=True, recompute=RECOMPUTE_NONE)
+        tflops = float(causal_flops / est.step_time_s / row.world_size / 1e12)
     else:
         raise ValueError(f"row {row.id}: no conversion to convention {row.convention}")
     if row.figure == "mfu_percent":

@@ -62,7 +62,6 @@ def test_rows_are_frozen_and_reject_unknown_fields():
     ({"regression": ""}, "regression\n  String should have at least 1 character"),
     ({"recompute": None}, "recompute not stated"),
     ({"convention": "not_stated"}, "convention is not stated"),
-    ({"convention": "causal_model", "recompute": "full"}, "causal_model is scored only for rows without recompute"),
     ({"attention_kernel": "fa4"},
      "attention_kernel 'fa4' is not one of fa2, fa3, cudnn, sdpa, npu, unfused, flash-attn-triton"),
     ({"cuda_graph_scope": ["layer"]}, "cuda_graph_scope layer is not one of attn, mlp, moe"),

@@ -57,6 +57,19 @@ def test_causal_convention_halves_only_the_attention_term(corpus):
     assert ratio == pytest.approx(0.6385, abs=1e-3)
 
 
+def test_causal_convention_leaves_recompute_out(corpus):
+    # The same row with core-attention recompute: the count is the model's (no recompute pass),
+    # so the figure is that count over the predicted (longer) step.
+    row = _row(corpus, "usp-t5-64k-t4u2r1").model_copy(update={"convention": "causal_model"})
+    again = row.model_copy(update={"recompute": "selective"})
+    base, slower = predict_row(row, corpus), predict_row(again, corpus)
+    assert slower.step_time_s > base.step_time_s
+    figure = published_figure(again, slower, row_model(again, corpus))
+    assert figure == pytest.approx(published_figure(row, base, row_model(row, corpus))
+                                   * base.step_time_s / slower.step_time_s, rel=1e-12)
+    assert figure < slower.hardware_tflops_per_gpu  # the executed count holds the recompute too
+
+
 def test_tokens_per_second_per_gpu_divides_by_the_gpus(corpus):
     row = _row(corpus, "titan-8b-128g-fsdp").model_copy(update={"expressible": True, "reason": None})
     est = predict_row(row, corpus)
