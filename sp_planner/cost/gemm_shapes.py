@@ -62,13 +62,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.cost.moe import moe_layer_fraction, rows_per_expert
-from sp_planner.cost.tp_overlap import gemm_shares
+from sp_planner.cost.tp_overlap import gemm_shares, qkv_width_per_rank
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -148,7 +147,7 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
 
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
-    qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
+    qkv_width = qkv_width_per_rank(model, tp)
     # (forward, backward) factor of each GEMM: QKV, projection, FC1, FC2 (dense MLP).
     attn_pairs = (layer(h, qkv_width), layer(q / tp, h)) if attn else ((1.0, 1.0), (1.0, 1.0))
     mlp_pairs = (layer(h, (m - 1) * ffn / tp), layer(ffn / tp, h))

@@ -121,27 +121,32 @@ def _chunk_factor(hardware: HardwareProfile, tokens, n, k, splits):
     return np.maximum(whole / output_ratio(hardware, concurrent * n, k), 1.0)
 
 
+def qkv_width_per_rank(model: ModelSpec, tp):
+    """Output width of a rank's QKV GEMM: its query heads and its K and V heads, replicated where
+    tp exceeds the KV heads (cost.attention_comm.kv_heads_per_tp_rank)."""
+    return model.q_size / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
+
+
 def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp) -> ChunkFactors:
     """The overlapped GEMMs' chunking slowdowns on one rank (module docstring): `tokens` the rows
     of the all-gathered input (the micro-batch's tokens on the TP group), per-rank widths."""
     tp = np.asarray(tp, dtype=np.float64)
-    h, q, d = model.hidden_size, model.q_size, model.head_dim
-    qkv_width = q / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * d
-    ring = tp  # ring_exchange: one chunk per TP rank
     one = np.ones(np.broadcast(np.asarray(tokens), tp).shape)
-    attention = (_chunk_factor(hardware, tokens, qkv_width, h, ring),
-                 _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS),
-                 _chunk_factor(hardware, tokens, q / tp, h, ring))
-    if model.moe is not None or model.mla is not None:
-        # Grouped expert GEMMs are not split by userbuffers; MLA's projections are not Q/K/V.
-        return ChunkFactors(one, one, one, one, one, one) if model.mla is not None else ChunkFactors(
-            attention[0], attention[1], one, one, attention[2], one)
+    if model.mla is not None:
+        return ChunkFactors(one, one, one, one, one, one)  # MLA's projections are not Q/K/V
+    h, q = model.hidden_size, model.q_size
+    ring = tp  # ring_exchange: one chunk per TP rank
+    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring)
+    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS)
+    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring)
+    if model.moe is not None:
+        return ChunkFactors(qkv, proj, one, one, proj_dgrad, one)  # grouped experts are not split
     ffn = model.intermediate_size / tp
     return ChunkFactors(
-        qkv=attention[0], proj=attention[1],
+        qkv=qkv, proj=proj,
         fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring),
         fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS),
-        proj_dgrad=attention[2], fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring))
+        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring))
 
 
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0):

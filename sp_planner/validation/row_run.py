@@ -177,9 +177,13 @@ def _row_kernel(row: CorpusRow, hardware: HardwareProfile) -> HardwareProfile:
     return with_attention_kernel(hardware, default_kernel(CORPUS_FRAMEWORK_KERNEL[row.framework], hardware))
 
 
+def row_workload(row: CorpusRow) -> Workload:
+    """The row's sequence length and global batch, causal (every corpus run trains a decoder)."""
+    return Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
+
+
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     """The cost model's estimate of the row's pinned plan (search.evaluate), run as its framework
     and recipe run it (row_runtime)."""
-    workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
-    return evaluate(row_model(row, corpus), row_hardware(row), workload, row_plan(row),
+    return evaluate(row_model(row, corpus), row_hardware(row), row_workload(row), row_plan(row),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))

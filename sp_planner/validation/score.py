@@ -15,15 +15,14 @@ import pandas as pd
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware
-from sp_planner.cost.flops import hardware_flops_per_step
+from sp_planner.cost.mfu_ceiling import bounded_flops_per_step
 from sp_planner.estimate import PlanEstimate
-from sp_planner.plan import RECOMPUTE_NONE
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusRow
-from sp_planner.validation.row_run import predict_row, row_model
+from sp_planner.validation.row_run import predict_row, row_model, row_workload
 from sp_planner.validation.flop_conventions import megatron_2021_flops_per_step, usp_v5_flops_per_step
 
 # Spearman's rank correlation needs at least this many rows to mean anything.
@@ -109,11 +108,9 @@ def published_figure(row: CorpusRow, est: PlanEstimate, model: ModelSpec) -> flo
                                       global_batch=row.global_batch)
         tflops = flops / (est.step_time_s * row.world_size) / 1e12
     elif row.convention == "causal_model":
-        # The model's FLOPs with causal attention as run and no recompute (the executed count of
-        # the row's layout without its recompute pass), over the predicted step.
-        causal_flops = hardware_flops_per_step(model, seq_len=row.seq_len, global_batch=row.global_batch,
-                                               causal=True, recompute=RECOMPUTE_NONE)
-        tflops = float(causal_flops / est.step_time_s / row.world_size / 1e12)
+        # The model's FLOPs with causal attention as run and no recompute pass (what the MFU
+        # ceiling bounds, cost.mfu_ceiling), over the predicted step.
+        tflops = bounded_flops_per_step(model, row_workload(row)) / est.step_time_s / row.world_size / 1e12
     else:
         raise ValueError(f"row {row.id}: no conversion to convention {row.convention}")
     if row.figure == "mfu_percent":

@@ -6,8 +6,7 @@ would sit above some measured runs or let plans run above every published one.""
 from __future__ import annotations
 
 from sp_planner.cost.mfu_ceiling import best_published_mfu, bounded_flops_per_step, ceiling_peak_flops
-from sp_planner.specs.workload import Workload
-from sp_planner.validation.row_run import predict_row, row_hardware, row_model
+from sp_planner.validation.row_run import predict_row, row_hardware, row_model, row_workload
 
 
 def _measured_bounded_mfu(row, corpus, scored_row) -> float:
@@ -15,8 +14,7 @@ def _measured_bounded_mfu(row, corpus, scored_row) -> float:
     over the scorer's predicted / measured speed (ScoredRow.speed_error_percent, whatever the figure)."""
     hardware, model = row_hardware(row), row_model(row, corpus)
     est = predict_row(row, corpus)
-    workload = Workload(seq_len=row.seq_len, global_batch=row.global_batch, causal=True)
-    predicted = bounded_flops_per_step(model, workload) / (
+    predicted = bounded_flops_per_step(model, row_workload(row)) / (
         est.step_time_s * row.world_size * ceiling_peak_flops(hardware, row.precision))
     return predicted / (1.0 + scored_row.speed_error_percent / 100.0)
 

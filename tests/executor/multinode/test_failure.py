@@ -28,14 +28,16 @@ def test_a_silent_death_is_named_before_the_lost_connections_it_caused(tmp_path)
         "killed by SIGKILL) (ranks [2] failed after it)")
 
 
+# Rank 1's lost connection, mapped to the host on the other end (WORLD), named as the root cause.
+LOST_PEER_CAUSE = ("rank 1 on host sp-node0 lost a peer: RuntimeError: Read error [192.0.2.2]:44776: Connection "
+                   "reset by peer (192.0.2.2 is host sp-node1: ranks 2, 3) (ranks [0] failed after it)")
+
+
 def test_a_lost_peer_is_mapped_to_its_host(tmp_path):
     (tmp_path / "world.json").write_text(json.dumps(WORLD))
     _write(tmp_path, 0, "running attention", "Terminated: terminated by SIGTERM", time=1.0)
     _write(tmp_path, 1, "running attention", LOST, time=2.0)
-    assert root_cause(tmp_path, host="sp-node0") == (
-        "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error "
-        "[192.0.2.2]:44776: Connection reset by peer (192.0.2.2 is host sp-node1: ranks 2, 3) "
-        "(ranks [0] failed after it)")
+    assert root_cause(tmp_path, host="sp-node0") == LOST_PEER_CAUSE
 
 
 def test_a_ranks_own_error_comes_first(tmp_path):
@@ -90,10 +92,7 @@ def test_a_timeout_is_a_symptom_ranked_after_a_lost_peer(tmp_path):
     (tmp_path / "world.json").write_text(json.dumps(WORLD))
     _write(tmp_path, 0, "running attention", TIMEOUT, time=1.0)
     _write(tmp_path, 1, "running attention", LOST, time=2.0)
-    assert root_cause(tmp_path, host="sp-node0") == (
-        "rank 1 on host sp-node0 lost a peer: RuntimeError: Read error "
-        "[192.0.2.2]:44776: Connection reset by peer (192.0.2.2 is host sp-node1: ranks 2, 3) "
-        "(ranks [0] failed after it)")
+    assert root_cause(tmp_path, host="sp-node0") == LOST_PEER_CAUSE
 
 
 def test_a_timeout_alone_is_named_before_the_terminated_ranks(tmp_path):
