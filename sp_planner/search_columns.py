@@ -143,7 +143,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     framework's overlap, training states and CUDA graphs (cost.runtime)."""
     states = runtime.states
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
-    domain = hardware.link_domain_gpus(gpus_per_node)
+    world = int(c.tp[0] * c.ulysses[0] * c.ring[0] * c.dp[0] * c.pp[0]) if len(c) else None
+    domain = hardware.link_domain_gpus(gpus_per_node, world)
     run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
     memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,
                             logit_bytes=runtime.logit_bytes)

@@ -215,7 +215,8 @@ def print_flags(answer: Answer, console: Console) -> None:
         console.rule(f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""), align="left")
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
                                command=launch_command(name, answer.framework_version),
-                               domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node) // q.gpus_per_node)
+                               domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node, q.num_nodes * q.gpus_per_node)
+                               // q.gpus_per_node)
         console.print(script, markup=False, highlight=False, soft_wrap=True)
 
 

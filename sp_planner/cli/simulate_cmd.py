@@ -88,7 +88,8 @@ def _summary(result: SimResult, console: Console) -> None:
 
 @app.command(cls=PlainHelpCommand, epilog="Example: sp-simulate plan.json --out-dir sim/ --gantt svg")
 def simulate_command(
-    plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out")],
+    plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
+                                             show_default=False)],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),
     gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = "png",
     topology: Annotated[
@@ -96,7 +97,7 @@ def simulate_command(
     ] = "profile",
     nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs per node (default: one per GPU)")] = None,
 ) -> None:
-    """Simulate one training step of PLAN_FILE and print where its time goes."""
+    """Simulate one training step of the plan file and print where its time goes."""
     pf = read_plan_file(plan_file)
     timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt}"
     check_folder_destination(out_dir, option="--out-dir")

@@ -12,6 +12,9 @@ c / busbw, and busbw = line rate x the profile's measured busbw fraction for tha
 
 from __future__ import annotations
 
+from functools import lru_cache
+from math import lcm
+
 import numpy as np
 
 from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor
@@ -36,12 +39,59 @@ def group_link(size, stride, gpus_per_node: int):
 
 
 def ranks_per_node(size, stride, gpus_per_node: int):
-    """How many members of one group share a node (1 when the stride alone crosses nodes).
-    Strides are whole numbers."""
+    """How many members of one group share a node: the fewest that any group of this shape has on
+    a node it touches (1 when the stride alone crosses nodes; node_occupancy). Strides are whole
+    numbers."""
+    return node_occupancy(size, stride, gpus_per_node)[0]
+
+
+def node_occupancy(size, stride, gpus_per_node: int):
+    """(r, k) for groups of `size` ranks `stride` apart (vectorized): r, the fewest members any group
+    of this shape has on one node it touches, and k, the most nodes a group spans.
+
+    Even shapes -- a group inside one node, one member a node (stride >= gpus_per_node), or the
+    same count on every node (the span a whole number of nodes, the stride dividing a node) -- are
+    looked up. Uneven ones (a span that neither fits nor tiles nodes: 12 ranks on 8-GPU nodes put
+    8 on one node and 4 on the next, or 4 and 8) are counted over every group of one period of the
+    layout (_uneven_occupancy): the node with the fewest members drives the fewest NICs, which
+    bounds a ring's network rate (busbw = members per node x NIC: 45 against 90 GB/s all_reduce on
+    4 nodes at 4 and at 8 GPUs a node, NVIDIA/nccl#1168).
+    """
+    size = np.asarray(size)
+    stride = np.asarray(stride)
+    size, stride = np.broadcast_arrays(size, stride)
     # Members per node by stride, looked up (0..gpus_per_node, one slot for "more": 1 member).
     strides = np.arange(gpus_per_node + 2)
     members = np.maximum(gpus_per_node // np.maximum(strides, 1), 1)
-    return np.minimum(size, members[np.clip(stride, 0, gpus_per_node + 1).astype(np.intp)])
+    r = np.minimum(size, members[np.clip(stride, 0, gpus_per_node + 1).astype(np.intp)])
+    k = np.maximum(size / np.maximum(r, 1), 1.0)
+    span = size * stride
+    even = ((size <= 1) | (stride >= gpus_per_node) | (gpus_per_node % np.maximum(span, 1) == 0)
+            | ((span % gpus_per_node == 0) & (gpus_per_node % np.maximum(stride, 1) == 0)))
+    if np.all(even):
+        return r, k
+    r, k = np.array(r, dtype=np.float64), np.array(k, dtype=np.float64)
+    even = np.asarray(even)
+    pairs = np.stack([size[~even], stride[~even]], axis=1).astype(np.int64)
+    shapes, where = np.unique(pairs, axis=0, return_inverse=True)
+    counted = np.array([_uneven_occupancy(int(n), int(s), gpus_per_node) for n, s in shapes], dtype=np.float64)
+    r[~even], k[~even] = counted[where.ravel(), 0], counted[where.ravel(), 1]
+    return r, k
+
+
+@lru_cache(maxsize=4096)
+def _uneven_occupancy(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
+    """node_occupancy of an uneven shape, counted: the layout's groups start at x + span*y (x below
+    the stride, span = size x stride; sp_planner.layout), and the node pattern repeats every
+    lcm(span, gpus_per_node) ranks, which every world holding such groups is a multiple of."""
+    span = size * stride
+    starts = (np.arange(stride)[:, None] + span * np.arange(lcm(span, gpus_per_node) // span)[None, :]).ravel()
+    nodes = (starts[:, None] + stride * np.arange(size)[None, :]) // gpus_per_node  # (groups, size), ascending
+    fewest, most = size, 1
+    for row in nodes:
+        _, counts = np.unique(row, return_counts=True)
+        fewest, most = min(fewest, int(counts.min())), max(most, counts.size)
+    return fewest, most
 
 
 def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
@@ -108,12 +158,13 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
-    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
+    r, k = node_occupancy(size, stride, gpus_per_node)
+    r = np.asarray(r, dtype=np.float64)
     intra_s = sent / _bw(hardware, collective, False)
     # Every ring hop, the node's r exits included, carries what a rank sends; r NICs share them.
     net_s = sent / (r * _bw(hardware, collective, True))
     inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
-    t = np.where(link == INTER, inter_s, intra_s) + _ring_latency_s(hardware, collective, size, link, r)
+    t = np.where(link == INTER, inter_s, intra_s) + _ring_latency_s(hardware, collective, size, link, k)
     return np.where((link == NONE) | (sent <= 0), 0.0, t)
 
 
@@ -126,13 +177,12 @@ def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpu
     a reduction into buckets pays it per bucket (cost.buckets)."""
     size = np.asarray(size, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
-    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
-    return _ring_latency_s(hardware, collective, size, link, r)
+    return _ring_latency_s(hardware, collective, size, link, node_occupancy(size, stride, gpus_per_node)[1])
 
 
-def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, r):
-    """ring_latency_s for groups whose link and ranks per node are known."""
-    k = np.where(link == INTER, np.maximum(size / r, 1.0), 1.0)
+def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, nodes):
+    """ring_latency_s for groups whose link and node count (node_occupancy's k) are known."""
+    k = np.where(link == INTER, np.maximum(nodes, 1.0), 1.0)
     per_round = ring_rounds(collective)
     intra_steps = per_round * np.maximum(size - k, 0.0)
     inter_steps = per_round * (k - 1)

@@ -28,6 +28,7 @@ from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
+from sp_planner.sim.uneven_rings import uneven_ring_flows
 from sp_planner.specs.base import FrozenModel
 
 Algorithm = Literal["all_to_all", "ring", "p2p", "chain"]
@@ -109,16 +110,19 @@ def _ring_order_flows(groups: np.ndarray, chain: bool) -> tuple[np.ndarray, np.n
 
 
 def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
-                     bytes_per_rank: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flows (src, dst, group index, bytes) of one collective run by every group at once.
+                     bytes_per_rank: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flows (src, dst, group index, bytes, active) of one collective run by every group at once.
 
     groups: (num_groups, n) global ranks in ring order (ascending, as sp_planner.layout gives).
-    A ring collective whose group has r > 1 members on each of k > 1 nodes runs as NCCL's
-    channels do: a ring inside each node carrying the whole `bytes_per_rank`, and r parallel
-    hops between nodes, member j of one node to member j of the next, each the exit of one of
-    NCCL's flat rings and so carrying what a rank sends over r, the node's share of the
-    channels' hops (the rate sp_planner.cost.links.ring_collective_time_s gives, busbw = r x NIC,
-    with its measurements). `bytes_per_rank` counts both rounds of an all-reduce.
+    A ring collective whose group spans k > 1 nodes runs as NCCL's channels do: a ring among the
+    members on each node carrying the whole `bytes_per_rank`, and r parallel hops from each of the
+    group's nodes to the next, member j of one node to member j of the next, each the exit of one
+    of NCCL's flat rings and so carrying what a rank sends over r, where r is the fewest members
+    the group has on any of its nodes (all of them when every node holds the same number): the
+    rate sp_planner.cost.links.ring_collective_time_s gives, busbw = r x NIC, with its
+    measurements. `bytes_per_rank` counts both rounds of an all-reduce. Every group gets the same
+    number of flows, consecutive; a group of uneven nodes needs fewer than the most, and its
+    padding flows are inactive (`active` False: no route, no time).
     """
     num_groups, n = groups.shape
     gpn = cluster.gpus_per_node
@@ -135,12 +139,11 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
         nodes = groups // gpn
         r = int((nodes[0] == nodes[0, 0]).sum())
         k = n // r
-        blocks = nodes.reshape(num_groups, k, r)  # (groups, n) -> (groups, k nodes, r ranks each)
-        tiled = n % r == 0 and bool((blocks == blocks[:, :, :1]).all())
-        if algorithm == "p2p" or r == 1 or k == 1 or not tiled:
+        tiled = n % r == 0 and bool((nodes.reshape(num_groups, k, r) == nodes[:, ::r, None]).all())
+        if algorithm == "p2p" or (tiled and (r == 1 or k == 1)):
             src, dst = _ring_order_flows(groups, chain=False)
             size = np.full(src.shape, float(bytes_per_rank))
-        else:
+        elif tiled:
             by_node = groups.reshape(num_groups, k, r)  # (g, n) -> (g, nodes, members per node)
             intra_src = by_node
             intra_dst = np.roll(by_node, -1, axis=2)
@@ -151,8 +154,10 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
             dst = np.concatenate([intra_dst.reshape(num_groups, -1), inter_dst.reshape(num_groups, -1)], axis=1)
             size = np.concatenate([np.full((num_groups, n), float(bytes_per_rank)),
                                    np.full((num_groups, n), leave)], axis=1)
+        else:
+            return uneven_ring_flows(groups, nodes, gpn, bytes_per_rank)
     gid = np.repeat(np.arange(num_groups), src.shape[1])
-    return src.reshape(-1), dst.reshape(-1), gid, size.reshape(-1)
+    return src.reshape(-1), dst.reshape(-1), gid, size.reshape(-1), np.ones(src.size, dtype=bool)
 
 
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
@@ -173,8 +178,8 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     # Flows of the groups of one period only; the others' are shifts of these (sim.symmetry).
     period, selected = phase_period(cluster, groups, rotations=algorithm != "chain")
     groups = groups[selected]
-    src, dst, gid, size = collective_flows(cluster, groups, algorithm, bytes_per_rank)
-    flows_per_group = src.size // groups.shape[0]
+    src_all, dst_all, gid_all, size_all, active = collective_flows(cluster, groups, algorithm, bytes_per_rank)
+    src, dst, gid, size = src_all[active], dst_all[active], gid_all[active], size_all[active]
     world = cluster.world_size
     if period < world:
         representative = src < period
@@ -204,16 +209,18 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
             local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
     eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
     eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
-    flow_time = size / (rates * np.where(inter, eff_inter, eff_intra))
     valid = routes >= 0
     # Profile latencies are end to end (small-message time), so a route costs its slowest link's.
     path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)[of]
-    # Every group has the same number of flows, consecutive (collective_flows): the per-group
-    # maximum is a row maximum.
+    # Every group has the same number of flows, consecutive (collective_flows; padding flows take
+    # no time): the per-group maximum is a row maximum.
+    flow_time, flow_latency, crossing = np.zeros(active.size), np.zeros(active.size), np.zeros(active.size, np.bool_)
+    flow_time[active] = size / (rates * np.where(inter, eff_inter, eff_intra))
+    flow_latency[active], crossing[active] = path_latency, inter
     group_time = flow_time.reshape(groups.shape[0], -1).max(axis=1)
-    by_group = path_latency.reshape(groups.shape[0], -1)
+    by_group = flow_latency.reshape(groups.shape[0], -1)
     if algorithm == "ring":
-        flow_inter = inter.reshape(groups.shape[0], -1)
+        flow_inter = crossing.reshape(groups.shape[0], -1)
         nodes = np.sort(cluster.node_of(groups), axis=1)
         k = 1 + (np.diff(nodes, axis=1) != 0).sum(axis=1)  # nodes the group spans
         inter_hop = np.where(flow_inter, by_group, 0.0).max(axis=1)
@@ -230,8 +237,8 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         factor = float(size_factor(cluster.hardware, efficiency, ring_tensor_bytes(efficiency, bytes_per_rank, n), n))
     total = total * factor
     slowest = int(np.argmax(total))
-    members = np.flatnonzero(gid == slowest)
-    slow_flow = int(members[np.argmax(flow_time[members])])
+    members = np.flatnonzero(gid == slowest)  # the slowest group's active flows
+    slow_flow = int(members[np.argmax(flow_time[active][members])])
     edge = int(frozen_by[slow_flow])
     transfer = float(total[slowest] - group_latency[slowest])  # the bandwidth part, with the size slowdown
     return PhaseResult(
@@ -240,7 +247,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         duration_s=float(total[slowest]),
         latency_s=float(group_latency[slowest]),
         num_groups=num_groups,
-        num_flows=flows_per_group * num_groups,
+        num_flows=int(active.sum()) * num_groups // groups.shape[0],
         crosses_nodes=crosses,
         bottleneck=cluster.link_class(edge) if edge >= 0 else "none",
         achieved_bytes_per_s=float(bytes_per_rank / transfer) if transfer > 0 else 0.0,

@@ -117,10 +117,17 @@ def _calls(p: Program, seconds: tuple[float, ...], name: str, after: int, previo
     return previous
 
 
-def _chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
-    """The stage's layers (stage-local indices) in one of its vpp model chunks."""
-    per_chunk = work.layers_of(stage) // work.vpp
-    return range(chunk * per_chunk, (chunk + 1) * per_chunk)
+def chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
+    """The stage's layers (stage-local indices) in one of its vpp model chunks: an even share, and
+    where the stage holds fewer than a multiple of vpp (Megatron's split counting the embedding or
+    the loss as a layer, account_for_embedding/loss_in_pipeline_split) one fewer in the chunks
+    holding them, the first ones on the first stage and the last ones elsewhere."""
+    base, extra = divmod(work.layers_of(stage), work.vpp)
+    sizes = [base + 1] * extra + [base] * (work.vpp - extra)
+    if stage == 0:
+        sizes.reverse()
+    start = sum(sizes[:chunk])
+    return range(start, start + sizes[chunk])
 
 
 def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False, chunk: int = 0) -> Program:
@@ -137,7 +144,7 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     landed = _calls(p, calls.tail if first else (), "embedding param all-gather", -1)
     embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0
     ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
-    for layer in _chunk_layers(work, stage, chunk):
+    for layer in chunk_layers(work, stage, chunk):
         landed = _calls(p, calls.at_layer(layer), f"L{layer} param all-gather", -1, landed)
         ready = _forward_layer(p, work.layer, layer, ready, gather=landed)
     if stage == work.pp - 1 and last:
@@ -160,8 +167,8 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
     _calls(p, reduce.head if last else (), "output layer grad reduce", ready)
-    order = list(reversed(_chunk_layers(work, stage, chunk)))
-    landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)}
+    order = list(reversed(chunk_layers(work, stage, chunk)))
+    landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)} if order else {}
     for i, layer in enumerate(order):
         if i + 1 < len(order):
             landed[order[i + 1]] = _calls(p, gathers.at_layer(order[i + 1]), f"L{order[i + 1]} param all-gather", -1)

@@ -87,15 +87,13 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     plan = plan_as_run(plan, runtime.states.param_shard_stage)  # torch FSDP's ZeRO-1/2 (cost.fsdp)
     if plan.fp8_attention:  # its curves, once (cost.fp8_attention)
         hardware = with_fp8_attention(hardware)
-    domain = hardware.link_domain_gpus(gpus_per_node)
-    # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of 72 GPUs behind
-    # NVSwitch, with each GPU's NIC, while the hosts (4 GPUs) only matter to the launcher.
+    # The graph's "node" is the fast (NVLink) domain: on GB200 NVL72 one vertex of up to 72 GPUs
+    # behind NVSwitch, with each GPU's NIC, while the hosts (4 GPUs) only matter to the launcher;
+    # the share of a domain the job uses, as the analytic model takes it (link_domain_gpus).
     world = num_nodes * gpus_per_node
-    if domain > gpus_per_node and world > domain and world % domain != 0:
-        raise UserInputError(f"{world} GPUs do not fill whole NVLink domains of {domain} GPUs; the simulator "
-                             f"needs a multiple of {domain // gpus_per_node} nodes (or at most one domain)")
-    graph_nodes = max(world // domain, 1)
-    hardware = hardware.model_copy(update={"gpus_per_node": min(domain, world), "nvlink_domain_gpus": None})
+    domain = hardware.link_domain_gpus(gpus_per_node, world)
+    graph_nodes = world // domain
+    hardware = hardware.model_copy(update={"gpus_per_node": domain, "nvlink_domain_gpus": None})
     cluster = build_cluster(hardware, graph_nodes, topology=topology, nics_per_node=nics_per_node)
     work, phases = step_work(cluster, model, workload, plan, runtime)
     unheld = schedule_step(work)

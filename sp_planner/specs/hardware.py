@@ -205,12 +205,21 @@ class HardwareProfile(_Finite):
         """GPUs on the intra-node link together: the NVLink domain if it spans hosts, else the host."""
         return self.nvlink_domain_gpus or self.gpus_per_node
 
-    def link_domain_gpus(self, gpus_per_node: int) -> int:
+    def link_domain_gpus(self, gpus_per_node: int, world: int | None = None) -> int:
         """The fast domain for a cluster of `gpus_per_node`-GPU hosts (a caller may override the
-        profile's host size; a multi-host domain is kept only for the profile's own host size)."""
-        if self.nvlink_domain_gpus is not None and gpus_per_node == self.gpus_per_node:
-            return self.nvlink_domain_gpus
-        return gpus_per_node
+        profile's host size; a multi-host domain is kept only for the profile's own host size).
+        Given the job's `world`, a multi-host domain is the share of one the job uses, every domain
+        it touches filled alike: the world when it fits in one, else the most hosts' GPUs that
+        divide the world and fit a domain (256 GPUs on NVL72 racks: 4 racks of 64), so that the
+        layout's groups never straddle a domain they could fit in."""
+        if self.nvlink_domain_gpus is None or gpus_per_node != self.gpus_per_node:
+            return gpus_per_node
+        domain = self.nvlink_domain_gpus
+        if world is None:
+            return domain
+        if world <= domain:
+            return world
+        return max(d for d in range(gpus_per_node, domain + 1, gpus_per_node) if world % d == 0)
     @property
     def precisions(self) -> tuple[str, ...]:
         """GEMM precisions this profile can model: bf16, plus fp8 / mxfp8 where their peak and

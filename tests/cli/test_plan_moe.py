@@ -67,6 +67,27 @@ def test_the_nvlink_domain_not_the_host_bounds_intra_links():
     assert apart.time.moe_comm_s > 5 * on_rack.time.moe_comm_s
 
 
+@pytest.mark.parametrize("world, domain", [(72, 72), (144, 72), (64, 64), (16, 16), (256, 64), (96, 48)])
+def test_a_job_fills_the_nvlink_domains_it_touches_alike(world, domain):
+    # 256 GPUs on NVL72 racks: 4 racks of 64 (the most hosts' GPUs that divide the world and fit a rack).
+    assert NVL72.link_domain_gpus(4, world) == domain
+    assert NVL72.link_domain_gpus(8, world) == 8  # another host size: the host
+
+
+def test_simulator_runs_a_world_that_does_not_fill_whole_racks():
+    from sp_planner.sim.simulate import simulate
+
+    # 256 GPUs: 4 racks of 64, as the analytic model takes them (link_domain_gpus); expert groups of
+    # 16 and the ZeRO group stay on NVLink or leave a rack as both models say.
+    llama = load_model("llama3-8b")
+    workload = Workload(seq_len=131072, global_batch=32)
+    plan = ParallelPlan(tp=4, ulysses=2, dp=32, zero=1, recompute="full")
+    result = simulate(llama, NVL72, workload, plan, num_nodes=64, gpus_per_node=4, detail=False)
+    analytic = evaluate(llama, NVL72, workload, plan, num_nodes=64, gpus_per_node=4).step_time_s
+    assert result.analytic_step_time_s == pytest.approx(analytic, rel=1e-9)
+    assert result.step_time_s == pytest.approx(analytic, rel=0.05)
+
+
 def test_simulator_runs_expert_parallelism_and_sliding_windows_on_nvl72():
     from sp_planner.sim.simulate import simulate
 

@@ -23,6 +23,8 @@ QWEN = load_model("qwen3-30b-a3b")  # 128 experts, top-8, hidden 2048
 HYBRIDEP = QWEN.model_copy(update={"moe": QWEN.moe.model_copy(update={"dispatcher": "hybridep",
                                                                       "routing": "balanced"})})
 GB200, B200, H100 = (load_hardware(n) for n in ("gb200-nvl72", "b200", "h100-sxm"))
+# The NVLink domain the cost model takes for a 64-GPU job on NVL72 racks (one rack, 16 trays).
+DOMAIN = GB200.link_domain_gpus(4, 64)
 
 
 def test_ranks_a_token_reaches_by_hand():
@@ -50,7 +52,7 @@ def test_rates_by_sm_count():
 
 
 def test_sm_count_is_the_runs_else_hybrideps_default():
-    assert float(hybridep_sms(HYBRIDEP, 16, 1, 72)) == 24.0  # one NVLink domain
+    assert float(hybridep_sms(HYBRIDEP, 16, 1, DOMAIN)) == 24.0  # one NVLink domain
     assert float(hybridep_sms(HYBRIDEP, 16, 1, 8)) == 8.0  # across two 8-GPU nodes
     stated = HYBRIDEP.model_copy(update={"moe": HYBRIDEP.moe.model_copy(update={"dispatcher_sms": 32})})
     assert float(hybridep_sms(stated, 16, 1, 8)) == 32.0
@@ -76,7 +78,7 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
     tokens = 16384.0
     f = moe_layer_fraction(HYBRIDEP)
     got = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
-                    gpus_per_node=72)
+                    gpus_per_node=DOMAIN)
     # Qwen3-30B-A3B at EP 16, balanced: 6.60 rows a token of 2048 bf16 elements, at GB200's 16-rank rates.
     rows = 16 * (1 - comb(120, 8) / comb(128, 8))
     dispatch, combine = (472.84 + 523.48) / 2, (474.48 + 521.55) / 2  # HybridEP's 24 SMs
@@ -85,15 +87,15 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
     assert float(got.all_to_all_s) == pytest.approx(f * by_hand)
     # EP 16 over 16-GPU domains of 8 (two HGX B200 nodes), H100 (no figure) and the alltoall
     # dispatcher: NCCL's all-to-all as before.
-    for hardware, model, ep, domain in ((B200, HYBRIDEP, 16, 8), (H100, HYBRIDEP, 8, 8), (GB200, QWEN, 16, 72)):
+    for hardware, model, ep, domain in ((B200, HYBRIDEP, 16, 8), (H100, HYBRIDEP, 8, 8), (GB200, QWEN, 16, DOMAIN)):
         assert not hybridep_timed(hardware, model, ep, 1, domain)
     nccl = moe_times(GB200, QWEN.model_copy(update={"moe": QWEN.moe.model_copy(update={"routing": "balanced"})}),
-                     tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=72)
+                     tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=DOMAIN)
     assert float(nccl.all_to_all_s) != pytest.approx(float(got.all_to_all_s), rel=0.01)
     # No expert parallelism, no dispatch.
-    assert not hybridep_timed(GB200, HYBRIDEP, 1, 1, 72)
+    assert not hybridep_timed(GB200, HYBRIDEP, 1, 1, DOMAIN)
     alone = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=1, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
-                      gpus_per_node=72)
+                      gpus_per_node=DOMAIN)
     assert float(alone.all_to_all_s) == 0.0
 
 
@@ -103,11 +105,11 @@ def test_unhidden_share_from_kernel_only_against_whole_call_rates():
     # GB200 EP 16: torch 498.16 / 498.015, kernel-only (661.93 + 706.95) / 2 and (600.75 + 666.26) / 2.
     kernel = 1 / ((661.93 + 706.95) / 2) + 1 / ((600.75 + 666.26) / 2)
     torch = 1 / ((472.84 + 523.48) / 2) + 1 / ((474.48 + 521.55) / 2)
-    got = hybridep_unhidden_share(GB200, HYBRIDEP, 16, 1, 72)
+    got = hybridep_unhidden_share(GB200, HYBRIDEP, 16, 1, DOMAIN)
     assert float(got) == pytest.approx(1 - kernel / torch) and float(got) == pytest.approx(0.243, abs=0.001)
     # H100 EP 16 over two 8-GPU nodes: the "IB Bandwidth" rows at 8 SMs.
     h100 = hybridep_unhidden_share(H100, HYBRIDEP, 16, 1, 8)
     assert float(h100) == pytest.approx(1 - (1 / 76.80 + 1 / 68.00) / (1 / 57.74 + 1 / 56.96))
     # Nothing published inside an H100 node; NCCL's all-to-all is all kernel.
     assert float(hybridep_unhidden_share(H100, HYBRIDEP, 8, 1, 8)) == 0.0
-    assert float(hybridep_unhidden_share(GB200, QWEN, 16, 1, 72)) == 0.0
+    assert float(hybridep_unhidden_share(GB200, QWEN, 16, 1, DOMAIN)) == 0.0

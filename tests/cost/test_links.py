@@ -11,6 +11,7 @@ from sp_planner.cost.links import (
     all_to_all_time_s,
     collective_efficiency,
     group_link,
+    node_occupancy,
     p2p_time_s,
     ring_collective_time_s,
 )
@@ -52,6 +53,31 @@ def test_all_gather_across_nodes_uses_all_nics_of_the_node(hardware):
     # one rank per node (stride 4): each rank has one NIC, k = 2 nodes
     t_spread = ring_collective_time_s(hardware, "all_gather", 1e9, 2, 4, 4)
     assert t_spread == pytest.approx(2e9 / 2 / 10e9)
+
+
+@pytest.mark.parametrize("size,stride,expected", [
+    (8, 1, (8, 1)), (16, 1, (8, 2)), (4, 2, (4, 1)), (2, 8, (1, 2)), (3, 8, (1, 3)),  # even shapes
+    # 12 contiguous ranks on 8-GPU nodes: groups 0-11 (8 + 4) and 12-23 (4 + 8)
+    (12, 1, (4, 2)),
+    # 3 contiguous ranks: 0-2 and 3-5 inside node 0, 6-8 straddling (2 + 1)
+    (3, 1, (1, 2)),
+    # stride 2, 6 ranks (span 12): 0, 2, ..., 10 has 4 on node 0 and 2 on node 1
+    (6, 2, (2, 2)),
+])
+def test_node_occupancy_counts_the_fewest_members_on_a_node(size, stride, expected):
+    r, k = node_occupancy(size, stride, 8)
+    assert (float(r), float(k)) == expected
+    rs, ks = node_occupancy(np.array([size, 8]), np.array([stride, 1]), 8)  # vectorized alike
+    assert [rs.tolist(), ks.tolist()] == [[expected[0], 8], [expected[1], 1]]
+
+
+def test_uneven_group_rides_the_nics_of_its_sparsest_node(hardware):
+    # 12 ranks on 4-GPU nodes put 4 + 4 + 4 members (even); on 8-GPU nodes 8 + 4: the node with 4
+    # members drives 4 NICs, so busbw = 4 x NIC (NVIDIA/nccl#1168: 45 vs 90 GB/s at 4 vs 8 a node).
+    sent = 11e9
+    assert ring_collective_time_s(hardware, "all_gather", sent, 12, 1, 8) == pytest.approx(sent / 40e9)
+    # the all-to-all: a member of the 4-member node sends 8 of its 11 shares off the node
+    assert all_to_all_time_s(hardware, sent, 12, 1, 8) == pytest.approx(8e9 / 10e9)
 
 
 def test_latency_counts_ring_steps(hardware):

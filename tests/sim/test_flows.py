@@ -93,3 +93,20 @@ def test_all_to_all_takes_the_group_size_efficiency_like_the_cost_model():
         result = run_phase(cluster, "a2a", np.arange(g)[None, :], nbytes, "all_to_all", "all_to_all")
         assert result.duration_s == pytest.approx(nbytes / (32 * GB * eff))
         assert result.duration_s == pytest.approx(float(all_to_all_time_s(hw, nbytes, g, 1, 8)))
+
+
+@pytest.mark.parametrize("size,stride", [(12, 1), (3, 1), (6, 2)])
+def test_uneven_ring_groups_ride_their_sparsest_node_like_the_analytic_model(size, stride):
+    # 24 GPUs on 3 nodes of 8, NICs of 25 GB/s: groups whose nodes hold different numbers of
+    # members (12 ranks: 8 + 4 and 4 + 8) cross between nodes on as many parallel hops as the
+    # sparsest node has members, as cost.links.node_occupancy counts them.
+    hardware = toy_hardware(nic_bw=25 * GB)
+    cluster = build_cluster(hardware, 3)
+    span = size * stride
+    starts = [x + span * y for y in range(24 // span) for x in range(stride)]
+    groups = np.array([[b + stride * i for i in range(size)] for b in starts])
+    sent = 1 * GB
+    result = run_phase(cluster, "ag", groups, sent, "ring", "all_gather")
+    assert result.crosses_nodes and result.bottleneck == "nic"
+    assert result.duration_s == pytest.approx(
+        float(ring_collective_time_s(hardware, "all_gather", sent, size, stride, 8)))

@@ -1,14 +1,20 @@
+from types import SimpleNamespace
+
 import pytest
 
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.comm import (
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
 )
-from sp_planner.sim.layer_program import stage_backward, stage_forward
+from sp_planner.plan import ParallelPlan
+from sp_planner.sim import simulate
+from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
 from sp_planner.sim.pipeline import schedule_step
 from sp_planner.sim.work import DPCalls, LayerWork, StepWork
+from sp_planner.specs.workload import Workload
 
 # A layer: forward 3 s of compute, backward 6 s, no communication.
 PLAIN = LayerWork(gemm_attn_fwd_s=1.0, gemm_mlp_fwd_s=2.0, gemm_attn_bwd_s=2.0, gemm_mlp_bwd_s=4.0)
@@ -77,3 +83,27 @@ def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute):
     assert (count(bwd, "all-gather"), count(bwd, "reduce-scatter")) == (
         TP_BACKWARD_ALL_GATHERS + again * TP_FORWARD_ALL_GATHERS,
         TP_BACKWARD_REDUCE_SCATTERS + again * TP_FORWARD_REDUCE_SCATTERS)
+
+
+def test_model_chunks_hold_every_layer_of_their_stage():
+    # Megatron's split counting the embedding and the loss as layers (first = last = (layers + 2) /
+    # pp - 1, here 30 layers over pp 4 x vpp 2: 7, 8, 8, 7): the chunk holding the embedding (the
+    # first on the first stage) or the loss (the last on the last) runs one layer fewer.
+    stages = (7, 8, 8, 7)
+    work = SimpleNamespace(vpp=2, layers_of=lambda stage: stages[stage])
+    chunks = {stage: [list(chunk_layers(work, stage, c)) for c in range(2)] for stage in range(4)}
+    assert chunks[0] == [[0, 1, 2], [3, 4, 5, 6]]
+    assert chunks[1] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert chunks[3] == [[0, 1, 2, 3], [4, 5, 6]]
+    # 94 layers over pp 48 x vpp 2: the first and the last stage hold one layer, in one chunk.
+    work = SimpleNamespace(vpp=2, layers_of=lambda stage: 1 if stage in (0, 47) else 2)
+    assert [list(chunk_layers(work, 0, c)) for c in range(2)] == [[], [0]]
+    assert [list(chunk_layers(work, 47, c)) for c in range(2)] == [[0], []]
+
+
+def test_uneven_interleaved_stages_simulate_as_the_analytic_model():
+    model = load_model("llama3-8b").model_copy(update={"num_layers": 30})
+    plan = ParallelPlan(dp=2, tp=2, pp=4, vpp=2, first_stage_layers=7, last_stage_layers=7)
+    result = simulate(model, load_hardware("a800"), Workload(seq_len=8192, global_batch=16), plan, num_nodes=2,
+                      gpus_per_node=8, detail=False)
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)

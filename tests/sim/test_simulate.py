@@ -33,6 +33,16 @@ def test_without_contention_the_simulator_matches_the_analytic_model(plan, nodes
     assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
 
 
+def test_groups_straddling_nodes_unevenly_simulate_as_the_analytic_model():
+    # 3 nodes of 8, ring 3 after ulysses 4 (ring groups 4 apart: 0, 4 on one node and 8 on the
+    # next) and after ulysses 2 (2 apart: 6 on one node, 8 and 10 on the next): groups whose nodes
+    # hold different numbers of members (cost.links.node_occupancy).
+    workload = Workload(seq_len=98304, global_batch=12)
+    for plan in (ParallelPlan(dp=2, ulysses=4, ring=3), ParallelPlan(dp=4, ulysses=2, ring=3, zero=3)):
+        result = simulate(MODEL, A800, workload, plan, num_nodes=3, gpus_per_node=8, detail=False)
+        assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
+
+
 def test_contention_makes_the_simulator_slower_than_the_analytic_model():
     # One node per pod and a core oversubscribed 4:1: the 8 ring groups crossing between the two
     # nodes share each leaf's uplink, a quarter of the NICs below it.
