@@ -294,7 +294,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                               states.compute_param_bytes)
     buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                           states=states, gathered_bytes_per_param=gathered_width)
-    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus)
+    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus,
+                            nccl_dispatch=model.moe is None or model.moe.dispatcher == "alltoall")
 
     first = (*stage_states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
     last = (*stage_states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)

@@ -20,7 +20,10 @@ Sources (shared reference attention_kernels_and_cp_costs.md section 5):
   channels, each holding buffers of 10,485,760 + 2,097,152 B (on 8 x H100 the first
   all_to_all_single took a GPU from 1.06 to 4.34 GB, 32 channels per GPU pair; NVIDIA/nccl#1685).
   Counted for the ulysses - 1 peers of the Ulysses all-to-all, the ep - 1 of the expert dispatch
-  and the ring's neighbours (1 at ring 2, else 2; all-gather CP sends none). The channels per peer
+  and the ring's neighbours (1 at ring 2, else 2; all-gather CP sends none). The flex dispatcher's
+  HybridEP backend moves tokens with its own kernels and buffers, not NCCL's all-to-all (its only
+  NCCL call on the expert grid is the all-gather of the counts, a ring collective), so its expert
+  peers open no connections; HybridEP's own buffers are not counted. The channels per peer
   follow NCCL's rule (src/graph/paths.cc ncclTopoGetNchannels and ncclTopoComputeP2pChannels, at
   v2.20.3-1 and at master 5067397c), the minimum over the group's peers:
   - inside the NVLink domain, 2 per NVLink lane of the GPU (the path's bandwidth over one lane's),
@@ -107,21 +110,26 @@ def p2p_channels_per_peer(hardware: HardwareProfile, size, stride, domain_gpus: 
     return np.select([link == INTRA, link == INTER], [np.full(size.shape, inside), net], 0.0)
 
 
-def p2p_peer_bytes(hardware: HardwareProfile, c: Candidates, domain_gpus: int) -> np.ndarray:
+def p2p_peer_bytes(hardware: HardwareProfile, c: Candidates, domain_gpus: int, *,
+                   nccl_dispatch: bool = True) -> np.ndarray:
     """Buffers of the point-to-point connections a rank opens: the Ulysses and expert all-to-alls'
-    peers and the p2p ring's neighbours (module docstring)."""
+    peers and the p2p ring's neighbours (module docstring); the expert peers only where NCCL's
+    all-to-all moves the tokens (`nccl_dispatch`: not HybridEP's kernels)."""
     ring_peers = np.where(np.asarray(c.allgather), 0, np.minimum(np.asarray(c.ring) - 1, 2))
+    expert_peers = (np.asarray(c.ep) - 1) if nccl_dispatch else 0
     peers = (
         (np.asarray(c.ulysses) - 1) * p2p_channels_per_peer(hardware, c.ulysses, axis_stride(c, "ulysses"), domain_gpus)
-        + (np.asarray(c.ep) - 1) * p2p_channels_per_peer(hardware, c.ep, axis_stride(c, "ep"), domain_gpus)
+        + expert_peers * p2p_channels_per_peer(hardware, c.ep, axis_stride(c, "ep"), domain_gpus)
         + ring_peers * p2p_channels_per_peer(hardware, c.ring, axis_stride(c, "ring"), domain_gpus)
     )
     return NCCL_P2P_CHANNEL_BYTES * peers
 
 
-def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int) -> np.ndarray:
+def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int,
+                  nccl_dispatch: bool = True) -> np.ndarray:
     """Per-rank bytes of the CUDA context, workspaces and NCCL buffers, plus the profile's reserve;
-    `domain_gpus`: the GPUs on one NVLink domain (the host, or a rack-scale domain)."""
+    `domain_gpus`: the GPUs on one NVLink domain (the host, or a rack-scale domain);
+    `nccl_dispatch`: MoE tokens move by NCCL's all-to-all (p2p_peer_bytes)."""
     sm90 = PROFILE_FAMILY.get(hardware.name.lower()) != "ampere"  # Hopper, Blackwell, other or unknown: the larger
     workspace = CUBLAS_WORKSPACE_BYTES_SM90 if sm90 else CUBLAS_WORKSPACE_BYTES_SM80
     nccl = sum(_communicator_bytes(getattr(c, axis)) for axis in COMMUNICATOR_AXES)
@@ -135,6 +143,6 @@ def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int)
     expert_parallel = (np.asarray(c.ep) > 1) | (np.asarray(c.etp) > 1)
     expert_groups = sum(_communicator_bytes(getattr(c, axis)) for axis in EXPERT_COMMUNICATOR_AXES)
     nccl = nccl + np.where(expert_parallel, expert_groups, 0.0)
-    peers = p2p_peer_bytes(hardware, c, domain_gpus)
+    peers = p2p_peer_bytes(hardware, c, domain_gpus, nccl_dispatch=nccl_dispatch)
     total = CUDA_CONTEXT_BYTES + workspace + nccl + peers + hardware.memory_reserve_bytes
     return np.broadcast_to(np.asarray(total, dtype=np.float64), np.shape(c.tp)).copy()

@@ -102,3 +102,13 @@ def test_expert_parallelism_adds_the_expert_grid_groups_and_the_dispatch_peers()
     # tp 2 with etp 2 and ep 1: etp (a pair) and edp 8 (688 MB), no all-to-all peers.
     tp2 = _bytes(h100, tp=2, dp=8)
     assert _bytes(h100, tp=2, dp=8, etp=2) - tp2 == pytest.approx(544e6 + 688e6)
+
+
+def test_hybridep_dispatch_opens_no_nccl_peer_connections():
+    # HybridEP moves tokens with its own kernels: the expert grid's communicators stay, the 7
+    # all-to-all peers' 384 MiB each do not.
+    h100 = load_hardware("h100-sxm")
+    c = Candidates.of_plan(ParallelPlan(dp=16, ep=8))
+    nccl = float(runtime_bytes(h100, c, domain_gpus=8)[0])
+    hybridep = float(runtime_bytes(h100, c, domain_gpus=8, nccl_dispatch=False)[0])
+    assert nccl - hybridep == pytest.approx(7 * 384 * 2**20)
