@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.kernels import sustained_fraction
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.hardware import HardwareProfile
@@ -144,7 +145,7 @@ def gemm_peak_flops(hardware: HardwareProfile, precision, fp8_blockwise=False):
     block = (precision == FP8) & np.asarray(fp8_blockwise)
     if block.any():
         check_blockwise(hardware)
-    bf16 = hardware.peak_bf16_flops * hardware.efficiency.gemm
+    bf16 = hardware.peak_bf16_flops * hardware.efficiency.gemm * sustained_fraction(hardware)
     if "fp8" not in hardware.precisions and "mxfp8" not in hardware.precisions:
         if (precision != BF16).any():
             raise ValueError(f"{hardware.name} has no FP8 GEMM peak/efficiency in its profile")

@@ -28,6 +28,7 @@ FIELD_LABELS: dict[str, str] = {
     "efficiency.intra_node": "collective efficiency inside a node (busbw / line rate)",
     "efficiency.inter_node": "collective efficiency across nodes (busbw / line rate)",
     "efficiency.memory_bound": "memory-bound kernels' share of HBM bandwidth",
+    "efficiency.sustained_fraction": "share of short-run GEMM (BF16) and attention rates sustained",
 }
 
 # Each entry restates the docstring of the module that implements it (named in the text).
@@ -99,6 +100,7 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
         "efficiency.intra_node": _collectives(eff.intra_node),
         "efficiency.inter_node": _collectives(eff.inter_node),
         "efficiency.memory_bound": f"{eff.memory_bound:.2f}",
+        **({"efficiency.sustained_fraction": f"{eff.sustained_fraction:.3f}"} if eff.sustained_fraction != 1.0 else {}),
     }
     if profile.measured_on:
         values["measured_on"] = profile.measured_on

@@ -115,6 +115,11 @@ class EfficiencySpec(_Finite):
     # MXFP8 likewise (Blackwell's block-scaled FP8; None: the chip has none).
     gemm_fp8: float | None = Field(default=None, gt=0.0, le=1.0)
     gemm_mxfp8: float | None = Field(default=None, gt=0.0, le=1.0)
+    # The share of their short-run rate the profile's short-run compute figures (efficiency.gemm,
+    # the attention curves) sustain in training, where the chip does not hold its short-run clocks
+    # (cost.kernels.sustained_fraction; gemm_fp8 and gemm_mxfp8 are given as sustained rates). 1:
+    # the figures stand as they are.
+    sustained_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     # Flash-attention efficiency (non-causal FLOPs / time / peak) against block length.
     attention_fwd: tuple[CurvePoint, ...]
     attention_bwd: tuple[CurvePoint, ...]

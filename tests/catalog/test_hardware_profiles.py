@@ -96,6 +96,10 @@ def test_figures_reproduce_their_published_measurements():
     # A100: mean of Azure's random-init cuBLASLt runs (253.7, 256.5, 250.8); H100: MAMF 794.5 TFLOPS.
     assert a100.peak_bf16_flops * a100.efficiency.gemm == pytest.approx((253.7e12 + 256.5e12 + 250.8e12) / 3, rel=0.005)
     assert h100.peak_bf16_flops * h100.efficiency.gemm == pytest.approx(794.5e12, rel=0.005)
+    # FP8: Azure's sustained cuBLASLt FP8 at 16384^3 (10,000 warm-ups): H100 1377.3, H200 1366.3.
+    assert h100.peak_fp8_flops * h100.efficiency.gemm_fp8 == pytest.approx(1377.3e12, rel=0.001)
+    h200 = load_hardware("h200")
+    assert h200.peak_fp8_flops * h200.efficiency.gemm_fp8 == pytest.approx(1366.3e12, rel=0.001)
     # FA2 fwd on A100 peaks at 227 TFLOPS (2k); FA3 fwd/bwd on H100 at 16k: 648 / 561 TFLOPS.
     a100_fwd_best = max(p.efficiency for p in a100.efficiency.attention_fwd)
     assert a100_fwd_best * 312e12 == pytest.approx(227e12, rel=0.005)
@@ -115,9 +119,18 @@ def test_blackwell_ultra_figures_reproduce_their_sources():
     assert b300.peak_bf16_flops * b300.efficiency.gemm == pytest.approx(bf16, rel=0.001)
     assert b300.peak_fp8_flops * b300.efficiency.gemm_fp8 == pytest.approx(fp8, rel=0.001)
     assert b300.peak_fp8_flops * b300.efficiency.gemm_mxfp8 == pytest.approx(mx, rel=0.001)
-    # GB300: B300's figures x GB200/B200 MAMF (stas00: BF16 1822.0 / 1745.0, FP8 3615.6 / 3432.5).
+    # GB300 BF16: B300's figure x GB200/B200 MAMF (stas00: 1822.0 / 1745.0).
     assert gb300.peak_bf16_flops * gb300.efficiency.gemm == pytest.approx(bf16 * 1822.0 / 1745.0, rel=0.001)
-    assert gb300.peak_fp8_flops * gb300.efficiency.gemm_fp8 == pytest.approx(fp8 * 3615.6 / 3432.5, rel=0.001)
+    # FP8 on the racks, sustained: Azure's cuBLASLt FP8 at 16384^3 after 10,000 warm-ups (GB200
+    # 2906.9, GB300 3308.5 TFLOPS) x the share of B300's FP8 MAMF (3353.3) TE's layer GEMMs reach;
+    # MXFP8 at its rate over FP8's in TE's B300 layer benchmark.
+    # B200, the same die as GB200 with no sustained figure of its own: its short-run MAMF (3432.5)
+    # x GB200's sustained-to-short-run ratio (2906.9 / 3615.6).
+    b200 = load_hardware("b200")
+    for profile, sustained in ((gb200, 2906.9e12), (gb300, 3308.5e12), (b200, 3432.5e12 * 2906.9 / 3615.6)):
+        layer_rate = sustained * fp8 / 3353.3e12
+        assert profile.peak_fp8_flops * profile.efficiency.gemm_fp8 == pytest.approx(layer_rate, rel=0.001)
+        assert profile.peak_fp8_flops * profile.efficiency.gemm_mxfp8 == pytest.approx(layer_rate * mx / fp8, rel=0.001)
     # cuDNN BF16 non-causal on GB300 (cudnn-frontend llama3.1 gb300 CSV), 2K-32K; B300 takes the
     # same fraction of its own peak.
     fwd, bwd = (1805, 1900, 2017, 2014, 1836), (1213, 1429, 1531, 1536, 1427)

@@ -54,7 +54,7 @@ def test_expert_gemm_time_by_hand(ep, load):
     assert rows == (256 if ep == 1 else 2560)
     factor = float(grouped_gemm_efficiency_factor(rows))
     routed_flops = 2 * 3 * 2048 * 8 * 768 * tokens  # gate, up, down of 8 experts per token
-    flat_s = routed_flops / (hw.peak_bf16_flops * hw.efficiency.gemm)
+    flat_s = routed_flops / (hw.peak_bf16_flops * hw.efficiency.gemm * hw.efficiency.sustained_fraction)
     times = moe_times(hw, QWEN3_30B, tokens_per_tp_rank=tokens, ep=ep, etp=1, ep_stride=1, elem_bytes=2,
                       gpus_per_node=8)
     # Beyond the mean at the flat efficiency (which the layer GEMMs time): load / factor - 1.

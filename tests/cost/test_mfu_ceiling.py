@@ -104,7 +104,11 @@ def test_fp8_plans_are_held_at_the_best_published_fp8_mfu(hardware, precision, m
     hw = load_hardware(hardware)
     assert best_published_mfu(hw, precision) == mfu and hw.peak_fp8_flops == fp8_peak
     # A short-sequence dense plan (GEMM-bound; 64 micro-batches a step, so the per-step optimizer and
-    # gradient-buffer passes are a small share) would run above the FP8 record without the ceiling.
+    # gradient-buffer passes are a small share) would run above the FP8 record without the ceiling,
+    # on the profile with its FP8 GEMMs at 95% of peak (the records bound what the profiles' own
+    # sustained figures may not reach: the ceiling is keyed by the chip, not by its figures).
+    fast = {"gemm_fp8": 0.95} if precision == "fp8" else {"gemm_mxfp8": 0.95}
+    hw = hw.model_copy(update={"efficiency": hw.efficiency.model_copy(update=fast)})
     est = evaluate(load_model(model), hw, Workload(seq_len=4096, global_batch=1024),
                    ParallelPlan(dp=8, zero=1, micro_batch=2, precision=precision), num_nodes=8 // hw.gpus_per_node,
                    gpus_per_node=hw.gpus_per_node)
