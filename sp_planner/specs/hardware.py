@@ -205,11 +205,6 @@ class HardwareProfile(_Finite):
             raise ValueError(f"nvlink_domain_gpus {domain} must be a multiple of gpus_per_node {self.gpus_per_node}")
         return self
 
-    @property
-    def fast_domain_gpus(self) -> int:
-        """GPUs on the intra-node link together: the NVLink domain if it spans hosts, else the host."""
-        return self.nvlink_domain_gpus or self.gpus_per_node
-
     def link_domain_gpus(self, gpus_per_node: int, world: int | None = None) -> int:
         """The fast domain for a cluster of `gpus_per_node`-GPU hosts (a caller may override the
         profile's host size; a multi-host domain is kept only for the profile's own host size).
