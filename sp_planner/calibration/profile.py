@@ -104,7 +104,18 @@ class _Builder:
         ratios = {direction: self.causal_ratio(direction) for direction in ("fwd", "bwd")}
         return EfficiencySpec(gemm=gemm, attention_fwd=curves["fwd"], attention_bwd=curves["bwd"],
                               attention_causal_fwd=ratios["fwd"], attention_causal_bwd=ratios["bwd"],
-                              intra_node=intra, inter_node=inter, memory_bound=self.memory_bound())
+                              intra_node=intra, inter_node=inter, memory_bound=self.memory_bound(),
+                              sustained_fraction=self.sustained_fraction())
+
+    def sustained_fraction(self) -> float:
+        """The base profile's share of short-run compute rates its chip sustains in training
+        (cost.kernels.sustained_fraction): sp-calibrate's GEMM and attention timings are short runs
+        as the base's figures are; 1 without a base, or where the base states none."""
+        field = "efficiency.sustained_fraction"
+        if self.base is not None and self.base.efficiency.sustained_fraction != 1.0:
+            self.sources[field] = f"from {self.base.name}: {self.base.sources.get(field, 'built-in profile')}"
+            return self.base.efficiency.sustained_fraction
+        return 1.0
 
     def memory_bound(self) -> float:
         """The base profile's share of HBM bandwidth for memory-bound kernels (not measured here: the

@@ -50,6 +50,16 @@ def test_profile_with_base_keeps_spec_sheet_rates_and_matches_measured_rates(mak
     assert p.calibration is not None and len(p.calibration.collectives) == 20
 
 
+def test_a_b200_die_base_keeps_its_sustained_share(make_measurements):
+    # sp-calibrate's timings are short runs, as a B200 base's figures are: the calibrated profile
+    # keeps the base's 0.804 (and H100's 1 stays 1, stating nothing).
+    gb200 = load_hardware("gb200-nvl72")
+    p = _build(make_measurements(), base=gb200).profile
+    assert p.efficiency.sustained_fraction == gb200.efficiency.sustained_fraction == 0.804
+    assert p.sources["efficiency.sustained_fraction"].startswith("from GB200-NVL72: Azure")
+    assert _build(make_measurements()).profile.efficiency.sustained_fraction == 1.0
+
+
 def test_missing_curve_falls_back_to_the_base_with_a_warning(make_measurements):
     result = _build(make_measurements(skip=("attention_bwd",)))
     assert result.profile.efficiency.attention_bwd == H100.efficiency.attention_bwd
