@@ -107,6 +107,20 @@ class PlainHelpCommand(TyperCommand):
                 for line in option_lines(rows, formatter.width - formatter.current_indent):
                     formatter.write(f"{indent}{line}".rstrip() + "\n")
 
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """Click's usage line: a required argument by its name (PLAN.json), an optional one in
+        brackets. Typer's plain layout writes required arguments in braces ({PLAN.json}), which a
+        shell reads as a brace expansion."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces.extend(param.get_usage_pieces(ctx))
+                continue
+            name = param.metavar or (param.name or "").upper()
+            name = name if param.required else f"[{name}]"
+            pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
     def format_epilog(self, ctx: Any, formatter: Any) -> None:
         if not self.epilog:
             return

@@ -57,6 +57,13 @@ def test_examples_read_back_as_written(run_main, monkeypatch, module):
     assert written and _unwrap_examples(text) == written
 
 
+@pytest.mark.parametrize("module", [report_cmd, simulate_cmd], ids=["report", "simulate"])
+def test_usage_names_the_plan_argument_as_click_does(run_main, monkeypatch, module):
+    # A required argument by its name, not Typer's braces (which a shell reads as an expansion).
+    usage = _help(run_main, monkeypatch, module, 80).splitlines()[0]
+    assert usage.endswith("[OPTIONS] PLAN.json") and "{" not in usage
+
+
 def test_a_command_breaks_between_options_and_keeps_each_with_its_value():
     line = "sp-plan --model llama3-70b --hardware h100 --nodes 8 --seq-len 256k --tp 8 --ulysses 4 --explain"
     lines = wrap_command(line, 40)
