@@ -130,7 +130,7 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
 ZERO_RING_LEGEND = "ring 4ag: all-gather CP; ZeRO 3k: parameters kept from forward to backward, 3r2: 2 HSDP replicas"
 # FP8 and MXFP8 plans' "% peak" keeps the BF16 peak (the JSON's hardware_mfu): their GEMMs run at
 # up to twice it, so the share can pass 100%.
-LOW_PRECISION_PEAK_LEGEND = "% peak: executed FLOPs over the BF16 peak; FP8 GEMMs run at up to 2x it"
+LOW_PRECISION_PEAK_LEGEND = "% peak: executed FLOPs over the BF16 peak (FP8 GEMMs: up to 2x)"
 
 
 def ring_cell(plan: ParallelPlan) -> str:
