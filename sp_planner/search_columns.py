@@ -23,6 +23,7 @@ from sp_planner.estimate import (
     TimeBreakdown,
     plain,
 )
+from sp_planner.layout import GRID_ORDER, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, RuleFacts, facts_violations, fp8_recipe_names
 from sp_planner.space import DEGREES, EXPERT_DEGREES, Axes, Candidates, first_rule, rule_masks
 from sp_planner.specs.base import FrozenModel
@@ -143,7 +144,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     framework's overlap, training states and CUDA graphs (cost.runtime)."""
     states = runtime.states
     # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
-    world = int(c.tp[0] * c.ulysses[0] * c.ring[0] * c.dp[0] * c.pp[0]) if len(c) else None
+    world = int(np.asarray(group_size(c, GRID_ORDER))[0]) if len(c) else None  # every candidate's
     domain = hardware.link_domain_gpus(gpus_per_node, world)
     run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
     memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,

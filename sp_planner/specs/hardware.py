@@ -220,6 +220,7 @@ class HardwareProfile(_Finite):
         if world <= domain:
             return world
         return max(d for d in range(gpus_per_node, domain + 1, gpus_per_node) if world % d == 0)
+
     @property
     def precisions(self) -> tuple[str, ...]:
         """GEMM precisions this profile can model: bf16, plus fp8 / mxfp8 where their peak and
