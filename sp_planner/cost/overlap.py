@@ -27,8 +27,13 @@ micro-batch):
   hide behind runs on 16 SMs fewer for as long as they run: 16 of A100's 108 SMs (A800 the same
   die), measured as stated; 16 of H100's 132 (NVIDIA H100 Tensor Core GPU Architecture
   whitepaper, 132 SMs on SXM5), the count transferred. SM counts: stas00/ml-engineering
-  compute/accelerator/README.md (744d01e) cache table, A100 SXM 108 and H100/H200 SXM 132 SMs.
-  Other profiles (Blackwell: no SM count from a primary source was found) take H100's share.
+  compute/accelerator/README.md (744d01e) cache table, A100 SXM 108 and H100/H200 SXM 132 SMs;
+  B200 148 (Chips and Cheese, "Nvidia's B200: Keeping the CUDA Juggernaut Rolling", 2025-12,
+  measured on a B200: "B200 enables 74 SMs per die, giving 148 SMs across the GPU"; GB200 carries
+  the same die, an assumption); B300 and GB300 160 (NVIDIA developer blog "Inside NVIDIA Blackwell
+  Ultra", reference moe_fp8_pipeline_frameworks.md). Other profiles (L20, L40S, Ascend, MI300X)
+  take H100's share. The count is gpu_sm_count's, which TE's userbuffers SM margins use too
+  (cost.tp_overlap).
 """
 
 from __future__ import annotations
@@ -43,16 +48,24 @@ from sp_planner.specs.hardware import HardwareProfile
 
 # Compute lost per second of hidden NCCL traffic: 16 SMs of the GPU's (module docstring).
 NCCL_SMS_WHILE_OVERLAPPED = 16
-SMS_PER_GPU = 132  # H100 SXM (also TE's userbuffer SM margins, cost.tp_overlap)
-SMS_BY_FAMILY: dict[str, int] = {"ampere": 108, "hopper": SMS_PER_GPU}
+SMS_PER_GPU = 132  # H100 SXM
+# SMs per GPU by family (module docstring for the sources).
+SMS_BY_FAMILY: dict[str, int] = {
+    "ampere": 108, "hopper": SMS_PER_GPU, "blackwell": 148, "grace-blackwell": 148,
+    "blackwell-ultra": 160, "grace-blackwell-ultra": 160,
+}
 OVERLAP_COMPUTE_SLOWDOWN = NCCL_SMS_WHILE_OVERLAPPED / SMS_PER_GPU  # H100's
+
+
+def gpu_sm_count(hardware: HardwareProfile) -> int:
+    """The profile's SMs (module docstring); profiles outside the table take H100's 132."""
+    return SMS_BY_FAMILY.get(PROFILE_FAMILY.get(hardware.name.lower(), ""), SMS_PER_GPU)
 
 
 def overlap_compute_slowdown(hardware: HardwareProfile) -> float:
     """Compute lost per second of hidden NCCL traffic on this GPU: 16 SMs of its count (module
     docstring; profiles outside the table take H100's)."""
-    sms = SMS_BY_FAMILY.get(PROFILE_FAMILY.get(hardware.name.lower(), ""), SMS_PER_GPU)
-    return NCCL_SMS_WHILE_OVERLAPPED / sms
+    return NCCL_SMS_WHILE_OVERLAPPED / gpu_sm_count(hardware)
 
 
 class Overlap(FrozenModel):

@@ -49,7 +49,14 @@ from sp_planner.cost.memory import ACT_BYTES, saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, Edges, Overlap, dp_exposed_s, overlap_compute_slowdown
+from sp_planner.cost.overlap import (
+    MEGATRON_OVERLAP,
+    Edges,
+    Overlap,
+    dp_exposed_s,
+    gpu_sm_count,
+    overlap_compute_slowdown,
+)
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
@@ -150,7 +157,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
-                                  chunk_factors(hardware, model, tokens=tokens, tp=tp))
+                                  chunk_factors(hardware, model, tokens=tokens, tp=tp), gpu_sm_count(hardware))
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),

@@ -44,8 +44,9 @@ table's efficiency by output size at the GEMM's K; 1 where the profile has no ta
 at tp 8 on 4,096 tokens: the QKV chunks (3 x 512 rows x 1,280) run at 0.86 of the whole QKV
 GEMM's rate. Dense layers' GEMMs only: an MoE layer's experts run TE's grouped GEMMs, which
 userbuffers does not split.
-Not modelled: the device's own SM count (H100's 132 for every GPU, as cost.overlap) and the copy
-engine's bandwidth (the transfers are priced as cost.links' rings).
+The SMs are the GPU's own (cost.overlap.gpu_sm_count: 132 on Hopper, 148 on B200 and GB200, 160 on
+B300 and GB300). Not modelled: the copy engine's bandwidth (the transfers are priced as
+cost.links' rings).
 """
 
 from __future__ import annotations
@@ -149,46 +150,49 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp) ->
         proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring))
 
 
-def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0):
+def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):
     """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the GEMM's chunking
-    slowdown, the tp - 1 transfers beyond the tp chunks they feed, and the 1 SM it holds while
-    it runs."""
+    slowdown, the tp - 1 transfers beyond the tp chunks they feed, and the 1 SM of the GPU's
+    `sms` it holds while it runs."""
     ag_s, whole = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
     gemm_s = whole * chunking
     steps = np.maximum(tp - 1, 1)
     exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
-    return gemm_s - whole + exposed + RING_EXCHANGE_SMS / SMS_PER_GPU * np.minimum(ag_s, gemm_s)
+    return gemm_s - whole + exposed + RING_EXCHANGE_SMS / sms * np.minimum(ag_s, gemm_s)
 
 
-def margin_gemm_s(gemm_s):
-    """A GEMM launched with TE's SM margin: on SMS_PER_GPU - PIPELINE_BULK_SMS SMs."""
-    return np.asarray(gemm_s, dtype=np.float64) * SMS_PER_GPU / (SMS_PER_GPU - PIPELINE_BULK_SMS)
+def margin_gemm_s(gemm_s, sms=SMS_PER_GPU):
+    """A GEMM launched with TE's SM margin: on the GPU's `sms` - PIPELINE_BULK_SMS SMs."""
+    return np.asarray(gemm_s, dtype=np.float64) * sms / (sms - PIPELINE_BULK_SMS)
 
 
-def pipeline_s(rs_s, gemm_s, chunking=1.0):
+def pipeline_s(rs_s, gemm_s, chunking=1.0, sms=SMS_PER_GPU):
     """Seconds a pipeline reduce-scatter adds to its GEMM: its chunking and the margin's slowdown,
     the last chunk's reduce-scatter, and each other chunk's beyond the next chunk's GEMM."""
     rs_s, whole = np.asarray(rs_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
-    slow = margin_gemm_s(whole * chunking)
+    slow = margin_gemm_s(whole * chunking, sms)
     chunk_rs, chunk_gemm = rs_s / PIPELINE_SPLITS, slow / PIPELINE_SPLITS
     exposed = chunk_rs + (PIPELINE_SPLITS - 1) * np.maximum(0.0, chunk_rs - chunk_gemm)
     return slow - whole + exposed
 
 
-def bulk_s(comm_s, gemm_s):
+def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU):
     """Seconds a bulk collective adds to its GEMM: the margin's slowdown and what it takes
     beyond the slowed GEMM."""
-    slow = margin_gemm_s(gemm_s)
+    slow = margin_gemm_s(gemm_s, sms)
     return slow - gemm_s + np.maximum(0.0, np.asarray(comm_s, dtype=np.float64) - slow)
 
 
-def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE) -> TPOverlapTimes:
+def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
+                     sms: int = SMS_PER_GPU) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
-    overlapped with their GEMMs as TE userbuffers pairs them, the split GEMMs slowed by `chunks`
-    (module docstring)."""
+    overlapped with their GEMMs as TE userbuffers pairs them, the split GEMMs slowed by `chunks`,
+    on a GPU of `sms` SMs (module docstring)."""
     g, c = gemms, chunks
-    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv) + pipeline_s(rs_s, g.proj_s, c.proj)
-           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1) + pipeline_s(rs_s, g.fc2_s, c.fc2))
-    bwd = (ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad) + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad)
-           + bulk_s(ag_s, g.qkv_s) + bulk_s(ag_s, g.fc1_s) + bulk_s(rs_s, g.qkv_s) + bulk_s(rs_s, g.fc1_s))
+    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms) + pipeline_s(rs_s, g.proj_s, c.proj, sms)
+           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms) + pipeline_s(rs_s, g.fc2_s, c.fc2, sms))
+    bwd = (ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms)
+           + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms)
+           + bulk_s(ag_s, g.qkv_s, sms) + bulk_s(ag_s, g.fc1_s, sms) + bulk_s(rs_s, g.qkv_s, sms)
+           + bulk_s(rs_s, g.fc1_s, sms))
     return TPOverlapTimes(fwd_s=fwd, bwd_s=bwd)

@@ -142,12 +142,16 @@ def test_simulator_dp_stream_fits_in_the_step_and_agrees_with_the_model(plan, se
 
 def test_overlap_slowdown_is_nccl_sms_over_the_gpus_sms():
     assert OVERLAP_COMPUTE_SLOWDOWN == pytest.approx(16 / 132)
-    # 16 SMs of a DGX A100's 108 (nccl#689 describes that machine), of H100's 132; Blackwell takes
-    # H100's share (no primary SM count).
+    # 16 SMs of a DGX A100's 108 (nccl#689 describes that machine), of H100's 132, of B200's 148
+    # (GB200 the same die) and Blackwell Ultra's 160; profiles without a count take H100's.
     assert overlap_compute_slowdown(load_hardware("a800")) == pytest.approx(16 / 108)
     assert overlap_compute_slowdown(load_hardware("a100-80gb")) == pytest.approx(16 / 108)
     assert overlap_compute_slowdown(load_hardware("h200")) == pytest.approx(16 / 132)
-    assert overlap_compute_slowdown(load_hardware("b200")) == pytest.approx(16 / 132)
+    assert overlap_compute_slowdown(load_hardware("b200")) == pytest.approx(16 / 148)
+    assert overlap_compute_slowdown(load_hardware("gb200-nvl72")) == pytest.approx(16 / 148)
+    assert overlap_compute_slowdown(load_hardware("b300")) == pytest.approx(16 / 160)
+    assert overlap_compute_slowdown(load_hardware("gb300-nvl72")) == pytest.approx(16 / 160)
+    assert overlap_compute_slowdown(load_hardware("l40s")) == pytest.approx(16 / 132)
     # A ring step of 1 s beside 0.5 s of transfer on A800: the overlapped half at 16/108 more.
     assert slowed_by_overlap(1.0, 0.5, 16 / 108) == pytest.approx(1 + 0.5 * 16 / 108)
 

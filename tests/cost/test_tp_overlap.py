@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.overlap import gpu_sm_count
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.tp_overlap import (
     ChunkFactors,
@@ -38,6 +39,16 @@ def test_bulk_by_hand():
     # beside it is hidden, a 3 ms one exposes what it takes beyond the slowed GEMM.
     assert bulk_s(1 * MS, 2 * MS) == pytest.approx(2 * 16 / 116 * MS)
     assert bulk_s(3 * MS, 2 * MS) == pytest.approx(2 * 16 / 116 * MS + (3 - 2 * 132 / 116) * MS)
+
+
+def test_margins_take_the_gpus_own_sms():
+    # On B200's 148 SMs the margin leaves 132: a 2 ms GEMM takes 2 x 16/132 ms more, and a
+    # ring-exchange transfer holds 1 of 148 SMs (cost.overlap.gpu_sm_count).
+    assert bulk_s(1 * MS, 2 * MS, 148) == pytest.approx(2 * 16 / 132 * MS)
+    assert ring_exchange_s(1 * MS, 2 * MS, 2, 1.0, 148) == pytest.approx(1 / 148 * MS)
+    assert gpu_sm_count(load_hardware("b200")) == 148
+    assert gpu_sm_count(load_hardware("gb300-nvl72")) == 160
+    assert gpu_sm_count(load_hardware("h100-sxm")) == 132
 
 
 def test_pipeline_exposes_the_last_chunk():
