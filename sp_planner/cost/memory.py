@@ -39,6 +39,17 @@ beside the layers'; its gradients wait for the root's reduce-scatter after the w
 and final norm's unsharded gradients, produced first in backward, are held throughout it
 (wherever parameters are sharded into such units: ZeRO-3, and FSDP's ZeRO-1/2).
 
+The peak: a stage's memory peaks at one of two moments, and the parts of the other are not held
+then. At the loss (the loss stage) the logits are live beside every layer's saved activations and
+the TP all-gather buffer (Megatron's global memory buffer keeps it); the attention's buffers
+(Ulysses send/receive, ring K/V and dK/dV, all-gather CP's gathered K/V) were freed when each
+layer's attention returned, and under full recompute no layer is rebuilt yet. In a layer's
+backward (the first one backward holds the most) the logits are gone (the output layer's backward
+frees them before the layers' start), and the layer full recompute rebuilds and its attention's
+buffers are live. The larger moment is the peak, and the breakdown shows its parts (logits 0 when
+the backward moment is larger). Megatron-Core: GPTModel.forward computes the loss after the last
+layer; the ring and Ulysses buffers are locals of the attention call (cost.ring_impl).
+
 FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
 the GEMM inputs saved for backward are stored in FP8. With FP8 weights (Megatron --fp8-param-gather,
 cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone; under
@@ -165,11 +176,20 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     return stored, full_layer
 
 
+class CommBuffers(NamedTuple):
+    """A rank's communication buffers (vectorized): the attention's, live only while a layer's
+    attention runs, and the TP all-gather buffer, held throughout."""
+
+    attention_bytes: np.ndarray
+    tp_bytes: np.ndarray
+
+
 def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch, allgather=False,
-                      ring_impl: RingImpl = TE_RING):
-    """Transient buffers of one layer: Ulysses send/receive, ring K/V and dK/dV (as `ring_impl` holds
-    them, cost.ring_impl; or all-gather CP's gathered K/V and full dK/dV,
-    cost.attention.allgather_buffer_bytes), TP all-gather."""
+                      ring_impl: RingImpl = TE_RING) -> CommBuffers:
+    """Buffers of one layer: the attention's transients, Ulysses send/receive and ring K/V and
+    dK/dV (as `ring_impl` holds them, cost.ring_impl; or all-gather CP's gathered K/V and full
+    dK/dV, cost.attention.allgather_buffer_bytes), and the TP all-gather buffer (Megatron's
+    global memory buffer, which keeps the largest gathered input)."""
     d = model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
@@ -182,7 +202,8 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES, ring_impl.grad_elem_bytes),
                         ring_buf)
     tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
-    return ulysses_buf + ring_buf + tp_buf
+    return CommBuffers(attention_bytes=np.asarray(ulysses_buf + ring_buf, dtype=np.float64),
+                       tp_bytes=np.asarray(tp_buf, dtype=np.float64))
 
 
 def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, states: TrainingStates = MEGATRON_STATES,
@@ -281,24 +302,32 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
-    act_first = resident_layers(stages.first, c.cpu_offload_layers) * stored * first_stage_in_flight(pp, c.vpp, m) \
-        + working
-    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored + working
+    act_first = resident_layers(stages.first, c.cpu_offload_layers) * stored * first_stage_in_flight(pp, c.vpp, m)
+    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored
     logits_last = logit_bytes * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
-    buffers = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
-                                micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
+    comm = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
+                             micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
     # Megatron-FSDP's gathered FP8 units hold TE's FP8 weight bytes (with the transpose built in
     # backward where the chip needs one, cost.fp8_params).
     gathered_width = np.where(fp8_shards, fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout),
                               states.compute_param_bytes)
-    buffers = buffers + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
-                                          states=states, gathered_bytes_per_param=gathered_width)
+    held = comm.tp_bytes + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
+                                             states=states, gathered_bytes_per_param=gathered_width)
     reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus,
                             nccl_dispatch=model.moe is None or model.moe.dispatcher == "alltoall")
 
-    first = (*stage_states(first_p, stages.first, pp == 1), act_first, logits_first, buffers, reserve)
-    last = (*stage_states(last_p, stages.last, True), act_last, logits_last, buffers, reserve)
+    def peak_parts(acts, logits):
+        # The stage's peak is the larger of two moments (module docstring): the loss, with the
+        # logits, or a layer's backward, with the layer full recompute rebuilds and the
+        # attention's buffers; the other moment's parts are not held then.
+        backward = working + comm.attention_bytes
+        at_loss = logits >= backward
+        return (acts + np.where(at_loss, 0.0, working), np.where(at_loss, logits, 0.0),
+                held + np.where(at_loss, 0.0, comm.attention_bytes))
+
+    first = (*stage_states(first_p, stages.first, pp == 1), *peak_parts(act_first, logits_first), reserve)
+    last = (*stage_states(last_p, stages.last, True), *peak_parts(act_last, logits_last), reserve)
     first_total, last_total = sum(first), sum(last)
     use_first = first_total >= last_total
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (

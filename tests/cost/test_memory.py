@@ -36,6 +36,31 @@ def test_tp2_no_zero_by_hand(toy_model, hardware):
     assert est.memory_peak_bytes == pytest.approx(mem.total_bytes)
 
 
+def test_peak_is_the_larger_of_the_loss_and_a_layers_backward(toy_model, hardware):
+    """Full recompute on the toy model, tp 2, 32 tokens: at the loss the two layers' inputs
+    (2 x 2*32*64/2 = 4096) and the logits (6 x 32 x 100/2 = 9600) are held; in the first
+    layer's backward the inputs and the rebuilt layer (26880, test_tp2_no_zero_by_hand), the
+    logits freed. The backward moment is larger, so the peak holds it and no logits."""
+    workload = Workload(seq_len=32, global_batch=1)
+    full = evaluate(toy_model, hardware, workload, ParallelPlan(dp=1, tp=2, zero=0, recompute="full"),
+                    num_nodes=1, gpus_per_node=2)
+    mem = full.memory
+    assert mem.activations_bytes == 4096 + 26880
+    assert mem.logits_bytes == 0.0
+    assert mem.comm_buffers_bytes == 2 * 32 * 64  # the TP all-gather buffer, held at both
+    assert full.memory_peak_bytes == pytest.approx(mem.total_bytes)
+    # Without recompute the loss is the larger moment: every layer's activations and the logits.
+    none = evaluate(toy_model, hardware, workload, ParallelPlan(dp=1, tp=2, zero=0),
+                    num_nodes=1, gpus_per_node=2).memory
+    assert (none.activations_bytes, none.logits_bytes) == (2 * 26880, 9600)
+    # Ulysses 2 on 4 GPUs (tp 2): its send and receive buffers (2 x 2 B x 16 tokens x 2 heads x 16)
+    # are the attention's, live in a layer's backward, not at the loss: 2048 < the logits' 4800.
+    uly = evaluate(toy_model, hardware, workload, ParallelPlan(dp=1, tp=2, ulysses=2, zero=0),
+                   num_nodes=1, gpus_per_node=4).memory
+    assert uly.logits_bytes == 6 * 16 * 100 / 2
+    assert uly.comm_buffers_bytes == 2 * 16 * 64
+
+
 @pytest.mark.parametrize("runtime, logit_bytes", [
     (MEGATRON_RUNTIME, 6), (DEEPSPEED_RUNTIME, 10), (TORCHTITAN_RUNTIME, 10)])
 def test_logits_hold_the_frameworks_cross_entropy_bytes(toy_model, hardware, runtime, logit_bytes):

@@ -111,6 +111,7 @@ def test_simulator_steps_follow_the_ring():
 
 
 def test_megatron_plans_run_tes_ring_and_yunchangs_keep_theirs():
+    from sp_planner.cost.memory import comm_buffer_bytes
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
     from sp_planner.search import evaluate
     from sp_planner.specs import Workload
@@ -126,7 +127,14 @@ def test_megatron_plans_run_tes_ring_and_yunchangs_keep_theirs():
     assert yun.comm_bytes.ring_p2p - te.comm_bytes.ring_p2p == per_layer_delta * 32 * 1
     # The ring buffers: 20 against 16 bytes per local K element, and an fp32 against a bf16 dQ.
     buffers_delta = KV_ELEMS * (20 - 16) + 32768 * 32 * 128 * (4 - 2)
-    assert yun.memory.comm_buffers_bytes - te.memory.comm_buffers_bytes == pytest.approx(buffers_delta)
+    kw = dict(tp=1, ulysses=1, ring=4, micro_batch=1)
+    yun_buffers = comm_buffer_bytes(model, workload, **kw, ring_impl=YUNCHANG_RING).attention_bytes
+    te_buffers = comm_buffer_bytes(model, workload, **kw, ring_impl=TE_RING).attention_bytes
+    assert yun_buffers - te_buffers == pytest.approx(buffers_delta)
+    # This plan peaks at the loss (32,768 tokens x 128,256 logits x 6 B, cost.memory), when the
+    # ring's buffers are freed: neither runtime holds them at the peak.
+    assert yun.memory.logits_bytes == te.memory.logits_bytes == 6 * 32768 * 128256
+    assert yun.memory.comm_buffers_bytes == te.memory.comm_buffers_bytes == 0.0
 
 
 def test_allgather_cp_reduce_scatters_in_the_rings_width():
