@@ -30,7 +30,13 @@ shapes hold 2^25 to 2^26 outputs): 1 from 2^25 up, linear in log outputs and log
 points, the smallest point's below 2^19 and the ends' beyond k 256 and 4096. The shapes with the
 same output size agree within a few percent whatever their aspect, so the output size is read as
 the effect. Families as cost.gemm_shapes: GB200, B300 and GB300 take B200's table (the same SMs,
-an assumption). FP8 GEMMs take the bf16 ratios (cost.gemm_shapes gives why). Not modelled (factor
+an assumption). FP8 and MXFP8 GEMMs on Blackwell take the same table's FP8 entries (key
+"f8e4m3fnxf8e4m3fn->bf16", the same shapes and means): a small FP8 GEMM falls further below its
+large-shape rate than a BF16 one, its fixed launch, prologue and epilogue being the same over half
+the tensor-core time (k 4096: 0.15 / 0.29 / 0.47 / 0.62 / 0.77 / 0.88 / 1 against BF16's 0.27 /
+0.46 / 0.68 / 0.82 / 0.91 / 0.97 / 1 from 2^19 to 2^25 outputs). MXFP8 has no entries and takes
+FP8's (an assumption: the same tensor-core steps). Hopper's FP8 entries exceed the FP8 peak
+(cost.gemm_shapes) and are not used: FP8 GEMMs there take the BF16 ratios. Not modelled (factor
 1): A100/A800, L20, L40S, Ascend and MI300X (the table's gfx942 entries carry no bf16 figures), and
 the MoE expert GEMMs, whose rows per expert cost.grouped_gemm times.
 """
@@ -61,6 +67,16 @@ B200_OUTPUT_TFLOPS: tuple[tuple[float, ...], ...] = (
 )
 
 
+# The same means from the table's FP8 entries (e4m3 x e4m3 -> bf16), B200 (module docstring).
+B200_FP8_OUTPUT_TFLOPS: tuple[tuple[float, ...], ...] = (
+    (41.9, 91.3, 169.6, 269.9, 463.1, 645.9, 883.0),
+    (93.6, 169.2, 319.2, 529.2, 829.5, 1088.8, 1534.6),
+    (159.2, 321.7, 545.8, 903.5, 1380.2, 1836.9, 2397.6),
+    (300.3, 530.6, 978.8, 1436.8, 1878.9, 2450.9, 2893.7),
+    (481.0, 900.4, 1475.3, 1925.3, 2397.7, 2743.1, 3129.4),
+)
+
+
 def _ratios(tflops) -> np.ndarray:
     """Each k row over its largest-output value, held at 1 above it."""
     table = np.asarray(tflops, dtype=np.float64)
@@ -71,16 +87,29 @@ OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
     **{name: _ratios(HOPPER_OUTPUT_TFLOPS) for name in HOPPER_PROFILES},
     **{name: _ratios(B200_OUTPUT_TFLOPS) for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's
 }
+# FP8/MXFP8 GEMMs where the table's FP8 entries hold (Blackwell); the others take the BF16 ratios.
+FP8_OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
+    **{name: OUTPUT_RATIO_BY_PROFILE[name] for name in HOPPER_PROFILES},  # FP8 entries above peak
+    **{name: _ratios(B200_FP8_OUTPUT_TFLOPS) for name in BLACKWELL_PROFILES},
+}
 
 
-def output_ratio(hardware: HardwareProfile, outputs, k):
+def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
     """A GEMM's efficiency at `outputs` (M x N elements) and contraction `k`, over its efficiency at
-    a large output (the rate cost.gemm_shapes' contraction ratio is read at); 1 where the profile
-    has no table (module docstring)."""
-    outputs, k = np.broadcast_arrays(np.asarray(outputs, dtype=np.float64), np.asarray(k, dtype=np.float64))
-    table = OUTPUT_RATIO_BY_PROFILE.get(hardware.name.lower())
-    if table is None:
+    a large output (the rate cost.gemm_shapes' contraction ratio is read at); `fp8` (bool, per
+    element): an FP8/MXFP8 GEMM, the table's FP8 ratios where it has them; 1 where the profile has
+    no table (module docstring)."""
+    outputs, k, fp8 = np.broadcast_arrays(np.asarray(outputs, dtype=np.float64),
+                                          np.asarray(k, dtype=np.float64), np.asarray(fp8, dtype=bool))
+    name = hardware.name.lower()
+    if name not in OUTPUT_RATIO_BY_PROFILE:
         return np.ones(outputs.shape)
+    return np.where(fp8, _bilinear(FP8_OUTPUT_RATIO_BY_PROFILE[name], outputs, k),
+                    _bilinear(OUTPUT_RATIO_BY_PROFILE[name], outputs, k))
+
+
+def _bilinear(table: np.ndarray, outputs: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """`table` (k rows x output columns) at (outputs, k)."""
     # Bilinear in (log outputs, log k), clamped to the grid.
     x = np.clip(np.log2(np.maximum(outputs, 1.0)), np.log2(OUTPUT_POINTS[0]), np.log2(OUTPUT_POINTS[-1]))
     y = np.clip(np.log2(np.maximum(k, 1.0)), np.log2(K_POINTS[0]), np.log2(K_POINTS[-1]))

@@ -27,10 +27,14 @@ underestimate the slowdown between 4096 and 8192. GB200 (gb200-nvl72) is the sam
 takes the B200 ratio (an assumption: no GB200 table); so do B300 and GB300 (Blackwell Ultra, the
 same tensor cores at the same dense rates: an assumption, no table). The output size (M x N)
 moves small GEMMs further: cost.gemm_outputs, applied on top to the dense layers' GEMMs. FP8
-layer GEMMs take the bf16 ratios: H100's FP8 entries
-exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used;
-a short K costs FP8, which halves the tensor-core time per K step, at least as much (an
-assumption; B200's FP8 entries, below peak, fall further: 0.50 of k = 4096 at 512).
+and MXFP8 layer GEMMs on Blackwell take the table's own FP8 entries (key
+"f8e4m3fnxf8e4m3fn->bf16", the same three shapes): 903.8 / 904.6 / 1012.8, 1535.0 / 1533.9 /
+1712.2, 2394.0 / 2398.1 / 2651.2, 2901.0 / 2895.1 / 3122.5 and 3123.5 / 3131.4 / 3279.7 TFLOPS at
+k 256 ... 4096, ratios 0.296 / 0.501 / 0.781 / 0.935 / 1 (the e4m3 x e5m2 gradient entries agree
+within 0.015): a short K costs FP8 more, its fixed per-tile work the same over half the tensor-core
+time per K step. MXFP8 has no entries and takes FP8's (an assumption). On Hopper the FP8 entries
+exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used:
+FP8 GEMMs there take the bf16 ratios.
 
 Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: forward, QKV and FC1
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output
@@ -89,6 +93,16 @@ B200_BF16_TFLOPS: tuple[tuple[float, float, float], ...] = (
 )
 
 
+# The same shapes' FP8 entries (e4m3 x e4m3 -> bf16), B200 (module docstring).
+B200_FP8_TFLOPS: tuple[tuple[float, float, float], ...] = (
+    (903.8, 904.6, 1012.8),
+    (1535.0, 1533.9, 1712.2),
+    (2394.0, 2398.1, 2651.2),
+    (2901.0, 2895.1, 3122.5),
+    (3123.5, 3131.4, 3279.7),
+)
+
+
 # gfx942 (MI300X), the same three shapes, at ROCm/xla 106eb9b (module docstring).
 MI300X_BF16_TFLOPS: tuple[tuple[float, float, float], ...] = (
     (337.0, 331.7, 347.5),
@@ -107,42 +121,52 @@ def _k_ratio(tflops) -> tuple[float, ...]:
 HOPPER_K_RATIO = _k_ratio(HOPPER_BF16_TFLOPS)  # 0.599 / 0.770 / 0.878 / 0.948 / 1
 BLACKWELL_K_RATIO = _k_ratio(B200_BF16_TFLOPS)  # 0.517 / 0.637 / 0.798 / 0.919 / 1
 MI300X_K_RATIO = _k_ratio(MI300X_BF16_TFLOPS)  # 0.599 / 0.770 / 0.896 / 0.961 / 1
+BLACKWELL_FP8_K_RATIO = _k_ratio(B200_FP8_TFLOPS)  # 0.296 / 0.501 / 0.781 / 0.935 / 1
 K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
     **{name: HOPPER_K_RATIO for name in HOPPER_PROFILES},
     **{name: BLACKWELL_K_RATIO for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's (assumption)
     "mi300x": MI300X_K_RATIO,
 }
+# FP8/MXFP8 GEMMs: Blackwell's own FP8 ratios; Hopper keeps the bf16 ones (module docstring).
+FP8_K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
+    **K_RATIO_BY_PROFILE,
+    **{name: BLACKWELL_FP8_K_RATIO for name in BLACKWELL_PROFILES},
+}
 
 
-def contraction_ratio(hardware: HardwareProfile, k):
-    """A GEMM's efficiency at contraction length `k` over the profile's `efficiency.gemm`."""
-    k = np.maximum(np.asarray(k, dtype=np.float64), 1.0)
-    ratio = K_RATIO_BY_PROFILE.get(hardware.name.lower())
-    if ratio is None:
-        return np.ones_like(k)
-    return log_interp(TABLE_K, ratio, k)
+def contraction_ratio(hardware: HardwareProfile, k, fp8=False):
+    """A GEMM's efficiency at contraction length `k` over the profile's `efficiency.gemm` (or its
+    FP8 figure: `fp8`, bool per element, for an FP8/MXFP8 GEMM)."""
+    k, fp8 = np.broadcast_arrays(np.maximum(np.asarray(k, dtype=np.float64), 1.0), np.asarray(fp8, dtype=bool))
+    name = hardware.name.lower()
+    if name not in K_RATIO_BY_PROFILE:
+        return np.ones(k.shape)
+    return np.where(fp8, log_interp(TABLE_K, FP8_K_RATIO_BY_PROFILE[name], k),
+                    log_interp(TABLE_K, K_RATIO_BY_PROFILE[name], k))
 
 
-def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep=1, etp=1):
+def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep=1, etp=1,
+                         fp8=False):
     """(forward, backward) time of one layer's GEMMs over their time at the flat efficiency.
 
     Each GEMM weighs by its share of the FLOPs (cost.tp_overlap.gemm_shares); backward is its data
     and weight gradients, equal FLOPs each. `tokens`: the rank's tokens of a micro-batch (before
-    the TP split); `ep`, `etp`: the expert grid, for MoE models' expert GEMMs."""
+    the TP split); `ep`, `etp`: the expert grid, for MoE models' expert GEMMs; `fp8`: the GEMMs run
+    in FP8 or MXFP8 (their own K and output-size ratios where the tables have them)."""
     tp = np.asarray(tp, dtype=np.float64)
     h, q = model.hidden_size, model.q_size
     ffn, m = model.intermediate_size, model.num_mlp_matrices
     attn = model.mla is None
 
     def slow(k):
-        return 1.0 / contraction_ratio(hardware, k)
+        return 1.0 / contraction_ratio(hardware, k, fp8)
 
     def layer(k, n):
         """(forward, backward) factor of a dense layer GEMM contracting over k into n outputs per
         token: K and the output size (cost.gemm_outputs) of the forward (tokens x n over k), the
         data gradient (tokens x k over n) and the weight gradient (k x n over the tokens)."""
         def at(k_, outputs):
-            return slow(k_) / output_ratio(hardware, outputs, k_)
+            return slow(k_) / output_ratio(hardware, outputs, k_, fp8)
         return at(k, tokens * n), (at(n, tokens * k) + at(tokens, k * n)) / 2
 
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
@@ -168,5 +192,5 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     pairs = (*attn_pairs, *mlp_pairs)
     fwd = sum(s * f_ for s, (f_, _) in zip(gemm_shares(model), pairs))
     bwd = sum(s * b_ for s, (_, b_) in zip(gemm_shares(model), pairs))
-    shape = np.broadcast(tp, np.asarray(tokens), np.asarray(ep), np.asarray(etp)).shape
+    shape = np.broadcast(tp, np.asarray(tokens), np.asarray(ep), np.asarray(etp), np.asarray(fp8)).shape
     return np.broadcast_to(fwd, shape).astype(np.float64), np.broadcast_to(bwd, shape).astype(np.float64)

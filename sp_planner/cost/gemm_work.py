@@ -22,6 +22,7 @@ from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token,
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
+    BF16,
     gemm_inputs_per_token,
     gemm_output_grads_per_token,
     gemm_peak_flops,
@@ -72,10 +73,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_rate
     # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
+    # FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
+    low = (np.asarray(precision) != BF16).astype(np.int64)
     slow_fwd, slow_bwd = per_distinct(
-        lambda tp_, b_, cp_, ep_, etp_: layer_gemm_slowdowns(
-            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_),
-        *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp))))
+        lambda tp_, b_, cp_, ep_, etp_, low_: layer_gemm_slowdowns(
+            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=low_ != 0),
+        *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low))))
     gemm_only = gemm_flat * slow_fwd
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).

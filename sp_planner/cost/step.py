@@ -157,7 +157,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
-                                  chunk_factors(hardware, model, tokens=tokens, tp=tp), gpu_sm_count(hardware))
+                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
+                                  gpu_sm_count(hardware))
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),

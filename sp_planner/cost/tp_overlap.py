@@ -114,12 +114,13 @@ def gemm_shares(model: ModelSpec) -> tuple[float, float, float, float]:
     return qkv / total, proj / total, (mlp - fc2) / total, fc2 / total
 
 
-def _chunk_factor(hardware: HardwareProfile, tokens, n, k, splits):
+def _chunk_factor(hardware: HardwareProfile, tokens, n, k, splits, fp8=False):
     """A GEMM's time run in `splits` chunks of its tokens, min(streams, splits) at once, over its
-    time whole: the output-size efficiency of the whole over that of the concurrent chunks."""
+    time whole: the output-size efficiency of the whole over that of the concurrent chunks (`fp8`:
+    an FP8/MXFP8 GEMM's, cost.gemm_outputs)."""
     concurrent = np.minimum(MAX_COMPUTE_STREAMS, splits) * np.asarray(tokens, dtype=np.float64) / splits
-    whole = output_ratio(hardware, np.asarray(tokens, dtype=np.float64) * n, k)
-    return np.maximum(whole / output_ratio(hardware, concurrent * n, k), 1.0)
+    whole = output_ratio(hardware, np.asarray(tokens, dtype=np.float64) * n, k, fp8)
+    return np.maximum(whole / output_ratio(hardware, concurrent * n, k, fp8), 1.0)
 
 
 def qkv_width_per_rank(model: ModelSpec, tp):
@@ -128,26 +129,27 @@ def qkv_width_per_rank(model: ModelSpec, tp):
     return model.q_size / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
 
 
-def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp) -> ChunkFactors:
+def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp8=False) -> ChunkFactors:
     """The overlapped GEMMs' chunking slowdowns on one rank (module docstring): `tokens` the rows
-    of the all-gathered input (the micro-batch's tokens on the TP group), per-rank widths."""
+    of the all-gathered input (the micro-batch's tokens on the TP group), per-rank widths; `fp8`
+    (bool per candidate): FP8/MXFP8 GEMMs."""
     tp = np.asarray(tp, dtype=np.float64)
-    one = np.ones(np.broadcast(np.asarray(tokens), tp).shape)
+    one = np.ones(np.broadcast(np.asarray(tokens), tp, np.asarray(fp8)).shape)
     if model.mla is not None:
         return ChunkFactors(one, one, one, one, one, one)  # MLA's projections are not Q/K/V
     h, q = model.hidden_size, model.q_size
     ring = tp  # ring_exchange: one chunk per TP rank
-    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring)
-    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS)
-    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring)
+    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring, fp8) * one
+    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS, fp8) * one
+    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring, fp8) * one
     if model.moe is not None:
         return ChunkFactors(qkv, proj, one, one, proj_dgrad, one)  # grouped experts are not split
     ffn = model.intermediate_size / tp
     return ChunkFactors(
         qkv=qkv, proj=proj,
-        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring),
-        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS),
-        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring))
+        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring, fp8) * one,
+        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS, fp8) * one,
+        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8) * one)
 
 
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):

@@ -59,3 +59,16 @@ def test_vectorized(h100):
     got = output_ratio(h100, np.array([2**21, 2**23, 2**26]), 4096)
     assert got.shape == (3,)
     assert got.tolist() == pytest.approx([663.2 / 803.2, 742.1 / 803.2, 1.0])
+
+
+def test_blackwell_fp8_gemms_take_the_tables_fp8_entries(h100):
+    # sm_100_B200's FP8 entries (e4m3 x e4m3 -> bf16), k 4096, the shapes' means: 2^19 outputs 481.0
+    # and 2^23 2397.7 of 3129.4 at 2^25; a small FP8 GEMM falls further than a BF16 one (394.1 of
+    # 1466.2 at 2^19).
+    b200 = builtin_hardware("b200")
+    assert float(output_ratio(b200, 2**19, 4096, fp8=True)) == pytest.approx(481.0 / 3129.4)
+    assert float(output_ratio(b200, 2**23, 4096, fp8=True)) == pytest.approx(2397.7 / 3129.4)
+    assert float(output_ratio(b200, 2**19, 4096)) == pytest.approx(394.1 / 1466.2)
+    assert float(output_ratio(b200, 2**26, 1024, fp8=True)) == 1.0
+    # Hopper's FP8 entries exceed the peak: its FP8 GEMMs keep the BF16 ratios.
+    assert float(output_ratio(h100, 2**23, 4096, fp8=True)) == pytest.approx(742.1 / 803.2)

@@ -184,3 +184,45 @@ def test_expert_gemms_by_hand_on_b200():
     assert slow(768) > 1.25  # FC2's 768-long contraction: below 0.8 of the profile's figure
     # etp 2 halves the experts' widths: FC2 contracts over 384, slower still.
     assert float(layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=2)[0]) > float(got_fwd)
+
+
+# The same shapes' FP8 entries (e4m3 x e4m3 -> bf16), key sm_100_B200.
+B200_FP8_K4096 = 3123.5 + 3131.4 + 3279.7  # 9534.6
+B200_FP8_K512 = 1535.0 + 1533.9 + 1712.2  # 4781.1
+B200_FP8_K2048 = 2901.0 + 2895.1 + 3122.5  # 8918.6
+
+
+@pytest.mark.parametrize("name", ["b200", "gb200-nvl72", "b300", "gb300-nvl72"])
+def test_blackwell_fp8_gemms_take_the_tables_fp8_entries(name):
+    # A short K costs FP8 more than BF16 (0.501 against 0.637 at k 512); from k 4096 up, 1.
+    hw = builtin_hardware(name)
+    assert contraction_ratio(hw, 512, fp8=True) == pytest.approx(B200_FP8_K512 / B200_FP8_K4096)
+    assert contraction_ratio(hw, 2048, fp8=True) == pytest.approx(B200_FP8_K2048 / B200_FP8_K4096)
+    assert np.all(contraction_ratio(hw, [4096, 16384], fp8=True) == 1.0)
+    # Per element: BF16 and FP8 rows side by side.
+    got = contraction_ratio(hw, [512, 512], fp8=[False, True])
+    assert got == pytest.approx([(916.8 + 923.3 + 1090.6) / B200_K4096, B200_FP8_K512 / B200_FP8_K4096])
+
+
+def test_hopper_fp8_gemms_keep_the_bf16_ratios(h100):
+    # sm_90's FP8 entries exceed the FP8 peak (2537.6 TFLOPS against 1979): not used.
+    assert contraction_ratio(h100, 512, fp8=True) == pytest.approx(K512 / K4096)
+
+
+def test_fp8_expert_gemms_by_hand_on_b200():
+    """Qwen3-30B-A3B as test_expert_gemms_by_hand_on_b200, its GEMMs in FP8: the experts' FC2
+    forward contracts over 768, between the FP8 table's k 512 and 1024 (linear in log k)."""
+    from sp_planner.catalog import load_model
+
+    b200, model = builtin_hardware("b200"), load_model("Qwen3-30B-A3B")
+    fp8_768 = float(contraction_ratio(b200, 768, fp8=True))
+    lo, hi = B200_FP8_K512 / B200_FP8_K4096, (2394.0 + 2398.1 + 2651.2) / B200_FP8_K4096
+    assert fp8_768 == pytest.approx(lo + (hi - lo) * math.log(768 / 512) / math.log(2))
+    assert fp8_768 < float(contraction_ratio(b200, 768)) - 0.05  # 0.64 against BF16's 0.72
+    bf16 = layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1)
+    fp8 = layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1, fp8=True)
+    assert float(fp8[0]) > float(bf16[0]) and float(fp8[1]) > float(bf16[1])
+    # Vectorized over candidates: a BF16 and an FP8 one side by side.
+    both = layer_gemm_slowdowns(b200, model, tp=np.array([1, 1]), tokens=4096, ep=8, etp=1,
+                                fp8=np.array([False, True]))
+    assert both[0] == pytest.approx([float(bf16[0]), float(fp8[0])])
