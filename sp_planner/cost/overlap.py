@@ -33,7 +33,16 @@ micro-batch):
   the same die, an assumption); B300 and GB300 160 (NVIDIA developer blog "Inside NVIDIA Blackwell
   Ultra", reference moe_fp8_pipeline_frameworks.md). Other profiles (L20, L40S, Ascend, MI300X)
   take H100's share. The count is gpu_sm_count's, which TE's userbuffers SM margins use too
-  (cost.tp_overlap).
+  (cost.tp_overlap);
+- pipeline sends (cost.step): the plain 1F1B schedule sends and receives in one blocking batch
+  (Megatron-Core schedules.py, batch_p2p_comm), so every send is on the pacing stage's path. The
+  interleaved schedule with overlap_p2p_comm (Overlap.pp_p2p) posts a chunk's send and the next
+  receive after its compute and waits for them only before the block that needs them, with one
+  block of another chunk run in between (schedules.py forward_backward_pipelining_with_interleaving,
+  fwd_wait_handles / bwd_wait_handles): a transfer is exposed only by what it takes beyond one
+  chunk's forward, the shorter of the blocks that can run beside it. The simulator runs the same
+  transfers beside the sender's next blocks (sim.pipeline). Not charged: the SMs the point-to-point
+  kernels hold (one or two channels, not the collectives' 16).
 """
 
 from __future__ import annotations
@@ -79,14 +88,20 @@ class Overlap(FrozenModel):
     # MoE dispatch/combine behind another micro-batch's compute (Megatron
     # --overlap-moe-expert-parallel-comm, cost.ep_overlap); sp-plan emits it for no framework.
     ep_comm: bool = False
+    # The interleaved pipeline's sends and receives run beside the next chunk's compute (Megatron
+    # overlap_p2p_comm, module docstring); the plain 1F1B schedule blocks on them whatever this says.
+    pp_p2p: bool = False
 
 
 # Megatron-LM / MindSpeed: sp-plan emits --overlap-grad-reduce, and --overlap-param-gather with
 # the distributed optimizer (it needs both; framework_flags.md 1, arguments.py). --tp-comm-overlap
-# needs Transformer Engine userbuffers and is not emitted. ZeRO-2/3 run as Megatron-FSDP or torch
-# FSDP2 (flags/megatron_fsdp.py), which prefetch the next layer's parameters.
+# needs Transformer Engine userbuffers and is not emitted. The interleaved schedule overlaps its
+# sends by default (overlap_p2p_comm: --no-overlap-p2p-communication turns it off; arguments.py
+# sets it off without virtual stages; the default since Megatron-LM 4eeff55d1f, 2023-10-23).
+# ZeRO-2/3 run as Megatron-FSDP or torch FSDP2 (flags/megatron_fsdp.py), which prefetch the next
+# layer's parameters.
 MEGATRON_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
-                           grad_all_reduce=True)
+                           grad_all_reduce=True, pp_p2p=True)
 # DeepSpeed: sp-plan emits "overlap_comm": true for ZeRO >= 1; stage 1/2 gather the updated
 # parameters after step() with no overlap (no flag for it); stage 3 prefetches
 # (stage3_prefetch_bucket_size default). Stage 0 all-reduces the gradients after the backward

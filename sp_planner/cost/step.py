@@ -229,6 +229,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                                             layers=layers, offload=c.cpu_offload_layers)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
+    # Interleaving sends at every chunk's boundary (Narayanan 2021 s2.2.2), each micro-batch's
+    # activation forward and its gradient backward; with overlap_p2p_comm on the interleaved
+    # schedule each hides behind one chunk's forward (cost.overlap).
+    beside = overlap.pp_p2p & (c.vpp > 1)
+    pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
@@ -274,7 +279,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * (layers * tp_layer + paced_tp),
         m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        m * 2 * pp_step * c.vpp,  # interleaving sends every chunk's boundary (Narayanan 2021 s2.2.2)
+        pp_sends,
         dp_exposed,
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, optimizer_bytes),

@@ -10,7 +10,10 @@ stage c*pp + s. A later chunk's gradient buckets may still be leaving when the n
 the data-parallel stream; each block's program times its own. A forward waits for the previous
 stage's forward of the same micro-batch and its activation transfer; a backward waits for the next
 stage's backward and its gradient transfer. Sends block the sender, as Megatron's 1F1B pairs them
-with the next receive (`send_forward_recv_backward`) and waits for both. After its last backward a
+with the next receive (`send_forward_recv_backward`) and waits for both; on the interleaved
+schedule with overlap_p2p_comm (StepWork.pp_overlap, cost.overlap) a send runs beside the sender's
+next blocks instead, and only the receiver waits for it (the wait is `pp_comm` on the critical
+path). After its last backward a
 stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
 with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
 compute lost to hidden data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
@@ -36,6 +39,11 @@ class Block:
     send_s: float  # pipeline send at the end of the block (activation or its gradient)
     program: Program | None
     chunk: int = 0  # model chunk of the stage (interleaved 1F1B)
+    # An overlapped send (StepWork.pp_overlap): it runs after the block's end beside the stage's
+    # next blocks; the receiver starts no earlier than end_s + transfer_s.
+    transfer_s: float = 0.0
+    # Of this block's start, the seconds it waited for its upstream block's overlapped send.
+    waited_s: float = 0.0
 
 
 @dataclass
@@ -155,14 +163,18 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                     continue
             key = _template_key(kind, mb, m)
             program = templates[(stage, chunk, key)]
-            start, pred = 0.0, -1
+            start, pred, waited = 0.0, -1, 0.0
             if stage_tail[stage] >= 0:
                 start, pred = blocks[stage_tail[stage]].end_s, stage_tail[stage]
-            if dep >= 0 and blocks[dep].end_s > start:
-                start, pred = blocks[dep].end_s, dep
+            if dep >= 0 and blocks[dep].end_s + blocks[dep].transfer_s > start:
+                arrival = blocks[dep].end_s + blocks[dep].transfer_s
+                waited = min(blocks[dep].transfer_s, arrival - start)
+                start, pred = arrival, dep
             # Every virtual stage boundary is a send (the last forward and the first backward not).
             sends = _upstream("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
             send = work.pp_transfer_s if sends else 0.0
+            transfer = send if work.pp_overlap else 0.0
+            send -= transfer
             length = _block_length(program, work)
             # The stage's last block's gradient tail counts too (it delays the optimizer).
             tail = cursor[stage] == len(orders[stage]) - 1
@@ -170,7 +182,8 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             plain = bare[(stage, chunk, key)]
             dp_exposed[stage] += ((program.end_s if tail else length)
                                   - (plain.end_s if tail else _block_length(plain, work)))
-            blocks.append(Block(stage, kind, mb, start, start + length + send, pred, send, program, chunk))
+            blocks.append(Block(stage, kind, mb, start, start + length + send, pred, send, program, chunk,
+                                transfer, waited))
             done[(stage, chunk, kind, mb)] = len(blocks) - 1
             stage_tail[stage] = len(blocks) - 1
             cursor[stage] += 1

@@ -158,7 +158,7 @@ def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tupl
                 per_program[id(b.program)] = {st: b.program.busy_s(st) for st in STREAMS}
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
-            busy[(b.stage, "comm")] += b.send_s
+            busy[(b.stage, "comm")] += b.send_s + b.transfer_s
         elif b.kind != "dp_grad_tail":  # the tail of the last backward's buckets, counted with its program
             busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
     return tuple(StreamUsage(stage=s, rank=reps[s], stream=st, busy_s=v, idle_s=max(0.0, step - v))
@@ -177,7 +177,9 @@ def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...]
     per_program: dict[int, dict[str, float]] = {}  # template programs are shared by blocks
     for i in sched.critical_blocks():
         b = sched.blocks[i]
-        add("idle", b.start_s - previous_end)
+        # A wait for the upstream block's overlapped send is pipeline communication, not idling.
+        add("pp_comm", min(b.waited_s, b.start_s - previous_end))
+        add("idle", b.start_s - previous_end - min(b.waited_s, b.start_s - previous_end))
         previous_end = b.end_s
         label = f"{b.kind} mb {b.micro_batch}" if b.micro_batch >= 0 else b.kind
         segments.append(CriticalSegment(stage=b.stage, kind=BLOCK_KIND.get(b.kind, b.kind), name=label,
@@ -207,6 +209,10 @@ def _block_events(sched: PipelineSchedule, reps: list[int]) -> tuple[TimelineEve
         if b.send_s > 0:
             events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream="comm", kind="pp_comm",
                                         name=f"pp send {_label(b)}", micro_batch=mb, start_s=end, end_s=b.end_s))
+        if b.transfer_s > 0:  # an overlapped send, beside the stage's next blocks
+            events.append(TimelineEvent(stage=b.stage, rank=reps[b.stage], stream="comm", kind="pp_comm",
+                                        name=f"pp send {_label(b)}", micro_batch=mb, start_s=b.end_s,
+                                        end_s=b.end_s + b.transfer_s))
     return tuple(events)
 
 

@@ -165,6 +165,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
         + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
         pp_transfer_s=pp_send,
+        pp_overlap=runtime.overlap.pp_p2p and plan.vpp > 1,
         dp_reduce=dp_reduce,
         dp_every_micro_batch=plan.zero >= 2,
         dp_gather=dp_gather,

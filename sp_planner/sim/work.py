@@ -87,6 +87,9 @@ class StepWork(FrozenModel):
     last_stage_bwd_s: float = NonNeg
     # One activation (forward) or its gradient (backward) between adjacent stages.
     pp_transfer_s: float = NonNeg
+    # Interleaved schedule with overlap_p2p_comm (cost.overlap.Overlap.pp_p2p): a transfer runs
+    # beside the sender's next blocks and only its receiver waits for it (sim.pipeline).
+    pp_overlap: bool = False
     # Gradient reduce calls per stage (one DPCalls each), issued in the last micro-batch's
     # backward, or in every micro-batch's (ZeRO-2/3).
     dp_reduce: tuple[DPCalls, ...] = ()

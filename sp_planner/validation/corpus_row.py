@@ -108,6 +108,10 @@ class CorpusRow(FrozenModel):
     # False where the run reduces gradients only after the whole backward (Megatron-LM 2021's
     # local DDP: allreduce_gradients() after forward_backward_func), not bucket by bucket during it.
     overlap_grad_reduce: bool = True
+    # False where an interleaved run's pipeline sends block (cost.overlap.Overlap.pp_p2p): Megatron-
+    # LM before overlap_p2p_comm became its default (4eeff55d1f, 2023-10-23; the option itself came
+    # in f9283c5a8a, 2023-05-31), or NeMo 1.x, whose model config defaults it off.
+    overlap_p2p_comm: bool = True
     # False where the run's recipe reduces gradients in bf16 (Megatron DDP grad_reduce_in_fp32
     # False): bf16 main gradients, 2 B a parameter instead of cost.states' fp32 4, in memory and in
     # the data-parallel reductions. Megatron-family rows only.

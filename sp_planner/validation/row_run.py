@@ -82,11 +82,11 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 
 
 def row_runtime(row: CorpusRow) -> Runtime:
-    """The row's framework's runtime with what its recipe changes: the parameter all-gather or the
-    gradient reduction not overlapped (cost.overlap), bf16 gradient reduction (cost.states), TP
-    userbuffers overlap (cost.tp_overlap), the EP all-to-all overlap (cost.ep_overlap), FP8
-    weights (cost.fp8_params), the CUDA graph scopes it states (cost.cuda_graphs), the cross
-    entropy it ran (cost.loss_memory)."""
+    """The row's framework's runtime with what its recipe changes: the parameter all-gather, the
+    gradient reduction or the interleaved pipeline's sends not overlapped (cost.overlap), bf16
+    gradient reduction (cost.states), TP userbuffers overlap (cost.tp_overlap), the EP all-to-all
+    overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
+    (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -97,6 +97,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
         overlap = overlap.model_copy(update={"param_gather": False})
     if not row.overlap_grad_reduce:
         overlap = overlap.model_copy(update={"grad_all_reduce": False, "grad_reduce": False})
+    if not row.overlap_p2p_comm:
+        overlap = overlap.model_copy(update={"pp_p2p": False})
     if not row.grad_reduce_in_fp32:
         if not megatron_family:
             raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "

@@ -8,6 +8,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.memory import memory_columns
+from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.step import time_columns
 from sp_planner.pipeline import (
     bubble_micro_batches,
@@ -65,17 +66,48 @@ H100 = load_hardware("h100")
 WORKLOAD = Workload(seq_len=8192, global_batch=64)
 
 
-def _columns(**plan):
+def _columns(overlap=MEGATRON_OVERLAP, **plan):
     c = Candidates.of_plan(ParallelPlan(**plan))
     return (memory_columns(MODEL, H100, WORKLOAD, c, domain_gpus=8),
-            time_columns(MODEL, H100, WORKLOAD, c, gpus_per_node=8))
+            time_columns(MODEL, H100, WORKLOAD, c, gpus_per_node=8, overlap=overlap))
 
 
 def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
+    # Blocking sends (overlap_p2p_comm off): one per chunk boundary, twice as many at vpp 2.
+    blocking = MEGATRON_OVERLAP.model_copy(update={"pp_p2p": False})
     _, plain = _columns(tp=2, pp=4, vpp=1)
-    _, inter = _columns(tp=2, pp=4, vpp=2)
+    _, inter = _columns(blocking, tp=2, pp=4, vpp=2)
     assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2)
     assert inter.time.pp_comm_s[0] == pytest.approx(2 * plain.time.pp_comm_s[0])
+    # Megatron's default on the interleaved schedule overlaps them: an 8K-token activation over
+    # NVLink (tp 2: 4096 x 4096 x 2 B, 34 MB) takes far less than a 4-layer chunk's forward.
+    _, overlapped = _columns(tp=2, pp=4, vpp=2)
+    assert overlapped.time.pp_comm_s[0] == 0.0
+    assert plain.time.pp_comm_s[0] > 0.0  # plain 1F1B blocks whatever the flag
+
+
+def test_overlapped_sends_expose_what_a_chunk_forward_does_not_hide():
+    # tp 1 (no TP collective in a layer's forward) with the sends' link 1000x slower: each of the
+    # m x 2 x vpp sends is exposed by its time beyond the chunk's forward, the pacing stage's
+    # 4 layers x the layer forward, which the link does not change.
+    slow = H100.model_copy(update={"intra_node": H100.intra_node.model_copy(
+        update={"bandwidth_bytes_per_s": H100.intra_node.bandwidth_bytes_per_s / 1000})})
+    c = Candidates.of_plan(ParallelPlan(tp=1, pp=4, dp=2, vpp=2))
+    blocking = MEGATRON_OVERLAP.model_copy(update={"pp_p2p": False})
+    blocked = time_columns(MODEL, slow, WORKLOAD, c, gpus_per_node=8, overlap=blocking)
+    beside = time_columns(MODEL, slow, WORKLOAD, c, gpus_per_node=8)
+    m = WORKLOAD.global_batch / (c.dp[0] * c.micro_batch[0])
+    send = blocked.time.pp_comm_s[0] / (m * 2 * 2)
+    assert 0.0 < beside.time.pp_comm_s[0] < blocked.time.pp_comm_s[0]
+    chunk_fwd = send - beside.time.pp_comm_s[0] / (m * 2 * 2)  # what each send hid
+    assert chunk_fwd > 0.0
+    # The hidden part is one chunk's forward whatever the link: a 2000x slower link hides the same.
+    slower = slow.model_copy(update={"intra_node": slow.intra_node.model_copy(
+        update={"bandwidth_bytes_per_s": slow.intra_node.bandwidth_bytes_per_s / 2})})
+    again = time_columns(MODEL, slower, WORKLOAD, c, gpus_per_node=8)
+    blocked2 = time_columns(MODEL, slower, WORKLOAD, c, gpus_per_node=8, overlap=blocking)
+    send2 = blocked2.time.pp_comm_s[0] / (m * 2 * 2)
+    assert send2 - again.time.pp_comm_s[0] / (m * 2 * 2) == pytest.approx(chunk_fwd, rel=1e-9)
 
 
 def test_uneven_stages_hold_their_layers():

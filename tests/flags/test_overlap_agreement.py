@@ -109,3 +109,23 @@ def test_megatron_flags_leave_the_gradient_passes_the_model_counts(build, framew
     assert sync is not None and sync.wrapper == "megatron"
     assert ("--no-check-for-nan-in-loss-and-grad" not in words) == sync.check_for_nan_in_grad
     assert ("--ddp-average-in-collective" in words) == sync.average_in_collective
+
+
+@pytest.mark.parametrize("framework", ["megatron", "mindspeed"])
+def test_interleaved_pipeline_sends_overlap_as_the_model_assumes(build, framework):
+    # Virtual stages (which set args.virtual_pipeline_model_parallel_size) and no
+    # --no-overlap-p2p-communication: Megatron's arguments.py keeps overlap_p2p_comm at its default,
+    # True, on the interleaved schedule (cost.overlap).
+    request = build.request(build.llama3_8b, 65536, 8, tp=2, pp=2, vpp=2, dp=2, zero=1)
+    flags = render_flags(framework, request).text.split()
+    assert any(flag in flags for flag in ("--num-virtual-stages-per-pipeline-rank",
+                                          "--num-layers-per-virtual-pipeline-stage"))
+    assert "--no-overlap-p2p-communication" not in flags
+    assert FRAMEWORK_RUNTIME[framework].overlap.pp_p2p
+
+
+@pytest.mark.parametrize("framework", ["deepspeed", "torchtitan", "yunchang"])
+def test_other_frameworks_pipeline_sends_are_modelled_blocking(framework):
+    # DeepSpeed's PipelineEngine and torchtitan's schedules are timed with blocking sends; yunchang
+    # runs no pipeline.
+    assert not FRAMEWORK_RUNTIME[framework].overlap.pp_p2p
