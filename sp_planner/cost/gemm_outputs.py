@@ -36,9 +36,10 @@ large-shape rate than a BF16 one, its fixed launch, prologue and epilogue being 
 the tensor-core time (k 4096: 0.15 / 0.29 / 0.47 / 0.62 / 0.77 / 0.88 / 1 against BF16's 0.27 /
 0.46 / 0.68 / 0.82 / 0.91 / 0.97 / 1 from 2^19 to 2^25 outputs). MXFP8 has no entries and takes
 FP8's (an assumption: the same tensor-core steps). Hopper's FP8 entries exceed the FP8 peak
-(cost.gemm_shapes) and are not used: FP8 GEMMs there take the BF16 ratios. Not modelled (factor
-1): A100/A800, L20, L40S, Ascend and MI300X (the table's gfx942 entries carry no bf16 figures), and
-the MoE expert GEMMs, whose rows per expert cost.grouped_gemm times.
+(cost.gemm_shapes) and are not used: FP8 GEMMs there take B200's FP8 ratios (a transfer, checked
+against DeepGEMM's H800 FP8 GEMMs in cost.gemm_shapes). Not modelled (factor 1): A100/A800, L20,
+L40S, Ascend and MI300X (the table's gfx942 entries carry no bf16 figures), and the MoE expert
+GEMMs, whose rows per expert cost.grouped_gemm times.
 """
 
 from __future__ import annotations
@@ -87,10 +88,9 @@ OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
     **{name: _ratios(HOPPER_OUTPUT_TFLOPS) for name in HOPPER_PROFILES},
     **{name: _ratios(B200_OUTPUT_TFLOPS) for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's
 }
-# FP8/MXFP8 GEMMs where the table's FP8 entries hold (Blackwell); the others take the BF16 ratios.
+# FP8/MXFP8 GEMMs: B200's FP8 entries, on Blackwell and, transferred, on Hopper (module docstring).
 FP8_OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
-    **{name: OUTPUT_RATIO_BY_PROFILE[name] for name in HOPPER_PROFILES},  # FP8 entries above peak
-    **{name: _ratios(B200_FP8_OUTPUT_TFLOPS) for name in BLACKWELL_PROFILES},
+    name: _ratios(B200_FP8_OUTPUT_TFLOPS) for name in (*HOPPER_PROFILES, *BLACKWELL_PROFILES)
 }
 
 

@@ -33,8 +33,14 @@ and MXFP8 layer GEMMs on Blackwell take the table's own FP8 entries (key
 k 256 ... 4096, ratios 0.296 / 0.501 / 0.781 / 0.935 / 1 (the e4m3 x e5m2 gradient entries agree
 within 0.015): a short K costs FP8 more, its fixed per-tile work the same over half the tensor-core
 time per K step. MXFP8 has no entries and takes FP8's (an assumption). On Hopper the FP8 entries
-exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used:
-FP8 GEMMs there take the bf16 ratios.
+exceed the FP8 peak (2537.6 TFLOPS at (2, 4096, 4096, 4096) against 1979) and cannot be used, so
+Hopper's FP8 GEMMs take B200's FP8 ratios, K and output size (a transfer). The check: DeepGEMM's
+H800 FP8 dense GEMMs at M 4096 (deepseek-ai/DeepGEMM README.md at a9967bc2, 'Normal GEMMs for
+dense models'), each over the 1520 TFLOPS of N x K = 7168 x 16384, against the ratios' prediction:
+2112 x 7168 1127 (B200 FP8 ratios 1195, +6%; the H100 BF16 ones 1418, +26%), 24576 x 1536 1212
+(1358, +12%; 1411, +16%), 32768 x 512 775 (781, +1%; 1182, +53%), 4096 x 7168 1410 (1367, -3%;
+1482, +5%), 7168 x 2048 1168 (1412, +21%; 1443, +24%): the FP8 ratios closer on every shape
+(tests/cost/test_gemm_shapes.py).
 
 Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: forward, QKV and FC1
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output
@@ -127,10 +133,10 @@ K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
     **{name: BLACKWELL_K_RATIO for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's (assumption)
     "mi300x": MI300X_K_RATIO,
 }
-# FP8/MXFP8 GEMMs: Blackwell's own FP8 ratios; Hopper keeps the bf16 ones (module docstring).
+# FP8/MXFP8 GEMMs: B200's FP8 ratios on Blackwell and, transferred, on Hopper (module docstring).
 FP8_K_RATIO_BY_PROFILE: dict[str, tuple[float, ...]] = {
     **K_RATIO_BY_PROFILE,
-    **{name: BLACKWELL_FP8_K_RATIO for name in BLACKWELL_PROFILES},
+    **{name: BLACKWELL_FP8_K_RATIO for name in (*BLACKWELL_PROFILES, *HOPPER_PROFILES)},
 }
 
 

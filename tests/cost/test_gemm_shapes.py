@@ -204,9 +204,33 @@ def test_blackwell_fp8_gemms_take_the_tables_fp8_entries(name):
     assert got == pytest.approx([(916.8 + 923.3 + 1090.6) / B200_K4096, B200_FP8_K512 / B200_FP8_K4096])
 
 
-def test_hopper_fp8_gemms_keep_the_bf16_ratios(h100):
-    # sm_90's FP8 entries exceed the FP8 peak (2537.6 TFLOPS against 1979): not used.
-    assert contraction_ratio(h100, 512, fp8=True) == pytest.approx(K512 / K4096)
+def test_hopper_fp8_gemms_take_b200s_fp8_ratios(h100):
+    # sm_90's FP8 entries exceed the FP8 peak (2537.6 TFLOPS against 1979): not used; B200's are.
+    assert contraction_ratio(h100, 512, fp8=True) == pytest.approx(B200_FP8_K512 / B200_FP8_K4096)
+    assert contraction_ratio(h100, 512) == pytest.approx(K512 / K4096)  # BF16 keeps its own
+
+
+# DeepGEMM's H800 FP8 dense GEMMs at M 4096 (deepseek-ai/DeepGEMM README.md at a9967bc2, 'Normal
+# GEMMs for dense models'): (N, K, TFLOPS); the reference shape 7168 x 16384 runs 1520.
+DEEPGEMM_H800_M4096 = ((2112, 7168, 1127.0), (24576, 1536, 1212.0), (32768, 512, 775.0),
+                       (4096, 7168, 1410.0), (7168, 2048, 1168.0))
+
+
+def test_hopper_fp8_ratios_check_against_deepgemm(h100):
+    """A check, not a fit: each shape's TFLOPS predicted from the reference shape's by the K and
+    output-size ratios (cost.gemm_outputs), with B200's FP8 ratios within 22% of DeepGEMM's
+    measurement and closer than the H100 BF16 ratios on every shape (which miss 32768 x 512 by 53%)."""
+    def predicted(n, k, fp8):
+        def factor(n_, k_):
+            return float(contraction_ratio(h100, k_, fp8=fp8)) * float(output_ratio(h100, 4096 * n_, k_, fp8=fp8))
+        return 1520.0 * factor(n, k) / factor(7168, 16384)
+
+    for n, k, measured in DEEPGEMM_H800_M4096:
+        fp8_error = abs(predicted(n, k, True) / measured - 1)
+        bf16_error = abs(predicted(n, k, False) / measured - 1)
+        assert fp8_error < 0.22 and fp8_error < bf16_error, (n, k, fp8_error, bf16_error)
+    assert predicted(32768, 512, True) == pytest.approx(775.0, rel=0.02)
+    assert predicted(32768, 512, False) > 1.5 * 775.0
 
 
 def test_fp8_expert_gemms_by_hand_on_b200():
