@@ -88,10 +88,9 @@ OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
     **{name: _ratios(HOPPER_OUTPUT_TFLOPS) for name in HOPPER_PROFILES},
     **{name: _ratios(B200_OUTPUT_TFLOPS) for name in BLACKWELL_PROFILES},  # GB200, B300, GB300: B200's
 }
-# FP8/MXFP8 GEMMs: B200's FP8 entries, on Blackwell and, transferred, on Hopper (module docstring).
-FP8_OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
-    name: _ratios(B200_FP8_OUTPUT_TFLOPS) for name in (*HOPPER_PROFILES, *BLACKWELL_PROFILES)
-}
+# FP8/MXFP8 GEMMs on every profile with a table: B200's FP8 entries, on Blackwell and,
+# transferred, on Hopper (module docstring).
+FP8_OUTPUT_RATIO: np.ndarray = _ratios(B200_FP8_OUTPUT_TFLOPS)
 
 
 def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
@@ -104,7 +103,7 @@ def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
     name = hardware.name.lower()
     if name not in OUTPUT_RATIO_BY_PROFILE:
         return np.ones(outputs.shape)
-    return np.where(fp8, _bilinear(FP8_OUTPUT_RATIO_BY_PROFILE[name], outputs, k),
+    return np.where(fp8, _bilinear(FP8_OUTPUT_RATIO, outputs, k),
                     _bilinear(OUTPUT_RATIO_BY_PROFILE[name], outputs, k))
 
 

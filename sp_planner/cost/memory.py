@@ -317,11 +317,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus,
                             nccl_dispatch=model.moe is None or model.moe.dispatcher == "alltoall")
 
+    # The stage's peak is the larger of two moments (module docstring): the loss, with the logits,
+    # or a layer's backward, with the layer full recompute rebuilds and the attention's buffers;
+    # the other moment's parts are not held then.
+    backward = working + comm.attention_bytes
+
     def peak_parts(acts, logits):
-        # The stage's peak is the larger of two moments (module docstring): the loss, with the
-        # logits, or a layer's backward, with the layer full recompute rebuilds and the
-        # attention's buffers; the other moment's parts are not held then.
-        backward = working + comm.attention_bytes
         at_loss = logits >= backward
         return (acts + np.where(at_loss, 0.0, working), np.where(at_loss, logits, 0.0),
                 held + np.where(at_loss, 0.0, comm.attention_bytes))

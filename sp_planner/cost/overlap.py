@@ -116,6 +116,12 @@ TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False,
                              grad_all_reduce=True)
 
 
+def pp_sends_beside_compute(overlap: Overlap, vpp):
+    """Whether a plan's pipeline sends run beside the next chunk's compute (module docstring): the
+    framework overlaps them and the schedule is interleaved (plain 1F1B blocks on them)."""
+    return overlap.pp_p2p & (np.asarray(vpp) > 1)
+
+
 def slowed_by_overlap(compute_s, comm_s, slowdown: float):
     """A kernel's time while `comm_s` of NCCL traffic runs beside it: the overlapped part runs on
     fewer SMs (`slowdown`: overlap_compute_slowdown of the GPU); used for ring steps and their K/V

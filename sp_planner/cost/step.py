@@ -56,6 +56,7 @@ from sp_planner.cost.overlap import (
     dp_exposed_s,
     gpu_sm_count,
     overlap_compute_slowdown,
+    pp_sends_beside_compute,
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
@@ -232,7 +233,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Interleaving sends at every chunk's boundary (Narayanan 2021 s2.2.2), each micro-batch's
     # activation forward and its gradient backward; with overlap_p2p_comm on the interleaved
     # schedule each hides behind one chunk's forward (cost.overlap).
-    beside = overlap.pp_p2p & (c.vpp > 1)
+    beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]

@@ -139,17 +139,17 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
         return ChunkFactors(one, one, one, one, one, one)  # MLA's projections are not Q/K/V
     h, q = model.hidden_size, model.q_size
     ring = tp  # ring_exchange: one chunk per TP rank
-    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring, fp8) * one
-    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS, fp8) * one
-    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring, fp8) * one
+    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring, fp8)
+    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS, fp8)
+    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring, fp8)
     if model.moe is not None:
         return ChunkFactors(qkv, proj, one, one, proj_dgrad, one)  # grouped experts are not split
     ffn = model.intermediate_size / tp
     return ChunkFactors(
         qkv=qkv, proj=proj,
-        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring, fp8) * one,
-        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS, fp8) * one,
-        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8) * one)
+        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring, fp8),
+        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS, fp8),
+        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8))
 
 
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):

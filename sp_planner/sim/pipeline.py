@@ -172,9 +172,10 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                 start, pred = arrival, dep
             # Every virtual stage boundary is a send (the last forward and the first backward not).
             sends = _upstream("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
-            send = work.pp_transfer_s if sends else 0.0
-            transfer = send if work.pp_overlap else 0.0
-            send -= transfer
+            # Blocking, the send holds the stage; overlapped, it runs after the block (`transfer`).
+            send, transfer = 0.0, 0.0
+            if sends:
+                send, transfer = (0.0, work.pp_transfer_s) if work.pp_overlap else (work.pp_transfer_s, 0.0)
             length = _block_length(program, work)
             # The stage's last block's gradient tail counts too (it delays the optimizer).
             tail = cursor[stage] == len(orders[stage]) - 1

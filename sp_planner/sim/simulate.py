@@ -178,8 +178,9 @@ def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...]
     for i in sched.critical_blocks():
         b = sched.blocks[i]
         # A wait for the upstream block's overlapped send is pipeline communication, not idling.
-        add("pp_comm", min(b.waited_s, b.start_s - previous_end))
-        add("idle", b.start_s - previous_end - min(b.waited_s, b.start_s - previous_end))
+        gap = b.start_s - previous_end
+        add("pp_comm", min(b.waited_s, gap))
+        add("idle", gap - min(b.waited_s, gap))
         previous_end = b.end_s
         label = f"{b.kind} mb {b.micro_batch}" if b.micro_batch >= 0 else b.kind
         segments.append(CriticalSegment(stage=b.stage, kind=BLOCK_KIND.get(b.kind, b.kind), name=label,

@@ -26,7 +26,7 @@ from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
-from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap
+from sp_planner.cost.overlap import overlap_compute_slowdown, pp_sends_beside_compute, slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
@@ -165,7 +165,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
         + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
         pp_transfer_s=pp_send,
-        pp_overlap=runtime.overlap.pp_p2p and plan.vpp > 1,
+        pp_overlap=bool(pp_sends_beside_compute(runtime.overlap, plan.vpp)),
         dp_reduce=dp_reduce,
         dp_every_micro_batch=plan.zero >= 2,
         dp_gather=dp_gather,
