@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.comm import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
@@ -117,6 +118,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
                      loss_bytes_per_logit=runtime.loss_bytes_per_logit, fp8_blockwise=one.fp8_blockwise)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
+    # FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), as cost.step.
+    amax = amax_reduction_s(model, tp=one.tp, precision=one.precision, fp8_current=one.fp8_current,
+                            gpus_per_node=cluster.gpus_per_node)
+    gemm_fwd, gemm_bwd = gemm_fwd + float(amax[0][0]), gemm_bwd + float(amax[1][0])
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)

@@ -1,0 +1,74 @@
+"""Current scaling's amax all-reduces over the tensor-parallel group (vectorized).
+
+Under FP8 current scaling (Megatron --fp8-recipe tensorwise, TE Float8CurrentScalingQuantizer)
+with tensor and sequence parallelism, the ranks of a TP group must quantize a tensor they gather
+with one scale. Transformer Engine therefore reduces the tensor's amax over the TP group before
+computing the scale: TE v2.9 (70f53666) pytorch/module/linear.py
+_customize_quantizers_float8_current_scaling (the input quantizer of a column-parallel module
+under sequence parallelism, forward; the output-gradient quantizer of a row-parallel one,
+backward; layernorm_linear.py the same for its input), and csrc/quantizer.cpp
+Float8CurrentScalingQuantizer::quantize_impl: nvte_compute_amax, then
+`amax_reduction_group->allreduce(...)->wait()`, then the scale and the cast. The wait makes the
+compute stream wait for the one-float all-reduce, so each reduction adds its latency to the
+layer's critical path. TE's GroupedLinear (the experts) reduces nothing; delayed scaling reduces
+its amax history once a step (negligible); MXFP8 and block scaling have local block scales.
+
+Per layer and micro-batch with TP > 1 (the cost model always pairs TP with sequence parallelism):
+forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormColumnParallelLinear
+each), QKV alone on an MoE layer, plus the shared experts' FC1 where the model has them; backward,
+the row-parallel output gradients: the attention projection and FC2 (the shared experts' FC2 on an
+MoE layer). A recomputed forward reduces again (it rides with the forward GEMMs, cost.gemm_work).
+
+Latency of one tiny all-reduce: NCCL's own tuner model (NVIDIA/nccl src/graph/tuning.cc, 2.30;
+reference hardware_and_models.md B.6) for the ring with the LL protocol, the one it picks for a
+few bytes: base 6.6 us plus 2(n-1) hops, 0.6 us each over NVLink and 2.7 us over the network.
+8 GPUs in one node: 15.0 us; measured 12.5 us for a 4-16 B all-reduce on 8 x H20 (the same
+Hopper NVSwitch node; deepseek-ai/DeepEP#303), so the tuner's figure is the upper of the two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.links import INTER, NONE, group_link, node_occupancy
+from sp_planner.cost.moe import moe_layer_fraction
+from sp_planner.plan import PRECISIONS
+from sp_planner.specs.model import ModelSpec
+
+FP8 = PRECISIONS.index("fp8")
+# NCCL tuning.cc (2.30): baseLatencies Ring LL, hwLatencies Ring LL for NVLink and NET (us).
+NCCL_RING_LL_BASE_S = 6.6e-6
+NCCL_RING_LL_NVLINK_HOP_S = 0.6e-6
+NCCL_RING_LL_NET_HOP_S = 2.7e-6
+
+# Amax reductions per layer (module docstring): (forward, backward).
+DENSE_REDUCTIONS = (2, 2)  # QKV and FC1 inputs; projection and FC2 output gradients
+MOE_REDUCTIONS = (1, 1)  # QKV input; projection output gradient
+SHARED_EXPERT_REDUCTIONS = (1, 1)  # the shared experts' FC1 input and FC2 output gradient
+
+
+def tiny_all_reduce_s(size, stride, gpus_per_node: int):
+    """One all-reduce of a few bytes over `size` ranks `stride` apart (NCCL ring LL, module
+    docstring): 0 for a group of one."""
+    size = np.asarray(size, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    nodes = np.where(link == INTER, np.maximum(node_occupancy(size, stride, gpus_per_node)[1], 1.0), 1.0)
+    hops = 2 * np.maximum(size - nodes, 0.0) * NCCL_RING_LL_NVLINK_HOP_S + 2 * (nodes - 1) * NCCL_RING_LL_NET_HOP_S
+    return np.where(link == NONE, 0.0, NCCL_RING_LL_BASE_S + hops)
+
+
+def amax_reductions_per_layer(model: ModelSpec):
+    """(forward, backward) amax all-reduces of the model's average layer (module docstring)."""
+    share = moe_layer_fraction(model) if model.moe is not None else 0.0
+    shared = model.moe is not None and model.moe.num_shared_experts > 0
+    moe = tuple(a + (b if shared else 0) for a, b in zip(MOE_REDUCTIONS, SHARED_EXPERT_REDUCTIONS))
+    return tuple((1 - share) * d + share * e for d, e in zip(DENSE_REDUCTIONS, moe))
+
+
+def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_node: int):
+    """(forward, backward) seconds per layer and micro-batch the TP group's amax all-reduces add
+    (0 unless FP8 current scaling at tp > 1); the TP group is the fastest axis (stride 1)."""
+    on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool)
+    one = np.where(on, tiny_all_reduce_s(tp, 1, gpus_per_node), 0.0)
+    fwd, bwd = amax_reductions_per_layer(model)
+    return fwd * one, bwd * one

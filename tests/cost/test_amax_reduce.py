@@ -1,0 +1,66 @@
+"""Current scaling's amax all-reduces over the TP group (cost.amax_reduce) by hand."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost import amax_reduce
+from sp_planner.cost.amax_reduce import amax_reduction_s, amax_reductions_per_layer, tiny_all_reduce_s
+from sp_planner.plan import PRECISIONS, ParallelPlan
+from sp_planner.sim.simulate import analytic_step_time_s, simulate
+from sp_planner.specs import Workload
+
+BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
+
+
+def test_tiny_all_reduce_follows_nccls_ring_ll_model():
+    # NCCL tuning.cc ring LL: 6.6 us base + 2(n-1) hops of 0.6 us on NVLink, 2.7 us between nodes.
+    assert tiny_all_reduce_s(np.array([1]), 1, 8)[0] == 0.0
+    assert tiny_all_reduce_s(np.array([2]), 1, 8)[0] == pytest.approx(7.8e-6)
+    assert tiny_all_reduce_s(np.array([4]), 1, 8)[0] == pytest.approx(10.2e-6)
+    assert tiny_all_reduce_s(np.array([8]), 1, 8)[0] == pytest.approx(15.0e-6)
+    # 16 ranks on two 8-GPU nodes: 28 NVLink hops and 2 network hops.
+    assert tiny_all_reduce_s(np.array([16]), 1, 8)[0] == pytest.approx(6.6e-6 + 28 * 0.6e-6 + 2 * 2.7e-6)
+
+
+def test_eight_gpus_sit_near_the_measured_tiny_all_reduce():
+    # 8 x H20 (one Hopper NVSwitch node) measured 12.5 us for 4-16 B (deepseek-ai/DeepEP#303).
+    assert tiny_all_reduce_s(np.array([8]), 1, 8)[0] == pytest.approx(12.5e-6, rel=0.25)
+
+
+def test_reductions_per_layer_by_model():
+    # Dense: QKV and FC1 inputs forward, projection and FC2 output gradients backward.
+    assert amax_reductions_per_layer(load_model("llama3-70b")) == (2.0, 2.0)
+    # Every Qwen3-30B-A3B layer is MoE without shared experts: QKV and the projection only.
+    assert amax_reductions_per_layer(load_model("qwen3-30b-a3b")) == (1.0, 1.0)
+
+
+def test_only_current_scaling_at_tp_above_one_pays():
+    model = load_model("llama3-70b")
+    tp = np.array([4, 4, 4, 4, 1])
+    precision = np.array([FP8, FP8, BF16, MXFP8, FP8])
+    current = np.array([True, False, True, True, True])
+    fwd, bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=current, gpus_per_node=8)
+    assert fwd.tolist() == pytest.approx([2 * 10.2e-6, 0, 0, 0, 0])
+    assert bwd.tolist() == pytest.approx([2 * 10.2e-6, 0, 0, 0, 0])
+
+
+def test_step_pays_each_layers_reductions_in_both_models(monkeypatch):
+    # Llama-3-8B, 32 layers, tp 4 x dp 2, 2 micro-batches a rank, no pipeline: the reductions add
+    # 32 layers x 2 micro-batches x (2 + 2) x 10.2 us to the analytic step, and the simulator agrees.
+    model, hardware = load_model("llama3-8b"), load_hardware("h100")
+    workload = Workload(seq_len=8192, global_batch=4)
+    plan = ParallelPlan(tp=4, dp=2, zero=1, precision="fp8", fp8_recipe="tensorwise")
+    with_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
+    with_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    zero = lambda model, *, tp, **_: (np.zeros(np.shape(tp)), np.zeros(np.shape(tp)))  # noqa: E731
+    monkeypatch.setattr(amax_reduce, "amax_reduction_s", zero)
+    import sp_planner.cost.step as step
+    import sp_planner.sim.step_work as step_work
+    monkeypatch.setattr(step, "amax_reduction_s", zero)
+    monkeypatch.setattr(step_work, "amax_reduction_s", zero)
+    without_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
+    without_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    expected = 32 * 2 * 4 * 10.2e-6
+    assert with_ana - without_ana == pytest.approx(expected, rel=1e-6)
+    assert with_sim - without_sim == pytest.approx(expected, rel=0.05)
