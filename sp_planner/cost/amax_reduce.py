@@ -18,6 +18,8 @@ forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormCo
 each), QKV alone on an MoE layer, plus the shared experts' FC1 where the model has them; backward,
 the row-parallel output gradients: the attention projection and FC2 (the shared experts' FC2 on an
 MoE layer). A recomputed forward reduces again (it rides with the forward GEMMs, cost.gemm_work).
+Multi-latent attention (DeepSeek) is counted like QKV, one input each way: how its up-projections
+(column-parallel, on the latents) gather under sequence parallelism was not read.
 
 Latency of one tiny all-reduce: NCCL's own tuner model (NVIDIA/nccl src/graph/tuning.cc, 2.30;
 reference hardware_and_models.md B.6) for the ring with the LL protocol, the one it picks for a
