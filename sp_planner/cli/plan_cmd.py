@@ -1,7 +1,8 @@
 """`sp-plan`: rank parallel plans for one model, sequence length and cluster, and print the flags.
 
 Exit codes: 0 a plan that fits; 1 no plan fits, an all-pinned one included (the closest plan and
-checked fixes are shown, no plan file is written); 2 bad input (one line on stderr).
+checked fixes are shown, no plan file is written), or none that fits can be expressed in the chosen
+--framework (its reason is shown, no plan file is written); 2 bad input (one line on stderr).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ Examples:
 
   sp-plan --model llama3-70b --hardware h100 --nodes 16 --seq-len 128k --ring 8 --cp-comm allgather --zero 2
 
-Exit codes: 0 answer, 1 no plan fits (the closest plan and verified fixes are shown), 2 bad input.
+Exit codes: 0 answer, 1 no plan fits or none the chosen --framework can express (the closest plan
+and verified fixes, or the framework's reason, are shown), 2 bad input.
 """
 
 
@@ -215,7 +217,9 @@ def plan(
                    framework_version=framework_version, every_row=report is not None)
     emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
-    return 0 if answer.fits else EXIT_NO_FIT
+    # A plan the chosen framework cannot run is no answer either: exit 1, as no plan file is written.
+    expressed = framework == "all" or bool(answer.framework_ranked)
+    return 0 if answer.fits and expressed else EXIT_NO_FIT
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -224,10 +224,21 @@ def test_framework_that_cannot_express_any_fitting_plan_says_so(sp_plan):
     # Transformer Engine has no a2a + all_gather CP, so pinning Ulysses with all-gather CP leaves
     # Megatron-LM nothing to express.
     result = sp_plan(*README, "--ulysses", "4", "--ring", "4", "--cp-comm", "allgather")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # no plan the framework can run: no answer, as when nothing fits
     assert "megatron cannot express plan 1: ulysses 4 x all-gather ring 4 cannot be expressed" in result.stdout
     assert "No plan that fits can be expressed in megatron; --framework all ranks every plan." in result.stdout
     assert "Ranked plans (best first)" in result.stdout  # nothing to filter: every plan is shown
+
+
+def test_no_expressible_plan_writes_no_plan_file_and_exits_1(sp_plan, tmp_path):
+    # torchtitan has no Ulysses: a pinned ulysses 2 leaves it nothing to run, so there is no plan
+    # file for sp-run and the exit code says so (a script chaining sp-run must not go on).
+    out = tmp_path / "plan.json"
+    result = sp_plan(*README, "--ulysses", "2", "--framework", "torchtitan", "--out", str(out))
+    assert result.exit_code == 1
+    assert "torchtitan cannot express plan 1: ulysses 2 cannot be expressed" in result.stdout
+    assert f"note: {out} not written: no plan that fits can be expressed in torchtitan" in result.stderr
+    assert not out.exists()
 
 
 def test_framework_ranks_only_its_plans(sp_plan):
