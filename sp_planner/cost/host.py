@@ -31,6 +31,14 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   FP8/MXFP8: +2 forward (quantize the projection's and fc2's inputs; the norm fuses the cast of
     the others) and +4 backward (quantize each GEMM's output gradient); weights are quantized
     once per step (is_first_microbatch), not counted.
+  FP8 current scaling (tensorwise) launches 2 more per quantized tensor: TE v2.9 csrc/quantizer.cpp
+    Float8CurrentScalingQuantizer::quantize_impl runs nvte_compute_amax and
+    nvte_compute_scale_from_amax before nvte_quantize_v2, and a norm-fused input becomes the norm
+    (with its amax, csrc/extensions/normalization.cpp FUSED_NORM_AMAX_FP8) then scale and cast. So
+    +2 x 4 forward (QKV, projection, FC1 and FC2 inputs) and +2 x 4 backward (their output
+    gradients) on a dense layer, the attention's half of each on an MoE layer (plus the shared
+    experts' half); at tp > 1 each amax all-reduce (cost.amax_reduce) is one more. The experts'
+    split quantization (tex.split_quantize) under current scaling is not counted (not read).
   MoE layer instead of the dense MLP, +32 forward (36 ops replace the MLP's 4): norm, router
     (fp32 cast, GEMM, fused top-k and score, aux-loss scores, tokens per expert, fused aux loss,
     its scaler and tracker: 10), dispatcher preprocess (sums and slices of the routing map and the
@@ -130,6 +138,10 @@ MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 13
 EXPERT_FORWARD_OPS, EXPERT_BACKWARD_OPS = 2, 4  # per local expert: fc1 and fc2 GEMMs
 EXPERT_FP8_FORWARD_OPS, EXPERT_FP8_BACKWARD_OPS = 2, 2  # per local expert: quantize the inputs
 SHARED_EXPERT_FORWARD_OPS, SHARED_EXPERT_BACKWARD_OPS = 3, 5
+# FP8 current scaling: the amax and scale kernels of each quantized tensor, two tensors per GEMM
+# pair each way (QKV and projection; FC1 and FC2) (module docstring).
+CURRENT_SCALING_OPS_PER_CAST = 2
+CURRENT_SCALING_CASTS_PER_PAIR = 2
 
 
 def host_s_per_op(hardware: HardwareProfile) -> float:
@@ -137,23 +149,33 @@ def host_s_per_op(hardware: HardwareProfile) -> float:
     return HOST_S_PER_OP_GRACE if hardware.name.lower() in GRACE_PROFILES else HOST_S_PER_OP_X86
 
 
+def current_scaling_pair_ops(tp, fp8_current):
+    """Host ops FP8 current scaling adds to one GEMM pair (QKV and projection, or FC1 and FC2), each
+    way: the amax and scale kernels of its two quantized tensors and, at tp > 1, its one amax
+    all-reduce (module docstring); 0 where `fp8_current` is False."""
+    per_pair = CURRENT_SCALING_CASTS_PER_PAIR * CURRENT_SCALING_OPS_PER_CAST + (np.asarray(tp) > 1)
+    return np.where(np.asarray(fp8_current, dtype=bool), per_pair, 0)
+
+
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
-                   cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0)):
+                   cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
-    costing one replay per direction instead of their ops."""
+    costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
+    scaling (plan.fp8_recipe tensorwise; only where `low_precision`)."""
     low = np.asarray(low_precision, dtype=bool)
+    pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
     if FULL_ITERATION in cuda_graphs:
         return zero, zero  # one replay per step, not per layer
     tp_split = np.asarray(tp) > 1
     tp_fwd = np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
     tp_bwd = np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
-    fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0) + tp_fwd
-    bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0) + tp_bwd
+    fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0) + tp_fwd + 2 * pair
+    bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0) + tp_bwd + 2 * pair
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
-    attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2
-    attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2
+    attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
+    attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
     # The ring's later steps (ring_host_ops) and the QK norm (cost.qk_norm), part of the attention
     # a graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
@@ -174,16 +196,19 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
         moe_bwd = (MOE_BACKWARD_OPS + local * (EXPERT_BACKWARD_OPS + np.where(low, EXPERT_FP8_BACKWARD_OPS, 0))
                    + np.where(np.asarray(etp) > 1, ETP_BACKWARD_COLLECTIVES, 0)
                    + (SHARED_EXPERT_BACKWARD_OPS if shared else 0))
+        # Current scaling's MLP pair is the shared experts' on an MoE layer, none without them.
+        shared_pair = pair if shared else 0
+        moe_fwd, moe_bwd = moe_fwd - pair + shared_pair, moe_bwd - pair + shared_pair
         # A MoE layer's graphed ops: the whole MLP side under "moe", else the router (with the
         # shared experts) and the dispatcher preprocess.
         router = MOE_ROUTER in cuda_graphs
         moe_graphed_fwd = (attn_fwd if attn else 0) + (
             fwd - attn_fwd + moe_fwd if MOE in cuda_graphs else
-            (ROUTER_FORWARD_OPS + (SHARED_EXPERT_FORWARD_OPS if shared else 0) if router else 0)
+            (ROUTER_FORWARD_OPS + (SHARED_EXPERT_FORWARD_OPS + shared_pair if shared else 0) if router else 0)
             + (PREPROCESS_FORWARD_OPS if MOE_PREPROCESS in cuda_graphs else 0))
         moe_graphed_bwd = (attn_bwd if attn else 0) + (
             bwd - attn_bwd + moe_bwd if MOE in cuda_graphs else
-            (ROUTER_BACKWARD_OPS + (SHARED_EXPERT_BACKWARD_OPS if shared else 0) if router else 0)
+            (ROUTER_BACKWARD_OPS + (SHARED_EXPERT_BACKWARD_OPS + shared_pair if shared else 0) if router else 0)
             + (PREPROCESS_BACKWARD_OPS if MOE_PREPROCESS in cuda_graphs else 0))
         moe_replays = GRAPH_REPLAY_OPS * (attn or router or MOE in cuda_graphs)
         share = moe_layer_fraction(model)

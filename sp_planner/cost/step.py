@@ -214,7 +214,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # (fwd_layer) and backward as the CPU issues it.
     full = recompute == RECOMPUTE_FULL
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
-                                      cuda_graphs=cuda_graphs,
+                                      cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       ring_ops=ring_host_ops(ring_impl, ring=r, allgather=c.allgather))
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).

@@ -35,6 +35,25 @@ def test_dense_layer_ops_by_hand():
     assert ops(full_recompute=True) == (12, 20 + 12)  # the forward again in the backward
 
 
+def test_current_scaling_adds_the_amax_and_scale_kernels_and_the_amax_all_reduces():
+    def ops(model, **kw):
+        args = {"tp": 1, "ep": 1, "etp": 1, "low_precision": True, "full_recompute": False} | kw
+        fwd, bwd = layer_host_ops(model, **args)
+        return float(fwd), float(bwd)
+
+    # Dense: 4 quantized inputs forward and 4 output gradients backward, 2 more kernels each
+    # (nvte_compute_amax, nvte_compute_scale_from_amax); at tp 8 the 2 + 2 amax all-reduces too.
+    assert ops(DENSE, fp8_current=True) == (14 + 8, 24 + 8)
+    # (tp 8 itself adds the 2 + 2 forward and 4 + 2 backward TP collectives.)
+    assert ops(DENSE, tp=8, fp8_current=True) == (14 + 4 + 8 + 2, 24 + 6 + 8 + 2)
+    # Only where the GEMMs run FP8: a bf16 candidate ignores the flag.
+    assert ops(DENSE, low_precision=False, fp8_current=True) == ops(DENSE, low_precision=False)
+    # Qwen3-30B-A3B (no shared experts): the attention's pair only, its experts not counted.
+    delayed = ops(QWEN3_MOE, ep=8)
+    assert ops(QWEN3_MOE, ep=8, fp8_current=True) == (delayed[0] + 4, delayed[1] + 4)
+    assert ops(QWEN3_MOE, ep=8, tp=2, fp8_current=True)[0] == ops(QWEN3_MOE, ep=8, tp=2)[0] + 5
+
+
 def test_moe_layer_ops_count_each_local_experts_gemms():
     # 128 experts over ep 8: 16 local experts, two GEMMs each forward (fc1, fc2), four backward;
     # Qwen3's QK norm adds 3 forward (two norms, the key's copy) and 2 backward (cost.qk_norm).
