@@ -71,6 +71,8 @@ def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_n
     """(forward, backward) seconds per layer and micro-batch the TP group's amax all-reduces add
     (0 unless FP8 current scaling at tp > 1); the TP group is the fastest axis (stride 1)."""
     on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool)
-    one = np.where(on, tiny_all_reduce_s(tp, 1, gpus_per_node), 0.0)
+    # Once per distinct TP degree (a handful among ~10^5 candidates), spread back.
+    degrees, where = np.unique(np.asarray(tp), return_inverse=True)
+    one = np.where(on, tiny_all_reduce_s(degrees, 1, gpus_per_node)[where.reshape(np.shape(tp))], 0.0)
     fwd, bwd = amax_reductions_per_layer(model)
     return fwd * one, bwd * one
