@@ -43,10 +43,15 @@ NCCL_RING_LL_BASE_S = 6.6e-6
 NCCL_RING_LL_NVLINK_HOP_S = 0.6e-6
 NCCL_RING_LL_NET_HOP_S = 2.7e-6
 
-# Amax reductions per layer (module docstring): (forward, backward).
-DENSE_REDUCTIONS = (2, 2)  # QKV and FC1 inputs; projection and FC2 output gradients
-MOE_REDUCTIONS = (1, 1)  # QKV input; projection output gradient
-SHARED_EXPERT_REDUCTIONS = (1, 1)  # the shared experts' FC1 input and FC2 output gradient
+# Amax reductions per GEMM pair each way (module docstring): a pair's column-parallel input forward
+# (QKV, FC1) and its row-parallel output gradient backward (projection, FC2). cost.host counts them
+# as host ops from this too.
+REDUCTIONS_PER_PAIR = 1
+# Per layer, (forward, backward): attention and MLP pairs; the attention's alone on an MoE layer,
+# with the shared experts' pair where the model has them.
+DENSE_REDUCTIONS = (2 * REDUCTIONS_PER_PAIR, 2 * REDUCTIONS_PER_PAIR)
+MOE_REDUCTIONS = (REDUCTIONS_PER_PAIR, REDUCTIONS_PER_PAIR)
+SHARED_EXPERT_REDUCTIONS = (REDUCTIONS_PER_PAIR, REDUCTIONS_PER_PAIR)
 
 
 def tiny_all_reduce_s(size, stride, gpus_per_node: int):

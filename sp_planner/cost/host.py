@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.amax_reduce import REDUCTIONS_PER_PAIR
 from sp_planner.cost.comm import (
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
@@ -153,7 +154,8 @@ def current_scaling_pair_ops(tp, fp8_current):
     """Host ops FP8 current scaling adds to one GEMM pair (QKV and projection, or FC1 and FC2), each
     way: the amax and scale kernels of its two quantized tensors and, at tp > 1, its one amax
     all-reduce (module docstring); 0 where `fp8_current` is False."""
-    per_pair = CURRENT_SCALING_CASTS_PER_PAIR * CURRENT_SCALING_OPS_PER_CAST + (np.asarray(tp) > 1)
+    per_pair = (CURRENT_SCALING_CASTS_PER_PAIR * CURRENT_SCALING_OPS_PER_CAST
+                + REDUCTIONS_PER_PAIR * (np.asarray(tp) > 1))
     return np.where(np.asarray(fp8_current, dtype=bool), per_pair, 0)
 
 
