@@ -17,7 +17,8 @@ Per layer and micro-batch with TP > 1 (the cost model always pairs TP with seque
 forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormColumnParallelLinear
 each), QKV alone on an MoE layer, plus the shared experts' FC1 where the model has them; backward,
 the row-parallel output gradients: the attention projection and FC2 (the shared experts' FC2 on an
-MoE layer). A recomputed forward reduces again (it rides with the forward GEMMs, cost.gemm_work).
+MoE layer). cost.gemm_work adds them to the layer's GEMM work, forward and backward, which the
+analytic step and the simulator both take, so a recomputed forward reduces again.
 Multi-latent attention (DeepSeek) is counted like QKV, one input each way: how its up-projections
 (column-parallel, on the latents) gather under sequence parallelism was not read.
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from sp_planner.cost.links import INTER, NONE, group_link, node_occupancy
 from sp_planner.cost.moe import moe_layer_fraction
+from sp_planner.distinct import per_distinct
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.model import ModelSpec
 
@@ -77,7 +79,7 @@ def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_n
     (0 unless FP8 current scaling at tp > 1); the TP group is the fastest axis (stride 1)."""
     on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool)
     # Once per distinct TP degree (a handful among ~10^5 candidates), spread back.
-    degrees, where = np.unique(np.asarray(tp), return_inverse=True)
-    one = np.where(on, tiny_all_reduce_s(degrees, 1, gpus_per_node)[where.reshape(np.shape(tp))], 0.0)
+    latency = per_distinct(lambda tp_: tiny_all_reduce_s(tp_, 1, gpus_per_node), np.asarray(tp))
+    one = np.where(on, latency, 0.0)
     fwd, bwd = amax_reductions_per_layer(model)
     return fwd * one, bwd * one

@@ -8,6 +8,7 @@
   backward reuses the forward's quantized inputs (Transformer Engine saves them).
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate.
+- FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward.
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
   (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
 """
@@ -18,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
@@ -55,20 +57,21 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
 class GemmWork(NamedTuple):
     """Seconds per layer (logits: per loss stage) and micro-batch on one rank, per candidate."""
 
-    fwd_s: np.ndarray  # GEMMs, the inputs' FP8 casts, the memory-bound ops, `extra_fwd_s`
-    bwd_s: np.ndarray  # twice that without the casts, the short-K extra, the gradients' casts
+    fwd_s: np.ndarray  # GEMMs, the inputs' FP8 casts and amax all-reduces, the memory-bound ops, `extra_fwd_s`
+    bwd_s: np.ndarray  # twice that without the casts, the short-K extra, the gradients' casts and all-reduces
     gemm_only_s: np.ndarray  # the forward GEMMs alone (what TP userbuffers hide behind)
     logits_s: np.ndarray  # logits GEMMs forward and backward, and the cross entropy
 
 
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
-              precision, fp8_current, extra_fwd_s=0.0, loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT,
-              fp8_blockwise=False) -> GemmWork:
+              precision, fp8_current, gpus_per_node: int, extra_fwd_s=0.0,
+              loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
     (Megatron's unfused loss by default; cost.loss_memory for TE's fused one); `fp8_blockwise`:
-    FP8 with block scaling (cost.precision)."""
+    FP8 with block scaling (cost.precision); `gpus_per_node`: where the TP group's amax all-reduces
+    run (cost.amax_reduce)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_rate
@@ -95,4 +98,8 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
     # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
     bwd = 2 * (fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
+    # Current scaling's amax all-reduces, each way on its own (not twice the forward's).
+    amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
+                                          gpus_per_node=gpus_per_node)
+    fwd, bwd = fwd + amax_fwd, bwd + amax_bwd
     return GemmWork(fwd_s=fwd, bwd_s=bwd, gemm_only_s=gemm_only, logits_s=np.broadcast_to(logits, np.shape(fwd)))

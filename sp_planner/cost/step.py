@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.attention import attention_times
 from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.ep_overlap import layer_ep_saving_s, paired_micro_batches
@@ -138,13 +137,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
     # holds the active experts' GEMMs already).
     work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
-                     precision=c.precision, fp8_current=c.fp8_current, extra_fwd_s=moe.extra_expert_gemm_fwd_s,
+                     precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
+                     extra_fwd_s=moe.extra_expert_gemm_fwd_s,
                      loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
-    # FP8 current scaling's amax all-reduces over the TP group, on the compute stream (cost.amax_reduce).
-    amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=c.precision, fp8_current=c.fp8_current,
-                                          gpus_per_node=gpn)
-    gemm_fwd, gemm_bwd = gemm_fwd + amax_fwd, gemm_bwd + amax_bwd
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
     attn = attention_times(

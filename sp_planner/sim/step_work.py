@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.comm import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
@@ -111,17 +110,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
 
     tokens = b * workload.seq_len / plan.cp  # per rank, sequence-sharded regions
-    # As cost.step: the layers' GEMMs at the plan's precision with FP8's casts and the memory-bound
-    # ops that ride with them; the logits GEMMs (forward + 2x backward) plus the vocab-parallel
-    # cross entropy on the last stage (cost.gemm_work).
+    # As cost.step: the layers' GEMMs at the plan's precision with FP8's casts (and current
+    # scaling's amax all-reduces) and the memory-bound ops that ride with them; the logits GEMMs
+    # (forward + 2x backward) plus the vocab-parallel cross entropy on the last stage (cost.gemm_work).
     gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
-                     loss_bytes_per_logit=runtime.loss_bytes_per_logit, fp8_blockwise=one.fp8_blockwise)
+                     gpus_per_node=cluster.gpus_per_node, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
+                     fp8_blockwise=one.fp8_blockwise)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
-    # FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), as cost.step.
-    amax = amax_reduction_s(model, tp=one.tp, precision=one.precision, fp8_current=one.fp8_current,
-                            gpus_per_node=cluster.gpus_per_node)
-    gemm_fwd, gemm_bwd = gemm_fwd + float(amax[0][0]), gemm_bwd + float(amax[1][0])
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)

@@ -13,7 +13,7 @@ BF16 = PRECISIONS.index("bf16")
 def _work(model, hardware, *, tp=2, extra=0.0):
     return gemm_work(model, hardware, seq_len=4096, tp=np.array([tp]), micro_batch=np.array([1]),
                      cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
-                     fp8_current=np.array([False]), extra_fwd_s=extra)
+                     fp8_current=np.array([False]), gpus_per_node=4, extra_fwd_s=extra)
 
 
 def test_elementwise_bytes_of_the_toy_layer(toy_model):
@@ -43,7 +43,8 @@ def test_te_fused_cross_entropy_moves_ten_bytes_a_logit(toy_model, hardware):
     plain = _work(toy_model, hardware).logits_s[0]
     fused = gemm_work(toy_model, hardware, seq_len=4096, tp=np.array([2]), micro_batch=np.array([1]),
                       cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
-                      fp8_current=np.array([False]), loss_bytes_per_logit=10).logits_s[0]
+                      fp8_current=np.array([False]), gpus_per_node=4,
+                      loss_bytes_per_logit=10).logits_s[0]
     assert plain - fused == pytest.approx(float(memory_pass_time_s(hardware, 50 * 2048 * 100)))
 
 
