@@ -24,7 +24,8 @@ Multi-latent attention (DeepSeek) is counted like QKV, one input each way: how i
 
 Latency of one tiny all-reduce: NCCL's own tuner model (NVIDIA/nccl src/graph/tuning.cc, 2.30;
 reference hardware_and_models.md B.6) for the ring with the LL protocol, the one it picks for a
-few bytes: base 6.6 us plus 2(n-1) hops, 0.6 us each over NVLink and 2.7 us over the network.
+few bytes: base 6.6 us plus 2(n-1) hops (cost.links.ring_steps: the k-1 between the group's k nodes
+cross the network), 0.6 us each over NVLink and 2.7 us over the network.
 8 GPUs in one node: 15.0 us; measured 12.5 us for a 4-16 B all-reduce on 8 x H20 (the same
 Hopper NVSwitch node; deepseek-ai/DeepEP#303), so the tuner's figure is the upper of the two.
 """
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.links import INTER, NONE, group_link, node_occupancy
+from sp_planner.cost.links import NONE, ring_steps
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.distinct import per_distinct
 from sp_planner.plan import PRECISIONS
@@ -59,10 +60,8 @@ SHARED_EXPERT_REDUCTIONS = (REDUCTIONS_PER_PAIR, REDUCTIONS_PER_PAIR)
 def tiny_all_reduce_s(size, stride, gpus_per_node: int):
     """One all-reduce of a few bytes over `size` ranks `stride` apart (NCCL ring LL, module
     docstring): 0 for a group of one."""
-    size = np.asarray(size, dtype=np.float64)
-    link = group_link(size, stride, gpus_per_node)
-    nodes = np.where(link == INTER, np.maximum(node_occupancy(size, stride, gpus_per_node)[1], 1.0), 1.0)
-    hops = 2 * np.maximum(size - nodes, 0.0) * NCCL_RING_LL_NVLINK_HOP_S + 2 * (nodes - 1) * NCCL_RING_LL_NET_HOP_S
+    link, intra_steps, inter_steps = ring_steps("all_reduce", size, stride, gpus_per_node)
+    hops = intra_steps * NCCL_RING_LL_NVLINK_HOP_S + inter_steps * NCCL_RING_LL_NET_HOP_S
     return np.where(link == NONE, 0.0, NCCL_RING_LL_BASE_S + hops)
 
 

@@ -180,12 +180,25 @@ def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpu
     return _ring_latency_s(hardware, collective, size, link, node_occupancy(size, stride, gpus_per_node)[1])
 
 
-def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, nodes):
-    """ring_latency_s for groups whose link and node count (node_occupancy's k) are known."""
+def ring_steps(collective: str, size, stride, gpus_per_node: int):
+    """(link, steps inside a node, steps between nodes) of one ring call over `size` ranks `stride`
+    apart, as NCCL's tuner counts them (ring_latency_s): nsteps = n-1 per round, of which the k-1
+    hops between the group's k nodes cross the network."""
+    size = np.asarray(size, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    return (link, *_ring_steps(collective, size, link, node_occupancy(size, stride, gpus_per_node)[1]))
+
+
+def _ring_steps(collective: str, size, link, nodes):
+    """ring_steps' (intra, inter) step counts for groups whose link and node count are known."""
     k = np.where(link == INTER, np.maximum(nodes, 1.0), 1.0)
     per_round = ring_rounds(collective)
-    intra_steps = per_round * np.maximum(size - k, 0.0)
-    inter_steps = per_round * (k - 1)
+    return per_round * np.maximum(size - k, 0.0), per_round * (k - 1)
+
+
+def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, nodes):
+    """ring_latency_s for groups whose link and node count (node_occupancy's k) are known."""
+    intra_steps, inter_steps = _ring_steps(collective, size, link, nodes)
     t = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
     return np.where(link == NONE, 0.0, t)
 
