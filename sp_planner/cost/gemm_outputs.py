@@ -38,8 +38,9 @@ the tensor-core time (k 4096: 0.15 / 0.29 / 0.47 / 0.62 / 0.77 / 0.88 / 1 agains
 FP8's (an assumption: the same tensor-core steps). Hopper's FP8 entries exceed the FP8 peak
 (cost.gemm_shapes) and are not used: FP8 GEMMs there take B200's FP8 ratios (a transfer, checked
 against DeepGEMM's H800 FP8 GEMMs in cost.gemm_shapes). Not modelled (factor 1): A100/A800, L20,
-L40S, Ascend and MI300X (the table's gfx942 entries carry no bf16 figures), and the MoE expert
-GEMMs, whose rows per expert cost.grouped_gemm times.
+L40S, Ascend and MI300X (the table's gfx942 entries carry no bf16 figures). MoE expert GEMMs run
+one per expert (MoESpec.expert_gemm per_expert) take the ratio of their own rows x N output
+(cost.gemm_shapes); run as one grouped kernel, cost.grouped_gemm's curve times them.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ OUTPUT_RATIO_BY_PROFILE: dict[str, np.ndarray] = {
 FP8_OUTPUT_RATIO: np.ndarray = _ratios(B200_FP8_OUTPUT_TFLOPS)
 
 
+def has_output_table(hardware: HardwareProfile) -> bool:
+    """Whether the profile's GEMMs take an output-size ratio (Hopper and Blackwell); elsewhere
+    output_ratio is 1."""
+    return hardware.name.lower() in OUTPUT_RATIO_BY_PROFILE
+
+
 def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
     """A GEMM's efficiency at `outputs` (M x N elements) and contraction `k`, over its efficiency at
     a large output (the rate cost.gemm_shapes' contraction ratio is read at); `fp8` (bool, per
@@ -100,11 +107,10 @@ def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
     no table (module docstring)."""
     outputs, k, fp8 = np.broadcast_arrays(np.asarray(outputs, dtype=np.float64),
                                           np.asarray(k, dtype=np.float64), np.asarray(fp8, dtype=bool))
-    name = hardware.name.lower()
-    if name not in OUTPUT_RATIO_BY_PROFILE:
+    if not has_output_table(hardware):
         return np.ones(outputs.shape)
     return np.where(fp8, _bilinear(FP8_OUTPUT_RATIO, outputs, k),
-                    _bilinear(OUTPUT_RATIO_BY_PROFILE[name], outputs, k))
+                    _bilinear(OUTPUT_RATIO_BY_PROFILE[hardware.name.lower()], outputs, k))
 
 
 def _bilinear(table: np.ndarray, outputs: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -46,14 +46,17 @@ Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: for
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output
 width (q/tp plus the rank's K and V heads, replicated where tp exceeds the KV heads; h;
 (matrices - 1) x ffn/tp; h), weight gradients the micro-batch's tokens.
-MoE layers' expert GEMMs (Megatron TEGroupedMLP, one cuBLAS GEMM per local expert) contract
-over: forward, fc1 h, fc2 moe_ffn/etp; backward data gradients (matrices - 1) x moe_ffn/etp and h,
-weight gradients the expert's rows (cost.moe.rows_per_expert: the busiest rank's copies over its
-local experts). Shared experts take the routed experts' contractions (an approximation: their
-width is num_shared x moe_ffn over tp). A MoE model's MLP factor weighs its dense and MoE layers
-by their MLP FLOPs. The small-M slowdown of the expert GEMMs is cost.grouped_gemm's; the two are
-taken as independent (K sets how many steps a tile's prologue and epilogue are spread over, M how
-many tiles read each expert's weights).
+MoE layers' expert GEMMs contract over: forward, fc1 h, fc2 moe_ffn/etp; backward data gradients
+(matrices - 1) x moe_ffn/etp and h, weight gradients the expert's rows (cost.moe.rows_per_expert:
+the busiest rank's copies over its local experts). Run one GEMM per local expert (MoESpec
+expert_gemm per_expert, Megatron's TEGroupedMLP: cost.grouped_gemm), each is a layer GEMM of the
+expert's rows, with the dense GEMMs' K and output-size ratios (rows x fc1 width forward, rows x h
+its data gradient, h x width its weight gradient). Run as one grouped kernel (grouped), they take
+the K ratio only, and the small-M slowdown is cost.grouped_gemm's curve; the two are taken as
+independent (K sets how many steps a tile's prologue and epilogue are spread over, M how many
+tiles read each expert's weights). Shared experts take the routed experts' contractions (an
+approximation: their width is num_shared x moe_ffn over tp). A MoE model's MLP factor weighs its
+dense and MoE layers by their MLP FLOPs.
 MI300X takes the same table's gfx942 entries at ROCm/xla 106eb9b (2026-07-31; the key was dropped
 from the file two commits later, at 96b3782): TFLOPS at k 256 / 512 / 1024 / 2048 / 4096 for the
 three shapes 337.0 / 426.6 / 508.7 / 551.5 / 577.3, 331.7 / 432.1 / 491.5 / 533.4 / 548.1 and
@@ -167,13 +170,16 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     def slow(k):
         return 1.0 / contraction_ratio(hardware, k, fp8)
 
-    def layer(k, n):
-        """(forward, backward) factor of a dense layer GEMM contracting over k into n outputs per
-        token: K and the output size (cost.gemm_outputs) of the forward (tokens x n over k), the
-        data gradient (tokens x k over n) and the weight gradient (k x n over the tokens)."""
+    def layer_of(k, n, rows):
+        """(forward, backward) factor of a GEMM over `rows` tokens contracting over k into n outputs
+        per token: K and the output size (cost.gemm_outputs) of the forward (rows x n over k), the
+        data gradient (rows x k over n) and the weight gradient (k x n over the rows)."""
         def at(k_, outputs):
             return slow(k_) / output_ratio(hardware, outputs, k_, fp8)
-        return at(k, tokens * n), (at(n, tokens * k) + at(tokens, k * n)) / 2
+        return at(k, rows * n), (at(n, rows * k) + at(rows, k * n)) / 2
+
+    def layer(k, n):
+        return layer_of(k, n, tokens)
 
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
@@ -184,9 +190,14 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     if model.moe is not None:
         # The MoE layers' expert GEMMs (module docstring), weighed with the dense layers by MLP FLOPs.
         width = model.moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)
-        expert_wgrad = slow(rows_per_expert(model, np.asarray(tokens) / tp, ep, etp))
-        experts = ((slow(h), (slow((m - 1) * width) + expert_wgrad) / 2),
-                   (slow(width), (slow(h) + expert_wgrad) / 2))
+        rows = rows_per_expert(model, np.asarray(tokens) / tp, ep, etp)
+        if model.moe.expert_gemm == "per_expert":
+            # One GEMM per local expert: each a layer GEMM of `rows` tokens (module docstring).
+            experts = (layer_of(h, (m - 1) * width, rows), layer_of(width, h, rows))
+        else:
+            expert_wgrad = slow(rows)
+            experts = ((slow(h), (slow((m - 1) * width) + expert_wgrad) / 2),
+                       (slow(width), (slow(h) + expert_wgrad) / 2))
         moe_share = moe_layer_fraction(model) * (model.moe.top_k + model.moe.num_shared_experts) * (
             model.moe.moe_intermediate_size / _active_ffn_width(model))
 

@@ -1,11 +1,33 @@
-"""Expert (grouped) GEMM efficiency by the rows each expert receives (vectorized).
+"""How a run launches its expert GEMMs, and a single-kernel grouped GEMM's efficiency by the rows
+each expert receives (vectorized).
 
-An MoE layer runs its local experts as one grouped GEMM whose groups share N and K and differ in
-M, the token copies routed to each expert. Each group reads its own weights, so its arithmetic
-intensity grows with M: below the roofline ridge the GEMM is bound by the weight reads and its
-throughput falls roughly in proportion to M. The profiles' `efficiency.gemm` (and
-`gemm_fp8`/`gemm_mxfp8`) are large-shape figures; this module gives the fraction of them an
-expert GEMM reaches at M rows per expert.
+Two ways to run the local experts' GEMMs (MoESpec.expert_gemm):
+  - per_expert: one GEMM per local expert. Megatron-Core's TEGroupedMLP (what --moe-grouped-gemm
+    selects with Transformer Engine) calls TE's GroupedLinear, whose default path loops over the
+    experts launching one cuBLAS GEMM each, round-robin over 4 streams (TE v2.9 70f53666
+    common/gemm/cublaslt_gemm.cu multi_stream_cublas_gemm; common/util/multi_stream.cpp
+    get_num_compute_streams 4). Each is a layer GEMM of its own shape, timed as the dense GEMMs are
+    (cost.gemm_shapes: K and output size, rows x N forward, rows x K data gradient, K x N weight
+    gradient); where the profile has no output-size table (cost.gemm_outputs), the curve below.
+  - grouped: one kernel over every expert: torchtitan's GroupedExperts (torch._grouped_mm,
+    MoEArgs.use_grouped_mm True), TE's opt-in CUTLASS grouped GEMM (NVTE_USE_CUTLASS_GROUPED_GEMM,
+    Hopper BF16), the CuTe-DSL fused grouped MLP of Megatron-Bridge's Blackwell MXFP8 recipes. Timed
+    by the curve below.
+Check against TE's own benchmark of both on H100 (NVIDIA/TransformerEngine PR #2045, yaox12's
+update: TE 2.7, CUDA 12.9, tests/pytorch/test_group_gemm.py, BF16, (experts, rows, N, K)):
+  (16, 2048, 768, 2048): multi-stream 553.945, CUTLASS 636.927 TFLOPS; model per_expert 456.6
+    (-17.6%), grouped 692.5 (+8.7% on CUTLASS; +25.0% on the multi-stream figure);
+  (8, 4096, 768, 2048): multi-stream 627.903, CUTLASS 650.574; model per_expert 592.0 (-5.7%),
+    grouped 753.2 (+15.8%; +19.9%).
+The per_expert timing is below the multi-stream figures because four streams overlap the small
+GEMMs (no measurement of that overlap by shape was found), and well below the single-kernel curve,
+which is what the per-expert path was timed by before (stop 40).
+
+A grouped GEMM's groups share N and K and differ in M, the token copies routed to each expert.
+Each group reads its own weights, so its arithmetic intensity grows with M: below the roofline
+ridge the GEMM is bound by the weight reads and its throughput falls roughly in proportion to M.
+The profiles' `efficiency.gemm` (and `gemm_fp8`/`gemm_mxfp8`) are large-shape figures; the curve
+gives the fraction of them a grouped expert GEMM reaches at M rows per expert.
 
 Source: deepseek-ai/DeepGEMM README.md at a9967bc27cdcead54e8d11e1736644eb51d49b33 (2025-04-09),
 section "Performance", H800 SXM5, NVCC 12.8, FP8 with fine-grained scaling. The two expert shapes
@@ -40,6 +62,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.specs.model import ModelSpec, MoEExpertGemm
+
 # (M rows per expert, TFLOPS for N x K = 4096 x 7168, TFLOPS for 7168 x 2048): DeepGEMM README
 # at a9967bc2, H800 FP8 (module docstring).
 DEEPGEMM_H800_FP8_TFLOPS = (
@@ -66,3 +90,22 @@ def grouped_gemm_efficiency_factor(rows_per_expert):
     effs = np.array([p[1] for p in GROUPED_GEMM_POINTS])
     inside = np.interp(np.log(rows), np.log(ms), effs)
     return np.where(rows < ms[0], effs[0] * rows / ms[0], inside)
+
+
+# The expert GEMMs of each framework sp-plan emits for (MoESpec.expert_gemm); Megatron's for the
+# others and for "all": Megatron-LM's --moe-grouped-gemm on TE (per_expert); torchtitan's
+# torch._grouped_mm (grouped). MindSpeed's GMM on Ascend is one kernel too, and the Ascend
+# profiles, without an output-size table, time per_expert by the grouped curve anyway.
+FRAMEWORK_EXPERT_GEMM: dict[str, MoEExpertGemm] = {"torchtitan": "grouped"}
+
+
+def framework_expert_gemm(framework: str) -> MoEExpertGemm:
+    """How `framework` runs the expert GEMMs (FRAMEWORK_EXPERT_GEMM; per_expert by default)."""
+    return FRAMEWORK_EXPERT_GEMM.get(framework, "per_expert")
+
+
+def with_expert_gemm(model: ModelSpec, expert_gemm: MoEExpertGemm) -> ModelSpec:
+    """The model with its expert GEMMs run as `expert_gemm`; a dense model as it is."""
+    if model.moe is None or model.moe.expert_gemm == expert_gemm:
+        return model
+    return model.model_copy(update={"moe": model.moe.model_copy(update={"expert_gemm": expert_gemm})})

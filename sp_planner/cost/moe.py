@@ -68,6 +68,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.gemm_outputs import has_output_table
 from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
@@ -215,8 +216,8 @@ class MoETimes(NamedTuple):
 
     # The busiest rank's forward expert GEMMs beyond the mean at the flat GEMM efficiency (which
     # layer_gemm_flops_per_token already times), in seconds at the rate moe_times is given: its
-    # load above the mean (< 0 if drops cut it) and the small-M grouped-GEMM slowdown
-    # (cost.grouped_gemm).
+    # load above the mean (< 0 if drops cut it) and, for a single-kernel grouped GEMM (or per-expert
+    # GEMMs on a profile without an output-size table), the small-M slowdown (cost.grouped_gemm).
     extra_expert_gemm_fwd_s: np.ndarray
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
@@ -239,7 +240,11 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
+    # One GEMM per expert takes its shape's K and output-size ratios in cost.gemm_shapes instead,
+    # where the profile has the output-size table (cost.grouped_gemm).
     factor = grouped_gemm_efficiency_factor(rows_per_expert(model, tokens_per_tp_rank, ep, etp))
+    if model.moe is not None and model.moe.expert_gemm == "per_expert" and has_output_table(hardware):
+        factor = np.ones_like(factor)
     extra_flops = routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0)
     extra = gemm_time_s(hardware, extra_flops) if gemm_flops_per_s is None else extra_flops / gemm_flops_per_s
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load

@@ -61,6 +61,11 @@ CONVENTIONS: tuple[tuple[str, str], ...] = (
      "Bytes one GPU sends per optimizer step, by collective; an all-to-all, all-gather or "
      "reduce-scatter over n ranks sends (n-1)/n of the buffer. Collective time is bytes over bus "
      "bandwidth = line rate x the profile's measured efficiency (nccl-tests busbw convention)."),
+    ("MoE expert GEMMs",
+     "One GEMM per local expert, as Transformer Engine's GroupedLinear runs them under Megatron-LM's "
+     "--moe-grouped-gemm, each timed by its own shape's contraction and output size; torchtitan "
+     "plans run one grouped kernel (torch._grouped_mm), timed by DeepGEMM's grouped curve by rows "
+     "per expert (sp_planner.cost.grouped_gemm)."),
     ("links",
      "Ranks are laid out as Megatron does (tp fastest, then ulysses, ring, dp, pp). A group is "
      "'inside a node' when every group of its shape fits within one node, else it uses the "

@@ -23,6 +23,11 @@ MoERouting = Literal["learned", "balanced"]
 # Megatron's MoE token dispatcher (--moe-token-dispatcher-type; cost.moe): alltoall with fused
 # permutations, or the flex dispatcher's HybridEP backend, which permutes inside its kernels.
 MoEDispatcher = Literal["alltoall", "hybridep"]
+# How the local experts' GEMMs are launched (cost.gemm_shapes, cost.grouped_gemm): per_expert, one
+# GEMM per expert (Transformer Engine's GroupedLinear, Megatron-Core's TEGroupedMLP default);
+# grouped, one kernel over every expert (torch._grouped_mm in torchtitan, TE's opt-in CUTLASS
+# grouped GEMM, the CuTe-DSL fused grouped MLP).
+MoEExpertGemm = Literal["per_expert", "grouped"]
 
 
 class MoESpec(FrozenModel):
@@ -57,6 +62,8 @@ class MoESpec(FrozenModel):
     # moe_hybridep_num_sms): None leaves HybridEP's default, 24 inside one NVLink domain and 8
     # across domains (cost.hybridep). HybridEP only.
     dispatcher_sms: int | None = Field(default=None, gt=0, le=1024)
+    # How the run launches the expert GEMMs (MoEExpertGemm): Megatron-Core's default per_expert.
+    expert_gemm: MoEExpertGemm = "per_expert"
 
     @model_validator(mode="after")
     def _sms_are_hybridep_s(self) -> "MoESpec":

@@ -110,20 +110,20 @@ def load_corpus(path: Path) -> Corpus:
 
 
 def _check_routing(file: Path, row: CorpusRow, models: dict[str, ModelSpec]) -> None:
-    """A non-default routing or dispatcher needs experts to route to; checked once every file's models
+    """A non-default routing, dispatcher or expert GEMM needs experts; checked once every file's models
     are read."""
     if row.hybridep_sms is not None and row.moe_dispatcher != "hybridep":
         raise UserInputError(f"corpus file {file} row {row.id}: hybridep_sms is the HybridEP dispatcher's SM count; "
                              "state moe_dispatcher hybridep or drop it")
-    if row.routing == "learned" and row.moe_dispatcher == "alltoall":
+    setting = row.moe_setting()
+    if setting is None:
         return
     if row.model in models:
         model = models[row.model]
     else:
         model = load_model(row.model)
     if model.moe is None:
-        what = f"routing {row.routing}" if row.routing != "learned" else f"moe_dispatcher {row.moe_dispatcher}"
-        raise UserInputError(f"corpus file {file} row {row.id}: {what} needs an MoE model, and {model.name} "
+        raise UserInputError(f"corpus file {file} row {row.id}: {setting} needs an MoE model, and {model.name} "
                              f"has no experts; drop it or name an MoE model")
 
 

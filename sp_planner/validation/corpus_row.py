@@ -14,7 +14,7 @@ from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout, offload_problem
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model import MoEDispatcher, MoERouting
+from sp_planner.specs.model import MoEDispatcher, MoEExpertGemm, MoERouting
 
 # What the published number is. mfu_percent is model FLOPs over the source's stated peak.
 Figure = Literal["model_tflops_per_gpu", "mfu_percent", "tokens_per_s_per_gpu", "step_time_s"]
@@ -176,9 +176,24 @@ class CorpusRow(FrozenModel):
     # The SMs the recipe gives HybridEP (moe_hybridep_num_sms / moe_flex_dispatcher_num_sms;
     # MoESpec.dispatcher_sms, cost.hybridep); None: HybridEP's default. hybridep rows only.
     hybridep_sms: int | None = Field(default=None, gt=0, le=1024)
+    # How the run launched the expert GEMMs (MoESpec.expert_gemm, cost.gemm_shapes): per_expert
+    # (Megatron-Core's TEGroupedMLP on Transformer Engine's GroupedLinear, the default) or grouped
+    # (one kernel for every expert: the recipe's fused grouped MLP, or torch._grouped_mm). MoE rows.
+    expert_gemm: MoEExpertGemm = "per_expert"
     # The ring attention the run used where it is not its framework's (cost.ring_impl): the USP
     # paper's runs put yunchang's ring inside Megatron-LM. None: the framework's.
     ring_impl: Literal["yunchang", "transformer_engine"] | None = None
+
+    def moe_setting(self) -> str | None:
+        """The first MoE run setting the row states beyond the defaults (routing learned, the
+        alltoall dispatcher, per-expert GEMMs), as the row writes it; None where it states none."""
+        if self.routing != "learned":
+            return f"routing {self.routing}"
+        if self.moe_dispatcher != "alltoall":
+            return f"moe_dispatcher {self.moe_dispatcher}"
+        if self.expert_gemm != "per_expert":
+            return f"expert_gemm {self.expert_gemm}"
+        return None
 
     @model_validator(mode="after")
     def _check(self) -> "CorpusRow":

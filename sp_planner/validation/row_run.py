@@ -31,18 +31,20 @@ from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusRow
 
 def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
-    """The row's architecture, with the routing and token dispatcher its run used (MoE models)."""
+    """The row's architecture, with the routing, token dispatcher and expert GEMMs its run used (MoE
+    models)."""
     model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
-    if row.routing == "learned" and row.moe_dispatcher == "alltoall":
+    setting = row.moe_setting()
+    if setting is None:
         return model
     if model.moe is None:
-        what = f"routing {row.routing}" if row.routing != "learned" else f"moe_dispatcher {row.moe_dispatcher}"
-        raise ValueError(f"row {row.id}: {what} needs an MoE model, and {model.name} has no experts")
+        raise ValueError(f"row {row.id}: {setting} needs an MoE model, and {model.name} has no experts")
     if row.moe_dispatcher != "alltoall" and CORPUS_FRAMEWORK_RUNTIME.get(row.framework) != MEGATRON_RUNTIME:
         raise ValueError(f"row {row.id}: moe_dispatcher {row.moe_dispatcher} is Megatron's flex dispatcher, and the "
                          f"row's framework is {row.framework}")
     moe = model.moe.model_copy(update={"routing": row.routing, "dispatcher": row.moe_dispatcher,
-                                       "dispatcher_sms": row.hybridep_sms})
+                                       "dispatcher_sms": row.hybridep_sms,
+                                       "expert_gemm": row.expert_gemm})
     return model.model_copy(update={"moe": moe})
 
 

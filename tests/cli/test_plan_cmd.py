@@ -241,6 +241,19 @@ def test_no_expressible_plan_writes_no_plan_file_and_exits_1(sp_plan, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("framework,expert_gemm", [("megatron", "per_expert"), ("torchtitan", "grouped")])
+def test_moe_plans_are_timed_with_the_frameworks_expert_gemms(sp_plan, tmp_path, framework, expert_gemm):
+    # Megatron-LM's --moe-grouped-gemm runs one GEMM per expert (TE GroupedLinear); torchtitan's
+    # torch._grouped_mm one kernel (cost.grouped_gemm). The plan file keeps the choice.
+    out = tmp_path / "plan.json"
+    args = ["--model", "qwen3-30b-a3b", "--hardware", "h100-sxm", "--nodes", "2", "--seq-len", "4k",
+            "--framework", framework, "--out", str(out)]
+    if framework == "torchtitan":
+        args += ["--framework-version", "0.2.2"]  # 0.3.0 has no config function for this model
+    assert sp_plan(*args).exit_code == 0
+    assert read_plan_file(out).model.moe.expert_gemm == expert_gemm
+
+
 def test_framework_ranks_only_its_plans(sp_plan):
     columns = ("tp", "pp", "dp", "ulysses", "ring", "zero", "recompute", "micro_batch")
     for framework in ("deepspeed", "torchtitan"):

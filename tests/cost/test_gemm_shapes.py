@@ -163,17 +163,19 @@ def test_expert_gemms_by_hand_on_b200():
     768) at tp 1, ep 8 and 4096 tokens: QKV and the projection contract over 2048 and 4096, the
     experts' FC1 over 2048 and FC2 over 768 (forward); dgrads over 4096 + 2 x 512 = 5120, 2048,
     2 x 768 = 1536 and 2048; the attention's weight gradients over the 4096 tokens, the experts' over
-    the busiest rank's rows per expert, 4096 x 8 x 1.25 / 16 = 2560."""
+    the busiest rank's rows per expert, 4096 x 8 x 1.25 / 16 = 2560. Run as one grouped kernel the
+    experts take the contraction only (cost.grouped_gemm's curve times their rows, in cost.moe)."""
     from sp_planner.catalog import load_model
+    from sp_planner.cost.grouped_gemm import with_expert_gemm
     from sp_planner.cost.tp_overlap import gemm_shares
 
-    b200, model = builtin_hardware("b200"), load_model("Qwen3-30B-A3B")
+    b200, model = builtin_hardware("b200"), with_expert_gemm(load_model("Qwen3-30B-A3B"), "grouped")
 
     def slow(k):
         return 1 / float(contraction_ratio(b200, k))
 
     # The attention GEMMs' output sizes (cost.gemm_outputs): QKV 2048 -> 5120 and the projection
-    # 4096 -> 2048 per token over 4096 tokens; the experts' take none (cost.grouped_gemm's rows).
+    # 4096 -> 2048 per token over 4096 tokens.
     qkv, proj = _layer(b200, 2048, 5120, 4096), _layer(b200, 4096, 2048, 4096)
     shares = gemm_shares(model)
     fwd = shares @ np.array([qkv[0], proj[0], slow(2048), slow(768)])
@@ -184,6 +186,19 @@ def test_expert_gemms_by_hand_on_b200():
     assert slow(768) > 1.25  # FC2's 768-long contraction: below 0.8 of the profile's figure
     # etp 2 halves the experts' widths: FC2 contracts over 384, slower still.
     assert float(layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=2)[0]) > float(got_fwd)
+
+    # One GEMM per expert (Megatron's default): each expert's FC1 a layer GEMM 2048 -> 1536 and
+    # FC2 768 -> 2048 over its 2560 rows, with the dense GEMMs' output sizes.
+    per_expert = load_model("Qwen3-30B-A3B")
+    assert per_expert.moe.expert_gemm == "per_expert"
+    fc1, fc2 = _layer(b200, 2048, 1536, 2560), _layer(b200, 768, 2048, 2560)
+    fwd = shares @ np.array([qkv[0], proj[0], fc1[0], fc2[0]])
+    bwd = shares @ np.array([qkv[1], proj[1], fc1[1], fc2[1]])
+    got_fwd, got_bwd = layer_gemm_slowdowns(b200, per_expert, tp=1, tokens=4096, ep=8, etp=1)
+    assert float(got_fwd) == pytest.approx(float(fwd), rel=1e-12)
+    assert float(got_bwd) == pytest.approx(float(bwd), rel=1e-12)
+    # 2560 x 1536 = 3.9M outputs: each expert's FC1 well below its contraction-only rate.
+    assert fc1[0] > 1.2 * slow(2048)
 
 
 # The same shapes' FP8 entries (e4m3 x e4m3 -> bf16), key sm_100_B200.

@@ -1,11 +1,18 @@
-"""Expert grouped-GEMM efficiency by rows per expert: the DeepGEMM table by hand, and its use in
-cost.moe."""
+"""Expert GEMMs: the single-kernel grouped curve by rows per expert (the DeepGEMM table by hand) and
+its use in cost.moe; one GEMM per expert against Transformer Engine's own benchmark; each
+framework's choice."""
 
 import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
+from sp_planner.cost.gemm_outputs import output_ratio
+from sp_planner.cost.gemm_shapes import contraction_ratio
+from sp_planner.cost.grouped_gemm import (
+    framework_expert_gemm,
+    grouped_gemm_efficiency_factor,
+    with_expert_gemm,
+)
 from sp_planner.cost.moe import moe_times, rows_per_expert
 
 # deepseek-ai/DeepGEMM README.md at a9967bc2 (2025-04-09), H800 FP8 TFLOPS, for the shapes
@@ -42,6 +49,7 @@ def test_efficiency_never_falls_with_more_rows():
 
 
 QWEN3_30B = load_model("Qwen3-30B-A3B")  # hidden 2048, 128 experts, top-8, moe_ffn 768, all 48 layers MoE
+QWEN3_30B_GROUPED = with_expert_gemm(QWEN3_30B, "grouped")
 
 
 @pytest.mark.parametrize("ep,load", [(1, 1.0), (8, 1.25)])
@@ -55,9 +63,55 @@ def test_expert_gemm_time_by_hand(ep, load):
     factor = float(grouped_gemm_efficiency_factor(rows))
     routed_flops = 2 * 3 * 2048 * 8 * 768 * tokens  # gate, up, down of 8 experts per token
     flat_s = routed_flops / (hw.peak_bf16_flops * hw.efficiency.gemm * hw.efficiency.sustained_fraction)
-    times = moe_times(hw, QWEN3_30B, tokens_per_tp_rank=tokens, ep=ep, etp=1, ep_stride=1, elem_bytes=2,
+    times = moe_times(hw, QWEN3_30B_GROUPED, tokens_per_tp_rank=tokens, ep=ep, etp=1, ep_stride=1, elem_bytes=2,
                       gpus_per_node=8)
     # Beyond the mean at the flat efficiency (which the layer GEMMs time): load / factor - 1.
     assert float(times.extra_expert_gemm_fwd_s) == pytest.approx(flat_s * (load / factor - 1), rel=1e-12)
     if ep == 1:  # 256 rows: 0.68 of the large-shape rate, the expert GEMMs take 1.47 x as long
         assert float(times.extra_expert_gemm_fwd_s) / flat_s == pytest.approx(1 / 0.6819 - 1, rel=1e-3)
+    # One GEMM per expert (the default) takes its shape's ratios in cost.gemm_shapes instead: here only
+    # the busiest rank's load above the mean.
+    times = moe_times(hw, QWEN3_30B, tokens_per_tp_rank=tokens, ep=ep, etp=1, ep_stride=1, elem_bytes=2,
+                      gpus_per_node=8)
+    assert float(times.extra_expert_gemm_fwd_s) == pytest.approx(flat_s * (load - 1), rel=1e-12, abs=1e-15)
+
+
+def test_per_expert_gemms_keep_the_grouped_curve_where_no_output_table_exists():
+    # A800 has no output-size table (cost.gemm_outputs): its per-expert GEMMs take the grouped curve.
+    hw = load_hardware("a800")
+    times = moe_times(hw, QWEN3_30B, tokens_per_tp_rank=4096, ep=1, etp=1, ep_stride=1, elem_bytes=2,
+                      gpus_per_node=8)
+    grouped = moe_times(hw, QWEN3_30B_GROUPED, tokens_per_tp_rank=4096, ep=1, etp=1, ep_stride=1, elem_bytes=2,
+                        gpus_per_node=8)
+    assert float(times.extra_expert_gemm_fwd_s) == float(grouped.extra_expert_gemm_fwd_s) > 0
+
+
+# NVIDIA/TransformerEngine PR #2045 (yaox12's update: TE 2.7, CUDA 12.9, H100, BF16), TFLOPS of the
+# grouped GEMM of (experts, rows each, N, K): TE's multi-stream cuBLAS path and the CUTLASS kernel.
+TE_PR2045 = ((16, 2048, 768, 2048, 553.945, 636.927), (8, 4096, 768, 2048, 627.903, 650.574))
+
+
+@pytest.mark.parametrize("experts,rows,n,k,multi_stream,cutlass", TE_PR2045)
+def test_expert_gemm_rates_against_transformer_engines_benchmark(experts, rows, n, k, multi_stream, cutlass):
+    """A forward expert GEMM of `rows` x n over k on H100: one GEMM per expert at its K and output-size
+    ratios, against TE's multi-stream figure; one grouped kernel at its K ratio and the grouped
+    curve, against CUTLASS's. Per expert is 6-18% under the multi-stream figure (four streams overlap
+    the small GEMMs), grouped 9-16% over CUTLASS's."""
+    hw = load_hardware("h100-sxm")
+    flat_tflops = hw.peak_bf16_flops * hw.efficiency.gemm / 1e12
+    per_expert = flat_tflops * float(contraction_ratio(hw, k)) * float(output_ratio(hw, rows * n, k))
+    grouped = flat_tflops * float(contraction_ratio(hw, k)) * float(grouped_gemm_efficiency_factor(rows))
+    assert 0.8 < per_expert / multi_stream < 1.0
+    assert 1.0 < grouped / cutlass < 1.2
+    # The single-kernel curve, which timed TE's per-expert path before, was 20-25% over TE's figure.
+    assert grouped / multi_stream > 1.19
+
+
+def test_each_framework_runs_its_own_expert_gemms():
+    # Megatron-LM's --moe-grouped-gemm (TE GroupedLinear): one GEMM per expert; torchtitan's
+    # torch._grouped_mm: one kernel.
+    assert framework_expert_gemm("megatron") == "per_expert" == QWEN3_30B.moe.expert_gemm
+    assert framework_expert_gemm("torchtitan") == "grouped"
+    assert with_expert_gemm(QWEN3_30B, "grouped").moe.expert_gemm == "grouped"
+    dense = load_model("llama3-8b")
+    assert with_expert_gemm(dense, "grouped") is dense

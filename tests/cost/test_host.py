@@ -3,6 +3,7 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.grouped_gemm import with_expert_gemm
 from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -125,14 +126,16 @@ def test_a_large_dense_layer_hides_its_host_time():
 
 
 def test_small_moe_micro_batches_are_host_bound():
-    # Qwen3-30B-A3B on 8 B200s, ep 8, MXFP8 (Megatron-Bridge's recipe): at one 4K sequence a
-    # micro-batch a layer's 110 + 133 ops (3.3 ms of host time) outlast its GPU work; at two the
-    # GPU work hides them. The host time per micro-batch is fixed, the GPU's halves.
+    # Qwen3-30B-A3B on 8 B200s, ep 8, MXFP8 (Megatron-Bridge's recipe), its experts run as one
+    # grouped kernel (cost.grouped_gemm): at one 4K sequence a micro-batch a layer's 110 + 133 ops
+    # (3.3 ms of host time) outlast its GPU work; at two the GPU work hides them. The host time per
+    # micro-batch is fixed, the GPU's halves.
     hw, workload = load_hardware("b200"), Workload(seq_len=4096, global_batch=512)
+    model = with_expert_gemm(QWEN3_MOE, "grouped")
 
     def host_s(micro_batch):
         plan = ParallelPlan(dp=8, ep=8, micro_batch=micro_batch, zero=1, precision="mxfp8")
-        return evaluate(QWEN3_MOE, hw, workload, plan, num_nodes=1, gpus_per_node=8).time.host_overhead_s
+        return evaluate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8).time.host_overhead_s
 
     assert host_s(1) > 0.0
     assert host_s(2) == 0.0

@@ -5,6 +5,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.collective_sizes import size_factor
 from sp_planner.cost.flops import layer_gemm_flops_per_token, model_flops_per_step
+from sp_planner.cost.grouped_gemm import with_expert_gemm
 from sp_planner.cost.buckets import stage_layouts
 from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
 from sp_planner.cost.overlap import Overlap
@@ -212,8 +213,10 @@ SORT_SURPLUS_S = 0.25 * 4 * 8 * 4096 * 2 * 32768 * 2 * 2 * 94 / (8e12 * 0.73)
 
 def test_balanced_routing_drops_the_imbalance_from_dispatch_and_expert_gemms():
     """Qwen3-235B at ep 8 on NVL72, force-balanced against learned routing: the all-to-all bytes
-    shrink by 1/1.25, the busiest rank's 25% expert-GEMM surplus goes, and nothing else moves."""
-    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    shrink by 1/1.25, the busiest rank's 25% expert-GEMM surplus goes, and nothing else moves. The
+    experts run as one grouped kernel, flat at these 20480 rows per expert, so the surplus is exact
+    by hand (one GEMM per expert, the default, has output-size ratios that move with the rows)."""
+    qwen, nvl72 = with_expert_gemm(load_model("qwen3-235b-a22b"), "grouped"), load_hardware("gb200-nvl72")
     workload = Workload(seq_len=131072, global_batch=36)
     plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
     balanced = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"routing": "balanced"})})
@@ -234,8 +237,9 @@ def test_balanced_routing_drops_the_imbalance_from_dispatch_and_expert_gemms():
 
 def test_capacity_factor_scales_dispatch_and_expert_gemms():
     """Qwen3-235B at ep 8 on NVL72 with capacity factor 1 against dropless: the all-to-all bytes
-    shrink by 1/1.25, and the busiest rank's expert GEMMs lose their 25% surplus."""
-    qwen, nvl72 = load_model("qwen3-235b-a22b"), load_hardware("gb200-nvl72")
+    shrink by 1/1.25, and the busiest rank's expert GEMMs lose their 25% surplus (one grouped
+    kernel, as in test_balanced_routing_drops_the_imbalance_from_dispatch_and_expert_gemms)."""
+    qwen, nvl72 = with_expert_gemm(load_model("qwen3-235b-a22b"), "grouped"), load_hardware("gb200-nvl72")
     workload = Workload(seq_len=131072, global_batch=36)
     plan = ParallelPlan(tp=1, ring=4, dp=18, ep=8, zero=3, recompute="full")
     capped = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"capacity_factor": 1.0})})
