@@ -55,7 +55,9 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     and 2 backward. These launches come from that C++ loop, without a Python module call each as in
     the nn.Linear benchmark, so the per-op time overstates them (no published per-launch figure
     for that loop was found). Megatron's legacy GroupedMLP
-    (grouped_gemm package) is not counted.
+    (grouped_gemm package) is not counted. Experts run as one grouped kernel (MoESpec.expert_gemm
+    grouped: torch._grouped_mm, the CuTe-DSL fused grouped MLP; cost.grouped_gemm) launch these
+    once for every local expert, as one expert would.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
@@ -190,7 +192,8 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     graphed_bwd: np.ndarray | float = (attn_bwd if attn else 0) + (bwd - attn_bwd if dense_mlp else 0)
     replays: float = float(GRAPH_REPLAY_OPS * (attn or dense_mlp))
     if model.moe is not None:
-        local = model.moe.num_experts / np.asarray(ep)
+        # Launches per GEMM: one per local expert, or one for them all (module docstring).
+        local = model.moe.num_experts / np.asarray(ep) if model.moe.expert_gemm == "per_expert" else 1.0
         shared = model.moe.num_shared_experts > 0
         moe_fwd = (MOE_FORWARD_OPS + local * (EXPERT_FORWARD_OPS + np.where(low, EXPERT_FP8_FORWARD_OPS, 0))
                    + np.where(np.asarray(etp) > 1, ETP_FORWARD_COLLECTIVES, 0)

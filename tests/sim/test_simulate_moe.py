@@ -103,17 +103,17 @@ def test_small_expert_gemms_reach_the_simulated_layer_as_in_the_analytic_model()
 
 
 def test_host_bound_moe_steps_carry_the_analytic_host_time():
-    # Qwen3-30B-A3B at one 4K sequence a micro-batch in MXFP8 on 8 B200s, its experts one grouped
-    # kernel, is host-bound (cost.host): the simulator, which schedules GPU work only, ends with the
-    # same exposed host seconds and agrees with the analytic step. HybridEP's dispatcher, as
-    # Megatron-Bridge's B200 MXFP8 recipes run it.
+    # Qwen3-30B-A3B at two 4K sequences a micro-batch in MXFP8 on 8 GB200s (Grace hosts) is
+    # host-bound (cost.host): the simulator, which schedules GPU work only, ends with the same
+    # exposed host seconds and agrees with the analytic step. HybridEP's dispatcher, as
+    # Megatron-Bridge's GB200 MXFP8 recipes run it.
     base = load_model("qwen3-30b-a3b")
-    qwen = base.model_copy(update={"moe": base.moe.model_copy(update={"dispatcher": "hybridep",
-                                                                      "expert_gemm": "grouped"})})
-    plan = ParallelPlan(tp=1, dp=8, ep=8, zero=1, precision="mxfp8")
+    qwen = base.model_copy(update={"moe": base.moe.model_copy(update={"dispatcher": "hybridep"})})
+    gb200 = load_hardware("gb200-nvl72")
+    plan = ParallelPlan(tp=1, dp=8, ep=8, zero=1, micro_batch=2, precision="mxfp8")
     workload = Workload(seq_len=4096, global_batch=64)
-    sim = simulate(qwen, B200, workload, plan, num_nodes=1, gpus_per_node=8, detail=False)
-    est = evaluate(qwen, B200, workload, plan, num_nodes=1, gpus_per_node=8)
+    sim = simulate(qwen, gb200, workload, plan, num_nodes=2, gpus_per_node=4, detail=False)
+    est = evaluate(qwen, gb200, workload, plan, num_nodes=2, gpus_per_node=4)
     assert est.time.host_overhead_s > 0.1 * est.step_time_s
     assert sim.critical_path_by_kind_s["host_overhead"] == pytest.approx(est.time.host_overhead_s, rel=1e-9)
     assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
