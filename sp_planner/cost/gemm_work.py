@@ -7,7 +7,8 @@
 - FP8's casts (cost.precision): the GEMM inputs forward, the output gradients backward; the
   backward reuses the forward's quantized inputs (Transformer Engine saves them).
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
-  twice in backward, at the profile's memory-bound rate.
+  twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
+  without sequence parallelism, the norms and residual adds on all of each rank's tokens.
 - FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward.
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
   (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
@@ -54,6 +55,16 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
     return float(2 * elements) + qk_norm_bytes_per_token(model)
 
 
+def sequence_region_bytes_per_token(model: ModelSpec) -> float:
+    """The part of elementwise_bytes_per_token outside the tensor-parallel region: the two norms and
+    the two residual adds on the hidden state (2 x (4h + 6h) bytes). Megatron's sequence
+    parallelism splits them over the TP ranks by tokens; without it every TP rank runs them on all
+    of its tokens (Korthikanti et al. 2022, arXiv 2205.05198, section 4.2 and Table 2: tensor
+    parallelism alone leaves the layer-norm and dropout regions replicated on every TP rank,
+    sequence parallelism splits them)."""
+    return float(2 * 10 * model.hidden_size)
+
+
 class GemmWork(NamedTuple):
     """Seconds per layer (logits: per loss stage) and micro-batch on one rank, per candidate."""
 
@@ -65,13 +76,15 @@ class GemmWork(NamedTuple):
 
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
               precision, fp8_current, gpus_per_node: int, extra_fwd_s=0.0,
-              loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False) -> GemmWork:
+              loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False,
+              sequence_parallel: bool = True) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
     (Megatron's unfused loss by default; cost.loss_memory for TE's fused one); `fp8_blockwise`:
     FP8 with block scaling (cost.precision); `gpus_per_node`: where the TP group's amax all-reduces
-    run (cost.amax_reduce)."""
+    run (cost.amax_reduce); `sequence_parallel` False: TP without Megatron's sequence parallelism,
+    its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_rate
@@ -92,7 +105,10 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, loss_bytes_per_logit * tokens * model.vocab_size / tp)
     # Elementwise work rides with the GEMMs (recomputed with them under full recompute).
-    fwd = fwd + memory_pass_time_s(hardware, elementwise_bytes_per_token(model) * tokens / tp)
+    elementwise = elementwise_bytes_per_token(model) * tokens / tp
+    if not sequence_parallel:
+        elementwise = elementwise + sequence_region_bytes_per_token(model) * tokens * (1 - 1 / np.asarray(tp))
+    fwd = fwd + memory_pass_time_s(hardware, elementwise)
     fwd = fwd + extra_fwd_s
     # Backward: twice the forward's GEMMs and elementwise work (its extra over 2x for short K), and
     # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and

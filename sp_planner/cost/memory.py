@@ -12,8 +12,9 @@ framework whose GEMMs read a cast of unsharded fp32 parameters (torchtitan's DDP
 casts saved for backward.
 
 Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
-sequence parallelism, specialised to flash attention (no s^2 terms), no dropout (Llama
-recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on the rank:
+sequence parallelism (a run without it, Runtime.sequence_parallel False, keeps the norms' tensors
+and full recompute's layer input whole on every TP rank), specialised to flash attention (no s^2
+terms), no dropout (Llama recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on the rank:
   norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
   attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
              O (twice when ulysses > 1: flash-attention's head-sharded copy and the
@@ -134,16 +135,22 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
 
 
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
-                               micro_batch, recompute, ep=1, etp=1, unfused: bool = False):
+                               micro_batch, recompute, ep=1, etp=1, unfused: bool = False,
+                               sequence_parallel: bool = True):
     """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
 
     `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and the 5 bytes per score
-    element Korthikanti et al. 2022 section 4.1 count (5as^2b), which selective recompute frees."""
+    element Korthikanti et al. 2022 section 4.1 count (5as^2b), which selective recompute frees.
+    `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
+    input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
+    sbh 34/t; full recompute 2sbh against 2sbh/t)."""
     h, d = model.hidden_size, model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
-    norms = 4 * ACT_BYTES * n * h / tp
+    # The hidden-state region sequence parallelism splits over tp (else whole on every TP rank).
+    seq_split = tp if sequence_parallel else 1
+    norms = 4 * ACT_BYTES * n * h / seq_split
     q = ACT_BYTES * n * heads * d
     lse = 0.0 if unfused else FP32_BYTES * n * heads
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
@@ -155,20 +162,21 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
-    layer_input = ACT_BYTES * n * h / tp
+    layer_input = ACT_BYTES * n * h / seq_split
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
                       np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
     return stored, full_layer
 
 
 def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
-                                     c: Candidates):
+                                     c: Candidates, *, sequence_parallel: bool = True):
     """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
     saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
     per layer and what CPU offloading copies (cost.offload)."""
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
+        sequence_parallel=sequence_parallel,
     )
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
@@ -241,11 +249,13 @@ class MemoryColumns(NamedTuple):
 
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
-                   ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES) -> MemoryColumns:
+                   ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES,
+                   sequence_parallel: bool = True) -> MemoryColumns:
     """Memory of every candidate, for its busier stage (first or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
-    `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory)."""
+    `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory);
+    `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -297,7 +307,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
 
-    stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c)
+    stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c,
+                                                          sequence_parallel=sequence_parallel)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)

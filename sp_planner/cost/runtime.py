@@ -40,6 +40,10 @@ class Runtime(FrozenModel):
     # Its data-parallel wrapper's gradient and gathered-parameter passes (cost.grad_buffer); None:
     # not counted.
     grad_sync: GradSync | None = None
+    # Tensor parallelism with sequence parallelism (Megatron --sequence-parallel, which sp-plan
+    # emits with TP; torchtitan's SequenceParallel norms): the norms and residual adds split over
+    # the TP ranks (cost.gemm_work, cost.memory). False: runs from before it (Megatron-LM 2021-22).
+    sequence_parallel: bool = True
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own

@@ -116,11 +116,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  states: TrainingStates = MEGATRON_STATES,
                  cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
-                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT) -> StepColumns:
+                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
-    `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory)."""
+    `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
+    `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime)."""
     check_graph_scopes(model, cuda_graphs)
     tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -139,7 +140,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
                      precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
                      extra_fwd_s=moe.extra_expert_gemm_fwd_s,
-                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise)
+                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
+                     sequence_parallel=sequence_parallel)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
@@ -225,7 +227,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # saved bytes are sized only where some candidate offloads (the search's hot path otherwise).
     offload_exposed = 0.0
     if np.any(c.cpu_offload_layers):
-        copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(model, hardware, workload, c)[0],
+        copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(
+                                  model, hardware, workload, c, sequence_parallel=sequence_parallel)[0],
                               c.cpu_offload_layers)
         offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
                                             layers=layers, offload=c.cpu_offload_layers)

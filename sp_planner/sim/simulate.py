@@ -62,7 +62,8 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
     step = time_columns(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node=gpus_per_node,
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
                         ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
-                        loss_bytes_per_logit=runtime.loss_bytes_per_logit)
+                        loss_bytes_per_logit=runtime.loss_bytes_per_logit,
+                        sequence_parallel=runtime.sequence_parallel)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])
 
 

@@ -116,7 +116,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
                      gpus_per_node=cluster.gpus_per_node, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                     fp8_blockwise=one.fp8_blockwise)
+                     fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer

@@ -130,6 +130,10 @@ class CorpusRow(FrozenModel):
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
     tp_comm_overlap: bool = False
+    # False where the run's TP ran without Megatron's sequence parallelism (Megatron-LM before
+    # --sequence-parallel, 2021-22: tensor-parallel all-reduces, norms and dropouts on every TP
+    # rank; Runtime.sequence_parallel, cost.gemm_work, cost.memory). Megatron-family rows only.
+    sequence_parallel: bool = True
     # True where the run's recipe turns on Megatron's --overlap-moe-expert-parallel-comm
     # (Megatron-Bridge comm_overlap.overlap_moe_expert_parallel_comm / moe_a2a_overlap): the MoE
     # dispatch/combine run beside another micro-batch's compute (cost.ep_overlap). Megatron-family

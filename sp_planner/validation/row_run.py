@@ -88,7 +88,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     gradient reduction or the interleaved pipeline's sends not overlapped (cost.overlap), bf16
     gradient reduction (cost.states), TP userbuffers overlap (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
-    (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory)."""
+    (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
+    parallelism (cost.gemm_work, cost.memory)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -106,10 +107,13 @@ def row_runtime(row: CorpusRow) -> Runtime:
             raise ValueError(f"row {row.id}: grad_reduce_in_fp32 false is a Megatron setting, and the row's "
                              f"framework is {row.framework}")
         states = states.model_copy(update={"grad_bytes": BF16_BYTES})
+    if not row.sequence_parallel and not megatron_family:
+        raise ValueError(f"row {row.id}: sequence_parallel false describes a Megatron-family run's tensor "
+                         f"parallelism, and the row's framework is {row.framework}")
     if row.tp_comm_overlap:
-        if not megatron_family or row.tp == 1:
+        if not megatron_family or row.tp == 1 or not row.sequence_parallel:
             raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
-                             f"a Megatron-family framework and TP > 1")
+                             f"a Megatron-family framework, TP > 1 and sequence parallelism")
         overlap = overlap.model_copy(update={"tp_comm": True})
     if row.ep_comm_overlap:
         if not megatron_family or row.ep == 1 or (row.pp > 1 and row.vpp == 1) or row.recompute == "full":
@@ -152,7 +156,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     if row.te_fused_cross_entropy:
         logit_bytes, loss_bytes = TE_FUSED_INPLACE_LOGIT_BYTES, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
-                   logit_bytes=logit_bytes, loss_bytes_per_logit=loss_bytes, grad_sync=sync)
+                   logit_bytes=logit_bytes, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
+                   sequence_parallel=row.sequence_parallel)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -53,3 +53,22 @@ def test_extra_forward_gemm_time_doubles_in_backward(toy_model, hardware):
     assert more.fwd_s[0] - base.fwd_s[0] == pytest.approx(1e-3)
     assert more.bwd_s[0] - base.bwd_s[0] == pytest.approx(2e-3)
     assert more.gemm_only_s[0] == base.gemm_only_s[0]
+
+
+def test_tp_without_sequence_parallelism_runs_the_norms_and_residual_adds_on_every_rank(toy_model, hardware):
+    # 4096 tokens over tp 2: the norms (4h) and residual adds (6h), 2 x 640 = 1280 of the 2432
+    # bytes a token, run on all 4096 tokens of each TP rank instead of its 2048 (Korthikanti et al.
+    # 2022, Table 2); RoPE and SwiGLU stay split. Forward once, backward twice that.
+    with_sp = _work(toy_model, hardware)
+    without = gemm_work(toy_model, hardware, seq_len=4096, tp=np.array([2]), micro_batch=np.array([1]),
+                        cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
+                        fp8_current=np.array([False]), gpus_per_node=4, sequence_parallel=False)
+    extra = float(memory_pass_time_s(hardware, 1280 * (4096 - 2048)))
+    assert without.fwd_s[0] - with_sp.fwd_s[0] == pytest.approx(extra)
+    assert without.bwd_s[0] - with_sp.bwd_s[0] == pytest.approx(2 * extra)
+    # At tp 1 there is nothing to split.
+    one = [gemm_work(toy_model, hardware, seq_len=4096, tp=np.array([1]), micro_batch=np.array([1]),
+                     cp=np.array([1]), ep=np.array([1]), etp=np.array([1]), precision=np.array([BF16]),
+                     fp8_current=np.array([False]), gpus_per_node=4, sequence_parallel=sp).fwd_s[0]
+           for sp in (True, False)]
+    assert one[0] == one[1]

@@ -36,6 +36,23 @@ def test_tp2_no_zero_by_hand(toy_model, hardware):
     assert est.memory_peak_bytes == pytest.approx(mem.total_bytes)
 
 
+
+def test_tp_without_sequence_parallelism_keeps_the_norms_whole_by_hand(toy_model, hardware):
+    # The plan above run without sequence parallelism (Megatron-LM before 2022): the norms' 4
+    # tensors are whole on each TP rank, 4*2*32*64 = 16384 instead of 8192 per layer (Korthikanti
+    # et al. 2022 Table 2), 2 layers; under full recompute the stored layer input 2*32*64 = 4096
+    # instead of 2048 per layer, and the rebuilt layer's norms whole too.
+    no_sp = MEGATRON_RUNTIME.model_copy(update={"sequence_parallel": False})
+    workload = Workload(seq_len=32, global_batch=1)
+
+    def activations(runtime, recompute):
+        plan = ParallelPlan(dp=1, tp=2, zero=0, micro_batch=1, recompute=recompute)
+        return evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2,
+                        runtime=runtime).memory.activations_bytes
+
+    assert activations(no_sp, "none") - activations(MEGATRON_RUNTIME, "none") == 2 * (16384 - 8192)
+    assert activations(no_sp, "full") - activations(MEGATRON_RUNTIME, "full") == 2 * (4096 - 2048) + (16384 - 8192)
+
 def test_peak_is_the_larger_of_the_loss_and_a_layers_backward(toy_model, hardware):
     """Full recompute on the toy model, tp 2, 32 tokens: at the loss the two layers' inputs
     (2 x 2*32*64/2 = 4096) and the logits (6 x 32 x 100/2 = 9600) are held; in the first

@@ -303,6 +303,26 @@ def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
         row_runtime(tp1)
 
 
+def test_rows_without_sequence_parallelism_run_their_norms_on_every_tp_rank(corpus):
+    # Narayanan et al. 2021 (Megatron-LM before --sequence-parallel): the 18B run at tp 8 states
+    # sequence_parallel false, its runtime carries it, and it is slower and holds more than the
+    # same run with sequence parallelism; a torch FSDP row may not state it, nor TP userbuffers.
+    from sp_planner.validation.row_run import row_runtime
+
+    row = _row(corpus, "nar-18b")
+    assert not row.sequence_parallel and not row_runtime(row).sequence_parallel
+    with_sp = row.model_copy(update={"sequence_parallel": True})
+    before, split = predict_row(row, corpus), predict_row(with_sp, corpus)
+    assert before.step_time_s > split.step_time_s
+    assert before.memory.activations_bytes > split.memory.activations_bytes
+    mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"sequence_parallel": False})
+    with pytest.raises(ValueError, match="sequence_parallel false describes a Megatron-family run"):
+        row_runtime(mpt)
+    overlapped = _row(corpus, "mbd-70b-h100-cs").model_copy(update={"sequence_parallel": False})
+    with pytest.raises(ValueError, match="needs a Megatron-family framework, TP > 1 and sequence parallelism"):
+        row_runtime(overlapped)
+
+
 def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
     # Megatron-Bridge v0.2.0 bf16_with_fp8_current_scaling_mixed sets fp8_param_gather: the GEMM
     # weights are FP8 (cost.fp8_params), 2 B a GEMM parameter less on H100 (Llama-3.1-405B, 126
