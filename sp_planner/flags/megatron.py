@@ -206,6 +206,17 @@ def env_lines(request: FlagRequest) -> list[str]:
     return []
 
 
+# PyTorch's caching allocator maps growable segments instead of fixed blocks, which the memory
+# model's small fragmentation reserve assumes (cost.runtime_memory): Megatron-Bridge's performance
+# guide recommends it against "segmentation penalties" (docs/performance-guide.md, memory section,
+# at 067f987df), its memory-tuning skill measured a Llama 3 70B run on 80 GB H100s go out of memory
+# at a 58.8 GB peak without it and pass with it (skills/nemo-mbridge-perf-memory-tuning/SKILL.md
+# lines 150-154, 185-188), and Megatron-Core's MoE README exports it "to prevent memory
+# fragmentation" (megatron/core/transformer/moe/README.md). Megatron refuses it only with CUDA graphs (unless
+# NCCL_GRAPH_REGISTER=0) and with NCCL user buffers before torch 2.11, neither of which sp-plan emits.
+EXPANDABLE_SEGMENTS = "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
+
+
 def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py", *,
                  mindspeed: bool = False) -> list[str]:
     p = request.plan
@@ -298,5 +309,5 @@ def render(request: FlagRequest) -> FrameworkFlags:
     if refused is not None:
         return refused
     args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags, dp_flags))
-    text = "\n".join([*env_lines(request), args])
+    text = "\n".join([*env_lines(request), EXPANDABLE_SEGMENTS, args])
     return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes, *dp_notes])
