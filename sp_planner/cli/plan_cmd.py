@@ -18,7 +18,7 @@ from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
-from sp_planner.cost.grouped_gemm import framework_expert_gemm, with_expert_gemm
+from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
@@ -204,7 +204,7 @@ def plan(
                              f"not emit for {framework}; use --framework megatron")
     # Time plans with the chosen framework's attention kernel and expert GEMMs (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
-    question = question.model_copy(update={"model": with_expert_gemm(question.model, framework_expert_gemm(stack))})
+    question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
     try:
         kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})

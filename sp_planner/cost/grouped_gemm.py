@@ -109,3 +109,11 @@ def with_expert_gemm(model: ModelSpec, expert_gemm: MoEExpertGemm) -> ModelSpec:
     if model.moe is None or model.moe.expert_gemm == expert_gemm:
         return model
     return model.model_copy(update={"moe": model.moe.model_copy(update={"expert_gemm": expert_gemm})})
+
+
+def with_framework_expert_gemm(model: ModelSpec, framework: str) -> ModelSpec:
+    """The model with its expert GEMMs run as `framework` runs them, unless its spec states
+    expert_gemm itself (a model file's own setting wins)."""
+    if model.moe is None or "expert_gemm" in model.moe.model_fields_set:
+        return model
+    return with_expert_gemm(model, framework_expert_gemm(framework))

@@ -14,7 +14,8 @@ casts saved for backward.
 Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
 sequence parallelism (a run without it, Runtime.sequence_parallel False, keeps the norms' tensors
 and full recompute's layer input whole on every TP rank), specialised to flash attention (no s^2
-terms), no dropout (Llama recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on the rank:
+terms), no dropout (Llama recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with
+n = b*s/cp tokens on the rank:
   norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
   attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
              O (twice when ulysses > 1: flash-attention's head-sharded copy and the

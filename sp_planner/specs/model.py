@@ -63,6 +63,7 @@ class MoESpec(FrozenModel):
     # across domains (cost.hybridep). HybridEP only.
     dispatcher_sms: int | None = Field(default=None, gt=0, le=1024)
     # How the run launches the expert GEMMs (MoEExpertGemm): Megatron-Core's default per_expert.
+    # Unstated, sp-plan takes its framework's (cost.grouped_gemm.with_framework_expert_gemm).
     expert_gemm: MoEExpertGemm = "per_expert"
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from sp_planner.cost.grouped_gemm import (
     framework_expert_gemm,
     grouped_gemm_efficiency_factor,
     with_expert_gemm,
+    with_framework_expert_gemm,
 )
 from sp_planner.cost.moe import moe_times, rows_per_expert
 
@@ -115,3 +116,8 @@ def test_each_framework_runs_its_own_expert_gemms():
     assert with_expert_gemm(QWEN3_30B, "grouped").moe.expert_gemm == "grouped"
     dense = load_model("llama3-8b")
     assert with_expert_gemm(dense, "grouped") is dense
+    # The framework's choice applies where the model's spec states none; a spec's own wins.
+    assert with_framework_expert_gemm(QWEN3_30B, "torchtitan").moe.expert_gemm == "grouped"
+    stated = QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_validate(
+        {**QWEN3_30B.moe.model_dump(), "expert_gemm": "per_expert"})})
+    assert with_framework_expert_gemm(stated, "torchtitan").moe.expert_gemm == "per_expert"
