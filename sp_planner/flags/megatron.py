@@ -212,8 +212,9 @@ def env_lines(request: FlagRequest) -> list[str]:
 # at 067f987df), its memory-tuning skill measured a Llama 3 70B run on 80 GB H100s go out of memory
 # at a 58.8 GB peak without it and pass with it (skills/nemo-mbridge-perf-memory-tuning/SKILL.md
 # lines 150-154, 185-188), and Megatron-Core's MoE README exports it "to prevent memory
-# fragmentation" (megatron/core/transformer/moe/README.md). Megatron refuses it only with CUDA graphs (unless
-# NCCL_GRAPH_REGISTER=0) and with NCCL user buffers before torch 2.11, neither of which sp-plan emits.
+# fragmentation" (megatron/core/transformer/moe/README.md). Megatron refuses it only with CUDA
+# graphs (unless NCCL_GRAPH_REGISTER=0) and with NCCL user buffers before torch 2.11, neither of
+# which sp-plan emits.
 EXPANDABLE_SEGMENTS = "export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True"
 
 
