@@ -129,3 +129,14 @@ def test_other_frameworks_pipeline_sends_are_modelled_blocking(framework):
     # DeepSpeed's PipelineEngine and torchtitan's schedules are timed with blocking sends; yunchang
     # runs no pipeline.
     assert not FRAMEWORK_RUNTIME[framework].overlap.pp_p2p
+
+
+@pytest.mark.parametrize("framework", ["megatron", "mindspeed"])
+def test_tensor_parallel_plans_run_sequence_parallelism_as_the_model_assumes(build, framework):
+    # Every framework runtime times TP with sequence parallelism (Runtime.sequence_parallel: the norms
+    # and residual adds split over the TP ranks, cost.gemm_work); Megatron's and MindSpeed's flags
+    # turn it on with TP (DeepSpeed and yunchang emit no TP; torchtitan's TP plan shards its norms
+    # with SequenceParallel).
+    flags = render_flags(framework, build.request(build.llama3_8b, 65536, 8, tp=2, ulysses=2, dp=2, zero=1))
+    assert "--sequence-parallel" in flags.text.split()
+    assert all(runtime.sequence_parallel for runtime in FRAMEWORK_RUNTIME.values())
