@@ -62,6 +62,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.gemm_outputs import has_output_table
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec, MoEExpertGemm
 
 # (M rows per expert, TFLOPS for N x K = 4096 x 7168, TFLOPS for 7168 x 2048): DeepGEMM README
@@ -90,6 +92,15 @@ def grouped_gemm_efficiency_factor(rows_per_expert):
     effs = np.array([p[1] for p in GROUPED_GEMM_POINTS])
     inside = np.interp(np.log(rows), np.log(ms), effs)
     return np.where(rows < ms[0], effs[0] * rows / ms[0], inside)
+
+
+def grouped_curve_times(model: ModelSpec, hardware: HardwareProfile) -> bool:
+    """Whether the grouped curve times the model's expert GEMMs on `hardware`: one grouped kernel,
+    or per-expert GEMMs on a profile without an output-size table (module docstring); False for a
+    dense model."""
+    if model.moe is None:
+        return False
+    return model.moe.expert_gemm == "grouped" or not has_output_table(hardware)
 
 
 # The expert GEMMs of each framework sp-plan emits for (MoESpec.expert_gemm); Megatron's for the

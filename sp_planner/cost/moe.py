@@ -68,8 +68,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.gemm_outputs import has_output_table
-from sp_planner.cost.grouped_gemm import grouped_gemm_efficiency_factor
+from sp_planner.cost.grouped_gemm import grouped_curve_times, grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
 from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
@@ -239,12 +238,11 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     grouped expert GEMMs in FP8 under --fp8-format); None: the bf16 rate."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
-    # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency.
-    # One GEMM per expert takes its shape's K and output-size ratios in cost.gemm_shapes instead,
-    # where the profile has the output-size table (cost.grouped_gemm).
-    factor = grouped_gemm_efficiency_factor(rows_per_expert(model, tokens_per_tp_rank, ep, etp))
-    if model.moe is not None and model.moe.expert_gemm == "per_expert" and has_output_table(hardware):
-        factor = np.ones_like(factor)
+    # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency;
+    # the factor is the grouped curve's where it times them, else 1 (per-expert GEMMs take their
+    # shapes' ratios in cost.gemm_shapes; cost.grouped_gemm).
+    rows = rows_per_expert(model, tokens_per_tp_rank, ep, etp)
+    factor = grouped_gemm_efficiency_factor(rows) if grouped_curve_times(model, hardware) else np.ones_like(rows)
     extra_flops = routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0)
     extra = gemm_time_s(hardware, extra_flops) if gemm_flops_per_s is None else extra_flops / gemm_flops_per_s
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
