@@ -75,10 +75,12 @@ def _probe_folder(folder: Path, label: str) -> None:
     os.unlink(probe)
 
 
-def check_file_destination(path: Path, *, option: str) -> None:
-    """Raise UserInputError (one line) unless a file can be written at `path` by write_text."""
+def check_file_destination(path: Path, *, option: str, fixed_name: bool = False) -> None:
+    """Raise UserInputError (one line) unless a file can be written at `path` by write_text.
+    `fixed_name`: the command names the file itself inside the folder `option` gives (sp-simulate's
+    timeline.json), so the messages name the file and advise another folder."""
     path = Path(path)
-    label = f"{option} {path}"
+    label = f"{path} (in {option})" if fixed_name else f"{option} {path}"
     target = resolve_link(path)
     try:
         mode = target.stat().st_mode
@@ -89,6 +91,8 @@ def check_file_destination(path: Path, *, option: str) -> None:
         raise UserInputError(f"{label}: {err.strerror or err}") from None
     kind = _kind(mode)
     if kind == "folder":
+        if fixed_name:
+            raise UserInputError(f"{label} is a folder; remove it or choose another {option}")
         raise UserInputError(f"{label} is a folder; give a file name inside it, e.g. {path / 'out.json'}")
     if kind == "other":
         raise UserInputError(f"{label} is neither a file, a device nor a FIFO; give a file name")

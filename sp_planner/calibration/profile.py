@@ -55,15 +55,17 @@ class _Builder:
     def measured(self, field: str, how: str) -> None:
         self.sources[field] = f"sp-calibrate {self.date}: {how}"
 
-    def fallback(self, field: str, why: str):
-        """The base profile's value of `field` (dotted path), with a warning; an error without a base."""
+    def fallback(self, field: str, why: str, *, warn: bool = True):
+        """The base profile's value of `field` (dotted path), with a warning (unless a caller warns
+        for several fields at once); an error without a base."""
         if self.base is None:
             raise UserInputError(f"{field}: {why} and there is no base profile to take it from; "
                                  "pass --base NAME (a built-in profile of a similar machine)")
         value = self.base
         for part in field.split("."):
             value = getattr(value, part)
-        self.warnings.append(f"{field}: {why}; using {self.base.name}'s spec-sheet figure")
+        if warn:
+            self.warnings.append(f"{field}: {why}; using {self.base.name}'s spec-sheet figure")
         self.sources[field] = f"from {self.base.name}: {self.base.sources.get(field, 'built-in profile')}"
         return value
 
@@ -155,8 +157,9 @@ class _Builder:
         fits = _tier_fits(self.data, tier)
         if not fits:
             if self.base is not None:
-                return (self.fallback(node, f"no {tier}-node collective was measured"),
-                        self.fallback(f"efficiency.{node}", f"no {tier}-node collective was measured"))
+                why = f"no {tier}-node collective was measured"
+                self.warnings.append(f"{node} and efficiency.{node}: {why}; using {self.base.name}'s figures")
+                return self.fallback(node, why, warn=False), self.fallback(f"efficiency.{node}", why, warn=False)
             if tier == "inter" and intra is not None:
                 # One node: plans on it never cross nodes, so the copy only matters for larger plans.
                 self.warnings.append("inter_node: one node was measured and there is no base profile; "

@@ -12,6 +12,7 @@ import datetime
 import os
 import re
 import sys
+import textwrap
 import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
@@ -106,6 +107,14 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
     return measured
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, `..` and hard links)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def _rank0_stage(result_dir: Path) -> str:
     try:
         return f"measuring: {(result_dir / 'rank0.stage').read_text()}"
@@ -172,6 +181,10 @@ def calibrate(
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
+    for other, option in ((save_measurements, "--save-measurements"), (measurements, "--measurements")):
+        if other is not None and _same_file(out, other):
+            raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "
+                                 "measurements; give them different files")
     check_file_destination(out, option="--out")  # before minutes of measuring
     if save_measurements is not None:
         check_file_destination(save_measurements, option="--save-measurements")
@@ -193,13 +206,15 @@ def calibrate(
     date = datetime.date.today().isoformat()
     result = build_profile(data, base=base_profile, date=date,
                            name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
-    for line in result.warnings:
-        sys.stderr.write(f"warning: {line}\n")
+    for line in result.warnings:  # wrapped to the 80 columns of a terminal
+        sys.stderr.write(textwrap.fill(f"warning: {line}", width=80, subsequent_indent="  ",
+                                       break_on_hyphens=False) + "\n")
     deliver_text(out, profile_yaml_text(result.profile), what="profile")
     console = Console()
     print_summary(data, base_profile, console)
-    console.print(f"Wrote {out}. Plan with it: sp-plan --hardware {out} --model ... --nodes ... --seq-len ...",
-                  markup=False, highlight=False, soft_wrap=True)
+    console.print(f"Wrote {out}. Plan with it:", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"  sp-plan --hardware {out} --model ... --nodes ... --seq-len ...", markup=False,
+                  highlight=False, soft_wrap=True)
     return 0
 
 

@@ -22,6 +22,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, check_config
 from sp_planner.executor.config import Device
 from sp_planner.executor.launch import LaunchSpec, cluster_command
+from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
@@ -148,6 +149,8 @@ def run(
         raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
                              "HOST:PORT (and start sp-run on every node), or use --print-launch")
     check_config(cfg)
+    if rdzv_endpoint is not None:
+        split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=_cluster_line(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
                                      given=nproc_per_node is not None or nodes is not None))

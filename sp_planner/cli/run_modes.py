@@ -8,6 +8,7 @@ Torch-free: torch is imported only for a CUDA run's device count and memory, and
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -74,12 +75,14 @@ def run_node_agent(job: Job, rdzv_endpoint: str | None, rdzv_id: str, node_rank:
 def run_here(job: Job, nproc: int | None) -> int:
     """Every rank on this machine, started by a local torchrun."""
     cfg, world = job.cfg, job.cfg.world_size
-    slots = nproc if nproc is not None else _local_slots(cfg.device)
-    if slots is not None and slots != world:
-        have = f"--nproc {nproc}" if nproc is not None else f"{slots} CUDA devices here"
+    if nproc is not None and nproc != world:
+        raise UserInputError(f"the run needs ulysses*ring = {world} ranks but --nproc {nproc}; drop --nproc or "
+                             f"give --nproc {world}")
+    slots = _local_slots(cfg.device) if nproc is None else None
+    if slots is not None and slots < world:
         raise UserInputError(
-            f"the run needs ulysses*ring = {world} ranks but {have}; sp-run never shrinks a plan. "
-            f"On a cluster run on every node: {job.cluster}"
+            f"the run needs ulysses*ring = {world} ranks but {slots} CUDA devices here; sp-run never shrinks a "
+            f"plan. On a cluster run on every node: {job.cluster}"
         )
     check_local_gpus(cfg.device, world, job.cluster)  # --nproc skips the count above
     check_fits(cfg, world, job.plan_file, job.cluster, job.timeout_s, job.console)
@@ -146,9 +149,15 @@ def check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, clu
                 f"the run needs about {format_bytes(need)} per rank (every rank holds the global fp32 inputs, the "
                 f"fp32 reference and its shard) but {format_bytes(per_rank)} is available per rank "
                 f"({format_bytes(have)} {source}{shared}); sp-run never shrinks a plan: run it where it fits, "
-                f"e.g. on the cluster with --device cuda: {cluster} ; or pass a smaller --seq-len with explicit "
-                f"--ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan")
+                f"e.g. on the cluster with --device cuda: {cluster} ; or pass a smaller --seq-len"
+                + (" with explicit --ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan"
+                   if plan_file is not None else ""))
     seconds = reference_time_s(cfg, local_ranks=local_ranks, cpu_cores=os.cpu_count() or 1)
+    if seconds > timeout_s:  # the run would be killed before it could finish: say so now
+        raise UserInputError(
+            f"each rank computes the full fp32 reference first, about {format_seconds(seconds)} on {cfg.device} "
+            f"here, longer than --timeout {timeout_s:g} s; raise --timeout to at least {math.ceil(2 * seconds)} "
+            f"or pass a shorter --seq-len")
     if seconds > LONG_REFERENCE_S:
         also = "" if cfg.dtype == "float32" else " and then runs the kernel once on the full sequence in the dtype"
         console.print(f"note: each rank computes the full fp32 reference first, about {format_seconds(seconds)} "

@@ -99,11 +99,15 @@ def simulate_command(
 ) -> None:
     """Simulate one training step of the plan file and print where its time goes."""
     pf = read_plan_file(plan_file)
+    if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
+        choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
+        raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "
+                             f"node: give one of {choices}")
     timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt}"
     check_folder_destination(out_dir, option="--out-dir")
     if resolve_link(out_dir).is_dir():
         for path in (timeline, chart):
-            check_file_destination(path, option="--out-dir")
+            check_file_destination(path, option="--out-dir", fixed_name=True)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,

@@ -22,8 +22,8 @@ from sp_planner.cli.validate_row import explain_row, render_row
 from sp_planner.errors import UserInputError
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
-from sp_planner.validation.score import ValidationResult, score_corpus
-from sp_planner.validation.thresholds import check, load_thresholds
+from sp_planner.validation.score import ValidationResult, group_name, score_corpus
+from sp_planner.validation.thresholds import check, check_group_names, load_thresholds
 from sp_planner.cli.help_format import PlainHelpCommand
 
 EXIT_CHECK_FAILED = 1
@@ -96,7 +96,10 @@ def validate(
     loaded = load_corpus(path)
     if row_id is not None:
         return _explain(loaded, row_id, output_format, report=report, check_limits=check_limits)
-    limits = load_thresholds(check_limits) if check_limits is not None else None
+    limits = None
+    if check_limits is not None:
+        limits = load_thresholds(check_limits)
+        check_group_names(limits, (group_name(row) for row in loaded.rows), path=check_limits)
     if report is not None:
         check_folder_destination(report, option="--report")
         check_report_folder(report)

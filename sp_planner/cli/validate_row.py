@@ -41,7 +41,9 @@ class RowExplanation(FrozenModel):
 
 def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
     """The scored or regression row `row_id`; bad input when there is none or it cannot be predicted."""
-    row = next((r for r in corpus.rows if r.id == row_id), None)
+    # Ids are lower case; matched as model and hardware names are, whatever the case typed.
+    row = next((r for r in corpus.rows if r.id == row_id), None) or next(
+        (r for r in corpus.rows if r.id.lower() == row_id.lower()), None)
     if row is None:
         raise UserInputError(f"--row {row_id}: no such row in the corpus; `sp-validate` lists every row id")
     if not row.expressible:

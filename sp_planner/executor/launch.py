@@ -14,8 +14,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,30 @@ def cluster_command(spec: LaunchSpec, sp_run_args: list[str]) -> str:
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a job stopped by SIGTERM
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (timeout(1), a scheduler, CI) while the ranks ran."""
+
+
+@contextmanager
+def _sigterm_raises():
+    """While the ranks run, SIGTERM raises _Terminated in the main thread, so the launch's process
+    group is stopped before sp-run exits (the default action would leave torchrun and its ranks
+    running); elsewhere (another thread) the handler is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -75,7 +101,7 @@ class LaunchOutcome:
     returncode: int
     timed_out: bool
     failure: str | None  # which rank failed and why, or what each rank was doing at the timeout
-    interrupted: bool = False  # Ctrl-C: every rank was stopped
+    interrupted: bool = False  # Ctrl-C or SIGTERM: every rank was stopped
 
 
 def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -150,24 +176,29 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     watch: see _wait."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     log = open(log_path, "w", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
-    interrupted = False
+    stopped_by = None  # "Ctrl-C" or "SIGTERM"
     try:
-        proc = subprocess.Popen(command, start_new_session=True, env=env, stdout=log,
-                                stderr=subprocess.STDOUT if log is not None else None)
-        try:
-            timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s, watch)
-        except KeyboardInterrupt:
-            timed_out, interrupted = False, True
-        finally:
-            _kill_group(proc)
-            proc.wait()
+        with _sigterm_raises():
+            proc = subprocess.Popen(command, start_new_session=True, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT if log is not None else None)
+            try:
+                timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s, watch)
+            except KeyboardInterrupt:
+                timed_out, stopped_by = False, "Ctrl-C"
+            except _Terminated:
+                timed_out, stopped_by = False, "SIGTERM"
+            finally:
+                _kill_group(proc)
+                proc.wait()
     finally:
         if log is not None:
             log.close()
-    if interrupted:
+    if stopped_by is not None:
         local = ranks if ranks is not None else list(range(world_size))
-        return LaunchOutcome(returncode=EXIT_INTERRUPTED, timed_out=False, interrupted=True,
-                             failure="interrupted (Ctrl-C); every rank was stopped. " + stages(result_dir, local))
+        code = EXIT_INTERRUPTED if stopped_by == "Ctrl-C" else EXIT_TERMINATED
+        return LaunchOutcome(returncode=code, timed_out=False, interrupted=True,
+                             failure=f"interrupted ({stopped_by}); every rank was stopped. "
+                                     + stages(result_dir, local))
     returncode = 1 if timed_out else proc.returncode
     failure = None
     if timed_out or returncode != 0:

@@ -45,8 +45,9 @@ def print_summary(result: RunResult, console: Console) -> None:
     for col in ("quantity", "measured", "predicted"):
         perf.add_column(col, justify="right")
     total_s = result.time_s.fwd + result.time_s.bwd
-    perf.add_row("forward", format_seconds(result.time_s.fwd), "")
-    perf.add_row("backward", format_seconds(result.time_s.bwd), "")
+    # The prediction is of the forward and backward together (cost.attention.attention_layer_time_s).
+    perf.add_row("forward", format_seconds(result.time_s.fwd), "-")
+    perf.add_row("backward", format_seconds(result.time_s.bwd), "-")
     perf.add_row("fwd+bwd", format_seconds(total_s),
                  format_seconds(result.predicted_time_s) if result.predicted_time_s is not None else "-")
     perf.add_row("peak memory", format_bytes(result.peak_memory_bytes),

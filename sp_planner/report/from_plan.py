@@ -35,8 +35,12 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     for path, run in zip(run_paths, runs):
         differences = run_differences(plan_file, run)
         if differences:
-            raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; "
-                                 f"run it with sp-run --plan {plan_path}")
+            device = expected_run_device(plan_file)
+            fix = f"run it with sp-run --plan {plan_path} --device {device}"
+            if device == "cuda" and run.config.device != "cuda":
+                fix += (" on the GPUs it plans for, or plan for this CPU with a profile from sp-calibrate "
+                        "--device cpu")
+            raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; {fix}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
     runtime = framework_runtime(plan_file.framework)
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,

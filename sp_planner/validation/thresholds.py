@@ -7,9 +7,13 @@ without a ratchet entry (a new source) must meet the targets.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 from pydantic import Field
+
+from sp_planner.errors import UserInputError
 
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.base import FrozenModel
@@ -49,6 +53,17 @@ def default_thresholds_path() -> Path:
 
 def load_thresholds(path: Path) -> Thresholds:
     return validate_as(Thresholds, read_structured(path, what="thresholds"), what="thresholds", path=path)
+
+
+def check_group_names(limits: Thresholds, groups: Iterable[str], *, path: Path) -> None:
+    """Refuse (one line) a ratchet entry naming no group of the corpus: a misspelt name would
+    otherwise switch its limit off without a word."""
+    known = sorted(set(groups))
+    for name in limits.enforced_groups:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            hint = f"did you mean '{close[0]}'?" if close else "sp-validate prints the group names"
+            raise UserInputError(f"{path}: enforced_groups names '{name}', which is no group of the corpus; {hint}")
 
 
 def check(result: ValidationResult, limits: Thresholds) -> list[str]:

@@ -84,7 +84,9 @@ def test_unmeasured_collectives_fall_back_per_field(make_measurements):
     result = _build(make_measurements(groups={("intra", 8): (20e-6, 360e9)}, world_size=8))
     assert result.profile.inter_node == H100.inter_node
     assert result.profile.efficiency.inter_node == H100.efficiency.inter_node
-    assert [w.split(":")[0] for w in result.warnings] == ["inter_node", "efficiency.inter_node"]
+    assert result.warnings == ("inter_node and efficiency.inter_node: no inter-node collective was measured; "
+                               "using H100-SXM's figures",)
+    assert result.profile.sources["efficiency.inter_node"].startswith("from H100-SXM: ")
 
 
 def test_without_a_base_the_best_measured_rates_become_the_peaks(make_measurements):

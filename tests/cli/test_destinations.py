@@ -107,6 +107,30 @@ def test_sp_calibrate_out_is_checked_before_measuring(run_main, tmp_path, monkey
     _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", tmp_path / "d.yaml"), "is a folder")
 
 
+def test_sp_calibrate_refuses_one_file_for_the_profile_and_the_measurements(run_main, tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate_cmd, "_measure_locally", lambda *a, **k: pytest.fail("measured before checking"))
+    out = tmp_path / "same.yaml"
+    (tmp_path / "link.yaml").symlink_to(out)
+    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", out, "--save-measurements",
+                             tmp_path / "link.yaml"), f"--out and --save-measurements both name {out}")
+    out.write_text("{}")
+    _one_line_error(run_main(calibrate_cmd, "--out", out, "--measurements", tmp_path / "." / "same.yaml"),
+                    "--out and --measurements both name")
+    assert out.read_text() == "{}"
+
+
+def test_sp_simulate_names_a_blocked_file_of_its_own(run_main, plan_json, tmp_path):
+    (tmp_path / "timeline.json").mkdir()
+    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path),
+                    f"{tmp_path}/timeline.json (in --out-dir) is a folder; remove it or choose another --out-dir")
+
+
+def test_sp_simulate_refuses_nics_that_do_not_divide_the_node(run_main, plan_json, tmp_path):
+    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path, "--nics-per-node", "3"),
+                    "--nics-per-node 3 must divide the plan's 8 GPUs per node: give one of 1, 2, 4, 8")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sp_report_out_under_a_file_is_refused(run_main, plan_json, tmp_path):
     (tmp_path / "file").write_text("x")
     _one_line_error(run_main(report_cmd, plan_json, "--out", tmp_path / "file" / "rep"), "is not a folder")

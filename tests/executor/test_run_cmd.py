@@ -104,7 +104,11 @@ def test_killed_rank_is_one_line_with_its_exit_code_and_the_log(tmp_path):
     assert _processes_mentioning(str(tmp_path)) == []
 
 
-def test_ctrl_c_stops_every_rank_with_one_line(tmp_path):
+@pytest.mark.parametrize(("sent", "code", "named"), [
+    (signal.SIGINT, 130, "Ctrl-C"),  # what Ctrl-C sends to sp-run (the ranks run in their own session)
+    (signal.SIGTERM, 143, "SIGTERM"),  # what timeout(1), schedulers and CI send
+])
+def test_a_stop_signal_stops_every_rank_with_one_line(tmp_path, sent, code, named):
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "sp_planner.cli.run_cmd", "--ring", "2", *SMALL,
                              "--debug-fail-rank", "0", "--debug-fail-mode", "hang"], stdout=subprocess.PIPE,
@@ -115,10 +119,10 @@ def test_ctrl_c_stops_every_rank_with_one_line(tmp_path):
     while not any("hang" in p.read_text() for p in tmp_path.glob("sp-run-*/rank0.stage")):
         assert time.monotonic() < deadline and proc.poll() is None, "the ranks never started"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to sp-run (the ranks run in their own session)
+    proc.send_signal(sent)
     _, err = proc.communicate(timeout=180)
-    assert proc.returncode == 130
-    assert err.startswith("error: interrupted (Ctrl-C); every rank was stopped. rank 0: debug hang injected; "
+    assert proc.returncode == code
+    assert err.startswith(f"error: interrupted ({named}); every rank was stopped. rank 0: debug hang injected; "
                           "rank 1: "), err
     assert err.count("\n") == 1
     assert _log_named_in(err).exists()

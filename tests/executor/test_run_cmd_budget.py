@@ -69,3 +69,35 @@ def test_long_reference_gets_a_note(monkeypatch):
 def test_short_reference_has_no_note(monkeypatch):
     cfg = RunConfig(ring=2, ulysses=1, seq_len=4096, num_heads=32, num_kv_heads=8, head_dim=128, causal=True)
     assert _check(cfg, 2, monkeypatch) == ""  # 4K: 1/16 of the 16K work, about 7 s
+
+
+def test_reference_longer_than_the_timeout_is_refused(monkeypatch):
+    """32K causal, 32 heads: about four times the 16K reference above (its diagonal a little less),
+    about 420 s a rank, past 300 s."""
+    cfg = RunConfig(ring=2, ulysses=1, seq_len=32768, num_heads=32, num_kv_heads=8, head_dim=128, causal=True)
+    with pytest.raises(run_modes.UserInputError) as refused:
+        _check(cfg, 2, monkeypatch)
+    assert str(refused.value) == ("each rank computes the full fp32 reference first, about 419.68 s on cpu here, "
+                                  "longer than --timeout 300 s; raise --timeout to at least 840 or pass a "
+                                  "shorter --seq-len")
+
+
+def test_flags_run_that_does_not_fit_offers_no_plan_advice(capsys, monkeypatch):
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    err = _refusal(capsys, ["--ring", "2", "--seq-len", "64m", *LLAMA])
+    assert err.rstrip().endswith("or pass a smaller --seq-len") and "--plan" not in err
+
+
+def test_nproc_other_than_the_ranks_names_the_fix(capsys, monkeypatch):
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched"))
+    for nproc in ("8", "3"):
+        err = _refusal(capsys, ["--ulysses", "2", "--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim",
+                                "8", "--nproc", nproc])
+        assert err == (f"error: the run needs ulysses*ring = 4 ranks but --nproc {nproc}; drop --nproc or give "
+                       "--nproc 4\n")
+
+
+def test_rendezvous_endpoint_without_a_port_is_refused(capsys):
+    err = _refusal(capsys, ["--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim", "8", "--print-launch",
+                            "--rdzv-endpoint", "node0"])
+    assert err == "error: rendezvous endpoint 'node0' is not HOST:PORT (e.g. node0:29500)\n"

@@ -86,5 +86,6 @@ def test_sp_report_refuses_a_run_of_another_configuration_saying_what_differs(ca
     code, out, err = sp_report(capsys, plan_path, "--run", run, "--out", tmp_path / "rep")
     assert code == 2 and out == ""
     assert err == (f"error: run result {run} is not a run of this plan: seq_len 4096 (plan: 131072); "
-                   f"device cpu (plan: cuda); run it with sp-run --plan {plan_path}\n")
+                   f"device cpu (plan: cuda); run it with sp-run --plan {plan_path} --device cuda on the GPUs "
+                   "it plans for, or plan for this CPU with a profile from sp-calibrate --device cpu\n")
     assert not (tmp_path / "rep").exists()

@@ -196,6 +196,7 @@ def test_row_takes_one_prediction_apart(run_main, small_corpus):
     lines = table.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
     assert lines[0] == "a: src, T5 r1"
+    assert run_main(validate_cmd, "--corpus", small_corpus, "--row", "A").stdout == table.stdout  # any case
     assert f"predicted {row_a['predicted']:.4g} TFLOPS sq, measured 260.2: {row_a['error_percent']:+.1f}%" in lines
     assert any(line.startswith("  attention kernels") for line in lines)
     # A row filed as a regression still has its prediction, with the filing beside it.
@@ -215,3 +216,13 @@ def test_row_bad_input_is_one_line_and_exit_2(run_main, small_corpus, args, mess
     assert result.stdout == ""
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_refuses_a_ratchet_on_a_group_the_corpus_lacks(run_main, small_corpus, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("targets: {mape_percent: 100, group_mape_percent: 100, group_spearman_min: -1}\n"
+                    "enforced_groups: {'src 64k': {mape_percent: 0.001}}\n")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", typo)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"error: {typo}: enforced_groups names 'src 64k', which is no group of the corpus; "
+                             "did you mean 'src 64K'?\n")
