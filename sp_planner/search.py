@@ -116,7 +116,8 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
         if broken.best is not None:
             best = _keep_best(best, broken.best.evaluated, broken.best.place, hardware.hbm_bytes, keep)
-    assert best is not None
+    if best is None:  # degrees exist but no variant of them (HSDP replicas, cp_comm) matches the pins
+        raise ValueError(f"no candidate plan on {world} GPUs matches the pins {pins}")
     shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))

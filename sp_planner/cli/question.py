@@ -116,7 +116,9 @@ def resolve_question(
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16)
     _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
-    _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward)
+    _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
+                     data_parallel_gpus=world_size // math.prod(
+                         v for axis, v in degrees.items() if axis != "dp" and v is not None))
     return PlanQuestion(
         model=model_spec,
         hardware=profile,
@@ -273,14 +275,19 @@ def _check_pins(
 
 
 def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
-                     reshard_after_forward: bool | None) -> None:
-    """Exit-2 check of FSDP pins that no plan can honour (ParallelPlan's own FSDP rules)."""
+                     reshard_after_forward: bool | None, *, data_parallel_gpus: int) -> None:
+    """Exit-2 check of FSDP pins that no plan can honour (ParallelPlan's own FSDP rules);
+    `data_parallel_gpus`: the GPUs the pinned degrees leave, which every dp divides."""
     if dp_replicate is not None:
         if dp_replicate < 1:
             raise UserInputError(f"--dp-replicate must be at least 1, got {dp_replicate}")
         if dp is not None and dp % dp_replicate != 0:
             raise UserInputError(f"--dp-replicate {dp_replicate} does not divide dp {dp} "
                                  "(HSDP: dp = dp_replicate x dp_shard)")
+        if data_parallel_gpus % dp_replicate != 0:
+            raise UserInputError(f"--dp-replicate {dp_replicate} divides no data-parallel degree here: dp divides "
+                                 f"{data_parallel_gpus} (the GPUs the other degrees leave); give a divisor of "
+                                 f"{data_parallel_gpus} (HSDP: dp = dp_replicate x dp_shard)")
         if dp_replicate > 1 and zero == 0:
             raise UserInputError(f"--dp-replicate {dp_replicate} needs --zero 1, 2 or 3 (zero 0 replicates "
                                  "everything already)")

@@ -70,6 +70,8 @@ def suggest_fits(
         if world % math.prod(pinned) != 0 or (len(pinned) == len(PIN_DEGREES) and math.prod(pinned) != world):
             return None  # the pinned degrees cannot fill this many GPUs
         cost = count_candidates(load, world, changed, gpus_per_node, axes=search_axes(model, hardware))
+        if cost == 0:
+            return None  # the pins (an HSDP replica count, say) leave no candidate on this many GPUs
         if spent + cost > SUGGESTION_CANDIDATES:
             return None  # past the budget: not checked, so not suggested
         spent += cost

@@ -97,3 +97,24 @@ def test_pinned_recompute_none_suggests_the_mildest_recompute_that_fits(sp_plan)
         if level == "full":  # selective was tried first and must not fit
             milder = sp_plan(*_with_option(args, "--recompute selective"), "--format", "json", "--top", "1")
             assert milder.exit_code == 1
+
+
+def test_hsdp_replicas_no_dp_can_take_are_one_line(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "2", "--seq-len", "128k",
+                     "--dp-replicate", "3")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == ("error: --dp-replicate 3 divides no data-parallel degree here: dp divides 16 (the GPUs "
+                             "the other degrees leave); give a divisor of 16 (HSDP: dp = dp_replicate x dp_shard)\n")
+
+
+def test_fixes_skip_clusters_the_pinned_replicas_cannot_use(sp_plan):
+    """16 replicas need dp 16, all 16 GPUs: a smaller cluster has no candidate, which is not a fix
+    (and used to fail an assertion inside the search)."""
+    args = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "2", "--seq-len", "128k", "--dp-replicate", "16"]
+    result = sp_plan(*args, "--format", "json")
+    assert result.exit_code == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["plans"][0]["dp_replicate"] == 16 and not doc["plans"][0]["fits"]
+    assert doc["fit_suggestions"]
+    for suggestion in doc["fit_suggestions"]:
+        assert sp_plan(*_with_option(args, suggestion["option"]), "--format", "json").exit_code == 0
