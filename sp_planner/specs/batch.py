@@ -9,6 +9,8 @@ on 4096 GPUs would step on 4G tokens, hours per step.
 
 from __future__ import annotations
 
+import math
+
 # Llama 3's initial batch, 1024 x 4096 tokens (arXiv 2407.21783 section 3.4.1).
 DEFAULT_TOKENS_PER_STEP = 4 * 2**20
 
@@ -28,12 +30,16 @@ def default_global_batch(seq_len: int, world_size: int,
             "must be positive"
         )
     target = max(1, (2 * tokens_per_step + seq_len) // (2 * seq_len))  # round half up
-    # Sequence lengths, head and layer counts are mostly powers of two, so the odd factors of the
-    # GPU count (72 = 8 x 9 on a GB200 NVL72 rack) can usually go only to dp: prefer a unit that
-    # holds them all (72 GPUs, 32 target sequences: 18, not 24, which left no valid plan).
+    # Head and layer counts are mostly powers of two, so the odd factors of the GPU count (72 = 8 x 9
+    # on a GB200 NVL72 rack, 8000 = 64 x 125 on 1000 nodes) can go only to dp, or to a ring over a
+    # sequence they divide: the unit holds the rest (72 GPUs, 32 target sequences: 18, not 24,
+    # which left no valid plan). When no divisor up to the target holds it, the batch grows to the
+    # smallest one that does (8000 GPUs at 128K: 125 sequences, 16M tokens, Llama 3's final batch
+    # size, rather than 32 that no plan can split).
     odd = world_size // (world_size & -world_size)
+    need = odd // math.gcd(odd, seq_len)
     divisors = [d for d in _divisors(world_size) if d <= target]
-    unit = max([d for d in divisors if d % odd == 0] or divisors)
+    unit = max([d for d in divisors if d % need == 0] or [need])
     return max(unit, (2 * target + unit) // (2 * unit) * unit)
 
 

@@ -118,3 +118,14 @@ def test_fixes_skip_clusters_the_pinned_replicas_cannot_use(sp_plan):
     assert doc["fit_suggestions"]
     for suggestion in doc["fit_suggestions"]:
         assert sp_plan(*_with_option(args, suggestion["option"]), "--format", "json").exit_code == 0
+
+
+def test_a_thousand_nodes_get_a_batch_their_plans_can_split(sp_plan):
+    """8000 GPUs = 64 x 125: at 128K the 4M-token budget is 32 sequences, which no dp of 8000
+    divides while its model-parallel part takes the 125; the default batch is 125 sequences."""
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1000", "--seq-len", "128k",
+                     "--format", "json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["question"]["global_batch"] == 125
+    assert doc["plans"][0]["fits"] and doc["plans"][0]["dp"] % 125 == 0

@@ -21,7 +21,9 @@ def test_budget_is_llama3_initial_batch():
     (1 << 20, 4096, 4),       # 1M tokens on 4096 GPUs: 4 sequences, not 4096 (4G tokens)
     (2 << 20, 8, 2),          # 2 sequences on 8 GPUs: dp may be 1 or 2
     (8 << 20, 8, 1),          # a sequence longer than the budget: one sequence
-    (3 << 20, 12, 1),         # 1.33 sequences rounds to 1
+    (3 << 20, 12, 1),         # 1.33 sequences rounds to 1: a ring of 3 can split the 3M tokens
+    (131072, 8000, 125),      # 1000 nodes: 125 = 8000's odd part, which only dp can take; 32 left no plan
+    (1 << 20, 72, 9),         # 1M on an NVL72 rack: 4 wanted, but dp must take the 9
 ])
 def test_default_batch(seq_len, world, batch):
     assert default_global_batch(seq_len, world) == batch
