@@ -102,7 +102,7 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
         answer._summary = build_summary(
             model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
-            full_rank_groups=full_rank_groups,
+            full_rank_groups=full_rank_groups, framework=answer.framework, framework_ranked=answer.framework_ranked,
         )
         answer._summary_full = full_rank_groups
     return answer._summary
@@ -114,7 +114,8 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
         document = summary(answer, full_rank_groups=full_rank_groups)
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
-        rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.result.ranked[: answer.top_k], 1)]
+        # The table's plans (those --framework can express), as the table ranks them.
+        rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.ranked, 1)]
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     else:
         print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)

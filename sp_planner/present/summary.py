@@ -3,12 +3,14 @@
 Layout (schema "sp-planner.summary/3"):
     schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
     capacity_factor, pad_to_capacity, token_dispatcher} for MoE models}, prune_counts{rule: count},
-    plans[best first]{the plan's fields (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring,
+    plans[best first, whichever framework can express them]{the plan's fields (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring,
                       zero, recompute, micro_batch, ...), fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
                       rank_groups{axis: [[rank, ...], ...]} (only when asked: sp-plan --rank-groups),
                       flags{framework: {supported, text, reason, notes}}},
+    framework, framework_plans[] (sp-plan only: --framework and the fitting plans it can express,
+                    best first, as its table ranks them; every plan for "all"; empty when none fits),
     fit_suggestions[] (only when nothing fits: each change checked by a new search),
     prediction_band{generation, moe, ranking_band_percent, absolute_band_percent, rows, pairs,
                     step_range{low_ratio, high_ratio, rows}, ties_with_first}: the validation
@@ -54,14 +56,18 @@ def build_summary(
     top_k: int = 10,
     suggestions: Sequence[FitSuggestion] = (),
     full_rank_groups: bool = False,
+    framework: str | None = None,
+    framework_ranked: Sequence[PlanEstimate] = (),
 ) -> dict[str, Any]:
     """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
-    Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`."""
-    plans = [
-        plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                   full_rank_groups=full_rank_groups)
-        for est in result.ranked[:top_k]
-    ]
+    Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
+    `framework` (sp-plan --framework; None for a report) and `framework_ranked`, the fitting plans
+    it can express, best first: what sp-plan's table ranks."""
+    def entries(estimates: Sequence[PlanEstimate]) -> list[dict[str, Any]]:
+        return [plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+                           full_rank_groups=full_rank_groups) for est in estimates]
+
+    plans = entries(result.ranked[:top_k])
     band = plan_band(hardware.name, moe=model.moe is not None)
     document: dict[str, Any] = {
         "schema_version": SUMMARY_SCHEMA,
@@ -85,6 +91,10 @@ def build_summary(
         # 2..1+ties_with_first are ties.
         "prediction_band": {**band.model_dump(), "ties_with_first": ties_with_first(result.ranked[:top_k], band)},
     }
+    if framework is not None:
+        # The table's ranking: the plans `framework` can express ("all": every plan, as `plans`).
+        document["framework"] = framework
+        document["framework_plans"] = plans if framework == "all" else entries(framework_ranked)
     if suggestions:
         document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]
     return _finite(document)

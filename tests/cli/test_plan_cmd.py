@@ -280,6 +280,26 @@ def test_framework_ranks_only_its_plans(sp_plan):
         assert rows[0] == [cells.get(name, str(getattr(best, name))) for name in columns]
 
 
+def test_json_and_csv_rank_the_tables_plans(sp_plan):
+    """JSON: `plans` ranks every plan (with each framework's flags), `framework_plans` what the
+    table ranks; CSV is the table's ranking."""
+    args = (*README, "--framework", "deepspeed", "--top", "3")
+    table = [line.split()[1:9] for line in sp_plan(*args).stdout.splitlines() if line[:3].strip() in ("1", "2", "3")]
+    doc = json.loads(sp_plan(*args, "--format", "json").stdout)
+    assert doc["framework"] == "deepspeed" and len(doc["framework_plans"]) == 3
+    assert all(p["flags"]["deepspeed"]["supported"] for p in doc["framework_plans"])
+    assert [[str(p["tp"]), str(p["pp"]), str(p["dp"]), str(p["ulysses"])] for p in doc["framework_plans"]] == [
+        row[:4] for row in table[:3]]
+    csv_rows = sp_plan(*args, "--format", "csv").stdout.splitlines()
+    header = csv_rows[0].split(",")
+    for line, plan in zip(csv_rows[1:], doc["framework_plans"], strict=True):
+        cells = dict(zip(header, line.split(",")))
+        assert [int(cells[k]) for k in ("tp", "pp", "dp", "ulysses", "ring", "zero")] == [
+            plan[k] for k in ("tp", "pp", "dp", "ulysses", "ring", "zero")]
+    everything = json.loads(sp_plan(*README, "--framework", "all", "--format", "json").stdout)
+    assert everything["framework"] == "all" and everything["framework_plans"] == everything["plans"]
+
+
 def test_help_has_examples(sp_plan):
     result = sp_plan("--help")
     assert result.exit_code == 0
