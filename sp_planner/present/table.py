@@ -78,7 +78,7 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         sim_cell = () if not simulated else (
             "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s),)
         wide_cells = () if not wide else (f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}",
-                                          f"{est.mfu:.1%}")
+                                          model_mfu_cell(est))
         table.add_row(
             # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
             str(rank), str(plan.tp), f"{plan.pp}v{plan.vpp}" if plan.vpp > 1 else str(plan.pp), str(plan.dp),
@@ -94,6 +94,8 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         legends.append(ZERO_RING_LEGEND)
     if any(e.plan.precision != "bf16" for e in ranked):
         legends.append(LOW_PRECISION_PEAK_LEGEND)
+    if wide and any(e.mfu > 1 for e in ranked):
+        legends.append(MODEL_MFU_LEGEND)
     if legends:
         table.caption = "\n".join(legends)
         table.caption_justify = "left"
@@ -108,9 +110,23 @@ def throughput_table(ranked: Sequence[PlanEstimate]) -> Table:
     for name in ("#", *WIDE_COLUMNS):
         table.add_column(name, justify="right", no_wrap=True)
     for rank, est in enumerate(ranked, start=1):
-        table.add_row(str(rank), f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", f"{est.mfu:.1%}",
+        table.add_row(str(rank), f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", model_mfu_cell(est),
                       style=None if est.fits else "red")
+    if any(e.mfu > 1 for e in ranked):
+        table.caption, table.caption_justify = MODEL_MFU_LEGEND, "left"
     return table
+
+
+# Megatron's model FLOPs count every layer's full s x s attention square; a sliding-window or
+# chunked layer computes only its window, so at long context the count can pass the GPU's peak.
+MODEL_MFU_LEGEND = ("model MFU -: Megatron's count (full attention square) passes the GPU's peak for this "
+                    "model's windowed attention; % peak is what runs")
+
+
+def model_mfu_cell(est: PlanEstimate) -> str:
+    """Megatron's model MFU, or '-' where its count passes 100% (MODEL_MFU_LEGEND); the JSON keeps
+    the figure (model_tflops_per_gpu, mfu)."""
+    return "-" if est.mfu > 1 else f"{est.mfu:.1%}"
 
 
 def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool, title: str,

@@ -43,7 +43,10 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     text = (
         f"{plan_name(best.plan)} takes {format_seconds(step)} per step "
         f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of {peak_name(best.plan)} in executed FLOPs; "
-        f"model MFU (Megatron) {best.mfu:.1%}). Its step is dominated by {limits}. "
+        + (f"model MFU (Megatron) {best.mfu:.1%}). " if best.mfu <= 1 else
+           "Megatron's model MFU, which counts the full attention square, passes 100% for this windowed "
+           "attention). ")
+        + f"Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
     band = band_clause(ranked, plan_band(hardware.name, moe=moe), hardware_name=hardware.name)
