@@ -4,7 +4,8 @@ Layout (schema "sp-planner.summary/3"):
     schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
     capacity_factor, pad_to_capacity, token_dispatcher} for MoE models}, prune_counts{rule: count},
     plans[best first, whichever framework can express them]{the plan's fields
-                      (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring, zero, recompute, micro_batch, ...), fits, reason, memory_peak_bytes, memory{}, time{},
+                      (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring, zero, recompute,
+                      micro_batch, ...), fits, reason, memory_peak_bytes, memory{}, time{},
                       step_time_s, tokens_per_s, *_tflops_per_gpu, mfu, hardware_mfu,
                       comm_bytes{}, comm_links{}, rank_layout{order, degrees, groups},
                       rank_groups{axis: [[rank, ...], ...]} (only when asked: sp-plan --rank-groups),
