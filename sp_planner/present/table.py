@@ -42,9 +42,11 @@ def memory_gib(est: PlanEstimate, hardware: HardwareProfile) -> str:
 
 
 def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False,
-                title: str = "Ranked plans (best first)") -> Table:
+                title: str = "Ranked plans (best first)", outcome: bool = True) -> Table:
     """The ranked plans: every degree, memory, step time and the share of peak FLOP/s the GPU runs,
     within 80 columns; `wide` adds tokens/s, TFLOPS and Megatron's model MFU (within 120 columns).
+    Without `outcome` the columns after the step (simulated step, % peak, fits) are left to
+    `outcome_table` (a MoE plan's expert degrees on 80 columns).
 
     "% peak" counts the FLOPs the hardware executes (causal attention as run, recompute included;
     sp_planner.cost.flops.hardware_flops_per_step). The Megatron/PaLM "model MFU" counts the full
@@ -53,9 +55,9 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     # One space between columns (the box's blank divider, no padding): 80 columns hold every degree.
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
                   padding=(0, 0), show_edge=False)
-    simulated = any(est.simulated_step_time_s is not None for est in ranked)
+    simulated = outcome and _simulated(ranked)
     # "fits" only says something when a row does not fit (those rows are also red).
-    show_fits = wide or not all(est.fits for est in ranked)
+    show_fits = outcome and _show_fits(ranked, wide)
     # Expert degrees only where a plan has them (MoE models).
     experts = any(est.plan.ep > 1 or est.plan.etp > 1 for est in ranked)
     # Precision: a column only when the plans differ (--precision auto), else in the title.
@@ -69,32 +71,31 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
         table.title = title
     columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",
                "micro", *(("prec",) if mixed else ()), "GiB/GPU", "step",
-               *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()), "% peak",
-               *(("fits",) if show_fits else ())]
+               *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide and outcome else ()),
+               *(("% peak",) if outcome else ()), *(("fits",) if show_fits else ())]
     for name in columns:
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
     for rank, est in enumerate(ranked, start=1):
         plan = est.plan
-        sim_cell = () if not simulated else (
-            "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s),)
-        wide_cells = () if not wide else (f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}",
-                                          model_mfu_cell(est))
+        sim_cell = () if not simulated else (_sim_cell(est),)
+        wide_cells = () if not (wide and outcome) else _wide_cells(est)
         table.add_row(
             # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
             str(rank), str(plan.tp), f"{plan.pp}v{plan.vpp}" if plan.vpp > 1 else str(plan.pp), str(plan.dp),
             str(plan.ulysses), ring_cell(plan), *((str(plan.ep), str(plan.etp)) if experts else ()),
             zero_cell(plan), plan.recompute, str(plan.micro_batch),
             *((plan.precision,) if mixed else ()), memory_gib(est, hardware),
-            format_seconds(est.step_time_s), *sim_cell, *wide_cells, f"{est.hardware_mfu:.1%}",
+            format_seconds(est.step_time_s), *sim_cell, *wide_cells,
+            *((f"{est.hardware_mfu:.1%}",) if outcome else ()),
             *(("yes" if est.fits else "no",) if show_fits else ()),
             style=None if est.fits else "red",
         )
     legends = []
     if any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked):
         legends.append(ZERO_RING_LEGEND)
-    if any(e.plan.precision != "bf16" for e in ranked):
+    if outcome and any(e.plan.precision != "bf16" for e in ranked):
         legends.append(LOW_PRECISION_PEAK_LEGEND)
-    if wide and any(e.mfu > 1 for e in ranked):
+    if wide and outcome and any(e.mfu > 1 for e in ranked):
         legends.append(MODEL_MFU_LEGEND)
     if legends:
         table.caption = "\n".join(legends)
@@ -102,18 +103,42 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     return table
 
 
-def throughput_table(ranked: Sequence[PlanEstimate]) -> Table:
-    """The wide columns on their own, by rank: where the console is too narrow for `plans_table`
-    with them (80 columns hold this and the narrow table, one under the other)."""
-    table = Table(title="Throughput of the ranked plans", title_justify="left", box=box.SIMPLE_HEAD,
-                  padding=(0, 1), show_edge=False)
-    for name in ("#", *WIDE_COLUMNS):
-        table.add_column(name, justify="right", no_wrap=True)
+def _simulated(ranked: Sequence[PlanEstimate]) -> bool:
+    return any(est.simulated_step_time_s is not None for est in ranked)
+
+
+def _show_fits(ranked: Sequence[PlanEstimate], wide: bool) -> bool:
+    return wide or not all(est.fits for est in ranked)
+
+
+def _sim_cell(est: PlanEstimate) -> str:
+    return "-" if est.simulated_step_time_s is None else format_seconds(est.simulated_step_time_s)
+
+
+def _wide_cells(est: PlanEstimate) -> tuple[str, str, str]:
+    return f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", model_mfu_cell(est)
+
+
+def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) -> Table:
+    """By rank, what `plans_table` leaves out on a narrow console: the wide columns when `wide`,
+    and with `outcome` the simulated step, % peak and fits (80 columns hold this and the narrow
+    table, one under the other)."""
+    title = "Throughput of the ranked plans" if wide else "Outcome by rank"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    simulated, show_fits = outcome and _simulated(ranked), outcome and _show_fits(ranked, wide)
+    columns = ("#", *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()),
+               *(("% peak",) if outcome else ()), *(("fits",) if show_fits else ()))
+    for name in columns:
+        table.add_column(name, justify="left" if name == "fits" else "right", no_wrap=True)
     for rank, est in enumerate(ranked, start=1):
-        table.add_row(str(rank), f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", model_mfu_cell(est),
-                      style=None if est.fits else "red")
-    if any(e.mfu > 1 for e in ranked):
-        table.caption, table.caption_justify = MODEL_MFU_LEGEND, "left"
+        table.add_row(str(rank), *((_sim_cell(est),) if simulated else ()), *(_wide_cells(est) if wide else ()),
+                      *((f"{est.hardware_mfu:.1%}",) if outcome else ()),
+                      *(("yes" if est.fits else "no",) if show_fits else ()), style=None if est.fits else "red")
+    legends = [MODEL_MFU_LEGEND] if wide and any(e.mfu > 1 for e in ranked) else []
+    if outcome and any(e.plan.precision != "bf16" for e in ranked):
+        legends.append(LOW_PRECISION_PEAK_LEGEND)
+    if legends:
+        table.caption, table.caption_justify = "\n".join(legends), "left"
     return table
 
 
@@ -131,15 +156,23 @@ def model_mfu_cell(est: PlanEstimate) -> str:
 
 def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool, title: str,
                   console: Console) -> tuple[Table, ...]:
-    """`plans_table`, wide when asked and the wide table fits the console's width; else the narrow
-    table and, when wide was asked, `throughput_table` under it (never a squeezed column)."""
+    """`plans_table`, wide when asked, if it fits the console's width; else the narrow table and,
+    when wide was asked, `outcome_table` with the wide columns under it; and if even the narrow
+    table is too wide (a MoE plan's expert degrees beside a fits or simulated column), the degrees
+    alone with every column after the step under them (never a squeezed column)."""
+    def fits(table: Table) -> bool:
+        # Measured without the console's own limit (Measurement.get clamps to the width it is given).
+        return Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width
+
     if wide:
         table = plans_table(ranked, hardware, wide=True, title=title)
-        # Measured without the console's own limit (Measurement.get clamps to the width it is given).
-        if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        if fits(table):
             return (table,)
-        return plans_table(ranked, hardware, title=title), throughput_table(ranked)
-    return (plans_table(ranked, hardware, title=title),)
+    narrow = plans_table(ranked, hardware, title=title)
+    if fits(narrow):
+        return (narrow, outcome_table(ranked, wide=True, outcome=False)) if wide else (narrow,)
+    return (plans_table(ranked, hardware, title=title, outcome=False),
+            outcome_table(ranked, wide=wide, outcome=True))
 
 
 # Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table.

@@ -24,7 +24,7 @@ DEGREES = ("tp", "pp", "dp", "ulysses", "ring")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _in_pty(args: list[str], columns: int) -> str:
+def _in_pty(args: list[str], columns: int, exit_code: int = 0) -> str:
     """Run sp-plan with stdout on a pseudo-terminal `columns` wide; return what the terminal got."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
@@ -44,7 +44,7 @@ def _in_pty(args: list[str], columns: int) -> str:
             break
         chunks.append(data)
     os.close(leader)
-    assert proc.wait(120) == 0, proc.stderr.read()
+    assert proc.wait(120) == exit_code, proc.stderr.read()
     return ANSI.sub("", b"".join(chunks).decode()).replace("\r\n", "\n")
 
 
@@ -98,3 +98,20 @@ def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
     assert [r.split()[0] for r in wide_rows] == [r.split()[0] for r in rows]
     tokens = wide_rows[0].split()[1]
     assert f"({tokens} tokens/s" in " ".join(text.split())
+
+
+def test_moe_plans_that_do_not_fit_keep_every_cell_on_80_columns():
+    """DeepSeek-V3 on 32 A100s: expert degrees and a fits column make the ranked table 81 columns;
+    the degrees stay whole and % peak and fits follow by rank, in a table of their own."""
+    text = _in_pty(["--model", "deepseek-v3", "--hardware", "a100-80gb", "--nodes", "4", "--seq-len", "64k",
+                    "--top", "3"], 80, exit_code=1)
+    assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
+    header, _, *rows = _table_lines(text)
+    assert header.split()[-2:] == ["GiB/GPU", "step"] and {"ep", "etp"} <= set(header.split())
+    assert all(row.split()[-1] == "s" for row in rows)  # the step with its unit
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Outcome by rank"))
+    outcome_header, _, *outcome = lines[start + 1:start + 1 + 2 + len(rows)]
+    assert outcome_header.split() == ["#", "%", "peak", "fits"]
+    assert [r.split()[0] for r in outcome] == [r.split()[0] for r in rows]
+    assert all(r.split()[-1] == "no" for r in outcome)
