@@ -201,16 +201,29 @@ def check_report_target(out_dir: Path) -> None:
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename `staging` to `out_dir`, replacing an earlier report there."""
+    """Rename `staging` to `out_dir` when there is none. Into an existing folder (empty, or an
+    earlier report: check_report_target) the files move instead, so that the folder itself, its
+    permissions and owner stay the user's: the earlier report's files aside first, then the new
+    ones in; if a move fails, the earlier files go back."""
     if not out_dir.exists():
         os.replace(staging, out_dir)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, old / "report")
+    aside: list[str] = []
     try:
-        os.replace(staging, out_dir)
+        for name in sorted(REPORT_FILES):
+            if os.path.lexists(out_dir / name):
+                os.replace(out_dir / name, old / name)
+                aside.append(name)
+        for name in sorted(REPORT_FILES):
+            os.replace(staging / name, out_dir / name)
     except BaseException:
-        os.replace(old / "report", out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        for name in sorted(REPORT_FILES):
+            if os.path.lexists(out_dir / name) and not os.path.lexists(staging / name):
+                os.unlink(out_dir / name)  # a new file already moved in
+        for name in aside:
+            os.replace(old / name, out_dir / name)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+    staging.rmdir()

@@ -86,6 +86,19 @@ def test_rewriting_a_report_replaces_it(question, quick_page, tmp_path):
     assert _entries(tmp_path) == ["out"]
 
 
+def test_a_users_folder_stays_the_same_folder_with_its_permissions(question, quick_page, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir(mode=0o750)
+    out.chmod(0o750)
+    before = out.stat()
+    for summary in ({"first": True}, {"second": True}):  # into the empty folder, then over its report
+        write_report(out, **{**question.report_args(), "summary": summary})
+        after = out.stat()
+        assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert json.loads((out / "summary.json").read_text()) == {"second": True}
+    assert _entries(out) == sorted(REPORT_FILES) and _entries(tmp_path) == ["mine"]
+
+
 def test_a_folder_of_other_files_or_a_file_is_refused_untouched(question, quick_page, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
