@@ -146,8 +146,10 @@ class Candidates:
 
     @property
     def edp(self) -> np.ndarray:
-        """Expert data-parallel degree, world / (pp*ep*etp) (ParallelPlan.edp)."""
-        return self.dp * self.ring * self.ulysses * self.tp // (self.ep * self.etp)
+        """Expert data-parallel degree, world / (pp*ep*etp) (ParallelPlan.edp); at least 1 on the
+        candidates whose expert grid does not fit their ranks (the expert_grid rule's breakers,
+        costed only to show the closest plans), so that no term divides by zero."""
+        return np.maximum(self.dp * self.ring * self.ulysses * self.tp // (self.ep * self.etp), 1)
 
     def take(self, index: np.ndarray) -> "Candidates":
         """The candidates at `index` (every column, whatever columns the container has)."""

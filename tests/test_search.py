@@ -146,3 +146,17 @@ def test_the_frame_of_a_result_cannot_be_changed_through_it(result):
     after = result.frame
     assert list(after.columns) == list(before.columns)
     assert after.equals(before)
+
+
+@pytest.mark.parametrize("gpus_per_node, pins", [(8, Pins(ep=8, tp=2, etp=2)), (6, Pins(ep=8))])
+def test_expert_grids_that_break_the_rules_cost_without_numpy_warnings(gpus_per_node, pins):
+    """ep x etp above the ranks (edp 0) breaks the expert_grid rule; such candidates are still
+    costed when too few pass, to show the closest plans, and must not divide by zero."""
+    import warnings
+
+    mixtral = load_model("mixtral-8x7b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = search(mixtral, load_hardware("h100"), Workload(seq_len=32768, global_batch=8), num_nodes=2,
+                        gpus_per_node=gpus_per_node, pins=pins)
+    assert result.ranked and all(np.isfinite(est.step_time_s) for est in result.ranked)
