@@ -63,14 +63,28 @@ def read_structured(path: Path, *, what: str) -> object:
 def validate_as(model: type[T], data: object, *, what: str, path: Path | str) -> T:
     """Validate parsed data, naming the file and the bad fields in one line."""
     if not isinstance(data, dict):
-        raise UserInputError(f"{what} file {path} must hold a mapping, got {type(data).__name__}")
+        raise UserInputError(f"{what} file {path} must hold a mapping, got {kind_of(data)}")
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as err:
+        # A check of the whole file (no field) is said as it is.
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or '(top)'}: {field_message(item)}" for item in err.errors()
+            f"{'.'.join(str(p) for p in item['loc'])}: {field_message(item)}" if item["loc"] else field_message(item)
+            for item in err.errors()
         )
         raise UserInputError(f"{what} file {path} is invalid: {fields}") from None
+
+
+def kind_of(data: object) -> str:
+    """What a parsed JSON/YAML document holds, in the file's own terms: 'nothing (an empty file or
+    null)', 'a list', 'a string', 'a number', 'true/false'."""
+    if data is None:
+        return "nothing (an empty file or null)"
+    if isinstance(data, bool):
+        return "true/false"
+    if isinstance(data, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list"}.get(type(data), type(data).__name__)
 
 
 # pydantic's upper-bound checks, said with the value and the bound in a readable form
@@ -83,7 +97,8 @@ def field_message(item: Mapping[str, Any]) -> str:
     bound = _BOUNDS.get(item.get("type", ""))
     ctx = item.get("ctx") or {}
     if bound is None or bound[0] not in ctx:
-        return str(item["msg"])
+        # A validator's own sentence, without pydantic's "Value error, " in front of it.
+        return str(item["msg"]).removeprefix("Value error, ")
     key, words = bound
     return f"{_number(item.get('input'))} is out of range: it must be {words} {_number(ctx[key])}"
 

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import read_structured, validate_as
+from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.specs.model import MLASpec, ModelSpec, MoESpec, WindowSpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
@@ -49,7 +49,7 @@ def load_hf_config(path: Path) -> ModelSpec:
     path = config_path(given)
     data = read_structured(path, what=_WHAT)
     if not isinstance(data, dict):
-        raise UserInputError(f"{_WHAT} file {path} must hold a mapping, got {type(data).__name__}")
+        raise UserInputError(f"{_WHAT} file {path} must hold a mapping, got {kind_of(data)}")
     if given.is_dir():
         fallback = given.resolve().name or str(given)
     else:
@@ -120,16 +120,16 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         if cfg.get("mlp_only_layers") or _positive_int(cfg, "decoder_sparse_step", path, default=1) != 1:
             raise _error(path, "qwen3_moe with mlp_only_layers or decoder_sparse_step != 1 is not supported "
                          "(only the first layers may be dense)")
-        return MoESpec(num_experts=_positive_int(cfg, "num_experts", path),
-                       top_k=_positive_int(cfg, "num_experts_per_tok", path),
+        experts, top_k = _expert_counts(cfg, path, "num_experts")
+        return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path))
     if model_type == "deepseek_v3":
         # DeepseekV3Config: layers from first_k_dense_replace on are MoE (moe_layer_freq 1).
         if _positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
             raise _error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
         shared = cfg.get("n_shared_experts") or 0
-        return MoESpec(num_experts=_positive_int(cfg, "n_routed_experts", path),
-                       top_k=_positive_int(cfg, "num_experts_per_tok", path),
+        experts, top_k = _expert_counts(cfg, path, "n_routed_experts")
+        return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path),
                        num_shared_experts=shared, first_dense_layers=cfg.get("first_k_dense_replace") or 0,
                        # DeepseekV3Config scoring_func, default sigmoid.
@@ -143,18 +143,26 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         if listed is not None and list(listed) != list(range(step - 1, layers, step)):
             raise _error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
                          "supported")
-        return MoESpec(num_experts=_positive_int(cfg, "num_local_experts", path),
-                       top_k=_positive_int(cfg, "num_experts_per_tok", path, default=1),
+        experts, top_k = _expert_counts(cfg, path, "num_local_experts", top_k_default=1)
+        return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=_positive_int(cfg, "intermediate_size", path),
                        num_shared_experts=1, layer_step=step, router_score_function="sigmoid")
     if model_type != "mixtral":
         return None
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
-    return MoESpec(
-        num_experts=_positive_int(cfg, "num_local_experts", path),
-        top_k=_positive_int(cfg, "num_experts_per_tok", path),
-        moe_intermediate_size=intermediate_size,
-    )
+    experts, top_k = _expert_counts(cfg, path, "num_local_experts")
+    return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=intermediate_size)
+
+
+def _expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:
+    """(routed experts, experts per token), refusing more experts per token than there are: a token
+    goes to num_experts_per_tok distinct experts (the routers' torch.topk over the experts)."""
+    experts = _positive_int(cfg, experts_key, path)
+    top_k = _positive_int(cfg, "num_experts_per_tok", path, default=top_k_default)
+    if top_k > experts:
+        raise _error(path, f"num_experts_per_tok {top_k} exceeds {experts_key} {experts}: each token is routed "
+                     "to that many distinct experts")
+    return experts, top_k
 
 
 def _window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:

@@ -101,8 +101,8 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
     """One line naming each bad field: 'field.path: what is wrong'."""
     parts = []
     for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or err.title
-        parts.append(f"{where}: {field_message(item)}")
+        where = ".".join(str(p) for p in item["loc"])  # empty: the whole object's own check
+        parts.append(f"{where}: {field_message(item)}" if where else field_message(item))
     return f"invalid {err.title}: " + "; ".join(parts)
 
 

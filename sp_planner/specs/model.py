@@ -67,6 +67,15 @@ class MoESpec(FrozenModel):
     expert_gemm: MoEExpertGemm = "per_expert"
 
     @model_validator(mode="after")
+    def _top_k_within_experts(self) -> "MoESpec":
+        # A token is routed to top_k distinct experts (Megatron: "moe_router_topk must be <=
+        # num_moe_experts"-style routing over torch.topk of the expert scores).
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k (experts per token) {self.top_k} exceeds num_experts {self.num_experts}: a "
+                             "token is routed to that many distinct experts")
+        return self
+
+    @model_validator(mode="after")
     def _sms_are_hybridep_s(self) -> "MoESpec":
         if self.dispatcher_sms is not None and self.dispatcher != "hybridep":
             raise ValueError("dispatcher_sms is the HybridEP dispatcher's SM count; set dispatcher hybridep or drop it")

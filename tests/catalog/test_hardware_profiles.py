@@ -240,7 +240,7 @@ def _set(dotted, value):
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
         (_set("efficiency.gemm", 1.5), "efficiency.gemm: 1.5 is out of range: it must be at most 1"),
         (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
-        (_set("intra_node.kind", "infiniband"), "intra_node: Value error, intra_node.kind 'infiniband'"),
+        (_set("intra_node.kind", "infiniband"), "intra_node: intra_node.kind 'infiniband'"),
         (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),
     ],
 )
@@ -258,8 +258,8 @@ def test_bad_user_profile_names_file_and_field(tmp_path, mutate, expected):
     ("text", "expected"),
     [
         ("name: [A800\npeak_bf16_flops: 1\n", "is malformed"),
-        ("- A800\n- H100\n", "must hold a mapping, got list"),
-        ("", "must hold a mapping, got NoneType"),
+        ("- A800\n- H100\n", "must hold a mapping, got a list"),
+        ("", "must hold a mapping, got nothing (an empty file or null)"),
     ],
 )
 def test_unparseable_user_profile(tmp_path, text, expected):

@@ -263,7 +263,7 @@ def test_malformed_and_non_mapping_json(tmp_path):
     with pytest.raises(UserInputError, match="is malformed"):
         load_hf_config(path)
     path.write_text("[1, 2]", encoding="utf-8")
-    with pytest.raises(UserInputError, match="must hold a mapping, got list"):
+    with pytest.raises(UserInputError, match="must hold a mapping, got a list"):
         load_hf_config(path)
 
 
@@ -289,3 +289,14 @@ def test_llama4_patterns_not_modelled_are_refused_in_one_line(tmp_path, change, 
     with pytest.raises(UserInputError, match=message) as info:
         load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, **change}))
     assert "\n" not in str(info.value)
+
+
+def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336,
+                                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 9}))
+    with pytest.raises(UserInputError) as refused:
+        load_hf_config(path)
+    assert str(refused.value) == (f"model config file {path}: num_experts_per_tok 9 exceeds num_local_experts 8: "
+                                  "each token is routed to that many distinct experts")
