@@ -84,7 +84,9 @@ def kind_of(data: object) -> str:
         return "true/false"
     if isinstance(data, (int, float)):
         return "a number"
-    return {str: "a string", list: "a list"}.get(type(data), type(data).__name__)
+    if isinstance(data, str):
+        return "a string"
+    return "a list" if isinstance(data, list) else type(data).__name__
 
 
 # pydantic's upper-bound checks, said with the value and the bound in a readable form
