@@ -112,7 +112,8 @@ class ParallelPlan(FrozenModel):
     last_stage_layers: int | None = Field(default=None, ge=1)
     precision: Precision = "bf16"
     fp8_recipe: Fp8Recipe = "delayed"
-    # FP8 core attention (Megatron --fp8-dot-product-attention; cost.fp8_attention), FP8/MXFP8 only.
+    # FP8 core attention (TransformerConfig.fp8_dot_product_attention, which has no Megatron-LM flag;
+    # cost.fp8_attention), FP8/MXFP8 only.
     fp8_attention: bool = False
     # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
     # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and

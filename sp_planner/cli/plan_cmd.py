@@ -129,8 +129,9 @@ def plan(
                                                   "an amax pass before each cast) or blockwise (1x128 and "
                                                   "128x128 blocks; Hopper).")] = "delayed",
     fp8_attention: Annotated[bool, typer.Option(
-        "--fp8-attention", help="Run core attention in FP8 too (Megatron --fp8-dot-product-attention, "
-        "cuDNN's FP8 SDPA; Blackwell, --precision fp8 or mxfp8).")] = False,
+        "--fp8-attention", help="Run core attention in FP8 too (cuDNN's FP8 SDPA, Megatron's "
+        "TransformerConfig.fp8_dot_product_attention, which has no command-line flag; Blackwell, "
+        "--precision fp8 or mxfp8; --framework all).")] = False,
     cpu_offload_layers: Annotated[int, typer.Option(
         min=0, max=MAX_DEGREE, help="Offload the first N layers' activations to host memory (Megatron "
         "--cpu-offloading-num-layers; pins pp 1 and no recompute; megatron only).")] = 0,
@@ -211,6 +212,11 @@ def plan(
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
     if fp8_attention:
+        if framework != "all":
+            raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
+                                 "(Megatron-LM leaves TransformerConfig.fp8_dot_product_attention out of its "
+                                 "arguments; Megatron-Bridge sets it in its config); plan with --framework all to "
+                                 "time it")
         if kernel != "cudnn":
             raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
                                  f"would run {kernel}")

@@ -94,8 +94,23 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     """The unsupported result when the plan breaks its own rules or else `framework`'s (asked only
     of a plan that obeys its rules); None when the framework can express it."""
     failures = plan_rule_failures(request) or own_failures()
-    failures = [*failures, *_megatron_only_failures(framework, request.plan)]
+    failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
+                                                                                                      request.plan)]
     return unsupported(framework, failures) if failures else None
+
+
+# FP8 core attention has no command-line flag: Megatron-LM builds its arguments from
+# TransformerConfig but leaves fp8_dot_product_attention out (megatron/training/arguments.py at
+# d98e8a6, _add_network_size_args' exclude list, line 2333; so at core_v0.16.0, line 1587);
+# Megatron-Bridge sets it in its recipes' config (model.fp8_dot_product_attention).
+FP8_ATTENTION_NO_FLAG = ("fp8_attention cannot be expressed on the command line: Megatron-LM leaves "
+                         "TransformerConfig.fp8_dot_product_attention out of its arguments (set it in the config, "
+                         "as Megatron-Bridge's model.fp8_dot_product_attention does)")
+
+
+def _fp8_attention_failures(framework: str, plan) -> list[str]:
+    """FP8 attention for the Megatron-based frameworks (torchtitan refuses it on its own)."""
+    return [FP8_ATTENTION_NO_FLAG] if plan.fp8_attention and framework in ("megatron", "mindspeed") else []
 
 
 def _megatron_only_failures(framework: str, plan) -> list[str]:

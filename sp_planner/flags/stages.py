@@ -102,9 +102,8 @@ def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_para
     weights = []
     if fp8_params and fp8_weights(request):
         weights = ["--fp8-param-gather"] + (["--reuse-grad-buf-for-mxfp8-param-ag"] if p.precision == "mxfp8" else [])
-    # FP8 core attention (TransformerConfig.fp8_dot_product_attention; cost.fp8_attention).
-    attention = ["--fp8-dot-product-attention"] if p.fp8_attention else []
-    return ["--bf16", *te, *fp8_recipe_flags(p), *attention, *weights]
+    # FP8 core attention has no flag (flags.base.FP8_ATTENTION_NO_FLAG): such plans are refused.
+    return ["--bf16", *te, *fp8_recipe_flags(p), *weights]
 
 
 def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[str]:
@@ -120,8 +119,7 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
                 f"{gatherer} {gathered}; other communication stays bf16, as planned.")
     else:
         comm = "all communication stays bf16, as planned."
-    attention = ("core attention runs FP8 too (--fp8-dot-product-attention, cuDNN's FP8 SDPA)"
-                 if p.fp8_attention else "attention stays bf16")
+    attention = "attention stays bf16"
     notes = ["FP8 runs the layers' GEMMs through Transformer Engine (--transformer-impl transformer_engine, "
              f"Megatron's default); {attention}; the output layer stays bf16; {comm}"]
     if p.precision == "fp8" and p.fp8_recipe == "delayed":

@@ -157,8 +157,8 @@ class CorpusRow(FrozenModel):
     # and NeMo 2's) or tensorwise (current scaling: Megatron --fp8-recipe tensorwise, Megatron-Bridge
     # FP8-CS, torchao float8 tensorwise). fp8 rows only.
     fp8_recipe: Fp8Recipe = "delayed"
-    # True where the run's recipe turns on FP8 core attention (Megatron --fp8-dot-product-attention,
-    # Megatron-Bridge MixedPrecisionConfig.fp8_dot_product_attention; cost.fp8_attention). FP8 and
+    # True where the run's recipe turns on FP8 core attention (Megatron-Bridge
+    # MixedPrecisionConfig.fp8_dot_product_attention; Megatron-LM has no flag for it; cost.fp8_attention). FP8 and
     # MXFP8 rows on the Blackwell profiles with a cuDNN FP8 SDPA curve only.
     fp8_attention: bool = False
     # True where the run's recipe keeps Adam's moments in bf16 (Megatron

@@ -83,13 +83,17 @@ def test_fp8_current_scaling_prints_tensorwise_and_costs_more(sp_plan, plan_json
     assert gemm["tensorwise"] > gemm["delayed"]
 
 
-def test_fp8_attention_on_b200_emits_its_flag_and_is_faster(sp_plan, plan_json):
+def test_fp8_attention_on_b200_is_faster_and_no_framework_flag_sets_it(sp_plan, plan_json):
     args = ("--model", "llama3-8b", "--hardware", "b200", "--nodes", "1", "--seq-len", "8k", "--precision", "fp8",
             "--tp", "2", "--pp", "1", "--ulysses", "1", "--ring", "1", "--zero", "1", "--micro-batch", "1",
-            "--recompute", "none")
+            "--recompute", "none", "--framework", "all")
     result = sp_plan(*args, "--fp8-attention")
     assert result.exit_code == 0, result.stderr
-    assert "    --fp8-dot-product-attention\n" in result.stdout
+    assert "fp8-dot-product-attention" not in result.stdout
+    assert "fp8_attention cannot be expressed on the command line" in " ".join(result.stdout.split())
+    refused = sp_plan(*args[:-2], "--fp8-attention")  # the default framework, Megatron-LM
+    assert refused.exit_code == 2 and refused.stderr.startswith(
+        "error: --fp8-attention: no command-line flag of megatron turns FP8 attention on")
     attention = {}
     for extra in ((), ("--fp8-attention",)):
         code, data = plan_json(*args, *extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sp_planner.flags.base import FP8_ATTENTION_NO_FLAG
 from sp_planner.flags import render_flags
 from sp_planner.specs.model import ModelSpec
 
@@ -181,13 +182,16 @@ def test_fp8_recipe_follows_the_plan(build, bash_args):
     assert "--fp8-recipe tensorwise" in ms.text
 
 
-def test_fp8_attention_flag_and_its_refusals(build, bash_args):
+def test_fp8_attention_has_no_flag_and_is_refused(build, bash_args):
+    """Megatron-LM builds no flag for TransformerConfig.fp8_dot_product_attention (arguments.py's
+    exclude list); MindSpeed runs Megatron's arguments."""
     req = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8", fp8_attention=True)
-    flags = render_flags("megatron", req)
-    assert bash_args(flags.text)["--fp8-dot-product-attention"] == []
-    assert any("core attention runs FP8 too" in note for note in flags.notes)
+    for name in ("megatron", "mindspeed"):
+        flags = render_flags(name, req)
+        assert not flags.supported and flags.reason.endswith(FP8_ATTENTION_NO_FLAG)
     plain = build.request(build.llama3_8b, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8")
-    assert "--fp8-dot-product-attention" not in render_flags("megatron", plain).text
+    assert render_flags("megatron", plain).supported
+    assert "fp8-dot-product-attention" not in render_flags("megatron", plain).text
     # torchao's converters quantize linear layers only.
     titan = render_flags("torchtitan", req)
     assert not titan.supported and "fp8_attention cannot be expressed" in titan.reason

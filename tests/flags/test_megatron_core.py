@@ -48,7 +48,6 @@ FIELDS = {
     "--recompute-num-layers": ("recompute_num_layers", int),
     "--fp8-format": ("fp8", str),
     "--fp8-recipe": ("fp8_recipe", str),
-    "--fp8-dot-product-attention": ("fp8_dot_product_attention", None),
     "--bf16": ("bf16", None),
     # megatron/training/argument_utils.py (d98e8a6) line 312: kw_args['fp8_param'] = args.fp8_param_gather.
     "--fp8-param-gather": ("fp8_param", None),
@@ -179,9 +178,6 @@ EXTRA = {
                                               fp8_recipe="tensorwise"),
     "llama3_8b_mxfp8_pp4_vpp2": request(LLAMA3_8B, 8192, 64, tp=2, pp=4, vpp=2, precision="mxfp8"),
     "llama3_8b_mxfp8_zero1": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8"),
-    # FP8 attention, as Megatron-Bridge's 26.08 MXFP8 recipes run it.
-    "llama3_8b_mxfp8_fp8_attention": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="mxfp8",
-                                             fp8_attention=True),
     # FP8 block scaling, as Megatron-LM's Qwen3-30B-A3B H100 FP8 recipe runs it.
     "llama3_8b_fp8_blockwise": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, precision="fp8",
                                        fp8_recipe="blockwise"),
@@ -205,7 +201,7 @@ def test_megatron_core_accepts_the_flags(req):
     # The recipe the cost model timed (cost.precision.quantize_bytes_per_elem).
     recipe = {"bf16": None, "fp8": p.fp8_recipe, "mxfp8": "mxfp8"}[p.precision]
     assert (config.fp8_recipe if p.precision != "bf16" else None) == recipe
-    assert config.fp8_dot_product_attention == p.fp8_attention
+    assert not config.fp8_dot_product_attention  # no flag sets it (flags.base.FP8_ATTENTION_NO_FLAG)
     # FP8 weights exactly where the cost model counts them (cost.fp8_params).
     assert config.fp8_param == (p.precision != "bf16" and p.zero == 1)
     # Activation offloading exactly as the cost model times it (cost.offload).
