@@ -63,6 +63,14 @@ def _torch_fsdp2(request: FlagRequest) -> tuple[list[str], list[str], list[str]]
             "--use-torch-fsdp2, which Megatron refuses with pipeline parallelism; use zero 2 "
             "(Megatron-FSDP optim_grads: parameters stay gathered, as the Llama 3 paper's FSDP without "
             "resharding), reshard_after_forward true (optim_grads_params) or pp 1")
+    if p.ep > 1:
+        # arguments.py at d98e8a6 lines 1036-1037 (and core_v0.16.0): "--use-torch-fsdp2 is not
+        # supported with expert parallelism".
+        failures.append(
+            f"zero 3 without reshard after forward with ep {p.ep} cannot be expressed: "
+            "--torch-fsdp2-no-reshard-after-forward needs --use-torch-fsdp2, which Megatron refuses with expert "
+            "parallelism; use zero 2 (Megatron-FSDP optim_grads: parameters stay gathered), reshard_after_forward "
+            "true (optim_grads_params) or ep 1")
     if p.dp_replicate > 1:
         failures.append(
             f"dp_replicate {p.dp_replicate} with zero 3 and no reshard after forward cannot be expressed: "

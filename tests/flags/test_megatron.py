@@ -85,6 +85,17 @@ def test_zero3_keeping_parameters_is_torch_fsdp2_only_without_pp(build, bash_arg
     refused = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, pp=2, dp=2, zero=3,
                                                      reshard_after_forward=False))
     assert not refused.supported and "pp 2" in refused.reason and "pipeline parallelism" in refused.reason
+    # "--use-torch-fsdp2 is not supported with expert parallelism" (arguments.py at d98e8a6).
+    from sp_planner.catalog import load_model
+    from sp_planner.flags import FlagRequest
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.specs import Workload
+
+    moe = FlagRequest(model=load_model("qwen3-30b-a3b"), workload=Workload(seq_len=32768, global_batch=8),
+                      plan=ParallelPlan(tp=1, ring=8, dp=4, ep=8, zero=3, reshard_after_forward=False),
+                      num_nodes=4, gpus_per_node=8)
+    refused = render_flags("megatron", moe)
+    assert not refused.supported and "ep 8" in refused.reason and "expert parallelism" in refused.reason
 
 
 def test_allgather_ring_is_cp_comm_type_all_gather_and_refused_under_ulysses(build, bash_args):
