@@ -103,6 +103,7 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
             model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
             full_rank_groups=full_rank_groups, framework=answer.framework, framework_ranked=answer.framework_ranked,
+            framework_version=answer.framework_version,
         )
         answer._summary_full = full_rank_groups
     return answer._summary

@@ -59,6 +59,7 @@ def build_summary(
     full_rank_groups: bool = False,
     framework: str | None = None,
     framework_ranked: Sequence[PlanEstimate] = (),
+    framework_version: str | None = None,
 ) -> dict[str, Any]:
     """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
     Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
@@ -66,7 +67,8 @@ def build_summary(
     it can express, best first: what sp-plan's table ranks."""
     def entries(estimates: Sequence[PlanEstimate]) -> list[dict[str, Any]]:
         return [plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                           full_rank_groups=full_rank_groups) for est in estimates]
+                           full_rank_groups=full_rank_groups, framework_version=framework_version)
+                for est in estimates]
 
     plans = entries(result.ranked[:top_k])
     band = plan_band(hardware.name, moe=model.moe is not None)
@@ -120,11 +122,14 @@ def plan_entry(
     num_nodes: int,
     gpus_per_node: int,
     full_rank_groups: bool = False,
+    framework_version: str | None = None,
 ) -> dict[str, Any]:
     """One ranked plan: its degrees, the estimate's numbers, its rank groups' generator (and full
-    lists when `full_rank_groups`) and every framework's flags."""
+    lists when `full_rank_groups`) and every framework's flags (torchtitan's for
+    `framework_version`, as sp-plan's table prints them)."""
     request = FlagRequest(
-        model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node
+        model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+        framework_version=framework_version,
     )
     flags = {
         framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}

@@ -453,3 +453,16 @@ def test_megatron_model_mfu_past_the_peak_is_not_shown_as_a_percentage(sp_plan):
     row = next(line.split() for line in out.split("model MFU (Megatron)", 1)[1].splitlines()
                if line.split()[:1] == ["1"])
     assert "-" in row and all(float(cell[:-1]) <= 100 for cell in row if re.fullmatch(r"[\d.]+%", cell)), row
+
+
+def test_json_flags_follow_the_framework_version(sp_plan):
+    """torchtitan 0.3.x has no config function for Qwen2.5-72B; --framework-version 0.2.2 prints its
+    TOML, in the JSON as in the table."""
+    args = ("--model", "qwen2.5-72b", "--hardware", "h100", "--nodes", "8", "--seq-len", "16k", "--pp", "4",
+            "--framework", "torchtitan", "--top", "1")
+    table = sp_plan(*args, "--framework-version", "0.2.2").stdout
+    doc = json.loads(sp_plan(*args, "--framework-version", "0.2.2", "--format", "json").stdout)
+    titan = doc["framework_plans"][0]["flags"]["torchtitan"]
+    assert titan["supported"] and "[parallelism]" in titan["text"] and titan["text"].splitlines()[1] in table
+    newest = json.loads(sp_plan(*args, "--format", "json").stdout)["plans"][0]["flags"]["torchtitan"]
+    assert not newest["supported"] and "--framework-version 0.2.2" in newest["reason"]
