@@ -104,6 +104,9 @@ def resolve_question(
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
     if vpp is not None and vpp <= 0:
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
+    if vpp is not None and vpp > 1 and degrees.get("pp") == 1:
+        raise UserInputError(f"--vpp {vpp} interleaves pipeline stages: it needs --pp 2 or more, not --pp 1 "
+                             "(or drop --vpp)")
     degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     if adam_moments_bf16 and zero not in (None, 1):
         raise UserInputError(f"--bf16-adam-moments needs --zero 1 (Megatron's precision-aware optimizer runs only "
@@ -115,7 +118,8 @@ def resolve_question(
                 fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16)
-    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp)
+    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
+                world_size=world_size)
     _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
                      data_parallel_gpus=world_size // math.prod(
                          v for axis, v in degrees.items() if axis != "dp" and v is not None))
@@ -247,6 +251,8 @@ def _check_pins(
     workload: Workload,
     experts: dict[str, int] | None = None,
     vpp: int | None = None,
+    *,
+    world_size: int,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break.
 
@@ -268,10 +274,31 @@ def _check_pins(
     # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
     if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:
         skip.add("vpp")
+    if degrees["pp"] is None and stage_vpp > 1:
+        # Pinned virtual stages with pp left to the search: an uneven split may hold on a larger pp
+        # (Qwen2.5-7B's 28 layers: vpp 3 on pp 5, first = last = 5), so the layers rule is checked
+        # over every pp the GPUs allow.
+        skip.add("layers")
+        _check_some_pp_splits(degrees, model, workload, stage_vpp, world_size)
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
         rule = broken[0]
         raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
+
+
+def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, workload: Workload, vpp: int,
+                          world_size: int) -> None:
+    """Refuse --vpp when no pipeline degree the other pins leave splits the layers (ParallelPlan's
+    layers rule with the search's split, pipeline.default_split)."""
+    free = world_size // math.prod(v for axis, v in degrees.items() if axis != "pp" and v is not None)
+    others = {axis: 1 for axis in degrees if axis != "pp"}
+    for pp in (d for d in range(2, free + 1) if free % d == 0):
+        first, last = (int(x) for x in default_split(model.num_layers, pp, vpp))
+        plan = ParallelPlan(**others, pp=pp, vpp=vpp, first_stage_layers=first or None, last_stage_layers=last or None)
+        if not any(v.rule == "layers" for v in violations(plan, model, workload)):
+            return
+    raise UserInputError(f"--vpp {vpp}: no pipeline degree these GPUs allow (a divisor of {free} above 1) splits "
+                         f"{model.num_layers} layers into {vpp} virtual stages per rank; pick another --vpp or drop it")
 
 
 def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
