@@ -73,7 +73,10 @@ def pipeline_comment(request: FlagRequest) -> str:
     schedule = f"interleaved 1F1B, {p.vpp} virtual stages per rank" if p.vpp > 1 else "1F1B"
     if form == "even":
         return f"pipeline: {schedule}, {layers // p.pp} layers per stage"
-    middle = (layers - (p.first_stage_layers or 0) - (p.last_stage_layers or 0)) // max(p.pp - 2, 1)
+    if p.pp == 2:  # no middle stage
+        return (f"pipeline: {schedule}, {p.first_stage_layers} layers on the first stage, "
+                f"{p.last_stage_layers} on the last")
+    middle = (layers - (p.first_stage_layers or 0) - (p.last_stage_layers or 0)) // (p.pp - 2)
     return (f"pipeline: {schedule}, {p.first_stage_layers} layers on the first stage, {middle} on each "
             f"middle one, {p.last_stage_layers} on the last")
 

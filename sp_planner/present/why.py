@@ -17,11 +17,19 @@ from sp_planner.units import format_bytes, format_seconds
 
 def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
     """What b changes relative to a, e.g. 'tp 4 instead of 2, ulysses 2 instead of 4'."""
+    def split(plan: ParallelPlan) -> str:
+        if plan.first_stage_layers is None and plan.last_stage_layers is None:
+            return "the even split"
+        return f"{plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage"
+
+    stage_fields = ("first_stage_layers", "last_stage_layers")
     changed = [
         f"{name} {getattr(b, name)} instead of {getattr(a, name)}"
         for name in ParallelPlan.model_fields
-        if getattr(a, name) != getattr(b, name)
+        if name not in stage_fields and getattr(a, name) != getattr(b, name)
     ]
+    if any(getattr(a, name) != getattr(b, name) for name in stage_fields):
+        changed.append(f"{split(b)} instead of {split(a)}")
     return ", ".join(changed) if changed else "the same settings"
 
 
@@ -89,10 +97,17 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
         clause = (f"The runner-up ({diff}) is predicted at the same step: the best published MFU for this "
                   f"hardware holds both to it; before that bound it is {format_seconds(before_s)} "
                   f"({before_s / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) slower")
+    elif abs(slower_s) < 5e-4 * best.step_time_s:  # under 0.05%: as good as equal, say what cancels
+        gain = min(deltas, key=lambda name: deltas[name])
+        clause = f"The runner-up ({diff}) takes the same time per step"
+        if deltas[worst] > 0 and deltas[gain] < 0:
+            clause += (f": its {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])}) is offset by "
+                       f"{TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})")
+        worst = ""  # said already
     else:
         clause = (f"The runner-up ({diff}) is {format_seconds(slower_s)} ({slower_s / best.step_time_s:.1%}) "
                   "slower per step")
-    if deltas[worst] > 0:
+    if worst and deltas[worst] > 0:
         clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])})"
     saved = best.memory_peak_bytes - other.memory_peak_bytes
     if saved > 0:

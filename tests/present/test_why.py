@@ -70,6 +70,21 @@ def test_runner_up_held_to_the_same_step_by_the_mfu_bound_is_compared_before_it(
             "mostly from Ulysses all-to-all (+500.0 ms)") in text
 
 
+def test_runner_up_at_the_same_step_says_what_cancels():
+    # 6 + 2 + 2 s against 5 + 3 + 2 s: the same 10 s, attention 1 s shorter, all-to-all 1 s longer.
+    even = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=5.0, ulysses_s=3.0, activations_gib=40.0)
+    text = why_this_plan([BEST, even], A800)
+    assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) takes the same time per step: its Ulysses "
+            "all-to-all (+1.00 s) is offset by attention kernels (-1.00 s).") in text
+    assert "slower per step" not in text
+
+
+def test_a_split_change_is_said_as_the_split():
+    uneven = ParallelPlan(pp=4, vpp=2, first_stage_layers=6, last_stage_layers=8)
+    assert plan_differences(ParallelPlan(pp=4, vpp=2), uneven) == (
+        "6/8 layers on the first/last stage instead of the even split")
+
+
 def test_runner_up_that_does_not_fit_is_named_with_its_reason():
     heavy = _estimate(ParallelPlan(ring=8), attention_s=5.0, ulysses_s=0.0, activations_gib=90.0, fits=False,
                       reason="oom: needs 98.0 GiB per GPU, 80.0 GiB available")
