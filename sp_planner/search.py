@@ -70,10 +70,18 @@ def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pi
     count = count_candidates(workload, num_nodes * gpus_per_node, pins, gpus_per_node, axes=axes)
     if count <= MAX_CANDIDATES:
         return count
-    smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1)
-                    if 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes)
-                    <= MAX_CANDIDATES), None)
-    largest = f"the largest node count below it that is searched is {smaller}" if smaller else \
+    def searched(n: int) -> bool:
+        return 0 < count_candidates(workload, n * gpus_per_node, pins, gpus_per_node, axes=axes) <= MAX_CANDIDATES
+
+    # A round count first: a power of two times 1, 3, 5 or 9, whose few odd factors degrees can take
+    # (the nearest count below a highly composite one is often a prime, searched but of no use).
+    round_counts = sorted({m << k for m in (1, 3, 5, 9) for k in range(num_nodes.bit_length())
+                           if (m << k) < num_nodes}, reverse=True)
+    smaller = next((n for n in round_counts if searched(n)), None)
+    if smaller is None:
+        smaller = next((n for n in range(num_nodes - 1, max(0, num_nodes - MAX_SMALLER_TRIED), -1) if searched(n)),
+                       None)
+    largest = f"the largest round node count below it that is searched is {smaller}" if smaller else \
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
     raise SearchTooLarge(
         f"{num_nodes} nodes x {gpus_per_node} GPUs give {count:,} candidate plans, more than the "

@@ -170,7 +170,7 @@ def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatc
         search(MODEL, HW, WORKLOAD, num_nodes=6, gpus_per_node=8)
     message = str(refused.value)
     assert "\n" not in message and "6 nodes x 8 GPUs give 15,729 candidate plans, more than the 5,000" in message
-    assert "the largest node count below it that is searched is 4" in message
+    assert "the largest round node count below it that is searched is 4" in message
     assert count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8, axes=AXES) == 4548
     search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8)
 

@@ -192,6 +192,9 @@ def plan(
         moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, cpu_offload_layers=cpu_offload_layers,
         adam_moments_bf16=bf16_adam_moments,
     )
+    if launcher is not None and output_format != "table":
+        raise UserInputError(f"--launcher prints a launch script under the table; --format {output_format} has no "
+                             "place for it (the JSON holds every framework's flags): drop one of them")
     check_outputs(out=out, report=report)
     check_framework_version(framework, framework_version)
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):

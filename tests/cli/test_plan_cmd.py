@@ -466,3 +466,9 @@ def test_json_flags_follow_the_framework_version(sp_plan):
     assert titan["supported"] and "[parallelism]" in titan["text"] and titan["text"].splitlines()[1] in table
     newest = json.loads(sp_plan(*args, "--format", "json").stdout)["plans"][0]["flags"]["torchtitan"]
     assert not newest["supported"] and "--framework-version 0.2.2" in newest["reason"]
+
+
+def test_launcher_with_tool_output_is_refused(sp_plan):
+    result = sp_plan(*README, "--launcher", "slurm", "--format", "csv")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --launcher prints a launch script under the table; --format csv")
