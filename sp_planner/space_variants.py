@@ -34,8 +34,8 @@ def variant_mask(dp, tp, ulysses, ring, zero, *, cp_comm, dp_replicate, reshard_
     shard = np.maximum((gpus_per_node or 1) // (np.asarray(tp) * np.asarray(ulysses) * np.asarray(ring)), 1)
     node_hsdp = (zero == 3) & (dp % shard == 0) & (dp > shard) & (gpus_per_node is not None)
     for j, (a, h, s) in enumerate(TEMPLATES):
-        if cp_comm is not None:
-            ok = np.full(n, a == (cp_comm == "allgather"))
+        if cp_comm is not None:  # a pinned all-gather needs a ring to gather along
+            ok = np.full(n, a == (cp_comm == "allgather")) & ((np.asarray(ring) > 1) | (a == 0))
         else:
             ok = np.full(n, True) if a == 0 else pure_ring
         if dp_replicate is not None:

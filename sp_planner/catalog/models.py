@@ -7,7 +7,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from sp_planner.catalog.hf_config import load_hf_config
+from sp_planner.catalog.hf_config import SUPPORTED_MODEL_TYPES, load_hf_config
 from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
 from sp_planner.specs.model import ModelSpec
 
@@ -16,8 +16,7 @@ MODEL_ALIASES: dict[str, str] = {
     "Mistral-7B-v0.1": "Mistral-7B",
     "Mixtral-8x7B-v0.1": "Mixtral-8x7B",
 }
-_HINT = ("Or pass the path to a Hugging Face config.json (llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, "
-         "deepseek_v3).")
+_HINT = f"Or pass the path to a Hugging Face config.json ({', '.join(SUPPORTED_MODEL_TYPES)})."
 
 
 @functools.cache

@@ -104,6 +104,9 @@ def resolve_question(
     workload = Workload(seq_len=seq_len_tokens, global_batch=batch, causal=True)
     if vpp is not None and vpp <= 0:
         raise UserInputError(f"--vpp must be at least 1, got {vpp}")
+    if cp_comm == "allgather" and degrees.get("ring") == 1:
+        raise UserInputError("--cp-comm allgather gathers K/V along the ring axis: it needs --ring 2 or more, not "
+                             "--ring 1 (or drop --cp-comm)")
     if vpp is not None and vpp > 1 and degrees.get("pp") == 1:
         raise UserInputError(f"--vpp {vpp} interleaves pipeline stages: it needs --pp 2 or more, not --pp 1 "
                              "(or drop --vpp)")
@@ -318,9 +321,9 @@ def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
         if dp_replicate > 1 and zero == 0:
             raise UserInputError(f"--dp-replicate {dp_replicate} needs --zero 1, 2 or 3 (zero 0 replicates "
                                  "everything already)")
-    if reshard_after_forward is False and zero is not None and zero != 3:
-        raise UserInputError(f"--no-reshard-after-forward needs --zero 3 (got --zero {zero}): only ZeRO-3/FSDP "
-                             "shards parameters")
+    if reshard_after_forward is not None and zero is not None and zero != 3:
+        option = "--reshard-after-forward" if reshard_after_forward else "--no-reshard-after-forward"
+        raise UserInputError(f"{option} needs --zero 3 (got --zero {zero}): only ZeRO-3/FSDP shards parameters")
 
 
 def check_outputs(*, out: Path | None, report: Path | None) -> None:

@@ -63,3 +63,21 @@ def test_pinned_virtual_stages_check_every_pipeline_degree_the_gpus_allow():
         _resolve(model="qwen2.5-7b", vpp=3)
     with pytest.raises(UserInputError, match=r"^--vpp 2 interleaves pipeline stages: it needs --pp 2 or more"):
         _resolve(degrees={**FREE, "pp": 1}, vpp=2)
+
+
+def test_pins_that_mean_nothing_are_refused():
+    with pytest.raises(UserInputError, match=r"^--cp-comm allgather gathers K/V along the ring axis: it needs "
+                                             r"--ring 2 or more, not --ring 1"):
+        _resolve(degrees={**FREE, "ring": 1}, cp_comm="allgather")
+    for flag, option in ((True, "--reshard-after-forward"), (False, "--no-reshard-after-forward")):
+        with pytest.raises(UserInputError, match=rf"^{option} needs --zero 3 \(got --zero 2\)"):
+            _resolve(zero=2, reshard_after_forward=flag)
+
+
+def test_a_pinned_allgather_keeps_only_plans_with_a_ring():
+    from sp_planner.search import search
+
+    q = _resolve(cp_comm="allgather")
+    result = search(q.model, q.hardware, q.workload, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+                    pins=q.pins, top_k=20)
+    assert result.ranked and all(est.plan.ring > 1 and est.plan.cp_comm == "allgather" for est in result.ranked)
