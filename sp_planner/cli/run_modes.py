@@ -75,9 +75,13 @@ def run_node_agent(job: Job, rdzv_endpoint: str | None, rdzv_id: str, node_rank:
 def run_here(job: Job, nproc: int | None) -> int:
     """Every rank on this machine, started by a local torchrun."""
     cfg, world = job.cfg, job.cfg.world_size
-    if nproc is not None and nproc != world:
+    if nproc is not None and nproc > world:
         raise UserInputError(f"the run needs ulysses*ring = {world} ranks but --nproc {nproc}; drop --nproc or "
                              f"give --nproc {world}")
+    if nproc is not None and nproc < world:
+        raise UserInputError(f"the run needs ulysses*ring = {world} ranks but --nproc {nproc}; sp-run never shrinks "
+                             f"a plan: give --nproc {world} (or drop it), or on a cluster run on every node: "
+                             f"{job.cluster}")
     slots = _local_slots(cfg.device) if nproc is None else None
     if slots is not None and slots < world:
         raise UserInputError(

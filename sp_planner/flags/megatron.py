@@ -7,6 +7,8 @@ allgather) or a2a+p2p (USP, hierarchical: a2a inner). ZeRO, HSDP and reshard: me
 
 from __future__ import annotations
 
+import textwrap
+
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -28,7 +30,9 @@ def bash_array(name: str, groups: list[FlagGroup]) -> str:
     lines = [f"{name}=("]
     for comment, flags in groups:
         if flags:
-            lines.append(f"    # {comment}")
+            # Comments wrapped to the 80 columns of a terminal (a flag line is what it is).
+            lines.extend(textwrap.wrap(comment, width=80, initial_indent="    # ", subsequent_indent="    #   ",
+                                       break_on_hyphens=False, break_long_words=False))
             lines.extend(f"    {flag}" for flag in flags)
     lines.append(")")
     return "\n".join(lines)

@@ -90,11 +90,12 @@ def test_flags_run_that_does_not_fit_offers_no_plan_advice(capsys, monkeypatch):
 
 def test_nproc_other_than_the_ranks_names_the_fix(capsys, monkeypatch):
     monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched"))
-    for nproc in ("8", "3"):
-        err = _refusal(capsys, ["--ulysses", "2", "--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim",
-                                "8", "--nproc", nproc])
-        assert err == (f"error: the run needs ulysses*ring = 4 ranks but --nproc {nproc}; drop --nproc or give "
-                       "--nproc 4\n")
+    args = ["--ulysses", "2", "--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim", "8", "--nproc"]
+    err = _refusal(capsys, [*args, "8"])
+    assert err == "error: the run needs ulysses*ring = 4 ranks but --nproc 8; drop --nproc or give --nproc 4\n"
+    err = _refusal(capsys, [*args, "3"])
+    assert err.startswith("error: the run needs ulysses*ring = 4 ranks but --nproc 3; sp-run never shrinks a plan: "
+                          "give --nproc 4 (or drop it), or on a cluster run on every node: torchrun ")
 
 
 def test_rendezvous_endpoint_without_a_port_is_refused(capsys):
