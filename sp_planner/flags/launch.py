@@ -44,8 +44,8 @@ def _check(
 def _torchrun(num_nodes: int, gpus_per_node: int, command: str, endpoint: str, rdzv_id: str) -> str:
     # c10d rendezvous: every node runs the same line; --node-rank is only for static rendezvous (run.py).
     return "\n".join([
-        f"torchrun --nnodes {num_nodes} --nproc-per-node {gpus_per_node} \\",
-        f'    --rdzv-backend c10d --rdzv-endpoint "{endpoint}" --rdzv-id {rdzv_id} \\',
+        f"torchrun --nnodes {num_nodes} --nproc-per-node {gpus_per_node} --rdzv-backend c10d \\",
+        f'    --rdzv-endpoint "{endpoint}" --rdzv-id {rdzv_id} \\',
         f"    {command.strip()}",
     ])
 
