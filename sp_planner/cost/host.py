@@ -247,9 +247,23 @@ def exposed_host_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logi
                    full_recompute):
     """Host seconds per micro-batch the GPU work does not hide (module docstring's timing rule);
     per-layer times, `layers` on the pacing stage, `logits_s` its logits' GPU time."""
+    fwd, bwd = exposed_host_parts_s(host_fwd_s=host_fwd_s, host_bwd_s=host_bwd_s, gpu_fwd_s=gpu_fwd_s,
+                                    gpu_bwd_s=gpu_bwd_s, layers=layers, logits_s=logits_s, syncs=syncs,
+                                    full_recompute=full_recompute)
+    return fwd + bwd
+
+
+def exposed_host_parts_s(*, host_fwd_s, host_bwd_s, gpu_fwd_s, gpu_bwd_s, layers, logits_s, syncs: bool,
+                         full_recompute):
+    """exposed_host_s as (forward, backward) seconds per micro-batch: the stalls that lengthen each
+    pass beyond its GPU work. Without a host sync the CPU runs ahead across the passes, so the one
+    exposed total is shared out in proportion to each pass's host time."""
     if not syncs:
-        return np.maximum(0.0, layers * (host_fwd_s + host_bwd_s - gpu_fwd_s - gpu_bwd_s) - logits_s)
+        total = np.maximum(0.0, layers * (host_fwd_s + host_bwd_s - gpu_fwd_s - gpu_bwd_s) - logits_s)
+        host = np.asarray(host_fwd_s + host_bwd_s, dtype=np.float64)
+        share = np.divide(host_fwd_s, host, out=np.zeros(np.broadcast(host, total).shape), where=host > 0)
+        return total * share, total * (1 - share)
     fwd = layers * np.maximum(0.0, host_fwd_s - gpu_fwd_s)
     bwd = np.where(full_recompute, layers * np.maximum(0.0, host_bwd_s - gpu_bwd_s),
                    np.maximum(0.0, layers * (host_bwd_s - gpu_bwd_s) - logits_s))
-    return fwd + bwd
+    return fwd, bwd

@@ -40,7 +40,8 @@ from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, gemm_work
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
-from sp_planner.cost.host import exposed_host_s, host_s_per_op, host_syncs_per_layer, layer_host_ops, ring_host_ops
+from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
+                                  ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import memory_pass_time_s
@@ -218,10 +219,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # TE module calls cost TE's module overhead on top (cost.te_host).
     te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)
     te_extra = te_module_extra_s(hardware)
-    host_exposed = exposed_host_s(host_fwd_s=ops_fwd * per_op + te_fwd * te_extra,
-                                  host_bwd_s=ops_bwd * per_op + te_bwd * te_extra, gpu_fwd_s=fwd_layer,
-                                  gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
-                                  syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
+    host_fwd_stall, host_bwd_stall = exposed_host_parts_s(
+        host_fwd_s=ops_fwd * per_op + te_fwd * te_extra, host_bwd_s=ops_bwd * per_op + te_bwd * te_extra,
+        gpu_fwd_s=fwd_layer, gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
+        syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
+    host_exposed = host_fwd_stall + host_bwd_stall
 
     # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload); the
     # saved bytes are sized only where some candidate offloads (the search's hot path otherwise).
@@ -267,6 +269,24 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
         chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
     )
+    # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
+    # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
+    # again over the passes as they last, what that hides comes off the host's exposed time, so
+    # the two are not both charged (sim.simulate adds the host time so reduced as one block).
+    host_beside_dp = 0.0
+    if np.any(host_exposed > 0):
+        stall_f, stall_b = host_fwd_stall / layers, host_bwd_stall / layers  # per layer of the pass
+        pipelined_wall = pipelined_dp_s(overlap, c, stages=stages, times=by_stage,
+                                        per_layer_s=per_layer + stall_f + stall_b, logits_s=head, ahead_s=ahead,
+                                        first_s=first_tp, fwd_layer_s=fwd_layer + stall_f,
+                                        bwd_layer_s=bwd_layer + stall_b, micro_batches=m, reshard=c.reshard,
+                                        edges=edges)
+        dp_wall, _ = dp_exposed_s(
+            overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window + host_fwd_stall,
+            bwd_window_s=bwd_window + host_bwd_stall, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
+            chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined_wall,
+        )
+        host_beside_dp = np.clip(dp_exposed - dp_wall, 0.0, m * host_exposed)
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer).
@@ -289,7 +309,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, optimizer_bytes),
         m * layers * moe_layer - paired_micro_batches(m, pp, c.vpp) * layers * ep_saving,
-        m * host_exposed,
+        m * host_exposed - host_beside_dp,
         m * offload_exposed,
     )
     world = group_size(c, GRID_ORDER)

@@ -102,7 +102,8 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     analytic_s, host_s, offload_s = analytic_step(model, hardware, workload, plan,
                                                   gpus_per_node=cluster.gpus_per_node, runtime=runtime)
     # The simulator schedules GPU work only; the host time it does not hide is the analytic
-    # model's (cost.host), added as a block at the end like the MFU ceiling's, and so are the
+    # model's (cost.host, less the data-parallel traffic that runs beside its stalls, cost.step),
+    # added as a block at the end like the MFU ceiling's, and so are the
     # activation offload copies the layers do not hide (cost.offload).
     extended = _extended(_extended(unheld, "host_overhead", host_s), "activation_offload", offload_s)
     sched = _held_to_ceiling(extended, model, hardware, workload, plan)
