@@ -75,17 +75,21 @@ def _failures(request: FlagRequest) -> list[str]:
 
 
 def ds_config(request: FlagRequest) -> dict[str, object]:
-    """The ds_config dict. DeepSpeed checks train_batch_size == micro * grad_acc * dp, where dp is the
-    "data_parallel" mesh dim built from data_parallel_size x sequence_parallel_size
-    (deepspeed/__init__.py:197-206; runtime/config.py world_size)."""
+    """The ds_config dict. DeepSpeed checks train_batch_size == micro * grad_acc * dp, where dp is
+    the mpu's data-parallel size, else the world over sequence_parallel_size (runtime/config.py
+    lines 711-724 at edaa7221). No data_parallel_size: with both sizes deepspeed.initialize builds a
+    (data_parallel, sequence_parallel) mesh (deepspeed/__init__.py:203-206), and without an mpu
+    ZeRO then shards over that mesh's data-parallel ranks only (utils/groups.py
+    _get_sequence_data_parallel_group falls back to the data-parallel group, lines 845-851), not
+    over sp x dp as planned; the mpu the notes name gives sp x dp."""
     p, w = request.plan, request.workload
     return {
         "train_batch_size": w.global_batch,
         "train_micro_batch_size_per_gpu": p.micro_batch,
         "gradient_accumulation_steps": request.num_micro_batches,
-        "data_parallel_size": p.dp,
-        "sequence_parallel_size": p.ulysses,
-        # ZeRO partitions over the sequence-data-parallel group, sp x dp (runtime/engine.py:1839-1936).
+        **({"sequence_parallel_size": p.ulysses} if p.ulysses > 1 else {}),
+        # ZeRO partitions over the mpu's sequence-data-parallel group, sp x dp (runtime/engine.py
+        # dp_process_group=self.seq_data_parallel_group, lines 1839 and 2351).
         # overlap_comm: ZeRO's gradient reduction overlapped with the backward, as cost.overlap's
         # DEEPSPEED_OVERLAP assumes (runtime/zero/config.py; stage 3 prefetches by default).
         "zero_optimization": {"stage": p.zero, "overlap_comm": True} if p.zero else {"stage": 0},
@@ -98,20 +102,20 @@ def render(request: FlagRequest) -> FrameworkFlags:
     if refused is not None:
         return refused
     p, m, w = request.plan, request.model, request.workload
-    notes = [
-        "Save the JSON as ds_config.json and pass it to deepspeed.initialize(config=...); with "
-        f"data_parallel_size and sequence_parallel_size it builds the ({p.dp}, {p.ulysses}) "
-        "(data_parallel, sequence_parallel) mesh, sequence-parallel ranks contiguous.",
-    ]
+    notes = ["Save the JSON as ds_config.json and pass it to deepspeed.initialize(config=...)."]
     if p.ulysses > 1:
         notes += [
-            "Hugging Face models (ALST, transformers >= 4.51.3): "
+            "Hugging Face models (ALST, transformers >= 4.51.3): mpu = "
             "UlyssesSPAttentionHF.register_with_transformers("
             f"model_name_or_path, core_attn_implementation, sequence_parallel_size={p.ulysses}, "
-            f"micro_batch_size={p.micro_batch}, seq_length={w.seq_len}, seq_length_is_variable=False); "
-            "eager attention is rejected.",
+            f"micro_batch_size={p.micro_batch}, seq_length={w.seq_len}, seq_length_is_variable=False), "
+            "then deepspeed.initialize(config=..., mpu=mpu), as DeepSpeed's ALST tutorial does: the mpu's "
+            f"groups (sequence-parallel ranks contiguous) make ZeRO shard over sp x dp = {p.ulysses * p.dp} ranks, "
+            f"as planned; without it ZeRO shards over the {p.dp} data-parallel ranks only. Eager attention is "
+            "rejected.",
             f"Megatron-DeepSpeed: pass --ds-sequence-parallel-size {p.ulysses} and never "
-            "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination).",
+            "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination); its mpu "
+            "carries the same groups.",
         ]
         if p.ulysses > m.num_kv_heads:
             notes.append(

@@ -15,7 +15,6 @@ def test_ulysses_zero3_config_values(build):
         "train_batch_size": 4,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 4,  # 4 / (micro 1 x dp 1)
-        "data_parallel_size": 1,
         "sequence_parallel_size": 8,
         "zero_optimization": {"stage": 3, "overlap_comm": True},
         "bf16": {"enabled": True},
@@ -26,7 +25,11 @@ def test_batch_identity_with_data_parallel(build):
     # DeepSpeed requires train_batch_size == micro * grad_acc * dp, dp excluding the SP ranks.
     request = build.request(build.llama3_8b, 65536, 32, ulysses=4, dp=2, micro_batch=2, zero=2)
     config = json.loads(render_flags("deepspeed", request).text)
-    assert config["data_parallel_size"] == 2 and config["sequence_parallel_size"] == 4
+    # No data_parallel_size: with it DeepSpeed builds a mesh whose ZeRO group, without the mpu,
+    # holds the dp ranks only (utils/groups.py); the note passes ALST's mpu, whose group is sp x dp.
+    assert "data_parallel_size" not in config and config["sequence_parallel_size"] == 4
+    note = next(n for n in render_flags("deepspeed", request).notes if n.startswith("Hugging Face models"))
+    assert "deepspeed.initialize(config=..., mpu=mpu)" in note and "sp x dp = 8 ranks" in note
     assert config["gradient_accumulation_steps"] == 8  # 32 / (2 x 2)
     assert config["train_micro_batch_size_per_gpu"] * config["gradient_accumulation_steps"] * 2 == 32
     assert config["zero_optimization"] == {"stage": 2, "overlap_comm": True}
