@@ -35,12 +35,6 @@ def _failures(request: FlagRequest) -> list[str]:
             "(x sequence-parallel) rank; its hierarchical variants (MiCS mics_shard_size, ZeRO++ "
             "zero_hpz_partition_size) change other traffic than HSDP's and are not emitted; use dp_replicate 1"
         )
-    if not p.reshard_after_forward:
-        failures.append(
-            "zero 3 without reshard after forward cannot be expressed: DeepSpeed stage 3 releases gathered "
-            "parameters after use and fetches them again in backward (only small ones persist, "
-            "stage3_param_persistence_threshold); use reshard_after_forward true"
-        )
     if p.tp > 1 or p.pp > 1:
         degrees = describe_degrees(p, ("tp", "pp"))
         if p.ulysses > 1:
@@ -92,9 +86,23 @@ def ds_config(request: FlagRequest) -> dict[str, object]:
         # dp_process_group=self.seq_data_parallel_group, lines 1839 and 2351).
         # overlap_comm: ZeRO's gradient reduction overlapped with the backward, as cost.overlap's
         # DEEPSPEED_OVERLAP assumes (runtime/zero/config.py; stage 3 prefetches by default).
-        "zero_optimization": {"stage": p.zero, "overlap_comm": True} if p.zero else {"stage": 0},
+        "zero_optimization": ({"stage": p.zero, "overlap_comm": True, **_keep_gathered(request)} if p.zero
+                              else {"stage": 0}),
         "bf16": {"enabled": True},
     }
+
+
+def _keep_gathered(request: FlagRequest) -> dict[str, int]:
+    """ZeRO-3 keeping the gathered parameters from forward to backward (reshard_after_forward
+    false): stage 3 keeps a parameter that is used again within stage3_max_reuse_distance parameters
+    (runtime/zero/partitioned_param_coordinator.py __params_to_release at edaa7221) and holds up to
+    stage3_max_live_parameters (both 1e9 by default, runtime/zero/config.py lines 240-248): at the
+    model's parameter count, every layer's are kept until its backward."""
+    p = request.plan
+    if p.zero != 3 or p.reshard_after_forward:
+        return {}
+    count = request.model.num_params
+    return {"stage3_max_live_parameters": count, "stage3_max_reuse_distance": count}
 
 
 def render(request: FlagRequest) -> FrameworkFlags:

@@ -28,7 +28,10 @@ FlagGroup = tuple[str, list[str]]
 def bash_array(name: str, groups: list[FlagGroup]) -> str:
     """A bash array of flags, one per line, each group under a comment; use it as "${NAME[@]}"."""
     lines = [f"{name}=("]
-    for comment, flags in groups:
+    seen: set[str] = set()
+    for comment, group_flags in groups:
+        flags = [flag for flag in group_flags if flag not in seen]  # a flag two groups need, once
+        seen.update(flags)
         if flags:
             # Comments wrapped to the 80 columns of a terminal (a flag line is what it is).
             lines.extend(textwrap.wrap(comment, width=80, initial_indent="    # ", subsequent_indent="    #   ",

@@ -36,14 +36,20 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
                 f"num_attention_heads {m.num_heads} is not divisible by cp*tp = {p.cp}*{p.tp} "
                 "(ulysses_cp_algo)"
             )
+    elif p.allgather:
+        # kvallgather_cp_algo (features path from 26.0.0, c1e421eb 2025-12-31): K/V all-gathered before
+        # attention, the Llama 3 paper's CP; validate_args: a causal mask, seq % 2cp == 0 (load-balanced
+        # split), --transformer-impl transformer_engine (docs/zh/features/kvallgather-context-parallel.md;
+        # context_parallel_feature.py at 028de58c lines 20-23, 82-92). One level: no Ulysses beside it.
+        algo = ["--context-parallel-algo kvallgather_cp_algo", "--transformer-impl transformer_engine"]
+        if p.ulysses > 1:
+            failures.append(f"all-gather CP under ulysses {p.ulysses} cannot be expressed: MindSpeed's "
+                            "kvallgather_cp_algo is one level (no hybrid with Ulysses); use ulysses 1 or cp_comm p2p")
+        if not request.workload.causal:
+            failures.append("kvallgather_cp_algo supports only a causal mask")
+        if s % (2 * p.cp) != 0:
+            failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} (kvallgather_cp_algo)")
     else:
-        if p.allgather:
-            failures.append(
-                f"all-gather CP on ring {p.ring} cannot be expressed: MindSpeed's kvallgather_cp_algo serves only "
-                "its sparse flash attention ops (DeepSeek-V3.2 lightning indexer; MindSpeed-LLM "
-                "docs/en/pytorch/features/mcore/kvallgather-context-parallel.md), not dense attention; use "
-                "cp_comm p2p (megatron_cp_algo)"
-            )
         if p.ulysses == 1:
             algo = ["--context-parallel-algo megatron_cp_algo"]
         else:
@@ -60,7 +66,7 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
         algo.append("--cp-window-size 1")
     mask = "causal" if request.workload.causal else "general"
     algo.append(f"--attention-mask-type {mask}")
-    if p.ring > 1:
+    if p.ring > 1 and not p.allgather:
         # Recommended by the MindSpeed CP docs (docs/zh/features/hybrid-context-parallel.md).
         algo += ["--use-cp-send-recv-overlap", "--megatron-cp-in-bnsd"]
     return algo, failures
@@ -109,6 +115,8 @@ def render(request: FlagRequest) -> FrameworkFlags:
         notes += [
             "--context-parallel-algo is passed explicitly because its default depends on the MindSpeed "
             "version (ulysses_cp_algo in the legacy arguments.py, megatron_cp_algo in the features path).",
+            *(["kvallgather_cp_algo (all-gather CP) is in MindSpeed's features path from 26.0.0 on; earlier "
+               "versions have no all-gather CP."] if p.allgather and p.ring > 1 else []),
             "MindSpeed 1.0.RC2 spells --attention-mask-type as --cp-attention-mask-type.",
         ]
     kv_per_tp = kv_heads_per_tp_rank(m, p.tp)

@@ -59,3 +59,15 @@ def test_kv_replication_note(build):
     flags = render_flags("deepspeed", build.request(build.llama3_8b, 65536, 16, gpus_per_node=16, ulysses=16))
     assert flags.supported
     assert any("replicates each KV head over 2 ranks" in note for note in flags.notes)
+
+
+def test_zero3_keeping_parameters_raises_the_reuse_distance_to_the_model(build):
+    """Stage 3 keeps a parameter used again within stage3_max_reuse_distance parameters (default
+    1e9): at the model's count every layer stays gathered until its backward."""
+    request = build.request(build.llama3_8b, 65536, 16, ulysses=8, dp=2, zero=3, reshard_after_forward=False)
+    flags = render_flags("deepspeed", request)
+    assert flags.supported, flags.reason
+    zero = json.loads(flags.text)["zero_optimization"]
+    assert zero["stage3_max_reuse_distance"] == zero["stage3_max_live_parameters"] == build.llama3_8b.num_params
+    resharded = build.request(build.llama3_8b, 65536, 16, ulysses=8, dp=2, zero=3)
+    assert "stage3_max_reuse_distance" not in json.loads(render_flags("deepspeed", resharded).text)["zero_optimization"]

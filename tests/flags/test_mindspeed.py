@@ -51,3 +51,20 @@ def test_ring_algorithms_need_seq_divisible_by_2cp(build):
 def test_zero_3_unsupported(build):
     flags = render_flags("mindspeed", build.cases["llama2_7b_32k_ulysses8_zero3"])
     assert not flags.supported and "ZeRO-1 only" in flags.reason
+
+
+def test_allgather_ring_is_kvallgather_cp_algo_with_transformer_engine(build, bash_args):
+    """MindSpeed's features path (26.0.0 on, master 028de58c): kvallgather_cp_algo needs a causal
+    mask, seq % 2cp and --transformer-impl transformer_engine, and has no Ulysses level."""
+    gather = render_flags("mindspeed", build.request(build.llama3_8b, 65536, 8, ring=8, cp_comm="allgather"))
+    assert gather.supported, gather.reason
+    args = bash_args(gather.text, "MINDSPEED_ARGS")
+    assert args["--context-parallel-algo"] == ["kvallgather_cp_algo"]
+    assert args["--transformer-impl"] == ["transformer_engine"] and args["--attention-mask-type"] == ["causal"]
+    assert "--cp-window-size" not in args and "--use-cp-send-recv-overlap" not in args
+    assert any("features path from 26.0.0" in note for note in gather.notes)
+    fp8 = render_flags("mindspeed", build.request(build.llama3_8b, 65536, 8, ring=8, cp_comm="allgather",
+                                                  precision="fp8"))
+    assert fp8.text.count("--transformer-impl transformer_engine") == 1  # FP8 asks for it too: once
+    usp = render_flags("mindspeed", build.request(build.llama3_8b, 65536, 8, ulysses=2, ring=4, cp_comm="allgather"))
+    assert not usp.supported and "kvallgather_cp_algo is one level" in usp.reason
