@@ -101,8 +101,10 @@ def render(request: FlagRequest) -> FrameworkFlags:
                       lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
                       + dispatcher_failures(request, "MindSpeed (Ascend NPUs)")
                       + _routing_failures(request)
-                      + (["fp8_recipe blockwise cannot be expressed: sp-plan emits FP8 block scaling for Megatron-LM "
-                          "only (MindSpeed's FP8 recipes were not checked); plan with --framework megatron"]
+                      + (["fp8_recipe blockwise cannot be expressed: MindSpeed master adds --fp8-recipe blockwise "
+                          "(features_manager/megatron_basic/transformer_engine_basic.py at 028de58c) for its NPU "
+                          "Transformer Engine, whereas sp-plan times block scaling from NVIDIA TE's GEMMs; plan with "
+                          "--framework megatron"]
                          if request.plan.fp8_blockwise else []))
     if refused is not None:
         return refused
