@@ -261,31 +261,28 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # backward hides its first gather in backward.
     # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
     ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
-    pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer, logits_s=head,
-                               ahead_s=ahead, first_s=first_tp, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
-                               micro_batches=m, reshard=c.reshard, edges=edges)
-    dp_exposed, dp_hidden = dp_exposed_s(
-        overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window,
-        bwd_window_s=bwd_window, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
-        chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
-    )
+
+    def dp_over_passes(fwd_stall_s, bwd_stall_s):
+        """(exposed, hidden) DP seconds per step with each forward and backward pass lengthened by
+        a host stall (seconds per micro-batch, spread over the stage's layers)."""
+        stall_f, stall_b = fwd_stall_s / layers, bwd_stall_s / layers
+        pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer + stall_f + stall_b,
+                                   logits_s=head, ahead_s=ahead, first_s=first_tp, fwd_layer_s=fwd_layer + stall_f,
+                                   bwd_layer_s=bwd_layer + stall_b, micro_batches=m, reshard=c.reshard, edges=edges)
+        return dp_exposed_s(
+            overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window + fwd_stall_s,
+            bwd_window_s=bwd_window + bwd_stall_s, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
+            chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
+        )
+
+    dp_exposed, dp_hidden = dp_over_passes(0.0, 0.0)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so
     # the two are not both charged (sim.simulate adds the host time so reduced as one block).
     host_beside_dp = 0.0
     if np.any(host_exposed > 0):
-        stall_f, stall_b = host_fwd_stall / layers, host_bwd_stall / layers  # per layer of the pass
-        pipelined_wall = pipelined_dp_s(overlap, c, stages=stages, times=by_stage,
-                                        per_layer_s=per_layer + stall_f + stall_b, logits_s=head, ahead_s=ahead,
-                                        first_s=first_tp, fwd_layer_s=fwd_layer + stall_f,
-                                        bwd_layer_s=bwd_layer + stall_b, micro_batches=m, reshard=c.reshard,
-                                        edges=edges)
-        dp_wall, _ = dp_exposed_s(
-            overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window + host_fwd_stall,
-            bwd_window_s=bwd_window + host_bwd_stall, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
-            chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined_wall,
-        )
+        dp_wall, _ = dp_over_passes(host_fwd_stall, host_bwd_stall)
         host_beside_dp = np.clip(dp_exposed - dp_wall, 0.0, m * host_exposed)
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
