@@ -82,13 +82,7 @@ def run_here(job: Job, nproc: int | None) -> int:
         raise UserInputError(f"the run needs ulysses*ring = {world} ranks but --nproc {nproc}; sp-run never shrinks "
                              f"a plan: give --nproc {world} (or drop it), or on a cluster run on every node: "
                              f"{job.cluster}")
-    slots = _local_slots(cfg.device) if nproc is None else None
-    if slots is not None and slots < world:
-        raise UserInputError(
-            f"the run needs ulysses*ring = {world} ranks but {slots} CUDA devices here; sp-run never shrinks a "
-            f"plan. On a cluster run on every node: {job.cluster}"
-        )
-    check_local_gpus(cfg.device, world, job.cluster)  # --nproc skips the count above
+    check_local_gpus(cfg.device, world, job.cluster)  # a CUDA device a rank
     check_fits(cfg, world, job.plan_file, job.cluster, job.timeout_s, job.console)
     return _launch(job, lambda config_path, result_dir, log_path, watch: run_local(
         local_command(LaunchSpec(nproc_per_node=world), config_path, result_dir, job.timeout_s),
