@@ -48,6 +48,15 @@ def resolve_link(path: Path) -> Path:
     return path
 
 
+def same_destination(a: Path, b: Path) -> bool:
+    """Whether two paths name one place: through links and `..`, or one file by two hard links."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "folder"

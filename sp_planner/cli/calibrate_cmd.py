@@ -33,7 +33,7 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import run_app
 from sp_planner.cli.progress import delayed_progress
-from sp_planner.destination import check_file_destination, deliver_text
+from sp_planner.destination import check_file_destination, deliver_text, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device
 from sp_planner.executor.devices import cuda_device_count
@@ -107,14 +107,6 @@ def _measure_locally(schedule, timeout_s: float) -> Measurements | int:
     return measured
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (through links, `..` and hard links)."""
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
-
-
 def _rank0_stage(result_dir: Path) -> str:
     try:
         return f"measuring: {(result_dir / 'rank0.stage').read_text()}"
@@ -182,7 +174,7 @@ def calibrate(
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
     for other, option in ((save_measurements, "--save-measurements"), (measurements, "--measurements")):
-        if other is not None and _same_file(out, other):
+        if other is not None and same_destination(out, other):
             raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "
                                  "measurements; give them different files")
     check_file_destination(out, option="--out")  # before minutes of measuring

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.destination import check_file_destination, check_folder_destination, resolve_link
+from sp_planner.destination import check_file_destination, check_folder_destination, same_destination
 from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise
@@ -336,7 +336,7 @@ def check_outputs(*, out: Path | None, report: Path | None) -> None:
 
         check_folder_destination(report, option="--report")
         check_report_target(report)
-    if out is not None and report is not None and resolve_link(out).absolute() == resolve_link(report).absolute():
+    if out is not None and report is not None and same_destination(out, report):
         raise UserInputError(f"--out and --report both name {out}; give the plan file and the report folder "
                              "different paths")
 
