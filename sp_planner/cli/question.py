@@ -5,20 +5,19 @@ Everything here runs before any output is written, so a bad option never leaves 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 from pathlib import Path
 
 from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cli.pin_checks import check_degrees, check_fsdp_pins, check_pins, gpus_left_to, with_derived_dp
 from sp_planner.destination import check_file_destination, check_folder_destination, same_destination
 from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise
 from sp_planner.errors import UserInputError
-from sp_planner.pipeline import default_split
-from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, ParallelPlan, Precision, Recompute, violations
+from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -96,7 +95,7 @@ def resolve_question(
     if gpus <= 0:
         raise UserInputError(f"--gpus-per-node must be at least 1, got {gpus}")
     world_size = num_nodes * gpus
-    _check_degrees(degrees, world_size)
+    check_degrees(degrees, world_size)
     # By default a token budget per step (specs/batch.py), rounded so that dp divides it.
     batch = default_global_batch(seq_len_tokens, world_size) if global_batch is None else global_batch
     if batch <= 0:
@@ -121,11 +120,10 @@ def resolve_question(
                 fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16)
-    _check_pins(_with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
-                world_size=world_size)
-    _check_fsdp_pins(_with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
-                     data_parallel_gpus=world_size // math.prod(
-                         v for axis, v in degrees.items() if axis != "dp" and v is not None))
+    check_pins(with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
+               world_size=world_size)
+    check_fsdp_pins(with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
+                    data_parallel_gpus=gpus_left_to(degrees, world_size, "dp"))
     return PlanQuestion(
         model=model_spec,
         hardware=profile,
@@ -156,34 +154,6 @@ def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacit
     moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity,
                                        "routing": routing, "dispatcher": dispatcher})
     return model.model_copy(update={"moe": moe})
-
-
-def _check_degrees(degrees: dict[str, int | None], world_size: int) -> None:
-    """Pinned degrees must divide the GPU count, and all five pinned must fill it."""
-    for axis, value in degrees.items():
-        if value is not None and value <= 0:
-            raise UserInputError(f"--{axis} must be at least 1, got {value}")
-    given = {axis: value for axis, value in degrees.items() if value is not None}
-    product = math.prod(given.values())
-    named = " x ".join(f"{axis} {value}" for axis, value in given.items())
-    if world_size % product != 0:
-        raise UserInputError(
-            f"pinned degrees {named} = {product} do not divide the GPU count {world_size}; "
-            "pick degrees whose product divides nodes x gpus-per-node"
-        )
-    if len(given) == len(PIN_DEGREES) and product != world_size:
-        raise UserInputError(
-            f"pinned degrees {named} = {product} use fewer GPUs than the {world_size} available; "
-            f"leave --dp out to derive it, or set --dp {given['dp'] * world_size // product}"
-        )
-
-
-def _with_derived_dp(degrees: dict[str, int | None], world_size: int) -> dict[str, int | None]:
-    """dp filled in when every other degree is pinned, since the GPU count then fixes it."""
-    others = [degrees[axis] for axis in PIN_DEGREES if axis != "dp"]
-    if degrees["dp"] is None and all(value is not None for value in others):
-        return {**degrees, "dp": world_size // math.prod(v for v in others if v is not None)}
-    return degrees
 
 
 def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"],
@@ -245,85 +215,6 @@ def _check_precision(precision: Precision | Literal["auto"], profile: HardwarePr
         raise UserInputError(f"--precision {precision} is not available on {profile.name}: {why}; "
                              f"use one of {', '.join(profile.precisions)}")
     return precision
-
-
-def _check_pins(
-    degrees: dict[str, int | None],
-    micro_batch: int | None,
-    model: ModelSpec,
-    workload: Workload,
-    experts: dict[str, int] | None = None,
-    vpp: int | None = None,
-    *,
-    world_size: int,
-) -> None:
-    """Exit-2 check of the hard rules the pinned values alone already break.
-
-    Unpinned degrees are set to 1, the least they can be; every rule but kv_heads is a
-    divisibility that any larger degree only tightens, so a violation here holds for every plan.
-    kv_heads (G % (tp*u) == 0 or (tp*u) % G == 0) can be repaired by a larger ulysses, so it is
-    only checked when tp and ulysses are both pinned.
-    """
-    pp, stage_vpp = degrees["pp"] or 1, vpp or 1
-    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp))
-    partial = ParallelPlan(
-        **{axis: (value or 1) for axis, value in degrees.items()},
-        micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
-        **(experts or {}),
-    )
-    skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
-    # The expert grid must divide a stage's GPUs, which unpinned degrees may still grow.
-    skip |= set() if all(degrees.values()) else {"expert_grid"}
-    # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
-    if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:
-        skip.add("vpp")
-    if degrees["pp"] is None and stage_vpp > 1:
-        # Pinned virtual stages with pp left to the search: an uneven split may hold on a larger pp
-        # (Qwen2.5-7B's 28 layers: vpp 3 on pp 5, first = last = 5), so the layers rule is checked
-        # over every pp the GPUs allow.
-        skip.add("layers")
-        _check_some_pp_splits(degrees, model, workload, stage_vpp, world_size)
-    broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
-    if broken:
-        rule = broken[0]
-        raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
-
-
-def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, workload: Workload, vpp: int,
-                          world_size: int) -> None:
-    """Refuse --vpp when no pipeline degree the other pins leave splits the layers (ParallelPlan's
-    layers rule with the search's split, pipeline.default_split)."""
-    free = world_size // math.prod(v for axis, v in degrees.items() if axis != "pp" and v is not None)
-    others = {axis: 1 for axis in degrees if axis != "pp"}
-    for pp in (d for d in range(2, free + 1) if free % d == 0):
-        first, last = (int(x) for x in default_split(model.num_layers, pp, vpp))
-        plan = ParallelPlan(**others, pp=pp, vpp=vpp, first_stage_layers=first or None, last_stage_layers=last or None)
-        if not any(v.rule == "layers" for v in violations(plan, model, workload)):
-            return
-    raise UserInputError(f"--vpp {vpp}: no pipeline degree these GPUs allow (a divisor of {free} above 1) splits "
-                         f"{model.num_layers} layers into {vpp} virtual stages per rank; pick another --vpp or drop it")
-
-
-def _check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
-                     reshard_after_forward: bool | None, *, data_parallel_gpus: int) -> None:
-    """Exit-2 check of FSDP pins that no plan can honour (ParallelPlan's own FSDP rules);
-    `data_parallel_gpus`: the GPUs the pinned degrees leave, which every dp divides."""
-    if dp_replicate is not None:
-        if dp_replicate < 1:
-            raise UserInputError(f"--dp-replicate must be at least 1, got {dp_replicate}")
-        if dp is not None and dp % dp_replicate != 0:
-            raise UserInputError(f"--dp-replicate {dp_replicate} does not divide dp {dp} "
-                                 "(HSDP: dp = dp_replicate x dp_shard)")
-        if data_parallel_gpus % dp_replicate != 0:
-            raise UserInputError(f"--dp-replicate {dp_replicate} divides no data-parallel degree here: dp divides "
-                                 f"{data_parallel_gpus} (the GPUs the other degrees leave); give a divisor of "
-                                 f"{data_parallel_gpus} (HSDP: dp = dp_replicate x dp_shard)")
-        if dp_replicate > 1 and zero == 0:
-            raise UserInputError(f"--dp-replicate {dp_replicate} needs --zero 1, 2 or 3 (zero 0 replicates "
-                                 "everything already)")
-    if reshard_after_forward is not None and zero is not None and zero != 3:
-        option = "--reshard-after-forward" if reshard_after_forward else "--no-reshard-after-forward"
-        raise UserInputError(f"{option} needs --zero 3 (got --zero {zero}): only ZeRO-3/FSDP shards parameters")
 
 
 def check_outputs(*, out: Path | None, report: Path | None) -> None:
