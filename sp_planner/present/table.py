@@ -93,14 +93,23 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     legends = []
     if any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked):
         legends.append(ZERO_RING_LEGEND)
-    if outcome and any(e.plan.precision != "bf16" for e in ranked):
-        legends.append(LOW_PRECISION_PEAK_LEGEND)
-    if wide and outcome and any(e.mfu > 1 for e in ranked):
-        legends.append(MODEL_MFU_LEGEND)
+    if outcome:
+        legends += _outcome_legends(ranked, peak=True, wide=wide)
     if legends:
         table.caption = "\n".join(legends)
         table.caption_justify = "left"
     return table
+
+
+def _outcome_legends(ranked: Sequence[PlanEstimate], *, peak: bool, wide: bool) -> list[str]:
+    """The legends of the columns after the step that a table shows: % peak's under low precision
+    (`peak`), and the model MFU's (a `wide` column) where Megatron's count passes 100%."""
+    legends = []
+    if peak and any(e.plan.precision != "bf16" for e in ranked):
+        legends.append(LOW_PRECISION_PEAK_LEGEND)
+    if wide and any(e.mfu > 1 for e in ranked):
+        legends.append(MODEL_MFU_LEGEND)
+    return legends
 
 
 def _simulated(ranked: Sequence[PlanEstimate]) -> bool:
@@ -134,9 +143,7 @@ def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) 
         table.add_row(str(rank), *((_sim_cell(est),) if simulated else ()), *(_wide_cells(est) if wide else ()),
                       *((f"{est.hardware_mfu:.1%}",) if outcome else ()),
                       *(("yes" if est.fits else "no",) if show_fits else ()), style=None if est.fits else "red")
-    legends = [MODEL_MFU_LEGEND] if wide and any(e.mfu > 1 for e in ranked) else []
-    if outcome and any(e.plan.precision != "bf16" for e in ranked):
-        legends.append(LOW_PRECISION_PEAK_LEGEND)
+    legends = _outcome_legends(ranked, peak=outcome, wide=wide)
     if legends:
         table.caption, table.caption_justify = "\n".join(legends), "left"
     return table
