@@ -72,8 +72,9 @@ def test_readme_example_recommends_a_plan_that_fits(sp_plan):
                for r in direct.ranked[:10])
     assert "ZeRO 3k: parameters kept from forward to backward" in " ".join(result.stdout.split())
     assert f"Why this plan. {plan_name(best.plan)} takes" in " ".join(result.stdout.split())
-    # Plan 1's row shows its memory against the A800's 80 GiB and its step time.
-    assert f"{best.memory_peak_bytes / GIB:.1f}/80" in result.stdout
+    # Plan 1's row shows its memory against the memory the runtime reports on an A800 (79.3 GiB of
+    # its 80 GB) and its step time.
+    assert f"{best.memory_peak_bytes / GIB:.1f}/79.3" in result.stdout
     assert "Why this plan." in result.stdout
     assert "megatron flags for plan" in result.stdout
 

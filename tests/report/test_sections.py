@@ -33,7 +33,7 @@ def test_report_when_no_plan_fits_shows_the_closest_and_no_pareto_front(asker):
     q = asker(load_model("llama3.1-405b"), "a100-40gb", num_nodes=1)
     assert not any(e.fits for e in q.result.ranked)
     html = _page(q)
-    assert "No plan fits in 40.0 GiB of HBM" in html and "The closest plan</h3>" in html
+    assert "No plan fits in 39.6 GiB of HBM" in html and "The closest plan</h3>" in html
     assert 'id="fig-heatmap"' in html and 'id="fig-pareto"' not in html
     assert "there is no Pareto front" in html
     assert "<td>no: oom</td>" in html
