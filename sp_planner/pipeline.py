@@ -137,18 +137,25 @@ def bubble_micro_batches(pp, vpp):
     return (np.asarray(pp) - 1) / np.asarray(vpp)
 
 
-def first_stage_in_flight(pp, vpp, num_micro_batches):
-    """Micro-batches' worth of the first stage's activations stored at its peak.
+def stage_in_flight(pp, vpp, num_micro_batches, rank):
+    """Micro-batches' worth of pipeline rank `rank`'s activations stored at its peak.
 
-    1F1B: min(pp, m) (warm-up pp - 1 plus the one in 1F1B; Narayanan 2021 section 2.2.1).
-    Interleaved: Megatron's warm-up on rank 0 is 2(pp - 1) + (vpp - 1) * pp chunks plus the one in
-    steady state (pipeline_parallel/schedules.py get_pp_rank_microbatches, group size pp), capped at
-    all m * vpp chunks; each chunk holds 1/vpp of the stage's layers.
+    1F1B: min(pp - rank, m) (warm-up pp - rank - 1 plus the one in 1F1B; Narayanan 2021 section
+    2.2.1). Interleaved: Megatron's warm-up on a rank is 2(pp - rank - 1) + (vpp - 1) * pp chunks
+    plus the one in steady state (pipeline_parallel/schedules.py get_pp_rank_microbatches, group
+    size pp), capped at all m * vpp chunks; each chunk holds 1/vpp of the stage's layers. The last
+    rank thus holds ((vpp - 1) * pp + 1) / vpp micro-batches when the loss runs, not one.
     """
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.maximum(np.asarray(num_micro_batches), 1)
-    plain = np.minimum(pp, m)
-    chunks = np.minimum(2 * (pp - 1) + (vpp - 1) * pp + 1, m * vpp)
+    rank = np.asarray(rank)
+    plain = np.minimum(pp - rank, m)
+    chunks = np.minimum(2 * (pp - rank - 1) + (vpp - 1) * pp + 1, m * vpp)
     return np.where(vpp > 1, chunks / vpp, plain)
+
+
+def first_stage_in_flight(pp, vpp, num_micro_batches):
+    """stage_in_flight of the first rank, which holds the most."""
+    return stage_in_flight(pp, vpp, num_micro_batches, 0)
 
 
 class StagePace(NamedTuple):

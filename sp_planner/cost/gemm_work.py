@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.amax_reduce import amax_reduction_s
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
@@ -87,7 +88,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
-    gemm_flat = np.asarray(layer_gemm_flops_per_token(model) * tokens / tp) / gemm_rate
+    # KV heads replicated where tp exceeds them (Megatron copies one per rank, cost.attention_comm):
+    # a rank's QKV GEMM computes its max(G/tp, 1) heads' K and V, more than the kv/tp a split gives.
+    kv_heads = kv_heads_per_tp_rank(model.num_kv_heads, np.asarray(tp))
+    kv_extra = 0.0 if model.mla is not None else (
+        2 * model.hidden_size * 2 * model.head_dim * (kv_heads - model.num_kv_heads / np.asarray(tp)))
+    gemm_flat = np.asarray((layer_gemm_flops_per_token(model) / tp + kv_extra) * tokens) / gemm_rate
     # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
     # FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
     low = (np.asarray(precision) != BF16).astype(np.int64)

@@ -24,10 +24,13 @@ n = b*s/cp tokens on the rank:
   MLP:       fc1 output (gate and up for SwiGLU) and the activation output   2 * n_mlp * n*ffn/tp
 Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
 flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
-one layer at a time. 1F1B keeps min(pp, m) micro-batches in flight on the first stage
-(Narayanan et al. 2021, section 2.2); the interleaved schedule more (pipeline.first_stage_in_flight).
-Stages hold the layers of the plan's split (pipeline.stage_layers; uneven first/last stages), and
-each rank the parameters cost.params counts for its layers and stage.
+one layer at a time. 1F1B keeps min(pp - rank, m) micro-batches in flight on a pipeline rank
+(Narayanan et al. 2021, section 2.2); the interleaved schedule more, the last rank included
+(pipeline.stage_in_flight). Stages hold the layers of the plan's split (pipeline.stage_layers;
+uneven first/last stages), and each rank the parameters cost.params counts for its layers and
+stage. The peak is that of the busiest of the first rank, the last (the loss) and, at pp >= 3, the
+second (the middle rank holding the most: with a first stage lighter than the middle ones, as the
+counted split makes it, the second can hold more than the first).
 
 ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
 (in the framework's gradient width, cost.states); ZeRO-3 with
@@ -90,6 +93,7 @@ from sp_planner.cost.params import (
     stage_params_per_rank,
 )
 from sp_planner.cost.precision import (
+    BF16,
     SCALING_STATE_BYTES_PER_LAYER,
     fp8_activation_savings_per_layer,
     FP8_ELEM_BYTES,
@@ -107,8 +111,8 @@ from sp_planner.cost.states import (
     whole_compute_copy,
 )
 from sp_planner.layout import CP_AXES, group_size
-from sp_planner.pipeline import first_stage_in_flight
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -182,7 +186,17 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
                                fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=c.precision))
-    return stored, full_layer
+    # In bf16 the fused attention's saved output and the out-projection's saved input are one tensor
+    # (counted once when ulysses is 1). Under FP8 the out-projection saves its own FP8 cast
+    # (Transformer Engine module/linear.py: inputmat = input_quantizer(inputmat), saved for
+    # backward) while the attention keeps its bf16 output for its backward: with nothing
+    # recomputed, that bf16 copy stays beside the 1 B one the savings above leave. FP8 attention's
+    # output is already the FP8 tensor the projection takes; Ulysses counts two copies already;
+    # selective recompute frees the attention's; unfused attention does not save its output.
+    bf16_out = (ACT_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
+    kept_out = ((c.precision != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
+                & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
+    return stored + np.where(kept_out, bf16_out, 0.0), full_layer
 
 
 class CommBuffers(NamedTuple):
@@ -236,7 +250,7 @@ def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, state
 
 class MemoryColumns(NamedTuple):
     """Bytes per GPU for each candidate (float64 arrays): estimate.MemoryBreakdown's fields, of
-    the busier pipeline stage, and that stage's total."""
+    the busiest pipeline rank, and that rank's total."""
 
     params_bytes: np.ndarray
     grads_bytes: np.ndarray
@@ -252,7 +266,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
                    ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES,
                    sequence_parallel: bool = True) -> MemoryColumns:
-    """Memory of every candidate, for its busier stage (first or last), with the framework's
+    """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
     `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory);
@@ -315,7 +329,10 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
     act_first = resident_layers(stages.first, c.cpu_offload_layers) * stored * first_stage_in_flight(pp, c.vpp, m)
-    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored
+    # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
+    # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
+    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored * stage_in_flight(pp, c.vpp, m, pp - 1)
+    act_middle = stages.middle * stored * stage_in_flight(pp, c.vpp, m, 1)
     logits_last = logit_bytes * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
     comm = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
@@ -341,10 +358,15 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
     first = (*stage_states(first_p, stages.first, pp == 1), *peak_parts(act_first, logits_first), reserve)
     last = (*stage_states(last_p, stages.last, True), *peak_parts(act_last, logits_last), reserve)
+    middle = (*stage_states(stages.middle * per_layer, stages.middle, False), *peak_parts(act_middle, 0.0), reserve)
     first_total, last_total = sum(first), sum(last)
-    use_first = first_total >= last_total
+    middle_total = np.where(pp >= 3, sum(middle), 0.0)
+    use_first = (first_total >= last_total) & (first_total >= middle_total)
+    use_last = ~use_first & (last_total >= middle_total)
     params, grads, optimizer, activations, logits, comm_buffers, reserve = (
-        np.where(use_first, a, b).astype(np.float64) for a, b in zip(first, last))
+        np.where(use_first, a, np.where(use_last, b, mid)).astype(np.float64)
+        for a, b, mid in zip(first, last, middle))
+    peak = np.maximum(np.maximum(first_total, last_total), middle_total).astype(np.float64)
     return MemoryColumns(params_bytes=params, grads_bytes=grads, optimizer_bytes=optimizer,
                          activations_bytes=activations, logits_bytes=logits, comm_buffers_bytes=comm_buffers,
-                         reserve_bytes=reserve, peak_bytes=np.maximum(first_total, last_total).astype(np.float64))
+                         reserve_bytes=reserve, peak_bytes=peak)

@@ -37,6 +37,15 @@ def test_bf16_layer_by_hand(toy_model, hardware):
     assert work.logits_s[0] == pytest.approx(logits)
 
 
+def test_kv_heads_replicated_beyond_tp_are_computed_on_every_rank(toy_model, hardware):
+    # The toy's 2 KV heads of 16 over tp 4: Megatron copies one head to each rank, whose QKV GEMM
+    # computes K and V for that whole head (2 x 64 x 2 x 16 = 4096 FLOPs a token), not half of
+    # one (2048): 73,728 / 4 + 2048 FLOPs a token on each of the 4096 tokens.
+    work = _work(toy_model, hardware, tp=4)
+    assert work.gemm_only_s[0] == pytest.approx((73728 / 4 + 2048) * 4096 / 50e12)
+    # At tp 2 each rank holds one of the two heads: nothing replicated (test_bf16_layer_by_hand).
+
+
 def test_te_fused_cross_entropy_moves_ten_bytes_a_logit(toy_model, hardware):
     # cost.loss_memory: TE's fused loss reads the bf16 logits, reads them again and writes the
     # gradient in place, then scales it in place: 10 bytes a logit instead of the unfused 60.

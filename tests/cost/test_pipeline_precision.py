@@ -16,6 +16,7 @@ from sp_planner.pipeline import (
     first_stage_in_flight,
     interleave_breaks,
     split_breaks,
+    stage_in_flight,
     stage_layers,
 )
 from sp_planner.plan import ParallelPlan
@@ -59,6 +60,11 @@ def test_bubble_and_in_flight_by_hand():
     assert first_stage_in_flight(8, 2, 32) == pytest.approx(11.5)
     # All micro-batches in warm-up when m = p: every chunk of every micro-batch, m * v chunks.
     assert first_stage_in_flight(16, 4, 16) == 16
+    # Other ranks (schedules.py get_pp_rank_microbatches): 1F1B warm-up p - rank - 1, so rank 1 of
+    # 8 holds 7 and the last 1; interleaved, the last rank's warm-up is (v-1)p chunks: p=4, v=2
+    # holds (4 + 1) / 2 = 2.5 micro-batches when its loss runs, rank 1 (2*2 + 4 + 1) / 2 = 4.5.
+    assert stage_in_flight(8, 1, 32, 1) == 7 and stage_in_flight(8, 1, 32, 7) == 1
+    assert stage_in_flight(4, 2, 8, 3) == pytest.approx(2.5) and stage_in_flight(4, 2, 8, 1) == pytest.approx(4.5)
 
 
 MODEL = load_model("llama3-8b")
@@ -120,6 +126,35 @@ def test_uneven_stages_hold_their_layers():
     assert mem_uneven.activations_bytes[0] == pytest.approx(9 / 8 * mem_even.activations_bytes[0])
 
 
+def test_interleaved_last_stage_holds_more_than_one_micro_batch():
+    # Llama-3-8B, 32K tokens, pp 4 x vpp 2, full recompute: the last stage's logits (32768 x
+    # 128256 x 6 B, 23.5 GiB) make it the peak. It stores each of its 8 layers' input (2 B x 32768
+    # x 4096) for 2.5 micro-batches (stage_in_flight), not one.
+    workload = Workload(seq_len=32768, global_batch=16)
+    c = Candidates.of_plan(ParallelPlan(pp=4, vpp=2, dp=2, recompute="full"))
+    mem = memory_columns(MODEL, H100, workload, c, domain_gpus=8)
+    assert mem.logits_bytes[0] == 6 * 32768 * MODEL.vocab_size
+    assert mem.activations_bytes[0] == pytest.approx(8 * 2.5 * 2 * 32768 * 4096)
+
+
+def test_the_second_rank_is_checked_when_the_first_stage_is_lighter():
+    # Llama-3.1-405B over pp 16 with the paper's 7 / 8 x 14 / 7 split, tp 8, 8K tokens, no
+    # recompute: the first rank stores 7 layers x 16 micro-batches, the second 8 layers x 15, 120
+    # against 112 layer-micro-batches, and more parameters: the second rank is the peak.
+    model = load_model("llama3.1-405b")
+    workload = Workload(seq_len=8192, global_batch=128)
+    c = Candidates.of_plan(ParallelPlan(tp=8, pp=16, dp=8, zero=1, recompute="none",
+                                        first_stage_layers=7, last_stage_layers=7))
+    mem = memory_columns(model, H100, workload, c, domain_gpus=8)
+    # One layer's saved bytes on a rank, n = 8192 tokens, h 16384, 16 heads and 1 KV head of 128 on
+    # it, ffn 53248 / 8: norms 4 x 2n x 2048 = 134,217,728; Q and O 2n x 2048 each = 33,554,432;
+    # K and V 2 x 2n x 128 = 4,194,304; log-sum-exp 4n x 16 = 524,288; SwiGLU's gate, up and
+    # activation outputs 3 x 2n x 6656 = 327,155,712 -> 533,200,896.
+    per_layer = 134_217_728 + 2 * 33_554_432 + 4_194_304 + 524_288 + 327_155_712
+    assert mem.activations_bytes[0] == 8 * 15 * per_layer
+    assert mem.logits_bytes[0] == 0.0
+
+
 def test_fp8_gemms_at_the_mamf_rate():
     _, bf16 = _columns(dp=8, zero=1)
     _, fp8 = _columns(dp=8, zero=1, precision="fp8")
@@ -139,10 +174,17 @@ def test_fp8_weight_copies_and_saved_inputs():
     extra = mem_fp8.params_bytes[0] - mem_bf16.params_bytes[0]
     # FP8 weight + transpose: 2 bytes per GEMM parameter (+ 144 B of scaling state per layer).
     assert extra == pytest.approx(2 * gemm_params + 144 * MODEL.num_layers, rel=1e-9)
-    # saved GEMM inputs at 1 byte: (2h + q + ffn) bytes per token per layer fewer
+    # saved GEMM inputs at 1 byte: (2h + q + ffn) bytes per token per layer fewer, but the
+    # attention's bf16 output (2q bytes a token), in bf16 the same tensor as the out-projection's
+    # saved input, stays beside the projection's FP8 cast (Transformer Engine linear.py).
     tokens = 8192
     h, q, ffn = MODEL.hidden_size, MODEL.q_size, MODEL.intermediate_size
     saved = mem_bf16.activations_bytes[0] - mem_fp8.activations_bytes[0]
+    assert saved == pytest.approx(tokens * (2 * h + q + ffn - 2 * q) * MODEL.num_layers, rel=1e-9)
+    # Selective recompute frees the attention's copy: all four inputs save their byte.
+    sel_bf16, _ = _columns(dp=8, zero=2, recompute="selective")
+    sel_fp8, _ = _columns(dp=8, zero=2, recompute="selective", precision="fp8")
+    saved = sel_bf16.activations_bytes[0] - sel_fp8.activations_bytes[0]
     assert saved == pytest.approx(tokens * (2 * h + q + ffn) * MODEL.num_layers, rel=1e-9)
 
 

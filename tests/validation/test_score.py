@@ -326,8 +326,10 @@ def test_rows_without_sequence_parallelism_run_their_norms_on_every_tp_rank(corp
 def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
     # Megatron-Bridge v0.2.0 bf16_with_fp8_current_scaling_mixed sets fp8_param_gather: the GEMM
     # weights are FP8 (cost.fp8_params), 2 B a GEMM parameter less on H100 (Llama-3.1-405B, 126
-    # layers of 3,187,671,040 GEMM weights over tp 8: 398,458,880 a layer on the rank; the first
-    # stage, which holds the memory peak, has 15 layers).
+    # layers of 3,187,671,040 GEMM weights over tp 8: 398,458,880 a layer on the rank; the memory
+    # peak is on the second pipeline rank, with 16 layers: pp 8 x vp 8 puts 15 on the first stage,
+    # which holds (2 x 7 + 7 x 8 + 1) / 8 micro-batches of them, 133 layer-micro-batches, and 16 on
+    # the second, which holds (2 x 6 + 7 x 8 + 1) / 8, 138).
     from sp_planner.validation.row_run import row_runtime
 
     row = _row(corpus, "mbd-405b-h100-cs")
@@ -336,7 +338,7 @@ def test_rows_whose_recipe_keeps_fp8_weights_run_them(corpus):
     assert not row_runtime(bf16).states.fp8_param_gather
     fp8_weights, bf16_weights = predict_row(row, corpus), predict_row(bf16, corpus)
     saved = bf16_weights.memory.params_bytes - fp8_weights.memory.params_bytes
-    assert saved == pytest.approx(2 * 15 * 398_458_880)
+    assert saved == pytest.approx(2 * 16 * 398_458_880)
     # Rows of other frameworks cannot state it.
     mpt = _row(corpus, "mpt-7b-2k-8g").model_copy(update={"fp8_param_gather": True})
     with pytest.raises(ValueError, match="fp8_param_gather is Megatron's --fp8-param-gather"):
