@@ -4,7 +4,8 @@ A *phase* is one collective run by every group of an axis at the same time (all 
 do the same thing in lock step), e.g. one ring step of every context-parallel group. Its flows
 share the links max-min fairly (progressive filling: Bertsekas & Gallager, Data Networks, 2nd ed.,
 section 6.5.2): raise every flow's rate together, freeze the flows of a link when it saturates,
-repeat. A group finishes when its slowest flow does.
+repeat; when a flow finishes, the others take up what it held (sim.fluid). A group finishes when
+its slowest flow does.
 
 Algorithms, as NCCL runs them for large messages:
 - all-to-all: every rank sends 1/(n-1) of its bytes straight to each peer;
@@ -27,6 +28,7 @@ import numpy as np
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import collective_efficiency
 from sp_planner.sim.cluster import Cluster
+from sp_planner.sim.fluid import completion_times
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
 from sp_planner.sim.uneven_rings import uneven_ring_flows
 from sp_planner.specs.base import FrozenModel
@@ -181,17 +183,6 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     src_all, dst_all, gid_all, size_all, active = collective_flows(cluster, groups, algorithm, bytes_per_rank)
     src, dst, gid, size = src_all[active], dst_all[active], gid_all[active], size_all[active]
     world = cluster.world_size
-    if period < world:
-        representative = src < period
-        routes = cluster.routes(src[representative], dst[representative])
-        folded, weights = fold_routes(cluster, routes, period)
-        rep_rates, rep_frozen_by = max_min_rates(folded, cluster.capacity_bytes_per_s, weights)
-        of = orbit_index(src, dst, representative, period, world)
-        rates, frozen_by = rep_rates[of], rep_frozen_by[of]
-    else:
-        routes = cluster.routes(src, dst)
-        rates, frozen_by = max_min_rates(routes, cluster.capacity_bytes_per_s)
-        of = np.arange(src.size)
     inter = cluster.node_of(src) != cluster.node_of(dst)
     crosses = bool(inter.any())
     # Same efficiencies as the analytic model (cost.links.collective_efficiency): an all-to-all's
@@ -209,13 +200,28 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
             local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
     eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
     eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
+    speed = np.broadcast_to(np.where(inter, eff_inter, eff_intra), src.shape)
+    # Max-min shares, given back as flows finish (sim.fluid), on one period's flows where the
+    # phase repeats (sim.symmetry).
+    if period < world:
+        representative = src < period
+        routes = cluster.routes(src[representative], dst[representative])
+        folded, weights = fold_routes(cluster, routes, period)
+        rep_finish, rep_frozen_by = completion_times(folded, cluster.capacity_bytes_per_s, size[representative],
+                                                     speed[representative], weights)
+        of = orbit_index(src, dst, representative, period, world)
+        finish, frozen_by = rep_finish[of], rep_frozen_by[of]
+    else:
+        routes = cluster.routes(src, dst)
+        finish, frozen_by = completion_times(routes, cluster.capacity_bytes_per_s, size, speed)
+        of = np.arange(src.size)
     valid = routes >= 0
     # Profile latencies are end to end (small-message time), so a route costs its slowest link's.
     path_latency = np.where(valid, cluster.latency_s[np.maximum(routes, 0)], 0.0).max(axis=1)[of]
     # Every group has the same number of flows, consecutive (collective_flows; padding flows take
     # no time): the per-group maximum is a row maximum.
     flow_time, flow_latency, crossing = np.zeros(active.size), np.zeros(active.size), np.zeros(active.size, np.bool_)
-    flow_time[active] = size / (rates * np.where(inter, eff_inter, eff_intra))
+    flow_time[active] = finish
     flow_latency[active], crossing[active] = path_latency, inter
     group_time = flow_time.reshape(groups.shape[0], -1).max(axis=1)
     by_group = flow_latency.reshape(groups.shape[0], -1)

@@ -19,6 +19,7 @@ from sp_planner.cost.hybridep import hybridep_timed
 from sp_planner.cost.memory import ACT_BYTES
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
+from sp_planner.layout import axis_stride
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -40,9 +41,12 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
     # The expert GEMMs at the plan's precision, as cost.step times them.
     rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]), plan.fp8_blockwise)[0])
+    # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
+    # as the analytic model asks it (cost.step).
+    stride = axis_stride(plan, "ep")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
-                      ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
-    if hybridep_timed(hardware, model, plan.ep, 1, gpus_per_node):
+                      ep_stride=stride, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
+    if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node):
         # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
         # time (cost.hybridep), already scaled by the share of MoE layers.
         a2a = float(times.all_to_all_s)

@@ -132,6 +132,22 @@ def test_hybridep_inside_an_nvlink_domain_simulates_as_the_analytic_model():
     assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}
 
 
+def test_hybridep_with_etp_spreads_its_ep_group_over_the_nodes():
+    # EP 8 with etp 2 on 2 x 8 B200: the EP group's members are 2 ranks apart (etp is the faster
+    # axis), so it spans both nodes and HybridEP's single-domain benchmark does not time it; both
+    # models run NCCL's all-to-all across the nodes (until stop 42 the simulator took stride 1 and
+    # timed it as inside one node, 56% under the analytic step).
+    qwen = load_model("qwen3-30b-a3b")
+    model = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"dispatcher": "hybridep"})})
+    b200 = load_hardware("b200")
+    plan = ParallelPlan(tp=1, dp=16, ep=8, etp=2, zero=1)
+    workload = Workload(seq_len=8192, global_batch=64)
+    sim = simulate(model, b200, workload, plan, num_nodes=2, gpus_per_node=8, detail=False)
+    est = evaluate(model, b200, workload, plan, num_nodes=2, gpus_per_node=8)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert "ep dispatch/combine all-to-all" in {p.name for p in sim.phases}
+
+
 def test_the_ep_overlap_is_refused_not_simulated_as_exposed():
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
 
