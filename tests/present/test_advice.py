@@ -64,17 +64,20 @@ def test_every_suggestion_fits_when_searched_again():
 
 
 def test_offloading_is_suggested_where_recompute_is_pinned_off():
-    # Megatron-Bridge's Llama-3-70B GB200 layout without its offloading needs 318 GiB a GPU; with
-    # recompute pinned off, keeping 40 of the 80 layers' activations in host memory over NVLink-C2C
-    # (what that recipe offloads) fits the 184 GiB and is faster than full recompute (the copies
-    # hide behind the layers, cost.offload).
+    # Megatron-Bridge's Llama-3-70B GB200 layout without its offloading needs 339 GiB a GPU under
+    # sp-plan's Megatron defaults (bf16 gradients' fp32 copies, the unfused loss, bf16 weights
+    # beside their FP8 casts; the recipe's own runtime needs 180 of 184 GiB with its 40 layers
+    # offloaded, validation row mbd-70b-gb200-cs). With recompute pinned off, offloading half the
+    # layers (the first offer) still needs 193.5 GiB; all but the 2 the copies overlap with, 78 of
+    # the 80, fits and is faster than full recompute (the copies hide behind the layers,
+    # cost.offload).
     model, hardware = load_model("llama3-70b"), load_hardware("gb200-nvl72")
     workload = Workload(seq_len=8192, global_batch=256)
     pins = Pins(recompute="none", zero=3, precision="fp8", micro_batch=2, tp=1, ulysses=1, ring=1, pp=1)
     assert not search(model, hardware, workload, num_nodes=16, gpus_per_node=4, pins=pins).ranked[0].fits
     found = {s.change: s for s in suggest_fits(model, hardware, workload, num_nodes=16, gpus_per_node=4, pins=pins)}
     offload, recompute = found["offload"], found["recompute"]
-    assert offload.option == "--cpu-offload-layers 40" and offload.estimate.plan.cpu_offload_layers == 40
+    assert offload.option == "--cpu-offload-layers 78" and offload.estimate.plan.cpu_offload_layers == 78
     assert offload.estimate.fits and offload.estimate.time.offload_s == 0.0
     assert offload.estimate.step_time_s < recompute.estimate.step_time_s
     # No host link measured (B300): not offered.
