@@ -57,6 +57,31 @@ def same_destination(a: Path, b: Path) -> bool:
         return False
 
 
+def lies_inside(path: Path, folder: Path) -> bool:
+    """Whether `path` names a place inside `folder` (through links and `..`)."""
+    try:
+        return Path(folder).resolve() in Path(path).resolve().parents
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
+        return False
+
+
+def refuse_reading_file_as_output(out: Path, *, option: str, inputs: tuple[tuple[str, object], ...]) -> None:
+    """Refuse an output path that is one of the run's own input files (UserInputError): writing
+    the result there would replace what the run was asked to read. `inputs`: (option, value)
+    pairs; a value that names no existing file (a built-in name, None) is skipped."""
+    for input_option, value in inputs:
+        if value is None:
+            continue
+        path = Path(str(value))
+        try:
+            is_file = path.is_file()
+        except OSError:
+            continue
+        if is_file and same_destination(out, path):
+            raise UserInputError(f"{option} {out} is the {input_option} file this run reads, which the output "
+                                 "would replace; give another path")
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "folder"
@@ -90,8 +115,8 @@ def check_file_destination(path: Path, *, option: str, fixed_name: bool = False)
     timeline.json), so the messages name the file and advise another folder."""
     path = Path(path)
     label = f"{path} (in {option})" if fixed_name else f"{option} {path}"
-    target = resolve_link(path)
     try:
+        target = resolve_link(path)
         mode = target.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         _probe_folder(target.parent if str(target.parent) else Path("."), label)
@@ -116,9 +141,15 @@ def check_folder_destination(path: Path, *, option: str) -> None:
     (its parent exists and is writable). A link to a folder counts as that folder."""
     path = Path(path)
     label = f"{option} {path}"
-    target = resolve_link(path)
-    if target.exists():
-        if not target.is_dir():
+    try:
+        target = resolve_link(path)
+        mode: int | None = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as err:  # a name too long, a link loop, no permission to look
+        raise UserInputError(f"{label}: {err.strerror or err}") from None
+    if mode is not None:
+        if not stat.S_ISDIR(mode):
             raise UserInputError(f"{label} exists and is not a folder; give a folder name")
         _probe_folder(target, label)
     else:

@@ -27,7 +27,10 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"{label} {out_dir} exists and is not a folder")
     if out_dir.is_dir():
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in allowed)
+        # An entry is an earlier run's output only by its name and as a file: a folder (or device)
+        # bearing a report file's name is the user's, and replacing it would delete what it holds.
+        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir()
+                         if p.name not in allowed or not p.is_file())
         if foreign:
             raise UserInputError(
                 f"{label} {out_dir} holds files that are not part of {kind} ({', '.join(foreign[:3])}"

@@ -19,6 +19,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
+from sp_planner.flags.base import Framework
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
@@ -63,7 +64,7 @@ class PlanFile(FrozenModel):
     workload: Workload
     num_nodes: int = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
-    framework: str = "megatron"
+    framework: Framework = "megatron"
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
     # The rank groups' generator (written by sp-plan; absent from files written before it).

@@ -39,7 +39,16 @@ _HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 def config_path(path: Path) -> Path:
     """A checkpoint directory stands for the config.json inside it."""
     path = Path(path)
-    return path / "config.json" if path.is_dir() else path
+    return path / "config.json" if _is_dir(path) else path
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False where the path cannot be looked at (a name too long): reading it then
+    fails with the reason in one line (fileio.read_structured)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def load_hf_config(path: Path) -> ModelSpec:
@@ -50,7 +59,7 @@ def load_hf_config(path: Path) -> ModelSpec:
     data = read_structured(path, what=_WHAT)
     if not isinstance(data, dict):
         raise UserInputError(f"{_WHAT} file {path} must hold a mapping, got {kind_of(data)}")
-    if given.is_dir():
+    if _is_dir(given):
         fallback = given.resolve().name or str(given)
     else:
         fallback = str(given) if given.stem == "config" else given.stem

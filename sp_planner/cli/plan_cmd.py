@@ -195,7 +195,7 @@ def plan(
     if launcher is not None and output_format != "table":
         raise UserInputError(f"--launcher prints a launch script under the table; --format {output_format} has no "
                              "place for it (the JSON holds every framework's flags): drop one of them")
-    check_outputs(out=out, report=report)
+    check_outputs(out=out, report=report, inputs=(("--model", model), ("--hardware", hardware)))
     check_framework_version(framework, framework_version)
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
@@ -226,8 +226,10 @@ def plan(
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
-    emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
-    write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
+    try:
+        emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
+    finally:  # the files the user named, even when stdout is gone (a closed pipe)
+        write_outputs(answer, out=out, report=report, full_rank_groups=full_rank_groups)
     # A plan the chosen framework cannot run is no answer either: exit 1, as no plan file is written.
     expressed = framework == "all" or bool(answer.framework_ranked)
     return 0 if answer.fits and expressed else EXIT_NO_FIT

@@ -12,7 +12,13 @@ from pydantic import Field
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.pin_checks import check_degrees, check_fsdp_pins, check_pins, gpus_left_to, with_derived_dp
-from sp_planner.destination import check_file_destination, check_folder_destination, same_destination
+from sp_planner.destination import (
+    check_file_destination,
+    check_folder_destination,
+    lies_inside,
+    refuse_reading_file_as_output,
+    same_destination,
+)
 from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise
@@ -217,11 +223,14 @@ def _check_precision(precision: Precision | Literal["auto"], profile: HardwarePr
     return precision
 
 
-def check_outputs(*, out: Path | None, report: Path | None) -> None:
+def check_outputs(*, out: Path | None, report: Path | None, inputs: tuple[tuple[str, object], ...] = ()) -> None:
     """Refuse, before any work, an --out that cannot take a file or a --report that cannot take a
-    report (a file, someone's folder, a read-only place), and the two naming one path."""
+    report (a file, someone's folder, a read-only place), the two naming one path or the plan file
+    inside the report's folder, and an --out that is one of the run's `inputs` ((option, value):
+    --model or --hardware given as a file)."""
     if out is not None:
         check_file_destination(out, option="--out")
+        refuse_reading_file_as_output(out, option="--out", inputs=inputs)
     if report is not None:
         from sp_planner.report.writer import check_report_target  # the report code loads only when asked
 
@@ -230,6 +239,9 @@ def check_outputs(*, out: Path | None, report: Path | None) -> None:
     if out is not None and report is not None and same_destination(out, report):
         raise UserInputError(f"--out and --report both name {out}; give the plan file and the report folder "
                              "different paths")
+    if out is not None and report is not None and lies_inside(out, report):
+        raise UserInputError(f"--out {out} lies inside the --report folder {report}, which holds the report's "
+                             "files only; write the plan file beside the folder")
 
 
 def check_framework_version(framework: str, version: str | None) -> None:

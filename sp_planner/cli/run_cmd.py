@@ -17,7 +17,7 @@ from rich.console import Console
 
 from sp_planner.cli.common import run_app
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
-from sp_planner.destination import check_file_destination
+from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, check_config
 from sp_planner.executor.config import Device
@@ -141,6 +141,7 @@ def run(
         plan_file, cfg = None, _config_from_flags(shape, dtype=dtype or "float32", **run_options)
     if out is not None:
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
+        refuse_reading_file_as_output(out, option="--out", inputs=(("--plan", plan),))
     agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
     if agent or print_launch or _joined_launch():
         cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(cfg.world_size, nodes, nproc_per_node,

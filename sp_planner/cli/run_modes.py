@@ -104,9 +104,11 @@ def _finish(job: Job, ranks: list[RankResult]) -> int:
     prediction = predict(job.cfg, plan_file.hardware if plan_file else None,
                          plan_file.gpus_per_node if plan_file else None)
     result: RunResult = summarize(job.cfg, ranks, prediction)
-    print_summary(result, job.console)
-    if job.out is not None:
-        deliver_text(job.out, result.model_dump_json(indent=2) + "\n", what="result")
+    try:
+        print_summary(result, job.console)
+    finally:  # the result file the user asked for, even when stdout is gone (a closed pipe)
+        if job.out is not None:
+            deliver_text(job.out, result.model_dump_json(indent=2) + "\n", what="result")
     return 0 if result.passed else EXIT_FAILED
 
 

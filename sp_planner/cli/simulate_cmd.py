@@ -22,6 +22,7 @@ from sp_planner.destination import (
     check_folder_destination,
     deliver_text,
     new_folder_mode,
+    refuse_reading_file_as_output,
     resolve_link,
 )
 from sp_planner.errors import UserInputError
@@ -108,6 +109,7 @@ def simulate_command(
     if resolve_link(out_dir).is_dir():
         for path in (timeline, chart):
             check_file_destination(path, option="--out-dir", fixed_name=True)
+            refuse_reading_file_as_output(path, option="--out-dir's", inputs=(("plan", plan_file),))
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
@@ -116,13 +118,15 @@ def simulate_command(
         )
         chart_bytes = gantt_bytes(result, gantt)
     console = Console()
-    _summary(result, console)
     try:
-        resolve_link(out_dir).mkdir(mode=new_folder_mode(), exist_ok=True)  # the folder named, not its parents
-    except OSError as err:
-        raise UserInputError(f"--out-dir {out_dir}: cannot create the folder: {err.strerror or err}") from None
-    deliver_text(timeline, result.model_dump_json(indent=1) + "\n", what="timeline")
-    deliver_text(chart, chart_bytes, what="Gantt chart")
+        _summary(result, console)
+    finally:  # the files asked for, even when stdout is gone (a closed pipe)
+        try:
+            resolve_link(out_dir).mkdir(mode=new_folder_mode(), exist_ok=True)  # the folder named, not its parents
+        except OSError as err:
+            raise UserInputError(f"--out-dir {out_dir}: cannot create the folder: {err.strerror or err}") from None
+        deliver_text(timeline, result.model_dump_json(indent=1) + "\n", what="timeline")
+        deliver_text(chart, chart_bytes, what="Gantt chart")
     console.print(f"wrote {timeline} and {chart}", markup=False, highlight=False)
 
 

@@ -16,8 +16,10 @@ from sp_planner.cost.runtime import framework_runtime
 from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.present.advice import suggest_fits
+from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary
 from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
@@ -43,20 +45,37 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; {fix}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
     runtime = framework_runtime(plan_file.framework)
+    pins = plan_choices(plan_file.plan)
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
-                    gpus_per_node=per_node, top_k=top_k, runtime=runtime)
+                    gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
     fits = bool(result.ranked) and result.ranked[0].fits
-    # As sp-plan does, so that summary.json is the document `sp-plan --format json` prints.
+    # As sp-plan does, so that summary.json is the document `sp-plan --format json --framework F`
+    # prints for the plan file's framework.
     suggestions = () if fits else suggest_fits(plan_file.model, plan_file.hardware, plan_file.workload,
-                                               num_nodes=nodes, gpus_per_node=per_node, pins=Pins(),
+                                               num_nodes=nodes, gpus_per_node=per_node, pins=pins,
                                                runtime=runtime)
+    framework_ranked = () if not fits else expressible_plans(
+        result, plan_file.framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
+        gpus_per_node=per_node, top_k=top_k)
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
-                            suggestions=suggestions)
+                            suggestions=suggestions, framework=plan_file.framework,
+                            framework_ranked=framework_ranked[:top_k])
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
                         summary=summary, runs=runs,
                         framework=plan_file.framework, chosen=chosen_estimate(plan_file, result))
+
+
+def plan_choices(plan: ParallelPlan) -> Pins:
+    """The search pins the plan file's plan was chosen under, as far as the plan shows them: the
+    choices sp-plan never searches on its own (precision and FP8 recipe, FP8 attention, CPU
+    offloading with the pipeline and recompute it needs, bf16 Adam moments), so that the report
+    ranks the plan among its own kind (an FP8 plan among FP8 plans, not against a bf16 search)."""
+    offload = plan.cpu_offload_layers > 0
+    return Pins(precision=plan.precision, fp8_recipe=plan.fp8_recipe, fp8_attention=plan.fp8_attention,
+                cpu_offload_layers=plan.cpu_offload_layers, adam_moments_bf16=plan.adam_moments_bf16,
+                pp=1 if offload else None, recompute="none" if offload else None)
 
 
 def expected_run_device(plan_file: PlanFile) -> str:
