@@ -19,6 +19,8 @@ from sp_planner.executor.usp import SequenceGroups, usp_attention
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # fp32 runs must match the fp32 reference to about 1e-5 (issue 7); the inputs are O(1).
+# fp32's rounding term, relative to the shard's largest reference value (at least 1): an fp32 ring
+# merges partial results in another order than the reference sums them, a few ulps at large values.
 FP32_TOLERANCE = 1e-5
 
 
@@ -26,18 +28,37 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
-def _tolerances(cfg, dtype, inputs, reference: Tensors, shard, kernel) -> TensorErrors:
-    """fp32: a fixed bound. bf16/fp16: twice the error of a same-dtype single-device run against
-    the fp32 reference (flash-attention's test rule) plus one ulp at the largest reference value."""
-    if dtype == torch.float32:
-        return TensorErrors(out=FP32_TOLERANCE, dq=FP32_TOLERANCE, dk=FP32_TOLERANCE, dv=FP32_TOLERANCE)
-    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype)
-    eps = torch.finfo(dtype).eps
+def _tolerances(dtype, reference: Tensors, single: Tensors, shard) -> TensorErrors:
+    """Each tensor's max-abs bound on this rank: twice the largest error of a same-dtype
+    single-device run of the kernel (`single`) against the fp32 reference, over the whole tensor
+    (flash-attention's test rule), plus one rounding at the shard's largest reference value (an
+    ulp in bf16/fp16, FP32_TOLERANCE of it, at least 1, in fp32). Until stop 42 fp32 took a fixed
+    1e-5, which correct runs with 64 query heads per KV head exceed (their dK/dV reach 20)."""
+    eps = FP32_TOLERANCE if dtype == torch.float32 else torch.finfo(dtype).eps
     bounds = {}
     for name in Tensors._fields:
         ref, got = getattr(reference, name), getattr(single, name)
-        ulp = eps * float(shard(ref).abs().max())
-        bounds[name] = 2 * _max_abs(shard(got), shard(ref)) + ulp
+        largest = float(shard(ref).abs().max())
+        bounds[name] = 2 * _max_abs(got, ref) + eps * (max(1.0, largest) if dtype == torch.float32 else largest)
+    return TensorErrors(**bounds)
+
+
+def _rms(x: torch.Tensor) -> float:
+    return float(x.float().pow(2).mean().sqrt())
+
+
+def _rms_tolerances(reference: Tensors, single: Tensors, shard) -> TensorErrors:
+    """Each tensor's RMS bound on this rank's shard: twice the single-device run's RMS error there,
+    plus FP32_TOLERANCE of the reference's RMS. The largest error is that of one element, where
+    bf16 rounding alone reaches half an ulp; a ring step that drops a block's contribution shifts
+    every element of it, which the RMS shows (a dropped step's dV: 11x the single-device RMS
+    error on the rank, where a correct run stays within 1.1x, and its largest error within bf16's
+    rounding at the largest value)."""
+    bounds = {}
+    for name in Tensors._fields:
+        ref = shard(getattr(reference, name)).float()
+        got = shard(getattr(single, name)).float()
+        bounds[name] = 2 * _rms(got - ref) + FP32_TOLERANCE * _rms(ref)
     return TensorErrors(**bounds)
 
 
@@ -88,7 +109,8 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
         return extract_local(x, 1, ring=groups.ring, ulysses=groups.ulysses, ring_rank=groups.ring_rank,
                              ulysses_rank=groups.ulysses_rank, layout=cfg.ring_layout)
 
-    tolerance = _tolerances(cfg, dtype, inputs, reference, shard, kernel)
+    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype)
+    tolerance, rms_tolerance = _tolerances(dtype, reference, single, shard), _rms_tolerances(reference, single, shard)
     local = [shard(t).to(dtype) for t in inputs]
     on_cuda = device.type == "cuda"
     counter = CommCounter()
@@ -105,6 +127,8 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
         peak, method = tracker.peak_bytes, CPU_METHOD
     errors = TensorErrors(**{name: _max_abs(got, shard(getattr(reference, name)))
                              for name, got in zip(Tensors._fields, (out, *grads))})
+    rms_errors = TensorErrors(**{name: _rms(got.float() - shard(getattr(reference, name)).float())
+                                 for name, got in zip(Tensors._fields, (out, *grads))})
     sent = AttentionCommBytes(all_to_all=counter.sent_bytes[ALL_TO_ALL], p2p=counter.sent_bytes[P2P],
                               all_gather=counter.sent_bytes[ALL_GATHER],
                               reduce_scatter=counter.sent_bytes[REDUCE_SCATTER])
@@ -120,6 +144,7 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
             bwd_times.append(b)
     return RankResult(
         rank=dist.get_rank(), kernel=kernel.name, kernel_note=note, max_abs_err=errors, tolerance=tolerance,
+        rms_err=rms_errors, rms_tolerance=rms_tolerance,
         comm_bytes_measured=sent,
         time_s=StepTimes(fwd=statistics.median(fwd_times), bwd=statistics.median(bwd_times)),
         peak_memory_bytes=int(peak), memory_method=method,

@@ -24,11 +24,15 @@ def print_summary(result: RunResult, console: Console) -> None:
     )
     console.print(f"kernel: {result.kernel}" + (f" [yellow]({result.kernel_note})[/yellow]"
                                                   if result.kernel_note else ""))
-    errors = Table(title="max abs error vs fp32 reference (worst rank)")
-    for col in ("tensor", "error", "tolerance"):
+    rms, rms_bound = result.rms_err, result.rms_tolerance
+    errors = Table(title="error vs fp32 reference (per tensor, the rank nearest its bound)")
+    for col in ("tensor", "max abs", "bound") + (("RMS", "bound") if rms is not None else ()):
         errors.add_column(col, justify="right")
     for name in ("out", "dq", "dk", "dv"):
-        errors.add_row(name, f"{getattr(result.max_abs_err, name):.3g}", f"{getattr(result.tolerance, name):.3g}")
+        cells = [f"{getattr(result.max_abs_err, name):.3g}", f"{getattr(result.tolerance, name):.3g}"]
+        if rms is not None and rms_bound is not None:
+            cells += [f"{getattr(rms, name):.3g}", f"{getattr(rms_bound, name):.3g}"]
+        errors.add_row(name, *cells)
     console.print(errors)
     comm = Table(title="bytes one rank sends per forward+backward step")
     for col in ("collective", "measured", "predicted", "match"):
