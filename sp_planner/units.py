@@ -47,8 +47,8 @@ def format_tokens(num_tokens: int) -> str:
 def format_bytes(num_bytes: float) -> str:
     """Binary units, as memory is reported by CUDA tools."""
     value = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(value) < 1024 or unit == "EiB":
             return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
         value /= 1024
     raise AssertionError("unreachable")
@@ -59,4 +59,8 @@ def format_seconds(seconds: float) -> str:
         return f"{seconds * 1e6:.1f} µs"
     if seconds < 1:
         return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds:.2f} s"
+    if seconds < 3600:
+        return f"{seconds:.2f} s"
+    if seconds < 86400:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 86400:,.1f} days"

@@ -85,6 +85,22 @@ def _joined_launch() -> bool:
     return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
+def _check_joined_environment() -> None:
+    """A joined launch needs torch.distributed's rendezvous address: torchrun sets MASTER_ADDR and
+    MASTER_PORT, srun does not (the job script exports them)."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+    if not missing:
+        return
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        how = f"RANK={os.environ['RANK']} and WORLD_SIZE={os.environ['WORLD_SIZE']} are set"
+    else:
+        how = (f"a SLURM task launch was detected (SLURM_NTASKS={os.environ.get('SLURM_NTASKS')}, "
+               f"SLURM_PROCID={os.environ.get('SLURM_PROCID')})")
+    raise UserInputError(f"{how} but {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: export "
+                         "them (the first node's address and a free port) before srun, or, in a batch script, "
+                         "run sp-run under srun or with SLURM_NTASKS unset")
+
+
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def run(
     *,
@@ -143,6 +159,9 @@ def run(
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
         refuse_reading_file_as_output(out, option="--out", inputs=(("--plan", plan),))
     agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
+    if node_rank is not None and nodes is not None and node_rank >= nodes:
+        raise UserInputError(f"--node-rank {node_rank} is outside the {nodes} nodes of --nodes: give 0 to "
+                             f"{nodes - 1}, one per node")
     if agent or print_launch or _joined_launch():
         cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(cfg.world_size, nodes, nproc_per_node,
                                                                        plan_file)})
@@ -162,6 +181,7 @@ def run(
         job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
                           f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
     if _joined_launch():
+        _check_joined_environment()
         return run_joined(job)
     if agent:
         return run_node_agent(job, rdzv_endpoint, rdzv_id, node_rank, join_timeout)

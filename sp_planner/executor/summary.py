@@ -17,8 +17,9 @@ def print_summary(result: RunResult, console: Console) -> None:
     cfg = result.config
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
     console.print(
-        f"sp-run {verdict}: ulysses {cfg.ulysses} x ring {cfg.ring} ({cfg.world_size} ranks, {cfg.device}), "
-        f"{'causal' if cfg.causal else 'full'} {cfg.ring_layout} {cfg.cp_comm}, {cfg.dtype}, b {cfg.batch}, "
+        f"sp-run {verdict}: ulysses {cfg.ulysses} x ring {cfg.ring} ({cfg.world_size} "
+        f"{'rank' if cfg.world_size == 1 else 'ranks'}, {cfg.device}), {'causal' if cfg.causal else 'full'}"
+        f"{f' {cfg.ring_layout} {cfg.cp_comm}' if cfg.ring > 1 else ''}, {cfg.dtype}, b {cfg.batch}, "
         f"seq {format_tokens(cfg.seq_len)}, heads {cfg.heads_per_tp_rank}/kv {cfg.kv_heads_per_tp_rank} "
         f"per TP rank (tp {cfg.tp}), head_dim {cfg.head_dim}"
     )

@@ -156,6 +156,29 @@ def test_bad_input_exits_2_before_launch(capsys, args, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_node_rank_outside_the_nodes_is_refused_at_once(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--ring", "2", *SMALL, "--node-rank", "5", "--nodes", "2", "--rdzv-endpoint", "127.0.0.1:29557"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --node-rank 5 is outside the 2 nodes of --nodes: give 0 to 1, one per node\n")
+
+
+def test_a_slurm_task_without_a_rendezvous_address_is_one_line(capsys, monkeypatch):
+    # srun sets SLURM_NTASKS and SLURM_PROCID (and so does an sbatch script's batch step); the
+    # rendezvous address is the job script's to export.
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    with pytest.raises(SystemExit) as done:
+        main(["--ulysses", "2", "--ring", "2", *SMALL])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: a SLURM task launch was detected (SLURM_NTASKS=4, SLURM_PROCID=0) but "
+                          "MASTER_ADDR and MASTER_PORT are not") and err.count("\n") == 1
+
+
 def _plan_file(tmp_path: Path, plan: ParallelPlan) -> Path:
     from sp_planner.catalog.hardware import load_hardware
 
