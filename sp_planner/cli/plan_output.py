@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,11 +122,9 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
 
 
 def stdout_console() -> Console:
-    """Rich on stdout; a pipe or file gets 160 columns (not Rich's 80) unless COLUMNS says otherwise."""
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=160)
-    return console
+    """Rich on stdout: the terminal's width, and 80 columns for a pipe or file unless COLUMNS says
+    otherwise (until stop 42 a pipe got 160, whose paragraphs ran past an 80-column pager)."""
+    return Console()
 
 
 def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide: bool = False) -> None:

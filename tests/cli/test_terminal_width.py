@@ -115,3 +115,15 @@ def test_moe_plans_that_do_not_fit_keep_every_cell_on_80_columns():
     assert outcome_header.split() == ["#", "%", "peak", "fits"]
     assert [r.split()[0] for r in outcome] == [r.split()[0] for r in rows]
     assert all(r.split()[-1] == "no" for r in outcome)
+
+
+def test_a_pipe_without_columns_gets_80():
+    # `sp-plan ... | less` or `> answer.txt`: no terminal, no COLUMNS, every line within 80.
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env.update(PYTHONPATH=os.getcwd())
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from sp_planner.cli.plan_cmd import main; main(sys.argv[1:])",
+         *README, "--explain"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Why this plan" in done.stdout
+    assert max(len(line) for line in done.stdout.splitlines()) <= 80
