@@ -2,7 +2,8 @@
 
 Layout (schema "sp-planner.summary/3"):
     schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
-    capacity_factor, pad_to_capacity, token_dispatcher} for MoE models}, prune_counts{rule: count},
+    capacity_factor, pad_to_capacity, token_dispatcher} for MoE models, else null}, prune_counts{rule: count}
+    (every rule and oom),
     plans[best first, whichever framework can express them]{the plan's fields
                       (sp_planner.plan.ParallelPlan: tp, pp, dp, ulysses, ring, zero, recompute,
                       micro_batch, ...), fits, reason, memory_peak_bytes, memory{}, time{},
@@ -35,7 +36,7 @@ from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
 from sp_planner.layout import rank_groups
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile import RankLayout
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.specs.hardware import HardwareProfile
@@ -85,11 +86,12 @@ def build_summary(
             "global_batch": workload.global_batch,
             "causal": workload.causal,
             "hbm_bytes": hardware.hbm_bytes,
-            # MoE models only: the routing the plans were costed with (cost.moe; None = dropless).
-            **({"moe_routing": moe_routing(model)} if model.moe is not None else {}),
+            # The routing MoE plans were costed with (cost.moe); null for a dense model.
+            "moe_routing": moe_routing(model) if model.moe is not None else None,
         },
         "plans": plans,
-        "prune_counts": {rule: int(count) for rule, count in result.prune_counts.items()},
+        # Every rule, in the order they are checked, and "oom": the same keys for every answer.
+        "prune_counts": {rule: int(result.prune_counts.get(rule, 0)) for rule in (*RULES, "oom")},
         # The validation error of the plans' class of run (present.uncertainty): plans
         # 2..1+ties_with_first are ties.
         "prediction_band": {**band.model_dump(), "ties_with_first": ties_with_first(result.ranked[:top_k], band)},

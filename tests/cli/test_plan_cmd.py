@@ -15,7 +15,7 @@ from sp_planner.cost.attention_kernels import default_kernel, with_attention_ker
 from sp_planner.cost.runtime import framework_runtime
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.layout import rank_groups
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.present.table import ring_cell, zero_cell
 from sp_planner.planfile import RankLayout, read_plan_file
 from sp_planner.estimate import PlanEstimate
@@ -84,11 +84,13 @@ def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
     assert code == 0
     assert doc["question"] == {
         "model": "Llama-3-8B", "hardware": "A800", "num_nodes": 2, "gpus_per_node": 8, "world_size": 16,
-        "seq_len": 131072, "global_batch": 32, "causal": True, "hbm_bytes": A800.hbm_bytes,
+        "seq_len": 131072, "global_batch": 32, "causal": True, "hbm_bytes": A800.hbm_bytes, "moe_routing": None,
     }
+    # Every rule's count, zero or not, in the order the rules are checked: the same keys every time.
+    assert list(doc["prune_counts"]) == [*RULES, "oom"]
     direct = search(LLAMA3_8B, A800, README_WORKLOAD, num_nodes=2, gpus_per_node=8, top_k=5)
     assert doc["candidates_evaluated"] == direct.candidates_evaluated == len(direct.frame)
-    assert doc["prune_counts"] == direct.prune_counts
+    assert {rule: n for rule, n in doc["prune_counts"].items() if n} == direct.prune_counts
     assert len(doc["plans"]) == 5
     for entry in doc["plans"]:
         assert entry["tp"] * entry["pp"] * entry["dp"] * entry["ulysses"] * entry["ring"] == 16
