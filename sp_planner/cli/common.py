@@ -57,16 +57,20 @@ class _GuardedStdout:
     """sys.stdout whose write errors become StdoutFailed, so that they are told apart from internal
     errors (which keep their traceback). Everything else is the wrapped stream's."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream  # None: the process started with file descriptor 1 closed (`>&-`)
 
     def write(self, text: str) -> int:
         try:
+            if self._stream is None:
+                raise OSError(errno.EBADF, "it is closed")
             return self._stream.write(text)
         except OSError as err:
             raise StdoutFailed(err) from None
 
     def flush(self) -> None:
+        if self._stream is None:
+            return
         try:
             self._stream.flush()
         except OSError as err:

@@ -115,3 +115,16 @@ def test_a_plan_file_naming_an_unknown_framework_is_refused_in_one_line(run_main
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
     _one_line_error(run_main(simulate_cmd, edited, "--out-dir", tmp_path), "framework: Input should be 'megatron'")
+
+
+def test_a_process_started_with_stdout_closed_writes_its_files_and_says_so(tmp_path):
+    # `sp-plan ... --out p.json >&-`: file descriptor 1 closed from the start (Python's sys.stdout
+    # is None), not a traceback.
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    code = "import sys; from sp_planner.cli.plan_cmd import main; main(sys.argv[1:])"
+    done = subprocess.run(["bash", "-c", 'exec "$@" >&-', "_", sys.executable, "-c", code, *QUESTION,
+                           "--out", str(tmp_path / "p.json")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.endswith("error: cannot write to standard output: it is closed\n")
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "p.json").exists()
