@@ -18,6 +18,7 @@ try:  # recent typer (0.29 here) vendors click as typer._click and no longer ins
 except ImportError:  # older typer depends on click itself
     from click import ClickException  # type: ignore[import-not-found, no-redef]
 
+from sp_planner import interrupts
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import field_message
 
@@ -114,6 +115,10 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2,
     and an unwritable standard output to one line too."""
     _tolerate_narrow_encodings()
+    try:
+        interrupts.install()
+    except ValueError:  # not the main thread: Python's own handler stays
+        pass
     real_stdout = sys.stdout
     sys.stdout = _GuardedStdout(real_stdout)
     try:

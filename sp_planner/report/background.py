@@ -19,7 +19,8 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # The child's error message, at most this many bytes (one line).
 _MESSAGE_BYTES = 2000
@@ -44,11 +45,16 @@ class Background:
             return None
         read_fd, write_fd = os.pipe()
         try:
-            with warnings.catch_warnings():
+            # Ctrl-C is the parent's to answer: held across the fork (an interrupt inside the fork's
+            # handlers is printed and lost, and the report then finished as if none came), and
+            # ignored by the child, which the parent stops when it is interrupted.
+            with held_interrupts(), warnings.catch_warnings():
                 # Python >= 3.12 warns on fork in a process with threads (numpy's BLAS pool here, idle;
                 # the child touches neither it nor any lock a thread may hold: no BLAS, no output).
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pid = os.fork()
+                if pid == 0:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
         except OSError:  # no process to spare (EAGAIN, ENOMEM): the caller writes the file itself
             os.close(read_fd)
             os.close(write_fd)
@@ -74,8 +80,10 @@ class Background:
             while chunk := os.read(self._message_fd, 4096):
                 chunks.append(chunk)
             _, status = os.waitpid(self._pid, 0)
-        finally:
-            self._close()
+        except BaseException:  # interrupted while waiting: the child (which ignores Ctrl-C) ends too
+            self.stop()
+            raise
+        self._close()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             message = b"".join(chunks).decode("utf-8", "replace")
@@ -98,6 +106,20 @@ class Background:
     def _close(self) -> None:
         self._pid = None
         os.close(self._message_fd)
+
+
+@contextmanager
+def held_interrupts() -> Iterator[None]:
+    """SIGINT held back (blocked, not lost) inside the block and delivered at its end: a short step
+    that must not stop halfway (a fork, moving the report's files into place)."""
+    if not hasattr(signal, "pthread_sigmask"):  # no signal masks (Windows): as before
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _one_line(err: BaseException) -> str:

@@ -171,3 +171,18 @@ def test_page_failure_stops_the_background_csv_and_removes_the_staging(question,
     (pid,) = csv_in_background
     with pytest.raises(ChildProcessError):  # the writer was stopped and reaped
         os.waitpid(pid, os.WNOHANG)
+
+
+def test_an_interrupt_a_finalizer_swallowed_still_stops_the_report(question, quick_page, tmp_path, monkeypatch):
+    # Ctrl-C inside a weakref callback is printed and lost by Python; the handler remembers it, and
+    # the report is not moved into place: the earlier one stays, nothing temporary is left.
+    from sp_planner import interrupts
+
+    out = tmp_path / "out"
+    write_report(out, **question.report_args())
+    before = (out / "summary.json").read_text()
+    monkeypatch.setattr(interrupts, "_seen", True)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+    assert (out / "summary.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
