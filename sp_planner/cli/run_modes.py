@@ -102,7 +102,7 @@ def _local_slots(device: str) -> int | None:
 def _finish(job: Job, ranks: list[RankResult]) -> int:
     plan_file = job.plan_file
     prediction = predict(job.cfg, plan_file.hardware if plan_file else None,
-                         plan_file.gpus_per_node if plan_file else None)
+                         plan_file.gpus_per_node if plan_file else None, plan_file.framework if plan_file else None)
     result: RunResult = summarize(job.cfg, ranks, prediction)
     try:
         print_summary(result, job.console)

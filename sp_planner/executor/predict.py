@@ -31,12 +31,34 @@ def predicted_comm_bytes(cfg: RunConfig) -> AttentionCommBytes:
     return AttentionCommBytes(all_to_all=int(a2a), p2p=int(p2p))
 
 
-def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_node: int | None = None
-            ) -> Prediction:
-    """Comm bytes always; time and memory when a hardware profile is known (from a plan)."""
+def framework_ring_note(cfg: RunConfig, framework: str) -> str | None:
+    """Where the plan's framework sends other ring bytes than the executor (whose ring is
+    yunchang's: dK/dV in fp32 for R hops, the contract it is checked against): its own per layer,
+    so that the plan's comm_bytes and this run's can be told apart. None where they agree."""
+    from sp_planner.cost.runtime import framework_runtime
+
+    ring = framework_runtime(framework).ring
+    if cfg.ring == 1 or cfg.cp_comm != "p2p" or (ring.grad_elem_bytes, ring.grad_home_hop) == (
+            RING_GRAD_ELEM_BYTES, True):
+        return None
+    theirs = int(ring_bytes_per_layer(
+        batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp,
+        ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes, grad_elem_bytes=ring.grad_elem_bytes,
+        grad_home_hop=ring.grad_home_hop))
+    return (f"ring bytes are the executor's (dK/dV in fp32 round the whole ring, as yunchang's); the plan's "
+            f"{framework} ring ({ring.name}: dK/dV in {ring.grad_elem_bytes}-byte elements, one hop fewer) "
+            f"sends {theirs:,} per layer, the figure in the plan's comm_bytes")
+
+
+def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_node: int | None = None,
+            framework: str | None = None) -> Prediction:
+    """Comm bytes always; time and memory when a hardware profile is known (from a plan);
+    `framework`: the plan's, whose ring bytes the note names where they differ."""
     comm = predicted_comm_bytes(cfg)
+    ring_note = framework_ring_note(cfg, framework) if framework is not None else None
     if hardware is None:
-        return Prediction(comm_bytes=comm, note="no hardware profile (pass --plan) for time/memory")
+        return Prediction(comm_bytes=comm, note="; ".join(filter(None, (
+            "no hardware profile (pass --plan) for time/memory", ring_note))))
     try:
         from sp_planner.cost.attention import attention_layer_memory_bytes, attention_layer_time_s
     except ImportError as err:
@@ -54,8 +76,9 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.head_dim, ulysses=cfg.ulysses,
         ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
+    note = f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}"
     return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
-                      note=f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}")
+                      note="; ".join(filter(None, (note, ring_note))))
 
 
 def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple[HardwareProfile, str]:

@@ -134,3 +134,16 @@ def test_a_calibrated_profile_keeps_its_own_curves():
                     device="cuda")
     hardware, curves = executor_kernel_hardware(cfg, measured)
     assert hardware == measured and "sp-calibrate" in curves
+
+
+def test_a_plan_whose_framework_rings_otherwise_names_its_own_bytes():
+    # ring 4, one K (or V) block 1 x 256 tokens x 2 KV heads x 8 = 4096 elements, bf16. The executor
+    # (yunchang's ring): K/V 2 x 3 hops x 2 B each way (49,152 forward, 49,152 backward) and dK/dV in
+    # fp32 for 4 hops, 2 x 4 x 4096 x 4 = 131,072: 229,376. Megatron's (Transformer Engine's ring):
+    # dK/dV in bf16 for 3 hops, 49,152: 147,456, which the note names.
+    from sp_planner.executor.predict import predict
+
+    cfg = RunConfig(ulysses=1, ring=4, seq_len=1024, num_heads=4, num_kv_heads=2, head_dim=8, dtype="bfloat16")
+    assert predict(cfg).comm_bytes.p2p == 229_376
+    assert "sends 147,456 per layer" in predict(cfg, framework="megatron").note
+    assert "ring bytes" not in predict(cfg, framework="yunchang").note  # the same ring
