@@ -153,7 +153,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
                         grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                         sequence_parallel=runtime.sequence_parallel)
-    comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring)
+    comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring,
+                        sequence_parallel=runtime.sequence_parallel)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)

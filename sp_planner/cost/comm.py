@@ -81,15 +81,34 @@ TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_S
 EMBEDDING_TP_REDUCE_SCATTERS, EMBEDDING_TP_ALL_GATHERS = 1, 1  # forward, backward
 OUTPUT_TP_FORWARD_ALL_GATHERS = 1
 OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
+# Without sequence parallelism (Runtime.sequence_parallel False; Shoeybi et al. 2019, section 3):
+# a layer all-reduces twice forward (after the attention projection and FC2, RowParallelLinear's
+# reduce region) and twice backward (the QKV and FC1 input gradients, ColumnParallelLinear's copy
+# region), each a reduce-scatter's and an all-gather's worth of bytes, and the weight gradients read
+# the whole saved inputs: the 2 backward input all-gathers above are not made. The output layer's
+# input is whole already (no forward all-gather); its input gradient is all-reduced backward, and
+# the embedding's output all-reduced forward: the same counts as with sequence parallelism.
+TP_INPUT_ALL_GATHERS = 2  # of TP_BACKWARD_ALL_GATHERS: the saved inputs gathered again (SP only)
 
 
-def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp):
+def tp_backward_all_gathers(sequence_parallel: bool) -> int:
+    """A layer's backward all-gathers (or all-reduces' gather halves) per micro-batch."""
+    return TP_BACKWARD_ALL_GATHERS - (0 if sequence_parallel else TP_INPUT_ALL_GATHERS)
+
+
+def output_tp_forward_all_gathers(sequence_parallel: bool) -> int:
+    return OUTPUT_TP_FORWARD_ALL_GATHERS if sequence_parallel else 0
+
+
+def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, sequence_parallel: bool = True):
     """(all-gathers, reduce-scatters) of the TP group a step makes on the first stage's GPU: its
     layers' per micro-batch (the forward's again under full recompute), the embedding's and, at
-    pp 1, the output layer's. Every call moves the same bytes."""
+    pp 1, the output layer's; without sequence parallelism an all-reduce counts as one of each.
+    Every call moves the same bytes."""
     full = np.asarray(full_recompute, dtype=bool)
-    ag = layers * (TP_ALL_GATHERS_PER_LAYER + np.where(full, TP_FORWARD_ALL_GATHERS, 0)) + EMBEDDING_TP_ALL_GATHERS \
-        + np.where(pp == 1, OUTPUT_TP_FORWARD_ALL_GATHERS + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
+    per_layer = TP_FORWARD_ALL_GATHERS + tp_backward_all_gathers(sequence_parallel)
+    ag = layers * (per_layer + np.where(full, TP_FORWARD_ALL_GATHERS, 0)) + EMBEDDING_TP_ALL_GATHERS \
+        + np.where(pp == 1, output_tp_forward_all_gathers(sequence_parallel) + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
         + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
     return ag * micro_batches, rs * micro_batches
@@ -132,9 +151,11 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
 
 
 def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
-                 states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING) -> CommColumns:
+                 states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING,
+                 sequence_parallel: bool = True) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
-    gradients and gathered parameters in the framework's widths (cost.states)."""
+    gradients and gathered parameters in the framework's widths (cost.states); `sequence_parallel`
+    False: TP's all-reduces (tp_calls_per_step)."""
     grad_bytes = states.grad_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
@@ -159,7 +180,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == RECOMPUTE_FULL
-    tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp)
+    tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp,
+                                                 sequence_parallel=sequence_parallel)
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp

@@ -162,19 +162,25 @@ def current_scaling_pair_ops(tp, fp8_current):
 
 
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
-                   cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False):
+                   cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False,
+                   sequence_parallel: bool = True):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
-    scaling (plan.fp8_recipe tensorwise; only where `low_precision`)."""
+    scaling (plan.fp8_recipe tensorwise; only where `low_precision`); `sequence_parallel` False:
+    TP's two all-reduces each way, one call each (cost.comm)."""
     low = np.asarray(low_precision, dtype=bool)
     pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
     if FULL_ITERATION in cuda_graphs:
         return zero, zero  # one replay per step, not per layer
     tp_split = np.asarray(tp) > 1
-    tp_fwd = np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
-    tp_bwd = np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+    if sequence_parallel:
+        tp_fwd = np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
+        tp_bwd = np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+    else:  # an all-reduce per reduce-scatter and gather pair
+        tp_fwd = np.where(tp_split, TP_FORWARD_REDUCE_SCATTERS, 0)
+        tp_bwd = np.where(tp_split, TP_BACKWARD_REDUCE_SCATTERS, 0)
     fwd = DENSE_FORWARD_OPS + np.where(low, FP8_FORWARD_OPS, 0) + tp_fwd + 2 * pair
     bwd = DENSE_BACKWARD_OPS + np.where(low, FP8_BACKWARD_OPS, 0) + tp_bwd + 2 * pair
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.

@@ -30,11 +30,11 @@ from sp_planner.cost.comm import (
     EMBEDDING_TP_REDUCE_SCATTERS,
     OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
-    OUTPUT_TP_FORWARD_ALL_GATHERS,
-    TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    output_tp_forward_all_gathers,
+    tp_backward_all_gathers,
 )
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -159,7 +159,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    tp_bwd = TP_BACKWARD_ALL_GATHERS * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+    tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
                                   chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
@@ -171,7 +171,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # first stage (the same one at pp 1).
     emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * ag
     out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
-    head_tp = OUTPUT_TP_FORWARD_ALL_GATHERS * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
+    head_tp = output_tp_forward_all_gathers(sequence_parallel) * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
     first_tp = np.where(pp > 1, emb_tp, 0.0)
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
@@ -214,6 +214,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     full = recompute == RECOMPUTE_FULL
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
                                       cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
+                                      sequence_parallel=sequence_parallel,
                                       ring_ops=ring_host_ops(ring_impl, ring=r, allgather=c.allgather))
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).

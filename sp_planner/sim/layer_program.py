@@ -76,9 +76,11 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
         ready = attention_ops(p, w, layer, ready, "recompute_attention", " (recompute)")
     # Conjugates of the forward's reduce-scatter (an all-gather of the gradient) and the
     # all-gather of the saved sharded input again for the weight gradient (Megatron's
-    # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer.
+    # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer;
+    # without sequence parallelism the inputs are whole and only the all-reduces' halves remain.
     ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (ready,))
-    ag_in = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (ag,))
+    ag_in = ag if w.tp_input_all_gather_s == 0 else p.add(
+        "comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_input_all_gather_s, (ag,))
     # The combine's gradient is an all-to-all back to the experts, the dispatch's one back again.
     ready_mlp = _moe_ops(p, w, layer, ag_in, ("combine", "etp all-gather"))
     mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ready_mlp, gather))
@@ -102,7 +104,8 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     if w.cp_reduce_scatter_s > 0:
         compute = p.add("comm", "ring_comm", f"L{layer} cp dkv reduce-scatter", w.cp_reduce_scatter_s, (compute,))
     a2a2 = p.add("comm", "ulysses_comm", f"L{layer} a2a dqkv", w.ulysses_qkv_s, (compute,))
-    ag_in2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_all_gather_s, (a2a2,))
+    ag_in2 = a2a2 if w.tp_input_all_gather_s == 0 else p.add(
+        "comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_input_all_gather_s, (a2a2,))
     gemm = p.add("compute", "gemm", f"L{layer} qkv+out bwd", w.gemm_attn_bwd_s, (ag_in2,))
     last = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (gemm,))
     return last, gemm

@@ -14,8 +14,8 @@ from sp_planner.cost.comm import (
     EMBEDDING_TP_REDUCE_SCATTERS,
     OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
-    OUTPUT_TP_FORWARD_ALL_GATHERS,
     comm_columns,
+    output_tp_forward_all_gathers,
     tp_calls_per_step,
 )
 from sp_planner.pipeline import stage_layers
@@ -68,8 +68,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layers = int(stages.first)  # the first stage's GPU, whose parameters and bytes cost.comm counts
     middle = int(stages.middle)
     one = Candidates.of_plan(plan)  # the plan as one-entry candidate columns, for the cost model's functions
+    sp = runtime.sequence_parallel
     sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
-                        states=runtime.states, ring_impl=runtime.ring).sent_bytes
+                        states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
@@ -83,7 +84,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
-    gathers, _ = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp)
+    gathers, _ = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
+                                   sequence_parallel=sp)
     tp_bytes = comm.tp_all_gather / float(gathers)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
@@ -149,6 +151,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=tp_ag,
         tp_reduce_scatter_s=tp_rs,
+        # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.comm).
+        tp_input_all_gather_s=tp_ag if sp else 0.0,
         ulysses_qkv_s=uly_qkv,
         ulysses_out_s=uly_out,
         ring_kv_step_s=ring_kv,
@@ -162,7 +166,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         # The embedding's and the output layer's TP collectives (cost.comm), beside their GEMMs.
         first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs, first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag,
-        last_stage_fwd_s=logits_fwd + OUTPUT_TP_FORWARD_ALL_GATHERS * tp_ag,
+        last_stage_fwd_s=logits_fwd + output_tp_forward_all_gathers(sp) * tp_ag,
         last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
         + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
         pp_transfer_s=pp_send,

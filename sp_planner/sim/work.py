@@ -29,6 +29,7 @@ class LayerWork(FrozenModel):
     # Communication stream, one occurrence each.
     tp_all_gather_s: float = NonNeg
     tp_reduce_scatter_s: float = NonNeg
+    tp_input_all_gather_s: float = NonNeg  # the saved inputs again for the weight gradients (SP only)
     ulysses_qkv_s: float = NonNeg  # Q, K, V forward (dQ, dK, dV backward)
     ulysses_out_s: float = NonNeg  # O forward (dO backward)
     ring_kv_step_s: float = NonNeg  # one K + V block to the ring successor

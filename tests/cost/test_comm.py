@@ -143,3 +143,17 @@ def test_gradients_move_in_the_frameworks_width(toy_model, hardware):
     assert dp(2, DEEPSPEED_STATES) == (2 * 2 * share, 2 * share)
     assert dp(3, DEEPSPEED_STATES) == (2 * 2 * share, 2 * 2 * 2 * share)
     assert dp(3, TORCH_FSDP_STATES) == (2 * 4 * share, 2 * 2 * 2 * share)
+
+
+def test_tp_without_sequence_parallelism_all_reduces_and_gathers_no_inputs():
+    # Megatron's TP alone (Shoeybi et al. 2019): per layer two all-reduces forward and two backward,
+    # each a reduce-scatter's and an all-gather's worth; with sequence parallelism the backward also
+    # all-gathers the two saved inputs for the weight gradients (6 all-gathers, 4 reduce-scatters).
+    # 2 layers, 3 micro-batches, pp 1 (the output layer's forward gather only with SP).
+    from sp_planner.cost.comm import tp_calls_per_step
+
+    sp = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1)
+    plain = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, sequence_parallel=False)
+    # embedding: 1 AG + 1 RS; output layer: SP 2 AG + 1 RS, without 1 AG + 1 RS.
+    assert sp == (3 * (2 * 6 + 1 + 2), 3 * (2 * 4 + 1 + 1))
+    assert plain == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1))

@@ -4,10 +4,10 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.comm import (
-    TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    tp_backward_all_gathers,
 )
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim import simulate
@@ -68,10 +68,13 @@ def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
     assert last.end_s == pytest.approx(3 * per_layer + 1.5)
 
 
+@pytest.mark.parametrize("sequence_parallel", [True, False])
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])
-def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute):
+def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute, sequence_parallel):
+    # Without sequence parallelism the saved inputs are whole: no input all-gathers backward.
     work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, recompute=recompute,
-                    layer=LayerWork(tp_all_gather_s=1.0, tp_reduce_scatter_s=1.0))
+                    layer=LayerWork(tp_all_gather_s=1.0, tp_reduce_scatter_s=1.0,
+                                    tp_input_all_gather_s=1.0 if sequence_parallel else 0.0))
 
     def count(program, word):
         return sum(op.kind == "tp_comm" and word in op.name for op in program.ops)
@@ -81,7 +84,7 @@ def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute):
     assert (count(fwd, "all-gather"), count(fwd, "reduce-scatter")) == (
         TP_FORWARD_ALL_GATHERS, TP_FORWARD_REDUCE_SCATTERS)
     assert (count(bwd, "all-gather"), count(bwd, "reduce-scatter")) == (
-        TP_BACKWARD_ALL_GATHERS + again * TP_FORWARD_ALL_GATHERS,
+        tp_backward_all_gathers(sequence_parallel) + again * TP_FORWARD_ALL_GATHERS,
         TP_BACKWARD_REDUCE_SCATTERS + again * TP_FORWARD_REDUCE_SCATTERS)
 
 

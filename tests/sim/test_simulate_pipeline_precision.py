@@ -74,3 +74,18 @@ def test_interleaving_shrinks_the_bubble_by_vpp():
     assert sends == [2 * m * (pp - 1), 2 * m * (2 * pp - 1)]
     blocks = [e for e in interleaved.events if e.kind in ("forward", "backward")]
     assert len(blocks) == 2 * 2 * m * pp and any("chunk 1" in e.name for e in blocks)
+
+
+def test_tp_without_sequence_parallelism_simulates_as_the_analytic_model():
+    # A run without sequence parallelism (the Megatron 2021-22 rows): its all-reduces and whole
+    # inputs in both models, which agree.
+    from sp_planner.cost.runtime import MEGATRON_RUNTIME
+    from sp_planner.search import evaluate
+
+    runtime = MEGATRON_RUNTIME.model_copy(update={"sequence_parallel": False})
+    plan = ParallelPlan(tp=4, pp=2, zero=1)
+    sim = simulate(MODEL, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8, detail=False, runtime=runtime)
+    est = evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8, runtime=runtime)
+    with_sp = evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=8)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert est.comm_bytes.tp_all_gather < with_sp.comm_bytes.tp_all_gather
