@@ -81,6 +81,26 @@ def _positive_int(cfg: dict, key: str, path: Path, default: int | None = None) -
     return value
 
 
+def _count(cfg: dict, key: str, path: Path) -> int:
+    """A non-negative integer field (0 when absent or null)."""
+    value = cfg.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _error(path, f"field {key!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _int_list(cfg: dict, key: str, path: Path) -> list[int] | None:
+    """A list of integers, or None when absent or null."""
+    value = cfg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise _error(path, f"field {key!r} must be a list of integers, got {value!r}")
+    return value
+
+
 def _flag(cfg: dict, key: str, path: Path) -> bool:
     value = cfg.get(key, False)
     if not isinstance(value, bool):
@@ -104,7 +124,7 @@ def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
 
 def _mlp(cfg: dict, path: Path) -> str:
     activation = cfg.get("hidden_act", "silu")
-    if activation not in _ACTIVATION_TO_MLP:
+    if not isinstance(activation, str) or activation not in _ACTIVATION_TO_MLP:
         raise _error(
             path,
             f"field 'hidden_act' {activation!r} is not supported; expected one of "
@@ -136,11 +156,11 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         # DeepseekV3Config: layers from first_k_dense_replace on are MoE (moe_layer_freq 1).
         if _positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
             raise _error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
-        shared = cfg.get("n_shared_experts") or 0
+        shared = _count(cfg, "n_shared_experts", path)
         experts, top_k = _expert_counts(cfg, path, "n_routed_experts")
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path),
-                       num_shared_experts=shared, first_dense_layers=cfg.get("first_k_dense_replace") or 0,
+                       num_shared_experts=shared, first_dense_layers=_count(cfg, "first_k_dense_replace", path),
                        # DeepseekV3Config scoring_func, default sigmoid.
                        router_score_function="softmax" if cfg.get("scoring_func") == "softmax" else "sigmoid")
     if model_type == "llama4_text":
@@ -148,8 +168,8 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
         step = _positive_int(cfg, "interleave_moe_layer_step", path, default=1)
         layers = _positive_int(cfg, "num_hidden_layers", path)
-        listed = cfg.get("moe_layers")
-        if listed is not None and list(listed) != list(range(step - 1, layers, step)):
+        listed = _int_list(cfg, "moe_layers", path)
+        if listed is not None and listed != list(range(step - 1, layers, step)):
             raise _error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
                          "supported")
         experts, top_k = _expert_counts(cfg, path, "num_local_experts", top_k_default=1)
@@ -187,13 +207,13 @@ def _window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
         # no_rope_layer_interval-th (4) layer, which attends to the whole sequence.
         layers = _positive_int(cfg, "num_hidden_layers", path)
         interval = _positive_int(cfg, "no_rope_layer_interval", path, default=4)
-        rope = cfg.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(layers)]
-        if list(rope) != [int((i + 1) % interval != 0) for i in range(layers)]:
+        rope = _int_list(cfg, "no_rope_layers", path) or [int((i + 1) % interval != 0) for i in range(layers)]
+        if rope != [int((i + 1) % interval != 0) for i in range(layers)]:
             raise _error(path, "no_rope_layers other than a full-attention layer every no_rope_layer_interval "
                          f"({interval}) layers are not supported (the chunked:global pattern is not modelled)")
         chunk = _positive_int(cfg, "attention_chunk_size", path, default=8192)
         return WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
-    if model_type in ("qwen2", "qwen3", "qwen3_moe") and cfg.get("use_sliding_window"):
+    if model_type in ("qwen2", "qwen3", "qwen3_moe") and _flag(cfg, "use_sliding_window", path):
         raise _error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
     return None
 

@@ -47,19 +47,36 @@ MEMORY_BOUND_DEFAULT = 0.8
 MAX_FLOPS = 1e24
 MAX_MEMORY_BYTES = 2.0**60  # 1 EiB
 MAX_BANDWIDTH_BYTES_PER_S = 1e21
+# Lower bounds far below any part a plan runs on (one CPU core: ~1e10 FLOP/s and ~1e9 B/s; a
+# calibrated 2-core CPU profile measures 7e10 FLOP/s and 1e9 B/s between ranks), so that a
+# typo such as 1e-30 is refused with its range instead of planned into NaN or 1e41-day steps.
+MIN_FLOPS = 1e8
+MIN_MEMORY_BYTES = 2.0**20  # 1 MiB
+MIN_BANDWIDTH_BYTES_PER_S = 1e6
 MAX_LATENCY_S = 1.0
 MAX_GPUS_PER_NODE = 1024
 
 
 class _Finite(FrozenModel):
-    """Hardware figures are finite numbers: inf and nan are refused."""
+    """Hardware figures are finite numbers: inf and nan are refused, and so are true and false
+    where a number is asked for (YAML's booleans would otherwise read as 1 and 0)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is not None and isinstance(value, bool) and field.annotation is not bool:
+                    raise ValueError(f"{name}: must be a number, got {str(value).lower()}")
+        return data
 
 
 class LinkSpec(_Finite):
     kind: IntraNodeKind | InterNodeKind
-    bandwidth_bytes_per_s: float = Field(gt=0, le=MAX_BANDWIDTH_BYTES_PER_S,
+    bandwidth_bytes_per_s: float = Field(ge=MIN_BANDWIDTH_BYTES_PER_S, le=MAX_BANDWIDTH_BYTES_PER_S,
                                          description="per GPU, per direction, line rate")
     latency_s: float = Field(ge=0, le=MAX_LATENCY_S)
 
@@ -175,10 +192,11 @@ class FabricSpec(_Finite):
 class HardwareProfile(_Finite):
     name: str = Field(min_length=1)
     description: str = ""
-    peak_bf16_flops: float = Field(gt=0, le=MAX_FLOPS, description="dense bf16 tensor-core peak")
-    peak_fp8_flops: float | None = Field(default=None, gt=0, le=MAX_FLOPS, description="dense fp8 tensor-core peak")
-    hbm_bytes: float = Field(gt=0, le=MAX_MEMORY_BYTES)
-    hbm_bandwidth_bytes_per_s: float = Field(gt=0, le=MAX_BANDWIDTH_BYTES_PER_S)
+    peak_bf16_flops: float = Field(ge=MIN_FLOPS, le=MAX_FLOPS, description="dense bf16 tensor-core peak")
+    peak_fp8_flops: float | None = Field(default=None, ge=MIN_FLOPS, le=MAX_FLOPS,
+                                         description="dense fp8 tensor-core peak")
+    hbm_bytes: float = Field(ge=MIN_MEMORY_BYTES, le=MAX_MEMORY_BYTES)
+    hbm_bandwidth_bytes_per_s: float = Field(ge=MIN_BANDWIDTH_BYTES_PER_S, le=MAX_BANDWIDTH_BYTES_PER_S)
     gpus_per_node: int = Field(gt=0, le=MAX_GPUS_PER_NODE)
     # GPUs sharing the intra-node link when that fast domain spans several hosts (GB200 NVL72: 72
     # GPUs on NVLink, 4 per host). None: the domain is the host. The cost model's "intra-node"
@@ -189,7 +207,8 @@ class HardwareProfile(_Finite):
     efficiency: EfficiencySpec
     # Measured CPU-GPU copy rate per direction (copy engines, pinned host memory): what activation
     # offloading moves at (cost.offload). None: not known, and offloading cannot be timed.
-    host_link_bytes_per_s: float | None = Field(default=None, gt=0, le=MAX_BANDWIDTH_BYTES_PER_S)
+    host_link_bytes_per_s: float | None = Field(default=None, ge=MIN_BANDWIDTH_BYTES_PER_S,
+                                                le=MAX_BANDWIDTH_BYTES_PER_S)
     # CUDA context, NCCL buffers and allocator fragmentation held back from HBM.
     memory_reserve_bytes: float = Field(ge=0, le=MAX_MEMORY_BYTES)
     fabric: FabricSpec = FabricSpec()
@@ -200,6 +219,9 @@ class HardwareProfile(_Finite):
 
     @model_validator(mode="after")
     def _domain_of_hosts(self) -> "HardwareProfile":
+        if self.memory_reserve_bytes >= self.hbm_bytes:
+            raise ValueError(f"memory_reserve_bytes {self.memory_reserve_bytes:.4g} must be below hbm_bytes "
+                             f"{self.hbm_bytes:.4g} (it is held back from the memory)")
         domain = self.nvlink_domain_gpus
         if domain is not None and domain % self.gpus_per_node != 0:
             raise ValueError(f"nvlink_domain_gpus {domain} must be a multiple of gpus_per_node {self.gpus_per_node}")

@@ -236,8 +236,16 @@ def _set(dotted, value):
     [
         (lambda d: d.pop("peak_bf16_flops"), "peak_bf16_flops: Field required"),
         (lambda d: d.update(nvlink_gen=4), "nvlink_gen: Extra inputs are not permitted"),
-        (_set("hbm_bytes", -1), "hbm_bytes: Input should be greater than 0"),
-        (_set("peak_bf16_flops", 0), "peak_bf16_flops: Input should be greater than 0"),
+        (_set("hbm_bytes", -1), "hbm_bytes: Input should be greater than or equal to 1048576"),
+        (_set("peak_bf16_flops", 0), "peak_bf16_flops: Input should be greater than or equal to 100000000"),
+        # A typo a million-fold too small, a YAML boolean, a reserve above the memory: refused, not
+        # planned into NaN, 1e41-day steps or "no plan fits".
+        (_set("peak_bf16_flops", 1e-300), "peak_bf16_flops: Input should be greater than or equal to 100000000"),
+        (_set("intra_node.bandwidth_bytes_per_s", 1e-30),
+         "intra_node.bandwidth_bytes_per_s: Input should be greater than or equal to 1000000"),
+        (_set("peak_bf16_flops", True), "peak_bf16_flops: must be a number, got true"),
+        (_set("efficiency.gemm", True), "efficiency: gemm: must be a number, got true"),
+        (_set("memory_reserve_bytes", 2e11), "memory_reserve_bytes 2e+11 must be below hbm_bytes"),
         (_set("gpus_per_node", 0), "gpus_per_node: Input should be greater than 0"),
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
         (_set("efficiency.gemm", 1.5), "efficiency.gemm: 1.5 is out of range: it must be at most 1"),

@@ -251,6 +251,13 @@ def _error(tmp_path, cfg) -> str:
         ({**LLAMA3_8B, "num_key_value_heads": 5}, "num_heads (32) must be a multiple of num_kv_heads"),
         ({**LLAMA3_8B, "hidden_size": 4100}, "'head_dim' is missing and hidden_size 4100"),
         (without(MIXTRAL_8X7B, "num_local_experts"), "'num_local_experts' is missing"),
+        # Wrong types a hand edit leaves: one line naming the field, not a TypeError.
+        ({**LLAMA3_8B, "hidden_act": ["silu"]}, "'hidden_act' ['silu'] is not supported"),
+        ({**DEEPSEEK_V3, "n_shared_experts": "1"}, "'n_shared_experts' must be a non-negative integer, got '1'"),
+        ({**DEEPSEEK_V3, "first_k_dense_replace": True}, "'first_k_dense_replace' must be a non-negative integer"),
+        ({**LLAMA4_MAVERICK_TEXT, "moe_layers": 5}, "'moe_layers' must be a list of integers, got 5"),
+        ({**LLAMA4_MAVERICK_TEXT, "no_rope_layers": 5}, "'no_rope_layers' must be a list of integers, got 5"),
+        ({**QWEN3_30B_A3B, "use_sliding_window": "false"}, "'use_sliding_window' must be true or false, got 'false'"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, cfg, expected):
