@@ -221,6 +221,12 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     if rule == "expert_grid":
         return (f"ep*etp = {plan.ep}*{plan.etp} does not divide the {plan.world_size // plan.pp} GPUs of a "
                 "pipeline stage (Megatron: world % (ETP*EP*PP) == 0)")
+    if rule == "ffn":
+        if f.ffn_size % plan.tp:
+            return (f"the MLP's hidden width {f.ffn_size} is not divisible by tp {plan.tp} (Megatron's "
+                    "tensor-parallel linear layers split it evenly)")
+        return (f"an expert's hidden width {f.expert_ffn_size} is not divisible by etp {plan.etp} (Megatron's "
+                "expert tensor parallelism splits it evenly)")
     if rule == "window_ring" and f.window_chunked:
         return (f"ring {plan.ring} over chunked local-attention layers (chunk {f.window_tokens} < seq_len "
                 f"{f.seq_len}) is not modelled (which ring steps a chunk skips depends on the layout); use "

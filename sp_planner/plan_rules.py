@@ -81,6 +81,14 @@ def _breaks_expert_grid(d, **_):
     return ranks_per_stage % (_get(d, "ep") * _get(d, "etp")) != 0
 
 
+def _breaks_ffn(ffn_size, expert_ffn_size, d, **_):
+    # The MLP's hidden width splits over tp (ColumnParallelLinear's output, RowParallelLinear's
+    # input: megatron/core/tensor_parallel/layers.py divide(), which asserts divisibility), a routed
+    # expert's over etp (the expert layers' own tensor parallelism). 0: not known (attention runs).
+    dense = (ffn_size > 0) & (ffn_size % _get(d, "tp") != 0)
+    return dense | ((expert_ffn_size > 0) & (expert_ffn_size % _get(d, "etp") != 0))
+
+
 def _breaks_window_ring(window_tokens, seq_len, d, **_):
     # Local-attention layers (sliding or chunked) under a ring: not modelled (which ring steps a
     # window skips depends on the layout), and Transformer Engine allows sliding windows with
@@ -109,6 +117,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "batch": _breaks_batch,
     "experts": _breaks_experts,
     "expert_grid": _breaks_expert_grid,
+    "ffn": _breaks_ffn,
     "window_ring": _breaks_window_ring,
     "vpp": _breaks_interleave,
     "offload": _breaks_offload,
@@ -128,13 +137,16 @@ class RuleFacts(NamedTuple):
     num_experts: int = 0  # 0 for dense models
     window_tokens: int = 0  # span of the local layers (sliding window or chunk), 0 without
     window_chunked: bool = False  # local layers attend within fixed chunks (Llama 4), not a sliding window
+    ffn_size: int = 0  # the dense MLP's hidden width (0: not known)
+    expert_ffn_size: int = 0  # a routed expert's hidden width (0: dense model)
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
         return cls(model.num_heads, model.num_kv_heads, workload.seq_len, model.num_layers,
                    workload.global_batch, model.moe.num_experts if model.moe else 0,
                    model.window.window_tokens if model.window else 0,
-                   model.window is not None and model.window.kind == "chunked")
+                   model.window is not None and model.window.kind == "chunked",
+                   model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:

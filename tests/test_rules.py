@@ -69,3 +69,17 @@ def test_executor_checks_are_the_planners_attention_rules(model, workload, world
         assert config_problems(cfg) == planner
         fired |= {v.rule for v in violations(plan, model, workload)}
     assert set(ATTENTION_RULES) <= fired
+
+
+def test_the_mlp_width_splits_evenly_over_tp_and_an_experts_over_etp():
+    # Megatron's linear layers divide() their width by the TP degree (an assertion): Llama-3-8B's
+    # 14336 over tp 3 cannot; Qwen3-30B-A3B's experts, 768 wide, cannot split over etp 5.
+    from sp_planner.plan import ParallelPlan
+
+    llama, qwen = load_model("Llama-3-8B"), load_model("Qwen3-30B-A3B")
+    work = Workload(seq_len=4096, global_batch=60)
+    messages = {v.rule: v.message for v in violations(ParallelPlan(tp=3, ulysses=1, dp=1), llama, work)}
+    assert messages["ffn"].startswith("the MLP's hidden width 14336 is not divisible by tp 3")
+    assert "ffn" not in {v.rule for v in violations(ParallelPlan(tp=4), llama, work)}
+    expert = {v.rule: v.message for v in violations(ParallelPlan(tp=1, dp=5, ep=1, etp=5), qwen, work)}
+    assert expert["ffn"].startswith("an expert's hidden width 768 is not divisible by etp 5")

@@ -25,6 +25,7 @@ PRUNE_REASONS: dict[str, str] = {
     "batch": "global_batch not divisible by dp*micro_batch",
     "experts": "num_experts not divisible by ep (or ep/etp on a dense model)",
     "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
+    "ffn": "MLP width not divisible by tp (an expert's by etp)",
     "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
     "offload": "CPU-offloaded layers not below num_layers",
     "oom": "peak memory above the GPU's HBM",

@@ -44,13 +44,24 @@ def test_derived_dp_is_checked_against_the_batch_rule():
         _resolve(global_batch=4, degrees={"tp": 1, "pp": 1, "dp": None, "ulysses": 2, "ring": 1})
 
 
-def test_kv_heads_rule_waits_until_tp_and_ulysses_are_both_pinned():
-    # Yi-34B: 56 heads, 8 KV heads. tp 7 with ulysses 1 breaks the rule (8 and 7 do not divide one
-    # another) but ulysses 8 repairs it (tp*u = 56, a multiple of 8), so tp 7 alone is accepted.
-    q = _resolve(model="yi-34b", num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7})
+def test_kv_heads_rule_waits_until_tp_and_ulysses_are_both_pinned(tmp_path):
+    # 56 heads, 8 KV heads (Yi-34B's attention) with an MLP tp 7 can split (20608 = 7 x 2944; Yi's
+    # own 20480 cannot, the ffn rule). tp 7 with ulysses 1 breaks the rule (8 and 7 do not divide
+    # one another) but ulysses 8 repairs it (tp*u = 56, a multiple of 8), so tp 7 alone is accepted.
+    import json
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 7168, "intermediate_size": 20608,
+                                  "num_hidden_layers": 60, "num_attention_heads": 56, "num_key_value_heads": 8,
+                                  "vocab_size": 64000}))
+    q = _resolve(model=str(config), num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7})
     assert q.pins.tp == 7
     with pytest.raises(UserInputError, match="kv_heads rule: num_kv_heads 8 and tp\\*ulysses 7"):
-        _resolve(model="yi-34b", num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7, "ulysses": 1})
+        _resolve(model=str(config), num_nodes=7, gpus_per_node=8, seq_len="7k",
+                 degrees={**FREE, "tp": 7, "ulysses": 1})
+    # Yi-34B itself: tp 7 cannot split its MLP.
+    with pytest.raises(UserInputError, match="ffn rule: the MLP's hidden width 20480 is not divisible by tp 7"):
+        _resolve(model="yi-34b", num_nodes=7, gpus_per_node=8, seq_len="7k", degrees={**FREE, "tp": 7})
 
 
 def test_pinned_virtual_stages_check_every_pipeline_degree_the_gpus_allow():
