@@ -165,6 +165,7 @@ class _Builder:
                 self.warnings.append("inter_node: one node was measured and there is no base profile; "
                                      "copying the intra-node figures (plans across nodes will be optimistic)")
                 self.measured(node, "copied from intra_node (one node measured)")
+                self.measured(f"efficiency.{node}", "copied from efficiency.intra_node (one node measured)")
                 return intra[0].model_copy(update={"kind": PLACEHOLDER_KIND["inter"]}), intra[1]
             raise UserInputError(f"{node}: no collective was measured (launch 2+ ranks) and there is no base "
                                  "profile; pass --base NAME")

@@ -195,7 +195,11 @@ def calibrate(
     matched = builtin_for_device(data.environment.device_name)
     if base_profile is None and matched is not None:
         base_profile = load_hardware(matched)
-    date = datetime.date.today().isoformat()
+    # The measurements' own day (a refit of old measurements is dated by them, not today).
+    date = data.environment.measured_on or datetime.date.today().isoformat()
+    if data.environment.measured_on is None:
+        sys.stderr.write(textwrap.fill("warning: the measurements carry no date (written before sp-planner dated "
+                                       "them); the profile is dated today", width=80, subsequent_indent="  ") + "\n")
     result = build_profile(data, base=base_profile, date=date,
                            name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
     for line in result.warnings:  # wrapped to the 80 columns of a terminal

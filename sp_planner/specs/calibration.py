@@ -100,6 +100,9 @@ class Environment(FrozenModel):
     # Device memory in use right after NCCL set up, outside torch's allocator (CUDA context and
     # communicator buffers); None on CPU.
     runtime_reserved_bytes: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # The day the measurements ran (ISO), so that a later refit dates the profile by them; None in
+    # measurement files written before stop 42.
+    measured_on: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
 
 class CalibrationData(FrozenModel):

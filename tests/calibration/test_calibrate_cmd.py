@@ -108,6 +108,24 @@ def test_refit_from_saved_measurements_against_a_base(quick_run, run_main, tmp_p
     assert max(len(line) for line in stderr.splitlines()) <= 80
 
 
+def test_a_refit_is_dated_by_its_measurements(quick_run, run_main, tmp_path):
+    # Measured on one day, refitted on another: the profile says when it was measured.
+    data = json.loads(quick_run[2].read_text())
+    assert data["environment"]["measured_on"] is not None  # the measuring ranks date them
+    data["environment"]["measured_on"] = "2025-06-01"
+    raw = tmp_path / "old.json"
+    raw.write_text(json.dumps(data))
+    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "refit.yaml")
+    assert code == 0, stderr
+    profile = load_hardware(str(tmp_path / "refit.yaml"))
+    assert profile.measured_on == "2025-06-01" and profile.name.endswith("2025-06-01")
+    # Measurements from before they were dated: today's date, with a warning.
+    del data["environment"]["measured_on"]
+    raw.write_text(json.dumps(data))
+    code, _, stderr = run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "undated.yaml")
+    assert code == 0 and "the measurements carry no date" in " ".join(stderr.split())
+
+
 def test_missing_curve_needs_a_base(quick_run, run_main, tmp_path):
     data = json.loads(quick_run[2].read_text())
     data["attention"] = [a for a in data["attention"] if a["direction"] == "fwd"]

@@ -107,6 +107,9 @@ def test_one_node_without_a_base_copies_intra_figures(make_measurements):
                                       device_name="cpu"), base=None)
     assert result.profile.inter_node.bandwidth_bytes_per_s == result.profile.intra_node.bandwidth_bytes_per_s
     assert any(w.startswith("inter_node: one node was measured") for w in result.warnings)
+    # Every figure says where it came from, the copied efficiencies too.
+    assert set(SOURCED_FIELDS) <= set(result.profile.sources)
+    assert "copied from efficiency.intra_node" in result.profile.sources["efficiency.inter_node"]
 
 
 def test_no_collectives_and_no_base_is_an_error(make_measurements):

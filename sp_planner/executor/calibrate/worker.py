@@ -8,6 +8,7 @@ entry it shares with sp-run's worker (sp_planner.executor.rank: stage and error 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 from pathlib import Path
@@ -36,12 +37,13 @@ def _environment(schedule: CalibrationSchedule, device) -> Environment:
             torch_version=torch.__version__, nccl_version=nccl_version,
             world_size=schedule.world_size, ranks_per_node=schedule.ranks_per_node,
             devices_per_node=torch.cuda.device_count(), device_memory_bytes=float(total_b),
-            runtime_reserved_bytes=float(max(reserved, 0)))
+            runtime_reserved_bytes=float(max(reserved, 0)), measured_on=datetime.date.today().isoformat())
     ram_b = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return Environment(
         device_name=f"cpu ({platform.machine()})", backend="gloo", dtype=schedule.dtype,
         torch_version=torch.__version__, world_size=schedule.world_size, ranks_per_node=schedule.ranks_per_node,
-        devices_per_node=schedule.ranks_per_node, device_memory_bytes=float(ram_b / schedule.ranks_per_node))
+        devices_per_node=schedule.ranks_per_node, device_memory_bytes=float(ram_b / schedule.ranks_per_node),
+        measured_on=datetime.date.today().isoformat())
 
 
 def run_calibration(schedule: CalibrationSchedule, result_dir: Path | None = None,
