@@ -77,6 +77,14 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
     note = f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}"
+    # A block longer than the curves reach takes their last point's efficiency (cost.attention):
+    # say so where the curves were measured (sp-calibrate --quick times short blocks only).
+    block = cfg.seq_len // cfg.ring if cfg.cp_comm == "p2p" else cfg.seq_len
+    reach = min(hardware.efficiency.attention_fwd[-1].tokens, hardware.efficiency.attention_bwd[-1].tokens)
+    if hardware.measured_on is not None and block > reach:
+        note += (f"; its attention blocks ({block:,} tokens) are longer than its measured curves reach "
+                 f"({reach:,}), whose last efficiency is carried on: run sp-calibrate without --quick, or "
+                 "with longer sequences, for a closer time")
     return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
                       note="; ".join(filter(None, (note, ring_note))))
 

@@ -147,3 +147,22 @@ def test_a_plan_whose_framework_rings_otherwise_names_its_own_bytes():
     assert predict(cfg).comm_bytes.p2p == 229_376
     assert "sends 147,456 per layer" in predict(cfg, framework="megatron").note
     assert "ring bytes" not in predict(cfg, framework="yunchang").note  # the same ring
+
+
+def test_blocks_beyond_a_calibrated_curve_are_named():
+    # The measured H200 profile's attention curves: a block past their last point takes its
+    # efficiency, and the note says so (a spec-sheet profile's curves are left unremarked).
+    from pathlib import Path
+
+    from sp_planner.catalog.hardware import load_hardware, read_hardware_file
+    from sp_planner.executor.predict import predict
+
+    measured = read_hardware_file(Path(__file__).resolve().parents[2] / "hardware_profiles" / "measured"
+                                  / "h200-2026-12-04.yaml")
+    reach = measured.efficiency.attention_fwd[-1].tokens
+    long = RunConfig(ulysses=1, ring=2, seq_len=4 * reach, num_heads=4, num_kv_heads=4, head_dim=64,
+                     dtype="bfloat16", device="cuda")
+    assert f"({2 * reach:,} tokens) are longer than its measured curves reach" in predict(long, measured, 8).note
+    short = long.model_copy(update={"seq_len": reach})
+    assert "longer than its measured curves" not in predict(short, measured, 8).note
+    assert "longer than its measured curves" not in predict(long, load_hardware("h200"), 8).note
