@@ -13,3 +13,25 @@ from sp_planner.cli import plan_cmd
 def sp_plan(run_main) -> Callable[..., object]:
     """sp_plan(*args) -> CliResult, through sp-plan's main() as the console script calls it."""
     return lambda *args: run_main(plan_cmd, *args)
+
+
+# The README's question, shared by the destination tests.
+README_QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+
+
+def assert_one_line_error(result, *parts: str) -> None:
+    """Exit 2, one 'error: ' line on stderr naming every part."""
+    assert result.exit_code == 2, result
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for part in parts:
+        assert part in result.stderr
+
+
+@pytest.fixture(scope="module")
+def plan_json(tmp_path_factory):
+    """A plan.json of the README's question, written once per module."""
+    from tests.conftest import run_cli_main
+
+    path = tmp_path_factory.mktemp("plan") / "plan.json"
+    assert run_cli_main(plan_cmd, *README_QUESTION, "--out", path).exit_code == 0
+    return path

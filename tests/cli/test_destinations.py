@@ -12,24 +12,9 @@ import sys
 import pytest
 
 from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd
+from tests.cli.conftest import README_QUESTION, assert_one_line_error
 
-QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
-
-
-def _one_line_error(result, *parts: str) -> None:
-    assert result.exit_code == 2, result
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    for part in parts:
-        assert part in result.stderr
-
-
-@pytest.fixture(scope="module")
-def plan_json(tmp_path_factory):
-    from tests.conftest import run_cli_main
-
-    path = tmp_path_factory.mktemp("plan") / "plan.json"
-    assert run_cli_main(plan_cmd, *QUESTION, "--out", path).exit_code == 0
-    return path
+QUESTION = README_QUESTION
 
 
 def test_sp_plan_out_through_a_symlink_writes_the_target(run_main, tmp_path):
@@ -48,7 +33,7 @@ def test_sp_plan_out_on_a_device_writes_through(run_main):
 def test_sp_plan_out_on_dev_full_keeps_the_plan_and_says_where(run_main, tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     result = run_main(plan_cmd, *QUESTION, "--out", "/dev/full")
-    _one_line_error(result, "could not write /dev/full: No space left on device; the plan is kept at ")
+    assert_one_line_error(result, "could not write /dev/full: No space left on device; the plan is kept at ")
     kept = result.stderr.split()[-1]
     assert '"schema_version": "sp-planner.plan/1"' in open(kept).read()
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
@@ -59,14 +44,14 @@ def test_sp_plan_unusable_destination_is_refused_before_the_search(run_main, tmp
     monkeypatch.setattr(plan_solve, "search", lambda *a, **k: pytest.fail("searched before checking"))
     (tmp_path / "file").write_text("x")
     result = run_main(plan_cmd, *QUESTION, option, tmp_path / "file" / "sub")
-    _one_line_error(result, f"{option} {tmp_path}/file/sub", "is not a folder")
+    assert_one_line_error(result, f"{option} {tmp_path}/file/sub", "is not a folder")
     assert result.stdout == ""
 
 
 def test_sp_plan_out_and_report_on_one_path_leave_nothing(run_main, tmp_path):
     same = tmp_path / "x"
     result = run_main(plan_cmd, *QUESTION, "--out", same, "--report", same)
-    _one_line_error(result, f"--out and --report both name {same}")
+    assert_one_line_error(result, f"--out and --report both name {same}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -74,10 +59,10 @@ def test_sp_simulate_out_dir_that_is_a_file_is_refused_before_simulating(run_mai
                                                                           monkeypatch):
     monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
     (tmp_path / "file").write_text("x")
-    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "file"),
-                    f"--out-dir {tmp_path}/file exists and is not a folder")
-    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "no" / "sim"),
-                    f"folder {tmp_path}/no does not exist")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "file"),
+                          f"--out-dir {tmp_path}/file exists and is not a folder")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / "no" / "sim"),
+                          f"folder {tmp_path}/no does not exist")
     assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "no").exists()
 
 
@@ -96,44 +81,44 @@ def test_sp_run_out_is_checked_before_the_launch(run_main, tmp_path, monkeypatch
     monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched before checking --out"))
     result = run_main(run_cmd, "--ulysses", "2", "--seq-len", "64", "--heads", "2", "--head-dim", "8",
                       "--out", tmp_path / "missing" / "result.json")
-    _one_line_error(result, f"--out {tmp_path}/missing/result.json: folder {tmp_path}/missing does not exist")
+    assert_one_line_error(result, f"--out {tmp_path}/missing/result.json: folder {tmp_path}/missing does not exist")
 
 
 def test_sp_calibrate_out_is_checked_before_measuring(run_main, tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate_cmd, "_measure_locally", lambda *a, **k: pytest.fail("measured before checking"))
-    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", "/proc/cpu.yaml"),
-                    "--out /proc/cpu.yaml: cannot write in folder /proc")
+    assert_one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", "/proc/cpu.yaml"),
+                          "--out /proc/cpu.yaml: cannot write in folder /proc")
     (tmp_path / "d.yaml").mkdir()
-    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", tmp_path / "d.yaml"), "is a folder")
+    assert_one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", tmp_path / "d.yaml"), "is a folder")
 
 
 def test_sp_calibrate_refuses_one_file_for_the_profile_and_the_measurements(run_main, tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate_cmd, "_measure_locally", lambda *a, **k: pytest.fail("measured before checking"))
     out = tmp_path / "same.yaml"
     (tmp_path / "link.yaml").symlink_to(out)
-    _one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", out, "--save-measurements",
+    assert_one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--out", out, "--save-measurements",
                              tmp_path / "link.yaml"), f"--out and --save-measurements both name {out}")
     out.write_text("{}")
-    _one_line_error(run_main(calibrate_cmd, "--out", out, "--measurements", tmp_path / "." / "same.yaml"),
-                    "--out and --measurements both name")
+    assert_one_line_error(run_main(calibrate_cmd, "--out", out, "--measurements", tmp_path / "." / "same.yaml"),
+                          "--out and --measurements both name")
     assert out.read_text() == "{}"
 
 
 def test_sp_simulate_names_a_blocked_file_of_its_own(run_main, plan_json, tmp_path):
     (tmp_path / "timeline.json").mkdir()
-    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path),
-                    f"{tmp_path}/timeline.json (in --out-dir) is a folder; remove it or choose another --out-dir")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path),
+                          f"{tmp_path}/timeline.json (in --out-dir) is a folder; remove it or choose another --out-dir")
 
 
 def test_sp_simulate_refuses_nics_that_do_not_divide_the_node(run_main, plan_json, tmp_path):
-    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path, "--nics-per-node", "3"),
-                    "--nics-per-node 3 must divide the plan's 8 GPUs per node: give one of 1, 2, 4, 8")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path, "--nics-per-node", "3"),
+                          "--nics-per-node 3 must divide the plan's 8 GPUs per node: give one of 1, 2, 4, 8")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sp_report_out_under_a_file_is_refused(run_main, plan_json, tmp_path):
     (tmp_path / "file").write_text("x")
-    _one_line_error(run_main(report_cmd, plan_json, "--out", tmp_path / "file" / "rep"), "is not a folder")
+    assert_one_line_error(run_main(report_cmd, plan_json, "--out", tmp_path / "file" / "rep"), "is not a folder")
 
 
 def test_sp_report_through_a_link_to_a_report_folder_keeps_the_link(run_main, plan_json, tmp_path):

@@ -12,25 +12,10 @@ from pathlib import Path
 import pytest
 
 from sp_planner.cli import plan_cmd, plan_solve, run_cmd, run_modes, simulate_cmd
+from tests.cli.conftest import README_QUESTION, assert_one_line_error
 
-QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+QUESTION = README_QUESTION
 LONG = "a" * 300  # over NAME_MAX (255)
-
-
-def _one_line_error(result, *parts: str) -> None:
-    assert result.exit_code == 2, result
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    for part in parts:
-        assert part in result.stderr
-
-
-@pytest.fixture(scope="module")
-def plan_json(tmp_path_factory):
-    from tests.conftest import run_cli_main
-
-    path = tmp_path_factory.mktemp("plan") / "plan.json"
-    assert run_cli_main(plan_cmd, *QUESTION, "--out", path).exit_code == 0
-    return path
 
 
 def _no_search(monkeypatch):
@@ -41,16 +26,16 @@ def test_a_folder_bearing_a_report_file_name_is_not_an_earlier_report(run_main, 
     _no_search(monkeypatch)
     (tmp_path / "index.html").mkdir()
     (tmp_path / "index.html" / "mywork.txt").write_text("precious")
-    _one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path),
-                    "holds files that are not part of a report (index.html/)")
+    assert_one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path),
+                          "holds files that are not part of a report (index.html/)")
     assert (tmp_path / "index.html" / "mywork.txt").read_text() == "precious"
 
 
 def test_the_plan_file_cannot_go_inside_the_report_folder(run_main, tmp_path, monkeypatch):
     _no_search(monkeypatch)
     (tmp_path / "r").mkdir()
-    _one_line_error(run_main(plan_cmd, *QUESTION, "--out", tmp_path / "r" / "index.html", "--report", tmp_path / "r"),
-                    "lies inside the --report folder")
+    result = run_main(plan_cmd, *QUESTION, "--out", tmp_path / "r" / "index.html", "--report", tmp_path / "r")
+    assert_one_line_error(result, "lies inside the --report folder")
     assert list((tmp_path / "r").iterdir()) == []
 
 
@@ -68,14 +53,15 @@ def test_sp_plan_out_is_not_the_model_or_profile_it_reads(run_main, tmp_path, mo
     kept = source.read_text()
     args = [*QUESTION]
     args[args.index(option) + 1] = str(source)
-    _one_line_error(run_main(plan_cmd, *args, "--out", source), f"is the {option} file this run reads")
+    assert_one_line_error(run_main(plan_cmd, *args, "--out", source), f"is the {option} file this run reads")
     assert source.read_text() == kept
 
 
 def test_sp_run_out_is_not_its_plan(run_main, plan_json, monkeypatch):
     monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched before checking --out"))
     before = plan_json.read_text()
-    _one_line_error(run_main(run_cmd, "--plan", plan_json, "--out", plan_json), "is the --plan file this run reads")
+    assert_one_line_error(run_main(run_cmd, "--plan", plan_json, "--out", plan_json),
+                          "is the --plan file this run reads")
     assert plan_json.read_text() == before
 
 
@@ -83,7 +69,7 @@ def test_sp_simulate_does_not_write_its_timeline_over_its_plan(run_main, plan_js
     monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
     timeline = tmp_path / "timeline.json"
     timeline.write_text(plan_json.read_text())
-    _one_line_error(run_main(simulate_cmd, timeline, "--out-dir", tmp_path), "is the plan file this run reads")
+    assert_one_line_error(run_main(simulate_cmd, timeline, "--out-dir", tmp_path), "is the plan file this run reads")
     assert timeline.read_text() == plan_json.read_text()
 
 
@@ -101,12 +87,12 @@ def test_a_closed_stdout_still_gets_the_named_files_written(tmp_path):
 
 def test_names_too_long_are_one_line(run_main, plan_json, tmp_path, monkeypatch):
     _no_search(monkeypatch)
-    _one_line_error(run_main(plan_cmd, *QUESTION, "--out", tmp_path / f"{LONG}.json"), "File name too long")
-    _one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path / LONG), "File name too long")
+    assert_one_line_error(run_main(plan_cmd, *QUESTION, "--out", tmp_path / f"{LONG}.json"), "File name too long")
+    assert_one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path / LONG), "File name too long")
     model = [*QUESTION]
     model[1] = str(tmp_path / f"{LONG}.json")
-    _one_line_error(run_main(plan_cmd, *model), "cannot read model config file")
-    _one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / LONG), "File name too long")
+    assert_one_line_error(run_main(plan_cmd, *model), "cannot read model config file")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path / LONG), "File name too long")
 
 
 def test_a_plan_file_naming_an_unknown_framework_is_refused_in_one_line(run_main, plan_json, tmp_path):
@@ -114,7 +100,8 @@ def test_a_plan_file_naming_an_unknown_framework_is_refused_in_one_line(run_main
     data["framework"] = "bogus"
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(data))
-    _one_line_error(run_main(simulate_cmd, edited, "--out-dir", tmp_path), "framework: Input should be 'megatron'")
+    assert_one_line_error(run_main(simulate_cmd, edited, "--out-dir", tmp_path),
+                          "framework: Input should be 'megatron'")
 
 
 def test_a_process_started_with_stdout_closed_writes_its_files_and_says_so(tmp_path):
