@@ -119,3 +119,11 @@ def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
     assert lines[2].endswith("48.0 GiB per GPU, 10.00 s per step")
     assert "None of the changes tried" in closest_and_fixes([over], A800, [])
     assert closest_and_fixes([over], A800, [fix], pinned=True).startswith("The pinned plan does not fit.")
+
+
+def test_a_runner_up_that_is_faster_is_said_to_be_faster():
+    # sp-report compares the plan file's plan with the next one, which can be the faster (the plan
+    # file's plan evaluated apart from the search): never "-1.00 s (-10.0%) slower".
+    text = why_this_plan([RUNNER_UP, BEST], A800)
+    assert "is 1.00 s (9.1%) faster per step, mostly from Ulysses all-to-all (-1.00 s)" in text
+    assert "slower" not in text
