@@ -43,7 +43,7 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.fsdp import param_gathers_per_step, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,

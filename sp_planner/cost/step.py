@@ -46,7 +46,7 @@ from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
-from sp_planner.cost.memory import ACT_BYTES, saved_activation_bytes_per_layer
+from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps, ulysses_work_s

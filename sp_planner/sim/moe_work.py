@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sp_planner.cost.hybridep import hybridep_timed
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.layout import axis_stride

@@ -24,7 +24,7 @@ from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import overlap_compute_slowdown, pp_sends_beside_compute, slowed_by_overlap
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime

@@ -16,7 +16,7 @@ from sp_planner.cost.hybridep import (
     hybridep_timed,
     ranks_reached_per_token,
 )
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, moe_times
 
 QWEN = load_model("qwen3-30b-a3b")  # 128 experts, top-8, hidden 2048

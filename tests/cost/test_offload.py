@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.memory import memory_columns, saved_activation_bytes_per_layer
+from sp_planner.cost.activations import saved_activation_bytes_per_layer
+from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.offload import offload_exposed_s
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan, violations

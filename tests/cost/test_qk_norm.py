@@ -5,7 +5,7 @@ import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.cost.gemm_work import elementwise_bytes_per_token
-from sp_planner.cost.memory import activation_bytes_per_layer
+from sp_planner.cost.activations import activation_bytes_per_layer
 from sp_planner.cost.qk_norm import (
     qk_norm_bytes_per_token,
     qk_norm_host_ops,

@@ -9,7 +9,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention import attention_times
 from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
 from sp_planner.cost.kernels import flash_time_s
-from sp_planner.cost.memory import activation_bytes_per_layer
+from sp_planner.cost.activations import activation_bytes_per_layer
 from sp_planner.plan import RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.specs.workload import Workload
 

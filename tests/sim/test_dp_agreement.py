@@ -29,7 +29,7 @@ from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
-from sp_planner.cost.memory import ACT_BYTES
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME

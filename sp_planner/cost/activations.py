@@ -1,0 +1,117 @@
+"""Activations a layer saves for backward, per micro-batch (vectorized over candidates).
+
+Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
+sequence parallelism (a run without it, Runtime.sequence_parallel False, keeps the norms' tensors
+and full recompute's layer input whole on every TP rank), specialised to flash attention (no s^2
+terms), no dropout (Llama recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with
+n = b*s/cp tokens on the rank:
+  norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
+  attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
+             O (twice when ulysses > 1: flash-attention's head-sharded copy and the
+             out-projection's input), fp32 log-sum-exp; the QK norm's inputs where the model
+             has one (cost.qk_norm)
+  MLP:       fc1 output (gate and up for SwiGLU) and the activation output   2 * n_mlp * n*ffn/tp
+Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
+flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
+one layer at a time. 1F1B keeps min(pp - rank, m) micro-batches in flight on a pipeline rank
+(Narayanan et al. 2021, section 2.2); the interleaved schedule more, the last rank included
+(pipeline.stage_in_flight).
+
+FP8 (Transformer Engine, cost.precision): the GEMM inputs saved for backward are stored in FP8; with
+nothing recomputed the attention's bf16 output stays beside the out-projection's FP8 cast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.attention_comm import FP32_BYTES, kv_heads_for_ulysses
+from sp_planner.cost.flops import _active_ffn_width
+from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
+from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
+from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer
+from sp_planner.cost.qk_norm import qk_norm_saved_bytes
+from sp_planner.layout import CP_AXES, group_size
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.space import Candidates
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+ACT_BYTES = 2  # bf16 activations
+
+
+def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
+    """Extra stored bytes of an MoE layer (averaged over layers) on the busiest rank: the permuted
+    token copies fed to the experts (n/tp x top_k x etp of width h, saved for the weight
+    gradients) and the fp32 router logits; the expert FFN activations are the MLP term's, scaled
+    by the busiest rank's load for the routed share (cost.moe)."""
+    if model.moe is None:
+        return 0.0
+    tokens = n / tp
+    load = busiest_rank_load(model, ep)
+    copies = tokens * model.moe.top_k * etp * load
+    routed_width = model.moe.top_k * model.moe.moe_intermediate_size
+    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
+    router = ROUTER_BYTES_PER_LOGIT * tokens * model.moe.num_experts
+    return moe_layer_fraction(model) * (ACT_BYTES * copies * model.hidden_size + routed_extra + router)
+
+
+def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
+                               micro_batch, recompute, ep=1, etp=1, unfused: bool = False,
+                               sequence_parallel: bool = True):
+    """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
+
+    `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and the 5 bytes per score
+    element Korthikanti et al. 2022 section 4.1 count (5as^2b), which selective recompute frees.
+    `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
+    input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
+    sbh 34/t; full recompute 2sbh against 2sbh/t)."""
+    h, d = model.hidden_size, model.head_dim
+    n = micro_batch * workload.seq_len / (ulysses * ring)
+    heads = model.num_heads / tp
+    kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
+    # The hidden-state region sequence parallelism splits over tp (else whole on every TP rank).
+    seq_split = tp if sequence_parallel else 1
+    norms = 4 * ACT_BYTES * n * h / seq_split
+    q = ACT_BYTES * n * heads * d
+    lse = 0.0 if unfused else FP32_BYTES * n * heads
+    # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
+    # so that is n x s x heads/tp elements.
+    scores = UNFUSED_SAVED_BYTES_PER_SCORE * n * workload.seq_len * heads if unfused else 0.0
+    o_copies = np.where(ulysses > 1, 2, 1)
+    # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
+    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
+    mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
+    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
+    selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
+    layer_input = ACT_BYTES * n * h / seq_split
+    stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
+                      np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
+    return stored, full_layer
+
+
+def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
+                                     c: Candidates, *, sequence_parallel: bool = True):
+    """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
+    saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
+    per layer and what CPU offloading copies (cost.offload)."""
+    stored, full_layer = activation_bytes_per_layer(
+        model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
+        recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
+        sequence_parallel=sequence_parallel,
+    )
+    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
+    stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
+                               fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=c.precision))
+    # In bf16 the fused attention's saved output and the out-projection's saved input are one tensor
+    # (counted once when ulysses is 1). Under FP8 the out-projection saves its own FP8 cast
+    # (Transformer Engine module/linear.py: inputmat = input_quantizer(inputmat), saved for
+    # backward) while the attention keeps its bf16 output for its backward: with nothing
+    # recomputed, that bf16 copy stays beside the 1 B one the savings above leave. FP8 attention's
+    # output is already the FP8 tensor the projection takes; Ulysses counts two copies already;
+    # selective recompute frees the attention's; unfused attention does not save its output.
+    bf16_out = (ACT_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
+    kept_out = ((c.precision != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
+                & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
+    return stored + np.where(kept_out, bf16_out, 0.0), full_layer
