@@ -58,51 +58,6 @@ class PhaseResult(FrozenModel):
     group_size: int = 0
 
 
-def max_min_rates(routes: np.ndarray, capacity: np.ndarray, weights: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Max-min fair rate of each flow and the edge that froze it.
-
-    routes: (num_flows, hops) edge ids, padded with -1; capacity: (num_edges,) bytes/s.
-    weights: (num_flows, hops), how many flows of equal rate each entry of `routes` stands for
-    on its edge (sp_planner.sim.symmetry's quotient network); 1 when omitted.
-    """
-    num_flows = routes.shape[0]
-    rates = np.zeros(num_flows)
-    frozen_by = np.full(num_flows, -1, dtype=np.int64)
-    if num_flows == 0:
-        return rates, frozen_by
-    valid = routes >= 0
-    flow_of = np.repeat(np.arange(num_flows), valid.sum(axis=1))
-    # Only the edges some flow crosses, renumbered 0..used-1: the counts below stay small.
-    edge_ids, edge_of = np.unique(routes[valid], return_inverse=True)  # flattened (flow, edge) incidence
-    load = None if weights is None else weights[valid]
-    num_edges = edge_ids.size
-    remaining = capacity[edge_ids].astype(float)
-    active = np.ones(num_flows, dtype=bool)
-    level = 0.0
-    while active.any():
-        live = active[flow_of]
-        count = np.bincount(edge_of[live], weights=None if load is None else load[live], minlength=num_edges)
-        used = count > 0
-        share = np.full(num_edges, np.inf)
-        share[used] = remaining[used] / count[used]
-        increment = share.min()
-        level += increment
-        remaining[used] -= increment * count[used]
-        saturated = used & (share <= increment * (1 + 1e-9))
-        hit = live & saturated[edge_of]
-        newly_mask = np.zeros(num_flows, dtype=bool)  # a mask, not np.unique: same sorted flows, no hashing
-        newly_mask[flow_of[hit]] = True
-        newly = np.flatnonzero(newly_mask)
-        rates[newly] = level
-        # Remember one saturated edge per flow (the first on its route).
-        first = np.full(num_flows, -1, dtype=np.int64)
-        first[flow_of[hit][::-1]] = edge_ids[edge_of[hit][::-1]]
-        frozen_by[newly] = first[newly]
-        active[newly] = False
-    return rates, frozen_by
-
-
 def _ring_order_flows(groups: np.ndarray, chain: bool) -> tuple[np.ndarray, np.ndarray]:
     """Each member to its successor; `chain` drops the wrap-around (pipeline stages)."""
     dst = np.roll(groups, -1, axis=1)

@@ -3,7 +3,8 @@ import pytest
 
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.cost.links import ring_collective_time_s
-from sp_planner.sim.flows import max_min_rates, run_phase
+from sp_planner.sim.flows import run_phase
+from sp_planner.sim.fluid import max_min_rates
 
 from .conftest import GB, toy_hardware
 
