@@ -19,8 +19,9 @@ import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+
+from sp_planner.interrupts import held_interrupts
 
 # The child's error message, at most this many bytes (one line).
 _MESSAGE_BYTES = 2000
@@ -106,20 +107,6 @@ class Background:
     def _close(self) -> None:
         self._pid = None
         os.close(self._message_fd)
-
-
-@contextmanager
-def held_interrupts() -> Iterator[None]:
-    """SIGINT held back (blocked, not lost) inside the block and delivered at its end: a short step
-    that must not stop halfway (a fork, moving the report's files into place)."""
-    if not hasattr(signal, "pthread_sigmask"):  # no signal masks (Windows): as before
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _one_line(err: BaseException) -> str:

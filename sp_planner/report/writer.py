@@ -29,7 +29,7 @@ from sp_planner.fileio import check_output_folder
 from sp_planner.flags import FlagRequest
 from sp_planner.report import sections
 from sp_planner import interrupts
-from sp_planner.report.background import Background, held_interrupts
+from sp_planner.report.background import Background
 from sp_planner.report.simulation import simulation_section
 from sp_planner.report.csv import write_plans_csv
 from sp_planner.report.html import page
@@ -84,7 +84,7 @@ def write_report(
     try:
         if staging is not None and len(frame) >= BACKGROUND_CSV_ROWS:
             csv_path = staging / "plans.csv"
-            with held_interrupts():  # a Ctrl-C comes once `csv` names the child, which _discard stops
+            with interrupts.held_interrupts():  # a Ctrl-C comes once `csv` names the child, which _discard stops
                 csv = Background.start(lambda: write_plans_csv(csv_path, frame))
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
@@ -98,7 +98,7 @@ def write_report(
         _fill(staging, text=text, frame=frame, summary_text=summary_text, csv=csv)
         try:
             interrupts.check()  # a Ctrl-C some finalizer swallowed stops the report here
-            with held_interrupts():  # the earlier report's files aside and the new ones in, whole
+            with interrupts.held_interrupts():  # the earlier report's files aside and the new ones in, whole
                 _swap_into_place(staging, out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
