@@ -218,10 +218,14 @@ class HardwareProfile(_Finite):
     calibration: CalibrationData | None = None
 
     @model_validator(mode="after")
-    def _domain_of_hosts(self) -> "HardwareProfile":
+    def _reserve_below_memory(self) -> "HardwareProfile":
         if self.memory_reserve_bytes >= self.hbm_bytes:
             raise ValueError(f"memory_reserve_bytes {self.memory_reserve_bytes:.4g} must be below hbm_bytes "
                              f"{self.hbm_bytes:.4g} (it is held back from the memory)")
+        return self
+
+    @model_validator(mode="after")
+    def _domain_of_hosts(self) -> "HardwareProfile":
         domain = self.nvlink_domain_gpus
         if domain is not None and domain % self.gpus_per_node != 0:
             raise ValueError(f"nvlink_domain_gpus {domain} must be a multiple of gpus_per_node {self.gpus_per_node}")
