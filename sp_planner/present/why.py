@@ -91,31 +91,29 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
         if name != "mfu_ceiling_s"
     }
     worst = max(deltas, key=lambda name: deltas[name])
+    gain = min(deltas, key=lambda name: deltas[name])
     held = best.time.mfu_ceiling_s > 0 and other.time.mfu_ceiling_s > 0
-    faster = False
+    faster, mostly = False, True  # `mostly`: name the part that moves the step most, after the clause
     if held and abs(slower_s) <= 1e-9 * best.step_time_s:
         before_s = sum(deltas.values())
         clause = (f"The runner-up ({diff}) is predicted at the same step: the best published MFU for this "
                   f"hardware holds both to it; before that bound it is {format_seconds(before_s)} "
                   f"({before_s / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) slower")
     elif abs(slower_s) < 5e-4 * best.step_time_s:  # under 0.05%: as good as equal, say what cancels
-        gain = min(deltas, key=lambda name: deltas[name])
         clause = f"The runner-up ({diff}) takes the same time per step"
         if deltas[worst] > 0 and deltas[gain] < 0:
             clause += (f": its {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])}) is offset by "
                        f"{TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})")
-        worst = ""  # said already
+        mostly = False  # said already
     else:  # slower, or faster where the plan shown first was not ranked first (sp-report of a plan file)
         faster = slower_s < 0
         word = "faster" if faster else "slower"
         clause = (f"The runner-up ({diff}) is {format_seconds(abs(slower_s))} "
                   f"({abs(slower_s) / best.step_time_s:.1%}) {word} per step")
-    if worst and not faster and deltas[worst] > 0:
+    if mostly and not faster and deltas[worst] > 0:
         clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])})"
-    elif worst and faster:
-        gain = min(deltas, key=lambda name: deltas[name])
-        if deltas[gain] < 0:
-            clause += f", mostly from {TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})"
+    elif mostly and faster and deltas[gain] < 0:
+        clause += f", mostly from {TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})"
     saved = best.memory_peak_bytes - other.memory_peak_bytes
     if saved > 0:
         clause += f", though it needs {format_bytes(saved)} less memory per GPU"
