@@ -32,6 +32,7 @@ KIND_LABELS: dict[str, str] = {
     "ulysses_comm": "Ulysses all-to-all",
     "ring_comm": "ring P2P (not hidden by attention)",
     "tp_comm": "TP all-gather / reduce-scatter",
+    "moe_comm": "expert dispatch / combine",
     "pp_comm": "PP send",
     "dp_comm": "DP gradient sync / parameter gather (not hidden)",
     "optimizer": "optimizer, grad buffers",
@@ -98,7 +99,8 @@ def simulation_section(*, model: ModelSpec, hardware: HardwareProfile, workload:
 
 def _critical_table(sim: SimResult) -> Raw:
     step = sim.step_time_s
-    ordered = sorted(sim.critical_path_by_kind_s.items(), key=lambda kv: (-kv[1], kv[0]))
+    ordered = sorted(((kind, s) for kind, s in sim.critical_path_by_kind_s.items() if s > 0),
+                     key=lambda kv: (-kv[1], kv[0]))
     rows = [[kind, KIND_LABELS.get(kind, kind), format_seconds(seconds), f"{seconds / step:.1%}" if step else "-"]
             for kind, seconds in ordered]
     rows.append(["total", "the simulated step", format_seconds(sum(s for _, s in ordered)),

@@ -12,6 +12,14 @@ from sp_planner.specs.base import FrozenModel
 
 
 
+# Every kind of work a critical path can hold, in the order timeline.json lists them; each key is
+# present in critical_path_by_kind_s (0.0 when the plan has none), so tools read one schema.
+CRITICAL_PATH_KINDS: tuple[str, ...] = (
+    "gemm", "attention", "recompute_gemm", "recompute_attention", "ulysses_comm", "ring_comm", "tp_comm",
+    "moe_comm", "pp_comm", "dp_comm", "optimizer", "idle", "host_overhead", "activation_offload", "mfu_ceiling",
+)
+
+
 class TimelineEvent(FrozenModel):
     stage: int
     rank: int  # the stage's representative global rank
@@ -53,7 +61,7 @@ class SimResult(FrozenModel):
     # plus waits on exposed communication).
     compute_idle_fraction: float
     streams: tuple[StreamUsage, ...]
-    # Seconds of the critical path by kind of work; they sum to step_time_s.
+    # Seconds of the critical path by kind of work, every CRITICAL_PATH_KINDS key; they sum to step_time_s.
     critical_path_by_kind_s: dict[str, float]
     # Seconds the data-parallel traffic adds to the step (before the MFU ceiling): the step less
     # the same schedule without it; the analytic model's dp_comm_exposed_s.

@@ -22,7 +22,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
-from sp_planner.sim.result import CriticalSegment, SimResult, StreamUsage, TimelineEvent
+from sp_planner.sim.result import CRITICAL_PATH_KINDS, CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
 from sp_planner.space import Candidates
@@ -169,11 +169,11 @@ def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tupl
 
 def _critical_path(sched: PipelineSchedule) -> tuple[tuple[CriticalSegment, ...], dict[str, float]]:
     segments: list[CriticalSegment] = []
-    by_kind: dict[str, float] = {}
+    by_kind = dict.fromkeys(CRITICAL_PATH_KINDS, 0.0)
 
     def add(kind: str, seconds: float) -> None:
         if seconds > 0:
-            by_kind[kind] = by_kind.get(kind, 0.0) + seconds
+            by_kind[kind] += seconds  # a kind missing from CRITICAL_PATH_KINDS is a KeyError here
 
     previous_end = 0.0
     per_program: dict[int, dict[str, float]] = {}  # template programs are shared by blocks

@@ -6,6 +6,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim import SimResult, simulate
+from sp_planner.sim.result import CRITICAL_PATH_KINDS
 from sp_planner.specs.hardware import FabricSpec
 from sp_planner.specs.workload import Workload
 
@@ -29,8 +30,9 @@ UNCONTENDED = [
 def test_without_contention_the_simulator_matches_the_analytic_model(plan, nodes):
     result = simulate(MODEL, A800, WORKLOAD, plan, num_nodes=nodes, gpus_per_node=8)
     assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.01)
-    # The critical path accounts for the whole step.
+    # The critical path accounts for the whole step, under the same keys for every plan.
     assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
+    assert tuple(result.critical_path_by_kind_s) == CRITICAL_PATH_KINDS
 
 
 def test_groups_straddling_nodes_unevenly_simulate_as_the_analytic_model():
