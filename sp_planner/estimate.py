@@ -7,11 +7,12 @@ the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_serializer
 
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel
@@ -19,6 +20,12 @@ from sp_planner.specs.base import FrozenModel
 Link = Literal["intra", "inter", "none"]
 # Frame column prefix of each breakdown field of PlanEstimate (the CSV's column names).
 FRAME_PREFIXES: dict[str, str] = {"memory": "mem_", "time": "time_", "comm_bytes": "comm_", "comm_links": "link_"}
+
+
+def whole_bytes(value: float) -> int | float:
+    """A byte count as JSON holds it: whole bytes (the model computes in floats; summary.json and
+    plans.csv round alike), infinity left for the caller's finite check."""
+    return round(value) if math.isfinite(value) else value
 
 
 class MemoryBreakdown(FrozenModel):
@@ -29,6 +36,10 @@ class MemoryBreakdown(FrozenModel):
     logits_bytes: float
     comm_buffers_bytes: float
     reserve_bytes: float
+
+    @field_serializer("*", when_used="json")
+    def _json_bytes(self, value: float) -> int | float:
+        return whole_bytes(value)
 
     @property
     def total_bytes(self) -> float:
@@ -112,6 +123,10 @@ class PlanEstimate(FrozenModel):
     comm_links: CommLinks
     # Step time from the event simulator (sp_planner.sim), when the plan was re-ranked by it.
     simulated_step_time_s: float | None = None
+
+    @field_serializer("memory_peak_bytes", when_used="json")
+    def _json_bytes(self, value: float) -> int | float:
+        return whole_bytes(value)
 
     @classmethod
     def from_row(cls, row: pd.Series) -> "PlanEstimate":

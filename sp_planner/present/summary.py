@@ -179,7 +179,7 @@ def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
     row.update({f"link_{k}": v for k, v in estimate.comm_links.model_dump().items()})
     row.update({f"mem_{k}": v for k, v in estimate.memory.model_dump().items()})
     row.update({f"time_{k}": v for k, v in estimate.time.model_dump().items()})
-    return row
+    return {k: _finite(v, k) if k.endswith("_bytes") else v for k, v in row.items()}
 
 
 def _jsonable(value: object) -> object:
@@ -188,12 +188,15 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def _finite(value: Any) -> Any:
-    """Replace inf/nan (a plan that cannot run has no throughput) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def _finite(value: Any, key: str = "") -> Any:
+    """Replace inf/nan (a plan that cannot run has no throughput) by None and write a float under a
+    `*_bytes` key as whole bytes (the memory model computes in floats), recursively."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return round(value) if key.endswith("_bytes") else value
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: _finite(v, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [_finite(v, key) for v in value]
     return value

@@ -76,6 +76,8 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
     broken = (~ordered["fits"].astype(bool)) & (reasons.map(rule_of) != "oom")
     for name in CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):]:
         column = ordered[name]
+        if name.endswith("_bytes") and column.dtype == np.float64:
+            column = column.round().astype("Int64")  # whole bytes, as summary.json writes them
         if pd.api.types.is_integer_dtype(column.dtype):
             column = column.astype("Int64")  # nullable, so that the emptied rows keep the rest as ints
         ordered[name] = column.mask(broken)

@@ -46,8 +46,8 @@ class ScoredRow(FrozenModel):
     speed_error_percent: float
     # Whether the cost model thinks the pinned plan fits in memory (the run did), and its peak.
     fits: bool
-    predicted_memory_peak_bytes: float
-    hbm_bytes: float
+    predicted_memory_peak_bytes: int  # whole bytes (the model computes in floats)
+    hbm_bytes: int
     fit_reason: str | None = None
     # Settings the source left unstated, taken from the framework's recipe defaults (CorpusRow).
     assumed: str | None = None
@@ -150,7 +150,7 @@ def score_row(row: CorpusRow, corpus: Corpus, est: PlanEstimate | None = None) -
         predicted=predicted, measured=row.measured,
         error_percent=100.0 * (predicted - row.measured) / row.measured,
         speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
-        predicted_memory_peak_bytes=est.memory_peak_bytes, hbm_bytes=load_hardware(row.hardware).hbm_bytes,
+        predicted_memory_peak_bytes=round(est.memory_peak_bytes), hbm_bytes=round(load_hardware(row.hardware).hbm_bytes),
         assumed=row.assumed, moe=row_model(row, corpus).moe is not None,
     )
 

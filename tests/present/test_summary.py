@@ -25,7 +25,11 @@ def test_summary_holds_the_top_k_plans_in_rank_order():
     assert len(doc["plans"]) == 3
     for entry, est in zip(doc["plans"], result.ranked):
         assert {k: entry[k] for k in est.plan.model_dump()} == est.plan.model_dump()
-        assert entry["memory"] == est.memory.model_dump()
+        # Whole bytes (the model computes in floats): ints in JSON, each its float rounded.
+        assert entry["memory"] == {k: round(v) for k, v in est.memory.model_dump().items()}
+        assert all(type(v) is int for v in entry["memory"].values())
+        assert entry["memory_peak_bytes"] == round(est.memory_peak_bytes)
+        assert type(entry["memory_peak_bytes"]) is int
         assert entry["comm_bytes"] == est.comm_bytes.model_dump()
         assert entry["comm_links"] == est.comm_links.model_dump()
         # The generator only (the full lists made 185 MB at 131,072 GPUs); it expands to every group.
@@ -50,10 +54,17 @@ def test_non_finite_numbers_become_null():
                                                                             "d": "x"}
 
 
+def test_byte_counts_are_whole_and_other_floats_stay():
+    doc = _finite({"hbm_bytes": 85045477376.0, "x_bytes": 2.5e9 + 0.6, "step_time_s": 1.25, "n_bytes": [3.4, math.inf]})
+    assert doc == {"hbm_bytes": 85045477376, "x_bytes": 2500000001, "step_time_s": 1.25, "n_bytes": [3, None]}
+    assert type(doc["hbm_bytes"]) is int
+
+
 def test_estimate_row_flattens_with_units_in_the_names():
     est = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=1).ranked[0]
     row = estimate_row(est)
     assert row["cp"] == est.plan.ulysses * est.plan.ring and row["world_size"] == 8
     assert row["comm_ring_p2p_bytes"] == est.comm_bytes.ring_p2p
     assert row["time_attention_s"] == est.time.attention_s
-    assert row["mem_activations_bytes"] == est.memory.activations_bytes
+    assert row["mem_activations_bytes"] == round(est.memory.activations_bytes)
+    assert type(row["mem_activations_bytes"]) is int and type(row["memory_peak_bytes"]) is int

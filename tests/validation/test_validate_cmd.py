@@ -191,6 +191,9 @@ def test_row_takes_one_prediction_apart(run_main, small_corpus):
     # The parts add up to the step and the peak, as in sp-plan --explain.
     assert sum(doc["time"].values()) == pytest.approx(doc["step_time_s"])
     assert sum(doc["memory"].values()) == pytest.approx(doc["row"]["predicted_memory_peak_bytes"])
+    # Whole bytes for tools: ints, not floats the memory model computes in.
+    assert all(type(v) is int for v in (*doc["memory"].values(), doc["row"]["predicted_memory_peak_bytes"],
+                                         doc["row"]["hbm_bytes"]))
     table = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a")
     assert table.exit_code == 0, table.stderr
     lines = table.stdout.splitlines()
