@@ -31,7 +31,7 @@ from sp_planner.calibration import (
 from sp_planner.calibration.profile import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import check_file_destination, deliver_text, same_destination
 from sp_planner.errors import UserInputError
@@ -154,7 +154,8 @@ def _measure(*, device: Device, model: str | None, nproc_per_node: int | None, q
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def calibrate(
     *,
-    out: Annotated[Path, typer.Option(help="Write the hardware profile here (.yaml).")],
+    out: Annotated[Path, typer.Option(
+        parser=file_name, metavar="<path>", help="Write the hardware profile here (.yaml).")],
     device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = "cpu",
     nproc_per_node: Annotated[Optional[int], typer.Option(
         min=1, show_default="the GPU count with cuda, 2 with cpu", help="Local ranks.")] = None,
@@ -167,7 +168,8 @@ def calibrate(
     name: Annotated[Optional[str], typer.Option(show_default="device and date", help="Profile name.")] = None,
     measurements: Annotated[Optional[Path], typer.Option(
         help="Build the profile from measurements saved earlier instead of measuring.")] = None,
-    save_measurements: Annotated[Optional[Path], typer.Option(help="Also keep the raw measurements (JSON).")] = None,
+    save_measurements: Annotated[Optional[Path], typer.Option(
+        parser=file_name, metavar="<path>", help="Also keep the raw measurements (JSON).")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung calibration is killed.")] = 600,
 ) -> int:
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 import pydantic
@@ -24,6 +25,14 @@ from sp_planner.fileio import field_message
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
+
+
+def file_name(raw: str) -> Path:
+    """typer parser of an option naming a file to write: a name ending in a slash names a folder,
+    which Path would drop (`--out x/` wrote a file x)."""
+    if raw.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{raw} ends in a slash, which names a folder; give a file name inside it")
+    return Path(raw)
 
 
 def _say(message: str) -> None:

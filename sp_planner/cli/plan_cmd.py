@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
@@ -162,7 +162,8 @@ def plan(
         bool, typer.Option("--wide", help="Table output: also tokens/s, TFLOPS per GPU and Megatron's model MFU "
                            "(within 120 columns; --explain shows them too).")
     ] = False,
-    out: Annotated[Optional[Path], typer.Option(help="Write the first plan to this plan.json (read by sp-run).")]
+    out: Annotated[Optional[Path], typer.Option(
+        parser=file_name, metavar="<path>", help="Write the first plan to this plan.json (read by sp-run).")]
     = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
     = None,

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
@@ -125,7 +125,8 @@ def run(
     kernel: Annotated[Kernel, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = "auto",
     iters: Annotated[int, typer.Option(min=0, max=MAX_ITERS, help="Timed iterations after the validated step.")] = 3,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung run is killed.")] = 300,
-    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        parser=file_name, metavar="<path>", help="Write the result as JSON here.")] = None,
     print_launch: Annotated[bool, typer.Option(
         "--print-launch", help="Print the multi-node torchrun command for a cluster and exit.")] = False,
     nodes: Annotated[Optional[int], typer.Option(

@@ -150,7 +150,8 @@ def score_row(row: CorpusRow, corpus: Corpus, est: PlanEstimate | None = None) -
         predicted=predicted, measured=row.measured,
         error_percent=100.0 * (predicted - row.measured) / row.measured,
         speed_error_percent=100.0 * speed, fits=est.fits, fit_reason=est.reason,
-        predicted_memory_peak_bytes=round(est.memory_peak_bytes), hbm_bytes=round(load_hardware(row.hardware).hbm_bytes),
+        predicted_memory_peak_bytes=round(est.memory_peak_bytes),
+        hbm_bytes=round(load_hardware(row.hardware).hbm_bytes),
         assumed=row.assumed, moe=row_model(row, corpus).moe is not None,
     )
 

@@ -48,6 +48,21 @@ def test_sp_plan_unusable_destination_is_refused_before_the_search(run_main, tmp
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize("command,args", [
+    (plan_cmd, [*QUESTION, "--out"]),
+    (run_cmd, ["--plan", "plan.json", "--out"]),
+    (calibrate_cmd, ["--out"]),
+    (calibrate_cmd, ["--out", "cpu.yaml", "--save-measurements"]),
+])
+def test_a_file_option_ending_in_a_slash_is_refused_not_written_without_it(run_main, tmp_path, monkeypatch,
+                                                                           command, args):
+    # Path("x/") is "x": `--out x/` wrote a file named x where a folder was meant.
+    monkeypatch.chdir(tmp_path)
+    result = run_main(command, *args, "x/")
+    assert_one_line_error(result, "x/ ends in a slash, which names a folder; give a file name inside it")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sp_plan_out_and_report_on_one_path_leave_nothing(run_main, tmp_path):
     same = tmp_path / "x"
     result = run_main(plan_cmd, *QUESTION, "--out", same, "--report", same)
