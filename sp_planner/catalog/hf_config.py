@@ -112,10 +112,11 @@ def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
     """(spec name, Hugging Face repo id or None) from the config's own `_name_or_path` (or `name`),
     else `fallback` (what the user named: the folder or the file)."""
     origin = cfg.get("_name_or_path")
-    if isinstance(origin, str) and origin.strip("/ "):
+    if isinstance(origin, str):
         origin = origin.strip().rstrip("/")
-        repo = origin if _HF_REPO.match(origin) else None
-        return origin.rsplit("/", 1)[-1], repo
+        last = origin.rsplit("/", 1)[-1]
+        if last.strip() and last not in (".", ".."):  # "./" or "../ckpt/.." names no model
+            return last, origin if _HF_REPO.match(origin) else None
     name = cfg.get("name")
     if isinstance(name, str) and name.strip():
         return name.strip(), None
@@ -161,8 +162,7 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=_positive_int(cfg, "moe_intermediate_size", path),
                        num_shared_experts=shared, first_dense_layers=_count(cfg, "first_k_dense_replace", path),
-                       # DeepseekV3Config scoring_func, default sigmoid.
-                       router_score_function="softmax" if cfg.get("scoring_func") == "softmax" else "sigmoid")
+                       router_score_function=_score_function(cfg, path))
     if model_type == "llama4_text":
         # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
         # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
@@ -181,6 +181,14 @@ def _moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoES
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
     experts, top_k = _expert_counts(cfg, path, "num_local_experts")
     return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=intermediate_size)
+
+
+def _score_function(cfg: dict, path: Path) -> str:
+    """DeepseekV3Config scoring_func, default sigmoid; anything else is refused, not read as sigmoid."""
+    value = cfg.get("scoring_func", "sigmoid")
+    if value not in ("sigmoid", "softmax"):
+        raise _error(path, f"field 'scoring_func' must be \"sigmoid\" or \"softmax\", got {value!r}")
+    return value
 
 
 def _expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:

@@ -198,6 +198,13 @@ def test_local_name_or_path_names_the_spec_without_a_repo(tmp_path):
     assert (spec.name, spec.hf_repo) == ("my-llama", None)
 
 
+@pytest.mark.parametrize("origin", ["./", ".", "..", "../", "  ", "/"])
+def test_a_name_or_path_naming_no_model_falls_back_to_the_folder(tmp_path, origin):
+    # `save_pretrained("./")` writes "./": the model was named "." (stop 42 hunt).
+    path = write_config(tmp_path, {**QWEN3_32B, "_name_or_path": origin}, folder="Qwen3-32B-local")
+    assert (load_hf_config(path.parent).name, load_hf_config(path.parent).hf_repo) == ("Qwen3-32B-local", None)
+
+
 def test_without_a_name_field_a_folder_names_the_spec(tmp_path):
     path = write_config(tmp_path, QWEN3_32B, folder="Qwen3-32B-local")
     spec = load_hf_config(path.parent)
@@ -258,6 +265,8 @@ def _error(tmp_path, cfg) -> str:
         ({**LLAMA4_MAVERICK_TEXT, "moe_layers": 5}, "'moe_layers' must be a list of integers, got 5"),
         ({**LLAMA4_MAVERICK_TEXT, "no_rope_layers": 5}, "'no_rope_layers' must be a list of integers, got 5"),
         ({**QWEN3_30B_A3B, "use_sliding_window": "false"}, "'use_sliding_window' must be true or false, got 'false'"),
+        # A router the loader does not know was read as sigmoid.
+        ({**DEEPSEEK_V3, "scoring_func": "sigmod"}, "'scoring_func' must be \"sigmoid\" or \"softmax\", got 'sigmod'"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, cfg, expected):
