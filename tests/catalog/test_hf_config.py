@@ -316,3 +316,9 @@ def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path
         load_hf_config(path)
     assert str(refused.value) == (f"model config file {path}: num_experts_per_tok 9 exceeds num_local_experts 8: "
                                   "each token is routed to that many distinct experts")
+
+
+@pytest.mark.parametrize("scoring,expected", [(None, "sigmoid"), ("sigmoid", "sigmoid"), ("softmax", "softmax")])
+def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scoring, expected):
+    cfg = DEEPSEEK_V3 if scoring is None else {**DEEPSEEK_V3, "scoring_func": scoring}
+    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected
