@@ -22,7 +22,7 @@ from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.overlap import DPTimes
+from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_rows
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
@@ -44,7 +44,7 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
                    states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
                    ) -> tuple[DPTimes, ...]:
     """One pass of every data-parallel collective of a rank of each pipeline stage in `which`
-    ("first", "middle", "last"; cost.overlap.DPTimes), priced once per distinct shape
+    ("first", "middle", "last"; cost.dp_exposure.DPTimes), priced once per distinct shape
     (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
     hundred shapes, and each is priced call by call. A middle or last stage's bucket layout only
     where a pipeline runs ZeRO-2/3 (`_layouts`). `states`: the framework's gradient and
@@ -159,6 +159,11 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
                                         dense_gemm_params(model, tp, ep, etp, layers))
         unhideable_experts = expert_calls.unhideable_params
         n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
+        # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
+        # (cost.buckets._chunked); none otherwise.
+        chunked = (c.vpp > 1) & (c.zero <= 1)
+        chunk_dense = np.where(chunked, dense_layer * layers / c.vpp, 0.0)
+        chunk_experts = np.where(chunked, expert_layer * layers / c.vpp, 0.0)
         return DPTimes(
             grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
             grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
@@ -178,6 +183,9 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
             layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
             root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
             root_reduce_s=reduce(root, 1, 0.0, 0),
+            chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
+            chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
+            chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),
         )
 
     return tuple(priced(stage) for stage in which)

@@ -94,6 +94,15 @@ def _uneven_occupancy(size: int, stride: int, gpus_per_node: int) -> tuple[int, 
     return fewest, most
 
 
+def nic_behind_gpu_link(hardware: HardwareProfile) -> bool:
+    """Whether a GPU reaches its NIC through the same x16 link it reaches its node's peers by: on
+    PCIe nodes (no NVLink) GPUDirect RDMA leaves the GPU by its one PCI link to its parent switch,
+    the link NCCL's topology also routes GPU-to-GPU paths through (NVIDIA/nccl src/graph/topo.cc,
+    each GPU joined to its parent by a single LINK_PCI); NVLink-class nodes reach the NIC over a
+    PCIe lane apart from the scale-up links (sim.cluster builds its graph by the same rule)."""
+    return hardware.intra_node.kind == "pcie"
+
+
 def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
     """Busbw fraction of `collective` on one link class; all-to-all may depend on group size.
 
@@ -152,7 +161,14 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     GPUs on 4 NICs at 180 GB/s, twice the 91 measured.) An all-reduce may run NCCL's tree
     instead, which can approach that split on few nodes (NVIDIA/nccl#1250: a 1 GB all-reduce on 2
     H100 nodes, 0.27 / 0.13 / 0.067 s at 1 / 2 / 4 GPUs a node); the ring is kept for it too, as
-    the nccl-tests all_reduce figures above follow it. The slower of the two tiers bounds it.
+    the nccl-tests all_reduce figures above follow it. The slower of the two tiers bounds it:
+    each member makes one hop a channel, to its successor or, the node's last, to the NIC instead
+    (NCCL's inter-node ring NET -> GPU a -> .. -> GPU x -> NET, one bandwidth reserved on every
+    link of every hop: NVIDIA/nccl src/graph/search.cc, "Search Patterns", ncclTopoSearchRecGpu,
+    ncclTopoCompute's bwIntra = bwInter), so a GPU's own link carries what the rank sends once,
+    exits included, even on PCIe nodes whose NIC hangs off that link (sim.flows,
+    ring_exit_rides_local_hop): busbw = min(intra busbw, r x NIC), the intra term wherever a group
+    has two members on one node (stride < gpus_per_node, as in p2p_time_s).
     Latency: ring_latency_s, paid once per collective call.
     """
     size = np.asarray(size, dtype=np.float64)
@@ -163,7 +179,7 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     intra_s = sent / _bw(hardware, collective, False)
     # Every ring hop, the node's r exits included, carries what a rank sends; r NICs share them.
     net_s = sent / (r * _bw(hardware, collective, True))
-    inter_s = np.maximum(np.where(r > 1, intra_s, 0.0), net_s)
+    inter_s = np.maximum(np.where(np.asarray(stride) < gpus_per_node, intra_s, 0.0), net_s)
     t = np.where(link == INTER, inter_s, intra_s) + _ring_latency_s(hardware, collective, size, link, k)
     return np.where((link == NONE) | (sent <= 0), 0.0, t)
 
@@ -209,9 +225,13 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
 
     Across nodes the share (n-r)/(n-1) that leaves the node goes through this GPU's own NIC:
     NCCL all-to-all cannot aggregate NICs (sjeaugey, nccl-tests issues #130 and #267); the rest
-    goes over the intra-node link at the same time. Latency: one round of concurrent sends. Inside a
-    node, NCCL's (`nccl`; not HybridEP's own kernels) times the measured slowdown at the call's
-    message size (cost.collective_sizes).
+    goes over the intra-node link at the same time. On PCIe nodes (nic_behind_gpu_link) both
+    shares also leave by the GPU's one x16 link, which they share: pcie_link_s = local bytes /
+    local busbw + network bytes / (x16 line rate x network efficiency), what the simulator's
+    max-min sharing of that link gives (sim.fluid: a flow holds its max-min rate of the link and
+    moves efficiency x that), bounds it beside the NIC's time. Latency: one round of concurrent
+    sends. Inside a node, NCCL's (`nccl`; not HybridEP's own kernels) times the measured slowdown
+    at the call's message size (cost.collective_sizes).
     A group-size-dependent efficiency is taken at the r members sharing a node for the
     intra-node part and at the whole group for the network part.
     """
@@ -222,7 +242,11 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
     peers = np.maximum(size - 1, 1)
     bw_local = _bw(hardware, "all_to_all", False, np.where(link == INTER, r, size))
     intra_s = sent * (r - 1) / peers / bw_local
-    net_s = sent * (size - r) / peers / _bw(hardware, "all_to_all", True, size)
+    net_bytes = sent * (size - r) / peers
+    net_eff = collective_efficiency(hardware.efficiency.inter_node, "all_to_all", size)
+    net_s = net_bytes / (hardware.inter_node.bandwidth_bytes_per_s * net_eff)
+    if nic_behind_gpu_link(hardware):
+        intra_s = intra_s + net_bytes / (hardware.intra_node.bandwidth_bytes_per_s * net_eff)  # pcie_link_s
     t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / bw_local)
     alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
     # Inside a node, the measured slowdown at its message size (cost.collective_sizes).
@@ -234,12 +258,18 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
 def p2p_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):
     """One send/recv step of a ring (every member sends to its neighbour at once).
 
-    The slowest hop bounds the step: when any hop of the group crosses nodes it goes at the
-    NIC's p2p rate, otherwise at the intra-node rate.
+    The slowest hop bounds the step: min(intra-node, NIC) p2p rate per hop. A group that crosses
+    nodes has network hops at the NIC's p2p rate and, where members lie less than a node apart
+    (stride < gpus_per_node: the group at rank 0 holds ranks 0 and `stride` on node 0), hops
+    inside a node at the intra-node rate too; on PCIe nodes that rate (NCCL's Gen4 x16 24 GB/s,
+    the profiles' p2p efficiency) is a hair below a 200G NIC's 24 GB/s. Each member sends once,
+    to the next GPU or to the NIC, so no GPU link carries two hops.
     """
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     inter = link == INTER
-    bw = np.where(inter, _bw(hardware, "p2p", True), _bw(hardware, "p2p", False))
+    intra_s = sent / _bw(hardware, "p2p", False)
+    has_intra_hop = np.asarray(stride) < gpus_per_node
+    net_s = np.maximum(np.where(has_intra_hop, intra_s, 0.0), sent / _bw(hardware, "p2p", True))
     alpha = np.where(inter, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
-    return np.where((link == NONE) | (sent <= 0), 0.0, sent / bw + alpha)
+    return np.where((link == NONE) | (sent <= 0), 0.0, np.where(inter, net_s, intra_s) + alpha)

@@ -1,7 +1,7 @@
 """ZeRO-2/3 traffic in a pipeline: what each stage's per-micro-batch exposure costs the step.
 
 ZeRO-2/3 reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its parameters), and
-a stage's backward ends only when that traffic has left (cost.overlap.micro_batch_dp_s). Under
+a stage's backward ends only when that traffic has left (cost.dp_exposure.micro_batch_dp_s). Under
 1F1B every stage runs one forward and one backward per micro-batch in lock step (Narayanan et al.
 2021, section 2.2.1), so the step lasts (m - 1) cycles of the slowest stage, the cycle being a
 micro-batch's compute plus the data-parallel exposure of that stage, plus one cycle of every
@@ -15,12 +15,21 @@ absorbs its own and pays it once, on the fill and the drain:
 it is m e). Each stage holds its own non-layer parameters (cost.buckets.stage_extras): the first
 stage's embedding gradients leave after its last layer (never hidden), the last stage's output
 layer's before its layers' backward (hidden behind them) while ZeRO-3's first gather of the last
-stage hides behind the loss and output layer's backward (cost.overlap.layerwise_exposed_s). The
+stage hides behind the loss and output layer's backward (cost.dp_exposure.layerwise_exposed_s). The
 interleaved schedule (vpp model chunks a stage) runs each chunk as its own forward and backward,
-each exposing its own first gather and last reduce-scatter (cost.overlap.micro_batch_dp_s); its
-fill and drain are shorter (the bubble is 1/vpp), but the first stage's last block, chunk 0's
-backward, still carries the embedding's calls, so every stage's exposure is counted whole there
-(it is a few hundredths of the pacing stage's m - 1). Vectorized over candidates.
+each exposing its own first gather and last reduce-scatter (cost.dp_exposure.micro_batch_dp_s). Its
+bubble is (pp - 1) chunk blocks (Narayanan et al. 2021, section 2.2.2): the pacing stage runs all
+its m x vpp blocks, and every other stage adds one chunk's forward on the fill and one chunk's
+backward on the drain, both chunk 0 (a stage's first forward and its last backward: Megatron's
+schedule table, schedules.py get_schedule_table, runs micro-batch 0 through chunk 0 first and the
+chunks' backward in reverse), which holds the first stage's embedding:
+
+    exposed = (m - 1/vpp) (max_k (C_k + e_k) - max_k C_k) + sum_k e0_k
+
+(e0_k: stage k's chunk 0 exposure of one micro-batch, its layers' share of the stage's traffic
+with the first stage's embedding; e0 = e at vpp 1, the formula above). With equal stages it is
+(m + (pp - 1)/vpp) e: the bubble's share of the exposure is the bubble's share of the compute.
+Vectorized over candidates.
 """
 
 from __future__ import annotations
@@ -29,7 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.overlap import DPTimes, Edges, Overlap, hidden_behind, micro_batch_dp_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s, micro_batch_dp_s
+from sp_planner.cost.overlap import Overlap
 from sp_planner.pipeline import StageLayers
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
@@ -58,7 +68,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     and output layer's, forward and backward), ahead_s its part before the first layer's backward,
     first_s the first stage's beyond its layers (the embedding's TP collectives), fwd/bwd_layer_s
     a layer's windows and `edges` the TP collectives at a chunk's ends (cost.step,
-    cost.overlap.Edges)."""
+    cost.dp_exposure.Edges)."""
     pp, zero = np.asarray(c.pp), np.asarray(c.zero)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -79,13 +89,13 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     )
     kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
     fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
-    traffic = _stage_traffic(overlap, vpp=sub(c.vpp), stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
-    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m)
+    vpp = sub(c.vpp)
+    traffic = _stage_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
+    edge = _chunk0_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
+    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m, vpp, edge)
     # ZeRO-2's parameters gathered behind the step's first forward where overlapped
     # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
-    later = sum(s.num_stages * hidden_behind(s.times.param_all_gather_s, s.layers * fwd,
-                                             s.times.first_all_gather_s, True)
-                for s in by_stage[1:])
+    later = sum(s.num_stages * chunks_gather_s(s.times, s.layers * fwd, s.layers, vpp, True) for s in by_stage[1:])
     out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
     # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
     own, busy = traffic[0]
@@ -98,24 +108,54 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
     """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
     pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
     window of one micro-batch."""
-    traffic = _stage_traffic(overlap, zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
-                             bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges)
-    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches)
+    kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
+              edges=edges)
+    traffic = _stage_traffic(overlap, **kw)
+    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches, vpp,
+                            _chunk0_traffic(overlap, **kw))
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                    edges: Edges | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.overlap.micro_batch_dp_s)."""
+    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=edges) for s in stages]
 
 
-def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], micro_batches):
-    """(m - 1) x the pacing stage's stretch plus every stage's exposure once (module docstring)."""
+def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
+                    edges: Edges | None) -> list[np.ndarray]:
+    """Each stage's exposed seconds of one micro-batch through its chunk 0 alone, the chunk on the
+    pipeline's fill and drain (module docstring): its layers' share (1/vpp) of the stage's
+    gradient calls, the first stage's embedding's and ZeRO-3's root unit (which goes with chunk 0,
+    cost.dp_exposure.micro_batch_dp_s); ZeRO-2's output layer buckets and the loss go with the last
+    stage's last chunk. The whole stage's at vpp 1."""
+    vpp = np.asarray(vpp)
+    out = []
+    for i, s in enumerate(stages):
+        t = s.times
+        own = (i == 0) | ((i == len(stages) - 1) & (np.asarray(zero) == 3))
+        root = (np.where(own, t.root_gather_s, 0.0), np.where(own, t.root_reduce_s, 0.0))
+        chunk = t._replace(grad_reduce_scatter_s=root[1] + (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp,
+                           root_gather_s=root[0], root_reduce_s=root[1])
+        layers = s.layers / vpp
+        exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
+                                      fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
+                                      reshard=reshard, chunks=1, edges=edges)
+        whole, _ = micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=t, fwd_window_s=s.layers * fwd_layer_s,
+                                    bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s,
+                                    edges=edges)
+        out.append(np.where(vpp > 1, exposed, whole))
+    return out
+
+
+def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], micro_batches, vpp=1,
+                     edge: list[np.ndarray] | None = None):
+    """(m - 1/vpp) x the pacing stage's stretch plus every stage's chunk-0 exposure once (module
+    docstring); `edge` defaults to the whole exposure (vpp 1)."""
     present = [np.asarray(s.num_stages) > 0 for s in stages]
     paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
     stretch = paced - compute
-    every_stage = np.sum([s.num_stages * e for s, e in zip(stages, exposure)], axis=0)
-    return (micro_batches - 1) * stretch + every_stage
+    every_stage = np.sum([s.num_stages * e for s, e in zip(stages, edge or exposure)], axis=0)
+    return (micro_batches - 1 / np.asarray(vpp)) * stretch + every_stage

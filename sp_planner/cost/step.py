@@ -50,12 +50,12 @@ from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_la
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
+from sp_planner.cost.dp_exposure import Edges, dp_exposed_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
-    Edges,
     Overlap,
-    dp_exposed_s,
     gpu_sm_count,
+    interleaved_edge_sends_s,
     overlap_compute_slowdown,
     pp_sends_beside_compute,
 )
@@ -239,9 +239,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
     # Interleaving sends at every chunk's boundary (Narayanan 2021 s2.2.2), each micro-batch's
     # activation forward and its gradient backward; with overlap_p2p_comm on the interleaved
-    # schedule each hides behind one chunk's forward (cost.overlap).
+    # schedule each hides behind one chunk's forward (cost.overlap), but the fill's and drain's.
     beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
+    # The wraps beside the embedding's forward and the loss's backward have their slack.
+    edge_sends = interleaved_edge_sends_s(pp, c.vpp, pp_step, EMBEDDING_TP_REDUCE_SCATTERS * rs,
+                                          LOSS_BACKWARD_SHARE * logits + out_tp_bwd)
+    pp_sends = pp_sends + np.where(beside, edge_sends, 0.0)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
@@ -254,7 +258,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
-    # layer chunk's ends overlap its first gather and last reduce-scatter (cost.overlap.Edges).
+    # layer chunk's ends overlap its first gather and last reduce-scatter (cost.dp_exposure.Edges).
     edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                                                       [ag, 2 * ag + attn.fwd_s], 2 * ag), bwd_trail_s=rs)
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
@@ -273,7 +277,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         return dp_exposed_s(
             overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window + fwd_stall_s,
             bwd_window_s=bwd_window + bwd_stall_s, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
-            chunks=c.vpp, edges=edges, micro_batch_traffic_s=pipelined,
+            chunks=c.vpp, pp=pp, edges=edges, micro_batch_traffic_s=pipelined,
         )
 
     dp_exposed, dp_hidden = dp_over_passes(0.0, 0.0)

@@ -19,6 +19,7 @@ from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes, unit_gather_width
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.overlap import chunk_gathers_ahead
 from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers
 from sp_planner.plan import PRECISIONS, ParallelPlan
@@ -133,6 +134,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     # Without overlap the gradients are reduced after the backward (DeepSpeed's stage 0 all-reduce,
     # cost.overlap): every call queued behind the last one.
     overlapped = overlap.grad_all_reduce if zero == 0 else overlap.grad_reduce or zero == 3
+    by_chunk = bool(chunk_gathers_ahead(overlap, zero, plan.vpp))
     reduce_calls, gather_calls, early = [], [], []
     for stage, n_layers in enumerate(layers_of):
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
@@ -147,7 +149,8 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         # Megatron launches the first bucket's gather in zero_grad, at the step's start, and the
         # others from the forward pre-hooks (distrib_optimizer.py step_with_ready_grads): a stage
         # held in one bucket (zero 1, after the first stage) has it whole before its first forward.
-        one_bucket = stage > 0 and zero == 1
+        # Megatron's interleaved schedule gathers chunk by chunk instead (sim.pipeline, by_chunk).
+        one_bucket = stage > 0 and zero == 1 and not by_chunk
         early.append(gathers.total_s if one_bucket else 0.0)
         gather_calls.append(DPCalls() if one_bucket else gathers)
     after_step = 0.0

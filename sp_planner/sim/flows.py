@@ -117,6 +117,39 @@ def collective_flows(cluster: Cluster, groups: np.ndarray, algorithm: Algorithm,
     return src.reshape(-1), dst.reshape(-1), gid, size.reshape(-1), np.ones(src.size, dtype=bool)
 
 
+def ring_exit_rides_local_hop(cluster: Cluster, src: np.ndarray, dst: np.ndarray, inter: np.ndarray,
+                              ring: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(sender side, receiver side): which network flows of a `ring` collective leave (enter) a GPU
+    that also sends (receives) a node-local flow of the same ring, on nodes whose NIC traffic
+    crosses the GPU's own PCIe link (cost.links.nic_behind_gpu_link); all False elsewhere.
+
+    NCCL's inter-node ring is NET -> GPU a -> .. -> GPU x -> NET on every channel (NVIDIA/nccl
+    src/graph/search.cc, "Search Patterns"): each GPU makes one hop a channel, to the next GPU or,
+    the last one, to the NIC instead (ncclTopoSearchRecGpu, step == backToNet), and the search
+    reserves the same bandwidth on every link of every hop (bwIntra = bwInter for rings,
+    ncclTopoCompute; followPath). Over the node's r channels a GPU's x16 link carries what the
+    rank sends once: (r-1)/r to its successor, 1/r to the NIC. collective_flows' node-local flow
+    carries the whole of it (cost.links.ring_alpha_beta_s' intra-node term), so the r network
+    flows, their 1/r, load the NIC and the fabric but not that link again.
+    """
+    if ring and not cluster.nvlink and inter.any():
+        return inter & np.isin(src, src[~inter]), inter & np.isin(dst, dst[~inter])
+    return np.zeros(src.shape, np.bool_), np.zeros(src.shape, np.bool_)
+
+
+def _without_gpu_link(cluster: Cluster, routes: np.ndarray, up: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """`routes` with the sender's GPU link dropped from the flows of `up`, the receiver's from those
+    of `down` (-1, as the padding: no load, no latency)."""
+    if not (up.any() or down.any()):
+        return routes
+    out = routes.copy()
+    for mask, block in ((up, "gpu_up"), (down, "gpu_down")):
+        sl = cluster.block_slice(block)
+        hit = mask[:, None] & (out >= sl.start) & (out < sl.stop)
+        out[hit] = -1
+    return out
+
+
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
               algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1, nccl: bool = True) -> PhaseResult:
     """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
@@ -156,18 +189,22 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
     eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
     speed = np.broadcast_to(np.where(inter, eff_inter, eff_intra), src.shape)
+    # A hierarchical ring's network hops on PCIe nodes: their GPU link is loaded by the node-local
+    # hop they replace (ring_exit_rides_local_hop).
+    exit_up, exit_down = ring_exit_rides_local_hop(cluster, src, dst, inter, algorithm == "ring")
     # Max-min shares, given back as flows finish (sim.fluid), on one period's flows where the
     # phase repeats (sim.symmetry).
     if period < world:
         representative = src < period
-        routes = cluster.routes(src[representative], dst[representative])
+        routes = _without_gpu_link(cluster, cluster.routes(src[representative], dst[representative]),
+                                   exit_up[representative], exit_down[representative])
         folded, weights = fold_routes(cluster, routes, period)
         rep_finish, rep_frozen_by = completion_times(folded, cluster.capacity_bytes_per_s, size[representative],
                                                      speed[representative], weights)
         of = orbit_index(src, dst, representative, period, world)
         finish, frozen_by = rep_finish[of], rep_frozen_by[of]
     else:
-        routes = cluster.routes(src, dst)
+        routes = _without_gpu_link(cluster, cluster.routes(src, dst), exit_up, exit_down)
         finish, frozen_by = completion_times(routes, cluster.capacity_bytes_per_s, size, speed)
         of = np.arange(src.size)
     valid = routes >= 0

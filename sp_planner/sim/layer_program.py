@@ -142,7 +142,10 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     the output layer's with the last."""
     p = Program()
     first, last = chunk == 0, chunk == work.vpp - 1
-    gathering = work.dp_gather_every_forward or first_micro_batch
+    # Under Megatron's aligned gather a chunk's calls are dispatched ahead, as blocks of their own
+    # (sim.pipeline), but the first stage's chunk 0, gathered bucket by bucket from the step's start.
+    ahead = work.dp_gather_by_chunk and (stage, chunk) != (0, 0)
+    gathering = work.dp_gather_every_forward or (first_micro_batch and not ahead)
     calls = work.gather_calls(stage) if gathering else DPCalls()
     landed = _calls(p, calls.tail if first else (), "embedding param all-gather", -1)
     embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0

@@ -17,13 +17,18 @@ path). After its last backward a
 stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
 with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
 compute lost to hidden data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
+A stage's data-parallel calls share one stream (its data-parallel communicator's) across blocks:
+a call issued in one block waits for those still leaving from earlier ones (`_queued_dp_end`), so
+an interleaved stage's per-chunk gradient syncs queue behind each other into the drain. Under
+Megatron's aligned parameter gather (StepWork.dp_gather_by_chunk) each later chunk's gather is a
+block of its own, dispatched ahead of the chunk's first forward (`_gather_dispatched`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sp_planner.sim.layer_program import stage_backward, stage_forward
+from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import StepWork
 
@@ -105,6 +110,44 @@ def _block_length(program: Program, work: StepWork) -> float:
     return program.end_s if work.dp_every_micro_batch else _compute_end(program)
 
 
+def _dp_calls(program: Program) -> list[tuple[float, float]]:
+    """(release, seconds) of a program's data-parallel calls, in stream order."""
+    return [(op.ready_s, op.duration_s) for op in program.ops if op.stream == "dp_comm"]
+
+
+def _queued_dp_end(calls: list[tuple[float, float]], start_s: float, free_s: float) -> float:
+    """When a block started at start_s has its data-parallel calls (_dp_calls) done, each released
+    when its program's other streams allow (Op.ready_s) and queued behind the stage's earlier
+    calls, the stream being free at free_s: the calls of one communicator run in order, and a
+    model chunk's gradient sync outlives the block that issued it (Megatron schedules.py,
+    forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess: each chunk's
+    grad_sync_func after its last micro-batch; finalize_model_grads waits for all of them)."""
+    for release_s, seconds in calls:
+        free_s = max(free_s, start_s + release_s) + seconds
+    return free_s
+
+
+def chunk_gather_s(work: StepWork, stage: int, chunk: int) -> float:
+    """Seconds of one model chunk's parameter all-gather calls on a stage (its layers' buckets, the
+    embedding's with chunk 0, the output layer's with the last chunk)."""
+    calls = work.gather_calls(stage)
+    own = sum(sum(calls.at_layer(layer)) for layer in chunk_layers(work, stage, chunk))
+    return own + (sum(calls.tail) if chunk == 0 else 0.0) + (sum(calls.head) if chunk == work.vpp - 1 else 0.0)
+
+
+def _gather_dispatched(pp: int, vpp: int, stage: int, k: int) -> int:
+    """The model chunk whose parameter all-gather Megatron dispatches before the stage's forward
+    number k, or -1: chunk j + 1 when forward k + stage is chunk j's first micro-batch, for
+    j + 1 >= 2 (chunks 0 and 1 go at the step's start). schedules.py
+    forward_backward_pipelining_with_interleaving, forward_step_helper_preprocess
+    (param_sync_virtual_microbatch_id = virtual_microbatch_id + pipeline_parallel_rank)."""
+    virtual = k + stage
+    if virtual % pp or virtual >= pp * vpp:
+        return -1
+    chunk = virtual // pp + 1
+    return chunk if 1 < chunk < vpp else -1
+
+
 def without_dp(work: StepWork) -> StepWork:
     """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
     return work.model_copy(update={
@@ -143,12 +186,35 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     # Per stage: DP seconds on the stream, and how much longer DP traffic made the blocks.
     dp_busy, dp_exposed = [0.0] * pp, [0.0] * pp
     remaining = pp * 2 * m * vpp
+    # Per stage: when its data-parallel stream is free, and the block that last queued on it.
+    dp_free, dp_last = [0.0] * pp, [-1] * pp
+    calls = {key: _dp_calls(program) for key, program in templates.items()}
+    by_chunk = work.dp_gather_by_chunk
+    lumps = [[chunk_gather_s(work, s, c) for c in range(vpp)] for s in range(pp)] if by_chunk else []
+    gathers: dict[tuple[int, int], int] = {}  # (stage, chunk) -> its gather block (by_chunk)
+    forwards = [0] * pp
+    early = list(work.dp_early_gather_s)
+    if by_chunk:  # after the first stage, chunk 0 is one bucket, gathered from the step's start
+        early = [0.0] + [lumps[s][0] for s in range(1, pp)]
     # A stage's single parameter bucket gathered from the step's start (Megatron launches the
     # first gather in zero_grad, sim.work.StepWork.dp_early_gather_s): its first forward waits.
-    for stage, seconds in enumerate(work.dp_early_gather_s):
+    for stage, seconds in enumerate(early):
         if seconds > 0:
             blocks.append(Block(stage, "dp_param_gather", -1, 0.0, seconds, -1, 0.0, None))
             stage_tail[stage] = len(blocks) - 1
+            dp_free[stage], dp_last[stage] = seconds, len(blocks) - 1
+
+    def dispatch(stage: int, chunk: int, at_s: float, after: int) -> None:
+        """Queue a chunk's parameter all-gather on the stage's stream at at_s (by_chunk)."""
+        if lumps[stage][chunk] <= 0:
+            return
+        queued = dp_free[stage] > at_s
+        begin = max(dp_free[stage], at_s)
+        blocks.append(Block(stage, "dp_param_gather", -1, begin, begin + lumps[stage][chunk],
+                            dp_last[stage] if queued else after, 0.0, None, chunk))
+        gathers[(stage, chunk)] = len(blocks) - 1
+        dp_free[stage], dp_last[stage] = begin + lumps[stage][chunk], len(blocks) - 1
+        dp_busy[stage] += lumps[stage][chunk]
     while remaining:
         progressed = False
         for stage in range(pp):
@@ -170,6 +236,16 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                 arrival = blocks[dep].end_s + blocks[dep].transfer_s
                 waited = min(blocks[dep].transfer_s, arrival - start)
                 start, pred = arrival, dep
+            if kind == "forward" and by_chunk:
+                # A chunk's first forward waits for its gather (Megatron's forward pre-hook).
+                gather = gathers.get((stage, chunk), -1) if mb == 0 else -1
+                if gather >= 0 and blocks[gather].end_s > start:
+                    dp_exposed[stage] += blocks[gather].end_s - start
+                    start, pred, waited = blocks[gather].end_s, gather, 0.0
+                # The gather Megatron dispatches before this forward runs from its start.
+                later = _gather_dispatched(pp, vpp, stage, forwards[stage])
+                if later > 0:
+                    dispatch(stage, later, start, pred)
             # Every virtual stage boundary is a send (the last forward and the first backward not).
             sends = _upstream("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
             # Blocking, the send holds the stage; overlapped, it runs after the block (`transfer`).
@@ -179,7 +255,8 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             length = _block_length(program, work)
             # The stage's last block's gradient tail counts too (it delays the optimizer).
             tail = cursor[stage] == len(orders[stage]) - 1
-            dp_busy[stage] += program.busy_s("dp_comm")
+            busy = program.busy_s("dp_comm")
+            dp_busy[stage] += busy
             plain = bare[(stage, chunk, key)]
             dp_exposed[stage] += ((program.end_s if tail else length)
                                   - (plain.end_s if tail else _block_length(plain, work)))
@@ -187,6 +264,13 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                                 transfer, waited))
             done[(stage, chunk, kind, mb)] = len(blocks) - 1
             stage_tail[stage] = len(blocks) - 1
+            if busy > 0:
+                dp_free[stage] = _queued_dp_end(calls[(stage, chunk, key)], start, dp_free[stage])
+                dp_last[stage] = len(blocks) - 1
+            if kind == "forward" and by_chunk:
+                if forwards[stage] == 0:  # chunk 1's gather goes at the step's start, behind chunk 0's
+                    dispatch(stage, 1, 0.0, -1)
+                forwards[stage] += 1
             cursor[stage] += 1
             remaining -= 1
             progressed = True
@@ -195,7 +279,10 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         last = stage_tail[stage]
         last_program = blocks[last].program
         assert last_program is not None, "a stage's last block is a backward, which has a program"
-        grads_done = blocks[last].start_s + last_program.end_s  # includes the gradient buckets
+        own = blocks[last].start_s + last_program.end_s  # includes the gradient buckets
+        # Earlier blocks' calls still queued on the stream (a chunk's sync behind the last ones).
+        grads_done = max(own, dp_free[stage])
+        dp_exposed[stage] += grads_done - own
         prev = last
         if grads_done > blocks[last].end_s:
             blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))

@@ -26,7 +26,8 @@ from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.params import stage_params_per_rank
-from sp_planner.cost.overlap import overlap_compute_slowdown, pp_sends_beside_compute, slowed_by_overlap
+from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
+                                    slowed_by_overlap)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
@@ -176,6 +177,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_gather=dp_gather,
         dp_gather_every_forward=plan.zero == 3,
         dp_early_gather_s=early,
+        dp_gather_by_chunk=bool(chunk_gathers_ahead(runtime.overlap, plan.zero, plan.vpp)),
         dp_backward_gather=plan.reshard_after_forward,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
         weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m)[0]) for n in layers_of),

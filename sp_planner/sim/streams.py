@@ -24,6 +24,9 @@ class Op:
     start_s: float
     end_s: float
     pred: int  # index of the op that released this one, -1 at the start
+    # When its dependencies on other streams allowed it to start (its stream's order aside): a
+    # data-parallel call's release, for queueing it behind an earlier block's calls (sim.pipeline).
+    ready_s: float = 0.0
 
 
 @dataclass
@@ -36,10 +39,11 @@ class Program:
         assert stream in STREAMS and duration_s >= 0, (stream, duration_s)
         pred = self._tail[stream]
         start = self.ops[pred].end_s if pred >= 0 else 0.0
+        ready = max((self.ops[dep].end_s for dep in after if dep >= 0), default=0.0)
         for dep in after:
             if dep >= 0 and self.ops[dep].end_s > start:
                 start, pred = self.ops[dep].end_s, dep
-        self.ops.append(Op(stream, kind, name, duration_s, start, start + duration_s, pred))
+        self.ops.append(Op(stream, kind, name, duration_s, start, start + duration_s, pred, ready))
         self._tail[stream] = len(self.ops) - 1
         return len(self.ops) - 1
 

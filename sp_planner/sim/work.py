@@ -105,6 +105,10 @@ class StepWork(FrozenModel):
     # waits for whole (stages after the first under Megatron's DDP, which keeps them in one
     # bucket: cost.buckets).
     dp_early_gather_s: tuple[float, ...] = ()
+    # Megatron's interleaved schedule with --overlap-param-gather (ZeRO-1): each model chunk's
+    # gather dispatched ahead of the chunk's first forward (cost.overlap.chunk_gathers_ahead;
+    # sim.pipeline), not from the forward that needs it.
+    dp_gather_by_chunk: bool = False
     dp_backward_gather: bool = True
     # After the last backward: optimizer, then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg

@@ -136,3 +136,33 @@ def test_multi_node_all_reduce_busbw_is_the_nodes_nics_as_nccl_measures(nodes):
     sent = 2 * (n - 1) / n * 16e9  # a rank's bytes in a 16 GB all-reduce
     t = float(ring_collective_time_s(a100, "all_reduce", sent, n, 1, 8))
     assert sent / t == pytest.approx(192e9, rel=0.01)
+
+
+
+def _links(hardware, intra_kind, intra_bw, nic_bw=10e9):
+    return hardware.model_copy(update={
+        "intra_node": hardware.intra_node.model_copy(update={"kind": intra_kind, "bandwidth_bytes_per_s": intra_bw}),
+        "inter_node": hardware.inter_node.model_copy(update={"bandwidth_bytes_per_s": nic_bw})})
+
+
+def test_a_ring_step_across_nodes_is_bound_by_its_slowest_hop(hardware):
+    # Intra-node p2p at 8 GB/s, below the NIC's 10 (a PCIe node's 23.9 against 24 GB/s, or HCCS):
+    # 8 ranks on 2 nodes of 4 (stride 1) hop 0->1->2->3 inside node 0, so a step moves 1 GB at
+    # 8 GB/s, not the NIC's 10; one rank a node (stride 4) has network hops only.
+    slow = _links(hardware, "pcie", 8e9)
+    assert p2p_time_s(slow, 1e9, 8, 1, 4) == pytest.approx(1e9 / 8e9)
+    assert p2p_time_s(slow, 1e9, 2, 4, 4) == pytest.approx(1e9 / 10e9)
+    # 3 ranks two apart on 4-GPU nodes: 4, 6 on node 1 and 8 on node 2, one member on the sparsest
+    # node yet a hop inside node 1; the ring collective's intra-node term counts it too.
+    assert p2p_time_s(slow, 1e9, 3, 2, 4) == pytest.approx(1e9 / 8e9)
+    assert ring_collective_time_s(slow, "all_gather", 1e9, 3, 2, 4) == pytest.approx(1e9 / 8e9)
+
+
+def test_a_pcie_all_to_all_across_nodes_sends_both_shares_through_the_gpu_link(hardware):
+    # 8 ranks on 2 nodes of 4 each send 7 GB: 3 to node-local peers, 4 off the node. On PCIe
+    # nodes the GPU's x16 link (30 GB/s) carries both shares (cost.links.nic_behind_gpu_link):
+    # 3/30 + 4/30 = 0.233 s, which bounds it behind a 20 GB/s NIC (4/20 = 0.2 s); behind a 10 GB/s
+    # NIC the NIC's 0.4 s does. An NVLink node with the same rates takes max(3/30, 4/20) = 0.2 s.
+    assert all_to_all_time_s(_links(hardware, "pcie", 30e9, 20e9), 7e9, 8, 1, 4) == pytest.approx(7e9 / 30e9)
+    assert all_to_all_time_s(_links(hardware, "pcie", 30e9, 10e9), 7e9, 8, 1, 4) == pytest.approx(4e9 / 10e9)
+    assert all_to_all_time_s(_links(hardware, "nvlink", 30e9, 20e9), 7e9, 8, 1, 4) == pytest.approx(4e9 / 20e9)

@@ -6,12 +6,11 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.cost.dp_exposure import DPTimes, chunked_exposed_s, dp_exposed_s, layerwise_exposed_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     OVERLAP_COMPUTE_SLOWDOWN,
-    DPTimes,
-    dp_exposed_s,
-    layerwise_exposed_s,
+    interleaved_edge_sends_s,
     overlap_compute_slowdown,
     slowed_by_overlap,
 )
@@ -78,6 +77,34 @@ def _comparable(frame, batch):
     frame = frame[frame.fits | frame.reason.str.startswith("oom")]
     frame = frame[(frame.dp * frame.micro_batch < batch) & (frame.dp_replicate == 1)]
     return frame.assign(uncapped_s=frame.step_time_s - frame.time_mfu_ceiling_s)
+
+
+def test_interleaved_chunks_sync_one_by_one_into_the_drain():
+    # pp 4, vpp 2: 1.0 s of gradient sync, chunk 1 one call of 0.4 s, chunk 0 the other 0.6 s
+    # (0.1 s of it never hidden); a micro-batch's backward of the stage 0.4 s, a chunk's 0.2 s.
+    # Chunk 1's sync leaves after its last micro-batch with pp x 0.2 = 0.8 s of chunk-0 backwards
+    # still to run: hidden; chunk 0's own buckets hide behind its 0.2 s but its last: 0.6 - 0.2.
+    kw = dict(pp=4, overlapped=True)
+    assert chunked_exposed_s(1.0, 0.4, 0.1, 0.4, vpp=2, **kw) == pytest.approx(0.4)
+    # Chunk 1's sync of 1.2 s outlasts the 0.8 s: chunk 0's queue behind it, 0.6 + (1.2 - 0.8).
+    assert chunked_exposed_s(1.8, 1.2, 0.1, 0.4, vpp=2, **kw) == pytest.approx(1.0)
+    # vpp 4, chunks 1-3 0.3 s each behind 4 x 0.1 s: each hidden, chunk 0 (0.4 s) behind its 0.1 s.
+    assert chunked_exposed_s(1.3, 0.3, 0.1, 0.4, vpp=4, **kw) == pytest.approx(0.3)
+    # ... 0.5 s each: the queue grows by 0.1 s a chunk, 0.4 + 3 x 0.1.
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, vpp=4, **kw) == pytest.approx(0.7)
+    # One chunk: the whole pass behind the whole window; no overlap: all of it.
+    assert chunked_exposed_s(1.0, 0.0, 0.1, 0.4, vpp=1, **kw) == pytest.approx(0.6)
+    assert chunked_exposed_s(1.0, 0.4, 0.1, 0.4, vpp=2, pp=4, overlapped=False) == pytest.approx(1.0)
+
+
+def test_interleaved_fill_and_drain_wait_for_their_hops():
+    # pp 4, a 1 ms transfer: 3 hops to the last stage and 3 back, and each of the vpp - 1 wraps
+    # each way 4 more, less 3 x the slack beside the embedding (fill) and the loss (drain).
+    assert interleaved_edge_sends_s(4, 1, 1e-3, 0.0, 0.0) == pytest.approx(6e-3)
+    assert interleaved_edge_sends_s(4, 2, 1e-3, 0.0, 0.0) == pytest.approx(2 * (4 * 2 - 1) * 1e-3)
+    assert interleaved_edge_sends_s(4, 2, 1e-3, 1e-3, 1.0) == pytest.approx(6e-3 + 1e-3)
+    assert interleaved_edge_sends_s(4, 4, 1e-3, 1.0, 1.0) == pytest.approx(6e-3 + 2 * 2 * 4e-3)
+    assert interleaved_edge_sends_s(1, 2, 1e-3, 0.0, 0.0) == 0.0
 
 
 @pytest.mark.parametrize("model,nodes,seq", [("llama3-8b", 64, 131072), ("llama3.1-70b", 16, 131072),

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.overlap import MEGATRON_OVERLAP, DPTimes
+from sp_planner.cost.dp_exposure import DPTimes
+from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.pipeline_dp import StageDP, pipelined_exposed_s
 
 

@@ -169,6 +169,7 @@ def test_streams_agree(both):
     dict(dp=64, ulysses=8, ring=8, zero=3, dp_replicate=8),
     dict(dp=16, pp=4, tp=8, ring=8, zero=1),
     dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=1),
+    dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=0),
     dict(dp=16, pp=4, tp=8, ring=8, zero=2),
     dict(dp=16, pp=4, tp=8, ring=8, zero=3),
     dict(dp=16, pp=4, vpp=2, tp=8, ring=8, zero=2),

@@ -111,3 +111,47 @@ def test_uneven_ring_groups_ride_their_sparsest_node_like_the_analytic_model(siz
     assert result.crosses_nodes and result.bottleneck == "nic"
     assert result.duration_s == pytest.approx(
         float(ring_collective_time_s(hardware, "all_gather", sent, size, stride, 8)))
+
+
+def _pcie_groups(size, stride, world):
+    span = size * stride
+    starts = [x + span * y for y in range(world // span) for x in range(stride)]
+    return np.array([[b + stride * i for i in range(size)] for b in starts])
+
+
+@pytest.mark.parametrize("profile", ["l40s", "l20"])
+@pytest.mark.parametrize("nodes,size,stride", [(2, 16, 1), (2, 8, 2), (4, 8, 4), (3, 12, 1), (3, 3, 4)])
+def test_pcie_collectives_across_nodes_time_as_the_analytic_model(profile, nodes, size, stride):
+    # PCIe nodes: the NIC hangs off each GPU's x16 link. NCCL's inter-node ring is
+    # NET -> GPU a -> .. -> GPU x -> NET (src/graph/search.cc): the node's last GPU hops to the NIC
+    # instead of to a GPU, so its link carries what the rank sends once; the simulator used to load
+    # it with the node-local hop and the exit (+5.7% at 8 a node, +11% at 4, +73% at 2 + 1).
+    # A ring step is bound by its slowest hop (the intra-node 23.9 GB/s, not the NIC's 24), and an
+    # all-to-all's two shares share the x16 link (cost.links.all_to_all_time_s).
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+
+    hw = load_hardware(profile)
+    cluster = build_cluster(hw, nodes)
+    groups = _pcie_groups(size, stride, nodes * 8)
+    sent = 1 * GB
+    for collective, rounds in (("all_gather", 1), ("reduce_scatter", 1), ("all_reduce", 2)):
+        result = run_phase(cluster, collective, groups, sent, "ring", collective, rounds=rounds)
+        assert result.duration_s == pytest.approx(float(ring_collective_time_s(hw, collective, sent, size, stride, 8)))
+    step = run_phase(cluster, "ring", groups, sent, "p2p", "p2p")
+    assert step.duration_s == pytest.approx(float(p2p_time_s(hw, sent, size, stride, 8)))
+    if size * stride % 8 == 0:  # even shapes (uneven all-to-alls take the sparsest node's share)
+        a2a = run_phase(cluster, "a2a", groups, sent, "all_to_all", "all_to_all")
+        assert a2a.duration_s == pytest.approx(float(all_to_all_time_s(hw, sent, size, stride, 8)))
+
+
+def test_a_pcie_ring_across_two_nodes_by_hand():
+    # L40S, 16 ranks on 2 nodes, each sending 1 GB in an all-gather: the x16 link moves it at
+    # 31.5 GB/s x 0.44 (the profile's PCIe busbw) while each of the 8 NICs carries 1/8 GB at
+    # 25 x 0.96; plus NCCL's ring latency, 14 hops of 5.7 us inside the nodes and 1 of 14 us.
+    from sp_planner.catalog import load_hardware
+
+    result = run_phase(build_cluster(load_hardware("l40s"), 2), "ag", np.arange(16)[None, :], 1 * GB, "ring",
+                       "all_gather")
+    assert result.duration_s == pytest.approx(1e9 / (31.5e9 * 0.44) + 14 * 5.7e-6 + 14e-6)
+    assert result.bottleneck == "pcie"

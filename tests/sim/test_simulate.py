@@ -45,6 +45,18 @@ def test_groups_straddling_nodes_unevenly_simulate_as_the_analytic_model():
         assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
 
 
+@pytest.mark.parametrize("plan,nodes", [
+    (ParallelPlan(dp=1, ulysses=16), 2),  # an all-to-all across PCIe nodes (was 3.8% over)
+    (ParallelPlan(dp=4, ulysses=2, ring=4), 4),  # ring steps and the dp-cp group across nodes
+])
+def test_pcie_plans_across_nodes_simulate_as_the_analytic_model(plan, nodes):
+    # L40S nodes reach their NICs through each GPU's x16 link (sim.cluster): the simulator and the
+    # analytic model count the same traffic on it (sim.flows.ring_exit_rides_local_hop,
+    # cost.links.all_to_all_time_s and p2p_time_s).
+    result = simulate(MODEL, load_hardware("l40s"), WORKLOAD, plan, num_nodes=nodes, gpus_per_node=8, detail=False)
+    assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=1e-6)
+
+
 def test_contention_makes_the_simulator_slower_than_the_analytic_model():
     # One node per pod and a core oversubscribed 4:1: the 8 ring groups crossing between the two
     # nodes share each leaf's uplink, a quarter of the NICs below it.

@@ -1,0 +1,218 @@
+"""Exposed seconds of the data-parallel traffic on one rank: gradient syncs, parameter gathers and
+ZeRO-3's per-layer traffic against the compute they hide behind, with the limits cost.overlap's
+module docstring lists (buckets that cannot hide, the first layer never hidden, reshard after
+forward gathering twice, the interleaved schedule's per-chunk syncs). Vectorized over candidates."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
+
+
+class DPTimes(NamedTuple):
+    """Seconds of one pass of the data-parallel collectives over a stage's parameters on one rank
+    (vectorized), each call paying its latency (cost.buckets, cost.links.ring_latency_s)."""
+
+    grad_all_reduce_s: np.ndarray  # ZeRO-0: every bucket's all-reduce
+    grad_reduce_scatter_s: np.ndarray  # ZeRO-1/2: every bucket's reduce-scatter (+ HSDP's replica all-reduce)
+    param_all_gather_s: np.ndarray  # ZeRO-1/2: every bucket's parameter all-gather
+    last_all_reduce_s: np.ndarray  # the buckets that cannot hide (cost.buckets BucketLayout.unhideable)
+    last_reduce_scatter_s: np.ndarray
+    first_all_gather_s: np.ndarray
+    tail_all_reduce_s: np.ndarray  # of the last ones, those issued after the embedding's backward
+    tail_reduce_scatter_s: np.ndarray
+    layer_gather_s: np.ndarray  # ZeRO-3: one layer's all-gather ...
+    layer_reduce_s: np.ndarray  # ... and reduce-scatter (+ HSDP's replica all-reduce)
+    root_gather_s: np.ndarray  # ZeRO-3: the root unit's (embedding, final norm, output layer)
+    root_reduce_s: np.ndarray
+    # ZeRO-0/1 with virtual stages: one later model chunk's single bucket (cost.buckets._chunked),
+    # its all-reduce, reduce-scatter and parameter all-gather (0 without virtual stages).
+    chunk_all_reduce_s: np.ndarray | float = 0.0
+    chunk_reduce_scatter_s: np.ndarray | float = 0.0
+    chunk_all_gather_s: np.ndarray | float = 0.0
+
+
+class Edges(NamedTuple):
+    """The work beside a layer chunk's data-parallel edges, one micro-batch (cost.step): before
+    its first forward GEMM (the TP all-gather of its input), before its first backward GEMM (the
+    TP all-gathers of the gradient and the saved input; under full recompute the recomputed
+    forward's, under selective also the recomputed attention) and after its last backward GEMM
+    (the TP reduce-scatter), all off the data-parallel stream (sim.layer_program orders them so)."""
+
+    fwd_lead_s: np.ndarray | float
+    bwd_lead_s: np.ndarray | float
+    bwd_trail_s: np.ndarray | float
+
+
+def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
+    """Exposed seconds of `total_s` overlapped with `window_s`, of which `unhideable_s` (the last
+    or first buckets) can never hide."""
+    if not overlapped:
+        return np.asarray(total_s, dtype=np.float64)
+    return np.maximum(np.minimum(unhideable_s, total_s), total_s - window_s)
+
+
+def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True,
+                        ahead_s=0.0, behind_s=0.0):
+    """ZeRO-3: exposed seconds of one pass (forward or backward) of `layers` layers, each gathering
+    its parameters in gather_s (and, in backward, reduce-scattering its gradients in reduce_s) on
+    one stream while computing window_s. The first layer's gather (after `before_s`, the root
+    unit's gather in forward) and the last layer's reduce-scatter (then `after_s`, the root's) are
+    never hidden, but for the work `ahead_s` that runs before the first layer's first GEMM (its
+    TP all-gathers; in backward also the output layer's and the loss's, during which FSDP2's root
+    pre-backward hook prefetches the last block, FSDPParamGroup.pre_backward) and `behind_s` after
+    the last one's (its TP reduce-scatter, before which the root's cannot start); each other
+    layer exposes what its communication takes beyond its compute. Without prefetch every gather
+    waits in line before its layer."""
+    middle = (layers - 1) * np.maximum(0.0, np.where(prefetch, gather_s, 0.0) + reduce_s - window_s)
+    first = np.maximum(0.0, before_s + gather_s - ahead_s)
+    queued = 0.0 if prefetch else (layers - 1) * gather_s
+    # The root's reduce-scatter is issued after the last layer's TP reduce-scatter (behind_s).
+    return first + queued + middle + np.maximum(0.0, reduce_s - behind_s) + after_s
+
+
+def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
+                     ahead_s=0.0, chunks=1, edges: Edges | None = None):
+    """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
+    under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
+    parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
+    backward ends only when that traffic has left: Megatron-FSDP reduces gradients "on every
+    backward propagation" with optim_grads / optim_grads_params, and its root post-backward
+    callback, queued at the end of each micro-batch's backward, makes the compute stream wait for
+    the queued reduce-scatters (megatron_fsdp.py _root_post_backward, GradReducePipeline.reset ->
+    wait_for_previous_grad_reduce(0); Megatron-LM d98e8a6). `ahead_s`: the compute before the
+    stage's first layer in backward (the output layer's and the loss's on the last stage);
+    `edges`: the TP collectives around a chunk's first and last GEMMs, which the first gather and
+    the last reduce-scatter overlap (layerwise_exposed_s).
+    `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
+    its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
+    exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
+    buckets) are approximated by a layer's share of the stage's buckets."""
+    t = times
+    e = edges or Edges(0.0, 0.0, 0.0)
+    # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
+    chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / layers
+    unhideable2 = (last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
+                   + (chunks - 1) * np.maximum(0.0, chunk_first - e.bwd_trail_s))
+    # Nor can a later chunk's calls start before its first layer's backward is done: saturated,
+    # each chunk's queue starts a layer late, so the traffic hides behind a layer less per chunk.
+    lag = (chunks - 1) * bwd_window_s / layers
+    reduce2 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s - lag, unhideable2, overlap.grad_reduce)
+    prefetch = overlap.zero3_prefetch
+    # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
+    bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
+    per_chunk = layers / chunks
+    fwd_w, bwd_w = fwd_window_s / layers, bwd_window_s / layers
+
+    def forward(before_s=0.0):
+        return layerwise_exposed_s(t.layer_gather_s, 0.0, fwd_w, per_chunk, before_s=before_s, prefetch=prefetch,
+                                   ahead_s=e.fwd_lead_s)
+
+    def backward(after_s=0.0, loss_s=0.0):
+        return layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_w, per_chunk, after_s=after_s,
+                                   prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s)
+
+    # The root unit goes with the stage's first chunk (forward) and leaves after it (backward);
+    # the loss's backward runs before the last chunk's.
+    zero3 = (forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s)
+             + (chunks - 1) * (forward() + backward()))
+    busy3 = t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s) + t.root_reduce_s
+    exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
+    busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
+    return exposed, busy
+
+
+def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool):
+    """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
+    parameter gather) on the first stage of an interleaved pipeline. Each later model chunk is one
+    call of chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's);
+    window_s is one micro-batch's backward (forward) of the stage, a chunk's being 1/vpp of it.
+    Gradients: Megatron syncs chunk c after its last micro-batch's backward (schedules.py
+    forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess ->
+    grad_sync_func[chunk]), and the cooldown then runs c x pp more chunk backwards (the last
+    group's chunks in reverse, pp micro-batches each). Parameters: chunk c >= 2 is gathered when
+    chunk c - 1 starts, pp chunk forwards before its use, chunks 0 and 1 at the step's start
+    (chunk_gathers_ahead). One stream holds them all, so a chunk's call queues behind the earlier
+    ones: exposed is chunk 0's own pass behind its chunk's window (hidden_behind) or, worse, the
+    queue of chunk 0 and chunks 1..c, first + c (chunk_s - pp x window_s / vpp), worst at c = 1
+    or c = vpp - 1. Without virtual stages (or overlap) it is hidden_behind of the whole pass."""
+    vpp = np.asarray(vpp)
+    whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
+    if not overlapped:
+        return whole
+    first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s)
+    chunk_window = window_s / vpp
+    own = hidden_behind(first, chunk_window, unhideable_s, True)
+    behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
+    queued = first + np.maximum(behind, (vpp - 1) * behind)
+    return np.where(vpp > 1, np.maximum(own, queued), whole)
+
+
+def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bool):
+    """Exposed seconds of ZeRO-2's once-a-step parameter gather over a stage's `chunks` model
+    chunks (fwd_window_s: one micro-batch's forward of its `layers` layers): each chunk is its own
+    FSDP module (micro_batch_dp_s), so each later chunk's first layer waits for its own calls (a
+    layer's share) and its other layers' calls, issued when its forward starts, hide behind it
+    less that first layer. hidden_behind of the whole pass for one chunk."""
+    t = times
+    chunk_first = (t.param_all_gather_s - t.root_gather_s) / layers
+    lag = (chunks - 1) * fwd_window_s / layers
+    return hidden_behind(t.param_all_gather_s, fwd_window_s - lag, t.first_all_gather_s + (chunks - 1) * chunk_first,
+                         overlapped)
+
+
+def last_calls_s(last_s, tail_s, edges: Edges | None):
+    """The unhideable gradient calls' exposed seconds: those issued at the first layer run beside
+    its TP reduce-scatter (Edges.bwd_trail_s), those after the embedding's backward (tail_s, of
+    last_s) only after it."""
+    trail = 0.0 if edges is None else edges.bwd_trail_s
+    return np.maximum(0.0, last_s - tail_s - trail) + tail_s
+
+
+def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
+                 reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None):
+    """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
+    shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
+
+    fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
+    stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
+    (reshard_after_forward, cost.fsdp); ahead_s, chunks and edges as micro_batch_dp_s; ZeRO-0/1's
+    once-a-step passes over `chunks` model chunks of a pp-stage pipeline as chunked_exposed_s.
+    ZeRO-2/3's per-micro-batch traffic exposes micro_batches x micro_batch_dp_s on a single
+    stage; a pipeline passes what it exposes on the critical path instead, with what the first
+    stage hides (`micro_batch_traffic_s`,
+    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
+    stage's own traffic less its own exposure.
+    """
+    t = times
+    # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
+    chunk = dict(pp=pp, vpp=chunks)
+    reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
+                                last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
+                                overlapped=overlap.grad_all_reduce, **chunk)
+    reduce1 = chunked_exposed_s(t.grad_reduce_scatter_s, t.chunk_reduce_scatter_s,
+                                last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, edges), bwd_window_s,
+                                overlapped=overlap.grad_reduce, **chunk)
+    # ZeRO-2's gather (FSDP, no chunk alignment) behind the step's first forward, chunk by chunk.
+    gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
+                        chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
+                                          fwd_window_s, overlapped=True, **chunk),
+                        chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
+    per_micro_batch, per_micro_batch_busy = micro_batch_dp_s(
+        overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
+        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges)
+    # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
+    once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
+    once_busy = np.select([zero == 0, zero == 1, zero == 2],
+                          [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
+                          0.0)
+    exposed = once + micro_batches * per_micro_batch
+    hidden = micro_batches * (per_micro_batch_busy - per_micro_batch)
+    if micro_batch_traffic_s is not None:
+        traffic, traffic_hidden = micro_batch_traffic_s
+        exposed = np.where(np.isnan(traffic), exposed, once + traffic)
+        hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
+    return exposed, np.maximum(0.0, once_busy - once + hidden)
