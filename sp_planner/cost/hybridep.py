@@ -55,7 +55,8 @@ flatters it (per-row costs weigh more on short rows). Megatron-Bridge's H100 A/B
 (validation/corpus/megatron_bridge_ep_overlap.yaml) shows it across nodes: its Nsight figures put
 that run's HybridEP dispatch at 4.25 s a step, 2.4-4.7x what the H100 "IB Bandwidth" rate per
 row would give (0.9 s for the forward dispatches, 1.8 s with the backward's), which is why HybridEP
-across nodes stays on NCCL's model.
+across nodes stays on NCCL's model (at the profile's ep_kernel_all_to_all, DeepEP's internode RDMA
+rate, where set: cost.links).
 
 Not covered here, and timed as NCCL's all-to-all by cost.moe (stated in the docstring there):
 HybridEP on other GPUs (no intra-node H100 figure is published) and across NVLink domains (its

@@ -103,14 +103,18 @@ def nic_behind_gpu_link(hardware: HardwareProfile) -> bool:
     return hardware.intra_node.kind == "pcie"
 
 
-def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2):
+def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size=2, *, nccl: bool = True):
     """Busbw fraction of `collective` on one link class; all-to-all may depend on group size.
 
     With `all_to_all_by_group_size` set, an all-to-all over g ranks takes the efficiency
     interpolated linearly in log2(g) between the listed sizes and clamped outside them (numpy
-    interp); otherwise, and for every other collective, the scalar field. Vectorized over
+    interp); otherwise, and for every other collective, the scalar field. An all-to-all run by
+    device-initiated expert-parallel kernels (`nccl` False: HybridEP's) takes the profile's
+    `ep_kernel_all_to_all` where it sets one (NCCL's figure otherwise). Vectorized over
     `group_size`; the simulator (sp_planner.sim.flows) calls this too.
     """
+    if collective == "all_to_all" and not nccl and eff.ep_kernel_all_to_all is not None:
+        return np.broadcast_to(np.float64(eff.ep_kernel_all_to_all), np.shape(group_size)).copy()
     points = eff.all_to_all_by_group_size
     if collective != "all_to_all" or not points:
         return np.broadcast_to(np.float64(getattr(eff, collective)), np.shape(group_size)).copy()
@@ -120,10 +124,10 @@ def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size
     return np.interp(g, sizes, values)
 
 
-def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2):
+def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2, *, nccl: bool = True):
     link = hardware.inter_node if inter else hardware.intra_node
     eff = hardware.efficiency.inter_node if inter else hardware.efficiency.intra_node
-    return link.bandwidth_bytes_per_s * collective_efficiency(eff, collective, group_size)
+    return link.bandwidth_bytes_per_s * collective_efficiency(eff, collective, group_size, nccl=nccl)
 
 
 def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
@@ -233,17 +237,18 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
     sends. Inside a node, NCCL's (`nccl`; not HybridEP's own kernels) times the measured slowdown
     at the call's message size (cost.collective_sizes).
     A group-size-dependent efficiency is taken at the r members sharing a node for the
-    intra-node part and at the whole group for the network part.
+    intra-node part and at the whole group for the network part. Not NCCL's (`nccl` False:
+    HybridEP's kernels), each part takes the profile's `ep_kernel_all_to_all` where it sets one.
     """
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
     peers = np.maximum(size - 1, 1)
-    bw_local = _bw(hardware, "all_to_all", False, np.where(link == INTER, r, size))
+    bw_local = _bw(hardware, "all_to_all", False, np.where(link == INTER, r, size), nccl=nccl)
     intra_s = sent * (r - 1) / peers / bw_local
     net_bytes = sent * (size - r) / peers
-    net_eff = collective_efficiency(hardware.efficiency.inter_node, "all_to_all", size)
+    net_eff = collective_efficiency(hardware.efficiency.inter_node, "all_to_all", size, nccl=nccl)
     net_s = net_bytes / (hardware.inter_node.bandwidth_bytes_per_s * net_eff)
     if nic_behind_gpu_link(hardware):
         intra_s = intra_s + net_bytes / (hardware.intra_node.bandwidth_bytes_per_s * net_eff)  # pcie_link_s

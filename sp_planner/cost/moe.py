@@ -58,7 +58,9 @@ HybridEP backend permutes inside its dispatch and combine kernels (Megatron-LM _
 none of these bytes. Its dispatch and combine inside one NVLink domain on the profiles HybridEP
 publishes figures for are timed from them (cost.hybridep: one row a token and receiving rank, at
 its measured speed); elsewhere (H100 nodes, across NVLink domains) as the alltoall dispatcher's
-NCCL all-to-all. DeepEP (a permute after its dispatch) is not modelled.
+NCCL all-to-all, its network part at the profile's ep_kernel_all_to_all (DeepEP's internode RDMA
+rate) where the profile sets one, not NCCL's all_to_all (cost.links). DeepEP (a permute after its
+dispatch) is not modelled.
 """
 
 from __future__ import annotations

@@ -155,4 +155,6 @@ def _collectives(eff: CollectiveEfficiency) -> str:
     if eff.all_to_all_by_group_size:
         points = ", ".join(f"{p.group_size} ranks {p.efficiency:.2f}" for p in eff.all_to_all_by_group_size)
         text += f"; all-to-all by group size: {points}"
+    if eff.ep_kernel_all_to_all is not None:
+        text += f"; EP kernels' all-to-all {eff.ep_kernel_all_to_all:.2f}"
     return text

@@ -186,8 +186,8 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
             local = np.repeat(beside, n - 1, axis=1).reshape(-1)
         else:
             local = (nodes[gid] == cluster.node_of(src)[:, None]).sum(axis=1)  # (num_flows,)
-    eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local)
-    eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n)
+    eff_intra = collective_efficiency(cluster.hardware.efficiency.intra_node, efficiency, local, nccl=nccl)
+    eff_inter = collective_efficiency(cluster.hardware.efficiency.inter_node, efficiency, n, nccl=nccl)
     speed = np.broadcast_to(np.where(inter, eff_inter, eff_intra), src.shape)
     # A hierarchical ring's network hops on PCIe nodes: their GPU link is loaded by the node-local
     # hop they replace (ring_exit_rides_local_hop).

@@ -100,6 +100,11 @@ class CollectiveEfficiency(_Finite):
     # spans more GPUs (PCIe trees across CPU sockets). When given, an all-to-all over g ranks uses
     # the value interpolated in log2(g), clamped at the ends, instead of `all_to_all`.
     all_to_all_by_group_size: tuple[GroupEfficiency, ...] = ()
+    # Optional: the all-to-all efficiency of device-initiated expert-parallel kernels (DeepEP's,
+    # HybridEP's: RDMA written by the GPU, tokens forwarded over NVLink) where it differs from
+    # NCCL's all-to-all (`all_to_all`); None: `all_to_all`. Only the token dispatch of a
+    # non-NCCL dispatcher takes it (cost.links.all_to_all_time_s, nccl=False).
+    ep_kernel_all_to_all: float | None = Field(default=None, gt=0.0, le=1.0)
 
     @field_validator("all_to_all_by_group_size")
     @classmethod
