@@ -16,10 +16,11 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import file_name, run_app
+from sp_planner.cli.run_model import Layer, model_attention
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
-from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, check_config
+from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, WindowKind, check_config
 from sp_planner.executor.config import Device
 from sp_planner.executor.launch import LaunchSpec, cluster_command
 from sp_planner.executor.multinode import split_endpoint
@@ -52,28 +53,34 @@ Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the referenc
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
-def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
+def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Layer | None,
+                      **run_options: Any) -> tuple[RunConfig, str | None]:
+    """The run of one attention layer of the plan, and which layer it is where the model has two kinds."""
     given = [name for name, value in shape.items() if value is not None]
     if given:
         raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
     model, plan = plan_file.model, plan_file.plan
+    attention, note = model_attention(model, plan_file.workload.seq_len, layer)
     return RunConfig(
         ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout, cp_comm=plan.cp_comm,
         batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
-        num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, **run_options,
-    )
+        num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, **attention, **run_options,
+    ), note
 
 
-def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None) -> list[str]:
+def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: Layer | None = None) -> list[str]:
     """sp-run arguments reproducing this run (for the printed cluster command)."""
     if plan_path is not None:
-        args = ["--plan", str(plan_path)]
+        args = ["--plan", str(plan_path)] + (["--layer", layer] if layer is not None else [])
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
                 "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
                 "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout]
         args += ["--cp-comm", cfg.cp_comm] if cfg.cp_comm != "p2p" else []  # p2p is the default
         args += ["--causal"] if cfg.causal else []
+        args += ["--v-head-dim", str(cfg.v_head_dim)] if cfg.v_head_dim is not None else []
+        args += ["--softcap", str(cfg.softcap)] if cfg.softcap is not None else []
+        args += ["--window", str(cfg.window), "--window-kind", cfg.window_kind] if cfg.window is not None else []
     args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
     return args + (["--out", str(out)] if out is not None else [])
 
@@ -115,7 +122,18 @@ def run(
     batch: Annotated[Optional[int], typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="Sequences [default: 1].")] = None,
     heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="Query heads.")] = None,
     kv_heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="KV heads [default: heads].")] = None,
-    head_dim: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEAD_DIM, help="Head dimension.")] = None,
+    head_dim: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEAD_DIM, help="Head dimension of Q and K.")] = None,
+    v_head_dim: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_HEAD_DIM, help="Head dimension of V and the output where it differs from Q/K's (MLA: "
+        "--head-dim 192 --v-head-dim 128) [default: --head-dim].")] = None,
+    softcap: Annotated[Optional[float], typer.Option(
+        help="Attention logit softcap c > 0: scores -> c*tanh(scores/c) (Gemma 2: 50).")] = None,
+    window: Annotated[Optional[str], typer.Option(
+        help="Local attention: each query sees this many keys ending at itself (needs --causal).")] = None,
+    window_kind: Annotated[Optional[WindowKind], typer.Option(
+        help="sliding: the keys ending at the query; chunked: the query's own chunk [default: sliding].")] = None,
+    layer: Annotated[Optional[Layer], typer.Option(
+        help="With --plan, a model with local-attention layers: run a local or a global one [default: local].")] = None,
     causal: Annotated[Optional[bool], typer.Option("--causal", help="Causal mask [default: full].")] = None,
     ring_layout: Annotated[Optional[RingLayout], typer.Option(help="Ring sharding [default: contiguous].")] = None,
     cp_comm: Annotated[Optional[CpComm], typer.Option(
@@ -150,11 +168,15 @@ def run(
                        debug_fail_mode=debug_fail_mode)
     shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
              "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout,
-             "--cp-comm": cp_comm}
+             "--cp-comm": cp_comm, "--v-head-dim": v_head_dim, "--softcap": softcap, "--window": window,
+             "--window-kind": window_kind}
+    layer_note = None
     if plan is not None:
         plan_file = read_plan_file(plan)
-        cfg = _config_from_plan(plan_file, shape, dtype=dtype or "bfloat16", **run_options)
+        cfg, layer_note = _config_from_plan(plan_file, shape, layer, dtype=dtype or "bfloat16", **run_options)
     else:
+        if layer is not None:
+            raise UserInputError("--layer picks a layer of a plan's model (--plan); without one give --window or not")
         plan_file, cfg = None, _config_from_flags(shape, dtype=dtype or "float32", **run_options)
     if out is not None:
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
@@ -174,13 +196,15 @@ def run(
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=_cluster_line(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
-                                     given=nproc_per_node is not None or nodes is not None))
+                                     given=nproc_per_node is not None or nodes is not None, layer=layer))
     if print_launch:
         job.console.print(job.cluster, soft_wrap=True, markup=False, highlight=False)
         return 0
     if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
         job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
                           f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
+    if layer_note is not None:
+        job.console.print(f"note: {layer_note}.", soft_wrap=True, highlight=False)
     if _joined_launch():
         _check_joined_environment()
         return run_joined(job)
@@ -198,16 +222,19 @@ def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfi
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
         batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
         head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
-        ring_layout=shape["--ring-layout"] or "contiguous", cp_comm=shape["--cp-comm"] or "p2p", **run_options,
+        ring_layout=shape["--ring-layout"] or "contiguous", cp_comm=shape["--cp-comm"] or "p2p",
+        v_head_dim=shape["--v-head-dim"], softcap=shape["--softcap"],
+        window=None if shape["--window"] is None else parse_tokens(shape["--window"], what="--window"),
+        window_kind=shape["--window-kind"] or "sliding", **run_options,
     )
 
 
 def _cluster_line(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
-                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool) -> str:
+                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None) -> str:
     """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
     The joined ranks must expect the same ranks per node as the printed line starts (given)."""
     per_node = cfg.nproc_per_node or _ranks_per_node(cfg.world_size, None, None, plan_file)
-    sp_run_args = _cli_args(cfg, plan, out) + (["--nproc-per-node", str(per_node)] if given else [])
+    sp_run_args = _cli_args(cfg, plan, out, layer) + (["--nproc-per-node", str(per_node)] if given else [])
     return cluster_command(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
                                       rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id),
                            sp_run_args)

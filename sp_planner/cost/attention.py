@@ -208,10 +208,11 @@ def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_di
 
 
 def attention_layer_time_s(hardware: HardwareProfile, *, batch: int, seq_len: int, num_heads: int,
-                           num_kv_heads: int, head_dim: int, tp: int, ulysses: int, ring: int,
+                           num_kv_heads: int, head_dim: float, tp: int, ulysses: int, ring: int,
                            causal: bool, ring_layout: str, gpus_per_node: int, elem_bytes: int,
                            backward: bool = True, cp_comm: str = "p2p") -> float:
-    """Wall time of one attention layer (core attention + its Ulysses/ring comm) on one rank."""
+    """Wall time of one attention layer (core attention + its Ulysses/ring comm) on one rank.
+    head_dim: MLA's mean of its q/k and v head dims (ModelSpec.head_dim), which may be a half."""
     if ring_layout not in ("zigzag", "contiguous"):
         raise ValueError(f"ring_layout must be 'zigzag' or 'contiguous', got {ring_layout!r}")
     times = attention_times(
@@ -225,7 +226,7 @@ def attention_layer_time_s(hardware: HardwareProfile, *, batch: int, seq_len: in
 
 
 def attention_layer_memory_bytes(*, batch: int, seq_len: int, num_heads: int, num_kv_heads: int,
-                                 head_dim: int, ulysses: int, ring: int, elem_bytes: int,
+                                 head_dim: float, ulysses: int, ring: int, elem_bytes: int,
                                  cp_comm: str = "p2p") -> int:
     """Per-rank peak bytes of one attention layer, forward + backward, all tensors alive at once.
 

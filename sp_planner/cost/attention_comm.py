@@ -7,6 +7,10 @@ evaluates thousands of candidates at once), and use integer arithmetic only.
 
 Shapes (per rank, before the Ulysses all-to-all): batch b, tokens S/(U*R), q heads Hq = H/tp,
 kv heads Hkv = KV heads per TP rank after replication for Ulysses (`kv_heads_for_ulysses`).
+Q and K (and dQ, dK) have `head_dim`; V and O (and dV, dO) `v_head_dim`, head_dim unless given
+(MLA: 192 and 128). The planner passes MLA's mean of the two as head_dim (ModelSpec.head_dim):
+every formula here moves a Q or K tensor with an O or V one of the same heads, so its totals
+are the same either way; the executor passes both (sp_planner.executor.predict).
 """
 
 from __future__ import annotations
@@ -62,8 +66,12 @@ def ulysses_layout_copy_bytes(*, batch, seq_len, heads, head_dim, ulysses, ring,
     return copies * 2 * tokens * heads * head_dim * elem_bytes
 
 
+def _v_dim(head_dim, v_head_dim):
+    return head_dim if v_head_dim is None else v_head_dim
+
+
 def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim, tp, ulysses,
-                            ring, elem_bytes):
+                            ring, elem_bytes, v_head_dim=None):
     """All-to-all bytes one rank sends per layer, forward + backward.
 
     Forward: Q, K, V go sequence-sharded -> head-sharded, O goes back (4 all-to-alls). Backward:
@@ -72,8 +80,9 @@ def ulysses_bytes_per_layer(*, batch, seq_len, num_heads, num_kv_heads, head_dim
     local tensor; the chunk a rank keeps for itself is not sent.
     """
     local_tokens = seq_len // (ulysses * ring)
-    heads = 2 * (num_heads // tp) + 2 * kv_heads_for_ulysses(num_kv_heads, tp, ulysses)
-    local_elems = batch * local_tokens * head_dim * heads  # Q + O + K + V on this rank
+    heads = num_heads // tp + kv_heads_for_ulysses(num_kv_heads, tp, ulysses)
+    # Q + K at head_dim, O + V at v_head_dim, on this rank
+    local_elems = batch * local_tokens * heads * (head_dim + _v_dim(head_dim, v_head_dim))
     per_pass = local_elems // ulysses * (ulysses - 1)
     return 2 * per_pass * elem_bytes
 
@@ -85,7 +94,7 @@ def ring_grad_hops(ring, grad_home_hop=True):
 
 
 def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
-                         grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True):
+                         grad_elem_bytes=RING_GRAD_ELEM_BYTES, grad_home_hop=True, v_head_dim=None):
     """P2P bytes one rank sends per layer, forward + backward, for Ring Attention.
 
     Each rank holds S/R tokens and Hkv/U KV heads after the Ulysses all-to-all. Forward sends
@@ -96,10 +105,11 @@ def ring_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses,
     accumulators make R-1 hops. Zigzag and contiguous layouts send the same blocks.
     """
     kv_heads = kv_heads_for_ulysses(num_kv_heads, tp, ulysses) // ulysses
-    block_elems = batch * (seq_len // ring) * kv_heads * head_dim  # one of K or V
-    forward = 2 * (ring - 1) * block_elems * elem_bytes
+    # K (head_dim) and V (v_head_dim) of one block together
+    pair_elems = batch * (seq_len // ring) * kv_heads * (head_dim + _v_dim(head_dim, v_head_dim))
+    forward = (ring - 1) * pair_elems * elem_bytes
     hops = ring_grad_hops(ring, grad_home_hop)
-    backward = 2 * (ring - 1) * block_elems * elem_bytes + 2 * hops * block_elems * grad_elem_bytes
+    backward = (ring - 1) * pair_elems * elem_bytes + hops * pair_elems * grad_elem_bytes
     return np.where(ring > 1, forward + backward, 0)
 
 
@@ -115,7 +125,8 @@ def allgather_kv_block_elems(*, batch, seq_len, num_kv_heads, head_dim, tp, ulys
     return batch * (seq_len // ring) * kv_heads * head_dim
 
 
-def allgather_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes):
+def allgather_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring, elem_bytes,
+                              v_head_dim=None):
     """All-gather bytes one rank sends per layer, forward + backward, for all-gather CP.
 
     Forward gathers K and V over the ring axis; backward gathers them again from the saved local
@@ -123,19 +134,21 @@ def allgather_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, uly
     "all-gather K and V ... then compute attention output for the local query chunks"). An
     all-gather over R ranks sends (R-1)/R of the gathered tensor per rank: R-1 local blocks.
     """
-    block = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
-                                     head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring)
-    return 2 * 2 * (ring - 1) * block * elem_bytes
+    pair = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
+                                    head_dim=head_dim + _v_dim(head_dim, v_head_dim), tp=tp, ulysses=ulysses,
+                                    ring=ring)  # K and V blocks together
+    return 2 * (ring - 1) * pair * elem_bytes
 
 
 def allgather_reduce_scatter_bytes_per_layer(*, batch, seq_len, num_kv_heads, head_dim, tp, ulysses, ring,
-                                             grad_elem_bytes=ALLGATHER_GRAD_ELEM_BYTES):
+                                             grad_elem_bytes=ALLGATHER_GRAD_ELEM_BYTES, v_head_dim=None):
     """Reduce-scatter bytes one rank sends per layer (backward only) for all-gather CP: the
     full-sequence dK and dV, each rank keeping its own block's sum (TE
     `reduce_scatter_along_first_dim(dk)`); (R-1)/R of the full tensor, R-1 blocks."""
-    block = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
-                                     head_dim=head_dim, tp=tp, ulysses=ulysses, ring=ring)
-    return 2 * (ring - 1) * block * grad_elem_bytes
+    pair = allgather_kv_block_elems(batch=batch, seq_len=seq_len, num_kv_heads=num_kv_heads,
+                                    head_dim=head_dim + _v_dim(head_dim, v_head_dim), tp=tp, ulysses=ulysses,
+                                    ring=ring)  # dK and dV blocks together
+    return (ring - 1) * pair * grad_elem_bytes
 
 
 def allgather_buffer_bytes(kv_elems, ring, elem_bytes, grad_elem_bytes=ALLGATHER_GRAD_ELEM_BYTES):

@@ -13,7 +13,10 @@ Each local query chunk (global tokens [g0, g1)) is computed as two kernel calls 
 online-softmax rule: the keys before it, unmasked, and its own diagonal block, causal. Without a
 causal mask all local queries attend to all keys in one call.
 
-Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in sharding order.
+Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in sharding order (MLA: q, k at
+d_qk, v and out at d_v). Score modifications (sp_planner.executor.score_mod) reach each kernel
+call with the window of its queries' and keys' global positions; a piece the window hides
+entirely is not computed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.distributed as dist
 from sp_planner.executor.comm import CommCounter, all_gather_dim0, reduce_scatter_dim0
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.merge import merge_partial
+from sp_planner.executor.score_mod import BlockMod, ScoreMods, backward_call, forward_call, skipped
 from sp_planner.executor.sharding import local_token_index
 from sp_planner.plan import RingLayout
 
@@ -71,6 +75,17 @@ class AllGatherSetup:
     causal: bool
     layout: RingLayout
     scale: float
+    mods: ScoreMods | None = None  # None or inactive: every call is made without a BlockMod
+
+
+def _piece_mods(pieces: list[Piece], rank: int, size: int, seq_len: int, setup: AllGatherSetup, device
+                ) -> list[BlockMod | None]:
+    """Each piece's BlockMod (None for all without score modifications)."""
+    if setup.mods is None or not setup.mods.active:
+        return [None] * len(pieces)
+    q_pos = local_token_index(seq_len, ring=size, ulysses=1, ring_rank=rank, ulysses_rank=0,
+                              layout=setup.layout).to(device)
+    return [setup.mods.block(q_pos[p.q_rows], torch.arange(p.kv_start, p.kv_end, device=device)) for p in pieces]
 
 
 def _gather_kv(k, v, setup: AllGatherSetup, order: torch.Tensor):
@@ -85,17 +100,20 @@ def _gather_kv(k, v, setup: AllGatherSetup, order: torch.Tensor):
 
 
 def allgather_forward(q, k, v, setup: AllGatherSetup) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns out (b, s, h, d) in q's dtype and lse (b, h, s) in fp32."""
+    """Returns out (b, s, h, d_v) in q's dtype and lse (b, h, s) in fp32."""
     size, rank = dist.get_world_size(setup.group), dist.get_rank(setup.group)
     seq_len = q.shape[1] * size
     k_full, v_full = _gather_kv(k, v, setup, _gathered_order(seq_len, size, setup.layout, q.device))
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    out = torch.empty((*q.shape[:3], v.shape[-1]), dtype=torch.float32, device=q.device)  # (b, s, h, d_v)
     lse = torch.empty((q.shape[0], q.shape[2], q.shape[1]), dtype=torch.float32, device=q.device)
     first_rows: set[tuple] = set()
-    for piece in pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout):
+    pieces = pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout)
+    for piece, mod in zip(pieces, _piece_mods(pieces, rank, size, seq_len, setup, q.device)):
+        if skipped(mod):  # never the first piece of its rows: that is their diagonal block
+            continue
         rows, keys = piece.q_rows, slice(piece.kv_start, piece.kv_end)
-        out_b, lse_b = setup.kernel.forward(q[:, rows], k_full[:, keys], v_full[:, keys], causal=piece.causal,
-                                            scale=setup.scale)
+        out_b, lse_b = forward_call(setup.kernel, q[:, rows], k_full[:, keys], v_full[:, keys],
+                                    causal=piece.causal, scale=setup.scale, mod=mod)
         key = (rows.start, rows.stop)
         if key not in first_rows:
             first_rows.add(key)
@@ -116,11 +134,14 @@ def allgather_backward(dout, q, k, v, out, lse, setup: AllGatherSetup):
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dk_full = torch.zeros(k_full.shape, dtype=torch.float32, device=q.device)
     dv_full = torch.zeros(v_full.shape, dtype=torch.float32, device=q.device)
-    for piece in pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout):
+    pieces = pieces_for_rank(rank, size, seq_len, causal=setup.causal, layout=setup.layout)
+    for piece, mod in zip(pieces, _piece_mods(pieces, rank, size, seq_len, setup, q.device)):
+        if skipped(mod):
+            continue
         rows, keys = piece.q_rows, slice(piece.kv_start, piece.kv_end)
-        dq_b, dk_b, dv_b = setup.kernel.backward(
-            dout[:, rows], q[:, rows], k_full[:, keys], v_full[:, keys], out[:, rows], lse[:, :, rows],
-            causal=piece.causal, scale=setup.scale)
+        dq_b, dk_b, dv_b = backward_call(
+            setup.kernel, dout[:, rows], q[:, rows], k_full[:, keys], v_full[:, keys], out[:, rows],
+            lse[:, :, rows], causal=piece.causal, scale=setup.scale, mod=mod)
         dq[:, rows] += dq_b
         dk_full[:, keys] += dk_b
         dv_full[:, keys] += dv_b

@@ -37,11 +37,17 @@ CUDA_REFERENCE_FLOPS_PER_S = 19.5e12
 LONG_REFERENCE_S = 60.0
 
 
+def reference_score_matrices(softcap: bool) -> int:
+    """Score-sized fp32 matrices the reference keeps alive per chunk: E and dS, and with a logit
+    softcap tanh(S / c) for the backward (reference.chunked_attention)."""
+    return REFERENCE_LIVE_SCORE_MATRICES + (1 if softcap else 0)
+
+
 def reference_chunk_rows(*, batch: int, heads: int, seq_len: int,
-                         budget_bytes: int = REFERENCE_WORKSPACE_BYTES) -> int:
+                         budget_bytes: int = REFERENCE_WORKSPACE_BYTES, softcap: bool = False) -> int:
     """Query rows per chunk whose live score matrices, (batch, heads, rows, seq_len) fp32 each, fit
     budget_bytes (at least one row, at most the sequence: small shapes run in one chunk)."""
-    row_bytes = REFERENCE_LIVE_SCORE_MATRICES * batch * heads * seq_len * FP32_BYTES
+    row_bytes = reference_score_matrices(softcap) * batch * heads * seq_len * FP32_BYTES
     return max(1, min(seq_len, budget_bytes // row_bytes))
 
 
@@ -70,29 +76,32 @@ class RunMemory(FrozenModel):
 
 
 def _math_kernel(cfg: RunConfig) -> bool:
-    """kernels.select_kernel picks the math kernel when asked, and for fp32 on CUDA."""
-    return cfg.kernel == "math" or (cfg.device == "cuda" and cfg.dtype == "float32")
+    """kernels.select_kernel picks the math kernel when asked and for a softcap or window; fp32 on
+    CUDA is counted as it too."""
+    return cfg.kernel == "math" or cfg.score_mods or (cfg.device == "cuda" and cfg.dtype == "float32")
 
 
 def run_memory(cfg: RunConfig) -> RunMemory:
-    b, s, d = cfg.batch, cfg.seq_len, cfg.head_dim
+    b, s, d_qk, d_v = cfg.batch, cfg.seq_len, cfg.head_dim, cfg.v_dim  # MLA: d_qk != d_v
     h, kv = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank
     eb = cfg.elem_bytes
-    q_elems, kv_elems = b * s * h * d, b * s * kv * d
-    tensors_elems = 2 * q_elems + 2 * kv_elems  # Q, K, V, dO (or O, dQ, dK, dV)
-    rows = reference_chunk_rows(batch=b, heads=h, seq_len=s)
-    scores = REFERENCE_LIVE_SCORE_MATRICES * b * h * rows * s * FP32_BYTES
-    chunk_rows = 5 * b * rows * h * d * FP32_BYTES  # Q*scale, dO/l, O, its rounded copy, dQ
-    # fp32 K, V copies and one K-sized matmul result before it is added to dK or dV (the dK, dV
-    # accumulators are the reference's results)
-    workspace = scores + chunk_rows + 3 * kv_elems * FP32_BYTES
+    q_elems = b * s * h * cfg.kernel_head_dim  # a query-sized tensor at the wider head dim
+    tensors_elems = b * s * (h + kv) * (d_qk + d_v)  # Q, K at d_qk, V, dO at d_v (or dQ, dK, O, dV)
+    softcap = cfg.softcap is not None
+    rows = reference_chunk_rows(batch=b, heads=h, seq_len=s, softcap=softcap)
+    scores = reference_score_matrices(softcap) * b * h * rows * s * FP32_BYTES
+    chunk_rows = b * rows * h * (2 * d_qk + 3 * d_v) * FP32_BYTES  # Q*scale, dQ; dO/l, O, its rounded copy
+    # fp32 K, V copies and one K- or V-sized matmul result before it is added to dK or dV (the
+    # dK, dV accumulators are the reference's results)
+    workspace = scores + chunk_rows + b * s * kv * (d_qk + d_v + max(d_qk, d_v)) * FP32_BYTES
     tolerance = 0
     if cfg.dtype != "float32":
         if _math_kernel(cfg):  # single_device_run uses the chunked code on rounded inputs
             tolerance = 2 * tensors_elems * eb + workspace
         else:  # flash: inputs and results in the dtype, KV and grads expanded to all heads, fp32 dQ
             tolerance = 2 * tensors_elems * eb + 8 * q_elems * eb + q_elems * FP32_BYTES
-    executor = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv, head_dim=d,
+    executor = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv,
+                                            head_dim=cfg.mean_head_dim,
                                             ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=eb)
     if _math_kernel(cfg):  # one call: this rank's heads after the all-to-all, one ring shard each side
         shard = s // cfg.ring
@@ -103,9 +112,11 @@ def run_memory(cfg: RunConfig) -> RunMemory:
 
 
 def reference_flops(cfg: RunConfig) -> float:
-    rows = reference_chunk_rows(batch=cfg.batch, heads=cfg.heads_per_tp_rank, seq_len=cfg.seq_len)
+    rows = reference_chunk_rows(batch=cfg.batch, heads=cfg.heads_per_tp_rank, seq_len=cfg.seq_len,
+                                softcap=cfg.softcap is not None)
     pairs = reference_score_pairs(cfg.seq_len, rows, causal=cfg.causal)
-    return REFERENCE_MATMULS * 2.0 * cfg.head_dim * pairs * cfg.batch * cfg.heads_per_tp_rank
+    # S, dK, dQ run over d_qk; O, dV, dP over d_v: REFERENCE_MATMULS over their mean (MLA: 160)
+    return REFERENCE_MATMULS * 2.0 * cfg.mean_head_dim * pairs * cfg.batch * cfg.heads_per_tp_rank
 
 
 def reference_time_s(cfg: RunConfig, *, local_ranks: int, cpu_cores: int) -> float:

@@ -15,6 +15,7 @@ from sp_planner.executor.sharding import extract_local
 from sp_planner.executor.memory import CPU_METHOD, CUDA_METHOD, TensorBytesTracker
 from sp_planner.executor.reference import Tensors, global_inputs, reference_attention, single_device_run
 from sp_planner.executor.result import AttentionCommBytes, GroupRanks, RankResult, StepTimes, TensorErrors
+from sp_planner.executor.score_mod import ScoreMods
 from sp_planner.executor.usp import SequenceGroups, usp_attention
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -84,13 +85,18 @@ class _Clock:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
+def score_mods(cfg: RunConfig) -> ScoreMods:
+    """The run's softcap and window (inactive without either)."""
+    return ScoreMods(softcap=cfg.softcap, window=cfg.window, window_kind=cfg.window_kind)
+
+
 def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
     """One forward+backward; returns (out, grads, fwd seconds, bwd seconds)."""
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     clock = _Clock(on_cuda)
     clock.mark()
     out = usp_attention(q, k, v, groups=groups, causal=cfg.causal, ring_layout=cfg.ring_layout,
-                        kernel=kernel, counter=counter, cp_comm=cfg.cp_comm)
+                        kernel=kernel, counter=counter, cp_comm=cfg.cp_comm, mods=score_mods(cfg))
     clock.mark()
     out.backward(dout)
     clock.mark()
@@ -100,16 +106,18 @@ def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
 
 def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> RankResult:
     dtype = TORCH_DTYPES[cfg.dtype]
-    kernel, note = select_kernel(device.type, dtype, cfg.kernel)
-    check_kernel(kernel, device.type, dtype, cfg.head_dim)
+    mods = score_mods(cfg)
+    kernel, note = select_kernel(device.type, dtype, cfg.kernel, qk_dim=cfg.head_dim, v_dim=cfg.v_dim,
+                                 mods=mods.active)
+    check_kernel(kernel, device.type, dtype, cfg.head_dim, cfg.v_dim)
     inputs = global_inputs(cfg, device)
-    reference = reference_attention(inputs, causal=cfg.causal)
+    reference = reference_attention(inputs, causal=cfg.causal, mods=mods)
 
     def shard(x: torch.Tensor) -> torch.Tensor:
         return extract_local(x, 1, ring=groups.ring, ulysses=groups.ulysses, ring_rank=groups.ring_rank,
                              ulysses_rank=groups.ulysses_rank, layout=cfg.ring_layout)
 
-    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype)
+    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype, mods=mods)
     tolerance, rms_tolerance = _tolerances(dtype, reference, single, shard), _rms_tolerances(reference, single, shard)
     local = [shard(t).to(dtype) for t in inputs]
     on_cuda = device.type == "cuda"

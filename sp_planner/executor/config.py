@@ -18,6 +18,7 @@ from sp_planner.specs.workload import MAX_GLOBAL_BATCH, MAX_SEQ_LEN
 MAX_ITERS = 10_000  # timed iterations: a median needs a handful, not millions
 DType = Literal["float32", "bfloat16", "float16"]
 Device = Literal["cpu", "cuda"]
+WindowKind = Literal["sliding", "chunked"]
 Kernel = Literal["auto", "math"]  # auto: flash kernel returning the LSE; math: the explicit fp32 implementation
 ELEM_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -32,7 +33,16 @@ class RunConfig(FrozenModel):
     seq_len: int = Field(gt=0, le=MAX_SEQ_LEN, description="global tokens per sequence")
     num_heads: int = Field(gt=0, le=MAX_HEADS)
     num_kv_heads: int = Field(gt=0, le=MAX_HEADS)
-    head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    head_dim: int = Field(gt=0, le=MAX_HEAD_DIM, description="head dim of queries and keys")
+    # MLA (DeepSeek-V2/V3): values, and so the output, of another head dim than queries and keys
+    # (qk_nope + qk_rope = 192, v 128). None: head_dim.
+    v_head_dim: int | None = Field(default=None, gt=0, le=MAX_HEAD_DIM)
+    # Gemma 2: scaled scores s -> softcap * tanh(s / softcap) before the softmax (executor.score_mod).
+    softcap: float | None = Field(default=None, gt=0, le=1e6)
+    # Local attention (ModelSpec.window): a query sees the `window` keys ending at itself
+    # (sliding), or the keys of its own window-long chunk (chunked). None: the whole causal prefix.
+    window: int | None = Field(default=None, gt=0, le=MAX_SEQ_LEN)
+    window_kind: WindowKind = "sliding"
     tp: int = Field(default=1, ge=1, le=MAX_DEGREE, description="heads are divided by tp (from a plan)")
     causal: bool = False
     ring_layout: RingLayout = "contiguous"
@@ -68,6 +78,27 @@ class RunConfig(FrozenModel):
                             cp_comm=self.cp_comm)
 
     @property
+    def v_dim(self) -> int:
+        """Head dim of V and the output (head_dim unless MLA's v_head_dim differs)."""
+        return self.v_head_dim or self.head_dim
+
+    @property
+    def kernel_head_dim(self) -> int:
+        """The head dim a kernel taking one for q, k and v runs (executor.head_dims pads to it)."""
+        return max(self.head_dim, self.v_dim)
+
+    @property
+    def mean_head_dim(self) -> float:
+        """(q/k + v head dims) / 2: the one head dim whose Q+K+V+O bytes and FLOPs equal the run's
+        (ModelSpec's head_dim under MLA), for the cost model's time and memory."""
+        return (self.head_dim + self.v_dim) / 2
+
+    @property
+    def score_mods(self) -> bool:
+        """A logit softcap or a window: only the math kernel applies them (executor.score_mod)."""
+        return self.softcap is not None or self.window is not None
+
+    @property
     def heads_per_tp_rank(self) -> int:
         return self.num_heads // self.tp
 
@@ -98,8 +129,12 @@ def config_problems(cfg: RunConfig) -> list[str]:
                         f"{per_node} ranks (--nproc-per-node must divide {cfg.world_size})")
     if cfg.debug_fail_rank is not None and not 0 <= cfg.debug_fail_rank < cfg.world_size:
         problems.append(f"debug fail rank {cfg.debug_fail_rank} is not a rank of world size {cfg.world_size}")
-    problems += kernel_problems(device=cfg.device, kernel=cfg.kernel, head_dim=cfg.head_dim,
-                                 elem_bytes=cfg.elem_bytes)
+    if cfg.window is not None and not cfg.causal:
+        problems.append(f"a {cfg.window_kind} window ({cfg.window} tokens) is a causal model's local attention; "
+                        "add --causal")
+    if not cfg.score_mods:  # with them the math kernel runs, which takes any head dim
+        problems += kernel_problems(device=cfg.device, kernel=cfg.kernel, head_dim=cfg.kernel_head_dim,
+                                     elem_bytes=cfg.elem_bytes)
     return problems
 
 

@@ -14,7 +14,9 @@ from typing import Protocol
 
 import torch
 
+from sp_planner.executor.head_dims import PaddedHeadDims
 from sp_planner.executor.kernel_rules import FLASH, cuda_kernel_for
+from sp_planner.executor.score_mod import BlockMod, cap_scores, uncap_grad
 
 
 class AttentionKernel(Protocol):
@@ -43,34 +45,46 @@ def _bshd_grad(g: torch.Tensor, kv_heads: int) -> torch.Tensor:
 
 
 class MathKernel:
-    """Explicit attention in fp32 that computes its own LSE (any device, any dtype)."""
+    """Explicit attention in fp32 that computes its own LSE (any device, any dtype). The one kernel
+    that takes a BlockMod (softcap, window; sp_planner.executor.score_mod), and different q/k and
+    v head dims (MLA)."""
 
     name = "math (explicit fp32 softmax, own LSE)"
 
     @staticmethod
-    def _probs(q, k, causal, scale):
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (b, h, sq, sk)
-        if causal:
-            sq, sk = scores.shape[-2:]
-            mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).triu(1)
+    def _scores(q, k, causal, scale, mod: BlockMod | None = None):
+        """Masked (capped) scores (b, h, sq, sk) and tanh(s / softcap) (None without a cap)."""
+        scores, tanh = cap_scores(torch.matmul(q, k.transpose(-1, -2)) * scale, mod.softcap if mod else None)
+        sq, sk = scores.shape[-2:]
+        mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).triu(1) if causal else None
+        if mod is not None and mod.masked is not None:
+            mask = mod.masked.to(q.device) if mask is None else mask | mod.masked.to(q.device)
+        if mask is not None:
             scores = scores.masked_fill(mask, float("-inf"))
-        return scores
+        return scores, tanh
 
-    def forward(self, q, k, v, *, causal, scale):
+    @staticmethod
+    def _finite(lse: torch.Tensor) -> torch.Tensor:
+        """The LSE with rows that see no key (a window can hide a whole ring block from a query:
+        lse = -inf) at 0, so that their probabilities are exp(-inf) = 0, not NaN. (b, h, sq, 1)"""
+        return torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)).unsqueeze(-1)
+
+    def forward(self, q, k, v, *, causal, scale, mod: BlockMod | None = None):
         heads = q.shape[2]
         qf, kf, vf = (_bhsd(x, heads).float() for x in (q, k, v))
-        scores = self._probs(qf, kf, causal, scale)
+        scores, _ = self._scores(qf, kf, causal, scale, mod)
         lse = torch.logsumexp(scores, dim=-1)  # (b, h, sq)
-        out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), vf)
-        return out.transpose(1, 2).to(q.dtype), lse  # (b, h, s, d) -> (b, s, h, d)
+        out = torch.matmul(torch.exp(scores - self._finite(lse)), vf)
+        return out.transpose(1, 2).to(v.dtype), lse  # (b, h, s, d_v) -> (b, s, h, d_v)
 
-    def backward(self, dout, q, k, v, out, lse, *, causal, scale):
+    def backward(self, dout, q, k, v, out, lse, *, causal, scale, mod: BlockMod | None = None):
         heads, kv_heads = q.shape[2], k.shape[2]
         qf, kf, vf, of, gf = (_bhsd(x, heads).float() for x in (q, k, v, out, dout))
-        probs = torch.exp(self._probs(qf, kf, causal, scale) - lse.float().unsqueeze(-1))
+        scores, tanh = self._scores(qf, kf, causal, scale, mod)
+        probs = torch.exp(scores - self._finite(lse.float()))
         dprobs = torch.matmul(gf, vf.transpose(-1, -2))
         delta = (gf * of).sum(dim=-1, keepdim=True)  # rowsum(dO * O), as flash-attention's D
-        dscores = probs * (dprobs - delta)
+        dscores = uncap_grad(probs * (dprobs - delta), tanh)  # through the cap's tanh
         dq = torch.matmul(dscores, kf) * scale
         dk = torch.matmul(dscores.transpose(-1, -2), qf) * scale
         dv = torch.matmul(probs.transpose(-1, -2), gf)
@@ -185,39 +199,54 @@ class CudaEfficientKernel(_CudaKernel):
     _bwd = staticmethod(cuda_efficient_backward)
 
 
-def select_kernel(device: str, dtype: torch.dtype, requested: str) -> tuple[AttentionKernel, str | None]:
+def select_kernel(device: str, dtype: torch.dtype, requested: str, *, qk_dim: int = 0, v_dim: int = 0,
+                  mods: bool = False) -> tuple[AttentionKernel, str | None]:
     """The kernel for a run and, when it is not the device's flash kernel, why (reported in the
-    result). Head dims the CUDA kernels refuse are refused before launch (kernel_rules)."""
+    result). Head dims the CUDA kernels refuse are refused before launch (kernel_rules).
+
+    mods: the run has a logit softcap or a window (score_mod), which only the math kernel applies.
+    qk_dim != v_dim (MLA): a flash kernel gets q, k, v zero-padded to one head dim (head_dims)."""
     if requested == "math":
         return MathKernel(), "math kernel requested (--kernel math)"
+    if mods:
+        return MathKernel(), (f"math kernel: the {device} flash kernels take no logit softcap or local-attention "
+                              "window, which this run applies")
+    kernel: AttentionKernel
+    note = None
     if device == "cpu":
-        return CpuFlashKernel(), None
-    elem_bytes = torch.empty(0, dtype=dtype).element_size()
-    if cuda_kernel_for(elem_bytes) == FLASH:
-        return CudaFlashKernel(), None
-    return CudaEfficientKernel(), f"CUDA flash attention does not support {dtype}; using the memory-efficient kernel"
+        kernel = CpuFlashKernel()
+    elif cuda_kernel_for(torch.empty(0, dtype=dtype).element_size()) == FLASH:
+        kernel = CudaFlashKernel()
+    else:
+        kernel = CudaEfficientKernel()
+        note = f"CUDA flash attention does not support {dtype}; using the memory-efficient kernel"
+    if qk_dim and v_dim and qk_dim != v_dim:
+        kernel = PaddedHeadDims(kernel, qk_dim, v_dim)
+    return kernel, note
 
 
-def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_dim: int = 16) -> None:
-    """Compare kernel and math implementation on a small causal GQA problem at the run's head dim;
-    raise on mismatch.
+def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_dim: int = 16,
+                 v_head_dim: int | None = None) -> None:
+    """Compare kernel and math implementation on a small causal GQA problem at the run's head dims
+    (q/k head_dim, v v_head_dim, the same by default); raise on mismatch.
 
     Catches a kernel whose LSE is absent, zero or in another base before it corrupts a ring merge.
     """
     gen = torch.Generator().manual_seed(1234)
-    b, s, h, kv, d = 1, 16, 4, 2, head_dim
-    q, k, v, dout = (torch.randn(b, s, n, d, generator=gen).to(device=device, dtype=dtype)
-                     for n in (h, kv, kv, h))
+    b, s, h, kv, d, dv = 1, 16, 4, 2, head_dim, v_head_dim or head_dim
+    q, k, v, dout = (torch.randn(b, s, n, width, generator=gen).to(device=device, dtype=dtype)
+                     for n, width in ((h, d), (kv, d), (kv, dv), (h, dv)))
     scale = 1.0 / math.sqrt(d)
     tol = 1e-4 if dtype == torch.float32 else 5e-2
+    dims = f"head dim {d}" if dv == d else f"head dims {d} (q/k) and {dv} (v)"
     for causal in (False, True):
         out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
         ref_out, ref_lse = MathKernel().forward(q, k, v, causal=causal, scale=scale)
         if lse.shape != ref_lse.shape or not torch.allclose(lse.float(), ref_lse, atol=tol, rtol=0):
-            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp at head dim {d}; refusing to use it")
+            raise RuntimeError(f"kernel {kernel.name} returns a wrong log-sum-exp at {dims}; refusing to use it")
         grads = kernel.backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         ref_grads = MathKernel().backward(dout, q, k, v, ref_out, ref_lse, causal=causal, scale=scale)
         for got, want in zip((out, *grads), (ref_out, *ref_grads)):
-            if not torch.allclose(got.float(), want.float(), atol=tol * 4, rtol=0):
-                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel at head dim {d}; "
+            if got.shape != want.shape or not torch.allclose(got.float(), want.float(), atol=tol * 4, rtol=0):
+                raise RuntimeError(f"kernel {kernel.name} disagrees with the math kernel at {dims}; "
                                    "refusing to use it")

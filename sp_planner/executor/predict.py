@@ -16,13 +16,15 @@ from sp_planner.specs.hardware import HardwareProfile
 
 
 def predicted_comm_bytes(cfg: RunConfig) -> AttentionCommBytes:
-    """Bytes one rank sends per forward+backward step (sp_planner.cost.attention_comm)."""
+    """Bytes one rank sends per forward+backward step (sp_planner.cost.attention_comm): Q, K at
+    head_dim, V, O at v_dim (MLA)."""
     a2a = ulysses_bytes_per_layer(
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads, num_kv_heads=cfg.num_kv_heads,
         head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes,
+        v_head_dim=cfg.v_dim,
     )
     kv = dict(batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-              tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring)
+              tp=cfg.tp, ulysses=cfg.ulysses, ring=cfg.ring, v_head_dim=cfg.v_dim)
     if cfg.cp_comm == "allgather":
         return AttentionCommBytes(all_to_all=int(a2a), p2p=0,
                                   all_gather=int(allgather_bytes_per_layer(elem_bytes=cfg.elem_bytes, **kv)),
@@ -44,7 +46,7 @@ def framework_ring_note(cfg: RunConfig, framework: str) -> str | None:
     theirs = int(ring_bytes_per_layer(
         batch=cfg.batch, seq_len=cfg.seq_len, num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp,
         ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=cfg.elem_bytes, grad_elem_bytes=ring.grad_elem_bytes,
-        grad_home_hop=ring.grad_home_hop))
+        grad_home_hop=ring.grad_home_hop, v_head_dim=cfg.v_dim))
     return (f"ring bytes are the executor's (dK/dV in fp32 round the whole ring, as yunchang's); the plan's "
             f"{framework} ring ({ring.name}: dK/dV in {ring.grad_elem_bytes}-byte elements, one hop fewer) "
             f"sends {theirs:,} per layer, the figure in the plan's comm_bytes")
@@ -66,17 +68,19 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
     hardware, curves = executor_kernel_hardware(cfg, hardware)
     time_s = attention_layer_time_s(
         hardware=hardware, batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads,
-        num_kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim, tp=cfg.tp, ulysses=cfg.ulysses,
+        num_kv_heads=cfg.num_kv_heads, head_dim=cfg.mean_head_dim, tp=cfg.tp, ulysses=cfg.ulysses,
         ring=cfg.ring, causal=cfg.causal, ring_layout=cfg.ring_layout,
         gpus_per_node=gpus_per_node or cfg.world_size, elem_bytes=cfg.elem_bytes, backward=True,
         cp_comm=cfg.cp_comm,
     )
     memory = attention_layer_memory_bytes(
         batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.heads_per_tp_rank,
-        num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.head_dim, ulysses=cfg.ulysses,
+        num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.mean_head_dim, ulysses=cfg.ulysses,
         ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
     )
     note = f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}"
+    if cfg.window is not None:  # cost.window blends local layers into a step's time, not one layer's
+        note += f"; the time is a full-attention layer's, without the {cfg.window_kind} window this run applies"
     # A block longer than the curves reach takes their last point's efficiency (cost.attention):
     # say so where the curves were measured (sp-calibrate --quick times short blocks only).
     block = cfg.seq_len // cfg.ring if cfg.cp_comm == "p2p" else cfg.seq_len
@@ -100,7 +104,8 @@ def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple
     and the profile's own are used, as the note says."""
     from sp_planner.cost.attention_kernels import kernel_curves, with_attention_kernel
 
-    if cfg.device == "cuda" and cfg.kernel == "auto" and cuda_kernel_for(cfg.elem_bytes) == FLASH:
+    flash = cfg.kernel == "auto" and not cfg.score_mods  # a softcap or window runs the math kernel
+    if cfg.device == "cuda" and flash and cuda_kernel_for(cfg.elem_bytes) == FLASH:
         if hardware.measured_on is not None:
             return hardware, "its sp-calibrate curves: the flash kernel sp-run runs"
         if kernel_curves(hardware, "sdpa") is not None:

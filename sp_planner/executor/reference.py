@@ -11,6 +11,11 @@ scores of the chunk's rows against every key it may see:
 under test is called). A chunk's rows are complete once their whole key range is seen, so the
 forward and backward of a chunk run in one pass. GQA: each KV head's query group is stacked into
 the row dimension, so the matmuls with K and V sum the group's gradients directly.
+
+Score modifications (sp_planner.executor.score_mod): a logit softcap c replaces S by
+c * tanh(S / c) and multiplies dS by 1 - tanh^2(S / c); a window masks keys by global position
+beside the causal mask. MLA: Q, K and dQ, dK have head dim d_qk, V, O, dO and dV d_v; the scale
+is 1/sqrt(d_qk).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import torch
 from sp_planner.executor.budget import REFERENCE_WORKSPACE_BYTES, reference_chunk_rows
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.kernels import AttentionKernel, MathKernel
+from sp_planner.executor.score_mod import ScoreMods
+
+NO_MODS = ScoreMods()
 
 
 class Tensors(NamedTuple):
@@ -40,11 +48,13 @@ class GlobalInputs(NamedTuple):
 
 
 def global_inputs(cfg: RunConfig, device: torch.device) -> GlobalInputs:
-    """Full (b, S, heads, d) fp32 tensors, identical on every rank (CPU generator, then moved)."""
+    """Full (b, S, heads, d) fp32 tensors, identical on every rank (CPU generator, then moved):
+    q, k at head_dim, v and dout at v_dim (MLA's v_head_dim)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     shape = (cfg.batch, cfg.seq_len)
-    heads, kv = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank
-    q, k, v, dout = (torch.randn(*shape, n, cfg.head_dim, generator=gen) for n in (heads, kv, kv, heads))
+    heads, kv, d_qk, d_v = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank, cfg.head_dim, cfg.v_dim
+    q, k, v, dout = (torch.randn(*shape, n, d, generator=gen) for n, d in ((heads, d_qk), (kv, d_qk), (kv, d_v),
+                                                                           (heads, d_v)))
     return GlobalInputs(*(t.to(device) for t in (q, k, v, dout)))
 
 
@@ -66,20 +76,22 @@ def _ungrouped(x: torch.Tensor, heads: int, rows: int) -> torch.Tensor:
 
 def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, *, causal: bool,
                       rows_per_chunk: int | None = None, budget_bytes: int = REFERENCE_WORKSPACE_BYTES,
-                      out_dtype: torch.dtype = torch.float32) -> Tensors:
-    """Attention forward and backward of (b, S, h, d) q/dout and (b, S, h_kv, d) k/v in fp32 math,
-    query rows in chunks (rows_per_chunk, else the most that fit budget_bytes).
+                      out_dtype: torch.dtype = torch.float32, mods: ScoreMods = NO_MODS) -> Tensors:
+    """Attention forward and backward of (b, S, h, d_qk) q, (b, S, h_kv, d_qk) k, (b, S, h_kv, d_v)
+    v and (b, S, h, d_v) dout in fp32 math, query rows in chunks (rows_per_chunk, else the most
+    that fit budget_bytes), with the score modifications `mods`.
 
     out_dtype other than fp32 mimics a same-dtype run: O is rounded to it before D = rowsum(dO*O)
     (the kernel's backward sees the stored output) and all results are returned in it.
     """
     b, s, heads, d = q.shape
-    kv_heads, groups = k.shape[2], heads // k.shape[2]
-    rows = rows_per_chunk or reference_chunk_rows(batch=b, heads=heads, seq_len=s, budget_bytes=budget_bytes)
+    kv_heads, groups, d_v = k.shape[2], heads // k.shape[2], v.shape[-1]
+    rows = rows_per_chunk or reference_chunk_rows(batch=b, heads=heads, seq_len=s, budget_bytes=budget_bytes,
+                                                  softcap=mods.softcap is not None)
     scale = 1.0 / math.sqrt(d)
     kh, vh = (x.float().transpose(1, 2).contiguous() for x in (k, v))  # (b, S, h_kv, d) -> (b, h_kv, S, d)
-    out = torch.empty(b, s, heads, d, dtype=out_dtype, device=q.device)
-    dq = torch.empty_like(out)
+    out = torch.empty(b, s, heads, d_v, dtype=out_dtype, device=q.device)
+    dq = torch.empty(b, s, heads, d, dtype=out_dtype, device=q.device)
     dk, dv = torch.zeros_like(kh), torch.zeros_like(vh)  # fp32 accumulators, (b, h_kv, S, d)
     for start in range(0, s, rows):
         stop = min(start + rows, s)
@@ -88,13 +100,20 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: t
         # Out of place: _grouped may return a view of the caller's tensor.
         q_c = _grouped(q, kv_heads, start, stop) * scale  # S = (Q*scale) K^T: scaled rows, not scaled S
         exps = torch.matmul(q_c, k_c.transpose(-1, -2))  # S: (b, h_kv, g*c, keys)
+        tanh = None
+        if mods.softcap is not None:  # written out here, not score_mod's (the kernels'), to stay independent
+            tanh = exps.div_(mods.softcap).tanh_()  # tanh(S / c), kept for the backward
+            exps = tanh * mods.softcap  # the capped scores
+        query_pos = torch.arange(start, stop, device=q.device).repeat(groups)  # row -> position, (g*c,)
         if causal:  # only the chunk's diagonal block has keys after a row's position
-            query_pos = torch.arange(start, stop, device=q.device).repeat(groups)  # row -> position, (g*c,)
             later = torch.arange(start, keys, device=q.device) > query_pos[:, None]  # (g*c, keys - start)
             exps[..., start:].masked_fill_(later, float("-inf"))
-        exps.sub_(exps.amax(dim=-1, keepdim=True)).exp_()  # E = exp(S - m): every row sees key 0, m finite
+        outside = mods.window_mask(query_pos, torch.arange(keys, device=q.device))  # (g*c, keys) or None
+        if outside is not None:
+            exps.masked_fill_(outside, float("-inf"))
+        exps.sub_(exps.amax(dim=-1, keepdim=True)).exp_()  # E = exp(S - m): every row sees its own key, m finite
         inv_sum = exps.sum(dim=-1, keepdim=True).reciprocal_()  # 1/l, so P = E / l and lse = m + log(l)
-        o_c = torch.matmul(exps, v_c).mul_(inv_sum)  # O = P V: (b, h_kv, g*c, d)
+        o_c = torch.matmul(exps, v_c).mul_(inv_sum)  # O = P V: (b, h_kv, g*c, d_v)
         o_seen = o_c.to(out_dtype).float()
         # 1/l is folded into dO (c x d) instead of P (c x keys): with dO' = dO / l,
         # dV += E^T dO' = P^T dO and dS = E * (dO' V^T - rowsum(dO' * O)) = P * (dP - D).
@@ -102,8 +121,10 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: t
         delta = (do_c * o_seen).sum(dim=-1, keepdim=True)  # D / l: (b, h_kv, g*c, 1)
         dv[:, :, :keys] += torch.matmul(exps.transpose(-1, -2), do_c)  # sums the query group
         dscores = torch.matmul(do_c, v_c.transpose(-1, -2))  # dP / l: (b, h_kv, g*c, keys)
-        dscores.sub_(delta).mul_(exps)  # dS
-        del exps
+        dscores.sub_(delta).mul_(exps)  # dS of the capped scores
+        if tanh is not None:
+            dscores.mul_(tanh.square_().neg_().add_(1))  # dS_raw = dS_capped * (1 - tanh^2(S / c))
+        del exps, tanh
         dk[:, :, :keys] += torch.matmul(dscores.transpose(-1, -2), q_c)  # q_c already holds Q * scale
         dq_c = torch.matmul(dscores, k_c).mul_(scale)
         del dscores
@@ -113,20 +134,24 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: t
     return Tensors(out, dq, dk, dv)
 
 
-def reference_attention(inputs: GlobalInputs, *, causal: bool, rows_per_chunk: int | None = None) -> Tensors:
+def reference_attention(inputs: GlobalInputs, *, causal: bool, rows_per_chunk: int | None = None,
+                        mods: ScoreMods = NO_MODS) -> Tensors:
     """Exact softmax attention and its gradients in fp32 (independent of the kernels under test)."""
-    return chunked_attention(*inputs, causal=causal, rows_per_chunk=rows_per_chunk)
+    return chunked_attention(*inputs, causal=causal, rows_per_chunk=rows_per_chunk, mods=mods)
 
 
 def single_device_run(inputs: GlobalInputs, *, causal: bool, kernel: AttentionKernel,
-                      dtype: torch.dtype) -> Tensors:
+                      dtype: torch.dtype, mods: ScoreMods = NO_MODS) -> Tensors:
     """The same kernel on the full tensors in the run dtype: the error a bf16/fp16 run may have.
 
     The math kernel materializes S x S scores, so it is replaced here by the chunked code on the
-    same dtype-rounded inputs with the same fp32 arithmetic and dtype-rounded stored output."""
+    same dtype-rounded inputs with the same fp32 arithmetic and dtype-rounded stored output (the
+    only kernel a run with score modifications uses)."""
     q, k, v, dout = (t.to(dtype) for t in inputs)
     if isinstance(kernel, MathKernel):
-        return chunked_attention(q, k, v, dout, causal=causal, out_dtype=dtype)
+        return chunked_attention(q, k, v, dout, causal=causal, out_dtype=dtype, mods=mods)
+    if mods.active:
+        raise ValueError(f"kernel {kernel.name} takes no score modifications; only the math kernel does")
     scale = 1.0 / math.sqrt(q.shape[-1])
     out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
     dq, dk, dv = kernel.backward(dout, q, k, v, out, lse, causal=causal, scale=scale)

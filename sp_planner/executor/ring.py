@@ -6,7 +6,11 @@ accumulators for R steps, the last one returning them to their owner (ring-flash
 the next transfer into a second buffer before computing, so transfer and compute overlap.
 
 Tensors are (b, s, h, d) with s = this ring rank's S/R tokens in the order of
-sp_planner.executor.sharding (contiguous, or zigzag chunks r and 2R-1-r).
+sp_planner.executor.sharding (contiguous, or zigzag chunks r and 2R-1-r). MLA: q, k and their
+gradients at d_qk, v, out and theirs at d_v; each of K and V travels in its own buffers, at its
+own size. Score modifications (softcap, window: sp_planner.executor.score_mod) reach the kernel
+per block, the window from the global positions of the block's queries and keys; a block the
+window hides from every query is not computed (its K/V still pass on round the ring).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from sp_planner.executor.comm import CommCounter, RingComm
 from sp_planner.executor.fault import fault_point
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.merge import merge_partial
+from sp_planner.executor.score_mod import BlockMod, ScoreMods, backward_call, forward_call, skipped
+from sp_planner.executor.sharding import local_token_index
 from sp_planner.plan import RingLayout
 
 KV_TAG, GRAD_TAG = 0, 1
@@ -64,10 +70,30 @@ class RingSetup:
     causal: bool
     layout: RingLayout
     scale: float
+    mods: ScoreMods | None = None  # None or inactive: every call is made without a BlockMod
+
+
+def _ring_positions(seq_local: int, rank: int, size: int, layout: RingLayout) -> torch.Tensor:
+    """Global positions of ring rank `rank`'s S/R tokens (after the Ulysses all-to-all), local order."""
+    return local_token_index(seq_local * size, ring=size, ulysses=1, ring_rank=rank, ulysses_rank=0, layout=layout)
+
+
+def _step_work(step: int, comm: RingComm, q: torch.Tensor, setup: RingSetup
+               ) -> tuple[Block | None, BlockMod | None]:
+    """The block of `step` and its BlockMod; (None, None) when there is nothing to compute."""
+    seq_local = q.shape[1]
+    block = block_for_step(step, comm.rank, comm.size, seq_local, causal=setup.causal, layout=setup.layout)
+    if block is None or setup.mods is None or not setup.mods.active:
+        return block, None
+    source = (comm.rank - step) % comm.size
+    q_pos = _ring_positions(seq_local, comm.rank, comm.size, setup.layout)[block.q_rows]
+    k_pos = _ring_positions(seq_local, source, comm.size, setup.layout)[block.kv_rows]
+    mod = setup.mods.block(q_pos.to(q.device), k_pos.to(q.device))
+    return (None, None) if skipped(mod) else (block, mod)
 
 
 def ring_forward(q, k, v, setup: RingSetup) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns out (b, s, h, d) in q's dtype and lse (b, h, s) in fp32."""
+    """Returns out (b, s, h, d_v) in q's dtype and lse (b, h, s) in fp32."""
     comm = RingComm(setup.group, setup.counter)
     buffers = [(torch.empty_like(k), torch.empty_like(v)) for _ in range(2)]
     out = lse = None
@@ -75,12 +101,11 @@ def ring_forward(q, k, v, setup: RingSetup) -> tuple[torch.Tensor, torch.Tensor]
     for step in range(comm.size):
         incoming = buffers[step % 2]
         requests = comm.send_recv(list(current), list(incoming), KV_TAG) if step + 1 < comm.size else []
-        block = block_for_step(step, comm.rank, comm.size, q.shape[1], causal=setup.causal,
-                               layout=setup.layout)
+        block, mod = _step_work(step, comm, q, setup)
         if block is not None:
             kb, vb = (t[:, block.kv_rows] for t in current)
-            out_b, lse_b = setup.kernel.forward(q[:, block.q_rows], kb, vb, causal=block.causal,
-                                                scale=setup.scale)
+            out_b, lse_b = forward_call(setup.kernel, q[:, block.q_rows], kb, vb, causal=block.causal,
+                                        scale=setup.scale, mod=mod)
             if out is None or lse is None:  # step 0 always covers every query row
                 out, lse = out_b.float(), lse_b.float()
             else:
@@ -107,15 +132,14 @@ def ring_backward(dout, q, k, v, out, lse, setup: RingSetup):
         incoming = kv_buffers[step % 2]
         kv_requests = comm.send_recv(list(current), list(incoming), KV_TAG) if step + 1 < comm.size else []
         fault_point(f"ring-backward-{step}")  # test-only (SP_RUN_FAULT); transfers are in flight here
-        block = block_for_step(step, comm.rank, comm.size, q.shape[1], causal=setup.causal,
-                               layout=setup.layout)
+        block, mod = _step_work(step, comm, q, setup)
         comm.wait(grad_requests)  # the accumulators for the block we hold have arrived
         dk_acc, dv_acc = grad_buffers[step % 2]
         if block is not None:
             rows, kv_rows = block.q_rows, block.kv_rows
-            dq_b, dk_b, dv_b = setup.kernel.backward(
-                dout[:, rows], q[:, rows], current[0][:, kv_rows], current[1][:, kv_rows],
-                out[:, rows], lse[:, :, rows], causal=block.causal, scale=setup.scale)
+            dq_b, dk_b, dv_b = backward_call(
+                setup.kernel, dout[:, rows], q[:, rows], current[0][:, kv_rows], current[1][:, kv_rows],
+                out[:, rows], lse[:, :, rows], causal=block.causal, scale=setup.scale, mod=mod)
             dq[:, rows] += dq_b
             dk_acc[:, kv_rows] += dk_b
             dv_acc[:, kv_rows] += dv_b

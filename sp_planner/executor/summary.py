@@ -5,12 +5,25 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from sp_planner.executor.config import RunConfig
 from sp_planner.executor.result import RunResult
 from sp_planner.units import format_bytes, format_seconds, format_tokens
 
 
 def _bytes_cell(value: int) -> str:
     return f"{value:,} ({format_bytes(value)})"
+
+
+def _attention_shape(cfg: RunConfig) -> str:
+    """head_dim, and what the run applies beyond plain attention: 'head_dim 192 (q/k) / 128 (v),
+    logit softcap 50, sliding window 4K'."""
+    parts = [f"head_dim {cfg.head_dim}" if cfg.v_dim == cfg.head_dim else
+             f"head_dim {cfg.head_dim} (q/k) / {cfg.v_dim} (v)"]
+    if cfg.softcap is not None:
+        parts.append(f"logit softcap {cfg.softcap:g}")
+    if cfg.window is not None:
+        parts.append(f"{cfg.window_kind} window {format_tokens(cfg.window)}")
+    return ", ".join(parts)
 
 
 def print_summary(result: RunResult, console: Console) -> None:
@@ -21,7 +34,7 @@ def print_summary(result: RunResult, console: Console) -> None:
         f"{'rank' if cfg.world_size == 1 else 'ranks'}, {cfg.device}), {'causal' if cfg.causal else 'full'}"
         f"{f' {cfg.ring_layout} {cfg.cp_comm}' if cfg.ring > 1 else ''}, {cfg.dtype}, b {cfg.batch}, "
         f"seq {format_tokens(cfg.seq_len)}, heads {cfg.heads_per_tp_rank}/kv {cfg.kv_heads_per_tp_rank} "
-        f"per TP rank (tp {cfg.tp}), head_dim {cfg.head_dim}"
+        f"per TP rank (tp {cfg.tp}), {_attention_shape(cfg)}"
     )
     console.print(f"kernel: {result.kernel}" + (f" [yellow]({result.kernel_note})[/yellow]"
                                                   if result.kernel_note else ""))

@@ -19,6 +19,7 @@ from sp_planner.executor.comm import CommCounter
 from sp_planner.executor.cp_attention import ALLGATHER, RING, ContextParallelAttention
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.ring import RingSetup
+from sp_planner.executor.score_mod import ScoreMods
 from sp_planner.executor.ulysses import HeadToSeq, SeqToHead, replicate_kv_heads
 from sp_planner.layout import rank_groups
 from sp_planner.plan import CpComm, ParallelPlan, RingLayout
@@ -53,25 +54,27 @@ def build_sequence_groups(ulysses: int, ring: int, timeout_s: float) -> Sequence
 
 def usp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, groups: SequenceGroups,
                   causal: bool, ring_layout: RingLayout, kernel: AttentionKernel,
-                  counter: CommCounter, cp_comm: CpComm = "p2p") -> torch.Tensor:
+                  counter: CommCounter, cp_comm: CpComm = "p2p", mods: ScoreMods | None = None) -> torch.Tensor:
     """Attention over a sequence sharded by sp_planner.executor.layout.
 
-    q: (b, S/(U*R), H, d); k, v: (b, S/(U*R), KV, d). Returns out shaped like q. The ring axis
-    passes K/V round the ring (cp_comm p2p) or all-gathers them (allgather).
+    q: (b, S/(U*R), H, d_qk); k: (b, S/(U*R), KV, d_qk); v: (b, S/(U*R), KV, d_v) (MLA: d_qk !=
+    d_v; each all-to-all moves its own tensor's width). Returns out (b, S/(U*R), H, d_v). The
+    ring axis passes K/V round the ring (cp_comm p2p) or all-gathers them (allgather). mods:
+    softcap and window (score_mod), applied by the kernel on the ring axis, where positions are known.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = 1.0 / math.sqrt(q.shape[-1])  # 1/sqrt(d_qk)
     if groups.ulysses > 1:
         k, v = replicate_kv_heads(k, groups.ulysses), replicate_kv_heads(v, groups.ulysses)
         # (b, S/(U*R), h, d) -> (b, S/R, h/U, d) for each of q, k, v
         q, k, v = SeqToHead.apply(groups.ulysses_group, counter, q, k, v)
     if cp_comm == "allgather":
         gather = AllGatherSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
-                                layout=ring_layout, scale=scale)
+                                layout=ring_layout, scale=scale, mods=mods)
         out = ContextParallelAttention.apply(q, k, v, ALLGATHER, gather)
     else:
         setup = RingSetup(group=groups.ring_group, counter=counter, kernel=kernel, causal=causal,
-                          layout=ring_layout, scale=scale)
+                          layout=ring_layout, scale=scale, mods=mods)
         out = ContextParallelAttention.apply(q, k, v, RING, setup)
     if groups.ulysses > 1:
-        out = HeadToSeq.apply(groups.ulysses_group, counter, out)  # (b, S/R, H/U, d) -> (b, S/(U*R), H, d)
+        out = HeadToSeq.apply(groups.ulysses_group, counter, out)  # (b, S/R, H/U, d_v) -> (b, S/(U*R), H, d_v)
     return out

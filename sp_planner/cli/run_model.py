@@ -1,0 +1,51 @@
+"""What sp-run runs of a plan's model beyond its heads: MLA's two head dims, a logit softcap, and
+which layer of a model with local (sliding-window or chunked) attention layers. Torch-free.
+
+A plan's ModelSpec holds MLA as the mean head dim of its Q/K and V (the width the cost model
+needs); the executor runs the real ones (q/k qk_nope + qk_rope, v v_head_dim). Gemma 2 caps the
+logits of every layer. A model with local layers runs one local layer (the window applied) unless
+--layer global asks for one of its full-attention layers; a window not shorter than the
+sequence leaves every layer full attention.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sp_planner.errors import UserInputError
+from sp_planner.specs.model import ModelSpec
+from sp_planner.units import format_tokens
+
+Layer = Literal["local", "global"]
+
+
+def model_attention(model: ModelSpec, seq_len: int, layer: Layer | None) -> tuple[dict[str, Any], str | None]:
+    """RunConfig fields for the model's attention (head dims, softcap, window) and a note saying
+    which layer runs (None where every layer is alike)."""
+    fields: dict[str, Any] = {"head_dim": model.head_dim}
+    if model.mla is not None:
+        fields["head_dim"] = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim
+        fields["v_head_dim"] = model.mla.v_head_dim
+    w = model.window
+    if w is None:
+        if layer is not None:
+            raise UserInputError(f"--layer {layer}: {model.name} has no local-attention layers; drop --layer")
+        return fields, None
+    if w.logit_softcapping is not None:
+        fields["softcap"] = w.logit_softcapping
+    span = f"{w.kind}-window ({format_tokens(w.window_tokens)}-token)"
+    if w.window_tokens >= seq_len:
+        if layer is not None:
+            raise UserInputError(f"--layer {layer}: {model.name}'s {span} layers see the whole {seq_len}-token "
+                                 "sequence, as its global layers do; drop --layer")
+        return fields, (f"{model.name}'s {span} layers see the whole {seq_len}-token sequence: every layer runs "
+                        "as full attention")
+    if layer == "global" and model.num_local_layers == model.num_layers:
+        raise UserInputError(f"--layer global: every layer of {model.name} is a {span} layer")
+    chosen = layer or "local"
+    if chosen == "local":
+        fields["window"], fields["window_kind"] = w.window_tokens, w.kind
+    other = "" if model.num_local_layers == model.num_layers else (
+        f" (--layer {'global' if chosen == 'local' else 'local'} runs the other kind)")
+    return fields, (f"{model.name} has {model.num_local_layers} {span} layers of {model.num_layers}; sp-run runs "
+                    f"one {chosen} layer{other}")

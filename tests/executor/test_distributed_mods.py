@@ -1,0 +1,93 @@
+"""Gemma 2's logit softcap, sliding and chunked windows, and MLA's q/k and v head dims through every
+distributed path (Ulysses, ring p2p and all-gather in both layouts, USP) on 2 and 4 spawned gloo
+ranks: every rank's O, dQ, dK, dV against the single-device fp32 reference, and its bytes against
+sp_planner.cost.attention_comm (as tests/executor/test_distributed.py does for plain attention).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from sp_planner.executor.config import RunConfig
+from sp_planner.executor.predict import predicted_comm_bytes
+from sp_planner.executor.result import RankResult, rank_failures
+from sp_planner.executor.spawn import run_cases
+from sp_planner.plan import CP_COMMS
+
+DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
+# Per feature: fields of RunConfig. Windows of 5 and 3 tokens are shorter than a ring rank's
+# block (8 tokens and more), so whole blocks are hidden from some queries and skipped; the chunked
+# window of 6 cuts across the ranks' blocks.
+FEATURES = {
+    "mla": dict(head_dim=20, v_head_dim=12),
+    "mla-wide-v": dict(head_dim=8, v_head_dim=16),
+    "softcap": dict(head_dim=8, softcap=1.5),
+    "sliding": dict(head_dim=8, window=5),
+    "chunked": dict(head_dim=8, window=6, window_kind="chunked"),
+    "all-bf16": dict(head_dim=24, v_head_dim=16, softcap=2.0, window=3, dtype="bfloat16"),
+}
+
+
+def _cases(world: int) -> list[tuple[str, RunConfig]]:
+    cases = []
+    heads = itertools.cycle([(4, 2), (4, 4), (4, 1)])
+    for (ulysses, ring), feature in itertools.product(DEGREES[world], FEATURES):
+        paths = itertools.product(("contiguous", "zigzag"), CP_COMMS) if ring > 1 else [("contiguous", "p2p")]
+        for layout, cp_comm in paths:
+            h, kv = next(heads)
+            cfg = RunConfig(ulysses=ulysses, ring=ring, seq_len=2 * ulysses * ring * 4, num_heads=h,
+                            num_kv_heads=kv, causal=True, ring_layout=layout, cp_comm=cp_comm, iters=0,
+                            **FEATURES[feature])
+            cases.append((feature, cfg))
+    return cases
+
+
+CASES = {world: _cases(world) for world in DEGREES}
+PARAMS = [pytest.param(world, i, id=f"w{world}-{feature}-u{c.ulysses}r{c.ring}-{c.ring_layout}-{c.cp_comm}-"
+                       f"h{c.num_heads}kv{c.num_kv_heads}")
+          for world, cases in CASES.items() for i, (feature, c) in enumerate(cases)]
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Lazily spawn each world size once; cached for every case of the module."""
+    cache: dict[int, dict[int, list]] = {}
+
+    def get(world: int) -> dict[int, list]:
+        if world not in cache:
+            cache[world] = run_cases(world, [c for _, c in CASES[world]],
+                                     tmp_path_factory.mktemp(f"mods{world}") / "ranks")
+        return cache[world]
+
+    return get
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("world", "index"), PARAMS)
+def test_case_matches_reference_and_contract(outcomes, world, index):
+    feature, cfg = CASES[world][index]
+    predicted = predicted_comm_bytes(cfg)
+    for rank, results in outcomes(world).items():
+        result = results[index]
+        assert isinstance(result, RankResult), f"rank {rank} raised:\n{result}"
+        assert rank_failures(result, predicted) == []
+        assert result.comm_bytes_measured.total > 0
+        if cfg.score_mods:  # only the math kernel applies them, and the run says so
+            assert result.kernel.startswith("math") and "softcap" in (result.kernel_note or "")
+        else:  # MLA on the CPU flash kernel, zero-padded to one head dim
+            assert f"zero-padded to {cfg.kernel_head_dim}" in result.kernel
+
+
+def test_mla_ring_moves_k_at_its_head_dim_and_v_at_its_own(outcomes):
+    """Ring 2, p2p, fp32, MLA q/k 20 and v 12: each K block 8 tokens x 2 KV heads x 20, each V block
+    x 12; forward and backward send both once, the fp32 dK/dV accumulators twice (R hops)."""
+    index = next(i for i, (f, c) in enumerate(CASES[2])
+                 if f == "mla" and c.ring == 2 and c.cp_comm == "p2p" and c.ring_layout == "contiguous")
+    cfg = CASES[2][index][1]
+    kv = cfg.num_kv_heads
+    k_block, v_block = 8 * kv * 20, 8 * kv * 12
+    expected = 2 * (k_block + v_block) * 4 + 2 * (k_block + v_block) * 4
+    for results in outcomes(2).values():
+        assert results[index].comm_bytes_measured.p2p == expected

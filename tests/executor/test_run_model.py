@@ -1,0 +1,122 @@
+"""What sp-run runs of a plan's model beyond plain attention (sp_planner.cli.run_model): MLA's q/k and
+v head dims, Gemma 2's logit softcap and its local layers' window, and the flags that ask for
+them; then two plans end to end through torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sp_planner.catalog.hardware import load_hardware
+from sp_planner.catalog.models import load_model
+from sp_planner.cli.run_cmd import main
+from sp_planner.cli.run_model import model_attention
+from sp_planner.errors import UserInputError
+from sp_planner.plan import ParallelPlan
+from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.specs.model import MLASpec, ModelSpec, WindowSpec
+from sp_planner.specs.workload import Workload
+
+
+def test_deepseek_v3_runs_q_k_at_192_and_v_at_128():
+    fields, note = model_attention(load_model("deepseek-v3"), 4096, None)
+    assert fields == {"head_dim": 192, "v_head_dim": 128} and note is None
+
+
+def test_gemma_2_runs_a_capped_local_layer_or_asked_for_a_global_one():
+    gemma = load_model("gemma-2-9b")
+    fields, note = model_attention(gemma, 32768, None)
+    assert fields == {"head_dim": 256, "softcap": 50.0, "window": 4096, "window_kind": "sliding"}
+    assert note == ("Gemma-2-9B has 21 sliding-window (4K-token) layers of 42; sp-run runs one local layer "
+                    "(--layer global runs the other kind)")
+    fields, note = model_attention(gemma, 32768, "global")
+    assert fields == {"head_dim": 256, "softcap": 50.0} and "runs one global layer" in note
+    fields, note = model_attention(gemma, 4096, None)  # the window spans the sequence: all layers alike
+    assert fields == {"head_dim": 256, "softcap": 50.0} and "every layer runs as full attention" in note
+
+
+def test_layer_choices_a_model_does_not_have_are_refused():
+    with pytest.raises(UserInputError, match="every layer of Mistral-7B is a sliding-window"):
+        model_attention(load_model("mistral-7b"), 32768, "global")
+    with pytest.raises(UserInputError, match="has no local-attention layers"):
+        model_attention(load_model("llama3-8b"), 32768, "local")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--window", "8"],
+     "a sliding window (8 tokens) is a causal model's local attention; add --causal"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--layer", "global"],
+     "--layer picks a layer of a plan's model (--plan)"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softcap", "0"], "softcap"),
+])
+def test_bad_mod_flags_exit_2_before_launch(capsys, args, message):
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_print_launch_carries_the_mod_flags(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--ring", "2", "--seq-len", "48", "--heads", "4", "--head-dim", "12", "--v-head-dim", "8", "--causal",
+              "--softcap", "30", "--window", "16", "--window-kind", "chunked", "--print-launch"])
+    assert done.value.code == 0
+    line = capsys.readouterr().out
+    assert "--v-head-dim 8 --softcap 30.0 --window 16 --window-kind chunked" in line
+
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, vocab_size=100)
+
+
+def _plan(tmp_path: Path, model: ModelSpec, plan: ParallelPlan, seq_len: int) -> Path:
+    plan_file = PlanFile(model=model, hardware=load_hardware("h100-sxm"),
+                         workload=Workload(seq_len=seq_len, global_batch=1), num_nodes=1, gpus_per_node=2, plan=plan)
+    path = tmp_path / f"{model.name}.json"
+    write_plan_file(path, plan_file)
+    return path
+
+
+def _sp_run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    return subprocess.run([sys.executable, "-m", "sp_planner.cli.run_cmd", *args], capture_output=True, text=True,
+                          env=env, timeout=180, cwd=tmp_path)
+
+
+@pytest.mark.timeout(200)
+def test_a_gemma_like_plan_runs_its_local_layer_capped_and_windowed(tmp_path):
+    model = ModelSpec(name="tiny-gemma", num_heads=4, num_kv_heads=2, head_dim=8, **TINY,
+                      window=WindowSpec(window_tokens=8, local_layers=1, global_layers=1, logit_softcapping=5.0))
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
+    out = tmp_path / "result.json"
+    done = _sp_run(["--plan", str(path), "--iters", "0", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["passed"] and result["kernel"].startswith("math")
+    assert (result["config"]["softcap"], result["config"]["window"]) == (5.0, 8)
+    assert "note: tiny-gemma has 1 sliding-window (8-token) layers of 2; sp-run runs one local layer" in done.stdout
+    assert "logit softcap 5, sliding window 8" in done.stdout
+
+
+@pytest.mark.timeout(200)
+def test_an_mla_plan_runs_its_own_head_dims_round_the_ring(tmp_path):
+    # head_dim 10 = (8 + 4 + 8) / 2 is the planner's mean; the run moves q/k of 12 and v of 8.
+    model = ModelSpec(name="tiny-mla", num_heads=4, num_kv_heads=4, head_dim=10, **TINY,
+                      mla=MLASpec(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8))
+    path = _plan(tmp_path, model, ParallelPlan(ring=2, ring_layout="zigzag"), seq_len=32)
+    out = tmp_path / "result.json"
+    done = _sp_run(["--plan", str(path), "--iters", "0", "--out", str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["passed"] and "zero-padded to 12" in result["kernel"]
+    assert (result["config"]["head_dim"], result["config"]["v_head_dim"]) == (12, 8)
+    # bf16 K block 16 tokens x 4 heads x 12 = 768 elements, V 16 x 4 x 8 = 512: (768 + 512) x 2 bytes each
+    # way in the forward and the backward, and x 4 (fp32 dK/dV) on each of 2 hops.
+    assert result["comm_bytes_measured"]["p2p"] == 1280 * 2 * 2 + 1280 * 4 * 2
+    assert result["comm_bytes_measured"] == result["comm_bytes_predicted"]
+    assert "head_dim 12 (q/k) / 8 (v)" in done.stdout
