@@ -125,7 +125,8 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     return exposed, busy
 
 
-def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool):
+def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
+                      launched_whole: bool = False):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on the first stage of an interleaved pipeline. Each later model chunk is one
     call of chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's);
@@ -138,14 +139,19 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     (chunk_gathers_ahead). One stream holds them all, so a chunk's call queues behind the earlier
     ones: exposed is chunk 0's own pass behind its chunk's window (hidden_behind) or, worse, the
     queue of chunk 0 and chunks 1..c, first + c (chunk_s - pp x window_s / vpp), worst at c = 1
-    or c = vpp - 1. Without virtual stages (or overlap) it is hidden_behind of the whole pass."""
+    or c = vpp - 1. `launched_whole` (Overlap.aligned_grad_reduce): the schedule runs every
+    backward with the bucket hooks' sync disabled and launches a chunk's buckets together after
+    its last micro-batch (schedules.py backward_step_helper_postprocess: enable_grad_sync(),
+    grad_sync_func[chunk], disable_grad_sync(); Megatron-LM d98e8a6), so chunk 0's, issued after
+    the stage's last backward, hides behind nothing: its own pass is exposed whole. Without
+    virtual stages (or overlap) it is hidden_behind of the whole pass."""
     vpp = np.asarray(vpp)
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
         return whole
     first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s)
     chunk_window = window_s / vpp
-    own = hidden_behind(first, chunk_window, unhideable_s, True)
+    own = first if launched_whole else hidden_behind(first, chunk_window, unhideable_s, True)
     behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
     queued = first + np.maximum(behind, (vpp - 1) * behind)
     return np.where(vpp > 1, np.maximum(own, queued), whole)
@@ -190,12 +196,13 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
-                                overlapped=overlap.grad_all_reduce, **chunk)
+                                overlapped=overlap.grad_all_reduce, **grads)
     reduce1 = chunked_exposed_s(t.grad_reduce_scatter_s, t.chunk_reduce_scatter_s,
                                 last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, edges), bwd_window_s,
-                                overlapped=overlap.grad_reduce, **chunk)
+                                overlapped=overlap.grad_reduce, **grads)
     # ZeRO-2's gather (FSDP, no chunk alignment) behind the step's first forward, chunk by chunk.
     gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
                         chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,

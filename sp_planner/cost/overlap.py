@@ -91,6 +91,11 @@ class Overlap(FrozenModel):
     # The interleaved pipeline's sends and receives run beside the next chunk's compute (Megatron
     # overlap_p2p_comm, module docstring); the plain 1F1B schedule blocks on them whatever this says.
     pp_p2p: bool = False
+    # The interleaved schedule launches each model chunk's whole gradient sync after its last
+    # micro-batch's backward, not bucket by bucket during it (Megatron --align-grad-reduce,
+    # cost.dp_exposure.chunked_exposed_s); the plain 1F1B schedule's first stage syncs by buckets
+    # whatever this says.
+    aligned_grad_reduce: bool = False
 
 
 # Megatron-LM / MindSpeed: sp-plan emits --overlap-grad-reduce, and --overlap-param-gather with
@@ -99,9 +104,12 @@ class Overlap(FrozenModel):
 # sends by default (overlap_p2p_comm: --no-overlap-p2p-communication turns it off; arguments.py
 # sets it off without virtual stages; the default since Megatron-LM 4eeff55d1f, 2023-10-23).
 # ZeRO-2/3 run as Megatron-FSDP or torch FSDP2 (flags/megatron_fsdp.py), which prefetch the next
-# layer's parameters.
+# layer's parameters. --align-grad-reduce is on unless --no-align-grad-reduce (Megatron-LM
+# training/config/common_config.py align_grad_reduce True; Megatron-Bridge training/config.py the
+# same), which sp-plan does not emit: training.py sets config.grad_sync_func to each chunk's
+# start_grad_sync.
 MEGATRON_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
-                           grad_all_reduce=True, pp_p2p=True)
+                           grad_all_reduce=True, pp_p2p=True, aligned_grad_reduce=True)
 # DeepSpeed: sp-plan emits "overlap_comm": true for ZeRO >= 1; stage 1/2 gather the updated
 # parameters after step() with no overlap (no flag for it); stage 3 prefetches
 # (stage3_prefetch_bucket_size default). Stage 0 all-reduces the gradients after the backward

@@ -168,19 +168,24 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     p = Program()
     first, last = chunk == 0, chunk == work.vpp - 1
     reduce = work.reduce_calls(stage) if last_micro_batch or work.dp_every_micro_batch else DPCalls()
+    # Aligned grad reduce: the chunk's calls leave together after its backward (work.dp_reduce_whole_chunk).
+    whole, hooked = (reduce, DPCalls()) if work.dp_reduce_whole_chunk else (DPCalls(), reduce)
     regather = work.dp_gather_every_forward and work.dp_backward_gather
     gathers = work.gather_calls(stage) if regather else DPCalls()
     head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
-    _calls(p, reduce.head if last else (), "output layer grad reduce", ready)
+    _calls(p, hooked.head if last else (), "output layer grad reduce", ready)
     order = list(reversed(chunk_layers(work, stage, chunk)))
     landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)} if order else {}
     for i, layer in enumerate(order):
         if i + 1 < len(order):
             landed[order[i + 1]] = _calls(p, gathers.at_layer(order[i + 1]), f"L{order[i + 1]} param all-gather", -1)
         ready, grads = _backward_layer(p, work.layer, layer, ready, work.recompute, landed[layer])
-        _calls(p, reduce.at_layer(layer), f"L{layer} dp grad bucket", grads)
+        _calls(p, hooked.at_layer(layer), f"L{layer} dp grad bucket", grads)
     tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 and first else 0.0,
                  (ready,))
-    _calls(p, reduce.tail if first else (), "embedding dp grad bucket", tail)
+    _calls(p, hooked.tail if first else (), "embedding dp grad bucket", tail)
+    chunk_calls = ((whole.head if last else ()) + tuple(t for layer in order for t in whole.at_layer(layer))
+                   + (whole.tail if first else ()))
+    _calls(p, chunk_calls, "chunk dp grad sync", tail)
     return p

@@ -174,6 +174,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         pp_overlap=bool(pp_sends_beside_compute(runtime.overlap, plan.vpp)),
         dp_reduce=dp_reduce,
         dp_every_micro_batch=plan.zero >= 2,
+        dp_reduce_whole_chunk=runtime.overlap.aligned_grad_reduce and plan.vpp > 1 and plan.zero <= 1,
         dp_gather=dp_gather,
         dp_gather_every_forward=plan.zero == 3,
         dp_early_gather_s=early,

@@ -95,6 +95,10 @@ class StepWork(FrozenModel):
     # backward, or in every micro-batch's (ZeRO-2/3).
     dp_reduce: tuple[DPCalls, ...] = ()
     dp_every_micro_batch: bool = False
+    # Megatron's interleaved schedule with --align-grad-reduce (ZeRO-0/1): a chunk's calls all
+    # issued after its last micro-batch's backward, none from the layers' hooks
+    # (cost.overlap.Overlap.aligned_grad_reduce; sim.layer_program.stage_backward).
+    dp_reduce_whole_chunk: bool = False
     # Parameter all-gather calls per stage, queued on the data-parallel stream ahead of use: in
     # every forward (ZeRO-3; the layers' again in backward when reshard_after_forward:
     # dp_backward_gather), or in the step's first forward only (ZeRO-1/2 whose gather after the

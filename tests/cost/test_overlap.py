@@ -97,6 +97,18 @@ def test_interleaved_chunks_sync_one_by_one_into_the_drain():
     assert chunked_exposed_s(1.0, 0.4, 0.1, 0.4, vpp=2, pp=4, overlapped=False) == pytest.approx(1.0)
 
 
+def test_aligned_grad_reduce_exposes_chunk_zero_whole():
+    # Megatron's --align-grad-reduce (on by default): a chunk's buckets leave together after its
+    # last micro-batch's backward, so chunk 0's 0.6 s, after the stage's last backward, hides
+    # behind nothing (0.6, not 0.6 - 0.2); chunk 1's queue as before (0.6 + (1.2 - 0.8)).
+    kw = dict(pp=4, overlapped=True, launched_whole=True)
+    assert chunked_exposed_s(1.0, 0.4, 0.1, 0.4, vpp=2, **kw) == pytest.approx(0.6)
+    assert chunked_exposed_s(1.8, 1.2, 0.1, 0.4, vpp=2, **kw) == pytest.approx(1.0)
+    # Without virtual stages the first stage's buckets leave from the hooks whatever it says.
+    assert chunked_exposed_s(1.0, 0.0, 0.1, 0.4, vpp=1, **kw) == pytest.approx(0.6)
+    assert MEGATRON_OVERLAP.aligned_grad_reduce
+
+
 def test_interleaved_fill_and_drain_wait_for_their_hops():
     # pp 4, a 1 ms transfer: 3 hops to the last stage and 3 back, and each of the vpp - 1 wraps
     # each way 4 more, less 3 x the slack beside the embedding (fill) and the loss (drain).

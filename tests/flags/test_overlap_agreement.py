@@ -122,6 +122,10 @@ def test_interleaved_pipeline_sends_overlap_as_the_model_assumes(build, framewor
                                           "--num-layers-per-virtual-pipeline-stage"))
     assert "--no-overlap-p2p-communication" not in flags
     assert FRAMEWORK_RUNTIME[framework].overlap.pp_p2p
+    # Nor --no-align-grad-reduce: each chunk's gradient sync launched whole after its last
+    # micro-batch (training.py grad_sync_func), as Overlap.aligned_grad_reduce says.
+    assert "--no-align-grad-reduce" not in flags
+    assert FRAMEWORK_RUNTIME[framework].overlap.aligned_grad_reduce
 
 
 @pytest.mark.parametrize("framework", ["deepspeed", "torchtitan", "yunchang"])
