@@ -96,9 +96,11 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
     faster, mostly = False, True  # `mostly`: name the part that moves the step most, after the clause
     if held and abs(slower_s) <= 1e-9 * best.step_time_s:
         before_s = sum(deltas.values())
+        faster = before_s < 0  # a plan shown first that was re-ranked (--simulate) or pinned (sp-report)
+        relation = "faster" if faster else "slower"
         clause = (f"The runner-up ({diff}) is predicted at the same step: the best published MFU for this "
-                  f"hardware holds both to it; before that bound it is {format_seconds(before_s)} "
-                  f"({before_s / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) slower")
+                  f"hardware holds both to it; before that bound it is {format_seconds(abs(before_s))} "
+                  f"({abs(before_s) / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) {relation}")
     elif abs(slower_s) < 5e-4 * best.step_time_s:  # under 0.05%: as good as equal, say what cancels
         clause = f"The runner-up ({diff}) takes the same time per step"
         if deltas[worst] > 0 and deltas[gain] < 0:

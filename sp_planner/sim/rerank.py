@@ -13,7 +13,8 @@ from sp_planner.specs.workload import Workload
 def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: HardwareProfile, workload: Workload, *,
                          num_nodes: int, gpus_per_node: int, top_k: int,
                          runtime: Runtime = MEGATRON_RUNTIME) -> SearchResult:
-    """Simulate the first `top_k` fitting plans and order them by simulated step time.
+    """Simulate the first `top_k` fitting plans and order them by simulated step time (ties by the
+    analytic time before the MFU bound, then memory).
 
     Each simulated estimate keeps its analytic numbers and gains `simulated_step_time_s`; plans
     beyond the first `top_k` (and plans that do not fit) keep their places after them.
@@ -26,6 +27,9 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
         ).step_time_s})
         for est in head
     ]
-    simulated.sort(key=lambda est: (est.simulated_step_time_s, est.memory_peak_bytes))
+    # Ties at the best published MFU (both steps held to it) go by the time before that bound, as
+    # the search orders them (search_scan), then by memory.
+    simulated.sort(key=lambda est: (est.simulated_step_time_s, est.step_time_s - est.time.mfu_ceiling_s,
+                                    est.memory_peak_bytes))
     rest = [est for est in result.ranked if not any(est is done for done in head)]
     return result.model_copy(update={"ranked": tuple(simulated + rest)})

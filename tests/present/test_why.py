@@ -72,6 +72,17 @@ def test_runner_up_held_to_the_same_step_by_the_mfu_bound_is_compared_before_it(
             "mostly from Ulysses all-to-all (+500.0 ms)") in text
 
 
+def test_runner_up_faster_before_the_mfu_bound_says_faster():
+    # A plan shown first that the search did not rank first (sp-plan --simulate, sp-report of a
+    # plan file): both held at 11 s, the runner-up 0.5 s faster before the bound, by its Ulysses
+    # all-to-all; said as faster, not as a negative time slower (was "-500.0 ms (-5.0%) slower").
+    slower = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=2.5, activations_gib=38.0)
+    text = why_this_plan([_held(slower, 0.5), _held(BEST, 1.0)], A800)
+    assert ("The runner-up (ulysses 8 instead of 4, ring 1 instead of 2) is predicted at the same step: the best "
+            "published MFU for this hardware holds both to it; before that bound it is 500.0 ms (4.8%) faster, "
+            "mostly from Ulysses all-to-all (-500.0 ms)") in text
+
+
 def test_runner_up_at_the_same_step_says_what_cancels():
     # 6 + 2 + 2 s against 5 + 3 + 2 s: the same 10 s, attention 1 s shorter, all-to-all 1 s longer.
     even = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=5.0, ulysses_s=3.0, activations_gib=40.0)

@@ -31,3 +31,18 @@ def test_rerank_orders_the_first_k_by_simulated_time_and_keeps_the_rest():
         assert est.simulated_step_time_s == expected
         original = next(e for e in result.ranked if e.plan == est.plan)
         assert est.step_time_s == original.step_time_s
+
+
+def test_plans_the_simulator_ties_keep_the_searchs_order(monkeypatch):
+    # Both held to the best published MFU, two plans simulate to the same step: they are ordered
+    # by the analytic time before that bound, as the search orders them (search_scan), not by
+    # memory first (sp-plan --simulate put ZeRO-3 ahead of the ZeRO-2 the search ranked first).
+    model, hardware = load_model("llama3-8b"), load_hardware("h100")
+    workload = Workload(seq_len=256 * 1024, global_batch=16)
+    question = dict(num_nodes=4, gpus_per_node=8)
+    result = search(model, hardware, workload, top_k=2, **question)
+    first, second = result.ranked[:2]
+    assert first.step_time_s == second.step_time_s and first.memory_peak_bytes > second.memory_peak_bytes
+    monkeypatch.setattr("sp_planner.sim.rerank.simulate", lambda *a, **k: type("S", (), {"step_time_s": 1.0})())
+    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, **question)
+    assert [est.plan for est in reranked.ranked[:2]] == [first.plan, second.plan]
