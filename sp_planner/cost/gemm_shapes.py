@@ -79,7 +79,7 @@ from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.kernel_benchmarks import log_interp
-from sp_planner.cost.moe import moe_layer_fraction, rows_per_expert
+from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, rows_per_expert
 from sp_planner.cost.tp_overlap import gemm_shares, qkv_width_per_rank
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -192,8 +192,16 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
         width = model.moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)
         rows = rows_per_expert(model, np.asarray(tokens) / tp, ep, etp)
         if model.moe.expert_gemm == "per_expert":
-            # One GEMM per local expert: each a layer GEMM of `rows` tokens (module docstring).
-            experts = (layer_of(h, (m - 1) * width, rows), layer_of(width, h, rows))
+            # One GEMM per local expert: each a layer GEMM of `rows` tokens (module docstring). The
+            # busiest rank computes `load` x the mean's copies (cost.moe.busiest_rank_load), each
+            # at its shape's factor r: load x r of the mean's time, of which cost.moe.moe_times
+            # adds (load - 1) at the flat rate, so the mean's share here is load (r - 1) + 1 (a
+            # capacity factor of 0.0001 had its tiny GEMMs' slowdown charged on every dropless FLOP).
+            load = busiest_rank_load(model, ep)
+
+            def loaded(pair):
+                return tuple(load * (r - 1.0) + 1.0 for r in pair)
+            experts = (loaded(layer_of(h, (m - 1) * width, rows)), loaded(layer_of(width, h, rows)))
         else:
             expert_wgrad = slow(rows)
             experts = ((slow(h), (slow((m - 1) * width) + expert_wgrad) / 2),

@@ -188,10 +188,12 @@ def test_expert_gemms_by_hand_on_b200():
     assert float(layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=2)[0]) > float(got_fwd)
 
     # One GEMM per expert (Megatron's default): each expert's FC1 a layer GEMM 2048 -> 1536 and
-    # FC2 768 -> 2048 over its 2560 rows, with the dense GEMMs' output sizes.
+    # FC2 768 -> 2048 over its 2560 rows, with the dense GEMMs' output sizes. The busiest rank
+    # computes 1.25 x the mean's copies at that factor r, 1.25 r in all, of which cost.moe adds the
+    # 0.25 above the mean at the flat rate: 1.25 (r - 1) + 1 here.
     per_expert = load_model("Qwen3-30B-A3B")
     assert per_expert.moe.expert_gemm == "per_expert"
-    fc1, fc2 = _layer(b200, 2048, 1536, 2560), _layer(b200, 768, 2048, 2560)
+    fc1, fc2 = (tuple(1.25 * (r - 1) + 1 for r in _layer(b200, k, n, 2560)) for k, n in ((2048, 1536), (768, 2048)))
     fwd = shares @ np.array([qkv[0], proj[0], fc1[0], fc2[0]])
     bwd = shares @ np.array([qkv[1], proj[1], fc1[1], fc2[1]])
     got_fwd, got_bwd = layer_gemm_slowdowns(b200, per_expert, tp=1, tokens=4096, ep=8, etp=1)
@@ -199,6 +201,39 @@ def test_expert_gemms_by_hand_on_b200():
     assert float(got_bwd) == pytest.approx(float(bwd), rel=1e-12)
     # 2560 x 1536 = 3.9M outputs: each expert's FC1 well below its contraction-only rate.
     assert fc1[0] > 1.2 * slow(2048)
+
+
+def test_expert_gemm_time_grows_with_the_capacity_factor():
+    """A capacity factor cuts each expert's rows, so its GEMMs run at worse shapes but on fewer
+    FLOPs: the expert GEMM time (this factor x the dropless FLOPs plus cost.moe's load above the
+    mean) grows with the factor. At 0.0001 the tiny GEMMs' slowdown was charged on every dropless
+    FLOP: Mixtral's GEMMs took 17.3 s against 17.0 s dropless and 4.3 s at 0.05."""
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.moe import busiest_rank_load
+
+    h100, mixtral = builtin_hardware("h100"), load_model("Mixtral-8x7B")
+    times = []
+    for factor in (0.0001, 0.05, 0.5, 1.0):
+        model = mixtral.model_copy(update={"moe": mixtral.moe.model_copy(update={"capacity_factor": factor})})
+        fwd, _ = layer_gemm_slowdowns(h100, model, tp=1, tokens=32768, ep=8)
+        # cost.moe's flat-rate remainder: the experts' share of the layer's GEMM FLOPs x (load - 1).
+        times.append(float(fwd) + _expert_share(model) * (float(busiest_rank_load(model, 8)) - 1.0))
+    assert times == sorted(times)
+    assert times[0] < 0.25 * times[-1]
+
+
+def _expert_share(model: ModelSpec) -> float:
+    from sp_planner.cost.gemm_shapes import _active_ffn_width, moe_layer_fraction
+
+    moe = model.moe
+    return moe_layer_fraction(model) * (moe.top_k + moe.num_shared_experts) * (
+        moe.moe_intermediate_size / _active_ffn_width(model)) * float(sum(_mlp_shares(model)))
+
+
+def _mlp_shares(model: ModelSpec):
+    from sp_planner.cost.tp_overlap import gemm_shares
+
+    return gemm_shares(model)[2:]
 
 
 # The same shapes' FP8 entries (e4m3 x e4m3 -> bf16), key sm_100_B200.
