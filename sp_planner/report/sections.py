@@ -10,6 +10,7 @@ import pandas as pd
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
 from sp_planner.present.expressible import best_expressible
+from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell
 from sp_planner.present.why import why_this_plan
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
@@ -82,10 +83,14 @@ def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimat
 
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
+    # Megatron's count passes the peak for windowed attention: not shown as a share (MODEL_MFU_LEGEND).
+    model_mfu = (f"model MFU (Megatron) {est.mfu:.1%}" if est.mfu <= 1 else
+                 "a model MFU (Megatron) not shown: its full-attention count passes the GPU's peak for this "
+                 "model's windowed attention")
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
             f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
             f"{est.model_tflops_per_gpu:,.0f} "
-            f"model TFLOPS per GPU, model MFU (Megatron) {est.mfu:.1%}), "
+            f"model TFLOPS per GPU, {model_mfu}), "
             f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
 
 
@@ -128,7 +133,7 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
                p.ring_layout if p.ring > 1 else "-", p.vpp if p.pp > 1 else "-",
                f"{p.first_stage_layers}/{p.last_stage_layers}" if p.first_stage_layers is not None else "-",
                p.precision, format_seconds(est.step_time_s),
-               f"{est.tokens_per_s:,.0f}", f"{est.model_tflops_per_gpu:,.1f}", f"{est.mfu:.1%}",
+               f"{est.tokens_per_s:,.0f}", f"{est.model_tflops_per_gpu:,.1f}", model_mfu_cell(est),
                f"{est.hardware_mfu:.1%}", format_bytes(est.memory_peak_bytes), format_bytes(network),
                "yes" if est.fits else f"no: {reason_key(est.reason)}"]
         if simulated:
@@ -141,7 +146,8 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     note = tag("p", f"{order}; the highlighted row is the recommended plan. "
                     f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. Model MFU (Megatron) counts attention over "
                     "the full s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
-                    "Assumptions). Every candidate is in plans.csv.")
+                    "Assumptions). Every candidate is in plans.csv."
+                    + (f" {MODEL_MFU_LEGEND}." if any(est.mfu > 1 for est in shown) else ""))
     return section("top-plans", "Top plans", note,
                    table(headers, rows, numeric=range(1, len(headers) - 1), row_classes=classes))
 

@@ -49,3 +49,19 @@ def test_the_recommended_plan_is_found_in_the_frame_even_with_an_even_pipeline_s
     assert _row_index(frame, frame["fits"].to_numpy(dtype=bool), best) == frame.index[0]
     nothing_fits = frame["fits"].to_numpy(dtype=bool) & False
     assert _row_index(frame, nothing_fits, best) is None
+
+
+def test_a_model_mfu_past_100_percent_is_not_shown_as_a_share(question):
+    # Megatron's full-square count passes the peak for windowed attention (Mistral at 1M tokens on
+    # A100: 1546.6%); the report, like the terminal table, shows "-" and says why, and keeps the
+    # TFLOPS (plans.csv and summary.json keep the figure).
+    from sp_planner.report.sections import _headline, top_plans_section
+
+    best = question.result.ranked[0]
+    windowed = best.model_copy(update={"mfu": 15.466})
+    top = top_plans_section([windowed], chosen=windowed, hardware=question.hardware)
+    assert "1546.6%" not in top and "<td class=\"num\">-</td>" in top
+    assert "model MFU -: Megatron&#x27;s count (full attention square) passes the GPU&#x27;s peak" in top
+    headline = _headline(windowed, question.hardware)
+    assert "1546.6%" not in headline and "model MFU (Megatron) not shown: its full-attention count" in headline
+    assert "model MFU -:" not in top_plans_section([best], chosen=best, hardware=question.hardware)
