@@ -7,7 +7,6 @@ the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -15,17 +14,11 @@ import pandas as pd
 from pydantic import Field, PrivateAttr, field_serializer
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.base import FrozenModel, whole_bytes  # noqa: F401 (whole_bytes was defined here)
 
 Link = Literal["intra", "inter", "none"]
 # Frame column prefix of each breakdown field of PlanEstimate (the CSV's column names).
 FRAME_PREFIXES: dict[str, str] = {"memory": "mem_", "time": "time_", "comm_bytes": "comm_", "comm_links": "link_"}
-
-
-def whole_bytes(value: float) -> int | float:
-    """A byte count as JSON holds it: whole bytes (the model computes in floats; summary.json and
-    plans.csv round alike), infinity left for the caller's finite check."""
-    return round(value) if math.isfinite(value) else value
 
 
 class MemoryBreakdown(FrozenModel):

@@ -17,11 +17,14 @@ from pydantic import Field, model_validator
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
+from sp_planner.cost.fp8_attention import fp8_attention_problem
+from sp_planner.cost.offload import check_host_link
+from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.flags.base import Framework
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
-from sp_planner.plan import ParallelPlan
+from sp_planner.plan import ParallelPlan, check_plan_runs
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -90,6 +93,15 @@ class PlanFile(FrozenModel):
         return self
 
     @model_validator(mode="after")
+    def _hardware_runs_the_plan(self) -> PlanFile:
+        """A plan edited to a precision (or FP8 attention, block scaling, offloading) its hardware
+        cannot run would fail deep in the cost model: every reader of a plan file refuses it here."""
+        problems = hardware_problems(self.plan, self.hardware)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
     def _rank_groups_follow_the_degrees(self) -> PlanFile:
         """Groups edited by hand to disagree with the degrees would run another plan than the one named."""
         if not self.rank_groups:
@@ -105,6 +117,37 @@ class PlanFile(FrozenModel):
                     f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
                     "remove rank_groups or write the plan again with sp-plan --out")
         return self
+
+
+def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str]:
+    """What of `plan` the cost model cannot run on `hardware`, as sp-plan refuses its options:
+    a GEMM precision the profile has no peak and efficiency for, FP8 attention without a published
+    curve, FP8 block scaling off Hopper, activation offloading without a measured host link."""
+    problems = []
+    precision = precision_problem(plan.precision, hardware)
+    if precision is not None:
+        problems.append(f"plan.precision {precision}")
+    attention = fp8_attention_problem(hardware) if plan.fp8_attention else None
+    if attention is not None:
+        problems.append(f"plan.fp8_attention: {attention}")
+    try:
+        if plan.fp8_blockwise:
+            check_blockwise(hardware)
+    except ValueError as err:
+        problems.append(f"plan.fp8_recipe: {err}")
+    try:
+        check_host_link(hardware, plan.cpu_offload_layers)
+    except ValueError as err:
+        problems.append(f"plan.cpu_offload_layers: {err}")
+    return problems
+
+
+def check_plan_file_runs(plan_file: PlanFile) -> None:
+    """Refuse, in one UserInputError line, a plan file whose plan cannot run on its cluster
+    (plan.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines): what
+    sp-simulate and sp-report ask of a plan file before any work."""
+    check_plan_runs(plan_file.plan, plan_file.model, plan_file.workload, num_nodes=plan_file.num_nodes,
+                    gpus_per_node=plan_file.gpus_per_node)
 
 
 def _short(groups: list[list[int]]) -> str:

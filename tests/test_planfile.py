@@ -89,3 +89,36 @@ def test_full_lists_that_differ_from_the_layout_are_refused(tmp_path):
     def unknown(doc):
         doc["rank_groups"]["expert"] = [[0]]
     assert "rank_groups has axes" in _edited(tmp_path, unknown)
+
+
+def test_hardware_byte_counts_are_whole_in_the_file_and_read_back(tmp_path):
+    path = tmp_path / "plan.json"
+    written = _plan_file(rank_layout=RankLayout.of(PLAN))
+    write_plan_file(path, written)
+    hardware = json.loads(path.read_text())["hardware"]
+    for name in ("hbm_bytes", "memory_reserve_bytes"):
+        assert type(hardware[name]) is int and hardware[name] == round(getattr(written.hardware, name))
+    read = read_plan_file(path)
+    assert read == written and type(read.hardware.hbm_bytes) is float  # ints read back as the floats declared
+
+
+@pytest.mark.parametrize("hardware, plan, message", [
+    ("a800", {"precision": "fp8"}, "plan.precision fp8 is not available on A800: its profile gives no FP8 peak"),
+    ("h100-sxm", {"precision": "mxfp8"}, "plan.precision mxfp8 is not available on H100-SXM: MXFP8 runs on "
+                                         "Blackwell GPUs only; use one of bf16, fp8"),
+    ("h100-sxm", {"precision": "fp8", "fp8_attention": True},
+     "plan.fp8_attention: no published FP8 attention curve for H100-SXM"),
+    ("a800", {"precision": "fp8", "fp8_recipe": "blockwise"}, "plan.precision fp8 is not available on A800"),
+])
+def test_a_plan_its_hardware_cannot_run_is_refused_on_read(tmp_path, hardware, plan, message):
+    # sp-plan refuses these options; a plan file edited to them is refused by every reader, in one
+    # line, instead of a ValueError deep in the cost model.
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file().model_copy(update={"hardware": load_hardware(hardware)}))
+    doc = json.loads(path.read_text())
+    doc["plan"].update(plan)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError) as err:
+        read_plan_file(path)
+    assert str(err.value).startswith(f"plan file {path} is invalid: ")
+    assert message in str(err.value) and "\n" not in str(err.value)

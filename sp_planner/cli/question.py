@@ -19,9 +19,9 @@ from sp_planner.destination import (
     refuse_reading_file_as_output,
     same_destination,
 )
-from sp_planner.cost.fp8_attention import FP8_SDPA_CHIP
+from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
-from sp_planner.cost.precision import check_blockwise
+from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
 from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.search import Pins
@@ -203,9 +203,9 @@ def _check_fp8_attention(fp8_attention: bool, precision: Precision | Literal["au
         return False
     if precision not in ("fp8", "mxfp8"):
         raise UserInputError(f"--fp8-attention needs --precision fp8 or mxfp8, not {precision}")
-    if profile.name not in FP8_SDPA_CHIP:
-        raise UserInputError(f"--fp8-attention: no published FP8 attention curve for {profile.name} "
-                             f"(modelled on {', '.join(FP8_SDPA_CHIP)})")
+    problem = fp8_attention_problem(profile)
+    if problem:
+        raise UserInputError(f"--fp8-attention: {problem}")
     return True
 
 
@@ -215,11 +215,9 @@ def _check_precision(precision: Precision | Literal["auto"], profile: HardwarePr
         return None
     if precision not in PRECISIONS:
         raise UserInputError(f"--precision must be one of {', '.join((*PRECISIONS, 'auto'))}, got {precision!r}")
-    if precision not in profile.precisions:
-        why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
-               else "its profile gives no FP8 peak and FP8 GEMM efficiency")
-        raise UserInputError(f"--precision {precision} is not available on {profile.name}: {why}; "
-                             f"use one of {', '.join(profile.precisions)}")
+    problem = precision_problem(precision, profile)
+    if problem:
+        raise UserInputError(f"--precision {problem}")
     return precision
 
 

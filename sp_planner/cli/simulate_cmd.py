@@ -26,7 +26,7 @@ from sp_planner.destination import (
     resolve_link,
 )
 from sp_planner.errors import UserInputError
-from sp_planner.planfile import read_plan_file
+from sp_planner.planfile import check_plan_file_runs, read_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import SimResult
@@ -100,6 +100,7 @@ def simulate_command(
 ) -> None:
     """Simulate one training step of the plan file and print where its time goes."""
     pf = read_plan_file(plan_file)
+    check_plan_file_runs(pf)  # as sp-report refuses it, before any work
     if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
         raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "

@@ -1,7 +1,8 @@
 """`sp-validate`: predict every published run in the validation corpus and show the error.
 
 Exit codes: 0 scored (and, with --check, every limit held); 1 --check found a broken limit;
-2 bad input (one line on stderr).
+2 bad input (one line on stderr). --check's result follows the table, sits in the JSON under
+"check", and goes to stderr with --format markdown (whose stdout is the README's section).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def validate(
         typer.echo(json.dumps(doc, indent=2))
     elif output_format is OutputFormat.markdown:
         typer.echo(render_markdown(result, num_sources=len(loaded.sources)))
+        if limits is not None:  # on stderr: stdout stays the README's section
+            typer.echo(render_check(failures, check_limits), err=True)
     else:
         typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources)))
         if limits is not None:

@@ -41,6 +41,14 @@ FP8_SDPA_TFLOPS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]
 FP8_SDPA_CHIP: dict[str, str] = {"B200": "B200", "B300": "B200", "GB200-NVL72": "GB200", "GB300-NVL72": "GB200"}
 
 
+def fp8_attention_problem(hardware: HardwareProfile) -> str | None:
+    """Why FP8 attention cannot be timed on `hardware` (no published FP8 SDPA curve), or None: what
+    sp-plan's --fp8-attention and a plan file's plan.fp8_attention are refused with."""
+    if hardware.name in FP8_SDPA_CHIP:
+        return None
+    return f"no published FP8 attention curve for {hardware.name} (modelled on {', '.join(FP8_SDPA_CHIP)})"
+
+
 def fp8_speedup(chip: str, tokens, *, backward: bool) -> np.ndarray:
     """cuDNN FP8 over BF16 SDPA throughput on `chip` at `tokens` (log-linear, flat past the ends)."""
     fp8, bf16 = FP8_SDPA_TFLOPS[chip]["fp8"], FP8_SDPA_TFLOPS[chip]["bf16"]

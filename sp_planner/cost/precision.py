@@ -159,6 +159,16 @@ def gemm_peak_flops(hardware: HardwareProfile, precision, fp8_blockwise=False):
     return rate
 
 
+def precision_problem(precision: str, hardware: HardwareProfile) -> str | None:
+    """Why `hardware` cannot run its GEMMs in `precision` ('fp8 is not available on A800: ...'), or
+    None when it can: what sp-plan's --precision and a plan file's plan.precision are refused with."""
+    if precision in hardware.precisions:
+        return None
+    why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
+           else "its profile gives no FP8 peak and FP8 GEMM efficiency")
+    return f"{precision} is not available on {hardware.name}: {why}; use one of {', '.join(hardware.precisions)}"
+
+
 def check_blockwise(hardware: HardwareProfile) -> None:
     """Block-scaled FP8 runs natively on Hopper only (TE emulates it through MXFP8 on Blackwell and
     has no kernel before Hopper); its GEMM rate is measured on an H200."""

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sp_planner.cost import attention_comm
-from sp_planner.plan import ParallelPlan, violations
+from sp_planner.plan import ParallelPlan, adam_moments_problem, violations
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -122,11 +122,8 @@ def _megatron_only_failures(framework: str, plan) -> list[str]:
     if plan.adam_moments_bf16 and framework not in MEGATRON_ONLY_OPTION_FRAMEWORKS:
         failures.append("adam_moments_bf16 cannot be expressed: sp-plan emits bf16 Adam moments for Megatron-LM only "
                         "(--use-precision-aware-optimizer, cost.states)")
-    elif plan.adam_moments_bf16 and plan.zero != 1:
-        # megatron/core/optimizer/__init__.py (d98e8a6): "--use-precision-aware-optimizer only
-        # supported with distributed optimizer".
-        failures.append(f"adam_moments_bf16 needs zero 1 (Megatron's precision-aware optimizer runs only with the "
-                        f"distributed optimizer), not zero {plan.zero}")
+    elif (adam := adam_moments_problem(plan)) is not None:
+        failures.append(adam)
     return failures
 
 

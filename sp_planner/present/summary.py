@@ -13,7 +13,7 @@ Layout (schema "sp-planner.summary/3"):
                       flags{framework: {supported, text, reason, notes}}},
     framework, framework_plans[] (sp-plan only: --framework and the fitting plans it can express,
                     best first, as its table ranks them; every plan for "all"; empty when none fits),
-    fit_suggestions[] (only when nothing fits: each change checked by a new search),
+    fit_suggestions[] (when nothing fits, each change checked by a new search; empty otherwise),
     prediction_band{generation, moe, ranking_band_percent, absolute_band_percent, rows, pairs,
                     step_range{low_ratio, high_ratio, rows}, ties_with_first}: the validation
                     error of the runs of the plans' class (validation.band; generation or moe
@@ -100,8 +100,8 @@ def build_summary(
         # The table's ranking: the plans `framework` can express ("all": every plan, as `plans`).
         document["framework"] = framework
         document["framework_plans"] = plans if framework == "all" else entries(framework_ranked)
-    if suggestions:
-        document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]
+    # Every answer has the key: empty when a plan fits (suggestions are sought only when none does).
+    document["fit_suggestions"] = [suggestion_entry(s) for s in suggestions]
     return _finite(document)
 
 
@@ -169,6 +169,8 @@ def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
         reason=estimate.reason,
         memory_peak_bytes=estimate.memory_peak_bytes,
         step_time_s=estimate.step_time_s,
+        # empty (None) unless sp-plan --simulate K simulated the plan; the rank order then follows it
+        simulated_step_time_s=estimate.simulated_step_time_s,
         tokens_per_s=estimate.tokens_per_s,
         model_tflops_per_gpu=estimate.model_tflops_per_gpu,
         hardware_tflops_per_gpu=estimate.hardware_tflops_per_gpu,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
-from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, peak_name, plan_name
+from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, peak_name, plan_name, reason_key
 from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_seconds
@@ -70,6 +70,8 @@ def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
     biggest = max(parts, key=lambda name: parts[name])
     head = f"It needs {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)} per GPU"
     share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes(parts[biggest])}"
+    if not est.fits and reason_key(est.reason) not in ("oom", ""):  # a hard rule, not the memory
+        return f"It cannot run: it breaks a hard rule ({est.reason})."
     if not est.fits:
         return f"{head} and does not fit ({est.reason}); {share}."
     headroom = hardware.hbm_bytes - est.memory_peak_bytes

@@ -1,19 +1,22 @@
 """plans.csv: every candidate the search evaluated, one row each, in a documented column order.
 
 The columns are the search frame's (see sp_planner.estimate), renamed only where the frame's
-name lacks its unit (comm_<kind> -> comm_<kind>_bytes), plus `rank` and `cp`. README.md
-("Reports") documents every column; `CSV_COLUMNS` is the single list both follow.
+name lacks its unit (comm_<kind> -> comm_<kind>_bytes), plus `rank`, `cp`, `world_size` and
+`simulated_step_time_s` (the event simulator's step, for the plans sp-plan --simulate K simulated;
+empty for the rest and without --simulate). README.md ("Reports") documents every column;
+`CSV_COLUMNS` is the single list plans.csv and `sp-plan --format csv` both follow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, TimeBreakdown
+from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.labels import reason_key
 
@@ -32,6 +35,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "reason",
     "memory_peak_bytes",
     "step_time_s",
+    "simulated_step_time_s",
     "tokens_per_s",
     "model_tflops_per_gpu",
     "hardware_tflops_per_gpu",
@@ -44,15 +48,22 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 
 
+# The columns plans_table adds to the search frame's (simulated_step_time_s only where the frame
+# lacks it: write_report gives it the simulated plans' column, with_simulated).
+ADDED_COLUMNS: tuple[str, ...] = ("rank", "cp", "world_size", "simulated_step_time_s")
+SIMULATED = "simulated_step_time_s"
+
+
 def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The search frame as plans.csv lays it out.
 
     Rows: plans that fit, fastest first (`rank` 1, 2, ...), then the rest in the frame's order
     with an empty `rank`. A plan that breaks a hard rule (any reason but 'oom') cannot run, so its
     metrics, bytes and links are left empty rather than printed as if they meant something.
+    `simulated_step_time_s` is the frame's column of that name (with_simulated), else empty.
     """
     table = frame.rename(columns={f"comm_{kind}": f"comm_{kind}_bytes" for kind in COMM_KINDS})
-    missing = [c for c in CSV_COLUMNS if c not in table.columns and c not in ("rank", "cp", "world_size")]
+    missing = [c for c in CSV_COLUMNS if c not in table.columns and c not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"search frame lacks the columns {missing}")
     fits = table["fits"].to_numpy(dtype=bool)
@@ -60,7 +71,7 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
     fitting = fitting[np.argsort(table["step_time_s"].to_numpy()[fitting], kind="stable")]
     # One take of the columns plans.csv shows, in its row order (not a sort, a concat and a column
     # selection, each copying the ~200,000 rows of a 4096-GPU search).
-    kept = [name for name in CSV_COLUMNS if name not in ("rank", "cp", "world_size")]
+    kept = [name for name in CSV_COLUMNS if name not in ADDED_COLUMNS or (name == SIMULATED and name in table)]
     ordered = table[kept].take(np.concatenate([fitting, np.flatnonzero(~fits)])).reset_index(drop=True)
     rank = pd.array(np.arange(1, len(ordered) + 1), dtype="Int64")
     rank[len(fitting):] = pd.NA
@@ -69,6 +80,8 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
         cp=ordered["ulysses"] * ordered["ring"],
         world_size=ordered["dp"] * ordered["pp"] * ordered["tp"] * ordered["ulysses"] * ordered["ring"],
     )
+    if SIMULATED not in ordered:
+        ordered[SIMULATED] = np.nan
     ordered["reason"] = ordered["reason"].fillna("")
     ordered = ordered.loc[:, list(CSV_COLUMNS)]
     reasons = ordered["reason"]
@@ -82,6 +95,25 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
             column = column.astype("Int64")  # nullable, so that the emptied rows keep the rest as ints
         ordered[name] = column.mask(broken)
     return ordered
+
+
+def with_simulated(frame: pd.DataFrame, ranked: Sequence[PlanEstimate]) -> pd.DataFrame:
+    """`frame` with a simulated_step_time_s column for plans.csv: the event simulator's step of the
+    plans in `ranked` that sp-plan --simulate K simulated, NaN (written empty) for every other row.
+    The frame itself when none was simulated (plans_table then leaves the column empty)."""
+    simulated = [est for est in ranked if est.simulated_step_time_s is not None]
+    if not simulated:
+        return frame
+    column = np.full(len(frame), np.nan)
+    for est in simulated:
+        mask = np.ones(len(frame), dtype=bool)
+        for name, value in est.plan.model_dump().items():
+            values = frame[name]
+            # None (an even pipeline split) is missing in the frame, where == matches nothing.
+            mask &= values.isna().to_numpy() if value is None else (values == value).to_numpy(dtype=bool,
+                                                                                                 na_value=False)
+        column[mask] = est.simulated_step_time_s
+    return frame.assign(**{SIMULATED: column})
 
 
 def write_plans_csv(path: Path, frame: pd.DataFrame) -> None:

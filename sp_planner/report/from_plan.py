@@ -17,7 +17,7 @@ from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, read_plan_file
+from sp_planner.planfile import PlanFile, check_plan_file_runs, read_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary
@@ -32,6 +32,7 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
     plan_file = read_plan_file(plan_path)
+    check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
     # Read every input before the (slower) search, so a bad --run fails at once.
     runs = [read_run_record(path) for path in run_paths]
     for path, run in zip(run_paths, runs):
@@ -70,12 +71,14 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
 def plan_choices(plan: ParallelPlan) -> Pins:
     """The search pins the plan file's plan was chosen under, as far as the plan shows them: the
     choices sp-plan never searches on its own (precision and FP8 recipe, FP8 attention, CPU
-    offloading with the pipeline and recompute it needs, bf16 Adam moments), so that the report
+    offloading with the pipeline and recompute it needs, bf16 Adam moments with the ZeRO-1 they
+    need, as sp-plan pins them), so that the report
     ranks the plan among its own kind (an FP8 plan among FP8 plans, not against a bf16 search)."""
     offload = plan.cpu_offload_layers > 0
     return Pins(precision=plan.precision, fp8_recipe=plan.fp8_recipe, fp8_attention=plan.fp8_attention,
                 cpu_offload_layers=plan.cpu_offload_layers, adam_moments_bf16=plan.adam_moments_bf16,
-                pp=1 if offload else None, recompute="none" if offload else None)
+                pp=1 if offload else None, recompute="none" if offload else None,
+                zero=1 if plan.adam_moments_bf16 else None)
 
 
 def expected_run_device(plan_file: PlanFile) -> str:

@@ -49,8 +49,8 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                            flag_request: FlagRequest, framework: str, from_plan_file: bool) -> Raw:
     parts: list[object] = []
     if not chosen.fits:
-        parts.append(tag("p", f"No plan fits in {format_bytes(hardware.hbm_bytes)} of HBM. The closest is shown; "
-                              f"it does not fit: {chosen.reason}.", class_="warn"))
+        parts.append(tag("p", why_it_does_not_fit(chosen, result, hardware, from_plan_file=from_plan_file),
+                         class_="warn"))
     parts.append(tag("div", join([tag("strong", plan_name(chosen.plan)), Raw("<br>"),
                                   _headline(chosen, hardware)]), class_="callout"))
     best = result.ranked[0] if result.ranked else None
@@ -67,6 +67,22 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                                         moe=flag_request.model.moe is not None)))
     parts.append(_flags(flag_request, framework, result))
     return section("recommendation", "Recommended plan", *parts)
+
+
+def why_it_does_not_fit(chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile, *,
+                        from_plan_file: bool) -> str:
+    """The warning over a recommended plan that cannot run, by the estimate's reason ('<rule>:
+    <values>'): out of memory, or the hard rule it breaks (never said as out of memory)."""
+    rule, _, values = (chosen.reason or "").partition(":")
+    rule, values = rule.strip(), values.strip()
+    alone = from_plan_file and any(est.fits for est in result.ranked)  # other plans fit
+    hbm = format_bytes(hardware.hbm_bytes)
+    if rule in ("oom", ""):
+        if alone:
+            return f"This plan does not fit in {hbm} of HBM: {chosen.reason or 'out of memory'}."
+        return f"No plan fits in {hbm} of HBM. The closest is shown; it does not fit: {chosen.reason}."
+    lead = "" if alone or from_plan_file else "No plan can run. The closest is shown. "
+    return f"{lead}This plan cannot run: it breaks the hard rule {rule} ({values})."
 
 
 def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:

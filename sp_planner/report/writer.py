@@ -31,7 +31,7 @@ from sp_planner.report import sections
 from sp_planner import interrupts
 from sp_planner.report.background import Background
 from sp_planner.report.simulation import simulation_section
-from sp_planner.report.csv import write_plans_csv
+from sp_planner.report.csv import with_simulated, write_plans_csv
 from sp_planner.report.html import page
 from sp_planner.report.runs import RunRecord
 from sp_planner.specs.hardware import HardwareProfile
@@ -73,7 +73,8 @@ def write_report(
         raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
     plan_file_plan = chosen is not None
     chosen = chosen if chosen is not None else result.ranked[0]
-    frame = result.frame  # every row, read by the figures and the CSV
+    # Every row, read by the figures and the CSV (with sp-plan --simulate K's simulated steps).
+    frame = with_simulated(result.frame, result.ranked)
     summary_text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
     try:
         staging: Path | None = _new_folder(out_dir.parent, f".{out_dir.name}.tmp-")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import field_serializer
 
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
 from sp_planner.cost.links import collective_efficiency
@@ -31,7 +32,7 @@ from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.fluid import completion_times
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
 from sp_planner.sim.uneven_rings import uneven_ring_flows
-from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.base import FrozenModel, whole_bytes
 
 Algorithm = Literal["all_to_all", "ring", "p2p", "chain"]
 EfficiencyKey = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
@@ -56,6 +57,10 @@ class PhaseResult(FrozenModel):
     size_factor: float = 1.0
     collective: str = ""  # the efficiency key the phase was timed with
     group_size: int = 0
+
+    @field_serializer("bytes_per_rank", when_used="json")
+    def _json_bytes(self, value: float) -> int | float:
+        return whole_bytes(value)
 
 
 def _ring_order_flows(groups: np.ndarray, chain: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -18,8 +18,7 @@ from sp_planner.cost.fsdp import plan_as_run
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
-from sp_planner.errors import UserInputError
-from sp_planner.plan import ParallelPlan, violations
+from sp_planner.plan import ParallelPlan, check_plan_runs
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
 from sp_planner.sim.result import CRITICAL_PATH_KINDS, CriticalSegment, SimResult, StreamUsage, TimelineEvent
@@ -29,7 +28,6 @@ from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import plural
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
                 "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
@@ -38,20 +36,6 @@ BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", 
 BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
               "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
               "weight_cast": "gemm", "activation_offload": "activation_offload"}
-
-
-def check_plan(model: ModelSpec, workload: Workload, plan: ParallelPlan, *, num_nodes: int,
-               gpus_per_node: int) -> None:
-    world = num_nodes * gpus_per_node
-    if plan.world_size != world:
-        raise UserInputError(
-            f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has "
-            f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
-            f"{world}, or plan again with sp-plan for this cluster"
-        )
-    broken = violations(plan, model, workload)
-    if broken:
-        raise UserInputError("plan cannot run: " + "; ".join(v.message for v in broken))
 
 
 def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -80,7 +64,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     'fat_tree'); `detail` adds op-level events of micro-batch 0 for each stage; `runtime` is what
     the framework overlaps, the widths its gradients and gathered parameters move in and the CUDA
     graphs whose host time the analytic model counts (cost.runtime)."""
-    check_plan(model, workload, plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
+    check_plan_runs(plan, model, workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node)
     if runtime.overlap.ep_comm:  # only corpus rows state it; no framework runtime sp-plan emits does
         raise ValueError("the simulator does not schedule Megatron's EP all-to-all overlap (cost.ep_overlap); "
                          "simulate the run with Overlap.ep_comm False")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 
-from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.base import FrozenModel, whole_bytes
 
 Collective = Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"]
 COLLECTIVES: tuple[Collective, ...] = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
@@ -103,6 +103,10 @@ class Environment(FrozenModel):
     # The day the measurements ran (ISO), so that a later refit dates the profile by them; None in
     # measurement files written before stop 42.
     measured_on: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+    @field_serializer("device_memory_bytes", "runtime_reserved_bytes", when_used="json")
+    def _json_bytes(self, value: float | None) -> int | float | None:
+        return None if value is None else whole_bytes(value)
 
 
 class CalibrationData(FrozenModel):

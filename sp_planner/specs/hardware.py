@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.base import FrozenModel, whole_bytes
 from sp_planner.specs.calibration import CalibrationData
 
 IntraNodeKind = Literal["nvlink", "pcie", "xgmi", "hccs"]
@@ -221,6 +221,10 @@ class HardwareProfile(_Finite):
     sources: dict[str, str] = Field(default_factory=dict)
     # Raw fits and curves behind a calibrated profile's figures (sp-calibrate); None for spec sheets.
     calibration: CalibrationData | None = None
+
+    @field_serializer("hbm_bytes", "memory_reserve_bytes", when_used="json")
+    def _json_bytes(self, value: float) -> int | float:
+        return whole_bytes(value)
 
     @model_validator(mode="after")
     def _reserve_below_memory(self) -> "HardwareProfile":

@@ -42,3 +42,16 @@ def test_negative_sizes_and_unknown_collectives_are_rejected(make_measurements, 
     with pytest.raises(UserInputError, match=r"collectives.0.collective: Input should be 'all_reduce'.*"
                                              r"gemm.0.m: Input should be greater than 0"):
         read_measurements(path)
+
+
+def test_saved_byte_counts_are_whole_and_read_back(make_measurements, tmp_path):
+    # A CPU rank's share of the host's memory need not be whole; the file holds whole bytes.
+    path = tmp_path / "raw.json"
+    write_measurements(path, make_measurements(device_memory_bytes=17179869184 / 3, runtime_reserved_bytes=1.5e9))
+    environment = json.loads(path.read_text())["environment"]
+    assert environment["device_memory_bytes"] == 5726623061 and type(environment["device_memory_bytes"]) is int
+    assert environment["runtime_reserved_bytes"] == 1500000000
+    assert type(environment["runtime_reserved_bytes"]) is int
+    assert read_measurements(path).environment.device_memory_bytes == 5726623061.0
+    write_measurements(path, make_measurements(runtime_reserved_bytes=None))
+    assert json.loads(path.read_text())["environment"]["runtime_reserved_bytes"] is None

@@ -16,3 +16,26 @@ def test_sp_plan_simulate_shows_both_times(sp_plan):
     assert all(t is not None and t > 0 for t in simulated[:3])
     assert simulated[:3] == sorted(simulated[:3])
     assert simulated[3:] == [None, None]
+
+
+def test_sp_plan_csv_has_the_simulated_step_and_the_same_columns_without_it(sp_plan):
+    import io
+
+    import pandas as pd
+
+    from sp_planner.report.csv import CSV_COLUMNS
+
+    args = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", 2, "--seq-len", "64k", "--global-batch", 16,
+            "--top", 4)
+    simulated = sp_plan(*args, "--simulate", 2, "--format", "csv")
+    assert simulated.exit_code == 0, simulated.stderr
+    table = pd.read_csv(io.StringIO(simulated.stdout))
+    assert tuple(table.columns) == CSV_COLUMNS
+    doc = json.loads(sp_plan(*args, "--simulate", 2, "--format", "json").stdout)
+    # The rank order follows the simulated step, which the CSV now shows (empty past the two simulated).
+    assert table["simulated_step_time_s"][:2].tolist() == [p["simulated_step_time_s"] for p in doc["plans"][:2]]
+    assert table["simulated_step_time_s"][:2].is_monotonic_increasing
+    assert table["simulated_step_time_s"][2:].isna().all()
+    plain = sp_plan(*args, "--format", "csv")
+    table = pd.read_csv(io.StringIO(plain.stdout))
+    assert tuple(table.columns) == CSV_COLUMNS and table["simulated_step_time_s"].isna().all()

@@ -9,6 +9,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import RankLayout
 from sp_planner.present.summary import SUMMARY_SCHEMA, _finite, build_summary, estimate_row
+from sp_planner.report.csv import CSV_COLUMNS
 from sp_planner.search import search
 from sp_planner.specs.workload import Workload
 
@@ -21,7 +22,8 @@ def test_summary_holds_the_top_k_plans_in_rank_order():
     doc = build_summary(model=MODEL, hardware=HARDWARE, workload=WORKLOAD, num_nodes=1, gpus_per_node=8,
                         result=result, top_k=3)
     assert doc["schema_version"] == SUMMARY_SCHEMA
-    assert "fit_suggestions" not in doc
+    # The same keys whatever the outcome: no suggestions is an empty list, not a missing key.
+    assert doc["fit_suggestions"] == []
     assert len(doc["plans"]) == 3
     for entry, est in zip(doc["plans"], result.ranked):
         assert {k: entry[k] for k in est.plan.model_dump()} == est.plan.model_dump()
@@ -68,3 +70,7 @@ def test_estimate_row_flattens_with_units_in_the_names():
     assert row["time_attention_s"] == est.time.attention_s
     assert row["mem_activations_bytes"] == round(est.memory.activations_bytes)
     assert type(row["mem_activations_bytes"]) is int and type(row["memory_peak_bytes"]) is int
+    # The plans.csv columns, the simulated step included (None: not simulated).
+    assert row["simulated_step_time_s"] is None
+    assert ["rank", *row] == list(CSV_COLUMNS)
+    assert estimate_row(est.model_copy(update={"simulated_step_time_s": 2.5}))["simulated_step_time_s"] == 2.5

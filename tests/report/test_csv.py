@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sp_planner.estimate import CommBytes, plain
-from sp_planner.report.csv import CSV_COLUMNS, plans_table, write_csv, write_plans_csv
+from sp_planner.report.csv import CSV_COLUMNS, plans_table, with_simulated, write_csv, write_plans_csv
 
 
 def test_csv_has_every_candidate_in_the_documented_columns(question, tmp_path):
@@ -88,3 +88,16 @@ def test_fast_writer_joins_blocks_of_rows_without_losing_or_repeating_one(questi
     write_csv(empty, table.iloc[:0])
     table.iloc[:0].to_csv(theirs, index=False)
     assert empty.read_bytes() == theirs.read_bytes()
+
+
+def test_csv_shows_the_simulated_step_of_the_simulated_plans_only(question):
+    # Without sp-plan --simulate the column is there, empty: the same columns every time.
+    frame = question.result.frame
+    assert plans_table(frame)["simulated_step_time_s"].isna().all()
+    assert with_simulated(frame, question.result.ranked) is frame
+    best, second = question.result.ranked[:2]
+    ranked = [best.model_copy(update={"simulated_step_time_s": 1.5}), second]
+    table = plans_table(with_simulated(frame, ranked))
+    assert list(table.columns) == list(CSV_COLUMNS)
+    assert table["simulated_step_time_s"].notna().sum() == 1
+    assert table.loc[table["rank"] == 1, "simulated_step_time_s"].tolist() == [1.5]

@@ -9,6 +9,7 @@ import pytest
 from sp_planner.cli import report_cmd
 from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, write_plan_file
+from tests.sim.test_simulate_cmd import REFUSED, edited_plan_file
 
 
 def sp_report(capsys, *args) -> tuple[int, str, str]:
@@ -89,3 +90,13 @@ def test_sp_report_refuses_a_run_of_another_configuration_saying_what_differs(ca
                    f"device cpu (plan: cuda); run it with sp-run --plan {plan_path} --device cuda on the GPUs "
                    "it plans for, or plan for this CPU with a profile from sp-calibrate --device cpu\n")
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("hardware, edits, message", REFUSED)
+def test_a_plan_that_cannot_run_is_refused_before_any_work(capsys, tmp_path, hardware, edits, message):
+    # As sp-simulate refuses it (the same check, planfile.check_plan_file_runs), not reported on.
+    plan_file = edited_plan_file(tmp_path / "plan.json", hardware, edits)
+    code, out, err = sp_report(capsys, plan_file, "--out", tmp_path / "rep")
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]  # no report, no staging folder

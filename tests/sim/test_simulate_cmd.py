@@ -30,6 +30,9 @@ def test_sp_simulate_prints_breakdown_and_writes_timeline_and_gantt(tmp_path, ca
     assert "simulated step" in printed and "analytic" in printed and "critical path" in printed
     timeline = json.loads((out / "timeline.json").read_text())
     assert timeline["plan"]["ring"] == 2 and timeline["step_time_s"] > 0
+    # Byte counts are whole bytes (the simulator computes in floats).
+    assert timeline["phases"] and all(type(phase["bytes_per_rank"]) is int for phase in timeline["phases"])
+    assert any(phase["bytes_per_rank"] > 0 for phase in timeline["phases"])
     assert (out / "gantt.svg").read_text().lstrip().startswith("<?xml")
 
 
@@ -39,3 +42,43 @@ def test_sp_simulate_bad_plan_file_is_one_line_exit_2(tmp_path, capsys):
     assert _run([str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# Plan files edited to what sp-plan refuses: the hardware cannot run them, or they break a hard rule.
+REFUSED = [
+    ("a800", {"plan": {"precision": "fp8"}}, "plan.precision fp8 is not available on A800"),
+    ("h100-sxm", {"plan": {"precision": "mxfp8"}}, "plan.precision mxfp8 is not available on H100-SXM"),
+    ("h100-sxm", {"plan": {"precision": "fp8", "fp8_attention": True}},
+     "plan.fp8_attention: no published FP8 attention curve for H100-SXM"),
+    ("a800", {"plan": {"micro_batch": 7}}, "plan cannot run: global_batch 32 is not divisible by dp*micro_batch"),
+    ("a800", {"plan": {"vpp": 3}}, "vpp 3 (interleaved 1F1B) needs pp > 1"),
+    ("a800", {"workload": {"seq_len": 1000}}, "plan cannot run: seq_len 1000 is not divisible by 32"),
+    ("a800", {"plan": {"ep": 2}}, "plan cannot run: ep 2 and etp 1 need an MoE model"),
+    ("a800", {"plan": {"adam_moments_bf16": True}}, "plan cannot run: adam_moments_bf16 needs zero 1"),
+]
+
+
+def edited_plan_file(path, hardware, edits):
+    """sp-plan's answer for Llama-3-8B at 128K on 2 x 8 GPUs (ulysses 8 x ring 2, ZeRO-2, 32
+    sequences), written as sp-plan --out does, then edited as a user might."""
+    write_plan_file(path, PlanFile(
+        model=load_model("llama3-8b"), hardware=load_hardware(hardware),
+        workload=Workload(seq_len=131072, global_batch=32), num_nodes=2, gpus_per_node=8,
+        plan=ParallelPlan(ulysses=8, ring=2, zero=2),
+    ))
+    doc = json.loads(path.read_text())
+    for part, fields in edits.items():
+        doc[part].update(fields)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("hardware, edits, message", REFUSED)
+def test_a_plan_that_cannot_run_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, hardware, edits, message):
+    plan_file = edited_plan_file(tmp_path / "plan.json", hardware, edits)
+    out = tmp_path / "sim"
+    assert _run([str(plan_file), "--out-dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert message in captured.err and "Traceback" not in captured.err
+    assert captured.out == "" and not out.exists()

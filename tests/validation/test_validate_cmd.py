@@ -229,3 +229,20 @@ def test_check_refuses_a_ratchet_on_a_group_the_corpus_lacks(run_main, small_cor
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr == (f"error: {typo}: enforced_groups names 'src 64k', which is no group of the corpus; "
                              "did you mean 'src 64K'?\n")
+
+
+def test_check_with_markdown_names_the_broken_limits_on_stderr(run_main, small_corpus, tmp_path):
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("targets: {mape_percent: 1, group_mape_percent: 1, group_spearman_min: 0.99}\n")
+    markdown = run_main(validate_cmd, "--corpus", small_corpus, "--format", "markdown")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", strict, "--format", "markdown")
+    assert result.exit_code == 1
+    # stdout stays the README's section, exactly as without --check; the failures go to stderr.
+    assert result.stdout == markdown.stdout
+    assert f"check against {strict}:" in result.stderr and "limit(s) broken" in result.stderr
+    assert "corpus MAPE" in result.stderr and "group src 64K: MAPE" in result.stderr
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("targets: {mape_percent: 100, group_mape_percent: 100, group_spearman_min: -1}\n")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", loose, "--format", "markdown")
+    assert result.exit_code == 0 and result.stdout == markdown.stdout
+    assert "every limit holds" in result.stderr
