@@ -5,7 +5,9 @@ and kernel efficiency = achieved FLOP/s / peak (sp_planner.cost.links and .kerne
 profile keeps the base profile's line rates and peak (spec-sheet figures) and sets efficiencies so
 those products equal the measured rates. A figure that was not measured comes from the base
 profile, with a warning naming it; with no base profile it is an error (except inter-node links
-on one node, see `_links`).
+on one node, see `_links`). Measured on GPUs (NCCL), the profile names the base's GPU
+(base_profile: cost.families.profile_key), so that the cost model's tables for that GPU (kernel
+benchmarks, best published MFU, GEMM and host tables) apply to it; a CPU measurement names none.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sp_planner.cost.collective_sizes import latency_steps
-from sp_planner.catalog import profile_to_yaml
+from sp_planner.catalog import builtin_gpu, profile_to_yaml
 from sp_planner.cost.runtime_memory import FRAGMENTATION_RESERVE_FRACTION
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import write_text_atomic
@@ -232,6 +234,15 @@ def _tier_fits(data: CalibrationData, tier: str) -> dict[str, CollectiveFit]:
     return chosen
 
 
+def measured_gpu(data: CalibrationData, base: HardwareProfile | None) -> str | None:
+    """The built-in profile whose GPU was measured (the profile's base_profile): the base's GPU when
+    the measurements ran on GPUs (NCCL); None on CPU (gloo), which is not the base's GPU, or for a base
+    of no built-in GPU."""
+    if base is None or data.environment.backend != "nccl":
+        return None
+    return builtin_gpu(base)
+
+
 def build_profile(data: CalibrationData, *, base: HardwareProfile | None, name: str, date: str) -> CalibratedProfile:
     """The profile of the measured machine; `base` supplies spec-sheet figures (peak, line rates)."""
     b = _Builder(data, base, date)
@@ -266,7 +277,7 @@ def build_profile(data: CalibrationData, *, base: HardwareProfile | None, name: 
     b.measured("gpus_per_node", "devices on the measured node")
     based = f"; figures not measured come from {base.name}" if base is not None else ""
     profile = HardwareProfile(
-        name=name,
+        name=name, base_profile=measured_gpu(data, base),
         description=(f"Measured by sp-calibrate on {date}: {env.world_size} x {env.device_name} ({env.backend}, "
                      f"torch {env.torch_version}){based}"),
         peak_bf16_flops=peak, hbm_bytes=env.device_memory_bytes, hbm_bandwidth_bytes_per_s=hbm_bw,

@@ -1,7 +1,9 @@
 """The built-in catalog: model architectures and hardware profiles, and loaders for user files."""
 
 from sp_planner.catalog.hardware import (
+    builtin_gpu,
     builtin_hardware_names,
+    builtin_profile_name,
     load_hardware,
     profile_to_yaml,
     read_hardware_file,
@@ -10,8 +12,10 @@ from sp_planner.catalog.hf_config import load_hf_config
 from sp_planner.catalog.models import builtin_model_names, load_model
 
 __all__ = [
+    "builtin_gpu",
     "builtin_hardware_names",
     "builtin_model_names",
+    "builtin_profile_name",
     "load_hardware",
     "load_hf_config",
     "load_model",

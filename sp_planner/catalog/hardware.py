@@ -53,6 +53,21 @@ def _table() -> dict[str, str]:
     return lookup_table(builtin_profiles(), HARDWARE_ALIASES)
 
 
+def builtin_profile_name(query: str) -> str | None:
+    """The built-in profile `query` names, spelt as the profile spells it (forgiving: case,
+    separators and aliases, as --hardware); None where it names none or is ambiguous."""
+    return find(query, _table())
+
+
+def builtin_gpu(profile: HardwareProfile) -> str | None:
+    """The built-in profile whose GPU `profile` is: its base_profile, else its own name where that is
+    a built-in's (any case, as the cost model's tables match it); None for a profile of no built-in GPU."""
+    if profile.base_profile is not None:
+        return profile.base_profile
+    by_key = {name.lower(): name for name in builtin_profiles()}
+    return by_key.get(profile.name.lower())
+
+
 def read_hardware_file(path: Path) -> HardwareProfile:
     """A user profile: malformed YAML, wrong types, unknown or out-of-range fields -> UserInputError."""
     data = read_structured(Path(path), what=_WHAT)

@@ -7,6 +7,7 @@ checked fixes are shown, no plan file is written), or none that fits can be expr
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -15,7 +16,7 @@ import typer
 from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.question import check_framework_version, check_outputs, resolve_question
+from sp_planner.cli.question import check_framework_version, check_outputs, generic_gpu_note, resolve_question
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -225,6 +226,9 @@ def plan(
             raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
                                  f"would run {kernel}")
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
+    note = generic_gpu_note(question.hardware)
+    if note is not None:  # after every input check: a refused question prints only its error
+        sys.stderr.write(f"note: {note}\n")
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
     try:

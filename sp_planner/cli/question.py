@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from sp_planner.catalog import load_hardware, load_model
+from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.cli.pin_checks import check_degrees, check_fsdp_pins, check_pins, gpus_left_to, with_derived_dp
 from sp_planner.destination import (
     check_file_destination,
@@ -55,6 +55,15 @@ class PlanQuestion(FrozenModel):
     def all_degrees_pinned(self) -> bool:
         """tp, pp, ulysses and ring pinned (dp is then whatever fills the GPUs)."""
         return all(getattr(self.pins, axis) is not None for axis in PIN_DEGREES if axis != "dp")
+
+
+def generic_gpu_note(profile: HardwareProfile) -> str | None:
+    """One line for a user profile whose GPU is no built-in's (no base_profile, a name of its own):
+    the cost model's tables keyed by GPU (cost.families.profile_key) have nothing for it; None otherwise."""
+    if builtin_gpu(profile) is not None:
+        return None
+    return (f"hardware profile {profile.name!r} names no built-in GPU (base_profile); kernel curves, best "
+            "published MFU, GEMM and host tables fall back to generic values")
 
 
 def resolve_question(

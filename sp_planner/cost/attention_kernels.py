@@ -45,7 +45,7 @@ from sp_planner.cost.kernel_benchmarks import (
     fa1_over_fa2,
     log_interp,
 )
-from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, PROFILE_FAMILY
+from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, PROFILE_FAMILY, profile_key
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -93,11 +93,27 @@ FRAMEWORK_KERNEL: dict[str, tuple[str, str]] = {
 }
 
 
+def measured_attention(hardware: HardwareProfile) -> bool:
+    """Whether the profile's attention curves are sp-calibrate's measurement (calibration.attention)."""
+    return hardware.calibration is not None and bool(hardware.calibration.attention)
+
+
+def _builtin(hardware: HardwareProfile) -> HardwareProfile:
+    """The built-in profile of the profile's GPU (base_profile; profile_key found one)."""
+    from sp_planner.catalog.hardware import builtin_gpu, builtin_profiles  # the catalog loads YAML: on use
+
+    name = builtin_gpu(hardware)
+    return hardware if name is None else builtin_profiles()[name]
+
+
 def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
     """(forward, backward) curves of `kernel` on `hardware`, or None where none is published."""
-    name = hardware.name.lower()
+    name = profile_key(hardware)
     if PROFILE_KERNEL.get(name) == kernel or (kernel == "sdpa" and PROFILE_KERNEL.get(name) == "fa2"):
-        return hardware.efficiency.attention_fwd, hardware.efficiency.attention_bwd
+        # The built-in profile's own curves are that kernel's published ones; a calibrated profile's
+        # are its measurement, so the kernel's are read from the built-in it names (base_profile).
+        own = _builtin(hardware) if measured_attention(hardware) else hardware
+        return own.efficiency.attention_fwd, own.efficiency.attention_bwd
     if name in HOPPER_PROFILES and kernel in _HOPPER_CURVES:
         return _HOPPER_CURVES[kernel]
     if name in BLACKWELL_PROFILES and kernel in B200_CAUSAL_TFLOPS:
@@ -115,16 +131,21 @@ def causal_ratio(hardware: HardwareProfile, *, backward: bool) -> tuple[CurvePoi
     own = hardware.efficiency.attention_causal_bwd if backward else hardware.efficiency.attention_causal_fwd
     if own is not None:
         return own
-    kernel = PROFILE_KERNEL.get(hardware.name.lower(), DEFAULT_CAUSAL_KERNEL)
+    kernel = PROFILE_KERNEL.get(profile_key(hardware), DEFAULT_CAUSAL_KERNEL)
     return CAUSAL_RATIO.get(kernel, CAUSAL_RATIO[DEFAULT_CAUSAL_KERNEL])[1 if backward else 0]
 
 
 def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
-    """The framework's kernel on this GPU where its curve is known; None: the profile's own."""
+    """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
+    always for a profile whose attention curves sp-calibrate measured (its `calibration.attention`:
+    a measurement on the user's machine outranks a published benchmark; --attention-kernel still
+    picks a published curve)."""
     if framework not in FRAMEWORK_KERNEL:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
+    if measured_attention(hardware):
+        return None
     hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
-    kernel = hopper_or_newer if hardware.name.lower() in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
+    kernel = hopper_or_newer if profile_key(hardware) in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
     return kernel if kernel_curves(hardware, kernel) is not None else None
 
 
@@ -154,7 +175,7 @@ def triton_port_curves(hardware: HardwareProfile) -> tuple[Curves, Curves]:
     """((forward, backward) efficiency, (forward, backward) causal ratio) of TRITON_PORT: FA2's
     curves times FA1's non-causal fraction of FA2 (the figure is forward + backward, so both
     passes take it), and FA2's causal ratio times FA1's causal over non-causal fraction."""
-    generation = PROFILE_FAMILY.get(hardware.name.lower())  # FA_RELEASE_FWD_BWD_D128 keys by it
+    generation = PROFILE_FAMILY.get(profile_key(hardware))  # FA_RELEASE_FWD_BWD_D128 keys by it
     fa2 = kernel_curves(hardware, "fa2")
     if generation not in FA_RELEASE_FWD_BWD_D128 or fa2 is None:
         raise ValueError(f"no FlashAttention v1 benchmark for hardware {hardware.name!r}: the "
@@ -186,7 +207,7 @@ _FA3_HEAD_DIMS = (64, 96, 128, 192, 256)
 def head_dim_rounding(hardware: HardwareProfile) -> str:
     """The profile's head-dim rounding rule: its own where set, else its own kernel's."""
     own = hardware.efficiency.attention_head_dim_rounding
-    return own if own is not None else HEAD_DIM_ROUNDING.get(PROFILE_KERNEL.get(hardware.name.lower(), "cudnn"), "none")
+    return own if own is not None else HEAD_DIM_ROUNDING.get(PROFILE_KERNEL.get(profile_key(hardware), "cudnn"), "none")
 
 
 def padded_head_dim(hardware: HardwareProfile, head_dim: int) -> int:

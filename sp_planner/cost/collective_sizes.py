@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.families import PROFILE_FAMILY
+from sp_planner.cost.families import PROFILE_FAMILY, profile_key
 from sp_planner.specs.hardware import HardwareProfile
 
 # NCCL's ring latency per step on NVLink, Simple protocol (src/graph/tuning.cc hwLatencies; every
@@ -126,7 +126,7 @@ def _curve_factor(curve: _Curve, tensor: np.ndarray) -> np.ndarray:
 def _family(hardware: HardwareProfile) -> str | None:
     if hardware.calibration is not None:
         return None  # sp-calibrate's alpha-beta fit is the measured machine's own, over its sizes
-    family = PROFILE_FAMILY.get(hardware.name.lower())
+    family = PROFILE_FAMILY.get(profile_key(hardware))
     if family is None:
         return None
     family = BORROWED_FAMILY.get(family, family)

@@ -4,9 +4,13 @@ the GEMM contraction curves, the MFU ceilings and the runtime memory all read.
 Families: the same SM design (so the same kernel benchmarks apply), split further where the
 published training records differ (Grace-hosted racks: cost.mfu_ceiling). Profiles not listed
 (L20, L40S, MI300X, user profiles) have no family: only their own curves and no ceiling.
+Every table keyed by profile is read at profile_key: a user profile that names its GPU
+(base_profile) takes that built-in's entries, whatever its own name.
 """
 
 from __future__ import annotations
+
+from sp_planner.specs.hardware import HardwareProfile
 
 # Built-in profiles (lower-cased names) by GPU family.
 PROFILE_FAMILY: dict[str, str] = {
@@ -25,6 +29,12 @@ BLACKWELL_PROFILES: tuple[str, ...] = tuple(name for name, family in PROFILE_FAM
 # GPUs): cost.host's and cost.te_host's per-op host times.
 GRACE_FAMILIES: frozenset[str] = frozenset({"grace-blackwell", "grace-blackwell-ultra"})
 GRACE_PROFILES: frozenset[str] = frozenset(name for name, family in PROFILE_FAMILY.items() if family in GRACE_FAMILIES)
+
+
+def profile_key(hardware: HardwareProfile) -> str:
+    """The key of the profile's GPU in the cost model's tables (lower-cased built-in names): its
+    base_profile where it names one, else its own name."""
+    return (hardware.base_profile or hardware.name).lower()
 
 
 def gpu_generation(profile_name: str) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.families import profile_key
 from sp_planner.cost.kernel_benchmarks import B200_CAUSAL_TFLOPS, B200_TOKENS, _points, log_interp
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -39,12 +40,19 @@ FP8_SDPA_TFLOPS: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]
 # Each profile's measured chip: B300 takes B200's file and GB300 GB200's (same generation, the
 # same host pairing); no FP8 SDPA run is published for either.
 FP8_SDPA_CHIP: dict[str, str] = {"B200": "B200", "B300": "B200", "GB200-NVL72": "GB200", "GB300-NVL72": "GB200"}
+_CHIP_BY_KEY: dict[str, str] = {name.lower(): chip for name, chip in FP8_SDPA_CHIP.items()}
+
+
+def fp8_sdpa_chip(hardware: HardwareProfile) -> str | None:
+    """The chip whose FP8 SDPA measurements the profile's GPU takes (cost.families.profile_key);
+    None where none is published."""
+    return _CHIP_BY_KEY.get(profile_key(hardware))
 
 
 def fp8_attention_problem(hardware: HardwareProfile) -> str | None:
     """Why FP8 attention cannot be timed on `hardware` (no published FP8 SDPA curve), or None: what
     sp-plan's --fp8-attention and a plan file's plan.fp8_attention are refused with."""
-    if hardware.name in FP8_SDPA_CHIP:
+    if fp8_sdpa_chip(hardware) is not None:
         return None
     return f"no published FP8 attention curve for {hardware.name} (modelled on {', '.join(FP8_SDPA_CHIP)})"
 
@@ -61,7 +69,7 @@ def with_fp8_attention(hardware: HardwareProfile) -> HardwareProfile:
     profile already marked attention_fp8 is returned as it is)."""
     if hardware.efficiency.attention_fp8:
         return hardware
-    chip = FP8_SDPA_CHIP.get(hardware.name)
+    chip = fp8_sdpa_chip(hardware)
     if chip is None:
         raise ValueError(f"no published FP8 attention (cuDNN FP8 SDPA) curve for {hardware.name}; "
                          f"FP8 attention is modelled on {', '.join(FP8_SDPA_CHIP)}")

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
+from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, profile_key
 from sp_planner.specs.hardware import HardwareProfile
 
 OUTPUT_POINTS: tuple[int, ...] = tuple(2 ** p for p in range(19, 26))
@@ -97,7 +97,7 @@ FP8_OUTPUT_RATIO: np.ndarray = _ratios(B200_FP8_OUTPUT_TFLOPS)
 def has_output_table(hardware: HardwareProfile) -> bool:
     """Whether the profile's GEMMs take an output-size ratio (Hopper and Blackwell); elsewhere
     output_ratio is 1."""
-    return hardware.name.lower() in OUTPUT_RATIO_BY_PROFILE
+    return profile_key(hardware) in OUTPUT_RATIO_BY_PROFILE
 
 
 def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
@@ -110,7 +110,7 @@ def output_ratio(hardware: HardwareProfile, outputs, k, fp8=False):
     if not has_output_table(hardware):
         return np.ones(outputs.shape)
     return np.where(fp8, _bilinear(FP8_OUTPUT_RATIO, outputs, k),
-                    _bilinear(OUTPUT_RATIO_BY_PROFILE[hardware.name.lower()], outputs, k))
+                    _bilinear(OUTPUT_RATIO_BY_PROFILE[profile_key(hardware)], outputs, k))
 
 
 def _bilinear(table: np.ndarray, outputs: np.ndarray, k: np.ndarray) -> np.ndarray:

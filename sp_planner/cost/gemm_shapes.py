@@ -75,7 +75,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES
+from sp_planner.cost.families import BLACKWELL_PROFILES, HOPPER_PROFILES, profile_key
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.kernel_benchmarks import log_interp
@@ -147,7 +147,7 @@ def contraction_ratio(hardware: HardwareProfile, k, fp8=False):
     """A GEMM's efficiency at contraction length `k` over the profile's `efficiency.gemm` (or its
     FP8 figure: `fp8`, bool per element, for an FP8/MXFP8 GEMM)."""
     k, fp8 = np.broadcast_arrays(np.maximum(np.asarray(k, dtype=np.float64), 1.0), np.asarray(fp8, dtype=bool))
-    name = hardware.name.lower()
+    name = profile_key(hardware)
     if name not in K_RATIO_BY_PROFILE:
         return np.ones(k.shape)
     return np.where(fp8, log_interp(TABLE_K, FP8_K_RATIO_BY_PROFILE[name], k),

@@ -122,7 +122,7 @@ from sp_planner.cost.cuda_graphs import (
     ROUTER_BACKWARD_OPS,
     ROUTER_FORWARD_OPS,
 )
-from sp_planner.cost.families import GRACE_PROFILES
+from sp_planner.cost.families import GRACE_PROFILES, profile_key
 from sp_planner.cost.qk_norm import qk_norm_host_ops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.specs.hardware import HardwareProfile
@@ -149,7 +149,7 @@ CURRENT_SCALING_CASTS_PER_PAIR = 2
 
 def host_s_per_op(hardware: HardwareProfile) -> float:
     """Host seconds of one eager op on the profile's host CPU (module docstring)."""
-    return HOST_S_PER_OP_GRACE if hardware.name.lower() in GRACE_PROFILES else HOST_S_PER_OP_X86
+    return HOST_S_PER_OP_GRACE if profile_key(hardware) in GRACE_PROFILES else HOST_S_PER_OP_X86
 
 
 def current_scaling_pair_ops(tp, fp8_current):

@@ -69,7 +69,7 @@ from math import comb
 
 import numpy as np
 
-from sp_planner.cost.families import PROFILE_FAMILY
+from sp_planner.cost.families import PROFILE_FAMILY, profile_key
 from sp_planner.cost.links import ranks_per_node
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -107,7 +107,7 @@ FAMILY_RATES: dict[str, tuple[Rates, Rates]] = {
 
 def hybridep_rates(hardware: HardwareProfile) -> Rates | None:
     """The profile's HybridEP "Torch API" rates inside one NVLink domain, None when none is published."""
-    pair = FAMILY_RATES.get(PROFILE_FAMILY.get(hardware.name.lower(), ""))
+    pair = FAMILY_RATES.get(PROFILE_FAMILY.get(profile_key(hardware), ""))
     return None if pair is None else pair[0]
 
 
@@ -190,7 +190,7 @@ def hybridep_unhidden_share(hardware: HardwareProfile, model: ModelSpec, ep, ep_
     share = np.zeros(ep.shape)
     if model.moe is None or model.moe.dispatcher != "hybridep":
         return share
-    family = PROFILE_FAMILY.get(hardware.name.lower(), "")
+    family = PROFILE_FAMILY.get(profile_key(hardware), "")
     sms = hybridep_sms(model, ep, ep_stride, gpus_per_node)
     if family in FAMILY_RATES:
         inside = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)

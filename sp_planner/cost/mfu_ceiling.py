@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.families import PROFILE_FAMILY
+from sp_planner.cost.families import PROFILE_FAMILY, profile_key
 from sp_planner.cost.flops import hardware_flops_per_step
 from sp_planner.plan import RECOMPUTE_NONE
 from sp_planner.specs.hardware import HardwareProfile
@@ -129,7 +129,7 @@ BEST_PUBLISHED_MFU: dict[tuple[str, str], tuple[float, str]] = {
 
 
 def best_published_mfu(hardware: HardwareProfile, precision: str = "bf16") -> float | None:
-    family = PROFILE_FAMILY.get(hardware.name.lower())
+    family = PROFILE_FAMILY.get(profile_key(hardware))
     entry = BEST_PUBLISHED_MFU.get((family, precision)) if family else None
     return entry[0] if entry else None
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.families import PROFILE_FAMILY
+from sp_planner.cost.families import PROFILE_FAMILY, profile_key
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -68,7 +68,7 @@ OVERLAP_COMPUTE_SLOWDOWN = NCCL_SMS_WHILE_OVERLAPPED / SMS_PER_GPU  # H100's
 
 def gpu_sm_count(hardware: HardwareProfile) -> int:
     """The profile's SMs (module docstring); profiles outside the table take H100's 132."""
-    return SMS_BY_FAMILY.get(PROFILE_FAMILY.get(hardware.name.lower(), ""), SMS_PER_GPU)
+    return SMS_BY_FAMILY.get(PROFILE_FAMILY.get(profile_key(hardware), ""), SMS_PER_GPU)
 
 
 def overlap_compute_slowdown(hardware: HardwareProfile) -> float:

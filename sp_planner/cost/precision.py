@@ -172,9 +172,9 @@ def precision_problem(precision: str, hardware: HardwareProfile) -> str | None:
 def check_blockwise(hardware: HardwareProfile) -> None:
     """Block-scaled FP8 runs natively on Hopper only (TE emulates it through MXFP8 on Blackwell and
     has no kernel before Hopper); its GEMM rate is measured on an H200."""
-    from sp_planner.cost.families import HOPPER_PROFILES
+    from sp_planner.cost.families import HOPPER_PROFILES, profile_key
 
-    if hardware.name.lower() not in HOPPER_PROFILES:
+    if profile_key(hardware) not in HOPPER_PROFILES:
         raise ValueError(f"FP8 block scaling (fp8_recipe blockwise) is timed on Hopper only (TE's H200 benchmark; "
                          f"Blackwell runs it emulated through MXFP8), not on {hardware.name}; use precision mxfp8 "
                          "on Blackwell, or fp8_recipe delayed or tensorwise")

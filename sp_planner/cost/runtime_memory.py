@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.fsdp import shard_group_size
-from sp_planner.cost.families import BLACKWELL_FAMILIES, PROFILE_FAMILY
+from sp_planner.cost.families import BLACKWELL_FAMILIES, PROFILE_FAMILY, profile_key
 from sp_planner.cost.links import INTER, INTRA, group_link
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_size
 from sp_planner.space import Candidates
@@ -94,7 +94,7 @@ def p2p_channels_per_peer(hardware: HardwareProfile, size, stride, domain_gpus: 
     link = group_link(size, stride, domain_gpus)
     kind = hardware.intra_node.kind
     if kind == "nvlink":
-        family = PROFILE_FAMILY.get(hardware.name.lower())
+        family = PROFILE_FAMILY.get(profile_key(hardware))
         lane = NVLINK5_LANE_BYTES_PER_S if family in BLACKWELL_FAMILIES else NVLINK_LANE_BYTES_PER_S
         lanes = max(round(hardware.intra_node.bandwidth_bytes_per_s / lane), 1)
         inside = min(float(_pow2_up(2 * lanes)), NCCL_P2P_CHANNELS)
@@ -130,7 +130,7 @@ def runtime_bytes(hardware: HardwareProfile, c: Candidates, *, domain_gpus: int,
     """Per-rank bytes of the CUDA context, workspaces and NCCL buffers, plus the profile's reserve;
     `domain_gpus`: the GPUs on one NVLink domain (the host, or a rack-scale domain);
     `nccl_dispatch`: MoE tokens move by NCCL's all-to-all (p2p_peer_bytes)."""
-    sm90 = PROFILE_FAMILY.get(hardware.name.lower()) != "ampere"  # Hopper, Blackwell, other or unknown: the larger
+    sm90 = PROFILE_FAMILY.get(profile_key(hardware)) != "ampere"  # Hopper, Blackwell, other or unknown: the larger
     workspace = CUBLAS_WORKSPACE_BYTES_SM90 if sm90 else CUBLAS_WORKSPACE_BYTES_SM80
     nccl = sum(_communicator_bytes(getattr(c, axis)) for axis in COMMUNICATOR_AXES)
     hsdp = np.asarray(c.dp_replicate) > 1

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.cuda_graphs import ATTN, FULL_ITERATION, MLP, MOE, MOE_ROUTER, NO_GRAPHS
-from sp_planner.cost.families import GRACE_PROFILES
+from sp_planner.cost.families import GRACE_PROFILES, profile_key
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.cost.qk_norm import qk_norm_te_calls
 from sp_planner.specs.hardware import HardwareProfile
@@ -60,7 +60,7 @@ GROUPED_EXPERT_TE_CALLS = 2
 def te_module_extra_s(hardware: HardwareProfile) -> float:
     """Host seconds a TE module forward call takes beyond one op on the profile's host CPU:
     62.58 us on Grace, none on x86 (no published figure; module docstring)."""
-    return TE_MODULE_EXTRA_S_GRACE if hardware.name.lower() in GRACE_PROFILES else 0.0
+    return TE_MODULE_EXTRA_S_GRACE if profile_key(hardware) in GRACE_PROFILES else 0.0
 
 
 def layer_te_calls(model: ModelSpec, *, full_recompute, cuda_graphs: frozenset[str] = NO_GRAPHS):

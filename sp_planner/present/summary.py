@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sp_planner.present.uncertainty import plan_band, ties_with_first
+from sp_planner.cost.families import profile_key
 from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FlagRequest, render_all
@@ -72,7 +73,7 @@ def build_summary(
                 for est in estimates]
 
     plans = entries(result.ranked[:top_k])
-    band = plan_band(hardware.name, moe=model.moe is not None)
+    band = plan_band(profile_key(hardware), moe=model.moe is not None)
     document: dict[str, Any] = {
         "schema_version": SUMMARY_SCHEMA,
         "candidates_evaluated": int(result.candidates_evaluated),

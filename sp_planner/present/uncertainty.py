@@ -25,12 +25,13 @@ def shipped_band() -> PredictionBand:
     return PredictionBand.model_validate_json(text)
 
 
-def fallback_note(band: ClassBand, hardware_name: str) -> str:
+def fallback_note(band: ClassBand, hardware_name: str, gpu_key: str | None = None) -> str:
     """Why a plan on `hardware_name` takes a band over every GPU ("" when it has its generation's):
-    its generation has too few validation runs for a band of its own, or it has no generation."""
+    its generation has too few validation runs for a band of its own, or it has no generation.
+    `gpu_key`: the profile's GPU where its name is not it (cost.families.profile_key)."""
     if band.generation is not None:
         return ""
-    generation = gpu_generation(hardware_name)
+    generation = gpu_generation(gpu_key or hardware_name)
     if generation is None:
         return f"none on {hardware_name}"
     return f"too few of them on {generation_name(generation)} GPUs for a band of their own"
@@ -64,7 +65,8 @@ def runs_described(band: ClassBand) -> str:
     return text
 
 
-def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand, *, hardware_name: str = "") -> str:
+def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand, *, hardware_name: str = "",
+                gpu_key: str | None = None) -> str:
     """A sentence on the first plan's likely step range and the plans it cannot be told apart from
     ("" if none). The range scales the step by the measured-over-predicted step ratios (10th-90th
     percentile) of the validation runs of the plan's class (validation.band); with `hardware_name`,
@@ -72,7 +74,7 @@ def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand, *, hardware_nam
     if not ranked or not ranked[0].fits:
         return ""
     first, span = ranked[0], band.step_range
-    note = fallback_note(band, hardware_name) if hardware_name else ""
+    note = fallback_note(band, hardware_name, gpu_key) if hardware_name else ""
     runs = f"{runs_described(band)}, {note}," if note else runs_described(band)
     text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
             f"(in 80% of {runs} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sp_planner.cost.families import profile_key
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
@@ -57,7 +58,8 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
         + f"Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "
-    band = band_clause(ranked, plan_band(hardware.name, moe=moe), hardware_name=hardware.name)
+    key = profile_key(hardware)
+    band = band_clause(ranked, plan_band(key, moe=moe), hardware_name=hardware.name, gpu_key=key)
     if band:
         text += band + " "
     if len(ranked) < 2:

@@ -19,6 +19,7 @@ FIELD_LABELS: dict[str, str] = {
     "memory_reserve_bytes": "HBM held back (CUDA context, NCCL, fragmentation)",
     "fabric": "network fabric",
     "measured_on": "calibrated on",
+    "base_profile": "GPU of the built-in profile (its kernel benchmarks and tables apply)",
     "efficiency.gemm": "GEMM efficiency (achieved / peak)",
     "peak_fp8_flops": "dense FP8 peak per GPU",
     "efficiency.gemm_fp8": "FP8 GEMM efficiency (achieved / FP8 peak)",
@@ -109,6 +110,8 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
     }
     if profile.measured_on:
         values["measured_on"] = profile.measured_on
+    if profile.base_profile:
+        values["base_profile"] = profile.base_profile
     rows = [
         AssumptionRow(field=field, name=FIELD_LABELS[field], value=value,
                       sources=_sources(profile.sources, field))

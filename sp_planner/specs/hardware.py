@@ -196,6 +196,12 @@ class FabricSpec(_Finite):
 
 class HardwareProfile(_Finite):
     name: str = Field(min_length=1)
+    # The built-in profile whose GPU this is (a renamed copy, a calibrated cluster): the cost
+    # model's tables keyed by GPU read it instead of `name` (cost.families.profile_key). None: the
+    # profile's own name is the key (built-in profiles leave it unset).
+    base_profile: str | None = Field(default=None, min_length=1, description=(
+        "the built-in profile whose GPU this is: its kernel benchmarks, best published MFU, GEMM and "
+        "host tables apply (default: the profile's own name, where that names a built-in profile)"))
     description: str = ""
     peak_bf16_flops: float = Field(ge=MIN_FLOPS, le=MAX_FLOPS, description="dense bf16 tensor-core peak")
     peak_fp8_flops: float | None = Field(default=None, ge=MIN_FLOPS, le=MAX_FLOPS,
@@ -225,6 +231,21 @@ class HardwareProfile(_Finite):
     @field_serializer("hbm_bytes", "memory_reserve_bytes", when_used="json")
     def _json_bytes(self, value: float) -> int | float:
         return whole_bytes(value)
+
+    @field_validator("base_profile")
+    @classmethod
+    def _names_a_builtin(cls, value: str | None) -> str | None:
+        """The built-in profile's own spelling (forgiving as --hardware is: case, separators, aliases)."""
+        if value is None:
+            return None
+        # Imported here: the catalog validates its own profiles with this class (they set no base_profile).
+        from sp_planner.catalog.hardware import builtin_hardware_names, builtin_profile_name
+
+        name = builtin_profile_name(value)
+        if name is None:
+            raise ValueError(f"{value!r} names no built-in hardware profile; one of "
+                             f"{', '.join(builtin_hardware_names())}")
+        return name
 
     @model_validator(mode="after")
     def _reserve_below_memory(self) -> "HardwareProfile":

@@ -153,3 +153,26 @@ def test_a_calibrated_profile_keeps_its_own_alpha_beta_fit(make_measurements):
     measured = build_profile(calibration_data(make_measurements()), base=H100, name="H100-SXM", date=DATE).profile
     assert float(size_factor(measured, "all_gather", 64 * 2**20, 8)) == 1.0
     assert float(size_factor(H100, "all_gather", 64 * 2**20, 8)) > 1.05
+
+
+def test_measured_on_gpus_the_profile_names_the_bases_gpu(make_measurements, tmp_path):
+    # The base's kernel benchmarks, MFU ceiling, GEMM and host tables then apply (cost.families.profile_key).
+    profile = _build(make_measurements()).profile
+    assert profile.base_profile == "H100-SXM"
+    path = tmp_path / "my-cluster.yaml"
+    write_profile(path, profile)
+    assert "\nbase_profile: H100-SXM\n" in path.read_text() and read_hardware_file(path) == profile
+
+
+def test_a_user_base_passes_on_its_own_gpu_or_none(make_measurements):
+    data = make_measurements()
+    named = H100.model_copy(update={"name": "my-h100", "base_profile": "H100-SXM"})
+    assert _build(data, base=named).profile.base_profile == "H100-SXM"
+    assert _build(data, base=H100.model_copy(update={"name": "my-h100"})).profile.base_profile is None
+
+
+def test_measured_on_cpu_the_profile_names_no_gpu(make_measurements):
+    # A CPU measurement (gloo) is not the base's GPU: none of its tables may apply.
+    cpu = make_measurements(device_name="cpu", backend="gloo", nccl_version=None, runtime_reserved_bytes=None)
+    assert _build(cpu).profile.base_profile is None
+    assert _build(make_measurements()).profile.base_profile == "H100-SXM"

@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sp_planner.catalog import builtin_hardware_names, load_hardware, profile_to_yaml, read_hardware_file
+from sp_planner.catalog import (
+    builtin_gpu,
+    builtin_hardware_names,
+    builtin_profile_name,
+    load_hardware,
+    profile_to_yaml,
+    read_hardware_file,
+)
 from sp_planner.errors import UserInputError
 from sp_planner.specs.hardware import SOURCED_FIELDS
 
@@ -252,6 +259,10 @@ def _set(dotted, value):
         (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
         (_set("intra_node.kind", "infiniband"), "intra_node: intra_node.kind 'infiniband'"),
         (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),
+        (_set("base_profile", "H99"), "base_profile: 'H99' names no built-in hardware profile; one of "
+                                      + ", ".join(EXPECTED_NAMES)),
+        # Ambiguous as --hardware is: its memory decides which plans fit.
+        (_set("base_profile", "A100"), "base_profile: 'A100' names no built-in hardware profile"),
     ],
 )
 def test_bad_user_profile_names_file_and_field(tmp_path, mutate, expected):
@@ -283,6 +294,30 @@ def test_unparseable_user_profile(tmp_path, text, expected):
 def test_missing_user_profile(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_hardware(str(tmp_path / "cluster.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_builtins_are_their_own_gpu(name):
+    # Their own name is the cost model's key (cost.families.profile_key); a base_profile would also
+    # recurse through the catalog while it loads.
+    profile = load_hardware(name)
+    assert profile.base_profile is None and builtin_gpu(profile) == name
+
+
+@pytest.mark.parametrize(("spelt", "name"), [("H100-SXM", "H100-SXM"), ("h100", "H100-SXM"),
+                                             ("gb200 nvl72", "GB200-NVL72"), ("910B", "Ascend-910B")])
+def test_base_profile_is_forgiving_and_kept_as_the_builtin_spells_it(tmp_path, spelt, name):
+    path = _user_file(tmp_path, lambda d: d.update(name="my-cluster", base_profile=spelt))
+    profile = read_hardware_file(path)
+    assert profile.base_profile == builtin_profile_name(spelt) == name
+    assert builtin_gpu(profile) == name and read_hardware_file(path) == profile
+
+
+def test_a_user_profile_without_base_profile_is_its_names_gpu():
+    a800 = load_hardware("A800")
+    assert builtin_gpu(a800.model_copy(update={"name": "a800"})) == "A800"  # the tables match any case
+    assert builtin_gpu(a800.model_copy(update={"name": "my-a800"})) is None
+    assert builtin_gpu(a800.model_copy(update={"name": "my-a800", "base_profile": "A800"})) == "A800"
 
 
 def test_a_profile_cannot_ask_for_unfused_attention(tmp_path):

@@ -6,6 +6,7 @@ import io
 import json
 import re
 from functools import lru_cache
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ from sp_planner.present.labels import plan_name
 from sp_planner.search import evaluate, search
 from sp_planner.specs.workload import Workload
 from sp_planner.units import GIB
+from tests.cli.conftest import assert_one_line_error
 
 README = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
 LLAMA3_8B = load_model("llama3-8b")
@@ -475,3 +477,48 @@ def test_launcher_with_tool_output_is_refused(sp_plan):
     result = sp_plan(*README, "--launcher", "slurm", "--format", "csv")
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.startswith("error: --launcher prints a launch script under the table; --format csv")
+
+
+# The GPU of a user profile (base_profile): a renamed copy of a built-in profile predicts as the built-in.
+RENAMED_QUESTION = ("--model", "llama3-8b", "--nodes", "4", "--seq-len", "256k", "--top", "1")
+
+
+def _renamed_h100(tmp_path, base_profile: str | None = None) -> Path:
+    """A copy of hardware_profiles/h100-sxm.yaml with only its name changed (and base_profile set)."""
+    text = (Path(__file__).resolve().parents[2] / "hardware_profiles" / "h100-sxm.yaml").read_text()
+    named = "name: my-h100\n" + (f"base_profile: {base_profile}\n" if base_profile else "")
+    assert "\nname: H100-SXM\n" in text
+    path = tmp_path / "my-h100.yaml"
+    path.write_text(text.replace("\nname: H100-SXM\n", "\n" + named, 1))
+    return path
+
+
+def _first_step_s(result) -> float:
+    assert result.exit_code == 0, result
+    return json.loads(result.stdout)["plans"][0]["step_time_s"]
+
+
+def test_a_renamed_profile_that_names_its_gpu_predicts_as_the_builtin(sp_plan, tmp_path):
+    builtin = sp_plan(*RENAMED_QUESTION, "--hardware", "h100-sxm", "--format", "json")
+    renamed = sp_plan(*RENAMED_QUESTION, "--hardware", _renamed_h100(tmp_path, base_profile="H100-SXM"),
+                      "--format", "json")
+    assert _first_step_s(renamed) == _first_step_s(builtin)
+    ours, theirs = json.loads(renamed.stdout), json.loads(builtin.stdout)
+    assert (ours["plans"], ours["prediction_band"]) == (theirs["plans"], theirs["prediction_band"])
+    assert builtin.stderr == renamed.stderr == ""
+
+
+def test_a_profile_of_no_builtin_gpu_is_planned_generic_with_one_note(sp_plan, tmp_path):
+    result = sp_plan(*RENAMED_QUESTION, "--hardware", _renamed_h100(tmp_path), "--format", "json")
+    # Without the H100's kernel curves, MFU ceiling and tables the step differs (the reported bug).
+    assert _first_step_s(result) != _first_step_s(sp_plan(*RENAMED_QUESTION, "--hardware", "h100-sxm",
+                                                          "--format", "json"))
+    assert result.stderr == ("note: hardware profile 'my-h100' names no built-in GPU (base_profile); kernel "
+                             "curves, best published MFU, GEMM and host tables fall back to generic values\n")
+
+
+def test_an_unknown_base_profile_is_one_line(sp_plan, tmp_path):
+    result = sp_plan(*RENAMED_QUESTION, "--hardware", _renamed_h100(tmp_path, base_profile="H99"))
+    assert_one_line_error(result, "my-h100.yaml is invalid: base_profile: 'H99' names no built-in hardware "
+                                  "profile; one of A100-40GB, ", "H100-SXM")
+    assert result.stdout == ""

@@ -133,3 +133,17 @@ def test_the_step_and_the_simulator_both_pay_the_padded_tile():
                            zigzag=True).fwd_steps_s[0] for hw in (fa2, unpadded)]
     assert sim[0] / sim[1] == pytest.approx(128 / 112, rel=1e-12)
     assert sim[0] == pytest.approx(float(padded_s), rel=1e-12)
+
+
+def test_a_calibrated_profile_keeps_its_measured_curves_under_every_framework_default():
+    # hardware_profiles/measured/h200-2026-12-04.yaml: PyTorch's flash kernel measured on this
+    # project's H200 by sp-calibrate. Named as the built-in H200's GPU (base_profile), the
+    # framework's published default (FA3, cuDNN) would replace the measurement; it keeps it, and
+    # --attention-kernel still picks a published curve.
+    measured = load_hardware("hardware_profiles/measured/h200-2026-12-04.yaml")
+    assert measured.calibration is not None and measured.calibration.attention
+    mine = measured.model_copy(update={"base_profile": "H200"})
+    for framework in ("megatron", "deepspeed", "torchtitan", "yunchang"):
+        assert default_kernel(framework, mine) is None
+    assert default_kernel("megatron", load_hardware("h200")) is not None
+    assert with_attention_kernel(mine, "fa3").efficiency.attention_fwd != mine.efficiency.attention_fwd

@@ -55,6 +55,10 @@ def test_a_band_over_every_gpu_says_why_the_plan_has_none_of_its_own():
             "the measured step") in hopper
     l40s = band_clause([_est(100), _est(200)], every_gpu, hardware_name="L40S")
     assert "19 validation runs of MoE models, none on L40S, the measured step" in l40s
+    # A user profile names its GPU apart from its name (cost.families.profile_key).
+    mine = band_clause([_est(100), _est(200)], every_gpu, hardware_name="my-h100", gpu_key="h100-sxm")
+    assert "too few of them on Hopper GPUs" in mine
+    assert "none on my-h100" in band_clause([_est(100), _est(200)], every_gpu, hardware_name="my-h100")
     # A generation's own class needs no note.
     assert "validation runs of dense models on Hopper GPUs the measured step" in band_clause(
         [_est(100), _est(200)], BAND, hardware_name="h100-sxm")

@@ -30,3 +30,10 @@ def test_sources_fall_back_to_the_parent_field_and_unknown_keys_are_kept():
     assert rows["efficiency.gemm"].sources == ("one paper",)
     assert rows["hbm_bytes"].sources == (NO_SOURCE,)
     assert rows["extra.key"].sources == ("a note",)
+
+
+def test_a_profile_that_names_its_gpu_shows_it():
+    a800 = load_hardware("a800")
+    assert "base_profile" not in {row.field for row in profile_rows(a800)}
+    mine = a800.model_copy(update={"name": "my-a800", "base_profile": "A800"})
+    assert {row.field: row.value for row in profile_rows(mine)}["base_profile"] == "A800"
