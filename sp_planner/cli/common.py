@@ -5,6 +5,7 @@ Unexpected internal errors are not caught here, so they still show a traceback.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import sys
@@ -90,13 +91,30 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+# What an ASCII-only terminal shows for the few non-ASCII characters the tools print (microseconds
+# as "us", not "?s"); anything else becomes '?'.
+ASCII_SPELLINGS = {"\u00b5": "u", "\u2026": "...", "\u00d7": "x"}
+
+
+def _spell_in_ascii(err: UnicodeError) -> tuple[str, int]:
+    """codecs error handler: ASCII_SPELLINGS for what it knows, '?' for the rest."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    bad = err.object[err.start:err.end]
+    return "".join(ASCII_SPELLINGS.get(ch, "?") for ch in bad), err.end
+
+
+codecs.register_error("sp_planner_ascii", _spell_in_ascii)
+
+
 def _tolerate_narrow_encodings() -> None:
-    """An ASCII-only (or other non-UTF) terminal gets '?' for the characters it cannot show instead
-    of a UnicodeEncodeError; Rich already draws its tables in ASCII there."""
+    """An ASCII-only (or other non-UTF) terminal gets ASCII spellings ('us' for microseconds) or '?'
+    for the characters it cannot show instead of a UnicodeEncodeError; Rich already draws its
+    tables in ASCII there."""
     for stream in (sys.stdout, sys.stderr):
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
         if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
+            stream.reconfigure(errors="sp_planner_ascii")
 
 
 def _abandon_stdout(stream: TextIO) -> None:
