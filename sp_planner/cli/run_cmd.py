@@ -217,6 +217,9 @@ def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfi
     missing = [name for name in ("--seq-len", "--heads", "--head-dim") if shape[name] is None]
     if missing:
         raise UserInputError(f"give {', '.join(missing)} (or --plan plan.json)")
+    if shape["--window-kind"] is not None and shape["--window"] is None:
+        raise UserInputError(f"--window-kind {shape['--window-kind']} shapes a local window: give --window "
+                             "(its length in tokens), or drop --window-kind")
     heads = shape["--heads"]
     return RunConfig(
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),

@@ -94,10 +94,39 @@ def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
     expected = {
         "ulysses": plan.ulysses, "ring": plan.ring, "tp": plan.tp, "batch": plan.micro_batch,
         "seq_len": workload.seq_len, "num_heads": model.num_heads, "num_kv_heads": model.num_kv_heads,
-        "head_dim": model.head_dim, "causal": workload.causal, "device": expected_run_device(plan_file),
+        "causal": workload.causal, "device": expected_run_device(plan_file),
     }
-    return [f"{name} {getattr(got, name)} (plan: {value})" for name, value in expected.items()
-            if getattr(got, name) != value]
+    differences = [f"{name} {getattr(got, name)} (plan: {value})" for name, value in expected.items()
+                   if getattr(got, name) != value]
+    # The model's attention as sp-run --plan runs it (MLA's two head dims, a softcap, a local or,
+    # where the model has them, a global layer's window: cli.run_model.model_attention).
+    ran = _attention(got.head_dim, got.v_dim, got.softcap, got.window, got.window_kind)
+    variants = [_attention(f["head_dim"], f.get("v_head_dim", f["head_dim"]), f.get("softcap"), f.get("window"),
+                           f.get("window_kind", "sliding")) for f in _attention_fields(model, workload.seq_len)]
+    if ran not in variants:
+        differences += [f"{name} {mine} (plan: {theirs})" for name, mine, theirs
+                        in zip(_ATTENTION_FIELDS, ran, variants[0]) if mine != theirs]
+    return differences
+
+
+_ATTENTION_FIELDS = ("head_dim", "v_head_dim", "softcap", "window", "window_kind")
+
+
+def _attention(head_dim, v_head_dim, softcap, window, window_kind) -> tuple:
+    """The attention a run computes, in _ATTENTION_FIELDS order (no window kind without a window)."""
+    return head_dim, v_head_dim, softcap, window, window_kind if window is not None else None
+
+
+def _attention_fields(model, seq_len: int) -> list[dict]:
+    """RunConfig fields of the layers sp-run --plan can run for the model: the default (a local
+    layer where the model has them) and, beside local layers, a global one (--layer global)."""
+    from sp_planner.cli.run_model import model_attention  # torch-free; the CLI package loads on use
+
+    variants = [model_attention(model, seq_len, None)[0]]
+    w = model.window
+    if w is not None and w.window_tokens < seq_len and model.num_local_layers < model.num_layers:
+        variants.append(model_attention(model, seq_len, "global")[0])
+    return variants
 
 
 def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:

@@ -32,9 +32,19 @@ class RunConfigView(_View):
     num_heads: int = Field(gt=0)
     num_kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
+    # The model's attention beyond plain softmax (executor.config.RunConfig; absent: plain).
+    v_head_dim: int | None = Field(default=None, gt=0)
+    softcap: float | None = Field(default=None, gt=0)
+    window: int | None = Field(default=None, gt=0)
+    window_kind: str = "sliding"
     causal: bool = False
     dtype: str
     device: str
+
+    @property
+    def v_dim(self) -> int:
+        """Head dim of V (head_dim unless MLA's differs), as RunConfig.v_dim."""
+        return self.v_head_dim or self.head_dim
 
 
 class RunRecord(_View):

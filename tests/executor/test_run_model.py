@@ -53,6 +53,9 @@ def test_layer_choices_a_model_does_not_have_are_refused():
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--layer", "global"],
      "--layer picks a layer of a plan's model (--plan)"),
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softcap", "0"], "softcap"),
+    # A window kind without a window ran plain attention and passed.
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--causal", "--window-kind", "chunked"],
+     "--window-kind chunked shapes a local window: give --window"),
 ])
 def test_bad_mod_flags_exit_2_before_launch(capsys, args, message):
     with pytest.raises(SystemExit) as done:

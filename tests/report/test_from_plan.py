@@ -49,3 +49,41 @@ def test_bf16_adam_moments_are_searched_with_the_zero_1_they_need():
     # As sp-plan pins them: the report must not rank bf16-moment plans at ZeRO 0, 2 or 3.
     assert plan_choices(ParallelPlan(adam_moments_bf16=True)).zero == 1
     assert plan_choices(ParallelPlan(zero=2)).zero is None
+
+
+def _run(model, plan, seq_len, **attention):
+    from sp_planner.report.runs import RunConfigView, RunRecord
+
+    config = RunConfigView(ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, batch=plan.micro_batch, seq_len=seq_len,
+                           num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, causal=True, dtype="bfloat16",
+                           device="cuda", **attention)
+    return RunRecord.model_construct(config=config)
+
+
+def test_a_run_of_the_models_own_attention_is_a_run_of_its_plan():
+    # sp-run --plan runs MLA at its q/k and v head dims (192/128), not the plan's mean (160): such a
+    # run was refused as "head_dim 192 (plan: 160)". A windowed model's run without its window
+    # (plain attention) is not a run of its plan; a global layer's (no window) is, beside its local
+    # ones.
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.report.from_plan import run_differences
+    from sp_planner.specs.workload import Workload
+
+    h100, plan = load_hardware("h100"), ParallelPlan(ring=8, dp=1)
+    workload = Workload(seq_len=32768, global_batch=1)
+
+    def plan_file(model):
+        return PlanFile(model=model, hardware=h100, workload=workload, num_nodes=1, gpus_per_node=8, plan=plan)
+
+    deepseek = load_model("DeepSeek-V3")
+    assert deepseek.head_dim == 160
+    assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, head_dim=192, v_head_dim=128)) == []
+    assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, head_dim=160)) == [
+        "head_dim 160 (plan: 192)", "v_head_dim 160 (plan: 128)"]
+    gemma = load_model("Gemma-2-9B")
+    local = dict(head_dim=gemma.head_dim, softcap=gemma.window.logit_softcapping, window=gemma.window.window_tokens)
+    assert run_differences(plan_file(gemma), _run(gemma, plan, 32768, **local)) == []
+    assert run_differences(plan_file(gemma), _run(gemma, plan, 32768, **{**local, "window": None})) == []  # global
+    plain = run_differences(plan_file(gemma), _run(gemma, plan, 32768, head_dim=gemma.head_dim))
+    assert plain == [f"softcap None (plan: {gemma.window.logit_softcapping})",
+                     f"window None (plan: {gemma.window.window_tokens})", "window_kind None (plan: sliding)"]
