@@ -56,7 +56,7 @@ def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
 
 
 def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True,
-                        ahead_s=0.0, behind_s=0.0):
+                        ahead_s=0.0, behind_s=0.0, lead_s=0.0):
     """ZeRO-3: exposed seconds of one pass (forward or backward) of `layers` layers, each gathering
     its parameters in gather_s (and, in backward, reduce-scattering its gradients in reduce_s) on
     one stream while computing window_s. The first layer's gather (after `before_s`, the root
@@ -64,18 +64,63 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
     never hidden, but for the work `ahead_s` that runs before the first layer's first GEMM (its
     TP all-gathers; in backward also the output layer's and the loss's, during which FSDP2's root
     pre-backward hook prefetches the last block, FSDPParamGroup.pre_backward) and `behind_s` after
-    the last one's (its TP reduce-scatter, before which the root's cannot start); each other
-    layer exposes what its communication takes beyond its compute. Without prefetch every gather
-    waits in line before its layer."""
-    middle = (layers - 1) * np.maximum(0.0, np.where(prefetch, gather_s, 0.0) + reduce_s - window_s)
+    the last one's (its TP reduce-scatter, before which the root's cannot start). Without
+    prefetch every gather waits in line before its layer, and each layer exposes what its
+    reduce-scatter takes beyond its compute.
+    With prefetch one layer ahead the stream runs G_0 G_1 RS_0 G_2 RS_1 ... G_n-1 RS_n-2 RS_n-1
+    in host launch order (one NCCL communicator keeps it: Megatron-FSDP's
+    docs/runtime_schedule.md, "Prefetching", AG_i-1 launched before Bwd_i and RS_i; FSDP2's
+    FSDPParamGroup.pre_backward prefetches the next group, post_backward reduce-scatters; forward
+    only gathers), layer i's first GEMM waits for G_i and RS_i for its gradients. The pass ends
+    on the longest path through both streams (`_prefetched_paths_s`): n layers give n windows to
+    the n - 1 gathers and reduce-scatters between the exposed first and last, the first window
+    hiding only G_1 and the last only RS_n-2, and the stream is behind the compute only once it
+    falls behind by the `lead_s` + `behind_s` around a layer's GEMMs (its TP collectives), beside
+    which a reduce-scatter starts."""
     first = np.maximum(0.0, before_s + gather_s - ahead_s)
-    queued = 0.0 if prefetch else (layers - 1) * gather_s
-    # The root's reduce-scatter is issued after the last layer's TP reduce-scatter (behind_s).
-    return first + queued + middle + np.maximum(0.0, reduce_s - behind_s) + after_s
+    last = np.maximum(0.0, reduce_s - behind_s)  # the root's is issued after the TP reduce-scatter
+    n = np.asarray(layers, dtype=np.float64)
+    if not prefetch:
+        return first + (n - 1) * gather_s + (n - 1) * np.maximum(0.0, reduce_s - window_s) + last + after_s
+    paths = _prefetched_paths_s(gather_s, reduce_s, window_s, n, first_s=first, before_s=before_s, ahead_s=ahead_s,
+                                behind_s=behind_s, lead_s=lead_s)
+    return first + paths + last + after_s
+
+
+def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, ahead_s, behind_s, lead_s):
+    """layerwise_exposed_s's seconds beyond the first gather and the last reduce-scatter: the
+    longest of the paths that leave the compute for the stream (a reduce-scatter released by its
+    layer's gradients) and come back (a gather that holds a layer's first GEMM), each layer on the
+    stream costing g + r instead of w: from the pass's start to a gather ("start"), from a
+    reduce-scatter to the pass's end ("end"), both, or between two layers ("mid", which loses the
+    TP collectives between a layer's gradients and the next one's GEMM); 0 for a single layer."""
+    g, r, w = gather_s, reduce_s, window_s
+    s = g + r - w  # a layer on the stream, beyond its window
+    ahead = np.maximum(0.0, (n - 2) * s)
+    start = before_s + 2 * g - ahead_s - first_s - w  # G_0 G_1 hold the second layer
+    end = 2 * r - w - np.maximum(behind_s, r)  # RS_n-2 RS_n-1 after the second-to-last layer
+    gathers, reduces = (np.asarray(g) > 0) & (n >= 2), (np.asarray(r) > 0) & (n >= 2)
+    both = gathers & reduces
+    never = -np.inf
+    return np.maximum.reduce([
+        np.zeros(np.broadcast(g, r, w, n).shape),
+        np.where(gathers, ahead + start, never),
+        np.where(reduces, ahead + end, never),
+        np.where(both, (n - 2) * s + start + end + lead_s + behind_s, never),
+        np.where(both & (n >= 3), (n - 2) * s - lead_s - behind_s, never),
+        np.where(both & (n >= 3), start + end, never),
+    ])
+
+
+def zero3_forward_s(overlap: Overlap, times: DPTimes, fwd_layer_s, layers, *, before_s=0.0, edges: Edges):
+    """ZeRO-3: exposed seconds of one forward pass of `layers` layers (a chunk's), each gathered
+    ahead of use (layerwise_exposed_s), `before_s` the root unit's gather before the first."""
+    return layerwise_exposed_s(times.layer_gather_s, 0.0, fwd_layer_s, layers, before_s=before_s,
+                               prefetch=overlap.zero3_prefetch, ahead_s=edges.fwd_lead_s)
 
 
 def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
-                     ahead_s=0.0, chunks=1, edges: Edges | None = None):
+                     ahead_s=0.0, chunks=1, edges: Edges | None = None, head_s=0.0):
     """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
     under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
     parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
@@ -90,17 +135,27 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
     its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
     exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
-    buckets) are approximated by a layer's share of the stage's buckets."""
+    buckets) are approximated by a layer's share of the stage's buckets. ZeRO-2's calls hide
+    chunk by chunk, each behind its own backward (its module's root post-backward waits for
+    them), and a chunk's cannot start before its first layer's backward is done: saturated, its
+    queue starts a layer late and hides behind a layer less, but where the output layer's calls
+    (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
     # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
     chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / layers
-    unhideable2 = (last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
-                   + (chunks - 1) * np.maximum(0.0, chunk_first - e.bwd_trail_s))
-    # Nor can a later chunk's calls start before its first layer's backward is done: saturated,
-    # each chunk's queue starts a layer late, so the traffic hides behind a layer less per chunk.
-    lag = (chunks - 1) * bwd_window_s / layers
-    reduce2 = hidden_behind(t.grad_reduce_scatter_s, bwd_window_s - lag, unhideable2, overlap.grad_reduce)
+    first_calls = last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
+    later_calls = np.maximum(0.0, chunk_first - e.bwd_trail_s)
+    single = np.asarray(chunks) == 1
+    chunk_rs = chunk_first * layers / chunks  # a later chunk's layers' calls
+    chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / layers
+    head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, layer_w)
+    # Chunk 0 (the stage's first layers, the first stage's embedding; the whole stage at vpp 1).
+    chunk0 = hidden_behind(t.grad_reduce_scatter_s - np.where(single, 0.0, head_s + (chunks - 1) * chunk_rs),
+                           chunk_w - np.where(single, head_lag_s, layer_w), first_calls, overlap.grad_reduce)
+    middle2 = hidden_behind(chunk_rs, chunk_w - layer_w, later_calls, overlap.grad_reduce)
+    last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, later_calls, overlap.grad_reduce)
+    reduce2 = chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
     bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
@@ -108,12 +163,12 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     fwd_w, bwd_w = fwd_window_s / layers, bwd_window_s / layers
 
     def forward(before_s=0.0):
-        return layerwise_exposed_s(t.layer_gather_s, 0.0, fwd_w, per_chunk, before_s=before_s, prefetch=prefetch,
-                                   ahead_s=e.fwd_lead_s)
+        return zero3_forward_s(overlap, t, fwd_w, per_chunk, before_s=before_s, edges=e)
 
     def backward(after_s=0.0, loss_s=0.0):
         return layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_w, per_chunk, after_s=after_s,
-                                   prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s)
+                                   prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s,
+                                   lead_s=e.bwd_lead_s)
 
     # The root unit goes with the stage's first chunk (forward) and leaves after it (backward);
     # the loss's backward runs before the last chunk's.
@@ -210,7 +265,7 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
                         chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
     per_micro_batch, per_micro_batch_busy = micro_batch_dp_s(
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
-        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges)
+        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0))
     # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
     once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
     once_busy = np.select([zero == 0, zero == 1, zero == 2],

@@ -24,12 +24,14 @@ backward on the drain, both chunk 0 (a stage's first forward and its last backwa
 schedule table, schedules.py get_schedule_table, runs micro-batch 0 through chunk 0 first and the
 chunks' backward in reverse), which holds the first stage's embedding:
 
-    exposed = (m - 1/vpp) (max_k (C_k + e_k) - max_k C_k) + sum_k e0_k
+    exposed = (m - e0_p/e_p) (max_k (C_k + e_k) - max_k C_k) + sum_k e0_k
 
 (e0_k: stage k's chunk 0 exposure of one micro-batch, its layers' share of the stage's traffic
-with the first stage's embedding; e0 = e at vpp 1, the formula above). With equal stages it is
-(m + (pp - 1)/vpp) e: the bubble's share of the exposure is the bubble's share of the compute.
-Vectorized over candidates.
+with the first stage's embedding; e0 = e at vpp 1, the formula above; e0_p/e_p the pacing stage's
+chunk-0 share, whose chunk 0 the sum holds). With equal stages it is (m + (pp - 1)/vpp) e: the
+bubble's share of the exposure is the bubble's share of the compute. The drain's last micro-batch
+group adds a slower stage's chunk-0 backward pp - 1 times (_critical_path_s). Vectorized over
+candidates.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s, micro_batch_dp_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s, micro_batch_dp_s, zero3_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.pipeline import StageLayers
 
@@ -92,7 +94,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     vpp = sub(c.vpp)
     traffic = _stage_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
     edge = _chunk0_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
-    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m, vpp, edge)
+    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m, vpp, edge,
+                                 _chunk0_backward_s(overlap, stages=by_stage, edge=edge, zero=kw["zero"], vpp=vpp,
+                                                    fwd_layer_s=fwd, bwd_layer_s=bwd, edges=kw["edges"]))
     # ZeRO-2's parameters gathered behind the step's first forward where overlapped
     # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
     later = sum(s.num_stages * chunks_gather_s(s.times, s.layers * fwd, s.layers, vpp, True) for s in by_stage[1:])
@@ -111,16 +115,25 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges)
     traffic = _stage_traffic(overlap, **kw)
-    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches, vpp,
-                            _chunk0_traffic(overlap, **kw))
+    edge = _chunk0_traffic(overlap, **kw)
+    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches, vpp, edge,
+                            _chunk0_backward_s(overlap, stages=stages, edge=edge, zero=zero, vpp=vpp,
+                                               fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
+                                               edges=edges or Edges(0.0, 0.0, 0.0)))
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                    edges: Edges | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
+    # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
-                             edges=edges) for s in stages]
+                             edges=edges, head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+
+
+def _head_s(stages: tuple[StageDP, ...], i: int):
+    """The output layer's gradient calls that open stage i's last chunk: the last stage's root."""
+    return stages[i].times.root_reduce_s if i == len(stages) - 1 else 0.0
 
 
 def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
@@ -144,18 +157,62 @@ def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...],
                                       reshard=reshard, chunks=1, edges=edges)
         whole, _ = micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=t, fwd_window_s=s.layers * fwd_layer_s,
                                     bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s,
-                                    edges=edges)
+                                    edges=edges, head_s=_head_s(stages, i))
         out.append(np.where(vpp > 1, exposed, whole))
     return out
 
 
+def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: list[np.ndarray], zero, vpp,
+                       fwd_layer_s, bwd_layer_s, edges: Edges) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each stage's chunk-0 backward block of one micro-batch, (without, with) its data-parallel
+    exposure: its layers' backward, and its chunk-0 exposure (_chunk0_traffic) less ZeRO-3's
+    forward gathers (cost.dp_exposure.zero3_forward_s, the root unit's with chunk 0 where
+    _chunk0_traffic puts it)."""
+    out = []
+    for i, (s, e0) in enumerate(zip(stages, edge)):
+        own = (i == 0) | ((i == len(stages) - 1) & (np.asarray(zero) == 3))
+        layers = s.layers / np.asarray(vpp)
+        forward = zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
+                                  before_s=np.where(own, s.times.root_gather_s, 0.0), edges=edges)
+        bare = layers * bwd_layer_s
+        out.append((bare, bare + e0 - np.where(np.asarray(zero) == 3, forward, 0.0)))
+    return out
+
+
 def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], micro_batches, vpp=1,
-                     edge: list[np.ndarray] | None = None):
-    """(m - 1/vpp) x the pacing stage's stretch plus every stage's chunk-0 exposure once (module
-    docstring); `edge` defaults to the whole exposure (vpp 1)."""
+                     edge: list[np.ndarray] | None = None, drain: list[tuple[np.ndarray, np.ndarray]] | None = None):
+    """(m - e0_p/e_p) x the pacing stage's stretch plus every stage's chunk-0 exposure once (module
+    docstring); `edge` defaults to the whole exposure (vpp 1).
+    `drain` (_chunk0_backward_s): the interleaved schedule ends every stage with the last
+    micro-batch group's chunk-0 backwards (Megatron's get_schedule_table: groups of pp
+    micro-batches, the chunks' backward in reverse; sim.pipeline._order), which pass the stages
+    pp-1 -> 0 back to back: a flow shop of J = min(pp, m) equal jobs, whose J - 1 later jobs go
+    at the pace of its slowest stage's block (makespan sum_k b_k + (J - 1) max_k b_k).
+    The stretch charged them the pacing stage's block, so a slower one (the first stage's, whose
+    embedding gradients never hide) adds its excess J - 1 times. At vpp 1 the last stage
+    alternates forward and backward to its end and the drain keeps its pace."""
     present = [np.asarray(s.num_stages) > 0 for s in stages]
-    paced = np.max([np.where(p, s.compute_s + e, 0.0) for s, e, p in zip(stages, exposure, present)], axis=0)
+    paced_by = [np.where(p, s.compute_s + e, -np.inf) for s, e, p in zip(stages, exposure, present)]
+    paced = np.max(paced_by, axis=0)
     compute = np.max([np.where(p, s.compute_s, 0.0) for s, p in zip(stages, present)], axis=0)
     stretch = paced - compute
-    every_stage = np.sum([s.num_stages * e for s, e in zip(stages, edge or exposure)], axis=0)
-    return (micro_batches - 1 / np.asarray(vpp)) * stretch + every_stage
+    edge = edge or exposure
+    every_stage = np.sum([s.num_stages * e for s, e in zip(stages, edge)], axis=0)
+    # The pacing stage's own chunk 0 is in every_stage: its share of the stage's exposure (1/vpp
+    # with equal chunks, more where chunk 0 holds ZeRO-3's root unit; 1 at vpp 1) leaves the stretch.
+    pacer = np.argmax(paced_by, axis=0)
+
+    def of_pacer(values):
+        return np.choose(pacer, [np.broadcast_to(v, np.shape(pacer)) for v in values])
+
+    own, whole = of_pacer(edge), of_pacer(exposure)
+    share = np.where(whole > 0, own / np.where(whole > 0, whole, 1.0), 1 / np.asarray(vpp))
+    exposed = (micro_batches - share) * stretch + every_stage
+    if drain is None:
+        return exposed
+    slowest = np.max([np.where(p, block, 0.0) for (_, block), p in zip(drain, present)], axis=0)
+    bare = np.max([np.where(p, plain, 0.0) for (plain, _), p in zip(drain, present)], axis=0)
+    charged = of_pacer([block for _, block in drain])
+    jobs = np.minimum(sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages), micro_batches)
+    pileup = (jobs - 1) * np.maximum(0.0, slowest - np.maximum(bare, charged))
+    return exposed + np.where(np.asarray(vpp) > 1, pileup, 0.0)

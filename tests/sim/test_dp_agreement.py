@@ -94,9 +94,13 @@ def _zero3_by_hand() -> tuple[float, float]:
     # Forward: the root's and layer 0's gathers exposed, each later layer what its gather takes
     # beyond its compute; backward: the first gather beyond the loss and output layer's backward
     # (two thirds of the logits' time) it is prefetched behind, then gather + reduce-scatter
-    # beyond the layer's compute, and the last reduce-scatters (layer 0's and the root's).
+    # beyond the layer's compute in the 78 layers between the first and the last (the stream runs
+    # G79 G78 RS79 G77 RS78 ... RS1 RS0: the first layer's backward hides G78 alone and the last's
+    # RS1 alone, each shorter than a layer's backward), and the last reduce-scatters (layer 0's
+    # and the root's).
+    assert g < bwd and r < bwd < g + r
     forward = g_root + g + (LAYERS - 1) * max(0.0, g - fwd)
-    backward = max(0.0, g - 2 / 3 * logits) + (LAYERS - 1) * max(0.0, g + r - bwd) + r + r_root
+    backward = max(0.0, g - 2 / 3 * logits) + (LAYERS - 2) * max(0.0, g + r - bwd) + r + r_root
     exposed = M * (forward + backward)
     busy = M * (g_root + LAYERS * (2 * g + r) + r_root)
     return exposed + OVERLAP_COMPUTE_SLOWDOWN * (busy - exposed), busy
@@ -137,9 +141,9 @@ def test_exposed_data_parallel_time_by_hand(both):
     zero, sim, est = both
     exposed, _ = (_zero1_by_hand if zero == 1 else _zero3_by_hand)()
     assert est.time.dp_comm_exposed_s == pytest.approx(exposed, rel=1e-6)
-    # The simulator runs the same calls op by op; ZeRO-3's layer-by-layer race differs slightly
-    # (a gather may start while the previous layer still computes).
-    assert sim.dp_exposed_s == pytest.approx(exposed, rel=0.02)
+    # The simulator runs the same calls op by op: ZeRO-3's layer-by-layer race is the longest path
+    # cost.dp_exposure.layerwise_exposed_s takes (it had charged a layer's g + r - w more, 25.19 s).
+    assert sim.dp_exposed_s == pytest.approx(exposed, rel=1e-4 if zero == 3 else 0.02)
 
 
 def test_streams_agree(both):
