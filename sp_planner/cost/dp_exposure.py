@@ -101,15 +101,12 @@ def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, a
     end = 2 * r - w - np.maximum(behind_s, r)  # RS_n-2 RS_n-1 after the second-to-last layer
     gathers, reduces = (np.asarray(g) > 0) & (n >= 2), (np.asarray(r) > 0) & (n >= 2)
     both = gathers & reduces
-    never = -np.inf
-    return np.maximum.reduce([
-        np.zeros(np.broadcast(g, r, w, n).shape),
-        np.where(gathers, ahead + start, never),
-        np.where(reduces, ahead + end, never),
-        np.where(both, (n - 2) * s + start + end + lead_s + behind_s, never),
-        np.where(both & (n >= 3), (n - 2) * s - lead_s - behind_s, never),
-        np.where(both & (n >= 3), start + end, never),
-    ])
+    mid = both & (n >= 3)
+    # The longest path, at least 0: a path a pass does not have counts 0 (np.where's other branch).
+    longest = np.maximum(np.where(gathers, ahead + start, 0.0), np.where(reduces, ahead + end, 0.0))
+    longest = np.maximum(longest, np.where(both, (n - 2) * s + start + end + lead_s + behind_s, 0.0))
+    longest = np.maximum(longest, np.where(mid, np.maximum((n - 2) * s - lead_s - behind_s, start + end), 0.0))
+    return np.maximum(longest, 0.0)
 
 
 def zero3_forward_s(overlap: Overlap, times: DPTimes, fwd_layer_s, layers, *, before_s=0.0, edges: Edges):
