@@ -33,13 +33,18 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             framework_version=framework_version)
         if simulate is not None:
             update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
+            known: dict = {}  # plan -> simulated step, shared by the two rankings
             if framework_ranked:  # the plans the table shows
                 mine = result.model_copy(update={"ranked": framework_ranked})
                 framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
-                                                        top_k=simulate, runtime=runtime).ranked
+                                                        top_k=simulate, runtime=runtime, known=known).ranked
             # Every plan's ranking too, for --format json (which lists every framework's plans).
             result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
-                                          runtime=runtime)
+                                          runtime=runtime, known=known)
+            if framework_ranked:  # plans the second ranking simulated that the first holds past its head
+                framework_ranked = tuple(
+                    est.model_copy(update={"simulated_step_time_s": known[est.plan]})
+                    if est.simulated_step_time_s is None and est.plan in known else est for est in framework_ranked)
         suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.estimate import SearchResult
+from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.sim.simulate import simulate
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -12,24 +12,29 @@ from sp_planner.specs.workload import Workload
 
 def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: HardwareProfile, workload: Workload, *,
                          num_nodes: int, gpus_per_node: int, top_k: int,
-                         runtime: Runtime = MEGATRON_RUNTIME) -> SearchResult:
+                         runtime: Runtime = MEGATRON_RUNTIME, known: dict | None = None) -> SearchResult:
     """Simulate the first `top_k` fitting plans and order them by simulated step time (ties by the
     analytic time before the MFU bound, then memory).
 
     Each simulated estimate keeps its analytic numbers and gains `simulated_step_time_s`; plans
-    beyond the first `top_k` (and plans that do not fit) keep their places after them.
+    beyond the first `top_k` (and plans that do not fit) keep their places after them, with the
+    simulated step `known` (plan -> seconds, filled here) holds for them from another ranking's
+    head, so that one document never gives one plan two values.
     """
+    known = {} if known is None else known
+
+    def simulated_s(est: PlanEstimate) -> float:
+        if est.plan not in known:
+            known[est.plan] = simulate(model, hardware, workload, est.plan, num_nodes=num_nodes,
+                                       gpus_per_node=gpus_per_node, detail=False, runtime=runtime).step_time_s
+        return known[est.plan]
+
     head = [est for est in result.ranked[:top_k] if est.fits]
-    simulated = [
-        est.model_copy(update={"simulated_step_time_s": simulate(
-            model, hardware, workload, est.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node, detail=False,
-            runtime=runtime,
-        ).step_time_s})
-        for est in head
-    ]
+    simulated = [est.model_copy(update={"simulated_step_time_s": simulated_s(est)}) for est in head]
     # Ties at the best published MFU (both steps held to it) go by the time before that bound, as
     # the search orders them (search_scan), then by memory.
     simulated.sort(key=lambda est: (est.simulated_step_time_s, est.step_time_s - est.time.mfu_ceiling_s,
                                     est.memory_peak_bytes))
-    rest = [est for est in result.ranked if not any(est is done for done in head)]
+    rest = [est.model_copy(update={"simulated_step_time_s": known[est.plan]}) if est.plan in known else est
+            for est in result.ranked if not any(est is done for done in head)]
     return result.model_copy(update={"ranked": tuple(simulated + rest)})

@@ -39,3 +39,20 @@ def test_sp_plan_csv_has_the_simulated_step_and_the_same_columns_without_it(sp_p
     plain = sp_plan(*args, "--format", "csv")
     table = pd.read_csv(io.StringIO(plain.stdout))
     assert tuple(table.columns) == CSV_COLUMNS and table["simulated_step_time_s"].isna().all()
+
+
+def test_a_plan_in_both_rankings_has_one_simulated_step(sp_plan):
+    # --framework torchtitan: its ranking and every framework's are simulated apart; a plan the one
+    # simulated and the other lists past its head had a value in one and null in the other.
+    doc = json.loads(sp_plan("--model", "llama3-70b", "--hardware", "h100", "--nodes", 4, "--seq-len", "128k",
+                             "--framework", "torchtitan", "--simulate", 3, "--format", "json").stdout)
+    fields = ("tp", "pp", "dp", "ulysses", "ring", "zero", "recompute", "micro_batch", "ring_layout", "cp_comm",
+              "dp_replicate", "reshard_after_forward", "vpp", "precision")
+
+    def by_plan(entries):
+        return {tuple(entry[f] for f in fields): entry["simulated_step_time_s"] for entry in entries}
+
+    every, torchtitan = by_plan(doc["plans"]), by_plan(doc["framework_plans"])
+    shared = set(every) & set(torchtitan)
+    assert any(every[plan] is not None for plan in shared)
+    assert all(every[plan] == torchtitan[plan] for plan in shared)
