@@ -13,11 +13,10 @@ import itertools
 import pytest
 
 from sp_planner.executor.config import RunConfig
-from sp_planner.executor.predict import predicted_comm_bytes
-from sp_planner.executor.result import RankResult, rank_failures
-from sp_planner.executor.spawn import run_cases
 from sp_planner.layout import rank_groups
 from sp_planner.plan import CP_COMMS, ParallelPlan
+
+from .spawned import every_rank_passes, lazy_outcomes
 
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
 # (heads, kv heads): MHA, GQA, and GQA with fewer KV heads than some Ulysses degrees.
@@ -56,29 +55,15 @@ PARAMS = [pytest.param(world, i, id=f"w{world}-u{c.ulysses}r{c.ring}-{'causal' i
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    """Lazily spawn each world size once; cached for every case of the module."""
-    cache: dict[int, dict[int, list]] = {}
-
-    def get(world: int) -> dict[int, list]:
-        if world not in cache:
-            # A folder that does not exist yet, as make gpu-check passes it.
-            cache[world] = run_cases(world, CASES[world], tmp_path_factory.mktemp(f"world{world}") / "ranks")
-        return cache[world]
-
-    return get
+    """Lazily spawn each world size once; cached for every case of the module. Each in a folder
+    that does not exist yet, as make gpu-check passes it."""
+    return lazy_outcomes(CASES, lambda world: tmp_path_factory.mktemp(f"world{world}") / "ranks")
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("world", "index"), PARAMS)
 def test_case_matches_reference_and_contract(outcomes, world, index):
-    cfg = CASES[world][index]
-    predicted = predicted_comm_bytes(cfg)
-    for rank, results in outcomes(world).items():
-        result = results[index]
-        assert isinstance(result, RankResult), f"rank {rank} raised:\n{result}"
-        assert rank_failures(result, predicted) == []
-        # the contract counts something whenever a degree exceeds 1
-        assert result.comm_bytes_measured.total > 0
+    every_rank_passes(outcomes(world), index, CASES[world][index])
 
 
 @pytest.mark.parametrize("world", sorted(DEGREES))
