@@ -102,11 +102,11 @@ def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple
     make gpu-check). A profile sp-calibrate wrote timed that same op, so its own curves stand.
     Elsewhere (CPU, fp32's memory-efficient kernel, --kernel math) no curve of the kernel exists
     and the profile's own are used, as the note says."""
-    from sp_planner.cost.attention_kernels import kernel_curves, with_attention_kernel
+    from sp_planner.cost.attention_kernels import kernel_curves, measured_attention, with_attention_kernel
 
     flash = cfg.kernel == "auto" and not cfg.score_mods  # a softcap or window runs the math kernel
     if cfg.device == "cuda" and flash and cuda_kernel_for(cfg.elem_bytes) == FLASH:
-        if hardware.measured_on is not None:
+        if measured_attention(hardware):
             return hardware, "its sp-calibrate curves: the flash kernel sp-run runs"
         if kernel_curves(hardware, "sdpa") is not None:
             return with_attention_kernel(hardware, "sdpa"), "SDPA flash curves: the kernel sp-run runs"
