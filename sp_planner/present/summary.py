@@ -40,6 +40,7 @@ from sp_planner.layout import rank_groups
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile import RankLayout
 from sp_planner.present.advice import FitSuggestion
+from sp_planner.specs.base import whole_bytes
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -197,7 +198,7 @@ def _finite(value: Any, key: str = "") -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
-        return round(value) if key.endswith("_bytes") else value
+        return whole_bytes(value) if key.endswith("_bytes") else value
     if isinstance(value, dict):
         return {k: _finite(v, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
