@@ -10,7 +10,7 @@ from sp_planner.cost.runtime import framework_runtime
 from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
-from sp_planner.sim.rerank import rerank_by_simulation
+from sp_planner.sim.rerank import rerank_by_simulation, with_known
 
 
 def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
@@ -41,10 +41,8 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             # Every plan's ranking too, for --format json (which lists every framework's plans).
             result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
                                           runtime=runtime, known=known)
-            if framework_ranked:  # plans the second ranking simulated that the first holds past its head
-                framework_ranked = tuple(
-                    est.model_copy(update={"simulated_step_time_s": known[est.plan]})
-                    if est.simulated_step_time_s is None and est.plan in known else est for est in framework_ranked)
+            # Plans the second ranking simulated that the first holds past its head.
+            framework_ranked = with_known(tuple(framework_ranked), known)
         suggestions: tuple[FitSuggestion, ...] = ()
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")

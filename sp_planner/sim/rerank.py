@@ -35,6 +35,12 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     # the search orders them (search_scan), then by memory.
     simulated.sort(key=lambda est: (est.simulated_step_time_s, est.step_time_s - est.time.mfu_ceiling_s,
                                     est.memory_peak_bytes))
-    rest = [est.model_copy(update={"simulated_step_time_s": known[est.plan]}) if est.plan in known else est
-            for est in result.ranked if not any(est is done for done in head)]
-    return result.model_copy(update={"ranked": tuple(simulated + rest)})
+    rest = with_known(tuple(est for est in result.ranked if not any(est is done for done in head)), known)
+    return result.model_copy(update={"ranked": tuple(simulated) + rest})
+
+
+def with_known(ranked: tuple[PlanEstimate, ...], known: dict) -> tuple[PlanEstimate, ...]:
+    """`ranked` in its order, each plan `known` holds (plan -> simulated seconds) given its
+    simulated step where it has none."""
+    return tuple(est.model_copy(update={"simulated_step_time_s": known[est.plan]})
+                 if est.simulated_step_time_s is None and est.plan in known else est for est in ranked)
