@@ -25,9 +25,10 @@ micro-batches, cost.step) is still timed from the layers' time without the overl
 
 The hidden all-to-all is not free: its kernels hold SMs the paired compute loses while it runs,
 as for hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown, NCCL's 16 SMs; HybridEP
-its own). And not all of a HybridEP call hides: its metadata preprocessing, host synchronization
-and copies (cost.hybridep.hybridep_unhidden_share, from HybridEP's kernel-only against whole-call
-rates) run outside the overlap, added to the pair as exposed time.
+its own). And not all of a HybridEP call hides: its copies of the received rows and its
+synchronization and flag updates (cost.hybridep.hybridep_unhidden_share, from HybridEP's
+kernel-only against whole-call rates) run outside the overlap, added to the pair as exposed time.
+(HybridEP's per-forward metadata preprocessing is in neither rate and not timed: cost.hybridep.)
 """
 
 from __future__ import annotations

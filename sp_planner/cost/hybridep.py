@@ -40,9 +40,10 @@ included, are ep x (1 - C(E - E/ep, k) / C(E, k)) (8 x (1 - C(112, 8) / C(128, 8
 Qwen3-30B-A3B at EP 8, against 8 copies in NCCL's all-to-all).
 
 What of a call can hide behind compute (cost.ep_overlap): the same tables give each call's
-"Kernel Only" rate beside its "Torch API" one; the difference (the metadata preprocessing, whose
-kernel takes 108 SMs by default, config.cuh 365, the host synchronization and device copies the
-test names "misc") holds the host or most SMs, so a call's share 1 - torch rate / kernel rate does
+"Kernel Only" rate beside its "Torch API" one; the difference is what the benchmark's call runs
+around its kernel, the copy of the received rows out of (combine: into) HybridEP's buffer and what
+the test calls "misc" (device_sync, update_flag; tests/test_hybrid_ep.py at 94a9f8f6 lines
+360-366), which holds the host or the stream, so a call's share 1 - torch rate / kernel rate does
 not overlap: 0.24 for GB200 at EP 16 (kernel-only dispatch 661.93/706.95, combine 600.75/666.26 at
 16/32 SMs), 0.21 for H100 across nodes at EP 16 ("IB Bandwidth" at HybridEP's multi-node default of
 8 SMs: torch 57.74/56.96 against kernel 76.80/68.00; 32 ranks 46.54/50.68 against 54.50/56.40, 64
@@ -57,6 +58,23 @@ that run's HybridEP dispatch at 4.25 s a step, 2.4-4.7x what the H100 "IB Bandwi
 row would give (0.9 s for the forward dispatches, 1.8 s with the backward's), which is why HybridEP
 across nodes stays on NCCL's model (at the profile's ep_kernel_all_to_all, DeepEP's internode RDMA
 rate, where set: cost.links).
+
+Not in either rate, and not timed: the metadata preprocessing that training runs once per MoE
+layer forward. The benchmark passes the handle of a warm-up call (test_hybrid_ep.py line 267 at
+7febc6e, the commit that added the tables; lines 318-341 at 94a9f8f6), and HybridEPBuffer skips
+metadata_preprocessing when given one (deep_ep/hybrid_ep_buffer.py lines 208-213 and 358-370 at
+94a9f8f6), whereas Megatron's HybridEPDispatch.forward passes none (Megatron-LM 9c5258f1
+megatron/core/transformer/moe/fused_a2a.py lines 636-656). It all-gathers the bool routing map
+(tokens x experts bytes a rank) over the EP group (csrc/hybrid_ep/executor/executor.cu
+allgather_routing_map: NCCL across NVLink domains, and inside one where the custom all-gather is off,
+HybridEPBuffer's default False at 94a9f8f6, True at the cf78085 the Megatron-LM recipes pin), runs
+the scan kernel (Megatron moe_hybridep_num_sms_preprocessing 108 SMs) and, unless the run bounds
+the permuted tokens (moe_expert_rank_capacity_factor, drop-and-pad), synchronizes the stream
+(executor.cu metadata_preprocess_core line 167, cudaStreamSynchronize) for the host's token
+counts, the per-layer sync cost.host counts. An Nsight range around it (Megatron-Bridge's EP
+overlap A/B: 3.109 s a step, ~1 ms a layer forward) is host wall time that contains that sync's
+wait for the queued GPU work, not the preprocessing's own GPU time. The all-gather alone, timed as
+NCCL's (cost.links), is ~47 us a layer forward for Qwen3-30B-A3B at EP 8 on H100 (4096 tokens).
 
 Not covered here, and timed as NCCL's all-to-all by cost.moe (stated in the docstring there):
 HybridEP on other GPUs (no intra-node H100 figure is published) and across NVLink domains (its
