@@ -12,12 +12,10 @@ c / busbw, and busbw = line rate x the profile's measured busbw fraction for tha
 
 from __future__ import annotations
 
-from functools import lru_cache
-from math import lcm
-
 import numpy as np
 
 from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor
+from sp_planner.cost.node_loads import member_counts, node_occupancy
 from sp_planner.specs.hardware import CollectiveEfficiency, HardwareProfile
 
 # Codes stored in the frame's link_ columns (as strings "none", "intra", "inter").
@@ -43,55 +41,6 @@ def ranks_per_node(size, stride, gpus_per_node: int):
     a node it touches (1 when the stride alone crosses nodes; node_occupancy). Strides are whole
     numbers."""
     return node_occupancy(size, stride, gpus_per_node)[0]
-
-
-def node_occupancy(size, stride, gpus_per_node: int):
-    """(r, k) for groups of `size` ranks `stride` apart (vectorized): r, the fewest members any group
-    of this shape has on one node it touches, and k, the most nodes a group spans.
-
-    Even shapes -- a group inside one node, one member a node (stride >= gpus_per_node), or the
-    same count on every node (the span a whole number of nodes, the stride dividing a node) -- are
-    looked up. Uneven ones (a span that neither fits nor tiles nodes: 12 ranks on 8-GPU nodes put
-    8 on one node and 4 on the next, or 4 and 8) are counted over every group of one period of the
-    layout (_uneven_occupancy): the node with the fewest members drives the fewest NICs, which
-    bounds a ring's network rate (busbw = members per node x NIC: 45 against 90 GB/s all_reduce on
-    4 nodes at 4 and at 8 GPUs a node, NVIDIA/nccl#1168).
-    """
-    size = np.asarray(size)
-    stride = np.asarray(stride)
-    size, stride = np.broadcast_arrays(size, stride)
-    # Members per node by stride, looked up (0..gpus_per_node, one slot for "more": 1 member).
-    strides = np.arange(gpus_per_node + 2)
-    members = np.maximum(gpus_per_node // np.maximum(strides, 1), 1)
-    r = np.minimum(size, members[np.clip(stride, 0, gpus_per_node + 1).astype(np.intp)])
-    k = np.maximum(size / np.maximum(r, 1), 1.0)
-    span = size * stride
-    even = ((size <= 1) | (stride >= gpus_per_node) | (gpus_per_node % np.maximum(span, 1) == 0)
-            | ((span % gpus_per_node == 0) & (gpus_per_node % np.maximum(stride, 1) == 0)))
-    if np.all(even):
-        return r, k
-    r, k = np.array(r, dtype=np.float64), np.array(k, dtype=np.float64)
-    even = np.asarray(even)
-    pairs = np.stack([size[~even], stride[~even]], axis=1).astype(np.int64)
-    shapes, where = np.unique(pairs, axis=0, return_inverse=True)
-    counted = np.array([_uneven_occupancy(int(n), int(s), gpus_per_node) for n, s in shapes], dtype=np.float64)
-    r[~even], k[~even] = counted[where.ravel(), 0], counted[where.ravel(), 1]
-    return r, k
-
-
-@lru_cache(maxsize=4096)
-def _uneven_occupancy(size: int, stride: int, gpus_per_node: int) -> tuple[int, int]:
-    """node_occupancy of an uneven shape, counted: the layout's groups start at x + span*y (x below
-    the stride, span = size x stride; sp_planner.layout), and the node pattern repeats every
-    lcm(span, gpus_per_node) ranks, which every world holding such groups is a multiple of."""
-    span = size * stride
-    starts = (np.arange(stride)[:, None] + span * np.arange(lcm(span, gpus_per_node) // span)[None, :]).ravel()
-    nodes = (starts[:, None] + stride * np.arange(size)[None, :]) // gpus_per_node  # (groups, size), ascending
-    fewest, most = size, 1
-    for row in nodes:
-        _, counts = np.unique(row, return_counts=True)
-        fewest, most = min(fewest, int(counts.min())), max(most, counts.size)
-    return fewest, most
 
 
 def nic_behind_gpu_link(hardware: HardwareProfile) -> bool:
@@ -227,37 +176,50 @@ def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_
                       nccl: bool = True):
     """Time of one all-to-all in which each rank sends `sent_bytes` to the other n-1 ranks.
 
-    Across nodes the share (n-r)/(n-1) that leaves the node goes through this GPU's own NIC:
-    NCCL all-to-all cannot aggregate NICs (sjeaugey, nccl-tests issues #130 and #267); the rest
-    goes over the intra-node link at the same time. On PCIe nodes (nic_behind_gpu_link) both
-    shares also leave by the GPU's one x16 link, which they share: pcie_link_s = local bytes /
-    local busbw + network bytes / (x16 line rate x network efficiency), what the simulator's
-    max-min sharing of that link gives (sim.fluid: a flow holds its max-min rate of the link and
-    moves efficiency x that), bounds it beside the NIC's time. Latency: one round of concurrent
-    sends. Inside a node, NCCL's (`nccl`; not HybridEP's own kernels) times the measured slowdown
-    at the call's message size (cost.collective_sizes).
-    A group-size-dependent efficiency is taken at the r members sharing a node for the
-    intra-node part and at the whole group for the network part. Not NCCL's (`nccl` False:
-    HybridEP's kernels), each part takes the profile's `ep_kernel_all_to_all` where it sets one.
+    NCCL's all-to-all is n-1 concurrent send/recv pairs, one to each peer, and the call ends when
+    the slowest rank's do. A member on a node with m members of its group sends (m-1)/(n-1) of
+    its bytes over the intra-node link and (n-m)/(n-1) through its own NIC (NCCL all-to-all cannot
+    aggregate NICs: sjeaugey, nccl-tests issues #130 and #267), at the same time. On PCIe nodes
+    (nic_behind_gpu_link) both shares also leave by the GPU's one x16 link, which they share:
+    local bytes / local busbw + network bytes / (x16 line rate x network efficiency), what the
+    simulator's max-min sharing of that link gives (sim.fluid: a flow holds its max-min rate of
+    the link and moves efficiency x that), bounds it beside the NIC's time. Each count m that a
+    group of this shape has on a node is priced and the slowest taken (member_counts): the
+    fewest members send the most over the network, the most members the most over the node's
+    link, which on PCIe nodes is the slower (L40S, 8 + 4: the 8-GPU node's ranks send 7/11 at
+    0.44 x 31.5 GB/s), and a group-size-dependent efficiency is taken at m. PXN (NVLink nodes:
+    a send to another rail leaves by the NIC of the group's member on that rail, sim.cluster)
+    moves sends between a node's NICs but loads none beyond these terms (counted over every
+    uneven shape of up to 32 ranks, strides up to 24, nodes of 2 to 16 GPUs). Latency: one round
+    of concurrent sends. Inside a node, NCCL's (`nccl`; not
+    HybridEP's own kernels) times the measured slowdown at the call's message size
+    (cost.collective_sizes). The network part takes a group-size-dependent efficiency at the
+    whole group. Not NCCL's (`nccl` False: HybridEP's kernels), each part takes the profile's
+    `ep_kernel_all_to_all` where it sets one.
     """
     size = np.asarray(size, dtype=np.float64)
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
-    r = ranks_per_node(size, stride, gpus_per_node).astype(np.float64)
     peers = np.maximum(size - 1, 1)
-    bw_local = _bw(hardware, "all_to_all", False, np.where(link == INTER, r, size), nccl=nccl)
-    intra_s = sent * (r - 1) / peers / bw_local
-    net_bytes = sent * (size - r) / peers
     net_eff = collective_efficiency(hardware.efficiency.inter_node, "all_to_all", size, nccl=nccl)
-    net_s = net_bytes / (hardware.inter_node.bandwidth_bytes_per_s * net_eff)
-    if nic_behind_gpu_link(hardware):
-        intra_s = intra_s + net_bytes / (hardware.intra_node.bandwidth_bytes_per_s * net_eff)  # pcie_link_s
-    t = np.where(link == INTER, np.maximum(intra_s, net_s), sent / bw_local)
-    alpha = np.where(link == INTER, hardware.inter_node.latency_s, hardware.intra_node.latency_s)
+    net_bw = hardware.inter_node.bandwidth_bytes_per_s * net_eff
+    intra, inter = hardware.intra_node, hardware.inter_node
+    inter_s = np.zeros(np.broadcast(sent, size).shape)
+    counts = member_counts(size, stride, gpus_per_node)
+    for j in range(counts.shape[-1]):
+        m = counts[..., j]
+        net_bytes = sent * (size - m) / peers
+        local_s = sent * (m - 1) / peers / _bw(hardware, "all_to_all", False, m, nccl=nccl)
+        if nic_behind_gpu_link(hardware):
+            local_s = local_s + net_bytes / (intra.bandwidth_bytes_per_s * net_eff)  # pcie_link_s
+        # A group of the shape wholly inside one node (m = n: 0-2 of 3-rank groups) waits only there.
+        alpha = np.where(m >= size, intra.latency_s, inter.latency_s)
+        inter_s = np.maximum(inter_s, np.maximum(local_s, net_bytes / net_bw) + alpha)
+    intra_s = sent / _bw(hardware, "all_to_all", False, size, nccl=nccl) + intra.latency_s
     # Inside a node, the measured slowdown at its message size (cost.collective_sizes).
     factor = size_factor(hardware, "all_to_all", ring_tensor_bytes("all_to_all", sent, size), size,
                          where=(link == INTRA) & nccl)
-    return np.where((link == NONE) | (sent <= 0), 0.0, (t + alpha) * factor)
+    return np.where((link == NONE) | (sent <= 0), 0.0, np.where(link == INTER, inter_s, intra_s * factor))
 
 
 def p2p_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int):
@@ -268,7 +230,9 @@ def p2p_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_nod
     (stride < gpus_per_node: the group at rank 0 holds ranks 0 and `stride` on node 0), hops
     inside a node at the intra-node rate too; on PCIe nodes that rate (NCCL's Gen4 x16 24 GB/s,
     the profiles' p2p efficiency) is a hair below a 200G NIC's 24 GB/s. Each member sends once,
-    to the next GPU or to the NIC, so no GPU link carries two hops.
+    to the next GPU or to the NIC, so no GPU link carries two hops, and no NIC: with PXN a hop
+    to another rail leaves by the NIC of the group's member on the receiver's rail, and a group
+    leaves each of its nodes once (sim.cluster.Cluster.routes).
     """
     sent = np.asarray(sent_bytes, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)

@@ -7,7 +7,8 @@ directed edges with a bandwidth per direction and a latency.
 - Rail-optimized (default): NIC c of every node in a pod plugs into leaf (pod, c). Traffic to
   another rail first crosses NVLink to the GPU of the destination's rail and leaves through its
   NIC: NCCL's PXN (NCCL 2.12 release notes, "PXN ... uses NVLink to move data to a GPU on the same
-  rail as the destination"). PCIe nodes have no NVLink, so they go up to the core instead.
+  rail as the destination"), a GPU of the same communicator (Cluster.routes). PCIe nodes have no
+  NVLink, so they go up to the core instead, as do sends whose node holds no such GPU.
 - Fat-tree: one leaf per pod holds every NIC of the pod.
 - Above the pods, each leaf's uplink to the core carries its NICs' line rate divided by the
   fabric's oversubscription. The spine layer is aggregated into one vertex (ECMP spreads flows
@@ -110,8 +111,15 @@ class Cluster:
         """Index (node-local) of the NIC a GPU sends through."""
         return (rank % self.gpus_per_node) * self.nics_per_node // self.gpus_per_node
 
-    def routes(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """Edge ids of each flow's route, shape (num_flows, 8), padded with -1 (at most 8 hops)."""
+    def routes(self, src: np.ndarray, dst: np.ndarray, relay_ok: np.ndarray | None = None) -> np.ndarray:
+        """Edge ids of each flow's route, shape (num_flows, 8), padded with -1 (at most 8 hops).
+
+        A flow to another rail relays (PXN) through the source node's GPU with the receiver's
+        local index, NCCL's proxy for send/recv (src/graph/search.cc ncclTopoGetNetDev:
+        ncclTopoDevToRank of the peer's nvmlDev). That GPU must belong to the flow's communicator
+        (the topology NCCL searches holds only the communicator's GPUs, src/graph/topo.cc
+        ncclTopoGetSystem; without one the sender takes its own NIC): `relay_ok`, per flow,
+        says whether it does (None: every flow's does)."""
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         gpn, nics, off = self.gpus_per_node, self.nics_per_node, self.offset
@@ -124,8 +132,10 @@ class Cluster:
         out[intra, 1] = off["gpu_down"] + dst[intra]
         inter = ~intra
         pxn = inter & (s_nic != d_nic) & self.nvlink & (self.topology == "rail_optimized")
-        # The GPU whose NIC sends: with PXN, the first GPU on the destination's rail in the source node.
-        relay = np.where(pxn, s_node * gpn + d_nic * (gpn // nics), src)
+        if relay_ok is not None:
+            pxn &= np.asarray(relay_ok, dtype=np.bool_)
+        # The GPU whose NIC sends: with PXN, the source node's GPU with the destination's local index.
+        relay = np.where(pxn, s_node * gpn + dst % gpn, src)
         send_nic = np.where(pxn, d_nic, s_nic)
         s_leaf = self._leaf(s_node, send_nic)
         d_leaf = self._leaf(d_node, d_nic)

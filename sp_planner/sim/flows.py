@@ -155,6 +155,16 @@ def _without_gpu_link(cluster: Cluster, routes: np.ndarray, up: np.ndarray, down
     return out
 
 
+def _relay_in_group(cluster: Cluster, groups: np.ndarray, src: np.ndarray, dst: np.ndarray,
+                    gid: np.ndarray) -> np.ndarray:
+    """Per flow, whether the sending node's GPU with the receiver's local index -- the PXN relay
+    (Cluster.routes) -- is a member of the flow's group: NCCL relays only through its own
+    communicator's GPUs."""
+    member_of = np.full(cluster.world_size, -1, dtype=np.int64)
+    member_of[groups] = np.arange(groups.shape[0])[:, None]
+    return member_of[cluster.node_of(src) * cluster.gpus_per_node + dst % cluster.gpus_per_node] == gid
+
+
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
               algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1, nccl: bool = True) -> PhaseResult:
     """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
@@ -199,9 +209,11 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     exit_up, exit_down = ring_exit_rides_local_hop(cluster, src, dst, inter, algorithm == "ring")
     # Max-min shares, given back as flows finish (sim.fluid), on one period's flows where the
     # phase repeats (sim.symmetry).
+    relay_ok = _relay_in_group(cluster, groups, src, dst, gid)
     if period < world:
         representative = src < period
-        routes = _without_gpu_link(cluster, cluster.routes(src[representative], dst[representative]),
+        routes = _without_gpu_link(cluster, cluster.routes(src[representative], dst[representative],
+                                                           relay_ok[representative]),
                                    exit_up[representative], exit_down[representative])
         folded, weights = fold_routes(cluster, routes, period)
         rep_finish, rep_frozen_by = completion_times(folded, cluster.capacity_bytes_per_s, size[representative],
@@ -209,7 +221,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         of = orbit_index(src, dst, representative, period, world)
         finish, frozen_by = rep_finish[of], rep_frozen_by[of]
     else:
-        routes = _without_gpu_link(cluster, cluster.routes(src, dst), exit_up, exit_down)
+        routes = _without_gpu_link(cluster, cluster.routes(src, dst, relay_ok), exit_up, exit_down)
         finish, frozen_by = completion_times(routes, cluster.capacity_bytes_per_s, size, speed)
         of = np.arange(src.size)
     valid = routes >= 0

@@ -1,7 +1,7 @@
 """Ring collectives over groups whose nodes hold different numbers of members (sim.flows).
 
 A group of 12 ranks on 8-GPU nodes puts 8 members on one node and 4 on the next; NCCL's rings
-cross between them through as many NICs as the sparser node has members (cost.links.node_occupancy,
+cross between them through as many NICs as the sparser node has members (cost.node_loads.node_occupancy,
 with its measurement). These flows mirror that: a ring among each node's members carrying a rank's
 whole share, and that many hops from each node to the next, each carrying its part.
 """

@@ -71,6 +71,20 @@ def test_node_occupancy_counts_the_fewest_members_on_a_node(size, stride, expect
     assert [rs.tolist(), ks.tolist()] == [[expected[0], 8], [expected[1], 1]]
 
 
+@pytest.mark.parametrize("size,stride,expected", [
+    (16, 1, [8]), (12, 1, [4, 8]),
+    # 10 ranks: 0-9 (8 + 2), 10-19 (6 + 4), 20-29 (4 + 6), 30-39 (2 + 8)
+    (10, 1, [2, 4, 6, 8]),
+    (3, 4, [1, 2]),  # 0, 4 | 8; 1, 5 | 9; ...
+])
+def test_member_counts_lists_every_node_population(size, stride, expected):
+    from sp_planner.cost.node_loads import member_counts
+
+    assert sorted(set(member_counts(size, stride, 8).tolist())) == expected
+    both = member_counts(np.array([size, 16]), np.array([stride, 1]), 8)  # vectorized, padded
+    assert sorted(set(both[0].tolist())) == expected and set(both[1].tolist()) == {8}
+
+
 def test_uneven_group_rides_the_nics_of_its_sparsest_node(hardware):
     # 12 ranks on 4-GPU nodes put 4 + 4 + 4 members (even); on 8-GPU nodes 8 + 4: the node with 4
     # members drives 4 NICs, so busbw = 4 x NIC (NVIDIA/nccl#1168: 45 vs 90 GB/s at 4 vs 8 a node).

@@ -63,3 +63,17 @@ def test_rail_optimized_crosses_rails_over_nvlink_first():
 def test_bad_nic_count_is_rejected():
     with pytest.raises(ValueError, match="nics_per_node 3 must divide gpus_per_node 8"):
         build_cluster(toy_hardware(), 1, nics_per_node=3)
+
+
+def test_pxn_relays_only_through_a_gpu_of_the_same_group():
+    # 3 nodes of 8; 15 -> 16 is node 1, local 7, to node 2, local 0. Relayed (PXN), it crosses
+    # NVLink to node 1's local-0 GPU (rank 8) and leaves by NIC (1, 0); when rank 8 is not in the
+    # flow's communicator (group 12-23), NCCL has no proxy there (ncclTopoGetNetDev finds it with
+    # ncclTopoDevToRank in the communicator's topology), so the flow leaves by rank 15's own NIC.
+    cluster = build_cluster(toy_hardware(gpus_per_node=8), 3)
+    relayed = cluster.routes(np.array([15]), np.array([16]))[0]
+    own = cluster.routes(np.array([15]), np.array([16]), np.array([False]))[0]
+    nic_leaf = cluster.block_slice("nic_leaf")
+    assert [e - nic_leaf.start for e in relayed if nic_leaf.start <= e < nic_leaf.stop] == [1 * 8 + 0]
+    assert [e - nic_leaf.start for e in own if nic_leaf.start <= e < nic_leaf.stop] == [1 * 8 + 7]
+    assert cluster.block_slice("gpu_down").start + 8 in relayed and cluster.block_slice("gpu_down").start + 8 not in own

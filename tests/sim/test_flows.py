@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sp_planner.sim.cluster import build_cluster
-from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
 from sp_planner.sim.flows import run_phase
 from sp_planner.sim.fluid import max_min_rates
 
@@ -129,7 +129,7 @@ def test_pcie_collectives_across_nodes_time_as_the_analytic_model(profile, nodes
     # A ring step is bound by its slowest hop (the intra-node 23.9 GB/s, not the NIC's 24), and an
     # all-to-all's two shares share the x16 link (cost.links.all_to_all_time_s).
     from sp_planner.catalog import load_hardware
-    from sp_planner.cost.links import all_to_all_time_s, p2p_time_s
+    from sp_planner.cost.links import all_to_all_time_s
 
     hw = load_hardware(profile)
     cluster = build_cluster(hw, nodes)
@@ -140,9 +140,46 @@ def test_pcie_collectives_across_nodes_time_as_the_analytic_model(profile, nodes
         assert result.duration_s == pytest.approx(float(ring_collective_time_s(hw, collective, sent, size, stride, 8)))
     step = run_phase(cluster, "ring", groups, sent, "p2p", "p2p")
     assert step.duration_s == pytest.approx(float(p2p_time_s(hw, sent, size, stride, 8)))
-    if size * stride % 8 == 0:  # even shapes (uneven all-to-alls take the sparsest node's share)
-        a2a = run_phase(cluster, "a2a", groups, sent, "all_to_all", "all_to_all")
-        assert a2a.duration_s == pytest.approx(float(all_to_all_time_s(hw, sent, size, stride, 8)))
+    a2a = run_phase(cluster, "a2a", groups, sent, "all_to_all", "all_to_all")
+    assert a2a.duration_s == pytest.approx(float(all_to_all_time_s(hw, sent, size, stride, 8)))
+
+
+@pytest.mark.parametrize("profile,local_eff", [("l40s", 0.44), ("l20", 0.035)])
+def test_uneven_pcie_all_to_all_is_bound_by_its_fullest_node_by_hand(profile, local_eff):
+    # 12 ranks on 3 L40S / L20 nodes of 8 (groups 0-11: 8 + 4, 12-23: 4 + 8), 1 GB each. A rank on
+    # an 8-member node sends 7/11 GB to its node's peers over its x16 link at the profile's PCIe
+    # all-to-all busbw (31.5 GB/s x 0.44; L20's at 8 ranks, 0.035) and 4/11 GB to the NIC over the
+    # same link (31.5 x 0.86): the slowest rank. A rank on a 4-member node sends 3/11 locally and
+    # 8/11 off the node (25 x 0.86 GB/s through its NIC): faster, which the model used to take
+    # (-22% on L40S, -80% on L20). Plus one network latency, 14 us.
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.links import all_to_all_time_s
+
+    hw = load_hardware(profile)
+    expected = 7 / 11 * 1e9 / (31.5e9 * local_eff) + 4 / 11 * 1e9 / (31.5e9 * 0.86) + 14e-6
+    result = run_phase(build_cluster(hw, 3), "a2a", _pcie_groups(12, 1, 24), 1 * GB, "all_to_all", "all_to_all")
+    assert result.duration_s == pytest.approx(expected)
+    assert result.bottleneck == "pcie"
+    assert float(all_to_all_time_s(hw, 1 * GB, 12, 1, 8)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("profile", ["h100-sxm", "a800"])
+@pytest.mark.parametrize("size,stride", [(12, 1), (6, 2), (3, 4), (3, 12)])
+def test_uneven_nvlink_ring_steps_send_one_hop_per_nic(profile, size, stride):
+    # Ring attention's step over uneven groups (12 ranks on 8 + 4 GPUs: groups 0-11 and 12-23):
+    # with PXN a hop to another rail leaves by the NIC of the sending node's GPU with the
+    # receiver's local index, but only a GPU of the same communicator relays (NCCL's topology
+    # holds the communicator's GPUs only). 11 -> 0 goes through rank 8's NIC; 15 -> 16 (group
+    # 12-23, which has no GPU at local index 0 on node 1) by rank 15's own NIC, not rank 8's as
+    # the simulator sent it (twice the step). Each NIC sends one hop: 1 GB at the NIC's p2p rate.
+    from sp_planner.catalog import load_hardware
+
+    hw = load_hardware(profile)
+    world = 24 if stride < 8 else 72
+    hop = 1e9 / (hw.inter_node.bandwidth_bytes_per_s * hw.efficiency.inter_node.p2p) + hw.inter_node.latency_s
+    result = run_phase(build_cluster(hw, world // 8), "ring", _pcie_groups(size, stride, world), 1 * GB, "p2p", "p2p")
+    assert result.duration_s == pytest.approx(hop)
+    assert float(p2p_time_s(hw, 1 * GB, size, stride, 8)) == pytest.approx(hop)
 
 
 def test_a_pcie_ring_across_two_nodes_by_hand():
@@ -155,3 +192,31 @@ def test_a_pcie_ring_across_two_nodes_by_hand():
                        "all_gather")
     assert result.duration_s == pytest.approx(1e9 / (31.5e9 * 0.44) + 14 * 5.7e-6 + 14e-6)
     assert result.bottleneck == "pcie"
+
+
+def test_uneven_groups_time_as_the_analytic_model_on_nvlink_and_pcie_nodes():
+    # Every uneven shape of 3 to 16 ranks, strides 1 to 6, on 8-GPU nodes (worlds of up to 16
+    # nodes): the simulator's flows (PXN relays within a group on NVLink, the shared x16 link on
+    # PCIe) and cost.links agree on all-to-alls and ring steps.
+    from math import lcm
+
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.links import all_to_all_time_s
+
+    checked = 0
+    for profile in ("h100-sxm", "l40s"):
+        hw = load_hardware(profile)
+        for size in range(3, 17):
+            for stride in range(1, 7):
+                span = size * stride
+                world = lcm(span, 8)
+                if span % 8 == 0 or 8 % span == 0 or world > 128:
+                    continue
+                cluster = build_cluster(hw, world // 8)
+                groups = _pcie_groups(size, stride, world)
+                a2a = run_phase(cluster, "a2a", groups, 1 * GB, "all_to_all", "all_to_all")
+                step = run_phase(cluster, "ring", groups, 1 * GB, "p2p", "p2p")
+                expected = (all_to_all_time_s(hw, 1 * GB, size, stride, 8), p2p_time_s(hw, 1 * GB, size, stride, 8))
+                assert (a2a.duration_s, step.duration_s) == pytest.approx(tuple(map(float, expected))), (size, stride)
+                checked += 1
+    assert checked == 84  # 42 shapes on each profile
