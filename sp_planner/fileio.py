@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,10 +96,14 @@ def kind_of(data: object) -> str:
 # pydantic's upper-bound checks, said with the value and the bound in a readable form
 # (1.15e+18, not 1152921504606847000).
 _BOUNDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
+_RANGE_CHECKS = {"less_than_equal", "less_than", "greater_than_equal", "greater_than"}
 
 
 def field_message(item: Mapping[str, Any]) -> str:
     """pydantic's message for one error; an upper-bound check names the value and the bound readably."""
+    value = item.get("input")
+    if isinstance(value, float) and not math.isfinite(value) and item.get("type", "") in _RANGE_CHECKS:
+        return f"{value} is not a finite number"  # not "nan is out of range: it must be at most 1e+06"
     bound = _BOUNDS.get(item.get("type", ""))
     ctx = item.get("ctx") or {}
     if bound is None or bound[0] not in ctx:

@@ -14,6 +14,7 @@ entry is 1 attend within attention_chunk_size chunks (the vision encoder is not 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -238,6 +239,67 @@ def _mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:
                    v_head_dim=_positive_int(cfg, "v_head_dim", path))
 
 
+def _number(cfg: dict, key: str, path: Path, default: float) -> float:
+    """A finite number field of a mapping (`default` when absent or null)."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _error(path, f"field {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _yarn_mscale(factor: float, mscale: float) -> float:
+    """YaRN's attention temperature 0.1 * mscale * ln(factor) + 1, 1 for factor <= 1 (HF DeepSeek-V3
+    yarn_get_mscale; Megatron yarn_rotary_pos_embedding._yarn_get_mscale)."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _yarn_rope_factor(rope: dict, factor: float, all_dim: float, path: Path) -> float:
+    """The factor YaRN puts on the rotary part's cos and sin (1 for another rope type): HF
+    _compute_yarn_parameters' attention_factor, else mscale(factor, mscale) / mscale(factor,
+    mscale_all_dim) where both are set, else mscale(factor, 1)."""
+    if rope.get("rope_type", rope.get("type")) != "yarn":
+        return 1.0
+    if rope.get("attention_factor") is not None:
+        return _number(rope, "attention_factor", path, 1.0)
+    mscale = _number(rope, "mscale", path, 0.0)
+    return _yarn_mscale(factor, mscale) / _yarn_mscale(factor, all_dim) if mscale else _yarn_mscale(factor, 1.0)
+
+
+def _mla_softmax_scale(cfg: dict, mla: MLASpec | None, path: Path) -> float | None:
+    """DeepSeek-V3's softmax scale: 1/sqrt(qk_nope + qk_rope), times mscale(factor, mscale_all_dim)^2
+    where rope_scaling sets a non-zero mscale_all_dim (HF DeepseekV3Attention: `if
+    config.rope_scaling is not None` and mscale_all_dim, scaling *= yarn_get_mscale(factor,
+    mscale_all_dim)^2; Megatron MLASelfAttention softmax_scale). DeepSeek-V3's config.json: factor
+    40, mscale_all_dim 1.0 -> x1.8739. None where no factor applies (the default scale). YaRN's
+    own factor on the rotary cos and sin scales only the qk_rope dims of q and k: a config where it
+    is not 1 is refused, not run at one scale. (transformers 5 names the mapping rope_parameters.)"""
+    if mla is None:
+        return None
+    key = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
+    rope = cfg.get(key)
+    if rope is None:
+        return None
+    if not isinstance(rope, dict):
+        raise _error(path, f"field {key!r} must be a mapping or null, got {rope!r}")
+    all_dim = _number(rope, "mscale_all_dim", path, 0.0)
+    if rope.get("factor") is None:
+        if all_dim or rope.get("rope_type", rope.get("type")) == "yarn":
+            raise _error(path, f"{key} of YaRN (or with mscale_all_dim) needs a 'factor'")
+        return None
+    factor = _number(rope, "factor", path, 1.0)
+    rope_factor = _yarn_rope_factor(rope, factor, all_dim, path)
+    if not math.isclose(rope_factor, 1.0, rel_tol=1e-9):
+        raise _error(path, f"{key} scales the qk_rope dims of q and k alone by {rope_factor:.4g} (YaRN's attention "
+                     "factor; 1 where mscale equals mscale_all_dim), which no single softmax scale describes; "
+                     "not supported")
+    if not all_dim or factor <= 1:
+        return None
+    qk_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    return _yarn_mscale(factor, all_dim) ** 2 / math.sqrt(qk_dim)
+
+
 def _mla_head_dim(mla: MLASpec, path: Path) -> int:
     width = mla.qk_nope_head_dim + mla.qk_rope_head_dim + mla.v_head_dim
     if width % 2:
@@ -298,6 +360,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "moe": _moe(cfg, model_type, path, intermediate),
         "mla": mla,
         "window": _window(cfg, model_type, path),
+        "softmax_scale": _mla_softmax_scale(cfg, mla, path),
         "hf_repo": repo,
         "sources": (f"{path} (Hugging Face config.json, model_type {model_type})",),
     }

@@ -7,6 +7,7 @@ Exit codes: 0 passed; 1 a rank failed or hung, or validation failed; 2 bad input
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from sp_planner.cli.run_model import Layer, model_attention
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
-from sp_planner.executor.config import MAX_ITERS, DType, Kernel, RunConfig, WindowKind, check_config
+from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
 from sp_planner.executor.config import Device
 from sp_planner.executor.launch import LaunchSpec, cluster_command
 from sp_planner.executor.multinode import split_endpoint
@@ -61,6 +62,12 @@ def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Laye
         raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
     model, plan = plan_file.model, plan_file.plan
     attention, note = model_attention(model, plan_file.workload.seq_len, layer)
+    if "window" in attention and not plan_file.workload.causal:
+        # Said here, in the plan file's terms: check_config's "add --causal" is for flags, which --plan refuses.
+        other = " (or run a global layer with --layer global)" if model.num_local_layers < model.num_layers else ""
+        raise UserInputError(f"the plan file's workload is not causal (\"causal\": false), but {model.name}'s "
+                             f"{attention['window_kind']}-window layers are a causal model's local attention: set "
+                             f"\"causal\": true in the plan file's workload{other}")
     return RunConfig(
         ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout, cp_comm=plan.cp_comm,
         batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
@@ -79,6 +86,7 @@ def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: L
         args += ["--cp-comm", cfg.cp_comm] if cfg.cp_comm != "p2p" else []  # p2p is the default
         args += ["--causal"] if cfg.causal else []
         args += ["--v-head-dim", str(cfg.v_head_dim)] if cfg.v_head_dim is not None else []
+        args += ["--softmax-scale", repr(cfg.softmax_scale)] if cfg.softmax_scale is not None else []
         args += ["--softcap", str(cfg.softcap)] if cfg.softcap is not None else []
         args += ["--window", str(cfg.window), "--window-kind", cfg.window_kind] if cfg.window is not None else []
     args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
@@ -126,6 +134,9 @@ def run(
     v_head_dim: Annotated[Optional[int], typer.Option(
         min=1, max=MAX_HEAD_DIM, help="Head dimension of V and the output where it differs from Q/K's (MLA: "
         "--head-dim 192 --v-head-dim 128) [default: --head-dim].")] = None,
+    softmax_scale: Annotated[Optional[float], typer.Option(
+        help="Factor on q.k before the softmax (Gemma-2-27B: 144**-0.5 = 0.0833; DeepSeek-V3: 0.1352) "
+             "[default: 1/sqrt(--head-dim)].")] = None,
     softcap: Annotated[Optional[float], typer.Option(
         help="Attention logit softcap c > 0: scores -> c*tanh(scores/c) (Gemma 2: 50).")] = None,
     window: Annotated[Optional[str], typer.Option(
@@ -168,8 +179,8 @@ def run(
                        debug_fail_mode=debug_fail_mode)
     shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
              "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout,
-             "--cp-comm": cp_comm, "--v-head-dim": v_head_dim, "--softcap": softcap, "--window": window,
-             "--window-kind": window_kind}
+             "--cp-comm": cp_comm, "--v-head-dim": v_head_dim, "--softmax-scale": softmax_scale, "--softcap": softcap,
+             "--window": window, "--window-kind": window_kind}
     layer_note = None
     if plan is not None:
         plan_file = read_plan_file(plan)
@@ -220,16 +231,24 @@ def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfi
     if shape["--window-kind"] is not None and shape["--window"] is None:
         raise UserInputError(f"--window-kind {shape['--window-kind']} shapes a local window: give --window "
                              "(its length in tokens), or drop --window-kind")
+    for option in ("--softmax-scale", "--softcap"):
+        _finite_positive(shape[option], option)
     heads = shape["--heads"]
     return RunConfig(
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
         batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
         head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
         ring_layout=shape["--ring-layout"] or "contiguous", cp_comm=shape["--cp-comm"] or "p2p",
-        v_head_dim=shape["--v-head-dim"], softcap=shape["--softcap"],
+        v_head_dim=shape["--v-head-dim"], softmax_scale=shape["--softmax-scale"], softcap=shape["--softcap"],
         window=None if shape["--window"] is None else parse_tokens(shape["--window"], what="--window"),
         window_kind=shape["--window-kind"] or "sliding", **run_options,
     )
+
+
+def _finite_positive(value: float | None, option: str) -> None:
+    """A float option that must be a finite number above 0 (typer's FloatRange lets nan through)."""
+    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_SCORE_FACTOR):
+        raise UserInputError(f"{option} {value:g}: must be a finite positive number (at most {MAX_SCORE_FACTOR:g})")
 
 
 def _cluster_line(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,

@@ -1,8 +1,10 @@
-"""What sp-run runs of a plan's model beyond its heads: MLA's two head dims, a logit softcap, and
-which layer of a model with local (sliding-window or chunked) attention layers. Torch-free.
+"""What sp-run runs of a plan's model beyond its heads: MLA's two head dims, a softmax scale other
+than 1/sqrt(q/k head dim), a logit softcap, and which layer of a model with local (sliding-window
+or chunked) attention layers. Torch-free.
 
 A plan's ModelSpec holds MLA as the mean head dim of its Q/K and V (the width the cost model
-needs); the executor runs the real ones (q/k qk_nope + qk_rope, v v_head_dim). Gemma 2 caps the
+needs); the executor runs the real ones (q/k qk_nope + qk_rope, v v_head_dim). Gemma 2/3 and
+DeepSeek-V3 scale the scores by ModelSpec.softmax_scale on every layer; Gemma 2 caps the
 logits of every layer. A model with local layers runs one local layer (the window applied) unless
 --layer global asks for one of its full-attention layers; a window not shorter than the
 sequence leaves every layer full attention.
@@ -20,12 +22,13 @@ Layer = Literal["local", "global"]
 
 
 def model_attention(model: ModelSpec, seq_len: int, layer: Layer | None) -> tuple[dict[str, Any], str | None]:
-    """RunConfig fields for the model's attention (head dims, softcap, window) and a note saying
+    """RunConfig fields for the model's attention (head dims, softmax scale, softcap, window) and a note saying
     which layer runs (None where every layer is alike)."""
-    fields: dict[str, Any] = {"head_dim": model.head_dim}
+    fields: dict[str, Any] = {"head_dim": model.qk_head_dim}
     if model.mla is not None:
-        fields["head_dim"] = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim
         fields["v_head_dim"] = model.mla.v_head_dim
+    if model.softmax_scale is not None:
+        fields["softmax_scale"] = model.softmax_scale
     w = model.window
     if w is None:
         if layer is not None:

@@ -96,7 +96,7 @@ def _step(q, k, v, dout, *, cfg, groups, kernel, counter, on_cuda: bool):
     clock = _Clock(on_cuda)
     clock.mark()
     out = usp_attention(q, k, v, groups=groups, causal=cfg.causal, ring_layout=cfg.ring_layout,
-                        kernel=kernel, counter=counter, cp_comm=cfg.cp_comm, mods=score_mods(cfg))
+                        kernel=kernel, counter=counter, cp_comm=cfg.cp_comm, mods=score_mods(cfg), scale=cfg.scale)
     clock.mark()
     out.backward(dout)
     clock.mark()
@@ -109,15 +109,15 @@ def run_case(cfg: RunConfig, groups: SequenceGroups, device: torch.device) -> Ra
     mods = score_mods(cfg)
     kernel, note = select_kernel(device.type, dtype, cfg.kernel, qk_dim=cfg.head_dim, v_dim=cfg.v_dim,
                                  mods=mods.active)
-    check_kernel(kernel, device.type, dtype, cfg.head_dim, cfg.v_dim)
+    check_kernel(kernel, device.type, dtype, cfg.head_dim, cfg.v_dim, scale=cfg.scale)
     inputs = global_inputs(cfg, device)
-    reference = reference_attention(inputs, causal=cfg.causal, mods=mods)
+    reference = reference_attention(inputs, causal=cfg.causal, mods=mods, scale=cfg.scale)
 
     def shard(x: torch.Tensor) -> torch.Tensor:
         return extract_local(x, 1, ring=groups.ring, ulysses=groups.ulysses, ring_rank=groups.ring_rank,
                              ulysses_rank=groups.ulysses_rank, layout=cfg.ring_layout)
 
-    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype, mods=mods)
+    single = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype, mods=mods, scale=cfg.scale)
     tolerance, rms_tolerance = _tolerances(dtype, reference, single, shard), _rms_tolerances(reference, single, shard)
     local = [shard(t).to(dtype) for t in inputs]
     on_cuda = device.type == "cuda"

@@ -3,6 +3,7 @@ before anything is launched."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -16,6 +17,7 @@ from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, MAX_SEQ_LEN
 
 MAX_ITERS = 10_000  # timed iterations: a median needs a handful, not millions
+MAX_SCORE_FACTOR = 1e6  # softmax scale and softcap: far above any model's (DeepSeek-V3 0.135, Gemma 2 50)
 DType = Literal["float32", "bfloat16", "float16"]
 Device = Literal["cpu", "cuda"]
 WindowKind = Literal["sliding", "chunked"]
@@ -37,8 +39,11 @@ class RunConfig(FrozenModel):
     # MLA (DeepSeek-V2/V3): values, and so the output, of another head dim than queries and keys
     # (qk_nope + qk_rope = 192, v 128). None: head_dim.
     v_head_dim: int | None = Field(default=None, gt=0, le=MAX_HEAD_DIM)
+    # The factor on q.k before the softmax (Gemma 2/3 query_pre_attn_scalar**-0.5, DeepSeek-V3's
+    # YaRN mscale^2/sqrt(192): ModelSpec.softmax_scale). None: 1/sqrt(head_dim), q/k's.
+    softmax_scale: float | None = Field(default=None, gt=0, le=MAX_SCORE_FACTOR, allow_inf_nan=False)
     # Gemma 2: scaled scores s -> softcap * tanh(s / softcap) before the softmax (executor.score_mod).
-    softcap: float | None = Field(default=None, gt=0, le=1e6)
+    softcap: float | None = Field(default=None, gt=0, le=MAX_SCORE_FACTOR, allow_inf_nan=False)
     # Local attention (ModelSpec.window): a query sees the `window` keys ending at itself
     # (sliding), or the keys of its own window-long chunk (chunked). None: the whole causal prefix.
     window: int | None = Field(default=None, gt=0, le=MAX_SEQ_LEN)
@@ -81,6 +86,11 @@ class RunConfig(FrozenModel):
     def v_dim(self) -> int:
         """Head dim of V and the output (head_dim unless MLA's v_head_dim differs)."""
         return self.v_head_dim or self.head_dim
+
+    @property
+    def scale(self) -> float:
+        """The softmax scale the run applies: softmax_scale, else 1/sqrt(q/k head dim)."""
+        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.head_dim)
 
     @property
     def kernel_head_dim(self) -> int:

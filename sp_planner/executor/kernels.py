@@ -226,9 +226,10 @@ def select_kernel(device: str, dtype: torch.dtype, requested: str, *, qk_dim: in
 
 
 def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_dim: int = 16,
-                 v_head_dim: int | None = None) -> None:
+                 v_head_dim: int | None = None, scale: float | None = None) -> None:
     """Compare kernel and math implementation on a small causal GQA problem at the run's head dims
-    (q/k head_dim, v v_head_dim, the same by default); raise on mismatch.
+    (q/k head_dim, v v_head_dim, the same by default) and softmax scale (1/sqrt(head_dim) by
+    default); raise on mismatch.
 
     Catches a kernel whose LSE is absent, zero or in another base before it corrupts a ring merge.
     """
@@ -236,7 +237,7 @@ def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_
     b, s, h, kv, d, dv = 1, 16, 4, 2, head_dim, v_head_dim or head_dim
     q, k, v, dout = (torch.randn(b, s, n, width, generator=gen).to(device=device, dtype=dtype)
                      for n, width in ((h, d), (kv, d), (kv, dv), (h, dv)))
-    scale = 1.0 / math.sqrt(d)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     dims = f"head dim {d}" if dv == d else f"head dims {d} (q/k) and {dv} (v)"
     for causal in (False, True):

@@ -14,8 +14,9 @@ the row dimension, so the matmuls with K and V sum the group's gradients directl
 
 Score modifications (sp_planner.executor.score_mod): a logit softcap c replaces S by
 c * tanh(S / c) and multiplies dS by 1 - tanh^2(S / c); a window masks keys by global position
-beside the causal mask. MLA: Q, K and dQ, dK have head dim d_qk, V, O, dO and dV d_v; the scale
-is 1/sqrt(d_qk).
+beside the causal mask. MLA: Q, K and dQ, dK have head dim d_qk, V, O, dO and dV d_v. The scale is
+the run's (RunConfig.scale: Gemma 2/3's query_pre_attn_scalar**-0.5, DeepSeek-V3's YaRN one),
+1/sqrt(d_qk) when none is given.
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ def _ungrouped(x: torch.Tensor, heads: int, rows: int) -> torch.Tensor:
 
 def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: torch.Tensor, *, causal: bool,
                       rows_per_chunk: int | None = None, budget_bytes: int = REFERENCE_WORKSPACE_BYTES,
-                      out_dtype: torch.dtype = torch.float32, mods: ScoreMods = NO_MODS) -> Tensors:
+                      out_dtype: torch.dtype = torch.float32, mods: ScoreMods = NO_MODS,
+                      scale: float | None = None) -> Tensors:
     """Attention forward and backward of (b, S, h, d_qk) q, (b, S, h_kv, d_qk) k, (b, S, h_kv, d_v)
     v and (b, S, h, d_v) dout in fp32 math, query rows in chunks (rows_per_chunk, else the most
-    that fit budget_bytes), with the score modifications `mods`.
+    that fit budget_bytes), with the score modifications `mods` and softmax scale `scale`
+    (1/sqrt(d_qk) when None).
 
     out_dtype other than fp32 mimics a same-dtype run: O is rounded to it before D = rowsum(dO*O)
     (the kernel's backward sees the stored output) and all results are returned in it.
@@ -88,7 +91,7 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: t
     kv_heads, groups, d_v = k.shape[2], heads // k.shape[2], v.shape[-1]
     rows = rows_per_chunk or reference_chunk_rows(batch=b, heads=heads, seq_len=s, budget_bytes=budget_bytes,
                                                   softcap=mods.softcap is not None)
-    scale = 1.0 / math.sqrt(d)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
     kh, vh = (x.float().transpose(1, 2).contiguous() for x in (k, v))  # (b, S, h_kv, d) -> (b, h_kv, S, d)
     out = torch.empty(b, s, heads, d_v, dtype=out_dtype, device=q.device)
     dq = torch.empty(b, s, heads, d, dtype=out_dtype, device=q.device)
@@ -135,13 +138,13 @@ def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dout: t
 
 
 def reference_attention(inputs: GlobalInputs, *, causal: bool, rows_per_chunk: int | None = None,
-                        mods: ScoreMods = NO_MODS) -> Tensors:
+                        mods: ScoreMods = NO_MODS, scale: float | None = None) -> Tensors:
     """Exact softmax attention and its gradients in fp32 (independent of the kernels under test)."""
-    return chunked_attention(*inputs, causal=causal, rows_per_chunk=rows_per_chunk, mods=mods)
+    return chunked_attention(*inputs, causal=causal, rows_per_chunk=rows_per_chunk, mods=mods, scale=scale)
 
 
 def single_device_run(inputs: GlobalInputs, *, causal: bool, kernel: AttentionKernel,
-                      dtype: torch.dtype, mods: ScoreMods = NO_MODS) -> Tensors:
+                      dtype: torch.dtype, mods: ScoreMods = NO_MODS, scale: float | None = None) -> Tensors:
     """The same kernel on the full tensors in the run dtype: the error a bf16/fp16 run may have.
 
     The math kernel materializes S x S scores, so it is replaced here by the chunked code on the
@@ -149,10 +152,11 @@ def single_device_run(inputs: GlobalInputs, *, causal: bool, kernel: AttentionKe
     only kernel a run with score modifications uses)."""
     q, k, v, dout = (t.to(dtype) for t in inputs)
     if isinstance(kernel, MathKernel):
-        return chunked_attention(q, k, v, dout, causal=causal, out_dtype=dtype, mods=mods)
+        return chunked_attention(q, k, v, dout, causal=causal, out_dtype=dtype, mods=mods, scale=scale)
     if mods.active:
         raise ValueError(f"kernel {kernel.name} takes no score modifications; only the math kernel does")
-    scale = 1.0 / math.sqrt(q.shape[-1])
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
     out, lse = kernel.forward(q, k, v, causal=causal, scale=scale)
     dq, dk, dv = kernel.backward(dout, q, k, v, out, lse, causal=causal, scale=scale)
     return Tensors(out, dq, dk, dv)

@@ -16,9 +16,11 @@ def _bytes_cell(value: int) -> str:
 
 def _attention_shape(cfg: RunConfig) -> str:
     """head_dim, and what the run applies beyond plain attention: 'head_dim 192 (q/k) / 128 (v),
-    logit softcap 50, sliding window 4K'."""
+    softmax scale 0.1352 (1/sqrt(192) = 0.07217), logit softcap 50, sliding window 4K'."""
     parts = [f"head_dim {cfg.head_dim}" if cfg.v_dim == cfg.head_dim else
              f"head_dim {cfg.head_dim} (q/k) / {cfg.v_dim} (v)"]
+    if cfg.softmax_scale is not None:
+        parts.append(f"softmax scale {cfg.softmax_scale:.4g} (1/sqrt({cfg.head_dim}) = {cfg.head_dim ** -0.5:.4g})")
     if cfg.softcap is not None:
         parts.append(f"logit softcap {cfg.softcap:g}")
     if cfg.window is not None:

@@ -54,15 +54,18 @@ def build_sequence_groups(ulysses: int, ring: int, timeout_s: float) -> Sequence
 
 def usp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, groups: SequenceGroups,
                   causal: bool, ring_layout: RingLayout, kernel: AttentionKernel,
-                  counter: CommCounter, cp_comm: CpComm = "p2p", mods: ScoreMods | None = None) -> torch.Tensor:
+                  counter: CommCounter, cp_comm: CpComm = "p2p", mods: ScoreMods | None = None,
+                  scale: float | None = None) -> torch.Tensor:
     """Attention over a sequence sharded by sp_planner.executor.layout.
 
     q: (b, S/(U*R), H, d_qk); k: (b, S/(U*R), KV, d_qk); v: (b, S/(U*R), KV, d_v) (MLA: d_qk !=
     d_v; each all-to-all moves its own tensor's width). Returns out (b, S/(U*R), H, d_v). The
     ring axis passes K/V round the ring (cp_comm p2p) or all-gathers them (allgather). mods:
     softcap and window (score_mod), applied by the kernel on the ring axis, where positions are known.
+    scale: the softmax scale (RunConfig.scale), 1/sqrt(d_qk) when None.
     """
-    scale = 1.0 / math.sqrt(q.shape[-1])  # 1/sqrt(d_qk)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])  # 1/sqrt(d_qk)
     if groups.ulysses > 1:
         k, v = replicate_kv_heads(k, groups.ulysses), replicate_kv_heads(v, groups.ulysses)
         # (b, S/(U*R), h, d) -> (b, S/R, h/U, d) for each of q, k, v

@@ -7,6 +7,7 @@ by this search (the file's stored estimate may come from an older cost model).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,10 +99,13 @@ def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
     }
     differences = [f"{name} {getattr(got, name)} (plan: {value})" for name, value in expected.items()
                    if getattr(got, name) != value]
-    # The model's attention as sp-run --plan runs it (MLA's two head dims, a softcap, a local or,
-    # where the model has them, a global layer's window: cli.run_model.model_attention).
-    ran = _attention(got.head_dim, got.v_dim, got.softcap, got.window, got.window_kind)
-    variants = [_attention(f["head_dim"], f.get("v_head_dim", f["head_dim"]), f.get("softcap"), f.get("window"),
+    # The model's attention as sp-run --plan runs it (MLA's two head dims, its softmax scale, a
+    # softcap, a local or, where the model has them, a global layer's window:
+    # cli.run_model.model_attention). A result without a softmax_scale (sp-run before it had one)
+    # ran 1/sqrt(head_dim).
+    ran = _attention(got.head_dim, got.v_dim, got.scale, got.softcap, got.window, got.window_kind)
+    variants = [_attention(f["head_dim"], f.get("v_head_dim", f["head_dim"]),
+                           f.get("softmax_scale", 1.0 / math.sqrt(f["head_dim"])), f.get("softcap"), f.get("window"),
                            f.get("window_kind", "sliding")) for f in _attention_fields(model, workload.seq_len)]
     if ran not in variants:
         differences += [f"{name} {mine} (plan: {theirs})" for name, mine, theirs
@@ -109,12 +113,14 @@ def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
     return differences
 
 
-_ATTENTION_FIELDS = ("head_dim", "v_head_dim", "softcap", "window", "window_kind")
+_ATTENTION_FIELDS = ("head_dim", "v_head_dim", "softmax_scale", "softcap", "window", "window_kind")
 
 
-def _attention(head_dim, v_head_dim, softcap, window, window_kind) -> tuple:
-    """The attention a run computes, in _ATTENTION_FIELDS order (no window kind without a window)."""
-    return head_dim, v_head_dim, softcap, window, window_kind if window is not None else None
+def _attention(head_dim, v_head_dim, scale, softcap, window, window_kind) -> tuple:
+    """The attention a run computes, in _ATTENTION_FIELDS order (no window kind without a window;
+    the scale to 6 significant digits, as the report names it: one written through JSON and one
+    computed agree)."""
+    return head_dim, v_head_dim, float(f"{scale:.6g}"), softcap, window, window_kind if window is not None else None
 
 
 def _attention_fields(model, seq_len: int) -> list[dict]:

@@ -34,6 +34,7 @@ class RunConfigView(_View):
     head_dim: int = Field(gt=0)
     # The model's attention beyond plain softmax (executor.config.RunConfig; absent: plain).
     v_head_dim: int | None = Field(default=None, gt=0)
+    softmax_scale: float | None = Field(default=None, gt=0)  # absent (older results): 1/sqrt(head_dim)
     softcap: float | None = Field(default=None, gt=0)
     window: int | None = Field(default=None, gt=0)
     window_kind: str = "sliding"
@@ -45,6 +46,11 @@ class RunConfigView(_View):
     def v_dim(self) -> int:
         """Head dim of V (head_dim unless MLA's differs), as RunConfig.v_dim."""
         return self.v_head_dim or self.head_dim
+
+    @property
+    def scale(self) -> float:
+        """The softmax scale the run applied, as RunConfig.scale."""
+        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.head_dim)
 
 
 class RunRecord(_View):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -147,6 +148,11 @@ class ModelSpec(FrozenModel):
     # MLA's as training runs it; the projection weights come from `mla` (checked below).
     mla: MLASpec | None = None
     window: WindowSpec | None = None
+    # The factor on q.k before the softmax where the model's is not 1/sqrt(q/k head dim) (None: it
+    # is): Gemma 2/3 query_pre_attn_scalar**-0.5 (HF Gemma2Attention/Gemma3Attention `scaling`);
+    # DeepSeek-V3's YaRN mscale(40, mscale_all_dim)^2 / sqrt(192) (HF DeepseekV3Attention, Megatron
+    # MLASelfAttention softmax_scale). The executor runs it (sp-run); time and FLOPs do not depend on it.
+    softmax_scale: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
     hf_repo: str | None = None
     sources: tuple[str, ...] = ()
 
@@ -209,6 +215,16 @@ class ModelSpec(FrozenModel):
         h = self.hidden_size
         bias = (ffn + h) if self.linear_bias else 0
         return self.num_mlp_matrices * h * ffn + bias
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Head dim of queries and keys: MLA's qk_nope + qk_rope (192 for DeepSeek-V3), else head_dim."""
+        return self.head_dim if self.mla is None else self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+
+    @property
+    def attention_scale(self) -> float:
+        """The softmax scale the model's attention applies: softmax_scale, else 1/sqrt(qk_head_dim)."""
+        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.qk_head_dim)
 
     @property
     def num_moe_layers(self) -> int:

@@ -1,6 +1,8 @@
 """Hugging Face config.json -> ModelSpec, checked against the built-in specs of the same models."""
 
 import json
+import math
+import re
 
 import pytest
 
@@ -110,6 +112,8 @@ DEEPSEEK_V3 = {
     "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
     "n_group": 8, "topk_group": 4, "routed_scaling_factor": 2.5, "num_nextn_predict_layers": 1,
     "vocab_size": 129280, "tie_word_embeddings": False,
+    "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096, "beta_fast": 32,
+                     "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0},  # shared reference models.json
 }
 
 # meta-llama/Llama-4-Scout-17B-16E config.json (Llama4Config: the decoder in text_config, the vision
@@ -322,3 +326,32 @@ def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path
 def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scoring, expected):
     cfg = DEEPSEEK_V3 if scoring is None else {**DEEPSEEK_V3, "scoring_func": scoring}
     assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected
+
+
+@pytest.mark.parametrize(("rope", "scale"), [
+    # DeepSeek-V3's config.json: mscale(40, 1.0) = 0.1 ln 40 + 1 = 1.368888; 1.368888^2 / sqrt(192) = 0.1352338
+    (DEEPSEEK_V3["rope_scaling"], 0.1352338),
+    ({"type": "yarn", "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707},  # DeepSeek-V2's pair:
+     (0.0707 * math.log(40) + 1) ** 2 / math.sqrt(192)),  # 1.2608^2 / 13.856 = 0.11473
+    ({"type": "yarn", "factor": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0}, None),  # no extension: mscale 1
+    ({"type": "linear", "factor": 4.0}, None),  # no mscale_all_dim: HF keeps 1/sqrt(192)
+    (None, None),
+])
+def test_deepseek_softmax_scale_comes_from_rope_scaling_mscale_all_dim(tmp_path, rope, scale):
+    spec = load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, "rope_scaling": rope}))
+    assert spec.softmax_scale == (None if scale is None else pytest.approx(scale, rel=1e-6))
+    assert spec.attention_scale == pytest.approx(scale or 192 ** -0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize(("rope", "message"), [
+    # YaRN's cos/sin factor mscale(40, 1) / mscale(40, 0.707) = 1.3689 / 1.2608 lands on the qk_rope dims alone
+    ({"type": "yarn", "factor": 40, "mscale": 1.0, "mscale_all_dim": 0.707},
+     "rope_scaling scales the qk_rope dims of q and k alone by 1.086"),
+    ({"type": "yarn", "factor": 40, "mscale_all_dim": float("nan")}, "field 'mscale_all_dim' must be a finite number"),
+    ({"type": "yarn", "mscale_all_dim": 1.0}, "rope_scaling of YaRN (or with mscale_all_dim) needs a 'factor'"),
+    ("yarn", "field 'rope_scaling' must be a mapping or null, got 'yarn'"),
+])
+def test_deepseek_rope_scaling_no_single_scale_describes_is_refused(tmp_path, rope, message):
+    with pytest.raises(UserInputError, match=re.escape(message)) as refused:
+        load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, "rope_scaling": rope}))
+    assert "\n" not in str(refused.value)

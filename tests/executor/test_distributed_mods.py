@@ -1,4 +1,5 @@
-"""Gemma 2's logit softcap, sliding and chunked windows, and MLA's q/k and v head dims through every
+"""A softmax scale other than 1/sqrt(head dim) (Gemma 2/3, DeepSeek-V3), Gemma 2's logit softcap,
+sliding and chunked windows, and MLA's q/k and v head dims through every
 distributed path (Ulysses, ring p2p and all-gather in both layouts, USP) on 2 and 4 spawned gloo
 ranks: every rank's O, dQ, dK, dV against the single-device fp32 reference, and its bytes against
 sp_planner.cost.attention_comm (as tests/executor/test_distributed.py does for plain attention).
@@ -18,14 +19,17 @@ from .spawned import every_rank_passes, lazy_outcomes
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
 # Per feature: fields of RunConfig. Windows of 5 and 3 tokens are shorter than a ring rank's
 # block (8 tokens and more), so whole blocks are hidden from some queries and skipped; the chunked
-# window of 6 cuts across the ranks' blocks.
+# window of 6 cuts across the ranks' blocks. A scale of 0.9 is 2.5x the default 1/sqrt(8): the CPU
+# flash kernel must be handed it (a scale alone needs no math kernel), the math kernel beside a
+# softcap and window too.
 FEATURES = {
+    "scale": dict(head_dim=8, softmax_scale=0.9),
     "mla": dict(head_dim=20, v_head_dim=12),
     "mla-wide-v": dict(head_dim=8, v_head_dim=16),
     "softcap": dict(head_dim=8, softcap=1.5),
     "sliding": dict(head_dim=8, window=5),
     "chunked": dict(head_dim=8, window=6, window_kind="chunked"),
-    "all-bf16": dict(head_dim=24, v_head_dim=16, softcap=2.0, window=3, dtype="bfloat16"),
+    "all-bf16": dict(head_dim=24, v_head_dim=16, softmax_scale=0.3, softcap=2.0, window=3, dtype="bfloat16"),
 }
 
 
@@ -63,8 +67,10 @@ def test_case_matches_reference_and_contract(outcomes, world, index):
     for result in every_rank_passes(outcomes(world), index, cfg):
         if cfg.score_mods:  # only the math kernel applies them, and the run says so
             assert result.kernel.startswith("math") and "softcap" in (result.kernel_note or "")
-        else:  # MLA on the CPU flash kernel, zero-padded to one head dim
+        elif cfg.v_dim != cfg.head_dim:  # MLA on the CPU flash kernel, zero-padded to one head dim
             assert f"zero-padded to {cfg.kernel_head_dim}" in result.kernel
+        else:  # the scale alone: the CPU flash kernel, given it
+            assert result.kernel.startswith("cpu-flash") and cfg.softmax_scale == 0.9
 
 
 def test_mla_ring_moves_k_at_its_head_dim_and_v_at_its_own(outcomes):

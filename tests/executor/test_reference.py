@@ -13,13 +13,14 @@ from sp_planner.executor.memory import TensorBytesTracker
 from sp_planner.executor.reference import GlobalInputs, reference_attention, single_device_run
 
 
-def _autograd_attention(inputs: GlobalInputs, causal: bool, dtype=torch.float32):
-    """Softmax attention on the full S x S scores with autograd gradients (the former reference)."""
+def _autograd_attention(inputs: GlobalInputs, causal: bool, dtype=torch.float32, scale: float | None = None):
+    """Softmax attention on the full S x S scores with autograd gradients (the former reference),
+    at `scale` (1/sqrt(d) when None)."""
     q, k, v = (t.detach().to(dtype).requires_grad_() for t in inputs[:3])
     groups = q.shape[2] // k.shape[2]
     qh = q.transpose(1, 2)  # (b, S, h, d) -> (b, h, S, d)
     kh, vh = (t.transpose(1, 2).repeat_interleave(groups, dim=1) for t in (k, v))  # -> (b, h, S, d)
-    scores = torch.matmul(qh, kh.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    scores = torch.matmul(qh, kh.transpose(-1, -2)) * (scale or 1 / math.sqrt(q.shape[-1]))
     if causal:
         s = scores.shape[-1]
         scores = scores.masked_fill(torch.ones(s, s, dtype=torch.bool).triu(1), float("-inf"))
@@ -50,6 +51,20 @@ def test_matches_autograd_reference(causal, heads, kv_heads, rows):
     exact = _autograd_attention(inputs, causal, torch.float64)
     for a, e in zip(got, exact):
         torch.testing.assert_close(a.double(), e, atol=FP32_TOLERANCE / 10, rtol=FP32_TOLERANCE / 10)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_given_softmax_scale_replaces_one_over_sqrt_d(causal):
+    """Gemma-2-27B's 144**-0.5 where d = 128 would give 128**-0.5; here 0.6 against 1/sqrt(16) = 0.25."""
+    inputs = _inputs(8, 2)
+    got = reference_attention(inputs, causal=causal, rows_per_chunk=7, scale=0.6)
+    exact = _autograd_attention(inputs, causal, torch.float64, scale=0.6)
+    for a, e in zip(got, exact):  # the scores are 2.4x larger than at 0.25: fp32 rounding reaches 4e-6
+        torch.testing.assert_close(a.double(), e, atol=FP32_TOLERANCE, rtol=0)
+    default = reference_attention(inputs, causal=causal, rows_per_chunk=7)
+    assert float((default.out - got.out).abs().max()) > 0.1  # the scale is not lost on the way
+    math_out = single_device_run(inputs, causal=causal, kernel=MathKernel(), dtype=torch.float32, scale=0.6)
+    torch.testing.assert_close(math_out.out, got.out, atol=FP32_TOLERANCE / 10, rtol=0)  # other chunks
 
 
 def test_causal_first_row_sees_only_the_first_key():

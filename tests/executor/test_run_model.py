@@ -23,9 +23,18 @@ from sp_planner.specs.model import MLASpec, ModelSpec, WindowSpec
 from sp_planner.specs.workload import Workload
 
 
-def test_deepseek_v3_runs_q_k_at_192_and_v_at_128():
+def test_deepseek_v3_runs_q_k_at_192_and_v_at_128_at_its_yarn_softmax_scale():
     fields, note = model_attention(load_model("deepseek-v3"), 4096, None)
-    assert fields == {"head_dim": 192, "v_head_dim": 128} and note is None
+    # mscale = 0.1 * 1.0 * ln 40 + 1 = 1.36889; scale = mscale^2 / sqrt(192) = 1.87385 / 13.8564
+    assert fields == {"head_dim": 192, "v_head_dim": 128, "softmax_scale": pytest.approx(0.135234, rel=1e-5)}
+    assert note is None
+
+
+@pytest.mark.parametrize(("name", "scale"), [("gemma-2-27b", 1 / 12), ("gemma-3-27b", 0.0771517)])
+def test_gemma_27b_models_run_their_query_pre_attn_scalar(name, scale):
+    # query_pre_attn_scalar 144 (Gemma 2) and 168 (Gemma 3), not head_dim 128: 144**-0.5, 168**-0.5
+    fields, _ = model_attention(load_model(name), 32768, None)
+    assert fields["head_dim"] == 128 and fields["softmax_scale"] == pytest.approx(scale, rel=1e-6)
 
 
 def test_gemma_2_runs_a_capped_local_layer_or_asked_for_a_global_one():
@@ -52,7 +61,17 @@ def test_layer_choices_a_model_does_not_have_are_refused():
      "a sliding window (8 tokens) is a causal model's local attention; add --causal"),
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--layer", "global"],
      "--layer picks a layer of a plan's model (--plan)"),
-    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softcap", "0"], "softcap"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softcap", "0"],
+     "--softcap 0: must be a finite positive number"),
+    # nan passed typer's range and was refused as "nan is out of range: it must be at most 1e+06"
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softcap", "nan"],
+     "--softcap nan: must be a finite positive number"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softmax-scale", "nan"],
+     "--softmax-scale nan: must be a finite positive number"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softmax-scale", "-0.1"],
+     "--softmax-scale -0.1: must be a finite positive number"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softmax-scale", "inf"],
+     "--softmax-scale inf: must be a finite positive number"),
     # A window kind without a window ran plain attention and passed.
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--causal", "--window-kind", "chunked"],
      "--window-kind chunked shapes a local window: give --window"),
@@ -68,18 +87,20 @@ def test_bad_mod_flags_exit_2_before_launch(capsys, args, message):
 def test_print_launch_carries_the_mod_flags(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--ring", "2", "--seq-len", "48", "--heads", "4", "--head-dim", "12", "--v-head-dim", "8", "--causal",
-              "--softcap", "30", "--window", "16", "--window-kind", "chunked", "--print-launch"])
+              "--softmax-scale", "0.3", "--softcap", "30", "--window", "16", "--window-kind", "chunked",
+              "--print-launch"])
     assert done.value.code == 0
     line = capsys.readouterr().out
-    assert "--v-head-dim 8 --softcap 30.0 --window 16 --window-kind chunked" in line
+    assert "--v-head-dim 8 --softmax-scale 0.3 --softcap 30.0 --window 16 --window-kind chunked" in line
 
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_layers=2, vocab_size=100)
 
 
-def _plan(tmp_path: Path, model: ModelSpec, plan: ParallelPlan, seq_len: int) -> Path:
+def _plan(tmp_path: Path, model: ModelSpec, plan: ParallelPlan, seq_len: int, causal: bool = True) -> Path:
     plan_file = PlanFile(model=model, hardware=load_hardware("h100-sxm"),
-                         workload=Workload(seq_len=seq_len, global_batch=1), num_nodes=1, gpus_per_node=2, plan=plan)
+                         workload=Workload(seq_len=seq_len, global_batch=1, causal=causal), num_nodes=1,
+                         gpus_per_node=2, plan=plan)
     path = tmp_path / f"{model.name}.json"
     write_plan_file(path, plan_file)
     return path
@@ -106,10 +127,25 @@ def test_a_gemma_like_plan_runs_its_local_layer_capped_and_windowed(tmp_path):
     assert "logit softcap 5, sliding window 8" in done.stdout
 
 
+def test_a_plan_hand_edited_to_non_causal_for_a_windowed_model_is_one_line(tmp_path, capsys):
+    """It was told "add --causal", and then, with --causal, "drop --causal or drop --plan"."""
+    model = ModelSpec(name="tiny-gemma", num_heads=4, num_kv_heads=2, head_dim=8, **TINY,
+                      window=WindowSpec(window_tokens=8, local_layers=1, global_layers=1))
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32, causal=False)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--iters", "0"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("error: the plan file's workload is not causal (\"causal\": false), but tiny-gemma's sliding-window "
+                   "layers are a causal model's local attention: set \"causal\": true in the plan file's workload "
+                   "(or run a global layer with --layer global)\n")
+
+
 @pytest.mark.timeout(200)
-def test_an_mla_plan_runs_its_own_head_dims_round_the_ring(tmp_path):
-    # head_dim 10 = (8 + 4 + 8) / 2 is the planner's mean; the run moves q/k of 12 and v of 8.
-    model = ModelSpec(name="tiny-mla", num_heads=4, num_kv_heads=4, head_dim=10, **TINY,
+def test_an_mla_plan_runs_its_own_head_dims_and_softmax_scale_round_the_ring(tmp_path):
+    # head_dim 10 = (8 + 4 + 8) / 2 is the planner's mean; the run moves q/k of 12 and v of 8, at
+    # the model's softmax scale 0.6 (1/sqrt(12) = 0.289 without it) through the padded CPU flash kernel.
+    model = ModelSpec(name="tiny-mla", num_heads=4, num_kv_heads=4, head_dim=10, **TINY, softmax_scale=0.6,
                       mla=MLASpec(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8))
     path = _plan(tmp_path, model, ParallelPlan(ring=2, ring_layout="zigzag"), seq_len=32)
     out = tmp_path / "result.json"
@@ -117,9 +153,10 @@ def test_an_mla_plan_runs_its_own_head_dims_round_the_ring(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
     assert result["passed"] and "zero-padded to 12" in result["kernel"]
-    assert (result["config"]["head_dim"], result["config"]["v_head_dim"]) == (12, 8)
+    config = result["config"]
+    assert (config["head_dim"], config["v_head_dim"], config["softmax_scale"]) == (12, 8, 0.6)
     # bf16 K block 16 tokens x 4 heads x 12 = 768 elements, V 16 x 4 x 8 = 512: (768 + 512) x 2 bytes each
     # way in the forward and the backward, and x 4 (fp32 dK/dV) on each of 2 hops.
     assert result["comm_bytes_measured"]["p2p"] == 1280 * 2 * 2 + 1280 * 4 * 2
     assert result["comm_bytes_measured"] == result["comm_bytes_predicted"]
-    assert "head_dim 12 (q/k) / 8 (v)" in done.stdout
+    assert "head_dim 12 (q/k) / 8 (v), softmax scale 0.6 (1/sqrt(12) = 0.2887)" in done.stdout

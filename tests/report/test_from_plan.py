@@ -77,9 +77,19 @@ def test_a_run_of_the_models_own_attention_is_a_run_of_its_plan():
 
     deepseek = load_model("DeepSeek-V3")
     assert deepseek.head_dim == 160
-    assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, head_dim=192, v_head_dim=128)) == []
+    mla = dict(head_dim=192, v_head_dim=128, softmax_scale=deepseek.softmax_scale)
+    assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, **mla)) == []
+    # 1/sqrt(160) = 0.0790569, the plan's YaRN scale 1.3689^2 / sqrt(192) = 0.135234
     assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, head_dim=160)) == [
-        "head_dim 160 (plan: 192)", "v_head_dim 160 (plan: 128)"]
+        "head_dim 160 (plan: 192)", "v_head_dim 160 (plan: 128)", "softmax_scale 0.0790569 (plan: 0.135234)"]
+    # A run at 1/sqrt(192) (sp-run before the model had its scale) ran another attention.
+    assert run_differences(plan_file(deepseek), _run(deepseek, plan, 32768, head_dim=192, v_head_dim=128)) == [
+        "softmax_scale 0.0721688 (plan: 0.135234)"]
+    gemma27 = load_model("Gemma-2-27B")
+    local27 = dict(head_dim=128, softcap=50.0, window=4096)
+    assert run_differences(plan_file(gemma27), _run(gemma27, plan, 32768, **local27, softmax_scale=1 / 12)) == []
+    assert run_differences(plan_file(gemma27), _run(gemma27, plan, 32768, **local27)) == [
+        "softmax_scale 0.0883883 (plan: 0.0833333)"]  # 1/sqrt(128) against 144**-0.5
     gemma = load_model("Gemma-2-9B")
     local = dict(head_dim=gemma.head_dim, softcap=gemma.window.logit_softcapping, window=gemma.window.window_tokens)
     assert run_differences(plan_file(gemma), _run(gemma, plan, 32768, **local)) == []
