@@ -52,8 +52,10 @@ Examples:
 
   sp-calibrate --device cuda --out my-cluster.yaml --save-measurements raw.json
 
+On every node of a cluster:
+
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HEAD:29500 \\
-    -m sp_planner.cli.calibrate_cmd --device cuda --out my-cluster.yaml   [on every node]
+    -m sp_planner.cli.calibrate_cmd --device cuda --out my-cluster.yaml
 
   sp-calibrate --measurements raw.json --base H100-SXM --out refit.yaml
 

@@ -11,7 +11,9 @@ continuation (`\\`), so each can still be pasted as it is printed.
 
 from __future__ import annotations
 
+import shlex
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 from typer.core import TyperCommand
@@ -19,7 +21,7 @@ from typer.core import TyperCommand
 # Where an option's help starts when its names fit before it (click's own limit, col_max 30).
 HELP_COLUMN_MAX = 30
 MIN_TEXT_WIDTH = 20
-EXAMPLE_PREFIX = "sp-"
+EXAMPLE_PREFIXES = ("sp-", "torchrun ")
 CONTINUATION = " \\"
 CONTINUATION_INDENT = "    "
 
@@ -29,23 +31,35 @@ def wrap_words(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, max(width, MIN_TEXT_WIDTH), break_on_hyphens=False, break_long_words=False)
 
 
-def _command_units(line: str) -> list[str]:
-    """A command's words with each option kept beside its value (`--tp 8` is one unit)."""
+def _command_units(words: Sequence[str], *, quote: bool = False) -> list[str]:
+    """A command's words with each option kept beside its value (`--tp 8` is one unit); `quote`:
+    each word as the shell needs it (shlex.quote)."""
     units: list[str] = []
-    for word in line.split():
+    for word in words:
+        shown = shlex.quote(word) if quote else word
         if units and not word.startswith("-") and units[-1].startswith("-") and " " not in units[-1]:
-            units[-1] += f" {word}"
+            units[-1] += f" {shown}"
         else:
-            units.append(word)
+            units.append(shown)
     return units
 
 
 def wrap_command(line: str, width: int) -> list[str]:
     """A shell command wrapped between its options (an option stays beside its value) with a
     continuation backslash, continuations indented."""
+    return _wrap_units(_command_units(line.split()), width)
+
+
+def wrap_argv(argv: Sequence[str], width: int) -> list[str]:
+    """A command's arguments as shell lines of `width` (as wrap_command), each argument quoted and
+    never split, so the lines paste as the one command argv is."""
+    return _wrap_units(_command_units(argv, quote=True), width)
+
+
+def _wrap_units(units: list[str], width: int) -> list[str]:
     current = ""
     lines: list[str] = []
-    for word in _command_units(line):
+    for word in units:
         limit = width - len(CONTINUATION) - (len(CONTINUATION_INDENT) if lines else 0)
         candidate = f"{current} {word}" if current else word
         if current and len(candidate) > limit:
@@ -76,15 +90,31 @@ def option_lines(rows: list[tuple[str, str]], width: int) -> list[str]:
     return out
 
 
-def epilog_lines(epilog: str, width: int) -> list[str]:
-    """Paragraphs wrapped at spaces; an example command (a line starting `sp-`) wrapped as a shell
-    command; blank lines kept."""
-    out: list[str] = []
+def epilog_commands(epilog: str) -> list[str]:
+    """The epilog's lines, stripped, with an example command (starting `sp-` or `torchrun `) that
+    the source continues with a backslash joined into one line."""
+    lines: list[str] = []
+    continued = False
     for raw in epilog.splitlines():
         line = raw.strip()
+        command = continued or line.startswith(EXAMPLE_PREFIXES)
+        text = line.removesuffix("\\").strip() if command else line
+        if continued:
+            lines[-1] += f" {text}"
+        else:
+            lines.append(text)
+        continued = command and line.endswith("\\")
+    return lines
+
+
+def epilog_lines(epilog: str, width: int) -> list[str]:
+    """Paragraphs wrapped at spaces; an example command (a line starting `sp-` or `torchrun `)
+    wrapped as a shell command; blank lines kept."""
+    out: list[str] = []
+    for line in epilog_commands(epilog):
         if not line:
             out.append("")
-        elif line.startswith(EXAMPLE_PREFIX):
+        elif line.startswith(EXAMPLE_PREFIXES):
             out.extend("  " + text for text in wrap_command(line, width - 2))
         else:
             out.extend(wrap_words(line, width))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Annotated, Any, Optional
@@ -23,14 +24,14 @@ from sp_planner.destination import check_file_destination, refuse_reading_file_a
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
 from sp_planner.executor.config import Device
-from sp_planner.executor.launch import LaunchSpec, cluster_command
+from sp_planner.executor.launch import LaunchSpec, cluster_argv
 from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.planfile import PlanFile, read_plan_file
 from sp_planner.units import parse_tokens
-from sp_planner.cli.help_format import PlainHelpCommand
+from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
 EPILOG = """\
 Examples:
@@ -43,7 +44,9 @@ Examples:
 
   sp-run --plan plan.json --print-launch --rdzv-endpoint node0:29500
 
-  sp-run --plan plan.json --nodes 2 --rdzv-endpoint node0:29500 --node-rank 0   (on node0; --node-rank 1 on node1)
+On node0 of two (on node1 the same with --node-rank 1):
+
+  sp-run --plan plan.json --nodes 2 --rdzv-endpoint node0:29500 --node-rank 0
 
 Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the reference, 2 bad input.
 """
@@ -205,11 +208,13 @@ def run(
     check_config(cfg)
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
+    cluster = _cluster_argv(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
+                            given=nproc_per_node is not None or nodes is not None, layer=layer)
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
-               cluster=_cluster_line(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
-                                     given=nproc_per_node is not None or nodes is not None, layer=layer))
-    if print_launch:
-        job.console.print(job.cluster, soft_wrap=True, markup=False, highlight=False)
+               cluster=shlex.join(cluster))
+    if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
+        job.console.print("\n".join(wrap_argv(cluster, job.console.width)), soft_wrap=True, markup=False,
+                          highlight=False)
         return 0
     if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
         job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
@@ -251,13 +256,13 @@ def _finite_positive(value: float | None, option: str) -> None:
         raise UserInputError(f"{option} {value:g}: must be a finite positive number (at most {MAX_SCORE_FACTOR:g})")
 
 
-def _cluster_line(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
-                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None) -> str:
+def _cluster_argv(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
+                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None) -> list[str]:
     """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
     The joined ranks must expect the same ranks per node as the printed line starts (given)."""
     per_node = cfg.nproc_per_node or _ranks_per_node(cfg.world_size, None, None, plan_file)
     sp_run_args = _cli_args(cfg, plan, out, layer) + (["--nproc-per-node", str(per_node)] if given else [])
-    return cluster_command(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
+    return cluster_argv(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
                                       rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id),
                            sp_run_args)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -77,9 +78,13 @@ def _summary(result: SimResult, console: Console) -> None:
         streams.add_row(str(s.stage), str(s.rank), s.stream, format_seconds(s.busy_s), format_seconds(s.idle_s))
     console.print(streams)
 
-    phases = Table(title="communication phases (all groups at once)")
+    # One space between columns (as sp-plan's ranked table) and whole figures: 60 columns hold every
+    # cell, a collective's name wrapping at its spaces (a longer word folds, never "…").
+    phases = Table(title="communication phases (all groups at once)", title_justify="left", box=box.SIMPLE_HEAD,
+                   padding=(0, 0), show_edge=False)
     for col in ("collective", "bytes/rank", "time", "rate/rank", "groups", "limited by"):
-        phases.add_column(col, justify="left" if col in ("collective", "limited by") else "right")
+        phases.add_column(col, justify="left" if col in ("collective", "limited by") else "right",
+                          no_wrap=col != "collective", overflow="fold")
     for ph in result.phases:
         if ph.duration_s > 0:
             phases.add_row(ph.name, format_bytes(ph.bytes_per_rank), format_seconds(ph.duration_s),

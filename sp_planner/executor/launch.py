@@ -10,7 +10,6 @@ node's agent (sp-run --node-rank, sp_planner.executor.multinode) adds the rendez
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -64,9 +63,9 @@ def local_command(spec: LaunchSpec, config_path: Path, result_dir: Path, timeout
             "--config", str(config_path), "--result-dir", str(result_dir), "--timeout", str(timeout_s)]
 
 
-def cluster_command(spec: LaunchSpec, sp_run_args: list[str]) -> str:
+def cluster_argv(spec: LaunchSpec, sp_run_args: list[str]) -> list[str]:
     """The command to run on every node of a cluster (same on each; torchrun assigns ranks)."""
-    return shlex.join(["torchrun", *torchrun_args(spec), "-m", CLI_MODULE, *sp_run_args])
+    return ["torchrun", *torchrun_args(spec), "-m", CLI_MODULE, *sp_run_args]
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C

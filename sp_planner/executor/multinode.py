@@ -43,7 +43,8 @@ class NodeJob:
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, sep, port = endpoint.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # A host name holds no space (RFC 1123); 'my host:29500' would reach torchrun as a host that never resolves.
+    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise UserInputError(f"rendezvous endpoint {endpoint!r} is not HOST:PORT (e.g. node0:29500)")
     return host.strip("[]"), int(port)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from rich import box
 from rich.console import Console
@@ -53,53 +54,104 @@ def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wi
     sp_planner.cost.flops.hardware_flops_per_step). The Megatron/PaLM "model MFU" counts the full
     attention square and no recompute, so it can exceed what the GPU does; it is shown by that name.
     """
-    # One space between columns (the box's blank divider, no padding): 80 columns hold every degree.
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD,
-                  padding=(0, 0), show_edge=False)
+    columns = plan_columns(ranked, hardware, wide=wide, outcome=outcome)
+    return _columns_table(ranked, _titled(ranked, title), columns)
+
+
+class PlanColumn(NamedTuple):
+    """One column of the ranked table: its header, a cell per plan, and the legend it needs (or None)."""
+
+    name: str
+    cells: tuple[str, ...]
+    legend: str | None = None
+
+
+def plan_columns(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool,
+                 outcome: bool) -> list[PlanColumn]:
+    """Every column of `plans_table` after '#', in order, with its cells and legend."""
     simulated = outcome and _simulated(ranked)
     # "fits" only says something when a row does not fit (those rows are also red).
     show_fits = outcome and _show_fits(ranked, wide)
     # Expert degrees only where a plan has them (MoE models).
     experts = any(est.plan.ep > 1 or est.plan.etp > 1 for est in ranked)
     # Precision: a column only when the plans differ (--precision auto), else in the title.
+    mixed = len({est.plan.precision for est in ranked}) > 1
+    # Non-default choices ride in the ring and ZeRO cells; the legend says what they mean.
+    odd = any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked)
+    legends = _outcome_legends(ranked, peak=outcome, wide=wide)
+    peak_legend = next((text for text in legends if text == LOW_PRECISION_PEAK_LEGEND), None)
+    mfu_legend = next((text for text in legends if text == MODEL_MFU_LEGEND), None)
+
+    def column(name: str, cell: Callable[[PlanEstimate], str], legend: str | None = None) -> PlanColumn:
+        return PlanColumn(name, tuple(cell(est) for est in ranked), legend)
+
+    columns = [
+        column("tp", lambda e: str(e.plan.tp)),
+        # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
+        column("pp", lambda e: f"{e.plan.pp}v{e.plan.vpp}" if e.plan.vpp > 1 else str(e.plan.pp)),
+        column("dp", lambda e: str(e.plan.dp)),
+        column("ulysses", lambda e: str(e.plan.ulysses)),
+        column("ring", lambda e: ring_cell(e.plan), ZERO_RING_LEGEND if odd else None),
+        *((column("ep", lambda e: str(e.plan.ep)), column("etp", lambda e: str(e.plan.etp))) if experts else ()),
+        column("ZeRO", lambda e: zero_cell(e.plan), ZERO_RING_LEGEND if odd else None),
+        column("recompute", lambda e: e.plan.recompute),
+        column("micro", lambda e: str(e.plan.micro_batch)),
+        *((column("prec", lambda e: e.plan.precision),) if mixed else ()),
+        column("GiB/GPU", lambda e: memory_gib(e, hardware)),
+        column("step", lambda e: format_seconds(e.step_time_s)),
+        *((column("sim step", _sim_cell),) if simulated else ()),
+    ]
+    if wide and outcome:
+        rows = [_wide_cells(est) for est in ranked]
+        columns += [PlanColumn(name, tuple(row[i] for row in rows), mfu_legend if name == WIDE_COLUMNS[-1] else None)
+                    for i, name in enumerate(WIDE_COLUMNS)]
+    if outcome:
+        columns.append(column("% peak", lambda e: f"{e.hardware_mfu:.1%}", peak_legend))
+    if show_fits:
+        columns.append(column("fits", lambda e: "yes" if e.fits else "no"))
+    return columns
+
+
+def _titled(ranked: Sequence[PlanEstimate], title: str) -> str:
+    """The title, with the GEMM precision when every plan shares one other than bf16."""
     precisions = {est.plan.precision for est in ranked}
-    mixed = len(precisions) > 1
-    if not mixed and precisions and precisions != {"bf16"}:
+    if len(precisions) == 1 and precisions != {"bf16"}:
         # One FP8 recipe per search (Pins): current scaling as NVIDIA names it, FP8-CS.
         current = ("-cs" if any(est.plan.fp8_current for est in ranked) else
                    "-block" if any(est.plan.fp8_blockwise for est in ranked) else "")
-        title = f"{title}, {next(iter(precisions))}{current} GEMMs"
-        table.title = title
-    columns = ["#", "tp", "pp", "dp", "ulysses", "ring", *(("ep", "etp") if experts else ()), "ZeRO", "recompute",
-               "micro", *(("prec",) if mixed else ()), "GiB/GPU", "step",
-               *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide and outcome else ()),
-               *(("% peak",) if outcome else ()), *(("fits",) if show_fits else ())]
-    for name in columns:
+        return f"{title}, {next(iter(precisions))}{current} GEMMs"
+    return title
+
+
+def _columns_table(ranked: Sequence[PlanEstimate], title: str, columns: Sequence[PlanColumn]) -> Table:
+    """'#' and `columns`, one space between columns (the box's blank divider, no padding), red rows
+    for plans that do not fit, and the columns' legends under the table."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    for name in ("#", *(c.name for c in columns)):
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
-    for rank, est in enumerate(ranked, start=1):
-        plan = est.plan
-        sim_cell = () if not simulated else (_sim_cell(est),)
-        wide_cells = () if not (wide and outcome) else _wide_cells(est)
-        table.add_row(
-            # pp 16 with 4 virtual stages per rank (interleaved 1F1B) reads "16v4".
-            str(rank), str(plan.tp), f"{plan.pp}v{plan.vpp}" if plan.vpp > 1 else str(plan.pp), str(plan.dp),
-            str(plan.ulysses), ring_cell(plan), *((str(plan.ep), str(plan.etp)) if experts else ()),
-            zero_cell(plan), plan.recompute, str(plan.micro_batch),
-            *((plan.precision,) if mixed else ()), memory_gib(est, hardware),
-            format_seconds(est.step_time_s), *sim_cell, *wide_cells,
-            *((f"{est.hardware_mfu:.1%}",) if outcome else ()),
-            *(("yes" if est.fits else "no",) if show_fits else ()),
-            style=None if est.fits else "red",
-        )
-    legends = []
-    if any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked):
-        legends.append(ZERO_RING_LEGEND)
-    if outcome:
-        legends += _outcome_legends(ranked, peak=True, wide=wide)
+    for rank, est in enumerate(ranked):
+        table.add_row(str(rank + 1), *(c.cells[rank] for c in columns), style=None if est.fits else "red")
+    shown = {c.legend for c in columns}
+    legends = [text for text in (ZERO_RING_LEGEND, LOW_PRECISION_PEAK_LEGEND, MODEL_MFU_LEGEND) if text in shown]
     if legends:
-        table.caption = "\n".join(legends)
-        table.caption_justify = "left"
+        table.caption, table.caption_justify = "\n".join(legends), "left"
     return table
+
+
+def packed_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool, title: str,
+                  fits: Callable[[Table], bool]) -> tuple[Table, ...]:
+    """The ranked table's columns in as few tables as `fits` allows, in order, each led by '#'
+    (a terminal too narrow for even the degrees beside memory and step: 60 columns). A column
+    wider than the console alone still gets a table of its own."""
+    columns = plan_columns(ranked, hardware, wide=wide, outcome=True)
+    groups: list[list[PlanColumn]] = [[]]
+    for col in columns:
+        if groups[-1] and not fits(_columns_table(ranked, "", [*groups[-1], col])):
+            groups.append([])
+        groups[-1].append(col)
+    first = _titled(ranked, title)
+    return tuple(_columns_table(ranked, first if i == 0 else "continued", group)
+                 for i, group in enumerate(groups))
 
 
 def _outcome_legends(ranked: Sequence[PlanEstimate], *, peak: bool, wide: bool) -> list[str]:
@@ -167,7 +219,8 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     """`plans_table`, wide when asked, if it fits the console's width; else the narrow table and,
     when wide was asked, `outcome_table` with the wide columns under it; and if even the narrow
     table is too wide (a MoE plan's expert degrees beside a fits or simulated column), the degrees
-    alone with every column after the step under them (never a squeezed column)."""
+    alone with every column after the step under them; narrower still (60 columns), `packed_tables`.
+    Never a squeezed column."""
     def fits(table: Table) -> bool:
         # Measured without the console's own limit (Measurement.get clamps to the width it is given).
         return Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width
@@ -178,9 +231,13 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
             return (table,)
     narrow = plans_table(ranked, hardware, title=title)
     if fits(narrow):
-        return (narrow, outcome_table(ranked, wide=True, outcome=False)) if wide else (narrow,)
-    return (plans_table(ranked, hardware, title=title, outcome=False),
-            outcome_table(ranked, wide=wide, outcome=True))
+        tables = (narrow, outcome_table(ranked, wide=True, outcome=False)) if wide else (narrow,)
+    else:
+        tables = (plans_table(ranked, hardware, title=title, outcome=False),
+                  outcome_table(ranked, wide=wide, outcome=True))
+    if all(fits(table) for table in tables):
+        return tables
+    return packed_tables(ranked, hardware, wide=wide, title=title, fits=fits)
 
 
 # Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table.

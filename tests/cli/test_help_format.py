@@ -8,7 +8,7 @@ import pytest
 import typer.main
 
 from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd, validate_cmd
-from sp_planner.cli.help_format import epilog_lines, option_lines, wrap_command
+from sp_planner.cli.help_format import epilog_commands, epilog_lines, option_lines, wrap_command
 
 COMMANDS = [plan_cmd, run_cmd, validate_cmd, calibrate_cmd, simulate_cmd, report_cmd]
 
@@ -27,7 +27,7 @@ def _unwrap_examples(text: str) -> list[str]:
         stripped = line.strip()
         if current:
             current += " " + stripped.removesuffix("\\").strip()
-        elif line.startswith("    sp-"):  # an example, indented under the epilog's heading
+        elif line.startswith(("    sp-", "    torchrun ")):  # an example, indented under the epilog's heading
             current = stripped.removesuffix("\\").strip()
         else:
             continue
@@ -53,8 +53,11 @@ def test_help_fits_80_columns_and_names_every_option_whole(run_main, monkeypatch
                          ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 def test_examples_read_back_as_written(run_main, monkeypatch, module):
     text = _help(run_main, monkeypatch, module, 80)
-    written = [" ".join(line.split()) for line in module.EPILOG.splitlines() if line.strip().startswith("sp-")]
+    written = [" ".join(line.split()) for line in epilog_commands(module.EPILOG)
+               if line.startswith(("sp-", "torchrun "))]
     assert written and _unwrap_examples(text) == written
+    # Only options and their values: a note such as "(on node0)" pasted with a command breaks it.
+    assert not any(re.search(r"[()\[\];]", command) for command in written)
 
 
 @pytest.mark.parametrize("module", [report_cmd, simulate_cmd], ids=["report", "simulate"])
@@ -87,3 +90,16 @@ def test_epilog_wraps_prose_and_commands_apart():
     lines = epilog_lines("Examples:\n\n  sp-validate --row nemo-b200-128k\n\nExit codes: 0 scored, 2 bad input.\n", 30)
     assert lines == ["Examples:", "", "  sp-validate \\", "      --row nemo-b200-128k", "",
                      "Exit codes: 0 scored, 2 bad", "input."]
+
+
+def test_a_torchrun_example_continued_in_the_source_wraps_as_one_command():
+    # sp-calibrate's multi-node example: written over two lines with a backslash, read as one
+    # command and wrapped as one (at 80 columns it had been wrapped as prose, its backslash mid-line).
+    epilog = ("On every node:\n\n  torchrun --nnodes 2 --rdzv-endpoint HEAD:29500 \\\n"
+              "    -m sp_planner.cli.calibrate_cmd --out my-cluster.yaml\n")
+    assert epilog_commands(epilog) == [
+        "On every node:", "", "torchrun --nnodes 2 --rdzv-endpoint HEAD:29500 -m sp_planner.cli.calibrate_cmd "
+        "--out my-cluster.yaml"]
+    assert epilog_lines(epilog, 50) == [
+        "On every node:", "", "  torchrun --nnodes 2 --rdzv-endpoint HEAD:29500 \\",
+        "      -m sp_planner.cli.calibrate_cmd \\", "      --out my-cluster.yaml"]

@@ -127,3 +127,15 @@ def test_a_pipe_without_columns_gets_80():
     assert done.returncode == 0, done.stderr
     assert "Why this plan" in done.stdout
     assert max(len(line) for line in done.stdout.splitlines()) <= 80
+
+
+@pytest.mark.parametrize("extra", [[], ["--wide"]])
+def test_a_60_column_terminal_gets_every_cell_whole(extra):
+    # Under ~72 columns even the degrees beside memory and step do not fit one table: the columns
+    # follow by rank in tables of their own, none squeezed to "…".
+    text = _in_pty([*README, *extra], 60).split("Why this plan")[0]  # the flags below are shell code
+    assert all(len(line) <= 60 for line in text.splitlines()), max(len(line) for line in text.splitlines())
+    assert "…" not in text
+    header, _, *rows = _table_lines(text)
+    assert header.split() == ["#", *DEGREES, "ZeRO", "recompute", "micro", "GiB/GPU"]
+    assert "% peak" in text and ("model MFU (Megatron)" in text) == ("--wide" in extra)

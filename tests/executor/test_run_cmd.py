@@ -206,10 +206,37 @@ def test_print_launch_gives_c10d_torchrun_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["--plan", str(path), "--print-launch", "--rdzv-endpoint", "node0:29400", "--rdzv-id", "job7"])
     assert done.value.code == 0
-    line = capsys.readouterr().out.strip()
+    line = pasted(capsys.readouterr().out)
     assert line == (f"torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
                     f"--rdzv-id=job7 -m sp_planner.cli.run_cmd --plan {path} --device cuda --dtype bfloat16 "
                     f"--kernel auto --iters 3")
+
+
+def test_print_launch_wraps_to_the_terminal_and_pastes_as_one_command(tmp_path, capsys, monkeypatch):
+    # 60 columns, and paths with spaces: every line fits, and a shell reads the lines back as the
+    # one command (a backslash ends each line but the last, no quoted argument is split).
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.chdir(tmp_path)
+    folder = Path("my plans")
+    folder.mkdir()
+    path = _plan_file(folder, ParallelPlan(tp=2, ulysses=2, ring=2))
+    out = folder / "the result.json"
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--print-launch", "--rdzv-endpoint", "node0:29400", "--out", str(out)])
+    assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
+    assert all(line.endswith(" \\") for line in lines[:-1]) and not lines[-1].endswith("\\")
+    script = "\n".join(lines).replace("torchrun", "printf '%s\\0'", 1)
+    argv = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split("\0")[:-1]
+    assert argv == ["--nnodes=2", "--nproc-per-node=2", "--rdzv-backend=c10d", "--rdzv-endpoint=node0:29400",
+                    "--rdzv-id=sp-run", "-m", "sp_planner.cli.run_cmd", "--plan", str(path), "--device", "cuda",
+                    "--dtype", "bfloat16", "--kernel", "auto", "--iters", "3", "--out", str(out)]
+
+
+def pasted(printed: str) -> str:
+    """--print-launch's lines as one line: the backslash continuations joined."""
+    return printed.strip().replace(" \\\n    ", " ")
 
 
 def test_plan_and_shape_flags_conflict(tmp_path, capsys):

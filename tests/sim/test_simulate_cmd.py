@@ -36,6 +36,28 @@ def test_sp_simulate_prints_breakdown_and_writes_timeline_and_gantt(tmp_path, ca
     assert (out / "gantt.svg").read_text().lstrip().startswith("<?xml")
 
 
+def test_sp_simulate_on_60_columns_keeps_every_figure_whole(tmp_path, capsys, monkeypatch):
+    # The communication phases had six boxed columns: at 60 columns Rich cut their headers and
+    # figures ("collec…", "bytes/…"). One space between columns leaves every figure whole.
+    monkeypatch.setenv("COLUMNS", "60")
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=load_model("llama3-8b"), hardware=load_hardware("a800"),
+        workload=Workload(seq_len=131072, global_batch=32), num_nodes=2, gpus_per_node=8,
+        plan=ParallelPlan(dp=1, zero=2, ulysses=8, ring=2),
+    ))
+    assert _run([str(plan_file), "--out-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert max(len(line) for line in printed.splitlines()) <= 60 and "…" not in printed
+    phases = printed[printed.index("communication phases"):].splitlines()
+    assert phases[1].split() == ["collective", "bytes/rank", "time", "rate/rank", "groups", "limited", "by"]
+    timeline = json.loads((tmp_path / "timeline.json").read_text())
+    ring = next(p for p in timeline["phases"] if p["name"] == "ring K/V step")
+    row = next(line for line in phases if line.startswith("ring K/V"))
+    # 32 MiB a rank per ring step over the NIC, as timeline.json has it.
+    assert ring["bytes_per_rank"] == 32 * 2**20 and "32.0 MiB" in row and row.split()[-1] == ring["bottleneck"]
+
+
 def test_sp_simulate_bad_plan_file_is_one_line_exit_2(tmp_path, capsys):
     bad = tmp_path / "plan.json"
     bad.write_text("{not json")

@@ -11,6 +11,11 @@ from sp_planner.errors import UserInputError
 from sp_planner.executor.launch import LaunchSpec, torchrun_args
 from sp_planner.executor.multinode import NodeJob, check_port_free, split_endpoint
 
+def pasted(printed: str) -> str:
+    """--print-launch's lines as one line: the backslash continuations joined."""
+    return printed.strip().replace(" \\\n    ", " ")
+
+
 USP = ["--ulysses", "2", "--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim", "8"]
 
 
@@ -33,7 +38,7 @@ def test_port_in_use_is_refused_clearly():
     check_port_free(f"127.0.0.1:{port}")  # free again
 
 
-@pytest.mark.parametrize("endpoint", ["node0", "node0:", ":29500", "node0:99999"])
+@pytest.mark.parametrize("endpoint", ["node0", "node0:", ":29500", "node0:99999", "my host:29500", "node0 :29500"])
 def test_bad_endpoint(endpoint):
     with pytest.raises(UserInputError, match="is not HOST:PORT"):
         split_endpoint(endpoint)
@@ -43,7 +48,7 @@ def test_print_launch_for_nodes_and_ranks_per_node(capsys):
     with pytest.raises(SystemExit) as done:
         main([*USP, "--print-launch", "--nodes", "2", "--nproc-per-node", "2", "--rdzv-endpoint", "h0:29400"])
     assert done.value.code == 0
-    assert capsys.readouterr().out.strip() == (
+    assert pasted(capsys.readouterr().out) == (
         "torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=h0:29400 --rdzv-id=sp-run "
         "-m sp_planner.cli.run_cmd --ulysses 2 --ring 2 --seq-len 64 --batch 1 --heads 4 --kv-heads 4 --head-dim 8 "
         "--ring-layout contiguous --device cuda --dtype float32 --kernel auto --iters 3 --nproc-per-node 2")
@@ -71,5 +76,5 @@ def test_print_launch_with_nodes_only_passes_the_ranks_per_node_on(capsys):
     with pytest.raises(SystemExit) as done:
         main([*USP, "--print-launch", "--nodes", "2"])
     assert done.value.code == 0
-    line = capsys.readouterr().out.strip()
+    line = pasted(capsys.readouterr().out)
     assert line.startswith("torchrun --nnodes=2 --nproc-per-node=2 ") and line.endswith(" --nproc-per-node 2")

@@ -1,0 +1,29 @@
+"""fileio's one-line messages for pydantic's errors."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+from pydantic import Field
+
+from sp_planner.fileio import field_message
+
+
+class _Bounded(pydantic.BaseModel):
+    softcap: float = Field(gt=0, le=1e6)
+
+
+def _message(value: float) -> str:
+    with pytest.raises(pydantic.ValidationError) as err:
+        _Bounded(softcap=value)
+    return field_message(err.value.errors()[0])
+
+
+def test_a_bound_names_the_value_and_the_bound():
+    assert _message(2e6) == "2e+06 is out of range: it must be at most 1e+06"
+
+
+@pytest.mark.parametrize("value, shown", [(float("nan"), "nan"), (float("inf"), "inf")])
+def test_a_non_finite_value_is_said_to_be_one_not_out_of_range(value, shown):
+    # NaN fails every comparison, so pydantic reports the upper bound: the value, not the range, is wrong.
+    assert _message(value) == f"{shown} is not a finite number"
