@@ -20,6 +20,14 @@ def take(columns: T, index: np.ndarray) -> T:
     return cast(T, _take(columns, index))
 
 
+def take_rows(values: T, index: np.ndarray | slice, num_rows: int) -> T:
+    """The rows at `index` of the per-candidate arrays in `values` (those whose first axis has
+    num_rows entries), nested in tuples, dicts and containers as `take` walks them; scalars and other
+    values that broadcast (floats, a pydantic model's settings) stay as they are. A cost function
+    that is computed row by row gives these rows exactly what it gives the whole columns."""
+    return cast(T, _take_rows(values, index, num_rows))
+
+
 def concat(parts: Sequence[T]) -> T:
     """The rows of `parts` one after another (all of one type)."""
     return cast(T, _concat(list(parts)))
@@ -33,6 +41,19 @@ def _take(obj: Any, index: np.ndarray) -> Any:
     if hasattr(obj, "take"):
         return obj.take(index)
     raise TypeError(f"cannot select rows of {type(obj).__name__}")
+
+
+def _take_rows(obj: Any, index: np.ndarray | slice, num_rows: int) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj[index] if obj.ndim and len(obj) == num_rows else obj
+    if isinstance(obj, tuple):
+        parts = (_take_rows(part, index, num_rows) for part in obj)
+        return type(obj)(*parts) if hasattr(obj, "_fields") else tuple(parts)
+    if isinstance(obj, dict):
+        return {key: _take_rows(value, index, num_rows) for key, value in obj.items()}
+    if hasattr(obj, "take") and not isinstance(obj, np.generic):
+        return obj.take(index)
+    return obj
 
 
 def _concat(parts: list[Any]) -> Any:

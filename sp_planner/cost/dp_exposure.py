@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.columns import take_rows
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 
 
@@ -95,17 +96,21 @@ def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, a
     reduce-scatter to the pass's end ("end"), both, or between two layers ("mid", which loses the
     TP collectives between a layer's gradients and the next one's GEMM); 0 for a single layer."""
     g, r, w = gather_s, reduce_s, window_s
-    s = g + r - w  # a layer on the stream, beyond its window
-    ahead = np.maximum(0.0, (n - 2) * s)
+    s = (n - 2) * (g + r - w)  # the middle layers on the stream, beyond their windows
+    ahead = np.maximum(0.0, s)
     start = before_s + 2 * g - ahead_s - first_s - w  # G_0 G_1 hold the second layer
+    gathers = (np.asarray(g) > 0) & (n >= 2)
+    # The longest path, at least 0: a path a pass does not have counts 0 (np.where's other branch).
+    from_start = np.where(gathers, ahead + start, 0.0)
+    if np.ndim(r) == 0 and r == 0:  # a forward pass: no reduce-scatter, only the start path
+        return np.maximum(from_start, 0.0)
     end = 2 * r - w - np.maximum(behind_s, r)  # RS_n-2 RS_n-1 after the second-to-last layer
-    gathers, reduces = (np.asarray(g) > 0) & (n >= 2), (np.asarray(r) > 0) & (n >= 2)
+    reduces = (np.asarray(r) > 0) & (n >= 2)
     both = gathers & reduces
     mid = both & (n >= 3)
-    # The longest path, at least 0: a path a pass does not have counts 0 (np.where's other branch).
-    longest = np.maximum(np.where(gathers, ahead + start, 0.0), np.where(reduces, ahead + end, 0.0))
-    longest = np.maximum(longest, np.where(both, (n - 2) * s + start + end + lead_s + behind_s, 0.0))
-    longest = np.maximum(longest, np.where(mid, np.maximum((n - 2) * s - lead_s - behind_s, start + end), 0.0))
+    longest = np.maximum(from_start, np.where(reduces, ahead + end, 0.0))
+    longest = np.maximum(longest, np.where(both, s + start + end + lead_s + behind_s, 0.0))
+    longest = np.maximum(longest, np.where(mid, np.maximum(s - lead_s - behind_s, start + end), 0.0))
     return np.maximum(longest, 0.0)
 
 
@@ -139,6 +144,22 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
+    # Each ZeRO stage's branch only where a candidate takes it (np.select's others; both at none).
+    reduce2, zero3, busy3 = 0.0, 0.0, 0.0
+    two, three = np.any(zero == 2), np.any(zero == 3)
+    if two or not three:
+        reduce2 = _zero2_exposed_s(overlap, t, e, layers=layers, bwd_window_s=bwd_window_s, chunks=chunks,
+                                   head_s=head_s)
+    if three or not two:
+        zero3, busy3 = _zero3_exposed_s(overlap, t, e, layers=layers, fwd_window_s=fwd_window_s,
+                                        bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks)
+    exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
+    busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
+    return exposed, busy
+
+
+def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_window_s, chunks, head_s):
+    """micro_batch_dp_s's ZeRO-2 seconds: the gradients' reduce-scatters chunk by chunk."""
     # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
     chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / layers
     first_calls = last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
@@ -152,7 +173,12 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
                            chunk_w - np.where(single, head_lag_s, layer_w), first_calls, overlap.grad_reduce)
     middle2 = hidden_behind(chunk_rs, chunk_w - layer_w, later_calls, overlap.grad_reduce)
     last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, later_calls, overlap.grad_reduce)
-    reduce2 = chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)
+    return chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)
+
+
+def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_window_s, bwd_window_s, reshard, ahead_s,
+                     chunks):
+    """micro_batch_dp_s's ZeRO-3 (exposed, busy) seconds: every layer's gathers and reduce-scatters."""
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
     bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
@@ -169,12 +195,20 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
 
     # The root unit goes with the stage's first chunk (forward) and leaves after it (backward);
     # the loss's backward runs before the last chunk's.
-    zero3 = (forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s)
-             + (chunks - 1) * (forward() + backward()))
-    busy3 = t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s) + t.root_reduce_s
-    exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
-    busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
-    return exposed, busy
+    zero3 = forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s)
+    if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
+                                                    per_chunk, *e):
+        # No later chunk: 0 x their exposure, finite and not negative on finite inputs, adds +0.
+        return zero3 + 0.0, _zero3_busy_s(t, layers, bwd_gather)
+    return zero3 + (chunks - 1) * (forward() + backward()), _zero3_busy_s(t, layers, bwd_gather)
+
+
+def _zero3_busy_s(t: DPTimes, layers, bwd_gather):
+    return t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s) + t.root_reduce_s
+
+
+def _finite(*values) -> bool:
+    return all(np.all(np.isfinite(v)) for v in values)
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
@@ -260,9 +294,10 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
                         chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
                                           fwd_window_s, overlapped=True, **chunk),
                         chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
-    per_micro_batch, per_micro_batch_busy = micro_batch_dp_s(
+    per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
-        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0))
+        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),
+        pipelined=micro_batch_traffic_s)
     # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
     once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
     once_busy = np.select([zero == 0, zero == 1, zero == 2],
@@ -275,3 +310,20 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
         exposed = np.where(np.isnan(traffic), exposed, once + traffic)
         hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
     return exposed, np.maximum(0.0, once_busy - once + hidden)
+
+
+def _own_micro_batch_dp_s(overlap: Overlap, *, zero, pipelined, **stage):
+    """micro_batch_dp_s of the candidates (`zero` an array of them) whose stage's own exposure
+    dp_exposed_s uses: ZeRO-2/3 where the pipeline passes none (NaN in `pipelined`); 0 elsewhere,
+    as micro_batch_dp_s gives ZeRO-0/1 (the formulas are per candidate, columns.take_rows)."""
+    zero = np.asarray(zero)
+    if zero.ndim != 1:
+        return micro_batch_dp_s(overlap, zero=zero, **stage)
+    own = zero >= 2
+    if pipelined is not None:
+        own &= np.isnan(pipelined[0]) | np.isnan(pipelined[1])
+    rows = np.flatnonzero(own)
+    exposed, busy = np.zeros(len(zero)), np.zeros(len(zero))
+    if len(rows):
+        exposed[rows], busy[rows] = micro_batch_dp_s(overlap, zero=zero[rows], **take_rows(stage, rows, len(zero)))
+    return exposed, busy

@@ -11,6 +11,7 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -46,9 +47,37 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
     """One pass of every data-parallel collective of a rank of each pipeline stage in `which`
     ("first", "middle", "last"; cost.dp_exposure.DPTimes), priced once per distinct shape
     (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
-    hundred shapes, and each is priced call by call. A middle or last stage's bucket layout only
-    where a pipeline runs ZeRO-2/3 (`_layouts`). `states`: the framework's gradient and
+    hundred shapes, and each is priced call by call. A middle or last stage's calls only where a
+    pipeline runs ZeRO-2/3 (`_stage_times`; 0 elsewhere). `states`: the framework's gradient and
     gathered-parameter widths (cost.states)."""
+    return tuple(times.at() for times in dp_stage_tables(model, hardware, c, stages=stages,
+                                                         gpus_per_node=gpus_per_node, states=states, which=which))
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """A stage's DPTimes for each distinct shape (`table`) and each candidate's shape (`inverse`):
+    dp_stage_times' columns, spread over the candidates only where they are read."""
+
+    table: DPTimes
+    num_shapes: int
+    inverse: np.ndarray
+
+    def take(self, index: np.ndarray | slice) -> "StageTimes":
+        """The candidates at `index` (columns.take_rows)."""
+        return StageTimes(self.table, self.num_shapes, self.inverse[index])
+
+    def at(self, index: np.ndarray | slice = slice(None)) -> DPTimes:
+        """The candidates' DPTimes at `index` (all: every candidate)."""
+        inverse = self.inverse[index]
+        size = (self.num_shapes,)
+        return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), size)[inverse] for v in self.table))
+
+
+def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+                    states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
+                    ) -> tuple[StageTimes, ...]:
+    """dp_stage_times before it is spread over the candidates."""
     n = len(c)
     gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero), (n,))
     first, inverse = distinct_rows(np.stack(
@@ -56,38 +85,45 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
                           states=states, which=which)
-    return tuple(DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(first),))[inverse] for v in times))
-                 for times in priced)
+    return tuple(StageTimes(times, len(first), inverse) for times in priced)
 
 
 def _layouts(model: ModelSpec, c, layers, stage: Stage) -> tuple[BucketCounts, BucketCounts]:
-    """cost.buckets.bucket_counts of the stage; a middle or last stage's only on the rows that use
-    them, a pipeline under ZeRO-2/3 (cost.pipeline_dp), the others' left empty: walking every
-    shape's buckets three times would cost the search a tenth of its time."""
-    n = len(c)
-    rows = slice(None) if stage == "first" else np.flatnonzero((np.broadcast_to(c.pp, (n,)) > 1)
-                                                                & (np.broadcast_to(c.zero, (n,)) >= 2))
-
-    def at(values):
-        return np.broadcast_to(np.asarray(values), (n,))[rows]
-
-    counted = bucket_counts(model, tp=at(c.tp), ep=at(c.ep), etp=at(c.etp), layers=at(layers), pp=at(c.pp),
-                            dp=at(c.dp), zero=at(c.zero), vpp=at(c.vpp), first_stage=stage == "first",
-                            last_stage=stage == "last")
-    if stage == "first":
-        return counted
-    out = []
-    for kind in counted:
-        full = BucketCounts(*(np.zeros(n) for _ in kind))
-        for column, values in zip(full, kind):
-            column[rows] = values
-        out.append(full)
-    return out[0], out[1]
+    """cost.buckets.bucket_counts of the stage."""
+    return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
+                         first_stage=stage == "first", last_stage=stage == "last")
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
                  states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
-    """dp_stage_times for every row of `c`."""
+    """dp_stage_times for every row of `c`; a middle or last stage's only on the rows that use
+    them, a pipeline under ZeRO-2/3 (cost.pipeline_dp), 0 on the others: pricing every shape's
+    calls three times would cost the search a tenth of its time."""
+    n = len(c)
+    priced: dict[Stage, DPTimes] = {}
+    if "first" in which:
+        priced["first"], = _priced_stages(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node,
+                                          states=states, which=("first",))
+    later = tuple(stage for stage in which if stage != "first")
+    rows = np.flatnonzero((np.broadcast_to(c.pp, (n,)) > 1) & (np.broadcast_to(c.zero, (n,)) >= 2))
+    if later and len(rows):
+        at = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[rows] for v in stages))
+        for stage, times in zip(later, _priced_stages(model, hardware, c.take(rows), stages=at,
+                                                      gpus_per_node=gpus_per_node, states=states, which=later)):
+            priced[stage] = DPTimes(*(_spread(v, rows, n) for v in times))
+    return tuple(priced.get(stage) or DPTimes(*(np.zeros(n) for _ in DPTimes._fields)) for stage in which)
+
+
+def _spread(values, rows: np.ndarray, n: int) -> np.ndarray:
+    """`values` at `rows` of n, 0 elsewhere."""
+    out = np.zeros(n)
+    out[rows] = values
+    return out
+
+
+def _priced_stages(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
+                   states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
+    """The data-parallel calls of the stages in `which` on every row of `c`."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp

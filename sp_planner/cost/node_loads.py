@@ -10,10 +10,12 @@ which every world holding such groups is a multiple of.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from math import lcm
 
 import numpy as np
+
+from sp_planner.distinct import DISTINCT_MIN_ROWS, per_distinct
 
 
 def period_groups(size: int, stride: int, gpus_per_node: int) -> np.ndarray:
@@ -49,6 +51,20 @@ def node_occupancy(size, stride, gpus_per_node: int):
     ring's network rate (busbw = members per node x NIC: 45 against 90 GB/s all_reduce on 4 nodes
     at 4 and at 8 GPUs a node, NVIDIA/nccl#1168).
     """
+    size, stride = np.broadcast_arrays(np.asarray(size), np.asarray(stride))
+    if size.size >= DISTINCT_MIN_ROWS:
+        # A search's columns hold a few shapes: each is worked out once (the modulos cost most on floats).
+        whole = size.astype(np.int64), stride.astype(np.int64)
+        if np.array_equal(whole[0], size) and np.array_equal(whole[1], stride):
+            return per_distinct(partial(_node_occupancy, gpus_per_node=gpus_per_node,
+                                        dtypes=(size.dtype, stride.dtype)), *whole)
+    return _node_occupancy(size, stride, gpus_per_node)
+
+
+def _node_occupancy(size, stride, gpus_per_node: int, dtypes=None):
+    """node_occupancy of broadcast columns (in `dtypes`, where given: the columns' own)."""
+    if dtypes is not None:
+        size, stride = size.astype(dtypes[0]), stride.astype(dtypes[1])
     r, k, even, size, stride = _even_occupancy(size, stride, gpus_per_node)
     if np.all(even):
         return r, k

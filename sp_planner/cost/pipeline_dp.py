@@ -40,7 +40,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s, micro_batch_dp_s, zero3_forward_s
+from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap
 from sp_planner.pipeline import StageLayers
 
@@ -59,7 +61,7 @@ class StageDP(NamedTuple):
     num_stages: np.ndarray | float  # stages of this kind
 
 
-def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPTimes, ...], per_layer_s,
+def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
@@ -71,55 +73,91 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[DPT
     first_s the first stage's beyond its layers (the embedding's TP collectives), fwd/bwd_layer_s
     a layer's windows and `edges` the TP collectives at a chunk's ends (cost.step,
     cost.dp_exposure.Edges)."""
-    pp, zero = np.asarray(c.pp), np.asarray(c.zero)
+    pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
-    rows = np.flatnonzero((pp > 1) & (zero >= 2))
+    groups = _groups(zero, vpp, pp > 1)
+    rows = np.concatenate([index for *_, index in groups])
     if not len(rows):
         return out, hidden
 
     def sub(values):
+        values = np.asarray(values)
+        if values.shape == (n,):
+            return np.take(values, rows).astype(np.float64, copy=False)
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
 
     split = StageLayers(*(sub(v) for v in stages))
-    first, middle, last = (DPTimes(*(sub(v) for v in stage)) for stage in times)
+    first, middle, last = (stage.at(rows) for stage in times)
     layer_s, loss_s = sub(per_layer_s), sub(logits_s)
     by_stage = (
         StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
         StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
     )
-    kw = dict(zero=zero[rows], reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)))
-    fwd, bwd, m = sub(fwd_layer_s), sub(bwd_layer_s), sub(micro_batches)
-    vpp = sub(c.vpp)
-    traffic = _stage_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
-    edge = _chunk0_traffic(overlap, vpp=vpp, stages=by_stage, fwd_layer_s=fwd, bwd_layer_s=bwd, **kw)
-    out[rows] = _critical_path_s(by_stage, [exposed for exposed, _ in traffic], m, vpp, edge,
-                                 _chunk0_backward_s(overlap, stages=by_stage, edge=edge, zero=kw["zero"], vpp=vpp,
-                                                    fwd_layer_s=fwd, bwd_layer_s=bwd, edges=kw["edges"]))
-    # ZeRO-2's parameters gathered behind the step's first forward where overlapped
-    # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
-    later = sum(s.num_stages * chunks_gather_s(s.times, s.layers * fwd, s.layers, vpp, True) for s in by_stage[1:])
-    out[rows] += np.where((kw["zero"] == 2) & overlap.param_gather, later, 0.0)
-    # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
-    own, busy = traffic[0]
-    hidden[rows] = m * (busy - own)
+    kw = dict(stages=by_stage, reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)),
+              fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s), vpp=sub(c.vpp),
+              micro_batches=sub(micro_batches))
+    start = 0
+    for z, interleaved, index in groups:
+        part = slice(start, start + len(index))
+        start = part.stop
+        if not len(index):
+            continue
+        g = take_rows(kw, part, len(rows))
+        exposed, (own, busy) = _group_exposed_s(overlap, zero=z, interleaved=interleaved, **g)
+        # ZeRO-2's parameters gathered behind the step's first forward where overlapped
+        # (cost.overlap): every stage's first forward is on the fill; dp_exposed_s counts the first's.
+        later = 0.0
+        if z == 2 and overlap.param_gather:
+            later = sum(s.num_stages * chunks_gather_s(s.times, s.layers * g["fwd_layer_s"], s.layers, g["vpp"], True)
+                        for s in g["stages"][1:])
+        out[index] = exposed + later
+        # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
+        hidden[index] = g["micro_batches"] * (busy - own)
     return out, hidden
+
+
+def _groups(zero, vpp, rows) -> list[tuple[int, bool, np.ndarray]]:
+    """(ZeRO stage, interleaved, indices) of the `rows` (a mask) under ZeRO-2/3, by ZeRO stage and
+    by schedule (vpp > 1: interleaved 1F1B): the formulas are per candidate, and each group takes
+    only its own branches of them (the other ZeRO stage's, the interleaved fill and drain's)."""
+    zero, interleaved = np.asarray(zero), np.asarray(vpp) > 1
+    return [(z, i, np.flatnonzero(rows & (zero == z) & (interleaved == i))) for z in (2, 3) for i in (False, True)]
 
 
 def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                         bwd_layer_s, reshard, edges: Edges | None = None):
     """Exposed seconds per step of ZeRO-2/3's per-micro-batch traffic on the critical path of a
     pipeline of `stages` (module docstring); fwd/bwd_layer_s are one layer's forward / backward
-    window of one micro-batch."""
+    window of one micro-batch. ZeRO-2/3 rows (zero, vpp: arrays of the candidates); NaN elsewhere."""
+    zero, vpp = np.broadcast_arrays(np.asarray(zero), np.asarray(vpp))
+    out = np.full(zero.shape, np.nan)
+    kw = dict(micro_batches=micro_batches, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
+              reshard=reshard, edges=edges or Edges(0.0, 0.0, 0.0))
+    for z, interleaved, index in _groups(zero, vpp, True):
+        if len(index):
+            rows = take_rows(kw, index, len(zero))
+            out[index] = _group_exposed_s(overlap, zero=z, interleaved=interleaved, **rows)[0]
+    return out
+
+
+def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_batches, vpp,
+                     stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges):
+    """The critical path's exposed seconds per step (module docstring) and the first stage's
+    (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
+    (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1)."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges)
     traffic = _stage_traffic(overlap, **kw)
+    exposure = [exposed for exposed, _ in traffic]
+    if not interleaved:
+        # At vpp 1 chunk 0 is the whole stage (its exposure) and the drain keeps the pace (0 more).
+        return _critical_path_s(stages, exposure, micro_batches, vpp) + 0.0, traffic[0]
     edge = _chunk0_traffic(overlap, **kw)
-    return _critical_path_s(stages, [exposed for exposed, _ in traffic], micro_batches, vpp, edge,
-                            _chunk0_backward_s(overlap, stages=stages, edge=edge, zero=zero, vpp=vpp,
-                                               fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
-                                               edges=edges or Edges(0.0, 0.0, 0.0)))
+    drain = _chunk0_backward_s(overlap, stages=stages, edge=edge, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s,
+                               bwd_layer_s=bwd_layer_s, edges=edges)
+    return _critical_path_s(stages, exposure, micro_batches, vpp, edge, drain), traffic[0]
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
@@ -139,10 +177,10 @@ def _head_s(stages: tuple[StageDP, ...], i: int):
 def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                     edges: Edges | None) -> list[np.ndarray]:
     """Each stage's exposed seconds of one micro-batch through its chunk 0 alone, the chunk on the
-    pipeline's fill and drain (module docstring): its layers' share (1/vpp) of the stage's
-    gradient calls, the first stage's embedding's and ZeRO-3's root unit (which goes with chunk 0,
-    cost.dp_exposure.micro_batch_dp_s); ZeRO-2's output layer buckets and the loss go with the last
-    stage's last chunk. The whole stage's at vpp 1."""
+    interleaved pipeline's fill and drain (module docstring): its layers' share (1/vpp) of the
+    stage's gradient calls, the first stage's embedding's and ZeRO-3's root unit (which goes with
+    chunk 0, cost.dp_exposure.micro_batch_dp_s); ZeRO-2's output layer buckets and the loss go
+    with the last stage's last chunk. (At vpp 1 it is the whole stage's, _stage_traffic's.)"""
     vpp = np.asarray(vpp)
     out = []
     for i, s in enumerate(stages):
@@ -155,10 +193,7 @@ def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...],
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
                                       fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
                                       reshard=reshard, chunks=1, edges=edges)
-        whole, _ = micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=t, fwd_window_s=s.layers * fwd_layer_s,
-                                    bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s,
-                                    edges=edges, head_s=_head_s(stages, i))
-        out.append(np.where(vpp > 1, exposed, whole))
+        out.append(exposed)
     return out
 
 
@@ -168,14 +203,17 @@ def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: l
     exposure: its layers' backward, and its chunk-0 exposure (_chunk0_traffic) less ZeRO-3's
     forward gathers (cost.dp_exposure.zero3_forward_s, the root unit's with chunk 0 where
     _chunk0_traffic puts it)."""
+    zero3 = np.asarray(zero) == 3
     out = []
     for i, (s, e0) in enumerate(zip(stages, edge)):
-        own = (i == 0) | ((i == len(stages) - 1) & (np.asarray(zero) == 3))
+        own = (i == 0) | ((i == len(stages) - 1) & zero3)
         layers = s.layers / np.asarray(vpp)
-        forward = zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
-                                  before_s=np.where(own, s.times.root_gather_s, 0.0), edges=edges)
+        forward = 0.0
+        if np.any(zero3):
+            forward = zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
+                                      before_s=np.where(own, s.times.root_gather_s, 0.0), edges=edges)
         bare = layers * bwd_layer_s
-        out.append((bare, bare + e0 - np.where(np.asarray(zero) == 3, forward, 0.0)))
+        out.append((bare, bare + e0 - np.where(zero3, forward, 0.0)))
     return out
 
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention import attention_times
-from sp_planner.cost.dp_times import dp_stage_times
+from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.ep_overlap import layer_ep_saving_s, paired_micro_batches
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.cost.comm import (
@@ -50,7 +50,8 @@ from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_la
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
-from sp_planner.cost.dp_exposure import Edges, dp_exposed_s
+from sp_planner.cost.dp_exposure import Edges
+from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     Overlap,
@@ -61,7 +62,7 @@ from sp_planner.cost.overlap import (
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
-from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE, pipelined_dp_s
+from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import (
@@ -207,7 +208,6 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     bwd_layer = gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
-    bwd_window, fwd_window = layers * bwd_layer, layers * fwd_layer
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # (fwd_layer) and backward as the CPU issues it.
@@ -251,10 +251,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
     # the first stage's layers of the split, like `params`.
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
-    zero = c.zero
-    by_stage = dp_stage_times(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
+    by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
                               which=("first", "middle", "last"))
-    times = by_stage[0]
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
@@ -267,28 +265,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
     ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
 
-    def dp_over_passes(fwd_stall_s, bwd_stall_s):
-        """(exposed, hidden) DP seconds per step with each forward and backward pass lengthened by
-        a host stall (seconds per micro-batch, spread over the stage's layers)."""
-        stall_f, stall_b = fwd_stall_s / layers, bwd_stall_s / layers
-        pipelined = pipelined_dp_s(overlap, c, stages=stages, times=by_stage, per_layer_s=per_layer + stall_f + stall_b,
-                                   logits_s=head, ahead_s=ahead, first_s=first_tp, fwd_layer_s=fwd_layer + stall_f,
-                                   bwd_layer_s=bwd_layer + stall_b, micro_batches=m, reshard=c.reshard, edges=edges)
-        return dp_exposed_s(
-            overlap, zero=zero, micro_batches=m, layers=layers, times=times, fwd_window_s=fwd_window + fwd_stall_s,
-            bwd_window_s=bwd_window + bwd_stall_s, reshard=c.reshard, ahead_s=np.where(pp == 1, ahead, 0.0),
-            chunks=c.vpp, pp=pp, edges=edges, micro_batch_traffic_s=pipelined,
-        )
-
-    dp_exposed, dp_hidden = dp_over_passes(0.0, 0.0)
+    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first_tp, fwd_layer, bwd_layer, m, edges)
+    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so
     # the two are not both charged (sim.simulate adds the host time so reduced as one block).
-    host_beside_dp = 0.0
-    if np.any(host_exposed > 0):
-        dp_wall, _ = dp_over_passes(host_fwd_stall, host_bwd_stall)
-        host_beside_dp = np.clip(dp_exposed - dp_wall, 0.0, m * host_exposed)
+    host_beside_dp = host_beside_dp_s(overlap, passes, dp_exposed, host_fwd_stall, host_bwd_stall, host_exposed)
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer).
