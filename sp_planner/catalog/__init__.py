@@ -8,7 +8,7 @@ from sp_planner.catalog.hardware import (
     profile_to_yaml,
     read_hardware_file,
 )
-from sp_planner.catalog.hf_config import load_hf_config
+from sp_planner.catalog.hf_config import import_notes, load_hf_config
 from sp_planner.catalog.models import builtin_model_names, load_model
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "builtin_hardware_names",
     "builtin_model_names",
     "builtin_profile_name",
+    "import_notes",
     "load_hardware",
     "load_hf_config",
     "load_model",

@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
+from sp_planner.catalog import import_notes
 from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
@@ -229,6 +230,8 @@ def plan(
     note = generic_gpu_note(question.hardware)
     if note is not None:  # after every input check: a refused question prints only its error
         sys.stderr.write(f"note: {note}\n")
+    for line in import_notes(question.model):  # what an imported config.json holds that is not modelled
+        sys.stderr.write(f"note: {line}\n")
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
     try:

@@ -151,7 +151,8 @@ class ModelSpec(FrozenModel):
     # The factor on q.k before the softmax where the model's is not 1/sqrt(q/k head dim) (None: it
     # is): Gemma 2/3 query_pre_attn_scalar**-0.5 (HF Gemma2Attention/Gemma3Attention `scaling`);
     # DeepSeek-V3's YaRN mscale(40, mscale_all_dim)^2 / sqrt(192) (HF DeepseekV3Attention, Megatron
-    # MLASelfAttention softmax_scale). The executor runs it (sp-run); time and FLOPs do not depend on it.
+    # MLASelfAttention softmax_scale); an imported llama-style config's YaRN attention_factor^2 /
+    # sqrt(head_dim) (catalog.hf_rope). The executor runs it (sp-run); time and FLOPs do not depend on it.
     softmax_scale: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
     hf_repo: str | None = None
     sources: tuple[str, ...] = ()

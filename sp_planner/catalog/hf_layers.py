@@ -1,0 +1,143 @@
+"""What a decoder layer holds, read from a Hugging Face config.json: the MLP's activation, q/k/v
+biases, the experts (Mixtral, Qwen3-MoE, DeepSeek-V3, Llama 4), the local-attention pattern
+(Mistral, Mixtral, Qwen, Llama 4) and DeepSeek-V3's latent attention. Field meanings follow the
+transformers configuration classes named at each reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int
+from sp_planner.specs.model import MLASpec, MoESpec, WindowSpec
+
+# Gated activations: the MLP has gate, up and down projections.
+_ACTIVATION_TO_MLP = {
+    "silu": "swiglu",
+    "swish": "swiglu",
+    "gelu": "geglu",
+    "gelu_new": "geglu",
+    "gelu_pytorch_tanh": "geglu",
+}
+
+
+def mlp(cfg: dict, path: Path, key: str = "hidden_act", default: str = "silu") -> str:
+    activation = cfg.get(key, default)
+    if not isinstance(activation, str) or activation not in _ACTIVATION_TO_MLP:
+        raise error(
+            path,
+            f"field {key!r} {activation!r} is not supported; expected one of "
+            f"{', '.join(sorted(_ACTIVATION_TO_MLP))}",
+        )
+    return _ACTIVATION_TO_MLP[activation]
+
+
+def qkv_bias(cfg: dict, model_type: str, path: Path) -> bool:
+    # Qwen2Attention always has q/k/v biases; Mistral and Mixtral never do; Llama, Qwen3 and Gemma
+    # follow attention_bias (which also adds an o_proj bias of hidden_size per layer, left uncounted).
+    if model_type == "qwen2":
+        return True
+    if model_type in ("llama", "qwen3", "qwen3_moe", "deepseek_v3", "llama4_text", "gemma2", "gemma3_text"):
+        return flag(cfg, "attention_bias", path)
+    return False
+
+
+def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESpec | None:
+    if model_type == "qwen3_moe":
+        # Qwen3MoeConfig: every decoder_sparse_step-th layer is MoE unless listed in mlp_only_layers.
+        if cfg.get("mlp_only_layers") or positive_int(cfg, "decoder_sparse_step", path, default=1) != 1:
+            raise error(path, "qwen3_moe with mlp_only_layers or decoder_sparse_step != 1 is not supported "
+                        "(only the first layers may be dense)")
+        experts, top_k = _expert_counts(cfg, path, "num_experts")
+        return MoESpec(num_experts=experts, top_k=top_k,
+                       moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path))
+    if model_type == "deepseek_v3":
+        # DeepseekV3Config: layers from first_k_dense_replace on are MoE (moe_layer_freq 1).
+        if positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
+            raise error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
+        shared = count(cfg, "n_shared_experts", path)
+        experts, top_k = _expert_counts(cfg, path, "n_routed_experts")
+        return MoESpec(num_experts=experts, top_k=top_k,
+                       moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path),
+                       num_shared_experts=shared, first_dense_layers=count(cfg, "first_k_dense_replace", path),
+                       router_score_function=_score_function(cfg, path))
+    if model_type == "llama4_text":
+        # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
+        # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
+        step = positive_int(cfg, "interleave_moe_layer_step", path, default=1)
+        layers = positive_int(cfg, "num_hidden_layers", path)
+        listed = int_list(cfg, "moe_layers", path)
+        if listed is not None and listed != list(range(step - 1, layers, step)):
+            raise error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
+                        "supported")
+        experts, top_k = _expert_counts(cfg, path, "num_local_experts", top_k_default=1)
+        return MoESpec(num_experts=experts, top_k=top_k,
+                       moe_intermediate_size=positive_int(cfg, "intermediate_size", path),
+                       num_shared_experts=1, layer_step=step, router_score_function="sigmoid")
+    if model_type != "mixtral":
+        return None
+    # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
+    experts, top_k = _expert_counts(cfg, path, "num_local_experts")
+    return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=intermediate_size)
+
+
+def _score_function(cfg: dict, path: Path) -> str:
+    """DeepseekV3Config scoring_func, default sigmoid; anything else is refused, not read as sigmoid."""
+    value = cfg.get("scoring_func", "sigmoid")
+    if value not in ("sigmoid", "softmax"):
+        raise error(path, f"field 'scoring_func' must be \"sigmoid\" or \"softmax\", got {value!r}")
+    return value
+
+
+def _expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:
+    """(routed experts, experts per token), refusing more experts per token than there are: a token
+    goes to num_experts_per_tok distinct experts (the routers' torch.topk over the experts)."""
+    experts = positive_int(cfg, experts_key, path)
+    top_k = positive_int(cfg, "num_experts_per_tok", path, default=top_k_default)
+    if top_k > experts:
+        raise error(path, f"num_experts_per_tok {top_k} exceeds {experts_key} {experts}: each token is routed "
+                    "to that many distinct experts")
+    return experts, top_k
+
+
+def window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
+    """Mistral/Mixtral: `sliding_window` (null = full attention) on every layer. Qwen2/Qwen3 turn
+    windows on with `use_sliding_window` for layers from max_window_layers on: refused, not
+    silently planned as full attention."""
+    if model_type in ("mistral", "mixtral"):
+        if cfg.get("sliding_window") is None:
+            return None
+        return WindowSpec(window_tokens=positive_int(cfg, "sliding_window", path))
+    if model_type == "llama4_text":
+        # Llama4TextConfig: no_rope_layers defaults to 1 (chunked) except every
+        # no_rope_layer_interval-th (4) layer, which attends to the whole sequence.
+        layers = positive_int(cfg, "num_hidden_layers", path)
+        interval = positive_int(cfg, "no_rope_layer_interval", path, default=4)
+        rope = int_list(cfg, "no_rope_layers", path) or [int((i + 1) % interval != 0) for i in range(layers)]
+        if rope != [int((i + 1) % interval != 0) for i in range(layers)]:
+            raise error(path, "no_rope_layers other than a full-attention layer every no_rope_layer_interval "
+                        f"({interval}) layers are not supported (the chunked:global pattern is not modelled)")
+        chunk = positive_int(cfg, "attention_chunk_size", path, default=8192)
+        return WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
+    if model_type in ("qwen2", "qwen3", "qwen3_moe") and flag(cfg, "use_sliding_window", path):
+        raise error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
+    return None
+
+
+def mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:
+    """DeepseekV3Config's latent attention (q_lora_rank may be null: no query compression)."""
+    if model_type != "deepseek_v3":
+        return None
+    q_lora = cfg.get("q_lora_rank")
+    return MLASpec(q_lora_rank=None if q_lora is None else positive_int(cfg, "q_lora_rank", path),
+                   kv_lora_rank=positive_int(cfg, "kv_lora_rank", path),
+                   qk_nope_head_dim=positive_int(cfg, "qk_nope_head_dim", path),
+                   qk_rope_head_dim=positive_int(cfg, "qk_rope_head_dim", path),
+                   v_head_dim=positive_int(cfg, "v_head_dim", path))
+
+
+def mla_head_dim(spec: MLASpec, path: Path) -> int:
+    width = spec.qk_nope_head_dim + spec.qk_rope_head_dim + spec.v_head_dim
+    if width % 2:
+        raise error(path, f"qk_nope_head_dim + qk_rope_head_dim + v_head_dim = {width} is odd; the planner's "
+                    "MLA head width (their half) must be whole")
+    return width // 2

@@ -1,0 +1,66 @@
+"""What each layer holds, from a Hugging Face config.json: biases, experts, local-attention patterns
+(sp_planner.catalog.hf_layers)."""
+
+import json
+
+import pytest
+
+from sp_planner.catalog import load_hf_config
+from sp_planner.errors import UserInputError
+from tests.catalog.hf_configs import (
+    DEEPSEEK_V3,
+    LLAMA3_8B,
+    LLAMA4_MAVERICK_TEXT,
+    MIXTRAL_8X7B,
+    QWEN3_30B_A3B,
+    QWEN25_7B,
+    write_config,
+)
+
+
+def test_qwen2_always_has_qkv_bias_and_llama_follows_attention_bias(tmp_path):
+    assert load_hf_config(write_config(tmp_path, QWEN25_7B, "q")).qkv_bias
+    assert load_hf_config(write_config(tmp_path, {**LLAMA3_8B, "attention_bias": True}, "l")).qkv_bias
+    assert not load_hf_config(write_config(tmp_path, LLAMA3_8B, "l2")).qkv_bias
+
+
+def test_mixtral_experts(tmp_path):
+    spec = load_hf_config(write_config(tmp_path, MIXTRAL_8X7B))
+    assert (spec.moe.num_experts, spec.moe.top_k, spec.moe.moe_intermediate_size) == (8, 2, 14336)
+    assert spec.num_active_params == pytest.approx(12.9e9, rel=0.01)
+
+
+def test_moe_layouts_the_loader_cannot_express_are_refused(tmp_path):
+    with pytest.raises(UserInputError, match="mlp_only_layers"):
+        load_hf_config(write_config(tmp_path, {**QWEN3_30B_A3B, "mlp_only_layers": [0]}, "a"))
+    with pytest.raises(UserInputError, match="moe_layer_freq"):
+        load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, "moe_layer_freq": 2}, "b"))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"no_rope_layers": [1] * 48}, "no_rope_layers other than a full-attention layer every"),
+    ({"moe_layers": [0, 5]}, "moe_layers other than every interleave_moe_layer_step"),
+])
+def test_llama4_patterns_not_modelled_are_refused_in_one_line(tmp_path, change, message):
+    from sp_planner.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=message) as info:
+        load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, **change}))
+    assert "\n" not in str(info.value)
+
+
+def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336,
+                                "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                                "vocab_size": 32000, "num_local_experts": 8, "num_experts_per_tok": 9}))
+    with pytest.raises(UserInputError) as refused:
+        load_hf_config(path)
+    assert str(refused.value) == (f"model config file {path}: num_experts_per_tok 9 exceeds num_local_experts 8: "
+                                  "each token is routed to that many distinct experts")
+
+
+@pytest.mark.parametrize("scoring,expected", [(None, "sigmoid"), ("sigmoid", "sigmoid"), ("softmax", "softmax")])
+def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scoring, expected):
+    cfg = DEEPSEEK_V3 if scoring is None else {**DEEPSEEK_V3, "scoring_func": scoring}
+    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected

@@ -1,0 +1,41 @@
+"""sp-plan --model path/to/config.json: an imported Gemma or Llama 4 plans as its built-in twin, what
+the import leaves out is one note, and a config the import refuses is one error line."""
+
+from __future__ import annotations
+
+import json
+
+from tests.catalog.hf_configs import GEMMA3_27B_PT, LLAMA4_SCOUT, MISTRAL_7B, write_config
+from tests.cli.conftest import assert_one_line_error
+
+QUESTION = ["--hardware", "h100-sxm", "--nodes", "2", "--seq-len", "32k", "--framework", "all", "--format", "json"]
+
+
+def _plans(result) -> list:
+    """The ranked plans without their flags (whose notes name the model)."""
+    assert result.exit_code == 0, result
+    plans = [{k: v for k, v in plan.items() if k != "flags"} for plan in json.loads(result.stdout)["plans"]]
+    assert plans
+    return plans
+
+
+def test_an_imported_gemma3_plans_as_the_builtin(sp_plan, tmp_path):
+    imported = sp_plan("--model", write_config(tmp_path, GEMMA3_27B_PT), *QUESTION)
+    assert _plans(imported) == _plans(sp_plan("--model", "gemma-3-27b", *QUESTION))
+    assert imported.stderr == ""
+
+
+def test_llama4_temperature_tuning_is_one_note_line(sp_plan, tmp_path):
+    question = [*QUESTION[:3], "4", *QUESTION[4:]]  # 109B parameters need more than 16 GPUs
+    imported = sp_plan("--model", write_config(tmp_path, LLAMA4_SCOUT), *question)
+    assert _plans(imported) == _plans(sp_plan("--model", "llama-4-scout-17b-16e", *question))
+    assert imported.stderr.count("\n") == 1
+    assert imported.stderr.startswith("note: attn_temperature_tuning: Llama 4's full-attention (NoPE) layers")
+
+
+def test_a_yarn_config_transformers_releases_read_apart_is_one_error_line(sp_plan, tmp_path):
+    rope = {"rope_type": "yarn", "factor": 16.0, "mscale": 1.0, "mscale_all_dim": 1.0}
+    path = write_config(tmp_path, {**MISTRAL_7B, "rope_scaling": rope})
+    result = sp_plan("--model", path, *QUESTION)
+    assert_one_line_error(result, str(path), "sets mscale 1 and mscale_all_dim 1 but no attention_factor")
+    assert result.stdout == ""
