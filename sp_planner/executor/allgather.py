@@ -22,43 +22,16 @@ entirely is not computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import torch
 import torch.distributed as dist
 
+from sp_planner.executor.blocks import Piece, pieces_for_rank
 from sp_planner.executor.comm import CommCounter, all_gather_dim0, reduce_scatter_dim0
 from sp_planner.executor.kernels import AttentionKernel
 from sp_planner.executor.merge import merge_partial
 from sp_planner.executor.score_mod import BlockMod, ScoreMods, backward_call, forward_call, skipped
 from sp_planner.executor.sharding import local_token_index
 from sp_planner.plan import RingLayout
-
-
-class Piece(NamedTuple):
-    """One kernel call: local query rows against global keys [kv_start, kv_end)."""
-
-    q_rows: slice
-    kv_start: int
-    kv_end: int
-    causal: bool
-
-
-def pieces_for_rank(rank: int, size: int, seq_len: int, *, causal: bool, layout: RingLayout) -> list[Piece]:
-    """The kernel calls of one ring rank, in order; the first of each query chunk covers all its rows."""
-    seq_local = seq_len // size
-    if not causal:
-        return [Piece(slice(None), 0, seq_len, False)]
-    zigzag = layout == "zigzag" and size > 1
-    chunk = seq_local // 2 if zigzag else seq_local
-    owned = [rank, 2 * size - 1 - rank] if zigzag else [rank]
-    pieces = []
-    for i, c in enumerate(owned):
-        rows, start = slice(i * chunk, (i + 1) * chunk), c * chunk
-        pieces.append(Piece(rows, start, start + chunk, True))  # the diagonal block
-        if start > 0:
-            pieces.append(Piece(rows, 0, start, False))  # every earlier key
-    return pieces
 
 
 def _gathered_order(seq_len: int, size: int, layout: RingLayout, device) -> torch.Tensor:

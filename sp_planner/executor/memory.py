@@ -1,5 +1,13 @@
-"""Peak memory of a step: the CUDA allocator's peak on GPU; on CPU, the peak of live tensor bytes
-allocated under a dispatch mode (every aten op's new storages, freed when the storage dies)."""
+"""Peak memory of a step above what existed before it: the CUDA allocator's peak on GPU; on CPU,
+the peak of live tensor bytes allocated under a dispatch mode (the new storages of every aten op,
+freed when the storage dies).
+
+Both count only what the step allocates: a CUDA run takes max_memory_allocated minus
+memory_allocated before the step, and the CPU tracker skips an op's output that shares a storage
+with one of its arguments (a view, detach, an in-place or out= op), so tensors made before the
+step (its inputs, the reference) are never counted, however the step views them. The CPU
+tracker sees an op's outputs, not the scratch a kernel allocates inside itself (executor.
+step_memory's replay counts the same)."""
 
 from __future__ import annotations
 
@@ -7,9 +15,15 @@ import weakref
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-CPU_METHOD = "tracked tensor bytes (aten dispatch mode; storages allocated during the step)"
-CUDA_METHOD = "torch.cuda.max_memory_allocated during the step"
+CPU_METHOD = ("tracked tensor bytes above the step's inputs (aten dispatch mode: storages the step's ops "
+              "create, not kernels' internal scratch)")
+CUDA_METHOD = "torch.cuda.max_memory_allocated during the step, above memory_allocated before it"
+
+
+def _storage_key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
 
 
 class TensorBytesTracker(TorchDispatchMode):
@@ -39,7 +53,8 @@ class TensorBytesTracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
+        given = {_storage_key(t) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for item in result if isinstance(result, (tuple, list)) else (result,):
-            if isinstance(item, torch.Tensor) and item.device.type == "cpu":
+            if isinstance(item, torch.Tensor) and item.device.type == "cpu" and _storage_key(item) not in given:
                 self.track(item)
         return result

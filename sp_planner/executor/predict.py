@@ -52,19 +52,47 @@ def framework_ring_note(cfg: RunConfig, framework: str) -> str | None:
             f"sends {theirs:,} per layer, the figure in the plan's comm_bytes")
 
 
+def predicted_memory(cfg: RunConfig) -> tuple[int | None, str]:
+    """The step's peak bytes above its inputs, replayed through sp-run's own code
+    (executor.step_memory: what case.py measures), and a note naming it beside the plan's figure.
+
+    Not cost.attention.attention_layer_memory_bytes: that is a framework's layer (flash-attention
+    taking GQA natively, no layout copies, inputs counted), which sp-run's step differs from by
+    its (b, h, s, d) kernel copies with KV heads repeated, the ring's buffers at R = 1 and the
+    kernel's full-head dK/dV; set against what sp-run measures it read about 0.5x on CPU."""
+    from sp_planner.cost.attention import attention_layer_memory_bytes
+    from sp_planner.executor.step_memory import collective_held_bytes, step_memory_covered, step_peak_bytes
+
+    layer = attention_layer_memory_bytes(
+        batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.heads_per_tp_rank,
+        num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.mean_head_dim, ulysses=cfg.ulysses,
+        ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm)
+    plan = f"the planner's cost model counts {layer:,} bytes for a framework's attention layer"
+    peak = step_peak_bytes(cfg)
+    if peak is None:
+        return None, f"no memory prediction: {step_memory_covered(cfg)} ({plan})"
+    held = collective_held_bytes(cfg)
+    extra = (f"; a rank can read up to {held:,} bytes more while the collectives' worker threads still hold "
+             "finished buffers" if held else "")
+    on_gpu = "; its CUDA terms are checked on one H200 (docs/gpu-check)" if cfg.device == "cuda" else ""
+    return peak, (f"memory: sp-run's own step replayed (executor.step_memory), above its inputs{extra}{on_gpu}; "
+                  f"{plan}")
+
+
 def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_node: int | None = None,
             framework: str | None = None) -> Prediction:
-    """Comm bytes always; time and memory when a hardware profile is known (from a plan);
+    """Comm bytes and memory always; time when a hardware profile is known (from a plan);
     `framework`: the plan's, whose ring bytes the note names where they differ."""
     comm = predicted_comm_bytes(cfg)
     ring_note = framework_ring_note(cfg, framework) if framework is not None else None
+    memory, memory_note = predicted_memory(cfg)
     if hardware is None:
-        return Prediction(comm_bytes=comm, note="; ".join(filter(None, (
-            "no hardware profile (pass --plan) for time/memory", ring_note))))
+        return Prediction(comm_bytes=comm, memory_bytes=memory, note="; ".join(filter(None, (
+            "no hardware profile (pass --plan) for time", memory_note, ring_note))))
     try:
-        from sp_planner.cost.attention import attention_layer_memory_bytes, attention_layer_time_s
+        from sp_planner.cost.attention import attention_layer_time_s
     except ImportError as err:
-        return Prediction(comm_bytes=comm, note=f"time/memory model unavailable: {err}")
+        return Prediction(comm_bytes=comm, memory_bytes=memory, note=f"time model unavailable: {err}")
     hardware, curves = executor_kernel_hardware(cfg, hardware)
     time_s = attention_layer_time_s(
         hardware=hardware, batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.num_heads,
@@ -73,12 +101,7 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         gpus_per_node=gpus_per_node or cfg.world_size, elem_bytes=cfg.elem_bytes, backward=True,
         cp_comm=cfg.cp_comm,
     )
-    memory = attention_layer_memory_bytes(
-        batch=cfg.batch, seq_len=cfg.seq_len, num_heads=cfg.heads_per_tp_rank,
-        num_kv_heads=cfg.kv_heads_per_tp_rank, head_dim=cfg.mean_head_dim, ulysses=cfg.ulysses,
-        ring=cfg.ring, elem_bytes=cfg.elem_bytes, cp_comm=cfg.cp_comm,
-    )
-    note = f"time and memory predicted for {hardware.name} ({curves}), measured on {cfg.device}"
+    note = f"time predicted for {hardware.name} ({curves}), measured on {cfg.device}"
     if cfg.window is not None:  # cost.window blends local layers into a step's time, not one layer's
         note += f"; the time is a full-attention layer's, without the {cfg.window_kind} window this run applies"
     # A block longer than the curves reach takes their last point's efficiency (cost.attention):
@@ -89,8 +112,8 @@ def predict(cfg: RunConfig, hardware: HardwareProfile | None = None, gpus_per_no
         note += (f"; its attention blocks ({block:,} tokens) are longer than its measured curves reach "
                  f"({reach:,}), whose last efficiency is carried on: run sp-calibrate without --quick, or "
                  "with longer sequences, for a closer time")
-    return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=int(memory),
-                      note="; ".join(filter(None, (note, ring_note))))
+    return Prediction(comm_bytes=comm, time_s=float(time_s), memory_bytes=memory,
+                      note="; ".join(filter(None, (note, memory_note, ring_note))))
 
 
 def executor_kernel_hardware(cfg: RunConfig, hardware: HardwareProfile) -> tuple[HardwareProfile, str]:

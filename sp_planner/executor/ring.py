@@ -16,11 +16,10 @@ window hides from every query is not computed (its K/V still pass on round the r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
-
 import torch
 import torch.distributed as dist
 
+from sp_planner.executor.blocks import Block, block_for_step
 from sp_planner.executor.comm import CommCounter, RingComm
 from sp_planner.executor.fault import fault_point
 from sp_planner.executor.kernels import AttentionKernel
@@ -30,36 +29,6 @@ from sp_planner.executor.sharding import local_token_index
 from sp_planner.plan import RingLayout
 
 KV_TAG, GRAD_TAG = 0, 1
-ALL = slice(None)
-
-
-class Block(NamedTuple):
-    """Which local rows (queries) and which rows of the visiting K/V block one step attends."""
-
-    q_rows: slice
-    kv_rows: slice
-    causal: bool
-
-
-def block_for_step(step: int, rank: int, size: int, seq_local: int, *, causal: bool,
-                   layout: RingLayout) -> Block | None:
-    """The work of `step`, when this rank holds the K/V of ring rank (rank - step) mod size.
-
-    Contiguous causal: earlier ranks' blocks are full, the own block causal, later ones skipped.
-    Zigzag causal (ring-flash-attention zigzag): an earlier rank's block is seen by every query
-    through its first chunk only; a later rank's block is seen whole by the second query chunk.
-    """
-    if not causal:
-        return Block(ALL, ALL, False)
-    if step == 0:
-        return Block(ALL, ALL, True)
-    source = (rank - step) % size
-    if layout == "contiguous":
-        return Block(ALL, ALL, False) if source < rank else None
-    half = seq_local // 2
-    if source < rank:
-        return Block(ALL, slice(0, half), False)
-    return Block(slice(half, None), ALL, False)
 
 
 @dataclass(frozen=True)

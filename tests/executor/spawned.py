@@ -38,3 +38,19 @@ def every_rank_passes(outcomes: dict[int, list], index: int, cfg: RunConfig) -> 
         assert result.comm_bytes_measured.total > 0
         checked.append(result)
     return checked
+
+
+def memory_matches_replay(results: list[RankResult], cfg: RunConfig) -> None:
+    """Each rank's measured peak against executor.step_memory's replay of its ring rank (where
+    the replay covers the kernel): at least the replay, to the byte, and above it by no more than
+    the buffers gloo's worker threads may not have let go yet (collective_held_bytes; most runs
+    read the replay exactly)."""
+    from sp_planner.executor.step_memory import collective_held_bytes, ring_rank_peak_bytes
+
+    for result in results:
+        predicted = ring_rank_peak_bytes(cfg, result.groups.ring.index(result.rank))
+        if predicted is None:
+            continue
+        assert predicted <= result.peak_memory_bytes <= predicted + collective_held_bytes(cfg), (
+            f"rank {result.rank}: measured {result.peak_memory_bytes} B, replay {predicted} B "
+            f"(+ up to {collective_held_bytes(cfg)} B held by gloo)")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sp_planner.executor.allgather import Piece, pieces_for_rank
+from sp_planner.executor.blocks import Piece, pieces_for_rank
 from sp_planner.executor.sharding import local_token_index
 
 

@@ -16,7 +16,7 @@ from sp_planner.executor.config import RunConfig
 from sp_planner.layout import rank_groups
 from sp_planner.plan import CP_COMMS, ParallelPlan
 
-from .spawned import every_rank_passes, lazy_outcomes
+from .spawned import every_rank_passes, lazy_outcomes, memory_matches_replay
 
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
 # (heads, kv heads): MHA, GQA, and GQA with fewer KV heads than some Ulysses degrees.
@@ -63,7 +63,9 @@ def outcomes(tmp_path_factory):
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize(("world", "index"), PARAMS)
 def test_case_matches_reference_and_contract(outcomes, world, index):
-    every_rank_passes(outcomes(world), index, CASES[world][index])
+    cfg = CASES[world][index]
+    # and each rank's peak memory is what executor.step_memory's replay of the code allocates
+    memory_matches_replay(every_rank_passes(outcomes(world), index, cfg), cfg)
 
 
 @pytest.mark.parametrize("world", sorted(DEGREES))

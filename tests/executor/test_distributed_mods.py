@@ -14,7 +14,7 @@ import pytest
 from sp_planner.executor.config import RunConfig
 from sp_planner.plan import CP_COMMS
 
-from .spawned import every_rank_passes, lazy_outcomes
+from .spawned import every_rank_passes, lazy_outcomes, memory_matches_replay
 
 DEGREES = {2: [(2, 1), (1, 2)], 4: [(4, 1), (1, 4), (2, 2)]}
 # Per feature: fields of RunConfig. Windows of 5 and 3 tokens are shorter than a ring rank's
@@ -64,7 +64,9 @@ def outcomes(tmp_path_factory):
 @pytest.mark.parametrize(("world", "index"), PARAMS)
 def test_case_matches_reference_and_contract(outcomes, world, index):
     feature, cfg = CASES[world][index]
-    for result in every_rank_passes(outcomes(world), index, cfg):
+    results = every_rank_passes(outcomes(world), index, cfg)
+    memory_matches_replay(results, cfg)  # MLA's padded flash calls; the math kernel is not replayed
+    for result in results:
         if cfg.score_mods:  # only the math kernel applies them, and the run says so
             assert result.kernel.startswith("math") and "softcap" in (result.kernel_note or "")
         elif cfg.v_dim != cfg.head_dim:  # MLA on the CPU flash kernel, zero-padded to one head dim

@@ -4,6 +4,7 @@ import pytest
 
 from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.executor.predict import predicted_comm_bytes
+from sp_planner.executor.step_memory import step_peak_bytes
 
 
 def test_usp_gqa_bytes_by_hand():
@@ -69,14 +70,16 @@ def test_prediction_by_hand():
     # and backward, through 1e12 B/s HBM at the default memory-bound share.
     copies = 2 * 2 * 2 * 2048 * (4 + 4 + 2 + 2) * 64 * 2 / (1e12 * MEMORY_BOUND_DEFAULT)
     assert got.time_s == pytest.approx(kernels + a2a + copies, rel=1e-12)
-    # Memory (attention_layer_memory_bytes): 2048 tokens, q 4 x 64 and kv 2 x 64 elements per token,
+    # The plan's layer figure (attention_layer_memory_bytes), named in the note beside the replay of
+    # sp-run's own step that is the prediction: 2048 tokens, q 4 x 64 and kv 2 x 64 elements per token,
     # both sides of the all-to-all: Q, K, V, O (2 x 2048 x 768 x 2 B), fp32 LSE (4 x 2048 x 4),
     # dO on both sides (2 x 2048 x 256 x 2), dQ, dK, dV where attention runs and sent back
     # (2 x 2048 x 512 x 2).
     q, kv = 2048 * 4 * 64, 2048 * 2 * 64
     forward = 2 * (2 * q + 2 * kv) * 2
     backward = 2 * q * 2 + 2 * (q + 2 * kv) * 2
-    assert got.memory_bytes == forward + 4 * 2048 * 4 + backward
+    assert f"counts {forward + 4 * 2048 * 4 + backward:,} bytes for a framework's attention layer" in got.note
+    assert got.memory_bytes == step_peak_bytes(cfg)
 
 
 def test_plan_prediction_uses_one_tp_ranks_heads():
@@ -88,9 +91,12 @@ def test_plan_prediction_uses_one_tp_ranks_heads():
                     dtype="bfloat16", causal=True, ring_layout="zigzag")
     got = predict(cfg, load_hardware("h100-sxm"), gpus_per_node=8)
     assert got.time_s > 0
-    # 16 query heads and 4 KV heads per TP rank reach the memory model
-    assert got.memory_bytes == attention_layer_memory_bytes(
+    # 16 query heads and 4 KV heads per TP rank reach the plan's layer figure (in the note) and the
+    # replay of the step (the prediction; one TP rank's heads, as executor.config.heads_per_tp_rank)
+    layer = attention_layer_memory_bytes(
         batch=1, seq_len=4096, num_heads=16, num_kv_heads=4, head_dim=128, ulysses=2, ring=2, elem_bytes=2)
+    assert f"counts {layer:,} bytes" in got.note
+    assert got.memory_bytes == step_peak_bytes(cfg.model_copy(update=dict(tp=1, num_heads=16, num_kv_heads=4)))
     assert "h100" in got.note.lower()
 
 

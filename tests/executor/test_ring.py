@@ -1,6 +1,6 @@
 """Which part of each visiting K/V block a ring step computes (sp_planner.executor.ring)."""
 
-from sp_planner.executor.ring import ALL, Block, block_for_step
+from sp_planner.executor.blocks import ALL, Block, block_for_step
 
 
 def _work(block, seq_local):

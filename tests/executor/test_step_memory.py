@@ -1,0 +1,92 @@
+"""executor.step_memory: the replay of one sp-run step's allocations, against a hand count, the
+H200 measurements recorded in docs/gpu-check, and the CPU tracker (executor.memory). The spawned
+runs of test_distributed and test_distributed_mods check every rank's measured peak against it."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sp_planner.executor.config import RunConfig
+from sp_planner.executor.memory import TensorBytesTracker
+from sp_planner.executor.predict import predict
+from sp_planner.executor.step_memory import collective_held_bytes, ring_rank_peak_bytes, step_peak_bytes
+
+GPU_CHECK = Path(__file__).resolve().parents[2] / "docs" / "gpu-check" / "2026-12-04-h200"
+
+
+def test_ring_of_two_by_hand():
+    # ring 2, full attention, fp32 on CPU, b 1, S 8 (4 tokens a rank), 2 heads = 2 KV heads, d 4:
+    # Q, K, V, O shards 1 x 4 x 2 x 4 fp32 = 128 B each, LSE 1 x 2 x 4 fp32 = 32 B. The peak is the
+    # backward's second kernel call (executor.ring.ring_backward):
+    saved = 128 + 32  # ctx's out and lse (q, k, v are the step's inputs)
+    buffers = 4 * 128 + 4 * 128 + 128  # K/V receive buffers, fp32 dK/dV accumulators (2 pairs), fp32 dQ
+    previous = 3 * 128  # step 0's dq_b, dk_b, dv_b, alive until step 1's call returns
+    # kernels._bhsd copies of dO, Q, K, V ((b, s, h, d) -> (b, h, s, d); out is already in that
+    # memory order), the LSE's contiguous copy (the CPU kernel returns it (b, s, h) in memory) and
+    # the op's dq, dk, dv
+    call = 4 * 128 + 32 + 3 * 128
+    cfg = RunConfig(ulysses=1, ring=2, seq_len=8, num_heads=2, num_kv_heads=2, head_dim=4, dtype="float32",
+                    causal=False, iters=0)
+    assert saved + buffers + previous + call == 2624
+    assert [ring_rank_peak_bytes(cfg, r) for r in (0, 1)] == [2624, 2624]
+    assert collective_held_bytes(cfg) == 0  # ring P2P buffers are alive anyway
+
+
+def _recorded_runs():
+    for path in sorted(GPU_CHECK.glob("sp_run_*.json")):
+        data = json.loads(path.read_text())
+        for run in data if isinstance(data, list) else [data]:
+            yield path.name, run
+
+
+@pytest.mark.parametrize(("name", "run"), list(_recorded_runs()))
+def test_replay_equals_the_h200_measurements(name, run):
+    # CUDA peaks (max_memory_allocated above the step's start) of sp-run's flash kernel on one
+    # H200, 2026-12-04: the replay with PyTorch's two backward copies and FlashAttention-2's
+    # workspace gives every rank's to the byte.
+    cfg = RunConfig.model_validate(run["config"])
+    assert cfg.device == "cuda" and run["kernel"].startswith("cuda-flash")
+    for rank in run["ranks"]:
+        ring_rank = rank["groups"]["ring"].index(rank["rank"])
+        assert rank["peak_memory_bytes"] == ring_rank_peak_bytes(cfg, ring_rank), name
+
+
+def test_recorded_runs_were_found():
+    assert len(list(_recorded_runs())) == 8
+
+
+def test_tracker_counts_what_the_step_creates_not_its_inputs():
+    before = torch.ones(1000)  # 4000 B made before tracking
+    with TensorBytesTracker() as tracker:
+        view = before.detach().view(10, 100)  # aliases of an input: nothing new
+        assert tracker.peak_bytes == 0
+        made = view + 1  # a new storage
+        del made
+        kept = before * 2
+    assert (tracker.peak_bytes, tracker.live_bytes) == (4000, 4000)
+    del kept
+
+
+def test_math_kernel_has_no_memory_prediction():
+    cfg = RunConfig(ulysses=1, ring=2, seq_len=64, num_heads=4, num_kv_heads=2, head_dim=16, kernel="math")
+    got = predict(cfg)
+    assert got.memory_bytes is None and step_peak_bytes(cfg) is None
+    assert "not the math kernel" in got.note
+
+
+def test_prediction_without_a_plan_has_memory():
+    cfg = RunConfig(ulysses=2, ring=2, seq_len=64, num_heads=4, num_kv_heads=2, head_dim=16, causal=True,
+                    ring_layout="zigzag")
+    got = predict(cfg)
+    assert got.time_s is None and got.memory_bytes == step_peak_bytes(cfg) > 0
+    assert "no hardware profile (pass --plan) for time" in got.note
+
+
+def test_held_bytes_are_the_largest_all_to_all_per_worker():
+    # U 2: 2 workers x (send + recv) of the largest all-to-all, the query-sized one: b 2, 16 tokens
+    # a rank, 4 heads, d 16, bf16 = 2 x 2 x 2048 B
+    cfg = RunConfig(ulysses=2, ring=1, batch=2, seq_len=32, num_heads=4, num_kv_heads=2, head_dim=16,
+                    dtype="bfloat16")
+    assert collective_held_bytes(cfg) == 2 * 2 * (2 * 16 * 4 * 16 * 2)
