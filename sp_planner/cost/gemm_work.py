@@ -10,6 +10,8 @@
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
 - FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward.
+- Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
+  the TP group gathers (cost.gathered_transpose).
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
   (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
 """
@@ -23,6 +25,7 @@ import numpy as np
 from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
+from sp_planner.cost.gathered_transpose import gathered_transpose_s
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
@@ -70,7 +73,8 @@ class GemmWork(NamedTuple):
     """Seconds per layer (logits: per loss stage) and micro-batch on one rank, per candidate."""
 
     fwd_s: np.ndarray  # GEMMs, the inputs' FP8 casts and amax all-reduces, the memory-bound ops, `extra_fwd_s`
-    bwd_s: np.ndarray  # twice that without the casts, the short-K extra, the gradients' casts and all-reduces
+    bwd_s: np.ndarray  # twice that without the casts, the short-K extra, the gradients' casts and all-reduces,
+    # the gathered FP8 tensors' transposes
     gemm_only_s: np.ndarray  # the forward GEMMs alone (what TP userbuffers hide behind)
     logits_s: np.ndarray  # logits GEMMs forward and backward, and the cross entropy
 
@@ -124,4 +128,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
                                           gpus_per_node=gpus_per_node)
     fwd, bwd = fwd + amax_fwd, bwd + amax_bwd
+    # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8, SP).
+    bwd = bwd + gathered_transpose_s(model, hardware, tokens=tokens, tp=tp, precision=precision,
+                                     fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
     return GemmWork(fwd_s=fwd, bwd_s=bwd, gemm_only_s=gemm_only, logits_s=np.broadcast_to(logits, np.shape(fwd)))
