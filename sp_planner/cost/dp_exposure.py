@@ -46,6 +46,10 @@ class Edges(NamedTuple):
     fwd_lead_s: np.ndarray | float
     bwd_lead_s: np.ndarray | float
     bwd_trail_s: np.ndarray | float
+    # The embedding's gradient passes after the first layer's backward (cost.embedding_grad; the
+    # first stage's only chunk): the last calls issued at that layer run beside them, the
+    # embedding's own (the tail, the root unit's) only after them.
+    bwd_tail_s: np.ndarray | float = 0.0
 
 
 def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
@@ -57,7 +61,7 @@ def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):
 
 
 def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, after_s=0.0, prefetch: bool = True,
-                        ahead_s=0.0, behind_s=0.0, lead_s=0.0):
+                        ahead_s=0.0, behind_s=0.0, lead_s=0.0, tail_s=0.0):
     """ZeRO-3: exposed seconds of one pass (forward or backward) of `layers` layers, each gathering
     its parameters in gather_s (and, in backward, reduce-scattering its gradients in reduce_s) on
     one stream while computing window_s. The first layer's gather (after `before_s`, the root
@@ -79,7 +83,8 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
     falls behind by the `lead_s` + `behind_s` around a layer's GEMMs (its TP collectives), beside
     which a reduce-scatter starts."""
     first = np.maximum(0.0, before_s + gather_s - ahead_s)
-    last = np.maximum(0.0, reduce_s - behind_s)  # the root's is issued after the TP reduce-scatter
+    # The root's is issued after the TP reduce-scatter and `tail_s` (the embedding's gradient passes).
+    last = np.maximum(0.0, reduce_s - behind_s - tail_s)
     n = np.asarray(layers, dtype=np.float64)
     if not prefetch:
         return first + (n - 1) * gather_s + (n - 1) * np.maximum(0.0, reduce_s - window_s) + last + after_s
@@ -188,14 +193,14 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
     def forward(before_s=0.0):
         return zero3_forward_s(overlap, t, fwd_w, per_chunk, before_s=before_s, edges=e)
 
-    def backward(after_s=0.0, loss_s=0.0):
+    def backward(after_s=0.0, loss_s=0.0, tail_s=0.0):
         return layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_w, per_chunk, after_s=after_s,
                                    prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s,
-                                   lead_s=e.bwd_lead_s)
+                                   lead_s=e.bwd_lead_s, tail_s=tail_s)
 
     # The root unit goes with the stage's first chunk (forward) and leaves after it (backward);
     # the loss's backward runs before the last chunk's.
-    zero3 = forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s)
+    zero3 = forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s, e.bwd_tail_s)
     if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
                                                     per_chunk, *e):
         # No later chunk: 0 x their exposure, finite and not negative on finite inputs, adds +0.
@@ -260,7 +265,7 @@ def last_calls_s(last_s, tail_s, edges: Edges | None):
     """The unhideable gradient calls' exposed seconds: those issued at the first layer run beside
     its TP reduce-scatter (Edges.bwd_trail_s), those after the embedding's backward (tail_s, of
     last_s) only after it."""
-    trail = 0.0 if edges is None else edges.bwd_trail_s
+    trail = 0.0 if edges is None else edges.bwd_trail_s + edges.bwd_tail_s
     return np.maximum(0.0, last_s - tail_s - trail) + tail_s
 
 

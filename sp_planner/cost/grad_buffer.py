@@ -87,8 +87,8 @@ of the contiguous buffer, so the post-backward hook copies nothing for them
 inside the reduce-scatter (ReduceOp.AVG, line 1840), its shard aliased, not copied (line 1917),
 and read once for the gradient norm (line 2172; NeMo's gradient_clip_val 1.0 scales only Adam's
 scalar); the parameter all-gather runs in place (its copy-out skips equal pointers, line 181).
-Per step g P + g S. Not counted: the embedding and norm weights' gradients added into the buffer
-each micro-batch (10 B each, under 7% of Llama 3 8B's parameters).
+Per step g P + g S. Not counted: the norm weights' gradients added into the buffer each
+micro-batch (10 B each); the embedding's are cost.embedding_grad's.
 
 torch DDP is not counted (wrapper "uncounted").
 """

@@ -40,6 +40,7 @@ from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, gemm_work
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
+from sp_planner.cost.embedding_grad import embedding_grad_s
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -174,6 +175,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
     head_tp = output_tp_forward_all_gathers(sequence_parallel) * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
     first_tp = np.where(pp > 1, emb_tp, 0.0)
+    # The embedding table's gradient passes each micro-batch (cost.embedding_grad), counted where the
+    # one stage runs them on its critical path (pp 1; a pipeline's first stage rarely paces).
+    emb_grad = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
+                                wrapper=None if grad_sync is None else grad_sync.wrapper)
+    head_emb = np.where(pp == 1, emb_grad, 0.0)
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -201,10 +207,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when the pacing
     # stage is the slowest only by its logits or a larger share of the layers.
     stages = candidate_stage_layers(model, c)
-    head = logits + head_tp  # the loss stage's work beyond its layers
+    head = logits + head_tp + head_emb  # the loss stage's work beyond its layers
     pace = stage_pace(stages, pp, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first_tp)
     layers, other_stages_s = pace.layers, pace.other_stages_s
     paced_logits = np.where(pace.last_paces, logits, 0.0)
+    paced_emb = np.where(pace.last_paces, head_emb, 0.0)
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     bwd_layer = gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
     fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
@@ -222,7 +229,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     te_extra = te_module_extra_s(hardware)
     host_fwd_stall, host_bwd_stall = exposed_host_parts_s(
         host_fwd_s=ops_fwd * per_op + te_fwd * te_extra, host_bwd_s=ops_bwd * per_op + te_bwd * te_extra,
-        gpu_fwd_s=fwd_layer, gpu_bwd_s=per_layer - fwd_layer, layers=layers, logits_s=paced_logits + paced_tp,
+        gpu_fwd_s=fwd_layer, gpu_bwd_s=per_layer - fwd_layer, layers=layers,
+        logits_s=paced_logits + paced_tp + paced_emb,
         syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
     host_exposed = host_fwd_stall + host_bwd_stall
 
@@ -258,7 +266,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
     # layer chunk's ends overlap its first gather and last reduce-scatter (cost.dp_exposure.Edges).
     edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
-                                                      [ag, 2 * ag + attn.fwd_s], 2 * ag), bwd_trail_s=rs)
+                                                      [ag, 2 * ag + attn.fwd_s], 2 * ag),
+                  bwd_trail_s=rs, bwd_tail_s=head_emb)
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
     # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
     # backward hides its first gather in backward.
@@ -283,7 +292,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # (cost.fp8_params).
     weight_cast = weight_cast_s(hardware, model, states, c, layers, m)
     parts = (
-        m * (layers * (gemm_fwd + gemm_bwd) + paced_logits) + weight_cast,
+        m * (layers * (gemm_fwd + gemm_bwd) + paced_logits + paced_emb) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
         m * layers * recompute_layer,
         m * (layers * tp_layer + paced_tp),

@@ -7,7 +7,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.overlap import gpu_sm_count
-from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.cost.tp_overlap import (
     ChunkFactors,
     LayerGemms,
@@ -83,8 +83,8 @@ def test_stated_overlap_hides_tp_comm_behind_gemms(toy_model, hardware):
     # most that (userbuffers pair only the layers' GEMMs), and the GEMMs are untouched.
     workload, plan = Workload(seq_len=4096, global_batch=8), ParallelPlan(tp=2, micro_batch=1)
     exposed = 8 * (2 * 10 + 5) * (4096 * 64 * 2 / 2) / 100e9
-    tp_on = Runtime(overlap=MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True}),
-                    states=MEGATRON_RUNTIME.states)
+    overlap = MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True})
+    tp_on = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
     off = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2)
     on = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
     assert off.time.tp_comm_s == pytest.approx(exposed)

@@ -49,6 +49,9 @@ LAYER, TABLE, NORM = 855_654_400, 1_050_673_152, 8192
 PARAMS = LAYERS * LAYER + 2 * TABLE + NORM
 RS_S_PER_PARAM = 4 * (RANKS - 1) / RANKS / (450e9 * 0.82)  # fp32 gradients over NVLink
 AG_S_PER_PARAM = 2 * (RANKS - 1) / RANKS / (450e9 * 0.82)  # bf16 parameters
+# The untied embedding's gradient passes after layer 0's backward (cost.embedding_grad): zero-fill
+# 2 B and Megatron's fp32 main_grad add 10 B an element, at 3.35 TB/s x 0.76.
+EMBEDDING_S = 12 * TABLE / (3.35e12 * 0.76)
 
 
 def _windows() -> tuple[float, float, float]:
@@ -96,11 +99,12 @@ def _zero3_by_hand() -> tuple[float, float]:
     # (two thirds of the logits' time) it is prefetched behind, then gather + reduce-scatter
     # beyond the layer's compute in the 78 layers between the first and the last (the stream runs
     # G79 G78 RS79 G77 RS78 ... RS1 RS0: the first layer's backward hides G78 alone and the last's
-    # RS1 alone, each shorter than a layer's backward), and the last reduce-scatters (layer 0's
-    # and the root's).
+    # RS1 alone, each shorter than a layer's backward), and the last reduce-scatters: layer 0's
+    # beside the embedding's gradient passes, then the root's after them.
     assert g < bwd and r < bwd < g + r
     forward = g_root + g + (LAYERS - 1) * max(0.0, g - fwd)
-    backward = max(0.0, g - 2 / 3 * logits) + (LAYERS - 2) * max(0.0, g + r - bwd) + r + r_root
+    backward = (max(0.0, g - 2 / 3 * logits) + (LAYERS - 2) * max(0.0, g + r - bwd) + max(0.0, r - EMBEDDING_S)
+                + r_root)
     exposed = M * (forward + backward)
     busy = M * (g_root + LAYERS * (2 * g + r) + r_root)
     return exposed + OVERLAP_COMPUTE_SLOWDOWN * (busy - exposed), busy
