@@ -106,9 +106,6 @@ def field_message(item: Mapping[str, Any]) -> str:
         return f"{value} is not a finite number"  # not "nan is out of range: it must be at most 1e+06"
     bound = _BOUNDS.get(item.get("type", ""))
     ctx = item.get("ctx") or {}
-    value = item.get("input")
-    if bound is not None and isinstance(value, float) and not math.isfinite(value):
-        return f"{value} is not a finite number"  # NaN fails every bound check; 'out of range' would mislead
     if bound is None or bound[0] not in ctx:
         # A validator's own sentence, without pydantic's "Value error, " in front of it.
         return str(item["msg"]).removeprefix("Value error, ")

@@ -108,7 +108,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         raise error(path, "field 'mlp_bias' true is not supported (no MLP-only bias in ModelSpec)")
 
     hidden = positive_int(cfg, "hidden_size", path)
-    heads = positive_int(cfg, "num_attention_heads", path)
+    heads = positive_int(cfg, "num_attention_heads", path, default=hf_gemma.NUM_HEADS if gemma else None)
     if not gemma and cfg.get("head_dim") is None and hidden % heads != 0:
         raise error(
             path,
@@ -121,10 +121,11 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
     name, repo = _names(cfg, fallback_name or (path.stem if path.stem != "config" else str(path)))
     mla = hf_layers.mla(cfg, model_type, path)
     layers = positive_int(cfg, "num_hidden_layers", path)
-    # Gemma's class defaults (head_dim 256, 4 KV heads) are one size's: the published configs state both.
-    kv_heads = heads if mla else positive_int(cfg, "num_key_value_heads", path, default=None if gemma else heads)
+    # Gemma's head dim is the class default, not hidden / heads, where a config leaves it out (hf_gemma).
+    kv_heads = heads if mla else positive_int(cfg, "num_key_value_heads", path,
+                                              default=hf_gemma.NUM_KV_HEADS if gemma else heads)
     head_dim = (hf_layers.mla_head_dim(mla, path) if mla
-                else positive_int(cfg, "head_dim", path, default=None if gemma else hidden // heads))
+                else positive_int(cfg, "head_dim", path, default=hf_gemma.HEAD_DIM if gemma else hidden // heads))
     fields = {
         "name": name,
         "hidden_size": hidden,

@@ -3,10 +3,11 @@ models/gemma2/configuration_gemma2.py Gemma2Config, models/gemma3/configuration_
 Gemma3TextConfig; Gemma3Config, model_type gemma3, holds the decoder in text_config).
 
 Class defaults stand for the fields a published config leaves out (google/gemma-3-27b-pt's
-text_config has no vocab_size, hidden_activation or sliding_window_pattern). Gemma2Attention and
-Gemma3Attention scale q.k by query_pre_attn_scalar**-0.5 (modeling_gemma2.py, modeling_gemma3.py
-`self.scaling`) and cap every layer's logits at attn_logit_softcapping (tanh); a layer whose
-layer_types entry is "sliding_attention" attends to the sliding_window keys up to its own
+text_config has no vocab_size, hidden_activation or sliding_window_pattern; gemma-3-4b-it's no
+heads or head_dim either). Gemma2Attention and Gemma3Attention scale q.k by
+query_pre_attn_scalar**-0.5 (modeling_gemma2.py, modeling_gemma3.py `self.scaling`) and cap every
+layer's logits at attn_logit_softcapping (tanh); a layer whose layer_types entry is
+"sliding_attention" attends to the sliding_window keys up to its own
 (create_sliding_window_causal_mask: kv_idx > q_idx - sliding_window)."""
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from sp_planner.specs.model import WindowSpec
 MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text")
 # Class defaults (configuration_gemma2.py, configuration_gemma3.py @ transformers 4.57.1).
 VOCAB_SIZE = {"gemma2": 256_000, "gemma3_text": 262_208}
+# Both classes' heads (num_attention_heads 8, num_key_value_heads 4, head_dim 256): google/gemma-3-4b-it's
+# text_config leaves all three out and gemma-3-12b's head_dim (16 heads of 256, not 3840 / 16).
+NUM_HEADS, NUM_KV_HEADS, HEAD_DIM = 8, 4, 256
 _SOFTCAP = {"gemma2": 50.0, "gemma3_text": None}
 _QUERY_PRE_ATTN_SCALAR = 256
 _SLIDING_WINDOW = 4096

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from sp_planner.catalog.hf_fields import error, flag, number, positive_int, positive_number
+from sp_planner.catalog.hf_fields import error, number, positive_int, positive_number
 from sp_planner.specs.model import MLASpec
 
 # Rope types whose cos and sin are not scaled (HF _compute_default/linear_scaling/dynamic_ntk/
@@ -155,14 +155,26 @@ def _attention_factor(rope: dict, key: str, path: Path) -> float:
 
 
 def temperature_tuning_note(cfg: dict, model_type: str, path: Path) -> str | None:
-    """Llama 4's attn_temperature_tuning (Llama4TextConfig default true): its NoPE full-attention
+    """Llama 4's attn_temperature_tuning (on by default: Llama4TextConfig's 4): its NoPE full-attention
     layers multiply the queries by 1 + attn_scale * ln(1 + floor((position + 1) / floor_scale))
     (Llama4TextAttention, transformers 4.57.1 modeling_llama4.py), a per-position factor no softmax
     scale describes. Planning does not depend on it; the note says sp-run leaves it out."""
-    if model_type != "llama4_text" or not flag(cfg, "attn_temperature_tuning", path, default=True):
+    if model_type != "llama4_text" or not _temperature_tuning(cfg, path):
         return None
     scale = number(cfg, "attn_scale", path, 0.1)
     floor = positive_int(cfg, "floor_scale", path, default=8192)
     return (f"attn_temperature_tuning: Llama 4's full-attention (NoPE) layers scale each query by 1 + {scale:g} "
             f"x ln(1 + floor((position + 1) / {floor})), x{1 + scale * math.log(2):.4g} from position {floor - 1} "
             "on; sp-run runs them unscaled (times and memory do not depend on it)")
+
+
+def _temperature_tuning(cfg: dict, path: Path) -> bool:
+    """attn_temperature_tuning: true or false, or the integer published configs hold
+    (meta-llama/Llama-4-Scout-17B-16E config.json text_config: 4, Llama4TextConfig's own default
+    attn_temperature_tuning=4), read as a truth value as
+    Llama4TextAttention reads it (`if self.attn_temperature_tuning and not self.use_rope`)."""
+    value = cfg.get("attn_temperature_tuning", True)
+    if isinstance(value, bool) or (isinstance(value, int) and value >= 0):
+        return bool(value)
+    raise error(path, f"field 'attn_temperature_tuning' must be true or false (or an integer, as "
+                f"Llama-4-Scout's 4), got {value!r}")

@@ -213,8 +213,9 @@ def run(
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
-        job.console.print("\n".join(wrap_argv(cluster, job.console.width)), soft_wrap=True, markup=False,
-                          highlight=False)
+        # Written as they are, not through rich, which turns ':smile:' in a path into an emoji,
+        # expands a tab and drops a carriage return: the pasted command would name another file.
+        job.console.file.write("\n".join(wrap_argv(cluster, job.console.width)) + "\n")
         return 0
     if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
         job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "

@@ -79,6 +79,22 @@ def test_gemma3_without_local_layers_has_no_window(tmp_path, text):
     assert _load(tmp_path, _gemma3(**text)).window is None
 
 
+def test_gemma3_4b_and_12b_take_the_class_heads_and_head_dim_their_configs_leave_out(tmp_path):
+    # google/gemma-3-4b-it's text_config names no heads, KV heads or head_dim; Gemma3TextConfig's
+    # 8, 4 and 256 are the model's (q_proj 2560 -> 2048 = 8 x 256). gemma-3-12b's names 16 heads and
+    # 8 KV heads but no head_dim: 256, not 3840 / 16 = 240. query_pre_attn_scalar's default 256 is
+    # then 1/sqrt(head_dim), the default scale.
+    text = {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+            "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024}
+    spec = _load(tmp_path, {**GEMMA3_27B_PT, "text_config": text}, "4b")
+    assert (spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.vocab_size) == (8, 4, 256, 262208)
+    assert spec.softmax_scale is None and spec.window.local_layers == 5 and spec.window.global_layers == 1
+    twelve = {**text, "hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48,
+              "num_attention_heads": 16, "num_key_value_heads": 8}
+    spec = _load(tmp_path, {**GEMMA3_27B_PT, "text_config": twelve}, "12b")
+    assert (spec.num_heads, spec.num_kv_heads, spec.head_dim) == (16, 8, 256)
+
+
 def test_gemma2_softcap_defaults_to_50_and_null_turns_it_off(tmp_path):
     cfg = {k: v for k, v in GEMMA2_27B.items() if k != "attn_logit_softcapping"}
     assert _load(tmp_path, cfg, "a").window.logit_softcapping == 50.0  # Gemma2Config default
@@ -88,8 +104,6 @@ def test_gemma2_softcap_defaults_to_50_and_null_turns_it_off(tmp_path):
 @pytest.mark.parametrize(("cfg", "message"), [
     ({**GEMMA3_27B_PT, "text_config": None}, "model_type 'gemma3' needs a 'text_config' mapping"),
     (_gemma3(use_bidirectional_attention=True), "use_bidirectional_attention true is not supported"),
-    (_gemma3(head_dim=None), "required field 'head_dim' is missing"),
-    ({**GEMMA2_27B, "num_key_value_heads": None}, "required field 'num_key_value_heads' is missing"),
     (_gemma3(hidden_activation="relu"), "field 'hidden_activation' 'relu' is not supported"),
     (_gemma3(query_pre_attn_scalar=-168), "field 'query_pre_attn_scalar' must be a positive number, got -168"),
     (_gemma3(query_pre_attn_scalar="168"), "field 'query_pre_attn_scalar' must be a finite number, got '168'"),

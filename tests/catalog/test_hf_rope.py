@@ -120,7 +120,7 @@ def test_gemma3_yarn_on_its_global_layers_only_is_refused(tmp_path):
 
 
 def test_llama4_temperature_tuning_is_noted_not_modelled(tmp_path):
-    # Llama4TextConfig: attn_temperature_tuning true, attn_scale 0.1, floor_scale 8192 by default;
+    # Llama4TextConfig: attn_temperature_tuning on (4), attn_scale 0.1, floor_scale 8192 by default;
     # 1 + 0.1 ln(1 + floor(8192 / 8192)) = 1 + 0.1 ln 2 = 1.0693 from position 8191.
     spec = load_hf_config(write_config(tmp_path, LLAMA4_SCOUT))
     (note,) = import_notes(spec)
@@ -130,5 +130,20 @@ def test_llama4_temperature_tuning_is_noted_not_modelled(tmp_path):
     off = {**LLAMA4_MAVERICK_TEXT, "attn_temperature_tuning": False}
     assert import_notes(load_hf_config(write_config(tmp_path, off, "off"))) == []
     assert import_notes(load_hf_config(write_config(tmp_path, QWEN3_32B, "q"))) == []
-    with pytest.raises(UserInputError, match="'attn_temperature_tuning' must be true or false, got 'yes'"):
+    with pytest.raises(UserInputError, match=r"'attn_temperature_tuning' must be true or false \(or an integer, as "
+                                             r"Llama-4-Scout's 4\), got 'yes'"):
         load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, "attn_temperature_tuning": "yes"}, "bad"))
+
+
+def test_llama4_published_integer_temperature_tuning_is_read_as_on(tmp_path):
+    # meta-llama/Llama-4-Scout-17B-16E's config.json holds "attn_temperature_tuning": 4 (with
+    # attn_scale 0.1, floor_scale 8192), Llama4TextConfig's default; the attention reads it as true.
+    text = {**LLAMA4_SCOUT["text_config"], "attn_temperature_tuning": 4, "attn_scale": 0.1, "floor_scale": 8192}
+    spec = load_hf_config(write_config(tmp_path, {**LLAMA4_SCOUT, "text_config": text}))
+    (note,) = import_notes(spec)
+    assert note.startswith("attn_temperature_tuning: Llama 4's full-attention (NoPE) layers scale each query by "
+                           "1 + 0.1 x ln(1 + floor((position + 1) / 8192)), x1.069 from position 8191 on")
+    off = {**LLAMA4_MAVERICK_TEXT, "attn_temperature_tuning": 0}
+    assert import_notes(load_hf_config(write_config(tmp_path, off, "off"))) == []
+    with pytest.raises(UserInputError, match="'attn_temperature_tuning' must be true or false .*, got -1"):
+        load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, "attn_temperature_tuning": -1}, "bad"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import socket
 
 import pytest
@@ -52,6 +53,19 @@ def test_print_launch_for_nodes_and_ranks_per_node(capsys):
         "torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=h0:29400 --rdzv-id=sp-run "
         "-m sp_planner.cli.run_cmd --ulysses 2 --ring 2 --seq-len 64 --batch 1 --heads 4 --kv-heads 4 --head-dim 8 "
         "--ring-layout contiguous --device cuda --dtype float32 --kernel auto --iters 3 --nproc-per-node 2")
+
+
+def test_print_launch_pastes_back_to_the_same_arguments(capsys, tmp_path, monkeypatch):
+    # Printed through rich, ':smile:' in a path became an emoji and a tab spaces: the pasted line
+    # named another file.
+    out = tmp_path / "run a:smile:\t'$x'.json"
+    monkeypatch.setenv("COLUMNS", "30")
+    with pytest.raises(SystemExit) as done:
+        main([*USP, "--print-launch", "--out", str(out), "--rdzv-id", "job:x:1"])
+    assert done.value.code == 0
+    argv = shlex.split(pasted(capsys.readouterr().out))
+    assert argv[argv.index("--out") + 1] == str(out)
+    assert argv[:2] == ["torchrun", "--nnodes=1"] and "--rdzv-id=job:x:1" in argv
 
 
 @pytest.mark.parametrize(("args", "message"), [
