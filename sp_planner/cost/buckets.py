@@ -194,11 +194,11 @@ class BucketCounts(NamedTuple):
     tail_params: np.ndarray
 
 
-def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage: bool = True,
-                  last_stage: bool = False) -> tuple[BucketCounts, BucketCounts]:
+def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage=True,
+                  last_stage=False) -> tuple[BucketCounts, BucketCounts]:
     """stage_layouts summarised per candidate (dense, expert) for the stage that `first_stage` /
-    `last_stage` name (a middle one when neither; a single stage holds both whatever they say);
-    computed once per distinct input."""
+    `last_stage` name (bools, or per candidate; a middle one when neither; a single stage holds
+    both whatever they say); computed once per distinct input."""
     # Only what the layout depends on tells rows apart (stage_layouts): dp only sets Megatron's
     # bucket size, the same up to dp 40, and ZeRO-0 and 1 share a layout; FSDP units (ZeRO-3)
     # depend on neither dp nor vpp, ZeRO-2's buckets not on vpp.
@@ -206,11 +206,13 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     dp = np.where(zero == 3, 0, np.maximum(dp, DDP_BUCKET_MIN_PARAMS // DDP_BUCKET_PARAMS_PER_DP_RANK))
     vpp = np.where(zero >= 2, 1, vpp)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
-               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp)]
+               for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp, first_stage,
+                         last_stage)]
     stacked = np.stack(columns, axis=1)
     first, inverse = distinct_rows(stacked)
     unique = stacked[first]
-    table = np.array([_summary(model, *row, first_stage, last_stage) for row in unique.tolist()]).reshape(-1, 10)
+    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]))
+                      for row in unique.tolist()]).reshape(-1, 10)
     rows = table[np.ravel(inverse)]
     return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
 

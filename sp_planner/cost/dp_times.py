@@ -33,6 +33,7 @@ from sp_planner.specs.model import ModelSpec
 
 
 Stage = Literal["first", "middle", "last"]
+STAGES: tuple[Stage, ...] = ("first", "middle", "last")  # a row's stage code is its index here
 
 # The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch, the
 # ring's layout and resharding, change when they run, not what they cost; precision only through
@@ -47,9 +48,9 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
     """One pass of every data-parallel collective of a rank of each pipeline stage in `which`
     ("first", "middle", "last"; cost.dp_exposure.DPTimes), priced once per distinct shape
     (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
-    hundred shapes, and each is priced call by call. A middle or last stage's calls only where a
-    pipeline runs ZeRO-2/3 (`_stage_times`; 0 elsewhere). `states`: the framework's gradient and
-    gathered-parameter widths (cost.states)."""
+    thousand shapes at most (1,500 to 2,700 in a 4096-GPU search), and each is priced call by
+    call. A middle or last stage's calls only where a pipeline runs ZeRO-2/3 (`_stage_times`; 0
+    elsewhere). `states`: the framework's gradient and gathered-parameter widths (cost.states)."""
     return tuple(times.at() for times in dp_stage_tables(model, hardware, c, stages=stages,
                                                          gpus_per_node=gpus_per_node, states=states, which=which))
 
@@ -88,29 +89,37 @@ def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: S
     return tuple(StageTimes(times, len(first), inverse) for times in priced)
 
 
-def _layouts(model: ModelSpec, c, layers, stage: Stage) -> tuple[BucketCounts, BucketCounts]:
-    """cost.buckets.bucket_counts of the stage."""
+def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray) -> tuple[BucketCounts, BucketCounts]:
+    """cost.buckets.bucket_counts of each row's stage (its index in STAGES)."""
     return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
-                         first_stage=stage == "first", last_stage=stage == "last")
+                         first_stage=stage_code == STAGES.index("first"),
+                         last_stage=stage_code == STAGES.index("last"))
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
                  states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
     """dp_stage_times for every row of `c`; a middle or last stage's only on the rows that use
     them, a pipeline under ZeRO-2/3 (cost.pipeline_dp), 0 on the others: pricing every shape's
-    calls three times would cost the search a tenth of its time."""
+    calls three times would cost the search a tenth of its time. The stages asked for are priced
+    in one batch of rows, each row its own stage (`_priced_rows`): at a search chunk's 1,500 to
+    2,700 shapes the time goes mostly into the number of numpy calls, not the rows."""
     n = len(c)
-    priced: dict[Stage, DPTimes] = {}
-    if "first" in which:
-        priced["first"], = _priced_stages(model, hardware, c, stages=stages, gpus_per_node=gpus_per_node,
-                                          states=states, which=("first",))
-    later = tuple(stage for stage in which if stage != "first")
     rows = np.flatnonzero((np.broadcast_to(c.pp, (n,)) > 1) & (np.broadcast_to(c.zero, (n,)) >= 2))
-    if later and len(rows):
-        at = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[rows] for v in stages))
-        for stage, times in zip(later, _priced_stages(model, hardware, c.take(rows), stages=at,
-                                                      gpus_per_node=gpus_per_node, states=states, which=later)):
-            priced[stage] = DPTimes(*(_spread(v, rows, n) for v in times))
+    parts = [(stage, np.arange(n) if stage == "first" else rows) for stage in which
+             if stage == "first" or len(rows)]
+    priced: dict[Stage, DPTimes] = {}
+    if parts:
+        index = np.concatenate([at for _, at in parts])
+        stage_code = np.concatenate([np.full(len(at), STAGES.index(stage)) for stage, at in parts])
+        times = _priced_rows(model, hardware, c.take(index), stages=StageLayers(
+                                 *(np.broadcast_to(np.asarray(v), (n,))[index] for v in stages)),
+                             stage=stage_code, gpus_per_node=gpus_per_node, states=states)
+        columns = [np.broadcast_to(np.asarray(v, dtype=np.float64), (len(index),)) for v in times]
+        start = 0
+        for stage, at in parts:
+            part = DPTimes(*(v[start:start + len(at)] for v in columns))
+            priced[stage] = part if stage == "first" else DPTimes(*(_spread(v, at, n) for v in part))
+            start += len(at)
     return tuple(priced.get(stage) or DPTimes(*(np.zeros(n) for _ in DPTimes._fields)) for stage in which)
 
 
@@ -121,9 +130,9 @@ def _spread(values, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _priced_stages(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                   states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
-    """The data-parallel calls of the stages in `which` on every row of `c`."""
+def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, stage: np.ndarray,
+                 gpus_per_node: int, states: TrainingStates) -> DPTimes:
+    """The data-parallel calls on every row of `c` of its stage (`stage`: the index in STAGES)."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
     tp, pp, ep, etp = c.tp, c.pp, c.ep, c.etp
@@ -154,11 +163,14 @@ def _priced_stages(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
         """`count` calls over `group` moving n_params parameters in all: the bandwidth time of the
         whole bytes and one latency per call."""
         size = where[group][0]
+        moves = (n_params > 0) & (size > 1)
+        if not np.any(moves):  # a dense model's expert calls, replicas without HSDP: 0 on every row
+            return np.zeros(np.shape(moves))
         per_byte, latency = term(kind, group)
         sent = bytes_per_param * n_params * (size - 1) / size
         per_call = ring_tensor_bytes(kind, sent / np.maximum(count, 1), size)
         factor = size_factor(hardware, kind, per_call, size, where=inside[group])
-        return np.where((n_params > 0) & (size > 1), factor * (sent * per_byte + count * latency), 0.0)
+        return np.where(moves, factor * (sent * per_byte + count * latency), 0.0)
 
     def reduce(dense_params, dense_count, expert_params, expert_count):
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""
@@ -182,46 +194,45 @@ def _priced_stages(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
         return (calls("all_gather", dense_width, dense_params, dense_count, "dense")
                 + calls("all_gather", gemm_width, expert_params, expert_count, "expert"))
 
-    def priced(stage: Stage) -> DPTimes:
-        layers = getattr(stages, stage)
-        params = {"first": first_params, "middle": layers * per_layer, "last": last_params}[stage]
-        experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
-        dense = params - experts
-        # The stage's non-layer parameters: the embedding on the first stage, the output layer and
-        # final norm on the last (all three on a single stage), none on a middle one.
-        root = dense - layers * dense_layer
-        dense_calls, expert_calls = _layouts(model, c, layers, stage)
-        dense_width = unit_gather_width(states, c.precision, c.zero, dense,
-                                        dense_gemm_params(model, tp, ep, etp, layers))
-        unhideable_experts = expert_calls.unhideable_params
-        n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
-        # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
-        # (cost.buckets._chunked); none otherwise.
-        chunked = (c.vpp > 1) & (c.zero <= 1)
-        chunk_dense = np.where(chunked, dense_layer * layers / c.vpp, 0.0)
-        chunk_experts = np.where(chunked, expert_layer * layers / c.vpp, 0.0)
-        return DPTimes(
-            grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
-            grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
-            param_all_gather_s=gather(dense, n_dense, experts, n_expert, dense_width),
-            last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
-                                   dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
-            last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
-                                         unhideable_experts, expert_calls.num_unhideable),
-            first_all_gather_s=gather(dense_calls.unhideable_params, dense_calls.num_unhideable, unhideable_experts,
-                                      expert_calls.num_unhideable, dense_width),
-            tail_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.tail_params, dense_calls.num_tail,
-                                   expert_calls.tail_params, expert_calls.num_tail),
-            tail_reduce_scatter_s=reduce(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,
-                                         expert_calls.num_tail),
-            layer_gather_s=(calls("all_gather", layer_width, dense_layer, 1, "dense")
-                            + calls("all_gather", gemm_width, expert_layer, 1, "expert")),
-            layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
-            root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
-            root_reduce_s=reduce(root, 1, 0.0, 0),
-            chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
-            chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
-            chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),
-        )
+    layers = np.choose(stage, [getattr(stages, name) for name in STAGES])
+    params = np.choose(stage, [{"first": first_params, "middle": layers * per_layer, "last": last_params}[name]
+                               for name in STAGES])
+    experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+    dense = params - experts
+    # The stage's non-layer parameters: the embedding on the first stage, the output layer and
+    # final norm on the last (all three on a single stage), none on a middle one.
+    root = dense - layers * dense_layer
+    dense_calls, expert_calls = _layouts(model, c, layers, stage)
+    dense_width = unit_gather_width(states, c.precision, c.zero, dense,
+                                    dense_gemm_params(model, tp, ep, etp, layers))
+    unhideable_experts = expert_calls.unhideable_params
+    n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
+    # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
+    # (cost.buckets._chunked); none otherwise.
+    chunked = (c.vpp > 1) & (c.zero <= 1)
+    chunk_dense = np.where(chunked, dense_layer * layers / c.vpp, 0.0)
+    chunk_experts = np.where(chunked, expert_layer * layers / c.vpp, 0.0)
+    return DPTimes(
+        grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
+        grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),
+        param_all_gather_s=gather(dense, n_dense, experts, n_expert, dense_width),
+        last_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.unhideable_params,
+                               dense_calls.num_unhideable, unhideable_experts, expert_calls.num_unhideable),
+        last_reduce_scatter_s=reduce(dense_calls.unhideable_params, dense_calls.num_unhideable,
+                                     unhideable_experts, expert_calls.num_unhideable),
+        first_all_gather_s=gather(dense_calls.unhideable_params, dense_calls.num_unhideable, unhideable_experts,
+                                  expert_calls.num_unhideable, dense_width),
+        tail_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense_calls.tail_params, dense_calls.num_tail,
+                               expert_calls.tail_params, expert_calls.num_tail),
+        tail_reduce_scatter_s=reduce(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,
+                                     expert_calls.num_tail),
+        layer_gather_s=(calls("all_gather", layer_width, dense_layer, 1, "dense")
+                        + calls("all_gather", gemm_width, expert_layer, 1, "expert")),
+        layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
+        root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
+        root_reduce_s=reduce(root, 1, 0.0, 0),
+        chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
+        chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
+        chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),
+    )
 
-    return tuple(priced(stage) for stage in which)

@@ -15,7 +15,7 @@ absorbs its own and pays it once, on the fill and the drain:
 it is m e). Each stage holds its own non-layer parameters (cost.buckets.stage_extras): the first
 stage's embedding gradients leave after its last layer (never hidden), the last stage's output
 layer's before its layers' backward (hidden behind them) while ZeRO-3's first gather of the last
-stage hides behind the loss and output layer's backward (cost.dp_exposure.layerwise_exposed_s). The
+stage hides behind the loss and output layer's backward (cost.layerwise.layerwise_exposed_s). The
 interleaved schedule (vpp model chunks a stage) runs each chunk as its own forward and backward,
 each exposing its own first gather and last reduce-scatter (cost.dp_exposure.micro_batch_dp_s). Its
 bubble is (pp - 1) chunk blocks (Narayanan et al. 2021, section 2.2.2): the pacing stage runs all

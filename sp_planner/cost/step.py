@@ -1,10 +1,9 @@
 """Step time (TimeBreakdown fields), throughput and MFU per candidate (vectorized).
 
 The slowest pipeline stage sets the pace: we time the last stage (its layers plus the logits
-GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops (cost.gemm_work), core
-attention and its ring/Ulysses comm from `cost.attention`, TP all-gathers/reduce-scatters exposed
-(Megatron without --tp-comm-overlap; overlapped with their GEMMs where a run states it,
-cost.tp_overlap), recompute re-running the forward it drops. Across micro-batches: 1F1B bubble
+GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops, core attention and its
+ring/Ulysses comm, TP all-gathers/reduce-scatters exposed, MoE all-to-alls, recompute re-running
+the forward it drops (cost.layer_times). Across micro-batches: 1F1B bubble
 (pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed,
 DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
@@ -21,32 +20,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.attention import attention_times
 from sp_planner.cost.dp_times import dp_stage_tables
-from sp_planner.cost.ep_overlap import layer_ep_saving_s, paired_micro_batches
-from sp_planner.cost.window import windowed_attention_times
-from sp_planner.cost.comm import (
-    EMBEDDING_TP_ALL_GATHERS,
-    EMBEDDING_TP_REDUCE_SCATTERS,
-    OUTPUT_TP_BACKWARD_ALL_GATHERS,
-    OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
-    TP_BACKWARD_REDUCE_SCATTERS,
-    TP_FORWARD_ALL_GATHERS,
-    TP_FORWARD_REDUCE_SCATTERS,
-    output_tp_forward_all_gathers,
-    tp_backward_all_gathers,
-)
+from sp_planner.cost.layer_times import layer_times
+from sp_planner.cost.ep_overlap import paired_micro_batches
+from sp_planner.cost.comm import EMBEDDING_TP_REDUCE_SCATTERS
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
-from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT, gemm_work
+from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.embedding_grad import embedding_grad_s
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
-from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.kernels import memory_pass_time_s
-from sp_planner.cost.links import p2p_time_s, ring_collective_time_s
+from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
@@ -56,25 +43,16 @@ from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     Overlap,
-    gpu_sm_count,
     interleaved_edge_sends_s,
     overlap_compute_slowdown,
     pp_sends_beside_compute,
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
-from sp_planner.cost.moe import (
-    ETP_BACKWARD_COLLECTIVES,
-    ETP_FORWARD_COLLECTIVES,
-    MOE_BACKWARD_ALL_TO_ALLS,
-    MOE_FORWARD_ALL_TO_ALLS,
-    expert_params_per_rank,
-    moe_times,
-)
-from sp_planner.cost.precision import BF16, gemm_peak_flops
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.precision import BF16
 from sp_planner.pipeline import bubble_micro_batches, stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -82,6 +60,7 @@ from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+
 
 class TimeColumns(NamedTuple):
     """Seconds per step on the critical path, per candidate (estimate.TimeBreakdown's fields)."""
@@ -126,81 +105,24 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
     `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime)."""
     check_graph_scopes(model, cuda_graphs)
-    tp, u, r, dp, pp = c.tp, c.ulysses, c.ring, c.dp, c.pp
+    tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
     low = c.precision != BF16
-    moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
-                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
-                    gemm_flops_per_s=gemm_peak_flops(hardware, c.precision, c.fp8_blockwise))
-    # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
-    # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
-    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
-    # holds the active experts' GEMMs already).
-    work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
-                     precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
-                     extra_fwd_s=moe.extra_expert_gemm_fwd_s,
-                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
+    lt = layer_times(model, hardware, workload, c, tokens=tokens, cp=cp, gpus_per_node=gpn, overlap=overlap,
+                     ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
                      sequence_parallel=sequence_parallel)
-    gemm_fwd, gemm_bwd, gemm_only, logits = work
-    # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
-    gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
-    attn = attention_times(
-        hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
-        num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
-        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
-        allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
-    )
-    attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
-                                    ring=r)
-    gathered = tokens * model.hidden_size * ACT_BYTES
-    tp_stride = axis_stride(c, "tp")
-    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
-    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
-    tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
-    if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
-        paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
-                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
-                                  gpu_sm_count(hardware))
-        tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
-    tp_layer = tp_fwd + tp_bwd
-    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),
-    # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
-    # first stage (the same one at pp 1).
-    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * ag
-    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
-    head_tp = output_tp_forward_all_gathers(sequence_parallel) * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
-    first_tp = np.where(pp > 1, emb_tp, 0.0)
+    gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
+    ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
+    head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
     # The embedding table's gradient passes each micro-batch (cost.embedding_grad), counted where the
     # one stage runs them on its critical path (pp 1; a pipeline's first stage rarely paces).
     emb_grad = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
                                 wrapper=None if grad_sync is None else grad_sync.wrapper)
     head_emb = np.where(pp == 1, emb_grad, 0.0)
-    moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
-    moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
-    moe_layer = moe_fwd + moe_bwd
-    # Megatron's EP all-to-all overlap, where a run states it (cost.ep_overlap): the paired layer
-    # steps hide part of the dispatch/combine behind the other micro-batch's compute.
-    ep_saving = 0.0  # per paired layer step
-    if overlap.ep_comm:
-        ep_saving = layer_ep_saving_s(hardware, model, gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd,
-                                      attn_fwd_s=attn.fwd_s, attn_bwd_s=attn.bwd_s, tp_fwd_s=tp_fwd,
-                                      tp_bwd_s=tp_bwd, all_to_all_s=moe.all_to_all_s, ep=c.ep,
-                                      ep_stride=axis_stride(c, "ep"), gpus_per_node=gpn)
-    recompute_layer = np.select(
-        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
-        [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
-        0.0,
-    )
-    per_layer = (
-        gemm_fwd + gemm_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
-        + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
-        + moe_layer
-    )
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
     # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
     # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x
@@ -213,8 +135,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     paced_logits = np.where(pace.last_paces, logits, 0.0)
     paced_emb = np.where(pace.last_paces, head_emb, 0.0)
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
-    bwd_layer = gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd
-    fwd_layer = gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd
+    fwd_layer, bwd_layer = lt.fwd_s, lt.bwd_s
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # (fwd_layer) and backward as the CPU issues it.
@@ -302,7 +223,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         dp_exposed,
         bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
         memory_pass_time_s(hardware, optimizer_bytes),
-        m * layers * moe_layer - paired_micro_batches(m, pp, c.vpp) * layers * ep_saving,
+        m * layers * lt.moe_layer_s - paired_micro_batches(m, pp, c.vpp) * layers * lt.ep_saving_s,
         m * host_exposed - host_beside_dp,
         m * offload_exposed,
     )

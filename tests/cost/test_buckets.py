@@ -65,6 +65,23 @@ def test_counts_per_candidate():
     assert expert.num_calls.tolist() == [0, 0, 0]
 
 
+def test_stage_per_candidate():
+    # pp 2, dp 8, ZeRO-1, 2 layers a stage: the first stage's buckets, the last's and a middle's
+    # in one call, each row its own stage, as three calls with one stage each give them. The last
+    # stage's one bucket holds its layers, the output layer and the final norm; the middle's its
+    # layers; the first stage's buckets hold its layers and, issued last, the embedding.
+    shape = dict(tp=np.array([1, 1, 1]), ep=1, etp=1, layers=np.array([2, 2, 2]), pp=np.array([2, 2, 2]),
+                 dp=np.array([8, 8, 8]), zero=np.array([1, 1, 1]))
+    dense, _ = bucket_counts(MODEL, **shape, first_stage=np.array([True, False, False]),
+                             last_stage=np.array([False, False, True]))
+    alone = [bucket_counts(MODEL, **shape, first_stage=first, last_stage=last)[0]
+             for first, last in ((True, False), (False, False), (False, True))]
+    for field in dense._fields:
+        assert getattr(dense, field).tolist() == [getattr(one, field)[i] for i, one in enumerate(alone)], field
+    assert dense.num_calls.tolist()[1:] == [1, 1]
+    assert dense.unhideable_params.tolist()[1:] == pytest.approx([2 * LAYER, 2 * LAYER + TABLE + H])
+
+
 def test_interleaved_chunks_after_the_first_are_one_bucket_each():
     # pp 2, vpp 2, first stage: chunk 0 (layers 0-1 and the embedding) is bucketed as above; chunk
     # 1 (layers 2-3) is one bucket, issued after its backward, i.e. after layer 2's (Megatron's

@@ -4,7 +4,8 @@ every candidate row by row gives."""
 import numpy as np
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.dp_times import _stage_times, dp_stage_times
+from sp_planner.cost.dp_times import STAGES, _priced_rows, _stage_times, dp_stage_times
+from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.states import MEGATRON_STATES
 from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
@@ -31,6 +32,29 @@ def test_shapes_priced_once_equal_every_row_priced():
             for field, a, b in zip(one._fields, one, every):
                 np.testing.assert_array_equal(np.broadcast_to(a, (len(c),)), np.broadcast_to(b, (len(c),)),
                                               err_msg=f"{stage} {field}")
+
+
+def test_stages_priced_in_one_batch_equal_each_stage_priced_alone():
+    # _stage_times prices the first stage on every row and the middle and last on a pipeline's
+    # ZeRO-2/3 rows in one batch; each stage priced on its own rows gives the same seconds, and the
+    # other rows' later stages are 0.
+    h100 = load_hardware("h100-sxm")
+    for name, world in (("llama3-70b", 64), ("Qwen3-30B-A3B", 32)):
+        model = load_model(name)
+        c = _candidates(model, world)
+        stages = candidate_stage_layers(model, c)
+        batched = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES, which=STAGES)
+        rows = np.flatnonzero((c.pp > 1) & (c.zero >= 2))
+        assert 0 < len(rows) < len(c)
+        for code, stage in enumerate(STAGES):
+            at = np.arange(len(c)) if stage == "first" else rows
+            alone = _priced_rows(model, h100, c.take(at), stages=type(stages)(*(np.asarray(v)[at] for v in stages)),
+                                 stage=np.full(len(at), code), gpus_per_node=8, states=MEGATRON_STATES)
+            for field, one, every in zip(DPTimes._fields, alone, batched[code]):
+                np.testing.assert_array_equal(np.broadcast_to(one, (len(at),)), every[at], err_msg=f"{stage} {field}")
+                if stage != "first":
+                    assert not np.any(np.delete(every, rows)), f"{stage} {field}"
+        assert np.any(batched[1].layer_gather_s[rows] > 0) and np.any(batched[2].root_reduce_s[rows] > 0)
 
 
 def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):

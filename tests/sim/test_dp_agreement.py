@@ -146,7 +146,7 @@ def test_exposed_data_parallel_time_by_hand(both):
     exposed, _ = (_zero1_by_hand if zero == 1 else _zero3_by_hand)()
     assert est.time.dp_comm_exposed_s == pytest.approx(exposed, rel=1e-6)
     # The simulator runs the same calls op by op: ZeRO-3's layer-by-layer race is the longest path
-    # cost.dp_exposure.layerwise_exposed_s takes (it had charged a layer's g + r - w more, 25.19 s).
+    # cost.layerwise.layerwise_exposed_s takes (it had charged a layer's g + r - w more, 25.19 s).
     assert sim.dp_exposed_s == pytest.approx(exposed, rel=1e-4 if zero == 3 else 0.02)
 
 

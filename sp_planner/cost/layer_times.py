@@ -1,0 +1,160 @@
+"""One transformer layer's seconds per micro-batch on one rank, and the work at the pipeline's ends
+beside the layers (vectorized over candidates): what cost.step multiplies by layers and
+micro-batches before it adds the pipeline, data-parallel, host and optimizer terms.
+
+Per layer: GEMMs, FP8 casts and memory-bound ops (cost.gemm_work) with the MoE dispatcher's
+permutations and the busiest EP rank's extra expert GEMMs (cost.moe), core attention and its
+ring/Ulysses comm (cost.attention, cost.window), TP all-gathers/reduce-scatters exposed (Megatron
+without --tp-comm-overlap; overlapped with their GEMMs where a run states it, cost.tp_overlap),
+MoE all-to-alls (less what Megatron's EP overlap hides, cost.ep_overlap) and recompute re-running
+the forward it drops. Beside the layers: the logits and the embedding's and output layer's TP
+collectives (cost.comm).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.attention import AttentionTimes, attention_times
+from sp_planner.cost.attention_kernels import kernel_head_dim
+from sp_planner.cost.comm import (
+    EMBEDDING_TP_ALL_GATHERS,
+    EMBEDDING_TP_REDUCE_SCATTERS,
+    OUTPUT_TP_BACKWARD_ALL_GATHERS,
+    OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
+    TP_BACKWARD_REDUCE_SCATTERS,
+    TP_FORWARD_ALL_GATHERS,
+    TP_FORWARD_REDUCE_SCATTERS,
+    output_tp_forward_all_gathers,
+    tp_backward_all_gathers,
+)
+from sp_planner.cost.ep_overlap import layer_ep_saving_s
+from sp_planner.cost.gemm_work import gemm_work
+from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.moe import (
+    ETP_BACKWARD_COLLECTIVES,
+    ETP_FORWARD_COLLECTIVES,
+    MOE_BACKWARD_ALL_TO_ALLS,
+    MOE_FORWARD_ALL_TO_ALLS,
+    moe_times,
+)
+from sp_planner.cost.overlap import Overlap, gpu_sm_count
+from sp_planner.cost.precision import BF16, gemm_peak_flops
+from sp_planner.cost.ring_impl import RingImpl
+from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
+from sp_planner.cost.window import windowed_attention_times
+from sp_planner.layout import axis_stride
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.space import Candidates
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+
+class LayerTimes(NamedTuple):
+    """Seconds per micro-batch on one rank, per candidate: one average layer's parts (forward and
+    backward) and the work at the pipeline's ends."""
+
+    gemm_fwd_s: np.ndarray  # GEMMs, FP8 casts, memory-bound ops and the MoE permutations
+    gemm_bwd_s: np.ndarray
+    logits_s: np.ndarray  # the output layer's GEMMs and the loss (cost.gemm_work)
+    attn: AttentionTimes
+    tp_all_gather_s: np.ndarray  # one TP all-gather of a layer's activations
+    tp_reduce_scatter_s: np.ndarray  # one TP reduce-scatter of them
+    tp_fwd_s: np.ndarray  # a layer's TP collectives exposed in forward ...
+    tp_bwd_s: np.ndarray  # ... and in backward
+    tp_layer_s: np.ndarray
+    out_tp_bwd_s: np.ndarray  # the output layer's backward TP collectives
+    head_tp_s: np.ndarray  # the loss stage's TP collectives beyond its layers (the embedding's at pp 1)
+    first_tp_s: np.ndarray  # the first stage's (the embedding's) where pp > 1
+    moe_layer_s: np.ndarray  # MoE all-to-alls and etp collectives, forward and backward
+    ep_saving_s: np.ndarray | float  # what EP overlap hides per paired layer step (cost.ep_overlap)
+    recompute_s: np.ndarray  # the forward recompute re-runs in backward
+    per_layer_s: np.ndarray  # all of a layer's parts
+    fwd_s: np.ndarray  # a layer's forward ...
+    bwd_s: np.ndarray  # ... and backward (with its recompute)
+
+
+def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
+                gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
+                sequence_parallel: bool) -> LayerTimes:
+    """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
+    sequence / cp); the rest as cost.step.time_columns."""
+    tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
+    low = c.precision != BF16
+    moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
+                    gemm_flops_per_s=gemm_peak_flops(hardware, c.precision, c.fp8_blockwise))
+    # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
+    # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
+    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
+    # holds the active experts' GEMMs already).
+    work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
+                     precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
+                     extra_fwd_s=moe.extra_expert_gemm_fwd_s,
+                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
+                     sequence_parallel=sequence_parallel)
+    gemm_fwd, gemm_bwd, gemm_only, logits = work
+    # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
+    gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
+    attn = attention_times(
+        hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
+        num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
+        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
+    )
+    attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
+                                    ring=r)
+    gathered = tokens * model.hidden_size * ACT_BYTES
+    tp_stride = axis_stride(c, "tp")
+    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
+    tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+    if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
+        paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
+                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
+                                  gpu_sm_count(hardware))
+        tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
+    tp_layer = tp_fwd + tp_bwd
+    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),
+    # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
+    # first stage (the same one at pp 1).
+    pp = c.pp
+    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * ag
+    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
+    head_tp = output_tp_forward_all_gathers(sequence_parallel) * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
+    first_tp = np.where(pp > 1, emb_tp, 0.0)
+    moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
+    moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
+    moe_layer = moe_fwd + moe_bwd
+    # Megatron's EP all-to-all overlap, where a run states it (cost.ep_overlap): the paired layer
+    # steps hide part of the dispatch/combine behind the other micro-batch's compute.
+    ep_saving = 0.0  # per paired layer step
+    if overlap.ep_comm:
+        ep_saving = layer_ep_saving_s(hardware, model, gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd,
+                                      attn_fwd_s=attn.fwd_s, attn_bwd_s=attn.bwd_s, tp_fwd_s=tp_fwd,
+                                      tp_bwd_s=tp_bwd, all_to_all_s=moe.all_to_all_s, ep=c.ep,
+                                      ep_stride=axis_stride(c, "ep"), gpus_per_node=gpn)
+    recompute = c.recompute
+    recompute_layer = np.select(
+        [recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+        [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
+        0.0,
+    )
+    per_layer = (
+        gemm_fwd + gemm_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
+        + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
+        + moe_layer
+    )
+    return LayerTimes(
+        gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
+        tp_all_gather_s=ag, tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
+        out_tp_bwd_s=out_tp_bwd, head_tp_s=head_tp, first_tp_s=first_tp, moe_layer_s=moe_layer,
+        ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
+        fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
+        bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
+    )
