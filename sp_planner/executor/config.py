@@ -3,7 +3,6 @@ before anything is launched."""
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field
@@ -13,7 +12,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.executor.kernel_rules import kernel_problems
 from sp_planner.plan import MAX_DEGREE, ATTENTION_RULES, CpComm, ParallelPlan, RingLayout, RuleFacts, facts_violations
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
+from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS, softmax_scale_or_default
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, MAX_SEQ_LEN
 
 MAX_ITERS = 10_000  # timed iterations: a median needs a handful, not millions
@@ -90,7 +89,7 @@ class RunConfig(FrozenModel):
     @property
     def scale(self) -> float:
         """The softmax scale the run applies: softmax_scale, else 1/sqrt(q/k head dim)."""
-        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.head_dim)
+        return softmax_scale_or_default(self.softmax_scale, self.head_dim)
 
     @property
     def kernel_head_dim(self) -> int:

@@ -9,7 +9,6 @@ zeros for the LSE and silently breaks the ring merge; see shared reference usp_y
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from sp_planner.executor.head_dims import PaddedHeadDims
 from sp_planner.executor.kernel_rules import FLASH, cuda_kernel_for
 from sp_planner.executor.score_mod import BlockMod, cap_scores, uncap_grad
+from sp_planner.specs.model import softmax_scale_or_default
 
 
 class AttentionKernel(Protocol):
@@ -237,7 +237,7 @@ def check_kernel(kernel: AttentionKernel, device: str, dtype: torch.dtype, head_
     b, s, h, kv, d, dv = 1, 16, 4, 2, head_dim, v_head_dim or head_dim
     q, k, v, dout = (torch.randn(b, s, n, width, generator=gen).to(device=device, dtype=dtype)
                      for n, width in ((h, d), (kv, d), (kv, dv), (h, dv)))
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    scale = softmax_scale_or_default(scale, d)
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     dims = f"head dim {d}" if dv == d else f"head dims {d} (q/k) and {dv} (v)"
     for causal in (False, True):

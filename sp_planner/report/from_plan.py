@@ -7,7 +7,6 @@ by this search (the file's stored estimate may come from an older cost model).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sp_planner.present.summary import build_summary
 from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
 from sp_planner.search import Pins, evaluate, search
+from sp_planner.specs.model import softmax_scale_or_default
 
 
 def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), out_dir: Path,
@@ -105,8 +105,9 @@ def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
     # ran 1/sqrt(head_dim).
     ran = _attention(got.head_dim, got.v_dim, got.scale, got.softcap, got.window, got.window_kind)
     variants = [_attention(f["head_dim"], f.get("v_head_dim", f["head_dim"]),
-                           f.get("softmax_scale", 1.0 / math.sqrt(f["head_dim"])), f.get("softcap"), f.get("window"),
-                           f.get("window_kind", "sliding")) for f in _attention_fields(model, workload.seq_len)]
+                           softmax_scale_or_default(f.get("softmax_scale"), f["head_dim"]), f.get("softcap"),
+                           f.get("window"), f.get("window_kind", "sliding"))
+                for f in _attention_fields(model, workload.seq_len)]
     if ran not in variants:
         differences += [f"{name} {mine} (plan: {theirs})" for name, mine, theirs
                         in zip(_ATTENTION_FIELDS, ran, variants[0]) if mine != theirs]

@@ -17,6 +17,7 @@ from pydantic import ConfigDict, Field
 from sp_planner.executor.result import AttentionCommBytes, StepTimes, TensorErrors
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import softmax_scale_or_default
 
 
 class _View(FrozenModel):
@@ -50,7 +51,7 @@ class RunConfigView(_View):
     @property
     def scale(self) -> float:
         """The softmax scale the run applied, as RunConfig.scale."""
-        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.head_dim)
+        return softmax_scale_or_default(self.softmax_scale, self.head_dim)
 
 
 class RunRecord(_View):

@@ -121,6 +121,12 @@ class MLASpec(FrozenModel):
     v_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
 
 
+def softmax_scale_or_default(softmax_scale: float | None, qk_head_dim: int) -> float:
+    """The factor on q.k before the softmax: the one given, else 1/sqrt(q/k head dim) (the model
+    spec's, sp-run's RunConfig and the report's view of a run all read it here)."""
+    return softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(qk_head_dim)
+
+
 class ModelSpec(FrozenModel):
     """Decoder-only transformer. Field names follow Hugging Face config.json where they exist."""
 
@@ -225,7 +231,7 @@ class ModelSpec(FrozenModel):
     @property
     def attention_scale(self) -> float:
         """The softmax scale the model's attention applies: softmax_scale, else 1/sqrt(qk_head_dim)."""
-        return self.softmax_scale if self.softmax_scale is not None else 1.0 / math.sqrt(self.qk_head_dim)
+        return softmax_scale_or_default(self.softmax_scale, self.qk_head_dim)
 
     @property
     def num_moe_layers(self) -> int:
