@@ -64,3 +64,11 @@ def embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, gra
         grad_bytes=grad_bytes, main_grad_add=megatron,
         tied_on_stage=model.tie_word_embeddings & (np.asarray(pp) == 1), fused_output_wgrad=megatron)
     return memory_pass_time_s(hardware, per_element * elements)
+
+
+def counted_embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, grad_bytes: int,
+                             wrapper: str | None):
+    """embedding_grad_s where cost.step and the simulator count it: at pp 1, 0 on a pipeline
+    (module docstring)."""
+    passes = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=grad_bytes, wrapper=wrapper)
+    return np.where(np.asarray(pp) == 1, passes, 0.0)

@@ -28,7 +28,7 @@ from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
-from sp_planner.cost.embedding_grad import embedding_grad_s
+from sp_planner.cost.embedding_grad import counted_embedding_grad_s
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -120,9 +120,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
     # The embedding table's gradient passes each micro-batch (cost.embedding_grad), counted where the
     # one stage runs them on its critical path (pp 1; a pipeline's first stage rarely paces).
-    emb_grad = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
-                                wrapper=None if grad_sync is None else grad_sync.wrapper)
-    head_emb = np.where(pp == 1, emb_grad, 0.0)
+    head_emb = counted_embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
+                                        wrapper=None if grad_sync is None else grad_sync.wrapper)
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
     # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
     # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x

@@ -5,7 +5,11 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import Edges, last_calls_s
-from sp_planner.cost.embedding_grad import embedding_grad_bytes_per_element, embedding_grad_s
+from sp_planner.cost.embedding_grad import (
+    counted_embedding_grad_s,
+    embedding_grad_bytes_per_element,
+    embedding_grad_s,
+)
 
 
 def test_bytes_per_element_by_hand():
@@ -43,6 +47,10 @@ def test_megatron_gpt_1_7b_on_h100_by_hand():
     # No wrapper counted (grad_sync None): the zero-fill and the unfused tied sum, 8 B.
     none = embedding_grad_s(model, hw, tp=1, pp=1, grad_bytes=4, wrapper=None)
     assert float(none) == pytest.approx(8 * table / (3.35e12 * 0.76))
+    # What cost.step and the simulator count: the pp 1 passes, none on a pipeline's first stage.
+    counted = counted_embedding_grad_s(model, hw, tp=np.array([1, 2, 1]), pp=np.array([1, 1, 2]), grad_bytes=4,
+                                       wrapper="megatron")
+    assert list(counted) == [t[0], t[1], 0.0]
 
 
 def test_last_buckets_run_beside_the_embedding_passes():
