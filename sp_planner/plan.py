@@ -1,4 +1,5 @@
-"""A parallel plan (degrees and memory options) and the hard rules it must obey (predicates: plan_rules)."""
+"""A parallel plan (degrees and memory options) and the hard rules it must obey (predicates: plan_rules;
+the checks that refuse a plan before any work: plan_checks)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 
 from pydantic import Field, model_validator
 
-from sp_planner.errors import UserInputError
 from sp_planner.layout import CP_AXES, GRID_ORDER
 from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were defined here)
     ATTENTION_RULES,
@@ -22,7 +22,6 @@ from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were d
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
-from sp_planner.units import plural
 
 Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
@@ -269,39 +268,3 @@ def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...
 def violations(plan: ParallelPlan, model: ModelSpec, workload: Workload) -> list[Violation]:
     """Hard rules; a plan breaking any of them cannot run at all (not merely OOM)."""
     return facts_violations(RuleFacts.of(model, workload), plan)
-
-
-def adam_moments_problem(plan: ParallelPlan) -> str | None:
-    """bf16 Adam moments outside ZeRO-1 (None when fine): Megatron's precision-aware optimizer runs
-    only with the distributed optimizer (megatron/core/optimizer/__init__.py at d98e8a6:
-    "--use-precision-aware-optimizer only supported with distributed optimizer"), so sp-plan pins
-    zero 1 with --bf16-adam-moments."""
-    if plan.adam_moments_bf16 and plan.zero != 1:
-        return (f"adam_moments_bf16 needs zero 1 (Megatron's precision-aware optimizer runs only with the "
-                f"distributed optimizer), not zero {plan.zero}")
-    return None
-
-
-def plan_problems(plan: ParallelPlan, model: ModelSpec, workload: Workload) -> list[str]:
-    """Why the plan cannot run as written, beyond what ParallelPlan itself refuses: the hard rules
-    (violations) and the options sp-plan never combines (adam_moments_problem); empty when it can."""
-    problems = [v.message for v in violations(plan, model, workload)]
-    adam = adam_moments_problem(plan)
-    return problems + [adam] if adam else problems
-
-
-def check_plan_runs(plan: ParallelPlan, model: ModelSpec, workload: Workload, *, num_nodes: int,
-                    gpus_per_node: int) -> None:
-    """Refuse, in one UserInputError line, a plan that cannot run on the cluster: degrees that do
-    not multiply to its GPUs, or any of plan_problems. sp-simulate and sp-report check a plan file
-    with it before any work (planfile.check_plan_file_runs), and the simulator its every plan."""
-    world = num_nodes * gpus_per_node
-    if plan.world_size != world:
-        raise UserInputError(
-            f"plan uses dp*pp*tp*ulysses*ring = {plan.world_size} GPUs but the cluster has "
-            f"{plural(num_nodes, 'node')} x {gpus_per_node} = {world}; make the plan's degrees multiply to "
-            f"{world}, or plan again with sp-plan for this cluster"
-        )
-    problems = plan_problems(plan, model, workload)
-    if problems:
-        raise UserInputError("plan cannot run: " + "; ".join(problems))

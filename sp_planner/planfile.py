@@ -24,7 +24,8 @@ from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.flags.base import Framework
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
-from sp_planner.plan import ParallelPlan, check_plan_runs
+from sp_planner.plan import ParallelPlan
+from sp_planner.plan_checks import check_plan_runs
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -144,7 +145,7 @@ def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str
 
 def check_plan_file_runs(plan_file: PlanFile) -> None:
     """Refuse, in one UserInputError line, a plan file whose plan cannot run on its cluster
-    (plan.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines): what
+    (plan_checks.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines): what
     sp-simulate and sp-report ask of a plan file before any work."""
     check_plan_runs(plan_file.plan, plan_file.model, plan_file.workload, num_nodes=plan_file.num_nodes,
                     gpus_per_node=plan_file.gpus_per_node)

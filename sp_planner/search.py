@@ -28,11 +28,11 @@ from sp_planner.space import (
     Axes,
     Candidates,
     Pins,
-    count_candidates,
     degree_tuples,
     search_order,
     with_expert_degrees,
 )
+from sp_planner.space_count import count_candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

@@ -1,5 +1,6 @@
 """The search space as columns: every (dp, pp, tp, ulysses, ring) that fills the cluster, times
-ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` vectorized."""
+ZeRO stage, recompute and micro-batch, with the hard rules of `plan.violations` vectorized (how many
+candidates there are, without expanding them: space_count)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from sp_planner.distinct import distinct_rows
 from sp_planner.layout import GRID_ORDER
 from sp_planner.pipeline import default_split
 from sp_planner.plan import (
-    MAX_DEGREE,
     PRECISIONS,
     RECOMPUTE,
     RULES,
@@ -37,13 +36,11 @@ from sp_planner.space_choices import (  # re-exported: the choices beside the de
     _variants,
     _vpp_choices,
     _vpp_keep,
-    _vpps_kept,
     _zeros_and_recomputes,
 )
 from sp_planner.space_degrees import (  # re-exported: the space's degree tuples live there
     DEGREES,
     EXPERT_DEGREES,
-    _divisors,
     bounded_factorizations,
     degree_tuples,
     ordered_factorizations,
@@ -90,9 +87,9 @@ class Pins(FrozenModel):
 PIN_DEGREES: tuple[str, ...] = tuple(name for name in Pins.model_fields if name in GRID_ORDER)
 
 __all__ = ["DEGREES", "EXPERT_DEGREES", "MICRO_BATCH_CHOICES", "PIN_DEGREES", "ZERO_STAGES", "Axes", "Candidates",
-           "Pins", "bounded_factorizations", "count_candidates", "degree_tuples", "enumerate_candidates",
-           "expand_candidates", "first_rule", "iter_candidates", "ordered_factorizations", "rule_masks",
-           "search_order", "with_expert_degrees"]
+           "Pins", "bounded_factorizations", "degree_tuples", "enumerate_candidates", "expand_candidates",
+           "first_rule", "iter_candidates", "ordered_factorizations", "rule_masks", "search_order",
+           "with_expert_degrees"]
 
 
 @dataclass(frozen=True)
@@ -201,42 +198,6 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_no
     x vpp x precision, one ring layout."""
     degrees = with_expert_degrees(degree_tuples(world, pins), _num_experts(axes), pins)
     return expand_candidates(workload, search_order(degrees), pins, gpus_per_node, axes=axes)
-
-
-# Above this many degree tuples count_candidates counts without them (the base count, which is
-# then already far above any search's size limit, so the refusal stands).
-COUNT_TUPLES_LIMIT = 2_000_000
-
-
-def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: int | None = None,
-                     *, axes: Axes | None = None) -> int:
-    """How many candidates enumerate_candidates gives, without expanding them: per degree tuple and
-    ZeRO stage, its valid variants x recompute x micro-batch choices (MoE: per (ep, etp) row too).
-    Beyond COUNT_TUPLES_LIMIT tuples, the degree tuples with each dp by formula times what one of
-    them expands to, variants and expert rows aside (a lower bound)."""
-    dp_axis = DEGREES.index("dp")
-    zeros, recomputes = _zeros_and_recomputes(pins)
-    if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
-        tuples = with_expert_degrees(degree_tuples(world, pins), _num_experts(axes), pins)[:, :len(DEGREES)]
-        named = dict(zip(DEGREES, tuples.T))
-        per_tuple = np.zeros(len(tuples), dtype=np.int64)
-        for zero in zeros:
-            mask, _ = _variants(named, np.full(len(tuples), zero), pins, gpus_per_node)
-            per_tuple += mask.sum(axis=1)
-        # vpp x precision per (tuple, micro-batch): the vpp values kept depend on dp, pp and the
-        # micro-batch, so they are counted once per distinct (dp, pp) (a few dozen, against up to
-        # millions of tuples).
-        dp_pp = np.stack([named["dp"], named["pp"]], axis=1)
-        first, inverse = distinct_rows(dp_pp)
-        mbs = _vpps_kept(workload, dp_pp[first], pins, axes)[inverse]
-        return int((per_tuple * mbs).sum()) * len(recomputes) * len(_precision_codes(pins, axes))
-    if any(getattr(pins, axis) is not None for axis in DEGREES if axis != "dp"):
-        dps, per_dp = np.unique(degree_tuples(world, pins)[:, dp_axis], return_counts=True)
-    else:
-        dps = np.array([d for d in _divisors(world) if pins.dp in (None, d) and d <= MAX_DEGREE], dtype=np.int64)
-        per_dp = np.array([bounded_factorizations(world // int(dp), len(DEGREES) - 1) for dp in dps], dtype=np.int64)
-    return sum(tuples * len(zeros) * len(recomputes) * len(_micro_batches(workload, dp, pins))
-               for dp, tuples in zip(dps.tolist(), per_dp.tolist())) * len(_precision_codes(pins, axes))
 
 
 def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,

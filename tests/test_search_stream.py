@@ -11,7 +11,6 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.search import Pins, search
 from sp_planner.space import (
     Axes,
-    _divisors,
     degree_tuples,
     enumerate_candidates,
     expand_candidates,
@@ -19,6 +18,8 @@ from sp_planner.space import (
     ordered_factorizations,
     search_order,
 )
+from sp_planner.space_count import count_candidates
+from sp_planner.space_degrees import _divisors
 from sp_planner.specs import Workload
 
 MODEL = load_model("Llama-3-8B")
@@ -90,8 +91,6 @@ def test_prune_counts_add_up(monkeypatch):
 
 
 def test_progress_reaches_every_candidate(monkeypatch):
-    from sp_planner.space import count_candidates
-
     seen = []
     _search(97, 5, monkeypatch, progress=lambda done, total, what=None: seen.append((done, total)))
     total = count_candidates(WORKLOAD, 32, Pins(), gpus_per_node=8, axes=AXES)
@@ -145,24 +144,8 @@ def test_degree_tuples_are_every_factorization_in_lexicographic_order(pins):
     assert degree_tuples(world, pins).tolist() == [list(t) for t in expected]
 
 
-@pytest.mark.parametrize("world,pins", [(8, Pins()), (96, Pins()), (96, Pins(dp=4)), (96, Pins(tp=2)),
-                                        (4096, Pins()), (96, Pins(micro_batch=2, zero=1)), (96, Pins(dp=5)),
-                                        (96, Pins(cp_comm="allgather", dp_replicate=2)),
-                                        (96, Pins(reshard_after_forward=False, ring=4)),
-                                        (96, Pins(pp=4)), (96, Pins(vpp=2)), (96, Pins(precision=None))])
-@pytest.mark.parametrize("batch", [6, 64, 7])
-@pytest.mark.parametrize("gpus_per_node", [None, 8])
-def test_count_candidates_without_enumerating(world, pins, batch, gpus_per_node):
-    from sp_planner.space import count_candidates
-
-    workload = Workload(seq_len=12288, global_batch=batch)
-    assert count_candidates(workload, world, pins, gpus_per_node, axes=AXES) == len(
-        enumerate_candidates(workload, world, pins, gpus_per_node, axes=AXES))
-
-
 def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatch):
     from sp_planner.search import SearchTooLarge
-    from sp_planner.space import count_candidates
 
     # candidates on 1..6 nodes of 8: 1425, 2688, 8622, 4548, 6195, 15729 (with vpp 2, 4, 8 where they run)
     monkeypatch.setattr(search_module, "MAX_CANDIDATES", 5000)
@@ -176,11 +159,11 @@ def test_too_large_a_search_is_refused_naming_a_size_that_is_answered(monkeypatc
 
 
 def test_degrees_stay_within_the_plans_bound(monkeypatch):
-    import sp_planner.space as space
+    import sp_planner.space_count as space_count
     import sp_planner.space_degrees as space_degrees
-    from sp_planner.space import bounded_factorizations, count_candidates
+    from sp_planner.space import bounded_factorizations
 
-    for module in (space, space_degrees):  # the enumeration and the count read the bound
+    for module in (space_count, space_degrees):  # the enumeration and the count read the bound
         monkeypatch.setattr(module, "MAX_DEGREE", 8)
     tuples = degree_tuples(96, Pins())
     assert tuples.max() <= 8 and len(tuples) > 0
@@ -192,14 +175,3 @@ def test_degrees_stay_within_the_plans_bound(monkeypatch):
     assert bounded_factorizations(96, 5, 8) == len(brute)
     assert count_candidates(WORKLOAD, 96, Pins(), axes=AXES) == len(
         enumerate_candidates(WORKLOAD, 96, Pins(), axes=AXES))
-
-
-@pytest.mark.parametrize("pins", [Pins(), Pins(ep=4), Pins(etp=2, vpp=2), Pins(precision=None)])
-def test_count_candidates_is_exact_for_moe(pins):
-    # Qwen3-30B-A3B's 128 experts: ep over their divisors, etp over {1, tp}, next to vpp and precision.
-    from sp_planner.space import Axes, count_candidates
-
-    axes = Axes(num_layers=48, precisions=("bf16", "fp8"), num_experts=128)
-    workload = Workload(seq_len=12288, global_batch=64)
-    assert count_candidates(workload, 32, pins, 8, axes=axes) == len(
-        enumerate_candidates(workload, 32, pins, 8, axes=axes)) > 0

@@ -5,7 +5,8 @@ from sp_planner.calibration.devices import builtin_for_device
 from sp_planner.calibration.fit import calibration_data, fit_alpha_beta, fit_collectives
 from sp_planner.cost.collective_sizes import bus_factor
 from sp_planner.calibration.measurements import Measurements, read_measurements, write_measurements
-from sp_planner.calibration.profile import CalibratedProfile, build_profile, profile_yaml_text, write_profile
+from sp_planner.calibration.profile import CalibratedProfile, build_profile
+from sp_planner.calibration.profile_file import profile_yaml_text, write_profile
 from sp_planner.calibration.schedule import CalibrationSchedule, build_schedule
 
 __all__ = [

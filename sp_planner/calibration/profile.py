@@ -8,19 +8,18 @@ profile, with a warning naming it; with no base profile it is an error (except i
 on one node, see `_links`). Measured on GPUs (NCCL), the profile names the base's GPU
 (base_profile: cost.families.profile_key), so that the cost model's tables for that GPU (kernel
 benchmarks, best published MFU, GEMM and host tables) apply to it; a CPU measurement names none.
+The profile as a YAML file: calibration.profile_file.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 from sp_planner.cost.collective_sizes import latency_steps
-from sp_planner.catalog import builtin_gpu, profile_to_yaml
+from sp_planner.catalog import builtin_gpu
 from sp_planner.cost.runtime_memory import FRAGMENTATION_RESERVE_FRACTION
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import write_text_atomic
 from sp_planner.specs.calibration import COLLECTIVES, CalibrationData, CollectiveFit
 from sp_planner.specs.hardware import (
     CollectiveEfficiency,
@@ -286,16 +285,3 @@ def build_profile(data: CalibrationData, *, base: HardwareProfile | None, name: 
         sources=dict(sorted(b.sources.items())), calibration=data,
     )
     return CalibratedProfile(profile=profile, warnings=tuple(b.warnings))
-
-
-def profile_yaml_text(profile: HardwareProfile) -> str:
-    """The profile as YAML (catalog.profile_to_yaml, so read_hardware_file reads it back equal),
-    under a comment saying where it came from."""
-    header = (f"# Hardware profile measured by sp-calibrate on {profile.measured_on}.\n"
-              "# Use it with: sp-plan --hardware THIS_FILE. Every figure names its origin under `sources`;\n"
-              "# the fits and curves it was derived from are kept under `calibration`.\n")
-    return header + profile_to_yaml(profile)
-
-
-def write_profile(path: Path, profile: HardwareProfile) -> None:
-    write_text_atomic(Path(path), profile_yaml_text(profile))

@@ -28,7 +28,7 @@ from sp_planner.calibration import (
     calibration_data,
     read_measurements,
 )
-from sp_planner.calibration.profile import profile_yaml_text
+from sp_planner.calibration.profile_file import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import file_name, run_app

@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sp_planner.cost import attention_comm
-from sp_planner.plan import ParallelPlan, adam_moments_problem, violations
+from sp_planner.plan import ParallelPlan, violations
+from sp_planner.plan_checks import adam_moments_problem
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

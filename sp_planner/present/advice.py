@@ -14,7 +14,8 @@ from sp_planner.cost.offload import OVERLAP_MIN_KEPT_LAYERS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
-from sp_planner.space import PIN_DEGREES, count_candidates
+from sp_planner.space import PIN_DEGREES
+from sp_planner.space_count import count_candidates
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile

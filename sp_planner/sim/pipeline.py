@@ -5,7 +5,7 @@ is interleaved); its inside is the stage program (sp_planner.sim.layer_program),
 every micro-batch, so it is scheduled once and reused. 1F1B (PipeDream-Flush; Narayanan et al.
 2021, section 2.2): stage s runs min(pp-1-s, m) warm-up forwards, then alternates one forward and
 one backward, then drains the remaining backwards; interleaved 1F1B (section 2.2.2) as Megatron
-orders it (`_order`), each stage holding vpp chunks of its layers, chunk c of stage s being virtual
+orders it (pipeline_order), each stage holding vpp chunks of its layers, chunk c of stage s being virtual
 stage c*pp + s. A later chunk's gradient buckets may still be leaving when the next block's join
 the data-parallel stream; each block's program times its own. A forward waits for the previous
 stage's forward of the same micro-batch and its activation transfer; a backward waits for the next
@@ -21,7 +21,7 @@ A stage's data-parallel calls share one stream (its data-parallel communicator's
 a call issued in one block waits for those still leaving from earlier ones (`_queued_dp_end`), so
 an interleaved stage's per-chunk gradient syncs queue behind each other into the drain. Under
 Megatron's aligned parameter gather (StepWork.dp_gather_by_chunk) each later chunk's gather is a
-block of its own, dispatched ahead of the chunk's first forward (`_gather_dispatched`).
+block of its own, dispatched ahead of the chunk's first forward (pipeline_order.gather_dispatched).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
+from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import StepWork
 
@@ -64,39 +65,6 @@ class PipelineSchedule:
             path.append(last)
             last = self.blocks[last].pred
         return path[::-1]
-
-
-def _order(pp: int, m: int, stage: int, vpp: int = 1) -> list[tuple[str, int, int]]:
-    """(kind, chunk, micro-batch) in the order the stage runs them. Plain 1F1B for vpp 1; else
-    Megatron's interleaved schedule (pipeline_parallel/schedules.py, get_pp_rank_microbatches and
-    get_schedule_table, micro-batch group of pp): virtual micro-batch k runs chunk
-    (k mod pp*vpp) // pp of micro-batch (k // (pp*vpp)) * pp + k mod pp forward, and the chunks
-    in reverse backward; warm-up 2(pp-1-s) + (vpp-1) pp of them, capped at all m*vpp."""
-    total = m * vpp
-    if vpp == 1:
-        warmup = min(pp - 1 - stage, m)
-    else:
-        warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, total)
-
-    def virtual(k: int, kind: str) -> tuple[str, int, int]:
-        group, within = divmod(k, pp * vpp)
-        chunk, mb = divmod(within, pp)
-        return kind, (chunk if kind == "forward" else vpp - 1 - chunk), group * pp + mb
-
-    order = [virtual(k, "forward") for k in range(warmup)]
-    for k in range(total - warmup):
-        order += [virtual(warmup + k, "forward"), virtual(k, "backward")]
-    order += [virtual(k, "backward") for k in range(total - warmup, total)]
-    return order
-
-
-def _upstream(kind: str, stage: int, chunk: int, pp: int, vpp: int) -> tuple[int, int] | None:
-    """(stage, chunk) whose output this block needs: the previous virtual stage's forward, or the
-    next one's backward (virtual stage chunk*pp + stage, Megatron's interleaved layer placement)."""
-    virtual = chunk * pp + stage + (-1 if kind == "forward" else 1)
-    if not 0 <= virtual < pp * vpp:
-        return None
-    return virtual % pp, virtual // pp
 
 
 def _compute_end(program: Program) -> float:
@@ -135,19 +103,6 @@ def chunk_gather_s(work: StepWork, stage: int, chunk: int) -> float:
     return own + (sum(calls.tail) if chunk == 0 else 0.0) + (sum(calls.head) if chunk == work.vpp - 1 else 0.0)
 
 
-def _gather_dispatched(pp: int, vpp: int, stage: int, k: int) -> int:
-    """The model chunk whose parameter all-gather Megatron dispatches before the stage's forward
-    number k, or -1: chunk j + 1 when forward k + stage is chunk j's first micro-batch, for
-    j + 1 >= 2 (chunks 0 and 1 go at the step's start). schedules.py
-    forward_backward_pipelining_with_interleaving, forward_step_helper_preprocess
-    (param_sync_virtual_microbatch_id = virtual_microbatch_id + pipeline_parallel_rank)."""
-    virtual = k + stage
-    if virtual % pp or virtual >= pp * vpp:
-        return -1
-    chunk = virtual // pp + 1
-    return chunk if 1 < chunk < vpp else -1
-
-
 def without_dp(work: StepWork) -> StepWork:
     """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
     return work.model_copy(update={
@@ -178,7 +133,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     pp, m, vpp = work.pp, work.num_micro_batches, work.vpp
     templates = _templates(work)
     bare = _templates(without_dp(work))
-    orders = [_order(pp, m, s, vpp) for s in range(pp)]
+    orders = [stage_order(pp, m, s, vpp) for s in range(pp)]
     cursor = [0] * pp
     done: dict[tuple[int, int, str, int], int] = {}
     blocks: list[Block] = []
@@ -221,7 +176,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             if cursor[stage] == len(orders[stage]):
                 continue
             kind, chunk, mb = orders[stage][cursor[stage]]
-            upstream = _upstream(kind, stage, chunk, pp, vpp)
+            upstream = upstream_stage(kind, stage, chunk, pp, vpp)
             dep = -1
             if upstream is not None:
                 dep = done.get((*upstream, kind, mb), -2)
@@ -243,11 +198,11 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                     dp_exposed[stage] += blocks[gather].end_s - start
                     start, pred, waited = blocks[gather].end_s, gather, 0.0
                 # The gather Megatron dispatches before this forward runs from its start.
-                later = _gather_dispatched(pp, vpp, stage, forwards[stage])
+                later = gather_dispatched(pp, vpp, stage, forwards[stage])
                 if later > 0:
                     dispatch(stage, later, start, pred)
             # Every virtual stage boundary is a send (the last forward and the first backward not).
-            sends = _upstream("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
+            sends = upstream_stage("backward" if kind == "forward" else "forward", stage, chunk, pp, vpp) is not None
             # Blocking, the send holds the stage; overlapped, it runs after the block (`transfer`).
             send, transfer = 0.0, 0.0
             if sends:

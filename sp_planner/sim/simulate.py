@@ -18,7 +18,8 @@ from sp_planner.cost.fsdp import plan_as_run
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.step import time_columns
-from sp_planner.plan import ParallelPlan, check_plan_runs
+from sp_planner.plan import ParallelPlan
+from sp_planner.plan_checks import check_plan_runs
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
 from sp_planner.sim.result import CRITICAL_PATH_KINDS, CriticalSegment, SimResult, StreamUsage, TimelineEvent

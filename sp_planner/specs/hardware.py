@@ -2,16 +2,29 @@
 
 Bandwidths are bytes/s per GPU per direction; latencies are seconds. Efficiencies are fractions
 (0, 1] of the peak they multiply. `sources` maps each field path to where its number comes from.
+The range each figure must lie in: specs.hardware_limits.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
-from sp_planner.specs.base import FrozenModel, whole_bytes
+from sp_planner.specs.base import whole_bytes
 from sp_planner.specs.calibration import CalibrationData
+from sp_planner.specs.hardware_limits import (
+    MAX_BANDWIDTH_BYTES_PER_S,
+    MAX_FLOPS,
+    MAX_GPUS_PER_NODE,
+    MAX_LATENCY_S,
+    MAX_MEMORY_BYTES,
+    MIN_BANDWIDTH_BYTES_PER_S,
+    MIN_FLOPS,
+    MIN_MEMORY_BYTES,
+    FiniteModel,
+    Fraction,
+)
 
 IntraNodeKind = Literal["nvlink", "pcie", "xgmi", "hccs"]
 InterNodeKind = Literal["infiniband", "roce", "ethernet"]
@@ -34,61 +47,27 @@ SOURCED_FIELDS: tuple[str, ...] = (
     "memory_reserve_bytes",
 )
 
-Fraction = Field(gt=0.0, le=1.0)
 # EfficiencySpec.memory_bound of a profile that does not state it: an assumption (STREAM-class
 # copies reach 80-90% of the datasheet bandwidth on A100/H100, NVIDIA's BabelStream figures; the low
 # end), the figure every profile used before the built-ins took measured norm-kernel rates.
 MEMORY_BOUND_DEFAULT = 0.8
 
-# Upper bounds far above today's parts (B200: 2.25e15 dense bf16 FLOP/s, 192 GB HBM at 8e12 B/s;
-# NVLink 5: 9e11 B/s per GPU) and above the idealized "free compute" profiles the tests build
-# (1e21 FLOP/s, 1e18 B/s), yet low enough that a typo such as 1e30 (or .inf) is refused with its
-# range instead of planned with, and every product of them stays finite in float64.
-MAX_FLOPS = 1e24
-MAX_MEMORY_BYTES = 2.0**60  # 1 EiB
-MAX_BANDWIDTH_BYTES_PER_S = 1e21
-# Lower bounds far below any part a plan runs on (one CPU core: ~1e10 FLOP/s and ~1e9 B/s; a
-# calibrated 2-core CPU profile measures 7e10 FLOP/s and 1e9 B/s between ranks), so that a
-# typo such as 1e-30 is refused with its range instead of planned into NaN or 1e41-day steps.
-MIN_FLOPS = 1e8
-MIN_MEMORY_BYTES = 2.0**20  # 1 MiB
-MIN_BANDWIDTH_BYTES_PER_S = 1e6
-MAX_LATENCY_S = 1.0
-MAX_GPUS_PER_NODE = 1024
 
-
-class _Finite(FrozenModel):
-    """Hardware figures are finite numbers: inf and nan are refused, and so are true and false
-    where a number is asked for (YAML's booleans would otherwise read as 1 and 0)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _numbers_are_not_booleans(cls, data: object) -> object:
-        if isinstance(data, dict):
-            for name, value in data.items():
-                field = cls.model_fields.get(name) if isinstance(name, str) else None
-                if field is not None and isinstance(value, bool) and field.annotation is not bool:
-                    raise ValueError(f"{name}: must be a number, got {str(value).lower()}")
-        return data
-
-
-class LinkSpec(_Finite):
+class LinkSpec(FiniteModel):
     kind: IntraNodeKind | InterNodeKind
     bandwidth_bytes_per_s: float = Field(ge=MIN_BANDWIDTH_BYTES_PER_S, le=MAX_BANDWIDTH_BYTES_PER_S,
                                          description="per GPU, per direction, line rate")
     latency_s: float = Field(ge=0, le=MAX_LATENCY_S)
 
 
-class GroupEfficiency(_Finite):
+class GroupEfficiency(FiniteModel):
     """All-to-all efficiency measured over a group of `group_size` ranks."""
 
     group_size: int = Field(gt=1)
     efficiency: float = Fraction
 
 
-class CollectiveEfficiency(_Finite):
+class CollectiveEfficiency(FiniteModel):
     """Achieved bus bandwidth at large messages (nccl-tests busbw) divided by the link's line rate."""
 
     all_reduce: float = Fraction
@@ -115,7 +94,7 @@ class CollectiveEfficiency(_Finite):
         return points
 
 
-class CurvePoint(_Finite):
+class CurvePoint(FiniteModel):
     """Kernel efficiency measured at one sequence-block length (tokens per query/key block)."""
 
     tokens: int = Field(gt=0)
@@ -131,7 +110,7 @@ def _check_curve(points: tuple[CurvePoint, ...]) -> tuple[CurvePoint, ...]:
     return points
 
 
-class EfficiencySpec(_Finite):
+class EfficiencySpec(FiniteModel):
     gemm: float = Fraction
     # FP8 (E4M3) GEMM throughput / peak_fp8_flops, from a microbenchmark (None: FP8 not modelled);
     # MXFP8 likewise (Blackwell's block-scaled FP8; None: the chip has none).
@@ -186,7 +165,7 @@ class EfficiencySpec(_Finite):
         return value
 
 
-class FabricSpec(_Finite):
+class FabricSpec(FiniteModel):
     """How nodes are wired; used by the simulator's cluster graph."""
 
     topology: FabricTopology = "rail_optimized"
@@ -194,7 +173,7 @@ class FabricSpec(_Finite):
     oversubscription: float = Field(default=1.0, ge=1.0, le=1024.0)
 
 
-class HardwareProfile(_Finite):
+class HardwareProfile(FiniteModel):
     name: str = Field(min_length=1)
     # The built-in profile whose GPU this is (a renamed copy, a calibrated cluster): the cost
     # model's tables keyed by GPU read it instead of `name` (cost.families.profile_key). None: the

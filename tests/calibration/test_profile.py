@@ -1,4 +1,4 @@
-"""Calibrated profiles: figures derived from the measurements, fallbacks with warnings, YAML."""
+"""Calibrated profiles: figures derived from the measurements, fallbacks with warnings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from sp_planner.calibration.fit import calibration_data
-from sp_planner.calibration.profile import build_profile, write_profile
+from sp_planner.calibration.profile import build_profile
+from sp_planner.calibration.profile_file import write_profile
 from sp_planner.catalog import load_hardware, read_hardware_file
 from sp_planner.cost.collective_sizes import size_factor
 from sp_planner.errors import UserInputError
@@ -122,15 +123,6 @@ def test_busbw_above_the_line_rate_raises_it(make_measurements):
     assert result.profile.intra_node.bandwidth_bytes_per_s == pytest.approx(500e9, rel=1e-3)
     assert result.profile.efficiency.intra_node.all_reduce == 1.0
     assert "beats H100-SXM's line rate 450.0 GB/s" in result.warnings[0]
-
-
-def test_yaml_round_trip(make_measurements, tmp_path):
-    profile = _build(make_measurements()).profile
-    path = tmp_path / "my-cluster.yaml"
-    write_profile(path, profile)
-    assert path.read_text().startswith("# Hardware profile measured by sp-calibrate on 2025-06-01.")
-    assert read_hardware_file(path) == profile
-    assert load_hardware(str(path)) == profile
 
 
 def test_corrupt_profiles_are_one_line_errors(tmp_path):

@@ -1,0 +1,53 @@
+"""The order of a pipeline stage's blocks under 1F1B (PipeDream-Flush; Narayanan et al. 2021, section
+2.2) and interleaved 1F1B (section 2.2.2) as Megatron orders them, which block each one waits for, and
+before which forward Megatron dispatches a model chunk's parameter all-gather. Pure functions of the
+degrees, micro-batch count and stage; sim.pipeline times the blocks in this order.
+"""
+
+from __future__ import annotations
+
+
+def stage_order(pp: int, m: int, stage: int, vpp: int = 1) -> list[tuple[str, int, int]]:
+    """(kind, chunk, micro-batch) in the order the stage runs them. Plain 1F1B for vpp 1; else
+    Megatron's interleaved schedule (pipeline_parallel/schedules.py, get_pp_rank_microbatches and
+    get_schedule_table, micro-batch group of pp): virtual micro-batch k runs chunk
+    (k mod pp*vpp) // pp of micro-batch (k // (pp*vpp)) * pp + k mod pp forward, and the chunks
+    in reverse backward; warm-up 2(pp-1-s) + (vpp-1) pp of them, capped at all m*vpp."""
+    total = m * vpp
+    if vpp == 1:
+        warmup = min(pp - 1 - stage, m)
+    else:
+        warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, total)
+
+    def virtual(k: int, kind: str) -> tuple[str, int, int]:
+        group, within = divmod(k, pp * vpp)
+        chunk, mb = divmod(within, pp)
+        return kind, (chunk if kind == "forward" else vpp - 1 - chunk), group * pp + mb
+
+    order = [virtual(k, "forward") for k in range(warmup)]
+    for k in range(total - warmup):
+        order += [virtual(warmup + k, "forward"), virtual(k, "backward")]
+    order += [virtual(k, "backward") for k in range(total - warmup, total)]
+    return order
+
+
+def upstream_stage(kind: str, stage: int, chunk: int, pp: int, vpp: int) -> tuple[int, int] | None:
+    """(stage, chunk) whose output this block needs: the previous virtual stage's forward, or the
+    next one's backward (virtual stage chunk*pp + stage, Megatron's interleaved layer placement)."""
+    virtual = chunk * pp + stage + (-1 if kind == "forward" else 1)
+    if not 0 <= virtual < pp * vpp:
+        return None
+    return virtual % pp, virtual // pp
+
+
+def gather_dispatched(pp: int, vpp: int, stage: int, k: int) -> int:
+    """The model chunk whose parameter all-gather Megatron dispatches before the stage's forward
+    number k, or -1: chunk j + 1 when forward k + stage is chunk j's first micro-batch, for
+    j + 1 >= 2 (chunks 0 and 1 go at the step's start). schedules.py
+    forward_backward_pipelining_with_interleaving, forward_step_helper_preprocess
+    (param_sync_virtual_microbatch_id = virtual_microbatch_id + pipeline_parallel_rank)."""
+    virtual = k + stage
+    if virtual % pp or virtual >= pp * vpp:
+        return -1
+    chunk = virtual // pp + 1
+    return chunk if 1 < chunk < vpp else -1

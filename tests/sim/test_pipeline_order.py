@@ -1,0 +1,68 @@
+"""sim.pipeline_order: each stage's blocks in 1F1B and interleaved 1F1B order, their upstream
+blocks, and where Megatron dispatches a chunk's parameter all-gather."""
+
+import pytest
+
+from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
+
+
+def _blocks(text: str) -> list[tuple[str, int, int]]:
+    """'F0.1 B1.0' -> [("forward", 0, 1), ("backward", 1, 0)]: kind, chunk, micro-batch."""
+    kinds = {"F": "forward", "B": "backward"}
+    return [(kinds[b[0]], *map(int, b[1:].split("."))) for b in text.split()]
+
+
+def test_plain_1f1b_warms_up_pp_minus_1_minus_stage_forwards():
+    # PipeDream-Flush (Narayanan et al. 2021, figure 4): stage 0 of 2 runs one forward ahead.
+    assert stage_order(2, 3, 0) == _blocks("F0.0 F0.1 B0.0 F0.2 B0.1 B0.2")
+    assert stage_order(2, 3, 1) == _blocks("F0.0 B0.0 F0.1 B0.1 F0.2 B0.2")
+    assert stage_order(4, 2, 0) == _blocks("F0.0 F0.1 B0.0 B0.1")  # warm-up capped at m
+
+
+def test_interleaved_1f1b_by_hand():
+    # pp 2, vpp 2, 2 micro-batches: stage 0 warms up 2(pp-1) + (vpp-1)pp = 4 (all of them); stage 1
+    # warms up 2, then pairs chunk 1's forwards with its backwards, then drains chunk 0.
+    assert stage_order(2, 2, 0, vpp=2) == _blocks("F0.0 F0.1 F1.0 F1.1 B1.0 B1.1 B0.0 B0.1")
+    assert stage_order(2, 2, 1, vpp=2) == _blocks("F0.0 F0.1 F1.0 B1.0 F1.1 B1.1 B0.0 B0.1")
+
+
+def _megatron_order(pp: int, m: int, stage: int, vpp: int) -> list[tuple[str, int, int]]:
+    """Megatron's order as its own tables give it (megatron/core/pipeline_parallel/schedules.py at
+    d98e8a6: get_schedule_table with micro-batch groups of pp, get_pp_rank_microbatches' warm-up,
+    get_model_chunk_id reversing the chunk in backward)."""
+    table = [(mb, chunk) for first in range(0, m, pp) for chunk in range(vpp) for mb in range(first, first + pp)]
+    warmup = min(2 * (pp - 1 - stage) + (vpp - 1) * pp, m * vpp)
+    forward = [("forward", chunk, mb) for mb, chunk in table]
+    backward = [("backward", vpp - 1 - chunk, mb) for mb, chunk in table]
+    steady = [block for pair in zip(forward[warmup:], backward) for block in pair]
+    return forward[:warmup] + steady + backward[len(forward) - warmup:]
+
+
+@pytest.mark.parametrize("pp", [2, 3, 4])
+@pytest.mark.parametrize("vpp", [2, 3])
+@pytest.mark.parametrize("groups", [1, 2, 3])
+def test_interleaved_order_is_megatrons_schedule_table(pp, vpp, groups):
+    m = groups * pp  # interleaving needs the micro-batches in whole groups of pp (the vpp rule)
+    for stage in range(pp):
+        order = stage_order(pp, m, stage, vpp)
+        assert order == _megatron_order(pp, m, stage, vpp)
+        assert sorted(order) == sorted((kind, c, mb) for kind in ("backward", "forward")
+                                       for c in range(vpp) for mb in range(m))
+
+
+def test_upstream_is_the_neighbouring_virtual_stage():
+    # pp 2, vpp 2: virtual stage chunk*pp + stage, so stage 1 chunk 0 feeds stage 0 chunk 1.
+    assert upstream_stage("forward", 0, 0, 2, 2) is None  # the first virtual stage
+    assert upstream_stage("forward", 1, 0, 2, 2) == (0, 0)
+    assert upstream_stage("forward", 0, 1, 2, 2) == (1, 0)
+    assert upstream_stage("backward", 1, 0, 2, 2) == (0, 1)
+    assert upstream_stage("backward", 1, 1, 2, 2) is None  # the last virtual stage
+    assert upstream_stage("backward", 0, 0, 3, 1) == (1, 0)
+
+
+def test_chunk_gathers_go_before_the_forward_pp_ahead_of_the_chunks_first():
+    # schedules.py forward_step_helper_preprocess: forward k + stage starting chunk j dispatches
+    # chunk j + 1's gather, for chunks 2 .. vpp-1 (0 and 1 go at the step's start).
+    assert [gather_dispatched(2, 4, 0, k) for k in range(8)] == [-1, -1, 2, -1, 3, -1, -1, -1]
+    assert [gather_dispatched(2, 4, 1, k) for k in range(8)] == [-1, 2, -1, 3, -1, -1, -1, -1]
+    assert [gather_dispatched(3, 2, 0, k) for k in range(6)] == [-1] * 6  # vpp 2: nothing left to dispatch
