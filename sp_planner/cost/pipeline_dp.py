@@ -223,7 +223,7 @@ def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], mi
     docstring); `edge` defaults to the whole exposure (vpp 1).
     `drain` (_chunk0_backward_s): the interleaved schedule ends every stage with the last
     micro-batch group's chunk-0 backwards (Megatron's get_schedule_table: groups of pp
-    micro-batches, the chunks' backward in reverse; sim.pipeline._order), which pass the stages
+    micro-batches, the chunks' backward in reverse; sim.pipeline_order.stage_order), which pass the stages
     pp-1 -> 0 back to back: a flow shop of J = min(pp, m) equal jobs, whose J - 1 later jobs go
     at the pace of its slowest stage's block (makespan sum_k b_k + (J - 1) max_k b_k).
     The stretch charged them the pacing stage's block, so a slower one (the first stage's, whose
