@@ -138,16 +138,20 @@ def check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, clu
                 console: Console) -> None:
     """Refuse (exit 2) a run whose ranks cannot fit this machine's memory, before torchrun starts
     anything; note a long reference. sp-run never shrinks a plan to make it fit."""
-    need = run_memory(cfg).peak_bytes
+    memory = run_memory(cfg)
+    need = memory.peak_bytes
     available = available_bytes(cfg.device, plan_file)
     if available is not None:
         have, source = available
         per_rank = have // local_ranks if cfg.device == "cpu" else have
         if need > per_rank:
             shared = f" / {local_ranks} local ranks" if cfg.device == "cpu" and local_ranks > 1 else ""
+            phase, phase_bytes = memory.largest_phase
             raise UserInputError(
-                f"the run needs about {format_bytes(need)} per rank (every rank holds the global fp32 inputs, the "
-                f"fp32 reference and its shard) but {format_bytes(per_rank)} is available per rank "
+                f"the run needs about {format_bytes(need)} per rank (the global fp32 inputs and reference "
+                f"{format_bytes(memory.inputs_bytes + memory.reference_bytes)}, then {phase} "
+                f"{format_bytes(phase_bytes)}, and {format_bytes(memory.runtime_bytes)} for the runtime) but "
+                f"{format_bytes(per_rank)} is available per rank "
                 f"({format_bytes(have)} {source}{shared}); sp-run never shrinks a plan: run it where it fits, "
                 f"e.g. on the cluster with --device cuda: {cluster} ; or pass a smaller --seq-len"
                 + (" with explicit --ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan"

@@ -2,15 +2,18 @@
 
 Torch-free (the CLI checks a run before torchrun starts). Every rank holds the global fp32 inputs
 and computes the full fp32 reference (sp_planner.executor.reference) so that it can check its own
-shard; for bf16/fp16 it also runs the kernel once on the full tensors for the tolerance
-(sp_planner.executor.case). Those phases run one after another, so a rank's peak is what stays
-alive throughout (inputs, reference results) plus the largest phase.
+shard; it also runs the kernel once on the full tensors in the run dtype for the tolerance
+(case.run_case: every dtype since the RMS bounds, fp32 included). Those phases run one after
+another, so a rank's peak is what stays alive throughout (inputs, reference results) plus the
+largest phase. The executor phase is the step as sp-run runs it (executor.step_memory's replay,
+which equals the measured peak above the step's inputs) with what run_case keeps alive beside it.
 """
 
 from __future__ import annotations
 
 from sp_planner.cost.attention import attention_layer_memory_bytes
 from sp_planner.executor.config import RunConfig
+from sp_planner.executor.step_memory import collective_held_bytes, single_run_peak_bytes, step_peak_bytes
 from sp_planner.specs.base import FrozenModel
 
 FP32_BYTES = 4
@@ -65,14 +68,25 @@ class RunMemory(FrozenModel):
     inputs_bytes: int  # global Q, K, V, dO in fp32
     reference_bytes: int  # its results (O, dQ, dK, dV in fp32), alive until the end
     reference_workspace_bytes: int  # chunk scores, chunk rows, fp32 K/V and dK/dV accumulators
-    tolerance_bytes: int  # bf16/fp16 only: the same-dtype single-device run
-    executor_bytes: int  # the sharded step: cost.attention's layer model, math kernel scores
+    tolerance_bytes: int  # the same-dtype single-device run (step_memory.single_run_peak_bytes)
+    executor_bytes: int  # the sharded step and what stays alive beside it (executor_phase_bytes)
     runtime_bytes: int
+    # True: the step is executor.step_memory's replay; False: a kernel it does not cover (the
+    # math kernel, CUDA's memory-efficient one), counted by cost.attention's layer model instead.
+    executor_replayed: bool
 
     @property
     def peak_bytes(self) -> int:
-        phases = max(self.reference_workspace_bytes, self.tolerance_bytes, self.executor_bytes)
-        return self.inputs_bytes + self.reference_bytes + phases + self.runtime_bytes
+        return self.inputs_bytes + self.reference_bytes + self.largest_phase[1] + self.runtime_bytes
+
+    @property
+    def largest_phase(self) -> tuple[str, int]:
+        """The phase that sets the peak, in words, and its bytes."""
+        step = ("its sharded steps (sp-run's step replayed)" if self.executor_replayed else
+                "its sharded steps (the layer model's estimate: the replay does not cover this kernel)")
+        phases = [("the reference's workspace", self.reference_workspace_bytes),
+                  ("the single-device run for the tolerance", self.tolerance_bytes), (step, self.executor_bytes)]
+        return max(phases, key=lambda phase: phase[1])
 
 
 def _math_kernel(cfg: RunConfig) -> bool:
@@ -94,21 +108,49 @@ def run_memory(cfg: RunConfig) -> RunMemory:
     # fp32 K, V copies and one K- or V-sized matmul result before it is added to dK or dV (the
     # dK, dV accumulators are the reference's results)
     workspace = scores + chunk_rows + b * s * kv * (d_qk + d_v + max(d_qk, d_v)) * FP32_BYTES
-    tolerance = 0
-    if cfg.dtype != "float32":
-        if _math_kernel(cfg):  # single_device_run uses the chunked code on rounded inputs
-            tolerance = 2 * tensors_elems * eb + workspace
-        else:  # flash: inputs and results in the dtype, KV and grads expanded to all heads, fp32 dQ
-            tolerance = 2 * tensors_elems * eb + 8 * q_elems * eb + q_elems * FP32_BYTES
-    executor = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv,
-                                            head_dim=cfg.mean_head_dim,
-                                            ulysses=cfg.ulysses, ring=cfg.ring, elem_bytes=eb)
-    if _math_kernel(cfg):  # one call: this rank's heads after the all-to-all, one ring shard each side
-        shard = s // cfg.ring
-        executor += MATH_KERNEL_LIVE_SCORE_MATRICES * b * (h // cfg.ulysses) * shard * shard * FP32_BYTES
+    tolerance = single_run_peak_bytes(cfg)  # the flash kernels' run, replayed
+    if tolerance is None:  # the inputs rounded to the dtype (in fp32 .to() is no copy), the results in it
+        tolerance = (tensors_elems * eb if cfg.dtype != "float32" else 0) + tensors_elems * eb
+        if cfg.kernel == "math" or cfg.score_mods:  # single_device_run uses the chunked code on rounded inputs
+            tolerance += workspace
+        else:  # CUDA's memory-efficient kernel: KV and grads expanded to all heads, fp32 dQ
+            tolerance += 8 * q_elems * eb + q_elems * FP32_BYTES
+    executor, replayed = executor_phase_bytes(cfg)
     return RunMemory(inputs_bytes=tensors_elems * FP32_BYTES, reference_bytes=tensors_elems * FP32_BYTES,
                      reference_workspace_bytes=workspace, tolerance_bytes=tolerance, executor_bytes=executor,
-                     runtime_bytes=RUNTIME_OVERHEAD_BYTES[cfg.device])
+                     runtime_bytes=RUNTIME_OVERHEAD_BYTES[cfg.device], executor_replayed=replayed)
+
+
+def executor_phase_bytes(cfg: RunConfig) -> tuple[int, bool]:
+    """A rank's bytes while its sharded steps run, above the global inputs and the reference, and
+    whether the step is replayed: what case.run_case holds then, in the run dtype, beside the step
+    (step_memory.step_peak_bytes, which counts neither the step's inputs nor these):
+    - the single-device run's O, dQ, dK, dV (`single`, kept to the end): the global tensors' size;
+    - this rank's Q, K, V, dO (`local`: extract_local's index_select copy, .to(dtype)): 1/(U*R) of it;
+    - while a timed step runs (iters > 0), the validated step's O, dQ, dK, dV (`out`, `grads`; a
+      timed step's own go with `_`, which the loop rebinds before the next);
+    - on CPU, the buffers gloo's worker threads may still hold (step_memory.collective_held_bytes;
+      sp-run runs CUDA ranks on NCCL).
+    What run_case does after the steps (errors against the reference: a few shard-sized fp32
+    temporaries) stays below the step's own peak (the ring's K/V and fp32 dK/dV buffers alone are
+    six K-sized shards). Where the replay does not cover the kernel (math kernel, CUDA's
+    memory-efficient one), the step is cost.attention's layer model (its inputs counted) plus the
+    math kernel's score matrices."""
+    b, s, d_qk, d_v = cfg.batch, cfg.seq_len, cfg.head_dim, cfg.v_dim
+    h, kv, eb, ranks = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank, cfg.elem_bytes, cfg.world_size
+    results_bytes = b * s * (h + kv) * (d_qk + d_v) * eb  # O, dQ, dK, dV (as Q, K, V, dO)
+    kept = results_bytes // ranks if cfg.iters > 0 else 0
+    step = step_peak_bytes(cfg)
+    if step is not None:
+        held = collective_held_bytes(cfg) if cfg.device == "cpu" else 0
+        return results_bytes + results_bytes // ranks + step + kept + held, True
+    layer = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv,
+                                         head_dim=cfg.mean_head_dim, ulysses=cfg.ulysses, ring=cfg.ring,
+                                         elem_bytes=eb, cp_comm=cfg.cp_comm)
+    if _math_kernel(cfg):  # one call: this rank's heads after the all-to-all, one ring shard each side
+        shard = s // cfg.ring
+        layer += MATH_KERNEL_LIVE_SCORE_MATRICES * b * (h // cfg.ulysses) * shard * shard * FP32_BYTES
+    return results_bytes + layer + kept, False
 
 
 def reference_flops(cfg: RunConfig) -> float:

@@ -13,6 +13,8 @@ GQA with and without KV replication, batch 2, MLA (tests/executor/test_step_memo
 recorded H200 runs (step_ops.FA2_SEQ_ROUND). Covered: the flash kernels (CPU flash,
 CUDA FlashAttention-2; q/k/v zero-padded for MLA), Ulysses, ring p2p and all-gather CP, USP. The
 math kernel (softcap, window, --kernel math) and CUDA's memory-efficient kernel (fp32) return None.
+single_run_peak_bytes replays the tolerance's single-device run the same way (executor.budget,
+sp-run's fit check before launch, uses both).
 """
 
 from __future__ import annotations
@@ -216,6 +218,23 @@ def step_peak_bytes(cfg: RunConfig) -> int | None:
     """The largest rank's (causal ring ranks compute different blocks); None where not covered."""
     peaks = [ring_rank_peak_bytes(cfg, r) for r in range(cfg.ring)]
     return None if None in peaks else max(p for p in peaks if p is not None)
+
+
+def single_run_peak_bytes(cfg: RunConfig) -> int | None:
+    """Peak bytes above the global fp32 inputs of reference.single_device_run (the tolerance's
+    same-dtype run of the kernel on the whole sequence, every rank alike): the inputs rounded to
+    the dtype (t.to(float32) is t itself), one kernel forward and backward; its O, dQ, dK, dV are
+    alive at the end. None where the kernel is not covered."""
+    if step_memory_covered(cfg) is not None:
+        return None
+    ops = StepOps(cfg.device)
+    b, s, h, kv, d_qk, d_v = (cfg.batch, cfg.seq_len, cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank,
+                              cfg.head_dim, cfg.v_dim)
+    shapes = ((b, s, h, d_qk), (b, s, kv, d_qk), (b, s, kv, d_v), (b, s, h, d_v))
+    q, k, v, dout = (new(ops.ledger, shape, FP32, counted=False).to(cfg.elem_bytes) for shape in shapes)
+    out, lse = ops.forward_call(q, k, v, (d_qk, d_v))
+    grads = ops.backward_call(dout, q, k, v, out, lse, (d_qk, d_v))  # noqa: F841 - returned with out
+    return ops.ledger.peak_bytes
 
 
 # ProcessGroupGloo runs collectives on 2 worker threads (Options.threads default), and a worker

@@ -10,9 +10,12 @@ from rich.console import Console
 
 from sp_planner.cli import run_modes
 from sp_planner.cli.run_cmd import main
+from sp_planner.executor.budget import run_memory
 from sp_planner.executor.config import RunConfig
+from sp_planner.executor.step_memory import step_peak_bytes
 from sp_planner.units import GIB
 
+MIB = 2**20
 LLAMA = ["--heads", "32", "--kv-heads", "8", "--head-dim", "128", "--causal"]
 
 
@@ -26,15 +29,38 @@ def _refusal(capsys, args: list[str]) -> str:
 
 
 def test_run_that_does_not_fit_is_refused_before_launch(capsys, monkeypatch):
-    """16K tokens of Llama-3-8B attention on 2 ranks need 3.6 GiB a rank (test_budget); 4 GiB
-    shared by the 2 local ranks is 2 GiB each."""
+    """16K tokens of Llama-3-8B attention on 2 ranks need 3.3 GiB a rank: the global fp32 inputs
+    and reference 1,280 MiB, the steps 1,570 MiB (the single-device run's bf16 results 320 MiB,
+    the rank's bf16 Q, K, V, dO 160 MiB, the step replayed 930 MiB, the validated step's results
+    160 MiB), the runtime 512 MiB; 4 GiB shared by the 2 local ranks is 2 GiB each."""
     monkeypatch.setattr(run_modes, "available_bytes", lambda device, plan_file: (4 * GIB, "MemAvailable"))
     monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    cfg = RunConfig(ring=2, ulysses=1, seq_len=16384, num_heads=32, num_kv_heads=8, head_dim=128, causal=True,
+                    dtype="bfloat16")
+    assert step_peak_bytes(cfg) == 930 * MIB
     err = _refusal(capsys, ["--ring", "2", "--seq-len", "16k", *LLAMA, "--dtype", "bfloat16"])
-    assert "needs about 3.6 GiB per rank" in err
+    assert ("needs about 3.3 GiB per rank (the global fp32 inputs and reference 1.2 GiB, then its sharded steps "
+            "(sp-run's step replayed) 1.5 GiB, and 512.0 MiB for the runtime)") in err
     assert "but 2.0 GiB is available per rank (4.0 GiB MemAvailable / 2 local ranks)" in err
     assert "never shrinks a plan" in err and "--device cuda" in err and "smaller --seq-len" in err
     assert "torchrun --nnodes=1 --nproc-per-node=2 --rdzv-backend=c10d" in err
+
+
+def test_fp32_run_is_refused_by_what_its_steps_hold(capsys, monkeypatch):
+    """The same run in fp32 (sp-run's default without --plan) needs 4.6 GiB a rank: inputs and
+    reference 1,280 MiB, the steps 2,882 MiB (the single-device run's fp32 results 640 MiB, the
+    rank's Q, K, V, dO 320 MiB, the step replayed 1,602 MiB, the validated step's results 320 MiB),
+    the runtime 512 MiB. The layer model counted 769 MiB for the steps and no single-device run in
+    fp32, 2.5 GiB in all: 3 GiB a rank passed the check and the ranks then ran out of memory."""
+    monkeypatch.setattr(run_modes, "available_bytes", lambda device, plan_file: (6 * GIB, "MemAvailable"))
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    cfg = RunConfig(ring=2, ulysses=1, seq_len=16384, num_heads=32, num_kv_heads=8, head_dim=128, causal=True)
+    assert step_peak_bytes(cfg) == 1602 * MIB
+    assert run_memory(cfg).executor_bytes == (640 + 320 + 1602 + 320) * MIB
+    err = _refusal(capsys, ["--ring", "2", "--seq-len", "16k", *LLAMA])
+    assert err.startswith("error: the run needs about 4.6 GiB per rank (the global fp32 inputs and reference 1.2 GiB, "
+                          "then its sharded steps (sp-run's step replayed) 2.8 GiB, and 512.0 MiB for the runtime) "
+                          "but 3.0 GiB is available per rank (6.0 GiB MemAvailable / 2 local ranks)")
 
 
 def test_terabyte_run_is_refused_on_this_machine(capsys, monkeypatch):

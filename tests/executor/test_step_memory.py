@@ -11,7 +11,14 @@ import torch
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.memory import TensorBytesTracker
 from sp_planner.executor.predict import predict
-from sp_planner.executor.step_memory import collective_held_bytes, ring_rank_peak_bytes, step_peak_bytes
+from sp_planner.executor.kernels import select_kernel
+from sp_planner.executor.reference import global_inputs, single_device_run
+from sp_planner.executor.step_memory import (
+    collective_held_bytes,
+    ring_rank_peak_bytes,
+    single_run_peak_bytes,
+    step_peak_bytes,
+)
 
 GPU_CHECK = Path(__file__).resolve().parents[2] / "docs" / "gpu-check" / "2026-12-04-h200"
 
@@ -90,3 +97,31 @@ def test_held_bytes_are_the_largest_all_to_all_per_worker():
     cfg = RunConfig(ulysses=2, ring=1, batch=2, seq_len=32, num_heads=4, num_kv_heads=2, head_dim=16,
                     dtype="bfloat16")
     assert collective_held_bytes(cfg) == 2 * 2 * (2 * 16 * 4 * 16 * 2)
+
+
+def test_single_device_run_by_hand():
+    # fp32 (no rounded copies), b 1, S 8, 2 heads = 2 KV heads, d 4: a global tensor 256 B, the
+    # (b, s, h) LSE 64 B. The forward's (b, h, s, d) copies of Q, K, V die in it, leaving O and the
+    # LSE; the backward copies dO, Q, K, V and the LSE (O is (b, h, s, d) in memory already) and
+    # makes dQ, dK, dV.
+    cfg = RunConfig(ulysses=1, ring=2, seq_len=8, num_heads=2, num_kv_heads=2, head_dim=4, dtype="float32")
+    assert single_run_peak_bytes(cfg) == (256 + 64) + (4 * 256 + 64) + 3 * 256 == 2176
+    assert single_run_peak_bytes(cfg.model_copy(update={"kernel": "math"})) is None
+
+
+@pytest.mark.parametrize("shape", [
+    dict(num_heads=2, num_kv_heads=2, head_dim=4, dtype="float32", causal=False),
+    dict(num_heads=8, num_kv_heads=2, head_dim=64, dtype="bfloat16", causal=True),
+    dict(num_heads=4, num_kv_heads=1, head_dim=24, v_head_dim=16, dtype="float16", causal=True, batch=2),
+])
+def test_single_device_run_replay_equals_the_tracker(shape):
+    """reference.single_device_run, the tolerance's run of the CPU flash kernel on the whole
+    sequence (MLA's head dims zero-padded), measured above its fp32 inputs."""
+    cfg = RunConfig(ulysses=1, ring=2, seq_len=64, **shape)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    kernel, _ = select_kernel("cpu", dtype, "auto", qk_dim=cfg.head_dim, v_dim=cfg.v_dim)
+    inputs = global_inputs(cfg, torch.device("cpu"))
+    with TensorBytesTracker() as tracker:
+        results = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype)
+    assert tracker.peak_bytes == single_run_peak_bytes(cfg)
+    del results
