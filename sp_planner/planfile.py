@@ -3,14 +3,16 @@
 The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.json). The rank
 groups are written as their generator (`rank_layout`: axis order and degrees, a few lines at any
 scale); the full lists (`rank_groups`) only on request. Reading a plan file expands the generator
-and checks it, and any full lists, against the layout the executor uses.
+and checks it, and any full lists, against the layout the executor uses. Fields added since a file
+was written read as their defaults (one schema_version throughout), but for the model's softmax
+scale, whose default would change what sp-run computes (sp_planner.planfile_scale).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
@@ -23,9 +25,11 @@ from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
 from sp_planner.flags.base import Framework
+from sp_planner.catalog.models import builtin_models
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
+from sp_planner.planfile_scale import UnrecordedScale, unrecorded_scale
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -161,14 +165,32 @@ def write_plan_file(path: Path, plan_file: PlanFile) -> None:
     deliver_text(Path(path), plan_file.model_dump_json(indent=2) + "\n", what="plan")
 
 
-def read_plan_file(path: Path) -> PlanFile:
+class LoadedPlan(NamedTuple):
+    plan_file: PlanFile
+    # A file written before plan files recorded the model's softmax scale: how it was settled
+    # (planfile_scale); None where the file records it.
+    unrecorded_scale: UnrecordedScale | None
+
+
+def load_plan_file(path: Path) -> LoadedPlan:
+    """Read plan.json. Fields added after a file was written read as their defaults, except the
+    model's softmax scale (planfile_scale): a built-in model's is taken from the catalog."""
     data = read_structured(Path(path), what="plan")
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise UserInputError(
             f"plan file {path} has schema_version {data.get('schema_version')!r}; "
             f"this sp-planner reads {SCHEMA_VERSION!r}"
         )
-    return validate_as(PlanFile, data, what="plan", path=path)
+    plan_file = validate_as(PlanFile, data, what="plan", path=path)
+    unrecorded = unrecorded_scale(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}")
+    if unrecorded is not None and unrecorded.scale is not None:
+        model = plan_file.model.model_copy(update={"softmax_scale": unrecorded.scale})
+        plan_file = plan_file.model_copy(update={"model": model})
+    return LoadedPlan(plan_file, unrecorded)
+
+
+def read_plan_file(path: Path) -> PlanFile:
+    return load_plan_file(path).plan_file
 
 
 def plan_file_json_schema() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
+import sys
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Annotated, Any, Optional
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import file_name, run_app
-from sp_planner.cli.run_model import Layer, model_attention
+from sp_planner.cli.run_model import Layer, model_attention, plan_with_scale
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
@@ -29,7 +30,7 @@ from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.planfile import PlanFile, read_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file
 from sp_planner.units import parse_tokens
 from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
@@ -78,10 +79,13 @@ def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Laye
     ), note
 
 
-def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: Layer | None = None) -> list[str]:
+def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: Layer | None = None,
+              plan_scale: float | None = None) -> list[str]:
     """sp-run arguments reproducing this run (for the printed cluster command)."""
     if plan_path is not None:
         args = ["--plan", str(plan_path)] + (["--layer", layer] if layer is not None else [])
+        # a scale the plan file does not record (plan_with_scale) goes with it to every node
+        args += ["--softmax-scale", repr(plan_scale)] if plan_scale is not None else []
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
                 "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
@@ -139,7 +143,8 @@ def run(
         "--head-dim 192 --v-head-dim 128) [default: --head-dim].")] = None,
     softmax_scale: Annotated[Optional[float], typer.Option(
         help="Factor on q.k before the softmax (Gemma-2-27B: 144**-0.5 = 0.0833; DeepSeek-V3: 0.1352) "
-             "[default: 1/sqrt(--head-dim)].")] = None,
+             "[default: 1/sqrt(--head-dim)]. With --plan, for a plan file written before plan files "
+             "recorded it.")] = None,
     softcap: Annotated[Optional[float], typer.Option(
         help="Attention logit softcap c > 0: scores -> c*tanh(scores/c) (Gemma 2: 50).")] = None,
     window: Annotated[Optional[str], typer.Option(
@@ -186,8 +191,12 @@ def run(
              "--window": window, "--window-kind": window_kind}
     layer_note = None
     if plan is not None:
-        plan_file = read_plan_file(plan)
-        cfg, layer_note = _config_from_plan(plan_file, shape, layer, dtype=dtype or "bfloat16", **run_options)
+        _finite_positive(softmax_scale, "--softmax-scale")
+        plan_file, scale_note = plan_with_scale(load_plan_file(plan), softmax_scale, plan)
+        if scale_note is not None:
+            sys.stderr.write(f"note: {scale_note}\n")
+        plan_shape = {name: value for name, value in shape.items() if name != "--softmax-scale"}
+        cfg, layer_note = _config_from_plan(plan_file, plan_shape, layer, dtype=dtype or "bfloat16", **run_options)
     else:
         if layer is not None:
             raise UserInputError("--layer picks a layer of a plan's model (--plan); without one give --window or not")
@@ -209,7 +218,8 @@ def run(
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
     cluster = _cluster_argv(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
-                            given=nproc_per_node is not None or nodes is not None, layer=layer)
+                            given=nproc_per_node is not None or nodes is not None, layer=layer,
+                            plan_scale=softmax_scale if plan is not None else None)
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
@@ -258,11 +268,12 @@ def _finite_positive(value: float | None, option: str) -> None:
 
 
 def _cluster_argv(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
-                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None) -> list[str]:
+                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None,
+                  plan_scale: float | None = None) -> list[str]:
     """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
     The joined ranks must expect the same ranks per node as the printed line starts (given)."""
     per_node = cfg.nproc_per_node or _ranks_per_node(cfg.world_size, None, None, plan_file)
-    sp_run_args = _cli_args(cfg, plan, out, layer) + (["--nproc-per-node", str(per_node)] if given else [])
+    sp_run_args = _cli_args(cfg, plan, out, layer, plan_scale) + (["--nproc-per-node", str(per_node)] if given else [])
     return cluster_argv(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
                                       rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id),
                            sp_run_args)

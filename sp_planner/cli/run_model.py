@@ -1,6 +1,6 @@
 """What sp-run runs of a plan's model beyond its heads: MLA's two head dims, a softmax scale other
-than 1/sqrt(q/k head dim), a logit softcap, and which layer of a model with local (sliding-window
-or chunked) attention layers. Torch-free.
+than 1/sqrt(q/k head dim) (settled for plan files that predate it), a logit softcap, and which
+layer of a model with local (sliding-window or chunked) attention layers. Torch-free.
 
 A plan's ModelSpec holds MLA as the mean head dim of its Q/K and V (the width the cost model
 needs); the executor runs the real ones (q/k qk_nope + qk_rope, v v_head_dim). Gemma 2/3 and
@@ -12,13 +12,34 @@ sequence leaves every layer full attention.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from sp_planner.errors import UserInputError
+from sp_planner.planfile import LoadedPlan, PlanFile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
 
 Layer = Literal["local", "global"]
+
+
+def plan_with_scale(loaded: LoadedPlan, given: float | None, path: Path) -> tuple[PlanFile, str | None]:
+    """The plan file with its model's softmax scale settled, and a note for stderr. A file written
+    before plan files recorded the scale (planfile_scale) takes --softmax-scale (`given`), else the
+    scale its loading settled, and is refused where none could be; a file that records it refuses
+    --softmax-scale, as the plan's other shapes refuse their flags."""
+    plan_file, unrecorded = loaded
+    if given is not None:
+        if unrecorded is None:
+            raise UserInputError(f"--softmax-scale: plan file {path} records its model's softmax scale "
+                                 f"({plan_file.model.attention_scale:.6g}); drop --softmax-scale or drop --plan")
+        model = plan_file.model.model_copy(update={"softmax_scale": given})
+        return plan_file.model_copy(update={"model": model}), None
+    if unrecorded is None:
+        return plan_file, None
+    if unrecorded.problem is not None:
+        raise UserInputError(unrecorded.problem)
+    return plan_file, unrecorded.note
 
 
 def model_attention(model: ModelSpec, seq_len: int, layer: Layer | None) -> tuple[dict[str, Any], str | None]:

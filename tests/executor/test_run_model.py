@@ -14,11 +14,11 @@ import pytest
 
 from sp_planner.catalog.hardware import load_hardware
 from sp_planner.catalog.models import load_model
-from sp_planner.cli.run_cmd import main
-from sp_planner.cli.run_model import model_attention
+from sp_planner.cli.run_cmd import _config_from_plan, main
+from sp_planner.cli.run_model import model_attention, plan_with_scale
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file, write_plan_file
 from sp_planner.specs.model import MLASpec, ModelSpec, WindowSpec
 from sp_planner.specs.workload import Workload
 
@@ -160,3 +160,56 @@ def test_an_mla_plan_runs_its_own_head_dims_and_softmax_scale_round_the_ring(tmp
     assert result["comm_bytes_measured"]["p2p"] == 1280 * 2 * 2 + 1280 * 4 * 2
     assert result["comm_bytes_measured"] == result["comm_bytes_predicted"]
     assert "head_dim 12 (q/k) / 8 (v), softmax scale 0.6 (1/sqrt(12) = 0.2887)" in done.stdout
+
+
+def _older_plan(tmp_path: Path, model: ModelSpec, **model_edits) -> Path:
+    """A plan written now, its model's softmax_scale deleted as files written before it lack it."""
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=64)
+    doc = json.loads(path.read_text())
+    del doc["model"]["softmax_scale"]
+    doc["model"].update(model_edits)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _launch_line(args: list[str], capsys) -> tuple[str, str]:
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--print-launch", "--rdzv-endpoint", "node0:29500"])
+    assert done.value.code == 0
+    captured = capsys.readouterr()
+    return " ".join(captured.out.replace("\\\n", " ").split()), captured.err
+
+
+def test_an_older_gemma_plan_runs_its_scale_with_one_note(tmp_path, capsys):
+    path = _older_plan(tmp_path, load_model("gemma-2-27b"))
+    launch, err = _launch_line(["--plan", str(path)], capsys)
+    assert err == (f"note: plan file {path} was written before plan files recorded the softmax scale; its model is "
+                   "the built-in Gemma-2-27B, whose scale 0.0833333 (not 1/sqrt(128) = 0.0883883) is applied\n")
+    assert "--softmax-scale" not in launch  # every node settles it the same way
+    plan_file, note = plan_with_scale(load_plan_file(path), None, path)
+    cfg, _ = _config_from_plan(plan_file, {}, None, dtype="bfloat16")
+    assert cfg.softmax_scale == 144**-0.5 and cfg.scale == 144**-0.5
+
+
+def test_an_older_plan_whose_scale_cannot_be_told_takes_softmax_scale(tmp_path, capsys):
+    path = _older_plan(tmp_path, load_model("gemma-2-27b"), num_layers=40)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--print-launch"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: plan file {path} was written before plan files recorded "
+                                                   "the softmax scale, and its model bears the name of the built-in")
+    assert "pass --softmax-scale with the model's scale" in err
+    launch, err = _launch_line(["--plan", str(path), "--softmax-scale", "0.0833"], capsys)
+    assert err == "" and f"--plan {path} --softmax-scale 0.0833 --device cuda" in launch
+    plan_file, note = plan_with_scale(load_plan_file(path), 0.0833, path)
+    assert note is None and _config_from_plan(plan_file, {}, None)[0].softmax_scale == 0.0833
+
+
+def test_softmax_scale_with_a_plan_that_records_one_is_refused(tmp_path, capsys):
+    path = _plan(tmp_path, load_model("gemma-2-27b"), ParallelPlan(ulysses=2), seq_len=64)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--softmax-scale", "0.1"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (f"error: --softmax-scale: plan file {path} records its model's softmax scale "
+                                       "(0.0833333); drop --softmax-scale or drop --plan\n")
