@@ -182,3 +182,24 @@ def stage_pace(stages: StageLayers, pp, *, per_layer_s, last_extra_s, first_extr
     all_s = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer_s
     all_s = all_s + last_extra_s + first_extra_s
     return StagePace(last_paces, first_paces, layers, micro_s, np.maximum(all_s - micro_s, 0.0))
+
+
+def interleaved_drain_s(stages: StageLayers, pp, vpp, num_micro_batches, *, bwd_layer_s, first_bwd_extra_s,
+                        first_paces, pile_up=True):
+    """Seconds the interleaved schedule's drain adds for the first stage's backward work beyond its
+    layers (`first_bwd_extra_s`, a micro-batch: the embedding's, which runs with its chunk 0) over
+    the 1/vpp share of it that bubble_micro_batches charges. The step ends on the last group's
+    J = min(pp, m) chunk-0 backwards passing the stages pp-1 -> 0 (Megatron's get_schedule_table:
+    groups of pp micro-batches, the chunks' backward in reverse; sim.pipeline._order), a flow shop
+    of J equal jobs whose makespan is sum_k b_k + (J - 1) max_k b_k (cost.pipeline_dp's drain): the
+    first stage's block holds the extra whole, and J - 1 times more where it makes that block the
+    slowest. 0 at vpp 1 (the drain is whole stages, the bubble's) and where the first stage paces
+    (its extra is in every micro-batch's time). `pile_up` False: those J - 1 left out (where
+    cost.pipeline_dp prices them with the data-parallel exposure of the same blocks)."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    jobs = np.minimum(pp, np.asarray(num_micro_batches))
+    others = np.maximum(np.where(pp > 2, stages.middle, 0.0), stages.last) / vpp * bwd_layer_s
+    bare = np.maximum(others, stages.first / vpp * bwd_layer_s)  # the slowest chunk-0 block without the extra
+    slowest = np.maximum(others, stages.first / vpp * bwd_layer_s + first_bwd_extra_s)
+    drain = (1 - 1 / vpp) * first_bwd_extra_s + np.where(pile_up, (jobs - 1) * (slowest - bare), 0.0)
+    return np.where((vpp > 1) & ~np.asarray(first_paces, dtype=bool), drain, 0.0)

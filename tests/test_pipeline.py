@@ -13,6 +13,7 @@ from sp_planner.pipeline import (
     StageLayers,
     split_breaks,
     stage_layers,
+    interleaved_drain_s,
     stage_pace,
 )
 
@@ -71,3 +72,25 @@ def test_stage_pace_by_hand():
                         per_layer_s=1.0, last_extra_s=np.array([0.5]), first_extra_s=np.array([0.25]))
     assert tipped.first_paces.tolist() == [True] and tipped.micro_s.tolist() == [8.25]
     assert tipped.other_stages_s.tolist() == pytest.approx([8 + 7.5])
+
+
+def test_interleaved_drain_by_hand():
+    # 4 stages of 8 layers, 2 s a layer's backward, 0.5 s of the first stage's backward beyond its
+    # layers (the embedding's), 16 micro-batches. vpp 2: chunk-0 blocks of 8 s, the first's 8.5 s;
+    # the drain's 4 last chunk-0 backwards (a flow shop: sum_k b_k + 3 max_k b_k) hold 0.5 s once
+    # and 3 times more, of which bubble_micro_batches charged 1/2: 0.25 + 1.5 = 1.75 s.
+    even = StageLayers(np.array([8.0]), np.array([8.0]), np.array([8.0]))
+    kw = dict(bwd_layer_s=2.0, first_bwd_extra_s=0.5, first_paces=np.array([False]))
+    assert interleaved_drain_s(even, 4, 2, 16, **kw).tolist() == pytest.approx([1.75])
+    # 2 micro-batches: 2 jobs, 1 more time; vpp 4 (4 s blocks): 3/4 x 0.5 + 3 x 0.5.
+    assert interleaved_drain_s(even, 4, 2, 2, **kw).tolist() == pytest.approx([0.25 + 0.5])
+    assert interleaved_drain_s(even, 4, 4, 16, **kw).tolist() == pytest.approx([0.375 + 1.5])
+    # A first stage of 6 layers (6 s blocks at vpp 2, 6.5 with the extra) stays under the middle
+    # stages' 9 s: no pile-up, the extra whole once.
+    light = StageLayers(np.array([6.0]), np.array([9.0]), np.array([8.0]))
+    assert interleaved_drain_s(light, 4, 2, 16, **kw).tolist() == pytest.approx([0.25])
+    # 1F1B (the bubble's whole stages), a pacing first stage, or pile-up priced elsewhere: none of it.
+    assert interleaved_drain_s(even, 4, 1, 16, **kw).tolist() == [0.0]
+    assert interleaved_drain_s(even, 4, 2, 16, bwd_layer_s=2.0, first_bwd_extra_s=0.5,
+                               first_paces=np.array([True])).tolist() == [0.0]
+    assert interleaved_drain_s(even, 4, 2, 16, **kw, pile_up=False).tolist() == pytest.approx([0.25])

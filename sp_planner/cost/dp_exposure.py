@@ -48,9 +48,9 @@ class Edges(NamedTuple):
     fwd_lead_s: np.ndarray | float
     bwd_lead_s: np.ndarray | float
     bwd_trail_s: np.ndarray | float
-    # The embedding's gradient passes after the first layer's backward (cost.embedding_grad; the
-    # first stage's only chunk): the last calls issued at that layer run beside them, the
-    # embedding's own (the tail, the root unit's) only after them.
+    # The embedding's backward after the first layer's (its TP all-gather and gradient passes,
+    # cost.embedding_grad; the first stage's chunk 0): the last calls issued at that layer run
+    # beside it, the embedding's own (the tail, the root unit's) only after it.
     bwd_tail_s: np.ndarray | float = 0.0
 
 

@@ -30,11 +30,12 @@ class DPPasses(NamedTuple):
     per_layer_s: np.ndarray  # a layer's micro-batch, forward and backward
     logits_s: np.ndarray  # the last stage's work beyond its layers
     ahead_s: np.ndarray  # its part before the first layer's backward (the loss and output layer)
-    first_s: np.ndarray  # the first stage's beyond its layers (the embedding's TP collectives)
+    first_s: np.ndarray  # the first stage's beyond its layers (the embedding's TP collectives, gradient passes)
     fwd_layer_s: np.ndarray  # a layer's forward window of one micro-batch ...
     bwd_layer_s: np.ndarray  # ... and backward window
     micro_batches: np.ndarray
     edges: Edges  # the TP collectives at a layer chunk's ends
+    first_bwd_s: np.ndarray | float = 0.0  # first_s's backward part (its chunk 0's)
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +47,8 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s) -> t
                                per_layer_s=p.per_layer_s + stall_f + stall_b, logits_s=p.logits_s, ahead_s=p.ahead_s,
                                first_s=p.first_s,
                                fwd_layer_s=p.fwd_layer_s + stall_f, bwd_layer_s=p.bwd_layer_s + stall_b,
-                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges)
+                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges,
+                               first_bwd_s=p.first_bwd_s)
     return dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

@@ -22,10 +22,20 @@ writes and reads the whole table, at the profile's memory-bound rate:
   hook. Without the fusion (torch frameworks) the output GEMM's bf16 gradient is summed the same
   way (6 bytes). With pp > 1 the output layer holds its own copy on the last stage, whose fused
   gradient needs no dummy zeros (torch.empty) and no sum.
-cost.step and the simulator count these passes at pp 1, where the one stage runs them at the end of
-every micro-batch's backward; a pipeline's first stage runs them as well, which is not counted (it
-rarely paces, and the interleaved drain that puts them on the critical path is the simulator's
-only).
+Where they run: the stage that holds the embedding, the first (Megatron builds it only where
+pre_process, which get_model sets on the first pipeline rank's first virtual stage: training.py at
+d98e8a6 line 2391, gpt_model.py line 173), once per micro-batch, after its first layer's backward (the
+interleaved schedule's chunk 0). At pp 1 that stage is also the loss stage, so cost.step counts them
+with the loss stage's work; with pp > 1 they are the first stage's work beyond its layers, beside
+the embedding's TP collectives (cost.layer_times first_tp_s): they lengthen its micro-batch where it
+paces and the fill and drain (the bubble) where it does not. With pp > 1 a tied table is a copy on
+each end: the first stage's takes no output gradient (12 B an element, as untied), and the last
+stage's output layer fuses its weight gradient into main_grad with a torch.empty dummy
+(zero_out_wgrad is set at pp 1 only; layers.py at d98e8a6 lines 737-761) that the DDP hook skips
+(grad_added_to_main_grad; distributed_data_parallel.py at d98e8a6 line 576): no pass there. The
+step-end all-reduce of the two copies' fp32 main_grad over the embedding group
+(finalize_model_grads.py _allreduce_word_embedding_grads at d98e8a6) is a collective, not counted
+here.
 """
 
 from __future__ import annotations
@@ -66,9 +76,10 @@ def embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, gra
     return memory_pass_time_s(hardware, per_element * elements)
 
 
-def counted_embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, grad_bytes: int,
-                             wrapper: str | None):
-    """embedding_grad_s where cost.step and the simulator count it: at pp 1, 0 on a pipeline
-    (module docstring)."""
+def stage_embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, grad_bytes: int,
+                           wrapper: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """embedding_grad_s split as cost.step and the simulator count it (module docstring): (the loss
+    stage's, at pp 1 where it is the only stage; the first stage's, with pp > 1), 0 in the other."""
     passes = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=grad_bytes, wrapper=wrapper)
-    return np.where(np.asarray(pp) == 1, passes, 0.0)
+    single = np.asarray(pp) == 1
+    return np.where(single, passes, 0.0), np.where(single, 0.0, passes)

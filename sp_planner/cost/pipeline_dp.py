@@ -59,18 +59,21 @@ class StageDP(NamedTuple):
     compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
     ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
     num_stages: np.ndarray | float  # stages of this kind
+    # backward beyond its layers in its chunk-0 block (the first stage's embedding's, cost.step)
+    chunk0_bwd_extra_s: np.ndarray | float = 0.0
 
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
-                   logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges,
+                   first_bwd_s=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
     `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
     per_layer_s a layer's micro-batch, logits_s the last stage's work beyond its layers (the loss
     and output layer's, forward and backward), ahead_s its part before the first layer's backward,
-    first_s the first stage's beyond its layers (the embedding's TP collectives), fwd/bwd_layer_s
+    first_s the first stage's beyond its layers (the embedding's TP collectives and gradient passes),
+    first_bwd_s its backward part (with chunk 0, on the interleaved drain), fwd/bwd_layer_s
     a layer's windows and `edges` the TP collectives at a chunk's ends (cost.step,
     cost.dp_exposure.Edges)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
@@ -91,7 +94,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     first, middle, last = (stage.at(rows) for stage in times)
     layer_s, loss_s = sub(per_layer_s), sub(logits_s)
     by_stage = (
-        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
+        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0, sub(first_bwd_s)),
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
         StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
     )
@@ -166,7 +169,12 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
-                             edges=edges, head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+                             edges=_stage_edges(edges, i), head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+
+
+def _stage_edges(edges: Edges | None, i: int) -> Edges | None:
+    """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only."""
+    return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0)
 
 
 def _head_s(stages: tuple[StageDP, ...], i: int):
@@ -192,7 +200,7 @@ def _chunk0_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...],
         layers = s.layers / vpp
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
                                       fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
-                                      reshard=reshard, chunks=1, edges=edges)
+                                      reshard=reshard, chunks=1, edges=_stage_edges(edges, i))
         out.append(exposed)
     return out
 
@@ -202,7 +210,8 @@ def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: l
     """Each stage's chunk-0 backward block of one micro-batch, (without, with) its data-parallel
     exposure: its layers' backward, and its chunk-0 exposure (_chunk0_traffic) less ZeRO-3's
     forward gathers (cost.dp_exposure.zero3_forward_s, the root unit's with chunk 0 where
-    _chunk0_traffic puts it)."""
+    _chunk0_traffic puts it), the block's other backward work (StageDP.chunk0_bwd_extra_s) in the
+    latter only: the pile-up is priced here for both (cost.step, sp_planner.pipeline.interleaved_drain_s)."""
     zero3 = np.asarray(zero) == 3
     out = []
     for i, (s, e0) in enumerate(zip(stages, edge)):
@@ -213,7 +222,7 @@ def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: l
             forward = zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
                                       before_s=np.where(own, s.times.root_gather_s, 0.0), edges=edges)
         bare = layers * bwd_layer_s
-        out.append((bare, bare + e0 - np.where(zero3, forward, 0.0)))
+        out.append((bare, bare + s.chunk0_bwd_extra_s + e0 - np.where(zero3, forward, 0.0)))
     return out
 
 

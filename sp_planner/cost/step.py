@@ -23,12 +23,12 @@ import numpy as np
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
-from sp_planner.cost.comm import EMBEDDING_TP_REDUCE_SCATTERS
+from sp_planner.cost.comm import EMBEDDING_TP_ALL_GATHERS, EMBEDDING_TP_REDUCE_SCATTERS
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
-from sp_planner.cost.embedding_grad import counted_embedding_grad_s
+from sp_planner.cost.embedding_grad import stage_embedding_grad_s
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -53,7 +53,7 @@ from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
-from sp_planner.pipeline import bubble_micro_batches, stage_pace
+from sp_planner.pipeline import bubble_micro_batches, interleaved_drain_s, stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -118,10 +118,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
-    # The embedding table's gradient passes each micro-batch (cost.embedding_grad), counted where the
-    # one stage runs them on its critical path (pp 1; a pipeline's first stage rarely paces).
-    head_emb = counted_embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
-                                        wrapper=None if grad_sync is None else grad_sync.wrapper)
+    # The embedding table's gradient passes each micro-batch (cost.embedding_grad): the one stage's
+    # at pp 1, the first stage's beyond its layers with pp > 1, as the embedding's TP collectives.
+    head_emb, first_emb = stage_embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
+                                                 wrapper=None if grad_sync is None else grad_sync.wrapper)
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
     # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
     # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x
@@ -129,12 +129,21 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # stage is the slowest only by its logits or a larger share of the layers.
     stages = candidate_stage_layers(model, c)
     head = logits + head_tp + head_emb  # the loss stage's work beyond its layers
-    pace = stage_pace(stages, pp, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first_tp)
+    first = first_tp + first_emb  # the first stage's (pp > 1)
+    pace = stage_pace(stages, pp, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first)
     layers, other_stages_s = pace.layers, pace.other_stages_s
     paced_logits = np.where(pace.last_paces, logits, 0.0)
-    paced_emb = np.where(pace.last_paces, head_emb, 0.0)
+    paced_emb = np.where(pace.last_paces, head_emb, np.where(pace.first_paces, first_emb, 0.0))
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     fwd_layer, bwd_layer = lt.fwd_s, lt.bwd_s
+    # The embedding's backward after the first layer's (its TP all-gather, its gradient passes): the
+    # first stage's beyond its layers with pp > 1, with its chunk 0 on the interleaved drain
+    # (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its pile-up with their
+    # traffic, cost.pipeline_dp).
+    emb_bwd = EMBEDDING_TP_ALL_GATHERS * ag + head_emb + first_emb
+    first_bwd = np.where(pp > 1, emb_bwd, 0.0)
+    drain = interleaved_drain_s(stages, pp, c.vpp, m, bwd_layer_s=bwd_layer, first_bwd_extra_s=first_bwd,
+                                first_paces=pace.first_paces, pile_up=c.zero < 2)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # (fwd_layer) and backward as the CPU issues it.
@@ -187,14 +196,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # layer chunk's ends overlap its first gather and last reduce-scatter (cost.dp_exposure.Edges).
     edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                                                       [ag, 2 * ag + attn.fwd_s], 2 * ag),
-                  bwd_trail_s=rs, bwd_tail_s=head_emb)
+                  bwd_trail_s=rs, bwd_tail_s=emb_bwd)
     # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
     # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
     # backward hides its first gather in backward.
     # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
     ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
 
-    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first_tp, fwd_layer, bwd_layer, m, edges)
+    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
+                      first_bwd)
     dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
@@ -220,7 +230,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
         pp_sends,
         dp_exposed,
-        bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s,
+        bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s + drain,
         memory_pass_time_s(hardware, optimizer_bytes),
         m * layers * lt.moe_layer_s - paired_micro_batches(m, pp, c.vpp) * layers * lt.ep_saving_s,
         m * host_exposed - host_beside_dp,

@@ -21,7 +21,7 @@ from sp_planner.cost.comm import (
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.fp8_params import weight_cast_s
-from sp_planner.cost.embedding_grad import counted_embedding_grad_s
+from sp_planner.cost.embedding_grad import embedding_grad_s
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
@@ -126,10 +126,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_fwd = logits_total / 3
-    # The embedding table's gradient passes after its backward, at pp 1 as cost.step counts them
-    # (cost.embedding_grad).
-    emb_grad = float(counted_embedding_grad_s(model, hw, tp=tp, pp=pp, grad_bytes=runtime.states.grad_bytes,
-                                              wrapper=None if runtime.grad_sync is None else runtime.grad_sync.wrapper))
+    # The embedding table's gradient passes after its backward, on the first stage (the first chunk)
+    # as cost.step counts them (cost.embedding_grad).
+    emb_grad = float(embedding_grad_s(model, hw, tp=tp, pp=pp, grad_bytes=runtime.states.grad_bytes,
+                                      wrapper=None if runtime.grad_sync is None else runtime.grad_sync.wrapper))
 
     # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,
     # each a call of its own (sim.dp_work, cost.buckets).

@@ -6,10 +6,15 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import Edges, last_calls_s
 from sp_planner.cost.embedding_grad import (
-    counted_embedding_grad_s,
     embedding_grad_bytes_per_element,
     embedding_grad_s,
+    stage_embedding_grad_s,
 )
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC
+from sp_planner.cost.step import time_columns
+from sp_planner.plan import ParallelPlan
+from sp_planner.space import Candidates
+from sp_planner.specs import Workload
 
 
 def test_bytes_per_element_by_hand():
@@ -47,10 +52,47 @@ def test_megatron_gpt_1_7b_on_h100_by_hand():
     # No wrapper counted (grad_sync None): the zero-fill and the unfused tied sum, 8 B.
     none = embedding_grad_s(model, hw, tp=1, pp=1, grad_bytes=4, wrapper=None)
     assert float(none) == pytest.approx(8 * table / (3.35e12 * 0.76))
-    # What cost.step and the simulator count: the pp 1 passes, none on a pipeline's first stage.
-    counted = counted_embedding_grad_s(model, hw, tp=np.array([1, 2, 1]), pp=np.array([1, 1, 2]), grad_bytes=4,
-                                       wrapper="megatron")
-    assert list(counted) == [t[0], t[1], 0.0]
+    # Where cost.step and the simulator count them: with the loss stage's work at pp 1 (its only
+    # stage), as the first stage's beyond its layers on a pipeline.
+    head, first = stage_embedding_grad_s(model, hw, tp=np.array([1, 2, 1]), pp=np.array([1, 1, 2]), grad_bytes=4,
+                                         wrapper="megatron")
+    assert list(head) == [t[0], t[1], 0.0] and list(first) == [0.0, 0.0, t[2]]
+
+
+def _step(model, plan: ParallelPlan, megatron: bool):
+    """The step's columns with Megatron's DDP counted, or no wrapper's passes (grad_sync None)."""
+    return time_columns(model, H100, Workload(seq_len=8192, global_batch=16), Candidates.of_plan(plan),
+                        gpus_per_node=8, grad_sync=MEGATRON_GRAD_SYNC if megatron else None).time
+
+
+H100 = load_hardware("h100-sxm")
+LLAMA = load_model("Llama-3-8B")
+# The first stage's table at tp 1: 128,256 x 4096 elements; Megatron's main_grad add (10 of the
+# 12 B an element) is what the counted wrapper adds over none (the zero-fill's 2 B), at 3.35 TB/s
+# x 0.76: 2.0634 ms a micro-batch.
+ADD_S = 10 * 128256 * 4096 / (3.35e12 * 0.76)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_pipeline_first_stage_runs_them_in_the_bubble(tied):
+    # pp 2, even split: the last stage (the loss) paces and the first fills and drains the pipeline
+    # once (Narayanan 2021): its passes lengthen the bubble, not the 4 micro-batches. Tied or not,
+    # the first stage's table takes no output gradient (the last stage's copy does).
+    assert ADD_S == pytest.approx(2.0634e-3, rel=1e-4)
+    model = LLAMA.model_copy(update={"tie_word_embeddings": tied})
+    plan = ParallelPlan(pp=2, dp=4)
+    counted, none = _step(model, plan, True), _step(model, plan, False)
+    assert float(counted.bubble_s[0] - none.bubble_s[0]) == pytest.approx(ADD_S)
+    assert float(counted.gemm_s[0]) == pytest.approx(float(none.gemm_s[0]))
+
+
+def test_a_pacing_first_stage_runs_them_every_micro_batch():
+    # 20 layers on the first stage, 12 on the last: the first paces, its passes in each of the
+    # 4 micro-batches (global batch 16 over dp 4) with the GEMMs.
+    plan = ParallelPlan(pp=2, dp=4, first_stage_layers=20, last_stage_layers=12)
+    counted, none = _step(LLAMA, plan, True), _step(LLAMA, plan, False)
+    m = 16 / 4
+    assert float(counted.gemm_s[0] - none.gemm_s[0]) == pytest.approx(m * ADD_S)
 
 
 def test_last_buckets_run_beside_the_embedding_passes():
@@ -59,3 +101,13 @@ def test_last_buckets_run_beside_the_embedding_passes():
     # then the embedding's 3: 7 s. Without the passes, 6 + 3 = 9 s.
     assert float(last_calls_s(10.0, 3.0, Edges(0.0, 0.0, 1.0, bwd_tail_s=2.0))) == pytest.approx(7.0)
     assert float(last_calls_s(10.0, 3.0, Edges(0.0, 0.0, 1.0))) == pytest.approx(9.0)
+
+
+def test_an_interleaved_first_stage_runs_them_on_the_drain():
+    # pp 8, vpp 2, 16 micro-batches: the drain's last min(pp, m) = 8 chunk-0 backwards pass the
+    # stages 7 -> 0, the first stage's each longer by the passes (sp_planner.pipeline
+    # .interleaved_drain_s): 8 of them where the 1F1B bubble would hold one at 1/vpp.
+    plan = ParallelPlan(pp=8, vpp=2, dp=1)
+    counted, none = _step(LLAMA, plan, True), _step(LLAMA, plan, False)
+    assert float(counted.bubble_s[0] - none.bubble_s[0]) == pytest.approx(8 * ADD_S)
+    assert float(counted.gemm_s[0]) == pytest.approx(float(none.gemm_s[0]))

@@ -126,12 +126,14 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
     traffic = MEGATRON_RUNTIME.model_copy(update={"grad_sync": None})
     frame = _comparable(search(m, hw, workload, num_nodes=nodes, gpus_per_node=8, runtime=traffic).frame, batch)
     key = ["dp", "pp", "tp", "ulysses", "ring", "recompute", "micro_batch"]
+    # Equal times may differ in the last bit: pivot_table averages each key's rows (vpp, reshard),
+    # and the interleaved drain's pile-up is priced with ZeRO-2/3's traffic (cost.pipeline_dp) but
+    # beside the bubble under ZeRO-0/1 (cost.step), summed in another order (dp 1: no traffic).
+    tie = 1 - 1e-12
     assert (frame.groupby(key + ["zero"]).step_time_s.min().unstack().dropna().pipe(
-        lambda t: t[3] >= t[1])).all()
+        lambda t: t[3] >= tie * t[1])).all()
     times = frame.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
     assert len(times) > 50
-    # pivot_table averages each key's rows (vpp, reshard): equal times may differ in the last bit.
-    tie = 1 - 1e-12
     assert (times[3] >= tie * times[1]).all()
     assert (times[2] >= tie * times[1]).all()
     # Where the data-parallel group exists ZeRO-3 is strictly slower.

@@ -44,3 +44,21 @@ def test_a_single_stage_exposes_every_micro_batch():
                                   stages=(stage, empty, empty), fwd_layer_s=0.02, bwd_layer_s=0.04,
                                   reshard=np.array([False]))
     assert exposed[0] == pytest.approx(8 * 0.3)
+
+
+def test_the_first_stage_chunk0_extra_piles_up_on_the_interleaved_drain():
+    # vpp 2, 20 layers a stage: chunk-0 backward blocks of 10 x 0.04 = 0.4 s, with their exposure
+    # the first stage's 0.65 s (0.25 of it) and the others' 0.5; the last stage paces (1.2 +
+    # 0.125 against the first's 0.9 + x + 0.275) and the drain's 4 jobs pile up behind the first
+    # stage's block 3 times (cost.pipeline_dp._critical_path_s). Its backward beyond its layers
+    # (x, the embedding's; StageDP.chunk0_bwd_extra_s) lengthens that block: 3 x more.
+    def exposed(x):
+        stages = (
+            StageDP(_zero2(0.3, 0.2), np.array([20.0]), np.array([0.9 + x]), 0.0, 1.0, x),
+            StageDP(_zero2(0.1), np.array([20.0]), np.array([1.0]), 0.0, np.array([2])),
+            StageDP(_zero2(0.1), np.array([20.0]), np.array([1.2]), 0.0, 1.0),
+        )
+        return float(pipelined_exposed_s(MEGATRON_OVERLAP, zero=np.array([2]), micro_batches=8, vpp=np.array([2]),
+                                         stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04,
+                                         reshard=np.array([False]))[0])
+    assert exposed(0.05) - exposed(0.0) == pytest.approx(3 * 0.05)

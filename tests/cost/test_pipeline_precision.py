@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.step import time_columns
@@ -83,7 +84,17 @@ def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
     blocking = MEGATRON_OVERLAP.model_copy(update={"pp_p2p": False})
     _, plain = _columns(tp=2, pp=4, vpp=1)
     _, inter = _columns(blocking, tp=2, pp=4, vpp=2)
-    assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2)
+    # Halved, but for the first stage's backward beyond its layers, which runs with its chunk 0:
+    # the embedding's TP all-gather of a micro-batch's 8192 x 4096 bf16 activations and its
+    # gradient passes, 12 B on each of 128,256 / 2 x 4096 elements at 3.35 TB/s x 0.76 (1.238 ms).
+    # The drain's last J = min(pp, m) = 4 chunk-0 backwards pass the stages pp-1 -> 0, each equal
+    # (8 layers a stage, 4 a chunk) but the first's: the extra counts whole, not 1/2, and 3 times
+    # more (sp_planner.pipeline.interleaved_drain_s).
+    passes = 12 * 128256 / 2 * 4096 / (3.35e12 * 0.76)
+    assert passes == pytest.approx(1.2380e-3, rel=1e-4)
+    gather = ring_collective_time_s(H100, "all_gather", 8192 * 4096 * 2 / 2, 2, 1, 8)
+    drain = (1 - 1 / 2 + 3) * (passes + gather)
+    assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2 + drain)
     assert inter.time.pp_comm_s[0] == pytest.approx(2 * plain.time.pp_comm_s[0])
     # Megatron's default on the interleaved schedule overlaps them: an 8K-token activation over
     # NVLink (tp 2: 4096 x 4096 x 2 B, 34 MB) takes far less than a 4-layer chunk's forward, so
