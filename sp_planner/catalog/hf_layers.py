@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int
-from sp_planner.specs.model import MLASpec, MoESpec, WindowSpec
+from sp_planner.specs.model import MLASpec, WindowSpec
+from sp_planner.specs.moe import MoESpec
 
 # Gated activations: the MLP has gate, up and down projections.
 _ACTIVATION_TO_MLP = {

@@ -26,7 +26,7 @@ from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
-from sp_planner.specs.model import MoEDispatcher, MoERouting
+from sp_planner.specs.moe import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.cli.help_format import PlainHelpCommand
 

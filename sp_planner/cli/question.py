@@ -29,7 +29,8 @@ from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.specs.model import ModelSpec, MoEDispatcher, MoERouting
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.moe import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import Workload
 from sp_planner.units import parse_tokens
 

@@ -64,7 +64,8 @@ import numpy as np
 
 from sp_planner.cost.gemm_outputs import has_output_table
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.specs.model import ModelSpec, MoEExpertGemm
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.moe import MoEExpertGemm
 
 # (M rows per expert, TFLOPS for N x K = 4096 x 7168, TFLOPS for 7168 x 2048): DeepGEMM README
 # at a9967bc2, H800 FP8 (module docstring).

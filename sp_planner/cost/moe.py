@@ -125,7 +125,7 @@ def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
 
 def mlp_layer_is_moe(model: ModelSpec) -> tuple[bool, ...]:
     """Which decoder layers have a MoE MLP: after the dense first layers, every layer_step-th
-    (HF Llama4TextConfig moe_layers = range(step - 1, num_layers, step); specs.model MoESpec)."""
+    (HF Llama4TextConfig moe_layers = range(step - 1, num_layers, step); specs.moe MoESpec)."""
     if model.moe is None:
         return (False,) * model.num_layers
     first, step = model.moe.first_dense_layers, model.moe.layer_step

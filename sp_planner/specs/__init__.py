@@ -7,7 +7,8 @@ from sp_planner.specs.hardware import (
     HardwareProfile,
     LinkSpec,
 )
-from sp_planner.specs.model import ModelSpec, MoESpec
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.moe import MoESpec
 from sp_planner.specs.workload import Workload
 
 __all__ = [

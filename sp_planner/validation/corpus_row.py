@@ -14,7 +14,7 @@ from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout, offload_problem
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.model import MoEDispatcher, MoEExpertGemm, MoERouting
+from sp_planner.specs.moe import MoEDispatcher, MoEExpertGemm, MoERouting
 
 # What the published number is. mfu_percent is model FLOPs over the source's stated peak.
 Figure = Literal["model_tflops_per_gpu", "mfu_percent", "tokens_per_s_per_gpu", "step_time_s"]
@@ -173,7 +173,7 @@ class CorpusRow(FrozenModel):
     # The CUDA graph scopes the run's recipe sets (Megatron cuda_graph_scope, or full_iteration;
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
-    # Megatron's MoE token dispatcher the recipe runs (specs.model MoESpec.dispatcher, cost.moe):
+    # Megatron's MoE token dispatcher the recipe runs (specs.moe MoESpec.dispatcher, cost.moe):
     # alltoall, or the flex dispatcher's HybridEP backend (--moe-token-dispatcher-type flex,
     # --moe-flex-dispatcher-backend hybridep). MoE rows of the Megatron family only.
     moe_dispatcher: MoEDispatcher = "alltoall"

@@ -10,7 +10,7 @@ from sp_planner.cost.moe import moe_times, permutation_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
-from sp_planner.specs.model import MoESpec
+from sp_planner.specs.moe import MoESpec
 
 QWEN3_30B = load_model("Qwen3-30B-A3B")  # hidden 2048, 128 experts, top-8, all 48 layers MoE
 BALANCED = QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_copy(update={"routing": "balanced"})})

@@ -19,7 +19,7 @@ from megatron.core.transformer.transformer_config import MLATransformerConfig, T
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_flags
 from sp_planner.plan import ParallelPlan
-from sp_planner.specs.model import MoESpec
+from sp_planner.specs.moe import MoESpec
 from sp_planner.specs.workload import Workload
 from tests.flags.conftest import parse_bash_array
 
