@@ -58,6 +58,17 @@ def test_old_files_with_full_lists_only_are_read(tmp_path):
     assert read_plan_file(path).rank_groups == rank_groups(PLAN)
 
 
+def test_the_position_embedding_round_trips_and_older_files_read_as_rope(tmp_path):
+    path = tmp_path / "plan.json"
+    learned = load_model("llama3-8b").model_copy(update={"position_embedding": "learned_absolute"})
+    write_plan_file(path, _plan_file().model_copy(update={"model": learned}))
+    assert read_plan_file(path).model == learned
+    doc = json.loads(path.read_text())
+    del doc["model"]["position_embedding"]  # as written before the field existed
+    path.write_text(json.dumps(doc))
+    assert read_plan_file(path).model.position_embedding == "rope"
+
+
 def _edited(tmp_path, edit) -> str:
     path = tmp_path / "plan.json"
     write_plan_file(path, _plan_file(rank_layout=RankLayout.of(PLAN), rank_groups=rank_groups(PLAN)))

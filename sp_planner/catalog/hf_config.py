@@ -24,7 +24,7 @@ from sp_planner.catalog import hf_gemma, hf_layers, hf_rope
 from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
-from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.model import ROPE, ModelSpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
                                            "llama4", "llama4_text", *hf_gemma.MODEL_TYPES)
@@ -148,6 +148,10 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "mla": mla,
         "window": (hf_gemma.window(cfg, model_type, layers, path) if gemma
                    else hf_layers.window(cfg, model_type, path)),
+        # Every supported model type rotates q and k (transformers' apply_rotary_pos_emb in each
+        # one's Attention; DeepSeek-V3 on its qk_rope part, Llama 4 on 3 layers of 4). gpt2's learned
+        # positions and mpt/bloom's ALiBi are not among the supported types.
+        "position_embedding": ROPE,
         "softmax_scale": hf_rope.softmax_scale(
             cfg, model_type, path, mla=mla, head_dim=head_dim,
             base_scale=hf_gemma.softmax_scale(cfg, head_dim, path) if gemma else None),

@@ -36,14 +36,15 @@ from sp_planner.cost.precision import (
     quantize_bytes_per_elem,
 )
 from sp_planner.cost.qk_norm import qk_norm_bytes_per_token
+from sp_planner.cost.rope import rope_elements_per_token
 from sp_planner.distinct import per_distinct
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
-# (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k (read + write:
-# 4(q + kv)), SwiGLU/GeLU (read 2ffn or ffn, write ffn), the QK norm where the model has one
-# (cost.qk_norm). Backward reads the saved input and the
+# (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k where the model
+# has it (read + write: 4(q + kv), cost.rope), SwiGLU/GeLU (read 2ffn or ffn, write ffn), the QK
+# norm where the model has one (cost.qk_norm). Backward reads the saved input and the
 # incoming gradient and writes a gradient: twice the forward traffic (counted by timing these
 # with the forward GEMMs, which the layer total multiplies by 3).
 # Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
@@ -55,7 +56,7 @@ def elementwise_bytes_per_token(model: ModelSpec) -> float:
     """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
     h, ffn = model.hidden_size, _active_ffn_width(model)
     activation_inputs = model.num_mlp_matrices - 1  # gate and up for SwiGLU, one for GeLU
-    elements = 4 * h + 6 * h + 2 * (model.q_size + model.kv_size) + (activation_inputs + 1) * ffn
+    elements = 4 * h + 6 * h + rope_elements_per_token(model) + (activation_inputs + 1) * ffn
     return float(2 * elements) + qk_norm_bytes_per_token(model)
 
 

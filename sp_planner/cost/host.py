@@ -61,6 +61,8 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
+  No rotary embedding (learned absolute positions, ALiBi, none: ModelSpec.position_embedding):
+    the RoPE launches above, 2 forward and 2 backward, are not made (cost.rope).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -125,6 +127,7 @@ from sp_planner.cost.cuda_graphs import (
 from sp_planner.cost.families import GRACE_PROFILES, profile_key
 from sp_planner.cost.qk_norm import qk_norm_host_ops
 from sp_planner.cost.ring_impl import RingImpl
+from sp_planner.cost.rope import ROPE_BACKWARD_OPS, ROPE_FORWARD_OPS, rope_host_ops
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -186,11 +189,14 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
-    # The ring's later steps (ring_host_ops) and the QK norm (cost.qk_norm), part of the attention
-    # a graph of it captures.
+    # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm) and RoPE's launches less
+    # the 2 + 2 the counts above hold (none left for a model without it, cost.rope), part of the
+    # attention a graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
-    fwd, bwd = fwd + ring_ops[0] + qk_fwd, bwd + ring_ops[1] + qk_bwd
-    attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + qk_fwd, attn_bwd + ring_ops[1] + qk_bwd
+    rope_fwd, rope_bwd = rope_host_ops(model)
+    own_fwd, own_bwd = qk_fwd + rope_fwd - ROPE_FORWARD_OPS, qk_bwd + rope_bwd - ROPE_BACKWARD_OPS
+    fwd, bwd = fwd + ring_ops[0] + own_fwd, bwd + ring_ops[1] + own_bwd
+    attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + own_fwd, attn_bwd + ring_ops[1] + own_bwd
     attn = ATTN in cuda_graphs
     # Graphed ops (fwd, bwd) and whether a graph replays, per dense layer.
     dense_mlp = MLP in cuda_graphs

@@ -21,6 +21,7 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
+from sp_planner.flags.positions import position_note
 
 FlagGroup = tuple[str, list[str]]
 
@@ -234,8 +235,7 @@ def common_notes(request: FlagRequest, var: str, script: str = "pretrain_gpt.py"
         f'Pass "${{{var}[@]}}" to {script} along with the model\'s architecture, tokenizer and '
         "data flags (hidden and FFN sizes, normalization, position embedding), which are not "
         "emitted here.",
-        f"--max-position-embeddings is set to seq_len {request.workload.seq_len}; use a RoPE base/scaling "
-        "suited to that length.",
+        position_note(request, mindspeed=mindspeed),
     ]
     window = request.model.window
     if window is not None and window.window_tokens < request.workload.seq_len:

@@ -64,6 +64,16 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
             failures.append(f"seq_len {s} is not divisible by 2*cp = 2*{p.cp} ({algo[0].split()[-1]})")
         # 1 <= cp_window_size < ring and ring % window == 0; window 1 is the plain (single) ring.
         algo.append("--cp-window-size 1")
+    if m.position_embedding == "alibi":
+        # ALiBi under CP: megatron_cp_algo only, with --alibi-fusion-attn-type 2 and a causal mask
+        # (context_parallel_feature.py at 028de58c lines 41-44 and 53-55; arguments.py lines 645-657).
+        if algo[0] != "--context-parallel-algo megatron_cp_algo":
+            failures.append(f"ALiBi under {algo[0].split()[-1]} cannot be expressed: MindSpeed runs ALiBi with "
+                            "context parallelism only as megatron_cp_algo (ulysses 1, cp_comm p2p)")
+        elif not request.workload.causal:
+            failures.append("MindSpeed's megatron_cp_algo runs ALiBi only with a causal mask")
+        else:
+            algo.append("--alibi-fusion-attn-type 2")
     mask = "causal" if request.workload.causal else "general"
     algo.append(f"--attention-mask-type {mask}")
     if p.ring > 1 and not p.allgather:

@@ -11,6 +11,21 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from sp_planner.specs.moe import MoESpec
 
+# How a model encodes token positions (ModelSpec.position_embedding), in the names of Megatron's
+# --position-embedding-type (megatron/training/arguments.py at d98e8a64dd, lines 2397-2398: choices
+# learned_absolute, rope, yarn, mrope, relative, none; default learned_absolute) where it has one:
+#   rope: rotary embeddings applied to q and k in every layer (Su et al. 2021, arXiv 2104.09864;
+#     Megatron's yarn and mrope are rope with other frequencies, applied the same way); cost.rope.
+#   learned_absolute: a learned table of positions added to the word embedding once, before the
+#     first layer (GPT-2/GPT-3; Megatron LanguageModelEmbedding; llm-foundry MPTConfig
+#     learned_pos_emb, its default).
+#   alibi: a per-head linear bias on the attention scores, inside the attention kernel (Press et al.
+#     2022, arXiv 2108.12409; HF MPT attn_config.alibi, BLOOM); not a Megatron choice.
+#   none: no position signal (NoPE).
+PositionEmbedding = Literal["rope", "learned_absolute", "alibi", "none"]
+ROPE: PositionEmbedding = "rope"
+
+
 class WindowSpec(FrozenModel):
     """Local attention layers, repeating `local_layers` local then `global_layers` full-attention
     layers from the first layer on (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3:
@@ -74,6 +89,8 @@ class ModelSpec(FrozenModel):
     # MLA's as training runs it; the projection weights come from `mla` (checked below).
     mla: MLASpec | None = None
     window: WindowSpec | None = None
+    # PositionEmbedding above; rope where unstated, as every file written before the field meant.
+    position_embedding: PositionEmbedding = ROPE
     # The factor on q.k before the softmax where the model's is not 1/sqrt(q/k head dim) (None: it
     # is): Gemma 2/3 query_pre_attn_scalar**-0.5 (HF Gemma2Attention/Gemma3Attention `scaling`);
     # DeepSeek-V3's YaRN mscale(40, mscale_all_dim)^2 / sqrt(192) (HF DeepseekV3Attention, Megatron

@@ -143,6 +143,15 @@ def test_architecture_flags_follow_the_configs():
     assert load_model("Qwen3-32B").q_size == 8192
 
 
+def test_position_embeddings_are_stated_with_a_source():
+    # GPT-3 keeps GPT-2's learned positions (arXiv:2005.14165 section 2.1); every other built-in
+    # rotates q and k (models.json sources).
+    for name in EXPECTED_NAMES:
+        spec = load_model(name)
+        assert spec.position_embedding == ("learned_absolute" if name == "GPT-3-175B" else "rope"), name
+        assert any(s.startswith(f"position_embedding {spec.position_embedding}: ") for s in spec.sources), name
+
+
 def test_interleaved_moe_layers_and_local_layer_counts():
     # Maverick: MoE on every 2nd layer (24 of 48), dense SwiGLU of 16384 between; Scout: all 48.
     maverick, scout = load_model("Llama-4-Maverick-17B-128E"), load_model("Llama-4-Scout-17B-16E")

@@ -68,3 +68,19 @@ def test_allgather_ring_is_kvallgather_cp_algo_with_transformer_engine(build, ba
     assert fp8.text.count("--transformer-impl transformer_engine") == 1  # FP8 asks for it too: once
     usp = render_flags("mindspeed", build.request(build.llama3_8b, 65536, 8, ulysses=2, ring=4, cp_comm="allgather"))
     assert not usp.supported and "kvallgather_cp_algo is one level" in usp.reason
+
+
+def test_alibi_runs_under_cp_only_as_megatron_cp_algo(build, bash_args):
+    # mindspeed/arguments.py (028de58c) lines 645-657 and context_parallel_feature.py 41-44, 53-55.
+    alibi = build.llama2_7b.model_copy(update={"position_embedding": "alibi"})
+    ring = render_flags("mindspeed", build.request(alibi, 32768, 1, ring=8))
+    assert ring.supported, ring.reason
+    assert bash_args(ring.text, "MINDSPEED_ARGS")["--alibi-fusion-attn-type"] == ["2"]
+    assert any("--position-embedding-type alibi" in note for note in ring.notes)
+    usp = render_flags("mindspeed", build.request(alibi, 32768, 1, ulysses=2, ring=4))
+    assert not usp.supported and "ALiBi under hybrid_cp_algo" in usp.reason
+    general = render_flags("mindspeed", build.request(alibi, 32768, 1, ring=8, causal=False))
+    assert not general.supported and "ALiBi only with a causal mask" in general.reason
+    # A RoPE model's flags carry none of it.
+    rope = bash_args(render_flags("mindspeed", build.request(build.llama2_7b, 32768, 1, ring=8)).text, "MINDSPEED_ARGS")
+    assert "--alibi-fusion-attn-type" not in rope

@@ -35,6 +35,17 @@ def test_every_scored_row_resolves_its_model_and_hardware(corpus):
             assert load_hardware(row.hardware).gpus_per_node >= 1
 
 
+def test_the_gpt_style_corpus_models_state_learned_positions(corpus):
+    # Megatron-LM's GPT runs of 2021-2024 (Narayanan, Korthikanti, the README tables) and
+    # llm-foundry's MPT benchmarks ran learned absolute positions (each model's sources say where).
+    gpt_style = {name: spec for name, spec in corpus.models.items()
+                 if name.startswith(("Megatron-", "Turing-", "MLM-GPT-", "MPT-"))}
+    assert len(gpt_style) == 8 + 3 + 9 + 6
+    for name, spec in gpt_style.items():
+        assert spec.position_embedding == "learned_absolute", name
+        assert any(s.startswith("position_embedding learned_absolute: ") for s in spec.sources), name
+
+
 def test_every_row_says_where_its_figure_comes_from(corpus):
     for row in corpus.rows:
         source = corpus.source(row.source)
