@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
+from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from sp_planner.specs.moe import MoESpec
 
 # How a model encodes token positions (ModelSpec.position_embedding), in the names of Megatron's

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.limits import MAX_EXPERTS, MAX_LAYERS, MAX_WIDTH
+from sp_planner.specs.model_limits import MAX_EXPERTS, MAX_LAYERS, MAX_WIDTH
 
 # How a MoE router's load falls on the experts (MoESpec.routing).
 MoERouting = Literal["learned", "balanced"]
