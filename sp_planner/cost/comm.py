@@ -9,8 +9,9 @@ TP with Megatron sequence parallelism, per layer (USP paper Table 2, "TP-sp": 6 
 4 reduce-scatters): forward gathers before QKV and fc1 and reduce-scatters after the output
 projection and fc2 (2 + 2); backward does the conjugates (2 RS + 2 AG) and gathers the saved
 sharded inputs again for the weight gradients (2 AG; Megatron's
-LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements. Per
-micro-batch, the embedding's 2 (first stage) and the output layer's 3 (last stage) move as much
+LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements, but a
+layer's all-gathers FP8 ones under per-tensor FP8 (cost.gathered_transpose). Per micro-batch, the
+embedding's 2 (first stage) and the output layer's 3 (last stage) move as many, in bf16
 (EMBEDDING_TP_*, OUTPUT_TP_*); the first stage's GPU, whose bytes are counted, holds both at pp 1.
 
 DP/ZeRO over the dp x cp group, P = parameters on the rank, gradients in the framework's
@@ -56,6 +57,7 @@ from sp_planner.cost.moe import (
     moe_layer_fraction,
 )
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
+from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
@@ -100,14 +102,20 @@ def output_tp_forward_all_gathers(sequence_parallel: bool) -> int:
     return OUTPUT_TP_FORWARD_ALL_GATHERS if sequence_parallel else 0
 
 
+def layer_tp_all_gathers(*, layers, full_recompute, sequence_parallel: bool = True):
+    """The all-gathers of `layers` layers per micro-batch (the forward's again under full recompute)."""
+    per_layer = TP_FORWARD_ALL_GATHERS + tp_backward_all_gathers(sequence_parallel)
+    return layers * (per_layer + np.where(np.asarray(full_recompute, dtype=bool), TP_FORWARD_ALL_GATHERS, 0))
+
+
 def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, sequence_parallel: bool = True):
     """(all-gathers, reduce-scatters) of the TP group a step makes on the first stage's GPU: its
-    layers' per micro-batch (the forward's again under full recompute), the embedding's and, at
-    pp 1, the output layer's; without sequence parallelism an all-reduce counts as one of each.
-    Every call moves the same bytes."""
+    layers' per micro-batch (layer_tp_all_gathers), the embedding's and, at pp 1, the output
+    layer's; without sequence parallelism an all-reduce counts as one of each. Every call moves
+    the same elements; the layers' gathers move FP8 under per-tensor FP8 (cost.gathered_transpose)."""
     full = np.asarray(full_recompute, dtype=bool)
-    per_layer = TP_FORWARD_ALL_GATHERS + tp_backward_all_gathers(sequence_parallel)
-    ag = layers * (per_layer + np.where(full, TP_FORWARD_ALL_GATHERS, 0)) + EMBEDDING_TP_ALL_GATHERS \
+    ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel) \
+        + EMBEDDING_TP_ALL_GATHERS \
         + np.where(pp == 1, output_tp_forward_all_gathers(sequence_parallel) + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
         + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
@@ -182,6 +190,12 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     full = recompute == RECOMPUTE_FULL
     tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp,
                                                  sequence_parallel=sequence_parallel)
+    # The layers' gathers in FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
+    # the output layer's in bf16.
+    layer_ag_calls = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel) * m
+    layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                                         sequence_parallel=sequence_parallel)
+    tp_ag_sent = tp_sent * (tp_ag_calls - layer_ag_calls) + (tp_sent * layer_elem / ACT_BYTES) * layer_ag_calls
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
@@ -225,7 +239,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     sent = PerCollective(
         ulysses_all_to_all=uly_layer * per_stage,
         ring_p2p=ring_layer * per_stage,
-        tp_all_gather=tp_sent * tp_ag_calls,
+        tp_all_gather=tp_ag_sent,
         tp_reduce_scatter=tp_sent * tp_rs_calls,
         pp_p2p=pp_sent * m * c.vpp,  # one send per chunk boundary (Narayanan 2021 s2.2.2)
         dp_reduce_scatter=grads_rs,

@@ -1,4 +1,4 @@
-"""FP8 transposes of the tensors the TP group all-gathers, on Hopper (vectorized).
+"""The tensors the TP group all-gathers in FP8, and their FP8 transposes on Hopper (vectorized).
 
 Under per-tensor FP8 (TE Float8Quantizer, delayed scaling; Float8CurrentScalingQuantizer, Megatron
 --fp8-recipe tensorwise) with tensor and sequence parallelism, Transformer Engine gathers a
@@ -23,13 +23,32 @@ an element), write its transpose (1 byte), tokens x h elements. cost.precision's
 local transpose (1 byte on tokens / tp x h) for each of them, which TE does not write there; it is
 taken back here. Block scaling (Float8BlockQuantizer) and MXFP8 gather column-wise data and are
 not charged; Blackwell's FP8 GEMMs take either layout and need no transpose.
+
+The gathers themselves move the FP8 data, 1 byte an element instead of bf16's 2, on every chip:
+TE at d0067d0 (2026-08-22) pytorch/distributed.py gather_along_first_dim (lines 1735-1745) sends a
+Float8 tensor, or a tensor with a Float8Quantizer / Float8CurrentScalingQuantizer, to
+_all_gather_fp8 (lines 989-1080), which quantizes it row-wise and all-gathers its uint8 `_data`
+(lines 1060-1068; one scale_inv, shared). Each of a dense layer's six gathers under sequence
+parallelism passes one: forward, the column-parallel input (module/layernorm_linear.py lines
+283-315, ln_out quantized by the norm or before the gather; module/linear.py lines 378-419);
+backward, the row-parallel output gradient (module/base.py grad_output_preprocess lines 1719-1751)
+and the column-parallel input again for the weight gradient (layernorm_linear.py lines 773-794,
+linear.py lines 979-999); under userbuffers' overlap the gather buffers are uint8 with an FP8
+recipe (module/base.py lines 335-345 and 472-476; fill_userbuffers_buffer_for_all_gather lines
+657-676). TE v1.8 (3ec998e) did the same: layernorm_linear.py lines 126 and 157 (the FP8 ln_out
+gathered) and 444 (again in backward), module/base.py lines 668-689 (the FP8 gradient). An MoE
+layer's own gathers (the token dispatcher's) stay bf16: its FP8 share is its gathered tensors over
+a dense layer's. The embedding's and the output layer's gathers (not TE modules) stay bf16. Block
+scaling and MXFP8 gather their blocks' scales beside the data and are left at bf16 here (not
+modelled).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.amax_reduce import amax_reductions_per_layer
+from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, amax_reductions_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES
 from sp_planner.specs.hardware import HardwareProfile
@@ -46,6 +65,24 @@ def gathered_tensors_per_layer(model: ModelSpec) -> float:
     return float(fwd + bwd)
 
 
+def fp8_gathers(*, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+    """Whether the TP group gathers FP8 data (module docstring): per-tensor FP8 at tp > 1 with
+    sequence parallelism."""
+    on = (np.asarray(precision) == FP8) & ~np.asarray(fp8_blockwise, dtype=bool) & (np.asarray(tp) > 1)
+    return on & bool(sequence_parallel)
+
+
+def layer_gather_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False,
+                            sequence_parallel: bool = True):
+    """Mean bytes an element of one of the model's average layer's TP all-gathers moves: bf16's 2,
+    or, where the group gathers FP8, 1 on a dense layer's and the FP8 share's mix on an MoE layer's
+    (module docstring)."""
+    fwd, _ = amax_reductions_per_layer(model)
+    fp8_share = min(fwd / DENSE_REDUCTIONS[0], 1.0)
+    on = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    return np.where(on, ACT_BYTES - fp8_share * (ACT_BYTES - FP8_ELEM_BYTES), float(ACT_BYTES))
+
+
 def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, tp, precision,
                          fp8_blockwise=False, sequence_parallel: bool = True):
     """Backward seconds per layer and micro-batch on one rank of the gathered tensors' FP8
@@ -53,8 +90,8 @@ def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens,
     docstring); `tokens`: the micro-batch's tokens on the TP group. 0 unless per-tensor FP8 at
     tp > 1 with sequence parallelism on a TN-only chip."""
     tp = np.asarray(tp, dtype=np.float64)
-    on = (np.asarray(precision) == FP8) & ~np.asarray(fp8_blockwise, dtype=bool) & (tp > 1)
-    if hardware.fp8_gemm_any_layout or not sequence_parallel:
+    on = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    if hardware.fp8_gemm_any_layout:
         on = np.zeros(np.shape(on), dtype=bool)
     elements = gathered_tensors_per_layer(model) * np.asarray(tokens, dtype=np.float64) * model.hidden_size
     net_bytes = elements * (TRANSPOSE_BYTES_PER_ELEM - FP8_ELEM_BYTES / tp)

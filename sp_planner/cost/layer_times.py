@@ -32,6 +32,7 @@ from sp_planner.cost.comm import (
     tp_backward_all_gathers,
 )
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
+from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.moe import (
@@ -62,7 +63,7 @@ class LayerTimes(NamedTuple):
     gemm_bwd_s: np.ndarray
     logits_s: np.ndarray  # the output layer's GEMMs and the loss (cost.gemm_work)
     attn: AttentionTimes
-    tp_all_gather_s: np.ndarray  # one TP all-gather of a layer's activations
+    tp_all_gather_s: np.ndarray  # one TP all-gather of a layer's activations (FP8 under per-tensor FP8)
     tp_reduce_scatter_s: np.ndarray  # one TP reduce-scatter of them
     tp_fwd_s: np.ndarray  # a layer's TP collectives exposed in forward ...
     tp_bwd_s: np.ndarray  # ... and in backward
@@ -110,7 +111,13 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                     ring=r)
     gathered = tokens * model.hidden_size * ACT_BYTES
     tp_stride = axis_stride(c, "tp")
-    ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    # A layer's gathers move FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
+    # the output layer's (bf16_ag) and every reduce-scatter move bf16.
+    layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                                         sequence_parallel=sequence_parallel)
+    ag = ring_collective_time_s(hardware, "all_gather", gathered * layer_elem / ACT_BYTES * (tp - 1) / tp, tp,
+                                tp_stride, gpn)
+    bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
@@ -124,9 +131,9 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
     # first stage (the same one at pp 1).
     pp = c.pp
-    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * ag
-    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
-    head_tp = output_tp_forward_all_gathers(sequence_parallel) * ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
+    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * bf16_ag
+    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * bf16_ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
+    head_tp = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
     first_tp = np.where(pp > 1, emb_tp, 0.0)
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s

@@ -21,6 +21,7 @@ from sp_planner.cost.comm import (
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.fp8_params import weight_cast_s
+from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
 from sp_planner.cost.embedding_grad import embedding_grad_s
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
@@ -85,12 +86,17 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     def phase(name, axis_groups, nbytes, algorithm, eff, rounds=1, nccl=True) -> float:
         return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl).duration_s
 
-    # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm).
-    gathers, _ = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
-                                   sequence_parallel=sp)
-    tp_bytes = comm.tp_all_gather / float(gathers)
+    # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm), but the
+    # layers' gathers, FP8 under per-tensor FP8 (cost.gathered_transpose).
+    _, scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
+                                    sequence_parallel=sp)
+    tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
+    layer_elem = float(layer_gather_elem_bytes(model, tp=one.tp, precision=one.precision,
+                                               fp8_blockwise=one.fp8_blockwise, sequence_parallel=sp)[0])
+    layer_ag = tp_ag if layer_elem == ACT_BYTES else phase(
+        "tp all-gather (fp8)", groups["tp"], tp_bytes * layer_elem / ACT_BYTES, "ring", "all_gather")
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
@@ -155,10 +161,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         etp_collective_s=moe.etp_collective_s,
         attn_fwd_steps_s=fwd_steps,
         attn_bwd_steps_s=bwd_steps,
-        tp_all_gather_s=tp_ag,
+        tp_all_gather_s=layer_ag,
         tp_reduce_scatter_s=tp_rs,
         # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.comm).
-        tp_input_all_gather_s=tp_ag if sp else 0.0,
+        tp_input_all_gather_s=layer_ag if sp else 0.0,
         ulysses_qkv_s=uly_qkv,
         ulysses_out_s=uly_out,
         ring_kv_step_s=ring_kv,
