@@ -40,7 +40,12 @@ dense models'), each over the 1520 TFLOPS of N x K = 7168 x 16384, against the r
 2112 x 7168 1127 (B200 FP8 ratios 1195, +6%; the H100 BF16 ones 1418, +26%), 24576 x 1536 1212
 (1358, +12%; 1411, +16%), 32768 x 512 775 (781, +1%; 1182, +53%), 4096 x 7168 1410 (1367, -3%;
 1482, +5%), 7168 x 2048 1168 (1412, +21%; 1443, +24%): the FP8 ratios closer on every shape
-(tests/cost/test_gemm_shapes.py).
+(tests/cost/test_gemm_shapes.py). A second check, of K alone on Hopper: TileLang's FP8 GEMMs on an
+H800 at M = N = 8192, 2^26 outputs (tile-ai/tilelang benchmark/matmul_fp8/README.md at b2acfc37,
+its autotuned kernels, not cuBLAS; short runs), 569 / 858 / 1129 / 1343 / 1467 TFLOPS at k 256 ...
+4096, ratios 0.388 / 0.585 / 0.770 / 0.915 / 1: B200's FP8 ratios within 0.02 from k 1024 up,
+below at 256 and 512 (a short K charged more than the H800 shows), H100's BF16 ones further at
+every k. It still gains 2.7% and 5.0% at k 8192 and 16384, which the flat figure leaves out.
 
 Per layer and rank, Megatron's column- and row-parallel GEMMs contract over: forward, QKV and FC1
 the hidden size h, the projection q/tp, FC2 ffn/tp; backward data gradients the forward's output

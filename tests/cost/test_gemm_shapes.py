@@ -283,6 +283,25 @@ def test_hopper_fp8_ratios_check_against_deepgemm(h100):
     assert predicted(32768, 512, False) > 1.5 * 775.0
 
 
+# TileLang's FP8 GEMMs on an H800 at M = N = 8192 (tile-ai/tilelang benchmark/matmul_fp8/README.md
+# at b2acfc37): TFLOPS at k 256, 512, 1024, 2048, 4096.
+TILELANG_H800_FP8_8192 = (569.0, 858.0, 1129.0, 1343.0, 1467.0)
+
+
+def test_hopper_fp8_k_ratios_check_against_tilelang(h100):
+    """A check, not a fit: the H800's own K sweep (2^26 outputs, so K alone) over its k 4096 figure
+    is within 0.02 of B200's FP8 ratios from k 1024 up, above them at 256 and 512 (the transfer
+    charges a short K more), and nearer them than H100's BF16 ratios at every k."""
+    measured = [t / TILELANG_H800_FP8_8192[-1] for t in TILELANG_H800_FP8_8192]  # 0.388 ... 1
+    for k, ratio in zip((256, 512, 1024, 2048, 4096), measured):
+        fp8, bf16 = float(contraction_ratio(h100, k, fp8=True)), float(contraction_ratio(h100, k))
+        assert abs(fp8 - ratio) < abs(bf16 - ratio) or k == 4096, (k, ratio, fp8, bf16)
+        if k >= 1024:
+            assert fp8 == pytest.approx(ratio, abs=0.02), (k, ratio, fp8)
+        else:
+            assert 0.08 < ratio - fp8 < 0.10, (k, ratio, fp8)
+
+
 def test_fp8_expert_gemms_by_hand_on_b200():
     """Qwen3-30B-A3B as test_expert_gemms_by_hand_on_b200, its GEMMs in FP8: the experts' FC2
     forward contracts over 768, between the FP8 table's k 512 and 1024 (linear in log k)."""
