@@ -45,7 +45,7 @@ from sp_planner.cost.moe import (
 from sp_planner.cost.overlap import Overlap, gpu_sm_count
 from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
+from sp_planner.cost.tp_overlap import LayerGemms, buffer_copies, chunk_factors, gemm_shares, tp_overlap_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -122,9 +122,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
+        copies = buffer_copies(hardware, shard_elements=tokens * model.hidden_size / tp, gather_elem_bytes=layer_elem)
         paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
                                   chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
-                                  gpu_sm_count(hardware))
+                                  gpu_sm_count(hardware), copies)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),

@@ -47,6 +47,26 @@ userbuffers does not split.
 The SMs are the GPU's own (cost.overlap.gpu_sm_count: 132 on Hopper, 148 on B200 and GB200, 160 on
 B300 and GB300). Not modelled: the copy engine's bandwidth (the transfers are priced as
 cost.links' rings).
+
+Buffer copies (buffer_copies). Userbuffers gathers from, and bulk-scatters into, its own registered
+buffers, so TE (f031cf87, 2026-04-06, the commit Megatron-Bridge e43a7468f pins; the same at
+d0067d0, and since ce0b46c4d, 2025-05-07) moves a rank's data through them with memory passes the
+NCCL path does not make, each read + write of the rank's tokens / tp x h:
+- before each of the layer's 6 all-gathers, module/base.py fill_userbuffers_buffer_for_all_gather
+  (line 497) copies the local shard, quantized where the gather is FP8, into the buffer's local
+  chunk (lines 533 and 549: copy_into_buffer, a cudaMemcpyAsync, pytorch/csrc/extensions/
+  comm_gemm_overlap.cpp lines 147-181 and 246-278): the QKV and FC1 inputs forward
+  (layernorm_linear.py line 263), the projection and FC2 output gradients (base.py
+  grad_output_preprocess line 1222) and the saved QKV and FC1 inputs backward (layernorm_linear.py
+  line 676). A ring exchange's copy is on the current stream, before its first chunk GEMM and
+  send; a bulk gather's on its communication stream, ahead of the collective there;
+- after each bulk reduce-scatter (qkv_wgrad, fc1_wgrad, whose buffers are bf16: base.py lines
+  325 and 469, FP8 buffers only for the all-gathers and, by choice, pipeline) the rank's reduced
+  chunk is cloned out (layernorm_linear.py line 940, linear.py line 926), after the wgrad GEMM.
+Each priced as a memory-bound pass (cost.kernels.memory_pass_time_s), the copy in the elements the
+gather moves (cost.gathered_transpose.layer_gather_elem_bytes). TE v1.8 (3ec998e,
+layernorm_linear.py lines 121-124) wrote the norm output into the buffer instead: older runs copied
+less.
 """
 
 from __future__ import annotations
@@ -55,9 +75,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.activations import ACT_BYTES
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, mlp_gemm_flops_per_token
 from sp_planner.cost.gemm_outputs import output_ratio
+from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.overlap import SMS_PER_GPU
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -92,6 +114,16 @@ class ChunkFactors(NamedTuple):
 
 
 WHOLE = ChunkFactors(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+
+
+class BufferCopies(NamedTuple):
+    """Userbuffers' memory passes on one rank (module docstring), seconds each."""
+
+    gather_s: np.ndarray | float  # the local shard copied into an all-gather's buffer
+    scatter_s: np.ndarray | float  # a bulk reduce-scatter's chunk cloned out of its bf16 buffer
+
+
+NO_COPIES = BufferCopies(0.0, 0.0)
 
 
 class TPOverlapTimes(NamedTuple):
@@ -152,6 +184,14 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
         proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8))
 
 
+def buffer_copies(hardware: HardwareProfile, *, shard_elements, gather_elem_bytes) -> BufferCopies:
+    """The copies of `shard_elements` (a rank's tokens / tp x h) into an all-gather buffer, in the
+    gather's `gather_elem_bytes`, and out of a bulk reduce-scatter's bf16 one: read + write each."""
+    shard = np.asarray(shard_elements, dtype=np.float64)
+    return BufferCopies(gather_s=memory_pass_time_s(hardware, 2.0 * shard * np.asarray(gather_elem_bytes)),
+                        scatter_s=memory_pass_time_s(hardware, 2.0 * shard * ACT_BYTES))
+
+
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):
     """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the GEMM's chunking
     slowdown, the tp - 1 transfers beyond the tp chunks they feed, and the 1 SM of the GPU's
@@ -186,15 +226,16 @@ def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU):
 
 
 def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
-                     sms: int = SMS_PER_GPU) -> TPOverlapTimes:
+                     sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
     overlapped with their GEMMs as TE userbuffers pairs them, the split GEMMs slowed by `chunks`,
-    on a GPU of `sms` SMs (module docstring)."""
-    g, c = gemms, chunks
+    on a GPU of `sms` SMs, with the buffers' `copies` (module docstring): a ring exchange's
+    before it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it."""
+    g, c, copy = gemms, chunks, copies.gather_s
     fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms) + pipeline_s(rs_s, g.proj_s, c.proj, sms)
-           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms) + pipeline_s(rs_s, g.fc2_s, c.fc2, sms))
+           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms) + pipeline_s(rs_s, g.fc2_s, c.fc2, sms) + 2 * copy)
     bwd = (ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms)
-           + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms)
-           + bulk_s(ag_s, g.qkv_s, sms) + bulk_s(ag_s, g.fc1_s, sms) + bulk_s(rs_s, g.qkv_s, sms)
-           + bulk_s(rs_s, g.fc1_s, sms))
+           + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms) + 2 * copy
+           + bulk_s(ag_s + copy, g.qkv_s, sms) + bulk_s(ag_s + copy, g.fc1_s, sms) + bulk_s(rs_s, g.qkv_s, sms)
+           + bulk_s(rs_s, g.fc1_s, sms) + 2 * copies.scatter_s)
     return TPOverlapTimes(fwd_s=fwd, bwd_s=bwd)

@@ -5,12 +5,15 @@ import math
 import numpy as np
 import pytest
 
+import sp_planner.cost.layer_times as layer_times_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.overlap import gpu_sm_count
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.cost.tp_overlap import (
+    BufferCopies,
     ChunkFactors,
     LayerGemms,
+    buffer_copies,
     bulk_s,
     chunk_factors,
     gemm_shares,
@@ -63,6 +66,46 @@ def test_layer_pairs_by_hand():
     t = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2)
     assert t.fwd_s == pytest.approx((2 / 132 + 2 * (0.25 + 2 * 16 / 116)) * MS)
     assert t.bwd_s == pytest.approx((2 / 132 + 4 * 2 * 16 / 116) * MS)
+
+
+def test_layer_pairs_with_buffer_copies_by_hand():
+    # As above, with a 0.1 ms copy into each all-gather buffer and a 0.2 ms clone out of each bulk
+    # reduce-scatter buffer. Forward: the two ring exchanges' copies, serial. Backward: the two
+    # ring exchanges' copies; the bulk gathers' 1 + 0.1 ms within their 2 x 132/116 ms GEMMs; the
+    # two clones.
+    base = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2)
+    t = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2,
+                         copies=BufferCopies(0.1 * MS, 0.2 * MS))
+    assert t.fwd_s - base.fwd_s == pytest.approx(0.2 * MS)
+    assert t.bwd_s - base.bwd_s == pytest.approx((0.2 + 0.4) * MS)
+    # A 2.4 ms bulk gather is exposed beyond its 2 x 132/116 = 2.276 ms GEMM: its copy, whole.
+    assert bulk_s(2.5 * MS, 2 * MS) - bulk_s(2.4 * MS, 2 * MS) == pytest.approx(0.1 * MS)
+    assert bulk_s(2.5 * MS, 2 * MS) == pytest.approx((2.5 - 2) * MS)
+
+
+def test_llama3_70b_tp8_buffer_copies_by_hand():
+    # 4096 tokens at tp 8: a rank's shard is 512 x 8192 = 4,194,304 elements. Its FP8 copy into a
+    # gather buffer reads and writes 1 B each: 8,388,608 B at H100's 3.35 TB/s x 0.76 = 3.295 us;
+    # the bf16 clone out of a bulk reduce-scatter's buffer twice that.
+    copies = buffer_copies(load_hardware("h100-sxm"), shard_elements=4096 * 8192 / 8, gather_elem_bytes=1.0)
+    assert float(copies.gather_s) == pytest.approx(8388608 / (3.35e12 * 0.76))
+    assert float(copies.gather_s) == pytest.approx(3.295e-6, abs=1e-9)
+    assert float(copies.scatter_s) == pytest.approx(2 * float(copies.gather_s))
+
+
+def test_stated_overlap_charges_the_buffer_copies(toy_model, hardware, monkeypatch):
+    # The toy model (h 64) at tp 2 on 4096 tokens: per layer 6 bf16 copies of a 2048 x 64 shard
+    # (2 B read + 2 B written an element; the bulk gathers' 2 exposed whole, their collectives
+    # already longer than the toy's GEMMs) and 2 clones of as many bytes; 8 micro-batches of 2
+    # layers. Everything else as without them.
+    workload, plan = Workload(seq_len=4096, global_batch=8), ParallelPlan(tp=2, micro_batch=1)
+    overlap = MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True})
+    tp_on = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
+    on = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
+    pass_s = 2048 * 64 * 4 / (hardware.hbm_bandwidth_bytes_per_s * hardware.efficiency.memory_bound)
+    monkeypatch.setattr(layer_times_module, "buffer_copies", lambda *a, **k: BufferCopies(0.0, 0.0))
+    without = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
+    assert on.time.tp_comm_s - without.time.tp_comm_s == pytest.approx(8 * 2 * (6 + 2) * pass_s, rel=1e-6)
 
 
 def test_llama3_70b_gemm_shares_by_hand():
