@@ -182,6 +182,7 @@ def load_plan_file(path: Path) -> LoadedPlan:
             f"this sp-planner reads {SCHEMA_VERSION!r}"
         )
     plan_file = validate_as(PlanFile, data, what="plan", path=path)
+    assert isinstance(data, dict)  # validate_as accepted it as a PlanFile
     unrecorded = unrecorded_scale(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}")
     if unrecorded is not None and unrecorded.scale is not None:
         model = plan_file.model.model_copy(update={"softmax_scale": unrecorded.scale})
