@@ -1,4 +1,4 @@
-"""--help laid out for the terminal it is printed in (80 columns and up), for every sp-* command.
+"""--help laid out for the terminal it is printed in (40 columns and up), for every sp-* command.
 
 Typer's Rich help panel gives each option a fixed column for its name, its "--no-" twin, its
 type and its help; at 80 columns sp-plan's 40 options do not fit those columns, and Rich cut
@@ -11,7 +11,9 @@ continuation (`\\`), so each can still be pasted as it is printed.
 
 from __future__ import annotations
 
+import inspect
 import shlex
+import shutil
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +23,9 @@ from typer.core import TyperCommand
 # Where an option's help starts when its names fit before it (click's own limit, col_max 30).
 HELP_COLUMN_MAX = 30
 MIN_TEXT_WIDTH = 20
+# Narrower than this, the help column reads a word or two a line: the help goes under the names.
+STACK_BELOW = 30
+STACK_INDENT = 4
 EXAMPLE_PREFIXES = ("sp-", "torchrun ")
 CONTINUATION = " \\"
 CONTINUATION_INDENT = "    "
@@ -57,6 +62,10 @@ def wrap_argv(argv: Sequence[str], width: int) -> list[str]:
 
 
 def _wrap_units(units: list[str], width: int) -> list[str]:
+    # An option and its value too long for one continuation line go on two (an option's name has
+    # no space, so the first one parts it from its value, quoted or not).
+    room = width - len(CONTINUATION) - len(CONTINUATION_INDENT)
+    units = [part for unit in units for part in (unit.split(" ", 1) if len(unit) > room else (unit,))]
     current = ""
     lines: list[str] = []
     for word in units:
@@ -73,37 +82,43 @@ def _wrap_units(units: list[str], width: int) -> list[str]:
 
 
 def option_lines(rows: list[tuple[str, str]], width: int) -> list[str]:
-    """(names, help) rows as lines of at most `width` characters (unless one name alone is longer)."""
+    """(names, help) rows as lines of at most `width` characters (unless one word alone is longer).
+    A help whose longest word passes its column, and every help when the column would be narrower
+    than STACK_BELOW (a terminal under ~64 columns), goes under its names, STACK_INDENT in."""
     if not rows:
         return []
     column = min(max(len(names) for names, _ in rows) + 2, HELP_COLUMN_MAX + 2)
-    text_width = max(width - column, MIN_TEXT_WIDTH)
+    text_width = width - column
     out: list[str] = []
     for names, help_text in rows:
-        wrapped = wrap_words(help_text, text_width)
-        if wrapped and len(names) + 2 <= column:
+        longest = max((len(word) for word in help_text.split()), default=0)
+        indent = STACK_INDENT if text_width < STACK_BELOW or longest > text_width else column
+        wrapped = wrap_words(help_text, width - indent)
+        if wrapped and indent == column and len(names) + 2 <= column:
             out.append(names.ljust(column) + wrapped[0])
             wrapped = wrapped[1:]
-        else:
-            out.append(names)
-        out.extend(" " * column + line for line in wrapped)
+        else:  # a name and its twin or choices too long for a line part at their spaces
+            out.extend(wrap_words(names, width))
+        out.extend(" " * indent + line for line in wrapped)
     return out
 
 
 def epilog_commands(epilog: str) -> list[str]:
     """The epilog's lines, stripped, with an example command (starting `sp-` or `torchrun `) that
-    the source continues with a backslash joined into one line."""
+    the source continues with a backslash, and a paragraph of prose, joined into one line."""
     lines: list[str] = []
-    continued = False
+    continued = prose = False
     for raw in epilog.splitlines():
         line = raw.strip()
         command = continued or line.startswith(EXAMPLE_PREFIXES)
         text = line.removesuffix("\\").strip() if command else line
-        if continued:
+        # A paragraph the source breaks over lines is one line here, wrapped as a whole.
+        if continued or (prose and text and not command):
             lines[-1] += f" {text}"
         else:
             lines.append(text)
         continued = command and line.endswith("\\")
+        prose = bool(text) and not command
     return lines
 
 
@@ -121,9 +136,33 @@ def epilog_lines(epilog: str, width: int) -> list[str]:
     return out
 
 
+def help_width() -> int:
+    """The help's width: the terminal's (COLUMNS, else its size; 80 for a pipe) less click's
+    2-column margin, at most 78. Click's own floor of 50 ran help past a narrower terminal."""
+    return max(min(shutil.get_terminal_size().columns, 80) - 2, MIN_TEXT_WIDTH)
+
+
 class PlainHelpCommand(TyperCommand):
     """A Typer command whose --help is laid out by option_lines and epilog_lines (the app sets
-    rich_markup_mode=None, so Typer leaves the layout to these)."""
+    rich_markup_mode=None, so Typer leaves the layout to these), at help_width."""
+
+    def get_help(self, ctx: Any) -> str:
+        formatter = ctx.make_formatter()
+        formatter.width = help_width()
+        self.format_help(ctx, formatter)
+        return formatter.getvalue().rstrip("\n")
+
+    def format_help_text(self, ctx: Any, formatter: Any) -> None:
+        """The command's description, its paragraphs wrapped at spaces (click's wrap also breaks at
+        hyphens: "all-" / "gather")."""
+        text = inspect.cleandoc(self.help or "").partition("\f")[0]
+        if not text:
+            return
+        formatter.write_paragraph()
+        indent = " " * (formatter.current_indent + formatter.indent_increment)
+        for i, paragraph in enumerate(text.split("\n\n")):
+            lines = wrap_words(" ".join(paragraph.split()), formatter.width - len(indent))
+            formatter.write(("\n" if i else "") + "".join(f"{indent}{line}\n" for line in lines))
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         """Arguments, then options, as Typer's plain layout sections them."""

@@ -23,7 +23,9 @@ from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
 from sp_planner.present.expressible import MAX_SCANNED, best_expert_parallel, best_expressible
-from sp_planner.present.table import comm_table, memory_table, prune_table, ranked_tables, time_table
+from sp_planner.present.breakdown import comm_table, memory_table, prune_table, time_table
+from sp_planner.present.fit import fitted_tables, print_heading
+from sp_planner.present.table import ranked_tables
 from sp_planner.present.labels import plan_name
 from sp_planner.present.why import closest_and_fixes, expert_parallel_note, why_this_plan
 from sp_planner.specs.base import FrozenModel
@@ -166,11 +168,11 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if not answer.fits:
         advice = closest_and_fixes(ranked, q.hardware, answer.suggestions, pinned=q.all_degrees_pinned)
         console.print(advice, highlight=False, style="yellow", markup=False)
-    if explain and ranked:
-        for table in (memory_table(ranked[0], q.hardware), time_table(ranked[0]), comm_table(ranked[0])):
-            console.print(table)
     if explain:
-        console.print(prune_table(result.prune_counts, result.candidates_evaluated))
+        specs = [memory_table(ranked[0], q.hardware), time_table(ranked[0]), comm_table(ranked[0])] if ranked else []
+        for spec in (*specs, prune_table(result.prune_counts, result.candidates_evaluated)):
+            for table in fitted_tables(spec, console):
+                console.print(table)
     if answer.fits:
         print_flags(answer, console)
 
@@ -200,7 +202,7 @@ def print_flags(answer: Answer, console: Console) -> None:
             rank, est, rendered = fallback
             slower = est.step_time_s / answer.result.ranked[0].step_time_s - 1
             heading = f"{name} flags for plan {rank} ({plan_name(est.plan)}; {slower:.1%} slower than plan 1)"
-        console.rule(heading, align="left")
+        print_heading(console, heading)
         # Plain, unwrapped text so that it can be pasted as it is.
         console.print(rendered.text, markup=False, highlight=False, soft_wrap=True)
         # Notes are prose, not flags: wrapped to the terminal.
@@ -211,7 +213,7 @@ def print_flags(answer: Answer, console: Console) -> None:
         return
     # One launch per framework whose flags were printed, each with that framework's entry point.
     for name in printed:
-        console.rule(f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""), align="left")
+        print_heading(console, f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""))
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
                                command=launch_command(name, answer.framework_version),
                                domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node, q.num_nodes * q.gpus_per_node)

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from sp_planner.cost.runtime import framework_runtime
 from sp_planner.cli.common import run_app
@@ -27,6 +25,7 @@ from sp_planner.destination import (
     resolve_link,
 )
 from sp_planner.errors import UserInputError
+from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.planfile import check_plan_file_runs, read_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
@@ -34,6 +33,12 @@ from sp_planner.sim.result import SimResult
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 from sp_planner.cli.help_format import PlainHelpCommand
+
+EPILOG = """\
+Example:
+
+  sp-simulate plan.json --out-dir sim/ --gantt svg
+"""
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
@@ -62,37 +67,30 @@ def _summary(result: SimResult, console: Console) -> None:
         console.print(f"[bold]data-parallel traffic[/bold] adds {format_seconds(result.dp_exposed_s)} "
                       f"({result.dp_exposed_s / result.step_time_s:.1%} of the step)")
 
-    crit = Table(title="critical path by kind")
-    crit.add_column("kind")
-    crit.add_column("time", justify="right")
-    crit.add_column("share", justify="right")
-    for kind, seconds in sorted(result.critical_path_by_kind_s.items(), key=lambda kv: -kv[1]):
-        if seconds > 0:
-            crit.add_row(kind, format_seconds(seconds), f"{seconds / result.step_time_s:.1%}")
-    console.print(crit)
-
-    streams = Table(title="streams (representative rank of each stage)")
-    for col in ("stage", "rank", "stream", "busy", "idle"):
-        streams.add_column(col, justify="right" if col in ("busy", "idle") else "left")
-    for s in result.streams:
-        streams.add_row(str(s.stage), str(s.rank), s.stream, format_seconds(s.busy_s), format_seconds(s.idle_s))
-    console.print(streams)
-
-    # One space between columns (as sp-plan's ranked table) and whole figures: 60 columns hold every
-    # cell, a collective's name wrapping at its spaces (a longer word folds, never "…").
-    phases = Table(title="communication phases (all groups at once)", title_justify="left", box=box.SIMPLE_HEAD,
-                   padding=(0, 0), show_edge=False)
-    for col in ("collective", "bytes/rank", "time", "rate/rank", "groups", "limited by"):
-        phases.add_column(col, justify="left" if col in ("collective", "limited by") else "right",
-                          no_wrap=col != "collective", overflow="fold")
-    for ph in result.phases:
-        if ph.duration_s > 0:
-            phases.add_row(ph.name, format_bytes(ph.bytes_per_rank), format_seconds(ph.duration_s),
-                           f"{ph.achieved_bytes_per_s / 1e9:.1f} GB/s", str(ph.num_groups), ph.bottleneck)
-    console.print(phases)
+    kinds = sorted(result.critical_path_by_kind_s.items(), key=lambda kv: -kv[1])
+    crit = FitTable(title="critical path by kind", title_justify="center",
+                    columns=(FitColumn("kind"), FitColumn("time", "right"), FitColumn("share", "right")),
+                    rows=tuple((kind, format_seconds(seconds), f"{seconds / result.step_time_s:.1%}")
+                               for kind, seconds in kinds if seconds > 0))
+    streams = FitTable(title="streams (representative rank of each stage)", title_justify="center",
+                       columns=(FitColumn("stage"), FitColumn("rank"), FitColumn("stream"), FitColumn("busy", "right"),
+                                FitColumn("idle", "right")),
+                       rows=tuple((str(s.stage), str(s.rank), s.stream, format_seconds(s.busy_s),
+                                   format_seconds(s.idle_s)) for s in result.streams))
+    # One space between columns (as sp-plan's ranked table) even where a box would fit.
+    phases = FitTable(title="communication phases (all groups at once)", boxed=False,
+                      columns=(FitColumn("collective", prose=True), FitColumn("bytes/rank", "right"),
+                               FitColumn("time", "right"), FitColumn("rate/rank", "right"),
+                               FitColumn("groups", "right"), FitColumn("limited by")),
+                      rows=tuple((ph.name, format_bytes(ph.bytes_per_rank), format_seconds(ph.duration_s),
+                                  f"{ph.achieved_bytes_per_s / 1e9:.1f} GB/s", str(ph.num_groups), ph.bottleneck)
+                                 for ph in result.phases if ph.duration_s > 0))
+    for spec in (crit, streams, phases):
+        for table in fitted_tables(spec, console):
+            console.print(table)
 
 
-@app.command(cls=PlainHelpCommand, epilog="Example: sp-simulate plan.json --out-dir sim/ --gantt svg")
+@app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
                                              show_default=False)],

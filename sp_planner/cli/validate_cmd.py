@@ -8,6 +8,7 @@ Exit codes: 0 scored (and, with --check, every limit held); 1 --check found a br
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from collections import Counter
 from enum import Enum
@@ -21,6 +22,7 @@ from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.validate_row import explain_row, render_row
 from sp_planner.errors import UserInputError
+from sp_planner.present.fit import FitColumn, FitTable, fitted_lines
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
 from sp_planner.validation.score import ValidationResult, group_name, score_corpus
@@ -41,6 +43,11 @@ FIGURE_LABELS = {
     ("tokens_per_s_per_gpu", "none"): "tok/s/GPU",
     ("step_time_s", "none"): "step s",
 }
+# The tables' columns where a terminal under 80 columns splits them (the fixed layout is 75 and 56 wide).
+ROW_COLUMNS = (FitColumn("row"), FitColumn("source"), FitColumn("figure"), FitColumn("predicted", "right"),
+               FitColumn("measured", "right"), FitColumn("error", "right"))
+GROUP_COLUMNS = (FitColumn("group", prose=True), FitColumn("rows", "right"), FitColumn("MAPE", "right"),
+                 FitColumn("Spearman", "right"))
 LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron), "
           "cz = over the causal half, rc = the full square plus the recompute forward (Narayanan 2021 "
           "eq. 3), v5 = the USP paper's v5 count (causal, no K/V projections). "
@@ -120,9 +127,10 @@ def validate(
         if limits is not None:  # on stderr: stdout stays the README's section
             typer.echo(render_check(failures, check_limits), err=True)
     else:
-        typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources)))
+        width = output_width()
+        typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources), width=width))
         if limits is not None:
-            typer.echo(render_check(failures, check_limits))
+            typer.echo(render_check(failures, check_limits, width))
     if report is not None:
         written = write_report(result, report)
         typer.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
@@ -141,7 +149,7 @@ def _explain(loaded, row_id: str, output_format: OutputFormat, *, report: Path |
         typer.echo(explanation.model_dump_json(indent=2))
     else:
         label = FIGURE_LABELS[(explanation.row.figure, explanation.row.convention)]
-        typer.echo(render_row(explanation, figure_label=label, width=WIDTH))
+        typer.echo(render_row(explanation, figure_label=label, width=output_width()))
     return 0
 
 
@@ -153,46 +161,58 @@ def _relative(path: Path) -> Path:
         return path
 
 
-def _wrap(text: str, indent: str = "", hang: str = "") -> str:
-    return textwrap.fill(text, width=WIDTH, initial_indent=indent, subsequent_indent=hang or indent)
+def output_width() -> int:
+    """80 columns, or the terminal's (COLUMNS, else its size) where it is narrower."""
+    return min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
+
+
+def _wrap(text: str, indent: str = "", hang: str = "", *, width: int = WIDTH) -> str:
+    """`text` wrapped at its spaces (a path or a hyphenated word stays whole)."""
+    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=hang or indent,
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def render_table(result: ValidationResult, *, corpus: Path, num_sources: int) -> str:
-    """Rows, skipped reasons, groups and the corpus MAPE, every line within 80 columns."""
+def render_table(result: ValidationResult, *, corpus: Path, num_sources: int, width: int = WIDTH) -> str:
+    """Rows, skipped reasons, groups and the corpus MAPE, every line within `width` columns (80:
+    the tables' fixed columns; narrower, the tables split into column groups)."""
+    def wrap(text: str, indent: str = "", hang: str = "") -> str:
+        return _wrap(text, indent, hang, width=width)
+
     total = len(result.rows) + len(result.skipped)
     unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
     filed_rows = [r for r in result.skipped if r.kind == "regression"]
     regressions = f", {len(filed_rows)} filed as regressions" if filed_rows else ""
-    lines = [_wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
-                   f"{len(result.rows)} scored, {len(unexpressible)} skipped{regressions}."), ""]
-    lines.append(f"{'row':<22} {'source':<10} {'figure':<10} {'predicted':>10} {'measured':>10} {'error':>8}")
-    for r in result.rows:
-        mark = "" if r.fits else "*"
-        lines.append(f"{r.id:<22} {r.source:<10} {FIGURE_LABELS[(r.figure, r.convention)]:<10} "
-                     f"{_number(r.predicted) + mark:>10} {_number(r.measured):>10} {r.error_percent:>+7.1f}%")
-    lines.append(_wrap(LEGEND))
+    lines = [wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
+                  f"{len(result.rows)} scored, {len(unexpressible)} skipped{regressions}."), ""]
+    rows = [(r.id, r.source, FIGURE_LABELS[(r.figure, r.convention)], _number(r.predicted) + ("" if r.fits else "*"),
+             _number(r.measured), f"{r.error_percent:+.1f}%") for r in result.rows]
+    fixed = [f"{'row':<22} {'source':<10} {'figure':<10} {'predicted':>10} {'measured':>10} {'error':>8}"]
+    fixed += [f"{i:<22} {src:<10} {fig:<10} {pred:>10} {meas:>10} {err:>8}" for i, src, fig, pred, meas, err in rows]
+    lines += fitted_lines(fixed, FitTable("", ROW_COLUMNS, tuple(rows), boxed=False), width)
+    lines.append(wrap(LEGEND))
     if any(not r.fits for r in result.rows):
-        lines.append(_wrap("* the cost model predicts this plan does not fit in memory (the run did)."))
+        lines.append(wrap("* the cost model predicts this plan does not fit in memory (the run did)."))
     if unexpressible:
-        lines += ["", f"Skipped ({len(unexpressible)}), not expressible by the cost model:"]
+        lines += ["", wrap(f"Skipped ({len(unexpressible)}), not expressible by the cost model:")]
         for reason, count in Counter(r.reason for r in unexpressible).most_common():
-            lines.append(_wrap(f"{count:>3} {reason}", hang="    "))
+            lines.append(wrap(f"{count:>3} {reason}", hang="    "))
     if filed_rows:
-        lines += ["", _wrap(f"Not scored ({len(filed_rows)}), measured during a performance regression "
-                            "the framework's maintainers filed:")]
+        lines += ["", wrap(f"Not scored ({len(filed_rows)}), measured during a performance regression "
+                           "the framework's maintainers filed:")]
         for row in filed_rows:
-            lines.append(_wrap(f"  {row.id}: {row.reason}", hang="    "))
-    lines += ["", f"{'group':<28} {'rows':>5} {'MAPE':>8} {'Spearman':>9}"]
-    for g in result.groups:
-        rho = "n/a" if g.spearman is None else f"{g.spearman:.2f}"
-        lines.append(f"{g.name:<28} {g.rows:>5} {g.mape_percent:>7.1f}% {rho:>9}")
-    lines.append(_wrap("Spearman: rank correlation of predicted and measured within a group; n/a with "
-                       "fewer than 3 rows or when every prediction is equal (all held at the best "
-                       "published MFU, cost.mfu_ceiling)."))
+            lines.append(wrap(f"  {row.id}: {row.reason}", hang="    "))
+    groups = [(g.name, str(g.rows), f"{g.mape_percent:.1f}%", "n/a" if g.spearman is None else f"{g.spearman:.2f}")
+              for g in result.groups]
+    fixed = [f"{'group':<28} {'rows':>5} {'MAPE':>8} {'Spearman':>9}"]
+    fixed += [f"{name:<28} {count:>5} {mape:>8} {rho:>9}" for name, count, mape, rho in groups]
+    lines += ["", *fitted_lines(fixed, FitTable("", GROUP_COLUMNS, tuple(groups), boxed=False), width)]
+    lines.append(wrap("Spearman: rank correlation of predicted and measured within a group; n/a with "
+                      "fewer than 3 rows or when every prediction is equal (all held at the best "
+                      "published MFU, cost.mfu_ceiling)."))
     mape = "n/a (no row scored)" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
     lines += ["", f"MAPE over {len(result.rows)} scored rows: {mape}"]
     return "\n".join(lines)
@@ -221,11 +241,11 @@ def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
     return "\n".join(lines)
 
 
-def render_check(failures: list[str], path: Path | None) -> str:
+def render_check(failures: list[str], path: Path | None, width: int = WIDTH) -> str:
     if not failures:
         return f"check against {path}: every limit holds."
     return "\n".join([f"check against {path}: {len(failures)} limit(s) broken"]
-                     + [_wrap(f"- {f}", hang="  ") for f in failures])
+                     + [_wrap(f"- {f}", hang="  ", width=width) for f in failures])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from pydantic import Field
 from sp_planner.estimate import MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
+from sp_planner.present.fit import FitColumn, FitTable, fitted_lines
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, plan_name
 from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
@@ -23,6 +24,9 @@ from sp_planner.validation.row_run import predict_row, row_plan
 from sp_planner.validation.score import ScoredRow, score_row
 
 GIB = 2**30
+# The breakdowns' columns where a terminal is too narrow for their fixed layout (57 and 50 wide).
+TIME_COLUMNS = (FitColumn("part", prose=True), FitColumn("time", "right"), FitColumn("of step", "right"))
+MEMORY_COLUMNS = (FitColumn("part", prose=True), FitColumn("size", "right"))
 
 
 class RowExplanation(FrozenModel):
@@ -61,7 +65,8 @@ def explain_row(corpus: Corpus, row_id: str) -> RowExplanation:
 def render_row(x: RowExplanation, *, figure_label: str, width: int = 80) -> str:
     """The explanation in lines of at most `width` columns."""
     def wrap(text: str) -> list[str]:
-        return textwrap.wrap(text, width=width, subsequent_indent="  ")
+        return textwrap.wrap(text, width=width, subsequent_indent="  ", break_on_hyphens=False,
+                             break_long_words=False)
 
     r = x.row
     lines = wrap(f"{r.id}: {r.source}, {r.table}")
@@ -73,14 +78,16 @@ def render_row(x: RowExplanation, *, figure_label: str, width: int = 80) -> str:
     if x.regression is not None:
         lines += wrap(f"not scored, filed as a regression: {x.regression}")
     lines += ["", f"step {x.step_time_s:.4g} s"]
-    for name, seconds in x.time.model_dump().items():
-        if seconds:
-            lines.append(f"  {TIME_LABELS[name]:<34}{seconds:>12.4g} s{100 * seconds / x.step_time_s:>8.1f}%")
+    times = [(TIME_LABELS[name], f"{seconds:.4g} s", f"{100 * seconds / x.step_time_s:.1f}%")
+             for name, seconds in x.time.model_dump().items() if seconds]
+    fixed = [f"  {label:<34}{seconds:>14}{share:>9}" for label, seconds, share in times]
+    lines += fitted_lines(fixed, FitTable("", TIME_COLUMNS, tuple(times), boxed=False), width, indent="  ")
     fit = "fits" if r.fits else "does not fit"
-    lines += ["", f"memory {r.predicted_memory_peak_bytes / GIB:.1f} of {r.hbm_bytes / GIB:.1f} GiB per GPU ({fit})"]
-    for name, size in x.memory.model_dump().items():
-        if size:
-            lines.append(f"  {MEMORY_LABELS[name]:<34}{size / GIB:>10.2f} GiB")
+    lines += ["", *wrap(f"memory {r.predicted_memory_peak_bytes / GIB:.1f} of {r.hbm_bytes / GIB:.1f} GiB per GPU "
+                        f"({fit})")]
+    sizes = [(MEMORY_LABELS[name], f"{size / GIB:.2f} GiB") for name, size in x.memory.model_dump().items() if size]
+    fixed = [f"  {label:<34}{size:>14}" for label, size in sizes]
+    lines += fitted_lines(fixed, FitTable("", MEMORY_COLUMNS, tuple(sizes), boxed=False), width, indent="  ")
     return "\n".join(lines)
 
 

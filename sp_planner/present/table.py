@@ -1,8 +1,8 @@
-"""Rich tables of ranked plans and, for --explain, of the winner's breakdowns and the pruning."""
+"""Rich tables of the ranked plans (--explain's breakdowns and pruning: present.breakdown)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from rich import box
@@ -12,25 +12,9 @@ from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS
+from sp_planner.present.fit import longest_word
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.units import GIB, format_bytes, format_seconds
-
-
-# What each prune rule means (keys from sp_planner.plan.violations and the search).
-PRUNE_REASONS: dict[str, str] = {
-    "heads": "num_heads not divisible by tp*ulysses",
-    "kv_heads": "num_kv_heads and tp*ulysses do not divide one another",
-    "seq_len": "seq_len not divisible by the sequence split (2*ring for zigzag x ulysses x tp)",
-    "layers": "num_layers not divisible by pp",
-    "batch": "global_batch not divisible by dp*micro_batch",
-    "experts": "num_experts not divisible by ep (or ep/etp on a dense model)",
-    "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
-    "ffn": "MLP width not divisible by tp (an expert's by etp)",
-    "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
-    "offload": "CPU-offloaded layers not below num_layers",
-    "oom": "peak memory above the GPU's HBM",
-}
+from sp_planner.units import GIB, format_seconds
 
 
 # --wide/--explain: throughput, TFLOPS per GPU executed, and the Megatron/PaLM model MFU (full
@@ -126,7 +110,10 @@ def _titled(ranked: Sequence[PlanEstimate], title: str) -> str:
 def _columns_table(ranked: Sequence[PlanEstimate], title: str, columns: Sequence[PlanColumn]) -> Table:
     """'#' and `columns`, one space between columns (the box's blank divider, no padding), red rows
     for plans that do not fit, and the columns' legends under the table."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
+    # At least as wide as the title's longest word, which would fold mid-word ("continu/ed") in a
+    # column group narrower than it.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False,
+                  min_width=longest_word(title))
     for name in ("#", *(c.name for c in columns)):
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
     for rank, est in enumerate(ranked):
@@ -186,7 +173,8 @@ def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) 
     and with `outcome` the simulated step, % peak and fits (80 columns hold this and the narrow
     table, one under the other)."""
     title = "Throughput of the ranked plans" if wide else "Outcome by rank"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False,
+                  min_width=longest_word(title))
     simulated, show_fits = outcome and _simulated(ranked), outcome and _show_fits(ranked, wide)
     columns = ("#", *(("sim step",) if simulated else ()), *(WIDE_COLUMNS if wide else ()),
                *(("% peak",) if outcome else ()), *(("fits",) if show_fits else ()))
@@ -255,48 +243,3 @@ def zero_cell(plan: ParallelPlan) -> str:
     kept = "" if plan.reshard_after_forward else "k"
     replicas = f"r{plan.dp_replicate}" if plan.dp_replicate > 1 else ""
     return f"{plan.zero}{kept}{replicas}"
-
-
-def memory_table(est: PlanEstimate, hardware: HardwareProfile) -> Table:
-    table = Table(title="Memory per GPU of the first plan", title_justify="left")
-    table.add_column("part")
-    table.add_column("size", justify="right")
-    table.add_column("of HBM", justify="right")
-    for name, num_bytes in est.memory.model_dump().items():
-        table.add_row(MEMORY_LABELS.get(name, name), format_bytes(num_bytes), f"{num_bytes / hardware.hbm_bytes:.1%}")
-    table.add_row("peak", format_bytes(est.memory_peak_bytes), f"{est.memory_peak_bytes / hardware.hbm_bytes:.1%}",
-                  style="bold")
-    return table
-
-
-def time_table(est: PlanEstimate) -> Table:
-    table = Table(title="Step time of the first plan", title_justify="left")
-    table.add_column("part")
-    table.add_column("time", justify="right")
-    table.add_column("of step", justify="right")
-    for name, seconds in est.time.model_dump().items():
-        shown = format_seconds(seconds) if seconds else "0"
-        table.add_row(TIME_LABELS.get(name, name), shown, f"{seconds / est.step_time_s:.1%}")
-    table.add_row("step", format_seconds(est.step_time_s), "100.0%", style="bold")
-    return table
-
-
-def comm_table(est: PlanEstimate) -> Table:
-    table = Table(title="Bytes sent per GPU per step by the first plan", title_justify="left")
-    table.add_column("collective")
-    table.add_column("bytes", justify="right")
-    table.add_column("link")
-    links = est.comm_links.model_dump()
-    for name, num_bytes in est.comm_bytes.model_dump().items():
-        table.add_row(name, format_bytes(num_bytes), links[name])
-    return table
-
-
-def prune_table(prune_counts: Mapping[str, int], candidates_evaluated: int) -> Table:
-    table = Table(title=f"Pruned candidates (of {candidates_evaluated:,} evaluated)", title_justify="left")
-    table.add_column("rule")
-    table.add_column("pruned", justify="right")
-    table.add_column("reason")
-    for rule, count in sorted(prune_counts.items(), key=lambda item: -item[1]):
-        table.add_row(rule, f"{count:,}", PRUNE_REASONS.get(rule, rule))
-    return table

@@ -38,7 +38,8 @@ def test_sp_simulate_prints_breakdown_and_writes_timeline_and_gantt(tmp_path, ca
 
 def test_sp_simulate_on_60_columns_keeps_every_figure_whole(tmp_path, capsys, monkeypatch):
     # The communication phases had six boxed columns: at 60 columns Rich cut their headers and
-    # figures ("collec…", "bytes/…"). One space between columns leaves every figure whole.
+    # figures ("collec…", "bytes/…"), then folded a collective's name ("reduce-scat" / "ter"). One
+    # space between columns leaves every figure whole; names and the last header wrap at spaces.
     monkeypatch.setenv("COLUMNS", "60")
     plan_file = tmp_path / "plan.json"
     write_plan_file(plan_file, PlanFile(
@@ -50,12 +51,40 @@ def test_sp_simulate_on_60_columns_keeps_every_figure_whole(tmp_path, capsys, mo
     printed = capsys.readouterr().out
     assert max(len(line) for line in printed.splitlines()) <= 60 and "…" not in printed
     phases = printed[printed.index("communication phases"):].splitlines()
-    assert phases[1].split() == ["collective", "bytes/rank", "time", "rate/rank", "groups", "limited", "by"]
+    rule = next(i for i, line in enumerate(phases) if set(line.strip()) == {"─"})
+    assert phases[1].split() == ["limited"]
+    assert phases[2].split() == ["collective", "bytes/rank", "time", "rate/rank", "groups", "by"] and rule == 3
+    words = " ".join(phases[rule + 1:]).split()
+    assert {"reduce-scatter", "all-to-all", "all-gather"} <= set(words)
     timeline = json.loads((tmp_path / "timeline.json").read_text())
     ring = next(p for p in timeline["phases"] if p["name"] == "ring K/V step")
     row = next(line for line in phases if line.startswith("ring K/V"))
     # 32 MiB a rank per ring step over the NIC, as timeline.json has it.
     assert ring["bytes_per_rank"] == 32 * 2**20 and "32.0 MiB" in row and row.split()[-1] == ring["bottleneck"]
+
+
+@pytest.mark.parametrize("columns", [40, 50])
+def test_sp_simulate_on_a_narrow_terminal_keeps_every_name_and_figure_whole(tmp_path, capsys, monkeypatch, columns):
+    # At 40 columns Rich had cut the streams ("comp…", "209.…") and the critical path's kinds
+    # ("recompute_attent…"); at 50 it folded the phases' names a letter a line.
+    monkeypatch.setenv("COLUMNS", str(columns))
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=load_model("llama3-8b"), hardware=load_hardware("a800"),
+        workload=Workload(seq_len=131072, global_batch=32), num_nodes=2, gpus_per_node=8,
+        plan=ParallelPlan(dp=1, zero=2, ulysses=8, ring=2, recompute="full"),
+    ))
+    assert _run([str(plan_file), "--out-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split("wrote ")[0]
+    assert max(len(line) for line in printed.splitlines()) <= columns and "…" not in printed
+    timeline = json.loads((tmp_path / "timeline.json").read_text())
+    words = set(printed.split())
+    assert {"recompute_attention", "compute", "dp_comm"} <= words
+    for phase in timeline["phases"]:
+        if phase["duration_s"] > 0:
+            assert set(phase["name"].split()) <= words and phase["bottleneck"] in words
+    for stream in timeline["streams"]:
+        assert any(stream["stream"] in line.split() for line in printed.splitlines())
 
 
 def test_sp_simulate_bad_plan_file_is_one_line_exit_2(tmp_path, capsys):

@@ -246,3 +246,35 @@ def test_check_with_markdown_names_the_broken_limits_on_stderr(run_main, small_c
     result = run_main(validate_cmd, "--corpus", small_corpus, "--check", loose, "--format", "markdown")
     assert result.exit_code == 0 and result.stdout == markdown.stdout
     assert "every limit holds" in result.stderr
+
+
+@pytest.mark.parametrize("columns", [40, 50, 64])
+def test_a_narrow_terminal_gets_every_figure_whole(run_main, small_corpus, monkeypatch, columns):
+    # The table's fixed columns are 75 wide and --row's breakdowns 57: under that they split into
+    # column groups led by the row (or the part); prose wraps at spaces, a hyphenated word whole.
+    scored = json.loads(run_main(validate_cmd, "--corpus", small_corpus, "--format", "json").stdout)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    text = run_main(validate_cmd, "--corpus", small_corpus).stdout
+    lines = text.splitlines()
+    # Only the corpus path (pytest's tmp_path, one word) may pass the width.
+    assert all(len(line) <= columns or str(small_corpus) in line for line in lines) and "…" not in text
+    for row in scored["rows"]:
+        cells = [line.split() for line in lines if line.split()[:1] == [row["id"]]]
+        figures = [cell for found in cells for cell in found[1:]]
+        assert f"{row['error_percent']:+.1f}%" in figures and f"{row['measured']:.1f}" in figures
+    assert f"MAPE over 3 scored rows: {scored['mape_percent']:.1f}%" in lines
+    explained = run_main(validate_cmd, "--corpus", small_corpus, "--row", "a")
+    lines = explained.stdout.splitlines()
+    assert max(len(line) for line in lines) <= columns and "…" not in explained.stdout
+    doc = json.loads(run_main(validate_cmd, "--corpus", small_corpus, "--row", "a", "--format", "json").stdout)
+    words = explained.stdout.split()
+    assert f"{doc['time']['attention_s']:.4g}" in words and f"{doc['step_time_s']:.4g}" in words
+    assert "attention" in words and "kernels" in words
+
+
+def test_80_columns_keep_the_fixed_layout(run_main, small_corpus, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    wide = run_main(validate_cmd, "--corpus", small_corpus).stdout
+    monkeypatch.delenv("COLUMNS")
+    assert run_main(validate_cmd, "--corpus", small_corpus).stdout == wide
+    assert "row                    source     figure      predicted   measured    error" in wide.splitlines()
