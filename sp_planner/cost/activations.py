@@ -3,19 +3,21 @@
 Activations per layer follow Korthikanti et al. 2022 (arXiv 2205.05198, section 4.1) with
 sequence parallelism (a run without it, Runtime.sequence_parallel False, keeps the norms' tensors
 and full recompute's layer input whole on every TP rank), specialised to flash attention (no s^2
-terms), no dropout (Llama recipes), RMSNorm, GQA and gated MLPs. Stored per layer, with
-n = b*s/cp tokens on the rank:
+terms), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on the rank:
   norms:     LN1 in, LN1 out, LN2 in, LN2 out, sequence-sharded over tp      4 * 2 * n*h/tp
+  dropout:   the two hidden dropouts' bool masks where the model has them    2 * n*h/tp
+             (cost.dropout; Llama recipes have none)
   attention: Q, K, V as flash-attention saves them (K/V with the heads replicated for Ulysses),
              O (twice when ulysses > 1: flash-attention's head-sharded copy and the
              out-projection's input), fp32 log-sum-exp; the QK norm's inputs where the model
              has one (cost.qk_norm)
   MLP:       fc1 output (gate and up for SwiGLU) and the activation output   2 * n_mlp * n*ffn/tp
 Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
-flash-attention's own O and lse. Full recompute keeps each layer's input (2*n*h/tp) and rebuilds
-one layer at a time. 1F1B keeps min(pp - rank, m) micro-batches in flight on a pipeline rank
-(Narayanan et al. 2021, section 2.2); the interleaved schedule more, the last rank included
-(pipeline.stage_in_flight).
+flash-attention's own O and lse; unfused attention's score-sized tensors (the softmax output, and
+with attention dropout its mask and output: cost.kernels) likewise. Full recompute keeps each
+layer's input (2*n*h/tp) and rebuilds one layer at a time. 1F1B keeps min(pp - rank, m)
+micro-batches in flight on a pipeline rank (Narayanan et al. 2021, section 2.2); the interleaved
+schedule more, the last rank included (pipeline.stage_in_flight).
 
 FP8 (Transformer Engine, cost.precision): the GEMM inputs saved for backward are stored in FP8; with
 nothing recomputed the attention's bf16 output stays beside the out-projection's FP8 cast.
@@ -27,7 +29,8 @@ import numpy as np
 
 from sp_planner.cost.attention_comm import FP32_BYTES, kv_heads_for_ulysses
 from sp_planner.cost.flops import _active_ffn_width
-from sp_planner.cost.kernels import UNFUSED_SAVED_BYTES_PER_SCORE
+from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
+from sp_planner.cost.kernels import unfused_saved_bytes_per_score
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
 from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer
 from sp_planner.cost.qk_norm import qk_norm_saved_bytes
@@ -62,8 +65,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
                                sequence_parallel: bool = True):
     """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
 
-    `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and the 5 bytes per score
-    element Korthikanti et al. 2022 section 4.1 count (5as^2b), which selective recompute frees.
+    `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and per score element the
+    softmax output's 2 bytes and, with attention dropout, its mask and output (Korthikanti et al.
+    2022 section 4.1: 5as^2b in all), which selective recompute frees.
     `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
     input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
     sbh 34/t; full recompute 2sbh against 2sbh/t)."""
@@ -74,16 +78,19 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     # The hidden-state region sequence parallelism splits over tp (else whole on every TP rank).
     seq_split = tp if sequence_parallel else 1
     norms = 4 * ACT_BYTES * n * h / seq_split
+    # The hidden dropouts run in the same region (cost.dropout), their masks kept for backward.
+    masks = hidden_dropout_saved_bytes_per_token(model) * n / seq_split
     q = ACT_BYTES * n * heads * d
     lse = 0.0 if unfused else FP32_BYTES * n * heads
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
     # so that is n x s x heads/tp elements.
-    scores = UNFUSED_SAVED_BYTES_PER_SCORE * n * workload.seq_len * heads if unfused else 0.0
+    per_score = unfused_saved_bytes_per_score(has_attention_dropout(model))
+    scores = per_score * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
     attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
     mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
-    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp)
+    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp) + masks
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
     layer_input = ACT_BYTES * n * h / seq_split
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,

@@ -79,10 +79,11 @@ class AttentionTimes(NamedTuple):
 def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num_kv_heads,
                     head_dim, tp, ulysses, ring, causal: bool, zigzag, gpus_per_node: int,
                     elem_bytes: int, allgather=False, ring_impl: RingImpl = YUNCHANG_RING,
-                    kernel_head_dim=None) -> AttentionTimes:
+                    kernel_head_dim=None, attention_dropout: bool = False) -> AttentionTimes:
     """Vectorized over numpy arrays of batch / tp / ulysses / ring / zigzag / allgather (bools);
     `ring_impl`: the framework's ring backward (cost.ring_impl: gradients' width, hop home, accumulation);
-    `kernel_head_dim`: the head dim the kernel's tiles cost (cost.kernels.flash_time_s)."""
+    `kernel_head_dim`: the head dim the kernel's tiles cost, `attention_dropout`: whether the model
+    drops attention probabilities (cost.kernels.flash_time_s)."""
     b = np.asarray(batch, dtype=np.float64)
     tp = np.asarray(tp, dtype=np.int64)
     u = np.asarray(ulysses, dtype=np.int64)
@@ -99,7 +100,7 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     # later zigzag steps' half-tensor copies, the merges and the backward's accumulation.
     steps = ring_step_compute(hardware, batch=b, heads=heads, kv_heads=kv_heads, head_dim=head_dim, block=block,
                               causal=causal, zigzag=zigzag, elem_bytes=elem_bytes, ring_impl=ring_impl,
-                              kernel_head_dim=kernel_head_dim)
+                              kernel_head_dim=kernel_head_dim, attention_dropout=attention_dropout)
     q_elems, kv_elems = steps.q_elems, steps.kv_elems
     c0_f, c1_f = steps.first_fwd_s, steps.later_fwd_s + steps.copy_fwd_s
     c0_b, c1_b = steps.first_bwd_s, steps.later_bwd_s + steps.copy_bwd_s
@@ -148,7 +149,7 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
     ag = allgather_times(hardware, batch=b, seq_len=seq_len, heads=heads, head_dim=head_dim,
                          kv_elems=kv_elems, q_elems=q_elems, ring=r, ring_stride=ring_stride, causal=causal,
                          zigzag=zigzag, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes, ring_impl=ring_impl,
-                         kernel_head_dim=kernel_head_dim)
+                         kernel_head_dim=kernel_head_dim, attention_dropout=attention_dropout)
     gather = np.asarray(allgather, dtype=bool) & multi
     return AttentionTimes(
         fwd_compute_s=np.where(gather, ag.fwd_compute_s, fwd_busy),
@@ -162,7 +163,8 @@ def attention_times(hardware: HardwareProfile, *, batch, seq_len, num_heads, num
 
 def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_dim, kv_elems, q_elems, ring,
                     ring_stride, causal: bool, zigzag, gpus_per_node: int, elem_bytes: int,
-                    ring_impl: RingImpl = YUNCHANG_RING, kernel_head_dim=None) -> AttentionTimes:
+                    ring_impl: RingImpl = YUNCHANG_RING, kernel_head_dim=None,
+                    attention_dropout: bool = False) -> AttentionTimes:
     """All-gather CP on the ring axis (module docstring); ulysses fields are zero (added by the caller).
 
     The kernel calls are sp_planner.executor.allgather.pieces_for_rank's: zigzag causal rank 0
@@ -180,7 +182,7 @@ def allgather_times(hardware: HardwareProfile, *, batch, seq_len, heads, head_di
     def kernel(q_tokens, kv_tokens, diagonal, backward):
         return flash_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim, q_tokens=q_tokens,
                             kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward,
-                            kernel_head_dim=kernel_head_dim)
+                            kernel_head_dim=kernel_head_dim, attention_dropout=attention_dropout)
 
     def calls(backward):
         if not causal:

@@ -26,9 +26,10 @@ Where they run: the stage that holds the embedding, the first (Megatron builds i
 pre_process, which get_model sets on the first pipeline rank's first virtual stage: training.py at
 d98e8a6 line 2391, gpt_model.py line 173), once per micro-batch, after its first layer's backward (the
 interleaved schedule's chunk 0). At pp 1 that stage is also the loss stage, so cost.step counts them
-with the loss stage's work; with pp > 1 they are the first stage's work beyond its layers, beside
-the embedding's TP collectives (cost.layer_times first_tp_s): they lengthen its micro-batch where it
-paces and the fill and drain (the bubble) where it does not. With pp > 1 a tied table is a copy on
+with the loss stage's work (cost.embedding_work, with the embedding's other passes); with pp > 1
+they are the first stage's work beyond its layers, beside the embedding's TP collectives
+(cost.layer_times first_tp_s): they lengthen its micro-batch where it paces and the fill and
+drain (the bubble) where it does not. With pp > 1 a tied table is a copy on
 each end: the first stage's takes no output gradient (12 B an element, as untied), and the last
 stage's output layer fuses its weight gradient into main_grad with a torch.empty dummy
 (zero_out_wgrad is set at pp 1 only; layers.py at d98e8a6 lines 737-761) that the DDP hook skips
@@ -75,11 +76,3 @@ def embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, gra
         tied_on_stage=model.tie_word_embeddings & (np.asarray(pp) == 1), fused_output_wgrad=megatron)
     return memory_pass_time_s(hardware, per_element * elements)
 
-
-def stage_embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, grad_bytes: int,
-                           wrapper: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """embedding_grad_s split as cost.step and the simulator count it (module docstring): (the loss
-    stage's, at pp 1 where it is the only stage; the first stage's, with pp > 1), 0 in the other."""
-    passes = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=grad_bytes, wrapper=wrapper)
-    single = np.asarray(pp) == 1
-    return np.where(single, passes, 0.0), np.where(single, 0.0, passes)

@@ -9,6 +9,8 @@
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
+- The hidden dropouts' passes where the model has them (cost.dropout: the mask forward, a kernel of
+  their own backward), in the region the residual adds run in.
 - FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward.
 - Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
   the TP group gathers (cost.gathered_transpose).
@@ -23,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.amax_reduce import amax_reduction_s
+from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.gathered_transpose import gathered_transpose_s
@@ -129,6 +132,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
                                           gpus_per_node=gpus_per_node)
     fwd, bwd = fwd + amax_fwd, bwd + amax_bwd
+    # The hidden dropouts beyond the residual adds, each way on its own (cost.dropout), on the
+    # hidden state's tokens: split over tp with sequence parallelism, whole on each rank without.
+    drop_fwd, drop_bwd = hidden_dropout_bytes_per_token(model)
+    region_tokens = tokens / np.asarray(tp) if sequence_parallel else tokens
+    fwd = fwd + memory_pass_time_s(hardware, drop_fwd * region_tokens)
+    bwd = bwd + memory_pass_time_s(hardware, drop_bwd * region_tokens)
     # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8, SP).
     bwd = bwd + gathered_transpose_s(model, hardware, tokens=tokens, tp=tp, precision=precision,
                                      fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)

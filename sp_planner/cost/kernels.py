@@ -35,48 +35,61 @@ def flash_flops(batch, heads, head_dim, q_tokens, kv_tokens):
 # Unfused core attention as Megatron-LM ran it before FlashAttention (megatron/model/transformer.py
 # CoreAttention up to d693034, 2022-12-08, which added --use-flash-attn): torch.baddbmm writes the
 # b x a x s x s scores, FusedScaleMaskSoftmax reads them and writes the probabilities, torch
-# Dropout reads those and writes its output and a bool mask, torch.bmm reads the result with V.
-# The masked square is computed whole: a causal mask skips no work. Bytes per score element
-# (fp16/bf16 2, mask 1), forward: softmax 2 + 2, dropout 2 + 2 + 1; backward: dropout 2 + 1 + 2,
-# softmax (grad, saved output, result) 2 + 2 + 2. Korthikanti et al. 2022 (arXiv 2205.05198)
-# section 4.1 stores exactly these: softmax output 2as^2b, dropout mask as^2b, dropout output 2as^2b.
-UNFUSED_SOFTMAX_DROPOUT_FWD_BYTES = 9
-UNFUSED_SOFTMAX_DROPOUT_BWD_BYTES = 11
+# Dropout (where the model's attention_dropout is above 0, cost.dropout) reads those and writes its
+# output and a bool mask, torch.bmm reads the result with V. The masked square is computed whole:
+# a causal mask skips no work. Bytes per score element (fp16/bf16 2, mask 1): softmax forward
+# 2 + 2, backward (grad, saved output, result) 2 + 2 + 2; dropout forward 2 + 2 + 1, backward
+# 2 + 1 + 2. At p = 0 torch's dropout returns its input (cost.dropout): the bmm takes the softmax's
+# output. Korthikanti et al. 2022 (arXiv 2205.05198) section 4.1 stores exactly these: softmax
+# output 2as^2b, dropout mask as^2b, dropout output 2as^2b.
+UNFUSED_SOFTMAX_FWD_BYTES, UNFUSED_SOFTMAX_BWD_BYTES = 4, 6
+UNFUSED_DROPOUT_FWD_BYTES, UNFUSED_DROPOUT_BWD_BYTES = 5, 5
 # Each of the attention's batched GEMMs writes or reads the score-sized operand once (2 bytes per
 # element) and does 2 x head_dim FLOPs per element: QK^T and PV forward, and dP = dO V^T,
 # dV = P^T dO, dQ = dS K, dK = dS^T Q backward.
 UNFUSED_GEMM_BYTES = 2
 UNFUSED_GEMMS_FWD, UNFUSED_GEMMS_BWD = 2, 4
-# Activations the unfused kernel stores per score element (section 4.1 above: 2 + 1 + 2).
-UNFUSED_SAVED_BYTES_PER_SCORE = 5
+# Activations the unfused kernel stores per score element (section 4.1 above): the softmax output
+# (2), and with attention dropout its mask and output (1 + 2).
+UNFUSED_SOFTMAX_SAVED_BYTES, UNFUSED_DROPOUT_SAVED_BYTES = 2, 3
+
+
+def unfused_saved_bytes_per_score(attention_dropout: bool) -> int:
+    """Bytes the unfused kernel stores per score element, with or without attention dropout."""
+    return UNFUSED_SOFTMAX_SAVED_BYTES + (UNFUSED_DROPOUT_SAVED_BYTES if attention_dropout else 0)
 
 
 def unfused_attention_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
-                             backward: bool):
+                             backward: bool, attention_dropout: bool = False):
     """Unfused attention on a q_tokens x kv_tokens block (comment above): each batched GEMM takes
     the longer of its FLOPs at the GEMM efficiency and its score-sized operand through HBM (with
-    head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax/dropout passes."""
+    head_dim 64-128 these GEMMs are memory-bound on A100/H100), then the softmax passes and, with
+    `attention_dropout`, the dropout's."""
     elements = np.asarray(batch, dtype=np.float64) * heads * q_tokens * kv_tokens
     gemm_flops, gemm_bytes = 2.0 * head_dim * elements, UNFUSED_GEMM_BYTES * elements
     one_gemm = np.maximum(gemm_time_s(hardware, gemm_flops), memory_pass_time_s(hardware, gemm_bytes))
     if backward:
-        return UNFUSED_GEMMS_BWD * one_gemm + memory_pass_time_s(hardware, UNFUSED_SOFTMAX_DROPOUT_BWD_BYTES * elements)
-    return UNFUSED_GEMMS_FWD * one_gemm + memory_pass_time_s(hardware, UNFUSED_SOFTMAX_DROPOUT_FWD_BYTES * elements)
+        passes = UNFUSED_SOFTMAX_BWD_BYTES + (UNFUSED_DROPOUT_BWD_BYTES if attention_dropout else 0)
+        return UNFUSED_GEMMS_BWD * one_gemm + memory_pass_time_s(hardware, passes * elements)
+    passes = UNFUSED_SOFTMAX_FWD_BYTES + (UNFUSED_DROPOUT_FWD_BYTES if attention_dropout else 0)
+    return UNFUSED_GEMMS_FWD * one_gemm + memory_pass_time_s(hardware, passes * elements)
 
 
 def flash_time_s(hardware: HardwareProfile, *, batch, heads, head_dim, q_tokens, kv_tokens,
-                 causal_diagonal, backward: bool, kernel_head_dim=None):
+                 causal_diagonal, backward: bool, kernel_head_dim=None, attention_dropout: bool = False):
     """Wall time of one flash-attention call on a q_tokens x kv_tokens block.
 
     `causal_diagonal` (bool array) marks a square block with a causal mask: half the block's
     FLOPs at the non-causal efficiency times the kernel's causal ratio at that length. A profile
     with `attention_unfused` runs `unfused_attention_time_s` instead. `kernel_head_dim`: the head
     dim the kernel's tiles cost (cost.attention_kernels.kernel_head_dim); None: `head_dim` rounded up
-    to the kernel's tile (padded_head_dim).
+    to the kernel's tile (padded_head_dim). `attention_dropout`: the model drops attention
+    probabilities (cost.dropout.has_attention_dropout); only the unfused kernel's time depends on it.
     """
     if hardware.efficiency.attention_unfused:
         return unfused_attention_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim,
-                                        q_tokens=q_tokens, kv_tokens=kv_tokens, backward=backward)
+                                        q_tokens=q_tokens, kv_tokens=kv_tokens, backward=backward,
+                                        attention_dropout=attention_dropout)
     # The kernel computes at its tile's head dim (cost.attention_kernels.padded_head_dim).
     tile_dim = padded_head_dim(hardware, head_dim) if kernel_head_dim is None else kernel_head_dim
     flops = flash_flops(batch, heads, tile_dim, q_tokens, kv_tokens)

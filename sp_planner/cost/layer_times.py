@@ -31,6 +31,7 @@ from sp_planner.cost.comm import (
     output_tp_forward_all_gathers,
     tp_backward_all_gathers,
 )
+from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
 from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
@@ -106,6 +107,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
         causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
         allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
+        attention_dropout=has_attention_dropout(model),
     )
     attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
                                     ring=r)

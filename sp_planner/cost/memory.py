@@ -12,11 +12,13 @@ framework whose GEMMs read a cast of unsharded fp32 parameters (torchtitan's DDP
 casts saved for backward.
 
 Activations per layer: cost.activations (Korthikanti et al. 2022 with sequence parallelism and
-flash attention; recompute; FP8's saved inputs). Stages hold the layers of the plan's split (pipeline.stage_layers;
-uneven first/last stages), and each rank the parameters cost.params counts for its layers and
-stage. The peak is that of the busiest of the first rank, the last (the loss) and, at pp >= 3, the
-second (the middle rank holding the most: with a first stage lighter than the middle ones, as the
-counted split makes it, the second can hold more than the first).
+flash attention; recompute; FP8's saved inputs); on the first stage also the embedding dropout's
+mask of each micro-batch in flight where the model has one (cost.dropout). Stages hold the layers
+of the plan's split (pipeline.stage_layers; uneven first/last stages), and each rank the parameters
+cost.params counts for its layers and stage. The peak is that of the busiest of the first rank, the
+last (the loss) and, at pp >= 3, the second (the middle rank holding the most: with a first stage
+lighter than the middle ones, as the counted split makes it, the second can hold more than the
+first).
 
 ZeRO-2/3 transients (comm buffers): a layer's gradients exist unsharded until their reduce-scatter
 (in the framework's gradient width, cost.states); ZeRO-3 with
@@ -56,6 +58,7 @@ import numpy as np
 
 from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_layer
 from sp_planner.cost.attention_comm import allgather_buffer_bytes, kv_heads_for_ulysses
+from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES
@@ -224,7 +227,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
     # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
-    act_first = resident_layers(stages.first, c.cpu_offload_layers) * stored * first_stage_in_flight(pp, c.vpp, m)
+    # The embedding dropout's mask rides with the first stage's micro-batches in flight (cost.dropout),
+    # after the scatter to the sequence-parallel region where there is one.
+    emb_mask = embedding_dropout_saved_bytes_per_token(model) * n / (tp if sequence_parallel else 1)
+    act_first = ((resident_layers(stages.first, c.cpu_offload_layers) * stored + emb_mask)
+                 * first_stage_in_flight(pp, c.vpp, m))
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
     act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored * stage_in_flight(pp, c.vpp, m, pp - 1)

@@ -41,17 +41,19 @@ class RingStepCompute(NamedTuple):
 
 
 def ring_step_compute(hardware: HardwareProfile, *, batch, heads, kv_heads, head_dim, block, causal: bool,
-                      zigzag, elem_bytes: int, ring_impl: RingImpl, kernel_head_dim=None) -> RingStepCompute:
+                      zigzag, elem_bytes: int, ring_impl: RingImpl, kernel_head_dim=None,
+                      attention_dropout: bool = False) -> RingStepCompute:
     """One ring step's passes (module docstring); `heads` and `kv_heads` per rank after the
     Ulysses all-to-all, `block` the tokens per ring rank, `kernel_head_dim` the head dim the
-    kernel's tiles cost (cost.kernels.flash_time_s)."""
+    kernel's tiles cost and `attention_dropout` whether the model drops attention probabilities
+    (cost.kernels.flash_time_s)."""
     q_elems = batch * block * heads * head_dim
     kv_elems = batch * block * kv_heads * head_dim
 
     def kernel(kv_tokens, diagonal, backward):
         return flash_time_s(hardware, batch=batch, heads=heads, head_dim=head_dim, q_tokens=block,
                             kv_tokens=kv_tokens, causal_diagonal=diagonal, backward=backward,
-                            kernel_head_dim=kernel_head_dim)
+                            kernel_head_dim=kernel_head_dim, attention_dropout=attention_dropout)
 
     diag = np.full(np.shape(block), causal)
     half = causal & np.asarray(zigzag, dtype=bool)

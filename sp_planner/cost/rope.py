@@ -16,9 +16,8 @@ rope-family position types, megatron/core/models/gpt/gpt_model.py line 381):
 Models without rotary embeddings (specs.model PositionEmbedding) run none of this:
   learned_absolute: the position table's lookup and its add to the word embedding, once per
     micro-batch on the first stage (Megatron LanguageModelEmbedding.forward: word_embeddings +
-    position_embeddings), and their backward. Not modelled, as the word embedding's own lookup is
-    not: the add moves 3 x 2 bytes x h a token once, where the memory-bound ops of each of the
-    model's layers move 36 h bytes or more forward (GPT-3 175B: 36 h, cost.gemm_work). Also not
+    position_embeddings), and their backward: the add and the table's gradient passes are
+    cost.embedding_work's (the lookup is not counted, as the word embedding's own is not). Not
     modelled: with sequence parallelism Megatron then all-reduces the embedding's output where a
     rope model reduce-scatters it (language_model_embedding.py reduce_scatter_embeddings, cost.comm
     counts the reduce-scatter), one all-gather's bytes more on the first stage per micro-batch;

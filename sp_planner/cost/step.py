@@ -28,7 +28,7 @@ from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
-from sp_planner.cost.embedding_grad import stage_embedding_grad_s
+from sp_planner.cost.embedding_work import embedding_work, stage_embedding_s
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -118,10 +118,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
-    # The embedding table's gradient passes each micro-batch (cost.embedding_grad): the one stage's
-    # at pp 1, the first stage's beyond its layers with pp > 1, as the embedding's TP collectives.
-    head_emb, first_emb = stage_embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=states.grad_bytes,
-                                                 wrapper=None if grad_sync is None else grad_sync.wrapper)
+    # The embedding's work each micro-batch (cost.embedding_work: the tables' gradient passes, a
+    # learned position table's add, the embedding dropout): the one stage's at pp 1, the first
+    # stage's beyond its layers with pp > 1, as the embedding's TP collectives.
+    emb = embedding_work(model, hardware, tp=tp, pp=pp, tokens=tokens, seq_len=workload.seq_len,
+                         grad_bytes=states.grad_bytes, wrapper=None if grad_sync is None else grad_sync.wrapper,
+                         sequence_parallel=sequence_parallel)
+    head_emb, first_emb = stage_embedding_s(emb, pp)
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
     # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
     # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x
@@ -140,7 +143,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # first stage's beyond its layers with pp > 1, with its chunk 0 on the interleaved drain
     # (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its pile-up with their
     # traffic, cost.pipeline_dp).
-    emb_bwd = EMBEDDING_TP_ALL_GATHERS * ag + head_emb + first_emb
+    emb_bwd = EMBEDDING_TP_ALL_GATHERS * ag + emb.bwd_s
     first_bwd = np.where(pp > 1, emb_bwd, 0.0)
     drain = interleaved_drain_s(stages, pp, c.vpp, m, bwd_layer_s=bwd_layer, first_bwd_extra_s=first_bwd,
                                 first_paces=pace.first_paces, pile_up=c.zero < 2)

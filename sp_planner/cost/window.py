@@ -17,6 +17,7 @@ import numpy as np
 
 from sp_planner.cost.attention import AttentionTimes
 from sp_planner.cost.attention_kernels import kernel_head_dim
+from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.kernels import flash_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -45,8 +46,9 @@ def windowed_attention_times(attn: AttentionTimes, hardware: HardwareProfile, mo
         band = dict(batch=batch, heads=heads, head_dim=model.head_dim, q_tokens=seq_len, kv_tokens=window,
                     causal_diagonal=np.zeros(np.shape(tp), dtype=bool))
     tile = kernel_head_dim(hardware, model)
-    fwd = flash_time_s(hardware, **band, backward=False, kernel_head_dim=tile)
-    bwd = flash_time_s(hardware, **band, backward=True, kernel_head_dim=tile)
+    drop = has_attention_dropout(model)
+    fwd = flash_time_s(hardware, **band, backward=False, kernel_head_dim=tile, attention_dropout=drop)
+    bwd = flash_time_s(hardware, **band, backward=True, kernel_head_dim=tile, attention_dropout=drop)
     # Rows with ring > 1 break the window_ring rule; their full-attention times stay as they are.
     sequence_whole = np.asarray(ring) == 1
     return attn._replace(

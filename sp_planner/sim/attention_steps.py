@@ -27,6 +27,7 @@ from sp_planner.cost.attention_comm import (
     ulysses_layout_copy_bytes,
 )
 from sp_planner.cost.attention_kernels import kernel_head_dim
+from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.ring_impl import YUNCHANG_RING, RingImpl, grad_hops
 from sp_planner.cost.ring_steps import ring_step_compute
@@ -59,10 +60,12 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
     kv_sent = int(kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses))
     block = seq_len / ring
     tile = kernel_head_dim(hardware, model)
+    drop = has_attention_dropout(model)  # unfused attention's dropout passes (cost.kernels)
     # The cost model's passes of one ring step (cost.ring_steps), one by one.
     passes = ring_step_compute(hardware, batch=batch, heads=heads, kv_heads=kv_sent / ulysses,
                                head_dim=model.head_dim, block=block, causal=causal, zigzag=zigzag,
-                               elem_bytes=elem_bytes, ring_impl=ring_impl, kernel_head_dim=tile)
+                               elem_bytes=elem_bytes, ring_impl=ring_impl, kernel_head_dim=tile,
+                               attention_dropout=drop)
     q_elems, kv_elems = float(passes.q_elems), float(passes.kv_elems)
     c0_f, c1_f = float(passes.first_fwd_s), float(passes.later_fwd_s + passes.copy_fwd_s)
     c0_b, c1_b = float(passes.first_bwd_s), float(passes.later_bwd_s + passes.copy_bwd_s)
@@ -88,7 +91,7 @@ def attention_steps(hardware: HardwareProfile, model: ModelSpec, *, batch: int, 
         ag = allgather_times(hardware, batch=batch, seq_len=seq_len, heads=heads, head_dim=model.head_dim,
                              kv_elems=kv_elems, q_elems=q_elems, ring=ring, ring_stride=1, causal=causal,
                              zigzag=zigzag, gpus_per_node=1, elem_bytes=elem_bytes, ring_impl=ring_impl,
-                             kernel_head_dim=tile)
+                             kernel_head_dim=tile, attention_dropout=drop)
         kv_block = allgather_kv_block_elems(**{k: v for k, v in common.items() if k != "elem_bytes"})
         return AttentionSteps(
             fwd_steps_s=(float(ag.fwd_compute_s),), bwd_steps_s=(float(ag.bwd_compute_s),),

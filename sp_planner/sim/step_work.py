@@ -22,7 +22,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
-from sp_planner.cost.embedding_grad import embedding_grad_s
+from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
@@ -132,10 +132,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_fwd = logits_total / 3
-    # The embedding table's gradient passes after its backward, on the first stage (the first chunk)
-    # as cost.step counts them (cost.embedding_grad).
-    emb_grad = float(embedding_grad_s(model, hw, tp=tp, pp=pp, grad_bytes=runtime.states.grad_bytes,
-                                      wrapper=None if runtime.grad_sync is None else runtime.grad_sync.wrapper))
+    # The embedding's work on the first stage (the first chunk) as cost.step counts it
+    # (cost.embedding_work): a learned position table's add and the embedding dropout with its
+    # forward, the tables' gradient passes and the dropout's backward after its backward.
+    emb = embedding_work(model, hw, tp=tp, pp=pp, tokens=tokens, seq_len=workload.seq_len,
+                         grad_bytes=runtime.states.grad_bytes,
+                         wrapper=None if runtime.grad_sync is None else runtime.grad_sync.wrapper,
+                         sequence_parallel=runtime.sequence_parallel)
+    emb_fwd, emb_bwd = float(emb.fwd_s), float(emb.bwd_s)
 
     # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,
     # each a call of its own (sim.dp_work, cost.buckets).
@@ -177,8 +181,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         # The embedding's and the output layer's TP collectives (cost.comm), beside their GEMMs.
-        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs,
-        first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_grad,
+        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd,
+        first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_bwd,
         last_stage_fwd_s=logits_fwd + output_tp_forward_all_gathers(sp) * tp_ag,
         last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
         + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,

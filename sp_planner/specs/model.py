@@ -24,6 +24,7 @@ from sp_planner.specs.moe import MoESpec
 #   none: no position signal (NoPE).
 PositionEmbedding = Literal["rope", "learned_absolute", "alibi", "none"]
 ROPE: PositionEmbedding = "rope"
+LEARNED_ABSOLUTE: PositionEmbedding = "learned_absolute"
 
 
 class WindowSpec(FrozenModel):
@@ -91,6 +92,15 @@ class ModelSpec(FrozenModel):
     window: WindowSpec | None = None
     # PositionEmbedding above; rope where unstated, as every file written before the field meant.
     position_embedding: PositionEmbedding = ROPE
+    # Dropout probabilities in training, in Megatron's names (--hidden-dropout, --attention-dropout,
+    # both 0.1 by default: megatron/training/arguments.py at f2e5db402c lines 947-950): the hidden
+    # dropout on each layer's two bias-dropout-add outputs and on the embedding's output, the
+    # attention dropout on the softmax probabilities (cost.dropout). 0 where unstated: Llama-style
+    # recipes train without (Megatron-Bridge llama_bridge.py hidden_dropout=0.0; llm-foundry
+    # MPTConfig resid_pdrop, emb_pdrop and attn_pdrop 0.0); the GPT models Megatron-LM trained with
+    # its defaults state 0.1.
+    hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
+    attention_dropout: float = Field(default=0.0, ge=0, lt=1)
     # The factor on q.k before the softmax where the model's is not 1/sqrt(q/k head dim) (None: it
     # is): Gemma 2/3 query_pre_attn_scalar**-0.5 (HF Gemma2Attention/Gemma3Attention `scaling`);
     # DeepSeek-V3's YaRN mscale(40, mscale_all_dim)^2 / sqrt(192) (HF DeepseekV3Attention, Megatron

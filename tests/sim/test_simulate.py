@@ -3,6 +3,7 @@ import json
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.attention_kernels import UNFUSED, with_attention_kernel
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim import SimResult, simulate
@@ -46,6 +47,26 @@ def test_a_model_without_rope_simulates_as_the_analytic_model_and_faster():
     saved_s = rope.step_time_s - result.step_time_s
     assert saved_s > 0 and saved_s == pytest.approx(rope.analytic_step_time_s - result.analytic_step_time_s, rel=0.01)
 
+
+
+@pytest.mark.parametrize("kernel,plan,workload", [
+    (None, ParallelPlan(dp=1, tp=2, ulysses=2, pp=2, recompute="selective"), WORKLOAD),
+    (UNFUSED, ParallelPlan(dp=2, tp=2, pp=2), Workload(seq_len=4096, global_batch=16)),
+])
+def test_dropout_and_a_learned_position_table_simulate_as_the_analytic_model(kernel, plan, workload):
+    # A Megatron GPT-style twin (cost.dropout, cost.embedding_work): the hidden dropouts ride with
+    # the layers' memory-bound ops, the unfused kernel's dropout with the attention, the position
+    # add, table passes and embedding dropout with the first stage's embedding. The simulator
+    # counts what the analytic model counts, and the dropouts slow both alike.
+    hw = A800 if kernel is None else with_attention_kernel(A800, kernel)
+    learned = MODEL.model_copy(update={"position_embedding": "learned_absolute"})
+    drop = learned.model_copy(update={"hidden_dropout": 0.1, "attention_dropout": 0.1})
+    runs = [simulate(m, hw, workload, plan, num_nodes=1, gpus_per_node=8, detail=False) for m in (learned, drop)]
+    for result in runs:
+        assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.01)
+    slower_s = runs[1].step_time_s - runs[0].step_time_s
+    assert slower_s > 0
+    assert slower_s == pytest.approx(runs[1].analytic_step_time_s - runs[0].analytic_step_time_s, rel=1e-3)
 
 def test_groups_straddling_nodes_unevenly_simulate_as_the_analytic_model():
     # 3 nodes of 8, ring 3 after ulysses 4 (ring groups 4 apart: 0, 4 on one node and 8 on the

@@ -1,4 +1,4 @@
-"""specs.model: the position embedding a model states, and the files written before it."""
+"""specs.model: the position embedding and dropout a model states, and the files written before them."""
 
 import pydantic
 import pytest
@@ -22,3 +22,17 @@ def test_megatrons_names_and_alibi_are_accepted(kind):
 def test_an_unknown_position_embedding_is_refused_with_the_choices():
     with pytest.raises(pydantic.ValidationError, match="learned_absolute"):
         ModelSpec.model_validate({**BASE, "position_embedding": "sinusoidal"})
+
+
+def test_a_spec_without_dropout_fields_trains_without_dropout():
+    # Files written before the fields described Llama-style models, timed without dropout.
+    spec = ModelSpec.model_validate({k: v for k, v in BASE.items() if not k.endswith("_dropout")})
+    assert (spec.hidden_dropout, spec.attention_dropout) == (0.0, 0.0)
+    megatron = ModelSpec.model_validate({**BASE, "hidden_dropout": 0.1, "attention_dropout": 0.1})
+    assert (megatron.hidden_dropout, megatron.attention_dropout) == (0.1, 0.1)
+
+
+@pytest.mark.parametrize("field,value", [("hidden_dropout", 1.0), ("attention_dropout", -0.1)])
+def test_a_dropout_outside_0_to_1_is_refused(field, value):
+    with pytest.raises(pydantic.ValidationError, match=field):
+        ModelSpec.model_validate({**BASE, field: value})

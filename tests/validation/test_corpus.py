@@ -40,10 +40,24 @@ def test_the_gpt_style_corpus_models_state_learned_positions(corpus):
     # llm-foundry's MPT benchmarks ran learned absolute positions (each model's sources say where).
     gpt_style = {name: spec for name, spec in corpus.models.items()
                  if name.startswith(("Megatron-", "Turing-", "MLM-GPT-", "MPT-"))}
-    assert len(gpt_style) == 8 + 3 + 9 + 6
+    assert len(gpt_style) == 8 + 4 + 9 + 6
     for name, spec in gpt_style.items():
         assert spec.position_embedding == "learned_absolute", name
         assert any(s.startswith("position_embedding learned_absolute: ") for s in spec.sources), name
+
+
+def test_megatron_gpt_corpus_models_state_megatrons_default_dropout(corpus):
+    # Megatron-LM's GPT runs (Narayanan 2021, Korthikanti 2022, the README tables) kept the
+    # defaults --hidden-dropout 0.1 --attention-dropout 0.1 (each model's sources say where); every
+    # other corpus model trains without dropout (Llama-style recipes; llm-foundry's MPT defaults).
+    for name, spec in corpus.models.items():
+        megatron_gpt = name.startswith(("Megatron-", "Turing-", "MLM-GPT-"))
+        expected = 0.1 if megatron_gpt else 0.0
+        assert (spec.hidden_dropout, spec.attention_dropout) == (expected, expected), name
+        assert not megatron_gpt or any(s.startswith("dropout 0.1: ") for s in spec.sources), name
+        assert not name.startswith("MPT-") or any(s.startswith("dropout 0: ") for s in spec.sources), name
+    korth = [row for row in corpus.rows if row.source in ("korth-t5", "mlm-readme") and "175b" in row.id]
+    assert len(korth) == 3 and all(row.model == "Megatron-175B" for row in korth)
 
 
 def test_every_row_says_where_its_figure_comes_from(corpus):
