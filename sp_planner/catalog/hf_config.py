@@ -9,7 +9,8 @@ ModelSpec.mla describes (num_kv_heads = num_heads, head_dim = half the per-head 
 Llama 4 (Llama4Config; its text_config, model_type llama4_text, read alone too): intermediate_size
 is the expert width and intermediate_size_mlp the dense one, every interleave_moe_layer_step-th
 layer is MoE with one shared expert and a sigmoid top-k router, and layers whose no_rope_layers
-entry is 1 attend within attention_chunk_size chunks (the vision encoder is not modelled).
+entry is 1 attend within attention_chunk_size chunks, the others (NoPE) apply no RoPE (the vision
+encoder is not modelled).
 Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma.
 What each layer holds is read in hf_layers, the rotary embedding's softmax scale in hf_rope. What
 the spec leaves out is listed in its sources after NOT_MODELLED (import_notes), for the CLI to say.
@@ -152,6 +153,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         # one's Attention; DeepSeek-V3 on its qk_rope part, Llama 4 on 3 layers of 4). gpt2's learned
         # positions and mpt/bloom's ALiBi are not among the supported types.
         "position_embedding": ROPE,
+        "num_nope_layers": hf_layers.num_nope_layers(cfg, model_type, path),
         "softmax_scale": hf_rope.softmax_scale(
             cfg, model_type, path, mla=mla, head_dim=head_dim,
             base_scale=hf_gemma.softmax_scale(cfg, head_dim, path) if gemma else None),

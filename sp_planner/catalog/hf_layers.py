@@ -109,19 +109,33 @@ def window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
             return None
         return WindowSpec(window_tokens=positive_int(cfg, "sliding_window", path))
     if model_type == "llama4_text":
-        # Llama4TextConfig: no_rope_layers defaults to 1 (chunked) except every
-        # no_rope_layer_interval-th (4) layer, which attends to the whole sequence.
-        layers = positive_int(cfg, "num_hidden_layers", path)
-        interval = positive_int(cfg, "no_rope_layer_interval", path, default=4)
-        rope = int_list(cfg, "no_rope_layers", path) or [int((i + 1) % interval != 0) for i in range(layers)]
-        if rope != [int((i + 1) % interval != 0) for i in range(layers)]:
-            raise error(path, "no_rope_layers other than a full-attention layer every no_rope_layer_interval "
-                        f"({interval}) layers are not supported (the chunked:global pattern is not modelled)")
+        interval = _llama4_nope_interval(cfg, path)
         chunk = positive_int(cfg, "attention_chunk_size", path, default=8192)
         return WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
     if model_type in ("qwen2", "qwen3", "qwen3_moe") and flag(cfg, "use_sliding_window", path):
         raise error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
     return None
+
+
+def _llama4_nope_interval(cfg: dict, path: Path) -> int:
+    """Llama4TextConfig: no_rope_layers defaults to 1 (RoPE, chunked attention) except every
+    no_rope_layer_interval-th (4) layer, 0 (NoPE, attention to the whole sequence); other lists are
+    refused. The interval."""
+    layers = positive_int(cfg, "num_hidden_layers", path)
+    interval = positive_int(cfg, "no_rope_layer_interval", path, default=4)
+    rope = int_list(cfg, "no_rope_layers", path) or [int((i + 1) % interval != 0) for i in range(layers)]
+    if rope != [int((i + 1) % interval != 0) for i in range(layers)]:
+        raise error(path, "no_rope_layers other than a full-attention layer every no_rope_layer_interval "
+                    f"({interval}) layers are not supported (the chunked:global pattern is not modelled)")
+    return interval
+
+
+def num_nope_layers(cfg: dict, model_type: str, path: Path) -> int:
+    """Layers without RoPE: Llama 4's no_rope_layers 0 entries (Llama4TextAttention use_rope =
+    config.no_rope_layers[layer_idx]), every interval-th layer; none in the other families."""
+    if model_type != "llama4_text":
+        return 0
+    return positive_int(cfg, "num_hidden_layers", path) // _llama4_nope_interval(cfg, path)
 
 
 def mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:

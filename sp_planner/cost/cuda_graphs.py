@@ -56,7 +56,7 @@ Op parts (the layer counts of cost.host's docstring, split by module):
   attention, backward 12: QKV and projection dgrad and wgrad (4), attention backward (3), RoPE (2),
     the input norm and its residual-gradient add (2), one gradient accumulation; +2 under FP8
     (quantize the two GEMMs' output gradients); half the TP collectives.
-  RoPE's 2 + 2 only where the model has rotary embeddings (cost.rope, cost.host).
+  RoPE's 2 + 2 only where the model has rotary embeddings, on its RoPE layers (cost.rope, cost.host).
   The rest of the dense layer is its MLP part ("mlp").
   router, forward 11: the pre-MLP norm and the router's 10; backward 7: router GEMM dgrad and
     wgrad (2), top-k and aux-loss backward (4), the norm; plus shared experts (3 forward, 5

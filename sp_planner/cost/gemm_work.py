@@ -46,10 +46,11 @@ from sp_planner.specs.model import ModelSpec
 
 # Memory-bound ops between the GEMMs, per token of one layer, forward (bf16): two RMSNorms
 # (read + write h: 8h), two residual adds (read 2h, write h: 12h), RoPE on q and k where the model
-# has it (read + write: 4(q + kv), cost.rope), SwiGLU/GeLU (read 2ffn or ffn, write ffn), the QK
-# norm where the model has one (cost.qk_norm). Backward reads the saved input and the
-# incoming gradient and writes a gradient: twice the forward traffic (counted by timing these
-# with the forward GEMMs, which the layer total multiplies by 3).
+# has it (read + write: 4(q + kv); MLA's own kernels; the mean over RoPE and NoPE layers: cost.rope),
+# SwiGLU/GeLU (read 2ffn or ffn, write ffn), the QK norm where the model has one (cost.qk_norm).
+# Backward reads the saved input and the incoming gradient and writes a gradient: twice the
+# forward traffic (counted by timing these with the forward GEMMs, which the layer total
+# multiplies by 3).
 # Vocab-parallel cross entropy per logit: forward float() (2+4), max (4), subtract, exp, divide in
 # place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
 LOSS_BYTES_PER_LOGIT = 60

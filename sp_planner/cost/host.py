@@ -62,7 +62,8 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   No rotary embedding (learned absolute positions, ALiBi, none: ModelSpec.position_embedding):
-    the RoPE launches above, 2 forward and 2 backward, are not made (cost.rope).
+    the RoPE launches above, 2 forward and 2 backward, are not made (cost.rope); nor on a rope
+    model's NoPE layers (Llama 4's every 4th): the mean layer makes 2 x its RoPE layers' share.
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -190,7 +191,7 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
     # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm) and RoPE's launches less
-    # the 2 + 2 the counts above hold (none left for a model without it, cost.rope), part of the
+    # the 2 + 2 the counts above hold (fewer on the mean layer where some have none, cost.rope), part of the
     # attention a graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
     rope_fwd, rope_bwd = rope_host_ops(model)

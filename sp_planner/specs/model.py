@@ -92,6 +92,10 @@ class ModelSpec(FrozenModel):
     window: WindowSpec | None = None
     # PositionEmbedding above; rope where unstated, as every file written before the field meant.
     position_embedding: PositionEmbedding = ROPE
+    # Layers of a rope model that rotate nothing (NoPE layers; the count is what cost.rope's layer
+    # mean needs): Llama 4's every 4th (HF Llama4TextConfig no_rope_layers, 0 = NoPE; Megatron
+    # --no-rope-freq, attention.py at d98e8a64dd line 1321 drops rotary_pos_emb on those layers).
+    num_nope_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
     # Dropout probabilities in training, in Megatron's names (--hidden-dropout, --attention-dropout,
     # both 0.1 by default: megatron/training/arguments.py at f2e5db402c lines 947-950): the hidden
     # dropout on each layer's two bias-dropout-add outputs and on the embedding's output, the
@@ -119,6 +123,10 @@ class ModelSpec(FrozenModel):
                 raise ValueError(
                     f"with mla, num_kv_heads must equal num_heads ({self.num_heads}) and head_dim must be "
                     f"(qk_nope_head_dim + qk_rope_head_dim + v_head_dim) / 2 = {width / 2:g}")
+        if self.num_nope_layers and (self.position_embedding != ROPE or self.num_nope_layers >= self.num_layers):
+            raise ValueError(f"num_nope_layers ({self.num_nope_layers}) must be below num_layers ({self.num_layers}) "
+                             f"and needs position_embedding rope (got {self.position_embedding!r}); a model with "
+                             "no RoPE on any layer is position_embedding none")
         if self.moe is not None and self.moe.first_dense_layers >= self.num_layers:
             raise ValueError(f"moe.first_dense_layers ({self.moe.first_dense_layers}) must be below "
                              f"num_layers ({self.num_layers})")

@@ -64,3 +64,12 @@ def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path
 def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scoring, expected):
     cfg = DEEPSEEK_V3 if scoring is None else {**DEEPSEEK_V3, "scoring_func": scoring}
     assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected
+
+
+def test_llama4s_nope_layers_are_read_from_no_rope_layers_or_its_interval(tmp_path):
+    # Llama4TextConfig: no_rope_layers 0 = NoPE; absent, every no_rope_layer_interval-th layer is one.
+    listed = load_hf_config(write_config(tmp_path, LLAMA4_MAVERICK_TEXT, "listed"))
+    assert (listed.num_nope_layers, listed.window.local_layers, listed.window.global_layers) == (12, 3, 1)
+    every_2nd = {**LLAMA4_MAVERICK_TEXT, "no_rope_layers": None, "no_rope_layer_interval": 2}
+    assert load_hf_config(write_config(tmp_path, every_2nd, "every_2nd")).num_nope_layers == 24
+    assert load_hf_config(write_config(tmp_path, DEEPSEEK_V3, "dsv3")).num_nope_layers == 0

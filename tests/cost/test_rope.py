@@ -42,3 +42,39 @@ def test_host_ops_leave_out_ropes_launches():
     graphed = dict(args, cuda_graphs=frozenset({ATTN}))
     assert [float(x) for x in layer_host_ops(GPT3, **graphed)] == [6, 9]
     assert [float(x) for x in layer_host_ops(GPT3_ROPE, **graphed)] == [6, 9]
+
+
+DSV3 = load_model("DeepSeek-V3")
+SCOUT = load_model("Llama-4-Scout-17B-16E")
+
+
+def _rope_bytes(model):
+    """elementwise_bytes_per_token's RoPE part: against the same model without rotary embeddings."""
+    return elementwise_bytes_per_token(model) - elementwise_bytes_per_token(
+        model.model_copy(update={"position_embedding": "none", "num_nope_layers": 0}))
+
+
+def test_deepseek_v3_prices_megatrons_fused_mla_rope_kernels_by_hand():
+    # 128 heads, qk_nope 128, qk_rope 64, v 128. The query kernel rotates each head's 64-wide rope
+    # slice in place: 2 x 128 x 64 = 16,384 elements. The key/value split reads kv (128 x (128 + 128))
+    # and the shared 64, writes key (128 x (128 + 64)) and value (128 x 128):
+    # 32,768 + 64 + 24,576 + 16,384 = 73,792. 90,176 elements, 2 bytes each, a token and layer forward.
+    assert rope_elements_per_token(DSV3) == 16_384 + 73_792 == 90_176
+    assert _rope_bytes(DSV3) == 2 * 90_176 == 180_352
+    # 4 (q + kv) over the planner's 160-wide heads, 4 x 2 x 128 x 160 = 163,840 bytes, misses the
+    # value's copy and counts the nope parts as rotated: 16,512 bytes short.
+    assert _rope_bytes(DSV3) - 4 * (DSV3.q_size + DSV3.kv_size) == 180_352 - 163_840 == 16_512
+    assert rope_host_ops(DSV3) == (2, 2)  # fused_apply_mla_rope_for_q and _for_kv, each way
+
+
+def test_llama4_scout_prices_rope_on_its_36_rope_layers_by_hand():
+    # 40 query heads and 8 KV heads of 128: a RoPE layer reads and writes q + kv = 5,120 + 1,024
+    # elements, 4 x 6,144 = 24,576 bytes; 36 of the 48 layers (every 4th is NoPE): 18,432 on the mean layer.
+    assert SCOUT.num_nope_layers == 12
+    assert rope_elements_per_token(SCOUT) == 2 * 6_144 * 36 / 48 == 9_216
+    assert _rope_bytes(SCOUT) == 18_432
+    assert rope_host_ops(SCOUT) == (1.5, 1.5)
+    args = dict(tp=1, ep=1, etp=1, low_precision=False, full_recompute=False)
+    every_layer = SCOUT.model_copy(update={"num_nope_layers": 0})
+    assert [float(a - b) for a, b in zip(layer_host_ops(every_layer, **args), layer_host_ops(SCOUT, **args))] == [
+        0.5, 0.5]

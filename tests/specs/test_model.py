@@ -36,3 +36,12 @@ def test_a_spec_without_dropout_fields_trains_without_dropout():
 def test_a_dropout_outside_0_to_1_is_refused(field, value):
     with pytest.raises(pydantic.ValidationError, match=field):
         ModelSpec.model_validate({**BASE, field: value})
+
+
+def test_nope_layers_default_to_none_and_need_rope_on_the_others():
+    assert ModelSpec.model_validate({k: v for k, v in BASE.items() if k != "num_nope_layers"}).num_nope_layers == 0
+    assert ModelSpec.model_validate({**BASE, "num_nope_layers": 8}).num_nope_layers == 8  # Llama-3-8B: 32 layers
+    with pytest.raises(pydantic.ValidationError, match=r"num_nope_layers \(32\) must be below num_layers \(32\)"):
+        ModelSpec.model_validate({**BASE, "num_nope_layers": 32})
+    with pytest.raises(pydantic.ValidationError, match="needs position_embedding rope"):
+        ModelSpec.model_validate({**BASE, "position_embedding": "learned_absolute", "num_nope_layers": 8})
