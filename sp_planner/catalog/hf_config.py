@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 
 from sp_planner.catalog import hf_gemma, hf_layers, hf_rope
-from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int
+from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.specs.model import ROPE, ModelSpec
@@ -154,6 +154,13 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         # positions and mpt/bloom's ALiBi are not among the supported types.
         "position_embedding": ROPE,
         "num_nope_layers": hf_layers.num_nope_layers(cfg, model_type, path),
+        # Each supported type's config class defines attention_dropout (0.0 by default), which its
+        # attention applies to the softmax probabilities in training only (transformers 4.57.1, e.g.
+        # modeling_llama.py LlamaAttention `dropout=0.0 if not self.training else self.attention_dropout`;
+        # Llama4TextConfig and Gemma3TextConfig in text_config). None of their models has a hidden
+        # dropout: hidden_dropout stays 0, and a stray hidden_dropout or resid_pdrop key, which those
+        # models never read, is ignored as transformers ignores it.
+        "attention_dropout": probability(cfg, "attention_dropout", path),
         "softmax_scale": hf_rope.softmax_scale(
             cfg, model_type, path, mla=mla, head_dim=head_dim,
             base_scale=hf_gemma.softmax_scale(cfg, head_dim, path) if gemma else None),

@@ -72,3 +72,12 @@ def positive_number(cfg: dict, key: str, path: Path, default: float | None) -> f
     if value <= 0:
         raise error(path, f"field {key!r} must be a positive number, got {cfg[key]!r}")
     return value
+
+
+def probability(cfg: dict, key: str, path: Path) -> float:
+    """A dropout probability in [0, 1) (0 when absent or null): 1 would drop every value, which
+    no model trains with (ModelSpec's hidden_dropout / attention_dropout refuse it too)."""
+    value = number(cfg, key, path, 0.0)
+    if not 0 <= value < 1:
+        raise error(path, f"field {key!r} must be a dropout probability in [0, 1), got {cfg[key]!r}")
+    return value

@@ -121,9 +121,12 @@ def render(request: FlagRequest) -> FrameworkFlags:
             f"groups (sequence-parallel ranks contiguous) make ZeRO shard over sp x dp = {p.ulysses * p.dp} ranks, "
             f"as planned; without it ZeRO shards over the {p.dp} data-parallel ranks only. Eager attention is "
             "rejected.",
+            # Its --hidden-dropout and --attention-dropout default to 0.1 (deepspeedai/Megatron-DeepSpeed
+            # megatron/arguments.py at 4efb479d, lines 768-771); the plan's values are the model's.
             f"Megatron-DeepSpeed: pass --ds-sequence-parallel-size {p.ulysses} and never "
             "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination); its mpu "
-            "carries the same groups.",
+            f"carries the same groups. Pass --hidden-dropout {m.hidden_dropout:g} --attention-dropout "
+            f"{m.attention_dropout:g} too, the dropout the plan assumes: both default to 0.1 there.",
         ]
         if p.ulysses > m.num_kv_heads:
             notes.append(

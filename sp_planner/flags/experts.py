@@ -1,6 +1,6 @@
 """What each framework can say about expert parallelism (ep, etp), for the MoE plans of the search.
 
-Megatron-LM and MindSpeed emit Megatron's MoE flags (flags/megatron.py moe_groups; MindSpeed-LLM
+Megatron-LM and MindSpeed emit Megatron's MoE flags (flags/megatron_moe.py moe_groups; MindSpeed-LLM
 takes Megatron's --expert-model-parallel-size, reference moe_fp8_pipeline_frameworks.md 4.1).
 torchtitan has expert_parallel_degree (0.2.2 also expert_tensor_parallel_degree, 1 or tp only;
 0.3.0 removed it and folds EP over dp_shard x cp x tp). DeepSpeed and yunchang get a reason.

@@ -232,6 +232,12 @@ def shared_notes(request: FlagRequest) -> list[str]:
             "(torch _context_parallel/_attention.py); the backward bytes differ from the plan's. On "
             "torchtitan 0.3.0, context parallelism over FlexAttention all-gathers K/V (flex_cp_allgather)."
         )
+    m = request.model
+    if m.hidden_dropout > 0 or m.attention_dropout > 0:
+        # No torchtitan model has dropout, nor a config key for it (torchtitan/models at v0.2.2 and at
+        # b5bcd76c: only flux's data pipeline drops prompts).
+        notes.append(f"torchtitan's models have no dropout: the plan counts hidden dropout {m.hidden_dropout:g} and "
+                     f"attention dropout {m.attention_dropout:g}, whose passes and masks this run will not have.")
     if p.vpp > 1:
         notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "
                      "torchtitan's ZBVZeroBubble and DualPipeV schedules are not modelled.")

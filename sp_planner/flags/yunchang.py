@@ -101,6 +101,13 @@ def _shard_function(request: FlagRequest) -> list[str]:
     ]
 
 
+def _dropout_arg(request: FlagRequest) -> str:
+    """The model's attention dropout as LongContextAttention's dropout_p, whose default is 0.0
+    (yunchang/hybrid/attn_layer.py forward at 0.6.4, 8aa888f); nothing to pass at 0."""
+    p = request.model.attention_dropout
+    return f", dropout_p={p:g}" if p > 0 else ""
+
+
 def snippet(request: FlagRequest) -> str:
     p, w = request.plan, request.workload
     causal = "True" if w.causal else "False"
@@ -130,7 +137,7 @@ def snippet(request: FlagRequest) -> str:
         "",
         f"# In each attention layer q, k and v are (batch, {w.seq_len // p.cp}, heads, head_dim)",
         "# on every rank.",
-        f"out = attn(q, k, v, causal={causal})",
+        f"out = attn(q, k, v{_dropout_arg(request)}, causal={causal})",
     ])
 
 
@@ -150,6 +157,9 @@ def render(request: FlagRequest) -> FrameworkFlags:
         "Shard every sequence tensor with shard_sequence so that tokens sit where the ring_impl_type "
         "expects them.",
     ]
+    if request.model.attention_dropout > 0:
+        notes.append(f"dropout_p={request.model.attention_dropout:g} is the model's attention dropout, "
+                     "for training: pass 0.0 in evaluation.")
     if p.precision != "bf16":
         notes.append(f"The plan's {p.precision} GEMMs come from your training framework (e.g. Transformer Engine "
                      "or torchao float8); yunchang's attention stays bf16, as planned.")

@@ -24,6 +24,7 @@ LLAMA3_8B = {
     "rope_theta": 500000.0,
     "tie_word_embeddings": False,
     "attention_bias": False,
+    "attention_dropout": 0.0,
     "mlp_bias": False,
 }
 # Llama-2-7B's config predates num_key_value_heads and head_dim: MHA and hidden/heads by default.
@@ -76,6 +77,7 @@ QWEN25_7B = {
     "vocab_size": 152064,
     "tie_word_embeddings": False,
     "use_sliding_window": False,
+    "attention_dropout": 0.0,
 }
 QWEN3_32B = {
     "model_type": "qwen3",

@@ -153,3 +153,35 @@ def test_malformed_and_non_mapping_json(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_model(str(tmp_path / "nope" / "config.json"))
+
+
+def test_attention_dropout_is_read_and_hidden_dropout_stays_zero(tmp_path):
+    # Published configs state attention_dropout 0.0 (Gemma 2 27B's, as copied above); absent, it is
+    # the config classes' 0.0 (Llama-2-7B's config predates the field).
+    assert load_hf_config(write_config(tmp_path, GEMMA2_27B, "g2")).attention_dropout == 0.0
+    assert load_hf_config(write_config(tmp_path, LLAMA2_7B, "l2")).attention_dropout == 0.0
+    # A fine-tune that trains with it; hidden_dropout / resid_pdrop keys are not read by LlamaModel.
+    spec = load_hf_config(write_config(tmp_path, {**LLAMA3_8B, "attention_dropout": 0.1, "hidden_dropout": 0.1,
+                                                  "resid_pdrop": 0.1}, "l3"))
+    assert (spec.attention_dropout, spec.hidden_dropout) == (0.1, 0.0)
+    # Llama 4 and Gemma 3 read the decoder's text_config, not the vision encoder's value.
+    scout = {**LLAMA4_SCOUT, "text_config": {**LLAMA4_SCOUT["text_config"], "attention_dropout": 0.05},
+             "vision_config": {**LLAMA4_SCOUT["vision_config"], "attention_dropout": 0.5}}
+    assert load_hf_config(write_config(tmp_path, scout, "l4")).attention_dropout == 0.05
+    gemma3 = {**GEMMA3_27B_PT, "text_config": {**GEMMA3_27B_PT["text_config"], "attention_dropout": 0.1},
+              "vision_config": {**GEMMA3_27B_PT["vision_config"], "attention_dropout": 0.5}}
+    assert load_hf_config(write_config(tmp_path, gemma3, "g3")).attention_dropout == 0.1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1.0, "'attention_dropout' must be a dropout probability in [0, 1), got 1.0"),
+        (-0.1, "'attention_dropout' must be a dropout probability in [0, 1), got -0.1"),
+        (10, "'attention_dropout' must be a dropout probability in [0, 1), got 10"),
+        ("0.1", "'attention_dropout' must be a finite number, got '0.1'"),
+        (True, "'attention_dropout' must be a finite number, got True"),
+    ],
+)
+def test_nonsense_attention_dropout_is_refused_in_one_line(tmp_path, value, expected):
+    assert expected in import_error(tmp_path, {**QWEN25_7B, "attention_dropout": value})

@@ -125,6 +125,7 @@ def test_profile_number_out_of_range_names_the_range(sp_plan, tmp_path, field, v
     ("hidden_size", 10**15, "hidden_size: 1e+15 is out of range: it must be at most 1,048,576"),
     ("num_hidden_layers", 10**9, "num_layers: 1,000,000,000 is out of range: it must be at most 16,384"),
     ("vocab_size", 10**12, "vocab_size: 1e+12 is out of range: it must be at most 16,777,216"),
+    ("attention_dropout", 1.5, "field 'attention_dropout' must be a dropout probability in [0, 1), got 1.5"),
 ])
 def test_config_json_number_out_of_range_names_the_range(sp_plan, tmp_path, field, value, expected):
     config = tmp_path / "config.json"

@@ -71,3 +71,14 @@ def test_zero3_keeping_parameters_raises_the_reuse_distance_to_the_model(build):
     assert zero["stage3_max_reuse_distance"] == zero["stage3_max_live_parameters"] == build.llama3_8b.num_params
     resharded = build.request(build.llama3_8b, 65536, 16, ulysses=8, dp=2, zero=3)
     assert "stage3_max_reuse_distance" not in json.loads(render_flags("deepspeed", resharded).text)["zero_optimization"]
+
+
+def test_megatron_deepspeed_note_passes_the_models_dropout(build):
+    # Megatron-DeepSpeed's --hidden-dropout / --attention-dropout default to 0.1 (megatron/arguments.py).
+    case = build.cases["llama2_7b_32k_ulysses8_zero3"]
+    (note,) = [n for n in render_flags("deepspeed", case).notes if n.startswith("Megatron-DeepSpeed")]
+    assert "--hidden-dropout 0 --attention-dropout 0 too" in note
+    model = case.model.model_copy(update={"hidden_dropout": 0.1, "attention_dropout": 0.1})
+    (note,) = [n for n in render_flags("deepspeed", case.model_copy(update={"model": model})).notes
+               if n.startswith("Megatron-DeepSpeed")]
+    assert "--hidden-dropout 0.1 --attention-dropout 0.1 too" in note

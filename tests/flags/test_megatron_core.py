@@ -53,6 +53,8 @@ FIELDS = {
     "--fp8-param-gather": ("fp8_param", None),
     # arguments.py (d98e8a6) line 1950 turns cpu_offloading on for N > 0 (_config_kwargs does too).
     "--cpu-offloading-num-layers": ("cpu_offloading_num_layers", int),
+    "--hidden-dropout": ("hidden_dropout", float),
+    "--attention-dropout": ("attention_dropout", float),
 }
 TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
             "--global-batch-size", "--use-distributed-optimizer",
@@ -159,6 +161,7 @@ def _check(req) -> TransformerConfig:
 
 
 LLAMA31_405B = load_model("llama3.1-405b")
+GPT3_DROPOUT = load_model("GPT-3-175B").model_copy(update={"hidden_dropout": 0.1, "attention_dropout": 0.1})
 # Llama 3 paper (arXiv 2407.21783) Table 4, 16K GPUs: TP 8, CP 16, PP 16, DP 8, 128K tokens,
 # batch 16 sequences per DP rank; interleaved pipeline; first and last stage one layer fewer;
 # all-gather CP; FSDP without resharding after forward (Megatron-FSDP optim_grads = zero 2).
@@ -185,6 +188,9 @@ EXTRA = {
     "llama3_8b_cpu_offload": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, cpu_offload_layers=16),
     # bf16 Adam moments, as Megatron-LM's MXFP8 Qwen3-235B recipes keep them.
     "llama3_8b_bf16_adam_moments": request(LLAMA3_8B, 8192, 64, tp=2, dp=4, zero=1, adam_moments_bf16=True),
+    # GPT-3's shape with Megatron's own dropout, as Narayanan et al. 2021 trained it (their Table 1
+    # runs; the corpus's Megatron-* models state 0.1).
+    "gpt3_175b_dropout": request(GPT3_DROPOUT, 2048, 1536, tp=8, pp=8, dp=2),
 }
 
 
@@ -208,6 +214,22 @@ def test_megatron_core_accepts_the_flags(req):
     assert config.cpu_offloading == (p.cpu_offload_layers > 0)
     assert config.cpu_offloading_num_layers == p.cpu_offload_layers
     assert config.cpu_offloading_activations and not config.cpu_offloading_weights
+    # The dropout the cost model counted (cost.dropout), 0 for the Llama cases.
+    assert (config.hidden_dropout, config.attention_dropout) == (req.model.hidden_dropout,
+                                                                 req.model.attention_dropout)
+
+
+def test_dropout_is_explicit_because_megatron_defaults_to_0_1():
+    """Megatron-LM builds --hidden-dropout / --attention-dropout from these fields (arguments.py at
+    d98e8a64dd, ArgumentGroupFactory(TransformerConfig)): left out, a Llama plan would run at 0.1."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TransformerConfig)}
+    assert (defaults["hidden_dropout"], defaults["attention_dropout"]) == (0.1, 0.1)
+    flags = _parse(_argv(megatron.render(CASES["llama3_8b_128k_usp_tp2"]).text))
+    assert flags["--hidden-dropout"] == ["0"] and flags["--attention-dropout"] == ["0"]
+    flags = _parse(_argv(megatron.render(EXTRA["gpt3_175b_dropout"]).text))
+    assert flags["--hidden-dropout"] == ["0.1"] and flags["--attention-dropout"] == ["0.1"]
 
 
 def test_llama3_405b_4d_uses_the_counted_split():

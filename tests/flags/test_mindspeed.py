@@ -84,3 +84,13 @@ def test_alibi_runs_under_cp_only_as_megatron_cp_algo(build, bash_args):
     # A RoPE model's flags carry none of it.
     rope = bash_args(render_flags("mindspeed", build.request(build.llama2_7b, 32768, 1, ring=8)).text, "MINDSPEED_ARGS")
     assert "--alibi-fusion-attn-type" not in rope
+
+
+def test_dropout_is_the_models_not_megatrons_default(build, bash_args):
+    # MindSpeed keeps Megatron's --hidden-dropout / --attention-dropout (default 0.1 each,
+    # core_v0.12.1 arguments.py lines 1465-1468): the plan's values are passed.
+    llama = bash_args(render_flags("mindspeed", build.cases["llama3_8b_128k_usp_tp2"]).text, "MINDSPEED_ARGS")
+    assert llama["--hidden-dropout"] == ["0"] and llama["--attention-dropout"] == ["0"]
+    model = build.llama3_8b.model_copy(update={"hidden_dropout": 0.1, "attention_dropout": 0.05})
+    args = bash_args(render_flags("mindspeed", build.request(model, 8192, 8, tp=8)).text, "MINDSPEED_ARGS")
+    assert args["--hidden-dropout"] == ["0.1"] and args["--attention-dropout"] == ["0.05"]

@@ -86,3 +86,16 @@ def test_ulysses_beyond_kv_heads_unsupported(build):
 def test_zigzag_needs_causal(build):
     flags = render_flags("yunchang", build.request(build.llama2_7b, 65536, 1, ulysses=2, ring=4, causal=False))
     assert not flags.supported and "needs a causal workload" in flags.reason
+
+
+def test_attention_dropout_is_passed_as_dropout_p(build):
+    # LongContextAttention.forward defaults dropout_p to 0.0 (yunchang 0.6.4): nothing to pass for
+    # Llama, the model's probability otherwise.
+    llama = render_flags("yunchang", build.cases["llama3_8b_128k_usp_dp2"])
+    assert "dropout_p" not in llama.text and not any("dropout" in note for note in llama.notes)
+    model = build.llama3_8b.model_copy(update={"attention_dropout": 0.1})
+    case = build.cases["llama3_8b_128k_usp_dp2"]
+    flags = render_flags("yunchang", case.model_copy(update={"model": model}))
+    attn = calls(flags.text)["attn"]
+    assert {k.arg: ast.literal_eval(k.value) for k in attn.keywords} == {"dropout_p": 0.1, "causal": True}
+    assert any(note.startswith("dropout_p=0.1 is the model's attention dropout") for note in flags.notes)

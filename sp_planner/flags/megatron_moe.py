@@ -1,0 +1,83 @@
+"""Megatron-LM's MoE flags for a plan (reference moe_fp8_pipeline_frameworks.md 1.1), shared with
+MindSpeed through flags/megatron.py common_groups: the experts, their parallelism, the token
+dispatcher and the routing the cost model timed (cost.moe)."""
+
+from __future__ import annotations
+
+from sp_planner.flags.base import FlagRequest
+
+FlagGroup = tuple[str, list[str]]
+
+
+def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False) -> list[str]:
+    """The token dispatcher cost.moe times (MoESpec.dispatcher)."""
+    if dispatcher == "hybridep":
+        # The flex dispatcher's HybridEP backend: it permutes inside its own kernels, which cost.moe
+        # times as no permutation passes.
+        return ["--moe-token-dispatcher-type flex", "--moe-flex-dispatcher-backend hybridep"]
+    # The planner costs the all-to-all dispatcher (cost.moe); Megatron's default is allgather. Its
+    # fused permutations are what cost.moe times (TE's permute kernels; TransformerConfig refuses
+    # --moe-permute-fusion without TE >= 2.1, which Megatron's TE spec needs anyway). MindSpeed
+    # patches these ops for the NPU and is left at its default.
+    return ["--moe-token-dispatcher-type alltoall", *([] if mindspeed else ["--moe-permute-fusion"])]
+
+
+def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]:
+    """Experts and their parallelism (reference moe_fp8_pipeline_frameworks.md 1.1): the expert grid
+    is Megatron-Core's second RankGenerator (etp, ep, edp, pp; layout.EXPERT_GRID_ORDER)."""
+    p, m = request.plan, request.model
+    if m.moe is None:
+        return []
+    flags = [
+        f"--num-experts {m.moe.num_experts}",
+        f"--moe-router-topk {m.moe.top_k}",
+        # Defaults to --ffn-hidden-size with a warning (arguments.py); always the expert's own width.
+        f"--moe-ffn-hidden-size {m.moe.moe_intermediate_size}",
+        f"--expert-model-parallel-size {p.ep}",
+        # None means ETP = TP (arguments.py); the plan's value is always explicit.
+        f"--expert-tensor-parallel-size {p.etp}",
+        *dispatcher_flags(m.moe.dispatcher, mindspeed=mindspeed),
+        "--moe-grouped-gemm",
+    ]
+    if not m.linear_bias:
+        # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
+        flags.append("--disable-bias-linear")
+    if m.moe.router_score_function != "softmax":
+        # TransformerConfig refuses top-1 softmax routing without --moe-router-pre-softmax; Llama 4's
+        # top-1 router is a sigmoid.
+        flags.append(f"--moe-router-score-function {m.moe.router_score_function}")
+    if m.moe.num_shared_experts:
+        # The total width of the shared experts (TransformerConfig.moe_shared_expert_intermediate_size).
+        flags.append(f"--moe-shared-expert-intermediate-size {m.moe.num_shared_experts * m.moe.moe_intermediate_size}")
+    if m.moe.first_dense_layers or m.moe.layer_step > 1:
+        flags.append(f'--moe-layer-freq "{moe_layer_pattern(m)}"')
+    routing = "dropless routing"
+    if m.moe.routing == "balanced":
+        # Benchmarking only: random router logits spread the tokens evenly (TransformerConfig
+        # moe_router_force_load_balancing, "[Experimental] ... only for benchmark"); the plan was
+        # costed with an even load (cost.moe router_imbalance).
+        flags.append("--moe-router-force-load-balancing")
+    if m.moe.capacity_factor is not None:
+        # Token dropping (TransformerConfig.moe_expert_capacity_factor; its default load-balancing
+        # type aux_loss is one of those it accepts); padded to capacity when the plan was costed so.
+        flags.append(f"--moe-expert-capacity-factor {m.moe.capacity_factor:g}")
+        routing = f"capacity factor {m.moe.capacity_factor:g}, overflow dropped"
+        if m.moe.pad_to_capacity:
+            flags.append("--moe-pad-expert-input-to-capacity")
+            routing += ", padded to capacity"
+    if m.moe.routing == "balanced":
+        routing = f"force-balanced {routing}"
+    return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
+
+
+def moe_layer_pattern(m) -> str:
+    """Megatron's --moe-layer-freq list (1 = MoE layer, one entry per layer, as arguments.py
+    evaluates it) for the dense first layers, then every layer_step-th layer MoE (MoESpec)."""
+    dense, step = m.moe.first_dense_layers, m.moe.layer_step
+    cycles = m.num_moe_layers
+    tail = m.num_layers - dense - cycles * step
+    parts = [f"[0]*{dense}"] if dense else []
+    parts.append(f"([0]*{step - 1}+[1])*{cycles}" if step > 1 else f"[1]*{cycles}")
+    if tail:
+        parts.append(f"[0]*{tail}")
+    return "(" + "+".join(parts) + ")"
