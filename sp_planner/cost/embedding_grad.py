@@ -34,9 +34,8 @@ each end: the first stage's takes no output gradient (12 B an element, as untied
 stage's output layer fuses its weight gradient into main_grad with a torch.empty dummy
 (zero_out_wgrad is set at pp 1 only; layers.py at d98e8a6 lines 737-761) that the DDP hook skips
 (grad_added_to_main_grad; distributed_data_parallel.py at d98e8a6 line 576): no pass there. The
-step-end all-reduce of the two copies' fp32 main_grad over the embedding group
-(finalize_model_grads.py _allreduce_word_embedding_grads at d98e8a6) is a collective, not counted
-here.
+step-end all-reduce of the two copies' main_grad over the embedding group
+(finalize_model_grads.py _allreduce_word_embedding_grads at d98e8a6) is cost.tied_embedding's.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The slowest pipeline stage sets the pace: we time the last stage (its layers plu
 GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops, core attention and its
 ring/Ulysses comm, TP all-gathers/reduce-scatters exposed, MoE all-to-alls, recompute re-running
 the forward it drops (cost.layer_times). Across micro-batches: 1F1B bubble
-(pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed,
+(pp-1) micro-batch times (Narayanan et al. 2021: bubble fraction (p-1)/m), PP sends exposed
+(and a tied embedding's gradient all-reduce between the pipeline's ends, cost.tied_embedding),
 DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
@@ -51,6 +52,7 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
 from sp_planner.pipeline import bubble_micro_batches, interleaved_drain_s, stage_pace
@@ -186,6 +188,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     edge_sends = interleaved_edge_sends_s(pp, c.vpp, pp_step, EMBEDDING_TP_REDUCE_SCATTERS * rs,
                                           LOSS_BACKWARD_SHARE * logits + out_tp_bwd)
     pp_sends = pp_sends + np.where(beside, edge_sends, 0.0)
+    # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
+    # before the optimizer, exposed whole (cost.tied_embedding).
+    pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
 
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;

@@ -14,7 +14,8 @@ with the next receive (`send_forward_recv_backward`) and waits for both; on the 
 schedule with overlap_p2p_comm (StepWork.pp_overlap, cost.overlap) a send runs beside the sender's
 next blocks instead, and only the receiver waits for it (the wait is `pp_comm` on the critical
 path). After its last backward a
-stage waits for its gradient buckets, steps the optimizer and, unless the framework overlaps it
+stage waits for its gradient buckets (the two ends of a tied model's pipeline then for their
+embedding all-reduce, cost.tied_embedding), steps the optimizer and, unless the framework overlaps it
 with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
 compute lost to hidden data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
 A stage's data-parallel calls share one stream (its data-parallel communicator's) across blocks:
@@ -37,7 +38,8 @@ from sp_planner.sim.work import StepWork
 @dataclass(slots=True)
 class Block:
     stage: int
-    kind: str  # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail", "dp_overlap_slowdown"
+    # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail", "tied_all_reduce", "dp_overlap_slowdown"
+    kind: str
     micro_batch: int  # -1 for the step tail
     start_s: float
     end_s: float
@@ -230,7 +232,18 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             remaining -= 1
             progressed = True
         assert progressed, "1F1B schedule deadlocked"
-    for stage in range(pp):
+    _step_tail(work, blocks, stage_tail, dp_free, dp_busy, dp_exposed)
+    step = max(b.end_s for b in blocks)
+    return PipelineSchedule(blocks=blocks, templates=templates, step_time_s=step)
+
+
+def _step_tail(work: StepWork, blocks: list[Block], stage_tail: list[int], dp_free: list[float],
+               dp_busy: list[float], dp_exposed: list[float]) -> None:
+    """Append each stage's blocks after its last backward: the rest of its gradient sync, a tied
+    table's all-reduce on the two ends, the optimizer and what follows it."""
+
+    def synced(stage: int) -> int:
+        """The block after which the stage's gradients are synced (its calls' tail, if any)."""
         last = stage_tail[stage]
         last_program = blocks[last].program
         assert last_program is not None, "a stage's last block is a backward, which has a program"
@@ -238,14 +251,16 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         # Earlier blocks' calls still queued on the stream (a chunk's sync behind the last ones).
         grads_done = max(own, dp_free[stage])
         dp_exposed[stage] += grads_done - own
-        prev = last
-        if grads_done > blocks[last].end_s:
-            blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
-            prev = len(blocks) - 1
+        if grads_done <= blocks[last].end_s:
+            return last
+        blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
+        return len(blocks) - 1
+
+    def finish(stage: int, prev: int) -> None:
         # Hidden DP traffic slows the compute it hides behind (cost.overlap); charged once, here.
         slowdown = work.dp_overlap_slowdown * max(0.0, dp_busy[stage] - dp_exposed[stage])
         after = [("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
-                ("dp_overlap_slowdown", slowdown)]
+                 ("dp_overlap_slowdown", slowdown)]
         # The FP8 weights' cast, in the next step's first forward, after the gather it reads (none
         # for bf16 weights, which get no block).
         if work.weight_cast_s and work.weight_cast_s[stage] > 0:
@@ -254,5 +269,20 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             start = blocks[prev].end_s
             blocks.append(Block(stage, kind, -1, start, start + duration, prev, 0.0, None))
             prev = len(blocks) - 1
-    step = max(b.end_s for b in blocks)
-    return PipelineSchedule(blocks=blocks, templates=templates, step_time_s=step)
+
+    pp = work.pp
+    if work.tied_all_reduce_s <= 0 or pp == 1:
+        for stage in range(pp):
+            finish(stage, synced(stage))
+        return
+    # The tied table's all-reduce (cost.tied_embedding): the two ends meet once both are synced
+    # (finalize_model_grads), the later one releasing it; each steps its optimizer after it.
+    done = [synced(stage) for stage in range(pp)]
+    ends = (0, pp - 1)
+    release = max((done[stage] for stage in ends), key=lambda i: (blocks[i].end_s, i))
+    start = blocks[release].end_s
+    for stage in ends:
+        blocks.append(Block(stage, "tied_all_reduce", -1, start, start + work.tied_all_reduce_s, release, 0.0, None))
+        done[stage] = len(blocks) - 1
+    for stage in range(pp):
+        finish(stage, done[stage])

@@ -31,6 +31,7 @@ from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
+from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
@@ -155,6 +156,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                                             micro_batches=m, edp=groups["edp"].shape[1]))
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
+    # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each
+    # sends 2 (n - 1) / n = 1 x its buffer in the ring's two rounds.
+    tied_bytes = float(tied_grad_bytes(model, one, runtime.states)[0])
+    tied = phase("tied embedding grad all-reduce", groups["pp"][:, [0, -1]], tied_bytes, "ring", "all_reduce",
+                 rounds=2) if tied_bytes > 0 else 0.0
 
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
@@ -196,6 +202,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_early_gather_s=early,
         dp_gather_by_chunk=bool(chunk_gathers_ahead(runtime.overlap, plan.zero, plan.vpp)),
         dp_backward_gather=plan.reshard_after_forward,
+        tied_all_reduce_s=tied,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
         weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m)[0]) for n in layers_of),
         dp_overlap_slowdown=s,

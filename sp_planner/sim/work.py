@@ -114,6 +114,9 @@ class StepWork(FrozenModel):
     # sim.pipeline), not from the forward that needs it.
     dp_gather_by_chunk: bool = False
     dp_backward_gather: bool = True
+    # A tied table's gradient all-reduce between the first and the last stage once both have
+    # their gradients synced, before either's optimizer (cost.tied_embedding; 0: none).
+    tied_all_reduce_s: float = NonNeg
     # After the last backward: optimizer, then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg
     # Per stage: FP8 GEMM weights cast once a step (cost.fp8_params.weight_cast_s; none for bf16).

@@ -141,3 +141,25 @@ def test_overlapped_sends_on_the_critical_path_are_pipeline_communication():
     # default on the interleaved schedule), cost what the analytic model says within 2%.
     assert sum(result.critical_path_by_kind_s.values()) == pytest.approx(result.step_time_s, rel=1e-9)
     assert result.step_time_s == pytest.approx(result.analytic_step_time_s, rel=0.02)
+
+
+def test_the_tied_all_reduce_joins_the_pipeline_ends_before_their_optimizers():
+    """pp 3, m 2, one layer a stage (3 s forward, 6 s backward), 1 s optimizer, a 0.5 s tied
+    all-reduce (cost.tied_embedding). Stage 0 ends its last backward last, at (m + pp - 1) x 9 =
+    36 s, stage 2 at 36 - 2 x 6 = 24 s: both run the all-reduce from 36 s and step at 36.5 s, the
+    middle stage at 30 s without it. A 20 s gradient tail on stage 2 (synced at 44 s) makes it the
+    one the all-reduce waits for instead."""
+    base = dict(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=1.0, dp_overlap_slowdown=0.0)
+    plain = schedule_step(StepWork(**base))
+    tied = schedule_step(StepWork(**base, tied_all_reduce_s=0.5))
+    assert plain.step_time_s == pytest.approx(37.0)
+    assert tied.step_time_s == pytest.approx(37.5)
+    joined = {b.stage: (b.start_s, b.end_s) for b in tied.blocks if b.kind == "tied_all_reduce"}
+    assert joined == {0: (pytest.approx(36.0), pytest.approx(36.5)), 2: (pytest.approx(36.0), pytest.approx(36.5))}
+    steps = {b.stage: b.start_s for b in tied.blocks if b.kind == "optimizer"}
+    assert steps == {0: pytest.approx(36.5), 1: pytest.approx(30.0), 2: pytest.approx(36.5)}
+    late = (DPCalls(), DPCalls(), DPCalls(tail=(20.0,)))
+    waited = schedule_step(StepWork(**base, tied_all_reduce_s=0.5, dp_reduce=late))
+    joined = {b.stage: b.start_s for b in waited.blocks if b.kind == "tied_all_reduce"}
+    assert joined == {0: pytest.approx(44.0), 2: pytest.approx(44.0)}
+    assert waited.step_time_s == pytest.approx(45.5)

@@ -125,3 +125,23 @@ def test_the_simulated_first_stage_runs_the_embedding_passes_by_hand():
     assert [e.stage for e in events] == [0]
     assert events[0].end_s - events[0].start_s == pytest.approx(12 * 128256 * 4096 / (3.35e12 * 0.76))
     assert events[0].end_s - events[0].start_s == pytest.approx(2.4761e-3, rel=1e-4)
+
+
+def test_the_tied_all_reduce_crosses_nodes_in_both_models_by_hand():
+    # A tied Llama-3-8B at tp 4, pp 4, dp 2 on 4 nodes: the pipeline's ends, 3 x 8 ranks apart, sum
+    # their fp32 main_grad of 128,256 x 4096 / 4 elements, 525,336,576 B, each end through its own
+    # 400G NIC (50 GB/s x 0.94) with 2 network steps of 14 us: 11.205 ms, after the gradient sync and
+    # before the optimizer, on the critical path (cost.tied_embedding). Both models add it whole.
+    plan, workload = ParallelPlan(tp=4, pp=4, dp=2, zero=1), Workload(seq_len=8192, global_batch=16)
+    tied = MODEL.model_copy(update={"tie_word_embeddings": True})
+    with_it, without = (simulate(m, H100, workload, plan, num_nodes=4, gpus_per_node=8, detail=False)
+                        for m in (tied, MODEL))
+    by_hand = 525_336_576 / (50e9 * 0.94) + 2 * 14e-6
+    assert by_hand == pytest.approx(11.205e-3, rel=1e-4)
+    (phase,) = [p for p in with_it.phases if p.name == "tied embedding grad all-reduce"]
+    assert phase.crosses_nodes and phase.num_groups == 8
+    assert phase.duration_s == pytest.approx(by_hand, rel=1e-9)
+    assert with_it.step_time_s - without.step_time_s == pytest.approx(by_hand, rel=1e-6)
+    assert with_it.analytic_step_time_s - without.analytic_step_time_s == pytest.approx(by_hand, rel=1e-6)
+    assert with_it.critical_path_by_kind_s["pp_comm"] - without.critical_path_by_kind_s["pp_comm"] == pytest.approx(
+        by_hand, rel=1e-6)
