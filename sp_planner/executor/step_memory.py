@@ -3,7 +3,9 @@
 step, executor.memory; CUDA: max_memory_allocated above memory_allocated before it).
 
 Each method below (and in step_ops) is the executor function it names, statement for statement,
-on `meta_tensors.Meta` stand-ins, so every storage is made and freed where the real one is. The
+on `meta_tensors.Meta` stand-ins, so every storage is made and freed where the real one is, but
+for loop turns that repeat an earlier one to the byte (computed_steps, gathered_order: O(1) a
+rank, not O(ring)); one rank of each kind of work stands for the others (step_peak_bytes). The
 step's inputs (this rank's Q, K, V, dO) exist before it and are not counted. What a kernel
 allocates inside itself is counted as the measurement sees it: nothing on CPU (the dispatch mode
 sees only an op's outputs, not its scratch or TensorIterator's dtype-cast copies); on CUDA the
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sp_planner.executor.blocks import block_for_step, pieces_for_rank
+from sp_planner.executor.blocks import Block, block_for_step, pieces_for_rank
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.kernel_rules import FLASH, cuda_kernel_for
 from sp_planner.executor.meta_tensors import Meta, new
@@ -40,6 +42,24 @@ class _Ring:
     dims: tuple[int, int]
 
 
+def computed_steps(ring: _Ring, seq_local: int) -> list[tuple[int, Block]]:
+    """The ring steps the replay computes, with their blocks: those with one (block_for_step), less
+    the third and later of a run of equal blocks after the first three. A computed step allocates
+    by its block alone, over the loop's buffers and the previous computed step's results (the
+    first two also differ in whether a first result exists, in fp32 aliasing the accumulator), so
+    such a step repeats the one before it to the byte and the loop ends with the same results."""
+    kept: list[tuple[int, Block]] = []
+    computed: list[Block] = []
+    for step in range(ring.size):
+        block = block_for_step(step, ring.rank, ring.size, seq_local, causal=ring.causal, layout=ring.layout)
+        if block is None:
+            continue
+        if len(computed) < 3 or not block == computed[-1] == computed[-2]:
+            kept.append((step, block))
+        computed.append(block)
+    return kept
+
+
 class _Step(StepOps):
     """The ring, all-gather and Ulysses levels of a step, on StepOps."""
 
@@ -48,18 +68,16 @@ class _Step(StepOps):
         buffers = [(k.like(), v.like()) for _ in range(2)]
         out = lse = out_b = lse_b = None
         current = (k, v)
-        for step in range(ring.size):
+        for step, block in computed_steps(ring, q.shape[1]):
             incoming = buffers[step % 2]
-            block = block_for_step(step, ring.rank, ring.size, q.shape[1], causal=ring.causal, layout=ring.layout)
-            if block is not None:
-                kb, vb = (t.rows(1, block.kv_rows) for t in current)
-                out_b, lse_b = self.forward_call(q.rows(1, block.q_rows), kb, vb, ring.dims)
-                del kb, vb
-                if out is None or lse is None:
-                    out, lse = out_b.to(FP32), lse_b.to(FP32)
-                else:
-                    merged = self.merge_partial(out.rows(1, block.q_rows), lse.rows(2, block.q_rows), out_b, lse_b)
-                    del merged
+            kb, vb = (t.rows(1, block.kv_rows) for t in current)
+            out_b, lse_b = self.forward_call(q.rows(1, block.q_rows), kb, vb, ring.dims)
+            del kb, vb
+            if out is None or lse is None:
+                out, lse = out_b.to(FP32), lse_b.to(FP32)
+            else:
+                merged = self.merge_partial(out.rows(1, block.q_rows), lse.rows(2, block.q_rows), out_b, lse_b)
+                del merged
             current = incoming
         assert out is not None and lse is not None
         finite = self.new(lse.shape, BOOL), self.new((), BOOL)  # torch.isfinite(lse).all()
@@ -71,14 +89,12 @@ class _Step(StepOps):
         grad_buffers = [(k.like(FP32), v.like(FP32)) for _ in range(2)]
         dq = q.like(FP32)
         current = (k, v)
-        for step in range(ring.size):
+        for step, block in computed_steps(ring, q.shape[1]):
             incoming = kv_buffers[step % 2]
-            block = block_for_step(step, ring.rank, ring.size, q.shape[1], causal=ring.causal, layout=ring.layout)
-            if block is not None:
-                rows, kv_rows = block.q_rows, block.kv_rows
-                dq_b, dk_b, dv_b = self.backward_call(  # noqa: F841 - alive until the next step's
-                    dout.rows(1, rows), q.rows(1, rows), current[0].rows(1, kv_rows), current[1].rows(1, kv_rows),
-                    out.rows(1, rows), lse.rows(2, rows), ring.dims)
+            rows, kv_rows = block.q_rows, block.kv_rows
+            dq_b, dk_b, dv_b = self.backward_call(  # noqa: F841 - alive until the next step's
+                dout.rows(1, rows), q.rows(1, rows), current[0].rows(1, kv_rows), current[1].rows(1, kv_rows),
+                out.rows(1, rows), lse.rows(2, rows), ring.dims)
             current = incoming
         dk, dv = grad_buffers[ring.size % 2] if ring.size > 1 else grad_buffers[0]
         return self._results(dq, dk, dv, q.elem_bytes)
@@ -95,11 +111,13 @@ class _Step(StepOps):
         chunk, concatenated) on the host, concatenated, then moved to the device."""
         zigzag = ring.size > 1 and ring.layout == "zigzag"
         chunk = seq_len // (2 * ring.size if zigzag else ring.size)
-        parts = []
-        for _ in range(ring.size):
-            aranges = [self.host((chunk,), INT64) for _ in range(2 if zigzag else 1)]
-            parts.append(self.host((len(aranges) * chunk,), INT64))
-            del aranges
+        # Every rank's turn of the loop makes and frees the same, so its peak is the last turn's:
+        # the parts of the others, alive by then, as one storage (byte-exact: host storages are
+        # counted on CPU only, whose ledger does not round), then the last turn statement for statement.
+        parts = [self.host(((ring.size - 1) * (2 if zigzag else 1) * chunk,), INT64)]
+        aranges = [self.host((chunk,), INT64) for _ in range(2 if zigzag else 1)]
+        parts.append(self.host((len(aranges) * chunk,), INT64))
+        del aranges
         order = self.host((seq_len,), INT64)
         del parts
         return order if self.device == "cpu" else self.new((seq_len,), INT64)
@@ -209,15 +227,34 @@ def ring_rank_peak_bytes(cfg: RunConfig, ring_rank: int) -> int | None:
     rank of a Ulysses group alike); None where the kernel is not covered."""
     if step_memory_covered(cfg) is not None:
         return None
-    ring = _Ring(size=cfg.ring, rank=ring_rank, causal=cfg.causal, layout=cfg.ring_layout,
+    return _Step(cfg.device).step(cfg, _ring(cfg, ring_rank))
+
+
+def _ring(cfg: RunConfig, ring_rank: int) -> _Ring:
+    return _Ring(size=cfg.ring, rank=ring_rank, causal=cfg.causal, layout=cfg.ring_layout,
                  dims=(cfg.head_dim, cfg.v_dim))
-    return _Step(cfg.device).step(cfg, ring)
+
+
+def _rank_work(cfg: RunConfig, ring_rank: int) -> tuple:
+    """What of the replay depends on the ring rank: the shapes of its kernel calls, in order (the
+    computed ring steps' blocks, or all-gather CP's pieces). Ranks with the same work peak alike."""
+    seq_local = cfg.seq_len // cfg.world_size * cfg.ulysses  # the ring level's query rows (step: after SeqToHead)
+    if cfg.cp_comm == "allgather":  # slices are not hashable before Python 3.12: their ends
+        return tuple((p.q_rows.start, p.q_rows.stop, p.kv_end - p.kv_start, p.causal) for p in pieces_for_rank(
+            ring_rank, cfg.ring, seq_local * cfg.ring, causal=cfg.causal, layout=cfg.ring_layout))
+    return tuple((b.q_rows.start, b.q_rows.stop, b.kv_rows.start, b.kv_rows.stop, b.causal)
+                 for _, b in computed_steps(_ring(cfg, ring_rank), seq_local))
 
 
 def step_peak_bytes(cfg: RunConfig) -> int | None:
-    """The largest rank's (causal ring ranks compute different blocks); None where not covered."""
-    peaks = [ring_rank_peak_bytes(cfg, r) for r in range(cfg.ring)]
-    return None if None in peaks else max(p for p in peaks if p is not None)
+    """The largest rank's (causal ring ranks compute different blocks), replaying one rank of each
+    kind of work (_rank_work: at most 3 in a ring, 5 zigzag; one a rank of all-gather CP); None where not covered."""
+    if step_memory_covered(cfg) is not None:
+        return None
+    replayed: dict[tuple, int] = {}  # work -> the first ring rank doing it
+    for r in range(cfg.ring):
+        replayed.setdefault(_rank_work(cfg, r), r)
+    return max(_Step(cfg.device).step(cfg, _ring(cfg, r)) for r in replayed.values())
 
 
 def single_run_peak_bytes(cfg: RunConfig) -> int | None:

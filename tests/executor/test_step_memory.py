@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from sp_planner.executor import step_memory
+from sp_planner.executor.blocks import block_for_step
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.memory import TensorBytesTracker
+from sp_planner.executor.meta_tensors import new
 from sp_planner.executor.predict import predict
 from sp_planner.executor.kernels import select_kernel
 from sp_planner.executor.reference import global_inputs, single_device_run
@@ -19,6 +22,7 @@ from sp_planner.executor.step_memory import (
     single_run_peak_bytes,
     step_peak_bytes,
 )
+from sp_planner.executor.step_ops import INT64
 
 GPU_CHECK = Path(__file__).resolve().parents[2] / "docs" / "gpu-check" / "2026-12-04-h200"
 
@@ -125,3 +129,77 @@ def test_single_device_run_replay_equals_the_tracker(shape):
         results = single_device_run(inputs, causal=cfg.causal, kernel=kernel, dtype=dtype)
     assert tracker.peak_bytes == single_run_peak_bytes(cfg)
     del results
+
+
+def _every_step(ring, seq_local):
+    """The ring loop as the executor runs it: every step that has a block."""
+    blocks = [(step, block_for_step(step, ring.rank, ring.size, seq_local, causal=ring.causal, layout=ring.layout))
+              for step in range(ring.size)]
+    return [(step, block) for step, block in blocks if block is not None]
+
+
+def _gathered_order_turn_by_turn(self, seq_len, ring):
+    """allgather._gathered_order, every rank's turn of its loop."""
+    zigzag = ring.size > 1 and ring.layout == "zigzag"
+    chunk = seq_len // (2 * ring.size if zigzag else ring.size)
+    parts = []
+    for _ in range(ring.size):
+        aranges = [self.host((chunk,), INT64) for _ in range(2 if zigzag else 1)]
+        parts.append(self.host((len(aranges) * chunk,), INT64))
+        del aranges
+    order = self.host((seq_len,), INT64)
+    del parts
+    return order if self.device == "cpu" else self.new((seq_len,), INT64)
+
+
+def _phase_peaks(cfg, ring_rank):
+    """The ring level's forward and backward peaks apart (the step's is their larger, and the
+    backward's mostly), and all-gather CP's order's alone: what left-out turns would change first."""
+    ops = step_memory._Step(cfg.device)
+    ring = step_memory._ring(cfg, ring_rank)
+    b, s, h, kv, d, dv = cfg.batch, cfg.seq_len // cfg.ring, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.v_dim
+    q, k, v, dout = (new(ops.ledger, shape, cfg.elem_bytes, counted=False)
+                     for shape in ((b, s, h, d), (b, s, kv, d), (b, s, kv, dv), (b, s, h, dv)))
+    allgather = cfg.cp_comm == "allgather"
+    out, lse = (ops.allgather_forward if allgather else ops.ring_forward)(q, k, v, ring)
+    forward, ops.ledger.peak_bytes = ops.ledger.peak_bytes, ops.ledger.live_bytes
+    grads = (ops.allgather_backward if allgather else ops.ring_backward)(dout, q, k, v, out, lse, ring)  # noqa: F841
+    alone = step_memory._Step(cfg.device)
+    order = alone.gathered_order(cfg.seq_len, ring)  # noqa: F841 - its own peak, below the kernels'
+    return forward, ops.ledger.peak_bytes, alone.ledger.peak_bytes
+
+
+@pytest.mark.parametrize("cp_comm", ["p2p", "allgather"])
+def test_the_shortened_replay_equals_every_rank_and_turn_replayed(cp_comm, monkeypatch):
+    # Every rank, every ring step and every rank's turn of the all-gather order: the replay as it
+    # was before it left out repeated turns and ranks, against the one sp-run's fit check runs.
+    configs = [RunConfig(ulysses=u, ring=ring, seq_len=u * ring * 12, cp_comm=cp_comm, causal=causal,
+                         ring_layout=layout, dtype=dtype, device=device, **heads)
+               for ring in (1, 2, 3, 5, 8) for u in (1, 2) for causal in (True, False)
+               for layout in ("contiguous", "zigzag") for dtype, device in (
+                   ("float32", "cpu"), ("bfloat16", "cpu"), ("float16", "cuda"))
+               for heads in (dict(num_heads=4, num_kv_heads=1, head_dim=8),
+                             dict(num_heads=2, num_kv_heads=2, head_dim=12, v_head_dim=8, batch=2))]
+    fast = [step_peak_bytes(cfg) for cfg in configs]
+    fast_phases = [[_phase_peaks(cfg, r) for r in range(cfg.ring)] for cfg in configs if cfg.ulysses == 1]
+    monkeypatch.setattr(step_memory, "computed_steps", _every_step)
+    monkeypatch.setattr(step_memory._Step, "gathered_order", _gathered_order_turn_by_turn)
+    full = [max(ring_rank_peak_bytes(cfg, r) for r in range(cfg.ring)) for cfg in configs]
+    assert fast == full and len(configs) == 240
+    assert fast_phases == [[_phase_peaks(cfg, r) for r in range(cfg.ring)] for cfg in configs if cfg.ulysses == 1]
+
+
+@pytest.mark.parametrize(("layout", "causal", "replayed"), [("contiguous", True, 3), ("zigzag", True, 5),
+                                                            ("zigzag", False, 1)])
+def test_a_ring_of_256_replays_one_rank_of_each_kind(layout, causal, replayed, monkeypatch):
+    # contiguous: rank 0 (its own block), 1 (one earlier block), the rest (two or more); zigzag:
+    # ranks 0, 1, size-2, size-1 and those between (two or more earlier and later blocks each)
+    calls = []
+    step = step_memory._Step.step
+    monkeypatch.setattr(step_memory._Step, "step", lambda self, cfg, ring: calls.append(ring.rank) or step(
+        self, cfg, ring))
+    cfg = RunConfig(ulysses=1, ring=256, seq_len=256 * 16, num_heads=2, num_kv_heads=2, head_dim=8, causal=causal,
+                    ring_layout=layout, dtype="bfloat16")
+    peak = step_peak_bytes(cfg)
+    assert len(calls) == replayed
+    assert peak == max(ring_rank_peak_bytes(cfg, r) for r in (0, 1, 2, 254, 255))
