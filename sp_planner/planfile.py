@@ -4,15 +4,16 @@ The schema is versioned; `plan_file_json_schema()` exports it (docs/plan.schema.
 groups are written as their generator (`rank_layout`: axis order and degrees, a few lines at any
 scale); the full lists (`rank_groups`) only on request. Reading a plan file expands the generator
 and checks it, and any full lists, against the layout the executor uses. Fields added since a file
-was written read as their defaults (one schema_version throughout), but for the model's softmax
-scale, whose default would change what sp-run computes (sp_planner.planfile_scale).
+was written read as their defaults (one schema_version throughout), but for the model's attention
+fields whose default would change what sp-run computes (sp_planner.planfile_unrecorded).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
@@ -29,7 +30,7 @@ from sp_planner.catalog.models import builtin_models
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
-from sp_planner.planfile_scale import UnrecordedScale, unrecorded_scale
+from sp_planner.planfile_unrecorded import Unrecorded, unrecorded_fields
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -167,14 +168,15 @@ def write_plan_file(path: Path, plan_file: PlanFile) -> None:
 
 class LoadedPlan(NamedTuple):
     plan_file: PlanFile
-    # A file written before plan files recorded the model's softmax scale: how it was settled
-    # (planfile_scale); None where the file records it.
-    unrecorded_scale: UnrecordedScale | None
+    # A file written before plan files recorded some of the model's attention fields: how they
+    # were settled (planfile_unrecorded); None where the file records them all.
+    unrecorded: Unrecorded | None
 
 
-def load_plan_file(path: Path) -> LoadedPlan:
+def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> LoadedPlan:
     """Read plan.json. Fields added after a file was written read as their defaults, except the
-    model's softmax scale (planfile_scale): a built-in model's is taken from the catalog."""
+    model's attention fields (planfile_unrecorded): a built-in model's are taken from the catalog,
+    or `given`'s (sp-run's flags) where the file lacks them."""
     data = read_structured(Path(path), what="plan")
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise UserInputError(
@@ -183,9 +185,10 @@ def load_plan_file(path: Path) -> LoadedPlan:
         )
     plan_file = validate_as(PlanFile, data, what="plan", path=path)
     assert isinstance(data, dict)  # validate_as accepted it as a PlanFile
-    unrecorded = unrecorded_scale(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}")
-    if unrecorded is not None and unrecorded.scale is not None:
-        model = plan_file.model.model_copy(update={"softmax_scale": unrecorded.scale})
+    unrecorded = unrecorded_fields(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}",
+                                   given=given)
+    if unrecorded is not None and unrecorded.updates:
+        model = plan_file.model.model_copy(update=dict(unrecorded.updates))
         plan_file = plan_file.model_copy(update={"model": model})
     return LoadedPlan(plan_file, unrecorded)
 

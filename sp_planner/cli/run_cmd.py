@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import file_name, run_app
-from sp_planner.cli.run_model import Layer, model_attention, plan_with_scale
+from sp_planner.cli.run_model import Layer, model_attention, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
@@ -30,7 +30,7 @@ from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.planfile import PlanFile, load_plan_file
+from sp_planner.planfile import PlanFile
 from sp_planner.units import parse_tokens
 from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
@@ -84,7 +84,7 @@ def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: L
     """sp-run arguments reproducing this run (for the printed cluster command)."""
     if plan_path is not None:
         args = ["--plan", str(plan_path)] + (["--layer", layer] if layer is not None else [])
-        # a scale the plan file does not record (plan_with_scale) goes with it to every node
+        # a scale the plan file does not record (settled_plan) goes with it to every node
         args += ["--softmax-scale", repr(plan_scale)] if plan_scale is not None else []
     else:
         args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
@@ -192,9 +192,9 @@ def run(
     layer_note = None
     if plan is not None:
         _finite_positive(softmax_scale, "--softmax-scale")
-        plan_file, scale_note = plan_with_scale(load_plan_file(plan), softmax_scale, plan)
-        if scale_note is not None:
-            sys.stderr.write(f"note: {scale_note}\n")
+        plan_file, plan_note = settled_plan(plan, softmax_scale)
+        if plan_note is not None:
+            sys.stderr.write(f"note: {plan_note}\n")
         plan_shape = {name: value for name, value in shape.items() if name != "--softmax-scale"}
         cfg, layer_note = _config_from_plan(plan_file, plan_shape, layer, dtype=dtype or "bfloat16", **run_options)
     else:

@@ -1,6 +1,6 @@
 """What sp-run runs of a plan's model beyond its heads: MLA's two head dims, a softmax scale other
-than 1/sqrt(q/k head dim) (settled for plan files that predate it), a logit softcap, and which
-layer of a model with local (sliding-window or chunked) attention layers. Torch-free.
+than 1/sqrt(q/k head dim), a logit softcap (each settled for plan files that predate it), and
+which layer of a model with local (sliding-window or chunked) attention layers. Torch-free.
 
 A plan's ModelSpec holds MLA as the mean head dim of its Q/K and V (the width the cost model
 needs); the executor runs the real ones (q/k qk_nope + qk_rope, v v_head_dim). Gemma 2/3 and
@@ -16,25 +16,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sp_planner.errors import UserInputError
-from sp_planner.planfile import LoadedPlan, PlanFile
+from sp_planner.planfile import PlanFile, load_plan_file
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
 
 Layer = Literal["local", "global"]
 
 
-def plan_with_scale(loaded: LoadedPlan, given: float | None, path: Path) -> tuple[PlanFile, str | None]:
-    """The plan file with its model's softmax scale settled, and a note for stderr. A file written
-    before plan files recorded the scale (planfile_scale) takes --softmax-scale (`given`), else the
-    scale its loading settled, and is refused where none could be; a file that records it refuses
-    --softmax-scale, as the plan's other shapes refuse their flags."""
-    plan_file, unrecorded = loaded
-    if given is not None:
-        if unrecorded is None:
-            raise UserInputError(f"--softmax-scale: plan file {path} records its model's softmax scale "
-                                 f"({plan_file.model.attention_scale:.6g}); drop --softmax-scale or drop --plan")
-        model = plan_file.model.model_copy(update={"softmax_scale": given})
-        return plan_file.model_copy(update={"model": model}), None
+def settled_plan(path: Path, softmax_scale: float | None) -> tuple[PlanFile, str | None]:
+    """The plan file with its model's attention settled, and a note for stderr. A file written
+    before plan files recorded some of its model's attention fields (planfile_unrecorded) takes
+    --softmax-scale for the scale, else the values its loading settled, and is refused where one
+    could not be settled; a file that records the scale refuses --softmax-scale, as the plan's other
+    shapes refuse their flags."""
+    plan_file, unrecorded = load_plan_file(path, None if softmax_scale is None else {"softmax_scale": softmax_scale})
+    if softmax_scale is not None and (unrecorded is None or "softmax_scale" not in unrecorded.missing):
+        raise UserInputError(f"--softmax-scale: plan file {path} records its model's softmax scale "
+                             f"({plan_file.model.attention_scale:.6g}); drop --softmax-scale or drop --plan")
     if unrecorded is None:
         return plan_file, None
     if unrecorded.problem is not None:

@@ -15,10 +15,10 @@ import pytest
 from sp_planner.catalog.hardware import load_hardware
 from sp_planner.catalog.models import load_model
 from sp_planner.cli.run_cmd import _config_from_plan, main
-from sp_planner.cli.run_model import model_attention, plan_with_scale
+from sp_planner.cli.run_model import model_attention, settled_plan
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, load_plan_file, write_plan_file
+from sp_planner.planfile import PlanFile, write_plan_file
 from sp_planner.specs.model import MLASpec, ModelSpec, WindowSpec
 from sp_planner.specs.workload import Workload
 
@@ -162,11 +162,14 @@ def test_an_mla_plan_runs_its_own_head_dims_and_softmax_scale_round_the_ring(tmp
     assert "head_dim 12 (q/k) / 8 (v), softmax scale 0.6 (1/sqrt(12) = 0.2887)" in done.stdout
 
 
-def _older_plan(tmp_path: Path, model: ModelSpec, **model_edits) -> Path:
-    """A plan written now, its model's softmax_scale deleted as files written before it lack it."""
-    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=64)
+def _older_plan(tmp_path: Path, model: ModelSpec, seq_len: int = 64, drop: tuple[str, ...] = (),
+                **model_edits) -> Path:
+    """A plan written now, its model's softmax_scale (and `drop`) deleted as files written before
+    them lack them."""
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=seq_len)
     doc = json.loads(path.read_text())
-    del doc["model"]["softmax_scale"]
+    for key in ("softmax_scale", *drop):
+        del doc["model"][key]
     doc["model"].update(model_edits)
     path.write_text(json.dumps(doc))
     return path
@@ -186,7 +189,7 @@ def test_an_older_gemma_plan_runs_its_scale_with_one_note(tmp_path, capsys):
     assert err == (f"note: plan file {path} was written before plan files recorded the softmax scale; its model is "
                    "the built-in Gemma-2-27B, whose scale 0.0833333 (not 1/sqrt(128) = 0.0883883) is applied\n")
     assert "--softmax-scale" not in launch  # every node settles it the same way
-    plan_file, note = plan_with_scale(load_plan_file(path), None, path)
+    plan_file, note = settled_plan(path, None)
     cfg, _ = _config_from_plan(plan_file, {}, None, dtype="bfloat16")
     assert cfg.softmax_scale == 144**-0.5 and cfg.scale == 144**-0.5
 
@@ -202,7 +205,7 @@ def test_an_older_plan_whose_scale_cannot_be_told_takes_softmax_scale(tmp_path, 
     assert "pass --softmax-scale with the model's scale" in err
     launch, err = _launch_line(["--plan", str(path), "--softmax-scale", "0.0833"], capsys)
     assert err == "" and f"--plan {path} --softmax-scale 0.0833 --device cuda" in launch
-    plan_file, note = plan_with_scale(load_plan_file(path), 0.0833, path)
+    plan_file, note = settled_plan(path, 0.0833)
     assert note is None and _config_from_plan(plan_file, {}, None)[0].softmax_scale == 0.0833
 
 
@@ -213,3 +216,36 @@ def test_softmax_scale_with_a_plan_that_records_one_is_refused(tmp_path, capsys)
     assert done.value.code == 2
     assert capsys.readouterr().err == (f"error: --softmax-scale: plan file {path} records its model's softmax scale "
                                        "(0.0833333); drop --softmax-scale or drop --plan\n")
+
+
+BEFORE_MLA = ("mla", "window", "qk_norm")  # a plan of 2026-11-22 to 12-01 (planfile_unrecorded)
+
+
+def test_an_older_gemma_plan_without_a_window_runs_its_capped_local_layer(tmp_path, capsys):
+    # Read as written, it ran full attention at 1/sqrt(128) without the softcap, and said nothing.
+    path = _older_plan(tmp_path, load_model("gemma-2-27b"), seq_len=8192, drop=BEFORE_MLA)
+    launch, err = _launch_line(["--plan", str(path)], capsys)
+    assert err == (f"note: plan file {path} was written before plan files recorded the attention window and logit "
+                   "softcap (window) and the softmax scale; its model is the built-in Gemma-2-27B, whose window "
+                   "(sliding, 4K tokens, 1 local : 1 global layers, logit softcap 50) and scale 0.0833333 (not "
+                   "1/sqrt(128) = 0.0883883) are applied\n")
+    assert f"--plan {path} --device cuda" in launch  # every node settles it the same way
+    plan_file, _ = settled_plan(path, None)
+    cfg, note = _config_from_plan(plan_file, {}, None, dtype="bfloat16")
+    assert (cfg.softcap, cfg.window, cfg.window_kind, cfg.softmax_scale) == (50.0, 4096, "sliding", 144**-0.5)
+    assert "Gemma-2-27B has 23 sliding-window (4K-token) layers of 46" in note
+    cfg, _ = _config_from_plan(plan_file, {}, "global", dtype="bfloat16")
+    assert (cfg.softcap, cfg.window) == (50.0, None)
+
+
+def test_an_older_plan_whose_window_cannot_be_told_is_refused_in_one_line(tmp_path, capsys):
+    path = _older_plan(tmp_path, load_model("gemma-2-27b"), drop=BEFORE_MLA, num_layers=40)
+    for scale in ([], ["--softmax-scale", "0.0833"]):  # the scale given, the window still unknown
+        with pytest.raises(SystemExit) as done:
+            main(["--plan", str(path), *scale, "--print-launch"])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(
+            f"error: plan file {path} was written before plan files recorded the attention window and logit softcap "
+            "(window)" + ("" if scale else " and the softmax scale") + ", and its model bears the name of the built-in")
+        assert err.endswith("(sp-run gives the window by --window, --window-kind and --softcap only without --plan)\n")
