@@ -19,13 +19,13 @@ import typer
 from rich.console import Console
 
 from sp_planner.cli.common import file_name, run_app
+from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
 from sp_planner.cli.run_model import Layer, model_attention, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
 from sp_planner.executor.config import Device
-from sp_planner.executor.launch import LaunchSpec, cluster_argv
 from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
@@ -77,27 +77,6 @@ def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Laye
         batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
         num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, **attention, **run_options,
     ), note
-
-
-def _cli_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: Layer | None = None,
-              plan_scale: float | None = None) -> list[str]:
-    """sp-run arguments reproducing this run (for the printed cluster command)."""
-    if plan_path is not None:
-        args = ["--plan", str(plan_path)] + (["--layer", layer] if layer is not None else [])
-        # a scale the plan file does not record (settled_plan) goes with it to every node
-        args += ["--softmax-scale", repr(plan_scale)] if plan_scale is not None else []
-    else:
-        args = ["--ulysses", str(cfg.ulysses), "--ring", str(cfg.ring), "--seq-len", str(cfg.seq_len),
-                "--batch", str(cfg.batch), "--heads", str(cfg.num_heads), "--kv-heads", str(cfg.num_kv_heads),
-                "--head-dim", str(cfg.head_dim), "--ring-layout", cfg.ring_layout]
-        args += ["--cp-comm", cfg.cp_comm] if cfg.cp_comm != "p2p" else []  # p2p is the default
-        args += ["--causal"] if cfg.causal else []
-        args += ["--v-head-dim", str(cfg.v_head_dim)] if cfg.v_head_dim is not None else []
-        args += ["--softmax-scale", repr(cfg.softmax_scale)] if cfg.softmax_scale is not None else []
-        args += ["--softcap", str(cfg.softcap)] if cfg.softcap is not None else []
-        args += ["--window", str(cfg.window), "--window-kind", cfg.window_kind] if cfg.window is not None else []
-    args += ["--device", "cuda", "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
-    return args + (["--out", str(out)] if out is not None else [])
 
 
 def _joined_launch() -> bool:
@@ -209,17 +188,17 @@ def run(
         raise UserInputError(f"--node-rank {node_rank} is outside the {nodes} nodes of --nodes: give 0 to "
                              f"{nodes - 1}, one per node")
     if agent or print_launch or _joined_launch():
-        cfg = cfg.model_copy(update={"nproc_per_node": _ranks_per_node(cfg.world_size, nodes, nproc_per_node,
-                                                                       plan_file)})
+        cfg = cfg.model_copy(update={"nproc_per_node": ranks_per_node(cfg.world_size, nodes, nproc_per_node,
+                                                                      plan_file)})
     elif nodes is not None or nproc_per_node is not None:
         raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
                              "HOST:PORT (and start sp-run on every node), or use --print-launch")
     check_config(cfg)
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
-    cluster = _cluster_argv(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
-                            given=nproc_per_node is not None or nodes is not None, layer=layer,
-                            plan_scale=softmax_scale if plan is not None else None)
+    cluster = cluster_command(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
+                              given=nproc_per_node is not None or nodes is not None, layer=layer,
+                              plan_scale=softmax_scale if plan is not None else None)
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
@@ -265,33 +244,6 @@ def _finite_positive(value: float | None, option: str) -> None:
     """A float option that must be a finite number above 0 (typer's FloatRange lets nan through)."""
     if value is not None and not (math.isfinite(value) and 0 < value <= MAX_SCORE_FACTOR):
         raise UserInputError(f"{option} {value:g}: must be a finite positive number (at most {MAX_SCORE_FACTOR:g})")
-
-
-def _cluster_argv(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
-                  rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None,
-                  plan_scale: float | None = None) -> list[str]:
-    """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
-    The joined ranks must expect the same ranks per node as the printed line starts (given)."""
-    per_node = cfg.nproc_per_node or _ranks_per_node(cfg.world_size, None, None, plan_file)
-    sp_run_args = _cli_args(cfg, plan, out, layer, plan_scale) + (["--nproc-per-node", str(per_node)] if given else [])
-    return cluster_argv(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
-                                      rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id),
-                           sp_run_args)
-
-
-def _ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:
-    """Ranks per node of a multi-node run: --nproc-per-node, else world/--nodes, else the plan's
-    GPUs per node (8 without a plan), at most the world."""
-    if nodes is not None and nproc_per_node is not None and nodes * nproc_per_node != world:
-        raise UserInputError(f"--nodes {nodes} x --nproc-per-node {nproc_per_node} = {nodes * nproc_per_node} "
-                             f"ranks, but the run needs ulysses*ring = {world}")
-    if nproc_per_node is not None:
-        return nproc_per_node
-    if nodes is not None:
-        if world % nodes != 0:
-            raise UserInputError(f"ulysses*ring = {world} ranks do not split evenly over --nodes {nodes}")
-        return world // nodes
-    return min(plan_file.gpus_per_node if plan_file else 8, world)
 
 
 def main(argv: list[str] | None = None) -> None:
