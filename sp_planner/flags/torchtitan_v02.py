@@ -61,6 +61,13 @@ def failures(request: FlagRequest) -> list[str]:
             f"{what} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
             "torchtitan's plain DDP only runs alone (1D); use zero >= 1 (FSDP) with dp_shard > 1"
         )
+    if m.tie_word_embeddings and p.pp > 1:
+        # 0.3.x raises NotImplementedError("Weight tying is not supported with Pipeline Parallel.")
+        # (models/common/decoder.py b5bcd76 168-171, since 8953d2e llama3/model.py:128); 0.2.2's
+        # split deep-copies the whole model per stage (distributed/pipeline_parallel.py:392), so the
+        # first stage's embedding and the last stage's output would train apart, untied.
+        failures.append(f"tie_word_embeddings with pp {p.pp} cannot be expressed: torchtitan does not tie "
+                        "the embedding and the output across pipeline stages; use pp 1")
     return failures + pipeline_failures(request) + torchtitan_failures(request)
 
 

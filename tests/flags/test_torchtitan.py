@@ -121,3 +121,13 @@ def test_a_model_with_dropout_is_told_torchtitan_has_none(build):
     assert [n for n in notes if "dropout" in n] == [
         "torchtitan's models have no dropout: the plan counts hidden dropout 0.1 and attention dropout 0, whose "
         "passes and masks this run will not have."]
+
+
+def test_tied_embeddings_refuse_pipeline(build):
+    # torchtitan raises NotImplementedError for weight tying with PP (decoder.py b5bcd76 168-171).
+    tied = build.llama2_7b.model_copy(update={"tie_word_embeddings": True})
+    for version in ("0.2.2", "0.3.0"):
+        piped = build.request(tied, 4096, 16, dp=4, pp=2).model_copy(update={"framework_version": version})
+        flags = _render_flags("torchtitan", piped)
+        assert not flags.supported and "tie_word_embeddings with pp 2 cannot be expressed" in flags.reason
+    assert render_flags("torchtitan", build.request(tied, 4096, 16, dp=8)).supported
