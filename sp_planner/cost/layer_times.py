@@ -72,6 +72,7 @@ class LayerTimes(NamedTuple):
     out_tp_bwd_s: np.ndarray  # the output layer's backward TP collectives
     head_tp_s: np.ndarray  # the loss stage's TP collectives beyond its layers (the embedding's at pp 1)
     first_tp_s: np.ndarray  # the first stage's (the embedding's) where pp > 1
+    emb_tp_bwd_s: np.ndarray  # the embedding's backward TP collectives (bf16, as every embedding gather)
     moe_layer_s: np.ndarray  # MoE all-to-alls and etp collectives, forward and backward
     ep_saving_s: np.ndarray | float  # what EP overlap hides per paired layer step (cost.ep_overlap)
     recompute_s: np.ndarray  # the forward recompute re-runs in backward
@@ -163,7 +164,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     return LayerTimes(
         gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
         tp_all_gather_s=ag, tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
-        out_tp_bwd_s=out_tp_bwd, head_tp_s=head_tp, first_tp_s=first_tp, moe_layer_s=moe_layer,
+        out_tp_bwd_s=out_tp_bwd, head_tp_s=head_tp, first_tp_s=first_tp,
+        emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, moe_layer_s=moe_layer,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,

@@ -24,7 +24,7 @@ import numpy as np
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
-from sp_planner.cost.comm import EMBEDDING_TP_ALL_GATHERS, EMBEDDING_TP_REDUCE_SCATTERS
+from sp_planner.cost.comm import EMBEDDING_TP_REDUCE_SCATTERS
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
@@ -141,11 +141,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     paced_emb = np.where(pace.last_paces, head_emb, np.where(pace.first_paces, first_emb, 0.0))
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     fwd_layer, bwd_layer = lt.fwd_s, lt.bwd_s
-    # The embedding's backward after the first layer's (its TP all-gather, its gradient passes): the
-    # first stage's beyond its layers with pp > 1, with its chunk 0 on the interleaved drain
+    # The embedding's backward after the first layer's (its TP all-gather, bf16 under FP8 too, and
+    # its gradient passes): the first stage's beyond its layers with pp > 1, with its chunk 0 on the interleaved drain
     # (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its pile-up with their
     # traffic, cost.pipeline_dp).
-    emb_bwd = EMBEDDING_TP_ALL_GATHERS * ag + emb.bwd_s
+    emb_bwd = lt.emb_tp_bwd_s + emb.bwd_s
     first_bwd = np.where(pp > 1, emb_bwd, 0.0)
     drain = interleaved_drain_s(stages, pp, c.vpp, m, bwd_layer_s=bwd_layer, first_bwd_extra_s=first_bwd,
                                 first_paces=pace.first_paces, pile_up=c.zero < 2)

@@ -120,3 +120,22 @@ def test_step_pays_the_fp8_gathers_in_both_models(monkeypatch):
         - ring_collective_time_s(hardware, "all_gather", one_bf16 / 2, 4, 1, 8)
     assert without_ana - with_ana == pytest.approx(32 * 2 * 6 * saved, rel=1e-6)
     assert without_sim - with_sim == pytest.approx(32 * 2 * 6 * saved, rel=0.05)
+
+
+def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monkeypatch):
+    # The first stage's backward beyond its layers (its TP all-gather and gradient passes) reaches
+    # the interleaved drain and the ZeRO edges: its gather is the embedding's, bf16 under FP8 as in
+    # cost.layer_times' first_tp_s and the simulator, not the layers' FP8 one.
+    import sp_planner.cost.step as step_module
+
+    seen = []
+    drain = step_module.interleaved_drain_s
+    monkeypatch.setattr(step_module, "interleaved_drain_s",
+                        lambda *a, first_bwd_extra_s, **k: seen.append(first_bwd_extra_s) or
+                        drain(*a, first_bwd_extra_s=first_bwd_extra_s, **k))
+    model, hardware, workload = load_model("llama3-8b"), load_hardware("h100"), Workload(seq_len=8192, global_batch=16)
+    for precision in ("bf16", "fp8"):
+        plan = ParallelPlan(tp=2, pp=4, vpp=2, zero=1, precision=precision, fp8_recipe="tensorwise")
+        analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    bf16, fp8 = (float(np.ravel(s)[0]) for s in seen)
+    assert fp8 > 0 and fp8 == pytest.approx(bf16, rel=1e-12)
