@@ -3,7 +3,8 @@
 Ulysses and Ring map onto Megatron's context parallelism (CP = ulysses * ring) through Transformer
 Engine's --cp-comm-type: a2a (Ulysses), p2p (Ring), all_gather (the ring axis with cp_comm
 allgather) or a2a+p2p (USP, hierarchical: a2a inner). ZeRO, HSDP and reshard: megatron_fsdp;
-experts: megatron_moe. The model's dropout is always stated, Megatron's default being 0.1.
+experts: megatron_moe. The model's dropout is always stated (Megatron's default is 0.1), and its
+untied embeddings (Megatron ties them by default).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sp_planner.flags.base import (
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
 from sp_planner.flags.megatron_moe import FlagGroup, moe_groups
-from sp_planner.flags.positions import position_note
+from sp_planner.flags.positions import position_failures, position_note
 from sp_planner.specs.model import ModelSpec
 
 
@@ -117,6 +118,8 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
          parallel),
         ("model shape the head rules depend on", shape),
         ("dropout the plan's time and memory assume (Megatron's default is 0.1 each)", dropout_flags(m)),
+        ("untied input and output embeddings, as the plan counts them (Megatron ties them by default)",
+         untie_flags(m)),
         *moe_groups(request, mindspeed=mindspeed),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
@@ -131,6 +134,17 @@ def dropout_flags(model: ModelSpec) -> list[str]:
     add_argument default=0.1 at core_v0.12.1 lines 1465-1468, the parser MindSpeed patches, which
     keeps them), so a Llama-style plan run without them would draw dropout masks it never timed."""
     return [f"--hidden-dropout {model.hidden_dropout:g}", f"--attention-dropout {model.attention_dropout:g}"]
+
+
+def untie_flags(model: ModelSpec) -> list[str]:
+    """--untie-embeddings-and-output-weights for a model with its own output layer
+    (ModelSpec.tie_word_embeddings False), nothing for a tied one: Megatron-LM ties them unless told
+    (a store_true flag, arguments.py at d98e8a64dd lines 2460-2461, core_v0.12.1 line 1307;
+    gpt_builders.py line 96 passes share_embeddings_and_output_weights=not it to GPTModel), and the
+    plan prices tying (one table in the parameters and states, ModelSpec; the gradient sums,
+    cost.embedding_grad; the all-reduce between pipeline ends, cost.tied_embedding), so an untied
+    model run as emitted would otherwise train a different, tied model."""
+    return [] if model.tie_word_embeddings else ["--untie-embeddings-and-output-weights"]
 
 
 def overlap_flags(plan) -> list[str]:
@@ -250,7 +264,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
     cp_flags, cp_failures, cp_notes = _cp_flags(request)
     dp_flags, dp_failures, dp_notes = data_parallel_flags(request)
     refused = refusal("megatron", request, lambda: megatron_tp_head_failures(request.model, request.plan.tp)
-                      + dp_failures + cp_failures)
+                      + dp_failures + cp_failures + position_failures(request))
     if refused is not None:
         return refused
     args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags, dp_flags))

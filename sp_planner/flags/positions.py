@@ -1,6 +1,6 @@
 """What the Megatron-based emitters (Megatron-LM, MindSpeed) say about the model's position
 embedding, which they do not emit (an architecture flag) but whose length --max-position-embeddings
-sets."""
+sets, and the one Megatron-LM cannot run (ALiBi)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,21 @@ def position_note(request: FlagRequest, *, mindspeed: bool = False) -> str:
         return (f"{lead}: under --position-embedding-type learned_absolute (Megatron's default) that is the "
                 "learned position table's length, so a checkpoint trained on fewer positions needs its table "
                 "extended.")
-    if kind == "alibi":
-        if mindspeed:  # mindspeed/arguments.py at 028de58c _add_alibi_args adds the choice
-            return f"{lead}; pass --position-embedding-type alibi with the other architecture flags."
-        return (f"{lead}. The model's ALiBi is not a Megatron-LM --position-embedding-type: these flags "
-                "cannot run it as planned.")
+    if kind == "alibi":  # MindSpeed only: Megatron-LM refuses it (position_failures)
+        # mindspeed/arguments.py at 028de58c _add_alibi_args adds the choice.
+        return f"{lead}; pass --position-embedding-type alibi with the other architecture flags."
     if kind == "none":
         return f"{lead}; pass --position-embedding-type none (the model has no position embedding)."
     return f"{lead}; use a RoPE base/scaling suited to that length."
+
+
+def position_failures(request: FlagRequest) -> list[str]:
+    """Megatron-LM has no ALiBi: --position-embedding-type takes learned_absolute, rope, yarn, mrope,
+    relative or none (arguments.py at d98e8a64dd lines 2397-2398; core_v0.12.1 lines 1250-1251
+    without yarn), and nothing under megatron/ at d98e8a64dd mentions ALiBi, so an ALiBi model's
+    plan cannot be run as planned (MindSpeed adds the choice, flags.mindspeed)."""
+    if request.model.position_embedding != "alibi":
+        return []
+    return [f"{request.model.name}'s ALiBi cannot be expressed: Megatron-LM's --position-embedding-type has no "
+            "alibi (learned_absolute, rope, yarn, mrope, relative, none; arguments.py); MindSpeed adds it "
+            "(--framework mindspeed)"]

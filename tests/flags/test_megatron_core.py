@@ -217,6 +217,10 @@ def test_megatron_core_accepts_the_flags(req):
     # The dropout the cost model counted (cost.dropout), 0 for the Llama cases.
     assert (config.hidden_dropout, config.attention_dropout) == (req.model.hidden_dropout,
                                                                  req.model.attention_dropout)
+    # Untied exactly where the model is (gpt_builders.py: share_embeddings_and_output_weights =
+    # not --untie-embeddings-and-output-weights); GPT-3 ties, the Llama cases do not.
+    flags = _parse(_argv(megatron.render(req).text))
+    assert ("--untie-embeddings-and-output-weights" not in flags) == req.model.tie_word_embeddings
 
 
 def test_dropout_is_explicit_because_megatron_defaults_to_0_1():
@@ -230,6 +234,22 @@ def test_dropout_is_explicit_because_megatron_defaults_to_0_1():
     assert flags["--hidden-dropout"] == ["0"] and flags["--attention-dropout"] == ["0"]
     flags = _parse(_argv(megatron.render(EXTRA["gpt3_175b_dropout"]).text))
     assert flags["--hidden-dropout"] == ["0.1"] and flags["--attention-dropout"] == ["0.1"]
+
+
+def test_embeddings_are_untied_only_by_the_flag():
+    """GPTModel shares the output layer with the embedding only when asked (its parameter's default
+    is False), but Megatron-LM's builder asks unless --untie-embeddings-and-output-weights is given
+    (gpt_builders.py at d98e8a64dd line 96; a store_true flag, arguments.py lines 2460-2461)."""
+    import inspect
+
+    from megatron.core.models.gpt import GPTModel
+
+    param = inspect.signature(GPTModel.__init__).parameters["share_embeddings_and_output_weights"]
+    assert param.default is False
+    llama = _parse(_argv(megatron.render(CASES["llama3_8b_128k_usp_tp2"]).text))
+    assert llama["--untie-embeddings-and-output-weights"] == []
+    gpt3 = _parse(_argv(megatron.render(EXTRA["gpt3_175b_dropout"]).text))
+    assert "--untie-embeddings-and-output-weights" not in gpt3
 
 
 def test_llama3_405b_4d_uses_the_counted_split():

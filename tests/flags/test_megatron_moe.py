@@ -25,7 +25,9 @@ from tests.flags.conftest import parse_bash_array
 
 # Flags of megatron/training/arguments.py that are not TransformerConfig fields, and renamed ones.
 TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "global_batch_size",
-                 "use_distributed_optimizer", "group_query_attention"}
+                 "use_distributed_optimizer", "group_query_attention",
+                 # GPTModel's share_embeddings_and_output_weights (gpt_builders.py at d98e8a64dd line 96)
+                 "untie_embeddings_and_output_weights"}
 RENAMED = {"num_experts": "num_moe_experts"}  # arguments.py: --num-experts -> num_moe_experts
 LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
 # TransformerConfig.__post_init__ imports Transformer Engine's fused permutation for

@@ -94,3 +94,13 @@ def test_dropout_is_the_models_not_megatrons_default(build, bash_args):
     model = build.llama3_8b.model_copy(update={"hidden_dropout": 0.1, "attention_dropout": 0.05})
     args = bash_args(render_flags("mindspeed", build.request(model, 8192, 8, tp=8)).text, "MINDSPEED_ARGS")
     assert args["--hidden-dropout"] == ["0.1"] and args["--attention-dropout"] == ["0.05"]
+
+
+def test_untied_embeddings_are_stated(build, bash_args):
+    # Megatron (which MindSpeed patches) ties input and output embeddings unless
+    # --untie-embeddings-and-output-weights (core_v0.12.1 arguments.py line 1307, store_true).
+    llama = bash_args(render_flags("mindspeed", build.cases["llama3_8b_128k_usp_tp2"]).text, "MINDSPEED_ARGS")
+    assert llama["--untie-embeddings-and-output-weights"] == []
+    tied = build.llama3_8b.model_copy(update={"tie_word_embeddings": True})
+    args = bash_args(render_flags("mindspeed", build.request(tied, 8192, 8, tp=8)).text, "MINDSPEED_ARGS")
+    assert "--untie-embeddings-and-output-weights" not in args
