@@ -81,6 +81,14 @@ TP_REDUCE_SCATTERS_PER_LAYER = TP_FORWARD_REDUCE_SCATTERS + TP_BACKWARD_REDUCE_S
 # weight gradient and reduce-scatters the input gradient (layers.py, the linear's autograd
 # function). The embedding is on the first stage, the output layer on the last.
 EMBEDDING_TP_REDUCE_SCATTERS, EMBEDDING_TP_ALL_GATHERS = 1, 1  # forward, backward
+# A learned position table turns that reduce-scatter into an all-reduce and a split: with
+# position_embedding learned_absolute, reduce_scatter_embeddings is False
+# (language_model_embedding.py at d98e8a64dd lines 51-56), so VocabParallelEmbedding all-reduces its
+# whole output over TP (layers.py line 383, reduce_from_tensor_model_parallel_region: backward, an
+# identity) and, after the position add, scatter_to_sequence_parallel_region takes the rank's
+# sequence shard (lines 147-150; mappings.py: a split forward, an all-gather backward). Forward:
+# one all-gather's worth more; backward: the same all-gather.
+LEARNED_POSITION_EMBEDDING_TP_FORWARD_ALL_GATHERS = 1
 OUTPUT_TP_FORWARD_ALL_GATHERS = 1
 OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
 # Without sequence parallelism (Runtime.sequence_parallel False; Shoeybi et al. 2019, section 3):
@@ -89,13 +97,22 @@ OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
 # region), each a reduce-scatter's and an all-gather's worth of bytes, and the weight gradients read
 # the whole saved inputs: the 2 backward input all-gathers above are not made. The output layer's
 # input is whole already (no forward all-gather); its input gradient is all-reduced backward, and
-# the embedding's output all-reduced forward: the same counts as with sequence parallelism.
+# the embedding's output all-reduced forward: the counts of sequence parallelism without a learned
+# position table.
 TP_INPUT_ALL_GATHERS = 2  # of TP_BACKWARD_ALL_GATHERS: the saved inputs gathered again (SP only)
 
 
 def tp_backward_all_gathers(sequence_parallel: bool) -> int:
     """A layer's backward all-gathers (or all-reduces' gather halves) per micro-batch."""
     return TP_BACKWARD_ALL_GATHERS - (0 if sequence_parallel else TP_INPUT_ALL_GATHERS)
+
+
+def embedding_tp_forward_all_gathers(position_embedding: str, sequence_parallel: bool) -> int:
+    """The embedding's forward all-gathers per micro-batch beside its reduce-scatter: the all-reduce's
+    second half with a learned position table under sequence parallelism (without it the all-reduce
+    counts as the reduce-scatter forward and the all-gather backward already)."""
+    learned = position_embedding == "learned_absolute"
+    return LEARNED_POSITION_EMBEDDING_TP_FORWARD_ALL_GATHERS if learned and sequence_parallel else 0
 
 
 def output_tp_forward_all_gathers(sequence_parallel: bool) -> int:
@@ -108,14 +125,16 @@ def layer_tp_all_gathers(*, layers, full_recompute, sequence_parallel: bool = Tr
     return layers * (per_layer + np.where(np.asarray(full_recompute, dtype=bool), TP_FORWARD_ALL_GATHERS, 0))
 
 
-def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, sequence_parallel: bool = True):
+def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_embedding: str,
+                      sequence_parallel: bool = True):
     """(all-gathers, reduce-scatters) of the TP group a step makes on the first stage's GPU: its
-    layers' per micro-batch (layer_tp_all_gathers), the embedding's and, at pp 1, the output
-    layer's; without sequence parallelism an all-reduce counts as one of each. Every call moves
-    the same elements; the layers' gathers move FP8 under per-tensor FP8 (cost.gathered_transpose)."""
+    layers' per micro-batch (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers
+    for a learned position table) and, at pp 1, the output layer's; without sequence parallelism an
+    all-reduce counts as one of each. Every call moves the same elements; the layers' gathers move
+    FP8 under per-tensor FP8 (cost.gathered_transpose)."""
     full = np.asarray(full_recompute, dtype=bool)
     ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel) \
-        + EMBEDDING_TP_ALL_GATHERS \
+        + EMBEDDING_TP_ALL_GATHERS + embedding_tp_forward_all_gathers(position_embedding, sequence_parallel) \
         + np.where(pp == 1, output_tp_forward_all_gathers(sequence_parallel) + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
         + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
@@ -189,6 +208,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == RECOMPUTE_FULL
     tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp,
+                                                 position_embedding=model.position_embedding,
                                                  sequence_parallel=sequence_parallel)
     # The layers' gathers in FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
     # the output layer's in bf16.

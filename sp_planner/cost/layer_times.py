@@ -28,6 +28,7 @@ from sp_planner.cost.comm import (
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    embedding_tp_forward_all_gathers,
     output_tp_forward_all_gathers,
     tp_backward_all_gathers,
 )
@@ -72,6 +73,7 @@ class LayerTimes(NamedTuple):
     out_tp_bwd_s: np.ndarray  # the output layer's backward TP collectives
     head_tp_s: np.ndarray  # the loss stage's TP collectives beyond its layers (the embedding's at pp 1)
     first_tp_s: np.ndarray  # the first stage's (the embedding's) where pp > 1
+    emb_tp_fwd_s: np.ndarray  # the embedding's forward TP collectives (bf16)
     emb_tp_bwd_s: np.ndarray  # the embedding's backward TP collectives (bf16, as every embedding gather)
     moe_layer_s: np.ndarray  # MoE all-to-alls and etp collectives, forward and backward
     ep_saving_s: np.ndarray | float  # what EP overlap hides per paired layer step (cost.ep_overlap)
@@ -135,7 +137,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
     # first stage (the same one at pp 1).
     pp = c.pp
-    emb_tp = EMBEDDING_TP_REDUCE_SCATTERS * rs + EMBEDDING_TP_ALL_GATHERS * bf16_ag
+    # A learned position table's all-reduce forward: its second half, an all-gather (cost.comm).
+    emb_tp_fwd = EMBEDDING_TP_REDUCE_SCATTERS * rs \
+        + embedding_tp_forward_all_gathers(model.position_embedding, sequence_parallel) * bf16_ag
+    emb_tp = emb_tp_fwd + EMBEDDING_TP_ALL_GATHERS * bf16_ag
     out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * bf16_ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
     head_tp = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
     first_tp = np.where(pp > 1, emb_tp, 0.0)
@@ -165,7 +170,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
         tp_all_gather_s=ag, tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
         out_tp_bwd_s=out_tp_bwd, head_tp_s=head_tp, first_tp_s=first_tp,
-        emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, moe_layer_s=moe_layer,
+        emb_tp_fwd_s=emb_tp_fwd, emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, moe_layer_s=moe_layer,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,

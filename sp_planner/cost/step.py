@@ -24,7 +24,6 @@ import numpy as np
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
-from sp_planner.cost.comm import EMBEDDING_TP_REDUCE_SCATTERS
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
@@ -185,7 +184,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
     # The wraps beside the embedding's forward and the loss's backward have their slack.
-    edge_sends = interleaved_edge_sends_s(pp, c.vpp, pp_step, EMBEDDING_TP_REDUCE_SCATTERS * rs,
+    edge_sends = interleaved_edge_sends_s(pp, c.vpp, pp_step, lt.emb_tp_fwd_s,
                                           LOSS_BACKWARD_SHARE * logits + out_tp_bwd)
     pp_sends = pp_sends + np.where(beside, edge_sends, 0.0)
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and

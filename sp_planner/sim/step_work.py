@@ -16,6 +16,7 @@ from sp_planner.cost.comm import (
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
     comm_columns,
     output_tp_forward_all_gathers,
+    embedding_tp_forward_all_gathers,
     tp_calls_per_step,
 )
 from sp_planner.pipeline import stage_layers
@@ -90,7 +91,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm), but the
     # layers' gathers, FP8 under per-tensor FP8 (cost.gathered_transpose).
     _, scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
-                                    sequence_parallel=sp)
+                                    position_embedding=model.position_embedding, sequence_parallel=sp)
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
@@ -187,7 +188,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         # The embedding's and the output layer's TP collectives (cost.comm), beside their GEMMs.
-        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd,
+        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd
+        + embedding_tp_forward_all_gathers(model.position_embedding, sp) * tp_ag,
         first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_bwd,
         last_stage_fwd_s=logits_fwd + output_tp_forward_all_gathers(sp) * tp_ag,
         last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag

@@ -152,8 +152,27 @@ def test_tp_without_sequence_parallelism_all_reduces_and_gathers_no_inputs():
     # 2 layers, 3 micro-batches, pp 1 (the output layer's forward gather only with SP).
     from sp_planner.cost.comm import tp_calls_per_step
 
-    sp = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1)
-    plain = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, sequence_parallel=False)
+    sp = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope")
+    plain = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope",
+                              sequence_parallel=False)
     # embedding: 1 AG + 1 RS; output layer: SP 2 AG + 1 RS, without 1 AG + 1 RS.
     assert sp == (3 * (2 * 6 + 1 + 2), 3 * (2 * 4 + 1 + 1))
     assert plain == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1))
+
+
+def test_a_learned_position_table_all_reduces_the_embedding_under_sequence_parallelism():
+    # Megatron-Core reduce-scatters the embedding only without a learned position table
+    # (language_model_embedding.py at d98e8a64dd lines 51-56); with one it all-reduces (RS + AG
+    # worth) and splits forward, all-gathers backward: one all-gather more per micro-batch. Without
+    # sequence parallelism the all-reduce is counted as before (1 RS + 1 AG).
+    from sp_planner.cost.comm import tp_calls_per_step
+
+    learned = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2,
+                                position_embedding="learned_absolute")
+    rope = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2, position_embedding="rope")
+    # pp 2: the first stage's 2 layers (6 AG + 4 RS each) and the embedding.
+    assert rope == (3 * (2 * 6 + 1), 3 * (2 * 4 + 1))
+    assert learned == (3 * (2 * 6 + 1 + 1), 3 * (2 * 4 + 1))
+    plain = [tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2, position_embedding=kind,
+                               sequence_parallel=False) for kind in ("learned_absolute", "rope")]
+    assert plain[0] == plain[1] == (3 * (2 * 4 + 1), 3 * (2 * 4 + 1))

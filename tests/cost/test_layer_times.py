@@ -35,6 +35,20 @@ def test_tp_collectives_of_a_layer_and_of_the_pipeline_ends_by_hand(toy_model, h
     assert (float(t.head_tp_s[0]), float(t.first_tp_s[0])) == pytest.approx((5 * call, 0.0))
     piped = _times(toy_model, hardware, ParallelPlan(tp=2, pp=2, micro_batch=1))
     assert (float(piped.head_tp_s[0]), float(piped.first_tp_s[0])) == pytest.approx((3 * call, 2 * call))
+    assert (float(piped.emb_tp_fwd_s[0]), float(piped.emb_tp_bwd_s[0])) == pytest.approx((call, call))
+
+
+def test_a_learned_position_table_adds_an_all_gather_to_the_embeddings_forward(toy_model, hardware):
+    # With learned_absolute positions Megatron-Core all-reduces the embedding output over TP and then
+    # splits it to the sequence shard (language_model_embedding.py at d98e8a64dd lines 51-56,
+    # 147-150): forward 1 RS + 1 AG worth, backward the split's 1 AG; same call size as above.
+    call = 4096 * 64 * 2 / 2 / 100e9
+    learned = toy_model.model_copy(update={"position_embedding": "learned_absolute"})
+    piped = _times(learned, hardware, ParallelPlan(tp=2, pp=2, micro_batch=1))
+    assert (float(piped.emb_tp_fwd_s[0]), float(piped.emb_tp_bwd_s[0])) == pytest.approx((2 * call, call))
+    assert (float(piped.head_tp_s[0]), float(piped.first_tp_s[0])) == pytest.approx((3 * call, 3 * call))
+    single = _times(learned, hardware, ParallelPlan(tp=2, micro_batch=1))
+    assert (float(single.head_tp_s[0]), float(single.first_tp_s[0])) == pytest.approx((6 * call, 0.0))
 
 
 @pytest.mark.parametrize("recompute", ["none", "selective", "full"])
