@@ -14,7 +14,8 @@ model entry without the key is one whose file does not say it. For each such fie
   keep, or bears the name of a built-in whose value is not the default but not its architecture;
 - else the default, what every sp-planner before the field ran, with a note that says so.
 qk_norm (de600a0) and position_embedding came later too; sp-run applies neither (its Q and K are
-drawn, not projected or rotated, and it adds no ALiBi bias), and both default to what older files meant.
+drawn, not projected or rotated; it refuses an ALiBi model, cli.run_model.refuse_unapplied), and both
+default to what older files meant.
 """
 
 from __future__ import annotations

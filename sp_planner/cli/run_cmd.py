@@ -20,7 +20,7 @@ from rich.console import Console
 
 from sp_planner.cli.common import file_name, run_app
 from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
-from sp_planner.cli.run_model import Layer, model_attention, settled_plan
+from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
@@ -65,6 +65,7 @@ def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Laye
     if given:
         raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
     model, plan = plan_file.model, plan_file.plan
+    refuse_unapplied(model)
     attention, note = model_attention(model, plan_file.workload.seq_len, layer)
     if "window" in attention and not plan_file.workload.causal:
         # Said here, in the plan file's terms: check_config's "add --causal" is for flags, which --plan refuses.

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from sp_planner.errors import UserInputError
 from sp_planner.planfile import PlanFile, load_plan_file
-from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.model import ALIBI, ModelSpec
 from sp_planner.units import format_tokens
 
 Layer = Literal["local", "global"]
@@ -38,6 +38,18 @@ def settled_plan(path: Path, softmax_scale: float | None) -> tuple[PlanFile, str
     if unrecorded.problem is not None:
         raise UserInputError(unrecorded.problem)
     return plan_file, unrecorded.note
+
+
+def refuse_unapplied(model: ModelSpec) -> None:
+    """Refuse a model whose attention scores sp-run cannot compute: ALiBi adds a per-head linear bias
+    to them (Press et al. 2022, arXiv 2108.12409), which none of sp-run's kernels applies (its score
+    modifications are a logit softcap and local windows, executor.score_mod); run anyway, the plan
+    would validate and time attention without it and say nothing."""
+    if model.position_embedding == ALIBI:
+        raise UserInputError(f"{model.name} biases its attention scores with ALiBi (position_embedding "
+                             f"\"{ALIBI}\"), which sp-run's attention does not apply (it applies a logit softcap and "
+                             "local windows only); for plain attention at the plan's shapes, give them as flags "
+                             "instead of --plan")
 
 
 def model_attention(model: ModelSpec, seq_len: int, layer: Layer | None) -> tuple[dict[str, Any], str | None]:

@@ -61,7 +61,9 @@ class RunConfig(FrozenModel):
     nproc_per_node: int | None = Field(default=None, ge=1, le=MAX_DEGREE)
     # Test/debug only: this rank raises (or hangs) after joining the process group.
     debug_fail_rank: int | None = None
-    debug_fail_mode: Literal["raise", "hang", "kill"] = "raise"  # kill: SIGKILL itself, as the OOM killer does
+    # kill: SIGKILL itself, as the OOM killer does; stuck: hang deaf to SIGTERM, as a rank inside a long
+    # kernel or a blocking C++ call is (Python runs its handler only when the call returns).
+    debug_fail_mode: Literal["raise", "hang", "kill", "stuck"] = "raise"
 
     @property
     def world_size(self) -> int:

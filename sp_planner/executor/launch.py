@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sp_planner.executor.failure import root_cause, stages, torchrun_exit_codes
+from sp_planner.executor.stop import LAUNCH_ENV, new_marker, signals_noted, stop_launch, survivors_note
 
 WORKER_MODULE = "sp_planner.executor.worker"
 CLI_MODULE = "sp_planner.cli.run_cmd"
@@ -100,28 +101,7 @@ class LaunchOutcome:
     returncode: int
     timed_out: bool
     failure: str | None  # which rank failed and why, or what each rank was doing at the timeout
-    interrupted: bool = False  # Ctrl-C or SIGTERM: every rank was stopped
-
-
-def _kill_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """SIGTERM the launch's process group (torchrun forwards it to its workers), then SIGKILL
-    whatever is left after `grace_s`."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()  # reap torchrun so the group can empty
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    interrupted: bool = False  # Ctrl-C or SIGTERM stopped the run (failure says whether every rank ended)
 
 
 def describe_failure(result_dir: Path, world_size: int, *, timed_out: bool, timeout_s: float,
@@ -173,7 +153,8 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     most likely ran past it). log_path: where torchrun's and the ranks' own output go (their
     tracebacks), instead of the terminal; the failure message reads the ranks' exit codes from it.
     watch: see _wait."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    marker = new_marker()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **{LAUNCH_ENV: marker})
     log = open(log_path, "w", encoding="utf-8") if log_path is not None else None  # noqa: SIM115
     stopped_by = None  # "Ctrl-C" or "SIGTERM"
     try:
@@ -187,18 +168,20 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
             except _Terminated:
                 timed_out, stopped_by = False, "SIGTERM"
             finally:
-                _kill_group(proc)
-                proc.wait()
+                with signals_noted() as noted:
+                    survivors = stop_launch(proc, marker)
+                if noted and stopped_by is None:
+                    timed_out, stopped_by = False, noted[0]
     finally:
         if log is not None:
             log.close()
     if stopped_by is not None:
         local = ranks if ranks is not None else list(range(world_size))
         code = EXIT_INTERRUPTED if stopped_by == "Ctrl-C" else EXIT_TERMINATED
+        stopped = survivors_note(survivors) or "every rank was stopped"
         return LaunchOutcome(returncode=code, timed_out=False, interrupted=True,
-                             failure=f"interrupted ({stopped_by}); every rank was stopped. "
-                                     + stages(result_dir, local))
-    returncode = 1 if timed_out else proc.returncode
+                             failure=f"interrupted ({stopped_by}); {stopped}. " + stages(result_dir, local))
+    returncode = 1 if timed_out or proc.returncode is None else proc.returncode
     failure = None
     if timed_out or returncode != 0:
         exit_codes = torchrun_exit_codes(log_path.read_text(errors="replace")) if log_path is not None else {}
@@ -206,4 +189,7 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
                                    ranks=ranks, host=host, nccl_timeout_s=nccl_timeout_s, exit_codes=exit_codes)
     if failure is None and returncode != 0:
         failure = f"torchrun exited with code {returncode}"
+    if survivors:
+        failure = f"{failure}; {survivors_note(survivors)}" if failure else survivors_note(survivors)
+        returncode = returncode or 1
     return LaunchOutcome(returncode=returncode, timed_out=timed_out, failure=failure)

@@ -51,8 +51,10 @@ def run_worker(cfg: RunConfig, result_dir: Path | None = None, timeout_s: float 
             write_text_atomic(result_dir / WORLD_FILE, json.dumps([p.model_dump(mode="json") for p in places]))
         check_layout(cfg, places)  # every rank sees the same places, so all abort together
         if cfg.debug_fail_rank == rank:
+            if cfg.debug_fail_mode == "stuck":
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # before the stage file says so
             stage(f"debug {cfg.debug_fail_mode} injected")
-            if cfg.debug_fail_mode == "hang":
+            if cfg.debug_fail_mode in ("hang", "stuck"):
                 while True:
                     time.sleep(1)
             if cfg.debug_fail_mode == "kill":

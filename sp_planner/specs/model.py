@@ -25,6 +25,7 @@ from sp_planner.specs.moe import MoESpec
 PositionEmbedding = Literal["rope", "learned_absolute", "alibi", "none"]
 ROPE: PositionEmbedding = "rope"
 LEARNED_ABSOLUTE: PositionEmbedding = "learned_absolute"
+ALIBI: PositionEmbedding = "alibi"
 
 
 class WindowSpec(FrozenModel):

@@ -109,20 +109,24 @@ def test_killed_rank_is_one_line_with_its_exit_code_and_the_log(tmp_path):
     (signal.SIGTERM, 143, "SIGTERM"),  # what timeout(1), schedulers and CI send
 ])
 def test_a_stop_signal_stops_every_rank_with_one_line(tmp_path, sent, code, named):
+    # Rank 0 ignores SIGTERM (as a rank inside a long kernel does) and rank 1 waits for it in a gloo
+    # collective (C++, deaf to signals too): only SIGKILL ends them, and torchrun, which starts each
+    # rank in a session of its own, would be gone before it sent that (it waits 30 s).
     env = dict(os.environ, TMPDIR=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "sp_planner.cli.run_cmd", "--ring", "2", *SMALL,
-                             "--debug-fail-rank", "0", "--debug-fail-mode", "hang"], stdout=subprocess.PIPE,
+                             "--debug-fail-rank", "0", "--debug-fail-mode", "stuck"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     # Generous waits: on a loaded 2-core machine (the test suite's other worker) starting and
     # stopping two torch ranks has taken over a minute; the assertions, not the waits, are the test.
     deadline = time.monotonic() + 120
-    while not any("hang" in p.read_text() for p in tmp_path.glob("sp-run-*/rank0.stage")):
+    while not any("stuck" in p.read_text() for p in tmp_path.glob("sp-run-*/rank0.stage")):
         assert time.monotonic() < deadline and proc.poll() is None, "the ranks never started"
         time.sleep(0.2)
+    assert len(_processes_mentioning(str(tmp_path))) == 3  # torchrun and its two ranks
     proc.send_signal(sent)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == code
-    assert err.startswith(f"error: interrupted ({named}); every rank was stopped. rank 0: debug hang injected; "
+    assert err.startswith(f"error: interrupted ({named}); every rank was stopped. rank 0: debug stuck injected; "
                           "rank 1: "), err
     assert err.count("\n") == 1
     assert _log_named_in(err).exists()

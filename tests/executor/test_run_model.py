@@ -141,6 +141,26 @@ def test_a_plan_hand_edited_to_non_causal_for_a_windowed_model_is_one_line(tmp_p
                    "(or run a global layer with --layer global)\n")
 
 
+@pytest.mark.parametrize("extra", [[], ["--print-launch"], ["--nodes", "2", "--nproc-per-node", "1",
+                                                  "--rdzv-endpoint", "node0:29500", "--node-rank", "0"]])
+def test_an_alibi_plan_is_refused_in_one_line_before_any_launch(tmp_path, capsys, monkeypatch, extra):
+    """sp-run's kernels add no ALiBi bias: the plan ran plain attention and passed, saying nothing."""
+    from sp_planner.cli import run_modes
+
+    for name in ("run_local", "run_node", "run_worker"):
+        monkeypatch.setattr(run_modes, name, lambda *a, **k: pytest.fail("launched an ALiBi plan"))
+    model = ModelSpec(name="tiny-mpt", num_heads=4, num_kv_heads=4, head_dim=8, **TINY, position_embedding="alibi")
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--iters", "0", *extra])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("error: tiny-mpt biases its attention scores with ALiBi (position_embedding \"alibi\"), "
+                            "which sp-run's attention does not apply (it applies a logit softcap and local windows "
+                            "only); for plain attention at the plan's shapes, give them as flags instead of --plan\n")
+    assert captured.out == ""
+
+
 @pytest.mark.timeout(200)
 def test_an_mla_plan_runs_its_own_head_dims_and_softmax_scale_round_the_ring(tmp_path):
     # head_dim 10 = (8 + 4 + 8) / 2 is the planner's mean; the run moves q/k of 12 and v of 8, at
