@@ -190,7 +190,7 @@ def interleaved_drain_s(stages: StageLayers, pp, vpp, num_micro_batches, *, bwd_
     layers (`first_bwd_extra_s`, a micro-batch: the embedding's, which runs with its chunk 0) over
     the 1/vpp share of it that bubble_micro_batches charges. The step ends on the last group's
     J = min(pp, m) chunk-0 backwards passing the stages pp-1 -> 0 (Megatron's get_schedule_table:
-    groups of pp micro-batches, the chunks' backward in reverse; sim.pipeline._order), a flow shop
+    groups of pp micro-batches, the chunks' backward in reverse; sim.pipeline_order.stage_order), a flow shop
     of J equal jobs whose makespan is sum_k b_k + (J - 1) max_k b_k (cost.pipeline_dp's drain): the
     first stage's block holds the extra whole, and J - 1 times more where it makes that block the
     slowest. 0 at vpp 1 (the drain is whole stages, the bubble's) and where the first stage paces

@@ -120,9 +120,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # the output layer's (bf16_ag) and every reduce-scatter move bf16.
     layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
                                          sequence_parallel=sequence_parallel)
-    ag = ring_collective_time_s(hardware, "all_gather", gathered * layer_elem / ACT_BYTES * (tp - 1) / tp, tp,
-                                tp_stride, gpn)
     bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
+    # Priced again only where some row gathers FP8 (the search's bf16 chunks reuse bf16_ag).
+    ag = bf16_ag if np.all(layer_elem == ACT_BYTES) else ring_collective_time_s(
+        hardware, "all_gather", gathered * layer_elem / ACT_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs

@@ -41,11 +41,12 @@ Models without rotary embeddings (specs.model PositionEmbedding) run none of thi
   learned_absolute: the position table's lookup and its add to the word embedding, once per
     micro-batch on the first stage (Megatron LanguageModelEmbedding.forward: word_embeddings +
     position_embeddings), and their backward: the add and the table's gradient passes are
-    cost.embedding_work's (the lookup is not counted, as the word embedding's own is not). Not
-    modelled: with sequence parallelism Megatron then all-reduces the embedding's output where a
-    rope model reduce-scatters it (language_model_embedding.py reduce_scatter_embeddings, cost.comm
-    counts the reduce-scatter), one all-gather's bytes more on the first stage per micro-batch;
-    and the table's s x h parameters (25M of GPT-3's 175B, Brown et al. 2020 Table 2.1, s = 2048).
+    cost.embedding_work's (the lookup is not counted, as the word embedding's own is not). With
+    sequence parallelism Megatron then all-reduces the embedding's output where a rope model
+    reduce-scatters it (language_model_embedding.py reduce_scatter_embeddings): one TP all-gather
+    more forward on the first stage per micro-batch, cost.comm embedding_tp_forward_all_gathers.
+    Not modelled: the table's s x h parameters (25M of GPT-3's 175B, Brown et al. 2020 Table 2.1,
+    s = 2048).
   alibi: the per-head bias is applied inside the attention kernel (flash-attn's alibi_slopes;
     llm-foundry's Triton kernel adds a bias tensor). No kernel benchmark of its cost against the
     same kernel without it was found, so it is not modelled: the attention is timed as without it.

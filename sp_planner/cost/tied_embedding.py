@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.collective_sizes import bus_factor
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.links import INTRA, group_link, ring_collective_time_s
 from sp_planner.cost.states import TrainingStates
@@ -67,10 +68,10 @@ def tied_all_reduce_s(model: ModelSpec, hardware: HardwareProfile, c, *, gpus_pe
                       states: TrainingStates):
     """Seconds of the step's tied-embedding all-reduce on the two ends (0 where there is none): a
     ring all-reduce of tied_grad_bytes over two ranks, each sending 2 (n - 1) / n = 1 x the
-    buffer (cost.links convention), plus its ring latency."""
+    buffer (cost.collective_sizes.bus_factor), plus its ring latency."""
     if not model.tie_word_embeddings:  # the search's hot path: nothing to price
         return np.zeros(np.shape(c.pp))
     n = EMBEDDING_GROUP_SIZE
-    sent = 2 * tied_grad_bytes(model, c, states) * (n - 1) / n
+    sent = bus_factor("all_reduce", n) * tied_grad_bytes(model, c, states)
     return ring_collective_time_s(hardware, "all_reduce", sent, n, embedding_group_stride(c, gpus_per_node),
                                   gpus_per_node)
