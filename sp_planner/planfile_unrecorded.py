@@ -20,10 +20,10 @@ default to what older files meant.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
+from sp_planner.catalog.hf_config import origin_model_type
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
 
@@ -32,8 +32,6 @@ from sp_planner.units import format_tokens
 _NOT_ARCHITECTURE = frozenset({"name", "hf_repo", "sources"})
 _MOE_RUN_OPTIONS = frozenset({"routing", "dispatcher", "dispatcher_sms", "expert_gemm", "capacity_factor",
                               "pad_to_capacity"})
-# catalog.hf_config's provenance line: "<path> (Hugging Face config.json, model_type <type>)".
-_HF_SOURCE = re.compile(r"\(Hugging Face config\.json, model_type (\w+)\)")
 _REWRITE = "write the plan again with sp-plan --out from the model's file"
 
 
@@ -128,7 +126,7 @@ def unrecorded_fields(stated: Mapping[str, Any], model: ModelSpec, builtins: Map
             f"{_and(f.described(builtin) + f.contrast(builtin) for f in told)} "
             f"{'is' if len(told) == 1 else 'are'} applied")
         return Unrecorded(keys, updates, note, None)
-    model_type = hf_model_type(model)
+    model_type = origin_model_type(model)
     imported = [f for f in open_ if model_type in f.from_config]
     clashing = [f for f in open_ if f not in imported and builtin is not None and getattr(builtin, f.key) is not None]
     problems = []
@@ -185,15 +183,6 @@ def _given_by(field: LaterField) -> str:
 def _and(parts) -> str:
     parts = list(parts)
     return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} and {parts[-1]}"
-
-
-def hf_model_type(model: ModelSpec) -> str | None:
-    """The model_type of the Hugging Face config the model was imported from, None if it was not."""
-    for line in model.sources:
-        found = _HF_SOURCE.search(line)
-        if found:
-            return found.group(1)
-    return None
 
 
 def first_difference(stated: Mapping[str, Any], mine: Mapping[str, Any], theirs: Mapping[str, Any],

@@ -172,5 +172,19 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
 
 def _sources(cfg: dict, model_type: str, path: Path) -> tuple[str, ...]:
     note = hf_rope.temperature_tuning_note(cfg, model_type, path)
-    origin = f"{path} (Hugging Face config.json, model_type {model_type})"
+    origin = f"{path} ({ORIGIN} {model_type})"
     return (origin,) if note is None else (origin, NOT_MODELLED + note)
+
+
+# How an imported model's sources name its config (_sources); origin_model_type reads it back.
+ORIGIN = "Hugging Face config.json, model_type"
+_ORIGIN_TYPE = re.compile(r"\(" + re.escape(ORIGIN) + r" (\w+)\)")
+
+
+def origin_model_type(model: ModelSpec) -> str | None:
+    """The model_type of the Hugging Face config the model was imported from, None if it was not."""
+    for line in model.sources:
+        found = _ORIGIN_TYPE.search(line)
+        if found:
+            return found.group(1)
+    return None

@@ -87,9 +87,10 @@ def stop_launch(proc: subprocess.Popen, marker: str, grace_s: float = GRACE_S,
     """SIGTERM torchrun and every process of its launch, SIGKILL whatever is left after `grace_s`,
     and wait for them; returns the pids still alive after that (a process stuck in the kernel,
     which even SIGKILL cannot end at once)."""
-    if proc.poll() is not None and not marked_pids(marker):
+    pids = marked_pids(marker)
+    if proc.poll() is not None and not pids:
         return []
-    _signal_all(proc, marked_pids(marker), signal.SIGTERM)
+    _signal_all(proc, pids, signal.SIGTERM)
     left = _gone_by(proc, marker, time.monotonic() + grace_s)
     if proc.returncode is None or left:
         _signal_all(proc, left, signal.SIGKILL)

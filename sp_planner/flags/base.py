@@ -165,3 +165,12 @@ def describe_degrees(plan: ParallelPlan, axes: tuple[str, ...]) -> str:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "es" if noun.endswith("ch") else "s")
+
+
+def dropout_flags(model: ModelSpec) -> list[str]:
+    """The model's dropout probabilities (ModelSpec.hidden_dropout, attention_dropout; cost.dropout),
+    always explicit: Megatron-LM defaults both to 0.1 (TransformerConfig hidden_dropout and
+    attention_dropout, whose fields arguments.py turns into these flags at d98e8a64dd; a plain
+    add_argument default=0.1 at core_v0.12.1 lines 1465-1468, the parser MindSpeed patches, which
+    keeps them), so a Llama-style plan run without them would draw dropout masks it never timed."""
+    return [f"--hidden-dropout {model.hidden_dropout:g}", f"--attention-dropout {model.attention_dropout:g}"]

@@ -14,6 +14,7 @@ from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
     describe_degrees,
+    dropout_flags,
     refusal,
     supported,
 )
@@ -125,8 +126,8 @@ def render(request: FlagRequest) -> FrameworkFlags:
             # megatron/arguments.py at 4efb479d, lines 768-771); the plan's values are the model's.
             f"Megatron-DeepSpeed: pass --ds-sequence-parallel-size {p.ulysses} and never "
             "--sequence-parallel (megatron/initialize.py raises RuntimeError on the combination); its mpu "
-            f"carries the same groups. Pass --hidden-dropout {m.hidden_dropout:g} --attention-dropout "
-            f"{m.attention_dropout:g} too, the dropout the plan assumes: both default to 0.1 there.",
+            f"carries the same groups. Pass {' '.join(dropout_flags(m))} too, the dropout the plan assumes: "
+            "both default to 0.1 there.",
         ]
         if p.ulysses > m.num_kv_heads:
             notes.append(

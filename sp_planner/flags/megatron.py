@@ -14,6 +14,7 @@ import textwrap
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
+    dropout_flags,
     kv_heads_per_tp_rank,
     megatron_tp_head_failures,
     megatron_zero_failure,
@@ -125,15 +126,6 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         ("memory and precision", memory),
         ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]
-
-
-def dropout_flags(model: ModelSpec) -> list[str]:
-    """The model's dropout probabilities (ModelSpec.hidden_dropout, attention_dropout; cost.dropout),
-    always explicit: Megatron-LM defaults both to 0.1 (TransformerConfig hidden_dropout and
-    attention_dropout, whose fields arguments.py turns into these flags at d98e8a64dd; a plain
-    add_argument default=0.1 at core_v0.12.1 lines 1465-1468, the parser MindSpeed patches, which
-    keeps them), so a Llama-style plan run without them would draw dropout masks it never timed."""
-    return [f"--hidden-dropout {model.hidden_dropout:g}", f"--attention-dropout {model.attention_dropout:g}"]
 
 
 def untie_flags(model: ModelSpec) -> list[str]:
