@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import FP32_BYTES, kv_heads_for_ulysses
+from sp_planner.cost.attention_comm import kv_heads_for_ulysses
+from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
@@ -41,7 +42,15 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-ACT_BYTES = 2  # bf16 activations
+ACT_BYTES = BF16_BYTES  # cost.step's name for it (activations are bf16)
+
+
+def sequence_parallel_region_tokens(tokens, tp, sequence_parallel: bool):
+    """A rank's tokens in the sequence-parallel region (the hidden state between the TP GEMMs:
+    norms, dropouts, residual adds, the embedding's output) of its `tokens` (micro-batch x sequence
+    / cp): split over tp with Megatron's sequence parallelism (Korthikanti et al. 2022, arXiv
+    2205.05198, section 4.2.2), whole on every TP rank without it."""
+    return tokens / np.asarray(tp) if sequence_parallel else tokens
 
 
 def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
@@ -55,9 +64,9 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
     load = busiest_rank_load(model, ep)
     copies = tokens * model.moe.top_k * etp * load
     routed_width = model.moe.top_k * model.moe.moe_intermediate_size
-    routed_extra = ACT_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
+    routed_extra = BF16_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
     router = ROUTER_BYTES_PER_LOGIT * tokens * model.moe.num_experts
-    return moe_layer_fraction(model) * (ACT_BYTES * copies * model.hidden_size + routed_extra + router)
+    return moe_layer_fraction(model) * (BF16_BYTES * copies * model.hidden_size + routed_extra + router)
 
 
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
@@ -76,11 +85,11 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     heads = model.num_heads / tp
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
     # The hidden-state region sequence parallelism splits over tp (else whole on every TP rank).
-    seq_split = tp if sequence_parallel else 1
-    norms = 4 * ACT_BYTES * n * h / seq_split
+    region = sequence_parallel_region_tokens(n, tp, sequence_parallel)
+    norms = 4 * BF16_BYTES * region * h
     # The hidden dropouts run in the same region (cost.dropout), their masks kept for backward.
-    masks = hidden_dropout_saved_bytes_per_token(model) * n / seq_split
-    q = ACT_BYTES * n * heads * d
+    masks = hidden_dropout_saved_bytes_per_token(model) * region
+    q = BF16_BYTES * n * heads * d
     lse = 0.0 if unfused else FP32_BYTES * n * heads
     # b x heads/(tp*u) x s x s scores on the rank; with no ring (unfused kernels cannot) n*u = b*s,
     # so that is n x s x heads/tp elements.
@@ -88,11 +97,11 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     scores = per_score * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
-    attn = q + 2 * ACT_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
-    mlp = ACT_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
+    attn = q + 2 * BF16_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
+    mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp) + masks
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
-    layer_input = ACT_BYTES * n * h / seq_split
+    layer_input = BF16_BYTES * region * h
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
                       np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
     return stored, full_layer
@@ -118,7 +127,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # recomputed, that bf16 copy stays beside the 1 B one the savings above leave. FP8 attention's
     # output is already the FP8 tensor the projection takes; Ulysses counts two copies already;
     # selective recompute frees the attention's; unfused attention does not save its output.
-    bf16_out = (ACT_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
+    bf16_out = (BF16_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
     kept_out = ((c.precision != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
                 & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
     return stored + np.where(kept_out, bf16_out, 0.0), full_layer

@@ -40,13 +40,13 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.attention_comm import (
-    FP32_BYTES,
     allgather_buffer_bytes,
     RING_GRAD_ELEM_BYTES,
     kv_heads_for_ulysses,
     ulysses_all_to_all_bytes,
     ulysses_layout_copy_bytes,
 )
+from sp_planner.cost.dtypes import FP32_BYTES
 from sp_planner.cost.kernels import flash_time_s, memory_pass_time_s
 from sp_planner.cost.links import all_to_all_time_s, p2p_time_s, ring_collective_time_s
 from sp_planner.cost.overlap import overlap_compute_slowdown, slowed_by_overlap

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dtypes import FP32_BYTES
+
 # Ring dK/dV accumulators travel in fp32 (yunchang and ring-flash-attention accumulate them in
 # fp32; so does sp_planner.executor.ring).
-FP32_BYTES = 4
 RING_GRAD_ELEM_BYTES = FP32_BYTES
 
 

@@ -44,7 +44,7 @@ from sp_planner.cost.attention_comm import (
 from sp_planner.cost.fsdp import param_gathers_per_step, replicate_stride, shard_group_size
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
@@ -125,20 +125,29 @@ def layer_tp_all_gathers(*, layers, full_recompute, sequence_parallel: bool = Tr
     return layers * (per_layer + np.where(np.asarray(full_recompute, dtype=bool), TP_FORWARD_ALL_GATHERS, 0))
 
 
+class TpCalls(NamedTuple):
+    """The TP collectives a step makes on the first stage's GPU (tp_calls_per_step)."""
+
+    all_gathers: np.ndarray  # the layers', the embedding's and at pp 1 the output layer's
+    reduce_scatters: np.ndarray
+    layer_all_gathers: np.ndarray  # the layers' of all_gathers (FP8 under per-tensor FP8)
+
+
 def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_embedding: str,
-                      sequence_parallel: bool = True):
-    """(all-gathers, reduce-scatters) of the TP group a step makes on the first stage's GPU: its
-    layers' per micro-batch (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers
-    for a learned position table) and, at pp 1, the output layer's; without sequence parallelism an
-    all-reduce counts as one of each. Every call moves the same elements; the layers' gathers move
-    FP8 under per-tensor FP8 (cost.gathered_transpose)."""
+                      sequence_parallel: bool = True) -> TpCalls:
+    """The TP group's calls a step makes on the first stage's GPU: its layers' per micro-batch
+    (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers for a learned position
+    table) and, at pp 1, the output layer's; without sequence parallelism an all-reduce counts as
+    one of each. Every call moves the same elements; the layers' gathers move FP8 under per-tensor
+    FP8 (cost.gathered_transpose), the others bf16."""
     full = np.asarray(full_recompute, dtype=bool)
-    ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel) \
+    layer_ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel)
+    ag = layer_ag \
         + EMBEDDING_TP_ALL_GATHERS + embedding_tp_forward_all_gathers(position_embedding, sequence_parallel) \
         + np.where(pp == 1, output_tp_forward_all_gathers(sequence_parallel) + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
         + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
-    return ag * micro_batches, rs * micro_batches
+    return TpCalls(ag * micro_batches, rs * micro_batches, layer_ag * micro_batches)
 
 
 class PerCollective(NamedTuple):
@@ -174,7 +183,7 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
     """The forward share of ring_bytes_per_layer: K and V for R-1 steps."""
     kv = kv_heads_for_ulysses(model.num_kv_heads, c.tp, c.ulysses) // c.ulysses
     block = c.micro_batch * (workload.seq_len // c.ring) * kv * model.head_dim
-    return 2 * (c.ring - 1) * block * ACT_BYTES
+    return 2 * (c.ring - 1) * block * BF16_BYTES
 
 
 def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
@@ -190,7 +199,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     layers = stages.first.astype(np.int64)  # the first stage's GPU (whose parameters are counted)
     m = micro_batches(workload, c)
     shape = dict(batch=b, seq_len=workload.seq_len, num_kv_heads=model.num_kv_heads,
-                 head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=ACT_BYTES)
+                 head_dim=model.head_dim, tp=tp, ulysses=u, ring=r, elem_bytes=BF16_BYTES)
     uly_layer = ulysses_bytes_per_layer(num_heads=model.num_heads, **shape)
     gather = c.allgather
     ring_layer = np.where(gather, 0, ring_bytes_per_layer(**shape, grad_elem_bytes=ring_impl.grad_elem_bytes,
@@ -204,18 +213,17 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)
     cp_ag_layer = cp_ag_layer + np.where(again, cp_ag_layer // 2, 0)  # the forward gather again
 
-    gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * ACT_BYTES
+    gathered = b * (workload.seq_len // group_size(c, CP_AXES)) * model.hidden_size * BF16_BYTES
     tp_sent = gathered * (tp - 1) // tp
     full = recompute == RECOMPUTE_FULL
-    tp_ag_calls, tp_rs_calls = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=full, pp=pp,
-                                                 position_embedding=model.position_embedding,
-                                                 sequence_parallel=sequence_parallel)
+    tp_ag_calls, tp_rs_calls, layer_ag_calls = tp_calls_per_step(
+        layers=layers, micro_batches=m, full_recompute=full, pp=pp, position_embedding=model.position_embedding,
+        sequence_parallel=sequence_parallel)
     # The layers' gathers in FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
     # the output layer's in bf16.
-    layer_ag_calls = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel) * m
     layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
                                          sequence_parallel=sequence_parallel)
-    tp_ag_sent = tp_sent * (tp_ag_calls - layer_ag_calls) + (tp_sent * layer_elem / ACT_BYTES) * layer_ag_calls
+    tp_ag_sent = tp_sent * (tp_ag_calls - layer_ag_calls) + (tp_sent * layer_elem / BF16_BYTES) * layer_ag_calls
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
@@ -250,7 +258,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     # tokens, x the busiest rank's load: imbalance or capacity) less the share it keeps; etp gathers them.
     tokens = b * (workload.seq_len // group_size(c, CP_AXES)) // tp
     moe_share = moe_layer_fraction(model) if model.moe else 0.0
-    copies = dispatch_bytes(model, tokens, ACT_BYTES) * busiest_rank_load(model, c.ep) * moe_share
+    copies = dispatch_bytes(model, tokens, BF16_BYTES) * busiest_rank_load(model, c.ep) * moe_share
     a2a_count = MOE_ALL_TO_ALLS_PER_LAYER + np.where(full, MOE_FORWARD_ALL_TO_ALLS, 0)
     etp_count = ETP_FORWARD_COLLECTIVES + ETP_BACKWARD_COLLECTIVES + np.where(full, ETP_FORWARD_COLLECTIVES, 0)
     ep_sent = (copies * (c.ep - 1) / c.ep * a2a_count).astype(np.int64)

@@ -50,13 +50,14 @@ MXFP8 recipes pair it with HybridEP's per-rank token budget (moe_expert_rank_cap
 transformer_config.py cd4afffa 977-982) and the paged stash, which size every buffer statically.
 
 Op parts (the layer counts of cost.host's docstring, split by module):
-  attention, forward 7: norm + QKV, RoPE on q and k (2), core attention and its layout copy (2),
-    projection, residual add; +1 under FP8 (the projection input's quantize); half the TP
-    collectives of the layer (an all-gather and a reduce-scatter forward).
-  attention, backward 12: QKV and projection dgrad and wgrad (4), attention backward (3), RoPE (2),
-    the input norm and its residual-gradient add (2), one gradient accumulation; +2 under FP8
+  attention, forward 5: norm + QKV, core attention and its layout copy (2), projection, residual
+    add; +1 under FP8 (the projection input's quantize); half the TP collectives of the layer (an
+    all-gather and a reduce-scatter forward).
+  attention, backward 10: QKV and projection dgrad and wgrad (4), attention backward (3), the
+    input norm and its residual-gradient add (2), one gradient accumulation; +2 under FP8
     (quantize the two GEMMs' output gradients); half the TP collectives.
-  RoPE's 2 + 2 only where the model has rotary embeddings, on its RoPE layers (cost.rope, cost.host).
+  RoPE on q and k (2 + 2 on its RoPE layers, cost.rope) and the QK norm (cost.qk_norm) are the
+    attention part's too where the model has them (cost.host).
   The rest of the dense layer is its MLP part ("mlp").
   router, forward 11: the pre-MLP norm and the router's 10; backward 7: router GEMM dgrad and
     wgrad (2), top-k and aux-loss backward (4), the norm; plus shared experts (3 forward, 5
@@ -75,7 +76,7 @@ GRAPH_SCOPES: tuple[str, ...] = (ATTN, MLP, MOE, MOE_ROUTER, MOE_PREPROCESS, FUL
 NO_GRAPHS: frozenset[str] = frozenset()  # eager: what sp-plan assumes (it emits no graph flags)
 
 # Host ops of each graphable part per layer and micro-batch (module docstring).
-ATTENTION_FORWARD_OPS, ATTENTION_BACKWARD_OPS = 7, 12
+ATTENTION_FORWARD_OPS, ATTENTION_BACKWARD_OPS = 5, 10  # RoPE's are cost.rope rope_host_ops'
 ATTENTION_FP8_FORWARD_OPS, ATTENTION_FP8_BACKWARD_OPS = 1, 2
 ROUTER_FORWARD_OPS, ROUTER_BACKWARD_OPS = 11, 7
 PREPROCESS_FORWARD_OPS, PREPROCESS_BACKWARD_OPS = 11, 2

@@ -40,17 +40,17 @@ them again); the embedding's mask on the first stage for each micro-batch in fli
 
 from __future__ import annotations
 
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.specs.model import ModelSpec
 
-BF16 = 2  # bytes of an activation or its gradient
 MASK_BYTES = 1  # a bool (TorchScript's `rand_like < 1 - p`; native_dropout's mask)
 HIDDEN_DROPOUTS_PER_LAYER = 2  # after the attention's out-projection and after the MLP
 # The fused bias-dropout-add beyond its residual add (module docstring), bytes an element.
 BIAS_DROPOUT_ADD_FWD_BYTES = MASK_BYTES
-BIAS_DROPOUT_ADD_BWD_BYTES = BF16 + MASK_BYTES + BF16
+BIAS_DROPOUT_ADD_BWD_BYTES = BF16_BYTES + MASK_BYTES + BF16_BYTES
 # Eager torch dropout on the embedding's output, bytes an element.
-EMBEDDING_DROPOUT_FWD_BYTES = BF16 + BF16 + MASK_BYTES
-EMBEDDING_DROPOUT_BWD_BYTES = BF16 + MASK_BYTES + BF16
+EMBEDDING_DROPOUT_FWD_BYTES = BF16_BYTES + BF16_BYTES + MASK_BYTES
+EMBEDDING_DROPOUT_BWD_BYTES = BF16_BYTES + MASK_BYTES + BF16_BYTES
 
 
 def has_hidden_dropout(model: ModelSpec) -> bool:

@@ -42,13 +42,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
-BF16 = 2  # bytes of the embedding's autograd gradient
-ZERO_FILL_BYTES = BF16  # at::zeros of the table's gradient
-TIED_SUM_BYTES = 3 * BF16  # autograd adds the output layer's gradient: read 2 + 2, write 2
+ZERO_FILL_BYTES = BF16_BYTES  # at::zeros of the table's gradient (autograd's, bf16)
+TIED_SUM_BYTES = 3 * BF16_BYTES  # autograd adds the output layer's gradient: read 2 + 2, write 2
 # Wrappers whose per-parameter hook adds the embedding's bf16 gradient into the main gradient.
 MAIN_GRAD_ADD_WRAPPERS = frozenset({"megatron", "apex"})
 
@@ -58,20 +58,27 @@ def embedding_grad_bytes_per_element(*, grad_bytes: int, main_grad_add: bool, ti
     gradient's add where the wrapper makes it, and where input and output are tied on the stage the
     output's dummy zeros (Megatron's fused output gradient) and autograd's sum."""
     tied = np.asarray(tied_on_stage, dtype=bool)
-    own = ZERO_FILL_BYTES + (2 * grad_bytes + BF16 if main_grad_add else 0)
+    own = ZERO_FILL_BYTES + (2 * grad_bytes + BF16_BYTES if main_grad_add else 0)
     tied_extra = TIED_SUM_BYTES + (ZERO_FILL_BYTES if fused_output_wgrad else 0)
     return own + np.where(tied, tied_extra, 0)
 
 
+def table_grad_bytes_per_element(*, grad_bytes: int, wrapper: str | None, tied_on_stage):
+    """embedding_grad_bytes_per_element under a data-parallel `wrapper` (cost.grad_buffer.GradSync;
+    None: the main gradient's add is not counted, as the wrapper's passes are not): Megatron's
+    wrappers add into the main gradient and fuse the output layer's weight gradient (module
+    docstring). Any embedding table's: the word table's here, a learned position table's
+    (cost.embedding_work)."""
+    megatron = wrapper in MAIN_GRAD_ADD_WRAPPERS
+    return embedding_grad_bytes_per_element(grad_bytes=grad_bytes, main_grad_add=megatron,
+                                            tied_on_stage=tied_on_stage, fused_output_wgrad=megatron)
+
+
 def embedding_grad_s(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, grad_bytes: int, wrapper: str | None):
     """Seconds per micro-batch of the embedding's gradient passes on the first stage (with pp 1,
-    the only one), per candidate. `wrapper`: the data-parallel wrapper (cost.grad_buffer.GradSync;
-    None: the main gradient's add is not counted, as the wrapper's passes are not); Megatron's
-    wrappers fuse the output layer's weight gradient (module docstring)."""
-    megatron = wrapper in MAIN_GRAD_ADD_WRAPPERS
+    the only one), per candidate; `wrapper` as table_grad_bytes_per_element."""
     elements = model.vocab_size / np.asarray(tp, dtype=np.float64) * model.hidden_size
-    per_element = embedding_grad_bytes_per_element(
-        grad_bytes=grad_bytes, main_grad_add=megatron,
-        tied_on_stage=model.tie_word_embeddings & (np.asarray(pp) == 1), fused_output_wgrad=megatron)
+    per_element = table_grad_bytes_per_element(grad_bytes=grad_bytes, wrapper=wrapper,
+                                               tied_on_stage=model.tie_word_embeddings & (np.asarray(pp) == 1))
     return memory_pass_time_s(hardware, per_element * elements)
 

@@ -28,14 +28,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dropout import BF16, embedding_dropout_bytes_per_token
-from sp_planner.cost.embedding_grad import MAIN_GRAD_ADD_WRAPPERS, embedding_grad_bytes_per_element, embedding_grad_s
+from sp_planner.cost.activations import sequence_parallel_region_tokens
+from sp_planner.cost.dropout import embedding_dropout_bytes_per_token
+from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.embedding_grad import embedding_grad_s, table_grad_bytes_per_element
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import LEARNED_ABSOLUTE, ModelSpec
 
 # The position add: read the word and the position embedding, write the sum.
-POSITION_ADD_BYTES = 3 * BF16
+POSITION_ADD_BYTES = 3 * BF16_BYTES
 
 
 class EmbeddingWork(NamedTuple):
@@ -50,9 +52,7 @@ def position_table_bytes(model: ModelSpec, *, seq_len: int, grad_bytes: int, wra
     its seq_len x h elements at the word table's untied bytes an element (module docstring)."""
     if model.position_embedding != LEARNED_ABSOLUTE:
         return 0.0
-    megatron = wrapper in MAIN_GRAD_ADD_WRAPPERS
-    per_element = embedding_grad_bytes_per_element(grad_bytes=grad_bytes, main_grad_add=megatron,
-                                                   tied_on_stage=False, fused_output_wgrad=megatron)
+    per_element = table_grad_bytes_per_element(grad_bytes=grad_bytes, wrapper=wrapper, tied_on_stage=False)
     return float(per_element * seq_len * model.hidden_size)
 
 
@@ -64,7 +64,7 @@ def embedding_work(model: ModelSpec, hardware: HardwareProfile, *, tp, pp, token
     tokens = np.asarray(tokens, dtype=np.float64)
     add = POSITION_ADD_BYTES * tokens * h if model.position_embedding == LEARNED_ABSOLUTE else 0.0
     drop_fwd, drop_bwd = embedding_dropout_bytes_per_token(model)
-    region = tokens / np.asarray(tp) if sequence_parallel else tokens  # after the scatter, with SP
+    region = sequence_parallel_region_tokens(tokens, tp, sequence_parallel)  # after the scatter, with SP
     fwd = memory_pass_time_s(hardware, add + drop_fwd * region)
     table = position_table_bytes(model, seq_len=seq_len, grad_bytes=grad_bytes, wrapper=wrapper)
     word = embedding_grad_s(model, hardware, tp=tp, pp=pp, grad_bytes=grad_bytes, wrapper=wrapper)

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, amax_reductions_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES
@@ -80,7 +80,7 @@ def layer_gather_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=Fa
     fwd, _ = amax_reductions_per_layer(model)
     fp8_share = min(fwd / DENSE_REDUCTIONS[0], 1.0)
     on = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
-    return np.where(on, ACT_BYTES - fp8_share * (ACT_BYTES - FP8_ELEM_BYTES), float(ACT_BYTES))
+    return np.where(on, BF16_BYTES - fp8_share * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))
 
 
 def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, tp, precision,

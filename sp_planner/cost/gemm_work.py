@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
@@ -136,7 +137,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     # The hidden dropouts beyond the residual adds, each way on its own (cost.dropout), on the
     # hidden state's tokens: split over tp with sequence parallelism, whole on each rank without.
     drop_fwd, drop_bwd = hidden_dropout_bytes_per_token(model)
-    region_tokens = tokens / np.asarray(tp) if sequence_parallel else tokens
+    region_tokens = sequence_parallel_region_tokens(tokens, tp, sequence_parallel)
     fwd = fwd + memory_pass_time_s(hardware, drop_fwd * region_tokens)
     bwd = bwd + memory_pass_time_s(hardware, drop_bwd * region_tokens)
     # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8, SP).

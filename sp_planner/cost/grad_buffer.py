@@ -99,6 +99,7 @@ from typing import Literal
 
 import numpy as np
 
+from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
 from sp_planner.cost.states import TrainingStates, optimizer_bytes_per_param, optimizer_step_bytes_per_param
 from sp_planner.layout import CP_AXES, group_size
@@ -107,8 +108,6 @@ from sp_planner.specs.base import FrozenModel
 # "uncounted": a wrapper whose own passes are not modelled (torch DDP), under an optimizer whose
 # fp16 passes still are.
 GradWrapper = Literal["megatron", "torch-fsdp2", "torch-fsdp1", "deepspeed", "apex", "uncounted"]
-BF16 = 2  # bytes of a bf16 gradient or parameter element
-FP32 = 4  # bytes of the fp32 shard torch FSDP keeps
 
 
 class GradSync(FrozenModel):
@@ -131,20 +130,20 @@ def _megatron_ddp(sync: GradSync, g: int, params, scaled):
 
 
 def _megatron_fsdp(sync: GradSync, g: int, shard, scaled, m):
-    in_place = 2 * g if g == BF16 and not sync.average_in_collective else 0  # else NCCL's premul-sum
+    in_place = 2 * g if g == BF16_BYTES and not sync.average_in_collective else 0  # else NCCL's premul-sum
     return g * shard * (1 + 3 * m) + in_place * scaled * m
 
 
 def _fsdp2(g: int, params, shard, m, gathers):
-    return ((BF16 + g) * params * m + 3 * g * shard * (m - 1)
-            + gathers * ((FP32 + BF16 + 2 * BF16) * shard + 2 * BF16 * params))
+    return ((BF16_BYTES + g) * params * m + 3 * g * shard * (m - 1)
+            + gathers * ((FP32_BYTES + BF16_BYTES + 2 * BF16_BYTES) * shard + 2 * BF16_BYTES * params))
 
 
 def _fsdp1(g: int, params, shard, scaled, group, m, gathers):
-    cast = BF16 + g if g != BF16 else 0  # bf16 gradients to the reduce dtype
+    cast = BF16_BYTES + g if g != BF16_BYTES else 0  # bf16 gradients to the reduce dtype
     post_divide = 2 * g * shard * (np.asarray(group) >= 4)
-    return ((2 * BF16 + cast) * params * m + 2 * g * scaled * m + post_divide * m + 3 * g * shard * (m - 1)
-            + gathers * (FP32 + BF16) * shard)
+    return ((2 * BF16_BYTES + cast) * params * m + 2 * g * scaled * m + post_divide * m + 3 * g * shard * (m - 1)
+            + gathers * (FP32_BYTES + BF16_BYTES) * shard)
 
 
 def _deepspeed(zero, params, shard, m, gathers):
@@ -186,8 +185,8 @@ def grad_buffer_bytes(sync: GradSync, *, grad_bytes: int, zero, sharded_from: in
     if not sync.fp16_grad_scaler:
         return wrapper
     main_grads = np.where(zero >= 1, shard, params)  # the optimizer's parameters
-    copy = BF16 + FP32 if g == BF16 else 0  # fp16 main gradients (2 B, as bf16) to fp32
-    return wrapper + (copy + 2 * FP32) * main_grads
+    copy = BF16_BYTES + FP32_BYTES if g == BF16_BYTES else 0  # fp16 main gradients (2 B, as bf16) to fp32
+    return wrapper + (copy + 2 * FP32_BYTES) * main_grads
 
 
 def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, params, experts, micro_batches, edp):

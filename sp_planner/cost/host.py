@@ -22,12 +22,15 @@ the host), counted by hand from Megatron-Core core_v0.15.0 (0d7e02bd) with the T
 moe/router.py, moe/token_dispatcher.py, moe/experts.py TEGroupedMLP) and TransformerEngine v2.9
 (70f53666; pytorch/module/grouped_linear.py, common/gemm/cublaslt_gemm.cu), fusions on (RoPE,
 SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
-  dense forward, 12: norm + QKV GEMM (LayerNormLinear), RoPE on q and k (2), core attention and
-    its layout copy (2), projection GEMM, residual add, norm + fc1 GEMM (2), SwiGLU, fc2 GEMM,
-    residual add.
-  dense backward, 20: dgrad and wgrad of the four GEMMs (8), SwiGLU, two norms and their
+  dense forward, 10: norm + QKV GEMM (LayerNormLinear), core attention and its layout copy (2),
+    projection GEMM, residual add, norm + fc1 GEMM (2), SwiGLU, fc2 GEMM, residual add.
+  dense backward, 18: dgrad and wgrad of the four GEMMs (8), SwiGLU, two norms and their
     residual-gradient adds (4), attention backward (3: the dot(dO, O) pre-pass, the kernel, the
-    dQ conversion), RoPE on q and k (2), two gradient accumulations.
+    dQ conversion), two gradient accumulations.
+  RoPE (fused) on q and k: +2 forward, +2 backward on each layer that rotates (cost.rope
+    rope_host_ops), in the attention part: none without rotary embeddings (learned absolute
+    positions, ALiBi, none: ModelSpec.position_embedding), nor on a rope model's NoPE layers
+    (Llama 4's every 4th): the mean layer makes 2 x its RoPE layers' share.
   FP8/MXFP8: +2 forward (quantize the projection's and fc2's inputs; the norm fuses the cast of
     the others) and +4 backward (quantize each GEMM's output gradient); weights are quantized
     once per step (is_first_microbatch), not counted.
@@ -61,9 +64,6 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
   TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
-  No rotary embedding (learned absolute positions, ALiBi, none: ModelSpec.position_embedding):
-    the RoPE launches above, 2 forward and 2 backward, are not made (cost.rope); nor on a rope
-    model's NoPE layers (Llama 4's every 4th): the mean layer makes 2 x its RoPE layers' share.
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
   re-issues the forward in the backward and is counted).
@@ -128,7 +128,7 @@ from sp_planner.cost.cuda_graphs import (
 from sp_planner.cost.families import GRACE_PROFILES, profile_key
 from sp_planner.cost.qk_norm import qk_norm_host_ops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.rope import ROPE_BACKWARD_OPS, ROPE_FORWARD_OPS, rope_host_ops
+from sp_planner.cost.rope import rope_host_ops
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -139,7 +139,7 @@ HOST_S_PER_OP_GRACE = 37.08e-6  # GB200, Grace
 # the same Grace CPUs, so GB200's figure applies); every other one is an x86 host.
 
 # Host ops per layer and micro-batch, Megatron-Core + TE (module docstring).
-DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 12, 20
+DENSE_FORWARD_OPS, DENSE_BACKWARD_OPS = 10, 18  # RoPE's are rope_host_ops'
 FP8_FORWARD_OPS, FP8_BACKWARD_OPS = 2, 4
 MOE_FORWARD_OPS, MOE_BACKWARD_OPS = 32, 13
 EXPERT_FORWARD_OPS, EXPERT_BACKWARD_OPS = 2, 4  # per local expert: fc1 and fc2 GEMMs
@@ -190,12 +190,11 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     # The attention part (cost.cuda_graphs) and the rest, the dense MLP part.
     attn_fwd = ATTENTION_FORWARD_OPS + np.where(low, ATTENTION_FP8_FORWARD_OPS, 0) + tp_fwd / 2 + pair
     attn_bwd = ATTENTION_BACKWARD_OPS + np.where(low, ATTENTION_FP8_BACKWARD_OPS, 0) + tp_bwd / 2 + pair
-    # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm) and RoPE's launches less
-    # the 2 + 2 the counts above hold (fewer on the mean layer where some have none, cost.rope), part of the
-    # attention a graph of it captures.
+    # The ring's later steps (ring_host_ops), the QK norm (cost.qk_norm) and RoPE (the mean layer's
+    # share of its RoPE layers' launches, cost.rope), part of the attention a graph of it captures.
     qk_fwd, qk_bwd = qk_norm_host_ops(model)
     rope_fwd, rope_bwd = rope_host_ops(model)
-    own_fwd, own_bwd = qk_fwd + rope_fwd - ROPE_FORWARD_OPS, qk_bwd + rope_bwd - ROPE_BACKWARD_OPS
+    own_fwd, own_bwd = qk_fwd + rope_fwd, qk_bwd + rope_bwd
     fwd, bwd = fwd + ring_ops[0] + own_fwd, bwd + ring_ops[1] + own_bwd
     attn_fwd, attn_bwd = attn_fwd + ring_ops[0] + own_fwd, attn_bwd + ring_ops[1] + own_bwd
     attn = ATTN in cuda_graphs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_kernels import causal_ratio, padded_head_dim
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.specs.hardware import CurvePoint, HardwareProfile
 
@@ -47,7 +48,7 @@ UNFUSED_DROPOUT_FWD_BYTES, UNFUSED_DROPOUT_BWD_BYTES = 5, 5
 # Each of the attention's batched GEMMs writes or reads the score-sized operand once (2 bytes per
 # element) and does 2 x head_dim FLOPs per element: QK^T and PV forward, and dP = dO V^T,
 # dV = P^T dO, dQ = dS K, dK = dS^T Q backward.
-UNFUSED_GEMM_BYTES = 2
+UNFUSED_GEMM_BYTES = BF16_BYTES
 UNFUSED_GEMMS_FWD, UNFUSED_GEMMS_BWD = 2, 4
 # Activations the unfused kernel stores per score element (section 4.1 above): the softmax output
 # (2), and with attention dropout its mask and output (1 + 2).

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.attention import AttentionTimes, attention_times
 from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.comm import (
@@ -70,17 +70,29 @@ class LayerTimes(NamedTuple):
     tp_fwd_s: np.ndarray  # a layer's TP collectives exposed in forward ...
     tp_bwd_s: np.ndarray  # ... and in backward
     tp_layer_s: np.ndarray
-    out_tp_bwd_s: np.ndarray  # the output layer's backward TP collectives
-    head_tp_s: np.ndarray  # the loss stage's TP collectives beyond its layers (the embedding's at pp 1)
-    first_tp_s: np.ndarray  # the first stage's (the embedding's) where pp > 1
+    out_tp_fwd_s: np.ndarray  # the output layer's forward TP collectives (bf16)
+    out_tp_bwd_s: np.ndarray  # ... and its backward ones
     emb_tp_fwd_s: np.ndarray  # the embedding's forward TP collectives (bf16)
     emb_tp_bwd_s: np.ndarray  # the embedding's backward TP collectives (bf16, as every embedding gather)
+    pp: np.ndarray  # the candidates' pipeline degrees: at pp 1 the loss stage holds the embedding
     moe_layer_s: np.ndarray  # MoE all-to-alls and etp collectives, forward and backward
     ep_saving_s: np.ndarray | float  # what EP overlap hides per paired layer step (cost.ep_overlap)
     recompute_s: np.ndarray  # the forward recompute re-runs in backward
     per_layer_s: np.ndarray  # all of a layer's parts
     fwd_s: np.ndarray  # a layer's forward ...
     bwd_s: np.ndarray  # ... and backward (with its recompute)
+
+    @property
+    def head_tp_s(self) -> np.ndarray:
+        """The loss stage's TP collectives beyond its layers: the output layer's, and at pp 1 the
+        embedding's."""
+        emb = self.emb_tp_fwd_s + self.emb_tp_bwd_s
+        return self.out_tp_fwd_s + self.out_tp_bwd_s + np.where(self.pp == 1, emb, 0.0)
+
+    @property
+    def first_tp_s(self) -> np.ndarray:
+        """The first stage's TP collectives beyond its layers: the embedding's where pp > 1."""
+        return np.where(self.pp > 1, self.emb_tp_fwd_s + self.emb_tp_bwd_s, 0.0)
 
 
 def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
@@ -91,7 +103,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
-                    ep_stride=axis_stride(c, "ep"), elem_bytes=ACT_BYTES, gpus_per_node=gpn,
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=BF16_BYTES, gpus_per_node=gpn,
                     gemm_flops_per_s=gemm_peak_flops(hardware, c.precision, c.fp8_blockwise))
     # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
     # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
@@ -108,13 +120,13 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     attn = attention_times(
         hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
         num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
-        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=ACT_BYTES,
+        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=BF16_BYTES,
         allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
         attention_dropout=has_attention_dropout(model),
     )
     attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
                                     ring=r)
-    gathered = tokens * model.hidden_size * ACT_BYTES
+    gathered = tokens * model.hidden_size * BF16_BYTES
     tp_stride = axis_stride(c, "tp")
     # A layer's gathers move FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
     # the output layer's (bf16_ag) and every reduce-scatter move bf16.
@@ -122,8 +134,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                          sequence_parallel=sequence_parallel)
     bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     # Priced again only where some row gathers FP8 (the search's bf16 chunks reuse bf16_ag).
-    ag = bf16_ag if np.all(layer_elem == ACT_BYTES) else ring_collective_time_s(
-        hardware, "all_gather", gathered * layer_elem / ACT_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
+    ag = bf16_ag if np.all(layer_elem == BF16_BYTES) else ring_collective_time_s(
+        hardware, "all_gather", gathered * layer_elem / BF16_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
     tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
@@ -136,15 +148,12 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),
     # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
-    # first stage (the same one at pp 1).
-    pp = c.pp
+    # first stage (the same one at pp 1: LayerTimes.head_tp_s, first_tp_s).
     # A learned position table's all-reduce forward: its second half, an all-gather (cost.comm).
     emb_tp_fwd = EMBEDDING_TP_REDUCE_SCATTERS * rs \
         + embedding_tp_forward_all_gathers(model.position_embedding, sequence_parallel) * bf16_ag
-    emb_tp = emb_tp_fwd + EMBEDDING_TP_ALL_GATHERS * bf16_ag
+    out_tp_fwd = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag
     out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * bf16_ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
-    head_tp = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag + out_tp_bwd + np.where(pp == 1, emb_tp, 0.0)
-    first_tp = np.where(pp > 1, emb_tp, 0.0)
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -170,8 +179,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     return LayerTimes(
         gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
         tp_all_gather_s=ag, tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
-        out_tp_bwd_s=out_tp_bwd, head_tp_s=head_tp, first_tp_s=first_tp,
-        emb_tp_fwd_s=emb_tp_fwd, emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, moe_layer_s=moe_layer,
+        out_tp_fwd_s=out_tp_fwd, out_tp_bwd_s=out_tp_bwd, emb_tp_fwd_s=emb_tp_fwd,
+        emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, pp=c.pp, moe_layer_s=moe_layer,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,

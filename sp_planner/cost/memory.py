@@ -56,8 +56,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_layer
+from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
 from sp_planner.cost.attention_comm import allgather_buffer_bytes, kv_heads_for_ulysses
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
@@ -116,14 +117,14 @@ def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
     kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
-    ulysses_buf = np.where(ulysses > 1, 2 * ACT_BYTES * n * heads * d, 0.0)
+    ulysses_buf = np.where(ulysses > 1, 2 * BF16_BYTES * n * heads * d, 0.0)
     # Backward holds the ring's K/V and dK/dV buffers and the dQ accumulator (cost.ring_impl).
     ring_buf = np.where(ring > 1, n * d * (kv * ring_impl.buffer_bytes_per_kv_elem + ring_impl.dq_accum_bytes * heads),
                         0.0)
     # n*kv*d = one local K (or V) block on the ring axis: b x S/R tokens x kv/U heads.
-    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, ACT_BYTES, ring_impl.grad_elem_bytes),
+    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, BF16_BYTES, ring_impl.grad_elem_bytes),
                         ring_buf)
-    tp_buf = np.where(tp > 1, ACT_BYTES * n * model.hidden_size, 0.0)
+    tp_buf = np.where(tp > 1, BF16_BYTES * n * model.hidden_size, 0.0)
     return CommBuffers(attention_bytes=np.asarray(ulysses_buf + ring_buf, dtype=np.float64),
                        tp_bytes=np.asarray(tp_buf, dtype=np.float64))
 
@@ -229,7 +230,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # CPU offloading (pp 1 only) keeps L - N layers' activations on the GPU (cost.offload).
     # The embedding dropout's mask rides with the first stage's micro-batches in flight (cost.dropout),
     # after the scatter to the sequence-parallel region where there is one.
-    emb_mask = embedding_dropout_saved_bytes_per_token(model) * n / (tp if sequence_parallel else 1)
+    emb_mask = embedding_dropout_saved_bytes_per_token(model) * sequence_parallel_region_tokens(
+        n, tp, sequence_parallel)
     act_first = ((resident_layers(stages.first, c.cpu_offload_layers) * stored + emb_mask)
                  * first_stage_in_flight(pp, c.vpp, m))
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle

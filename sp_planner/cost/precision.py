@@ -47,24 +47,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.kernels import sustained_fraction
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
+# Precision codes (indices into plan.PRECISIONS), not byte widths: those are cost.dtypes'.
 BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
 MX_BLOCK = 32  # MXFP8: one E8M0 scale byte per 32 elements (OCP MX spec; TE MXFP8BlockScaling)
 # Current scaling's separate amax pass reads the bf16 tensor once (TE v2.9 quantizer.cpp
 # Float8CurrentScalingQuantizer::quantize_impl: nvte_compute_amax before nvte_quantize_v2).
-AMAX_PASS_BYTES_PER_ELEM = 2
+AMAX_PASS_BYTES_PER_ELEM = BF16_BYTES
 FP8_ELEM_BYTES = 1
-ACT_READ_BYTES = 2  # the bf16 tensor a cast reads
 SCALING_STATE_BYTES_PER_LAYER = 4 * 3 * 3 * 4  # GEMMs x tensors x (amax, scale, scale_inv) x fp32
 FP8_BLOCK = 128  # block scaling: one fp32 scale per 1x128 block of an activation or gradient
 FP32_SCALE_BYTES = 4
 # Block scaling's cast: read bf16, write row- and column-wise FP8 with an fp32 scale per block.
-BLOCK_CAST_BYTES_PER_ELEM = ACT_READ_BYTES + 2 * (FP8_ELEM_BYTES + FP32_SCALE_BYTES / FP8_BLOCK)
+BLOCK_CAST_BYTES_PER_ELEM = BF16_BYTES + 2 * (FP8_ELEM_BYTES + FP32_SCALE_BYTES / FP8_BLOCK)
 # Block-scaled FP8 GEMM kernels' rate over per-tensor FP8's on Hopper, from Transformer Engine's GEMM
 # benchmark on an H200 (docs/examples/gemm_profiling/gemm_profiling.rst at d0067d0, "Worked Example:
 # 5B Model on H200", 12 GEMMs a layer of hidden 4096, intermediate 16384, M 15872): FP8Block runs
@@ -96,7 +97,7 @@ def quantize_bytes_per_elem(precision, fp8_current, any_layout: bool = False, fp
     fp32 scale per 128 (`fp8_blockwise`); MXFP8's row- and column-wise cast with scales."""
     precision = np.asarray(precision)
     # A cast reads the bf16 tensor and writes TE's FP8 tensor: the bytes an FP8 weight holds.
-    cast = ACT_READ_BYTES + fp8_weight_bytes_per_param(precision, any_layout)
+    cast = BF16_BYTES + fp8_weight_bytes_per_param(precision, any_layout)
     block = (precision == FP8) & np.asarray(fp8_blockwise)
     cast = np.where(block, BLOCK_CAST_BYTES_PER_ELEM, cast)
     amax = np.where((precision == FP8) & np.asarray(fp8_current), AMAX_PASS_BYTES_PER_ELEM, 0)
@@ -134,7 +135,7 @@ def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision,
     from sp_planner.cost.flops import _active_ffn_width
 
     width = _active_ffn_width(model) if ffn is None else ffn
-    per_elem = np.where(np.asarray(precision) != BF16, 2 - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
+    per_elem = np.where(np.asarray(precision) != BF16, BF16_BYTES - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
     return per_elem * tokens * gemm_inputs_per_token(model, width) / tp
 
 

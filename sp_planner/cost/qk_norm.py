@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.attention_comm import FP32_BYTES, kv_heads_per_tp_rank
+from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
+from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.specs.model import ModelSpec
 
-ACT_BYTES = 2  # bf16 queries and keys
-# Forward HBM bytes per element: the norm reads and writes (2 + 2); the key's contiguous copy too.
-NORM_BYTES_PER_ELEM = 2 * ACT_BYTES
-COPY_BYTES_PER_ELEM = 2 * ACT_BYTES
+# Forward HBM bytes per element of the bf16 queries and keys: the norm reads and writes (2 + 2);
+# the key's contiguous copy too.
+NORM_BYTES_PER_ELEM = 2 * BF16_BYTES
+COPY_BYTES_PER_ELEM = 2 * BF16_BYTES
 # Host launches per layer (module docstring) and TE module calls per layer forward.
 QK_NORM_FORWARD_OPS, QK_NORM_BACKWARD_OPS = 3, 2
 QK_NORM_TE_CALLS = 2
@@ -59,7 +60,7 @@ def qk_norm_saved_bytes(model: ModelSpec, tokens, tp):
     if not model.qk_norm:
         return np.zeros(np.broadcast(np.asarray(tokens), np.asarray(tp)).shape)
     heads = model.num_heads / np.asarray(tp, dtype=np.float64) + kv_heads_per_tp_rank(model.num_kv_heads, tp)
-    return np.asarray(tokens, dtype=np.float64) * heads * (ACT_BYTES * model.head_dim + FP32_BYTES)
+    return np.asarray(tokens, dtype=np.float64) * heads * (BF16_BYTES * model.head_dim + FP32_BYTES)
 
 
 def qk_norm_host_ops(model: ModelSpec) -> tuple[int, int]:

@@ -61,9 +61,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.specs.base import FrozenModel
 
-BF16_BYTES, FP32_BYTES = 2, 4
 ADAM_MOMENTS_BYTES = 2 * FP32_BYTES  # Adam's m and v in fp32
 # Megatron's precision-aware optimizer with --exp-avg-dtype/--exp-avg-sq-dtype bf16 (NVIDIA/Megatron-LM
 # 9c5258f1 megatron/core/optimizer/optimizer_config.py: exp_avg_dtype, exp_avg_sq_dtype; TE

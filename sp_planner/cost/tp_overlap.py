@@ -75,7 +75,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, mlp_gemm_flops_per_token
 from sp_planner.cost.gemm_outputs import output_ratio
@@ -189,7 +189,7 @@ def buffer_copies(hardware: HardwareProfile, *, shard_elements, gather_elem_byte
     gather's `gather_elem_bytes`, and out of a bulk reduce-scatter's bf16 one: read + write each."""
     shard = np.asarray(shard_elements, dtype=np.float64)
     return BufferCopies(gather_s=memory_pass_time_s(hardware, 2.0 * shard * np.asarray(gather_elem_bytes)),
-                        scatter_s=memory_pass_time_s(hardware, 2.0 * shard * ACT_BYTES))
+                        scatter_s=memory_pass_time_s(hardware, 2.0 * shard * BF16_BYTES))
 
 
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):

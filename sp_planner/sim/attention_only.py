@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.layout import rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.attention_steps import attention_steps, ulysses_work_s
@@ -33,7 +33,7 @@ def attention_forward_time_s(hardware: HardwareProfile, model: ModelSpec, *, seq
     cluster = build_cluster(hw, 1)
     groups = {k: np.asarray(v) for k, v in rank_groups(ParallelPlan(ulysses=ulysses, ring=ring)).items()}
     att = attention_steps(hw, model, batch=batch, seq_len=seq_len, tp=1, ulysses=ulysses, ring=ring,
-                          causal=causal, zigzag=zigzag, elem_bytes=ACT_BYTES)
+                          causal=causal, zigzag=zigzag, elem_bytes=BF16_BYTES)
 
     def t(name, key, nbytes, algorithm, eff):
         return run_phase(cluster, name, groups[key], nbytes, algorithm, eff).duration_s

@@ -16,7 +16,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from sp_planner.cost.hybridep import hybridep_timed
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.layout import axis_stride
@@ -38,14 +38,14 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
-    copies = float(dispatch_bytes(model, tokens_per_tp_rank, ACT_BYTES) * busiest_rank_load(model, plan.ep))
+    copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * busiest_rank_load(model, plan.ep))
     # The expert GEMMs at the plan's precision, as cost.step times them.
     rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]), plan.fp8_blockwise)[0])
     # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
     # as the analytic model asks it (cost.step).
     stride = axis_stride(plan, "ep")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
-                      ep_stride=stride, elem_bytes=ACT_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
+                      ep_stride=stride, elem_bytes=BF16_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate)
     if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node):
         # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
         # time (cost.hybridep), already scaled by the share of MoE layers.

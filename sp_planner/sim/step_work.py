@@ -27,7 +27,7 @@ from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
 from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
@@ -90,18 +90,18 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm), but the
     # layers' gathers, FP8 under per-tensor FP8 (cost.gathered_transpose).
-    _, scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
-                                    position_embedding=model.position_embedding, sequence_parallel=sp)
+    scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
+                                 position_embedding=model.position_embedding, sequence_parallel=sp).reduce_scatters
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
     layer_elem = float(layer_gather_elem_bytes(model, tp=one.tp, precision=one.precision,
                                                fp8_blockwise=one.fp8_blockwise, sequence_parallel=sp)[0])
-    layer_ag = tp_ag if layer_elem == ACT_BYTES else phase(
-        "tp all-gather (fp8)", groups["tp"], tp_bytes * layer_elem / ACT_BYTES, "ring", "all_gather")
+    layer_ag = tp_ag if layer_elem == BF16_BYTES else phase(
+        "tp all-gather (fp8)", groups["tp"], tp_bytes * layer_elem / BF16_BYTES, "ring", "all_gather")
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
-                          causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=ACT_BYTES,
+                          causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=BF16_BYTES,
                           allgather=plan.allgather, ring_impl=runtime.ring)
     att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")

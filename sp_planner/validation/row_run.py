@@ -20,7 +20,7 @@ from sp_planner.cost.loss_memory import (
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
-from sp_planner.cost.states import BF16_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate

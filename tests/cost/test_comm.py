@@ -155,9 +155,10 @@ def test_tp_without_sequence_parallelism_all_reduces_and_gathers_no_inputs():
     sp = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope")
     plain = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope",
                               sequence_parallel=False)
-    # embedding: 1 AG + 1 RS; output layer: SP 2 AG + 1 RS, without 1 AG + 1 RS.
-    assert sp == (3 * (2 * 6 + 1 + 2), 3 * (2 * 4 + 1 + 1))
-    assert plain == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1))
+    # embedding: 1 AG + 1 RS; output layer: SP 2 AG + 1 RS, without 1 AG + 1 RS. Of the all-gathers,
+    # the layers' own (FP8 under per-tensor FP8): 6 a layer with SP, 4 without.
+    assert sp == (3 * (2 * 6 + 1 + 2), 3 * (2 * 4 + 1 + 1), 3 * 2 * 6)
+    assert plain == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1), 3 * 2 * 4)
 
 
 def test_a_learned_position_table_all_reduces_the_embedding_under_sequence_parallelism():
@@ -171,8 +172,8 @@ def test_a_learned_position_table_all_reduces_the_embedding_under_sequence_paral
                                 position_embedding="learned_absolute")
     rope = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2, position_embedding="rope")
     # pp 2: the first stage's 2 layers (6 AG + 4 RS each) and the embedding.
-    assert rope == (3 * (2 * 6 + 1), 3 * (2 * 4 + 1))
-    assert learned == (3 * (2 * 6 + 1 + 1), 3 * (2 * 4 + 1))
+    assert rope == (3 * (2 * 6 + 1), 3 * (2 * 4 + 1), 3 * 2 * 6)
+    assert learned == (3 * (2 * 6 + 1 + 1), 3 * (2 * 4 + 1), 3 * 2 * 6)
     plain = [tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2, position_embedding=kind,
                                sequence_parallel=False) for kind in ("learned_absolute", "rope")]
-    assert plain[0] == plain[1] == (3 * (2 * 4 + 1), 3 * (2 * 4 + 1))
+    assert plain[0] == plain[1] == (3 * (2 * 4 + 1), 3 * (2 * 4 + 1), 3 * 2 * 4)

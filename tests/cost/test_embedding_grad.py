@@ -5,7 +5,11 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import Edges, last_calls_s
-from sp_planner.cost.embedding_grad import embedding_grad_bytes_per_element, embedding_grad_s
+from sp_planner.cost.embedding_grad import (
+    embedding_grad_bytes_per_element,
+    embedding_grad_s,
+    table_grad_bytes_per_element,
+)
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
@@ -29,6 +33,17 @@ def test_bytes_per_element_by_hand():
                                             fused_output_wgrad=False) == 2
     assert embedding_grad_bytes_per_element(grad_bytes=4, main_grad_add=False, tied_on_stage=True,
                                             fused_output_wgrad=False) == 8
+
+
+def test_the_wrapper_decides_the_main_grad_add_and_the_fused_output_gradient():
+    # Megatron's DDP and apex add into main_grad and fuse the output's weight gradient (12 B, tied
+    # 20 B as above); torch FSDP and no counted wrapper do neither (2 B, tied 8 B).
+    for wrapper in ("megatron", "apex"):
+        assert table_grad_bytes_per_element(grad_bytes=4, wrapper=wrapper, tied_on_stage=False) == 12
+        assert table_grad_bytes_per_element(grad_bytes=4, wrapper=wrapper, tied_on_stage=True) == 20
+    for wrapper in ("torch-fsdp2", None):
+        assert table_grad_bytes_per_element(grad_bytes=4, wrapper=wrapper, tied_on_stage=False) == 2
+        assert table_grad_bytes_per_element(grad_bytes=4, wrapper=wrapper, tied_on_stage=True) == 8
 
 
 def test_megatron_gpt_1_7b_on_h100_by_hand():

@@ -16,7 +16,7 @@ from sp_planner.cost.hybridep import (
     hybridep_timed,
     ranks_reached_per_token,
 )
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, moe_times
 
 QWEN = load_model("qwen3-30b-a3b")  # 128 experts, top-8, hidden 2048
@@ -77,7 +77,7 @@ def test_one_call_at_the_mean_of_dispatch_and_combine_rates():
 def test_moe_times_take_hybridep_inside_a_domain_only():
     tokens = 16384.0
     f = moe_layer_fraction(HYBRIDEP)
-    got = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
+    got = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=BF16_BYTES,
                     gpus_per_node=DOMAIN)
     # Qwen3-30B-A3B at EP 16, balanced: 6.60 rows a token of 2048 bf16 elements, at GB200's 16-rank rates.
     rows = 16 * (1 - comb(120, 8) / comb(128, 8))
@@ -90,11 +90,11 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
     for hardware, model, ep, domain in ((B200, HYBRIDEP, 16, 8), (H100, HYBRIDEP, 8, 8), (GB200, QWEN, 16, DOMAIN)):
         assert not hybridep_timed(hardware, model, ep, 1, domain)
     nccl = moe_times(GB200, QWEN.model_copy(update={"moe": QWEN.moe.model_copy(update={"routing": "balanced"})}),
-                     tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=ACT_BYTES, gpus_per_node=DOMAIN)
+                     tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=BF16_BYTES, gpus_per_node=DOMAIN)
     assert float(nccl.all_to_all_s) != pytest.approx(float(got.all_to_all_s), rel=0.01)
     # No expert parallelism, no dispatch.
     assert not hybridep_timed(GB200, HYBRIDEP, 1, 1, DOMAIN)
-    alone = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=1, etp=1, ep_stride=1, elem_bytes=ACT_BYTES,
+    alone = moe_times(GB200, HYBRIDEP, tokens_per_tp_rank=tokens, ep=1, etp=1, ep_stride=1, elem_bytes=BF16_BYTES,
                       gpus_per_node=DOMAIN)
     assert float(alone.all_to_all_s) == 0.0
 

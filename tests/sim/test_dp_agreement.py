@@ -29,7 +29,7 @@ from sp_planner.cost.flops import layer_gemm_flops_per_token, logits_gemm_flops_
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
-from sp_planner.cost.activations import ACT_BYTES
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
 from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
@@ -68,7 +68,7 @@ def _windows() -> tuple[float, float, float]:
     wgrad_extra = 2 * gemm * (slow_bwd - slow_fwd)
     attn = attention_times(H100, batch=1, seq_len=WORKLOAD.seq_len, num_heads=MODEL.num_heads,
                            num_kv_heads=MODEL.num_kv_heads, head_dim=MODEL.head_dim, tp=1, ulysses=8, ring=8,
-                           causal=True, zigzag=np.array([True]), gpus_per_node=8, elem_bytes=ACT_BYTES,
+                           causal=True, zigzag=np.array([True]), gpus_per_node=8, elem_bytes=BF16_BYTES,
                            ring_impl=TE_RING)  # Megatron's ring (cost.ring_impl)
     logits = float(gemm_time_s(H100, 3 * logits_gemm_flops_per_token(MODEL) * tokens)
                    + memory_pass_time_s(H100, LOSS_BYTES_PER_LOGIT * tokens * MODEL.vocab_size))
@@ -116,7 +116,7 @@ def _comm_stream_s() -> float:
     accumulators (sim.layer_program, cost.ring_impl), each a P2P step at the alpha-beta time of
     cost.links."""
     steps = attention_steps(H100, MODEL, batch=1, seq_len=WORKLOAD.seq_len, tp=1, ulysses=8, ring=8, causal=True,
-                            zigzag=True, elem_bytes=ACT_BYTES, ring_impl=TE_RING)
+                            zigzag=True, elem_bytes=BF16_BYTES, ring_impl=TE_RING)
     kv = float(p2p_time_s(H100, steps.ring_kv_bytes, 8, 8, 8))
     dkv = float(p2p_time_s(H100, steps.ring_dkv_bytes, 8, 8, 8))
     return M * LAYERS * (2 * 7 * kv + 7 * dkv)
