@@ -184,22 +184,35 @@ def stage_pace(stages: StageLayers, pp, *, per_layer_s, last_extra_s, first_extr
     return StagePace(last_paces, first_paces, layers, micro_s, np.maximum(all_s - micro_s, 0.0))
 
 
+def drain_pile_up_s(bare_s, block_s, present, num_stages, num_micro_batches, *, charged_s=0.0):
+    """Seconds the interleaved drain's pile-up adds: the step ends on the last micro-batch group's
+    J = min(pp, m) chunk-0 backwards, which pass the stages pp-1 -> 0 back to back (Megatron's
+    get_schedule_table runs groups of pp micro-batches, get_model_chunk_id the chunks' backward in
+    reverse: megatron/core/pipeline_parallel/schedules.py d98e8a6, lines 989-1016 and 1244-1249;
+    sim.pipeline_order.stage_order), a flow shop of J equal jobs whose makespan is
+    sum_k b_k + (J - 1) max_k b_k. The bubble holds the sum; the pace already charged the slowest
+    bare block (the layers' backward, `bare_s`) and `charged_s` (cost.pipeline_dp: the pacing
+    stage's block with its exposure), so the slowest block (`block_s`, one per kind of stage,
+    where `present`) adds its excess over both J - 1 times. `num_stages`: the pipeline's (pp)."""
+    slowest = np.max([np.where(p, block, 0.0) for block, p in zip(block_s, present)], axis=0)
+    bare = np.max([np.where(p, plain, 0.0) for plain, p in zip(bare_s, present)], axis=0)
+    jobs = np.minimum(num_stages, num_micro_batches)
+    return (jobs - 1) * np.maximum(0.0, slowest - np.maximum(bare, charged_s))
+
+
 def interleaved_drain_s(stages: StageLayers, pp, vpp, num_micro_batches, *, bwd_layer_s, first_bwd_extra_s,
                         first_paces, pile_up=True):
     """Seconds the interleaved schedule's drain adds for the first stage's backward work beyond its
     layers (`first_bwd_extra_s`, a micro-batch: the embedding's, which runs with its chunk 0) over
-    the 1/vpp share of it that bubble_micro_batches charges. The step ends on the last group's
-    J = min(pp, m) chunk-0 backwards passing the stages pp-1 -> 0 (Megatron's get_schedule_table:
-    groups of pp micro-batches, the chunks' backward in reverse; sim.pipeline_order.stage_order), a flow shop
-    of J equal jobs whose makespan is sum_k b_k + (J - 1) max_k b_k (cost.pipeline_dp's drain): the
-    first stage's block holds the extra whole, and J - 1 times more where it makes that block the
-    slowest. 0 at vpp 1 (the drain is whole stages, the bubble's) and where the first stage paces
-    (its extra is in every micro-batch's time). `pile_up` False: those J - 1 left out (where
-    cost.pipeline_dp prices them with the data-parallel exposure of the same blocks)."""
+    the 1/vpp share of it that bubble_micro_batches charges: its chunk-0 block on the drain holds
+    the extra whole, and drain_pile_up_s's J - 1 times more where it makes that block the slowest
+    (the blocks here are compute only: ZeRO-0/1's traffic goes once a step). 0 at vpp 1 (the drain is whole
+    stages, the bubble's) and where the first stage paces (its extra is in every micro-batch's
+    time). `pile_up` False: the pile-up left out (ZeRO-2/3, where cost.pipeline_dp prices it through
+    drain_pile_up_s with the data-parallel exposure of the same blocks)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
-    jobs = np.minimum(pp, np.asarray(num_micro_batches))
-    others = np.maximum(np.where(pp > 2, stages.middle, 0.0), stages.last) / vpp * bwd_layer_s
-    bare = np.maximum(others, stages.first / vpp * bwd_layer_s)  # the slowest chunk-0 block without the extra
-    slowest = np.maximum(others, stages.first / vpp * bwd_layer_s + first_bwd_extra_s)
-    drain = (1 - 1 / vpp) * first_bwd_extra_s + np.where(pile_up, (jobs - 1) * (slowest - bare), 0.0)
+    bare = [stages.first / vpp * bwd_layer_s, stages.middle / vpp * bwd_layer_s, stages.last / vpp * bwd_layer_s]
+    blocks = [bare[0] + first_bwd_extra_s, bare[1], bare[2]]
+    pile_up_s = drain_pile_up_s(bare, blocks, (True, pp > 2, True), pp, num_micro_batches)
+    drain = (1 - 1 / vpp) * first_bwd_extra_s + np.where(pile_up, pile_up_s, 0.0)
     return np.where((vpp > 1) & ~np.asarray(first_paces, dtype=bool), drain, 0.0)

@@ -13,6 +13,7 @@ from sp_planner.pipeline import (
     StageLayers,
     split_breaks,
     stage_layers,
+    drain_pile_up_s,
     interleaved_drain_s,
     stage_pace,
 )
@@ -72,6 +73,21 @@ def test_stage_pace_by_hand():
                         per_layer_s=1.0, last_extra_s=np.array([0.5]), first_extra_s=np.array([0.25]))
     assert tipped.first_paces.tolist() == [True] and tipped.micro_s.tolist() == [8.25]
     assert tipped.other_stages_s.tolist() == pytest.approx([8 + 7.5])
+
+
+def test_drain_pile_up_by_hand():
+    # Chunk-0 blocks of 8.5 s (the first stage's), 8 s (the last's), a middle one of 9 s present or
+    # not, 16 micro-batches over 4 stages: J = 4 jobs, 3 of them after the first at the slowest
+    # block's pace, its excess over the slowest bare block (8 s) each time: 1.5 s.
+    bare, blocks = [np.array([8.0]), np.array([9.0]), np.array([8.0])], [np.array([8.5]), np.array([9.0]),
+                                                                          np.array([8.0])]
+    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 16).tolist() == pytest.approx([1.5])
+    # A slower middle stage keeps the pace: nothing; 2 micro-batches: 1 job more, 0.5 s.
+    assert drain_pile_up_s(bare, blocks, (True, True, True), 4, 16).tolist() == [0.0]
+    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 2).tolist() == pytest.approx([0.5])
+    # What the pace charged already (a pacing block of 8.25 s with its exposure) comes off.
+    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 16,
+                           charged_s=np.array([8.25])).tolist() == pytest.approx([0.75])
 
 
 def test_interleaved_drain_by_hand():

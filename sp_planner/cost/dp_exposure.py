@@ -50,7 +50,8 @@ class Edges(NamedTuple):
     bwd_trail_s: np.ndarray | float
     # The embedding's backward after the first layer's (its TP all-gather and gradient passes,
     # cost.embedding_grad; the first stage's chunk 0): the last calls issued at that layer run
-    # beside it, the embedding's own (the tail, the root unit's) only after it.
+    # beside it, the embedding's own (the tail, the root unit's) only after it; the first stage's
+    # chunk-0 block on the interleaved drain lasts it too (cost.pipeline_dp._chunk0_backward_s).
     bwd_tail_s: np.ndarray | float = 0.0
 
 

@@ -34,8 +34,7 @@ class DPPasses(NamedTuple):
     fwd_layer_s: np.ndarray  # a layer's forward window of one micro-batch ...
     bwd_layer_s: np.ndarray  # ... and backward window
     micro_batches: np.ndarray
-    edges: Edges  # the TP collectives at a layer chunk's ends
-    first_bwd_s: np.ndarray | float = 0.0  # first_s's backward part (its chunk 0's)
+    edges: Edges  # the work beside a layer chunk's data-parallel edges (first_s's backward part: bwd_tail_s)
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +46,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s) -> t
                                per_layer_s=p.per_layer_s + stall_f + stall_b, logits_s=p.logits_s, ahead_s=p.ahead_s,
                                first_s=p.first_s,
                                fwd_layer_s=p.fwd_layer_s + stall_f, bwd_layer_s=p.bwd_layer_s + stall_b,
-                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges,
-                               first_bwd_s=p.first_bwd_s)
+                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges)
     return dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

@@ -44,7 +44,7 @@ from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s, micro_batch_dp_s, zero3_forward_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap
-from sp_planner.pipeline import StageLayers
+from sp_planner.pipeline import StageLayers, drain_pile_up_s
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
 # (Narayanan et al. 2021), as cost.step times the logits GEMMs (3 x forward).
@@ -59,23 +59,20 @@ class StageDP(NamedTuple):
     compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
     ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
     num_stages: np.ndarray | float  # stages of this kind
-    # backward beyond its layers in its chunk-0 block (the first stage's embedding's, cost.step)
-    chunk0_bwd_extra_s: np.ndarray | float = 0.0
 
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
-                   logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard, edges: Edges,
-                   first_bwd_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+                   logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
+                   edges: Edges) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
     `times` are the first, a middle and the last stage's calls (cost.dp_times.dp_stage_times);
     per_layer_s a layer's micro-batch, logits_s the last stage's work beyond its layers (the loss
     and output layer's, forward and backward), ahead_s its part before the first layer's backward,
-    first_s the first stage's beyond its layers (the embedding's TP collectives and gradient passes),
-    first_bwd_s its backward part (with chunk 0, on the interleaved drain), fwd/bwd_layer_s
-    a layer's windows and `edges` the TP collectives at a chunk's ends (cost.step,
-    cost.dp_exposure.Edges)."""
+    first_s the first stage's beyond its layers (the embedding's TP collectives and gradient passes;
+    its backward part is edges.bwd_tail_s), fwd/bwd_layer_s a layer's windows and `edges` the work
+    beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -94,7 +91,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     first, middle, last = (stage.at(rows) for stage in times)
     layer_s, loss_s = sub(per_layer_s), sub(logits_s)
     by_stage = (
-        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0, sub(first_bwd_s)),
+        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
         StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
     )
@@ -173,7 +170,8 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
 
 
 def _stage_edges(edges: Edges | None, i: int) -> Edges | None:
-    """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only."""
+    """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only, with its
+    chunk 0 (beside that chunk's last calls, and in its backward block on the drain)."""
     return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0)
 
 
@@ -210,8 +208,9 @@ def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: l
     """Each stage's chunk-0 backward block of one micro-batch, (without, with) its data-parallel
     exposure: its layers' backward, and its chunk-0 exposure (_chunk0_traffic) less ZeRO-3's
     forward gathers (cost.dp_exposure.zero3_forward_s, the root unit's with chunk 0 where
-    _chunk0_traffic puts it), the block's other backward work (StageDP.chunk0_bwd_extra_s) in the
-    latter only: the pile-up is priced here for both (cost.step, sp_planner.pipeline.interleaved_drain_s)."""
+    _chunk0_traffic puts it), the block's other backward work (the first stage's embedding's,
+    its Edges.bwd_tail_s, _stage_edges) in the latter only: the pile-up is priced here for both
+    (sp_planner.pipeline.drain_pile_up_s; cost.step's interleaved_drain_s leaves it out)."""
     zero3 = np.asarray(zero) == 3
     out = []
     for i, (s, e0) in enumerate(zip(stages, edge)):
@@ -222,7 +221,8 @@ def _chunk0_backward_s(overlap: Overlap, *, stages: tuple[StageDP, ...], edge: l
             forward = zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
                                       before_s=np.where(own, s.times.root_gather_s, 0.0), edges=edges)
         bare = layers * bwd_layer_s
-        out.append((bare, bare + s.chunk0_bwd_extra_s + e0 - np.where(zero3, forward, 0.0)))
+        extra = _stage_edges(edges, i).bwd_tail_s
+        out.append((bare, bare + extra + e0 - np.where(zero3, forward, 0.0)))
     return out
 
 
@@ -231,13 +231,11 @@ def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], mi
     """(m - e0_p/e_p) x the pacing stage's stretch plus every stage's chunk-0 exposure once (module
     docstring); `edge` defaults to the whole exposure (vpp 1).
     `drain` (_chunk0_backward_s): the interleaved schedule ends every stage with the last
-    micro-batch group's chunk-0 backwards (Megatron's get_schedule_table: groups of pp
-    micro-batches, the chunks' backward in reverse; sim.pipeline_order.stage_order), which pass the stages
-    pp-1 -> 0 back to back: a flow shop of J = min(pp, m) equal jobs, whose J - 1 later jobs go
-    at the pace of its slowest stage's block (makespan sum_k b_k + (J - 1) max_k b_k).
-    The stretch charged them the pacing stage's block, so a slower one (the first stage's, whose
-    embedding gradients never hide) adds its excess J - 1 times. At vpp 1 the last stage
-    alternates forward and backward to its end and the drain keeps its pace."""
+    micro-batch group's chunk-0 backwards, which pile up behind the slowest stage's block
+    (sp_planner.pipeline.drain_pile_up_s, the one flow shop for every ZeRO stage). The stretch
+    charged them the pacing stage's block, so a slower one (the first stage's, whose embedding
+    gradients never hide) adds its excess J - 1 times. At vpp 1 the last stage alternates forward
+    and backward to its end and the drain keeps its pace."""
     present = [np.asarray(s.num_stages) > 0 for s in stages]
     paced_by = [np.where(p, s.compute_s + e, -np.inf) for s, e, p in zip(stages, exposure, present)]
     paced = np.max(paced_by, axis=0)
@@ -257,9 +255,7 @@ def _critical_path_s(stages: tuple[StageDP, ...], exposure: list[np.ndarray], mi
     exposed = (micro_batches - share) * stretch + every_stage
     if drain is None:
         return exposed
-    slowest = np.max([np.where(p, block, 0.0) for (_, block), p in zip(drain, present)], axis=0)
-    bare = np.max([np.where(p, plain, 0.0) for (plain, _), p in zip(drain, present)], axis=0)
-    charged = of_pacer([block for _, block in drain])
-    jobs = np.minimum(sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages), micro_batches)
-    pileup = (jobs - 1) * np.maximum(0.0, slowest - np.maximum(bare, charged))
+    pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
+    pileup = drain_pile_up_s([plain for plain, _ in drain], [block for _, block in drain], present, pp,
+                             micro_batches, charged_s=of_pacer([block for _, block in drain]))
     return exposed + np.where(np.asarray(vpp) > 1, pileup, 0.0)

@@ -141,9 +141,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     fwd_layer, bwd_layer = lt.fwd_s, lt.bwd_s
     # The embedding's backward after the first layer's (its TP all-gather, bf16 under FP8 too, and
-    # its gradient passes): the first stage's beyond its layers with pp > 1, with its chunk 0 on the interleaved drain
-    # (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its pile-up with their
-    # traffic, cost.pipeline_dp).
+    # its gradient passes): the first stage's beyond its layers with pp > 1, with its chunk 0 on the
+    # interleaved drain (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its
+    # pile-up with their traffic, cost.pipeline_dp, which reads it from Edges.bwd_tail_s below).
     emb_bwd = lt.emb_tp_bwd_s + emb.bwd_s
     first_bwd = np.where(pp > 1, emb_bwd, 0.0)
     drain = interleaved_drain_s(stages, pp, c.vpp, m, bwd_layer_s=bwd_layer, first_bwd_extra_s=first_bwd,
@@ -210,8 +210,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
     ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
 
-    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
-                      first_bwd)
+    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
     dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.dp_exposure import DPTimes
+from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.pipeline_dp import StageDP, pipelined_exposed_s
+from sp_planner.pipeline import StageLayers, interleaved_drain_s
 
 
 def _zero2(last_s, tail_s=0.0):
@@ -46,19 +47,43 @@ def test_a_single_stage_exposes_every_micro_batch():
     assert exposed[0] == pytest.approx(8 * 0.3)
 
 
+def _interleaved(first_s, x, *, times=_zero2, zero=2):
+    # Four stages of 20 layers at vpp 2 (chunk-0 backward blocks of 10 x 0.04 = 0.4 s), 8
+    # micro-batches; the first stage's backward beyond its layers (x, the embedding's) comes in
+    # its Edges.bwd_tail_s, as cost.step passes it.
+    stages = (
+        StageDP(times(0.3, 0.2), np.array([20.0]), np.array([first_s + x]), 0.0, 1.0),
+        StageDP(times(0.1), np.array([20.0]), np.array([1.0]), 0.0, np.array([2])),
+        StageDP(times(0.1), np.array([20.0]), np.array([1.2]), 0.0, 1.0),
+    )
+    return float(pipelined_exposed_s(MEGATRON_OVERLAP, zero=np.array([zero]), micro_batches=8, vpp=np.array([2]),
+                                     stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04, reshard=np.array([False]),
+                                     edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=x))[0])
+
+
 def test_the_first_stage_chunk0_extra_piles_up_on_the_interleaved_drain():
-    # vpp 2, 20 layers a stage: chunk-0 backward blocks of 10 x 0.04 = 0.4 s, with their exposure
-    # the first stage's 0.65 s (0.25 of it) and the others' 0.5; the last stage paces (1.2 +
-    # 0.125 against the first's 0.9 + x + 0.275) and the drain's 4 jobs pile up behind the first
-    # stage's block 3 times (cost.pipeline_dp._critical_path_s). Its backward beyond its layers
-    # (x, the embedding's; StageDP.chunk0_bwd_extra_s) lengthens that block: 3 x more.
-    def exposed(x):
-        stages = (
-            StageDP(_zero2(0.3, 0.2), np.array([20.0]), np.array([0.9 + x]), 0.0, 1.0, x),
-            StageDP(_zero2(0.1), np.array([20.0]), np.array([1.0]), 0.0, np.array([2])),
-            StageDP(_zero2(0.1), np.array([20.0]), np.array([1.2]), 0.0, 1.0),
-        )
-        return float(pipelined_exposed_s(MEGATRON_OVERLAP, zero=np.array([2]), micro_batches=8, vpp=np.array([2]),
-                                         stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04,
-                                         reshard=np.array([False]))[0])
-    assert exposed(0.05) - exposed(0.0) == pytest.approx(3 * 0.05)
+    # Chunk-0 blocks with their exposure: the first stage's 0.4 + x + 0.25 (its chunk's 0.25 s of
+    # calls hide behind nothing but 0.36 s, its 0.3 s of last calls at most 0.25 of them), the
+    # others' 0.5; the last stage paces (1.2 + 0.125 against the first's 0.9 + x + 0.275) and the
+    # drain's 4 jobs pile up behind the first stage's block 3 times (sp_planner.pipeline
+    # .drain_pile_up_s). The embedding's backward lengthens that block: 3 x more.
+    assert _interleaved(0.9, 0.05) - _interleaved(0.9, 0.0) == pytest.approx(3 * 0.05)
+    # 0.1 s of it: the 0.1 s of last calls that are not the embedding's own run beside it
+    # (cost.dp_exposure.last_calls_s), the chunk's exposure 0.25 -> 0.2, so the block grows by
+    # 0.05 (3 x on the drain) and every stage's chunk-0 exposure, paid once, is 0.05 less.
+    assert _interleaved(0.9, 0.1) - _interleaved(0.9, 0.0) == pytest.approx(3 * 0.05 - 0.05)
+
+
+def test_without_traffic_the_drain_is_the_compute_only_one():
+    # No data-parallel traffic: the blocks are compute only, the ZeRO-0/1 drain's (one flow shop,
+    # sp_planner.pipeline.drain_pile_up_s): the first stage's 0.4 + 0.05 s block against the others'
+    # 0.4, 3 x 0.05 more, as interleaved_drain_s's pile-up for the same stages.
+    def idle(*_):
+        return DPTimes(**{name: np.array([0.0]) for name in DPTimes._fields})
+
+    split = StageLayers(np.array([20.0]), np.array([20.0]), np.array([20.0]))
+    kw = dict(bwd_layer_s=0.04, first_bwd_extra_s=0.05, first_paces=np.array([False]))
+    compute_only = interleaved_drain_s(split, 4, 2, 8, **kw) - interleaved_drain_s(split, 4, 2, 8, **kw, pile_up=False)
+    assert float(compute_only[0]) == pytest.approx(3 * 0.05)
+    for zero in (2, 3):
+        assert _interleaved(0.9, 0.05, times=idle, zero=zero) == pytest.approx(float(compute_only[0]))
