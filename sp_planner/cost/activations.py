@@ -42,8 +42,6 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
-ACT_BYTES = BF16_BYTES  # cost.step's name for it (activations are bf16)
-
 
 def sequence_parallel_region_tokens(tokens, tp, sequence_parallel: bool):
     """A rank's tokens in the sequence-parallel region (the hidden state between the TP GEMMs:

@@ -34,12 +34,13 @@ from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_sync
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
-from sp_planner.cost.activations import ACT_BYTES, saved_activation_bytes_per_layer
+from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.dp_exposure import Edges
 from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
+from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     Overlap,
@@ -177,7 +178,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
                                             layers=layers, offload=c.cpu_offload_layers)
 
-    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * ACT_BYTES, pp, axis_stride(c, "pp"), gpn)
+    pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * BF16_BYTES, pp, axis_stride(c, "pp"), gpn)
     # Interleaving sends at every chunk's boundary (Narayanan 2021 s2.2.2), each micro-batch's
     # activation forward and its gradient backward; with overlap_p2p_comm on the interleaved
     # schedule each hides behind one chunk's forward (cost.overlap), but the fill's and drain's.
