@@ -10,7 +10,8 @@ TP with Megatron sequence parallelism, per layer (USP paper Table 2, "TP-sp": 6 
 projection and fc2 (2 + 2); backward does the conjugates (2 RS + 2 AG) and gathers the saved
 sharded inputs again for the weight gradients (2 AG; Megatron's
 LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements, but a
-layer's all-gathers FP8 ones under per-tensor FP8 (cost.gathered_transpose). Per micro-batch, the
+layer's all-gathers FP8 ones under per-tensor FP8, and MXFP8 data with its scales under MXFP8 (both
+usages for the output gradients; cost.gathered_transpose). Per micro-batch, the
 embedding's 2 (first stage) and the output layer's 3 (last stage) move as many, in bf16
 (EMBEDDING_TP_*, OUTPUT_TP_*); the first stage's GPU, whose bytes are counted, holds both at pp 1.
 
@@ -57,7 +58,7 @@ from sp_planner.cost.moe import (
     moe_layer_fraction,
 )
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
-from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
+from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
@@ -100,11 +101,17 @@ OUTPUT_TP_BACKWARD_ALL_GATHERS, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS = 1, 1
 # the embedding's output all-reduced forward: the counts of sequence parallelism without a learned
 # position table.
 TP_INPUT_ALL_GATHERS = 2  # of TP_BACKWARD_ALL_GATHERS: the saved inputs gathered again (SP only)
+TP_GRAD_ALL_GATHERS = TP_BACKWARD_ALL_GATHERS - TP_INPUT_ALL_GATHERS  # the output gradients'
 
 
 def tp_backward_all_gathers(sequence_parallel: bool) -> int:
     """A layer's backward all-gathers (or all-reduces' gather halves) per micro-batch."""
-    return TP_BACKWARD_ALL_GATHERS - (0 if sequence_parallel else TP_INPUT_ALL_GATHERS)
+    return TP_GRAD_ALL_GATHERS + tp_input_all_gathers(sequence_parallel)
+
+
+def tp_input_all_gathers(sequence_parallel: bool) -> int:
+    """A layer's backward all-gathers of its saved inputs per micro-batch (sequence parallelism only)."""
+    return TP_INPUT_ALL_GATHERS if sequence_parallel else 0
 
 
 def embedding_tp_forward_all_gathers(position_embedding: str, sequence_parallel: bool) -> int:
@@ -139,7 +146,7 @@ def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_emb
     (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers for a learned position
     table) and, at pp 1, the output layer's; without sequence parallelism an all-reduce counts as
     one of each. Every call moves the same elements; the layers' gathers move FP8 under per-tensor
-    FP8 (cost.gathered_transpose), the others bf16."""
+    FP8 and MXFP8 (cost.gathered_transpose), the others bf16."""
     full = np.asarray(full_recompute, dtype=bool)
     layer_ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel)
     ag = layer_ag \
@@ -219,11 +226,15 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     tp_ag_calls, tp_rs_calls, layer_ag_calls = tp_calls_per_step(
         layers=layers, micro_batches=m, full_recompute=full, pp=pp, position_embedding=model.position_embedding,
         sequence_parallel=sequence_parallel)
-    # The layers' gathers in FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
-    # the output layer's in bf16.
-    layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
-                                         sequence_parallel=sequence_parallel)
-    tp_ag_sent = tp_sent * (tp_ag_calls - layer_ag_calls) + (tp_sent * layer_elem / BF16_BYTES) * layer_ag_calls
+    # The layers' gathers in FP8 under per-tensor FP8, MXFP8 by tensor (cost.gathered_transpose); the
+    # embedding's and the output layer's in bf16.
+    elem = layer_gather_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                              sequence_parallel=sequence_parallel)
+    same = tp_sent * (tp_ag_calls - layer_ag_calls) + (tp_sent * elem.fwd / BF16_BYTES) * layer_ag_calls
+    # Where a layer's gathers differ by tensor (MXFP8): the output gradients' apart.
+    grad_calls = layers * TP_GRAD_ALL_GATHERS * m
+    by_tensor = same + (tp_sent * (elem.grad - elem.fwd) / BF16_BYTES) * grad_calls
+    tp_ag_sent = np.where(elem.grad == elem.fwd, same, by_tensor)
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp

@@ -39,23 +39,48 @@ recipe (module/base.py lines 335-345 and 472-476; fill_userbuffers_buffer_for_al
 gathered) and 444 (again in backward), module/base.py lines 668-689 (the FP8 gradient). An MoE
 layer's own gathers (the token dispatcher's) stay bf16: its FP8 share is its gathered tensors over
 a dense layer's. The embedding's and the output layer's gathers (not TE modules) stay bf16. Block
-scaling and MXFP8 gather their blocks' scales beside the data and are left at bf16 here (not
-modelled).
+scaling is left at bf16 here (not modelled).
+
+MXFP8 (TE v2.14.1 366798ef8, the TE of Megatron-Bridge v0.4.2 and Megatron-LM's recipes; the same at
+v2.7 0289e7638, Megatron-Bridge 25.09's): gather_along_first_dim sends an MXFP8 tensor or quantizer
+to _all_gather_mxfp8 (distributed.py lines 1718-1730, 1504-1632), which gathers, in one coalesced
+call, each usage the quantizer asks for: its FP8 data (1 byte an element) and its E8M0 scales (1 per
+32 elements; row-wise lines 1585-1606, column-wise 1608-1629), so MX_USAGE_BYTES_PER_ELEM a usage.
+MXFP8 has no row-only gather (supports_only_rowwise_all_gather False, quantized_tensor.py line 336):
+forward, the column-parallel input row-wise only (layernorm_linear.py lines 201 and 261, the norm's
+output quantized both ways, gathered row-wise); backward, the row-parallel output gradient both ways
+(linear.py line 579, quantizer.set_usage(rowwise=True, columnwise=True), 2 x MX_USAGE_BYTES_PER_ELEM:
+more than bf16's 2) and the saved input column-wise only (layernorm_linear.py lines 417-425 keep
+only its column-wise data; lines 668-674 gather it). Under userbuffers the buffers carry the data
+alone and the scales go apart (cost.tp_overlap_buffers).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, amax_reductions_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
-from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES
+from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES, MX_BLOCK, MXFP8
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 # Read the gathered FP8 tensor, write its FP8 transpose (bytes an element).
 TRANSPOSE_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
+# One MXFP8 usage (row- or column-wise) gathered: its FP8 data and an E8M0 scale per MX_BLOCK.
+MX_SCALE_BYTES_PER_ELEM = 1 / MX_BLOCK
+MX_USAGE_BYTES_PER_ELEM = FP8_ELEM_BYTES + MX_SCALE_BYTES_PER_ELEM
+
+
+class GatherElemBytes(NamedTuple):
+    """Bytes an element of each of a layer's TP all-gathers moves (module docstring), by tensor."""
+
+    fwd: np.ndarray  # forward: a column-parallel input (QKV, FC1)
+    grad: np.ndarray  # backward: a row-parallel output gradient (projection, FC2)
+    input: np.ndarray  # backward: a saved column-parallel input again (sequence parallelism only)
 
 
 def gathered_tensors_per_layer(model: ModelSpec) -> float:
@@ -72,15 +97,42 @@ def fp8_gathers(*, tp, precision, fp8_blockwise=False, sequence_parallel: bool =
     return on & bool(sequence_parallel)
 
 
-def layer_gather_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False,
-                            sequence_parallel: bool = True):
-    """Mean bytes an element of one of the model's average layer's TP all-gathers moves: bf16's 2,
-    or, where the group gathers FP8, 1 on a dense layer's and the FP8 share's mix on an MoE layer's
-    (module docstring)."""
+def fp8_share(model: ModelSpec) -> float:
+    """The share of the average layer's gathered tensors that TE modules gather (module docstring):
+    1 on a dense layer, the attention's (and shared experts') on an MoE layer."""
     fwd, _ = amax_reductions_per_layer(model)
-    fp8_share = min(fwd / DENSE_REDUCTIONS[0], 1.0)
-    on = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
-    return np.where(on, BF16_BYTES - fp8_share * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))
+    return min(fwd / DENSE_REDUCTIONS[0], 1.0)
+
+
+def mx_gathers(*, tp, precision, sequence_parallel: bool = True):
+    """Whether the TP group gathers MXFP8 data: MXFP8 at tp > 1 with sequence parallelism."""
+    return (np.asarray(precision) == MXFP8) & (np.asarray(tp) > 1) & bool(sequence_parallel)
+
+
+def layer_gather_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False,
+                       sequence_parallel: bool = True) -> GatherElemBytes:
+    """Mean bytes an element of the average layer's TP all-gathers moves through NCCL, by tensor:
+    bf16's 2; where the group gathers per-tensor FP8, 1; MXFP8, one usage with its scales forward
+    and for the saved input, both usages for the output gradient; on an MoE layer the TE share's mix
+    with bf16 (module docstring)."""
+    share = fp8_share(model)
+    fp8 = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    mx = mx_gathers(tp=tp, precision=precision, sequence_parallel=sequence_parallel)
+    per_tensor = BF16_BYTES - share * (BF16_BYTES - FP8_ELEM_BYTES)
+    one_usage = BF16_BYTES - share * (BF16_BYTES - MX_USAGE_BYTES_PER_ELEM)
+    both_usages = BF16_BYTES - share * (BF16_BYTES - 2 * MX_USAGE_BYTES_PER_ELEM)
+    fwd = np.select([fp8, mx], [per_tensor, one_usage], float(BF16_BYTES))
+    grad = np.select([fp8, mx], [per_tensor, both_usages], float(BF16_BYTES))
+    return GatherElemBytes(fwd=fwd, grad=grad, input=fwd)
+
+
+def ub_gather_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+    """Mean bytes an element of the average layer's userbuffers transfers moves: their uint8
+    buffers hold FP8 data alone under per-tensor FP8 and MXFP8 (1 byte; MXFP8's scales go apart,
+    cost.tp_overlap_buffers), bf16 otherwise; the TE share's mix on an MoE layer."""
+    low = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel) \
+        | mx_gathers(tp=tp, precision=precision, sequence_parallel=sequence_parallel)
+    return np.where(low, BF16_BYTES - fp8_share(model) * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))
 
 
 def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, tp, precision,

@@ -28,13 +28,14 @@ from sp_planner.cost.comm import (
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    TP_GRAD_ALL_GATHERS,
     embedding_tp_forward_all_gathers,
     output_tp_forward_all_gathers,
-    tp_backward_all_gathers,
+    tp_input_all_gathers,
 )
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
-from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
+from sp_planner.cost.gathered_transpose import fp8_share, layer_gather_bytes, mx_gathers, ub_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.moe import (
@@ -47,7 +48,9 @@ from sp_planner.cost.moe import (
 from sp_planner.cost.overlap import Overlap, gpu_sm_count
 from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, buffer_copies, chunk_factors, gemm_shares, tp_overlap_times
+from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
+from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, mx_side_traffic
+from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
@@ -65,7 +68,7 @@ class LayerTimes(NamedTuple):
     gemm_bwd_s: np.ndarray
     logits_s: np.ndarray  # the output layer's GEMMs and the loss (cost.gemm_work)
     attn: AttentionTimes
-    tp_all_gather_s: np.ndarray  # one TP all-gather of a layer's activations (FP8 under per-tensor FP8)
+    tp_all_gather_s: np.ndarray  # one forward TP all-gather of a layer's activations (FP8 under FP8 and MXFP8)
     tp_reduce_scatter_s: np.ndarray  # one TP reduce-scatter of them
     tp_fwd_s: np.ndarray  # a layer's TP collectives exposed in forward ...
     tp_bwd_s: np.ndarray  # ... and in backward
@@ -128,22 +131,40 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                     ring=r)
     gathered = tokens * model.hidden_size * BF16_BYTES
     tp_stride = axis_stride(c, "tp")
-    # A layer's gathers move FP8 under per-tensor FP8 (cost.gathered_transpose); the embedding's and
-    # the output layer's (bf16_ag) and every reduce-scatter move bf16.
-    layer_elem = layer_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
-                                         sequence_parallel=sequence_parallel)
+    # A layer's gathers move FP8 under per-tensor FP8, MXFP8 data and scales under MXFP8, by tensor
+    # (cost.gathered_transpose); the embedding's and the output layer's (bf16_ag) and every
+    # reduce-scatter move bf16.
+    elem = layer_gather_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                              sequence_parallel=sequence_parallel)
     bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
-    # Priced again only where some row gathers FP8 (the search's bf16 chunks reuse bf16_ag).
-    ag = bf16_ag if np.all(layer_elem == BF16_BYTES) else ring_collective_time_s(
-        hardware, "all_gather", gathered * layer_elem / BF16_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
+
+    def gather_s(elem_bytes, known_bytes, known_s):
+        """One gather of `elem_bytes` an element, priced again only where some row differs from
+        the `known_bytes` priced as `known_s` (the search's bf16 chunks reuse bf16_ag)."""
+        return known_s if np.array_equal(elem_bytes, known_bytes) else ring_collective_time_s(
+            hardware, "all_gather", gathered * elem_bytes / BF16_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
+
+    ag = gather_s(elem.fwd, np.full(np.shape(elem.fwd), float(BF16_BYTES)), bf16_ag)
+    ag_grad = gather_s(elem.grad, elem.fwd, ag)  # the input gathers are the forward's (elem.input)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    tp_bwd = tp_backward_all_gathers(sequence_parallel) * ag + TP_BACKWARD_REDUCE_SCATTERS * rs
+    tp_bwd = TP_GRAD_ALL_GATHERS * ag_grad + tp_input_all_gathers(sequence_parallel) * ag \
+        + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
-        copies = buffer_copies(hardware, shard_elements=tokens * model.hidden_size / tp, gather_elem_bytes=layer_elem)
-        paired = tp_overlap_times(ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
-                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low),
-                                  gpu_sm_count(hardware), copies)
+        # Userbuffers moves the FP8 data alone; MXFP8's scales and second gathers beside it.
+        ub_elem = ub_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                                       sequence_parallel=sequence_parallel)
+        ub_ag = gather_s(ub_elem, elem.fwd, ag)
+        shard = tokens * model.hidden_size / tp
+        mx_on = mx_gathers(tp=tp, precision=c.precision, sequence_parallel=sequence_parallel)
+        mx = NO_MX if not np.any(mx_on) else mx_side_traffic(
+            hardware, shard_elements=shard, tp=tp, tp_stride=tp_stride, gpus_per_node=gpn, mx=mx_on,
+            share=fp8_share(model))
+        cfg = UB_CONFIGS[overlap.tp_comm_cfg]
+        copies = buffer_copies(hardware, shard_elements=shard, gather_elem_bytes=ub_elem, tp=tp)
+        paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
+                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
+                                  gpu_sm_count(hardware), copies, cfg, mx)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),

@@ -52,6 +52,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.families import PROFILE_FAMILY, profile_key
+from sp_planner.cost.tp_overlap_cfg import TE_DEFAULT_NAME, UbConfigName
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 
@@ -83,6 +84,9 @@ class Overlap(FrozenModel):
     grad_reduce: bool  # ZeRO-1/2/3: gradient buckets reduce-scattered during backward
     param_gather: bool  # ZeRO-1/2 parameter all-gather hidden behind the next forward
     tp_comm: bool  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
+    # The userbuffers configuration tp_comm runs (cost.tp_overlap_cfg): TE's defaults unless a run
+    # passes a tuned one (Megatron-Bridge's tp_comm_overlap_cfg, the corpus rows that state it).
+    tp_comm_cfg: UbConfigName = TE_DEFAULT_NAME
     zero3_prefetch: bool  # ZeRO-3 gathers issued one layer ahead of use
     grad_all_reduce: bool  # ZeRO-0: gradient buckets all-reduced during backward
     # MoE dispatch/combine behind another micro-batch's compute (Megatron

@@ -22,16 +22,24 @@ d0067d0):
   the local shard; while chunk i runs, the next shard is sent and received (copy engine,
   use_ce), and chunk i + 1 waits for it: each of the tp - 1 transfers (ag / (tp - 1)) is
   exposed where it takes longer than a chunk (gemm / tp); the GEMM keeps every SM (no margin)
-  and loses the 1 SM the collective holds while it runs (num_sm 1, cost.overlap's charge);
+  and loses the 1 SM the collective holds while it runs (num_sm 1, cost.overlap's charge). A
+  reduce-scatter run as a ring exchange (split_overlap_rs of CommOverlapP2PBase, lines
+  1295-1405; a tuned config's choice) sends each chunk's partial output to its rank while the
+  next chunk runs, the last chunk kept, and sums the tp chunks after them
+  (cost.tp_overlap_buffers' reduce_s);
 - pipeline (split_overlap_rs, lines 719-747): the GEMM runs in num_splits 4 chunks, each chunk's
   reduce-scatter issued after it and hidden behind the next chunk, so the last chunk's is
   exposed whole and the others where longer than a chunk;
 - bulk (bulk_overlap, line 444): the collective runs beside the whole GEMM, exposed only where it
   is longer (max(0, comm - gemm)).
-pipeline and bulk set an SM margin: their GEMMs are launched on sm_count - num_sm SMs for their
-whole length (line 143: _math_sms = sm_count - num_comm_sm under set_sm_margin; base.py lines
-384-387: num_sm 16), i.e. take SMS_PER_GPU / (SMS_PER_GPU - 16) of their time, and that slower
-GEMM is the window. A dgrad or wgrad GEMM takes its forward GEMM's time.
+A GEMM with set_sm_margin is launched on sm_count - num_sm SMs for its whole length (line 143:
+_math_sms = sm_count - num_comm_sm under set_sm_margin; TE's defaults, base.py lines 384-387:
+num_sm 16 and the margin for pipeline and bulk), i.e. takes sms / (sms - num_sm) of its time, and
+that slower GEMM is the window; without it the collective's kernel holds its num_sm SMs beside the
+GEMM while it runs (cost.overlap's charge: num_sm / sms of the overlapped time). A dgrad or wgrad
+GEMM takes its forward GEMM's time. Each GEMM's method, num_sm, margin and splits are the run's
+userbuffers configuration's (cost.tp_overlap_cfg: TE's defaults, or a tuned one a Megatron-Bridge
+recipe passes, Overlap.tp_comm_cfg).
 
 Chunk GEMMs (chunk_factors): ring_exchange and pipeline run one cuBLAS GEMM per chunk of the
 tokens (M), each on compute stream i % streams (lines 1135-1138 and 1183-1186), of which there
@@ -46,27 +54,11 @@ GEMM's rate. Dense layers' GEMMs only: an MoE layer's experts run TE's grouped G
 userbuffers does not split.
 The SMs are the GPU's own (cost.overlap.gpu_sm_count: 132 on Hopper, 148 on B200 and GB200, 160 on
 B300 and GB300). Not modelled: the copy engine's bandwidth (the transfers are priced as
-cost.links' rings).
+cost.links' rings), and a collective kernel's speed on its num_sm SMs.
 
-Buffer copies (buffer_copies). Userbuffers gathers from, and bulk-scatters into, its own registered
-buffers, so TE (f031cf87, 2026-04-06, the commit Megatron-Bridge e43a7468f pins; the same at
-d0067d0, and since ce0b46c4d, 2025-05-07) moves a rank's data through them with memory passes the
-NCCL path does not make, each read + write of the rank's tokens / tp x h:
-- before each of the layer's 6 all-gathers, module/base.py fill_userbuffers_buffer_for_all_gather
-  (line 497) copies the local shard, quantized where the gather is FP8, into the buffer's local
-  chunk (lines 533 and 549: copy_into_buffer, a cudaMemcpyAsync, pytorch/csrc/extensions/
-  comm_gemm_overlap.cpp lines 147-181 and 246-278): the QKV and FC1 inputs forward
-  (layernorm_linear.py line 263), the projection and FC2 output gradients (base.py
-  grad_output_preprocess line 1222) and the saved QKV and FC1 inputs backward (layernorm_linear.py
-  line 676). A ring exchange's copy is on the current stream, before its first chunk GEMM and
-  send; a bulk gather's on its communication stream, ahead of the collective there;
-- after each bulk reduce-scatter (qkv_wgrad, fc1_wgrad, whose buffers are bf16: base.py lines
-  325 and 469, FP8 buffers only for the all-gathers and, by choice, pipeline) the rank's reduced
-  chunk is cloned out (layernorm_linear.py line 940, linear.py line 926), after the wgrad GEMM.
-Each priced as a memory-bound pass (cost.kernels.memory_pass_time_s), the copy in the elements the
-gather moves (cost.gathered_transpose.layer_gather_elem_bytes). TE v1.8 (3ec998e,
-layernorm_linear.py lines 121-124) wrote the norm output into the buffer instead: older runs copied
-less.
+Userbuffers' buffer copies and MXFP8's scales and second, column-wise gather of the output
+gradients: cost.tp_overlap_buffers. Under FP8 and MXFP8 the buffers hold FP8 data alone, 1 byte an
+element (cost.gathered_transpose.ub_gather_elem_bytes).
 """
 
 from __future__ import annotations
@@ -75,20 +67,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, mlp_gemm_flops_per_token
 from sp_planner.cost.gemm_outputs import output_ratio
-from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.overlap import SMS_PER_GPU
+from sp_planner.cost.tp_overlap_buffers import NO_COPIES, NO_MX, BufferCopies, MxSideTraffic, external_gather_s
+from sp_planner.cost.tp_overlap_cfg import RING_EXCHANGE, TE_DEFAULT, UbConfig, UbGemm
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
-# SMs a userbuffers collective holds beside its GEMM, and the pipeline method's chunks
-# (TE module/base.py lines 384-387 at d0067d0: num_sm, num_splits).
-RING_EXCHANGE_SMS = 1
-PIPELINE_BULK_SMS = 16
-PIPELINE_SPLITS = 4
 # Compute streams a userbuffers layer runs its chunk GEMMs on, at most (TE comm_gemm_overlap.h).
 MAX_COMPUTE_STREAMS = 3
 
@@ -106,24 +93,14 @@ class ChunkFactors(NamedTuple):
     """Each overlapped GEMM's time chunked over its time whole (>= 1; module docstring)."""
 
     qkv: np.ndarray | float  # forward, ring_exchange
-    proj: np.ndarray | float  # forward, pipeline
+    proj: np.ndarray | float  # forward, pipeline (or ring_exchange)
     fc1: np.ndarray | float  # forward, ring_exchange
-    fc2: np.ndarray | float  # forward, pipeline
+    fc2: np.ndarray | float  # forward, pipeline (or ring_exchange)
     proj_dgrad: np.ndarray | float  # backward, ring_exchange
     fc2_dgrad: np.ndarray | float  # backward, ring_exchange
 
 
 WHOLE = ChunkFactors(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-
-
-class BufferCopies(NamedTuple):
-    """Userbuffers' memory passes on one rank (module docstring), seconds each."""
-
-    gather_s: np.ndarray | float  # the local shard copied into an all-gather's buffer
-    scatter_s: np.ndarray | float  # a bulk reduce-scatter's chunk cloned out of its bf16 buffer
-
-
-NO_COPIES = BufferCopies(0.0, 0.0)
 
 
 class TPOverlapTimes(NamedTuple):
@@ -161,10 +138,16 @@ def qkv_width_per_rank(model: ModelSpec, tp):
     return model.q_size / tp + 2 * kv_heads_per_tp_rank(model.num_kv_heads, tp) * model.head_dim
 
 
-def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp8=False) -> ChunkFactors:
+def _splits(g: UbGemm, tp):
+    """A split GEMM's chunks: tp for a ring exchange, num_splits for a pipeline."""
+    return tp if g.method == RING_EXCHANGE else g.num_splits
+
+
+def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp8=False,
+                  cfg: UbConfig = TE_DEFAULT) -> ChunkFactors:
     """The overlapped GEMMs' chunking slowdowns on one rank (module docstring): `tokens` the rows
     of the all-gathered input (the micro-batch's tokens on the TP group), per-rank widths; `fp8`
-    (bool per candidate): FP8/MXFP8 GEMMs."""
+    (bool per candidate): FP8/MXFP8 GEMMs; `cfg`: the userbuffers configuration."""
     tp = np.asarray(tp, dtype=np.float64)
     one = np.ones(np.broadcast(np.asarray(tokens), tp, np.asarray(fp8)).shape)
     if model.mla is not None:
@@ -172,7 +155,7 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
     h, q = model.hidden_size, model.q_size
     ring = tp  # ring_exchange: one chunk per TP rank
     qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring, fp8)
-    proj = _chunk_factor(hardware, tokens, h, q / tp, PIPELINE_SPLITS, fp8)
+    proj = _chunk_factor(hardware, tokens, h, q / tp, _splits(cfg.proj_fprop, tp), fp8)
     proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring, fp8)
     if model.moe is not None:
         return ChunkFactors(qkv, proj, one, one, proj_dgrad, one)  # grouped experts are not split
@@ -180,62 +163,84 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
     return ChunkFactors(
         qkv=qkv, proj=proj,
         fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring, fp8),
-        fc2=_chunk_factor(hardware, tokens, h, ffn, PIPELINE_SPLITS, fp8),
+        fc2=_chunk_factor(hardware, tokens, h, ffn, _splits(cfg.fc2_fprop, tp), fp8),
         proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8))
 
 
-def buffer_copies(hardware: HardwareProfile, *, shard_elements, gather_elem_bytes) -> BufferCopies:
-    """The copies of `shard_elements` (a rank's tokens / tp x h) into an all-gather buffer, in the
-    gather's `gather_elem_bytes`, and out of a bulk reduce-scatter's bf16 one: read + write each."""
-    shard = np.asarray(shard_elements, dtype=np.float64)
-    return BufferCopies(gather_s=memory_pass_time_s(hardware, 2.0 * shard * np.asarray(gather_elem_bytes)),
-                        scatter_s=memory_pass_time_s(hardware, 2.0 * shard * BF16_BYTES))
-
-
-def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU):
-    """Seconds a ring_exchange all-gather adds to its GEMM (module docstring): the GEMM's chunking
-    slowdown, the tp - 1 transfers beyond the tp chunks they feed, and the 1 SM of the GPU's
-    `sms` it holds while it runs."""
+def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_fprop):
+    """Seconds a ring_exchange collective (`ag_s`: its tp - 1 transfers) adds to its GEMM (module
+    docstring): the GEMM's chunking slowdown, the transfers beyond the tp chunks beside them, and
+    the GPU's `sms` its settings `g` take: its margin, or the SMs it holds while it runs."""
     ag_s, whole = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
     gemm_s = whole * chunking
+    if g.set_sm_margin:
+        gemm_s = margin_gemm_s(gemm_s, sms, g.num_sm)
     steps = np.maximum(tp - 1, 1)
     exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
-    return gemm_s - whole + exposed + RING_EXCHANGE_SMS / sms * np.minimum(ag_s, gemm_s)
+    if g.set_sm_margin:
+        return gemm_s - whole + exposed
+    return gemm_s - whole + exposed + g.num_sm / sms * np.minimum(ag_s, gemm_s)
 
 
-def margin_gemm_s(gemm_s, sms=SMS_PER_GPU):
-    """A GEMM launched with TE's SM margin: on the GPU's `sms` - PIPELINE_BULK_SMS SMs."""
-    return np.asarray(gemm_s, dtype=np.float64) * sms / (sms - PIPELINE_BULK_SMS)
+def margin_gemm_s(gemm_s, sms=SMS_PER_GPU, num_sm=TE_DEFAULT.proj_fprop.num_sm):
+    """A GEMM launched with TE's SM margin: on the GPU's `sms` - `num_sm` SMs."""
+    return np.asarray(gemm_s, dtype=np.float64) * sms / (sms - num_sm)
 
 
-def pipeline_s(rs_s, gemm_s, chunking=1.0, sms=SMS_PER_GPU):
-    """Seconds a pipeline reduce-scatter adds to its GEMM: its chunking and the margin's slowdown,
-    the last chunk's reduce-scatter, and each other chunk's beyond the next chunk's GEMM."""
+def pipeline_s(rs_s, gemm_s, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.proj_fprop):
+    """Seconds a pipeline reduce-scatter adds to its GEMM: its chunking and the margin's slowdown
+    (or the SMs it holds), the last chunk's reduce-scatter, and each other chunk's beyond the next
+    chunk's GEMM."""
     rs_s, whole = np.asarray(rs_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
-    slow = margin_gemm_s(whole * chunking, sms)
-    chunk_rs, chunk_gemm = rs_s / PIPELINE_SPLITS, slow / PIPELINE_SPLITS
-    exposed = chunk_rs + (PIPELINE_SPLITS - 1) * np.maximum(0.0, chunk_rs - chunk_gemm)
-    return slow - whole + exposed
+    slow = margin_gemm_s(whole * chunking, sms, g.num_sm) if g.set_sm_margin else whole * chunking
+    splits = g.num_splits
+    chunk_rs, chunk_gemm = rs_s / splits, slow / splits
+    exposed = chunk_rs + (splits - 1) * np.maximum(0.0, chunk_rs - chunk_gemm)
+    if g.set_sm_margin:
+        return slow - whole + exposed
+    return slow - whole + exposed + g.num_sm / sms * np.minimum(rs_s, slow)
 
 
-def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU):
-    """Seconds a bulk collective adds to its GEMM: the margin's slowdown and what it takes
-    beyond the slowed GEMM."""
-    slow = margin_gemm_s(gemm_s, sms)
-    return slow - gemm_s + np.maximum(0.0, np.asarray(comm_s, dtype=np.float64) - slow)
+def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_dgrad):
+    """Seconds a bulk collective adds to its GEMM: the margin's slowdown and what it takes beyond
+    the slowed GEMM; without the margin, the SMs it holds and what it takes beyond the GEMM."""
+    comm_s = np.asarray(comm_s, dtype=np.float64)
+    if not g.set_sm_margin:
+        gemm_s = np.asarray(gemm_s, dtype=np.float64)
+        return np.maximum(0.0, comm_s - gemm_s) + g.num_sm / sms * np.minimum(comm_s, gemm_s)
+    slow = margin_gemm_s(gemm_s, sms, g.num_sm)
+    return slow - gemm_s + np.maximum(0.0, comm_s - slow)
+
+
+def _reduce_scatter_s(rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copies: BufferCopies):
+    """A forward reduce-scatter's seconds by its method: pipeline, or a ring exchange and its sum."""
+    if g.method == RING_EXCHANGE:
+        return ring_exchange_s(rs_s, gemm_s, tp, chunking, sms, g) + copies.reduce_s
+    return pipeline_s(rs_s, gemm_s, chunking, sms, g)
 
 
 def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
-                     sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES) -> TPOverlapTimes:
+                     sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES, cfg: UbConfig = TE_DEFAULT,
+                     mx: MxSideTraffic = NO_MX) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
-    overlapped with their GEMMs as TE userbuffers pairs them, the split GEMMs slowed by `chunks`,
-    on a GPU of `sms` SMs, with the buffers' `copies` (module docstring): a ring exchange's
-    before it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it."""
-    g, c, copy = gemms, chunks, copies.gather_s
-    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms) + pipeline_s(rs_s, g.proj_s, c.proj, sms)
-           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms) + pipeline_s(rs_s, g.fc2_s, c.fc2, sms) + 2 * copy)
-    bwd = (ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms)
-           + ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms) + 2 * copy
-           + bulk_s(ag_s + copy, g.qkv_s, sms) + bulk_s(ag_s + copy, g.fc1_s, sms) + bulk_s(rs_s, g.qkv_s, sms)
-           + bulk_s(rs_s, g.fc1_s, sms) + 2 * copies.scatter_s)
+    overlapped with their GEMMs as the userbuffers configuration `cfg` pairs them, the split GEMMs
+    slowed by `chunks`, on a GPU of `sms` SMs, with the buffers' `copies` (a ring exchange's before
+    it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it) and,
+    under MXFP8, `mx`: each gather's scales before it, and the output gradients' column-wise gathers
+    after their dgrad ring exchanges (cost.tp_overlap_buffers)."""
+    g, c, copy, u = gemms, chunks, copies.gather_s, cfg
+    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms, u.qkv_fprop)
+           + _reduce_scatter_s(rs_s, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies)
+           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms, u.fc1_fprop)
+           + _reduce_scatter_s(rs_s, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies) + 2 * copy)
+    proj_dgrad = ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms, u.proj_dgrad)
+    fc2_dgrad = ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms, u.fc2_dgrad)
+    bwd = (proj_dgrad + fc2_dgrad + 2 * copy
+           + bulk_s(ag_s + copy, g.qkv_s, sms, u.qkv_dgrad) + bulk_s(ag_s + copy, g.fc1_s, sms, u.fc1_dgrad)
+           + bulk_s(rs_s, g.qkv_s, sms, u.qkv_wgrad) + bulk_s(rs_s, g.fc1_s, sms, u.fc1_wgrad) + 2 * copies.scatter_s)
+    if mx is not NO_MX:  # MXFP8's scales (2 forward, 4 backward) and column-wise gathers
+        fwd = fwd + 2 * mx.share * mx.scale_gather_s
+        bwd = (bwd + 4 * mx.share * mx.scale_gather_s - 2 * mx.share * mx.main_write_saved_s
+               + external_gather_s(g.proj_s + proj_dgrad, ag_s, copy, mx)
+               + external_gather_s(g.fc2_s + fc2_dgrad, ag_s, copy, mx))
     return TPOverlapTimes(fwd_s=fwd, bwd_s=bwd)

@@ -78,7 +78,8 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     # all-gather of the saved sharded input again for the weight gradient (Megatron's
     # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer;
     # without sequence parallelism the inputs are whole and only the all-reduces' halves remain.
-    ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (ready,))
+    grad_ag = w.tp_all_gather_s if w.tp_grad_all_gather_s is None else w.tp_grad_all_gather_s
+    ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", grad_ag, (ready,))
     ag_in = ag if w.tp_input_all_gather_s == 0 else p.add(
         "comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_input_all_gather_s, (ag,))
     # The combine's gradient is an all-to-all back to the experts, the dispatch's one back again.
@@ -86,7 +87,7 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ready_mlp, gather))
     mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
-    ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", w.tp_all_gather_s, (rs,))
+    ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", grad_ag, (rs,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
     if w.cp_all_gather_s > 0:  # all-gather CP gathers K/V again from the saved local blocks
         a2a = p.add("comm", "ring_comm", f"L{layer} cp kv all-gather (bwd)", w.cp_all_gather_s, (a2a,))

@@ -22,7 +22,7 @@ from sp_planner.cost.comm import (
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.fp8_params import weight_cast_s
-from sp_planner.cost.gathered_transpose import layer_gather_elem_bytes
+from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import optimizer_step_bytes
@@ -95,10 +95,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
-    layer_elem = float(layer_gather_elem_bytes(model, tp=one.tp, precision=one.precision,
-                                               fp8_blockwise=one.fp8_blockwise, sequence_parallel=sp)[0])
+    elem = layer_gather_bytes(model, tp=one.tp, precision=one.precision, fp8_blockwise=one.fp8_blockwise,
+                              sequence_parallel=sp)
+    layer_elem, grad_elem = float(elem.fwd[0]), float(elem.grad[0])
     layer_ag = tp_ag if layer_elem == BF16_BYTES else phase(
         "tp all-gather (fp8)", groups["tp"], tp_bytes * layer_elem / BF16_BYTES, "ring", "all_gather")
+    # MXFP8 gathers the output gradients both ways (cost.gathered_transpose).
+    grad_ag = layer_ag if grad_elem == layer_elem else phase(
+        "tp all-gather (grad, mxfp8)", groups["tp"], tp_bytes * grad_elem / BF16_BYTES, "ring", "all_gather")
 
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=BF16_BYTES,
@@ -173,6 +177,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         attn_fwd_steps_s=fwd_steps,
         attn_bwd_steps_s=bwd_steps,
         tp_all_gather_s=layer_ag,
+        tp_grad_all_gather_s=grad_ag,
         tp_reduce_scatter_s=tp_rs,
         # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.comm).
         tp_input_all_gather_s=layer_ag if sp else 0.0,

@@ -30,6 +30,8 @@ class LayerWork(FrozenModel):
     tp_all_gather_s: float = NonNeg
     tp_reduce_scatter_s: float = NonNeg
     tp_input_all_gather_s: float = NonNeg  # the saved inputs again for the weight gradients (SP only)
+    # The output gradients' backward gathers where they differ (MXFP8, both usages); None: tp_all_gather_s.
+    tp_grad_all_gather_s: float | None = Field(default=None, ge=0.0)
     ulysses_qkv_s: float = NonNeg  # Q, K, V forward (dQ, dK, dV backward)
     ulysses_out_s: float = NonNeg  # O forward (dO backward)
     ring_kv_step_s: float = NonNeg  # one K + V block to the ring successor

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, CORPUS_ONLY_KERNELS
 from sp_planner.cost.cuda_graphs import FULL_ITERATION, GRAPH_SCOPES
 from sp_planner.cost.fp8_params import fp8_weights_modelled
+from sp_planner.cost.tp_overlap_cfg import UbConfigName
 from sp_planner.plan import PRECISIONS, CpComm, Fp8Recipe, Recompute, RingLayout, offload_problem
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.moe import MoEDispatcher, MoEExpertGemm, MoERouting
@@ -130,6 +131,10 @@ class CorpusRow(FrozenModel):
     # userbuffers; Megatron-Bridge CommOverlapConfig(tp_comm_overlap=True)): the TP collectives
     # hide behind their GEMMs (cost.tp_overlap). Megatron-family rows with TP > 1 only.
     tp_comm_overlap: bool = False
+    # The userbuffers configuration a tp_comm_overlap row's recipe passes Transformer Engine by name
+    # (Megatron-Bridge training/comm_overlap.py userbuffers_*; cost.tp_overlap_cfg); None: TE's
+    # defaults, which a recipe without tp_comm_overlap_cfg runs.
+    tp_comm_overlap_cfg: UbConfigName | None = None
     # False where the run's TP ran without Megatron's sequence parallelism (Megatron-LM before
     # --sequence-parallel, 2021-22: tensor-parallel all-reduces, norms and dropouts on every TP
     # rank; Runtime.sequence_parallel, cost.gemm_work, cost.memory). Megatron-family rows only.
@@ -229,6 +234,9 @@ class CorpusRow(FrozenModel):
         offload = offload_problem(self.cpu_offload_layers, self.pp, self.recompute)
         if offload:  # checked here, where the file and row are named, not first when the row is scored
             raise ValueError(offload)
+        if self.tp_comm_overlap_cfg is not None and not self.tp_comm_overlap:
+            raise ValueError(f"tp_comm_overlap_cfg {self.tp_comm_overlap_cfg} names a userbuffers configuration, "
+                             "which only a tp_comm_overlap row runs")
         if self.fp8_attention and self.precision not in ("fp8", "mxfp8"):
             raise ValueError(f"fp8_attention needs precision fp8 or mxfp8, not {self.precision}")
         if self.fp8_recipe != "delayed" and self.precision != "fp8":

@@ -86,7 +86,7 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 def row_runtime(row: CorpusRow) -> Runtime:
     """The row's framework's runtime with what its recipe changes: the parameter all-gather, the
     gradient reduction or the interleaved pipeline's sends not overlapped (cost.overlap), bf16
-    gradient reduction (cost.states), TP userbuffers overlap (cost.tp_overlap), the EP all-to-all
+    gradient reduction (cost.states), TP userbuffers overlap and its configuration (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
     (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
     parallelism (cost.gemm_work, cost.memory)."""
@@ -114,7 +114,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
         if not megatron_family or row.tp == 1 or not row.sequence_parallel:
             raise ValueError(f"row {row.id}: tp_comm_overlap is Megatron's TP userbuffers overlap, which needs "
                              f"a Megatron-family framework, TP > 1 and sequence parallelism")
-        overlap = overlap.model_copy(update={"tp_comm": True})
+        cfg = {"tp_comm_cfg": row.tp_comm_overlap_cfg} if row.tp_comm_overlap_cfg is not None else {}
+        overlap = overlap.model_copy(update={"tp_comm": True, **cfg})
     if row.ep_comm_overlap:
         if not megatron_family or row.ep == 1 or (row.pp > 1 and row.vpp == 1) or row.recompute == "full":
             raise ValueError(f"row {row.id}: ep_comm_overlap is Megatron's --overlap-moe-expert-parallel-comm, "

@@ -6,7 +6,13 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 import sp_planner.cost.gemm_work as gemm_work_module
 from sp_planner.cost.comm import comm_columns
-from sp_planner.cost.gathered_transpose import gathered_tensors_per_layer, gathered_transpose_s, layer_gather_elem_bytes
+from sp_planner.cost.gathered_transpose import (
+    GatherElemBytes,
+    gathered_tensors_per_layer,
+    gathered_transpose_s,
+    layer_gather_bytes,
+    ub_gather_elem_bytes,
+)
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.space import Candidates
@@ -69,15 +75,31 @@ def test_layer_gathers_move_fp8_under_per_tensor_fp8_with_sequence_parallel():
     # Dense: all six gathers move FP8 (1 byte); Qwen3-30B-A3B (MoE, no shared experts): the
     # attention's 2 tensors of a dense layer's 4 FP8, the dispatcher's bf16: 1.5 bytes on average.
     dense, moe = load_model("llama3-70b"), load_model("qwen3-30b-a3b")
-    tp = np.array([8, 8, 8, 8, 1])
-    precision = np.array([FP8, BF16, MXFP8, FP8, FP8])
-    block = np.array([False, False, False, True, False])
-    got = layer_gather_elem_bytes(dense, tp=tp, precision=precision, fp8_blockwise=block)
-    assert got.tolist() == [1.0, 2.0, 2.0, 2.0, 2.0]
-    assert layer_gather_elem_bytes(moe, tp=np.array([4]), precision=np.array([FP8])).tolist() == [1.5]
+    tp = np.array([8, 8, 8, 1])
+    precision = np.array([FP8, BF16, FP8, FP8])
+    block = np.array([False, False, True, False])
+    got = layer_gather_bytes(dense, tp=tp, precision=precision, fp8_blockwise=block)
+    assert [v.tolist() for v in got] == [[1.0, 2.0, 2.0, 2.0]] * 3
+    assert layer_gather_bytes(moe, tp=np.array([4]), precision=np.array([FP8])).grad.tolist() == [1.5]
     # Without sequence parallelism TP all-reduces the bf16 outputs: nothing gathered in FP8.
-    assert layer_gather_elem_bytes(dense, tp=np.array([8]), precision=np.array([FP8]),
-                                   sequence_parallel=False).tolist() == [2.0]
+    assert layer_gather_bytes(dense, tp=np.array([8]), precision=np.array([FP8]),
+                              sequence_parallel=False).fwd.tolist() == [2.0]
+
+
+def test_mxfp8_gathers_their_scales_and_both_usages_of_the_output_gradient():
+    # MXFP8: a usage is 1 byte of data and an E8M0 scale per 32 elements. Forward the input row-wise
+    # and backward the saved input column-wise (1 + 1/32); the output gradient both ways (2 + 2/32,
+    # more than bf16). MoE (half the gathers TE's): 2 - (2 - 1.03125)/2 and 2 - (2 - 2.0625)/2.
+    dense, moe = load_model("llama3-70b"), load_model("qwen3-30b-a3b")
+    mx = np.array([MXFP8])
+    got = layer_gather_bytes(dense, tp=np.array([8]), precision=mx)
+    assert [float(v[0]) for v in got] == [1.03125, 2.0625, 1.03125]
+    got = layer_gather_bytes(moe, tp=np.array([4]), precision=mx)
+    assert [float(v[0]) for v in got] == [1.515625, 2.03125, 1.515625]
+    assert layer_gather_bytes(dense, tp=np.array([1]), precision=mx).grad.tolist() == [2.0]
+    # Userbuffers' buffers hold one usage's FP8 data alone (the scales gathered apart): 1 byte.
+    got = ub_gather_elem_bytes(dense, tp=np.array([8, 8, 8]), precision=np.array([MXFP8, FP8, BF16]))
+    assert got.tolist() == [1.0, 1.0, 2.0]
 
 
 def _llama3_8b_tp4(precision):
@@ -110,9 +132,9 @@ def test_step_pays_the_fp8_gathers_in_both_models(monkeypatch):
     model, hardware, workload, plan = _llama3_8b_tp4("fp8")
     with_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
     with_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
-    bf16 = lambda model, *, tp, **_: np.full(np.shape(tp), 2.0)  # noqa: E731
+    bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
     for module in (comm_module, layer_times_module, step_work_module):
-        monkeypatch.setattr(module, "layer_gather_elem_bytes", bf16)
+        monkeypatch.setattr(module, "layer_gather_bytes", bf16)
     without_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
     without_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
     one_bf16 = 8192 * 4096 * 2 * 3 / 4
@@ -120,6 +142,39 @@ def test_step_pays_the_fp8_gathers_in_both_models(monkeypatch):
         - ring_collective_time_s(hardware, "all_gather", one_bf16 / 2, 4, 1, 8)
     assert without_ana - with_ana == pytest.approx(32 * 2 * 6 * saved, rel=1e-6)
     assert without_sim - with_sim == pytest.approx(32 * 2 * 6 * saved, rel=0.05)
+
+
+def test_comm_bytes_count_mxfp8_gathers_by_tensor():
+    # The same run in MXFP8: per micro-batch each layer gathers 2 inputs and 2 saved inputs at
+    # 1.03125 B and 2 output gradients at 2.0625 B an element; the ends 3 gathers in bf16.
+    model, _, workload, plan = _llama3_8b_tp4("mxfp8")
+    mx = comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=8).sent_bytes.tp_all_gather[0]
+    one_elem = 8192 * 4096 * 3 // 4
+    assert mx == pytest.approx(2 * (32 * (4 * 1.03125 + 2 * 2.0625) * one_elem + 3 * 2 * one_elem), rel=1e-12)
+
+
+def test_step_pays_the_mxfp8_gathers_in_both_models(monkeypatch):
+    # Llama-3-8B at tp 4 on B200 in MXFP8, no TP overlap: each layer's 4 one-usage gathers take the
+    # ring time of 1.03125/2 of the bf16 bytes, its 2 output-gradient gathers 2.0625/2, on the
+    # analytic step and the simulator alike.
+    import sp_planner.cost.comm as comm_module
+    import sp_planner.cost.layer_times as layer_times_module
+    import sp_planner.sim.step_work as step_work_module
+
+    model, _, workload, plan = _llama3_8b_tp4("mxfp8")
+    hardware = load_hardware("b200")
+    with_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
+    with_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
+    for module in (comm_module, layer_times_module, step_work_module):
+        monkeypatch.setattr(module, "layer_gather_bytes", bf16)
+    without_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
+    without_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    one_bf16 = 8192 * 4096 * 2 * 3 / 4
+    ring = lambda sent: ring_collective_time_s(hardware, "all_gather", sent, 4, 1, 8)  # noqa: E731
+    saved = 4 * (ring(one_bf16) - ring(one_bf16 * 1.03125 / 2)) + 2 * (ring(one_bf16) - ring(one_bf16 * 2.0625 / 2))
+    assert without_ana - with_ana == pytest.approx(32 * 2 * saved, rel=1e-6)
+    assert without_sim - with_sim == pytest.approx(32 * 2 * saved, rel=0.05)
 
 
 def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monkeypatch):

@@ -1,6 +1,7 @@
 """TP userbuffers overlap: each collective exposed beyond its GEMM (chunk), the GEMM slowed."""
 
 import math
+import typing
 
 import numpy as np
 import pytest
@@ -10,10 +11,8 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.overlap import gpu_sm_count
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.cost.tp_overlap import (
-    BufferCopies,
     ChunkFactors,
     LayerGemms,
-    buffer_copies,
     bulk_s,
     chunk_factors,
     gemm_shares,
@@ -21,6 +20,8 @@ from sp_planner.cost.tp_overlap import (
     ring_exchange_s,
     tp_overlap_times,
 )
+from sp_planner.cost.tp_overlap_buffers import BufferCopies, buffer_copies
+from sp_planner.cost.tp_overlap_cfg import BULK, RING_EXCHANGE, UB_CONFIGS, UbConfigName, UbGemm
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.specs import Workload
@@ -173,3 +174,68 @@ def test_chunks_of_moe_layers_and_unknown_gpus_run_whole():
     # A100 has no output-size table (cost.gemm_outputs): every factor 1.
     a100 = chunk_factors(load_hardware("a100-80gb"), load_model("Llama-3-70B"), tokens=4096, tp=8)
     assert np.allclose(np.array(a100, dtype=float), 1.0) and isinstance(a100, ChunkFactors)
+
+
+BRIDGE_H100_70B = UB_CONFIGS["userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192"]
+
+
+def test_bulk_without_margin_holds_its_sms():
+    # Megatron-Bridge's tuned bulk GEMMs keep every SM: the collective's 24 SMs of 132 are lost while
+    # it runs (1 ms of a 2 ms GEMM); a 3 ms one runs 1 ms past the GEMM, beside it for 2 ms.
+    wgrad = UbGemm(BULK, 24, False)
+    assert bulk_s(1 * MS, 2 * MS, 132, wgrad) == pytest.approx(24 / 132 * MS)
+    assert bulk_s(3 * MS, 2 * MS, 132, wgrad) == pytest.approx((1 + 24 / 132 * 2) * MS)
+
+
+def test_ring_exchange_reduce_scatter_by_hand():
+    # tp 4, a 3 ms reduce-scatter's three 1 ms sends beside the chunks of a 2 ms GEMM on 131 of 132
+    # SMs (num_sm 1 with the margin): each exposed by 1 - (2 x 132/131)/4 ms; the margin's slowdown;
+    # no SM held beside it.
+    g = UbGemm(RING_EXCHANGE, 1, True)
+    slow = 2 * 132 / 131
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, g) == pytest.approx((slow - 2 + 3 * (1 - slow / 4)) * MS)
+
+
+def test_bridge_fp8_config_pairs_by_hand():
+    # As test_layer_pairs_by_hand, with Megatron-Bridge's H100 FP8 configuration and a 0.1 ms sum of
+    # the tp 2 chunks after each ring-exchange reduce-scatter. Forward: the two ring-exchange
+    # all-gathers' SM (1/132 of 1 ms each), the two reduce-scatters' 1-SM margins (2 x 132/131 - 2 ms:
+    # each 1 ms send hides behind the other 1.008 ms chunk) and sums. Backward: the dgrad ring
+    # exchanges' SM, and the bulk collectives' SMs, 4, 2, 24 and 4 of 132, each for 1 ms.
+    copies = BufferCopies(0.0, 0.0, 0.1 * MS)
+    t = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2, copies=copies,
+                         cfg=BRIDGE_H100_70B)
+    assert t.fwd_s == pytest.approx((2 / 132 + 2 * (2 * 132 / 131 - 2 + 0.1)) * MS)
+    assert t.bwd_s == pytest.approx((2 + 4 + 2 + 24 + 4) / 132 * MS)
+
+
+def test_bridge_configs_as_their_source():
+    # Megatron-Bridge training/comm_overlap.py (c81012934): the bulk GEMMs' num_sm (qkv_dgrad,
+    # qkv_wgrad, fc1_dgrad, fc1_wgrad), none with the SM margin; proj_fprop and fc2_fprop ring
+    # exchanges with a 1-SM margin; the all-gathers' ring exchanges as TE's default.
+    expected = {"userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192": (4, 24, 2, 4),
+                "userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192": (4, 24, 2, 4),
+                "userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192": (2, 24, 2, 2),
+                "userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192": (8, 32, 2, 8)}
+    default = UB_CONFIGS["te_default"]
+    for name, sms in expected.items():
+        cfg = UB_CONFIGS[name]
+        bulk = (cfg.qkv_dgrad, cfg.qkv_wgrad, cfg.fc1_dgrad, cfg.fc1_wgrad)
+        assert tuple(g.num_sm for g in bulk) == sms and not any(g.set_sm_margin for g in bulk)
+        assert cfg.proj_fprop == cfg.fc2_fprop == UbGemm(RING_EXCHANGE, 1, True)
+        assert (cfg.qkv_fprop, cfg.fc1_fprop, cfg.proj_dgrad, cfg.fc2_dgrad) == \
+            (default.qkv_fprop, default.fc1_fprop, default.proj_dgrad, default.fc2_dgrad)
+    # TE's defaults (module/base.py get_default_config): the ring exchanges 1 SM without margin,
+    # pipeline and bulk 16 with it, pipeline in 4 splits.
+    assert default.qkv_fprop == UbGemm(RING_EXCHANGE, 1, False)
+    assert (default.proj_fprop.num_sm, default.proj_fprop.set_sm_margin, default.proj_fprop.num_splits) == (16, True, 4)
+    assert (default.qkv_wgrad.num_sm, default.qkv_wgrad.set_sm_margin) == (16, True)
+    assert set(typing.get_args(UbConfigName)) == set(UB_CONFIGS)  # a row may name each, and only these
+
+
+def test_ring_exchange_reduce_scatter_chunks_by_tp():
+    # Llama-3-70B at tp 8 on 4096 tokens, the projection run as a ring exchange: 8 chunks of 512
+    # rows, 3 at once (1536 x 8192 outputs, K 1024) against the whole 4096 x 8192.
+    factors = chunk_factors(load_hardware("h100-sxm"), load_model("Llama-3-70B"), tokens=4096, tp=8,
+                            cfg=BRIDGE_H100_70B)
+    assert float(factors.proj) == pytest.approx(1.0 / _h100_ratio(1536 * 8192, H100_K1024), rel=1e-9)

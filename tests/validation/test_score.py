@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_model
+from sp_planner.validation.corpus_row import CorpusRow
 from sp_planner.validation.row_run import predict_row, row_model, row_plan, row_runtime
 from sp_planner.validation.score import published_figure, score_row, spearman
 
@@ -301,6 +302,20 @@ def test_rows_whose_recipe_overlaps_tp_comm_time_it_overlapped(corpus):
     tp1 = _row(corpus, "mbd-70b-gb200-cs").model_copy(update={"tp_comm_overlap": True})
     with pytest.raises(ValueError, match="tp_comm_overlap is Megatron's TP userbuffers overlap"):
         row_runtime(tp1)
+
+
+def test_tuned_userbuffers_config_rows_time_their_own_config(corpus):
+    # Megatron-Bridge's Llama-3-70B H100 FP8 recipe passes its tuned userbuffers configuration
+    # (scripts/performance/configs/llama3/llama3_llm_pretrain.py lines 163-173 at v0.2.0): the row's
+    # runtime carries it; the same row on TE's defaults pays the 16-SM margins and times its TP
+    # collectives longer. A row without TP overlap may not name one.
+    row = _row(corpus, "mbd-70b-h100-cs")
+    assert row_runtime(row).overlap.tp_comm_cfg == "userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192"
+    default = row.model_copy(update={"tp_comm_overlap_cfg": None})
+    assert row_runtime(default).overlap.tp_comm_cfg == "te_default"
+    assert predict_row(row, corpus).time.tp_comm_s < predict_row(default, corpus).time.tp_comm_s
+    with pytest.raises(ValueError, match="only a tp_comm_overlap row runs"):
+        CorpusRow.model_validate({**row.model_dump(), "tp_comm_overlap": False})
 
 
 def test_rows_without_sequence_parallelism_run_their_norms_on_every_tp_rank(corpus):
