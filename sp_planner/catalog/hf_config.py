@@ -147,13 +147,19 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "qk_norm": model_type in ("qwen3", "qwen3_moe", "gemma3_text"),
         "moe": hf_layers.moe(cfg, model_type, path, intermediate),
         "mla": mla,
-        "window": (hf_gemma.window(cfg, model_type, layers, path) if gemma
-                   else hf_layers.window(cfg, model_type, path)),
+    }
+    # The window and the layers without RoPE in one read (Llama 4's NoPE interval sets both), after
+    # the fields above as before, so a config with several bad fields is refused for the same one.
+    # Every Gemma layer rotates q and k.
+    window, nope_layers = ((hf_gemma.window(cfg, model_type, layers, path), 0) if gemma
+                           else hf_layers.attention_layers(cfg, model_type, path))
+    fields |= {
+        "window": window,
         # Every supported model type rotates q and k (transformers' apply_rotary_pos_emb in each
         # one's Attention; DeepSeek-V3 on its qk_rope part, Llama 4 on 3 layers of 4). gpt2's learned
         # positions and mpt/bloom's ALiBi are not among the supported types.
         "position_embedding": ROPE,
-        "num_nope_layers": hf_layers.num_nope_layers(cfg, model_type, path),
+        "num_nope_layers": nope_layers,
         # Each supported type's config class defines attention_dropout (0.0 by default), which its
         # attention applies to the softmax probabilities in training only (transformers 4.57.1, e.g.
         # modeling_llama.py LlamaAttention `dropout=0.0 if not self.training else self.attention_dropout`;

@@ -100,7 +100,7 @@ def _expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int |
     return experts, top_k
 
 
-def window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
+def _window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
     """Mistral/Mixtral: `sliding_window` (null = full attention) on every layer. Qwen2/Qwen3 turn
     windows on with `use_sliding_window` for layers from max_window_layers on: refused, not
     silently planned as full attention."""
@@ -108,10 +108,6 @@ def window(cfg: dict, model_type: str, path: Path) -> WindowSpec | None:
         if cfg.get("sliding_window") is None:
             return None
         return WindowSpec(window_tokens=positive_int(cfg, "sliding_window", path))
-    if model_type == "llama4_text":
-        interval = _llama4_nope_interval(cfg, path)
-        chunk = positive_int(cfg, "attention_chunk_size", path, default=8192)
-        return WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
     if model_type in ("qwen2", "qwen3", "qwen3_moe") and flag(cfg, "use_sliding_window", path):
         raise error(path, "use_sliding_window true is not supported (Qwen's per-layer windows are not modelled)")
     return None
@@ -130,12 +126,17 @@ def _llama4_nope_interval(cfg: dict, path: Path) -> int:
     return interval
 
 
-def num_nope_layers(cfg: dict, model_type: str, path: Path) -> int:
-    """Layers without RoPE: Llama 4's no_rope_layers 0 entries (Llama4TextAttention use_rope =
-    config.no_rope_layers[layer_idx]), every interval-th layer; none in the other families."""
+def attention_layers(cfg: dict, model_type: str, path: Path) -> tuple[WindowSpec | None, int]:
+    """(the window, the layers without RoPE). Llama 4 reads both from its NoPE interval, once: its
+    RoPE layers attend within attention_chunk_size chunks, every interval-th layer has no RoPE
+    (no_rope_layers 0: Llama4TextAttention use_rope = config.no_rope_layers[layer_idx]) and
+    attends to the whole sequence. The other families: `window`, and every layer rotates."""
     if model_type != "llama4_text":
-        return 0
-    return positive_int(cfg, "num_hidden_layers", path) // _llama4_nope_interval(cfg, path)
+        return _window(cfg, model_type, path), 0
+    interval = _llama4_nope_interval(cfg, path)
+    chunk = positive_int(cfg, "attention_chunk_size", path, default=8192)
+    chunked = WindowSpec(window_tokens=chunk, kind="chunked", local_layers=interval - 1, global_layers=1)
+    return chunked, positive_int(cfg, "num_hidden_layers", path) // interval
 
 
 def mla(cfg: dict, model_type: str, path: Path) -> MLASpec | None:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import inspect
 import shlex
-import shutil
-import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from typer.core import TyperCommand
+
+from sp_planner.cli.terminal import terminal_columns, wrap_at_spaces
 
 # Where an option's help starts when its names fit before it (click's own limit, col_max 30).
 HELP_COLUMN_MAX = 30
@@ -33,7 +33,7 @@ CONTINUATION_INDENT = "    "
 
 def wrap_words(text: str, width: int) -> list[str]:
     """Wrap at spaces only: no word, flag or path is split."""
-    return textwrap.wrap(text, max(width, MIN_TEXT_WIDTH), break_on_hyphens=False, break_long_words=False)
+    return wrap_at_spaces(text, max(width, MIN_TEXT_WIDTH))
 
 
 def _command_units(words: Sequence[str], *, quote: bool = False) -> list[str]:
@@ -139,7 +139,7 @@ def epilog_lines(epilog: str, width: int) -> list[str]:
 def help_width() -> int:
     """The help's width: the terminal's (COLUMNS, else its size; 80 for a pipe) less click's
     2-column margin, at most 78. Click's own floor of 50 ran help past a narrower terminal."""
-    return max(min(shutil.get_terminal_size().columns, 80) - 2, MIN_TEXT_WIDTH)
+    return max(terminal_columns() - 2, MIN_TEXT_WIDTH)
 
 
 class PlainHelpCommand(TyperCommand):

@@ -8,8 +8,6 @@ Exit codes: 0 scored (and, with --check, every limit held); 1 --check found a br
 from __future__ import annotations
 
 import json
-import shutil
-import textwrap
 from collections import Counter
 from enum import Enum
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import run_app
+from sp_planner.cli.terminal import terminal_columns, wrap_at_spaces
 from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.validate_row import explain_row, render_row
@@ -127,7 +126,7 @@ def validate(
         if limits is not None:  # on stderr: stdout stays the README's section
             typer.echo(render_check(failures, check_limits), err=True)
     else:
-        width = output_width()
+        width = terminal_columns()
         typer.echo(render_table(result, corpus=path, num_sources=len(loaded.sources), width=width))
         if limits is not None:
             typer.echo(render_check(failures, check_limits, width))
@@ -149,7 +148,7 @@ def _explain(loaded, row_id: str, output_format: OutputFormat, *, report: Path |
         typer.echo(explanation.model_dump_json(indent=2))
     else:
         label = FIGURE_LABELS[(explanation.row.figure, explanation.row.convention)]
-        typer.echo(render_row(explanation, figure_label=label, width=output_width()))
+        typer.echo(render_row(explanation, figure_label=label, width=terminal_columns()))
     return 0
 
 
@@ -161,15 +160,9 @@ def _relative(path: Path) -> Path:
         return path
 
 
-def output_width() -> int:
-    """80 columns, or the terminal's (COLUMNS, else its size) where it is narrower."""
-    return min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
-
-
 def _wrap(text: str, indent: str = "", hang: str = "", *, width: int = WIDTH) -> str:
     """`text` wrapped at its spaces (a path or a hyphenated word stays whole)."""
-    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=hang or indent,
-                         break_on_hyphens=False, break_long_words=False)
+    return "\n".join(wrap_at_spaces(text, width, indent=indent, hang=hang))
 
 
 def _number(value: float) -> str:

@@ -7,10 +7,9 @@ them). Rows the cost model cannot express have no prediction: asking for one is 
 
 from __future__ import annotations
 
-import textwrap
-
 from pydantic import Field
 
+from sp_planner.cli.terminal import wrap_at_spaces
 from sp_planner.estimate import MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
@@ -65,8 +64,7 @@ def explain_row(corpus: Corpus, row_id: str) -> RowExplanation:
 def render_row(x: RowExplanation, *, figure_label: str, width: int = 80) -> str:
     """The explanation in lines of at most `width` columns."""
     def wrap(text: str) -> list[str]:
-        return textwrap.wrap(text, width=width, subsequent_indent="  ", break_on_hyphens=False,
-                             break_long_words=False)
+        return wrap_at_spaces(text, width, hang="  ")
 
     r = x.row
     lines = wrap(f"{r.id}: {r.source}, {r.table}")

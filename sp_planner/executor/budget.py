@@ -89,10 +89,10 @@ class RunMemory(FrozenModel):
         return max(phases, key=lambda phase: phase[1])
 
 
-def _math_kernel(cfg: RunConfig) -> bool:
-    """kernels.select_kernel picks the math kernel when asked and for a softcap or window; fp32 on
-    CUDA is counted as it too."""
-    return cfg.kernel == "math" or cfg.score_mods or (cfg.device == "cuda" and cfg.dtype == "float32")
+def _tensors_elems(cfg: RunConfig) -> int:
+    """Elements of Q, K at d_qk and V, dO at d_v over the whole sequence (MLA: d_qk != d_v), as
+    many as of the results O, dQ, dK, dV."""
+    return cfg.batch * cfg.seq_len * (cfg.heads_per_tp_rank + cfg.kv_heads_per_tp_rank) * (cfg.head_dim + cfg.v_dim)
 
 
 def run_memory(cfg: RunConfig) -> RunMemory:
@@ -100,7 +100,7 @@ def run_memory(cfg: RunConfig) -> RunMemory:
     h, kv = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank
     eb = cfg.elem_bytes
     q_elems = b * s * h * cfg.kernel_head_dim  # a query-sized tensor at the wider head dim
-    tensors_elems = b * s * (h + kv) * (d_qk + d_v)  # Q, K at d_qk, V, dO at d_v (or dQ, dK, O, dV)
+    tensors_elems = _tensors_elems(cfg)
     softcap = cfg.softcap is not None
     rows = reference_chunk_rows(batch=b, heads=h, seq_len=s, softcap=softcap)
     scores = reference_score_matrices(softcap) * b * h * rows * s * FP32_BYTES
@@ -111,7 +111,7 @@ def run_memory(cfg: RunConfig) -> RunMemory:
     tolerance = single_run_peak_bytes(cfg)  # the flash kernels' run, replayed
     if tolerance is None:  # the inputs rounded to the dtype (in fp32 .to() is no copy), the results in it
         tolerance = (tensors_elems * eb if cfg.dtype != "float32" else 0) + tensors_elems * eb
-        if cfg.kernel == "math" or cfg.score_mods:  # single_device_run uses the chunked code on rounded inputs
+        if cfg.math_kernel:  # single_device_run uses the chunked code on rounded inputs
             tolerance += workspace
         else:  # CUDA's memory-efficient kernel: KV and grads expanded to all heads, fp32 dQ
             tolerance += 8 * q_elems * eb + q_elems * FP32_BYTES
@@ -136,9 +136,9 @@ def executor_phase_bytes(cfg: RunConfig) -> tuple[int, bool]:
     six K-sized shards). Where the replay does not cover the kernel (math kernel, CUDA's
     memory-efficient one), the step is cost.attention's layer model (its inputs counted) plus the
     math kernel's score matrices."""
-    b, s, d_qk, d_v = cfg.batch, cfg.seq_len, cfg.head_dim, cfg.v_dim
+    b, s = cfg.batch, cfg.seq_len
     h, kv, eb, ranks = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank, cfg.elem_bytes, cfg.world_size
-    results_bytes = b * s * (h + kv) * (d_qk + d_v) * eb  # O, dQ, dK, dV (as Q, K, V, dO)
+    results_bytes = _tensors_elems(cfg) * eb  # O, dQ, dK, dV
     kept = results_bytes // ranks if cfg.iters > 0 else 0
     step = step_peak_bytes(cfg)
     if step is not None:
@@ -147,9 +147,10 @@ def executor_phase_bytes(cfg: RunConfig) -> tuple[int, bool]:
     layer = attention_layer_memory_bytes(batch=b, seq_len=s, num_heads=h, num_kv_heads=kv,
                                          head_dim=cfg.mean_head_dim, ulysses=cfg.ulysses, ring=cfg.ring,
                                          elem_bytes=eb, cp_comm=cfg.cp_comm)
-    if _math_kernel(cfg):  # one call: this rank's heads after the all-to-all, one ring shard each side
-        shard = s // cfg.ring
-        layer += MATH_KERNEL_LIVE_SCORE_MATRICES * b * (h // cfg.ulysses) * shard * shard * FP32_BYTES
+    # The math kernel's scores, CUDA's memory-efficient kernel (fp32) counted as it: one call, this
+    # rank's heads after the all-to-all, one ring shard each side.
+    shard = s // cfg.ring
+    layer += MATH_KERNEL_LIVE_SCORE_MATRICES * b * (h // cfg.ulysses) * shard * shard * FP32_BYTES
     return results_bytes + layer + kept, False
 
 

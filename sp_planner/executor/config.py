@@ -110,6 +110,11 @@ class RunConfig(FrozenModel):
         return self.softcap is not None or self.window is not None
 
     @property
+    def math_kernel(self) -> bool:
+        """kernels.select_kernel runs the math kernel: asked for (--kernel math), or score_mods."""
+        return self.kernel == "math" or self.score_mods
+
+    @property
     def heads_per_tp_rank(self) -> int:
         return self.num_heads // self.tp
 

@@ -13,15 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sp_planner.executor.failure import root_cause, stages, torchrun_exit_codes
-from sp_planner.executor.stop import LAUNCH_ENV, new_marker, signals_noted, stop_launch, survivors_note
+from sp_planner.executor.stop import (LAUNCH_ENV, new_marker, signal_handlers, signals_noted, stop_launch,
+                                     survivors_note)
 
 WORKER_MODULE = "sp_planner.executor.worker"
 CLI_MODULE = "sp_planner.cli.run_cmd"
@@ -77,23 +77,14 @@ class _Terminated(Exception):
     """SIGTERM arrived (timeout(1), a scheduler, CI) while the ranks ran."""
 
 
-@contextmanager
-def _sigterm_raises():
+def _sigterm_raises() -> AbstractContextManager[None]:
     """While the ranks run, SIGTERM raises _Terminated in the main thread, so the launch's process
     group is stopped before sp-run exits (the default action would leave torchrun and its ranks
     running); elsewhere (another thread) the handler is left as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
     def on_sigterm(signum, frame):
         raise _Terminated()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return signal_handlers({signal.SIGTERM: on_sigterm})
 
 
 @dataclass(frozen=True)

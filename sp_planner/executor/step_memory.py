@@ -215,7 +215,7 @@ class _Step(StepOps):
 
 def step_memory_covered(cfg: RunConfig) -> str | None:
     """None where step_peak_bytes replays the run's kernel, else why not."""
-    if cfg.kernel != "auto" or cfg.score_mods:
+    if cfg.math_kernel:
         return "sp-run's memory replay covers the flash kernels, not the math kernel this run uses"
     if cfg.device == "cuda" and cuda_kernel_for(cfg.elem_bytes) != FLASH:
         return "sp-run's memory replay covers the flash kernels, not CUDA's memory-efficient kernel this run uses"

@@ -21,9 +21,11 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 LAUNCH_ENV = "SP_RUN_LAUNCH"
 # Seconds a rank gets to write its error file and leave after SIGTERM before SIGKILL (the ranks'
@@ -108,22 +110,30 @@ def survivors_note(pids: list[int]) -> str:
 
 
 @contextmanager
+def signal_handlers(handlers: Mapping[signal.Signals, Callable[[int, FrameType | None], Any]]) -> Iterator[None]:
+    """`handlers` in place while the block runs, the previous ones back after it (main thread only:
+    signal.signal refuses any other, where the handlers stay as they are)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
 def signals_noted() -> Iterator[list[str]]:
     """While a stop runs, a further Ctrl-C or SIGTERM (pressed twice, a scheduler's repeat) is
     noted in the yielded list instead of raising, so it cannot cut the stop short and leave ranks
     running (main thread only; elsewhere the handlers stay as they are)."""
     noted: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield noted
-        return
     names = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def note(signum, frame):
         noted.append(names[signum])
 
-    previous = {sig: signal.signal(sig, note) for sig in names}
-    try:
+    with signal_handlers(dict.fromkeys(names, note)):
         yield noted
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

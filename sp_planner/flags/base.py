@@ -21,6 +21,8 @@ from sp_planner.specs.workload import Workload
 
 Framework = Literal["megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan"]
 FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed", "deepspeed", "yunchang", "torchtitan")
+# A commented group of flags: (the comment, its flags), as a renderer lays them out (megatron.bash_array).
+FlagGroup = tuple[str, list[str]]
 
 
 class FlagRequest(FrozenModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import textwrap
 
 from sp_planner.flags.base import (
+    FlagGroup,
     FlagRequest,
     FrameworkFlags,
     dropout_flags,
@@ -24,7 +25,7 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
-from sp_planner.flags.megatron_moe import FlagGroup, moe_groups
+from sp_planner.flags.megatron_moe import moe_groups
 from sp_planner.flags.positions import position_failures, position_note
 from sp_planner.specs.model import ModelSpec
 

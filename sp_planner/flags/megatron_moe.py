@@ -4,9 +4,7 @@ dispatcher and the routing the cost model timed (cost.moe)."""
 
 from __future__ import annotations
 
-from sp_planner.flags.base import FlagRequest
-
-FlagGroup = tuple[str, list[str]]
+from sp_planner.flags.base import FlagGroup, FlagRequest
 
 
 def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False) -> list[str]:

@@ -10,8 +10,8 @@ splits into column groups, each led by the first column (the row's name).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, TypeVar
 
 from rich import box
 from rich.cells import cell_len
@@ -22,6 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 Justify = Literal["left", "right"]
+T = TypeVar("T")
+L = TypeVar("L")
 # The boxed style spends 3 columns a column on borders and padding; the compact one a space.
 BOXED = {"box": box.HEAVY_HEAD, "padding": (0, 1), "show_edge": True}
 COMPACT = {"box": box.SIMPLE_HEAD, "padding": (0, 0), "show_edge": False}
@@ -87,12 +89,17 @@ def allot_widths(limits: Sequence[Limits], room: int) -> list[int] | None:
     return widths
 
 
-def _layout(spec: FitTable, indices: Sequence[int], title: str, style: dict, console: Console) -> Table | None:
-    """The columns `indices` of `spec` in `style` with fixed widths within the console, or None."""
+def _widths(spec: FitTable, indices: Sequence[int], style: dict, console: Console) -> list[int] | None:
+    """The widths of the columns `indices` of `spec` in `style` within the console, or None."""
     bare = _table(spec, indices, "", style, [1] * len(indices))
     # Borders and padding: what the table measures beyond its columns' own widths.
     overhead = Measurement.get(console, console.options.update_width(10_000), bare).maximum - len(indices)
-    widths = allot_widths([column_limits(spec, i) for i in indices], console.width - overhead)
+    return allot_widths([column_limits(spec, i) for i in indices], console.width - overhead)
+
+
+def _layout(spec: FitTable, indices: Sequence[int], title: str, style: dict, console: Console) -> Table | None:
+    """The columns `indices` of `spec` in `style` with fixed widths within the console, or None."""
+    widths = _widths(spec, indices, style, console)
     if widths is None or longest_word(title) > console.width:
         return None
     return _table(spec, indices, title, style, widths)
@@ -111,30 +118,47 @@ def _table(spec: FitTable, indices: Sequence[int], title: str, style: dict, widt
     return table
 
 
+def greedy_groups(items: Sequence[T], lay_out: Callable[[list[T]], L | None]) -> list[tuple[list[T], L | None]]:
+    """`items` in order in as few groups as `lay_out` allows, each group with its layout: an item
+    joins the current group where `lay_out` lays the group out with it (not None), else starts the
+    next group untried, so that an item too wide even alone still gets a group of its own. A
+    group's layout is the one that took its last item; None where that item started the group."""
+    groups: list[tuple[list[T], L | None]] = []
+    for item in items:
+        laid = lay_out([*groups[-1][0], item]) if groups else None
+        if laid is None:
+            groups.append(([item], None))
+        else:
+            groups[-1] = ([*groups[-1][0], item], laid)
+    return groups
+
+
 def fitted_tables(spec: FitTable, console: Console) -> tuple[Table, ...]:
     """`spec` laid out within the console: boxed (when `spec.boxed`) or compact in one table if its
     words fit beside one another, else compact column groups each led by the first column. A
     column too wide even beside the first alone gets a group of its own all the same."""
     styles = (BOXED, COMPACT) if spec.boxed else (COMPACT,)
-    everything = range(len(spec.columns))
     for style in styles:
-        table = _layout(spec, everything, spec.title, style, console)
+        table = _layout(spec, range(len(spec.columns)), spec.title, style, console)
         if table is not None:
             return (table,)
-    groups: list[list[int]] = [[0]]
-    for i in everything[1:]:
-        trial = [*groups[-1], i]
-        if len(groups[-1]) > 1 and _layout(spec, trial, spec.title, COMPACT, console) is None:
-            groups.append([0, i])
-        else:
-            groups[-1] = trial
+
+    def lay_out(group: list[int]) -> list[int] | None:
+        """The group's widths beside the first column (none while the title has a word wider than
+        the console)."""
+        return _widths(spec, [0, *group], COMPACT, console) if longest_word(spec.title) <= console.width else None
+
+    # A one-column table's group: the first column alone.
+    groups = greedy_groups(range(1, len(spec.columns)), lay_out) or [([], None)]
     tables = []
-    for g, group in enumerate(groups):
-        title = spec.title if g == 0 else CONTINUED
-        # A group that cannot fit (a figure wider than the console) is left to Rich's own squeeze.
-        laid = _layout(spec, group, title, COMPACT, console)
-        tables.append(laid if laid is not None else _table(spec, group, title, COMPACT,
-                                                             [column_limits(spec, i).widest for i in group]))
+    for g, (group, widths) in enumerate(groups):
+        indices, title = [0, *group], spec.title if g == 0 else CONTINUED
+        if widths is None:  # its last column started it: laid out here, once
+            widths = _widths(spec, indices, COMPACT, console)
+        if widths is None or longest_word(title) > console.width:
+            # A group that cannot fit (a figure wider than the console) is left to Rich's own squeeze.
+            widths = [column_limits(spec, i).widest for i in indices]
+        tables.append(_table(spec, indices, title, COMPACT, widths))
     return tuple(tables)
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.fit import longest_word
+from sp_planner.present.fit import CONTINUED, greedy_groups, longest_word
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import GIB, format_seconds
 
@@ -131,14 +131,14 @@ def packed_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     (a terminal too narrow for even the degrees beside memory and step: 60 columns). A column
     wider than the console alone still gets a table of its own."""
     columns = plan_columns(ranked, hardware, wide=wide, outcome=True)
-    groups: list[list[PlanColumn]] = [[]]
-    for col in columns:
-        if groups[-1] and not fits(_columns_table(ranked, "", [*groups[-1], col])):
-            groups.append([])
-        groups[-1].append(col)
+
+    def lay_out(group: list[PlanColumn]) -> Table | None:
+        table = _columns_table(ranked, "", group)
+        return table if fits(table) else None
+
     first = _titled(ranked, title)
-    return tuple(_columns_table(ranked, first if i == 0 else "continued", group)
-                 for i, group in enumerate(groups))
+    return tuple(_columns_table(ranked, first if i == 0 else CONTINUED, group)
+                 for i, (group, _) in enumerate(greedy_groups(columns, lay_out)))
 
 
 def _outcome_legends(ranked: Sequence[PlanEstimate], *, peak: bool, wide: bool) -> list[str]:

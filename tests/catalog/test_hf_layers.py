@@ -14,6 +14,7 @@ from tests.catalog.hf_configs import (
     MIXTRAL_8X7B,
     QWEN3_30B_A3B,
     QWEN25_7B,
+    import_error,
     write_config,
 )
 
@@ -73,3 +74,9 @@ def test_llama4s_nope_layers_are_read_from_no_rope_layers_or_its_interval(tmp_pa
     every_2nd = {**LLAMA4_MAVERICK_TEXT, "no_rope_layers": None, "no_rope_layer_interval": 2}
     assert load_hf_config(write_config(tmp_path, every_2nd, "every_2nd")).num_nope_layers == 24
     assert load_hf_config(write_config(tmp_path, DEEPSEEK_V3, "dsv3")).num_nope_layers == 0
+
+
+def test_a_bad_field_read_before_llama4s_layers_is_the_one_named(tmp_path):
+    # vocab_size is read before the window and the NoPE layers: a config bad in both names it.
+    message = import_error(tmp_path, {**LLAMA4_MAVERICK_TEXT, "no_rope_layers": [1] * 48, "vocab_size": -3})
+    assert "field 'vocab_size' must be a positive integer, got -3" in message

@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from sp_planner.executor.stop import (LAUNCH_ENV, marked_pids, new_marker, signals_noted, stop_launch,
-                                      survivors_note)
+from sp_planner.executor.stop import (LAUNCH_ENV, marked_pids, new_marker, signal_handlers, signals_noted,
+                                      stop_launch, survivors_note)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 
@@ -73,6 +74,29 @@ def test_survivors_are_named_and_none_says_nothing():
     assert survivors_note([]) == ""
     assert survivors_note([41]).startswith("1 rank process still running after SIGKILL (pid 41; ")
     assert survivors_note([41, 42]).startswith("2 rank processes still running after SIGKILL (pid 41, 42; ")
+
+
+def test_handlers_are_set_in_the_main_thread_and_put_back():
+    def mine(signum, frame):
+        pass
+
+    def other(signum, frame):
+        pass
+
+    before = signal.getsignal(signal.SIGUSR1)
+    elsewhere = []
+    with signal_handlers({signal.SIGUSR1: mine}):
+        assert signal.getsignal(signal.SIGUSR1) is mine
+
+        def in_a_thread():  # signal.signal would raise ValueError here: the handler is left as it is
+            with signal_handlers({signal.SIGUSR1: other}):
+                elsewhere.append(signal.getsignal(signal.SIGUSR1))
+
+        thread = threading.Thread(target=in_a_thread)
+        thread.start()
+        thread.join()
+        assert elsewhere == [mine]
+    assert signal.getsignal(signal.SIGUSR1) == before
 
 
 def test_a_second_stop_signal_during_the_stop_is_noted_not_raised():

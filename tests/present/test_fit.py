@@ -17,6 +17,7 @@ from sp_planner.present.fit import (
     column_limits,
     fitted_lines,
     fitted_tables,
+    greedy_groups,
     plain_lines,
     print_heading,
 )
@@ -87,6 +88,21 @@ def test_limits_and_widths_by_hand():
     assert allot_widths(limits, 35) == [18, 10, 7]
     assert allot_widths(limits, 31) == [14, 10, 7]
     assert allot_widths(limits, 30) is None
+
+
+def test_groups_take_items_in_order_and_lay_each_out_once():
+    # Items of these widths, groups of at most 10: a item joins while the group's sum fits; the one
+    # that does not starts the next group untried; d (12) fits no group, even its own.
+    widths = {"a": 4, "b": 5, "c": 6, "e": 3, "d": 12}
+    tried = []
+
+    def lay_out(group):
+        tried.append(group)
+        total = sum(widths[item] for item in group)
+        return total if total <= 10 else None
+
+    assert greedy_groups("abced", lay_out) == [(["a", "b"], 9), (["c", "e"], 9), (["d"], None)]
+    assert tried == [["a", "b"], ["a", "b", "c"], ["c", "e"], ["c", "e", "d"]]
 
 
 @pytest.mark.parametrize("width", [40, 50, 60])
