@@ -109,6 +109,25 @@ def _llama3_8b_tp4(precision):
     return load_model("llama3-8b"), load_hardware("h100"), workload, plan
 
 
+def _saved_by_low_precision_gathers(monkeypatch, model, hardware, workload, plan):
+    """(analytic, simulated) step time the plan's low-precision layer gathers save against every
+    layer gather in bf16 (layer_gather_bytes patched to 2 bytes in each of its readers)."""
+    import sp_planner.cost.comm as comm_module
+    import sp_planner.cost.layer_times as layer_times_module
+    import sp_planner.sim.step_work as step_work_module
+
+    def steps():
+        sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
+        return analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8), sim
+
+    low_ana, low_sim = steps()
+    bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
+    for module in (comm_module, layer_times_module, step_work_module):
+        monkeypatch.setattr(module, "layer_gather_bytes", bf16)
+    bf16_ana, bf16_sim = steps()
+    return bf16_ana - low_ana, bf16_sim - low_sim
+
+
 def test_comm_bytes_count_the_layers_gathers_in_fp8_and_the_ends_in_bf16():
     # One gather sends 3/4 of 8192 x 4096 elements: 50,331,648 B in bf16. Per micro-batch the 32
     # layers make 6 gathers each, the embedding 1 and the output layer 2 (pp 1): 195, x 2.
@@ -125,23 +144,13 @@ def test_step_pays_the_fp8_gathers_in_both_models(monkeypatch):
     # The same run: each of the 32 x 2 x 6 layer gathers takes the ring time of 25.2 MB sent
     # instead of 50.3 MB (no TP overlap: every gather exposed), on the analytic step and the
     # simulator alike.
-    import sp_planner.cost.comm as comm_module
-    import sp_planner.cost.layer_times as layer_times_module
-    import sp_planner.sim.step_work as step_work_module
-
     model, hardware, workload, plan = _llama3_8b_tp4("fp8")
-    with_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
-    with_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
-    bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
-    for module in (comm_module, layer_times_module, step_work_module):
-        monkeypatch.setattr(module, "layer_gather_bytes", bf16)
-    without_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
-    without_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    saved_ana, saved_sim = _saved_by_low_precision_gathers(monkeypatch, model, hardware, workload, plan)
     one_bf16 = 8192 * 4096 * 2 * 3 / 4
     saved = ring_collective_time_s(hardware, "all_gather", one_bf16, 4, 1, 8) \
         - ring_collective_time_s(hardware, "all_gather", one_bf16 / 2, 4, 1, 8)
-    assert without_ana - with_ana == pytest.approx(32 * 2 * 6 * saved, rel=1e-6)
-    assert without_sim - with_sim == pytest.approx(32 * 2 * 6 * saved, rel=0.05)
+    assert saved_ana == pytest.approx(32 * 2 * 6 * saved, rel=1e-6)
+    assert saved_sim == pytest.approx(32 * 2 * 6 * saved, rel=0.05)
 
 
 def test_comm_bytes_count_mxfp8_gathers_by_tensor():
@@ -157,24 +166,14 @@ def test_step_pays_the_mxfp8_gathers_in_both_models(monkeypatch):
     # Llama-3-8B at tp 4 on B200 in MXFP8, no TP overlap: each layer's 4 one-usage gathers take the
     # ring time of 1.03125/2 of the bf16 bytes, its 2 output-gradient gathers 2.0625/2, on the
     # analytic step and the simulator alike.
-    import sp_planner.cost.comm as comm_module
-    import sp_planner.cost.layer_times as layer_times_module
-    import sp_planner.sim.step_work as step_work_module
-
     model, _, workload, plan = _llama3_8b_tp4("mxfp8")
     hardware = load_hardware("b200")
-    with_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
-    with_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
-    bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
-    for module in (comm_module, layer_times_module, step_work_module):
-        monkeypatch.setattr(module, "layer_gather_bytes", bf16)
-    without_sim = simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False).step_time_s
-    without_ana = analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
+    saved_ana, saved_sim = _saved_by_low_precision_gathers(monkeypatch, model, hardware, workload, plan)
     one_bf16 = 8192 * 4096 * 2 * 3 / 4
     ring = lambda sent: ring_collective_time_s(hardware, "all_gather", sent, 4, 1, 8)  # noqa: E731
     saved = 4 * (ring(one_bf16) - ring(one_bf16 * 1.03125 / 2)) + 2 * (ring(one_bf16) - ring(one_bf16 * 2.0625 / 2))
-    assert without_ana - with_ana == pytest.approx(32 * 2 * saved, rel=1e-6)
-    assert without_sim - with_sim == pytest.approx(32 * 2 * saved, rel=0.05)
+    assert saved_ana == pytest.approx(32 * 2 * saved, rel=1e-6)
+    assert saved_sim == pytest.approx(32 * 2 * saved, rel=0.05)
 
 
 def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monkeypatch):
