@@ -137,7 +137,7 @@ class TpCalls(NamedTuple):
 
     all_gathers: np.ndarray  # the layers', the embedding's and at pp 1 the output layer's
     reduce_scatters: np.ndarray
-    layer_all_gathers: np.ndarray  # the layers' of all_gathers (FP8 under per-tensor FP8)
+    layer_all_gathers: np.ndarray  # the layers' of all_gathers (FP8 or MXFP8: cost.gathered_transpose)
 
 
 def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_embedding: str,

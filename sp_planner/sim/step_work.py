@@ -89,7 +89,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm), but the
-    # layers' gathers, FP8 under per-tensor FP8 (cost.gathered_transpose).
+    # layers' gathers, FP8 under per-tensor FP8, MXFP8 data and scales by tensor under MXFP8
+    # (cost.gathered_transpose).
     scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
                                  position_embedding=model.position_embedding, sequence_parallel=sp).reduce_scatters
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
