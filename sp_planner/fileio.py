@@ -28,15 +28,24 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"{label} {out_dir} exists and is not a folder")
     if out_dir.is_dir():
-        # An entry is an earlier run's output only by its name and as a file: a folder (or device)
-        # bearing a report file's name is the user's, and replacing it would delete what it holds.
-        foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir()
-                         if p.name not in allowed or not p.is_file())
+        # An entry is an earlier run's output only by its name and as a regular file: a folder (or
+        # device) bearing a report file's name is the user's, and replacing it would delete what it
+        # holds; so is a symbolic link (the tools write none), which a replaced report would delete
+        # or, written through, turn its target into a report file.
+        foreign = sorted(_listed(p) for p in out_dir.iterdir()
+                         if p.name not in allowed or p.is_symlink() or not p.is_file())
         if foreign:
             raise UserInputError(
                 f"{label} {out_dir} holds files that are not part of {kind} ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or an earlier report's"
             )
+
+
+def _listed(entry: Path) -> str:
+    """An entry's name, marked as a folder ('notes/', as `ls -F`) or a link ('summary.json (a link)')."""
+    if entry.is_symlink():
+        return f"{entry.name} (a link)"
+    return entry.name + ("/" if entry.is_dir() else "")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

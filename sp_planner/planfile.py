@@ -93,8 +93,7 @@ class PlanFile(FrozenModel):
         layout = self.rank_layout
         if layout is not None and layout != expected:
             raise ValueError(
-                f"rank_layout (order {list(layout.order)}, degrees {layout.degrees}, groups {layout.groups}) is not "
-                f"the plan's layout (order {list(expected.order)}, degrees {expected.degrees}); remove rank_layout "
+                f"rank_layout is not the plan's layout: {_layout_differences(layout, expected)}; remove rank_layout "
                 "or write the plan again with sp-plan --out")
         return self
 
@@ -123,6 +122,28 @@ class PlanFile(FrozenModel):
                     f"pp {p.pp} tp {p.tp} ulysses {p.ulysses} ring {p.ring}), which give {_short(groups)}; "
                     "remove rank_groups or write the plan again with sp-plan --out")
         return self
+
+
+def _layout_differences(layout: RankLayout, expected: RankLayout) -> str:
+    """What of `layout` differs from `expected`, each with the plan's value ('ring 4 (the plan's: 2)'):
+    the whole of both, with every group, ran to 600 characters for one edited degree."""
+    found = []
+    for field in ("order", "expert_order"):
+        mine, plans = list(getattr(layout, field)), list(getattr(expected, field))
+        if mine != plans:
+            found.append(f"{field} {mine} (the plan's: {plans})")
+    for field in ("degrees", "groups"):
+        mine, plans = getattr(layout, field), getattr(expected, field)
+        for key in dict.fromkeys((*plans, *mine)):
+            if mine.get(key) != plans.get(key):
+                found.append(f"{field}.{key} {_shown(mine.get(key))} (the plan's: {_shown(plans.get(key))})")
+    return ", ".join(found)
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "missing"
+    return str(list(value)) if isinstance(value, tuple) else str(value)
 
 
 def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 from sp_planner.errors import UserInputError
 
@@ -10,11 +12,12 @@ KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report
 MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
 
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
-_TOKENS_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+_TOKENS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
 def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
-    """Parse '131072', '128k' or '1M' (binary multiples, as long-context papers use) to a positive int."""
+    """Parse '131072', '128k', '1M' or '1.5M' (binary multiples, as long-context papers use) to a
+    positive int; a fraction must come to whole tokens (1.5k = 1536; 1.3k = 1331.2 is refused)."""
     if isinstance(text, int):
         value = text
     else:
@@ -23,7 +26,11 @@ def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
             raise UserInputError(
                 f"{what} {text!r} is not a token count; use an integer or a suffix k/M, e.g. 128k"
             )
-        value = int(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
+        exact = Fraction(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
+        if exact.denominator != 1:
+            raise UserInputError(f"{what} {text!r} is {float(exact):g} tokens, not a whole number; give whole "
+                                 f"tokens, e.g. {math.floor(exact)} or {math.ceil(exact)}")
+        value = int(exact)
     if value <= 0:
         raise UserInputError(f"{what} must be positive, got {text}")
     if value > MAX_TOKENS:

@@ -83,11 +83,17 @@ def _edited(tmp_path, edit) -> str:
 def test_a_generator_that_is_not_the_plans_layout_is_refused(tmp_path):
     def reorder(doc):
         doc["rank_layout"]["order"] = ["pp", "dp", "ulysses", "ring", "tp"]  # Ulysses outside ring
-    assert "rank_layout (order ['pp', 'dp', 'ulysses', 'ring', 'tp']" in _edited(tmp_path, reorder)
+    assert ("rank_layout is not the plan's layout: order ['pp', 'dp', 'ulysses', 'ring', 'tp'] (the plan's: "
+            "['pp', 'dp', 'ring', 'ulysses', 'tp']); remove rank_layout or write the plan again with sp-plan --out"
+            in _edited(tmp_path, reorder))
 
+    # Only what differs is named (the whole of both layouts, every group included, ran to 600 characters).
     def degrees(doc):
         doc["rank_layout"]["degrees"]["ring"] = 4
-    assert "is not the plan's layout (order ['pp', 'dp', 'ring', 'ulysses', 'tp']" in _edited(tmp_path, degrees)
+        del doc["rank_layout"]["groups"]["cp"]
+    assert _edited(tmp_path, degrees).endswith(
+        "rank_layout is not the plan's layout: degrees.ring 4 (the plan's: 2), groups.cp missing (the plan's: "
+        "['ring', 'ulysses']); remove rank_layout or write the plan again with sp-plan --out")
 
 
 def test_full_lists_that_differ_from_the_layout_are_refused(tmp_path):

@@ -31,8 +31,18 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl
 def file_name(raw: str) -> Path:
     """typer parser of an option naming a file to write: a name ending in a slash names a folder,
     which Path would drop (`--out x/` wrote a file x)."""
+    if not raw:
+        raise typer.BadParameter("the name is empty; give a file name")
     if raw.endswith(("/", os.sep)):
         raise typer.BadParameter(f"{raw} ends in a slash, which names a folder; give a file name inside it")
+    return Path(raw)
+
+
+def folder_name(raw: str) -> Path:
+    """typer parser of an option naming a folder to write into: an empty name (`--report "$DIR"` with DIR
+    unset) is refused, not read as Path('') = the current folder."""
+    if not raw:
+        raise typer.BadParameter("the name is empty; give a folder name (. for the current folder)")
     return Path(raw)
 
 

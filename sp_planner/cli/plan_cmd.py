@@ -14,10 +14,11 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from sp_planner.catalog import import_notes
-from sp_planner.cli.common import file_name, run_app
+from sp_planner.cli.common import file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.question import check_framework_version, check_outputs, generic_gpu_note, resolve_question
+from sp_planner.cli.question import (check_framework_version, check_outputs, generic_gpu_note, node_size_note,
+                                    resolve_question)
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -167,7 +168,8 @@ def plan(
     out: Annotated[Optional[Path], typer.Option(
         parser=file_name, metavar="<path>", help="Write the first plan to this plan.json (read by sp-run).")]
     = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write a report (tables, CSV, plots) to this folder.")]
+    report: Annotated[Optional[Path], typer.Option(
+        parser=folder_name, metavar="<path>", help="Write a report (tables, CSV, plots) to this folder.")]
     = None,
     full_rank_groups: Annotated[
         bool, typer.Option("--rank-groups", help="Also list every rank group in full in plan.json, --format json "
@@ -227,9 +229,10 @@ def plan(
             raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
                                  f"would run {kernel}")
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
-    note = generic_gpu_note(question.hardware)
-    if note is not None:  # after every input check: a refused question prints only its error
-        sys.stderr.write(f"note: {note}\n")
+    # After every input check: a refused question prints only its error.
+    for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node)):
+        if note is not None:
+            sys.stderr.write(f"note: {note}\n")
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled
         sys.stderr.write(f"note: {line}\n")
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,

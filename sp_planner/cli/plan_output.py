@@ -193,9 +193,11 @@ def print_flags(answer: Answer, console: Console) -> None:
         heading = f"{name} flags for plan 1"
         if not rendered.supported:
             console.print(f"{name} cannot express plan 1: {rendered.reason}", markup=False, highlight=False)
-            fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
-                                        num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                        framework_version=answer.framework_version)
+            # Renders flags down the ranking, a second or more at a large world: a bar on a terminal.
+            with delayed_progress(f"looking for a plan {name} can express"):
+                fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
+                                            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
+                                            framework_version=answer.framework_version)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue

@@ -67,6 +67,22 @@ def generic_gpu_note(profile: HardwareProfile) -> str | None:
             "published MFU, GEMM and host tables fall back to generic values")
 
 
+def node_size_note(profile: HardwareProfile, gpus_per_node: int) -> str | None:
+    """One line when --gpus-per-node departs from the profile's hosts in a way that changes the
+    links the plans are costed on (HardwareProfile.link_domain_gpus): a multi-host NVLink domain
+    is kept only for the profile's own host size, and a larger node is assumed to join all its
+    GPUs by the intra-node links. None when nothing changes."""
+    own, link = profile.gpus_per_node, profile.intra_node.kind
+    if profile.nvlink_domain_gpus is not None and gpus_per_node != own:
+        return (f"--gpus-per-node {gpus_per_node} is not {profile.name}'s {own}-GPU host, so its "
+                f"{profile.nvlink_domain_gpus}-GPU NVLink domain is not used: each node's {gpus_per_node} GPUs are "
+                f"one {link} domain and nodes talk over {profile.inter_node.kind}")
+    if gpus_per_node > own:
+        return (f"--gpus-per-node {gpus_per_node} is more than {profile.name}'s {own} GPUs per node: the plans "
+                f"assume its intra-node links ({link}) join all {gpus_per_node}")
+    return None
+
+
 def resolve_question(
     *,
     model: str,

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import folder_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.help_format import PlainHelpCommand
 
@@ -32,7 +32,8 @@ def report(
     ],
     *,
     out: Annotated[
-        Path, typer.Option(help="Folder to write index.html, plans.csv and summary.json into.", metavar="DIR")
+        Path, typer.Option(parser=folder_name, help="Folder to write index.html, plans.csv and summary.json into.",
+                           metavar="DIR")
     ],
     run: Annotated[
         Optional[list[Path]],

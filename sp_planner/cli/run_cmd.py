@@ -229,6 +229,14 @@ def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfi
                              "(its length in tokens), or drop --window-kind")
     for option in ("--softmax-scale", "--softcap"):
         _finite_positive(shape[option], option)
+    # Without a ring axis these run as contiguous p2p (executor.sharding), and the summary omits them:
+    # a run that passed would seem to have validated them (sp-plan refuses --cp-comm allgather --ring 1 too).
+    ring_only = [f"{option} {shape[option]}" for option, default in (("--ring-layout", "contiguous"),
+                                                                       ("--cp-comm", "p2p"))
+                 if shape[option] not in (None, default)]
+    if ring_only and (shape["--ring"] or 1) == 1:
+        raise UserInputError(f"{' and '.join(ring_only)} shape{'' if len(ring_only) > 1 else 's'} the ring axis: "
+                             f"give --ring 2 or more, not --ring 1 (or drop {'them' if len(ring_only) > 1 else 'it'})")
     heads = shape["--heads"]
     return RunConfig(
         ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),

@@ -7,6 +7,7 @@ Gantt chart (PNG or SVG) into --out-dir.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 
 from sp_planner.cost.runtime import framework_runtime
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import folder_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import (
     check_file_destination,
@@ -90,11 +91,23 @@ def _summary(result: SimResult, console: Console) -> None:
             console.print(table)
 
 
+def _keep_unnamed(*paths: Path) -> None:
+    """Refuse (UserInputError) to replace anything at `paths` in the current folder when --out-dir
+    was not given: a timeline.json there may be the user's own, and replacing it needs a named folder."""
+    for path in paths:
+        if os.path.lexists(path):
+            raise UserInputError(f"{path.name} already exists in the current folder; sp-simulate replaces files "
+                                 "only in a folder you name: give --out-dir . to replace it, or another --out-dir")
+
+
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
                                              show_default=False)],
-    out_dir: Annotated[Path, typer.Option("--out-dir", help="where timeline.json and the Gantt go")] = Path("."),
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", parser=folder_name, metavar="<path>",
+        show_default="the current folder, where files already there are kept",
+        help="where timeline.json and the Gantt go")] = None,
     gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = "png",
     topology: Annotated[
         Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
@@ -108,8 +121,11 @@ def simulate_command(
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
         raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "
                              f"node: give one of {choices}")
+    named, out_dir = out_dir is not None, Path(".") if out_dir is None else out_dir
     timeline, chart = out_dir / "timeline.json", out_dir / f"gantt.{gantt}"
     check_folder_destination(out_dir, option="--out-dir")
+    if not named:  # the user named no destination: a file of theirs that bears one of these names stays
+        _keep_unnamed(timeline, chart)
     if resolve_link(out_dir).is_dir():
         for path in (timeline, chart):
             check_file_destination(path, option="--out-dir", fixed_name=True)

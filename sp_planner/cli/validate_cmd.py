@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sp_planner.cli.common import run_app
+from sp_planner.cli.common import folder_name, run_app
 from sp_planner.cli.terminal import terminal_columns, wrap_at_spaces
 from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
@@ -84,8 +84,9 @@ def validate(
     output_format: Annotated[OutputFormat, typer.Option(
         "--format", help="table for people; json for tools; markdown for the README's accuracy section.")]
     = OutputFormat.table,
-    report: Annotated[Optional[Path], typer.Option(help="Write predicted_vs_measured.png and validation.csv "
-                                                   "to this folder.")] = None,
+    report: Annotated[Optional[Path], typer.Option(
+        parser=folder_name, metavar="<path>",
+        help="Write predicted_vs_measured.png and validation.csv to this folder.")] = None,
     check_limits: Annotated[Optional[Path], typer.Option(
         "--check", help="Exit 1 when a limit in this thresholds .yaml is broken (CI uses "
         "validation/thresholds.yaml).")] = None,

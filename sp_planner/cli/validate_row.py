@@ -7,6 +7,8 @@ them). Rows the cost model cannot express have no prediction: asking for one is 
 
 from __future__ import annotations
 
+import difflib
+
 from pydantic import Field
 
 from sp_planner.cli.terminal import wrap_at_spaces
@@ -48,7 +50,9 @@ def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
     row = next((r for r in corpus.rows if r.id == row_id), None) or next(
         (r for r in corpus.rows if r.id.lower() == row_id.lower()), None)
     if row is None:
-        raise UserInputError(f"--row {row_id}: no such row in the corpus; `sp-validate` lists every row id")
+        close = difflib.get_close_matches(row_id.lower(), [r.id for r in corpus.rows], n=3, cutoff=0.6)
+        nearest = f" (the nearest: {', '.join(close)})" if close else ""
+        raise UserInputError(f"--row {row_id}: no such row in the corpus{nearest}; `sp-validate` lists every row id")
     if not row.expressible:
         raise UserInputError(f"--row {row_id}: the row is not expressible, so it has no prediction ({row.reason})")
     return row

@@ -4,6 +4,7 @@ Standard output that cannot be written is answered in one line (real processes: 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -11,7 +12,8 @@ import sys
 
 import pytest
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd
+from sp_planner.cli import (calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd,
+                            validate_cmd)
 from tests.cli.conftest import README_QUESTION, assert_one_line_error
 
 QUESTION = README_QUESTION
@@ -60,6 +62,24 @@ def test_a_file_option_ending_in_a_slash_is_refused_not_written_without_it(run_m
     monkeypatch.chdir(tmp_path)
     result = run_main(command, *args, "x/")
     assert_one_line_error(result, "x/ ends in a slash, which names a folder; give a file name inside it")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command,args,message", [
+    (plan_cmd, [*QUESTION, "--out"], "Invalid value for '--out': the name is empty; give a file name"),
+    (run_cmd, ["--plan", "plan.json", "--out"], "Invalid value for '--out': the name is empty; give a file name"),
+    (calibrate_cmd, ["--out"], "Invalid value for '--out': the name is empty; give a file name"),
+    (plan_cmd, [*QUESTION, "--report"], "Invalid value for '--report': the name is empty; give a folder name"),
+    (report_cmd, ["plan.json", "--out"], "Invalid value for '--out': the name is empty; give a folder name"),
+    (simulate_cmd, ["plan.json", "--out-dir"], "Invalid value for '--out-dir': the name is empty; give a folder"),
+    (validate_cmd, ["--report"], "Invalid value for '--report': the name is empty; give a folder name"),
+])
+def test_an_empty_destination_is_refused_not_read_as_the_current_folder(run_main, tmp_path, monkeypatch, command,
+                                                                         args, message):
+    # Path("") is ".": `--report "$DIR"` with DIR unset wrote the report into the current folder.
+    monkeypatch.chdir(tmp_path)
+    result = run_main(command, *args, "")
+    assert_one_line_error(result, message)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -123,6 +143,32 @@ def test_sp_simulate_names_a_blocked_file_of_its_own(run_main, plan_json, tmp_pa
     (tmp_path / "timeline.json").mkdir()
     assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path),
                           f"{tmp_path}/timeline.json (in --out-dir) is a folder; remove it or choose another --out-dir")
+
+
+@pytest.mark.parametrize("existing", ["timeline.json", "gantt.png"])
+def test_sp_simulate_without_out_dir_keeps_a_file_already_in_the_current_folder(run_main, plan_json, tmp_path,
+                                                                              monkeypatch, existing):
+    """The user named no destination: their own timeline.json (or gantt.png) in the current folder is
+    not replaced, and nothing is simulated or written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
+    (tmp_path / existing).write_text("mine")
+    result = run_main(simulate_cmd, plan_json)
+    assert result.stdout == ""
+    assert_one_line_error(result, f"error: {existing} already exists in the current folder; sp-simulate replaces "
+                          "files only in a folder you name: give --out-dir . to replace it, or another --out-dir")
+    assert [p.name for p in tmp_path.iterdir()] == [existing] and (tmp_path / existing).read_text() == "mine"
+
+
+def test_sp_simulate_replaces_its_files_in_a_folder_named_even_the_current_one(run_main, plan_json, tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(simulate_cmd, plan_json).exit_code == 0  # a new file in the current folder
+    (tmp_path / "timeline.json").write_text("earlier")
+    assert run_main(simulate_cmd, plan_json).exit_code == 2
+    result = run_main(simulate_cmd, plan_json, "--out-dir", ".")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "timeline.json").read_text())["plan"]["ulysses"] == 8
 
 
 def test_sp_simulate_refuses_nics_that_do_not_divide_the_node(run_main, plan_json, tmp_path):

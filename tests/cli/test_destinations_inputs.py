@@ -31,6 +31,19 @@ def test_a_folder_bearing_a_report_file_name_is_not_an_earlier_report(run_main, 
     assert (tmp_path / "index.html" / "mywork.txt").read_text() == "precious"
 
 
+def test_a_link_bearing_a_report_file_name_is_not_an_earlier_report(run_main, tmp_path, monkeypatch):
+    """The report's files move aside and are deleted when it is replaced: a link the user keeps there
+    (to their own summary.json) would be deleted with them."""
+    _no_search(monkeypatch)
+    kept = tmp_path / "mine.json"
+    kept.write_text("precious")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "summary.json").symlink_to(kept)
+    assert_one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path / "r"),
+                          "report folder", "holds files that are not part of a report (summary.json (a link))")
+    assert (tmp_path / "r" / "summary.json").is_symlink() and kept.read_text() == "precious"
+
+
 def test_the_plan_file_cannot_go_inside_the_report_folder(run_main, tmp_path, monkeypatch):
     _no_search(monkeypatch)
     (tmp_path / "r").mkdir()

@@ -522,3 +522,20 @@ def test_an_unknown_base_profile_is_one_line(sp_plan, tmp_path):
     assert_one_line_error(result, "my-h100.yaml is invalid: base_profile: 'H99' names no built-in hardware "
                                   "profile; one of A100-40GB, ", "H100-SXM")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("hardware, gpus, note", [
+    # HardwareProfile.link_domain_gpus keeps a multi-host NVLink domain only for the profile's own
+    # host size: on 2-GPU nodes the plans lost GB200's 72-GPU domain without a word.
+    ("gb200-nvl72", "2", "note: --gpus-per-node 2 is not GB200-NVL72's 4-GPU host, so its 72-GPU NVLink domain is "
+                         "not used: each node's 2 GPUs are one nvlink domain and nodes talk over infiniband\n"),
+    ("a800", "16", "note: --gpus-per-node 16 is more than A800's 8 GPUs per node: the plans assume its intra-node "
+                   "links (nvlink) join all 16\n"),
+    ("a800", "4", ""),  # part of a node: its links as they are
+    ("gb200-nvl72", "4", ""),
+])
+def test_a_node_size_that_changes_the_links_is_said_in_one_note(sp_plan, hardware, gpus, note):
+    result = sp_plan("--model", "llama3-8b", "--hardware", hardware, "--nodes", "2", "--gpus-per-node", gpus,
+                     "--seq-len", "32k", "--format", "json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == note

@@ -83,3 +83,35 @@ def test_sp_run_progress_names_rank_0s_stage(tmp_path):
     (tmp_path / "rank1.stage").write_text("done")
     (tmp_path / "rank0.stage").write_text("running attention")
     assert rank_progress(tmp_path, 4) == (1, 4, "rank 0: running attention")
+
+
+def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, monkeypatch):
+    """--framework all renders flags down the ranking for each framework that cannot express plan 1:
+    over a second each at 1,024 GPUs, with no bar until this was wrapped."""
+    from contextlib import contextmanager
+
+    from sp_planner.cli import plan_cmd, plan_output
+    from tests.cli.conftest import README_QUESTION
+
+    open_bars: list[str] = []
+    looked_under: list[tuple[str, str | None]] = []
+    real_best = plan_output.best_expressible
+
+    @contextmanager
+    def recording(description, **_):
+        open_bars.append(description)
+        try:
+            yield lambda *a, **k: None
+        finally:
+            open_bars.pop()
+
+    def best(result, name, **kwargs):
+        looked_under.append((name, open_bars[-1] if open_bars else None))
+        return real_best(result, name, **kwargs)
+
+    monkeypatch.setattr(plan_output, "delayed_progress", recording)
+    monkeypatch.setattr(plan_output, "best_expressible", best)
+    assert run_main(plan_cmd, *README_QUESTION, "--framework", "all").exit_code == 0
+    # Plan 1 is ulysses 8 x ring 2: DeepSpeed has no ring axis.
+    assert "deepspeed" in dict(looked_under)
+    assert all(bar == f"looking for a plan {name} can express" for name, bar in looked_under)

@@ -151,6 +151,12 @@ def test_hung_rank_is_killed_at_the_timeout(tmp_path):
     (["--ulysses", "2", "--ring", "2", *SMALL, "--nproc", "2"], "needs ulysses*ring = 4 ranks but --nproc 2"),
     (["--ulysses", "2", "--heads", "4"], "give --seq-len, --head-dim"),
     (["--ring", "2", "--seq-len", "12x", "--heads", "4", "--head-dim", "8"], "is not a token count"),
+    # Without a ring axis these ran as contiguous p2p and passed, the summary silent about them.
+    (["--ulysses", "2", *SMALL, "--cp-comm", "allgather"],
+     "error: --cp-comm allgather shapes the ring axis: give --ring 2 or more, not --ring 1 (or drop it)"),
+    (["--ulysses", "2", "--ring", "1", *SMALL, "--ring-layout", "zigzag", "--cp-comm", "allgather"],
+     "error: --ring-layout zigzag and --cp-comm allgather shape the ring axis: give --ring 2 or more, not --ring 1 "
+     "(or drop them)"),
 ])
 def test_bad_input_exits_2_before_launch(capsys, args, message):
     with pytest.raises(SystemExit) as done:

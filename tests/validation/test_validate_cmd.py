@@ -112,6 +112,21 @@ def test_report_refuses_a_folder_of_other_files_before_any_work(run_main, small_
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_report_refuses_a_link_in_its_folder_rather_than_write_through_it(run_main, small_corpus, tmp_path):
+    """validation.csv written through a link the user keeps in the folder would replace the link's
+    target, a file the user never named."""
+    kept = tmp_path / "notes.txt"
+    kept.write_text("keep")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "validation.csv").symlink_to(kept)
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"error: --report folder {out} holds files that are not part of a validation report "
+                             "(validation.csv (a link)); give a new or empty folder, or an earlier report's\n")
+    assert kept.read_text() == "keep" and [p.name for p in out.iterdir()] == ["validation.csv"]
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "corpus .*nope.yaml does not exist"),
     ("rows: [\n", "is malformed"),
@@ -208,7 +223,8 @@ def test_row_takes_one_prediction_apart(run_main, small_corpus):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--row", "zz"), "--row zz: no such row in the corpus"),
+    (("--row", "zz"), "--row zz: no such row in the corpus; `sp-validate` lists every row id"),
+    (("--row", "aa"), "--row aa: no such row in the corpus (the nearest: a); `sp-validate` lists every row id"),
     (("--row", "d"), "--row d: the row is not expressible, so it has no prediction (FP8 run)"),
     (("--row", "a", "--format", "markdown"), "--row prints a table or JSON"),
     (("--row", "a", "--check", "thresholds.yaml"), "--row explains one row; drop --report and --check"),
