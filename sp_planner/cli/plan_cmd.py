@@ -19,6 +19,7 @@ from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import (check_framework_version, check_outputs, generic_gpu_note, node_size_note,
                                     resolve_question)
+from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -232,9 +233,9 @@ def plan(
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node)):
         if note is not None:
-            sys.stderr.write(f"note: {note}\n")
+            write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled
-        sys.stderr.write(f"note: {line}\n")
+        write_note(line, sys.stderr)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
     try:

@@ -20,3 +20,9 @@ def wrap_at_spaces(text: str, width: int, *, indent: str = "", hang: str = "") -
     `indent`, the others after `hang` (default: `indent`)."""
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=hang or indent,
                          break_on_hyphens=False, break_long_words=False)
+
+
+def write_note(text: str, stream) -> None:
+    """`note: text` on `stream` (stderr), wrapped at its spaces to the terminal, the lines after
+    the first indented under the text."""
+    stream.write("\n".join(wrap_at_spaces(f"note: {text}", terminal_columns(), hang="      ")) + "\n")

@@ -35,3 +35,17 @@ def plan_json(tmp_path_factory):
     path = tmp_path_factory.mktemp("plan") / "plan.json"
     assert run_cli_main(plan_cmd, *README_QUESTION, "--out", path).exit_code == 0
     return path
+
+
+def notes_unwrapped(stderr: str) -> list[str]:
+    """The 'note: ' paragraphs of `stderr`, each checked to fit 80 columns with its continuation
+    lines indented under its text, and joined back into one line."""
+    notes: list[str] = []
+    for line in stderr.splitlines():
+        assert len(line) <= 80, line
+        if line.startswith("note: "):
+            notes.append(line)
+        else:
+            assert line.startswith(" " * 6) and notes, stderr
+            notes[-1] += " " + line.strip()
+    return notes
