@@ -49,7 +49,7 @@ from sp_planner.cost.overlap import Overlap, gpu_sm_count
 from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
-from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, mx_side_traffic
+from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
@@ -162,9 +162,15 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
             share=fp8_share(model))
         cfg = UB_CONFIGS[overlap.tp_comm_cfg]
         copies = buffer_copies(hardware, shard_elements=shard, gather_elem_bytes=ub_elem, tp=tp)
+        fp8_rs = rs  # a pipeline's FP8 reduce-scatter where its config sets fp8_buf (cost.tp_overlap_buffers)
+        if any(g.fp8_buf for g in cfg):
+            rs_elem = fp8_buf_rs_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
+                                            sequence_parallel=sequence_parallel)
+            fp8_rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * rs_elem / BF16_BYTES * (tp - 1) / tp,
+                                            tp, tp_stride, gpn)
         paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
                                   chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
-                                  gpu_sm_count(hardware), copies, cfg, mx)
+                                  gpu_sm_count(hardware), copies, cfg, mx, fp8_rs)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),

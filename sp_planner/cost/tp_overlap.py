@@ -26,10 +26,14 @@ d0067d0):
   reduce-scatter run as a ring exchange (split_overlap_rs of CommOverlapP2PBase, lines
   1295-1405; a tuned config's choice) sends each chunk's partial output to its rank while the
   next chunk runs, the last chunk kept, and sums the tp chunks after them
-  (cost.tp_overlap_buffers' reduce_s);
+  (cost.tp_overlap_buffers' reduce_s). With aggregate (TE 1.x comm_gemm_overlap.h lines 869-933 at
+  v1.8, cost.tp_overlap_cfg) the ranks of each pair first swap their shards, exposed whole since
+  the first GEMM waits for it, then run tp / 2 GEMMs of 2 shards each, while each but the last
+  sends the next 2 shards: each of those tp / 2 - 1 transfers exposed where longer than its GEMM;
 - pipeline (split_overlap_rs, lines 719-747): the GEMM runs in num_splits 4 chunks, each chunk's
   reduce-scatter issued after it and hidden behind the next chunk, so the last chunk's is
-  exposed whole and the others where longer than a chunk;
+  exposed whole and the others where longer than a chunk. With fp8_buf (cost.tp_overlap_cfg) the
+  chunks are FP8 and the reduce-scatter moves 1 byte an element (`fp8_rs_s`);
 - bulk (bulk_overlap, line 444): the collective runs beside the whole GEMM, exposed only where it
   is longer (max(0, comm - gemm)).
 A GEMM with set_sm_margin is launched on sm_count - num_sm SMs for its whole length (line 143:
@@ -44,7 +48,8 @@ recipe passes, Overlap.tp_comm_cfg).
 Chunk GEMMs (chunk_factors): ring_exchange and pipeline run one cuBLAS GEMM per chunk of the
 tokens (M), each on compute stream i % streams (lines 1135-1138 and 1183-1186), of which there
 are min(NVTE_COMM_OVERLAP_MAX_STREAMS = 3, splits) (include/.../comm_gemm_overlap.h line 20,
-comm_gemm_overlap.cpp line 130); splits are tp for ring_exchange and num_splits 4 for pipeline.
+comm_gemm_overlap.cpp line 130); splits are tp for ring_exchange (tp / 2 with aggregate) and
+num_splits 4 for pipeline.
 So at most min(3, splits) chunks run at once: a GEMM of min(3, splits) x M / splits rows fills
 the GPU as the whole GEMM of M rows does not, and each overlapped GEMM takes its time x
 output_ratio(M x N) / output_ratio(min(3, splits) x M / splits x N) (cost.gemm_outputs: the XLA
@@ -139,8 +144,10 @@ def qkv_width_per_rank(model: ModelSpec, tp):
 
 
 def _splits(g: UbGemm, tp):
-    """A split GEMM's chunks: tp for a ring exchange, num_splits for a pipeline."""
-    return tp if g.method == RING_EXCHANGE else g.num_splits
+    """A split GEMM's chunks: tp for a ring exchange (tp / 2 aggregated), num_splits for a pipeline."""
+    if g.method == RING_EXCHANGE:
+        return tp / 2 if g.aggregate else tp
+    return g.num_splits
 
 
 def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp8=False,
@@ -153,18 +160,17 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
     if model.mla is not None:
         return ChunkFactors(one, one, one, one, one, one)  # MLA's projections are not Q/K/V
     h, q = model.hidden_size, model.q_size
-    ring = tp  # ring_exchange: one chunk per TP rank
-    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, ring, fp8)
+    qkv = _chunk_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, _splits(cfg.qkv_fprop, tp), fp8)
     proj = _chunk_factor(hardware, tokens, h, q / tp, _splits(cfg.proj_fprop, tp), fp8)
-    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, ring, fp8)
+    proj_dgrad = _chunk_factor(hardware, tokens, q / tp, h, _splits(cfg.proj_dgrad, tp), fp8)
     if model.moe is not None:
         return ChunkFactors(qkv, proj, one, one, proj_dgrad, one)  # grouped experts are not split
     ffn = model.intermediate_size / tp
     return ChunkFactors(
         qkv=qkv, proj=proj,
-        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, ring, fp8),
+        fc1=_chunk_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h, _splits(cfg.fc1_fprop, tp), fp8),
         fc2=_chunk_factor(hardware, tokens, h, ffn, _splits(cfg.fc2_fprop, tp), fp8),
-        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, ring, fp8))
+        proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, _splits(cfg.fc2_dgrad, tp), fp8))
 
 
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_fprop):
@@ -176,7 +182,11 @@ def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm =
     if g.set_sm_margin:
         gemm_s = margin_gemm_s(gemm_s, sms, g.num_sm)
     steps = np.maximum(tp - 1, 1)
-    exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
+    if g.aggregate:  # the pair swap, then tp / 2 GEMMs beside 2-shard sends (module docstring)
+        pairs = np.asarray(tp, dtype=np.float64) / 2
+        exposed = ag_s / steps + (pairs - 1) * np.maximum(0.0, 2 * ag_s / steps - gemm_s / pairs)
+    else:
+        exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
     if g.set_sm_margin:
         return gemm_s - whole + exposed
     return gemm_s - whole + exposed + g.num_sm / sms * np.minimum(ag_s, gemm_s)
@@ -212,27 +222,30 @@ def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_dgrad):
     return slow - gemm_s + np.maximum(0.0, comm_s - slow)
 
 
-def _reduce_scatter_s(rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copies: BufferCopies):
-    """A forward reduce-scatter's seconds by its method: pipeline, or a ring exchange and its sum."""
+def _reduce_scatter_s(rs_s, fp8_rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copies: BufferCopies):
+    """A forward reduce-scatter's seconds by its method: pipeline (of FP8 chunks where fp8_buf), or a
+    ring exchange and its sum."""
     if g.method == RING_EXCHANGE:
         return ring_exchange_s(rs_s, gemm_s, tp, chunking, sms, g) + copies.reduce_s
-    return pipeline_s(rs_s, gemm_s, chunking, sms, g)
+    return pipeline_s(fp8_rs_s if g.fp8_buf else rs_s, gemm_s, chunking, sms, g)
 
 
 def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
                      sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES, cfg: UbConfig = TE_DEFAULT,
-                     mx: MxSideTraffic = NO_MX) -> TPOverlapTimes:
+                     mx: MxSideTraffic = NO_MX, fp8_rs_s=None) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
     overlapped with their GEMMs as the userbuffers configuration `cfg` pairs them, the split GEMMs
     slowed by `chunks`, on a GPU of `sms` SMs, with the buffers' `copies` (a ring exchange's before
     it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it) and,
     under MXFP8, `mx`: each gather's scales before it, and the output gradients' column-wise gathers
-    after their dgrad ring exchanges (cost.tp_overlap_buffers)."""
+    after their dgrad ring exchanges (cost.tp_overlap_buffers); `fp8_rs_s`: a pipeline reduce-scatter
+    of an fp8_buf buffer (rs_s where None)."""
     g, c, copy, u = gemms, chunks, copies.gather_s, cfg
+    fp8_rs = rs_s if fp8_rs_s is None else fp8_rs_s
     fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms, u.qkv_fprop)
-           + _reduce_scatter_s(rs_s, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies)
+           + _reduce_scatter_s(rs_s, fp8_rs, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies)
            + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms, u.fc1_fprop)
-           + _reduce_scatter_s(rs_s, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies) + 2 * copy)
+           + _reduce_scatter_s(rs_s, fp8_rs, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies) + 2 * copy)
     proj_dgrad = ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms, u.proj_dgrad)
     fc2_dgrad = ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms, u.fc2_dgrad)
     bwd = (proj_dgrad + fc2_dgrad + 2 * copy

@@ -42,6 +42,11 @@ MXFP8 (mx_side_traffic; TE v2.14.1 366798ef8 line numbers, the same code at v2.7
   column-wise write is taken back there (main_write_saved_s).
 Each term is per event; on an MoE layer each counts by the share of the layer's gathers TE modules
 make (cost.gathered_transpose.fp8_share), the weight MxSideTraffic.share carries.
+
+A pipeline reduce-scatter with fp8_buf (cost.tp_overlap_cfg: TE 1.x, the NeMo launcher's FP8
+configuration) moves its GEMM's FP8 output, 1 byte an element, where the run is per-tensor FP8
+(a uint8 buffer only under use_fp8, and FP8 GEMM outputs only in TE's FP8 path, v1.8); the TE
+share's mix with bf16 on an MoE layer, as ub_gather_elem_bytes (fp8_buf_rs_elem_bytes).
 """
 
 from __future__ import annotations
@@ -51,10 +56,17 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.gathered_transpose import MX_SCALE_BYTES_PER_ELEM, MX_USAGE_BYTES_PER_ELEM
+from sp_planner.cost.gathered_transpose import (
+    MX_SCALE_BYTES_PER_ELEM,
+    MX_USAGE_BYTES_PER_ELEM,
+    fp8_gathers,
+    fp8_share,
+)
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.precision import FP8_ELEM_BYTES
 from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
 
 
 class BufferCopies(NamedTuple):
@@ -110,3 +122,10 @@ def external_gather_s(dgrad_s, ag_s, copy_s, mx: MxSideTraffic):
     the send stream with its cast, copy (`copy_s`), scales and transfer (`ag_s`)."""
     chain = ag_s + mx.col_cast_s + copy_s + mx.scale_gather_s + ag_s
     return mx.share * np.maximum(0.0, chain - np.asarray(dgrad_s, dtype=np.float64))
+
+
+def fp8_buf_rs_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+    """Mean bytes an element of an fp8_buf pipeline reduce-scatter moves (module docstring): 1 where
+    the run is per-tensor FP8 (the TE share's mix with bf16 on an MoE layer), bf16's 2 otherwise."""
+    fp8 = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    return np.where(fp8, BF16_BYTES - fp8_share(model) * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))

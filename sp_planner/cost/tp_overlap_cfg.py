@@ -17,11 +17,33 @@ What the cost model prices of a GEMM's settings: its method (ring_exchange, pipe
 num_sm and set_sm_margin (with the margin its GEMM runs on sm_count - num_sm SMs: common/
 comm_gemm_overlap/comm_gemm_overlap.cpp line 99, _math_sms = set_sm_margin ? sm_count -
 num_comm_sm : sm_count; without it the collective's kernel holds num_sm SMs beside the GEMM while
-it runs), and a pipeline's num_splits. Not priced, and the same in every configuration here:
-cga_size (the communication kernel's cluster shape), aggregate and atomic_gemm (False), use_ce
-(TE's default, True: the ring exchange's transfers on the copy engine). fp8_buf matters only for
-the reduce-scatters, whose buffers stay bf16 here (TE sets fp8_buf for the all-gathers itself,
-lines 468-472; Bridge's FP8 configs give proj_fprop and fc2_fprop fp8_buf False).
+it runs), a pipeline's num_splits, a ring exchange's aggregate and a pipeline's fp8_buf (below).
+Not priced: cga_size (the communication kernel's cluster shape), atomic_gemm (False in every
+configuration here), use_ce (TE's default, True in every one: the ring exchange's transfers on the
+copy engine), and a pipeline's last chunk reduce-scattering on UB_MAX_SM SMs (v1.8 pytorch/csrc/
+comm_gemm_overlap.h line 479; a kernel's speed on its SMs is not modelled). fp8_buf matters only
+for the reduce-scatters (TE sets it for the all-gathers itself, lines 468-472); Bridge's FP8
+configs give proj_fprop and fc2_fprop fp8_buf False, the NeMo launcher's FP8 one True.
+
+TE 1.x (v1.8 3ec998e, the NeMo 24.07 container's 1.8.0.dev0: NeMo's software component table)
+reads the same keys for a GEMM a run's ub_cfgs names (module/base.py initialize_ub lines 225-253:
+num_sm 1 and cga_size 1 for ring_exchange, 16 and 2 otherwise, set_sm_margin, aggregate and
+atomic_gemm 0, use_ce True unless given), and NeMo 1.x passes the launcher's
+model.ub_tp_comm_overlap_cfg as ub_cfgs (megatron_gpt_model.py initialize_ub_func: use_fp8 =
+config.fp8). Two keys Bridge's configurations leave at their defaults, which the NeMo launcher's
+set (cost.tp_overlap prices them):
+- aggregate (a ring-exchange all-gather's: UbufP2PCommOverlap::split_overlap_ag, pytorch/csrc/
+  comm_gemm_overlap.h lines 869-933 at v1.8; no reduce-scatter here sets it): a 1X chunk exchange
+  between rank pairs before the first GEMM, then tp / 2 GEMMs of 2 chunks each, beside the 2X sends
+  of the next pair of chunks;
+- fp8_buf (pipeline only, base.py lines 238-240; a uint8 buffer where use_fp8, line 165): the
+  projection's and FC2's GEMM writes FP8 (E4M3, the forward's GEMM1/GEMM2_OUTPUT scale: linear.py
+  lines 194-199, layernorm_mlp.py lines 301-306) and the chunks' reduce-scatter reads the peers'
+  FP8 chunks, scales, sums and writes the 2-byte output in one kernel
+  (reducescatter2_userbuff_stridedoutput_fp8, comm_gemm_overlap.h lines 461 and 483; userbuffers.cu
+  line 840): the reduce-scatter moves 1 byte an element, no pass added.
+TE 1.x's own defaults (no ub_cfgs, base.py lines 254-262) are not TE_DEFAULT: every GEMM 16 SMs
+without margin; a row that ran them is priced on TE_DEFAULT (TE 2.x's) all the same.
 """
 
 from __future__ import annotations
@@ -38,6 +60,8 @@ class UbGemm(NamedTuple):
     num_sm: int  # SMs its collective's kernel holds
     set_sm_margin: bool  # its GEMM runs on sm_count - num_sm SMs
     num_splits: int = 4  # a pipeline's chunks (a ring exchange runs tp chunks)
+    aggregate: bool = False  # an all-gather ring exchange on 2 chunks a GEMM, after a 1X pair swap
+    fp8_buf: bool = False  # a pipeline's FP8 output buffer: its reduce-scatter moves FP8
 
 
 class UbConfig(NamedTuple):
@@ -76,6 +100,23 @@ def _bridge_fp8(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: int) 
                                qkv_wgrad=bulk(qkv_wgrad), fc1_dgrad=bulk(fc1_dgrad), fc1_wgrad=bulk(fc1_wgrad))
 
 
+
+
+def _nemo_launcher(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: int, *, fp8_buf: bool,
+                   fc2_dgrad_aggregate: bool) -> UbConfig:
+    """NeMo-Framework-Launcher's H100 configurations (launcher_scripts/conf/training/tp_overlap/
+    ub_cfg_h100_*.yaml at 8325688d83, 24.07): the bulk GEMMs' num_sm without SM margin (cga_size 2),
+    proj_fprop a pipeline of 4 splits on a 24-SM margin and fc2_fprop on a 16-SM one (both with
+    `fp8_buf` or not), the all-gathers' ring exchanges with no key but aggregate (TE's 1 SM, no
+    margin), fc2_dgrad's with `fc2_dgrad_aggregate`."""
+    bulk = lambda num_sm: UbGemm(BULK, num_sm, False)  # noqa: E731
+    return TE_DEFAULT._replace(
+        proj_fprop=UbGemm(PIPELINE, 24, True, 4, fp8_buf=fp8_buf),
+        fc2_fprop=UbGemm(PIPELINE, 16, True, 4, fp8_buf=fp8_buf),
+        fc2_dgrad=_RING_AG._replace(aggregate=fc2_dgrad_aggregate), qkv_dgrad=bulk(qkv_dgrad),
+        qkv_wgrad=bulk(qkv_wgrad), fc1_dgrad=bulk(fc1_dgrad), fc1_wgrad=bulk(fc1_wgrad))
+
+
 TE_DEFAULT_NAME = "te_default"
 # Megatron-Bridge training/comm_overlap.py at c81012934 (line of each instance).
 UB_CONFIGS: dict[str, UbConfig] = {
@@ -84,6 +125,10 @@ UB_CONFIGS: dict[str, UbConfig] = {
     "userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192": _bridge_fp8(4, 24, 2, 4),  # line 137
     "userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192": _bridge_fp8(2, 24, 2, 2),  # line 164
     "userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192": _bridge_fp8(8, 32, 2, 8),  # line 190
+    # NeMo-Framework-Launcher 24.07 (8325688d83): examples/training/llama/h100/llama3_70b_fp8.sh
+    # line 22 passes the first, launcher_scripts/conf/training/llama/llama2_70b.yaml line 3 the second.
+    "ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192": _nemo_launcher(4, 24, 2, 4, fp8_buf=True, fc2_dgrad_aggregate=False),
+    "ub_cfg_h100_h8192_tp4_mbs1_seqlen4096": _nemo_launcher(8, 16, 2, 4, fp8_buf=False, fc2_dgrad_aggregate=True),
 }
 UbConfigName = Literal[
     "te_default",
@@ -91,4 +136,6 @@ UbConfigName = Literal[
     "userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192",
     "userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192",
     "userbuffers_fp8_b200_h16384_tp4_cp2_mbs1_seqlen8192",
+    "ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192",
+    "ub_cfg_h100_h8192_tp4_mbs1_seqlen4096",
 ]

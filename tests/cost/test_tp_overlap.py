@@ -239,3 +239,74 @@ def test_ring_exchange_reduce_scatter_chunks_by_tp():
     factors = chunk_factors(load_hardware("h100-sxm"), load_model("Llama-3-70B"), tokens=4096, tp=8,
                             cfg=BRIDGE_H100_70B)
     assert float(factors.proj) == pytest.approx(1.0 / _h100_ratio(1536 * 8192, H100_K1024), rel=1e-9)
+
+
+NEMO_FP8_70B = UB_CONFIGS["ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192"]
+NEMO_70B_4K = UB_CONFIGS["ub_cfg_h100_h8192_tp4_mbs1_seqlen4096"]
+
+
+def test_aggregated_ring_exchange_by_hand():
+    # tp 4, a 3 ms all-gather (three 1 ms shard transfers), a 2 ms GEMM. Aggregated (TE v1.8
+    # split_overlap_ag): the pair swap's 1 ms before the first GEMM, then 2 GEMMs of 1 ms beside one
+    # 2 ms send: 1 + (2 - 1) ms exposed, against TE's 3 x (1 - 0.5) ms; 1 SM of 132 for 2 ms in both.
+    aggregated = UbGemm(RING_EXCHANGE, 1, False, aggregate=True)
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, aggregated) == pytest.approx((2 + 2 / 132) * MS)
+    assert ring_exchange_s(3 * MS, 2 * MS, 4) == pytest.approx((1.5 + 2 / 132) * MS)
+    # A 0.6 ms gather: the 0.2 ms swap exposed, the 0.4 ms send hidden by a 1 ms GEMM; TE's none.
+    assert ring_exchange_s(0.6 * MS, 2 * MS, 4, 1.0, 132, aggregated) == pytest.approx((0.2 + 0.6 / 132) * MS)
+    assert ring_exchange_s(0.6 * MS, 2 * MS, 4) == pytest.approx(0.6 / 132 * MS)
+
+
+def test_aggregated_fc2_dgrad_runs_whole_at_tp4():
+    # Llama-2-70B at tp 4 on 4096 tokens, FC2's dgrad (28672 / 4 = 7168 wide, K 8192: the k 4096 row):
+    # aggregated, 2 GEMMs of 2048 rows, both at once = the whole 4096 rows: no slowdown. TE's
+    # default ring exchange: 4 chunks of 1024 rows, 3 at once (3072 x 7168 outputs).
+    h100, llama2 = load_hardware("h100-sxm"), load_model("Llama-2-70B")
+    aggregated = chunk_factors(h100, llama2, tokens=4096, tp=4, cfg=NEMO_70B_4K)
+    default = chunk_factors(h100, llama2, tokens=4096, tp=4)
+    assert float(aggregated.fc2_dgrad) == 1.0
+    assert float(default.fc2_dgrad) == pytest.approx(_h100_ratio(4096 * 7168) / _h100_ratio(3072 * 7168), rel=1e-9)
+    assert (aggregated.qkv, aggregated.proj_dgrad) == (default.qkv, default.proj_dgrad)  # not aggregated
+
+
+def test_nemo_launcher_fp8_config_pairs_by_hand():
+    # GEMMs 2 ms each, AG and RS 1 ms each at tp 4, the FP8 buffers' reduce-scatter 0.5 ms.
+    # Forward: the ring-exchange all-gathers' SM (1/132 of 1 ms each, every 1/3 ms transfer under
+    # a 0.5 ms chunk); the projection's pipeline on a 24-SM margin (2 x 132/108 ms) and FC2's on a
+    # 16-SM one (2 x 132/116 ms), each exposing its last 0.125 ms FP8 chunk. Backward: the dgrad
+    # ring exchanges' SM and the bulk collectives' 4, 24, 2 and 4 SMs of 132, each for 1 ms.
+    gemms = LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS)
+    t = tp_overlap_times(1 * MS, 1 * MS, gemms, 4, cfg=NEMO_FP8_70B, fp8_rs_s=0.5 * MS)
+    proj, fc2 = 2 * 132 / 108 - 2 + 0.125, 2 * 132 / 116 - 2 + 0.125
+    assert t.fwd_s == pytest.approx((2 / 132 + proj + fc2) * MS)
+    assert t.bwd_s == pytest.approx((2 + 4 + 24 + 2 + 4) / 132 * MS)
+    # TE's defaults on the same layer: both pipelines on 16-SM margins, each exposing a 0.25 ms
+    # bf16 chunk; the bulk GEMMs slowed by their 16-SM margins (2 x 16/116 ms each).
+    te = tp_overlap_times(1 * MS, 1 * MS, gemms, 4, fp8_rs_s=0.5 * MS)
+    assert te.fwd_s == pytest.approx((2 / 132 + 2 * (2 * 132 / 116 - 2 + 0.25)) * MS)
+    assert te.bwd_s == pytest.approx((2 / 132 + 4 * 2 * 16 / 116) * MS)
+
+
+def test_stated_fp8_buf_reduce_scatters_move_fp8(monkeypatch):
+    # Llama-3-70B at tp 4 in FP8 on 8192 tokens under the NeMo launcher's FP8 config: the
+    # pipelines' reduce-scatter is priced on 1 byte an element of the 8192 x 8192 micro-batch
+    # (3/4 of it sent a rank), the bulk ones on bf16's 2; a bf16 run's both on 2.
+    from sp_planner.cost.links import ring_collective_time_s
+
+    seen = []
+    real = layer_times_module.tp_overlap_times
+    monkeypatch.setattr(layer_times_module, "tp_overlap_times",
+                        lambda ag, rs, *a, **k: seen.append((np.asarray(rs).item(), np.asarray(a[-1]).item()))
+                        or real(ag, rs, *a, **k))
+    overlap = MEGATRON_RUNTIME.overlap.model_copy(
+        update={"tp_comm": True, "tp_comm_cfg": "ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192"})
+    runtime = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
+    h100 = load_hardware("h100-sxm")
+    for precision in ("fp8", "bf16"):
+        plan = ParallelPlan(tp=4, dp=2, micro_batch=1, precision=precision)
+        evaluate(load_model("Llama-3-70B"), h100, Workload(seq_len=8192, global_batch=8), plan, num_nodes=1,
+                 gpus_per_node=8, runtime=runtime)
+    bf16_rs = float(ring_collective_time_s(h100, "reduce_scatter", 8192 * 8192 * 2 * 3 / 4, 4, 1, 8))
+    fp8_rs = float(ring_collective_time_s(h100, "reduce_scatter", 8192 * 8192 * 1 * 3 / 4, 4, 1, 8))
+    assert seen == [pytest.approx((bf16_rs, fp8_rs)), pytest.approx((bf16_rs, bf16_rs))]
+    assert fp8_rs < bf16_rs

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sp_planner.catalog import load_hardware
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.tp_overlap import LayerGemms, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import (
@@ -12,8 +12,10 @@ from sp_planner.cost.tp_overlap_buffers import (
     MxSideTraffic,
     buffer_copies,
     external_gather_s,
+    fp8_buf_rs_elem_bytes,
     mx_side_traffic,
 )
+from sp_planner.cost.precision import BF16, FP8, MXFP8
 
 MS = 1e-3
 GB200_MEMORY_BOUND_BYTES_PER_S = 8.0e12 * 0.73  # gb200-nvl72.yaml: HBM x efficiency.memory_bound
@@ -66,3 +68,14 @@ def test_mxfp8_layer_pays_its_scales_and_column_wise_gathers_by_hand():
     assert t.fwd_s - base.fwd_s == pytest.approx(2 * 0.05 * MS)
     past = 2.75 - (2 + 0.2 + 1.2 / 132)
     assert t.bwd_s - base.bwd_s == pytest.approx((4 * 0.05 - 2 * 0.1 + 2 * past) * MS)
+
+
+def test_fp8_buf_reduce_scatter_moves_fp8_under_per_tensor_fp8_only():
+    # TE v1.8 writes an fp8_buf pipeline's GEMM output as FP8 only in its per-tensor FP8 path: 1 byte
+    # an element there; bf16, MXFP8 (TE 2.x) and blockwise FP8 keep bf16's 2. On Qwen3-235B-A22B's
+    # MoE layers TE gathers half the tensors (cost.gathered_transpose.fp8_share 0.5): 2 - 0.5 x 1.
+    dense = load_model("Llama-3-70B")
+    got = fp8_buf_rs_elem_bytes(dense, tp=np.array([4, 4, 4, 1]), precision=np.array([FP8, BF16, MXFP8, FP8]))
+    assert got.tolist() == [1.0, 2.0, 2.0, 2.0]
+    assert fp8_buf_rs_elem_bytes(dense, tp=4, precision=FP8, fp8_blockwise=True) == 2.0
+    assert fp8_buf_rs_elem_bytes(load_model("Qwen3-235B-A22B"), tp=4, precision=FP8) == 1.5

@@ -483,3 +483,6 @@ def test_nemo_2407_rows_run_the_release_recipe(corpus):
     ids = ("nl-llama2-7b", "nl-llama2-13b", "nl-llama2-70b", "nl-llama3-8b", "nl-llama3-70b")
     assert [rows[i].world_size for i in ids] == [8, 16, 64, 8, 64]
     assert (rows["nl-llama3-8b"].ring, rows["nl-llama3-70b"].ring, rows["nl-llama3-70b"].vpp) == (2, 2, 10)
+    # The 70B runs' userbuffers configurations: llama3_70b_fp8.sh line 22 and llama2_70b.yaml line 3.
+    assert row_runtime(rows["nl-llama3-70b"]).overlap.tp_comm_cfg == "ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192"
+    assert row_runtime(rows["nl-llama2-70b"]).overlap.tp_comm_cfg == "ub_cfg_h100_h8192_tp4_mbs1_seqlen4096"
