@@ -53,6 +53,10 @@ output quantized both ways, gathered row-wise); backward, the row-parallel outpu
 more than bf16's 2) and the saved input column-wise only (layernorm_linear.py lines 417-425 keep
 only its column-wise data; lines 668-674 gather it). Under userbuffers the buffers carry the data
 alone and the scales go apart (cost.tp_overlap_buffers).
+
+All of this is Transformer Engine's. A framework that gathers bf16 and casts after (cost.tp_gathers:
+torchtitan but for tensorwise float8, which gathers per-tensor FP8 as above) moves 2 bytes an
+element and transposes no gathered FP8 tensor.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, amax_reductions_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES, MX_BLOCK, MXFP8
+from sp_planner.cost.tp_gathers import TpGathers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -90,11 +95,11 @@ def gathered_tensors_per_layer(model: ModelSpec) -> float:
     return float(fwd + bwd)
 
 
-def fp8_gathers(*, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+def fp8_gathers(*, tp, precision, gathers: TpGathers, fp8_blockwise=False, sequence_parallel: bool = True):
     """Whether the TP group gathers FP8 data (module docstring): per-tensor FP8 at tp > 1 with
-    sequence parallelism."""
+    sequence parallelism, where the framework gathers it in FP8 (cost.tp_gathers)."""
     on = (np.asarray(precision) == FP8) & ~np.asarray(fp8_blockwise, dtype=bool) & (np.asarray(tp) > 1)
-    return on & bool(sequence_parallel)
+    return on & bool(sequence_parallel) & gathers.fp8
 
 
 def fp8_share(model: ModelSpec) -> float:
@@ -104,20 +109,23 @@ def fp8_share(model: ModelSpec) -> float:
     return min(fwd / DENSE_REDUCTIONS[0], 1.0)
 
 
-def mx_gathers(*, tp, precision, sequence_parallel: bool = True):
-    """Whether the TP group gathers MXFP8 data: MXFP8 at tp > 1 with sequence parallelism."""
-    return (np.asarray(precision) == MXFP8) & (np.asarray(tp) > 1) & bool(sequence_parallel)
+def mx_gathers(*, tp, precision, gathers: TpGathers, sequence_parallel: bool = True):
+    """Whether the TP group gathers MXFP8 data: MXFP8 at tp > 1 with sequence parallelism, where the
+    framework gathers it in MXFP8 (cost.tp_gathers)."""
+    return (np.asarray(precision) == MXFP8) & (np.asarray(tp) > 1) & bool(sequence_parallel) & gathers.mxfp8
 
 
-def layer_gather_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False,
+def layer_gather_bytes(model: ModelSpec, *, tp, precision, gathers: TpGathers, fp8_blockwise=False,
                        sequence_parallel: bool = True) -> GatherElemBytes:
     """Mean bytes an element of the average layer's TP all-gathers moves through NCCL, by tensor:
     bf16's 2; where the group gathers per-tensor FP8, 1; MXFP8, one usage with its scales forward
     and for the saved input, both usages for the output gradient; on an MoE layer the TE share's mix
-    with bf16 (module docstring)."""
+    with bf16 (module docstring). `gathers`: the recipes the framework gathers in low precision
+    (cost.tp_gathers; torchtitan's torchao casts after a bf16 gather but for tensorwise float8)."""
     share = fp8_share(model)
-    fp8 = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
-    mx = mx_gathers(tp=tp, precision=precision, sequence_parallel=sequence_parallel)
+    fp8 = fp8_gathers(tp=tp, precision=precision, gathers=gathers, fp8_blockwise=fp8_blockwise,
+                      sequence_parallel=sequence_parallel)
+    mx = mx_gathers(tp=tp, precision=precision, gathers=gathers, sequence_parallel=sequence_parallel)
     per_tensor = BF16_BYTES - share * (BF16_BYTES - FP8_ELEM_BYTES)
     one_usage = BF16_BYTES - share * (BF16_BYTES - MX_USAGE_BYTES_PER_ELEM)
     both_usages = BF16_BYTES - share * (BF16_BYTES - 2 * MX_USAGE_BYTES_PER_ELEM)
@@ -126,23 +134,25 @@ def layer_gather_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False,
     return GatherElemBytes(fwd=fwd, grad=grad, input=fwd)
 
 
-def ub_gather_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+def ub_gather_elem_bytes(model: ModelSpec, *, tp, precision, gathers: TpGathers, fp8_blockwise=False,
+                         sequence_parallel: bool = True):
     """Mean bytes an element of the average layer's userbuffers transfers moves: their uint8
     buffers hold FP8 data alone under per-tensor FP8 and MXFP8 (1 byte; MXFP8's scales go apart,
     cost.tp_overlap_buffers), bf16 otherwise; the TE share's mix on an MoE layer."""
-    low = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel) \
-        | mx_gathers(tp=tp, precision=precision, sequence_parallel=sequence_parallel)
+    where = dict(tp=tp, precision=precision, gathers=gathers, sequence_parallel=sequence_parallel)
+    low = fp8_gathers(**where, fp8_blockwise=fp8_blockwise) | mx_gathers(**where)
     return np.where(low, BF16_BYTES - fp8_share(model) * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))
 
 
-def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, tp, precision,
+def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, tp, precision, gathers: TpGathers,
                          fp8_blockwise=False, sequence_parallel: bool = True):
     """Backward seconds per layer and micro-batch on one rank of the gathered tensors' FP8
     transposes, less the local transposes cost.precision's casts charge for them (module
-    docstring); `tokens`: the micro-batch's tokens on the TP group. 0 unless per-tensor FP8 at
-    tp > 1 with sequence parallelism on a TN-only chip."""
+    docstring); `tokens`: the micro-batch's tokens on the TP group. 0 unless the TP group gathers
+    per-tensor FP8 (fp8_gathers) on a TN-only chip."""
     tp = np.asarray(tp, dtype=np.float64)
-    on = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    on = fp8_gathers(tp=tp, precision=precision, gathers=gathers, fp8_blockwise=fp8_blockwise,
+                     sequence_parallel=sequence_parallel)
     if hardware.fp8_gemm_any_layout:
         on = np.zeros(np.shape(on), dtype=bool)
     elements = gathered_tensors_per_layer(model) * np.asarray(tokens, dtype=np.float64) * model.hidden_size

@@ -30,6 +30,7 @@ from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.gathered_transpose import gathered_transpose_s
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
@@ -88,14 +89,16 @@ class GemmWork(NamedTuple):
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
               precision, fp8_current, gpus_per_node: int, extra_fwd_s=0.0,
               loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False,
-              sequence_parallel: bool = True) -> GemmWork:
+              sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
     (Megatron's unfused loss by default; cost.loss_memory for TE's fused one); `fp8_blockwise`:
     FP8 with block scaling (cost.precision); `gpus_per_node`: where the TP group's amax all-reduces
     run (cost.amax_reduce); `sequence_parallel` False: TP without Megatron's sequence parallelism,
-    its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token)."""
+    its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token);
+    `tp_gathers`: the recipes whose TP all-gathers the framework moves in low precision
+    (cost.tp_gathers), whose gathered FP8 tensors the weight gradients transpose."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     # KV heads replicated where tp exceeds them (Megatron copies one per rank, cost.attention_comm):
@@ -140,7 +143,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     region_tokens = sequence_parallel_region_tokens(tokens, tp, sequence_parallel)
     fwd = fwd + memory_pass_time_s(hardware, drop_fwd * region_tokens)
     bwd = bwd + memory_pass_time_s(hardware, drop_bwd * region_tokens)
-    # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8, SP).
-    bwd = bwd + gathered_transpose_s(model, hardware, tokens=tokens, tp=tp, precision=precision,
+    # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8 gathered, SP).
+    bwd = bwd + gathered_transpose_s(model, hardware, tokens=tokens, tp=tp, precision=precision, gathers=tp_gathers,
                                      fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
     return GemmWork(fwd_s=fwd, bwd_s=bwd, gemm_only_s=gemm_only, logits_s=np.broadcast_to(logits, np.shape(fwd)))

@@ -62,7 +62,7 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     grouped: torch._grouped_mm, the CuTe-DSL fused grouped MLP; cost.grouped_gemm) launch these
     once for every local expert, as one expert would.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
-  TP > 1: each TP collective of the layer is one more op (cost.comm), etp > 1 likewise (cost.moe).
+  TP > 1: each TP collective of the layer is one more op (cost.tp_calls), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
@@ -100,7 +100,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.amax_reduce import REDUCTIONS_PER_PAIR
-from sp_planner.cost.comm import (
+from sp_planner.cost.tp_calls import (
     TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
@@ -172,7 +172,7 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
     scaling (plan.fp8_recipe tensorwise; only where `low_precision`); `sequence_parallel` False:
-    TP's two all-reduces each way, one call each (cost.comm)."""
+    TP's two all-reduces each way, one call each (cost.tp_calls)."""
     low = np.asarray(low_precision, dtype=bool)
     pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)

@@ -20,7 +20,7 @@ import numpy as np
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.attention import AttentionTimes, attention_times
 from sp_planner.cost.attention_kernels import kernel_head_dim
-from sp_planner.cost.comm import (
+from sp_planner.cost.tp_calls import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
     OUTPUT_TP_BACKWARD_ALL_GATHERS,
@@ -50,6 +50,7 @@ from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
+from sp_planner.cost.tp_gathers import TpGathers
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
@@ -100,9 +101,10 @@ class LayerTimes(NamedTuple):
 
 def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
                 gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
-                sequence_parallel: bool) -> LayerTimes:
+                sequence_parallel: bool, tp_gathers: TpGathers) -> LayerTimes:
     """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
-    sequence / cp); the rest as cost.step.time_columns."""
+    sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
+    precision (cost.tp_gathers); the rest as cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
@@ -116,7 +118,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                      precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
                      extra_fwd_s=moe.extra_expert_gemm_fwd_s,
                      loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
-                     sequence_parallel=sequence_parallel)
+                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
@@ -131,11 +133,11 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                     ring=r)
     gathered = tokens * model.hidden_size * BF16_BYTES
     tp_stride = axis_stride(c, "tp")
-    # A layer's gathers move FP8 under per-tensor FP8, MXFP8 data and scales under MXFP8, by tensor
-    # (cost.gathered_transpose); the embedding's and the output layer's (bf16_ag) and every
-    # reduce-scatter move bf16.
-    elem = layer_gather_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
-                              sequence_parallel=sequence_parallel)
+    # A layer's gathers move FP8 under per-tensor FP8, MXFP8 data and scales under MXFP8, by tensor,
+    # where the framework gathers them so (cost.tp_gathers, cost.gathered_transpose); the embedding's
+    # and the output layer's (bf16_ag) and every reduce-scatter move bf16.
+    gathers = dict(tp=tp, precision=c.precision, gathers=tp_gathers, sequence_parallel=sequence_parallel)
+    elem = layer_gather_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
     bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
 
     def gather_s(elem_bytes, known_bytes, known_s):
@@ -152,11 +154,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         # Userbuffers moves the FP8 data alone; MXFP8's scales and second gathers beside it.
-        ub_elem = ub_gather_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
-                                       sequence_parallel=sequence_parallel)
+        ub_elem = ub_gather_elem_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
         ub_ag = gather_s(ub_elem, elem.fwd, ag)
         shard = tokens * model.hidden_size / tp
-        mx_on = mx_gathers(tp=tp, precision=c.precision, sequence_parallel=sequence_parallel)
+        mx_on = mx_gathers(**gathers)
         mx = NO_MX if not np.any(mx_on) else mx_side_traffic(
             hardware, shard_elements=shard, tp=tp, tp_stride=tp_stride, gpus_per_node=gpn, mx=mx_on,
             share=fp8_share(model))
@@ -164,8 +165,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         copies = buffer_copies(hardware, shard_elements=shard, gather_elem_bytes=ub_elem, tp=tp)
         fp8_rs = rs  # a pipeline's FP8 reduce-scatter where its config sets fp8_buf (cost.tp_overlap_buffers)
         if any(g.fp8_buf for g in cfg):
-            rs_elem = fp8_buf_rs_elem_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,
-                                            sequence_parallel=sequence_parallel)
+            rs_elem = fp8_buf_rs_elem_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
             fp8_rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * rs_elem / BF16_BYTES * (tp - 1) / tp,
                                             tp, tp_stride, gpn)
         paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
@@ -173,10 +173,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                   gpu_sm_count(hardware), copies, cfg, mx, fp8_rs)
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
-    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.comm),
+    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.tp_calls),
     # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
     # first stage (the same one at pp 1: LayerTimes.head_tp_s, first_tp_s).
-    # A learned position table's all-reduce forward: its second half, an all-gather (cost.comm).
+    # A learned position table's all-reduce forward: its second half, an all-gather (cost.tp_calls).
     emb_tp_fwd = EMBEDDING_TP_REDUCE_SCATTERS * rs \
         + embedding_tp_forward_all_gathers(model.position_embedding, sequence_parallel) * bf16_ag
     out_tp_fwd = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag

@@ -44,7 +44,7 @@ Models without rotary embeddings (specs.model PositionEmbedding) run none of thi
     cost.embedding_work's (the lookup is not counted, as the word embedding's own is not). With
     sequence parallelism Megatron then all-reduces the embedding's output where a rope model
     reduce-scatters it (language_model_embedding.py reduce_scatter_embeddings): one TP all-gather
-    more forward on the first stage per micro-batch, cost.comm embedding_tp_forward_all_gathers.
+    more forward on the first stage per micro-batch, cost.tp_calls embedding_tp_forward_all_gathers.
     Not modelled: the table's s x h parameters (25M of GPT-3's 175B, Brown et al. 2020 Table 2.1,
     s = 2048).
   alibi: the per-head bias is applied inside the attention kernel (flash-attn's alibi_slopes;

@@ -1,8 +1,9 @@
 """What a framework does at run time, as the cost model times and sizes a plan under it: the
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
 (cost.states), the CUDA graphs it replays (cost.cuda_graphs), its ring attention's backward
-(cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory) and the passes its
-data-parallel wrapper makes over the gradients (cost.grad_buffer).
+(cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory), the passes its
+data-parallel wrapper makes over the gradients (cost.grad_buffer) and the recipes whose TP
+all-gathers it moves in low precision (cost.tp_gathers).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -16,6 +17,7 @@ from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC,
 from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING, RingImpl
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS, TpGathers
 from sp_planner.cost.states import (
     DEEPSPEED_STATES,
     MEGATRON_STATES,
@@ -44,6 +46,9 @@ class Runtime(FrozenModel):
     # emits with TP; torchtitan's SequenceParallel norms): the norms and residual adds split over
     # the TP ranks (cost.gemm_work, cost.memory). False: runs from before it (Megatron-LM 2021-22).
     sequence_parallel: bool = True
+    # The recipes whose TP all-gathers it moves in low precision (cost.tp_gathers): Transformer
+    # Engine's quantize-then-gather by default.
+    tp_gathers: TpGathers = TE_TP_GATHERS
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -60,8 +65,15 @@ MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, r
 # loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=DEEPSPEED_GRAD_SYNC)
+# torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x
+# (--framework-version 0.2.2, whose TOML sp-plan writes with tensorwise float8) gathers FP8 through
+# torchao's float8 TP styles (cost.tp_gathers).
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
-                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC)
+                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC,
+                             tp_gathers=BF16_TP_GATHERS)
+TORCHTITAN_V02_RUNTIME = TORCHTITAN_RUNTIME.model_copy(update={"tp_gathers": TORCHAO_TENSORWISE_TP_GATHERS})
+# By torchtitan config interface (flags.torchtitan.resolve_version's keys).
+TORCHTITAN_RUNTIMES: dict[str, Runtime] = {"0.3": TORCHTITAN_RUNTIME, "0.2": TORCHTITAN_V02_RUNTIME}
 
 FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "megatron": MEGATRON_RUNTIME,
@@ -74,10 +86,17 @@ FRAMEWORK_RUNTIME: dict[str, Runtime] = {
 }
 
 
-def framework_runtime(framework: str) -> Runtime:
-    """The framework's runtime; "all" (sp-plan's every-framework answer) is Megatron's."""
+def framework_runtime(framework: str, interface: str | None = None) -> Runtime:
+    """The framework's runtime; "all" (sp-plan's every-framework answer) is Megatron's.
+    `interface`: torchtitan's config interface, "0.3" (None, the default) or "0.2"
+    (flags.torchtitan.resolve_version); the other frameworks have one."""
     if framework == "all":
         return MEGATRON_RUNTIME
     if framework not in FRAMEWORK_RUNTIME:
         raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_RUNTIME)}")
+    if framework == "torchtitan" and interface is not None:
+        if interface not in TORCHTITAN_RUNTIMES:
+            raise ValueError(f"unknown torchtitan interface {interface!r}; expected one of "
+                             f"{', '.join(TORCHTITAN_RUNTIMES)}")
+        return TORCHTITAN_RUNTIMES[interface]
     return FRAMEWORK_RUNTIME[framework]

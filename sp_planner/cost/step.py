@@ -53,6 +53,7 @@ from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
 from sp_planner.pipeline import bubble_micro_batches, interleaved_drain_s, stage_pace
@@ -100,12 +101,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  states: TrainingStates = MEGATRON_STATES,
                  cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
-                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True) -> StepColumns:
+                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
+                 tp_gathers: TpGathers = TE_TP_GATHERS) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
     `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
-    `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime)."""
+    `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime);
+    `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers)."""
     check_graph_scopes(model, cuda_graphs)
     tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -116,7 +119,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     low = c.precision != BF16
     lt = layer_times(model, hardware, workload, c, tokens=tokens, cp=cp, gpus_per_node=gpn, overlap=overlap,
                      ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
-                     sequence_parallel=sequence_parallel)
+                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers)
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s

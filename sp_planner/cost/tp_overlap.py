@@ -14,7 +14,7 @@ layernorm_linear.py lines 696-712: the backward's pairings):
   (proj_dgrad, fc2_dgrad: ring_exchange), the all-gathers of the saved QKV and FC1 inputs
   behind the QKV and FC1 dgrad GEMMs (qkv_dgrad, fc1_dgrad: bulk), and the reduce-scatters of
   the QKV and FC1 input gradients behind their wgrad GEMMs (qkv_wgrad, fc1_wgrad: bulk).
-That is cost.comm's 2 + 2 forward and 4 + 2 backward collectives.
+That is cost.tp_calls' 2 + 2 forward and 4 + 2 backward collectives.
 
 How each method hides its collective (TE common/comm_gemm_overlap/comm_gemm_overlap.cpp at
 d0067d0):

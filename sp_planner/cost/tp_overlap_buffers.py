@@ -65,6 +65,7 @@ from sp_planner.cost.gathered_transpose import (
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.precision import FP8_ELEM_BYTES
+from sp_planner.cost.tp_gathers import TpGathers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -124,8 +125,11 @@ def external_gather_s(dgrad_s, ag_s, copy_s, mx: MxSideTraffic):
     return mx.share * np.maximum(0.0, chain - np.asarray(dgrad_s, dtype=np.float64))
 
 
-def fp8_buf_rs_elem_bytes(model: ModelSpec, *, tp, precision, fp8_blockwise=False, sequence_parallel: bool = True):
+def fp8_buf_rs_elem_bytes(model: ModelSpec, *, tp, precision, gathers: TpGathers, fp8_blockwise=False,
+                          sequence_parallel: bool = True):
     """Mean bytes an element of an fp8_buf pipeline reduce-scatter moves (module docstring): 1 where
-    the run is per-tensor FP8 (the TE share's mix with bf16 on an MoE layer), bf16's 2 otherwise."""
-    fp8 = fp8_gathers(tp=tp, precision=precision, fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)
+    the run is per-tensor FP8 (the TE share's mix with bf16 on an MoE layer), bf16's 2 otherwise;
+    `gathers`: the framework's (cost.tp_gathers), Transformer Engine's wherever userbuffers run."""
+    fp8 = fp8_gathers(tp=tp, precision=precision, gathers=gathers, fp8_blockwise=fp8_blockwise,
+                      sequence_parallel=sequence_parallel)
     return np.where(fp8, BF16_BYTES - fp8_share(model) * (BF16_BYTES - FP8_ELEM_BYTES), float(BF16_BYTES))

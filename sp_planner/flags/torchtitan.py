@@ -108,7 +108,8 @@ def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
                      "--cp-comm allgather to match it.")
     if p.precision == "fp8":
         notes.append("llama3_405b runs float8 rowwise scaling (torchao) with torch.compile and async TP; the plan "
-                     "models per-tensor FP8 GEMMs.")
+                     "models per-tensor FP8 GEMMs, with TP all-gathers in bf16 as rowwise runs them (the cast "
+                     "after the gather).")
     if p.precision == "mxfp8":
         notes.append("llama3_8b_mxfp8 enables torch.compile, which MXFP8LinearConverter requires (SM100+).")
     return supported("torchtitan", _text(request), notes)

@@ -169,7 +169,8 @@ def job_config(request: FlagRequest) -> str:
     low_precision = []
     if p.precision != "bf16":
         # float8 / mx converters (job_config.py Model.converters, Float8Linear, MXLinear); the output
-        # layer stays bf16 as planned. tensorwise = per-tensor scales, as the cost model's FP8.
+        # layer stays bf16 as planned. tensorwise = per-tensor scales, as the cost model's FP8,
+        # and torchao's float8 TP styles gathering FP8 (cost.tp_gathers).
         converter, section, recipe = (("float8", "float8", "tensorwise") if p.precision == "fp8"
                                       else ("mx", "mx", "mxfp8_cublas"))
         low_precision = ["", *_section("model", [("converters", [converter])]), "",

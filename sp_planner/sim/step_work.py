@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.comm import (
+from sp_planner.cost.comm import comm_columns
+from sp_planner.cost.tp_calls import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
     OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
-    comm_columns,
     output_tp_forward_all_gathers,
     embedding_tp_forward_all_gathers,
     tp_calls_per_step,
@@ -75,7 +75,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     one = Candidates.of_plan(plan)  # the plan as one-entry candidate columns, for the cost model's functions
     sp = runtime.sequence_parallel
     sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
-                        states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp).sent_bytes
+                        states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp,
+                        tp_gathers=runtime.tp_gathers).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
@@ -89,15 +90,15 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         return phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl).duration_s
 
     # Tensor parallel: one all-gather / reduce-scatter moves the same bytes (cost.comm), but the
-    # layers' gathers, FP8 under per-tensor FP8, MXFP8 data and scales by tensor under MXFP8
-    # (cost.gathered_transpose).
+    # layers' gathers, FP8 under per-tensor FP8, MXFP8 data and scales by tensor under MXFP8, where
+    # the framework gathers them so (cost.tp_gathers, cost.gathered_transpose).
     scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
                                  position_embedding=model.position_embedding, sequence_parallel=sp).reduce_scatters
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
-    elem = layer_gather_bytes(model, tp=one.tp, precision=one.precision, fp8_blockwise=one.fp8_blockwise,
-                              sequence_parallel=sp)
+    elem = layer_gather_bytes(model, tp=one.tp, precision=one.precision, gathers=runtime.tp_gathers,
+                              fp8_blockwise=one.fp8_blockwise, sequence_parallel=sp)
     layer_elem, grad_elem = float(elem.fwd[0]), float(elem.grad[0])
     layer_ag = tp_ag if layer_elem == BF16_BYTES else phase(
         "tp all-gather (fp8)", groups["tp"], tp_bytes * layer_elem / BF16_BYTES, "ring", "all_gather")
@@ -133,7 +134,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
                      gpus_per_node=cluster.gpus_per_node, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                     fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel)
+                     fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel,
+                     tp_gathers=runtime.tp_gathers)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
     attn_params = model.attention_params_per_layer
@@ -180,7 +182,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         tp_all_gather_s=layer_ag,
         tp_grad_all_gather_s=grad_ag,
         tp_reduce_scatter_s=tp_rs,
-        # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.comm).
+        # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.tp_calls).
         tp_input_all_gather_s=layer_ag if sp else 0.0,
         ulysses_qkv_s=uly_qkv,
         ulysses_out_s=uly_out,
@@ -193,7 +195,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     work = StepWork(
         pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
-        # The embedding's and the output layer's TP collectives (cost.comm), beside their GEMMs.
+        # The embedding's and the output layer's TP collectives (cost.tp_calls), beside their GEMMs.
         first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd
         + embedding_tp_forward_all_gathers(model.position_embedding, sp) * tp_ag,
         first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_bwd,

@@ -19,7 +19,7 @@ from sp_planner.cost.loss_memory import (
     TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
-from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, Runtime
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME, Runtime
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
@@ -73,7 +73,9 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "Megatron-LM": MEGATRON_RUNTIME,
     "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
     "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
-    "torchtitan": TORCHTITAN_RUNTIME,
+    # The corpus' torchtitan (9dec370, 2024-12) applies torchao's float8 TP styles to every float8
+    # run (parallelisms/parallelize_llama.py lines 148-161): FP8 TP gathers, as 0.2.x's tensorwise.
+    "torchtitan": TORCHTITAN_V02_RUNTIME,
     # llm-foundry's MPT loss is flash-attn's fused cross entropy (loss_fn 'fused_crossentropy',
     # its default; cost.loss_memory).
     # Composer wraps torch FSDP1 (cost.grad_buffer).
@@ -89,7 +91,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
     gradient reduction (cost.states), TP userbuffers overlap and its configuration (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
     (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
-    parallelism (cost.gemm_work, cost.memory)."""
+    parallelism (cost.gemm_work, cost.memory); its TP gathers are the framework's (cost.tp_gathers)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -158,7 +160,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
         logit_bytes, loss_bytes = TE_FUSED_INPLACE_LOGIT_BYTES, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
                    logit_bytes=logit_bytes, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
-                   sequence_parallel=row.sequence_parallel)
+                   sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

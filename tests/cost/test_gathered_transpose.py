@@ -14,6 +14,7 @@ from sp_planner.cost.gathered_transpose import (
     ub_gather_elem_bytes,
 )
 from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS as TE
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.space import Candidates
 from sp_planner.sim.simulate import analytic_step_time_s, simulate
@@ -34,7 +35,7 @@ def test_llama3_70b_at_tp8_on_h100_by_hand():
     # 4 tensors x 4,096 tokens x 8,192: read + write 1 byte each, less the 1 byte on the rank's
     # 512 tokens the local cast was charged: 4 x 4096 x 8192 x (2 - 1/8) B = 251.7 MB, 98.9 us.
     model, h100 = load_model("llama3-70b"), load_hardware("h100")
-    got = gathered_transpose_s(model, h100, tokens=4096, tp=np.array([8]), precision=np.array([FP8]))
+    got = gathered_transpose_s(model, h100, gathers=TE, tokens=4096, tp=np.array([8]), precision=np.array([FP8]))
     expected = 4 * 4096 * 8192 * (2 - 1 / 8) / H100_MEMORY_BOUND_BYTES_PER_S
     assert got[0] == pytest.approx(expected)
     assert got[0] == pytest.approx(98.9e-6, rel=1e-3)
@@ -45,13 +46,13 @@ def test_only_per_tensor_fp8_with_sequence_parallel_tp_on_hopper_pays():
     tp = np.array([4, 4, 4, 1, 4])
     precision = np.array([FP8, BF16, MXFP8, FP8, FP8])
     block = np.array([False, False, False, False, True])
-    got = gathered_transpose_s(model, h100, tokens=8192, tp=tp, precision=precision, fp8_blockwise=block)
+    got = gathered_transpose_s(model, h100, gathers=TE, tokens=8192, tp=tp, precision=precision, fp8_blockwise=block)
     assert got[0] == pytest.approx(4 * 8192 * 8192 * (2 - 1 / 4) / H100_MEMORY_BOUND_BYTES_PER_S)
     assert got[1:].tolist() == [0.0, 0.0, 0.0, 0.0]
     # Blackwell's FP8 GEMMs take either layout; TP without sequence parallelism gathers nothing.
-    assert gathered_transpose_s(model, b200, tokens=8192, tp=np.array([4]), precision=np.array([FP8]))[0] == 0.0
-    assert gathered_transpose_s(model, h100, tokens=8192, tp=np.array([4]), precision=np.array([FP8]),
-                                sequence_parallel=False)[0] == 0.0
+    one = dict(gathers=TE, tokens=8192, tp=np.array([4]), precision=np.array([FP8]))
+    assert gathered_transpose_s(model, b200, **one)[0] == 0.0
+    assert gathered_transpose_s(model, h100, **one, sequence_parallel=False)[0] == 0.0
 
 
 def test_step_pays_each_layers_transposes_in_both_models(monkeypatch):
@@ -78,11 +79,11 @@ def test_layer_gathers_move_fp8_under_per_tensor_fp8_with_sequence_parallel():
     tp = np.array([8, 8, 8, 1])
     precision = np.array([FP8, BF16, FP8, FP8])
     block = np.array([False, False, True, False])
-    got = layer_gather_bytes(dense, tp=tp, precision=precision, fp8_blockwise=block)
+    got = layer_gather_bytes(dense, gathers=TE, tp=tp, precision=precision, fp8_blockwise=block)
     assert [v.tolist() for v in got] == [[1.0, 2.0, 2.0, 2.0]] * 3
-    assert layer_gather_bytes(moe, tp=np.array([4]), precision=np.array([FP8])).grad.tolist() == [1.5]
+    assert layer_gather_bytes(moe, gathers=TE, tp=np.array([4]), precision=np.array([FP8])).grad.tolist() == [1.5]
     # Without sequence parallelism TP all-reduces the bf16 outputs: nothing gathered in FP8.
-    assert layer_gather_bytes(dense, tp=np.array([8]), precision=np.array([FP8]),
+    assert layer_gather_bytes(dense, gathers=TE, tp=np.array([8]), precision=np.array([FP8]),
                               sequence_parallel=False).fwd.tolist() == [2.0]
 
 
@@ -92,13 +93,13 @@ def test_mxfp8_gathers_their_scales_and_both_usages_of_the_output_gradient():
     # more than bf16). MoE (half the gathers TE's): 2 - (2 - 1.03125)/2 and 2 - (2 - 2.0625)/2.
     dense, moe = load_model("llama3-70b"), load_model("qwen3-30b-a3b")
     mx = np.array([MXFP8])
-    got = layer_gather_bytes(dense, tp=np.array([8]), precision=mx)
+    got = layer_gather_bytes(dense, gathers=TE, tp=np.array([8]), precision=mx)
     assert [float(v[0]) for v in got] == [1.03125, 2.0625, 1.03125]
-    got = layer_gather_bytes(moe, tp=np.array([4]), precision=mx)
+    got = layer_gather_bytes(moe, gathers=TE, tp=np.array([4]), precision=mx)
     assert [float(v[0]) for v in got] == [1.515625, 2.03125, 1.515625]
-    assert layer_gather_bytes(dense, tp=np.array([1]), precision=mx).grad.tolist() == [2.0]
+    assert layer_gather_bytes(dense, gathers=TE, tp=np.array([1]), precision=mx).grad.tolist() == [2.0]
     # Userbuffers' buffers hold one usage's FP8 data alone (the scales gathered apart): 1 byte.
-    got = ub_gather_elem_bytes(dense, tp=np.array([8, 8, 8]), precision=np.array([MXFP8, FP8, BF16]))
+    got = ub_gather_elem_bytes(dense, gathers=TE, tp=np.array([8, 8, 8]), precision=np.array([MXFP8, FP8, BF16]))
     assert got.tolist() == [1.0, 1.0, 2.0]
 
 

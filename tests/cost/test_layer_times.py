@@ -6,6 +6,7 @@ import pytest
 from sp_planner.cost.layer_times import layer_times
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.ring_impl import TE_RING
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import Candidates
 from sp_planner.specs import Workload
@@ -17,7 +18,7 @@ def _times(model, hardware, plan):
     c = Candidates.of_plan(plan)
     return layer_times(model, hardware, WORKLOAD, c, tokens=plan.micro_batch * WORKLOAD.seq_len, cp=1,
                        gpus_per_node=2, overlap=MEGATRON_OVERLAP, ring_impl=TE_RING, loss_bytes_per_logit=4,
-                       sequence_parallel=True)
+                       sequence_parallel=True, tp_gathers=TE_TP_GATHERS)
 
 
 def test_tp_collectives_of_a_layer_and_of_the_pipeline_ends_by_hand(toy_model, hardware):

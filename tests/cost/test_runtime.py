@@ -10,6 +10,7 @@ from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTI
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME, Runtime, framework_runtime
 from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES, TORCH_FSDP_STATES
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.flags import FRAMEWORKS
 
 
@@ -59,3 +60,21 @@ def test_framework_gradient_wrapper(framework, sync):
 def test_an_unknown_framework_is_named():
     with pytest.raises(ValueError, match="unknown framework 'nemo'; expected one of megatron, mindspeed"):
         framework_runtime("nemo")
+
+
+@pytest.mark.parametrize("framework, interface, gathers", [
+    ("megatron", None, TE_TP_GATHERS), ("mindspeed", None, TE_TP_GATHERS), ("all", None, TE_TP_GATHERS),
+    # torchtitan 0.3.x converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x's tensorwise
+    # float8 (the TOML sp-plan writes) takes torchao's float8 TP styles (cost.tp_gathers).
+    ("torchtitan", None, BF16_TP_GATHERS), ("torchtitan", "0.3", BF16_TP_GATHERS),
+    ("torchtitan", "0.2", TORCHAO_TENSORWISE_TP_GATHERS),
+    # DeepSpeed refuses FP8 and yunchang tp > 1: the default, never reached by their plans.
+    ("deepspeed", None, TE_TP_GATHERS), ("yunchang", None, TE_TP_GATHERS),
+])
+def test_framework_tp_gathers(framework, interface, gathers):
+    assert framework_runtime(framework, interface).tp_gathers == gathers
+
+
+def test_an_unknown_torchtitan_interface_is_named():
+    with pytest.raises(ValueError, match="unknown torchtitan interface '0.1'; expected one of 0.3, 0.2"):
+        framework_runtime("torchtitan", "0.1")

@@ -16,6 +16,7 @@ from sp_planner.cost.tp_overlap_buffers import (
     mx_side_traffic,
 )
 from sp_planner.cost.precision import BF16, FP8, MXFP8
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS as TE
 
 MS = 1e-3
 GB200_MEMORY_BOUND_BYTES_PER_S = 8.0e12 * 0.73  # gb200-nvl72.yaml: HBM x efficiency.memory_bound
@@ -75,7 +76,8 @@ def test_fp8_buf_reduce_scatter_moves_fp8_under_per_tensor_fp8_only():
     # an element there; bf16, MXFP8 (TE 2.x) and blockwise FP8 keep bf16's 2. On Qwen3-235B-A22B's
     # MoE layers TE gathers half the tensors (cost.gathered_transpose.fp8_share 0.5): 2 - 0.5 x 1.
     dense = load_model("Llama-3-70B")
-    got = fp8_buf_rs_elem_bytes(dense, tp=np.array([4, 4, 4, 1]), precision=np.array([FP8, BF16, MXFP8, FP8]))
+    got = fp8_buf_rs_elem_bytes(dense, gathers=TE, tp=np.array([4, 4, 4, 1]),
+                                precision=np.array([FP8, BF16, MXFP8, FP8]))
     assert got.tolist() == [1.0, 2.0, 2.0, 2.0]
-    assert fp8_buf_rs_elem_bytes(dense, tp=4, precision=FP8, fp8_blockwise=True) == 2.0
-    assert fp8_buf_rs_elem_bytes(load_model("Qwen3-235B-A22B"), tp=4, precision=FP8) == 1.5
+    assert fp8_buf_rs_elem_bytes(dense, gathers=TE, tp=4, precision=FP8, fp8_blockwise=True) == 2.0
+    assert fp8_buf_rs_elem_bytes(load_model("Qwen3-235B-A22B"), gathers=TE, tp=4, precision=FP8) == 1.5

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.comm import (
+from sp_planner.cost.tp_calls import (
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,

@@ -206,6 +206,16 @@ def test_rows_run_their_frameworks_ring_unless_they_state_another(corpus):
     assert row_runtime(usp.model_copy(update={"ring_impl": None})).ring == TE_RING
 
 
+def test_rows_gather_over_tp_as_their_framework_does(corpus):
+    # Transformer Engine quantizes before its TP gathers; the corpus' torchtitan (9dec370, 2024-12)
+    # gathers float8 through torchao's float8 TP styles, as 0.2.x's tensorwise (cost.tp_gathers).
+    from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+    from sp_planner.validation.row_run import row_runtime
+
+    assert row_runtime(_row(corpus, "mbd-405b-b200-cs")).tp_gathers == TE_TP_GATHERS
+    assert row_runtime(_row(corpus, "titan-70b-2d")).tp_gathers == TORCHAO_TENSORWISE_TP_GATHERS
+
+
 def test_rows_whose_recipe_reduces_gradients_in_bf16_keep_bf16_main_gradients(corpus):
     # Megatron-Bridge's llama perf configs set grad_reduce_in_fp32 False: the 405B B200 rank holds
     # 2 B a parameter less of gradients than with Megatron's fp32 default, in memory and in the

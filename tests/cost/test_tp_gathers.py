@@ -1,0 +1,82 @@
+"""The recipes a framework's TP all-gathers move in low precision (cost.tp_gathers), by hand:
+torchtitan gathers per-tensor FP8 only through torchao's tensorwise float8 TP styles (0.2.x)."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.comm import comm_columns
+from sp_planner.cost.gathered_transpose import gathered_transpose_s, layer_gather_bytes
+from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+from sp_planner.plan import PRECISIONS, ParallelPlan
+from sp_planner.sim.simulate import analytic_step_time_s, simulate
+from sp_planner.space import Candidates
+from sp_planner.specs import Workload
+
+BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))
+H100_MEMORY_BOUND_BYTES_PER_S = 3.35e12 * 0.76  # h100-sxm.yaml: HBM x efficiency.memory_bound
+
+
+@pytest.mark.parametrize("precision, gathers, elem_bytes", [
+    (FP8, TORCHAO_TENSORWISE_TP_GATHERS, 1.0),  # Float8ColwiseParallel & co. gather the float8 _data
+    (FP8, BF16_TP_GATHERS, 2.0),  # 0.3.x rowwise: plain TP styles, the cast after the gather
+    (MXFP8, TORCHAO_TENSORWISE_TP_GATHERS, 2.0),  # the mx converter never takes the float8 styles
+    (MXFP8, BF16_TP_GATHERS, 2.0),
+    (FP8, TE_TP_GATHERS, 1.0),  # Transformer Engine: every gather of the layer quantized
+])
+def test_a_dense_layers_gathers_by_framework_at_tp_2_to_4(precision, gathers, elem_bytes):
+    # Input (QKV, FC1), output gradient and saved-input gathers alike at every tp > 1; at tp 1 none.
+    got = layer_gather_bytes(load_model("llama3-8b"), tp=np.array([2, 3, 4, 1]), precision=np.full(4, precision),
+                             gathers=gathers)
+    assert [v.tolist() for v in got] == [[elem_bytes] * 3 + [2.0]] * 3
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_torchtitan_gather_bytes_by_release(tp):
+    # One gather sends (tp-1)/tp of 8192 x 4096 elements: 33,554,432 B in bf16 at tp 2, 50,331,648 at
+    # tp 4. Per micro-batch the 32 layers gather 6 times each, the embedding once and the output layer
+    # twice (pp 1), x 2 micro-batches. 0.2.x (tensorwise): the 192 layer gathers at 1 byte, the ends'
+    # 3 in bf16; 0.3.x (rowwise): all 195 in bf16, as the plan in bf16.
+    model, workload = load_model("llama3-8b"), Workload(seq_len=8192, global_batch=4)
+    plan = ParallelPlan(tp=tp, dp=2, zero=1, precision="fp8", fp8_recipe="tensorwise")
+    one_bf16 = 8192 * 4096 * 2 * (tp - 1) // tp
+    sent = {name: comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=8,
+                               tp_gathers=runtime.tp_gathers).sent_bytes.tp_all_gather[0]
+            for name, runtime in (("0.2", TORCHTITAN_V02_RUNTIME), ("0.3", TORCHTITAN_RUNTIME))}
+    assert sent["0.2"] == 2 * (32 * 6 * one_bf16 // 2 + 3 * one_bf16)
+    assert sent["0.3"] == 2 * 195 * one_bf16
+    assert {2: sent["0.2"], 4: sent["0.3"]}[tp] == {2: 6_643_777_536, 4: 19_629_342_720}[tp]
+
+
+def test_only_gathered_fp8_is_transposed():
+    # 0.3.x gathers bf16: no gathered FP8 tensor for Hopper's weight gradients to transpose.
+    model, h100 = load_model("llama3-8b"), load_hardware("h100")
+    one = dict(tokens=8192, tp=np.array([4]), precision=np.array([FP8]))
+    assert gathered_transpose_s(model, h100, gathers=BF16_TP_GATHERS, **one)[0] == 0.0
+    assert gathered_transpose_s(model, h100, gathers=TORCHAO_TENSORWISE_TP_GATHERS, **one)[0] == pytest.approx(
+        4 * 8192 * 4096 * (2 - 1 / 4) / H100_MEMORY_BOUND_BYTES_PER_S)
+
+
+def test_torchtitan_releases_step_apart_by_gathers_and_transposes_in_both_models():
+    # Llama-3-8B at 8K, tp 4 alone on a 4-GPU H100 node (dp 1: no data-parallel overlap hangs on the
+    # backward's length), 2 micro-batches, no TP overlap: 0.3.x's 32 x 2 x 6 layer gathers take the
+    # ring time of 50.3 MB sent where 0.2.x's take 25.2 MB's, and 0.2.x pays the 32 x 2 gathered
+    # transposes of 4 tensors of 8192 x 4096 (2 - 1/4 bytes an element) that 0.3.x does not.
+    model, hardware = load_model("llama3-8b"), load_hardware("h100")
+    workload = Workload(seq_len=8192, global_batch=2)
+    plan = ParallelPlan(tp=4, precision="fp8", fp8_recipe="tensorwise")
+    one_bf16 = 8192 * 4096 * 2 * 3 / 4
+    ring = lambda sent: ring_collective_time_s(hardware, "all_gather", sent, 4, 1, 4)  # noqa: E731
+    gathers_s = 32 * 2 * 6 * (ring(one_bf16) - ring(one_bf16 / 2))
+    transposes_s = 32 * 2 * 4 * 8192 * 4096 * (2 - 1 / 4) / H100_MEMORY_BOUND_BYTES_PER_S
+    releases = (("0.2", TORCHTITAN_V02_RUNTIME), ("0.3", TORCHTITAN_RUNTIME))
+    ana = {name: analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=4, runtime=runtime)
+           for name, runtime in releases}
+    sim = {name: simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=4, detail=False,
+                          runtime=runtime).step_time_s
+           for name, runtime in releases}
+    assert ana["0.3"] - ana["0.2"] == pytest.approx(gathers_s - transposes_s, rel=1e-6)
+    assert sim["0.3"] - sim["0.2"] == pytest.approx(gathers_s - transposes_s, rel=0.05)
+    assert gathers_s - transposes_s == pytest.approx(22.6e-3, rel=1e-3)
