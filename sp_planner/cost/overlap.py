@@ -84,8 +84,8 @@ class Overlap(FrozenModel):
     grad_reduce: bool  # ZeRO-1/2/3: gradient buckets reduce-scattered during backward
     param_gather: bool  # ZeRO-1/2 parameter all-gather hidden behind the next forward
     tp_comm: bool  # TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap)
-    # The userbuffers configuration tp_comm runs (cost.tp_overlap_cfg): TE's defaults unless a run
-    # passes a tuned one (Megatron-Bridge's tp_comm_overlap_cfg, the corpus rows that state it).
+    # The userbuffers configuration tp_comm runs (cost.tp_overlap_cfg): TE 2.x's defaults unless a
+    # corpus row names another (tp_comm_overlap_cfg: a recipe's tuned one, or TE 1.8's defaults).
     tp_comm_cfg: UbConfigName = TE_DEFAULT_NAME
     zero3_prefetch: bool  # ZeRO-3 gathers issued one layer ahead of use
     grad_all_reduce: bool  # ZeRO-0: gradient buckets all-reduced during backward

@@ -22,7 +22,11 @@ d0067d0):
   the local shard; while chunk i runs, the next shard is sent and received (copy engine,
   use_ce), and chunk i + 1 waits for it: each of the tp - 1 transfers (ag / (tp - 1)) is
   exposed where it takes longer than a chunk (gemm / tp); the GEMM keeps every SM (no margin)
-  and loses the 1 SM the collective holds while it runs (num_sm 1, cost.overlap's charge). A
+  and loses the 1 SM the collective holds while it runs (cost.overlap's charge): with use_ce
+  its kernels only signal the peers, on one block whatever num_sm is (userbuffers.cu
+  userbuffers_sendrecv, SETUP_LAUNCH_CONFIG(signalonly ? 1 : comm->sms, ..), signalonly where
+  use_ce: lines 2347 and 2365 at v2.14.1, 2273 and 2290 at v1.8), so TE 1.8's default num_sm 16
+  costs what TE 2.x's num_sm 1 does. A
   reduce-scatter run as a ring exchange (split_overlap_rs of CommOverlapP2PBase, lines
   1295-1405; a tuned config's choice) sends each chunk's partial output to its rank while the
   next chunk runs, the last chunk kept, and sums the tp chunks after them
@@ -40,10 +44,10 @@ A GEMM with set_sm_margin is launched on sm_count - num_sm SMs for its whole len
 _math_sms = sm_count - num_comm_sm under set_sm_margin; TE's defaults, base.py lines 384-387:
 num_sm 16 and the margin for pipeline and bulk), i.e. takes sms / (sms - num_sm) of its time, and
 that slower GEMM is the window; without it the collective's kernel holds its num_sm SMs beside the
-GEMM while it runs (cost.overlap's charge: num_sm / sms of the overlapped time). A dgrad or wgrad
-GEMM takes its forward GEMM's time. Each GEMM's method, num_sm, margin and splits are the run's
-userbuffers configuration's (cost.tp_overlap_cfg: TE's defaults, or a tuned one a Megatron-Bridge
-recipe passes, Overlap.tp_comm_cfg).
+GEMM while it runs (cost.overlap's charge: num_sm / sms of the overlapped time; a ring exchange's 1,
+above). A dgrad or wgrad GEMM takes its forward GEMM's time. Each GEMM's method, num_sm, margin and
+splits are the run's userbuffers configuration's (cost.tp_overlap_cfg: TE 2.x's defaults, TE 1.8's
+where a row names them, or a tuned one a Megatron-Bridge or NeMo recipe passes, Overlap.tp_comm_cfg).
 
 Chunk GEMMs (chunk_factors): ring_exchange and pipeline run one cuBLAS GEMM per chunk of the
 tokens (M), each on compute stream i % streams (lines 1135-1138 and 1183-1186), of which there
@@ -83,6 +87,9 @@ from sp_planner.specs.model import ModelSpec
 
 # Compute streams a userbuffers layer runs its chunk GEMMs on, at most (TE comm_gemm_overlap.h).
 MAX_COMPUTE_STREAMS = 3
+# SMs a ring exchange's copy-engine transfers hold beside its GEMM: their one-block signal kernels
+# (module docstring).
+RING_EXCHANGE_SMS = 1
 
 
 class LayerGemms(NamedTuple):
@@ -176,7 +183,7 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
 def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_fprop):
     """Seconds a ring_exchange collective (`ag_s`: its tp - 1 transfers) adds to its GEMM (module
     docstring): the GEMM's chunking slowdown, the transfers beyond the tp chunks beside them, and
-    the GPU's `sms` its settings `g` take: its margin, or the SMs it holds while it runs."""
+    the GPU's `sms` its settings `g` take: its margin, or the SM its signals hold while it runs."""
     ag_s, whole = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
     gemm_s = whole * chunking
     if g.set_sm_margin:
@@ -189,7 +196,7 @@ def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm =
         exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
     if g.set_sm_margin:
         return gemm_s - whole + exposed
-    return gemm_s - whole + exposed + g.num_sm / sms * np.minimum(ag_s, gemm_s)
+    return gemm_s - whole + exposed + RING_EXCHANGE_SMS / sms * np.minimum(ag_s, gemm_s)
 
 
 def margin_gemm_s(gemm_s, sms=SMS_PER_GPU, num_sm=TE_DEFAULT.proj_fprop.num_sm):

@@ -17,10 +17,11 @@ What the cost model prices of a GEMM's settings: its method (ring_exchange, pipe
 num_sm and set_sm_margin (with the margin its GEMM runs on sm_count - num_sm SMs: common/
 comm_gemm_overlap/comm_gemm_overlap.cpp line 99, _math_sms = set_sm_margin ? sm_count -
 num_comm_sm : sm_count; without it the collective's kernel holds num_sm SMs beside the GEMM while
-it runs), a pipeline's num_splits, a ring exchange's aggregate and a pipeline's fp8_buf (below).
-Not priced: cga_size (the communication kernel's cluster shape), atomic_gemm (False in every
-configuration here), use_ce (TE's default, True in every one: the ring exchange's transfers on the
-copy engine), and a pipeline's last chunk reduce-scattering on UB_MAX_SM SMs (v1.8 pytorch/csrc/
+it runs, a ring exchange's 1 whatever its num_sm: use_ce, TE's default and True in every
+configuration here, puts its transfers on the copy engine, cost.tp_overlap), a pipeline's
+num_splits, a ring exchange's aggregate and a pipeline's fp8_buf (below). Not priced: cga_size (the
+communication kernel's cluster shape), atomic_gemm (False in every configuration here), and a
+pipeline's last chunk reduce-scattering on UB_MAX_SM SMs (v1.8 pytorch/csrc/
 comm_gemm_overlap.h line 479; a kernel's speed on its SMs is not modelled). fp8_buf matters only
 for the reduce-scatters (TE sets it for the all-gathers itself, lines 468-472); Bridge's FP8
 configs give proj_fprop and fc2_fprop fp8_buf False, the NeMo launcher's FP8 one True.
@@ -42,8 +43,18 @@ set (cost.tp_overlap prices them):
   FP8 chunks, scales, sums and writes the 2-byte output in one kernel
   (reducescatter2_userbuff_stridedoutput_fp8, comm_gemm_overlap.h lines 461 and 483; userbuffers.cu
   line 840): the reduce-scatter moves 1 byte an element, no pass added.
-TE 1.x's own defaults (no ub_cfgs, base.py lines 254-262) are not TE_DEFAULT: every GEMM 16 SMs
-without margin; a row that ran them is priced on TE_DEFAULT (TE 2.x's) all the same.
+TE's defaults changed twice (initialize_ub, the GEMMs a run's ub_cfgs leaves out, methods as
+above at every tag):
+- to v1.8 (v1.0 66d91d521 lines 200-205 ... v1.8 3ec998e lines 254-262, and main until 5ee981757,
+  2024-07-23): add_ub's defaults, num_sm 16 and set_sm_margin 0 for every GEMM (v1.8 lines
+  117-123), ring exchanges included, pipelines in 4 splits: TE_1_8_DEFAULT;
+- v1.9 to v1.13 (get_default_config, v1.9 e79d915 lines 222-236, from ade3b9bcf): the ring
+  exchanges on num_sm 1, the rest as before, no margin; priced as TE_1_8_DEFAULT (a ring exchange's
+  transfers run on the copy engine, cost.tp_overlap), so not named apart;
+- v2.0 on (d715c836e, 2025-02-04, #1427; v2.0 e5cc6c299 line 308): set_sm_margin for pipeline and
+  bulk: TE_DEFAULT.
+A row selects TE_1_8_DEFAULT by naming it (tp_comm_overlap_cfg te_1.8_default) where its source
+dates the run's Transformer Engine; a row that names none runs TE_DEFAULT.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ class UbGemm(NamedTuple):
     """One overlapped GEMM's userbuffers settings (module docstring)."""
 
     method: str  # RING_EXCHANGE, PIPELINE or BULK
-    num_sm: int  # SMs its collective's kernel holds
+    num_sm: int  # SMs its collective's kernel holds (a ring exchange: its margin's, module docstring)
     set_sm_margin: bool  # its GEMM runs on sm_count - num_sm SMs
     num_splits: int = 4  # a pipeline's chunks (a ring exchange runs tp chunks)
     aggregate: bool = False  # an all-gather ring exchange on 2 chunks a GEMM, after a 1X pair swap
@@ -90,6 +101,13 @@ TE_DEFAULT = UbConfig(qkv_fprop=_RING_AG, proj_fprop=_PIPELINE, fc1_fprop=_RING_
                       proj_dgrad=_RING_AG, fc2_dgrad=_RING_AG, qkv_dgrad=_BULK, fc1_dgrad=_BULK, qkv_wgrad=_BULK,
                       fc1_wgrad=_BULK)
 
+# TE up to v1.8 without ub_cfgs (module docstring): every GEMM's collective on 16 SMs, no margin.
+_RING_AG_TE1, _PIPELINE_TE1, _BULK_TE1 = UbGemm(RING_EXCHANGE, 16, False), UbGemm(PIPELINE, 16, False, 4), \
+    UbGemm(BULK, 16, False)
+TE_1_8_DEFAULT = UbConfig(qkv_fprop=_RING_AG_TE1, proj_fprop=_PIPELINE_TE1, fc1_fprop=_RING_AG_TE1,
+                          fc2_fprop=_PIPELINE_TE1, proj_dgrad=_RING_AG_TE1, fc2_dgrad=_RING_AG_TE1, qkv_dgrad=_BULK_TE1,
+                          fc1_dgrad=_BULK_TE1, qkv_wgrad=_BULK_TE1, fc1_wgrad=_BULK_TE1)
+
 
 def _bridge_fp8(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: int) -> UbConfig:
     """Megatron-Bridge's FP8 configurations: the bulk GEMMs' num_sm without SM margin
@@ -98,8 +116,6 @@ def _bridge_fp8(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: int) 
     bulk = lambda num_sm: UbGemm(BULK, num_sm, False)  # noqa: E731
     return TE_DEFAULT._replace(proj_fprop=_RING_RS, fc2_fprop=_RING_RS, qkv_dgrad=bulk(qkv_dgrad),
                                qkv_wgrad=bulk(qkv_wgrad), fc1_dgrad=bulk(fc1_dgrad), fc1_wgrad=bulk(fc1_wgrad))
-
-
 
 
 def _nemo_launcher(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: int, *, fp8_buf: bool,
@@ -121,6 +137,7 @@ TE_DEFAULT_NAME = "te_default"
 # Megatron-Bridge training/comm_overlap.py at c81012934 (line of each instance).
 UB_CONFIGS: dict[str, UbConfig] = {
     TE_DEFAULT_NAME: TE_DEFAULT,
+    "te_1.8_default": TE_1_8_DEFAULT,
     "userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192": _bridge_fp8(4, 24, 2, 4),  # line 111
     "userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192": _bridge_fp8(4, 24, 2, 4),  # line 137
     "userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192": _bridge_fp8(2, 24, 2, 2),  # line 164
@@ -132,6 +149,7 @@ UB_CONFIGS: dict[str, UbConfig] = {
 }
 UbConfigName = Literal[
     "te_default",
+    "te_1.8_default",
     "userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192",
     "userbuffers_fp8_b200_h8192_tp2_mbs1_seqlen8192",
     "userbuffers_fp8_h100_h16384_tp8_cp2_mbs1_seqlen8192",

@@ -133,8 +133,8 @@ class CorpusRow(FrozenModel):
     tp_comm_overlap: bool = False
     # The userbuffers configuration a tp_comm_overlap row's recipe passes Transformer Engine by name
     # (Megatron-Bridge training/comm_overlap.py userbuffers_*, NeMo-Framework-Launcher
-    # tp_overlap/ub_cfg_*.yaml; cost.tp_overlap_cfg); None: TE's defaults, which a recipe without
-    # tp_comm_overlap_cfg runs.
+    # tp_overlap/ub_cfg_*.yaml; cost.tp_overlap_cfg), or te_1.8_default where a recipe without one ran
+    # a Transformer Engine up to v1.8 (its own defaults: no SM margin); None: TE 2.x's defaults.
     tp_comm_overlap_cfg: UbConfigName | None = None
     # False where the run's TP ran without Megatron's sequence parallelism (Megatron-LM before
     # --sequence-parallel, 2021-22: tensor-parallel all-reduces, norms and dropouts on every TP

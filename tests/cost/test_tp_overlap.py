@@ -287,6 +287,29 @@ def test_nemo_launcher_fp8_config_pairs_by_hand():
     assert te.bwd_s == pytest.approx((2 / 132 + 4 * 2 * 16 / 116) * MS)
 
 
+TE_1_8 = UB_CONFIGS["te_1.8_default"]
+
+
+def test_te_1_8_defaults_hold_sms_instead_of_margins():
+    # A 2 ms GEMM beside a 1 ms collective, on 132 SMs. TE 1.8's bulk GEMM keeps every SM and loses 16
+    # for the collective's 1 ms (16/132 = 0.121 ms); TE 2.x's runs on 116 for its 2 ms (2 x 16/116 =
+    # 0.276 ms). Pipeline, 4 splits: the last 0.25 ms chunk exposed in both, plus the same SM charge.
+    assert bulk_s(1 * MS, 2 * MS, 132, TE_1_8.qkv_wgrad) == pytest.approx(16 / 132 * MS)
+    assert bulk_s(1 * MS, 2 * MS) == pytest.approx(2 * 16 / 116 * MS)
+    assert pipeline_s(1 * MS, 2 * MS, 1.0, 132, TE_1_8.proj_fprop) == pytest.approx((0.25 + 16 / 132) * MS)
+    # Its ring exchange's num_sm 16 is a copy-engine transfer's: 1 SM of 132 for the 1 ms, as TE 2.x's.
+    assert ring_exchange_s(1 * MS, 2 * MS, 2, 1.0, 132, TE_1_8.qkv_fprop) == pytest.approx(1 / 132 * MS)
+
+
+def test_te_1_8_layer_pairs_by_hand():
+    # As test_layer_pairs_by_hand (GEMMs 2 ms, AG and RS 1 ms, tp 2) on TE 1.8's defaults. Forward:
+    # the two ring exchanges' SM and the two pipelines' 0.25 ms last chunks and 16 SMs for 1 ms.
+    # Backward: the dgrad ring exchanges' SM, the four bulk collectives' 16 SMs for 1 ms each.
+    t = tp_overlap_times(1 * MS, 1 * MS, LayerGemms(2 * MS, 2 * MS, 2 * MS, 2 * MS), 2, cfg=TE_1_8)
+    assert t.fwd_s == pytest.approx((2 / 132 + 2 * (0.25 + 16 / 132)) * MS)
+    assert t.bwd_s == pytest.approx((2 / 132 + 4 * 16 / 132) * MS)
+
+
 def test_stated_fp8_buf_reduce_scatters_move_fp8(monkeypatch):
     # Llama-3-70B at tp 4 in FP8 on 8192 tokens under the NeMo launcher's FP8 config: the
     # pipelines' reduce-scatter is priced on 1 byte an element of the 8192 x 8192 micro-batch

@@ -6,6 +6,7 @@ from sp_planner.cost.tp_overlap_cfg import (
     BULK,
     PIPELINE,
     RING_EXCHANGE,
+    TE_1_8_DEFAULT,
     TE_DEFAULT,
     UB_CONFIGS,
     UbConfigName,
@@ -41,3 +42,13 @@ def test_only_the_nemo_launcher_configs_set_aggregate_or_fp8_buf():
         assert (flags == {(False, False)}) == (not name.startswith("ub_cfg_")), name
     assert set(typing.get_args(UbConfigName)) == set(UB_CONFIGS)
     assert UB_CONFIGS["te_default"] is TE_DEFAULT
+
+
+def test_te_1_8_defaults_as_their_source():
+    # TE v1.8 (3ec998e) module/base.py initialize_ub without ub_cfgs: add_ub(name, method,
+    # num_splits=4 for pipeline) with add_ub's defaults num_sm 16, set_sm_margin 0 (lines 117-123,
+    # 254-262): every GEMM 16 SMs, none with the margin; the methods TE 2.x's (lines 99-103).
+    assert UB_CONFIGS["te_1.8_default"] is TE_1_8_DEFAULT
+    for te1, te2 in zip(TE_1_8_DEFAULT, TE_DEFAULT, strict=True):
+        assert (te1.method, te1.num_sm, te1.set_sm_margin) == (te2.method, 16, False)
+    assert TE_1_8_DEFAULT.proj_fprop.num_splits == TE_1_8_DEFAULT.fc2_fprop.num_splits == 4

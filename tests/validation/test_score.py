@@ -328,6 +328,19 @@ def test_tuned_userbuffers_config_rows_time_their_own_config(corpus):
         CorpusRow.model_validate({**row.model_dump(), "tp_comm_overlap": False})
 
 
+def test_te_1x_rows_time_te_1_8_defaults(corpus):
+    # The Megatron-LM README's H100 runs (2024-07-15, no --tp-comm-overlap-cfg) ran a Transformer
+    # Engine no newer than v1.8's defaults: 16 SMs a collective, no SM margin (TE v1.8 module/base.py
+    # lines 117-123, 254-262). Every one of their tp_comm_overlap rows names them, and the 7.1B row's
+    # TP collectives cost less than under TE 2.x's margins (te_default).
+    rows = [r for r in corpus.rows if r.id.startswith("mlmh-") and r.tp_comm_overlap]
+    assert len(rows) == 8 and {r.tp_comm_overlap_cfg for r in rows} == {"te_1.8_default"}
+    row = _row(corpus, "mlmh-7.1b")
+    assert row_runtime(row).overlap.tp_comm_cfg == "te_1.8_default"
+    te2 = row.model_copy(update={"tp_comm_overlap_cfg": None})
+    assert predict_row(row, corpus).time.tp_comm_s < predict_row(te2, corpus).time.tp_comm_s
+
+
 def test_rows_without_sequence_parallelism_run_their_norms_on_every_tp_rank(corpus):
     # Narayanan et al. 2021 (Megatron-LM before --sequence-parallel): the 18B run at tp 8 states
     # sequence_parallel false, its runtime carries it, and it is slower and holds more than the
