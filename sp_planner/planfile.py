@@ -5,7 +5,8 @@ groups are written as their generator (`rank_layout`: axis order and degrees, a 
 scale); the full lists (`rank_groups`) only on request. Reading a plan file expands the generator
 and checks it, and any full lists, against the layout the executor uses. Fields added since a file
 was written read as their defaults (one schema_version throughout), but for the model's attention
-fields whose default would change what sp-run computes (sp_planner.planfile_unrecorded).
+fields whose default would change what sp-run computes and the framework release the plan was timed
+for (sp_planner.planfile_unrecorded).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
+from sp_planner.cost.runtime import Runtime
+from sp_planner.flags import release_runtime
 from sp_planner.flags.base import Framework
+from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
-from sp_planner.planfile_unrecorded import Unrecorded, unrecorded_fields
+from sp_planner.planfile_unrecorded import Unrecorded, unrecorded_fields, unrecorded_release
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -74,6 +78,11 @@ class PlanFile(FrozenModel):
     num_nodes: int = Field(gt=0)
     gpus_per_node: int = Field(gt=0)
     framework: Framework = "megatron"
+    # The framework release whose runtime timed the plan and whose flags sp-plan emitted: torchtitan's
+    # --framework-version (flags.torchtitan.VERSIONS; sp-plan writes its default where none was
+    # given, null: the newest); null for the frameworks with one. Absent from files written before it
+    # (planfile_unrecorded.unrecorded_release).
+    framework_version: str | None = None
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
     # The rank groups' generator (written by sp-plan; absent from files written before it).
@@ -85,6 +94,23 @@ class PlanFile(FrozenModel):
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime sp-plan timed the plan with, which its readers time it again with."""
+        return release_runtime(self.framework, self.framework_version)
+
+    @model_validator(mode="after")
+    def _release_is_the_frameworks(self) -> PlanFile:
+        """A release sp-plan never writes for the framework would be timed as some other one."""
+        version = self.framework_version
+        if version is not None and self.framework != "torchtitan":
+            raise ValueError(f"framework_version {version!r}: sp-planner times one {self.framework} release; "
+                             "remove framework_version")
+        if version is not None and version not in VERSIONS:
+            raise ValueError(f"framework_version {version!r} is not a torchtitan release sp-planner times; "
+                             f"give one of {', '.join(VERSIONS)}")
+        return self
 
     @model_validator(mode="after")
     def _rank_layout_is_the_plans(self) -> PlanFile:
@@ -192,12 +218,15 @@ class LoadedPlan(NamedTuple):
     # A file written before plan files recorded some of the model's attention fields: how they
     # were settled (planfile_unrecorded); None where the file records them all.
     unrecorded: Unrecorded | None
+    # A file written before plan files recorded the framework release, where its plan's timing
+    # depends on it: the release it is timed as, in a line (planfile_unrecorded.unrecorded_release).
+    release_note: str | None = None
 
 
 def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> LoadedPlan:
     """Read plan.json. Fields added after a file was written read as their defaults, except the
-    model's attention fields (planfile_unrecorded): a built-in model's are taken from the catalog,
-    or `given`'s (sp-run's flags) where the file lacks them."""
+    model's attention fields and the framework release (planfile_unrecorded): a built-in model's
+    are taken from the catalog, or `given`'s (sp-run's flags) where the file lacks them."""
     data = read_structured(Path(path), what="plan")
     if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
         raise UserInputError(
@@ -211,7 +240,11 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     if unrecorded is not None and unrecorded.updates:
         model = plan_file.model.model_copy(update=dict(unrecorded.updates))
         plan_file = plan_file.model_copy(update={"model": model})
-    return LoadedPlan(plan_file, unrecorded)
+    release_note = None
+    if "framework_version" not in data:
+        release = unrecorded_release(plan_file.framework, plan_file.plan, source=f"plan file {path}")
+        plan_file, release_note = plan_file.model_copy(update={"framework_version": release.version}), release.note
+    return LoadedPlan(plan_file, unrecorded, release_note)
 
 
 def read_plan_file(path: Path) -> PlanFile:

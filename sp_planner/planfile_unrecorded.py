@@ -16,6 +16,12 @@ model entry without the key is one whose file does not say it. For each such fie
 qk_norm (de600a0) and position_embedding came later too; sp-run applies neither (its Q and K are
 drawn, not projected or rotated; it refuses an ALiBi model, cli.run_model.refuse_unapplied), and both
 default to what older files meant.
+
+The plan file's framework_version (the release sp-plan timed the plan for; torchtitan's runtime
+differs by release since 7853893, 2026-12-06) is settled by the same rule (`unrecorded_release`):
+the frameworks but torchtitan have one release; torchtitan's is its default, what sp-plan times
+without --framework-version and what sp-simulate and sp-report timed every torchtitan plan file as
+from 7853893 to the field, with a note where its releases time the plan differently.
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from sp_planner.catalog.hf_config import origin_model_type
+from sp_planner.cost.gathered_transpose import fp8_gathers, mx_gathers
+from sp_planner.cost.runtime import TORCHTITAN_RUNTIMES
+from sp_planner.flags.torchtitan import DEFAULT_VERSION
+from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.specs.model import ModelSpec
 from sp_planner.units import format_tokens
 
@@ -202,3 +212,36 @@ def first_difference(stated: Mapping[str, Any], mine: Mapping[str, Any], theirs:
         elif a != b:
             return f"{prefix}{key} {a}, built-in {b}"
     return None
+
+
+class UnrecordedRelease(NamedTuple):
+    """How a plan file without framework_version was settled: the release it is timed as
+    (`version`; None for a framework with one) and a line saying so where that matters (`note`)."""
+
+    version: str | None
+    note: str | None
+
+
+def unrecorded_release(framework: str, plan: ParallelPlan, *, source: str) -> UnrecordedRelease:
+    """The release a plan file that lacks framework_version is timed as (module docstring): for
+    torchtitan its default, with a note where another release would time `plan` differently."""
+    if framework != "torchtitan":
+        return UnrecordedRelease(None, None)
+    note = None if _releases_time_alike(plan) else (
+        f"{source} was written before plan files recorded the framework release (framework_version): its plan is "
+        f"timed as torchtitan {DEFAULT_VERSION} (sp-plan's default) runs it, whose TP all-gathers move other bytes "
+        "for this plan than torchtitan 0.2.x's; write the plan again with sp-plan --out --framework torchtitan "
+        "--framework-version 0.2.2 if it was made for 0.2.x")
+    return UnrecordedRelease(DEFAULT_VERSION, note)
+
+
+def _releases_time_alike(plan: ParallelPlan) -> bool:
+    """Whether every torchtitan release gathers `plan`'s TP inputs alike: their runtimes differ in
+    their TP gathers only (cost.runtime; tests/test_planfile_unrecorded.py checks it)."""
+    code = PRECISIONS.index(plan.precision)  # the cost functions take precision codes
+    gathered = {(bool(fp8_gathers(tp=plan.tp, precision=code, gathers=r.tp_gathers, fp8_blockwise=plan.fp8_blockwise,
+                                  sequence_parallel=r.sequence_parallel)),
+                 bool(mx_gathers(tp=plan.tp, precision=code, gathers=r.tp_gathers,
+                                 sequence_parallel=r.sequence_parallel)))
+                for r in TORCHTITAN_RUNTIMES.values()}
+    return len(gathered) == 1

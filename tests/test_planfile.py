@@ -5,10 +5,11 @@ import json
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
 from sp_planner.errors import UserInputError
 from sp_planner.layout import GRID_ORDER, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, RankLayout, read_plan_file, write_plan_file
+from sp_planner.planfile import PlanFile, RankLayout, load_plan_file, read_plan_file, write_plan_file
 from sp_planner.specs import Workload
 
 PLAN = ParallelPlan(dp=2, pp=2, tp=2, ulysses=2, ring=2)  # 32 ranks
@@ -139,3 +140,45 @@ def test_a_plan_its_hardware_cannot_run_is_refused_on_read(tmp_path, hardware, p
         read_plan_file(path)
     assert str(err.value).startswith(f"plan file {path} is invalid: ")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_megatron_plan_file_round_trips_with_a_null_framework_version(tmp_path):
+    # The release is recorded for every framework (null: Megatron has one); the rest of the file is
+    # what it was before the field, and a file without the key reads back as the same plan file.
+    path = tmp_path / "plan.json"
+    written = _plan_file(rank_layout=RankLayout.of(PLAN))
+    write_plan_file(path, written)
+    text = path.read_text()
+    doc = json.loads(text)
+    assert list(doc)[list(doc).index("framework") + 1] == "framework_version" and doc["framework_version"] is None
+    loaded = load_plan_file(path)
+    assert loaded == (written, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
+    del doc["framework_version"]  # as written before the field
+    older = tmp_path / "older.json"
+    older.write_text(json.dumps(doc, indent=2) + "\n")
+    assert load_plan_file(older) == (written, None, None)
+    write_plan_file(older, read_plan_file(older))
+    assert older.read_text() == text
+
+
+@pytest.mark.parametrize("version, runtime", [
+    ("0.2.2", TORCHTITAN_V02_RUNTIME), ("0.2.x", TORCHTITAN_V02_RUNTIME), ("0.3.0", TORCHTITAN_RUNTIME),
+    (None, TORCHTITAN_RUNTIME),  # null: the newest, as sp-plan without --framework-version
+])
+def test_a_torchtitan_plan_file_is_timed_by_its_release(tmp_path, version, runtime):
+    path = tmp_path / "plan.json"
+    write_plan_file(path, _plan_file(framework="torchtitan", framework_version=version))
+    read = read_plan_file(path)
+    assert read.framework_version == version and read.runtime == runtime
+
+
+@pytest.mark.parametrize("framework, version, message", [
+    ("megatron", "0.2.2", "framework_version '0.2.2': sp-planner times one megatron release; remove "
+                          "framework_version"),
+    ("torchtitan", "0.1.0", "framework_version '0.1.0' is not a torchtitan release sp-planner times; give one of "
+                            "0.3.0, 0.3, 0.3.x, 0.2.2, 0.2, 0.2.x"),
+])
+def test_a_release_sp_plan_never_writes_is_refused_on_read(tmp_path, framework, version, message):
+    def edit(doc):
+        doc["framework"], doc["framework_version"] = framework, version
+    assert _edited(tmp_path, edit).endswith(message)

@@ -1,5 +1,6 @@
-"""Plan files written before plan files recorded the model's attention fields (sp_planner.planfile_unrecorded):
-files written by this sp-planner with the fields deleted, as the older ones lack them."""
+"""Plan files written before plan files recorded the model's attention fields or the framework release
+(sp_planner.planfile_unrecorded): files written by this sp-planner with the fields deleted, as the older
+ones lack them."""
 
 import json
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sp_planner.catalog import load_hardware, load_hf_config, load_model
+from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_RUNTIMES
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, load_plan_file, read_plan_file, write_plan_file
 from sp_planner.planfile_unrecorded import LATER_FIELDS, first_difference
@@ -58,7 +60,7 @@ def test_a_file_that_records_the_scale_is_read_as_written(tmp_path):
                                              ("deepseek-v3", 0.1352337788608801)])
 def test_an_older_plan_of_a_built_in_takes_its_scale_with_a_note(tmp_path, name, scale):
     path = _older_file(tmp_path, load_model(name))
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     assert plan_file.model.softmax_scale == pytest.approx(scale, rel=1e-12)
     assert unrecorded.problem is None
     model = plan_file.model
@@ -89,7 +91,7 @@ def test_sp_plans_moe_options_and_fields_added_later_do_not_hide_a_built_in(tmp_
 
 def test_a_built_in_name_on_another_architecture_is_refused(tmp_path):
     path = _older_file(tmp_path, load_model("gemma-2-27b"), num_layers=40)
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     assert plan_file.model.softmax_scale is None and unrecorded.updates == {} and unrecorded.note is None
     assert unrecorded.problem == (
         f"plan file {path} was written before plan files recorded the softmax scale, and its model bears the name "
@@ -114,7 +116,7 @@ def test_a_deepseek_import_is_the_built_in_or_refused(tmp_path):
 def test_other_models_run_at_one_over_sqrt_d_with_a_note(tmp_path):
     mine = load_model("gemma-2-27b").model_copy(update={"name": "my-gemma"})
     path = _older_file(tmp_path, mine)
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     assert plan_file.model.softmax_scale is None and unrecorded.problem is None
     assert unrecorded.note == (f"plan file {path} was written before plan files recorded the softmax scale: its "
                                "model my-gemma runs at 1/sqrt(128) = 0.0883883, as every model did then; pass "
@@ -142,7 +144,7 @@ BEFORE_MLA = {"mla": None, "window": None, "qk_norm": None}
 def test_an_older_gemma_2_plan_takes_its_window_softcap_and_scale(tmp_path):
     # Before the window, Gemma-2-27B ran every layer as full attention, uncapped, at 1/sqrt(128).
     path = _older_file(tmp_path, load_model("gemma-2-27b"), **BEFORE_MLA)
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     window = plan_file.model.window
     assert (window.window_tokens, window.local_layers, window.global_layers, window.logit_softcapping) == (
         4096, 1, 1, 50.0)
@@ -178,7 +180,7 @@ def test_an_mla_entry_missing_takes_the_built_ins_head_dims(tmp_path):
 
 def test_a_built_in_name_on_another_architecture_names_each_field_it_cannot_tell(tmp_path):
     path = _older_file(tmp_path, load_model("gemma-2-9b"), num_layers=40, **BEFORE_MLA)
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     assert plan_file.model.window is None and unrecorded.updates == {} and unrecorded.note is None
     assert unrecorded.problem == (
         f"plan file {path} was written before plan files recorded the attention window and logit softcap (window), "
@@ -213,7 +215,7 @@ def test_a_mistral_import_before_the_window_is_refused(tmp_path):
 def test_other_models_run_as_every_model_did_then_with_one_note(tmp_path):
     mine = load_model("llama3-8b").model_copy(update={"name": "my-llama"})
     path = _older_file(tmp_path, mine, **BEFORE_MLA)
-    plan_file, unrecorded = load_plan_file(path)
+    plan_file, unrecorded, _ = load_plan_file(path)
     assert plan_file.model == mine and unrecorded.problem is None
     assert unrecorded.note == (
         f"plan file {path} was written before plan files recorded the MLA head dims (mla), the attention window "
@@ -227,3 +229,49 @@ def test_later_fields_default_to_what_every_model_ran_before_them():
     # A missing key reads as the default: None, the attention every model had before the field.
     assert [f.key for f in LATER_FIELDS] == ["mla", "window", "softmax_scale"]
     assert all(ModelSpec.model_fields[f.key].default is None for f in LATER_FIELDS)
+
+
+def _older_release_file(tmp_path: Path, framework: str, version: str | None, **plan) -> Path:
+    """A plan file of Llama-3-8B on 8 H100s written now for `framework` at `version`, its
+    framework_version deleted."""
+    path = tmp_path / "plan.json"
+    write_plan_file(path, PlanFile(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                                   workload=Workload(seq_len=32768, global_batch=8), num_nodes=1, gpus_per_node=8,
+                                   framework=framework, framework_version=version, plan=ParallelPlan(**plan)))
+    doc = json.loads(path.read_text())
+    del doc["framework_version"]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_an_older_torchtitan_fp8_tp_plan_is_timed_as_the_default_release_with_a_note(tmp_path):
+    # An FP8 plan at tp 2: torchtitan 0.2.x gathers its TP inputs in FP8, 0.3.x in bf16
+    # (cost.tp_gathers), so the release the file does not record changes its timing.
+    path = _older_release_file(tmp_path, "torchtitan", "0.2.2", dp=2, tp=2, ring=2, precision="fp8")
+    loaded = load_plan_file(path)
+    assert loaded.plan_file.framework_version == "0.3.0" and loaded.plan_file.runtime == TORCHTITAN_RUNTIME
+    assert loaded.unrecorded is None
+    assert loaded.release_note == (
+        f"plan file {path} was written before plan files recorded the framework release (framework_version): its "
+        "plan is timed as torchtitan 0.3.0 (sp-plan's default) runs it, whose TP all-gathers move other bytes for "
+        "this plan than torchtitan 0.2.x's; write the plan again with sp-plan --out --framework torchtitan "
+        "--framework-version 0.2.2 if it was made for 0.2.x")
+    assert read_plan_file(path).framework_version == "0.3.0"  # sp-simulate's and sp-report's reading
+
+
+@pytest.mark.parametrize("framework, version, version_read, plan", [
+    ("torchtitan", "0.3.0", "0.3.0", dict(dp=2, tp=2, ring=2)),  # bf16: every release gathers bf16
+    ("torchtitan", "0.2.2", "0.3.0", dict(dp=4, ring=2, precision="fp8")),  # tp 1: no TP gathers
+    ("megatron", None, None, dict(dp=2, tp=2, ring=2, precision="fp8")),  # one release
+])
+def test_an_older_plan_its_releases_time_alike_needs_no_word(tmp_path, framework, version, version_read, plan):
+    loaded = load_plan_file(_older_release_file(tmp_path, framework, version, **plan))
+    assert (loaded.plan_file.framework_version, loaded.release_note) == (version_read, None)
+
+
+def test_torchtitans_releases_differ_in_their_tp_gathers_only():
+    # planfile_unrecorded tells where an older torchtitan file's release changes its timing by the
+    # TP gathers alone: a runtime field added that differs by release needs telling too.
+    dumps = [runtime.model_dump(exclude={"tp_gathers"}) for runtime in TORCHTITAN_RUNTIMES.values()]
+    assert len(dumps) == 2 and dumps[0] == dumps[1]
+    assert len({runtime.tp_gathers for runtime in TORCHTITAN_RUNTIMES.values()}) == 2

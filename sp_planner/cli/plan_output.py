@@ -51,6 +51,12 @@ def launch_command(framework: str, framework_version: str | None) -> str:
     return LAUNCH_COMMANDS[framework]
 
 
+def recorded_release(framework: str, framework_version: str | None) -> str | None:
+    """The release plan.json records (PlanFile.framework_version): torchtitan's, its default where
+    none was given (so that a later default leaves the file's timing as it was); None for the others."""
+    return (framework_version or torchtitan.DEFAULT_VERSION) if framework == "torchtitan" else None
+
+
 class Answer(FrozenModel):
     """A question, the search's result and, when nothing fits, the verified fixes."""
 
@@ -238,9 +244,11 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
             sys.stderr.write(f"note: {out} not written: no plan that fits can be expressed in {answer.framework}\n")
         else:
             best = answer.chosen
+            framework = "megatron" if answer.framework == "all" else answer.framework
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
-                gpus_per_node=q.gpus_per_node, framework="megatron" if answer.framework == "all" else answer.framework,
+                gpus_per_node=q.gpus_per_node, framework=framework,
+                framework_version=recorded_release(framework, answer.framework_version),
                 plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
                 rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))
@@ -253,5 +261,6 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, result=answer.result,
                 summary=summary(answer, full_rank_groups=full_rank_groups), framework=answer.framework,
+                framework_version=answer.framework_version,
             )
         sys.stderr.write(f"wrote {index}\n")

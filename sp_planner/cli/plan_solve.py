@@ -6,8 +6,7 @@ from __future__ import annotations
 from sp_planner.cli.plan_output import Answer
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.cost.runtime import framework_runtime
-from sp_planner.flags import torchtitan
+from sp_planner.flags import release_runtime
 from sp_planner.present.advice import FitSuggestion, suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.search import SEARCH_STEPS, search
@@ -22,8 +21,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     q = question
     # Time and size plans as the framework runs them with the flags sp-plan emits: its overlap,
     # training states and TP gathers (cost.runtime; Megatron's for "all"; torchtitan's by release).
-    interface = torchtitan.resolve_version(framework_version) if framework == "torchtitan" else None
-    runtime = framework_runtime(framework, interface)
+    runtime = release_runtime(framework, framework_version)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     wanted = max(top, simulate or 0)
     with delayed_progress("searching plans") as update:

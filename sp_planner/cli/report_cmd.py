@@ -5,6 +5,7 @@ Exit codes: 0 report written; 2 bad input (one line on stderr).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +14,7 @@ import typer
 from sp_planner.cli.common import folder_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.help_format import PlainHelpCommand
+from sp_planner.cli.terminal import write_note
 
 EPILOG = """\
 Examples:
@@ -47,7 +49,8 @@ def report(
     from sp_planner.report.from_plan import report_from_plan_file
 
     with delayed_progress("searching plans and writing the report"):
-        index = report_from_plan_file(plan_file, run_paths=run or (), out_dir=out, top_k=top)
+        index = report_from_plan_file(plan_file, run_paths=run or (), out_dir=out, top_k=top,
+                                      note=lambda text: write_note(text, sys.stderr))
     typer.echo(str(index))
     return 0
 

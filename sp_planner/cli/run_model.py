@@ -29,7 +29,8 @@ def settled_plan(path: Path, softmax_scale: float | None) -> tuple[PlanFile, str
     --softmax-scale for the scale, else the values its loading settled, and is refused where one
     could not be settled; a file that records the scale refuses --softmax-scale, as the plan's other
     shapes refuse their flags."""
-    plan_file, unrecorded = load_plan_file(path, None if softmax_scale is None else {"softmax_scale": softmax_scale})
+    loaded = load_plan_file(path, None if softmax_scale is None else {"softmax_scale": softmax_scale})
+    plan_file, unrecorded = loaded.plan_file, loaded.unrecorded
     if softmax_scale is not None and (unrecorded is None or "softmax_scale" not in unrecorded.missing):
         raise UserInputError(f"--softmax-scale: plan file {path} records its model's softmax scale "
                              f"({plan_file.model.attention_scale:.6g}); drop --softmax-scale or drop --plan")

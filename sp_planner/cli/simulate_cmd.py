@@ -8,13 +8,13 @@ Gantt chart (PNG or SVG) into --out-dir.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
 
-from sp_planner.cost.runtime import framework_runtime
 from sp_planner.cli.common import folder_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import (
@@ -27,13 +27,14 @@ from sp_planner.destination import (
 )
 from sp_planner.errors import UserInputError
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
-from sp_planner.planfile import check_plan_file_runs, read_plan_file
+from sp_planner.planfile import check_plan_file_runs, load_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import SimResult
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 from sp_planner.cli.help_format import PlainHelpCommand
+from sp_planner.cli.terminal import write_note
 
 EPILOG = """\
 Example:
@@ -115,7 +116,8 @@ def simulate_command(
     nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs per node (default: one per GPU)")] = None,
 ) -> None:
     """Simulate one training step of the plan file and print where its time goes."""
-    pf = read_plan_file(plan_file)
+    loaded = load_plan_file(plan_file)
+    pf = loaded.plan_file
     check_plan_file_runs(pf)  # as sp-report refuses it, before any work
     if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
@@ -130,11 +132,13 @@ def simulate_command(
         for path in (timeline, chart):
             check_file_destination(path, option="--out-dir", fixed_name=True)
             refuse_reading_file_as_output(path, option="--out-dir's", inputs=(("plan", plan_file),))
+    if loaded.release_note is not None:  # a file that predates framework_version: the release it is timed as
+        write_note(loaded.release_note, sys.stderr)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,
             topology=None if topology == "profile" else topology, nics_per_node=nics_per_node,
-            runtime=framework_runtime(pf.framework),
+            runtime=pf.runtime,  # the runtime sp-plan timed it with
         )
         chart_bytes = gantt_bytes(result, gantt)
     console = Console()

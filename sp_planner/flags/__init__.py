@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from sp_planner.cost.runtime import Runtime, framework_runtime
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed, megatron, mindspeed, torchtitan, yunchang
 from sp_planner.flags.base import FRAMEWORKS, FlagRequest, Framework, FrameworkFlags
@@ -32,12 +33,22 @@ def render_all(request: FlagRequest) -> dict[str, FrameworkFlags]:
     return {name: render_flags(name, request) for name in FRAMEWORKS}
 
 
+def release_runtime(framework: str, framework_version: str | None = None) -> Runtime:
+    """How `framework` runs a plan with the flags sp-plan emits for its release `framework_version`
+    (torchtitan's, flags.torchtitan.VERSIONS; None: its newest; the others have one): cost.runtime's,
+    torchtitan's by its config interface. What sp-plan times plans with and the plan file's
+    readers time them again with (PlanFile.runtime)."""
+    interface = torchtitan.resolve_version(framework_version) if framework == "torchtitan" else None
+    return framework_runtime(framework, interface)
+
+
 __all__ = [
     "FRAMEWORKS",
     "LAUNCHERS",
     "FlagRequest",
     "Framework",
     "FrameworkFlags",
+    "release_runtime",
     "render_all",
     "render_flags",
     "render_launch",

@@ -7,17 +7,16 @@ by this search (the file's stored estimate may come from an older cost model).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from sp_planner.cost.runtime import framework_runtime
 from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, check_plan_file_runs, read_plan_file
+from sp_planner.planfile import PlanFile, check_plan_file_runs, load_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary
@@ -28,11 +27,14 @@ from sp_planner.specs.model import softmax_scale_or_default
 
 
 def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), out_dir: Path,
-                          top_k: int = 10) -> Path:
-    """Read the plan file and run results, search again, write the report; return index.html's path."""
+                          top_k: int = 10, note: Callable[[str], None] = lambda text: None) -> Path:
+    """Read the plan file and run results, search again, write the report; return index.html's path.
+    The search times plans with the runtime the plan file was timed with (PlanFile.runtime); `note`
+    gets the line that says which release a file that predates framework_version is timed as."""
     check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
-    plan_file = read_plan_file(plan_path)
+    loaded = load_plan_file(plan_path)
+    plan_file = loaded.plan_file
     check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
     # Read every input before the (slower) search, so a bad --run fails at once.
     runs = [read_run_record(path) for path in run_paths]
@@ -46,7 +48,9 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         "--device cpu")
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; {fix}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
-    runtime = framework_runtime(plan_file.framework)
+    if loaded.release_note is not None:
+        note(loaded.release_note)
+    runtime, version = plan_file.runtime, plan_file.framework_version
     pins = plan_choices(plan_file.plan)
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
                     gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
@@ -58,15 +62,15 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                                                runtime=runtime)
     framework_ranked = () if not fits else expressible_plans(
         result, plan_file.framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
-        gpus_per_node=per_node, top_k=top_k)
+        gpus_per_node=per_node, top_k=top_k, framework_version=version)
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
                             suggestions=suggestions, framework=plan_file.framework,
-                            framework_ranked=framework_ranked[:top_k])
+                            framework_ranked=framework_ranked[:top_k], framework_version=version)
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
-                        summary=summary, runs=runs,
-                        framework=plan_file.framework, chosen=chosen_estimate(plan_file, result))
+                        summary=summary, runs=runs, framework=plan_file.framework, framework_version=version,
+                        chosen=chosen_estimate(plan_file, result))
 
 
 def plan_choices(plan: ParallelPlan) -> Pins:
@@ -148,6 +152,6 @@ def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:
     try:
         return evaluate(plan_file.model, plan_file.hardware, plan_file.workload, plan_file.plan,
                         num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node,
-                        runtime=framework_runtime(plan_file.framework))
+                        runtime=plan_file.runtime)
     except ValueError as err:
         raise UserInputError(f"the plan file's plan cannot be evaluated: {err}") from None

@@ -20,13 +20,12 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
-from sp_planner.cost.runtime import framework_runtime
 from sp_planner import __version__
 from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.fileio import check_output_folder
-from sp_planner.flags import FlagRequest
+from sp_planner.flags import FlagRequest, release_runtime
 from sp_planner.report import sections
 from sp_planner import interrupts
 from sp_planner.report.background import Background
@@ -59,12 +58,15 @@ def write_report(
     summary: dict[str, Any],
     runs: Sequence[RunRecord] = (),
     framework: str = "megatron",
+    framework_version: str | None = None,
     chosen: PlanEstimate | None = None,
 ) -> Path:
     """Write the report into `out_dir` and return the path of its index.html.
 
     `chosen` is the plan the report recommends (a plan file's plan); by default the search's first.
-    `framework` names whose flags to show ("all" for every framework). `summary` is written as
+    `framework` names whose flags to show ("all" for every framework), at `framework_version`
+    (torchtitan's release, flags.release_runtime: also the runtime the simulation section times
+    the plan with). `summary` is written as
     summary.json unchanged: pass sp_planner.present.summary.build_summary's document.
     """
     out_dir = resolve_link(Path(out_dir))  # a link to a report folder: the folder is replaced, the link stays
@@ -89,7 +91,8 @@ def write_report(
                 csv = Background.start(lambda: write_plans_csv(csv_path, frame))
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
-                            chosen=chosen, from_plan_file=plan_file_plan, frame=frame)
+                            chosen=chosen, from_plan_file=plan_file_plan, frame=frame,
+                            framework_version=framework_version)
     except BaseException:
         _discard(staging, csv)
         raise
@@ -123,14 +126,15 @@ def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame
 
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
                  gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
-                 chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None) -> str:
+                 chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None,
+                 framework_version: str | None = None) -> str:
     """The text of index.html. `frame`: result.frame when the caller already holds it."""
     frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
     if all(est.plan != chosen.plan for est in shown):
         shown = [chosen, *shown[: TOP_PLANS - 1]]
     flag_request = FlagRequest(model=model, workload=workload, plan=chosen.plan, num_nodes=num_nodes,
-                               gpus_per_node=gpus_per_node)
+                               gpus_per_node=gpus_per_node, framework_version=framework_version)
     world = num_nodes * gpus_per_node
     parts = [
         sections.question_section(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
@@ -142,7 +146,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
-                           gpus_per_node=gpus_per_node, runtime=framework_runtime(framework)),
+                           gpus_per_node=gpus_per_node, runtime=release_runtime(framework, framework_version)),
     ]
     if runs:
         parts.append(sections.runs_section(runs))

@@ -100,3 +100,29 @@ def test_a_plan_that_cannot_run_is_refused_before_any_work(capsys, tmp_path, har
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]  # no report, no staging folder
+
+
+def test_an_older_torchtitan_fp8_plan_is_reported_as_the_default_release_with_a_note(capsys, tmp_path, monkeypatch):
+    # A torchtitan FP8 plan at tp 2 from before plan files recorded the release: timed as 0.3.0
+    # (what sp-report timed it as then), with the note saying so (planfile_unrecorded.unrecorded_release).
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.planfile import load_plan_file
+    from sp_planner.specs.workload import Workload
+    from tests.cli.conftest import notes_unwrapped
+
+    monkeypatch.chdir(tmp_path)  # a short path: the note's lines fit the 80 columns
+    monkeypatch.setenv("COLUMNS", "80")
+    write_plan_file(tmp_path / "plan.json", PlanFile(
+        model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"), workload=Workload(seq_len=32768,
+        global_batch=8), num_nodes=1, gpus_per_node=8, framework="torchtitan", framework_version="0.2.2",
+        plan=ParallelPlan(dp=2, tp=2, ring=2, precision="fp8")))
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    del doc["framework_version"]
+    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    code, out, err = sp_report(capsys, "plan.json", "--out", "r")
+    assert code == 0 and out == "r/index.html\n"
+    assert notes_unwrapped(err) == [f"note: {load_plan_file('plan.json').release_note}"]
+    # 0.3.0's flags: it ships no FP8 config function for Llama-3-8B (0.2.x's TOML would have it).
+    titan = json.loads((tmp_path / "r" / "summary.json").read_text())["plans"][0]["flags"]["torchtitan"]
+    assert not titan["supported"] and "--framework-version 0.2.2" in titan["reason"]

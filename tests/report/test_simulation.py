@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from sp_planner.catalog import load_model
@@ -106,3 +107,49 @@ def test_top_plans_show_a_simulated_column_only_when_plans_carry_one(question):
     second = re.findall(r"<tr>(<td>2</td>.*?)</tr>", html)[0]
     assert re.findall(r"<td[^>]*>([^<]*)</td>", second)[11] == "-"
     assert "Ranked by simulated step time" in html
+
+
+TORCHTITAN_0_2_FP8 = ("--model", "llama3-8b", "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "32k",
+                      "--precision", "fp8", "--framework", "torchtitan", "--framework-version", "0.2.2")
+
+
+def _simulated(html: str) -> tuple[str, str]:
+    """The simulation section's (simulated step, analytic step) figures."""
+    start = html.index('<section id="simulation">')
+    part = html[start:html.index("</section>", start)]
+    return tuple(re.search(rf"<dt>{name} step</dt><dd>([^<;(]+)", part).group(1).strip()
+                 for name in ("simulated", "analytic"))
+
+
+def test_sp_plans_report_simulates_with_the_runtime_it_timed_plans_with(tmp_path, run_main):
+    # torchtitan 0.2.x gathers tensorwise float8 TP inputs in FP8 (cost.tp_gathers): the report's
+    # simulation of the recommended plan (FP8 at tp 2) ran as 0.3.x's bf16 gathers.
+    from sp_planner.cli import plan_cmd
+
+    printed = run_main(plan_cmd, *TORCHTITAN_0_2_FP8, "--format", "json", "--report", tmp_path / "r")
+    assert printed.exit_code == 0, printed.stderr
+    best = json.loads(printed.stdout)["plans"][0]
+    assert (best["tp"], best["precision"]) == (2, "fp8")
+    simulated, analytic = _simulated((tmp_path / "r" / "index.html").read_text(encoding="utf-8"))
+    assert analytic == format_seconds(best["step_time_s"])
+
+
+def test_sp_report_times_a_torchtitan_0_2_plan_as_sp_plan_did(tmp_path, run_main):
+    # summary.json is the document sp-plan --format json prints for the plan file's framework at its
+    # release (0.2.x timing and TOML flags); the simulation section is sp-simulate's figures.
+    from sp_planner.cli import plan_cmd, report_cmd, simulate_cmd
+
+    plan = tmp_path / "plan.json"
+    printed = run_main(plan_cmd, *TORCHTITAN_0_2_FP8, "--format", "json", "--out", plan)
+    assert printed.exit_code == 0, printed.stderr
+    reported = run_main(report_cmd, plan, "--out", tmp_path / "r")
+    assert reported.exit_code == 0 and reported.stderr == "", reported.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary == json.loads(printed.stdout)
+    chosen = summary["framework_plans"][0]
+    assert chosen["tp"] == 2 and "[parallelism]" in chosen["flags"]["torchtitan"]["text"]
+    assert run_main(simulate_cmd, plan, "--out-dir", tmp_path / "sim").exit_code == 0
+    timeline = json.loads((tmp_path / "sim" / "timeline.json").read_text())
+    assert timeline["analytic_step_time_s"] == chosen["step_time_s"]
+    html = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert _simulated(html) == (format_seconds(timeline["step_time_s"]), format_seconds(chosen["step_time_s"]))

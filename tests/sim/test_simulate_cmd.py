@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -6,8 +7,9 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.simulate_cmd import app
 from sp_planner.cli.common import run_app
 from sp_planner.plan import ParallelPlan
-from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.planfile import PlanFile, load_plan_file, write_plan_file
 from sp_planner.specs.workload import Workload
+from tests.cli.conftest import notes_unwrapped
 
 
 def _run(argv):
@@ -133,3 +135,58 @@ def test_a_plan_that_cannot_run_is_one_line_exit_2_and_writes_nothing(tmp_path, 
     assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
     assert message in captured.err and "Traceback" not in captured.err
     assert captured.out == "" and not out.exists()
+
+
+TORCHTITAN_FP8 = ("--model", "llama3-8b", "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "32k",
+                  "--precision", "fp8", "--tp", "2", "--dp", "2", "--ring", "2", "--ulysses", "1", "--pp", "1",
+                  "--framework", "torchtitan")
+
+
+def test_a_torchtitan_0_2_plan_is_simulated_as_sp_plan_timed_it(tmp_path, run_main):
+    # torchtitan 0.2.x gathers tensorwise float8 TP inputs in FP8, 0.3.x in bf16 (cost.tp_gathers):
+    # the plan file records the release, and sp-simulate times the plan as sp-plan did (it timed
+    # every torchtitan file as 0.3.x).
+    from sp_planner.cli import plan_cmd, simulate_cmd
+
+    plan = tmp_path / "plan.json"
+    printed = run_main(plan_cmd, *TORCHTITAN_FP8, "--framework-version", "0.2.2", "--simulate", "1", "--format",
+                       "json", "--out", plan)
+    assert printed.exit_code == 0, printed.stderr
+    chosen = json.loads(printed.stdout)["framework_plans"][0]
+    doc = json.loads(plan.read_text())
+    assert doc["framework_version"] == "0.2.2" and doc["estimate"]["step_time_s"] == chosen["step_time_s"]
+    newest = tmp_path / "newest.json"
+    newest.write_text(json.dumps({**doc, "framework_version": "0.3.0"}))
+    timelines = {}
+    for name, path in (("0.2", plan), ("0.3", newest)):
+        result = run_main(simulate_cmd, path, "--out-dir", tmp_path / name)
+        assert result.exit_code == 0 and result.stderr == "", result.stderr
+        timelines[name] = json.loads((tmp_path / name / "timeline.json").read_text())
+    mine = timelines["0.2"]
+    assert (mine["analytic_step_time_s"], mine["step_time_s"]) == (chosen["step_time_s"],
+                                                                    chosen["simulated_step_time_s"])
+    # Each TP all-gather of 0.2.x moves the FP8 input: the 32K / ring 2 = 16,384 tokens x 4,096
+    # hidden x 1 byte, (tp - 1) / tp of it per rank; 0.3.x gathers it in bf16 (2 bytes), and takes longer.
+    gathers = {name: {p["name"]: p["bytes_per_rank"] for p in t["phases"]} for name, t in timelines.items()}
+    assert gathers["0.2"]["tp all-gather (fp8)"] == 16384 * 4096 * 1 // 2
+    assert "tp all-gather (fp8)" not in gathers["0.3"] and gathers["0.3"]["tp all-gather"] == 16384 * 4096 * 2 // 2
+    assert timelines["0.3"]["analytic_step_time_s"] > mine["analytic_step_time_s"]
+
+
+def test_an_older_torchtitan_file_is_simulated_as_the_default_release_with_a_note(tmp_path, run_main,
+                                                                                 monkeypatch):
+    from sp_planner.cli import plan_cmd, simulate_cmd
+
+    monkeypatch.chdir(tmp_path)  # a short path: the note's lines fit the 80 columns
+    plan = Path("plan.json")
+    assert run_main(plan_cmd, *TORCHTITAN_FP8, "--framework-version", "0.2.2", "--out", plan).exit_code == 0
+    doc = json.loads(plan.read_text())
+    del doc["framework_version"]  # as written before the field
+    plan.write_text(json.dumps(doc))
+    result = run_main(simulate_cmd, plan, "--out-dir", "sim")
+    assert result.exit_code == 0
+    note = load_plan_file(plan).release_note  # its text: tests/test_planfile_unrecorded.py
+    assert note.startswith("plan file plan.json was written before plan files recorded the framework release")
+    assert notes_unwrapped(result.stderr) == [f"note: {note}"]
+    timeline = json.loads(Path("sim/timeline.json").read_text())
+    assert timeline["analytic_step_time_s"] > doc["estimate"]["step_time_s"]  # timed as 0.3.x, bf16 gathers
