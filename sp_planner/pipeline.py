@@ -1,5 +1,7 @@
 """Pipeline stages as Megatron-LM runs them: the layer split (even, or uneven first and last
-stages), virtual stages per rank (interleaved 1F1B), the bubble and the micro-batches in flight.
+stages), virtual stages per rank (interleaved 1F1B), the pacing stage, the warm-up, the
+micro-batches in flight and the interleaved groups' pile-up (cost.pipeline_path builds the
+bubble from them, as the step's critical path).
 
 Vectorized over candidates like the rest of the cost model. A split is stored as the decoder layers
 of the first and last stage, 0 meaning the even split num_layers / pp. Megatron's rules
@@ -130,27 +132,30 @@ def interleave_breaks(pp, vpp, num_micro_batches):
     return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
 
 
-def bubble_micro_batches(pp, vpp):
-    """Pipeline bubble in units of one micro-batch's full-stage time: (pp - 1) / vpp
-    (Narayanan et al. 2021, arXiv 2104.04473, sections 2.2.1-2.2.2: bubble fraction (p-1)/m for
-    1F1B, divided by v for the interleaved schedule)."""
-    return (np.asarray(pp) - 1) / np.asarray(vpp)
-
-
 def stage_in_flight(pp, vpp, num_micro_batches, rank):
-    """Micro-batches' worth of pipeline rank `rank`'s activations stored at its peak.
+    """Micro-batches' worth of pipeline rank `rank`'s activations stored at its peak: the chunk
+    forwards it runs before its first backward (forwards_before_backward), each holding 1/vpp of
+    the stage's layers. 1F1B: min(pp - rank, m) (Narayanan 2021 section 2.2.1); the last rank of
+    an interleaved pipeline holds ((vpp - 1) * pp + 1) / vpp micro-batches when the loss runs, not
+    one."""
+    return forwards_before_backward(pp, vpp, num_micro_batches, rank) / np.asarray(vpp)
 
-    1F1B: min(pp - rank, m) (warm-up pp - rank - 1 plus the one in 1F1B; Narayanan 2021 section
-    2.2.1). Interleaved: Megatron's warm-up on a rank is 2(pp - rank - 1) + (vpp - 1) * pp chunks
-    plus the one in steady state (pipeline_parallel/schedules.py get_pp_rank_microbatches, group
-    size pp), capped at all m * vpp chunks; each chunk holds 1/vpp of the stage's layers. The last
-    rank thus holds ((vpp - 1) * pp + 1) / vpp micro-batches when the loss runs, not one.
-    """
+
+def forwards_before_backward(pp, vpp, num_micro_batches, rank):
+    """Chunk forwards rank `rank` runs before its first backward: Megatron's warm-up, pp - rank - 1
+    (1F1B) or 2(pp - rank - 1) + (vpp - 1) pp (interleaved; pipeline_parallel/schedules.py
+    get_pp_rank_microbatches, group size pp), and the one it pairs with that backward, capped at
+    all m vpp of them."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.maximum(np.asarray(num_micro_batches), 1)
-    rank = np.asarray(rank)
-    plain = np.minimum(pp - rank, m)
-    chunks = np.minimum(2 * (pp - rank - 1) + (vpp - 1) * pp + 1, m * vpp)
-    return np.where(vpp > 1, chunks / vpp, plain)
+    rest = pp - np.asarray(rank) - 1
+    return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * pp, rest) + 1, m * vpp)
+
+
+def rank_running(pp, vpp, num_forwards):
+    """The rank (a real number) that runs `num_forwards` chunk forwards before its first backward,
+    uncapped: W + 1 = num_forwards solved for the rank (stage_in_flight's warm-up)."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    return np.where(vpp > 1, pp - 1 - (num_forwards - 1 - (vpp - 1) * pp) / 2, pp - num_forwards)
 
 
 def first_stage_in_flight(pp, vpp, num_micro_batches):
@@ -165,54 +170,34 @@ class StagePace(NamedTuple):
     first_paces: np.ndarray  # else the first (its layers plus the embedding's), over a middle one
     layers: np.ndarray  # decoder layers on the pacing stage
     micro_s: np.ndarray  # the pacing stage's micro-batch
-    other_stages_s: np.ndarray  # the other stages' micro-batches together (the fill and drain)
 
 
-def stage_pace(stages: StageLayers, pp, *, per_layer_s, last_extra_s, first_extra_s) -> StagePace:
+def stage_pace(stages: StageLayers, *, per_layer_s, last_extra_s, first_extra_s) -> StagePace:
     """The slowest stage sets the pace (Narayanan et al. 2021, section 2.2.1): the last with its
     layers and `last_extra_s` (the logits, loss and output layer; at pp 1 the embedding too), the
     first with its layers and `first_extra_s` (its embedding), or a middle one."""
     last_s = stages.last * per_layer_s + last_extra_s
     first_s = stages.first * per_layer_s + first_extra_s
     middle_s = stages.middle * per_layer_s
-    last_paces = last_s >= np.maximum(first_s, middle_s)
-    first_paces = ~last_paces & (first_s >= middle_s)
+    last_paces, first_paces = pacing_stage(first_s, middle_s, last_s)
     layers = np.where(last_paces, stages.last, np.where(first_paces, stages.first, stages.middle))
     micro_s = np.where(last_paces, last_s, np.maximum(first_s, middle_s))
-    all_s = (stages.first + np.maximum(pp - 2, 0) * stages.middle + np.where(pp > 1, stages.last, 0)) * per_layer_s
-    all_s = all_s + last_extra_s + first_extra_s
-    return StagePace(last_paces, first_paces, layers, micro_s, np.maximum(all_s - micro_s, 0.0))
+    return StagePace(last_paces, first_paces, layers, micro_s)
 
 
-def drain_pile_up_s(bare_s, block_s, present, num_stages, num_micro_batches, *, charged_s=0.0):
-    """Seconds the interleaved drain's pile-up adds: the step ends on the last micro-batch group's
-    J = min(pp, m) chunk-0 backwards, which pass the stages pp-1 -> 0 back to back (Megatron's
-    get_schedule_table runs groups of pp micro-batches, get_model_chunk_id the chunks' backward in
-    reverse: megatron/core/pipeline_parallel/schedules.py d98e8a6, lines 989-1016 and 1244-1249;
-    sim.pipeline_order.stage_order), a flow shop of J equal jobs whose makespan is
-    sum_k b_k + (J - 1) max_k b_k. The bubble holds the sum; the pace already charged the slowest
-    bare block (the layers' backward, `bare_s`) and `charged_s` (cost.pipeline_dp: the pacing
-    stage's block with its exposure), so the slowest block (`block_s`, one per kind of stage,
-    where `present`) adds its excess over both J - 1 times. `num_stages`: the pipeline's (pp)."""
-    slowest = np.max([np.where(p, block, 0.0) for block, p in zip(block_s, present)], axis=0)
-    bare = np.max([np.where(p, plain, 0.0) for plain, p in zip(bare_s, present)], axis=0)
-    jobs = np.minimum(num_stages, num_micro_batches)
-    return (jobs - 1) * np.maximum(0.0, slowest - np.maximum(bare, charged_s))
+def pacing_stage(first_s, middle_s, last_s):
+    """(last_paces, first_paces): the slowest of a micro-batch's first, middle and last stage
+    times, ties going to the last, then the first."""
+    last_paces = last_s >= np.maximum(first_s, middle_s)
+    return last_paces, ~last_paces & (first_s >= middle_s)
 
 
-def interleaved_drain_s(stages: StageLayers, pp, vpp, num_micro_batches, *, bwd_layer_s, first_bwd_extra_s,
-                        first_paces, pile_up=True):
-    """Seconds the interleaved schedule's drain adds for the first stage's backward work beyond its
-    layers (`first_bwd_extra_s`, a micro-batch: the embedding's, which runs with its chunk 0) over
-    the 1/vpp share of it that bubble_micro_batches charges: its chunk-0 block on the drain holds
-    the extra whole, and drain_pile_up_s's J - 1 times more where it makes that block the slowest
-    (the blocks here are compute only: ZeRO-0/1's traffic goes once a step). 0 at vpp 1 (the drain is whole
-    stages, the bubble's) and where the first stage paces (its extra is in every micro-batch's
-    time). `pile_up` False: the pile-up left out (ZeRO-2/3, where cost.pipeline_dp prices it through
-    drain_pile_up_s with the data-parallel exposure of the same blocks)."""
-    pp, vpp = np.asarray(pp), np.asarray(vpp)
-    bare = [stages.first / vpp * bwd_layer_s, stages.middle / vpp * bwd_layer_s, stages.last / vpp * bwd_layer_s]
-    blocks = [bare[0] + first_bwd_extra_s, bare[1], bare[2]]
-    pile_up_s = drain_pile_up_s(bare, blocks, (True, pp > 2, True), pp, num_micro_batches)
-    drain = (1 - 1 / vpp) * first_bwd_extra_s + np.where(pile_up, pile_up_s, 0.0)
-    return np.where((vpp > 1) & ~np.asarray(first_paces, dtype=bool), drain, 0.0)
+def pile_up_s(slowest_s, jobs, *, charged_s):
+    """Seconds an interleaved micro-batch group's chunk blocks pile up: the group's J = min(pp, m)
+    micro-batches (`jobs`) pass the stages through one chunk back to back (Megatron's
+    get_schedule_table runs groups of pp micro-batches chunk by chunk, get_model_chunk_id the
+    chunks' backward in reverse: megatron/core/pipeline_parallel/schedules.py d98e8a6, lines
+    989-1016 and 1244-1249; sim.pipeline_order.stage_order), a flow shop of J equal jobs whose
+    makespan is sum_k b_k + (J - 1) max_k b_k: a path that charged each job `charged_s` runs the
+    slowest stage's block (`slowest_s`) J - 1 times more, its excess."""
+    return (np.asarray(jobs) - 1) * np.maximum(0.0, slowest_s - charged_s)

@@ -13,8 +13,10 @@ from sp_planner.pipeline import (
     StageLayers,
     split_breaks,
     stage_layers,
-    drain_pile_up_s,
-    interleaved_drain_s,
+    forwards_before_backward,
+    pacing_stage,
+    pile_up_s,
+    rank_running,
     stage_pace,
 )
 
@@ -59,54 +61,43 @@ def test_broadcast_columns_keep_their_shape():
 
 def test_stage_pace_by_hand():
     # 4 stages of 7/8/8/7 layers at 1 s a layer: the last (7 + 1.5 s of loss and output layer)
-    # paces over a middle one (8), the others' 7 + 0.4 + 8 + 8 = 23.4 s are the fill and drain.
+    # paces over a middle one (8).
     stages = StageLayers(np.array([7, 7, 8]), np.array([8, 8, 8]), np.array([7, 7, 8]))
-    pace = stage_pace(stages, np.array([4, 4, 1]), per_layer_s=1.0, last_extra_s=np.array([1.5, 0.5, 2.0]),
+    pace = stage_pace(stages, per_layer_s=1.0, last_extra_s=np.array([1.5, 0.5, 2.0]),
                       first_extra_s=np.array([0.4, 0.4, 0.0]))
     assert pace.last_paces.tolist() == [True, False, True]
     assert pace.micro_s.tolist() == [8.5, 8.0, 10.0]
-    assert pace.other_stages_s.tolist() == pytest.approx([7.4 + 16, 7.4 + 7.5 + 8, 0.0])
     # With only 0.5 s on the last stage a middle stage paces (8 > 7.5 and 7.4); no first stage.
     assert pace.first_paces.tolist() == [False, False, False] and pace.layers.tolist() == [7, 8, 8]
     # A first stage whose embedding tips it over the middle ones paces.
-    tipped = stage_pace(StageLayers(np.array([8]), np.array([8]), np.array([7])), np.array([3]),
+    tipped = stage_pace(StageLayers(np.array([8]), np.array([8]), np.array([7])),
                         per_layer_s=1.0, last_extra_s=np.array([0.5]), first_extra_s=np.array([0.25]))
     assert tipped.first_paces.tolist() == [True] and tipped.micro_s.tolist() == [8.25]
-    assert tipped.other_stages_s.tolist() == pytest.approx([8 + 7.5])
 
 
-def test_drain_pile_up_by_hand():
-    # Chunk-0 blocks of 8.5 s (the first stage's), 8 s (the last's), a middle one of 9 s present or
-    # not, 16 micro-batches over 4 stages: J = 4 jobs, 3 of them after the first at the slowest
-    # block's pace, its excess over the slowest bare block (8 s) each time: 1.5 s.
-    bare, blocks = [np.array([8.0]), np.array([9.0]), np.array([8.0])], [np.array([8.5]), np.array([9.0]),
-                                                                          np.array([8.0])]
-    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 16).tolist() == pytest.approx([1.5])
-    # A slower middle stage keeps the pace: nothing; 2 micro-batches: 1 job more, 0.5 s.
-    assert drain_pile_up_s(bare, blocks, (True, True, True), 4, 16).tolist() == [0.0]
-    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 2).tolist() == pytest.approx([0.5])
-    # What the pace charged already (a pacing block of 8.25 s with its exposure) comes off.
-    assert drain_pile_up_s(bare, blocks, (True, False, True), 4, 16,
-                           charged_s=np.array([8.25])).tolist() == pytest.approx([0.75])
+def test_pile_up_by_hand():
+    # 4 jobs (min(pp, m)) at the slowest stage's 8.5 s block, a path that charged each 8.25 s (a
+    # pacing block with its exposure): J - 1 = 3 times the 0.25 s excess; nothing where it charged
+    # more; one job, nothing.
+    assert pile_up_s(np.array([8.5]), 4, charged_s=np.array([8.25])).tolist() == pytest.approx([0.75])
+    assert pile_up_s(np.array([8.5]), 4, charged_s=np.array([9.5])).tolist() == [0.0]
+    assert pile_up_s(np.array([8.5]), 1, charged_s=np.array([8.0])).tolist() == [0.0]
 
 
-def test_interleaved_drain_by_hand():
-    # 4 stages of 8 layers, 2 s a layer's backward, 0.5 s of the first stage's backward beyond its
-    # layers (the embedding's), 16 micro-batches. vpp 2: chunk-0 blocks of 8 s, the first's 8.5 s;
-    # the drain's 4 last chunk-0 backwards (a flow shop: sum_k b_k + 3 max_k b_k) hold 0.5 s once
-    # and 3 times more, of which bubble_micro_batches charged 1/2: 0.25 + 1.5 = 1.75 s.
-    even = StageLayers(np.array([8.0]), np.array([8.0]), np.array([8.0]))
-    kw = dict(bwd_layer_s=2.0, first_bwd_extra_s=0.5, first_paces=np.array([False]))
-    assert interleaved_drain_s(even, 4, 2, 16, **kw).tolist() == pytest.approx([1.75])
-    # 2 micro-batches: 2 jobs, 1 more time; vpp 4 (4 s blocks): 3/4 x 0.5 + 3 x 0.5.
-    assert interleaved_drain_s(even, 4, 2, 2, **kw).tolist() == pytest.approx([0.25 + 0.5])
-    assert interleaved_drain_s(even, 4, 4, 16, **kw).tolist() == pytest.approx([0.375 + 1.5])
-    # A first stage of 6 layers (6 s blocks at vpp 2, 6.5 with the extra) stays under the middle
-    # stages' 9 s: no pile-up, the extra whole once.
-    light = StageLayers(np.array([6.0]), np.array([9.0]), np.array([8.0]))
-    assert interleaved_drain_s(light, 4, 2, 16, **kw).tolist() == pytest.approx([0.25])
-    # 1F1B (the bubble's whole stages), a pacing first stage, or pile-up priced elsewhere: none of it.
-    assert interleaved_drain_s(even, 4, 1, 16, **kw).tolist() == [0.0]
-    assert interleaved_drain_s(even, 4, 2, 16, bwd_layer_s=2.0, first_bwd_extra_s=0.5,
-                               first_paces=np.array([True])).tolist() == [0.0]
-    assert interleaved_drain_s(even, 4, 2, 16, **kw, pile_up=False).tolist() == pytest.approx([0.25])
+def test_pacing_stage_ties_go_to_the_last_then_the_first():
+    last, first = pacing_stage(np.array([3.0, 3.0, 2.0, 1.0]), np.array([1.0, 3.0, 2.0, 2.0]),
+                               np.array([3.0, 2.0, 1.0, 1.0]))
+    assert last.tolist() == [True, False, False, False]
+    assert first.tolist() == [False, True, True, False]
+
+
+def test_forwards_before_the_first_backward_by_hand():
+    # Megatron's warm-up (schedules.py get_pp_rank_microbatches) plus the forward paired with the
+    # first backward. pp 4, vpp 2, 8 micro-batches (16 chunk forwards): rank 0 runs 2 x 3 + 4 + 1 =
+    # 11, rank 3 4 + 1; 4 micro-batches: rank 0 all 8 in its warm-up. 1F1B: pp - rank, at most m.
+    assert forwards_before_backward(4, 2, 8, np.array([0, 2, 3])).tolist() == [11, 7, 5]
+    assert forwards_before_backward(4, 2, 4, np.array([0, 1, 3])).tolist() == [8, 8, 5]
+    assert forwards_before_backward(4, 1, 2, np.array([0, 2, 3])).tolist() == [2, 2, 1]
+    # rank_running inverts it where uncapped: 7 forwards at rank 2, 8 between ranks 1 and 2.
+    assert rank_running(4, 2, np.array([7, 8, 11])).tolist() == [2.0, 1.5, 0.0]
+    assert rank_running(4, 1, np.array([4, 2])).tolist() == [0.0, 2.0]

@@ -51,7 +51,7 @@ class Edges(NamedTuple):
     # The embedding's backward after the first layer's (its TP all-gather and gradient passes,
     # cost.embedding_grad; the first stage's chunk 0): the last calls issued at that layer run
     # beside it, the embedding's own (the tail, the root unit's) only after it; the first stage's
-    # chunk-0 block on the interleaved drain lasts it too (cost.pipeline_dp._chunk0_backward_s).
+    # chunk-0 block on the interleaved drain lasts it too (cost.pipeline_blocks._chunk_backward_s).
     bwd_tail_s: np.ndarray | float = 0.0
 
 

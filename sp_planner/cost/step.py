@@ -56,7 +56,8 @@ from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
-from sp_planner.pipeline import bubble_micro_batches, interleaved_drain_s, stage_pace
+from sp_planner.cost.pipeline_path import pipeline_bubble_s
+from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -131,27 +132,32 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                          sequence_parallel=sequence_parallel)
     head_emb, first_emb = stage_embedding_s(emb, pp)
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
-    # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace). The pipeline
-    # fills and drains through the other stages: the bubble is their micro-batch times, (pp-1) x
-    # the pacing one's when all are equal (Narayanan 2021 section 2.2.1), less when the pacing
-    # stage is the slowest only by its logits or a larger share of the layers.
+    # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace).
     stages = candidate_stage_layers(model, c)
     head = logits + head_tp + head_emb  # the loss stage's work beyond its layers
     first = first_tp + first_emb  # the first stage's (pp > 1)
-    pace = stage_pace(stages, pp, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first)
-    layers, other_stages_s = pace.layers, pace.other_stages_s
+    pace = stage_pace(stages, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first)
+    layers = pace.layers
     paced_logits = np.where(pace.last_paces, logits, 0.0)
     paced_emb = np.where(pace.last_paces, head_emb, np.where(pace.first_paces, first_emb, 0.0))
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
     fwd_layer, bwd_layer = lt.fwd_s, lt.bwd_s
     # The embedding's backward after the first layer's (its TP all-gather, bf16 under FP8 too, and
-    # its gradient passes): the first stage's beyond its layers with pp > 1, with its chunk 0 on the
-    # interleaved drain (sp_planner.pipeline.interleaved_drain_s; ZeRO-2/3's drain prices its
-    # pile-up with their traffic, cost.pipeline_dp, which reads it from Edges.bwd_tail_s below).
+    # its gradient passes): the first stage's beyond its layers with pp > 1, with its chunk 0
+    # (cost.pipeline_dp reads it from Edges.bwd_tail_s below); before the last stage's first layer
+    # backward, the loss and output layer's.
     emb_bwd = lt.emb_tp_bwd_s + emb.bwd_s
     first_bwd = np.where(pp > 1, emb_bwd, 0.0)
-    drain = interleaved_drain_s(stages, pp, c.vpp, m, bwd_layer_s=bwd_layer, first_bwd_extra_s=first_bwd,
-                                first_paces=pace.first_paces, pile_up=c.zero < 2)
+    ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
+    # The bubble: the pipeline's critical path over the stages' compute blocks beyond the pacing
+    # stage's m micro-batches (cost.pipeline_path): with equal stages (pp - 1)/vpp micro-batches
+    # (Narayanan 2021 sections 2.2.1-2.2.2), the fill and drain through the other stages, the
+    # interleaved drain's embedding backward whole and piled up, a pacing first or middle stage's
+    # waits for the first and last micro-batches' turns. ZeRO-2/3's traffic lengthens the same
+    # path's blocks (cost.pipeline_dp).
+    stage_s = (stages.first * per_layer + first, stages.middle * per_layer, stages.last * per_layer + head)
+    bubble = pipeline_bubble_s(stages, pp, c.vpp, m, compute_s=stage_s, bwd_extra_s=(first_bwd, 0.0, ahead),
+                               bwd_layer_s=bwd_layer, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # (fwd_layer) and backward as the CPU issues it.
@@ -208,11 +214,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                                                       [ag, 2 * ag + attn.fwd_s], 2 * ag),
                   bwd_trail_s=rs, bwd_tail_s=emb_bwd)
-    # ZeRO-2/3's traffic of every micro-batch exposes on the pipeline's critical path what the
-    # pacing stage exposes, each other stage's once (cost.pipeline_dp); a single stage's loss
-    # backward hides its first gather in backward.
-    # Before the last stage's first layer backward: the loss and output layer's (cost.pipeline_dp).
-    ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
+    # ZeRO-2/3's traffic of every micro-batch lengthens the pipeline's critical path (cost.pipeline_dp);
+    # a single stage's loss backward hides its first gather in backward.
 
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
     dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0)
@@ -240,7 +243,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
         pp_sends,
         dp_exposed,
-        bubble_micro_batches(pp, c.vpp) / np.maximum(pp - 1, 1) * other_stages_s + drain,
+        bubble,
         memory_pass_time_s(hardware, optimizer_bytes),
         m * layers * lt.moe_layer_s - paired_micro_batches(m, pp, c.vpp) * layers * lt.ep_saving_s,
         m * host_exposed - host_beside_dp,

@@ -111,8 +111,8 @@ def test_last_buckets_run_beside_the_embedding_passes():
 
 def test_an_interleaved_first_stage_runs_them_on_the_drain():
     # pp 8, vpp 2, 16 micro-batches: the drain's last min(pp, m) = 8 chunk-0 backwards pass the
-    # stages 7 -> 0, the first stage's each longer by the passes (sp_planner.pipeline
-    # .interleaved_drain_s): 8 of them where the 1F1B bubble would hold one at 1/vpp.
+    # stages 7 -> 0, the first stage's each longer by the passes (cost.pipeline_path, the drain's
+    # pile-up): 8 of them where the 1F1B bubble would hold one at 1/vpp.
     plan = ParallelPlan(pp=8, vpp=2, dp=1)
     counted, none = _step(LLAMA, plan, True), _step(LLAMA, plan, False)
     assert float(counted.bubble_s[0] - none.bubble_s[0]) == pytest.approx(8 * ADD_S)

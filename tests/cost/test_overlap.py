@@ -135,7 +135,14 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
     times = frame.pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
     assert len(times) > 50
     assert (times[3] >= tie * times[1]).all()
-    assert (times[2] >= tie * times[1]).all()
+    # ZeRO-2 against ZeRO-1 on 1F1B only: interleaved, Megatron's ZeRO-1 launches a chunk's
+    # gradient sync whole after its last micro-batch (cost.dp_exposure.chunked_exposed_s), the
+    # first stage's chunk 0 behind nothing, where FSDP's ZeRO-2 reduce-scatters each micro-batch
+    # behind its backward: Llama-3.1-70B dp 4 pp 2 vpp 2 tp 8 ring 2 at 128K steps in 155.670 s
+    # simulated under ZeRO-2, 155.772 s under ZeRO-1 (the model 155.635 / 155.720 s).
+    plain = frame[frame.vpp == 1].pivot_table(index=key, columns="zero", values="uncapped_s").dropna()
+    assert len(plain) > 50
+    assert (plain[2] >= tie * plain[1]).all()
     # Where the data-parallel group exists ZeRO-3 is strictly slower.
     grouped = times[times.index.get_level_values("dp") > 1]
     assert (grouped[3] > grouped[1]).all()

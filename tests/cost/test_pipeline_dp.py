@@ -5,8 +5,8 @@ import pytest
 
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
-from sp_planner.cost.pipeline_dp import StageDP, pipelined_exposed_s
-from sp_planner.pipeline import StageLayers, interleaved_drain_s
+from sp_planner.cost.pipeline_blocks import StageDP
+from sp_planner.cost.pipeline_dp import pipelined_exposed_s
 
 
 def _zero2(last_s, tail_s=0.0):
@@ -34,8 +34,12 @@ def test_the_pacing_stage_repeats_its_exposure_the_others_pay_once():
     # fill and drain: 0.3 + 2 x 0.1 + 0.1. (The first stage's larger exposure, 0.3, is absorbed
     # by its slack.)
     assert _exposed(0.9) == pytest.approx(7 * 0.1 + 0.6)
-    # A first stage with less slack (1.15 + 0.3 = 1.45) paces instead: 7 x (1.45 - 1.2) + 0.6.
-    assert _exposed(1.15) == pytest.approx(7 * 0.25 + 0.6)
+    # A first stage with less slack (1.15 + 0.3 = 1.45) paces instead. Its blocks: 0.35 s forward
+    # (1.15 less 20 x 0.04 s of backward), 1.1 s backward; the middle ones' 0.2 + 0.9, the last's
+    # 0.4 + 0.9. Its 8 cycles and the waits for micro-batch 0's round trip (3.85 s against its own 4
+    # forwards, 2.45 s) and micro-batch 7's (3.5 s against its 3 backwards, 0.2 s): 14.25 s
+    # (cost.pipeline_path), of which cost.step charges 8 x 1.2 + 1.15 + 2 x 1.0 = 12.75 s.
+    assert _exposed(1.15) == pytest.approx(14.25 - 12.75)
 
 
 def test_a_single_stage_exposes_every_micro_batch():
@@ -61,29 +65,26 @@ def _interleaved(first_s, x, *, times=_zero2, zero=2):
                                      edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=x))[0])
 
 
-def test_the_first_stage_chunk0_extra_piles_up_on_the_interleaved_drain():
+def test_the_first_stage_chunk0_exposure_piles_up_on_the_interleaved_drain():
     # Chunk-0 blocks with their exposure: the first stage's 0.4 + x + 0.25 (its chunk's 0.25 s of
     # calls hide behind nothing but 0.36 s, its 0.3 s of last calls at most 0.25 of them), the
-    # others' 0.5; the last stage paces (1.2 + 0.125 against the first's 0.9 + x + 0.275) and the
-    # drain's 4 jobs pile up behind the first stage's block 3 times (sp_planner.pipeline
-    # .drain_pile_up_s). The embedding's backward lengthens that block: 3 x more.
-    assert _interleaved(0.9, 0.05) - _interleaved(0.9, 0.0) == pytest.approx(3 * 0.05)
+    # others' 0.5; the last stage paces (1.2 + 0.125 against the first's 0.9 + x + 0.275). Beyond
+    # the same path without traffic (cost.step's compute and bubble): the last stage's 8 x 0.125,
+    # the chunk-0 exposure of the stages below it, 0.25 + 2 x 0.1, and the drain's 4 jobs piling
+    # up behind the first stage's block 3 times (cost.pipeline_path), 3 x 0.15 of traffic.
+    assert _interleaved(0.9, 0.0) == pytest.approx(8 * 0.125 + 0.45 + 3 * 0.15)
+    # The embedding's backward lengthens that block with or without traffic: the bubble's.
+    assert _interleaved(0.9, 0.05) == pytest.approx(_interleaved(0.9, 0.0))
     # 0.1 s of it: the 0.1 s of last calls that are not the embedding's own run beside it
-    # (cost.dp_exposure.last_calls_s), the chunk's exposure 0.25 -> 0.2, so the block grows by
-    # 0.05 (3 x on the drain) and every stage's chunk-0 exposure, paid once, is 0.05 less.
-    assert _interleaved(0.9, 0.1) - _interleaved(0.9, 0.0) == pytest.approx(3 * 0.05 - 0.05)
+    # (cost.dp_exposure.last_calls_s), the chunk's exposure 0.25 -> 0.2: 0.05 s less on the way
+    # in and 3 times on the drain.
+    assert _interleaved(0.9, 0.1) == pytest.approx(_interleaved(0.9, 0.0) - 4 * 0.05)
 
 
-def test_without_traffic_the_drain_is_the_compute_only_one():
-    # No data-parallel traffic: the blocks are compute only, the ZeRO-0/1 drain's (one flow shop,
-    # sp_planner.pipeline.drain_pile_up_s): the first stage's 0.4 + 0.05 s block against the others'
-    # 0.4, 3 x 0.05 more, as interleaved_drain_s's pile-up for the same stages.
+def test_without_traffic_nothing_is_exposed():
+    # No data-parallel traffic: the path is the compute's, which cost.step charges (its bubble).
     def idle(*_):
         return DPTimes(**{name: np.array([0.0]) for name in DPTimes._fields})
 
-    split = StageLayers(np.array([20.0]), np.array([20.0]), np.array([20.0]))
-    kw = dict(bwd_layer_s=0.04, first_bwd_extra_s=0.05, first_paces=np.array([False]))
-    compute_only = interleaved_drain_s(split, 4, 2, 8, **kw) - interleaved_drain_s(split, 4, 2, 8, **kw, pile_up=False)
-    assert float(compute_only[0]) == pytest.approx(3 * 0.05)
     for zero in (2, 3):
-        assert _interleaved(0.9, 0.05, times=idle, zero=zero) == pytest.approx(float(compute_only[0]))
+        assert _interleaved(0.9, 0.05, times=idle, zero=zero) == pytest.approx(0.0)

@@ -12,7 +12,6 @@ from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.step import time_columns
 from sp_planner.pipeline import (
-    bubble_micro_batches,
     default_split,
     first_stage_in_flight,
     interleave_breaks,
@@ -51,9 +50,7 @@ def test_interleaving_needs_micro_batches_in_groups_of_pp():
     assert not interleave_breaks(4, 2, 8) and not interleave_breaks(4, 1, 6)
 
 
-def test_bubble_and_in_flight_by_hand():
-    # Narayanan 2021: bubble (p - 1) / v micro-batch times.
-    assert bubble_micro_batches(8, 1) == 7 and bubble_micro_batches(8, 4) == 7 / 4
+def test_in_flight_by_hand():
     # 1F1B: min(p, m) on the first stage.
     assert first_stage_in_flight(8, 1, 32) == 8 and first_stage_in_flight(8, 1, 4) == 4
     # Interleaved, rank 0, group pp: warm-up 2(p-1) + (v-1)p chunks + 1, each 1/v of the stage:
@@ -89,7 +86,7 @@ def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
     # gradient passes, 12 B on each of 128,256 / 2 x 4096 elements at 3.35 TB/s x 0.76 (1.238 ms).
     # The drain's last J = min(pp, m) = 4 chunk-0 backwards pass the stages pp-1 -> 0, each equal
     # (8 layers a stage, 4 a chunk) but the first's: the extra counts whole, not 1/2, and 3 times
-    # more (sp_planner.pipeline.interleaved_drain_s).
+    # more (cost.pipeline_path, the drain's pile-up).
     passes = 12 * 128256 / 2 * 4096 / (3.35e12 * 0.76)
     assert passes == pytest.approx(1.2380e-3, rel=1e-4)
     gather = ring_collective_time_s(H100, "all_gather", 8192 * 4096 * 2 / 2, 2, 1, 8)

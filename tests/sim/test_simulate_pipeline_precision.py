@@ -103,7 +103,7 @@ def test_the_first_stage_embedding_passes_agree_with_the_analytic_model(tied, pl
     # A pipeline's first stage runs the embedding's gradient passes each micro-batch after its
     # chunk 0's backward (cost.embedding_grad): with Megatron's DDP counted (its main_grad add) and
     # without, both models step alike, and move alike: in the bubble at vpp 1, on the interleaved
-    # drain's last chunk-0 backwards, J = min(pp, m) of them (sp_planner.pipeline.interleaved_drain_s).
+    # drain's last chunk-0 backwards, J = min(pp, m) of them (cost.pipeline_path's pile-up).
     # Tied or not: the first stage's table takes no output gradient with pp > 1.
     model = MODEL.model_copy(update={"tie_word_embeddings": tied})
     workload = Workload(seq_len=8192, global_batch=16)

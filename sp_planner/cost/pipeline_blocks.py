@@ -1,0 +1,143 @@
+"""Each kind of pipeline stage's blocks of one micro-batch under ZeRO-2/3, the pieces of
+cost.pipeline_path's critical path: its cycle (compute and the data-parallel exposure that ends
+each backward, cost.dp_exposure.micro_batch_dp_s), its forwards (with ZeRO-3's gathers), and the
+backward blocks of its chunk 0 (the interleaved drain's) and of its last chunk (the first micro-
+batch group's), each chunk wrapped and synced on its own as Megatron's get_model builds one
+DDP/FSDP module a chunk. Each stage holds its own non-layer parameters (cost.buckets.stage_extras):
+the first stage's embedding with its chunk 0 (its gradients leave after the embedding's backward,
+never hidden), the last stage's output layer, whose gradient calls open its last chunk (ZeRO-3's
+root unit goes with chunk 0). Vectorized over candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, zero3_forward_s
+from sp_planner.cost.overlap import Overlap
+from sp_planner.cost.pipeline_path import compute_blocks
+
+
+class StageDP(NamedTuple):
+    """One kind of pipeline stage (first, middle, last) of the pipelined candidates."""
+
+    times: DPTimes  # its data-parallel calls (cost.dp_times)
+    layers: np.ndarray
+    compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
+    ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
+    num_stages: np.ndarray | float  # stages of this kind
+
+
+def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
+                 bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0)):
+    """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
+    traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
+    compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
+    `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere)."""
+    kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
+              edges=edges)
+    bare = bare_blocks(stages, edges=edges, bwd_layer_s=bwd_layer_s, vpp=vpp)
+    traffic = _stage_traffic(overlap, **kw)
+    exposure = [exposed for exposed, _ in traffic]
+    # At vpp 1 chunk 0 and the last chunk are the whole stage.
+    first, last = (_chunk_traffic(overlap, last=end, **kw) if interleaved else exposure for end in (False, True))
+    blocks = []
+    for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
+        # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
+        chunk0_fwd, later_fwd = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s,
+                                                 edges=edges)
+        forward = chunk0_fwd + (vpp - 1) * later_fwd
+        blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
+                                 first_bwd_s=b.first_bwd_s + e0 - chunk0_fwd,
+                                 last_bwd_s=b.last_bwd_s + e_last - (later_fwd if interleaved else chunk0_fwd),
+                                 gather_s=b.gather_s + gather))
+    return tuple(blocks), traffic[0]
+
+
+def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, bwd_layer_s, vpp):
+    """The stages' blocks without their data-parallel traffic (cost.pipeline_path.compute_blocks)."""
+    return compute_blocks([s.layers for s in stages], [s.compute_s for s in stages], [s.num_stages for s in stages],
+                          [_backward_extra_s(stages, edges, i) for i in range(len(stages))], bwd_layer_s=bwd_layer_s,
+                          vpp=vpp)
+
+
+def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
+                   edges: Edges | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
+    # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
+    return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
+                             bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
+                             edges=_stage_edges(edges, i), head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+
+
+def _stage_edges(edges: Edges | None, i: int) -> Edges | None:
+    """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only, with its
+    chunk 0 (beside that chunk's last calls, and in its backward block on the drain)."""
+    return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0)
+
+
+def _head_s(stages: tuple[StageDP, ...], i: int):
+    """The output layer's gradient calls that open stage i's last chunk: the last stage's root."""
+    return stages[i].times.root_reduce_s if i == len(stages) - 1 else 0.0
+
+
+def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
+    """Stage i's backward beyond its layers: the first stage's embedding's (Edges.bwd_tail_s), the
+    last's loss and output layer's (StageDP.ahead_s)."""
+    return _stage_edges(edges, i).bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
+
+
+def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
+    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a later
+    chunk): each layer's ahead of use, the root unit's before chunk 0's where the stage holds it
+    (the first stage's embedding, the last's output layer and norm; cost.dp_exposure)."""
+    zero3 = np.asarray(zero) == 3
+    if not np.any(zero3):
+        return 0.0, 0.0
+    s = stages[i]
+    layers = s.layers / np.asarray(vpp)
+    own = (i == 0) | (i == len(stages) - 1)
+    root = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, before_s=s.times.root_gather_s if own else 0.0,
+                           edges=edges)
+    later = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
+    return np.where(zero3, root, 0.0), np.where(zero3, later, 0.0)
+
+
+def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
+                   bwd_layer_s, reshard, edges: Edges | None) -> list[np.ndarray]:
+    """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
+    False), whose backwards end the interleaved drain, or the last one, whose backwards open each
+    group's. Its layers' share (1/vpp) of the stage's gradient calls; chunk 0 also the first
+    stage's embedding's and ZeRO-3's root unit (which goes with chunk 0,
+    cost.dp_exposure.micro_batch_dp_s), the last chunk ZeRO-2's output layer buckets (the last
+    stage's, which open it) and the loss's backward ahead of it, its first layer's calls
+    unhideable as micro_batch_dp_s's later chunks' (a layer's share of the stage's)."""
+    vpp = np.asarray(vpp)
+    out = []
+    for i, s in enumerate(stages):
+        t = s.times
+        layer_calls = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp
+        final = i == len(stages) - 1
+        if last:
+            head = t.root_reduce_s if final else 0.0
+            head = np.where(np.asarray(zero) == 2, head, 0.0)
+            none = np.zeros_like(t.root_gather_s)
+            chunk = t._replace(grad_reduce_scatter_s=head + layer_calls, root_gather_s=none, root_reduce_s=head + none,
+                               last_reduce_scatter_s=layer_calls * vpp / np.maximum(s.layers, 1),
+                               tail_reduce_scatter_s=none)
+            chunk_edges = None if edges is None else edges._replace(bwd_tail_s=0.0)
+            ahead = s.ahead_s if final else 0.0
+        else:
+            own = (i == 0) | (final & (np.asarray(zero) == 3))
+            root = (np.where(own, t.root_gather_s, 0.0), np.where(own, t.root_reduce_s, 0.0))
+            chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
+                               root_reduce_s=root[1])
+            chunk_edges, ahead, head = _stage_edges(edges, i), 0.0, 0.0
+        layers = s.layers / vpp
+        exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
+                                      fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
+                                      reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head)
+        out.append(exposed)
+    return out

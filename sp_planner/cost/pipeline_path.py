@@ -1,0 +1,191 @@
+"""The critical path of a pipelined step over its stages' blocks: the longest of a few paths of the
+schedule's block graph, each riding one stage through its m cycles. Over the compute's blocks
+it is every pipeline's bubble (cost.step); ZeRO-2/3's per-micro-batch traffic lengthens them
+(cost.pipeline_blocks, cost.pipeline_dp).
+
+Megatron's schedule (megatron/core/pipeline_parallel/schedules.py d98e8a6): rank r runs W_r
+warm-up forwards, W_r = pp - r - 1 (vpp 1) or 2 (pp - r - 1) + (vpp - 1) pp (lines 955-965), all
+m vpp of them where that is more (lines 976-978), then a forward and a backward in turn, then the
+remaining backwards; the interleaved schedule runs groups of pp micro-batches chunk by chunk,
+forward in order and backward in reverse (get_schedule_table, lines 989-1016; get_model_chunk_id,
+lines 1244-1249; sim.pipeline_order.stage_order). A cycle is a stage's micro-batch forward and
+backward with the data-parallel exposure that ends each backward (cost.pipeline_blocks); f, b are
+a chunk's forward and backward blocks. Riding stage p (the first, the last middle one, the last):
+
+- held: p runs from its first block on: micro-batch 0's chunk-0 forward through the stages below
+  p on the way in, the last one's chunk-0 backward through them on the way out (with equal
+  stages, Narayanan et al. 2021's interleaved bubble: arXiv 2104.04473, section 2.2.2);
+- waiting: p's first backward (micro-batch 0's last chunk) waits for a turn through a later stage
+  q, whose first backward follows its own W_q + 1 forwards, the last relayed from p (a middle q:
+  either side of the kink pipeline.rank_running finds, or the last middle one; or the last
+  stage), p's forwards meanwhile off the path:
+      sum_{p<k<=q} (f_k + b_k) - (min(W_p + 1, m vpp) - min(W_q + 1, m vpp)) f_p,
+  or for micro-batch 0's forward through every virtual stage and its backward back down; the
+  last micro-batch turns through the last stage the same way, p's backwards meanwhile off the
+  path (both turns where p's last forward follows its first backward, else the longer); with two
+  groups or more, p may wait instead for the second group's first chunk-1 forward, which the last
+  stage sends after its first group's last-chunk backwards (_wrap_s);
+- interleaved groups pile up (pipeline.pile_up_s, a flow shop of J = min(pp, m) jobs): the
+  waiting path may ride a slower stage above p through the first group's last-chunk backwards
+  (each with the forward beside it), and any path a slower stage below p through the last
+  group's chunk-0 backwards.
+
+ZeRO-2's overlapped gathers ride each chunk's first forward: a path holds the ridden stage's and
+those of the first forwards it relays. The step is the longest path: it moves continuously where
+the pacing stage changes, as the simulator's (sim.pipeline, which times every block of the same
+graph) does. At vpp 1 chunks are whole stages and no group piles up. Vectorized over candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.columns import take_rows
+from sp_planner.pipeline import StageLayers, forwards_before_backward, pile_up_s, rank_running
+
+
+class StageBlocks(NamedTuple):
+    """One kind of pipeline stage's blocks of one micro-batch (arrays over candidates)."""
+
+    num_stages: np.ndarray | float  # stages of this kind (0: none)
+    cycle_s: np.ndarray  # forward and backward with the data-parallel exposure
+    chunk0_s: np.ndarray  # its chunk 0's forward and backward with exposure (the held path's fill and drain)
+    forward_s: np.ndarray  # its forwards of every chunk, with ZeRO-3's gathers
+    first_bwd_s: np.ndarray  # chunk 0's backward block (the drain's)
+    last_bwd_s: np.ndarray  # the last chunk's backward block (the first group's)
+    gather_s: np.ndarray | float  # ZeRO-2's overlapped gathers its chunks' first forwards expose, all chunks
+
+
+def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, bwd_layer_s, vpp):
+    """The first, middle and last stages' blocks of one micro-batch without data-parallel traffic,
+    from each one's decoder `layers`, micro-batch `compute_s` (forward and backward), count and
+    backward beyond its layers (`bwd_extra_s`: the first stage's embedding's, which runs with its
+    chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
+    and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
+    interleaved placement), one chunk at vpp 1."""
+    vpp = np.asarray(vpp)
+    whole = vpp == 1  # one chunk: both extras in its backward
+    out = []
+    for i, (n, c, extra) in enumerate(zip(num_stages, compute_s, bwd_extra_s)):
+        c = np.asarray(c, dtype=np.float64)
+        chunk = layers[i] / vpp * bwd_layer_s
+        first_bwd = chunk + (extra if i == 0 else extra * whole)
+        last_bwd = chunk + (extra if i == 2 else extra * whole)
+        chunk0 = c / vpp + (extra - extra / vpp if i == 0 else 0.0)
+        out.append(StageBlocks(n, c, chunk0, c - layers[i] * bwd_layer_s - extra, first_bwd, last_bwd, 0.0))
+    return tuple(out)
+
+
+def pipeline_bubble_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, bwd_layer_s, pace_s):
+    """The pipeline's bubble: the critical path over the stages' compute blocks (compute_blocks of
+    `stages`' layers) beyond m x `pace_s`, the pacing stage's micro-batch; 0 without a pipeline.
+    Priced on the pipelined rows alone (the formulas are per row, columns.take_rows)."""
+    n = np.size(pp)
+    piped = np.flatnonzero(np.asarray(pp) > 1)
+    out = np.zeros(n)
+    if not len(piped):
+        return out
+    rows = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, bwd_layer_s=bwd_layer_s,
+                          pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)), m=np.broadcast_to(micro_batches, (n,)),
+                          pace_s=pace_s), piped, n)
+    blocks = compute_blocks(rows["layers"], rows["compute_s"], (1.0, np.maximum(rows["pp"] - 2, 0), 1.0),
+                            rows["bwd_extra_s"], bwd_layer_s=rows["bwd_layer_s"], vpp=rows["vpp"])
+    out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"]) - rows["m"] * rows["pace_s"]
+    return out
+
+
+def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp):
+    """Seconds of the longest path (module docstring) over the first, middle and last stages."""
+    m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
+    first, middle, last = stages
+    present = [np.asarray(s.num_stages) > 0 for s in stages]
+    middles = np.asarray(middle.num_stages, dtype=np.float64)
+    f = [s.forward_s / vpp for s in stages]  # a chunk's forward ...
+    b = [(s.cycle_s - s.forward_s) / vpp for s in stages]  # ... and backward block
+    lap = [fk + s.last_bwd_s for fk, s in zip(f, stages)]  # a chunk's forward and the last chunk's backward
+    share = [s.gather_s / vpp for s in stages]  # the gathers of a chunk's first forward
+    # Forwards before the first backward: the first stage, the last middle one, the last, and the
+    # middle ranks either side of the first stage's kink (module docstring).
+    ran0 = forwards_before_backward(pp, vpp, m, 0)
+    kink = rank_running(pp, vpp, ran0)
+    low, high = np.clip(np.floor(kink), 1, pp - 2), np.clip(np.ceil(kink), 1, pp - 2)
+    ran1, ran2, ran_low, ran_high = forwards_before_backward(pp, vpp, m, np.stack(np.broadcast_arrays(
+        pp - 2, pp - 1, low, high)))
+    ran = (ran0, ran1, ran2)
+    # Micro-batch 0's turn on the way in (with the gathers of the first forwards it relays), the
+    # last one's on the way out, through the last stage or (micro-batch 0's) a middle rank q.
+    to_last = middles * lap[1] + lap[2]
+    shares = middles * share[1] + share[2]
+    through = [np.where(present[1] & (q >= 1), q * lap[1] - (ran0 - n) * f[0], 0.0)
+               for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran1))]
+    turn_in = (np.maximum.reduce([np.where(present[2], to_last + shares - (ran0 - ran2) * f[0], 0.0), *through]),
+               lap[2] + share[2] - (ran1 - ran2) * f[1], 0.0)
+    turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
+    # The second group's first forward through chunk 1, sent by the last stage after its first
+    # group's last-chunk laps (_wrap_s).
+    wrap = (_wrap_s(0, f, b, lap, share, ran, middles, pp, vpp, m), _wrap_s(1, f, b, lap, share, ran, middles, pp,
+                                                                             vpp, m), 0.0)
+    # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
+    # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
+    # 0's last-chunk backward down to p, its forward through every stage.
+    below = _below(middles, first.chunk0_s + share[0], middle.chunk0_s + share[1])
+    up_to = _below(middles, f[0] + share[0], f[1] + share[1])
+    drain = _below(middles, first.first_bwd_s, middle.first_bwd_s)
+    above = (middles * middle.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0), last.last_bwd_s, 0.0)
+    every = sum(np.asarray(s.num_stages, dtype=np.float64) * (s.forward_s + s.gather_s) for s in stages)
+    # The groups' pile-ups (pipeline.pile_up_s): the first group's last-chunk jobs, each stage's
+    # backward and the forward it runs beside it where it has forwards left, on the slowest stage
+    # at or above p; the last group's chunk-0 backwards on the slowest at or below it.
+    jobs = np.where(vpp > 1, np.minimum(pp, m), 1)
+    first_laps = [s.last_bwd_s + fk * np.clip((m * vpp - r) / np.maximum(jobs - 1, 1), 0.0, 1.0)
+                  for s, fk, r in zip(stages, f, ran)]
+    above_max = _running_max([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1])[::-1]
+    below_max = _running_max([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)])
+    paths = []
+    for p, s in enumerate(stages):
+        fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
+        drain_pile = pile_up_s(below_max[p], jobs, charged_s=s.first_bwd_s)
+        start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0), every + above[p] - ran[p] * f[p])
+        end = np.maximum(turn_out[p], 0.0)
+        # Both turns where p's last forward follows its first backward, else the longer; the last
+        # micro-batch's after the first group's pile-up where it is another group's.
+        both = np.where(ran[p] < m * vpp, end, 0.0)
+        waiting = np.maximum.reduce([start + fill_pile + np.where(m > pp, both, 0.0), start + both,
+                                     up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end])
+        path = np.maximum(below[p] + s.gather_s, waiting + drain[p]) + m * s.cycle_s + drain_pile
+        paths.append(np.where(present[p], path, -np.inf))
+    return np.maximum.reduce(paths)
+
+
+def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m):
+    """The wait of stage p (the first or the last middle one) for the second group's first
+    forward through its chunk 1, which the last stage sends only after its first group's
+    last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
+    last chunk, the next group's chunk-0 forwards follow its backwards; schedules.py
+    get_schedule_table): micro-batch 0's forward up from p (the last stage's W + 1-th), the last
+    stage's J = pp laps of its last chunk and its next group's first forward, that forward down
+    to p, less p's own forwards and backwards before that one (its forward number pp vpp + pp,
+    paired with its backward number pp vpp + pp - W_p). Interleaved pipelines of two groups or
+    more; 0 elsewhere."""
+    up = (middles * (f[1] + share[1]), 0.0)[p]
+    down = (0.0, f[0] + np.maximum(middles - 1, 0) * f[1])[p]
+    target = pp * vpp + pp  # the second group's first chunk-1 forward
+    passed = (target - ran[2]) * f[p] + np.maximum(0.0, target - ran[p] + 1) * b[p]
+    gain = up + pp * lap[2] + share[2] + f[2] + down - passed
+    return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
+
+
+def _running_max(values):
+    """values[0], max(values[0], values[1]), ... (a list of arrays)."""
+    out = [values[0]]
+    for v in values[1:]:
+        out.append(np.maximum(out[-1], v))
+    return out
+
+
+def _below(middles, first_s, middle_s):
+    """A sum over the stages below the first, the last middle and the last stage (of the first
+    stage's `first_s` and each middle one's `middle_s`)."""
+    return (0.0, first_s + np.maximum(middles - 1, 0) * middle_s, first_s + middles * middle_s)

@@ -1,0 +1,50 @@
+"""cost.pipeline_blocks: each kind of stage's blocks of one micro-batch, by hand."""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.dp_exposure import DPTimes, Edges
+from sp_planner.cost.overlap import MEGATRON_OVERLAP
+from sp_planner.cost.pipeline_blocks import StageDP, stage_blocks
+
+
+def _times(**seconds):
+    return DPTimes(**{name: np.array([seconds.get(name, 0.0)]) for name in DPTimes._fields})
+
+
+def _blocks(times, zero=2):
+    # pp 4, vpp 2, 20 layers a stage of 0.02 s forward and 0.04 s backward; the first stage's
+    # embedding backward 0.05 s (its forward 0.01 s), the last stage's loss and output layer 0.3 s
+    # (0.2 s of it backward, before its layers').
+    stages = (
+        StageDP(times, np.array([20.0]), np.array([1.2 + 0.06]), 0.0, 1.0),
+        StageDP(times, np.array([20.0]), np.array([1.2]), 0.0, np.array([2.0])),
+        StageDP(times, np.array([20.0]), np.array([1.2 + 0.3]), np.array([0.2]), 1.0),
+    )
+    blocks, _ = stage_blocks(MEGATRON_OVERLAP, zero=np.array([zero]), interleaved=True, vpp=np.array([2]),
+                             stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04, reshard=np.array([False]),
+                             edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=0.05))
+    return blocks
+
+
+def test_without_traffic_the_blocks_are_the_compute():
+    first, middle, last = _blocks(_times())
+    # Forwards: 20 x 0.02 s and the ends' forward extras (the embedding's 0.01, the loss's 0.1).
+    assert [float(s.forward_s[0]) for s in (first, middle, last)] == pytest.approx([0.41, 0.4, 0.5])
+    # Chunk 0's backward holds the embedding's on the first stage, the last chunk's the loss's on the last.
+    assert [float(s.first_bwd_s[0]) for s in (first, middle, last)] == pytest.approx([0.45, 0.4, 0.4])
+    assert [float(s.last_bwd_s[0]) for s in (first, middle, last)] == pytest.approx([0.4, 0.4, 0.6])
+    # Chunk 0 on the fill and drain: half the stage, and the first stage's extra beyond its half.
+    assert [float(s.chunk0_s[0]) for s in (first, middle, last)] == pytest.approx([0.63 + 0.025, 0.6, 0.75])
+    assert [float(s.cycle_s[0]) for s in (first, middle, last)] == pytest.approx([1.26, 1.2, 1.5])
+
+
+def test_zero2_output_layer_calls_open_the_last_stages_last_chunk():
+    # 0.9 s of a stage's reduce-scatters, 0.5 s of them the root's (on the last stage the output
+    # layer's): a chunk's layers carry 0.2 s. The last stage's last chunk queues the output
+    # layer's after the loss's backward, 0.7 s behind its whole 0.4 s window: 0.3 s out. Another
+    # stage's last chunk hides its 0.2 s behind its window a layer late (0.38 s) but its first
+    # layer's calls, a layer's share (0.4 / 20 s): 0.02 s out.
+    first, middle, last = _blocks(_times(grad_reduce_scatter_s=0.9, root_reduce_s=0.5))
+    assert float(last.last_bwd_s[0]) == pytest.approx(0.4 + 0.2 + 0.3)
+    assert [float(first.last_bwd_s[0]), float(middle.last_bwd_s[0])] == pytest.approx([0.42, 0.42])

@@ -1,0 +1,84 @@
+"""cost.pipeline_path: the pipelined step's critical path over its stages' blocks, by hand."""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s, pipeline_bubble_s
+from sp_planner.pipeline import StageLayers
+
+
+def _stage(num, forward_s, first_bwd_s, last_bwd_s, vpp, *, gather_s=0.0):
+    """A stage whose chunks' forwards are equal and whose middle chunks' backwards are the last's."""
+    cycle = forward_s + first_bwd_s + (vpp - 1) * last_bwd_s
+    chunk0 = forward_s / vpp + first_bwd_s
+    return StageBlocks(np.array([float(num)]), np.array([cycle]), np.array([chunk0]), np.array([forward_s]),
+                       np.array([first_bwd_s]), np.array([last_bwd_s]), np.array([gather_s]))
+
+
+def test_equal_stages_give_the_1f1b_and_interleaved_bubbles():
+    # pp 4, 8 micro-batches of 1 s forward, 2 s backward: (m + pp - 1) cycles at vpp 1
+    # (Narayanan 2021 s2.2.1); at vpp 2 the bubble is (pp - 1) chunk blocks, (pp - 1)/vpp cycles.
+    plain = tuple(_stage(n, 1.0, 2.0, 2.0, 1) for n in (1, 2, 1))
+    assert critical_path_s(plain, 8, 4, 1).tolist() == pytest.approx([(8 + 3) * 3.0])
+    chunks = tuple(_stage(n, 1.0, 1.0, 1.0, 2) for n in (1, 2, 1))
+    assert critical_path_s(chunks, 8, 4, 2).tolist() == pytest.approx([(8 + 3 / 2) * 3.0])
+
+
+def test_a_first_stage_that_paces_waits_for_the_round_trips():
+    # 1F1B, pp 4, 8 micro-batches. First stage: 0.35 s forward, 1.1 s backward (a 1.45 s cycle, the
+    # slowest); two middle ones 0.2 + 0.9, the last 0.4 + 0.9. The first stage runs its 4 forwards
+    # (W + 1, W = pp - 1) by 1.4 s while micro-batch 0 goes up and back, 0.35 + 0.2 + 0.2 + 0.4 +
+    # 0.9 + 0.9 + 0.9 = 3.85 s: its first backward starts 2.45 s late. Micro-batch 7 turns the same
+    # way, 0.2 + 0.2 + 0.4 + 3 x 0.9 = 3.5 s, while it runs 3 backwards, 3.3 s: 0.2 s more. Riding
+    # it: 8 x 1.45 + 2.45 + 0.2 = 14.25 s, over the last stage's 8 x 1.3 + 1.45 + 2 x 1.1 = 14.05
+    # and over its own 8 cycles with no wait (which the 1F1B bubble of the others' blocks, 15.1 s,
+    # overstated).
+    stages = (_stage(1, 0.35, 1.1, 1.1, 1), _stage(2, 0.2, 0.9, 0.9, 1), _stage(1, 0.4, 0.9, 0.9, 1))
+    assert critical_path_s(stages, 8, 4, 1).tolist() == pytest.approx([14.25])
+
+
+def _ends(first_extra_s=0.0):
+    # pp 4, vpp 2, 4 micro-batches (one group): 0.1 s chunk forwards; the first stage's chunk-0
+    # backward 1.0 s (its embedding's gradients), the last stage's last-chunk one 1.0 s (its output
+    # layer's), every other chunk backward 0.5 s; the ends' cycles are equal, 1.7 s.
+    return (_stage(1, 0.2, 1.0 + first_extra_s, 0.5, 2), _stage(2, 0.2, 0.5, 0.5, 2), _stage(1, 0.2, 0.5, 1.0, 2))
+
+
+def test_interleaved_groups_pile_up_at_either_end():
+    # Riding the last stage: the chunk-0 blocks below it (1.1 + 2 x 0.6), 4 cycles, and the drain's
+    # 4 chunk-0 jobs piling up behind the first stage's 1.0 s block, 3 x 0.5 more: 10.6 s. Riding
+    # the first (its 8 forwards all in its warm-up): micro-batch 0 turns through the last stage,
+    # 2 x 0.6 + 1.1 s less the 3 forwards it runs meanwhile (8 - 5), 2.0 s, and the first group's
+    # last-chunk jobs pile up behind the last stage's 1.1 s lap (forward and backward), against
+    # the first stage's 0.5 s backwards, 3 x 0.6 more: 6.8 + 3.8 = 10.6 s, the same.
+    assert critical_path_s(_ends(), 4, 4, 2).tolist() == pytest.approx([10.6])
+
+
+def test_the_path_moves_continuously_where_the_pacing_stage_changes():
+    # 10 ms more on the first stage's chunk-0 backward makes it pace (1.71 s against 1.7): each
+    # path grows by 40 ms (the last stage's 10 ms on the way in and 3 x 10 ms in the pile-up, the
+    # first's 4 cycles); the last stage's path had been dropped the moment the first stage paced,
+    # and the pile-up behind the first stage's block (1.5 s) with it.
+    paced = critical_path_s(_ends(0.01), 4, 4, 2)
+    assert paced.tolist() == pytest.approx([10.6 + 4 * 0.01])
+
+
+def test_zero2_gathers_ride_the_first_forwards_the_path_runs():
+    # ZeRO-2's gathers, 0.4 s a stage (0.2 a chunk) on each chunk's first forward. Equal stages
+    # (1 s forwards, 2 x 1 s backwards, vpp 2, pp 4, 8 micro-batches): micro-batch 0's forward runs
+    # every virtual stage's chunk, each 0.5 + 0.2 s (5.6 s); the last stage's 8 cycles less the 5
+    # forwards it ran by then (24 - 2.5 s); the chunk-0 backwards down the 3 stages below (3 s):
+    # 30.1 s, every stage's gathers on the path (without them, 28.5 s: the bubble's). Riding the
+    # last stage from its first block holds only its own and one chunk's below it: 29.5 s.
+    stages = tuple(_stage(n, 1.0, 1.0, 1.0, 2, gather_s=0.4) for n in (1, 2, 1))
+    assert critical_path_s(stages, 8, 4, 2).tolist() == pytest.approx([28.5 + 4 * 0.4])
+
+
+def test_the_bubble_is_the_compute_path_beyond_the_pacing_stage():
+    # 8 layers a stage of 1 s (2/3 s of it backward), no extras: pp 4, vpp 2, 8 micro-batches, the
+    # bubble is (pp - 1)/vpp micro-batches of 8 s; 1F1B (pp - 1); no pipeline, none.
+    layers = StageLayers(np.array([8.0, 8.0, 32.0]), np.array([8.0, 8.0, 32.0]), np.array([8.0, 8.0, 32.0]))
+    stage_s = layers.first * 1.0
+    bubble = pipeline_bubble_s(layers, np.array([4, 4, 1]), np.array([2, 1, 1]), 8.0, compute_s=(stage_s,) * 3,
+                               bwd_extra_s=(0.0, 0.0, 0.0), bwd_layer_s=2 / 3, pace_s=stage_s)
+    assert bubble.tolist() == pytest.approx([3 / 2 * 8.0, 3 * 8.0, 0.0])
