@@ -21,6 +21,8 @@ schedule more, the last rank included (pipeline.stage_in_flight).
 
 FP8 (Transformer Engine, cost.precision): the GEMM inputs saved for backward are stored in FP8; with
 nothing recomputed the attention's bf16 output stays beside the out-projection's FP8 cast.
+A framework that keeps the gathered QKV and FC1 inputs instead of their shards (torchtitan,
+cost.saved_inputs) holds them whole, and quantized only where it gathered them so.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from sp_planner.cost.kernels import unfused_saved_bytes_per_score
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
 from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer
 from sp_planner.cost.qk_norm import qk_norm_saved_bytes
+from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_precision
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -106,18 +110,29 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
 
 
 def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
-                                     c: Candidates, *, sequence_parallel: bool = True):
+                                     c: Candidates, *, sequence_parallel: bool = True,
+                                     gathers: TpGathers = TE_TP_GATHERS):
     """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
     saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
-    per layer and what CPU offloading copies (cost.offload)."""
+    per layer and what CPU offloading copies (cost.offload). `gathers`: the framework's TP gathers
+    (cost.tp_gathers), whose linears save their shards (Transformer Engine's, the default) or keep
+    the gathered inputs (cost.saved_inputs)."""
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
         sequence_parallel=sequence_parallel,
     )
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
-    stored = stored - np.where(c.recompute == RECOMPUTE_FULL, 0.0,
-                               fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=c.precision))
+    full = c.recompute == RECOMPUTE_FULL
+    # The precision the GEMM inputs are saved in: the plan's under Transformer Engine (cost.saved_inputs).
+    saved = saved_input_precision(c.precision, tp=c.tp, gathers=gathers, fp8_blockwise=c.fp8_blockwise,
+                                  sequence_parallel=sequence_parallel)
+    stored = stored - np.where(full, 0.0, fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=saved))
+    # The QKV and FC1 inputs kept gathered (torchtitan): whole beyond the shards counted above, in the
+    # layers kept and in the one full recompute rebuilds.
+    kept = kept_gathered_input_bytes(model, tokens=n, tp=c.tp, precision=c.precision, gathers=gathers,
+                                     fp8_blockwise=c.fp8_blockwise, sequence_parallel=sequence_parallel)
+    stored, full_layer = stored + np.where(full, 0.0, kept), full_layer + kept
     # In bf16 the fused attention's saved output and the out-projection's saved input are one tensor
     # (counted once when ulysses is 1). Under FP8 the out-projection saves its own FP8 cast
     # (Transformer Engine module/linear.py: inputmat = input_quantizer(inputmat), saved for
@@ -126,6 +141,6 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # output is already the FP8 tensor the projection takes; Ulysses counts two copies already;
     # selective recompute frees the attention's; unfused attention does not save its output.
     bf16_out = (BF16_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
-    kept_out = ((c.precision != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
+    kept_out = ((saved != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
                 & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
     return stored + np.where(kept_out, bf16_out, 0.0), full_layer

@@ -13,6 +13,13 @@ compute stream wait for the one-float all-reduce, so each reduction adds its lat
 layer's critical path. TE's GroupedLinear (the experts) reduces nothing; delayed scaling reduces
 its amax history once a step (negligible); MXFP8 and block scaling have local block scales.
 
+torchtitan (cost.tp_gathers): torchao's tensorwise float8 TP styles cast the sequence shard as a
+DTensor before the gather (torchao v0.16.0 float8_tensor_parallel.py lines 59-65, 232-237), whose
+torch.max(torch.abs(x)) (float8_utils.py tensor_to_amax line 65) DTensor reduces over the TP mesh
+before the scale uses it: the same reductions. Where it gathers bf16 (rowwise float8, MXFP8) each
+rank casts the whole gathered tensor (cost.gathered_transpose.cast_after_gather), whose amax is
+already the group's: none.
+
 Per layer and micro-batch with TP > 1 (the cost model always pairs TP with sequence parallelism):
 forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormColumnParallelLinear
 each), QKV alone on an MoE layer, plus the shared experts' FC1 where the model has them; backward,
@@ -37,6 +44,7 @@ import numpy as np
 from sp_planner.cost.links import NONE, ring_steps
 from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.distinct import per_distinct
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.model import ModelSpec
 
@@ -73,10 +81,12 @@ def amax_reductions_per_layer(model: ModelSpec):
     return tuple((1 - share) * d + share * e for d, e in zip(DENSE_REDUCTIONS, moe))
 
 
-def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_node: int):
+def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_node: int,
+                     gathers: TpGathers = TE_TP_GATHERS):
     """(forward, backward) seconds per layer and micro-batch the TP group's amax all-reduces add
-    (0 unless FP8 current scaling at tp > 1); the TP group is the fastest axis (stride 1)."""
-    on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool)
+    (0 unless FP8 current scaling at tp > 1, where the framework gathers FP8: `gathers`,
+    cost.tp_gathers); the TP group is the fastest axis (stride 1)."""
+    on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool) & gathers.fp8
     # Once per distinct TP degree (a handful among ~10^5 candidates), spread back.
     latency = per_distinct(lambda tp_: tiny_all_reduce_s(tp_, 1, gpus_per_node), np.asarray(tp))
     one = np.where(on, latency, 0.0)

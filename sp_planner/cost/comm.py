@@ -106,7 +106,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states); `sequence_parallel`
     False: TP's all-reduces (cost.tp_calls); `tp_gathers`: the recipes whose TP all-gathers the
-    framework moves in low precision (cost.tp_gathers; Transformer Engine's by default)."""
+    framework moves in low precision and whether it gathers the saved inputs again (cost.tp_gathers;
+    Transformer Engine's by default)."""
     grad_bytes = states.grad_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
@@ -133,7 +134,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     full = recompute == RECOMPUTE_FULL
     tp_ag_calls, tp_rs_calls, layer_ag_calls = tp_calls_per_step(
         layers=layers, micro_batches=m, full_recompute=full, pp=pp, position_embedding=model.position_embedding,
-        sequence_parallel=sequence_parallel)
+        sequence_parallel=sequence_parallel, regathers=tp_gathers.regathers_saved_inputs)
     # The layers' gathers in FP8 under per-tensor FP8, MXFP8 by tensor, where the framework gathers
     # them so (cost.tp_gathers, cost.gathered_transpose); the embedding's and the output layer's in bf16.
     elem = layer_gather_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,

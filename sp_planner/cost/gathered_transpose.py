@@ -56,7 +56,8 @@ alone and the scales go apart (cost.tp_overlap_buffers).
 
 All of this is Transformer Engine's. A framework that gathers bf16 and casts after (cost.tp_gathers:
 torchtitan but for tensorwise float8, which gathers per-tensor FP8 as above) moves 2 bytes an
-element and transposes no gathered FP8 tensor.
+element and transposes no gathered FP8 tensor, but casts the same tensors whole, after the gather,
+on every rank of the group: tp times the shard cost.precision charges (cast_after_gather_elements).
 """
 
 from __future__ import annotations
@@ -158,3 +159,26 @@ def gathered_transpose_s(model: ModelSpec, hardware: HardwareProfile, *, tokens,
     elements = gathered_tensors_per_layer(model) * np.asarray(tokens, dtype=np.float64) * model.hidden_size
     net_bytes = elements * (TRANSPOSE_BYTES_PER_ELEM - FP8_ELEM_BYTES / tp)
     return np.where(on, memory_pass_time_s(hardware, net_bytes), 0.0)
+
+
+def cast_after_gather(*, tp, precision, gathers: TpGathers, sequence_parallel: bool = True):
+    """Whether the framework casts the gathered tensors after a bf16 gather: FP8 or MXFP8 at tp > 1
+    with sequence parallelism, in a recipe it does not gather in low precision (cost.tp_gathers:
+    torchtitan's rowwise float8 and MXFP8; never Transformer Engine)."""
+    precision = np.asarray(precision)
+    after = ((precision == FP8) & (not gathers.fp8)) | ((precision == MXFP8) & (not gathers.mxfp8))
+    return after & (np.asarray(tp) > 1) & bool(sequence_parallel)
+
+
+def cast_after_gather_elements(model: ModelSpec, *, tokens, tp, precision, gathers: TpGathers,
+                               sequence_parallel: bool = True):
+    """(forward, backward) elements per layer and micro-batch one rank casts beyond the shards
+    cost.precision charges, where the framework casts after the gather (cast_after_gather): the
+    tensors Transformer Engine would gather quantized (cost.amax_reduce's counts: the column-parallel
+    inputs forward, the row-parallel output gradients backward), each `tokens` x h whole instead of
+    tokens / tp x h. torchao's own casts beyond those (per linear, and the saved input and output
+    gradients cast again for the weight gradient) are not counted."""
+    on = cast_after_gather(tp=tp, precision=precision, gathers=gathers, sequence_parallel=sequence_parallel)
+    fwd, bwd = amax_reductions_per_layer(model)
+    extra = np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / np.asarray(tp, dtype=np.float64))
+    return np.where(on, fwd * extra, 0.0), np.where(on, bwd * extra, 0.0)

@@ -5,13 +5,15 @@
   the rank's tokens over tp; backward 2 x forward (Narayanan et al. 2021), each slowed where it
   contracts over a short K (cost.gemm_shapes; the backward's extra over 2 x forward).
 - FP8's casts (cost.precision): the GEMM inputs forward, the output gradients backward; the
-  backward reuses the forward's quantized inputs (Transformer Engine saves them).
+  backward reuses the forward's quantized inputs (Transformer Engine saves them). Where the
+  framework gathers bf16 and casts after (cost.tp_gathers), the gathered tensors are cast whole.
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
 - The hidden dropouts' passes where the model has them (cost.dropout: the mask forward, a kernel of
   their own backward), in the region the residual adds run in.
-- FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward.
+- FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward,
+  where the group gathers the quantized tensors.
 - Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
   the TP group gathers (cost.gathered_transpose).
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
@@ -29,7 +31,7 @@ from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
-from sp_planner.cost.gathered_transpose import gathered_transpose_s
+from sp_planner.cost.gathered_transpose import cast_after_gather_elements, gathered_transpose_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
@@ -118,8 +120,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).
     quant = quantize_bytes_per_elem(precision, fp8_current, hardware.fp8_gemm_any_layout, fp8_blockwise)
-    cast_fwd = memory_pass_time_s(hardware, quant * gemm_inputs_per_token(model, ffn) * tokens / tp)
-    cast_bwd = memory_pass_time_s(hardware, quant * gemm_output_grads_per_token(model, ffn) * tokens / tp)
+    # A framework that gathers bf16 and casts after casts the gathered tensors whole (cost.tp_gathers).
+    after_fwd, after_bwd = cast_after_gather_elements(model, tokens=tokens, tp=tp, precision=precision,
+                                                      gathers=tp_gathers, sequence_parallel=sequence_parallel)
+    cast_fwd = memory_pass_time_s(hardware, quant * (gemm_inputs_per_token(model, ffn) * tokens / tp + after_fwd))
+    cast_bwd = memory_pass_time_s(hardware, quant * (gemm_output_grads_per_token(model, ffn) * tokens / tp
+                                                     + after_bwd))
     fwd = gemm_only + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, loss_bytes_per_logit * tokens * model.vocab_size / tp)
@@ -135,7 +141,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     bwd = 2 * (fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
     # Current scaling's amax all-reduces, each way on its own (not twice the forward's).
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
-                                          gpus_per_node=gpus_per_node)
+                                          gpus_per_node=gpus_per_node, gathers=tp_gathers)
     fwd, bwd = fwd + amax_fwd, bwd + amax_bwd
     # The hidden dropouts beyond the residual adds, each way on its own (cost.dropout), on the
     # hidden state's tokens: split over tp with sequence parallelism, whole on each rank without.

@@ -13,7 +13,7 @@ collectives (cost.comm).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,13 +23,13 @@ from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.tp_calls import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
-    OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
     TP_GRAD_ALL_GATHERS,
     embedding_tp_forward_all_gathers,
+    output_tp_backward_all_gathers,
     output_tp_forward_all_gathers,
     tp_input_all_gathers,
 )
@@ -104,7 +104,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                 sequence_parallel: bool, tp_gathers: TpGathers) -> LayerTimes:
     """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
     sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
-    precision (cost.tp_gathers); the rest as cost.step.time_columns."""
+    precision, and whether it gathers the saved inputs again (cost.tp_gathers); the rest as
+    cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
@@ -136,7 +137,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     # A layer's gathers move FP8 under per-tensor FP8, MXFP8 data and scales under MXFP8, by tensor,
     # where the framework gathers them so (cost.tp_gathers, cost.gathered_transpose); the embedding's
     # and the output layer's (bf16_ag) and every reduce-scatter move bf16.
-    gathers = dict(tp=tp, precision=c.precision, gathers=tp_gathers, sequence_parallel=sequence_parallel)
+    gathers: dict[str, Any] = dict(tp=tp, precision=c.precision, gathers=tp_gathers,
+                                   sequence_parallel=sequence_parallel)
     elem = layer_gather_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
     bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
 
@@ -150,7 +152,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     ag_grad = gather_s(elem.grad, elem.fwd, ag)  # the input gathers are the forward's (elem.input)
     rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
     tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    tp_bwd = TP_GRAD_ALL_GATHERS * ag_grad + tp_input_all_gathers(sequence_parallel) * ag \
+    regathers = tp_gathers.regathers_saved_inputs
+    tp_bwd = TP_GRAD_ALL_GATHERS * ag_grad + tp_input_all_gathers(sequence_parallel, regathers) * ag \
         + TP_BACKWARD_REDUCE_SCATTERS * rs
     if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
         # Userbuffers moves the FP8 data alone; MXFP8's scales and second gathers beside it.
@@ -180,7 +183,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     emb_tp_fwd = EMBEDDING_TP_REDUCE_SCATTERS * rs \
         + embedding_tp_forward_all_gathers(model.position_embedding, sequence_parallel) * bf16_ag
     out_tp_fwd = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag
-    out_tp_bwd = OUTPUT_TP_BACKWARD_ALL_GATHERS * bf16_ag + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
+    out_tp_bwd = output_tp_backward_all_gathers(sequence_parallel, regathers) * bf16_ag \
+        + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd

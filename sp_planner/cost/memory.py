@@ -79,6 +79,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.states import (
     MEGATRON_STATES,
     TrainingStates,
@@ -165,12 +166,14 @@ class MemoryColumns(NamedTuple):
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
                    ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES,
-                   sequence_parallel: bool = True) -> MemoryColumns:
+                   sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
     `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory);
-    `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer)."""
+    `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer);
+    `tp_gathers`: the framework's TP gathers, whose linears save their shards or keep the gathered
+    inputs (cost.saved_inputs)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -223,7 +226,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return p, g, optimizer
 
     stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c,
-                                                          sequence_parallel=sequence_parallel)
+                                                          sequence_parallel=sequence_parallel, gathers=tp_gathers)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)

@@ -2,8 +2,9 @@
 data-parallel communication it overlaps (cost.overlap), the training states it keeps
 (cost.states), the CUDA graphs it replays (cost.cuda_graphs), its ring attention's backward
 (cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory), the passes its
-data-parallel wrapper makes over the gradients (cost.grad_buffer) and the recipes whose TP
-all-gathers it moves in low precision (cost.tp_gathers).
+data-parallel wrapper makes over the gradients (cost.grad_buffer), the recipes whose TP
+all-gathers it moves in low precision and whether its linears gather their saved inputs again or
+keep them gathered (cost.tp_gathers, cost.saved_inputs).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -46,8 +47,9 @@ class Runtime(FrozenModel):
     # emits with TP; torchtitan's SequenceParallel norms): the norms and residual adds split over
     # the TP ranks (cost.gemm_work, cost.memory). False: runs from before it (Megatron-LM 2021-22).
     sequence_parallel: bool = True
-    # The recipes whose TP all-gathers it moves in low precision (cost.tp_gathers): Transformer
-    # Engine's quantize-then-gather by default.
+    # The recipes whose TP all-gathers it moves in low precision, and whether backward gathers the
+    # saved inputs again (cost.tp_gathers: regathers_saved_inputs; cost.saved_inputs): Transformer
+    # Engine's quantize-then-gather and re-gather by default.
     tp_gathers: TpGathers = TE_TP_GATHERS
 
 
@@ -67,7 +69,8 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=DEEPSPEED_GRAD_SYNC)
 # torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x
 # (--framework-version 0.2.2, whose TOML sp-plan writes with tensorwise float8) gathers FP8 through
-# torchao's float8 TP styles (cost.tp_gathers).
+# torchao's float8 TP styles (cost.tp_gathers). Both keep the gathered inputs for the weight
+# gradients (DTensor TP) and gather none again.
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC,
                              tp_gathers=BF16_TP_GATHERS)

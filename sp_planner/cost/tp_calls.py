@@ -8,9 +8,10 @@ sharded inputs again for the weight gradients (2 AG; Megatron's
 LinearWithGradAccumulationAndAsyncCommunication). Each moves b*s/cp*h bf16 elements, but a
 layer's all-gathers move low-precision data where the framework gathers it (cost.tp_gathers,
 cost.gathered_transpose). Per micro-batch, the embedding's 2 (first stage) and the output layer's
-3 (last stage) move as many, in bf16 (EMBEDDING_TP_*, OUTPUT_TP_*). These are Megatron's counts,
-charged to every runtime: torchtitan's DTensor TP keeps the gathered inputs for the weight
-gradients and makes no re-gathers (cost.tp_gathers), which is not modelled.
+3 (last stage) move as many, in bf16 (EMBEDDING_TP_*, OUTPUT_TP_*). These are Megatron's counts.
+torchtitan's DTensor TP keeps the gathered inputs for the weight gradients (cost.tp_gathers,
+TpGathers.regathers_saved_inputs False): a layer's 2 saved-input gathers and the output layer's
+backward one are not made (`regathers` below; cost.activations keeps the gathered inputs instead).
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ TP_INPUT_ALL_GATHERS = 2  # of TP_BACKWARD_ALL_GATHERS: the saved inputs gathere
 TP_GRAD_ALL_GATHERS = TP_BACKWARD_ALL_GATHERS - TP_INPUT_ALL_GATHERS  # the output gradients'
 
 
-def tp_backward_all_gathers(sequence_parallel: bool) -> int:
+def tp_backward_all_gathers(sequence_parallel: bool, regathers: bool = True) -> int:
     """A layer's backward all-gathers (or all-reduces' gather halves) per micro-batch."""
-    return TP_GRAD_ALL_GATHERS + tp_input_all_gathers(sequence_parallel)
+    return TP_GRAD_ALL_GATHERS + tp_input_all_gathers(sequence_parallel, regathers)
 
 
-def tp_input_all_gathers(sequence_parallel: bool) -> int:
-    """A layer's backward all-gathers of its saved inputs per micro-batch (sequence parallelism only)."""
-    return TP_INPUT_ALL_GATHERS if sequence_parallel else 0
+def tp_input_all_gathers(sequence_parallel: bool, regathers: bool = True) -> int:
+    """A layer's backward all-gathers of its saved inputs per micro-batch: sequence parallelism only,
+    and only where the linears saved their shard (`regathers`, TpGathers.regathers_saved_inputs)."""
+    return TP_INPUT_ALL_GATHERS if sequence_parallel and regathers else 0
 
 
 def embedding_tp_forward_all_gathers(position_embedding: str, sequence_parallel: bool) -> int:
@@ -79,9 +81,16 @@ def output_tp_forward_all_gathers(sequence_parallel: bool) -> int:
     return OUTPUT_TP_FORWARD_ALL_GATHERS if sequence_parallel else 0
 
 
-def layer_tp_all_gathers(*, layers, full_recompute, sequence_parallel: bool = True):
+def output_tp_backward_all_gathers(sequence_parallel: bool, regathers: bool = True) -> int:
+    """The output layer's backward all-gathers per micro-batch: under sequence parallelism its saved
+    input again, where the framework gathers it again (`regathers`); without, its input gradient's
+    all-reduce's second half."""
+    return OUTPUT_TP_BACKWARD_ALL_GATHERS if regathers or not sequence_parallel else 0
+
+
+def layer_tp_all_gathers(*, layers, full_recompute, sequence_parallel: bool = True, regathers: bool = True):
     """The all-gathers of `layers` layers per micro-batch (the forward's again under full recompute)."""
-    per_layer = TP_FORWARD_ALL_GATHERS + tp_backward_all_gathers(sequence_parallel)
+    per_layer = TP_FORWARD_ALL_GATHERS + tp_backward_all_gathers(sequence_parallel, regathers)
     return layers * (per_layer + np.where(np.asarray(full_recompute, dtype=bool), TP_FORWARD_ALL_GATHERS, 0))
 
 
@@ -94,17 +103,21 @@ class TpCalls(NamedTuple):
 
 
 def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_embedding: str,
-                      sequence_parallel: bool = True) -> TpCalls:
+                      sequence_parallel: bool = True, regathers: bool = True) -> TpCalls:
     """The TP group's calls a step makes on the first stage's GPU: its layers' per micro-batch
     (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers for a learned position
     table) and, at pp 1, the output layer's; without sequence parallelism an all-reduce counts as
-    one of each. Every call moves the same elements; the layers' gathers move the framework's low
-    precision where it gathers one (cost.tp_gathers), the others bf16."""
+    one of each; `regathers` False: the saved inputs are not gathered again (cost.tp_gathers). Every
+    call moves the same elements; the layers' gathers move the framework's low precision where it
+    gathers one (cost.tp_gathers), the others bf16."""
     full = np.asarray(full_recompute, dtype=bool)
-    layer_ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel)
+    layer_ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel,
+                                    regathers=regathers)
+    output_ag = output_tp_forward_all_gathers(sequence_parallel) \
+        + output_tp_backward_all_gathers(sequence_parallel, regathers)
     ag = layer_ag \
         + EMBEDDING_TP_ALL_GATHERS + embedding_tp_forward_all_gathers(position_embedding, sequence_parallel) \
-        + np.where(pp == 1, output_tp_forward_all_gathers(sequence_parallel) + OUTPUT_TP_BACKWARD_ALL_GATHERS, 0)
+        + np.where(pp == 1, output_ag, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
         + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
     return TpCalls(ag * micro_batches, rs * micro_batches, layer_ag * micro_batches)

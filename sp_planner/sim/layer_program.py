@@ -77,7 +77,8 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     # Conjugates of the forward's reduce-scatter (an all-gather of the gradient) and the
     # all-gather of the saved sharded input again for the weight gradient (Megatron's
     # LinearWithGradAccumulationAndAsyncCommunication): 4 all-gathers, 2 reduce-scatters a layer;
-    # without sequence parallelism the inputs are whole and only the all-reduces' halves remain.
+    # without sequence parallelism the inputs are whole and only the all-reduces' halves remain, and
+    # a framework that kept the gathered inputs (torchtitan, cost.tp_gathers) gathers none again.
     grad_ag = w.tp_all_gather_s if w.tp_grad_all_gather_s is None else w.tp_grad_all_gather_s
     ag = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", grad_ag, (ready,))
     ag_in = ag if w.tp_input_all_gather_s == 0 else p.add(

@@ -13,11 +13,12 @@ from sp_planner.cost.comm import comm_columns
 from sp_planner.cost.tp_calls import (
     EMBEDDING_TP_ALL_GATHERS,
     EMBEDDING_TP_REDUCE_SCATTERS,
-    OUTPUT_TP_BACKWARD_ALL_GATHERS,
     OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
+    output_tp_backward_all_gathers,
     output_tp_forward_all_gathers,
     embedding_tp_forward_all_gathers,
     tp_calls_per_step,
+    tp_input_all_gathers,
 )
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
@@ -74,6 +75,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     middle = int(stages.middle)
     one = Candidates.of_plan(plan)  # the plan as one-entry candidate columns, for the cost model's functions
     sp = runtime.sequence_parallel
+    regathers = runtime.tp_gathers.regathers_saved_inputs  # the saved inputs gathered again (cost.tp_gathers)
     sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
                         states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp,
                         tp_gathers=runtime.tp_gathers).sent_bytes
@@ -93,7 +95,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # layers' gathers, FP8 under per-tensor FP8, MXFP8 data and scales by tensor under MXFP8, where
     # the framework gathers them so (cost.tp_gathers, cost.gathered_transpose).
     scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
-                                 position_embedding=model.position_embedding, sequence_parallel=sp).reduce_scatters
+                                 position_embedding=model.position_embedding, sequence_parallel=sp,
+                                 regathers=regathers).reduce_scatters
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
@@ -182,8 +185,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         tp_all_gather_s=layer_ag,
         tp_grad_all_gather_s=grad_ag,
         tp_reduce_scatter_s=tp_rs,
-        # The saved inputs gathered again for the weight gradients: sequence parallelism only (cost.tp_calls).
-        tp_input_all_gather_s=layer_ag if sp else 0.0,
+        # The saved inputs gathered again for the weight gradients: sequence parallelism only, where
+        # the framework saved their shards (cost.tp_calls, cost.tp_gathers).
+        tp_input_all_gather_s=layer_ag if tp_input_all_gathers(sp, regathers) else 0.0,
         ulysses_qkv_s=uly_qkv,
         ulysses_out_s=uly_out,
         ring_kv_step_s=ring_kv,
@@ -200,7 +204,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         + embedding_tp_forward_all_gathers(model.position_embedding, sp) * tp_ag,
         first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_bwd,
         last_stage_fwd_s=logits_fwd + output_tp_forward_all_gathers(sp) * tp_ag,
-        last_stage_bwd_s=2 * logits_fwd + OUTPUT_TP_BACKWARD_ALL_GATHERS * tp_ag
+        last_stage_bwd_s=2 * logits_fwd + output_tp_backward_all_gathers(sp, regathers) * tp_ag
         + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
         pp_transfer_s=pp_send,
         pp_overlap=bool(pp_sends_beside_compute(runtime.overlap, plan.vpp)),

@@ -29,7 +29,7 @@ class LayerWork(FrozenModel):
     # Communication stream, one occurrence each.
     tp_all_gather_s: float = NonNeg
     tp_reduce_scatter_s: float = NonNeg
-    tp_input_all_gather_s: float = NonNeg  # the saved inputs again for the weight gradients (SP only)
+    tp_input_all_gather_s: float = NonNeg  # the saved inputs again for the weight gradients (SP only; 0: none)
     # The output gradients' backward gathers where they differ (MXFP8, both usages); None: tp_all_gather_s.
     tp_grad_all_gather_s: float | None = Field(default=None, ge=0.0)
     ulysses_qkv_s: float = NonNeg  # Q, K, V forward (dQ, dK, dV backward)

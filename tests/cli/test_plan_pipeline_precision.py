@@ -167,9 +167,9 @@ def test_framework_version_022_emits_toml(sp_plan):
 
 def test_torchtitan_fp8_gathers_follow_the_framework_version(plan_json):
     # Llama-3-8B at 8K, tp 2 x dp 4, 2 micro-batches a rank: one gather sends half of 8192 x 4096
-    # elements, 33,554,432 B in bf16; per micro-batch 32 x 6 layer gathers and the ends' 3 (bf16).
-    # 0.2.2's tensorwise float8 gathers the layers' in FP8 (torchao's float8 TP styles), 0.3.0's
-    # rowwise float8 all in bf16 (cost.tp_gathers).
+    # elements, 33,554,432 B in bf16; per micro-batch 32 x 4 layer gathers and the ends' 2 (bf16): no
+    # saved input is gathered again (cost.saved_inputs). 0.2.2's tensorwise float8 gathers the
+    # layers' in FP8 (torchao's float8 TP styles), 0.3.0's rowwise float8 all in bf16 (cost.tp_gathers).
     args = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--global-batch", "8",
             "--tp", "2", "--pp", "1", "--dp", "4", "--ulysses", "1", "--ring", "1", "--zero", "1",
             "--micro-batch", "1", "--recompute", "none", "--vpp", "1", "--precision", "fp8",
@@ -177,7 +177,7 @@ def test_torchtitan_fp8_gathers_follow_the_framework_version(plan_json):
     sent = {version: plan_json(*args, *extra)[1]["plans"][0]["comm_bytes"]["tp_all_gather"]
             for version, extra in (("0.2.2", ("--framework-version", "0.2.2")), ("0.3.0", ()))}
     one = 8192 * 4096 * 2 // 2
-    assert sent == {"0.2.2": 2 * (32 * 6 * one // 2 + 3 * one), "0.3.0": 2 * 195 * one}
+    assert sent == {"0.2.2": 2 * (32 * 4 * one // 2 + 2 * one), "0.3.0": 2 * 130 * one}
 
 
 def test_framework_version_for_megatron_is_refused(sp_plan):

@@ -6,6 +6,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 import sp_planner.cost.gemm_work as gemm_work_module
 from sp_planner.cost.amax_reduce import amax_reduction_s, amax_reductions_per_layer, tiny_all_reduce_s
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.sim.simulate import analytic_step_time_s, simulate
 from sp_planner.specs import Workload
@@ -43,6 +44,16 @@ def test_only_current_scaling_at_tp_above_one_pays():
     fwd, bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=current, gpus_per_node=8)
     assert fwd.tolist() == pytest.approx([2 * 10.2e-6, 0, 0, 0, 0])
     assert bwd.tolist() == pytest.approx([2 * 10.2e-6, 0, 0, 0, 0])
+
+
+def test_torchtitan_reduces_where_it_gathers_fp8():
+    # torchtitan 0.2.x's tensorwise float8 styles cast the shard as a DTensor, whose amax DTensor
+    # all-reduces (the same 2 + 2 a layer); 0.3.x gathers bf16 and casts the whole tensor: none.
+    one = dict(tp=np.array([4]), precision=np.array([FP8]), fp8_current=np.array([True]), gpus_per_node=8)
+    model = load_model("llama3-70b")
+    assert amax_reduction_s(model, **one, gathers=TORCHAO_TENSORWISE_TP_GATHERS)[0].tolist() == pytest.approx(
+        [2 * 10.2e-6])
+    assert [v.tolist() for v in amax_reduction_s(model, **one, gathers=BF16_TP_GATHERS)] == [[0.0], [0.0]]
 
 
 def test_step_pays_each_layers_reductions_in_both_models(monkeypatch):

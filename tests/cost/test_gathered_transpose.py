@@ -8,12 +8,14 @@ import sp_planner.cost.gemm_work as gemm_work_module
 from sp_planner.cost.comm import comm_columns
 from sp_planner.cost.gathered_transpose import (
     GatherElemBytes,
+    cast_after_gather_elements,
     gathered_tensors_per_layer,
     gathered_transpose_s,
     layer_gather_bytes,
     ub_gather_elem_bytes,
 )
 from sp_planner.cost.links import ring_collective_time_s
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS as TE
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.space import Candidates
@@ -29,6 +31,25 @@ def test_tensors_per_layer_by_model():
     assert gathered_tensors_per_layer(load_model("llama3-70b")) == 4.0
     # Qwen3-30B-A3B: every layer MoE without shared experts, the attention's pair only.
     assert gathered_tensors_per_layer(load_model("qwen3-30b-a3b")) == 2.0
+
+
+def test_a_framework_gathering_bf16_casts_the_gathered_tensors_whole():
+    # torchtitan 0.3.x (rowwise float8, MXFP8) casts after the bf16 gather: the 4 gathered tensors of
+    # a dense layer (2 forward, 2 backward) on all 8192 tokens instead of the 8192/4 cost.precision
+    # charges: 2 x 8192 x 4096 x 3/4 = 50,331,648 elements more each way; Qwen3-30B-A3B's MoE
+    # layers the attention's pair alone. Transformer Engine and 0.2.x's float8 styles cast the shard.
+    tp, precision = np.array([4, 4, 1, 4]), np.array([FP8, MXFP8, FP8, BF16])
+    got = cast_after_gather_elements(load_model("llama3-8b"), tokens=8192, tp=tp, precision=precision,
+                                     gathers=BF16_TP_GATHERS)
+    assert [v.tolist() for v in got] == [[50_331_648.0, 50_331_648.0, 0.0, 0.0]] * 2
+    moe = cast_after_gather_elements(load_model("qwen3-30b-a3b"), tokens=8192, tp=tp, precision=precision,
+                                     gathers=BF16_TP_GATHERS)
+    assert moe[0][0] == moe[1][0] == 8192 * 2048 * 3 / 4  # hidden 2048, one tensor each way
+    tensorwise = cast_after_gather_elements(load_model("llama3-8b"), tokens=8192, tp=tp, precision=precision,
+                                            gathers=TORCHAO_TENSORWISE_TP_GATHERS)
+    assert [v.tolist() for v in tensorwise] == [[0.0, 50_331_648.0, 0.0, 0.0]] * 2
+    te = cast_after_gather_elements(load_model("llama3-8b"), tokens=8192, tp=tp, precision=precision, gathers=TE)
+    assert [v.tolist() for v in te] == [[0.0] * 4] * 2
 
 
 def test_llama3_70b_at_tp8_on_h100_by_hand():

@@ -75,6 +75,16 @@ def test_framework_tp_gathers(framework, interface, gathers):
     assert framework_runtime(framework, interface).tp_gathers == gathers
 
 
+@pytest.mark.parametrize("framework, interface, regathers", [
+    # Megatron-Core / TE gather the saved sequence shards again for the weight gradients; torchtitan's
+    # DTensor TP keeps the gathered inputs in every release (cost.saved_inputs).
+    ("megatron", None, True), ("mindspeed", None, True), ("all", None, True),
+    ("torchtitan", "0.3", False), ("torchtitan", "0.2", False),
+])
+def test_which_frameworks_gather_the_saved_inputs_again(framework, interface, regathers):
+    assert framework_runtime(framework, interface).tp_gathers.regathers_saved_inputs is regathers
+
+
 def test_an_unknown_torchtitan_interface_is_named():
     with pytest.raises(ValueError, match="unknown torchtitan interface '0.1'; expected one of 0.3, 0.2"):
         framework_runtime("torchtitan", "0.1")

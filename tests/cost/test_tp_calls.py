@@ -31,3 +31,20 @@ def test_a_learned_position_table_all_reduces_the_embedding_under_sequence_paral
     plain = [tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=2, position_embedding=kind,
                                sequence_parallel=False) for kind in ("learned_absolute", "rope")]
     assert plain[0] == plain[1] == (3 * (2 * 4 + 1), 3 * (2 * 4 + 1), 3 * 2 * 4)
+
+
+def test_a_framework_keeping_the_gathered_inputs_gathers_none_again():
+    # torchtitan (cost.tp_gathers, regathers_saved_inputs False): a layer's backward gathers only
+    # the two output gradients (4 all-gathers, 4 reduce-scatters a layer), the output layer only its
+    # forward input (1 AG + 1 RS); 2 layers, 3 micro-batches, pp 1. Without sequence parallelism the
+    # inputs are whole and the counts are TP's all-reduces either way.
+    kept = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope",
+                             regathers=False)
+    assert kept == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1), 3 * 2 * 4)
+    # Full recompute gathers the forward's two inputs again, whatever the backward keeps.
+    full = tp_calls_per_step(layers=2, micro_batches=3, full_recompute=True, pp=2, position_embedding="rope",
+                             regathers=False)
+    assert full == (3 * (2 * 6 + 1), 3 * (2 * 6 + 1), 3 * 2 * 6)
+    plain = [tp_calls_per_step(layers=2, micro_batches=3, full_recompute=False, pp=1, position_embedding="rope",
+                               sequence_parallel=False, regathers=regathers) for regathers in (True, False)]
+    assert plain[0] == plain[1] == (3 * (2 * 4 + 1 + 1), 3 * (2 * 4 + 1 + 1), 3 * 2 * 4)

@@ -36,18 +36,20 @@ def test_a_dense_layers_gathers_by_framework_at_tp_2_to_4(precision, gathers, el
 @pytest.mark.parametrize("tp", [2, 4])
 def test_torchtitan_gather_bytes_by_release(tp):
     # One gather sends (tp-1)/tp of 8192 x 4096 elements: 33,554,432 B in bf16 at tp 2, 50,331,648 at
-    # tp 4. Per micro-batch the 32 layers gather 6 times each, the embedding once and the output layer
-    # twice (pp 1), x 2 micro-batches. 0.2.x (tensorwise): the 192 layer gathers at 1 byte, the ends'
-    # 3 in bf16; 0.3.x (rowwise): all 195 in bf16, as the plan in bf16.
+    # tp 4. Per micro-batch the 32 layers gather 4 times each (the QKV and FC1 inputs forward, the two
+    # output gradients backward: torchtitan keeps the gathered inputs, cost.saved_inputs), the
+    # embedding once and the output layer once (its forward; pp 1), x 2 micro-batches. 0.2.x
+    # (tensorwise): the 128 layer gathers at 1 byte, the ends' 2 in bf16; 0.3.x (rowwise): all 130 in
+    # bf16, as the plan in bf16.
     model, workload = load_model("llama3-8b"), Workload(seq_len=8192, global_batch=4)
     plan = ParallelPlan(tp=tp, dp=2, zero=1, precision="fp8", fp8_recipe="tensorwise")
     one_bf16 = 8192 * 4096 * 2 * (tp - 1) // tp
     sent = {name: comm_columns(model, workload, Candidates.of_plan(plan), gpus_per_node=8,
                                tp_gathers=runtime.tp_gathers).sent_bytes.tp_all_gather[0]
             for name, runtime in (("0.2", TORCHTITAN_V02_RUNTIME), ("0.3", TORCHTITAN_RUNTIME))}
-    assert sent["0.2"] == 2 * (32 * 6 * one_bf16 // 2 + 3 * one_bf16)
-    assert sent["0.3"] == 2 * 195 * one_bf16
-    assert {2: sent["0.2"], 4: sent["0.3"]}[tp] == {2: 6_643_777_536, 4: 19_629_342_720}[tp]
+    assert sent["0.2"] == 2 * (32 * 4 * one_bf16 // 2 + 2 * one_bf16)
+    assert sent["0.3"] == 2 * 130 * one_bf16
+    assert {2: sent["0.2"], 4: sent["0.3"]}[tp] == {2: 4_429_185_024, 4: 13_086_228_480}[tp]
 
 
 def test_only_gathered_fp8_is_transposed():
@@ -59,24 +61,31 @@ def test_only_gathered_fp8_is_transposed():
         4 * 8192 * 4096 * (2 - 1 / 4) / H100_MEMORY_BOUND_BYTES_PER_S)
 
 
-def test_torchtitan_releases_step_apart_by_gathers_and_transposes_in_both_models():
+def test_torchtitan_releases_step_apart_by_gathers_casts_and_transposes_in_both_models():
     # Llama-3-8B at 8K, tp 4 alone on a 4-GPU H100 node (dp 1: no data-parallel overlap hangs on the
-    # backward's length), 2 micro-batches, no TP overlap: 0.3.x's 32 x 2 x 6 layer gathers take the
-    # ring time of 50.3 MB sent where 0.2.x's take 25.2 MB's, and 0.2.x pays the 32 x 2 gathered
-    # transposes of 4 tensors of 8192 x 4096 (2 - 1/4 bytes an element) that 0.3.x does not.
+    # backward's length), 2 micro-batches, no TP overlap, tensorwise current scaling. 0.3.x's 32 x 2 x 4
+    # layer gathers (no saved input gathered again in either) take the ring time of 50.3 MB sent where
+    # 0.2.x's take 25.2 MB's; 0.3.x casts the 4 gathered tensors of a layer whole after the gather,
+    # 8192 x 4096 x 3/4 elements more each at 6 bytes (read 2, write FP8 data and transpose, the amax
+    # pass's 2: cost.precision), while 0.2.x pays the 32 x 2 gathered transposes of those 4 tensors
+    # (2 - 1/4 bytes an element) and their 4 amax all-reduces over the 4 GPUs (NCCL ring LL:
+    # 6.6 + 6 x 0.6 = 10.2 us each, cost.amax_reduce) that 0.3.x does not.
     model, hardware = load_model("llama3-8b"), load_hardware("h100")
     workload = Workload(seq_len=8192, global_batch=2)
     plan = ParallelPlan(tp=4, precision="fp8", fp8_recipe="tensorwise")
     one_bf16 = 8192 * 4096 * 2 * 3 / 4
     ring = lambda sent: ring_collective_time_s(hardware, "all_gather", sent, 4, 1, 4)  # noqa: E731
-    gathers_s = 32 * 2 * 6 * (ring(one_bf16) - ring(one_bf16 / 2))
+    gathers_s = 32 * 2 * 4 * (ring(one_bf16) - ring(one_bf16 / 2))
+    casts_s = 32 * 2 * 4 * 8192 * 4096 * 3 / 4 * 6 / H100_MEMORY_BOUND_BYTES_PER_S
     transposes_s = 32 * 2 * 4 * 8192 * 4096 * (2 - 1 / 4) / H100_MEMORY_BOUND_BYTES_PER_S
+    amax_s = 32 * 2 * 4 * 10.2e-6
     releases = (("0.2", TORCHTITAN_V02_RUNTIME), ("0.3", TORCHTITAN_RUNTIME))
     ana = {name: analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=4, runtime=runtime)
            for name, runtime in releases}
     sim = {name: simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=4, detail=False,
                           runtime=runtime).step_time_s
            for name, runtime in releases}
-    assert ana["0.3"] - ana["0.2"] == pytest.approx(gathers_s - transposes_s, rel=1e-6)
-    assert sim["0.3"] - sim["0.2"] == pytest.approx(gathers_s - transposes_s, rel=0.05)
-    assert gathers_s - transposes_s == pytest.approx(22.6e-3, rel=1e-3)
+    apart_s = gathers_s + casts_s - transposes_s - amax_s
+    assert ana["0.3"] - ana["0.2"] == pytest.approx(apart_s, rel=1e-6)
+    assert sim["0.3"] - sim["0.2"] == pytest.approx(apart_s, rel=0.05)
+    assert apart_s == pytest.approx(25.67e-3, rel=1e-3)

@@ -1,0 +1,64 @@
+"""What a layer's linears save for their weight gradients under TP with sequence parallelism, by
+runtime (cost.tp_gathers, TpGathers.regathers_saved_inputs; vectorized over candidates).
+
+Megatron-Core / Transformer Engine (the default): each column-parallel linear saves its sequence
+shard, quantized under FP8 (cost.precision), and backward gathers it again (cost.tp_calls): the
+norms' outputs counted in cost.activations are those shards.
+
+torchtitan's DTensor TP: autograd keeps the input a linear received, so the QKV and FC1 inputs are
+kept gathered, whole on every TP rank (the two gathers a layer does not make again,
+cost.tp_calls.TP_INPUT_ALL_GATHERS), and torchao's Float8Linear / MXFP8Linear keep it in the
+precision it arrived in: quantized only where a float8 TP style cast it before the linear (tensorwise
+float8 at tp > 1, the recipes the framework gathers in FP8: the out-projection's and FC2's inputs
+too), bf16 otherwise (cost.tp_gathers has the sources). The sharded norm outputs are kept by nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.gathered_transpose import fp8_gathers, mx_gathers
+from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MX_BLOCK, MXFP8
+from sp_planner.cost.tp_calls import TP_INPUT_ALL_GATHERS
+from sp_planner.cost.tp_gathers import TpGathers
+from sp_planner.specs.model import ModelSpec
+
+# The attention's and the MLP's inputs (QKV, FC1): the tensors the two backward input gathers of a
+# layer move (cost.tp_calls), kept gathered where the framework does not gather them again.
+GATHERED_INPUTS_PER_LAYER = TP_INPUT_ALL_GATHERS
+
+
+def saved_input_precision(precision, *, tp, gathers: TpGathers, fp8_blockwise=False, sequence_parallel: bool = True):
+    """The precision codes (plan.PRECISIONS) a layer's GEMM inputs are saved in (module docstring):
+    the plan's where the framework saves them quantized (Transformer Engine), and for one that keeps
+    what its linears received only where the TP group gathers them quantized; bf16 otherwise."""
+    precision = np.asarray(precision)
+    if gathers.regathers_saved_inputs:
+        return precision
+    where = dict(tp=tp, precision=precision, gathers=gathers, sequence_parallel=sequence_parallel)
+    cast_before = fp8_gathers(**where, fp8_blockwise=fp8_blockwise) | mx_gathers(**where)
+    return np.where(cast_before, precision, BF16)
+
+
+def saved_input_elem_bytes(saved_precision):
+    """Bytes an element of a saved GEMM input holds: bf16's 2, FP8's 1, MXFP8's 1 with its E8M0
+    scale per MX_BLOCK (cost.precision)."""
+    saved_precision = np.asarray(saved_precision)
+    return np.select([saved_precision == FP8, saved_precision == MXFP8],
+                     [float(FP8_ELEM_BYTES), FP8_ELEM_BYTES + 1 / MX_BLOCK], float(BF16_BYTES))
+
+
+def kept_gathered_input_bytes(model: ModelSpec, *, tokens, tp, precision, gathers: TpGathers, fp8_blockwise=False,
+                              sequence_parallel: bool = True):
+    """Bytes per layer per micro-batch one rank holds beyond the sequence shards cost.activations
+    counts for the QKV and FC1 inputs, where the framework keeps them gathered (module docstring):
+    2 inputs x `tokens` (micro-batch x sequence / cp) x h x (1 - 1/tp), at their saved width. 0 for
+    a framework that gathers them again, or without sequence parallelism (the inputs are whole)."""
+    tp = np.asarray(tp, dtype=np.float64)
+    if gathers.regathers_saved_inputs or not sequence_parallel:
+        return np.zeros(np.broadcast(tp, np.asarray(precision)).shape)
+    saved = saved_input_precision(precision, tp=tp, gathers=gathers, fp8_blockwise=fp8_blockwise,
+                                  sequence_parallel=sequence_parallel)
+    elements = GATHERED_INPUTS_PER_LAYER * np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)
+    return saved_input_elem_bytes(saved) * elements
