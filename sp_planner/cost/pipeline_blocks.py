@@ -86,7 +86,9 @@ def _head_s(stages: tuple[StageDP, ...], i: int):
 def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     """Stage i's backward beyond its layers: the first stage's embedding's (Edges.bwd_tail_s), the
     last's loss and output layer's (StageDP.ahead_s)."""
-    return _stage_edges(edges, i).bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
+    stage_edges = _stage_edges(edges, i)
+    assert stage_edges is not None  # edges is not None
+    return stage_edges.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
 def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):

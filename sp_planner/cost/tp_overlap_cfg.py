@@ -59,7 +59,7 @@ dates the run's Transformer Engine; a row that names none runs TE_DEFAULT.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 RING_EXCHANGE, PIPELINE, BULK = "ring_exchange", "pipeline", "bulk"
 
@@ -133,7 +133,7 @@ def _nemo_launcher(qkv_dgrad: int, qkv_wgrad: int, fc1_dgrad: int, fc1_wgrad: in
         qkv_wgrad=bulk(qkv_wgrad), fc1_dgrad=bulk(fc1_dgrad), fc1_wgrad=bulk(fc1_wgrad))
 
 
-TE_DEFAULT_NAME = "te_default"
+TE_DEFAULT_NAME: Final = "te_default"
 # Megatron-Bridge training/comm_overlap.py at c81012934 (line of each instance).
 UB_CONFIGS: dict[str, UbConfig] = {
     TE_DEFAULT_NAME: TE_DEFAULT,
