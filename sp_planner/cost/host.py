@@ -62,7 +62,8 @@ SwiGLU, bias-dropout-add, gradient-accumulation, router, permute), TP 1:
     grouped: torch._grouped_mm, the CuTe-DSL fused grouped MLP; cost.grouped_gemm) launch these
     once for every local expert, as one expert would.
   Shared experts: one more MLP, +3 forward (fc1, SwiGLU, fc2), +5 backward.
-  TP > 1: each TP collective of the layer is one more op (cost.tp_calls), etp > 1 likewise (cost.moe).
+  TP > 1: each TP collective of the layer is one more op (cost.tp_calls: none of the saved inputs'
+    backward gathers where the framework keeps them gathered, torchtitan), etp > 1 likewise (cost.moe).
   QK norm (models with one): +3 forward, +2 backward, in the attention part (cost.qk_norm).
   Not counted: the logits and loss (a few ops behind the largest GEMM of the step), the
   optimizer (multi-tensor kernels once per step), recompute of selected modules (full recompute
@@ -101,10 +102,10 @@ import numpy as np
 
 from sp_planner.cost.amax_reduce import REDUCTIONS_PER_PAIR
 from sp_planner.cost.tp_calls import (
-    TP_BACKWARD_ALL_GATHERS,
     TP_BACKWARD_REDUCE_SCATTERS,
     TP_FORWARD_ALL_GATHERS,
     TP_FORWARD_REDUCE_SCATTERS,
+    tp_backward_all_gathers,
 )
 from sp_planner.cost.moe import ETP_BACKWARD_COLLECTIVES, ETP_FORWARD_COLLECTIVES, moe_layer_fraction
 from sp_planner.cost.cuda_graphs import (
@@ -167,12 +168,13 @@ def current_scaling_pair_ops(tp, fp8_current):
 
 def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompute,
                    cuda_graphs: frozenset[str] = NO_GRAPHS, ring_ops=(0, 0), fp8_current=False,
-                   sequence_parallel: bool = True):
+                   sequence_parallel: bool = True, regathers_saved_inputs: bool = True):
     """(forward, backward) host ops of the model's average layer per micro-batch, per candidate;
     `cuda_graphs`: the scopes the run graphs (cost.cuda_graphs), each layer's graphed parts
     costing one replay per direction instead of their ops; `fp8_current`: FP8 with current
     scaling (plan.fp8_recipe tensorwise; only where `low_precision`); `sequence_parallel` False:
-    TP's two all-reduces each way, one call each (cost.tp_calls)."""
+    TP's two all-reduces each way, one call each (cost.tp_calls); `regathers_saved_inputs` False
+    (TpGathers.regathers_saved_inputs: torchtitan): no backward all-gathers of the saved inputs."""
     low = np.asarray(low_precision, dtype=bool)
     pair = current_scaling_pair_ops(tp, low & np.asarray(fp8_current, dtype=bool))
     zero = np.zeros(np.broadcast(np.asarray(tp), low, np.asarray(ep), np.asarray(etp)).shape)
@@ -181,7 +183,8 @@ def layer_host_ops(model: ModelSpec, *, tp, ep, etp, low_precision, full_recompu
     tp_split = np.asarray(tp) > 1
     if sequence_parallel:
         tp_fwd = np.where(tp_split, TP_FORWARD_ALL_GATHERS + TP_FORWARD_REDUCE_SCATTERS, 0)
-        tp_bwd = np.where(tp_split, TP_BACKWARD_ALL_GATHERS + TP_BACKWARD_REDUCE_SCATTERS, 0)
+        tp_bwd = np.where(tp_split, tp_backward_all_gathers(True, regathers_saved_inputs)
+                          + TP_BACKWARD_REDUCE_SCATTERS, 0)
     else:  # an all-reduce per reduce-scatter and gather pair
         tp_fwd = np.where(tp_split, TP_FORWARD_REDUCE_SCATTERS, 0)
         tp_bwd = np.where(tp_split, TP_BACKWARD_REDUCE_SCATTERS, 0)

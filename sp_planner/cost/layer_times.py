@@ -70,6 +70,11 @@ class LayerTimes(NamedTuple):
     logits_s: np.ndarray  # the output layer's GEMMs and the loss (cost.gemm_work)
     attn: AttentionTimes
     tp_all_gather_s: np.ndarray  # one forward TP all-gather of a layer's activations (FP8 under FP8 and MXFP8)
+    # One backward all-gather of a row-parallel output gradient (MXFP8: both usages) and of a saved
+    # column-parallel input again (0 where the framework gathers none again: no sequence
+    # parallelism, or torchtitan; cost.tp_gathers), as sim.step_work's LayerWork holds them.
+    tp_grad_all_gather_s: np.ndarray
+    tp_input_all_gather_s: np.ndarray | float
     tp_reduce_scatter_s: np.ndarray  # one TP reduce-scatter of them
     tp_fwd_s: np.ndarray  # a layer's TP collectives exposed in forward ...
     tp_bwd_s: np.ndarray  # ... and in backward
@@ -209,10 +214,23 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     )
     return LayerTimes(
         gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
-        tp_all_gather_s=ag, tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
+        tp_all_gather_s=ag, tp_grad_all_gather_s=ag_grad,
+        tp_input_all_gather_s=ag if tp_input_all_gathers(sequence_parallel, regathers) else 0.0,
+        tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
         out_tp_fwd_s=out_tp_fwd, out_tp_bwd_s=out_tp_bwd, emb_tp_fwd_s=emb_tp_fwd,
         emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, pp=c.pp, moe_layer_s=moe_layer,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
     )
+
+
+def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
+    """Seconds on the compute stream before a layer's first backward GEMM, per candidate
+    (cost.dp_exposure.Edges.bwd_lead_s), in sim.layer_program's order: the output gradient's TP
+    all-gather (MXFP8: both usages, cost.gathered_transpose) and the saved input's again where the
+    framework gathers it again (cost.tp_gathers), after the recomputed core attention under
+    selective recompute; under full recompute the recomputed forward's first (input) all-gather."""
+    gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s
+    return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
+                     [lt.tp_all_gather_s, gathers + lt.attn.fwd_s], gathers)

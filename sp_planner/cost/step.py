@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables
-from sp_planner.cost.layer_times import layer_times
+from sp_planner.cost.layer_times import backward_lead_s, layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -59,7 +59,7 @@ from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import pipeline_bubble_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
-from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -165,6 +165,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
                                       cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
                                       sequence_parallel=sequence_parallel,
+                                      regathers_saved_inputs=tp_gathers.regathers_saved_inputs,
                                       ring_ops=ring_host_ops(ring_impl, ring=r, allgather=c.allgather))
     per_op = host_s_per_op(hardware)
     # TE module calls cost TE's module overhead on top (cost.te_host).
@@ -211,9 +212,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
     # layer chunk's ends overlap its first gather and last reduce-scatter (cost.dp_exposure.Edges).
-    edges = Edges(fwd_lead_s=ag, bwd_lead_s=np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
-                                                      [ag, 2 * ag + attn.fwd_s], 2 * ag),
-                  bwd_trail_s=rs, bwd_tail_s=emb_bwd)
+    edges = Edges(fwd_lead_s=ag, bwd_lead_s=backward_lead_s(lt, recompute), bwd_trail_s=rs, bwd_tail_s=emb_bwd)
     # ZeRO-2/3's traffic of every micro-batch lengthens the pipeline's critical path (cost.pipeline_dp);
     # a single stage's loss backward hides its first gather in backward.
 

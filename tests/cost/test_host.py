@@ -34,6 +34,10 @@ def test_dense_layer_ops_by_hand():
     assert ops(low_precision=True) == (12 + 2, 20 + 4)  # quantize the proj/fc2 inputs, 4 output grads
     assert ops(tp=8) == (12 + 2 + 2, 20 + 4 + 2)  # one op per TP all-gather / reduce-scatter
     assert ops(full_recompute=True) == (12, 20 + 12)  # the forward again in the backward
+    # torchtitan keeps the gathered inputs (TpGathers.regathers_saved_inputs False): of the 4
+    # backward all-gathers only the 2 output gradients' remain (cost.tp_calls).
+    assert ops(tp=8, regathers_saved_inputs=False) == (12 + 2 + 2, 20 + 2 + 2)
+    assert ops(tp=8, regathers_saved_inputs=False, sequence_parallel=False) == ops(tp=8, sequence_parallel=False)
 
 
 def test_current_scaling_adds_the_amax_and_scale_kernels_and_the_amax_all_reduces():

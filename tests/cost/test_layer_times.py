@@ -3,10 +3,10 @@ recompute re-running the forward it drops."""
 
 import pytest
 
-from sp_planner.cost.layer_times import layer_times
+from sp_planner.cost.layer_times import backward_lead_s, layer_times
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.ring_impl import TE_RING
-from sp_planner.cost.tp_gathers import TE_TP_GATHERS
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import Candidates
 from sp_planner.specs import Workload
@@ -14,11 +14,11 @@ from sp_planner.specs import Workload
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
 
 
-def _times(model, hardware, plan):
+def _times(model, hardware, plan, tp_gathers=TE_TP_GATHERS):
     c = Candidates.of_plan(plan)
     return layer_times(model, hardware, WORKLOAD, c, tokens=plan.micro_batch * WORKLOAD.seq_len, cp=1,
                        gpus_per_node=2, overlap=MEGATRON_OVERLAP, ring_impl=TE_RING, loss_bytes_per_logit=4,
-                       sequence_parallel=True, tp_gathers=TE_TP_GATHERS)
+                       sequence_parallel=True, tp_gathers=tp_gathers)
 
 
 def test_tp_collectives_of_a_layer_and_of_the_pipeline_ends_by_hand(toy_model, hardware):
@@ -63,3 +63,28 @@ def test_recompute_reruns_the_forward_it_drops(toy_model, hardware, recompute):
     # The layer's parts add up to its forward and backward, recompute inside the backward.
     assert float(t.per_layer_s[0]) == pytest.approx(float(t.fwd_s[0] + t.bwd_s[0]))
     assert float(t.bwd_s[0]) == pytest.approx(float(plain.bwd_s[0]) + want)
+
+
+@pytest.mark.parametrize("recompute", ["none", "selective", "full"])
+def test_the_first_backward_gathers_are_priced_as_their_own_kind(toy_model, hardware, recompute):
+    # MXFP8 at tp 2 (toy: 4096 tokens x h 64, 100 GB/s, no latency; a dense layer, all TE-gathered):
+    # forward input row-wise 1 + 1/32 B an element, the output gradient both usages 2 x (1 + 1/32),
+    # the saved input again column-wise 1 + 1/32 (cost.gathered_transpose). Before the first
+    # backward GEMM, as sim.layer_program orders them: the gradient's gather and the input's again,
+    # after the recomputed attention (selective); full recompute: the recomputed forward's gather.
+    def call(elem_bytes):
+        return 4096 * 64 * elem_bytes / 2 / 100e9
+
+    hardware = hardware.model_copy(update={"peak_fp8_flops": 200e12, "efficiency": hardware.efficiency.model_copy(
+        update={"gemm_mxfp8": 0.5})})
+    t = _times(toy_model, hardware, ParallelPlan(tp=2, micro_batch=1, precision="mxfp8", recompute=recompute))
+    lead = float(backward_lead_s(t, Candidates.of_plan(ParallelPlan(recompute=recompute)).recompute)[0])
+    want = {"none": call(2.0625) + call(1.03125), "selective": call(2.0625) + call(1.03125)
+            + float(t.attn.fwd_s[0]), "full": call(1.03125)}[recompute]
+    assert lead == pytest.approx(want)
+    # torchtitan 0.3 (bf16 gathers, the gathered input kept): the gradient's bf16 gather alone.
+    kept = _times(toy_model, hardware, ParallelPlan(tp=2, micro_batch=1, precision="mxfp8", recompute=recompute),
+                  tp_gathers=BF16_TP_GATHERS)
+    lead = float(backward_lead_s(kept, Candidates.of_plan(ParallelPlan(recompute=recompute)).recompute)[0])
+    want = {"none": call(2), "selective": call(2) + float(kept.attn.fwd_s[0]), "full": call(2)}[recompute]
+    assert lead == pytest.approx(want)
