@@ -11,14 +11,11 @@ tokens, 4 micro-batches, even and uneven first/last splits. Prints max/mean |ana
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 
-import numpy as np
+from sim_agreement import print_summary, step_diff_percent
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.plan import ParallelPlan
-from sp_planner.search import evaluate
-from sp_planner.sim import simulate
 from sp_planner.specs import Workload
 
 MODEL = load_model("Llama-3-8B")
@@ -33,27 +30,16 @@ def sweep():
             layers = {} if split is None else dict(first_stage_layers=split[0], last_stage_layers=split[1])
             try:
                 plan = ParallelPlan(dp=dp, pp=pp, vpp=vpp, tp=2, zero=zero, **layers)
-                workload = Workload(seq_len=seq, global_batch=4 * dp)
-                sim = simulate(MODEL, hardware, workload, plan, num_nodes=8, gpus_per_node=8,
-                               detail=False).step_time_s
             except ValueError:
                 continue
-            est = evaluate(MODEL, hardware, workload, plan, num_nodes=8, gpus_per_node=8).step_time_s
-            yield dict(hw=hw, pp=pp, vpp=vpp, zero=zero, seq=seq, split=split, diff=100 * (est / sim - 1))
+            diff = step_diff_percent(MODEL, hardware, Workload(seq_len=seq, global_batch=4 * dp), plan)
+            if diff is not None:
+                yield dict(hw=hw, pp=pp, vpp=vpp, zero=zero, seq=seq, split=split, diff=diff)
 
 
 def main() -> None:
-    rows = list(sweep())
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["hw"], r["zero"], "even" if r["split"] is None else "uneven")].append(abs(r["diff"]))
-    print(f"{'hw':>5} {'zero':>4} {'split':>6} {'plans':>5} {'max %':>6} {'mean %':>6}")
-    for (hw, zero, split), diffs in sorted(groups.items()):
-        print(f"{hw:>5} {zero:>4} {split:>6} {len(diffs):>5} {max(diffs):>6.2f} {np.mean(diffs):>6.2f}")
-    every = [abs(r["diff"]) for r in rows]
-    print(f"all {len(every)} plans: max {max(every):.2f}%, mean {np.mean(every):.2f}%")
-    for r in sorted(rows, key=lambda r: -abs(r["diff"]))[:6]:
-        print(r)
+    print_summary(list(sweep()), ("hw", "zero", "split"),
+                  lambda r: (r["hw"], r["zero"], "even" if r["split"] is None else "uneven"), worst=6)
 
 
 if __name__ == "__main__":

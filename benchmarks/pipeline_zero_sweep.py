@@ -10,14 +10,11 @@ uneven first/last splits, 4 and 8 micro-batches (336 plans, about a minute). Pri
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 
-import numpy as np
+from sim_agreement import print_summary, step_diff_percent
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.plan import ParallelPlan
-from sp_planner.search import evaluate
-from sp_planner.sim import simulate
 from sp_planner.specs import Workload
 
 MODEL, L40S = load_model("Llama-3-8B"), load_hardware("L40S")
@@ -32,26 +29,17 @@ def sweep():
         layers = {} if split is None else dict(first_stage_layers=split[0], last_stage_layers=split[1])
         try:
             plan = ParallelPlan(dp=dp, pp=PP, vpp=vpp, tp=tp, zero=zero, **layers)
-            workload = Workload(seq_len=seq, global_batch=m * dp)
-            sim = simulate(MODEL, L40S, workload, plan, num_nodes=8, gpus_per_node=8, detail=False).step_time_s
-        except ValueError:  # a split the chunks do not divide (vpp 4 with 6-layer middle stages)
+        except ValueError:
             continue
-        est = evaluate(MODEL, L40S, workload, plan, num_nodes=8, gpus_per_node=8).step_time_s
-        yield dict(seq=seq, tp=tp, zero=zero, vpp=vpp, split=split, m=m, diff=100 * (est / sim - 1))
+        # None: a split the chunks do not divide (vpp 4 with 6-layer middle stages).
+        diff = step_diff_percent(MODEL, L40S, Workload(seq_len=seq, global_batch=m * dp), plan)
+        if diff is not None:
+            yield dict(seq=seq, tp=tp, zero=zero, vpp=vpp, split=split, m=m, diff=diff)
 
 
 def main() -> None:
-    rows = list(sweep())
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["zero"], "even" if r["split"] is None else "%d/%d" % r["split"])].append(abs(r["diff"]))
-    print(f"{'zero':>4} {'split':>6} {'plans':>5} {'max %':>6} {'mean %':>6}")
-    for (zero, split), diffs in sorted(groups.items()):
-        print(f"{zero:>4} {split:>6} {len(diffs):>5} {max(diffs):>6.2f} {np.mean(diffs):>6.2f}")
-    every = [abs(r["diff"]) for r in rows]
-    print(f"all {len(every)} plans: max {max(every):.2f}%, mean {np.mean(every):.2f}%")
-    for r in sorted(rows, key=lambda r: -abs(r["diff"]))[:5]:
-        print(r)
+    print_summary(list(sweep()), ("zero", "split"),
+                  lambda r: (r["zero"], "even" if r["split"] is None else "%d/%d" % r["split"]), worst=5)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,41 @@
+"""The analytic step against the simulated one for one plan, and the summary table the pipeline
+sweeps (pipeline_zero_sweep.py, pipeline_zero01_split_sweep.py) print from their rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+
+import numpy as np
+
+from sp_planner.search import evaluate
+from sp_planner.sim import simulate
+
+NODES, GPUS_PER_NODE = 8, 8
+
+
+def step_diff_percent(model, hardware, workload, plan) -> float | None:
+    """100 x (analytic / simulated step - 1) on 8 nodes of 8 GPUs; None where the simulator refuses
+    the plan (a split the chunks do not divide)."""
+    try:
+        sim = simulate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE,
+                       detail=False).step_time_s
+    except ValueError:
+        return None
+    est = evaluate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE).step_time_s
+    return 100 * (est / sim - 1)
+
+
+def print_summary(rows: list[dict], names: tuple[str, ...], group_of: Callable[[dict], tuple], worst: int) -> None:
+    """Max and mean |diff| per group (`group_of` a row's key, one column per name), over all rows,
+    and the `worst` rows."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[group_of(r)].append(abs(r["diff"]))
+    print(" ".join(f"{name:>6}" for name in names) + f" {'plans':>5} {'max %':>6} {'mean %':>6}")
+    for key, diffs in sorted(groups.items()):
+        print(" ".join(f"{part:>6}" for part in key) + f" {len(diffs):>5} {max(diffs):>6.2f} {np.mean(diffs):>6.2f}")
+    every = [abs(r["diff"]) for r in rows]
+    print(f"all {len(every)} plans: max {max(every):.2f}%, mean {np.mean(every):.2f}%")
+    for r in sorted(rows, key=lambda r: -abs(r["diff"]))[:worst]:
+        print(r)
