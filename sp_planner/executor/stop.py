@@ -71,12 +71,39 @@ def _signal_all(proc: subprocess.Popen, pids: list[int], sig: signal.Signals) ->
             continue
 
 
-def _gone_by(proc: subprocess.Popen, marker: str, deadline: float) -> list[int]:
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first, start time 20th), or None
+    where the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _follow(pids: list[int], seen: dict[int, str]) -> None:
+    """Note each newly marked pid with its start time, which tells the process from a later one
+    that reuses its pid."""
+    for pid in pids:
+        if pid not in seen and (fields := _stat_fields(pid)) is not None:
+            seen[pid] = fields[19]
+
+
+def _running(pid: int, start: str) -> bool:
+    """Whether the process `pid` that started at `start` has not yet exited (a zombie, state Z
+    or X, has)."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[19] == start and fields[0] not in ("Z", "X")
+
+
+def _gone_by(proc: subprocess.Popen, marker: str, deadline: float, seen: dict[int, str]) -> list[int]:
     """Wait until torchrun has exited and no marked process is left, or the deadline; the marked
-    processes still alive."""
+    processes still alive. A process is followed from the first scan that finds it marked (`seen`,
+    pid -> start time, updated) until it is a zombie or gone: an exiting one stops showing its
+    environment (and so its mark) before it has ended."""
     while True:
         proc.poll()  # reap torchrun
-        left = marked_pids(marker)
+        _follow(marked_pids(marker), seen)
+        left = [pid for pid, start in sorted(seen.items()) if _running(pid, start)]
         if proc.returncode is not None and not left:
             return []
         if time.monotonic() >= deadline:
@@ -93,10 +120,12 @@ def stop_launch(proc: subprocess.Popen, marker: str, grace_s: float = GRACE_S,
     if proc.poll() is not None and not pids:
         return []
     _signal_all(proc, pids, signal.SIGTERM)
-    left = _gone_by(proc, marker, time.monotonic() + grace_s)
+    seen: dict[int, str] = {}
+    _follow(pids, seen)
+    left = _gone_by(proc, marker, time.monotonic() + grace_s, seen)
     if proc.returncode is None or left:
         _signal_all(proc, left, signal.SIGKILL)
-        left = _gone_by(proc, marker, time.monotonic() + kill_wait_s)
+        left = _gone_by(proc, marker, time.monotonic() + kill_wait_s, seen)
     return left
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sp_planner.executor.stop import (LAUNCH_ENV, marked_pids, new_marker, signal_handlers, signals_noted,
-                                      stop_launch, survivors_note)
+from sp_planner.executor.stop import (LAUNCH_ENV, _follow, _running, marked_pids, new_marker, signal_handlers,
+                                      signals_noted, stop_launch, survivors_note)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
 
@@ -61,6 +61,26 @@ def test_a_rank_deaf_to_sigterm_is_killed_after_the_grace_and_waited_for(launch)
     assert agent.returncode == -signal.SIGTERM  # the agent went at once; its rank held on until SIGKILL
     assert not _alive(rank_pid)
     assert 1.0 <= took_s < 5.0
+
+
+def test_a_followed_process_runs_until_it_is_a_zombie_and_a_reused_pid_is_not_it():
+    # An exiting rank stops showing its environment (its mark) before it has ended: stop_launch
+    # follows each marked pid by its start time until the process is a zombie or gone.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        seen: dict[int, str] = {}
+        _follow([proc.pid], seen)
+        assert _running(proc.pid, seen[proc.pid])
+        assert not _running(proc.pid, str(int(seen[proc.pid]) + 1))  # a later process on the same pid
+        proc.kill()
+        deadline = time.monotonic() + 5.0
+        while _alive(proc.pid) and time.monotonic() < deadline:  # killed, not yet reaped: a zombie
+            time.sleep(0.01)
+        assert Path(f"/proc/{proc.pid}").exists() and not _running(proc.pid, seen[proc.pid])
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not _running(proc.pid, seen[proc.pid])
 
 
 def test_a_finished_launch_is_left_as_it_is():
