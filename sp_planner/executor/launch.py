@@ -22,6 +22,7 @@ from pathlib import Path
 from sp_planner.executor.failure import root_cause, stages, torchrun_exit_codes
 from sp_planner.executor.stop import (LAUNCH_ENV, new_marker, signal_handlers, signals_noted, stop_launch,
                                      survivors_note)
+from sp_planner.executor.tether import tethered
 
 WORKER_MODULE = "sp_planner.executor.worker"
 CLI_MODULE = "sp_planner.cli.run_cmd"
@@ -137,7 +138,9 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
               ranks: list[int] | None = None, host: str | None = None,
               start_deadline_s: float | None = None, nccl_timeout_s: float | None = None,
               log_path: Path | None = None, watch: Callable[[], None] | None = None) -> LaunchOutcome:
-    """Run torchrun in its own process group; on timeout or Ctrl-C, kill the whole group (no strays).
+    """Run torchrun in its own process group; on timeout or Ctrl-C, kill the whole group (no strays);
+    if this process dies without a word (SIGKILL), torchrun gets SIGTERM and stops its ranks
+    (executor.tether).
 
     start_deadline_s: also give up if no rank has started by then (a rendezvous that hangs).
     nccl_timeout_s: the ranks' NCCL group timeout, when they run NCCL (a rank that dies silently
@@ -150,7 +153,7 @@ def run_local(command: list[str], *, result_dir: Path, world_size: int, timeout_
     stopped_by = None  # "Ctrl-C" or "SIGTERM"
     try:
         with _sigterm_raises():
-            proc = subprocess.Popen(command, start_new_session=True, env=env, stdout=log,
+            proc = subprocess.Popen(tethered(command), start_new_session=True, env=env, stdout=log,
                                     stderr=subprocess.STDOUT if log is not None else None)
             try:
                 timed_out = _wait(proc, result_dir, timeout_s, start_deadline_s, watch)
