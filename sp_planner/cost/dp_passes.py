@@ -37,16 +37,20 @@ class DPPasses(NamedTuple):
     edges: Edges  # the work beside a layer chunk's data-parallel edges (first_s's backward part: bwd_tail_s)
 
 
-def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s) -> tuple[np.ndarray, np.ndarray]:
+def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
+                   compute_path_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) DP seconds per step with each forward and backward pass lengthened by
-    a host stall (seconds per micro-batch, spread over the stage's layers)."""
+    a host stall (seconds per micro-batch, spread over the stage's layers). `compute_path_s`: the
+    pipeline's critical path over these passes' compute, where cost.step has it (no stalls; None:
+    priced here, cost.pipeline_dp.pipelined_dp_s)."""
     c, layers = p.c, p.layers
     stall_f, stall_b = fwd_stall_s / layers, bwd_stall_s / layers
     pipelined = pipelined_dp_s(overlap, c, stages=p.stages, times=p.times,
                                per_layer_s=p.per_layer_s + stall_f + stall_b, logits_s=p.logits_s, ahead_s=p.ahead_s,
                                first_s=p.first_s,
                                fwd_layer_s=p.fwd_layer_s + stall_f, bwd_layer_s=p.bwd_layer_s + stall_b,
-                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges)
+                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges,
+                               compute_path_s=compute_path_s)
     return dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

@@ -36,7 +36,7 @@ LOSS_BACKWARD_SHARE = 2 / 3
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
-                   edges: Edges) -> tuple[np.ndarray, np.ndarray]:
+                   edges: Edges, compute_path_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
@@ -45,7 +45,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     and output layer's, forward and backward), ahead_s its part before the first layer's backward,
     first_s the first stage's beyond its layers (the embedding's TP collectives and gradient passes;
     its backward part is edges.bwd_tail_s), fwd/bwd_layer_s a layer's windows and `edges` the work
-    beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges)."""
+    beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges); compute_path_s the
+    critical path over the same stages' compute blocks, per candidate, where the caller has it
+    (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -70,7 +72,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     )
     kw = dict(stages=by_stage, reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)),
               fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s), vpp=sub(c.vpp),
-              micro_batches=sub(micro_batches))
+              micro_batches=sub(micro_batches), bare_path_s=None if compute_path_s is None else sub(compute_path_s))
     start = 0
     for z, interleaved, index in groups:
         part = slice(start, start + len(index))
@@ -118,15 +120,17 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
 
 def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_batches, vpp,
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
-                     gathers=(0.0, 0.0, 0.0)):
+                     gathers=(0.0, 0.0, 0.0), bare_path_s=None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
-    (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1)."""
+    (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
+    same path without the traffic (the stages' compute blocks) where the caller has priced it."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     kw = dict(zero=zero, interleaved=interleaved, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
               bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges)
     blocks, first_traffic = stage_blocks(overlap, gathers=gathers, **kw)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
-    bare = bare_blocks(stages, edges=edges, bwd_layer_s=bwd_layer_s, vpp=vpp)
-    path = critical_path_s(blocks, micro_batches, pp, vpp)
-    return path - critical_path_s(bare, micro_batches, pp, vpp), first_traffic
+    if bare_path_s is None:
+        bare_path_s = critical_path_s(bare_blocks(stages, edges=edges, bwd_layer_s=bwd_layer_s, vpp=vpp),
+                                      micro_batches, pp, vpp)
+    return critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s, first_traffic

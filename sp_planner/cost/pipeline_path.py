@@ -78,22 +78,28 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, bwd_layer_s, v
     return tuple(out)
 
 
-def pipeline_bubble_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, bwd_layer_s, pace_s):
-    """The pipeline's bubble: the critical path over the stages' compute blocks (compute_blocks of
-    `stages`' layers) beyond m x `pace_s`, the pacing stage's micro-batch; 0 without a pipeline.
-    Priced on the pipelined rows alone (the formulas are per row, columns.take_rows)."""
+def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, bwd_layer_s):
+    """The critical path over the stages' compute blocks (compute_blocks of `stages`' layers): what
+    cost.step's bubble and cost.pipeline_dp's traffic are each reckoned beyond; NaN without a
+    pipeline. Priced on the pipelined rows alone (the formulas are per row, columns.take_rows)."""
     n = np.size(pp)
     piped = np.flatnonzero(np.asarray(pp) > 1)
-    out = np.zeros(n)
+    out = np.full(n, np.nan)
     if not len(piped):
         return out
     rows = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, bwd_layer_s=bwd_layer_s,
-                          pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)), m=np.broadcast_to(micro_batches, (n,)),
-                          pace_s=pace_s), piped, n)
+                          pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)), m=np.broadcast_to(micro_batches, (n,))),
+                     piped, n)
     blocks = compute_blocks(rows["layers"], rows["compute_s"], (1.0, np.maximum(rows["pp"] - 2, 0), 1.0),
                             rows["bwd_extra_s"], bwd_layer_s=rows["bwd_layer_s"], vpp=rows["vpp"])
-    out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"]) - rows["m"] * rows["pace_s"]
+    out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"])
     return out
+
+
+def pipeline_bubble_s(path_s, pp, micro_batches, *, pace_s):
+    """The pipeline's bubble: the compute's critical path `path_s` (compute_path_s) beyond m x
+    `pace_s`, the pacing stage's micro-batch; 0 without a pipeline."""
+    return np.where(np.asarray(pp) > 1, path_s - micro_batches * pace_s, 0.0)
 
 
 def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp):

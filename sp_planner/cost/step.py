@@ -56,7 +56,7 @@ from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
-from sp_planner.cost.pipeline_path import pipeline_bubble_s
+from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL
@@ -156,8 +156,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # waits for the first and last micro-batches' turns. ZeRO-2/3's traffic lengthens the same
     # path's blocks (cost.pipeline_dp).
     stage_s = (stages.first * per_layer + first, stages.middle * per_layer, stages.last * per_layer + head)
-    bubble = pipeline_bubble_s(stages, pp, c.vpp, m, compute_s=stage_s, bwd_extra_s=(first_bwd, 0.0, ahead),
-                               bwd_layer_s=bwd_layer, pace_s=pace.micro_s)
+    path = compute_path_s(stages, pp, c.vpp, m, compute_s=stage_s, bwd_extra_s=(first_bwd, 0.0, ahead),
+                          bwd_layer_s=bwd_layer)
+    bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
     # (fwd_layer) and backward as the CPU issues it.
@@ -217,7 +218,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # a single stage's loss backward hides its first gather in backward.
 
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
-    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0)
+    # Without host stalls the passes' compute path is the bubble's, priced once (above).
+    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0, compute_path_s=path)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so

@@ -205,10 +205,10 @@ def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monk
     import sp_planner.cost.step as step_module
 
     seen = []
-    bubble = step_module.pipeline_bubble_s
-    monkeypatch.setattr(step_module, "pipeline_bubble_s",
+    path = step_module.compute_path_s
+    monkeypatch.setattr(step_module, "compute_path_s",
                         lambda *a, bwd_extra_s, **k: seen.append(bwd_extra_s[0]) or
-                        bubble(*a, bwd_extra_s=bwd_extra_s, **k))
+                        path(*a, bwd_extra_s=bwd_extra_s, **k))
     model, hardware, workload = load_model("llama3-8b"), load_hardware("h100"), Workload(seq_len=8192, global_batch=16)
     for precision in ("bf16", "fp8"):
         plan = ParallelPlan(tp=2, pp=4, vpp=2, zero=1, precision=precision, fp8_recipe="tensorwise")

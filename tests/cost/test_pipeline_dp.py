@@ -1,12 +1,18 @@
-"""cost.pipeline_dp: ZeRO-2/3's per-micro-batch exposure in a pipeline, by hand."""
+"""cost.pipeline_dp: ZeRO-2/3's per-micro-batch exposure in a pipeline, by hand, and beyond cost.step's
+compute path."""
 
 import numpy as np
 import pytest
 
+import sp_planner.cost.step as step_module
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.pipeline_blocks import StageDP
+from sp_planner.cost.dp_passes import dp_over_passes
 from sp_planner.cost.pipeline_dp import pipelined_exposed_s
+from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
+from sp_planner.specs.workload import Workload
 
 
 def _zero2(last_s, tail_s=0.0):
@@ -88,3 +94,28 @@ def test_without_traffic_nothing_is_exposed():
 
     for zero in (2, 3):
         assert _interleaved(0.9, 0.05, times=idle, zero=zero) == pytest.approx(0.0)
+
+
+def test_the_steps_compute_path_is_the_one_the_traffic_is_reckoned_beyond(monkeypatch):
+    # cost.step hands its bubble's path to the DP passes instead of pricing it again: on every
+    # pipelined ZeRO-2/3 candidate of Llama-3-8B on 64 H100s (pp 2..8, vpp 1..8) it is the path
+    # over the compute blocks pipeline_dp would build, so the exposure is what it prices alone.
+    seen = []
+
+    def keep(*args, **kw):
+        seen.append((args, kw))
+        return dp_over_passes(*args, **kw)
+
+    monkeypatch.setattr(step_module, "dp_over_passes", keep)
+    model, h100 = load_model("llama3-8b"), load_hardware("h100-sxm")
+    workload = Workload(seq_len=8192, global_batch=256)
+    c = expand_candidates(workload, search_order(degree_tuples(64, Pins())), Pins(), 8,
+                          axes=Axes(num_layers=model.num_layers))
+    step_module.time_columns(model, h100, workload, c, gpus_per_node=8)
+    (args, kw), = seen
+    assert kw["compute_path_s"] is not None
+    priced_here = dp_over_passes(*args)
+    pipelined = (c.pp > 1) & (c.zero >= 2)
+    assert np.any(pipelined & (c.vpp > 1)) and np.any(pipelined & (c.vpp == 1))
+    for given, alone in zip(dp_over_passes(*args, **kw), priced_here):
+        np.testing.assert_array_equal(given, alone)

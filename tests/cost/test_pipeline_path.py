@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s, pipeline_bubble_s
+from sp_planner.cost.pipeline_path import StageBlocks, compute_path_s, critical_path_s, pipeline_bubble_s
 from sp_planner.pipeline import StageLayers
 
 
@@ -79,6 +79,9 @@ def test_the_bubble_is_the_compute_path_beyond_the_pacing_stage():
     # bubble is (pp - 1)/vpp micro-batches of 8 s; 1F1B (pp - 1); no pipeline, none.
     layers = StageLayers(np.array([8.0, 8.0, 32.0]), np.array([8.0, 8.0, 32.0]), np.array([8.0, 8.0, 32.0]))
     stage_s = layers.first * 1.0
-    bubble = pipeline_bubble_s(layers, np.array([4, 4, 1]), np.array([2, 1, 1]), 8.0, compute_s=(stage_s,) * 3,
-                               bwd_extra_s=(0.0, 0.0, 0.0), bwd_layer_s=2 / 3, pace_s=stage_s)
+    pp = np.array([4, 4, 1])
+    path = compute_path_s(layers, pp, np.array([2, 1, 1]), 8.0, compute_s=(stage_s,) * 3,
+                          bwd_extra_s=(0.0, 0.0, 0.0), bwd_layer_s=2 / 3)
+    assert path[:2].tolist() == pytest.approx([(8 + 3 / 2) * 8.0, (8 + 3) * 8.0]) and np.isnan(path[2])
+    bubble = pipeline_bubble_s(path, pp, 8.0, pace_s=stage_s)
     assert bubble.tolist() == pytest.approx([3 / 2 * 8.0, 3 * 8.0, 0.0])
