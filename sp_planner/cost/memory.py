@@ -34,7 +34,9 @@ and final norm's unsharded gradients, produced first in backward, are held throu
 
 The peak: a stage's memory peaks at one of two moments, and the parts of the other are not held
 then. At the loss (the loss stage) the logits are live beside every layer's saved activations and
-the TP all-gather buffer (Megatron's global memory buffer keeps it); the attention's buffers
+the TP all-gather buffer (Megatron's global memory buffer keeps it), and where the framework keeps
+the output layer's input gathered (torchtitan) that input beyond its shard (cost.saved_inputs;
+counted with the activations); the attention's buffers
 (Ulysses send/receive, ring K/V and dK/dV, all-gather CP's gathered K/V) were freed when each
 layer's attention returned, and under full recompute no layer is rebuilt yet. In a layer's
 backward (the first one backward holds the most) the logits are gone (the output layer's backward
@@ -79,6 +81,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
+from sp_planner.cost.saved_inputs import kept_output_input_bytes
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.states import (
     MEGATRON_STATES,
@@ -243,6 +246,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     act_middle = stages.middle * stored * stage_in_flight(pp, c.vpp, m, 1)
     logits_last = logit_bytes * n * model.vocab_size / tp
     logits_first = np.where(pp == 1, logits_last, 0.0)
+    # The output layer's input, kept gathered by a framework that does not gather it again
+    # (torchtitan, cost.saved_inputs): a saved activation of the loss moment alone.
+    out_input_last = kept_output_input_bytes(model, tokens=n, tp=tp, gathers=tp_gathers,
+                                             sequence_parallel=sequence_parallel)
+    out_input_first = np.where(pp == 1, out_input_last, 0.0)
     comm = comm_buffer_bytes(model, workload, tp=tp, ulysses=c.ulysses, ring=c.ring,
                              micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
     # Megatron-FSDP's gathered FP8 units hold TE's FP8 weight bytes (with the transpose built in
@@ -259,14 +267,16 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # the other moment's parts are not held then.
     backward = working + comm.attention_bytes
 
-    def peak_parts(acts, logits):
-        at_loss = logits >= backward
-        return (acts + np.where(at_loss, 0.0, working), np.where(at_loss, logits, 0.0),
+    def peak_parts(acts, logits, out_input):
+        at_loss = logits + out_input >= backward
+        return (acts + np.where(at_loss, out_input, working), np.where(at_loss, logits, 0.0),
                 held + np.where(at_loss, 0.0, comm.attention_bytes))
 
-    first = (*stage_states(first_p, stages.first, pp == 1), *peak_parts(act_first, logits_first), reserve)
-    last = (*stage_states(last_p, stages.last, True), *peak_parts(act_last, logits_last), reserve)
-    middle = (*stage_states(stages.middle * per_layer, stages.middle, False), *peak_parts(act_middle, 0.0), reserve)
+    first = (*stage_states(first_p, stages.first, pp == 1), *peak_parts(act_first, logits_first, out_input_first),
+             reserve)
+    last = (*stage_states(last_p, stages.last, True), *peak_parts(act_last, logits_last, out_input_last), reserve)
+    middle = (*stage_states(stages.middle * per_layer, stages.middle, False), *peak_parts(act_middle, 0.0, 0.0),
+              reserve)
     first_total, last_total = sum(first), sum(last)
     middle_total = np.where(pp >= 3, sum(middle), 0.0)
     use_first = (first_total >= last_total) & (first_total >= middle_total)

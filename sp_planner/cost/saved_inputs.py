@@ -11,6 +11,20 @@ cost.tp_calls.TP_INPUT_ALL_GATHERS), and torchao's Float8Linear / MXFP8Linear ke
 precision it arrived in: quantized only where a float8 TP style cast it before the linear (tensorwise
 float8 at tp > 1, the recipes the framework gathers in FP8: the out-projection's and FC2's inputs
 too), bf16 otherwise (cost.tp_gathers has the sources). The sharded norm outputs are kept by nothing.
+
+The output layer likewise (kept_output_input_bytes): torchtitan 0.2.2 gathers its input in
+ColwiseParallel(input_layouts=Shard(1)) (models/llama3/infra/parallelize.py lines 182-186 at
+73a0e69; torch tensor/parallel/style.py ColwiseParallel._prepare_input_fn redistributes to
+Replicate) and the plain bf16 nn.Linear keeps the gathered tensor until its backward; 0.3.0 gathers
+the final norm's output (models/common/decoder_sharding.py pre_lm_head_norm_config,
+out_dst_shardings Replicate, lines 119-139) and its ChunkedLossWrapper holds those hidden states
+while every chunk's lm_head and loss run (components/loss.py lines 594-597, 705-765). The output
+layer stays bf16: sp-plan's 0.2.x TOML filters "output" from the float8 converter, 0.3.0's
+llama3_405b filters "lm_head". Megatron-Core saves the sequence shard and gathers it again. The
+shard itself (tokens/tp x h) is counted for no framework, as the final norm's input is not
+(Megatron's theoretical_memory_usage.py lines 368-376 at d98e8a6 counts the output layer's input
+and the loss together at pp 1, 4sbh(1 + V/h)/tp): what is counted is the difference, tp - 1 of
+the tp shards, held at the loss only (the output layer's backward frees it before the layers').
 """
 
 from __future__ import annotations
@@ -62,3 +76,14 @@ def kept_gathered_input_bytes(model: ModelSpec, *, tokens, tp, precision, gather
                                   sequence_parallel=sequence_parallel)
     elements = GATHERED_INPUTS_PER_LAYER * np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)
     return saved_input_elem_bytes(saved) * elements
+
+
+def kept_output_input_bytes(model: ModelSpec, *, tokens, tp, gathers: TpGathers, sequence_parallel: bool = True):
+    """Bytes the loss stage's rank holds at the loss beyond the output layer's sequence shard, where
+    the framework keeps its input gathered (module docstring): `tokens` (micro-batch x sequence /
+    cp) x h x (1 - 1/tp) in bf16. 0 for a framework that gathers it again, or without sequence
+    parallelism (the input is whole on every rank either way)."""
+    tp = np.asarray(tp, dtype=np.float64)
+    if gathers.regathers_saved_inputs or not sequence_parallel:
+        return np.zeros(tp.shape)
+    return BF16_BYTES * np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)

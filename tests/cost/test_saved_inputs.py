@@ -10,7 +10,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
-from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_precision
+from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, kept_output_input_bytes, saved_input_precision
 from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.search import evaluate
@@ -53,6 +53,18 @@ def test_kept_gathered_inputs_by_hand(tp, kept_bytes):
                                      sequence_parallel=False)[0] == 0.0
 
 
+@pytest.mark.parametrize("tp, kept_bytes", [(1, 0.0), (2, 67_108_864), (4, 100_663_296)])
+def test_kept_output_layer_input_by_hand(tp, kept_bytes):
+    # The output layer's input beyond its shard: 16384 tokens (2 x 8192) x 4096 x (1 - 1/tp) x 2 B
+    # bf16 (never float8: the output layer is filtered from the converter); none for Megatron,
+    # which gathers its shard again, or without sequence parallelism.
+    one = dict(tokens=16384, tp=np.array([tp]))
+    assert kept_output_input_bytes(MODEL, **one, gathers=BF16_TP_GATHERS)[0] == pytest.approx(kept_bytes)
+    assert kept_output_input_bytes(MODEL, **one, gathers=TORCHAO_TENSORWISE_TP_GATHERS)[0] == pytest.approx(kept_bytes)
+    assert kept_output_input_bytes(MODEL, **one, gathers=TE_TP_GATHERS)[0] == 0.0
+    assert kept_output_input_bytes(MODEL, **one, gathers=BF16_TP_GATHERS, sequence_parallel=False)[0] == 0.0
+
+
 def _activations(runtime, tp, precision="bf16", recompute="none"):
     plan = ParallelPlan(tp=tp, precision=precision, fp8_recipe="tensorwise" if precision == "fp8" else "delayed",
                         recompute=recompute)
@@ -63,10 +75,11 @@ def _activations(runtime, tp, precision="bf16", recompute="none"):
 @pytest.mark.parametrize("tp", [2, 4])
 def test_torchtitan_holds_the_gathered_inputs_in_bf16(tp):
     # 32 layers x 2 x 2 B x 8192 x 4096 x (1 - 1/tp), one micro-batch in flight (pp 1): 2 GiB at
-    # tp 2, 3 GiB at tp 4.
+    # tp 2, 3 GiB at tp 4; and at the loss (the peak here) the output layer's input, 1 more: 32 MiB
+    # at tp 2, 48 MiB at tp 4.
     delta = _activations(TORCHTITAN_RUNTIME, tp) - _activations(SAVES_SHARDS, tp)
-    assert delta == 32 * 2 * 2 * 8192 * 4096 * (tp - 1) // tp
-    assert delta == {2: 2 * 2**30, 4: 3 * 2**30}[tp]
+    assert delta == (32 * 2 + 1) * 2 * 8192 * 4096 * (tp - 1) // tp
+    assert delta == {2: 2 * 2**30 + 32 * 2**20, 4: 3 * 2**30 + 48 * 2**20}[tp]
 
 
 def test_torchtitan_fp8_saves_what_its_linears_received():
@@ -75,10 +88,12 @@ def test_torchtitan_fp8_saves_what_its_linears_received():
     # attention's bf16 output beside the projection's FP8 cast: 2 x 8192 x 4096/4 = 16,777,216 B.
     # 0.3.x (rowwise: bf16 gathers) saves bf16 inputs, one attention output, and the gathered QKV and
     # FC1 inputs whole: 2 x 2 x 8192 x 4096 x 3/4 = 100,663,296 B more. 0.2.x's float8 TP styles save
-    # FP8 as TE does, the gathered inputs whole at 1 B: 50,331,648 B more.
+    # FP8 as TE does, the gathered inputs whole at 1 B: 50,331,648 B more. Both keep the output
+    # layer's input gathered in bf16 (it is not float8): 2 x 8192 x 4096 x 3/4 = 50,331,648 B.
     te = _activations(SAVES_SHARDS, 4, "fp8")
-    assert _activations(TORCHTITAN_RUNTIME, 4, "fp8") - te == 32 * (54_525_952 - 16_777_216 + 100_663_296)
-    assert _activations(TORCHTITAN_V02_RUNTIME, 4, "fp8") - te == 32 * 50_331_648
+    out = 50_331_648
+    assert _activations(TORCHTITAN_RUNTIME, 4, "fp8") - te == 32 * (54_525_952 - 16_777_216 + 100_663_296) + out
+    assert _activations(TORCHTITAN_V02_RUNTIME, 4, "fp8") - te == 32 * 50_331_648 + out
 
 
 def test_torchtitan_fp8_at_tp_1_saves_bf16_inputs():
