@@ -14,6 +14,7 @@ from rich.text import Text
 
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
+from sp_planner.cli.terminal import write_note
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
@@ -22,7 +23,7 @@ from sp_planner.layout import rank_groups
 from sp_planner.planfile import PlanFile, RankLayout, write_plan_file
 from sp_planner.present.advice import FitSuggestion
 from sp_planner.present.summary import build_summary, estimate_row
-from sp_planner.present.expressible import MAX_SCANNED, best_expert_parallel, best_expressible
+from sp_planner.present.expressible import EXPRESSIBLE_COLUMN, MAX_SCANNED, best_expert_parallel, best_expressible
 from sp_planner.present.breakdown import comm_table, memory_table, prune_table, time_table
 from sp_planner.present.fit import fitted_tables, print_heading
 from sp_planner.present.table import ranked_tables
@@ -92,10 +93,11 @@ class Answer(FrozenModel):
     def overall_best_differs(self) -> bool:
         return bool(self.framework_ranked) and self.framework_ranked[0].plan != self.result.ranked[0].plan
 
-    def flag_request(self) -> FlagRequest:
+    def flag_request(self, estimate: PlanEstimate | None = None) -> FlagRequest:
+        """The flags' question for `estimate`'s plan (the chosen plan's by default)."""
         q = self.question
         return FlagRequest(
-            model=q.model, workload=q.workload, plan=self.chosen.plan,
+            model=q.model, workload=q.workload, plan=(estimate or self.chosen).plan,
             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
         )
 
@@ -122,11 +124,30 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
         document = summary(answer, full_rank_groups=full_rank_groups)
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
-        # The table's plans (those --framework can express), as the table ranks them.
-        rows = [{"rank": i, **estimate_row(est)} for i, est in enumerate(answer.ranked, 1)]
+        # The table's plans (those --framework can express, else the best overall: `expressible`
+        # says which), as the table ranks them.
+        rows = [{"rank": i, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
+                for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
         pd.DataFrame(rows).to_csv(sys.stdout, index=False)
     else:
         print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)
+    if output_format != "table" and answer.fits and answer.framework != "all" and not answer.framework_ranked:
+        # The table says so under its plans; JSON and CSV rows do not, so stderr does (exit 1).
+        where = ("the rows are the best plans overall (expressible False)" if output_format == "csv" else
+                 f"framework_plans is empty and plans holds the best plans overall (flags.{answer.framework}."
+                 "supported false)")
+        write_note(f"no plan that fits can be expressed in {answer.framework}: {where}; --framework all ranks every "
+                   "plan", sys.stderr)
+
+
+def expressible_column(answer: Answer) -> list[bool | None]:
+    """sp-plan --format csv's `expressible`: whether --framework can express each plan shown
+    (render_flags, as the JSON's flags.NAME.supported); None (empty) for --framework all."""
+    if answer.framework == "all":
+        return [None] * len(answer.ranked)
+    if answer.framework_ranked:  # the plans shown are those it expresses
+        return [True] * len(answer.ranked)
+    return [render_flags(answer.framework, answer.flag_request(est)).supported for est in answer.ranked]
 
 
 def stdout_console() -> Console:

@@ -18,6 +18,10 @@ from sp_planner.search import HEAD_ROWS
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
+# sp-plan --format csv's column after plans.csv's (report.csv.PLAN_CSV_COLUMNS): whether --framework
+# can express the row's plan. Without it the rows of a framework that expresses no fitting plan
+# (every framework's best, sp-plan exit 1) read as that framework's.
+EXPRESSIBLE_COLUMN = "expressible"
 # Fitting candidates scanned, in rank order, before giving up: the rows the search keeps.
 MAX_SCANNED = HEAD_ROWS
 # Expert-parallel plans whose flags are rendered looking for one the framework can express (about

@@ -4,7 +4,8 @@ The columns are the search frame's (see sp_planner.estimate), renamed only where
 name lacks its unit (comm_<kind> -> comm_<kind>_bytes), plus `rank`, `cp`, `world_size` and
 `simulated_step_time_s` (the event simulator's step, for the plans sp-plan --simulate K simulated;
 empty for the rest and without --simulate). README.md ("Reports") documents every column;
-`CSV_COLUMNS` is the single list plans.csv and `sp-plan --format csv` both follow.
+`CSV_COLUMNS` is the single list plans.csv and `sp-plan --format csv` both follow, the latter with
+`expressible` after them (PLAN_CSV_COLUMNS).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.plan import ParallelPlan
+from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
 from sp_planner.present.labels import reason_key
 
 PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
@@ -46,6 +48,10 @@ CSV_COLUMNS: tuple[str, ...] = (
     *MEMORY_COLUMNS,
     *TIME_COLUMNS,
 )
+
+# sp-plan --format csv: the plans it ranks, in plans.csv's columns and whether --framework can
+# express each (True/False; empty for --framework all).
+PLAN_CSV_COLUMNS: tuple[str, ...] = (*CSV_COLUMNS, EXPRESSIBLE_COLUMN)
 
 
 # The columns plans_table adds to the search frame's (simulated_step_time_s only where the frame

@@ -135,7 +135,9 @@ def test_csv_lists_the_top_plans_with_the_report_columns(sp_plan, plan_json):
     result = sp_plan(*README, "--format", "csv", "--top", "4")
     assert result.exit_code == 0 and result.stderr == ""
     table = pd.read_csv(io.StringIO(result.stdout))
-    assert tuple(table.columns) == CSV_COLUMNS
+    # plans.csv's columns, then whether Megatron-LM (the default --framework) expresses the plan.
+    assert tuple(table.columns) == (*CSV_COLUMNS, "expressible")
+    assert table["expressible"].tolist() == [True] * 4
     assert table["rank"].tolist() == [1, 2, 3, 4]
     assert (table["world_size"] == 16).all()
     assert (table["cp"] == table["ulysses"] * table["ring"]).all()
@@ -304,6 +306,36 @@ def test_json_and_csv_rank_the_tables_plans(sp_plan):
             plan[k] for k in ("tp", "pp", "dp", "ulysses", "ring", "zero")]
     everything = json.loads(sp_plan(*README, "--framework", "all", "--format", "json").stdout)
     assert everything["framework"] == "all" and everything["framework_plans"] == everything["plans"]
+    # --framework all filters nothing: `expressible` has no framework to answer for.
+    assert pd.read_csv(io.StringIO(sp_plan(*README, "--framework", "all", "--format", "csv", "--top", "2").stdout))[
+        "expressible"].isna().all()
+
+
+# DeepSpeed's sequence parallelism is Ulysses only: with --ring 2 pinned no plan is its.
+NOT_DEEPSPEED = (*README, "--ring", "2", "--framework", "deepspeed", "--top", "3")
+
+
+def test_csv_marks_the_best_plans_overall_where_the_framework_expresses_none(sp_plan):
+    result = sp_plan(*NOT_DEEPSPEED, "--format", "csv")
+    assert result.exit_code == 1
+    assert notes_unwrapped(result.stderr) == [
+        "note: no plan that fits can be expressed in deepspeed: the rows are the best plans overall (expressible "
+        "False); --framework all ranks every plan"]
+    table = pd.read_csv(io.StringIO(result.stdout))
+    assert table["expressible"].tolist() == [False, False, False] and table["fits"].all()
+    # The same plans, and the same answer, as the JSON's every-framework ranking.
+    doc = json.loads(sp_plan(*NOT_DEEPSPEED, "--format", "json").stdout)
+    assert doc["framework_plans"] == []
+    assert table["step_time_s"].tolist() == [p["step_time_s"] for p in doc["plans"]]
+    assert table["expressible"].tolist() == [p["flags"]["deepspeed"]["supported"] for p in doc["plans"]]
+
+
+def test_json_says_on_stderr_that_the_framework_expresses_no_plan(sp_plan):
+    result = sp_plan(*NOT_DEEPSPEED, "--format", "json")
+    assert result.exit_code == 1
+    assert notes_unwrapped(result.stderr) == [
+        "note: no plan that fits can be expressed in deepspeed: framework_plans is empty and plans holds the best "
+        "plans overall (flags.deepspeed.supported false); --framework all ranks every plan"]
 
 
 def test_help_has_examples(sp_plan):

@@ -30,7 +30,7 @@ def test_sp_plan_csv_has_the_simulated_step_and_the_same_columns_without_it(sp_p
     simulated = sp_plan(*args, "--simulate", 2, "--format", "csv")
     assert simulated.exit_code == 0, simulated.stderr
     table = pd.read_csv(io.StringIO(simulated.stdout))
-    assert tuple(table.columns) == CSV_COLUMNS
+    assert tuple(table.columns) == (*CSV_COLUMNS, "expressible")
     doc = json.loads(sp_plan(*args, "--simulate", 2, "--format", "json").stdout)
     # The rank order follows the simulated step, which the CSV now shows (empty past the two simulated).
     assert table["simulated_step_time_s"][:2].tolist() == [p["simulated_step_time_s"] for p in doc["plans"][:2]]
@@ -38,7 +38,7 @@ def test_sp_plan_csv_has_the_simulated_step_and_the_same_columns_without_it(sp_p
     assert table["simulated_step_time_s"][2:].isna().all()
     plain = sp_plan(*args, "--format", "csv")
     table = pd.read_csv(io.StringIO(plain.stdout))
-    assert tuple(table.columns) == CSV_COLUMNS and table["simulated_step_time_s"].isna().all()
+    assert tuple(table.columns) == (*CSV_COLUMNS, "expressible") and table["simulated_step_time_s"].isna().all()
 
 
 def test_a_plan_in_both_rankings_has_one_simulated_step(sp_plan):
