@@ -36,13 +36,15 @@ def sp_run_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer:
 
 def cluster_command(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
                     rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None,
-                    plan_scale: float | None = None) -> list[str]:
+                    plan_scale: float | None = None, join_timeout_s: float | None = None) -> list[str]:
     """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
-    The joined ranks must expect the same ranks per node as the printed line starts (given)."""
+    The joined ranks must expect the same ranks per node as the printed line starts (given);
+    `join_timeout_s` (--join-timeout) goes into the line's --rdzv-conf, torchrun's default without."""
     per_node = cfg.nproc_per_node or ranks_per_node(cfg.world_size, None, None, plan_file)
     args = sp_run_args(cfg, plan, out, layer, plan_scale) + (["--nproc-per-node", str(per_node)] if given else [])
     return cluster_argv(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
-                                   rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id), args)
+                                   rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id,
+                                   join_timeout_s=join_timeout_s), args)
 
 
 def ranks_per_node(world: int, nodes: int | None, nproc_per_node: int | None, plan_file: PlanFile | None) -> int:

@@ -57,6 +57,9 @@ Exit codes: 0 passed, 1 a rank failed/hung or results disagree with the referenc
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
+DEFAULT_RDZV_ID = "sp-run"
+DEFAULT_JOIN_TIMEOUT_S = 300.0
+
 
 def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Layer | None,
                       **run_options: Any) -> tuple[RunConfig, str | None]:
@@ -156,9 +159,11 @@ def run(
     rdzv_endpoint: Annotated[Optional[str], typer.Option(
         help="HOST:PORT of the c10d rendezvous (the node-rank-0 host) [default for --print-launch: "
              "HEAD_NODE:29500].")] = None,
-    rdzv_id: Annotated[str, typer.Option(help="Rendezvous id, the same on every node.")] = "sp-run",
-    join_timeout: Annotated[float, typer.Option(
-        min=1, help="Seconds a node waits for the others at the rendezvous.")] = 300,
+    rdzv_id: Annotated[Optional[str], typer.Option(
+        help=f"Rendezvous id, the same on every node [default: {DEFAULT_RDZV_ID}].")] = None,
+    join_timeout: Annotated[Optional[float], typer.Option(
+        min=1, help=f"Seconds a node waits for the others at the rendezvous [default: {DEFAULT_JOIN_TIMEOUT_S:g}]."
+    )] = None,
     debug_fail_rank: Annotated[Optional[int], typer.Option(hidden=True)] = None,
     debug_fail_mode: Annotated[str, typer.Option(hidden=True)] = "raise",
 ) -> int:
@@ -195,11 +200,17 @@ def run(
         raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
                              "HOST:PORT (and start sp-run on every node), or use --print-launch")
     check_config(cfg)
+    if not print_launch and (_joined_launch() or not agent):
+        _refuse_rendezvous_options({"--rdzv-endpoint": rdzv_endpoint, "--rdzv-id": rdzv_id,
+                                    "--join-timeout": join_timeout}, joined=_joined_launch())
+    if join_timeout is not None and not math.isfinite(join_timeout):  # typer's FloatRange lets inf and nan by
+        raise UserInputError(f"--join-timeout {join_timeout:g}: must be a finite number of seconds")
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
+    rdzv_id = DEFAULT_RDZV_ID if rdzv_id is None else rdzv_id
     cluster = cluster_command(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
                               given=nproc_per_node is not None or nodes is not None, layer=layer,
-                              plan_scale=softmax_scale if plan is not None else None)
+                              plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout)
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
@@ -216,8 +227,28 @@ def run(
         _check_joined_environment()
         return run_joined(job)
     if agent:
-        return run_node_agent(job, rdzv_endpoint, rdzv_id, node_rank, join_timeout)
+        return run_node_agent(job, rdzv_endpoint, rdzv_id, node_rank,
+                              DEFAULT_JOIN_TIMEOUT_S if join_timeout is None else join_timeout)
     return run_here(job, nproc)
+
+
+def _refuse_rendezvous_options(options: Mapping[str, str | float | None], *, joined: bool) -> None:
+    """The rendezvous options set up a node's torchrun agent (--node-rank, or --nodes with
+    --rdzv-endpoint) or the line --print-launch prints; a run on this machine alone, or a rank of
+    a launch whose launcher held the rendezvous, would take them and do nothing with them (refused
+    as --cp-comm allgather with --ring 1 is)."""
+    given = [f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+             for name, value in options.items() if value is not None]
+    if not given:
+        return
+    named = given[0] if len(given) == 1 else f"{', '.join(given[:-1])} and {given[-1]}"
+    verb, them = ("is", "it") if len(given) == 1 else ("are", "them")
+    if joined:
+        raise UserInputError(f"{named} {verb} for a multi-node run that sp-run starts, and this process is already a "
+                             f"rank of a torchrun/SLURM launch: drop {them} (the launcher's own options set its "
+                             "rendezvous)")
+    raise UserInputError(f"{named} {verb} for a multi-node run, and this one starts every rank here: give --nodes N "
+                         f"with --rdzv-endpoint HOST:PORT (one sp-run per node) or --print-launch, or drop {them}")
 
 
 def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
