@@ -247,6 +247,13 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     return LoadedPlan(plan_file, unrecorded, release_note)
 
 
+def is_plan_file(data: object) -> bool:
+    """Whether parsed JSON/YAML is a plan file, of this schema version or another: its
+    schema_version names it (for a command given one where it takes another file)."""
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    return isinstance(version, str) and version.startswith(SCHEMA_VERSION.rsplit("/", 1)[0] + "/")
+
+
 def read_plan_file(path: Path) -> PlanFile:
     return load_plan_file(path).plan_file
 

@@ -16,7 +16,7 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.calibration import Collective, Environment, LinkTier
 
 Seconds = Field(gt=0, allow_inf_nan=False)
-_WHAT = "measurements"
+WHAT = "measurements"  # the file's name in read errors ("measurements file raw.json is invalid: ...")
 
 
 class CollectiveSample(FrozenModel):
@@ -68,7 +68,12 @@ class Measurements(FrozenModel):
 
 def read_measurements(path: Path) -> Measurements:
     """A measurements JSON/YAML; malformed, negative or non-finite values -> one UserInputError line."""
-    return validate_as(Measurements, read_structured(Path(path), what=_WHAT), what=_WHAT, path=path)
+    return measurements_from(read_structured(Path(path), what=WHAT), path)
+
+
+def measurements_from(data: object, path: Path | str) -> Measurements:
+    """Parsed measurements (read_structured) checked as read_measurements checks them."""
+    return validate_as(Measurements, data, what=WHAT, path=path)
 
 
 def write_measurements(path: Path, measurements: Measurements) -> None:

@@ -28,6 +28,7 @@ from sp_planner.calibration import (
     calibration_data,
     read_measurements,
 )
+from sp_planner.calibration.measurements import WHAT as MEASUREMENTS_WHAT, measurements_from
 from sp_planner.calibration.profile_file import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
@@ -39,6 +40,8 @@ from sp_planner.executor.config import Device
 from sp_planner.executor.devices import cuda_device_count
 from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
+from sp_planner.fileio import read_structured
+from sp_planner.planfile import is_plan_file
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.cli.help_format import PlainHelpCommand
 
@@ -186,7 +189,7 @@ def calibrate(
         check_file_destination(save_measurements, option="--save-measurements")
     base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
     if measurements is not None:
-        raw = read_measurements(measurements)
+        raw = _saved_measurements(measurements)
     else:
         measured = _measure(device=device, model=model, nproc_per_node=nproc_per_node, quick=quick,
                             has_base=base_profile is not None, timeout_s=timeout)
@@ -216,6 +219,16 @@ def calibrate(
     console.print(f"  sp-plan --hardware {out} --model ... --nodes ... --seq-len ...", markup=False,
                   highlight=False, soft_wrap=True)
     return 0
+
+
+def _saved_measurements(path: Path) -> Measurements:
+    """--measurements: what --save-measurements wrote. A plan file (sp-plan --out, also JSON) is
+    named as one rather than listed field by field as extra inputs."""
+    data = read_structured(path, what=MEASUREMENTS_WHAT)
+    if is_plan_file(data):
+        raise UserInputError(f"{path} is a plan file (sp-plan --out); --measurements takes the raw measurements "
+                             "that sp-calibrate --save-measurements wrote")
+    return measurements_from(data, path)
 
 
 def main(argv: list[str] | None = None) -> None:
