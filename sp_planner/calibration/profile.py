@@ -29,9 +29,13 @@ from sp_planner.specs.hardware import (
     GroupEfficiency,
     MEMORY_BOUND_DEFAULT,
     HardwareProfile,
+    InterNodeLink,
+    IntraNodeLink,
     LinkSpec,
 )
 
+# Each tier's link type (it names the kinds the tier allows).
+LINK_TYPES: dict[str, type[LinkSpec]] = {"intra": IntraNodeLink, "inter": InterNodeLink}
 # Placeholder link kinds for a profile with no base (the schema has no "loopback" or "unknown").
 PLACEHOLDER_KIND = {"intra": "pcie", "inter": "ethernet"}
 
@@ -167,7 +171,8 @@ class _Builder:
                                      "copying the intra-node figures (plans across nodes will be optimistic)")
                 self.measured(node, "copied from intra_node (one node measured)")
                 self.measured(f"efficiency.{node}", "copied from efficiency.intra_node (one node measured)")
-                return intra[0].model_copy(update={"kind": PLACEHOLDER_KIND["inter"]}), intra[1]
+                copied = InterNodeLink(**{**intra[0].model_dump(), "kind": PLACEHOLDER_KIND["inter"]})
+                return copied, intra[1]
             raise UserInputError(f"{node}: no collective was measured (launch 2+ ranks) and there is no base "
                                  "profile; pass --base NAME")
         best = max(f.busbw_bytes_per_s for f in fits.values())
@@ -183,7 +188,8 @@ class _Builder:
             rate, kind = best, PLACEHOLDER_KIND[tier]
         latencies = [f.alpha_s / latency_steps(f.collective, f.group_size)
                      for f in self.data.collectives if f.link == tier]
-        link = LinkSpec(kind=kind, bandwidth_bytes_per_s=_sig(rate), latency_s=_sig(statistics.median(latencies)))
+        link = LINK_TYPES[tier](kind=kind, bandwidth_bytes_per_s=_sig(rate),
+                                latency_s=_sig(statistics.median(latencies)))
         self.measured(f"{node}.latency_s", "median over the fitted collectives of alpha / latency steps")
         if self.base is None:
             self.measured(node, f"no line rate known: the best measured busbw; kind {kind!r} is a placeholder")

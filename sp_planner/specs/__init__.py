@@ -5,6 +5,8 @@ from sp_planner.specs.hardware import (
     CurvePoint,
     EfficiencySpec,
     HardwareProfile,
+    InterNodeLink,
+    IntraNodeLink,
     LinkSpec,
 )
 from sp_planner.specs.model import ModelSpec
@@ -16,6 +18,8 @@ __all__ = [
     "CurvePoint",
     "EfficiencySpec",
     "HardwareProfile",
+    "InterNodeLink",
+    "IntraNodeLink",
     "LinkSpec",
     "ModelSpec",
     "MoESpec",

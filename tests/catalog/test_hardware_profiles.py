@@ -257,7 +257,9 @@ def _set(dotted, value):
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
         (_set("efficiency.gemm", 1.5), "efficiency.gemm: 1.5 is out of range: it must be at most 1"),
         (_set("efficiency.inter_node.p2p", 0), "efficiency.inter_node.p2p: Input should be greater than 0"),
-        (_set("intra_node.kind", "infiniband"), "intra_node: intra_node.kind 'infiniband'"),
+        # Each tier names its own kinds, in one error (a union of both tiers' made two).
+        (_set("intra_node.kind", "infiniband"), "intra_node.kind: Input should be 'nvlink', 'pcie', 'xgmi' or 'hccs'"),
+        (_set("inter_node.kind", "nvlink"), "inter_node.kind: Input should be 'infiniband', 'roce' or 'ethernet'"),
         (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),
         (_set("base_profile", "H99"), "base_profile: 'H99' names no built-in hardware profile; one of "
                                       + ", ".join(EXPECTED_NAMES)),

@@ -121,6 +121,25 @@ def test_profile_number_out_of_range_names_the_range(sp_plan, tmp_path, field, v
     _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)), str(profile), expected)
 
 
+@pytest.mark.parametrize("tier, kind, kinds", [
+    ("intra_node", "nvswitch", "'nvlink', 'pcie', 'xgmi' or 'hccs'"),
+    ("intra_node", "infiniband", "'nvlink', 'pcie', 'xgmi' or 'hccs'"),  # the other tier's
+    ("inter_node", "ib", "'infiniband', 'roce' or 'ethernet'"),
+])
+def test_profile_link_kind_names_the_tiers_kinds_in_one_line(sp_plan, tmp_path, tier, kind, kinds):
+    # The kind was either tier's: pydantic said it in two parts, one per tier's kinds.
+    import yaml
+
+    from sp_planner.catalog import load_hardware
+
+    data = load_hardware("a800").model_dump(mode="json")
+    data[tier]["kind"] = kind
+    profile = tmp_path / "cluster.yaml"
+    profile.write_text(yaml.safe_dump(data))
+    stderr = _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(profile)))
+    assert stderr == f"error: hardware profile file {profile} is invalid: {tier}.kind: Input should be {kinds}\n"
+
+
 @pytest.mark.parametrize("field, value, expected", [
     ("hidden_size", 10**15, "hidden_size: 1e+15 is out of range: it must be at most 1,048,576"),
     ("num_hidden_layers", 10**9, "num_layers: 1,000,000,000 is out of range: it must be at most 16,384"),

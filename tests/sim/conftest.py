@@ -10,7 +10,8 @@ from sp_planner.specs.hardware import (
     EfficiencySpec,
     FabricSpec,
     HardwareProfile,
-    LinkSpec,
+    InterNodeLink,
+    IntraNodeLink,
 )
 
 GB = 1e9
@@ -24,8 +25,8 @@ def toy_hardware(*, gpus_per_node: int = 8, intra_kind: str = "nvlink", intra_bw
     return HardwareProfile(
         name="toy", peak_bf16_flops=1e15, hbm_bytes=80 * GB, hbm_bandwidth_bytes_per_s=3000 * GB,
         gpus_per_node=gpus_per_node,
-        intra_node=LinkSpec(kind=intra_kind, bandwidth_bytes_per_s=intra_bw, latency_s=latency_s),
-        inter_node=LinkSpec(kind="infiniband", bandwidth_bytes_per_s=nic_bw, latency_s=latency_s),
+        intra_node=IntraNodeLink(kind=intra_kind, bandwidth_bytes_per_s=intra_bw, latency_s=latency_s),
+        inter_node=InterNodeLink(kind="infiniband", bandwidth_bytes_per_s=nic_bw, latency_s=latency_s),
         efficiency=EfficiencySpec(gemm=1, attention_fwd=flat, attention_bwd=flat, intra_node=ones, inter_node=ones),
         memory_reserve_bytes=0,
         fabric=FabricSpec(topology=topology, nodes_per_pod=nodes_per_pod, oversubscription=oversubscription),
