@@ -9,6 +9,7 @@ Exit codes: 0 profile written; 1 a rank failed or hung; 2 bad input.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import sys
@@ -180,6 +181,8 @@ def calibrate(
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
+    if not math.isfinite(timeout):  # typer's FloatRange lets inf and nan by
+        raise UserInputError(f"--timeout {timeout:g}: must be a finite number of seconds")
     for other, option in ((save_measurements, "--save-measurements"), (measurements, "--measurements")):
         if other is not None and same_destination(out, other):
             raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "

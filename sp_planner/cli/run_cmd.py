@@ -203,8 +203,9 @@ def run(
     if not print_launch and (_joined_launch() or not agent):
         _refuse_rendezvous_options({"--rdzv-endpoint": rdzv_endpoint, "--rdzv-id": rdzv_id,
                                     "--join-timeout": join_timeout}, joined=_joined_launch())
-    if join_timeout is not None and not math.isfinite(join_timeout):  # typer's FloatRange lets inf and nan by
-        raise UserInputError(f"--join-timeout {join_timeout:g}: must be a finite number of seconds")
+    for name, seconds in (("--timeout", timeout), ("--join-timeout", join_timeout)):
+        if seconds is not None and not math.isfinite(seconds):  # typer's FloatRange lets inf and nan by
+            raise UserInputError(f"{name} {seconds:g}: must be a finite number of seconds")
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
     rdzv_id = DEFAULT_RDZV_ID if rdzv_id is None else rdzv_id

@@ -166,6 +166,7 @@ def _raw_with(tmp_path: Path, make_measurements, value) -> Path:
     (["--out", "p.yaml", "--measurements", "negative"], "attention.0.time_s: Input should be greater than 0"),
     (["--device", "cpu"], "Missing option '--out'"),
     (["--out", "p.yaml", "--nproc-per-node", "1"], "one CPU rank times no collective"),
+    (["--out", "p.yaml", "--timeout", "inf"], "--timeout inf: must be a finite number of seconds"),
     (["--out", "p.yaml", "--device", "cuda", "--model", "wide.json"],
      "--model wide.json: head dim 320: CUDA flash attention needs a multiple of 8 up to 256"),
 ])
