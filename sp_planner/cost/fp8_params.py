@@ -57,7 +57,6 @@ from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
-from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -126,18 +125,14 @@ def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_lay
     return np.where(precision != BF16, cast, 0)
 
 
-def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches,
-                  gathers: TpGathers = TE_TP_GATHERS):
+def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches):
     """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
     is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose once
     a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
-    ParallelPlan. The analytic step (cost.step) and the simulator both take it here. 0 for
-    per-tensor FP8 where torchao's eager Float8Linear casts its weights each micro-batch
-    (`gathers`.eager_float8_casts, counted with the layer's work: cost.float8_casts)."""
+    ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
                                             c.fp8_blockwise)
     casts = np.where(sharded_fp8_params(states, c.precision, c.zero), micro_batches, 1)
-    casts = np.where((np.asarray(c.precision) == FP8) & gathers.eager_float8_casts, 0, casts)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * (layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer)),
         0.0)

@@ -7,8 +7,6 @@
 - FP8's casts (cost.precision): the GEMM inputs forward, the output gradients backward; the
   backward reuses the forward's quantized inputs (Transformer Engine saves them). Where the
   framework gathers bf16 and casts after (cost.tp_gathers), the gathered tensors are cast whole.
-  torchao's eager Float8Linear (torchtitan 0.2.x, per-tensor FP8) casts by its own count, its
-  weights forward and backward each micro-batch (cost.float8_casts).
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
@@ -33,14 +31,12 @@ from sp_planner.cost.amax_reduce import amax_reduction_s
 from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
-from sp_planner.cost.float8_casts import EAGER_FLOAT8_CAST_BYTES_PER_ELEM, eager_float8_cast_elements
 from sp_planner.cost.gathered_transpose import cast_after_gather_elements, gathered_transpose_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
     BF16,
-    FP8,
     gemm_inputs_per_token,
     gemm_output_grads_per_token,
     gemm_peak_flops,
@@ -130,14 +126,6 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     cast_fwd = memory_pass_time_s(hardware, quant * (gemm_inputs_per_token(model, ffn) * tokens / tp + after_fwd))
     cast_bwd = memory_pass_time_s(hardware, quant * (gemm_output_grads_per_token(model, ffn) * tokens / tp
                                                      + after_bwd))
-    # torchao's eager Float8Linear casts instead, its weights' every micro-batch (cost.float8_casts).
-    if tp_gathers.eager_float8_casts:
-        eager_fwd, eager_bwd = eager_float8_cast_elements(model, tokens=tokens, tp=tp, ep=ep, etp=etp, ffn=ffn,
-                                                          precision=precision, gathers=tp_gathers,
-                                                          sequence_parallel=sequence_parallel)
-        eager = np.asarray(precision) == FP8
-        cast_fwd = np.where(eager, memory_pass_time_s(hardware, EAGER_FLOAT8_CAST_BYTES_PER_ELEM * eager_fwd), cast_fwd)
-        cast_bwd = np.where(eager, memory_pass_time_s(hardware, EAGER_FLOAT8_CAST_BYTES_PER_ELEM * eager_bwd), cast_bwd)
     fwd = gemm_only + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, loss_bytes_per_logit * tokens * model.vocab_size / tp)

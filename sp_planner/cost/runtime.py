@@ -4,8 +4,7 @@ data-parallel communication it overlaps (cost.overlap), the training states it k
 (cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory), the passes its
 data-parallel wrapper makes over the gradients (cost.grad_buffer), the recipes whose TP
 all-gathers it moves in low precision and whether its linears gather their saved inputs again or
-keep them gathered (cost.tp_gathers, cost.saved_inputs), and whether its FP8 linears are torchao's
-eager ones, which cast every micro-batch (cost.float8_casts).
+keep them gathered (cost.tp_gathers, cost.saved_inputs).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -70,9 +69,10 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=DEEPSPEED_GRAD_SYNC)
 # torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x
 # (--framework-version 0.2.2, whose TOML sp-plan writes with tensorwise float8) gathers FP8 through
-# torchao's float8 TP styles (cost.tp_gathers), its Float8Linear run eagerly (cost.float8_casts).
-# Both keep the gathered inputs, the output layer's too, for the weight gradients (DTensor TP) and
-# gather none again.
+# torchao's float8 TP styles (cost.tp_gathers), its Float8Linear under torch.compile, whose casts
+# cost.precision counts as Transformer Engine's (flags.torchtitan_v02.compiles; docs/cost-model.md
+# stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
+# (DTensor TP) and gather none again.
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC,
                              tp_gathers=BF16_TP_GATHERS)

@@ -233,8 +233,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch
-    # (cost.fp8_params); torchao's eager Float8Linear casts its own each micro-batch (cost.float8_casts).
-    weight_cast = weight_cast_s(hardware, model, states, c, layers, m, tp_gathers)
+    # (cost.fp8_params).
+    weight_cast = weight_cast_s(hardware, model, states, c, layers, m)
     parts = (
         m * (layers * (gemm_fwd + gemm_bwd) + paced_logits + paced_emb) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),

@@ -27,15 +27,10 @@ class TpGathers(FrozenModel):
     # received it, whole, and a saved input is quantized only where the framework gathers it so
     # (torchtitan's DTensor TP with torchao; module docstring).
     regathers_saved_inputs: bool = True
-    # True: per-tensor FP8 runs through torchao's Float8Linear without torch.compile, whose casts
-    # depend on whether the float8 TP styles cast before the gathers (cost.float8_casts); False:
-    # Transformer Engine's casts (cost.precision).
-    eager_float8_casts: bool = False
 
 
 TE_TP_GATHERS = TpGathers(fp8=True, mxfp8=True)
-# torchtitan 0.2.x and earlier (tensorwise float8 TP styles; sp-plan's TOML leaves torch.compile off)
-TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False,
-                                          eager_float8_casts=True)
+# torchtitan 0.2.x and earlier (tensorwise float8 TP styles)
+TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False)
 # torchtitan 0.3.x: rowwise float8, MXFP8
 BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False)

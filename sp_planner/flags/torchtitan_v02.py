@@ -159,6 +159,17 @@ def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tupl
     return parallelism
 
 
+def compiles(precision: str, tp: int) -> bool:
+    """Whether the TOML turns torch.compile on for the model and loss (the [compile] section; off by
+    default, v0.2.2 73a0e69 config/job_config.py lines 721-727): for every float8 and MX plan but
+    MXFP8 with TP. torchtitan's float8 needs it "for competitive performance", compile fusing the
+    float8 scaling and casts (components/quantization/float8.md, b5bcd76), and the cost model prices
+    those casts fused (cost.precision's count, docs/cost-model.md stop 47); MXLinearConverter
+    asserts "TP not yet supported with torch.compile for mxfp8" (components/quantization/mx.py lines
+    46-52), so MXFP8 at tp > 1 runs eagerly. bf16 runs stay uncompiled, as sp-plan wrote them."""
+    return precision == "fp8" or (precision == "mxfp8" and tp == 1)
+
+
 def job_config(request: FlagRequest) -> str:
     p = request.plan
     training = training_items(request)
@@ -176,6 +187,10 @@ def job_config(request: FlagRequest) -> str:
         low_precision = ["", *_section("model", [("converters", [converter])]), "",
                          *_section(f"quantize.linear.{section}", [("recipe_name", recipe),
                                                                   ("filter_fqns", ["output"])])]
+    if compiles(p.precision, p.tp):
+        # Per TransformerBlock (models/llama3/infra/parallelize.py lines 121-123, apply_compile) and
+        # the loss (components/loss.py line 33): components as Compile's default.
+        low_precision += ["", *_section("compile", [("enable", True), ("components", ["model", "loss"])])]
     debug_items = torchtitan_debug_items(request)
     debug = ["", *_section("debug", debug_items)] if debug_items else []
     return "\n".join([
@@ -197,8 +212,23 @@ def render(request: FlagRequest) -> FrameworkFlags:
         "model's train config (or pass them as --<section>.<key> overrides).",
         "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
         *shared_notes(request),
+        *compile_notes(request),
     ]
     return supported("torchtitan", job_config(request), notes)
+
+
+def compile_notes(request: FlagRequest) -> list[str]:
+    """float8 and MX plans: what the plan prices of torch.compile (`compiles`) and what it leaves out."""
+    p = request.plan
+    if p.precision == "bf16":
+        return []
+    if compiles(p.precision, p.tp):
+        return ["torch.compile is on ([compile]): torchtitan's float8/MX linears need it to fuse their scaling and "
+                "casts, which the plan prices fused; compile's other fusions (norms, SwiGLU, residual adds) are "
+                "not modelled: the plan times those passes unfused."]
+    return [f"torch.compile stays off: torchtitan 0.2.2 refuses it for MXFP8 with TP (tp {p.tp}; "
+            "components/quantization/mx.py lines 46-52), so MXLinear's casts run eagerly, without compile's fusion, "
+            "where the plan prices them fused: expect a slower step than planned, or pin --tp 1 to compile."]
 
 
 def shared_notes(request: FlagRequest) -> list[str]:

@@ -218,8 +218,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_backward_gather=plan.reshard_after_forward,
         tied_all_reduce_s=tied,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
-        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m, runtime.tp_gathers)[0])
-                            for n in layers_of),
+        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m)[0]) for n in layers_of),
         dp_overlap_slowdown=s,
         dp_param_gather_s=after_step,
     )

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import tomllib
 
-from sp_planner.flags import FlagRequest
+import numpy as np
+import pytest
+
+from sp_planner.cost.gemm_work import gemm_work
+from sp_planner.cost.runtime import TORCHTITAN_RUNTIMES
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS
+from sp_planner.catalog import load_hardware
+from sp_planner.flags import FlagRequest, torchtitan_v02
+from sp_planner.plan import PRECISIONS
 from sp_planner.flags import render_flags as _render_flags
 
 
@@ -88,6 +96,8 @@ def test_pipeline_split_and_float8_sections(build):
     assert config["parallelism"]["pipeline_parallel_first_stage_less_layers"] == 0
     assert config["model"] == {"converters": ["float8"]}
     assert config["quantize"]["linear"]["float8"] == {"recipe_name": "tensorwise", "filter_fqns": ["output"]}
+    # Compiled, as torchtitan's float8 needs to fuse its casts (the cost model prices them fused).
+    assert config["compile"] == {"enable": True, "components": ["model", "loss"]}
     # torchao float8 scales dynamically (current scaling): a delayed-scaling plan is told so.
     assert any("--fp8-recipe tensorwise" in note for note in render_flags("torchtitan", request).notes)
     current = request.model_copy(update={"plan": request.plan.model_copy(update={"fp8_recipe": "tensorwise"})})
@@ -131,3 +141,31 @@ def test_tied_embeddings_refuse_pipeline(build):
         flags = _render_flags("torchtitan", piped)
         assert not flags.supported and "tie_word_embeddings with pp 2 cannot be expressed" in flags.reason
     assert render_flags("torchtitan", build.request(tied, 4096, 16, dp=8)).supported
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8", "mxfp8"])
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_the_toml_compiles_where_the_cost_model_prices_fused_casts(build, precision, tp):
+    # One rule (torchtitan_v02.compiles) writes [compile]: every float8 plan, MXFP8 at tp 1 only
+    # (mx.py refuses compile with TP), never bf16; where it stays off, a note says the plan prices
+    # the eager casts as fused.
+    flags = render_flags("torchtitan", build.request(build.llama3_8b, 8192, 8, tp=tp, dp=8 // tp, zero=3,
+                                                     precision=precision, fp8_recipe="tensorwise"))
+    assert flags.supported, flags.reason
+    compiled = tomllib.loads(flags.text).get("compile", {}).get("enable", False)
+    assert compiled == torchtitan_v02.compiles(precision, tp) == (precision == "fp8" or (precision, tp) == ("mxfp8", 1))
+    assert any("torch.compile stays off" in note for note in flags.notes) == (precision != "bf16" and not compiled)
+    assert any("compile's other fusions" in note for note in flags.notes) == compiled
+
+
+def test_the_0_2_runtime_prices_casts_as_compiled(build):
+    # Under torch.compile each tensor is cast once a pass (cost.precision's count, as Transformer
+    # Engine's): at tp 1, where no gather differs, the 0.2.x runtime's layer work is TE's to the bit,
+    # for both per-tensor FP8 and MXFP8.
+    hardware = load_hardware("b200")
+    for precision in ("fp8", "mxfp8"):
+        one = dict(seq_len=8192, tp=np.array([1]), micro_batch=1, cp=1, ep=1, etp=1,
+                   precision=np.array([PRECISIONS.index(precision)]), fp8_current=np.array([True]), gpus_per_node=8)
+        titan = gemm_work(build.llama3_8b, hardware, **one, tp_gathers=TORCHTITAN_RUNTIMES["0.2"].tp_gathers)
+        te = gemm_work(build.llama3_8b, hardware, **one, tp_gathers=TE_TP_GATHERS)
+        assert (titan.fwd_s[0], titan.bwd_s[0]) == (te.fwd_s[0], te.bwd_s[0])

@@ -166,12 +166,11 @@ def test_a_torchtitan_0_2_plan_is_simulated_as_sp_plan_timed_it(tmp_path, run_ma
     assert (mine["analytic_step_time_s"], mine["step_time_s"]) == (chosen["step_time_s"],
                                                                     chosen["simulated_step_time_s"])
     # Each TP all-gather of 0.2.x moves the FP8 input: the 32K / ring 2 = 16,384 tokens x 4,096
-    # hidden x 1 byte, (tp - 1) / tp of it per rank; 0.3.x gathers it in bf16 (2 bytes), yet takes
-    # less time: 0.2.x's eager Float8Linear casts (cost.float8_casts) cost more than the bytes saved.
+    # hidden x 1 byte, (tp - 1) / tp of it per rank; 0.3.x gathers it in bf16 (2 bytes), and takes longer.
     gathers = {name: {p["name"]: p["bytes_per_rank"] for p in t["phases"]} for name, t in timelines.items()}
     assert gathers["0.2"]["tp all-gather (fp8)"] == 16384 * 4096 * 1 // 2
     assert "tp all-gather (fp8)" not in gathers["0.3"] and gathers["0.3"]["tp all-gather"] == 16384 * 4096 * 2 // 2
-    assert timelines["0.3"]["analytic_step_time_s"] < mine["analytic_step_time_s"]
+    assert timelines["0.3"]["analytic_step_time_s"] > mine["analytic_step_time_s"]
 
 
 def test_an_older_torchtitan_file_is_simulated_as_the_default_release_with_a_note(tmp_path, run_main,
@@ -190,5 +189,4 @@ def test_an_older_torchtitan_file_is_simulated_as_the_default_release_with_a_not
     assert note.startswith("plan file plan.json was written before plan files recorded the framework release")
     assert notes_unwrapped(result.stderr) == [f"note: {note}"]
     timeline = json.loads(Path("sim/timeline.json").read_text())
-    # Timed as 0.3.x: bf16 gathers, and Transformer Engine's cast count instead of torchao's eager one.
-    assert timeline["analytic_step_time_s"] < doc["estimate"]["step_time_s"]
+    assert timeline["analytic_step_time_s"] > doc["estimate"]["step_time_s"]  # timed as 0.3.x, bf16 gathers
