@@ -165,7 +165,7 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
                   zero: int, first_stage: bool = True, vpp: int = 1,
                   last_stage: bool = False) -> tuple[BucketLayout, BucketLayout]:
     """(dense, expert) collectives of a stage's rank with that stage's non-layer parameters
-    (stage_extras; the analytic model times the first stage's): Megatron buckets (per model
+    (stage_extras; the analytic model times every stage's in a pipeline): Megatron buckets (per model
     chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps the stages after the
     first in one bucket a chunk (DistributedDataParallel.__init__:
     bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not

@@ -229,20 +229,8 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     stage's own traffic less its own exposure.
     """
     t = times
-    # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
-    chunk = dict(pp=pp, vpp=chunks)
-    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce)
-    reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
-                                last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
-                                overlapped=overlap.grad_all_reduce, **grads)
-    reduce1 = chunked_exposed_s(t.grad_reduce_scatter_s, t.chunk_reduce_scatter_s,
-                                last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, edges), bwd_window_s,
-                                overlapped=overlap.grad_reduce, **grads)
-    # ZeRO-2's gather (FSDP, no chunk alignment) behind the step's first forward, chunk by chunk.
-    gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
-                        chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
-                                          fwd_window_s, overlapped=True, **chunk),
-                        chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
+    reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
+                                               bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges)
     per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
         reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),
@@ -259,6 +247,28 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
         exposed = np.where(np.isnan(traffic), exposed, once + traffic)
         hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
     return exposed, np.maximum(0.0, once_busy - once + hidden)
+
+
+def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
+                  edges: Edges | None = None):
+    """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
+    seconds of a stage's once-a-step passes (dp_exposed_s's arguments), each on every row."""
+    t = times
+    # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
+    chunk = dict(pp=pp, vpp=chunks)
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce)
+    reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
+                                last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
+                                overlapped=overlap.grad_all_reduce, **grads)
+    reduce1 = chunked_exposed_s(t.grad_reduce_scatter_s, t.chunk_reduce_scatter_s,
+                                last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, edges), bwd_window_s,
+                                overlapped=overlap.grad_reduce, **grads)
+    # ZeRO-2's gather (FSDP, no chunk alignment) behind the step's first forward, chunk by chunk.
+    gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
+                        chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
+                                          fwd_window_s, overlapped=True, **chunk),
+                        chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
+    return reduce0, reduce1, gather12
 
 
 def _own_micro_batch_dp_s(overlap: Overlap, *, zero, pipelined, **stage):

@@ -1,6 +1,7 @@
 """A step's data-parallel seconds over its forward and backward passes (cost.step): a stage's own
-exposure (cost.dp_exposure.dp_exposed_s) or, for ZeRO-2/3 in a pipeline, what the critical path
-exposes (cost.pipeline_dp.pipelined_dp_s), priced over the passes as the GPU runs them and again,
+exposure (cost.dp_exposure.dp_exposed_s) or, in a pipeline, what the critical path exposes of
+ZeRO-2/3's (cost.pipeline_dp.pipelined_dp_s) and the latest stage's once-a-step sync under
+ZeRO-0/1 (cost.pipeline_tails.stage_tails_dp_s), priced over the passes as the GPU runs them and again,
 for host-bound candidates, as their host stalls lengthen them. Vectorized over candidates; every
 formula is per candidate, so pricing a subset of the rows gives those rows what the whole
 columns give them (columns.take_rows)."""
@@ -16,6 +17,7 @@ from sp_planner.cost.dp_exposure import Edges, dp_exposed_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_dp import pipelined_dp_s
+from sp_planner.cost.pipeline_tails import stage_tails_dp_s
 from sp_planner.pipeline import StageLayers
 from sp_planner.space import Candidates
 
@@ -45,18 +47,20 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
     priced here, cost.pipeline_dp.pipelined_dp_s)."""
     c, layers = p.c, p.layers
     stall_f, stall_b = fwd_stall_s / layers, bwd_stall_s / layers
-    pipelined = pipelined_dp_s(overlap, c, stages=p.stages, times=p.times,
-                               per_layer_s=p.per_layer_s + stall_f + stall_b, logits_s=p.logits_s, ahead_s=p.ahead_s,
-                               first_s=p.first_s,
-                               fwd_layer_s=p.fwd_layer_s + stall_f, bwd_layer_s=p.bwd_layer_s + stall_b,
-                               micro_batches=p.micro_batches, reshard=c.reshard, edges=p.edges,
-                               compute_path_s=compute_path_s)
-    return dp_exposed_s(
+    passes = dict(stages=p.stages, times=p.times, per_layer_s=p.per_layer_s + stall_f + stall_b,
+                  logits_s=p.logits_s, ahead_s=p.ahead_s, first_s=p.first_s, fwd_layer_s=p.fwd_layer_s + stall_f,
+                  bwd_layer_s=p.bwd_layer_s + stall_b, edges=p.edges)
+    pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
+                               compute_path_s=compute_path_s, **passes)
+    exposed, hidden = dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,
         reshard=c.reshard, ahead_s=np.where(c.pp == 1, p.ahead_s, 0.0), chunks=c.vpp, pp=c.pp, edges=p.edges,
         micro_batch_traffic_s=pipelined,
     )
+    # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
+    tails, tails_hidden = stage_tails_dp_s(overlap, c, **passes)
+    return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
 
 
 def host_beside_dp_s(overlap: Overlap, p: DPPasses, dp_exposed, host_fwd_stall_s, host_bwd_stall_s, host_exposed_s):

@@ -49,7 +49,7 @@ def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: St
     ("first", "middle", "last"; cost.dp_exposure.DPTimes), priced once per distinct shape
     (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
     thousand shapes at most (1,500 to 2,700 in a 4096-GPU search), and each is priced call by
-    call. A middle or last stage's calls only where a pipeline runs ZeRO-2/3 (`_stage_times`; 0
+    call. A middle or last stage's calls only where there is a pipeline (`_stage_times`; 0
     elsewhere). `states`: the framework's gradient and gathered-parameter widths (cost.states)."""
     return tuple(times.at() for times in dp_stage_tables(model, hardware, c, stages=stages,
                                                          gpus_per_node=gpus_per_node, states=states, which=which))
@@ -99,12 +99,13 @@ def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray) -> tuple[Bucke
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
                  states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
     """dp_stage_times for every row of `c`; a middle or last stage's only on the rows that use
-    them, a pipeline under ZeRO-2/3 (cost.pipeline_dp), 0 on the others: pricing every shape's
-    calls three times would cost the search a tenth of its time. The stages asked for are priced
-    in one batch of rows, each row its own stage (`_priced_rows`): at a search chunk's 1,500 to
-    2,700 shapes the time goes mostly into the number of numpy calls, not the rows."""
+    them, a pipeline's (ZeRO-2/3's per-micro-batch traffic on the critical path, cost.pipeline_dp;
+    ZeRO-0/1's own sync of each stage after its last backward, cost.pipeline_tails), 0 on the
+    others. The stages asked for are priced in one batch of rows, each row its own stage
+    (`_priced_rows`): at a search chunk's 1,500 to 2,700 shapes the time goes mostly into the
+    number of numpy calls, not the rows."""
     n = len(c)
-    rows = np.flatnonzero((np.broadcast_to(c.pp, (n,)) > 1) & (np.broadcast_to(c.zero, (n,)) >= 2))
+    rows = np.flatnonzero(np.broadcast_to(c.pp, (n,)) > 1)
     parts = [(stage, np.arange(n) if stage == "first" else rows) for stage in which
              if stage == "first" or len(rows)]
     priced: dict[Stage, DPTimes] = {}

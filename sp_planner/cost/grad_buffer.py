@@ -101,9 +101,13 @@ import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
+from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.states import TrainingStates, optimizer_bytes_per_param, optimizer_step_bytes_per_param
 from sp_planner.layout import CP_AXES, group_size
+from sp_planner.pipeline import StageLayers
 from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model import ModelSpec
 
 # "uncounted": a wrapper whose own passes are not modelled (torch DDP), under an optimizer whose
 # fp16 passes still are.
@@ -206,3 +210,23 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
         sync, grad_bytes=states.grad_bytes, zero=c.zero, sharded_from=states.grad_shard_stage,
         reshard=reshard_after_forward(c), params=params, experts=experts, shard=shard, micro_batches=micro_batches,
         dp_cp=c.dp * group_size(c, CP_AXES), edp=edp, gathers=param_gathers_per_step(c, micro_batches))
+
+
+def slowest_stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
+                             micro_batches, edp):
+    """optimizer_step_bytes of the pipeline stage holding the most parameters (the first, a middle
+    or the last; the one stage without a pipeline): every stage all-reduces the gradient norm over
+    the model-parallel group (tp x pp) before its update (Megatron-LM d98e8a6 optimizer.py:374-389
+    clip_grad_norm -> clip_grads.py:132-134 get_grad_norm_fp32; parallel_state.py:1155
+    _MODEL_PARALLEL_GROUP), so each waits for the last stage's synced gradients, and the step
+    ends with the largest update (cost.pipeline_tails)."""
+    pp = np.asarray(c.pp)
+    first, last = stage_params_per_rank(model, c.tp, c.pp, stages, c.ep, c.etp)
+    middle = np.where(pp > 2, stages.middle * layer_params_per_rank(model, c.tp, c.ep, c.etp), 0.0)
+    # Ties (every stage of a single one) to the first.
+    later = (pp > 1) & (np.maximum(last, middle) > first)
+    on_last = later & (last >= middle)
+    params = np.where(later, np.where(on_last, last, middle), first)
+    layers = np.where(later, np.where(on_last, stages.last, stages.middle), stages.first)
+    return optimizer_step_bytes(states, sync, c, params=params, micro_batches=micro_batches, edp=edp,
+                                experts=expert_params_per_rank(model, c.pp, c.ep, c.etp, layers=layers))

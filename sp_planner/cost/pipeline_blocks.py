@@ -69,10 +69,10 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
-                             edges=_stage_edges(edges, i), head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+                             edges=stage_edges(edges, i), head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
 
 
-def _stage_edges(edges: Edges | None, i: int) -> Edges | None:
+def stage_edges(edges: Edges | None, i: int) -> Edges | None:
     """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only, with its
     chunk 0 (beside that chunk's last calls, and in its backward block on the drain)."""
     return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0)
@@ -86,9 +86,9 @@ def _head_s(stages: tuple[StageDP, ...], i: int):
 def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     """Stage i's backward beyond its layers: the first stage's embedding's (Edges.bwd_tail_s), the
     last's loss and output layer's (StageDP.ahead_s)."""
-    stage_edges = _stage_edges(edges, i)
-    assert stage_edges is not None  # edges is not None
-    return stage_edges.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
+    own = stage_edges(edges, i)
+    assert own is not None  # edges is not None
+    return own.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
 def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
@@ -136,7 +136,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             root = (np.where(own, t.root_gather_s, 0.0), np.where(own, t.root_reduce_s, 0.0))
             chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
                                root_reduce_s=root[1])
-            chunk_edges, ahead, head = _stage_edges(edges, i), 0.0, 0.0
+            chunk_edges, ahead, head = stage_edges(edges, i), 0.0, 0.0
         layers = s.layers / vpp
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
                                       fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,

@@ -9,9 +9,10 @@ the forward it drops (cost.layer_times). Across micro-batches: 1F1B bubble
 DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradient reduce behind
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
-stage exposes it, cost.pipeline_dp), the host (CPU) time of eager PyTorch the GPU work does not
+stage exposes it, cost.pipeline_dp; ZeRO-0/1's sync of the stage that ends it last,
+cost.pipeline_tails), the host (CPU) time of eager PyTorch the GPU work does not
 hide (cost.host, with the CUDA graphs a run states, cost.cuda_graphs), activation CPU offloading's
-copies the layers do not hide (cost.offload), and an HBM-bound Adam step.
+copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the slowest stage's).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import backward_lead_s, layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
-from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, optimizer_step_bytes
+from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
@@ -36,7 +37,7 @@ from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
-from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
+from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.dp_exposure import Edges
 from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
@@ -54,7 +55,6 @@ from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
-from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
 from sp_planner.pipeline import stage_pace
@@ -203,10 +203,6 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # before the optimizer, exposed whole (cost.tied_embedding).
     pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
 
-    params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0]
-    # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over dp x cp;
-    # the first stage's layers of the split, like `params`.
-    experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first)
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
                               which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
@@ -227,9 +223,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     host_beside_dp = host_beside_dp_s(overlap, passes, dp_exposed, host_fwd_stall, host_bwd_stall, host_exposed)
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
-    # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer).
-    optimizer_bytes = optimizer_step_bytes(states, grad_sync, c, params=params, experts=experts, micro_batches=m,
-                                           edp=c.edp)
+    # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer),
+    # routed experts sharded over the expert-data-parallel group (cost.moe), the rest over dp x cp:
+    # the slowest stage's, which every stage waits for at the gradient norm's all-reduce.
+    optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch

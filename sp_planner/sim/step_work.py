@@ -26,10 +26,8 @@ from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
-from sp_planner.cost.grad_buffer import optimizer_step_bytes
-from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.grad_buffer import slowest_stage_step_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
@@ -159,12 +157,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     layers_of = [int(n) for n in (stages.first, *([stages.middle] * (pp - 2)), stages.last)][:pp]
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
                                                        zgroups, replicas, runtime)
-    params = float(stage_params_per_rank(model, tp, pp, stages, plan.ep, plan.etp)[0])
-    experts = float(expert_params_per_rank(model, pp, plan.ep, plan.etp, layers=stages.first))
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
-    # (cost.grad_buffer).
-    step_bytes = float(optimizer_step_bytes(runtime.states, runtime.grad_sync, plan, params=params, experts=experts,
-                                            micro_batches=m, edp=groups["edp"].shape[1]))
+    # (cost.grad_buffer): the slowest stage's, which every stage waits for at the gradient norm's
+    # all-reduce (cost.grad_buffer.slowest_stage_step_bytes).
+    step_bytes = float(slowest_stage_step_bytes(model, runtime.states, runtime.grad_sync, plan, stages=stages,
+                                                micro_batches=m, edp=groups["edp"].shape[1]))
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
     # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each

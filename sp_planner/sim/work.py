@@ -119,7 +119,8 @@ class StepWork(FrozenModel):
     # A tied table's gradient all-reduce between the first and the last stage once both have
     # their gradients synced, before either's optimizer (cost.tied_embedding; 0: none).
     tied_all_reduce_s: float = NonNeg
-    # After the last backward: optimizer, then the parameter all-gather when not overlapped.
+    # After the last backward: optimizer (the slowest stage's, cost.grad_buffer.slowest_stage_step_bytes),
+    # then the parameter all-gather when not overlapped.
     optimizer_s: float = NonNeg
     # Per stage: FP8 GEMM weights cast once a step (cost.fp8_params.weight_cast_s; none for bf16).
     weight_cast_s: tuple[float, ...] = ()

@@ -1,0 +1,123 @@
+"""cost.pipeline_tails: ZeRO-0/1's once-a-step sync of every pipeline stage, by hand and against
+the simulator on a pinned uneven split."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.dp_exposure import DPTimes, Edges
+from sp_planner.cost.dp_times import StageTimes
+from sp_planner.cost.overlap import MEGATRON_OVERLAP
+from sp_planner.cost.pipeline_tails import stage_tails_dp_s
+from sp_planner.pipeline import StageLayers
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.sim import simulate
+from sp_planner.sim.pipeline import schedule_step
+from sp_planner.sim.simulate import build_cluster
+from sp_planner.sim.step_work import step_work
+from sp_planner.specs import Workload
+
+
+def _times(**seconds) -> StageTimes:
+    return StageTimes(DPTimes(**{name: np.array([seconds.get(name, 0.0)]) for name in DPTimes._fields}), 1,
+                      np.zeros(1, dtype=np.int64))
+
+
+def _tails(zero, times, *, pp=4, layers=(4.0, 8.0, 12.0)):
+    # Layers of 0.01 s forward and 0.02 s backward, nothing beyond them (no embedding, loss or
+    # TP edges): a stage's chunk-0 forward is its layers x 0.01 s, its backward block x 0.02 s.
+    c = SimpleNamespace(pp=np.array([pp]), zero=np.array([zero]), vpp=np.array([1]))
+    exposed, hidden = stage_tails_dp_s(MEGATRON_OVERLAP, c, stages=StageLayers(*(np.array([n]) for n in layers)),
+                                       times=times, per_layer_s=0.03, logits_s=0.0, ahead_s=0.0, first_s=0.0,
+                                       fwd_layer_s=0.01, bwd_layer_s=0.02, edges=Edges(0.0, 0.0, 0.0))
+    return float(exposed[0]), float(hidden[0])
+
+
+def _zero0(first_s=0.5, middle_s=0.6, last_s=0.9):
+    # The first stage's buckets hide behind its last backward (4 x 0.02 s) but 0.1 s; the later
+    # stages' one bucket hides behind nothing (cost.buckets._chunked).
+    return (_times(grad_all_reduce_s=first_s, last_all_reduce_s=0.1),
+            _times(grad_all_reduce_s=middle_s, last_all_reduce_s=middle_s),
+            _times(grad_all_reduce_s=last_s, last_all_reduce_s=last_s))
+
+
+def test_the_stage_whose_sync_ends_last_sets_the_step():
+    # Past the first stage's compute end: the first stage's own 0.5 - 0.08 = 0.42 s; the first
+    # middle stage ends its compute the first stage's last backward (0.08 s) earlier: 0.6 - 0.08;
+    # the last one 0.08 + 2 x 8 x 0.02 = 0.40 s earlier: 0.9 - 0.40.
+    assert _tails(0, _zero0()) == pytest.approx((0.52, 0.0))
+    assert _tails(0, _zero0(last_s=1.0)) == pytest.approx((0.60, 0.0))
+    # A first stage syncing longest keeps its own exposure, and what its backward hid.
+    assert _tails(0, _zero0(first_s=0.8)) == pytest.approx((0.72, 0.08))
+
+
+def test_two_stages_have_no_middle_one():
+    # pp 2: the middle stage's calls (priced on max(first, last) layers) are not a stage's; the
+    # last ends its compute 4 x 0.02 s before the first.
+    exposed, _ = _tails(0, _zero0(middle_s=5.0, last_s=0.3), pp=2, layers=(4.0, 4.0, 12.0))
+    assert exposed == pytest.approx(0.42)
+    assert _tails(0, _zero0(middle_s=5.0, last_s=0.9), pp=2, layers=(4.0, 4.0, 12.0))[0] == pytest.approx(0.82)
+
+
+def test_zero1_later_stages_gather_their_bucket_beside_the_fill():
+    # ZeRO-1: the same syncs as reduce-scatters; the first stage gathers 0.2 s, 0.05 s of it
+    # before its first layer, behind its 0.04 s first forward: 0.16 s exposed. The first middle
+    # stage's 0.3 s bucket from the step's start, micro-batch 0 arriving after 4 x 0.01 s: 0.26 s
+    # late; the last's 0.5 s, micro-batch 0 after (4 + 2 x 8) x 0.01 s: 0.30 s, which delays every
+    # block after it.
+    first, middle, last = (_times(grad_reduce_scatter_s=0.5, last_reduce_scatter_s=0.1, param_all_gather_s=0.2,
+                                  first_all_gather_s=0.05),
+                           _times(grad_reduce_scatter_s=0.6, last_reduce_scatter_s=0.6, param_all_gather_s=0.3,
+                                  first_all_gather_s=0.3),
+                           _times(grad_reduce_scatter_s=0.9, last_reduce_scatter_s=0.9, param_all_gather_s=0.5,
+                                  first_all_gather_s=0.5))
+    assert _tails(1, (first, middle, last)) == pytest.approx((0.30 + 0.52, 0.0))
+
+
+MODEL, NODES, GPUS = load_model("Llama-3-8B"), 8, 8
+
+
+def _repro(zero):
+    # L40S, tp 2 dp 8 pp 4, 4 layers on the first stage and 12 on the last (8 on each middle one),
+    # 512 tokens, 4 micro-batches.
+    plan = ParallelPlan(dp=8, pp=4, tp=2, zero=zero, first_stage_layers=4, last_stage_layers=12)
+    return load_hardware("L40S"), Workload(seq_len=512, global_batch=32), plan
+
+
+def test_repro_stage_finishes_by_hand():
+    # ZeRO-0: a later stage's one bucket leaves after its last backward and nothing hides it
+    # (Megatron DDP, bucket_size None when pp_rank > 0), so stage k is synced at its compute end
+    # plus its bucket; the compute ends step down the drain, each stage's last backward one block
+    # after the one above. The last stage (12 layers and the output layer) ends its sync last;
+    # the analytic step's DP column is that beyond the first stage's compute end.
+    hardware, workload, plan = _repro(0)
+    cluster = build_cluster(hardware.model_copy(update={"gpus_per_node": GPUS, "nvlink_domain_gpus": None}), NODES)
+    work, _ = step_work(cluster, MODEL, workload, plan)
+    blocks = schedule_step(work).blocks
+    compute = [max(b.end_s for b in blocks if b.stage == s and b.kind == "backward") for s in range(4)]
+    last_bwd = [next(b for b in blocks if b.stage == s and b.kind == "backward" and b.micro_batch == 3)
+                for s in range(4)]
+    for s in range(3):  # the drain: stage s's last backward starts when stage s + 1's ends
+        assert last_bwd[s].start_s == pytest.approx(compute[s + 1])
+    synced = [max(b.end_s for b in blocks if b.stage == s and b.kind == "dp_grad_tail") for s in range(4)]
+    for s in range(1, 4):  # the bucket leaves before the first layer's TP reduce-scatter and the send
+        released = compute[s] - last_bwd[s].send_s - work.layer.tp_reduce_scatter_s
+        assert synced[s] == pytest.approx(released + work.reduce_calls(s).total_s)
+    assert max(synced) == synced[3]
+    # 0.19 s of compute end, 0.79 s of sync, 0.04 s of drain below it.
+    assert compute[3] == pytest.approx(0.189, abs=0.002) and compute[0] - compute[3] == pytest.approx(0.042, abs=0.002)
+    analytic = evaluate(MODEL, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS)
+    assert analytic.time.dp_comm_exposed_s == pytest.approx(synced[3] - compute[0], rel=0.03)
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_repro_agrees_with_the_simulator(zero):
+    # Before the later stages' syncs were priced: 0.611 s against 1.029 s (ZeRO-0), 0.485 against
+    # 0.782 (ZeRO-1).
+    hardware, workload, plan = _repro(zero)
+    sim = simulate(MODEL, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS, detail=False).step_time_s
+    analytic = evaluate(MODEL, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS).step_time_s
+    assert analytic == pytest.approx(sim, rel=0.02)
