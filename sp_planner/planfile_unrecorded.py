@@ -21,7 +21,8 @@ The plan file's framework_version (the release sp-plan timed the plan for; torch
 differs by release since 7853893, 2026-12-06) is settled by the same rule (`unrecorded_release`):
 the frameworks but torchtitan have one release; torchtitan's is its default, what sp-plan times
 without --framework-version and what sp-simulate and sp-report timed every torchtitan plan file as
-from 7853893 to the field, with a note where its releases time the plan differently.
+from 7853893 to the field, with a note where its releases time or size the plan differently (their
+TP gathers; their loss, which 0.3.x runs in sequence chunks: every plan).
 """
 
 from __future__ import annotations
@@ -224,20 +225,33 @@ class UnrecordedRelease(NamedTuple):
 
 def unrecorded_release(framework: str, plan: ParallelPlan, *, source: str) -> UnrecordedRelease:
     """The release a plan file that lacks framework_version is timed as (module docstring): for
-    torchtitan its default, with a note where another release would time `plan` differently."""
+    torchtitan its default, with a note where another release would time or size `plan`
+    differently: its TP gathers, and its loss (0.3.x's in chunks, cost.loss_memory)."""
     if framework != "torchtitan":
         return UnrecordedRelease(None, None)
-    note = None if _releases_time_alike(plan) else (
-        f"{source} was written before plan files recorded the framework release (framework_version): its plan is "
-        f"timed as torchtitan {DEFAULT_VERSION} (sp-plan's default) runs it, whose TP all-gathers move other bytes "
-        "for this plan than torchtitan 0.2.x's; write the plan again with sp-plan --out --framework torchtitan "
-        "--framework-version 0.2.2 if it was made for 0.2.x")
+    timed, sized = not _releases_time_alike(plan), not _releases_hold_alike_at_loss()
+    if not (timed or sized):
+        return UnrecordedRelease(DEFAULT_VERSION, None)
+    verb = " and ".join(word for word, differs in (("timed", timed), ("sized", sized)) if differs)
+    whose = " and ".join(clause for clause, differs in (
+        ("whose TP all-gathers move other bytes for this plan than torchtitan 0.2.x's", timed),
+        ("whose loss, run in sequence chunks, holds other bytes at its peak than 0.2.x's on the whole logits",
+         sized)) if differs)
+    note = (f"{source} was written before plan files recorded the framework release (framework_version): its plan "
+            f"is {verb} as torchtitan {DEFAULT_VERSION} (sp-plan's default) runs it, {whose}; write the plan again "
+            "with sp-plan --out --framework torchtitan --framework-version 0.2.2 if it was made for 0.2.x")
     return UnrecordedRelease(DEFAULT_VERSION, note)
+
+
+def _releases_hold_alike_at_loss() -> bool:
+    """Whether every torchtitan release's loss holds the same bytes (cost.loss_memory): 0.3.x's
+    runs in chunks, 0.2.x's on the whole logits, for every plan."""
+    return len({r.loss_memory for r in TORCHTITAN_RUNTIMES.values()}) == 1
 
 
 def _releases_time_alike(plan: ParallelPlan) -> bool:
     """Whether every torchtitan release gathers `plan`'s TP inputs alike: their runtimes differ in
-    their TP gathers only (cost.runtime; tests/test_planfile_unrecorded.py checks it)."""
+    their TP gathers and their loss only (cost.runtime; tests/test_planfile_unrecorded.py checks it)."""
     code = PRECISIONS.index(plan.precision)  # the cost functions take precision codes
     gathered = {(bool(fp8_gathers(tp=plan.tp, precision=code, gathers=r.tp_gathers, fp8_blockwise=plan.fp8_blockwise,
                                   sequence_parallel=r.sequence_parallel)),

@@ -148,7 +148,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     domain = hardware.link_domain_gpus(gpus_per_node, world)
     run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
     memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,
-                            logit_bytes=runtime.logit_bytes, sequence_parallel=runtime.sequence_parallel,
+                            loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
                             tp_gathers=runtime.tp_gathers)
     step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,

@@ -253,8 +253,9 @@ def test_an_older_torchtitan_fp8_tp_plan_is_timed_as_the_default_release_with_a_
     assert loaded.unrecorded is None
     assert loaded.release_note == (
         f"plan file {path} was written before plan files recorded the framework release (framework_version): its "
-        "plan is timed as torchtitan 0.3.0 (sp-plan's default) runs it, whose TP all-gathers move other bytes for "
-        "this plan than torchtitan 0.2.x's; write the plan again with sp-plan --out --framework torchtitan "
+        "plan is timed and sized as torchtitan 0.3.0 (sp-plan's default) runs it, whose TP all-gathers move other "
+        "bytes for this plan than torchtitan 0.2.x's and whose loss, run in sequence chunks, holds other bytes at "
+        "its peak than 0.2.x's on the whole logits; write the plan again with sp-plan --out --framework torchtitan "
         "--framework-version 0.2.2 if it was made for 0.2.x")
     assert read_plan_file(path).framework_version == "0.3.0"  # sp-simulate's and sp-report's reading
 
@@ -264,14 +265,24 @@ def test_an_older_torchtitan_fp8_tp_plan_is_timed_as_the_default_release_with_a_
     ("torchtitan", "0.2.2", "0.3.0", dict(dp=4, ring=2, precision="fp8")),  # tp 1: no TP gathers
     ("megatron", None, None, dict(dp=2, tp=2, ring=2, precision="fp8")),  # one release
 ])
-def test_an_older_plan_its_releases_time_alike_needs_no_word(tmp_path, framework, version, version_read, plan):
-    loaded = load_plan_file(_older_release_file(tmp_path, framework, version, **plan))
-    assert (loaded.plan_file.framework_version, loaded.release_note) == (version_read, None)
+def test_an_older_plan_its_releases_time_alike_is_told_of_the_loss_alone(tmp_path, framework, version,
+                                                                          version_read, plan):
+    # torchtitan's releases gather these plans alike, but 0.3.x's loss runs in chunks (cost.loss_memory),
+    # so its peak is sized otherwise for every plan; Megatron has one release.
+    path = _older_release_file(tmp_path, framework, version, **plan)
+    loaded = load_plan_file(path)
+    note = None if framework == "megatron" else (
+        f"plan file {path} was written before plan files recorded the framework release (framework_version): its "
+        "plan is sized as torchtitan 0.3.0 (sp-plan's default) runs it, whose loss, run in sequence chunks, holds "
+        "other bytes at its peak than 0.2.x's on the whole logits; write the plan again with sp-plan --out "
+        "--framework torchtitan --framework-version 0.2.2 if it was made for 0.2.x")
+    assert (loaded.plan_file.framework_version, loaded.release_note) == (version_read, note)
 
 
-def test_torchtitans_releases_differ_in_their_tp_gathers_only():
-    # planfile_unrecorded tells where an older torchtitan file's release changes its timing by the
-    # TP gathers alone: a runtime field added that differs by release needs telling too.
-    dumps = [runtime.model_dump(exclude={"tp_gathers"}) for runtime in TORCHTITAN_RUNTIMES.values()]
+def test_torchtitans_releases_differ_in_their_tp_gathers_and_loss_only():
+    # planfile_unrecorded tells where an older torchtitan file's release changes its timing or size by
+    # the TP gathers and the loss alone: a runtime field added that differs by release needs telling too.
+    dumps = [runtime.model_dump(exclude={"tp_gathers", "loss_memory"}) for runtime in TORCHTITAN_RUNTIMES.values()]
     assert len(dumps) == 2 and dumps[0] == dumps[1]
     assert len({runtime.tp_gathers for runtime in TORCHTITAN_RUNTIMES.values()}) == 2
+    assert len({runtime.loss_memory for runtime in TORCHTITAN_RUNTIMES.values()}) == 2

@@ -33,7 +33,9 @@ and final norm's unsharded gradients, produced first in backward, are held throu
 (wherever parameters are sharded into such units: ZeRO-3, and FSDP's ZeRO-1/2).
 
 The peak: a stage's memory peaks at one of two moments, and the parts of the other are not held
-then. At the loss (the loss stage) the logits are live beside every layer's saved activations and
+then. At the loss (the loss stage) the logits are live (as much of them as the framework's loss
+holds at its peak, forward or backward: cost.loss_memory; torchtitan 0.3.x's one chunk of eight
+beside an fp32 gradient buffer of the hidden states) beside every layer's saved activations and
 the TP all-gather buffer (Megatron's global memory buffer keeps it), and where the framework keeps
 the output layer's input gathered (torchtitan) that input beyond its shard (cost.saved_inputs;
 counted with the activations); the attention's buffers
@@ -64,7 +66,7 @@ from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
-from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES
+from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.params import (
@@ -168,12 +170,12 @@ class MemoryColumns(NamedTuple):
 
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
-                   ring_impl: RingImpl = TE_RING, logit_bytes: int = MEGATRON_LOGIT_BYTES,
+                   ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
                    sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
-    `logit_bytes`: what the framework's cross entropy holds per logit (cost.loss_memory);
+    `loss_memory`: what the framework's cross entropy holds, per logit and chunk (cost.loss_memory);
     `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer);
     `tp_gathers`: the framework's TP gathers, whose linears save their shards or keep the gathered
     inputs (cost.saved_inputs)."""
@@ -244,7 +246,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
     act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored * stage_in_flight(pp, c.vpp, m, pp - 1)
     act_middle = stages.middle * stored * stage_in_flight(pp, c.vpp, m, 1)
-    logits_last = logit_bytes * n * model.vocab_size / tp
+    logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
+                                  tp=tp, pp=pp, micro_batch=c.micro_batch)
     logits_first = np.where(pp == 1, logits_last, 0.0)
     # The output layer's input, kept gathered by a framework that does not gather it again
     # (torchtitan, cost.saved_inputs): a saved activation of the loss moment alone.

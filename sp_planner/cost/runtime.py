@@ -15,7 +15,13 @@ from __future__ import annotations
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
-from sp_planner.cost.loss_memory import MEGATRON_LOGIT_BYTES, TORCH_CROSS_ENTROPY_LOGIT_BYTES
+from sp_planner.cost.loss_memory import (
+    MEGATRON_LOSS,
+    TORCH_CROSS_ENTROPY_LOSS,
+    TORCHTITAN_CHUNKED_LOSS,
+    TORCHTITAN_V02_LOSS,
+    LossMemory,
+)
 from sp_planner.cost.overlap import DEEPSPEED_OVERLAP, MEGATRON_OVERLAP, TORCHTITAN_OVERLAP, Overlap
 from sp_planner.cost.ring_impl import MINDSPEED_RING, TE_RING, YUNCHANG_RING, RingImpl
 from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS, TpGathers
@@ -36,9 +42,9 @@ class Runtime(FrozenModel):
     states: TrainingStates  # what it keeps per parameter (cost.states)
     cuda_graphs: frozenset[str] = NO_GRAPHS  # graphed scopes (cost.cuda_graphs); sp-plan emits none
     ring: RingImpl = YUNCHANG_RING  # how its ring attention runs backward (cost.ring_impl)
-    # Bytes its cross entropy holds per logit at its peak (cost.loss_memory), and moves through
-    # HBM per logit (cost.gemm_work).
-    logit_bytes: int = MEGATRON_LOGIT_BYTES
+    # What its cross entropy holds at its peak, per logit and chunk (cost.loss_memory), and moves
+    # through HBM per logit (cost.gemm_work).
+    loss_memory: LossMemory = MEGATRON_LOSS
     loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT
     # Its data-parallel wrapper's gradient and gathered-parameter passes (cost.grad_buffer); None:
     # not counted.
@@ -64,19 +70,21 @@ MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, rin
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
                             grad_sync=MEGATRON_GRAD_SYNC)
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
-# loss is PyTorch's cross entropy on an fp32 copy, as torchtitan's is (cost.loss_memory).
+# loss is PyTorch's cross entropy on an fp32 copy (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
-                            logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=DEEPSPEED_GRAD_SYNC)
+                            loss_memory=TORCH_CROSS_ENTROPY_LOSS, grad_sync=DEEPSPEED_GRAD_SYNC)
 # torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x
 # (--framework-version 0.2.2, whose TOML sp-plan writes with tensorwise float8) gathers FP8 through
 # torchao's float8 TP styles (cost.tp_gathers), its Float8Linear under torch.compile, whose casts
 # cost.precision counts as Transformer Engine's (flags.torchtitan_v02.compiles; docs/cost-model.md
 # stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
-# (DTensor TP) and gather none again.
+# (DTensor TP) and gather none again. 0.3.x's loss runs in 8 sequence chunks, 0.2.x's on the
+# whole logits, torch's loss_parallel under TP (cost.loss_memory).
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
-                             logit_bytes=TORCH_CROSS_ENTROPY_LOGIT_BYTES, grad_sync=TORCH_FSDP2_GRAD_SYNC,
+                             loss_memory=TORCHTITAN_CHUNKED_LOSS, grad_sync=TORCH_FSDP2_GRAD_SYNC,
                              tp_gathers=BF16_TP_GATHERS)
-TORCHTITAN_V02_RUNTIME = TORCHTITAN_RUNTIME.model_copy(update={"tp_gathers": TORCHAO_TENSORWISE_TP_GATHERS})
+TORCHTITAN_V02_RUNTIME = TORCHTITAN_RUNTIME.model_copy(update={"tp_gathers": TORCHAO_TENSORWISE_TP_GATHERS,
+                                                             "loss_memory": TORCHTITAN_V02_LOSS})
 # By torchtitan config interface (flags.torchtitan.resolve_version's keys).
 TORCHTITAN_RUNTIMES: dict[str, Runtime] = {"0.3": TORCHTITAN_RUNTIME, "0.2": TORCHTITAN_V02_RUNTIME}
 

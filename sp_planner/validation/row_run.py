@@ -12,10 +12,10 @@ from sp_planner.cost.attention_kernels import TRITON_PORT, default_kernel, with_
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grad_buffer import TORCH_FSDP1_GRAD_SYNC
 from sp_planner.cost.loss_memory import (
-    FLASH_ATTN_FUSED_LOGIT_BYTES,
+    FLASH_ATTN_FUSED_LOSS,
     FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES,
-    MEGATRON_OUT_OF_PLACE_LOGIT_BYTES,
-    TE_FUSED_INPLACE_LOGIT_BYTES,
+    MEGATRON_OUT_OF_PLACE_LOSS,
+    TE_FUSED_INPLACE_LOSS,
     TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
@@ -74,12 +74,14 @@ CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
     "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
     "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
     # The corpus' torchtitan (9dec370, 2024-12) applies torchao's float8 TP styles to every float8
-    # run (parallelisms/parallelize_llama.py lines 148-161): FP8 TP gathers, as 0.2.x's tensorwise.
+    # run (parallelisms/parallelize_llama.py lines 148-161): FP8 TP gathers, as 0.2.x's tensorwise;
+    # its loss is 0.2.x's too (train.py lines 131-133 and 304-307: F.cross_entropy on an fp32 copy
+    # under loss_parallel, `del pred` before the backward; cost.loss_memory).
     "torchtitan": TORCHTITAN_V02_RUNTIME,
     # llm-foundry's MPT loss is flash-attn's fused cross entropy (loss_fn 'fused_crossentropy',
     # its default; cost.loss_memory).
     # Composer wraps torch FSDP1 (cost.grad_buffer).
-    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"logit_bytes": FLASH_ATTN_FUSED_LOGIT_BYTES,
+    "Composer FSDP": TORCHTITAN_RUNTIME.model_copy(update={"loss_memory": FLASH_ATTN_FUSED_LOSS,
                                                            "loss_bytes_per_logit": FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES,
                                                            "grad_sync": TORCH_FSDP1_GRAD_SYNC}),
 }
@@ -147,7 +149,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
         raise ValueError(f"row {row.id}: adam_moments_bf16 is Megatron's precision-aware optimizer, and the "
                          f"row's framework is {row.framework}")
     ring = RING_IMPLS[row.ring_impl] if row.ring_impl is not None else runtime.ring
-    logit_bytes, loss_bytes = runtime.logit_bytes, runtime.loss_bytes_per_logit
+    loss_memory, loss_bytes = runtime.loss_memory, runtime.loss_bytes_per_logit
     if (row.megatron_ce_out_of_place or row.te_fused_cross_entropy) and not megatron_family:
         raise ValueError(f"row {row.id}: megatron_ce_out_of_place and te_fused_cross_entropy are Megatron "
                          f"settings, and the row's framework is {row.framework}")
@@ -155,11 +157,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
         raise ValueError(f"row {row.id}: megatron_ce_out_of_place is Megatron's own cross entropy, "
                          "te_fused_cross_entropy Transformer Engine's; state one")
     if row.megatron_ce_out_of_place:
-        logit_bytes = MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
+        loss_memory = MEGATRON_OUT_OF_PLACE_LOSS
     if row.te_fused_cross_entropy:
-        logit_bytes, loss_bytes = TE_FUSED_INPLACE_LOGIT_BYTES, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
+        loss_memory, loss_bytes = TE_FUSED_INPLACE_LOSS, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
-                   logit_bytes=logit_bytes, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
+                   loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
                    sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers)
 
 

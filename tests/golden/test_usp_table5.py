@@ -14,7 +14,7 @@ Measured TFLOPS/GPU use the full-square convention (the paper's first column), a
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.loss_memory import MEGATRON_OUT_OF_PLACE_LOGIT_BYTES
+from sp_planner.cost.loss_memory import MEGATRON_OUT_OF_PLACE_LOSS
 from sp_planner.cost.ring_impl import YUNCHANG_RING
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import ParallelPlan
@@ -27,7 +27,7 @@ USP_RUNTIME = MEGATRON_RUNTIME.model_copy(update={
     "ring": YUNCHANG_RING,
     "overlap": MEGATRON_RUNTIME.overlap.model_copy(
         update={"grad_all_reduce": False, "grad_reduce": False, "param_gather": False}),
-    "logit_bytes": MEGATRON_OUT_OF_PLACE_LOGIT_BYTES,  # that commit's cross entropy (cost.loss_memory)
+    "loss_memory": MEGATRON_OUT_OF_PLACE_LOSS,  # that commit's cross entropy (cost.loss_memory)
 })
 SEQ = {"64K": 65536, "30K": 30720}
 BATCH = {"64K": 1, "30K": 16}

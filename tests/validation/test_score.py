@@ -241,10 +241,10 @@ def test_each_rows_cross_entropy_holds_its_frameworks_bytes_per_logit(corpus):
     from sp_planner.validation.row_run import row_runtime
 
     usp = _row(corpus, "usp-t5-64k-t4u2r1")
-    assert usp.megatron_ce_out_of_place and row_runtime(usp).logit_bytes == 10
-    assert row_runtime(_row(corpus, "nemo-h100-128k")).logit_bytes == 10
-    assert row_runtime(_row(corpus, "nemo-b200-128k")).logit_bytes == 6
-    assert row_runtime(_row(corpus, "mpt-7b-2k-8g")).logit_bytes == 4
+    assert usp.megatron_ce_out_of_place and row_runtime(usp).loss_memory.logit_bytes == 10
+    assert row_runtime(_row(corpus, "nemo-h100-128k")).loss_memory.logit_bytes == 10
+    assert row_runtime(_row(corpus, "nemo-b200-128k")).loss_memory.logit_bytes == 6
+    assert row_runtime(_row(corpus, "mpt-7b-2k-8g")).loss_memory.logit_bytes == 4
     # 64K tokens over ulysses 2 on tp 4: 32768 tokens x 32000 / 4 vocab on the rank.
     in_place = usp.model_copy(update={"megatron_ce_out_of_place": False})
     ten, six = predict_row(usp, corpus).memory.logits_bytes, predict_row(in_place, corpus).memory.logits_bytes
@@ -263,9 +263,10 @@ def test_rows_with_te_fused_cross_entropy_hold_two_bytes_a_logit(corpus):
     row = _row(corpus, "mba-8b-b200-cs")
     assert row.te_fused_cross_entropy
     runtime = row_runtime(row)
-    assert (runtime.logit_bytes, runtime.loss_bytes_per_logit) == (2, 10)
+    assert (runtime.loss_memory.logit_bytes, runtime.loss_bytes_per_logit) == (2, 10)
     unfused = row.model_copy(update={"te_fused_cross_entropy": False})
-    assert (row_runtime(unfused).logit_bytes, row_runtime(unfused).loss_bytes_per_logit) == (6, 60)
+    unfused_runtime = row_runtime(unfused)
+    assert (unfused_runtime.loss_memory.logit_bytes, unfused_runtime.loss_bytes_per_logit) == (6, 60)
     fused_est, unfused_est = predict_row(row, corpus), predict_row(unfused, corpus)
     # Llama-3-8B at 8K, tp 1, micro batch 2: 16384 tokens x 128256 logits on the rank.
     assert row.micro_batch == 2 and row.tp == 1
