@@ -10,6 +10,7 @@ model converters chosen inside the config function, so the precision picks the c
 
 from __future__ import annotations
 
+from sp_planner.cost.loss_memory import CHUNKED_LOSS_CHUNKS
 from sp_planner.flags import torchtitan_v02
 from sp_planner.flags.experts import torchtitan_debug_items
 from sp_planner.flags.base import FlagRequest, FrameworkFlags, refusal, supported, unsupported
@@ -57,6 +58,18 @@ def _config_failure(request: FlagRequest) -> str | None:
             "for TOML sections to merge into your own config")
 
 
+def _chunk_failure(request: FlagRequest) -> str | None:
+    """The llama3 configs' ChunkedLossWrapper splits each rank's sequence into equal chunks and
+    refuses one that does not divide (components/loss.py, torchtitan 5ab3a0f lines 668-677:
+    "sequence length must be divisible by num_chunks"); the rank holds seq_len / cp tokens."""
+    local_tokens = request.workload.seq_len // request.plan.ring
+    if local_tokens % CHUNKED_LOSS_CHUNKS == 0:
+        return None
+    return (f"torchtitan 0.3.0's chunked loss splits each rank's {local_tokens} tokens (seq_len / cp) into "
+            f"{CHUNKED_LOSS_CHUNKS} equal chunks and refuses a remainder; use a --seq-len that gives a multiple of "
+            f"{CHUNKED_LOSS_CHUNKS * request.plan.ring}, or --framework-version 0.2.2")
+
+
 def _flag_value(value: object) -> str:
     return str(value)
 
@@ -91,7 +104,7 @@ def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
     refused = refusal("torchtitan", request, lambda: torchtitan_v02.failures(request))
     if refused is not None:
         return refused
-    failure = _config_failure(request)
+    failure = _config_failure(request) or _chunk_failure(request)
     if failure is not None:
         return unsupported("torchtitan", [failure])
     p = request.plan

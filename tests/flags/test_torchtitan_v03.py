@@ -92,6 +92,16 @@ def test_model_without_a_config_function(build):
     assert v02.supported and "[parallelism]" in v02.text
 
 
+def test_the_chunked_loss_needs_each_ranks_tokens_in_eight_equal_chunks(build):
+    # 8200 tokens over cp 2: 4100 a rank, 4100 % 8 = 4; 8208 / 2 = 4104 = 8 x 513 divides
+    odd = render_flags("torchtitan", build.request(build.llama3_8b, 8200, 8, ring=2, dp=4))
+    assert not odd.supported and "each rank's 4100 tokens (seq_len / cp) into 8 equal chunks" in odd.reason
+    assert "a multiple of 16" in odd.reason
+    assert render_flags("torchtitan", build.request(build.llama3_8b, 8208, 8, ring=2, dp=4)).supported
+    v02 = build.request(build.llama3_8b, 8200, 8, ring=2, dp=4).model_copy(update={"framework_version": "0.2.2"})
+    assert render_flags("torchtitan", v02).supported  # 0.2.x's loss is not chunked
+
+
 def test_unknown_version():
     with pytest.raises(ValueError, match="0.3.0 .default. or 0.2.2"):
         torchtitan.resolve_version("0.1")
