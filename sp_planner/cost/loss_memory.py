@@ -128,7 +128,7 @@ def loss_peak_bytes(loss: LossMemory, *, tokens, vocab_size: int, hidden_size: i
     of a chunk's loss and the end, where the buffer's bf16 cast and the last chunk's logits are
     held."""
     tp = np.asarray(tp, dtype=np.float64)
-    per_logit = loss.logit_bytes
+    per_logit = np.asarray(loss.logit_bytes)  # an array once the degrees choose (np.where)
     if loss.vocab_parallel_logit_bytes is not None:
         per_logit = np.where(tp > 1, loss.vocab_parallel_logit_bytes, per_logit)
     if loss.pipeline_output_logit_bytes:
