@@ -42,9 +42,10 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
                      edges: Edges) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
-    compute end; hidden is that stage's. NaN where there is no pipeline or ZeRO-2/3 runs. The
-    arguments are cost.pipeline_dp.pipelined_dp_s's (the micro-batches do not matter: the syncs
-    go once a step)."""
+    compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
+    earlier: not counted in overlap_compute_slowdown). NaN where there is no pipeline or ZeRO-2/3
+    runs. The arguments are cost.pipeline_dp.pipelined_dp_s's (the micro-batches do not matter:
+    the syncs go once a step)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -69,9 +70,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # Each stage's last backward ends before the first stage's by the drain's chunk-0 backward
     # blocks below it (cost.pipeline_path.compute_blocks: the first middle stage's, the first
     # stage's alone), at most: where the first stage paces, the stages above it end earlier still
-    # (their slack is not taken off). +inf where there is no middle stage.
+    # (their slack is not taken off).
     drain = bare[0].first_bwd_s
-    lags = (0.0, np.where(middles > 0, drain, np.inf), drain + middles * bare[1].first_bwd_s)
+    lags = (0.0, drain, drain + middles * bare[1].first_bwd_s)
     # Micro-batch 0's first forward reaches the first middle stage and the last after the chunk-0
     # forwards below them (cost.pipeline_path.compute_blocks).
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
@@ -95,9 +96,11 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         early = np.where(ahead, gather, t.param_all_gather_s) if overlap.param_gather else np.zeros_like(gather)
         start.append(np.where(z == 1, np.maximum(0.0, early - arrival[i]), 0.0))
         busy.append(np.maximum(0.0, grads_busy - tails[-1]))
+    # Past the first stage's compute end (the path's), each stage's sync ends its tail less its lag;
+    # a pipeline of two has no middle stage (masked, whatever its zero layers priced: 0/0 gathers).
     start[1] = np.where(middles > 0, start[1], 0.0)
-    # Past the first stage's compute end (the path's), each stage's sync ends its tail less its lag.
     ends = np.stack([tail - lag for tail, lag in zip(tails, lags)])
+    ends[1] = np.where(middles > 0, ends[1], -np.inf)
     last = np.argmax(ends, axis=0)
     out[rows] = np.maximum.reduce(start) + np.max(ends, axis=0)
     hidden[rows] = np.choose(last, busy)

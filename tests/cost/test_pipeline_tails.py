@@ -107,8 +107,6 @@ def test_repro_stage_finishes_by_hand():
         released = compute[s] - last_bwd[s].send_s - work.layer.tp_reduce_scatter_s
         assert synced[s] == pytest.approx(released + work.reduce_calls(s).total_s)
     assert max(synced) == synced[3]
-    # 0.19 s of compute end, 0.79 s of sync, 0.04 s of drain below it.
-    assert compute[3] == pytest.approx(0.189, abs=0.002) and compute[0] - compute[3] == pytest.approx(0.042, abs=0.002)
     analytic = evaluate(MODEL, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS)
     assert analytic.time.dp_comm_exposed_s == pytest.approx(synced[3] - compute[0], rel=0.03)
 
