@@ -57,6 +57,7 @@ from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -125,14 +126,21 @@ def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_lay
     return np.where(precision != BF16, cast, 0)
 
 
-def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches):
+def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches,
+                  gathers: TpGathers = TE_TP_GATHERS):
     """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
     is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose once
     a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
-    ParallelPlan. The analytic step (cost.step) and the simulator both take it here."""
+    ParallelPlan. The analytic step (cost.step) and the simulator both take it here. `gathers`: the
+    framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
+    False), each at TE's bytes as compiled (docs/cost-model.md stop 47), and leave the routed
+    experts' weights bf16 (low_precision_experts False)."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
                                             c.fp8_blockwise)
-    casts = np.where(sharded_fp8_params(states, c.precision, c.zero), micro_batches, 1)
+    every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
+    casts = np.where(every_micro_batch, micro_batches, 1)
+    gemm_params = layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer
+    if not gathers.low_precision_experts:
+        gemm_params = gemm_params - expert_params_per_rank(model, 1, c.ep, c.etp, layers=1)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
-        hardware, per_param * layers * (layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer)),
-        0.0)
+        hardware, per_param * layers * gemm_params), 0.0)

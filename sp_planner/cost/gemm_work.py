@@ -7,6 +7,8 @@
 - FP8's casts (cost.precision): the GEMM inputs forward, the output gradients backward; the
   backward reuses the forward's quantized inputs (Transformer Engine saves them). Where the
   framework gathers bf16 and casts after (cost.tp_gathers), the gathered tensors are cast whole.
+  Where its converter leaves the routed experts bf16 (torchtitan's, cost.tp_gathers), their GEMMs
+  run at the bf16 rate and their inputs and gradients are not cast.
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
@@ -32,7 +34,8 @@ from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
 from sp_planner.cost.gathered_transpose import cast_after_gather_elements, gathered_transpose_s
-from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
+from sp_planner.cost.moe import routed_gemm_flops_per_token
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
@@ -41,6 +44,8 @@ from sp_planner.cost.precision import (
     gemm_output_grads_per_token,
     gemm_peak_flops,
     quantize_bytes_per_elem,
+    routed_gemm_inputs_per_token,
+    routed_gemm_output_grads_per_token,
 )
 from sp_planner.cost.qk_norm import qk_norm_bytes_per_token
 from sp_planner.cost.rope import rope_elements_per_token
@@ -109,6 +114,10 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     kv_extra = 0.0 if model.mla is not None else (
         2 * model.hidden_size * 2 * model.head_dim * (kv_heads - model.num_kv_heads / np.asarray(tp)))
     gemm_flat = np.asarray((layer_gemm_flops_per_token(model) / tp + kv_extra) * tokens) / gemm_rate
+    # Routed experts the framework's converter leaves bf16 (torchtitan's, cost.tp_gathers) at the bf16 rate.
+    experts_rate = gemm_peak_flops(hardware, expert_precision(precision, tp_gathers), fp8_blockwise)
+    routed = routed_gemm_flops_per_token(model) * tokens / np.asarray(tp)
+    gemm_flat = np.where(experts_rate != gemm_rate, gemm_flat + routed * (1 / experts_rate - 1 / gemm_rate), gemm_flat)
     # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
     # FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
     low = (np.asarray(precision) != BF16).astype(np.int64)
@@ -123,9 +132,11 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     # A framework that gathers bf16 and casts after casts the gathered tensors whole (cost.tp_gathers).
     after_fwd, after_bwd = cast_after_gather_elements(model, tokens=tokens, tp=tp, precision=precision,
                                                       gathers=tp_gathers, sequence_parallel=sequence_parallel)
-    cast_fwd = memory_pass_time_s(hardware, quant * (gemm_inputs_per_token(model, ffn) * tokens / tp + after_fwd))
-    cast_bwd = memory_pass_time_s(hardware, quant * (gemm_output_grads_per_token(model, ffn) * tokens / tp
-                                                     + after_bwd))
+    inputs, grads = gemm_inputs_per_token(model, ffn), gemm_output_grads_per_token(model, ffn)
+    if not tp_gathers.low_precision_experts:  # bf16 routed experts cast nothing (cost.tp_gathers)
+        inputs, grads = inputs - routed_gemm_inputs_per_token(model), grads - routed_gemm_output_grads_per_token(model)
+    cast_fwd = memory_pass_time_s(hardware, quant * (inputs * tokens / tp + after_fwd))
+    cast_bwd = memory_pass_time_s(hardware, quant * (grads * tokens / tp + after_bwd))
     fwd = gemm_only + cast_fwd
     logits = gemm_time_s(hardware, 3 * logits_gemm_flops_per_token(model) * tokens / tp)
     logits = logits + memory_pass_time_s(hardware, loss_bytes_per_logit * tokens * model.vocab_size / tp)

@@ -50,7 +50,7 @@ from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
-from sp_planner.cost.tp_gathers import TpGathers
+from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
@@ -115,7 +115,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     low = c.precision != BF16
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=BF16_BYTES, gpus_per_node=gpn,
-                    gemm_flops_per_s=gemm_peak_flops(hardware, c.precision, c.fp8_blockwise))
+                    gemm_flops_per_s=gemm_peak_flops(hardware, expert_precision(c.precision, tp_gathers),
+                                                     c.fp8_blockwise))
     # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
     # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token

@@ -237,7 +237,8 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     fused) moves them, "hybridep" (inside its dispatch and combine kernels, cost.hybridep) does not
     (module docstring). `gemm_flops_per_s`: the expert GEMMs' sustained rate at the plan's precision
     (cost.precision.gemm_peak_flops: FP8 covers them as the dense GEMMs, Megatron/TE running the
-    grouped expert GEMMs in FP8 under --fp8-format); None: the bf16 rate."""
+    grouped expert GEMMs in FP8 under --fp8-format; torchtitan's converters leave them bf16,
+    cost.tp_gathers.expert_precision); None: the bf16 rate."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency;

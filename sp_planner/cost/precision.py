@@ -130,6 +130,24 @@ def gemm_output_grads_per_token(model: ModelSpec, ffn: float) -> float:
             + (model.num_mlp_matrices - 1) * ffn)
 
 
+def routed_gemm_inputs_per_token(model: ModelSpec) -> float:
+    """The routed experts' part of gemm_inputs_per_token, averaged over the layers: FC1's top_k
+    copies of h and FC2's top_k x moe_ffn inputs (0 for a dense model): what a framework whose
+    converter leaves the experts bf16 does not cast (cost.tp_gathers)."""
+    if model.moe is None:
+        return 0.0
+    return moe_layer_fraction(model) * model.moe.top_k * (model.hidden_size + model.moe.moe_intermediate_size)
+
+
+def routed_gemm_output_grads_per_token(model: ModelSpec) -> float:
+    """The routed experts' part of gemm_output_grads_per_token: FC1's (matrices - 1) x moe_ffn and
+    FC2's h, top_k copies, averaged over the layers (0 for a dense model)."""
+    if model.moe is None:
+        return 0.0
+    widths = (model.num_mlp_matrices - 1) * model.moe.moe_intermediate_size + model.hidden_size
+    return moe_layer_fraction(model) * model.moe.top_k * widths
+
+
 def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None):
     """Bytes per layer per micro-batch saved by storing the GEMM inputs in FP8 instead of bf16."""
     from sp_planner.cost.flops import _active_ffn_width

@@ -78,7 +78,8 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
 # torchao's float8 TP styles (cost.tp_gathers), its Float8Linear under torch.compile, whose casts
 # cost.precision counts as Transformer Engine's (flags.torchtitan_v02.compiles; docs/cost-model.md
 # stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
-# (DTensor TP) and gather none again. 0.3.x's loss runs in 8 sequence chunks, 0.2.x's on the
+# (DTensor TP) and gather none again; both cast their weights every micro-batch and leave the
+# routed experts bf16 (torchao's linears, cost.tp_gathers). 0.3.x's loss runs in 8 sequence chunks, 0.2.x's on the
 # whole logits, torch's loss_parallel under TP (cost.loss_memory).
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              loss_memory=TORCHTITAN_CHUNKED_LOSS, grad_sync=TORCH_FSDP2_GRAD_SYNC,

@@ -229,9 +229,9 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
-    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch
-    # (cost.fp8_params).
-    weight_cast = weight_cast_s(hardware, model, states, c, layers, m)
+    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
+    # torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers).
+    weight_cast = weight_cast_s(hardware, model, states, c, layers, m, tp_gathers)
     parts = (
         m * (layers * (gemm_fwd + gemm_bwd) + paced_logits + paced_emb) + weight_cast,
         m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),

@@ -1,5 +1,6 @@
 """How a framework's TP all-gathers run, by runtime: which low-precision recipes they move in their low
-precision, and whether backward gathers the linears' saved inputs again.
+precision, and whether backward gathers the linears' saved inputs again; and what its low-precision
+linears cast: once a step or every micro-batch, the routed experts or not (below).
 
 Transformer Engine (Megatron-LM, Megatron-Bridge, NeMo, MindSpeed) quantizes before it gathers (per-tensor
 FP8 and MXFP8) and gathers a column-parallel linear's saved sequence shard again in backward.
@@ -9,10 +10,34 @@ gathered inputs for the weight gradients (no backward re-gathers). DeepSpeed and
 default, which none of their expressible plans reaches. The sources (torchtitan 0.2.2 73a0e69 and
 0.3.0, torchao v0.16.0 3c1065c and v0.18.0 5f2baf9, torch 2.13), file by file and line by line:
 docs/cost-model.md, "TP all-gathers by runtime".
+
+Transformer Engine's linears keep their weights' FP8 copies across a step's micro-batches
+(is_first_microbatch) and its grouped expert GEMMs run in FP8 too (cost.precision). torchao's,
+torchtitan's float8 and MX linears, keep none: torchao v0.16.0 (3c1065c) and v0.18.0 (5f2baf9)
+float8/float8_linear.py matmul_with_hp_or_float8_args casts the bf16 weight in every forward
+(lines 68-83) and again in backward (125-141), and the MX linear likewise (v0.16.0
+prototype/mx_formats/mx_linear.py mx_mm, lines 75 and 117-129). sp-plan's 0.2.x TOML names
+recipe_name, which torchtitan refuses beside enable_fsdp_float8_all_gather (v0.2.2 73a0e69
+components/quantization/float8.py lines 65-69), so no FSDP hook casts the weight before its
+gather: every micro-batch's forward casts it, gradient accumulation's and a pipeline's alike.
+Compiled, AOTAutograd's CSE merges a micro-batch's forward and backward casts of one weight (the
+same op on the same input, tensorwise taking the forward's settings backward: float8/config.py
+lines 255-266; docs/cost-model.md stop 47), but a micro-batch is a new run of the graph, so no
+cast carries over to the next (cost.fp8_params.weight_cast_s). torchtitan's float8 and MX linear
+converters swap nn.Linear only (v0.2.2 components/quantization/utils.py module_filter_fn, lines
+16-17); the routed experts are GroupedExperts' 3-D nn.Parameters run through torch._grouped_mm in
+bf16 (models/moe/moe.py lines 113-145), FP8 only under the separate quantize.grouped_mm.float8
+converter (float8.py lines 176-239), rowwise scaled (torchao v0.16.0 prototype/moe_training
+conversion_utils.py lines 21-53) and refusing pipeline and context parallelism (float8.py lines
+192-198), which sp-plan does not emit: its per-tensor plans' experts run bf16 (shared experts,
+FeedForward's nn.Linear, convert).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from sp_planner.cost.precision import BF16
 from sp_planner.specs.base import FrozenModel
 
 
@@ -27,10 +52,25 @@ class TpGathers(FrozenModel):
     # received it, whole, and a saved input is quantized only where the framework gathers it so
     # (torchtitan's DTensor TP with torchao; module docstring).
     regathers_saved_inputs: bool = True
+    # True: the linears cast their weights once a step (TE's is_first_microbatch); False: every
+    # micro-batch (torchao's; module docstring, cost.fp8_params.weight_cast_s).
+    caches_weight_casts: bool = True
+    # True: the routed experts' GEMMs run in the plan's low precision (TE's GroupedLinear); False:
+    # bf16, the converter swapping nn.Linear only (torchtitan; module docstring).
+    low_precision_experts: bool = True
 
 
 TE_TP_GATHERS = TpGathers(fp8=True, mxfp8=True)
-# torchtitan 0.2.x and earlier (tensorwise float8 TP styles)
-TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False)
-# torchtitan 0.3.x: rowwise float8, MXFP8
-BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False)
+# torchtitan 0.2.x and earlier (tensorwise float8 TP styles); torchao's linears (module docstring)
+TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False,
+                                          caches_weight_casts=False, low_precision_experts=False)
+# torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears
+BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False, caches_weight_casts=False,
+                            low_precision_experts=False)
+
+
+def expert_precision(precision, gathers: TpGathers):
+    """The precision codes (plan.PRECISIONS) the routed experts' GEMMs run in: the plan's, or bf16
+    where the framework's converter leaves them (gathers.low_precision_experts False)."""
+    precision = np.asarray(precision)
+    return precision if gathers.low_precision_experts else np.full(precision.shape, BF16)

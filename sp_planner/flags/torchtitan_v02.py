@@ -213,8 +213,22 @@ def render(request: FlagRequest) -> FrameworkFlags:
         "Launch with PYTORCH_ALLOC_CONF=expandable_segments:True as torchtitan's run_train.sh does.",
         *shared_notes(request),
         *compile_notes(request),
+        *expert_notes(request),
     ]
     return supported("torchtitan", job_config(request), notes)
+
+
+def expert_notes(request: FlagRequest) -> list[str]:
+    """MoE plans in float8/MX: the converters swap nn.Linear only, so the routed experts run bf16,
+    as the plan prices them (cost.tp_gathers); the grouped-GEMM converter is rowwise float8 only
+    and refuses pp and cp (v0.2.2 components/quantization/float8.py lines 176-239), and is not
+    emitted."""
+    p = request.plan
+    if request.model.moe is None or p.precision == "bf16":
+        return []
+    return ["The float8/MX linear converters swap nn.Linear only: the routed experts (GroupedExperts) run in bf16, as "
+            "the plan prices them; torchtitan's quantize.grouped_mm.float8 converter (rowwise scaling, no pp or cp) "
+            "is not emitted."]
 
 
 def compile_notes(request: FlagRequest) -> list[str]:

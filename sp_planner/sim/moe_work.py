@@ -19,6 +19,7 @@ from sp_planner.cost.hybridep import hybridep_timed
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.layout import axis_stride
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.specs.hardware import HardwareProfile
@@ -33,14 +34,19 @@ class MoEWork(NamedTuple):
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
-             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int) -> MoEWork:
-    """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase."""
+             groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int,
+             gathers: TpGathers = TE_TP_GATHERS) -> MoEWork:
+    """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase;
+    `gathers`: the framework's linears, whether its expert GEMMs run in the plan's precision
+    (cost.tp_gathers)."""
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * busiest_rank_load(model, plan.ep))
-    # The expert GEMMs at the plan's precision, as cost.step times them.
-    rate = float(gemm_peak_flops(hardware, np.array([PRECISIONS.index(plan.precision)]), plan.fp8_blockwise)[0])
+    # The expert GEMMs at the precision they run in (the plan's, or bf16: cost.tp_gathers), as
+    # cost.step times them.
+    experts = expert_precision(np.array([PRECISIONS.index(plan.precision)]), gathers)
+    rate = float(gemm_peak_flops(hardware, experts, plan.fp8_blockwise)[0])
     # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
     # as the analytic model asks it (cost.step).
     stride = axis_stride(plan, "ep")

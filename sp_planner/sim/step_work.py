@@ -138,7 +138,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                      fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel,
                      tp_gathers=runtime.tp_gathers)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
-    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node)
+    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.tp_gathers)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_fwd = logits_total / 3
@@ -215,7 +215,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_backward_gather=plan.reshard_after_forward,
         tied_all_reduce_s=tied,
         optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
-        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m)[0]) for n in layers_of),
+        weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m, runtime.tp_gathers)[0])
+                            for n in layers_of),
         dp_overlap_slowdown=s,
         dp_param_gather_s=after_step,
     )

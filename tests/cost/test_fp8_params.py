@@ -190,3 +190,34 @@ def test_megatron_fsdp_rebuilds_the_fp8_transpose_every_micro_batch():
     assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == pytest.approx(8 * once)
     assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero1, 32, 8)[0]) == pytest.approx(once)
     assert float(weight_cast_s(b200, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == 0.0
+
+
+def test_torchao_linears_cast_their_weights_every_micro_batch():
+    # torchtitan's float8 linears (torchao Float8Linear) keep no FP8 weight across micro-batches
+    # (cost.tp_gathers): 8 micro-batches cast the weights 8 times, each cast TE's 6 bytes a GEMM
+    # weight on Hopper under current scaling (amax 2, read 2, FP8 data and transpose 2), where TE
+    # casts once a step.
+    from sp_planner.cost.states import TORCH_FSDP_STATES
+    from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+
+    h100 = load_hardware("h100")
+    plan = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8", fp8_recipe="tensorwise"))
+    once = float(memory_pass_time_s(h100, 6 * GEMM_PARAMS))
+    for gathers in (TORCHAO_TENSORWISE_TP_GATHERS, BF16_TP_GATHERS):
+        assert float(weight_cast_s(h100, MODEL, TORCH_FSDP_STATES, plan, 32, 8, gathers)[0]) == pytest.approx(8 * once)
+    assert float(weight_cast_s(h100, MODEL, TORCH_FSDP_STATES, plan, 32, 8)[0]) == pytest.approx(once)
+
+
+def test_torchao_casts_no_routed_expert_weight():
+    # Qwen3-30B-A3B at ep 8: a layer's GEMM weights a rank are Q 2048 x 4096, K and V 2048 x 512
+    # each, O 4096 x 2048 (18,874,368) and the router 2048 x 128 (262,144, an nn.Linear torchtitan
+    # converts) beside 128 / 8 experts of 3 x 2048 x 768 (75,497,472), which stay bf16 (cost.tp_gathers).
+    from sp_planner.cost.states import TORCH_FSDP_STATES
+    from sp_planner.cost.tp_gathers import TORCHAO_TENSORWISE_TP_GATHERS
+
+    h100, qwen = load_hardware("h100"), load_model("Qwen3-30B-A3B")
+    plan = Candidates.of_plan(ParallelPlan(dp=8, ep=8, zero=3, precision="fp8", fp8_recipe="tensorwise"))
+    torchao = weight_cast_s(h100, qwen, TORCH_FSDP_STATES, plan, 48, 4, TORCHAO_TENSORWISE_TP_GATHERS)
+    assert float(torchao[0]) == pytest.approx(4 * float(memory_pass_time_s(h100, 6 * 48 * 19_136_512)))
+    te = weight_cast_s(h100, qwen, TORCH_FSDP_STATES, plan, 48, 4)
+    assert float(te[0]) == pytest.approx(float(memory_pass_time_s(h100, 6 * 48 * (19_136_512 + 75_497_472))))

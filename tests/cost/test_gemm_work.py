@@ -81,3 +81,39 @@ def test_tp_without_sequence_parallelism_runs_the_norms_and_residual_adds_on_eve
                      fp8_current=np.array([False]), gpus_per_node=4, sequence_parallel=sp).fwd_s[0]
            for sp in (True, False)]
     assert one[0] == one[1]
+
+
+def test_torchao_leaves_the_routed_experts_bf16(toy_model, hardware):
+    # torchtitan's float8 converter swaps nn.Linear only (cost.tp_gathers): a toy MoE (h 64, 4
+    # experts of width 32, top 2, no shared expert, both layers MoE) at tp 1 on 4096 tokens, per-tensor
+    # FP8 with current scaling on a toy chip of 200 TFLOPS FP8 x 0.5 (bf16 100 x 0.5).
+    from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+    from sp_planner.specs.moe import MoESpec
+
+    fp8 = PRECISIONS.index("fp8")
+    moe = toy_model.model_copy(update={"moe": MoESpec(num_experts=4, top_k=2, moe_intermediate_size=32)})
+    chip = hardware.model_copy(update={"peak_fp8_flops": 200e12,
+                                       "efficiency": hardware.efficiency.model_copy(update={"gemm_fp8": 0.5})})
+
+    def work(gathers):
+        return gemm_work(moe, chip, seq_len=4096, tp=np.array([1]), micro_batch=np.array([1]), cp=np.array([1]),
+                         ep=np.array([1]), etp=np.array([1]), precision=np.array([fp8]),
+                         fp8_current=np.array([True]), gpus_per_node=4, tp_gathers=gathers)
+
+    te, ao = work(TE_TP_GATHERS), work(TORCHAO_TENSORWISE_TP_GATHERS)
+    # Routed GEMMs: 2 FLOPs x 3 matrices x h 64 x top 2 x 32 = 24,576 a token, 4096 tokens, at 50
+    # TFLOPS instead of 100 (no contraction table for the toy chip).
+    routed_s = 24576 * 4096 / 50e12 - 24576 * 4096 / 100e12
+    assert ao.gemm_only_s[0] - te.gemm_only_s[0] == pytest.approx(routed_s)
+    # Their casts dropped, 6 bytes an element (amax 2, read 2, FP8 data and transpose 2): forward
+    # top 2 x (h 64 + 32) = 192 elements a token, backward top 2 x (gate and up 2 x 32 + h 64) = 256.
+    cast_fwd = float(memory_pass_time_s(chip, 6 * 192 * 4096))
+    cast_bwd = float(memory_pass_time_s(chip, 6 * 256 * 4096))
+    assert ao.fwd_s[0] - te.fwd_s[0] == pytest.approx(routed_s - cast_fwd)
+    # Backward: twice the forward's GEMMs, the gradients' casts.
+    assert ao.bwd_s[0] - te.bwd_s[0] == pytest.approx(2 * routed_s - cast_bwd)
+    # A dense model's work is the same under either (no routed experts).
+    dense = [gemm_work(toy_model, chip, seq_len=4096, tp=np.array([1]), micro_batch=np.array([1]), cp=np.array([1]),
+                       ep=np.array([1]), etp=np.array([1]), precision=np.array([fp8]), fp8_current=np.array([True]),
+                       gpus_per_node=4, tp_gathers=g).fwd_s[0] for g in (TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS)]
+    assert dense[0] == dense[1]

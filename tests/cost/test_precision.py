@@ -122,6 +122,23 @@ def test_moe_experts_quantize_every_routed_copy():
     assert gemm_output_grads_per_token(qwen, 6144) == 4096 + 1024 + 2048 + 16384 + 2 * 6144
 
 
+def test_routed_experts_part_of_the_cast_elements():
+    # What bf16 routed experts leave uncast (torchtitan, cost.tp_gathers). Qwen3-30B-A3B: the 8
+    # copies of h (FC1) and 8 x 768 (FC2) inputs, leaving LN1 out and the attention output (h + q);
+    # gradients 8 x (2 x 768 + h), leaving QKV's and the out-projection's (q + 2kv + h).
+    from sp_planner.cost.precision import routed_gemm_inputs_per_token, routed_gemm_output_grads_per_token
+
+    qwen = load_model("qwen3-30b-a3b")
+    assert routed_gemm_inputs_per_token(qwen) == 8 * 2048 + 6144
+    assert gemm_inputs_per_token(qwen, 6144) - routed_gemm_inputs_per_token(qwen) == 2048 + 4096
+    assert routed_gemm_output_grads_per_token(qwen) == 8 * (2 * 768 + 2048)
+    assert gemm_output_grads_per_token(qwen, 6144) - routed_gemm_output_grads_per_token(qwen) == 4096 + 1024 + 2048
+    # DeepSeek-V3: 58 of 61 layers MoE, top 8 of width 2048 on h 7168; its shared expert stays cast.
+    deepseek = load_model("deepseek-v3")
+    assert routed_gemm_inputs_per_token(deepseek) == pytest.approx(58 / 61 * 8 * (7168 + 2048))
+    assert routed_gemm_inputs_per_token(load_model("llama3-8b")) == 0.0
+
+
 def test_blockwise_gemm_factor_follows_te_h200_benchmark():
     # TE's H200 table (gemm_profiling.rst): FP8Block autocast 22.882 ms a layer, per-tensor FP8 GEMM
     # kernels 16.785 ms (FP8Current pre-quantized). The block casts: 2 + 2 x (1 + 4/128) bytes per

@@ -90,3 +90,56 @@ def test_torchtitan_releases_step_apart_by_gathers_casts_and_transposes_in_both_
     assert ana["0.3"] - ana["0.2"] == pytest.approx(apart_s, rel=1e-6)
     assert sim["0.3"] - sim["0.2"] == pytest.approx(apart_s, rel=0.05)
     assert apart_s == pytest.approx(25.67e-3, rel=1e-3)
+
+
+def test_torchtitans_linears_leave_the_routed_experts_bf16_and_cache_no_weight():
+    # torchao's linears (both torchtitan runtimes): no once-a-step weight cast, and the routed
+    # experts at bf16 whatever the plan's precision; Transformer Engine's: cached, in the plan's.
+    from sp_planner.cost.tp_gathers import expert_precision
+
+    precision = np.array([BF16, FP8, MXFP8])
+    for runtime in (TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME):
+        gathers = runtime.tp_gathers
+        assert not gathers.caches_weight_casts and not gathers.low_precision_experts
+        assert expert_precision(precision, gathers).tolist() == [BF16, BF16, BF16]
+    assert TE_TP_GATHERS.caches_weight_casts
+    assert expert_precision(precision, TE_TP_GATHERS).tolist() == [BF16, FP8, MXFP8]
+
+
+def _cached(runtime, **update):
+    """The runtime with its linears' behaviour replaced (cost.tp_gathers)."""
+    return runtime.model_copy(update={"tp_gathers": runtime.tp_gathers.model_copy(update=update)})
+
+
+def test_torchao_weight_casts_every_micro_batch_in_both_models():
+    # Llama-3-8B at 8K, tp 4 alone on a 4-GPU H100 node, 2 micro-batches, tensorwise current
+    # scaling: torchao casts a rank's 32 x 218,103,808 / 4 GEMM weights again in the second
+    # micro-batch, at 6 bytes each (amax 2, read 2, FP8 data and transpose 2: cost.precision), where
+    # Transformer Engine's cache casts them once a step.
+    model, hardware = load_model("llama3-8b"), load_hardware("h100")
+    workload = Workload(seq_len=8192, global_batch=2)
+    plan = ParallelPlan(tp=4, precision="fp8", fp8_recipe="tensorwise")
+    recast_s = 32 * 218_103_808 / 4 * 6 / H100_MEMORY_BOUND_BYTES_PER_S
+    for runtime in (TORCHTITAN_V02_RUNTIME, TORCHTITAN_RUNTIME):
+        cached = _cached(runtime, caches_weight_casts=True)
+        ana = [analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=4, runtime=r)
+               for r in (runtime, cached)]
+        sim = [simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=4, detail=False,
+                        runtime=r).step_time_s for r in (runtime, cached)]
+        assert ana[0] - ana[1] == pytest.approx(recast_s, rel=1e-6)
+        assert sim[0] - sim[1] == pytest.approx(recast_s, rel=0.05)
+
+
+def test_bf16_routed_experts_move_both_models_alike():
+    # Qwen3-30B-A3B on 8 H100s (dp 8, ep 8, ZeRO-3, full recompute, 2 micro-batches), per-tensor FP8:
+    # torchtitan's routed experts at bf16 (cost.gemm_work, cost.moe, cost.fp8_params; each by hand
+    # in their own tests) slow the step alike in the analytic model and the simulator.
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("h100")
+    workload = Workload(seq_len=8192, global_batch=16)
+    plan = ParallelPlan(dp=8, ep=8, zero=3, precision="fp8", fp8_recipe="tensorwise", recompute="full")
+    runtimes = (TORCHTITAN_V02_RUNTIME, _cached(TORCHTITAN_V02_RUNTIME, low_precision_experts=True))
+    ana = [analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8, runtime=r) for r in runtimes]
+    sim = [simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False,
+                    runtime=r).step_time_s for r in runtimes]
+    assert ana[0] - ana[1] > 0
+    assert sim[0] - sim[1] == pytest.approx(ana[0] - ana[1], rel=0.05)

@@ -83,3 +83,15 @@ def test_hybridep_is_megatron_only():
     for framework in ("mindspeed", "deepspeed", "yunchang", "torchtitan"):
         assert not flags[framework].supported, framework
         assert "token dispatcher hybridep cannot be expressed" in flags[framework].reason, framework
+
+
+def test_torchtitan_float8_moe_plans_convert_the_linears_only():
+    # 0.2.2's float8 converter swaps nn.Linear (components/quantization/utils.py module_filter_fn):
+    # no grouped-GEMM converter is emitted, and the plan says its routed experts run bf16.
+    fp8 = render_flags("torchtitan", _request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1, precision="fp8",
+                                                           fp8_recipe="tensorwise"), "0.2.2"))
+    config = tomllib.loads(fp8.text)
+    assert config["model"] == {"converters": ["float8"]} and "grouped_mm" not in config["quantize"]
+    assert any("routed experts (GroupedExperts) run in bf16" in note for note in fp8.notes)
+    bf16 = render_flags("torchtitan", _request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1), "0.2.2"))
+    assert not any("GroupedExperts" in note for note in bf16.notes)
