@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from sp_planner.cli import plan_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, run_modes
+from tests.cli.launch_stub import launch_stub
 
 
 @pytest.fixture
@@ -49,3 +50,14 @@ def notes_unwrapped(stderr: str) -> list[str]:
             assert line.startswith(" " * 6) and notes, stderr
             notes[-1] += " " + line.strip()
     return notes
+
+
+@pytest.fixture
+def no_launches(monkeypatch):
+    """sp-run and sp-calibrate stop where they would start ranks (raising Launched), as no rank
+    of a torchrun or SLURM launch."""
+    for name in ("run_local", "run_node", "run_worker"):
+        monkeypatch.setattr(run_modes, name, launch_stub)
+    monkeypatch.setattr(calibrate_cmd, "_measure_locally", launch_stub)
+    for variable in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "LOCAL_RANK"):
+        monkeypatch.delenv(variable, raising=False)

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, run_modes, simulate_cmd, validate_cmd
+from sp_planner.cli import calibrate_cmd, plan_cmd, report_cmd, run_cmd, simulate_cmd, validate_cmd
+from tests.cli.launch_stub import Launched
 from tests.conftest import run_cli_main
 
 QUESTION = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
@@ -26,21 +27,7 @@ ODD_VALUES = ["", " ", "0", "-1", "1", "3", "1.5", "1e3", "nan", "inf", "-inf", 
               "true", "../", "/dev/null", "-", "--", "\t", "é", "a" * 300]
 
 
-class Launched(Exception):
-    """The command accepted its input and would now start ranks."""
-
-
-def _launch_stub(*args, **kwargs):
-    raise Launched
-
-
-@pytest.fixture(autouse=True)
-def _no_launches(monkeypatch):
-    for name in ("run_local", "run_node", "run_worker"):
-        monkeypatch.setattr(run_modes, name, _launch_stub)
-    monkeypatch.setattr(calibrate_cmd, "_measure_locally", _launch_stub)
-    for variable in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "LOCAL_RANK"):
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("no_launches")
 
 
 def check_answer(module, *args) -> None:

@@ -7,25 +7,13 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.cli import run_cmd, run_modes
+from tests.cli.launch_stub import Launched
 
 USP = ["--ulysses", "2", "--ring", "2", "--seq-len", "64", "--heads", "4", "--head-dim", "8"]
 LOCAL_FIX = "give --nodes N with --rdzv-endpoint HOST:PORT (one sp-run per node) or --print-launch, or drop"
 
 
-class Launched(Exception):
-    """The command accepted its input and would now start ranks."""
-
-
-def _launch_stub(*args, **kwargs):
-    raise Launched
-
-
-@pytest.fixture(autouse=True)
-def _no_launches(monkeypatch):
-    for name in ("run_local", "run_node", "run_worker"):
-        monkeypatch.setattr(run_modes, name, _launch_stub)
-    for variable in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID", "LOCAL_RANK"):
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("no_launches")
 
 
 @pytest.mark.parametrize(("extra", "stderr"), [
