@@ -95,6 +95,7 @@ torch DDP is not counted (wrapper "uncounted").
 
 from __future__ import annotations
 
+from functools import reduce
 from typing import Literal
 
 import numpy as np
@@ -212,21 +213,35 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
         dp_cp=c.dp * group_size(c, CP_AXES), edp=edp, gathers=param_gathers_per_step(c, micro_batches))
 
 
-def slowest_stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
-                             micro_batches, edp):
-    """optimizer_step_bytes of the pipeline stage holding the most parameters (the first, a middle
-    or the last; the one stage without a pipeline): every stage all-reduces the gradient norm over
-    the model-parallel group (tp x pp) before its update (Megatron-LM d98e8a6 optimizer.py:374-389
-    clip_grad_norm -> clip_grads.py:132-134 get_grad_norm_fp32; parallel_state.py:1155
-    _MODEL_PARALLEL_GROUP), so each waits for the last stage's synced gradients, and the step
-    ends with the largest update (cost.pipeline_tails)."""
+def stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
+                     micro_batches, edp):
+    """(first, middle, last) stage's optimizer_step_bytes: each stage updates its own parameters
+    (its layers of the split, the embedding on the first, the output layer and final norm on the
+    last; a single stage holds all of them, given as the first). The middle's is 0 where pp <= 2,
+    the last's where pp == 1."""
     pp = np.asarray(c.pp)
     first, last = stage_params_per_rank(model, c.tp, c.pp, stages, c.ep, c.etp)
-    middle = np.where(pp > 2, stages.middle * layer_params_per_rank(model, c.tp, c.ep, c.etp), 0.0)
-    # Ties (every stage of a single one) to the first.
-    later = (pp > 1) & (np.maximum(last, middle) > first)
-    on_last = later & (last >= middle)
-    params = np.where(later, np.where(on_last, last, middle), first)
-    layers = np.where(later, np.where(on_last, stages.last, stages.middle), stages.first)
-    return optimizer_step_bytes(states, sync, c, params=params, micro_batches=micro_batches, edp=edp,
-                                experts=expert_params_per_rank(model, c.pp, c.ep, c.etp, layers=layers))
+    middle = stages.middle * layer_params_per_rank(model, c.tp, c.ep, c.etp)
+
+    def update(params, layers):
+        return optimizer_step_bytes(states, sync, c, params=params, micro_batches=micro_batches, edp=edp,
+                                    experts=expert_params_per_rank(model, c.pp, c.ep, c.etp, layers=layers))
+
+    return (update(first, stages.first), np.where(pp > 2, update(middle, stages.middle), 0.0),
+            np.where(pp > 1, update(last, stages.last), 0.0))
+
+
+def slowest_stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
+                             micro_batches, edp):
+    """The largest of stage_step_bytes (the one stage's without a pipeline). Megatron-Core syncs
+    every stage of the model-parallel group (tp x pp; parallel_state.py:1155 _MODEL_PARALLEL_GROUP)
+    on both sides of its update (Megatron-LM d98e8a6): before it, the gradient norm's all-reduce
+    (training.py:3165 optimizer.step -> optimizer.py:374-389 clip_grad_norm -> clip_grads.py:
+    132-134 get_grad_norm_fp32), so every stage starts its own update once the last one's
+    gradients are synced (cost.pipeline_tails); after it, train_step's all-reduces of
+    update_successful (MIN) and grad_norm (MAX) over the same group (training.py:3198 and 3201),
+    each read on the host (common_utils.py:286-291 and 309-310, `.item()`), so no stage starts
+    the next step before the largest update is done: charged whole, the next step's pipeline fill
+    hides none of it. Since core_v0.11.0 (1468ab01c0, 2024-12); MindSpeed runs core_v0.12.1."""
+    return reduce(np.maximum, stage_step_bytes(model, states, sync, c, stages=stages, micro_batches=micro_batches,
+                                               edp=edp))

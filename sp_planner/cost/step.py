@@ -225,7 +225,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer),
     # routed experts sharded over the expert-data-parallel group (cost.moe), the rest over dp x cp:
-    # the slowest stage's, which every stage waits for at the gradient norm's all-reduce.
+    # the slowest stage's whole, every stage syncing at the gradient norm before its own update
+    # and at train_step's model-parallel all-reduces after it (cost.grad_buffer.slowest_stage_step_bytes).
     optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);

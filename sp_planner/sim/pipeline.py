@@ -15,9 +15,11 @@ schedule with overlap_p2p_comm (StepWork.pp_overlap, cost.overlap) a send runs b
 next blocks instead, and only the receiver waits for it (the wait is `pp_comm` on the critical
 path). After its last backward a
 stage waits for its gradient buckets (the two ends of a tied model's pipeline then for their
-embedding all-reduce, cost.tied_embedding), steps the optimizer and, unless the framework overlaps it
-with the next step's first forward (cost.overlap), all-gathers its parameter shards; last, the
-compute lost to hidden data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
+embedding all-reduce, cost.tied_embedding) and every other stage's (the gradient norm), steps its own
+optimizer and, unless the framework overlaps it with the next step's first forward (cost.overlap),
+all-gathers its parameter shards, then waits for every stage's update (train_step's model-parallel
+all-reduces, cost.grad_buffer.slowest_stage_step_bytes); last, the compute lost to hidden
+data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
 A stage's data-parallel calls share one stream (its data-parallel communicator's) across blocks:
 a call issued in one block waits for those still leaving from earlier ones (`_queued_dp_end`), so
 an interleaved stage's per-chunk gradient syncs queue behind each other into the drain. Under
@@ -239,8 +241,14 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
 
 def _step_tail(work: StepWork, blocks: list[Block], stage_tail: list[int], dp_free: list[float],
                dp_busy: list[float], dp_exposed: list[float]) -> None:
-    """Append each stage's blocks after its last backward: the rest of its gradient sync, a tied
-    table's all-reduce on the two ends, the optimizer and what follows it."""
+    """Append each stage's blocks after its last backward: the rest of its gradient sync, the
+    compute its hidden data-parallel traffic cost, a tied table's all-reduce on the two ends, its
+    own optimizer update and what follows it. The stages meet twice around the update
+    (cost.grad_buffer.slowest_stage_step_bytes): each starts its update once every stage has its
+    gradients synced (the gradient norm's all-reduce over the model-parallel group), and none goes
+    on past its update and parameter gather before every stage is done (train_step's all-reduces
+    over the same group), so the next step starts on every stage at once, as schedule_step starts
+    them."""
 
     def synced(stage: int) -> int:
         """The block after which the stage's gradients are synced (its calls' tail, if any)."""
@@ -256,33 +264,38 @@ def _step_tail(work: StepWork, blocks: list[Block], stage_tail: list[int], dp_fr
         blocks.append(Block(stage, "dp_grad_tail", -1, blocks[last].end_s, grads_done, last, 0.0, None))
         return len(blocks) - 1
 
-    def finish(stage: int, prev: int) -> None:
-        # Hidden DP traffic slows the compute it hides behind (cost.overlap); charged once, here.
-        slowdown = work.dp_overlap_slowdown * max(0.0, dp_busy[stage] - dp_exposed[stage])
-        after = [("optimizer", work.optimizer_s), ("dp_param_gather", work.dp_param_gather_s),
-                 ("dp_overlap_slowdown", slowdown)]
-        # The FP8 weights' cast, in the next step's first forward, after the gather it reads (none
-        # for bf16 weights, which get no block).
-        if work.weight_cast_s and work.weight_cast_s[stage] > 0:
-            after.append(("weight_cast", work.weight_cast_s[stage]))
+    def latest(ends: list[int]) -> int:
+        """Of the blocks `ends`, the one ending last: it releases a sync all of them join."""
+        return max(ends, key=lambda i: (blocks[i].end_s, i))
+
+    def run(stage: int, prev: int, after: list[tuple[str, float]]) -> int:
         for kind, duration in after:
             start = blocks[prev].end_s
             blocks.append(Block(stage, kind, -1, start, start + duration, prev, 0.0, None))
             prev = len(blocks) - 1
+        return prev
 
     pp = work.pp
-    if work.tied_all_reduce_s <= 0 or pp == 1:
-        for stage in range(pp):
-            finish(stage, synced(stage))
-        return
-    # The tied table's all-reduce (cost.tied_embedding): the two ends meet once both are synced
-    # (finalize_model_grads), the later one releasing it; each steps its optimizer after it.
-    done = [synced(stage) for stage in range(pp)]
-    ends = (0, pp - 1)
-    release = max((done[stage] for stage in ends), key=lambda i: (blocks[i].end_s, i))
-    start = blocks[release].end_s
-    for stage in ends:
-        blocks.append(Block(stage, "tied_all_reduce", -1, start, start + work.tied_all_reduce_s, release, 0.0, None))
-        done[stage] = len(blocks) - 1
-    for stage in range(pp):
-        finish(stage, done[stage])
+    # Hidden DP traffic slows the compute it hides behind (cost.overlap): charged once, at the end
+    # of the stage's own compute.
+    done = [run(stage, synced(stage), [("dp_overlap_slowdown", work.dp_overlap_slowdown
+                                        * max(0.0, dp_busy[stage] - dp_exposed[stage]))]) for stage in range(pp)]
+    if work.tied_all_reduce_s > 0 and pp > 1:
+        # The tied table's all-reduce (cost.tied_embedding): the two ends meet once both are
+        # synced (finalize_model_grads), the later one releasing it.
+        ends = (0, pp - 1)
+        release = latest([done[stage] for stage in ends])
+        start = blocks[release].end_s
+        for stage in ends:
+            blocks.append(Block(stage, "tied_all_reduce", -1, start, start + work.tied_all_reduce_s, release, 0.0,
+                                None))
+            done[stage] = len(blocks) - 1
+    norm = latest(done)
+    updated = [run(stage, norm, [("optimizer", work.optimizer_of(stage)),
+                                 ("dp_param_gather", work.dp_param_gather_s)]) for stage in range(pp)]
+    stepped = latest(updated)
+    # The FP8 weights' cast, in the next step's first forward, after the gather it reads (none for
+    # bf16 weights, which get no block).
+    for stage, seconds in enumerate(work.weight_cast_s):
+        if seconds > 0:
+            run(stage, stepped, [("weight_cast", seconds)])

@@ -26,7 +26,7 @@ from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
-from sp_planner.cost.grad_buffer import slowest_stage_step_bytes
+from sp_planner.cost.grad_buffer import stage_step_bytes
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
@@ -158,10 +158,10 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
                                                        zgroups, replicas, runtime)
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
-    # (cost.grad_buffer): the slowest stage's, which every stage waits for at the gradient norm's
-    # all-reduce (cost.grad_buffer.slowest_stage_step_bytes).
-    step_bytes = float(slowest_stage_step_bytes(model, runtime.states, runtime.grad_sync, plan, stages=stages,
-                                                micro_batches=m, edp=groups["edp"].shape[1]))
+    # (cost.grad_buffer), each stage's own (first, middle ones, last).
+    first_b, middle_b, last_b = (float(v) for v in stage_step_bytes(
+        model, runtime.states, runtime.grad_sync, plan, stages=stages, micro_batches=m, edp=groups["edp"].shape[1]))
+    step_bytes = [first_b, *([middle_b] * (pp - 2)), last_b][:pp]
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
     # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each
@@ -214,7 +214,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_gather_by_chunk=bool(chunk_gathers_ahead(runtime.overlap, plan.zero, plan.vpp)),
         dp_backward_gather=plan.reshard_after_forward,
         tied_all_reduce_s=tied,
-        optimizer_s=float(memory_pass_time_s(hw, step_bytes)),
+        optimizer_s=tuple(float(memory_pass_time_s(hw, b)) for b in step_bytes),
         weight_cast_s=tuple(float(weight_cast_s(hw, model, runtime.states, one, n, m, runtime.tp_gathers)[0])
                             for n in layers_of),
         dp_overlap_slowdown=s,

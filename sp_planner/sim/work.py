@@ -119,9 +119,10 @@ class StepWork(FrozenModel):
     # A tied table's gradient all-reduce between the first and the last stage once both have
     # their gradients synced, before either's optimizer (cost.tied_embedding; 0: none).
     tied_all_reduce_s: float = NonNeg
-    # After the last backward: optimizer (the slowest stage's, cost.grad_buffer.slowest_stage_step_bytes),
-    # then the parameter all-gather when not overlapped.
-    optimizer_s: float = NonNeg
+    # Per stage: its own optimizer update (cost.grad_buffer.stage_step_bytes; empty: none), run
+    # once every stage has its gradients synced and followed by the parameter all-gather when not
+    # overlapped; no stage goes on before every stage has (sim.pipeline._step_tail).
+    optimizer_s: tuple[float, ...] = ()
     # Per stage: FP8 GEMM weights cast once a step (cost.fp8_params.weight_cast_s; none for bf16).
     weight_cast_s: tuple[float, ...] = ()
     # Compute lost per second of hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown of
@@ -139,6 +140,10 @@ class StepWork(FrozenModel):
         if stage == self.pp - 1 and self.last_stage_layers is not None:
             return self.last_stage_layers
         return self.layers_per_stage
+
+    def optimizer_of(self, stage: int) -> float:
+        """Seconds of stage `stage`'s own optimizer update."""
+        return self.optimizer_s[stage] if self.optimizer_s else 0.0
 
     def reduce_calls(self, stage: int) -> DPCalls:
         return self.dp_reduce[stage] if self.dp_reduce else DPCalls()

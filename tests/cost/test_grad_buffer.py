@@ -12,12 +12,16 @@ from sp_planner.cost.grad_buffer import (
     TORCH_FSDP2_GRAD_SYNC,
     GradSync,
     grad_buffer_bytes,
+    slowest_stage_step_bytes,
+    stage_step_bytes,
 )
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
+from sp_planner.space import Candidates
 from sp_planner.specs.workload import Workload
 
 P, E = 1_000_000_000, 0  # a rank's stage parameters, none of them routed experts
@@ -143,3 +147,38 @@ def test_step_and_simulator_charge_the_passes_in_the_optimizer_column():
         float(memory_pass_time_s(hw, 16 * params)), rel=1e-6)
     sim = simulate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8)
     assert sim.step_time_s == pytest.approx(with_passes.step_time_s, rel=0.02)
+
+
+def test_each_pipeline_stage_steps_its_own_parameters_and_the_step_charges_the_largest_whole():
+    """Llama-3-70B, tp 2, pp 8 with 4 layers on the first and last stage (12 on each middle one),
+    ZeRO-1 at dp 4 under Megatron. A layer holds per rank 2 x 8192 x 4096 (q, o) + 2 x 8192 x 4 x
+    128 (k, v: 8 kv heads over tp 2) + 3 x 8192 x 28672 / 2 (MLP) + 2 x 8192 (norms) =
+    427,835,392 parameters, the table 128256 x 8192 / 2 = 525,336,576: the first stage 4 layers +
+    the table, the last the same + the final norm's 8192, a middle one 12 layers. Each moves 30 B
+    per parameter of its dp-4 shard in Adam (cost.states: 4 + 2 x 12 + 2) and 16 B per parameter
+    in DDP's buffer (zero-fill 4, NaN norm 4, scaling 4 + 4): 23.5 B a parameter. Megatron-Core
+    syncs every stage before the update (the gradient norm) and after it (train_step's
+    model-parallel all-reduces, training.py:3198-3201 at d98e8a6), so the analytic step charges
+    the middle stages' update whole, and the simulator runs each stage's own update and ends the
+    step on the largest, within 1% of the analytic step."""
+    model, hw = load_model("Llama-3-70B"), load_hardware("h100-sxm")
+    plan = ParallelPlan(dp=4, pp=8, tp=2, zero=1, first_stage_layers=4, last_stage_layers=4)
+    layer, table = 427_835_392, 525_336_576
+    expected = (23.5 * (4 * layer + table), 23.5 * 12 * layer, 23.5 * (4 * layer + table + 8192))
+    one, stages = Candidates.of_plan(plan), stage_layers(80, 8, 4, 4)
+    kw = dict(stages=stages, micro_batches=8, edp=4)
+    got = stage_step_bytes(model, MEGATRON_RUNTIME.states, MEGATRON_GRAD_SYNC, one, **kw)
+    assert [float(v[0]) for v in got] == pytest.approx(expected, rel=1e-12)
+    slowest = float(slowest_stage_step_bytes(model, MEGATRON_RUNTIME.states, MEGATRON_GRAD_SYNC, one, **kw)[0])
+    assert slowest == pytest.approx(expected[1], rel=1e-12)
+
+    workload = Workload(seq_len=2048, global_batch=32)  # 8 micro-batches of one sequence
+    est = evaluate(model, hw, workload, plan, num_nodes=8, gpus_per_node=8)
+    assert est.time.optimizer_s == pytest.approx(float(memory_pass_time_s(hw, expected[1])), rel=1e-9)
+    sim = simulate(model, hw, workload, plan, num_nodes=8, gpus_per_node=8, detail=False)
+    updates = {e.stage: e.end_s - e.start_s for e in sim.events if e.kind == "optimizer"}
+    by_stage = [expected[0], *[expected[1]] * 6, expected[2]]
+    assert [updates[s] for s in range(8)] == pytest.approx([float(memory_pass_time_s(hw, b)) for b in by_stage],
+                                                           rel=1e-9)
+    assert len({e.start_s for e in sim.events if e.kind == "optimizer"}) == 1  # after the norm's all-reduce
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.01)

@@ -146,10 +146,12 @@ def test_overlapped_sends_on_the_critical_path_are_pipeline_communication():
 def test_the_tied_all_reduce_joins_the_pipeline_ends_before_their_optimizers():
     """pp 3, m 2, one layer a stage (3 s forward, 6 s backward), 1 s optimizer, a 0.5 s tied
     all-reduce (cost.tied_embedding). Stage 0 ends its last backward last, at (m + pp - 1) x 9 =
-    36 s, stage 2 at 36 - 2 x 6 = 24 s: both run the all-reduce from 36 s and step at 36.5 s, the
-    middle stage at 30 s without it. A 20 s gradient tail on stage 2 (synced at 44 s) makes it the
+    36 s, stage 2 at 36 - 2 x 6 = 24 s: both run the all-reduce from 36 s, and every stage, the
+    middle one too (synced at 30 s), steps at 36.5 s, after the gradient norm's all-reduce (at
+    36 s without the tied one). A 20 s gradient tail on stage 2 (synced at 44 s) makes it the
     one the all-reduce waits for instead."""
-    base = dict(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=1.0, dp_overlap_slowdown=0.0)
+    base = dict(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=(1.0,) * 3,
+                dp_overlap_slowdown=0.0)
     plain = schedule_step(StepWork(**base))
     tied = schedule_step(StepWork(**base, tied_all_reduce_s=0.5))
     assert plain.step_time_s == pytest.approx(37.0)
@@ -157,9 +159,29 @@ def test_the_tied_all_reduce_joins_the_pipeline_ends_before_their_optimizers():
     joined = {b.stage: (b.start_s, b.end_s) for b in tied.blocks if b.kind == "tied_all_reduce"}
     assert joined == {0: (pytest.approx(36.0), pytest.approx(36.5)), 2: (pytest.approx(36.0), pytest.approx(36.5))}
     steps = {b.stage: b.start_s for b in tied.blocks if b.kind == "optimizer"}
-    assert steps == {0: pytest.approx(36.5), 1: pytest.approx(30.0), 2: pytest.approx(36.5)}
+    assert steps == {0: pytest.approx(36.5), 1: pytest.approx(36.5), 2: pytest.approx(36.5)}
+    assert {b.stage: b.start_s for b in plain.blocks if b.kind == "optimizer"} == dict.fromkeys(range(3), 36.0)
     late = (DPCalls(), DPCalls(), DPCalls(tail=(20.0,)))
     waited = schedule_step(StepWork(**base, tied_all_reduce_s=0.5, dp_reduce=late))
     joined = {b.stage: b.start_s for b in waited.blocks if b.kind == "tied_all_reduce"}
     assert joined == {0: pytest.approx(44.0), 2: pytest.approx(44.0)}
     assert waited.step_time_s == pytest.approx(45.5)
+
+
+def test_each_stage_steps_its_own_optimizer_and_the_step_ends_on_the_largest():
+    """The same pipeline (every stage synced by 36 s, stage 1 from 30 s) with updates of 1, 5 and
+    2 s and a 0.5 s FP8 weight cast per stage: each stage's update runs after the gradient norm's
+    all-reduce, 36 s -> 37, 41, 38 s, and nothing follows before the largest is done (train_step's
+    model-parallel all-reduces, cost.grad_buffer.slowest_stage_step_bytes): every stage casts
+    from 41 s, the middle stage's 5 s charged whole, the next step's fill hiding none of it (step
+    41.5 s)."""
+    work = StepWork(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=(1.0, 5.0, 2.0),
+                    weight_cast_s=(0.5,) * 3, dp_overlap_slowdown=0.0)
+    sched = schedule_step(work)
+    updates = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "optimizer"}
+    assert updates == {0: (36.0, 37.0), 1: (36.0, 41.0), 2: (36.0, 38.0)}
+    after = {b.stage: b.start_s for b in sched.blocks if b.kind == "weight_cast"}
+    assert after == dict.fromkeys(range(3), 41.0)
+    assert sched.step_time_s == pytest.approx(41.5)
+    # The critical path runs through the middle stage's update.
+    assert any(sched.blocks[i].kind == "optimizer" and sched.blocks[i].stage == 1 for i in sched.critical_blocks())
