@@ -22,7 +22,9 @@ schedule more, the last rank included (pipeline.stage_in_flight).
 FP8 (Transformer Engine, cost.precision): the GEMM inputs saved for backward are stored in FP8; with
 nothing recomputed the attention's bf16 output stays beside the out-projection's FP8 cast.
 A framework that keeps the gathered QKV and FC1 inputs instead of their shards (torchtitan,
-cost.saved_inputs) holds them whole, and quantized only where it gathered them so.
+cost.saved_inputs) holds them whole, and quantized only where it gathered them so. Where its
+converter leaves the routed experts bf16 (torchtitan, cost.tp_gathers.low_precision_experts),
+their saved inputs (the permuted copies and FC2's inputs) stay bf16.
 """
 
 from __future__ import annotations
@@ -127,7 +129,10 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # The precision the GEMM inputs are saved in: the plan's under Transformer Engine (cost.saved_inputs).
     saved = saved_input_precision(c.precision, tp=c.tp, gathers=gathers, fp8_blockwise=c.fp8_blockwise,
                                   sequence_parallel=sequence_parallel)
-    stored = stored - np.where(full, 0.0, fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=saved))
+    # The routed experts' inputs stay bf16 where the framework runs them bf16 (torchtitan, cost.tp_gathers).
+    savings = fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=saved,
+                                               routed_experts=gathers.low_precision_experts)
+    stored = stored - np.where(full, 0.0, savings)
     # The QKV and FC1 inputs kept gathered (torchtitan): whole beyond the shards counted above, in the
     # layers kept and in the one full recompute rebuilds.
     kept = kept_gathered_input_bytes(model, tokens=n, tp=c.tp, precision=c.precision, gathers=gathers,

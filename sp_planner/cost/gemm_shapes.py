@@ -159,6 +159,44 @@ def contraction_ratio(hardware: HardwareProfile, k, fp8=False):
                     log_interp(TABLE_K, K_RATIO_BY_PROFILE[name], k))
 
 
+def _slow(hardware: HardwareProfile, k, fp8):
+    return 1.0 / contraction_ratio(hardware, k, fp8)
+
+
+def _layer_of(hardware: HardwareProfile, k, n, rows, fp8):
+    """(forward, backward) factor of a GEMM over `rows` tokens contracting over k into n outputs
+    per token: K and the output size (cost.gemm_outputs) of the forward (rows x n over k), the
+    data gradient (rows x k over n) and the weight gradient (k x n over the rows)."""
+    def at(k_, outputs):
+        return _slow(hardware, k_, fp8) / output_ratio(hardware, outputs, k_, fp8)
+    return at(k, rows * n), (at(n, rows * k) + at(rows, k * n)) / 2
+
+
+def _expert_pairs(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep, etp, fp8):
+    """((forward, backward) factor of the expert FC1, of the expert FC2) on an MoE layer (module
+    docstring): per-expert GEMMs with their shapes' K and output-size ratios, the busiest rank's
+    load weighing their slowdown; a grouped kernel with the K ratio only."""
+    h, m, moe = model.hidden_size, model.num_mlp_matrices, model.moe
+    assert moe is not None
+    width = moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)
+    rows = rows_per_expert(model, np.asarray(tokens) / tp, ep, etp)
+    if moe.expert_gemm == "per_expert":
+        # One GEMM per local expert: each a layer GEMM of `rows` tokens (module docstring). The
+        # busiest rank computes `load` x the mean's copies (cost.moe.busiest_rank_load), each
+        # at its shape's factor r: load x r of the mean's time, of which cost.moe.moe_times
+        # adds (load - 1) at the flat rate, so the mean's share here is load (r - 1) + 1 (a
+        # capacity factor of 0.0001 had its tiny GEMMs' slowdown charged on every dropless FLOP).
+        load = busiest_rank_load(model, ep)
+
+        def loaded(pair):
+            return tuple(load * (r - 1.0) + 1.0 for r in pair)
+        return (loaded(_layer_of(hardware, h, (m - 1) * width, rows, fp8)),
+                loaded(_layer_of(hardware, width, h, rows, fp8)))
+    expert_wgrad = _slow(hardware, rows, fp8)
+    return ((_slow(hardware, h, fp8), (_slow(hardware, (m - 1) * width, fp8) + expert_wgrad) / 2),
+            (_slow(hardware, width, fp8), (_slow(hardware, h, fp8) + expert_wgrad) / 2))
+
+
 def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep=1, etp=1,
                          fp8=False):
     """(forward, backward) time of one layer's GEMMs over their time at the flat efficiency.
@@ -172,19 +210,8 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     ffn, m = model.intermediate_size, model.num_mlp_matrices
     attn = model.mla is None
 
-    def slow(k):
-        return 1.0 / contraction_ratio(hardware, k, fp8)
-
-    def layer_of(k, n, rows):
-        """(forward, backward) factor of a GEMM over `rows` tokens contracting over k into n outputs
-        per token: K and the output size (cost.gemm_outputs) of the forward (rows x n over k), the
-        data gradient (rows x k over n) and the weight gradient (k x n over the rows)."""
-        def at(k_, outputs):
-            return slow(k_) / output_ratio(hardware, outputs, k_, fp8)
-        return at(k, rows * n), (at(n, rows * k) + at(rows, k * n)) / 2
-
     def layer(k, n):
-        return layer_of(k, n, tokens)
+        return _layer_of(hardware, k, n, tokens, fp8)
 
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).
@@ -194,23 +221,7 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     mlp_pairs = (layer(h, (m - 1) * ffn / tp), layer(ffn / tp, h))
     if model.moe is not None:
         # The MoE layers' expert GEMMs (module docstring), weighed with the dense layers by MLP FLOPs.
-        width = model.moe.moe_intermediate_size / np.asarray(etp, dtype=np.float64)
-        rows = rows_per_expert(model, np.asarray(tokens) / tp, ep, etp)
-        if model.moe.expert_gemm == "per_expert":
-            # One GEMM per local expert: each a layer GEMM of `rows` tokens (module docstring). The
-            # busiest rank computes `load` x the mean's copies (cost.moe.busiest_rank_load), each
-            # at its shape's factor r: load x r of the mean's time, of which cost.moe.moe_times
-            # adds (load - 1) at the flat rate, so the mean's share here is load (r - 1) + 1 (a
-            # capacity factor of 0.0001 had its tiny GEMMs' slowdown charged on every dropless FLOP).
-            load = busiest_rank_load(model, ep)
-
-            def loaded(pair):
-                return tuple(load * (r - 1.0) + 1.0 for r in pair)
-            experts = (loaded(layer_of(h, (m - 1) * width, rows)), loaded(layer_of(width, h, rows)))
-        else:
-            expert_wgrad = slow(rows)
-            experts = ((slow(h), (slow((m - 1) * width) + expert_wgrad) / 2),
-                       (slow(width), (slow(h) + expert_wgrad) / 2))
+        experts = _expert_pairs(hardware, model, tp=tp, tokens=tokens, ep=ep, etp=etp, fp8=fp8)
         moe_share = moe_layer_fraction(model) * (model.moe.top_k + model.moe.num_shared_experts) * (
             model.moe.moe_intermediate_size / _active_ffn_width(model))
 
@@ -224,3 +235,23 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     bwd = sum(s * b_ for s, (_, b_) in zip(gemm_shares(model), pairs))
     shape = np.broadcast(tp, np.asarray(tokens), np.asarray(ep), np.asarray(etp), np.asarray(fp8)).shape
     return np.broadcast_to(fwd, shape).astype(np.float64), np.broadcast_to(bwd, shape).astype(np.float64)
+
+
+def routed_expert_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep=1, etp=1, fp8=False):
+    """(share, forward, backward) of the routed experts' GEMMs in layer_gemm_slowdowns: their share
+    of the layer's GEMM FLOPs (routed_gemm_flops_per_token over layer_gemm_flops_per_token) and the
+    FLOP-weighted terms they add to its two factors, `fp8` choosing the ratios. A framework whose
+    routed experts run bf16 beside FP8 GEMMs (torchtitan, cost.tp_gathers.low_precision_experts;
+    cost.gemm_work) swaps their FP8 terms for bf16 ones: the other GEMMs' factor is the FP8 one
+    less the FP8 terms, over 1 - share. 0 for a dense model."""
+    shape = np.broadcast(np.asarray(tp), np.asarray(tokens), np.asarray(ep), np.asarray(etp), np.asarray(fp8)).shape
+    if model.moe is None:
+        return np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    tp = np.asarray(tp, dtype=np.float64)
+    experts = _expert_pairs(hardware, model, tp=tp, tokens=tokens, ep=ep, etp=etp, fp8=fp8)
+    routed = moe_layer_fraction(model) * model.moe.top_k * model.moe.moe_intermediate_size / _active_ffn_width(model)
+    _, _, fc1, fc2 = gemm_shares(model)
+    fwd = routed * (fc1 * experts[0][0] + fc2 * experts[1][0])
+    bwd = routed * (fc1 * experts[0][1] + fc2 * experts[1][1])
+    return (np.full(shape, routed * (fc1 + fc2)), np.broadcast_to(fwd, shape).astype(np.float64),
+            np.broadcast_to(bwd, shape).astype(np.float64))

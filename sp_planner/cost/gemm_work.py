@@ -8,7 +8,8 @@
   backward reuses the forward's quantized inputs (Transformer Engine saves them). Where the
   framework gathers bf16 and casts after (cost.tp_gathers), the gathered tensors are cast whole.
   Where its converter leaves the routed experts bf16 (torchtitan's, cost.tp_gathers), their GEMMs
-  run at the bf16 rate and their inputs and gradients are not cast.
+  run at the bf16 rate, with bf16's K and output-size ratios (cost.gemm_shapes.routed_expert_slowdowns),
+  and their inputs and gradients are not cast.
 - The memory-bound ops between the GEMMs (elementwise_bytes_per_token), forward with the GEMMs and
   twice in backward, at the profile's memory-bound rate; split over the TP ranks, or, for a run
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
@@ -36,7 +37,7 @@ from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token,
 from sp_planner.cost.gathered_transpose import cast_after_gather_elements, gathered_transpose_s
 from sp_planner.cost.moe import routed_gemm_flops_per_token
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
-from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns
+from sp_planner.cost.gemm_shapes import layer_gemm_slowdowns, routed_expert_slowdowns
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.precision import (
     BF16,
@@ -125,6 +126,24 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
         lambda tp_, b_, cp_, ep_, etp_, low_: layer_gemm_slowdowns(
             hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=low_ != 0),
         *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low))))
+    if routed_gemm_flops_per_token(model) > 0 and not tp_gathers.low_precision_experts:
+        # bf16 routed experts beside FP8 GEMMs (torchtitan, cost.tp_gathers) take bf16's shape ratios:
+        # the other GEMMs keep the FP8 factor less the experts' FP8 terms, over their share, each
+        # part timed on its own flat time; as one factor over gemm_flat for the backward below.
+        def routed_terms(fp8_):
+            return per_distinct(
+                lambda tp_, b_, cp_, ep_, etp_, low_: routed_expert_slowdowns(
+                    hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=fp8_ & (low_ != 0)),
+                *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low))))
+        share, low_fwd, low_bwd = routed_terms(True)
+        _, bf16_fwd, bf16_bwd = routed_terms(False)
+        routed_flat = routed / experts_rate
+        others_flat = gemm_flat - routed_flat
+        mixed = low != 0
+        slow_fwd = np.where(mixed, (others_flat * (slow_fwd - low_fwd) / (1 - share) + routed_flat * bf16_fwd / share)
+                            / gemm_flat, slow_fwd)
+        slow_bwd = np.where(mixed, (others_flat * (slow_bwd - low_bwd) / (1 - share) + routed_flat * bf16_bwd / share)
+                            / gemm_flat, slow_bwd)
     gemm_only = gemm_flat * slow_fwd
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).

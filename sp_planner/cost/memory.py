@@ -51,7 +51,15 @@ FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live 
 the GEMM inputs saved for backward are stored in FP8. With FP8 weights (Megatron --fp8-param-gather,
 cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone; under
 Megatron-FSDP (ZeRO-3) they are the 1 B shards, gathered per unit at TE's FP8 bytes, with no whole
-copy.
+copy. torchao's linears (torchtitan; TpGathers.caches_weight_casts False) keep no FP8 weight:
+Float8Linear's and MX's autograd functions save the bf16 weight for backward (torchao v0.16.0 and
+v0.18.0 float8/float8_linear.py line 45, ctx.save_for_backward(input_hp, weight_hp_t); v0.16.0
+prototype/mx_formats/mx_linear.py line 53, v0.18.0 prototype/moe_training/mxfp8_linear.py line
+108) and cast it again in backward; compiled, the min-cut partitioner saves the parameter itself,
+free to save (torch 2.13 _functorch/config.py treat_parameters_as_free_to_save, lines 51-53;
+partitioners.py get_node_weight, lines 2265-2277), with the scalar scales, and casts again in
+backward rather than keep the FP8 weight (docs/cost-model.md stop 47: traced), so none is held
+across micro-batches or within one.
 """
 
 from __future__ import annotations
@@ -194,8 +202,10 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     output_layer = model.vocab_size * model.hidden_size / tp + (
         model.embedding_params - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2))
     # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
-    # keeps them across micro-batches).
-    fp8_per_param = fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
+    # keeps them across micro-batches); none where the linears cast them every micro-batch and
+    # save the bf16 weight for backward (torchao's, TpGathers.caches_weight_casts; module docstring).
+    fp8_per_param = (fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
+                     if tp_gathers.caches_weight_casts else np.zeros(np.shape(c.precision)))
     # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
     gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer

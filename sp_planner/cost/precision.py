@@ -148,13 +148,19 @@ def routed_gemm_output_grads_per_token(model: ModelSpec) -> float:
     return moe_layer_fraction(model) * model.moe.top_k * widths
 
 
-def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None):
-    """Bytes per layer per micro-batch saved by storing the GEMM inputs in FP8 instead of bf16."""
+def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None,
+                                     routed_experts: bool = True):
+    """Bytes per layer per micro-batch saved by storing the GEMM inputs in FP8 instead of bf16;
+    `routed_experts` False: the routed experts' inputs (routed_gemm_inputs_per_token) stay bf16, a
+    framework's converter leaving those GEMMs bf16 and uncast (cost.tp_gathers.low_precision_experts)."""
     from sp_planner.cost.flops import _active_ffn_width
 
     width = _active_ffn_width(model) if ffn is None else ffn
     per_elem = np.where(np.asarray(precision) != BF16, BF16_BYTES - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
-    return per_elem * tokens * gemm_inputs_per_token(model, width) / tp
+    inputs = gemm_inputs_per_token(model, width)
+    if not routed_experts:
+        inputs = inputs - routed_gemm_inputs_per_token(model)
+    return per_elem * tokens * inputs / tp
 
 
 def gemm_peak_flops(hardware: HardwareProfile, precision, fp8_blockwise=False):

@@ -11,6 +11,12 @@ cost.tp_calls.TP_INPUT_ALL_GATHERS), and torchao's Float8Linear / MXFP8Linear ke
 precision it arrived in: quantized only where a float8 TP style cast it before the linear (tensorwise
 float8 at tp > 1, the recipes the framework gathers in FP8: the out-projection's and FC2's inputs
 too), bf16 otherwise (cost.tp_gathers has the sources). The sharded norm outputs are kept by nothing.
+An MoE layer's MLP input is not gathered by a float8 style: torchtitan 0.2.2's apply_moe_ep_tp
+(models/llama4/infra/parallelize.py lines 500-555 at 73a0e69, which qwen3 and deepseek_v3 import)
+gathers the MoE block's input with the plain PrepareModuleInputOutput (lines 521-527) and its shared
+experts take plain ColwiseParallel / RowwiseParallel (lines 543-548), so on the MoE layers of a
+framework whose float8 stops short of the experts (TpGathers.low_precision_experts False) that
+kept input is bf16.
 
 The output layer likewise (kept_output_input_bytes): torchtitan 0.2.2 gathers its input in
 ColwiseParallel(input_layouts=Shard(1)) (models/llama3/infra/parallelize.py lines 182-186 at
@@ -33,6 +39,7 @@ import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.gathered_transpose import fp8_gathers, mx_gathers
+from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MX_BLOCK, MXFP8
 from sp_planner.cost.tp_calls import TP_INPUT_ALL_GATHERS
 from sp_planner.cost.tp_gathers import TpGathers
@@ -67,15 +74,23 @@ def kept_gathered_input_bytes(model: ModelSpec, *, tokens, tp, precision, gather
                               sequence_parallel: bool = True):
     """Bytes per layer per micro-batch one rank holds beyond the sequence shards cost.activations
     counts for the QKV and FC1 inputs, where the framework keeps them gathered (module docstring):
-    2 inputs x `tokens` (micro-batch x sequence / cp) x h x (1 - 1/tp), at their saved width. 0 for
-    a framework that gathers them again, or without sequence parallelism (the inputs are whole)."""
+    2 inputs x `tokens` (micro-batch x sequence / cp) x h x (1 - 1/tp), at their saved width; on
+    the MoE layers (moe_layer_fraction of them) the FC1 slot, the MoE block's input, bf16 where the
+    framework's float8 stops short of the experts (gathers.low_precision_experts False). 0 for a
+    framework that gathers them again, or without sequence parallelism (the inputs are whole)."""
     tp = np.asarray(tp, dtype=np.float64)
     if gathers.regathers_saved_inputs or not sequence_parallel:
         return np.zeros(np.broadcast(tp, np.asarray(precision)).shape)
     saved = saved_input_precision(precision, tp=tp, gathers=gathers, fp8_blockwise=fp8_blockwise,
                                   sequence_parallel=sequence_parallel)
-    elements = GATHERED_INPUTS_PER_LAYER * np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)
-    return saved_input_elem_bytes(saved) * elements
+    if model.moe is None or gathers.low_precision_experts:
+        elements = GATHERED_INPUTS_PER_LAYER * np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)
+        return saved_input_elem_bytes(saved) * elements
+    per_input = np.asarray(tokens, dtype=np.float64) * model.hidden_size * (1 - 1 / tp)
+    # QKV's input and the dense layers' FC1 input at the saved width, the MoE layers' in bf16.
+    moe = moe_layer_fraction(model)
+    low = GATHERED_INPUTS_PER_LAYER - moe
+    return saved_input_elem_bytes(saved) * (low * per_input) + BF16_BYTES * (moe * per_input)
 
 
 def kept_output_input_bytes(model: ModelSpec, *, tokens, tp, gathers: TpGathers, sequence_parallel: bool = True):

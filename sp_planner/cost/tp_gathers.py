@@ -56,7 +56,9 @@ class TpGathers(FrozenModel):
     # micro-batch (torchao's; module docstring, cost.fp8_params.weight_cast_s).
     caches_weight_casts: bool = True
     # True: the routed experts' GEMMs run in the plan's low precision (TE's GroupedLinear); False:
-    # bf16, the converter swapping nn.Linear only (torchtitan; module docstring).
+    # bf16, the converter swapping nn.Linear only (torchtitan; module docstring): their GEMMs at
+    # bf16's rate and shape ratios (cost.gemm_work), their saved inputs bf16, and the MoE block's
+    # input gathered bf16 by torchtitan's float8-free MoE TP plan (cost.saved_inputs).
     low_precision_experts: bool = True
 
 

@@ -319,3 +319,43 @@ def test_fp8_expert_gemms_by_hand_on_b200():
     both = layer_gemm_slowdowns(b200, model, tp=np.array([1, 1]), tokens=4096, ep=8, etp=1,
                                 fp8=np.array([False, True]))
     assert both[0] == pytest.approx([float(bf16[0]), float(fp8[0])])
+
+
+def test_routed_expert_terms_by_hand_on_b200():
+    """Qwen3-30B-A3B run grouped (torchtitan's GroupedExperts) at tp 1, ep 8, 4096 tokens on a B200:
+    the routed experts are all of its MLP (every layer MoE, top 8 of width 768, no shared expert),
+    so their share is the FC1 and FC2 shares and their terms those GEMMs' in layer_gemm_slowdowns:
+    FC1 over 2048 forward, its data gradient over 1536 and its weight gradient over the busiest
+    rank's 2560 rows per expert; FC2 over 768, 2048 and 2560. FP8 takes the table's FP8 ratios,
+    bf16 its bf16 ones (cost.gemm_shapes.routed_expert_slowdowns, for torchtitan's bf16 experts)."""
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.gemm_shapes import routed_expert_slowdowns
+    from sp_planner.cost.grouped_gemm import with_expert_gemm
+    from sp_planner.cost.tp_overlap import gemm_shares
+
+    b200, model = builtin_hardware("b200"), with_expert_gemm(load_model("Qwen3-30B-A3B"), "grouped")
+    _, _, fc1, fc2 = gemm_shares(model)
+    for fp8 in (False, True):
+        def slow(k):
+            return 1 / float(contraction_ratio(b200, k, fp8))
+        share, fwd, bwd = routed_expert_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1, fp8=fp8)
+        assert float(share) == pytest.approx(fc1 + fc2, rel=1e-12)
+        assert float(fwd) == pytest.approx(fc1 * slow(2048) + fc2 * slow(768), rel=1e-12)
+        assert float(bwd) == pytest.approx(fc1 * (slow(1536) + slow(2560)) / 2 + fc2 * (slow(2048) + slow(2560)) / 2,
+                                           rel=1e-12)
+        # The rest of the layer's factors is the attention's: QKV 2048 -> 5120 and the projection
+        # 4096 -> 2048 per token over the 4096 tokens, with their output sizes.
+        def at(k, outputs):
+            return 1 / float(contraction_ratio(b200, k, fp8) * output_ratio(b200, outputs, k, fp8))
+        qkv = (at(2048, 4096 * 5120), (at(5120, 4096 * 2048) + at(4096, 2048 * 5120)) / 2)
+        proj = (at(4096, 4096 * 2048), (at(2048, 4096 * 4096) + at(4096, 4096 * 2048)) / 2)
+        s_qkv, s_proj, _, _ = gemm_shares(model)
+        whole = layer_gemm_slowdowns(b200, model, tp=1, tokens=4096, ep=8, etp=1, fp8=fp8)
+        assert float(whole[0] - fwd) == pytest.approx(s_qkv * qkv[0] + s_proj * proj[0], rel=1e-12)
+        assert float(whole[1] - bwd) == pytest.approx(s_qkv * qkv[1] + s_proj * proj[1], rel=1e-12)
+    # FP8's short contraction costs more: bf16 experts' forward terms are the smaller.
+    assert float(routed_expert_slowdowns(b200, model, tp=1, tokens=4096, ep=8, fp8=False)[1]) < \
+        float(routed_expert_slowdowns(b200, model, tp=1, tokens=4096, ep=8, fp8=True)[1])
+    # A dense model has none.
+    dense = load_model("llama3-8b")
+    assert [float(v) for v in routed_expert_slowdowns(b200, dense, tp=1, tokens=4096, fp8=True)] == [0.0, 0.0, 0.0]

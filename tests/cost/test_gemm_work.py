@@ -117,3 +117,32 @@ def test_torchao_leaves_the_routed_experts_bf16(toy_model, hardware):
                        ep=np.array([1]), etp=np.array([1]), precision=np.array([fp8]), fp8_current=np.array([True]),
                        gpus_per_node=4, tp_gathers=g).fwd_s[0] for g in (TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS)]
     assert dense[0] == dense[1]
+
+
+def test_torchaos_bf16_experts_take_bf16s_shape_ratios():
+    # Qwen3-30B-A3B as torchtitan runs it (grouped experts) at tp 1, ep 8, 4096 tokens on an H100,
+    # per-tensor FP8 GEMMs (cost.tp_gathers: routed experts bf16). Per token, QKV 2 x 2048 x 5120 =
+    # 20,971,520 FLOPs and the projection 2 x 2048 x 4096 = 16,777,216, at the FP8 rate with FP8's
+    # K and output-size ratios; the routed experts' FC1 (gate and up) 2 x 2 x 2048 x 8 x 768 =
+    # 50,331,648 over K 2048 and FC2 2 x 2048 x 8 x 768 = 25,165,824 over K 768, at the bf16 rate
+    # with bf16's K ratios (a grouped kernel: no output-size ratio, cost.gemm_shapes).
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.cost.gemm_outputs import output_ratio
+    from sp_planner.cost.gemm_shapes import contraction_ratio
+    from sp_planner.cost.grouped_gemm import with_expert_gemm
+    from sp_planner.cost.precision import gemm_peak_flops
+    from sp_planner.cost.tp_gathers import TORCHAO_TENSORWISE_TP_GATHERS
+
+    h100, qwen = load_hardware("h100"), with_expert_gemm(load_model("Qwen3-30B-A3B"), "grouped")
+    fp8 = PRECISIONS.index("fp8")
+    rate8, rate16 = (float(gemm_peak_flops(h100, np.array([p]))[0]) for p in (fp8, BF16))
+
+    def at(k, outputs, low):
+        return 1 / float(contraction_ratio(h100, k, low) * output_ratio(h100, outputs, k, low))
+
+    attention = (20_971_520 * at(2048, 4096 * 5120, True) + 16_777_216 * at(4096, 4096 * 2048, True)) / rate8
+    experts = (50_331_648 / float(contraction_ratio(h100, 2048)) + 25_165_824 / float(contraction_ratio(h100, 768)))
+    work = gemm_work(qwen, h100, seq_len=4096, tp=np.array([1]), micro_batch=np.array([1]), cp=np.array([1]),
+                     ep=np.array([8]), etp=np.array([1]), precision=np.array([fp8]), fp8_current=np.array([True]),
+                     gpus_per_node=8, tp_gathers=TORCHAO_TENSORWISE_TP_GATHERS)
+    assert work.gemm_only_s[0] == pytest.approx(4096 * (attention + experts / rate16), rel=1e-12)

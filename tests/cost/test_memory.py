@@ -234,3 +234,40 @@ def test_zero_buffers_hold_the_largest_layers_not_the_average():
     # one, neighbours: one MoE and one dense layer (never two MoE layers on Maverick).
     zero3 = float(zero_buffer_bytes(maverick, tp=tp, zero=3, reshard=True, ep=ep))
     assert zero3 == pytest.approx(4 * (attn + moe) + 2 * (2 * attn + moe + dense), rel=1e-12)
+
+
+def _fp8_weight_copies(model, hardware_name, plan):
+    """params_bytes of torchtitan 0.2.x's runtime less the same with TE's once-a-step FP8 weight
+    cache (TpGathers.caches_weight_casts): the FP8 weight copies cost.memory counts for TE."""
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.fsdp import candidates_as_run
+    from sp_planner.cost.memory import memory_columns
+    from sp_planner.space import Candidates
+
+    runtime = TORCHTITAN_V02_RUNTIME
+    cached = runtime.tp_gathers.model_copy(update={"caches_weight_casts": True})
+    c = candidates_as_run(Candidates.of_plan(plan), runtime.states.param_shard_stage)
+
+    def params(gathers):
+        return float(memory_columns(model, load_hardware(hardware_name), Workload(seq_len=8192, global_batch=8), c,
+                                    runtime.states, domain_gpus=8, loss_memory=runtime.loss_memory,
+                                    tp_gathers=gathers).params_bytes[0])
+    return params(cached) - params(runtime.tp_gathers)
+
+
+def test_torchao_keeps_no_fp8_weight_copy():
+    # torchao's linears save the bf16 weight and cast it every micro-batch (cost.memory docstring):
+    # none of TE's FP8 copies. Llama 3 8B at tp 2: a layer's GEMM weights on a rank are (q 4096 x
+    # 4096, k and v 4096 x 1024, o 4096 x 4096, gate, up and down 4096 x 14336) / 2 = 109,051,904;
+    # TE keeps 2 B of each on an H100 (FP8 data and transpose), 1 B on a B200, for 32 layers.
+    from sp_planner.catalog import load_model
+
+    llama = load_model("llama3-8b")
+    plan = ParallelPlan(dp=4, tp=2, zero=1, micro_batch=1, precision="fp8", fp8_recipe="tensorwise")
+    assert _fp8_weight_copies(llama, "h100", plan) == 2 * 32 * 109_051_904
+    assert _fp8_weight_copies(llama, "b200", plan) == 32 * 109_051_904
+    # Qwen3-30B-A3B at ep 8: 19,136,512 attention and router weights and 16 experts of 3 x 2048 x 768
+    # (75,497,472) a layer, 48 layers; the experts' copies go too.
+    qwen = load_model("Qwen3-30B-A3B")
+    plan = ParallelPlan(dp=8, ep=8, zero=1, micro_batch=1, precision="fp8", fp8_recipe="tensorwise")
+    assert _fp8_weight_copies(qwen, "h100", plan) == 2 * 48 * (19_136_512 + 75_497_472)

@@ -146,3 +146,26 @@ def test_the_step_and_the_simulator_agree_on_the_gathers_not_made():
     assert ana["shards"].time.mfu_ceiling_s == ana["kept"].time.mfu_ceiling_s == 0.0
     assert ana["shards"].step_time_s - ana["kept"].step_time_s == pytest.approx(saved_s, rel=1e-6)
     assert sim["shards"] - sim["kept"] == pytest.approx(saved_s, rel=0.05)
+
+
+def test_torchtitan_keeps_the_moe_layers_inputs_bf16():
+    # Qwen3-30B-A3B (h 2048, every layer MoE, top 8 experts of 768, no shared expert) at tp 2,
+    # tensorwise float8 (0.2.x): the routed experts run bf16 (cost.tp_gathers), and the MoE block's
+    # input is gathered by the plain PrepareModuleInputOutput, so both stay bf16, 1 B more an
+    # element than FP8's. The kept gathered MoE input: 8192 x 2048 x 1/2 = 8,388,608 elements; the
+    # routed experts' inputs, 8 x (2048 + 768) = 22,528 a token on 8192 / 2 tokens: 92,274,688.
+    qwen = load_model("Qwen3-30B-A3B")
+    torchao = TORCHAO_TENSORWISE_TP_GATHERS
+    fp8_experts = torchao.model_copy(update={"low_precision_experts": True})
+    one = dict(tokens=8192, tp=np.array([2]), precision=np.array([FP8]))
+    assert kept_gathered_input_bytes(qwen, **one, gathers=torchao)[0] == 8_388_608 * (1 + 2)
+    assert kept_gathered_input_bytes(qwen, **one, gathers=fp8_experts)[0] == 8_388_608 * 2
+    plan = Candidates.of_plan(ParallelPlan(tp=2, precision="fp8", fp8_recipe="tensorwise"))
+    saved = [saved_activation_bytes_per_layer(qwen, H100, WORKLOAD, plan, gathers=g)[0][0]
+             for g in (torchao, fp8_experts)]
+    assert saved[0] - saved[1] == 8_388_608 + 92_274_688
+    # At tp 1 every input is saved bf16 already (no float8 TP style): nothing moves.
+    plan = Candidates.of_plan(ParallelPlan(tp=1, precision="fp8", fp8_recipe="tensorwise"))
+    saved = [saved_activation_bytes_per_layer(qwen, H100, WORKLOAD, plan, gathers=g)[0][0]
+             for g in (torchao, fp8_experts)]
+    assert saved[0] == saved[1]

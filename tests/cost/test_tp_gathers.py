@@ -133,7 +133,10 @@ def test_torchao_weight_casts_every_micro_batch_in_both_models():
 def test_bf16_routed_experts_move_both_models_alike():
     # Qwen3-30B-A3B on 8 H100s (dp 8, ep 8, ZeRO-3, full recompute, 2 micro-batches), per-tensor FP8:
     # torchtitan's routed experts at bf16 (cost.gemm_work, cost.moe, cost.fp8_params; each by hand
-    # in their own tests) slow the step alike in the analytic model and the simulator.
+    # in their own tests) move the step alike in the analytic model and the simulator. Here they
+    # speed it: at bf16's rate and shape ratios their per-expert GEMMs (5120 rows, FC2 over K 768)
+    # take about what FP8's took under FP8's steeper ratios (1.233 ms a layer's GEMMs against
+    # 1.219, cost.gemm_work), and their inputs and gradients are not cast.
     model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("h100")
     workload = Workload(seq_len=8192, global_batch=16)
     plan = ParallelPlan(dp=8, ep=8, zero=3, precision="fp8", fp8_recipe="tensorwise", recompute="full")
@@ -141,5 +144,5 @@ def test_bf16_routed_experts_move_both_models_alike():
     ana = [analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8, runtime=r) for r in runtimes]
     sim = [simulate(model, hardware, workload, plan, num_nodes=1, gpus_per_node=8, detail=False,
                     runtime=r).step_time_s for r in runtimes]
-    assert ana[0] - ana[1] > 0
+    assert ana[0] - ana[1] < 0
     assert sim[0] - sim[1] == pytest.approx(ana[0] - ana[1], rel=0.05)
