@@ -118,8 +118,11 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
     chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / layers
     head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, layer_w)
     # Chunk 0 (the stage's first layers, the first stage's embedding; the whole stage at vpp 1).
+    # Chunk 0's queue runs on beside the embedding's backward (Edges.bwd_tail_s, the first stage's),
+    # which follows its first layer's on the compute stream: that window hides it too.
     chunk0 = hidden_behind(t.grad_reduce_scatter_s - np.where(single, 0.0, head_s + (chunks - 1) * chunk_rs),
-                           chunk_w - np.where(single, head_lag_s, layer_w), first_calls, overlap.grad_reduce)
+                           chunk_w - np.where(single, head_lag_s, layer_w) + e.bwd_tail_s, first_calls,
+                           overlap.grad_reduce)
     middle2 = hidden_behind(chunk_rs, chunk_w - layer_w, later_calls, overlap.grad_reduce)
     last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, later_calls, overlap.grad_reduce)
     return chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)

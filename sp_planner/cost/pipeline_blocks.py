@@ -38,7 +38,7 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere)."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges)
-    bare = bare_blocks(stages, edges=edges, bwd_layer_s=bwd_layer_s, vpp=vpp)
+    bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
     traffic = _stage_traffic(overlap, **kw)
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
@@ -50,17 +50,18 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
                                                  edges=edges)
         forward = chunk0_fwd + (vpp - 1) * later_fwd
         blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
+                                 last_fwd_s=b.last_fwd_s + (later_fwd if interleaved else chunk0_fwd),
                                  first_bwd_s=b.first_bwd_s + e0 - chunk0_fwd,
                                  last_bwd_s=b.last_bwd_s + e_last - (later_fwd if interleaved else chunk0_fwd),
                                  gather_s=b.gather_s + gather))
     return tuple(blocks), traffic[0]
 
 
-def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, bwd_layer_s, vpp):
+def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_layer_s, vpp):
     """The stages' blocks without their data-parallel traffic (cost.pipeline_path.compute_blocks)."""
     return compute_blocks([s.layers for s in stages], [s.compute_s for s in stages], [s.num_stages for s in stages],
-                          [_backward_extra_s(stages, edges, i) for i in range(len(stages))], bwd_layer_s=bwd_layer_s,
-                          vpp=vpp)
+                          [_backward_extra_s(stages, edges, i) for i in range(len(stages))], fwd_layer_s=fwd_layer_s,
+                          bwd_layer_s=bwd_layer_s, vpp=vpp)
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,

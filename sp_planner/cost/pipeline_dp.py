@@ -131,6 +131,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     blocks, first_traffic = stage_blocks(overlap, gathers=gathers, **kw)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
-        bare_path_s = critical_path_s(bare_blocks(stages, edges=edges, bwd_layer_s=bwd_layer_s, vpp=vpp),
+        bare_path_s = critical_path_s(bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
+                                                  vpp=vpp),
                                       micro_batches, pp, vpp)
     return critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s, first_traffic

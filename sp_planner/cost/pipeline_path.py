@@ -28,7 +28,8 @@ a chunk's forward and backward blocks. Riding stage p (the first, the last middl
 - interleaved groups pile up (pipeline.pile_up_s, a flow shop of J = min(pp, m) jobs): the
   waiting path may ride a slower stage above p through the first group's last-chunk backwards
   (each with the forward beside it), and any path a slower stage below p through the last
-  group's chunk-0 backwards.
+  group's chunk-0 backwards; with two groups or more, p's way out may ride the last stage again
+  through the last group's last-chunk laps (_again_s), whose forward holds the output layer's.
 
 ZeRO-2's overlapped gathers ride each chunk's first forward: a path holds the ridden stage's and
 those of the first forwards it relays. The step is the longest path: it moves continuously where
@@ -56,15 +57,20 @@ class StageBlocks(NamedTuple):
     first_bwd_s: np.ndarray  # chunk 0's backward block (the drain's)
     last_bwd_s: np.ndarray  # the last chunk's backward block (the first group's)
     gather_s: np.ndarray | float  # ZeRO-2's overlapped gathers its chunks' first forwards expose, all chunks
+    last_fwd_s: np.ndarray  # the last chunk's forward block (the last stage's with its output layer's and loss's)
 
 
-def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, bwd_layer_s, vpp):
+def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, bwd_layer_s, vpp):
     """The first, middle and last stages' blocks of one micro-batch without data-parallel traffic,
     from each one's decoder `layers`, micro-batch `compute_s` (forward and backward), count and
     backward beyond its layers (`bwd_extra_s`: the first stage's embedding's, which runs with its
     chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
     and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
-    interleaved placement), one chunk at vpp 1."""
+    interleaved placement), one chunk at vpp 1. A stage's forward beyond its layers' (`fwd_layer_s`
+    a layer's) goes with the same chunk: the last stage's output layer and loss are its last
+    virtual stage's (Megatron's get_model builds the chunks with post_process only there and
+    pre_process only on the first's chunk 0: megatron/training/training.py lines 2390-2399,
+    d98e8a6; sim.layer_program times them so), the first's embedding its chunk 0's."""
     vpp = np.asarray(vpp)
     whole = vpp == 1  # one chunk: both extras in its backward
     out = []
@@ -74,11 +80,14 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, bwd_layer_s, v
         first_bwd = chunk + (extra if i == 0 else extra * whole)
         last_bwd = chunk + (extra if i == 2 else extra * whole)
         chunk0 = c / vpp + (extra - extra / vpp if i == 0 else 0.0)
-        out.append(StageBlocks(n, c, chunk0, c - layers[i] * bwd_layer_s - extra, first_bwd, last_bwd, 0.0))
+        forward = c - layers[i] * bwd_layer_s - extra
+        beyond = forward - layers[i] * fwd_layer_s  # the embedding's or the output layer's and loss's
+        last_fwd = (forward - beyond) / vpp + (beyond if i == 2 else beyond * whole)
+        out.append(StageBlocks(n, c, chunk0, forward, first_bwd, last_bwd, 0.0, last_fwd))
     return tuple(out)
 
 
-def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, bwd_layer_s):
+def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s):
     """The critical path over the stages' compute blocks (compute_blocks of `stages`' layers): what
     cost.step's bubble and cost.pipeline_dp's traffic are each reckoned beyond; NaN without a
     pipeline. Priced on the pipelined rows alone (the formulas are per row, columns.take_rows)."""
@@ -87,11 +96,12 @@ def compute_path_s(stages: StageLayers, pp, vpp, micro_batches, *, compute_s, bw
     out = np.full(n, np.nan)
     if not len(piped):
         return out
-    rows = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, bwd_layer_s=bwd_layer_s,
-                          pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)), m=np.broadcast_to(micro_batches, (n,))),
-                     piped, n)
+    rows = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, fwd_layer_s=fwd_layer_s,
+                          bwd_layer_s=bwd_layer_s, pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)),
+                          m=np.broadcast_to(micro_batches, (n,))), piped, n)
     blocks = compute_blocks(rows["layers"], rows["compute_s"], (1.0, np.maximum(rows["pp"] - 2, 0), 1.0),
-                            rows["bwd_extra_s"], bwd_layer_s=rows["bwd_layer_s"], vpp=rows["vpp"])
+                            rows["bwd_extra_s"], fwd_layer_s=rows["fwd_layer_s"], bwd_layer_s=rows["bwd_layer_s"],
+                            vpp=rows["vpp"])
     out[piped] = critical_path_s(blocks, rows["m"], rows["pp"], rows["vpp"])
     return out
 
@@ -110,7 +120,9 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     middles = np.asarray(middle.num_stages, dtype=np.float64)
     f = [s.forward_s / vpp for s in stages]  # a chunk's forward ...
     b = [(s.cycle_s - s.forward_s) / vpp for s in stages]  # ... and backward block
-    lap = [fk + s.last_bwd_s for fk, s in zip(f, stages)]  # a chunk's forward and the last chunk's backward
+    lap = [s.last_fwd_s + s.last_bwd_s for s in stages]  # the last chunk's forward and backward
+    # The last stage's other chunks' forwards (its output layer's in the last one's).
+    f_last0 = np.where(vpp > 1, (last.forward_s - last.last_fwd_s) / np.maximum(vpp - 1, 1), last.forward_s)
     share = [s.gather_s / vpp for s in stages]  # the gathers of a chunk's first forward
     # Forwards before the first backward: the first stage, the last middle one, the last, and the
     # middle ranks either side of the first stage's kink (module docstring).
@@ -131,8 +143,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
     # The second group's first forward through chunk 1, sent by the last stage after its first
     # group's last-chunk laps (_wrap_s).
-    wrap = (_wrap_s(0, f, b, lap, share, ran, middles, pp, vpp, m), _wrap_s(1, f, b, lap, share, ran, middles, pp,
-                                                                             vpp, m), 0.0)
+    wrap = tuple(_wrap_s(p, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0) for p in (0, 1)) + (0.0,)
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
@@ -145,16 +156,19 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # backward and the forward it runs beside it where it has forwards left, on the slowest stage
     # at or above p; the last group's chunk-0 backwards on the slowest at or below it.
     jobs = np.where(vpp > 1, np.minimum(pp, m), 1)
+    beside = (f[0], f[1], last.last_fwd_s)  # the last stage's first-group forwards are its last chunk's
     first_laps = [s.last_bwd_s + fk * np.clip((m * vpp - r) / np.maximum(jobs - 1, 1), 0.0, 1.0)
-                  for s, fk, r in zip(stages, f, ran)]
+                  for s, fk, r in zip(stages, beside, ran)]
     above_max = _running_max([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1])[::-1]
     below_max = _running_max([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)])
+    # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s).
+    again = (_again_s(0, stages, lap, f, middles, pp, vpp, m), _again_s(1, stages, lap, f, middles, pp, vpp, m), 0.0)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
         drain_pile = pile_up_s(below_max[p], jobs, charged_s=s.first_bwd_s)
         start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0), every + above[p] - ran[p] * f[p])
-        end = np.maximum(turn_out[p], 0.0)
+        end = np.maximum.reduce([turn_out[p], again[p], np.zeros_like(turn_out[p])])
         # Both turns where p's last forward follows its first backward, else the longer; the last
         # micro-batch's after the first group's pile-up where it is another group's.
         both = np.where(ran[p] < m * vpp, end, 0.0)
@@ -165,7 +179,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     return np.maximum.reduce(paths)
 
 
-def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m):
+def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0):
     """The wait of stage p (the first or the last middle one) for the second group's first
     forward through its chunk 1, which the last stage sends only after its first group's
     last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
@@ -174,13 +188,36 @@ def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m):
     stage's J = pp laps of its last chunk and its next group's first forward, that forward down
     to p, less p's own forwards and backwards before that one (its forward number pp vpp + pp,
     paired with its backward number pp vpp + pp - W_p). Interleaved pipelines of two groups or
-    more; 0 elsewhere."""
+    more; 0 elsewhere. `f_last0`: the last stage's chunk-0 forward."""
     up = (middles * (f[1] + share[1]), 0.0)[p]
     down = (0.0, f[0] + np.maximum(middles - 1, 0) * f[1])[p]
     target = pp * vpp + pp  # the second group's first chunk-1 forward
     passed = (target - ran[2]) * f[p] + np.maximum(0.0, target - ran[p] + 1) * b[p]
-    gain = up + pp * lap[2] + share[2] + f[2] + down - passed
+    gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
     return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
+
+
+def _again_s(p: int, stages, lap, f, middles, pp, vpp, m):
+    """What stage p (the first or the last middle one) waits for the last stage's laps of the last
+    group's last chunk, with two groups or more: the last stage runs them (forward and backward,
+    back to back: its W = (vpp - 1) pp warm-up pairs backward k with forward W + k) after its
+    chunk-0 backward of the group before's last micro-batch, which waits for p's chunk-1 backward
+    of it (backward number k = (G - 1) vpp pp - pp - 1 on every rank; G = m/pp groups), relayed
+    down to the first stage; their backwards come down to p. Meanwhile p runs its next 2pp
+    backwards (the group before's chunk 0, the last group's last chunk: p's last-chunk backward of
+    the last micro-batch closes them) and the 2r + 2 forwards it has left (rank r; the total m vpp
+    less W_r + k + 1, W_r = 2(pp - r - 1) + (vpp - 1) pp): the path's gain over p's own blocks.
+    Megatron's order (schedules.py get_schedule_table, lines 989-1016; sim.pipeline_order.
+    stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
+    where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers."""
+    first, middle, last = stages
+    rank = (0.0, pp - 2.0)[p]
+    s = stages[p]
+    down = (0.0, first.last_bwd_s + np.maximum(middles - 1, 0) * middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
+    back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
+    laps = down + last.first_bwd_s + pp * lap[2] + back + s.last_bwd_s
+    passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
+    return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
 
 
 def _running_max(values):

@@ -66,7 +66,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         StageDP(times[2].at(rows), split.last, split.last * layer_s + sub(logits_s), sub(ahead_s), 1.0),
     )
     row_edges = Edges(*(sub(v) for v in edges))
-    bare = bare_blocks(by_stage, edges=row_edges, bwd_layer_s=bwd_s, vpp=chunks)
+    bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
     # Each stage's last backward ends before the first stage's by the drain's chunk-0 backward
     # blocks below it (cost.pipeline_path.compute_blocks: the first middle stage's, the first
     # stage's alone), at most: where the first stage paces, the stages above it end earlier still

@@ -157,7 +157,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # path's blocks (cost.pipeline_dp).
     stage_s = (stages.first * per_layer + first, stages.middle * per_layer, stages.last * per_layer + head)
     path = compute_path_s(stages, pp, c.vpp, m, compute_s=stage_s, bwd_extra_s=(first_bwd, 0.0, ahead),
-                          bwd_layer_s=bwd_layer)
+                          fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward

@@ -37,6 +37,9 @@ def test_without_traffic_the_blocks_are_the_compute():
     # Chunk 0 on the fill and drain: half the stage, and the first stage's extra beyond its half.
     assert [float(s.chunk0_s[0]) for s in (first, middle, last)] == pytest.approx([0.63 + 0.025, 0.6, 0.75])
     assert [float(s.cycle_s[0]) for s in (first, middle, last)] == pytest.approx([1.26, 1.2, 1.5])
+    # The last chunk's forward: 10 layers (0.2 s), the last stage's with its output layer's and
+    # loss's forward (0.1 s); the first stage's embedding forward goes with its chunk 0.
+    assert [float(s.last_fwd_s[0]) for s in (first, middle, last)] == pytest.approx([0.2, 0.2, 0.3])
 
 
 def test_zero2_output_layer_calls_open_the_last_stages_last_chunk():

@@ -7,12 +7,15 @@ from sp_planner.cost.pipeline_path import StageBlocks, compute_path_s, critical_
 from sp_planner.pipeline import StageLayers
 
 
-def _stage(num, forward_s, first_bwd_s, last_bwd_s, vpp, *, gather_s=0.0):
-    """A stage whose chunks' forwards are equal and whose middle chunks' backwards are the last's."""
+def _stage(num, forward_s, first_bwd_s, last_bwd_s, vpp, *, gather_s=0.0, last_fwd_s=None):
+    """A stage whose middle chunks' backwards are the last's, its chunks' forwards equal unless
+    the last chunk's is given."""
+    last_fwd_s = forward_s / vpp if last_fwd_s is None else last_fwd_s
     cycle = forward_s + first_bwd_s + (vpp - 1) * last_bwd_s
-    chunk0 = forward_s / vpp + first_bwd_s
+    chunk0 = (forward_s - last_fwd_s) / max(vpp - 1, 1) + first_bwd_s
     return StageBlocks(np.array([float(num)]), np.array([cycle]), np.array([chunk0]), np.array([forward_s]),
-                       np.array([first_bwd_s]), np.array([last_bwd_s]), np.array([gather_s]))
+                       np.array([first_bwd_s]), np.array([last_bwd_s]), np.array([gather_s]),
+                       np.array([last_fwd_s]))
 
 
 def test_equal_stages_give_the_1f1b_and_interleaved_bubbles():
@@ -81,7 +84,22 @@ def test_the_bubble_is_the_compute_path_beyond_the_pacing_stage():
     stage_s = layers.first * 1.0
     pp = np.array([4, 4, 1])
     path = compute_path_s(layers, pp, np.array([2, 1, 1]), 8.0, compute_s=(stage_s,) * 3,
-                          bwd_extra_s=(0.0, 0.0, 0.0), bwd_layer_s=2 / 3)
+                          bwd_extra_s=(0.0, 0.0, 0.0), fwd_layer_s=1 / 3, bwd_layer_s=2 / 3)
     assert path[:2].tolist() == pytest.approx([(8 + 3 / 2) * 8.0, (8 + 3) * 8.0]) and np.isnan(path[2])
     bubble = pipeline_bubble_s(path, pp, 8.0, pace_s=stage_s)
     assert bubble.tolist() == pytest.approx([3 / 2 * 8.0, 3 * 8.0, 0.0])
+
+
+def test_the_last_groups_last_chunk_laps_hold_a_pacing_first_stage():
+    # pp 4, vpp 2, 8 micro-batches (two groups). The first stage paces: 0.1 s chunk forwards, 1.0 s
+    # chunk backwards (a 2.2 s cycle); the middle ones 0.1 + 0.3 s a chunk; the last stage's chunk
+    # 0 0.1 + 0.3 s, its last chunk 0.5 + 1.2 s (its output layer's). The first stage's chunk-1
+    # backward of micro-batch 3 (its backward number (G - 1) vpp pp - pp - 1 = 3) ends at 9.8 s;
+    # the last stage's chunk-0 backward of it (0.3 s), its 4 laps of the last group's last chunk
+    # (6.8 s) and micro-batch 7's backward down the 2 middle stages (0.6 s) hold the first stage's
+    # own backward of micro-batch 7 to 17.5 s, while its blocks meanwhile (2 forwards, 4 chunk-0
+    # and 3 chunk-1 backwards, 7.2 s) end at 17.0; then that backward and the last group's 4
+    # chunk-0 ones: 22.5 s, as every block timed in Megatron's order gives (22.0 without the laps).
+    stages = (_stage(1, 0.2, 1.0, 1.0, 2), _stage(2, 0.2, 0.3, 0.3, 2),
+              _stage(1, 0.6, 0.3, 1.2, 2, last_fwd_s=0.5))
+    assert critical_path_s(stages, 8, 4, 2).tolist() == pytest.approx([22.5])
