@@ -168,7 +168,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
         drain_pile = pile_up_s(below_max[p], jobs, charged_s=s.first_bwd_s)
         start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0), every + above[p] - ran[p] * f[p])
-        end = np.maximum.reduce([turn_out[p], again[p], np.zeros_like(turn_out[p])])
+        end = np.maximum(np.maximum(turn_out[p], again[p]), 0.0)
         # Both turns where p's last forward follows its first backward, else the longer; the last
         # micro-batch's after the first group's pile-up where it is another group's.
         both = np.where(ran[p] < m * vpp, end, 0.0)
