@@ -133,10 +133,16 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
     ParallelPlan. The analytic step (cost.step) and the simulator both take it here. `gathers`: the
     framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
-    False), each at TE's bytes as compiled (docs/cost-model.md stop 47), and leave the routed
-    experts' weights bf16 (low_precision_experts False)."""
+    False), per-tensor FP8's at the compiled forward's and backward's casts together
+    (gathers.fp8_weight_cast_bytes; docs/cost-model.md stop 47), others at TE's bytes, and leave
+    the routed experts' weights bf16 (low_precision_experts False)."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
                                             c.fp8_blockwise)
+    if gathers.fp8_weight_cast_bytes is not None:
+        # Compiled torchao float8: the forward's cast and the backward's cast again from the bf16
+        # weight, a micro-batch (cost.tp_gathers, traced).
+        torchao = (np.asarray(c.precision) == FP8) & ~np.asarray(c.fp8_blockwise, dtype=bool)
+        per_param = np.where(torchao, gathers.fp8_weight_cast_bytes, per_param)
     every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
     casts = np.where(every_micro_batch, micro_batches, 1)
     gemm_params = layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer

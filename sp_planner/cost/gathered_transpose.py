@@ -58,6 +58,12 @@ All of this is Transformer Engine's. A framework that gathers bf16 and casts aft
 torchtitan but for tensorwise float8, which gathers per-tensor FP8 as above) moves 2 bytes an
 element and transposes no gathered FP8 tensor, but casts the same tensors whole, after the gather,
 on every rank of the group: tp times the shard cost.precision charges (cast_after_gather_elements).
+torchtitan 0.2.2's tensorwise float8 gathers FP8 in its attention's (and dense MLPs') Float8 TP
+styles only: on an MoE layer apply_moe_ep_tp gathers the MoE block's input with the plain
+PrepareModuleInputOutput (bf16) and gives the shared experts plain ColwiseParallel /
+RowwiseParallel on that replicated input (models/llama4/infra/parallelize.py lines 521-527, 543-547 at
+73a0e69; qwen3 and deepseek_v3 import it), so its MoE layers' FP8 share is the attention's
+(fp8_share, TpGathers.fp8_shared_expert_gathers).
 """
 
 from __future__ import annotations
@@ -67,10 +73,11 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, amax_reductions_per_layer
+from sp_planner.cost.amax_reduce import DENSE_REDUCTIONS, SHARED_EXPERT_REDUCTIONS, amax_reductions_per_layer
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.precision import FP8, FP8_ELEM_BYTES, MX_BLOCK, MXFP8
-from sp_planner.cost.tp_gathers import TpGathers
+from sp_planner.cost.moe import moe_layer_fraction
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -103,10 +110,14 @@ def fp8_gathers(*, tp, precision, gathers: TpGathers, fp8_blockwise=False, seque
     return on & bool(sequence_parallel) & gathers.fp8
 
 
-def fp8_share(model: ModelSpec) -> float:
+def fp8_share(model: ModelSpec, gathers: TpGathers = TE_TP_GATHERS) -> float:
     """The share of the average layer's gathered tensors that TE modules gather (module docstring):
-    1 on a dense layer, the attention's (and shared experts') on an MoE layer."""
+    1 on a dense layer, the attention's (and shared experts') on an MoE layer; the attention's
+    alone where the framework gathers the MoE block's input in bf16 for its shared experts
+    (gathers.fp8_shared_expert_gathers False: torchtitan, cost.tp_gathers)."""
     fwd, _ = amax_reductions_per_layer(model)
+    if not gathers.fp8_shared_expert_gathers and model.moe is not None and model.moe.num_shared_experts > 0:
+        fwd = fwd - moe_layer_fraction(model) * SHARED_EXPERT_REDUCTIONS[0]
     return min(fwd / DENSE_REDUCTIONS[0], 1.0)
 
 
@@ -123,7 +134,7 @@ def layer_gather_bytes(model: ModelSpec, *, tp, precision, gathers: TpGathers, f
     and for the saved input, both usages for the output gradient; on an MoE layer the TE share's mix
     with bf16 (module docstring). `gathers`: the recipes the framework gathers in low precision
     (cost.tp_gathers; torchtitan's torchao casts after a bf16 gather but for tensorwise float8)."""
-    share = fp8_share(model)
+    share = fp8_share(model, gathers)
     fp8 = fp8_gathers(tp=tp, precision=precision, gathers=gathers, fp8_blockwise=fp8_blockwise,
                       sequence_parallel=sequence_parallel)
     mx = mx_gathers(tp=tp, precision=precision, gathers=gathers, sequence_parallel=sequence_parallel)

@@ -31,13 +31,25 @@ converter (float8.py lines 176-239), rowwise scaled (torchao v0.16.0 prototype/m
 conversion_utils.py lines 21-53) and refusing pipeline and context parallelism (float8.py lines
 192-198), which sp-plan does not emit: its per-tensor plans' experts run bf16 (shared experts,
 FeedForward's nn.Linear, convert).
+
+Compiled, the weight casts a micro-batch are torchao's forward cast and a second one in backward
+(fp8_weight_cast_bytes), traced with torchao 0.16.0 on torch 2.13's
+min_cut_rematerialization_partition (a SwiGLU block with its RMSNorm): the forward saves the bf16
+weight (a parameter, free to save: _functorch/config.py lines 51-53), tensorwise its scalar amax,
+not the FP8 weight, and the backward casts the bf16 weight again (float8_linear.py lines 125-141,
+cast_config_weight_for_grad_input): tensorwise, one cast reading 2 bytes and writing 1 in the
+transposed layout, its scale from the saved scalar amax; rowwise (0.3.x; float8/config.py lines
+334-350, axiswise weight casts, the backward's along the other axis, axiswise_dim -1) an amax pass
+of its own (2) before that cast. With the forward's amax pass (2) and cast (2 + 1): 8 bytes a
+weight tensorwise, 10 rowwise, on every chip (no transposed copy rides on the forward's cast).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.precision import BF16
+from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.precision import BF16, FP8_ELEM_BYTES
 from sp_planner.specs.base import FrozenModel
 
 
@@ -60,15 +72,37 @@ class TpGathers(FrozenModel):
     # bf16's rate and shape ratios (cost.gemm_work), their saved inputs bf16, and the MoE block's
     # input gathered bf16 by torchtitan's float8-free MoE TP plan (cost.saved_inputs).
     low_precision_experts: bool = True
+    # True: an MoE layer's shared experts gather their own input and output gradient in the recipe's
+    # low precision (TE linears in Megatron's MoE layer); False: the MoE block's input is gathered
+    # by a plain bf16 style and the shared experts take it replicated (torchtitan; module
+    # docstring), so on an MoE layer only the attention's pair is gathered low
+    # (cost.gathered_transpose.fp8_share).
+    fp8_shared_expert_gathers: bool = True
+    # Bytes per per-tensor-FP8 GEMM weight a micro-batch of the compiled linears' weight casts,
+    # forward and backward together (module docstring); None: the recipe's Transformer Engine cast
+    # (cost.fp8_params.weight_cast_bytes_per_param).
+    fp8_weight_cast_bytes: float | None = None
 
+
+# Compiled torchao float8, per weight a micro-batch, traced (module docstring): the forward's amax
+# pass (read bf16) and cast (read bf16, write FP8), and the backward's cast again from the saved
+# bf16 weight (read bf16, write FP8 in the transposed layout): tensorwise with the forward's saved
+# scalar amax, rowwise after a second amax pass along the other axis.
+TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES = (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES)
+                                        + (BF16_BYTES + FP8_ELEM_BYTES))
+TORCHAO_ROWWISE_WEIGHT_CAST_BYTES = 2 * (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES))
 
 TE_TP_GATHERS = TpGathers(fp8=True, mxfp8=True)
 # torchtitan 0.2.x and earlier (tensorwise float8 TP styles); torchao's linears (module docstring)
 TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False,
-                                          caches_weight_casts=False, low_precision_experts=False)
-# torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears
+                                          caches_weight_casts=False, low_precision_experts=False,
+                                          fp8_shared_expert_gathers=False,
+                                          fp8_weight_cast_bytes=TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES)
+# torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears (its gathers are bf16 throughout, so
+# fp8_shared_expert_gathers is moot there)
 BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False, caches_weight_casts=False,
-                            low_precision_experts=False)
+                            low_precision_experts=False, fp8_shared_expert_gathers=False,
+                            fp8_weight_cast_bytes=TORCHAO_ROWWISE_WEIGHT_CAST_BYTES)
 
 
 def expert_precision(precision, gathers: TpGathers):

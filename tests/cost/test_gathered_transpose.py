@@ -215,3 +215,20 @@ def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monk
         analytic_step_time_s(model, hardware, workload, plan, gpus_per_node=8)
     bf16, fp8 = (float(np.ravel(s)[0]) for s in seen)
     assert fp8 > 0 and fp8 == pytest.approx(bf16, rel=1e-12)
+
+
+def test_torchtitan_gathers_the_shared_experts_input_in_bf16():
+    # DeepSeek-V3: 61 layers, 58 of them MoE with a shared expert. TE's MoE layer gathers the
+    # attention's pair and the shared experts' in FP8: share 1, 1 byte an element. torchtitan 0.2.2
+    # gathers the MoE block's input with a plain bf16 style and its shared experts take it
+    # replicated (llama4/infra/parallelize.py lines 521-527, 543-547): an MoE layer's FP8 share is
+    # the attention's 1 of 2, so (3 x 2 + 58 x 1) / 2 / 61 = 32/61 of the tensors at 1 byte, the
+    # rest at 2: 2 - 32/61 = 90/61 bytes an element.
+    deepseek = load_model("deepseek-v3")
+    one = dict(tp=np.array([8]), precision=np.array([FP8]))
+    assert layer_gather_bytes(deepseek, gathers=TE, **one).fwd.tolist() == [1.0]
+    got = layer_gather_bytes(deepseek, gathers=TORCHAO_TENSORWISE_TP_GATHERS, **one)
+    assert [v.tolist() for v in got] == [[pytest.approx(90 / 61)]] * 3
+    # Qwen3-30B-A3B has no shared experts: the same 1.5 bytes either way.
+    qwen = load_model("qwen3-30b-a3b")
+    assert layer_gather_bytes(qwen, gathers=TORCHAO_TENSORWISE_TP_GATHERS, **one).grad.tolist() == [1.5]
