@@ -251,7 +251,8 @@ def _releases_hold_alike_at_loss() -> bool:
 
 def _releases_time_alike(plan: ParallelPlan) -> bool:
     """Whether every torchtitan release gathers `plan`'s TP inputs alike: their runtimes differ in
-    their TP gathers and their loss only (cost.runtime; tests/test_planfile_unrecorded.py checks it)."""
+    their TP gathers and their loss only, and in which plans they compile, which sizes activations
+    but times nothing (cost.compiled_layers; tests/test_planfile_unrecorded.py checks it)."""
     code = PRECISIONS.index(plan.precision)  # the cost functions take precision codes
     gathered = {(bool(fp8_gathers(tp=plan.tp, precision=code, gathers=r.tp_gathers, fp8_blockwise=plan.fp8_blockwise,
                                   sequence_parallel=r.sequence_parallel)),

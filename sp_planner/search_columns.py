@@ -149,7 +149,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
     memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,
                             loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
-                            tp_gathers=runtime.tp_gathers)
+                            tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers)
     step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
                         grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses
+from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers, compiled_layer_delta_bytes
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
@@ -113,12 +114,13 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
 
 def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                      c: Candidates, *, sequence_parallel: bool = True,
-                                     gathers: TpGathers = TE_TP_GATHERS):
+                                     gathers: TpGathers = TE_TP_GATHERS, compiled: CompiledLayers = EAGER_LAYERS):
     """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
     saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
     per layer and what CPU offloading copies (cost.offload). `gathers`: the framework's TP gathers
     (cost.tp_gathers), whose linears save their shards (Transformer Engine's, the default) or keep
-    the gathered inputs (cost.saved_inputs)."""
+    the gathered inputs (cost.saved_inputs). `compiled`: the plans whose layers it compiles, which
+    then keep fewer GEMM inputs with nothing recomputed (cost.compiled_layers)."""
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
@@ -148,4 +150,8 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     bf16_out = (BF16_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
     kept_out = ((saved != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
                 & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
-    return stored + np.where(kept_out, bf16_out, 0.0), full_layer
+    stored = stored + np.where(kept_out, bf16_out, 0.0)
+    # torch.compile's partitioner rebuilds some GEMM inputs in backward (cost.compiled_layers; the
+    # traced layer recomputed nothing, so recomputing plans keep the eager count).
+    delta = compiled_layer_delta_bytes(model, compiled, tokens=n, tp=c.tp, precision=c.precision, saved=saved)
+    return stored + np.where(c.recompute == RECOMPUTE_NONE, delta, 0.0), full_layer

@@ -69,6 +69,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
+from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.attention_comm import allgather_buffer_bytes, kv_heads_for_ulysses
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
@@ -179,14 +180,16 @@ class MemoryColumns(NamedTuple):
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
                    ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
-                   sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> MemoryColumns:
+                   sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
+                   compiled_layers: CompiledLayers = EAGER_LAYERS) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
     `loss_memory`: what the framework's cross entropy holds, per logit and chunk (cost.loss_memory);
     `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer);
     `tp_gathers`: the framework's TP gathers, whose linears save their shards or keep the gathered
-    inputs (cost.saved_inputs)."""
+    inputs (cost.saved_inputs); `compiled_layers`: the plans whose layers it compiles
+    (cost.compiled_layers)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -241,7 +244,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return p, g, optimizer
 
     stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c,
-                                                          sequence_parallel=sequence_parallel, gathers=tp_gathers)
+                                                          sequence_parallel=sequence_parallel, gathers=tp_gathers,
+                                                          compiled=compiled_layers)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)

@@ -12,6 +12,12 @@ functions take the pieces they use.
 
 from __future__ import annotations
 
+from sp_planner.cost.compiled_layers import (
+    EAGER_LAYERS,
+    TORCHTITAN_V02_COMPILED,
+    TORCHTITAN_V03_COMPILED,
+    CompiledLayers,
+)
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
@@ -57,6 +63,9 @@ class Runtime(FrozenModel):
     # saved inputs again (cost.tp_gathers: regathers_saved_inputs; cost.saved_inputs): Transformer
     # Engine's quantize-then-gather and re-gather by default.
     tp_gathers: TpGathers = TE_TP_GATHERS
+    # The plans whose layers it runs under torch.compile, which saves fewer activations
+    # (cost.compiled_layers); eager by default.
+    compiled_layers: CompiledLayers = EAGER_LAYERS
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -79,13 +88,15 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
 # cost.precision counts as Transformer Engine's (flags.torchtitan_v02.compiles; docs/cost-model.md
 # stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
 # (DTensor TP) and gather none again; both cast their weights every micro-batch and leave the
-# routed experts bf16 (torchao's linears, cost.tp_gathers). 0.3.x's loss runs in 8 sequence chunks, 0.2.x's on the
-# whole logits, torch's loss_parallel under TP (cost.loss_memory).
+# routed experts bf16 (torchao's linears, cost.tp_gathers); both compile the low-precision plans' layers
+# (0.2.x's MXFP8 at tp 1 only), which then save fewer activations (cost.compiled_layers). 0.3.x's loss
+# runs in 8 sequence chunks, 0.2.x's on the whole logits, torch's loss_parallel under TP (cost.loss_memory).
 TORCHTITAN_RUNTIME = Runtime(overlap=TORCHTITAN_OVERLAP, states=TORCH_FSDP_STATES,
                              loss_memory=TORCHTITAN_CHUNKED_LOSS, grad_sync=TORCH_FSDP2_GRAD_SYNC,
-                             tp_gathers=BF16_TP_GATHERS)
+                             tp_gathers=BF16_TP_GATHERS, compiled_layers=TORCHTITAN_V03_COMPILED)
 TORCHTITAN_V02_RUNTIME = TORCHTITAN_RUNTIME.model_copy(update={"tp_gathers": TORCHAO_TENSORWISE_TP_GATHERS,
-                                                             "loss_memory": TORCHTITAN_V02_LOSS})
+                                                             "loss_memory": TORCHTITAN_V02_LOSS,
+                                                             "compiled_layers": TORCHTITAN_V02_COMPILED})
 # By torchtitan config interface (flags.torchtitan.resolve_version's keys).
 TORCHTITAN_RUNTIMES: dict[str, Runtime] = {"0.3": TORCHTITAN_RUNTIME, "0.2": TORCHTITAN_V02_RUNTIME}
 

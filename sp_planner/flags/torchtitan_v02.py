@@ -9,6 +9,7 @@ context_parallel): there is no Ulysses all-to-all, so plans with ulysses > 1 can
 
 from __future__ import annotations
 
+from sp_planner.cost import compiled_layers
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -17,6 +18,7 @@ from sp_planner.flags.base import (
     supported,
 )
 from sp_planner.flags.experts import torchtitan_debug_items, torchtitan_failures, torchtitan_items
+from sp_planner.plan import PRECISIONS
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
 # no ZeRO-1; "never" keeps the gathered parameters from forward to backward (ZeRO-2), "always"
@@ -166,8 +168,9 @@ def compiles(precision: str, tp: int) -> bool:
     float8 scaling and casts (components/quantization/float8.md, b5bcd76), and the cost model prices
     those casts fused (cost.precision's count, docs/cost-model.md stop 47); MXLinearConverter
     asserts "TP not yet supported with torch.compile for mxfp8" (components/quantization/mx.py lines
-    46-52), so MXFP8 at tp > 1 runs eagerly. bf16 runs stay uncompiled, as sp-plan wrote them."""
-    return precision == "fp8" or (precision == "mxfp8" and tp == 1)
+    46-52), so MXFP8 at tp > 1 runs eagerly. bf16 runs stay uncompiled, as sp-plan wrote them. One
+    source with the cost model's activations (cost.compiled_layers.TORCHTITAN_V02_COMPILED)."""
+    return bool(compiled_layers.compiles(compiled_layers.TORCHTITAN_V02_COMPILED, PRECISIONS.index(precision), tp))
 
 
 def job_config(request: FlagRequest) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.activations import saved_activation_bytes_per_layer
+from sp_planner.cost.compiled_layers import EAGER_LAYERS
 from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
 from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, kept_output_input_bytes, saved_input_precision
@@ -90,10 +91,13 @@ def test_torchtitan_fp8_saves_what_its_linears_received():
     # FC1 inputs whole: 2 x 2 x 8192 x 4096 x 3/4 = 100,663,296 B more. 0.2.x's float8 TP styles save
     # FP8 as TE does, the gathered inputs whole at 1 B: 50,331,648 B more. Both keep the output
     # layer's input gathered in bf16 (it is not float8): 2 x 8192 x 4096 x 3/4 = 50,331,648 B.
-    te = _activations(SAVES_SHARDS, 4, "fp8")
+    # Eager layers (the compiled ones' savings: test_compiled_layers).
+    eager = {"compiled_layers": EAGER_LAYERS}
+    te = _activations(SAVES_SHARDS.model_copy(update=eager), 4, "fp8")
     out = 50_331_648
-    assert _activations(TORCHTITAN_RUNTIME, 4, "fp8") - te == 32 * (54_525_952 - 16_777_216 + 100_663_296) + out
-    assert _activations(TORCHTITAN_V02_RUNTIME, 4, "fp8") - te == 32 * 50_331_648 + out
+    assert _activations(TORCHTITAN_RUNTIME.model_copy(update=eager), 4, "fp8") - te == \
+        32 * (54_525_952 - 16_777_216 + 100_663_296) + out
+    assert _activations(TORCHTITAN_V02_RUNTIME.model_copy(update=eager), 4, "fp8") - te == 32 * 50_331_648 + out
 
 
 def test_torchtitan_fp8_at_tp_1_saves_bf16_inputs():
