@@ -9,7 +9,6 @@ Exit codes: 0 profile written; 1 a rank failed or hung; 2 bad input.
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import re
 import sys
@@ -33,7 +32,7 @@ from sp_planner.calibration.measurements import WHAT as MEASUREMENTS_WHAT, measu
 from sp_planner.calibration.profile_file import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cli.common import file_name, run_app
+from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.destination import check_file_destination, deliver_text, same_destination
 from sp_planner.errors import UserInputError
@@ -181,8 +180,7 @@ def calibrate(
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
-    if not math.isfinite(timeout):  # typer's FloatRange lets inf and nan by
-        raise UserInputError(f"--timeout {timeout:g}: must be a finite number of seconds")
+    check_finite_seconds("--timeout", timeout)
     for other, option in ((save_measurements, "--save-measurements"), (measurements, "--measurements")):
         if other is not None and same_destination(out, other):
             raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,13 @@ def folder_name(raw: str) -> Path:
     if not raw:
         raise typer.BadParameter("the name is empty; give a folder name (. for the current folder)")
     return Path(raw)
+
+
+def check_finite_seconds(option: str, seconds: float | None) -> None:
+    """An option of seconds given as inf (typer's FloatRange refuses nan by its bound but lets inf
+    by) is refused in one line; None (not given) passes."""
+    if seconds is not None and not math.isfinite(seconds):
+        raise UserInputError(f"{option} {seconds:g}: must be a finite number of seconds")
 
 
 def _say(message: str) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from sp_planner.cli.common import file_name, run_app
+from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
 from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
@@ -203,9 +203,8 @@ def run(
     if not print_launch and (_joined_launch() or not agent):
         _refuse_rendezvous_options({"--rdzv-endpoint": rdzv_endpoint, "--rdzv-id": rdzv_id,
                                     "--join-timeout": join_timeout}, joined=_joined_launch())
-    for name, seconds in (("--timeout", timeout), ("--join-timeout", join_timeout)):
-        if seconds is not None and not math.isfinite(seconds):  # typer's FloatRange lets inf and nan by
-            raise UserInputError(f"{name} {seconds:g}: must be a finite number of seconds")
+    check_finite_seconds("--timeout", timeout)
+    check_finite_seconds("--join-timeout", join_timeout)
     if rdzv_endpoint is not None:
         split_endpoint(rdzv_endpoint)  # HOST:PORT, before any line is printed or rank started
     rdzv_id = DEFAULT_RDZV_ID if rdzv_id is None else rdzv_id
