@@ -119,31 +119,31 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     experts_rate = gemm_peak_flops(hardware, expert_precision(precision, tp_gathers), fp8_blockwise)
     routed = routed_gemm_flops_per_token(model) * tokens / np.asarray(tp)
     gemm_flat = np.where(experts_rate != gemm_rate, gemm_flat + routed * (1 / experts_rate - 1 / gemm_rate), gemm_flat)
-    # Once per distinct (tp, micro batch, cp, ep, etp) of the chunk, spread back (a few dozen of ~10^5 rows).
-    # FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
+    # Once per distinct (tp, micro batch, cp, ep, etp, low precision) of the chunk, spread back (a few
+    # dozen of ~10^5 rows). FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
     low = (np.asarray(precision) != BF16).astype(np.int64)
-    slow_fwd, slow_bwd = per_distinct(
-        lambda tp_, b_, cp_, ep_, etp_, low_: layer_gemm_slowdowns(
-            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=low_ != 0),
-        *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low))))
+    distinct = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low)))
+
+    def per_shape(slowdowns, fp8=True):
+        """cost.gemm_shapes' `slowdowns` per distinct shape, with FP8's ratios where the row runs low
+        precision (and `fp8`)."""
+        return per_distinct(lambda tp_, b_, cp_, ep_, etp_, low_: slowdowns(
+            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=fp8 & (low_ != 0)), *distinct)
+
+    slow_fwd, slow_bwd = per_shape(layer_gemm_slowdowns)
     if routed_gemm_flops_per_token(model) > 0 and not tp_gathers.low_precision_experts:
         # bf16 routed experts beside FP8 GEMMs (torchtitan, cost.tp_gathers) take bf16's shape ratios:
         # the other GEMMs keep the FP8 factor less the experts' FP8 terms, over their share, each
         # part timed on its own flat time; as one factor over gemm_flat for the backward below.
-        def routed_terms(fp8_):
-            return per_distinct(
-                lambda tp_, b_, cp_, ep_, etp_, low_: routed_expert_slowdowns(
-                    hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=fp8_ & (low_ != 0)),
-                *np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low))))
-        share, low_fwd, low_bwd = routed_terms(True)
-        _, bf16_fwd, bf16_bwd = routed_terms(False)
+        share, low_fwd, low_bwd = per_shape(routed_expert_slowdowns)
+        _, bf16_fwd, bf16_bwd = per_shape(routed_expert_slowdowns, fp8=False)
         routed_flat = routed / experts_rate
         others_flat = gemm_flat - routed_flat
-        mixed = low != 0
-        slow_fwd = np.where(mixed, (others_flat * (slow_fwd - low_fwd) / (1 - share) + routed_flat * bf16_fwd / share)
-                            / gemm_flat, slow_fwd)
-        slow_bwd = np.where(mixed, (others_flat * (slow_bwd - low_bwd) / (1 - share) + routed_flat * bf16_bwd / share)
-                            / gemm_flat, slow_bwd)
+
+        def mixed(slow, low_term, bf16_term):
+            return np.where(low != 0, (others_flat * (slow - low_term) / (1 - share) + routed_flat * bf16_term / share)
+                            / gemm_flat, slow)
+        slow_fwd, slow_bwd = mixed(slow_fwd, low_fwd, bf16_fwd), mixed(slow_bwd, low_bwd, bf16_bwd)
     gemm_only = gemm_flat * slow_fwd
     ffn = _active_ffn_width(model)
     # Quantizing the GEMM inputs (forward) and output gradients (backward) by recipe (0 for bf16).

@@ -85,8 +85,8 @@ DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
 # torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x
 # (--framework-version 0.2.2, whose TOML sp-plan writes with tensorwise float8) gathers FP8 through
 # torchao's float8 TP styles (cost.tp_gathers), its Float8Linear under torch.compile, whose casts
-# cost.precision counts as Transformer Engine's (flags.torchtitan_v02.compiles; docs/cost-model.md
-# stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
+# are priced as traced (cost.tp_gathers.fp8_weight_cast_bytes; flags.torchtitan_v02.compiles;
+# docs/cost-model.md stop 47). Both keep the gathered inputs, the output layer's too, for the weight gradients
 # (DTensor TP) and gather none again; both cast their weights every micro-batch and leave the
 # routed experts bf16 (torchao's linears, cost.tp_gathers); both compile the low-precision plans' layers
 # (0.2.x's MXFP8 at tp 1 only), which then save fewer activations (cost.compiled_layers). 0.3.x's loss

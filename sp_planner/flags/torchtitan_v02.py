@@ -166,7 +166,7 @@ def compiles(precision: str, tp: int) -> bool:
     default, v0.2.2 73a0e69 config/job_config.py lines 721-727): for every float8 and MX plan but
     MXFP8 with TP. torchtitan's float8 needs it "for competitive performance", compile fusing the
     float8 scaling and casts (components/quantization/float8.md, b5bcd76), and the cost model prices
-    those casts fused (cost.precision's count, docs/cost-model.md stop 47); MXLinearConverter
+    those casts compiled (cost.tp_gathers, as traced; docs/cost-model.md stop 47); MXLinearConverter
     asserts "TP not yet supported with torch.compile for mxfp8" (components/quantization/mx.py lines
     46-52), so MXFP8 at tp > 1 runs eagerly. bf16 runs stay uncompiled, as sp-plan wrote them. One
     source with the cost model's activations (cost.compiled_layers.TORCHTITAN_V02_COMPILED)."""

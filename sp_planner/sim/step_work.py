@@ -154,14 +154,14 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,
     # each a call of its own (sim.dp_work, cost.buckets).
     zgroups, replicas = shard_and_replicate_groups(plan)
-    layers_of = [int(n) for n in (stages.first, *([stages.middle] * (pp - 2)), stages.last)][:pp]
+    layers_of = [int(n) for n in _each_stage(stages.first, stages.middle, stages.last, pp)]
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
                                                        zgroups, replicas, runtime)
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
     # (cost.grad_buffer), each stage's own (first, middle ones, last).
-    first_b, middle_b, last_b = (float(v) for v in stage_step_bytes(
-        model, runtime.states, runtime.grad_sync, plan, stages=stages, micro_batches=m, edp=groups["edp"].shape[1]))
-    step_bytes = [first_b, *([middle_b] * (pp - 2)), last_b][:pp]
+    first_b, middle_b, last_b = stage_step_bytes(model, runtime.states, runtime.grad_sync, plan, stages=stages,
+                                                 micro_batches=m, edp=groups["edp"].shape[1])
+    step_bytes = [float(v) for v in _each_stage(first_b, middle_b, last_b, pp)]
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
     # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each
@@ -221,3 +221,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_param_gather_s=after_step,
     )
     return work, phases
+
+
+def _each_stage(first, middle, last, pp: int) -> list:
+    """Stage by stage, a (first, middle, last) triple over a pp-stage pipeline: the middle one on
+    every stage between the ends, the first alone without a pipeline."""
+    return [first, *([middle] * (pp - 2)), last][:pp]

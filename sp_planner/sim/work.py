@@ -123,7 +123,8 @@ class StepWork(FrozenModel):
     # once every stage has its gradients synced and followed by the parameter all-gather when not
     # overlapped; no stage goes on before every stage has (sim.pipeline._step_tail).
     optimizer_s: tuple[float, ...] = ()
-    # Per stage: FP8 GEMM weights cast once a step (cost.fp8_params.weight_cast_s; none for bf16).
+    # Per stage: a step's FP8 GEMM weight casts, once a step or every micro-batch by framework
+    # (cost.fp8_params.weight_cast_s; none for bf16).
     weight_cast_s: tuple[float, ...] = ()
     # Compute lost per second of hidden data-parallel traffic (cost.overlap.overlap_compute_slowdown of
     # the GPU; H100's for hand-built work).
