@@ -213,7 +213,7 @@ def _again_s(p: int, stages, lap, f, middles, pp, vpp, m):
     first, middle, last = stages
     rank = (0.0, pp - 2.0)[p]
     s = stages[p]
-    down = (0.0, first.last_bwd_s + np.maximum(middles - 1, 0) * middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
+    down = _below(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
     back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
     laps = down + last.first_bwd_s + pp * lap[2] + back + s.last_bwd_s
     passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
