@@ -172,9 +172,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
             console.print(table)
     if answer.overall_best_differs:
         best, mine = result.ranked[0], ranked[0]
-        reason = render_flags(answer.framework, FlagRequest(
-            model=q.model, workload=q.workload, plan=best.plan, num_nodes=q.num_nodes,
-            gpus_per_node=q.gpus_per_node)).reason
+        reason = render_flags(answer.framework, answer.flag_request(best)).reason
         console.print(
             f"The best plan overall, {plan_name(best.plan)}, takes {format_seconds(best.step_time_s)} per "
             f"step ({1 - best.step_time_s / mine.step_time_s:.1%} less), but {answer.framework} cannot express "
