@@ -12,11 +12,20 @@ costs while the loss runs depends on the framework's loss code, read in each sou
   `vocab_parallel_logits = vocab_parallel_logits - logits_max...`) and 9634c0e: the caller's fp32
   copy (compute_language_model_loss: logits.float()) and the subtraction's fp32 result coexist in
   the forward: 10 B (e.g. Megatron-LM 2196398, 2024-04-12, which the USP paper ran).
-- PyTorch's own cross entropy as Hugging Face models (transformers loss_utils ForCausalLMLoss:
-  logits.float(), then F.cross_entropy) call it: the bf16 logits, their fp32 copy and log_softmax's
-  fp32 output, which it saves for the backward: 10 B in the forward. Its backward (below, for
-  torchtitan) holds 12 B fp32 beside whatever logits the caller keeps; for DeepSpeed's and
-  yunchang's runs, whose training loops are not read here, the forward's 10 B stands.
+- PyTorch's own cross entropy as Hugging Face models call it, under DeepSpeed (ALST) and yunchang
+  (transformers 4.51.3, the oldest ALST takes, and 4.57.1 alike: models/llama/modeling_llama.py
+  lines 837-845 @4.51.3 return the bf16 logits in the output beside the loss; loss/loss_utils.py
+  ForCausalLMLoss line 51 @4.51.3 (55 @4.57.1) makes an fp32 copy, fixed_cross_entropy line 35
+  (36) runs F.cross_entropy on it). Forward: the bf16 logits, the copy and log_softmax's fp32
+  output, saved for the backward, 10 B. Backward: nll_loss_backward's fp32 gradient and
+  _log_softmax_backward_data's beside the saved output, 12 B fp32, and the bf16 logits, which the
+  training loop keeps in the model's output until its backward (DeepSpeed's ALST tutorial loop,
+  docs/_tutorials/ulysses-alst-sequence-parallelism.md @292ccd6: `outputs = model(**batch)`, the
+  loss from outputs.logits, then model.backward(loss); yunchang's runs assumed alike): 14 B.
+  Traced on CPU (torch 2.13 profiler allocation events, 2048 x 8192 logits, the 4.51.3 function):
+  10.000 B a logit live at the forward's peak, 14.000 at _log_softmax_backward_data; 12.000 where
+  the loop lets the output go first (HF Trainer.compute_loss returns the loss alone, trainer.py
+  line 3836 @4.51.3).
 - flash-attn's fused cross entropy (flash_attn.losses.cross_entropy.CrossEntropyLoss, llm-foundry's
   default loss_fn 'fused_crossentropy' for MPT): the kernel reads the bf16 logits and keeps them
   with an fp32 log-sum-exp per row; its backward writes a new bf16 gradient (inplace_backward
@@ -77,7 +86,9 @@ from sp_planner.specs.base import FrozenModel
 
 MEGATRON_LOGIT_BYTES = 6
 MEGATRON_OUT_OF_PLACE_LOGIT_BYTES = 10
-TORCH_CROSS_ENTROPY_LOGIT_BYTES = 10
+# Hugging Face's ForCausalLMLoss backward (module docstring): three fp32 tensors beside the bf16
+# logits the loop holds.
+TORCH_CROSS_ENTROPY_LOGIT_BYTES = 3 * FP32_BYTES + BF16_BYTES
 FLASH_ATTN_FUSED_LOGIT_BYTES = 4
 FLASH_ATTN_FUSED_LOSS_TRAFFIC_BYTES = 6
 # Transformer Engine's fused cross entropy before v2.18 (module docstring): memory and traffic.

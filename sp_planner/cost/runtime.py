@@ -79,7 +79,8 @@ MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, rin
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
                             grad_sync=MEGATRON_GRAD_SYNC)
 # MindSpeed runs Megatron-Core's cross entropy; DeepSpeed's Ulysses wraps Hugging Face models, whose
-# loss is PyTorch's cross entropy on an fp32 copy (cost.loss_memory).
+# loss is PyTorch's cross entropy on an fp32 copy, its backward beside the bf16 logits the loop keeps
+# (cost.loss_memory).
 DEEPSPEED_RUNTIME = Runtime(overlap=DEEPSPEED_OVERLAP, states=DEEPSPEED_STATES,
                             loss_memory=TORCH_CROSS_ENTROPY_LOSS, grad_sync=DEEPSPEED_GRAD_SYNC)
 # torchtitan 0.3.x (sp-plan's default) converts to rowwise float8 or MXFP8, gathered in bf16; 0.2.x

@@ -7,6 +7,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.loss_memory import (
     MEGATRON_LOSS,
+    TORCH_CROSS_ENTROPY_LOSS,
     TORCHTITAN_CHUNKED_LOSS,
     TORCHTITAN_V02_LOSS,
     loss_peak_bytes,
@@ -72,6 +73,26 @@ def test_torchtitan_03_copies_the_chunks_at_a_micro_batch_above_one():
 @pytest.mark.parametrize("tp, pp, micro_batch", [(1, 1, 1), (2, 1, 1), (8, 4, 2)])
 def test_megatrons_loss_is_six_bytes_a_logit_at_every_degree(tp, pp, micro_batch):
     assert _peak(MEGATRON_LOSS, LLAMA3_8B, tp=tp, pp=pp, micro_batch=micro_batch) == 6 * 8192 * 128256 / tp
+
+
+@pytest.mark.parametrize("tp, pp", [(1, 1), (2, 1), (1, 4)])
+def test_hugging_faces_loss_peaks_in_its_backward_beside_the_held_bf16_logits(tp, pp):
+    # ForCausalLMLoss (transformers 4.51.3): forward bf16 logits 2 + fp32 copy 4 + log_softmax's
+    # saved output 4 = 10 B; backward the saved output 4 + nll_loss_backward's gradient 4 +
+    # _log_softmax_backward_data's 4, beside the bf16 logits the ALST loop keeps in `outputs`, 2:
+    # 14 B, the larger. Llama-3-8B at 8K tokens: 14 x 8192 x 128256 = 14,709,424,128 at tp 1.
+    assert TORCH_CROSS_ENTROPY_LOSS.logit_bytes == 14
+    assert _peak(TORCH_CROSS_ENTROPY_LOSS, LLAMA3_8B, tp=tp, pp=pp) == 14_709_424_128 / tp
+
+
+@pytest.mark.parametrize("framework", ["deepspeed", "yunchang"])
+def test_sp_plans_hugging_face_frameworks_hold_the_loss_backwards_bytes(framework):
+    # Llama-3-8B at 8K on 8 H100s, ulysses 8, nothing recomputed: the loss is the peak moment, its
+    # logits 14 B x 1024 tokens a rank x 128256 = 1,838,678,016.
+    est = evaluate(LLAMA3_8B, load_hardware("h100-sxm"), Workload(seq_len=8192, global_batch=1),
+                   ParallelPlan(dp=1, ulysses=8, zero=1, micro_batch=1, recompute="none"), num_nodes=1,
+                   gpus_per_node=8, runtime=framework_runtime(framework))
+    assert est.memory.logits_bytes == 14 * 1024 * 128256 == 1_838_678_016
 
 
 @pytest.mark.parametrize("version, logits_bytes", [("0.3", 1_316_225_024), ("0.2", 8_405_385_216)])

@@ -79,14 +79,15 @@ def test_peak_is_the_larger_of_the_loss_and_a_layers_backward(toy_model, hardwar
 
 
 @pytest.mark.parametrize("runtime, loss_bytes", [
-    (MEGATRON_RUNTIME, 6 * 32 * 100 / 2), (DEEPSPEED_RUNTIME, 10 * 32 * 100 / 2),
+    (MEGATRON_RUNTIME, 6 * 32 * 100 / 2), (DEEPSPEED_RUNTIME, 14 * 32 * 100 / 2),
     (TORCHTITAN_V02_RUNTIME, 16 * 32 * 100 / 2),
     # 0.3.x: the fp32 gradient buffer 4 x 32 x 64, then the end (its bf16 cast 2 x 32 x 64 and the
     # last chunk's bf16 logits 2 x 4 x 50) outweighs a chunk's loss (18 x 4 x 50 = 3600).
     (TORCHTITAN_RUNTIME, 4 * 32 * 64 + 2 * 32 * 64 + 2 * 4 * 50)])
 def test_logits_hold_the_frameworks_cross_entropy_bytes(toy_model, hardware, runtime, loss_bytes):
     # cost.loss_memory: Megatron's in-place fp32 copy 6 B a logit; PyTorch's cross entropy on an
-    # fp32 copy (Hugging Face models under DeepSpeed) 10 B; torchtitan 0.2.x's loss_parallel 16 B;
+    # fp32 copy (Hugging Face models under DeepSpeed) 14 B in its backward, beside the bf16 logits
+    # the loop holds; torchtitan 0.2.x's loss_parallel 16 B;
     # torchtitan 0.3.x's eight chunks of 4 tokens. 32 tokens x 100 / 2 vocab.
     plan = ParallelPlan(dp=1, tp=2, zero=0, micro_batch=1)
     est = evaluate(toy_model, hardware, Workload(seq_len=32, global_batch=1), plan,
