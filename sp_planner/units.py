@@ -12,7 +12,7 @@ KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report
 MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
 
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
-_TOKENS_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_TOKENS_RE = re.compile(r"^\s*(-?)(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
 def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
@@ -26,10 +26,14 @@ def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:
             raise UserInputError(
                 f"{what} {text!r} is not a token count; use an integer or a suffix k/M, e.g. 128k"
             )
-        exact = Fraction(match.group(1)) * _TOKEN_SUFFIX[match.group(2).lower()]
+        if match.group(1):  # a count, but below zero
+            raise UserInputError(f"{what} must be positive, got {text}")
+        exact = Fraction(match.group(2)) * _TOKEN_SUFFIX[match.group(3).lower()]
         if exact.denominator != 1:
+            # Only positive counts as examples: below one token, 0 would be refused next.
+            near = " or ".join(str(n) for n in dict.fromkeys((max(math.floor(exact), 1), math.ceil(exact))))
             raise UserInputError(f"{what} {text!r} is {float(exact):g} tokens, not a whole number; give whole "
-                                 f"tokens, e.g. {math.floor(exact)} or {math.ceil(exact)}")
+                                 f"tokens, e.g. {near}")
         value = int(exact)
     if value <= 0:
         raise UserInputError(f"{what} must be positive, got {text}")

@@ -36,3 +36,18 @@ def test_token_counts_take_binary_suffixes_and_fractions_that_come_to_whole_toke
         with pytest.raises(UserInputError) as err:
             parse_tokens(text)
         assert str(err.value).startswith(message)
+
+
+def test_token_count_errors_suggest_only_counts_that_are_accepted():
+    """Below one token the nearest whole counts were '0 or 1' (0 is refused next), and a negative
+    count was called 'not a token count' and sent to 'use an integer', which it was."""
+    for text, message in (("0.5", "--seq-len '0.5' is 0.5 tokens, not a whole number; give whole tokens, e.g. 1"),
+                          ("0.0001k", "--seq-len '0.0001k' is 0.1024 tokens, not a whole number; give whole "
+                                      "tokens, e.g. 1"),
+                          ("1.5", "--seq-len '1.5' is 1.5 tokens, not a whole number; give whole tokens, "
+                                  "e.g. 1 or 2"),
+                          ("-5", "--seq-len must be positive, got -5"),
+                          ("-0.5k", "--seq-len must be positive, got -0.5k")):
+        with pytest.raises(UserInputError) as err:
+            parse_tokens(text)
+        assert str(err.value) == message

@@ -73,6 +73,9 @@ class Answer(FrozenModel):
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
+    # The second plan of that ranking, kept when --top 1 shows only the first: "why this plan"
+    # compares the two (None where the search ranked one plan).
+    runner_up: PlanEstimate | None = None
     _summary: dict[str, Any] | None = PrivateAttr(default=None)
     _summary_full: bool = PrivateAttr(default=False)  # whether _summary lists the rank groups in full
 
@@ -125,10 +128,14 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
         sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
     elif output_format == "csv":
         # The table's plans (those --framework can express, else the best overall: `expressible`
-        # says which), as the table ranks them.
-        rows = [{"rank": i, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
+        # says which), as the table ranks them; `rank` empty for a plan that does not fit, as in
+        # plans.csv (report.csv.plans_table): the table lists those after the plans that fit.
+        rows = [{"rank": i if est.fits else None, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
                 for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
-        pd.DataFrame(rows).to_csv(sys.stdout, index=False)
+        frame = pd.DataFrame(rows)
+        if rows:
+            frame["rank"] = frame["rank"].astype("Int64")  # whole numbers beside the empty ones
+        frame.to_csv(sys.stdout, index=False)
     else:
         print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)
     if output_format != "table" and answer.fits and answer.framework != "all" and not answer.framework_ranked:
@@ -179,7 +186,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
             f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
-        why = why_this_plan(ranked, q.hardware, moe=q.model.moe is not None)
+        why = why_this_plan(ranked, q.hardware, moe=q.model.moe is not None, runner_up=answer.runner_up)
         console.print(Text.assemble((heading, "bold"), " ", why))
     # For one framework, only when it expresses some plan (the table shows its plans).
     expressed = answer.framework == "all" or bool(answer.framework_ranked)

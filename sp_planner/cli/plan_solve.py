@@ -23,7 +23,8 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     # training states and TP gathers (cost.runtime; Megatron's for "all"; torchtitan's by release).
     runtime = release_runtime(framework, framework_version)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
-    wanted = max(top, simulate or 0)
+    # At least two, so that "why this plan" compares the winner with the runner-up under --top 1.
+    wanted = max(top, simulate or 0, 2)
     with delayed_progress("searching plans") as update:
         result = search(q.model, q.hardware, q.workload, **where, pins=q.pins, top_k=wanted, progress=update,
                         runtime=runtime, every_row=every_row)
@@ -48,5 +49,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
             suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,
                                        batch_scales_with_gpus=q.default_batch, runtime=runtime)
+    shown = framework_ranked or result.ranked  # the ranking the table shows the head of
     return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
-                  launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version)
+                  launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version,
+                  runner_up=shown[1] if len(shown) > 1 else None)

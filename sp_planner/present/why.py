@@ -39,8 +39,10 @@ def largest_time_parts(est: PlanEstimate, count: int = 2) -> list[tuple[str, flo
     return [(name, seconds) for name, seconds in parts[:count] if seconds > 0]
 
 
-def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, moe: bool = False) -> str:
-    """One paragraph on the first plan: what limits it, its memory headroom, what the runner-up gives up."""
+def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, moe: bool = False,
+                  runner_up: PlanEstimate | None = None) -> str:
+    """One paragraph on the first plan: what limits it, its memory headroom, what the runner-up gives up.
+    `runner_up`: the plan ranked second where `ranked` holds only the first (sp-plan --top 1)."""
     if not ranked:
         return "No candidate plan passed the hard rules, so there is nothing to rank."
     best = ranked[0]
@@ -62,9 +64,10 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     band = band_clause(ranked, plan_band(key, moe=moe), hardware_name=hardware.name, gpu_key=key)
     if band:
         text += band + " "
-    if len(ranked) < 2:
+    other = ranked[1] if len(ranked) > 1 else runner_up
+    if other is None:
         return text + "No other candidate was ranked."
-    return text + _runner_up_clause(best, ranked[1])
+    return text + _runner_up_clause(best, other)
 
 
 def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:

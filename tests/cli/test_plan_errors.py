@@ -39,7 +39,7 @@ def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -
     [
         ({"model": "llama9-1b"}, ("unknown model 'llama9-1b'", "Llama-3-8B")),
         ({"hardware": "a900"}, ("unknown hardware 'a900'", "A800")),
-        ({"seq_len": "-5"}, ("--seq-len '-5'",)),
+        ({"seq_len": "-5"}, ("--seq-len must be positive, got -5",)),
         ({"seq_len": "lots"}, ("--seq-len 'lots'", "128k")),
         ({"seq_len": "0"}, ("--seq-len must be positive",)),
         ({"nodes": "0"}, ("--nodes",)),

@@ -1,6 +1,11 @@
-"""cli.plan_output: what the table says about the plans the framework cannot express."""
+"""cli.plan_output: what the table says about the plans the framework cannot express, the CSV's
+ranks and the runner-up under --top 1."""
 
 from __future__ import annotations
+
+import io
+
+import pandas as pd
 
 from sp_planner.cli import plan_output
 from sp_planner.flags import render_flags
@@ -26,3 +31,43 @@ def test_best_overall_reason_is_asked_of_the_release_the_user_named(sp_plan, mon
     assert best and all(r.framework_version == "0.2.2" for r in best)
     reason = render_flags("torchtitan", best[0]).reason
     assert reason and " ".join(reason.split()) in text
+
+
+# Llama-3-70B pinned to tp 8 x pp 4 without recompute on 4 x 8 A800 at 8K: 8 of its 32 plans fit.
+PINNED_FEW_FIT = ["--model", "llama3-70b", "--hardware", "a800", "--nodes", "4", "--seq-len", "8k",
+                  "--tp", "8", "--pp", "4", "--ulysses", "1", "--ring", "1", "--recompute", "none", "--zero", "3",
+                  "--framework", "all", "--top", "100"]
+
+
+def test_csv_leaves_rank_empty_for_plans_that_do_not_fit(sp_plan):
+    """As plans.csv (and the README's column table): `rank` 1, 2, ... for the plans that fit, empty
+    for those listed after them. sp-plan --format csv numbered every row, so a plan that runs out
+    of memory read as ranked 9th."""
+    result = sp_plan(*PINNED_FEW_FIT, "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout), dtype={"rank": "Int64"})
+    fits = table["fits"].tolist()
+    assert fits == [True] * 8 + [False] * 24
+    assert table["rank"].iloc[:8].tolist() == list(range(1, 9))
+    assert table["rank"].iloc[8:].isna().all()
+    # Whole numbers beside the empty cells, not 1.0, 2.0, ...
+    assert [line.split(",", 1)[0] for line in result.stdout.splitlines()[1:10]] == [*map(str, range(1, 9)), ""]
+
+
+def test_top_1_still_compares_the_winner_with_the_runner_up(sp_plan):
+    """--top 1 said "No other candidate was ranked." of a search that ranked thousands; the
+    paragraph now names the runner-up as --top 2 does."""
+    readme = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "2", "--seq-len", "128k"]
+    one, two = sp_plan(*readme, "--top", "1"), sp_plan(*readme, "--top", "2")
+    assert one.exit_code == two.exit_code == 0
+
+    def why(out: str) -> str:
+        text = " ".join(out.split())
+        start = text.index("Why this plan.")
+        return text[start:text.index(" megatron flags", start)]
+
+    assert "No other candidate was ranked." not in why(one.stdout)
+    assert "The runner-up (" in why(one.stdout)
+    # The same comparison as --top 2, only the tie sentence naming plan 2 of the table is left out.
+    runner_up = why(two.stdout)[why(two.stdout).index("The runner-up"):]
+    assert why(one.stdout).endswith(runner_up)

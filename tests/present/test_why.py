@@ -110,6 +110,17 @@ def test_single_plan_and_no_plan():
     assert "nothing to rank" in why_this_plan([], A800)
 
 
+def test_runner_up_beyond_the_shown_plans_is_compared():
+    """sp-plan --top 1 shows one plan of many: the runner-up it passes is compared as the second
+    shown plan would be (10 s against 11 s: ulysses all-to-all 2 s -> 3 s; 10% apart, outside the
+    2.2% ranking band, so the two paragraphs are the same)."""
+    alone = why_this_plan([BEST], A800, runner_up=RUNNER_UP)
+    assert alone == why_this_plan([BEST, RUNNER_UP], A800)
+    assert "The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is 1.00 s (10.0%) slower per step" in alone
+    # A second shown plan comes first.
+    assert why_this_plan([BEST, RUNNER_UP], A800, runner_up=BEST) == why_this_plan([BEST, RUNNER_UP], A800)
+
+
 def test_plan_differences_lists_each_changed_field():
     assert plan_differences(ParallelPlan(), ParallelPlan()) == "the same settings"
     assert plan_differences(ParallelPlan(zero=1), ParallelPlan(zero=3, recompute="full")) == (
