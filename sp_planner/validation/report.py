@@ -41,7 +41,10 @@ def rows_frame(result: ValidationResult) -> pd.DataFrame:
     scored = pd.DataFrame([r.model_dump() for r in result.rows])
     skipped = pd.DataFrame([{**r.model_dump(exclude={"reason", "kind"}), "skipped_reason": r.reason,
                              "skipped_kind": r.kind} for r in result.skipped])
-    return pd.concat([scored, skipped], ignore_index=True)
+    frame = pd.concat([scored, skipped], ignore_index=True)
+    # Whole numbers stay whole (59508217216, not 59508217216.0) where skipped rows leave them empty.
+    whole = [c for c in scored.columns if pd.api.types.is_integer_dtype(scored[c]) and c in frame.columns]
+    return frame.astype({c: "Int64" for c in whole})
 
 
 def draw_figure(result: ValidationResult) -> Figure:

@@ -97,6 +97,11 @@ def test_report_writes_figure_and_csv(run_main, small_corpus, tmp_path):
     assert table.loc[3, "skipped_reason"] == "FP8 run" and table.loc[3, "skipped_kind"] == "not_expressible"
     assert table.loc[4, "skipped_kind"] == "regression"
     assert table["num_gpus"].tolist() == [8] * 5 and table["num_gpus"].dtype.kind == "i"
+    # Byte counts the skipped rows leave empty are still written whole on the scored rows.
+    lines = (out / "validation.csv").read_text().splitlines()
+    column = lines[0].split(",").index("predicted_memory_peak_bytes")
+    cells = [line.split(",")[column] for line in lines[1:4]]
+    assert all(cell.isdigit() for cell in cells), cells
     # Writing again over an earlier report is allowed.
     assert run_main(validate_cmd, "--corpus", small_corpus, "--report", out).exit_code == 0
 
