@@ -167,7 +167,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     q, result = answer.question, answer.result
     console.print(
         f"{q.model.name} at {format_tokens(q.workload.seq_len)} token{'' if q.workload.seq_len == 1 else 's'} x "
-        f"{plural(q.workload.global_batch, 'sequence')} on {q.num_nodes} x {q.gpus_per_node} {q.hardware.name}: "
+        f"{plural(q.workload.global_batch, 'sequence')} on {q.num_nodes:,} x {q.gpus_per_node:,} {q.hardware.name}: "
         f"{plural(result.candidates_evaluated, 'candidate')} evaluated",
         markup=False, highlight=False,
     )

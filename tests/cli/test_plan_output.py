@@ -71,3 +71,10 @@ def test_top_1_still_compares_the_winner_with_the_runner_up(sp_plan):
     # The same comparison as --top 2, only the tie sentence naming plan 2 of the table is left out.
     runner_up = why(two.stdout)[why(two.stdout).index("The runner-up"):]
     assert why(one.stdout).endswith(runner_up)
+
+
+def test_heading_groups_the_node_count_like_its_other_counts(sp_plan):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "h100-sxm", "--nodes", "2048", "--seq-len", "8k",
+                     "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert " on 2,048 x 8 H100-SXM: " in result.stdout.splitlines()[0]
