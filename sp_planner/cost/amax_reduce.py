@@ -13,12 +13,33 @@ compute stream wait for the one-float all-reduce, so each reduction adds its lat
 layer's critical path. TE's GroupedLinear (the experts) reduces nothing; delayed scaling reduces
 its amax history once a step (negligible); MXFP8 and block scaling have local block scales.
 
-torchtitan (cost.tp_gathers): torchao's tensorwise float8 TP styles cast the sequence shard as a
-DTensor before the gather (torchao v0.16.0 float8_tensor_parallel.py lines 59-65, 232-237), whose
-torch.max(torch.abs(x)) (float8_utils.py tensor_to_amax line 65) DTensor reduces over the TP mesh
-before the scale uses it: the same reductions. Where it gathers bf16 (rowwise float8, MXFP8) each
-rank casts the whole gathered tensor (cost.gathered_transpose.cast_after_gather), whose amax is
-already the group's: none.
+torchtitan (cost.tp_gathers): torchao's tensorwise float8 casts DTensors, and the amax of a
+TP-sharded one, torch.max(torch.abs(x)) (v0.16.0 float8_utils.py tensor_to_amax line 65), is a
+Partial(max) that DTensor all-reduces over the TP mesh before the scale multiplies the shard (one
+8-byte float64 MAX each): not only the gathered inputs (float8_tensor_parallel.py lines 59-65,
+232-237) but every Float8Linear's weight shard (float8_linear.py lines 68-83; Float8ColwiseParallel
+Shard(0), Float8RowwiseParallel Shard(1)), each row-parallel input (Shard(-1), lines 118-130) and
+every output gradient (NoopFwToFloat8BwDynamic, lines 82-86 and 145-149). Traced (torch 2.13
+inductor post-grad graphs and the min-cut partition alike, torchao 0.16.0, fake process group, TP 2,
+a Llama block with torchtitan v0.2.2's plan, models/llama3/infra/parallelize.py lines 192-248), a
+layer's micro-batch runs 11 forward and 7 backward: per TP-sharded block of n linears (attention wq,
+wk, wv, wo; MLP w1, w2, w3) its n weights, its gathered input and its row-parallel input forward,
+its n output gradients backward. The backward's weight casts reduce nothing: they repeat the
+forward's ops on the same weight and merge with them (AOTAutograd's CSE, _functorch/config.py cse),
+and the partitioner recomputes no collective (partitioners.py force_save_collectives). An MoE
+layer's shared experts (plain ColwiseParallel / RowwiseParallel on a replicated input, v0.2.2
+models/llama4/infra/parallelize.py lines 538-549) trace to the same n + 2 and n: 3 weights and the
+w2 input forward, w2's input cast again for its weight gradient (moved to the forward by the
+partitioner), 3 output gradients backward; the router (NoParallel, replicated) and the bf16 routed
+experts none. FSDP2 adds none: sp-plan's TOML names recipe_name, which refuses
+enable_fsdp_float8_all_gather (v0.2.2 components/quantization/float8.py lines 65-78: no
+precompute_float8_dynamic_scale_for_fsdp either), so the weights' casts see FSDP2's unsharded
+parameter, a DTensor over the TP mesh only, a plain tensor without TP (torch 2.13
+distributed/fsdp/_fully_shard/_fsdp_param.py lines 672-676). Multi-latent attention is left at
+Transformer Engine's counts (torchtitan's deepseek_v3 runs plain TP styles, v0.2.2 parallelize.py
+lines 239-243: not traced). Where torchtitan gathers bf16 (0.3.x rowwise float8, MXFP8) each rank
+casts the whole gathered tensor (cost.gathered_transpose.cast_after_gather), and rowwise's axiswise
+amaxes of sharded weights and row-parallel inputs (vectors, not a few bytes) are not priced.
 
 Per layer and micro-batch with TP > 1 (the cost model always pairs TP with sequence parallelism):
 forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormColumnParallelLinear
@@ -63,6 +84,11 @@ REDUCTIONS_PER_PAIR = 1
 DENSE_REDUCTIONS = (2 * REDUCTIONS_PER_PAIR, 2 * REDUCTIONS_PER_PAIR)
 MOE_REDUCTIONS = (REDUCTIONS_PER_PAIR, REDUCTIONS_PER_PAIR)
 SHARED_EXPERT_REDUCTIONS = (REDUCTIONS_PER_PAIR, REDUCTIONS_PER_PAIR)
+# torchao on DTensor TP (module docstring, traced): per TP-sharded block, forward, its gathered
+# input and its row-parallel input besides its weights; torchtitan's Attention keeps wq, wk, wv and
+# wo apart (v0.2.2 models/llama3/model/model.py lines 203-210).
+TORCHAO_BLOCK_ACTIVATION_REDUCTIONS = 2
+TORCHTITAN_ATTENTION_LINEARS = 4
 
 
 def tiny_all_reduce_s(size, stride, gpus_per_node: int):
@@ -81,14 +107,33 @@ def amax_reductions_per_layer(model: ModelSpec):
     return tuple((1 - share) * d + share * e for d, e in zip(DENSE_REDUCTIONS, moe))
 
 
+def torchao_reductions_per_layer(model: ModelSpec):
+    """(forward, backward) amax all-reduces of the model's average layer where every TP-sharded
+    cast reduces (TpGathers.reduces_sharded_amaxes; module docstring): per TP-sharded block of n
+    linears n + 2 forward and n backward; the shared experts' block on an MoE layer."""
+    if model.mla is not None:
+        return amax_reductions_per_layer(model)
+    attention = (TORCHTITAN_ATTENTION_LINEARS + TORCHAO_BLOCK_ACTIVATION_REDUCTIONS, TORCHTITAN_ATTENTION_LINEARS)
+    mlp = (model.num_mlp_matrices + TORCHAO_BLOCK_ACTIVATION_REDUCTIONS, model.num_mlp_matrices)
+    share = moe_layer_fraction(model) if model.moe is not None else 0.0
+    shared = model.moe is not None and model.moe.num_shared_experts > 0
+    return tuple(a + (1 - share) * m + share * (m if shared else 0) for a, m in zip(attention, mlp))
+
+
+def layer_reductions(model: ModelSpec, gathers: TpGathers):
+    """(forward, backward) amax all-reduces of the average layer under the framework's linears."""
+    return torchao_reductions_per_layer(model) if gathers.reduces_sharded_amaxes else amax_reductions_per_layer(model)
+
+
 def amax_reduction_s(model: ModelSpec, *, tp, precision, fp8_current, gpus_per_node: int,
                      gathers: TpGathers = TE_TP_GATHERS):
     """(forward, backward) seconds per layer and micro-batch the TP group's amax all-reduces add
     (0 unless FP8 current scaling at tp > 1, where the framework gathers FP8: `gathers`,
-    cost.tp_gathers); the TP group is the fastest axis (stride 1)."""
+    cost.tp_gathers, whose linears also say which casts reduce); the TP group is the fastest axis
+    (stride 1)."""
     on = (np.asarray(precision) == FP8) & np.asarray(fp8_current, dtype=bool) & gathers.fp8
     # Once per distinct TP degree (a handful among ~10^5 candidates), spread back.
     latency = per_distinct(lambda tp_: tiny_all_reduce_s(tp_, 1, gpus_per_node), np.asarray(tp))
     one = np.where(on, latency, 0.0)
-    fwd, bwd = amax_reductions_per_layer(model)
+    fwd, bwd = layer_reductions(model, gathers)
     return fwd * one, bwd * one

@@ -55,7 +55,7 @@ import numpy as np
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, quantize_bytes_per_elem
+from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MXFP8, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.specs.hardware import HardwareProfile
@@ -134,7 +134,8 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     ParallelPlan. The analytic step (cost.step) and the simulator both take it here. `gathers`: the
     framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
     False), per-tensor FP8's at the compiled forward's and backward's casts together
-    (gathers.fp8_weight_cast_bytes; docs/cost-model.md stop 47), others at TE's bytes, and leave
+    (gathers.fp8_weight_cast_bytes; docs/cost-model.md stop 47), MXFP8's at its two one-layout
+    casts (gathers.mxfp8_weight_cast_bytes), others at TE's bytes, and leave
     the routed experts' weights bf16 (low_precision_experts False)."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
                                             c.fp8_blockwise)
@@ -143,6 +144,9 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
         # weight, a micro-batch (cost.tp_gathers, traced).
         torchao = (np.asarray(c.precision) == FP8) & ~np.asarray(c.fp8_blockwise, dtype=bool)
         per_param = np.where(torchao, gathers.fp8_weight_cast_bytes, per_param)
+    if gathers.mxfp8_weight_cast_bytes is not None:
+        # torchao's MX linears: one cast a layout, forward and backward (cost.tp_gathers).
+        per_param = np.where(np.asarray(c.precision) == MXFP8, gathers.mxfp8_weight_cast_bytes, per_param)
     every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
     casts = np.where(every_micro_batch, micro_batches, 1)
     gemm_params = layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer

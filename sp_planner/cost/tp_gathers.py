@@ -42,6 +42,25 @@ transposed layout, its scale from the saved scalar amax; rowwise (0.3.x; float8/
 334-350, axiswise weight casts, the backward's along the other axis, axiswise_dim -1) an amax pass
 of its own (2) before that cast. With the forward's amax pass (2) and cast (2 + 1): 8 bytes a
 weight tensorwise, 10 rowwise, on every chip (no transposed copy rides on the forward's cast).
+
+torchao's MX linears cast the bf16 weight twice a micro-batch too, each cast writing one layout
+(mxfp8_weight_cast_bytes): forward to 1x32 blocks along K (v0.16.0 prototype/mx_formats/
+mx_linear.py lines 75-82; v0.18.0 prototype/moe_training/mxfp8_linear.py lines 131-138, the
+MXFP8Linear torchtitan 0.3.0 runs), backward to blocks along N for grad_input (v0.16.0 lines
+116-135, v0.18.0 lines 179-201). The kernels: 0.2.2's recipe mxfp8_cublas casts dim 0 by torch
+ops, priced as one fused pass under compile (v0.16.0 mx_formats/config.py lines 212-220; their
+eager passes at 0.2.2's tp > 1 are not modelled), dim 1 by the Triton kernel torchtitan picks
+(v0.2.2 job_config.py lines 767-768, components/quantization/mx.py lines 62-64); v0.18.0's
+MXFP8Linear a Triton dim-0 and a CUDA dim-1 kernel (mxfp8_linear.py lines 65-66). Each reads the
+bf16 weight (2) and writes FP8 (1)
+with an E8M0 scale per 32 (1/32): 2 x (3 + 1/32) = 6.0625 bytes a weight, where Transformer
+Engine's one cast writing both layouts (cost.precision, 4.0625) had been counted. The two casts
+write different layouts, so no CSE merges them; the scale swizzle before each cuBLAS GEMM
+(mx_tensor.py to_blocked, 2/32 bytes) is left out, as it is for TE.
+
+Amax all-reduces (cost.amax_reduce, reduces_sharded_amaxes): Transformer Engine reduces only the
+amaxes of the tensors it gathers quantized; torchao casts DTensors, and every cast of a TP-sharded
+one (weights, row-parallel inputs, output gradients) reduces its amax over the TP mesh.
 """
 
 from __future__ import annotations
@@ -49,7 +68,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.precision import BF16, FP8_ELEM_BYTES
+from sp_planner.cost.precision import BF16, FP8_ELEM_BYTES, MX_BLOCK
 from sp_planner.specs.base import FrozenModel
 
 
@@ -82,6 +101,12 @@ class TpGathers(FrozenModel):
     # forward and backward together (module docstring); None: the recipe's Transformer Engine cast
     # (cost.fp8_params.weight_cast_bytes_per_param).
     fp8_weight_cast_bytes: float | None = None
+    # The same for an MXFP8 GEMM weight (module docstring); None: Transformer Engine's one cast.
+    mxfp8_weight_cast_bytes: float | None = None
+    # True: every tensor a low-precision linear casts while TP-sharded reduces its amax over the TP
+    # group, the weights too (torchao on DTensors); False: only those gathered quantized (TE).
+    # cost.amax_reduce prices them where per-tensor FP8 is gathered in FP8 (`fp8`).
+    reduces_sharded_amaxes: bool = False
 
 
 # Compiled torchao float8, per weight a micro-batch, traced (module docstring): the forward's amax
@@ -91,18 +116,24 @@ class TpGathers(FrozenModel):
 TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES = (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES)
                                         + (BF16_BYTES + FP8_ELEM_BYTES))
 TORCHAO_ROWWISE_WEIGHT_CAST_BYTES = 2 * (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES))
+# torchao's MX linears, per weight a micro-batch (module docstring): a forward cast along K and a
+# backward cast along N, each reading bf16 and writing FP8 with an E8M0 scale per MX_BLOCK.
+TORCHAO_MX_WEIGHT_CAST_BYTES = 2 * (BF16_BYTES + FP8_ELEM_BYTES + 1 / MX_BLOCK)
 
 TE_TP_GATHERS = TpGathers(fp8=True, mxfp8=True)
 # torchtitan 0.2.x and earlier (tensorwise float8 TP styles); torchao's linears (module docstring)
 TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved_inputs=False,
                                           caches_weight_casts=False, low_precision_experts=False,
                                           fp8_shared_expert_gathers=False,
-                                          fp8_weight_cast_bytes=TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES)
+                                          fp8_weight_cast_bytes=TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES,
+                                          mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES,
+                                          reduces_sharded_amaxes=True)
 # torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears (its gathers are bf16 throughout, so
 # fp8_shared_expert_gathers is moot there)
 BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False, caches_weight_casts=False,
                             low_precision_experts=False, fp8_shared_expert_gathers=False,
-                            fp8_weight_cast_bytes=TORCHAO_ROWWISE_WEIGHT_CAST_BYTES)
+                            fp8_weight_cast_bytes=TORCHAO_ROWWISE_WEIGHT_CAST_BYTES,
+                            mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES, reduces_sharded_amaxes=True)
 
 
 def expert_precision(precision, gathers: TpGathers):

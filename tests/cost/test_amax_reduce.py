@@ -5,8 +5,9 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 import sp_planner.cost.gemm_work as gemm_work_module
-from sp_planner.cost.amax_reduce import amax_reduction_s, amax_reductions_per_layer, tiny_all_reduce_s
-from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+from sp_planner.cost.amax_reduce import (amax_reduction_s, amax_reductions_per_layer, layer_reductions,
+                                         tiny_all_reduce_s, torchao_reductions_per_layer)
+from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.sim.simulate import analytic_step_time_s, simulate
 from sp_planner.specs import Workload
@@ -46,14 +47,34 @@ def test_only_current_scaling_at_tp_above_one_pays():
     assert bwd.tolist() == pytest.approx([2 * 10.2e-6, 0, 0, 0, 0])
 
 
-def test_torchtitan_reduces_where_it_gathers_fp8():
-    # torchtitan 0.2.x's tensorwise float8 styles cast the shard as a DTensor, whose amax DTensor
-    # all-reduces (the same 2 + 2 a layer); 0.3.x gathers bf16 and casts the whole tensor: none.
+def test_torchtitan_reduces_every_sharded_cast_where_it_gathers_fp8():
+    # torchtitan 0.2.x's tensorwise float8 casts DTensors: a Llama layer's 7 weight shards, its 2
+    # gathered and 2 row-parallel inputs forward, its 7 output gradients backward, each one
+    # all-reduce over the TP group (traced: 11 + 7); 0.3.x gathers bf16 and casts the whole tensor,
+    # and its rowwise axiswise reductions are not priced: none.
     one = dict(tp=np.array([4]), precision=np.array([FP8]), fp8_current=np.array([True]), gpus_per_node=8)
     model = load_model("llama3-70b")
-    assert amax_reduction_s(model, **one, gathers=TORCHAO_TENSORWISE_TP_GATHERS)[0].tolist() == pytest.approx(
-        [2 * 10.2e-6])
+    fwd, bwd = amax_reduction_s(model, **one, gathers=TORCHAO_TENSORWISE_TP_GATHERS)
+    assert (fwd.tolist(), bwd.tolist()) == (pytest.approx([11 * 10.2e-6]), pytest.approx([7 * 10.2e-6]))
     assert [v.tolist() for v in amax_reduction_s(model, **one, gathers=BF16_TP_GATHERS)] == [[0.0], [0.0]]
+
+
+def test_torchao_reductions_per_layer_by_model():
+    # Per TP-sharded block of n linears n + 2 forward, n backward: attention (wq, wk, wv, wo) 6 and
+    # 4, a SwiGLU MLP (w1, w2, w3) 5 and 3, GELU's (up, down) 4 and 2.
+    assert torchao_reductions_per_layer(load_model("llama3-70b")) == (11.0, 7.0)
+    assert torchao_reductions_per_layer(load_model("GPT-3-175B")) == (10.0, 6.0)
+    # MoE layers: the attention alone (Qwen3-30B-A3B, no shared experts: routed experts bf16, the
+    # router replicated), or with the shared experts' block (Llama 4 Maverick, every other layer
+    # MoE: 11 and 7 on both kinds).
+    assert torchao_reductions_per_layer(load_model("qwen3-30b-a3b")) == (6.0, 4.0)
+    assert torchao_reductions_per_layer(load_model("Llama-4-Maverick-17B-128E")) == (11.0, 7.0)
+    # Multi-latent attention: Transformer Engine's counts (not traced; deepseek_v3 runs plain styles).
+    model = load_model("DeepSeek-V3")
+    assert torchao_reductions_per_layer(model) == amax_reductions_per_layer(model)
+    # The counts follow the framework's linears (TpGathers.reduces_sharded_amaxes).
+    assert layer_reductions(model := load_model("llama3-8b"), TE_TP_GATHERS) == (2.0, 2.0)
+    assert layer_reductions(model, TORCHAO_TENSORWISE_TP_GATHERS) == (11.0, 7.0)
 
 
 def test_step_pays_each_layers_reductions_in_both_models(monkeypatch):

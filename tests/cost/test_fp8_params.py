@@ -211,6 +211,23 @@ def test_torchao_linears_cast_their_weights_every_micro_batch():
     assert float(weight_cast_s(h100, MODEL, TORCH_FSDP_STATES, plan, 32, 8)[0]) == pytest.approx(once)
 
 
+def test_torchao_mx_linears_cast_each_layout_apart_every_micro_batch():
+    # torchao's MX linears (both torchtitan runtimes) cast the bf16 weight once a layout, forward to
+    # blocks along K and backward to blocks along N, each reading 2 bytes and writing FP8 (1) with an
+    # E8M0 scale per 32: 2 x (3 + 1/32) = 6.0625 bytes a GEMM weight a micro-batch, where TE's one
+    # cast writing both layouts, once a step, is 2 + 2 x (1 + 1/32) = 4.0625 (cost.precision).
+    from sp_planner.cost.states import TORCH_FSDP_STATES
+    from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+
+    b200 = load_hardware("b200")
+    plan = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="mxfp8"))
+    for gathers in (TORCHAO_TENSORWISE_TP_GATHERS, BF16_TP_GATHERS):
+        one = float(memory_pass_time_s(b200, 6.0625 * GEMM_PARAMS))
+        assert float(weight_cast_s(b200, MODEL, TORCH_FSDP_STATES, plan, 32, 8, gathers)[0]) == pytest.approx(8 * one)
+    once = float(memory_pass_time_s(b200, 4.0625 * GEMM_PARAMS))
+    assert float(weight_cast_s(b200, MODEL, TORCH_FSDP_STATES, plan, 32, 8)[0]) == pytest.approx(once)
+
+
 def test_torchao_casts_no_routed_expert_weight():
     # Qwen3-30B-A3B at ep 8: a layer's GEMM weights a rank are Q 2048 x 4096, K and V 2048 x 512
     # each, O 4096 x 2048 (18,874,368) and the router 2048 x 128 (262,144, an nn.Linear torchtitan
