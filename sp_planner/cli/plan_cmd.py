@@ -18,7 +18,7 @@ from sp_planner.cli.common import file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.question import (check_framework_version, check_outputs, generic_gpu_note, node_size_note,
-                                    resolve_question)
+                                    resolve_fp8_recipe, resolve_question)
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
@@ -128,10 +128,11 @@ def plan(
     precision: Annotated[PrecisionChoice, typer.Option(help="GEMM precision: bf16, fp8 (Transformer Engine, "
                                                       "Hopper+), mxfp8 (Blackwell), or auto to search what the "
                                                       "hardware runs. Attention stays bf16.")] = "bf16",
-    fp8_recipe: Annotated[Fp8Recipe, typer.Option(help="How fp8 sets its scales: delayed (Megatron's default, "
-                                                  "amax from earlier steps), tensorwise (current scaling: "
-                                                  "an amax pass before each cast) or blockwise (1x128 and "
-                                                  "128x128 blocks; Hopper).")] = "delayed",
+    fp8_recipe: Annotated[Optional[Fp8Recipe], typer.Option(
+        show_default="delayed; tensorwise for --framework torchtitan",
+        help="How fp8 sets its scales: delayed (Megatron's default, amax from earlier steps), tensorwise "
+             "(current scaling: an amax pass before each cast; torchao's only kind) or blockwise (1x128 "
+             "and 128x128 blocks; Hopper).")] = None,
     fp8_attention: Annotated[bool, typer.Option(
         "--fp8-attention", help="Run core attention in FP8 too (cuDNN's FP8 SDPA, Megatron's "
         "TransformerConfig.fp8_dot_product_attention, which has no command-line flag; Blackwell, "
@@ -187,6 +188,7 @@ def plan(
     Pinned options narrow the search; with every degree pinned the plan is evaluated and shown even
     if it does not fit (exit 1, no plan file).
     """
+    fp8_recipe = resolve_fp8_recipe(fp8_recipe, framework, precision)
     question = resolve_question(
         model=model, hardware=hardware, num_nodes=nodes, gpus_per_node=gpus_per_node, seq_len=seq_len,
         global_batch=global_batch, degrees={"tp": tp, "pp": pp, "dp": dp, "ulysses": ulysses, "ring": ring},

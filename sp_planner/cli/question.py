@@ -268,6 +268,19 @@ def check_outputs(*, out: Path | None, report: Path | None, inputs: tuple[tuple[
                              "files only; write the plan file beside the folder")
 
 
+def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
+                       precision: Precision | Literal["auto"]) -> Fp8Recipe:
+    """--fp8-recipe, by default the framework's own: torchtitan's torchao float8 scales each tensor
+    from its own amax (ScalingType has DYNAMIC only, torchao/float8/config.py), so it runs
+    tensorwise and has no delayed scaling; Megatron's TE default is delayed (--fp8-recipe)."""
+    if framework != "torchtitan" or precision not in ("fp8", "auto"):
+        return "delayed" if fp8_recipe is None else fp8_recipe
+    if fp8_recipe == "delayed":
+        raise UserInputError("--fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed scaling, it "
+                             "scales each tensor from its own amax; use --fp8-recipe tensorwise or leave it out")
+    return "tensorwise" if fp8_recipe is None else fp8_recipe
+
+
 def check_framework_version(framework: str, version: str | None) -> None:
     """--framework-version names a torchtitan release (the only framework with two interfaces)."""
     if version is None:

@@ -187,3 +187,17 @@ def test_framework_version_for_megatron_is_refused(sp_plan):
     result = sp_plan("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k",
                      "--framework-version", "0.2.2")
     assert result.exit_code == 2 and "applies to torchtitan only" in result.stderr
+
+
+def test_torchtitan_fp8_is_planned_tensorwise_by_default(plan_json, sp_plan):
+    """torchtitan's float8 scales from each tensor's own amax, so its plans are costed tensorwise
+    unless asked otherwise, and delayed scaling is refused in one line."""
+    args = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "8k", "--tp", "2",
+            "--pp", "1", "--ulysses", "1", "--ring", "1", "--precision", "fp8", "--framework", "torchtitan",
+            "--framework-version", "0.2.2")
+    code, doc = plan_json(*args)
+    assert code == 0 and {p["fp8_recipe"] for p in doc["plans"]} == {"tensorwise"}
+    assert doc["plans"] == plan_json(*args, "--fp8-recipe", "tensorwise")[1]["plans"]
+    result = sp_plan(*args, "--fp8-recipe", "delayed")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed")
