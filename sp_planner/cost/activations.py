@@ -32,7 +32,12 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_for_ulysses
-from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers, compiled_layer_delta_bytes
+from sp_planner.cost.compiled_layers import (
+    EAGER_LAYERS,
+    CompiledLayers,
+    compiled_layer_delta_bytes,
+    kept_fp8_weight_bytes,
+)
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
@@ -154,4 +159,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # torch.compile's partitioner rebuilds some GEMM inputs in backward (cost.compiled_layers; the
     # traced layer recomputed nothing, so recomputing plans keep the eager count).
     delta = compiled_layer_delta_bytes(model, compiled, tokens=n, tp=c.tp, precision=c.precision, saved=saved)
-    return stored + np.where(c.recompute == RECOMPUTE_NONE, delta, 0.0), full_layer
+    # At tp > 1 it keeps the forward's per-tensor FP8 weight shards too (cost.compiled_layers).
+    weights = kept_fp8_weight_bytes(model, compiled, gathers, tp=c.tp, ep=c.ep, etp=c.etp, precision=c.precision,
+                                    recompute=c.recompute, fp8_blockwise=c.fp8_blockwise)
+    return stored + np.where(c.recompute == RECOMPUTE_NONE, delta, 0.0) + weights, full_layer

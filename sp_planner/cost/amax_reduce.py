@@ -36,10 +36,12 @@ enable_fsdp_float8_all_gather (v0.2.2 components/quantization/float8.py lines 65
 precompute_float8_dynamic_scale_for_fsdp either), so the weights' casts see FSDP2's unsharded
 parameter, a DTensor over the TP mesh only, a plain tensor without TP (torch 2.13
 distributed/fsdp/_fully_shard/_fsdp_param.py lines 672-676). Multi-latent attention is left at
-Transformer Engine's counts (torchtitan's deepseek_v3 runs plain TP styles, v0.2.2 parallelize.py
-lines 239-243: not traced). Where torchtitan gathers bf16 (0.3.x rowwise float8, MXFP8) each rank
-casts the whole gathered tensor (cost.gathered_transpose.cast_after_gather), and rowwise's axiswise
-amaxes of sharded weights and row-parallel inputs (vectors, not a few bytes) are not priced.
+Transformer Engine's counts: torchtitan 0.2.2's deepseek_v3 refuses tensorwise float8 with TP
+(models/deepseek_v3/infra/parallelize.py lines 75-87; flags.torchtitan_v02.v02_failures), so no
+plan sp-plan emits reaches it. Where torchtitan gathers bf16 (0.3.x rowwise float8, MXFP8) each
+rank casts the whole gathered tensor (cost.gathered_transpose.cast_after_gather), and rowwise's
+axiswise amaxes of TP-sharded casts, vectors of tokens or of the hidden size, are all-reduced at
+their size (cost.axiswise_amax).
 
 Per layer and micro-batch with TP > 1 (the cost model always pairs TP with sequence parallelism):
 forward, the column-parallel inputs: QKV and FC1 on a dense layer (TELayerNormColumnParallelLinear

@@ -24,6 +24,11 @@ the traced list and its bytes per token are in docs/cost-model.md (stop 47). Und
 FC1 inputs arrive by an all-gather, which the partitioner does not recompute, so only FC2's
 (row-parallel, never gathered) is dropped there; MoE layers (grouped expert GEMMs) were not traced
 and keep the eager count, as do recomputed layers.
+
+At tp > 1 with nothing recomputed the compiled block also keeps each per-tensor FP8 weight shard
+its forward cast, 1 byte a GEMM weight (cost.tp_gathers, traced with FSDP2 and for an MoE layer's
+shared experts; kept_fp8_weight_bytes): a saved tensor of the layer like its activations, held
+from its forward to its backward for every micro-batch in flight.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.flops import _active_ffn_width
-from sp_planner.cost.precision import BF16
+from sp_planner.cost.fp8_params import cast_gemm_params_per_layer
+from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES
 from sp_planner.cost.saved_inputs import saved_input_elem_bytes
+from sp_planner.cost.tp_gathers import TpGathers, keeps_fp8_weight_shards
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
@@ -79,3 +86,18 @@ def compiled_layer_delta_bytes(model: ModelSpec, layers: CompiledLayers, *, toke
     dropped = saved_input_elem_bytes(saved) * tokens * widths
     wo_cast = np.where(saved == BF16, saved_input_elem_bytes(code) * tokens * model.q_size / tp, 0.0)
     return np.where(on, wo_cast - dropped, 0.0)
+
+
+def kept_fp8_weight_bytes(model: ModelSpec, layers: CompiledLayers, gathers: TpGathers, *, tp, ep, etp, precision,
+                          recompute, fp8_blockwise=False):
+    """Bytes per layer and micro-batch of the per-tensor FP8 weight shards the compiled block keeps
+    for backward (module docstring): 1 byte a GEMM weight its linears cast
+    (cost.fp8_params.cast_gemm_params_per_layer) where the layers run compiled in per-tensor FP8 at
+    tp > 1 with nothing recomputed and the linears keep them (cost.tp_gathers.keeps_fp8_weight_shards);
+    0 elsewhere. `precision`, `recompute`: plan.PRECISIONS and plan.RECOMPUTE codes."""
+    code = np.asarray(precision)
+    on = (compiles(layers, code, tp) & (code == FP8) & ~np.asarray(fp8_blockwise, dtype=bool)
+          & keeps_fp8_weight_shards(gathers, tp=tp, recompute=recompute))
+    if not np.any(on):
+        return np.zeros(np.shape(on))
+    return np.where(on, FP8_ELEM_BYTES * cast_gemm_params_per_layer(model, gathers, tp=tp, ep=ep, etp=etp), 0.0)

@@ -57,7 +57,7 @@ from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MXFP8, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates
-from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, fp8_weight_cast_bytes
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -126,6 +126,16 @@ def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_lay
     return np.where(precision != BF16, cast, 0)
 
 
+def cast_gemm_params_per_layer(model: ModelSpec, gathers: TpGathers, *, tp, ep, etp):
+    """GEMM weights of the average layer on a rank that the framework's linears cast in low
+    precision: all but the norms, less the routed experts' where its converter leaves them bf16
+    (gathers.low_precision_experts False, cost.tp_gathers)."""
+    gemm_params = layer_params_per_rank(model, tp, ep, etp) - model.norm_params_per_layer
+    if not gathers.low_precision_experts:
+        gemm_params = gemm_params - expert_params_per_rank(model, 1, ep, etp, layers=1)
+    return gemm_params
+
+
 def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches,
                   gathers: TpGathers = TE_TP_GATHERS):
     """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
@@ -134,23 +144,24 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     ParallelPlan. The analytic step (cost.step) and the simulator both take it here. `gathers`: the
     framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
     False), per-tensor FP8's at the compiled forward's and backward's casts together
-    (gathers.fp8_weight_cast_bytes; docs/cost-model.md stop 47), MXFP8's at its two one-layout
+    (cost.tp_gathers.fp8_weight_cast_bytes, by TP degree and recompute; docs/cost-model.md stops 47
+    and 48), MXFP8's at its two one-layout
     casts (gathers.mxfp8_weight_cast_bytes), others at TE's bytes, and leave
     the routed experts' weights bf16 (low_precision_experts False)."""
     per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
                                             c.fp8_blockwise)
-    if gathers.fp8_weight_cast_bytes is not None:
+    torchao_bytes = fp8_weight_cast_bytes(gathers, tp=c.tp, recompute=c.recompute)
+    if torchao_bytes is not None:
         # Compiled torchao float8: the forward's cast and the backward's cast again from the bf16
-        # weight, a micro-batch (cost.tp_gathers, traced).
+        # weight a micro-batch, once where the forward's FP8 shard is kept (tp > 1, nothing
+        # recomputed), a third time after full recompute's second amax pass (cost.tp_gathers, traced).
         torchao = (np.asarray(c.precision) == FP8) & ~np.asarray(c.fp8_blockwise, dtype=bool)
-        per_param = np.where(torchao, gathers.fp8_weight_cast_bytes, per_param)
+        per_param = np.where(torchao, torchao_bytes, per_param)
     if gathers.mxfp8_weight_cast_bytes is not None:
         # torchao's MX linears: one cast a layout, forward and backward (cost.tp_gathers).
         per_param = np.where(np.asarray(c.precision) == MXFP8, gathers.mxfp8_weight_cast_bytes, per_param)
     every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
     casts = np.where(every_micro_batch, micro_batches, 1)
-    gemm_params = layer_params_per_rank(model, c.tp, c.ep, c.etp) - model.norm_params_per_layer
-    if not gathers.low_precision_experts:
-        gemm_params = gemm_params - expert_params_per_rank(model, 1, c.ep, c.etp, layers=1)
+    gemm_params = cast_gemm_params_per_layer(model, gathers, tp=c.tp, ep=c.ep, etp=c.etp)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * gemm_params), 0.0)

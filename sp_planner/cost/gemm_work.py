@@ -31,6 +31,7 @@ import numpy as np
 
 from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.amax_reduce import amax_reduction_s
+from sp_planner.cost.axiswise_amax import axiswise_amax_reduction_s
 from sp_planner.cost.dropout import hidden_dropout_bytes_per_token
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
 from sp_planner.cost.flops import _active_ffn_width, layer_gemm_flops_per_token, logits_gemm_flops_per_token
@@ -173,6 +174,11 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
                                           gpus_per_node=gpus_per_node, gathers=tp_gathers)
     fwd, bwd = fwd + amax_fwd, bwd + amax_bwd
+    # Rowwise float8's amax vectors, all-reduced where a cast runs along a TP-sharded dimension.
+    vec_fwd, vec_bwd = axiswise_amax_reduction_s(model, hardware, tokens=tokens, tp=tp, precision=precision,
+                                                 gpus_per_node=gpus_per_node, gathers=tp_gathers,
+                                                 fp8_blockwise=fp8_blockwise)
+    fwd, bwd = fwd + vec_fwd, bwd + vec_bwd
     # The hidden dropouts beyond the residual adds, each way on its own (cost.dropout), on the
     # hidden state's tokens: split over tp with sequence parallelism, whole on each rank without.
     drop_fwd, drop_bwd = hidden_dropout_bytes_per_token(model)

@@ -43,6 +43,28 @@ transposed layout, its scale from the saved scalar amax; rowwise (0.3.x; float8/
 of its own (2) before that cast. With the forward's amax pass (2) and cast (2 + 1): 8 bytes a
 weight tensorwise, 10 rowwise, on every chip (no transposed copy rides on the forward's cast).
 
+At tp > 1 the compiled block keeps the forward's tensorwise FP8 weight shard for backward instead
+(fp8_weight_cast_bytes_kept): traced as torchtitan v0.2.2 builds it (TP, per-block compile, then
+FSDP2's fully_shard on a dp x tp mesh with MixedPrecisionPolicy(bf16, fp32), reshard after forward
+on or off; the same with dp 1 and for an MoE layer's plain-style shared experts, compiled with the
+block; torch 2.13, torchao 0.16.0, fake process group), the min-cut partition and inductor's
+post-grad graphs alike: the backward casts no weight and takes the 7 FP8 shards of a Llama block as
+inputs. The FP8 shard reaches _scaled_mm through a copy (aten.clone of the transposed float8 data,
+float8_linear.py line 264's matmul) that the backward's GEMM uses, so the partitioner will not
+recompute it (_functorch/partitioners.py should_ban_recomputation, "materialized in backward", lines
+2229-2233). A micro-batch then casts a weight once, 2 + 3 = 5 bytes, and holds 1 byte a weight from
+each layer's forward to its backward (cost.compiled_layers.kept_fp8_weight_bytes). At tp 1 (a plain
+tensor, FSDP2's unsharded parameter too) the bf16 weight is saved and cast again, as above.
+Recomputed layers keep nothing: torchtitan's checkpoint wrapper marks the block's ops for recompute
+(_functorch/partitioners.py must_recompute, line 166), so the backward casts the saved bf16 weight
+again, selective (op) recompute with the forward's amax kept (llama3 parallelize.py line 47,
+_op_sac_save_list holds aten.max) at 8 bytes, full recompute after a second amax pass: its
+recomputed forward repeats the amax pass and cast (2 + 3), the backward's cast merging with it: 10
+bytes (fp8_weight_cast_bytes_full). Traced at tp 1 and 2. Rowwise (0.3.x) is left at 10 bytes:
+whether its partition keeps a weight's FP8 cast follows which weights it takes as parameters, which
+torch 2.13 marks for some DTensor weights only (remap_unwrapped_subclass_arg_indices counts one
+plain tensor a DTensor where the joint graph has two placeholders, the local tensor and its spec).
+
 torchao's MX linears cast the bf16 weight twice a micro-batch too, each cast writing one layout
 (mxfp8_weight_cast_bytes): forward to 1x32 blocks along K (v0.16.0 prototype/mx_formats/
 mx_linear.py lines 75-82; v0.18.0 prototype/moe_training/mxfp8_linear.py lines 131-138, the
@@ -60,7 +82,9 @@ write different layouts, so no CSE merges them; the scale swizzle before each cu
 
 Amax all-reduces (cost.amax_reduce, reduces_sharded_amaxes): Transformer Engine reduces only the
 amaxes of the tensors it gathers quantized; torchao casts DTensors, and every cast of a TP-sharded
-one (weights, row-parallel inputs, output gradients) reduces its amax over the TP mesh.
+one (weights, row-parallel inputs, output gradients) reduces its amax over the TP mesh: a scalar
+tensorwise, a vector along the sharded dimension rowwise (reduces_axiswise_amaxes,
+cost.axiswise_amax).
 """
 
 from __future__ import annotations
@@ -69,6 +93,7 @@ import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.precision import BF16, FP8_ELEM_BYTES, MX_BLOCK
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
 from sp_planner.specs.base import FrozenModel
 
 
@@ -103,10 +128,19 @@ class TpGathers(FrozenModel):
     fp8_weight_cast_bytes: float | None = None
     # The same for an MXFP8 GEMM weight (module docstring); None: Transformer Engine's one cast.
     mxfp8_weight_cast_bytes: float | None = None
+    # Bytes per per-tensor-FP8 GEMM weight a micro-batch where the compiled block keeps the forward's
+    # FP8 shard for backward (tp > 1, nothing recomputed: module docstring), which then holds 1 byte
+    # a weight until the layer's backward; None: never kept.
+    fp8_weight_cast_bytes_kept: float | None = None
+    # The same under full recompute (the recomputed forward casts again); None: fp8_weight_cast_bytes.
+    fp8_weight_cast_bytes_full: float | None = None
     # True: every tensor a low-precision linear casts while TP-sharded reduces its amax over the TP
     # group, the weights too (torchao on DTensors); False: only those gathered quantized (TE).
     # cost.amax_reduce prices them where per-tensor FP8 is gathered in FP8 (`fp8`).
     reduces_sharded_amaxes: bool = False
+    # True: per-tensor-scaled FP8 runs torchao's rowwise recipe on DTensors, whose casts along a
+    # TP-sharded dimension all-reduce a vector of amaxes (cost.axiswise_amax).
+    reduces_axiswise_amaxes: bool = False
 
 
 # Compiled torchao float8, per weight a micro-batch, traced (module docstring): the forward's amax
@@ -116,6 +150,10 @@ class TpGathers(FrozenModel):
 TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES = (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES)
                                         + (BF16_BYTES + FP8_ELEM_BYTES))
 TORCHAO_ROWWISE_WEIGHT_CAST_BYTES = 2 * (BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES))
+# tp > 1, nothing recomputed: the forward's amax pass and cast alone, its FP8 shard kept for backward;
+# full recompute: the recomputed forward's amax pass and cast besides (module docstring, traced).
+TORCHAO_TENSORWISE_KEPT_WEIGHT_CAST_BYTES = BF16_BYTES + (BF16_BYTES + FP8_ELEM_BYTES)
+TORCHAO_TENSORWISE_FULL_RECOMPUTE_WEIGHT_CAST_BYTES = 2 * TORCHAO_TENSORWISE_KEPT_WEIGHT_CAST_BYTES
 # torchao's MX linears, per weight a micro-batch (module docstring): a forward cast along K and a
 # backward cast along N, each reading bf16 and writing FP8 with an E8M0 scale per MX_BLOCK.
 TORCHAO_MX_WEIGHT_CAST_BYTES = 2 * (BF16_BYTES + FP8_ELEM_BYTES + 1 / MX_BLOCK)
@@ -126,6 +164,8 @@ TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved
                                           caches_weight_casts=False, low_precision_experts=False,
                                           fp8_shared_expert_gathers=False,
                                           fp8_weight_cast_bytes=TORCHAO_TENSORWISE_WEIGHT_CAST_BYTES,
+                                          fp8_weight_cast_bytes_kept=TORCHAO_TENSORWISE_KEPT_WEIGHT_CAST_BYTES,
+                                          fp8_weight_cast_bytes_full=TORCHAO_TENSORWISE_FULL_RECOMPUTE_WEIGHT_CAST_BYTES,
                                           mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES,
                                           reduces_sharded_amaxes=True)
 # torchtitan 0.3.x: rowwise float8, MXFP8; torchao's linears (its gathers are bf16 throughout, so
@@ -133,7 +173,8 @@ TORCHAO_TENSORWISE_TP_GATHERS = TpGathers(fp8=True, mxfp8=False, regathers_saved
 BF16_TP_GATHERS = TpGathers(fp8=False, mxfp8=False, regathers_saved_inputs=False, caches_weight_casts=False,
                             low_precision_experts=False, fp8_shared_expert_gathers=False,
                             fp8_weight_cast_bytes=TORCHAO_ROWWISE_WEIGHT_CAST_BYTES,
-                            mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES, reduces_sharded_amaxes=True)
+                            mxfp8_weight_cast_bytes=TORCHAO_MX_WEIGHT_CAST_BYTES, reduces_sharded_amaxes=True,
+                            reduces_axiswise_amaxes=True)
 
 
 def expert_precision(precision, gathers: TpGathers):
@@ -141,3 +182,25 @@ def expert_precision(precision, gathers: TpGathers):
     where the framework's converter leaves them (gathers.low_precision_experts False)."""
     precision = np.asarray(precision)
     return precision if gathers.low_precision_experts else np.full(precision.shape, BF16)
+
+
+def keeps_fp8_weight_shards(gathers: TpGathers, *, tp, recompute):
+    """Whether each candidate's compiled block keeps its forward's per-tensor FP8 weight shards for
+    backward (tp > 1 with nothing recomputed, where the linears do: module docstring); `recompute`:
+    plan.RECOMPUTE codes."""
+    kept = (np.asarray(tp) > 1) & (np.asarray(recompute) == RECOMPUTE_NONE)
+    return kept & (gathers.fp8_weight_cast_bytes_kept is not None)
+
+
+def fp8_weight_cast_bytes(gathers: TpGathers, *, tp, recompute):
+    """Bytes per per-tensor-FP8 GEMM weight a micro-batch of the linears' weight casts by candidate
+    (module docstring); None where the framework casts as Transformer Engine does."""
+    if gathers.fp8_weight_cast_bytes is None:
+        return None
+    per_param = np.broadcast_to(np.float64(gathers.fp8_weight_cast_bytes), np.broadcast(tp, recompute).shape)
+    if gathers.fp8_weight_cast_bytes_kept is not None:
+        per_param = np.where(keeps_fp8_weight_shards(gathers, tp=tp, recompute=recompute),
+                             gathers.fp8_weight_cast_bytes_kept, per_param)
+    if gathers.fp8_weight_cast_bytes_full is not None:
+        per_param = np.where(np.asarray(recompute) == RECOMPUTE_FULL, gathers.fp8_weight_cast_bytes_full, per_param)
+    return per_param

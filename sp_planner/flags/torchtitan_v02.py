@@ -73,6 +73,19 @@ def failures(request: FlagRequest) -> list[str]:
     return failures + pipeline_failures(request) + torchtitan_failures(request)
 
 
+def v02_failures(request: FlagRequest) -> list[str]:
+    """Rules of torchtitan 0.2.x alone. Multi-latent attention runs torchtitan's deepseek_v3 model,
+    whose parallelize raises NotImplementedError("Currently, float8 tensorwise TP is not tested for
+    deepseekv3") where float8 is on with TP and the recipe is not rowwise (v0.2.2 73a0e69
+    models/deepseek_v3/infra/parallelize.py lines 75-87): this TOML's tensorwise float8 at tp > 1."""
+    p, m = request.plan, request.model
+    if m.mla is not None and p.precision == "fp8" and p.tp > 1:
+        return [f"fp8 with tp {p.tp} cannot be expressed for {m.name} on torchtitan 0.2.2: its deepseek_v3 model "
+                "(multi-latent attention) raises NotImplementedError for tensorwise float8 with tensor parallelism "
+                "(models/deepseek_v3/infra/parallelize.py); use tp 1 (expert and data parallelism) or bf16"]
+    return []
+
+
 def _fsdp_enabled(request: FlagRequest) -> bool:
     """FSDP runs over dp_shard x cp (ParallelDims.fsdp_enabled), so whenever cp > 1."""
     p = request.plan
@@ -207,7 +220,7 @@ def job_config(request: FlagRequest) -> str:
 
 
 def render(request: FlagRequest) -> FrameworkFlags:
-    refused = refusal("torchtitan", request, lambda: failures(request))
+    refused = refusal("torchtitan", request, lambda: failures(request) + v02_failures(request))
     if refused is not None:
         return refused
     notes = [

@@ -48,8 +48,9 @@ def _delta(runtime, tp, precision, recompute="none"):
     # MXFP8's cast carries an E8M0 byte per 32: 8192 x 4096 x 33/32 = 34,603,008.
     (TORCHTITAN_V02_RUNTIME, 1, "mxfp8", -369_098_752 + 34_603_008),
     # tp 2, 0.2.x: the inputs are FP8 (float8 TP styles); the gathered QKV and FC1 inputs stay, FC2's
-    # goes, 1 B x 8192 x 7168; the projection's cast was counted already.
-    (TORCHTITAN_V02_RUNTIME, 2, "fp8", -58_720_256),
+    # goes, 1 B x 8192 x 7168; the projection's cast was counted already; the forward's FP8 weight
+    # shards are kept, 1 B x 218,103,808 / 2 (cost.tp_gathers).
+    (TORCHTITAN_V02_RUNTIME, 2, "fp8", -58_720_256 + 109_051_904),
     # tp 2, 0.3.0 (bf16 inputs): FC2's, 2 B x 8192 x 7168, less the cast, 1 B x 8192 x 2048.
     (TORCHTITAN_RUNTIME, 2, "fp8", -117_440_512 + 16_777_216),
     # Eager: 0.2.x's MXFP8 with TP, every bf16 plan.
@@ -61,8 +62,34 @@ def test_compiled_layer_saves_by_hand(runtime, tp, precision, delta):
 
 
 @pytest.mark.parametrize("recompute", ["selective", "full"])
-def test_recomputed_layers_keep_the_eager_count(recompute):
-    assert _delta(TORCHTITAN_V02_RUNTIME, 1, "fp8", recompute) == 0.0
+@pytest.mark.parametrize("tp", [1, 2])
+def test_recomputed_layers_keep_the_eager_count(recompute, tp):
+    # Their weights' FP8 casts too: the checkpointed block casts the saved bf16 weight again (traced).
+    assert _delta(TORCHTITAN_V02_RUNTIME, tp, "fp8", recompute) == 0.0
+
+
+@pytest.mark.parametrize("model, tp, ep, per_layer", [
+    # Llama-3-8B: 218,103,808 GEMM weights a layer over tp 4.
+    ("llama3-8b", 4, 1, 54_525_952),
+    # Qwen3-30B-A3B, no shared expert: the attention's 18,874,368 over tp 2 and the router's 262,144
+    # (an nn.Linear, replicated); its bf16 routed experts keep nothing.
+    ("Qwen3-30B-A3B", 2, 8, 9_437_184 + 262_144),
+    # Llama-4-Scout (h 5120, 40 heads and 8 KV heads of 128, one shared expert of 8192, 16 routed):
+    # attention 2 x 5120 x (5120 + 1024) = 62,914,560, shared expert 3 x 5120 x 8192 = 125,829,120,
+    # both over tp 2, and the router 5120 x 16 = 81,920.
+    ("Llama-4-Scout-17B-16E", 2, 8, (62_914_560 + 125_829_120) // 2 + 81_920),
+])
+def test_tp_sharded_fp8_weights_are_kept_a_byte_each(model, tp, ep, per_layer):
+    from sp_planner.cost.compiled_layers import kept_fp8_weight_bytes
+
+    spec = load_model(model)
+    kept = dict(tp=np.array([tp, tp, 1, tp, tp]), ep=ep, etp=1, precision=np.array([FP8, FP8, FP8, MXFP8, FP8]),
+                recompute=np.array([0, 2, 0, 0, 0]), fp8_blockwise=np.array([False, False, False, False, True]))
+    got = kept_fp8_weight_bytes(spec, TORCHTITAN_V02_COMPILED, TORCHTITAN_V02_RUNTIME.tp_gathers, **kept)
+    # Kept at tp > 1 with nothing recomputed in tensorwise FP8 alone; none under 0.3.x's rowwise.
+    assert got.tolist() == [per_layer, 0, 0, 0, 0]
+    assert kept_fp8_weight_bytes(spec, TORCHTITAN_V03_COMPILED, TORCHTITAN_RUNTIME.tp_gathers,
+                                 **kept).tolist() == [0] * 5
 
 
 def test_memory_model_follows_the_runtime():
@@ -73,3 +100,18 @@ def test_memory_model_follows_the_runtime():
     act = [evaluate(MODEL, H100, WORKLOAD, plan, num_nodes=1, gpus_per_node=1, runtime=r).memory.activations_bytes
            for r in (TORCHTITAN_V02_RUNTIME, eager)]
     assert act[1] - act[0] == 32 * 335_544_320 == 10 * 2**30
+
+
+def test_kept_fp8_weights_ride_with_every_micro_batch_in_flight():
+    # tp 2, pp 2 (16 layers a stage), 1F1B with 4 micro-batches: the first stage holds 2 in flight,
+    # each with its 16 layers' FP8 weight shards, 16 x 109,051,904 B; against the same runtime whose
+    # linears keep none, 2 x 16 x 109,051,904 = 3,489,660,928 B more at its peak (a 1024-token
+    # vocabulary keeps the last stage's logits from being the peak).
+    model = MODEL.model_copy(update={"vocab_size": 1024})
+    plan = ParallelPlan(tp=2, pp=2, precision="fp8", fp8_recipe="tensorwise")
+    workload = Workload(seq_len=8192, global_batch=4)
+    gathers = TORCHTITAN_V02_RUNTIME.tp_gathers.model_copy(update={"fp8_weight_cast_bytes_kept": None})
+    keeps_none = TORCHTITAN_V02_RUNTIME.model_copy(update={"tp_gathers": gathers})
+    act = [evaluate(model, H100, workload, plan, num_nodes=1, gpus_per_node=4, runtime=r).memory.activations_bytes
+           for r in (TORCHTITAN_V02_RUNTIME, keeps_none)]
+    assert act[0] - act[1] == 2 * 16 * 109_051_904

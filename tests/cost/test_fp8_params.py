@@ -211,6 +211,27 @@ def test_torchao_linears_cast_their_weights_every_micro_batch():
     assert float(weight_cast_s(h100, MODEL, TORCH_FSDP_STATES, plan, 32, 8)[0]) == pytest.approx(once)
 
 
+@pytest.mark.parametrize("tp, recompute, per_param", [
+    (1, "none", 8),  # the bf16 weight saved, cast again in backward (stop 47)
+    (2, "none", 5),  # the forward's FP8 shard kept for backward: amax 2 + cast 2 + 1 alone
+    (2, "selective", 8),  # recomputed: the saved amax (op SAC keeps aten.max), the cast again
+    (1, "full", 10),  # the recomputed forward's amax pass and cast, the backward's merged with it
+    (4, "full", 10),
+])
+def test_torchao_tensorwise_weight_casts_by_tp_and_recompute(tp, recompute, per_param):
+    # Compiled tensorwise torchao (0.2.x), traced with FSDP2 (cost.tp_gathers): a micro-batch's bytes
+    # a GEMM weight over 32 layers of 218,103,808 / tp, 8 micro-batches; rowwise (0.3.x) 10 throughout.
+    from sp_planner.cost.states import TORCH_FSDP_STATES
+    from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
+
+    h100 = load_hardware("h100")
+    plan = Candidates.of_plan(ParallelPlan(tp=tp, dp=8 // tp, zero=3, precision="fp8", fp8_recipe="tensorwise",
+                                           recompute=recompute))
+    for gathers, bytes_ in ((TORCHAO_TENSORWISE_TP_GATHERS, per_param), (BF16_TP_GATHERS, 10)):
+        one = float(memory_pass_time_s(h100, bytes_ * GEMM_PARAMS / tp))
+        assert float(weight_cast_s(h100, MODEL, TORCH_FSDP_STATES, plan, 32, 8, gathers)[0]) == pytest.approx(8 * one)
+
+
 def test_torchao_mx_linears_cast_each_layout_apart_every_micro_batch():
     # torchao's MX linears (both torchtitan runtimes) cast the bf16 weight once a layout, forward to
     # blocks along K and backward to blocks along N, each reading 2 bytes and writing FP8 (1) with an
