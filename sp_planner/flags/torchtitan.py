@@ -14,7 +14,8 @@ from sp_planner.cost.loss_memory import CHUNKED_LOSS_CHUNKS
 from sp_planner.flags import torchtitan_v02
 from sp_planner.flags.experts import torchtitan_debug_items
 from sp_planner.flags.base import FlagRequest, FrameworkFlags, refusal, supported, unsupported
-from sp_planner.flags.torchtitan_v02 import parallelism_items, shared_notes, training_items
+from sp_planner.flags.torchtitan_notes import shared_notes
+from sp_planner.flags.torchtitan_v02 import parallelism_items, training_items
 
 # The torchtitan versions whose config interface is emitted; "0.3" is the default.
 VERSIONS: dict[str, str] = {"0.3.0": "0.3", "0.3": "0.3", "0.3.x": "0.3", "0.2.2": "0.2", "0.2": "0.2", "0.2.x": "0.2"}

@@ -18,6 +18,7 @@ from sp_planner.flags.base import (
     supported,
 )
 from sp_planner.flags.experts import torchtitan_debug_items, torchtitan_failures, torchtitan_items
+from sp_planner.flags.torchtitan_notes import expert_notes, fsdp_enabled, shared_notes
 from sp_planner.plan import PRECISIONS
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
@@ -57,7 +58,7 @@ def failures(request: FlagRequest) -> list[str]:
         )
     # Without FSDP (dp_shard = 1 and cp = 1) data parallelism is DDP, which raises "DDP has not
     # supported > 1D parallelism" when combined with TP or PP (parallelize.py).
-    if not _fsdp_enabled(request) and p.dp > 1 and p.tp * p.pp > 1:
+    if not fsdp_enabled(request) and p.dp > 1 and p.tp * p.pp > 1:
         what = f"zero 0 with dp {p.dp}" if p.zero == 0 else f"dp_replicate {p.dp_replicate} = dp {p.dp} (no FSDP shard)"
         failures.append(
             f"{what} and {describe_degrees(p, ('tp', 'pp'))} cannot be expressed: "
@@ -84,12 +85,6 @@ def v02_failures(request: FlagRequest) -> list[str]:
                 "(multi-latent attention) raises NotImplementedError for tensorwise float8 with tensor parallelism "
                 "(models/deepseek_v3/infra/parallelize.py); use tp 1 (expert and data parallelism) or bf16"]
     return []
-
-
-def _fsdp_enabled(request: FlagRequest) -> bool:
-    """FSDP runs over dp_shard x cp (ParallelDims.fsdp_enabled), so whenever cp > 1."""
-    p = request.plan
-    return p.ring > 1 or (p.zero > 0 and p.dp_shard > 1)
 
 
 def _toml_value(value: object) -> str:
@@ -155,7 +150,7 @@ def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tupl
         if p.zero == 0
         else [("data_parallel_replicate_degree", p.dp_replicate), ("data_parallel_shard_degree", p.dp_shard)]
     )
-    if _fsdp_enabled(request):
+    if fsdp_enabled(request):
         reshard = _RESHARD[p.zero] if p.reshard_after_forward else "never"
         parallelism.append(("fsdp_reshard_after_forward", reshard))
     parallelism += [("tensor_parallel_degree", p.tp), ("pipeline_parallel_degree", p.pp)]
@@ -234,19 +229,6 @@ def render(request: FlagRequest) -> FrameworkFlags:
     return supported("torchtitan", job_config(request), notes)
 
 
-def expert_notes(request: FlagRequest) -> list[str]:
-    """MoE plans in float8/MX: the converters swap nn.Linear only, so the routed experts run bf16,
-    as the plan prices them (cost.tp_gathers); the grouped-GEMM converter is rowwise float8 only
-    and refuses pp and cp (v0.2.2 components/quantization/float8.py lines 176-239), and is not
-    emitted."""
-    p = request.plan
-    if request.model.moe is None or p.precision == "bf16":
-        return []
-    return ["The float8/MX linear converters swap nn.Linear only: the routed experts (GroupedExperts) run in bf16, as "
-            "the plan prices them; torchtitan's quantize.grouped_mm.float8 converter (rowwise scaling, no pp or cp) "
-            "is not emitted."]
-
-
 def compile_notes(request: FlagRequest) -> list[str]:
     """float8 and MX plans: what the plan prices of torch.compile (`compiles`) and what it leaves out."""
     p = request.plan
@@ -259,54 +241,3 @@ def compile_notes(request: FlagRequest) -> list[str]:
     return [f"torch.compile stays off: torchtitan 0.2.2 refuses it for MXFP8 with TP (tp {p.tp}; "
             "components/quantization/mx.py lines 46-52), so MXLinear's casts run eagerly, without compile's fusion, "
             "where the plan prices them fused: expect a slower step than planned, or pin --tp 1 to compile."]
-
-
-def shared_notes(request: FlagRequest) -> list[str]:
-    """Caveats of torchtitan 0.2.x and 0.3.x alike."""
-    p = request.plan
-    notes: list[str] = []
-    if p.zero == 1 and _fsdp_enabled(request):
-        notes.append(
-            "torchtitan has no ZeRO-1: FSDP2 also shards gradients, so fsdp_reshard_after_forward = "
-            '"never" (ZeRO-2) is used; it needs no more memory than the plan.'
-        )
-    if p.zero == 0 and p.ring > 1:
-        notes.append(
-            "torchtitan always shards weights over the CP ranks (FSDP mesh = dp_shard x cp), so with "
-            "zero 0 parameters and gradients are sharded over cp and FSDP all-gathers are added to the "
-            "plan's traffic."
-        )
-    if p.ring > 1 and p.ring_layout == "contiguous":
-        notes.append(
-            "torchtitan load-balances causal CP with the head-tail (zigzag) layout; the plan's contiguous "
-            "ring layout cannot be selected."
-        )
-    if p.precision == "fp8" and p.fp8_recipe == "delayed":
-        # torchao float8 ScalingType has DYNAMIC only (torchao/float8/config.py): current scaling.
-        notes.append(
-            "torchao float8 scales each tensor from its own amax (current scaling, no delayed scaling); "
-            "plan with --fp8-recipe tensorwise to cost its extra amax pass."
-        )
-    if p.recompute == "selective":
-        notes.append(
-            "torchtitan's selective mode is per-op (saves matmul and attention outputs, recomputes the "
-            "rest), not Megatron's attention-core recompute; activation memory differs from the plan's "
-            "estimate."
-        )
-    if p.ring > 1 and p.allgather:
-        notes.append(
-            "PyTorch context parallel's allgather rotater gathers K/V once in forward, but its backward "
-            "passes the fp32 dK/dV round the ring by all-to-all every step instead of one reduce-scatter "
-            "(torch _context_parallel/_attention.py); the backward bytes differ from the plan's. On "
-            "torchtitan 0.3.0, context parallelism over FlexAttention all-gathers K/V (flex_cp_allgather)."
-        )
-    m = request.model
-    if m.hidden_dropout > 0 or m.attention_dropout > 0:
-        # No torchtitan model has dropout, nor a config key for it (torchtitan/models at v0.2.2 and at
-        # b5bcd76c: only flux's data pipeline drops prompts).
-        notes.append(f"torchtitan's models have no dropout: the plan counts hidden dropout {m.hidden_dropout:g} and "
-                     f"attention dropout {m.attention_dropout:g}, whose passes and masks this run will not have.")
-    if p.vpp > 1:
-        notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "
-                     "torchtitan's ZBVZeroBubble and DualPipeV schedules are not modelled.")
-    return notes

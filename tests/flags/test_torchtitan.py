@@ -123,16 +123,6 @@ def test_replicas_without_shard_is_ddp_and_refused_with_tp(build):
     assert not flags.supported and flags.reason.startswith("dp_replicate 4 = dp 4 (no FSDP shard) and tp 2")
 
 
-def test_a_model_with_dropout_is_told_torchtitan_has_none(build):
-    case = build.cases["llama3_70b_256k_ring_tp8_pp2"]
-    assert not any("dropout" in note for note in render_flags("torchtitan", case).notes)
-    model = case.model.model_copy(update={"hidden_dropout": 0.1})
-    notes = render_flags("torchtitan", case.model_copy(update={"model": model})).notes
-    assert [n for n in notes if "dropout" in n] == [
-        "torchtitan's models have no dropout: the plan counts hidden dropout 0.1 and attention dropout 0, whose "
-        "passes and masks this run will not have."]
-
-
 def test_tied_embeddings_refuse_pipeline(build):
     # torchtitan raises NotImplementedError for weight tying with PP (decoder.py b5bcd76 168-171).
     tied = build.llama2_7b.model_copy(update={"tie_word_embeddings": True})
