@@ -1,5 +1,6 @@
 """The analytic step against the simulated one for one plan, and the summary table the pipeline
-sweeps (pipeline_zero_sweep.py, pipeline_zero01_split_sweep.py) print from their rows."""
+sweeps (pipeline_zero_sweep.py, pipeline_zero01_split_sweep.py, pipeline_pp8_sweep.py,
+pipeline_vpp_sweep.py) print from their rows."""
 
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def _finite(*values) -> bool:
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
-                      launched_whole: bool = False):
+                      launched_whole: bool = False, chunk0_extra_s=0.0):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on the first stage of an interleaved pipeline. Each later model chunk is one
     call of chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's);
@@ -182,7 +182,11 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     its last micro-batch (schedules.py backward_step_helper_postprocess: enable_grad_sync(),
     grad_sync_func[chunk], disable_grad_sync(); Megatron-LM d98e8a6), so chunk 0's, issued after
     the stage's last backward, hides behind nothing: its own pass is exposed whole. Without
-    virtual stages (or overlap) it is hidden_behind of the whole pass."""
+    virtual stages (or overlap) it is hidden_behind of the whole pass. `chunk0_extra_s`: a
+    chunk-0 backward's work beyond its layers (the first stage's embedding backward, which runs
+    with chunk 0 only: Megatron builds the embedding into chunk 0, megatron/training/training.py
+    lines 2390-2399 at d98e8a6), so the pp chunk-0 backwards between chunk 1's call and chunk 0's
+    hide pp x chunk0_extra_s more of the queue."""
     vpp = np.asarray(vpp)
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
@@ -191,7 +195,8 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     chunk_window = window_s / vpp
     own = first if launched_whole else hidden_behind(first, chunk_window, unhideable_s, True)
     behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
-    queued = first + np.maximum(behind, (vpp - 1) * behind)
+    # Chunk c's call (c >= 1) leaves c - 1 chunks' pp backwards and chunk 0's before chunk 0's.
+    queued = first + np.maximum(behind, (vpp - 1) * behind) - pp * chunk0_extra_s
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
@@ -259,7 +264,9 @@ def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
-    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce)
+    # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce,
+                 chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,
                                 overlapped=overlap.grad_all_reduce, **grads)

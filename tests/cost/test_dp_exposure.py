@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, chunked_exposed_s, micro_batch_dp_s
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 
 
@@ -21,3 +21,16 @@ def test_zero2_calls_hide_behind_the_embeddings_backward_too():
                                      fwd_window_s=0.002, bwd_window_s=0.004, reshard=np.array([False]),
                                      edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=0.002))
     assert exposed.tolist() == pytest.approx([0.012]) and busy.tolist() == pytest.approx([0.017])
+
+
+def test_interleaved_sync_queue_drains_behind_the_embeddings_backward():
+    # pp 4, vpp 4, Megatron's aligned sync: chunks 3, 2, 1 one 0.5 s call each, chunk 0 the other
+    # 0.4 s; a chunk's backward 0.1 s, chunk 0's 0.05 s more on the first stage (the embedding's).
+    # Chunk 3's call leaves at 0 and runs to 0.5; chunk 2's (at 0.4) to 1.0; chunk 1's (at 0.8) to
+    # 1.5; chunk 0's four backwards end at 0.8 + 4 x 0.15 = 1.4, its call queues to 1.9: 0.5 s
+    # exposed (0.7 s with the embedding's backward left out, 1.9 - 1.2).
+    kw = dict(pp=4, vpp=4, overlapped=True, launched_whole=True)
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, chunk0_extra_s=0.05, **kw) == pytest.approx(0.5)
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, **kw) == pytest.approx(0.7)
+    # 0.1 s more: chunk 0's backwards end at 1.6, after chunk 1's call: its own 0.4 s alone.
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, chunk0_extra_s=0.1, **kw) == pytest.approx(0.4)
