@@ -29,7 +29,9 @@ a chunk's forward and backward blocks. Riding stage p (the first, the last middl
   waiting path may ride a slower stage above p through the first group's last-chunk backwards
   (each with the forward beside it), and any path a slower stage below p through the last
   group's chunk-0 backwards; with two groups or more, p's way out may ride the last stage again
-  through the last group's last-chunk laps (_again_s), whose forward holds the output layer's.
+  through the last group's last-chunk laps (_again_s), whose forward holds the output layer's;
+  with three groups or more, each group's first chunk-1 forward but the second's waits for the
+  last stage's laps of the group before's last chunk (_between_s).
 
 ZeRO-2's overlapped gathers ride each chunk's first forward: a path holds the ridden stage's and
 those of the first forwards it relays. The step is the longest path: it moves continuously where
@@ -143,7 +145,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
     # The second group's first forward through chunk 1, sent by the last stage after its first
     # group's last-chunk laps (_wrap_s).
-    wrap = tuple(_wrap_s(p, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0) for p in (0, 1)) + (0.0,)
+    wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0)
+                 for p in (0, 1)) + (0.0,)
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
@@ -161,8 +164,11 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
                   for s, fk, r in zip(stages, beside, ran)]
     above_max = _running_max([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1])[::-1]
     below_max = _running_max([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)])
-    # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s).
+    # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s),
+    # and every group's before it but the first, which p's next group's chunk-1 forward waits for
+    # (_between_s).
     again = (_again_s(0, stages, lap, f, middles, pp, vpp, m), _again_s(1, stages, lap, f, middles, pp, vpp, m), 0.0)
+    between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0) for p in (0, 1)) + (0.0,)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
@@ -173,13 +179,13 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
         # micro-batch's after the first group's pile-up where it is another group's.
         both = np.where(ran[p] < m * vpp, end, 0.0)
         waiting = np.maximum.reduce([start + fill_pile + np.where(m > pp, both, 0.0), start + both,
-                                     up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end])
+                                     up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end]) + between[p]
         path = np.maximum(below[p] + s.gather_s, waiting + drain[p]) + m * s.cycle_s + drain_pile
         paths.append(np.where(present[p], path, -np.inf))
     return np.maximum.reduce(paths)
 
 
-def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0):
+def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0):
     """The wait of stage p (the first or the last middle one) for the second group's first
     forward through its chunk 1, which the last stage sends only after its first group's
     last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
@@ -187,12 +193,20 @@ def _wrap_s(p: int, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0):
     get_schedule_table): micro-batch 0's forward up from p (the last stage's W + 1-th), the last
     stage's J = pp laps of its last chunk and its next group's first forward, that forward down
     to p, less p's own forwards and backwards before that one (its forward number pp vpp + pp,
-    paired with its backward number pp vpp + pp - W_p). Interleaved pipelines of two groups or
-    more; 0 elsewhere. `f_last0`: the last stage's chunk-0 forward."""
+    paired with its backward number pp vpp + pp - W_p). Those forwards are the first group's
+    last-chunk ones but micro-batch 0's and the second group's pp chunk-0 ones, the first pp
+    backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
+    chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
+    Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
+    chunk-0 forward."""
+    first, middle, _ = stages
+    later_fwd = (first.last_fwd_s, middle.last_fwd_s)
     up = (middles * (f[1] + share[1]), 0.0)[p]
-    down = (0.0, f[0] + np.maximum(middles - 1, 0) * f[1])[p]
+    down = (0.0, later_fwd[0] + np.maximum(middles - 1, 0) * later_fwd[1])[p]
     target = pp * vpp + pp  # the second group's first chunk-1 forward
-    passed = (target - ran[2]) * f[p] + np.maximum(0.0, target - ran[p] + 1) * b[p]
+    fwds = (pp - 1) * later_fwd[p] + pp * (stages[p].forward_s - (vpp - 1) * later_fwd[p])
+    bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
+    passed = fwds + np.minimum(bwds, pp) * stages[p].last_bwd_s + np.maximum(bwds - pp, 0.0) * b[p]
     gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
     return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
 
@@ -213,11 +227,52 @@ def _again_s(p: int, stages, lap, f, middles, pp, vpp, m):
     first, middle, last = stages
     rank = (0.0, pp - 2.0)[p]
     s = stages[p]
-    down = _below(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
     back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
-    laps = down + last.first_bwd_s + pp * lap[2] + back + s.last_bwd_s
+    laps = _laps_s(p, stages, lap, middles, pp) + back + s.last_bwd_s
     passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
     return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
+
+
+def _laps_s(p: int, stages, lap, middles, pp):
+    """From the end of stage p's chunk-1 backward of a group's last micro-batch to the end of the
+    last stage's laps of the next group's last chunk (_again_s): that backward relayed down to
+    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps."""
+    first, middle, last = stages
+    down = _below(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
+    return down + last.first_bwd_s + pp * lap[2]
+
+
+def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0):
+    """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
+    of every group's last chunk on the last stage but the first group's (_wrap_s) and the last's
+    (_again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
+    number h pp vpp + pp) follows the last stage's first chunk-0 forward of group h, which
+    follows its laps of group h - 1's last chunk (_laps_s, from p's chunk-1 backward of group
+    h - 2's last micro-batch, backward number k = (h - 1) vpp pp - pp - 1 on every rank: the
+    last stage's W = (vpp - 1) pp warm-up pairs its forward W + j with backward j), then relayed
+    up to p. Meanwhile p runs backwards k + 1 to j* - 1 and forwards W_r + k + 1 to W_r + j* - 1,
+    j* = h pp vpp + pp - W_r, W_r = 2(pp - r - 1) + (vpp - 1) pp: pp + 2r + 2 of each, the
+    backwards group h - 2's pp chunk-0 ones and the forwards group h's pp chunk-0 ones, the rest
+    of later chunks. Megatron's order (schedules.py get_pp_rank_microbatches lines 955-965,
+    get_schedule_table lines 989-1016, at d98e8a6; sim.pipeline_order.stage_order). The G - 2
+    waits (G = m/pp groups) follow each other on p's path where p's next wait starts at or after
+    its return, k + pp vpp >= j*: W_r >= 2 pp + 1 (the first stage but at pp 2 vpp 2, a middle
+    one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
+    layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
+    sim.pipeline times it), which the path had missed (2.7% short of the simulator's)."""
+    first, middle, last = stages
+    rank = (0.0, pp - 2.0)[p]
+    s = stages[p]
+    warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
+    # A chunk-0 forward and a later chunk's: the first stage's embedding runs with its chunk 0.
+    later_fwd = s.last_fwd_s
+    chunk0_fwd = s.forward_s - (vpp - 1) * later_fwd
+    up = (0.0, first.last_fwd_s + np.maximum(middles - 1, 0) * middle.last_fwd_s)[p]  # chunk 1 up to p
+    chain = _laps_s(p, stages, lap, middles, pp) + f_last0 + up
+    passed = pp * (chunk0_fwd + s.first_bwd_s) + (2 * rank + 2) * (later_fwd + s.last_bwd_s)
+    groups = np.floor(m / pp)
+    return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
+                    (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
 
 
 def _running_max(values):

@@ -103,3 +103,33 @@ def test_the_last_groups_last_chunk_laps_hold_a_pacing_first_stage():
     stages = (_stage(1, 0.2, 1.0, 1.0, 2), _stage(2, 0.2, 0.3, 0.3, 2),
               _stage(1, 0.6, 0.3, 1.2, 2, last_fwd_s=0.5))
     assert critical_path_s(stages, 8, 4, 2).tolist() == pytest.approx([22.5])
+
+
+def test_every_middle_groups_laps_hold_a_pacing_first_stage():
+    # The stages above with three and four groups (12 and 16 micro-batches). Group h's first
+    # chunk-1 forward on the first stage (its forward number h pp vpp + pp) waits for the last
+    # stage's chunk-0 backward of group h - 2's last micro-batch (0.3 s, after the first stage's
+    # chunk-1 backward of it), its 4 laps of group h - 1's last chunk (6.8 s) and its chunk-0
+    # forward of group h's first micro-batch (0.1 s): 7.2 s, while the first stage runs pp + 2 = 6
+    # forwards (0.6 s) and 6 backwards, group h - 2's 4 chunk-0 ones and group h - 1's first 2
+    # chunk-1 ones (6.0 s). Each group but the first and the last adds its 4 cycles (8.8 s) and
+    # that 0.6 s wait.
+    stages = (_stage(1, 0.2, 1.0, 1.0, 2), _stage(2, 0.2, 0.3, 0.3, 2),
+              _stage(1, 0.6, 0.3, 1.2, 2, last_fwd_s=0.5))
+    paths = [critical_path_s(stages, m, 4, 2)[0] for m in (8, 12, 16)]
+    assert paths == pytest.approx([22.5, 22.5 + 9.4, 22.5 + 2 * 9.4])
+
+
+def test_the_second_groups_wait_passes_the_first_groups_last_chunk_backwards():
+    # pp 8, vpp 2, 16 micro-batches (two groups). The first stage paces: 0.1 s chunk forwards, a
+    # 2.0 s chunk-0 backward (its embedding's) and a 0.3 s chunk-1 one (a 2.5 s cycle); 6 middle
+    # stages 0.1 + 0.3 s a chunk; the last stage's chunk 0 0.1 + 0.3 s, its last chunk 0.5 + 1.0 s.
+    # The first stage's forward 24 (the second group's first through chunk 1) waits for micro-batch
+    # 0's last-chunk forward up the middle stages (0.6 s), the last stage's 8 laps (12.0 s) and its
+    # chunk-0 forward of micro-batch 8 (0.1 s), 12.7 s, while the first stage runs its forwards 9-23
+    # (1.5 s) and its backwards 0 and 1, the first group's chunk-1 ones (0.6 s): a 10.6 s wait, then
+    # its 16 cycles, 50.6 s. Those two backwards priced at the chunks' mean (1.15 s each) left an
+    # 8.9 s wait, under the first group's pile-up path (50.2 s).
+    stages = (_stage(1, 0.2, 2.0, 0.3, 2), _stage(6, 0.2, 0.3, 0.3, 2),
+              _stage(1, 0.6, 0.3, 1.0, 2, last_fwd_s=0.5))
+    assert critical_path_s(stages, 16, 8, 2).tolist() == pytest.approx([50.6])
