@@ -59,7 +59,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
         micro_batch_traffic_s=pipelined,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
-    tails, tails_hidden = stage_tails_dp_s(overlap, c, **passes)
+    tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, **passes)
     return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
 
 

@@ -7,10 +7,11 @@ these stages is not on the critical path" (distributed_data_parallel.py:160-171,
 when pp_rank > 0; Megatron-LM d98e8a6). A later stage's chunk is then one call, issued after the
 chunk's last backward (cost.buckets._chunked), which nothing hides. It is off the critical path
 only as far as that stage finishes its compute ahead of the first stage: by the drain's backward
-blocks below it. A stage with more layers than the first (a
-pinned uneven split) syncs more, finishes earlier by less than its sync, and sets the step; the
-search's own splits never give a later stage more layers (pipeline.default_split), where the
-first stage's sync, bucketed behind its last backward, mostly sets it as before.
+blocks below it, more where the first stage's last backwards pile up behind the stages above
+(finish_lags_s). A stage with more layers than the first (a pinned uneven split) syncs more,
+finishes earlier by less than its sync, and sets the step; the search's own splits never give a
+later stage more layers (pipeline.default_split), where the first stage's sync, bucketed behind
+its last backward, mostly sets it as before.
 
 Every stage then waits for the others before its optimizer: the gradient norm (clip_grad 1.0 by
 default) is all-reduced over the model-parallel group, tp x pp (optimizer.py:374-389,
@@ -34,18 +35,19 @@ from sp_planner.cost.dp_exposure import Edges, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
-from sp_planner.pipeline import StageLayers
+from sp_planner.cost.pipeline_path import StageBlocks
+from sp_planner.pipeline import StageLayers, pile_up_s
 
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
-                     edges: Edges) -> tuple[np.ndarray, np.ndarray]:
+                     edges: Edges, micro_batches) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
     earlier: not counted in overlap_compute_slowdown). NaN where there is no pipeline or ZeRO-2/3
-    runs. The arguments are cost.pipeline_dp.pipelined_dp_s's (the micro-batches do not matter:
-    the syncs go once a step)."""
+    runs. The arguments are cost.pipeline_dp.pipelined_dp_s's; the `micro_batches` only set how
+    the schedule ends (finish_lags_s: the syncs go once a step)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -67,12 +69,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     )
     row_edges = Edges(*(sub(v) for v in edges))
     bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
-    # Each stage's last backward ends before the first stage's by the drain's chunk-0 backward
-    # blocks below it (cost.pipeline_path.compute_blocks: the first middle stage's, the first
-    # stage's alone), at most: where the first stage paces, the stages above it end earlier still
-    # (their slack is not taken off).
-    drain = bare[0].first_bwd_s
-    lags = (0.0, drain, drain + middles * bare[1].first_bwd_s)
+    # Each stage's last backward ends this long before the first stage's.
+    lags = finish_lags_s(bare, middles, sub(micro_batches), chunks)
     # Micro-batch 0's first forward reaches the first middle stage and the last after the chunk-0
     # forwards below them (cost.pipeline_path.compute_blocks).
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
@@ -105,3 +103,80 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     out[rows] = np.maximum.reduce(start) + np.max(ends, axis=0)
     hidden[rows] = np.choose(last, busy)
     return out, hidden
+
+
+def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):
+    """(0, the first middle stage's lag, the last stage's): how long before the first stage's last
+    backward ends each one's does, from what each stage waits for at the end of Megatron's
+    schedule (pipeline_parallel/schedules.py, d98e8a6), over the stages' `bare` blocks
+    (pipeline_blocks.bare_blocks; b_0 is the first stage's chunk-0 backward, with the
+    embedding's). Each stage's last backward follows the one above's (the drain), and the first
+    stage's also its own last J = min(pp, m) backwards, which pile up behind the stages above
+    where it is the slower (pipeline.pile_up_s); a later stage running behind its own backlog ends
+    later. Vectorized over candidates."""
+    one = np.asarray(vpp) == 1
+    ends = [np.where(one, plain, chunked) for plain, chunked in
+            zip(_plain_ends_s(bare, middles, micro_batches), _chunked_ends_s(bare, middles, micro_batches))]
+    return (0.0, ends[0] - ends[1], ends[0] - ends[2])
+
+
+def _chunked_ends_s(bare, middles, micro_batches):
+    """The interleaved schedule's (first, first middle, last) stage's last backward ends, from the
+    end of the first stage's last chunk-1 backward: every rank ends on the last group's J chunk-0
+    backwards, after its chunk-1 ones (get_schedule_table lines 989-1016; backwards in reverse
+    chunk order, get_model_chunk_id lines 1244-1249), and the last stage's chunk-0 backward of
+    micro-batch i waits for the first stage's chunk-1 backward of it (the next virtual stage).
+    The last micro-batch then runs down the stages (b, b_L: a middle and the last stage's chunk
+    blocks), unless a stage is still running its own J chunk-0 backwards, which it started no
+    earlier than its chunk-1 backward of the last micro-batch, the chunk-1 blocks below it (d,
+    the first stage's) before the origin. The first stage ends J b_0 after the origin, or b_0
+    after the stage above, whose last J backwards reach it b_top apart (the slowest block above)
+    where they ran back to back there."""
+    n, jobs, c, b, b_last = _stage_terms(bare, middles, micro_batches)
+    d = bare[0].last_bwd_s
+    end_last = np.maximum(b_last, jobs * b_last - d - n * b)
+    end_mid = np.maximum(end_last + n * b, jobs * b - d)
+    above = np.where(n > 0, end_mid, end_last)
+    top = np.maximum(b, b_last)
+    return np.maximum(above + c + pile_up_s(c, jobs, charged_s=top), jobs * c), end_mid, end_last
+
+
+def _plain_ends_s(bare, middles, micro_batches):
+    """1F1B's (first, first middle, last) stage's last backward ends, from the step's start: rank
+    r runs min(pp - r - 1, m) forwards, then a forward and a backward in turn, then the rest of
+    its backwards (lines 2276-2279, 2378-2452). Each stage's end is the longest of the paths that
+    ride one stage from its first block: the first stage's m forwards and backwards (f_0, b_0),
+    or its forwards up to its last one, m - J backwards among them, then micro-batch m - 1 up and
+    down the stages; the last stage's m laps after micro-batch 0's forwards below it; the last
+    middle stage's m laps, or up to its last forward (m - 2 backwards among them) then the last
+    stage's lap, or the first stage's last forward up to it then its last min(2, m) backwards
+    (pp - r of them follow a rank's last forward). The first stage's last J backwards reach it
+    from the stage above no closer together than the slowest stage above runs a lap, or its own
+    forwards (Delta), and pile up where b_0 is longer: Narayanan et al. 2021 (arXiv 2104.04473,
+    section 2.2.1), the slowest stage paces."""
+    first, middle, last = bare
+    n, jobs, c, b, b_last = _stage_terms(bare, middles, micro_batches)
+    m = np.asarray(micro_batches, dtype=np.float64)
+    has_mid = n > 0
+    f0, f, f_last = first.forward_s, np.where(has_mid, middle.forward_s, 0.0), last.forward_s
+    fill_mid = f0 + np.maximum(n - 1, 0) * f  # micro-batch 0 reaches the last middle stage
+    last_fwd_first = m * f0 + (m - jobs) * c
+    last_fwd_mid = fill_mid + m * f + np.maximum(m - 2, 0) * b
+    end_last = np.maximum.reduce([f0 + n * f + m * (f_last + b_last), last_fwd_first + n * f + f_last + b_last,
+                                  np.where(has_mid, last_fwd_mid + f_last + b_last, -np.inf)])
+    # The last middle stage's own laps, or its last min(2, m) backwards after the first stage's last
+    # forward reaches it; then down the middle stages.
+    own_mid = np.maximum(fill_mid + m * (f + b), last_fwd_first + n * f + np.minimum(2, m) * b)
+    end_mid = np.maximum(end_last + n * b, np.where(has_mid, own_mid + np.maximum(n - 1, 0) * b, -np.inf))
+    delta = np.maximum.reduce([f0, f_last + b_last, np.where(has_mid, f + b, 0.0)])
+    above = np.where(has_mid, end_mid, end_last)
+    return np.maximum(above + c + pile_up_s(c, jobs, charged_s=delta), m * (f0 + c)), end_mid, end_last
+
+
+def _stage_terms(bare, middles, micro_batches):
+    """(middle stages, J = min(pp, m), b_0, a middle stage's chunk-0 backward (0 without one),
+    the last stage's)."""
+    first, middle, last = bare
+    n = np.asarray(middles, dtype=np.float64)
+    b = np.where(n > 0, middle.first_bwd_s, 0.0)
+    return n, np.minimum(n + 2, micro_batches), first.first_bwd_s, b, last.first_bwd_s
