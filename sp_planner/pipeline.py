@@ -151,6 +151,35 @@ def forwards_before_backward(pp, vpp, num_micro_batches, rank):
     return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * pp, rest) + 1, m * vpp)
 
 
+def end_chunk_layers(layers, vpp, *, first_stage: bool):
+    """(chunk 0's, the last chunk's) decoder layers of a stage of `layers` over vpp model chunks: an
+    even share, and one fewer in the first stage's chunk 0 and in another stage's last chunk where
+    the stage holds fewer than a multiple of vpp (Megatron's counted split, the embedding and the
+    loss each in a layer's place: account_for_embedding/loss_in_pipeline_split;
+    sim.layer_program.chunk_layers places the layers so)."""
+    base, short = np.floor(np.asarray(layers) / vpp), np.mod(layers, vpp) > 0
+    return (base, base + short) if first_stage else (base + short, base)
+
+
+def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop):
+    """Seconds of a rank's chunk forwards number first to stop - 1 (0-based, in its order), each
+    its chunk's (`by_chunk`: chunk 0's, a middle chunk's, the last chunk's seconds; at vpp 1 the
+    stage's `mean_s`): Megatron's interleaved schedule runs group after group of pp micro-batches,
+    each chunk by chunk (schedules.py get_schedule_table, lines 989-1016 at d98e8a6;
+    sim.pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    lap = pp * vpp
+
+    def upto(n):  # (chunk-0, last-chunk) forwards of numbers 0 to n - 1
+        whole, rest = np.floor_divide(n, lap), np.mod(n, lap)
+        return whole * pp + np.minimum(rest, pp), whole * pp + np.maximum(0, rest - (vpp - 1) * pp)
+
+    (a0, a_last), (b0, b_last) = upto(np.asarray(first)), upto(np.asarray(stop))
+    n0, n_last, n = b0 - a0, b_last - a_last, np.asarray(stop) - np.asarray(first)
+    chunk0_s, mid_s, last_s = by_chunk
+    return np.where(vpp > 1, n0 * chunk0_s + n_last * last_s + (n - n0 - n_last) * mid_s, n * mean_s)
+
+
 def rank_running(pp, vpp, num_forwards):
     """The rank (a real number) that runs `num_forwards` chunk forwards before its first backward,
     uncapped: W + 1 = num_forwards solved for the rank (stage_in_flight's warm-up)."""

@@ -6,6 +6,8 @@ import pytest
 
 from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
+    chunk_forwards_s,
+    end_chunk_layers,
     _default_split,
     _split_breaks,
     _stage_layers,
@@ -101,3 +103,27 @@ def test_forwards_before_the_first_backward_by_hand():
     # rank_running inverts it where uncapped: 7 forwards at rank 2, 8 between ranks 1 and 2.
     assert rank_running(4, 2, np.array([7, 8, 11])).tolist() == [2.0, 1.5, 0.0]
     assert rank_running(4, 1, np.array([4, 2])).tolist() == [0.0, 2.0]
+
+
+def test_chunk_forwards_by_hand():
+    # Megatron's interleaved order runs groups of pp micro-batches chunk by chunk: at pp 4, vpp 2
+    # forwards 0-3 are chunk 0's, 4-7 chunk 1's (the last), 8-11 the next group's chunk 0's, 12-15
+    # its chunk 1's. Chunk 0 takes 1 s, a middle chunk 0.75 s, the last 0.5 s: forwards 5-7 are
+    # three of the last chunk; 3-12 five of chunk 0 (3, 8-11) and five of the last (4-7, 12).
+    by_chunk = (1.0, 0.75, 0.5)
+    assert chunk_forwards_s(by_chunk, 0.8, 4, 2, 5, 8).tolist() == pytest.approx(3 * 0.5)
+    assert chunk_forwards_s(by_chunk, 0.8, 4, 2, 3, 13).tolist() == pytest.approx(5 * 1.0 + 5 * 0.5)
+    # vpp 3 (12 forwards a group): 2-13 are chunk 0's 2, 3, 12, 13, chunk 1's 4-7, chunk 2's 8-11.
+    assert chunk_forwards_s(by_chunk, 0.8, 4, 3, 2, 14).tolist() == pytest.approx(4 * 1.0 + 4 * 0.75 + 4 * 0.5)
+    # vpp 1: every forward is the stage's.
+    assert chunk_forwards_s(by_chunk, 0.8, 4, 1, 2, 7).tolist() == pytest.approx(5 * 0.8)
+
+
+def test_end_chunk_layers_by_hand():
+    # Megatron's counted split: 126 layers + embedding + loss over pp 16 x vpp 4, 2 a virtual stage,
+    # so the first and last stage hold 7: the embedding takes a layer's place in the first stage's
+    # chunk 0 (1 layer), the loss in the last stage's last chunk (1). Even stages split evenly.
+    # (chunk 0's, the last chunk's) of a 7- and an 8-layer stage.
+    assert [x.tolist() for x in end_chunk_layers(np.array([7.0, 8.0]), 4, first_stage=True)] == [[1, 2], [2, 2]]
+    assert [x.tolist() for x in end_chunk_layers(np.array([7.0, 8.0]), 4, first_stage=False)] == [[2, 2], [1, 2]]
+    assert [x.tolist() for x in end_chunk_layers(np.array([7.0]), 1, first_stage=True)] == [[7], [7]]

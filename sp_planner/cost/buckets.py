@@ -122,7 +122,9 @@ def megatron_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ..
 
 def fsdp_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...]
                 ) -> BucketLayout:
-    """ZeRO-3's units: one per layer and the root's (all non-layer parameters) after the embedding."""
+    """ZeRO-3's units: one per layer and the root's (all non-layer parameters) after the embedding;
+    a pipeline's last stage issues its root (output layer, final norm) with its last model chunk
+    (sim.layer_program.root_chunk)."""
     root = sum(head) + sum(tail)
     return BucketLayout((), tuple((sum(layer),) for _ in range(layers)),
                         (root,) if root > 0 else ())

@@ -145,8 +145,9 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
                                    prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s,
                                    lead_s=e.bwd_lead_s, tail_s=tail_s)
 
-    # The root unit goes with the stage's first chunk (forward) and leaves after it (backward);
-    # the loss's backward runs before the last chunk's.
+    # The root unit is gathered before the chunk holding it and leaves after its backward: the
+    # first stage's chunk 0, the last stage's last chunk, whose backward the loss's opens
+    # (cost.pipeline_blocks._zero3_forward_s); a stage's sum does not depend on which chunk.
     zero3 = forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s, e.bwd_tail_s)
     if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
                                                     per_chunk, *e):

@@ -5,8 +5,9 @@ backward blocks of its chunk 0 (the interleaved drain's) and of its last chunk (
 batch group's), each chunk wrapped and synced on its own as Megatron's get_model builds one
 DDP/FSDP module a chunk. Each stage holds its own non-layer parameters (cost.buckets.stage_extras):
 the first stage's embedding with its chunk 0 (its gradients leave after the embedding's backward,
-never hidden), the last stage's output layer, whose gradient calls open its last chunk (ZeRO-3's
-root unit goes with chunk 0). Vectorized over candidates.
+never hidden), the last stage's output layer with its last chunk (ZeRO-2's gradient calls open
+it; ZeRO-3's root unit, the output layer and final norm, is gathered before it and reduced after
+it). Vectorized over candidates.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     blocks = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
-        chunk0_fwd, later_fwd = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s,
-                                                 edges=edges)
-        forward = chunk0_fwd + (vpp - 1) * later_fwd
+        chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp,
+                                                           fwd_layer_s=fwd_layer_s, edges=edges)
+        forward = chunk0_fwd + (vpp - 2) * later_fwd + last_fwd if interleaved else chunk0_fwd
         blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
-                                 last_fwd_s=b.last_fwd_s + (later_fwd if interleaved else chunk0_fwd),
+                                 last_fwd_s=b.last_fwd_s + last_fwd,
                                  first_bwd_s=b.first_bwd_s + e0 - chunk0_fwd,
-                                 last_bwd_s=b.last_bwd_s + e_last - (later_fwd if interleaved else chunk0_fwd),
+                                 last_bwd_s=b.last_bwd_s + e_last - last_fwd,
                                  gather_s=b.gather_s + gather))
     return tuple(blocks), traffic[0]
 
@@ -93,19 +94,26 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
 
 
 def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
-    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a later
-    chunk): each layer's ahead of use, the root unit's before chunk 0's where the stage holds it
-    (the first stage's embedding, the last's output layer and norm; cost.dp_exposure)."""
+    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a middle
+    chunk, its last chunk): each layer's ahead of use, the root unit's before the chunk that holds
+    it, the first stage's embedding in its chunk 0 and the last stage's output layer and final
+    norm in its last chunk: Megatron's get_model builds pre_process into the first stage's chunk 0
+    only and post_process into the last stage's last chunk only (megatron/training/training.py
+    lines 2390-2399 at d98e8a6), each chunk its own Megatron-FSDP module gathering the non-unit
+    parameters it holds (cost.dp_exposure; sim.layer_program.root_chunk). At vpp 1 the one chunk
+    is both."""
     zero3 = np.asarray(zero) == 3
     if not np.any(zero3):
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     s = stages[i]
     layers = s.layers / np.asarray(vpp)
-    own = (i == 0) | (i == len(stages) - 1)
-    root = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, before_s=s.times.root_gather_s if own else 0.0,
-                           edges=edges)
-    later = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
-    return np.where(zero3, root, 0.0), np.where(zero3, later, 0.0)
+    later = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
+    if i == 1:  # the middle stages hold no root unit
+        return later, later, later
+    root = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, before_s=s.times.root_gather_s,
+                                           edges=edges), 0.0)
+    other = np.where(np.asarray(vpp) == 1, root, later)  # the end the root is not at: itself at vpp 1
+    return (root, later, other) if i == 0 else (other, later, root)
 
 
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
@@ -113,10 +121,10 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share (1/vpp) of the stage's gradient calls; chunk 0 also the first
-    stage's embedding's and ZeRO-3's root unit (which goes with chunk 0,
-    cost.dp_exposure.micro_batch_dp_s), the last chunk ZeRO-2's output layer buckets (the last
-    stage's, which open it) and the loss's backward ahead of it, its first layer's calls
-    unhideable as micro_batch_dp_s's later chunks' (a layer's share of the stage's)."""
+    stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
+    layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
+    loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
+    chunks' (a layer's share of the stage's)."""
     vpp = np.asarray(vpp)
     out = []
     for i, s in enumerate(stages):
@@ -124,16 +132,18 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         layer_calls = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp
         final = i == len(stages) - 1
         if last:
-            head = t.root_reduce_s if final else 0.0
-            head = np.where(np.asarray(zero) == 2, head, 0.0)
+            # The last stage's root is its last chunk's (_zero3_forward_s): ZeRO-2's output layer
+            # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
             none = np.zeros_like(t.root_gather_s)
-            chunk = t._replace(grad_reduce_scatter_s=head + layer_calls, root_gather_s=none, root_reduce_s=head + none,
-                               last_reduce_scatter_s=layer_calls * vpp / np.maximum(s.layers, 1),
+            root = (t.root_gather_s + none, t.root_reduce_s + none) if final else (none, none)
+            head = np.where(np.asarray(zero) == 2, root[1], 0.0)
+            chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
+                               root_reduce_s=root[1], last_reduce_scatter_s=layer_calls * vpp / np.maximum(s.layers, 1),
                                tail_reduce_scatter_s=none)
             chunk_edges = None if edges is None else edges._replace(bwd_tail_s=0.0)
             ahead = s.ahead_s if final else 0.0
         else:
-            own = (i == 0) | (final & (np.asarray(zero) == 3))
+            own = i == 0
             root = (np.where(own, t.root_gather_s, 0.0), np.where(own, t.root_reduce_s, 0.0))
             chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
                                root_reduce_s=root[1])

@@ -14,12 +14,14 @@ a chunk's forward and backward blocks. Riding stage p (the first, the last middl
 
 - held: p runs from its first block on: micro-batch 0's chunk-0 forward through the stages below
   p on the way in, the last one's chunk-0 backward through them on the way out (with equal
-  stages, Narayanan et al. 2021's interleaved bubble: arXiv 2104.04473, section 2.2.2);
+  stages, Narayanan et al. 2021's interleaved bubble: arXiv 2104.04473, section 2.2.2), the
+  first group's chunk-0 forwards piled up on the slowest stage at or below p (pipeline.pile_up_s);
 - waiting: p's first backward (micro-batch 0's last chunk) waits for a turn through a later stage
   q, whose first backward follows its own W_q + 1 forwards, the last relayed from p (a middle q:
   either side of the kink pipeline.rank_running finds, or the last middle one; or the last
   stage), p's forwards meanwhile off the path:
-      sum_{p<k<=q} (f_k + b_k) - (min(W_p + 1, m vpp) - min(W_q + 1, m vpp)) f_p,
+      sum_{p<k<=q} (f_k + b_k) - (p's forwards min(W_q + 1, m vpp) to min(W_p + 1, m vpp), each
+      its chunk's: pipeline.chunk_forwards_s),
   or for micro-batch 0's forward through every virtual stage and its backward back down; the
   last micro-batch turns through the last stage the same way, p's backwards meanwhile off the
   path (both turns where p's last forward follows its first backward, else the longer); with two
@@ -46,7 +48,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.pipeline import StageLayers, forwards_before_backward, pile_up_s, rank_running
+from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, pile_up_s,
+                                 rank_running)
 
 
 class StageBlocks(NamedTuple):
@@ -68,7 +71,8 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     backward beyond its layers (`bwd_extra_s`: the first stage's embedding's, which runs with its
     chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
     and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
-    interleaved placement), one chunk at vpp 1. A stage's forward beyond its layers' (`fwd_layer_s`
+    interleaved placement; the counted split's layer fewer, pipeline.end_chunk_layers), one chunk at
+    vpp 1. A stage's forward beyond its layers' (`fwd_layer_s`
     a layer's) goes with the same chunk: the last stage's output layer and loss are its last
     virtual stage's (Megatron's get_model builds the chunks with post_process only there and
     pre_process only on the first's chunk 0: megatron/training/training.py lines 2390-2399,
@@ -78,13 +82,14 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     out = []
     for i, (n, c, extra) in enumerate(zip(num_stages, compute_s, bwd_extra_s)):
         c = np.asarray(c, dtype=np.float64)
-        chunk = layers[i] / vpp * bwd_layer_s
-        first_bwd = chunk + (extra if i == 0 else extra * whole)
-        last_bwd = chunk + (extra if i == 2 else extra * whole)
-        chunk0 = c / vpp + (extra - extra / vpp if i == 0 else 0.0)
+        first_n, last_n = end_chunk_layers(layers[i], vpp, first_stage=i == 0)
+        first_bwd = first_n * bwd_layer_s + (extra if i == 0 else extra * whole)
+        last_bwd = last_n * bwd_layer_s + (extra if i == 2 else extra * whole)
+        chunk0 = (c / vpp + (first_n - layers[i] / vpp) * (fwd_layer_s + bwd_layer_s)
+                  + (extra - extra / vpp if i == 0 else 0.0))
         forward = c - layers[i] * bwd_layer_s - extra
         beyond = forward - layers[i] * fwd_layer_s  # the embedding's or the output layer's and loss's
-        last_fwd = (forward - beyond) / vpp + (beyond if i == 2 else beyond * whole)
+        last_fwd = last_n * fwd_layer_s + (beyond if i == 2 else beyond * whole)
         out.append(StageBlocks(n, c, chunk0, forward, first_bwd, last_bwd, 0.0, last_fwd))
     return tuple(out)
 
@@ -138,10 +143,16 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # last one's on the way out, through the last stage or (micro-batch 0's) a middle rank q.
     to_last = middles * lap[1] + lap[2]
     shares = middles * share[1] + share[2]
-    through = [np.where(present[1] & (q >= 1), q * lap[1] - (ran0 - n) * f[0], 0.0)
+    # Each stage's chunk-0, middle and last chunk's forward (ZeRO-3's root units at either end).
+    by_chunk = [(s.forward_s - (vpp - 1) * s.last_fwd_s, s.last_fwd_s, s.last_fwd_s) for s in stages[:2]]
+    by_chunk.append((f_last0, f_last0, last.last_fwd_s))
+    def forwards_s(p, first_n, stop_n):  # p's forwards number first_n to stop_n - 1
+        return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n)
+
+    through = [np.where(present[1] & (q >= 1), q * lap[1] - forwards_s(0, n, ran0), 0.0)
                for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran1))]
-    turn_in = (np.maximum.reduce([np.where(present[2], to_last + shares - (ran0 - ran2) * f[0], 0.0), *through]),
-               lap[2] + share[2] - (ran1 - ran2) * f[1], 0.0)
+    turn_in = (np.maximum.reduce([np.where(present[2], to_last + shares - forwards_s(0, ran2, ran0), 0.0), *through]),
+               lap[2] + share[2] - forwards_s(1, ran2, ran1), 0.0)
     turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
     # The second group's first forward through chunk 1, sent by the last stage after its first
     # group's last-chunk laps (_wrap_s).
@@ -164,6 +175,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
                   for s, fk, r in zip(stages, beside, ran)]
     above_max = _running_max([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1])[::-1]
     below_max = _running_max([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)])
+    # The first group's chunk-0 forwards, back to back on the held path, on the slowest at or below p.
+    fwd_below_max = _running_max([np.where(k, x[0], 0.0) for k, x in zip(present, by_chunk)])
     # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s),
     # and every group's before it but the first, which p's next group's chunk-1 forward waits for
     # (_between_s).
@@ -173,14 +186,16 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
         drain_pile = pile_up_s(below_max[p], jobs, charged_s=s.first_bwd_s)
-        start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0), every + above[p] - ran[p] * f[p])
+        start = np.maximum(up_to[p] + s.gather_s + np.maximum(turn_in[p], 0.0),
+                           every + above[p] - forwards_s(p, 0, ran[p]))
         end = np.maximum(np.maximum(turn_out[p], again[p]), 0.0)
         # Both turns where p's last forward follows its first backward, else the longer; the last
         # micro-batch's after the first group's pile-up where it is another group's.
         both = np.where(ran[p] < m * vpp, end, 0.0)
         waiting = np.maximum.reduce([start + fill_pile + np.where(m > pp, both, 0.0), start + both,
                                      up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end]) + between[p]
-        path = np.maximum(below[p] + s.gather_s, waiting + drain[p]) + m * s.cycle_s + drain_pile
+        held = below[p] + s.gather_s + pile_up_s(fwd_below_max[p], jobs, charged_s=by_chunk[p][0])
+        path = np.maximum(held, waiting + drain[p]) + m * s.cycle_s + drain_pile
         paths.append(np.where(present[p], path, -np.inf))
     return np.maximum.reduce(paths)
 

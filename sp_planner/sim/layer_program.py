@@ -135,6 +135,15 @@ def chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
     return range(start, start + sizes[chunk])
 
 
+def root_chunk(work: StepWork, stage: int) -> int:
+    """The model chunk that issues the stage's `tail` calls: chunk 0 (the first stage's embedding),
+    but on the last stage of a pipeline its last chunk, where ZeRO-3's root unit (cost.buckets.
+    fsdp_layout: the output layer and final norm there) lives: Megatron's get_model builds
+    post_process into the last virtual stage only (megatron/training/training.py lines 2390-2399
+    at d98e8a6), each chunk its own Megatron-FSDP module (cost.pipeline_blocks._zero3_forward_s)."""
+    return work.vpp - 1 if stage == work.pp - 1 and work.pp > 1 else 0
+
+
 def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False, chunk: int = 0) -> Program:
     """Forward of one micro-batch through one model chunk of the stage (the whole stage when vpp
     is 1). ZeRO-3 gathers its units' parameters ahead of use, queued in forward order on the
@@ -149,7 +158,7 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     ahead = work.dp_gather_by_chunk and (stage, chunk) != (0, 0)
     gathering = work.dp_gather_every_forward or (first_micro_batch and not ahead)
     calls = work.gather_calls(stage) if gathering else DPCalls()
-    landed = _calls(p, calls.tail if first else (), "embedding param all-gather", -1)
+    landed = _calls(p, calls.tail if chunk == root_chunk(work, stage) else (), "embedding param all-gather", -1)
     embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0
     ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
     for layer in chunk_layers(work, stage, chunk):
@@ -186,8 +195,9 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
         _calls(p, hooked.at_layer(layer), f"L{layer} dp grad bucket", grads)
     tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 and first else 0.0,
                  (ready,))
-    _calls(p, hooked.tail if first else (), "embedding dp grad bucket", tail)
+    root = chunk == root_chunk(work, stage)
+    _calls(p, hooked.tail if root else (), "embedding dp grad bucket", tail)
     chunk_calls = ((whole.head if last else ()) + tuple(t for layer in order for t in whole.at_layer(layer))
-                   + (whole.tail if first else ()))
+                   + (whole.tail if root else ()))
     _calls(p, chunk_calls, "chunk dp grad sync", tail)
     return p

@@ -12,16 +12,17 @@ def _times(**seconds):
     return DPTimes(**{name: np.array([seconds.get(name, 0.0)]) for name in DPTimes._fields})
 
 
-def _blocks(times, zero=2):
+def _blocks(times, zero=2, overlap=MEGATRON_OVERLAP, middle_times=None):
     # pp 4, vpp 2, 20 layers a stage of 0.02 s forward and 0.04 s backward; the first stage's
     # embedding backward 0.05 s (its forward 0.01 s), the last stage's loss and output layer 0.3 s
     # (0.2 s of it backward, before its layers').
     stages = (
         StageDP(times, np.array([20.0]), np.array([1.2 + 0.06]), 0.0, 1.0),
-        StageDP(times, np.array([20.0]), np.array([1.2]), 0.0, np.array([2.0])),
+        StageDP(times if middle_times is None else middle_times, np.array([20.0]), np.array([1.2]), 0.0,
+                np.array([2.0])),
         StageDP(times, np.array([20.0]), np.array([1.2 + 0.3]), np.array([0.2]), 1.0),
     )
-    blocks, _ = stage_blocks(MEGATRON_OVERLAP, zero=np.array([zero]), interleaved=True, vpp=np.array([2]),
+    blocks, _ = stage_blocks(overlap, zero=np.array([zero]), interleaved=True, vpp=np.array([2]),
                              stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04, reshard=np.array([False]),
                              edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=0.05))
     return blocks
@@ -51,3 +52,33 @@ def test_zero2_output_layer_calls_open_the_last_stages_last_chunk():
     first, middle, last = _blocks(_times(grad_reduce_scatter_s=0.9, root_reduce_s=0.5))
     assert float(last.last_bwd_s[0]) == pytest.approx(0.4 + 0.2 + 0.3)
     assert [float(first.last_bwd_s[0]), float(middle.last_bwd_s[0])] == pytest.approx([0.42, 0.42])
+
+
+def test_zero3_root_units_go_with_the_chunks_that_hold_them():
+    # Megatron builds the embedding into the first stage's chunk 0 and the output layer (with the
+    # final norm) into the last stage's last chunk, each chunk its own Megatron-FSDP module. A
+    # layer gathers in 0.01 s and reduce-scatters in 0.01 s (under its 0.04 s backward), the root
+    # unit 0.5 s and 0.3 s; parameters kept after forward, no prefetch: a 10-layer chunk's forward
+    # exposes its 10 gathers (0.1 s) and the root's before them (0.6 s), its backward the last
+    # layer's reduce-scatter (0.01 s; the first stage's hides behind the 0.05 s embedding
+    # backward) and the root's after it (0.3 s).
+    times = _times(layer_gather_s=0.01, layer_reduce_s=0.01, root_gather_s=0.5, root_reduce_s=0.3,
+                   grad_reduce_scatter_s=0.5)
+    middle_times = _times(layer_gather_s=0.01, layer_reduce_s=0.01, grad_reduce_scatter_s=0.2)  # no root
+    no_prefetch = MEGATRON_OVERLAP.model_copy(update={"zero3_prefetch": False})
+    first, middle, last = _blocks(times, zero=3, overlap=no_prefetch, middle_times=middle_times)
+    # The last stage's last chunk: forward 0.3 + 0.6 s, backward 0.6 + 0.31 s; its chunk 0 as a
+    # middle stage's (forward 0.2 + 0.1 s, backward 0.4 + 0.01 s).
+    assert float(last.last_fwd_s[0]) == pytest.approx(0.3 + 0.6)
+    assert float(last.last_bwd_s[0]) == pytest.approx(0.6 + 0.31)
+    assert float(last.first_bwd_s[0]) == pytest.approx(0.4 + 0.01)
+    assert float(last.chunk0_s[0]) == pytest.approx(0.75 + 0.1 + 0.01)
+    assert float(last.forward_s[0]) == pytest.approx(0.5 + 0.6 + 0.1)
+    # The first stage's chunk 0: forward 0.6 s more, backward 0.45 + 0.3 s; its last chunk plain.
+    assert float(first.first_bwd_s[0]) == pytest.approx(0.45 + 0.3)
+    assert float(first.chunk0_s[0]) == pytest.approx(0.655 + 0.6 + 0.3)
+    assert [float(first.last_fwd_s[0]), float(first.last_bwd_s[0])] == pytest.approx([0.2 + 0.1, 0.4 + 0.01])
+    assert [float(middle.last_fwd_s[0]), float(middle.first_bwd_s[0])] == pytest.approx([0.2 + 0.1, 0.4 + 0.01])
+    # A cycle: both chunks, whichever holds the root.
+    assert [float(s.cycle_s[0]) for s in (first, middle, last)] == pytest.approx(
+        [1.26 + 0.9 + 0.11, 1.2 + 0.22, 1.5 + 0.91 + 0.11])

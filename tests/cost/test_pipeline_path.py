@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_path import StageBlocks, compute_path_s, critical_path_s, pipeline_bubble_s
+from sp_planner.cost.pipeline_path import (
+    StageBlocks,
+    compute_blocks,
+    compute_path_s,
+    critical_path_s,
+    pipeline_bubble_s,
+)
 from sp_planner.pipeline import StageLayers
 
 
@@ -133,3 +139,55 @@ def test_the_second_groups_wait_passes_the_first_groups_last_chunk_backwards():
     stages = (_stage(1, 0.2, 2.0, 0.3, 2), _stage(6, 0.2, 0.3, 0.3, 2),
               _stage(1, 0.6, 0.3, 1.0, 2, last_fwd_s=0.5))
     assert critical_path_s(stages, 16, 8, 2).tolist() == pytest.approx([50.6])
+
+
+def test_a_heavier_first_chunk_0_forward_piles_up_the_last_stages_fill():
+    # ZeRO-3, pp 4, vpp 2, 8 micro-batches: the first stage gathers its root unit (the embedding) in
+    # its chunk-0 forward (0.19 s, its chunk 1's 0.12) and reduces it after its chunk-0 backward
+    # (0.5 s, 0.35); the last stage in its last chunk (0.19 s, 0.5 s); the others 0.12 s and 0.35 s
+    # a chunk. Riding the last stage: its last-chunk forward of micro-batch 0 follows its own chunk-0
+    # forward of micro-batch 3, which the first stage sends after its 4 chunk-0 forwards (0.76 s),
+    # up through the middle ones (0.24) and its own (0.12): the first group's chunk-0 forwards pile
+    # up on the first stage, 3 x (0.19 - 0.12) = 0.21 s beyond the held path's micro-batch 0 chunk-0
+    # round trip below (0.69 + 2 x 0.47 = 1.63 s). Then its 8 cycles (1.16 s each) and the drain's
+    # pile-up behind the first stage's chunk-0 backwards, 3 x (0.5 - 0.35): 1.63 + 0.21 + 8 x 1.16
+    # + 0.45 = 11.57 s, as the simulator's path: 0.76 + 0.24 + 0.12, the last stage's 8 cycles but
+    # its first group's chunk-0 forwards and last group's chunk-0 backwards (9.28 - 4 x 0.47),
+    # micro-batch 7's chunk-1 backward down (0.7 + 0.35) and the first stage's last 4 chunk-0
+    # backwards (2.0).
+    stages = (_stage(1, 0.31, 0.5, 0.35, 2, last_fwd_s=0.12), _stage(2, 0.24, 0.35, 0.35, 2),
+              _stage(1, 0.31, 0.35, 0.5, 2, last_fwd_s=0.19))
+    expected = 0.76 + 0.24 + 0.12 + (8 * 1.16 - 4 * 0.47) + 0.7 + 0.35 + 4 * 0.5
+    assert expected == pytest.approx(1.63 + 0.21 + 8 * 1.16 + 0.45)
+    assert critical_path_s(stages, 8, 4, 2).tolist() == pytest.approx([expected])
+
+
+def test_the_forwards_a_waiting_stage_runs_are_their_chunks():
+    # ZeRO-3, pp 4, vpp 2, 4 micro-batches (one group): the first stage paces, its chunk 0 0.25 s
+    # forward and 0.67 s backward (its root unit), chunk 1 0.18 s and 0.53 s; the middle ones 0.12 s
+    # and 0.35 s a chunk; the last stage's chunk 0 0.06 s and 0.18 s, its last chunk 0.13 s and 0.32
+    # s. The first stage's first backward (micro-batch 0's last chunk) waits for micro-batch 0's
+    # last-chunk forward up through the last stage and its backward down (2 x 0.47 + 0.45 s) while
+    # it runs its forwards number 5 to 7 (0-based): chunk 1's of micro-batches 1-3 (3 x 0.18 s, not
+    # 3 x the stage's mean 0.215 s). Then its 4 cycles: 1.39 - 0.54 + 4 x 1.63 = 7.37 s, as the
+    # simulator's path: 4 chunk-0 forwards and one of chunk 1 (1.18 s), up (0.24 + 0.13) and down
+    # (0.32 + 0.7), the first stage's 8 backwards (4.8 s).
+    stages = (_stage(1, 0.43, 0.67, 0.53, 2, last_fwd_s=0.18), _stage(2, 0.24, 0.35, 0.35, 2),
+              _stage(1, 0.19, 0.18, 0.32, 2, last_fwd_s=0.13))
+    expected = 1.18 + 0.24 + 0.13 + 0.32 + 0.7 + 4 * 0.53 + 4 * 0.67
+    assert expected == pytest.approx(1.39 - 0.54 + 4 * 1.63)
+    assert critical_path_s(stages, 4, 4, 2).tolist() == pytest.approx([expected])
+
+
+def test_a_counted_split_holds_a_layer_fewer_in_the_end_chunks():
+    # 7, 8 and 7 layers at vpp 2 (Megatron's counted split: the embedding and the loss each in a
+    # layer's place), a layer 1 s forward and 2 s backward, nothing beyond the layers: the first
+    # stage's chunk 0 holds 3 layers and its last chunk 4, the last stage's chunk 0 4 and its last
+    # chunk 3, as sim.layer_program.chunk_layers places them; a middle stage 4 and 4.
+    first, middle, last = compute_blocks((7.0, 8.0, 7.0), (21.0, 24.0, 21.0), (1.0, 2.0, 1.0), (0.0, 0.0, 0.0),
+                                         fwd_layer_s=1.0, bwd_layer_s=2.0, vpp=2)
+    assert [float(first.first_bwd_s), float(first.last_bwd_s), float(first.last_fwd_s), float(first.chunk0_s)] == \
+        pytest.approx([6.0, 8.0, 4.0, 9.0])
+    assert [float(middle.first_bwd_s), float(middle.last_bwd_s), float(middle.chunk0_s)] == \
+        pytest.approx([8.0, 8.0, 12.0])
+    assert [float(last.first_bwd_s), float(last.last_bwd_s), float(last.last_fwd_s)] == pytest.approx([8.0, 6.0, 3.0])

@@ -86,12 +86,15 @@ def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
     # gradient passes, 12 B on each of 128,256 / 2 x 4096 elements at 3.35 TB/s x 0.76 (1.238 ms).
     # The drain's last J = min(pp, m) = 4 chunk-0 backwards pass the stages pp-1 -> 0, each equal
     # (8 layers a stage, 4 a chunk) but the first's: the extra counts whole, not 1/2, and 3 times
-    # more (cost.pipeline_path, the drain's pile-up).
+    # more (cost.pipeline_path, the drain's pile-up). The fill's first J chunk-0 forwards pile up
+    # the same way behind the first stage's embedding forward, its TP reduce-scatter of those
+    # activations: 3 times (the last stage's fill, cost.pipeline_path's held path).
     passes = 12 * 128256 / 2 * 4096 / (3.35e12 * 0.76)
     assert passes == pytest.approx(1.2380e-3, rel=1e-4)
     gather = ring_collective_time_s(H100, "all_gather", 8192 * 4096 * 2 / 2, 2, 1, 8)
     drain = (1 - 1 / 2 + 3) * (passes + gather)
-    assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2 + drain)
+    fill = 3 * ring_collective_time_s(H100, "reduce_scatter", 8192 * 4096 * 2 / 2, 2, 1, 8)
+    assert inter.time.bubble_s[0] == pytest.approx(plain.time.bubble_s[0] / 2 + drain + fill)
     assert inter.time.pp_comm_s[0] == pytest.approx(2 * plain.time.pp_comm_s[0])
     # Megatron's default on the interleaved schedule overlaps them: an 8K-token activation over
     # NVLink (tp 2: 4096 x 4096 x 2 B, 34 MB) takes far less than a 4-layer chunk's forward, so

@@ -1,0 +1,42 @@
+"""sim.layer_program: which model chunk's programs carry a stage's root unit, by hand."""
+
+import pytest
+
+from sp_planner.sim.layer_program import root_chunk, stage_backward, stage_forward
+from sp_planner.sim.work import DPCalls, LayerWork, StepWork
+
+# A layer: forward 3 s of compute, backward 6 s, no communication.
+PLAIN = LayerWork(gemm_attn_fwd_s=1.0, gemm_mlp_fwd_s=2.0, gemm_attn_bwd_s=2.0, gemm_mlp_bwd_s=4.0)
+
+
+def _zero3_work() -> StepWork:
+    # pp 2, vpp 2, one layer a chunk. ZeRO-3 (reshard kept: no gather in backward): a layer
+    # gathers in 1 s and reduce-scatters in 1 s; the root unit (cost.buckets.fsdp_layout's tail)
+    # of the first stage (its embedding) gathers in 4 s and reduces in 2 s, the last stage's
+    # (output layer and final norm) in 5 s and 3 s.
+    layer = ((1.0,), (1.0,))
+    return StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_every_micro_batch=True,
+                    dp_gather_every_forward=True, dp_backward_gather=False,
+                    dp_gather=(DPCalls(layers=layer, tail=(4.0,)), DPCalls(layers=layer, tail=(5.0,))),
+                    dp_reduce=(DPCalls(layers=layer, tail=(2.0,)), DPCalls(layers=layer, tail=(3.0,))))
+
+
+def test_the_last_stages_root_unit_goes_with_its_last_chunk():
+    # Megatron builds the output layer into the last stage's last chunk only (post_process), the
+    # embedding into the first stage's chunk 0 (pre_process), each chunk its own FSDP module.
+    work = _zero3_work()
+    assert [root_chunk(work, stage) for stage in (0, 1)] == [0, 1]
+    # Forward: the root's gather, then the layer's queued behind it, then the layer's 3 s.
+    fwd = {(s, c): stage_forward(work, s, chunk=c) for s in (0, 1) for c in (0, 1)}
+    assert {k: p.busy_s("dp_comm") for k, p in fwd.items()} == {(0, 0): 5.0, (0, 1): 1.0, (1, 0): 1.0, (1, 1): 6.0}
+    assert {k: p.end_s for k, p in fwd.items()} == pytest.approx({(0, 0): 8.0, (0, 1): 4.0, (1, 0): 4.0, (1, 1): 9.0})
+    # Backward: the layer's 6 s, its reduce-scatter (1 s), then the root's behind it.
+    bwd = {(s, c): stage_backward(work, s, last_micro_batch=False, chunk=c) for s in (0, 1) for c in (0, 1)}
+    assert {k: p.busy_s("dp_comm") for k, p in bwd.items()} == {(0, 0): 3.0, (0, 1): 1.0, (1, 0): 1.0, (1, 1): 4.0}
+    assert {k: p.end_s for k, p in bwd.items()} == pytest.approx({(0, 0): 9.0, (0, 1): 7.0, (1, 0): 7.0, (1, 1): 10.0})
+
+
+def test_a_single_chunk_holds_both_roots():
+    work = _zero3_work().model_copy(update={"vpp": 1})
+    assert [root_chunk(work, stage) for stage in (0, 1)] == [0, 0]
+    assert stage_forward(work, 1).busy_s("dp_comm") == 5.0 + 2 * 1.0
