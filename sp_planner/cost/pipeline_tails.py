@@ -22,7 +22,9 @@ ZeRO-1 with --overlap-param-gather: a stage after the first holds its parameters
 (one a chunk), whose all-gather Megatron starts with the step (zero_grad; the interleaved schedule
 gathers chunks 0 and 1 at its start, cost.overlap.chunk_gathers_ahead), so its first forward
 waits for it; the pipeline's fill hides what arrives before micro-batch 0 does (the forwards of
-the stages below), the rest delays every block after it (sim.pipeline does the same). The first
+the stages below), the rest delays every block after it (sim.pipeline does the same); the
+interleaved schedule's later chunks' gathers, dispatched in the fill, delay it further
+(cost.pipeline_fill, the last stage's last chunk with the output layer). The first
 stage's gather is exposed as cost.dp_exposure prices it; without overlap it follows the optimizer
 on every stage (as the simulator takes it, the first stage's). Vectorized over candidates.
 """
@@ -31,10 +33,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import Edges, once_a_step_s
+from sp_planner.cost.dp_exposure import Edges, hidden_behind, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
+from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s
 from sp_planner.cost.pipeline_path import StageBlocks
 from sp_planner.pipeline import StageLayers, pile_up_s
 
@@ -75,6 +78,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # forwards below them (cost.pipeline_path.compute_blocks).
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
     ahead = chunk_gathers_ahead(overlap, z, chunks)
+    fill = fill_delays_s(*_fill_stages(by_stage, bare, fwd_s, chunks), middles=middles, pp=pp[rows], vpp=chunks)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
@@ -91,8 +95,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
             continue
         # The stage's bucket(s) from the step's start, beside the fill (module docstring); without
         # overlap after the optimizer, the first stage's standing for it.
-        early = np.where(ahead, gather, t.param_all_gather_s) if overlap.param_gather else np.zeros_like(gather)
-        start.append(np.where(z == 1, np.maximum(0.0, early - arrival[i]), 0.0))
+        early = np.where(ahead, fill[i], t.param_all_gather_s - arrival[i]) if overlap.param_gather else 0.0 * gather
+        start.append(np.where(z == 1, np.maximum(0.0, early), 0.0))
         busy.append(np.maximum(0.0, grads_busy - tails[-1]))
     # Past the first stage's compute end (the path's), each stage's sync ends its tail less its lag;
     # a pipeline of two has no middle stage (masked, whatever its zero layers priced: 0/0 gathers).
@@ -103,6 +107,23 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     out[rows] = np.maximum.reduce(start) + np.max(ends, axis=0)
     hidden[rows] = np.choose(last, busy)
     return out, hidden
+
+
+def _fill_stages(by_stage, bare, fwd_layer_s, vpp):
+    """cost.pipeline_fill's stages: the first stage's chunk 0 (its buckets and the embedding's,
+    exposed behind its chunk forward as cost.dp_exposure.hidden_behind), the later stages' whole
+    before their first forward; the last stage's output layer with its last chunk."""
+    stages = []
+    for i, s in enumerate(by_stage):
+        t = s.times
+        total, chunk = t.param_all_gather_s, t.chunk_all_gather_s
+        head = np.maximum(0.0, total - vpp * chunk) if i == 2 else 0.0
+        own = np.maximum(0.0, total - (vpp - 1) * chunk - head)
+        shown = hidden_behind(own, s.layers * fwd_layer_s / vpp, t.first_all_gather_s, True) if i == 0 else own
+        # A chunk's forward before the last (the last stage's last holds the output layer's).
+        fwd = (bare[i].forward_s - bare[i].last_fwd_s) / np.maximum(vpp - 1, 1) if i == 2 else bare[i].forward_s / vpp
+        stages.append(FillStage(shown, own, chunk, head, fwd))
+    return stages
 
 
 def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):

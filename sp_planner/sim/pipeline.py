@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
 from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
-from sp_planner.sim.streams import Program
+from sp_planner.sim.streams import Program, idle_overlap_s
 from sp_planner.sim.work import StepWork
 
 
@@ -151,6 +151,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     by_chunk = work.dp_gather_by_chunk
     lumps = [[chunk_gather_s(work, s, c) for c in range(vpp)] for s in range(pp)] if by_chunk else []
     gathers: dict[tuple[int, int], int] = {}  # (stage, chunk) -> its gather block (by_chunk)
+    waits: dict[int, float] = {}  # gather block -> the seconds its chunk's first forward waited
     forwards = [0] * pp
     early = list(work.dp_early_gather_s)
     if by_chunk:  # after the first stage, chunk 0 is one bucket, gathered from the step's start
@@ -172,6 +173,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
         blocks.append(Block(stage, "dp_param_gather", -1, begin, begin + lumps[stage][chunk],
                             dp_last[stage] if queued else after, 0.0, None, chunk))
         gathers[(stage, chunk)] = len(blocks) - 1
+        waits[len(blocks) - 1] = 0.0
         dp_free[stage], dp_last[stage] = begin + lumps[stage][chunk], len(blocks) - 1
         dp_busy[stage] += lumps[stage][chunk]
     while remaining:
@@ -200,6 +202,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
                 gather = gathers.get((stage, chunk), -1) if mb == 0 else -1
                 if gather >= 0 and blocks[gather].end_s > start:
                     dp_exposed[stage] += blocks[gather].end_s - start
+                    waits[gather] = blocks[gather].end_s - start
                     start, pred, waited = blocks[gather].end_s, gather, 0.0
                 # The gather Megatron dispatches before this forward runs from its start.
                 later = gather_dispatched(pp, vpp, stage, forwards[stage])
@@ -234,6 +237,11 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             remaining -= 1
             progressed = True
         assert progressed, "1F1B schedule deadlocked"
+    # A dispatched gather beside its stage's idle time (the fill) slows no compute (cost.overlap's
+    # charge is SM/HBM sharing); its waits are counted exposed already.
+    for (stage, _), index in gathers.items():
+        runs = [(b.start_s, b.end_s) for b in blocks if b.stage == stage and b.kind in ("forward", "backward")]
+        dp_busy[stage] -= idle_overlap_s((blocks[index].start_s, blocks[index].end_s), runs) - waits[index]
     _step_tail(work, blocks, stage_tail, dp_free, dp_busy, dp_exposed)
     step = max(b.end_s for b in blocks)
     return PipelineSchedule(blocks=blocks, templates=templates, step_time_s=step)

@@ -76,3 +76,11 @@ class Program:
             op = self.ops[i]
             totals[op.kind] = totals.get(op.kind, 0.0) + op.duration_s
         return totals
+
+
+def idle_overlap_s(span: tuple[float, float], busy: list[tuple[float, float]]) -> float:
+    """Seconds of `span` (start, end) outside every `busy` (start, end) interval (one stage's
+    blocks, in order, not overlapping): the time a data-parallel call runs while its stage idles."""
+    start, end = span
+    covered = sum(max(0.0, min(end, b_end) - max(start, b_start)) for b_start, b_end in busy)
+    return max(0.0, end - start - covered)

@@ -185,3 +185,23 @@ def test_each_stage_steps_its_own_optimizer_and_the_step_ends_on_the_largest():
     assert sched.step_time_s == pytest.approx(41.5)
     # The critical path runs through the middle stage's update.
     assert any(sched.blocks[i].kind == "optimizer" and sched.blocks[i].stage == 1 for i in sched.critical_blocks())
+
+
+@pytest.mark.parametrize("chunk1_s,charged_s", [(1.5, 0.0), (4.0, 2.0), (10.0, 6.0)])
+def test_a_later_stages_chunk_gather_slows_only_the_compute_it_runs_beside(chunk1_s, charged_s):
+    """pp 2, vpp 2, m 2, one layer a chunk (3 s forward): Megatron's aligned gathers (ZeRO-1,
+    --overlap-param-gather) put stage 1's chunk 0 (1 s) and chunk 1 on its stream at the step's
+    start (schedules.py d98e8a6 lines 1218-1221), chunk 1 over [1, 1 + g]. Stage 1 idles until
+    micro-batch 0 arrives at 3 s, runs chunk 0's two forwards over [3, 9], and chunk 1's first
+    forward, ready at 9 s, waits for the gather's end. Only the gather's seconds beside [3, 9]
+    slow compute (cost.overlap: SM/HBM sharing): g 1.5 none, 4 s 2 s, 10 s 6 s (the 2 s wait
+    exposed, [1, 3] idle); the stage's slowdown block is 0.5 x that."""
+    gather = (DPCalls(), DPCalls(layers=((1.0,), (chunk1_s,))))
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_gather=gather,
+                    dp_gather_by_chunk=True, dp_overlap_slowdown=0.5)
+    sched = schedule_step(work)
+    first = {(b.kind, b.chunk): (b.start_s, b.end_s) for b in sched.blocks if b.stage == 1 and b.micro_batch == 0
+             and b.kind == "forward"}
+    assert first == {("forward", 0): (3.0, 6.0), ("forward", 1): (max(9.0, 1.0 + chunk1_s), max(12.0, 4.0 + chunk1_s))}
+    slowed = [b.end_s - b.start_s for b in sched.blocks if b.stage == 1 and b.kind == "dp_overlap_slowdown"]
+    assert slowed == [pytest.approx(0.5 * charged_s)]

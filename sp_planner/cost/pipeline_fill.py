@@ -1,0 +1,74 @@
+"""ZeRO-1's chunk-by-chunk parameter gathers in an interleaved pipeline's fill: how much later
+each kind of stage starts its last model chunk than it would without them.
+
+Megatron's aligned --overlap-param-gather (cost.overlap.chunk_gathers_ahead) puts each rank's
+chunk 0 and chunk 1 gathers on its data-parallel stream at the step's start (schedules.py d98e8a6
+lines 1218-1221) and chunk c >= 2's at virtual micro-batch k + rank, k the chunk c - 1's first
+(lines 1341-1353): on the first stage when chunk c - 1's first forward starts, on stage s >= 1
+at its forward of chunk c - 2 and micro-batch pp - s. A chunk's first forward waits for its
+gather (the forward pre-hook, distributed_data_parallel.py lines 517-551); a stage after the
+first holds each chunk in one bucket (cost.buckets), the last stage's last chunk with the output
+layer (training.py lines 2390-2399). The waits compound down the stages: a chunk's first forward
+starts after micro-batch 0's forward of it on the stage below, the stage's own pp forwards of
+the chunk before, and its gather, the first stage's after the last stage's forward of the
+chunk before. Vectorized over candidates (sim.pipeline runs the same order block by block).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class FillStage(NamedTuple):
+    """One kind of stage's gathers and chunk forward (arrays over candidates)."""
+
+    first_s: np.ndarray  # chunk 0's gather its first forward waits for (the first stage's: exposed in it)
+    stream_s: np.ndarray  # when chunk 0's calls leave its stream
+    chunk_s: np.ndarray  # a later chunk's gather
+    head_s: np.ndarray | float  # the output layer's, with the last chunk (the last stage's)
+    fwd_s: np.ndarray  # a chunk's forward of one micro-batch
+
+
+def fill_delays_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
+    """(first, first middle, last stage) seconds by which the gathers delay the first forward of
+    each one's last chunk (module docstring); a pipeline of two has no middle stage."""
+    with_gathers = _last_chunk_starts(first, middle, last, middles, pp, vpp)
+    bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
+            for s in (first, middle, last)]
+    return tuple(a - b for a, b in zip(with_gathers, _last_chunk_starts(*bare, middles, pp, vpp)))
+
+
+def _last_chunk_starts(first, middle, last, middles, pp, vpp):
+    n, vpp = np.asarray(middles, dtype=np.float64), np.asarray(vpp)
+    stages = (first, middle, last)
+    rank = (0.0, 1.0, pp - 1.0)
+    f = [s.fwd_s for s in stages]
+    # Chunk 0: the first stage from the start (its gather exposed in its forward), the others
+    # once micro-batch 0 arrives and their chunk-0 bucket is in.
+    ends = [first.stream_s, middle.first_s, last.first_s]
+    start0 = first.first_s * 0.0
+    leave0 = start0 + first.first_s + f[0]
+    start_mid = np.maximum(leave0, ends[1])
+    start_last = np.maximum(np.where(n > 0, start_mid + n * f[1], leave0), ends[2])
+    starts = [[start0, start_mid, start_last]]
+    for c in range(1, int(np.max(vpp))):
+        here = c < vpp
+        prev = starts[-1]
+        for i, s in enumerate(stages):
+            own = s.chunk_s + np.where(c == vpp - 1, s.head_s, 0.0)
+            if c == 1:
+                ends[i] = ends[i] + own
+            else:
+                dispatch = prev[0] if i == 0 else starts[-2][i] + (pp - rank[i]) * f[i]
+                ends[i] = np.where(here, np.maximum(ends[i], dispatch) + own, ends[i])
+        # After its pp forwards of the chunk before (the first stage's first with its exposed
+        # gather), micro-batch 0's forward of this chunk below it, and its gather.
+        extra = first.first_s if c == 1 else 0.0
+        s0 = np.maximum.reduce([prev[2] + f[2], prev[0] + extra + pp * f[0], ends[0]])
+        s1 = np.maximum.reduce([s0 + f[0], prev[1] + pp * f[1], ends[1]])
+        below = np.where(n > 0, s1 + n * f[1], s0 + f[0])
+        s2 = np.maximum.reduce([below, prev[2] + pp * f[2], ends[2]])
+        starts.append([np.where(here, new, old) for new, old in zip((s0, s1, s2), prev)])
+    return starts[-1]
