@@ -38,9 +38,9 @@ holds at its peak, forward or backward: cost.loss_memory; torchtitan 0.3.x's one
 beside an fp32 gradient buffer of the hidden states) beside every layer's saved activations and
 the TP all-gather buffer (Megatron's global memory buffer keeps it), and where the framework keeps
 the output layer's input gathered (torchtitan) that input beyond its shard (cost.saved_inputs;
-counted with the activations); the attention's buffers
-(Ulysses send/receive, ring K/V and dK/dV, all-gather CP's gathered K/V) were freed when each
-layer's attention returned, and under full recompute no layer is rebuilt yet. In a layer's
+counted with the activations); the attention's buffers (Ulysses send/receive, ring K/V and
+dK/dV, all-gather CP's gathered K/V; cost.comm_buffers) were freed when each layer's attention
+returned, and under full recompute no layer is rebuilt yet. In a layer's
 backward (the first one backward holds the most) the logits are gone (the output layer's backward
 frees them before the layers' start), and the layer full recompute rebuilds and its attention's
 buffers are live. The larger moment is the peak, and the breakdown shows its parts (logits 0 when
@@ -69,9 +69,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
+from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
-from sp_planner.cost.attention_comm import allgather_buffer_bytes, kv_heads_for_ulysses
-from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
@@ -112,36 +111,6 @@ from sp_planner.specs.workload import Workload
 
 # ZeRO-3's gathered layers at once: the one computing and the one prefetched (module docstring).
 ZERO3_GATHERED_LAYERS = 2
-
-
-class CommBuffers(NamedTuple):
-    """A rank's communication buffers (vectorized): the attention's, live only while a layer's
-    attention runs, and the TP all-gather buffer, held throughout."""
-
-    attention_bytes: np.ndarray
-    tp_bytes: np.ndarray
-
-
-def comm_buffer_bytes(model: ModelSpec, workload: Workload, *, tp, ulysses, ring, micro_batch, allgather=False,
-                      ring_impl: RingImpl = TE_RING) -> CommBuffers:
-    """Buffers of one layer: the attention's transients, Ulysses send/receive and ring K/V and
-    dK/dV (as `ring_impl` holds them, cost.ring_impl; or all-gather CP's gathered K/V and full
-    dK/dV, cost.attention.allgather_buffer_bytes), and the TP all-gather buffer (Megatron's
-    global memory buffer, which keeps the largest gathered input)."""
-    d = model.head_dim
-    n = micro_batch * workload.seq_len / (ulysses * ring)
-    heads = model.num_heads / tp
-    kv = kv_heads_for_ulysses(model.num_kv_heads, tp, ulysses)
-    ulysses_buf = np.where(ulysses > 1, 2 * BF16_BYTES * n * heads * d, 0.0)
-    # Backward holds the ring's K/V and dK/dV buffers and the dQ accumulator (cost.ring_impl).
-    ring_buf = np.where(ring > 1, n * d * (kv * ring_impl.buffer_bytes_per_kv_elem + ring_impl.dq_accum_bytes * heads),
-                        0.0)
-    # n*kv*d = one local K (or V) block on the ring axis: b x S/R tokens x kv/U heads.
-    ring_buf = np.where(allgather, allgather_buffer_bytes(n * kv * d, ring, BF16_BYTES, ring_impl.grad_elem_bytes),
-                        ring_buf)
-    tp_buf = np.where(tp > 1, BF16_BYTES * n * model.hidden_size, 0.0)
-    return CommBuffers(attention_bytes=np.asarray(ulysses_buf + ring_buf, dtype=np.float64),
-                       tp_bytes=np.asarray(tp_buf, dtype=np.float64))
 
 
 def zero_buffer_bytes(model: ModelSpec, *, tp, zero, reshard, ep=1, etp=1, states: TrainingStates = MEGATRON_STATES,

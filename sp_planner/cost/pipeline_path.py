@@ -43,6 +43,7 @@ graph) does. At vpp 1 chunks are whole stages and no group piles up. Vectorized 
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import NamedTuple
 
 import numpy as np
@@ -173,10 +174,10 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     beside = (f[0], f[1], last.last_fwd_s)  # the last stage's first-group forwards are its last chunk's
     first_laps = [s.last_bwd_s + fk * np.clip((m * vpp - r) / np.maximum(jobs - 1, 1), 0.0, 1.0)
                   for s, fk, r in zip(stages, beside, ran)]
-    above_max = _running_max([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1])[::-1]
-    below_max = _running_max([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)])
+    above_max = list(accumulate([np.where(k, x, 0.0) for k, x in zip(present, first_laps)][::-1], np.maximum))[::-1]
+    below_max = list(accumulate([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)], np.maximum))
     # The first group's chunk-0 forwards, back to back on the held path, on the slowest at or below p.
-    fwd_below_max = _running_max([np.where(k, x[0], 0.0) for k, x in zip(present, by_chunk)])
+    fwd_below_max = list(accumulate([np.where(k, x[0], 0.0) for k, x in zip(present, by_chunk)], np.maximum))
     # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s),
     # and every group's before it but the first, which p's next group's chunk-1 forward waits for
     # (_between_s).
@@ -288,14 +289,6 @@ def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0):
     groups = np.floor(m / pp)
     return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
                     (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
-
-
-def _running_max(values):
-    """values[0], max(values[0], values[1]), ... (a list of arrays)."""
-    out = [values[0]]
-    for v in values[1:]:
-        out.append(np.maximum(out[-1], v))
-    return out
 
 
 def _below(middles, first_s, middle_s):

@@ -21,10 +21,11 @@ all-gathers its parameter shards, then waits for every stage's update (train_ste
 all-reduces, cost.grad_buffer.slowest_stage_step_bytes); last, the compute lost to hidden
 data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
 A stage's data-parallel calls share one stream (its data-parallel communicator's) across blocks:
-a call issued in one block waits for those still leaving from earlier ones (`_queued_dp_end`), so
-an interleaved stage's per-chunk gradient syncs queue behind each other into the drain. Under
-Megatron's aligned parameter gather (StepWork.dp_gather_by_chunk) each later chunk's gather is a
-block of its own, dispatched ahead of the chunk's first forward (pipeline_order.gather_dispatched).
+a call issued in one block waits for those still leaving from earlier ones
+(streams.queued_dp_end), so an interleaved stage's per-chunk gradient syncs queue behind each
+other into the drain. Under Megatron's aligned parameter gather (StepWork.dp_gather_by_chunk)
+each later chunk's gather is a block of its own, dispatched ahead of the chunk's first forward
+(pipeline_order.gather_dispatched).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 
 from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
 from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
-from sp_planner.sim.streams import Program, idle_overlap_s
+from sp_planner.sim.streams import Program, idle_overlap_s, program_dp_calls, queued_dp_end
 from sp_planner.sim.work import StepWork
 
 
@@ -80,23 +81,6 @@ def _block_length(program: Program, work: StepWork) -> float:
     """How long a block holds its stage. With ZeRO-2/3 every micro-batch's gradient traffic must
     leave before the next block's joins the same data-parallel stream, so it counts."""
     return program.end_s if work.dp_every_micro_batch else _compute_end(program)
-
-
-def _dp_calls(program: Program) -> list[tuple[float, float]]:
-    """(release, seconds) of a program's data-parallel calls, in stream order."""
-    return [(op.ready_s, op.duration_s) for op in program.ops if op.stream == "dp_comm"]
-
-
-def _queued_dp_end(calls: list[tuple[float, float]], start_s: float, free_s: float) -> float:
-    """When a block started at start_s has its data-parallel calls (_dp_calls) done, each released
-    when its program's other streams allow (Op.ready_s) and queued behind the stage's earlier
-    calls, the stream being free at free_s: the calls of one communicator run in order, and a
-    model chunk's gradient sync outlives the block that issued it (Megatron schedules.py,
-    forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess: each chunk's
-    grad_sync_func after its last micro-batch; finalize_model_grads waits for all of them)."""
-    for release_s, seconds in calls:
-        free_s = max(free_s, start_s + release_s) + seconds
-    return free_s
 
 
 def chunk_gather_s(work: StepWork, stage: int, chunk: int) -> float:
@@ -147,7 +131,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     remaining = pp * 2 * m * vpp
     # Per stage: when its data-parallel stream is free, and the block that last queued on it.
     dp_free, dp_last = [0.0] * pp, [-1] * pp
-    calls = {key: _dp_calls(program) for key, program in templates.items()}
+    calls = {key: program_dp_calls(program) for key, program in templates.items()}
     by_chunk = work.dp_gather_by_chunk
     lumps = [[chunk_gather_s(work, s, c) for c in range(vpp)] for s in range(pp)] if by_chunk else []
     gathers: dict[tuple[int, int], int] = {}  # (stage, chunk) -> its gather block (by_chunk)
@@ -227,7 +211,7 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             done[(stage, chunk, kind, mb)] = len(blocks) - 1
             stage_tail[stage] = len(blocks) - 1
             if busy > 0:
-                dp_free[stage] = _queued_dp_end(calls[(stage, chunk, key)], start, dp_free[stage])
+                dp_free[stage] = queued_dp_end(calls[(stage, chunk, key)], start, dp_free[stage])
                 dp_last[stage] = len(blocks) - 1
             if kind == "forward" and by_chunk:
                 if forwards[stage] == 0:  # chunk 1's gather goes at the step's start, behind chunk 0's

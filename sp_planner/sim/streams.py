@@ -25,7 +25,7 @@ class Op:
     end_s: float
     pred: int  # index of the op that released this one, -1 at the start
     # When its dependencies on other streams allowed it to start (its stream's order aside): a
-    # data-parallel call's release, for queueing it behind an earlier block's calls (sim.pipeline).
+    # data-parallel call's release, for queueing it behind an earlier block's calls (queued_dp_end).
     ready_s: float = 0.0
 
 
@@ -84,3 +84,20 @@ def idle_overlap_s(span: tuple[float, float], busy: list[tuple[float, float]]) -
     start, end = span
     covered = sum(max(0.0, min(end, b_end) - max(start, b_start)) for b_start, b_end in busy)
     return max(0.0, end - start - covered)
+
+
+def program_dp_calls(program: Program) -> list[tuple[float, float]]:
+    """(release, seconds) of a program's data-parallel calls, in stream order."""
+    return [(op.ready_s, op.duration_s) for op in program.ops if op.stream == "dp_comm"]
+
+
+def queued_dp_end(calls: list[tuple[float, float]], start_s: float, free_s: float) -> float:
+    """When a block started at start_s has its data-parallel calls (program_dp_calls) done, each
+    released when its program's other streams allow (Op.ready_s) and queued behind the stage's
+    earlier calls, the stream being free at free_s: the calls of one communicator run in order,
+    and a model chunk's gradient sync outlives the block that issued it (Megatron schedules.py,
+    forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess: each chunk's
+    grad_sync_func after its last micro-batch; finalize_model_grads waits for all of them)."""
+    for release_s, seconds in calls:
+        free_s = max(free_s, start_s + release_s) + seconds
+    return free_s

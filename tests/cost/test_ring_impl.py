@@ -111,7 +111,7 @@ def test_simulator_steps_follow_the_ring():
 
 
 def test_megatron_plans_run_tes_ring_and_yunchangs_keep_theirs():
-    from sp_planner.cost.memory import comm_buffer_bytes
+    from sp_planner.cost.comm_buffers import comm_buffer_bytes
     from sp_planner.cost.runtime import MEGATRON_RUNTIME
     from sp_planner.search import evaluate
     from sp_planner.specs import Workload
