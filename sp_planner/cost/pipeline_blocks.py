@@ -136,7 +136,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
             none = np.zeros_like(t.root_gather_s)
             root = (t.root_gather_s + none, t.root_reduce_s + none) if final else (none, none)
-            head = np.where(np.asarray(zero) == 2, root[1], 0.0)
+            head: np.ndarray | float = np.where(np.asarray(zero) == 2, root[1], 0.0)
             chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
                                root_reduce_s=root[1], last_reduce_scatter_s=layer_calls * vpp / np.maximum(s.layers, 1),
                                tail_reduce_scatter_s=none)

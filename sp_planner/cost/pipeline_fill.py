@@ -37,7 +37,8 @@ def fill_delays_s(first: FillStage, middle: FillStage, last: FillStage, *, middl
     with_gathers = _last_chunk_starts(first, middle, last, middles, pp, vpp)
     bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
             for s in (first, middle, last)]
-    return tuple(a - b for a, b in zip(with_gathers, _last_chunk_starts(*bare, middles, pp, vpp)))
+    without = _last_chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)
+    return tuple(a - b for a, b in zip(with_gathers, without))
 
 
 def _last_chunk_starts(first, middle, last, middles, pp, vpp):
