@@ -161,22 +161,38 @@ def end_chunk_layers(layers, vpp, *, first_stage: bool):
     return (base, base + short) if first_stage else (base + short, base)
 
 
-def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop):
+def chunk_counts(n, pp, vpp):
+    """(chunk 0's, the last chunk's) forwards among a rank's forwards number 0 to n - 1 in
+    Megatron's interleaved order (chunk_forwards_s): whole laps of pp x vpp, pp of each chunk, then
+    the remainder's; floor(n / lap) rather than np.floor_divide/np.mod, the same counts 20x faster
+    on the search's hot path."""
+    lap = pp * vpp
+    whole = np.floor(n / lap)
+    rest = n - whole * lap
+    return whole * pp + np.minimum(rest, pp), whole * pp + np.maximum(0, rest - (vpp - 1) * pp)
+
+
+def remembered_chunk_counts():
+    """chunk_counts that computes each forward-count array's once (by identity, the array kept
+    alive so that its id stays its own): one longest-path evaluation asks for a few arrays often."""
+    counted: dict[int, tuple] = {}
+
+    def counts(n, pp, vpp):
+        if id(n) not in counted:
+            counted[id(n)] = (n, chunk_counts(n, pp, vpp))
+        return counted[id(n)][1]
+    return counts
+
+
+def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts):
     """Seconds of a rank's chunk forwards number first to stop - 1 (0-based, in its order), each
     its chunk's (`by_chunk`: chunk 0's, a middle chunk's, the last chunk's seconds; at vpp 1 the
     stage's `mean_s`): Megatron's interleaved schedule runs group after group of pp micro-batches,
     each chunk by chunk (schedules.py get_schedule_table, lines 989-1016 at d98e8a6;
-    sim.pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp."""
+    sim.pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp. `counts`:
+    chunk_counts, or a caller's cache of it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
-    lap = pp * vpp
-
-    def upto(n):  # (chunk-0, last-chunk) forwards of numbers 0 to n - 1
-        # floor(n / lap), not np.floor_divide/np.mod: the same whole counts, 20x faster (search hot path)
-        whole = np.floor(n / lap)
-        rest = n - whole * lap
-        return whole * pp + np.minimum(rest, pp), whole * pp + np.maximum(0, rest - (vpp - 1) * pp)
-
-    (a0, a_last), (b0, b_last) = upto(np.asarray(first)), upto(np.asarray(stop))
+    (a0, a_last), (b0, b_last) = counts(np.asarray(first), pp, vpp), counts(np.asarray(stop), pp, vpp)
     n0, n_last, n = b0 - a0, b_last - a_last, np.asarray(stop) - np.asarray(first)
     chunk0_s, mid_s, last_s = by_chunk
     return np.where(vpp > 1, n0 * chunk0_s + n_last * last_s + (n - n0 - n_last) * mid_s, n * mean_s)

@@ -50,7 +50,7 @@ import numpy as np
 
 from sp_planner.columns import take_rows
 from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, pile_up_s,
-                                 rank_running)
+                                 rank_running, remembered_chunk_counts)
 
 
 class StageBlocks(NamedTuple):
@@ -147,8 +147,10 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # Each stage's chunk-0, middle and last chunk's forward (ZeRO-3's root units at either end).
     by_chunk = [(s.forward_s - (vpp - 1) * s.last_fwd_s, s.last_fwd_s, s.last_fwd_s) for s in stages[:2]]
     by_chunk.append((f_last0, f_last0, last.last_fwd_s))
+    counts = remembered_chunk_counts()  # six distinct forward counts, sixteen asked
+
     def forwards_s(p, first_n, stop_n):  # p's forwards number first_n to stop_n - 1
-        return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n)
+        return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n, counts)
 
     through = [np.where(present[1] & (q >= 1), q * lap[1] - forwards_s(0, n, ran0), 0.0)
                for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran1))]
