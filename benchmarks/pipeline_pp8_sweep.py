@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from sim_agreement import print_summary, step_diff_percent
+from sim_agreement import collect, print_summary, step_diff_percent
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.plan import ParallelPlan
@@ -32,11 +32,7 @@ def sweep(seqs=(512, 2048), splits=SPLITS):
 
 
 def main() -> None:
-    rows = []
-    for r in sweep():
-        rows.append(r)
-        if "-v" in sys.argv:
-            print(r, flush=True)
+    rows = collect(sweep(), "-v" in sys.argv)
     print_summary(rows, ("vpp", "zero", "split"),
                   lambda r: (r["vpp"], r["zero"], "even" if r["split"] is None else "%d/%d" % r["split"]), worst=8)
 

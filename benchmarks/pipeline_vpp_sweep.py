@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import sys
 
-from sim_agreement import print_summary, step_diff_percent
+from sim_agreement import collect, print_summary, step_diff_percent
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.plan import ParallelPlan
@@ -49,11 +49,7 @@ def sweep(hardware=("H100", "L40S"), seqs=(512, 2048), zeros=(0, 1, 2, 3), group
 
 
 def main() -> None:
-    rows = []
-    for r in sweep():
-        rows.append(r)
-        if "-v" in sys.argv:
-            print(r, flush=True)
+    rows = collect(sweep(), "-v" in sys.argv)
     print_summary(rows, ("hw", "vpp", "pp"), lambda r: (r["hw"], r["vpp"], r["pp"]), worst=10)
 
 

@@ -5,7 +5,7 @@ pipeline_vpp_sweep.py) print from their rows."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -25,6 +25,16 @@ def step_diff_percent(model, hardware, workload, plan) -> float | None:
         return None
     est = evaluate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE).step_time_s
     return 100 * (est / sim - 1)
+
+
+def collect(rows: Iterable[dict], verbose: bool) -> list[dict]:
+    """A sweep's rows as a list, each printed as it comes with -v (verbose)."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if verbose:
+            print(row, flush=True)
+    return out
 
 
 def print_summary(rows: list[dict], names: tuple[str, ...], group_of: Callable[[dict], tuple], worst: int) -> None:
