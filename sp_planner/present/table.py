@@ -61,7 +61,7 @@ def plan_columns(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, w
     # Precision: a column only when the plans differ (--precision auto), else in the title.
     mixed = len({est.plan.precision for est in ranked}) > 1
     # Non-default choices ride in the ring and ZeRO cells; the legend says what they mean.
-    odd = any(ring_cell(e.plan) != str(e.plan.ring) or zero_cell(e.plan) != str(e.plan.zero) for e in ranked)
+    odd = zero_ring_legend(ranked)
     legends = _outcome_legends(ranked, peak=outcome, wide=wide)
     peak_legend = next((text for text in legends if text == LOW_PRECISION_PEAK_LEGEND), None)
     mfu_legend = next((text for text in legends if text == MODEL_MFU_LEGEND), None)
@@ -75,9 +75,9 @@ def plan_columns(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, w
         column("pp", lambda e: f"{e.plan.pp}v{e.plan.vpp}" if e.plan.vpp > 1 else str(e.plan.pp)),
         column("dp", lambda e: str(e.plan.dp)),
         column("ulysses", lambda e: str(e.plan.ulysses)),
-        column("ring", lambda e: ring_cell(e.plan), ZERO_RING_LEGEND if odd else None),
+        column("ring", lambda e: ring_cell(e.plan), odd),
         *((column("ep", lambda e: str(e.plan.ep)), column("etp", lambda e: str(e.plan.etp))) if experts else ()),
-        column("ZeRO", lambda e: zero_cell(e.plan), ZERO_RING_LEGEND if odd else None),
+        column("ZeRO", lambda e: zero_cell(e.plan), odd),
         column("recompute", lambda e: e.plan.recompute),
         column("micro", lambda e: str(e.plan.micro_batch)),
         *((column("prec", lambda e: e.plan.precision),) if mixed else ()),
@@ -118,8 +118,9 @@ def _columns_table(ranked: Sequence[PlanEstimate], title: str, columns: Sequence
         table.add_column(name, justify="left" if name in ("recompute", "fits") else "right", no_wrap=True)
     for rank, est in enumerate(ranked):
         table.add_row(str(rank + 1), *(c.cells[rank] for c in columns), style=None if est.fits else "red")
-    shown = {c.legend for c in columns}
-    legends = [text for text in (ZERO_RING_LEGEND, LOW_PRECISION_PEAK_LEGEND, MODEL_MFU_LEGEND) if text in shown]
+    shown = list(dict.fromkeys(c.legend for c in columns if c.legend))
+    outcome = (LOW_PRECISION_PEAK_LEGEND, MODEL_MFU_LEGEND)
+    legends = [text for text in shown if text not in outcome] + [text for text in outcome if text in shown]
     if legends:
         table.caption, table.caption_justify = "\n".join(legends), "left"
     return table
@@ -228,8 +229,21 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     return packed_tables(ranked, hardware, wide=wide, title=title, fits=fits)
 
 
-# Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table.
-ZERO_RING_LEGEND = "ring 4ag: all-gather CP; ZeRO 3k: parameters kept from forward to backward, 3r2: 2 HSDP replicas"
+# Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table; the
+# legend names those the shown plans use (zero_ring_legend), all of them at most.
+RING_ALLGATHER_LEGEND = "ring 4ag: all-gather CP"
+ZERO_KEPT_LEGEND = "3k: parameters kept from forward to backward"
+ZERO_REPLICAS_LEGEND = "3r2: 2 HSDP replicas"
+ZERO_RING_LEGEND = f"{RING_ALLGATHER_LEGEND}; ZeRO {ZERO_KEPT_LEGEND}, {ZERO_REPLICAS_LEGEND}"
+
+
+def zero_ring_legend(ranked: Sequence[PlanEstimate]) -> str | None:
+    """What the ring and ZeRO cells' suffixes in `ranked` mean: only the suffixes they show."""
+    ring = any(ring_cell(e.plan).endswith("ag") for e in ranked)
+    zero = [text for text, shown in ((ZERO_KEPT_LEGEND, any("k" in zero_cell(e.plan) for e in ranked)),
+                                     (ZERO_REPLICAS_LEGEND, any("r" in zero_cell(e.plan) for e in ranked))) if shown]
+    parts = ([RING_ALLGATHER_LEGEND] if ring else []) + ([f"ZeRO {', '.join(zero)}"] if zero else [])
+    return "; ".join(parts) or None
 # FP8 and MXFP8 plans' "% peak" keeps the BF16 peak (the JSON's hardware_mfu): their GEMMs run at
 # up to twice it, so the share can pass 100%.
 LOW_PRECISION_PEAK_LEGEND = "% peak: executed FLOPs over the BF16 peak (FP8 GEMMs: up to 2x)"

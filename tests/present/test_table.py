@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -10,7 +11,7 @@ from rich.console import Console
 from sp_planner.catalog import load_hardware
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.table import ZERO_RING_LEGEND, ranked_tables
+from sp_planner.present.table import ZERO_RING_LEGEND, ranked_tables, zero_ring_legend
 from sp_planner.units import GIB
 
 # Round numbers: an A800 with 80 GiB of HBM (the built-in profile holds what the runtime reports).
@@ -80,3 +81,16 @@ def test_80_columns_keep_the_degrees_in_one_table():
     text, headers = _render(80, wide=True)
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
     assert headers == [[*HEADERS[:13], "% peak", "fits"], ["#", "tokens/s", "TFLOPS", "model MFU (Megatron)"]]
+
+
+def test_the_legend_names_only_the_suffixes_shown():
+    def est(**plan):
+        return SimpleNamespace(plan=ParallelPlan(**{"dp": 1, "pp": 1, "tp": 1, "ulysses": 1, "ring": 1, **plan}))
+
+    plain, kept = est(zero=2), est(dp=8, zero=3, reshard_after_forward=False)
+    gathered, replicas = est(ring=4, cp_comm="allgather"), est(dp=8, zero=3, dp_replicate=2)
+    assert zero_ring_legend([plain]) is None
+    assert zero_ring_legend([plain, kept]) == "ZeRO 3k: parameters kept from forward to backward"
+    assert zero_ring_legend([gathered, plain]) == "ring 4ag: all-gather CP"
+    assert zero_ring_legend([replicas, gathered]) == "ring 4ag: all-gather CP; ZeRO 3r2: 2 HSDP replicas"
+    assert zero_ring_legend([kept, gathered, replicas]) == ZERO_RING_LEGEND
