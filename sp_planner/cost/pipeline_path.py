@@ -159,8 +159,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
     # The second group's first forward through chunk 1, sent by the last stage after its first
     # group's last-chunk laps (_wrap_s).
-    wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0)
-                 for p in (0, 1)) + (0.0,)
+    wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
+                         chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
@@ -184,7 +184,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # and every group's before it but the first, which p's next group's chunk-1 forward waits for
     # (_between_s).
     again = (_again_s(0, stages, lap, f, middles, pp, vpp, m), _again_s(1, stages, lap, f, middles, pp, vpp, m), 0.0)
-    between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0) for p in (0, 1)) + (0.0,)
+    between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
+                    for p in (0, 1)) + (0.0,)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
@@ -203,7 +204,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     return np.maximum.reduce(paths)
 
 
-def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0):
+def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
     """The wait of stage p (the first or the last middle one) for the second group's first
     forward through its chunk 1, which the last stage sends only after its first group's
     last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
@@ -216,13 +217,13 @@ def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_las
     backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
     chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
     Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
-    chunk-0 forward."""
+    chunk-0 forward; `chunk0_fwd`: p's."""
     first, middle, _ = stages
     later_fwd = (first.last_fwd_s, middle.last_fwd_s)
     up = (middles * (f[1] + share[1]), 0.0)[p]
     down = (0.0, later_fwd[0] + np.maximum(middles - 1, 0) * later_fwd[1])[p]
     target = pp * vpp + pp  # the second group's first chunk-1 forward
-    fwds = (pp - 1) * later_fwd[p] + pp * (stages[p].forward_s - (vpp - 1) * later_fwd[p])
+    fwds = (pp - 1) * later_fwd[p] + pp * chunk0_fwd
     bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
     passed = fwds + np.minimum(bwds, pp) * stages[p].last_bwd_s + np.maximum(bwds - pp, 0.0) * b[p]
     gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
@@ -260,7 +261,7 @@ def _laps_s(p: int, stages, lap, middles, pp):
     return down + last.first_bwd_s + pp * lap[2]
 
 
-def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0):
+def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
     """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
     of every group's last chunk on the last stage but the first group's (_wrap_s) and the last's
     (_again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
@@ -282,9 +283,8 @@ def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0):
     rank = (0.0, pp - 2.0)[p]
     s = stages[p]
     warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
-    # A chunk-0 forward and a later chunk's: the first stage's embedding runs with its chunk 0.
+    # A later chunk's forward; `chunk0_fwd` p's chunk 0's (the first stage's with its embedding).
     later_fwd = s.last_fwd_s
-    chunk0_fwd = s.forward_s - (vpp - 1) * later_fwd
     up = (0.0, first.last_fwd_s + np.maximum(middles - 1, 0) * middle.last_fwd_s)[p]  # chunk 1 up to p
     chain = _laps_s(p, stages, lap, middles, pp) + f_last0 + up
     passed = pp * (chunk0_fwd + s.first_bwd_s) + (2 * rank + 2) * (later_fwd + s.last_bwd_s)

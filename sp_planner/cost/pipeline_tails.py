@@ -78,7 +78,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # forwards below them (cost.pipeline_path.compute_blocks).
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
     ahead = chunk_gathers_ahead(overlap, z, chunks)
-    fill = fill_delays_s(*_fill_stages(by_stage, bare, fwd_s, chunks), middles=middles, pp=pp[rows], vpp=chunks)
+    # Read only where the chunks' gathers go ahead (ZeRO-1, interleaved, overlapped param gather).
+    fill = (fill_delays_s(*_fill_stages(by_stage, bare, fwd_s, chunks), middles=middles, pp=pp[rows], vpp=chunks)
+            if np.any(ahead) else (0.0, 0.0, 0.0))
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
