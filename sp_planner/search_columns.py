@@ -153,7 +153,8 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
                         grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
+                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                        unpads_attention=runtime.unpads_attention)
     comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring,
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
     if code is None:

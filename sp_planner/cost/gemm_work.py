@@ -15,6 +15,8 @@
   without sequence parallelism, the norms and residual adds on all of each rank's tokens.
 - The hidden dropouts' passes where the model has them (cost.dropout: the mask forward, a kernel of
   their own backward), in the region the residual adds run in.
+- Where the framework unpads around the attention kernel (llm-foundry's attn_impl flash,
+  cost.unpad_passes), those gathers and scatters, forward and backward each on their own.
 - FP8 current scaling's amax all-reduces over the TP group (cost.amax_reduce), forward and backward,
   where the group gathers the quantized tensors.
 - Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
@@ -51,6 +53,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.cost.qk_norm import qk_norm_bytes_per_token
 from sp_planner.cost.rope import rope_elements_per_token
+from sp_planner.cost.unpad_passes import unpad_bytes_per_token
 from sp_planner.distinct import per_distinct
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -98,7 +101,8 @@ class GemmWork(NamedTuple):
 def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, micro_batch, cp, ep, etp,
               precision, fp8_current, gpus_per_node: int, extra_fwd_s=0.0,
               loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False,
-              sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> GemmWork:
+              sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
+              unpads_attention: bool = False) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
@@ -107,7 +111,8 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     run (cost.amax_reduce); `sequence_parallel` False: TP without Megatron's sequence parallelism,
     its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token);
     `tp_gathers`: the recipes whose TP all-gathers the framework moves in low precision
-    (cost.tp_gathers), whose gathered FP8 tensors the weight gradients transpose."""
+    (cost.tp_gathers), whose gathered FP8 tensors the weight gradients transpose; `unpads_attention`:
+    the framework unpads q, k, v and pads the output around the attention kernel (cost.unpad_passes)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     # KV heads replicated where tp exceeds them (Megatron copies one per rank, cost.attention_comm):
@@ -185,6 +190,12 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     region_tokens = sequence_parallel_region_tokens(tokens, tp, sequence_parallel)
     fwd = fwd + memory_pass_time_s(hardware, drop_fwd * region_tokens)
     bwd = bwd + memory_pass_time_s(hardware, drop_bwd * region_tokens)
+    if unpads_attention:
+        # llm-foundry's unpad and pad passes, each way on its own, on the rank's heads (split over tp;
+        # cost.unpad_passes); in the forward, so full recompute runs them again.
+        unpad_fwd, unpad_bwd = unpad_bytes_per_token(model)
+        fwd = fwd + memory_pass_time_s(hardware, unpad_fwd * tokens / np.asarray(tp))
+        bwd = bwd + memory_pass_time_s(hardware, unpad_bwd * tokens / np.asarray(tp))
     # The gathered FP8 tensors' transposes for the weight gradients (Hopper, per-tensor FP8 gathered, SP).
     bwd = bwd + gathered_transpose_s(model, hardware, tokens=tokens, tp=tp, precision=precision, gathers=tp_gathers,
                                      fp8_blockwise=fp8_blockwise, sequence_parallel=sequence_parallel)

@@ -106,10 +106,11 @@ class LayerTimes(NamedTuple):
 
 def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
                 gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
-                sequence_parallel: bool, tp_gathers: TpGathers) -> LayerTimes:
+                sequence_parallel: bool, tp_gathers: TpGathers, unpads_attention: bool = False) -> LayerTimes:
     """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
     sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
-    precision, and whether it gathers the saved inputs again (cost.tp_gathers); the rest as
+    precision, and whether it gathers the saved inputs again (cost.tp_gathers); `unpads_attention`:
+    the framework's unpad and pad passes around the attention kernel (cost.unpad_passes); the rest as
     cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
@@ -125,7 +126,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                      precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
                      extra_fwd_s=moe.extra_expert_gemm_fwd_s,
                      loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
-                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers)
+                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
+                     unpads_attention=unpads_attention)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s

@@ -4,7 +4,8 @@ data-parallel communication it overlaps (cost.overlap), the training states it k
 (cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory), the passes its
 data-parallel wrapper makes over the gradients (cost.grad_buffer), the recipes whose TP
 all-gathers it moves in low precision and whether its linears gather their saved inputs again or
-keep them gathered (cost.tp_gathers, cost.saved_inputs).
+keep them gathered (cost.tp_gathers, cost.saved_inputs), and the unpad and pad passes it runs
+around its attention kernel (cost.unpad_passes).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -66,6 +67,9 @@ class Runtime(FrozenModel):
     # The plans whose layers it runs under torch.compile, which saves fewer activations
     # (cost.compiled_layers); eager by default.
     compiled_layers: CompiledLayers = EAGER_LAYERS
+    # Whether it unpads q, k, v and pads the output around the attention kernel with nothing padded
+    # (llm-foundry's attn_impl flash, cost.unpad_passes); no framework sp-plan emits for does.
+    unpads_attention: bool = False
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own

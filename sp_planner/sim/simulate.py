@@ -50,7 +50,8 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                         overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
                         ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
                         loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
+                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                        unpads_attention=runtime.unpads_attention)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])
 
 

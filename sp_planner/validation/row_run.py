@@ -93,7 +93,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     gradient reduction (cost.states), TP userbuffers overlap and its configuration (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
     (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
-    parallelism (cost.gemm_work, cost.memory); its TP gathers are the framework's (cost.tp_gathers)."""
+    parallelism (cost.gemm_work, cost.memory); its TP gathers are the framework's (cost.tp_gathers); the
+    unpad and pad passes around llm-foundry's flash-attn kernel (CORPUS_UNPADDED_KERNELS)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -160,9 +161,11 @@ def row_runtime(row: CorpusRow) -> Runtime:
         loss_memory = MEGATRON_OUT_OF_PLACE_LOSS
     if row.te_fused_cross_entropy:
         loss_memory, loss_bytes = TE_FUSED_INPLACE_LOSS, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
+    unpads = row.attention_kernel in CORPUS_UNPADDED_KERNELS.get(row.framework, frozenset())
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
                    loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
-                   sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers)
+                   sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                   unpads_attention=unpads)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and
@@ -174,6 +177,10 @@ CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
     "torchtitan": "torchtitan",
 }
 CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": TRITON_PORT}
+# The stated kernels each corpus framework runs behind unpad and pad passes (cost.unpad_passes):
+# llm-foundry's attn_impl flash, the rows with attention_kernel fa2 (flash-attn 2.4.2's varlen
+# kernel through flash_attn_fn, 5e85bd6 attention.py lines 216-370); its Triton port does not.
+CORPUS_UNPADDED_KERNELS: dict[str, frozenset[str]] = {"Composer FSDP": frozenset({"fa2"})}
 
 
 def row_hardware(row: CorpusRow) -> HardwareProfile:

@@ -510,3 +510,30 @@ def test_nemo_2407_rows_run_the_release_recipe(corpus):
     # The 70B runs' userbuffers configurations: llama3_70b_fp8.sh line 22 and llama2_70b.yaml line 3.
     assert row_runtime(rows["nl-llama3-70b"]).overlap.tp_comm_cfg == "ub_cfg_h100_fp8_h8192_tp4_mbs1_seqlen8192"
     assert row_runtime(rows["nl-llama2-70b"]).overlap.tp_comm_cfg == "ub_cfg_h100_h8192_tp4_mbs1_seqlen4096"
+
+
+def test_only_llm_foundrys_flash_rows_unpad_around_the_kernel(corpus):
+    # cost.unpad_passes: attn_impl flash (the large-scale table's flash-attn 2 rows) runs
+    # flash_attn_fn's unpad and pad passes; the Triton port (Composer's default here) and every
+    # other framework's kernel take q, k, v as they are.
+    flash = _row(corpus, "mptl-1b-2k-512g")
+    assert flash.attention_kernel == "fa2" and row_runtime(flash).unpads_attention
+    assert not row_runtime(_row(corpus, "mpt-7b-2k-8g")).unpads_attention
+    assert not row_runtime(_row(corpus, "nemo-h100-128k")).unpads_attention
+    assert not any(row_runtime(r).unpads_attention for r in corpus.rows if r.framework != "Composer FSDP")
+    assert sum(row_runtime(r).unpads_attention for r in corpus.rows) == 12
+
+
+def test_mpt_1b_flash_row_pays_the_passes_on_every_layer(corpus):
+    # mptl-1b-2k-512g: 12 x 2048 tokens a rank, one micro-batch, 24 layers, no recompute; 18h + 22h
+    # bytes a token and layer (h 2048) at H100's memory-bound rate (3.35 TB/s x 0.76).
+    from sp_planner.search import evaluate
+    from sp_planner.validation.row_run import row_hardware, row_workload
+
+    row = _row(corpus, "mptl-1b-2k-512g")
+    runtime = row_runtime(row)
+    plain, unpadded = (evaluate(row_model(row, corpus), row_hardware(row), row_workload(row), row_plan(row),
+                                num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node,
+                                runtime=runtime.model_copy(update={"unpads_attention": u})) for u in (False, True))
+    hand_s = 24 * 12 * 2048 * 40 * 2048 / (3.35e12 * 0.76)
+    assert unpadded.time.gemm_s - plain.time.gemm_s == pytest.approx(hand_s, rel=1e-9)
