@@ -55,10 +55,16 @@ def format_tokens(num_tokens: int) -> str:
     return str(num_tokens)
 
 
+BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+# format_seconds's units: (name, seconds in one, decimals shown), each for durations under the next's start.
+SECOND_UNITS = (("µs", 1e-6, 1), ("ms", 1e-3, 1), ("s", 1.0, 2), ("h", 3600.0, 2), ("days", 86400.0, 1))
+_SECOND_LIMITS = (1e-3, 1.0, 3600.0, 86400.0, math.inf)
+
+
 def format_bytes(num_bytes: float) -> str:
     """Binary units, as memory is reported by CUDA tools."""
     value = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+    for unit in BYTE_UNITS:
         if abs(value) < 1024 or unit == "EiB":
             return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
         value /= 1024
@@ -75,3 +81,51 @@ def format_seconds(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.2f} h"
     return f"{seconds / 86400:,.1f} days"
+
+
+def _decimals(value: float, shown: int) -> int:
+    """`shown` decimals, or more where `shown` would leave `value` under two significant digits
+    (0.0038 s, not 0.00 s)."""
+    if value == 0 or abs(value) >= 1:
+        return shown
+    return max(shown, 1 - math.floor(math.log10(abs(value))))
+
+
+def seconds_unit(like_s: float) -> tuple[str, float, int]:
+    """(name, seconds in one, decimals): the unit format_seconds gives `like_s`."""
+    return next(unit for unit, below in zip(SECOND_UNITS, _SECOND_LIMITS) if like_s < below)
+
+
+def format_seconds_as(seconds: float, like_s: float) -> str:
+    """`seconds` in the unit format_seconds gives `like_s`, so that the durations of one paragraph
+    share a unit: 0.32 s beside a 258.99 s step, not 318.4 ms."""
+    name, scale, shown = seconds_unit(like_s)
+    value = seconds / scale
+    return f"{value:,.{_decimals(value, shown)}f} {name}"
+
+
+def bytes_unit(like_bytes: float) -> tuple[str, float]:
+    """(name, bytes in one): the unit format_bytes gives `like_bytes`."""
+    value = abs(float(like_bytes))
+    for power, name in enumerate(BYTE_UNITS):
+        if value < 1024 or name == BYTE_UNITS[-1]:
+            return name, 1024.0**power
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_bytes_as(num_bytes: float, like_bytes: float) -> str:
+    """`num_bytes` in the unit format_bytes gives `like_bytes`, so that the sizes of one paragraph
+    share a unit: 0.047 GiB beside 80.0 GiB of HBM, not 48.0 MiB."""
+    name, scale = bytes_unit(like_bytes)
+    if name == "B":
+        return f"{int(num_bytes)} B"
+    value = num_bytes / scale
+    return f"{value:,.{_decimals(value, 1)}f} {name}"
+
+
+def format_significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits without an exponent: 239, 13.2, 0.518, 3,720."""
+    if value == 0 or abs(value) < 10**digits:
+        return f"{value:.{digits}g}"
+    return f"{round(value, digits - 1 - math.floor(math.log10(abs(value)))):,.0f}"

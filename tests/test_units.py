@@ -3,7 +3,16 @@
 import pytest
 
 from sp_planner.errors import UserInputError
-from sp_planner.units import format_bytes, format_seconds, parse_tokens
+from sp_planner.units import (
+    bytes_unit,
+    format_bytes,
+    format_bytes_as,
+    format_seconds,
+    format_seconds_as,
+    format_significant,
+    parse_tokens,
+    seconds_unit,
+)
 
 
 def test_bytes_by_binary_unit():
@@ -51,3 +60,29 @@ def test_token_count_errors_suggest_only_counts_that_are_accepted():
         with pytest.raises(UserInputError) as err:
             parse_tokens(text)
         assert str(err.value) == message
+
+
+def test_the_unit_of_a_reference_is_the_one_format_seconds_and_format_bytes_give_it():
+    for seconds in (2.5e-5, 0.25, 212.98, 9 * 3600, 428914.25, 1e-3, 1.0, 3600.0):
+        assert format_seconds(seconds).split()[1] == seconds_unit(seconds)[0]
+        assert format_seconds_as(seconds, seconds) == format_seconds(seconds)
+    for num_bytes in (512, 48 * 2**20, 80 * 2**30, 3 * 2**60):
+        assert format_bytes(num_bytes).split()[1] == bytes_unit(num_bytes)[0]
+        assert format_bytes_as(num_bytes, num_bytes) == format_bytes(num_bytes)
+
+
+def test_quantities_in_a_shared_unit_keep_two_significant_digits():
+    # A runner-up 318.4 ms slower than a 258.99 s step; 3.8 ms would have been "0.00 s".
+    assert format_seconds_as(0.3184, 258.99) == "0.32 s"
+    assert format_seconds_as(0.0038, 258.99) == "0.0038 s"
+    assert format_seconds_as(5000.0, 3000.0) == "5,000.00 s"
+    # 48 MiB beside 79.3 GiB of HBM: 48 / 1024 = 0.046875 GiB.
+    assert format_bytes_as(48 * 2**20, 79.3 * 2**30) == "0.047 GiB"
+    assert format_bytes_as(9.3 * 2**30, 80 * 2**30) == "9.3 GiB"
+    assert format_bytes_as(0, 80 * 2**30) == "0.0 GiB"
+
+
+def test_significant_digits_without_an_exponent():
+    # A step range of a 3,000 s step read "2.7e+03-3.9e+03 s" with :.3g.
+    assert [format_significant(v) for v in (2700.0, 3720.4, 90.0, 130.0, 13.24, 0.5183)] == [
+        "2,700", "3,720", "90", "130", "13.2", "0.518"]

@@ -8,11 +8,11 @@ means the planner would have been optimistic on this machine.
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from sp_planner.calibration.fit import attention_flops
 from sp_planner.cost.collective_sizes import latency_steps
 from sp_planner.cost.kernels import flash_time_s
+from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.specs.calibration import CalibrationData
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_seconds, format_tokens
@@ -66,27 +66,35 @@ def print_summary(data: CalibrationData, base: HardwareProfile | None, console: 
                   f"{env.torch_version}{', NCCL ' + env.nccl_version if env.nccl_version else ''})")
     if base is None:
         console.print(f"No built-in profile matches {env.device_name!r}; pass --base NAME to compare.")
+    comm = collective_table(data, base)
+    for spec in (compute_table(data, base), *((comm,) if comm is not None else ())):
+        for table in fitted_tables(spec, console):  # figures whole, names wrapped at their spaces
+            console.print(table)
+    if comm is None:
+        console.print("No collectives measured (one rank).")
+
+
+def compute_table(data: CalibrationData, base: HardwareProfile | None) -> FitTable:
+    """GEMM, attention and copy rates, beside `base`'s prediction and their ratio when given."""
     ref = f"{base.name} predicts" if base else None
-    compute = Table(title="Compute", title_justify="left")
-    for col in ("figure", "measured", *((ref, "measured / predicted") if ref else ())):
-        compute.add_column(col, justify="left" if col == "figure" else "right")
+    rows = []
     for figure, measured, predicted in compute_rows(data, base):
         fmt = _gbps if figure.startswith("memory") else _tflops
         against: tuple[str, ...] = ()
         if ref:
             assert predicted is not None, "compute_rows predicts every figure from a base profile"
             against = (fmt(predicted), _ratio(measured, predicted))
-        compute.add_row(figure, fmt(measured), *against)
-    console.print(compute)
+        rows.append((figure, fmt(measured), *against))
+    columns = (FitColumn("figure", prose=True), FitColumn("measured", "right"),
+               *((FitColumn(ref, "right"), FitColumn("measured / predicted", "right")) if ref else ()))
+    return FitTable("Compute", columns, tuple(rows))
+
+
+def collective_table(data: CalibrationData, base: HardwareProfile | None) -> FitTable | None:
+    """Each collective's busbw and latency fit, beside `base`'s when given (None: none measured)."""
     if not data.collectives:
-        console.print("No collectives measured (one rank).")
-        return
-    comm = Table(title="Collectives (nccl-tests busbw at large messages, alpha = fitted latency)",
-                 title_justify="left")
-    columns = ["collective", "link", "ranks", "busbw", *(("predicted", "ratio") if ref else ()), "alpha",
-               *(("predicted alpha",) if ref else ())]
-    for col in columns:
-        comm.add_column(col, justify="left" if col in ("collective", "link") else "right")
+        return None
+    rows = []
     for fit in data.collectives:
         cells = [fit.collective, fit.link, str(fit.group_size), _gbps(fit.busbw_bytes_per_s)]
         if base is not None:
@@ -96,7 +104,10 @@ def print_summary(data: CalibrationData, base: HardwareProfile | None, console: 
             cells += [_gbps(predicted), _ratio(fit.busbw_bytes_per_s, predicted)]
         cells.append(format_seconds(fit.alpha_s))
         if base is not None:
-            link = base.intra_node if fit.link == "intra" else base.inter_node
             cells.append(format_seconds(link.latency_s * latency_steps(fit.collective, fit.group_size)))
-        comm.add_row(*cells)
-    console.print(comm)
+        rows.append(tuple(cells))
+    names = ["collective", "link", "ranks", "busbw", *(("predicted", "ratio") if base else ()), "alpha",
+             *(("predicted alpha",) if base else ())]
+    return FitTable("Collectives (nccl-tests busbw at large messages, alpha = fitted latency)",
+                    tuple(FitColumn(n, "left" if n in ("collective", "link") else "right") for n in names),
+                    tuple(rows))

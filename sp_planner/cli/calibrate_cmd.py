@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from sp_planner.calibration import (
     Measurements,
@@ -34,6 +33,7 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns
 from sp_planner.destination import check_file_destination, deliver_text, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device
@@ -43,7 +43,7 @@ from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.fileio import read_structured
 from sp_planner.planfile import is_plan_file
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.cli.help_format import PlainHelpCommand
+from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
 EXIT_FAILED = 1
 WORKER_MODULE = "sp_planner.executor.calibrate.worker"
@@ -214,11 +214,14 @@ def calibrate(
         sys.stderr.write(textwrap.fill(f"warning: {line}", width=80, subsequent_indent="  ",
                                        break_on_hyphens=False) + "\n")
     deliver_text(out, profile_yaml_text(result.profile), what="profile")
-    console = Console()
+    console = stdout_console()
     print_summary(data, base_profile, console)
-    console.print(f"Wrote {out}. Plan with it:", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"  sp-plan --hardware {out} --model ... --nodes ... --seq-len ...", markup=False,
-                  highlight=False, soft_wrap=True)
+    # Plain lines of the terminal's width: the path whole, the command quoted and joined by backslashes.
+    width = terminal_columns()
+    lines = pack_words(["Wrote", f"{out}.", "Plan", "with", "it:"], width)
+    command = ["sp-plan", "--hardware", str(out), "--model", "...", "--nodes", "...", "--seq-len", "..."]
+    lines += [f"  {line}" for line in wrap_argv(command, width - 2)]
+    console.file.write("\n".join(lines) + "\n")
     return 0
 
 

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
-from sp_planner.cli.terminal import write_note
+from sp_planner.cli.terminal import stdout_console, write_note
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
@@ -157,12 +157,6 @@ def expressible_column(answer: Answer) -> list[bool | None]:
     return [render_flags(answer.framework, answer.flag_request(est)).supported for est in answer.ranked]
 
 
-def stdout_console() -> Console:
-    """Rich on stdout: the terminal's width, and 80 columns for a pipe or file unless COLUMNS says
-    otherwise (until stop 42 a pipe got 160, whose paragraphs ran past an 80-column pager)."""
-    return Console()
-
-
 def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide: bool = False) -> None:
     q, result = answer.question, answer.result
     console.print(
@@ -203,8 +197,8 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if explain:
         specs = [memory_table(ranked[0], q.hardware), time_table(ranked[0]), comm_table(ranked[0])] if ranked else []
         for spec in (*specs, prune_table(result.prune_counts, result.candidates_evaluated)):
-            for table in fitted_tables(spec, console):
-                console.print(table)
+            for laid_out in fitted_tables(spec, console):
+                console.print(laid_out)
     if answer.fits:
         print_flags(answer, console)
 

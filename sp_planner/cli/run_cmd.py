@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
 from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
+from sp_planner.cli.terminal import stdout_console
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
@@ -211,7 +211,7 @@ def run(
     cluster = cluster_command(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
                               given=nproc_per_node is not None or nodes is not None, layer=layer,
                               plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout)
-    job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=Console(),
+    job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=stdout_console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
         # Written as they are, not through rich, which turns ':smile:' in a path into an emoji,

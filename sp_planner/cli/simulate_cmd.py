@@ -34,7 +34,7 @@ from sp_planner.sim.result import SimResult
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 from sp_planner.cli.help_format import PlainHelpCommand
-from sp_planner.cli.terminal import write_note
+from sp_planner.cli.terminal import stdout_console, terminal_columns, write_note, wrote_lines
 
 EPILOG = """\
 Example:
@@ -141,7 +141,7 @@ def simulate_command(
             runtime=pf.runtime,  # the runtime sp-plan timed it with
         )
         chart_bytes = gantt_bytes(result, gantt)
-    console = Console()
+    console = stdout_console()
     try:
         _summary(result, console)
     finally:  # the files asked for, even when stdout is gone (a closed pipe)
@@ -151,7 +151,8 @@ def simulate_command(
             raise UserInputError(f"--out-dir {out_dir}: cannot create the folder: {err.strerror or err}") from None
         deliver_text(timeline, result.model_dump_json(indent=1) + "\n", what="timeline")
         deliver_text(chart, chart_bytes, what="Gantt chart")
-    console.print(f"wrote {timeline} and {chart}", markup=False, highlight=False)
+    for line in wrote_lines([timeline, chart], terminal_columns()):  # whole paths, not Rich's wrap
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import folder_name, run_app
-from sp_planner.cli.terminal import terminal_columns, wrap_at_spaces
+from sp_planner.cli.terminal import pack_words, terminal_columns, wrap_at_spaces, wrote_lines
 from sp_planner.destination import check_folder_destination
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.validate_row import explain_row, render_row
@@ -133,7 +133,7 @@ def validate(
             typer.echo(render_check(failures, check_limits, width))
     if report is not None:
         written = write_report(result, report)
-        typer.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
+        typer.echo("\n".join(wrote_lines(written, terminal_columns())), err=True)
     return EXIT_CHECK_FAILED if failures else 0
 
 
@@ -236,10 +236,10 @@ def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
 
 
 def render_check(failures: list[str], path: Path | None, width: int = WIDTH) -> str:
-    if not failures:
-        return f"check against {path}: every limit holds."
-    return "\n".join([f"check against {path}: {len(failures)} limit(s) broken"]
-                     + [_wrap(f"- {f}", hang="  ", width=width) for f in failures])
+    # The path whole (spaces and all), on a line of its own where it does not fit beside the rest.
+    verdict = f"{len(failures)} limit(s) broken" if failures else "every limit holds."
+    head = pack_words(["check against", f"{path}:", verdict], width)
+    return "\n".join([*head, *(_wrap(f"- {f}", hang="  ", width=width) for f in failures)])
 
 
 def main(argv: list[str] | None = None) -> None:

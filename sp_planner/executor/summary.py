@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
 
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.result import RunResult
+from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.units import format_bytes, format_seconds, format_tokens
 
 
@@ -28,6 +28,44 @@ def _attention_shape(cfg: RunConfig) -> str:
     return ", ".join(parts)
 
 
+ERRORS_TITLE = "error vs fp32 reference (per tensor, the rank nearest its bound)"
+COMM_TITLE = "bytes one rank sends per forward+backward step"
+PERF_TITLE = "time and memory (slowest / largest rank)"
+
+
+def summary_tables(result: RunResult) -> tuple[FitTable, FitTable, FitTable]:
+    """The errors, the bytes sent and the time and memory, each a FitTable: laid out for the
+    console (present.fit), figures whole and the title above a table narrower than it."""
+    rms, rms_bound = result.rms_err, result.rms_tolerance
+    names = ("tensor", "max abs", "bound") + (("RMS", "bound") if rms is not None and rms_bound is not None else ())
+    errors = []
+    for name in ("out", "dq", "dk", "dv"):
+        cells = [f"{getattr(result.max_abs_err, name):.3g}", f"{getattr(result.tolerance, name):.3g}"]
+        if rms is not None and rms_bound is not None:
+            cells += [f"{getattr(rms, name):.3g}", f"{getattr(rms_bound, name):.3g}"]
+        errors.append((name, *cells))
+    measured, predicted = result.comm_bytes_measured, result.comm_bytes_predicted
+    sent = [(name, _bytes_cell(got), _bytes_cell(want), "yes" if got == want else "NO")
+            for name, got, want in (("all-to-all", measured.all_to_all, predicted.all_to_all),
+                                    ("p2p", measured.p2p, predicted.p2p),
+                                    ("all-gather", measured.all_gather, predicted.all_gather),
+                                    ("reduce-scatter", measured.reduce_scatter, predicted.reduce_scatter),
+                                    ("total", measured.total, predicted.total))]
+    total_s = result.time_s.fwd + result.time_s.bwd
+    # The prediction is of the forward and backward together (cost.attention.attention_layer_time_s).
+    perf = (("forward", format_seconds(result.time_s.fwd), "-"),
+            ("backward", format_seconds(result.time_s.bwd), "-"),
+            ("fwd+bwd", format_seconds(total_s),
+             format_seconds(result.predicted_time_s) if result.predicted_time_s is not None else "-"),
+            ("peak memory", format_bytes(result.peak_memory_bytes),
+             format_bytes(result.predicted_memory_bytes) if result.predicted_memory_bytes is not None else "-"))
+    return (FitTable(ERRORS_TITLE, tuple(FitColumn(n, "right") for n in names), tuple(errors)),
+            FitTable(COMM_TITLE, tuple(FitColumn(n, "right") for n in ("collective", "measured", "predicted", "match")),
+                     tuple(sent), row_styles=tuple(None if row[-1] == "yes" else "red" for row in sent)),
+            FitTable(PERF_TITLE, tuple(FitColumn(n, "right") for n in ("quantity", "measured", "predicted")),
+                     perf))
+
+
 def print_summary(result: RunResult, console: Console) -> None:
     cfg = result.config
     verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
@@ -40,39 +78,9 @@ def print_summary(result: RunResult, console: Console) -> None:
     )
     console.print(f"kernel: {result.kernel}" + (f" [yellow]({result.kernel_note})[/yellow]"
                                                   if result.kernel_note else ""))
-    rms, rms_bound = result.rms_err, result.rms_tolerance
-    errors = Table(title="error vs fp32 reference (per tensor, the rank nearest its bound)")
-    for col in ("tensor", "max abs", "bound") + (("RMS", "bound") if rms is not None else ()):
-        errors.add_column(col, justify="right")
-    for name in ("out", "dq", "dk", "dv"):
-        cells = [f"{getattr(result.max_abs_err, name):.3g}", f"{getattr(result.tolerance, name):.3g}"]
-        if rms is not None and rms_bound is not None:
-            cells += [f"{getattr(rms, name):.3g}", f"{getattr(rms_bound, name):.3g}"]
-        errors.add_row(name, *cells)
-    console.print(errors)
-    comm = Table(title="bytes one rank sends per forward+backward step")
-    for col in ("collective", "measured", "predicted", "match"):
-        comm.add_column(col, justify="right")
-    measured, predicted = result.comm_bytes_measured, result.comm_bytes_predicted
-    for name, got, want in (("all-to-all", measured.all_to_all, predicted.all_to_all),
-                            ("p2p", measured.p2p, predicted.p2p),
-                            ("all-gather", measured.all_gather, predicted.all_gather),
-                            ("reduce-scatter", measured.reduce_scatter, predicted.reduce_scatter),
-                            ("total", measured.total, predicted.total)):
-        comm.add_row(name, _bytes_cell(got), _bytes_cell(want), "yes" if got == want else "[red]NO[/red]")
-    console.print(comm)
-    perf = Table(title="time and memory (slowest / largest rank)")
-    for col in ("quantity", "measured", "predicted"):
-        perf.add_column(col, justify="right")
-    total_s = result.time_s.fwd + result.time_s.bwd
-    # The prediction is of the forward and backward together (cost.attention.attention_layer_time_s).
-    perf.add_row("forward", format_seconds(result.time_s.fwd), "-")
-    perf.add_row("backward", format_seconds(result.time_s.bwd), "-")
-    perf.add_row("fwd+bwd", format_seconds(total_s),
-                 format_seconds(result.predicted_time_s) if result.predicted_time_s is not None else "-")
-    perf.add_row("peak memory", format_bytes(result.peak_memory_bytes),
-                 format_bytes(result.predicted_memory_bytes) if result.predicted_memory_bytes is not None else "-")
-    console.print(perf)
+    for spec in summary_tables(result):
+        for table in fitted_tables(spec, console):
+            console.print(table)
     console.print(f"memory: {result.memory_method}")
     if result.prediction_note:
         console.print(f"prediction: {result.prediction_note}")

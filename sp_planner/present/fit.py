@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple, TypeVar
 
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
@@ -91,24 +91,37 @@ def allot_widths(limits: Sequence[Limits], room: int) -> list[int] | None:
 
 def _widths(spec: FitTable, indices: Sequence[int], style: dict, console: Console) -> list[int] | None:
     """The widths of the columns `indices` of `spec` in `style` within the console, or None."""
-    bare = _table(spec, indices, "", style, [1] * len(indices))
+    bare = _table(spec, indices, style, [1] * len(indices))
     # Borders and padding: what the table measures beyond its columns' own widths.
     overhead = Measurement.get(console, console.options.update_width(10_000), bare).maximum - len(indices)
     return allot_widths([column_limits(spec, i) for i in indices], console.width - overhead)
 
 
-def _layout(spec: FitTable, indices: Sequence[int], title: str, style: dict, console: Console) -> Table | None:
-    """The columns `indices` of `spec` in `style` with fixed widths within the console, or None."""
+def _layout(spec: FitTable, indices: Sequence[int], title: str, style: dict,
+            console: Console) -> RenderableType | None:
+    """The columns `indices` of `spec` in `style` with fixed widths within the console, under
+    `title`, or None."""
     widths = _widths(spec, indices, style, console)
     if widths is None or longest_word(title) > console.width:
         return None
-    return _table(spec, indices, title, style, widths)
+    return _titled(_table(spec, indices, style, widths), title, console, justify=spec.title_justify)
 
 
-def _table(spec: FitTable, indices: Sequence[int], title: str, style: dict, widths: Sequence[int]) -> Table:
-    table = Table(title=escape(title), title_justify=spec.title_justify, **style)
-    # A title wraps to the table's width: at least its longest word, so no word of it folds.
-    table.min_width = longest_word(title) or None
+def _titled(table: Table, title: str, console: Console, *,
+           justify: Literal["left", "center"] = "left") -> RenderableType:
+    """`table` under `title`: Rich's own title where the title fits the table's width on one line;
+    else a line of its own above the table, at the left, wrapped at its spaces to the console (Rich
+    wraps a title to its table's width, mid-phrase, and pads each line with spaces to centre it)."""
+    if not title:
+        return table
+    if cell_len(title) <= Measurement.get(console, console.options, table).maximum:
+        table.title, table.title_justify = escape(title), justify
+        return table
+    return Group(Text(title, style="table.title"), table)
+
+
+def _table(spec: FitTable, indices: Sequence[int], style: dict, widths: Sequence[int]) -> Table:
+    table = Table(**style)
     for i, width in zip(indices, widths):
         column = spec.columns[i]
         table.add_column(Text(column.name), justify=column.justify, width=width)
@@ -133,7 +146,7 @@ def greedy_groups(items: Sequence[T], lay_out: Callable[[list[T]], L | None]) ->
     return groups
 
 
-def fitted_tables(spec: FitTable, console: Console) -> tuple[Table, ...]:
+def fitted_tables(spec: FitTable, console: Console) -> tuple[RenderableType, ...]:
     """`spec` laid out within the console: boxed (when `spec.boxed`) or compact in one table if its
     words fit beside one another, else compact column groups each led by the first column. A
     column too wide even beside the first alone gets a group of its own all the same."""
@@ -158,7 +171,7 @@ def fitted_tables(spec: FitTable, console: Console) -> tuple[Table, ...]:
         if widths is None or longest_word(title) > console.width:
             # A group that cannot fit (a figure wider than the console) is left to Rich's own squeeze.
             widths = [column_limits(spec, i).widest for i in indices]
-        tables.append(_table(spec, indices, title, COMPACT, widths))
+        tables.append(_titled(_table(spec, indices, COMPACT, widths), title, console, justify=spec.title_justify))
     return tuple(tables)
 
 

@@ -9,6 +9,7 @@ from importlib import resources
 
 from sp_planner.cost.families import gpu_generation
 from sp_planner.estimate import PlanEstimate
+from sp_planner.units import format_significant, seconds_unit
 from sp_planner.validation.band import ClassBand, PredictionBand, band_for
 
 GENERATION_NAMES = {"ampere": "Ampere", "hopper": "Hopper", "blackwell": "Blackwell", "ascend": "Ascend"}
@@ -69,16 +70,20 @@ def band_clause(ranked: Sequence[PlanEstimate], band: ClassBand, *, hardware_nam
                 gpu_key: str | None = None) -> str:
     """A sentence on the first plan's likely step range and the plans it cannot be told apart from
     ("" if none). The range scales the step by the measured-over-predicted step ratios (10th-90th
-    percentile) of the validation runs of the plan's class (validation.band); with `hardware_name`,
+    percentile) of the validation runs of the plan's class (validation.band), in the step's unit;
+    the ratios are said as percentages off the prediction (0.98-1.12x: -2% to +12%); with `hardware_name`,
     a band over every GPU says why the plan's GPU has none of its own (fallback_note)."""
     if not ranked or not ranked[0].fits:
         return ""
     first, span = ranked[0], band.step_range
     note = fallback_note(band, hardware_name, gpu_key) if hardware_name else ""
     runs = f"{runs_described(band)}, {note}," if note else runs_described(band)
-    text = (f"Its step may be {first.step_time_s * span.low_ratio:.3g}-{first.step_time_s * span.high_ratio:.3g} s "
-            f"(in 80% of {runs} the measured step was {span.low_ratio:.2f}-{span.high_ratio:.2f}x "
-            f"the predicted one; their median error is {band.absolute_band_percent:g}%).")
+    unit, scale, _ = seconds_unit(first.step_time_s)  # the step's own unit, as why_this_plan gives it
+    low, high = (format_significant(first.step_time_s * ratio / scale) for ratio in (span.low_ratio, span.high_ratio))
+    # The ratios as percentages off the prediction, as the median error beside them.
+    off = "% to ".join(f"{round((ratio - 1) * 100):+d}" for ratio in (span.low_ratio, span.high_ratio))
+    text = (f"Its step may be {low}-{high} {unit} (in 80% of {runs} the measured step was {off}% off the "
+            f"predicted one; their median error is {band.absolute_band_percent:g}%).")
     ties = ties_with_first(ranked, band)
     if ties:
         which = "plan 2" if ties == 1 else f"plans 2-{ties + 1}"

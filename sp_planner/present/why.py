@@ -14,7 +14,7 @@ from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
 from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, peak_name, plan_name, reason_key
 from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.units import format_bytes, format_seconds
+from sp_planner.units import format_bytes, format_bytes_as, format_seconds_as
 
 def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
     """What b changes relative to a, e.g. 'tp 4 instead of 2, ulysses 2 instead of 4'."""
@@ -42,17 +42,18 @@ def largest_time_parts(est: PlanEstimate, count: int = 2) -> list[tuple[str, flo
 def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, moe: bool = False,
                   runner_up: PlanEstimate | None = None) -> str:
     """One paragraph on the first plan: what limits it, its memory headroom, what the runner-up gives up.
-    `runner_up`: the plan ranked second where `ranked` holds only the first (sp-plan --top 1)."""
+    `runner_up`: the plan ranked second where `ranked` holds only the first (sp-plan --top 1). Its
+    durations are in the unit of the first plan's step and its sizes in that of the GPU's HBM."""
     if not ranked:
         return "No candidate plan passed the hard rules, so there is nothing to rank."
     best = ranked[0]
     step = best.step_time_s
     limits = ", then ".join(
-        f"{TIME_LABELS.get(name, name)} ({format_seconds(sec)}, {sec / step:.0%} of the step)"
+        f"{TIME_LABELS.get(name, name)} ({format_seconds_as(sec, step)}, {sec / step:.0%} of the step)"
         for name, sec in largest_time_parts(best)
     )
     text = (
-        f"{plan_name(best.plan)} takes {format_seconds(step)} per step "
+        f"{plan_name(best.plan)} takes {format_seconds_as(step, step)} per step "
         f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of {peak_name(best.plan)} in executed FLOPs; "
         + (f"model MFU (Megatron) {best.mfu:.1%}). " if best.mfu <= 1 else
            "Megatron's model MFU, which counts the full attention square, passes 100% for this windowed "
@@ -67,26 +68,31 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     other = ranked[1] if len(ranked) > 1 else runner_up
     if other is None:
         return text + "No other candidate was ranked."
-    return text + _runner_up_clause(best, other)
+    return text + _runner_up_clause(best, other, hardware.hbm_bytes)
 
 
 def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
     parts = est.memory.model_dump()
     biggest = max(parts, key=lambda name: parts[name])
-    head = f"It needs {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)} per GPU"
-    share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes(parts[biggest])}"
+    hbm = hardware.hbm_bytes
+    head = f"It needs {format_bytes_as(est.memory_peak_bytes, hbm)} of {format_bytes_as(hbm, hbm)} per GPU"
+    share = f"{MEMORY_LABELS.get(biggest, biggest)} the largest part at {format_bytes_as(parts[biggest], hbm)}"
     if not est.fits and reason_key(est.reason) not in ("oom", ""):  # a hard rule, not the memory
         return f"It cannot run: it breaks a hard rule ({est.reason})."
     if not est.fits:
         return f"{head} and does not fit ({est.reason}); {share}."
     headroom = hardware.hbm_bytes - est.memory_peak_bytes
-    return f"{head}, leaving {format_bytes(headroom)} of headroom, {share}."
+    return f"{head}, leaving {format_bytes_as(headroom, hbm)} of headroom, {share}."
 
 
-def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
+def _runner_up_clause(best: PlanEstimate, other: PlanEstimate, hbm_bytes: float) -> str:
     """What the runner-up gives up. Where the best published MFU (cost.mfu_ceiling) holds both plans
     to the same step, the clause says so and compares them before that bound, as the ranking does
-    (search_scan: ties at the bound are ordered by the time before it)."""
+    (search_scan: ties at the bound are ordered by the time before it). Durations in the unit of the
+    best plan's step, sizes in that of `hbm_bytes`."""
+    def seconds(value: float) -> str:
+        return format_seconds_as(value, best.step_time_s)
+
     diff = plan_differences(best.plan, other.plan)
     if not other.fits:
         return f"The next candidate ({diff}) does not fit: {other.reason}."
@@ -106,28 +112,28 @@ def _runner_up_clause(best: PlanEstimate, other: PlanEstimate) -> str:
         faster = before_s < 0  # a plan shown first that was re-ranked (--simulate) or pinned (sp-report)
         relation = "faster" if faster else "slower"
         clause = (f"The runner-up ({diff}) is predicted at the same step: the best published MFU for this "
-                  f"hardware holds both to it; before that bound it is {format_seconds(abs(before_s))} "
+                  f"hardware holds both to it; before that bound it is {seconds(abs(before_s))} "
                   f"({abs(before_s) / (best.step_time_s - best.time.mfu_ceiling_s):.1%}) {relation}")
     elif abs(slower_s) < 5e-4 * best.step_time_s:  # under 0.05%: as good as equal, say what cancels
         clause = f"The runner-up ({diff}) takes the same time per step"
         if deltas[worst] > 0 and deltas[gain] < 0:
-            clause += (f": its {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])}) is offset by "
-                       f"{TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})")
+            clause += (f": its {TIME_LABELS.get(worst, worst)} (+{seconds(deltas[worst])}) is offset by "
+                       f"{TIME_LABELS.get(gain, gain)} (-{seconds(-deltas[gain])})")
         mostly = False  # said already
     else:  # slower, or faster where the plan shown first was not ranked first (sp-report of a plan file)
         faster = slower_s < 0
         word = "faster" if faster else "slower"
-        clause = (f"The runner-up ({diff}) is {format_seconds(abs(slower_s))} "
+        clause = (f"The runner-up ({diff}) is {seconds(abs(slower_s))} "
                   f"({abs(slower_s) / best.step_time_s:.1%}) {word} per step")
     if mostly and not faster and deltas[worst] > 0:
-        clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{format_seconds(deltas[worst])})"
+        clause += f", mostly from {TIME_LABELS.get(worst, worst)} (+{seconds(deltas[worst])})"
     elif mostly and faster and deltas[gain] < 0:
-        clause += f", mostly from {TIME_LABELS.get(gain, gain)} (-{format_seconds(-deltas[gain])})"
+        clause += f", mostly from {TIME_LABELS.get(gain, gain)} (-{seconds(-deltas[gain])})"
     saved = best.memory_peak_bytes - other.memory_peak_bytes
     if saved > 0:
-        clause += f", though it needs {format_bytes(saved)} less memory per GPU"
+        clause += f", though it needs {format_bytes_as(saved, hbm_bytes)} less memory per GPU"
     elif saved < 0:
-        clause += f", and needs {format_bytes(-saved)} more memory per GPU"
+        clause += f", and needs {format_bytes_as(-saved, hbm_bytes)} more memory per GPU"
     return clause + "."
 
 
@@ -140,6 +146,10 @@ def expert_parallel_note(best: PlanEstimate, other: PlanEstimate | None, rank: i
         return (f"No plan with expert parallelism (ep > 1){which} fits among the best {scanned:,} ranked plans; "
                 "--ep pins one to see its estimate.")
     slower_s = other.step_time_s - best.step_time_s
+
+    def seconds(value: float) -> str:  # every duration in the unit of the note's step
+        return format_seconds_as(value, other.step_time_s)
+
     deltas = {
         name: other_sec - best_sec
         for (name, best_sec), other_sec in zip(best.time.model_dump().items(), other.time.model_dump().values())
@@ -147,11 +157,11 @@ def expert_parallel_note(best: PlanEstimate, other: PlanEstimate | None, rank: i
     grown = sorted(((d, n) for n, d in deltas.items() if d > 0), reverse=True)[:3]
     shrunk = sorted((d, n) for n, d in deltas.items() if d < 0)[:2]
     text = (f"Best plan with expert parallelism (ranked {rank} of all plans): {plan_name(other.plan)}, "
-            f"{format_seconds(other.step_time_s)} per step ({slower_s / best.step_time_s:+.1%} against plan 1)")
+            f"{seconds(other.step_time_s)} per step ({slower_s / best.step_time_s:+.1%} against plan 1)")
     if grown:
-        text += ": " + ", ".join(f"{TIME_LABELS.get(n, n)} +{format_seconds(d)}" for d, n in grown)
+        text += ": " + ", ".join(f"{TIME_LABELS.get(n, n)} +{seconds(d)}" for d, n in grown)
     if shrunk:
-        text += "; " + ", ".join(f"{TIME_LABELS.get(n, n)} -{format_seconds(-d)}" for d, n in shrunk)
+        text += "; " + ", ".join(f"{TIME_LABELS.get(n, n)} -{seconds(-d)}" for d, n in shrunk)
     saved = best.memory_peak_bytes - other.memory_peak_bytes
     if saved:
         text += f"; {format_bytes(abs(saved))} {'less' if saved > 0 else 'more'} memory per GPU"
@@ -167,17 +177,19 @@ def closest_and_fixes(
 ) -> str:
     """When nothing fits: the closest plan and the checked changes that would make one fit.
 
-    `pinned`: every degree was pinned, so the first plan is the user's own, not the closest.
+    `pinned`: every degree was pinned, so the first plan is the user's own, not the closest. Sizes
+    are in the unit of the GPU's HBM, and the fixes' steps in the unit of the slowest.
     """
+    hbm = hardware.hbm_bytes
     if pinned and ranked:
         text = "The pinned plan does not fit."
     elif ranked:
         closest = ranked[0]
-        over = closest.memory_peak_bytes - hardware.hbm_bytes
+        over = closest.memory_peak_bytes - hbm
         text = (
             f"No plan fits. The closest is {plan_name(closest.plan)}: "
-            f"{format_bytes(closest.memory_peak_bytes)} per GPU against {format_bytes(hardware.hbm_bytes)}"
-            + (f", {format_bytes(over)} over." if over > 0 else f" ({closest.reason}).")
+            f"{format_bytes_as(closest.memory_peak_bytes, hbm)} per GPU against {format_bytes_as(hbm, hbm)}"
+            + (f", {format_bytes_as(over, hbm)} over." if over > 0 else f" ({closest.reason}).")
         )
     else:
         text = "No plan fits: every candidate broke a hard rule (see the prune counts with --explain)."
@@ -187,9 +199,11 @@ def closest_and_fixes(
             f" sequences down to 1K tokens; {SUGGESTION_CANDIDATES:,} candidates searched at most)"
             " makes a plan fit."
         )
+    slowest_s = max(s.estimate.step_time_s for s in suggestions)
     fixes = [
         f"  {s.option}: {s.description}; best plan {plan_name(s.estimate.plan)}, "
-        f"{format_bytes(s.estimate.memory_peak_bytes)} per GPU, {format_seconds(s.estimate.step_time_s)} per step"
+        f"{format_bytes_as(s.estimate.memory_peak_bytes, hbm)} per GPU, "
+        f"{format_seconds_as(s.estimate.step_time_s, slowest_s)} per step"
         for s in suggestions
     ]
     return "\n".join([text, "Each of these changes was checked by searching again and makes a plan fit:", *fixes])

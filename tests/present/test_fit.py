@@ -145,3 +145,17 @@ def test_a_short_heading_is_one_rule_line():
     console = Console(file=io.StringIO(), width=40, color_system=None)
     print_heading(console, "slurm launch [megatron]")
     assert console.file.getvalue() == "slurm launch [megatron] " + "─" * 16 + "\n"
+
+
+def test_a_title_wider_than_its_table_is_a_line_of_its_own():
+    # sp-run's errors: a 63-character title over a 54-column table folded to it, centred
+    # ("...the rank nearest" / "           its bound)"); a title that fits stays Rich's own.
+    spec = FitTable(title="error vs fp32 reference (per tensor, the rank nearest its bound)",
+                    columns=(FitColumn("tensor", "right"), *(FitColumn(n, "right") for n in ("max abs", "bound"))),
+                    rows=(("out", "1.79e-07", "1.1e-05"),))
+    lines = render(spec, 80).splitlines()
+    assert lines[0] == spec.title and lines[1].startswith("┏")
+    # At 40 columns it wraps at its spaces to the console, not to the table's 30.
+    narrow = render(spec, 40).splitlines()
+    assert narrow[:2] == ["error vs fp32 reference (per tensor, the", "rank nearest its bound)"]
+    assert render(COMM, 80).splitlines()[0].rstrip() == COMM.title and "┏" in render(COMM, 80).splitlines()[1]

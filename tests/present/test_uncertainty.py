@@ -23,7 +23,7 @@ def test_clause_gives_the_range_and_names_what_would_separate_ties():
     text = band_clause([_est(100), _est(102), _est(104), _est(200)], BAND)
     # The range is the step scaled by the measured/predicted ratios, not a symmetric +-10%.
     assert "may be 90-130 s" in text and "in 80% of 64 validation runs of dense models on Hopper GPUs" in text
-    assert "0.90-1.30x the predicted one" in text and "their median error is 10%" in text
+    assert "was -10% to +30% off the predicted one" in text and "their median error is 10%" in text
     assert "Plans 2-3 are within 5% of it" in text and "over 186 pairs" in text
     assert "`sp-calibrate`" in text and "`sp-run`" in text
     assert "ties" not in band_clause([_est(100), _est(200)], BAND)
@@ -62,3 +62,10 @@ def test_a_band_over_every_gpu_says_why_the_plan_has_none_of_its_own():
     # A generation's own class needs no note.
     assert "validation runs of dense models on Hopper GPUs the measured step" in band_clause(
         [_est(100), _est(200)], BAND, hardware_name="h100-sxm")
+
+
+def test_the_range_is_in_the_unit_of_the_step():
+    # A 3,000 s step: 2,700-3,900 s (was "2.7e+03-3.9e+03 s"); a 0.5 s step, which why_this_plan
+    # gives as 500.0 ms: 450-650 ms (was "0.45-0.65 s").
+    assert "Its step may be 2,700-3,900 s (" in band_clause([_est(3000), _est(9000)], BAND)
+    assert "Its step may be 450-650 ms (" in band_clause([_est(0.5), _est(9)], BAND)

@@ -63,13 +63,13 @@ def test_runner_up_held_to_the_same_step_by_the_mfu_bound_is_compared_before_it(
     slower = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=2.5, activations_gib=38.0)
     text = why_this_plan([_held(BEST, 1.0), _held(slower, 0.5)], A800)
     assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is predicted at the same step: the best "
-            "published MFU for this hardware holds both to it; before that bound it is 500.0 ms (5.0%) slower, "
-            "mostly from Ulysses all-to-all (+500.0 ms)") in text
+            "published MFU for this hardware holds both to it; before that bound it is 0.50 s (5.0%) slower, "
+            "mostly from Ulysses all-to-all (+0.50 s)") in text
     # Only the best held (10 s + 0.2 s against 10.5 s): the difference per step, 0.3 s of 10.2 s;
     # its parts without the bound's stretch.
     text = why_this_plan([_held(BEST, 0.2), slower], A800)
-    assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is 300.0 ms (2.9%) slower per step, "
-            "mostly from Ulysses all-to-all (+500.0 ms)") in text
+    assert ("The runner-up (ulysses 4 instead of 8, ring 2 instead of 1) is 0.30 s (2.9%) slower per step, "
+            "mostly from Ulysses all-to-all (+0.50 s)") in text
 
 
 def test_runner_up_faster_before_the_mfu_bound_says_faster():
@@ -79,8 +79,8 @@ def test_runner_up_faster_before_the_mfu_bound_says_faster():
     slower = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=2.5, activations_gib=38.0)
     text = why_this_plan([_held(slower, 0.5), _held(BEST, 1.0)], A800)
     assert ("The runner-up (ulysses 8 instead of 4, ring 1 instead of 2) is predicted at the same step: the best "
-            "published MFU for this hardware holds both to it; before that bound it is 500.0 ms (4.8%) faster, "
-            "mostly from Ulysses all-to-all (-500.0 ms)") in text
+            "published MFU for this hardware holds both to it; before that bound it is 0.50 s (4.8%) faster, "
+            "mostly from Ulysses all-to-all (-0.50 s)") in text
 
 
 def test_runner_up_at_the_same_step_says_what_cancels():
@@ -149,3 +149,16 @@ def test_a_runner_up_that_is_faster_is_said_to_be_faster():
     text = why_this_plan([RUNNER_UP, BEST], A800)
     assert "is 1.00 s (9.1%) faster per step, mostly from Ulysses all-to-all (-1.00 s)" in text
     assert "slower" not in text
+
+
+def test_each_quantity_keeps_one_unit_through_the_paragraph():
+    # A runner-up 0.25 s slower than a 10 s step and 48 MiB heavier: said in the step's seconds
+    # and the HBM's GiB (was "250.0 ms" and "48.0 MiB" beside "10.00 s" and "80.0 GiB").
+    close = _estimate(ParallelPlan(ulysses=4, ring=2), attention_s=6.0, ulysses_s=2.25,
+                      activations_gib=40.0 + 48 / 1024)
+    text = why_this_plan([BEST, close], A800)
+    assert "is 0.25 s (2.5%) slower per step, mostly from Ulysses all-to-all (+0.25 s)" in text
+    assert "and needs 0.047 GiB more memory per GPU" in text
+    assert " ms" not in text and "MiB" not in text
+    # The step's range and the validation runs' ratios: seconds and percentages, no "x" ratio.
+    assert "Its step may be" in text and " s (in 80% of" in text and "x the predicted" not in text

@@ -50,8 +50,10 @@ def test_sp_simulate_on_60_columns_keeps_every_figure_whole(tmp_path, capsys, mo
         plan=ParallelPlan(dp=1, zero=2, ulysses=8, ring=2),
     ))
     assert _run([str(plan_file), "--out-dir", str(tmp_path)]) == 0
-    printed = capsys.readouterr().out
+    printed, wrote = capsys.readouterr().out.split("wrote ")
     assert max(len(line) for line in printed.splitlines()) <= 60 and "…" not in printed
+    # The folder whole on a line of its own, however wide (Rich had folded it mid-name).
+    assert wrote.splitlines() == ["timeline.json and gantt.png in", str(tmp_path)]
     phases = printed[printed.index("communication phases"):].splitlines()
     rule = next(i for i, line in enumerate(phases) if set(line.strip()) == {"─"})
     assert phases[1].split() == ["limited"]
