@@ -52,10 +52,11 @@ analytic step and the simulator both take, so a recomputed forward reduces again
 Multi-latent attention (DeepSeek) is counted like QKV, one input each way: how its up-projections
 (column-parallel, on the latents) gather under sequence parallelism was not read.
 
-Latency of one tiny all-reduce: NCCL's own tuner model (NVIDIA/nccl src/graph/tuning.cc, 2.30;
-reference hardware_and_models.md B.6) for the ring with the LL protocol, the one it picks for a
-few bytes: base 6.6 us plus 2(n-1) hops (cost.links.ring_steps: the k-1 between the group's k nodes
-cross the network), 0.6 us each over NVLink and 2.7 us over the network.
+Latency of one tiny all-reduce: NCCL's own tuner model for the ring with the LL protocol, the one
+it picks for a few bytes (cost.nccl_protocols, NCCL 2.30.7 src/graph/tuning.cc; reference
+hardware_and_models.md B.6): base 6.6 us plus 2(n-1) hops (cost.links.ring_steps: the k-1 between
+the group's k nodes cross the network), 0.6 us each over NVLink (1 us, NCCL's network post
+overhead, where the group spans nodes) and 2.7 us over the network.
 8 GPUs in one node: 15.0 us; measured 12.5 us for a 4-16 B all-reduce on 8 x H20 (the same
 Hopper NVSwitch node; deepseek-ai/DeepEP#303), so the tuner's figure is the upper of the two.
 """
@@ -66,16 +67,13 @@ import numpy as np
 
 from sp_planner.cost.links import NONE, ring_steps
 from sp_planner.cost.moe import moe_layer_fraction
+from sp_planner.cost.nccl_protocols import LL, ring_protocol_latencies_s
 from sp_planner.distinct import per_distinct
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.model import ModelSpec
 
 FP8 = PRECISIONS.index("fp8")
-# NCCL tuning.cc (2.30): baseLatencies Ring LL, hwLatencies Ring LL for NVLink and NET (us).
-NCCL_RING_LL_BASE_S = 6.6e-6
-NCCL_RING_LL_NVLINK_HOP_S = 0.6e-6
-NCCL_RING_LL_NET_HOP_S = 2.7e-6
 
 # Amax reductions per GEMM pair each way (module docstring): a pair's column-parallel input forward
 # (QKV, FC1) and its row-parallel output gradient backward (projection, FC2). cost.host counts them
@@ -97,8 +95,7 @@ def tiny_all_reduce_s(size, stride, gpus_per_node: int):
     """One all-reduce of a few bytes over `size` ranks `stride` apart (NCCL ring LL, module
     docstring): 0 for a group of one."""
     link, intra_steps, inter_steps = ring_steps("all_reduce", size, stride, gpus_per_node)
-    hops = intra_steps * NCCL_RING_LL_NVLINK_HOP_S + inter_steps * NCCL_RING_LL_NET_HOP_S
-    return np.where(link == NONE, 0.0, NCCL_RING_LL_BASE_S + hops)
+    return np.where(link == NONE, 0.0, ring_protocol_latencies_s("nvlink", intra_steps, inter_steps)[LL])
 
 
 def amax_reductions_per_layer(model: ModelSpec):

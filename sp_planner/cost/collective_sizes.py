@@ -14,7 +14,9 @@ message) and the latencies cost.links charges the call (NCCL's 3.4 us per ring s
 Simple protocol; one for an all-to-all's concurrent sends): so the curve's shape is
 taken, and the profile's plateau kept. The measured time is read linearly in log-log between points; at least
 1 (noise above the alpha-beta line is not a speed-up), 1 from the largest point up, and the
-smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there);
+smallest point's factor below it (1 MiB on the XLA curves: the latency term is NCCL's own there),
+where cost.nccl_protocols may find NCCL's LL or LL128 faster (inside the measured range the
+measurement stands, whatever protocol NCCL ran: Sized.measured);
 a measured time above that of a larger message is held to it (a smaller message cannot take longer).
 A group size between the measured ones takes the nearest in log2.
 
@@ -139,26 +141,45 @@ def ring_tensor_bytes(collective: str, sent_bytes, group_size):
     return np.asarray(sent_bytes, dtype=np.float64) * n / (ring_rounds(collective) * np.maximum(n - 1, 1))
 
 
+class Sized(NamedTuple):
+    """size_factor's factor, and where the call's size lies in its curve's measured range (at or
+    above the smallest measured point: the measurement times it, whatever protocol NCCL ran)."""
+
+    factor: np.ndarray
+    measured: np.ndarray
+
+
 def size_factor(hardware: HardwareProfile, collective: str, tensor_bytes, group_size, where=None):
     """Factor (>= 1) on the alpha-beta time of a ring `collective` of `tensor_bytes` over
     `group_size` ranks inside one NVLink domain; 1 where no curve applies (module docstring) and
     outside `where` (a mask of the rows that are inside a node; all when None)."""
+    return sized(hardware, collective, tensor_bytes, group_size, where).factor
+
+
+def sized(hardware: HardwareProfile, collective: str, tensor_bytes, group_size, where=None) -> Sized:
+    """size_factor, with the rows whose size a curve measured (Sized.measured; False where no curve
+    applies)."""
     tensor, group = np.broadcast_arrays(np.asarray(tensor_bytes, dtype=np.float64),
                                         np.asarray(group_size, dtype=np.float64))
     out = np.ones(tensor.shape)
+    measured_rows = np.zeros(tensor.shape, dtype=bool)
     family = _family(hardware)
     if family is None or collective not in _curves()[family]["curves"]:
-        return out
+        return Sized(out, measured_rows)
     rows = group > 1 if where is None else (group > 1) & where
     if not rows.any():
-        return out
+        return Sized(out, measured_rows)
     measured = np.array(sorted(int(g) for g in _curves()[family]["curves"][collective]))
     # The nearest measured group size in log2: the midpoints between them split the axis.
     nearest = np.searchsorted((np.log2(measured[1:]) + np.log2(measured[:-1])) / 2, np.log2(group[rows]))
     values = np.empty(int(rows.sum()))
+    inside = np.zeros(int(rows.sum()), dtype=bool)
     for i, g in enumerate(measured):
         at = nearest == i
         if at.any():
-            values[at] = _curve_factor(_curve(family, collective, int(g)), tensor[rows][at])
+            curve = _curve(family, collective, int(g))
+            values[at] = _curve_factor(curve, tensor[rows][at])
+            inside[at] = np.log(np.maximum(tensor[rows][at], 1.0)) >= curve.log_bytes[0]
     out[rows] = values
-    return out
+    measured_rows[rows] = inside
+    return Sized(out, measured_rows)

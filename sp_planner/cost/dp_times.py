@@ -19,8 +19,9 @@ import numpy as np
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
 from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param, unit_gather_width
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
-from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
-from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
+from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s, ring_steps
+from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
@@ -146,32 +147,39 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     dense_layer = per_layer - expert_layer
 
     # A ring call's alpha-beta time is linear in the bytes sent plus its latency (cost.links):
-    # evaluate the slope and the latency once per collective and group, then price every call
-    # from them, times the slowdown at the call's own size inside a node (cost.collective_sizes).
-    terms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    # evaluate the slope, the latency and the ring's steps (for the protocol, cost.nccl_protocols)
+    # once per collective and group, then price every call from them, times the slowdown at the
+    # call's own size inside a node (cost.collective_sizes).
+    terms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
     where = {"dense": (zgroup, zstride), "expert": (edp, edp_stride), "replica": (rep, rep_stride)}
     inside = {name: group_link(size, stride, gpn) == INTRA for name, (size, stride) in where.items()}
 
-    def term(kind: str, group: str) -> tuple[np.ndarray, np.ndarray]:
+    def term(kind: str, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if (kind, group) not in terms:
             size, stride = where[group]
             latency = ring_latency_s(hardware, kind, size, stride, gpn)
             per_byte = ring_alpha_beta_s(hardware, kind, 1.0, size, stride, gpn) - latency
-            terms[(kind, group)] = (per_byte, latency)
+            _, intra_steps, inter_steps = ring_steps(kind, size, stride, gpn)
+            terms[(kind, group)] = (per_byte, latency, intra_steps, inter_steps)
         return terms[(kind, group)]
 
     def calls(kind, bytes_per_param, n_params, count, group: str):
         """`count` calls over `group` moving n_params parameters in all: the bandwidth time of the
-        whole bytes and one latency per call."""
+        whole bytes and one latency per call, or each call's LL or LL128 time where one is faster
+        (cost.nccl_protocols)."""
         size = where[group][0]
         moves = (n_params > 0) & (size > 1)
         if not np.any(moves):  # a dense model's expert calls, replicas without HSDP: 0 on every row
             return np.zeros(np.shape(moves))
-        per_byte, latency = term(kind, group)
+        per_byte, latency, intra_steps, inter_steps = term(kind, group)
         sent = bytes_per_param * n_params * (size - 1) / size
-        per_call = ring_tensor_bytes(kind, sent / np.maximum(count, 1), size)
-        factor = size_factor(hardware, kind, per_call, size, where=inside[group])
-        return np.where(moves, factor * (sent * per_byte + count * latency), 0.0)
+        calls_ = np.maximum(count, 1)
+        call = sized(hardware, kind, ring_tensor_bytes(kind, sent / calls_, size), size, where=inside[group])
+        # One call's time under the fastest protocol (cost.nccl_protocols); Simple's as before.
+        one = fastest_ring(hardware, kind, call.factor * (sent / calls_ * per_byte + latency), sent / calls_ * per_byte,
+                           sent / calls_, intra_steps, inter_steps, where=~call.measured)
+        simple = call.factor * (sent * per_byte + count * latency)
+        return np.where(moves, np.where(one.protocol == SIMPLE, simple, count * one.time_s), 0.0)
 
     def reduce(dense_params, dense_count, expert_params, expert_count):
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor
+from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor, sized
+from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.node_loads import member_counts, node_occupancy
 from sp_planner.specs.hardware import CollectiveEfficiency, HardwareProfile
 
@@ -82,10 +83,17 @@ def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2, *
 def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
                            gpus_per_node: int):
     """Time of one all-gather / reduce-scatter / all-reduce in which each rank sends `sent_bytes`:
-    ring_alpha_beta_s, inside a node times the measured slowdown at its message size
-    (cost.collective_sizes)."""
+    ring_alpha_beta_s (NCCL's Simple protocol), inside a node times the measured slowdown at its
+    message size (cost.collective_sizes), or NCCL's tuner time of LL or LL128 where one is faster
+    and no curve measured the call's size (cost.nccl_protocols)."""
     t = ring_alpha_beta_s(hardware, collective, sent_bytes, size, stride, gpus_per_node)
-    return t * intra_size_factor(hardware, collective, sent_bytes, size, stride, gpus_per_node)
+    size = np.asarray(size, dtype=np.float64)
+    link = group_link(size, stride, gpus_per_node)
+    intra_steps, inter_steps = _ring_steps(collective, size, link, node_occupancy(size, stride, gpus_per_node)[1])
+    call = sized(hardware, collective, ring_tensor_bytes(collective, sent_bytes, size), size, where=link == INTRA)
+    latency = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
+    return fastest_ring(hardware, collective, t * call.factor, t - latency, sent_bytes, intra_steps, inter_steps,
+                        where=~call.measured).time_s
 
 
 def intra_size_factor(hardware: HardwareProfile, collective: str, sent_bytes, size, stride, gpus_per_node: int):
@@ -142,8 +150,9 @@ def ring_latency_s(hardware: HardwareProfile, collective: str, size, stride, gpu
     tuner models it (src/graph/tuning.cc, ring: nsteps = n-1, 2(n-1) for all-reduce, of which
     nInterSteps = nNodes-1, 2(nNodes-1) for all-reduce, cross the network; reference
     hardware_and_models.md B.6): the hops inside a node at the intra-node latency, the k-1 hops
-    between the group's k nodes at the network's. Every call pays it, so a framework that splits
-    a reduction into buckets pays it per bucket (cost.buckets)."""
+    between the group's k nodes at the network's, the profile's per-step figures (NCCL's Simple
+    protocol; LL's and LL128's: cost.nccl_protocols). Every call pays it, so a framework that
+    splits a reduction into buckets pays it per bucket (cost.buckets)."""
     size = np.asarray(size, dtype=np.float64)
     link = group_link(size, stride, gpus_per_node)
     return _ring_latency_s(hardware, collective, size, link, node_occupancy(size, stride, gpus_per_node)[1])

@@ -15,10 +15,11 @@ from typing import Callable
 import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
-from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes, unit_gather_width
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.overlap import chunk_gathers_ahead
 from sp_planner.cost.runtime import Runtime
 from sp_planner.pipeline import StageLayers
@@ -28,22 +29,27 @@ from sp_planner.sim.work import DPCalls
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
-Phase = Callable[..., PhaseResult]  # (name, groups, bytes per rank, algorithm, efficiency, rounds=) -> result
+Phase = Callable[..., PhaseResult]  # (name, groups, bytes per rank, algorithm, efficiency, rounds=, one_call=)
 
 
 def _per_call(result: PhaseResult, params: float, phase_params: float, hardware: HardwareProfile) -> float:
     """One call moving `params` of the `phase_params` the phase moved: its share of the bandwidth
     time plus the whole latency, times the slowdown at the call's own size where the phase had
-    one (cost.collective_sizes; cost.dp_times prices each call so)."""
+    one (cost.collective_sizes), or its LL or LL128 time where one is faster (cost.nccl_protocols);
+    cost.dp_times prices each call so."""
     if params <= 0 or result.duration_s <= 0:
         return 0.0
     share = params / phase_params
-    alpha_beta = (result.duration_s / result.size_factor - result.latency_s) * share + result.latency_s
-    if not result.sized:
-        return alpha_beta
-    n = result.group_size
-    tensor = ring_tensor_bytes(result.collective, result.bytes_per_rank * share, n)
-    return alpha_beta * float(size_factor(hardware, result.collective, tensor, n))
+    transfer = (result.duration_s / result.size_factor - result.latency_s) * share
+    alpha_beta = transfer + result.latency_s
+    measured = False
+    if result.sized:
+        n = result.group_size
+        tensor = ring_tensor_bytes(result.collective, result.bytes_per_rank * share, n)
+        call = sized(hardware, result.collective, tensor, n)
+        alpha_beta, measured = alpha_beta * float(call.factor), bool(call.measured)
+    return float(fastest_ring(hardware, result.collective, alpha_beta, transfer, result.bytes_per_rank * share,
+                              result.intra_steps, result.inter_steps, where=not measured).time_s)
 
 
 def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, bool], float],
@@ -84,29 +90,32 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         return nbytes * (n - 1) / n
 
     if zero == 0:
-        ar = phase("dp grad all-reduce", zgroups, share(2 * grad_bytes * dense, z), "ring", "all_reduce", rounds=2)
+        ar = phase("dp grad all-reduce", zgroups, share(2 * grad_bytes * dense, z), "ring", "all_reduce", rounds=2,
+                   one_call=False)
         ear = phase("edp grad all-reduce", groups["edp"], share(2 * grad_bytes * experts, edp), "ring", "all_reduce",
-                    rounds=2)
+                    rounds=2, one_call=False)
 
         def reduce_time(n: float, expert: bool) -> float:
             return _per_call(ear, n, expert_share, hardware) if expert else _per_call(ar, n, dense, hardware)
         gather_time: Callable[[float, bool], float] | None = None
         root_gather_time = None
     else:
-        rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter")
+        rs = phase("dp grad reduce-scatter", zgroups, share(grad_bytes * dense, z), "ring", "reduce_scatter",
+                   one_call=False)
         ers = phase("edp grad reduce-scatter", groups["edp"], share(grad_bytes * experts, edp), "ring",
-                    "reduce_scatter")
+                    "reduce_scatter", one_call=False)
         # HSDP: each call's gradient shard then all-reduced across the replicas (cost.fsdp).
         shard = dense / z
         rar = phase("hsdp shard all-reduce", replicas, share(2 * grad_bytes * shard, rep), "ring", "all_reduce",
-                    rounds=2)
+                    rounds=2, one_call=False)
         # Per-tensor FP8 GEMM weights gathered in FP8 under --fp8-param-gather (cost.fp8_params).
         code = PRECISIONS.index(plan.precision)
         dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense,
                                               dense_gemm_params(model, tp, ep, etp, stages.first)))
         experts_gathered = float(gathered_bytes(runtime.states, code, zero, experts, experts))
-        ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather")
-        eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather")
+        ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather", one_call=False)
+        eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather",
+                    one_call=False)
 
         def reduce_time(n: float, expert: bool) -> float:
             own = _per_call(ers, n, expert_share, hardware) if expert else _per_call(rs, n, dense, hardware)

@@ -26,8 +26,9 @@ from typing import Literal
 import numpy as np
 from pydantic import field_serializer
 
-from sp_planner.cost.collective_sizes import ring_tensor_bytes, size_factor
+from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.links import collective_efficiency
+from sp_planner.cost.nccl_protocols import PROTOCOL_NAMES, SIMPLE, fastest_ring, picked_latency_s
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.fluid import completion_times
 from sp_planner.sim.symmetry import fold_routes, orbit_index, phase_period
@@ -57,6 +58,12 @@ class PhaseResult(FrozenModel):
     size_factor: float = 1.0
     collective: str = ""  # the efficiency key the phase was timed with
     group_size: int = 0
+    # A ring phase's steps inside and between nodes (its slowest group's, as cost.links.ring_steps
+    # counts them), for the protocol of the calls sim.dp_work cuts from it (cost.nccl_protocols),
+    # and the protocol its slowest group's call runs in (LL, LL128 or Simple).
+    intra_steps: float = 0.0
+    inter_steps: float = 0.0
+    protocol: str = "Simple"
 
     @field_serializer("bytes_per_rank", when_used="json")
     def _json_bytes(self, value: float) -> int | float:
@@ -166,7 +173,8 @@ def _relay_in_group(cluster: Cluster, groups: np.ndarray, src: np.ndarray, dst: 
 
 
 def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: float,
-              algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1, nccl: bool = True) -> PhaseResult:
+              algorithm: Algorithm, efficiency: EfficiencyKey, *, rounds: int = 1, nccl: bool = True,
+              one_call: bool = True) -> PhaseResult:
     """Time of one phase: every group of `groups` sends `bytes_per_rank` per rank at once.
 
     Returns the slowest group's time. Latency: a ring collective serialises NCCL's ring steps
@@ -174,7 +182,10 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     intra-node route's latency and k-1 at the slowest network route's); a P2P step, a chain hop
     or an all-to-all one route's. Inside a node, a ring collective or an all-to-all run by NCCL
     (`nccl`: not HybridEP's kernels) takes the measured slowdown at its message size
-    (cost.collective_sizes), as cost.links does.
+    (cost.collective_sizes), as cost.links does. A ring collective that is `one_call` takes NCCL's
+    LL or LL128 time where one is faster (cost.nccl_protocols, as cost.links.ring_collective_time_s),
+    on each group's contended bus time; a phase that stands for several calls (sim.dp_work's) stays
+    Simple, and each of its calls picks apart.
     """
     groups = np.asarray(groups, dtype=np.int64)
     num_groups, n = groups.shape
@@ -234,6 +245,7 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     flow_latency[active], crossing[active] = path_latency, inter
     group_time = flow_time.reshape(groups.shape[0], -1).max(axis=1)
     by_group = flow_latency.reshape(groups.shape[0], -1)
+    k = np.ones(groups.shape[0])
     if algorithm == "ring":
         flow_inter = crossing.reshape(groups.shape[0], -1)
         nodes = np.sort(cluster.node_of(groups), axis=1)
@@ -244,14 +256,25 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
     else:
         group_latency = by_group.max(axis=1)
     total = group_time + group_latency
-    sized = nccl and not crosses and (algorithm == "ring" or algorithm == efficiency == "all_to_all")
-    factor = 1.0
-    if sized:
+    is_sized = nccl and not crosses and (algorithm == "ring" or algorithm == efficiency == "all_to_all")
+    factor, measured = 1.0, False
+    if is_sized:
         # The measured slowdown at this message size inside a node (cost.collective_sizes, as
         # cost.links.ring_collective_time_s applies it).
-        factor = float(size_factor(cluster.hardware, efficiency, ring_tensor_bytes(efficiency, bytes_per_rank, n), n))
+        call = sized(cluster.hardware, efficiency, ring_tensor_bytes(efficiency, bytes_per_rank, n), n)
+        factor, measured = float(call.factor), bool(call.measured)
     total = total * factor
+    # Steps as cost.links.ring_steps counts them: per round n-k inside the group's k nodes, k-1 between.
+    ring = algorithm == "ring"
+    intra_steps, inter_steps = (rounds * (n - k), rounds * (k - 1)) if ring else (np.zeros(k.shape),) * 2
+    protocol = np.full(total.shape, SIMPLE)
+    if ring and nccl and one_call:
+        pick = fastest_ring(cluster.hardware, efficiency, total, group_time, bytes_per_rank, intra_steps, inter_steps,
+                            where=not measured)
+        protocol, total = pick.protocol, pick.time_s
+        group_latency = picked_latency_s(cluster.hardware, pick, intra_steps, inter_steps, group_latency)
     slowest = int(np.argmax(total))
+    simple = protocol[slowest] == SIMPLE
     members = np.flatnonzero(gid == slowest)  # the slowest group's active flows
     slow_flow = int(members[np.argmax(flow_time[active][members])])
     edge = int(frozen_by[slow_flow])
@@ -266,8 +289,11 @@ def run_phase(cluster: Cluster, name: str, groups: np.ndarray, bytes_per_rank: f
         crosses_nodes=crosses,
         bottleneck=cluster.link_class(edge) if edge >= 0 else "none",
         achieved_bytes_per_s=float(bytes_per_rank / transfer) if transfer > 0 else 0.0,
-        sized=sized,
-        size_factor=factor,
+        sized=is_sized,
+        size_factor=factor if simple else 1.0,
         collective=efficiency,
         group_size=n,
+        intra_steps=float(intra_steps[slowest]),
+        inter_steps=float(inter_steps[slowest]),
+        protocol=PROTOCOL_NAMES[protocol[slowest]],
     )

@@ -81,8 +81,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
 
-    def phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=1, nccl=True) -> PhaseResult:
-        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl)
+    def phase_result(name, axis_groups, nbytes, algorithm, eff, rounds=1, nccl=True, one_call=True) -> PhaseResult:
+        result = run_phase(cluster, name, axis_groups, nbytes, algorithm, eff, rounds=rounds, nccl=nccl,
+                           one_call=one_call)
         phases.append(result)
         return result
 

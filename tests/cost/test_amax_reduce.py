@@ -21,8 +21,9 @@ def test_tiny_all_reduce_follows_nccls_ring_ll_model():
     assert tiny_all_reduce_s(np.array([2]), 1, 8)[0] == pytest.approx(7.8e-6)
     assert tiny_all_reduce_s(np.array([4]), 1, 8)[0] == pytest.approx(10.2e-6)
     assert tiny_all_reduce_s(np.array([8]), 1, 8)[0] == pytest.approx(15.0e-6)
-    # 16 ranks on two 8-GPU nodes: 28 NVLink hops and 2 network hops.
-    assert tiny_all_reduce_s(np.array([16]), 1, 8)[0] == pytest.approx(6.6e-6 + 28 * 0.6e-6 + 2 * 2.7e-6)
+    # 16 ranks on two 8-GPU nodes: 28 NVLink hops, each at least NCCL's 1 us network post overhead
+    # once the ring leaves the node (tuning.cc lines 405-410), and 2 network hops.
+    assert tiny_all_reduce_s(np.array([16]), 1, 8)[0] == pytest.approx(6.6e-6 + 28 * 1.0e-6 + 2 * 2.7e-6)
 
 
 def test_eight_gpus_sit_near_the_measured_tiny_all_reduce():

@@ -19,7 +19,7 @@ from sp_planner.cost.fp8_params import (
     weight_cast_s,
 )
 from sp_planner.cost.kernels import memory_pass_time_s
-from sp_planner.cost.links import ring_collective_time_s, ring_latency_s
+from sp_planner.cost.links import ring_alpha_beta_s, ring_latency_s
 from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES
@@ -162,8 +162,9 @@ def test_gather_time_saves_the_bandwidth_of_a_byte_per_gemm_weight():
     stages = candidate_stage_layers(MODEL, c)
     fp8, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES)
     bf16, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, states=MINDSPEED_STATES)
-    # Same calls, same latencies: only the bytes differ, 7/8 of GEMM_PARAMS x 1 B (dp 8 in a node).
-    per_byte = (ring_collective_time_s(l40s, "all_gather", 1.0, 8, 1, 8)
+    # Same calls, same latencies: only the bytes differ, 7/8 of GEMM_PARAMS x 1 B (dp 8 in a node),
+    # at the Simple protocol's busbw (the calls' megabytes run Simple, cost.nccl_protocols).
+    per_byte = (ring_alpha_beta_s(l40s, "all_gather", 1.0, 8, 1, 8)
                 - ring_latency_s(l40s, "all_gather", 8, 1, 8))
     saved = bf16.param_all_gather_s[0] - fp8.param_all_gather_s[0]
     assert saved == pytest.approx(GEMM_PARAMS * 7 / 8 * float(per_byte), rel=1e-9)

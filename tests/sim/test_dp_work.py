@@ -22,7 +22,7 @@ from tests.cost.test_buckets import LAYER, TABLE
 from tests.cost.test_dp_overlap import H, MODEL
 
 
-def _phase(name, groups, nbytes, algorithm, efficiency, rounds=1):
+def _phase(name, groups, nbytes, algorithm, efficiency, rounds=1, one_call=True):
     return PhaseResult(name=name, duration_s=1.0 if nbytes > 0 else 0.0)
 
 
@@ -50,7 +50,7 @@ def test_fp8_weights_are_gathered_in_fp8():
     # leaves each of 8 ranks.
     sent = {}
 
-    def phase(name, groups, nbytes, algorithm, efficiency, rounds=1):
+    def phase(name, groups, nbytes, algorithm, efficiency, rounds=1, one_call=True):
         sent[name] = nbytes
         return PhaseResult(name=name, duration_s=1.0 if nbytes > 0 else 0.0)
 

@@ -220,3 +220,26 @@ def test_uneven_groups_time_as_the_analytic_model_on_nvlink_and_pcie_nodes():
                 assert (a2a.duration_s, step.duration_s) == pytest.approx(tuple(map(float, expected))), (size, stride)
                 checked += 1
     assert checked == 84  # 42 shapes on each profile
+
+
+@pytest.mark.parametrize("sent, size, protocol", [(2 * 7 / 8 * 1024, 8, "LL"),  # 1 KiB over one node
+                                                  (2 * 15 / 16 * 2**26, 16, "LL128"),  # 64 MiB over 2 nodes
+                                                  (7 / 8 * 2**30, 8, "Simple")])
+def test_a_ring_call_runs_in_the_analytic_models_protocol(sent, size, protocol):
+    # The same pick as cost.links.ring_collective_time_s (cost.nccl_protocols): LL for a kilobyte
+    # over 8 H100s (15.0 us, not the Simple ring's 47.6), LL128 for 64 MiB over 2 nodes, Simple for
+    # a gigabyte; a phase that stands for many calls (sim.dp_work) stays Simple.
+    from sp_planner.catalog import load_hardware
+
+    hw = load_hardware("h100")
+    cluster = build_cluster(hw, 2)
+    collective = "all_gather" if protocol == "Simple" else "all_reduce"
+    rounds = 2 if collective == "all_reduce" else 1
+    groups = np.arange(size)[None, :]
+    result = run_phase(cluster, collective, groups, sent, "ring", collective, rounds=rounds)
+    assert result.protocol == protocol
+    assert result.duration_s == pytest.approx(float(ring_collective_time_s(hw, collective, sent, size, 1, 8)),
+                                              rel=1e-9)
+    whole = run_phase(cluster, collective, groups, sent, "ring", collective, rounds=rounds, one_call=False)
+    assert whole.protocol == "Simple"
+    assert whole.latency_s == pytest.approx(rounds * ((size - 1 - (size > 8)) * 3.4e-6 + (size > 8) * 14e-6))
