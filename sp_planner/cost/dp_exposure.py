@@ -165,12 +165,12 @@ def _finite(*values) -> bool:
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
-                      launched_whole: bool = False, chunk0_extra_s=0.0):
+                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
-    parameter gather) on the first stage of an interleaved pipeline. Each later model chunk is one
-    call of chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's);
-    window_s is one micro-batch's backward (forward) of the stage, a chunk's being 1/vpp of it.
-    Gradients: Megatron syncs chunk c after its last micro-batch's backward (schedules.py
+    parameter gather) on a stage of an interleaved pipeline. Each later model chunk is one call of
+    chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's); window_s
+    is one micro-batch's backward (forward) of the stage, a chunk's being 1/vpp of it. Gradients:
+    Megatron syncs chunk c after its last micro-batch's backward (schedules.py
     forward_backward_pipelining_with_interleaving, backward_step_helper_postprocess ->
     grad_sync_func[chunk]), and the cooldown then runs c x pp more chunk backwards (the last
     group's chunks in reverse, pp micro-batches each). Parameters: chunk c >= 2 is gathered when
@@ -180,24 +180,27 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     queue of chunk 0 and chunks 1..c, first + c (chunk_s - pp x window_s / vpp), worst at c = 1
     or c = vpp - 1. `launched_whole` (Overlap.aligned_grad_reduce): the schedule runs every
     backward with the bucket hooks' sync disabled and launches a chunk's buckets together after
-    its last micro-batch (schedules.py backward_step_helper_postprocess: enable_grad_sync(),
-    grad_sync_func[chunk], disable_grad_sync(); Megatron-LM d98e8a6), so chunk 0's, issued after
-    the stage's last backward, hides behind nothing: its own pass is exposed whole. Without
-    virtual stages (or overlap) it is hidden_behind of the whole pass. `chunk0_extra_s`: a
-    chunk-0 backward's work beyond its layers (the first stage's embedding backward, which runs
-    with chunk 0 only: Megatron builds the embedding into chunk 0, megatron/training/training.py
-    lines 2390-2399 at d98e8a6), so the pp chunk-0 backwards between chunk 1's call and chunk 0's
-    hide pp x chunk0_extra_s more of the queue."""
+    its last micro-batch (enable_grad_sync(), grad_sync_func[chunk], disable_grad_sync();
+    Megatron-LM d98e8a6), on pipeline rank `rank` r backwards after it (lines 1445-1456), so chunk
+    0's, issued after the stage's last backward, hides behind nothing: its own pass is exposed
+    whole. Without virtual stages (or overlap) it is hidden_behind of the whole pass.
+    `chunk0_extra_s`: a chunk-0 backward's work beyond its layers (the first stage's embedding
+    backward, which runs with chunk 0 only: Megatron builds the embedding into chunk 0,
+    megatron/training/training.py lines 2390-2399 at d98e8a6), so the pp chunk-0 backwards between
+    chunk 1's call and chunk 0's hide pp x chunk0_extra_s more of the queue; the last rank's last
+    chunk holds the output layer's calls (cost.buckets._chunked)."""
     vpp = np.asarray(vpp)
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
         return whole
-    first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s)
+    head = np.where((rank == pp - 1) & (pp > 1), np.maximum(0.0, total_s - vpp * chunk_s), 0.0)
+    first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s - head)
     chunk_window = window_s / vpp
     own = first if launched_whole else hidden_behind(first, chunk_window, unhideable_s, True)
     behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
     # Chunk c's call (c >= 1) leaves c - 1 chunks' pp backwards and chunk 0's before chunk 0's.
-    queued = first + np.maximum(behind, (vpp - 1) * behind) - pp * chunk0_extra_s
+    lag = rank * chunk_window if launched_whole else 0.0
+    queued = first + np.maximum(behind, (vpp - 1) * behind + head) + lag - pp * chunk0_extra_s
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
@@ -259,14 +262,14 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
-                  edges: Edges | None = None):
+                  edges: Edges | None = None, rank=0):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
     seconds of a stage's once-a-step passes (dp_exposed_s's arguments), each on every row."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
-    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce,
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank,
                  chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,

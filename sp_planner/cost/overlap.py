@@ -42,7 +42,7 @@ micro-batch):
   block of another chunk run in between (schedules.py forward_backward_pipelining_with_interleaving,
   fwd_wait_handles / bwd_wait_handles): a transfer is exposed only by what it takes beyond one
   chunk's forward, the shorter of the blocks that can run beside it, but on the fill and drain,
-  where the schedule waits on each hop (interleaved_edge_sends_s). The simulator runs the same
+  where the schedule waits on each hop (cost.pipeline_sends). The simulator runs the same
   transfers beside the sender's next blocks (sim.pipeline). Not charged: the SMs the point-to-point
   kernels hold (one or two channels, not the collectives' 16).
 """
@@ -96,9 +96,9 @@ class Overlap(FrozenModel):
     # overlap_p2p_comm, module docstring); the plain 1F1B schedule blocks on them whatever this says.
     pp_p2p: bool = False
     # The interleaved schedule launches each model chunk's whole gradient sync after its last
-    # micro-batch's backward, not bucket by bucket during it (Megatron --align-grad-reduce,
-    # cost.dp_exposure.chunked_exposed_s); the plain 1F1B schedule's first stage syncs by buckets
-    # whatever this says.
+    # micro-batch's backward (pipeline rank r: r backwards after it), not bucket by bucket during
+    # it (Megatron --align-grad-reduce, cost.dp_exposure.chunked_exposed_s); the plain 1F1B
+    # schedule's first stage syncs by buckets whatever this says.
     aligned_grad_reduce: bool = False
 
 
@@ -132,25 +132,6 @@ def pp_sends_beside_compute(overlap: Overlap, vpp):
     """Whether a plan's pipeline sends run beside the next chunk's compute (module docstring): the
     framework overlaps them and the schedule is interleaved (plain 1F1B blocks on them)."""
     return overlap.pp_p2p & (np.asarray(vpp) > 1)
-
-
-def interleaved_edge_sends_s(pp, vpp, transfer_s, first_extra_s, last_extra_s):
-    """Seconds of pipeline transfers the interleaved schedule waits for on its fill and drain,
-    which the 1/vpp bubble (Narayanan et al. 2021, section 2.2.2) leaves out; each receive is
-    waited for before its block (forward_backward_pipelining_with_interleaving,
-    recv_prev_wait_handle.wait()). Micro-batch 0's forward reaches the last stage through pp - 1
-    hops and the last micro-batch's backward leaves it through pp - 1. With micro-batch groups of
-    pp (schedules.py get_schedule_table) a stage needs micro-batch 0 of chunk c + 1 (forward; the
-    last one of chunk c - 1 in the drain) after it went round the other pp - 1 stages and pp hops,
-    just as the stage ends its own pp - 1 other micro-batches of chunk c: each of the vpp - 1
-    wraps each way waits pp hops, less the slack of the wrap beside the first stage's chunk 0
-    (first_extra_s: its embedding's forward beyond another chunk's) and of the one beside the
-    last stage's last chunk (last_extra_s: its loss and output layer's backward)."""
-    pp, vpp = np.asarray(pp), np.asarray(vpp)
-    hops = pp * transfer_s
-    edges = (np.maximum(0.0, hops - (pp - 1) * first_extra_s) + np.maximum(0.0, hops - (pp - 1) * last_extra_s))
-    wraps = 2 * np.maximum(vpp - 2, 0) * hops + np.where(vpp > 1, edges, 0.0)
-    return np.where(pp > 1, 2 * (pp - 1) * transfer_s + wraps, 0.0)
 
 
 def chunk_gathers_ahead(overlap: Overlap, zero, vpp):

@@ -34,14 +34,26 @@ class FillStage(NamedTuple):
 def fill_delays_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
     """(first, first middle, last stage) seconds by which the gathers delay the first forward of
     each one's last chunk (module docstring); a pipeline of two has no middle stage."""
-    with_gathers = _last_chunk_starts(first, middle, last, middles, pp, vpp)
+    with_gathers = _chunk_starts(first, middle, last, middles, pp, vpp)[-1]
     bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
             for s in (first, middle, last)]
-    without = _last_chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)
+    without = _chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)[-1]
     return tuple(a - b for a, b in zip(with_gathers, without))
 
 
-def _last_chunk_starts(first, middle, last, middles, pp, vpp):
+def gathers_before_first_forward_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
+    """(first, first middle, last stage) seconds of their gathers that run before each one's first
+    forward starts, beside its idle fill: chunks 0 and 1 go at the step's start, the later ones
+    only from its forwards (module docstring). The rest runs beside its compute, which it slows
+    (cost.overlap; sim.pipeline charges a gather beside idle time nothing)."""
+    starts = _chunk_starts(first, middle, last, middles, pp, vpp)[0]
+    vpp = np.asarray(vpp)
+    return tuple(np.minimum(start, s.stream_s + s.chunk_s + np.where(vpp == 2, s.head_s, 0.0))
+                 for start, s in zip(starts, (first, middle, last)))
+
+
+def _chunk_starts(first, middle, last, middles, pp, vpp):
+    """Each chunk's (first, first middle, last stage) first forward starts, chunk by chunk."""
     n, vpp = np.asarray(middles, dtype=np.float64), np.asarray(vpp)
     stages = (first, middle, last)
     rank = (0.0, 1.0, pp - 1.0)
@@ -72,4 +84,4 @@ def _last_chunk_starts(first, middle, last, middles, pp, vpp):
         below = np.where(n > 0, s1 + n * f[1], s0 + f[0])
         s2 = np.maximum.reduce([below, prev[2] + pp * f[2], ends[2]])
         starts.append([np.where(here, new, old) for new, old in zip((s0, s1, s2), prev)])
-    return starts[-1]
+    return starts

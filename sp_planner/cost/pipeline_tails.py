@@ -37,7 +37,7 @@ from sp_planner.cost.dp_exposure import Edges, hidden_behind, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
-from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s
+from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s, gathers_before_first_forward_s
 from sp_planner.cost.pipeline_path import StageBlocks
 from sp_planner.pipeline import StageLayers, pile_up_s
 
@@ -79,14 +79,18 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
     ahead = chunk_gathers_ahead(overlap, z, chunks)
     # Read only where the chunks' gathers go ahead (ZeRO-1, interleaved, overlapped param gather).
-    fill = (fill_delays_s(*_fill_stages(by_stage, bare, fwd_s, chunks), middles=middles, pp=pp[rows], vpp=chunks)
-            if np.any(ahead) else (0.0, 0.0, 0.0))
+    fill = before = (0.0, 0.0, 0.0)
+    if np.any(ahead):
+        fill_stages = _fill_stages(by_stage, bare, fwd_s, chunks)
+        fill_kw = dict(middles=middles, pp=pp[rows], vpp=chunks)
+        fill, before = fill_delays_s(*fill_stages, **fill_kw), gathers_before_first_forward_s(*fill_stages, **fill_kw)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
         reduce0, reduce1, gather = once_a_step_s(overlap, zero=z, layers=s.layers, times=t,
                                                  fwd_window_s=s.layers * fwd_s, bwd_window_s=s.layers * bwd_s,
-                                                 chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i))
+                                                 chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
+                                                 rank=(0, 1, pp[rows] - 1)[i])
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer
@@ -99,7 +103,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         # overlap after the optimizer, the first stage's standing for it.
         early = np.where(ahead, fill[i], t.param_all_gather_s - arrival[i]) if overlap.param_gather else 0.0 * gather
         start.append(np.where(z == 1, np.maximum(0.0, early), 0.0))
-        busy.append(np.maximum(0.0, grads_busy - tails[-1]))
+        # Its gathers beside its compute (not its fill's idle time nor the waits for them) slow it.
+        beside = np.where(ahead & (z == 1), np.maximum(0.0, t.param_all_gather_s - before[i] - fill[i]), 0.0)
+        busy.append(np.maximum(0.0, grads_busy - tails[-1]) + beside)
     # Past the first stage's compute end (the path's), each stage's sync ends its tail less its lag;
     # a pipeline of two has no middle stage (masked, whatever its zero layers priced: 0/0 gathers).
     start[1] = np.where(middles > 0, start[1], 0.0)

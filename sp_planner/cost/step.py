@@ -45,7 +45,6 @@ from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     Overlap,
-    interleaved_edge_sends_s,
     overlap_compute_slowdown,
     pp_sends_beside_compute,
 )
@@ -57,6 +56,7 @@ from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
+from sp_planner.cost.pipeline_sends import edge_sends_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL
@@ -196,10 +196,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # schedule each hides behind one chunk's forward (cost.overlap), but the fill's and drain's.
     beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
-    # The wraps beside the embedding's forward and the loss's backward have their slack.
-    edge_sends = interleaved_edge_sends_s(pp, c.vpp, pp_step, lt.emb_tp_fwd_s,
-                                          LOSS_BACKWARD_SHARE * logits + out_tp_bwd)
-    pp_sends = pp_sends + np.where(beside, edge_sends, 0.0)
+    # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
+    pp_sends = pp_sends + edge_sends_s(beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
+                                       bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer,
+                                       bwd_layer_s=bwd_layer)
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
     # before the optimizer, exposed whole (cost.tied_embedding).
     pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)

@@ -179,8 +179,8 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     p = Program()
     first, last = chunk == 0, chunk == work.vpp - 1
     reduce = work.reduce_calls(stage) if last_micro_batch or work.dp_every_micro_batch else DPCalls()
-    # Aligned grad reduce: the chunk's calls leave together after its backward (work.dp_reduce_whole_chunk).
-    whole, hooked = (reduce, DPCalls()) if work.dp_reduce_whole_chunk else (DPCalls(), reduce)
+    # Aligned grad reduce: the schedule launches the chunk's calls (sim.pipeline, chunk_sync_calls).
+    hooked = DPCalls() if work.dp_reduce_whole_chunk else reduce
     regather = work.dp_gather_every_forward and work.dp_backward_gather
     gathers = work.gather_calls(stage) if regather else DPCalls()
     head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
@@ -197,7 +197,14 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
                  (ready,))
     root = chunk == root_chunk(work, stage)
     _calls(p, hooked.tail if root else (), "embedding dp grad bucket", tail)
-    chunk_calls = ((whole.head if last else ()) + tuple(t for layer in order for t in whole.at_layer(layer))
-                   + (whole.tail if root else ()))
-    _calls(p, chunk_calls, "chunk dp grad sync", tail)
     return p
+
+
+def chunk_sync_calls(work: StepWork, stage: int, chunk: int) -> tuple[float, ...]:
+    """Seconds of each gradient call of one model chunk of the stage, launched together under
+    Megatron's aligned grad reduce (StepWork.dp_reduce_whole_chunk): the output layer's with the
+    last chunk, its layers' in backward order, the root's with root_chunk."""
+    calls = work.reduce_calls(stage)
+    order = reversed(chunk_layers(work, stage, chunk))
+    return ((calls.head if chunk == work.vpp - 1 else ()) + tuple(t for layer in order for t in calls.at_layer(layer))
+            + (calls.tail if chunk == root_chunk(work, stage) else ()))

@@ -23,17 +23,18 @@ data-parallel traffic (StepWork.dp_overlap_slowdown of it, cost.overlap).
 A stage's data-parallel calls share one stream (its data-parallel communicator's) across blocks:
 a call issued in one block waits for those still leaving from earlier ones
 (streams.queued_dp_end), so an interleaved stage's per-chunk gradient syncs queue behind each
-other into the drain. Under Megatron's aligned parameter gather (StepWork.dp_gather_by_chunk)
-each later chunk's gather is a block of its own, dispatched ahead of the chunk's first forward
-(pipeline_order.gather_dispatched).
+other into the drain; under Megatron's aligned grad reduce (StepWork.dp_reduce_whole_chunk) a
+chunk's whole sync joins it after a later backward (pipeline_order.grad_sync_launches). Under
+its aligned parameter gather (StepWork.dp_gather_by_chunk) each later chunk's gather is a block of
+its own, dispatched ahead of the chunk's first forward (pipeline_order.gather_dispatched).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sp_planner.sim.layer_program import chunk_layers, stage_backward, stage_forward
-from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
+from sp_planner.sim.layer_program import chunk_layers, chunk_sync_calls, stage_backward, stage_forward
+from sp_planner.sim.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 from sp_planner.sim.streams import Program, idle_overlap_s, program_dp_calls, queued_dp_end
 from sp_planner.sim.work import StepWork
 
@@ -136,7 +137,8 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
     lumps = [[chunk_gather_s(work, s, c) for c in range(vpp)] for s in range(pp)] if by_chunk else []
     gathers: dict[tuple[int, int], int] = {}  # (stage, chunk) -> its gather block (by_chunk)
     waits: dict[int, float] = {}  # gather block -> the seconds its chunk's first forward waited
-    forwards = [0] * pp
+    forwards, backwards = [0] * pp, [0] * pp
+    launches = [grad_sync_launches(pp, m, s, vpp) if work.dp_reduce_whole_chunk else {} for s in range(pp)]
     early = list(work.dp_early_gather_s)
     if by_chunk:  # after the first stage, chunk 0 is one bucket, gathered from the step's start
         early = [0.0] + [lumps[s][0] for s in range(1, pp)]
@@ -213,6 +215,11 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             if busy > 0:
                 dp_free[stage] = queued_dp_end(calls[(stage, chunk, key)], start, dp_free[stage])
                 dp_last[stage] = len(blocks) - 1
+            if kind == "backward":
+                for sync in (chunk_sync_calls(work, stage, c) for c in launches[stage].get(backwards[stage], ())):
+                    dp_free[stage] = queued_dp_end([(_compute_end(program), t) for t in sync], start, dp_free[stage])
+                    dp_busy[stage] += sum(sync)
+                backwards[stage] += 1
             if kind == "forward" and by_chunk:
                 if forwards[stage] == 0:  # chunk 1's gather goes at the step's start, behind chunk 0's
                     dispatch(stage, 1, 0.0, -1)

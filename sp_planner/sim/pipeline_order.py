@@ -51,3 +51,23 @@ def gather_dispatched(pp: int, vpp: int, stage: int, k: int) -> int:
         return -1
     chunk = virtual // pp + 1
     return chunk if 1 < chunk < vpp else -1
+
+
+def grad_sync_launches(pp: int, m: int, stage: int, vpp: int) -> dict[int, tuple[int, ...]]:
+    """The model chunks whose gradient sync Megatron's aligned grad reduce launches after the
+    stage's backward number k, by k: chunk c after backward k_c + stage, k_c its last micro-batch's
+    (the pipeline ranks launch together, the later ones that many backwards behind), and the rest
+    after the last backward in chunk order. schedules.py forward_backward_pipelining_with_interleaving,
+    backward_step_helper_postprocess (grad_sync_virtual_microbatch_id = virtual_microbatch_id -
+    pipeline_parallel_rank) and "Launch any remaining grad reductions", lines 1445-1456 and 2063-2068
+    at d98e8a6."""
+    backwards = [(chunk, mb) for kind, chunk, mb in stage_order(pp, m, stage, vpp) if kind == "backward"]
+    launches: dict[int, tuple[int, ...]] = {}
+    for k, (chunk, mb) in enumerate(backwards):
+        if mb == m - 1 and k + stage < len(backwards):
+            launches[k + stage] = launches.get(k + stage, ()) + (chunk,)
+    launched = {c for chunks in launches.values() for c in chunks}
+    rest = tuple(c for c in range(vpp) if c not in launched)
+    if rest:
+        launches[len(backwards) - 1] = launches.get(len(backwards) - 1, ()) + rest
+    return launches

@@ -34,3 +34,18 @@ def test_interleaved_sync_queue_drains_behind_the_embeddings_backward():
     assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, **kw) == pytest.approx(0.7)
     # 0.1 s more: chunk 0's backwards end at 1.6, after chunk 1's call: its own 0.4 s alone.
     assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, chunk0_extra_s=0.1, **kw) == pytest.approx(0.4)
+
+
+def test_a_later_ranks_sync_queues_from_rank_backwards_later_and_the_output_layer_with_its_last_chunk():
+    # pp 4, vpp 2, launched whole, a chunk's backward 0.2 s, 2.0 s of calls, chunk 1's 0.6 s.
+    # Rank 0: chunk 1's call leaves 4 chunk backwards (0.8 s) before the end and is done by then,
+    # chunk 0 the other 1.4 s after it: 1.4 s. Rank 2: chunk 1 two backwards later (schedules.py
+    # d98e8a6 lines 1445-1456), over [end - 0.4, end + 0.2], chunk 0's 1.4 s behind it: 1.6 s.
+    # The last rank (3): its last chunk holds the 0.8 s output layer (cost.buckets._chunked), 1.4 s
+    # from end - 0.2 to end + 1.2, chunk 0's 0.6 s after it: 1.8 s.
+    kw = dict(pp=4, vpp=2, overlapped=True, launched_whole=True)
+    assert chunked_exposed_s(2.0, 0.6, 0.1, 0.4, rank=0, **kw) == pytest.approx(1.4)
+    assert chunked_exposed_s(2.0, 0.6, 0.1, 0.4, rank=2, **kw) == pytest.approx(1.6)
+    assert chunked_exposed_s(2.0, 0.6, 0.1, 0.4, rank=3, **kw) == pytest.approx(1.8)
+    # Launched by the hooks instead (no offset), the last chunk's call leaves at end - 0.8.
+    assert chunked_exposed_s(2.0, 0.6, 0.0, 0.4, rank=3, pp=4, vpp=2, overlapped=True) == pytest.approx(1.2)

@@ -11,7 +11,6 @@ from sp_planner.cost.dp_exposure import DPTimes, chunked_exposed_s, dp_exposed_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     OVERLAP_COMPUTE_SLOWDOWN,
-    interleaved_edge_sends_s,
     overlap_compute_slowdown,
     slowed_by_overlap,
 )
@@ -95,16 +94,6 @@ def test_aligned_grad_reduce_exposes_chunk_zero_whole():
     # Without virtual stages the first stage's buckets leave from the hooks whatever it says.
     assert chunked_exposed_s(1.0, 0.0, 0.1, 0.4, vpp=1, **kw) == pytest.approx(0.6)
     assert MEGATRON_OVERLAP.aligned_grad_reduce
-
-
-def test_interleaved_fill_and_drain_wait_for_their_hops():
-    # pp 4, a 1 ms transfer: 3 hops to the last stage and 3 back, and each of the vpp - 1 wraps
-    # each way 4 more, less 3 x the slack beside the embedding (fill) and the loss (drain).
-    assert interleaved_edge_sends_s(4, 1, 1e-3, 0.0, 0.0) == pytest.approx(6e-3)
-    assert interleaved_edge_sends_s(4, 2, 1e-3, 0.0, 0.0) == pytest.approx(2 * (4 * 2 - 1) * 1e-3)
-    assert interleaved_edge_sends_s(4, 2, 1e-3, 1e-3, 1.0) == pytest.approx(6e-3 + 1e-3)
-    assert interleaved_edge_sends_s(4, 4, 1e-3, 1.0, 1.0) == pytest.approx(6e-3 + 2 * 2 * 4e-3)
-    assert interleaved_edge_sends_s(1, 2, 1e-3, 0.0, 0.0) == 0.0
 
 
 @pytest.mark.parametrize("model,nodes,seq", [("llama3-8b", 64, 131072), ("llama3.1-70b", 16, 131072),

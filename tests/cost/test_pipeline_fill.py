@@ -4,7 +4,7 @@ first two cases are also the simulator's blocks, sim.pipeline, for the same work
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s
+from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s, gathers_before_first_forward_s
 
 
 def _stage(first_s=0.0, chunk_s=0.0, head_s=0.0, fwd_s=3.0, stream_s=None):
@@ -47,3 +47,16 @@ def test_a_middle_stage_dispatches_one_forward_later_than_the_last():
     delays = fill_delays_s(_stage(fwd_s=1.0), _stage(1.0, 4.0, fwd_s=1.0), _stage(fwd_s=1.0),
                            middles=np.array([1.0]), pp=np.array([3]), vpp=np.array([3]))
     assert delays[1] == pytest.approx([2.0])
+
+
+@pytest.mark.parametrize("chunk0_s,vpp,before_s", [(2.0, 3, 3.0), (5.0, 3, 5.0), (2.0, 2, 3.0), (0.5, 3, 2.5)])
+def test_a_later_stages_gathers_before_its_first_forward_run_beside_idle_time(chunk0_s, vpp, before_s):
+    """pp 2, 3 s chunk forwards, the last stage gathering chunk 0 (g0), the later chunks 2 s each
+    and its output layer 10 s with the last chunk. Chunks 0 and 1 leave at the step's start; its
+    first forward starts at max(3, g0) (micro-batch 0 through the first stage, and chunk 0's
+    gather): g0 2, [0, 4] on the stream, 3 s of it before that forward; g0 5, 5 s; vpp 2, chunk 1
+    with the output layer, [0, 14], 3 s; g0 0.5, [0, 2.5] all before it. The rest runs beside
+    the stage's forwards (sim.pipeline charges only that)."""
+    before = gathers_before_first_forward_s(_stage(), _stage(), _stage(chunk0_s, 2.0, 10.0), middles=np.array([0.0]),
+                                            pp=np.array([2]), vpp=np.array([vpp]))
+    assert before[2] == pytest.approx([before_s])

@@ -98,7 +98,7 @@ def test_vpp_divides_the_bubble_and_multiplies_pp_sends():
     assert inter.time.pp_comm_s[0] == pytest.approx(2 * plain.time.pp_comm_s[0])
     # Megatron's default on the interleaved schedule overlaps them: an 8K-token activation over
     # NVLink (tp 2: 4096 x 4096 x 2 B, 34 MB) takes far less than a 4-layer chunk's forward, so
-    # only the fill's and drain's hops are waited for (cost.overlap.interleaved_edge_sends_s): at
+    # only the fill's and drain's hops are waited for (cost.pipeline_sends.interleaved_edge_sends_s): at
     # least the 2 (pp - 1) to the last stage and back, at most 2 (pp x vpp - 1).
     _, overlapped = _columns(tp=2, pp=4, vpp=2)
     send = inter.time.pp_comm_s[0] / (WORKLOAD.global_batch * 2 * 2)  # dp 1: m = 64
@@ -119,7 +119,7 @@ def test_overlapped_sends_expose_what_a_chunk_forward_does_not_hide():
     m = WORKLOAD.global_batch / (c.dp[0] * c.micro_batch[0])
     sends = m * 2 * 2
     send = blocked.time.pp_comm_s[0] / sends
-    # Besides, the fill's and drain's hops wait whole (cost.overlap.interleaved_edge_sends_s): on
+    # Besides, the fill's and drain's hops wait whole (cost.pipeline_sends.interleaved_edge_sends_s): on
     # this link all 2 (pp x vpp - 1) of them, less the slack beside the loss's backward.
     edge_hops = 2 * (4 * 2 - 1)
     assert 0.0 < beside.time.pp_comm_s[0] < blocked.time.pp_comm_s[0]

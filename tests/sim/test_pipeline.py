@@ -205,3 +205,19 @@ def test_a_later_stages_chunk_gather_slows_only_the_compute_it_runs_beside(chunk
     assert first == {("forward", 0): (3.0, 6.0), ("forward", 1): (max(9.0, 1.0 + chunk1_s), max(12.0, 4.0 + chunk1_s))}
     slowed = [b.end_s - b.start_s for b in sched.blocks if b.stage == 1 and b.kind == "dp_overlap_slowdown"]
     assert slowed == [pytest.approx(0.5 * charged_s)]
+
+
+def test_aligned_grad_syncs_leave_rank_backwards_after_the_chunks_last():
+    """pp 2, vpp 2, m 2, one layer a chunk (3 s forward, 6 s backward), Megatron's aligned grad
+    reduce: stage 1 runs B1.0 [12, 18], B1.1 [21, 27], B0.0 [27, 33], B0.1 [33, 39]; it launches
+    chunk 1's 20 s sync one backward after the chunk's last (schedules.py d98e8a6 lines
+    1445-1456), at 33 s, not 27, and chunk 0's 1 s after its last backward, behind it: synced at
+    54 s (48 without the offset). Stage 0 (rank 0) launches chunk 1's at its B1.1's end, 33 s,
+    chunk 0's at 45 s: synced at 46 s."""
+    calls = (DPCalls(layers=((1.0,), (1.0,))), DPCalls(layers=((1.0,), (20.0,))))
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_reduce=calls,
+                    dp_reduce_whole_chunk=True, dp_overlap_slowdown=0.0)
+    sched = schedule_step(work)
+    tails = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_tail"}
+    assert tails == {0: (45.0, 46.0), 1: (39.0, 54.0)}
+    assert sched.step_time_s == pytest.approx(54.0)

@@ -3,7 +3,7 @@ blocks, and where Megatron dispatches a chunk's parameter all-gather."""
 
 import pytest
 
-from sp_planner.sim.pipeline_order import gather_dispatched, stage_order, upstream_stage
+from sp_planner.sim.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 
 
 def _blocks(text: str) -> list[tuple[str, int, int]]:
@@ -66,3 +66,14 @@ def test_chunk_gathers_go_before_the_forward_pp_ahead_of_the_chunks_first():
     assert [gather_dispatched(2, 4, 0, k) for k in range(8)] == [-1, -1, 2, -1, 3, -1, -1, -1]
     assert [gather_dispatched(2, 4, 1, k) for k in range(8)] == [-1, 2, -1, 3, -1, -1, -1, -1]
     assert [gather_dispatched(3, 2, 0, k) for k in range(6)] == [-1] * 6  # vpp 2: nothing left to dispatch
+
+
+def test_aligned_grad_syncs_go_rank_backwards_after_the_chunks_last():
+    # pp 4, vpp 4, one group: every rank's backwards run chunk 3's four micro-batches, then chunk
+    # 2's, ...; chunk c's last is backward 15 - 4c. Rank r launches it r backwards later
+    # (schedules.py backward_step_helper_postprocess, d98e8a6 lines 1445-1456), chunk 0 after the
+    # last backward on every rank (lines 2063-2068). Two groups: the last group's.
+    assert grad_sync_launches(4, 4, 0, 4) == {3: (3,), 7: (2,), 11: (1,), 15: (0,)}
+    assert grad_sync_launches(4, 4, 3, 4) == {6: (3,), 10: (2,), 14: (1,), 15: (0,)}
+    assert grad_sync_launches(4, 8, 3, 4) == {22: (3,), 26: (2,), 30: (1,), 31: (0,)}
+    assert grad_sync_launches(2, 2, 1, 2) == {2: (1,), 3: (0,)}

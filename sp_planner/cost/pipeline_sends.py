@@ -1,0 +1,105 @@
+"""The pipeline transfers the interleaved schedule waits for on its fill and drain, which the 1/vpp
+bubble (Narayanan et al. 2021, arXiv 2104.04473, section 2.2.2) leaves out and cost.step adds to
+the sends (cost.overlap: with overlap_p2p_comm a steady send hides behind a chunk's forward).
+
+Each receive is waited for before its block (megatron/core/pipeline_parallel/schedules.py,
+forward_backward_pipelining_with_interleaving, recv_prev_wait_handle.wait(); d98e8a6). Micro-batch
+0's forward reaches the last stage through pp - 1 hops and the last micro-batch's backward leaves
+it through pp - 1. With micro-batch groups of pp (get_schedule_table) a stage p needs micro-batch 0
+of chunk c + 1 (forward; of chunk c - 1 backward, in the drain) after it went round the other pp - 1
+stages, each running its block of that micro-batch, and pp hops, while p runs its own pp - 1 other
+micro-batches of chunk c: a wrap waits its pp hops less the slack
+
+    (pp - 1) x p's chunk-c block - the other stages' blocks on the way round,
+
+the stages the micro-batch has still to pass in chunk c, those it passes after the wrap in the
+next chunk (c + 1 forward, c - 1 backward). The path rides the stage with the most slack, as the
+critical path over the blocks moves (cost.pipeline_path): with equal stages only the wraps beside
+the first stage's chunk 0 (its embedding's forward) and the last stage's last chunk (its loss's
+and output layer's backward) have any, and every other wrap waits whole; where one stage holds
+more layers (a pinned uneven split) its own chunks hide the others' wraps, as sim.pipeline times
+them. Vectorized over candidates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sp_planner.columns import take_rows
+from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
+
+# Model chunk classes of a stage's vpp chunks: chunk 0 (the embedding's on the first stage), one
+# between (as the last on the first and middle stages, as chunk 0 on the last), the last (the
+# output layer's and loss's on the last stage).
+CHUNK0, BETWEEN, LAST = 0, 1, 2
+
+
+def edge_sends_s(beside, stages, pp, vpp, transfer_s, *, compute_s, bwd_extra_s, fwd_layer_s, bwd_layer_s):
+    """interleaved_edge_sends_s over the compute blocks of `stages`' layers (cost.pipeline_path.
+    compute_blocks' arguments) where the sends run `beside` the compute (cost.overlap.
+    pp_sends_beside_compute), 0 elsewhere; priced on those rows alone (columns.take_rows)."""
+    n = np.size(pp)
+    rows = np.flatnonzero(np.broadcast_to(beside, (n,)) & (np.asarray(pp) > 1))
+    out = np.zeros(n)
+    if not len(rows):
+        return out
+    r = take_rows(dict(layers=tuple(stages), compute_s=compute_s, bwd_extra_s=bwd_extra_s, fwd_s=fwd_layer_s,
+                       bwd_s=bwd_layer_s, pp=np.asarray(pp), vpp=np.broadcast_to(vpp, (n,)),
+                       hop_s=np.broadcast_to(transfer_s, (n,))), rows, n)
+    blocks = compute_blocks(r["layers"], r["compute_s"], (1.0, np.maximum(r["pp"] - 2, 0), 1.0), r["bwd_extra_s"],
+                            fwd_layer_s=r["fwd_s"], bwd_layer_s=r["bwd_s"], vpp=r["vpp"])
+    out[rows] = interleaved_edge_sends_s(blocks, r["pp"], r["vpp"], r["hop_s"])
+    return out
+
+
+def interleaved_edge_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks], pp, vpp, transfer_s):
+    """Seconds of pipeline transfers the interleaved schedule waits for on its fill and drain
+    (module docstring), over the first, middle and last stages' compute `blocks`
+    (cost.pipeline_path.compute_blocks); `transfer_s` one hop. 2 (pp - 1) hops without virtual
+    stages; 0 without a pipeline."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    hops = pp * transfer_s
+    fwd, bwd = _chunk_blocks(blocks, vpp)
+    middles = np.maximum(pp - 2, 0)
+
+    def waits(x, own, ahead, past):
+        """One wrap's exposed hops: p's chunk `own`, the stages above p in chunk `ahead` and
+        those below it in chunk `past` (forward: c, c, c + 1; backward: c, c - 1, c)."""
+        return np.clip(hops - _slack_s(x, own, ahead, past, middles, pp), 0.0, hops)
+
+    between = np.maximum(vpp - 3, 0)  # wraps between two chunks between, each way
+    # Forward wraps: chunk 0 -> 1, between -> between, into the last chunk (vpp 2: 0 -> last).
+    fwd_wraps = np.where(vpp == 2, waits(fwd, CHUNK0, CHUNK0, LAST),
+                         waits(fwd, CHUNK0, CHUNK0, BETWEEN) + between * waits(fwd, BETWEEN, BETWEEN, BETWEEN)
+                         + waits(fwd, BETWEEN, BETWEEN, LAST))
+    # Backward wraps: out of the last chunk, between -> between, into chunk 0 (vpp 2: last -> 0).
+    bwd_wraps = np.where(vpp == 2, waits(bwd, LAST, CHUNK0, LAST),
+                         waits(bwd, LAST, BETWEEN, LAST) + between * waits(bwd, BETWEEN, BETWEEN, BETWEEN)
+                         + waits(bwd, BETWEEN, CHUNK0, BETWEEN))
+    wraps = np.where(vpp > 1, fwd_wraps + bwd_wraps, 0.0)
+    return np.where(pp > 1, 2 * (pp - 1) * transfer_s + wraps, 0.0)
+
+
+def _chunk_blocks(blocks, vpp):
+    """([forward], [backward]) per stage kind (first, middle, last): its (chunk 0's, a chunk
+    between's, the last chunk's) block, as cost.pipeline_path.critical_path_s reads them."""
+    first, middle, last = blocks
+    f_last0 = np.where(vpp > 1, (last.forward_s - last.last_fwd_s) / np.maximum(vpp - 1, 1), last.forward_s)
+    fwd = [(s.forward_s - (vpp - 1) * s.last_fwd_s, s.last_fwd_s, s.last_fwd_s) for s in (first, middle)]
+    fwd.append((f_last0, f_last0, last.last_fwd_s))
+    bwd = [(s.first_bwd_s, s.last_bwd_s, s.last_bwd_s) for s in (first, middle)]
+    bwd.append((last.first_bwd_s, last.first_bwd_s, last.last_bwd_s))
+    return fwd, bwd
+
+
+def _slack_s(x, own, ahead, past, middles, pp):
+    """The most slack any one stage p has at a wrap (module docstring): the first (every other
+    stage ahead of it), the last (every other one past), or a middle one at rank j (the first,
+    j - 1 middle ones past; pp - 2 - j middle ones and the last ahead), linear in j, so at j = 1
+    or j = pp - 2."""
+    first, mid, last = x
+    at_first = (pp - 1) * first[own] - middles * mid[ahead] - last[ahead]
+    at_last = (pp - 1) * last[own] - first[past] - middles * mid[past]
+    lead = (pp - 1) * mid[own] - first[past] - last[ahead]
+    at_mid = np.maximum(lead - (middles - 1) * mid[ahead], lead - (middles - 1) * mid[past])
+    return np.maximum(np.maximum(at_first, at_last), np.where(middles > 0, at_mid, -np.inf))
