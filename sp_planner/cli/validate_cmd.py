@@ -22,7 +22,7 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.validate_row import explain_row, render_row
 from sp_planner.errors import UserInputError
 from sp_planner.present.fit import FitColumn, FitTable, fitted_lines
-from sp_planner.units import format_tokens
+from sp_planner.units import format_tokens, plural
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
 from sp_planner.validation.score import ValidationResult, group_name, score_corpus
 from sp_planner.validation.thresholds import check, check_group_names, load_thresholds
@@ -180,7 +180,7 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int, wi
     unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
     filed_rows = [r for r in result.skipped if r.kind == "regression"]
     regressions = f", {len(filed_rows)} filed as regressions" if filed_rows else ""
-    lines = [wrap(f"sp-validate: {total} published runs from {num_sources} sources in {corpus}; "
+    lines = [wrap(f"sp-validate: {total} published runs from {plural(num_sources, 'source')} in {corpus}; "
                   f"{len(result.rows)} scored, {len(unexpressible)} skipped{regressions}."), ""]
     rows = [(r.id, r.source, FIGURE_LABELS[(r.figure, r.convention)], _number(r.predicted) + ("" if r.fits else "*"),
              _number(r.measured), f"{r.error_percent:+.1f}%") for r in result.rows]
@@ -219,7 +219,7 @@ def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
     regressions = sum(r.kind == "regression" for r in result.skipped)
     filed = (f", {regressions} not scored because the framework's maintainers filed them as performance "
              f"regressions" if regressions else "")
-    lines = [f"{total} published runs from {num_sources} sources; {len(result.rows)} scored, "
+    lines = [f"{total} published runs from {plural(num_sources, 'source')}; {len(result.rows)} scored, "
              f"{len(result.skipped) - regressions} skipped as not expressible by the cost model{filed} "
              f"(`sp-validate` names each reason). MAPE over the scored rows: **{mape}**.", "",
              "| group | rows | MAPE | Spearman |", "|---|---:|---:|---:|"]

@@ -195,7 +195,7 @@ def test_regression_rows_are_listed_apart_from_rows_not_expressible(run_main, sm
     assert ("Not scored (1), measured during a performance regression the framework's\nmaintainers filed:\n"
             "  e: issue 9 calls this run a regression") in out
     markdown = run_main(validate_cmd, "--corpus", small_corpus, "--format", "markdown").stdout
-    assert markdown.startswith("5 published runs from 1 sources; 3 scored, 1 skipped as not expressible by the "
+    assert markdown.startswith("5 published runs from 1 source; 3 scored, 1 skipped as not expressible by the "
                                "cost model, 1 not scored because the framework's maintainers filed them as "
                                "performance regressions")
 
