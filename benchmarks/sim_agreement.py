@@ -1,6 +1,6 @@
 """The analytic step against the simulated one for one plan, and the summary table the pipeline
 sweeps (pipeline_zero_sweep.py, pipeline_zero01_split_sweep.py, pipeline_pp8_sweep.py,
-pipeline_vpp_sweep.py) print from their rows."""
+pipeline_vpp_sweep.py, pipeline_fsdp2_sweep.py) print from their rows."""
 
 from __future__ import annotations
 
@@ -9,21 +9,24 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 
 NODES, GPUS_PER_NODE = 8, 8
 
 
-def step_diff_percent(model, hardware, workload, plan) -> float | None:
-    """100 x (analytic / simulated step - 1) on 8 nodes of 8 GPUs; None where the simulator refuses
-    the plan (a split the chunks do not divide)."""
+def step_diff_percent(model, hardware, workload, plan, runtime=MEGATRON_RUNTIME) -> float | None:
+    """100 x (analytic / simulated step - 1) on 8 nodes of 8 GPUs under the framework's `runtime`
+    (cost.runtime; Megatron's by default); None where the simulator refuses the plan (a split the
+    chunks do not divide)."""
     try:
         sim = simulate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE,
-                       detail=False).step_time_s
+                       detail=False, runtime=runtime).step_time_s
     except ValueError:
         return None
-    est = evaluate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE).step_time_s
+    est = evaluate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE,
+                   runtime=runtime).step_time_s
     return 100 * (est / sim - 1)
 
 

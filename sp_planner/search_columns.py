@@ -156,7 +156,9 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention)
     comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
+                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                        root_gathered_once=runtime.overlap.root_gathered_once,
+                        pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)

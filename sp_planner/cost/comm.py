@@ -19,7 +19,10 @@ and all-gathers bf16 parameters after the update (Megatron distributed optimizer
 FP8 GEMM weights in FP8 under --fp8-param-gather, cost.fp8_params); ZeRO-2
 reduce-scatters every micro-batch (DeepSpeed stage 2); ZeRO-3 also all-gathers parameters in
 every micro-batch's forward and backward (FSDP / DeepSpeed stage 3), or only in forward when
-reshard_after_forward is false. Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
+reshard_after_forward is false; Megatron-FSDP's root unit (embedding, output layer, final norm)
+once a step (cost.fsdp.root_gathers_per_micro_batch), and in a torch.distributed.pipelining
+pipeline each ZeRO-3 stage reduces once a step and gathers in its first forward and, resharding
+after forward, every backward (cost.fsdp.stage_synced). Under HSDP (dp_replicate > 1) the ZeRO group is dp_shard x cp
 and each reduce-scatter of gradients is followed by an all-reduce of the shard across the
 replicas (cost.fsdp). All-gather CP moves the ring axis' K/V with an all-gather (forward, and
 again in backward) and dK/dV with a reduce-scatter instead of P2P (attention_comm).
@@ -38,11 +41,18 @@ from sp_planner.cost.attention_comm import (
     ring_bytes_per_layer,
     ulysses_bytes_per_layer,
 )
-from sp_planner.cost.fsdp import param_gathers_per_step, replicate_stride, shard_group_size
+from sp_planner.cost.fsdp import (
+    grad_reduces_per_step,
+    param_gathers_per_step,
+    replicate_stride,
+    reshard_after_forward,
+    root_gathers_per_micro_batch,
+    shard_group_size,
+)
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.params import candidate_stage_layers, stage_params_per_rank
+from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -102,12 +112,15 @@ def ring_forward_bytes_per_layer(model: ModelSpec, workload: Workload, c: Candid
 
 def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_per_node: int,
                  states: TrainingStates = MEGATRON_STATES, ring_impl: RingImpl = TE_RING,
-                 sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS) -> CommColumns:
+                 sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
+                 root_gathered_once: bool = False, pp_stage_grad_sync: bool = False) -> CommColumns:
     """Bytes each GPU sends per step by collective, and the link each collective's group spans;
     gradients and gathered parameters in the framework's widths (cost.states); `sequence_parallel`
     False: TP's all-reduces (cost.tp_calls); `tp_gathers`: the recipes whose TP all-gathers the
     framework moves in low precision and whether it gathers the saved inputs again (cost.tp_gathers;
-    Transformer Engine's by default)."""
+    Transformer Engine's by default); `root_gathered_once`: ZeRO-3's root unit gathered once a step
+    (cost.overlap.Overlap.root_gathered_once, cost.fsdp.root_gathers_per_micro_batch);
+    `pp_stage_grad_sync`: a pipeline's ZeRO-3 stages reduce once a step (cost.fsdp.stage_synced)."""
     grad_bytes = states.grad_bytes
     tp, u, r, pp = c.tp, c.ulysses, c.ring, c.pp
     b, recompute = c.micro_batch, c.recompute
@@ -151,14 +164,15 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first).astype(np.int64)
     params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0].astype(np.int64) - experts
     zero = c.zero
-    rounds = np.where(zero >= 2, m, 1)
+    rounds = grad_reduces_per_step(c, m, pp_stage_grad_sync)
+    gathers = param_gathers_per_step(c, m, pp_stage_grad_sync)
 
     def reductions(params, group, gathered):
         share = lambda nbytes: nbytes * (group - 1) // group  # noqa: E731  (n-1)/n of a buffer
         rs = share(grad_bytes * params) * rounds
         ag = np.select(
             [zero == 0, zero == 3],
-            [share(grad_bytes * params), param_gathers_per_step(c, m) * share(gathered.astype(np.int64))],
+            [share(grad_bytes * params), gathers * share(gathered.astype(np.int64))],
             share(gathered.astype(np.int64)),
         )
         return rs, ag
@@ -169,6 +183,16 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     dense_gathered = gathered_bytes(states, c.precision, zero, params,
                                     dense_gemm_params(model, tp, c.ep, c.etp, layers))
     grads_rs, params_ag = reductions(params, zgroup, np.asarray(dense_gathered))
+    # Megatron-FSDP gathers the root unit (the stage's non-layer parameters, in the compute width)
+    # in the step's first forward only (cost.fsdp.root_gathers_per_micro_batch).
+    once = root_gathers_per_micro_batch(root_gathered_once, zero, reshard_after_forward(c), m) < 1
+    if np.any(once):
+        dense_layer = layer_params_per_rank(model, tp, c.ep, c.etp) - expert_params_per_rank(model, 1, c.ep, c.etp,
+                                                                                             layers=1)
+        root = ((params - layers * dense_layer) * states.compute_param_bytes).astype(np.int64)
+        layer_gathered = np.asarray(dense_gathered).astype(np.int64) - root
+        params_ag = np.where(once, gathers * (layer_gathered * (zgroup - 1) // zgroup)
+                             + root * (zgroup - 1) // zgroup, params_ag)
     expert_rs, expert_ag = reductions(experts, edp, np.asarray(gathered_bytes(states, c.precision, zero, experts,
                                                                               experts)))
     # HSDP: all-reduce of this rank's gradient shard over dp_replicate ranks (sent 2(r-1)/r).

@@ -2,7 +2,8 @@
 ZeRO-3's per-layer traffic against the compute they hide behind, with the limits cost.overlap's
 module docstring lists (buckets that cannot hide, the first layer never hidden, reshard after
 forward gathering twice, the interleaved schedule's per-chunk syncs; ZeRO-3's pass layer by layer
-is cost.layerwise's). Vectorized over candidates."""
+is cost.layerwise's), per micro-batch or once a step; a step's sum of them is cost.dp_passes'.
+Vectorized over candidates."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.columns import take_rows
 from sp_planner.cost.layerwise import layerwise_exposed_s
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 
@@ -71,7 +71,8 @@ def zero3_forward_s(overlap: Overlap, times: DPTimes, fwd_layer_s, layers, *, be
 
 
 def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
-                     ahead_s=0.0, chunks=1, edges: Edges | None = None, head_s=0.0):
+                     ahead_s=0.0, chunks=1, edges: Edges | None = None, head_s=0.0, root_gathers=1.0,
+                     fwd_gathers=1.0):
     """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
     under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
     parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
@@ -90,7 +91,11 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     chunk by chunk, each behind its own backward (its module's root post-backward waits for
     them), and a chunk's cannot start before its first layer's backward is done: saturated, its
     queue starts a layer late and hides behind a layer less, but where the output layer's calls
-    (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk."""
+    (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk.
+    `root_gathers`: ZeRO-3's root-unit gathers per micro-batch on average, 1 or 1/m where only the
+    step's first forward gathers it (cost.fsdp.root_gathers_per_micro_batch): a forward with it
+    and m - 1 without, averaged; `fwd_gathers` the same of the layers' forward gathers (1/m where a
+    pipeline stage keeps them from the first forward on, cost.fsdp.stage_synced; 0 and 1 too)."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
     # Each ZeRO stage's branch only where a candidate takes it (np.select's others; both at none).
@@ -101,7 +106,8 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
                                    head_s=head_s)
     if three or not two:
         zero3, busy3 = _zero3_exposed_s(overlap, t, e, layers=layers, fwd_window_s=fwd_window_s,
-                                        bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks)
+                                        bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks,
+                                        root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
     busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
     return exposed, busy
@@ -129,7 +135,7 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
 
 
 def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_window_s, bwd_window_s, reshard, ahead_s,
-                     chunks):
+                     chunks, root_gathers=1.0, fwd_gathers=1.0):
     """micro_batch_dp_s's ZeRO-3 (exposed, busy) seconds: every layer's gathers and reduce-scatters."""
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
@@ -148,16 +154,30 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
     # The root unit is gathered before the chunk holding it and leaves after its backward: the
     # first stage's chunk 0, the last stage's last chunk, whose backward the loss's opens
     # (cost.pipeline_blocks._zero3_forward_s); a stage's sum does not depend on which chunk.
-    zero3 = forward(t.root_gather_s) + backward(t.root_reduce_s, ahead_s, e.bwd_tail_s)
+    bare = forward()
+    zero3 = (rooted_forward_s(forward(t.root_gather_s), bare, root_gathers, fwd_gathers)
+             + backward(t.root_reduce_s, ahead_s, e.bwd_tail_s))
+    busy = _zero3_busy_s(t, layers, bwd_gather, root_gathers, fwd_gathers)
     if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
                                                     per_chunk, *e):
         # No later chunk: 0 x their exposure, finite and not negative on finite inputs, adds +0.
-        return zero3 + 0.0, _zero3_busy_s(t, layers, bwd_gather)
-    return zero3 + (chunks - 1) * (forward() + backward()), _zero3_busy_s(t, layers, bwd_gather)
+        return zero3 + 0.0, busy
+    return zero3 + (chunks - 1) * (fwd_gathers * bare + backward()), busy
 
 
-def _zero3_busy_s(t: DPTimes, layers, bwd_gather):
-    return t.root_gather_s + layers * (t.layer_gather_s + bwd_gather + t.layer_reduce_s) + t.root_reduce_s
+def rooted_forward_s(rooted_s, bare_s, root_gathers, fwd_gathers=1.0):
+    """A root chunk's forward exposure per micro-batch when `fwd_gathers` of its forwards gather
+    its layers (`bare_s`, the others gather nothing), `root_gathers` of them (as many or fewer)
+    the root unit too (`rooted_s`): 1, or 1/m where the step's first forward alone gathers it
+    (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced)."""
+    if np.all(np.asarray(root_gathers) == 1) and np.all(np.asarray(fwd_gathers) == 1):
+        return rooted_s
+    return (fwd_gathers - root_gathers) * bare_s + root_gathers * rooted_s
+
+
+def _zero3_busy_s(t: DPTimes, layers, bwd_gather, root_gathers=1.0, fwd_gathers=1.0):
+    return (root_gathers * t.root_gather_s + layers * (fwd_gathers * t.layer_gather_s + bwd_gather + t.layer_reduce_s)
+            + t.root_reduce_s)
 
 
 def _finite(*values) -> bool:
@@ -225,46 +245,10 @@ def last_calls_s(last_s, tail_s, edges: Edges | None):
     return np.maximum(0.0, last_s - tail_s - trail) + tail_s
 
 
-def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
-                 reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None):
-    """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
-    shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
-
-    fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
-    stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
-    (reshard_after_forward, cost.fsdp); ahead_s, chunks and edges as micro_batch_dp_s; ZeRO-0/1's
-    once-a-step passes over `chunks` model chunks of a pp-stage pipeline as chunked_exposed_s.
-    ZeRO-2/3's per-micro-batch traffic exposes micro_batches x micro_batch_dp_s on a single
-    stage; a pipeline passes what it exposes on the critical path instead, with what the first
-    stage hides (`micro_batch_traffic_s`,
-    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
-    stage's own traffic less its own exposure.
-    """
-    t = times
-    reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
-                                               bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges)
-    per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
-        overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
-        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),
-        pipelined=micro_batch_traffic_s)
-    # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
-    once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
-    once_busy = np.select([zero == 0, zero == 1, zero == 2],
-                          [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
-                          0.0)
-    exposed = once + micro_batches * per_micro_batch
-    hidden = micro_batches * (per_micro_batch_busy - per_micro_batch)
-    if micro_batch_traffic_s is not None:
-        traffic, traffic_hidden = micro_batch_traffic_s
-        exposed = np.where(np.isnan(traffic), exposed, once + traffic)
-        hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
-    return exposed, np.maximum(0.0, once_busy - once + hidden)
-
-
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
                   edges: Edges | None = None, rank=0):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
-    seconds of a stage's once-a-step passes (dp_exposed_s's arguments), each on every row."""
+    seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every row."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
@@ -283,20 +267,3 @@ def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_
                                           fwd_window_s, overlapped=True, **chunk),
                         chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
     return reduce0, reduce1, gather12
-
-
-def _own_micro_batch_dp_s(overlap: Overlap, *, zero, pipelined, **stage):
-    """micro_batch_dp_s of the candidates (`zero` an array of them) whose stage's own exposure
-    dp_exposed_s uses: ZeRO-2/3 where the pipeline passes none (NaN in `pipelined`); 0 elsewhere,
-    as micro_batch_dp_s gives ZeRO-0/1 (the formulas are per candidate, columns.take_rows)."""
-    zero = np.asarray(zero)
-    if zero.ndim != 1:
-        return micro_batch_dp_s(overlap, zero=zero, **stage)
-    own = zero >= 2
-    if pipelined is not None:
-        own &= np.isnan(pipelined[0]) | np.isnan(pipelined[1])
-    rows = np.flatnonzero(own)
-    exposed, busy = np.zeros(len(zero)), np.zeros(len(zero))
-    if len(rows):
-        exposed[rows], busy[rows] = micro_batch_dp_s(overlap, zero=zero[rows], **take_rows(stage, rows, len(zero)))
-    return exposed, busy

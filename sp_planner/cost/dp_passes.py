@@ -1,6 +1,6 @@
 """A step's data-parallel seconds over its forward and backward passes (cost.step): a stage's own
-exposure (cost.dp_exposure.dp_exposed_s) or, in a pipeline, what the critical path exposes of
-ZeRO-2/3's (cost.pipeline_dp.pipelined_dp_s) and the latest stage's once-a-step sync under
+exposure (dp_exposed_s, of cost.dp_exposure's passes) or, in a pipeline, what the critical path
+exposes of ZeRO-2/3's (cost.pipeline_dp.pipelined_dp_s) and the latest stage's once-a-step sync under
 ZeRO-0/1 (cost.pipeline_tails.stage_tails_dp_s), priced over the passes as the GPU runs them and again,
 for host-bound candidates, as their host stalls lengthen them. Vectorized over candidates; every
 formula is per candidate, so pricing a subset of the rows gives those rows what the whole
@@ -13,8 +13,9 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.dp_exposure import Edges, dp_exposed_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
+from sp_planner.cost.fsdp import root_gathers_per_micro_batch
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_dp import pipelined_dp_s
 from sp_planner.cost.pipeline_tails import stage_tails_dp_s
@@ -79,3 +80,57 @@ def host_beside_dp_s(overlap: Overlap, p: DPPasses, dp_exposed, host_fwd_stall_s
     dp_wall = np.array(dp_exposed, dtype=np.float64)
     dp_wall[stalled] = dp_over_passes(overlap, rows(p), rows(host_fwd_stall_s), rows(host_bwd_stall_s))[0]
     return np.clip(dp_exposed - dp_wall, 0.0, p.micro_batches * host_exposed_s)
+
+
+def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
+                 reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None):
+    """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
+    shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
+
+    fwd/bwd_window_s are one micro-batch's forward / backward compute and TP traffic of the
+    stage's `layers` layers; reshard (bool per candidate) says ZeRO-3 gathers again in backward
+    (reshard_after_forward, cost.fsdp); ahead_s, chunks and edges as micro_batch_dp_s; ZeRO-0/1's
+    once-a-step passes over `chunks` model chunks of a pp-stage pipeline as chunked_exposed_s.
+    ZeRO-2/3's per-micro-batch traffic exposes micro_batches x micro_batch_dp_s on a single
+    stage; a pipeline passes what it exposes on the critical path instead, with what the first
+    stage hides (`micro_batch_traffic_s`,
+    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
+    stage's own traffic less its own exposure.
+    """
+    t = times
+    reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
+                                               bwd_window_s=bwd_window_s, chunks=chunks, pp=pp, edges=edges)
+    per_micro_batch, per_micro_batch_busy = _own_micro_batch_dp_s(
+        overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
+        reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),
+        root_gathers=root_gathers_per_micro_batch(overlap.root_gathered_once, zero, reshard, micro_batches),
+        pipelined=micro_batch_traffic_s)
+    # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
+    once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
+    once_busy = np.select([zero == 0, zero == 1, zero == 2],
+                          [t.grad_all_reduce_s, t.grad_reduce_scatter_s + t.param_all_gather_s, t.param_all_gather_s],
+                          0.0)
+    exposed = once + micro_batches * per_micro_batch
+    hidden = micro_batches * (per_micro_batch_busy - per_micro_batch)
+    if micro_batch_traffic_s is not None:
+        traffic, traffic_hidden = micro_batch_traffic_s
+        exposed = np.where(np.isnan(traffic), exposed, once + traffic)
+        hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
+    return exposed, np.maximum(0.0, once_busy - once + hidden)
+
+
+def _own_micro_batch_dp_s(overlap: Overlap, *, zero, pipelined, **stage):
+    """micro_batch_dp_s of the candidates (`zero` an array of them) whose stage's own exposure
+    dp_exposed_s uses: ZeRO-2/3 where the pipeline passes none (NaN in `pipelined`); 0 elsewhere,
+    as micro_batch_dp_s gives ZeRO-0/1 (the formulas are per candidate, columns.take_rows)."""
+    zero = np.asarray(zero)
+    if zero.ndim != 1:
+        return micro_batch_dp_s(overlap, zero=zero, **stage)
+    own = zero >= 2
+    if pipelined is not None:
+        own &= np.isnan(pipelined[0]) | np.isnan(pipelined[1])
+    rows = np.flatnonzero(own)
+    exposed, busy = np.zeros(len(zero)), np.zeros(len(zero))
+    if len(rows):
+        exposed[rows], busy[rows] = micro_batch_dp_s(overlap, zero=zero[rows], **take_rows(stage, rows, len(zero)))
+    return exposed, busy

@@ -48,11 +48,67 @@ def reshard_after_forward(c):
     return np.asarray(c.reshard if hasattr(c, "reshard") else c.reshard_after_forward, dtype=bool)
 
 
-def param_gathers_per_step(c, micro_batches):
+def root_gathers_per_micro_batch(root_gathered_once: bool, zero, reshard, micro_batches):
+    """ZeRO-3 gathers of the root unit's parameters (the embedding, output layer and final norm,
+    outside the per-layer units) per micro-batch, on average over a step: 1, or 1/m where the
+    framework keeps them gathered from the step's first forward to the optimizer
+    (`root_gathered_once`, cost.overlap.Overlap) and runs reshard after forward. Megatron-FSDP
+    (optim_grads_params; Megatron-LM d98e8a6, megatron/core/distributed/fsdp/src/megatron_fsdp/):
+    only the per-layer units' modules release their buckets, after forward and backward
+    (megatron_fsdp.py:1089-1098, :1116-1124), and the root pre-backward marks only unit buckets
+    releasable (:955-960); a bucket already gathered is not gathered again
+    (param_and_grad_buffer.py:4518-4527, EMPTY or PRESERVED only); and the all-gather pipeline is
+    reset only in finish_grad_sync, once a step, which keeps the non-unit buckets' storage as
+    PRESERVED for the next step's first forward to refresh (megatron_fsdp.py:1342-1346, :1398-1399;
+    param_and_grad_buffer.py:4339-4376). The reduce-scatters are not affected: optim_grads_params
+    reduces every backward, the root's leftover gradients too (megatron_fsdp.py:761-793, :879-901).
+    Megatron's reshard-false ZeRO-3 is torch FSDP2 (flags/megatron_fsdp.py), which gathers every
+    forward."""
+    once = root_gathered_once & (np.asarray(zero) == 3) & np.asarray(reshard, dtype=bool)
+    return np.where(once, 1.0 / np.maximum(np.asarray(micro_batches, dtype=np.float64), 1.0), 1.0)
+
+
+def stage_synced(pp_stage_grad_sync: bool, pp, zero):
+    """ZeRO-3 (FSDP) in a pipeline whose schedule syncs each stage's gradients once a step
+    (`pp_stage_grad_sync`, cost.overlap.Overlap). torch.distributed.pipelining (torch 2.13.0,
+    cf30153) runs every backward with set_is_last_backward, set_reshard_after_backward and
+    set_requires_gradient_sync all False (stage.py:843-847), so a backward reduces nothing and
+    keeps the parameters gathered; after a stage's last backward perform_reduce_grad runs every
+    FSDP group's post_backward, reduce-scattering the accumulated gradients, and the root's final
+    callback makes the compute stream wait for them (stage.py:1164-1191;
+    fsdp/_fully_shard/_fsdp_state.py:418-431): Schedule1F1B calls it after the last backward
+    (schedules.py:1177), the interleaved runtime schedules REDUCE_GRAD after each stage's last
+    backward (schedules.py:1252-1282, :2605-2607). A forward after a backward finds the parameters
+    gathered (FSDPParamGroup.unshard is a no-op then, _fsdp_param_group.py:372-376): with
+    reshard_after_forward false, torchtitan's default under PP ("For PP, by default do not reshard
+    after forward to avoid per-microbatch all-gathers", torchtitan distributed/fsdp.py:124-131 at
+    b5bcd76; models/llama3/infra/parallelize.py:319-327 at v0.2.2, 73a0e69), a stage gathers once
+    a step, in its first forward; with it, every forward frees them and every backward gathers
+    them again, m + 1 gathers a step (the warm-up forwards of 1F1B, each after a forward, gather
+    too: counted as the first forward's). torch's interleaved runtime also unshards whole stages
+    ahead of use and, holding at most 3 (_add_unshard_reshard, schedules.py:1285-1365), gathers a
+    rank's stages again at vpp 4 and more: not modelled."""
+    return pp_stage_grad_sync & (np.asarray(pp) > 1) & (np.asarray(zero) == 3)
+
+
+def param_gathers_per_step(c, micro_batches, pp_stage_grad_sync: bool = False):
     """Parameter all-gathers per step, as cost.comm counts them: ZeRO-3's every micro-batch, ZeRO-1/2's
-    one after the optimizer step, none unsharded."""
+    one after the optimizer step, none unsharded; a stage synced once a step (stage_synced) the
+    first forward's and, resharding after forward, every backward's."""
     zero = np.asarray(c.zero)
-    return np.where(zero == 3, param_gathers_per_micro_batch(c) * micro_batches, np.where(zero >= 1, 1, 0))
+    per_step = np.where(zero == 3, param_gathers_per_micro_batch(c) * micro_batches, np.where(zero >= 1, 1, 0))
+    if not pp_stage_grad_sync:
+        return per_step
+    kept = np.where(reshard_after_forward(c), np.asarray(micro_batches) + 1, 1)
+    return np.where(stage_synced(pp_stage_grad_sync, c.pp, zero), kept, per_step)
+
+
+def grad_reduces_per_step(c, micro_batches, pp_stage_grad_sync: bool = False):
+    """Gradient reduce-scatters (or all-reduces) of a rank's gradients per step: ZeRO-2/3's every
+    micro-batch, once otherwise and where the pipeline syncs each stage once (stage_synced)."""
+    zero = np.asarray(c.zero)
+    every = (zero >= 2) & ~stage_synced(pp_stage_grad_sync, c.pp, zero)
+    return np.where(every, micro_batches, 1)
 
 
 def torch_fsdp_as_run(zero, reshard, param_shard_stage: int):

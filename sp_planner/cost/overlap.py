@@ -100,6 +100,16 @@ class Overlap(FrozenModel):
     # it (Megatron --align-grad-reduce, cost.dp_exposure.chunked_exposed_s); the plain 1F1B
     # schedule's first stage syncs by buckets whatever this says.
     aligned_grad_reduce: bool = False
+    # ZeRO-3 with reshard after forward: the parameters outside the per-layer units (the embedding,
+    # output layer and final norm) are gathered in the step's first forward and stay gathered
+    # until the optimizer, not gathered every micro-batch (Megatron-FSDP, cost.fsdp.root_gathers_per_micro_batch);
+    # their gradients are still reduce-scattered every micro-batch.
+    root_gathered_once: bool = False
+    # In a pipeline, ZeRO-3 (FSDP) reduce-scatters each stage's gradients once a step, after the
+    # stage's last backward, the compute waiting for them, and keeps the gathered parameters from
+    # each backward to the next forward (torch.distributed.pipelining's stage, as torchtitan runs
+    # it: cost.fsdp.stage_synced).
+    pp_stage_grad_sync: bool = False
 
 
 # Megatron-LM / MindSpeed: sp-plan emits --overlap-grad-reduce, and --overlap-param-gather with
@@ -111,9 +121,10 @@ class Overlap(FrozenModel):
 # layer's parameters. --align-grad-reduce is on unless --no-align-grad-reduce (Megatron-LM
 # training/config/common_config.py align_grad_reduce True; Megatron-Bridge training/config.py the
 # same), which sp-plan does not emit: training.py sets config.grad_sync_func to each chunk's
-# start_grad_sync.
+# start_grad_sync. Megatron-FSDP keeps the parameters outside its per-layer units gathered from the
+# step's first forward to the optimizer (root_gathered_once, cost.fsdp.root_gathers_per_micro_batch).
 MEGATRON_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
-                           grad_all_reduce=True, pp_p2p=True, aligned_grad_reduce=True)
+                           grad_all_reduce=True, pp_p2p=True, aligned_grad_reduce=True, root_gathered_once=True)
 # DeepSpeed: sp-plan emits "overlap_comm": true for ZeRO >= 1; stage 1/2 gather the updated
 # parameters after step() with no overlap (no flag for it); stage 3 prefetches
 # (stage3_prefetch_bucket_size default). Stage 0 all-reduces the gradients after the backward
@@ -123,9 +134,12 @@ DEEPSPEED_OVERLAP = Overlap(grad_reduce=True, param_gather=False, tp_comm=False,
 # torchtitan: FSDP2 / DDP defaults (nothing to emit): reduce-scatter in backward, implicit forward
 # and backward prefetch; its ZeRO-1/2 is FSDP2 without resharding after forward, which still
 # reshards after backward, so it is costed as ZeRO-3 keeping the parameters
-# (cost.fsdp.torch_fsdp_as_run: every micro-batch's forward gathers, layer by layer).
+# (cost.fsdp.torch_fsdp_as_run: every micro-batch's forward gathers, layer by layer). With
+# pipeline parallelism torch.distributed.pipelining runs the backwards with gradient sync and
+# reshard after backward off and syncs each stage once, after its last backward
+# (pp_stage_grad_sync, cost.fsdp.stage_synced).
 TORCHTITAN_OVERLAP = Overlap(grad_reduce=True, param_gather=True, tp_comm=False, zero3_prefetch=True,
-                             grad_all_reduce=True)
+                             grad_all_reduce=True, pp_stage_grad_sync=True)
 
 
 def pp_sends_beside_compute(overlap: Overlap, vpp):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, zero3_forward_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, rooted_forward_s, zero3_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import compute_blocks
 
@@ -32,13 +32,16 @@ class StageDP(NamedTuple):
 
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
-                 bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0)):
+                 bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
-    `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere)."""
+    `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere);
+    `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit and
+    the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
-              edges=edges)
+              edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+    shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
     traffic = _stage_traffic(overlap, **kw)
     exposure = [exposed for exposed, _ in traffic]
@@ -48,14 +51,37 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
         chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp,
-                                                           fwd_layer_s=fwd_layer_s, edges=edges)
-        forward = chunk0_fwd + (vpp - 2) * later_fwd + last_fwd if interleaved else chunk0_fwd
+                                                           fwd_layer_s=fwd_layer_s, edges=edges, **shares)
+        forward = _over_chunks(chunk0_fwd, later_fwd, last_fwd, vpp, interleaved)
         blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
                                  last_fwd_s=b.last_fwd_s + last_fwd,
                                  first_bwd_s=b.first_bwd_s + e0 - chunk0_fwd,
                                  last_bwd_s=b.last_bwd_s + e_last - last_fwd,
                                  gather_s=b.gather_s + gather))
     return tuple(blocks), traffic[0]
+
+
+def _over_chunks(chunk0_s, later_s, last_s, vpp, interleaved: bool):
+    """A stage's forwards of one micro-batch over its chunks: chunk 0, vpp - 2 middle ones and the
+    last (the one chunk at vpp 1)."""
+    return chunk0_s + (vpp - 2) * later_s + last_s if interleaved else chunk0_s
+
+
+def first_forward_fill_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, interleaved: bool, fwd_layer_s,
+                         edges: Edges, root_gathers, fwd_gathers):
+    """ZeRO-3: what the gathers of micro-batch 0's forwards expose beyond the share of them
+    (`root_gathers` of the root unit's, `fwd_gathers` of the layers', each 0 or 1) every forward
+    block holds, on each stage: a framework that gathers them in the step's first forward alone
+    (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced). Micro-batch 0 runs them on
+    the pipeline's fill, every stage's in turn."""
+    out = []
+    for i in range(len(stages)):
+        whole = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+        held = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+                                root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+        out.append(_over_chunks(whole[0], whole[1], whole[2], vpp, interleaved)
+                   - _over_chunks(held[0], held[1], held[2], vpp, interleaved))
+    return out
 
 
 def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_layer_s, vpp):
@@ -66,12 +92,14 @@ def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_l
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
-                   edges: Edges | None) -> list[tuple[np.ndarray, np.ndarray]]:
+                   edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
-                             edges=stage_edges(edges, i), head_s=_head_s(stages, i)) for i, s in enumerate(stages)]
+                             edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
+                             fwd_gathers=fwd_gathers)
+            for i, s in enumerate(stages)]
 
 
 def stage_edges(edges: Edges | None, i: int) -> Edges | None:
@@ -93,7 +121,8 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     return own.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
-def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
+def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
+                     root_gathers=1.0, fwd_gathers=1.0):
     """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a middle
     chunk, its last chunk): each layer's ahead of use, the root unit's before the chunk that holds
     it, the first stage's embedding in its chunk 0 and the last stage's output layer and final
@@ -101,23 +130,26 @@ def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     only and post_process into the last stage's last chunk only (megatron/training/training.py
     lines 2390-2399 at d98e8a6), each chunk its own Megatron-FSDP module gathering the non-unit
     parameters it holds (cost.dp_exposure; sim.layer_program.root_chunk). At vpp 1 the one chunk
-    is both."""
+    is both. `fwd_gathers` of the forwards gather the layers, `root_gathers` the root too
+    (cost.dp_exposure.rooted_forward_s)."""
     zero3 = np.asarray(zero) == 3
     if not np.any(zero3):
         return 0.0, 0.0, 0.0
     s = stages[i]
     layers = s.layers / np.asarray(vpp)
-    later = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
+    gathered = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
+    later = fwd_gathers * gathered
     if i == 1:  # the middle stages hold no root unit
         return later, later, later
-    root = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, before_s=s.times.root_gather_s,
-                                           edges=edges), 0.0)
+    root = np.where(zero3, rooted_forward_s(zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
+                                                            before_s=s.times.root_gather_s, edges=edges),
+                                            gathered, root_gathers, fwd_gathers), 0.0)
     other = np.where(np.asarray(vpp) == 1, root, later)  # the end the root is not at: itself at vpp 1
     return (root, later, other) if i == 0 else (other, later, root)
 
 
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
-                   bwd_layer_s, reshard, edges: Edges | None) -> list[np.ndarray]:
+                   bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0) -> list[np.ndarray]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share (1/vpp) of the stage's gradient calls; chunk 0 also the first
@@ -151,6 +183,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         layers = s.layers / vpp
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
                                       fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
-                                      reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head)
+                                      reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head,
+                                      root_gathers=root_gathers, fwd_gathers=fwd_gathers)
         out.append(exposed)
     return out

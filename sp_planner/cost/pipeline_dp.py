@@ -22,11 +22,13 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.dp_exposure import Edges, chunks_gather_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s
 from sp_planner.cost.dp_times import StageTimes
+from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_blocks
+from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, first_forward_fill_s, stage_blocks
 from sp_planner.cost.pipeline_path import critical_path_s
+from sp_planner.cost.pipeline_tails import finish_lags_s, synced_syncs_s
 from sp_planner.pipeline import StageLayers
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
@@ -63,16 +65,25 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
 
     split = StageLayers(*(sub(v) for v in stages))
-    first, middle, last = (stage.at(rows) for stage in times)
+    row_reshard, m = sub(reshard).astype(bool), sub(micro_batches)
+    # A stage synced once a step (cost.fsdp.stage_synced) reduces nothing in its backwards and
+    # gathers in its first forward only (and, resharding after forward, in every backward).
+    synced = stage_synced(overlap.pp_stage_grad_sync, pp[rows], zero[rows])
+    calls = tuple(stage.at(rows) for stage in times)
+    first, middle, last = (without_reduces(t, synced) for t in calls)
     layer_s, loss_s = sub(per_layer_s), sub(logits_s)
     by_stage = (
         StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
         StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
         StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
     )
-    kw = dict(stages=by_stage, reshard=sub(reshard).astype(bool), edges=Edges(*(sub(v) for v in edges)),
+    once = 1.0 / np.maximum(m, 1.0)
+    kw = dict(stages=by_stage, reshard=row_reshard, edges=Edges(*(sub(v) for v in edges)),
               fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s), vpp=sub(c.vpp),
-              micro_batches=sub(micro_batches), bare_path_s=None if compute_path_s is None else sub(compute_path_s))
+              micro_batches=m, bare_path_s=None if compute_path_s is None else sub(compute_path_s),
+              root_gathers=np.where(synced, once, root_gathers_per_micro_batch(overlap.root_gathered_once, zero[rows],
+                                                                               row_reshard, m)),
+              fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls)
     start = 0
     for z, interleaved, index in groups:
         part = slice(start, start + len(index))
@@ -94,6 +105,16 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     return out, hidden
 
 
+def without_reduces(times: DPTimes, synced) -> DPTimes:
+    """A stage's calls with no gradient reduce-scatter where `synced` (cost.fsdp.stage_synced: its
+    backwards reduce nothing; the sync after its last one is cost.pipeline_tails')."""
+    if not np.any(synced):
+        return times
+    names = ("grad_reduce_scatter_s", "last_reduce_scatter_s", "tail_reduce_scatter_s", "layer_reduce_s",
+             "root_reduce_s")
+    return times._replace(**{name: np.where(synced, 0.0, getattr(times, name)) for name in names})
+
+
 def _groups(zero, vpp, rows) -> list[tuple[int, bool, np.ndarray]]:
     """(ZeRO stage, interleaved, indices) of the `rows` (a mask) under ZeRO-2/3, by ZeRO stage and
     by schedule (vpp > 1: interleaved 1F1B): the formulas are per candidate, and each group takes
@@ -110,7 +131,8 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
     zero, vpp = np.broadcast_arrays(np.asarray(zero), np.asarray(vpp))
     out = np.full(zero.shape, np.nan)
     kw = dict(micro_batches=micro_batches, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
-              reshard=reshard, edges=edges or Edges(0.0, 0.0, 0.0))
+              reshard=reshard, edges=edges or Edges(0.0, 0.0, 0.0),
+              root_gathers=root_gathers_per_micro_batch(overlap.root_gathered_once, zero, reshard, micro_batches))
     for z, interleaved, index in _groups(zero, vpp, True):
         if len(index):
             rows = take_rows(kw, index, len(zero))
@@ -120,18 +142,44 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
 
 def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_batches, vpp,
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
-                     gathers=(0.0, 0.0, 0.0), bare_path_s=None):
+                     gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
+                     sync_times=None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
-    same path without the traffic (the stages' compute blocks) where the caller has priced it."""
+    same path without the traffic (the stages' compute blocks) where the caller has priced it.
+    `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit
+    (cost.fsdp.root_gathers_per_micro_batch) and the layers (cost.fsdp.stage_synced). Where one is
+    below 1 only the step's first forward gathers: micro-batch 0's, on every stage in turn on the
+    pipeline's fill, which every path that waits for micro-batch 0's first backward rides. The
+    blocks then hold none of it, the path what it exposes there (pipeline_blocks.
+    first_forward_fill_s) and the first stage's busy the rest, spread over its m micro-batches.
+    `synced` rows (cost.fsdp.stage_synced) then add each stage's whole sync after its last backward
+    past its finish lag behind the first stage's over these blocks (cost.pipeline_tails.
+    synced_syncs_s; `sync_times` the stages' calls with their reduce-scatters)."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
-    kw = dict(zero=zero, interleaved=interleaved, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
-              bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges)
-    blocks, first_traffic = stage_blocks(overlap, gathers=gathers, **kw)
+    root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
+    held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
+    blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
+                                         fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
+                                         gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
                                                   vpp=vpp),
                                       micro_batches, pp, vpp)
-    return critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s, first_traffic
+    exposed = critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s
+    if zero == 3 and np.any(root_once | fwd_once):
+        fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
+                                    fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd)
+        t = stages[0].times
+        own, busy = first_traffic
+        # The gathers the first stage's micro-batch 0 runs beyond its blocks', less what they expose.
+        ran = (1 - held_root) * t.root_gather_s + (1 - held_fwd) * stages[0].layers * t.layer_gather_s
+        exposed = exposed + sum(np.asarray(s.num_stages, dtype=np.float64) * f for s, f in zip(stages, fill))
+        first_traffic = (own, busy + (ran - fill[0]) / np.asarray(micro_batches, dtype=np.float64))
+    if np.any(synced):
+        assert sync_times is not None  # pipelined_dp_s passes the calls with every synced row
+        lags = finish_lags_s(blocks, stages[1].num_stages, micro_batches, vpp)
+        exposed = exposed + np.where(synced, synced_syncs_s(sync_times, lags, pp=pp, vpp=vpp), 0.0)
+    return exposed, first_traffic

@@ -117,6 +117,35 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     return out, hidden
 
 
+def synced_syncs_s(times, lags, *, pp, vpp) -> np.ndarray:
+    """Exposed seconds per step of the gradient sync of a pipeline's ZeRO-3 stages synced once a
+    step (cost.fsdp.stage_synced): each stage reduce-scatters all its gradients after its last
+    backward, one call a unit, the compute waiting for them (torch.distributed.pipelining's
+    perform_reduce_grad), so nothing of a stage's own hides; the step ends on the stage whose sync
+    ends last past the first stage's compute end, each ending `lags` (finish_lags_s over the
+    blocks the step runs, cost.pipeline_dp) before it, as ZeRO-0/1's. `times`: the first, a
+    middle and the last stage's DPTimes (their reduce-scatters)."""
+    pp, vpp = np.asarray(pp), np.asarray(vpp)
+    every = np.ones(np.shape(pp), dtype=bool)
+    present = (every, pp > 2, every)  # a pipeline of two has no middle stage
+    # A chunk's sync: its layers' share of the stage's calls, the first stage's embedding with its
+    # chunk 0, the last stage's output layer and final norm with its last chunk (the one at vpp 1).
+    layers = [(t.grad_reduce_scatter_s - t.root_reduce_s) / vpp for t in times]
+    root_first, root_last = times[0].root_reduce_s, times[2].root_reduce_s
+    chunk0 = (layers[0] + root_first, layers[1], layers[2] + np.where(vpp == 1, root_last, 0.0))
+    ends = np.stack([np.where(here, sync - lag, -np.inf) for here, sync, lag in zip(present, chunk0, lags)])
+
+    # Interleaved: a chunk's sync after its last backward (the last micro-batch's) holds its stage
+    # before the next chunk's backwards of the last group, which the last stage runs at once (the
+    # last group's first micro-batch left the first stage's chunk c + 1 pp micro-batches before),
+    # and whose chain down the stages the others' syncs hold as long: the slowest stage's sync of
+    # each chunk boundary c >= 1 is on the path (sim.pipeline schedules the same).
+    def slowest(syncs):
+        return np.max(np.stack([np.where(here, sync, 0.0) for here, sync in zip(present, syncs)]), axis=0)
+    later = slowest((layers[0], layers[1], layers[2] + root_last)) + np.maximum(vpp - 2, 0) * slowest(layers)
+    return np.max(ends, axis=0) + np.where(vpp > 1, later, 0.0)
+
+
 def _fill_stages(by_stage, bare, fwd_layer_s, vpp):
     """cost.pipeline_fill's stages: the first stage's chunk 0 (its buckets and the embedding's,
     exposed behind its chunk forward as cost.dp_exposure.hidden_behind), the later stages' whole

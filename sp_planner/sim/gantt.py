@@ -27,7 +27,8 @@ COLORS = {
     "forward": "#A6BDDB", "backward": "#55A868", "gemm": "#4C72B0", "attention": "#8172B2",
     "recompute_gemm": "#937860", "recompute_attention": "#937860", "recompute_attention_": "#937860",
     "ring_comm": "#C44E52", "ulysses_comm": "#DD8452", "tp_comm": "#DA8BC3", "pp_comm": "#8C8C8C",
-    "dp_comm": "#CCB974", "dp_grad_tail": "#CCB974", "dp_param_gather": "#CCB974", "optimizer": "#64B5CD",
+    "dp_comm": "#CCB974", "dp_grad_tail": "#CCB974", "dp_grad_sync": "#CCB974", "dp_param_gather": "#CCB974",
+    "optimizer": "#64B5CD",
 }
 STREAM_ROWS = ("compute", "comm", "dp_comm")
 # Height of one stage/stream row (inches): room for an 8-10 pt tick label, so labels never

@@ -150,7 +150,8 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     data-parallel stream; so does the first micro-batch of a ZeRO-1/2 step whose parameter gather
     is overlapped (the previous step's gather landing, bucket by bucket). Each layer waits for the
     calls that hold its parameters (sim.work.DPCalls); the embedding's go with the first chunk,
-    the output layer's with the last."""
+    the output layer's with the last (with StepWork.dp_root_gather_once, in the first micro-batch
+    only)."""
     p = Program()
     first, last = chunk == 0, chunk == work.vpp - 1
     # Under Megatron's aligned gather a chunk's calls are dispatched ahead, as blocks of their own
@@ -158,6 +159,8 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     ahead = work.dp_gather_by_chunk and (stage, chunk) != (0, 0)
     gathering = work.dp_gather_every_forward or (first_micro_batch and not ahead)
     calls = work.gather_calls(stage) if gathering else DPCalls()
+    if work.dp_root_gather_once and not first_micro_batch:  # the root unit kept since the first forward
+        calls = calls.model_copy(update={"head": (), "tail": ()})
     landed = _calls(p, calls.tail if chunk == root_chunk(work, stage) else (), "embedding param all-gather", -1)
     embedding = work.first_stage_fwd_s if stage == 0 and first else 0.0
     ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
@@ -179,9 +182,10 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     p = Program()
     first, last = chunk == 0, chunk == work.vpp - 1
     reduce = work.reduce_calls(stage) if last_micro_batch or work.dp_every_micro_batch else DPCalls()
-    # Aligned grad reduce: the schedule launches the chunk's calls (sim.pipeline, chunk_sync_calls).
-    hooked = DPCalls() if work.dp_reduce_whole_chunk else reduce
-    regather = work.dp_gather_every_forward and work.dp_backward_gather
+    # Megatron's aligned grad reduce and a stage synced once a step: the schedule launches the
+    # chunk's calls together (sim.pipeline, chunk_sync_calls), none from the layers' hooks.
+    hooked = DPCalls() if work.dp_reduce_whole_chunk or work.dp_stage_sync else reduce
+    regather = (work.dp_gather_every_forward or work.dp_stage_sync) and work.dp_backward_gather
     gathers = work.gather_calls(stage) if regather else DPCalls()
     head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
     ready = p.add("compute", "gemm", "output head bwd", head)
@@ -202,9 +206,18 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
 
 def chunk_sync_calls(work: StepWork, stage: int, chunk: int) -> tuple[float, ...]:
     """Seconds of each gradient call of one model chunk of the stage, launched together under
-    Megatron's aligned grad reduce (StepWork.dp_reduce_whole_chunk): the output layer's with the
-    last chunk, its layers' in backward order, the root's with root_chunk."""
+    Megatron's aligned grad reduce (StepWork.dp_reduce_whole_chunk) or by a stage synced once a
+    step (StepWork.dp_stage_sync): the output layer's with the last chunk, its layers' in backward
+    order, the root's with root_chunk."""
     calls = work.reduce_calls(stage)
     order = reversed(chunk_layers(work, stage, chunk))
     return ((calls.head if chunk == work.vpp - 1 else ()) + tuple(t for layer in order for t in calls.at_layer(layer))
             + (calls.tail if chunk == root_chunk(work, stage) else ()))
+
+
+def chunk_gather_s(work: StepWork, stage: int, chunk: int) -> float:
+    """Seconds of one model chunk's parameter all-gather calls on a stage (its layers' buckets, the
+    embedding's with chunk 0, the output layer's with the last chunk)."""
+    calls = work.gather_calls(stage)
+    own = sum(sum(calls.at_layer(layer)) for layer in chunk_layers(work, stage, chunk))
+    return own + (sum(calls.tail) if chunk == 0 else 0.0) + (sum(calls.head) if chunk == work.vpp - 1 else 0.0)

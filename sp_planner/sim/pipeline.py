@@ -26,23 +26,26 @@ a call issued in one block waits for those still leaving from earlier ones
 other into the drain; under Megatron's aligned grad reduce (StepWork.dp_reduce_whole_chunk) a
 chunk's whole sync joins it after a later backward (pipeline_order.grad_sync_launches). Under
 its aligned parameter gather (StepWork.dp_gather_by_chunk) each later chunk's gather is a block of
-its own, dispatched ahead of the chunk's first forward (pipeline_order.gather_dispatched).
+its own, dispatched ahead of the chunk's first forward (pipeline_order.gather_dispatched). A stage
+synced once a step (StepWork.dp_stage_sync) launches a chunk's whole sync after the chunk's last
+backward and waits for it after its send (a dp_grad_sync block).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sp_planner.sim.layer_program import chunk_layers, chunk_sync_calls, stage_backward, stage_forward
+from sp_planner.sim.layer_program import chunk_gather_s, chunk_sync_calls, stage_backward, stage_forward
 from sp_planner.sim.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 from sp_planner.sim.streams import Program, idle_overlap_s, program_dp_calls, queued_dp_end
-from sp_planner.sim.work import StepWork
+from sp_planner.sim.work import StepWork, without_dp
 
 
 @dataclass(slots=True)
 class Block:
     stage: int
-    # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail", "tied_all_reduce", "dp_overlap_slowdown"
+    # "forward", "backward", "optimizer", "dp_param_gather", "dp_grad_tail", "dp_grad_sync", "tied_all_reduce",
+    # "dp_overlap_slowdown"
     kind: str
     micro_batch: int  # -1 for the step tail
     start_s: float
@@ -82,21 +85,6 @@ def _block_length(program: Program, work: StepWork) -> float:
     """How long a block holds its stage. With ZeRO-2/3 every micro-batch's gradient traffic must
     leave before the next block's joins the same data-parallel stream, so it counts."""
     return program.end_s if work.dp_every_micro_batch else _compute_end(program)
-
-
-def chunk_gather_s(work: StepWork, stage: int, chunk: int) -> float:
-    """Seconds of one model chunk's parameter all-gather calls on a stage (its layers' buckets, the
-    embedding's with chunk 0, the output layer's with the last chunk)."""
-    calls = work.gather_calls(stage)
-    own = sum(sum(calls.at_layer(layer)) for layer in chunk_layers(work, stage, chunk))
-    return own + (sum(calls.tail) if chunk == 0 else 0.0) + (sum(calls.head) if chunk == work.vpp - 1 else 0.0)
-
-
-def without_dp(work: StepWork) -> StepWork:
-    """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
-    return work.model_copy(update={
-        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (), "dp_param_gather_s": 0.0,
-    })
 
 
 def _templates(work: StepWork) -> dict[tuple[int, int, str], Program]:
@@ -215,11 +203,19 @@ def schedule_step(work: StepWork) -> PipelineSchedule:
             if busy > 0:
                 dp_free[stage] = queued_dp_end(calls[(stage, chunk, key)], start, dp_free[stage])
                 dp_last[stage] = len(blocks) - 1
-            if kind == "backward":
-                for sync in (chunk_sync_calls(work, stage, c) for c in launches[stage].get(backwards[stage], ())):
+            if kind == "backward":  # the chunk syncs launched after it (a synced stage's: its last one's)
+                own = (chunk,) if work.dp_stage_sync and key == "backward_last" else ()
+                for sync in (chunk_sync_calls(work, stage, c) for c in launches[stage].get(backwards[stage], ()) + own):
                     dp_free[stage] = queued_dp_end([(_compute_end(program), t) for t in sync], start, dp_free[stage])
                     dp_busy[stage] += sum(sync)
                 backwards[stage] += 1
+                if own and not tail and dp_free[stage] > blocks[-1].end_s:
+                    # The stage's compute waits for them after its send (torch.distributed.pipelining's
+                    # perform_reduce_grad, cost.fsdp.stage_synced); after its last backward, _step_tail.
+                    blocks.append(Block(stage, "dp_grad_sync", -1, blocks[-1].end_s, dp_free[stage], len(blocks) - 1,
+                                        0.0, None, chunk))
+                    dp_exposed[stage] += dp_free[stage] - blocks[-2].end_s
+                    stage_tail[stage] = len(blocks) - 1
             if kind == "forward" and by_chunk:
                 if forwards[stage] == 0:  # chunk 1's gather goes at the step's start, behind chunk 0's
                     dispatch(stage, 1, 0.0, -1)

@@ -21,21 +21,24 @@ from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
 from sp_planner.sim.cluster import build_cluster
-from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step, without_dp
+from sp_planner.sim.pipeline import Block, PipelineSchedule, schedule_step
 from sp_planner.sim.result import CRITICAL_PATH_KINDS, CriticalSegment, SimResult, StreamUsage, TimelineEvent
 from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
+from sp_planner.sim.work import without_dp
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 BLOCK_STREAM: dict[str, Stream] = {"forward": "compute", "backward": "compute", "optimizer": "compute",
-                "dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "dp_overlap_slowdown": "compute",
+                "dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_gather": "dp_comm",
+                "dp_overlap_slowdown": "compute",
                 "mfu_ceiling": "compute", "host_overhead": "compute", "weight_cast": "compute",
                 "activation_offload": "compute", "tied_all_reduce": "comm"}
 # The tied embedding's all-reduce runs over the pipeline's ends: the analytic model's pp_comm_s.
-BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_param_gather": "dp_comm", "optimizer": "optimizer",
+BLOCK_KIND = {"dp_grad_tail": "dp_comm", "dp_grad_sync": "dp_comm", "dp_param_gather": "dp_comm",
+              "optimizer": "optimizer",
               "tied_all_reduce": "pp_comm",
               "dp_overlap_slowdown": "dp_comm", "mfu_ceiling": "mfu_ceiling", "host_overhead": "host_overhead",
               "weight_cast": "gemm", "activation_offload": "activation_offload"}
@@ -149,7 +152,7 @@ def _stream_usage(sched: PipelineSchedule, reps: list[int], step: float) -> tupl
             for st, seconds in per_program[id(b.program)].items():
                 busy[(b.stage, st)] += seconds
             busy[(b.stage, "comm")] += b.send_s + b.transfer_s
-        elif b.kind != "dp_grad_tail":  # the tail of the last backward's buckets, counted with its program
+        elif b.kind not in ("dp_grad_tail", "dp_grad_sync"):  # a backward's buckets, counted with its program
             busy[(b.stage, BLOCK_STREAM[b.kind])] += b.end_s - b.start_s
     return tuple(StreamUsage(stage=s, rank=reps[s], stream=st, busy_s=v, idle_s=max(0.0, step - v))
                  for (s, st), v in busy.items())

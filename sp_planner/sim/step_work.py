@@ -23,6 +23,7 @@ from sp_planner.cost.tp_calls import (
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.fp8_params import weight_cast_s
+from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
@@ -76,7 +77,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     regathers = runtime.tp_gathers.regathers_saved_inputs  # the saved inputs gathered again (cost.tp_gathers)
     sent = comm_columns(model, workload, one, gpus_per_node=cluster.gpus_per_node,
                         states=runtime.states, ring_impl=runtime.ring, sequence_parallel=sp,
-                        tp_gathers=runtime.tp_gathers).sent_bytes
+                        tp_gathers=runtime.tp_gathers,
+                        root_gathered_once=runtime.overlap.root_gathered_once,
+                        pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync).sent_bytes
     comm = CommBytes.model_validate({name: int(values[0]) for name, values in sent._asdict().items()})
     groups = {k: np.asarray(v, dtype=np.int64) for k, v in rank_groups(plan).items()}
     phases: list[PhaseResult] = []
@@ -171,6 +174,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     tied = phase("tied embedding grad all-reduce", groups["pp"][:, [0, -1]], tied_bytes, "ring", "all_reduce",
                  rounds=2) if tied_bytes > 0 else 0.0
 
+    # A pipeline's ZeRO-3 stages synced once a step (torch.distributed.pipelining, cost.fsdp.stage_synced).
+    synced = bool(stage_synced(runtime.overlap.pp_stage_grad_sync, pp, plan.zero))
     layer = LayerWork(
         gemm_attn_fwd_s=gemm_fwd * attn_share,
         gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s + moe.permute_s,
@@ -207,10 +212,13 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         pp_transfer_s=pp_send,
         pp_overlap=bool(pp_sends_beside_compute(runtime.overlap, plan.vpp)),
         dp_reduce=dp_reduce,
-        dp_every_micro_batch=plan.zero >= 2,
+        dp_every_micro_batch=plan.zero >= 2 and not synced,
         dp_reduce_whole_chunk=runtime.overlap.aligned_grad_reduce and plan.vpp > 1 and plan.zero <= 1,
         dp_gather=dp_gather,
-        dp_gather_every_forward=plan.zero == 3,
+        dp_gather_every_forward=plan.zero == 3 and not synced,
+        dp_stage_sync=synced,
+        dp_root_gather_once=bool(root_gathers_per_micro_batch(runtime.overlap.root_gathered_once, plan.zero,
+                                                              plan.reshard_after_forward, m) < 1),
         dp_early_gather_s=early,
         dp_gather_by_chunk=bool(chunk_gathers_ahead(runtime.overlap, plan.zero, plan.vpp)),
         dp_backward_gather=plan.reshard_after_forward,

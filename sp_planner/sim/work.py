@@ -107,6 +107,15 @@ class StepWork(FrozenModel):
     # previous step is overlapped, cost.overlap).
     dp_gather: tuple[DPCalls, ...] = ()
     dp_gather_every_forward: bool = False
+    # ZeRO-3: the root unit's calls (`head`, `tail`: the embedding, output layer and final norm)
+    # gathered in each chunk's first forward of the step only, then kept (Megatron-FSDP,
+    # cost.fsdp.root_gathers_per_micro_batch).
+    dp_root_gather_once: bool = False
+    # ZeRO-3 stages synced once a step (torch.distributed.pipelining, cost.fsdp.stage_synced): a
+    # chunk's reduce calls all go after its last micro-batch's backward, with no rank offset, the
+    # stage waiting for them, and its units gather in its first forward (with dp_backward_gather,
+    # in every backward too). Not with dp_reduce_whole_chunk, Megatron's schedule.
+    dp_stage_sync: bool = False
     # Per stage: a parameter gather issued at the step's start that the stage's first forward
     # waits for whole (stages after the first under Megatron's DDP, which keeps them in one
     # bucket: cost.buckets).
@@ -134,6 +143,13 @@ class StepWork(FrozenModel):
     first_stage_layers: int | None = Field(default=None, ge=1)
     last_stage_layers: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _one_sync_schedule(self) -> "StepWork":
+        if self.dp_stage_sync and self.dp_reduce_whole_chunk:
+            raise ValueError("dp_stage_sync (torch.distributed.pipelining) and dp_reduce_whole_chunk (Megatron's "
+                             "aligned grad reduce) are two frameworks' schedules: set one")
+        return self
+
     def layers_of(self, stage: int) -> int:
         """Decoder layers on pipeline stage `stage`."""
         if stage == 0 and self.first_stage_layers is not None:
@@ -151,3 +167,10 @@ class StepWork(FrozenModel):
 
     def gather_calls(self, stage: int) -> DPCalls:
         return self.dp_gather[stage] if self.dp_gather else DPCalls()
+
+
+def without_dp(work: StepWork) -> StepWork:
+    """The same step with no data-parallel traffic (to tell exposed DP time from hidden)."""
+    return work.model_copy(update={
+        "dp_reduce": (), "dp_gather": (), "dp_early_gather_s": (), "dp_param_gather_s": 0.0,
+    })

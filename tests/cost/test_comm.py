@@ -63,7 +63,19 @@ def test_zero_variants(toy_model, hardware):
     share = 43584 * 3 // 4
     assert dp(0) == (4 * share, 4 * share)  # fp32 all-reduce = reduce-scatter + all-gather
     assert dp(2) == (2 * 4 * share, 2 * share)  # reduce-scatter every micro-batch
-    assert dp(3) == (2 * 4 * share, 2 * 2 * 2 * share)  # gather in forward and backward, per micro-batch
+    # ZeRO-3 as Megatron-FSDP: the layers gathered in forward and backward, per micro-batch; the
+    # root unit (embedding 100 x 64 / tp 2 = 3200, output layer 3200, final norm 64: 6464 of the
+    # 43584) in bf16 once a step (cost.fsdp.root_gathers_per_micro_batch).
+    layers_share, root_share = (43584 - 6464) * 2 * 3 // 4, 6464 * 2 * 3 // 4
+    assert dp(3) == (2 * 4 * share, 2 * 2 * layers_share + root_share)
+
+
+def test_zero3_root_gathered_every_micro_batch_elsewhere(toy_model, hardware):
+    # DeepSpeed stage 3 releases and gathers every module's parameters each forward and backward:
+    # the whole rank's parameters, root unit included, twice a micro-batch.
+    comm = evaluate(toy_model, hardware, WORKLOAD, PLAN.model_copy(update={"zero": 3}), num_nodes=1,
+                    gpus_per_node=8, runtime=DEEPSPEED_RUNTIME).comm_bytes
+    assert comm.dp_all_gather == 2 * 2 * 2 * 43584 * 3 // 4
 
 
 def test_pipeline_sends_sequence_shards(toy_model, hardware):
@@ -71,6 +83,24 @@ def test_pipeline_sends_sequence_shards(toy_model, hardware):
     comm = evaluate(toy_model, hardware, WORKLOAD, plan, num_nodes=1, gpus_per_node=4).comm_bytes
     # activation forward + gradient backward of 64 tokens / tp 2 x 64 x 2 B, per micro-batch
     assert comm.pp_p2p == 2 * 2 * (32 * 64 * 2)
+
+
+def test_a_pipeline_synced_once_a_step_reduces_and_gathers_once(toy_model, hardware):
+    # torchtitan under pp 2 (torch.distributed.pipelining, cost.fsdp.stage_synced), dp 2, tp 2, 2
+    # micro-batches: the first stage's rank holds the embedding (100 x 64 / 2 = 3200) and a layer
+    # (18560): 21760 parameters, half of each buffer sent over dp 2. fp32 gradients reduced once,
+    # 4 x 21760 / 2; bf16 parameters gathered once kept after forward, 2 x 21760 / 2, or in the
+    # first forward and both backwards resharded.
+    from sp_planner.cost.runtime import TORCHTITAN_RUNTIME
+
+    def dp(reshard):
+        plan = ParallelPlan(dp=2, pp=2, tp=2, zero=3, micro_batch=1, reshard_after_forward=reshard)
+        comm = evaluate(toy_model, hardware, Workload(seq_len=64, global_batch=4), plan, num_nodes=1, gpus_per_node=8,
+                        runtime=TORCHTITAN_RUNTIME).comm_bytes
+        return comm.dp_reduce_scatter, comm.dp_all_gather
+
+    assert dp(False) == (4 * 21760 // 2, 2 * 21760 // 2)
+    assert dp(True) == (4 * 21760 // 2, 3 * 2 * 21760 // 2)
 
 
 @pytest.mark.parametrize("gpus_per_node, links", [
@@ -139,7 +169,9 @@ def test_gradients_move_in_the_frameworks_width(toy_model, hardware):
         return comm.dp_reduce_scatter, comm.dp_all_gather
 
     share = 43584 * 3 // 4
+    # ZeRO-3 gathers as Megatron-FSDP: the layers twice a micro-batch, the root unit once a step.
+    gathers3 = 2 * 2 * ((43584 - 6464) * 2 * 3 // 4) + 6464 * 2 * 3 // 4
     assert dp(0, DEEPSPEED_STATES) == (2 * share, 2 * share)  # bf16 all-reduce
     assert dp(2, DEEPSPEED_STATES) == (2 * 2 * share, 2 * share)
-    assert dp(3, DEEPSPEED_STATES) == (2 * 2 * share, 2 * 2 * 2 * share)
-    assert dp(3, TORCH_FSDP_STATES) == (2 * 4 * share, 2 * 2 * 2 * share)
+    assert dp(3, DEEPSPEED_STATES) == (2 * 2 * share, gathers3)
+    assert dp(3, TORCH_FSDP_STATES) == (2 * 4 * share, gathers3)

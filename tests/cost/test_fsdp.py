@@ -1,11 +1,19 @@
 """cost.fsdp: torch FSDP's ZeRO-1/2 is the run ZeRO-3 keeping parameters describes, and is costed so;
 Megatron's ZeRO-1/2 keep their own meaning."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.fsdp import torch_fsdp_as_run
+from sp_planner.cost.fsdp import (
+    grad_reduces_per_step,
+    param_gathers_per_step,
+    root_gathers_per_micro_batch,
+    stage_synced,
+    torch_fsdp_as_run,
+)
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, framework_runtime
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -20,6 +28,30 @@ def test_torch_fsdp_zero_1_and_2_run_as_zero_3_keeping_parameters():
     # Megatron's states shard parameters only from ZeRO-3: nothing changes.
     zero, reshard = torch_fsdp_as_run(np.array([1, 2]), np.array([True, True]), 3)
     assert zero.tolist() == [1, 2] and reshard.tolist() == [True, True]
+
+
+def test_megatron_fsdp_gathers_the_root_unit_once_a_step():
+    # Megatron-FSDP (ZeRO-3, reshard after forward) gathers the non-unit parameters in the step's
+    # first forward only: 1/m a micro-batch; every forward elsewhere (torch FSDP2's reshard-false
+    # ZeRO-3, a framework that does not keep them, ZeRO-1/2 whose gathers are once a step anyway).
+    zero, reshard = np.array([3, 3, 3, 2]), np.array([True, False, True, True])
+    assert root_gathers_per_micro_batch(True, zero, reshard, 4).tolist() == [0.25, 1.0, 0.25, 1.0]
+    assert root_gathers_per_micro_batch(False, zero, reshard, 4).tolist() == [1.0] * 4
+    assert root_gathers_per_micro_batch(True, zero, reshard, np.array([1, 2, 8, 8])).tolist() == [1.0, 1.0, 0.125, 1.0]
+
+
+def test_a_pipeline_stage_synced_once_a_step_reduces_once_and_gathers_once_or_every_backward():
+    # torch.distributed.pipelining (cost.fsdp.stage_synced): ZeRO-3 in a pipeline only. With 4
+    # micro-batches: kept after forward, 1 gather (the first forward's); resharded, 1 + 4 (every
+    # backward's); 1 reduce. Unsynced ZeRO-3: 4 or 8 gathers, 4 reduces; ZeRO-1: 1 of each.
+    c = SimpleNamespace(pp=np.array([2, 2, 1, 2, 2]), zero=np.array([3, 3, 3, 1, 2]),
+                        reshard=np.array([False, True, True, True, True]))
+    assert stage_synced(True, c.pp, c.zero).tolist() == [True, True, False, False, False]
+    assert not stage_synced(False, c.pp, c.zero).any()  # Megatron-FSDP, DeepSpeed: every micro-batch
+    assert param_gathers_per_step(c, 4, True).tolist() == [1, 5, 8, 1, 1]
+    assert param_gathers_per_step(c, 4).tolist() == [4, 8, 8, 1, 1]
+    assert grad_reduces_per_step(c, 4, True).tolist() == [1, 1, 4, 1, 4]
+    assert grad_reduces_per_step(c, 4).tolist() == [4, 4, 4, 1, 4]
 
 
 def test_torchtitan_zero2_costs_as_zero3_keep_and_gathers_every_micro_batch():

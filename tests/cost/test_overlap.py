@@ -7,7 +7,8 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
-from sp_planner.cost.dp_exposure import DPTimes, chunked_exposed_s, dp_exposed_s
+from sp_planner.cost.dp_exposure import DPTimes, chunked_exposed_s
+from sp_planner.cost.dp_passes import dp_exposed_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
     OVERLAP_COMPUTE_SLOWDOWN,
@@ -28,12 +29,25 @@ def _times(**seconds):
 def test_zero3_per_micro_batch_gathers_twice_and_charges_hidden_traffic():
     times = _times(layer_gather_s=0.25, layer_reduce_s=0.5, root_gather_s=0.1, root_reduce_s=0.2)
     kw = dict(micro_batches=2, layers=4, times=times, fwd_window_s=4.0, bwd_window_s=8.0)
-    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3]), reshard=np.array([True]), **kw)
+    every = MEGATRON_OVERLAP.model_copy(update={"root_gathered_once": False})  # DeepSpeed's, torch FSDP2's
+    exposed, hidden = dp_exposed_s(every, zero=np.array([3]), reshard=np.array([True]), **kw)
     # forward: root + first layer's gather; backward: first gather, last reduce-scatter, root's.
     per_micro_batch = (0.1 + 0.25) + (0.25 + 0.5 + 0.2)
     assert exposed[0] == pytest.approx(2 * per_micro_batch)
     busy = 0.1 + 4 * (0.25 + 0.25 + 0.5) + 0.2
     assert hidden[0] == pytest.approx(2 * busy - 2 * per_micro_batch)
+
+
+def test_megatron_fsdp_gathers_the_root_unit_once_a_step():
+    # Megatron-FSDP keeps the root unit gathered after the step's first forward
+    # (cost.fsdp.root_gathers_per_micro_batch): micro-batch 0's forward exposes the root's 0.1 and
+    # the first layer's 0.25, micro-batch 1's the first layer's alone; each backward 0.25 + 0.5 +
+    # 0.2 as above. Busy: the root's 0.1 once, and 4 x (0.25 + 0.25 + 0.5) + 0.2 a micro-batch.
+    times = _times(layer_gather_s=0.25, layer_reduce_s=0.5, root_gather_s=0.1, root_reduce_s=0.2)
+    kw = dict(micro_batches=2, layers=4, times=times, fwd_window_s=4.0, bwd_window_s=8.0)
+    exposed, hidden = dp_exposed_s(MEGATRON_OVERLAP, zero=np.array([3]), reshard=np.array([True]), **kw)
+    assert exposed[0] == pytest.approx((0.1 + 0.25) + 0.25 + 2 * (0.25 + 0.5 + 0.2))
+    assert hidden[0] == pytest.approx(0.1 + 2 * (4 * 1.0 + 0.2) - exposed[0])
 
 
 def test_zero3_keeping_parameters_gathers_only_in_forward():

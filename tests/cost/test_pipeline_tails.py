@@ -12,7 +12,7 @@ from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.cost.pipeline_tails import finish_lags_s, stage_tails_dp_s
+from sp_planner.cost.pipeline_tails import finish_lags_s, stage_tails_dp_s, synced_syncs_s
 from sp_planner.pipeline import StageLayers
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -222,3 +222,22 @@ def test_a_heavy_last_stages_interleaved_sync_agrees_with_the_simulator(hardware
     sim = simulate(model, profile, workload, plan, num_nodes=8, gpus_per_node=8, detail=False)
     est = evaluate(model, profile, workload, plan, num_nodes=8, gpus_per_node=8)
     assert est.step_time_s == pytest.approx(sim.step_time_s, rel=rel)
+
+
+def test_a_pipeline_synced_once_a_step_exposes_each_stages_whole_sync_past_its_lag():
+    # torch.distributed.pipelining (cost.fsdp.stage_synced): each stage reduce-scatters everything
+    # after its last backward, waiting for it. With the lags of
+    # test_the_stage_whose_sync_ends_last_sets_the_step (0, 0.08 s, 0.40 s): the first stage's
+    # whole 0.5 s, the middle one's 0.6 - 0.08, the last one's 0.9 - 0.40.
+    def t(rs, root=0.0):
+        return _times(grad_reduce_scatter_s=rs, root_reduce_s=root).at()
+
+    lags = (0.0, np.array([0.08]), np.array([0.40]))
+    assert synced_syncs_s((t(0.5), t(0.6), t(0.9)), lags, pp=np.array([4]), vpp=np.array([1])) == pytest.approx(0.52)
+    # Interleaved, pp 2: a chunk's sync holds its stage after its last backward. The first stage's
+    # 5 s (its embedding's 1 s in chunk 0: chunks of 3 s and 2 s), the last one's 6 s (its output
+    # layer's 2 s in chunk 1: 2 s and 4 s): the slower chunk-1 sync, 4 s, then the first stage's
+    # chunk 0 at the end, 3 s, the last stage's 2 s ending a lag earlier.
+    ends = (t(5.0, 1.0), t(0.0), t(6.0, 2.0))
+    lags = (0.0, np.array([0.0]), np.array([0.5]))
+    assert synced_syncs_s(ends, lags, pp=np.array([2]), vpp=np.array([2])) == pytest.approx(4.0 + 3.0)

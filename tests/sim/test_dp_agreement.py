@@ -23,7 +23,8 @@ a hop; NDR 50 GB/s at 0.94, 14 us a hop):
   proj 67.1M) each close a bucket, the output layer and the embedding one each: 322 calls; the
   ones issued at layer 0 and after the embedding (a layer and the embedding, 5 calls) cannot hide;
 - ZeRO-3: one all-gather and one reduce-scatter per layer, and the root unit (embedding, norm,
-  output layer) gathered before layer 0 and reduce-scattered last; reshard after forward.
+  output layer) gathered before layer 0 (micro-batch 0's only: Megatron-FSDP keeps it) and
+  reduce-scattered last; reshard after forward.
 """
 
 import numpy as np
@@ -108,12 +109,14 @@ def _zero3_by_hand() -> tuple[float, float]:
     # G79 G78 RS79 G77 RS78 ... RS1 RS0: the first layer's backward hides G78 alone and the last's
     # RS1 alone, each shorter than a layer's backward), and the last reduce-scatters: layer 0's
     # beside the embedding's gradient passes, then the root's after them.
+    # Megatron-FSDP gathers the root once a step, in micro-batch 0's forward, and keeps it
+    # (cost.fsdp.root_gathers_per_micro_batch); its gradients leave every micro-batch.
     assert g < bwd and r < bwd < g + r
-    forward = g_root + g + (LAYERS - 1) * max(0.0, g - fwd)
+    forward = g + (LAYERS - 1) * max(0.0, g - fwd)
     backward = (max(0.0, g - 2 / 3 * logits) + (LAYERS - 2) * max(0.0, g + r - bwd) + max(0.0, r - EMBEDDING_S)
                 + r_root)
-    exposed = M * (forward + backward)
-    busy = M * (g_root + LAYERS * (2 * g + r) + r_root)
+    exposed = g_root + M * (forward + backward)
+    busy = g_root + M * (LAYERS * (2 * g + r) + r_root)
     return exposed + OVERLAP_COMPUTE_SLOWDOWN * (busy - exposed), busy
 
 

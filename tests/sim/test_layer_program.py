@@ -40,3 +40,15 @@ def test_a_single_chunk_holds_both_roots():
     work = _zero3_work().model_copy(update={"vpp": 1})
     assert [root_chunk(work, stage) for stage in (0, 1)] == [0, 0]
     assert stage_forward(work, 1).busy_s("dp_comm") == 5.0 + 2 * 1.0
+
+
+def test_a_root_gathered_once_a_step_goes_with_the_first_micro_batch_only():
+    # Megatron-FSDP keeps the root unit gathered from the step's first forward on
+    # (StepWork.dp_root_gather_once): micro-batch 0's root chunk gathers it (4 s, then the layer's
+    # 1 s and 3 s of compute: 8 s), the later ones only the layer (1 s + 3 s); backward unchanged.
+    work = _zero3_work().model_copy(update={"dp_root_gather_once": True})
+    first = stage_forward(work, 0, first_micro_batch=True, chunk=0)
+    later = stage_forward(work, 0, chunk=0)
+    assert (first.busy_s("dp_comm"), first.end_s) == (5.0, pytest.approx(8.0))
+    assert (later.busy_s("dp_comm"), later.end_s) == (1.0, pytest.approx(4.0))
+    assert stage_backward(work, 0, last_micro_batch=False, chunk=0).busy_s("dp_comm") == 3.0

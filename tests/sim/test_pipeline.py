@@ -221,3 +221,50 @@ def test_aligned_grad_syncs_leave_rank_backwards_after_the_chunks_last():
     tails = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_tail"}
     assert tails == {0: (45.0, 46.0), 1: (39.0, 54.0)}
     assert sched.step_time_s == pytest.approx(54.0)
+
+
+def test_a_stage_synced_once_a_step_reduces_after_its_last_backward():
+    # torch.distributed.pipelining (StepWork.dp_stage_sync, cost.fsdp.stage_synced): no reduce in
+    # a backward but the last micro-batch's, whose calls the stage then waits for. pp 2, m 2, a
+    # layer a stage (forward 3 s, backward 6 s): stage 0 runs F0 F1 B0 B1, stage 1 F0 B0 F1 B1;
+    # stage 1's last backward ends at 3 x 3 + 2 x 6 = 21 s, stage 0's at 3 x 3 + 3 x 6 = 27 s.
+    # Their syncs (3 s and 4 s) end at 30 s and 25 s: the step ends at 30 s.
+    work = StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+                    dp_reduce=(DPCalls(layers=((3.0,),)), DPCalls(layers=((4.0,),))))
+    sched = schedule_step(work)
+    assert stage_backward(work, 0, last_micro_batch=False).busy_s("dp_comm") == 0.0
+    assert sched.step_time_s == pytest.approx(30.0)
+
+
+def test_a_stage_synced_once_a_step_gathers_in_its_first_forward():
+    # Kept after forward: the first forward gathers (1 s ahead of the layer's 3 s), later ones
+    # and the backwards do not; resharded after forward, every backward gathers again.
+    gathers = (DPCalls(layers=((1.0,),)),)
+    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+                    dp_gather=gathers, dp_backward_gather=False)
+    assert stage_forward(work, 0, first_micro_batch=True).end_s == pytest.approx(4.0)
+    assert stage_forward(work, 0).end_s == pytest.approx(3.0)
+    assert stage_backward(work, 0, last_micro_batch=False).busy_s("dp_comm") == 0.0
+    resharded = work.model_copy(update={"dp_backward_gather": True})
+    assert stage_backward(resharded, 0, last_micro_batch=False).busy_s("dp_comm") == 1.0
+
+
+def test_a_synced_interleaved_stage_waits_for_each_chunks_sync_with_no_rank_offset():
+    """The plan of test_aligned_grad_syncs_leave_rank_backwards_after_the_chunks_last under
+    torch.distributed.pipelining instead (StepWork.dp_stage_sync): stage 1 launches chunk 1's 20 s
+    sync right after B1.1 [21, 27], not a backward later, and waits for it (REDUCE_GRAD after the
+    virtual stage's last backward): [27, 47]; B0.0 [47, 53], B0.1 [53, 59], chunk 0's 1 s at the
+    end, [59, 60]. Stage 0 waits for stage 1's B0.x: B0.0 [53, 59], B0.1 [59, 65], synced at 66 s."""
+    calls = (DPCalls(layers=((1.0,), (1.0,))), DPCalls(layers=((1.0,), (20.0,))))
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_reduce=calls,
+                    dp_stage_sync=True, dp_overlap_slowdown=0.0)
+    sched = schedule_step(work)
+    waits = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_sync" and b.stage == 1}
+    tails = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_tail"}
+    assert waits == {1: (27.0, 47.0)}
+    assert tails == {0: (65.0, 66.0), 1: (59.0, 60.0)}
+    assert sched.step_time_s == pytest.approx(66.0)
+    # Megatron's schedule and torch's are two frameworks': a StepWork takes one.
+    with pytest.raises(ValueError, match="set one"):
+        StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+                 dp_reduce_whole_chunk=True)
