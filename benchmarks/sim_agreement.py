@@ -16,16 +16,16 @@ from sp_planner.sim import simulate
 NODES, GPUS_PER_NODE = 8, 8
 
 
-def step_diff_percent(model, hardware, workload, plan, runtime=MEGATRON_RUNTIME) -> float | None:
-    """100 x (analytic / simulated step - 1) on 8 nodes of 8 GPUs under the framework's `runtime`
-    (cost.runtime; Megatron's by default); None where the simulator refuses the plan (a split the
-    chunks do not divide)."""
+def step_diff_percent(model, hardware, workload, plan, runtime=MEGATRON_RUNTIME, nodes: int = NODES) -> float | None:
+    """100 x (analytic / simulated step - 1) on `nodes` nodes of 8 GPUs under the framework's
+    `runtime` (cost.runtime; Megatron's by default); None where the simulator refuses the plan (a
+    split the chunks do not divide)."""
     try:
-        sim = simulate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE,
+        sim = simulate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=GPUS_PER_NODE,
                        detail=False, runtime=runtime).step_time_s
     except ValueError:
         return None
-    est = evaluate(model, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS_PER_NODE,
+    est = evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=GPUS_PER_NODE,
                    runtime=runtime).step_time_s
     return 100 * (est / sim - 1)
 

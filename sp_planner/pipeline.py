@@ -151,12 +151,30 @@ def forwards_before_backward(pp, vpp, num_micro_batches, rank):
     return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * pp, rest) + 1, m * vpp)
 
 
+def chunk_layer_counts(layers: int, vpp: int, *, first_stage: bool) -> tuple[int, ...]:
+    """Decoder layers of each of a stage's vpp model chunks, chunk 0 first: an even share, and
+    where the stage holds fewer than a multiple of vpp (the counted split) one fewer in the first
+    stage's chunk 0 (the embedding in a layer's place) and in another stage's last chunk (the
+    loss's): transformer_block.py get_num_layers_to_build lines 191-201 at Megatron-LM d98e8a6.
+    cost.buckets (each chunk's gradient bucket) and sim.layer_program place the layers so."""
+    base, extra = divmod(layers, vpp)
+    sizes = [base + 1] * extra + [base] * (vpp - extra)
+    return tuple(reversed(sizes)) if first_stage else tuple(sizes)
+
+
+def later_chunk_layers(layers, vpp):
+    """Decoder layers of a model chunk that holds neither the embedding nor the loss: a later
+    chunk of the first stage, an earlier one of the last (chunk_layer_counts' largest, one more
+    than the chunk with either under the counted split), vectorized over candidates."""
+    return np.ceil(np.asarray(layers) / np.asarray(vpp))
+
+
 def end_chunk_layers(layers, vpp, *, first_stage: bool):
     """(chunk 0's, the last chunk's) decoder layers of a stage of `layers` over vpp model chunks: an
     even share, and one fewer in the first stage's chunk 0 and in another stage's last chunk where
     the stage holds fewer than a multiple of vpp (Megatron's counted split, the embedding and the
-    loss each in a layer's place: account_for_embedding/loss_in_pipeline_split;
-    sim.layer_program.chunk_layers places the layers so)."""
+    loss each in a layer's place: account_for_embedding/loss_in_pipeline_split; chunk_layer_counts
+    vectorized over candidates)."""
     base, short = np.floor(np.asarray(layers) / vpp), np.mod(layers, vpp) > 0
     return (base, base + short) if first_stage else (base + short, base)
 

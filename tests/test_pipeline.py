@@ -1,13 +1,17 @@
 """sp_planner.pipeline: the split functions give the same answer per candidate whether a chunk is
 large enough to be evaluated once per distinct (pp, vpp, ...) row or small enough to run directly."""
 
+import itertools
+
 import numpy as np
 import pytest
 
 from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
     chunk_forwards_s,
+    chunk_layer_counts,
     end_chunk_layers,
+    later_chunk_layers,
     _default_split,
     _split_breaks,
     _stage_layers,
@@ -127,3 +131,18 @@ def test_end_chunk_layers_by_hand():
     assert [x.tolist() for x in end_chunk_layers(np.array([7.0, 8.0]), 4, first_stage=True)] == [[1, 2], [2, 2]]
     assert [x.tolist() for x in end_chunk_layers(np.array([7.0, 8.0]), 4, first_stage=False)] == [[2, 2], [1, 2]]
     assert [x.tolist() for x in end_chunk_layers(np.array([7.0]), 1, first_stage=True)] == [[7], [7]]
+
+
+def test_chunk_layer_counts_by_hand():
+    # The counted split above: a 7-layer first stage over vpp 4 is 1, 2, 2, 2 (chunk 0 with the
+    # embedding), a 7-layer last stage 2, 2, 2, 1 (the loss in its last chunk); 8 layers 2 each.
+    assert chunk_layer_counts(7, 4, first_stage=True) == (1, 2, 2, 2)
+    assert chunk_layer_counts(7, 4, first_stage=False) == (2, 2, 2, 1)
+    assert chunk_layer_counts(8, 4, first_stage=True) == (2, 2, 2, 2)
+    assert chunk_layer_counts(9, 1, first_stage=False) == (9,)
+    # end_chunk_layers and later_chunk_layers are its ends and its largest, over candidates.
+    for layers, vpp, first in itertools.product((7, 8, 9, 12), (1, 2, 3, 4), (True, False)):
+        counts = chunk_layer_counts(layers, vpp, first_stage=first)
+        ends = end_chunk_layers(np.array([float(layers)]), vpp, first_stage=first)
+        assert (float(ends[0][0]), float(ends[1][0])) == (counts[0], counts[-1])
+        assert float(later_chunk_layers(np.array([layers]), vpp)[0]) == max(counts)

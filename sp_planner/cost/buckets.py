@@ -47,6 +47,7 @@ import numpy as np
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
 from sp_planner.distinct import distinct_rows
+from sp_planner.pipeline import chunk_layer_counts
 from sp_planner.specs.model import ModelSpec
 
 # Megatron DDP bucket default (module docstring): larger dp, larger buckets, so the ring chunks
@@ -153,16 +154,19 @@ def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tai
     """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
     first stage bucketed (with the embedding), every other chunk one bucket issued after its
     backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
-    DistributedDataParallel: bucket_size None when pp_rank > 0)."""
-    per_chunk = layers // vpp
-    first = megatron_layout(layer, per_chunk, head if vpp == 1 else (), tail,
+    DistributedDataParallel: bucket_size None when pp_rank > 0); each chunk holds its own layers
+    (pipeline.chunk_layer_counts: under the counted split one fewer in the chunk with the
+    embedding or the loss), the last one the output layer (issued after the output layer's
+    backward, the layout's head, where that chunk holds no decoder layer)."""
+    sizes = chunk_layer_counts(layers, vpp, first_stage=first_stage)
+    first = megatron_layout(layer, sizes[0], head if vpp == 1 else (), tail,
                             bucket_params if first_stage else float("inf"))
     if vpp == 1:
         return first
-    whole = sum(layer) * per_chunk
-    rest = [((whole + (sum(head) if c == vpp - 1 else 0.0)),) if i == 0 else () for c in range(1, vpp)
-            for i in range(per_chunk)]
-    return BucketLayout((), first.layers + tuple(rest), first.tail)
+    rest = [((sum(layer) * n + (sum(head) if c == vpp - 1 else 0.0)),) if i == 0 else ()
+            for c, n in enumerate(sizes) if c > 0 for i in range(n)]
+    alone = (sum(head),) if sizes[-1] == 0 and sum(head) > 0 else ()
+    return BucketLayout(alone, first.layers + tuple(rest), first.tail)
 
 
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,

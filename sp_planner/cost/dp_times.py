@@ -28,7 +28,7 @@ from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_rows
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
-from sp_planner.pipeline import StageLayers
+from sp_planner.pipeline import StageLayers, later_chunk_layers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -217,10 +217,14 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
     # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
-    # (cost.buckets._chunked); none otherwise.
+    # (cost.buckets._chunked); none otherwise. Under the counted split the chunk holding the
+    # embedding (first stage) or the loss (last) has a layer fewer (pipeline.chunk_layer_counts):
+    # on the last stage dp_exposure.chunked_exposed_s's head (the whole less vpp such chunks) is
+    # then the output layer less that layer.
     chunked = (c.vpp > 1) & (c.zero <= 1)
-    chunk_dense = np.where(chunked, dense_layer * layers / c.vpp, 0.0)
-    chunk_experts = np.where(chunked, expert_layer * layers / c.vpp, 0.0)
+    chunk_layers = later_chunk_layers(layers, c.vpp)
+    chunk_dense = np.where(chunked, dense_layer * chunk_layers, 0.0)
+    chunk_experts = np.where(chunked, expert_layer * chunk_layers, 0.0)
     return DPTimes(
         grad_all_reduce_s=both("all_reduce", 2 * grad_bytes, dense, n_dense, experts, n_expert),
         grad_reduce_scatter_s=reduce(dense, n_dense, experts, n_expert),

@@ -18,6 +18,7 @@ simplification: each phase's contention is among the groups of one collective).
 
 from __future__ import annotations
 
+from sp_planner.pipeline import chunk_layer_counts
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import DPCalls, LayerWork, StepWork
 
@@ -123,14 +124,10 @@ def _calls(p: Program, seconds: tuple[float, ...], name: str, after: int, previo
 
 
 def chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
-    """The stage's layers (stage-local indices) in one of its vpp model chunks: an even share, and
-    where the stage holds fewer than a multiple of vpp (Megatron's split counting the embedding or
-    the loss as a layer, account_for_embedding/loss_in_pipeline_split) one fewer in the chunks
-    holding them, the first ones on the first stage and the last ones elsewhere."""
-    base, extra = divmod(work.layers_of(stage), work.vpp)
-    sizes = [base + 1] * extra + [base] * (work.vpp - extra)
-    if stage == 0:
-        sizes.reverse()
+    """The stage's layers (stage-local indices) in one of its vpp model chunks
+    (pipeline.chunk_layer_counts: one fewer in the chunks holding the embedding or the loss under
+    Megatron's counted split)."""
+    sizes = chunk_layer_counts(work.layers_of(stage), work.vpp, first_stage=stage == 0)
     start = sum(sizes[:chunk])
     return range(start, start + sizes[chunk])
 

@@ -97,3 +97,24 @@ def test_interleaved_chunks_after_the_first_are_one_bucket_each():
     last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=1, vpp=2,
                             first_stage=False, last_stage=True)
     assert last.layers == ((2 * LAYER,), (), (2 * LAYER + TABLE + H,), ()) and last.tail == ()
+
+
+def test_a_counted_split_s_chunks_hold_each_its_own_layers():
+    # 3 layers over vpp 2 (Megatron's counted split: the embedding or the loss in a layer's place,
+    # pipeline.chunk_layer_counts): the first stage's chunk 0 holds layer 0, bucketed with the
+    # embedding as above (fc2 + fc1 closes at 50.3M, qkv + proj then the table at 82.3M), and chunk 1
+    # layers 1-2 in one bucket at layer 1; the last stage's chunk 0 layers 0-1, its last chunk layer
+    # 2 with the output layer and the final norm. Every layer is in a bucket (it lost one, 3 // 2).
+    first, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=3, single_stage=False, dp=8, zero=0, vpp=2)
+    assert first.layers == ((FC2 + FC1,), (2 * LAYER,), ()) and first.tail == (QKV + PROJ + TABLE,)
+    last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=3, single_stage=False, dp=8, zero=1, vpp=2,
+                            first_stage=False, last_stage=True)
+    assert last.layers == ((2 * LAYER,), (), (LAYER + TABLE + H,)) and last.tail == ()
+    # One layer over vpp 2 (a virtual stage of 1 less the embedding or the loss): the first stage's
+    # chunk 0 holds only the embedding, the last stage's last chunk only the output layer and the
+    # final norm, its own call after their backward.
+    first, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=1, single_stage=False, dp=8, zero=0, vpp=2)
+    assert first == ((), ((LAYER,),), (TABLE,))
+    last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=1, single_stage=False, dp=8, zero=0, vpp=2,
+                            first_stage=False, last_stage=True)
+    assert last == ((TABLE + H,), ((LAYER,),), ())
