@@ -13,6 +13,7 @@ import numpy as np
 
 from sp_planner.cost.layerwise import layerwise_exposed_s
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
+from sp_planner.pipeline import end_chunk_layers
 
 
 class DPTimes(NamedTuple):
@@ -116,12 +117,13 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
 def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_window_s, chunks, head_s):
     """micro_batch_dp_s's ZeRO-2 seconds: the gradients' reduce-scatters chunk by chunk."""
     # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
-    chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / layers
+    some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a chunk without layers (counted split) has no share
+    chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / some
     first_calls = last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
     later_calls = np.maximum(0.0, chunk_first - e.bwd_trail_s)
     single = np.asarray(chunks) == 1
     chunk_rs = chunk_first * layers / chunks  # a later chunk's layers' calls
-    chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / layers
+    chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / some
     head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, layer_w)
     # Chunk 0 (the stage's first layers, the first stage's embedding; the whole stage at vpp 1).
     # Chunk 0's queue runs on beside the embedding's backward (Edges.bwd_tail_s, the first stage's),
@@ -140,29 +142,44 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
     bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
-    per_chunk = layers / chunks
-    fwd_w, bwd_w = fwd_window_s / layers, bwd_window_s / layers
+    root_n, per_chunk = root_chunk_layers(layers, chunks)
+    some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a chunk without layers has no window to share
+    fwd_w, bwd_w = fwd_window_s / some, bwd_window_s / some
 
-    def forward(before_s=0.0):
-        return zero3_forward_s(overlap, t, fwd_w, per_chunk, before_s=before_s, edges=e)
+    def forward(n, before_s=0.0):
+        return zero3_forward_s(overlap, t, fwd_w, n, before_s=before_s, edges=e)
 
-    def backward(after_s=0.0, loss_s=0.0, tail_s=0.0):
-        return layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_w, per_chunk, after_s=after_s,
+    def backward(n, after_s=0.0, loss_s=0.0, tail_s=0.0):
+        return layerwise_exposed_s(bwd_gather, t.layer_reduce_s, bwd_w, n, after_s=after_s,
                                    prefetch=prefetch, ahead_s=loss_s + e.bwd_lead_s, behind_s=e.bwd_trail_s,
                                    lead_s=e.bwd_lead_s, tail_s=tail_s)
 
     # The root unit is gathered before the chunk holding it and leaves after its backward: the
     # first stage's chunk 0, the last stage's last chunk, whose backward the loss's opens
-    # (cost.pipeline_blocks._zero3_forward_s); a stage's sum does not depend on which chunk.
-    bare = forward()
-    zero3 = (rooted_forward_s(forward(t.root_gather_s), bare, root_gathers, fwd_gathers)
-             + backward(t.root_reduce_s, ahead_s, e.bwd_tail_s))
+    # (cost.pipeline_blocks._zero3_forward_s), the chunk with a layer fewer under the counted split.
+    bare = forward(per_chunk)
+    zero3 = (rooted_forward_s(forward(root_n, t.root_gather_s), forward(root_n), root_gathers, fwd_gathers)
+             + backward(root_n, t.root_reduce_s, ahead_s, e.bwd_tail_s))
     busy = _zero3_busy_s(t, layers, bwd_gather, root_gathers, fwd_gathers)
     if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
                                                     per_chunk, *e):
         # No later chunk: 0 x their exposure, finite and not negative on finite inputs, adds +0.
         return zero3 + 0.0, busy
-    return zero3 + (chunks - 1) * (fwd_gathers * bare + backward()), busy
+    return zero3 + (chunks - 1) * (fwd_gathers * bare + backward(per_chunk)), busy
+
+
+def root_chunk_layers(layers, chunks):
+    """(the root unit's chunk's, each other chunk's) decoder layers of a stage of `layers` over
+    `chunks` model chunks: layers / chunks each, but under Megatron's counted split, where the
+    chunk with the embedding (the first stage's chunk 0) or the loss (the last stage's last chunk)
+    holds a layer fewer (pipeline.chunk_layer_counts), that chunk the floor (pipeline.end_chunk_layers)
+    and the others their mean of the rest (the ceiling where one chunk is short)."""
+    even = layers / chunks
+    short = np.mod(layers, chunks) > 0
+    if not np.any(short):
+        return even, even
+    root, _ = end_chunk_layers(layers, chunks, first_stage=True)
+    return np.where(short, root, even), np.where(short, (layers - root) / np.maximum(chunks - 1, 1), even)
 
 
 def rooted_forward_s(rooted_s, bare_s, root_gathers, fwd_gathers=1.0):

@@ -37,10 +37,14 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
     last = np.maximum(0.0, reduce_s - behind_s - tail_s)
     n = np.asarray(layers, dtype=np.float64)
     if not prefetch:
-        return first + (n - 1) * gather_s + (n - 1) * np.maximum(0.0, reduce_s - window_s) + last + after_s
-    paths = _prefetched_paths_s(gather_s, reduce_s, window_s, n, first_s=first, before_s=before_s, ahead_s=ahead_s,
-                                behind_s=behind_s, lead_s=lead_s)
-    return first + paths + last + after_s
+        out = first + (n - 1) * gather_s + (n - 1) * np.maximum(0.0, reduce_s - window_s) + last + after_s
+    else:
+        out = first + _prefetched_paths_s(gather_s, reduce_s, window_s, n, first_s=first, before_s=before_s,
+                                          ahead_s=ahead_s, behind_s=behind_s, lead_s=lead_s) + last + after_s
+    if np.all(n > 0):
+        return out
+    # No layer (a counted split's end chunk, pipeline.chunk_layer_counts): the root unit's calls alone.
+    return np.where(n > 0, out, before_s + after_s)
 
 
 def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, ahead_s, behind_s, lead_s):

@@ -16,7 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, rooted_forward_s, zero3_forward_s
+from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
+                                         zero3_forward_s)
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import compute_blocks
 
@@ -136,14 +137,16 @@ def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     if not np.any(zero3):
         return 0.0, 0.0, 0.0
     s = stages[i]
-    layers = s.layers / np.asarray(vpp)
+    # The root's chunk holds a layer fewer under the counted split (pipeline.chunk_layer_counts).
+    root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp))
     gathered = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
     later = fwd_gathers * gathered
     if i == 1:  # the middle stages hold no root unit
         return later, later, later
-    root = np.where(zero3, rooted_forward_s(zero3_forward_s(overlap, s.times, fwd_layer_s, layers,
+    root = np.where(zero3, rooted_forward_s(zero3_forward_s(overlap, s.times, fwd_layer_s, root_n,
                                                             before_s=s.times.root_gather_s, edges=edges),
-                                            gathered, root_gathers, fwd_gathers), 0.0)
+                                            zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, edges=edges),
+                                            root_gathers, fwd_gathers), 0.0)
     other = np.where(np.asarray(vpp) == 1, root, later)  # the end the root is not at: itself at vpp 1
     return (root, later, other) if i == 0 else (other, later, root)
 
@@ -152,7 +155,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
                    bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0) -> list[np.ndarray]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
-    group's. Its layers' share (1/vpp) of the stage's gradient calls; chunk 0 also the first
+    group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
     stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
     layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
@@ -161,8 +164,13 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
     out = []
     for i, s in enumerate(stages):
         t = s.times
-        layer_calls = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp
         final = i == len(stages) - 1
+        # This chunk's layers: a layer fewer where it holds the root under the counted split
+        # (chunk 0 of the first stage, the last chunk of the last; pipeline.chunk_layer_counts).
+        root_n, other_n = root_chunk_layers(s.layers, vpp)
+        layers = root_n if (final if last else i == 0) else other_n
+        layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
+        per_layer_s = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp * vpp / np.maximum(s.layers, 1)
         if last:
             # The last stage's root is its last chunk's (_zero3_forward_s): ZeRO-2's output layer
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
@@ -170,7 +178,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             root = (t.root_gather_s + none, t.root_reduce_s + none) if final else (none, none)
             head: np.ndarray | float = np.where(np.asarray(zero) == 2, root[1], 0.0)
             chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
-                               root_reduce_s=root[1], last_reduce_scatter_s=layer_calls * vpp / np.maximum(s.layers, 1),
+                               root_reduce_s=root[1], last_reduce_scatter_s=per_layer_s,
                                tail_reduce_scatter_s=none)
             chunk_edges = None if edges is None else edges._replace(bwd_tail_s=0.0)
             ahead = s.ahead_s if final else 0.0
@@ -180,10 +188,18 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             chunk = t._replace(grad_reduce_scatter_s=root[1] + layer_calls, root_gather_s=root[0],
                                root_reduce_s=root[1])
             chunk_edges, ahead, head = stage_edges(edges, i), 0.0, 0.0
-        layers = s.layers / vpp
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
                                       fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
                                       reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head,
                                       root_gathers=root_gathers, fwd_gathers=fwd_gathers)
         out.append(exposed)
     return out
+
+
+def _chunk_calls_s(stage_calls_s, stage_layers, chunk_layers, vpp):
+    """A chunk's share of its stage's per-layer gradient calls: `chunk_layers` of `stage_layers`,
+    1/vpp where the chunks divide the stage evenly."""
+    even = np.mod(stage_layers, vpp) == 0
+    if np.all(even):
+        return stage_calls_s / vpp
+    return np.where(even, stage_calls_s / vpp, stage_calls_s * chunk_layers / np.maximum(stage_layers, 1))

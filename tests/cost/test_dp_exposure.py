@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, chunked_exposed_s, micro_batch_dp_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, chunked_exposed_s, micro_batch_dp_s, root_chunk_layers
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 
 
@@ -49,3 +49,12 @@ def test_a_later_ranks_sync_queues_from_rank_backwards_later_and_the_output_laye
     assert chunked_exposed_s(2.0, 0.6, 0.1, 0.4, rank=3, **kw) == pytest.approx(1.8)
     # Launched by the hooks instead (no offset), the last chunk's call leaves at end - 0.8.
     assert chunked_exposed_s(2.0, 0.6, 0.0, 0.4, rank=3, pp=4, vpp=2, overlapped=True) == pytest.approx(1.2)
+
+
+def test_the_roots_chunk_holds_a_layer_fewer_under_the_counted_split():
+    # pipeline.chunk_layer_counts: 9 layers over 2 chunks (4, 5), 1 over 2 (0, 1), 13 over 7
+    # (1, 2, 2, 2, 2, 2, 2): the root's chunk the floor, the others the rest's mean; even 5 and 5.
+    root, other = root_chunk_layers(np.array([9.0, 1.0, 13.0, 10.0]), np.array([2, 2, 7, 2]))
+    assert root.tolist() == [4.0, 0.0, 1.0, 5.0]
+    assert other.tolist() == [5.0, 1.0, 2.0, 5.0]
+    assert root_chunk_layers(12.0, 4) == (3.0, 3.0)
