@@ -174,8 +174,10 @@ def end_chunk_layers(layers, vpp, *, first_stage: bool):
     even share, and one fewer in the first stage's chunk 0 and in another stage's last chunk where
     the stage holds fewer than a multiple of vpp (Megatron's counted split, the embedding and the
     loss each in a layer's place: account_for_embedding/loss_in_pipeline_split; chunk_layer_counts
-    vectorized over candidates)."""
-    base, short = np.floor(np.asarray(layers) / vpp), np.mod(layers, vpp) > 0
+    vectorized over candidates). Whole numbers: layers - base x vpp is the remainder, exact, at a
+    fraction of np.mod's time on floats (chunk_counts)."""
+    base = np.floor(np.asarray(layers) / vpp)
+    short = np.asarray(layers) - base * vpp > 0
     return (base, base + short) if first_stage else (base + short, base)
 
 
@@ -210,6 +212,8 @@ def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts
     sim.pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp. `counts`:
     chunk_counts, or a caller's cache of it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
+    if not np.any(vpp > 1):  # every row's np.where below takes n x mean_s: no chunk to count
+        return np.where(vpp > 1, 0.0, (np.asarray(stop) - np.asarray(first)) * mean_s)
     (a0, a_last), (b0, b_last) = counts(np.asarray(first), pp, vpp), counts(np.asarray(stop), pp, vpp)
     n0, n_last, n = b0 - a0, b_last - a_last, np.asarray(stop) - np.asarray(first)
     chunk0_s, mid_s, last_s = by_chunk

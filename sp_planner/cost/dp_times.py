@@ -11,7 +11,7 @@ over the replicas (cost.fsdp), one call per bucket or unit as well.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -64,16 +64,23 @@ class StageTimes:
     table: DPTimes
     num_shapes: int
     inverse: np.ndarray
+    # The table's fields as rows of one (fields, shapes) array, spread in one call (at); None: stacked here.
+    columns: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.columns is None:
+            size = (self.num_shapes,)
+            object.__setattr__(self, "columns", np.stack(
+                [np.broadcast_to(np.asarray(v, dtype=np.float64), size) for v in self.table]))
 
     def take(self, index: np.ndarray | slice) -> "StageTimes":
         """The candidates at `index` (columns.take_rows)."""
-        return StageTimes(self.table, self.num_shapes, self.inverse[index])
+        return StageTimes(self.table, self.num_shapes, self.inverse[index], self.columns)
 
     def at(self, index: np.ndarray | slice = slice(None)) -> DPTimes:
         """The candidates' DPTimes at `index` (all: every candidate)."""
-        inverse = self.inverse[index]
-        size = (self.num_shapes,)
-        return DPTimes(*(np.broadcast_to(np.asarray(v, dtype=np.float64), size)[inverse] for v in self.table))
+        assert self.columns is not None  # __post_init__ sets it
+        return DPTimes(*self.columns[:, self.inverse[index]])
 
 
 def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,

@@ -58,13 +58,14 @@ def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, a
     s = (n - 2) * (g + r - w)  # the middle layers on the stream, beyond their windows
     ahead = np.maximum(0.0, s)
     start = before_s + 2 * g - ahead_s - first_s - w  # G_0 G_1 hold the second layer
-    gathers = (np.asarray(g) > 0) & (n >= 2)
+    several = n >= 2
+    gathers = (np.asarray(g) > 0) & several
     # The longest path, at least 0: a path a pass does not have counts 0 (np.where's other branch).
     from_start = np.where(gathers, ahead + start, 0.0)
     if np.ndim(r) == 0 and r == 0:  # a forward pass: no reduce-scatter, only the start path
         return np.maximum(from_start, 0.0)
     end = 2 * r - w - np.maximum(behind_s, r)  # RS_n-2 RS_n-1 after the second-to-last layer
-    reduces = (np.asarray(r) > 0) & (n >= 2)
+    reduces = (np.asarray(r) > 0) & several
     both = gathers & reduces
     mid = both & (n >= 3)
     longest = np.maximum(from_start, np.where(reduces, ahead + end, 0.0))

@@ -19,7 +19,7 @@ import numpy as np
 from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
                                          zero3_forward_s)
 from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.pipeline_path import compute_blocks
+from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
 
 
 class StageDP(NamedTuple):
@@ -33,17 +33,20 @@ class StageDP(NamedTuple):
 
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
-                 bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0):
+                 bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0,
+                 bare: tuple[StageBlocks, ...] | None = None):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
     `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere);
     `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit and
-    the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share."""
+    the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
+    bare_blocks of the same arguments where the caller has them."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
-    bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
+    if bare is None:
+        bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
     traffic = _stage_traffic(overlap, **kw)
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
@@ -77,9 +80,10 @@ def first_forward_fill_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero,
     the pipeline's fill, every stage's in turn."""
     out = []
     for i in range(len(stages)):
-        whole = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
-        held = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
-                                root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+        # Both from the same gathers, priced once (_zero3_gathers_s).
+        gathers = _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+        whole = _shared_forward_s(gathers, i, vpp=vpp)
+        held = _shared_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
         out.append(_over_chunks(whole[0], whole[1], whole[2], vpp, interleaved)
                    - _over_chunks(held[0], held[1], held[2], vpp, interleaved))
     return out
@@ -133,20 +137,38 @@ def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     parameters it holds (cost.dp_exposure; sim.layer_program.root_chunk). At vpp 1 the one chunk
     is both. `fwd_gathers` of the forwards gather the layers, `root_gathers` the root too
     (cost.dp_exposure.rooted_forward_s)."""
+    gathers = _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+    return _shared_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+
+
+def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
+    """_zero3_forward_s's ZeRO-3 rows (a mask) and forward exposures before the shares: a layer
+    chunk's, and on the first and last stage the root's chunk's with and without the root unit's
+    gather (None for the middle stages); None without ZeRO-3."""
     zero3 = np.asarray(zero) == 3
     if not np.any(zero3):
-        return 0.0, 0.0, 0.0
+        return None
     s = stages[i]
     # The root's chunk holds a layer fewer under the counted split (pipeline.chunk_layer_counts).
     root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp))
     gathered = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
-    later = fwd_gathers * gathered
     if i == 1:  # the middle stages hold no root unit
+        return zero3, gathered, None
+    return zero3, gathered, (zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, before_s=s.times.root_gather_s,
+                                             edges=edges),
+                             zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, edges=edges))
+
+
+def _shared_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):
+    """_zero3_forward_s's (chunk 0, middle chunk, last chunk) of stage i from _zero3_gathers_s,
+    `fwd_gathers` of the forwards gathering the layers and `root_gathers` the root too."""
+    if gathers is None:
+        return 0.0, 0.0, 0.0
+    zero3, gathered, rooted = gathers
+    later = fwd_gathers * gathered
+    if rooted is None:
         return later, later, later
-    root = np.where(zero3, rooted_forward_s(zero3_forward_s(overlap, s.times, fwd_layer_s, root_n,
-                                                            before_s=s.times.root_gather_s, edges=edges),
-                                            zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, edges=edges),
-                                            root_gathers, fwd_gathers), 0.0)
+    root = np.where(zero3, rooted_forward_s(rooted[0], rooted[1], root_gathers, fwd_gathers), 0.0)
     other = np.where(np.asarray(vpp) == 1, root, later)  # the end the root is not at: itself at vpp 1
     return (root, later, other) if i == 0 else (other, later, root)
 

@@ -160,14 +160,13 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
+    bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
     blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
                                          fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
-                                         gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd)
+                                         gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
-        bare_path_s = critical_path_s(bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
-                                                  vpp=vpp),
-                                      micro_batches, pp, vpp)
+        bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
     exposed = critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,

@@ -34,11 +34,7 @@ class FillStage(NamedTuple):
 def fill_delays_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
     """(first, first middle, last stage) seconds by which the gathers delay the first forward of
     each one's last chunk (module docstring); a pipeline of two has no middle stage."""
-    with_gathers = _chunk_starts(first, middle, last, middles, pp, vpp)[-1]
-    bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
-            for s in (first, middle, last)]
-    without = _chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)[-1]
-    return tuple(a - b for a, b in zip(with_gathers, without))
+    return fill_s(first, middle, last, middles=middles, pp=pp, vpp=vpp)[0]
 
 
 def gathers_before_first_forward_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
@@ -46,10 +42,21 @@ def gathers_before_first_forward_s(first: FillStage, middle: FillStage, last: Fi
     forward starts, beside its idle fill: chunks 0 and 1 go at the step's start, the later ones
     only from its forwards (module docstring). The rest runs beside its compute, which it slows
     (cost.overlap; sim.pipeline charges a gather beside idle time nothing)."""
-    starts = _chunk_starts(first, middle, last, middles, pp, vpp)[0]
+    return fill_s(first, middle, last, middles=middles, pp=pp, vpp=vpp)[1]
+
+
+def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
+    """(fill_delays_s, gathers_before_first_forward_s) of the same stages, their chunk starts with
+    the gathers priced once."""
+    starts = _chunk_starts(first, middle, last, middles, pp, vpp)
+    bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
+            for s in (first, middle, last)]
+    without = _chunk_starts(bare[0], bare[1], bare[2], middles, pp, vpp)[-1]
+    delays = tuple(a - b for a, b in zip(starts[-1], without))
     vpp = np.asarray(vpp)
-    return tuple(np.minimum(start, s.stream_s + s.chunk_s + np.where(vpp == 2, s.head_s, 0.0))
-                 for start, s in zip(starts, (first, middle, last)))
+    before = tuple(np.minimum(start, s.stream_s + s.chunk_s + np.where(vpp == 2, s.head_s, 0.0))
+                   for start, s in zip(starts[0], (first, middle, last)))
+    return delays, before
 
 
 def _chunk_starts(first, middle, last, middles, pp, vpp):

@@ -157,10 +157,6 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     turn_in = (np.maximum.reduce([np.where(present[2], to_last + shares - forwards_s(0, ran2, ran0), 0.0), *through]),
                lap[2] + share[2] - forwards_s(1, ran2, ran1), 0.0)
     turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
-    # The second group's first forward through chunk 1, sent by the last stage after its first
-    # group's last-chunk laps (_wrap_s).
-    wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
-                         chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
@@ -180,12 +176,17 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     below_max = list(accumulate([np.where(k, s.first_bwd_s, 0.0) for k, s in zip(present, stages)], np.maximum))
     # The first group's chunk-0 forwards, back to back on the held path, on the slowest at or below p.
     fwd_below_max = list(accumulate([np.where(k, x[0], 0.0) for k, x in zip(present, by_chunk)], np.maximum))
-    # The last group's last-chunk laps on the last stage, which p's backwards wait for (_again_s),
-    # and every group's before it but the first, which p's next group's chunk-1 forward waits for
-    # (_between_s).
-    again = (_again_s(0, stages, lap, f, middles, pp, vpp, m), _again_s(1, stages, lap, f, middles, pp, vpp, m), 0.0)
-    between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
-                    for p in (0, 1)) + (0.0,)
+    # The second group's first forward through chunk 1, sent by the last stage after its first
+    # group's last-chunk laps (_wrap_s); the last group's last-chunk laps on the last stage, which
+    # p's backwards wait for (_again_s), and every group's before it but the first, which p's next
+    # group's chunk-1 forward waits for (_between_s): 0 on every row without virtual stages.
+    wrap = again = between = (0.0, 0.0, 0.0)
+    if np.any(vpp > 1):
+        wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
+                             chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
+        again = tuple(_again_s(p, stages, lap, f, middles, pp, vpp, m) for p in (0, 1)) + (0.0,)
+        between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
+                        for p in (0, 1)) + (0.0,)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])

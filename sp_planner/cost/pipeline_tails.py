@@ -37,7 +37,7 @@ from sp_planner.cost.dp_exposure import Edges, hidden_behind, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
-from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s, gathers_before_first_forward_s
+from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_path import StageBlocks
 from sp_planner.pipeline import StageLayers, pile_up_s
 
@@ -82,8 +82,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     fill = before = (0.0, 0.0, 0.0)
     if np.any(ahead):
         fill_stages = _fill_stages(by_stage, bare, fwd_s, chunks)
-        fill_kw = dict(middles=middles, pp=pp[rows], vpp=chunks)
-        fill, before = fill_delays_s(*fill_stages, **fill_kw), gathers_before_first_forward_s(*fill_stages, **fill_kw)
+        fill, before = fill_s(*fill_stages, middles=middles, pp=pp[rows], vpp=chunks)
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
