@@ -62,25 +62,15 @@ _SECOND_LIMITS = (1e-3, 1.0, 3600.0, 86400.0, math.inf)
 
 
 def format_bytes(num_bytes: float) -> str:
-    """Binary units, as memory is reported by CUDA tools."""
-    value = float(num_bytes)
-    for unit in BYTE_UNITS:
-        if abs(value) < 1024 or unit == "EiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Binary units, as memory is reported by CUDA tools (bytes_unit's)."""
+    name, scale = bytes_unit(num_bytes)
+    return f"{int(num_bytes)} B" if name == "B" else f"{float(num_bytes) / scale:.1f} {name}"
 
 
 def format_seconds(seconds: float) -> str:
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.1f} ms"
-    if seconds < 3600:
-        return f"{seconds:.2f} s"
-    if seconds < 86400:
-        return f"{seconds / 3600:.2f} h"
-    return f"{seconds / 86400:,.1f} days"
+    """`seconds` in the unit of its size (seconds_unit), days with thousands separators."""
+    name, scale, shown = seconds_unit(seconds)
+    return f"{seconds / scale:{',' if name == 'days' else ''}.{shown}f} {name}"
 
 
 def _decimals(value: float, shown: int) -> int:
@@ -92,8 +82,8 @@ def _decimals(value: float, shown: int) -> int:
 
 
 def seconds_unit(like_s: float) -> tuple[str, float, int]:
-    """(name, seconds in one, decimals): the unit format_seconds gives `like_s`."""
-    return next(unit for unit, below in zip(SECOND_UNITS, _SECOND_LIMITS) if like_s < below)
+    """(name, seconds in one, decimals): the unit format_seconds gives `like_s` (days for NaN)."""
+    return next((unit for unit, below in zip(SECOND_UNITS, _SECOND_LIMITS) if like_s < below), SECOND_UNITS[-1])
 
 
 def format_seconds_as(seconds: float, like_s: float) -> str:

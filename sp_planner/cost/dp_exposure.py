@@ -175,10 +175,10 @@ def root_chunk_layers(layers, chunks):
     holds a layer fewer (pipeline.chunk_layer_counts), that chunk the floor (pipeline.end_chunk_layers)
     and the others their mean of the rest (the ceiling where one chunk is short)."""
     even = layers / chunks
-    short = np.mod(layers, chunks) > 0
+    root, fuller = end_chunk_layers(layers, chunks, first_stage=True)
+    short = fuller > root
     if not np.any(short):
         return even, even
-    root, _ = end_chunk_layers(layers, chunks, first_stage=True)
     return np.where(short, root, even), np.where(short, (layers - root) / np.maximum(chunks - 1, 1), even)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.collective_sizes import ring_rounds, ring_tensor_bytes, size_factor, sized
+from sp_planner.cost.collective_sizes import Sized, ring_rounds, ring_tensor_bytes, size_factor, sized
 from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.node_loads import member_counts, node_occupancy
 from sp_planner.specs.hardware import CollectiveEfficiency, HardwareProfile
@@ -87,20 +87,21 @@ def ring_collective_time_s(hardware: HardwareProfile, collective: str, sent_byte
     message size (cost.collective_sizes), or NCCL's tuner time of LL or LL128 where one is faster
     and no curve measured the call's size (cost.nccl_protocols)."""
     t = ring_alpha_beta_s(hardware, collective, sent_bytes, size, stride, gpus_per_node)
-    size = np.asarray(size, dtype=np.float64)
-    link = group_link(size, stride, gpus_per_node)
-    intra_steps, inter_steps = _ring_steps(collective, size, link, node_occupancy(size, stride, gpus_per_node)[1])
-    call = sized(hardware, collective, ring_tensor_bytes(collective, sent_bytes, size), size, where=link == INTRA)
-    latency = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
+    link, intra_steps, inter_steps = ring_steps(collective, size, stride, gpus_per_node)
+    call = intra_sized(hardware, collective, sent_bytes, size, stride, gpus_per_node, link=link)
+    latency = _steps_latency_s(hardware, intra_steps, inter_steps)
     return fastest_ring(hardware, collective, t * call.factor, t - latency, sent_bytes, intra_steps, inter_steps,
                         where=~call.measured).time_s
 
 
-def intra_size_factor(hardware: HardwareProfile, collective: str, sent_bytes, size, stride, gpus_per_node: int):
-    """cost.collective_sizes.size_factor of a call in which each rank sends `sent_bytes`, for groups
-    inside a node; 1 for groups that leave it."""
-    inside = group_link(size, stride, gpus_per_node) == INTRA
-    return size_factor(hardware, collective, ring_tensor_bytes(collective, sent_bytes, size), size, where=inside)
+def intra_sized(hardware: HardwareProfile, collective: str, sent_bytes, size, stride, gpus_per_node: int, *,
+                link=None) -> Sized:
+    """cost.collective_sizes.sized of a call in which each rank sends `sent_bytes`, for groups
+    inside a node (factor 1, nothing measured, for groups that leave it); `link`: group_link's,
+    where the caller has it."""
+    if link is None:
+        link = group_link(size, stride, gpus_per_node)
+    return sized(hardware, collective, ring_tensor_bytes(collective, sent_bytes, size), size, where=link == INTRA)
 
 
 def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, size, stride,
@@ -176,9 +177,13 @@ def _ring_steps(collective: str, size, link, nodes):
 
 def _ring_latency_s(hardware: HardwareProfile, collective: str, size, link, nodes):
     """ring_latency_s for groups whose link and node count (node_occupancy's k) are known."""
-    intra_steps, inter_steps = _ring_steps(collective, size, link, nodes)
-    t = intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
-    return np.where(link == NONE, 0.0, t)
+    return np.where(link == NONE, 0.0, _steps_latency_s(hardware, *_ring_steps(collective, size, link, nodes)))
+
+
+def _steps_latency_s(hardware: HardwareProfile, intra_steps, inter_steps):
+    """A ring call's latency from its steps inside and between nodes, at the profile's per-step
+    figures (NCCL's Simple protocol)."""
+    return intra_steps * hardware.intra_node.latency_s + inter_steps * hardware.inter_node.latency_s
 
 
 def all_to_all_time_s(hardware: HardwareProfile, sent_bytes, size, stride, gpus_per_node: int, *,

@@ -192,8 +192,8 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         root_n, other_n = root_chunk_layers(s.layers, vpp)
         layers = root_n if (final if last else i == 0) else other_n
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
-        per_layer_s = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp * vpp / np.maximum(s.layers, 1)
         if last:
+            per_layer_s = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp * vpp / np.maximum(s.layers, 1)
             # The last stage's root is its last chunk's (_zero3_forward_s): ZeRO-2's output layer
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
             none = np.zeros_like(t.root_gather_s)

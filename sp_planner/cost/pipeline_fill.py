@@ -31,23 +31,14 @@ class FillStage(NamedTuple):
     fwd_s: np.ndarray  # a chunk's forward of one micro-batch
 
 
-def fill_delays_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
-    """(first, first middle, last stage) seconds by which the gathers delay the first forward of
-    each one's last chunk (module docstring); a pipeline of two has no middle stage."""
-    return fill_s(first, middle, last, middles=middles, pp=pp, vpp=vpp)[0]
-
-
-def gathers_before_first_forward_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
-    """(first, first middle, last stage) seconds of their gathers that run before each one's first
-    forward starts, beside its idle fill: chunks 0 and 1 go at the step's start, the later ones
-    only from its forwards (module docstring). The rest runs beside its compute, which it slows
-    (cost.overlap; sim.pipeline charges a gather beside idle time nothing)."""
-    return fill_s(first, middle, last, middles=middles, pp=pp, vpp=vpp)[1]
-
-
 def fill_s(first: FillStage, middle: FillStage, last: FillStage, *, middles, pp, vpp):
-    """(fill_delays_s, gathers_before_first_forward_s) of the same stages, their chunk starts with
-    the gathers priced once."""
+    """(delays, before) of the (first, first middle, last) stages, their chunk starts priced once.
+    delays: the seconds by which the gathers delay the first forward of each one's last chunk
+    (module docstring); a pipeline of two has no middle stage. before: the seconds of their gathers
+    that run before each one's first forward starts, beside its idle fill: chunks 0 and 1 go at the
+    step's start, the later ones only from its forwards (module docstring); the rest runs beside
+    its compute, which it slows (cost.overlap; sim.pipeline charges a gather beside idle time
+    nothing)."""
     starts = _chunk_starts(first, middle, last, middles, pp, vpp)
     bare = [s._replace(first_s=s.first_s * 0.0, stream_s=s.stream_s * 0.0, chunk_s=s.chunk_s * 0.0, head_s=0.0)
             for s in (first, middle, last)]

@@ -6,7 +6,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.collective_sizes import SIZED_COLLECTIVES, bus_factor, latency_steps, size_factor
-from sp_planner.cost.links import all_to_all_time_s, intra_size_factor, ring_alpha_beta_s, ring_collective_time_s
+from sp_planner.cost.links import all_to_all_time_s, intra_sized, ring_alpha_beta_s, ring_collective_time_s
 from sp_planner.cost.moe import moe_times
 
 MiB, GiB = 2**20, 2**30
@@ -51,11 +51,11 @@ def test_factor_never_speeds_a_call_up_and_is_one_at_gigabytes(name, collective)
 
 def test_groups_that_leave_the_node_and_profiles_without_a_curve_keep_the_alpha_beta_time():
     sent = 7 / 8 * 64 * MiB
-    assert float(intra_size_factor(H100, "all_gather", sent, 8, 1, 8)) > 1.05
-    assert float(intra_size_factor(H100, "all_gather", sent, 16, 1, 8)) == 1.0  # two nodes
-    assert float(intra_size_factor(H100, "all_gather", sent, 2, 8, 8)) == 1.0  # stride crosses nodes
-    assert float(intra_size_factor(A100, "all_to_all", sent, 8, 1, 8)) == 1.0
-    assert float(intra_size_factor(load_hardware("l40s"), "all_gather", sent, 8, 1, 8)) == 1.0
+    assert float(intra_sized(H100, "all_gather", sent, 8, 1, 8).factor) > 1.05
+    assert float(intra_sized(H100, "all_gather", sent, 16, 1, 8).factor) == 1.0  # two nodes
+    assert float(intra_sized(H100, "all_gather", sent, 2, 8, 8).factor) == 1.0  # stride crosses nodes
+    assert float(intra_sized(A100, "all_to_all", sent, 8, 1, 8).factor) == 1.0
+    assert float(intra_sized(load_hardware("l40s"), "all_gather", sent, 8, 1, 8).factor) == 1.0
 
 
 def test_a_group_size_between_the_measured_ones_takes_the_nearest():

@@ -4,7 +4,7 @@ first two cases are also the simulator's blocks, sim.pipeline, for the same work
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_fill import FillStage, fill_delays_s, gathers_before_first_forward_s
+from sp_planner.cost.pipeline_fill import FillStage, fill_s
 
 
 def _stage(first_s=0.0, chunk_s=0.0, head_s=0.0, fwd_s=3.0, stream_s=None):
@@ -22,8 +22,8 @@ def test_the_last_stage_waits_for_its_last_chunks_gather_with_the_output_layer(c
     forward, due at 15 s, starts then: 3 s late, the first stage not. g0 = 5: the stage starts
     at 5 s, dispatches at 8 s, [8, 20] against 17: 5 s late, and the first stage's chunk 2,
     after the last stage's chunk-1 forward (11 + 3), 2 s late."""
-    delays = fill_delays_s(_stage(), _stage(), _stage(chunk0_s, 2.0, 10.0), middles=np.array([0.0]),
-                           pp=np.array([2]), vpp=np.array([3]))
+    delays, _ = fill_s(_stage(), _stage(), _stage(chunk0_s, 2.0, 10.0), middles=np.array([0.0]),
+                       pp=np.array([2]), vpp=np.array([3]))
     assert delays[0] == pytest.approx([first_s])
     assert delays[2] == pytest.approx([last_s])
 
@@ -33,8 +33,8 @@ def test_the_first_stages_gathers_pace_every_chunk():
     its first forward (out at 5 s), chunk 1 (3 s) behind it on the stream, in at 7 s, chunk 2
     dispatched when chunk 1's first forward starts (7 s), in at 10 s. Both stages start their
     last chunk 6 s late (first 4 -> 10 s, last 5 -> 11 s)."""
-    delays = fill_delays_s(_stage(4.0, 3.0, fwd_s=1.0), _stage(fwd_s=1.0), _stage(fwd_s=1.0),
-                           middles=np.array([0.0]), pp=np.array([2]), vpp=np.array([3]))
+    delays, _ = fill_s(_stage(4.0, 3.0, fwd_s=1.0), _stage(fwd_s=1.0), _stage(fwd_s=1.0),
+                       middles=np.array([0.0]), pp=np.array([2]), vpp=np.array([3]))
     assert (delays[0], delays[2]) == (pytest.approx([6.0]), pytest.approx([6.0]))
 
 
@@ -44,8 +44,8 @@ def test_a_middle_stage_dispatches_one_forward_later_than_the_last():
     0 at 1 s, chunk 1 in at 5 s, due at 4 s: 1 s late (5 s); chunk 2 dispatched at its forward of
     chunk 0, micro-batch pp - 1 = 2 (1 + 2 = 3 s), queued behind chunk 1 to 9 s, due at 8 s (the
     stage's own three chunk-1 forwards after 5 s): 2 s late."""
-    delays = fill_delays_s(_stage(fwd_s=1.0), _stage(1.0, 4.0, fwd_s=1.0), _stage(fwd_s=1.0),
-                           middles=np.array([1.0]), pp=np.array([3]), vpp=np.array([3]))
+    delays, _ = fill_s(_stage(fwd_s=1.0), _stage(1.0, 4.0, fwd_s=1.0), _stage(fwd_s=1.0),
+                       middles=np.array([1.0]), pp=np.array([3]), vpp=np.array([3]))
     assert delays[1] == pytest.approx([2.0])
 
 
@@ -57,6 +57,6 @@ def test_a_later_stages_gathers_before_its_first_forward_run_beside_idle_time(ch
     gather): g0 2, [0, 4] on the stream, 3 s of it before that forward; g0 5, 5 s; vpp 2, chunk 1
     with the output layer, [0, 14], 3 s; g0 0.5, [0, 2.5] all before it. The rest runs beside
     the stage's forwards (sim.pipeline charges only that)."""
-    before = gathers_before_first_forward_s(_stage(), _stage(), _stage(chunk0_s, 2.0, 10.0), middles=np.array([0.0]),
-                                            pp=np.array([2]), vpp=np.array([vpp]))
+    _, before = fill_s(_stage(), _stage(), _stage(chunk0_s, 2.0, 10.0), middles=np.array([0.0]),
+                       pp=np.array([2]), vpp=np.array([vpp]))
     assert before[2] == pytest.approx([before_s])
