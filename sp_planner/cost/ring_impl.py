@@ -18,11 +18,20 @@ dQ (`torch.empty_like(q)`) and dK/dV accumulate in bf16 (`add_`: read 2 + 2, wri
 buffers: the two (2, 2, ...) bf16 tensors, 4 x 2 x 2 = 16 bytes per local K element, and the bf16
 dQ. The FP8 paths (delayed, current, MX) keep fp32 buffers and are not modelled here: sp-plan
 runs attention in bf16 (FP8 attention is cost.fp8_attention's kernel choice only). Its zigzag
-causal steps also copy the halves they compute with (context_parallel.py cp_p2p_fwd_fused_attn /
-cp_p2p_bwd_fused_attn and the flash-attn paths; attention.py:611-655 and 860-924 at v1.6): below
-the diagonal the K and V halves (`k_part.contiguous()`), above it the Q half forward and the Q, O
-and dO halves backward; the ranks run these in lockstep, so a step costs the larger of the two.
-yunchang passes the halves to flash-attn as strided views (no copy).
+causal steps take the halves they compute with, below the diagonal the K and V halves, above it
+the Q half forward and the Q, O and dO halves backward. Whether that copies depends on the
+version. From v1.10 the ring keeps each rank's two chunks as the leading dimension of Megatron's
+sbhd tensors (q [2, sq//2, b, h, d], K/V [2, sk//2, b, 2, h, d]; `kv_inputs[i % 2][0]`, `q[1]`:
+attention.py:979-991 and 1126-1132 at bee4649, v2.2; `k_part[0]`, `q_part[1]` in
+context_parallel.py cp_p2p_fwd_prepare_qkv at d0067d0, lines 756-766 and 795-802), so its
+`.contiguous()` calls are views and copy nothing (TE_RING). Up to v1.9 they copy
+(TE_1_9_RING): v1.3-v1.6 ran CP in bshd only (attention.py:611-655 and 860-924 at v1.6,
+`kv_inputs[i%2][:, :, 0, ...].contiguous()`, `q[:, 1, ...].contiguous()`), v1.7-v1.9 kept K and
+V apart in front of the halves (`[2, 2, sk//2, b, np, hn]`, `kv_inputs[i % 2][:, 0, ...]
+.contiguous()`: attention.py at v1.8), and their flash-attn path turned sbhd into bshd before the
+ring and copied the halves for the varlen kernel (v1.8 attention.py:2469 and 2579; 700-800). The
+ranks run these copies in lockstep, so a step costs the larger of the two. yunchang passes the
+halves to flash-attn as strided views (no copy).
 
 The forward's merges of the per-step outputs differ too. yunchang's `_update_out_and_lse` keeps an
 fp32 accumulator, unfused: 38 bytes per output element a later step, 12 for the first block's
@@ -51,10 +60,11 @@ of the sequence causally, the whole sequence twice without a mask.
 Each ring step after the first also costs host time (cost.host: one eager op each, beside the
 unsplit attention's own): Transformer Engine (AttnFuncWithCPAndKVP2P at d0067d0, lines 1698-1990
 and 2460-2700), forward the wait on the previous transfer, the next receive buffer
-(`empty_like`), the batched send/receive, the zigzag half copy, the fused attention call, the
-log-sum-exp correction and, in the closing loop, the output correction (7); backward the wait,
-the batched send/receive of K/V with dK/dV, the half copies (up to 3), the attention backward and
-the dQ and dK/dV accumulations (8). yunchang / ring-flash-attention (ring_flash_attn.py), forward
+(`empty_like`), the batched send/receive, the fused attention call, the log-sum-exp
+correction and, in the closing loop, the output correction (6); backward the wait, the batched
+send/receive of K/V with dK/dV, the attention backward and the dQ and dK/dV accumulations (5).
+Up to v1.9 the half copies add one op forward and up to 3 backward (7 and 8); from v1.10 the
+`.contiguous()` calls return the views without a kernel. yunchang / ring-flash-attention (ring_flash_attn.py), forward
 the batched send/receive, the flash-attention call, update_out_and_lse (one TorchScript call,
 its elementwise ops fused into about two kernels) and the wait (5); backward the two batched
 transfers (K/V, dK/dV), their waits, the flash-attention backward and the dQ, dK, dV
@@ -108,16 +118,22 @@ YUNCHANG_RING = RingImpl(name="yunchang", grad_elem_bytes=RING_GRAD_ELEM_BYTES, 
                          dq_accum_bytes=RING_GRAD_ELEM_BYTES, merge_bytes_per_elem=6 + 12 + 8 + 12,
                          merge_ends_bytes_per_elem=2 + 4 + 4 + 2, host_ops_per_step_fwd=5, host_ops_per_step_bwd=8)
 TE_RING = RingImpl(name="transformer_engine", grad_elem_bytes=2, grad_home_hop=False, accum_bytes_per_elem=6,
-                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=True,
+                   buffer_bytes_per_kv_elem=4 * 2 * 2, dq_accum_bytes=2, half_copies=False,
                    merge_bytes_per_elem=6, merge_ends_bytes_per_elem=4, allgather_prefix_calls=True,
-                   host_ops_per_step_fwd=7, host_ops_per_step_bwd=8)
+                   host_ops_per_step_fwd=6, host_ops_per_step_bwd=5)
+# Transformer Engine up to v1.9 (NeMo's 24.03 and 24.07 containers: TE 1.3 and 1.8): the same ring,
+# its zigzag halves copied (module docstring). Its v1.3-v1.6 merge (a zero-filled output corrected
+# every step alike) is not told apart here.
+TE_1_9_RING = TE_RING.model_copy(update={"name": "transformer_engine_1.9", "half_copies": True,
+                                         "host_ops_per_step_fwd": 7, "host_ops_per_step_bwd": 8})
 MINDSPEED_RING = TE_RING.model_copy(update={
     "name": "mindspeed", "half_copies": False, "allgather_prefix_calls": False,
     "host_ops_per_step_fwd": YUNCHANG_RING.host_ops_per_step_fwd,
     "merge_bytes_per_elem": YUNCHANG_RING.merge_bytes_per_elem,
     "merge_ends_bytes_per_elem": YUNCHANG_RING.merge_ends_bytes_per_elem,
 })
-RING_IMPLS: dict[str, RingImpl] = {impl.name: impl for impl in (YUNCHANG_RING, TE_RING, MINDSPEED_RING)}
+RING_IMPLS: dict[str, RingImpl] = {impl.name: impl
+                                   for impl in (YUNCHANG_RING, TE_RING, TE_1_9_RING, MINDSPEED_RING)}
 
 
 def half_copy_bytes(ring_impl: RingImpl, *, q_elems, kv_elems, elem_bytes: int, backward: bool):

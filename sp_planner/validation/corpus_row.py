@@ -191,8 +191,9 @@ class CorpusRow(FrozenModel):
     # (one kernel for every expert: the recipe's fused grouped MLP, or torch._grouped_mm). MoE rows.
     expert_gemm: MoEExpertGemm = "per_expert"
     # The ring attention the run used where it is not its framework's (cost.ring_impl): the USP
-    # paper's runs put yunchang's ring inside Megatron-LM. None: the framework's.
-    ring_impl: Literal["yunchang", "transformer_engine"] | None = None
+    # paper's runs put yunchang's ring inside Megatron-LM; containers with Transformer Engine up
+    # to v1.9 copy the zigzag halves (transformer_engine_1.9). None: the framework's.
+    ring_impl: Literal["yunchang", "transformer_engine", "transformer_engine_1.9"] | None = None
 
     def moe_setting(self) -> str | None:
         """The first MoE run setting the row states beyond the defaults (routing learned, the

@@ -61,19 +61,28 @@ def test_te_backward_has_no_exposed_hop_home_and_moves_bf16_gradients():
     assert te.bwd_ring_exposed_s[0] == 0.0
 
 
-def test_te_zigzag_steps_copy_their_halves():
-    # Llama-3-8B at 128K over ring 4 (SHAPE): the 3 later steps each copy (read + write, bf16) the
-    # larger of the K and V halves (one block, 8 KV heads) and the Q half (32 heads), forward, and
-    # of the K and V halves and the Q, O and dO halves backward; yunchang copies none.
-    from sp_planner.cost.ring_impl import half_copy_bytes
+def test_te_up_to_1_9_zigzag_steps_copy_their_halves():
+    # Llama-3-8B at 128K over ring 4 (SHAPE): with Transformer Engine up to v1.9 the 3 later steps
+    # each copy (read + write, bf16) the larger of the K and V halves (one block, 8 KV heads) and
+    # the Q half (32 heads), forward, and of the K and V halves and the Q, O and dO halves
+    # backward; from v1.10 (TE_RING) the halves of Megatron's sbhd tensors are views, and yunchang
+    # passes strided views: neither copies.
+    from sp_planner.cost.ring_impl import RING_IMPLS, TE_1_9_RING, half_copy_bytes
 
     fwd_bytes = 2 * 2 * max(KV_ELEMS, Q_ELEMS / 2)
     bwd_bytes = 2 * 2 * max(KV_ELEMS, 3 * Q_ELEMS / 2)
-    assert half_copy_bytes(TE_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=False) == fwd_bytes
-    assert half_copy_bytes(TE_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=True) == bwd_bytes
-    assert half_copy_bytes(YUNCHANG_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=True) == 0
-    plain = attention_times(H100, **SHAPE, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
-    te = attention_times(H100, **SHAPE, ring_impl=TE_RING)
+    assert half_copy_bytes(TE_1_9_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2,
+                           backward=False) == fwd_bytes
+    assert half_copy_bytes(TE_1_9_RING, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2,
+                           backward=True) == bwd_bytes
+    for ring_impl in (TE_RING, YUNCHANG_RING):
+        assert half_copy_bytes(ring_impl, q_elems=Q_ELEMS, kv_elems=KV_ELEMS, elem_bytes=2, backward=True) == 0
+    assert RING_IMPLS["transformer_engine_1.9"] is TE_1_9_RING
+    # The same ring otherwise: widths, hops, buffers and merges.
+    assert TE_1_9_RING.model_copy(update={"name": TE_RING.name, "half_copies": False, "host_ops_per_step_fwd": 6,
+                                          "host_ops_per_step_bwd": 5}) == TE_RING
+    plain = attention_times(H100, **SHAPE, ring_impl=TE_RING)
+    te = attention_times(H100, **SHAPE, ring_impl=TE_1_9_RING)
     # Added to the 3 later steps' compute, slowed at most by NCCL's share of the SMs (cost.overlap).
     for got, nbytes in ((te.fwd_compute_s[0] - plain.fwd_compute_s[0], fwd_bytes),
                         (te.bwd_compute_s[0] - plain.bwd_compute_s[0], bwd_bytes)):
@@ -81,8 +90,8 @@ def test_te_zigzag_steps_copy_their_halves():
         assert copies_s * (1 - 1e-12) <= got <= copies_s * (1 + 16 / 132)
     # Non-causal rings (Transformer Engine's "all" section) copy nothing.
     full = dict(SHAPE, causal=False)
-    off = attention_times(H100, **full, ring_impl=TE_RING.model_copy(update={"half_copies": False}))
-    assert attention_times(H100, **full, ring_impl=TE_RING).fwd_s[0] == pytest.approx(off.fwd_s[0], rel=1e-12)
+    off = attention_times(H100, **full, ring_impl=TE_RING)
+    assert attention_times(H100, **full, ring_impl=TE_1_9_RING).fwd_s[0] == pytest.approx(off.fwd_s[0], rel=1e-12)
 
 
 def test_te_merges_the_step_outputs_in_bf16():
