@@ -48,7 +48,7 @@ from sp_planner.cost.moe import (
 from sp_planner.cost.overlap import Overlap, gpu_sm_count
 from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, tp_overlap_times
+from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, last_chunk_factors, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
@@ -181,7 +181,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                             tp, tp_stride, gpn)
         paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
                                   chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
-                                  gpu_sm_count(hardware), copies, cfg, mx, fp8_rs)
+                                  gpu_sm_count(hardware), copies, cfg, mx, fp8_rs,
+                                  last=last_chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg))
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.tp_calls),

@@ -61,6 +61,16 @@ table's efficiency by output size at the GEMM's K; 1 where the profile has no ta
 at tp 8 on 4,096 tokens: the QKV chunks (3 x 512 rows x 1,280) run at 0.86 of the whole QKV
 GEMM's rate. Dense layers' GEMMs only: an MoE layer's experts run TE's grouped GEMMs, which
 userbuffers does not split.
+An all-gather's ring exchange cannot end before its last shard has arrived and its chunk has run:
+chunk i + 1 waits on the receive of step i, and each send waits on the receive before it
+(split_overlap_ag, comm_gemm_overlap.cpp lines 1033-1040 at v2.14.1, 986-993 aggregated: the waits of
+_stream_send[0] and of _stream_compute[(i + 1) % streams] on _stop_recv), so the last chunk starts
+after all tp - 1 transfers, and no concurrent chunk makes it faster than it runs alone. Where the
+transfers outlast their chunks, that GEMM of M / splits rows (2 shards aggregated) is the tail:
+the ring exchange takes at least ag + its time alone (`last_chunk_factors`: the whole GEMM's
+output-size efficiency over that of the one chunk, times the whole's time / splits), not the
+concurrent chunks' share the rule above charges. Llama-3-70B at tp 8 on 4,096 tokens (H100, FP8):
+the QKV's last 512 x 1,280 chunk runs alone at 0.30 of the whole GEMM's rate.
 The SMs are the GPU's own (cost.overlap.gpu_sm_count: 132 on Hopper, 148 on B200 and GB200, 160 on
 B300 and GB300). Not modelled: the copy engine's bandwidth (the transfers are priced as
 cost.links' rings), and a collective kernel's speed on its num_sm SMs.
@@ -115,6 +125,19 @@ class ChunkFactors(NamedTuple):
 WHOLE = ChunkFactors(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
+class LastChunks(NamedTuple):
+    """Each all-gather ring exchange's last chunk GEMM run alone over its even share of the whole
+    GEMM's time (>= 1; module docstring)."""
+
+    qkv: np.ndarray | float  # forward
+    fc1: np.ndarray | float  # forward
+    proj_dgrad: np.ndarray | float  # backward
+    fc2_dgrad: np.ndarray | float  # backward
+
+
+EVEN = LastChunks(1.0, 1.0, 1.0, 1.0)  # no tail beyond the rule's (ring_exchange_s)
+
+
 class TPOverlapTimes(NamedTuple):
     """One layer's TP cost under userbuffers overlap: exposed communication plus the compute the
     collectives take from the GEMMs they hide behind, forward and backward."""
@@ -142,6 +165,13 @@ def _chunk_factor(hardware: HardwareProfile, tokens, n, k, splits, fp8=False):
     concurrent = np.minimum(MAX_COMPUTE_STREAMS, splits) * np.asarray(tokens, dtype=np.float64) / splits
     whole = output_ratio(hardware, np.asarray(tokens, dtype=np.float64) * n, k, fp8)
     return np.maximum(whole / output_ratio(hardware, concurrent * n, k, fp8), 1.0)
+
+
+def _alone_factor(hardware: HardwareProfile, tokens, n, k, splits, fp8=False):
+    """One chunk of tokens / splits rows run alone over its even share of the whole GEMM's time."""
+    tokens = np.asarray(tokens, dtype=np.float64)
+    return np.maximum(output_ratio(hardware, tokens * n, k, fp8) / output_ratio(hardware, tokens / splits * n, k, fp8),
+                      1.0)
 
 
 def qkv_width_per_rank(model: ModelSpec, tp):
@@ -180,20 +210,47 @@ def chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp
         proj_dgrad=proj_dgrad, fc2_dgrad=_chunk_factor(hardware, tokens, ffn, h, _splits(cfg.fc2_dgrad, tp), fp8))
 
 
-def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_fprop):
+def last_chunk_factors(hardware: HardwareProfile, model: ModelSpec, *, tokens, tp, fp8=False,
+                       cfg: UbConfig = TE_DEFAULT) -> LastChunks:
+    """The all-gather ring exchanges' last chunks run alone (module docstring), arguments as
+    chunk_factors'; 1 where a GEMM is not split (MLA, MoE experts)."""
+    tp = np.asarray(tp, dtype=np.float64)
+    one = np.ones(np.broadcast(np.asarray(tokens), tp, np.asarray(fp8)).shape)
+    if model.mla is not None:
+        return LastChunks(one, one, one, one)
+    h, q = model.hidden_size, model.q_size
+    qkv = _alone_factor(hardware, tokens, qkv_width_per_rank(model, tp), h, _splits(cfg.qkv_fprop, tp), fp8)
+    proj_dgrad = _alone_factor(hardware, tokens, q / tp, h, _splits(cfg.proj_dgrad, tp), fp8)
+    if model.moe is not None:
+        return LastChunks(qkv, one, proj_dgrad, one)
+    ffn = model.intermediate_size / tp
+    return LastChunks(
+        qkv=qkv, fc1=_alone_factor(hardware, tokens, (model.num_mlp_matrices - 1) * ffn, h,
+                                   _splits(cfg.fc1_fprop, tp), fp8),
+        proj_dgrad=proj_dgrad, fc2_dgrad=_alone_factor(hardware, tokens, ffn, h, _splits(cfg.fc2_dgrad, tp), fp8))
+
+
+def ring_exchange_s(ag_s, gemm_s, tp, chunking=1.0, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_fprop, last=1.0):
     """Seconds a ring_exchange collective (`ag_s`: its tp - 1 transfers) adds to its GEMM (module
     docstring): the GEMM's chunking slowdown, the transfers beyond the tp chunks beside them, and
-    the GPU's `sms` its settings `g` take: its margin, or the SM its signals hold while it runs."""
+    the GPU's `sms` its settings `g` take: its margin, or the SM its signals hold while it runs;
+    `last`: its last chunk alone over its even share (last_chunk_factors), after all transfers."""
     ag_s, whole = np.asarray(ag_s, dtype=np.float64), np.asarray(gemm_s, dtype=np.float64)
     gemm_s = whole * chunking
+    tail_s = whole * last
     if g.set_sm_margin:
-        gemm_s = margin_gemm_s(gemm_s, sms, g.num_sm)
+        gemm_s, tail_s = margin_gemm_s(gemm_s, sms, g.num_sm), margin_gemm_s(tail_s, sms, g.num_sm)
     steps = np.maximum(tp - 1, 1)
     if g.aggregate:  # the pair swap, then tp / 2 GEMMs beside 2-shard sends (module docstring)
         pairs = np.asarray(tp, dtype=np.float64) / 2
         exposed = ag_s / steps + (pairs - 1) * np.maximum(0.0, 2 * ag_s / steps - gemm_s / pairs)
+        tail_s = tail_s / pairs
     else:
         exposed = steps * np.maximum(0.0, ag_s / steps - gemm_s / tp)
+        tail_s = tail_s / tp
+    # No end before every transfer and then the last chunk alone (module docstring); with last 1
+    # the rule above already meets it.
+    exposed = np.where(np.asarray(last) > 1.0, np.maximum(exposed, ag_s + tail_s - gemm_s), exposed)
     if g.set_sm_margin:
         return gemm_s - whole + exposed
     return gemm_s - whole + exposed + RING_EXCHANGE_SMS / sms * np.minimum(ag_s, gemm_s)
@@ -239,22 +296,22 @@ def _reduce_scatter_s(rs_s, fp8_rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copi
 
 def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
                      sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES, cfg: UbConfig = TE_DEFAULT,
-                     mx: MxSideTraffic = NO_MX, fp8_rs_s=None) -> TPOverlapTimes:
+                     mx: MxSideTraffic = NO_MX, fp8_rs_s=None, last: LastChunks = EVEN) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
     overlapped with their GEMMs as the userbuffers configuration `cfg` pairs them, the split GEMMs
     slowed by `chunks`, on a GPU of `sms` SMs, with the buffers' `copies` (a ring exchange's before
     it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it) and,
     under MXFP8, `mx`: each gather's scales before it, and the output gradients' column-wise gathers
     after their dgrad ring exchanges (cost.tp_overlap_buffers); `fp8_rs_s`: a pipeline reduce-scatter
-    of an fp8_buf buffer (rs_s where None)."""
+    of an fp8_buf buffer (rs_s where None); `last`: the all-gather ring exchanges' last chunks alone."""
     g, c, copy, u = gemms, chunks, copies.gather_s, cfg
     fp8_rs = rs_s if fp8_rs_s is None else fp8_rs_s
-    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms, u.qkv_fprop)
+    fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms, u.qkv_fprop, last.qkv)
            + _reduce_scatter_s(rs_s, fp8_rs, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies)
-           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms, u.fc1_fprop)
+           + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms, u.fc1_fprop, last.fc1)
            + _reduce_scatter_s(rs_s, fp8_rs, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies) + 2 * copy)
-    proj_dgrad = ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms, u.proj_dgrad)
-    fc2_dgrad = ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms, u.fc2_dgrad)
+    proj_dgrad = ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms, u.proj_dgrad, last.proj_dgrad)
+    fc2_dgrad = ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms, u.fc2_dgrad, last.fc2_dgrad)
     bwd = (proj_dgrad + fc2_dgrad + 2 * copy
            + bulk_s(ag_s + copy, g.qkv_s, sms, u.qkv_dgrad) + bulk_s(ag_s + copy, g.fc1_s, sms, u.fc1_dgrad)
            + bulk_s(rs_s, g.qkv_s, sms, u.qkv_wgrad) + bulk_s(rs_s, g.fc1_s, sms, u.fc1_wgrad) + 2 * copies.scatter_s)

@@ -14,8 +14,10 @@ from sp_planner.cost.tp_overlap import (
     ChunkFactors,
     LayerGemms,
     bulk_s,
+    LastChunks,
     chunk_factors,
     gemm_shares,
+    last_chunk_factors,
     pipeline_s,
     ring_exchange_s,
     tp_overlap_times,
@@ -174,6 +176,36 @@ def test_chunks_of_moe_layers_and_unknown_gpus_run_whole():
     # A100 has no output-size table (cost.gemm_outputs): every factor 1.
     a100 = chunk_factors(load_hardware("a100-80gb"), load_model("Llama-3-70B"), tokens=4096, tp=8)
     assert np.allclose(np.array(a100, dtype=float), 1.0) and isinstance(a100, ChunkFactors)
+
+
+def test_ring_exchange_ends_after_every_transfer_and_the_last_chunk_alone():
+    # tp 4, 3 ms all-gather, 2 ms GEMM (rule: 1.5 ms exposed, test_ring_exchange_by_hand). The last
+    # chunk waits for all three 1 ms transfers, then runs alone at twice its 0.5 ms share: the
+    # exchange ends at 3 + 1 = 4 ms, 2 ms past the GEMM; at 1.5x its share, 1.75 ms past.
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, last=2.0) == pytest.approx((2 + 2 / 132) * MS)
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, last=1.5) == pytest.approx((1.75 + 2 / 132) * MS)
+    # Transfers shorter than the chunks: 0.6 + 1 ms is within the 2 ms GEMM, nothing exposed.
+    assert ring_exchange_s(0.6 * MS, 2 * MS, 4, 1.0, 132, last=2.0) == pytest.approx(0.6 / 132 * MS)
+    # Aggregated: the last GEMM of 2 shards (1 ms even, 2 ms alone) after the 3 ms: 3 ms past the
+    # GEMM against the rule's 1 + (2 - 1) = 2 ms.
+    aggregated = UbGemm(RING_EXCHANGE, 1, False, aggregate=True)
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, aggregated, last=2.0) == pytest.approx((3 + 2 / 132) * MS)
+    assert ring_exchange_s(3 * MS, 2 * MS, 4, 1.0, 132, aggregated) == pytest.approx((2 + 2 / 132) * MS)
+
+
+def test_llama3_70b_tp8_last_chunks_by_hand():
+    # 4096 tokens at tp 8, bf16 ratios: QKV's last chunk is 512 x 1280 outputs (2^19.32) against the
+    # whole 4096 x 1280, the projection's data gradient 512 x 1024 against 4096 x 1024 (K 8192: the
+    # table's k 4096 row each).
+    last = last_chunk_factors(load_hardware("h100-sxm"), load_model("Llama-3-70B"), tokens=4096, tp=8)
+    assert float(last.qkv) == pytest.approx(_h100_ratio(4096 * 1280) / _h100_ratio(512 * 1280), rel=1e-9)
+    assert float(last.qkv) == pytest.approx(2.073, abs=1e-3)
+    assert float(last.proj_dgrad) == pytest.approx(_h100_ratio(4096 * 1024) / _h100_ratio(512 * 1024), rel=1e-9)
+    # MoE experts are not split; A100 has no output-size table.
+    moe = last_chunk_factors(load_hardware("h100-sxm"), load_model("Qwen3-235B-A22B"), tokens=4096, tp=8)
+    assert (float(moe.fc1), float(moe.fc2_dgrad)) == (1.0, 1.0) and float(moe.qkv) > 1.0
+    a100 = last_chunk_factors(load_hardware("a100-80gb"), load_model("Llama-3-70B"), tokens=4096, tp=8)
+    assert np.allclose(np.array(a100, dtype=float), 1.0) and isinstance(a100, LastChunks)
 
 
 BRIDGE_H100_70B = UB_CONFIGS["userbuffers_fp8_h100_h8192_tp4_mbs1_seqlen8192"]
