@@ -196,11 +196,13 @@ def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
 
 def test_rows_run_their_frameworks_ring_unless_they_state_another(corpus):
     # Megatron-family rows run Transformer Engine's ring (cost.ring_impl); the USP paper's rows put
-    # yunchang's inside Megatron-LM and say so (ring_impl: yunchang).
-    from sp_planner.cost.ring_impl import TE_RING, YUNCHANG_RING
+    # yunchang's inside Megatron-LM and say so (ring_impl: yunchang), and NeMo's 24.03 container
+    # (TE 1.3) the ring that still copied its zigzag halves (ring_impl: transformer_engine_1.9).
+    from sp_planner.cost.ring_impl import TE_1_9_RING, TE_RING, YUNCHANG_RING
     from sp_planner.validation.row_run import row_runtime
 
-    assert row_runtime(_row(corpus, "nemo-h100-128k")).ring == TE_RING
+    assert row_runtime(_row(corpus, "nemo-b200-128k")).ring == TE_RING
+    assert row_runtime(_row(corpus, "nemo-h100-128k")).ring == TE_1_9_RING
     usp = _row(corpus, "usp-t5-30k-t1u1r8")
     assert usp.ring_impl == "yunchang" and row_runtime(usp).ring == YUNCHANG_RING
     assert row_runtime(usp.model_copy(update={"ring_impl": None})).ring == TE_RING
