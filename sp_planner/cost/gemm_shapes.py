@@ -85,7 +85,8 @@ from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.gemm_outputs import output_ratio
 from sp_planner.cost.kernel_benchmarks import log_interp
 from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, rows_per_expert
-from sp_planner.cost.tp_overlap import gemm_shares, qkv_width_per_rank
+from sp_planner.cost.tp_overlap import gemm_shares
+from sp_planner.cost.tp_overlap_chunks import qkv_width_per_rank
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 

@@ -48,10 +48,11 @@ from sp_planner.cost.moe import (
 from sp_planner.cost.overlap import Overlap, gpu_sm_count
 from sp_planner.cost.precision import BF16, gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, chunk_factors, gemm_shares, last_chunk_factors, tp_overlap_times
+from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
+from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
