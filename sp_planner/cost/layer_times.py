@@ -52,6 +52,7 @@ from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
+from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.layout import axis_stride
@@ -183,7 +184,8 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
                                   chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
                                   gpu_sm_count(hardware), copies, cfg, mx, fp8_rs,
-                                  last=last_chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg))
+                                  last=last_chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
+                                  multicast=multicast_bytes_factor(hardware, tp))
         tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.tp_calls),

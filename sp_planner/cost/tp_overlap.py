@@ -51,8 +51,10 @@ where a row names them, or a tuned one a Megatron-Bridge or NeMo recipe passes, 
 
 Chunk GEMMs' slowdowns and a ring exchange's last chunk alone (`chunks`, `last`): cost.tp_overlap_chunks.
 The SMs are the GPU's own (cost.overlap.gpu_sm_count: 132 on Hopper, 148 on B200 and GB200, 160 on
-B300 and GB300). Not modelled: the copy engine's bandwidth (the transfers are priced as
-cost.links' rings), and a collective kernel's speed on its num_sm SMs.
+B300 and GB300). On multicast nodes the bulk collectives and a pipeline's bf16 reduce-scatter move
+tp / (tp - 1) of a ring's bytes (`multicast`, cost.tp_overlap_multicast). Not modelled: the copy
+engine's bandwidth (the transfers are priced as cost.links' rings), and a collective kernel's speed
+on its num_sm SMs.
 
 Userbuffers' buffer copies and MXFP8's scales and second, column-wise gather of the output
 gradients: cost.tp_overlap_buffers. Under FP8 and MXFP8 the buffers hold FP8 data alone, 1 byte an
@@ -162,35 +164,39 @@ def bulk_s(comm_s, gemm_s, sms=SMS_PER_GPU, g: UbGemm = TE_DEFAULT.qkv_dgrad):
     return slow - gemm_s + np.maximum(0.0, comm_s - slow)
 
 
-def _reduce_scatter_s(rs_s, fp8_rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copies: BufferCopies):
-    """A forward reduce-scatter's seconds by its method: pipeline (of FP8 chunks where fp8_buf), or a
-    ring exchange and its sum."""
+def _reduce_scatter_s(rs_s, fp8_rs_s, gemm_s, tp, chunking, sms, g: UbGemm, copies: BufferCopies, multicast=1.0):
+    """A forward reduce-scatter's seconds by its method: pipeline (of FP8 chunks where fp8_buf; of
+    bf16 chunks on multicast where the node has it), or a ring exchange and its sum."""
     if g.method == RING_EXCHANGE:
         return ring_exchange_s(rs_s, gemm_s, tp, chunking, sms, g) + copies.reduce_s
-    return pipeline_s(fp8_rs_s if g.fp8_buf else rs_s, gemm_s, chunking, sms, g)
+    return pipeline_s(fp8_rs_s if g.fp8_buf else multicast * rs_s, gemm_s, chunking, sms, g)
 
 
 def tp_overlap_times(ag_s, rs_s, gemms: LayerGemms, tp, chunks: ChunkFactors = WHOLE,
                      sms: int = SMS_PER_GPU, copies: BufferCopies = NO_COPIES, cfg: UbConfig = TE_DEFAULT,
-                     mx: MxSideTraffic = NO_MX, fp8_rs_s=None, last: LastChunks = EVEN) -> TPOverlapTimes:
+                     mx: MxSideTraffic = NO_MX, fp8_rs_s=None, last: LastChunks = EVEN,
+                     multicast=1.0) -> TPOverlapTimes:
     """One layer's TP all-gathers (ag_s each) and reduce-scatters (rs_s each) at TP degree `tp`
     overlapped with their GEMMs as the userbuffers configuration `cfg` pairs them, the split GEMMs
     slowed by `chunks`, on a GPU of `sms` SMs, with the buffers' `copies` (a ring exchange's before
     it, a bulk gather's ahead of it on the communication stream, a bulk scatter's after it) and,
     under MXFP8, `mx`: each gather's scales before it, and the output gradients' column-wise gathers
     after their dgrad ring exchanges (cost.tp_overlap_buffers); `fp8_rs_s`: a pipeline reduce-scatter
-    of an fp8_buf buffer (rs_s where None); `last`: the all-gather ring exchanges' last chunks alone."""
-    g, c, copy, u = gemms, chunks, copies.gather_s, cfg
+    of an fp8_buf buffer (rs_s where None); `last`: the all-gather ring exchanges' last chunks alone;
+    `multicast`: the bytes of a bulk collective or a pipeline's bf16 reduce-scatter over a ring's
+    (cost.tp_overlap_multicast.multicast_bytes_factor; 1 without multicast)."""
+    g, c, copy, u, mc = gemms, chunks, copies.gather_s, cfg, multicast
     fp8_rs = rs_s if fp8_rs_s is None else fp8_rs_s
     fwd = (ring_exchange_s(ag_s, g.qkv_s, tp, c.qkv, sms, u.qkv_fprop, last.qkv)
-           + _reduce_scatter_s(rs_s, fp8_rs, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies)
+           + _reduce_scatter_s(rs_s, fp8_rs, g.proj_s, tp, c.proj, sms, u.proj_fprop, copies, mc)
            + ring_exchange_s(ag_s, g.fc1_s, tp, c.fc1, sms, u.fc1_fprop, last.fc1)
-           + _reduce_scatter_s(rs_s, fp8_rs, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies) + 2 * copy)
+           + _reduce_scatter_s(rs_s, fp8_rs, g.fc2_s, tp, c.fc2, sms, u.fc2_fprop, copies, mc) + 2 * copy)
     proj_dgrad = ring_exchange_s(ag_s, g.proj_s, tp, c.proj_dgrad, sms, u.proj_dgrad, last.proj_dgrad)
     fc2_dgrad = ring_exchange_s(ag_s, g.fc2_s, tp, c.fc2_dgrad, sms, u.fc2_dgrad, last.fc2_dgrad)
     bwd = (proj_dgrad + fc2_dgrad + 2 * copy
-           + bulk_s(ag_s + copy, g.qkv_s, sms, u.qkv_dgrad) + bulk_s(ag_s + copy, g.fc1_s, sms, u.fc1_dgrad)
-           + bulk_s(rs_s, g.qkv_s, sms, u.qkv_wgrad) + bulk_s(rs_s, g.fc1_s, sms, u.fc1_wgrad) + 2 * copies.scatter_s)
+           + bulk_s(mc * ag_s + copy, g.qkv_s, sms, u.qkv_dgrad) + bulk_s(mc * ag_s + copy, g.fc1_s, sms, u.fc1_dgrad)
+           + bulk_s(mc * rs_s, g.qkv_s, sms, u.qkv_wgrad) + bulk_s(mc * rs_s, g.fc1_s, sms, u.fc1_wgrad)
+           + 2 * copies.scatter_s)
     if mx is not NO_MX:  # MXFP8's scales (2 forward, 4 backward) and column-wise gathers
         fwd = fwd + 2 * mx.share * mx.scale_gather_s
         bwd = (bwd + 4 * mx.share * mx.scale_gather_s - 2 * mx.share * mx.main_write_saved_s
