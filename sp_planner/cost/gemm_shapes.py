@@ -164,7 +164,7 @@ def _slow(hardware: HardwareProfile, k, fp8):
     return 1.0 / contraction_ratio(hardware, k, fp8)
 
 
-def _layer_of(hardware: HardwareProfile, k, n, rows, fp8):
+def layer_gemm_factors(hardware: HardwareProfile, k, n, rows, fp8):
     """(forward, backward) factor of a GEMM over `rows` tokens contracting over k into n outputs
     per token: K and the output size (cost.gemm_outputs) of the forward (rows x n over k), the
     data gradient (rows x k over n) and the weight gradient (k x n over the rows)."""
@@ -191,8 +191,8 @@ def _expert_pairs(hardware: HardwareProfile, model: ModelSpec, *, tp, tokens, ep
 
         def loaded(pair):
             return tuple(load * (r - 1.0) + 1.0 for r in pair)
-        return (loaded(_layer_of(hardware, h, (m - 1) * width, rows, fp8)),
-                loaded(_layer_of(hardware, width, h, rows, fp8)))
+        return (loaded(layer_gemm_factors(hardware, h, (m - 1) * width, rows, fp8)),
+                loaded(layer_gemm_factors(hardware, width, h, rows, fp8)))
     expert_wgrad = _slow(hardware, rows, fp8)
     return ((_slow(hardware, h, fp8), (_slow(hardware, (m - 1) * width, fp8) + expert_wgrad) / 2),
             (_slow(hardware, width, fp8), (_slow(hardware, h, fp8) + expert_wgrad) / 2))
@@ -212,7 +212,7 @@ def layer_gemm_slowdowns(hardware: HardwareProfile, model: ModelSpec, *, tp, tok
     attn = model.mla is None
 
     def layer(k, n):
-        return _layer_of(hardware, k, n, tokens, fp8)
+        return layer_gemm_factors(hardware, k, n, tokens, fp8)
 
     # QKV's data gradient contracts over the rank's output width: its query heads and its KV heads,
     # replicated where tp exceeds them (cost.attention_comm.kv_heads_per_tp_rank).

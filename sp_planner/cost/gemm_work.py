@@ -21,6 +21,7 @@
   where the group gathers the quantized tensors.
 - Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
   the TP group gathers (cost.gathered_transpose).
+- The MoE router's gating GEMM (cost.router), bf16 whatever the plan's precision.
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
   (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
 """
@@ -52,6 +53,7 @@ from sp_planner.cost.precision import (
     routed_gemm_output_grads_per_token,
 )
 from sp_planner.cost.qk_norm import qk_norm_bytes_per_token
+from sp_planner.cost.router import router_times_s
 from sp_planner.cost.rope import rope_elements_per_token
 from sp_planner.cost.unpad_passes import unpad_bytes_per_token
 from sp_planner.distinct import per_distinct
@@ -175,6 +177,9 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
     # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
     bwd = 2 * (fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
+    # The MoE router's gating GEMM, bf16 whatever the precision, each way on its own (cost.router).
+    router_fwd, router_bwd = router_times_s(hardware, model, tokens / np.asarray(tp))
+    fwd, bwd = fwd + router_fwd, bwd + router_bwd
     # Current scaling's amax all-reduces, each way on its own (not twice the forward's).
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,
                                           gpus_per_node=gpus_per_node, gathers=tp_gathers)

@@ -59,7 +59,11 @@ def test_every_expert_is_stored_but_only_two_are_computed():
     # experts' sort and unsort of the 2 x 8 copies gathered over etp, 4 x 16: 70 rows of 4096 bf16
     # per token, on 32768 / 2 / 8 = 2048 tokens a rank, forward and backward, 2 micro-batches x 32 layers.
     permute_s = 70 * H * 2 * 2048 / (hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
-    assert est.time.gemm_s - 2 * LAYERS * 2 * permute_s == pytest.approx(dense_like.time.gemm_s, rel=1e-12)
+    # And the router's gating GEMM (cost.router): 2 x 4096 x 8 FLOPs a token forward, twice that
+    # backward, at A100's flat 312 TFLOPS x 0.813.
+    router_s = 3 * 2 * H * EXPERTS * 2048 / (312e12 * 0.813)
+    assert est.time.gemm_s - 2 * LAYERS * (2 * permute_s + router_s) == pytest.approx(dense_like.time.gemm_s,
+                                                                                     rel=1e-12)
     assert est.model_tflops_per_gpu * est.step_time_s == pytest.approx(
         dense_like.model_tflops_per_gpu * dense_like.step_time_s, rel=1e-12)
     # ... but every expert's bf16 weights on each of the 8 TP ranks, and the whole router (its
