@@ -21,7 +21,8 @@
   where the group gathers the quantized tensors.
 - Per-tensor FP8 on Hopper with sequence parallelism: the backward's FP8 transposes of the tensors
   the TP group gathers (cost.gathered_transpose).
-- The MoE router's gating GEMM (cost.router), bf16 whatever the plan's precision.
+- The MoE router's gating GEMM (cost.router), bf16 whatever the plan's precision; its backward on
+  TF32 tensor cores with fp32 casts where the run sets Megatron's --moe-router-dtype fp32.
 - The logits GEMMs (forward + 2 x backward, bf16) and the vocab-parallel cross entropy
   (LOSS_BYTES_PER_LOGIT a logit), on the loss stage.
 """
@@ -104,7 +105,7 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
               precision, fp8_current, gpus_per_node: int, extra_fwd_s=0.0,
               loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, fp8_blockwise=False,
               sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
-              unpads_attention: bool = False) -> GemmWork:
+              unpads_attention: bool = False, moe_router_dtype: str | None = None) -> GemmWork:
     """The layer's GEMM-side work (module docstring); `precision` codes as plan.PRECISIONS,
     `extra_fwd_s`: forward GEMM time beyond the layer's mean (the busiest EP rank's expert GEMMs,
     cost.moe), backward twice it; `loss_bytes_per_logit`: the cross entropy's HBM traffic
@@ -114,7 +115,8 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     its norms and residual adds on every token of each TP rank (sequence_region_bytes_per_token);
     `tp_gathers`: the recipes whose TP all-gathers the framework moves in low precision
     (cost.tp_gathers), whose gathered FP8 tensors the weight gradients transpose; `unpads_attention`:
-    the framework unpads q, k, v and pads the output around the attention kernel (cost.unpad_passes)."""
+    the framework unpads q, k, v and pads the output around the attention kernel (cost.unpad_passes);
+    `moe_router_dtype`: Megatron's --moe-router-dtype (None or "fp32", cost.router)."""
     tokens = micro_batch * seq_len / cp  # per rank in the sequence-sharded regions
     gemm_rate = gemm_peak_flops(hardware, precision, fp8_blockwise)
     # KV heads replicated where tp exceeds them (Megatron copies one per rank, cost.attention_comm):
@@ -177,8 +179,9 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     # of FP8's casts only the output gradients': TE saves the forward's quantized inputs (row- and
     # column-wise) for the weight gradient and caches the weights' transposes (cost.precision).
     bwd = 2 * (fwd - cast_fwd) + 2 * gemm_flat * (slow_bwd - slow_fwd) + cast_bwd
-    # The MoE router's gating GEMM, bf16 whatever the precision, each way on its own (cost.router).
-    router_fwd, router_bwd = router_times_s(hardware, model, tokens / np.asarray(tp))
+    # The MoE router's gating GEMM, bf16 whatever the precision (its backward TF32 with fp32 casts
+    # under --moe-router-dtype fp32), each way on its own (cost.router).
+    router_fwd, router_bwd = router_times_s(hardware, model, tokens / np.asarray(tp), moe_router_dtype)
     fwd, bwd = fwd + router_fwd, bwd + router_bwd
     # Current scaling's amax all-reduces, each way on its own (not twice the forward's).
     amax_fwd, amax_bwd = amax_reduction_s(model, tp=tp, precision=precision, fp8_current=fp8_current,

@@ -108,11 +108,13 @@ class LayerTimes(NamedTuple):
 
 def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
                 gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
-                sequence_parallel: bool, tp_gathers: TpGathers, unpads_attention: bool = False) -> LayerTimes:
+                sequence_parallel: bool, tp_gathers: TpGathers, unpads_attention: bool = False,
+                moe_router_dtype: str | None = None) -> LayerTimes:
     """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
     sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
     precision, and whether it gathers the saved inputs again (cost.tp_gathers); `unpads_attention`:
-    the framework's unpad and pad passes around the attention kernel (cost.unpad_passes); the rest as
+    the framework's unpad and pad passes around the attention kernel (cost.unpad_passes);
+    `moe_router_dtype`: Megatron's --moe-router-dtype (cost.router); the rest as
     cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
@@ -129,7 +131,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                      extra_fwd_s=moe.extra_expert_gemm_fwd_s,
                      loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
                      sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
-                     unpads_attention=unpads_attention)
+                     unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s

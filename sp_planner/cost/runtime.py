@@ -13,6 +13,8 @@ functions take the pieces they use.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sp_planner.cost.compiled_layers import (
     EAGER_LAYERS,
     TORCHTITAN_V02_COMPILED,
@@ -70,6 +72,9 @@ class Runtime(FrozenModel):
     # Whether it unpads q, k, v and pads the output around the attention kernel with nothing padded
     # (llm-foundry's attn_impl flash, cost.unpad_passes); no framework sp-plan emits for does.
     unpads_attention: bool = False
+    # The MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router): None, the input's bf16
+    # (Megatron-Core's default; sp-plan emits no flag), or "fp32" (TF32 gradient GEMMs and casts).
+    moe_router_dtype: Literal["fp32"] | None = None
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own

@@ -103,14 +103,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                  loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
-                 tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False) -> StepColumns:
+                 tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
+                 moe_router_dtype: str | None = None) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
     `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
     `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime);
     `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers);
-    `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes)."""
+    `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
+    `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router)."""
     check_graph_scopes(model, cuda_graphs)
     tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -121,7 +123,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     low = c.precision != BF16
     lt = layer_times(model, hardware, workload, c, tokens=tokens, cp=cp, gpus_per_node=gpn, overlap=overlap,
                      ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
-                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention)
+                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
+                     moe_router_dtype=moe_router_dtype)
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s

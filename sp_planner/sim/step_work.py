@@ -140,7 +140,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
                      gpus_per_node=cluster.gpus_per_node, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                      fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel,
-                     tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention)
+                     tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
+                     moe_router_dtype=runtime.moe_router_dtype)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.tp_gathers)
     attn_params = model.attention_params_per_layer

@@ -194,6 +194,11 @@ class CorpusRow(FrozenModel):
     # paper's runs put yunchang's ring inside Megatron-LM; containers with Transformer Engine up
     # to v1.9 copy the zigzag halves (transformer_engine_1.9). None: the framework's.
     ring_impl: Literal["yunchang", "transformer_engine", "transformer_engine_1.9"] | None = None
+    # The MoE router's GEMM dtype the recipe sets (Megatron --moe-router-dtype,
+    # TransformerConfig.moe_router_dtype; cost.router): "fp32" runs the router's gradient GEMMs on
+    # TF32 tensor cores with fp32 casts; None: Megatron-Core's default (the input's bf16).
+    # Megatron-family MoE rows only.
+    moe_router_dtype: Literal["fp32"] | None = None
 
     def moe_setting(self) -> str | None:
         """The first MoE run setting the row states beyond the defaults (routing learned, the

@@ -34,6 +34,9 @@ def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
     """The row's architecture, with the routing, token dispatcher and expert GEMMs its run used (MoE
     models)."""
     model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
+    if row.moe_router_dtype is not None and model.moe is None:
+        raise ValueError(f"row {row.id}: moe_router_dtype {row.moe_router_dtype} is an MoE router's, and "
+                         f"{model.name} has no experts")
     setting = row.moe_setting()
     if setting is None:
         return model
@@ -93,8 +96,9 @@ def row_runtime(row: CorpusRow) -> Runtime:
     gradient reduction (cost.states), TP userbuffers overlap and its configuration (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
     (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
-    parallelism (cost.gemm_work, cost.memory); its TP gathers are the framework's (cost.tp_gathers); the
-    unpad and pad passes around llm-foundry's flash-attn kernel (CORPUS_UNPADDED_KERNELS)."""
+    parallelism (cost.gemm_work, cost.memory), the MoE router's fp32 GEMMs (cost.router); its TP
+    gathers are the framework's (cost.tp_gathers); the unpad and pad passes around llm-foundry's
+    flash-attn kernel (CORPUS_UNPADDED_KERNELS)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
         known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
         raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
@@ -162,10 +166,13 @@ def row_runtime(row: CorpusRow) -> Runtime:
     if row.te_fused_cross_entropy:
         loss_memory, loss_bytes = TE_FUSED_INPLACE_LOSS, TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES
     unpads = row.attention_kernel in CORPUS_UNPADDED_KERNELS.get(row.framework, frozenset())
+    if row.moe_router_dtype is not None and not megatron_family:
+        raise ValueError(f"row {row.id}: moe_router_dtype is Megatron's --moe-router-dtype, and the row's "
+                         f"framework is {row.framework}")
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
                    loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
                    sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers,
-                   unpads_attention=unpads)
+                   unpads_attention=unpads, moe_router_dtype=row.moe_router_dtype)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -539,3 +539,20 @@ def test_mpt_1b_flash_row_pays_the_passes_on_every_layer(corpus):
                                 runtime=runtime.model_copy(update={"unpads_attention": u})) for u in (False, True))
     hand_s = 24 * 12 * 2048 * 40 * 2048 / (3.35e12 * 0.76)
     assert unpadded.time.gemm_s - plain.time.gemm_s == pytest.approx(hand_s, rel=1e-9)
+
+
+def test_megatron_lm_moe_recipes_run_the_router_in_fp32(corpus):
+    # Every Megatron-LM examples/moe_recipes recipe sets moe_router_dtype fp32 (the file's header);
+    # no other corpus row states it (Megatron-Bridge's Qwen3 MoE recipes keep Megatron-Core's None).
+    fp32 = {r.id for r in corpus.rows if r.moe_router_dtype == "fp32"}
+    assert fp32 == {r.id for r in corpus.rows if r.source == "mlm-moe"} and len(fp32) == 11
+    row = _row(corpus, "mlmr-q30-h100-bf16")
+    assert row_runtime(row).moe_router_dtype == "fp32"
+    default = row.model_copy(update={"moe_router_dtype": None})
+    assert row_runtime(default).moe_router_dtype is None
+    # The TF32 gradient GEMMs and the casts only add time (cost.router).
+    assert predict_row(row, corpus).time.gemm_s > predict_row(default, corpus).time.gemm_s
+    with pytest.raises(ValueError, match="moe_router_dtype is Megatron's --moe-router-dtype"):
+        row_runtime(_row(corpus, "mpt-7b-2k-8g").model_copy(update={"moe_router_dtype": "fp32"}))
+    with pytest.raises(ValueError, match="has no experts"):
+        row_model(_row(corpus, "mbd-405b-h100-cs").model_copy(update={"moe_router_dtype": "fp32"}), corpus)
