@@ -68,9 +68,10 @@ Up to v1.9 the half copies add one op forward and up to 3 backward (7 and 8); fr
 (ring_flash_attn.py), forward the batched send/receive, the flash-attention call,
 update_out_and_lse (one TorchScript call, its elementwise ops fused into about two kernels) and
 the wait (5); backward the two batched transfers (K/V, dK/dV), their waits, the
-flash-attention backward and the dQ, dK, dV accumulations (8). MindSpeed's steps are timed as yunchang's forward (its unfused merges) and
-TE's backward from v1.10 (5: its halves are views too). Hand counts, as cost.host's per layer;
-all-gather CP issues its calls once per layer and adds none.
+flash-attention backward and the dQ, dK, dV accumulations (8). MindSpeed's steps are timed as
+yunchang's forward (its unfused merges) and TE's backward from v1.10 (5: its halves are views
+too). Hand counts, as cost.host's per layer; all-gather CP issues its calls once per layer and
+adds none.
 
 MindSpeed's ring (Ascend/MindSpeed mindspeed/core/context_parallel/ring_context_parallel.py at
 1ada966, AttentionWithCp.backward) holds dK/dV in the keys' dtype (`cur_dkv = torch.zeros((2, ...),
