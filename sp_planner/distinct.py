@@ -6,7 +6,9 @@ exactly as a mixed-radix number over each column's range (digit value - min, rad
 other tables are hashed column by column (pd.factorize), renumbering before the combined key could
 overflow. distinct_rows then hashes the key once (pd.factorize numbers in order of first
 appearance); per_distinct, where order does not matter, looks it up in a table when the key's
-range is at most the row count and decodes each distinct key back into its column values."""
+range is at most the row count and decodes each distinct key back into its column values.
+per_distinct_rows and per_key do the same for a container of candidate columns (space.Candidates)
+and a function of the columns named, or of values computed from them."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from sp_planner.columns import take_rows
 
 # Below this many rows per_distinct runs a function on the rows directly (finding the distinct
 # rows costs more than it saves).
@@ -74,6 +78,38 @@ def per_distinct(fn: Callable, *columns):
         return np.asarray(out)[inverse].reshape(shape)
     spread = [np.asarray(a)[inverse].reshape(shape) for a in out]
     return type(out)(*spread) if hasattr(out, "_fields") else tuple(spread)
+
+
+def per_distinct_rows(fn: Callable, rows, names):
+    """fn(rows) for a container of per-row integer or bool columns with `take` (space.Candidates),
+    evaluated once per row distinct in the columns `names` (every column fn reads) and spread back
+    (columns.take_rows: scalars stay scalars). fn must work row by row. Small inputs go to fn
+    directly, as per_distinct's."""
+    key = distinct_key(rows, names)
+    if key is None:
+        return fn(rows)
+    first, inverse = key
+    return take_rows(fn(rows.take(first)), inverse, len(first))
+
+
+def distinct_key(rows, names) -> tuple[np.ndarray, np.ndarray] | None:
+    """distinct_rows' (first, inverse) of the columns `names` of a container of per-row integer or
+    bool columns (space.Candidates), or None below DISTINCT_MIN_ROWS rows (per_key runs directly)."""
+    if len(rows) < DISTINCT_MIN_ROWS:
+        return None
+    return distinct_rows(np.stack([np.asarray(getattr(rows, name), dtype=np.int64) for name in names], axis=1))
+
+
+def per_key(fn: Callable, key: tuple[np.ndarray, np.ndarray] | None, *args, **kwargs):
+    """fn(*args, **kwargs) priced on the first row of each distinct key (distinct_key's `key`; None:
+    on every row) and spread back, for a fn that works row by row whose per-row arguments (arrays
+    with one entry a row, nested as columns.take_rows walks them) are equal on rows of equal key:
+    the caller's key holds every column they are computed from."""
+    if key is None:
+        return fn(*args, **kwargs)
+    first, inverse = key
+    n = len(inverse)
+    return take_rows(fn(*take_rows(args, first, n), **take_rows(kwargs, first, n)), inverse, len(first))
 
 
 def _table_key(keys: np.ndarray) -> np.ndarray | None:

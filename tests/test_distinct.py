@@ -1,13 +1,15 @@
 """distinct: the distinct rows of a table, against numpy's sorting unique, along both key paths
 (the mixed-radix key over each column's range, and hashing column by column)."""
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from sp_planner.distinct import DISTINCT_MIN_ROWS, _hashed_key, _table_key, distinct_rows, per_distinct
+from sp_planner.distinct import (DISTINCT_MIN_ROWS, _hashed_key, _table_key, distinct_key, distinct_rows, per_distinct,
+                                 per_distinct_rows, per_key)
 
 
 def _check_against_numpy(keys):
@@ -125,3 +127,56 @@ def test_per_distinct_runs_directly_when_it_cannot_help():
         assert np.array_equal(out.total, a * 100 + b * 10 + c)
     plain = per_distinct(lambda a: a * 2, np.arange(2 * DISTINCT_MIN_ROWS) % 5)
     assert isinstance(plain, np.ndarray) and list(plain[:6]) == [0, 2, 4, 6, 8, 0]
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A container of per-row columns with `take` and a length, as space.Candidates."""
+
+    a: np.ndarray
+    b: np.ndarray
+    unread: np.ndarray
+
+    def __len__(self):
+        return len(self.a)
+
+    def take(self, index):
+        return _Rows(self.a[index], self.b[index], self.unread[index])
+
+
+def test_per_distinct_rows_prices_each_distinct_row_of_the_named_columns_once():
+    rng = np.random.default_rng(5)
+    n = 2 * DISTINCT_MIN_ROWS
+    rows = _Rows(rng.integers(0, 3, n), rng.integers(0, 2, n).astype(bool), rng.integers(0, 1000, n))
+    seen = []
+
+    def fn(r):
+        seen.append(len(r.a))
+        return _Pair(r.a * 10 + r.b, 7.0)  # a scalar field stays a scalar
+
+    out = per_distinct_rows(fn, rows, ["a", "b"])
+    assert seen == [6]  # 3 x 2 distinct (a, b), whatever `unread` holds
+    assert np.array_equal(out.total, rows.a * 10 + rows.b) and out.rows == 7.0
+    few = rows.take(np.arange(DISTINCT_MIN_ROWS - 1))
+    assert np.array_equal(per_distinct_rows(fn, few, ["a", "b"]).total, few.a * 10 + few.b)
+    assert seen[-1] == DISTINCT_MIN_ROWS - 1  # below the threshold: the rows as given
+
+
+def test_per_key_spreads_a_row_by_row_function_of_the_keys_columns():
+    rng = np.random.default_rng(6)
+    n = 2 * DISTINCT_MIN_ROWS
+    rows = _Rows(rng.integers(0, 4, n), rng.integers(0, 2, n).astype(bool), rng.integers(0, 1000, n))
+    derived = rows.a * 0.5 + rows.b  # a per-row value computed from the key's columns
+    key = distinct_key(rows, ["a", "b"])
+    assert key is not None and len(key[0]) == 8
+    seen = []
+
+    def fn(x, pair, *, scale):
+        seen.append(len(x))
+        return x * scale + pair[0], 2.0
+
+    total, constant = per_key(fn, key, derived, (derived, 1.0), scale=3.0)
+    assert seen == [8] and constant == 2.0
+    assert np.array_equal(total, derived * 3.0 + derived)
+    assert distinct_key(rows.take(np.arange(10)), ["a"]) is None  # too few rows: per_key runs on them all
+    assert np.array_equal(per_key(fn, None, derived, (derived, 1.0), scale=3.0)[0], total)

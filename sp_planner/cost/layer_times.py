@@ -13,6 +13,7 @@ collectives (cost.comm).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,12 +56,21 @@ from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
 from sp_planner.cost.window import windowed_attention_times
-from sp_planner.layout import axis_stride
+from sp_planner.distinct import per_distinct_rows
+from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+
+
+# The candidate columns layer_times never reads (the data-parallel and pipeline-schedule choices;
+# pp it reads, LayerTimes holds it): a search chunk's ~5 x 10^4 costed candidates differ in the rest
+# on a few thousand rows, each priced once (candidate_layer_times). tests/cost/test_layer_times.py
+# checks that none of these is read.
+UNREAD_COLUMNS = frozenset({"dp", "dp_replicate", "zero", "reshard", "vpp", "first_stage_layers",
+                            "last_stage_layers"})
 
 
 class LayerTimes(NamedTuple):
@@ -232,6 +242,19 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
     )
+
+
+def candidate_layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+                          gpus_per_node: int, **runtime) -> LayerTimes:
+    """layer_times of the candidates `c` (their tokens per micro-batch and rank, micro-batch x
+    sequence / cp, as cost.step's), priced once per row distinct in the columns it reads (every
+    column but UNREAD_COLUMNS); `runtime`: layer_times' other keywords."""
+    def priced(rows: Candidates) -> LayerTimes:
+        cp = group_size(rows, CP_AXES)
+        return layer_times(model, hardware, workload, rows, tokens=rows.micro_batch * workload.seq_len / cp, cp=cp,
+                           gpus_per_node=gpus_per_node, **runtime)
+
+    return per_distinct_rows(priced, c, [f.name for f in fields(c) if f.name not in UNREAD_COLUMNS])
 
 
 def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:

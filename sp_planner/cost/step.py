@@ -17,13 +17,14 @@ copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the sl
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import reduce
 from typing import NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables
-from sp_planner.cost.layer_times import backward_lead_s, layer_times
+from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -60,10 +61,16 @@ from sp_planner.cost.pipeline_sends import edge_sends_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL
+from sp_planner.distinct import distinct_key, per_key
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+
+
+# The candidate columns that change only how gradients and parameters move between data-parallel
+# ranks (cost.dp_times, cost.pipeline_dp), not a layer's or a pipeline end's compute.
+DP_CHOICE_COLUMNS = frozenset({"zero", "reshard", "dp_replicate"})
 
 
 class TimeColumns(NamedTuple):
@@ -121,10 +128,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
     low = c.precision != BF16
-    lt = layer_times(model, hardware, workload, c, tokens=tokens, cp=cp, gpus_per_node=gpn, overlap=overlap,
-                     ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
-                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
-                     moe_router_dtype=moe_router_dtype)
+    lt = candidate_layer_times(model, hardware, workload, c, gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl,
+                               loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
+                               tp_gathers=tp_gathers, unpads_attention=unpads_attention,
+                               moe_router_dtype=moe_router_dtype)
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
@@ -160,8 +167,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # waits for the first and last micro-batches' turns. ZeRO-2/3's traffic lengthens the same
     # path's blocks (cost.pipeline_dp).
     stage_s = (stages.first * per_layer + first, stages.middle * per_layer, stages.last * per_layer + head)
-    path = compute_path_s(stages, pp, c.vpp, m, compute_s=stage_s, bwd_extra_s=(first_bwd, 0.0, ahead),
-                          fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
+    # Its blocks are the layers' and the ends' work, which no data-parallel choice changes: priced
+    # once per distinct rest of the candidate's columns (~6x fewer rows in a search chunk), as are
+    # the fill's and drain's sends below (tests/cost/test_step.py checks both bit for bit).
+    compute_key = distinct_key(c, [f.name for f in fields(c) if f.name not in DP_CHOICE_COLUMNS])
+    path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
+                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
@@ -200,9 +211,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
     # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
-    pp_sends = pp_sends + edge_sends_s(beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
-                                       bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer,
-                                       bwd_layer_s=bwd_layer)
+    pp_sends = pp_sends + per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
+                                  bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
     # before the optimizer, exposed whole (cost.tied_embedding).
     pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)

@@ -25,11 +25,14 @@ check every route is a path of the graph.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from sp_planner.specs.hardware import HardwareProfile
+
+if TYPE_CHECKING:  # imported by `graph` alone: networkx takes ~0.1 s to import, and every sp-plan loads this module
+    import networkx as nx
 
 # Edge blocks, in the order of edge ids. Counts: W GPUs, N nodes, C NICs per node, L leaves.
 _BLOCKS = ("gpu_up", "gpu_down", "gpu_nic", "nic_gpu", "nic_leaf", "leaf_nic", "leaf_core", "core_leaf")
@@ -192,6 +195,8 @@ class Cluster:
     def graph(self) -> nx.DiGraph:
         """The networkx view: vertices are tuples ('gpu', rank), ('nvswitch', node), ('nic', node, c),
         ('leaf', id), ('core',); edges carry edge_id, kind, bandwidth_bytes_per_s, latency_s."""
+        import networkx as nx
+
         g: nx.DiGraph = nx.DiGraph(topology=self.topology, num_nodes=self.num_nodes)
         for block in _BLOCKS:
             sl = self.block_slice(block)

@@ -1,14 +1,19 @@
 """cost.layer_times: a layer's TP collectives and the pipeline ends' against a hand count, and
 recompute re-running the forward it drops."""
 
+from dataclasses import fields
+
 import pytest
 
-from sp_planner.cost.layer_times import backward_lead_s, layer_times
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.layer_times import UNREAD_COLUMNS, backward_lead_s, layer_times
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.search import search_axes
+from sp_planner.space import Candidates, Pins, enumerate_candidates
 from sp_planner.specs import Workload
 
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
@@ -88,3 +93,35 @@ def test_the_first_backward_gathers_are_priced_as_their_own_kind(toy_model, hard
     lead = float(backward_lead_s(kept, Candidates.of_plan(ParallelPlan(recompute=recompute)).recompute)[0])
     want = {"none": call(2), "selective": call(2) + float(kept.attn.fwd_s[0]), "full": call(2)}[recompute]
     assert lead == pytest.approx(want)
+
+
+class _Recording(Candidates):
+    """Candidates that note every column read (space.Candidates.take keeps the type)."""
+
+    def __getattribute__(self, name):
+        if name in _COLUMNS:
+            _READ.add(name)
+        return super().__getattribute__(name)
+
+
+_COLUMNS = frozenset(f.name for f in fields(Candidates))
+_READ: set[str] = set()
+
+
+@pytest.mark.parametrize("runtime", [*FRAMEWORK_RUNTIME.values(), MEGATRON_RUNTIME.model_copy(update={
+    "overlap": MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True, "ep_comm": True}),
+    "moe_router_dtype": "fp32"})], ids=[*FRAMEWORK_RUNTIME, "megatron-tp-ep-overlap-fp32-router"])
+def test_layer_times_reads_none_of_the_columns_it_is_deduplicated_without(runtime):
+    # candidate_layer_times prices one row per distinct rest of the columns: sound only while
+    # layer_times reads none of UNREAD_COLUMNS, on any framework's runtime (MoE, FP8 and BF16 rows).
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("H100-SXM")
+    workload = Workload(seq_len=8192, global_batch=64)
+    c = enumerate_candidates(workload, 16, Pins(precision=None), 8, axes=search_axes(model, hardware))
+    recording = _Recording(**{f.name: getattr(c, f.name) for f in fields(c)})
+    _READ.clear()
+    layer_times(model, hardware, workload, recording, tokens=c.micro_batch * workload.seq_len, cp=1, gpus_per_node=8,
+                overlap=runtime.overlap, ring_impl=runtime.ring, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
+                sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                moe_router_dtype=runtime.moe_router_dtype)
+    assert {"tp", "micro_batch", "precision", "ep"} <= _READ  # the recording sees the reads
+    assert not _READ & UNREAD_COLUMNS

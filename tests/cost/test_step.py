@@ -1,13 +1,18 @@
 """Step-time assembly: bubble, exposed comm, FLOP conventions."""
 
+import numpy as np
 import pytest
 
-from sp_planner.catalog import load_model
+from sp_planner import distinct
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.flops import logits_gemm_flops_per_token, model_flops_per_step
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.plan import ParallelPlan
-from sp_planner.search import evaluate
+from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
+from sp_planner.cost.step import time_columns
+from sp_planner.search import evaluate, search_axes
+from sp_planner.space import Pins, enumerate_candidates
 from sp_planner.specs import Workload
 
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
@@ -75,3 +80,31 @@ def test_mfu_is_model_tflops_over_peak(toy_model, hardware):
     assert est.tokens_per_s == pytest.approx(8 * 4096 / est.step_time_s)
     # causal: the hardware count halves the attention square, so it is below the model count
     assert est.hardware_tflops_per_gpu < est.model_tflops_per_gpu
+
+
+@pytest.mark.parametrize(("model_name", "runtime"), [
+    ("Llama-3-8B", FRAMEWORK_RUNTIME["megatron"]), ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["deepspeed"]),
+    ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["megatron"].model_copy(update={"moe_router_dtype": "fp32"}))],
+    ids=["dense-megatron", "moe-deepspeed", "moe-megatron-fp32-router"])
+def test_pricing_distinct_rows_once_changes_no_bit(monkeypatch, model_name, runtime):
+    # time_columns prices the layers and the compute's pipeline path once per distinct row of the
+    # columns they read (cost.layer_times.UNREAD_COLUMNS, cost.step.DP_CHOICE_COLUMNS): a search's
+    # every column, FP8 and BF16, every ZeRO stage and schedule, equal bit for bit to pricing
+    # every row.
+    model, hardware = load_model(model_name), load_hardware("H100-SXM")
+    workload = Workload(seq_len=16384, global_batch=64)
+    c = enumerate_candidates(workload, 32, Pins(precision=None), 8, axes=search_axes(model, hardware))
+    assert len(c) >= 4 * distinct.DISTINCT_MIN_ROWS
+    def columns():
+        return time_columns(model, hardware, workload, c, gpus_per_node=8, overlap=runtime.overlap,
+                            states=runtime.states, ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
+                            loss_bytes_per_logit=runtime.loss_bytes_per_logit,
+                            sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                            moe_router_dtype=runtime.moe_router_dtype)
+
+    deduplicated = columns()
+    monkeypatch.setattr(distinct, "DISTINCT_MIN_ROWS", len(c) + 1)  # every row priced as itself
+    every_row = columns()
+    for name, a, b in zip(deduplicated.time._fields, deduplicated.time, every_row.time):
+        assert np.array_equal(a, b, equal_nan=True), name
+    assert np.array_equal(deduplicated.step_time_s, every_row.step_time_s)
