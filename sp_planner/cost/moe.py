@@ -61,6 +61,9 @@ its measured speed); elsewhere (H100 nodes, across NVLink domains) as the alltoa
 NCCL all-to-all, its network part at the profile's ep_kernel_all_to_all (DeepEP's internode RDMA
 rate) where the profile sets one, not NCCL's all_to_all (cost.links). DeepEP (a permute after its
 dispatch) is not modelled.
+Under FP8 and MXFP8, Megatron-Core's grouped MLP pads each local expert's rows to the quantization
+alignment with whole-tensor copies on the alltoall dispatcher (cost.expert_padding), timed with the
+permutations (permute_s).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.expert_padding import padding_bytes_per_token
 from sp_planner.cost.grouped_gemm import grouped_curve_times, grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
@@ -222,7 +226,9 @@ class MoETimes(NamedTuple):
     extra_expert_gemm_fwd_s: np.ndarray
     all_to_all_s: np.ndarray  # one dispatch or combine
     etp_collective_s: np.ndarray  # one all-gather or reduce-scatter over etp
-    permute_s: np.ndarray  # the dispatcher's permutations, forward (backward the same)
+    # The dispatcher's permutations and the experts' quantization padding copies
+    # (cost.expert_padding), forward (backward the same).
+    permute_s: np.ndarray
 
 
 def nccl_dispatch(model: ModelSpec) -> bool:
@@ -232,13 +238,16 @@ def nccl_dispatch(model: ModelSpec) -> bool:
 
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
-              ep_stride, elem_bytes: int, gpus_per_node: int, gemm_flops_per_s=None) -> MoETimes:
+              ep_stride, elem_bytes: int, gpus_per_node: int, gemm_flops_per_s=None,
+              pad_align_rows=0.0) -> MoETimes:
     """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
     fused) moves them, "hybridep" (inside its dispatch and combine kernels, cost.hybridep) does not
     (module docstring). `gemm_flops_per_s`: the expert GEMMs' sustained rate at the plan's precision
     (cost.precision.gemm_peak_flops: FP8 covers them as the dense GEMMs, Megatron/TE running the
     grouped expert GEMMs in FP8 under --fp8-format; torchtitan's converters leave them bf16,
-    cost.tp_gathers.expert_precision); None: the bf16 rate."""
+    cost.tp_gathers.expert_precision); None: the bf16 rate. `pad_align_rows`: the rows each local
+    expert's count is padded to by candidate (cost.expert_padding.align_rows; 0: no padding), copies
+    that ride with the alltoall dispatcher's permutations (HybridEP pads in its kernels)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     load = busiest_rank_load(model, ep)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency;
@@ -261,6 +270,8 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank
+    moved = moved + padding_bytes_per_token(model, tokens_per_tp_rank, ep, etp, pad_align_rows, load,
+                                            elem_bytes) * tokens_per_tp_rank
     permuted = model.moe is not None and model.moe.dispatcher == "alltoall"
     permute = f * memory_pass_time_s(hardware, moved) * permuted
     return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,

@@ -4,8 +4,9 @@ data-parallel communication it overlaps (cost.overlap), the training states it k
 (cost.ring_impl), what its cross entropy holds per logit (cost.loss_memory), the passes its
 data-parallel wrapper makes over the gradients (cost.grad_buffer), the recipes whose TP
 all-gathers it moves in low precision and whether its linears gather their saved inputs again or
-keep them gathered (cost.tp_gathers, cost.saved_inputs), and the unpad and pad passes it runs
-around its attention kernel (cost.unpad_passes).
+keep them gathered (cost.tp_gathers, cost.saved_inputs), the unpad and pad passes it runs
+around its attention kernel (cost.unpad_passes), and the copies that pad each local expert's rows
+for FP8 (cost.expert_padding).
 
 The orchestration (search, simulation, reports, validation) passes one `Runtime`; the cost
 functions take the pieces they use.
@@ -75,6 +76,10 @@ class Runtime(FrozenModel):
     # The MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router): None, the input's bf16
     # (Megatron-Core's default; sp-plan emits no flag), or "fp32" (TF32 gradient GEMMs and casts).
     moe_router_dtype: Literal["fp32"] | None = None
+    # Whether its grouped expert MLP pads each local expert's rows to the FP8/MXFP8 alignment with
+    # whole-tensor copies (cost.expert_padding): Megatron-Core's TEGroupedMLP, unless the router
+    # pads (--moe-router-padding-for-quantization, which sp-plan does not emit).
+    pads_expert_rows: bool = False
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -83,7 +88,8 @@ class Runtime(FrozenModel):
 # DeepSpeed and yunchang run yunchang's (ring-flash-attention); torchtitan's PyTorch CP accumulates
 # in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
 # _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
-MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC)
+MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC,
+                           pads_expert_rows=True)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
                             grad_sync=MEGATRON_GRAD_SYNC)

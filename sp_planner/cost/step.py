@@ -111,7 +111,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                  loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
                  tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
-                 moe_router_dtype: str | None = None) -> StepColumns:
+                 moe_router_dtype: str | None = None, pads_expert_rows: bool = False) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
@@ -119,7 +119,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     `sequence_parallel`: TP with Megatron's sequence parallelism (cost.gemm_work; Runtime);
     `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers);
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
-    `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router)."""
+    `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
+    `pads_expert_rows`: it pads each local expert's rows for FP8 (cost.expert_padding)."""
     check_graph_scopes(model, cuda_graphs)
     tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -131,7 +132,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     lt = candidate_layer_times(model, hardware, workload, c, gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl,
                                loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
                                tp_gathers=tp_gathers, unpads_attention=unpads_attention,
-                               moe_router_dtype=moe_router_dtype)
+                               moe_router_dtype=moe_router_dtype, pads_expert_rows=pads_expert_rows)
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s

@@ -199,6 +199,11 @@ class CorpusRow(FrozenModel):
     # TF32 tensor cores with fp32 casts; None: Megatron-Core's default (the input's bf16).
     # Megatron-family MoE rows only.
     moe_router_dtype: Literal["fp32"] | None = None
+    # The recipe sets --moe-router-padding-for-quantization (TransformerConfig
+    # moe_router_padding_for_quantization, alias moe_router_padding_for_fp8): the router pads each
+    # expert's count, so TEGroupedMLP's FP8 padding copies nothing (cost.expert_padding). False:
+    # Megatron-Core's default. Megatron-family rows only.
+    moe_router_padding: bool = False
 
     def moe_setting(self) -> str | None:
         """The first MoE run setting the row states beyond the defaults (routing learned, the

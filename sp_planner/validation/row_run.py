@@ -96,7 +96,8 @@ def row_runtime(row: CorpusRow) -> Runtime:
     gradient reduction (cost.states), TP userbuffers overlap and its configuration (cost.tp_overlap), the EP all-to-all
     overlap (cost.ep_overlap), FP8 weights (cost.fp8_params), the CUDA graph scopes it states
     (cost.cuda_graphs), the cross entropy it ran (cost.loss_memory), TP without sequence
-    parallelism (cost.gemm_work, cost.memory), the MoE router's fp32 GEMMs (cost.router); its TP
+    parallelism (cost.gemm_work, cost.memory), the MoE router's fp32 GEMMs (cost.router), the router's
+    padding in place of the experts' FP8 padding copies (cost.expert_padding); its TP
     gathers are the framework's (cost.tp_gathers); the unpad and pad passes around llm-foundry's
     flash-attn kernel (CORPUS_UNPADDED_KERNELS)."""
     if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
@@ -169,10 +170,14 @@ def row_runtime(row: CorpusRow) -> Runtime:
     if row.moe_router_dtype is not None and not megatron_family:
         raise ValueError(f"row {row.id}: moe_router_dtype is Megatron's --moe-router-dtype, and the row's "
                          f"framework is {row.framework}")
+    if row.moe_router_padding and not megatron_family:
+        raise ValueError(f"row {row.id}: moe_router_padding is Megatron's --moe-router-padding-for-quantization, "
+                         f"and the row's framework is {row.framework}")
     return Runtime(overlap=overlap, states=states, cuda_graphs=frozenset(row.cuda_graph_scope), ring=ring,
                    loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
                    sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers,
-                   unpads_attention=unpads, moe_router_dtype=row.moe_router_dtype)
+                   unpads_attention=unpads, moe_router_dtype=row.moe_router_dtype,
+                   pads_expert_rows=runtime.pads_expert_rows and not row.moe_router_padding)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

@@ -556,3 +556,14 @@ def test_megatron_lm_moe_recipes_run_the_router_in_fp32(corpus):
         row_runtime(_row(corpus, "mpt-7b-2k-8g").model_copy(update={"moe_router_dtype": "fp32"}))
     with pytest.raises(ValueError, match="has no experts"):
         row_model(_row(corpus, "mbd-405b-h100-cs").model_copy(update={"moe_router_dtype": "fp32"}), corpus)
+
+
+def test_router_padding_takes_the_experts_fp8_padding_away(corpus):
+    # Megatron-Bridge v0.4.2's Qwen3 recipe leaves the router unpadded (qwen3_moe.py line 97,
+    # moe_router_padding_for_fp8 False), so TEGroupedMLP pads with copies (cost.expert_padding); a
+    # row stating --moe-router-padding-for-quantization pads in the router instead.
+    row = _row(corpus, "mba-q235-b200-mx")
+    assert row_runtime(row).pads_expert_rows
+    assert not row_runtime(row.model_copy(update={"moe_router_padding": True})).pads_expert_rows
+    with pytest.raises(ValueError, match="moe_router_padding is Megatron's"):
+        row_runtime(_row(corpus, "titan-8b-8g-fsdp").model_copy(update={"moe_router_padding": True}))
