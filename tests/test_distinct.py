@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sp_planner.distinct import (DISTINCT_MIN_ROWS, _hashed_key, _table_key, distinct_key, distinct_rows, per_distinct,
-                                 per_distinct_rows, per_key)
+from sp_planner.distinct import (DISTINCT_MIN_ROWS, _columns_key, _hashed_key, _table_key, distinct_columns,
+                                 distinct_key, distinct_rows, per_distinct, per_distinct_rows, per_key)
 
 
 def _check_against_numpy(keys):
@@ -55,6 +55,35 @@ def test_range_key_matches_numpy_and_hashing(name):
     hashed, _ = pd.factorize(_hashed_key(keys))
     assert np.array_equal(inverse, hashed)
     assert np.array_equal(first, np.unique(hashed, return_index=True)[1])
+
+
+@pytest.mark.parametrize("name", list(_TABLES))
+def test_columns_key_is_the_table_key(name):
+    # Column by column, without stacking: the same integer key, so the same numbering.
+    keys = _TABLES[name]
+    columns = list(keys.T)
+    assert np.array_equal(_columns_key(columns), _table_key(keys))
+    first, inverse = distinct_columns(columns)
+    expected_first, expected_inverse = distinct_rows(keys)
+    assert np.array_equal(first, expected_first) and np.array_equal(inverse, expected_inverse)
+
+
+def test_distinct_columns_of_mixed_and_other_columns():
+    rng = np.random.default_rng(4)
+    ints, flags = rng.integers(0, 3, 2000), rng.integers(0, 2, 2000).astype(bool)
+    constant = np.broadcast_to(np.int64(5), (2000,))  # a broadcast scalar, as cost.dp_times passes
+    first, inverse = distinct_columns([ints, flags, constant])
+    expected = distinct_rows(np.stack([ints, flags.astype(np.int64), constant], axis=1))
+    assert np.array_equal(first, expected[0]) and np.array_equal(inverse, expected[1])
+    assert len(first) == 6  # 3 x 2 values, the constant column adding none
+    # Floats and ranges too wide for one key: the stacked table's hashing, the same numbering.
+    halves = ints / 2
+    assert _columns_key([halves, ints]) is None
+    first, inverse = distinct_columns([halves, ints])
+    assert list(first) == list(distinct_rows(np.stack([halves, ints], axis=1))[0])
+    wide = rng.choice(np.array([-(2 ** 40), 0, 2 ** 40], dtype=np.int64), size=(2000, 3))
+    assert _columns_key(list(wide.T)) is None
+    assert np.array_equal(distinct_columns(list(wide.T))[1], distinct_rows(wide)[1])
 
 
 def test_ranges_too_wide_for_one_key_fall_back_to_hashing():

@@ -46,7 +46,7 @@ import numpy as np
 
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
-from sp_planner.distinct import distinct_rows
+from sp_planner.distinct import distinct_columns
 from sp_planner.pipeline import chunk_layer_counts
 from sp_planner.specs.model import ModelSpec
 
@@ -216,12 +216,11 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp, first_stage,
                          last_stage)]
-    stacked = np.stack(columns, axis=1)
-    first, inverse = distinct_rows(stacked)
-    unique = stacked[first]
+    first, inverse = distinct_columns(columns)
+    unique = np.stack([column[first] for column in columns], axis=1)
     table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]))
                       for row in unique.tolist()]).reshape(-1, 10)
-    rows = table[np.ravel(inverse)]
+    rows = np.take(table, np.ravel(inverse), axis=0)  # several times faster than table[inverse]
     return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
 
 

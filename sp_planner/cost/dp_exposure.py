@@ -157,15 +157,27 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
     # The root unit is gathered before the chunk holding it and leaves after its backward: the
     # first stage's chunk 0, the last stage's last chunk, whose backward the loss's opens
     # (cost.pipeline_blocks._zero3_forward_s), the chunk with a layer fewer under the counted split.
-    bare = forward(per_chunk)
-    zero3 = (rooted_forward_s(forward(root_n, t.root_gather_s), forward(root_n), root_gathers, fwd_gathers)
+    # A chunk's forward without the root's gather, priced once for each layer-count array (the
+    # root's chunk and the others share one where they hold as many layers, root_chunk_layers)
+    # and only where read: rooted_forward_s reads the root's chunk's only where some forward
+    # skips a gather, and the later chunks' is 0 x theirs on a single chunk.
+    plain: dict[int, np.ndarray] = {}
+
+    def bare(n):
+        if id(n) not in plain:
+            plain[id(n)] = forward(n)
+        return plain[id(n)]
+
+    rooted = forward(root_n, t.root_gather_s)
+    every = np.all(np.asarray(root_gathers) == 1) and np.all(np.asarray(fwd_gathers) == 1)
+    zero3 = ((rooted if every else rooted_forward_s(rooted, bare(root_n), root_gathers, fwd_gathers))
              + backward(root_n, t.root_reduce_s, ahead_s, e.bwd_tail_s))
     busy = _zero3_busy_s(t, layers, bwd_gather, root_gathers, fwd_gathers)
     if np.all(np.asarray(chunks) == 1) and _finite(t.layer_gather_s, bwd_gather, t.layer_reduce_s, fwd_w, bwd_w,
                                                     per_chunk, *e):
         # No later chunk: 0 x their exposure, finite and not negative on finite inputs, adds +0.
         return zero3 + 0.0, busy
-    return zero3 + (chunks - 1) * (fwd_gathers * bare + backward(per_chunk)), busy
+    return zero3 + (chunks - 1) * (fwd_gathers * bare(per_chunk) + backward(per_chunk)), busy
 
 
 def root_chunk_layers(layers, chunks):

@@ -26,7 +26,7 @@ from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
-from sp_planner.distinct import distinct_rows
+from sp_planner.distinct import distinct_columns
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.pipeline import StageLayers, later_chunk_layers
 from sp_planner.specs.hardware import HardwareProfile
@@ -80,7 +80,8 @@ class StageTimes:
     def at(self, index: np.ndarray | slice = slice(None)) -> DPTimes:
         """The candidates' DPTimes at `index` (all: every candidate)."""
         assert self.columns is not None  # __post_init__ sets it
-        return DPTimes(*self.columns[:, self.inverse[index]])
+        # np.take along the shapes axis: 2 to 3 times faster than the same fancy index columns[:, rows].
+        return DPTimes(*np.take(self.columns, self.inverse[index], axis=1))
 
 
 def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
@@ -89,8 +90,8 @@ def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: S
     """dp_stage_times before it is spread over the candidates."""
     n = len(c)
     gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero), (n,))
-    first, inverse = distinct_rows(np.stack(
-        [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width], axis=1))
+    first, inverse = distinct_columns(
+        [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width])
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
                           states=states, which=which)

@@ -34,14 +34,15 @@ class StageDP(NamedTuple):
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                  bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0,
-                 bare: tuple[StageBlocks, ...] | None = None):
+                 bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
     `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere);
     `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit and
     the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
-    bare_blocks of the same arguments where the caller has them."""
+    bare_blocks of the same arguments where the caller has them; `zero3_gathers` their
+    stage_zero3_gathers_s likewise."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
@@ -51,11 +52,12 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
     first, last = (_chunk_traffic(overlap, last=end, **kw) if interleaved else exposure for end in (False, True))
+    if zero3_gathers is None:
+        zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
     blocks = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
-        chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(overlap, stages, i, zero=zero, vpp=vpp,
-                                                           fwd_layer_s=fwd_layer_s, edges=edges, **shares)
+        chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(zero3_gathers[i], i, vpp=vpp, **shares)
         forward = _over_chunks(chunk0_fwd, later_fwd, last_fwd, vpp, interleaved)
         blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
                                  last_fwd_s=b.last_fwd_s + last_fwd,
@@ -72,18 +74,20 @@ def _over_chunks(chunk0_s, later_s, last_s, vpp, interleaved: bool):
 
 
 def first_forward_fill_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, interleaved: bool, fwd_layer_s,
-                         edges: Edges, root_gathers, fwd_gathers):
+                         edges: Edges, root_gathers, fwd_gathers, zero3_gathers=None):
     """ZeRO-3: what the gathers of micro-batch 0's forwards expose beyond the share of them
     (`root_gathers` of the root unit's, `fwd_gathers` of the layers', each 0 or 1) every forward
     block holds, on each stage: a framework that gathers them in the step's first forward alone
     (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced). Micro-batch 0 runs them on
-    the pipeline's fill, every stage's in turn."""
+    the pipeline's fill, every stage's in turn. `zero3_gathers`: stage_zero3_gathers_s of the same
+    arguments where the caller has them (stage_blocks' too)."""
+    if zero3_gathers is None:
+        zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
     out = []
-    for i in range(len(stages)):
+    for i, gathers in enumerate(zero3_gathers):
         # Both from the same gathers, priced once (_zero3_gathers_s).
-        gathers = _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
-        whole = _shared_forward_s(gathers, i, vpp=vpp)
-        held = _shared_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+        whole = _zero3_forward_s(gathers, i, vpp=vpp)
+        held = _zero3_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
         out.append(_over_chunks(whole[0], whole[1], whole[2], vpp, interleaved)
                    - _over_chunks(held[0], held[1], held[2], vpp, interleaved))
     return out
@@ -126,42 +130,44 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     return own.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
-def _zero3_forward_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
-                     root_gathers=1.0, fwd_gathers=1.0):
-    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a middle
-    chunk, its last chunk): each layer's ahead of use, the root unit's before the chunk that holds
-    it, the first stage's embedding in its chunk 0 and the last stage's output layer and final
-    norm in its last chunk: Megatron's get_model builds pre_process into the first stage's chunk 0
-    only and post_process into the last stage's last chunk only (megatron/training/training.py
-    lines 2390-2399 at d98e8a6), each chunk its own Megatron-FSDP module gathering the non-unit
-    parameters it holds (cost.dp_exposure; sim.layer_program.root_chunk). At vpp 1 the one chunk
-    is both. `fwd_gathers` of the forwards gather the layers, `root_gathers` the root too
-    (cost.dp_exposure.rooted_forward_s)."""
-    gathers = _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
-    return _shared_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges):
+    """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
+    (_zero3_forward_s), priced once for both."""
+    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+            for i in range(len(stages))]
 
 
 def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
     """_zero3_forward_s's ZeRO-3 rows (a mask) and forward exposures before the shares: a layer
     chunk's, and on the first and last stage the root's chunk's with and without the root unit's
-    gather (None for the middle stages); None without ZeRO-3."""
+    gather (None for the middle stages); None without ZeRO-3. Where the root's chunk holds as
+    many layers as the others (the same array: root_chunk_layers) the last is the first, priced once."""
     zero3 = np.asarray(zero) == 3
     if not np.any(zero3):
         return None
     s = stages[i]
     # The root's chunk holds a layer fewer under the counted split (pipeline.chunk_layer_counts).
     root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp))
-    gathered = np.where(zero3, zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges), 0.0)
+    chunk = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
+    gathered = np.where(zero3, chunk, 0.0)
     if i == 1:  # the middle stages hold no root unit
         return zero3, gathered, None
     return zero3, gathered, (zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, before_s=s.times.root_gather_s,
                                              edges=edges),
-                             zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, edges=edges))
+                             chunk if root_n is layers else zero3_forward_s(overlap, s.times, fwd_layer_s, root_n,
+                                                                            edges=edges))
 
 
-def _shared_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):
-    """_zero3_forward_s's (chunk 0, middle chunk, last chunk) of stage i from _zero3_gathers_s,
-    `fwd_gathers` of the forwards gathering the layers and `root_gathers` the root too."""
+def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):
+    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a middle
+    chunk, its last chunk), from its _zero3_gathers_s: each layer's ahead of use, the root unit's
+    before the chunk that holds it, the first stage's embedding in its chunk 0 and the last
+    stage's output layer and final norm in its last chunk: Megatron's get_model builds
+    pre_process into the first stage's chunk 0 only and post_process into the last stage's last
+    chunk only (megatron/training/training.py lines 2390-2399 at d98e8a6), each chunk its own
+    Megatron-FSDP module gathering the non-unit parameters it holds (cost.dp_exposure;
+    sim.layer_program.root_chunk). At vpp 1 the one chunk is both. `fwd_gathers` of the forwards
+    gather the layers, `root_gathers` the root too (cost.dp_exposure.rooted_forward_s)."""
     if gathers is None:
         return 0.0, 0.0, 0.0
     zero3, gathered, rooted = gathers

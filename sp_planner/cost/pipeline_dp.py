@@ -26,7 +26,8 @@ from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, first_forward_fill_s, stage_blocks
+from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
+                                             stage_zero3_gathers_s)
 from sp_planner.cost.pipeline_path import critical_path_s
 from sp_planner.cost.pipeline_tails import finish_lags_s, synced_syncs_s
 from sp_planner.pipeline import StageLayers
@@ -161,16 +162,20 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
     bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
+    # ZeRO-3's forward gathers, which the blocks and micro-batch 0's fill both share out.
+    zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
     blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
                                          fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
-                                         gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare)
+                                         gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
+                                         zero3_gathers=zero3_gathers)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
     exposed = critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
-                                    fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd)
+                                    fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd,
+                                    zero3_gathers=zero3_gathers)
         t = stages[0].times
         own, busy = first_traffic
         # The gathers the first stage's micro-batch 0 runs beyond its blocks', less what they expose.

@@ -31,8 +31,11 @@ on every stage (as the simulator takes it, the first stage's). Vectorized over c
 
 from __future__ import annotations
 
+from functools import reduce
+
 import numpy as np
 
+from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import Edges, hidden_behind, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
@@ -40,6 +43,9 @@ from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_path import StageBlocks
 from sp_planner.pipeline import StageLayers, pile_up_s
+
+# reduce(np.maximum, [...]): np.maximum.reduce's fold, pair by pair and left to right, without first
+# copying the list into one stacked array (twice as fast on a search chunk's rows; maxima are exact).
 
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
@@ -81,8 +87,11 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     # Read only where the chunks' gathers go ahead (ZeRO-1, interleaved, overlapped param gather).
     fill = before = (0.0, 0.0, 0.0)
     if np.any(ahead):
-        fill_stages = _fill_stages(by_stage, bare, fwd_s, chunks)
-        fill, before = fill_s(*fill_stages, middles=middles, pp=pp[rows], vpp=chunks)
+        # Priced on those rows alone (row by row: columns.take_rows), 0 on the rest, which read neither.
+        at, num = np.flatnonzero(ahead), len(rows)
+        fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks)), at, num)
+        fill, before = (tuple(_spread(v, at, num) for v in part)
+                        for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at]))
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
@@ -143,6 +152,13 @@ def synced_syncs_s(times, lags, *, pp, vpp) -> np.ndarray:
         return np.max(np.stack([np.where(here, sync, 0.0) for here, sync in zip(present, syncs)]), axis=0)
     later = slowest((layers[0], layers[1], layers[2] + root_last)) + np.maximum(vpp - 2, 0) * slowest(layers)
     return np.max(ends, axis=0) + np.where(vpp > 1, later, 0.0)
+
+
+def _spread(values, at: np.ndarray, n: int) -> np.ndarray:
+    """`values` at the rows `at` of n, 0 elsewhere."""
+    out = np.zeros(n)
+    out[at] = values
+    return out
 
 
 def _fill_stages(by_stage, bare, fwd_layer_s, vpp):
@@ -219,13 +235,13 @@ def _plain_ends_s(bare, middles, micro_batches):
     fill_mid = f0 + np.maximum(n - 1, 0) * f  # micro-batch 0 reaches the last middle stage
     last_fwd_first = m * f0 + (m - jobs) * c
     last_fwd_mid = fill_mid + m * f + np.maximum(m - 2, 0) * b
-    end_last = np.maximum.reduce([f0 + n * f + m * (f_last + b_last), last_fwd_first + n * f + f_last + b_last,
+    end_last = reduce(np.maximum, [f0 + n * f + m * (f_last + b_last), last_fwd_first + n * f + f_last + b_last,
                                   np.where(has_mid, last_fwd_mid + f_last + b_last, -np.inf)])
     # The last middle stage's own laps, or its last min(2, m) backwards after the first stage's last
     # forward reaches it; then down the middle stages.
     own_mid = np.maximum(fill_mid + m * (f + b), last_fwd_first + n * f + np.minimum(2, m) * b)
     end_mid = np.maximum(end_last + n * b, np.where(has_mid, own_mid + np.maximum(n - 1, 0) * b, -np.inf))
-    delta = np.maximum.reduce([f0, f_last + b_last, np.where(has_mid, f + b, 0.0)])
+    delta = reduce(np.maximum, [f0, f_last + b_last, np.where(has_mid, f + b, 0.0)])
     above = np.where(has_mid, end_mid, end_last)
     return np.maximum(above + c + pile_up_s(c, jobs, charged_s=delta), m * (f0 + c)), end_mid, end_last
 
