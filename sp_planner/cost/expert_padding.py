@@ -87,7 +87,7 @@ def unaligned_probability(model: ModelSpec, tokens_per_tp_rank, ep, etp, align):
         return np.zeros(align.shape)
     moe = model.moe
     safe_align = np.where(on, align, 1.0)
-    if moe.pad_to_capacity:
+    if moe.pad_to_capacity and moe.capacity_factor is not None:  # MoESpec refuses one without the other
         # Megatron get_capacity on the rank's n x top_k routed copies, then capacity x ep x etp rows.
         capacity = np.ceil(tokens * moe.top_k / moe.num_experts * moe.capacity_factor)
         p = (np.mod(capacity * ep * etp, safe_align) != 0).astype(np.float64)

@@ -85,7 +85,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
     ahead = chunk_gathers_ahead(overlap, z, chunks)
     # Read only where the chunks' gathers go ahead (ZeRO-1, interleaved, overlapped param gather).
-    fill = before = (0.0, 0.0, 0.0)
+    fill: tuple = (0.0, 0.0, 0.0)
+    before: tuple = fill
     if np.any(ahead):
         # Priced on those rows alone (row by row: columns.take_rows), 0 on the rest, which read neither.
         at, num = np.flatnonzero(ahead), len(rows)
