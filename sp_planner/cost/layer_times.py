@@ -54,8 +54,8 @@ from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
 from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
 from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
-from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
+from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.distinct import per_distinct_rows
 from sp_planner.layout import CP_AXES, axis_stride, group_size
