@@ -98,7 +98,7 @@ class PlanFile(FrozenModel):
     @property
     def runtime(self) -> Runtime:
         """The runtime sp-plan timed the plan with, which its readers time it again with."""
-        return release_runtime(self.framework, self.framework_version)
+        return release_runtime(self.framework, self.framework_version, model=self.model)
 
     @model_validator(mode="after")
     def _release_is_the_frameworks(self) -> PlanFile:

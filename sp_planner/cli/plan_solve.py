@@ -21,7 +21,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
     q = question
     # Time and size plans as the framework runs them with the flags sp-plan emits: its overlap,
     # training states and TP gathers (cost.runtime; Megatron's for "all"; torchtitan's by release).
-    runtime = release_runtime(framework, framework_version)
+    runtime = release_runtime(framework, framework_version, model=q.model)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     # At least two, so that "why this plan" compares the winner with the runner-up under --top 1.
     wanted = max(top, simulate or 0, 2)

@@ -40,10 +40,14 @@ When the counts are unaligned:
     1 - align^-(experts/ep): 0.9375 with one local expert under FP8, 1 - 2^-64 with 16. An
     assumption stated, not fitted; it is the expected copy.
 Where the framework pads (Runtime.pads_expert_rows: Megatron-Core, whose TEGroupedMLP is what
---moe-grouped-gemm selects, and sp-plan emits neither router padding nor the flex dispatcher with
-the alltoall dispatcher it costs), the copies ride with the permutations on the alltoall
-dispatcher; HybridEP pads inside its kernels (skip_routed_expert_padding) and moves none. The
-fused grouped MLP (use_transformer_engine_op_fuser, b1c2006cf line 297) aligns to 256: not
+--moe-grouped-gemm selects, at its default; sp-plan emits --moe-router-padding-for-quantization
+for dropless alltoall plans, flags.megatron_moe.router_pads, and times those without the copies,
+flags.release_runtime), the copies ride with the permutations on the alltoall dispatcher; HybridEP
+pads inside its kernels (skip_routed_expert_padding) and moves none. The router's padding routes up
+to align - 1 extra rows per expert per source rank, with probability 0 (the router's probs are
+dense, zero off the top k: moe_utils.topk_routing_with_score_function), so the numerics hold up to
+the FP8 scales seeing those rows; those rows (E (align - 1) / (2 n k) of the routed ones) are not
+charged. The fused grouped MLP (use_transformer_engine_op_fuser, b1c2006cf line 297) aligns to 256: not
 modelled (its corpus rows run HybridEP).
 """
 

@@ -78,7 +78,8 @@ class Runtime(FrozenModel):
     moe_router_dtype: Literal["fp32"] | None = None
     # Whether its grouped expert MLP pads each local expert's rows to the FP8/MXFP8 alignment with
     # whole-tensor copies (cost.expert_padding): Megatron-Core's TEGroupedMLP, unless the router
-    # pads (--moe-router-padding-for-quantization, which sp-plan does not emit).
+    # pads (--moe-router-padding-for-quantization, which sp-plan emits for dropless alltoall MoE
+    # plans, turning this off in flags.release_runtime; corpus rows state it, moe_router_padding).
     pads_expert_rows: bool = False
 
 

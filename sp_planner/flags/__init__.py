@@ -6,9 +6,10 @@ from typing import Callable
 
 from sp_planner.cost.runtime import Runtime, framework_runtime
 from sp_planner.errors import UserInputError
-from sp_planner.flags import deepspeed, megatron, mindspeed, torchtitan, yunchang
+from sp_planner.flags import deepspeed, megatron, megatron_moe, mindspeed, torchtitan, yunchang
 from sp_planner.flags.base import FRAMEWORKS, FlagRequest, Framework, FrameworkFlags
 from sp_planner.flags.launch import LAUNCHERS, render_launch
+from sp_planner.specs.model import ModelSpec
 
 _RENDERERS: dict[str, Callable[[FlagRequest], FrameworkFlags]] = {
     "megatron": megatron.render,
@@ -33,13 +34,18 @@ def render_all(request: FlagRequest) -> dict[str, FrameworkFlags]:
     return {name: render_flags(name, request) for name in FRAMEWORKS}
 
 
-def release_runtime(framework: str, framework_version: str | None = None) -> Runtime:
-    """How `framework` runs a plan with the flags sp-plan emits for its release `framework_version`
-    (torchtitan's, flags.torchtitan.VERSIONS; None: its newest; the others have one): cost.runtime's,
-    torchtitan's by its config interface. What sp-plan times plans with and the plan file's
-    readers time them again with (PlanFile.runtime)."""
+def release_runtime(framework: str, framework_version: str | None = None, *, model: ModelSpec) -> Runtime:
+    """How `framework` runs a plan of `model` with the flags sp-plan emits for its release
+    `framework_version` (torchtitan's, flags.torchtitan.VERSIONS; None: its newest; the others have
+    one): cost.runtime's, torchtitan's by its config interface. What sp-plan times plans with and
+    the plan file's readers time them again with (PlanFile.runtime)."""
     interface = torchtitan.resolve_version(framework_version) if framework == "torchtitan" else None
-    return framework_runtime(framework, interface)
+    runtime = framework_runtime(framework, interface)
+    if framework in ("megatron", "all") and megatron_moe.router_pads(model):
+        # Megatron's flags pad in the router under FP8/MXFP8 (--moe-router-padding-for-quantization),
+        # so TEGroupedMLP copies nothing (cost.expert_padding); bf16 pads nothing either way.
+        runtime = runtime.model_copy(update={"pads_expert_rows": False})
+    return runtime
 
 
 __all__ = [

@@ -20,6 +20,14 @@ def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False) -> list[str]:
     return ["--moe-token-dispatcher-type alltoall", *([] if mindspeed else ["--moe-permute-fusion"])]
 
 
+def router_pads(model) -> bool:
+    """Whether sp-plan's Megatron flags pad each expert's rows in the router under FP8/MXFP8
+    (--moe-router-padding-for-quantization): a dropless MoE on the alltoall dispatcher (the grouped
+    GEMM is always emitted). Capacity-factor plans keep Megatron's default: the capacity (padded or
+    not) is what the cost model times, and HybridEP pads in its own kernels (cost.expert_padding)."""
+    return model.moe is not None and model.moe.dispatcher == "alltoall" and model.moe.capacity_factor is None
+
+
 def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]:
     """Experts and their parallelism (reference moe_fp8_pipeline_frameworks.md 1.1): the expert grid
     is Megatron-Core's second RankGenerator (etp, ep, edp, pp; layout.EXPERT_GRID_ORDER)."""
@@ -49,7 +57,15 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
         flags.append(f"--moe-shared-expert-intermediate-size {m.moe.num_shared_experts * m.moe.moe_intermediate_size}")
     if m.moe.first_dense_layers or m.moe.layer_step > 1:
         flags.append(f'--moe-layer-freq "{moe_layer_pattern(m)}"')
+    if not mindspeed and p.precision in ("fp8", "mxfp8") and router_pads(m):
+        # The router pads each expert's count to TE's FP8/MXFP8 alignment (TransformerConfig
+        # moe_router_padding_for_quantization; token_dispatcher.py pad_routing_map), so TEGroupedMLP
+        # skips its Fp8Padding copies (moe_utils.skip_routed_expert_padding): Runtime.pads_expert_rows
+        # off in flags.release_runtime. The padded entries route with probability 0.
+        flags.append("--moe-router-padding-for-quantization")
     routing = "dropless routing"
+    if "--moe-router-padding-for-quantization" in flags:
+        routing += ", counts padded to the FP8 alignment by the router (no grouped-MLP padding copies)"
     if m.moe.routing == "balanced":
         # Benchmarking only: random router logits spread the tokens evenly (TransformerConfig
         # moe_router_force_load_balancing, "[Experimental] ... only for benchmark"); the plan was

@@ -139,7 +139,9 @@ def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) ->
     """Offloading is worth checking: recompute pinned to none, no pipeline pinned, none offloaded
     yet, a measured host link, and Megatron's runtime (the only framework whose flags express it)."""
     return (pins.recompute == "none" and pins.pp in (None, 1) and not pins.cpu_offload_layers
-            and hardware.host_link_bytes_per_s is not None and runtime == MEGATRON_RUNTIME)
+            and hardware.host_link_bytes_per_s is not None
+            # Megatron's with or without its router padding (flags.release_runtime).
+            and runtime.model_copy(update={"pads_expert_rows": True}) == MEGATRON_RUNTIME)
 
 
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:

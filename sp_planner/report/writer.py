@@ -146,7 +146,8 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
-                           gpus_per_node=gpus_per_node, runtime=release_runtime(framework, framework_version)),
+                           gpus_per_node=gpus_per_node,
+                           runtime=release_runtime(framework, framework_version, model=model)),
     ]
     if runs:
         parts.append(sections.runs_section(runs))

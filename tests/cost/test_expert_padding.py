@@ -81,7 +81,8 @@ def test_megatron_fp8_plans_pay_it_forward_and_backward():
     runs = {pads: evaluate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8,
                            runtime=MEGATRON_RUNTIME.model_copy(update={"pads_expert_rows": pads}))
             for pads in (True, False)}
-    # Megatron's runtime pads: sp-plan emits no --moe-router-padding-for-quantization.
+    # Megatron-Core's default pads (corpus rows without moe_router_padding; sp-plan's flags pad in
+    # the router instead, flags.release_runtime, tests/flags/test_router_padding_agreement.py).
     assert MEGATRON_RUNTIME.pads_expert_rows
     # 8 micro-batches x 48 layers x (forward + backward) x 4096 tokens x 8 copies x 2 x 2 x 2048 x 2 B.
     per_pass = 4096 * 8 * 2 * 2 * 2048 * 2 * (1 - 16.0 ** -16) / (

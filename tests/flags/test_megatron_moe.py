@@ -28,13 +28,17 @@ TRAINING_ONLY = {"seq_length", "max_position_embeddings", "micro_batch_size", "g
                  "use_distributed_optimizer", "group_query_attention",
                  # GPTModel's share_embeddings_and_output_weights (gpt_builders.py at d98e8a64dd line 96)
                  "untie_embeddings_and_output_weights"}
-RENAMED = {"num_experts": "num_moe_experts"}  # arguments.py: --num-experts -> num_moe_experts
+RENAMED = {"num_experts": "num_moe_experts",  # arguments.py: --num-experts -> num_moe_experts
+           # As tests/flags/test_megatron_core.py reads them: --fp8-format sets fp8, and
+           # argument_utils.py (d98e8a6) line 312 kw_args['fp8_param'] = args.fp8_param_gather.
+           "fp8_format": "fp8", "fp8_param_gather": "fp8_param"}
 LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
 # TransformerConfig.__post_init__ imports Transformer Engine's fused permutation for
 # moe_permute_fusion (core_v0.15.0 transformer_config.py: "Please install TE >= 2.1.0"), which this
 # CPU environment lacks: the field's name is checked, its value not passed.
 NEEDS_TE = {"moe_permute_fusion"}
-# The overlap flags (flags.megatron.overlap_flags) configure the DDP wrapper, not the layers.
+# The overlap flags (flags.megatron.overlap_flags) and MXFP8's grad-buffer reuse configure the DDP
+# wrapper, not the layers.
 DDP_FIELDS = {f.name for f in dataclasses.fields(DistributedDataParallelConfig)}
 
 
@@ -47,7 +51,7 @@ def transformer_config(text: str, hidden_size: int, config_class: type = Transfo
         name = RENAMED.get(flag[2:].replace("-", "_"), flag[2:].replace("-", "_"))
         if name in TRAINING_ONLY:
             continue
-        if name.startswith("overlap_"):
+        if name.startswith("overlap_") or name == "reuse_grad_buf_for_mxfp8_param_ag":
             assert name in DDP_FIELDS, f"{flag} is not a DistributedDataParallelConfig field"
             continue
         known = fields | {"disable_bias_linear"}
@@ -194,3 +198,41 @@ def test_hybridep_flags_pass_transformer_config():
     config = transformer_config(flags.text, model.hidden_size)
     assert (config.moe_token_dispatcher_type, config.moe_flex_dispatcher_backend) == ("flex", "hybridep")
     assert "--moe-permute-fusion" not in parse_bash_array(flags.text)
+
+
+@pytest.mark.parametrize("precision", ["fp8", "mxfp8"])
+def test_fp8_dropless_flags_pad_in_the_router_and_pass_transformer_config(precision, monkeypatch):
+    # TransformerConfig accepts router padding under FP8 on the alltoall dispatcher (it refuses it
+    # without fp8/fp4, or on allgather / alltoall_seq): TEGroupedMLP then skips its Fp8Padding.
+    # Its FP8 MoE checks ask Transformer Engine's version (>= 1.11 for FP8 grouped GEMMs), which
+    # this CPU environment lacks: taken as a recent one, as Megatron's TE spec needs anyway.
+    monkeypatch.setattr("megatron.core.transformer.transformer_config.is_te_min_version", lambda *_, **__: True)
+    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1, precision=precision)
+    request = FlagRequest(model=QWEN3_30B, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=1,
+                          gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert "--moe-router-padding-for-quantization" in parse_bash_array(flags.text)
+    config = transformer_config(flags.text, QWEN3_30B.hidden_size)
+    assert config.moe_router_padding_for_quantization and config.fp8 is not None
+    assert config.moe_token_dispatcher_type == "alltoall"
+
+
+def test_router_padding_only_where_it_applies():
+    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1, precision="fp8")
+
+    def emitted(model, precision="fp8", framework="megatron") -> bool:
+        request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64),
+                              plan=plan.model_copy(update={"precision": precision}), num_nodes=1, gpus_per_node=8)
+        return "--moe-router-padding-for-quantization" in render_flags(framework, request).text
+
+    def moe(**update):
+        return QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_copy(update=update)})
+
+    assert emitted(QWEN3_30B)
+    assert not emitted(QWEN3_30B, precision="bf16")  # TransformerConfig refuses it without fp8/fp4
+    assert not emitted(moe(dispatcher="hybridep"))  # HybridEP pads in its kernels
+    assert not emitted(moe(capacity_factor=1.25))  # token dropping keeps Megatron's default
+    assert not emitted(QWEN3_30B, framework="mindspeed")  # MindSpeed's runtime pads nothing (cost.runtime)
+    with pytest.raises(ValueError, match="fp8/fp4 must be specified"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, num_moe_experts=8,
+                          moe_token_dispatcher_type="alltoall", moe_router_padding_for_quantization=True)
