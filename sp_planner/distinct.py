@@ -69,15 +69,10 @@ def per_distinct(fn: Callable, *columns):
     rows = int(np.prod(shape))
     if rows < DISTINCT_MIN_ROWS or any(a.dtype != np.int64 for a in arrays):
         return fn(*columns)
-    key, lows, radices = np.zeros(shape, dtype=np.int64), [], [1]
-    for a in arrays:  # each column's range and digit together, while the column is in cache
-        low, high = int(a.min()), int(a.max())
-        if radices[-1] * (high - low + 1) >= _KEY_LIMIT:
-            return fn(*columns)
-        if high > low:  # a constant column adds nothing to the key
-            key += (a - low) * radices[-1]
-        lows.append(low)
-        radices.append(radices[-1] * (high - low + 1))
+    radix = _radix_key(arrays, shape)
+    if radix is None:
+        return fn(*columns)
+    key, lows, radices = radix
     flat, size = key.ravel(), radices[-1]
     if size <= rows:  # look the keys up in a table over their range (sorted order)
         seen = np.zeros(size, dtype=bool)
@@ -156,17 +151,28 @@ def _columns_key(columns) -> np.ndarray | None:
     if not arrays or any(a.ndim != 1 or len(a) != len(arrays[0]) or a.dtype.kind not in "iub" or a.dtype == np.uint64
                          for a in arrays) or len(arrays[0]) == 0:
         return None
-    key, place = np.zeros(len(arrays[0]), dtype=np.int64), 1
+    radix = _radix_key(arrays, (len(arrays[0]),))
+    return None if radix is None else radix[0]
+
+
+def _radix_key(arrays, shape) -> tuple[np.ndarray, list[int], list[int]] | None:
+    """The mixed-radix key over `shape` of integer or bool `arrays` (broadcast to it), built column
+    by column, each column's range and digit together while the column is in cache: (key, each
+    column's low, the place values then the key's range); None where the ranges multiply to
+    _KEY_LIMIT or more. per_distinct decodes its keys with the lows and places; _columns_key keeps
+    the key."""
+    key, lows, radices = np.zeros(shape, dtype=np.int64), [], [1]
     for a in arrays:
         a = a.astype(np.int64, copy=False)
         low, high = int(a.min()), int(a.max())
-        if place * (high - low + 1) >= _KEY_LIMIT:
+        if radices[-1] * (high - low + 1) >= _KEY_LIMIT:
             return None
         if high > low:  # a constant column adds 0
             digit = np.subtract(a, low)
-            key += np.multiply(digit, place, out=digit)
-        place *= high - low + 1
-    return key
+            key += np.multiply(digit, radices[-1], out=digit)
+        lows.append(low)
+        radices.append(radices[-1] * (high - low + 1))
+    return key, lows, radices
 
 
 def _column_bounds(keys: np.ndarray) -> tuple[list[int], list[int]]:

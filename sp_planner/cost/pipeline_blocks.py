@@ -74,15 +74,13 @@ def _over_chunks(chunk0_s, later_s, last_s, vpp, interleaved: bool):
 
 
 def first_forward_fill_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, interleaved: bool, fwd_layer_s,
-                         edges: Edges, root_gathers, fwd_gathers, zero3_gathers=None):
+                         edges: Edges, root_gathers, fwd_gathers, zero3_gathers):
     """ZeRO-3: what the gathers of micro-batch 0's forwards expose beyond the share of them
     (`root_gathers` of the root unit's, `fwd_gathers` of the layers', each 0 or 1) every forward
     block holds, on each stage: a framework that gathers them in the step's first forward alone
     (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced). Micro-batch 0 runs them on
     the pipeline's fill, every stage's in turn. `zero3_gathers`: stage_zero3_gathers_s of the same
-    arguments where the caller has them (stage_blocks' too)."""
-    if zero3_gathers is None:
-        zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+    arguments (the ones stage_blocks shares out)."""
     out = []
     for i, gathers in enumerate(zero3_gathers):
         # Both from the same gathers, priced once (_zero3_gathers_s).

@@ -21,9 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-# reduce(np.maximum, [...]): np.maximum.reduce's fold, pair by pair and left to right, without first
-# copying the list into one stacked array (twice as fast on a search chunk's rows; maxima are exact).
-
 
 class FillStage(NamedTuple):
     """One kind of stage's gathers and chunk forward (arrays over candidates)."""

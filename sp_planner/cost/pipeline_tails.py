@@ -44,9 +44,6 @@ from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_path import StageBlocks
 from sp_planner.pipeline import StageLayers, pile_up_s
 
-# reduce(np.maximum, [...]): np.maximum.reduce's fold, pair by pair and left to right, without first
-# copying the list into one stacked array (twice as fast on a search chunk's rows; maxima are exact).
-
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
