@@ -191,10 +191,11 @@ def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) 
     return table
 
 
-# Megatron's model FLOPs count every layer's full s x s attention square; a sliding-window or
-# chunked layer computes only its window, so at long context the count can pass the GPU's peak.
-MODEL_MFU_LEGEND = ("model MFU -: Megatron's count (full attention square) passes the GPU's peak for this "
-                    "model's windowed attention; % peak is what runs")
+# Megatron's model FLOPs count every layer's full s x s attention square; a causal mask runs half
+# of it and a sliding-window or chunked layer only its window, so at long context, where attention
+# dominates the step, the count can pass the GPU's peak.
+MODEL_MFU_LEGEND = ("model MFU -: Megatron's count (full attention square) passes the GPU's peak; a causal "
+                    "mask runs half the square, a window less; % peak is what runs")
 
 
 def model_mfu_cell(est: PlanEstimate) -> str:

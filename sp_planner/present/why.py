@@ -56,8 +56,8 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
         f"{plan_name(best.plan)} takes {format_seconds_as(step, step)} per step "
         f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of {peak_name(best.plan)} in executed FLOPs; "
         + (f"model MFU (Megatron) {best.mfu:.1%}). " if best.mfu <= 1 else
-           "Megatron's model MFU, which counts the full attention square, passes 100% for this windowed "
-           "attention). ")
+           "Megatron's model MFU passes 100%: it counts the full attention square, of which a causal "
+           "mask runs half and a sliding window less). ")
         + f"Its step is dominated by {limits}. "
     )
     text += _memory_clause(best, hardware) + " "

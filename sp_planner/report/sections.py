@@ -99,10 +99,11 @@ def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimat
 
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
-    # Megatron's count passes the peak for windowed attention: not shown as a share (MODEL_MFU_LEGEND).
+    # Megatron's full-square count can pass the peak at long context: not shown as a share
+    # (MODEL_MFU_LEGEND).
     model_mfu = (f"model MFU (Megatron) {est.mfu:.1%}" if est.mfu <= 1 else
-                 "a model MFU (Megatron) not shown: its full-attention count passes the GPU's peak for this "
-                 "model's windowed attention")
+                 "a model MFU (Megatron) not shown: its full-attention count passes the GPU's peak, where "
+                 "a causal mask runs half the square and a window less")
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
             f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
             f"{est.model_tflops_per_gpu:,.0f} "

@@ -485,7 +485,7 @@ def test_megatron_model_mfu_past_the_peak_is_not_shown_as_a_percentage(sp_plan):
     assert doc["plans"][0]["mfu"] > 1 and doc["plans"][0]["hardware_mfu"] < 0.6
     out = sp_plan(*args, "--wide", "--explain").stdout
     assert "model MFU -: Megatron's count (full attention" in out
-    assert "passes 100% for this windowed" in " ".join(out.split())
+    assert "passes 100%: it counts the full attention square" in " ".join(out.split())
     # Plan 1's row of the table holding the column (the wide table, or the throughput table under it).
     row = next(line.split() for line in out.split("model MFU (Megatron)", 1)[1].splitlines()
                if line.split()[:1] == ["1"])
