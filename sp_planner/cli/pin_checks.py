@@ -72,8 +72,10 @@ def check_pins(
         **(experts or {}),
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
-    # The expert grid must divide a stage's GPUs, which unpinned degrees may still grow.
+    # The expert grid must divide a stage's GPUs (world / pp). Unpinned degrees are 1 in `partial`,
+    # so the rule itself waits for all five; the stage's GPUs are known before that.
     skip |= set() if all(degrees.values()) else {"expert_grid"}
+    _check_expert_grid(experts or {}, degrees["pp"], world_size)
     # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
     if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:
         skip.add("vpp")
@@ -87,6 +89,18 @@ def check_pins(
     if broken:
         rule = broken[0]
         raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
+
+
+def _check_expert_grid(experts: dict[str, int], pp: int | None, world_size: int) -> None:
+    """Refuse pinned ep x etp that divides no pipeline stage's GPUs: a stage holds world / pp GPUs,
+    pp pinned, else a divisor of the world (pp 1 the largest), which ep*etp must divide
+    (Megatron: world % (ETP*EP*PP) == 0)."""
+    ep, etp = experts.get("ep", 1), experts.get("etp", 1)
+    stage_gpus = world_size // (pp or 1)
+    if stage_gpus % (ep * etp) != 0:
+        where = f"the {stage_gpus} GPUs of a pipeline stage (pp {pp})" if pp else f"the {world_size} GPUs"
+        raise UserInputError(f"the pinned plan breaks the expert_grid rule: ep*etp = {ep}*{etp} does not divide "
+                             f"{where} (Megatron: world % (ETP*EP*PP) == 0); pick ep x etp dividing {stage_gpus}")
 
 
 def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, workload: Workload, vpp: int,

@@ -110,3 +110,10 @@ def test_fp8_recipe_defaults_to_the_frameworks_own(given, framework, precision, 
 def test_delayed_scaling_is_refused_for_torchtitan():
     with pytest.raises(UserInputError, match="torchtitan's float8 .torchao. has no delayed scaling"):
         resolve_fp8_recipe("delayed", "torchtitan", "fp8")
+
+
+def test_pinned_expert_grid_larger_than_a_stage_is_refused():
+    # Qwen3-30B-A3B on 8 GPUs: ep 16 can never fit (an exit-2 input error, not "no plan fits").
+    with pytest.raises(UserInputError, match=r"^the pinned plan breaks the expert_grid rule: ep\*etp = 16\*1"):
+        _resolve(model="qwen3-30b-a3b", num_nodes=1, seq_len="32k", expert_degrees={"ep": 16})
+    assert _resolve(model="qwen3-30b-a3b", num_nodes=1, seq_len="32k", expert_degrees={"ep": 8}).pins.ep == 8
