@@ -25,12 +25,24 @@ def dispatcher_failures(request: FlagRequest, framework: str) -> list[str]:
             "(Megatron-Core's flex dispatcher); leave out --moe-dispatcher, or use megatron"]
 
 
+def capacity_failures(request: FlagRequest, framework: str, where: str) -> list[str]:
+    """Token dropping (MoESpec.capacity_factor) changes the estimate even at ep 1; a framework whose
+    emitted flags cannot set it would run the model's own (dropless) routing instead."""
+    moe = request.model.moe
+    if moe is None or moe.capacity_factor is None:
+        return []
+    return [f"capacity factor {moe.capacity_factor:g} cannot be expressed: {framework} {where}; leave out "
+            "--moe-capacity-factor, or use megatron or mindspeed"]
+
+
 def deepspeed_failures(request: FlagRequest) -> list[str]:
     """DeepSpeed's EP lives in the model code, not in the config this planner emits."""
+    capacity = capacity_failures(request, "DeepSpeed", "sets it in the model code "
+                                 "(deepspeed.moe.layer.MoE(capacity_factor=...)), not in the ds_config emitted here")
     if not _splits_experts(request):
-        return dispatcher_failures(request, "DeepSpeed")
+        return capacity + dispatcher_failures(request, "DeepSpeed")
     p = request.plan
-    return [
+    return capacity + [
         f"ep {p.ep} x etp {p.etp} cannot be expressed: DeepSpeed sets expert parallelism in the model "
         "code (deepspeed.moe.layer.MoE(ep_size=...)) or in 0.19's AutoEP ds_config section "
         "'expert_parallel' (autoep_size, expert_tensor_parallel_size), with no documented combination "
@@ -40,10 +52,12 @@ def deepspeed_failures(request: FlagRequest) -> list[str]:
 
 def yunchang_failures(request: FlagRequest) -> list[str]:
     """yunchang parallelizes attention only; the MLP (experts included) belongs to the trainer."""
+    capacity = capacity_failures(request, "yunchang", "parallelizes attention only, and the MLP's routing belongs "
+                                 "to the trainer around it")
     if not _splits_experts(request):
-        return dispatcher_failures(request, "yunchang")
+        return capacity + dispatcher_failures(request, "yunchang")
     p = request.plan
-    return [
+    return capacity + [
         f"ep {p.ep} x etp {p.etp} cannot be expressed: yunchang is an attention library (Ulysses/ring "
         "process groups only) and has no expert parallelism; the training framework around it must "
         "split the experts; use megatron or mindspeed for MoE plans"

@@ -95,3 +95,16 @@ def test_torchtitan_float8_moe_plans_convert_the_linears_only():
     assert any("routed experts (GroupedExperts) run in bf16" in note for note in fp8.notes)
     bf16 = render_flags("torchtitan", _request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1), "0.2.2"))
     assert not any("GroupedExperts" in note for note in bf16.notes)
+
+
+def test_token_dropping_is_refused_where_the_flags_cannot_set_it():
+    # A capacity factor changes the estimate at ep 1 too; DeepSpeed's ds_config and yunchang's
+    # attention groups cannot set it, so those plans are not called expressible (as torchtitan).
+    moe = QWEN3_30B.moe.model_copy(update={"capacity_factor": 0.5})
+    request = _request(ParallelPlan(tp=1, ulysses=4, dp=2, zero=1)).model_copy(
+        update={"model": QWEN3_30B.model_copy(update={"moe": moe})})
+    flags = render_all(request)
+    for framework in ("deepspeed", "yunchang"):
+        assert not flags[framework].supported, framework
+        assert "capacity factor 0.5 cannot be expressed" in flags[framework].reason, framework
+    assert flags["megatron"].supported and "--moe-expert-capacity-factor 0.5" in flags["megatron"].text
