@@ -62,6 +62,8 @@ def read_structured(path: Path, *, what: str) -> object:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserInputError(f"{what} file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserInputError(f"{what} file {path} is a folder; give the path of the file itself") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserInputError(f"cannot read {what} file {path}: {err}") from None
     try:

@@ -27,3 +27,11 @@ def test_a_bound_names_the_value_and_the_bound():
 def test_a_non_finite_value_is_said_to_be_one_not_out_of_range(value, shown):
     # NaN fails every comparison, so pydantic reports the upper bound: the value, not the range, is wrong.
     assert _message(value) == f"{shown} is not a finite number"
+
+
+def test_a_folder_given_as_a_file_is_one_line_that_says_so(tmp_path):
+    from sp_planner.errors import UserInputError
+    from sp_planner.fileio import read_structured
+
+    with pytest.raises(UserInputError, match=r"^hardware profile file .* is a folder; give the path of the file"):
+        read_structured(tmp_path, what="hardware profile")

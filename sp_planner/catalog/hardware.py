@@ -76,6 +76,9 @@ def read_hardware_file(path: Path) -> HardwareProfile:
 
 def load_hardware(name_or_path: str) -> HardwareProfile:
     """A built-in profile by (forgiving) name or alias, or a path to a profile YAML."""
+    if not name_or_path.strip():  # Path("") is the current folder, which would be read as the profile
+        raise UserInputError("the hardware name is empty; give a built-in profile name (e.g. H100-SXM) or the "
+                             "path to a hardware profile YAML")
     if not looks_like_path(name_or_path):
         for short, variants in AMBIGUOUS_HARDWARE.items():
             if normalise(name_or_path) == normalise(short):

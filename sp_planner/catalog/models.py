@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sp_planner.catalog.hf_config import SUPPORTED_MODEL_TYPES, load_hf_config
 from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.errors import UserInputError
 from sp_planner.specs.model import ModelSpec
 
 # Other spellings of a built-in, kept few and unambiguous.
@@ -38,6 +39,9 @@ def _table() -> dict[str, str]:
 
 def load_model(name_or_path: str) -> ModelSpec:
     """A built-in model by (forgiving) name, or a Hugging Face config.json / checkpoint directory."""
+    if not name_or_path.strip():  # Path("") is the current folder, whose config.json would be read
+        raise UserInputError("the model name is empty; give a built-in model name (e.g. Llama-3-8B) or the path "
+                             "to a Hugging Face config.json")
     if not looks_like_path(name_or_path):
         name = find(name_or_path, _table())
         if name is not None:

@@ -60,3 +60,14 @@ def test_unknown_name_error_is_one_line_with_suggestion_and_every_name():
     assert "Did you mean Llama-3-8B?" in message
     assert "Built-in models: Llama-3-8B, Llama-2-7B." in message
     assert message.endswith("Or a path.")
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_or_hardware_name_is_refused_not_read_as_the_current_folder(name):
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=r"^the model name is empty"):
+        load_model(name)
+    with pytest.raises(UserInputError, match=r"^the hardware name is empty"):
+        load_hardware(name)
