@@ -45,8 +45,11 @@ def unknown_name_error(
 ) -> UserInputError:
     """One line: what was asked, the closest known name, every known name, how else to proceed."""
     known = list(dict.fromkeys(table.values()))  # built-in order, aliases folded in
+    # A known name the query begins (gb200 -> GB200-NVL72) before the closest spelling (B200).
+    prefixed = {table[key] for key in table if key.startswith(normalise(query))} if normalise(query) else set()
     close = difflib.get_close_matches(normalise(query), list(table), n=1, cutoff=0.6)
-    suggestion = f" Did you mean {table[close[0]]}?" if close else ""
+    best = next(iter(prefixed)) if len(prefixed) == 1 else (table[close[0]] if close else None)
+    suggestion = f" Did you mean {best}?" if best else ""
     return UserInputError(
         f"unknown {what} {query!r}.{suggestion} {known_label}: {', '.join(known)}. {hint}"
     )

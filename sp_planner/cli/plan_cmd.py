@@ -200,6 +200,11 @@ def plan(
         moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, cpu_offload_layers=cpu_offload_layers,
         adam_moments_bf16=bf16_adam_moments,
     )
+    table_only = [name for name, given in (("--explain", explain), ("--wide", wide)) if given]
+    if table_only and output_format != "table":
+        verb = "shape" if len(table_only) > 1 else "shapes"
+        raise UserInputError(f"{' and '.join(table_only)} {verb} the table for people; --format {output_format} is "
+                             "for tools and has no table to shape: drop one of them")
     if launcher is not None and output_format != "table":
         raise UserInputError(f"--launcher prints a launch script under the table; --format {output_format} has no "
                              "place for it (the JSON holds every framework's flags): drop one of them")

@@ -71,3 +71,13 @@ def test_an_empty_model_or_hardware_name_is_refused_not_read_as_the_current_fold
         load_model(name)
     with pytest.raises(UserInputError, match=r"^the hardware name is empty"):
         load_hardware(name)
+
+
+def test_a_name_the_query_begins_is_suggested_before_the_closest_spelling():
+    # 'gb200' is closer in spelling to B200 than to GB200-NVL72, but begins only the latter; a
+    # prefix of two names (A100-40GB, A100-80GB) falls back to the closest spelling.
+    table = lookup_table(["B200", "GB200-NVL72", "A100-40GB", "A100-80GB"], {})
+    labels = {"what": "hardware", "known_label": "Built-in", "hint": "Or a path."}
+    assert "Did you mean GB200-NVL72?" in str(unknown_name_error("gb200", table, **labels))
+    assert "Did you mean A100-80GB?" in str(unknown_name_error("a100", table, **labels))  # difflib's pick
+    assert "Did you mean B200?" in str(unknown_name_error("b20", table, **labels))

@@ -511,6 +511,15 @@ def test_launcher_with_tool_output_is_refused(sp_plan):
     assert result.stderr.startswith("error: --launcher prints a launch script under the table; --format csv")
 
 
+@pytest.mark.parametrize("given, said", [(("--explain",), "--explain shapes"), (("--wide", "--explain"),
+                                                                             "--explain and --wide shape")])
+def test_table_options_with_tool_output_are_refused_not_ignored(sp_plan, given, said):
+    # --explain and --wide change only the table; with --format csv/json they did nothing, silently.
+    result = sp_plan(*README, *given, "--format", "json")
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {said} the table for people; --format json is for tools")
+
+
 # The GPU of a user profile (base_profile): a renamed copy of a built-in profile predicts as the built-in.
 RENAMED_QUESTION = ("--model", "llama3-8b", "--nodes", "4", "--seq-len", "256k", "--top", "1")
 
