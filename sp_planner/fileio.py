@@ -55,6 +55,34 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_text(Path(path), text)
 
 
+class DuplicateKeyError(ValueError):
+    """A mapping names one key twice: JSON and YAML parsers keep the last silently."""
+
+
+def _refuse_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads object_pairs_hook: the mapping, or DuplicateKeyError on a key given twice."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one mapping")
+        seen[key] = value
+    return seen
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names one key twice (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (line "
+                                        f"{key_node.start_mark.line + 1})")
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_structured(path: Path, *, what: str) -> object:
     """Parse a .json/.yaml/.yml file, turning every failure into one UserInputError line."""
     path = Path(path)
@@ -68,8 +96,8 @@ def read_structured(path: Path, *, what: str) -> object:
         raise UserInputError(f"cannot read {what} file {path}: {err}") from None
     try:
         if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return json.loads(text, object_pairs_hook=_refuse_duplicate_pairs)
+        return yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506 - a SafeLoader subclass
     except (ValueError, RecursionError, yaml.YAMLError) as err:  # ValueError: JSON errors, 4300+ digit numbers
         detail = " ".join(str(err).split())
         raise UserInputError(f"{what} file {path} is malformed: {detail}") from None

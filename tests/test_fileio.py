@@ -6,7 +6,8 @@ import pydantic
 import pytest
 from pydantic import Field
 
-from sp_planner.fileio import field_message
+from sp_planner.errors import UserInputError
+from sp_planner.fileio import field_message, read_structured
 
 
 class _Bounded(pydantic.BaseModel):
@@ -35,3 +36,19 @@ def test_a_folder_given_as_a_file_is_one_line_that_says_so(tmp_path):
 
     with pytest.raises(UserInputError, match=r"^hardware profile file .* is a folder; give the path of the file"):
         read_structured(tmp_path, what="hardware profile")
+
+
+@pytest.mark.parametrize("name, text, said", [
+    ("dup.yaml", "name: A\nefficiency:\n  gemm: 0.5\nname: B\n", "key 'name' appears twice in one mapping (line 4)"),
+    ("dup.json", '{"name": "A", "x": {"y": 1, "y": 2}}', "key 'y' appears twice in one mapping"),
+])
+def test_a_key_given_twice_is_refused_not_the_last_one_kept(tmp_path, name, text, said):
+    # PyYAML and json keep the last of two equal keys silently; a hand-edited profile with two
+    # `name:` lines would then plan on the one the user may not mean.
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserInputError) as err:
+        read_structured(path, what="hardware profile")
+    assert str(err.value) == f"hardware profile file {path} is malformed: {said}"
+    path.write_text(text.replace("name: B", "label: B").replace('"y": 2', '"z": 2'), encoding="utf-8")
+    assert isinstance(read_structured(path, what="hardware profile"), dict)
