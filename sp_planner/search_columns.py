@@ -138,18 +138,15 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int, code: np.ndarray | None = None,
-              runtime: Runtime = MEGATRON_RUNTIME) -> _Evaluated:
+              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None) -> _Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
     empty: `_explained` writes them for the rows that are shown. `runtime`: the
-    framework's overlap, training states and CUDA graphs (cost.runtime)."""
+    framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
+    candidate_memory where the caller has it."""
     states = runtime.states
-    # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
-    world = int(np.asarray(group_size(c, GRID_ORDER))[0]) if len(c) else None  # every candidate's
-    domain = hardware.link_domain_gpus(gpus_per_node, world)
-    run = candidates_as_run(c, states.param_shard_stage)  # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
-    memory = memory_columns(model, hardware, workload, run, states, domain_gpus=domain, ring_impl=runtime.ring,
-                            loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
-                            tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers)
+    run, domain = _as_run(hardware, c, gpus_per_node, runtime)
+    if memory is None:
+        memory = _run_memory(model, hardware, workload, run, domain, runtime)
     step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
                         states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
                         grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
@@ -165,6 +162,29 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
     return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
                       reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
+
+
+def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtime: Runtime) -> tuple[Candidates, int]:
+    """(the candidates as the framework runs them, the GPUs of the fast link domain)."""
+    # Links are classified by the fast domain (the host, or a rack-scale NVLink domain).
+    world = int(np.asarray(group_size(c, GRID_ORDER))[0]) if len(c) else None  # every candidate's
+    domain = hardware.link_domain_gpus(gpus_per_node, world)
+    # torch FSDP's ZeRO-1/2 run as ZeRO-3 kept (cost.fsdp)
+    return candidates_as_run(c, runtime.states.param_shard_stage), domain
+
+
+def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, run: Candidates, domain: int,
+                runtime: Runtime) -> MemoryColumns:
+    return memory_columns(model, hardware, workload, run, runtime.states, domain_gpus=domain, ring_impl=runtime.ring,
+                          loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
+                          tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers)
+
+
+def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                     gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> MemoryColumns:
+    """The memory columns _evaluate gives `c`, without the times (search_scan: which rows fit)."""
+    run, domain = _as_run(hardware, c, gpus_per_node, runtime)
+    return _run_memory(model, hardware, workload, run, domain, runtime)
 
 
 def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: _Evaluated) -> _Evaluated:

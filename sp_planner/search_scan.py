@@ -10,7 +10,7 @@ import numpy as np
 from sp_planner import columns
 from sp_planner.cost.runtime import Runtime
 from sp_planner.plan import RULES
-from sp_planner.search_columns import _evaluate, _Evaluated, search_axes
+from sp_planner.search_columns import _evaluate, _Evaluated, candidate_memory, search_axes
 from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -60,6 +60,30 @@ def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_by
     return _Best(columns.take(e, order), index[order])
 
 
+def _full_of_fits(best: _Best | None, keep: int | None, capacity_bytes: float) -> bool:
+    """Whether `best` holds `keep` rows already, the last of them one that fits (tier 0)."""
+    if best is None or keep is None or len(best.place) < keep:
+        return False
+    return bool(_rank_keys(best.evaluated, capacity_bytes)[0][-1] == 0)
+
+
+def _evaluate_fitting(model: ModelSpec, hardware: HardwareProfile, workload: Workload, chunk, gpus_per_node: int,
+                      code: np.ndarray, runtime: Runtime) -> tuple[np.ndarray, _Evaluated, int]:
+    """(rows, their costs, OOM rows) of the chunk's rows that pass the rules and fit in memory:
+    once the rows kept all fit (_full_of_fits) an OOM row cannot enter them (_keep_best drops it
+    unranked), so its memory is priced and counted but not its time. The cost model is row by row
+    (columns.take_rows): these rows get the costs _evaluate gives them in the whole chunk."""
+    passing = np.flatnonzero(code < 0)
+    sub = columns.take(chunk, passing)
+    memory = candidate_memory(model, hardware, workload, sub, gpus_per_node, runtime)
+    oom = memory.peak_bytes > hardware.hbm_bytes  # as _evaluate's
+    fit = np.flatnonzero(~oom)
+    rows = passing[fit]
+    e = _evaluate(model, hardware, workload, columns.take(sub, fit), gpus_per_node, code[rows], runtime,
+                  memory=columns.take(memory, fit))
+    return rows, e, int(np.count_nonzero(oom))
+
+
 class _Scan(NamedTuple):
     best: _Best | None
     candidates: int
@@ -85,12 +109,15 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         if breakers is None:
             rows = np.arange(len(chunk))
             e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, runtime)
+        elif not breakers and _full_of_fits(best, keep, hardware.hbm_bytes):
+            rows, e, oom = _evaluate_fitting(model, hardware, workload, chunk, gpus_per_node, code, runtime)
+            counts[len(RULES)] += oom
         else:
             rows = np.flatnonzero(code >= 0 if breakers else code < 0)
             e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], runtime)
         if not breakers:  # the rules are counted once, in the pass over every candidate
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
-        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))
+        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))  # 0 where counted above
         index = seen + rows
         if keep is None:
             parts.append(e)
@@ -98,7 +125,7 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         elif len(rows):
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
-        costed += len(rows) if breakers is not None else int(np.count_nonzero(code < 0))
+        costed += len(rows) if breakers else int(np.count_nonzero(code < 0))
         progress(seen, total, f"searching {plural(total, 'candidate')}")
     if keep is None and parts:
         best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)

@@ -47,6 +47,19 @@ def test_chunks_and_kept_rows_change_nothing(chunk, head_rows, monkeypatch):
     pd.testing.assert_frame_equal(streamed.head(head_rows + 3), whole.frame.head(head_rows + 3))
 
 
+def test_rows_out_of_memory_are_not_timed_once_the_kept_rows_all_fit(monkeypatch):
+    import sp_planner.search_scan as scan_module
+
+    whole = _search(1 << 20, 1 << 20, monkeypatch)
+    ooms: list[int] = []
+    real = scan_module._evaluate_fitting
+    monkeypatch.setattr(scan_module, "_evaluate_fitting", lambda *a: ooms.append((out := real(*a))[2]) or out)
+    streamed = _search(97, 5, monkeypatch)
+    assert ooms and sum(ooms) > 0  # the skip ran, on chunks with OOM rows
+    assert streamed.prune_counts == whole.prune_counts and streamed.ranked == whole.ranked
+    pd.testing.assert_frame_equal(streamed.head(5), whole.frame.head(5))
+
+
 @pytest.mark.parametrize("chunk,head_rows", [(97, 5), (500, 40), (1 << 20, 5), (97, 1 << 20)])
 def test_every_row_in_one_pass_gives_the_same_answer(chunk, head_rows, monkeypatch):
     # every_row (a report): one pass costs every candidate; ranking, counts and frame are unchanged,
