@@ -59,15 +59,16 @@ def _numbered(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, ids.astype(np.int64)
 
 
-def per_distinct(fn: Callable, *columns):
+def per_distinct(fn: Callable, *columns, min_rows: int = DISTINCT_MIN_ROWS):
     """fn(*columns) for int64 columns (broadcast together), evaluated once per distinct row and
     spread back: a search chunk holds about 10^5 candidates but a few dozen (pp, vpp, ...) rows.
     fn must work row by row and return an array or a tuple of arrays (a NamedTuple stays one).
-    Small inputs, other dtypes and ranges too wide for one key go to fn directly."""
+    Inputs under `min_rows` rows, other dtypes and ranges too wide for one key go to fn directly
+    (a costly fn is worth deduplicating at fewer rows than DISTINCT_MIN_ROWS)."""
     arrays = [np.asarray(c) for c in columns]
     shape = np.broadcast_shapes(*(a.shape for a in arrays))
     rows = int(np.prod(shape))
-    if rows < DISTINCT_MIN_ROWS or any(a.dtype != np.int64 for a in arrays):
+    if rows < min_rows or any(a.dtype != np.int64 for a in arrays):
         return fn(*columns)
     radix = _radix_key(arrays, shape)
     if radix is None:

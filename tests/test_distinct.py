@@ -158,6 +158,16 @@ def test_per_distinct_runs_directly_when_it_cannot_help():
     assert isinstance(plain, np.ndarray) and list(plain[:6]) == [0, 2, 4, 6, 8, 0]
 
 
+def test_per_distinct_dedupes_fewer_rows_from_min_rows():
+    a = np.arange(300) % 3
+    calls = []
+    out = per_distinct(_recording(calls), a, a, a, min_rows=64)
+    assert calls == [(3,)] and np.array_equal(out.total, a * 111)
+    calls.clear()
+    per_distinct(_recording(calls), a[:50], a[:50], a[:50], min_rows=64)
+    assert calls == [(50,)]  # under min_rows: the rows as given
+
+
 @dataclass(frozen=True)
 class _Rows:
     """A container of per-row columns with `take` and a length, as space.Candidates."""

@@ -72,6 +72,9 @@ from sp_planner.specs.model import ModelSpec
 # place (3 x 8), sum (4); backward subtract one-hot and scale in place (2 x 8), cast to bf16 (6).
 LOSS_BYTES_PER_LOGIT = 60
 
+# Rows from which gemm_work prices its GEMM shape slowdowns once per distinct shape (distinct.per_distinct).
+SHAPE_MIN_ROWS = 64
+
 
 def elementwise_bytes_per_token(model: ModelSpec) -> float:
     """Forward HBM traffic of one layer's memory-bound ops for one token (all TP ranks together)."""
@@ -130,7 +133,9 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
     routed = routed_gemm_flops_per_token(model) * tokens / np.asarray(tp)
     gemm_flat = np.where(experts_rate != gemm_rate, gemm_flat + routed * (1 / experts_rate - 1 / gemm_rate), gemm_flat)
     # Once per distinct (tp, micro batch, cp, ep, etp, low precision) of the chunk, spread back (a few
-    # dozen of ~10^5 rows). FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
+    # dozen of ~10^5 rows; a few hundred of the few thousand distinct rows cost.layer_times prices
+    # in an MoE search: worth it from SHAPE_MIN_ROWS rows, the slowdowns take hundreds of numpy
+    # calls). FP8/MXFP8 GEMMs take their own shape ratios (cost.gemm_shapes, cost.gemm_outputs).
     low = (np.asarray(precision) != BF16).astype(np.int64)
     distinct = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v)) for v in (tp, micro_batch, cp, ep, etp, low)))
 
@@ -138,7 +143,8 @@ def gemm_work(model: ModelSpec, hardware: HardwareProfile, *, seq_len: int, tp, 
         """cost.gemm_shapes' `slowdowns` per distinct shape, with FP8's ratios where the row runs low
         precision (and `fp8`)."""
         return per_distinct(lambda tp_, b_, cp_, ep_, etp_, low_: slowdowns(
-            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=fp8 & (low_ != 0)), *distinct)
+            hardware, model, tp=tp_, tokens=b_ * seq_len / cp_, ep=ep_, etp=etp_, fp8=fp8 & (low_ != 0)), *distinct,
+            min_rows=SHAPE_MIN_ROWS)
 
     slow_fwd, slow_bwd = per_shape(layer_gemm_slowdowns)
     if routed_gemm_flops_per_token(model) > 0 and not tp_gathers.low_precision_experts:
