@@ -26,6 +26,7 @@ from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.columns import take_rows
 from sp_planner.distinct import distinct_columns
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.pipeline import StageLayers, later_chunk_layers
@@ -140,6 +141,21 @@ def _spread(values, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _moving_calls(hardware: HardwareProfile, kind: str, bytes_per_param, n_params, count, size, inside, term):
+    """_priced_rows' `calls` on rows that move bytes: `count` calls over a group of `size` (inside
+    a node where `inside`) moving n_params parameters in all, with the group's ring `term` (per
+    byte, latency, intra-node and network steps)."""
+    per_byte, latency, intra_steps, inter_steps = term
+    sent = bytes_per_param * n_params * (size - 1) / size
+    calls_ = np.maximum(count, 1)
+    call = sized(hardware, kind, ring_tensor_bytes(kind, sent / calls_, size), size, where=inside)
+    # One call's time under the fastest protocol (cost.nccl_protocols); Simple's as before.
+    one = fastest_ring(hardware, kind, call.factor * (sent / calls_ * per_byte + latency), sent / calls_ * per_byte,
+                       sent / calls_, intra_steps, inter_steps, where=~call.measured)
+    simple = call.factor * (sent * per_byte + count * latency)
+    return np.where(one.protocol == SIMPLE, simple, count * one.time_s)
+
+
 def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, stage: np.ndarray,
                  gpus_per_node: int, states: TrainingStates) -> DPTimes:
     """The data-parallel calls on every row of `c` of its stage (`stage`: the index in STAGES)."""
@@ -179,15 +195,16 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         moves = (n_params > 0) & (size > 1)
         if not np.any(moves):  # a dense model's expert calls, replicas without HSDP: 0 on every row
             return np.zeros(np.shape(moves))
-        per_byte, latency, intra_steps, inter_steps = term(kind, group)
-        sent = bytes_per_param * n_params * (size - 1) / size
-        calls_ = np.maximum(count, 1)
-        call = sized(hardware, kind, ring_tensor_bytes(kind, sent / calls_, size), size, where=inside[group])
-        # One call's time under the fastest protocol (cost.nccl_protocols); Simple's as before.
-        one = fastest_ring(hardware, kind, call.factor * (sent / calls_ * per_byte + latency), sent / calls_ * per_byte,
-                           sent / calls_, intra_steps, inter_steps, where=~call.measured)
-        simple = call.factor * (sent * per_byte + count * latency)
-        return np.where(moves, np.where(one.protocol == SIMPLE, simple, count * one.time_s), 0.0)
+        if np.ndim(moves) == 1 and not np.all(moves):
+            # Priced on the rows that move only (a virtual stage's chunk calls, a stage with no
+            # root parameters, ...): the formulas are per row (columns.take_rows), 0 elsewhere.
+            rows, n = np.flatnonzero(moves), len(moves)
+            out = np.zeros(n)
+            out[rows] = _moving_calls(hardware, kind, *take_rows(
+                (bytes_per_param, n_params, count, size, inside[group], term(kind, group)), rows, n))
+            return out
+        return np.where(moves, _moving_calls(hardware, kind, bytes_per_param, n_params, count, size, inside[group],
+                                             term(kind, group)), 0.0)
 
     def reduce(dense_params, dense_count, expert_params, expert_count):
         """Reduce-scatter of gradients, then HSDP's all-reduce of the shard over the replicas."""

@@ -80,3 +80,22 @@ def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):
         np.testing.assert_allclose(getattr(ds, field), getattr(mega, field) / 2, rtol=1e-12, err_msg=field)
     for field in ("param_all_gather_s", "layer_gather_s", "root_gather_s"):
         np.testing.assert_allclose(getattr(ds, field), getattr(mega, field), rtol=1e-12, err_msg=field)
+
+
+def test_calls_priced_on_the_moving_rows_equal_each_row_priced_alone():
+    # _priced_rows prices a call on the rows that move bytes only (a virtual stage's chunk calls
+    # on some rows, none on others): each row priced alone gives the same seconds.
+    h100 = load_hardware("h100-sxm")
+    model = load_model("Qwen3-30B-A3B")
+    c = _candidates(model, 32)
+    stages = candidate_stage_layers(model, c)
+    rows = np.random.default_rng(3).choice(len(c), 120, replace=False)
+    code = np.arange(len(rows)) % len(STAGES)
+    sub, split = c.take(rows), type(stages)(*(np.broadcast_to(v, (len(c),))[rows] for v in stages))
+    batched = _priced_rows(model, h100, sub, stages=split, stage=code, gpus_per_node=8, states=MEGATRON_STATES)
+    assert 0 < np.count_nonzero(batched.chunk_all_reduce_s) < len(rows)  # some rows move, some do not
+    for i in range(len(rows)):
+        one = _priced_rows(model, h100, sub.take(np.array([i])), stages=type(split)(*(v[i:i + 1] for v in split)),
+                           stage=code[i:i + 1], gpus_per_node=8, states=MEGATRON_STATES)
+        for field, a, b in zip(DPTimes._fields, one, batched):
+            assert np.broadcast_to(a, (1,))[0] == np.broadcast_to(b, (len(rows),))[i], field
