@@ -7,7 +7,7 @@ the prefixes of FRAME_PREFIXES); `PlanEstimate.from_row` turns a row back into a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import pandas as pd
@@ -129,7 +129,7 @@ class PlanEstimate(FrozenModel):
             assert isinstance(model, type) and issubclass(model, FrozenModel), field
             return {name: plain(row[f"{FRAME_PREFIXES[field]}{name}"]) for name in model.model_fields}
 
-        plan = ParallelPlan(**{name: plain(row[name]) for name in ParallelPlan.model_fields})
+        plan = plan_of_row(row)
         reason = row["reason"]
         return cls(
             plan=plan,
@@ -161,6 +161,12 @@ def plain(value: object) -> object:
 # whatever a caller does to its copy, without copying the ~200,000 rows of a 4096-GPU search.
 _DEEP_COPY = int(pd.__version__.split(".")[0]) < 3
 
+
+
+def plan_of_row(row: pd.Series | Mapping[str, object]) -> ParallelPlan:
+    """The plan of one row of SearchResult.frame (PlanEstimate.from_row's), or of its plan columns'
+    values by name (plain makes numpy and Python scalars alike)."""
+    return ParallelPlan(**{name: plain(row[name]) for name in ParallelPlan.model_fields})
 
 class SearchResult(FrozenModel):
     candidates_evaluated: int = Field(ge=0)

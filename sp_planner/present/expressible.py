@@ -12,8 +12,9 @@ from itertools import islice
 
 import numpy as np
 
-from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
 from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
+from sp_planner.plan import ParallelPlan
 from sp_planner.search import HEAD_ROWS
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -35,16 +36,20 @@ def _expressible(
 ) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
     """(rank from 1, estimate, flags) of each fitting plan `framework` can express, in the order of
     `result.head` (fitting plans first, fastest first); stops at the first plan that does not fit."""
-    for rank, (_, row) in enumerate(result.head(MAX_SCANNED).iterrows(), start=1):
-        if not row["fits"]:
+    head = result.head(MAX_SCANNED)
+    # The flags read the plan alone: each row's plan columns are read, and a row's whole estimate
+    # (PlanEstimate.from_row, a millisecond) only where the framework expresses it.
+    names = list(ParallelPlan.model_fields)
+    for rank, (fits, *values) in enumerate(zip(head["fits"], *(head[name] for name in names)), start=1):
+        if not fits:
             return
-        estimate = PlanEstimate.from_row(row)
         flags = render_flags(framework, FlagRequest(
-            model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-            framework_version=framework_version,
+            model=model, workload=workload, plan=plan_of_row(dict(zip(names, values))), num_nodes=num_nodes,
+            gpus_per_node=gpus_per_node, framework_version=framework_version,
         ))
         if flags.supported:
-            yield rank, estimate, flags
+            _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
+            yield rank, PlanEstimate.from_row(whole), flags
 
 
 def best_expressible(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.estimate import PlanEstimate
+from sp_planner.estimate import PlanEstimate, plan_of_row
 from sp_planner.flags import FlagRequest, render_flags
+from sp_planner.plan import ParallelPlan
 from sp_planner.present.expressible import best_expressible
 from sp_planner.search import search
 from sp_planner.specs.workload import Workload
@@ -51,3 +52,14 @@ def test_megatron_gets_zero_2_and_3_plans_only_through_fsdp():
         text = render_flags("megatron", request).text
         fsdp = "--use-megatron-fsdp" if reshard else "--use-torch-fsdp2"
         assert fsdp in text and "--use-distributed-optimizer" not in text
+
+
+def test_a_rows_plan_columns_give_its_estimates_plan():
+    # _expressible renders flags from the plan columns alone, the whole estimate only where supported.
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8)
+    head = result.head(200)
+    names = list(ParallelPlan.model_fields)
+    for (_, row), *values in zip(head.iterrows(), *(head[name] for name in names)):
+        plan = plan_of_row(dict(zip(names, values)))
+        assert plan == PlanEstimate.from_row(row).plan
+        assert plan.model_dump() == PlanEstimate.from_row(row).plan.model_dump()
