@@ -27,7 +27,7 @@ from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.columns import take_rows
-from sp_planner.distinct import distinct_columns
+from sp_planner.distinct import distinct_columns, per_distinct
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.pipeline import StageLayers, later_chunk_layers
 from sp_planner.specs.hardware import HardwareProfile
@@ -36,6 +36,9 @@ from sp_planner.specs.model import ModelSpec
 
 Stage = Literal["first", "middle", "last"]
 STAGES: tuple[Stage, ...] = ("first", "middle", "last")  # a row's stage code is its index here
+
+# Rows from which a ring's terms are priced once per distinct group (distinct.per_distinct).
+TERM_MIN_ROWS = 64
 
 # The candidate columns the data-parallel calls depend on (the rest, recompute, micro-batch, the
 # ring's layout and resharding, change when they run, not what they cost; precision only through
@@ -178,13 +181,17 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     where = {"dense": (zgroup, zstride), "expert": (edp, edp_stride), "replica": (rep, rep_stride)}
     inside = {name: group_link(size, stride, gpn) == INTRA for name, (size, stride) in where.items()}
 
+    def ring_terms(kind: str, size, stride) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        latency = ring_latency_s(hardware, kind, size, stride, gpn)
+        per_byte = ring_alpha_beta_s(hardware, kind, 1.0, size, stride, gpn) - latency
+        _, intra_steps, inter_steps = ring_steps(kind, size, stride, gpn)
+        return per_byte, latency, intra_steps, inter_steps
+
     def term(kind: str, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if (kind, group) not in terms:
-            size, stride = where[group]
-            latency = ring_latency_s(hardware, kind, size, stride, gpn)
-            per_byte = ring_alpha_beta_s(hardware, kind, 1.0, size, stride, gpn) - latency
-            _, intra_steps, inter_steps = ring_steps(kind, size, stride, gpn)
-            terms[(kind, group)] = (per_byte, latency, intra_steps, inter_steps)
+            # Once per distinct (group size, stride): a few dozen of a chunk's thousands of shapes.
+            terms[(kind, group)] = per_distinct(lambda size, stride: ring_terms(kind, size, stride), *where[group],
+                                                min_rows=TERM_MIN_ROWS)
         return terms[(kind, group)]
 
     def calls(kind, bytes_per_param, n_params, count, group: str):
