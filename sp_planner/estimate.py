@@ -162,11 +162,11 @@ def plain(value: object) -> object:
 _DEEP_COPY = int(pd.__version__.split(".")[0]) < 3
 
 
-
 def plan_of_row(row: pd.Series | Mapping[str, object]) -> ParallelPlan:
     """The plan of one row of SearchResult.frame (PlanEstimate.from_row's), or of its plan columns'
     values by name (plain makes numpy and Python scalars alike)."""
     return ParallelPlan(**{name: plain(row[name]) for name in ParallelPlan.model_fields})
+
 
 class SearchResult(FrozenModel):
     candidates_evaluated: int = Field(ge=0)
