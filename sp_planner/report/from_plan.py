@@ -101,6 +101,9 @@ def run_differences(plan_file: PlanFile, run: RunRecord) -> list[str]:
         "seq_len": workload.seq_len, "num_heads": model.num_heads, "num_kv_heads": model.num_kv_heads,
         "causal": workload.causal, "device": expected_run_device(plan_file),
     }
+    if plan.ring > 1:  # the ring's layout and how it moves K/V, where the result records them
+        expected |= {name: value for name, value in (("ring_layout", plan.ring_layout), ("cp_comm", plan.cp_comm))
+                     if getattr(got, name) is not None}
     differences = [f"{name} {getattr(got, name)} (plan: {value})" for name, value in expected.items()
                    if getattr(got, name) != value]
     # The model's attention as sp-run --plan runs it (MLA's two head dims, its softmax scale, a

@@ -40,6 +40,9 @@ class RunConfigView(_View):
     window: int | None = Field(default=None, gt=0)
     window_kind: str = "sliding"
     causal: bool = False
+    # How the ring axis ran (absent in results written before sp-run recorded them: not compared).
+    ring_layout: str | None = None
+    cp_comm: str | None = None
     dtype: str
     device: str
 
@@ -114,6 +117,13 @@ def compare_runs(runs: Sequence[RunRecord]) -> list[Comparison]:
                                predicted=predicted.all_to_all, measured=measured.all_to_all))
         rows.append(Comparison(run=number, quantity="ring P2P bytes sent per rank", unit="bytes",
                                predicted=predicted.p2p, measured=measured.p2p))
+        # All-gather CP's traffic (cp_comm allgather), where either side has any: its bytes are the run's
+        # only ring-axis bytes, and the report compared none of them.
+        for quantity, key in (("all-gather CP bytes sent per rank", "all_gather"),
+                              ("reduce-scatter CP bytes sent per rank", "reduce_scatter")):
+            if getattr(predicted, key) or getattr(measured, key):
+                rows.append(Comparison(run=number, quantity=quantity, unit="bytes",
+                                       predicted=getattr(predicted, key), measured=getattr(measured, key)))
         if run.predicted_time_s is not None and math.isfinite(run.predicted_time_s):
             rows.append(Comparison(run=number, quantity="attention fwd+bwd time", unit="s",
                                    predicted=run.predicted_time_s,

@@ -97,3 +97,22 @@ def test_a_run_of_the_models_own_attention_is_a_run_of_its_plan():
     plain = run_differences(plan_file(gemma), _run(gemma, plan, 32768, head_dim=gemma.head_dim))
     assert plain == [f"softcap None (plan: {gemma.window.logit_softcapping})",
                      f"window None (plan: {gemma.window.window_tokens})", "window_kind None (plan: sliding)"]
+
+
+def test_a_run_of_another_ring_layout_or_cp_comm_is_not_a_run_of_the_plan():
+    # An all-gather CP zigzag plan was compared with a P2P contiguous ring run of the same shapes.
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.report.from_plan import run_differences
+    from sp_planner.specs.workload import Workload
+
+    model = load_model("llama3-8b")
+    plan = ParallelPlan(ring=8, dp=1, ring_layout="zigzag", cp_comm="allgather")
+    plan_file = PlanFile(model=model, hardware=load_hardware("h100"), workload=Workload(seq_len=32768, global_batch=1),
+                         num_nodes=1, gpus_per_node=8, plan=plan)
+    run = _run(model, plan, 32768, head_dim=model.head_dim)
+    assert run_differences(plan_file, run) == []  # a result that does not record them
+    same = run.config.model_copy(update={"ring_layout": "zigzag", "cp_comm": "allgather"})
+    assert run_differences(plan_file, run.model_copy(update={"config": same})) == []
+    other = run.config.model_copy(update={"ring_layout": "contiguous", "cp_comm": "p2p"})
+    assert run_differences(plan_file, run.model_copy(update={"config": other})) == [
+        "ring_layout contiguous (plan: zigzag)", "cp_comm p2p (plan: allgather)"]

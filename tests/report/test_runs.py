@@ -51,3 +51,17 @@ def test_a_malformed_or_incomplete_result_is_one_user_error(result_json, tmp_pat
         read_run_record(_write(tmp_path, data, "partial.json"))
     with pytest.raises(UserInputError, match="does not exist"):
         read_run_record(tmp_path / "missing.json")
+
+
+def test_all_gather_cp_bytes_are_compared(result_json, tmp_path):
+    # An all-gather CP run sends its ring-axis bytes in all-gathers and reduce-scatters, not P2P:
+    # the report compared only all-to-all and P2P bytes, 0 against 0, and none of the run's traffic.
+    sent = {"all_to_all": 0, "p2p": 0, "all_gather": 524288, "reduce_scatter": 524288}
+    run = read_run_record(_write(tmp_path, result_json(comm_bytes_measured=sent, comm_bytes_predicted={
+        **sent, "reduce_scatter": 262144})))
+    rows = {c.quantity: c for c in compare_runs([run])}
+    assert rows["all-gather CP bytes sent per rank"].measured == 524288
+    assert rows["all-gather CP bytes sent per rank"].error_percent == 0.0
+    assert rows["reduce-scatter CP bytes sent per rank"].error_percent == pytest.approx(100.0)
+    # A P2P run lists no all-gather CP rows.
+    assert not any("CP bytes" in c.quantity for c in compare_runs([read_run_record(_write(tmp_path, result_json()))]))
