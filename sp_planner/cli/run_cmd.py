@@ -21,7 +21,7 @@ from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
 from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
-from sp_planner.cli.terminal import stdout_console
+from sp_planner.cli.terminal import stdout_console, wrap_at_spaces
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
@@ -222,7 +222,10 @@ def run(
         job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
                           f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
     if layer_note is not None:
-        job.console.print(f"note: {layer_note}.", soft_wrap=True, highlight=False)
+        # Wrapped at its spaces to the terminal, as write_note wraps stderr's notes (soft_wrap printed one
+        # line of 90-130 columns), and written as it is: a model name is no rich markup.
+        job.console.file.write("\n".join(wrap_at_spaces(f"note: {layer_note}.", job.console.width,
+                                                        hang="      ")) + "\n")
     if _joined_launch():
         _check_joined_environment()
         return run_joined(job)

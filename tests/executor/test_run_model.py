@@ -113,7 +113,8 @@ def _sp_run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(200)
-def test_a_gemma_like_plan_runs_its_local_layer_capped_and_windowed(tmp_path):
+def test_a_gemma_like_plan_runs_its_local_layer_capped_and_windowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
     model = ModelSpec(name="tiny-gemma", num_heads=4, num_kv_heads=2, head_dim=8, **TINY,
                       window=WindowSpec(window_tokens=8, local_layers=1, global_layers=1, logit_softcapping=5.0))
     path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
@@ -123,7 +124,9 @@ def test_a_gemma_like_plan_runs_its_local_layer_capped_and_windowed(tmp_path):
     result = json.loads(out.read_text())
     assert result["passed"] and result["kernel"].startswith("math")
     assert (result["config"]["softcap"], result["config"]["window"]) == (5.0, 8)
-    assert "note: tiny-gemma has 1 sliding-window (8-token) layers of 2; sp-run runs one local layer" in done.stdout
+    note = " ".join(line.strip() for line in done.stdout.split("sp-run PASSED")[0].splitlines())
+    assert "note: tiny-gemma has 1 sliding-window (8-token) layers of 2; sp-run runs one local layer" in note
+    assert max(map(len, done.stdout.splitlines())) <= 80  # the note was one line of 90-130 columns
     assert "logit softcap 5, sliding window 8" in done.stdout
 
 
