@@ -233,6 +233,11 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
             f"plan file {path} has schema_version {data.get('schema_version')!r}; "
             f"this sp-planner reads {SCHEMA_VERSION!r}"
         )
+    if isinstance(data, dict) and not {"schema_version", "model", "plan"} & data.keys():
+        # Another kind of file (a hardware profile, an sp-run result): one short line, not a list of
+        # every field it lacks and every field it has (a line of 1,000 columns).
+        raise UserInputError(f"plan file {path} is not a plan file (no schema_version, model or plan); give a "
+                             "plan.json written by sp-plan --out")
     plan_file = validate_as(PlanFile, data, what="plan", path=path)
     assert isinstance(data, dict)  # validate_as accepted it as a PlanFile
     unrecorded = unrecorded_fields(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}",

@@ -182,3 +182,18 @@ def test_a_release_sp_plan_never_writes_is_refused_on_read(tmp_path, framework, 
     def edit(doc):
         doc["framework"], doc["framework_version"] = framework, version
     assert _edited(tmp_path, edit).endswith(message)
+
+
+@pytest.mark.parametrize("other", [
+    {"name": "my-cluster", "peak_bf16_flops": 1e15, "hbm_bytes": 8e10},  # a hardware profile
+    {"passed": True, "config": {"ulysses": 2}, "comm_bytes_measured": {}},  # an sp-run result
+])
+def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
+    # Given a profile or a result.json, the message listed every field missing and every field extra:
+    # one line of about 1,000 columns.
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    with pytest.raises(UserInputError) as err:
+        load_plan_file(path)
+    assert str(err.value) == (f"plan file {path} is not a plan file (no schema_version, model or plan); give a "
+                              "plan.json written by sp-plan --out")
