@@ -15,6 +15,7 @@ import sys
 import textwrap
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Optional
 
 import typer
@@ -188,6 +189,10 @@ def calibrate(
     check_file_destination(out, option="--out")  # before minutes of measuring
     if save_measurements is not None:
         check_file_destination(save_measurements, option="--save-measurements")
+    if measurements is not None:
+        _refuse_measuring_options(measurements, {
+            "--device": device != "cpu", "--nproc-per-node": nproc_per_node is not None, "--quick": quick,
+            "--model": model is not None, "--timeout": timeout != 600})
     base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
     if measurements is not None:
         raw = _saved_measurements(measurements)
@@ -223,6 +228,16 @@ def calibrate(
     lines += [f"  {line}" for line in wrap_argv(command, width - 2)]
     console.file.write("\n".join(lines) + "\n")
     return 0
+
+
+def _refuse_measuring_options(path: Path, given: Mapping[str, bool]) -> None:
+    """--measurements builds the profile from saved measurements: an option that shapes a measurement
+    would be accepted and do nothing (--device cuda, --quick, --model ... were ignored without a word)."""
+    flags = [flag for flag, is_given in given.items() if is_given]
+    if flags:
+        raise UserInputError(f"{', '.join(flags)}: --measurements {path} measures nothing (it refits saved "
+                             f"measurements), so {'this option' if len(flags) == 1 else 'these options'} would "
+                             f"do nothing; drop {' and '.join(flags)}, or drop --measurements to measure again")
 
 
 def _saved_measurements(path: Path) -> Measurements:

@@ -31,3 +31,20 @@ def test_other_invalid_measurements_still_name_their_fields(run_main, tmp_path):
     assert result.exit_code == 2
     assert result.stderr == (f"error: measurements file {path} is invalid: environment: Input should be a valid "
                              "dictionary or instance of Environment; schema_version: Extra inputs are not permitted\n")
+
+
+def test_options_that_shape_a_measurement_are_refused_with_saved_measurements(run_main, tmp_path):
+    # --measurements measures nothing: --device cuda, --quick, --model, --nproc-per-node and --timeout were
+    # accepted and ignored without a word.
+    raw = tmp_path / "raw.json"
+    raw.write_text("{}")
+    out = tmp_path / "refit.yaml"
+    result = run_main(calibrate_cmd, "--measurements", raw, "--device", "cuda", "--quick", "--out", out)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: --device, --quick: --measurements {raw} measures nothing (it refits saved "
+                             "measurements), so these options would do nothing; drop --device and --quick, or drop "
+                             "--measurements to measure again\n")
+    for option in (["--model", "llama3-8b"], ["--nproc-per-node", "4"], ["--timeout", "30"]):
+        result = run_main(calibrate_cmd, "--measurements", raw, *option, "--out", out)
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {option[0]}: --measurements"), result.stderr
+    assert not out.exists()
