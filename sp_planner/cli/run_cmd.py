@@ -30,7 +30,7 @@ from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.planfile import PlanFile
+from sp_planner.planfile import PlanFile, check_plan_file_runs
 from sp_planner.units import parse_tokens
 from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
@@ -178,6 +178,9 @@ def run(
     if plan is not None:
         _finite_positive(softmax_scale, "--softmax-scale")
         plan_file, plan_note = settled_plan(plan, softmax_scale)
+        # As sp-simulate and sp-report refuse it: degrees that do not multiply to the plan's GPUs (a hand-edited
+        # ring or num_nodes ran, and passed, as another plan) or a broken hard rule.
+        check_plan_file_runs(plan_file)
         if plan_note is not None:
             sys.stderr.write(f"note: {plan_note}\n")
         plan_shape = {name: value for name, value in shape.items() if name != "--softmax-scale"}

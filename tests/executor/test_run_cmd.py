@@ -195,7 +195,8 @@ def _plan_file(tmp_path: Path, plan: ParallelPlan) -> Path:
     model = ModelSpec(name="tiny", hidden_size=64, intermediate_size=128, num_layers=2, num_heads=8,
                       num_kv_heads=2, head_dim=8, vocab_size=100)
     plan_file = PlanFile(model=model, hardware=load_hardware("h100-sxm"),
-                         workload=Workload(seq_len=256, global_batch=2), num_nodes=2, gpus_per_node=2, plan=plan)
+                         workload=Workload(seq_len=256, global_batch=2),
+                         num_nodes=max(1, plan.world_size // 2), gpus_per_node=2, plan=plan)
     path = tmp_path / "plan.json"
     write_plan_file(path, plan_file)
     return path
@@ -273,3 +274,23 @@ def test_plan_whose_rank_groups_disagree_with_its_degrees_is_refused(tmp_path, c
     assert err.count("\n") == 1
     assert "rank_groups['ulysses'] [[0, 2], [1, 3]] disagree with the degrees (dp 1 pp 1 tp 1 ulysses 2 ring 2), " \
            "which give [[0, 1], [2, 3]]" in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"plan": {"ring": 1}}, "plan uses dp*pp*tp*ulysses*ring = 2 GPUs but the cluster has 2 nodes x 2 = 4"),
+    ({"num_nodes": 4}, "plan uses dp*pp*tp*ulysses*ring = 4 GPUs but the cluster has 4 nodes x 2 = 8"),
+])
+def test_a_plan_whose_degrees_do_not_make_its_cluster_is_refused(tmp_path, capsys, edit, message):
+    # sp-simulate and sp-report refused such a hand-edited plan file; sp-run ran it, and passed.
+    path = _plan_file(tmp_path, ParallelPlan(ulysses=2, ring=2))
+    doc = json.loads(path.read_text())
+    for key, value in edit.items():
+        doc[key] = {**doc[key], **value} if isinstance(value, dict) else value
+    doc.pop("rank_layout", None)
+    doc.pop("rank_groups", None)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
