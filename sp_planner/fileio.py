@@ -17,13 +17,19 @@ from sp_planner.errors import UserInputError
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
+# Bytes read from the head of a file to recognise it as the tools' own (check_output_folder).
+SIGNATURE_HEAD_BYTES = 4096
+
+
 def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | tuple[str, ...], label: str,
-                        kind: str) -> None:
+                        kind: str, signatures: Mapping[str, bytes] | None = None) -> None:
     """Refuse a target that is a file, or a folder holding files other than `allowed` (an earlier
     run's output, which may be replaced): UserInputError naming up to three of them.
 
     `label` names the target in the message ("report folder", "--report folder"), `kind` what
-    it holds ("a report").
+    it holds ("a report"). `signatures`: bytes the head of an allowed file must hold to be taken
+    for an earlier run's (the report's title, the summary's schema): a user's own index.html is
+    not replaced for its name.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"{label} {out_dir} exists and is not a folder")
@@ -33,12 +39,24 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
         # holds; so is a symbolic link (the tools write none), which a replaced report would delete
         # or, written through, turn its target into a report file.
         foreign = sorted(_listed(p) for p in out_dir.iterdir()
-                         if p.name not in allowed or p.is_symlink() or not p.is_file())
+                         if p.name not in allowed or p.is_symlink() or not p.is_file()
+                         or not _signed(p, (signatures or {}).get(p.name)))
         if foreign:
             raise UserInputError(
                 f"{label} {out_dir} holds files that are not part of {kind} ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder, or an earlier report's"
             )
+
+
+def _signed(entry: Path, signature: bytes | None) -> bool:
+    """Whether the regular file `entry` holds `signature` in its head (True without one)."""
+    if signature is None:
+        return True
+    try:
+        with open(entry, "rb") as handle:
+            return signature in handle.read(SIGNATURE_HEAD_BYTES)
+    except OSError:
+        return False
 
 
 def _listed(entry: Path) -> str:

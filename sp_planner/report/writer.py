@@ -39,6 +39,10 @@ from sp_planner.specs.workload import Workload
 from sp_planner.units import format_tokens
 
 REPORT_FILES: frozenset[str] = frozenset({"index.html", "plans.csv", "summary.json"})
+# What an earlier report's files hold at their head (its title, the CSV's first columns, the
+# summary's schema): a file of the user's that bears one of these names is not replaced.
+REPORT_SIGNATURES: dict[str, bytes] = {"index.html": b"<title>sp-planner report", "plans.csv": b"rank,dp,pp,tp,",
+                                       "summary.json": b'"schema_version": "sp-planner.summary/'}
 # From this many rows on, plans.csv is written by a forked child while the page is drawn: below it
 # the CSV takes under a tenth of a second, about what forking a process holding the search costs.
 BACKGROUND_CSV_ROWS = 20_000
@@ -207,7 +211,8 @@ def _stage(parent: Path, prefix: str, *, text: str, frame: pd.DataFrame, summary
 
 def check_report_target(out_dir: Path) -> None:
     """Refuse a target that is a file or a folder of other things (UserInputError)."""
-    check_output_folder(resolve_link(Path(out_dir)), allowed=REPORT_FILES, label="report folder", kind="a report")
+    check_output_folder(resolve_link(Path(out_dir)), allowed=REPORT_FILES, label="report folder", kind="a report",
+                        signatures=REPORT_SIGNATURES)
 
 
 def _swap_into_place(staging: Path, out_dir: Path) -> None:

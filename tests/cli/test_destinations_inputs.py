@@ -44,6 +44,32 @@ def test_a_link_bearing_a_report_file_name_is_not_an_earlier_report(run_main, tm
     assert (tmp_path / "r" / "summary.json").is_symlink() and kept.read_text() == "precious"
 
 
+@pytest.mark.parametrize("name, text", [("index.html", "<html><title>My notes</title></html>"),
+                                        ("summary.json", '{"mine": 1}'), ("plans.csv", "a,b\n1,2\n")])
+def test_a_file_of_the_users_bearing_a_report_file_name_is_not_replaced(run_main, tmp_path, monkeypatch, name, text):
+    """A regular file named like a report's but not holding what a report's holds at its head (its
+    title, its CSV's first columns, its summary's schema) is the user's: it was replaced before."""
+    _no_search(monkeypatch)
+    (tmp_path / name).write_text(text)
+    assert_one_line_error(run_main(plan_cmd, *QUESTION, "--report", tmp_path),
+                          f"holds files that are not part of a report ({name})")
+    assert (tmp_path / name).read_text() == text
+
+
+def test_an_earlier_report_is_recognised_by_its_content_and_replaced(tmp_path):
+    from sp_planner.fileio import check_output_folder
+    from sp_planner.report.writer import REPORT_FILES, REPORT_SIGNATURES, check_report_target
+
+    example = Path(__file__).resolve().parents[2] / "reports" / "example"
+    for name in REPORT_FILES:
+        (tmp_path / name).write_bytes((example / name).read_bytes())
+    check_report_target(tmp_path)  # the committed example report is an earlier report
+    (tmp_path / "plans.csv").write_text("rank,dp\n")
+    with pytest.raises(Exception, match=r"holds files that are not part of a report \(plans.csv\)"):
+        check_output_folder(tmp_path, allowed=REPORT_FILES, label="report folder", kind="a report",
+                            signatures=REPORT_SIGNATURES)
+
+
 def test_the_plan_file_cannot_go_inside_the_report_folder(run_main, tmp_path, monkeypatch):
     _no_search(monkeypatch)
     (tmp_path / "r").mkdir()

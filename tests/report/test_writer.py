@@ -6,6 +6,7 @@ import os
 import pytest
 
 from sp_planner.errors import UserInputError
+from sp_planner.present.summary import SUMMARY_SCHEMA
 from sp_planner.report import REPORT_FILES, write_report
 from sp_planner.destination import WriteFailed
 from sp_planner.report import writer
@@ -18,7 +19,13 @@ def _entries(folder):
 @pytest.fixture
 def quick_page(monkeypatch):
     """The page's content does not matter to atomicity; skip drawing the figures."""
-    monkeypatch.setattr(writer, "render_index", lambda **kwargs: "<!DOCTYPE html><p>page</p>")
+    monkeypatch.setattr(writer, "render_index",
+                        lambda **kwargs: "<!DOCTYPE html><title>sp-planner report: q</title><p>page</p>")
+
+
+def _summary(fields: dict) -> dict:
+    """A stand-in summary with the schema line an earlier report's holds (writer.REPORT_SIGNATURES)."""
+    return {"schema_version": SUMMARY_SCHEMA, **fields}
 
 
 def test_write_report_writes_the_three_files_and_returns_index(question, quick_page, tmp_path):
@@ -46,7 +53,7 @@ def test_failure_midway_keeps_the_previous_report_whole(question, quick_page, tm
     before = {name: (out / name).read_bytes() for name in REPORT_FILES}
     monkeypatch.setattr(writer, "write_plans_csv", lambda path, frame: (_ for _ in ()).throw(OSError("boom")))
     with pytest.raises(WriteFailed, match="boom"):
-        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+        write_report(out, **{**question.report_args(), "summary": _summary({"other": 1})})
     assert {name: (out / name).read_bytes() for name in REPORT_FILES} == before
     assert _entries(tmp_path) == ["out"]
 
@@ -69,20 +76,20 @@ def test_failed_swap_puts_the_previous_report_back(question, quick_page, tmp_pat
     keep.mkdir()
     monkeypatch.setattr(writer.tempfile, "tempdir", str(keep))
     with pytest.raises(WriteFailed, match="rename failed; it is kept at ") as failed:
-        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+        write_report(out, **{**question.report_args(), "summary": _summary({"other": 1})})
     assert (out / "summary.json").read_bytes() == before
     # The new report is not lost: it waits, whole, where the message says.
     (kept,) = keep.iterdir()
     assert str(kept) in str(failed.value)
-    assert json.loads((kept / "summary.json").read_text()) == {"other": 1}
+    assert json.loads((kept / "summary.json").read_text()) == _summary({"other": 1})
     assert _entries(tmp_path) == ["out", "tmp"]
 
 
 def test_rewriting_a_report_replaces_it(question, quick_page, tmp_path):
     out = tmp_path / "out"
     write_report(out, **question.report_args())
-    write_report(out, **{**question.report_args(), "summary": {"second": True}})
-    assert json.loads((out / "summary.json").read_text()) == {"second": True}
+    write_report(out, **{**question.report_args(), "summary": _summary({"second": True})})
+    assert json.loads((out / "summary.json").read_text()) == _summary({"second": True})
     assert _entries(tmp_path) == ["out"]
 
 
@@ -91,11 +98,12 @@ def test_a_users_folder_stays_the_same_folder_with_its_permissions(question, qui
     out.mkdir(mode=0o750)
     out.chmod(0o750)
     before = out.stat()
-    for summary in ({"first": True}, {"second": True}):  # into the empty folder, then over its report
+    # Into the empty folder, then over its report.
+    for summary in (_summary({"first": True}), _summary({"second": True})):
         write_report(out, **{**question.report_args(), "summary": summary})
         after = out.stat()
         assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
-    assert json.loads((out / "summary.json").read_text()) == {"second": True}
+    assert json.loads((out / "summary.json").read_text()) == _summary({"second": True})
     assert _entries(out) == sorted(REPORT_FILES) and _entries(tmp_path) == ["mine"]
 
 
@@ -183,6 +191,6 @@ def test_an_interrupt_a_finalizer_swallowed_still_stops_the_report(question, qui
     before = (out / "summary.json").read_text()
     monkeypatch.setattr(interrupts, "_seen", True)
     with pytest.raises(KeyboardInterrupt):
-        write_report(out, **{**question.report_args(), "summary": {"other": 1}})
+        write_report(out, **{**question.report_args(), "summary": _summary({"other": 1})})
     assert (out / "summary.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
