@@ -32,7 +32,9 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 def check_report_folder(out_dir: Path) -> None:
     """Refuse a file, or a folder holding anything but an earlier validation report."""
-    check_output_folder(out_dir, allowed=REPORT_FILES, label="--report folder", kind="a validation report")
+    # An earlier validation.csv is known by its first columns (the figure, a PNG, by its name).
+    check_output_folder(out_dir, allowed=REPORT_FILES, label="--report folder", kind="a validation report",
+                        signatures={CSV_FILE: b"id,source,table,group,"})
 
 
 def rows_frame(result: ValidationResult) -> pd.DataFrame:

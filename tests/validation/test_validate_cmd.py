@@ -117,6 +117,18 @@ def test_report_refuses_a_folder_of_other_files_before_any_work(run_main, small_
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_report_refuses_a_users_own_validation_csv(run_main, small_corpus, tmp_path):
+    # A validation.csv of the user's (not an earlier report's: other first columns) is not replaced
+    # for its name.
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "validation.csv").write_text("run,mfu\nmine,0.5\n")
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "holds files that are not part of a validation report (validation.csv)" in result.stderr
+    assert (out / "validation.csv").read_text() == "run,mfu\nmine,0.5\n"
+
+
 def test_report_refuses_a_link_in_its_folder_rather_than_write_through_it(run_main, small_corpus, tmp_path):
     """validation.csv written through a link the user keeps in the folder would replace the link's
     target, a file the user never named."""
