@@ -115,7 +115,8 @@ def run(
     ring: Annotated[Optional[int], typer.Option(min=1, max=MAX_DEGREE, help="Ring degree [default: 1].")] = None,
     nproc: Annotated[Optional[int], typer.Option(
         min=1, max=MAX_DEGREE, help="Local processes [default: ulysses*ring].")] = None,
-    device: Annotated[Device, typer.Option(help="cpu (gloo) or cuda (NCCL).")] = "cpu",
+    device: Annotated[Optional[Device], typer.Option(
+        help="cpu (gloo) or cuda (NCCL) [default: cpu; cuda in a printed cluster line].")] = None,
     seq_len: Annotated[Optional[str], typer.Option(help="Global tokens per sequence: 4096, 4k.")] = None,
     batch: Annotated[Optional[int], typer.Option(min=1, max=MAX_GLOBAL_BATCH, help="Sequences [default: 1].")] = None,
     heads: Annotated[Optional[int], typer.Option(min=1, max=MAX_HEADS, help="Query heads.")] = None,
@@ -168,7 +169,7 @@ def run(
     debug_fail_mode: Annotated[str, typer.Option(hidden=True)] = "raise",
 ) -> int:
     """Run and validate sequence-parallel attention (Ulysses, Ring, USP) on real ranks."""
-    run_options = dict(device=device, kernel=kernel, iters=iters, debug_fail_rank=debug_fail_rank,
+    run_options = dict(device=device or "cpu", kernel=kernel, iters=iters, debug_fail_rank=debug_fail_rank,
                        debug_fail_mode=debug_fail_mode)
     shape = {"--ulysses": ulysses, "--ring": ring, "--seq-len": seq_len, "--batch": batch, "--heads": heads,
              "--kv-heads": kv_heads, "--head-dim": head_dim, "--causal": causal, "--ring-layout": ring_layout,
@@ -213,7 +214,8 @@ def run(
     rdzv_id = DEFAULT_RDZV_ID if rdzv_id is None else rdzv_id
     cluster = cluster_command(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
                               given=nproc_per_node is not None or nodes is not None, layer=layer,
-                              plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout)
+                              plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout,
+                              device=device or "cuda")
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=stdout_console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command

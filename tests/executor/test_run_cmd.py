@@ -223,6 +223,17 @@ def test_print_launch_gives_c10d_torchrun_command(tmp_path, capsys):
                     f"--kernel auto --iters 3")
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_print_launch_keeps_a_device_the_user_names(tmp_path, capsys, device):
+    # Unnamed, a cluster line runs on GPUs (above); a named --device cpu (gloo across nodes) was
+    # printed as --device cuda.
+    path = _plan_file(tmp_path, ParallelPlan(tp=2, ulysses=2, ring=2))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--print-launch", "--rdzv-endpoint", "node0:29400", "--device", device])
+    assert done.value.code == 0
+    assert f"--plan {path} --device {device} --dtype bfloat16" in pasted(capsys.readouterr().out)
+
+
 def test_print_launch_wraps_to_the_terminal_and_pastes_as_one_command(tmp_path, capsys, monkeypatch):
     # 60 columns, and paths with spaces: every line fits, and a shell reads the lines back as the
     # one command (a backslash ends each line but the last, no quoted argument is split).
