@@ -30,7 +30,7 @@ KIND_LABELS: dict[str, str] = {
     "recompute_gemm": "recomputed GEMMs",
     "recompute_attention": "recomputed attention",
     "ulysses_comm": "Ulysses all-to-all",
-    "ring_comm": "ring P2P (not hidden by attention)",
+    "ring_comm": "ring-axis K/V, P2P or all-gather CP (not hidden by attention)",
     "tp_comm": "TP all-gather / reduce-scatter",
     "moe_comm": "expert dispatch / combine",
     "pp_comm": "PP send",
