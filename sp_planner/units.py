@@ -119,3 +119,11 @@ def format_significant(value: float, digits: int = 3) -> str:
     if value == 0 or abs(value) < 10**digits:
         return f"{value:.{digits}g}"
     return f"{round(value, digits - 1 - math.floor(math.log10(abs(value)))):,.0f}"
+
+
+def format_tflops(tflops: float, decimals: int = 1, *, thousands: bool = True) -> str:
+    """TFLOPS with `decimals` decimals, thousands separated where `thousands` (312.0, 2,250.0), or to
+    three significant digits under 1 (a CPU's 0.0441), which fixed decimals would show as 0.0."""
+    if 0 < abs(tflops) < 1:
+        return format_significant(tflops)
+    return f"{tflops:{',' if thousands else ''}.{decimals}f}"

@@ -86,3 +86,13 @@ def test_significant_digits_without_an_exponent():
     # A step range of a 3,000 s step read "2.7e+03-3.9e+03 s" with :.3g.
     assert [format_significant(v) for v in (2700.0, 3720.4, 90.0, 130.0, 13.24, 0.5183)] == [
         "2,700", "3,720", "90", "130", "13.2", "0.518"]
+
+
+def test_tflops_keep_three_significant_digits_under_one():
+    # A CPU profile's peak (0.0441 TFLOPS) was shown as 0.0 at one decimal.
+    from sp_planner.units import format_tflops
+
+    assert format_tflops(0.04412) == "0.0441" and format_tflops(0.5, 0) == "0.5"
+    assert format_tflops(312.0) == "312.0" and format_tflops(2250.0) == "2,250.0"
+    assert format_tflops(1534.4, 0) == "1,534" and format_tflops(1534.4, 0, thousands=False) == "1534"
+    assert format_tflops(0.0) == "0.0"

@@ -14,7 +14,7 @@ from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.fit import CONTINUED, greedy_groups, longest_word
 from sp_planner.specs.hardware import HardwareProfile
-from sp_planner.units import GIB, format_seconds
+from sp_planner.units import GIB, format_seconds, format_tflops
 
 
 # --wide/--explain: throughput, TFLOPS per GPU executed, and the Megatron/PaLM model MFU (full
@@ -166,7 +166,8 @@ def _sim_cell(est: PlanEstimate) -> str:
 
 
 def _wide_cells(est: PlanEstimate) -> tuple[str, str, str]:
-    return f"{est.tokens_per_s:,.0f}", f"{est.hardware_tflops_per_gpu:.0f}", model_mfu_cell(est)
+    tflops = format_tflops(est.hardware_tflops_per_gpu, 0, thousands=False)
+    return f"{est.tokens_per_s:,.0f}", tflops, model_mfu_cell(est)
 
 
 def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) -> Table:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import CollectiveEfficiency, CurvePoint, HardwareProfile, LinkSpec
-from sp_planner.units import format_bytes, format_tokens
+from sp_planner.units import format_bytes, format_tflops, format_tokens
 
 NO_SOURCE = "no source given in the profile"
 
@@ -90,7 +90,7 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
     """Every number of the profile, formatted, with the source its `sources` entry gives."""
     eff = profile.efficiency
     values: dict[str, str] = {
-        "peak_bf16_flops": f"{profile.peak_bf16_flops / 1e12:,.1f} TFLOPS",
+        "peak_bf16_flops": f"{format_tflops(profile.peak_bf16_flops / 1e12)} TFLOPS",
         "hbm_bytes": f"{format_bytes(profile.hbm_bytes)} ({profile.hbm_bytes / 1e9:,.1f} GB)",
         "hbm_bandwidth_bytes_per_s": f"{profile.hbm_bandwidth_bytes_per_s / 1e9:,.0f} GB/s",
         "gpus_per_node": str(profile.gpus_per_node),
@@ -100,7 +100,8 @@ def profile_rows(profile: HardwareProfile) -> list[AssumptionRow]:
         "fabric": (f"{profile.fabric.topology}, {profile.fabric.nodes_per_pod} nodes per pod, "
                    f"oversubscription {profile.fabric.oversubscription:g}:1"),
         "efficiency.gemm": f"{eff.gemm:.2f}",
-        **({"peak_fp8_flops": f"{profile.peak_fp8_flops / 1e12:,.1f} TFLOPS"} if profile.peak_fp8_flops else {}),
+        **({"peak_fp8_flops": f"{format_tflops(profile.peak_fp8_flops / 1e12)} TFLOPS"}
+           if profile.peak_fp8_flops else {}),
         **({"efficiency.gemm_fp8": f"{eff.gemm_fp8:.3f}"} if eff.gemm_fp8 else {}),
         **({"efficiency.gemm_mxfp8": f"{eff.gemm_mxfp8:.3f}"} if eff.gemm_mxfp8 else {}),
         "efficiency.attention_fwd": _curve(eff.attention_fwd),

@@ -20,7 +20,7 @@ from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
-from sp_planner.units import format_bytes, format_seconds, format_tokens
+from sp_planner.units import format_bytes, format_seconds, format_tflops, format_tokens
 
 
 def question_section(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
@@ -106,7 +106,7 @@ def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
                  "a causal mask runs half the square and a window less")
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
             f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
-            f"{est.model_tflops_per_gpu:,.0f} "
+            f"{format_tflops(est.model_tflops_per_gpu, 0)} "
             f"model TFLOPS per GPU, {model_mfu}), "
             f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
 
@@ -151,7 +151,7 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
                p.ring_layout if p.ring > 1 else "-", p.vpp if p.pp > 1 else "-",
                f"{p.first_stage_layers}/{p.last_stage_layers}" if p.first_stage_layers is not None else "-",
                p.precision, format_seconds(est.step_time_s),
-               f"{est.tokens_per_s:,.0f}", f"{est.model_tflops_per_gpu:,.1f}", model_mfu_cell(est),
+               f"{est.tokens_per_s:,.0f}", format_tflops(est.model_tflops_per_gpu), model_mfu_cell(est),
                f"{est.hardware_mfu:.1%}", format_bytes(est.memory_peak_bytes), format_bytes(network),
                "yes" if est.fits else f"no: {reason_key(est.reason)}"]
         if simulated:
