@@ -45,9 +45,10 @@ def unknown_name_error(
 ) -> UserInputError:
     """One line: what was asked, the closest known name, every known name, how else to proceed."""
     known = list(dict.fromkeys(table.values()))  # built-in order, aliases folded in
+    asked = normalise(query)
     # A known name the query begins (gb200 -> GB200-NVL72) before the closest spelling (B200).
-    prefixed = {table[key] for key in table if key.startswith(normalise(query))} if normalise(query) else set()
-    close = difflib.get_close_matches(normalise(query), list(table), n=1, cutoff=0.6)
+    prefixed = {table[key] for key in table if key.startswith(asked)} if asked else set()
+    close = difflib.get_close_matches(asked, list(table), n=1, cutoff=0.6)
     best = next(iter(prefixed)) if len(prefixed) == 1 else (table[close[0]] if close else None)
     suggestion = f" Did you mean {best}?" if best else ""
     return UserInputError(

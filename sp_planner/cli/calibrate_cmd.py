@@ -48,6 +48,8 @@ from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
 EXIT_FAILED = 1
 WORKER_MODULE = "sp_planner.executor.calibrate.worker"
+# --timeout's default, which --measurements tells apart from a timeout the user gives.
+DEFAULT_TIMEOUT_S = 600
 MEASUREMENTS_FILE = "measurements.json"  # = executor.calibrate.worker.MEASUREMENTS_FILE (that module imports torch)
 EPILOG = """\
 Examples:
@@ -176,7 +178,8 @@ def calibrate(
         help="Build the profile from measurements saved earlier instead of measuring.")] = None,
     save_measurements: Annotated[Optional[Path], typer.Option(
         parser=file_name, metavar="<path>", help="Also keep the raw measurements (JSON).")] = None,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung calibration is killed.")] = 600,
+    timeout: Annotated[float, typer.Option(
+        min=1, help="Seconds before a hung calibration is killed.")] = DEFAULT_TIMEOUT_S,
 ) -> int:
     """Measure collectives, GEMMs and attention here and write a hardware profile for sp-plan."""
     if out.suffix.lower() not in (".yaml", ".yml"):
@@ -192,7 +195,7 @@ def calibrate(
     if measurements is not None:
         _refuse_measuring_options(measurements, {
             "--device": device != "cpu", "--nproc-per-node": nproc_per_node is not None, "--quick": quick,
-            "--model": model is not None, "--timeout": timeout != 600})
+            "--model": model is not None, "--timeout": timeout != DEFAULT_TIMEOUT_S})
     base_profile: HardwareProfile | None = load_hardware(base) if base is not None else None
     if measurements is not None:
         raw = _saved_measurements(measurements)

@@ -30,9 +30,10 @@ from sp_planner.report import sections
 from sp_planner import interrupts
 from sp_planner.report.background import Background
 from sp_planner.report.simulation import simulation_section
-from sp_planner.report.csv import with_simulated, write_plans_csv
+from sp_planner.report.csv import CSV_COLUMNS, with_simulated, write_plans_csv
 from sp_planner.report.html import page
 from sp_planner.report.runs import RunRecord
+from sp_planner.present.summary import SUMMARY_SCHEMA
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -41,8 +42,12 @@ from sp_planner.units import format_tokens
 REPORT_FILES: frozenset[str] = frozenset({"index.html", "plans.csv", "summary.json"})
 # What an earlier report's files hold at their head (its title, the CSV's first columns, the
 # summary's schema): a file of the user's that bears one of these names is not replaced.
-REPORT_SIGNATURES: dict[str, bytes] = {"index.html": b"<title>sp-planner report", "plans.csv": b"rank,dp,pp,tp,",
-                                       "summary.json": b'"schema_version": "sp-planner.summary/'}
+REPORT_TITLE = "sp-planner report"
+REPORT_SIGNATURES: dict[str, bytes] = {
+    "index.html": f"<title>{REPORT_TITLE}".encode(),
+    "plans.csv": (",".join(CSV_COLUMNS[:4]) + ",").encode(),
+    "summary.json": f'"schema_version": "{SUMMARY_SCHEMA.rpartition("/")[0]}/'.encode(),  # any version
+}
 # From this many rows on, plans.csv is written by a forked child while the page is drawn: below it
 # the CSV takes under a tenth of a second, about what forking a process holding the search costs.
 BACKGROUND_CSV_ROWS = 20_000
@@ -159,7 +164,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     question = (f"{model.name} at {format_tokens(workload.seq_len)} tokens on {num_nodes} x {gpus_per_node} "
                 f"{hardware.name} ({world:,} GPUs)")
     return page(
-        title=f"sp-planner report: {question}",
+        title=f"{REPORT_TITLE}: {question}",
         heading="Parallelism plan report",
         subtitle=question,
         sections=parts,

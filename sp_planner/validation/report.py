@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from sp_planner.destination import deliver_text, new_folder_mode, resolve_link  # noqa: E402
 from sp_planner.fileio import check_output_folder  # noqa: E402
-from sp_planner.validation.score import ValidationResult  # noqa: E402
+from sp_planner.validation.score import ScoredRow, ValidationResult  # noqa: E402
 
 FIGURE_FILE = "predicted_vs_measured.png"
 CSV_FILE = "validation.csv"
@@ -32,9 +32,11 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 def check_report_folder(out_dir: Path) -> None:
     """Refuse a file, or a folder holding anything but an earlier validation report."""
-    # An earlier validation.csv is known by its first columns (the figure, a PNG, by its name).
+    # An earlier validation.csv is known by its first columns, a scored row's first fields (the
+    # figure, a PNG, by its name).
+    first = ",".join(list(ScoredRow.model_fields)[:4]) + ","
     check_output_folder(out_dir, allowed=REPORT_FILES, label="--report folder", kind="a validation report",
-                        signatures={CSV_FILE: b"id,source,table,group,"})
+                        signatures={CSV_FILE: first.encode()})
 
 
 def rows_frame(result: ValidationResult) -> pd.DataFrame:
