@@ -242,10 +242,16 @@ ZERO_RING_LEGEND = f"{RING_ALLGATHER_LEGEND}; ZeRO {ZERO_KEPT_LEGEND}, {ZERO_REP
 def zero_ring_legend(ranked: Sequence[PlanEstimate]) -> str | None:
     """What the ring and ZeRO cells' suffixes in `ranked` mean: only the suffixes they show."""
     ring = any(ring_cell(e.plan).endswith("ag") for e in ranked)
+    zero = zero_legend(ranked)
+    parts = ([RING_ALLGATHER_LEGEND] if ring else []) + ([f"ZeRO {zero}"] if zero else [])
+    return "; ".join(parts) or None
+
+
+def zero_legend(ranked: Sequence[PlanEstimate]) -> str | None:
+    """What the ZeRO cells' suffixes (zero_cell) in `ranked` mean: only the suffixes they show."""
     zero = [text for text, shown in ((ZERO_KEPT_LEGEND, any("k" in zero_cell(e.plan) for e in ranked)),
                                      (ZERO_REPLICAS_LEGEND, any("r" in zero_cell(e.plan) for e in ranked))) if shown]
-    parts = ([RING_ALLGATHER_LEGEND] if ring else []) + ([f"ZeRO {', '.join(zero)}"] if zero else [])
-    return "; ".join(parts) or None
+    return ", ".join(zero) or None
 # FP8 and MXFP8 plans' "% peak" keeps the BF16 peak (the JSON's hardware_mfu): their GEMMs run at
 # up to twice it, so the share can pass 100%.
 LOW_PRECISION_PEAK_LEGEND = "% peak: executed FLOPs over the BF16 peak (FP8 GEMMs: up to 2x)"

@@ -10,7 +10,7 @@ import pandas as pd
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
 from sp_planner.present.expressible import best_expressible
-from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell
+from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell, zero_cell, zero_legend
 from sp_planner.present.why import why_this_plan
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
@@ -135,9 +135,19 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
     return join(parts)
 
 
+# How the ring axis moves K/V (ParallelPlan.cp_comm), as the table's cell says it.
+RING_KV_CELLS = {"p2p": "p2p", "allgather": "all-gather"}
+# The top-plans columns that hold words, left-aligned (the others are figures, right-aligned).
+TEXT_COLUMNS = frozenset({"recompute", "ring layout", "ring K/V", "precision", "fits"})
+
+
 def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
-    headers = ["#", "tp", "ulysses", "ring", "dp", "pp", "ZeRO", "recompute", "micro batch", "ring layout",
-               "virtual stages", "first/last stage layers", "precision", "step time", "tokens/s",
+    # The MoE and offload columns only where a shown plan uses them (a dense search's table stays as it was).
+    moe = any(est.plan.ep > 1 or est.plan.etp > 1 for est in shown)
+    offload = any(est.plan.cpu_offload_layers for est in shown)
+    headers = ["#", "tp", "ulysses", "ring", "dp", "pp", *(["ep", "etp"] if moe else []), "ZeRO", "recompute",
+               "micro batch", "ring layout", "ring K/V", "virtual stages", "first/last stage layers",
+               *(["offloaded layers"] if offload else []), "precision", "step time", "tokens/s",
                "model TFLOPS/GPU", "model MFU (Megatron)", "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
     simulated = any(est.simulated_step_time_s is not None for est in shown)
@@ -147,10 +157,11 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     for i, est in enumerate(shown, start=1):
         p = est.plan
         network = sum(getattr(est.comm_bytes, k) for k in COMM_LABELS if getattr(est.comm_links, k) == "inter")
-        row = [i, p.tp, p.ulysses, p.ring, p.dp, p.pp, p.zero, p.recompute, p.micro_batch,
-               p.ring_layout if p.ring > 1 else "-", p.vpp if p.pp > 1 else "-",
+        row = [i, p.tp, p.ulysses, p.ring, p.dp, p.pp, *([p.ep, p.etp] if moe else []), zero_cell(p), p.recompute,
+               p.micro_batch, p.ring_layout if p.ring > 1 else "-", RING_KV_CELLS[p.cp_comm] if p.ring > 1 else "-",
+               p.vpp if p.pp > 1 else "-",
                f"{p.first_stage_layers}/{p.last_stage_layers}" if p.first_stage_layers is not None else "-",
-               p.precision, format_seconds(est.step_time_s),
+               *([p.cpu_offload_layers] if offload else []), p.precision, format_seconds(est.step_time_s),
                f"{est.tokens_per_s:,.0f}", format_tflops(est.model_tflops_per_gpu), model_mfu_cell(est),
                f"{est.hardware_mfu:.1%}", format_bytes(est.memory_peak_bytes), format_bytes(network),
                "yes" if est.fits else f"no: {reason_key(est.reason)}"]
@@ -165,9 +176,11 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
                     f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. Model MFU (Megatron) counts attention over "
                     "the full s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
                     "Assumptions). Every candidate is in plans.csv."
-                    + (f" {MODEL_MFU_LEGEND}." if any(est.mfu > 1 for est in shown) else ""))
+                    + (f" {MODEL_MFU_LEGEND}." if any(est.mfu > 1 for est in shown) else "")
+                    + (f" ZeRO {zero}." if (zero := zero_legend(shown)) else ""))
     return section("top-plans", "Top plans", note,
-                   table(headers, rows, numeric=range(1, len(headers) - 1), row_classes=classes))
+                   table(headers, rows, numeric=[j for j, h in enumerate(headers) if j and h not in TEXT_COLUMNS],
+                         row_classes=classes))
 
 
 def figures_section(*, frame: pd.DataFrame, shown: Sequence[PlanEstimate], chosen: PlanEstimate,

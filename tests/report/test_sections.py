@@ -90,3 +90,21 @@ def test_a_plan_file_plan_out_of_memory_is_not_said_to_be_the_closest_when_other
     heavy = question.result.ranked[2].model_copy(update={"fits": False, "reason": reason})
     html = _recommendation(question, heavy, from_plan_file=True)
     assert f"This plan does not fit in 79.3 GiB of HBM: {reason}." in html and "No plan fits" not in html
+
+
+def test_the_top_plans_table_says_how_the_ring_moves_kv_and_how_zero_keeps_parameters(question):
+    # Two plans equal but for cp_comm (and ZeRO-3 keeping parameters) must not read the same row.
+    from sp_planner.report.sections import top_plans_section
+
+    best = question.result.ranked[0]
+    ring = best.plan.model_copy(update={"ring": 2, "cp_comm": "allgather", "zero": 3, "reshard_after_forward": False})
+    gather = best.model_copy(update={"plan": ring})
+    p2p = best.model_copy(update={"plan": ring.model_copy(update={"cp_comm": "p2p", "zero": 1,
+                                                                   "reshard_after_forward": True})})
+    html = str(top_plans_section([gather, p2p], chosen=gather, hardware=question.hardware))
+    assert "<th>ring K/V</th>" in html and "<td>all-gather</td>" in html and "<td>p2p</td>" in html  # words, left
+    assert "<td class=\"num\">3k</td>" in html and "ZeRO 3k: parameters kept from forward to backward." in html
+    assert "<th>ep</th>" not in html and "offloaded layers" not in html  # a dense search's table
+    moe = best.model_copy(update={"plan": best.plan.model_copy(update={"ep": 4, "cpu_offload_layers": 2})})
+    html = str(top_plans_section([moe], chosen=moe, hardware=question.hardware))
+    assert "<th>ep</th>" in html and "<th>etp</th>" in html and "<th>offloaded layers</th>" in html

@@ -99,13 +99,13 @@ def test_top_plans_show_a_simulated_column_only_when_plans_carry_one(question):
     marked = [ranked[0].model_copy(update={"simulated_step_time_s": 1.234}), *ranked[1:]]
     html = top_plans_section(marked, chosen=marked[0], hardware=question.hardware)
     headers = re.findall(r"<th>([^<]+)</th>", html)
-    # after "ring layout": virtual stages, first/last stage layers, precision
-    assert headers[13:15] == ["step time", "simulated step"] and len(headers) == 22
+    # after "ring layout": ring K/V, virtual stages, first/last stage layers, precision
+    assert headers[14:16] == ["step time", "simulated step"] and len(headers) == 23
     first = re.search(r'<tr class="chosen">(.*?)</tr>', html).group(1)
     cells = re.findall(r"<td[^>]*>([^<]*)</td>", first)
-    assert cells[13:15] == [format_seconds(ranked[0].step_time_s), "1.23 s"]
+    assert cells[14:16] == [format_seconds(ranked[0].step_time_s), "1.23 s"]
     second = re.findall(r"<tr>(<td>2</td>.*?)</tr>", html)[0]
-    assert re.findall(r"<td[^>]*>([^<]*)</td>", second)[11] == "-"
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", second)[15] == "-"  # not simulated
     assert "Ranked by simulated step time" in html
 
 
