@@ -24,6 +24,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.present.fit import FitColumn, FitTable, fitted_lines
 from sp_planner.units import format_tokens, plural
 from sp_planner.validation.corpus import default_corpus_path, load_corpus
+from sp_planner.validation.row_run import check_rows
 from sp_planner.validation.score import ValidationResult, group_name, score_corpus
 from sp_planner.validation.thresholds import check, check_group_names, load_thresholds
 from sp_planner.cli.help_format import PlainHelpCommand
@@ -102,6 +103,7 @@ def validate(
         raise UserInputError(f"no corpus at {path}: the corpus ships in the source tree's validation/ "
                              "folder, not in the wheel; pass --corpus PATH")
     loaded = load_corpus(path)
+    check_rows(loaded)
     if row_id is not None:
         return _explain(loaded, row_id, output_format, report=report, check_limits=check_limits)
     limits = None

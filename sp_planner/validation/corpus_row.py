@@ -35,6 +35,10 @@ FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"}
 #   none: the figure is not FLOP-based (step time, tokens/s).
 Convention = Literal["megatron_full_square", "causal_model", "megatron_2021_recompute", "usp_v5", "not_stated",
                      "none"]
+# The trainer that ran the row: each has its runtime (validation.row_run CORPUS_FRAMEWORK_RUNTIME)
+# and attention kernel; a name without them cannot be scored, so the file is refused on loading.
+CorpusFramework = Literal["Megatron-LM", "NeMo (Megatron-Core)", "Megatron-Bridge (Megatron-Core)", "torchtitan",
+                          "Composer FSDP"]
 # fp8: per-tensor FP8 GEMMs (Transformer Engine delayed or current scaling, torchao Float8);
 # mxfp8: MXFP8 block-scaled GEMMs (Blackwell).
 Precision = Literal["bf16", "fp16", "fp8", "mxfp8"]
@@ -74,7 +78,7 @@ class CorpusRow(FrozenModel):
     global_batch: int = Field(gt=0, description="sequences per optimizer step")
     seq_len: int = Field(gt=0)
     precision: Precision
-    framework: str = Field(min_length=1)
+    framework: CorpusFramework
     figure: Figure
     convention: Convention
     peak_tflops: float | None = Field(default=None, gt=0, description="the peak an MFU figure divides by")
@@ -278,3 +282,8 @@ class CorpusRow(FrozenModel):
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
+
+    @property
+    def scored(self) -> bool:
+        """Whether sp-validate predicts the row (not one it cannot express, nor a filed regression)."""
+        return self.expressible and self.regression is None

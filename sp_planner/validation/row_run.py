@@ -21,6 +21,7 @@ from sp_planner.cost.loss_memory import (
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME, Runtime
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -28,7 +29,7 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 from sp_planner.validation.corpus import Corpus
-from sp_planner.validation.corpus_row import CorpusRow
+from sp_planner.validation.corpus_row import CorpusFramework, CorpusRow
 
 def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
     """The row's architecture, with the routing, token dispatcher and expert GEMMs its run used (MoE
@@ -72,7 +73,7 @@ def row_plan(row: CorpusRow) -> ParallelPlan:
 # fp32 master + Adam; torchtitan (FSDP2) and llm-foundry's Composer (torch FSDP1, MP mode DEFAULT:
 # bf16 param_dtype, fp32 reduce_dtype) keep fp32 sharded parameters as the optimizer's, fp32
 # gradients and Adam's moments.
-CORPUS_FRAMEWORK_RUNTIME: dict[str, Runtime] = {
+CORPUS_FRAMEWORK_RUNTIME: dict[CorpusFramework, Runtime] = {
     "Megatron-LM": MEGATRON_RUNTIME,
     "NeMo (Megatron-Core)": MEGATRON_RUNTIME,
     "Megatron-Bridge (Megatron-Core)": MEGATRON_RUNTIME,
@@ -100,9 +101,6 @@ def row_runtime(row: CorpusRow) -> Runtime:
     padding in place of the experts' FP8 padding copies (cost.expert_padding); its TP
     gathers are the framework's (cost.tp_gathers); the unpad and pad passes around llm-foundry's
     flash-attn kernel (CORPUS_UNPADDED_KERNELS)."""
-    if row.framework not in CORPUS_FRAMEWORK_RUNTIME:
-        known = ", ".join(CORPUS_FRAMEWORK_RUNTIME)
-        raise ValueError(f"corpus framework {row.framework!r} has no runtime model; use one of {known}")
     runtime = CORPUS_FRAMEWORK_RUNTIME[row.framework]
     overlap, states = runtime.overlap, runtime.states
     megatron_family = runtime == MEGATRON_RUNTIME
@@ -184,15 +182,15 @@ def row_runtime(row: CorpusRow) -> Runtime:
 # torchtitan by sp-plan's framework defaults. llm-foundry's MPT runs used flash-attn 2 (rows with
 # attention_kernel fa2) or, by default, its copy of flash-attn's Triton FlashAttention (attn_impl
 # triton), timed at FlashAttention v1's measured speed (validation/corpus/mosaic_mpt_h100.yaml header).
-CORPUS_FRAMEWORK_KERNEL: dict[str, str] = {
+CORPUS_FRAMEWORK_KERNEL: dict[CorpusFramework, str] = {
     "Megatron-LM": "megatron", "NeMo (Megatron-Core)": "megatron", "Megatron-Bridge (Megatron-Core)": "megatron",
     "torchtitan": "torchtitan",
 }
-CORPUS_KERNEL: dict[str, str] = {"Composer FSDP": TRITON_PORT}
+CORPUS_KERNEL: dict[CorpusFramework, str] = {"Composer FSDP": TRITON_PORT}
 # The stated kernels each corpus framework runs behind unpad and pad passes (cost.unpad_passes):
 # llm-foundry's attn_impl flash, the rows with attention_kernel fa2 (flash-attn 2.4.2's varlen
 # kernel through flash_attn_fn, 5e85bd6 attention.py lines 216-370); its Triton port does not.
-CORPUS_UNPADDED_KERNELS: dict[str, frozenset[str]] = {"Composer FSDP": frozenset({"fa2"})}
+CORPUS_UNPADDED_KERNELS: dict[CorpusFramework, frozenset[str]] = {"Composer FSDP": frozenset({"fa2"})}
 
 
 def row_hardware(row: CorpusRow) -> HardwareProfile:
@@ -220,3 +218,16 @@ def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     and recipe run it (row_runtime)."""
     return evaluate(row_model(row, corpus), row_hardware(row), row_workload(row), row_plan(row),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))
+
+
+def check_rows(corpus: Corpus) -> None:
+    """Refuse (UserInputError, one line) a row whose settings its model or framework cannot run
+    (row_model's and row_runtime's ValueErrors), before any row is scored: a corpus of the user's
+    own gets the message, not a traceback half-way through the scoring."""
+    for row in (r for r in corpus.rows if r.scored):
+        try:
+            row_model(row, corpus), row_hardware(row), row_plan(row), row_runtime(row)
+        except ValueError as err:  # pydantic's ValidationError is one
+            message = " ".join(str(err).split())
+            raise UserInputError(f"corpus {message}" if message.startswith(f"row {row.id}")
+                                 else f"corpus row {row.id}: {message}") from None

@@ -162,7 +162,7 @@ def score_corpus(corpus: Corpus, *, progress: Callable[[int, int], None] = lambd
     skipped: list[SkippedRow] = []
     for index, row in enumerate(corpus.rows):
         progress(index, len(corpus.rows))
-        if row.expressible and row.regression is None:
+        if row.scored:
             scored.append(score_row(row, corpus))
         else:
             reason = row.reason if row.regression is None else row.regression

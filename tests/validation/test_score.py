@@ -190,8 +190,20 @@ def test_a_row_runs_its_framework_with_its_recipe_changes(corpus):
         MEGATRON_RUNTIME.overlap,
         MEGATRON_RUNTIME.states.model_copy(update={"fp8_param_gather": False, "grad_bytes": 2}))
     assert runtime.cuda_graphs == {"moe_router", "moe_preprocess"}
-    with pytest.raises(ValueError, match="corpus framework 'JAX' has no runtime model; use one of Megatron-LM"):
-        row_runtime(_row(corpus, "mb-dsv3-gb200-bf16").model_copy(update={"framework": "JAX"}))
+
+
+def test_every_corpus_framework_has_a_runtime_and_an_attention_kernel():
+    # CorpusFramework is what a row may name (others are refused on loading): each runs with its
+    # runtime and either sp-plan's framework default kernel or the corpus' own.
+    from typing import get_args
+
+    from sp_planner.validation.corpus_row import CorpusFramework
+    from sp_planner.validation.row_run import CORPUS_FRAMEWORK_KERNEL, CORPUS_FRAMEWORK_RUNTIME, CORPUS_KERNEL
+
+    names = set(get_args(CorpusFramework))
+    assert set(CORPUS_FRAMEWORK_RUNTIME) == names
+    assert set(CORPUS_FRAMEWORK_KERNEL) | set(CORPUS_KERNEL) == names
+    assert not set(CORPUS_FRAMEWORK_KERNEL) & set(CORPUS_KERNEL)
 
 
 def test_rows_run_their_frameworks_ring_unless_they_state_another(corpus):

@@ -150,6 +150,12 @@ def test_report_refuses_a_link_in_its_folder_rather_than_write_through_it(run_ma
     (SMALL.replace("tp: 8, ulysses: 1, measured: 238.9", "tp: 8, ulysses: 2, measured: 238.9"),
      r"row 2 \(b\) is invalid: .*tp\*pp\*dp\*ulysses\*ring = 16"),
     (SMALL.replace("model: Llama-2-7B", "model: Llama-9-9B"), "Llama-9-9B"),
+    # A trainer the corpus has no runtime for: refused on loading, not a KeyError mid-scoring.
+    (SMALL.replace("framework: Megatron-LM", "framework: megatron"),
+     r"row 1 \(a\) is invalid: framework: Input should be 'Megatron-LM', .* or 'Composer FSDP'"),
+    # Settings the row's model cannot run, found before any row is scored.
+    (SMALL.replace("{id: c, table: T5 r3,", "{id: c, table: T5 r3, framework: torchtitan, moe_router_padding: true,"),
+     r"^error: corpus row c: moe_router_padding is Megatron's --moe-router-padding-for-quantization, .*torchtitan$"),
 ])
 def test_bad_corpus_is_one_line_and_exit_2(run_main, tmp_path, content, message):
     path = tmp_path / "nope.yaml"
