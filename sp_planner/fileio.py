@@ -40,7 +40,7 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
         # or, written through, turn its target into a report file.
         foreign = sorted(_listed(p) for p in out_dir.iterdir()
                          if p.name not in allowed or p.is_symlink() or not p.is_file()
-                         or not _signed(p, (signatures or {}).get(p.name)))
+                         or not bears_signature(p, (signatures or {}).get(p.name)))
         if foreign:
             raise UserInputError(
                 f"{label} {out_dir} holds files that are not part of {kind} ({', '.join(foreign[:3])}"
@@ -48,7 +48,7 @@ def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | t
             )
 
 
-def _signed(entry: Path, signature: bytes | None) -> bool:
+def bears_signature(entry: Path, signature: bytes | None) -> bool:
     """Whether the regular file `entry` holds `signature` in its head (True without one)."""
     if signature is None:
         return True

@@ -26,11 +26,13 @@ from sp_planner.destination import (
     resolve_link,
 )
 from sp_planner.errors import UserInputError
+from sp_planner.figure_mark import figure_signature
+from sp_planner.fileio import bears_signature
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.planfile import check_plan_file_runs, load_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
-from sp_planner.sim.result import SimResult
+from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 from sp_planner.cli.help_format import PlainHelpCommand
@@ -101,6 +103,25 @@ def _keep_unnamed(*paths: Path) -> None:
                                  "only in a folder you name: give --out-dir . to replace it, or another --out-dir")
 
 
+def _replace_only_own(path: Path, signature: bytes, what: str) -> None:
+    """Refuse (UserInputError) to replace anything at `path` but an earlier sp-simulate's `what`, a
+    regular file whose head holds `signature`: a timeline.json or gantt.png of the user's in the
+    folder named is not replaced for its name, nor a link (followed, it would replace its target) or
+    a device of that name. check_file_destination has refused a folder there already."""
+    if not os.path.lexists(path):
+        return
+    label = f"{path} (in --out-dir)"
+    if path.is_symlink():
+        raise UserInputError(f"{label} is a link, which sp-simulate does not write through; remove it or give "
+                             "another --out-dir")
+    if not path.is_file():  # a device or FIFO (check_file_destination refused the rest)
+        raise UserInputError(f"{label} is a device or FIFO, which sp-simulate does not write into; remove it or "
+                             "give another --out-dir")
+    if not bears_signature(path, signature):
+        raise UserInputError(f"{label} does not carry sp-simulate's {what} mark (a file of yours, or one written "
+                             "before sp-planner marked its own), so it is kept; remove it or give another --out-dir")
+
+
 @app.command(cls=PlainHelpCommand, epilog=EPILOG)
 def simulate_command(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by sp-plan --out.", metavar="PLAN.json",
@@ -132,6 +153,8 @@ def simulate_command(
         for path in (timeline, chart):
             check_file_destination(path, option="--out-dir", fixed_name=True)
             refuse_reading_file_as_output(path, option="--out-dir's", inputs=(("plan", plan_file),))
+        _replace_only_own(timeline, TIMELINE_SIGNATURE, "timeline")
+        _replace_only_own(chart, figure_signature(gantt), "Gantt chart")
     if loaded.release_note is not None:  # a file that predates framework_version: the release it is timed as
         write_note(loaded.release_note, sys.stderr)
     with delayed_progress("simulating the step"):
@@ -149,7 +172,7 @@ def simulate_command(
             resolve_link(out_dir).mkdir(mode=new_folder_mode(), exist_ok=True)  # the folder named, not its parents
         except OSError as err:
             raise UserInputError(f"--out-dir {out_dir}: cannot create the folder: {err.strerror or err}") from None
-        deliver_text(timeline, result.model_dump_json(indent=1) + "\n", what="timeline")
+        deliver_text(timeline, timeline_text(result), what="timeline")
         deliver_text(chart, chart_bytes, what="Gantt chart")
     for line in wrote_lines([timeline, chart], terminal_columns()):  # whole paths, not Rich's wrap
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -21,6 +21,7 @@ from matplotlib.patches import Patch
 
 from sp_planner import figure_margins as margins
 from sp_planner.destination import write_text
+from sp_planner.figure_mark import figure_metadata
 from sp_planner.sim.result import SimResult, TimelineEvent
 
 COLORS = {
@@ -141,12 +142,13 @@ def gantt_figure(result: SimResult) -> Figure:
 
 
 def gantt_bytes(result: SimResult, fmt: str) -> bytes:
-    """The chart as PNG or SVG bytes (written by the caller, by sp_planner.destination's rules)."""
+    """The chart as PNG or SVG bytes (written by the caller, by sp_planner.destination's rules), with the
+    tools' mark in their head (sp_planner.figure_mark), so a later sp-simulate knows the file for its own."""
     if fmt not in ("png", "svg"):
         raise ValueError(f"Gantt output must be png or svg, got {fmt}")
     fig = gantt_figure(result)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=110)
+    fig.savefig(buffer, format=fmt, dpi=110, metadata=figure_metadata(fmt))
     return buffer.getvalue()
 
 

@@ -73,3 +73,21 @@ class SimResult(FrozenModel):
     events: tuple[TimelineEvent, ...]
     # Op-level detail of one forward and one backward of the first micro-batch, per stage.
     detail_events: tuple[TimelineEvent, ...] = Field(default=())
+
+
+def timeline_text(result: SimResult) -> str:
+    """timeline.json as sp-simulate writes it; TIMELINE_SIGNATURE is its head."""
+    return result.model_dump_json(indent=1) + "\n"
+
+
+def _timeline_head() -> bytes:
+    """What every timeline_text starts with: the result's first field (the plan) opening on the
+    plan's first degree, so a later sp-simulate knows an earlier one's timeline.json by its content
+    (a timeline.json of the user's stays)."""
+    first, field = next(iter(SimResult.model_fields.items()))
+    assert field.annotation is ParallelPlan, "timeline.json opens on the plan"
+    plan_first = next(iter(ParallelPlan.model_fields))
+    return f'{{\n "{first}": {{\n  "{plan_first}": '.encode()
+
+
+TIMELINE_SIGNATURE = _timeline_head()

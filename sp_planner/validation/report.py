@@ -14,10 +14,12 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from sp_planner.destination import deliver_text, new_folder_mode, resolve_link  # noqa: E402
+from sp_planner.figure_mark import figure_metadata, figure_signature  # noqa: E402
 from sp_planner.fileio import check_output_folder  # noqa: E402
 from sp_planner.validation.score import ScoredRow, ValidationResult  # noqa: E402
 
-FIGURE_FILE = "predicted_vs_measured.png"
+FIGURE_FORMAT = "png"
+FIGURE_FILE = f"predicted_vs_measured.{FIGURE_FORMAT}"
 CSV_FILE = "validation.csv"
 REPORT_FILES = frozenset({FIGURE_FILE, CSV_FILE})
 FIGURE_TITLES = {
@@ -32,11 +34,11 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 
 def check_report_folder(out_dir: Path) -> None:
     """Refuse a file, or a folder holding anything but an earlier validation report."""
-    # An earlier validation.csv is known by its first columns, a scored row's first fields (the
-    # figure, a PNG, by its name).
+    # An earlier validation.csv is known by its first columns, a scored row's first fields; the
+    # figure by the tools' mark in its head (a PNG of the user's bearing its name stays).
     first = ",".join(list(ScoredRow.model_fields)[:4]) + ","
     check_output_folder(out_dir, allowed=REPORT_FILES, label="--report folder", kind="a validation report",
-                        signatures={CSV_FILE: first.encode()})
+                        signatures={CSV_FILE: first.encode(), FIGURE_FILE: figure_signature(FIGURE_FORMAT)})
 
 
 def rows_frame(result: ValidationResult) -> pd.DataFrame:
@@ -93,7 +95,7 @@ def write_report(result: ValidationResult, out_dir: Path) -> list[Path]:
     csv_path = out_dir / CSV_FILE
     deliver_text(csv_path, rows_frame(result).to_csv(index=False), what="validation table")
     png = io.BytesIO()
-    draw_figure(result).savefig(png, format="png", dpi=120, metadata={"Software": None})
+    draw_figure(result).savefig(png, format=FIGURE_FORMAT, dpi=120, metadata=figure_metadata(FIGURE_FORMAT))
     figure_path = out_dir / FIGURE_FILE
     deliver_text(figure_path, png.getvalue(), what="figure")
     return [figure_path, csv_path]

@@ -4,6 +4,7 @@ Standard output that cannot be written is answered in one line (real processes: 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -14,6 +15,10 @@ import pytest
 
 from sp_planner.cli import (calibrate_cmd, plan_cmd, plan_solve, report_cmd, run_cmd, run_modes, simulate_cmd,
                             validate_cmd)
+from sp_planner.fileio import SIGNATURE_HEAD_BYTES
+from sp_planner.planfile import load_plan_file
+from sp_planner.sim import simulate
+from sp_planner.sim.gantt import gantt_figure
 from tests.cli.conftest import README_QUESTION, assert_one_line_error
 
 QUESTION = README_QUESTION
@@ -164,11 +169,72 @@ def test_sp_simulate_replaces_its_files_in_a_folder_named_even_the_current_one(r
                                                                              monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_main(simulate_cmd, plan_json).exit_code == 0  # a new file in the current folder
-    (tmp_path / "timeline.json").write_text("earlier")
+    # An earlier run's files, cut short: their heads still say whose they are.
+    for name in ("timeline.json", "gantt.png"):
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:SIGNATURE_HEAD_BYTES])
     assert run_main(simulate_cmd, plan_json).exit_code == 2
     result = run_main(simulate_cmd, plan_json, "--out-dir", ".")
     assert result.exit_code == 0, result.stderr
     assert json.loads((tmp_path / "timeline.json").read_text())["plan"]["ulysses"] == 8
+    assert (tmp_path / "gantt.png").stat().st_size > SIGNATURE_HEAD_BYTES
+
+
+@pytest.fixture(scope="module")
+def unmarked_gantts(plan_json):
+    """The plan's Gantt chart as sp-simulate drew it before it marked its files (matplotlib's own
+    creator in the head), by format."""
+    plan = load_plan_file(plan_json).plan_file
+    result = simulate(plan.model, plan.hardware, plan.workload, plan.plan, num_nodes=plan.num_nodes,
+                      gpus_per_node=plan.gpus_per_node)
+    charts = {}
+    for fmt in ("png", "svg"):
+        buffer = io.BytesIO()
+        gantt_figure(result).savefig(buffer, format=fmt, dpi=110)
+        charts[fmt] = buffer.getvalue()
+    return charts
+
+
+@pytest.mark.parametrize("name,fmt,what,mine", [
+    ("timeline.json", "png", "timeline", b'{\n "plan": "my notes"\n}\n'),
+    ("timeline.json", "svg", "timeline", b'{"plan": {"dp": 2}}\n'),  # a result re-dumped, not sp-simulate's
+    ("gantt.png", "png", "Gantt chart", b"\x89PNG\r\n\x1a\n my photo"),
+    ("gantt.png", "png", "Gantt chart", "unmarked"),
+    ("gantt.svg", "svg", "Gantt chart", "unmarked"),
+])
+def test_sp_simulate_keeps_a_file_of_that_name_not_its_own_in_the_named_folder(run_main, plan_json, tmp_path,
+                                                                              monkeypatch, unmarked_gantts, name,
+                                                                              fmt, what, mine):
+    """--out-dir names the folder, not the files: a timeline.json or gantt.png there that does not
+    carry sp-simulate's mark (the user's, or a chart from before the mark) is refused, byte for byte
+    as it was, before any simulation."""
+    mine = unmarked_gantts[fmt] if mine == "unmarked" else mine
+    (tmp_path / name).write_bytes(mine)
+    monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
+    result = run_main(simulate_cmd, plan_json, "--out-dir", tmp_path, "--gantt", fmt)
+    assert result.stdout == ""
+    assert_one_line_error(result, f"error: {tmp_path}/{name} (in --out-dir) does not carry sp-simulate's {what} "
+                          "mark (a file of yours, or one written before sp-planner marked its own), so it is kept; "
+                          "remove it or give another --out-dir")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == mine
+
+
+def test_sp_simulate_refuses_a_link_or_fifo_of_its_file_names_in_the_named_folder(run_main, plan_json, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(simulate_cmd, "simulate", lambda *a, **k: pytest.fail("simulated before checking"))
+    out, kept = tmp_path / "sim", tmp_path / "notes.json"
+    out.mkdir()
+    kept.write_text("keep")
+    (out / "timeline.json").symlink_to(kept)
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", out),
+                          f"error: {out}/timeline.json (in --out-dir) is a link, which sp-simulate does not write "
+                          "through; remove it or give another --out-dir")
+    assert kept.read_text() == "keep" and (out / "timeline.json").is_symlink()
+    (out / "timeline.json").unlink()
+    os.mkfifo(out / "gantt.svg")
+    assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", out, "--gantt", "svg"),
+                          f"error: {out}/gantt.svg (in --out-dir) is a device or FIFO, which sp-simulate does not "
+                          "write into; remove it or give another --out-dir")
+    assert [p.name for p in out.iterdir()] == ["gantt.svg"] and stat.S_ISFIFO(os.lstat(out / "gantt.svg").st_mode)
 
 
 def test_sp_simulate_refuses_nics_that_do_not_divide_the_node(run_main, plan_json, tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.figure_mark import figure_signature
+from sp_planner.fileio import SIGNATURE_HEAD_BYTES
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim import simulate
-from sp_planner.sim.gantt import gantt_figure, time_unit, write_gantt
+from sp_planner.sim.gantt import gantt_bytes, gantt_figure, time_unit, write_gantt
 from sp_planner.specs.workload import Workload
 
 
@@ -73,3 +75,19 @@ def test_write_gantt_writes_the_format_of_the_suffix(two_stages, tmp_path, suffi
 def test_write_gantt_refuses_another_suffix(two_stages, tmp_path):
     with pytest.raises(ValueError, match="must end in .png or .svg"):
         write_gantt(two_stages, tmp_path / "gantt.pdf")
+
+
+@pytest.mark.parametrize("fmt", ["png", "svg"])
+def test_the_chart_carries_the_tools_mark_in_the_head_a_later_run_reads(two_stages, fmt):
+    """sp-simulate replaces a gantt.png only when its head holds the mark: in a real chart of each
+    format it lies within the bytes the check reads (PNG: a tEXt chunk before the image data; SVG:
+    the RDF metadata before the first drawing)."""
+    chart = gantt_bytes(two_stages, fmt)
+    signature = figure_signature(fmt)
+    assert signature in chart[:SIGNATURE_HEAD_BYTES]
+    assert chart.count(signature) == 1
+    if fmt == "png":
+        assert chart[:8] == b"\x89PNG\r\n\x1a\n" and chart.index(signature) < chart.index(b"IDAT")
+        assert signature == b"tEXtSoftware\0sp-planner"
+    else:
+        assert chart.index(signature) < chart.index(b"<g ") and signature == b"<dc:title>sp-planner</dc:title>"

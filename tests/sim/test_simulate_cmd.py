@@ -6,8 +6,11 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.simulate_cmd import app
 from sp_planner.cli.common import run_app
+from sp_planner.figure_mark import figure_signature
+from sp_planner.fileio import SIGNATURE_HEAD_BYTES
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, load_plan_file, write_plan_file
+from sp_planner.sim.result import TIMELINE_SIGNATURE
 from sp_planner.specs.workload import Workload
 from tests.cli.conftest import notes_unwrapped
 
@@ -36,6 +39,10 @@ def test_sp_simulate_prints_breakdown_and_writes_timeline_and_gantt(tmp_path, ca
     assert timeline["phases"] and all(type(phase["bytes_per_rank"]) is int for phase in timeline["phases"])
     assert any(phase["bytes_per_rank"] > 0 for phase in timeline["phases"])
     assert (out / "gantt.svg").read_text().lstrip().startswith("<?xml")
+    # Each file's head says whose it is, so a later run into this folder replaces them (and only them).
+    assert TIMELINE_SIGNATURE == b'{\n "plan": {\n  "dp": '
+    assert (out / "timeline.json").read_bytes().startswith(TIMELINE_SIGNATURE)
+    assert figure_signature("svg") in (out / "gantt.svg").read_bytes()[:SIGNATURE_HEAD_BYTES]
 
 
 def test_sp_simulate_on_60_columns_keeps_every_figure_whole(tmp_path, capsys, monkeypatch):

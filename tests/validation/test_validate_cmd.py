@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -9,6 +10,11 @@ import pandas as pd
 import pytest
 
 from sp_planner.cli import validate_cmd
+from sp_planner.figure_mark import figure_signature
+from sp_planner.fileio import SIGNATURE_HEAD_BYTES
+from sp_planner.validation.corpus import load_corpus
+from sp_planner.validation.report import draw_figure
+from sp_planner.validation.score import score_corpus
 
 SMALL = """\
 source: {id: src, title: t, where: w, url: "https://x", read_from: r, setup: s}
@@ -90,7 +96,11 @@ def test_report_writes_figure_and_csv(run_main, small_corpus, tmp_path):
     result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["predicted_vs_measured.png", "validation.csv"]
-    assert (out / "predicted_vs_measured.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = (out / "predicted_vs_measured.png").read_bytes()
+    assert figure[:8] == b"\x89PNG\r\n\x1a\n"
+    # The tools' mark, within the head a later run reads to know the figure for its own.
+    assert figure_signature("png") == b"tEXtSoftware\0sp-planner"
+    assert figure_signature("png") in figure[:SIGNATURE_HEAD_BYTES]
     table = pd.read_csv(out / "validation.csv")
     assert list(table["id"]) == ["a", "b", "c", "d", "e"]
     assert table["predicted"].isna().tolist() == [False, False, False, True, True]
@@ -127,6 +137,39 @@ def test_report_refuses_a_users_own_validation_csv(run_main, small_corpus, tmp_p
     assert result.exit_code == 2 and result.stdout == ""
     assert "holds files that are not part of a validation report (validation.csv)" in result.stderr
     assert (out / "validation.csv").read_text() == "run,mfu\nmine,0.5\n"
+
+
+def test_report_replaces_an_earlier_figure_known_by_its_mark(run_main, small_corpus, tmp_path):
+    out = tmp_path / "report"
+    assert run_main(validate_cmd, "--corpus", small_corpus, "--report", out).exit_code == 0
+    figure = out / "predicted_vs_measured.png"
+    whole = figure.read_bytes()
+    figure.write_bytes(whole[:SIGNATURE_HEAD_BYTES])  # cut short, its head still says whose it is
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 0, result.stderr
+    assert figure.read_bytes() == whole
+
+
+@pytest.mark.parametrize("mine", ["photo", "unmarked"])
+def test_report_refuses_a_users_own_figure(run_main, small_corpus, tmp_path, mine):
+    """A predicted_vs_measured.png without the tools' mark (the user's, or one drawn before the
+    mark) is not replaced for its name, and nothing is written beside it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    if mine == "photo":
+        png = b"\x89PNG\r\n\x1a\n my photo"
+    else:  # the figure as sp-validate drew it before it marked its files
+        buffer = io.BytesIO()
+        draw_figure(score_corpus(load_corpus(small_corpus))).savefig(buffer, format="png", dpi=120,
+                                                                 metadata={"Software": None})
+        png = buffer.getvalue()
+    (out / "predicted_vs_measured.png").write_bytes(png)
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--report", out)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (f"error: --report folder {out} holds files that are not part of a validation report "
+                             "(predicted_vs_measured.png); give a new or empty folder, or an earlier report's\n")
+    assert [p.name for p in out.iterdir()] == ["predicted_vs_measured.png"]
+    assert (out / "predicted_vs_measured.png").read_bytes() == png
 
 
 def test_report_refuses_a_link_in_its_folder_rather_than_write_through_it(run_main, small_corpus, tmp_path):
