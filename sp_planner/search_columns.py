@@ -152,7 +152,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                         grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
-                        pads_expert_rows=runtime.pads_expert_rows)
+                        expert_row_padding=runtime.expert_row_padding)
     comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring,
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                         root_gathered_once=runtime.overlap.root_gathered_once,

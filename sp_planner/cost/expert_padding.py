@@ -39,24 +39,49 @@ When the counts are unaligned:
     expert: all aligned with probability align^-(local experts), and the copies happen with
     1 - align^-(experts/ep): 0.9375 with one local expert under FP8, 1 - 2^-64 with 16. An
     assumption stated, not fitted; it is the expected copy.
-Where the framework pads (Runtime.pads_expert_rows: Megatron-Core, whose TEGroupedMLP is what
---moe-grouped-gemm selects, at its default; sp-plan emits --moe-router-padding-for-quantization
-for dropless alltoall plans, flags.megatron_moe.router_pads, and times those without the copies,
-flags.release_runtime), the copies ride with the permutations on the alltoall dispatcher; HybridEP
-pads inside its kernels (skip_routed_expert_padding) and moves none. The router's padding routes up
-to align - 1 extra rows per expert per source rank, with probability 0 (the router's probs are
-dense, zero off the top k: moe_utils.topk_routing_with_score_function), so the numerics hold up to
-the FP8 scales seeing those rows; those rows (E (align - 1) / (2 n k) of the routed ones) are not
-charged. The fused grouped MLP (use_transformer_engine_op_fuser, b1c2006cf line 297) aligns to 256: not
+Where the framework pads (Runtime.expert_row_padding GROUPED_MLP_PADS: Megatron-Core, whose
+TEGroupedMLP is what --moe-grouped-gemm selects, at its default), the copies ride with the
+permutations on the alltoall dispatcher; HybridEP pads inside its kernels (skip_routed_expert_padding)
+and moves none. sp-plan emits --moe-router-padding-for-quantization for dropless alltoall plans
+(flags.megatron_moe.router_pads; ROUTER_PADS, flags.release_runtime): no copies, but extra routed rows.
+
+The router's padding (ROUTER_PADS; Megatron-LM d98e8a64 token_dispatcher.py
+MoEAlltoAllTokenDispatcher.dispatch_preprocess lines 649-655, moe_utils.py pad_routing_map lines
+731-764, fusions/fused_pad_routing_map.py alike): on each source rank, before permutation and the
+all-to-all, the routing map [tokens, experts] gets num_to_pad = (-count) mod align more entries in
+each expert's column, the first tokens not yet routed to it (its zeros flipped to ones: distinct rows,
+at most the tokens not routed there). They are ordinary routing-map entries: permuted, dispatched
+(tokens and probs all-to-all), etp-gathered, computed by the expert GEMMs forward and backward
+(probability 0, moe_utils.topk_routing_with_score_function's dense probs), unsorted and combined.
+Each local expert then receives up to align - 1 rows from each of the ep x etp source maps. With the
+count's remainder uniform (as above; a source rank's count has mean n k / E, 512 at 8192 tokens and
+spread ~22, near uniform modulo 32, rougher at a few hundred tokens a rank) the expected pad is
+(align - 1) / 2 an expert and source rank, E (align - 1) / 2 rows a source rank of n tokens, against
+its n k routed copies: E (align - 1) / (2 n k) more copies on every EP rank (router_pad_load; 1.5%
+under FP8, 3% under MXFP8 for Qwen3-30B-A3B, E 128, k 8, at 8192 tokens a rank). Padded to capacity (drop_and_pad) every expert takes exactly its
+capacity, pad entries included, so none are added; the flex dispatcher's HybridEP does not pad the
+routing map (only the alltoall and DeepEP paths call pad_routing_map) but pads in its kernels.
+The fused grouped MLP (use_transformer_engine_op_fuser, b1c2006cf line 297) aligns to 256: not
 modelled (its corpus rows run HybridEP).
 """
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 
 from sp_planner.plan import PRECISIONS
 from sp_planner.specs.model import ModelSpec
+
+# Who pads each local expert's rows to the FP8/MXFP8 alignment (Runtime.expert_row_padding): nobody,
+# the grouped MLP with whole-tensor copies, or the router with extra routed rows (module docstring).
+ExpertRowPadding = Literal["none", "grouped_mlp", "router"]
+EXPERT_ROW_PADDINGS: tuple[str, ...] = get_args(ExpertRowPadding)
+NO_PADDING, GROUPED_MLP_PADS, ROUTER_PADS = EXPERT_ROW_PADDINGS
+# Expected pad rows an expert and source rank per row of alignment: the mean of (-count) mod align
+# over a uniform remainder, (align - 1) / 2 (module docstring).
+MEAN_PAD_PER_ALIGN_STEP = 0.5
 
 # Rows each expert's count is padded to, by precision code (TE Fp8Padding's default alignment,
 # module docstring); bf16 pads nothing.
@@ -70,7 +95,7 @@ BYTES_TOUCHED_PER_PASS = 2  # one read, one write of each element
 def align_rows(precision, pads: bool):
     """The row alignment Transformer Engine pads each expert's count to, by candidate precision code
     (plan.PRECISIONS; the experts' own, cost.tp_gathers.expert_precision); 0 where nothing pads:
-    bf16, or a framework that does not pad (`pads`, Runtime.pads_expert_rows)."""
+    bf16, or a framework that does not pad (`pads`, Runtime.expert_row_padding)."""
     precision = np.asarray(precision)
     rows = np.zeros(precision.shape, dtype=np.float64)
     if not pads:
@@ -78,6 +103,39 @@ def align_rows(precision, pads: bool):
     for name, align in ALIGN_ROWS.items():
         rows = np.where(precision == PRECISIONS.index(name), float(align), rows)
     return rows
+
+
+def padding_align_rows(precision, padding: str):
+    """(grouped MLP copies' alignment, router's alignment) by candidate precision code: align_rows
+    for whichever pads (`padding`, Runtime.expert_row_padding), 0 for the other."""
+    if padding not in EXPERT_ROW_PADDINGS:
+        raise ValueError(f"expert row padding {padding!r} is none of {EXPERT_ROW_PADDINGS}")
+    align = align_rows(precision, padding != NO_PADDING)
+    zero = np.zeros_like(align)
+    return (align, zero) if padding == GROUPED_MLP_PADS else (zero, align) if padding == ROUTER_PADS else (zero, zero)
+
+
+def router_pad_rows_per_expert(model: ModelSpec, tokens_per_tp_rank, align):
+    """Expected rows the router's padding adds to one expert's column of one source rank's routing map
+    of `tokens_per_tp_rank` tokens (pad_routing_map, module docstring): (align - 1) / 2, at most the
+    tokens not routed to it; 0 where nothing pads (align 0), padded to capacity, under HybridEP, or
+    without MoE."""
+    align, tokens = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (align, tokens_per_tp_rank)))
+    moe = model.moe
+    if moe is None or moe.dispatcher != "alltoall" or (moe.pad_to_capacity and moe.capacity_factor is not None):
+        return np.zeros(align.shape)
+    unrouted = tokens * (1.0 - moe.top_k / moe.num_experts)
+    return np.minimum(np.maximum(align - 1.0, 0.0) * MEAN_PAD_PER_ALIGN_STEP, unrouted)
+
+
+def router_pad_load(model: ModelSpec, tokens_per_tp_rank, align):
+    """The router's padding copies per routed copy, on every EP rank (module docstring): E pad rows
+    over the source rank's n k copies; added to cost.moe.busiest_rank_load where the router pads."""
+    if model.moe is None:
+        return np.zeros_like(np.asarray(align, dtype=np.float64))
+    tokens = np.maximum(np.asarray(tokens_per_tp_rank, dtype=np.float64), 1.0)
+    pads = router_pad_rows_per_expert(model, tokens_per_tp_rank, align) * model.moe.num_experts
+    return pads / (tokens * model.moe.top_k)
 
 
 def unaligned_probability(model: ModelSpec, tokens_per_tp_rank, ep, etp, align):

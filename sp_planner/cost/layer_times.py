@@ -36,7 +36,7 @@ from sp_planner.cost.tp_calls import (
 )
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
-from sp_planner.cost.expert_padding import align_rows
+from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows
 from sp_planner.cost.gathered_transpose import fp8_share, layer_gather_bytes, mx_gathers, ub_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.links import ring_collective_time_s
@@ -120,21 +120,22 @@ class LayerTimes(NamedTuple):
 def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
                 gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
                 sequence_parallel: bool, tp_gathers: TpGathers, unpads_attention: bool = False,
-                moe_router_dtype: str | None = None, pads_expert_rows: bool = False) -> LayerTimes:
+                moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> LayerTimes:
     """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
     sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
     precision, and whether it gathers the saved inputs again (cost.tp_gathers); `unpads_attention`:
     the framework's unpad and pad passes around the attention kernel (cost.unpad_passes);
-    `moe_router_dtype`: Megatron's --moe-router-dtype (cost.router); `pads_expert_rows`: the
-    framework pads each local expert's rows for FP8 (cost.expert_padding); the rest as
+    `moe_router_dtype`: Megatron's --moe-router-dtype (cost.router); `expert_row_padding`: who
+    pads each local expert's rows for FP8, its grouped MLP or its router (cost.expert_padding); the rest as
     cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
     low = c.precision != BF16
     experts = expert_precision(c.precision, tp_gathers)
+    copies_align, router_align = padding_align_rows(experts, expert_row_padding)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
                     ep_stride=axis_stride(c, "ep"), elem_bytes=BF16_BYTES, gpus_per_node=gpn,
                     gemm_flops_per_s=gemm_peak_flops(hardware, experts, c.fp8_blockwise),
-                    pad_align_rows=align_rows(experts, pads_expert_rows))
+                    pad_align_rows=copies_align, router_pad_align_rows=router_align)
     # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
     # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
     # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token

@@ -73,7 +73,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.expert_padding import padding_bytes_per_token
+from sp_planner.cost.expert_padding import padding_bytes_per_token, router_pad_load
 from sp_planner.cost.grouped_gemm import grouped_curve_times, grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
@@ -194,24 +194,28 @@ def dispatch_bytes(model: ModelSpec, tokens_per_tp_rank, elem_bytes: int):
     return np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * model.hidden_size * elem_bytes
 
 
-def rows_per_expert(model: ModelSpec, tokens_per_tp_rank, ep, etp):
+def rows_per_expert(model: ModelSpec, tokens_per_tp_rank, ep, etp, pad_load=0.0):
     """Token copies each local expert of the busiest EP rank computes per micro-batch: the rank's
     copies after dispatch (n/tp x top_k x etp x load, module docstring) over its num_experts/ep
-    experts. This is the M of each group of the expert grouped GEMM (cost.grouped_gemm)."""
+    experts. This is the M of each group of the expert grouped GEMM (cost.grouped_gemm).
+    `pad_load`: the router's padding copies per routed copy (cost.expert_padding.router_pad_load)."""
     if model.moe is None:
         return np.zeros_like(np.asarray(tokens_per_tp_rank, dtype=np.float64))
-    copies = np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * etp * busiest_rank_load(model, ep)
+    load = busiest_rank_load(model, ep) + pad_load
+    copies = np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * etp * load
     return copies / (model.moe.num_experts / np.asarray(ep, dtype=np.float64))
 
 
-def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int):
+def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int, pad_load=0.0):
     """HBM bytes the dispatcher's permutations move per source token of one MoE layer, forward
-    (the backward moves the same), on the busiest rank (module docstring)."""
+    (the backward moves the same), on the busiest rank (module docstring). `pad_load`: the router's
+    padding copies per routed copy, permuted, sorted and unpermuted as routed ones
+    (cost.expert_padding.router_pad_load)."""
     if model.moe is None:
         return np.zeros_like(np.asarray(ep, dtype=np.float64))
-    k = model.moe.top_k
+    k = model.moe.top_k * (1.0 + np.asarray(pad_load, dtype=np.float64))
     local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
-    received = k * np.asarray(etp, dtype=np.float64) * busiest_rank_load(model, ep)
+    received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * (busiest_rank_load(model, ep) + pad_load)
     rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
     return rows * model.hidden_size * elem_bytes
 
@@ -239,7 +243,7 @@ def nccl_dispatch(model: ModelSpec) -> bool:
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
               ep_stride, elem_bytes: int, gpus_per_node: int, gemm_flops_per_s=None,
-              pad_align_rows=0.0) -> MoETimes:
+              pad_align_rows=0.0, router_pad_align_rows=0.0) -> MoETimes:
     """The model's dispatcher (MoESpec.dispatcher) decides the permutations: "alltoall" (Megatron's,
     fused) moves them, "hybridep" (inside its dispatch and combine kernels, cost.hybridep) does not
     (module docstring). `gemm_flops_per_s`: the expert GEMMs' sustained rate at the plan's precision
@@ -247,13 +251,18 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     grouped expert GEMMs in FP8 under --fp8-format; torchtitan's converters leave them bf16,
     cost.tp_gathers.expert_precision); None: the bf16 rate. `pad_align_rows`: the rows each local
     expert's count is padded to by candidate (cost.expert_padding.align_rows; 0: no padding), copies
-    that ride with the alltoall dispatcher's permutations (HybridEP pads in its kernels)."""
+    that ride with the alltoall dispatcher's permutations (HybridEP pads in its kernels).
+    `router_pad_align_rows`: the alignment the router pads each expert's count to instead
+    (cost.expert_padding.padding_align_rows): its extra routed rows are dispatched, gathered,
+    permuted and computed as routed copies, a load on every EP rank (router_pad_load)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
-    load = busiest_rank_load(model, ep)
+    # Megatron pad_routing_map's rows ride every routed-copy term below (cost.expert_padding).
+    pad_load = router_pad_load(model, tokens_per_tp_rank, router_pad_align_rows)
+    load = busiest_rank_load(model, ep) + pad_load
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency;
     # the factor is the grouped curve's where it times them, else 1 (per-expert GEMMs take their
     # shapes' ratios in cost.gemm_shapes; cost.grouped_gemm).
-    rows = rows_per_expert(model, tokens_per_tp_rank, ep, etp)
+    rows = rows_per_expert(model, tokens_per_tp_rank, ep, etp, pad_load)
     factor = grouped_gemm_efficiency_factor(rows) if grouped_curve_times(model, hardware) else np.ones_like(rows)
     extra_flops = routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0)
     extra = gemm_time_s(hardware, extra_flops) if gemm_flops_per_s is None else extra_flops / gemm_flops_per_s
@@ -269,7 +278,7 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
             gpus_per_node=gpus_per_node, elem_bytes=elem_bytes), a2a)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
-    moved = permutation_bytes_per_token(model, ep, etp, elem_bytes) * tokens_per_tp_rank
+    moved = permutation_bytes_per_token(model, ep, etp, elem_bytes, pad_load) * tokens_per_tp_rank
     moved = moved + padding_bytes_per_token(model, tokens_per_tp_rank, ep, etp, pad_align_rows, load,
                                             elem_bytes) * tokens_per_tp_rank
     permuted = model.moe is not None and model.moe.dispatcher == "alltoall"

@@ -23,6 +23,7 @@ from sp_planner.cost.compiled_layers import (
     CompiledLayers,
 )
 from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.cost.expert_padding import GROUPED_MLP_PADS, NO_PADDING, ExpertRowPadding
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.grad_buffer import DEEPSPEED_GRAD_SYNC, MEGATRON_GRAD_SYNC, TORCH_FSDP2_GRAD_SYNC, GradSync
 from sp_planner.cost.loss_memory import (
@@ -76,11 +77,12 @@ class Runtime(FrozenModel):
     # The MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router): None, the input's bf16
     # (Megatron-Core's default; sp-plan emits no flag), or "fp32" (TF32 gradient GEMMs and casts).
     moe_router_dtype: Literal["fp32"] | None = None
-    # Whether its grouped expert MLP pads each local expert's rows to the FP8/MXFP8 alignment with
-    # whole-tensor copies (cost.expert_padding): Megatron-Core's TEGroupedMLP, unless the router
-    # pads (--moe-router-padding-for-quantization, which sp-plan emits for dropless alltoall MoE
-    # plans, turning this off in flags.release_runtime; corpus rows state it, moe_router_padding).
-    pads_expert_rows: bool = False
+    # Who pads each local expert's rows to the FP8/MXFP8 alignment (cost.expert_padding): nobody;
+    # its grouped expert MLP with whole-tensor copies (GROUPED_MLP_PADS, Megatron-Core's
+    # TEGroupedMLP); or the router with extra routed rows (ROUTER_PADS,
+    # --moe-router-padding-for-quantization, which sp-plan emits for dropless alltoall MoE plans,
+    # flags.release_runtime; corpus rows state it, moe_router_padding).
+    expert_row_padding: ExpertRowPadding = NO_PADDING
 
 
 # Megatron's CP (--cp-comm-type p2p) is Transformer Engine's ring (cost.ring_impl); MindSpeed's own
@@ -90,7 +92,7 @@ class Runtime(FrozenModel):
 # in fp32 as it does (torch/distributed/tensor/experimental/_attention.py:
 # _ContextParallelOptions.convert_to_f32 = True, accum_dtype of _templated_ring_attention_backward).
 MEGATRON_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC,
-                           pads_expert_rows=True)
+                           expert_row_padding=GROUPED_MLP_PADS)
 # Megatron-LM's training loop, DDP and optimizer, without --fp8-param-gather (cost.states).
 MINDSPEED_RUNTIME = Runtime(overlap=MEGATRON_OVERLAP, states=MINDSPEED_STATES, ring=MINDSPEED_RING,
                             grad_sync=MEGATRON_GRAD_SYNC)

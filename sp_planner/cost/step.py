@@ -31,6 +31,7 @@ from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.embedding_work import embedding_work, stage_embedding_s
+from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
@@ -111,7 +112,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                  loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
                  tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
-                 moe_router_dtype: str | None = None, pads_expert_rows: bool = False) -> StepColumns:
+                 moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> StepColumns:
     """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
@@ -120,7 +121,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     `tp_gathers`: the recipes whose TP all-gathers it moves in low precision (cost.tp_gathers);
     `unpads_attention`: its unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
-    `pads_expert_rows`: it pads each local expert's rows for FP8 (cost.expert_padding)."""
+    `expert_row_padding`: who pads each local expert's rows for FP8 (cost.expert_padding)."""
     check_graph_scopes(model, cuda_graphs)
     tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
@@ -132,7 +133,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     lt = candidate_layer_times(model, hardware, workload, c, gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl,
                                loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
                                tp_gathers=tp_gathers, unpads_attention=unpads_attention,
-                               moe_router_dtype=moe_router_dtype, pads_expert_rows=pads_expert_rows)
+                               moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
     gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
     ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
     head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s

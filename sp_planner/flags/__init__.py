@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from sp_planner.cost.expert_padding import ROUTER_PADS
 from sp_planner.cost.runtime import Runtime, framework_runtime
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed, megatron, megatron_moe, mindspeed, torchtitan, yunchang
@@ -43,8 +44,9 @@ def release_runtime(framework: str, framework_version: str | None = None, *, mod
     runtime = framework_runtime(framework, interface)
     if framework in ("megatron", "all") and megatron_moe.router_pads(model):
         # Megatron's flags pad in the router under FP8/MXFP8 (--moe-router-padding-for-quantization),
-        # so TEGroupedMLP copies nothing (cost.expert_padding); bf16 pads nothing either way.
-        runtime = runtime.model_copy(update={"pads_expert_rows": False})
+        # so TEGroupedMLP copies nothing but the router adds rows (cost.expert_padding); bf16 pads
+        # nothing either way.
+        runtime = runtime.model_copy(update={"expert_row_padding": ROUTER_PADS})
     return runtime
 
 

@@ -60,8 +60,9 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
     if not mindspeed and p.precision in ("fp8", "mxfp8") and router_pads(m):
         # The router pads each expert's count to TE's FP8/MXFP8 alignment (TransformerConfig
         # moe_router_padding_for_quantization; token_dispatcher.py pad_routing_map), so TEGroupedMLP
-        # skips its Fp8Padding copies (moe_utils.skip_routed_expert_padding): Runtime.pads_expert_rows
-        # off in flags.release_runtime. The padded entries route with probability 0.
+        # skips its Fp8Padding copies (moe_utils.skip_routed_expert_padding): Runtime.expert_row_padding
+        # ROUTER_PADS in flags.release_runtime. The padded entries route with probability 0 but are
+        # dispatched and computed (cost.expert_padding.router_pad_load).
         flags.append("--moe-router-padding-for-quantization")
     routing = "dropless routing"
     if "--moe-router-padding-for-quantization" in flags:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterator
 
 from sp_planner.cost.offload import OVERLAP_MIN_KEPT_LAYERS
+from sp_planner.cost.expert_padding import GROUPED_MLP_PADS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
@@ -141,7 +142,7 @@ def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) ->
     return (pins.recompute == "none" and pins.pp in (None, 1) and not pins.cpu_offload_layers
             and hardware.host_link_bytes_per_s is not None
             # Megatron's with or without its router padding (flags.release_runtime).
-            and runtime.model_copy(update={"pads_expert_rows": True}) == MEGATRON_RUNTIME)
+            and runtime.model_copy(update={"expert_row_padding": GROUPED_MLP_PADS}) == MEGATRON_RUNTIME)
 
 
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from sp_planner.cost.hybridep import hybridep_timed
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.expert_padding import align_rows
+from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
@@ -36,25 +36,28 @@ class MoEWork(NamedTuple):
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
              groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int,
-             gathers: TpGathers = TE_TP_GATHERS, pads_expert_rows: bool = False) -> MoEWork:
+             gathers: TpGathers = TE_TP_GATHERS, expert_row_padding: str = NO_PADDING) -> MoEWork:
     """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase;
     `gathers`: the framework's linears, whether its expert GEMMs run in the plan's precision
-    (cost.tp_gathers); `pads_expert_rows`: it pads each local expert's rows for FP8
-    (cost.expert_padding, Runtime.pads_expert_rows)."""
+    (cost.tp_gathers); `expert_row_padding`: who pads each local expert's rows for FP8
+    (cost.expert_padding, Runtime.expert_row_padding)."""
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
-    copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * busiest_rank_load(model, plan.ep))
     # The expert GEMMs at the precision they run in (the plan's, or bf16: cost.tp_gathers), as
     # cost.step times them.
     experts = expert_precision(np.array([PRECISIONS.index(plan.precision)]), gathers)
+    copies_align, router_align = (float(a[0]) for a in padding_align_rows(experts, expert_row_padding))
+    # The router's padding rows travel with the routed copies (cost.moe.moe_times).
+    load = busiest_rank_load(model, plan.ep) + router_pad_load(model, tokens_per_tp_rank, router_align)
+    copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * load)
     rate = float(gemm_peak_flops(hardware, experts, plan.fp8_blockwise)[0])
     # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
     # as the analytic model asks it (cost.step).
     stride = axis_stride(plan, "ep")
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
                       ep_stride=stride, elem_bytes=BF16_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate,
-                      pad_align_rows=float(align_rows(experts, pads_expert_rows)[0]))
+                      pad_align_rows=copies_align, router_pad_align_rows=router_align)
     if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node):
         # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
         # time (cost.hybridep), already scaled by the share of MoE layers.

@@ -55,7 +55,7 @@ def analytic_step(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
                         loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
-                        pads_expert_rows=runtime.pads_expert_rows)
+                        expert_row_padding=runtime.expert_row_padding)
     return float(step.step_time_s[0]), float(step.time.host_overhead_s[0]), float(step.time.offload_s[0])
 
 

@@ -144,7 +144,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                      moe_router_dtype=runtime.moe_router_dtype)
     gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
     moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.tp_gathers,
-                   runtime.pads_expert_rows)
+                   runtime.expert_row_padding)
     attn_params = model.attention_params_per_layer
     attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
     logits_fwd = logits_total / 3

@@ -19,6 +19,7 @@ from sp_planner.cost.loss_memory import (
     TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
 )
 from sp_planner.cost.ring_impl import RING_IMPLS
+from sp_planner.cost.expert_padding import ROUTER_PADS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME, Runtime
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.errors import UserInputError
@@ -175,7 +176,7 @@ def row_runtime(row: CorpusRow) -> Runtime:
                    loss_memory=loss_memory, loss_bytes_per_logit=loss_bytes, grad_sync=sync,
                    sequence_parallel=row.sequence_parallel, tp_gathers=runtime.tp_gathers,
                    unpads_attention=unpads, moe_router_dtype=row.moe_router_dtype,
-                   pads_expert_rows=runtime.pads_expert_rows and not row.moe_router_padding)
+                   expert_row_padding=ROUTER_PADS if row.moe_router_padding else runtime.expert_row_padding)
 
 
 # The attention kernel each corpus framework ran (cost.attention_kernels): Megatron-family and

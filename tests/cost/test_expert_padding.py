@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.expert_padding import align_rows, padding_bytes_per_token, unaligned_probability
+from sp_planner.cost.expert_padding import (GROUPED_MLP_PADS, NO_PADDING, align_rows, padding_bytes_per_token,
+                                            unaligned_probability)
 from sp_planner.cost.moe import moe_times
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.plan import PRECISIONS, ParallelPlan
@@ -16,6 +17,7 @@ from sp_planner.specs.moe import MoESpec
 
 QWEN3_235B = load_model("Qwen3-235B-A22B")  # hidden 4096, 128 experts, top-8, all 94 layers MoE
 BALANCED = QWEN3_235B.model_copy(update={"moe": QWEN3_235B.moe.model_copy(update={"routing": "balanced"})})
+PADDER = {True: GROUPED_MLP_PADS, False: NO_PADDING}
 CODES = np.array([PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8")])
 
 
@@ -79,11 +81,11 @@ def test_megatron_fp8_plans_pay_it_forward_and_backward():
     workload = Workload(seq_len=4096, global_batch=64)
     plan = ParallelPlan(dp=8, ep=8, etp=1, zero=1, precision="fp8", fp8_recipe="tensorwise")
     runs = {pads: evaluate(model, hw, workload, plan, num_nodes=1, gpus_per_node=8,
-                           runtime=MEGATRON_RUNTIME.model_copy(update={"pads_expert_rows": pads}))
+                           runtime=MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": PADDER[pads]}))
             for pads in (True, False)}
     # Megatron-Core's default pads (corpus rows without moe_router_padding; sp-plan's flags pad in
     # the router instead, flags.release_runtime, tests/flags/test_router_padding_agreement.py).
-    assert MEGATRON_RUNTIME.pads_expert_rows
+    assert MEGATRON_RUNTIME.expert_row_padding == GROUPED_MLP_PADS
     # 8 micro-batches x 48 layers x (forward + backward) x 4096 tokens x 8 copies x 2 x 2 x 2048 x 2 B.
     per_pass = 4096 * 8 * 2 * 2 * 2048 * 2 * (1 - 16.0 ** -16) / (
         hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
@@ -91,6 +93,6 @@ def test_megatron_fp8_plans_pay_it_forward_and_backward():
     # bf16 pads nothing.
     bf16 = plan.model_copy(update={"precision": "bf16", "fp8_recipe": None})
     times = [evaluate(model, hw, workload, bf16, num_nodes=1, gpus_per_node=8,
-                      runtime=MEGATRON_RUNTIME.model_copy(update={"pads_expert_rows": pads})).time.gemm_s
+                      runtime=MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": PADDER[pads]})).time.gemm_s
              for pads in (True, False)]
     assert times[0] == times[1]

@@ -35,14 +35,15 @@ def test_framework_runtime(framework, overlap, states):
 def test_megatron_runtime_is_the_default_and_runs_eager():
     assert framework_runtime("all") is MEGATRON_RUNTIME
     assert MEGATRON_RUNTIME == Runtime(overlap=MEGATRON_OVERLAP, states=MEGATRON_STATES, cuda_graphs=frozenset(),
-                                       ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC, pads_expert_rows=True)
+                                       ring=TE_RING, grad_sync=MEGATRON_GRAD_SYNC,
+                                       expert_row_padding="grouped_mlp")
 
 
 def test_only_megatron_pads_the_experts_rows_for_fp8():
     # Megatron-Core's TEGroupedMLP pads with TE's Fp8Padding (cost.expert_padding); the others'
     # expert MLPs are not TEGroupedMLP (MindSpeed's is its own GMM kernel, cost.grouped_gemm).
-    assert [framework_runtime(f).pads_expert_rows for f in ("megatron", "mindspeed", "deepspeed", "torchtitan")] == [
-        True, False, False, False]
+    assert [framework_runtime(f).expert_row_padding for f in ("megatron", "mindspeed", "deepspeed", "torchtitan")] == [
+        "grouped_mlp", "none", "none", "none"]
 
 
 @pytest.mark.parametrize("framework, ring", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.expert_padding import GROUPED_MLP_PADS, NO_PADDING, ROUTER_PADS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.flags import FlagRequest, release_runtime, render_flags
 from sp_planner.plan import ParallelPlan
@@ -38,10 +39,12 @@ def test_flags_pad_in_the_router_exactly_where_the_runtime_charges_no_copies(nam
     emitted = FLAG in parse_bash_array(render_flags("megatron", request).text)
     assert emitted == (name == "dropless alltoall")
     for framework in ("megatron", "all"):
-        assert release_runtime(framework, model=model).pads_expert_rows is not emitted
+        assert release_runtime(framework, model=model).expert_row_padding == (
+            ROUTER_PADS if emitted else GROUPED_MLP_PADS)
     # Otherwise the runtime is Megatron's, and the corpus' Megatron rows keep its default padding.
-    assert release_runtime("megatron", model=model).model_copy(update={"pads_expert_rows": True}) == MEGATRON_RUNTIME
-    assert MEGATRON_RUNTIME.pads_expert_rows
+    assert release_runtime("megatron", model=model).model_copy(
+        update={"expert_row_padding": GROUPED_MLP_PADS}) == MEGATRON_RUNTIME
+    assert MEGATRON_RUNTIME.expert_row_padding == GROUPED_MLP_PADS
 
 
 def test_sp_plan_times_its_fp8_moe_plans_without_the_copies():
@@ -52,11 +55,16 @@ def test_sp_plan_times_its_fp8_moe_plans_without_the_copies():
     model = _moe(routing="balanced")  # an even load: every rank computes its 8 copies a token
     planned = evaluate(model, hw, workload, plan, runtime=release_runtime("megatron", model=model), **kw)
     default = evaluate(model, hw, workload, plan, runtime=MEGATRON_RUNTIME, **kw)
+    unpadded = evaluate(model, hw, workload, plan,
+                        runtime=MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": NO_PADDING}), **kw)
     # Qwen3-30B-A3B (hidden 2048, 48 MoE layers, 128 experts, top 8): 8 micro-batches x 48 layers x
     # (forward + backward) x 4096 tokens x 8 copies x 2 x 2 x 2048 x 2 B, copied with probability
     # 1 - 16^-16 (16 local experts), at the memory-bound share of HBM (cost.expert_padding).
     per_pass = 4096 * 8 * 2 * 2 * 2048 * 2 * (1 - 16.0 ** -16) / (
         hw.hbm_bandwidth_bytes_per_s * hw.efficiency.memory_bound)
-    assert default.time.gemm_s - planned.time.gemm_s == pytest.approx(8 * 48 * 2 * per_pass, rel=1e-9)
+    assert default.time.gemm_s - unpadded.time.gemm_s == pytest.approx(8 * 48 * 2 * per_pass, rel=1e-9)
+    # The router's padding rows instead (tests/cost/test_router_padding.py): more than nothing,
+    # less than the copies here.
+    assert unpadded.time.gemm_s < planned.time.gemm_s < default.time.gemm_s
     # A dense model's runtime is Megatron's as before.
     assert release_runtime("megatron", model=load_model("Llama-3-8B")) == MEGATRON_RUNTIME

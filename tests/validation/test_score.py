@@ -575,7 +575,7 @@ def test_router_padding_takes_the_experts_fp8_padding_away(corpus):
     # moe_router_padding_for_fp8 False), so TEGroupedMLP pads with copies (cost.expert_padding); a
     # row stating --moe-router-padding-for-quantization pads in the router instead.
     row = _row(corpus, "mba-q235-b200-mx")
-    assert row_runtime(row).pads_expert_rows
-    assert not row_runtime(row.model_copy(update={"moe_router_padding": True})).pads_expert_rows
+    assert row_runtime(row).expert_row_padding == "grouped_mlp"
+    assert row_runtime(row.model_copy(update={"moe_router_padding": True})).expert_row_padding == "router"
     with pytest.raises(ValueError, match="moe_router_padding is Megatron's"):
         row_runtime(_row(corpus, "titan-8b-8g-fsdp").model_copy(update={"moe_router_padding": True}))
