@@ -87,18 +87,43 @@ def _refuse_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+class NotJsonError(ValueError):
+    """A YAML value JSON has no form for: strict validation (validate_strict) reads a file as JSON."""
+
+
 class _StrictSafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping that names one key twice (it keeps the last)."""
+    """PyYAML's safe loader, refusing a mapping that names one key twice (it keeps the last), and
+    what JSON cannot hold: a key that is not text (`8:`, and YAML 1.1's `on:` or `yes:`, read as
+    true) and a date, which validate_strict would see as other text than the file's."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         keys: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else kind_of(key)
+                read_as = "null" if key is None else kind_of(key)
+                raise NotJsonError(f"key {shown} (line {line}) is not text (YAML reads it as {read_as}); "
+                                   "write it in quotes")
             if key in keys:
-                raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (line "
-                                        f"{key_node.start_mark.line + 1})")
+                raise DuplicateKeyError(f"key {key!r} appears twice in one mapping (line {line})")
             keys.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def _refuse_non_json(self, node: yaml.Node) -> None:
+        kind = _NOT_JSON[node.tag.rsplit(":", 1)[-1]]
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            raise NotJsonError(f"{node.value} (line {line}) is read as a YAML {kind}, which JSON has no form for; "
+                               "write it in quotes")
+        raise NotJsonError(f"a YAML {kind} (line {line}) has no JSON form; write a list")
+
+
+# The tags of YAML's types JSON has no form for, named as a user would (a timestamp may be a bare date).
+_NOT_JSON = {"timestamp": "date", "binary": "binary value", "set": "set"}
+for _tag in _NOT_JSON:
+    _StrictSafeLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _StrictSafeLoader._refuse_non_json)
 
 
 def read_structured(path: Path, *, what: str) -> object:
@@ -121,19 +146,39 @@ def read_structured(path: Path, *, what: str) -> object:
         raise UserInputError(f"{what} file {path} is malformed: {detail}") from None
 
 
-def validate_as(model: type[T], data: object, *, what: str, path: Path | str) -> T:
-    """Validate parsed data, naming the file and the bad fields in one line."""
+def validate_as(model: type[T], data: object, *, what: str, path: Path | str, strict: bool = True) -> T:
+    """Validate parsed data, naming the file and the bad fields in one line. `strict` (validate_strict)
+    for what a file holds; False only for fields a reader built itself from a file it checked."""
     if not isinstance(data, dict):
         raise UserInputError(f"{what} file {path} must hold a mapping, got {kind_of(data)}")
     try:
-        return model.model_validate(data)
+        return validate_strict(model, data) if strict else model.model_validate(data)
     except pydantic.ValidationError as err:
-        # A check of the whole file (no field) is said as it is.
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc'])}: {field_message(item)}" if item["loc"] else field_message(item)
-            for item in err.errors()
-        )
-        raise UserInputError(f"{what} file {path} is invalid: {fields}") from None
+        raise UserInputError(f"{what} file {path} is invalid: {errors_line(err)}") from None
+
+
+def errors_line(err: pydantic.ValidationError) -> str:
+    """Every error of `err` as 'field.path: message', joined by '; '; a check of the whole file (no
+    field) is said as it is."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in item['loc'])}: {field_message(item)}" if item["loc"] else field_message(item)
+        for item in err.errors()
+    )
+
+
+def validate_strict(model: type[T], data: object) -> T:
+    """`data` as parsed from a user's JSON/YAML file, validated as `model` in pydantic's strict mode.
+
+    Users edit these files by hand, and lax mode would read `"tp": 2.0` or `"2"` as 2 and `"yes"`,
+    `"on"` or 1 as true without a word. Strict mode refuses those (an int field takes only whole
+    numbers, a bool field only true/false, a float field no true/false) and still takes an int where
+    a float is declared. It validates the data as JSON text because strict Python mode also refuses a
+    list for a tuple field; strict JSON mode takes a list there. For the same reason no file model
+    has a model_validator(mode="before"): pydantic validates what one returns in Python mode. YAML
+    values JSON has no form for (a date, a key that is not text) are refused as read_structured
+    parses the file (_StrictSafeLoader).
+    """
+    return model.model_validate_json(json.dumps(data), strict=True)
 
 
 def kind_of(data: object) -> str:
@@ -156,9 +201,21 @@ _BOUNDS = {"less_than_equal": ("le", "at most"), "less_than": ("lt", "below")}
 _RANGE_CHECKS = {"less_than_equal", "less_than", "greater_than_equal", "greater_than"}
 
 
+# Strict mode's type errors (validate_strict), said with what the field takes and the value as the
+# file writes it: pydantic's "Input should be a valid integer" leaves out that 2.0 or "2" was given.
+# (JSON mode's "Input should be an object" is JavaScript's word for a YAML mapping.)
+_EXPECTED = {"int_type": "a whole number", "bool_type": "true or false", "float_type": "a number",
+             "string_type": "text", "model_type": "a mapping", "dict_type": "a mapping", "list_type": "a list",
+             "tuple_type": "a list"}
+
+
 def field_message(item: Mapping[str, Any]) -> str:
-    """pydantic's message for one error; an upper-bound check names the value and the bound readably."""
+    """pydantic's message for one error; an upper-bound check names the value and the bound readably,
+    a strict type check what the field takes and the value given."""
     value = item.get("input")
+    expected = _EXPECTED.get(item.get("type", ""))
+    if expected is not None:
+        return f"expected {expected}, got {_as_written(value)}"
     if isinstance(value, float) and not math.isfinite(value) and item.get("type", "") in _RANGE_CHECKS:
         return f"{value} is not a finite number"  # not "nan is out of range: it must be at most 1e+06"
     bound = _BOUNDS.get(item.get("type", ""))
@@ -168,6 +225,13 @@ def field_message(item: Mapping[str, Any]) -> str:
         return str(item["msg"]).removeprefix("Value error, ")
     key, words = bound
     return f"{_number(item.get('input'))} is out of range: it must be {words} {_number(ctx[key])}"
+
+
+def _as_written(value: object) -> str:
+    """A value as JSON writes it (2.0, "2", true), cut to 60 characters: a mapping given for a
+    number is named, not printed whole."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _number(value: object) -> str:

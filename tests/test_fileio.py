@@ -52,3 +52,62 @@ def test_a_key_given_twice_is_refused_not_the_last_one_kept(tmp_path, name, text
     assert str(err.value) == f"hardware profile file {path} is malformed: {said}"
     path.write_text(text.replace("name: B", "label: B").replace('"y": 2', '"z": 2'), encoding="utf-8")
     assert isinstance(read_structured(path, what="hardware profile"), dict)
+
+
+class _Figures(pydantic.BaseModel):
+    count: int = 1
+    share: float = 0.5
+    enabled: bool = False
+    sizes: tuple[int, ...] = ()
+    names: dict[str, str] = {}
+
+
+def _strict_refusal(tmp_path, text: str) -> str:
+    from sp_planner.fileio import validate_as
+
+    path = tmp_path / "figures.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserInputError) as err:
+        validate_as(_Figures, read_structured(path, what="figures"), what="figures", path=path)
+    return str(err.value).removeprefix(f"figures file {path} is invalid: ")
+
+
+@pytest.mark.parametrize("text, said", [
+    ("count: 2.0", "count: expected a whole number, got 2.0"),
+    ("count: '2'", 'count: expected a whole number, got "2"'),
+    ("enabled: 'yes'", 'enabled: expected true or false, got "yes"'),
+    ("enabled: 1", "enabled: expected true or false, got 1"),
+    ("share: true", "share: expected a number, got true"),
+    ("sizes: [1, 2.0]", "sizes.1: expected a whole number, got 2.0"),
+    ("sizes: 3", "sizes: expected a list, got 3"),
+    ("names: {a: 1}", "names.a: expected text, got 1"),
+])
+def test_a_value_lax_mode_would_coerce_is_refused_naming_the_field(tmp_path, text, said):
+    assert _strict_refusal(tmp_path, text) == said
+
+
+@pytest.mark.parametrize("text, said", [
+    ("names: {a: 2024-05-01}", "2024-05-01 (line 1) is read as a YAML date, which JSON has no form for; "
+                               "write it in quotes"),
+    ("names:\n  8: a", "key 8 (line 2) is not text (YAML reads it as a number); write it in quotes"),
+    ("on: true", "key on (line 1) is not text (YAML reads it as true/false); write it in quotes"),
+    ("names: !!set {a, b}", "a YAML set (line 1) has no JSON form; write a list"),
+])
+def test_a_yaml_value_json_has_no_form_for_is_refused_where_it_is(tmp_path, text, said):
+    # Strict validation reads a file as JSON: a date, or a key 8 or `on` (YAML 1.1's true), would be
+    # read as other text than the file's, or fail without saying where.
+    path = tmp_path / "figures.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserInputError) as err:
+        read_structured(path, what="figures")
+    assert str(err.value) == f"figures file {path} is malformed: {said}"
+
+
+def test_strict_reading_takes_lists_for_tuples_and_whole_numbers_for_floats(tmp_path):
+    from sp_planner.fileio import validate_as
+
+    path = tmp_path / "figures.yaml"
+    path.write_text("count: 3\nshare: 1\nenabled: true\nsizes: [1, 2]\nnames: {a: b}\n", encoding="utf-8")
+    figures = validate_as(_Figures, read_structured(path, what="figures"), what="figures", path=path)
+    assert figures == _Figures(count=3, share=1.0, enabled=True, sizes=(1, 2), names={"a": "b"})
+    assert type(figures.share) is float

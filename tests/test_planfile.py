@@ -197,3 +197,36 @@ def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
         load_plan_file(path)
     assert str(err.value) == (f"plan file {path} is not a plan file (no schema_version, model or plan); give a "
                               "plan.json written by sp-plan --out")
+
+
+@pytest.mark.parametrize("where, value, expected", [
+    ("plan.tp", 2.0, "a whole number, got 2.0"),
+    ("plan.tp", "2", 'a whole number, got "2"'),
+    ("plan.adam_moments_bf16", "yes", 'true or false, got "yes"'),
+    ("plan.reshard_after_forward", 1, "true or false, got 1"),
+    ("num_nodes", 4.0, "a whole number, got 4.0"),
+    ("rank_layout.degrees.tp", 2.0, "a whole number, got 2.0"),
+    ("rank_groups.tp.0.0", 0.0, "a whole number, got 0.0"),
+])
+def test_a_hand_edit_lax_mode_would_coerce_is_refused_naming_the_field(tmp_path, where, value, expected):
+    # pydantic's lax mode read 2.0 and "2" as 2, and "yes" and 1 as true: the plan run was not the one written.
+    def edit(doc):
+        *parents, leaf = where.split(".")
+        for part in parents:
+            doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+        doc[int(leaf) if isinstance(doc, list) else leaf] = value
+
+    assert _edited(tmp_path, edit) == f"plan file {tmp_path / 'plan.json'} is invalid: {where}: expected {expected}"
+
+
+def test_a_float_field_still_takes_a_whole_number(tmp_path):
+    path = tmp_path / "plan.json"
+    written = _plan_file(rank_layout=RankLayout.of(PLAN))
+    write_plan_file(path, written)
+    doc = json.loads(path.read_text())
+    doc["hardware"]["efficiency"]["gemm"] = 1
+    doc["hardware"]["peak_bf16_flops"] = int(written.hardware.peak_bf16_flops)
+    path.write_text(json.dumps(doc))
+    hardware = read_plan_file(path).hardware
+    assert hardware.efficiency.gemm == 1.0 and type(hardware.efficiency.gemm) is float
+    assert hardware.peak_bf16_flops == written.hardware.peak_bf16_flops == 989e12

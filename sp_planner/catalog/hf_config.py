@@ -173,7 +173,9 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "hf_repo": repo,
         "sources": _sources(cfg, model_type, path),
     }
-    return validate_as(ModelSpec, fields, what=WHAT, path=path)
+    # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
+    # built from it, not the file's own values.
+    return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)
 
 
 def _sources(cfg: dict, model_type: str, path: Path) -> tuple[str, ...]:

@@ -1,10 +1,10 @@
 """The ranges a hardware profile's figures must lie in, and the base of its models: finite numbers
-only (no inf, nan or YAML booleans), so that a typo is refused naming its field and range instead of
+only (no inf or nan), so that a typo is refused naming its field and range instead of
 being planned with."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from sp_planner.specs.base import FrozenModel
 
@@ -29,17 +29,9 @@ MAX_GPUS_PER_NODE = 1024
 
 
 class FiniteModel(FrozenModel):
-    """Hardware figures are finite numbers: inf and nan are refused, and so are true and false
-    where a number is asked for (YAML's booleans would otherwise read as 1 and 0)."""
+    """Hardware figures are finite numbers: inf and nan are refused. A file's true or false where a
+    number is asked for (YAML's booleans) is refused by the strict validation every file gets
+    (fileio.validate_strict); a model_validator(mode="before") here would put the whole profile
+    through strict Python mode, where a YAML list is no tuple."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _numbers_are_not_booleans(cls, data: object) -> object:
-        if isinstance(data, dict):
-            for name, value in data.items():
-                field = cls.model_fields.get(name) if isinstance(name, str) else None
-                if field is not None and isinstance(value, bool) and field.annotation is not bool:
-                    raise ValueError(f"{name}: must be a number, got {str(value).lower()}")
-        return data

@@ -21,7 +21,7 @@ from pydantic import Field
 from sp_planner.catalog import load_model
 from sp_planner.cost.cuda_graphs import check_graph_scopes
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import read_structured
+from sp_planner.fileio import field_message, read_structured, validate_strict
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.validation.corpus_row import CorpusRow, Source
@@ -45,7 +45,7 @@ class Corpus(FrozenModel):
 
 
 def _one_line(err: pydantic.ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(row)'}: {e['msg']}" for e in err.errors())
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(row)'}: {field_message(e)}" for e in err.errors())
 
 
 def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
@@ -53,7 +53,7 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
     if not isinstance(data, dict):
         raise UserInputError(f"corpus file {path} must hold a mapping with source, defaults and rows")
     try:
-        parsed = CorpusFile.model_validate(data)
+        parsed = validate_strict(CorpusFile, data)
     except pydantic.ValidationError as err:
         raise UserInputError(f"corpus file {path} is invalid: {_one_line(err)}") from None
     rows = []
@@ -62,7 +62,7 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
         if not isinstance(raw, dict):
             raise UserInputError(f"corpus file {path} {label} must be a mapping")
         try:
-            rows.append(CorpusRow.model_validate({**parsed.defaults, **raw, "source": parsed.source.id}))
+            rows.append(validate_strict(CorpusRow, {**parsed.defaults, **raw, "source": parsed.source.id}))
         except pydantic.ValidationError as err:
             raise UserInputError(f"corpus file {path} {label} is invalid: {_one_line(err)}") from None
     return parsed, tuple(rows)

@@ -250,8 +250,13 @@ def _set(dotted, value):
         (_set("peak_bf16_flops", 1e-300), "peak_bf16_flops: Input should be greater than or equal to 100000000"),
         (_set("intra_node.bandwidth_bytes_per_s", 1e-30),
          "intra_node.bandwidth_bytes_per_s: Input should be greater than or equal to 1000000"),
-        (_set("peak_bf16_flops", True), "peak_bf16_flops: must be a number, got true"),
-        (_set("efficiency.gemm", True), "efficiency: gemm: must be a number, got true"),
+        (_set("peak_bf16_flops", True), "peak_bf16_flops: expected a number, got true"),
+        (_set("efficiency.gemm", True), "efficiency.gemm: expected a number, got true"),
+        # Hand edits pydantic's lax mode would take as 8 and true (fileio.validate_strict).
+        (_set("gpus_per_node", 8.0), "gpus_per_node: expected a whole number, got 8.0"),
+        (_set("gpus_per_node", "8"), 'gpus_per_node: expected a whole number, got "8"'),
+        (_set("efficiency.attention_fp8", "yes"), 'efficiency.attention_fp8: expected true or false, got "yes"'),
+        (_set("efficiency.attention_fp8", 1), "efficiency.attention_fp8: expected true or false, got 1"),
         (_set("memory_reserve_bytes", 2e11), "memory_reserve_bytes 2e+11 must be below hbm_bytes"),
         (_set("gpus_per_node", 0), "gpus_per_node: Input should be greater than 0"),
         (_set("intra_node.latency_s", -1e-6), "intra_node.latency_s: Input should be greater than or equal"),
@@ -260,7 +265,7 @@ def _set(dotted, value):
         # Each tier names its own kinds, in one error (a union of both tiers' made two).
         (_set("intra_node.kind", "infiniband"), "intra_node.kind: Input should be 'nvlink', 'pcie', 'xgmi' or 'hccs'"),
         (_set("inter_node.kind", "nvlink"), "inter_node.kind: Input should be 'infiniband', 'roce' or 'ethernet'"),
-        (_set("memory_reserve_bytes", "lots"), "memory_reserve_bytes: Input should be a valid number"),
+        (_set("memory_reserve_bytes", "lots"), 'memory_reserve_bytes: expected a number, got "lots"'),
         (_set("base_profile", "H99"), "base_profile: 'H99' names no built-in hardware profile; one of "
                                       + ", ".join(EXPECTED_NAMES)),
         # Ambiguous as --hardware is: its memory decides which plans fit.

@@ -29,8 +29,8 @@ def test_other_invalid_measurements_still_name_their_fields(run_main, tmp_path):
     path.write_text(json.dumps({"environment": 1, "schema_version": 3}))
     result = run_main(calibrate_cmd, "--measurements", path, "--out", tmp_path / "refit.yaml")
     assert result.exit_code == 2
-    assert result.stderr == (f"error: measurements file {path} is invalid: environment: Input should be a valid "
-                             "dictionary or instance of Environment; schema_version: Extra inputs are not permitted\n")
+    assert result.stderr == (f"error: measurements file {path} is invalid: environment: expected a mapping, got 1; "
+                             "schema_version: Extra inputs are not permitted\n")
 
 
 def test_options_that_shape_a_measurement_are_refused_with_saved_measurements(run_main, tmp_path):

@@ -1,8 +1,10 @@
-"""specs.hardware_limits: a hardware figure is a finite number in its range, never a YAML boolean."""
+"""specs.hardware_limits: a hardware figure is a finite number in its range, never a YAML boolean
+(read as a file is, fileio.validate_strict)."""
 
 import pytest
 from pydantic import Field, ValidationError
 
+from sp_planner.fileio import errors_line, validate_strict
 from sp_planner.specs.hardware_limits import MAX_FLOPS, MIN_FLOPS, FiniteModel, Fraction
 
 
@@ -12,10 +14,14 @@ class _Figures(FiniteModel):
     measured: bool = False
 
 
-def _refusal(**figures) -> str:
+def _refused(**figures) -> ValidationError:
     with pytest.raises(ValidationError) as refused:
-        _Figures(**{"peak_flops": 1e15, "share": 0.5, **figures})
-    return str(refused.value)
+        validate_strict(_Figures, {"peak_flops": 1e15, "share": 0.5, **figures})
+    return refused.value
+
+
+def _refusal(**figures) -> str:
+    return str(_refused(**figures))
 
 
 def test_figures_in_range_are_kept():
@@ -25,8 +31,6 @@ def test_figures_in_range_are_kept():
 
 
 @pytest.mark.parametrize("figures, expected", [
-    ({"peak_flops": True}, "peak_flops: must be a number, got true"),
-    ({"share": False}, "share: must be a number, got false"),
     ({"peak_flops": float("inf")}, "Input should be a finite number"),
     ({"peak_flops": float("nan")}, "Input should be a finite number"),
     ({"peak_flops": 1e30}, "less than or equal to 1000000000000000000000000"),
@@ -36,6 +40,15 @@ def test_figures_in_range_are_kept():
 ])
 def test_a_typo_is_refused_naming_its_range(figures, expected):
     assert expected in _refusal(**figures)
+
+
+@pytest.mark.parametrize("figures, expected", [
+    ({"peak_flops": True}, "peak_flops: expected a number, got true"),
+    ({"share": False}, "share: expected a number, got false"),
+    ({"measured": "yes"}, 'measured: expected true or false, got "yes"'),
+])
+def test_a_yaml_boolean_is_no_number_and_a_string_no_boolean(figures, expected):
+    assert errors_line(_refused(**figures)) == expected
 
 
 def test_unknown_fields_are_refused_and_figures_frozen():

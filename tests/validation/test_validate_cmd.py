@@ -199,6 +199,11 @@ def test_report_refuses_a_link_in_its_folder_rather_than_write_through_it(run_ma
     # Settings the row's model cannot run, found before any row is scored.
     (SMALL.replace("{id: c, table: T5 r3,", "{id: c, table: T5 r3, framework: torchtitan, moe_router_padding: true,"),
      r"^error: corpus row c: moe_router_padding is Megatron's --moe-router-padding-for-quantization, .*torchtitan$"),
+    # Hand edits pydantic's lax mode would read as 8 and false (fileio.validate_strict).
+    (SMALL.replace("tp: 8, ulysses: 1, measured: 238.9", "tp: 8.0, ulysses: 1, measured: 238.9"),
+     r"row 2 \(b\) is invalid: tp: expected a whole number, got 8.0$"),
+    (SMALL.replace("expressible: false", "expressible: 'no'"),
+     r'row 4 \(d\) is invalid: expressible: expected true or false, got "no"$'),
 ])
 def test_bad_corpus_is_one_line_and_exit_2(run_main, tmp_path, content, message):
     path = tmp_path / "nope.yaml"
