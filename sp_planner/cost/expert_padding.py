@@ -58,9 +58,10 @@ count's remainder uniform (as above; a source rank's count has mean n k / E, 512
 spread ~22, near uniform modulo 32, rougher at a few hundred tokens a rank) the expected pad is
 (align - 1) / 2 an expert and source rank, E (align - 1) / 2 rows a source rank of n tokens, against
 its n k routed copies: E (align - 1) / (2 n k) more copies on every EP rank (router_pad_load; 1.5%
-under FP8, 3% under MXFP8 for Qwen3-30B-A3B, E 128, k 8, at 8192 tokens a rank). Padded to capacity (drop_and_pad) every expert takes exactly its
-capacity, pad entries included, so none are added; the flex dispatcher's HybridEP does not pad the
-routing map (only the alltoall and DeepEP paths call pad_routing_map) but pads in its kernels.
+under FP8, 3% under MXFP8 for Qwen3-30B-A3B, E 128, k 8, at 8192 tokens a rank). Padded to
+capacity (drop_and_pad) every expert takes exactly its capacity, pad entries included, so none
+are added; the flex dispatcher's HybridEP does not pad the routing map (only the alltoall and
+DeepEP paths call pad_routing_map) but pads in its kernels.
 The fused grouped MLP (use_transformer_engine_op_fuser, b1c2006cf line 297) aligns to 256: not
 modelled (its corpus rows run HybridEP).
 """
