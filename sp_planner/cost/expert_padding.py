@@ -78,7 +78,7 @@ from sp_planner.specs.model import ModelSpec
 # Who pads each local expert's rows to the FP8/MXFP8 alignment (Runtime.expert_row_padding): nobody,
 # the grouped MLP with whole-tensor copies, or the router with extra routed rows (module docstring).
 ExpertRowPadding = Literal["none", "grouped_mlp", "router"]
-EXPERT_ROW_PADDINGS: tuple[str, ...] = get_args(ExpertRowPadding)
+EXPERT_ROW_PADDINGS: tuple[ExpertRowPadding, ...] = get_args(ExpertRowPadding)
 NO_PADDING, GROUPED_MLP_PADS, ROUTER_PADS = EXPERT_ROW_PADDINGS
 # Expected pad rows an expert and source rank per row of alignment: the mean of (-count) mod align
 # over a uniform remainder, (align - 1) / 2 (module docstring).
