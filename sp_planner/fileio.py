@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,6 +121,12 @@ class _StrictSafeLoader(yaml.SafeLoader):
         raise NotJsonError(f"a YAML {kind} (line {line}) has no JSON form; write a list")
 
 
+# YAML 1.2's floats in exponent form (989e12, 1.5e3, 1e-5): PyYAML resolves floats by YAML 1.1's
+# rule, which wants a point and a signed exponent, and would hand validate_strict the text "989e12",
+# which strict mode rightly refuses for a number. JSON reads them as numbers; so does this loader.
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
 # The tags of YAML's types JSON has no form for, named as a user would (a timestamp may be a bare date).
 _NOT_JSON = {"timestamp": "date", "binary": "binary value", "set": "set"}
 for _tag in _NOT_JSON:

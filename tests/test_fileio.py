@@ -111,3 +111,17 @@ def test_strict_reading_takes_lists_for_tuples_and_whole_numbers_for_floats(tmp_
     figures = validate_as(_Figures, read_structured(path, what="figures"), what="figures", path=path)
     assert figures == _Figures(count=3, share=1.0, enabled=True, sizes=(1, 2), names={"a": "b"})
     assert type(figures.share) is float
+
+
+@pytest.mark.parametrize("text, share", [("share: 989e12", 989e12), ("share: -1E-5", -1e-5), ("share: 1_000e3", 1e6),
+                                         ("share: 1.5e3", 1500.0)])
+def test_an_exponent_without_a_point_is_a_number_as_json_reads_it(tmp_path, text, share):
+    # YAML 1.1 (PyYAML) reads 989e12 as text, which strict validation would refuse for a number;
+    # hand-written profiles say 989e12 FLOP/s.
+    from sp_planner.fileio import validate_as
+
+    path = tmp_path / "figures.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert validate_as(_Figures, read_structured(path, what="figures"), what="figures", path=path).share == share
+    assert _strict_refusal(tmp_path, "count: 8e0") == "count: expected a whole number, got 8.0"
+    assert _strict_refusal(tmp_path, "names: {a: 1e3}") == "names.a: expected text, got 1000.0"

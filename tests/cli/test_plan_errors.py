@@ -106,8 +106,8 @@ def test_profile_with_a_bad_field(sp_plan, tmp_path):
 @pytest.mark.parametrize("field, value, expected", [
     ("hbm_bytes", ".inf", "hbm_bytes: Input should be a finite number"),
     ("hbm_bytes", ".nan", "hbm_bytes: Input should be a finite number"),
-    ("hbm_bytes", "1e30", "hbm_bytes: 1e30 is out of range: it must be at most 1.15e+18"),
-    ("peak_bf16_flops", "1e40", "peak_bf16_flops: 1e40 is out of range: it must be at most 1e+24"),
+    ("hbm_bytes", "1e30", "hbm_bytes: 1e+30 is out of range: it must be at most 1.15e+18"),
+    ("peak_bf16_flops", "1e40", "peak_bf16_flops: 1e+40 is out of range: it must be at most 1e+24"),
 ])
 def test_profile_number_out_of_range_names_the_range(sp_plan, tmp_path, field, value, expected):
     import yaml
