@@ -177,7 +177,8 @@ def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                 runtime: Runtime) -> MemoryColumns:
     return memory_columns(model, hardware, workload, run, runtime.states, domain_gpus=domain, ring_impl=runtime.ring,
                           loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
-                          tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers)
+                          tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers,
+                          expert_row_padding=runtime.expert_row_padding)
 
 
 def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,

@@ -41,12 +41,13 @@ from sp_planner.cost.compiled_layers import (
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.flops import _active_ffn_width
 from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_bytes_per_token
+from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
 from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer
 from sp_planner.cost.qk_norm import qk_norm_saved_bytes
 from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_precision
-from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
@@ -63,15 +64,17 @@ def sequence_parallel_region_tokens(tokens, tp, sequence_parallel: bool):
     return tokens / np.asarray(tp) if sequence_parallel else tokens
 
 
-def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
+def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp, pad_load=0.0):
     """Extra stored bytes of an MoE layer (averaged over layers) on the busiest rank: the permuted
     token copies fed to the experts (n/tp x top_k x etp of width h, saved for the weight
     gradients) and the fp32 router logits; the expert FFN activations are the MLP term's, scaled
-    by the busiest rank's load for the routed share (cost.moe)."""
+    by the busiest rank's load for the routed share (cost.moe). `pad_load`: the router's FP8
+    padding rows per routed copy (cost.expert_padding.router_pad_load), permuted and computed as
+    routed copies, so saved as they are."""
     if model.moe is None:
         return 0.0
     tokens = n / tp
-    load = busiest_rank_load(model, ep)
+    load = busiest_rank_load(model, ep) + pad_load
     copies = tokens * model.moe.top_k * etp * load
     routed_width = model.moe.top_k * model.moe.moe_intermediate_size
     routed_extra = BF16_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)
@@ -81,7 +84,7 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp):
 
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
                                micro_batch, recompute, ep=1, etp=1, unfused: bool = False,
-                               sequence_parallel: bool = True):
+                               sequence_parallel: bool = True, pad_load=0.0):
     """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
 
     `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and per score element the
@@ -89,7 +92,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     2022 section 4.1: 5as^2b in all), which selective recompute frees.
     `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
     input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
-    sbh 34/t; full recompute 2sbh against 2sbh/t)."""
+    sbh 34/t; full recompute 2sbh against 2sbh/t). `pad_load`: moe_activation_bytes'."""
     h, d = model.hidden_size, model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
@@ -109,7 +112,7 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
     attn = q + 2 * BF16_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
     mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
-    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp) + masks
+    full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp, pad_load=pad_load) + masks
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
     layer_input = BF16_BYTES * region * h
     stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
@@ -119,19 +122,23 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
 
 def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                      c: Candidates, *, sequence_parallel: bool = True,
-                                     gathers: TpGathers = TE_TP_GATHERS, compiled: CompiledLayers = EAGER_LAYERS):
+                                     gathers: TpGathers = TE_TP_GATHERS, compiled: CompiledLayers = EAGER_LAYERS,
+                                     expert_row_padding: str = NO_PADDING):
     """(bytes one layer saves for backward per micro-batch as the candidate runs, FP8's smaller
     saved inputs included; bytes of one layer with nothing recomputed): what memory_columns holds
     per layer and what CPU offloading copies (cost.offload). `gathers`: the framework's TP gathers
     (cost.tp_gathers), whose linears save their shards (Transformer Engine's, the default) or keep
     the gathered inputs (cost.saved_inputs). `compiled`: the plans whose layers it compiles, which
-    then keep fewer GEMM inputs with nothing recomputed (cost.compiled_layers)."""
+    then keep fewer GEMM inputs with nothing recomputed (cost.compiled_layers). `expert_row_padding`:
+    who pads each local expert's rows for FP8 (cost.expert_padding); the router's extra rows are
+    saved as routed copies."""
+    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
+    router_align = padding_align_rows(expert_precision(c.precision, gathers), expert_row_padding)[1]
     stored, full_layer = activation_bytes_per_layer(
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
-        sequence_parallel=sequence_parallel,
+        sequence_parallel=sequence_parallel, pad_load=router_pad_load(model, n / c.tp, router_align),
     )
-    n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     full = c.recompute == RECOMPUTE_FULL
     # The precision the GEMM inputs are saved in: the plan's under Transformer Engine (cost.saved_inputs).
     saved = saved_input_precision(c.precision, tp=c.tp, gathers=gathers, fp8_blockwise=c.fp8_blockwise,

@@ -72,6 +72,7 @@ from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequen
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
+from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
@@ -150,7 +151,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
                    ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
                    sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
-                   compiled_layers: CompiledLayers = EAGER_LAYERS) -> MemoryColumns:
+                   compiled_layers: CompiledLayers = EAGER_LAYERS,
+                   expert_row_padding: str = NO_PADDING) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
@@ -158,7 +160,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     `sequence_parallel` False: TP without sequence parallelism (activation_bytes_per_layer);
     `tp_gathers`: the framework's TP gathers, whose linears save their shards or keep the gathered
     inputs (cost.saved_inputs); `compiled_layers`: the plans whose layers it compiles
-    (cost.compiled_layers)."""
+    (cost.compiled_layers); `expert_row_padding`: who pads each local expert's rows for FP8
+    (cost.expert_padding: the router's extra rows are saved activations)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
@@ -214,7 +217,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
     stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c,
                                                           sequence_parallel=sequence_parallel, gathers=tp_gathers,
-                                                          compiled=compiled_layers)
+                                                          compiled=compiled_layers,
+                                                          expert_row_padding=expert_row_padding)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)

@@ -201,7 +201,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     offload_exposed = 0.0
     if np.any(c.cpu_offload_layers):
         copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(
-                                  model, hardware, workload, c, sequence_parallel=sequence_parallel)[0],
+                                  model, hardware, workload, c, sequence_parallel=sequence_parallel,
+                                  gathers=tp_gathers, expert_row_padding=expert_row_padding)[0],
                               c.cpu_offload_layers)
         offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
                                             layers=layers, offload=c.cpu_offload_layers)

@@ -124,3 +124,26 @@ def test_the_simulator_charges_them_as_the_analytic_model():
     unpadded = simulate(QWEN3_30B, B200, workload, plan, num_nodes=1, gpus_per_node=8, detail=False,
                         runtime=MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": NO_PADDING}))
     assert sim.step_time_s > unpadded.step_time_s
+
+
+def test_the_routers_pad_rows_are_saved_as_routed_copies():
+    # moe_activation_bytes with pad_load p: the permuted copies n/tp x k x etp x (load + p) of width
+    # h in bf16, and the routed FFN's mlp_matrices x k x ffn x (load + p - 1) beyond the MLP term.
+    from sp_planner.cost.activations import moe_activation_bytes
+    from sp_planner.cost.moe import busiest_rank_load
+
+    n, tp, ep, etp, p = 8192.0, 1, 8, 1, router_pad_load(QWEN3_30B, 8192, 32)
+    moe, load = QWEN3_30B.moe, busiest_rank_load(QWEN3_30B, ep)
+    per_load = 2 * n * moe.top_k * (QWEN3_30B.hidden_size + QWEN3_30B.num_mlp_matrices * moe.moe_intermediate_size)
+    extra = moe_activation_bytes(QWEN3_30B, n, tp=tp, ep=ep, etp=etp, pad_load=p) - moe_activation_bytes(
+        QWEN3_30B, n, tp=tp, ep=ep, etp=etp)
+    assert extra == pytest.approx(p * per_load, rel=1e-12) and load > 1.0
+    # A plan's memory: the router-padded MXFP8 runtime stores those rows per layer, in flight per
+    # micro-batch (no recompute, pp 1: one micro-batch's layers); the copies' runtime stores none.
+    plan = ParallelPlan(tp=1, ep=8, dp=8, zero=1, precision="mxfp8")
+    workload = Workload(seq_len=8192, global_batch=64)
+    router = MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": ROUTER_PADS})
+    copies = MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": GROUPED_MLP_PADS})
+    a, b = (evaluate(QWEN3_30B, B200, workload, plan, num_nodes=1, gpus_per_node=8, runtime=r) for r in (router, copies))
+    assert a.memory.activations_bytes - b.memory.activations_bytes == pytest.approx(
+        QWEN3_30B.num_layers * p * per_load, rel=1e-6)
