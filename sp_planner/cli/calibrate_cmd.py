@@ -35,7 +35,12 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns
-from sp_planner.destination import check_file_destination, deliver_text, same_destination
+from sp_planner.destination import (
+    check_file_destination,
+    deliver_text,
+    refuse_reading_file_as_output,
+    same_destination,
+)
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device
 from sp_planner.executor.devices import cuda_device_count
@@ -189,6 +194,11 @@ def calibrate(
         if other is not None and same_destination(out, other):
             raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "
                                  "measurements; give them different files")
+    # A base profile or model config the run reads is the user's: never written over.
+    inputs = (("--base", base), ("--model", model), ("--measurements", measurements))
+    refuse_reading_file_as_output(out, option="--out", inputs=inputs)
+    if save_measurements is not None:
+        refuse_reading_file_as_output(save_measurements, option="--save-measurements", inputs=inputs)
     check_file_destination(out, option="--out")  # before minutes of measuring
     if save_measurements is not None:
         check_file_destination(save_measurements, option="--save-measurements")

@@ -144,6 +144,26 @@ def test_sp_calibrate_refuses_one_file_for_the_profile_and_the_measurements(run_
     assert out.read_text() == "{}"
 
 
+def test_sp_calibrate_never_writes_over_a_file_it_reads(run_main, tmp_path, monkeypatch):
+    # --base my.yaml --out my.yaml replaced the user's base profile with the new one, and
+    # --save-measurements raw.yaml --measurements raw.yaml rewrote a YAML file as JSON.
+    monkeypatch.setattr(calibrate_cmd, "_measure_locally", lambda *a, **k: pytest.fail("measured before checking"))
+    base = tmp_path / "my.yaml"
+    base.write_text("name: mine\n")
+    assert_one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--base", base, "--out", base),
+                          f"--out {base} is the --base file this run reads, which the output would replace")
+    assert_one_line_error(run_main(calibrate_cmd, "--device", "cpu", "--base", base, "--out", tmp_path / "p.yaml",
+                                   "--save-measurements", base),
+                          f"--save-measurements {base} is the --base file this run reads")
+    raw = tmp_path / "raw.yaml"
+    raw.write_text("environment: {}\n")
+    assert_one_line_error(run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "p.yaml",
+                                   "--save-measurements", raw),
+                          f"--save-measurements {raw} is the --measurements file this run reads")
+    assert (base.read_text(), raw.read_text()) == ("name: mine\n", "environment: {}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.yaml", "raw.yaml"]
+
+
 def test_sp_simulate_names_a_blocked_file_of_its_own(run_main, plan_json, tmp_path):
     (tmp_path / "timeline.json").mkdir()
     assert_one_line_error(run_main(simulate_cmd, plan_json, "--out-dir", tmp_path),
