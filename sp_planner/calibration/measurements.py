@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sp_planner.fileio import read_structured, validate_as, write_text_atomic
 from sp_planner.specs.base import FrozenModel
@@ -64,6 +64,21 @@ class Measurements(FrozenModel):
     gemm: tuple[GemmSample, ...] = ()
     attention: tuple[AttentionSample, ...] = ()
     memory_copy: tuple[CopySample, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_batch_per_length(self) -> "Measurements":
+        """An attention curve has one rate per length (calibration.fit.attention_curves), and
+        sp-calibrate times each length at one batch: two batches at one length are two runs mixed."""
+        batches: dict[tuple, set[int]] = {}
+        for a in self.attention:
+            batches.setdefault((a.direction, a.causal, a.heads, a.head_dim, a.tokens), set()).add(a.batch)
+        for (direction, causal, heads, head_dim, tokens), seen in batches.items():
+            if len(seen) > 1:
+                raise ValueError(
+                    f"attention {direction} {'causal' if causal else 'full-mask'}, {heads} heads x head_dim "
+                    f"{head_dim} at {tokens} tokens was timed at batches {', '.join(map(str, sorted(seen)))}; "
+                    "a curve takes one batch per length: keep the samples of one run")
+        return self
 
 
 def read_measurements(path: Path) -> Measurements:

@@ -157,6 +157,24 @@ def _raw_with(tmp_path: Path, make_measurements, value) -> Path:
     return path
 
 
+def test_two_batches_at_one_length_are_named(run_main, tmp_path, make_measurements):
+    # Two runs' attention samples mixed in one file failed in the fit as "invalid AttentionCurve:
+    # attention curve tokens must be strictly increasing, got [128, 128, ...]", naming neither file nor cause.
+    data = make_measurements().model_dump(mode="json")
+    first = data["attention"][0]
+    data["attention"].append({**first, "batch": first["batch"] * 2, "time_s": first["time_s"] * 2})
+    raw = tmp_path / "raw.json"
+    raw.write_text(json.dumps(data))
+    code, stdout, stderr = run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "p.yaml")
+    shape = "full-mask" if not first["causal"] else "causal"
+    assert (code, stdout) == (2, "")
+    assert stderr == (f"error: measurements file {raw} is invalid: attention {first['direction']} {shape}, "
+                      f"{first['heads']} heads x head_dim {first['head_dim']} at {first['tokens']} tokens was timed "
+                      f"at batches {first['batch']}, {first['batch'] * 2}; a curve takes one batch per length: "
+                      "keep the samples of one run\n")
+    assert not (tmp_path / "p.yaml").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--out", "p.json"], "--out p.json must end in .yaml or .yml"),
     (["--out", "p.yaml", "--base", "H1000"], "unknown hardware 'H1000'"),
