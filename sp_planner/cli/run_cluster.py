@@ -12,11 +12,15 @@ from sp_planner.executor.config import RunConfig
 from sp_planner.executor.launch import LaunchSpec, cluster_argv
 from sp_planner.planfile import PlanFile
 
+DEFAULT_TIMEOUT_S = 300  # sp-run --timeout (seconds)
+
+
 
 def sp_run_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer: Layer | None = None,
-                plan_scale: float | None = None, device: str = "cuda") -> list[str]:
+                plan_scale: float | None = None, device: str = "cuda",
+                timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """sp-run arguments reproducing this run (for the printed cluster command) on `device` (a
-    cluster's GPUs unless the user named one)."""
+    cluster's GPUs unless the user named one); each rank kills a hung run after `timeout_s`."""
     if plan_path is not None:
         args = ["--plan", str(plan_path)] + (["--layer", layer] if layer is not None else [])
         # a scale the plan file does not record (settled_plan) goes with it to every node
@@ -32,18 +36,19 @@ def sp_run_args(cfg: RunConfig, plan_path: Path | None, out: Path | None, layer:
         args += ["--softcap", str(cfg.softcap)] if cfg.softcap is not None else []
         args += ["--window", str(cfg.window), "--window-kind", cfg.window_kind] if cfg.window is not None else []
     args += ["--device", device, "--dtype", cfg.dtype, "--kernel", cfg.kernel, "--iters", str(cfg.iters)]
+    args += ["--timeout", f"{timeout_s:g}"] if timeout_s != DEFAULT_TIMEOUT_S else []
     return args + (["--out", str(out)] if out is not None else [])
 
 
 def cluster_command(cfg: RunConfig, plan: Path | None, out: Path | None, plan_file: PlanFile | None,
                     rdzv_endpoint: str | None, rdzv_id: str, *, given: bool, layer: Layer | None = None,
                     plan_scale: float | None = None, join_timeout_s: float | None = None,
-                    device: str = "cuda") -> list[str]:
+                    device: str = "cuda", timeout_s: float = DEFAULT_TIMEOUT_S) -> list[str]:
     """The multi-node torchrun line, also the hint of a local run that does not fit this machine.
     The joined ranks must expect the same ranks per node as the printed line starts (given);
     `join_timeout_s` (--join-timeout) goes into the line's --rdzv-conf, torchrun's default without."""
     per_node = cfg.nproc_per_node or ranks_per_node(cfg.world_size, None, None, plan_file)
-    args = sp_run_args(cfg, plan, out, layer, plan_scale, device)
+    args = sp_run_args(cfg, plan, out, layer, plan_scale, device, timeout_s)
     args += ["--nproc-per-node", str(per_node)] if given else []
     return cluster_argv(LaunchSpec(nproc_per_node=per_node, nnodes=cfg.world_size // per_node,
                                    rdzv_endpoint=rdzv_endpoint or "HEAD_NODE:29500", rdzv_id=rdzv_id,

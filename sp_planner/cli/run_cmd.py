@@ -18,7 +18,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
-from sp_planner.cli.run_cluster import cluster_command, ranks_per_node
+from sp_planner.cli.run_cluster import DEFAULT_TIMEOUT_S, cluster_command, ranks_per_node
 from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.cli.terminal import stdout_console, wrap_at_spaces
@@ -145,7 +145,7 @@ def run(
         help="Run dtype [default: bfloat16 with --plan, else float32].")] = None,
     kernel: Annotated[Kernel, typer.Option(help="auto: flash kernel with LSE; math: explicit.")] = "auto",
     iters: Annotated[int, typer.Option(min=0, max=MAX_ITERS, help="Timed iterations after the validated step.")] = 3,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung run is killed.")] = 300,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds before a hung run is killed.")] = DEFAULT_TIMEOUT_S,
     out: Annotated[Optional[Path], typer.Option(
         parser=file_name, metavar="<path>", help="Write the result as JSON here.")] = None,
     print_launch: Annotated[bool, typer.Option(
@@ -215,7 +215,7 @@ def run(
     cluster = cluster_command(cfg, plan, out, plan_file, rdzv_endpoint, rdzv_id,
                               given=nproc_per_node is not None or nodes is not None, layer=layer,
                               plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout,
-                              device=device or "cuda")
+                              device=device or "cuda", timeout_s=timeout)
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=stdout_console(),
                cluster=shlex.join(cluster))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command

@@ -61,6 +61,15 @@ def test_print_launch_carries_the_rendezvous_options_into_the_torchrun_line(run_
     assert "--rdzv-id=sp-run -m sp_planner.cli.run_cmd" in plain and "--rdzv-conf" not in plain
 
 
+def test_print_launch_carries_the_hang_timeout_to_the_ranks(run_main):
+    # Each joined rank kills a hung run after --timeout: the printed line dropped it, so the
+    # cluster's ranks waited the default 300 s whatever the user gave.
+    line = run_main(run_cmd, *USP, "--print-launch", "--timeout", "77.5").stdout.replace(" \\\n    ", " ")
+    assert line.strip().endswith("--kernel auto --iters 3 --timeout 77.5")
+    plain = run_main(run_cmd, *USP, "--print-launch", "--timeout", "300").stdout.replace(" \\\n    ", " ")
+    assert plain.strip().endswith("--kernel auto --iters 3")
+
+
 def test_a_node_agent_takes_them(run_main, monkeypatch):
     # --nodes with --rdzv-endpoint is one node's agent: the options reach its (stubbed) launch.
     started = []
