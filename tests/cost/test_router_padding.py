@@ -144,6 +144,7 @@ def test_the_routers_pad_rows_are_saved_as_routed_copies():
     workload = Workload(seq_len=8192, global_batch=64)
     router = MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": ROUTER_PADS})
     copies = MEGATRON_RUNTIME.model_copy(update={"expert_row_padding": GROUPED_MLP_PADS})
-    a, b = (evaluate(QWEN3_30B, B200, workload, plan, num_nodes=1, gpus_per_node=8, runtime=r) for r in (router, copies))
+    a, b = (evaluate(QWEN3_30B, B200, workload, plan, num_nodes=1, gpus_per_node=8, runtime=r)
+            for r in (router, copies))
     assert a.memory.activations_bytes - b.memory.activations_bytes == pytest.approx(
         QWEN3_30B.num_layers * p * per_load, rel=1e-6)
