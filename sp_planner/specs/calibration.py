@@ -104,6 +104,18 @@ class Environment(FrozenModel):
     # measurement files written before stop 42.
     measured_on: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
 
+    @model_validator(mode="after")
+    def _nodes_whole(self) -> "Environment":
+        # The fit takes world_size / ranks_per_node nodes (calibration.profile): a remainder would
+        # be dropped without a word. NCCL runs one rank per GPU, so a node has at least as many.
+        if self.world_size % self.ranks_per_node:
+            raise ValueError(f"world_size {self.world_size} is not a whole number of nodes of ranks_per_node "
+                             f"{self.ranks_per_node}")
+        if self.backend == "nccl" and self.ranks_per_node > self.devices_per_node:
+            raise ValueError(f"ranks_per_node {self.ranks_per_node} is more than the node's devices_per_node "
+                             f"{self.devices_per_node}; NCCL runs one rank per GPU")
+        return self
+
     @field_serializer("device_memory_bytes", "runtime_reserved_bytes", when_used="json")
     def _json_bytes(self, value: float | None) -> int | float | None:
         return None if value is None else whole_bytes(value)

@@ -55,3 +55,20 @@ def test_saved_byte_counts_are_whole_and_read_back(make_measurements, tmp_path):
     assert read_measurements(path).environment.device_memory_bytes == 5726623061.0
     write_measurements(path, make_measurements(runtime_reserved_bytes=None))
     assert json.loads(path.read_text())["environment"]["runtime_reserved_bytes"] is None
+
+
+@pytest.mark.parametrize("environment, message", [
+    # The fit would take 3 // 2 = 1 node and drop the third rank.
+    ({"world_size": 3, "ranks_per_node": 2},
+     "environment: world_size 3 is not a whole number of nodes of ranks_per_node 2"),
+    ({"ranks_per_node": 8, "devices_per_node": 4},
+     "environment: ranks_per_node 8 is more than the node's devices_per_node 4; NCCL runs one rank per GPU"),
+])
+def test_an_environment_of_part_nodes_is_refused(make_measurements, tmp_path, environment, message):
+    data = make_measurements().model_dump(mode="json")
+    data["environment"] |= environment
+    path = tmp_path / "raw.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserInputError) as err:
+        read_measurements(path)
+    assert str(err.value).endswith(message) and str(path) in str(err.value)
