@@ -134,7 +134,9 @@ def simulate_command(
     topology: Annotated[
         Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
     ] = "profile",
-    nics_per_node: Annotated[Optional[int], typer.Option(min=1, help="NICs the node's network rate is split over, each serving its GPUs (default: one per GPU)")] = None,
+    nics_per_node: Annotated[Optional[int], typer.Option(
+        min=1, help="NICs the node's network rate is split over, each serving its GPUs (default: one per GPU)",
+    )] = None,
 ) -> None:
     """Simulate one training step of the plan file and print where its time goes."""
     loaded = load_plan_file(plan_file)
