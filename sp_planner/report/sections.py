@@ -38,11 +38,21 @@ def question_section(*, model: ModelSpec, hardware: HardwareProfile, workload: W
         ("workload", f"{format_tokens(workload.seq_len)} tokens per sequence ({workload.seq_len:,}), "
                      f"{workload.global_batch:,} sequences per step = {workload.tokens_per_step:,} tokens, "
                      f"{'causal' if workload.causal else 'bidirectional'} attention, "
-                     f"{workload.precision} mixed precision with {workload.optimizer}"),
+                     f"{_numerics(workload, result)}"),
         ("search", f"{result.candidates_evaluated:,} candidate plans evaluated; "
                    f"{sum(1 for e in result.ranked if e.fits)} of the top {len(result.ranked)} fit; "
                    f"removed by rule: {pruned}"),
     ]))
+
+
+def _numerics(workload: Workload, result: SearchResult) -> str:
+    """The precision the ranked plans run: the workload's bf16 mixed precision, or, where plans run
+    their GEMMs in FP8 or MXFP8 (--precision fp8/mxfp8/auto, or a plan file's), those precisions."""
+    precisions = list(dict.fromkeys(est.plan.precision for est in result.ranked)) or [workload.precision]
+    if precisions == [workload.precision]:
+        return f"{workload.precision} mixed precision with {workload.optimizer}"
+    return (f"{' or '.join(precisions)} GEMMs ({workload.precision} mixed precision otherwise) "
+            f"with {workload.optimizer}")
 
 
 def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile,

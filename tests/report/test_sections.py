@@ -108,3 +108,18 @@ def test_the_top_plans_table_says_how_the_ring_moves_kv_and_how_zero_keeps_param
     moe = best.model_copy(update={"plan": best.plan.model_copy(update={"ep": 4, "cpu_offload_layers": 2})})
     html = str(top_plans_section([moe], chosen=moe, hardware=question.hardware))
     assert "<th>ep</th>" in html and "<th>etp</th>" in html and "<th>offloaded layers</th>" in html
+
+
+def test_the_question_names_the_gemm_precision_the_plans_run(question):
+    # An FP8 plan's report said "bf16 mixed precision" (Workload.precision is always bf16): the
+    # question names the precisions the ranked plans run their GEMMs in.
+    from sp_planner.report.sections import _numerics
+
+    workload = question.report_args()["workload"]
+    assert _numerics(workload, question.result) == "bf16 mixed precision with adam"
+    mixed = tuple(est.model_copy(update={"plan": est.plan.model_copy(update={"precision": precision})})
+                  for est, precision in zip(question.result.ranked, ("fp8", "bf16", "fp8")))
+    result = question.result.model_copy(update={"ranked": mixed})
+    assert _numerics(workload, result) == "fp8 or bf16 GEMMs (bf16 mixed precision otherwise) with adam"
+    only_fp8 = question.result.model_copy(update={"ranked": mixed[:1]})
+    assert _numerics(workload, only_fp8) == "fp8 GEMMs (bf16 mixed precision otherwise) with adam"
