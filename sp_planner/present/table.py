@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
@@ -226,9 +228,22 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     else:
         tables = (plans_table(ranked, hardware, title=title, outcome=False),
                   outcome_table(ranked, wide=wide, outcome=True))
+    tables = (*tables[:1], *(_unfolded_annotations(table, console.width) for table in tables[1:]))
     if all(fits(table) for table in tables):
         return tables
     return packed_tables(ranked, hardware, wide=wide, title=title, fits=fits)
+
+
+def _unfolded_annotations(table: Table, width: int) -> Table:
+    """`table` with its title and legends wrapped to the console's `width` rather than to its own:
+    the outcome table is a few columns wide ('#', '% peak'), and Rich folds its title and legends
+    to that width, a word or two a line."""
+    for attr in ("title", "caption"):
+        text = getattr(table, attr)
+        if isinstance(text, str) and text:
+            lines = [wrapped for line in text.splitlines() for wrapped in textwrap.wrap(line, width) or [""]]
+            setattr(table, attr, Text("\n".join(lines), no_wrap=True, overflow="ignore"))
+    return table
 
 
 # Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table; the

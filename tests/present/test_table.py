@@ -94,3 +94,22 @@ def test_the_legend_names_only_the_suffixes_shown():
     assert zero_ring_legend([gathered, plain]) == "ring 4ag: all-gather CP"
     assert zero_ring_legend([replicas, gathered]) == "ring 4ag: all-gather CP; ZeRO 3r2: 2 HSDP replicas"
     assert zero_ring_legend([kept, gathered, replicas]) == ZERO_RING_LEGEND
+
+
+def test_the_outcome_table_keeps_its_title_and_legend_on_whole_lines():
+    # A MoE search with mixed precision at 80 columns: the degrees take the first table and '#' and
+    # '% peak' a 13-column outcome table, whose title and FP8 legend Rich folded to that width
+    # ("Outcome by / rank", "% peak: / executed / FLOPs over ..."), a word or two a line.
+    from sp_planner.present.table import LOW_PRECISION_PEAK_LEGEND
+
+    fp8 = _estimate(ParallelPlan(tp=2, ulysses=2, ring=4, cp_comm="allgather", ep=8, zero=3, dp=2, dp_replicate=2,
+                                 precision="fp8"), 12.0)
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    tables = ranked_tables([fp8, *RANKED], A800, wide=False, title="Ranked plans (best first)", console=console)
+    for table in tables:
+        console.print(table)
+    text = console.file.getvalue()
+    assert [[c.header for c in t.columns] for t in tables][1] == ["#", "% peak", "fits"]
+    lines = [line.rstrip() for line in text.splitlines()]
+    assert "Outcome by rank" in lines and LOW_PRECISION_PEAK_LEGEND in lines
+    assert max(len(line) for line in lines) <= 80
