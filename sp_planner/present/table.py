@@ -255,17 +255,23 @@ ZERO_RING_LEGEND = f"{RING_ALLGATHER_LEGEND}; ZeRO {ZERO_KEPT_LEGEND}, {ZERO_REP
 
 
 def zero_ring_legend(ranked: Sequence[PlanEstimate]) -> str | None:
-    """What the ring and ZeRO cells' suffixes in `ranked` mean: only the suffixes they show."""
-    ring = any(ring_cell(e.plan).endswith("ag") for e in ranked)
+    """What the ring and ZeRO cells' suffixes in `ranked` mean: only the suffixes they show, each
+    with the first shown plan's cell as its example (a table of '8ag' and '3r4' cells is not told
+    about '4ag' and '3r2: 2 HSDP replicas')."""
+    gathered = next((e.plan for e in ranked if ring_cell(e.plan).endswith("ag")), None)
     zero = zero_legend(ranked)
-    parts = ([RING_ALLGATHER_LEGEND] if ring else []) + ([f"ZeRO {zero}"] if zero else [])
+    parts = (([RING_ALLGATHER_LEGEND.replace("4ag", ring_cell(gathered), 1)] if gathered else [])
+             + ([f"ZeRO {zero}"] if zero else []))
     return "; ".join(parts) or None
 
 
 def zero_legend(ranked: Sequence[PlanEstimate]) -> str | None:
-    """What the ZeRO cells' suffixes (zero_cell) in `ranked` mean: only the suffixes they show."""
-    zero = [text for text, shown in ((ZERO_KEPT_LEGEND, any("k" in zero_cell(e.plan) for e in ranked)),
-                                     (ZERO_REPLICAS_LEGEND, any("r" in zero_cell(e.plan) for e in ranked))) if shown]
+    """What the ZeRO cells' suffixes (zero_cell) in `ranked` mean: only the suffixes they show, the
+    replicas' with the first shown plan's count."""
+    kept = any(not e.plan.reshard_after_forward for e in ranked)
+    replicated = next((e.plan for e in ranked if e.plan.dp_replicate > 1), None)
+    zero = ([ZERO_KEPT_LEGEND] if kept else []) + (
+        [f"{replicated.zero}r{replicated.dp_replicate}: {replicated.dp_replicate} HSDP replicas"] if replicated else [])
     return ", ".join(zero) or None
 # FP8 and MXFP8 plans' "% peak" keeps the BF16 peak (the JSON's hardware_mfu): their GEMMs run at
 # up to twice it, so the share can pass 100%.

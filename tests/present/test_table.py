@@ -94,6 +94,11 @@ def test_the_legend_names_only_the_suffixes_shown():
     assert zero_ring_legend([gathered, plain]) == "ring 4ag: all-gather CP"
     assert zero_ring_legend([replicas, gathered]) == "ring 4ag: all-gather CP; ZeRO 3r2: 2 HSDP replicas"
     assert zero_ring_legend([kept, gathered, replicas]) == ZERO_RING_LEGEND
+    # The examples are the cells shown: a table of 8ag and 3r4 cells was told "4ag" and "3r2: 2 HSDP
+    # replicas" (DeepSeek-V3 on 32 x 8 H200).
+    eight, four = est(ring=8, cp_comm="allgather"), est(dp=8, zero=3, dp_replicate=4)
+    assert zero_ring_legend([plain, four, eight, gathered, replicas]) == (
+        "ring 8ag: all-gather CP; ZeRO 3r4: 4 HSDP replicas")
 
 
 def test_the_outcome_table_keeps_its_title_and_legend_on_whole_lines():
