@@ -88,7 +88,19 @@ def check_pins(
     broken = [v for v in violations(partial, model, workload) if v.rule not in skip]
     if broken:
         rule = broken[0]
-        raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}")
+        raise UserInputError(f"the pinned plan breaks the {rule.rule} rule: {rule.message}"
+                             + _seq_len_fix(rule.rule, partial, workload.seq_len))
+
+
+def _seq_len_fix(rule: str, plan: ParallelPlan, seq_len: int) -> str:
+    """How to mend the seq_len rule: the nearest lengths the pinned split divides (or nothing for
+    another rule)."""
+    if rule != "seq_len":
+        return ""
+    divisor = plan.seq_len_divisor()
+    below, above = seq_len // divisor * divisor, -(-seq_len // divisor) * divisor
+    lengths = f"--seq-len {below} or {above}" if below else f"--seq-len {above}"
+    return f"; use {lengths}, or pin smaller degrees"
 
 
 def _check_expert_grid(experts: dict[str, int], pp: int | None, world_size: int) -> None:

@@ -55,7 +55,10 @@ def _assert_one_line_error(sp_plan, tmp_path, args: list[str], *expected: str) -
         # Batch rule: GBS % (MBS*DP) == 0.
         ({"dp": "8", "global_batch": "4"}, ("batch rule", "global_batch 4", "dp*micro_batch = 8*1")),
         # seq_len rule: zigzag ring 2 splits 1001 tokens into 4 chunks.
-        ({"seq_len": "1001", "ring": "2"}, ("seq_len rule", "seq_len 1001 is not divisible by 4")),
+        ({"seq_len": "1001", "ring": "2"}, ("seq_len rule", "seq_len 1001 is not divisible by 4",
+                                             "use --seq-len 1000 or 1004, or pin smaller degrees")),
+        # Shorter than the split: only the length above it.
+        ({"seq_len": "3", "ring": "2", "ulysses": "2"}, ("not divisible by 8", "use --seq-len 8, or pin")),
         # layers rule: Llama-3-8B has 32 layers, too few for 33 stages even split unevenly (pp 3
         # runs 11/10/11 with uneven first and last stages).
         ({"nodes": "33", "gpus_per_node": "1", "pp": "33"},
