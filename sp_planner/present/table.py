@@ -223,6 +223,7 @@ def ranked_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
         if fits(table):
             return (table,)
     narrow = plans_table(ranked, hardware, title=title)
+    tables: tuple[Table, ...]
     if fits(narrow):
         tables = (narrow, outcome_table(ranked, wide=True, outcome=False)) if wide else (narrow,)
     else:
