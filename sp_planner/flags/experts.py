@@ -65,8 +65,8 @@ def yunchang_failures(request: FlagRequest) -> list[str]:
 
 
 def torchtitan_failures(request: FlagRequest) -> list[str]:
-    """torchtitan's expert mesh: ETP is 1 or tp (0.2.2 job_config), EP divides dp_shard x cp x tp
-    (ParallelDims: dp_shard*cp*tp == efsdp*ep)."""
+    """torchtitan's expert mesh: ETP is 1 or tp (0.2.2 job_config), ep x etp divides dp_shard x cp x tp
+    (ParallelDims: dp_shard*cp*tp == efsdp*ep*etp), dp_shard excluding HSDP's replicas."""
     moe = request.model.moe
     failures = []
     if moe is not None and moe.capacity_factor is not None:
@@ -81,10 +81,13 @@ def torchtitan_failures(request: FlagRequest) -> list[str]:
     if p.etp not in (1, p.tp):
         failures.append(f"etp {p.etp} cannot be expressed: torchtitan's expert tensor parallel degree is 1 or "
                         f"tp ({p.tp})")
-    dp_shard = p.dp if p.zero > 0 else 1
-    if (dp_shard * p.ring * p.tp) % p.ep != 0:
-        failures.append(f"ep {p.ep} does not divide dp_shard x cp x tp = {dp_shard} x {p.ring} x {p.tp} "
-                        "(torchtitan folds EP over the FSDP and TP ranks)")
+    # The sparse mesh (pp, dp_replicate, efsdp, ep, etp) has efsdp = dp_shard*cp*tp // (ep*etp)
+    # (v0.2.2 distributed/parallel_dims.py build_mesh): HSDP replicas stay outside it, and with
+    # zero 0 every data-parallel rank is a replica (parallelism_items).
+    dp_shard = p.dp_shard if p.zero > 0 else 1
+    if (dp_shard * p.ring * p.tp) % (p.ep * p.etp) != 0:
+        failures.append(f"ep x etp = {p.ep} x {p.etp} does not divide dp_shard x cp x tp = {dp_shard} x {p.ring} x "
+                        f"{p.tp} (torchtitan folds EP over the FSDP and TP ranks of one replica)")
     return failures
 
 
