@@ -9,6 +9,7 @@ expressed with it alone (its groups would cut across the TP/PP ranks).
 
 from __future__ import annotations
 
+from sp_planner.cost.window import local_window
 from sp_planner.flags.experts import yunchang_failures
 from sp_planner.flags.base import (
     FlagRequest,
@@ -59,6 +60,16 @@ def _failures(request: FlagRequest) -> list[str]:
             "zigzag, strip, basic_pytorch, basic_flashinfer, basic_npu; yunchang/hybrid/utils.py) all pass "
             "K/V between neighbours; it has no K/V all-gather attention; use cp_comm p2p"
         )
+    if m.position_embedding == "alibi":
+        # Every ring_impl_type's autograd function asserts alibi_slopes is None
+        # (yunchang/ring/ring_flash_attn.py line 172, zigzag_ring_flash_attn.py line 207 at 56118e0).
+        failures.append("ALiBi cannot be expressed: yunchang's ring attention functions assert alibi_slopes is None "
+                        "(yunchang/ring/ring_flash_attn.py), also at ring 1; use megatron or mindspeed")
+    window = m.window
+    if window is not None and window.kind == "chunked" and local_window(m, s) is not None:
+        failures.append(f"chunked local attention ({window.window_tokens}-token chunks) cannot be expressed: "
+                        "LongContextAttention takes flash-attn's sliding window_size only, no block-diagonal "
+                        "chunk mask; use megatron")
     impl = ring_impl(request)
     if impl == "zigzag":
         # zigzag asserts causal=True (yunchang/ring/zigzag_ring_flash_attn.py).
@@ -108,9 +119,30 @@ def _dropout_arg(request: FlagRequest) -> str:
     return f", dropout_p={p:g}" if p > 0 else ""
 
 
+def _attention_calls(request: FlagRequest) -> list[str]:
+    """The attention call of each kind of layer. A local layer's query attends to the window_tokens
+    keys up to itself (cost.window), flash-attn's window_size (W - 1, 0); Gemma 2's logit cap is
+    flash-attn's softcap on every layer. LongContextAttention.forward passes both to the kernel
+    (yunchang/hybrid/attn_layer.py at 56118e0; the ring is refused over windows by the plan rules)."""
+    m, w = request.model, request.workload
+    causal = "True" if w.causal else "False"
+    window = m.window
+    softcap = f", softcap={window.logit_softcapping:g}" if window and window.logit_softcapping else ""
+    call = f"out = attn(q, k, v{_dropout_arg(request)}, causal={causal}{softcap}"
+    tokens = local_window(m, w.seq_len)
+    if window is None or tokens is None:
+        return [call + ")"]
+    local_call = f"{call}, window_size=({tokens - 1}, 0))"
+    if m.num_local_layers == m.num_layers:
+        return [f"# Every layer is sliding-window: the {tokens} keys up to the query.", local_call]
+    return [f"# {window.local_layers} sliding-window then {window.global_layers} global layers from the first "
+            f"({m.num_local_layers} of {m.num_layers}).",
+            f"# Sliding-window layers: the {tokens} keys up to the query.", local_call,
+            "# Global layers: full attention.", call + ")"]
+
+
 def snippet(request: FlagRequest) -> str:
     p, w = request.plan, request.workload
-    causal = "True" if w.causal else "False"
     return "\n".join([
         "import torch",
         "import torch.distributed as dist",
@@ -137,7 +169,7 @@ def snippet(request: FlagRequest) -> str:
         "",
         f"# In each attention layer q, k and v are (batch, {w.seq_len // p.cp}, heads, head_dim)",
         "# on every rank.",
-        f"out = attn(q, k, v{_dropout_arg(request)}, causal={causal})",
+        *_attention_calls(request),
     ])
 
 

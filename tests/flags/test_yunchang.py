@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+from sp_planner.catalog import load_model
 from sp_planner.flags import render_flags
 
 
@@ -99,3 +100,30 @@ def test_attention_dropout_is_passed_as_dropout_p(build):
     attn = calls(flags.text)["attn"]
     assert {k.arg: ast.literal_eval(k.value) for k in attn.keywords} == {"dropout_p": 0.1, "causal": True}
     assert any(note.startswith("dropout_p=0.1 is the model's attention dropout") for note in flags.notes)
+
+
+def test_sliding_window_layers_pass_window_size_and_softcap(build):
+    # A local layer attends to the window_tokens keys up to the query (cost.window): flash-attn's
+    # window_size (W - 1, 0); Gemma 2's logit cap is softcap on every layer. LongContextAttention
+    # passes both to the kernel (yunchang/hybrid/attn_layer.py).
+    mistral = render_flags("yunchang", build.request(load_model("mistral-7b"), 65536, 8, ulysses=8))
+    assert mistral.supported, mistral.reason
+    (call,) = [node for node in ast.walk(ast.parse(mistral.text))
+               if isinstance(node, ast.Call) and ast.unparse(node.func) == "attn"]
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == {"causal": True, "window_size": (4095, 0)}
+    gemma = render_flags("yunchang", build.request(load_model("gemma-2-9b"), 65536, 8, ulysses=8))
+    local, full = [{k.arg: ast.literal_eval(k.value) for k in node.keywords} for node in ast.walk(ast.parse(gemma.text))
+                   if isinstance(node, ast.Call) and ast.unparse(node.func) == "attn"]
+    assert local == {"causal": True, "softcap": 50, "window_size": (4095, 0)}
+    assert full == {"causal": True, "softcap": 50}
+    # A window no shorter than the sequence is full attention, as the plan times it.
+    short = render_flags("yunchang", build.request(load_model("mistral-7b"), 4096, 8, ulysses=8))
+    assert "window_size" not in short.text
+
+
+def test_chunked_attention_and_alibi_refused(build):
+    scout = render_flags("yunchang", build.request(load_model("llama-4-scout-17b-16e"), 65536, 8, ulysses=8))
+    assert not scout.supported and "chunked local attention (8192-token chunks)" in scout.reason
+    alibi = build.llama2_7b.model_copy(update={"position_embedding": "alibi"})
+    flags = render_flags("yunchang", build.request(alibi, 32768, 1, ulysses=8))
+    assert not flags.supported and "assert alibi_slopes is None" in flags.reason
