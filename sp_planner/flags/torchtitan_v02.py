@@ -119,6 +119,13 @@ def pipeline_failures(request: FlagRequest) -> list[str]:
     p = request.plan
     if p.pp == 1:
         return []
+    if p.vpp == 1 and request.num_micro_batches < p.pp:
+        # torch.distributed.pipelining Schedule1F1B raises "Number of microbatches (n) must be greater
+        # than or equal to the number of stages" (schedules.py, Schedule1F1B.__init__); torchtitan
+        # builds it from local_batch_size / pipeline_parallel_microbatch_size (pipeline_parallel.py).
+        return [f"{request.num_micro_batches} micro-batches per step with pp {p.pp} cannot be expressed: torch's "
+                "Schedule1F1B, torchtitan's 1F1B, needs at least one micro-batch per stage; use a larger "
+                "--global-batch, a smaller --micro-batch or a smaller pp"]
     items = {key: int(value) for key, value in pipeline_items(request) if isinstance(value, int)}
     chunk = items["pipeline_parallel_layers_per_stage"]
     less = (items["pipeline_parallel_first_stage_less_layers"], items["pipeline_parallel_last_stage_less_layers"])

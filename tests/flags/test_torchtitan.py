@@ -183,3 +183,14 @@ def test_deepseek_v3_refuses_tensorwise_float8_with_tp(build, tp, precision, sup
     # A dense model's float8 TP runs torchao's float8 styles: expressed.
     assert render_flags("torchtitan", build.request(build.llama3_8b, 8192, 8, tp=tp, dp=8 // tp, zero=3,
                                                     precision="fp8", fp8_recipe="tensorwise")).supported
+
+
+def test_1f1b_needs_a_micro_batch_per_stage(build):
+    # torch.distributed.pipelining Schedule1F1B raises when n_microbatches < the number of stages;
+    # Megatron's 1F1B runs it (a longer bubble).
+    few = build.request(build.llama3_70b, 8192, 2, tp=8, pp=4)
+    for version in ("0.2.2", "0.3.0"):
+        flags = _render_flags("torchtitan", few.model_copy(update={"framework_version": version}))
+        assert not flags.supported and "2 micro-batches per step with pp 4" in flags.reason
+    assert _render_flags("megatron", few).supported
+    assert _render_flags("torchtitan", build.request(build.llama3_70b, 8192, 4, tp=8, pp=4)).supported
