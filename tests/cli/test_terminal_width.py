@@ -83,7 +83,7 @@ def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
 
 @pytest.mark.parametrize("extra", [["--wide"], ["--explain"]])
 def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
-    # --wide (and --explain, which shows them too) needs about 111 columns in one table; on 80 the
+    # --wide (and --explain, which shows them too) needs 113 columns in one table (the README says so); on 80 the
     # degrees table stays whole and the wide columns follow in a table of their own, by rank.
     text = _in_pty([*README, *extra], 80)
     header, rule, *rows = _table_lines(text)
@@ -98,6 +98,16 @@ def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
     assert [r.split()[0] for r in wide_rows] == [r.split()[0] for r in rows]
     tokens = wide_rows[0].split()[1]
     assert f"({tokens} tokens/s" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("columns, one_table", [(113, True), (112, False)])
+def test_wide_columns_sit_beside_the_degrees_from_113_columns(columns, one_table):
+    # The README: "--wide adds tokens/s ... (beside the degrees from 113 columns, in a table of
+    # their own on a narrower terminal)".
+    text = _in_pty([*README, "--wide"], columns)
+    header, *_ = _table_lines(text)
+    assert ("tokens/s" in header.split()) is one_table
+    assert any(line.startswith("Throughput of the ranked plans") for line in text.splitlines()) is not one_table
 
 
 def test_moe_plans_that_do_not_fit_keep_every_cell_on_80_columns():

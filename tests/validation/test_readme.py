@@ -17,3 +17,19 @@ def test_readme_accuracy_table_matches_sp_validate(run_main):
     assert result.exit_code == 0, result.stderr
     assert block.group(1) == result.stdout.rstrip("\n"), (
         "README accuracy table is stale: paste `sp-validate --format markdown` between the markers")
+
+
+def test_readme_prose_figures_match_the_scored_corpus(scored):
+    # The prose under the table quotes figures the markdown block does not hold: keep them in step.
+    text = " ".join(README.read_text().split())
+    head = re.search(r"corpus MAPE ([\d.]+)% over (\d+) runs; ([\d.]+)% without the (\d+) MoE runs", text)
+    optimistic = re.search(r"is optimistic in (\d+) runs of (\d+)", text)
+    assert head and optimistic, "README lost the accuracy prose this test checks"
+    rows = scored.rows
+    dense = [r for r in rows if not r.moe]
+    dense_mape = sum(abs(r.error_percent) for r in dense) / len(dense)
+    assert head.groups() == (f"{scored.mape_percent:.1f}", str(len(rows)), f"{dense_mape:.1f}",
+                             str(len(rows) - len(dense)))
+    # Optimistic: predicted faster than measured, whatever figure the source published (a step
+    # time's error has the opposite sign of a throughput's).
+    assert optimistic.groups() == (str(sum(r.speed_error_percent > 0 for r in rows)), str(len(rows)))
