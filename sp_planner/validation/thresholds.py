@@ -20,21 +20,22 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.validation.score import ValidationResult
 
 
+# allow_inf_nan=False: an infinite limit (YAML .inf) would switch its check off without a word.
 class Targets(FrozenModel):
-    mape_percent: float = Field(gt=0)
-    group_mape_percent: float = Field(gt=0)
+    mape_percent: float = Field(gt=0, allow_inf_nan=False)
+    group_mape_percent: float = Field(gt=0, allow_inf_nan=False)
     group_spearman_min: float = Field(ge=-1, le=1)
 
 
 class GroupRatchet(FrozenModel):
-    mape_percent: float | None = Field(default=None, gt=0)
+    mape_percent: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     spearman_min: float | None = Field(default=None, ge=-1, le=1)
 
 
 class Thresholds(FrozenModel):
     targets: Targets
     # Looser limits enforced until the model meets the targets; None = the target applies.
-    enforced_mape_percent: float | None = Field(default=None, gt=0)
+    enforced_mape_percent: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     enforced_groups: dict[str, GroupRatchet] = {}
 
     def mape_limit(self) -> float:

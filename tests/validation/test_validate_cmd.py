@@ -318,6 +318,21 @@ def test_check_refuses_a_ratchet_on_a_group_the_corpus_lacks(run_main, small_cor
                              "did you mean 'src 64K'?\n")
 
 
+@pytest.mark.parametrize("limits, where", [
+    ("targets: {mape_percent: .inf, group_mape_percent: 10, group_spearman_min: 0}\n", "targets.mape_percent"),
+    ("targets: {mape_percent: 10, group_mape_percent: .nan, group_spearman_min: 0}\n", "targets.group_mape_percent"),
+    ("targets: {mape_percent: 10, group_mape_percent: 10, group_spearman_min: 0}\n"
+     "enforced_groups: {'src 64K': {mape_percent: .inf}}\n", "enforced_groups.src 64K.mape_percent"),
+])
+def test_check_refuses_a_limit_that_is_not_a_finite_number(run_main, small_corpus, tmp_path, limits, where):
+    # An infinite MAPE limit would switch its check off without a word.
+    path = tmp_path / "limits.yaml"
+    path.write_text(limits)
+    result = run_main(validate_cmd, "--corpus", small_corpus, "--check", path)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"error: thresholds file {path} is invalid: {where}: Input should be a finite number\n"
+
+
 def test_check_with_markdown_names_the_broken_limits_on_stderr(run_main, small_corpus, tmp_path):
     strict = tmp_path / "strict.yaml"
     strict.write_text("targets: {mape_percent: 1, group_mape_percent: 1, group_spearman_min: 0.99}\n")
