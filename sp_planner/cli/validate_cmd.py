@@ -181,7 +181,8 @@ def render_table(result: ValidationResult, *, corpus: Path, num_sources: int, wi
     total = len(result.rows) + len(result.skipped)
     unexpressible = [r for r in result.skipped if r.kind == "not_expressible"]
     filed_rows = [r for r in result.skipped if r.kind == "regression"]
-    regressions = f", {len(filed_rows)} filed as regressions" if filed_rows else ""
+    filed_as = "a regression" if len(filed_rows) == 1 else "regressions"
+    regressions = f", {len(filed_rows)} filed as {filed_as}" if filed_rows else ""
     lines = [wrap(f"sp-validate: {total} published runs from {plural(num_sources, 'source')} in {corpus}; "
                   f"{len(result.rows)} scored, {len(unexpressible)} skipped{regressions}."), ""]
     rows = [(r.id, r.source, FIGURE_LABELS[(r.figure, r.convention)], _number(r.predicted) + ("" if r.fits else "*"),
@@ -219,8 +220,8 @@ def render_markdown(result: ValidationResult, *, num_sources: int) -> str:
     total = len(result.rows) + len(result.skipped)
     mape = "n/a" if result.mape_percent is None else f"{result.mape_percent:.1f}%"
     regressions = sum(r.kind == "regression" for r in result.skipped)
-    filed = (f", {regressions} not scored because the framework's maintainers filed them as performance "
-             f"regressions" if regressions else "")
+    them = "it as a performance regression" if regressions == 1 else "them as performance regressions"
+    filed = f", {regressions} not scored because the framework's maintainers filed {them}" if regressions else ""
     lines = [f"{total} published runs from {plural(num_sources, 'source')}; {len(result.rows)} scored, "
              f"{len(result.skipped) - regressions} skipped as not expressible by the cost model{filed} "
              f"(`sp-validate` names each reason). MAPE over the scored rows: **{mape}**.", "",

@@ -262,8 +262,9 @@ def test_regression_rows_are_listed_apart_from_rows_not_expressible(run_main, sm
             "  e: issue 9 calls this run a regression") in out
     markdown = run_main(validate_cmd, "--corpus", small_corpus, "--format", "markdown").stdout
     assert markdown.startswith("5 published runs from 1 source; 3 scored, 1 skipped as not expressible by the "
-                               "cost model, 1 not scored because the framework's maintainers filed them as "
-                               "performance regressions")
+                               "cost model, 1 not scored because the framework's maintainers filed it as a "
+                               "performance regression (")
+    assert "1 skipped, 1 filed as a regression." in " ".join(out.split())
 
 
 def test_row_takes_one_prediction_apart(run_main, small_corpus):
