@@ -71,6 +71,16 @@ def shared_notes(request: FlagRequest) -> list[str]:
         # b5bcd76c: only flux's data pipeline drops prompts).
         notes.append(f"torchtitan's models have no dropout: the plan counts hidden dropout {m.hidden_dropout:g} and "
                      f"attention dropout {m.attention_dropout:g}, whose passes and masks this run will not have.")
+    if m.window is not None and m.window.kind == "sliding":
+        # torchtitan's llama3 and qwen3 models attend causally over the whole sequence (v0.2.2); only its
+        # gpt_oss model applies models/attention.py get_sliding_window_mask_mod (FlexAttention). The
+        # window is the user's own model's to apply; without it every layer runs the full causal square.
+        cap = (f" and caps its logits at {m.window.logit_softcapping:g}" if m.window.logit_softcapping else "")
+        notes.append(f"The plan times {m.name}'s {m.window.window_tokens:,}-token sliding window on "
+                     f"{m.num_local_layers} of {m.num_layers} layers{cap}; torchtitan's llama3 and qwen3 models "
+                     "attend over the whole causal sequence, so the model you merge these sections into must "
+                     "apply them (FlexAttention's get_sliding_window_mask_mod, as torchtitan's gpt_oss does), or "
+                     "its attention costs more than planned.")
     if p.vpp > 1:
         notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "
                      "torchtitan's ZBVZeroBubble and DualPipeV schedules are not modelled.")

@@ -33,3 +33,19 @@ def test_fsdp_runs_whenever_cp_shards_or_zero_shards_over_several_ranks(build):
 def test_dense_and_bf16_plans_get_no_expert_note(build):
     case = build.cases["llama3_70b_256k_ring_tp8_pp2"]
     assert expert_notes(case) == []
+
+
+def test_a_sliding_window_model_is_told_torchtitan_attends_over_the_whole_sequence(build):
+    from sp_planner.catalog import load_model
+
+    case = build.cases["llama3_70b_256k_ring_tp8_pp2"]
+    assert not any("sliding window" in note for note in shared_notes(case))
+    notes = shared_notes(case.model_copy(update={"model": load_model("gemma-2-9b")}))
+    assert [n for n in notes if "sliding window" in n] == [
+        "The plan times Gemma-2-9B's 4,096-token sliding window on 21 of 42 layers and caps its logits at 50; "
+        "torchtitan's llama3 and qwen3 models attend over the whole causal sequence, so the model you merge these "
+        "sections into must apply them (FlexAttention's get_sliding_window_mask_mod, as torchtitan's gpt_oss does), "
+        "or its attention costs more than planned."]
+    # Llama 4's chunked attention is torchtitan's own (its llama4 model): no note.
+    llama4 = shared_notes(case.model_copy(update={"model": load_model("llama-4-scout-17b-16e")}))
+    assert not any("sliding window" in note for note in llama4)
