@@ -91,11 +91,14 @@ def torchtitan_failures(request: FlagRequest) -> list[str]:
     return failures
 
 
-def torchtitan_items(request: FlagRequest) -> list[tuple[str, object]]:
-    """[parallelism] keys for the expert degrees (MoE models only)."""
+def torchtitan_items(request: FlagRequest, *, expert_tp: bool = True) -> list[tuple[str, object]]:
+    """[parallelism] keys for the expert degrees (MoE models only). `expert_tp`: the release has
+    expert_tensor_parallel_degree (0.2.x; 0.3.0 removed it, its experts folding over dp_shard x cp x
+    tp: shared reference moe_fp8_pipeline_frameworks.md section 3.2)."""
     if request.model.moe is None:
         return []
-    return [("expert_parallel_degree", request.plan.ep), ("expert_tensor_parallel_degree", request.plan.etp)]
+    items: list[tuple[str, object]] = [("expert_parallel_degree", request.plan.ep)]
+    return items + ([("expert_tensor_parallel_degree", request.plan.etp)] if expert_tp else [])
 
 
 def torchtitan_debug_items(request: FlagRequest) -> list[tuple[str, object]]:

@@ -71,6 +71,16 @@ def _chunk_failure(request: FlagRequest) -> str | None:
             f"{CHUNKED_LOSS_CHUNKS * request.plan.ring}, or --framework-version 0.2.2")
 
 
+def _expert_tp_failure(request: FlagRequest) -> str | None:
+    """0.3.0 removed expert_tensor_parallel_degree: its experts fold over dp_shard x cp x tp (efsdp x
+    ep, shared reference moe_fp8_pipeline_frameworks.md section 3.2), with no TP of their own."""
+    etp = request.plan.etp
+    if request.model.moe is None or etp == 1:
+        return None
+    return (f"etp {etp} cannot be expressed on torchtitan 0.3.0: it removed expert_tensor_parallel_degree (its "
+            "experts fold over dp_shard x cp x tp); use etp 1 or --framework-version 0.2.2")
+
+
 def _flag_value(value: object) -> str:
     return str(value)
 
@@ -105,7 +115,7 @@ def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
     refused = refusal("torchtitan", request, lambda: torchtitan_v02.failures(request))
     if refused is not None:
         return refused
-    failure = _config_failure(request) or _chunk_failure(request)
+    failure = _config_failure(request) or _chunk_failure(request) or _expert_tp_failure(request)
     if failure is not None:
         return unsupported("torchtitan", [failure])
     p = request.plan

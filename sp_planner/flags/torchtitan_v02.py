@@ -149,7 +149,8 @@ def training_items(request: FlagRequest) -> list[tuple[str, object]]:
 
 
 def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tuple[str, object]]:
-    """[parallelism] keys; `rotate_method` (0.2.x only: removed in 0.3.0) sets the ring's rotation."""
+    """[parallelism] keys; `rotate_method` (0.2.x only: 0.3.0 removed it and
+    expert_tensor_parallel_degree) sets the ring's rotation and the experts' TP degree."""
     p = request.plan
     # HSDP: replicas outermost, FSDP over dp_shard x cp (ParallelDims mesh dp_replicate, fsdp, tp).
     parallelism: list[tuple[str, object]] = (
@@ -165,10 +166,10 @@ def parallelism_items(request: FlagRequest, *, rotate_method: bool) -> list[tupl
         parallelism.append(("pipeline_parallel_microbatch_size", p.micro_batch))
         parallelism += pipeline_items(request)
     parallelism.append(("context_parallel_degree", p.ring))
-    # Expert degrees (MoE models): [parallelism] expert_parallel_degree and
-    # expert_tensor_parallel_degree in 0.2.2 and 0.3.0 alike (shared reference
-    # moe_fp8_pipeline_frameworks.md section 3, 0.3.0: --parallelism.expert_parallel_degree).
-    parallelism += torchtitan_items(request)
+    # Expert degrees (MoE models): [parallelism] expert_parallel_degree in 0.2.2 and 0.3.0 alike,
+    # expert_tensor_parallel_degree in 0.2.2 only (shared reference moe_fp8_pipeline_frameworks.md
+    # section 3.2: 0.3.0 removed it).
+    parallelism += torchtitan_items(request, expert_tp=rotate_method)
     if p.ring > 1 and rotate_method:
         # "alltoall" passes KV shards round the ring; "allgather" (the default) gathers them all at once
         # (torch.distributed.tensor.experimental._attention set_rotate_method; v0.2.2 distributed/utils.py).

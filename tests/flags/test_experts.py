@@ -56,12 +56,19 @@ def test_unsplit_experts_pass_everywhere_a_dense_plan_would():
     assert flags["deepspeed"].supported and flags["yunchang"].supported
 
 
-def test_torchtitan_0_3_overrides_carry_the_expert_degrees():
-    # 0.3.0 names the same keys on the command line (--parallelism.expert_parallel_degree): its
-    # overrides are these parallelism items (flags/torchtitan.py command_args).
-    items = dict(parallelism_items(_request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1)),
-                                   rotate_method=False))
-    assert items["expert_parallel_degree"] == 8 and items["expert_tensor_parallel_degree"] == 1
+def test_torchtitan_0_3_overrides_carry_the_expert_degree_it_has():
+    # 0.3.0 names expert_parallel_degree on the command line (--parallelism.expert_parallel_degree)
+    # and removed expert_tensor_parallel_degree (shared reference section 3.2); 0.2.2 has both.
+    request = _request(ParallelPlan(tp=2, ring=2, dp=4, ep=8, etp=1, zero=1))
+    items = dict(parallelism_items(request, rotate_method=False))
+    assert items["expert_parallel_degree"] == 8 and "expert_tensor_parallel_degree" not in items
+    assert dict(parallelism_items(request, rotate_method=True))["expert_tensor_parallel_degree"] == 1
+    from sp_planner.flags.torchtitan import _expert_tp_failure
+    assert _expert_tp_failure(request) is None
+    etp = request.model_copy(update={"plan": ParallelPlan(tp=2, ring=2, dp=4, ep=4, etp=2, zero=1)})
+    assert _expert_tp_failure(etp) == ("etp 2 cannot be expressed on torchtitan 0.3.0: it removed "
+                                       "expert_tensor_parallel_degree (its experts fold over dp_shard x cp x tp); "
+                                       "use etp 1 or --framework-version 0.2.2")
 
 
 def test_force_balanced_routing_per_framework():
