@@ -98,6 +98,9 @@ class LayerTimes(NamedTuple):
     emb_tp_bwd_s: np.ndarray  # the embedding's backward TP collectives (bf16, as every embedding gather)
     pp: np.ndarray  # the candidates' pipeline degrees: at pp 1 the loss stage holds the embedding
     moe_layer_s: np.ndarray  # MoE all-to-alls and etp collectives, forward and backward
+    # The backward's MoE collectives before its expert GEMMs: the combine's all-to-all and etp
+    # all-gather, which autograd runs first (the forward's last), off the data-parallel stream.
+    moe_bwd_lead_s: np.ndarray | float
     ep_saving_s: np.ndarray | float  # what EP overlap hides per paired layer step (cost.ep_overlap)
     recompute_s: np.ndarray  # the forward recompute re-runs in backward
     per_layer_s: np.ndarray  # all of a layer's parts
@@ -242,6 +245,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
         out_tp_fwd_s=out_tp_fwd, out_tp_bwd_s=out_tp_bwd, emb_tp_fwd_s=emb_tp_fwd,
         emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, pp=c.pp, moe_layer_s=moe_layer,
+        moe_bwd_lead_s=moe.all_to_all_s + moe.etp_collective_s,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
@@ -265,8 +269,12 @@ def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
     """Seconds on the compute stream before a layer's first backward GEMM, per candidate
     (cost.dp_exposure.Edges.bwd_lead_s), in sim.layer_program's order: the output gradient's TP
     all-gather (MXFP8: both usages, cost.gathered_transpose) and the saved input's again where the
-    framework gathers it again (cost.tp_gathers), after the recomputed core attention under
-    selective recompute; under full recompute the recomputed forward's first (input) all-gather."""
-    gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s
+    framework gathers it again (cost.tp_gathers), then an MoE layer's combine all-to-all and etp
+    all-gather (its first backward GEMM is the experts', sim.layer_program._backward_layer; it had
+    been left out, so the analytic model exposed ZeRO-3's backward gathers the simulator hides
+    behind that all-to-all: DeepSeek-V3 pp 16 ep 16, 0.222 s against 0.186 s), after the
+    recomputed core attention under selective recompute; under full recompute the recomputed
+    forward's first (input) all-gather."""
+    gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s + lt.moe_bwd_lead_s
     return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                      [lt.tp_all_gather_s, gathers + lt.attn.fwd_s], gathers)
