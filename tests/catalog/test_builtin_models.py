@@ -66,14 +66,20 @@ PUBLISHED_PARAMS = [
     ("Llama-2-13B", 13.02e9),  # HF safetensors total 13,015,864,320
     ("Llama-2-70B", 68.98e9),  # HF safetensors total 68,976,648,192 ("69.0B", reference section C)
     ("Llama-3-8B", 8.03e9),  # HF safetensors total 8,030,261,248
+    ("Llama-3-70B", 70.55e9),  # HF safetensors total 70,553,706,496 ("70.6B")
+    ("Llama-3.1-8B", 8.03e9),  # same shape as Llama-3-8B (arXiv:2407.21783 Table 3): 8,030,261,248
+    ("Llama-3.1-70B", 70.55e9),  # same shape as Llama-3-70B (arXiv:2407.21783 Table 3)
     ("Llama-3.1-405B", 405.8e9),  # reference section C sanity check
     ("Mistral-7B", 7.24e9),  # HF safetensors total 7,241,732,096
     ("Mixtral-8x7B", 46.7e9),  # reference section C "46.7B total / 12.9B active"
     ("Qwen2.5-7B", 7.61e9),  # Qwen2.5-7B model card "Number of Parameters: 7.61B"
     ("Qwen2.5-14B", 14.7e9),  # Qwen2.5-14B model card "14.7B"
+    ("Qwen2.5-32B", 32.5e9),  # Qwen2.5-32B model card "32.5B" (the config's count is 32.76B, 0.8% above; the
+    # card's non-embedding figures run ~0.2B under the config's count for 14B/32B/72B alike)
     ("Qwen2.5-72B", 72.7e9),  # Qwen2.5-72B model card "72.7B"
     ("Qwen3-8B", 8.2e9),  # Qwen3-8B model card "8.2B"
     ("Qwen3-32B", 32.8e9),  # Qwen3-32B model card "32.8B"
+    ("Yi-34B", 34.39e9),  # 01-ai/Yi-34B HF safetensors total 34,388,917,248 ("34.4B")
     ("GPT-3-175B", 174.6e9),  # reference section C (175B in arXiv:2005.14165, without position embeddings)
     ("Gemma-2-9B", 9.242e9),  # Gemma 2 report arXiv:2408.00118 Table 2: 8,324,201,984 + 917,504,000
     ("Gemma-2-27B", 27.227e9),  # Gemma 2 report Table 2: 26,047,480,320 + 1,179,648,000
