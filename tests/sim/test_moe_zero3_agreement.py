@@ -31,7 +31,8 @@ def test_zero3_moe_pipeline_exposes_the_same_data_parallel_time(reshard):
 
 
 def test_zero3_moe_single_stage_exposes_the_same_data_parallel_time():
-    model = DEEPSEEK.model_copy(update={"num_layers": 8, "moe": DEEPSEEK.moe.model_copy(update={"first_dense_layers": 0})})
+    moe = DEEPSEEK.moe.model_copy(update={"first_dense_layers": 0})
+    model = DEEPSEEK.model_copy(update={"num_layers": 8, "moe": moe})
     plan = ParallelPlan(dp=256, ep=16, zero=3)
     sim = simulate(model, H100, WORKLOAD, plan, num_nodes=32, gpus_per_node=8, detail=False)
     est = evaluate(model, H100, WORKLOAD, plan, num_nodes=32, gpus_per_node=8)
