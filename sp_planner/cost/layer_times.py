@@ -270,9 +270,8 @@ def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
     (cost.dp_exposure.Edges.bwd_lead_s), in sim.layer_program's order: the output gradient's TP
     all-gather (MXFP8: both usages, cost.gathered_transpose) and the saved input's again where the
     framework gathers it again (cost.tp_gathers), then an MoE layer's combine all-to-all and etp
-    all-gather (its first backward GEMM is the experts', sim.layer_program._backward_layer; it had
-    been left out, so the analytic model exposed ZeRO-3's backward gathers the simulator hides
-    behind that all-to-all: DeepSeek-V3 pp 16 ep 16, 0.222 s against 0.186 s), after the
+    all-gather (its first backward GEMM is the experts', sim.layer_program._backward_layer: ZeRO-3's
+    backward gathers hide behind that all-to-all in both models), after the
     recomputed core attention under selective recompute; under full recompute the recomputed
     forward's first (input) all-gather."""
     gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s + lt.moe_bwd_lead_s
