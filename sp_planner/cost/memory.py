@@ -76,7 +76,12 @@ from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
-from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.moe import (
+    expert_params_per_rank,
+    mean_mlp_params_per_rank,
+    stage_mlp_params_per_rank,
+    stage_moe_layers,
+)
 from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.params import (
     candidate_stage_layers,
@@ -182,8 +187,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     fp8_per_param = (fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
                      if tp_gathers.caches_weight_casts else np.zeros(np.shape(c.precision)))
     # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
-    # --fp8-format as of the dense ones (Megatron TEGroupedMLP).
-    gemm_params = layer_params_per_rank(model, tp, c.ep, c.etp) - model.norm_params_per_layer
+    # --fp8-format as of the dense ones (Megatron TEGroupedMLP): a stage's layers less their norms
+    # (stage_states).
     # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy;
     # under Megatron-FSDP (ZeRO-3) the FP8 weights are the shards, gathered per unit, and no whole
     # copy is held.
@@ -193,24 +198,31 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # Adam's moments in bf16 where the plan says so (cost.states).
     optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
 
-    def stage_states(params, layers, holds_output):
+    # Each stage's own layers: its count of MoE layers, not its layers x the share of them
+    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert).
+    moe_layers = dict(zip(("first", "middle", "last"), stage_moe_layers(model, stages)))
+    attention_and_norms = per_layer - mean_mlp_params_per_rank(model, tp, c.ep, c.etp)
+
+    def stage_states(root, layers, moe, holds_output):
+        """`root`: the stage's parameters beyond its `layers` layers, `moe` of them MoE."""
+        own = layers * attention_and_norms + stage_mlp_params_per_rank(model, tp, c.ep, c.etp, layers, moe)
+        params, stage_gemm = root + own, own - layers * model.norm_params_per_layer
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
-        experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=layers)
+        experts = expert_params_per_rank(model, pp, c.ep, c.etp, moe_layers=moe)
         dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)
         expert_states = sharded_state_bytes(states, zero, experts, c.edp, optimizer_per_param)
         p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
         bf16 = states.compute_param_bytes
-        fp8 = layers * (np.where(fp8_shards, 0.0, fp8_per_param * gemm_params)
-                        + np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
-        root = params - layers * per_layer
+        fp8 = (np.where(fp8_shards, 0.0, fp8_per_param * stage_gemm)
+               + layers * np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
         # Megatron-FSDP's FP8 shards: the GEMM weights' share of the stored shard in 1 B (the
         # experts' over edp, the rest over the ZeRO group), and a kept gathered copy likewise.
-        gemm_shard = (layers * gemm_params - experts) / zgroup + experts / c.edp
+        gemm_shard = (stage_gemm - experts) / zgroup + experts / c.edp
         saved = (states.param_bytes - FP8_ELEM_BYTES) * gemm_shard
-        kept_bytes = bf16 * params - np.where(fp8_shards, (bf16 - FP8_ELEM_BYTES) * layers * gemm_params, 0.0)
+        kept_bytes = bf16 * params - np.where(fp8_shards, (bf16 - FP8_ELEM_BYTES) * stage_gemm, 0.0)
         p = (p_stored + np.where(kept, kept_bytes, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
-             - np.where(fp8_weights & ~fp8_shards, states.param_bytes * layers * gemm_params, 0.0)
+             - np.where(fp8_weights & ~fp8_shards, states.param_bytes * stage_gemm, 0.0)
              - np.where(fp8_shards, saved, 0.0))
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
@@ -262,10 +274,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return (acts + np.where(at_loss, out_input, working), np.where(at_loss, logits, 0.0),
                 held + np.where(at_loss, 0.0, comm.attention_bytes))
 
-    first = (*stage_states(first_p, stages.first, pp == 1), *peak_parts(act_first, logits_first, out_input_first),
-             reserve)
-    last = (*stage_states(last_p, stages.last, True), *peak_parts(act_last, logits_last, out_input_last), reserve)
-    middle = (*stage_states(stages.middle * per_layer, stages.middle, False), *peak_parts(act_middle, 0.0, 0.0),
+    first = (*stage_states(first_p - stages.first * per_layer, stages.first, moe_layers["first"], pp == 1),
+             *peak_parts(act_first, logits_first, out_input_first), reserve)
+    last = (*stage_states(last_p - stages.last * per_layer, stages.last, moe_layers["last"], True),
+            *peak_parts(act_last, logits_last, out_input_last), reserve)
+    middle = (*stage_states(0.0, stages.middle, moe_layers["middle"], False), *peak_parts(act_middle, 0.0, 0.0),
               reserve)
     first_total, last_total = sum(first), sum(last)
     middle_total = np.where(pp >= 3, sum(middle), 0.0)

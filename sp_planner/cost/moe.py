@@ -171,12 +171,47 @@ def largest_adjacent_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     return reduce(np.maximum, [size[a] + size[b] for a, b in pairs])
 
 
-def expert_params_per_rank(model: ModelSpec, pp, ep, etp, layers=None):
+def expert_params_per_rank(model: ModelSpec, pp, ep, etp, layers=None, moe_layers=None):
     """Routed-expert parameters on one rank of a pipeline stage (reduced over edp, not dp x cp).
     `layers`: the stage's decoder layers (pipeline.stage_layers; None: the even split
-    num_layers / pp), of which moe_layer_fraction are MoE on average."""
-    stage = model.num_layers / pp if layers is None else layers
-    return stage * moe_layer_fraction(model) * model.routed_expert_params_per_layer / (ep * etp)
+    num_layers / pp), of which moe_layer_fraction are MoE on average; `moe_layers`: the stage's
+    own count of MoE layers instead (stage_moe_layers)."""
+    if moe_layers is None:
+        stage = model.num_layers / pp if layers is None else layers
+        moe_layers = stage * moe_layer_fraction(model)
+    return moe_layers * model.routed_expert_params_per_layer / (ep * etp)
+
+
+def stage_moe_layers(model: ModelSpec, stages) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MoE layers on the first stage, the second (the middle one cost.memory prices) and the last
+    of a split (pipeline.StageLayers), counted from mlp_layer_is_moe: DeepSeek-V3's first stage of 3
+    layers holds its 3 dense ones and no expert, Llama 4 Maverick's stages of 3 alternate 1 and 2
+    MoE layers. Where a stage's bounds are not whole layers (an even split that does not divide
+    num_layers, priced in fractions of a layer) its layers x moe_layer_fraction, the average."""
+    first, middle, last = (np.asarray(x, dtype=np.float64) for x in stages)
+    n = model.num_layers
+    before = np.concatenate([[0], np.cumsum(mlp_layer_is_moe(model))])  # MoE layers below layer k
+
+    def upto(k):
+        whole = (k == np.round(k)) & (k >= 0) & (k <= n)
+        return whole, before[np.where(whole, np.round(k), 0).astype(np.int64)]
+
+    f = moe_layer_fraction(model)
+    ok1, a = upto(first)
+    ok2, b = upto(first + middle)
+    ok3, c = upto(n - last)
+    second = first + middle <= n - last  # pp >= 3 (at pp 2 the middle is no stage: the average)
+    return (np.where(ok1, a, first * f), np.where(ok1 & ok2 & second, b - a, middle * f),
+            np.where(ok3, model.num_moe_layers - c, last * f))
+
+
+def stage_mlp_params_per_rank(model: ModelSpec, tp, ep, etp, layers, moe_layers):
+    """MLP parameters on one rank of a stage's `layers` layers, `moe_layers` of them MoE
+    (stage_moe_layers): each layer its own (_layer_mlp_params_per_rank), not the average."""
+    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    if model.moe is None:
+        return layers * dense
+    return (layers - moe_layers) * dense + moe_layers * moe
 
 
 def routed_gemm_flops_per_token(model: ModelSpec) -> float:
