@@ -25,6 +25,7 @@ PRUNE_REASONS: dict[str, str] = {
     "expert_grid": "ep*etp does not divide the GPUs of a pipeline stage",
     "ffn": "MLP width not divisible by tp (an expert's by etp)",
     "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
+    "vpp": "vpp > 1 without pp > 1 and micro-batches a multiple of pp",
     "offload": "CPU-offloaded layers not below num_layers",
     "oom": "peak memory above the GPU's HBM",
 }

@@ -13,6 +13,7 @@ from rich.console import Console
 from sp_planner.catalog import load_hardware
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
 from sp_planner.plan import ParallelPlan
+from sp_planner.plan_rules import RULES
 from sp_planner.present.breakdown import PRUNE_REASONS, comm_table, memory_table, prune_table, time_table
 from sp_planner.present.fit import fitted_tables
 from sp_planner.units import GIB
@@ -63,6 +64,11 @@ def test_the_cells_are_the_estimates():
     assert SPECS["comm"].rows[0] == ("ulysses_all_to_all", "540.0 GiB", "inter")
     assert [row[:2] for row in SPECS["prune"].rows] == [("oom", "3,142"), ("window_ring", "12"), ("kv_heads", "7")]
     assert SPECS["prune"].rows[1][2] == PRUNE_REASONS["window_ring"]
+
+
+def test_every_prune_rule_has_a_reason():
+    # A rule without one would show its bare key as its reason (the vpp rule did).
+    assert set(PRUNE_REASONS) == {*RULES, "oom"}
 
 
 def test_boxed_where_the_words_fit_compact_below():
