@@ -225,6 +225,9 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         edp_all_gather=expert_ag,
     )
     gpn = gpus_per_node
+    # A dense model has no routed experts, so no expert-DP collective: its link is none, as for any
+    # collective a plan does not run (not the edp group's span).
+    expert_group = np.where(experts > 0, edp, 1)
     dp_cp_stride = group_stride(c, DP_CP_AXES)
     links = PerCollective(
         ulysses_all_to_all=group_link(u, axis_stride(c, "ulysses"), gpn),
@@ -239,8 +242,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         dp_all_reduce=group_link(rep, replicate_stride(c), gpn),
         ep_all_to_all=group_link(c.ep, axis_stride(c, "ep"), gpn),
         etp_all_gather=group_link(c.etp, axis_stride(c, "etp"), gpn),
-        edp_reduce_scatter=group_link(edp, axis_stride(c, "edp"), gpn),
-        edp_all_gather=group_link(edp, axis_stride(c, "edp"), gpn),
+        edp_reduce_scatter=group_link(expert_group, axis_stride(c, "edp"), gpn),
+        edp_all_gather=group_link(expert_group, axis_stride(c, "edp"), gpn),
     )
     return CommColumns(
         sent_bytes=PerCollective(*(np.asarray(v, dtype=np.int64) for v in sent)),

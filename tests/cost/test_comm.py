@@ -117,6 +117,14 @@ def test_links_follow_rank_order(toy_model, hardware, gpus_per_node, links):
     assert est.comm_links.pp_p2p == "none"
 
 
+def test_a_collective_a_plan_does_not_run_has_no_link(toy_model, hardware):
+    # The dense toy model has no routed experts: no expert-DP traffic, so no link, though its edp
+    # group (the 8 GPUs over 2 nodes) spans nodes; every other unused collective says none too.
+    est = _estimate(toy_model, hardware, 4)
+    for name, num_bytes in est.comm_bytes.model_dump().items():
+        assert (num_bytes == 0) == (getattr(est.comm_links, name) == "none"), name
+
+
 def test_allgather_cp_bytes_by_hand(toy_model, hardware):
     plan = PLAN.model_copy(update={"cp_comm": "allgather"})
     comm = _estimate(toy_model, hardware, 8, plan).comm_bytes
