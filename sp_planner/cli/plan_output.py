@@ -282,5 +282,8 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 gpus_per_node=q.gpus_per_node, result=answer.result,
                 summary=summary(answer, full_rank_groups=full_rank_groups), framework=answer.framework,
                 framework_version=answer.framework_version,
+                # The plan sp-plan answers with (and writes to --out): the framework's best.
+                chosen=answer.chosen if answer.overall_best_differs else None,
+                framework_choice=answer.overall_best_differs,
             )
         sys.stderr.write(f"wrote {index}\n")

@@ -56,7 +56,8 @@ def _numerics(workload: Workload, result: SearchResult) -> str:
 
 
 def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile,
-                           flag_request: FlagRequest, framework: str, from_plan_file: bool) -> Raw:
+                           flag_request: FlagRequest, framework: str, from_plan_file: bool,
+                           framework_choice: bool = False) -> Raw:
     parts: list[object] = []
     if not chosen.fits:
         parts.append(tag("p", why_it_does_not_fit(chosen, result, hardware, from_plan_file=from_plan_file),
@@ -65,11 +66,14 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                                   _headline(chosen, hardware)]), class_="callout"))
     best = result.ranked[0] if result.ranked else None
     is_best = best is None or best.plan == chosen.plan
-    if from_plan_file and best is not None and not is_best:
+    if (from_plan_file or framework_choice) and best is not None and not is_best:
         slower = chosen.step_time_s / best.step_time_s - 1.0
-        parts.append(tag("p", f"This is the plan of the plan file. The search ranks {plan_name(best.plan)} "
+        this, whose = (("the plan of the plan file", "the plan file's plan") if from_plan_file else
+                       (f"the best plan {framework} can express", "this plan"))
+        parts.append(tag("p", f"This is {this}. The search ranks {plan_name(best.plan)} "
                               f"first, at {format_seconds(best.step_time_s)} per step "
-                              f"({slower:+.1%} for the plan file's plan).", class_="warn"))
+                              f"({slower:+.1%} for {whose})"
+                              + (f", which {framework} cannot express." if framework_choice else "."), class_="warn"))
     heading = "Why it wins" if is_best else "Against the next slower plan"
     parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
     # why_this_plan compares its first plan with its second: give it the plan that ranks next.

@@ -69,10 +69,13 @@ def write_report(
     framework: str = "megatron",
     framework_version: str | None = None,
     chosen: PlanEstimate | None = None,
+    framework_choice: bool = False,
 ) -> Path:
     """Write the report into `out_dir` and return the path of its index.html.
 
     `chosen` is the plan the report recommends (a plan file's plan); by default the search's first.
+    `framework_choice`: `chosen` is not a plan file's but the best plan `framework` can express
+    (sp-plan --framework F --report, where F cannot express the search's first), as sp-plan answers.
     `framework` names whose flags to show ("all" for every framework), at `framework_version`
     (torchtitan's release, flags.release_runtime: also the runtime the simulation section times
     the plan with). `summary` is written as
@@ -82,7 +85,7 @@ def write_report(
     check_report_target(out_dir)
     if chosen is None and not result.ranked:
         raise UserInputError("no candidate plan passed the hard rules, so there is no plan to report on")
-    plan_file_plan = chosen is not None
+    plan_file_plan = chosen is not None and not framework_choice
     chosen = chosen if chosen is not None else result.ranked[0]
     # Every row, read by the figures and the CSV (with sp-plan --simulate K's simulated steps).
     frame = with_simulated(result.frame, result.ranked)
@@ -101,7 +104,7 @@ def write_report(
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
                             chosen=chosen, from_plan_file=plan_file_plan, frame=frame,
-                            framework_version=framework_version)
+                            framework_version=framework_version, framework_choice=framework_choice)
     except BaseException:
         _discard(staging, csv)
         raise
@@ -136,7 +139,7 @@ def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
                  gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
                  chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None,
-                 framework_version: str | None = None) -> str:
+                 framework_version: str | None = None, framework_choice: bool = False) -> str:
     """The text of index.html. `frame`: result.frame when the caller already holds it."""
     frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
@@ -150,7 +153,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
                                   gpus_per_node=gpus_per_node, result=result),
         sections.recommendation_section(chosen=chosen, result=result, hardware=hardware,
                                         flag_request=flag_request, framework=framework,
-                                        from_plan_file=from_plan_file),
+                                        from_plan_file=from_plan_file, framework_choice=framework_choice),
         sections.top_plans_section(shown, chosen=chosen, hardware=hardware),
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),

@@ -355,6 +355,22 @@ def test_report_folder_holds_the_json_document(sp_plan, plan_json, tmp_path):
     assert json.loads((report / "summary.json").read_text()) == doc
 
 
+def test_a_report_recommends_the_plan_the_framework_answers_with(sp_plan, tmp_path):
+    # DeepSpeed cannot express the search's first plan (a ring): sp-plan answers with, and writes
+    # to --out, the best plan it can; the report recommends that plan too, not the one it refuses.
+    report, out = tmp_path / "report", tmp_path / "plan.json"
+    result = sp_plan(*README, "--framework", "deepspeed", "--report", report, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((report / "summary.json").read_text())
+    answer, best = doc["framework_plans"][0], doc["plans"][0]
+    assert answer["ring"] == 1 and best["ring"] > 1  # the case this test is about
+    assert read_plan_file(out).plan.model_dump() == {k: answer[k] for k in ParallelPlan.model_fields}
+    page = (report / "index.html").read_text()
+    callout = re.search(r'class="callout"><strong>(.*?)</strong>', page).group(1)
+    assert callout == plan_name(ParallelPlan(**{k: answer[k] for k in ParallelPlan.model_fields}))
+    assert "This is the best plan deepspeed can express." in page
+
+
 def test_a_report_has_the_search_keep_every_row_and_a_plain_answer_does_not(sp_plan, tmp_path, monkeypatch):
     # --report reads every candidate's row: the search costs each once and keeps it (every_row);
     # without a report it keeps only the best rows, so memory stays bounded.

@@ -128,7 +128,8 @@ def test_sp_plans_report_simulates_with_the_runtime_it_timed_plans_with(tmp_path
 
     printed = run_main(plan_cmd, *TORCHTITAN_0_2_FP8, "--format", "json", "--report", tmp_path / "r")
     assert printed.exit_code == 0, printed.stderr
-    best = json.loads(printed.stdout)["plans"][0]
+    # The plan the report recommends: the best torchtitan expresses, as sp-plan answers.
+    best = json.loads(printed.stdout)["framework_plans"][0]
     assert (best["tp"], best["precision"]) == (2, "fp8")
     simulated, analytic = _simulated((tmp_path / "r" / "index.html").read_text(encoding="utf-8"))
     assert analytic == format_seconds(best["step_time_s"])
