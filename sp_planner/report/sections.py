@@ -155,7 +155,11 @@ RING_KV_CELLS = {"p2p": "p2p", "allgather": "all-gather"}
 TEXT_COLUMNS = frozenset({"recompute", "ring layout", "ring K/V", "precision", "fits"})
 
 
-def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile) -> Raw:
+def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, hardware: HardwareProfile,
+                      chosen_outside: bool = False) -> Raw:
+    """The shown plans, numbered by their rank in the search. `chosen_outside`: the first row is
+    the recommended plan (a plan file's), which is not among the search's first plans: it has no
+    number, and the note says so."""
     # The MoE and offload columns only where a shown plan uses them (a dense search's table stays as it was).
     moe = any(est.plan.ep > 1 or est.plan.etp > 1 for est in shown)
     offload = any(est.plan.cpu_offload_layers for est in shown)
@@ -168,7 +172,8 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     if simulated:
         headers.insert(headers.index("step time") + 1, "simulated step")
     rows = []
-    for i, est in enumerate(shown, start=1):
+    numbers: list[int | str] = ["-", *range(1, len(shown))] if chosen_outside else list(range(1, len(shown) + 1))
+    for i, est in zip(numbers, shown):
         p = est.plan
         network = sum(getattr(est.comm_bytes, k) for k in COMM_LABELS if getattr(est.comm_links, k) == "inter")
         row = [i, p.tp, p.ulysses, p.ring, p.dp, p.pp, *([p.ep, p.etp] if moe else []), zero_cell(p), p.recompute,
@@ -186,7 +191,12 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     classes = ["chosen" if est.plan == chosen.plan else None for est in shown]
     order = ("Ranked by simulated step time (the event simulator's, for the plans it ran; the rest follow by "
              "predicted step time)" if simulated else "Ranked by predicted step time")
-    note = tag("p", f"{order}; the highlighted row is the recommended plan. "
+    if chosen_outside:  # numbered by the search's rank, which the recommended plan has none among these
+        where = (f"The highlighted first row is the recommended plan, which is not among the search's first "
+                 f"{len(shown) - 1} (its # is blank); the others are those, {order[0].lower()}{order[1:]}.")
+    else:
+        where = f"{order}; the highlighted row is the recommended plan."
+    note = tag("p", f"{where} "
                     f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. Model MFU (Megatron) counts attention over "
                     "the full s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
                     "Assumptions). Every candidate is in plans.csv."

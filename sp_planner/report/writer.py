@@ -143,7 +143,8 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     """The text of index.html. `frame`: result.frame when the caller already holds it."""
     frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
-    if all(est.plan != chosen.plan for est in shown):
+    chosen_outside = all(est.plan != chosen.plan for est in shown)
+    if chosen_outside:
         shown = [chosen, *shown[: TOP_PLANS - 1]]
     flag_request = FlagRequest(model=model, workload=workload, plan=chosen.plan, num_nodes=num_nodes,
                                gpus_per_node=gpus_per_node, framework_version=framework_version)
@@ -154,7 +155,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
         sections.recommendation_section(chosen=chosen, result=result, hardware=hardware,
                                         flag_request=flag_request, framework=framework,
                                         from_plan_file=from_plan_file, framework_choice=framework_choice),
-        sections.top_plans_section(shown, chosen=chosen, hardware=hardware),
+        sections.top_plans_section(shown, chosen=chosen, hardware=hardware, chosen_outside=chosen_outside),
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,

@@ -123,3 +123,22 @@ def test_the_question_names_the_gemm_precision_the_plans_run(question):
     assert _numerics(workload, result) == "fp8 or bf16 GEMMs (bf16 mixed precision otherwise) with adam"
     only_fp8 = question.result.model_copy(update={"ranked": mixed[:1]})
     assert _numerics(workload, only_fp8) == "fp8 GEMMs (bf16 mixed precision otherwise) with adam"
+
+
+def test_a_recommended_plan_outside_the_first_plans_is_not_numbered_as_first(question):
+    # sp-report of a plan file whose plan the search ranks below its first ten: that plan leads the
+    # table unnumbered, and the search's plans keep their ranks.
+    import re
+
+    from sp_planner.report.sections import top_plans_section
+
+    ranked = list(question.result.ranked)
+    slow = ranked[-1].model_copy(update={"plan": ranked[-1].plan.model_copy(update={"micro_batch": 7})})
+    html = str(top_plans_section([slow, *ranked[:3]], chosen=slow, hardware=question.hardware, chosen_outside=True))
+    assert re.findall(r"<tr[^>]*><td>([^<]*)</td>", html) == ["-", "1", "2", "3"]
+    from html import unescape
+    assert "The highlighted first row is the recommended plan, which is not among the search's first 3 (its # is " \
+           "blank); the others are those, ranked by predicted step time." in unescape(html)
+    plain = str(top_plans_section(ranked[:3], chosen=ranked[0], hardware=question.hardware))
+    assert re.findall(r"<tr[^>]*><td>([^<]*)</td>", plain) == ["1", "2", "3"]
+    assert "Ranked by predicted step time; the highlighted row is the recommended plan." in plain
