@@ -76,9 +76,11 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
                               + (f", which {framework} cannot express." if framework_choice else "."), class_="warn"))
     heading = "Why it wins" if is_best else "Against the next slower plan"
     parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
-    # why_this_plan compares its first plan with its second: give it the plan that ranks next.
-    parts.append(tag("p", why_this_plan([chosen, *_next_slower(result, chosen)], hardware,
-                                        moe=flag_request.model.moe is not None)))
+    # why_this_plan compares its first plan with its second: give it the plan that ranks next, and
+    # for the search's best the others it ranked too, whose ties it names (as sp-plan's text does).
+    first = bool(result.ranked) and result.ranked[0].plan == chosen.plan
+    following = list(result.ranked[1:]) if first else _next_slower(result, chosen)
+    parts.append(tag("p", why_this_plan([chosen, *following], hardware, moe=flag_request.model.moe is not None)))
     parts.append(_flags(flag_request, framework, result))
     return section("recommendation", "Recommended plan", *parts)
 

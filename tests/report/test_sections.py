@@ -142,3 +142,15 @@ def test_a_recommended_plan_outside_the_first_plans_is_not_numbered_as_first(que
     plain = str(top_plans_section(ranked[:3], chosen=ranked[0], hardware=question.hardware))
     assert re.findall(r"<tr[^>]*><td>([^<]*)</td>", plain) == ["1", "2", "3"]
     assert "Ranked by predicted step time; the highlighted row is the recommended plan." in plain
+
+
+def test_the_reports_why_text_is_sp_plans_for_the_searchs_best(question):
+    # The report gave why_this_plan only the best and the runner-up, so it named at most "plan 2"
+    # as a tie where sp-plan's text (every ranked plan) said "plans 2-6" (the README's example).
+    from html import unescape
+
+    from sp_planner.present.why import why_this_plan
+
+    best = question.result.ranked[0]
+    html = unescape(_recommendation(question, best, from_plan_file=False))
+    assert why_this_plan(question.result.ranked, question.hardware) in html
