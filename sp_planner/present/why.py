@@ -16,6 +16,25 @@ from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_bytes_as, format_seconds_as
 
+# How plan_differences says a changed field, in the words the table and plan names use: a label
+# before the value, or each value said whole (booleans); unlisted fields by their name.
+FIELD_LABELS = {"micro_batch": "micro batch", "ring_layout": "ring layout", "dp_replicate": "HSDP replicas",
+                "vpp": "virtual stages", "fp8_recipe": "FP8 recipe", "cpu_offload_layers": "offloaded layers"}
+FIELD_VALUES = {
+    "zero": lambda v: f"ZeRO-{v}",
+    "cp_comm": lambda v: "all-gather CP" if v == "allgather" else "P2P ring CP",
+    "reshard_after_forward": lambda v: "parameters resharded after forward" if v else "parameters kept from "
+                                                                                      "forward to backward",
+    "fp8_attention": lambda v: "FP8 attention" if v else "bf16 attention",
+    "adam_moments_bf16": lambda v: "bf16 Adam moments" if v else "fp32 Adam moments",
+}
+
+
+def _field_value(name: str, value: object) -> str:
+    said = FIELD_VALUES.get(name)
+    return said(value) if said is not None else f"{FIELD_LABELS.get(name, name)} {value}"
+
+
 def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
     """What b changes relative to a, e.g. 'tp 4 instead of 2, ulysses 2 instead of 4'."""
     def split(plan: ParallelPlan) -> str:
@@ -24,11 +43,16 @@ def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
         return f"{plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage"
 
     stage_fields = ("first_stage_layers", "last_stage_layers")
-    changed = [
-        f"{name} {getattr(b, name)} instead of {getattr(a, name)}"
-        for name in ParallelPlan.model_fields
-        if name not in stage_fields and getattr(a, name) != getattr(b, name)
-    ]
+    changed = []
+    for name in ParallelPlan.model_fields:
+        if name in stage_fields or getattr(a, name) == getattr(b, name):
+            continue
+        new, old = _field_value(name, getattr(b, name)), _field_value(name, getattr(a, name))
+        label = FIELD_LABELS.get(name, name)
+        # "micro batch 2 instead of 1": the label once where both values carry it.
+        if name not in FIELD_VALUES and old.startswith(f"{label} "):
+            old = old[len(label) + 1:]
+        changed.append(f"{new} instead of {old}")
     if any(getattr(a, name) != getattr(b, name) for name in stage_fields):
         changed.append(f"{split(b)} instead of {split(a)}")
     return ", ".join(changed) if changed else "the same settings"

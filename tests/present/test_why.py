@@ -124,8 +124,14 @@ def test_runner_up_beyond_the_shown_plans_is_compared():
 def test_plan_differences_lists_each_changed_field():
     assert plan_differences(ParallelPlan(), ParallelPlan()) == "the same settings"
     assert plan_differences(ParallelPlan(zero=1), ParallelPlan(zero=3, recompute="full")) == (
-        "zero 3 instead of 1, recompute full instead of none"
+        "ZeRO-3 instead of ZeRO-1, recompute full instead of none"
     )
+    # In the words the tables use, not the plan file's field names.
+    assert plan_differences(ParallelPlan(ring=2), ParallelPlan(ring=2, micro_batch=2, cp_comm="allgather")) == (
+        "micro batch 2 instead of 1, all-gather CP instead of P2P ring CP")
+    assert plan_differences(ParallelPlan(zero=3), ParallelPlan(zero=3, reshard_after_forward=False, vpp=2)) == (
+        "parameters kept from forward to backward instead of parameters resharded after forward, "
+        "virtual stages 2 instead of 1")
 
 
 def test_closest_and_fixes_reports_the_overshoot_and_each_checked_fix():
