@@ -20,6 +20,11 @@ def generation_name(generation: str) -> str:
     return GENERATION_NAMES.get(generation, generation)
 
 
+def generation_devices(generation: str) -> str:
+    """'Blackwell GPUs', 'Ascend NPUs': the generation's chips by their vendor's word."""
+    return f"{generation_name(generation)} {'NPUs' if generation == 'ascend' else 'GPUs'}"
+
+
 @cache
 def shipped_band() -> PredictionBand:
     text = (resources.files("sp_planner") / "data" / "prediction_band.json").read_text(encoding="utf-8")
@@ -35,7 +40,7 @@ def fallback_note(band: ClassBand, hardware_name: str, gpu_key: str | None = Non
     generation = gpu_generation(gpu_key or hardware_name)
     if generation is None:
         return f"none on {hardware_name}"
-    return f"too few of them on {generation_name(generation)} GPUs for a band of their own"
+    return f"too few of them on {generation_devices(generation)} for a band of their own"
 
 
 def plan_band(hardware_name: str, *, moe: bool) -> ClassBand:
@@ -62,7 +67,7 @@ def runs_described(band: ClassBand) -> str:
     if band.moe is not None:
         text += f" of {'MoE' if band.moe else 'dense'} models"
     if band.generation is not None:
-        text += f" on {generation_name(band.generation)} GPUs"
+        text += f" on {generation_devices(band.generation)}"
     return text
 
 

@@ -59,6 +59,9 @@ def test_a_band_over_every_gpu_says_why_the_plan_has_none_of_its_own():
     mine = band_clause([_est(100), _est(200)], every_gpu, hardware_name="my-h100", gpu_key="h100-sxm")
     assert "too few of them on Hopper GPUs" in mine
     assert "none on my-h100" in band_clause([_est(100), _est(200)], every_gpu, hardware_name="my-h100")
+    # Ascend's chips are NPUs, not GPUs.
+    ascend = band_clause([_est(100), _est(200)], every_gpu, hardware_name="ascend-910b")
+    assert "too few of them on Ascend NPUs for a band of their own" in ascend and "Ascend GPUs" not in ascend
     # A generation's own class needs no note.
     assert "validation runs of dense models on Hopper GPUs the measured step" in band_clause(
         [_est(100), _est(200)], BAND, hardware_name="h100-sxm")
