@@ -83,6 +83,21 @@ def node_size_note(profile: HardwareProfile, gpus_per_node: int) -> str | None:
     return None
 
 
+def domain_split_note(profile: HardwareProfile, gpus_per_node: int, num_nodes: int) -> str | None:
+    """One line when the job's GPUs fill no whole number of the profile's multi-host NVLink
+    domains, so the plans are costed on a smaller share of each (HardwareProfile.link_domain_gpus:
+    76 GB200 GPUs are 19 domains of 4, every group wider than a host on the network). None when
+    the domain is the profile's own, or the job fits in one or fills whole ones."""
+    domain = profile.nvlink_domain_gpus
+    world = gpus_per_node * num_nodes
+    if domain is None or gpus_per_node != profile.gpus_per_node or world <= domain or world % domain == 0:
+        return None
+    used = profile.link_domain_gpus(gpus_per_node, world)
+    return (f"{world} GPUs fill no whole number of {profile.name}'s {domain}-GPU NVLink domains: the plans assume "
+            f"{world // used} domains of {used} GPUs each, groups wider than {used} GPUs on "
+            f"{profile.inter_node.kind}")
+
+
 def resolve_question(
     *,
     model: str,

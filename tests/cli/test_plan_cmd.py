@@ -597,3 +597,21 @@ def test_a_node_size_that_changes_the_links_is_said_in_one_note(sp_plan, hardwar
                      "--seq-len", "32k", "--format", "json", "--top", "1")
     assert result.exit_code == 0, result.stderr
     assert notes_unwrapped(result.stderr) == ([] if note is None else [note])
+
+
+@pytest.mark.parametrize("nodes, note", [
+    # 76 GB200 GPUs split into no whole racks: HardwareProfile.link_domain_gpus costs them as 19
+    # domains of one host each, which the plans used to assume without a word.
+    ("19", "note: 76 GPUs fill no whole number of GB200-NVL72's 72-GPU NVLink domains: the plans assume 19 "
+           "domains of 4 GPUs each, groups wider than 4 GPUs on infiniband"),
+    ("20", "note: 80 GPUs fill no whole number of GB200-NVL72's 72-GPU NVLink domains: the plans assume 2 "
+           "domains of 40 GPUs each, groups wider than 40 GPUs on infiniband"),
+    ("18", None),  # one whole rack
+    ("36", None),  # two whole racks
+    ("2", None),  # inside one rack
+])
+def test_gpus_that_fill_no_whole_nvlink_domains_are_said_in_one_note(sp_plan, nodes, note):
+    result = sp_plan("--model", "llama3-8b", "--hardware", "gb200-nvl72", "--nodes", nodes,
+                     "--seq-len", "32k", "--format", "json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert notes_unwrapped(result.stderr) == ([] if note is None else [note])
