@@ -17,8 +17,9 @@ from sp_planner.catalog import import_notes
 from sp_planner.cli.common import file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.question import (check_framework_version, check_outputs, domain_split_note, generic_gpu_note,
-                                     node_size_note, resolve_fp8_recipe, resolve_question)
+from sp_planner.cli.question import (check_framework_version, check_outputs, domain_split_note,
+                                     framework_device_note, generic_gpu_note, node_size_note, resolve_fp8_recipe,
+                                     resolve_question)
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
@@ -239,7 +240,8 @@ def plan(
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node),
-                 domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes)):
+                 domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
+                 framework_device_note(question.hardware, framework)):
         if note is not None:
             write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled

@@ -19,6 +19,7 @@ from sp_planner.destination import (
     refuse_reading_file_as_output,
     same_destination,
 )
+from sp_planner.cost.families import gpu_generation, profile_key
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
@@ -81,6 +82,32 @@ def node_size_note(profile: HardwareProfile, gpus_per_node: int) -> str | None:
         return (f"--gpus-per-node {gpus_per_node} is more than {profile.name}'s {own} GPUs per node: the plans "
                 f"assume its intra-node links ({link}) join all {gpus_per_node}")
     return None
+
+
+def on_npu(profile: HardwareProfile) -> bool:
+    """Whether the profile's chips are Ascend NPUs (the built-in or a profile naming it, or HCCS links)."""
+    return gpu_generation(profile_key(profile)) == "ascend" or profile.intra_node.kind == "hccs"
+
+
+def framework_device_note(profile: HardwareProfile, framework: str) -> str | None:
+    """One line when the chosen framework's flags are for other chips than the profile's:
+    MindSpeed runs only on Ascend NPUs (torch_npu), and Megatron-LM reaches those only through it;
+    the other frameworks' flags and notes assume CUDA GPUs (NCCL, Transformer Engine, flash-attn).
+    None where they match (and for --framework all on GPUs, where MindSpeed's are one of many)."""
+    npu = on_npu(profile)
+    if framework == "mindspeed" and not npu:
+        return (f"MindSpeed runs on Ascend NPUs (torch_npu) only and {profile.name} is no NPU: the plans are "
+                "ranked by MindSpeed's rules; for GPUs plan with --framework megatron")
+    if not npu or framework == "mindspeed":
+        return None
+    if framework == "all":
+        return (f"on {profile.name} only MindSpeed's flags are for Ascend NPUs; the other frameworks' assume "
+                "CUDA GPUs (NCCL, Transformer Engine, flash-attn)")
+    if framework == "megatron":
+        return (f"Megatron-LM runs on Ascend NPUs through MindSpeed: for {profile.name} plan with --framework "
+                "mindspeed; the megatron flags and notes assume CUDA GPUs (Transformer Engine, NCCL)")
+    return (f"the {framework} flags and notes assume CUDA GPUs (NCCL, flash-attn); on {profile.name} run its "
+            "Ascend port (torch_npu, HCCL) and check each flag there")
 
 
 def domain_split_note(profile: HardwareProfile, gpus_per_node: int, num_nodes: int) -> str | None:

@@ -213,12 +213,16 @@ def test_out_lists_rank_groups_in_full_on_request(sp_plan, tmp_path):
     assert plan_file.rank_groups == rank_groups(plan_file.plan) == plan_file.rank_layout.expand()
 
 
-def test_framework_flags_and_launcher(sp_plan, plan_json):
+def test_framework_flags_and_launcher(sp_plan):
     pins = ("--tp", "2", "--zero", "1", "--cp-comm", "p2p")  # MindSpeed has no dense all-gather CP
     result = sp_plan(*README, *pins, "--framework", "mindspeed", "--launcher", "torchrun")
     assert result.exit_code == 0
-    _, doc = plan_json(*README, *pins, "--framework", "mindspeed")  # ranked as MindSpeed runs them
-    first = doc["plans"][0]
+    ranked = sp_plan(*README, *pins, "--framework", "mindspeed", "--format", "json")  # as MindSpeed runs them
+    # MindSpeed on an A800 (test_a_framework_for_other_chips_is_said_in_one_note): its one note.
+    assert notes_unwrapped(ranked.stderr) == ["note: MindSpeed runs on Ascend NPUs (torch_npu) only and A800 is no "
+                                              "NPU: the plans are ranked by MindSpeed's rules; for GPUs plan with "
+                                              "--framework megatron"]
+    first = json.loads(ranked.stdout)["plans"][0]
     plan = ParallelPlan(**{name: first[name] for name in ParallelPlan.model_fields})
     flags = render_flags("mindspeed", FlagRequest(model=LLAMA3_8B, workload=README_WORKLOAD, plan=plan,
                                                   num_nodes=2, gpus_per_node=8))
@@ -612,6 +616,29 @@ def test_a_node_size_that_changes_the_links_is_said_in_one_note(sp_plan, hardwar
 ])
 def test_gpus_that_fill_no_whole_nvlink_domains_are_said_in_one_note(sp_plan, nodes, note):
     result = sp_plan("--model", "llama3-8b", "--hardware", "gb200-nvl72", "--nodes", nodes,
+                     "--seq-len", "32k", "--format", "json", "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert notes_unwrapped(result.stderr) == ([] if note is None else [note])
+
+
+@pytest.mark.parametrize("hardware, framework, note", [
+    # MindSpeed needs torch_npu, and Megatron-LM reaches Ascend only through it: each pairing with
+    # the other kind of chip was planned and its flags printed without a word.
+    ("h100", "mindspeed", "note: MindSpeed runs on Ascend NPUs (torch_npu) only and H100-SXM is no NPU: the plans "
+                          "are ranked by MindSpeed's rules; for GPUs plan with --framework megatron"),
+    ("ascend-910b", "megatron", "note: Megatron-LM runs on Ascend NPUs through MindSpeed: for Ascend-910B plan with "
+                                "--framework mindspeed; the megatron flags and notes assume CUDA GPUs (Transformer "
+                                "Engine, NCCL)"),
+    ("ascend-910b", "torchtitan", "note: the torchtitan flags and notes assume CUDA GPUs (NCCL, flash-attn); on "
+                                  "Ascend-910B run its Ascend port (torch_npu, HCCL) and check each flag there"),
+    ("ascend-910b", "all", "note: on Ascend-910B only MindSpeed's flags are for Ascend NPUs; the other frameworks' "
+                           "assume CUDA GPUs (NCCL, Transformer Engine, flash-attn)"),
+    ("ascend-910b", "mindspeed", None),
+    ("h100", "megatron", None),
+    ("h100", "all", None),
+])
+def test_a_framework_for_other_chips_is_said_in_one_note(sp_plan, hardware, framework, note):
+    result = sp_plan("--model", "llama3-8b", "--hardware", hardware, "--framework", framework, "--nodes", "1",
                      "--seq-len", "32k", "--format", "json", "--top", "1")
     assert result.exit_code == 0, result.stderr
     assert notes_unwrapped(result.stderr) == ([] if note is None else [note])
