@@ -174,9 +174,12 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.overall_best_differs:
         best, mine = result.ranked[0], ranked[0]
         reason = render_flags(answer.framework, answer.flag_request(best)).reason
+        saved = 1 - best.step_time_s / mine.step_time_s
+        # A tie to the shown digits read "(0.0% less)".
+        less = f"{saved:.1%} less" if round(saved, 3) > 0 else "the same time to 0.1%"
         console.print(
             f"The best plan overall, {plan_name(best.plan)}, takes {format_seconds(best.step_time_s)} per "
-            f"step ({1 - best.step_time_s / mine.step_time_s:.1%} less), but {answer.framework} cannot express "
+            f"step ({less}), but {answer.framework} cannot express "
             f"it: {reason}. --framework all ranks every plan.", markup=False, highlight=False)
     if answer.fits or (ranked and q.all_degrees_pinned):
         heading = "Why this plan." if answer.fits else "The pinned plan."
