@@ -191,7 +191,9 @@ def precision_problem(precision: str, hardware: HardwareProfile) -> str | None:
         return None
     why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
            else "its profile gives no FP8 peak and FP8 GEMM efficiency")
-    return f"{precision} is not available on {hardware.name}: {why}; use one of {', '.join(hardware.precisions)}"
+    usable = hardware.precisions
+    return (f"{precision} is not available on {hardware.name}: {why}; use "
+            f"{'one of ' if len(usable) > 1 else ''}{', '.join(usable)}")
 
 
 def check_blockwise(hardware: HardwareProfile) -> None:

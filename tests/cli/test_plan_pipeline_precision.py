@@ -127,7 +127,7 @@ def test_fp8_on_a800_is_refused(sp_plan):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: --precision fp8 is not available on A800: its profile gives no FP8 peak and FP8 GEMM "
-        "efficiency; use one of bf16"]
+        "efficiency; use bf16"]
 
 
 def test_mxfp8_needs_blackwell(sp_plan):
