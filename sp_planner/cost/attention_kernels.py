@@ -252,10 +252,9 @@ def with_attention_kernel(hardware: HardwareProfile, kernel: str | None) -> Hard
     curves = kernel_curves(hardware, kernel)
     if curves is None:
         known = [k for k in ATTENTION_KERNELS if kernel_curves(hardware, k) is not None]
-        raise ValueError(
-            f"no published {kernel} attention curve for hardware {hardware.name!r}; choose one of "
-            f"{', '.join(known) or 'none (the profile has only its own curve: omit --attention-kernel)'}"
-        )
+        choice = ("it has only its profile's own curve: omit --attention-kernel" if not known
+                  else f"choose {known[0]}" if len(known) == 1 else f"choose one of {', '.join(known)}")
+        raise ValueError(f"no published {kernel} attention curve for hardware {hardware.name!r}; {choice}")
     fwd, bwd = curves
     update: dict[str, object] = {"attention_fwd": fwd, "attention_bwd": bwd}
     if HEAD_DIM_ROUNDING[kernel] != head_dim_rounding(hardware):

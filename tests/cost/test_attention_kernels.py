@@ -77,6 +77,12 @@ def test_unpublished_kernel_is_refused_with_the_choices():
         with_attention_kernel(A100, "cudnn")
     with pytest.raises(ValueError, match="unknown attention kernel 'fa9'"):
         with_attention_kernel(H100, "fa9")
+    # One choice, or none: the refusal read "choose one of npu" and "choose one of none (...)".
+    with pytest.raises(ValueError, match="no published cudnn attention curve for hardware 'Ascend-910B'; choose npu$"):
+        with_attention_kernel(load_hardware("ascend-910b"), "cudnn")
+    with pytest.raises(ValueError, match="for hardware 'MI300X'; it has only its profile's own curve: omit "
+                                         "--attention-kernel$"):
+        with_attention_kernel(load_hardware("mi300x"), "fa3")
 
 
 @pytest.mark.parametrize("kernel,head_dim,padded", [
