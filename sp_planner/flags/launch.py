@@ -51,14 +51,21 @@ def _torchrun(num_nodes: int, gpus_per_node: int, command: str, endpoint: str, r
 
 
 def _domain_comment(num_nodes: int, gpus_per_node: int, domain_nodes: int) -> list[str]:
-    if domain_nodes <= 1 or num_nodes <= domain_nodes:
-        return []  # one host per domain, or the whole job inside one domain
+    # Comment lines stay within 80 columns (the output is read as well as pasted).
+    if domain_nodes <= 1 or num_nodes < domain_nodes:
+        return []  # one host per domain
+    if num_nodes == domain_nodes:  # the whole job is one domain: its nodes must share one rack
+        return [
+            f"# The plan runs its groups over NVLink across all {num_nodes} nodes: allocate them",
+            "# in one rack (one NVLink domain, e.g. a scheduler block topology).",
+        ]
     gpus = domain_nodes * gpus_per_node
     return [
-        f"# NVLink domains of {domain_nodes} nodes ({gpus} GPUs): the plan keeps its TP, Ulysses and expert groups",
-        f"# within global ranks {gpus}k..{gpus}k+{gpus - 1}: each run of {domain_nodes} node ranks must be one rack.",
-        "# c10d rendezvous orders nodes as they join: allocate whole racks in rack order (e.g. a",
-        "# scheduler block topology) or use a static rendezvous with --node-rank in rack order.",
+        f"# NVLink domains of {domain_nodes} nodes ({gpus} GPUs): the plan keeps its TP,",
+        f"# Ulysses and expert groups within global ranks {gpus}k..{gpus}k+{gpus - 1}: each run",
+        f"# of {domain_nodes} node ranks must be one rack. c10d rendezvous orders nodes as",
+        "# they join: allocate whole racks in rack order (e.g. a scheduler block",
+        "# topology) or use a static rendezvous with --node-rank in rack order.",
     ]
 
 

@@ -82,5 +82,10 @@ def test_rack_scale_domains_are_named_in_the_launch_text():
     text = render_launch("slurm", num_nodes=36, gpus_per_node=4, command="train.py", domain_nodes=18)
     assert "NVLink domains of 18 nodes (72 GPUs)" in text and "#SBATCH --nodes=36" in text
     single = render_launch("torchrun", num_nodes=18, gpus_per_node=4, command="train.py", domain_nodes=18)
-    assert "NVLink domains" not in single  # the whole job is one rack
+    assert "NVLink domains" not in single  # the whole job is one rack, which the launch must say
+    assert "# The plan runs its groups over NVLink across all 18 nodes: allocate them\n# in one rack" in single
+    assert "one rack" not in render_launch("torchrun", num_nodes=2, gpus_per_node=8, command="train.py")
+    for text in (single, render_launch("slurm", num_nodes=36, gpus_per_node=4, command="train.py",
+                                       domain_nodes=18)):
+        assert max(len(line) for line in text.splitlines() if line.startswith("#")) <= 80
     assert "--nproc-per-node 4" in single  # launchers count the host's GPUs, not the domain's
