@@ -60,9 +60,14 @@ def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size
     interpolated linearly in log2(g) between the listed sizes and clamped outside them (numpy
     interp); otherwise, and for every other collective, the scalar field. An all-to-all run by
     device-initiated expert-parallel kernels (`nccl` False: HybridEP's) takes the profile's
-    `ep_kernel_all_to_all` where it sets one (NCCL's figure otherwise). Vectorized over
+    `ep_kernel_all_to_all` where it sets one (NCCL's figure otherwise). On a full mesh
+    (`mesh_links`), times the share of its links the group drives (_mesh_share). Vectorized over
     `group_size`; the simulator (sp_planner.sim.flows) calls this too.
     """
+    return _by_group(eff, collective, group_size, nccl=nccl) * _mesh_share(eff, collective, group_size)
+
+
+def _by_group(eff: CollectiveEfficiency, collective: str, group_size, *, nccl: bool):
     if collective == "all_to_all" and not nccl and eff.ep_kernel_all_to_all is not None:
         return np.broadcast_to(np.float64(eff.ep_kernel_all_to_all), np.shape(group_size)).copy()
     points = eff.all_to_all_by_group_size
@@ -72,6 +77,17 @@ def collective_efficiency(eff: CollectiveEfficiency, collective: str, group_size
     values = [p.efficiency for p in points]
     g = np.log2(np.maximum(np.asarray(group_size, dtype=np.float64), 1.0))
     return np.interp(g, sizes, values)
+
+
+def _mesh_share(eff: CollectiveEfficiency, collective: str, group_size):
+    """On a full mesh of `eff.mesh_links` links a GPU (CollectiveEfficiency.mesh_links), the share
+    of the whole-node figure a collective over `group_size` GPUs reaches: the g - 1 links it drives
+    (a pair has one link: MI300X 64 of 448 GB/s, stas00/ml-engineering network chapter; Ascend
+    910B two cards 19 GB/s busbw of eight cards' 130). 1 on a switch, and for p2p (one link's)."""
+    if eff.mesh_links is None or collective == "p2p":
+        return 1.0
+    g = np.maximum(np.asarray(group_size, dtype=np.float64), 2.0)
+    return np.minimum((g - 1.0) / eff.mesh_links, 1.0)
 
 
 def _bw(hardware: HardwareProfile, collective: str, inter: bool, group_size=2, *, nccl: bool = True):
@@ -138,7 +154,9 @@ def ring_alpha_beta_s(hardware: HardwareProfile, collective: str, sent_bytes, si
     link = group_link(size, stride, gpus_per_node)
     r, k = node_occupancy(size, stride, gpus_per_node)
     r = np.asarray(r, dtype=np.float64)
-    intra_s = sent / _bw(hardware, collective, False)
+    # The group's size sets the share of a full mesh's links it drives (collective_efficiency), as
+    # sim.flows takes it.
+    intra_s = sent / _bw(hardware, collective, False, size)
     # Every ring hop, the node's r exits included, carries what a rank sends; r NICs share them.
     net_s = sent / (r * _bw(hardware, collective, True))
     inter_s = np.maximum(np.where(np.asarray(stride) < gpus_per_node, intra_s, 0.0), net_s)

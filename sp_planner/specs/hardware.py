@@ -96,6 +96,12 @@ class CollectiveEfficiency(FiniteModel):
     # NCCL's all-to-all (`all_to_all`); None: `all_to_all`. Only the token dispatch of a
     # non-NCCL dispatcher takes it (cost.links.all_to_all_time_s, nccl=False).
     ep_kernel_all_to_all: float | None = Field(default=None, gt=0.0, le=1.0)
+    # Optional: the links each GPU has in a full mesh without a switch (MI300X's xGMI, Ascend's
+    # HCCS: 7 in an 8-GPU node), on which the collective figures above were measured over the
+    # whole node. A collective over g GPUs of the node drives g - 1 of them, so it takes
+    # (g - 1) / mesh_links of those figures (cost.links.collective_efficiency); p2p is one link's
+    # already. None: a switch or bus, where any group reaches the port's rate.
+    mesh_links: int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("all_to_all_by_group_size")
     @classmethod

@@ -180,3 +180,24 @@ def test_a_pcie_all_to_all_across_nodes_sends_both_shares_through_the_gpu_link(h
     assert all_to_all_time_s(_links(hardware, "pcie", 30e9, 20e9), 7e9, 8, 1, 4) == pytest.approx(7e9 / 30e9)
     assert all_to_all_time_s(_links(hardware, "pcie", 30e9, 10e9), 7e9, 8, 1, 4) == pytest.approx(4e9 / 10e9)
     assert all_to_all_time_s(_links(hardware, "nvlink", 30e9, 20e9), 7e9, 8, 1, 4) == pytest.approx(4e9 / 20e9)
+
+
+def test_a_full_mesh_gives_a_group_the_links_it_drives():
+    # MI300X: 7 xGMI links of 64 GB/s a GPU (448 GB/s, the profile's line rate), its collective
+    # figures measured over the whole node (all_gather 0.70). Two GPUs share one link: 448 x 0.70 x
+    # 1/7 = 44.8 GB/s (stas00: one peer gets 64; p2p measured 47.5); four drive 3 links.
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.links import collective_efficiency, ring_alpha_beta_s, ring_latency_s
+
+    mi300x = load_hardware("mi300x")
+    eff = mi300x.efficiency.intra_node
+    assert eff.mesh_links == 7
+    assert [float(collective_efficiency(eff, "all_gather", g)) for g in (2, 4, 8)] == pytest.approx(
+        [0.70 / 7, 0.70 * 3 / 7, 0.70])
+    assert float(collective_efficiency(eff, "p2p", 2)) == 0.106  # one link's already
+    latency = float(ring_latency_s(mi300x, "all_gather", 2, 1, 8))
+    assert float(ring_alpha_beta_s(mi300x, "all_gather", 1e9, 2, 1, 8)) == pytest.approx(1e9 / 44.8e9 + latency)
+    # A switch (H100's NVSwitch): every group reaches the port's figure.
+    h100 = load_hardware("h100-sxm").efficiency.intra_node
+    assert h100.mesh_links is None
+    assert float(collective_efficiency(h100, "all_gather", 2)) == float(collective_efficiency(h100, "all_gather", 8))
