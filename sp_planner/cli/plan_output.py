@@ -157,6 +157,13 @@ def expressible_column(answer: Answer) -> list[bool | None]:
     return [render_flags(answer.framework, answer.flag_request(est)).supported for est in answer.ranked]
 
 
+def time_saved_text(best_s: float, mine_s: float) -> str:
+    """What the best plan overall saves against the framework's best, as the sentence says it: a
+    tie to the shown digits reads "the same time to 0.1%", not "0.0% less"."""
+    saved = 1 - best_s / mine_s
+    return f"{saved:.1%} less" if round(saved, 3) > 0 else "the same time to 0.1%"
+
+
 def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide: bool = False) -> None:
     q, result = answer.question, answer.result
     console.print(
@@ -174,9 +181,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.overall_best_differs:
         best, mine = result.ranked[0], ranked[0]
         reason = render_flags(answer.framework, answer.flag_request(best)).reason
-        saved = 1 - best.step_time_s / mine.step_time_s
-        # A tie to the shown digits read "(0.0% less)".
-        less = f"{saved:.1%} less" if round(saved, 3) > 0 else "the same time to 0.1%"
+        less = time_saved_text(best.step_time_s, mine.step_time_s)
         console.print(
             f"The best plan overall, {plan_name(best.plan)}, takes {format_seconds(best.step_time_s)} per "
             f"step ({less}), but {answer.framework} cannot express "

@@ -644,12 +644,12 @@ def test_a_framework_for_other_chips_is_said_in_one_note(sp_plan, hardware, fram
     assert notes_unwrapped(result.stderr) == ([] if note is None else [note])
 
 
-def test_a_best_plan_overall_as_fast_as_the_frameworks_says_so(sp_plan):
-    # On Ascend MindSpeed's best (ZeRO-1) and the best overall (ZeRO-3) tie to the hundredth of a
-    # second: the sentence read "takes 203.92 s per step (0.0% less)".
-    result = sp_plan("--model", "llama3-8b", "--hardware", "ascend-910b", "--nodes", "2", "--seq-len", "128k",
-                     "--framework", "mindspeed", "--top", "3")
-    assert result.exit_code == 0, result.stderr
-    text = " ".join(result.stdout.split())
-    assert "The best plan overall, " in text and "(the same time to 0.1%), but mindspeed cannot express it" in text
-    assert "(0.0% less)" not in text
+def test_a_best_plan_overall_as_fast_as_the_frameworks_says_so():
+    # A framework's best and the best overall that tie to the shown digits (203.92 s against
+    # 203.93 s on Ascend at stop 52) read "(0.0% less)"; a real saving keeps its figure.
+    from sp_planner.cli.plan_output import time_saved_text
+
+    assert time_saved_text(203.92, 203.93) == "the same time to 0.1%"
+    assert time_saved_text(203.92, 203.92) == "the same time to 0.1%"
+    assert time_saved_text(200.0, 204.0) == "2.0% less"
+    assert time_saved_text(203.0, 203.3) == "0.1% less"
