@@ -164,13 +164,14 @@ def validate_as(model: type[T], data: object, *, what: str, path: Path | str, st
         raise UserInputError(f"{what} file {path} is invalid: {errors_line(err)}") from None
 
 
-def errors_line(err: pydantic.ValidationError) -> str:
-    """Every error of `err` as 'field.path: message', joined by '; '; a check of the whole file (no
-    field) is said as it is."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in item['loc'])}: {field_message(item)}" if item["loc"] else field_message(item)
-        for item in err.errors()
-    )
+def errors_line(err: pydantic.ValidationError, *, whole: str | None = None) -> str:
+    """Every error of `err` as 'field.path: message', joined by '; '; a check of the whole object (no
+    field) is said as it is, or after `whole` ('(row): ...')."""
+    def one(item) -> str:
+        where = ".".join(str(p) for p in item["loc"]) or whole
+        return f"{where}: {field_message(item)}" if where else field_message(item)
+
+    return "; ".join(one(item) for item in err.errors())
 
 
 def validate_strict(model: type[T], data: object) -> T:

@@ -23,7 +23,7 @@ except ImportError:  # older typer depends on click itself
 
 from sp_planner import interrupts
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import field_message
+from sp_planner.fileio import errors_line
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
@@ -149,11 +149,7 @@ def _abandon_stdout(stream: TextIO) -> None:
 
 def describe_validation_error(err: pydantic.ValidationError) -> str:
     """One line naming each bad field: 'field.path: what is wrong'."""
-    parts = []
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"])  # empty: the whole object's own check
-        parts.append(f"{where}: {field_message(item)}" if where else field_message(item))
-    return f"invalid {err.title}: " + "; ".join(parts)
+    return f"invalid {err.title}: {errors_line(err)}"
 
 
 def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:

@@ -21,7 +21,7 @@ from pydantic import Field
 from sp_planner.catalog import load_model
 from sp_planner.cost.cuda_graphs import check_graph_scopes
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import field_message, read_structured, validate_strict
+from sp_planner.fileio import errors_line, read_structured, validate_strict
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.validation.corpus_row import CorpusRow, Source
@@ -45,7 +45,7 @@ class Corpus(FrozenModel):
 
 
 def _one_line(err: pydantic.ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(row)'}: {field_message(e)}" for e in err.errors())
+    return errors_line(err, whole="(row)")
 
 
 def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
