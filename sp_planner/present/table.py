@@ -248,10 +248,19 @@ def _unfolded_annotations(table: Table, width: int) -> Table:
 
 
 # Non-default choices ride in the ring and ZeRO cells, so 80 columns still hold the table; the
-# legend names those the shown plans use (zero_ring_legend), all of them at most.
-RING_ALLGATHER_LEGEND = "ring 4ag: all-gather CP"
+# legend names those the shown plans use (zero_ring_legend), all of them at most, each by the
+# first shown cell that has it.
+def _ring_allgather_legend(cell: str) -> str:
+    return f"ring {cell}: all-gather CP"
+
+
+def _zero_replicas_legend(zero: int, replicas: int) -> str:
+    return f"{zero}r{replicas}: {replicas} HSDP replicas"
+
+
+RING_ALLGATHER_LEGEND = _ring_allgather_legend("4ag")
 ZERO_KEPT_LEGEND = "3k: parameters kept from forward to backward"
-ZERO_REPLICAS_LEGEND = "3r2: 2 HSDP replicas"
+ZERO_REPLICAS_LEGEND = _zero_replicas_legend(3, 2)
 ZERO_RING_LEGEND = f"{RING_ALLGATHER_LEGEND}; ZeRO {ZERO_KEPT_LEGEND}, {ZERO_REPLICAS_LEGEND}"
 
 
@@ -259,10 +268,9 @@ def zero_ring_legend(ranked: Sequence[PlanEstimate]) -> str | None:
     """What the ring and ZeRO cells' suffixes in `ranked` mean: only the suffixes they show, each
     with the first shown plan's cell as its example (a table of '8ag' and '3r4' cells is not told
     about '4ag' and '3r2: 2 HSDP replicas')."""
-    gathered = next((e.plan for e in ranked if ring_cell(e.plan).endswith("ag")), None)
+    gathered = next((cell for cell in (ring_cell(e.plan) for e in ranked) if cell.endswith("ag")), None)
     zero = zero_legend(ranked)
-    parts = (([RING_ALLGATHER_LEGEND.replace("4ag", ring_cell(gathered), 1)] if gathered else [])
-             + ([f"ZeRO {zero}"] if zero else []))
+    parts = ([_ring_allgather_legend(gathered)] if gathered else []) + ([f"ZeRO {zero}"] if zero else [])
     return "; ".join(parts) or None
 
 
@@ -271,8 +279,8 @@ def zero_legend(ranked: Sequence[PlanEstimate]) -> str | None:
     replicas' with the first shown plan's count."""
     kept = any(not e.plan.reshard_after_forward for e in ranked)
     replicated = next((e.plan for e in ranked if e.plan.dp_replicate > 1), None)
-    zero = ([ZERO_KEPT_LEGEND] if kept else []) + (
-        [f"{replicated.zero}r{replicated.dp_replicate}: {replicated.dp_replicate} HSDP replicas"] if replicated else [])
+    zero = (([ZERO_KEPT_LEGEND] if kept else [])
+            + ([_zero_replicas_legend(replicated.zero, replicated.dp_replicate)] if replicated else []))
     return ", ".join(zero) or None
 # FP8 and MXFP8 plans' "% peak" keeps the BF16 peak (the JSON's hardware_mfu): their GEMMs run at
 # up to twice it, so the share can pass 100%.

@@ -30,9 +30,12 @@ FIELD_VALUES = {
 }
 
 
-def _field_value(name: str, value: object) -> str:
+def _field_change(name: str, new: object, old: object) -> str:
+    """'micro batch 2 instead of 1' (the label once), or each value said whole."""
     said = FIELD_VALUES.get(name)
-    return said(value) if said is not None else f"{FIELD_LABELS.get(name, name)} {value}"
+    if said is not None:
+        return f"{said(new)} instead of {said(old)}"
+    return f"{FIELD_LABELS.get(name, name)} {new} instead of {old}"
 
 
 def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
@@ -43,16 +46,11 @@ def plan_differences(a: ParallelPlan, b: ParallelPlan) -> str:
         return f"{plan.first_stage_layers}/{plan.last_stage_layers} layers on the first/last stage"
 
     stage_fields = ("first_stage_layers", "last_stage_layers")
-    changed = []
-    for name in ParallelPlan.model_fields:
-        if name in stage_fields or getattr(a, name) == getattr(b, name):
-            continue
-        new, old = _field_value(name, getattr(b, name)), _field_value(name, getattr(a, name))
-        label = FIELD_LABELS.get(name, name)
-        # "micro batch 2 instead of 1": the label once where both values carry it.
-        if name not in FIELD_VALUES and old.startswith(f"{label} "):
-            old = old[len(label) + 1:]
-        changed.append(f"{new} instead of {old}")
+    changed = [
+        _field_change(name, getattr(b, name), getattr(a, name))
+        for name in ParallelPlan.model_fields
+        if name not in stage_fields and getattr(a, name) != getattr(b, name)
+    ]
     if any(getattr(a, name) != getattr(b, name) for name in stage_fields):
         changed.append(f"{split(b)} instead of {split(a)}")
     return ", ".join(changed) if changed else "the same settings"
