@@ -74,7 +74,7 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp, pad_load=0.0):
     if model.moe is None:
         return 0.0
     tokens = n / tp
-    load = busiest_rank_load(model, ep) + pad_load
+    load = busiest_rank_load(model, ep, pad_load)
     copies = tokens * model.moe.top_k * etp * load
     routed_width = model.moe.top_k * model.moe.moe_intermediate_size
     routed_extra = BF16_BYTES * model.num_mlp_matrices * tokens * routed_width * (load - 1.0)

@@ -113,7 +113,7 @@ def padding_align_rows(precision, padding: str):
         raise ValueError(f"expert row padding {padding!r} is none of {EXPERT_ROW_PADDINGS}")
     align = align_rows(precision, padding != NO_PADDING)
     zero = np.zeros_like(align)
-    return (align, zero) if padding == GROUPED_MLP_PADS else (zero, align) if padding == ROUTER_PADS else (zero, zero)
+    return align if padding == GROUPED_MLP_PADS else zero, align if padding == ROUTER_PADS else zero
 
 
 def router_pad_rows_per_expert(model: ModelSpec, tokens_per_tp_rank, align):

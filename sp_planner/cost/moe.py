@@ -101,18 +101,19 @@ def router_imbalance(model: ModelSpec) -> float:
     return 1.0 if model.moe is not None and model.moe.routing == "balanced" else MOE_LOAD_IMBALANCE
 
 
-def busiest_rank_load(model: ModelSpec, ep):
+def busiest_rank_load(model: ModelSpec, ep, pad_load=0.0):
     """Token copies an EP rank dispatches, receives and computes, busiest rank over the mean of
     dropless routing (module docstring): the imbalance when ep > 1 (1 without expert
     parallelism, and 1 under force-balanced routing), capped at the capacity factor, or the
-    capacity factor itself when padded."""
+    capacity factor itself when padded; plus `pad_load`, the router's FP8 padding copies per
+    routed copy (cost.expert_padding.router_pad_load), which travel and compute as routed ones."""
     moe = model.moe
     balanced = np.where(np.asarray(ep) > 1, router_imbalance(model), 1.0)
     if moe is None or moe.capacity_factor is None:
-        return balanced
+        return balanced + pad_load
     if moe.pad_to_capacity:
-        return np.full_like(balanced, moe.capacity_factor)
-    return np.minimum(balanced, moe.capacity_factor)
+        return np.full_like(balanced, moe.capacity_factor) + pad_load
+    return np.minimum(balanced, moe.capacity_factor) + pad_load
 
 
 def mean_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
@@ -236,7 +237,7 @@ def rows_per_expert(model: ModelSpec, tokens_per_tp_rank, ep, etp, pad_load=0.0)
     `pad_load`: the router's padding copies per routed copy (cost.expert_padding.router_pad_load)."""
     if model.moe is None:
         return np.zeros_like(np.asarray(tokens_per_tp_rank, dtype=np.float64))
-    load = busiest_rank_load(model, ep) + pad_load
+    load = busiest_rank_load(model, ep, pad_load)
     copies = np.asarray(tokens_per_tp_rank, dtype=np.float64) * model.moe.top_k * etp * load
     return copies / (model.moe.num_experts / np.asarray(ep, dtype=np.float64))
 
@@ -250,7 +251,7 @@ def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int, pad_
         return np.zeros_like(np.asarray(ep, dtype=np.float64))
     k = model.moe.top_k * (1.0 + np.asarray(pad_load, dtype=np.float64))
     local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
-    received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * (busiest_rank_load(model, ep) + pad_load)
+    received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * busiest_rank_load(model, ep, pad_load)
     rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
     return rows * model.hidden_size * elem_bytes
 
@@ -293,7 +294,7 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     # Megatron pad_routing_map's rows ride every routed-copy term below (cost.expert_padding).
     pad_load = router_pad_load(model, tokens_per_tp_rank, router_pad_align_rows)
-    load = busiest_rank_load(model, ep) + pad_load
+    load = busiest_rank_load(model, ep, pad_load)
     # The busiest rank's expert GEMMs take load / factor x the mean's time at the flat efficiency;
     # the factor is the grouped curve's where it times them, else 1 (per-expert GEMMs take their
     # shapes' ratios in cost.gemm_shapes; cost.grouped_gemm).

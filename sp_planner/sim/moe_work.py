@@ -49,7 +49,7 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     experts = expert_precision(np.array([PRECISIONS.index(plan.precision)]), gathers)
     copies_align, router_align = (float(a[0]) for a in padding_align_rows(experts, expert_row_padding))
     # The router's padding rows travel with the routed copies (cost.moe.moe_times).
-    load = busiest_rank_load(model, plan.ep) + router_pad_load(model, tokens_per_tp_rank, router_align)
+    load = busiest_rank_load(model, plan.ep, router_pad_load(model, tokens_per_tp_rank, router_align))
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * load)
     rate = float(gemm_peak_flops(hardware, experts, plan.fp8_blockwise)[0])
     # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
