@@ -78,8 +78,7 @@ def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardwa
     parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
     # why_this_plan compares its first plan with its second: give it the plan that ranks next, and
     # for the search's best the others it ranked too, whose ties it names (as sp-plan's text does).
-    first = bool(result.ranked) and result.ranked[0].plan == chosen.plan
-    following = list(result.ranked[1:]) if first else _next_slower(result, chosen)
+    following = list(result.ranked[1:]) if is_best else _next_slower(result, chosen)
     parts.append(tag("p", why_this_plan([chosen, *following], hardware, moe=flag_request.model.moe is not None)))
     parts.append(_flags(flag_request, framework, result))
     return section("recommendation", "Recommended plan", *parts)
@@ -102,9 +101,7 @@ def why_it_does_not_fit(chosen: PlanEstimate, result: SearchResult, hardware: Ha
 
 
 def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:
-    """The plan ranked right after `chosen` (the search's runner-up when `chosen` is its best)."""
-    if result.ranked and result.ranked[0].plan == chosen.plan:
-        return list(result.ranked[1:2])
+    """The plan ranked right after `chosen`, a plan the search does not rank first."""
     frame = result.frame
     fitting = frame[frame["fits"].astype(bool) & (frame["step_time_s"] >= chosen.step_time_s)]
     for _, row in fitting.sort_values("step_time_s", kind="stable").iterrows():
