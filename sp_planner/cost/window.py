@@ -30,6 +30,17 @@ def local_window(model: ModelSpec, seq_len: int) -> int | None:
     return model.window.window_tokens
 
 
+def layer_is_local(model: ModelSpec, seq_len: int) -> tuple[bool, ...]:
+    """Which decoder layers attend locally at this sequence length: the window's pattern from the
+    first layer on, local_layers local then global_layers global (ModelSpec.num_local_layers counts
+    the same), none where the window covers the sequence (local_window)."""
+    w = model.window
+    if w is None or local_window(model, seq_len) is None:
+        return (False,) * model.num_layers
+    period = w.local_layers + w.global_layers
+    return tuple(i % period < w.local_layers for i in range(model.num_layers))
+
+
 def windowed_attention_times(attn: AttentionTimes, hardware: HardwareProfile, model: ModelSpec, *,
                              seq_len: int, batch, tp, ulysses, ring) -> AttentionTimes:
     """`attn` (full attention per layer) averaged with the local layers' band kernels."""
