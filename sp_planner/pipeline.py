@@ -241,13 +241,20 @@ class StagePace(NamedTuple):
     micro_s: np.ndarray  # the pacing stage's micro-batch
 
 
+def per_stage(values) -> tuple:
+    """A (first, middle, last) stage triple: `values` itself, or one value for every stage."""
+    return values if isinstance(values, tuple) else (values, values, values)
+
+
 def stage_pace(stages: StageLayers, *, per_layer_s, last_extra_s, first_extra_s) -> StagePace:
     """The slowest stage sets the pace (Narayanan et al. 2021, section 2.2.1): the last with its
     layers and `last_extra_s` (the logits, loss and output layer; at pp 1 the embedding too), the
-    first with its layers and `first_extra_s` (its embedding), or a middle one."""
-    last_s = stages.last * per_layer_s + last_extra_s
-    first_s = stages.first * per_layer_s + first_extra_s
-    middle_s = stages.middle * per_layer_s
+    first with its layers and `first_extra_s` (its embedding), or a middle one. `per_layer_s`: a
+    layer's micro-batch, one for every stage or each stage's (per_stage)."""
+    first_layer, middle_layer, last_layer = per_stage(per_layer_s)
+    last_s = stages.last * last_layer + last_extra_s
+    first_s = stages.first * first_layer + first_extra_s
+    middle_s = stages.middle * middle_layer
     last_paces, first_paces = pacing_stage(first_s, middle_s, last_s)
     layers = np.where(last_paces, stages.last, np.where(first_paces, stages.first, stages.middle))
     micro_s = np.where(last_paces, last_s, np.maximum(first_s, middle_s))

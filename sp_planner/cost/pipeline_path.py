@@ -50,8 +50,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, pile_up_s,
-                                 rank_running, remembered_chunk_counts)
+from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, per_stage,
+                                 pile_up_s, rank_running, remembered_chunk_counts)
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
 
@@ -76,24 +76,26 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
     and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
     interleaved placement; the counted split's layer fewer, pipeline.end_chunk_layers), one chunk at
-    vpp 1. A stage's forward beyond its layers' (`fwd_layer_s`
-    a layer's) goes with the same chunk: the last stage's output layer and loss are its last
-    virtual stage's (Megatron's get_model builds the chunks with post_process only there and
-    pre_process only on the first's chunk 0: megatron/training/training.py lines 2390-2399,
-    d98e8a6; sim.layer_program times them so), the first's embedding its chunk 0's."""
+    vpp 1 (`fwd_layer_s`, `bwd_layer_s`: a layer's forward and backward, one for every stage or
+    each stage's own, pipeline.per_stage). A stage's forward beyond its layers' goes with the same
+    chunk: the last stage's output layer and loss are its last virtual stage's (Megatron's get_model
+    builds the chunks with post_process only there and pre_process only on the first's chunk 0:
+    megatron/training/training.py lines 2390-2399, d98e8a6; sim.layer_program times them so), the
+    first's embedding its chunk 0's."""
     vpp = np.asarray(vpp)
     whole = vpp == 1  # one chunk: both extras in its backward
     out = []
-    for i, (n, c, extra) in enumerate(zip(num_stages, compute_s, bwd_extra_s)):
+    by_stage = zip(num_stages, compute_s, bwd_extra_s, per_stage(fwd_layer_s), per_stage(bwd_layer_s))
+    for i, (n, c, extra, fwd_layer, bwd_layer) in enumerate(by_stage):
         c = np.asarray(c, dtype=np.float64)
         first_n, last_n = end_chunk_layers(layers[i], vpp, first_stage=i == 0)
-        first_bwd = first_n * bwd_layer_s + (extra if i == 0 else extra * whole)
-        last_bwd = last_n * bwd_layer_s + (extra if i == 2 else extra * whole)
-        chunk0 = (c / vpp + (first_n - layers[i] / vpp) * (fwd_layer_s + bwd_layer_s)
+        first_bwd = first_n * bwd_layer + (extra if i == 0 else extra * whole)
+        last_bwd = last_n * bwd_layer + (extra if i == 2 else extra * whole)
+        chunk0 = (c / vpp + (first_n - layers[i] / vpp) * (fwd_layer + bwd_layer)
                   + (extra - extra / vpp if i == 0 else 0.0))
-        forward = c - layers[i] * bwd_layer_s - extra
-        beyond = forward - layers[i] * fwd_layer_s  # the embedding's or the output layer's and loss's
-        last_fwd = last_n * fwd_layer_s + (beyond if i == 2 else beyond * whole)
+        forward = c - layers[i] * bwd_layer - extra
+        beyond = forward - layers[i] * fwd_layer  # the embedding's or the output layer's and loss's
+        last_fwd = last_n * fwd_layer + (beyond if i == 2 else beyond * whole)
         out.append(StageBlocks(n, c, chunk0, forward, first_bwd, last_bwd, 0.0, last_fwd))
     return tuple(out)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
+from sp_planner.cost.stage_layer_times import pacing_layer_times, stage_layer_times
 from sp_planner.cost.ep_overlap import paired_micro_batches
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -130,13 +131,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
     low = c.precision != BF16
-    lt = candidate_layer_times(model, hardware, workload, c, gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl,
-                               loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
-                               tp_gathers=tp_gathers, unpads_attention=unpads_attention,
-                               moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
-    gemm_fwd, gemm_bwd, logits, attn = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.logits_s, lt.attn
-    ag, rs, tp_layer, out_tp_bwd = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s, lt.out_tp_bwd_s
-    head_tp, first_tp, recompute_layer, per_layer = lt.head_tp_s, lt.first_tp_s, lt.recompute_s, lt.per_layer_s
+    runtime = dict(gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
+                   sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
+                   moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
+    average = candidate_layer_times(model, hardware, workload, c, **runtime)
+    # Each stage's average layer where the model's layers differ (cost.stage_layer_times).
+    stage_lt = stage_layer_times(model, workload.seq_len, c, average,
+                                 lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+    logits, out_tp_bwd = average.logits_s, average.out_tp_bwd_s
+    head_tp, first_tp = average.head_tp_s, average.first_tp_s
     # The embedding's work each micro-batch (cost.embedding_work: the tables' gradient passes, a
     # learned position table's add, the embedding dropout): the one stage's at pp 1, the first
     # stage's beyond its layers with pp > 1, as the embedding's TP collectives.
@@ -149,8 +152,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     stages = candidate_stage_layers(model, c)
     head = logits + head_tp + head_emb  # the loss stage's work beyond its layers
     first = first_tp + first_emb  # the first stage's (pp > 1)
-    pace = stage_pace(stages, per_layer_s=per_layer, last_extra_s=head, first_extra_s=first)
+    stage_layer = tuple(s.per_layer_s for s in stage_lt)
+    pace = stage_pace(stages, per_layer_s=stage_layer, last_extra_s=head, first_extra_s=first)
     layers = pace.layers
+    # The pacing stage's average layer times its layers and micro-batches below.
+    lt = pacing_layer_times(stage_lt, pace)
+    gemm_fwd, gemm_bwd, attn, recompute_layer = lt.gemm_fwd_s, lt.gemm_bwd_s, lt.attn, lt.recompute_s
+    per_layer = lt.per_layer_s
+    ag, rs, tp_layer = lt.tp_all_gather_s, lt.tp_reduce_scatter_s, lt.tp_layer_s
     paced_logits = np.where(pace.last_paces, logits, 0.0)
     paced_emb = np.where(pace.last_paces, head_emb, np.where(pace.first_paces, first_emb, 0.0))
     paced_tp = np.where(pace.last_paces, head_tp, np.where(pace.first_paces, first_tp, 0.0))
@@ -168,13 +177,15 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # interleaved drain's embedding backward whole and piled up, a pacing first or middle stage's
     # waits for the first and last micro-batches' turns. ZeRO-2/3's traffic lengthens the same
     # path's blocks (cost.pipeline_dp).
-    stage_s = (stages.first * per_layer + first, stages.middle * per_layer, stages.last * per_layer + head)
+    stage_s = (stages.first * stage_layer[0] + first, stages.middle * stage_layer[1],
+               stages.last * stage_layer[2] + head)
+    stage_fwd, stage_bwd = tuple(s.fwd_s for s in stage_lt), tuple(s.bwd_s for s in stage_lt)
     # Its blocks are the layers' and the ends' work, which no data-parallel choice changes: priced
     # once per distinct rest of the candidate's columns (~6x fewer rows in a search chunk), as are
     # the fill's and drain's sends below (tests/cost/test_step.py checks both bit for bit).
     compute_key = distinct_key(c, [f.name for f in fields(c) if f.name not in DP_CHOICE_COLUMNS])
     path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
-                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
+                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
@@ -215,7 +226,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
     # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
     pp_sends = pp_sends + per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
-                                  bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer)
+                                  bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
     # before the optimizer, exposed whole (cost.tied_embedding).
     pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
@@ -231,8 +242,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # a single stage's loss backward hides its first gather in backward.
 
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
-    # Without host stalls the passes' compute path is the bubble's, priced once (above).
-    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0, compute_path_s=path)
+    # Without host stalls the passes' compute path is the bubble's, priced once (above), where
+    # every stage runs the model's average layer; the passes price every stage's layers as the
+    # pacing stage's, and so their own path, where the stages' layers differ.
+    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0,
+                                           compute_path_s=path if stage_lt.uniform else None)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so

@@ -1,0 +1,116 @@
+"""Each pipeline stage's average layer: the kinds of its own layers (cost.layer_kinds) blended by
+its counts of each, where the model's layers are not all alike (vectorized over candidates).
+
+cost.layer_times prices the model's average layer. A stage holds its own layers: Gemma 3 27B over
+8 stages (7/8/.../7 layers, 8 virtual stages) puts 3 of its 10 global layers on stages 4 and 6 and
+none on the odd ones; DeepSeek-V3's first stage holds its 3 dense layers. The first and the last
+stage are priced from their own layers; the middle stages (cost.step and cost.pipeline_path price
+pp - 2 alike) as the slowest of them, which paces the pipeline when a middle stage does
+(Narayanan et al. 2021, arXiv 2104.04473 section 2.2.1); the fill and drain through the others
+are then slightly long. Within a stage every chunk runs its stage's average layer (the
+simulator places each layer, sim.layer_program). A single stage holds every layer: the model's
+average, priced as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_kind_counts
+from sp_planner.cost.layer_times import LayerTimes
+from sp_planner.pipeline import StagePace
+from sp_planner.space import Candidates
+from sp_planner.specs.model import ModelSpec
+
+# LayerTimes' fields of the work beside the layers (the output layer's, the embedding's), the
+# same whatever the layers' kinds: kept as the average's.
+BESIDE_LAYERS = frozenset({"logits_s", "out_tp_fwd_s", "out_tp_bwd_s", "emb_tp_fwd_s", "emb_tp_bwd_s", "pp"})
+
+
+class StageLayerTimes(NamedTuple):
+    """The average layer of the first, the slowest middle and the last stage, per candidate."""
+
+    first: LayerTimes
+    middle: LayerTimes
+    last: LayerTimes
+
+    @property
+    def uniform(self) -> bool:
+        """Every stage's average layer is the model's (one object: nothing was blended)."""
+        return self.first is self.middle is self.last
+
+
+def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, average: LayerTimes,
+                      price: Callable[[ModelSpec, Candidates], LayerTimes]) -> StageLayerTimes:
+    """`average`: cost.layer_times of the model for the candidates `c`; `price(model, rows)`: the
+    same for another model and some of the rows (cost.step's candidate_layer_times with its
+    runtime), called once per kind on the pipelined rows."""
+    kinds = distinct_kinds(model, seq_len)
+    piped = np.flatnonzero(np.asarray(c.pp) > 1)
+    if len(kinds) == 1 or not len(piped):
+        return StageLayerTimes(average, average, average)
+    rows = c.take(piped)
+    by_kind = [price(kind_model(model, kind), rows) for kind in kinds]
+    per_layer = np.stack([np.broadcast_to(lt.per_layer_s, (len(piped),)) for lt in by_kind])  # (K, rows)
+    shares = _stage_shares(model, seq_len, rows, per_layer)
+    return StageLayerTimes(*(_blend(average, by_kind, w, piped) for w in shares))
+
+
+def pacing_layer_times(stage: StageLayerTimes, pace: StagePace) -> LayerTimes:
+    """The pacing stage's average layer (pipeline.stage_pace's choice), per candidate."""
+    if stage.uniform:
+        return stage.first
+    return _select(pace.last_paces, stage.last, _select(pace.first_paces, stage.first, stage.middle))
+
+
+def _stage_shares(model: ModelSpec, seq_len: int, rows: Candidates, per_layer) -> tuple[np.ndarray, ...]:
+    """(first, middle, last) stage's share of its layers of each kind, (rows, K) each: the
+    middle stage the slowest middle one by its layers' time (`per_layer` (K, rows): each kind's
+    layer); at pp 2, where no stage is in the middle, the end stage with more layers (cost.step's
+    middle stage then holds max(first, last) layers and never paces alone)."""
+    n, k = len(rows), per_layer.shape[0]
+    first, middle, last = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
+    layout = np.stack([rows.pp, rows.vpp, rows.first_stage_layers, rows.last_stage_layers], axis=1)
+    distinct, inverse = np.unique(layout, axis=0, return_inverse=True)
+    for i, (pp, vpp, first_n, last_n) in enumerate(distinct):
+        at = np.flatnonzero(inverse.ravel() == i)
+        counts = stage_kind_counts(model, seq_len, int(pp), int(vpp), int(first_n), int(last_n))  # (pp, K)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+        first[at], last[at] = share[0], share[-1]
+        if pp > 2:
+            heaviest = np.argmax(counts[1:-1] @ per_layer[:, at], axis=0)  # (pp - 2, rows) -> rows
+            middle[at] = share[1 + heaviest]
+        else:
+            middle[at] = share[0] if counts[0].sum() > counts[-1].sum() else share[-1]
+    return first, middle, last
+
+
+def _blend(average: LayerTimes, by_kind: list[LayerTimes], weights: np.ndarray, piped: np.ndarray) -> LayerTimes:
+    """`average` with its layer fields, on the `piped` rows, the kinds' blended by `weights`
+    (rows, K): what cost.layer_times' blend by the model's shares would give at these shares."""
+    def blend(name: str, field, parts):
+        if isinstance(field, tuple):  # AttentionTimes
+            return type(field)(*(blend(name, f, [p[j] for p in parts]) for j, f in enumerate(field)))
+        if name in BESIDE_LAYERS:
+            return field
+        mixed = sum(weights[:, j] * np.broadcast_to(np.asarray(p, dtype=np.float64), (len(piped),))
+                    for j, p in enumerate(parts))
+        out = np.array(np.broadcast_to(np.asarray(field, dtype=np.float64), (len(average.pp),)))
+        out[piped] = mixed
+        return out
+
+    return LayerTimes(*(blend(name, getattr(average, name), [getattr(lt, name) for lt in by_kind])
+                        for name in LayerTimes._fields))
+
+
+def _select(mask, if_true: LayerTimes, if_false: LayerTimes) -> LayerTimes:
+    """Field by field, `if_true`'s where `mask`, else `if_false`'s."""
+    def pick(a, b):
+        if isinstance(a, tuple):
+            return type(a)(*(pick(x, y) for x, y in zip(a, b)))
+        return np.where(mask, a, b)
+
+    return LayerTimes(*(pick(a, b) for a, b in zip(if_true, if_false)))

@@ -1,0 +1,65 @@
+"""cost.stage_layer_times: each pipeline stage's average layer from its own layers' kinds, by hand
+from the kinds' layer times, and the step paced by the stage that holds the most global layers."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
+from sp_planner.cost.layer_times import candidate_layer_times
+from sp_planner.cost.stage_layer_times import stage_layer_times
+from sp_planner.cost.step import time_columns
+from sp_planner.plan import ParallelPlan
+from sp_planner.space import Candidates
+from sp_planner.specs import Workload
+from tests.cost.test_layer_kinds import RUNTIME
+
+SEQ = 131072
+WORKLOAD = Workload(seq_len=SEQ, global_batch=32)
+# Gemma 3 27B over 8 stages of 8 virtual stages, 7/8/.../8/7 layers: global layers 2, 0, 2, 0, 3,
+# 0, 3, 0 by stage (tests/cost/test_layer_kinds.py), the rest local.
+PIPED = ParallelPlan(tp=1, ulysses=8, pp=8, vpp=8, first_stage_layers=7, last_stage_layers=7, recompute="full")
+SINGLE = ParallelPlan(tp=8, ulysses=8, dp=1, recompute="full")
+
+
+def _price(model, hardware, c):
+    return candidate_layer_times(model, hardware, WORKLOAD, c, **RUNTIME)
+
+
+def test_each_stage_holds_its_own_global_and_local_layers():
+    model, hardware = load_model("Gemma-3-27B"), load_hardware("h100-sxm")
+    c = Candidates.concat([Candidates.of_plan(PIPED), Candidates.of_plan(SINGLE)])
+    average = _price(model, hardware, c)
+    stage = stage_layer_times(model, SEQ, c, average, lambda m, rows: _price(m, hardware, rows))
+    global_, local = (_price(kind_model(model, k), hardware, c).per_layer_s[0] for k in distinct_kinds(model, SEQ))
+    assert global_ > 2 * local  # 128K full attention against a 1024-token window
+    assert stage.first.per_layer_s[0] == pytest.approx((2 * global_ + 5 * local) / 7, rel=1e-12)
+    assert stage.middle.per_layer_s[0] == pytest.approx((3 * global_ + 5 * local) / 8, rel=1e-12)  # stage 4 or 6
+    assert stage.last.per_layer_s[0] == pytest.approx(local, rel=1e-12)
+    # The work beside the layers stays the model's; a single stage keeps the average layer bit for bit.
+    assert stage.last.logits_s[0] == average.logits_s[0]
+    for lt in stage:
+        assert lt.per_layer_s[1] == average.per_layer_s[1]
+        assert lt.attn.fwd_compute_s[1] == average.attn.fwd_compute_s[1]
+
+
+def test_models_of_one_kind_keep_the_average_layer():
+    model, hardware = load_model("Llama-3-8B"), load_hardware("h100-sxm")
+    c = Candidates.of_plan(ParallelPlan(tp=1, ulysses=8, pp=8, dp=1))
+    average = _price(model, hardware, c)
+    stage = stage_layer_times(model, SEQ, c, average, lambda m, rows: pytest.fail("priced a kind"))
+    assert stage.uniform and stage.first is average
+
+
+def test_the_stage_with_three_global_layers_paces_the_step():
+    # Its 8 layers' attention, every micro-batch: 3 global and 5 local layers' kernels.
+    model, hardware = load_model("Gemma-3-27B"), load_hardware("h100-sxm")
+    c = Candidates.of_plan(PIPED)
+    step = time_columns(model, hardware, WORKLOAD, c, gpus_per_node=8)
+    attention = [(lambda a: a.fwd_compute_s + a.bwd_compute_s)(_price(kind_model(model, k), hardware, c).attn)[0]
+                 for k in distinct_kinds(model, SEQ)]
+    m = WORKLOAD.global_batch  # dp 1, micro-batch 1
+    assert step.time.attention_s[0] == pytest.approx(m * (3 * attention[0] + 5 * attention[1]), rel=1e-9)
+    # The model's average layer would put 8 x 10/62 global layers there: the stage takes longer.
+    average = _price(model, hardware, c).attn
+    assert step.time.attention_s[0] > 1.5 * m * 8 * float(np.asarray(average.fwd_compute_s + average.bwd_compute_s)[0])
