@@ -128,10 +128,11 @@ def ulysses_work_s(steps: AttentionSteps, q_s: float, kv_s: float) -> tuple[floa
 
 def windowed(steps: AttentionSteps, hardware: HardwareProfile, model: ModelSpec, *, batch: int, seq_len: int,
              tp: int, ulysses: int) -> AttentionSteps:
-    """A local-attention model's attention (sliding windows, or Llama 4's chunks) as the analytic
-    model averages it over its layers (cost.window: the local layers' band or chunk kernel blended
-    with the global layers' full one). The plan rule window_ring keeps the ring at 1 there, so the
-    layer has one step each way."""
+    """A local-attention model's attention (sliding windows, or Llama 4's chunks) averaged over its
+    layers as the analytic model does (cost.window: the local layers' band or chunk kernel blended
+    with the global layers' full one); the simulator passes a model of one layer kind
+    (sim.kind_work), all local or all global. The plan rule window_ring keeps the ring at 1 there,
+    so the layer has one step each way."""
     if local_window(model, seq_len) is None:
         return steps
     assert len(steps.fwd_steps_s) == 1, "local-attention layers run without a ring (plan rule window_ring)"

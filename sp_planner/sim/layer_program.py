@@ -163,7 +163,7 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
     ready = p.add("compute", "gemm", "embedding", embedding, (landed,))
     for layer in chunk_layers(work, stage, chunk):
         landed = _calls(p, calls.at_layer(layer), f"L{layer} param all-gather", -1, landed)
-        ready = _forward_layer(p, work.layer, layer, ready, gather=landed)
+        ready = _forward_layer(p, work.layer_at(stage, layer), layer, ready, gather=landed)
     if stage == work.pp - 1 and last:
         landed = _calls(p, calls.head, "output layer param all-gather", -1, landed)
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready, landed))
@@ -192,7 +192,7 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     for i, layer in enumerate(order):
         if i + 1 < len(order):
             landed[order[i + 1]] = _calls(p, gathers.at_layer(order[i + 1]), f"L{order[i + 1]} param all-gather", -1)
-        ready, grads = _backward_layer(p, work.layer, layer, ready, work.recompute, landed[layer])
+        ready, grads = _backward_layer(p, work.layer_at(stage, layer), layer, ready, work.recompute, landed[layer])
         _calls(p, hooked.at_layer(layer), f"L{layer} dp grad bucket", grads)
     tail = p.add("compute", "gemm", "embedding bwd", work.first_stage_bwd_s if stage == 0 and first else 0.0,
                  (ready,))

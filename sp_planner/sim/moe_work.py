@@ -4,9 +4,10 @@ the busiest rank's extra expert GEMMs (its load and the small-M grouped-GEMM slo
 dispatcher's permutations, all from cost.moe.moe_times, so the two models agree; HybridEP inside
 one NVLink domain is timed from its benchmark (cost.hybridep), as the analytic model times it.
 
-Bytes and counts are cost.moe's (Megatron-Core's alltoall dispatcher, the busiest rank's load),
-and like the analytic model the simulator works with the MoE-average layer: each collective is
-scaled by the share of layers that are MoE.
+Bytes and counts are cost.moe's (Megatron-Core's alltoall dispatcher, the busiest rank's load).
+Each collective is scaled by the share of the model's layers that are MoE: the simulator passes
+a model whose every layer is MoE (sim.kind_work, cost.layer_kinds.kind_model), a share of 1, and
+puts the work on its MoE layers only.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from sp_planner.cost.tp_calls import (
 )
 from sp_planner.pipeline import stage_layers
 from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.layer_kinds import distinct_kinds
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
@@ -36,10 +37,11 @@ from sp_planner.cost.tied_embedding import tied_grad_bytes
 from sp_planner.estimate import CommBytes
 from sp_planner.layout import DP_CP_AXES, groups_over, rank_groups
 from sp_planner.plan import ParallelPlan
-from sp_planner.sim.attention_steps import attention_steps, ulysses_work_s, windowed
+from sp_planner.sim.attention_steps import AttentionSteps, attention_steps, ulysses_work_s, windowed
 from sp_planner.sim.cluster import Cluster
 from sp_planner.sim.dp_work import dp_calls
 from sp_planner.sim.flows import PhaseResult, run_phase
+from sp_planner.sim.kind_work import NO_MOE, attention_share, kind_layer, kind_models, stage_kinds
 from sp_planner.sim.moe_work import moe_work
 from sp_planner.sim.work import LayerWork, StepWork
 from sp_planner.space import Candidates
@@ -114,20 +116,12 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     att = attention_steps(hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u, ring=r,
                           causal=workload.causal, zigzag=plan.ring_layout == "zigzag", elem_bytes=BF16_BYTES,
                           allgather=plan.allgather, ring_impl=runtime.ring)
-    att = windowed(att, hw, model, batch=b, seq_len=workload.seq_len, tp=tp, ulysses=u)
     uly_q = phase("ulysses all-to-all (Q or O)", groups["ulysses"], att.ulysses_q_bytes, "all_to_all", "all_to_all")
     uly_kv = phase("ulysses all-to-all (K or V)", groups["ulysses"], att.ulysses_kv_bytes, "all_to_all", "all_to_all")
     uly_qkv, uly_out = ulysses_work_s(att, uly_q, uly_kv)
     ring_kv = phase("ring K/V step", groups["ring"], att.ring_kv_bytes, "p2p", "p2p")
     ring_dkv = phase("ring dK/dV step", groups["ring"], att.ring_dkv_bytes, "p2p", "p2p")
-    # Each ring step computes while its transfer runs (layer_program): step k sends K/V forward
-    # for k < R-1, and in backward K/V for k < R-1 plus dK/dV for k > 0; NCCL's SMs slow it.
-    # All-gather CP has one step each way with its gathers exposed before it: nothing slows it.
-    steps, s = len(att.fwd_steps_s), overlap_compute_slowdown(hw)
-    fwd_steps = tuple(float(slowed_by_overlap(t, ring_kv if k < steps - 1 else 0.0, s))
-                      for k, t in enumerate(att.fwd_steps_s))
-    bwd_steps = tuple(float(slowed_by_overlap(t, (ring_kv if k < steps - 1 else 0.0) + (ring_dkv if k > 0 else 0.0), s))
-                      for k, t in enumerate(att.bwd_steps_s))
+    s = overlap_compute_slowdown(hw)
     # All-gather CP: K and V each gathered, dK and dV each reduce-scattered (cost.attention).
     cp_ag = 2 * phase("cp K/V all-gather", groups["ring"], att.cp_gather_bytes, "ring", "all_gather")
     cp_rs = 2 * phase("cp dK/dV reduce-scatter", groups["ring"], att.cp_scatter_bytes, "ring", "reduce_scatter")
@@ -136,18 +130,18 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # As cost.step: the layers' GEMMs at the plan's precision with FP8's casts (and current
     # scaling's amax all-reduces) and the memory-bound ops that ride with them; the logits GEMMs
     # (forward + 2x backward) plus the vocab-parallel cross entropy on the last stage (cost.gemm_work).
-    gemms = gemm_work(model, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
+    # Each of the model's layer kinds priced as a model of that kind alone (sim.kind_work).
+    kinds, models = distinct_kinds(model, workload.seq_len), kind_models(model, workload.seq_len)
+    gemms = [gemm_work(kind_spec, hw, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=plan.cp, ep=plan.ep,
                      etp=plan.etp, precision=one.precision, fp8_current=one.fp8_current,
                      gpus_per_node=cluster.gpus_per_node, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                      fp8_blockwise=one.fp8_blockwise, sequence_parallel=runtime.sequence_parallel,
                      tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
-                     moe_router_dtype=runtime.moe_router_dtype)
-    gemm_fwd, gemm_bwd, logits_total = (float(v[0]) for v in (gemms.fwd_s, gemms.bwd_s, gemms.logits_s))
-    moe = moe_work(phase, hw, model, plan, groups, tokens / tp, cluster.gpus_per_node, runtime.tp_gathers,
-                   runtime.expert_row_padding)
-    attn_params = model.attention_params_per_layer
-    attn_share = attn_params / (attn_params + model.active_mlp_params_per_layer)
-    logits_fwd = logits_total / 3
+                     moe_router_dtype=runtime.moe_router_dtype) for kind_spec in models]
+    logits_fwd = float(gemms[0].logits_s[0]) / 3  # the output layer's, whatever the layers' kind
+    # The MoE kinds' experts (their collectives run once: the attention's kind does not change them).
+    moe = moe_work(phase, hw, next((m for m, k in zip(models, kinds) if k.moe), model), plan, groups, tokens / tp,
+                   cluster.gpus_per_node, runtime.tp_gathers, runtime.expert_row_padding)
     # The embedding's work on the first stage (the first chunk) as cost.step counts it
     # (cost.embedding_work): a learned position table's add and the embedding dropout with its
     # forward, the tables' gradient passes and the dropout's backward after its backward.
@@ -178,15 +172,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
 
     # A pipeline's ZeRO-3 stages synced once a step (torch.distributed.pipelining, cost.fsdp.stage_synced).
     synced = bool(stage_synced(runtime.overlap.pp_stage_grad_sync, pp, plan.zero))
-    layer = LayerWork(
-        gemm_attn_fwd_s=gemm_fwd * attn_share,
-        gemm_mlp_fwd_s=gemm_fwd * (1 - attn_share) + moe.extra_expert_gemm_fwd_s + moe.permute_s,
-        gemm_attn_bwd_s=gemm_bwd * attn_share,
-        gemm_mlp_bwd_s=gemm_bwd * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s + moe.permute_s,
-        moe_all_to_all_s=moe.all_to_all_s,
-        etp_collective_s=moe.etp_collective_s,
-        attn_fwd_steps_s=fwd_steps,
-        attn_bwd_steps_s=bwd_steps,
+    collectives = LayerWork(
         tp_all_gather_s=layer_ag,
         tp_grad_all_gather_s=grad_ag,
         tp_reduce_scatter_s=tp_rs,
@@ -201,8 +187,19 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         cp_all_gather_s=cp_ag,
         cp_reduce_scatter_s=cp_rs,
     )
+    layers_by_kind = []
+    for kind, kind_spec, gemm in zip(kinds, models, gemms):
+        fwd_steps, bwd_steps = _ring_steps(windowed(att, hw, kind_spec, batch=b, seq_len=workload.seq_len, tp=tp,
+                                                    ulysses=u), ring_kv, ring_dkv, s)
+        layers_by_kind.append(kind_layer(
+            collectives, gemm_fwd_s=float(gemm.fwd_s[0]), gemm_bwd_s=float(gemm.bwd_s[0]),
+            attn_share=attention_share(kind_spec), moe=moe if kind.moe else NO_MOE,
+            attn_fwd_steps_s=fwd_steps, attn_bwd_steps_s=bwd_steps))
     work = StepWork(
-        pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, layer=layer, recompute=plan.recompute,
+        pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, recompute=plan.recompute,
+        kind_layers=tuple(layers_by_kind),
+        stage_kinds=stage_kinds(model, workload.seq_len, pp, plan.vpp, plan.first_stage_layers or 0,
+                                plan.last_stage_layers or 0),
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
         # The embedding's and the output layer's TP collectives (cost.tp_calls), beside their GEMMs.
         first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd
@@ -232,6 +229,21 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         dp_param_gather_s=after_step,
     )
     return work, phases
+
+
+def _ring_steps(att: AttentionSteps, ring_kv_s: float, ring_dkv_s: float,
+                slowdown: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Each ring step's compute, forward and backward, slowed by the transfer beside it: step k
+    computes while it runs (layer_program), sending K/V forward for k < R-1, and in backward K/V
+    for k < R-1 plus dK/dV for k > 0; NCCL's SMs slow it (cost.overlap). All-gather CP has one
+    step each way with its gathers exposed before it: nothing slows it."""
+    steps = len(att.fwd_steps_s)
+    fwd = tuple(float(slowed_by_overlap(t, ring_kv_s if k < steps - 1 else 0.0, slowdown))
+                for k, t in enumerate(att.fwd_steps_s))
+    bwd = tuple(float(slowed_by_overlap(t, (ring_kv_s if k < steps - 1 else 0.0) + (ring_dkv_s if k > 0 else 0.0),
+                                        slowdown))
+                for k, t in enumerate(att.bwd_steps_s))
+    return fwd, bwd
 
 
 def _each_stage(first, middle, last, pp: int) -> list:

@@ -81,7 +81,11 @@ class StepWork(FrozenModel):
     vpp: int = Field(default=1, ge=1)  # model chunks per stage (interleaved 1F1B), layers split evenly
     num_micro_batches: int = Field(ge=1)
     layers_per_stage: int = Field(ge=1)  # a middle stage's (every stage's when the split is even)
-    layer: LayerWork
+    # One layer's work for each of the model's distinct layer kinds (cost.layer_kinds.distinct_kinds:
+    # dense or MoE MLP, global or local attention), and per stage, per stage-local layer (chunk 0's
+    # first, as layer_program.chunk_layers numbers them), its kind's index; empty: every layer kind 0.
+    kind_layers: tuple[LayerWork, ...] = Field(min_length=1)
+    stage_kinds: tuple[tuple[int, ...], ...] = ()
     recompute: Literal["none", "selective", "full"] = "none"
     # Embedding lookup on the first stage, output projection + loss on the last stage.
     first_stage_fwd_s: float = NonNeg
@@ -149,6 +153,20 @@ class StepWork(FrozenModel):
             raise ValueError("dp_stage_sync (torch.distributed.pipelining) and dp_reduce_whole_chunk (Megatron's "
                              "aligned grad reduce) are two frameworks' schedules: set one")
         return self
+
+    @model_validator(mode="after")
+    def _kinds_cover_stages(self) -> "StepWork":
+        if not self.stage_kinds:
+            return self
+        if [len(kinds) for kinds in self.stage_kinds] != [self.layers_of(s) for s in range(self.pp)]:
+            raise ValueError("stage_kinds needs one entry per stage with one kind per layer of the stage")
+        if any(not 0 <= k < len(self.kind_layers) for kinds in self.stage_kinds for k in kinds):
+            raise ValueError("stage_kinds indexes kind_layers")
+        return self
+
+    def layer_at(self, stage: int, layer: int) -> LayerWork:
+        """The work of stage `stage`'s layer `layer` (stage-local index): its kind's."""
+        return self.kind_layers[self.stage_kinds[stage][layer] if self.stage_kinds else 0]
 
     def layers_of(self, stage: int) -> int:
         """Decoder layers on pipeline stage `stage`."""

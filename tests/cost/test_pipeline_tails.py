@@ -164,7 +164,7 @@ def test_repro_stage_finishes_by_hand():
         assert last_bwd[s].start_s == pytest.approx(compute[s + 1])
     synced = [max(b.end_s for b in blocks if b.stage == s and b.kind == "dp_grad_tail") for s in range(4)]
     for s in range(1, 4):  # the bucket leaves before the first layer's TP reduce-scatter and the send
-        released = compute[s] - last_bwd[s].send_s - work.layer.tp_reduce_scatter_s
+        released = compute[s] - last_bwd[s].send_s - work.layer_at(s, 0).tp_reduce_scatter_s
         assert synced[s] == pytest.approx(released + work.reduce_calls(s).total_s)
     assert max(synced) == synced[3]
     analytic = evaluate(MODEL, hardware, workload, plan, num_nodes=NODES, gpus_per_node=GPUS)

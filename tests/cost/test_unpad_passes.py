@@ -97,7 +97,7 @@ def test_the_simulator_times_the_same_layer():
     plan = ParallelPlan(dp=8, zero=3, micro_batch=1)
     workload = Workload(seq_len=2048, global_batch=8)
     plain, unpadded = (step_work(cluster, MPT_1B, workload, plan,
-                                 TORCHTITAN_RUNTIME.model_copy(update={"unpads_attention": u}))[0].layer
+                                 TORCHTITAN_RUNTIME.model_copy(update={"unpads_attention": u}))[0].kind_layers[0]
                        for u in (False, True))
     fwd_s = 36_864 * 2048 / (3.35e12 * 0.76)
     bwd_s = 45_056 * 2048 / (3.35e12 * 0.76)

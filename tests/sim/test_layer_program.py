@@ -15,7 +15,8 @@ def _zero3_work() -> StepWork:
     # of the first stage (its embedding) gathers in 4 s and reduces in 2 s, the last stage's
     # (output layer and final norm) in 5 s and 3 s.
     layer = ((1.0,), (1.0,))
-    return StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_every_micro_batch=True,
+    return StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, kind_layers=(PLAIN,),
+                    dp_every_micro_batch=True,
                     dp_gather_every_forward=True, dp_backward_gather=False,
                     dp_gather=(DPCalls(layers=layer, tail=(4.0,)), DPCalls(layers=layer, tail=(5.0,))),
                     dp_reduce=(DPCalls(layers=layer, tail=(2.0,)), DPCalls(layers=layer, tail=(3.0,))))
@@ -52,3 +53,28 @@ def test_a_root_gathered_once_a_step_goes_with_the_first_micro_batch_only():
     assert (first.busy_s("dp_comm"), first.end_s) == (5.0, pytest.approx(8.0))
     assert (later.busy_s("dp_comm"), later.end_s) == (1.0, pytest.approx(4.0))
     assert stage_backward(work, 0, last_micro_batch=False, chunk=0).busy_s("dp_comm") == 3.0
+
+
+def test_each_layer_runs_at_its_kinds_durations():
+    # Two kinds: PLAIN (3 s forward, 6 s backward) and one twice as long with a 1 s all-to-all each
+    # side of its MLP. Stage 0 holds (plain, moe), stage 1 (moe, plain).
+    moe = LayerWork(gemm_attn_fwd_s=2.0, gemm_mlp_fwd_s=4.0, gemm_attn_bwd_s=4.0, gemm_mlp_bwd_s=8.0,
+                    moe_all_to_all_s=1.0)
+    work = StepWork(pp=2, num_micro_batches=1, layers_per_stage=2, kind_layers=(PLAIN, moe),
+                    stage_kinds=((0, 1), (1, 0)))
+    assert [work.layer_at(s, layer) for s in (0, 1) for layer in (0, 1)] == [PLAIN, moe, moe, PLAIN]
+    fwd = stage_forward(work, 1)
+    gemms = {op.name: op.duration_s for op in fwd.ops if op.kind == "gemm" and op.name.startswith("L")}
+    assert gemms == {"L0 qkv+out gemm": 2.0, "L0 mlp gemm": 4.0, "L1 qkv+out gemm": 1.0, "L1 mlp gemm": 2.0}
+    assert [op.name for op in fwd.ops if op.kind == "moe_comm"] == ["L0 moe dispatch", "L0 moe combine"]
+    assert fwd.end_s == pytest.approx(3.0 + 6.0 + 2.0)
+    bwd = stage_backward(work, 0, last_micro_batch=False)
+    assert bwd.end_s == pytest.approx(6.0 + 12.0 + 2.0)
+    assert [op.name for op in bwd.ops if op.kind == "moe_comm"] == ["L1 moe combine", "L1 moe dispatch"]
+
+
+def test_stage_kinds_name_a_kind_for_every_layer_of_every_stage():
+    with pytest.raises(ValueError, match="one kind per layer"):
+        StepWork(pp=2, num_micro_batches=1, layers_per_stage=2, kind_layers=(PLAIN,), stage_kinds=((0, 0), (0,)))
+    with pytest.raises(ValueError, match="indexes kind_layers"):
+        StepWork(pp=1, num_micro_batches=1, layers_per_stage=2, kind_layers=(PLAIN,), stage_kinds=((0, 1),))

@@ -22,7 +22,7 @@ PLAIN = LayerWork(gemm_attn_fwd_s=1.0, gemm_mlp_fwd_s=2.0, gemm_attn_bwd_s=2.0, 
 
 @pytest.mark.parametrize("pp,m", [(2, 4), (4, 8), (4, 4), (8, 16), (3, 1)])
 def test_pipeline_bubble_is_pp_minus_one_over_m(pp, m):
-    work = StepWork(pp=pp, num_micro_batches=m, layers_per_stage=2, layer=PLAIN)
+    work = StepWork(pp=pp, num_micro_batches=m, layers_per_stage=2, kind_layers=(PLAIN,))
     sched = schedule_step(work)
     per_micro_batch = 2 * (3.0 + 6.0)  # two layers, forward + backward
     ideal = m * per_micro_batch
@@ -31,7 +31,7 @@ def test_pipeline_bubble_is_pp_minus_one_over_m(pp, m):
 
 
 def test_1f1b_order_and_dependencies():
-    work = StepWork(pp=3, num_micro_batches=4, layers_per_stage=1, layer=PLAIN, pp_transfer_s=0.5)
+    work = StepWork(pp=3, num_micro_batches=4, layers_per_stage=1, kind_layers=(PLAIN,), pp_transfer_s=0.5)
     sched = schedule_step(work)
     order = {s: [(b.kind[0], b.micro_batch) for b in sched.blocks if b.stage == s and b.micro_batch >= 0]
              for s in range(3)}
@@ -47,7 +47,7 @@ def test_1f1b_order_and_dependencies():
 def test_ring_steps_take_the_slower_of_compute_and_transfer():
     ring = LayerWork(attn_fwd_steps_s=(1.0, 1.0, 1.0, 1.0), attn_bwd_steps_s=(2.0,) * 4,
                      ring_kv_step_s=1.5, ring_dkv_step_s=0.5)
-    work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, layer=ring)
+    work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, kind_layers=(ring,))
     # Forward: 3 steps of max(1, 1.5) and a last step of compute only.
     assert stage_forward(work, 0).end_s == pytest.approx(3 * 1.5 + 1.0)
     # Backward: max(2, kv) + 2 x max(2, kv + dkv) + max(2, dkv) + the final dK/dV hop home.
@@ -57,7 +57,7 @@ def test_ring_steps_take_the_slower_of_compute_and_transfer():
 def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
     layer = LayerWork(gemm_attn_bwd_s=1.0, gemm_mlp_bwd_s=1.0, attn_fwd_steps_s=(2.0,), attn_bwd_steps_s=(4.0,),
                       ulysses_qkv_s=0.25, ulysses_out_s=0.25)
-    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=3, layer=layer,
+    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=3, kind_layers=(layer,),
                     dp_reduce=(DPCalls(layers=((1.5,),) * 3),))
     assert stage_forward(work, 0).end_s == pytest.approx(3 * (0.25 + 2.0 + 0.25))
     plain = stage_backward(work, 0, last_micro_batch=False)
@@ -73,8 +73,8 @@ def test_ulysses_all_to_all_blocks_attention_and_dp_buckets_overlap_backward():
 def test_layer_program_runs_the_tp_collectives_the_cost_model_counts(recompute, sequence_parallel):
     # Without sequence parallelism the saved inputs are whole: no input all-gathers backward.
     work = StepWork(pp=1, num_micro_batches=1, layers_per_stage=1, recompute=recompute,
-                    layer=LayerWork(tp_all_gather_s=1.0, tp_reduce_scatter_s=1.0,
-                                    tp_input_all_gather_s=1.0 if sequence_parallel else 0.0))
+                    kind_layers=(LayerWork(tp_all_gather_s=1.0, tp_reduce_scatter_s=1.0,
+                                           tp_input_all_gather_s=1.0 if sequence_parallel else 0.0),))
 
     def count(program, word):
         return sum(op.kind == "tp_comm" and word in op.name for op in program.ops)
@@ -117,7 +117,7 @@ def test_overlapped_sends_run_beside_the_senders_next_blocks():
     Blocking, stage 0's first forward holds the stage 3.5 s; overlapped (Megatron's
     overlap_p2p_comm) it ends at 3 s and stage 0's next forward starts then, while stage 1 still
     waits for the arrival at 3.5 s, and that 0.5 s wait is pipeline communication."""
-    base = dict(pp=2, vpp=2, num_micro_batches=4, layers_per_stage=2, layer=PLAIN, pp_transfer_s=0.5)
+    base = dict(pp=2, vpp=2, num_micro_batches=4, layers_per_stage=2, kind_layers=(PLAIN,), pp_transfer_s=0.5)
     blocking = schedule_step(StepWork(**base))
     beside = schedule_step(StepWork(**base, pp_overlap=True))
     first = {(b.stage, b.kind, b.micro_batch, b.chunk): b for b in beside.blocks}
@@ -150,7 +150,7 @@ def test_the_tied_all_reduce_joins_the_pipeline_ends_before_their_optimizers():
     middle one too (synced at 30 s), steps at 36.5 s, after the gradient norm's all-reduce (at
     36 s without the tied one). A 20 s gradient tail on stage 2 (synced at 44 s) makes it the
     one the all-reduce waits for instead."""
-    base = dict(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=(1.0,) * 3,
+    base = dict(pp=3, num_micro_batches=2, layers_per_stage=1, kind_layers=(PLAIN,), optimizer_s=(1.0,) * 3,
                 dp_overlap_slowdown=0.0)
     plain = schedule_step(StepWork(**base))
     tied = schedule_step(StepWork(**base, tied_all_reduce_s=0.5))
@@ -175,7 +175,7 @@ def test_each_stage_steps_its_own_optimizer_and_the_step_ends_on_the_largest():
     model-parallel all-reduces, cost.grad_buffer.slowest_stage_step_bytes): every stage casts
     from 41 s, the middle stage's 5 s charged whole, the next step's fill hiding none of it (step
     41.5 s)."""
-    work = StepWork(pp=3, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, optimizer_s=(1.0, 5.0, 2.0),
+    work = StepWork(pp=3, num_micro_batches=2, layers_per_stage=1, kind_layers=(PLAIN,), optimizer_s=(1.0, 5.0, 2.0),
                     weight_cast_s=(0.5,) * 3, dp_overlap_slowdown=0.0)
     sched = schedule_step(work)
     updates = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "optimizer"}
@@ -197,7 +197,7 @@ def test_a_later_stages_chunk_gather_slows_only_the_compute_it_runs_beside(chunk
     slow compute (cost.overlap: SM/HBM sharing): g 1.5 none, 4 s 2 s, 10 s 6 s (the 2 s wait
     exposed, [1, 3] idle); the stage's slowdown block is 0.5 x that."""
     gather = (DPCalls(), DPCalls(layers=((1.0,), (chunk1_s,))))
-    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_gather=gather,
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, kind_layers=(PLAIN,), dp_gather=gather,
                     dp_gather_by_chunk=True, dp_overlap_slowdown=0.5)
     sched = schedule_step(work)
     first = {(b.kind, b.chunk): (b.start_s, b.end_s) for b in sched.blocks if b.stage == 1 and b.micro_batch == 0
@@ -215,7 +215,7 @@ def test_aligned_grad_syncs_leave_rank_backwards_after_the_chunks_last():
     54 s (48 without the offset). Stage 0 (rank 0) launches chunk 1's at its B1.1's end, 33 s,
     chunk 0's at 45 s: synced at 46 s."""
     calls = (DPCalls(layers=((1.0,), (1.0,))), DPCalls(layers=((1.0,), (20.0,))))
-    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_reduce=calls,
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, kind_layers=(PLAIN,), dp_reduce=calls,
                     dp_reduce_whole_chunk=True, dp_overlap_slowdown=0.0)
     sched = schedule_step(work)
     tails = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_tail"}
@@ -229,7 +229,7 @@ def test_a_stage_synced_once_a_step_reduces_after_its_last_backward():
     # layer a stage (forward 3 s, backward 6 s): stage 0 runs F0 F1 B0 B1, stage 1 F0 B0 F1 B1;
     # stage 1's last backward ends at 3 x 3 + 2 x 6 = 21 s, stage 0's at 3 x 3 + 3 x 6 = 27 s.
     # Their syncs (3 s and 4 s) end at 30 s and 25 s: the step ends at 30 s.
-    work = StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+    work = StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, kind_layers=(PLAIN,), dp_stage_sync=True,
                     dp_reduce=(DPCalls(layers=((3.0,),)), DPCalls(layers=((4.0,),))))
     sched = schedule_step(work)
     assert stage_backward(work, 0, last_micro_batch=False).busy_s("dp_comm") == 0.0
@@ -240,7 +240,7 @@ def test_a_stage_synced_once_a_step_gathers_in_its_first_forward():
     # Kept after forward: the first forward gathers (1 s ahead of the layer's 3 s), later ones
     # and the backwards do not; resharded after forward, every backward gathers again.
     gathers = (DPCalls(layers=((1.0,),)),)
-    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+    work = StepWork(pp=1, num_micro_batches=2, layers_per_stage=1, kind_layers=(PLAIN,), dp_stage_sync=True,
                     dp_gather=gathers, dp_backward_gather=False)
     assert stage_forward(work, 0, first_micro_batch=True).end_s == pytest.approx(4.0)
     assert stage_forward(work, 0).end_s == pytest.approx(3.0)
@@ -256,7 +256,7 @@ def test_a_synced_interleaved_stage_waits_for_each_chunks_sync_with_no_rank_offs
     virtual stage's last backward): [27, 47]; B0.0 [47, 53], B0.1 [53, 59], chunk 0's 1 s at the
     end, [59, 60]. Stage 0 waits for stage 1's B0.x: B0.0 [53, 59], B0.1 [59, 65], synced at 66 s."""
     calls = (DPCalls(layers=((1.0,), (1.0,))), DPCalls(layers=((1.0,), (20.0,))))
-    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, layer=PLAIN, dp_reduce=calls,
+    work = StepWork(pp=2, vpp=2, num_micro_batches=2, layers_per_stage=2, kind_layers=(PLAIN,), dp_reduce=calls,
                     dp_stage_sync=True, dp_overlap_slowdown=0.0)
     sched = schedule_step(work)
     waits = {b.stage: (b.start_s, b.end_s) for b in sched.blocks if b.kind == "dp_grad_sync" and b.stage == 1}
@@ -266,5 +266,5 @@ def test_a_synced_interleaved_stage_waits_for_each_chunks_sync_with_no_rank_offs
     assert sched.step_time_s == pytest.approx(66.0)
     # Megatron's schedule and torch's are two frameworks': a StepWork takes one.
     with pytest.raises(ValueError, match="set one"):
-        StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, layer=PLAIN, dp_stage_sync=True,
+        StepWork(pp=2, num_micro_batches=2, layers_per_stage=1, kind_layers=(PLAIN,), dp_stage_sync=True,
                  dp_reduce_whole_chunk=True)
