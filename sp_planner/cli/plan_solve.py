@@ -39,9 +39,15 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
                 mine = result.model_copy(update={"ranked": framework_ranked})
                 framework_ranked = rerank_by_simulation(mine, q.model, q.hardware, q.workload, **where,
                                                         top_k=simulate, runtime=runtime, known=known).ranked
-            # Every plan's ranking too, for --format json (which lists every framework's plans).
-            result = rerank_by_simulation(result, q.model, q.hardware, q.workload, **where, top_k=simulate,
-                                          runtime=runtime, known=known)
+            # Every plan's ranking too, for --format json (which lists every framework's plans),
+            # with the framework's simulated plans it does not hold (its head lies past the
+            # search's first K where the framework expresses few of them): the two rankings'
+            # bests then differ only by a plan the framework cannot express.
+            held = {est.plan for est in result.ranked}
+            extra = tuple(est for est in framework_ranked if est.plan in known and est.plan not in held)
+            result = rerank_by_simulation(result.model_copy(update={"ranked": result.ranked + extra}), q.model,
+                                          q.hardware, q.workload, **where, top_k=simulate, runtime=runtime,
+                                          known=known)
             # Plans the second ranking simulated that the first holds past its head.
             framework_ranked = with_known(tuple(framework_ranked), known)
         suggestions: tuple[FitSuggestion, ...] = ()

@@ -17,9 +17,12 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     analytic time before the MFU bound, then memory).
 
     Each simulated estimate keeps its analytic numbers and gains `simulated_step_time_s`; plans
-    beyond the first `top_k` (and plans that do not fit) keep their places after them, with the
-    simulated step `known` (plan -> seconds, filled here) holds for them from another ranking's
-    head, so that one document never gives one plan two values.
+    beyond the first `top_k` (and plans that do not fit) keep their places after them, but those
+    `known` (plan -> seconds, filled here) holds from another ranking's head, which join the head:
+    one document never gives one plan two values, and a plan that simulates faster than this
+    ranking's head is not left behind it (sp-plan's framework ranking simulates its own first K,
+    which may lie past the first K of every plan: the overall best must not then differ from the
+    framework's best by a plan both can run).
     """
     known = {} if known is None else known
 
@@ -29,7 +32,7 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
                                        gpus_per_node=gpus_per_node, detail=False, runtime=runtime).step_time_s
         return known[est.plan]
 
-    head = [est for est in result.ranked[:top_k] if est.fits]
+    head = [est for i, est in enumerate(result.ranked) if est.fits and (i < top_k or est.plan in known)]
     simulated = [est.model_copy(update={"simulated_step_time_s": simulated_s(est)}) for est in head]
     # Ties at the best published MFU (both steps held to it) go by the time before that bound, as
     # the search orders them (search_scan), then by memory.

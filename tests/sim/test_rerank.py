@@ -46,3 +46,20 @@ def test_plans_the_simulator_ties_keep_the_searchs_order(monkeypatch):
     monkeypatch.setattr("sp_planner.sim.rerank.simulate", lambda *a, **k: type("S", (), {"step_time_s": 1.0})())
     reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, **question)
     assert [est.plan for est in reranked.ranked[:2]] == [first.plan, second.plan]
+
+
+def test_plans_another_ranking_simulated_join_the_head(monkeypatch):
+    # sp-plan simulates the framework's first K, then every plan's first K, sharing `known`: a plan
+    # past the second ranking's first K that simulated faster must lead it too (it was left in its
+    # analytic place, and sp-plan said the framework "cannot express" the slower overall best).
+    model, hardware, workload, result = _result()
+    late = result.ranked[4]
+    times = {est.plan: 10.0 + i for i, est in enumerate(result.ranked)}
+    monkeypatch.setattr("sp_planner.sim.rerank.simulate",
+                        lambda m, h, w, plan, **k: type("S", (), {"step_time_s": times[plan]})())
+    known = {late.plan: 1.0}
+    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, known=known, **QUESTION)
+    assert [est.plan for est in reranked.ranked[:3]] == [late.plan, result.ranked[0].plan, result.ranked[1].plan]
+    assert [est.simulated_step_time_s for est in reranked.ranked[:3]] == [1.0, 10.0, 11.0]
+    rest = [est.plan for est in reranked.ranked[3:]]
+    assert rest == [est.plan for est in result.ranked[2:] if est.plan != late.plan]
