@@ -209,7 +209,7 @@ def chunk_forwards_s(by_chunk, mean_s, pp, vpp, first, stop, counts=chunk_counts
     its chunk's (`by_chunk`: chunk 0's, a middle chunk's, the last chunk's seconds; at vpp 1 the
     stage's `mean_s`): Megatron's interleaved schedule runs group after group of pp micro-batches,
     each chunk by chunk (schedules.py get_schedule_table, lines 989-1016 at d98e8a6;
-    sim.pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp. `counts`:
+    pipeline_order.stage_order), so forward k is of chunk (k mod pp vpp) // pp. `counts`:
     chunk_counts, or a caller's cache of it."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     if not np.any(vpp > 1):  # every row's np.where below takes n x mean_s: no chunk to count
@@ -273,7 +273,7 @@ def pile_up_s(slowest_s, jobs, *, charged_s):
     micro-batches (`jobs`) pass the stages through one chunk back to back (Megatron's
     get_schedule_table runs groups of pp micro-batches chunk by chunk, get_model_chunk_id the
     chunks' backward in reverse: megatron/core/pipeline_parallel/schedules.py d98e8a6, lines
-    989-1016 and 1244-1249; sim.pipeline_order.stage_order), a flow shop of J equal jobs whose
+    989-1016 and 1244-1249; pipeline_order.stage_order), a flow shop of J equal jobs whose
     makespan is sum_k b_k + (J - 1) max_k b_k: a path that charged each job `charged_s` runs the
     slowest stage's block (`slowest_s`) J - 1 times more, its excess."""
     return (np.asarray(jobs) - 1) * np.maximum(0.0, slowest_s - charged_s)

@@ -8,7 +8,7 @@ warm-up forwards, W_r = pp - r - 1 (vpp 1) or 2 (pp - r - 1) + (vpp - 1) pp (lin
 m vpp of them where that is more (lines 976-978), then a forward and a backward in turn, then the
 remaining backwards; the interleaved schedule runs groups of pp micro-batches chunk by chunk,
 forward in order and backward in reverse (get_schedule_table, lines 989-1016; get_model_chunk_id,
-lines 1244-1249; sim.pipeline_order.stage_order). A cycle is a stage's micro-batch forward and
+lines 1244-1249; pipeline_order.stage_order). A cycle is a stage's micro-batch forward and
 backward with the data-parallel exposure that ends each backward (cost.pipeline_blocks); f, b are
 a chunk's forward and backward blocks. Riding stage p (the first, the last middle one, the last):
 
@@ -246,7 +246,7 @@ def _again_s(p: int, stages, lap, f, middles, pp, vpp, m):
     backwards (the group before's chunk 0, the last group's last chunk: p's last-chunk backward of
     the last micro-batch closes them) and the 2r + 2 forwards it has left (rank r; the total m vpp
     less W_r + k + 1, W_r = 2(pp - r - 1) + (vpp - 1) pp): the path's gain over p's own blocks.
-    Megatron's order (schedules.py get_schedule_table, lines 989-1016; sim.pipeline_order.
+    Megatron's order (schedules.py get_schedule_table, lines 989-1016; pipeline_order.
     stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
     where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers."""
     first, middle, last = stages
@@ -279,7 +279,7 @@ def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd)
     j* = h pp vpp + pp - W_r, W_r = 2(pp - r - 1) + (vpp - 1) pp: pp + 2r + 2 of each, the
     backwards group h - 2's pp chunk-0 ones and the forwards group h's pp chunk-0 ones, the rest
     of later chunks. Megatron's order (schedules.py get_pp_rank_microbatches lines 955-965,
-    get_schedule_table lines 989-1016, at d98e8a6; sim.pipeline_order.stage_order). The G - 2
+    get_schedule_table lines 989-1016, at d98e8a6; pipeline_order.stage_order). The G - 2
     waits (G = m/pp groups) follow each other on p's path where p's next wait starts at or after
     its return, k + pp vpp >= j*: W_r >= 2 pp + 1 (the first stage but at pp 2 vpp 2, a middle
     one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2

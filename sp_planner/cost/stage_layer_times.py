@@ -30,12 +30,27 @@ from sp_planner.specs.model import ModelSpec
 BESIDE_LAYERS = frozenset({"logits_s", "out_tp_fwd_s", "out_tp_bwd_s", "emb_tp_fwd_s", "emb_tp_bwd_s", "pp"})
 
 
+class KindTimes(NamedTuple):
+    """Each of the model's layer kinds' forward and backward, on the pipelined rows."""
+
+    rows: np.ndarray  # the candidates' indices
+    fwd_s: np.ndarray  # (K, rows): a layer of each kind's forward ...
+    bwd_s: np.ndarray  # ... and backward (with its recompute)
+
+
 class StageLayerTimes(NamedTuple):
-    """The average layer of the first, the slowest middle and the last stage, per candidate."""
+    """The average layer of the first, the slowest middle and the last stage, per candidate, and
+    the kinds' own where the model has more than one (cost.chunk_path places them)."""
 
     first: LayerTimes
     middle: LayerTimes
     last: LayerTimes
+    kinds: KindTimes | None = None
+
+    @property
+    def by_stage(self) -> tuple[LayerTimes, LayerTimes, LayerTimes]:
+        """(first, middle, last)."""
+        return self.first, self.middle, self.last
 
     @property
     def uniform(self) -> bool:
@@ -56,7 +71,10 @@ def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, average: La
     by_kind = [price(kind_model(model, kind), rows) for kind in kinds]
     per_layer = np.stack([np.broadcast_to(lt.per_layer_s, (len(piped),)) for lt in by_kind])  # (K, rows)
     shares = _stage_shares(model, seq_len, rows, per_layer)
-    return StageLayerTimes(*(_blend(average, by_kind, w, piped) for w in shares))
+    kinds_times = KindTimes(piped, *(np.stack([np.broadcast_to(getattr(lt, name), (len(piped),)) for lt in by_kind])
+                                     for name in ("fwd_s", "bwd_s")))
+    first, middle, last = (_blend(average, by_kind, w, piped) for w in shares)
+    return StageLayerTimes(first, middle, last, kinds_times)
 
 
 def pacing_layer_times(stage: StageLayerTimes, pace: StagePace) -> LayerTimes:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import fields
 from functools import reduce
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
 from sp_planner.cost.stage_layer_times import pacing_layer_times, stage_layer_times
+from sp_planner.cost.chunk_path import kinds_path_s
 from sp_planner.cost.ep_overlap import paired_micro_batches
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
@@ -131,9 +132,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
     low = c.precision != BF16
-    runtime = dict(gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
-                   sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
-                   moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
+    runtime: dict[str, Any] = dict(
+        gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
+        sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
+        moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
     average = candidate_layer_times(model, hardware, workload, c, **runtime)
     # Each stage's average layer where the model's layers differ (cost.stage_layer_times).
     stage_lt = stage_layer_times(model, workload.seq_len, c, average,
@@ -152,7 +154,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     stages = candidate_stage_layers(model, c)
     head = logits + head_tp + head_emb  # the loss stage's work beyond its layers
     first = first_tp + first_emb  # the first stage's (pp > 1)
-    stage_layer = tuple(s.per_layer_s for s in stage_lt)
+    stage_layer = tuple(s.per_layer_s for s in stage_lt.by_stage)
     pace = stage_pace(stages, per_layer_s=stage_layer, last_extra_s=head, first_extra_s=first)
     layers = pace.layers
     # The pacing stage's average layer times its layers and micro-batches below.
@@ -179,13 +181,18 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # path's blocks (cost.pipeline_dp).
     stage_s = (stages.first * stage_layer[0] + first, stages.middle * stage_layer[1],
                stages.last * stage_layer[2] + head)
-    stage_fwd, stage_bwd = tuple(s.fwd_s for s in stage_lt), tuple(s.bwd_s for s in stage_lt)
+    stage_fwd, stage_bwd = tuple(s.fwd_s for s in stage_lt.by_stage), tuple(s.bwd_s for s in stage_lt.by_stage)
     # Its blocks are the layers' and the ends' work, which no data-parallel choice changes: priced
     # once per distinct rest of the candidate's columns (~6x fewer rows in a search chunk), as are
     # the fill's and drain's sends below (tests/cost/test_step.py checks both bit for bit).
     compute_key = distinct_key(c, [f.name for f in fields(c) if f.name not in DP_CHOICE_COLUMNS])
     path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
                    bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+    if stage_lt.kinds is not None:
+        # Where the stages' layers differ, so do their chunks: the path walked over each chunk's
+        # own layers in Megatron's order (cost.chunk_path).
+        path = np.where(pp > 1, kinds_path_s(model, workload.seq_len, c, m, stage_lt.kinds, first_s=first,
+                                             first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead), path)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward

@@ -103,7 +103,7 @@ class StepWork(FrozenModel):
     dp_every_micro_batch: bool = False
     # Megatron's interleaved schedule with --align-grad-reduce (ZeRO-0/1): a chunk's calls all
     # issued together, stage r's r backwards after the chunk's last micro-batch's, none from the
-    # layers' hooks (cost.overlap.Overlap.aligned_grad_reduce; sim.pipeline_order.grad_sync_launches).
+    # layers' hooks (cost.overlap.Overlap.aligned_grad_reduce; pipeline_order.grad_sync_launches).
     dp_reduce_whole_chunk: bool = False
     # Parameter all-gather calls per stage, queued on the data-parallel stream ahead of use: in
     # every forward (ZeRO-3; the layers' again in backward when reshard_after_forward:

@@ -18,7 +18,7 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.sim.pipeline import schedule_step
-from sp_planner.sim.pipeline_order import stage_order, upstream_stage
+from sp_planner.pipeline_order import stage_order, upstream_stage
 from sp_planner.sim.simulate import build_cluster
 from sp_planner.sim.step_work import step_work
 from sp_planner.specs import Workload
@@ -89,7 +89,7 @@ def _blocks(vpp, first, middle, last):
 
 def _walk_lags(pp, vpp, m, first, middle, last):
     """Each stage's last backward end before the first stage's, walking the simulator's order of
-    Megatron's schedule (sim.pipeline_order) with these blocks and free sends."""
+    Megatron's schedule (pipeline_order) with these blocks and free sends."""
     kinds = [first] + [middle] * (pp - 2) + [last]
     orders = [stage_order(pp, m, s, vpp) for s in range(pp)]
     cursor, free, done = [0] * pp, [0.0] * pp, {}

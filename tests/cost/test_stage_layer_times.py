@@ -38,7 +38,7 @@ def test_each_stage_holds_its_own_global_and_local_layers():
     assert stage.last.per_layer_s[0] == pytest.approx(local, rel=1e-12)
     # The work beside the layers stays the model's; a single stage keeps the average layer bit for bit.
     assert stage.last.logits_s[0] == average.logits_s[0]
-    for lt in stage:
+    for lt in stage.by_stage:
         assert lt.per_layer_s[1] == average.per_layer_s[1]
         assert lt.attn.fwd_compute_s[1] == average.attn.fwd_compute_s[1]
 

@@ -1,9 +1,9 @@
-"""sim.pipeline_order: each stage's blocks in 1F1B and interleaved 1F1B order, their upstream
+"""pipeline_order: each stage's blocks in 1F1B and interleaved 1F1B order, their upstream
 blocks, and where Megatron dispatches a chunk's parameter all-gather."""
 
 import pytest
 
-from sp_planner.sim.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
+from sp_planner.pipeline_order import gather_dispatched, grad_sync_launches, stage_order, upstream_stage
 
 
 def _blocks(text: str) -> list[tuple[str, int, int]]:

@@ -1,0 +1,139 @@
+"""The critical path of a pipelined step over every stage's model chunks, each holding its own
+layers (vectorized over candidates): where a model mixes layer kinds (cost.layer_kinds), the
+chunks of one stage, and the same chunk on different stages, differ.
+
+cost.pipeline_path's closed forms take each stage's chunks alike (its average layer) and the
+middle stages alike (cost.stage_layer_times: the slowest). Megatron's schedule is static: every
+rank runs its blocks in a fixed order (pipeline_order.stage_order) and each block waits for its
+upstream virtual stage's (pipeline_order.upstream_stage), so a costly chunk on one stage holds the
+next stage's matching chunk back even where that stage has slack over the step. Gemma 3 27B at
+128K over pp 8 with 8 virtual stages of one layer, 3 of the 10 global layers on stages 4 and 6:
+the closed forms' path is 21% shorter than the simulator's, which runs each layer at its kind
+(sim.layer_program). Here the blocks are walked in that order, free sends, as the simulator's
+compute stream runs them; a block's time is its layers' kinds' forward or backward and the ends'
+work (the embedding's with the first stage's chunk 0, the output layer's and the loss's with the
+last stage's last chunk, as cost.pipeline_path.compute_blocks places them). Past
+PLAIN_GROUPS micro-batch groups of pp, each further group adds the last one's time (the schedule
+repeats each group's blocks in its steady state; tests/cost/test_chunk_path.py checks the
+extrapolation against the full walk).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from sp_planner.cost.layer_kinds import distinct_kinds, layer_kinds, stage_global_layers
+from sp_planner.pipeline import chunk_layer_counts, stage_layers
+from sp_planner.cost.stage_layer_times import KindTimes
+from sp_planner.pipeline_order import stage_order, upstream_stage
+from sp_planner.space import Candidates
+from sp_planner.specs.model import ModelSpec
+
+PLAIN_GROUPS = 6  # micro-batch groups of pp walked block by block; the rest by the last two's time
+
+
+def chunk_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_layers: int,
+                      last_stage_layers: int) -> np.ndarray:
+    """(pp, vpp, K) layers of each of the model's K distinct_kinds in each stage's chunks."""
+    kinds = layer_kinds(model, seq_len)
+    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
+    split = stage_layers(model.num_layers, np.array([pp]), np.array([first_stage_layers]),
+                         np.array([last_stage_layers]))
+    first, middle, last = (int(v[0]) for v in split)
+    counts = np.zeros((pp, vpp, len(order)))
+    held = stage_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)
+    for p, layers in enumerate(held):
+        start = 0
+        sizes = chunk_layer_counts(first if p == 0 else last if p == pp - 1 else middle, vpp, first_stage=p == 0)
+        for chunk, size in enumerate(sizes):
+            for layer in layers[start:start + size]:
+                counts[p, chunk, order[kinds[layer]]] += 1
+            start += size
+    return counts
+
+
+def chunk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
+    """Seconds from the first block to the last of a step of `micro_batches` in Megatron's order,
+    per candidate; `fwd_s`, `bwd_s`: (pp, vpp, rows) each chunk's forward and backward block."""
+    groups, rest = divmod(micro_batches, pp)
+    if groups <= PLAIN_GROUPS:
+        return walk_path_s(pp, vpp, micro_batches, fwd_s, bwd_s)
+    # Past PLAIN_GROUPS groups of pp, the last two walked groups' time for every two groups
+    # left: the steady state repeats with a period of one group or two (uneven chunks alternate
+    # between a group whose wrap waits and one whose wrap does not; tests/cost/test_chunk_path.py).
+    walked = PLAIN_GROUPS - (groups - PLAIN_GROUPS) % 2
+    longer = walk_path_s(pp, vpp, walked * pp + rest, fwd_s, bwd_s)
+    shorter = walk_path_s(pp, vpp, (walked - 2) * pp + rest, fwd_s, bwd_s)
+    return longer + (groups - walked) / 2 * (longer - shorter)
+
+
+def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
+    """chunk_path_s block by block: each rank's next block starts when the rank is free and its
+    upstream block has ended."""
+    blocks = ([list(chunks) for chunks in bwd_s], [list(chunks) for chunks in fwd_s])  # [backward?][stage][chunk]
+    free = [np.zeros(fwd_s.shape[2])] * pp
+    ended: list[np.ndarray] = []
+    for stage, forward, chunk, waits in walk_order(pp, vpp, micro_batches):
+        start = free[stage] if waits < 0 else np.maximum(free[stage], ended[waits])
+        free[stage] = start + blocks[forward][stage][chunk]
+        ended.append(free[stage])
+    return np.maximum.reduce(free)
+
+
+@lru_cache(maxsize=256)
+def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Every block of the step as (stage, forward, chunk, the index of the block it waits for or
+    -1), each after the one it waits for and after its stage's earlier blocks: the ranks' orders
+    (pipeline_order.stage_order) merged, each rank advancing while its next block's upstream
+    block (pipeline_order.upstream_stage) is placed."""
+    orders = [stage_order(pp, micro_batches, s, vpp) for s in range(pp)]
+    placed: dict[tuple[str, int, int, int], int] = {}
+    walk: list[tuple[int, int, int, int]] = []
+    cursor = [0] * pp
+    moved = True
+    while moved:
+        moved = False
+        for s in range(pp):
+            while cursor[s] < len(orders[s]):
+                kind, chunk, mb = orders[s][cursor[s]]
+                up = upstream_stage(kind, s, chunk, pp, vpp)
+                waits = None if up is None else (kind, up[0], up[1], mb)
+                if waits is not None and waits not in placed:
+                    break
+                walk.append((s, int(kind == "forward"), chunk, -1 if waits is None else placed[waits]))
+                placed[(kind, s, chunk, mb)] = len(walk) - 1
+                cursor[s] += 1
+                moved = True
+    assert all(c == len(o) for c, o in zip(cursor, orders)), "the schedule deadlocked"
+    return tuple(walk)
+
+
+def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, kinds: KindTimes, *, first_s,
+                 first_bwd_s, head_s, head_bwd_s) -> np.ndarray:
+    """chunk_path_s of the pipelined candidates `kinds.rows` (NaN elsewhere), each chunk's blocks
+    its layers' kinds' (`kinds`: cost.stage_layer_times) with the first stage's work beyond its
+    layers (`first_s`, of which `first_bwd_s` backward) in its chunk 0 and the last stage's
+    (`head_s`, of which `head_bwd_s` backward) in its last chunk; every argument per candidate."""
+    n, rows = len(c.pp), kinds.rows
+    out = np.full(n, np.nan)
+
+    def at_rows(values) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
+
+    m = at_rows(micro_batches).astype(np.int64)
+    ends = [at_rows(v) for v in (first_s, first_bwd_s, head_s, head_bwd_s)]
+    layout = np.stack([c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m], axis=1)
+    distinct, inverse = np.unique(layout, axis=0, return_inverse=True)
+    for i, (pp, vpp, first_n, last_n, mb) in enumerate(distinct.tolist()):
+        at = np.flatnonzero(inverse.ravel() == i)
+        counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
+        fwd, bwd = counts @ kinds.fwd_s[:, at], counts @ kinds.bwd_s[:, at]  # (pp, vpp, rows)
+        first, first_bwd, head, head_bwd = (v[at] for v in ends)
+        fwd[0, 0] += first - first_bwd
+        bwd[0, 0] += first_bwd
+        fwd[-1, -1] += head - head_bwd
+        bwd[-1, -1] += head_bwd
+        out[rows[at]] = chunk_path_s(pp, vpp, mb, fwd, bwd)
+    return out
