@@ -21,7 +21,7 @@ import numpy as np
 
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_kind_counts
 from sp_planner.cost.layer_times import LayerTimes
-from sp_planner.pipeline import StagePace
+from sp_planner.pipeline import StagePace, interleave_breaks, split_breaks, split_kind
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 
@@ -58,14 +58,29 @@ class StageLayerTimes(NamedTuple):
         return self.first is self.middle is self.last
 
 
-def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, average: LayerTimes,
+def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, average: LayerTimes,
                       price: Callable[[ModelSpec, Candidates], LayerTimes]) -> StageLayerTimes:
     """`average`: cost.layer_times of the model for the candidates `c`; `price(model, rows)`: the
     same for another model and some of the rows (cost.step's candidate_layer_times with its
-    runtime), called once per kind on the pipelined rows."""
+    runtime), called once per kind on the pipelined rows Megatron can run (a whole number of
+    `micro_batches`, a valid layer split and interleaving: the others, which the search prices
+    only to say why they fail, keep the average layer)."""
     kinds = distinct_kinds(model, seq_len)
-    piped = np.flatnonzero(np.asarray(c.pp) > 1)
-    if len(kinds) == 1 or not len(piped):
+    n = len(c.pp)
+    m = np.broadcast_to(np.asarray(micro_batches, dtype=np.float64), (n,))
+    split = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
+    runs = ((np.asarray(c.pp) > 1) & (m >= 1) & (m == np.floor(m)) & ~split_breaks(model.num_layers, *split)
+            & ~interleave_breaks(c.pp, c.vpp, m))
+    if len(kinds) == 1:
+        # Alike layers: cost.pipeline_path's closed forms are the path, but with an explicit split's
+        # interleaved stages (Gemma-2-9B over pp 8, vpp 2, 4/6/2 layers: its last stage's second
+        # chunk one layer and the 256K-vocabulary logits; 9% short of the simulator), where
+        # cost.chunk_path walks them.
+        piped = np.flatnonzero(runs & (split_kind(model.num_layers, *split) == 2) & (np.asarray(c.vpp) > 1))
+        whole = KindTimes(piped, *(np.broadcast_to(v, (n,))[piped][None, :] for v in (average.fwd_s, average.bwd_s)))
+        return StageLayerTimes(average, average, average, whole if len(piped) else None)
+    piped = np.flatnonzero(runs)
+    if not len(piped):
         return StageLayerTimes(average, average, average)
     rows = c.take(piped)
     by_kind = [price(kind_model(model, kind), rows) for kind in kinds]

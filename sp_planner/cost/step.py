@@ -138,7 +138,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
     average = candidate_layer_times(model, hardware, workload, c, **runtime)
     # Each stage's average layer where the model's layers differ (cost.stage_layer_times).
-    stage_lt = stage_layer_times(model, workload.seq_len, c, average,
+    stage_lt = stage_layer_times(model, workload.seq_len, c, m, average,
                                  lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
     logits, out_tp_bwd = average.logits_s, average.out_tp_bwd_s
     head_tp, first_tp = average.head_tp_s, average.first_tp_s
@@ -189,10 +189,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
                    bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
     if stage_lt.kinds is not None:
-        # Where the stages' layers differ, so do their chunks: the path walked over each chunk's
-        # own layers in Megatron's order (cost.chunk_path).
-        path = np.where(pp > 1, kinds_path_s(model, workload.seq_len, c, m, stage_lt.kinds, first_s=first,
-                                             first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead), path)
+        # Where the stages' layers differ, so do their chunks, and an explicit split's interleaved
+        # chunks: the path walked over each chunk's own layers in Megatron's order (cost.chunk_path).
+        walked = kinds_path_s(model, workload.seq_len, c, m, stage_lt.kinds, first_s=first, first_bwd_s=first_bwd,
+                              head_s=head, head_bwd_s=ahead)
+        path = np.where(np.isnan(walked), path, walked)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
     # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
@@ -250,10 +251,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
 
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
-    # every stage runs the model's average layer; the passes price every stage's layers as the
-    # pacing stage's, and so their own path, where the stages' layers differ.
+    # the closed forms priced it; where it was walked (above), the passes price their own over
+    # the same closed forms (every stage's layers as the pacing stage's), which their traffic
+    # lengthens.
     dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0,
-                                           compute_path_s=path if stage_lt.uniform else None)
+                                           compute_path_s=path if stage_lt.kinds is None else None)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so

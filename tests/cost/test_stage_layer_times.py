@@ -30,7 +30,7 @@ def test_each_stage_holds_its_own_global_and_local_layers():
     model, hardware = load_model("Gemma-3-27B"), load_hardware("h100-sxm")
     c = Candidates.concat([Candidates.of_plan(PIPED), Candidates.of_plan(SINGLE)])
     average = _price(model, hardware, c)
-    stage = stage_layer_times(model, SEQ, c, average, lambda m, rows: _price(m, hardware, rows))
+    stage = stage_layer_times(model, SEQ, c, 32, average, lambda m, rows: _price(m, hardware, rows))
     global_, local = (_price(kind_model(model, k), hardware, c).per_layer_s[0] for k in distinct_kinds(model, SEQ))
     assert global_ > 2 * local  # 128K full attention against a 1024-token window
     assert stage.first.per_layer_s[0] == pytest.approx((2 * global_ + 5 * local) / 7, rel=1e-12)
@@ -44,11 +44,17 @@ def test_each_stage_holds_its_own_global_and_local_layers():
 
 
 def test_models_of_one_kind_keep_the_average_layer():
+    # Every stage the average layer; only an explicit split's interleaved rows are walked
+    # (cost.chunk_path), with the average layer's forward and backward as their one kind.
     model, hardware = load_model("Llama-3-8B"), load_hardware("h100-sxm")
-    c = Candidates.of_plan(ParallelPlan(tp=1, ulysses=8, pp=8, dp=1))
+    c = Candidates.concat([Candidates.of_plan(p) for p in (
+        ParallelPlan(tp=1, ulysses=8, pp=8, dp=1), ParallelPlan(tp=1, ulysses=8, pp=8, vpp=2, dp=1),
+        ParallelPlan(tp=1, ulysses=8, pp=8, vpp=2, dp=1, first_stage_layers=6, last_stage_layers=2))])
     average = _price(model, hardware, c)
-    stage = stage_layer_times(model, SEQ, c, average, lambda m, rows: pytest.fail("priced a kind"))
+    stage = stage_layer_times(model, SEQ, c, 32, average, lambda m, rows: pytest.fail("priced a kind"))
     assert stage.uniform and stage.first is average
+    assert stage.kinds.rows.tolist() == [2]
+    assert stage.kinds.fwd_s.tolist() == [[average.fwd_s[2]]] and stage.kinds.bwd_s.tolist() == [[average.bwd_s[2]]]
 
 
 def test_the_stage_with_three_global_layers_paces_the_step():
