@@ -56,3 +56,16 @@ def test_past_the_walked_groups_the_path_grows_by_the_last_two_groups(name, seq_
     for groups in (PLAIN_GROUPS + 1, PLAIN_GROUPS + 2, 13, 20):
         whole = walk_path_s(pp, vpp, groups * pp, fwd, bwd)
         assert chunk_path_s(pp, vpp, groups * pp, fwd, bwd) == pytest.approx(whole, rel=1e-12)
+
+
+@pytest.mark.parametrize(("pp", "vpp"), [(2, 1), (2, 2), (4, 2), (8, 1), (16, 2)])
+def test_stages_of_close_paces_past_the_walked_groups_are_walked_whole(pp, vpp):
+    # Every stage's chunks within 10% of each other: the steady state is not reached within
+    # PLAIN_GROUPS groups, and the last two groups' time extrapolated ran up to 2.6% short of the
+    # whole walk at 32 groups (pp 4, vpp 2).
+    rng = np.random.default_rng(1)
+    fwd = rng.uniform(0.9, 1.1, (pp, vpp, 64))
+    bwd = 2 * fwd * rng.uniform(0.95, 1.05, (pp, vpp, 64))
+    for groups in (PLAIN_GROUPS + 3, 32):
+        whole = walk_path_s(pp, vpp, groups * pp, fwd, bwd)
+        assert chunk_path_s(pp, vpp, groups * pp, fwd, bwd) == pytest.approx(whole, rel=1e-9)
