@@ -63,3 +63,18 @@ def test_plans_another_ranking_simulated_join_the_head(monkeypatch):
     assert [est.simulated_step_time_s for est in reranked.ranked[:3]] == [1.0, 10.0, 11.0]
     rest = [est.plan for est in reranked.ranked[3:]]
     assert rest == [est.plan for est in result.ranked[2:] if est.plan != late.plan]
+
+
+def test_plans_another_ranking_simulated_slower_keep_their_place(monkeypatch):
+    # A plan past the first K that another ranking simulated slower than all of them stays behind
+    # the faster plans the analytic model ranks before it (lifted, Llama-3-8B at 64K with
+    # --framework torchtitan --simulate 3 put the framework's 72.9 s plans ahead of 70.8 s ones).
+    model, hardware, workload, result = _result()
+    late = result.ranked[4]
+    times = {est.plan: 10.0 + i for i, est in enumerate(result.ranked)}
+    monkeypatch.setattr("sp_planner.sim.rerank.simulate",
+                        lambda m, h, w, plan, **k: type("S", (), {"step_time_s": times[plan]})())
+    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, known={late.plan: 99.0},
+                                    **QUESTION)
+    assert [est.plan for est in reranked.ranked] == [est.plan for est in result.ranked]
+    assert reranked.ranked[4].simulated_step_time_s == 99.0
