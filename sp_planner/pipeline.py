@@ -13,7 +13,8 @@ and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md se
             fewer, the embedding and the loss standing in for it
   explicit: --decoder-first/last-pipeline-num-layers f, l > 0, each % vpp == 0; the middle
             num_layers - f - l layers split evenly over pp - 2 stages, each a multiple of vpp;
-            middle layers and middle stages both zero or both non-zero
+            middle layers and middle stages both zero or both non-zero; with vpp > 1, pp > 2
+            (get_transformer_layer_offset divides by the middle stages)
 """
 
 from __future__ import annotations
@@ -118,6 +119,10 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
         (pp > 1) & (f > 0) & (last > 0) & (f % vpp == 0) & (last % vpp == 0) & (middle_layers >= 0)
         & ((middle_layers > 0) == (middle_stages > 0))
         & ((middle_stages == 0) | ((middle_layers % safe_stages == 0) & ((middle_layers // safe_stages) % vpp == 0)))
+        # Virtual stages need a middle stage: Megatron's layer offset of an interleaved uneven
+        # split divides the middle chunk's layers by pp - 2 (transformer_layer.py
+        # get_transformer_layer_offset, d98e8a6: ZeroDivisionError on pp rank 1 at pp 2).
+        & ((vpp == 1) | (middle_stages > 0))
     )
     ok = np.where(even, even_ok, np.where(kind == 1, True, explicit_ok))
     return ~ok

@@ -254,6 +254,10 @@ def _layers_message(num_layers: int, plan: ParallelPlan) -> str:
     if plan.first_stage_layers is None and plan.last_stage_layers is None:
         return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
                 "(first/last stage layers) may fit")
+    if plan.pp == 2 and plan.vpp > 1:
+        return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} with pp 2 x vpp "
+                f"{plan.vpp}: Megatron's interleaved schedule needs a middle stage for an uneven split "
+                "(pp > 2; its layer offset divides by pp - 2); use vpp 1 or an even split")
     return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} do not split "
             f"{num_layers} layers over pp {plan.pp}{vpp} (Megatron: each a multiple of vpp, the middle "
             "layers even over pp - 2 stages, or first = last = (layers + 2)/pp - 1)")

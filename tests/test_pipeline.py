@@ -146,3 +146,10 @@ def test_chunk_layer_counts_by_hand():
         ends = end_chunk_layers(np.array([float(layers)]), vpp, first_stage=first)
         assert (float(ends[0][0]), float(ends[1][0])) == (counts[0], counts[-1])
         assert float(later_chunk_layers(np.array([layers]), vpp)[0]) == max(counts)
+
+
+def test_an_uneven_split_over_two_interleaved_stages_breaks():
+    # Megatron's get_transformer_layer_offset (d98e8a6) divides an uneven interleaved split's middle
+    # chunk layers by pp - 2: pp 2 with vpp 2 and 22/20 layers raises ZeroDivisionError on rank 1.
+    assert split_breaks(42, np.array([2, 2, 4]), np.array([2, 1, 2]), np.array([22, 22, 12]),
+                        np.array([20, 20, 10])).tolist() == [True, False, False]
