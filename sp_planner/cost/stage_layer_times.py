@@ -4,12 +4,11 @@ its counts of each, where the model's layers are not all alike (vectorized over 
 cost.layer_times prices the model's average layer. A stage holds its own layers: Gemma 3 27B over
 8 stages (7/8/.../7 layers, 8 virtual stages) puts 3 of its 10 global layers on stages 4 and 6 and
 none on the odd ones; DeepSeek-V3's first stage holds its 3 dense layers. The first and the last
-stage are priced from their own layers; the middle stages (cost.step and cost.pipeline_path price
-pp - 2 alike) as the slowest of them, which paces the pipeline when a middle stage does
-(Narayanan et al. 2021, arXiv 2104.04473 section 2.2.1); the fill and drain through the others
-are then slightly long. Within a stage every chunk runs its stage's average layer (the
-simulator places each layer, sim.layer_program). A single stage holds every layer: the model's
-average, priced as it is.
+stage are priced from their own layers; the middle stages (cost.step prices pp - 2 alike) as the
+slowest of them, which paces the pipeline when a middle stage does (Narayanan et al. 2021, arXiv
+2104.04473 section 2.2.1): the pace and the pacing stage's parts. The pipeline's path walks every
+chunk's own layers (cost.chunk_path, from KindTimes), as the simulator places each layer
+(sim.layer_program). A single stage holds every layer: the model's average, priced as it is.
 """
 
 from __future__ import annotations
