@@ -38,7 +38,7 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     # Past the first top_k, only a plan another ranking simulated faster than one of them joins
     # the head: a slower one keeps its analytic place (lifted whole, the framework's simulated
     # 72.9 s plans went ahead of 70.8 s ones: Llama-3-8B at 64K, --framework torchtitan --simulate 3).
-    bar = max((est.simulated_step_time_s for est in simulated), default=float("-inf"))
+    bar = max((known[est.plan] for est in first), default=float("-inf"))
     late = [est for est in result.ranked[top_k:] if est.fits and est.plan in known and known[est.plan] < bar]
     head = first + late
     simulated += [est.model_copy(update={"simulated_step_time_s": known[est.plan]}) for est in late]
