@@ -48,17 +48,24 @@ def test_plans_the_simulator_ties_keep_the_searchs_order(monkeypatch):
     assert [est.plan for est in reranked.ranked[:2]] == [first.plan, second.plan]
 
 
-def test_plans_another_ranking_simulated_join_the_head(monkeypatch):
-    # sp-plan simulates the framework's first K, then every plan's first K, sharing `known`: a plan
-    # past the second ranking's first K that simulated faster must lead it too (it was left in its
-    # analytic place, and sp-plan said the framework "cannot express" the slower overall best).
+def _reranked_with_a_late_plan(monkeypatch, late_s: float):
+    """The search's plans simulated at 10 s + their rank, re-ranked over the first 2 with the 5th
+    already simulated at `late_s` by another ranking: (search result, that plan, re-ranked)."""
     model, hardware, workload, result = _result()
     late = result.ranked[4]
     times = {est.plan: 10.0 + i for i, est in enumerate(result.ranked)}
     monkeypatch.setattr("sp_planner.sim.rerank.simulate",
                         lambda m, h, w, plan, **k: type("S", (), {"step_time_s": times[plan]})())
-    known = {late.plan: 1.0}
-    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, known=known, **QUESTION)
+    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, known={late.plan: late_s},
+                                    **QUESTION)
+    return result, late, reranked
+
+
+def test_plans_another_ranking_simulated_join_the_head(monkeypatch):
+    # sp-plan simulates the framework's first K, then every plan's first K, sharing `known`: a plan
+    # past the second ranking's first K that simulated faster must lead it too (it was left in its
+    # analytic place, and sp-plan said the framework "cannot express" the slower overall best).
+    result, late, reranked = _reranked_with_a_late_plan(monkeypatch, 1.0)
     assert [est.plan for est in reranked.ranked[:3]] == [late.plan, result.ranked[0].plan, result.ranked[1].plan]
     assert [est.simulated_step_time_s for est in reranked.ranked[:3]] == [1.0, 10.0, 11.0]
     rest = [est.plan for est in reranked.ranked[3:]]
@@ -69,12 +76,6 @@ def test_plans_another_ranking_simulated_slower_keep_their_place(monkeypatch):
     # A plan past the first K that another ranking simulated slower than all of them stays behind
     # the faster plans the analytic model ranks before it (lifted, Llama-3-8B at 64K with
     # --framework torchtitan --simulate 3 put the framework's 72.9 s plans ahead of 70.8 s ones).
-    model, hardware, workload, result = _result()
-    late = result.ranked[4]
-    times = {est.plan: 10.0 + i for i, est in enumerate(result.ranked)}
-    monkeypatch.setattr("sp_planner.sim.rerank.simulate",
-                        lambda m, h, w, plan, **k: type("S", (), {"step_time_s": times[plan]})())
-    reranked = rerank_by_simulation(result, model, hardware, workload, top_k=2, known={late.plan: 99.0},
-                                    **QUESTION)
+    result, late, reranked = _reranked_with_a_late_plan(monkeypatch, 99.0)
     assert [est.plan for est in reranked.ranked] == [est.plan for est in result.ranked]
     assert reranked.ranked[4].simulated_step_time_s == 99.0
