@@ -21,7 +21,7 @@ import numpy as np
 
 from sp_planner.cost.moe import mlp_layer_is_moe
 from sp_planner.cost.window import layer_is_local
-from sp_planner.pipeline import chunk_layer_counts, stage_layers
+from sp_planner.pipeline import chunk_layer_counts, split_breaks, stage_layers
 from sp_planner.specs.model import ModelSpec
 
 
@@ -88,3 +88,40 @@ def stage_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_s
         for layer in layers:
             counts[p, order[kinds[layer]]] += 1
     return counts
+
+
+def stage_rows_kind_counts(model: ModelSpec, seq_len: int, pp, vpp, first_stage_layers, last_stage_layers
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, last) stage's layers of each of the model's K distinct_kinds, (rows, K)
+    each, per candidate (the second is the middle stage cost.memory prices: it holds the most
+    micro-batches in flight of the middle ones); NaN on rows without a pipeline or whose split
+    Megatron does not place (pipeline.split_breaks: the search prices them only to say why)."""
+    columns = [np.asarray(v, dtype=np.int64).ravel() for v in np.broadcast_arrays(pp, vpp, first_stage_layers,
+                                                                                    last_stage_layers)]
+    n, k = len(columns[0]), len(distinct_kinds(model, seq_len))
+    out = tuple(np.full((n, k), np.nan) for _ in range(3))
+    placed = (columns[0] > 1) & ~split_breaks(model.num_layers, *columns)
+    layouts, inverse = np.unique(np.stack(columns, axis=1)[placed], axis=0, return_inverse=True)
+    rows = np.flatnonzero(placed)
+    for i, (p, v, first, last) in enumerate(layouts.tolist()):
+        at = rows[inverse.ravel() == i]
+        counts = stage_kind_counts(model, seq_len, p, v, first, last)
+        for stage, held in zip((0, 1, p - 1), out):
+            held[at] = counts[stage]
+    return out[0], out[1], out[2]
+
+
+def stage_rows_moe_layers(model: ModelSpec, pp, vpp, first_stage_layers, last_stage_layers
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, last) stage's MoE layers as Megatron places them, per candidate: NaN where
+    stage_rows_kind_counts has none, and on every row of a dense model or where the interleaving
+    leaves each stage a contiguous run (vpp 1: cost.moe.stage_moe_layers counts those)."""
+    vpp = np.asarray(vpp)
+    if len(set(mlp_layer_is_moe(model))) == 1 or not np.any(vpp > 1):  # every layer's MLP alike, or no interleaving
+        none = np.full(np.shape(np.asarray(pp).ravel()), np.nan)
+        return none, none, none
+    seq_len = 1  # the MLP's kind does not depend on it (every window covers one token: one attention kind)
+    moe = np.array([kind.moe for kind in distinct_kinds(model, seq_len)])
+    counts = stage_rows_kind_counts(model, seq_len, pp, vpp, first_stage_layers, last_stage_layers)
+    first, second, last = (np.where(vpp.ravel() > 1, held[:, moe].sum(axis=1), np.nan) for held in counts)
+    return first, second, last

@@ -69,6 +69,9 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
+from sp_planner.cost.layer_kinds import stage_rows_moe_layers
+from sp_planner.cost.offload import resident_layers
+from sp_planner.cost.stage_activations import stage_saved_bytes
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
@@ -82,7 +85,6 @@ from sp_planner.cost.moe import (
     stage_mlp_params_per_rank,
     stage_moe_layers,
 )
-from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.params import (
     candidate_stage_layers,
     largest_adjacent_layers_params_per_rank,
@@ -199,8 +201,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
 
     # Each stage's own layers: its count of MoE layers, not its layers x the share of them
-    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert).
-    moe_layers = dict(zip(("first", "middle", "last"), stage_moe_layers(model, stages)))
+    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert), as
+    # Megatron places them on its virtual stages where it has more than one (cost.layer_kinds:
+    # Maverick over pp 8, vpp 2 puts layers 0-2 and 24-26 on the first stage, 2 MoE layers of 6).
+    placed = stage_rows_moe_layers(model, c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
+    moe_layers = dict(zip(("first", "middle", "last"), (np.where(np.isnan(mine), contiguous, mine) for mine, contiguous
+                                                         in zip(placed, stage_moe_layers(model, stages)))))
     attention_and_norms = per_layer - mean_mlp_params_per_rank(model, tp, c.ep, c.etp)
 
     def stage_states(root, layers, moe, holds_output):
@@ -239,12 +245,20 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # after the scatter to the sequence-parallel region where there is one.
     emb_mask = embedding_dropout_saved_bytes_per_token(model) * sequence_parallel_region_tokens(
         n, tp, sequence_parallel)
-    act_first = ((resident_layers(stages.first, c.cpu_offload_layers) * stored + emb_mask)
-                 * first_stage_in_flight(pp, c.vpp, m))
+    # A pipeline stage's layers save what their kinds save where the model's layers differ
+    # (cost.stage_activations; NaN elsewhere: its layers x the average layer, offloading's L - N
+    # resident ones without a pipeline).
+    own = stage_saved_bytes(model, workload.seq_len, c, stored=lambda kind: saved_activation_bytes_per_layer(
+        kind, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers, compiled=compiled_layers,
+        expert_row_padding=expert_row_padding)[0])
+    saved_first, saved_middle, saved_last = (
+        np.where(np.isnan(mine), resident_layers(layers, c.cpu_offload_layers) * stored, mine)
+        for mine, layers in zip(own, (stages.first, stages.middle, stages.last)))
+    act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
-    act_last = resident_layers(stages.last, c.cpu_offload_layers) * stored * stage_in_flight(pp, c.vpp, m, pp - 1)
-    act_middle = stages.middle * stored * stage_in_flight(pp, c.vpp, m, 1)
+    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1)
+    act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1)
     logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
                                   tp=tp, pp=pp, micro_batch=c.micro_batch)
     logits_first = np.where(pp == 1, logits_last, 0.0)

@@ -50,3 +50,37 @@ def test_deepseek_middle_stage_holds_four_moe_layers_of_states_by_hand():
     ref = evaluate(all_moe, load_hardware("H100-SXM"), workload, plan, num_nodes=32, gpus_per_node=8)
     for part in ("params_bytes", "grads_bytes", "optimizer_bytes"):
         assert getattr(est.memory, part) == pytest.approx(getattr(ref.memory, part), rel=1e-12)
+
+
+def test_interleaved_stages_count_the_moe_layers_megatron_places_on_them():
+    # Maverick over pp 8, vpp 2 (chunks of 3): stage 0 holds layers 0-2 and 24-26 (MoE: 1, 25),
+    # stage 1 layers 3-5 and 27-29 (MoE: 3, 5, 27, 29), stage 7 layers 21-23 and 45-47 (21, 23, 45, 47);
+    # the contiguous count gave 3 to each (layers 0-5, 6-11, 42-47).
+    from sp_planner.cost.layer_kinds import stage_rows_moe_layers
+
+    placed = stage_rows_moe_layers(MAVERICK, np.array([8, 8]), np.array([2, 1]), np.array([0, 0]), np.array([0, 0]))
+    assert [float(x[0]) for x in placed] == [2.0, 4.0, 4.0]
+    assert all(np.isnan(x[1]) for x in placed)  # vpp 1: the contiguous count (stage_moe_layers) holds
+
+
+def test_a_stages_saved_activations_are_its_own_layers():
+    # DeepSeek-V3 at 4K, tp 2, pp 16 [3, 4 x 14, 2]: the first stage saves its 3 dense layers',
+    # the second 4 MoE layers', each priced as a model of that kind alone.
+    from sp_planner.cost.activations import saved_activation_bytes_per_layer
+    from sp_planner.cost.layer_kinds import LayerKind, kind_model
+    from sp_planner.cost.stage_activations import stage_saved_bytes
+    from sp_planner.space import Candidates
+
+    hardware, workload = load_hardware("H100-SXM"), Workload(seq_len=4096, global_batch=256)
+    c = Candidates.of_plan(ParallelPlan(tp=2, pp=16, dp=8, ep=16, first_stage_layers=3, last_stage_layers=2))
+
+    def stored(model):
+        return saved_activation_bytes_per_layer(model, hardware, workload, c)[0]
+
+    dense, moe = (float(stored(kind_model(DEEPSEEK, LayerKind(k, False)))[0]) for k in (False, True))
+    assert moe > 1.4 * dense  # the routed token copies
+    first, second, last = stage_saved_bytes(DEEPSEEK, 4096, c, stored=stored)
+    assert (float(first[0]), float(second[0]), float(last[0])) == pytest.approx((3 * dense, 4 * moe, 2 * moe),
+                                                                                rel=1e-12)
+    single = Candidates.of_plan(ParallelPlan(tp=2, dp=128, ep=16))
+    assert all(np.isnan(x[0]) for x in stage_saved_bytes(DEEPSEEK, 4096, single, stored=stored))
