@@ -51,6 +51,17 @@ def distinct_columns(columns) -> tuple[np.ndarray, np.ndarray]:
     return _numbered(key)
 
 
+def distinct_groups(columns) -> list[tuple[int, np.ndarray]]:
+    """The rows of each distinct row of the table whose columns are `columns` (distinct_columns),
+    in order of first appearance: (its first row's index, every row's index, ascending)."""
+    if not len(columns[0]):
+        return []
+    first, inverse = distinct_columns(columns)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(first)))[:-1]
+    return [(int(row), rows) for row, rows in zip(first, np.split(order, bounds))]
+
+
 def _numbered(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """distinct_rows' (first, inverse) from one exact int64 key a row."""
     ids, seen = pd.factorize(key)

@@ -219,3 +219,12 @@ def test_per_key_spreads_a_row_by_row_function_of_the_keys_columns():
     assert np.array_equal(total, derived * 3.0 + derived)
     assert distinct_key(rows.take(np.arange(10)), ["a"]) is None  # too few rows: per_key runs on them all
     assert np.array_equal(per_key(fn, None, derived, (derived, 1.0), scale=3.0)[0], total)
+
+
+def test_distinct_groups_hold_every_row_of_each_distinct_row_in_order_of_first_appearance():
+    from sp_planner.distinct import distinct_groups
+
+    pp, vpp = np.array([8, 4, 8, 4, 2, 8]), np.array([2, 1, 2, 1, 1, 1])
+    groups = distinct_groups([pp, vpp])
+    assert [(row, rows.tolist()) for row, rows in groups] == [(0, [0, 2]), (1, [1, 3]), (4, [4]), (5, [5])]
+    assert distinct_groups([np.array([], dtype=np.int64)]) == []

@@ -24,34 +24,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from sp_planner.cost.layer_kinds import distinct_kinds, layer_kinds, stage_global_layers
+from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.stage_layer_times import KindTimes
-from sp_planner.pipeline import chunk_layer_counts, stage_layers
+from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline_order import stage_order, upstream_stage
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 
 PLAIN_GROUPS = 6  # micro-batch groups of pp walked block by block; the rest by the last two's time
-
-
-def chunk_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_layers: int,
-                      last_stage_layers: int) -> np.ndarray:
-    """(pp, vpp, K) layers of each of the model's K distinct_kinds in each stage's chunks."""
-    kinds = layer_kinds(model, seq_len)
-    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
-    split = stage_layers(model.num_layers, np.array([pp]), np.array([first_stage_layers]),
-                         np.array([last_stage_layers]))
-    first, middle, last = (int(v[0]) for v in split)
-    counts = np.zeros((pp, vpp, len(order)))
-    held = stage_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)
-    for p, layers in enumerate(held):
-        start = 0
-        sizes = chunk_layer_counts(first if p == 0 else last if p == pp - 1 else middle, vpp, first_stage=p == 0)
-        for chunk, size in enumerate(sizes):
-            for layer in layers[start:start + size]:
-                counts[p, chunk, order[kinds[layer]]] += 1
-            start += size
-    return counts
 
 
 def chunk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
@@ -130,10 +110,9 @@ def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, k
 
     m = at_rows(micro_batches).astype(np.int64)
     ends = [at_rows(v) for v in (first_s, first_bwd_s, head_s, head_bwd_s)]
-    layout = np.stack([c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m], axis=1)
-    distinct, inverse = np.unique(layout, axis=0, return_inverse=True)
-    for i, (pp, vpp, first_n, last_n, mb) in enumerate(distinct.tolist()):
-        at = np.flatnonzero(inverse.ravel() == i)
+    columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m]
+    for row, at in distinct_groups(columns):
+        pp, vpp, first_n, last_n, mb = (int(column[row]) for column in columns)
         counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
         fwd, bwd = counts @ kinds.fwd_s[:, at], counts @ kinds.bwd_s[:, at]  # (pp, vpp, rows)
         first, first_bwd, head, head_bwd = (v[at] for v in ends)

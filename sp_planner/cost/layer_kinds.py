@@ -21,6 +21,7 @@ import numpy as np
 
 from sp_planner.cost.moe import mlp_layer_is_moe
 from sp_planner.cost.window import layer_is_local
+from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import chunk_layer_counts, split_breaks, stage_layers
 from sp_planner.specs.model import ModelSpec
 
@@ -57,9 +58,15 @@ def kind_model(model: ModelSpec, kind: LayerKind) -> ModelSpec:
     return ModelSpec.model_validate({**dict(model), **update})
 
 
-def stage_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
-                        last_stage_layers: int) -> tuple[tuple[int, ...], ...]:
-    """Each pipeline stage's decoder layers (model indices) in its own order, chunk 0's first.
+def kind_indices(model: ModelSpec, seq_len: int) -> tuple[int, ...]:
+    """Each decoder layer's kind as its index in distinct_kinds."""
+    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
+    return tuple(order[kind] for kind in layer_kinds(model, seq_len))
+
+
+def chunk_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
+                        last_stage_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """Each pipeline stage's model chunks' decoder layers (model indices), [stage][chunk].
     Megatron numbers the virtual stages chunk by chunk (virtual stage c x pp + p is stage p's
     chunk c) and gives them consecutive layers (transformer_layer.py get_transformer_layer_offset,
     Megatron-LM d98e8a6; Narayanan et al. 2021 section 2.2.2), each chunk as many as
@@ -68,26 +75,40 @@ def stage_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: 
     first, middle, last = (int(v[0]) for v in split)
     sizes = [chunk_layer_counts(first if p == 0 else last if p == pp - 1 else middle, vpp, first_stage=p == 0)
              for p in range(pp)]
-    held: list[list[int]] = [[] for _ in range(pp)]
+    held: list[list[tuple[int, ...]]] = [[] for _ in range(pp)]
     start = 0
     for chunk in range(vpp):
         for p in range(pp):
-            held[p].extend(range(start, start + sizes[p][chunk]))
+            held[p].append(tuple(range(start, start + sizes[p][chunk])))
             start += sizes[p][chunk]
     assert start == num_layers, (num_layers, pp, vpp, first_stage_layers, last_stage_layers)
-    return tuple(tuple(layers) for layers in held)
+    return tuple(tuple(chunks) for chunks in held)
+
+
+def stage_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
+                        last_stage_layers: int) -> tuple[tuple[int, ...], ...]:
+    """Each pipeline stage's decoder layers (model indices) in its own order, chunk 0's first
+    (chunk_global_layers)."""
+    return tuple(sum(chunks, ()) for chunks in
+                 chunk_global_layers(num_layers, pp, vpp, first_stage_layers, last_stage_layers))
+
+
+def chunk_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_layers: int,
+                      last_stage_layers: int) -> np.ndarray:
+    """(pp, vpp, K) layers of each of the model's K distinct_kinds in each stage's chunks."""
+    kinds = kind_indices(model, seq_len)
+    counts = np.zeros((pp, vpp, len(distinct_kinds(model, seq_len))))
+    for p, chunks in enumerate(chunk_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)):
+        for chunk, layers in enumerate(chunks):
+            for layer in layers:
+                counts[p, chunk, kinds[layer]] += 1
+    return counts
 
 
 def stage_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_layers: int,
                       last_stage_layers: int) -> np.ndarray:
     """(pp, K) layers of each of the model's K distinct_kinds on each stage."""
-    kinds = layer_kinds(model, seq_len)
-    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
-    counts = np.zeros((pp, len(order)))
-    for p, layers in enumerate(stage_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)):
-        for layer in layers:
-            counts[p, order[kinds[layer]]] += 1
-    return counts
+    return chunk_kind_counts(model, seq_len, pp, vpp, first_stage_layers, last_stage_layers).sum(axis=1)
 
 
 def stage_rows_kind_counts(model: ModelSpec, seq_len: int, pp, vpp, first_stage_layers, last_stage_layers
@@ -99,29 +120,10 @@ def stage_rows_kind_counts(model: ModelSpec, seq_len: int, pp, vpp, first_stage_
     columns = [np.asarray(v, dtype=np.int64).ravel() for v in np.broadcast_arrays(pp, vpp, first_stage_layers,
                                                                                     last_stage_layers)]
     n, k = len(columns[0]), len(distinct_kinds(model, seq_len))
-    out = tuple(np.full((n, k), np.nan) for _ in range(3))
-    placed = (columns[0] > 1) & ~split_breaks(model.num_layers, *columns)
-    layouts, inverse = np.unique(np.stack(columns, axis=1)[placed], axis=0, return_inverse=True)
-    rows = np.flatnonzero(placed)
-    for i, (p, v, first, last) in enumerate(layouts.tolist()):
-        at = rows[inverse.ravel() == i]
-        counts = stage_kind_counts(model, seq_len, p, v, first, last)
-        for stage, held in zip((0, 1, p - 1), out):
-            held[at] = counts[stage]
-    return out[0], out[1], out[2]
-
-
-def stage_rows_moe_layers(model: ModelSpec, pp, vpp, first_stage_layers, last_stage_layers
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, last) stage's MoE layers as Megatron places them, per candidate: NaN where
-    stage_rows_kind_counts has none, and on every row of a dense model or where the interleaving
-    leaves each stage a contiguous run (vpp 1: cost.moe.stage_moe_layers counts those)."""
-    vpp = np.asarray(vpp)
-    if len(set(mlp_layer_is_moe(model))) == 1 or not np.any(vpp > 1):  # every layer's MLP alike, or no interleaving
-        none = np.full(np.shape(np.asarray(pp).ravel()), np.nan)
-        return none, none, none
-    seq_len = 1  # the MLP's kind does not depend on it (every window covers one token: one attention kind)
-    moe = np.array([kind.moe for kind in distinct_kinds(model, seq_len)])
-    counts = stage_rows_kind_counts(model, seq_len, pp, vpp, first_stage_layers, last_stage_layers)
-    first, second, last = (np.where(vpp.ravel() > 1, held[:, moe].sum(axis=1), np.nan) for held in counts)
+    first, second, last = (np.full((n, k), np.nan) for _ in range(3))
+    placed = np.flatnonzero((columns[0] > 1) & ~split_breaks(model.num_layers, *columns))
+    for row, at in distinct_groups([column[placed] for column in columns]):
+        pp_, vpp_, first_n, last_n = (int(column[placed[row]]) for column in columns)
+        counts = stage_kind_counts(model, seq_len, pp_, vpp_, first_n, last_n)
+        first[placed[at]], second[placed[at]], last[placed[at]] = counts[0], counts[1], counts[pp_ - 1]
     return first, second, last

@@ -69,9 +69,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
-from sp_planner.cost.layer_kinds import stage_rows_moe_layers
 from sp_planner.cost.offload import resident_layers
-from sp_planner.cost.stage_activations import stage_saved_bytes
+from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held, stage_saved_bytes
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
@@ -201,12 +200,16 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
 
     # Each stage's own layers: its count of MoE layers, not its layers x the share of them
-    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert), as
-    # Megatron places them on its virtual stages where it has more than one (cost.layer_kinds:
-    # Maverick over pp 8, vpp 2 puts layers 0-2 and 24-26 on the first stage, 2 MoE layers of 6).
-    placed = stage_rows_moe_layers(model, c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
-    moe_layers = dict(zip(("first", "middle", "last"), (np.where(np.isnan(mine), contiguous, mine) for mine, contiguous
-                                                         in zip(placed, stage_moe_layers(model, stages)))))
+    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert),
+    # where the model's layers differ as Megatron places them, on its virtual stages too
+    # (cost.stage_activations: Maverick over pp 8, vpp 2 puts layers 0-2 and 24-26 on the first
+    # stage, 2 MoE layers of 6; NaN rows where it places none: the contiguous count).
+    held = stage_kind_layers(model, workload.seq_len, c)
+    contiguous = stage_moe_layers(model, stages)
+    placed = contiguous if held is None else tuple(
+        np.where(np.isnan(mine), run, mine) for mine, run in zip(stage_moe_layers_held(model, workload.seq_len, held),
+                                                                  contiguous))
+    moe_layers = dict(zip(("first", "middle", "last"), placed))
     attention_and_norms = per_layer - mean_mlp_params_per_rank(model, tp, c.ep, c.etp)
 
     def stage_states(root, layers, moe, holds_output):
@@ -248,12 +251,12 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     # A pipeline stage's layers save what their kinds save where the model's layers differ
     # (cost.stage_activations; NaN elsewhere: its layers x the average layer, offloading's L - N
     # resident ones without a pipeline).
-    own = stage_saved_bytes(model, workload.seq_len, c, stored=lambda kind: saved_activation_bytes_per_layer(
-        kind, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers, compiled=compiled_layers,
-        expert_row_padding=expert_row_padding)[0])
-    saved_first, saved_middle, saved_last = (
-        np.where(np.isnan(mine), resident_layers(layers, c.cpu_offload_layers) * stored, mine)
-        for mine, layers in zip(own, (stages.first, stages.middle, stages.last)))
+    average = tuple(resident_layers(layers, c.cpu_offload_layers) * stored for layers in stages)
+    saved_first, saved_middle, saved_last = average if held is None else (
+        np.where(np.isnan(mine), run, mine) for mine, run in zip(stage_saved_bytes(
+            model, workload.seq_len, held, stored=lambda kind: saved_activation_bytes_per_layer(
+                kind, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers,
+                compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]), average))
     act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).

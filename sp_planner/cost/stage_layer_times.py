@@ -20,6 +20,7 @@ import numpy as np
 
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_kind_counts
 from sp_planner.cost.layer_times import LayerTimes
+from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import StagePace, interleave_breaks, split_breaks, split_kind
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -105,11 +106,10 @@ def _stage_shares(model: ModelSpec, seq_len: int, rows: Candidates, per_layer) -
     middle stage then holds max(first, last) layers and never paces alone)."""
     n, k = len(rows), per_layer.shape[0]
     first, middle, last = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))
-    layout = np.stack([rows.pp, rows.vpp, rows.first_stage_layers, rows.last_stage_layers], axis=1)
-    distinct, inverse = np.unique(layout, axis=0, return_inverse=True)
-    for i, (pp, vpp, first_n, last_n) in enumerate(distinct):
-        at = np.flatnonzero(inverse.ravel() == i)
-        counts = stage_kind_counts(model, seq_len, int(pp), int(vpp), int(first_n), int(last_n))  # (pp, K)
+    columns = [rows.pp, rows.vpp, rows.first_stage_layers, rows.last_stage_layers]
+    for row, at in distinct_groups(columns):
+        pp, vpp, first_n, last_n = (int(column[row]) for column in columns)
+        counts = stage_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, K)
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
         first[at], last[at] = share[0], share[-1]
         if pp > 2:

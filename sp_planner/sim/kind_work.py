@@ -11,7 +11,7 @@ independent collectives (TP, Ulysses, ring, all-gather CP) are run once and shar
 
 from __future__ import annotations
 
-from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, layer_kinds, stage_global_layers
+from sp_planner.cost.layer_kinds import distinct_kinds, kind_indices, kind_model, stage_global_layers
 from sp_planner.sim.moe_work import MoEWork
 from sp_planner.sim.work import LayerWork
 from sp_planner.specs.model import ModelSpec
@@ -29,10 +29,9 @@ def stage_kinds(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_l
     """Per stage, per stage-local layer (chunk 0's first: cost.layer_kinds.stage_global_layers,
     as sim.layer_program.chunk_layers numbers them), the layer's index in distinct_kinds.
     `first_stage_layers`, `last_stage_layers`: the plan's (0: the counted split's)."""
-    kinds = layer_kinds(model, seq_len)
-    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
+    kinds = kind_indices(model, seq_len)
     held = stage_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)
-    return tuple(tuple(order[kinds[layer]] for layer in layers) for layers in held)
+    return tuple(tuple(kinds[layer] for layer in layers) for layers in held)
 
 
 def kind_layer(collectives: LayerWork, *, gemm_fwd_s: float, gemm_bwd_s: float, attn_share: float, moe: MoEWork,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.cost.chunk_path import PLAIN_GROUPS, chunk_kind_counts, chunk_path_s, walk_path_s
+from sp_planner.cost.chunk_path import PLAIN_GROUPS, chunk_path_s, walk_path_s
+from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.pipeline_path import compute_path_s
 from sp_planner.pipeline import stage_layers
 

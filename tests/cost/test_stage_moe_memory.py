@@ -56,11 +56,13 @@ def test_interleaved_stages_count_the_moe_layers_megatron_places_on_them():
     # Maverick over pp 8, vpp 2 (chunks of 3): stage 0 holds layers 0-2 and 24-26 (MoE: 1, 25),
     # stage 1 layers 3-5 and 27-29 (MoE: 3, 5, 27, 29), stage 7 layers 21-23 and 45-47 (21, 23, 45, 47);
     # the contiguous count gave 3 to each (layers 0-5, 6-11, 42-47).
-    from sp_planner.cost.layer_kinds import stage_rows_moe_layers
+    from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held
+    from sp_planner.space import Candidates
 
-    placed = stage_rows_moe_layers(MAVERICK, np.array([8, 8]), np.array([2, 1]), np.array([0, 0]), np.array([0, 0]))
+    c = Candidates.concat([Candidates.of_plan(ParallelPlan(pp=8, vpp=vpp, dp=8, ep=8)) for vpp in (2, 1)])
+    placed = stage_moe_layers_held(MAVERICK, 8192, stage_kind_layers(MAVERICK, 8192, c))
     assert [float(x[0]) for x in placed] == [2.0, 4.0, 4.0]
-    assert all(np.isnan(x[1]) for x in placed)  # vpp 1: the contiguous count (stage_moe_layers) holds
+    assert [float(x[1]) for x in placed] == list(_counts(MAVERICK, 8))  # vpp 1: the contiguous run
 
 
 def test_a_stages_saved_activations_are_its_own_layers():
@@ -79,8 +81,11 @@ def test_a_stages_saved_activations_are_its_own_layers():
 
     dense, moe = (float(stored(kind_model(DEEPSEEK, LayerKind(k, False)))[0]) for k in (False, True))
     assert moe > 1.4 * dense  # the routed token copies
-    first, second, last = stage_saved_bytes(DEEPSEEK, 4096, c, stored=stored)
+    from sp_planner.cost.stage_activations import stage_kind_layers
+
+    first, second, last = stage_saved_bytes(DEEPSEEK, 4096, stage_kind_layers(DEEPSEEK, 4096, c), stored=stored)
     assert (float(first[0]), float(second[0]), float(last[0])) == pytest.approx((3 * dense, 4 * moe, 2 * moe),
                                                                                 rel=1e-12)
     single = Candidates.of_plan(ParallelPlan(tp=2, dp=128, ep=16))
-    assert all(np.isnan(x[0]) for x in stage_saved_bytes(DEEPSEEK, 4096, single, stored=stored))
+    assert all(np.isnan(x[0]) for x in stage_saved_bytes(DEEPSEEK, 4096, stage_kind_layers(DEEPSEEK, 4096, single),
+                                                         stored=stored))
