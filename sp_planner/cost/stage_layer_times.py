@@ -69,17 +69,20 @@ def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, micro_batch
     n = len(c.pp)
     m = np.broadcast_to(np.asarray(micro_batches, dtype=np.float64), (n,))
     split = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
-    runs = ((np.asarray(c.pp) > 1) & (m >= 1) & (m == np.floor(m)) & ~split_breaks(model.num_layers, *split)
-            & ~interleave_breaks(c.pp, c.vpp, m))
+    walked = np.asarray(c.pp) > 1
     if len(kinds) == 1:
         # Alike layers: cost.pipeline_path's closed forms are the path, but with an explicit split's
         # interleaved stages (Gemma-2-9B over pp 8, vpp 2, 4/6/2 layers: its last stage's second
         # chunk one layer and the 256K-vocabulary logits; 9% short of the simulator), where
-        # cost.chunk_path walks them.
-        piped = np.flatnonzero(runs & (split_kind(model.num_layers, *split) == 2) & (np.asarray(c.vpp) > 1))
+        # cost.chunk_path walks them: the search's hot path checks those rows alone.
+        walked &= (np.asarray(c.vpp) > 1) & (split_kind(model.num_layers, *split) == 2)
+    runs = walked & (m >= 1) & (m == np.floor(m))
+    if np.any(runs):
+        runs &= ~split_breaks(model.num_layers, *split) & ~interleave_breaks(c.pp, c.vpp, m)
+    piped = np.flatnonzero(runs)
+    if len(kinds) == 1:
         whole = KindTimes(piped, *(np.broadcast_to(v, (n,))[piped][None, :] for v in (average.fwd_s, average.bwd_s)))
         return StageLayerTimes(average, average, average, whole if len(piped) else None)
-    piped = np.flatnonzero(runs)
     if not len(piped):
         return StageLayerTimes(average, average, average)
     rows = c.take(piped)
