@@ -25,10 +25,11 @@ from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, w
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import Framework as FrameworkName
+from sp_planner.flags.base import MTP_FRAMEWORKS, Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
+from sp_planner.specs.model_limits import MAX_LAYERS as MAX_MTP_LAYERS
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
 from sp_planner.cli.help_format import PlainHelpCommand
@@ -111,6 +112,9 @@ def plan(
         help="MoE: Megatron's token dispatcher, alltoall (with fused permutations) or hybridep (the flex "
         "dispatcher's HybridEP backend, which permutes inside its own kernels; megatron only).")
     ] = "alltoall",
+    mtp_layers: Annotated[int, typer.Option(
+        min=0, max=MAX_MTP_LAYERS, help="Multi-token prediction depths to train with the model, on the last "
+        "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
     = None,
@@ -198,7 +202,8 @@ def plan(
         fp8_attention=fp8_attention,
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
-        moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, cpu_offload_layers=cpu_offload_layers,
+        moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers,
+        cpu_offload_layers=cpu_offload_layers,
         adam_moments_bf16=bf16_adam_moments,
     )
     table_only = [name for name, given in (("--explain", explain), ("--wide", wide)) if given]
@@ -214,6 +219,9 @@ def plan(
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
                              "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
+    if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
+        raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
+                             "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
     if bf16_adam_moments and framework not in ("megatron", "all"):
         raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")

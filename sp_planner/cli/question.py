@@ -149,6 +149,7 @@ def resolve_question(
     moe_pad_to_capacity: bool = False,
     moe_routing: MoERouting = "learned",
     moe_dispatcher: MoEDispatcher = "alltoall",
+    mtp_layers: int = 0,
     cpu_offload_layers: int = 0,
     adam_moments_bf16: bool = False,
 ) -> PlanQuestion:
@@ -164,6 +165,8 @@ def resolve_question(
         raise UserInputError(f"--nodes must be at least 1, got {num_nodes}")
     model_spec = with_routing(load_model(model), moe_capacity_factor, moe_pad_to_capacity, moe_routing,
                               moe_dispatcher)
+    if mtp_layers:  # multi-token prediction depths trained with the model (cost.mtp)
+        model_spec = model_spec.model_copy(update={"mtp_layers": mtp_layers})
     profile = load_hardware(hardware)
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:

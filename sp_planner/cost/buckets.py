@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
 from sp_planner.distinct import distinct_columns
@@ -149,6 +150,22 @@ def stage_extras(model: ModelSpec, tp: int, single_stage: bool, *, first_stage: 
     return head, (table,) if single_stage or first_stage else ()
 
 
+def mtp_tensors(model: ModelSpec, tp: int, ep: int, etp: int, single_stage: bool
+                ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(dense, expert) tensors of the model's multi-token prediction depths on the last stage's
+    rank, in backprop order (cost.mtp: their backward runs before the decoder layers', after the
+    output layer's): each depth's layer (layer_tensors of its kind), eh_proj with its norms, and
+    with pp > 1 the stage's copy of the embedding table (cost.params.mtp_params_per_rank); none
+    without MTP."""
+    if not model.mtp_layers:
+        return (), ()
+    dense, expert = layer_tensors(mtp_params_model(model), tp, ep, etp)
+    per_norm = 2 * model.hidden_size if model.linear_bias else model.hidden_size
+    extra = 2 * model.hidden_size * model.hidden_size / tp + 3 * per_norm
+    table = () if single_stage else (model.vocab_size * model.hidden_size / tp,)
+    return (dense + (extra,)) * model.mtp_layers + table, expert * model.mtp_layers
+
+
 def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
              bucket_params: float, vpp: int, first_stage: bool) -> BucketLayout:
     """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
@@ -180,14 +197,19 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
     on the critical path")."""
     dense, expert = layer_tensors(model, tp, ep, etp)
     head, tail = stage_extras(model, tp, single_stage, first_stage=first_stage, last_stage=last_stage)
+    # The MTP depths' tensors on the last stage, issued with its head; their routed experts in the
+    # expert buffer (mtp_tensors).
+    mtp_dense, expert_head = mtp_tensors(model, tp, ep, etp, single_stage) if single_stage or last_stage else ((), ())
+    head = head + mtp_dense
     if zero == 3:
-        return fsdp_layout(dense, layers, head, tail), fsdp_layout(expert, layers if expert else 0, (), ())
+        return (fsdp_layout(dense, layers, head, tail),
+                fsdp_layout(expert, layers if expert else 0, expert_head, ()))
     bucket = float(ddp_bucket_params(dp))
     if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
         return (megatron_layout(dense, layers, head, tail, bucket),
-                megatron_layout(expert, layers if expert else 0, (), (), bucket))
+                megatron_layout(expert, layers if expert else 0, expert_head, (), bucket))
     return (_chunked(dense, layers, head, tail, bucket, vpp, first_stage),
-            _chunked(expert, layers if expert else 0, (), (), bucket, vpp, first_stage) if expert
+            _chunked(expert, layers if expert else 0, expert_head, (), bucket, vpp, first_stage) if expert
             else BucketLayout((), (), ()))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.mtp import mtp_extra_flops_per_token, mtp_layer_model
 from sp_planner.cost.window import windowed_attention_flops_per_token
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.specs.model import ModelSpec
@@ -52,10 +53,16 @@ def attention_flops_per_token(model: ModelSpec, seq_len: int, *, causal: bool) -
 
 
 def model_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int) -> float:
-    """Megatron 2024 convention (3 x forward, attention over the full square)."""
+    """Megatron 2024 convention (3 x forward, attention over the full square); multi-token
+    prediction's depths as training.py lines 1042-1049 and 1288-1303 count them (cost.mtp): a
+    layer of the last layer's kind each, eh_proj and its norms, and the logits again."""
     per_token = model.num_layers * (
         layer_gemm_flops_per_token(model) + attention_flops_per_token(model, seq_len, causal=False)
     ) + logits_gemm_flops_per_token(model)
+    if model.mtp_layers:
+        mtp = mtp_layer_model(model, seq_len) or model
+        per_token += model.mtp_layers * (layer_gemm_flops_per_token(mtp) + attention_flops_per_token(
+            model, seq_len, causal=False) + mtp_extra_flops_per_token(model) + logits_gemm_flops_per_token(model))
     return 3.0 * per_token * seq_len * global_batch
 
 
@@ -67,9 +74,19 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
     forward, full the whole layer forward. Counted in the same 3 x forward convention as the
     model FLOPs so the two are comparable.
     """
-    gemm = layer_gemm_flops_per_token(model)
-    attn = windowed_attention_flops_per_token(model, seq_len, attention_flops_per_token(model, seq_len, causal=causal))
     recompute = np.asarray(recompute)
-    extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn, np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
-    per_token = model.num_layers * (3 * (gemm + attn) + extra) + 3 * logits_gemm_flops_per_token(model)
+
+    def layer(spec: ModelSpec):
+        """A layer of `spec`'s (average) kind, each way, with what recompute runs again."""
+        gemm = layer_gemm_flops_per_token(spec)
+        attn = windowed_attention_flops_per_token(spec, seq_len, attention_flops_per_token(spec, seq_len,
+                                                                                            causal=causal))
+        extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn,
+                         np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
+        return 3 * (gemm + attn) + extra
+
+    per_token = model.num_layers * layer(model) + 3 * logits_gemm_flops_per_token(model)
+    if model.mtp_layers:  # cost.mtp: each depth's layer, eh_proj and norms, and logits
+        per_token = per_token + model.mtp_layers * (layer(mtp_layer_model(model, seq_len) or model) + 3 * (
+            mtp_extra_flops_per_token(model) + logits_gemm_flops_per_token(model)))
     return per_token * seq_len * global_batch

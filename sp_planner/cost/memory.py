@@ -78,6 +78,7 @@ from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
+from sp_planner.cost.mtp import mtp_layer_model, mtp_saved_extra_bytes
 from sp_planner.cost.moe import (
     expert_params_per_rank,
     mean_mlp_params_per_rank,
@@ -257,6 +258,17 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
             model, workload.seq_len, held, stored=lambda kind: saved_activation_bytes_per_layer(
                 kind, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers,
                 compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]), average))
+    # Multi-token prediction's depths on the last stage (at pp 1 the one stage; cost.mtp): each
+    # saves its layer's activations (its own kind's) and the inputs of eh_proj and its norms.
+    if model.mtp_layers:
+        mtp_model = mtp_layer_model(model, workload.seq_len)
+        mtp_layer = stored if mtp_model is None else saved_activation_bytes_per_layer(
+            mtp_model, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers,
+            compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]
+        mtp_saved = model.mtp_layers * mtp_layer + mtp_saved_extra_bytes(
+            model, sequence_parallel_region_tokens(n, tp, sequence_parallel))
+        saved_last = saved_last + mtp_saved
+        saved_first = saved_first + np.where(pp == 1, mtp_saved, 0.0)
     act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
@@ -264,6 +276,9 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1)
     logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
                                   tp=tp, pp=pp, micro_batch=c.micro_batch)
+    # Each MTP head's logits are held at the loss moment beside the main head's: Megatron computes
+    # their losses first, in the same postprocess (gpt_model.py _postprocess, cost.mtp).
+    logits_last = logits_last * (1 + model.mtp_layers)
     logits_first = np.where(pp == 1, logits_last, 0.0)
     # The output layer's input, kept gathered by a framework that does not gather it again
     # (torchtitan, cost.saved_inputs): a saved activation of the loss moment alone.

@@ -15,6 +15,7 @@ from sp_planner.cost.moe import (
     largest_mlp_params_per_rank,
     mean_mlp_params_per_rank,
 )
+from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.pipeline import StageLayers, stage_layers
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -75,6 +76,25 @@ def stage_params_per_rank(model: ModelSpec, tp, pp, stages: StageLayers | None =
     # A tied output layer shares the embedding on a single stage; Megatron keeps a copy on the
     # last stage when pp > 1.
     output = np.where(single & model.tie_word_embeddings, 0.0, table)
-    first = first_layers + table + np.where(single, output + final_norm, 0.0)
-    last = last_layers + output + final_norm + np.where(single, table, 0.0)
+    mtp = mtp_params_per_rank(model, tp, pp, ep, etp)
+    first = first_layers + table + np.where(single, output + final_norm + mtp, 0.0)
+    last = last_layers + output + final_norm + mtp + np.where(single, table, 0.0)
     return first, last
+
+
+def mtp_params_per_rank(model: ModelSpec, tp, pp, ep=1, etp=1):
+    """Parameters of the model's multi-token prediction depths on one rank of the stage holding
+    them (the last; cost.mtp), per candidate: each depth's layer of the last layer's kind (its
+    routed experts over ep x etp), eh_proj (column-parallel over tp) and its three norms, and with
+    pp > 1 the embedding table the stage builds for them (gpt_model.py lines 173-174: beside the
+    output layer, whose weight it allocates unless the stage holds the embedding and the model
+    ties them, lines 289-290); 0 without MTP."""
+    if not model.mtp_layers:
+        return 0.0
+    per_norm = 2 * model.hidden_size if model.linear_bias else model.hidden_size
+    eh_proj = 2 * model.hidden_size * model.hidden_size / np.asarray(tp, dtype=np.float64)
+    table = np.where(np.asarray(pp) > 1, model.vocab_size * model.hidden_size / np.asarray(tp, dtype=np.float64), 0.0)
+    kind = mtp_params_model(model)
+    layer = _attention_params_per_rank(kind, tp) + mean_mlp_params_per_rank(kind, tp, ep, etp) + (
+        kind.norm_params_per_layer)
+    return model.mtp_layers * (layer + eh_proj + 3 * per_norm) + table

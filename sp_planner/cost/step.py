@@ -28,6 +28,7 @@ from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
 from sp_planner.cost.stage_layer_times import pacing_layer_times, stage_layer_times
 from sp_planner.cost.chunk_path import kinds_path_s
 from sp_planner.cost.ep_overlap import paired_micro_batches
+from sp_planner.cost.mtp import mtp_head_s, mtp_layer_model
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
 from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
@@ -149,6 +150,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                          grad_bytes=states.grad_bytes, wrapper=None if grad_sync is None else grad_sync.wrapper,
                          sequence_parallel=sequence_parallel)
     head_emb, first_emb = stage_embedding_s(emb, pp)
+    # Multi-token prediction's depths on the last stage, after its layers (cost.mtp): the loss
+    # stage's work beyond its layers, as the logits are; each depth's layer of its own kind.
+    mtp_layer = mtp_layer_model(model, workload.seq_len) if model.mtp_layers else None
+    mtp_lt = average if mtp_layer is None else candidate_layer_times(mtp_layer, hardware, workload, c, **runtime)
+    mtp_s, mtp_bwd = mtp_head_s(model, hardware, tokens=tokens, tp=tp, layer_total_s=mtp_lt.per_layer_s,
+                                layer_bwd_s=mtp_lt.bwd_s, logits_s=logits, logits_bwd_share=LOSS_BACKWARD_SHARE,
+                                emb_fwd_s=emb.fwd_s, emb_bwd_s=emb.bwd_s, out_tp_fwd_s=average.out_tp_fwd_s,
+                                out_tp_bwd_s=out_tp_bwd, emb_tp_fwd_s=average.emb_tp_fwd_s,
+                                emb_tp_bwd_s=average.emb_tp_bwd_s)
+    output_logits, logits = logits, logits + mtp_s
     # The slowest stage sets the pace: the last (its layers plus the logits) or, with an uneven
     # split, possibly the first or a middle one (sp_planner.pipeline.stage_pace).
     stages = candidate_stage_layers(model, c)
@@ -172,7 +183,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # backward, the loss and output layer's.
     emb_bwd = lt.emb_tp_bwd_s + emb.bwd_s
     first_bwd = np.where(pp > 1, emb_bwd, 0.0)
-    ahead = LOSS_BACKWARD_SHARE * logits + out_tp_bwd
+    ahead = LOSS_BACKWARD_SHARE * output_logits + out_tp_bwd + mtp_bwd
     # The bubble: the pipeline's critical path over the stages' compute blocks beyond the pacing
     # stage's m micro-batches (cost.pipeline_path): with equal stages (pp - 1)/vpp micro-batches
     # (Narayanan 2021 sections 2.2.1-2.2.2), the fill and drain through the other stages, the

@@ -48,11 +48,19 @@ EMBEDDING_GROUP_SIZE = 2
 def tied_grad_bytes(model: ModelSpec, c, states: TrainingStates):
     """Bytes of main gradient each end of a pipeline all-reduces once a step (module docstring):
     (vocab / tp) x h x grad_bytes, a 1 / (dp_shard x cp) shard where the framework shards
-    gradients; 0 for an untied model or without a pipeline."""
+    gradients; 0 for an untied model without MTP (embedding_group_syncs) or without a pipeline."""
     elements = model.vocab_size / np.asarray(c.tp, dtype=np.float64) * model.hidden_size
     sharded = np.asarray(c.zero) >= states.grad_shard_stage
     elements = elements / np.where(sharded, shard_group_size(c), 1)
-    return np.where(model.tie_word_embeddings & (np.asarray(c.pp) > 1), states.grad_bytes * elements, 0.0)
+    return np.where(embedding_group_syncs(model) & (np.asarray(c.pp) > 1), states.grad_bytes * elements, 0.0)
+
+
+def embedding_group_syncs(model: ModelSpec) -> bool:
+    """Whether the pipeline's two ends all-reduce the word embedding's gradient: a tied output
+    layer, or multi-token prediction, whose depths on the last stage look up their own copy of the
+    table (cost.mtp; finalize_model_grads.py lines 146 and 164-239 at d98e8a6 sum the copies
+    whenever mtp_num_layers is set, tied or not)."""
+    return model.tie_word_embeddings or model.mtp_layers > 0
 
 
 def embedding_group_stride(c, gpus_per_node: int):
@@ -69,7 +77,7 @@ def tied_all_reduce_s(model: ModelSpec, hardware: HardwareProfile, c, *, gpus_pe
     """Seconds of the step's tied-embedding all-reduce on the two ends (0 where there is none): a
     ring all-reduce of tied_grad_bytes over two ranks, each sending 2 (n - 1) / n = 1 x the
     buffer (cost.collective_sizes.bus_factor), plus its ring latency."""
-    if not model.tie_word_embeddings:  # the search's hot path: nothing to price
+    if not embedding_group_syncs(model):  # the search's hot path: nothing to price
         return np.zeros(np.shape(c.pp))
     n = EMBEDDING_GROUP_SIZE
     sent = bus_factor("all_reduce", n) * tied_grad_bytes(model, c, states)

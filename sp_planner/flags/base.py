@@ -98,7 +98,8 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     of a plan that obeys its rules); None when the framework can express it."""
     failures = plan_rule_failures(request) or own_failures()
     failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
-                                                                                                      request.plan)]
+                                                                                                      request.plan),
+                *_mtp_failures(framework, request.model)]
     return unsupported(framework, failures) if failures else None
 
 
@@ -114,6 +115,20 @@ FP8_ATTENTION_NO_FLAG = ("fp8_attention cannot be expressed on the command line:
 def _fp8_attention_failures(framework: str, plan) -> list[str]:
     """FP8 attention for the Megatron-based frameworks (torchtitan refuses it on its own)."""
     return [FP8_ATTENTION_NO_FLAG] if plan.fp8_attention and framework in ("megatron", "mindspeed") else []
+
+
+# Frameworks that train multi-token prediction depths (ModelSpec.mtp_layers, cost.mtp): Megatron-LM's
+# --mtp-num-layers (megatron/training/arguments.py at d98e8a6), which MindSpeed-LLM takes as it is
+# (its DeepSeek-V3 recipe, examples/mcore/deepseek3/pretrain_deepseek3_671b_4k_ptd.sh).
+MTP_FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed")
+
+
+def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:
+    """Multi-token prediction where the framework cannot train it."""
+    if not model.mtp_layers or framework in MTP_FRAMEWORKS:
+        return []
+    return [f"mtp_layers {model.mtp_layers} cannot be expressed: {framework} has no multi-token prediction "
+            "(Megatron-Core's --mtp-num-layers); use megatron or mindspeed, or leave out --mtp-layers"]
 
 
 def _megatron_only_failures(framework: str, plan) -> list[str]:

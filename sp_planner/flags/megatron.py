@@ -123,10 +123,20 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         ("untied input and output embeddings, as the plan counts them (Megatron ties them by default)",
          untie_flags(m)),
         *moe_groups(request, mindspeed=mindspeed),
+        *mtp_groups(m),
         (f"sequence and batch: dp {p.dp}, {micro} per step", batch),
         ("memory and precision", memory),
         ("communication overlap the plan's time assumes", overlap_flags(p)),
     ]
+
+
+def mtp_groups(model: ModelSpec) -> list[FlagGroup]:
+    """The multi-token prediction depths the plan trains (ModelSpec.mtp_layers, cost.mtp), none
+    without: Megatron's default trains none (--mtp-num-layers None, arguments.py at d98e8a6)."""
+    if not model.mtp_layers:
+        return []
+    return [("multi-token prediction depths the plan trains, on the last stage (Megatron's default: none)",
+             [f"--mtp-num-layers {model.mtp_layers}"])]
 
 
 def untie_flags(model: ModelSpec) -> list[str]:

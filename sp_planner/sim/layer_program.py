@@ -166,6 +166,9 @@ def stage_forward(work: StepWork, stage: int, *, first_micro_batch: bool = False
         ready = _forward_layer(p, work.layer_at(stage, layer), layer, ready, gather=landed)
     if stage == work.pp - 1 and last:
         landed = _calls(p, calls.head, "output layer param all-gather", -1, landed)
+        # Multi-token prediction's depths, each a layer of its kind, before the heads (cost.mtp).
+        for depth, kind in enumerate(work.mtp_kinds):
+            ready = _forward_layer(p, work.kind_layers[kind], work.layers_of(stage) + depth, ready, gather=landed)
         p.add("compute", "gemm", "output head + loss", work.last_stage_fwd_s, (ready, landed))
     return p
 
@@ -184,8 +187,13 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     hooked = DPCalls() if work.dp_reduce_whole_chunk or work.dp_stage_sync else reduce
     regather = (work.dp_gather_every_forward or work.dp_stage_sync) and work.dp_backward_gather
     gathers = work.gather_calls(stage) if regather else DPCalls()
-    head = work.last_stage_bwd_s if stage == work.pp - 1 and last else 0.0
-    ready = p.add("compute", "gemm", "output head bwd", head)
+    loss_stage = stage == work.pp - 1 and last
+    ready = p.add("compute", "gemm", "output head bwd", work.last_stage_bwd_s if loss_stage else 0.0)
+    # Multi-token prediction's depths, last first, before the decoder layers (cost.mtp): their
+    # parameters' calls ride with the output layer's (cost.buckets.mtp_tensors).
+    mtp = tuple(enumerate(work.mtp_kinds)) if loss_stage else ()
+    for depth, kind in reversed(mtp):
+        ready, _ = _backward_layer(p, work.kind_layers[kind], work.layers_of(stage) + depth, ready, work.recompute, -1)
     _calls(p, hooked.head if last else (), "output layer grad reduce", ready)
     order = list(reversed(chunk_layers(work, stage, chunk)))
     landed = {order[0]: _calls(p, gathers.at_layer(order[0]), f"L{order[0]} param all-gather", -1)} if order else {}

@@ -29,6 +29,8 @@ from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.grad_buffer import stage_step_bytes
+from sp_planner.cost.mtp import mtp_depth_extras_s, mtp_kind
+from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (chunk_gathers_ahead, overlap_compute_slowdown, pp_sends_beside_compute,
                                     slowed_by_overlap)
@@ -150,6 +152,20 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
                          wrapper=None if runtime.grad_sync is None else runtime.grad_sync.wrapper,
                          sequence_parallel=runtime.sequence_parallel)
     emb_fwd, emb_bwd = float(emb.fwd_s), float(emb.bwd_s)
+    # The output layer's and the embedding's TP collectives (cost.tp_calls), beside their GEMMs.
+    out_fwd = output_tp_forward_all_gathers(sp) * tp_ag
+    out_ag_bwd = output_tp_backward_all_gathers(sp, regathers) * tp_ag
+    out_rs_bwd = OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs
+    emb_rs_fwd = EMBEDDING_TP_REDUCE_SCATTERS * tp_rs
+    emb_ag_fwd = embedding_tp_forward_all_gathers(model.position_embedding, sp) * tp_ag
+    emb_tp_bwd = EMBEDDING_TP_ALL_GATHERS * tp_ag
+    # Multi-token prediction's depths (cost.mtp): each a layer of its kind (layer_program runs them)
+    # and, beside the output head's block, its work beyond the layer.
+    mtp_fwd, mtp_bwd = (float(np.asarray(v)) * model.mtp_layers for v in mtp_depth_extras_s(
+        model, hw, tokens=tokens, tp=tp, logits_s=3 * logits_fwd, logits_bwd_share=LOSS_BACKWARD_SHARE,
+        emb_fwd_s=emb_fwd, emb_bwd_s=emb_bwd, out_tp_fwd_s=out_fwd, out_tp_bwd_s=out_ag_bwd + out_rs_bwd,
+        emb_tp_fwd_s=emb_rs_fwd + emb_ag_fwd, emb_tp_bwd_s=emb_tp_bwd)) if model.mtp_layers else (0.0, 0.0)
+    mtp_kinds = (kinds.index(mtp_kind(model, workload.seq_len)),) * model.mtp_layers
 
     # Data parallel over dp x cp (routed experts over edp): Megatron's buckets or FSDP's units,
     # each a call of its own (sim.dp_work, cost.buckets).
@@ -201,13 +217,11 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         stage_kinds=stage_kinds(model, workload.seq_len, pp, plan.vpp, plan.first_stage_layers or 0,
                                 plan.last_stage_layers or 0),
         first_stage_layers=int(stages.first), last_stage_layers=int(stages.last),
-        # The embedding's and the output layer's TP collectives (cost.tp_calls), beside their GEMMs.
-        first_stage_fwd_s=EMBEDDING_TP_REDUCE_SCATTERS * tp_rs + emb_fwd
-        + embedding_tp_forward_all_gathers(model.position_embedding, sp) * tp_ag,
-        first_stage_bwd_s=EMBEDDING_TP_ALL_GATHERS * tp_ag + emb_bwd,
-        last_stage_fwd_s=logits_fwd + output_tp_forward_all_gathers(sp) * tp_ag,
-        last_stage_bwd_s=2 * logits_fwd + output_tp_backward_all_gathers(sp, regathers) * tp_ag
-        + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * tp_rs,
+        first_stage_fwd_s=emb_rs_fwd + emb_fwd + emb_ag_fwd,
+        first_stage_bwd_s=emb_tp_bwd + emb_bwd,
+        last_stage_fwd_s=logits_fwd + out_fwd + mtp_fwd,
+        last_stage_bwd_s=2 * logits_fwd + out_ag_bwd + out_rs_bwd + mtp_bwd,
+        mtp_kinds=mtp_kinds,
         pp_transfer_s=pp_send,
         pp_overlap=bool(pp_sends_beside_compute(runtime.overlap, plan.vpp)),
         dp_reduce=dp_reduce,

@@ -86,6 +86,10 @@ class StepWork(FrozenModel):
     # first, as layer_program.chunk_layers numbers them), its kind's index; empty: every layer kind 0.
     kind_layers: tuple[LayerWork, ...] = Field(min_length=1)
     stage_kinds: tuple[tuple[int, ...], ...] = ()
+    # Multi-token prediction's depths on the last stage's last chunk, after its decoder layers
+    # (cost.mtp): each depth's layer kind (an index into kind_layers); their work beyond the layer
+    # rides in last_stage_fwd_s and last_stage_bwd_s. Empty: none.
+    mtp_kinds: tuple[int, ...] = ()
     recompute: Literal["none", "selective", "full"] = "none"
     # Embedding lookup on the first stage, output projection + loss on the last stage.
     first_stage_fwd_s: float = NonNeg
@@ -162,6 +166,12 @@ class StepWork(FrozenModel):
             raise ValueError("stage_kinds needs one entry per stage with one kind per layer of the stage")
         if any(not 0 <= k < len(self.kind_layers) for kinds in self.stage_kinds for k in kinds):
             raise ValueError("stage_kinds indexes kind_layers")
+        return self
+
+    @model_validator(mode="after")
+    def _mtp_kinds_exist(self) -> "StepWork":
+        if any(not 0 <= k < len(self.kind_layers) for k in self.mtp_kinds):
+            raise ValueError("mtp_kinds indexes kind_layers")
         return self
 
     def layer_at(self, stage: int, layer: int) -> LayerWork:

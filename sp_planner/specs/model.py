@@ -112,6 +112,14 @@ class ModelSpec(FrozenModel):
     # MLASelfAttention softmax_scale); an imported llama-style config's YaRN attention_factor^2 /
     # sqrt(head_dim) (catalog.hf_rope). The executor runs it (sp-run); time and FLOPs do not depend on it.
     softmax_scale: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
+    # Multi-token prediction depths trained with the model (DeepSeek-V3, arXiv 2412.19437 section
+    # 2.2; Megatron --mtp-num-layers, sp-plan --mtp-layers; 0, Megatron's default: none). Each depth
+    # norms the embedding of the tokens shifted once more and the previous hidden state, projects
+    # their concatenation 2h -> h (eh_proj), runs one transformer layer of the last decoder layer's
+    # spec and a final norm, then the shared output layer and its loss again, all on the last
+    # pipeline stage's last chunk (Megatron-LM d98e8a6 multi_token_prediction.py lines 825-831,
+    # 1157-1186, 1247, 1274-1312; gpt_layer_specs.py lines 765-772): cost.mtp.
+    mtp_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
     hf_repo: str | None = None
     sources: tuple[str, ...] = ()
 
@@ -254,6 +262,13 @@ class ModelSpec(FrozenModel):
     @property
     def params_per_layer(self) -> int:
         return self.attention_params_per_layer + self.mlp_params_per_layer + self.norm_params_per_layer
+
+    @property
+    def mtp_extra_params(self) -> int:
+        """One MTP depth's parameters beyond its transformer layer: eh_proj (2h x h, no bias) and its
+        three norms (enorm, hnorm, final_layernorm; multi_token_prediction.py lines 1157-1186, 1247)."""
+        per_norm = 2 * self.hidden_size if self.linear_bias else self.hidden_size
+        return 2 * self.hidden_size * self.hidden_size + 3 * per_norm
 
     @property
     def embedding_params(self) -> int:

@@ -190,6 +190,9 @@ class CorpusRow(FrozenModel):
     # The SMs the recipe gives HybridEP (moe_hybridep_num_sms / moe_flex_dispatcher_num_sms;
     # MoESpec.dispatcher_sms, cost.hybridep); None: HybridEP's default. hybridep rows only.
     hybridep_sms: int | None = Field(default=None, gt=0, le=1024)
+    # Multi-token prediction depths the run trained (Megatron --mtp-num-layers; ModelSpec.mtp_layers,
+    # cost.mtp): 0, Megatron's default, where the recipe sets none.
+    mtp_layers: int = Field(default=0, ge=0, le=64)
     # How the run launched the expert GEMMs (MoESpec.expert_gemm, cost.gemm_shapes): per_expert
     # (Megatron-Core's TEGroupedMLP on Transformer Engine's GroupedLinear, the default) or grouped
     # (one kernel for every expert: the recipe's fused grouped MLP, or torch._grouped_mm). MoE rows.

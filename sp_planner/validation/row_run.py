@@ -33,12 +33,17 @@ from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusFramework, CorpusRow
 
 def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
-    """The row's architecture, with the routing, token dispatcher and expert GEMMs its run used (MoE
-    models)."""
+    """The row's architecture, with the multi-token prediction depths it trained and the routing,
+    token dispatcher and expert GEMMs its run used (MoE models)."""
     model = corpus.models[row.model] if row.model in corpus.models else load_model(row.model)
     if row.moe_router_dtype is not None and model.moe is None:
         raise ValueError(f"row {row.id}: moe_router_dtype {row.moe_router_dtype} is an MoE router's, and "
                          f"{model.name} has no experts")
+    if row.mtp_layers:
+        if CORPUS_FRAMEWORK_RUNTIME.get(row.framework) != MEGATRON_RUNTIME:
+            raise ValueError(f"row {row.id}: mtp_layers {row.mtp_layers} is Megatron's --mtp-num-layers, and the "
+                             f"row's framework is {row.framework}")
+        model = model.model_copy(update={"mtp_layers": row.mtp_layers})
     setting = row.moe_setting()
     if setting is None:
         return model

@@ -223,3 +223,10 @@ def test_hybridep_for_another_framework_is_refused(sp_plan):
     expected = "--moe-dispatcher hybridep is Megatron's flex dispatcher, and torchtitan has no such backend"
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_mtp_for_a_framework_without_it_is_refused(sp_plan):
+    result = sp_plan(*QUESTION, "--nodes", "18", "--mtp-layers", "1", "--framework", "torchtitan")
+    assert result.exit_code == 2
+    assert "--mtp-layers is Megatron's --mtp-num-layers, and torchtitan has no multi-token prediction" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -236,3 +236,22 @@ def test_router_padding_only_where_it_applies():
     with pytest.raises(ValueError, match="fp8/fp4 must be specified"):
         TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, num_moe_experts=8,
                           moe_token_dispatcher_type="alltoall", moe_router_padding_for_quantization=True)
+
+
+def test_mtp_flags_pass_transformer_config_and_only_megatron_and_mindspeed_train_it():
+    # ModelSpec.mtp_layers (cost.mtp): --mtp-num-layers, a TransformerConfig field megatron-core
+    # accepts on DeepSeek-V3's MLA config; MindSpeed takes Megatron's flag; the others cannot say it.
+    model = DEEPSEEK_V3.model_copy(update={"mtp_layers": 1})
+    plan = ParallelPlan(tp=8, dp=4, ep=32, etp=1)
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=4,
+                          gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    assert parse_bash_array(flags.text)["--mtp-num-layers"] == ["1"]
+    assert transformer_config(flags.text, 7168, MLATransformerConfig).mtp_num_layers == 1
+    assert "--mtp-num-layers 1" in render_flags("mindspeed", request).text
+    assert "--mtp-num-layers" not in parse_bash_array(render_flags(
+        "megatron", request.model_copy(update={"model": DEEPSEEK_V3})).text)
+    for framework in ("deepspeed", "yunchang", "torchtitan"):
+        refused = render_flags(framework, request)
+        assert not refused.supported and "mtp_layers 1 cannot be expressed" in refused.reason
