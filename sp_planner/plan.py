@@ -19,11 +19,18 @@ from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were d
     rule_breaks,
     seq_len_divisor,
 )
+from sp_planner.recompute import (  # noqa: F401 (re-exported: the choices were defined here)
+    RECOMPUTE,
+    RECOMPUTE_FULL,
+    RECOMPUTE_MLA_UP_PROJ,
+    RECOMPUTE_NONE,
+    RECOMPUTE_SELECTIVE,
+    Recompute,
+)
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
-Recompute = Literal["none", "selective", "full"]
 RingLayout = Literal["zigzag", "contiguous"]
 # GEMM precision: bf16, or FP8 through Transformer Engine (per-tensor scaling, Hopper and later),
 # or MXFP8 (1x32 blocks with E8M0 scales, Blackwell only). Attention stays bf16 in all three.
@@ -42,9 +49,6 @@ FP8_RECIPES: tuple[Fp8Recipe, ...] = get_args(Fp8Recipe)
 # paper, arXiv 2407.21783 section 3.3.2; Transformer Engine cp_comm_type "all_gather").
 CpComm = Literal["p2p", "allgather"]
 CP_COMMS: tuple[CpComm, ...] = get_args(CpComm)
-# Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
-RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
-RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL = (RECOMPUTE.index(r) for r in ("none", "selective", "full"))
 
 
 def offload_problem(cpu_offload_layers: int, pp: int, recompute: str | None) -> str | None:
@@ -240,6 +244,9 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"vpp {plan.vpp} (interleaved 1F1B) needs pp > 1 and the micro-batches per step, "
                 f"{plan.num_micro_batches_of(f.global_batch)}, a multiple of pp {plan.pp} "
                 "(Megatron schedules.py: micro-batch groups of pp)")
+    if rule == "mla_up_proj":
+        return ("recompute mla_up_proj re-runs multi-latent attention's up-projections; this model has no MLA "
+                "(Megatron: mla_up_proj in recompute_modules needs multi_latent_attention); use selective or full")
     if rule == "offload":
         return (f"cpu_offload_layers {plan.cpu_offload_layers} must be below num_layers {f.num_layers} "
                 "(Megatron-Core offloads at most num_layers - 1; Transformer Engine needs 2 layers kept to "

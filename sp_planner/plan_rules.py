@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sp_planner.pipeline import interleave_breaks, split_breaks
+from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, recompute_code
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -109,6 +110,13 @@ def _breaks_offload(num_layers, d, **_):
     return _get(d, "cpu_offload_layers") >= num_layers
 
 
+def _breaks_mla_up_proj(mla, d, **_):
+    # Megatron recomputes mla_up_proj only in multi-latent attention (transformer_config.py at
+    # d98e8a64 lines 1969-1973: "mla_up_proj in recompute_modules is only supported with
+    # multi_latent_attention").
+    return (np.asarray(recompute_code(_get(d, "recompute"))) == RECOMPUTE_MLA_UP_PROJ) & (not mla)
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -121,6 +129,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "window_ring": _breaks_window_ring,
     "vpp": _breaks_interleave,
     "offload": _breaks_offload,
+    "mla_up_proj": _breaks_mla_up_proj,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
@@ -139,6 +148,7 @@ class RuleFacts(NamedTuple):
     window_chunked: bool = False  # local layers attend within fixed chunks (Llama 4), not a sliding window
     ffn_size: int = 0  # the dense MLP's hidden width (0: not known)
     expert_ffn_size: int = 0  # a routed expert's hidden width (0: dense model)
+    mla: bool = False  # multi-latent attention (ModelSpec.mla)
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
@@ -146,7 +156,8 @@ class RuleFacts(NamedTuple):
                    workload.global_batch, model.moe.num_experts if model.moe else 0,
                    model.window.window_tokens if model.window else 0,
                    model.window is not None and model.window.kind == "chunked",
-                   model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0)
+                   model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0,
+                   model.mla is not None)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:

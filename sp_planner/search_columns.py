@@ -35,9 +35,9 @@ from sp_planner.units import GIB
 
 def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
     """What the non-degree axes read: the model's layers, the precisions the hardware runs and the
-    model's routed experts (0 for dense models)."""
+    model's routed experts (0 for dense models) and whether it has MLA (recompute mla_up_proj)."""
     return Axes(num_layers=model.num_layers, precisions=hardware.precisions,  # type: ignore[arg-type]
-                num_experts=model.moe.num_experts if model.moe else 0)
+                num_experts=model.moe.num_experts if model.moe else 0, mla=model.mla is not None)
 
 
 def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np.ndarray) -> np.ndarray:

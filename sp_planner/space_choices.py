@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
-from sp_planner.plan import PRECISIONS, RECOMPUTE, Precision
+from sp_planner.plan import PRECISIONS, RECOMPUTE, RECOMPUTE_MLA_UP_PROJ, Precision
 from sp_planner.space_variants import variant_mask
 from sp_planner.specs.workload import Workload
 
@@ -28,15 +28,19 @@ class Axes(NamedTuple):
     num_layers: int
     precisions: tuple[Precision, ...] = ("bf16",)
     num_experts: int = 0
+    mla: bool = False  # multi-latent attention: recompute mla_up_proj is tried too
 
 
 def _num_experts(axes: Axes | None) -> int:
     return axes.num_experts if axes is not None else 0
 
 
-def _zeros_and_recomputes(pins: Pins) -> tuple[list[int], list[int]]:
+def _zeros_and_recomputes(pins: Pins, axes: Axes | None = None) -> tuple[list[int], list[int]]:
+    """Unpinned recompute: every code, mla_up_proj only for MLA models (it needs MLA, plan_rules)."""
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
-    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else list(range(len(RECOMPUTE)))
+    mla = axes is not None and axes.mla
+    recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else [
+        code for code in range(len(RECOMPUTE)) if mla or code != RECOMPUTE_MLA_UP_PROJ]
     return zeros, recomputes
 
 

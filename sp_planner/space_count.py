@@ -39,7 +39,7 @@ def count_candidates(workload: Workload, world: int, pins: Pins, gpus_per_node: 
     Beyond COUNT_TUPLES_LIMIT tuples, the degree tuples with each dp by formula times what one of
     them expands to, variants and expert rows aside (a lower bound)."""
     dp_axis = DEGREES.index("dp")
-    zeros, recomputes = _zeros_and_recomputes(pins)
+    zeros, recomputes = _zeros_and_recomputes(pins, axes)
     if ordered_factorizations(world, len(DEGREES)) <= COUNT_TUPLES_LIMIT:
         tuples = with_expert_degrees(degree_tuples(world, pins), _num_experts(axes), pins)[:, :len(DEGREES)]
         named = dict(zip(DEGREES, tuples.T))

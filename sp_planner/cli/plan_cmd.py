@@ -116,8 +116,9 @@ def plan(
         min=0, max=MAX_MTP_LAYERS, help="Multi-token prediction depths to train with the model, on the last "
         "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
-    recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help="Pin activation recompute.")]
-    = None,
+    recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help=(
+        "Pin activation recompute: none, selective (core attention), full, or mla_up_proj (MLA models: Megatron's "
+        "--recompute-modules mla_up_proj)."))] = None,
     cp_comm: Annotated[Optional[CpComm], typer.Option(
         show_default=False, help="Pin how the ring axis moves K/V: p2p (ring attention) or allgather "
         "(all-gather CP, Llama 3 / TE all_gather).")] = None,

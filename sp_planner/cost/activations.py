@@ -15,7 +15,8 @@ terms), RMSNorm, GQA and gated MLPs. Stored per layer, with n = b*s/cp tokens on
 Selective recompute is Megatron's core_attn recompute: with flash attention it frees only
 flash-attention's own O and lse; unfused attention's score-sized tensors (the softmax output, and
 with attention dropout its mask and output: cost.kernels) likewise. Full recompute keeps each
-layer's input (2*n*h/tp) and rebuilds one layer at a time. 1F1B keeps min(pp - rank, m)
+layer's input (2*n*h/tp) and rebuilds one layer at a time. mla_up_proj recompute frees the
+checkpointed Q/K/V and keeps k_pos_emb (cost.mla_recompute). 1F1B keeps min(pp - rank, m)
 micro-batches in flight on a pipeline rank (Narayanan et al. 2021, section 2.2); the interleaved
 schedule more, the last rank included (pipeline.stage_in_flight).
 
@@ -49,7 +50,8 @@ from sp_planner.cost.qk_norm import qk_norm_saved_bytes
 from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_precision
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.layout import CP_AXES, group_size
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.cost.mla_recompute import mla_up_proj_saved_delta_bytes
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -84,7 +86,7 @@ def moe_activation_bytes(model: ModelSpec, n, *, tp, ep, etp, pad_load=0.0):
 
 def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulysses, ring,
                                micro_batch, recompute, ep=1, etp=1, unfused: bool = False,
-                               sequence_parallel: bool = True, pad_load=0.0):
+                               sequence_parallel: bool = True, pad_load=0.0, allgather=False):
     """(stored bytes per layer per micro-batch, bytes of one layer with nothing recomputed).
 
     `unfused`: core attention unfused (cost.kernels): no log-sum-exp, and per score element the
@@ -92,7 +94,8 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     2022 section 4.1: 5as^2b in all), which selective recompute frees.
     `sequence_parallel` False: TP without sequence parallelism, whose norms' tensors and layer
     input are whole on every TP rank (Korthikanti et al. 2022 Table 2: sbh(10 + 24/t) against
-    sbh 34/t; full recompute 2sbh against 2sbh/t). `pad_load`: moe_activation_bytes'."""
+    sbh 34/t; full recompute 2sbh against 2sbh/t). `pad_load`: moe_activation_bytes'. `allgather`:
+    all-gather CP (plan.cp_comm), whose attention saves the K/V mla_up_proj frees (cost.mla_recompute)."""
     h, d = model.hidden_size, model.head_dim
     n = micro_batch * workload.seq_len / (ulysses * ring)
     heads = model.num_heads / tp
@@ -110,13 +113,18 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     scores = per_score * n * workload.seq_len * heads if unfused else 0.0
     o_copies = np.where(ulysses > 1, 2, 1)
     # The QK norm's saved inputs, on the rank's heads before any Ulysses all-to-all (cost.qk_norm).
-    attn = q + 2 * BF16_BYTES * n * kv * d + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
+    kv_bytes = 2 * BF16_BYTES * n * kv * d
+    attn = q + kv_bytes + o_copies * q + lse + scores + qk_norm_saved_bytes(model, n, tp)
     mlp = BF16_BYTES * model.num_mlp_matrices * n * _active_ffn_width(model) / tp
     full_layer = norms + attn + mlp + moe_activation_bytes(model, n, tp=tp, ep=ep, etp=etp, pad_load=pad_load) + masks
     selective = full_layer - lse - scores - np.where(ulysses > 1, q, 0.0)
     layer_input = BF16_BYTES * region * h
-    stored = np.where(recompute == RECOMPUTE_FULL, layer_input,
-                      np.where(recompute == RECOMPUTE_SELECTIVE, selective, full_layer))
+    stored = np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE], [layer_input, selective],
+                       full_layer)
+    if model.mla is not None:
+        up_proj = full_layer + mla_up_proj_saved_delta_bytes(model, tokens=n, q_bytes=q, kv_bytes=kv_bytes,
+                                                             ulysses=ulysses, ring=ring, allgather=allgather)
+        stored = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, stored)
     return stored, full_layer
 
 
@@ -138,6 +146,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
         model, workload, tp=c.tp, ulysses=c.ulysses, ring=c.ring, micro_batch=c.micro_batch,
         recompute=c.recompute, ep=c.ep, etp=c.etp, unfused=hardware.efficiency.attention_unfused,
         sequence_parallel=sequence_parallel, pad_load=router_pad_load(model, n / c.tp, router_align),
+        allgather=c.allgather,
     )
     full = c.recompute == RECOMPUTE_FULL
     # The precision the GEMM inputs are saved in: the plan's under Transformer Engine (cost.saved_inputs).
@@ -158,9 +167,11 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # backward) while the attention keeps its bf16 output for its backward: with nothing
     # recomputed, that bf16 copy stays beside the 1 B one the savings above leave. FP8 attention's
     # output is already the FP8 tensor the projection takes; Ulysses counts two copies already;
-    # selective recompute frees the attention's; unfused attention does not save its output.
+    # selective recompute frees the attention's (mla_up_proj keeps it); unfused attention does not save
+    # its output.
     bf16_out = (BF16_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
-    kept_out = ((saved != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & (c.recompute == RECOMPUTE_NONE)
+    keeps_attention = (c.recompute == RECOMPUTE_NONE) | (c.recompute == RECOMPUTE_MLA_UP_PROJ)
+    kept_out = ((saved != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & keeps_attention
                 & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
     stored = stored + np.where(kept_out, bf16_out, 0.0)
     # torch.compile's partitioner rebuilds some GEMM inputs in backward (cost.compiled_layers; the

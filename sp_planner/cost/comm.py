@@ -69,7 +69,8 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tp_calls import TP_GRAD_ALL_GATHERS, tp_calls_per_step
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE
+from sp_planner.plan import RECOMPUTE_FULL
+from sp_planner.recompute import reruns_core_attention
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -137,7 +138,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     cp_ag_layer = np.where(gather, allgather_bytes_per_layer(**shape), 0)
     cp_rs_layer = np.where(gather, allgather_reduce_scatter_bytes_per_layer(
         **kv_shape, grad_elem_bytes=ring_impl.grad_elem_bytes), 0)
-    again = recompute != RECOMPUTE_NONE  # selective and full both re-run core attention
+    again = reruns_core_attention(recompute)  # selective and full (not mla_up_proj) re-run core attention
     uly_layer = uly_layer + np.where(again, uly_layer // 2, 0)
     ring_layer = ring_layer + np.where(again & ~gather, ring_forward_bytes_per_layer(model, workload, c), 0)
     cp_ag_layer = cp_ag_layer + np.where(again, cp_ag_layer // 2, 0)  # the forward gather again

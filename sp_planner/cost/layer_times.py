@@ -59,7 +59,8 @@ from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.distinct import per_distinct_rows
 from sp_planner.layout import CP_AXES, axis_stride, group_size
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -233,6 +234,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         [gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd, attn.fwd_s],
         0.0,
     )
+    if model.mla is not None:  # MLA's up-projections and RoPE again (cost.mla_recompute)
+        up_proj = mla_up_proj_recompute_s(model, hardware, tokens=tokens, tp=tp, precision=c.precision,
+                                          fp8_blockwise=c.fp8_blockwise)
+        recompute_layer = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, recompute_layer)
     per_layer = (
         gemm_fwd + gemm_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
@@ -272,8 +277,9 @@ def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
     framework gathers it again (cost.tp_gathers), then an MoE layer's combine all-to-all and etp
     all-gather (its first backward GEMM is the experts', sim.layer_program._backward_layer: ZeRO-3's
     backward gathers hide behind that all-to-all in both models), after the
-    recomputed core attention under selective recompute; under full recompute the recomputed
-    forward's first (input) all-gather."""
+    recomputed core attention under selective recompute (the up-projections under mla_up_proj: their
+    hook runs before core attention's backward, after the MLP's); under full recompute the
+    recomputed forward's first (input) all-gather."""
     gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s + lt.moe_bwd_lead_s
     return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
                      [lt.tp_all_gather_s, gathers + lt.attn.fwd_s], gathers)

@@ -99,7 +99,7 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     failures = plan_rule_failures(request) or own_failures()
     failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
                                                                                                       request.plan),
-                *_mtp_failures(framework, request.model)]
+                *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan)]
     return unsupported(framework, failures) if failures else None
 
 
@@ -117,10 +117,14 @@ def _fp8_attention_failures(framework: str, plan) -> list[str]:
     return [FP8_ATTENTION_NO_FLAG] if plan.fp8_attention and framework in ("megatron", "mindspeed") else []
 
 
-# Frameworks that train multi-token prediction depths (ModelSpec.mtp_layers, cost.mtp): Megatron-LM's
-# --mtp-num-layers (megatron/training/arguments.py at d98e8a6), which MindSpeed-LLM takes as it is
-# (its DeepSeek-V3 recipe, examples/mcore/deepseek3/pretrain_deepseek3_671b_4k_ptd.sh).
+# The Megatron family: Megatron-LM and MindSpeed, which takes Megatron's flags as they are. Only
+# they train multi-token prediction depths (ModelSpec.mtp_layers, cost.mtp: --mtp-num-layers,
+# megatron/training/arguments.py at d98e8a6; MindSpeed-LLM's DeepSeek-V3 recipe,
+# examples/mcore/deepseek3/pretrain_deepseek3_671b_4k_ptd.sh) and recompute MLA's up-projections
+# alone (plan recompute mla_up_proj: --recompute-modules mla_up_proj, transformer_config.py at
+# d98e8a64 lines 1969-1973).
 MTP_FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed")
+MLA_UP_PROJ_FRAMEWORKS = MTP_FRAMEWORKS
 
 
 def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:
@@ -129,6 +133,14 @@ def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:
         return []
     return [f"mtp_layers {model.mtp_layers} cannot be expressed: {framework} has no multi-token prediction "
             "(Megatron-Core's --mtp-num-layers); use megatron or mindspeed, or leave out --mtp-layers"]
+
+
+def _mla_up_proj_failures(framework: str, plan) -> list[str]:
+    """Recompute mla_up_proj where the framework has no such module recompute (cost.mla_recompute)."""
+    if plan.recompute != "mla_up_proj" or framework in MLA_UP_PROJ_FRAMEWORKS:
+        return []
+    return [f"recompute mla_up_proj cannot be expressed: {framework} has no recompute of MLA's up-projections "
+            "alone (Megatron-LM's --recompute-modules mla_up_proj); plan with recompute selective or full"]
 
 
 def _megatron_only_failures(framework: str, plan) -> list[str]:

@@ -104,6 +104,10 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
     # Recompute (TransformerConfig): selective forbids method/num-layers; full requires both.
     if p.recompute == "selective":
         memory.append("--recompute-granularity selective")
+    elif p.recompute == "mla_up_proj":
+        # MLA's up-projections alone, not core_attn (transformer_config.py at d98e8a64 lines
+        # 1940-1941, 1969-1973; multi_latent_attention.py lines 171-174; cost.mla_recompute).
+        memory += ["--recompute-granularity selective", "--recompute-modules mla_up_proj"]
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
     if p.adam_moments_bf16:

@@ -148,7 +148,9 @@ def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) ->
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:
     """Recompute levels above a pinned one, mildest first; none when recompute is not pinned."""
     order = ("none", "selective", "full")
-    if pinned is not None:
+    if pinned == "mla_up_proj":  # frees Q/K/V already, more than selective: only full is stronger
+        yield "full"
+    elif pinned is not None:
         yield from order[order.index(pinned) + 1:]
 
 

@@ -27,6 +27,7 @@ PRUNE_REASONS: dict[str, str] = {
     "window_ring": "ring over sliding-window or chunked local layers (not modelled)",
     "vpp": "vpp > 1 without pp > 1 and micro-batches a multiple of pp",
     "offload": "CPU-offloaded layers not below num_layers",
+    "mla_up_proj": "recompute mla_up_proj on a model without MLA",
     "oom": "peak memory above the GPU's HBM",
 }
 

@@ -51,9 +51,10 @@ COMM_LABELS: dict[str, str] = {
     "edp_all_gather": "expert-DP all-gather",
 }
 
-RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc"}
+RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc",
+                                   "mla_up_proj": "mla-rc"}
 RECOMPUTE_LONG: dict[str, str] = {"none": "no recompute", "selective": "selective recompute",
-                                  "full": "full recompute"}
+                                  "full": "full recompute", "mla_up_proj": "MLA up-projection recompute"}
 # Degrees as plans are named: tp first, then the sequence axes, dp, pp (layout.GRID_ORDER reversed).
 NAME_ORDER: tuple[str, ...] = tuple(reversed(GRID_ORDER))
 SHORT_AXIS: dict[str, str] = {"tp": "tp", "ulysses": "u", "ring": "r", "dp": "dp", "pp": "pp"}

@@ -90,6 +90,10 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", grad_ag, (rs,))
+    if recompute == "mla_up_proj":
+        # The hook on core_attn_out's gradient re-runs MLA's up-projections before core attention's
+        # backward (multi_latent_attention.py at d98e8a64 lines 455-458; cost.mla_recompute).
+        ag2 = p.add("compute", "recompute_gemm", f"L{layer} mla up-proj (recompute)", w.recompute_up_proj_s, (ag2,))
     a2a = p.add("comm", "ulysses_comm", f"L{layer} a2a dout", w.ulysses_out_s, (ag2,))
     if w.cp_all_gather_s > 0:  # all-gather CP gathers K/V again from the saved local blocks
         a2a = p.add("comm", "ring_comm", f"L{layer} cp kv all-gather (bwd)", w.cp_all_gather_s, (a2a,))

@@ -28,6 +28,7 @@ from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
+from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
 from sp_planner.cost.grad_buffer import stage_step_bytes
 from sp_planner.cost.mtp import mtp_depth_extras_s, mtp_kind
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
@@ -202,6 +203,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         ring_dkv_home=att.ring_dkv_home,
         cp_all_gather_s=cp_ag,
         cp_reduce_scatter_s=cp_rs,
+        recompute_up_proj_s=float(mla_up_proj_recompute_s(model, hw, tokens=tokens, tp=tp, precision=one.precision,
+                                                          fp8_blockwise=one.fp8_blockwise)[0])
+        if plan.recompute == "mla_up_proj" else 0.0,
     )
     layers_by_kind = []
     for kind, kind_spec, gemm in zip(kinds, models, gemms):

@@ -7,11 +7,11 @@ duration is for one layer and one micro-batch unless its name says otherwise.
 
 from __future__ import annotations
 
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from sp_planner.cost.overlap import OVERLAP_COMPUTE_SLOWDOWN
+from sp_planner.recompute import Recompute
 from sp_planner.specs.base import FrozenModel
 
 NonNeg = Field(default=0.0, ge=0.0)
@@ -46,6 +46,9 @@ class LayerWork(FrozenModel):
     # reduce-scatter after, over the etp group.
     moe_all_to_all_s: float = NonNeg
     etp_collective_s: float = NonNeg
+    # MLA's up-projections and RoPE again before core attention's backward (recompute mla_up_proj,
+    # cost.mla_recompute); 0 otherwise.
+    recompute_up_proj_s: float = NonNeg
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":
@@ -90,7 +93,7 @@ class StepWork(FrozenModel):
     # (cost.mtp): each depth's layer kind (an index into kind_layers); their work beyond the layer
     # rides in last_stage_fwd_s and last_stage_bwd_s. Empty: none.
     mtp_kinds: tuple[int, ...] = ()
-    recompute: Literal["none", "selective", "full"] = "none"
+    recompute: Recompute = "none"
     # Embedding lookup on the first stage, output projection + loss on the last stage.
     first_stage_fwd_s: float = NonNeg
     first_stage_bwd_s: float = NonNeg

@@ -33,6 +33,7 @@ RENAMED = {"num_experts": "num_moe_experts",  # arguments.py: --num-experts -> n
            # argument_utils.py (d98e8a6) line 312 kw_args['fp8_param'] = args.fp8_param_gather.
            "fp8_format": "fp8", "fp8_param_gather": "fp8_param"}
 LIST_FIELDS = {"hierarchical_context_parallel_sizes"}
+STR_LIST_FIELDS = {"recompute_modules"}  # nargs="*" of strings
 # TransformerConfig.__post_init__ imports Transformer Engine's fused permutation for
 # moe_permute_fusion (core_v0.15.0 transformer_config.py: "Please install TE >= 2.1.0"), which this
 # CPU environment lacks: the field's name is checked, its value not passed.
@@ -62,6 +63,8 @@ def transformer_config(text: str, hidden_size: int, config_class: type = Transfo
             kwargs["add_bias_linear"] = False
         elif not values:
             kwargs[name] = True
+        elif name in STR_LIST_FIELDS:
+            kwargs[name] = list(values)
         elif name in LIST_FIELDS:
             kwargs[name] = [int(v) for v in values]
         elif name == "moe_layer_freq":  # a Python list expression, as arguments.py evaluates it
@@ -134,6 +137,21 @@ def test_deepseek_v3_flags_carry_mla_and_its_dense_first_layers():
     assert config.moe_layer_freq == [0] * 3 + [1] * 58
     assert config.moe_shared_expert_intermediate_size == 2048
     assert config.num_query_groups in (None, 128)  # MLA: no GQA flag
+
+
+def test_deepseek_v3_mla_up_proj_recompute_passes_mla_transformer_config():
+    # Megatron-Bridge's DeepSeek-V3 recipes: selective granularity with mla_up_proj, not core_attn.
+    plan = ParallelPlan(tp=2, ring=2, dp=32, ep=64, etp=1, recompute="mla_up_proj")
+    request = FlagRequest(model=DEEPSEEK_V3, workload=Workload(seq_len=4096, global_batch=128), plan=plan,
+                          num_nodes=16, gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    config = transformer_config(flags.text, 7168, MLATransformerConfig)
+    assert config.recompute_granularity == "selective" and config.recompute_modules == ["mla_up_proj"]
+    # The checker is live: megatron-core refuses mla_up_proj without MLA, as plan rule mla_up_proj does.
+    with pytest.raises(ValueError, match="mla_up_proj"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, recompute_granularity="selective",
+                          recompute_modules=["mla_up_proj"])
 
 
 @pytest.mark.parametrize("factor, pad", [(1.25, False), (1.0, True)])
