@@ -70,7 +70,8 @@ import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
 from sp_planner.cost.offload import resident_layers
-from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held, stage_saved_bytes
+from sp_planner.cost.stage_activations import stage_kind_layers, stage_saved_bytes
+from sp_planner.cost.stage_params import placed_moe_layers, stage_params
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
@@ -79,18 +80,10 @@ from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
 from sp_planner.cost.mtp import mtp_layer_model, mtp_saved_extra_bytes
-from sp_planner.cost.moe import (
-    expert_params_per_rank,
-    mean_mlp_params_per_rank,
-    stage_mlp_params_per_rank,
-    stage_moe_layers,
-)
 from sp_planner.cost.params import (
     candidate_stage_layers,
     largest_adjacent_layers_params_per_rank,
     largest_layer_params_per_rank,
-    layer_params_per_rank,
-    stage_params_per_rank,
 )
 from sp_planner.cost.precision import (
     SCALING_STATE_BYTES_PER_LAYER,
@@ -172,13 +165,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     tp, pp, zero = c.tp, c.pp, c.zero
     zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
-    first_p, last_p = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)
     # A whole bf16 copy beside the stored parameters (gathered and kept for backward, cost.states).
     kept = whole_compute_copy(states, zero, c.reshard)
     # ZeRO-3's root unit on each stage (module docstring): its non-layer parameters, gathered and
     # kept under reshard_after_forward, and the output layer's gradients held through backward
     # wherever parameters are sharded into units.
-    per_layer = layer_params_per_rank(model, tp, c.ep, c.etp)
     root_gathered = (zero == 3) & np.asarray(c.reshard, dtype=bool)
     units = params_sharded(states, zero)
     output_layer = model.vocab_size * model.hidden_size / tp + (
@@ -201,25 +192,17 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
 
     # Each stage's own layers: its count of MoE layers, not its layers x the share of them
-    # (cost.moe.stage_moe_layers; DeepSeek-V3's first stage of 3 dense layers holds no expert),
-    # where the model's layers differ as Megatron places them, on its virtual stages too
-    # (cost.stage_activations: Maverick over pp 8, vpp 2 puts layers 0-2 and 24-26 on the first
-    # stage, 2 MoE layers of 6; NaN rows where it places none: the contiguous count).
+    # (cost.stage_params; DeepSeek-V3's first stage of 3 dense layers holds no expert), where the
+    # model's layers differ as Megatron places them, on its virtual stages too.
     held = stage_kind_layers(model, workload.seq_len, c)
-    contiguous = stage_moe_layers(model, stages)
-    placed = contiguous if held is None else tuple(
-        np.where(np.isnan(mine), run, mine) for mine, run in zip(stage_moe_layers_held(model, workload.seq_len, held),
-                                                                  contiguous))
-    moe_layers = dict(zip(("first", "middle", "last"), placed))
-    attention_and_norms = per_layer - mean_mlp_params_per_rank(model, tp, c.ep, c.etp)
+    own = stage_params(model, tp, pp, c.ep, c.etp, stages, placed_moe_layers(model, workload.seq_len, stages, held))
 
-    def stage_states(root, layers, moe, holds_output):
-        """`root`: the stage's parameters beyond its `layers` layers, `moe` of them MoE."""
-        own = layers * attention_and_norms + stage_mlp_params_per_rank(model, tp, c.ep, c.etp, layers, moe)
-        params, stage_gemm = root + own, own - layers * model.norm_params_per_layer
+    def stage_states(at: int, layers, holds_output):
+        """The stage's (index `at` in own's (first, middle, last)) states over its `layers` layers."""
+        params, experts, root = own.params[at], own.experts[at], own.root[at]
+        stage_gemm = params - root - layers * model.norm_params_per_layer
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
-        experts = expert_params_per_rank(model, pp, c.ep, c.etp, moe_layers=moe)
         dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)
         expert_states = sharded_state_bytes(states, zero, experts, c.edp, optimizer_per_param)
         p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
@@ -306,11 +289,11 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return (acts + np.where(at_loss, out_input, working), np.where(at_loss, logits, 0.0),
                 held + np.where(at_loss, 0.0, comm.attention_bytes))
 
-    first = (*stage_states(first_p - stages.first * per_layer, stages.first, moe_layers["first"], pp == 1),
+    first = (*stage_states(0, stages.first, pp == 1),
              *peak_parts(act_first, logits_first, out_input_first), reserve)
-    last = (*stage_states(last_p - stages.last * per_layer, stages.last, moe_layers["last"], True),
+    last = (*stage_states(2, stages.last, True),
             *peak_parts(act_last, logits_last, out_input_last), reserve)
-    middle = (*stage_states(0.0, stages.middle, moe_layers["middle"], False), *peak_parts(act_middle, 0.0, 0.0),
+    middle = (*stage_states(1, stages.middle, False), *peak_parts(act_middle, 0.0, 0.0),
               reserve)
     first_total, last_total = sum(first), sum(last)
     middle_total = np.where(pp >= 3, sum(middle), 0.0)

@@ -137,7 +137,7 @@ def mlp_layer_is_moe(model: ModelSpec) -> tuple[bool, ...]:
     return tuple(i >= first and (i - first) % step == step - 1 for i in range(model.num_layers))
 
 
-def _layer_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
+def layer_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     """(dense layer, MoE layer) MLP parameters on one rank: dense / tp; routed experts /
     (ep*etp), shared / tp, router whole."""
     tp = np.asarray(tp, dtype=np.float64)
@@ -156,7 +156,7 @@ def largest_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     """MLP parameters on one rank of the layer that holds the most. Models with dense layers
     beside MoE ones (Llama 4 Maverick: every 2nd layer MoE; DeepSeek-V3's 3 first dense layers)
     have layers of very different sizes, and a buffer that holds one layer must fit the largest."""
-    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    dense, moe = layer_mlp_params_per_rank(model, tp, ep, etp)
     kinds = set(mlp_layer_is_moe(model))
     return np.maximum(np.where(True in kinds, moe, 0.0), np.where(False in kinds, dense, 0.0))
 
@@ -165,7 +165,7 @@ def largest_adjacent_mlp_params_per_rank(model: ModelSpec, tp, ep, etp):
     """MLP parameters on one rank of the two neighbouring layers that hold the most together (a
     ZeRO-3 layer and the next one prefetched): a MoE and a dense layer on Maverick, two MoE layers
     on DeepSeek-V3; twice the largest for a one-layer model."""
-    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    dense, moe = layer_mlp_params_per_rank(model, tp, ep, etp)
     kinds = mlp_layer_is_moe(model)
     pairs = set(zip(kinds, kinds[1:])) or {(kinds[0], kinds[0])}
     size = {True: moe, False: dense}
@@ -208,8 +208,8 @@ def stage_moe_layers(model: ModelSpec, stages) -> tuple[np.ndarray, np.ndarray, 
 
 def stage_mlp_params_per_rank(model: ModelSpec, tp, ep, etp, layers, moe_layers):
     """MLP parameters on one rank of a stage's `layers` layers, `moe_layers` of them MoE
-    (stage_moe_layers): each layer its own (_layer_mlp_params_per_rank), not the average."""
-    dense, moe = _layer_mlp_params_per_rank(model, tp, ep, etp)
+    (stage_moe_layers): each layer its own (layer_mlp_params_per_rank), not the average."""
+    dense, moe = layer_mlp_params_per_rank(model, tp, ep, etp)
     if model.moe is None:
         return layers * dense
     return (layers - moe_layers) * dense + moe_layers * moe

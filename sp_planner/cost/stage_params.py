@@ -1,0 +1,118 @@
+"""Each pipeline stage's own parameters per rank, from its own layers (vectorized over candidates).
+
+cost.params prices a stage's layers as the model's average layer (moe_layer_fraction of a MoE
+one); where the model's MLP kinds differ a stage holds its own: DeepSeek-V3 over pp 16 with a
+first stage of 4 layers holds its 3 dense layers and 1 MoE layer (1 layer of routed experts, not
+4 x 58/61 = 3.8), and Maverick over pp 8, vpp 2 puts 4 MoE layers of 6 on stage 1 (not 3). The
+MoE layers of a stage are those Megatron places on it (cost.stage_activations.stage_kind_layers,
+cost.layer_kinds.chunk_global_layers), the contiguous count (cost.moe.stage_moe_layers) on rows it
+does not place. Memory, the data-parallel calls (cost.dp_times, cost.comm, sim.dp_work) and the
+optimizer's update (cost.grad_buffer) all take a stage's parameters from here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from sp_planner.cost.fp8_params import dense_gemm_params
+from sp_planner.cost.layer_kinds import chunk_global_layers
+from sp_planner.cost.moe import (
+    expert_params_per_rank,
+    layer_mlp_params_per_rank,
+    mlp_layer_is_moe,
+    moe_layer_fraction,
+    stage_moe_layers,
+)
+from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held
+from sp_planner.pipeline import StageLayers, split_breaks, stage_layers
+from sp_planner.specs.model import ModelSpec
+
+
+class _Placement(NamedTuple):
+    """The candidate columns stage_kind_layers reads."""
+
+    pp: np.ndarray
+    vpp: np.ndarray
+    first_stage_layers: np.ndarray
+    last_stage_layers: np.ndarray
+
+
+def _placement(c) -> tuple[np.ndarray, ...]:
+    """(pp, vpp, first_stage_layers, last_stage_layers) of candidates or a ParallelPlan (None: 0,
+    the counted split)."""
+    return tuple(np.asarray(0 if getattr(c, name) is None else getattr(c, name))
+                 for name in ("pp", "vpp", "first_stage_layers", "last_stage_layers"))
+
+
+def placed_moe_layers(model: ModelSpec, seq_len: int, stages: StageLayers, held
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, last) stage's MoE layers: those of `held` (stage_kind_layers' rows, None
+    where the layers are alike), the contiguous count (cost.moe.stage_moe_layers) on its NaN rows."""
+    contiguous = stage_moe_layers(model, stages)
+    if held is None:
+        return contiguous
+    return tuple(np.where(np.isnan(mine), run, mine)  # type: ignore[return-value]
+                 for mine, run in zip(stage_moe_layers_held(model, seq_len, held), contiguous))
+
+
+def stage_moe_counts(model: ModelSpec, seq_len: int, c, stages: StageLayers
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first, second, last) stage's MoE layers of candidates (or a plan) `c` (placed_moe_layers)."""
+    return placed_moe_layers(model, seq_len, stages, stage_kind_layers(model, seq_len, _Placement(*_placement(c))))
+
+
+class StageParams(NamedTuple):
+    """Per rank, each of the (first, middle = second, last) stage's parameters, its routed experts
+    among them (reduced over edp, cost.moe), its root (non-layer) parameters (the embedding on the
+    first stage, the output layer and final norm on the last, cost.params.stage_params_per_rank)
+    and the GEMM weights among its non-expert ones (cost.fp8_params.dense_gemm_params)."""
+
+    params: tuple[np.ndarray, np.ndarray, np.ndarray]
+    experts: tuple[np.ndarray, np.ndarray, np.ndarray]
+    root: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dense_gemm: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_layers) -> StageParams:
+    """Each stage's parameters with `moe_layers` (stage_moe_counts) of its layers MoE: the average
+    layers' (cost.params) plus, per MoE layer beyond the average share, a MoE layer's MLP less a
+    dense one's (cost.moe.layer_mlp_params_per_rank), so a model of one kind gets the average's
+    numbers to the bit (the difference is multiplied by 0)."""
+    first_p, last_p = stage_params_per_rank(model, tp, pp, stages, ep, etp)
+    per_layer = layer_params_per_rank(model, tp, ep, etp)
+    expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
+    dense_mlp, moe_mlp = layer_mlp_params_per_rank(model, tp, ep, etp)
+    f = moe_layer_fraction(model) if model.moe is not None else 0.0
+    average = (first_p, stages.middle * per_layer, last_p)
+    params, experts, root, gemm = [], [], [], []
+    for at, (avg, layers, moe) in enumerate(zip(average, stages, moe_layers)):
+        extra = moe - layers * f  # MoE layers beyond the average share (0 where the layers are alike)
+        avg_experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+        params.append(avg + extra * (moe_mlp - dense_mlp))
+        experts.append(expert_params_per_rank(model, pp, ep, etp, moe_layers=moe))
+        # A middle stage holds no root parameters.
+        root.append(np.zeros(np.shape(avg)) if at == 1 else (avg - avg_experts) - layers * (per_layer - expert_layer))
+        gemm.append(dense_gemm_params(model, tp, ep, etp, layers) + extra * (moe_mlp - expert_layer - dense_mlp))
+    return StageParams(tuple(params), tuple(experts), tuple(root), tuple(gemm))  # type: ignore[arg-type]
+
+
+def stage_moe_flags(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int,
+                    stage: int) -> tuple[bool, ...]:
+    """Whether each layer of pipeline stage `stage` is MoE, in the stage's own order (chunk 0's
+    first, cost.layer_kinds.chunk_global_layers); a split Megatron does not place: the contiguous
+    layers cost.pipeline.stage_layers counts (cost.moe.stage_moe_layers)."""
+    moe, n = mlp_layer_is_moe(model), model.num_layers
+    if pp > 1 and not split_breaks(n, np.array([pp]), np.array([vpp]), np.array([first_stage_layers]),
+                                   np.array([last_stage_layers]))[0]:
+        chunks = chunk_global_layers(n, pp, vpp, first_stage_layers, last_stage_layers)[stage]
+        return tuple(moe[layer] for chunk in chunks for layer in chunk)
+    split = stage_layers(n, np.array([pp]), np.array([first_stage_layers]), np.array([last_stage_layers]))
+    first, middle, last = (int(v[0]) for v in split)
+    if pp == 1:
+        return moe
+    start = 0 if stage == 0 else n - last if stage == pp - 1 else first + (stage - 1) * middle
+    size = first if stage == 0 else last if stage == pp - 1 else middle
+    return moe[start:start + size]
