@@ -39,6 +39,7 @@ False "since its parameters would typically be immediately all-gathered for back
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -46,7 +47,9 @@ import numpy as np
 
 from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank
+from sp_planner.cost.layer_kinds import LayerKind, kind_model
+from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank, mlp_layer_is_moe
+from sp_planner.cost.stage_params import stage_moe_flags
 from sp_planner.distinct import distinct_columns
 from sp_planner.pipeline import chunk_layer_counts
 from sp_planner.specs.model import ModelSpec
@@ -100,17 +103,36 @@ def layer_tensors(model: ModelSpec, tp: int, ep: int = 1, etp: int = 1) -> tuple
     return tuple(t for t in dense if t > 0), expert
 
 
+Layers = tuple[tuple[float, ...], ...]  # each layer's tensors on one rank, layers in forward order
+
+
+def stage_tensors(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, moe: tuple[bool, ...] | None
+                  ) -> tuple[Layers, Layers]:
+    """(dense, expert) tensors of each of a stage's layers (layer_tensors): `layers` average layers,
+    or, where `moe` gives each layer's MLP kind in the stage's order (cost.stage_params.
+    stage_moe_flags), each layer its kind's (cost.layer_kinds.kind_model: a dense layer holds no
+    expert tensor). No expert layer at all where no layer has experts."""
+    if moe is None:
+        dense, expert = layer_tensors(model, tp, ep, etp)
+        return (dense,) * layers, (expert,) * layers if expert else ()
+    kinds = {flag: layer_tensors(kind_model(model, LayerKind(moe=flag, local=False)), tp, ep, etp)
+             for flag in set(moe)}
+    experts = tuple(kinds[flag][1] for flag in moe)
+    return tuple(kinds[flag][0] for flag in moe), experts if any(experts) else ()
+
+
 @lru_cache(maxsize=4096)
-def megatron_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
+def megatron_layout(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...],
                     bucket_params: float) -> BucketLayout:
-    """Megatron's greedy bucketing (module docstring) of a stage of `layers` identical layers."""
+    """Megatron's greedy bucketing (module docstring) of a stage's layers (`stage`: each one's
+    tensors, stage_tensors)."""
     out_head: list[float] = []
-    out_layers: list[list[float]] = [[] for _ in range(layers)]
+    out_layers: list[list[float]] = [[] for _ in stage]
     out_tail: list[float] = []
     fill = 0.0
     walk = [(t, out_head) for t in head]
-    for index in reversed(range(layers)):
-        walk += [(t, out_layers[index]) for t in layer]
+    for index in reversed(range(len(stage))):
+        walk += [(t, out_layers[index]) for t in stage[index]]
     walk += [(t, out_tail) for t in tail]
     closed_at: list[float] = out_tail
     for numel, where in walk:
@@ -124,13 +146,12 @@ def megatron_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ..
     return BucketLayout(tuple(out_head), tuple(tuple(b) for b in out_layers), tuple(out_tail))
 
 
-def fsdp_layout(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...]
-                ) -> BucketLayout:
+def fsdp_layout(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...]) -> BucketLayout:
     """ZeRO-3's units: one per layer and the root's (all non-layer parameters) after the embedding;
     a pipeline's last stage issues its root (output layer, final norm) with its last model chunk
     (sim.layer_program.root_chunk)."""
     root = sum(head) + sum(tail)
-    return BucketLayout((), tuple((sum(layer),) for _ in range(layers)),
+    return BucketLayout((), tuple((sum(layer),) if layer else () for layer in stage),
                         (root,) if root > 0 else ())
 
 
@@ -166,8 +187,8 @@ def mtp_tensors(model: ModelSpec, tp: int, ep: int, etp: int, single_stage: bool
     return (dense + (extra,)) * model.mtp_layers + table, expert * model.mtp_layers
 
 
-def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tail: tuple[float, ...],
-             bucket_params: float, vpp: int, first_stage: bool) -> BucketLayout:
+def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bucket_params: float, vpp: int,
+             first_stage: bool) -> BucketLayout:
     """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
     first stage bucketed (with the embedding), every other chunk one bucket issued after its
     backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
@@ -175,41 +196,44 @@ def _chunked(layer: tuple[float, ...], layers: int, head: tuple[float, ...], tai
     (pipeline.chunk_layer_counts: under the counted split one fewer in the chunk with the
     embedding or the loss), the last one the output layer (issued after the output layer's
     backward, the layout's head, where that chunk holds no decoder layer)."""
-    sizes = chunk_layer_counts(layers, vpp, first_stage=first_stage)
-    first = megatron_layout(layer, sizes[0], head if vpp == 1 else (), tail,
+    sizes = chunk_layer_counts(len(stage), vpp, first_stage=first_stage)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    first = megatron_layout(stage[:sizes[0]], head if vpp == 1 else (), tail,
                             bucket_params if first_stage else float("inf"))
     if vpp == 1:
         return first
-    rest = [((sum(layer) * n + (sum(head) if c == vpp - 1 else 0.0)),) if i == 0 else ()
+    # A chunk's one bucket: its layers' parameters (fsum: n alike layers give n x one, to the bit),
+    # none where it holds no tensor of this buffer (a chunk of dense layers' experts).
+    totals = [math.fsum(sum(layer) for layer in stage[starts[c]:starts[c + 1]]) + (sum(head) if c == vpp - 1 else 0.0)
+              for c in range(vpp)]
+    rest = [(totals[c],) if i == 0 and totals[c] > 0 else ()
             for c, n in enumerate(sizes) if c > 0 for i in range(n)]
     alone = (sum(head),) if sizes[-1] == 0 and sum(head) > 0 else ()
     return BucketLayout(alone, first.layers + tuple(rest), first.tail)
 
 
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
-                  zero: int, first_stage: bool = True, vpp: int = 1,
-                  last_stage: bool = False) -> tuple[BucketLayout, BucketLayout]:
+                  zero: int, first_stage: bool = True, vpp: int = 1, last_stage: bool = False,
+                  moe: tuple[bool, ...] | None = None) -> tuple[BucketLayout, BucketLayout]:
     """(dense, expert) collectives of a stage's rank with that stage's non-layer parameters
     (stage_extras; the analytic model times every stage's in a pipeline): Megatron buckets (per model
     chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps the stages after the
     first in one bucket a chunk (DistributedDataParallel.__init__:
     bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not
-    on the critical path")."""
-    dense, expert = layer_tensors(model, tp, ep, etp)
+    on the critical path"). `moe`: each layer's MLP kind where the model's differ (stage_tensors)."""
+    dense, expert = stage_tensors(model, tp, ep, etp, layers, moe)
     head, tail = stage_extras(model, tp, single_stage, first_stage=first_stage, last_stage=last_stage)
     # The MTP depths' tensors on the last stage, issued with its head; their routed experts in the
     # expert buffer (mtp_tensors).
     mtp_dense, expert_head = mtp_tensors(model, tp, ep, etp, single_stage) if single_stage or last_stage else ((), ())
     head = head + mtp_dense
     if zero == 3:
-        return (fsdp_layout(dense, layers, head, tail),
-                fsdp_layout(expert, layers if expert else 0, expert_head, ()))
+        return fsdp_layout(dense, head, tail), fsdp_layout(expert, expert_head, ())
     bucket = float(ddp_bucket_params(dp))
     if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
-        return (megatron_layout(dense, layers, head, tail, bucket),
-                megatron_layout(expert, layers if expert else 0, expert_head, (), bucket))
-    return (_chunked(dense, layers, head, tail, bucket, vpp, first_stage),
-            _chunked(expert, layers if expert else 0, expert_head, (), bucket, vpp, first_stage) if expert
+        return megatron_layout(dense, head, tail, bucket), megatron_layout(expert, expert_head, (), bucket)
+    return (_chunked(dense, head, tail, bucket, vpp, first_stage),
+            _chunked(expert, expert_head, (), bucket, vpp, first_stage) if expert or expert_head
             else BucketLayout((), (), ()))
 
 
@@ -225,10 +249,15 @@ class BucketCounts(NamedTuple):
 
 
 def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage=True,
-                  last_stage=False) -> tuple[BucketCounts, BucketCounts]:
+                  last_stage=False, first_stage_layers=0, last_stage_layers=0) -> tuple[BucketCounts, BucketCounts]:
     """stage_layouts summarised per candidate (dense, expert) for the stage that `first_stage` /
-    `last_stage` name (bools, or per candidate; a middle one when neither; a single stage holds
-    both whatever they say); computed once per distinct input."""
+    `last_stage` name (bools, or per candidate; a middle one, the second, when neither; a single
+    stage holds both whatever they say), its layers of their own MLP kinds where the model's
+    differ (placed by pp, vpp, first_stage_layers, last_stage_layers: cost.stage_params.
+    stage_moe_flags); computed once per distinct input."""
+    # Where the layers are alike the placement does not matter (0: the average layers).
+    mixed = len(set(mlp_layer_is_moe(model))) > 1
+    placement = [np.asarray(v) * mixed for v in (pp, vpp, first_stage_layers, last_stage_layers)]
     # Only what the layout depends on tells rows apart (stage_layouts): dp only sets Megatron's
     # bucket size, the same up to dp 40, and ZeRO-0 and 1 share a layout; FSDP units (ZeRO-3)
     # depend on neither dp nor vpp, ZeRO-2's buckets not on vpp.
@@ -237,10 +266,10 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     vpp = np.where(zero >= 2, 1, vpp)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp, first_stage,
-                         last_stage)]
+                         last_stage, *placement)]
     first, inverse = distinct_columns(columns)
     unique = np.stack([column[first] for column in columns], axis=1)
-    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]))
+    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]), tuple(row[10:]))
                       for row in unique.tolist()]).reshape(-1, 10)
     rows = np.take(table, np.ravel(inverse), axis=0)  # several times faster than table[inverse]
     return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
@@ -248,11 +277,15 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
 
 @lru_cache(maxsize=65536)
 def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: int, dp: int, zero: int, vpp: int,
-             first_stage: bool, last_stage: bool) -> tuple[float, ...]:
+             first_stage: bool, last_stage: bool, placement: tuple[int, ...]) -> tuple[float, ...]:
     """BucketCounts' fields of the dense and the expert layout; the search asks for the same few
-    hundred shapes in every chunk of candidates."""
+    hundred shapes in every chunk of candidates. `placement`: (pp, vpp, first_stage_layers,
+    last_stage_layers) of a model whose MLP kinds differ, else 0s."""
+    pp = placement[0]
+    moe = None if pp == 0 else stage_moe_flags(model, *placement, stage=0 if single or first_stage else
+                                               pp - 1 if last_stage else 1)
     out: list[float] = []
     for layout in stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=layers, single_stage=bool(single), dp=dp,
-                                zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage):
+                                zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage, moe=moe):
         out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable), len(layout.tail), sum(layout.tail)]
     return tuple(out)

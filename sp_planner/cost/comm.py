@@ -52,18 +52,18 @@ from sp_planner.cost.fsdp import (
 from sp_planner.cost.links import LINK_NAMES, group_link
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.dtypes import BF16_BYTES
-from sp_planner.cost.params import candidate_stage_layers, layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.params import candidate_stage_layers
+from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
     MOE_ALL_TO_ALLS_PER_LAYER,
     MOE_FORWARD_ALL_TO_ALLS,
     dispatch_bytes,
-    expert_params_per_rank,
     busiest_rank_load,
     moe_layer_fraction,
 )
-from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes
+from sp_planner.cost.fp8_params import gathered_bytes
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.tp_calls import TP_GRAD_ALL_GATHERS, tp_calls_per_step
@@ -161,9 +161,11 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     pp_sent = np.where(pp > 1, 2 * (gathered // tp), 0)
 
     zgroup, edp = shard_group_size(c), c.edp
-    # The first stage's GPU, with its layers of the split (uneven stages included).
-    experts = expert_params_per_rank(model, pp, c.ep, c.etp, layers=stages.first).astype(np.int64)
-    params = stage_params_per_rank(model, tp, pp, stages, c.ep, c.etp)[0].astype(np.int64) - experts
+    # The first stage's GPU, with its layers of the split (uneven stages included) and its own MoE
+    # layers (cost.stage_params).
+    own = stage_params(model, tp, pp, c.ep, c.etp, stages, stage_moe_counts(model, workload.seq_len, c, stages))
+    experts = own.experts[0].astype(np.int64)
+    params = own.params[0].astype(np.int64) - experts
     zero = c.zero
     rounds = grad_reduces_per_step(c, m, pp_stage_grad_sync)
     gathers = param_gathers_per_step(c, m, pp_stage_grad_sync)
@@ -181,16 +183,13 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO
     # group. The distributed optimizer's and Megatron-FSDP's gathers move per-tensor FP8 GEMM
     # weights in FP8 under --fp8-param-gather (cost.fp8_params); the experts are all GEMM weights.
-    dense_gathered = gathered_bytes(states, c.precision, zero, params,
-                                    dense_gemm_params(model, tp, c.ep, c.etp, layers))
+    dense_gathered = gathered_bytes(states, c.precision, zero, params, own.dense_gemm[0])
     grads_rs, params_ag = reductions(params, zgroup, np.asarray(dense_gathered))
     # Megatron-FSDP gathers the root unit (the stage's non-layer parameters, in the compute width)
     # in the step's first forward only (cost.fsdp.root_gathers_per_micro_batch).
     once = root_gathers_per_micro_batch(root_gathered_once, zero, reshard_after_forward(c), m) < 1
     if np.any(once):
-        dense_layer = layer_params_per_rank(model, tp, c.ep, c.etp) - expert_params_per_rank(model, 1, c.ep, c.etp,
-                                                                                             layers=1)
-        root = ((params - layers * dense_layer) * states.compute_param_bytes).astype(np.int64)
+        root = (own.root[0] * states.compute_param_bytes).astype(np.int64)
         layer_gathered = np.asarray(dense_gathered).astype(np.int64) - root
         params_ag = np.where(once, gathers * (layer_gathered * (zgroup - 1) // zgroup)
                              + root * (zgroup - 1) // zgroup, params_ag)

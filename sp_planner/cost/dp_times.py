@@ -17,12 +17,13 @@ from typing import Literal
 import numpy as np
 
 from sp_planner.cost.buckets import BucketCounts, bucket_counts
-from sp_planner.cost.fp8_params import dense_gemm_params, gather_bytes_per_gemm_param, unit_gather_width
+from sp_planner.cost.fp8_params import gather_bytes_per_gemm_param, unit_gather_width
 from sp_planner.cost.fsdp import replicate_stride, shard_group_size
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s, ring_steps
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
-from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.params import layer_params_per_rank
+from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.moe import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
@@ -48,15 +49,17 @@ _SHAPE_COLUMNS = ("dp", "pp", "tp", "ulysses", "ring", "zero", "dp_replicate", "
 
 
 def dp_stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                   states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
+                   seq_len: int, states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
                    ) -> tuple[DPTimes, ...]:
     """One pass of every data-parallel collective of a rank of each pipeline stage in `which`
     ("first", "middle", "last"; cost.dp_exposure.DPTimes), priced once per distinct shape
     (_SHAPE_COLUMNS) and spread back over the candidates: a chunk of 65,536 candidates holds a few
     thousand shapes at most (1,500 to 2,700 in a 4096-GPU search), and each is priced call by
     call. A middle or last stage's calls only where there is a pipeline (`_stage_times`; 0
-    elsewhere). `states`: the framework's gradient and gathered-parameter widths (cost.states)."""
-    return tuple(times.at() for times in dp_stage_tables(model, hardware, c, stages=stages,
+    elsewhere). `states`: the framework's gradient and gathered-parameter widths (cost.states);
+    `seq_len`: the workload's, which cost.layer_kinds' kind helpers take (a stage's MoE layers do
+    not depend on it)."""
+    return tuple(times.at() for times in dp_stage_tables(model, hardware, c, stages=stages, seq_len=seq_len,
                                                          gpus_per_node=gpus_per_node, states=states, which=which))
 
 
@@ -89,7 +92,7 @@ class StageTimes:
 
 
 def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                    states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
+                    seq_len: int, states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
                     ) -> tuple[StageTimes, ...]:
     """dp_stage_times before it is spread over the candidates."""
     n = len(c)
@@ -98,7 +101,7 @@ def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: S
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width])
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
-                          states=states, which=which)
+                          seq_len=seq_len, states=states, which=which)
     return tuple(StageTimes(times, len(first), inverse) for times in priced)
 
 
@@ -106,11 +109,12 @@ def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray) -> tuple[Bucke
     """cost.buckets.bucket_counts of each row's stage (its index in STAGES)."""
     return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
                          first_stage=stage_code == STAGES.index("first"),
-                         last_stage=stage_code == STAGES.index("last"))
+                         last_stage=stage_code == STAGES.index("last"), first_stage_layers=c.first_stage_layers,
+                         last_stage_layers=c.last_stage_layers)
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                 states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
+                 seq_len: int, states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
     """dp_stage_times for every row of `c`; a middle or last stage's only on the rows that use
     them, a pipeline's (ZeRO-2/3's per-micro-batch traffic on the critical path, cost.pipeline_dp;
     ZeRO-0/1's own sync of each stage after its last backward, cost.pipeline_tails), 0 on the
@@ -127,7 +131,7 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         stage_code = np.concatenate([np.full(len(at), STAGES.index(stage)) for stage, at in parts])
         times = _priced_rows(model, hardware, c.take(index), stages=StageLayers(
                                  *(np.broadcast_to(np.asarray(v), (n,))[index] for v in stages)),
-                             stage=stage_code, gpus_per_node=gpus_per_node, states=states)
+                             stage=stage_code, gpus_per_node=gpus_per_node, seq_len=seq_len, states=states)
         columns = [np.broadcast_to(np.asarray(v, dtype=np.float64), (len(index),)) for v in times]
         start = 0
         for stage, at in parts:
@@ -160,7 +164,7 @@ def _moving_calls(hardware: HardwareProfile, kind: str, bytes_per_param, n_param
 
 
 def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, stage: np.ndarray,
-                 gpus_per_node: int, states: TrainingStates) -> DPTimes:
+                 gpus_per_node: int, seq_len: int, states: TrainingStates) -> DPTimes:
     """The data-parallel calls on every row of `c` of its stage (`stage`: the index in STAGES)."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
@@ -168,7 +172,6 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     zgroup, zstride = shard_group_size(c), group_stride(c, DP_CP_AXES)
     edp, edp_stride = c.edp, axis_stride(c, "edp")
     rep, rep_stride = c.dp_replicate, replicate_stride(c)
-    first_params, last_params = stage_params_per_rank(model, tp, pp, stages, ep, etp)
     per_layer = layer_params_per_rank(model, tp, ep, etp)
     expert_layer = expert_params_per_rank(model, 1, ep, etp, layers=1)
     dense_layer = per_layer - expert_layer
@@ -235,17 +238,16 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         return (calls("all_gather", dense_width, dense_params, dense_count, "dense")
                 + calls("all_gather", gemm_width, expert_params, expert_count, "expert"))
 
+    # Each row's stage's own parameters, its MoE layers those Megatron places on it (cost.stage_params).
     layers = np.choose(stage, [getattr(stages, name) for name in STAGES])
-    params = np.choose(stage, [{"first": first_params, "middle": layers * per_layer, "last": last_params}[name]
-                               for name in STAGES])
-    experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+    own = stage_params(model, tp, pp, ep, etp, stages, stage_moe_counts(model, seq_len, c, stages))
+    params, experts = np.choose(stage, own.params), np.choose(stage, own.experts)
     dense = params - experts
     # The stage's non-layer parameters: the embedding on the first stage, the output layer and
     # final norm on the last (all three on a single stage), none on a middle one.
-    root = dense - layers * dense_layer
+    root = np.choose(stage, own.root)
     dense_calls, expert_calls = _layouts(model, c, layers, stage)
-    dense_width = unit_gather_width(states, c.precision, c.zero, dense,
-                                    dense_gemm_params(model, tp, ep, etp, layers))
+    dense_width = unit_gather_width(states, c.precision, c.zero, dense, np.choose(stage, own.dense_gemm))
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
     # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer

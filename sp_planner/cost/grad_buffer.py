@@ -102,8 +102,7 @@ import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES, FP32_BYTES
 from sp_planner.cost.fsdp import param_gathers_per_step, reshard_after_forward, shard_group_size
-from sp_planner.cost.moe import expert_params_per_rank
-from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
+from sp_planner.cost.stage_params import stage_moe_counts, stage_params
 from sp_planner.cost.states import TrainingStates, optimizer_bytes_per_param, optimizer_step_bytes_per_param
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import StageLayers
@@ -214,25 +213,21 @@ def optimizer_step_bytes(states: TrainingStates, sync: GradSync | None, c, *, pa
 
 
 def stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
-                     micro_batches, edp):
+                     micro_batches, edp, seq_len: int):
     """(first, middle, last) stage's optimizer_step_bytes: each stage updates its own parameters
     (its layers of the split, the embedding on the first, the output layer and final norm on the
-    last; a single stage holds all of them, given as the first). The middle's is 0 where pp <= 2,
+    last; a single stage holds all of them, given as the first), its MoE layers those Megatron
+    places on it (cost.stage_params; `seq_len`: the workload's). The middle's is 0 where pp <= 2,
     the last's where pp == 1."""
     pp = np.asarray(c.pp)
-    first, last = stage_params_per_rank(model, c.tp, c.pp, stages, c.ep, c.etp)
-    middle = stages.middle * layer_params_per_rank(model, c.tp, c.ep, c.etp)
-
-    def update(params, layers):
-        return optimizer_step_bytes(states, sync, c, params=params, micro_batches=micro_batches, edp=edp,
-                                    experts=expert_params_per_rank(model, c.pp, c.ep, c.etp, layers=layers))
-
-    return (update(first, stages.first), np.where(pp > 2, update(middle, stages.middle), 0.0),
-            np.where(pp > 1, update(last, stages.last), 0.0))
+    own = stage_params(model, c.tp, c.pp, c.ep, c.etp, stages, stage_moe_counts(model, seq_len, c, stages))
+    first, middle, last = (optimizer_step_bytes(states, sync, c, params=params, micro_batches=micro_batches, edp=edp,
+                                                experts=experts) for params, experts in zip(own.params, own.experts))
+    return first, np.where(pp > 2, middle, 0.0), np.where(pp > 1, last, 0.0)
 
 
 def slowest_stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: GradSync | None, c, *, stages: StageLayers,
-                             micro_batches, edp):
+                             micro_batches, edp, seq_len: int):
     """The largest of stage_step_bytes (the one stage's without a pipeline). Megatron-Core syncs
     every stage of the model-parallel group (tp x pp; parallel_state.py:1155 _MODEL_PARALLEL_GROUP)
     on both sides of its update (Megatron-LM d98e8a6): before it, the gradient norm's all-reduce
@@ -244,4 +239,4 @@ def slowest_stage_step_bytes(model: ModelSpec, states: TrainingStates, sync: Gra
     the next step before the largest update is done: charged whole, the next step's pipeline fill
     hides none of it. Since core_v0.11.0 (1468ab01c0, 2024-12); MindSpeed runs core_v0.12.1."""
     return reduce(np.maximum, stage_step_bytes(model, states, sync, c, stages=stages, micro_batches=micro_batches,
-                                               edp=edp))
+                                               edp=edp, seq_len=seq_len))

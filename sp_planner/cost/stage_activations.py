@@ -21,13 +21,12 @@ from collections.abc import Callable
 import numpy as np
 
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_rows_kind_counts
-from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 
 
-def stage_kind_layers(model: ModelSpec, seq_len: int, c: Candidates
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(first, second, last) stage's layers of each kind (cost.layer_kinds.stage_rows_kind_counts;
+def stage_kind_layers(model: ModelSpec, seq_len: int, c) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(first, second, last) stage's layers of each kind, of candidates `c` (or anything with their
+    pp, vpp, first_stage_layers and last_stage_layers) (cost.layer_kinds.stage_rows_kind_counts;
     NaN rows where not placed), or None where the model's layers are all alike."""
     if len(distinct_kinds(model, seq_len)) == 1:
         return None

@@ -12,6 +12,7 @@ optimizer's update (cost.grad_buffer) all take a stage's parameters from here.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -99,6 +100,7 @@ def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_lay
     return StageParams(tuple(params), tuple(experts), tuple(root), tuple(gemm))  # type: ignore[arg-type]
 
 
+@lru_cache(maxsize=4096)
 def stage_moe_flags(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int,
                     stage: int) -> tuple[bool, ...]:
     """Whether each layer of pipeline stage `stage` is MoE, in the stage's own order (chunk 0's

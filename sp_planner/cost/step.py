@@ -250,8 +250,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # before the optimizer, exposed whole (cost.tied_embedding).
     pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
 
-    by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, states=states,
-                              which=("first", "middle", "last"))
+    by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
+                               states=states, which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
@@ -278,7 +278,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # routed experts sharded over the expert-data-parallel group (cost.moe), the rest over dp x cp:
     # the slowest stage's whole, every stage syncing at the gradient norm before its own update
     # and at train_step's model-parallel all-reduces after it (cost.grad_buffer.slowest_stage_step_bytes).
-    optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp)
+    optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp,
+                                               seq_len=workload.seq_len)
 
     # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,

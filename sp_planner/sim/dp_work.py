@@ -16,9 +16,10 @@ import numpy as np
 
 from sp_planner.cost.buckets import BucketLayout, stage_layouts
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
-from sp_planner.cost.fp8_params import dense_gemm_params, gathered_bytes, unit_gather_width
-from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
-from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.fp8_params import gathered_bytes, unit_gather_width
+from sp_planner.cost.params import layer_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
+from sp_planner.cost.stage_params import stage_moe_counts, stage_moe_flags, stage_params
 from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.overlap import chunk_gathers_ahead
 from sp_planner.cost.runtime import Runtime
@@ -70,21 +71,27 @@ def _merge(layouts: tuple[BucketLayout, BucketLayout], timed: Callable[[float, b
 
 def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan, stages: StageLayers,
              layers_of: list[int], groups: dict[str, np.ndarray], zgroups: np.ndarray, replicas: np.ndarray,
-             runtime: Runtime) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
+             runtime: Runtime, *, seq_len: int
+             ) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
     overlapped). Each stage's calls carry its own non-layer parameters (cost.buckets.stage_extras:
     the embedding on the first, the output layer and final norm on the last). Gradients and
     gathered parameters move in the framework's widths (cost.states), overlapped as it overlaps
-    them (cost.overlap)."""
+    them (cost.overlap). A stage's calls are its own layers' (cost.buckets.stage_layouts by each
+    layer's kind, cost.stage_params.stage_moe_flags); the phases, sized from the first stage's
+    own parameters (`seq_len`: the workload's), only set each call's time per parameter."""
     tp, ep, etp, zero = plan.tp, plan.ep, plan.etp, plan.zero
     overlap = runtime.overlap
     grad_bytes = runtime.states.grad_bytes
     z, edp, rep = zgroups.shape[1], groups["edp"].shape[1], plan.dp_replicate
-    params = float(stage_params_per_rank(model, tp, plan.pp, stages, ep, etp)[0])
-    experts = float(expert_params_per_rank(model, plan.pp, ep, etp, layers=stages.first))
+    own = stage_params(model, tp, plan.pp, ep, etp, stages, stage_moe_counts(model, seq_len, plan, stages))
+    params, experts = float(np.ravel(own.params[0])[0]), float(np.ravel(own.experts[0])[0])
     dense = params - experts
-    expert_share = experts if experts > 0 else float(expert_params_per_rank(model, 1, ep, etp, layers=1)) or 1.0
+    # A first stage of dense layers (DeepSeek-V3's) moves no expert: the expert phases move one MoE
+    # layer's instead, so the later stages' expert calls have a time per parameter.
+    experts = experts or float(expert_params_per_rank(model, 1, ep, etp, layers=1))
+    expert_share = experts or 1.0
 
     def share(nbytes: float, n: int) -> float:
         return nbytes * (n - 1) / n
@@ -110,8 +117,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
                     rounds=2, one_call=False)
         # Per-tensor FP8 GEMM weights gathered in FP8 under --fp8-param-gather (cost.fp8_params).
         code = PRECISIONS.index(plan.precision)
-        dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense,
-                                              dense_gemm_params(model, tp, ep, etp, stages.first)))
+        dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense, np.ravel(own.dense_gemm[0])[0]))
         experts_gathered = float(gathered_bytes(runtime.states, code, zero, experts, experts))
         ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather", one_call=False)
         eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather",
@@ -145,10 +151,13 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     overlapped = overlap.grad_all_reduce if zero == 0 else overlap.grad_reduce or zero == 3
     by_chunk = bool(chunk_gathers_ahead(overlap, zero, plan.vpp))
     reduce_calls, gather_calls, early = [], [], []
+    mixed = len(set(mlp_layer_is_moe(model))) > 1
     for stage, n_layers in enumerate(layers_of):
+        moe = stage_moe_flags(model, plan.pp, plan.vpp, plan.first_stage_layers or 0, plan.last_stage_layers or 0,
+                              stage) if mixed else None
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
                                 dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp,
-                                last_stage=stage == plan.pp - 1)
+                                last_stage=stage == plan.pp - 1, moe=moe)
         calls = _merge(layouts, reduce_time)
         if not overlapped:
             every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail

@@ -173,12 +173,12 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     zgroups, replicas = shard_and_replicate_groups(plan)
     layers_of = [int(n) for n in _each_stage(stages.first, stages.middle, stages.last, pp)]
     dp_reduce, dp_gather, early, after_step = dp_calls(phase_result, hw, model, plan, stages, layers_of, groups,
-                                                       zgroups, replicas, runtime)
+                                                       zgroups, replicas, runtime, seq_len=workload.seq_len)
     # Adam over the rank's shard (cost.states) and the data-parallel wrapper's gradient passes
     # (cost.grad_buffer), each stage's own (first, middle ones, last).
     first_b, middle_b, last_b = stage_step_bytes(model, runtime.states, runtime.grad_sync, plan, stages=stages,
-                                                 micro_batches=m, edp=groups["edp"].shape[1])
-    step_bytes = [float(v) for v in _each_stage(first_b, middle_b, last_b, pp)]
+                                                 micro_batches=m, edp=groups["edp"].shape[1], seq_len=workload.seq_len)
+    step_bytes = [float(np.ravel(v)[0]) for v in _each_stage(first_b, middle_b, last_b, pp)]
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
     # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each

@@ -25,8 +25,9 @@ def test_shapes_priced_once_equal_every_row_priced():
         c = _candidates(model, world)
         stages = candidate_stage_layers(model, c)
         which = ("first", "middle", "last")
-        shared = dp_stage_times(model, h100, c, stages=stages, gpus_per_node=8, which=which)
-        rows = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES, which=which)
+        shared = dp_stage_times(model, h100, c, stages=stages, gpus_per_node=8, seq_len=4096, which=which)
+        rows = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES,
+                            which=which)
         assert len(c) > 1000  # many candidates, far fewer shapes: the dedupe does something
         for stage, one, every in zip(which, shared, rows):
             for field, a, b in zip(one._fields, one, every):
@@ -43,13 +44,15 @@ def test_stages_priced_in_one_batch_equal_each_stage_priced_alone():
         model = load_model(name)
         c = _candidates(model, world)
         stages = candidate_stage_layers(model, c)
-        batched = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES, which=STAGES)
+        batched = _stage_times(model, h100, c, stages=stages, gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES,
+                               which=STAGES)
         rows = np.flatnonzero(c.pp > 1)
         assert 0 < len(rows) < len(c) and set(c.zero[rows]) == {0, 1, 2, 3}
         for code, stage in enumerate(STAGES):
             at = np.arange(len(c)) if stage == "first" else rows
             alone = _priced_rows(model, h100, c.take(at), stages=type(stages)(*(np.asarray(v)[at] for v in stages)),
-                                 stage=np.full(len(at), code), gpus_per_node=8, states=MEGATRON_STATES)
+                                 stage=np.full(len(at), code), gpus_per_node=8, seq_len=4096,
+                                 states=MEGATRON_STATES)
             for field, one, every in zip(DPTimes._fields, alone, batched[code]):
                 np.testing.assert_array_equal(np.broadcast_to(one, (len(at),)), every[at], err_msg=f"{stage} {field}")
                 if stage != "first":
@@ -73,7 +76,7 @@ def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):
 
     c = Candidates.of_plan(ParallelPlan(dp=4, zero=3))
     stages = candidate_stage_layers(toy_model, c)
-    mega, ds = (dp_stage_times(toy_model, hardware, c, stages=stages, gpus_per_node=4, states=s)[0]
+    mega, ds = (dp_stage_times(toy_model, hardware, c, stages=stages, gpus_per_node=4, seq_len=4096, states=s)[0]
                 for s in (MEGATRON_STATES, DEEPSPEED_STATES))
     for field in ("grad_all_reduce_s", "grad_reduce_scatter_s", "layer_reduce_s", "root_reduce_s"):
         assert float(getattr(mega, field)[0]) > 0
@@ -92,10 +95,11 @@ def test_calls_priced_on_the_moving_rows_equal_each_row_priced_alone():
     rows = np.random.default_rng(3).choice(len(c), 120, replace=False)
     code = np.arange(len(rows)) % len(STAGES)
     sub, split = c.take(rows), type(stages)(*(np.broadcast_to(v, (len(c),))[rows] for v in stages))
-    batched = _priced_rows(model, h100, sub, stages=split, stage=code, gpus_per_node=8, states=MEGATRON_STATES)
+    batched = _priced_rows(model, h100, sub, stages=split, stage=code, gpus_per_node=8, seq_len=4096,
+                           states=MEGATRON_STATES)
     assert 0 < np.count_nonzero(batched.chunk_all_reduce_s) < len(rows)  # some rows move, some do not
     for i in range(len(rows)):
         one = _priced_rows(model, h100, sub.take(np.array([i])), stages=type(split)(*(v[i:i + 1] for v in split)),
-                           stage=code[i:i + 1], gpus_per_node=8, states=MEGATRON_STATES)
+                           stage=code[i:i + 1], gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES)
         for field, a, b in zip(DPTimes._fields, one, batched):
             assert np.broadcast_to(a, (1,))[0] == np.broadcast_to(b, (len(rows),))[i], field

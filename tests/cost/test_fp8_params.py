@@ -160,8 +160,8 @@ def test_gather_time_saves_the_bandwidth_of_a_byte_per_gemm_weight():
     l40s = load_hardware("l40s")
     c = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="fp8"))
     stages = candidate_stage_layers(MODEL, c)
-    fp8, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, states=MEGATRON_STATES)
-    bf16, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, states=MINDSPEED_STATES)
+    fp8, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES)
+    bf16, = dp_stage_times(MODEL, l40s, c, stages=stages, gpus_per_node=8, seq_len=4096, states=MINDSPEED_STATES)
     # Same calls, same latencies: only the bytes differ, 7/8 of GEMM_PARAMS x 1 B (dp 8 in a node),
     # at the Simple protocol's busbw (the calls' megabytes run Simple, cost.nccl_protocols).
     per_byte = (ring_alpha_beta_s(l40s, "all_gather", 1.0, 8, 1, 8)

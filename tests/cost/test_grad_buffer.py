@@ -166,7 +166,7 @@ def test_each_pipeline_stage_steps_its_own_parameters_and_the_step_charges_the_l
     layer, table = 427_835_392, 525_336_576
     expected = (23.5 * (4 * layer + table), 23.5 * 12 * layer, 23.5 * (4 * layer + table + 8192))
     one, stages = Candidates.of_plan(plan), stage_layers(80, 8, 4, 4)
-    kw = dict(stages=stages, micro_batches=8, edp=4)
+    kw = dict(stages=stages, micro_batches=8, edp=4, seq_len=4096)
     got = stage_step_bytes(model, MEGATRON_RUNTIME.states, MEGATRON_GRAD_SYNC, one, **kw)
     assert [float(v[0]) for v in got] == pytest.approx(expected, rel=1e-12)
     slowest = float(slowest_stage_step_bytes(model, MEGATRON_RUNTIME.states, MEGATRON_GRAD_SYNC, one, **kw)[0])

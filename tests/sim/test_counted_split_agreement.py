@@ -42,7 +42,7 @@ def test_every_stage_syncs_its_layers_chunk_by_chunk_in_both_models(zero):
     stages = stage_layers(MODEL.num_layers, 5, 9, 9)
     assert [int(v) for v in stages] == [9, 10, 9]
     times = dp_stage_times(MODEL, L40S, Candidates.of_plan(plan), stages=stages, gpus_per_node=GPUS,
-                           which=("first", "middle", "last"))
+                           seq_len=WORKLOAD.seq_len,  which=("first", "middle", "last"))
     sync = [float((t.grad_all_reduce_s if zero == 0 else t.grad_reduce_scatter_s)[0]) for t in times]
     chunk = [float((t.chunk_all_reduce_s if zero == 0 else t.chunk_reduce_scatter_s)[0]) for t in times]
     simulated = [work.reduce_calls(s).total_s for s in (0, 2, 4)]

@@ -1,0 +1,74 @@
+"""Each stage's own parameters (cost.stage_params): its MoE layers those Megatron places on it."""
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.cost.buckets import stage_layouts
+from sp_planner.cost.params import stage_params_per_rank
+from sp_planner.cost.stage_params import stage_moe_counts, stage_moe_flags, stage_params
+from sp_planner.pipeline import stage_layers
+from sp_planner.plan import ParallelPlan
+from sp_planner.space import Candidates
+
+DSV3, MAVERICK = load_model("DeepSeek-V3"), load_model("Llama-4-Maverick-17B-128E")
+DSV3_PLAN = ParallelPlan(tp=2, pp=16, dp=8, ep=16, first_stage_layers=4, last_stage_layers=1)
+MAVERICK_PLAN = ParallelPlan(tp=1, pp=8, vpp=2, dp=16, ep=16)
+
+
+def _own(model, plan):
+    stages = stage_layers(model.num_layers, plan.pp, plan.first_stage_layers or 0, plan.last_stage_layers or 0)
+    c = Candidates.of_plan(plan)
+    return stages, stage_params(model, plan.tp, plan.pp, plan.ep, plan.etp, stages,
+                                stage_moe_counts(model, 4096, c, stages))
+
+
+def test_deepseek_v3s_first_stage_holds_one_moe_layers_experts():
+    stages, own = _own(DSV3, DSV3_PLAN)
+    assert [int(v) for v in stages] == [4, 4, 1]
+    # Layers 0-2 dense, 3 MoE: 1 layer of 256 routed experts (11,274,289,152) over ep 16, not
+    # 4 x 58/61 of them.
+    assert float(own.experts[0][0]) == 11_274_289_152 / 16
+    # Its other parameters at tp 2: 4 layers' MLA (187,107,328 / 2) and norms (14,336), 3 dense
+    # MLPs (3 x 7168 x 18432 / 2), the MoE layer's shared expert (3 x 7168 x 2048 / 2) and router
+    # (7168 x 256), the embedding (129,280 x 7168 / 2).
+    dense = (4 * (187_107_328 / 2 + 14_336) + 3 * 3 * 7168 * 18432 / 2 + 3 * 7168 * 2048 / 2 + 7168 * 256
+             + 129_280 * 7168 / 2)
+    assert float(own.params[0][0] - own.experts[0][0]) == pytest.approx(dense, rel=1e-12)
+    assert float(np.ravel(own.root[0])[0]) == pytest.approx(129_280 * 7168 / 2, rel=1e-12)
+    # The middle stage: 4 MoE layers' experts.
+    assert float(own.experts[1][0]) == 4 * 11_274_289_152 / 16
+
+
+def test_a_model_of_one_kind_keeps_the_average_to_the_bit():
+    model = load_model("Qwen3-30B-A3B")
+    plan = ParallelPlan(tp=2, pp=4, dp=4, ep=4)
+    stages, own = _own(model, plan)
+    first, last = stage_params_per_rank(model, plan.tp, plan.pp, stages, plan.ep, plan.etp)
+    assert float(np.ravel(own.params[0])[0]) == float(first) and float(np.ravel(own.params[2])[0]) == float(last)
+
+
+def test_maverick_interleaved_stage_1_holds_4_moe_layers():
+    # pp 8, vpp 2: stage 1 holds layers 3-5 and 27-29, MoE every 2nd layer (1, 3, 5, ...): 4 of 6
+    # (a contiguous count gives 3).
+    stages, _ = _own(MAVERICK, MAVERICK_PLAN)
+    moe = stage_moe_counts(MAVERICK, 4096, Candidates.of_plan(MAVERICK_PLAN), stages)
+    assert [float(v[0]) for v in moe] == [2, 4, 4]  # the last stage: layers 21-23 and 45-47
+    assert stage_moe_flags(MAVERICK, 8, 2, 0, 0, 1) == (True, False, True) * 2
+
+
+@pytest.mark.parametrize("zero", [1, 3])
+@pytest.mark.parametrize(("model", "plan"), [(DSV3, DSV3_PLAN), (MAVERICK, MAVERICK_PLAN)])
+def test_each_stages_calls_carry_its_own_parameters(model, plan, zero):
+    # The buckets (FSDP units) the analytic model counts and the simulator times hold the stage's
+    # own dense and expert parameters (within 1e-9).
+    stages, own = _own(model, plan)
+    for at, stage in enumerate((0, 1, plan.pp - 1)):
+        moe = stage_moe_flags(model, plan.pp, plan.vpp, plan.first_stage_layers or 0, plan.last_stage_layers or 0,
+                              stage)
+        dense, expert = stage_layouts(model, tp=plan.tp, ep=plan.ep, etp=plan.etp, layers=len(moe),
+                                      single_stage=False, dp=plan.dp, zero=zero, first_stage=stage == 0,
+                                      vpp=plan.vpp, last_stage=stage == plan.pp - 1, moe=moe)
+        total = [sum(layout.head) + sum(map(sum, layout.layers)) + sum(layout.tail) for layout in (dense, expert)]
+        experts = float(np.ravel(own.experts[at])[0])
+        assert total == pytest.approx([float(np.ravel(own.params[at])[0]) - experts, experts], rel=1e-9)
