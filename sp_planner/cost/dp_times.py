@@ -24,7 +24,7 @@ from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_lat
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.stage_params import stage_moe_counts, stage_params
-from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.columns import take_rows
@@ -240,12 +240,23 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
 
     # Each row's stage's own parameters, its MoE layers those Megatron places on it (cost.stage_params).
     layers = np.choose(stage, [getattr(stages, name) for name in STAGES])
-    own = stage_params(model, tp, pp, ep, etp, stages, stage_moe_counts(model, seq_len, c, stages))
+    moe_counts = stage_moe_counts(model, seq_len, c, stages)
+    own = stage_params(model, tp, pp, ep, etp, stages, moe_counts)
     params, experts = np.choose(stage, own.params), np.choose(stage, own.experts)
     dense = params - experts
     # The stage's non-layer parameters: the embedding on the first stage, the output layer and
-    # final norm on the last (all three on a single stage), none on a middle one.
+    # final norm on the last (all three on a single stage), none on a middle one; MTP's depths on
+    # the last (cost.mtp), their routed experts over edp (root_experts).
     root = np.choose(stage, own.root)
+    layer_experts = expert_params_per_rank(model, pp, ep, etp, moe_layers=np.choose(stage, moe_counts))
+    root_experts = experts - layer_experts if model.mtp_layers else 0.0
+    if len(set(mlp_layer_is_moe(model))) > 1:
+        # A layer of the stage where the model's MLP kinds differ: its own layers' average (DeepSeek-V3's
+        # first stage of 3 dense layers gathers and reduces no expert; ZeRO-3's per-layer calls and
+        # the later chunks' buckets, as the simulator runs each layer's own, sim.dp_work).
+        some = np.where(layers > 0, layers, 1.0)
+        dense_layer = np.where(layers > 0, (dense - root) / some, dense_layer)
+        expert_layer = np.where(layers > 0, layer_experts / some, expert_layer)
     dense_calls, expert_calls = _layouts(model, c, layers, stage)
     dense_width = unit_gather_width(states, c.precision, c.zero, dense, np.choose(stage, own.dense_gemm))
     unhideable_experts = expert_calls.unhideable_params
@@ -276,8 +287,8 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         layer_gather_s=(calls("all_gather", layer_width, dense_layer, 1, "dense")
                         + calls("all_gather", gemm_width, expert_layer, 1, "expert")),
         layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
-        root_gather_s=both("all_gather", param_bytes, root, 1, 0.0, 0),
-        root_reduce_s=reduce(root, 1, 0.0, 0),
+        root_gather_s=both("all_gather", param_bytes, root, 1, root_experts, 1),
+        root_reduce_s=reduce(root, 1, root_experts, 1),
         chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
         chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
         chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),

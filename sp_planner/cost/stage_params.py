@@ -26,6 +26,7 @@ from sp_planner.cost.moe import (
     moe_layer_fraction,
     stage_moe_layers,
 )
+from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held
 from sp_planner.pipeline import StageLayers, split_breaks, stage_layers
@@ -88,16 +89,37 @@ def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_lay
     dense_mlp, moe_mlp = layer_mlp_params_per_rank(model, tp, ep, etp)
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
     average = (first_p, stages.middle * per_layer, last_p)
+    # Multi-token prediction's depths on the last stage (the one at pp 1; cost.mtp): their routed
+    # experts reduce over edp with the layers', the rest rides with the root (its FSDP unit and
+    # buckets, cost.buckets.mtp_tensors), its GEMM weights (the layer's less its norms and experts,
+    # and eh_proj) among the stage's.
+    mtp_experts, mtp_gemm = mtp_expert_and_gemm_params(model, tp, ep, etp)
+    holds_mtp = (np.asarray(pp) == 1, np.zeros(np.shape(pp), dtype=bool), np.asarray(pp) > 1)
     params, experts, root, gemm = [], [], [], []
     for at, (avg, layers, moe) in enumerate(zip(average, stages, moe_layers)):
         extra = moe - layers * f  # MoE layers beyond the average share (0 where the layers are alike)
         avg_experts = expert_params_per_rank(model, pp, ep, etp, layers=layers)
+        mtp = np.where(holds_mtp[at], 1.0, 0.0)
         params.append(avg + extra * (moe_mlp - dense_mlp))
-        experts.append(expert_params_per_rank(model, pp, ep, etp, moe_layers=moe))
+        experts.append(expert_params_per_rank(model, pp, ep, etp, moe_layers=moe) + mtp * mtp_experts)
         # A middle stage holds no root parameters.
-        root.append(np.zeros(np.shape(avg)) if at == 1 else (avg - avg_experts) - layers * (per_layer - expert_layer))
-        gemm.append(dense_gemm_params(model, tp, ep, etp, layers) + extra * (moe_mlp - expert_layer - dense_mlp))
+        root.append(np.zeros(np.shape(avg)) if at == 1 else (avg - avg_experts) - layers * (per_layer - expert_layer)
+                    - mtp * mtp_experts)
+        gemm.append(dense_gemm_params(model, tp, ep, etp, layers) + extra * (moe_mlp - expert_layer - dense_mlp)
+                    + mtp * mtp_gemm)
     return StageParams(tuple(params), tuple(experts), tuple(root), tuple(gemm))  # type: ignore[arg-type]
+
+
+def mtp_expert_and_gemm_params(model: ModelSpec, tp, ep, etp) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """(routed-expert, non-expert GEMM) parameters of the model's MTP depths on one rank (cost.mtp;
+    cost.params.mtp_params_per_rank holds them all); 0 without MTP."""
+    if not model.mtp_layers:
+        return 0.0, 0.0
+    kind = mtp_params_model(model)
+    experts = model.mtp_layers * expert_params_per_rank(kind, 1, ep, etp, layers=1)
+    layer = layer_params_per_rank(kind, tp, ep, etp) - expert_params_per_rank(kind, 1, ep, etp, layers=1)
+    eh_proj = 2 * model.hidden_size * model.hidden_size / np.asarray(tp, dtype=np.float64)
+    return experts, model.mtp_layers * (layer - kind.norm_params_per_layer + eh_proj)
 
 
 @lru_cache(maxsize=4096)
