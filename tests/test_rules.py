@@ -44,9 +44,12 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     # Offloading every layer's activations breaks the offload rule (pp 1 and no recompute with it,
     # as ParallelPlan requires).
     offload_all = Pins(pp=1, recompute="none", cpu_offload_layers=model.num_layers)
+    # Recompute mla_up_proj pinned on these models without MLA breaks its rule (the free search
+    # offers it to MLA models only).
     columns = _concat(enumerate_candidates(workload, world, Pins(vpp=2), axes=axes),
                       enumerate_candidates(workload, world, Pins(ep=3, vpp=2), axes=axes),
-                      enumerate_candidates(workload, world, offload_all, axes=axes))
+                      enumerate_candidates(workload, world, offload_all, axes=axes),
+                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mla_up_proj"), axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
