@@ -67,11 +67,33 @@ def counted_split(num_layers: int, pp, vpp):
     return np.where(ok, per - 1, 0), np.where(ok, per - 1, 0)
 
 
-def default_split(num_layers: int, pp, vpp):
+def default_split(num_layers: int, pp, vpp, mtp_layers: int = 0):
     """The split the search uses: even where it is valid, else the counted one (the Llama 3
     paper's: 126 layers over 16 stages run 7 on the first and last, 8 elsewhere, arXiv 2407.21783
-    section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even."""
-    return per_distinct(partial(_default_split, num_layers), pp, vpp)
+    section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even.
+    With `mtp_layers` multi-token prediction depths, which run on the last stage (cost.mtp), an
+    even or generic split moves that many layers (rounded up to whole chunks) from the last stage
+    to the first where the last keeps one chunk at least: Megatron-Bridge's DeepSeek-V3 layouts do
+    so (src/megatron/bridge/recipes/deepseek/deepseek_v3.py at v0.4.0 lines 36-45: pp 4 16 / 13,
+    pp 8 8 / 5, pp 16 4 / 1, each last stage with its MTP depth and the loss); the counted split,
+    Megatron's own accounting of the embedding and the loss, stays as it is."""
+    first, last = per_distinct(partial(_default_split, num_layers), pp, vpp)
+    if not mtp_layers:
+        return first, last
+    return _mtp_shifted(num_layers, np.asarray(pp), np.asarray(vpp), first, last, mtp_layers)
+
+
+def _mtp_shifted(num_layers: int, pp, vpp, first, last, mtp_layers: int):
+    """default_split's MTP shift of the even (0, 0) or generic split (not the counted one)."""
+    counted_first, _ = counted_split(num_layers, pp, vpp)
+    even = (first == 0) & (last == 0)
+    per = num_layers // np.maximum(pp, 1)
+    base_first, base_last = np.where(even, per, first), np.where(even, per, last)
+    shift = -(-mtp_layers // vpp) * vpp  # whole chunks: each stage's layers stay divisible by vpp
+    shifts = (pp > 1) & ~((first > 0) & (first == counted_first) & (counted_first > 0)) & (base_last - shift >= vpp)
+    shifts &= ~even | ((num_layers % pp == 0) & (per % vpp == 0))
+    return (np.where(shifts, base_first + shift, first).astype(np.int64),
+            np.where(shifts, base_last - shift, last).astype(np.int64))
 
 
 def _default_split(num_layers: int, pp, vpp):

@@ -254,7 +254,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     num_layers = axes.num_layers if axes is not None else 1
     at = {name: i for i, name in enumerate(names)}
     keep = _vpp_keep(workload, table[:, at["dp"], None], table[:, at["pp"], None], table[:, at["micro_batch"], None],
-                     extra[None, :, 0], num_layers, pins.vpp is not None or axes is None)
+                     extra[None, :, 0], num_layers, pins.vpp is not None or axes is None,
+                     axes.mtp_layers if axes is not None else 0)
     rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
     # One contiguous array per field, gathered field by field: the rules and the cost model read
     # every column many times, several times faster than as strided views of a row-major table.
@@ -262,7 +263,7 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     columns = [column[rows] for column in by_field] + [extra[picked, 0], extra[picked, 1]]
     named = dict(zip((*names, "vpp", "precision"), columns))
     if axes is not None:
-        first, last = default_split(axes.num_layers, named["pp"], named["vpp"])
+        first, last = default_split(axes.num_layers, named["pp"], named["vpp"], axes.mtp_layers)
     else:
         first = last = np.zeros(len(rows), dtype=np.int64)
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},

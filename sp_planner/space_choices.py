@@ -29,6 +29,7 @@ class Axes(NamedTuple):
     precisions: tuple[Precision, ...] = ("bf16",)
     num_experts: int = 0
     mla: bool = False  # multi-latent attention: recompute mla_up_proj is tried too
+    mtp_layers: int = 0  # multi-token prediction depths on the last stage (pipeline.default_split)
 
 
 def _num_experts(axes: Axes | None) -> int:
@@ -71,13 +72,13 @@ def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
     return list(VPP_CHOICES) if axes is not None else [1]
 
 
-def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool):
+def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool, mtp_layers: int = 0):
     """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
     for the micro-batch count), so that the search does not list them as rule breakers."""
     if pinned:
         return np.ones(np.shape(vpp), dtype=bool)
     m = workload.global_batch // (dp * mb)
-    first, last = default_split(num_layers, pp, vpp)
+    first, last = default_split(num_layers, pp, vpp, mtp_layers)
     return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
 
 
@@ -91,6 +92,8 @@ def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | N
     dp, pp, mb, owner = (np.array(col, dtype=np.int64)[:, None] for col in zip(*triples))
     vpps = np.array(_vpp_choices(pins, axes), dtype=np.int64)[None, :]
     num_layers = axes.num_layers if axes is not None else 1
-    keep = np.broadcast_to(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None),
+    mtp = axes.mtp_layers if axes is not None else 0
+    keep = np.broadcast_to(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None,
+                                     mtp),
                            (len(triples), vpps.shape[1]))  # (triples, vpp choices)
     return np.bincount(owner[:, 0], weights=keep.sum(axis=1), minlength=len(pairs)).astype(np.int64)

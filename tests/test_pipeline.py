@@ -153,3 +153,19 @@ def test_an_uneven_split_over_two_interleaved_stages_breaks():
     # chunk layers by pp - 2: pp 2 with vpp 2 and 22/20 layers raises ZeroDivisionError on rank 1.
     assert split_breaks(42, np.array([2, 2, 4]), np.array([2, 1, 2]), np.array([22, 22, 12]),
                         np.array([20, 20, 10])).tolist() == [True, False, False]
+
+
+def test_mtp_moves_whole_chunks_from_the_last_stage_to_the_first():
+    # Megatron-Bridge's DeepSeek-V3 layouts (deepseek_v3.py at v0.4.0 lines 36-45): 61 layers with
+    # one MTP depth run 16 / 16 / 16 / 13 over pp 4, 8 / 8 x 6 / 5 over pp 8, 4 / 4 x 14 / 1 over pp
+    # 16; without MTP the generic split gives the last stage a chunk less than the first at most.
+    for pp, without, with_mtp in ((4, (15, 14), (16, 13)), (8, (7, 6), (8, 5)), (16, (3, 2), (4, 1))):
+        assert tuple(int(v[0]) for v in default_split(61, np.array([pp]), np.array([1]))) == without
+        assert tuple(int(v[0]) for v in default_split(61, np.array([pp]), np.array([1]), 1)) == with_mtp
+    # An even split moves whole chunks: 32 layers over pp 4 x vpp 2 run 10 / 8 / 8 / 6.
+    assert tuple(int(v[0]) for v in default_split(32, np.array([4]), np.array([2]), 1)) == (10, 6)
+    # The counted split (Megatron's accounting of the embedding and the loss) stays; a single stage
+    # has no split; a last stage of one chunk keeps it.
+    assert tuple(int(v[0]) for v in default_split(94, np.array([8]), np.array([3]), 1)) == (11, 11)
+    assert tuple(int(v[0]) for v in default_split(61, np.array([1]), np.array([1]), 1)) == (0, 0)
+    assert tuple(int(v[0]) for v in default_split(16, np.array([16]), np.array([1]), 1)) == (0, 0)

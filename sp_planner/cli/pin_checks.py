@@ -65,7 +65,7 @@ def check_pins(
     only checked when tp and ulysses are both pinned.
     """
     pp, stage_vpp = degrees["pp"] or 1, vpp or 1
-    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp))
+    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp, model.mtp_layers))
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
@@ -122,7 +122,7 @@ def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, work
     free = gpus_left_to(degrees, world_size, "pp")
     others = {axis: 1 for axis in degrees if axis != "pp"}
     for pp in (d for d in range(2, free + 1) if free % d == 0):
-        first, last = (int(x) for x in default_split(model.num_layers, pp, vpp))
+        first, last = (int(x) for x in default_split(model.num_layers, pp, vpp, model.mtp_layers))
         plan = ParallelPlan(**others, pp=pp, vpp=vpp, first_stage_layers=first or None, last_stage_layers=last or None)
         if not any(v.rule == "layers" for v in violations(plan, model, workload)):
             return
