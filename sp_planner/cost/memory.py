@@ -243,6 +243,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                 compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]), average))
     # Multi-token prediction's depths on the last stage (at pp 1 the one stage; cost.mtp): each
     # saves its layer's activations (its own kind's) and the inputs of eh_proj and its norms.
+    mtp_saved = 0.0
     if model.mtp_layers:
         mtp_model = mtp_layer_model(model, workload.seq_len)
         mtp_layer = stored if mtp_model is None else saved_activation_bytes_per_layer(
@@ -250,12 +251,13 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
             compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]
         mtp_saved = model.mtp_layers * mtp_layer + mtp_saved_extra_bytes(
             model, sequence_parallel_region_tokens(n, tp, sequence_parallel))
-        saved_last = saved_last + mtp_saved
-        saved_first = saved_first + np.where(pp == 1, mtp_saved, 0.0)
-    act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m)
+    # The depths run in the last chunk alone, of which the last rank holds one micro-batch at its
+    # peak (the loss's; an interleaved last rank's other forwards in flight are its earlier
+    # chunks', pipeline.forwards_before_backward): once, not per micro-batch in flight.
+    act_first = (saved_first + emb_mask) * first_stage_in_flight(pp, c.vpp, m) + np.where(pp == 1, mtp_saved, 0.0)
     # The last rank holds one micro-batch under 1F1B and more when interleaved; of the middle
     # ranks (pp >= 3; equal layers) the second holds the most (pipeline.stage_in_flight).
-    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1)
+    act_last = saved_last * stage_in_flight(pp, c.vpp, m, pp - 1) + mtp_saved
     act_middle = saved_middle * stage_in_flight(pp, c.vpp, m, 1)
     logits_last = loss_peak_bytes(loss_memory, tokens=n, vocab_size=model.vocab_size, hidden_size=model.hidden_size,
                                   tp=tp, pp=pp, micro_batch=c.micro_batch)

@@ -139,3 +139,21 @@ def test_the_simulator_runs_the_depths_as_the_analytic_model_counts_them(name, s
     assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.01)
     without = evaluate(load_model(name), H100, workload, plan, num_nodes=nodes, gpus_per_node=8)
     assert est.step_time_s > without.step_time_s
+
+
+@pytest.mark.parametrize("vpp", [1, 2, 4])
+def test_an_interleaved_last_rank_holds_the_depths_activations_once(vpp):
+    # The depths run in the last chunk only; at the last rank's peak (its first backward) its
+    # in-flight forwards are pp x (vpp - 1) of earlier chunks and one of the last: Llama-3-8B at 4K
+    # over pp 4, a second depth adds one layer's saved bytes and 10h bytes a token, whatever vpp
+    # (not ((vpp - 1) pp + 1) / vpp times them: 2.5x at vpp 2).
+    from sp_planner.cost.activations import saved_activation_bytes_per_layer
+    from sp_planner.cost.memory import memory_columns
+
+    llama, workload = load_model("Llama-3-8B"), Workload(seq_len=4096, global_batch=64)
+    c = Candidates.of_plan(ParallelPlan(pp=4, vpp=vpp, dp=2))
+    one, two = (memory_columns(llama.model_copy(update={"mtp_layers": k}), H100, workload, c, domain_gpus=8)
+                for k in (1, 2))
+    assert float(one.logits_bytes[0]) > 0 and float(two.logits_bytes[0]) > 0  # the last stage peaks
+    layer = float(saved_activation_bytes_per_layer(llama, H100, workload, c)[0][0])
+    assert float(two.activations_bytes[0] - one.activations_bytes[0]) == layer + 5 * 2 * 4096 * 4096
