@@ -56,6 +56,7 @@ def check_pins(
     vpp: int | None = None,
     *,
     world_size: int,
+    recompute: str | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break.
 
@@ -69,7 +70,7 @@ def check_pins(
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
-        **(experts or {}),
+        recompute=recompute or "none", **(experts or {}),
     )
     skip = set() if (degrees["tp"] and degrees["ulysses"]) else {"kv_heads"}
     # The expert grid must divide a stage's GPUs (world / pp). Unpinned degrees are 1 in `partial`,

@@ -25,7 +25,7 @@ from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, w
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import MTP_FRAMEWORKS, Framework as FrameworkName
+from sp_planner.flags.base import MLA_UP_PROJ_FRAMEWORKS, MTP_FRAMEWORKS, Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
@@ -223,6 +223,10 @@ def plan(
     if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
         raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
                              "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
+    if recompute == "mla_up_proj" and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute mla_up_proj is Megatron's --recompute-modules mla_up_proj, and {framework} "
+                             "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
+                             "or --recompute selective or full")
     if bf16_adam_moments and framework not in ("megatron", "all"):
         raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")

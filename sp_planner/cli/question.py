@@ -198,7 +198,7 @@ def resolve_question(
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16)
     check_pins(with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
-               world_size=world_size)
+               world_size=world_size, recompute=recompute)
     check_fsdp_pins(with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
                     data_parallel_gpus=gpus_left_to(degrees, world_size, "dp"))
     return PlanQuestion(

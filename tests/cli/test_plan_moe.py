@@ -230,3 +230,21 @@ def test_mtp_for_a_framework_without_it_is_refused(sp_plan):
     assert result.exit_code == 2
     assert "--mtp-layers is Megatron's --mtp-num-layers, and torchtitan has no multi-token prediction" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_mla_up_proj_for_a_framework_without_it_is_refused(sp_plan):
+    result = sp_plan("--model", "DeepSeek-V3", "--hardware", "H100-SXM", "--nodes", "32", "--seq-len", "4k",
+                     "--recompute", "mla_up_proj", "--framework", "torchtitan")
+    assert result.exit_code == 2
+    assert "--recompute mla_up_proj is Megatron's --recompute-modules mla_up_proj, and torchtitan" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mla_up_proj_pinned_on_a_model_without_mla_is_refused_before_the_search(sp_plan):
+    # Like --ep 2 on a dense model: the pin alone breaks a hard rule (plan rule mla_up_proj), so
+    # exit 2 before any search, not a ranked table of plans that all break it and exit 1.
+    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", "mla_up_proj")
+    assert result.exit_code == 2
+    assert "the pinned plan breaks the mla_up_proj rule" in result.stderr
+    assert "Traceback" not in result.stderr
