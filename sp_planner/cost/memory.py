@@ -200,7 +200,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     def stage_states(at: int, layers, holds_output):
         """The stage's (index `at` in own's (first, middle, last)) states over its `layers` layers."""
         params, experts, root = own.params[at], own.experts[at], own.root[at]
-        stage_gemm = params - root - layers * model.norm_params_per_layer
+        # Its GEMM weights: its layers' less their norms, and the MTP depths' among its root ones.
+        stage_gemm = params - root - layers * model.norm_params_per_layer + own.root_gemm[at]
         # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
         # group (cost.moe), the rest over dp x cp.
         dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)

@@ -70,12 +70,15 @@ class StageParams(NamedTuple):
     """Per rank, each of the (first, middle = second, last) stage's parameters, its routed experts
     among them (reduced over edp, cost.moe), its root (non-layer) parameters (the embedding on the
     first stage, the output layer and final norm on the last, cost.params.stage_params_per_rank)
-    and the GEMM weights among its non-expert ones (cost.fp8_params.dense_gemm_params)."""
+    and the GEMM weights among its non-expert ones (cost.fp8_params.dense_gemm_params), of which
+    `root_gemm` among its root ones (the MTP depths' on the stage that holds them, cost.mtp; 0
+    elsewhere: the embedding, output layer and norms are no TE GEMM weights)."""
 
     params: tuple[np.ndarray, np.ndarray, np.ndarray]
     experts: tuple[np.ndarray, np.ndarray, np.ndarray]
     root: tuple[np.ndarray, np.ndarray, np.ndarray]
     dense_gemm: tuple[np.ndarray, np.ndarray, np.ndarray]
+    root_gemm: tuple[np.ndarray | float, np.ndarray | float, np.ndarray | float] = (0.0, 0.0, 0.0)
 
 
 def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_layers) -> StageParams:
@@ -107,7 +110,8 @@ def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_lay
                     - mtp * mtp_experts)
         gemm.append(dense_gemm_params(model, tp, ep, etp, layers) + extra * (moe_mlp - expert_layer - dense_mlp)
                     + mtp * mtp_gemm)
-    return StageParams(tuple(params), tuple(experts), tuple(root), tuple(gemm))  # type: ignore[arg-type]
+    root_gemm = tuple(np.where(holds, 1.0, 0.0) * mtp_gemm if model.mtp_layers else 0.0 for holds in holds_mtp)
+    return StageParams(tuple(params), tuple(experts), tuple(root), tuple(gemm), root_gemm)  # type: ignore[arg-type]
 
 
 def mtp_expert_and_gemm_params(model: ModelSpec, tp, ep, etp) -> tuple[np.ndarray | float, np.ndarray | float]:

@@ -181,11 +181,12 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     step_bytes = [float(np.ravel(v)[0]) for v in _each_stage(first_b, middle_b, last_b, pp)]
     pp_bytes = comm.pp_p2p / (2 * m * plan.vpp) if pp > 1 else 0.0  # one activation or gradient
     pp_send = phase("pp send/recv", groups["pp"], pp_bytes, "chain", "p2p")
-    # A tied table's gradient all-reduce over each pipeline's two ends (cost.tied_embedding): each
-    # sends 2 (n - 1) / n = 1 x its buffer in the ring's two rounds.
+    # The embedding table's gradient all-reduce over each pipeline's two ends (a tied output layer's,
+    # or MTP's copy on the last stage; cost.tied_embedding): each sends 2 (n - 1) / n = 1 x its
+    # buffer in the ring's two rounds.
     tied_bytes = float(tied_grad_bytes(model, one, runtime.states)[0])
-    tied = phase("tied embedding grad all-reduce", groups["pp"][:, [0, -1]], tied_bytes, "ring", "all_reduce",
-                 rounds=2) if tied_bytes > 0 else 0.0
+    tied = phase("embedding grad all-reduce (pipeline ends)", groups["pp"][:, [0, -1]], tied_bytes, "ring",
+                 "all_reduce", rounds=2) if tied_bytes > 0 else 0.0
 
     # A pipeline's ZeRO-3 stages synced once a step (torch.distributed.pipelining, cost.fsdp.stage_synced).
     synced = bool(stage_synced(runtime.overlap.pp_stage_grad_sync, pp, plan.zero))

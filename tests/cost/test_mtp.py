@@ -157,3 +157,17 @@ def test_an_interleaved_last_rank_holds_the_depths_activations_once(vpp):
     assert float(one.logits_bytes[0]) > 0 and float(two.logits_bytes[0]) > 0  # the last stage peaks
     layer = float(saved_activation_bytes_per_layer(llama, H100, workload, c)[0][0])
     assert float(two.activations_bytes[0] - one.activations_bytes[0]) == layer + 5 * 2 * 4096 * 4096
+
+
+def test_the_depths_gemm_weights_are_the_last_stages_root_gemm():
+    # Their FP8 copies (cost.memory) and FP8 gathers (cost.dp_times): the layer's weights less its
+    # norms and routed experts (MLA, the shared expert, the router) and eh_proj, at tp 1; routed
+    # experts over edp with the stage's (cost.stage_params).
+    from sp_planner.cost.stage_params import stage_params
+    stages = stage_layers(61, np.array([16]), np.array([4]), np.array([1]))
+    moe = (np.array([1.0]), np.array([4.0]), np.array([1.0]))
+    own = stage_params(DSV3_MTP, 1, np.array([16]), 8, 1, stages, moe)
+    assert float(own.root_gemm[2][0]) == MLA + 3 * H * 2048 + H * 256 + 2 * H * H
+    assert float(own.root_gemm[0][0]) == 0.0 and float(own.root_gemm[1][0]) == 0.0
+    without = stage_params(DSV3, 1, np.array([16]), 8, 1, stages, moe)
+    assert float(own.experts[2][0] - without.experts[2][0]) == 256 * 3 * H * 2048 / 8
