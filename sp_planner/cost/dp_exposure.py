@@ -2,16 +2,20 @@
 ZeRO-3's per-layer traffic against the compute they hide behind, with the limits cost.overlap's
 module docstring lists (buckets that cannot hide, the first layer never hidden, reshard after
 forward gathering twice, the interleaved schedule's per-chunk syncs; ZeRO-3's pass layer by layer
-is cost.layerwise's), per micro-batch or once a step; a step's sum of them is cost.dp_passes'.
-Vectorized over candidates."""
+is cost.layerwise's, a single stage's of mixed kinds cost.layer_walk's), per micro-batch or once a
+step; a step's sum of them is cost.dp_passes'. Vectorized over candidates."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.layerwise import layerwise_exposed_s
+from sp_planner.cost.layer_walk import walked_zero3_s
+from sp_planner.cost.layerwise import layerwise_exposed_s, rooted_forward_s
+
+if TYPE_CHECKING:
+    from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.pipeline import end_chunk_layers
 
@@ -73,7 +77,7 @@ def zero3_forward_s(overlap: Overlap, times: DPTimes, fwd_layer_s, layers, *, be
 
 def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
                      ahead_s=0.0, chunks=1, edges: Edges | None = None, head_s=0.0, root_gathers=1.0,
-                     fwd_gathers=1.0):
+                     fwd_gathers=1.0, kinds: KindPasses | None = None):
     """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
     under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
     parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
@@ -96,7 +100,9 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     `root_gathers`: ZeRO-3's root-unit gathers per micro-batch on average, 1 or 1/m where only the
     step's first forward gathers it (cost.fsdp.root_gathers_per_micro_batch): a forward with it
     and m - 1 without, averaged; `fwd_gathers` the same of the layers' forward gathers (1/m where a
-    pipeline stage keeps them from the first forward on, cost.fsdp.stage_synced; 0 and 1 too)."""
+    pipeline stage keeps them from the first forward on, cost.fsdp.stage_synced; 0 and 1 too).
+    `kinds`: the layer kinds of the candidates whose ZeRO-3 passes are walked layer by layer
+    (cost.kind_passes; None: none)."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
     # Each ZeRO stage's branch only where a candidate takes it (np.select's others; both at none).
@@ -109,6 +115,10 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
         zero3, busy3 = _zero3_exposed_s(overlap, t, e, layers=layers, fwd_window_s=fwd_window_s,
                                         bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks,
                                         root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+        if kinds is not None and np.any(kinds.walked & (zero == 3)):
+            zero3, busy3 = walked_zero3_s(overlap, t, e, kinds, zero=zero, exposed=zero3, busy=busy3,
+                                          fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
+                                          ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
     busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
     return exposed, busy
@@ -192,16 +202,6 @@ def root_chunk_layers(layers, chunks):
     if not np.any(short):
         return even, even
     return np.where(short, root, even), np.where(short, (layers - root) / np.maximum(chunks - 1, 1), even)
-
-
-def rooted_forward_s(rooted_s, bare_s, root_gathers, fwd_gathers=1.0):
-    """A root chunk's forward exposure per micro-batch when `fwd_gathers` of its forwards gather
-    its layers (`bare_s`, the others gather nothing), `root_gathers` of them (as many or fewer)
-    the root unit too (`rooted_s`): 1, or 1/m where the step's first forward alone gathers it
-    (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced)."""
-    if np.all(np.asarray(root_gathers) == 1) and np.all(np.asarray(fwd_gathers) == 1):
-        return rooted_s
-    return (fwd_gathers - root_gathers) * bare_s + root_gathers * rooted_s
 
 
 def _zero3_busy_s(t: DPTimes, layers, bwd_gather, root_gathers=1.0, fwd_gathers=1.0):

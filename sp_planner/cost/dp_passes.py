@@ -15,6 +15,7 @@ import numpy as np
 from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
+from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_dp import pipelined_dp_s
@@ -38,6 +39,7 @@ class DPPasses(NamedTuple):
     bwd_layer_s: np.ndarray  # ... and backward window
     micro_batches: np.ndarray
     edges: Edges  # the work beside a layer chunk's data-parallel edges (first_s's backward part: bwd_tail_s)
+    kinds: KindPasses | None = None  # the layer kinds of the single stages walked layer by layer (ZeRO-3)
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -57,7 +59,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,
         reshard=c.reshard, ahead_s=np.where(c.pp == 1, p.ahead_s, 0.0), chunks=c.vpp, pp=c.pp, edges=p.edges,
-        micro_batch_traffic_s=pipelined,
+        micro_batch_traffic_s=pipelined, kinds=p.kinds,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
     tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, **passes)
@@ -83,7 +85,8 @@ def host_beside_dp_s(overlap: Overlap, p: DPPasses, dp_exposed, host_fwd_stall_s
 
 
 def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,
-                 reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None):
+                 reshard, ahead_s=0.0, chunks=1, pp=1, edges: Edges | None = None, micro_batch_traffic_s=None,
+                 kinds: KindPasses | None = None):
     """(exposed, hidden) seconds per step of the data-parallel traffic on one rank (the ZeRO
     shard group's, plus HSDP's replica all-reduce inside the reduce-scatter times; cost.fsdp).
 
@@ -95,7 +98,8 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     stage; a pipeline passes what it exposes on the critical path instead, with what the first
     stage hides (`micro_batch_traffic_s`,
     cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
-    stage's own traffic less its own exposure.
+    stage's own traffic less its own exposure. `kinds`: ZeRO-3's single stages whose layers
+    differ, walked layer by layer (cost.kind_passes).
     """
     t = times
     reduce0, reduce1, gather12 = once_a_step_s(overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s,
@@ -104,7 +108,7 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
         overlap, zero=zero, layers=layers, times=t, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
         reshard=reshard, ahead_s=ahead_s, chunks=chunks, edges=edges, head_s=np.where(pp == 1, t.root_reduce_s, 0.0),
         root_gathers=root_gathers_per_micro_batch(overlap.root_gathered_once, zero, reshard, micro_batches),
-        pipelined=micro_batch_traffic_s)
+        pipelined=micro_batch_traffic_s, kinds=kinds)
     # Once a step: ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather.
     once = np.select([zero == 0, zero == 1, zero == 2], [reduce0, reduce1 + gather12, gather12], 0.0)
     once_busy = np.select([zero == 0, zero == 1, zero == 2],

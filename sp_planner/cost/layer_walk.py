@@ -15,7 +15,16 @@ after the last layer's and the embedding's backward (`tail_s`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+from sp_planner.cost.layerwise import rooted_forward_s
+
+if TYPE_CHECKING:
+    from sp_planner.cost.dp_exposure import DPTimes, Edges
+    from sp_planner.cost.kind_passes import KindPasses
+    from sp_planner.cost.overlap import Overlap
 
 
 def walked_exposed_s(gather_s, reduce_s, window_s, lead_s, *, before_s=0.0, after_s=0.0, opening_s=0.0,
@@ -59,3 +68,40 @@ def walked_exposed_s(gather_s, reduce_s, window_s, lead_s, *, before_s=0.0, afte
             landed[i + 2] = stream
     end = np.maximum(compute + tail_s, stream) + after_s
     return end - (opening_s + w.sum(axis=0) + tail_s)
+
+
+def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *, zero, exposed, busy,
+                    fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers):
+    """cost.dp_exposure._zero3_exposed_s's (exposed, busy) with its ZeRO-3 rows of a single stage
+    whose layers differ walked layer by layer (walked_exposed_s), each layer its kind's calls,
+    window and TP edges; a row's stall beyond its layers' windows (cost.dp_passes) spread evenly
+    over them."""
+    n = len(kinds.walked)
+    rows = np.flatnonzero(kinds.walked & (np.broadcast_to(zero, (n,)) == 3))
+
+    def at(values):
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
+
+    def windows(name, total_s):
+        own = kinds.layers(name, rows)  # (layers, rows)
+        return own + (at(total_s) - own.sum(axis=0)) / own.shape[0]
+
+    gather, reduce = kinds.layers("gather_s", rows), kinds.layers("reduce_s", rows)
+    bwd_gather = np.where(at(np.asarray(reshard, dtype=np.float64)) > 0, gather, 0.0)
+    fwd_w, bwd_w = windows("fwd_s", fwd_window_s), windows("bwd_s", bwd_window_s)
+    prefetch = overlap.zero3_prefetch
+    fwd_lead = kinds.layers("fwd_lead_s", rows)
+    rooted = walked_exposed_s(gather, 0.0, fwd_w, fwd_lead, before_s=at(t.root_gather_s), prefetch=prefetch)
+    root_n, fwd_n = at(root_gathers), at(fwd_gathers)
+    if np.any(root_n != 1) or np.any(fwd_n != 1):
+        bare = walked_exposed_s(gather, 0.0, fwd_w, fwd_lead, prefetch=prefetch)
+        rooted = rooted_forward_s(rooted, bare, root_n, fwd_n)
+    backward = walked_exposed_s(bwd_gather, reduce, bwd_w, kinds.layers("bwd_lead_s", rows),
+                                after_s=at(t.root_reduce_s), opening_s=at(ahead_s),
+                                behind_s=kinds.layers("bwd_trail_s", rows), tail_s=at(e.bwd_tail_s), prefetch=prefetch)
+    out = np.array(np.broadcast_to(exposed, (n,)), dtype=np.float64)
+    out[rows] = rooted + backward
+    held = np.array(np.broadcast_to(busy, (n,)), dtype=np.float64)
+    held[rows] = (root_n * at(t.root_gather_s) + fwd_n * gather.sum(axis=0) + bwd_gather.sum(axis=0)
+                  + reduce.sum(axis=0) + at(t.root_reduce_s))
+    return out, held

@@ -72,3 +72,13 @@ def _prefetched_paths_s(gather_s, reduce_s, window_s, n, *, first_s, before_s, a
     longest = np.maximum(longest, np.where(both, s + start + end + lead_s + behind_s, 0.0))
     longest = np.maximum(longest, np.where(mid, np.maximum(s - lead_s - behind_s, start + end), 0.0))
     return np.maximum(longest, 0.0)
+
+
+def rooted_forward_s(rooted_s, bare_s, root_gathers, fwd_gathers=1.0):
+    """A root chunk's forward exposure per micro-batch when `fwd_gathers` of its forwards gather
+    its layers (`bare_s`, the others gather nothing), `root_gathers` of them (as many or fewer)
+    the root unit too (`rooted_s`): 1, or 1/m where the step's first forward alone gathers it
+    (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced)."""
+    if np.all(np.asarray(root_gathers) == 1) and np.all(np.asarray(fwd_gathers) == 1):
+        return rooted_s
+    return (fwd_gathers - root_gathers) * bare_s + root_gathers * rooted_s

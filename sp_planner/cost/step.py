@@ -27,6 +27,7 @@ from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
 from sp_planner.cost.stage_layer_times import pacing_layer_times, stage_layer_times
 from sp_planner.cost.chunk_path import kinds_path_s
+from sp_planner.cost.kind_passes import kind_passes
 from sp_planner.cost.ep_overlap import paired_micro_batches
 from sp_planner.cost.mtp import mtp_head_s, mtp_layer_model
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
@@ -260,7 +261,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # ZeRO-2/3's traffic of every micro-batch lengthens the pipeline's critical path (cost.pipeline_dp);
     # a single stage's loss backward hides its first gather in backward.
 
-    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges)
+    # ZeRO-3 on a single stage whose layers differ: its passes walked layer by layer (cost.kind_passes).
+    kinds = kind_passes(model, hardware, c, seq_len=workload.seq_len, gpus_per_node=gpn, states=states,
+                        price=lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+    passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
+                      kinds)
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic
