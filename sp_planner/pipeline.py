@@ -15,6 +15,13 @@ and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md se
             num_layers - f - l layers split evenly over pp - 2 stages, each a multiple of vpp;
             middle layers and middle stages both zero or both non-zero; with vpp > 1, pp > 2
             (get_transformer_layer_offset divides by the middle stages)
+  layout:   an explicit split with vpp > 1 whose first or last stage does not divide by vpp runs
+            as --pipeline-model-parallel-layout (pipeline_parallel_layer_layout.py, any decoder
+            count per virtual stage; Megatron-Bridge's DeepSeek-V3 recipes' layout_map, e.g.
+            "Et*4|(t*4|)*14tmL"): every chunk of such a stage holds c, a middle stage's layers /
+            vpp (at pp 2 the other end stage's, which divides by vpp), and its end chunk (the first
+            stage's chunk 0, the last stage's last) the rest, 0 <= rest (stage_chunk).
+            The counted split's one-fewer end chunks are this rule's (rest = c - 1).
 """
 
 from __future__ import annotations
@@ -115,12 +122,41 @@ def _default_split(num_layers: int, pp, vpp):
     return first.astype(np.int64), last.astype(np.int64)
 
 
+SPLIT_EVEN, SPLIT_COUNTED, SPLIT_EXPLICIT, SPLIT_LAYOUT = 0, 1, 2, 3
+
+
 def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
-    """0 even, 1 counted (embedding and loss as layers), 2 explicit first/last counts."""
+    """SPLIT_EVEN, SPLIT_COUNTED (embedding and loss as layers), SPLIT_EXPLICIT (first/last
+    counts) or SPLIT_LAYOUT (explicit counts with virtual stages where an end stage does not divide
+    by vpp: Megatron's --pipeline-model-parallel-layout; module docstring)."""
     counted_first, counted_last = counted_split(num_layers, pp, vpp)
-    even = np.asarray(first_stage_layers) == 0
-    counted = (np.asarray(first_stage_layers) == counted_first) & (np.asarray(last_stage_layers) == counted_last)
-    return np.where(even, 0, np.where(counted, 1, 2))
+    f, last, vpp = np.asarray(first_stage_layers), np.asarray(last_stage_layers), np.asarray(vpp)
+    even = f == 0
+    counted = (f == counted_first) & (last == counted_last)
+    layout = (vpp > 1) & ((f % vpp != 0) | (last % vpp != 0))
+    return np.where(even, SPLIT_EVEN, np.where(counted, SPLIT_COUNTED, np.where(layout, SPLIT_LAYOUT, SPLIT_EXPLICIT)))
+
+
+def layout_fits(layers, vpp, chunk):
+    """True where a stage of `layers` runs as vpp - 1 chunks of `chunk` layers and an end chunk of
+    the rest, 0 <= rest (module docstring, layout; a virtual stage may hold no decoder layer:
+    Megatron-Bridge's "Et|(tt|)*30mL")."""
+    layers, vpp, chunk = np.asarray(layers), np.asarray(vpp), np.asarray(chunk)
+    return (chunk == np.floor(chunk)) & (chunk > 0) & (layers - (vpp - 1) * chunk >= 0)
+
+
+def stage_chunk(first, middle, last, pp, vpp):
+    """c, the decoder layers of a full model chunk that an end stage not divisible by vpp fills
+    before its end chunk (module docstring, layout): a middle stage's layers / vpp, at pp 2 (no
+    middle stage) the first stage's or else the last's; 0 where that is not whole (a split
+    Megatron does not place, whose stages keep their own ceil(layers / vpp): chunk_layer_counts)."""
+    if not np.any(np.asarray(vpp) > 1):  # one chunk a stage: nothing to fill (the search's common case)
+        return np.zeros(np.broadcast(first, middle, last, pp, vpp).shape)
+    first, middle, last, vpp = (np.asarray(v, dtype=np.float64) for v in (first, middle, last, vpp))
+    first_share = first / vpp  # whole-number tests by floor, not np.mod's slower float remainder
+    chunk = np.where(np.asarray(pp) > 2, middle / vpp,
+                     np.where(first_share == np.floor(first_share), first_share, last / vpp))
+    return np.where((chunk == np.floor(chunk)) & (chunk > 0), chunk, 0.0)
 
 
 def split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
@@ -137,16 +173,24 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
     middle_layers = num_layers - f - last
     middle_stages = pp - 2
     safe_stages = np.maximum(middle_stages, 1)
+    placed = (pp > 1) & (f > 0) & (last > 0) & (middle_layers >= 0) & ((middle_layers > 0) == (middle_stages > 0))
+    middle_ok = (middle_stages == 0) | ((middle_layers % safe_stages == 0)
+                                        & ((middle_layers // safe_stages) % vpp == 0))
     explicit_ok = (
-        (pp > 1) & (f > 0) & (last > 0) & (f % vpp == 0) & (last % vpp == 0) & (middle_layers >= 0)
-        & ((middle_layers > 0) == (middle_stages > 0))
-        & ((middle_stages == 0) | ((middle_layers % safe_stages == 0) & ((middle_layers // safe_stages) % vpp == 0)))
+        placed & (f % vpp == 0) & (last % vpp == 0) & middle_ok
         # Virtual stages need a middle stage: Megatron's layer offset of an interleaved uneven
         # split divides the middle chunk's layers by pp - 2 (transformer_layer.py
         # get_transformer_layer_offset, d98e8a6: ZeroDivisionError on pp rank 1 at pp 2).
         & ((vpp == 1) | (middle_stages > 0))
     )
-    ok = np.where(even, even_ok, np.where(kind == 1, True, explicit_ok))
+    # The layout (module docstring): its offsets come from the layout string, not from pp - 2
+    # (pipeline_parallel_layer_layout.py get_layer_offset), so pp 2 works where one end stage divides
+    # by vpp and sets the chunk; validate_layer_layout asks only for the embedding first, the loss
+    # last, every decoder layer once and the MTP depths together in the last virtual stage.
+    chunk = stage_chunk(f, middle_layers / safe_stages, last, pp, vpp)
+    layout_ok = (placed & middle_ok & ((f % vpp == 0) | layout_fits(f, vpp, chunk))
+                 & ((last % vpp == 0) | layout_fits(last, vpp, chunk)))
+    ok = np.select([even, kind == SPLIT_COUNTED, kind == SPLIT_LAYOUT], [even_ok, True, layout_ok], explicit_ok)
     return ~ok
 
 
@@ -178,34 +222,69 @@ def forwards_before_backward(pp, vpp, num_micro_batches, rank):
     return np.minimum(np.where(vpp > 1, 2 * rest + (vpp - 1) * pp, rest) + 1, m * vpp)
 
 
-def chunk_layer_counts(layers: int, vpp: int, *, first_stage: bool) -> tuple[int, ...]:
+def chunk_layer_counts(layers: int, vpp: int, *, first_stage: bool, chunk: int = 0) -> tuple[int, ...]:
     """Decoder layers of each of a stage's vpp model chunks, chunk 0 first: an even share, and
-    where the stage holds fewer than a multiple of vpp (the counted split) one fewer in the first
-    stage's chunk 0 (the embedding in a layer's place) and in another stage's last chunk (the
-    loss's): transformer_block.py get_num_layers_to_build lines 191-201 at Megatron-LM d98e8a6.
-    cost.buckets (each chunk's gradient bucket) and sim.layer_program place the layers so."""
+    where the stage does not divide by vpp, `chunk` (stage_chunk; 0: ceil(layers / vpp)) in each
+    chunk and the rest in its end chunk, the first stage's chunk 0 (the embedding's) or another
+    stage's last (the loss's): the counted split's one fewer there (transformer_block.py
+    get_num_layers_to_build lines 191-201 at Megatron-LM d98e8a6) and the layout's rest (module
+    docstring). A stage too short for that (a split Megatron does not place) keeps the nearly even
+    share. cost.buckets (each chunk's gradient bucket) and sim.layer_program place the layers so."""
+    full = int(chunk) or -(-layers // vpp)
+    rest = layers - (vpp - 1) * full
+    if layers % vpp and rest >= 0:
+        return (rest, *[full] * (vpp - 1)) if first_stage else (*[full] * (vpp - 1), rest)
     base, extra = divmod(layers, vpp)
     sizes = [base + 1] * extra + [base] * (vpp - extra)
     return tuple(reversed(sizes)) if first_stage else tuple(sizes)
 
 
-def later_chunk_layers(layers, vpp):
+def stage_chunk_sizes(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
+                      last_stage_layers: int) -> tuple[tuple[int, ...], ...]:
+    """chunk_layer_counts of each pipeline stage, [stage][chunk]; 0 first/last: the even split."""
+    split = stage_layers(num_layers, np.array([pp]), np.array([first_stage_layers]), np.array([last_stage_layers]))
+    first, middle, last = (int(v[0]) for v in split)
+    chunk = int(stage_chunk(first, middle, last, pp, vpp))
+    return tuple(chunk_layer_counts(first if p == 0 else last if p == pp - 1 else middle, vpp, first_stage=p == 0,
+                                    chunk=chunk) for p in range(pp))
+
+
+def _chunks(layers, vpp, chunk):
+    """(full, rest, uneven): the full chunks' layers (`chunk`, 0 meaning ceil(layers / vpp)), the
+    end chunk's rest, and where a stage runs so (not divisible by vpp, rest >= 0)."""
+    layers, vpp = np.asarray(layers), np.asarray(vpp)
+    full = np.where(np.asarray(chunk) > 0, chunk, np.ceil(layers / vpp))
+    rest = layers - (vpp - 1) * full
+    return full, rest, (layers - np.floor(layers / vpp) * vpp > 0) & (rest >= 0)
+
+
+def later_chunk_layers(layers, vpp, chunk=0):
     """Decoder layers of a model chunk that holds neither the embedding nor the loss: a later
-    chunk of the first stage, an earlier one of the last (chunk_layer_counts' largest, one more
-    than the chunk with either under the counted split), vectorized over candidates."""
-    return np.ceil(np.asarray(layers) / np.asarray(vpp))
+    chunk of the first stage, an earlier one of the last (chunk_layer_counts' full chunk, more than
+    the chunk with either under the counted split or the layout), vectorized over candidates."""
+    full, _, uneven = _chunks(layers, vpp, chunk)
+    return np.where(uneven, full, np.ceil(np.asarray(layers) / np.asarray(vpp)))
 
 
-def end_chunk_layers(layers, vpp, *, first_stage: bool):
-    """(chunk 0's, the last chunk's) decoder layers of a stage of `layers` over vpp model chunks: an
-    even share, and one fewer in the first stage's chunk 0 and in another stage's last chunk where
-    the stage holds fewer than a multiple of vpp (Megatron's counted split, the embedding and the
-    loss each in a layer's place: account_for_embedding/loss_in_pipeline_split; chunk_layer_counts
-    vectorized over candidates). Whole numbers: layers - base x vpp is the remainder, exact, at a
-    fraction of np.mod's time on floats (chunk_counts)."""
-    base = np.floor(np.asarray(layers) / vpp)
-    short = np.asarray(layers) - base * vpp > 0
-    return (base, base + short) if first_stage else (base + short, base)
+def end_chunk_layers(layers, vpp, *, first_stage: bool, chunk=0):
+    """(chunk 0's, the last chunk's) decoder layers of a stage of `layers` over vpp model chunks:
+    chunk_layer_counts vectorized over candidates (`chunk`: stage_chunk, 0 meaning the stage's own
+    ceil): an even share, and where the stage does not divide by vpp the rest beyond vpp - 1 full
+    chunks in the first stage's chunk 0 and in another stage's last chunk (Megatron's counted
+    split, the embedding and the loss each in a layer's place, one fewer; the layout's rest), the
+    floor and the ceiling where that rest would be negative. Whole numbers: floor and ceil are
+    exact at a fraction of np.mod's time on floats (chunk_counts)."""
+    layers = np.asarray(layers)
+    if not np.any(np.asarray(chunk) > 0):  # the stage's own ceiling: the counted split's closed form
+        base = np.floor(layers / vpp)
+        full = base + (layers - base * vpp > 0)
+        rest = layers - (np.asarray(vpp) - 1) * full
+        end = np.where(rest >= 0, rest, base)
+        return (end, full) if first_stage else (full, end)
+    full, rest, uneven = _chunks(layers, vpp, chunk)
+    end = np.where(uneven, rest, np.floor(layers / vpp))
+    other = np.where(uneven, full, np.ceil(layers / vpp))
+    return (end, other) if first_stage else (other, end)
 
 
 def chunk_counts(n, pp, vpp):
@@ -304,3 +383,12 @@ def pile_up_s(slowest_s, jobs, *, charged_s):
     makespan is sum_k b_k + (J - 1) max_k b_k: a path that charged each job `charged_s` runs the
     slowest stage's block (`slowest_s`) J - 1 times more, its excess."""
     return (np.asarray(jobs) - 1) * np.maximum(0.0, slowest_s - charged_s)
+
+
+def virtual_stage_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
+                         last_stage_layers: int) -> tuple[int, ...]:
+    """Decoder layers of each of the pp x vpp virtual stages in Megatron's order, virtual stage
+    c x pp + p being stage p's chunk c (pipeline_parallel_layer_layout.py __init__, its 1D-to-2D
+    conversion), each chunk as stage_chunk_sizes places it."""
+    sizes = stage_chunk_sizes(num_layers, pp, vpp, first_stage_layers, last_stage_layers)
+    return tuple(sizes[p][c] for c in range(vpp) for p in range(pp))

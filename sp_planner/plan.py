@@ -263,11 +263,16 @@ def _layers_message(num_layers: int, plan: ParallelPlan) -> str:
                 "(first/last stage layers) may fit")
     if plan.pp == 2 and plan.vpp > 1:
         return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} with pp 2 x vpp "
-                f"{plan.vpp}: Megatron's interleaved schedule needs a middle stage for an uneven split "
-                "(pp > 2; its layer offset divides by pp - 2); use vpp 1 or an even split")
+                f"{plan.vpp}: Megatron's --decoder-first/last-pipeline-num-layers need a middle stage with "
+                "virtual stages (their layer offset divides by pp - 2); --pipeline-model-parallel-layout, which "
+                "the planner writes where one end stage divides by vpp into chunks of c layers and the other "
+                "holds vpp - 1 chunks of c and a shorter one (ceil(layers / vpp) = c), has none; use vpp 1, an "
+                "even split or such a pair")
     return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} do not split "
-            f"{num_layers} layers over pp {plan.pp}{vpp} (Megatron: each a multiple of vpp, the middle "
-            "layers even over pp - 2 stages, or first = last = (layers + 2)/pp - 1)")
+            f"{num_layers} layers over pp {plan.pp}{vpp} (Megatron: the middle layers even over pp - 2 stages, "
+            "each a multiple of vpp, and first and last each a multiple of vpp, or first = last = (layers + 2)/pp "
+            "- 1; an end stage that is not runs as --pipeline-model-parallel-layout: vpp - 1 chunks of the middle "
+            "stages' layers / vpp and a shorter end chunk)")
 
 
 def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...] = RULES) -> list[Violation]:

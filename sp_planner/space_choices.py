@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.pipeline import VPP_CHOICES, default_split, interleave_breaks, split_breaks
+from sp_planner.pipeline import SPLIT_LAYOUT, VPP_CHOICES, default_split, interleave_breaks, split_breaks, split_kind
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RECOMPUTE_MLA_UP_PROJ, Precision
 from sp_planner.space_variants import variant_mask
 from sp_planner.specs.workload import Workload
@@ -74,12 +74,21 @@ def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
 
 def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool, mtp_layers: int = 0):
     """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
-    for the micro-batch count), so that the search does not list them as rule breakers."""
+    for the micro-batch count), so that the search does not list them as rule breakers, and for
+    any vpp where the default split's end stage does not divide by vpp: a
+    --pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT) is priced where a plan names it, not
+    searched (its generic ends are no recipe's; searching them doubled DeepSeek-V3's candidates)."""
+    first, last = default_split(num_layers, pp, vpp)
+    layout = (vpp > 1) & (split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT)
     if pinned:
-        return np.ones(np.shape(vpp), dtype=bool)
+        return ~layout
     m = workload.global_batch // (dp * mb)
+<<<<<<< HEAD
     first, last = default_split(num_layers, pp, vpp, mtp_layers)
     return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
+=======
+    return ~(layout | ((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))))
+>>>>>>> Uneven end chunks: an explicit split with virtual stages whose first or last stage does not divide by vpp runs as Megatron's --pipeline-model-parallel-layout
 
 
 def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | None) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from sp_planner.errors import UserInputError
-from sp_planner.pipeline import default_split
+from sp_planner.pipeline import SPLIT_LAYOUT, default_split, split_kind
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.model import ModelSpec
@@ -119,13 +119,15 @@ def _check_expert_grid(experts: dict[str, int], pp: int | None, world_size: int)
 def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, workload: Workload, vpp: int,
                           world_size: int) -> None:
     """Refuse --vpp when no pipeline degree the other pins leave splits the layers (ParallelPlan's
-    layers rule with the search's split, pipeline.default_split)."""
+    layers rule with the search's split, pipeline.default_split, which the search does not run as a
+    --pipeline-model-parallel-layout: space_choices._vpp_keep)."""
     free = gpus_left_to(degrees, world_size, "pp")
     others = {axis: 1 for axis in degrees if axis != "pp"}
     for pp in (d for d in range(2, free + 1) if free % d == 0):
         first, last = (int(x) for x in default_split(model.num_layers, pp, vpp, model.mtp_layers))
         plan = ParallelPlan(**others, pp=pp, vpp=vpp, first_stage_layers=first or None, last_stage_layers=last or None)
-        if not any(v.rule == "layers" for v in violations(plan, model, workload)):
+        layout = int(split_kind(model.num_layers, pp, vpp, first, last)) == SPLIT_LAYOUT
+        if not layout and not any(v.rule == "layers" for v in violations(plan, model, workload)):
             return
     raise UserInputError(f"--vpp {vpp}: no pipeline degree these GPUs allow (a divisor of {free} above 1) splits "
                          f"{model.num_layers} layers into {vpp} virtual stages per rank; pick another --vpp or drop it")

@@ -188,15 +188,16 @@ def mtp_tensors(model: ModelSpec, tp: int, ep: int, etp: int, single_stage: bool
 
 
 def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bucket_params: float, vpp: int,
-             first_stage: bool) -> BucketLayout:
+             first_stage: bool, chunk: int = 0) -> BucketLayout:
     """Megatron's layout of a stage of vpp model chunks, each its own DDP instance: chunk 0 of the
     first stage bucketed (with the embedding), every other chunk one bucket issued after its
     backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
     DistributedDataParallel: bucket_size None when pp_rank > 0); each chunk holds its own layers
-    (pipeline.chunk_layer_counts: under the counted split one fewer in the chunk with the
-    embedding or the loss), the last one the output layer (issued after the output layer's
-    backward, the layout's head, where that chunk holds no decoder layer)."""
-    sizes = chunk_layer_counts(len(stage), vpp, first_stage=first_stage)
+    (pipeline.chunk_layer_counts, `chunk` its full chunk: under the counted split one fewer in the
+    chunk with the embedding or the loss, under the layout the rest there), the last one the
+    output layer (issued after the output layer's backward, the layout's head, where that chunk
+    holds no decoder layer)."""
+    sizes = chunk_layer_counts(len(stage), vpp, first_stage=first_stage, chunk=chunk)
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     first = megatron_layout(stage[:sizes[0]], head if vpp == 1 else (), tail,
                             bucket_params if first_stage else float("inf"))
@@ -214,13 +215,14 @@ def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bu
 
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
                   zero: int, first_stage: bool = True, vpp: int = 1, last_stage: bool = False,
-                  moe: tuple[bool, ...] | None = None) -> tuple[BucketLayout, BucketLayout]:
+                  moe: tuple[bool, ...] | None = None, chunk: int = 0) -> tuple[BucketLayout, BucketLayout]:
     """(dense, expert) collectives of a stage's rank with that stage's non-layer parameters
     (stage_extras; the analytic model times every stage's in a pipeline): Megatron buckets (per model
     chunk, `_chunked`), or FSDP units for ZeRO-3. Megatron's DDP keeps the stages after the
     first in one bucket a chunk (DistributedDataParallel.__init__:
     bucket_size None when pp_rank > 0, "since data-parallel communication on these stages is not
-    on the critical path"). `moe`: each layer's MLP kind where the model's differ (stage_tensors)."""
+    on the critical path"). `moe`: each layer's MLP kind where the model's differ (stage_tensors);
+    `chunk`: a full model chunk's layers (pipeline.stage_chunk; 0: the stage's own ceiling)."""
     dense, expert = stage_tensors(model, tp, ep, etp, layers, moe)
     head, tail = stage_extras(model, tp, single_stage, first_stage=first_stage, last_stage=last_stage)
     # The MTP depths' tensors on the last stage, issued with its head; their routed experts in the
@@ -232,8 +234,8 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
     bucket = float(ddp_bucket_params(dp))
     if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
         return megatron_layout(dense, head, tail, bucket), megatron_layout(expert, expert_head, (), bucket)
-    return (_chunked(dense, head, tail, bucket, vpp, first_stage),
-            _chunked(expert, expert_head, (), bucket, vpp, first_stage) if expert or expert_head
+    return (_chunked(dense, head, tail, bucket, vpp, first_stage, chunk),
+            _chunked(expert, expert_head, (), bucket, vpp, first_stage, chunk) if expert or expert_head
             else BucketLayout((), (), ()))
 
 
@@ -249,12 +251,14 @@ class BucketCounts(NamedTuple):
 
 
 def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1, first_stage=True,
-                  last_stage=False, first_stage_layers=0, last_stage_layers=0) -> tuple[BucketCounts, BucketCounts]:
+                  last_stage=False, first_stage_layers=0, last_stage_layers=0, chunk=0
+                  ) -> tuple[BucketCounts, BucketCounts]:
     """stage_layouts summarised per candidate (dense, expert) for the stage that `first_stage` /
     `last_stage` name (bools, or per candidate; a middle one, the second, when neither; a single
     stage holds both whatever they say), its layers of their own MLP kinds where the model's
     differ (placed by pp, vpp, first_stage_layers, last_stage_layers: cost.stage_params.
-    stage_moe_flags); computed once per distinct input."""
+    stage_moe_flags), `chunk` a full model chunk's layers (pipeline.stage_chunk, 0: the stage's own
+    ceiling); computed once per distinct input."""
     # Where the layers are alike the placement does not matter (0: the average layers).
     mixed = len(set(mlp_layer_is_moe(model))) > 1
     placement = [np.asarray(v) * mixed for v in (pp, vpp, first_stage_layers, last_stage_layers)]
@@ -264,12 +268,13 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     zero = np.asarray(zero)
     dp = np.where(zero == 3, 0, np.maximum(dp, DDP_BUCKET_MIN_PARAMS // DDP_BUCKET_PARAMS_PER_DP_RANK))
     vpp = np.where(zero >= 2, 1, vpp)
+    chunk = np.where(vpp > 1, chunk, 0)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp, first_stage,
-                         last_stage, *placement)]
+                         last_stage, chunk, *placement)]
     first, inverse = distinct_columns(columns)
     unique = np.stack([column[first] for column in columns], axis=1)
-    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]), tuple(row[10:]))
+    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]), row[10], tuple(row[11:]))
                       for row in unique.tolist()]).reshape(-1, 10)
     rows = np.take(table, np.ravel(inverse), axis=0)  # several times faster than table[inverse]
     return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
@@ -277,7 +282,7 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
 
 @lru_cache(maxsize=65536)
 def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: int, dp: int, zero: int, vpp: int,
-             first_stage: bool, last_stage: bool, placement: tuple[int, ...]) -> tuple[float, ...]:
+             first_stage: bool, last_stage: bool, chunk: int, placement: tuple[int, ...]) -> tuple[float, ...]:
     """BucketCounts' fields of the dense and the expert layout; the search asks for the same few
     hundred shapes in every chunk of candidates. `placement`: (pp, vpp, first_stage_layers,
     last_stage_layers) of a model whose MLP kinds differ, else 0s."""
@@ -286,6 +291,7 @@ def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: 
                                                pp - 1 if last_stage else 1)
     out: list[float] = []
     for layout in stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=layers, single_stage=bool(single), dp=dp,
-                                zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage, moe=moe):
+                                zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage, moe=moe,
+                                chunk=chunk):
         out += [layout.num_calls, len(layout.unhideable), sum(layout.unhideable), len(layout.tail), sum(layout.tail)]
     return tuple(out)

@@ -77,7 +77,7 @@ def zero3_forward_s(overlap: Overlap, times: DPTimes, fwd_layer_s, layers, *, be
 
 def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, reshard,
                      ahead_s=0.0, chunks=1, edges: Edges | None = None, head_s=0.0, root_gathers=1.0,
-                     fwd_gathers=1.0, kinds: KindPasses | None = None):
+                     fwd_gathers=1.0, kinds: KindPasses | None = None, chunk=0):
     """(exposed, busy) seconds of one micro-batch's data-parallel traffic on one pipeline stage
     under ZeRO-2/3, which reduce-scatter every micro-batch's gradients (ZeRO-3 also gathers its
     parameters every micro-batch); 0 under ZeRO-0/1, whose traffic goes once a step. A stage's
@@ -114,7 +114,7 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     if three or not two:
         zero3, busy3 = _zero3_exposed_s(overlap, t, e, layers=layers, fwd_window_s=fwd_window_s,
                                         bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks,
-                                        root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+                                        root_gathers=root_gathers, fwd_gathers=fwd_gathers, chunk=chunk)
         if kinds is not None and np.any(kinds.walked & (zero == 3)):
             zero3, busy3 = walked_zero3_s(overlap, t, e, kinds, zero=zero, exposed=zero3, busy=busy3,
                                           fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
@@ -147,12 +147,13 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
 
 
 def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_window_s, bwd_window_s, reshard, ahead_s,
-                     chunks, root_gathers=1.0, fwd_gathers=1.0):
-    """micro_batch_dp_s's ZeRO-3 (exposed, busy) seconds: every layer's gathers and reduce-scatters."""
+                     chunks, root_gathers=1.0, fwd_gathers=1.0, chunk=0):
+    """micro_batch_dp_s's ZeRO-3 (exposed, busy) seconds: every layer's gathers and reduce-scatters
+    (`chunk`: the stage's full model chunk, pipeline.stage_chunk; 0 for its own ceiling)."""
     prefetch = overlap.zero3_prefetch
     # Parameters kept after forward (reshard_after_forward false) are not gathered in backward.
     bwd_gather = np.where(np.asarray(reshard, dtype=bool), t.layer_gather_s, 0.0)
-    root_n, per_chunk = root_chunk_layers(layers, chunks)
+    root_n, per_chunk = root_chunk_layers(layers, chunks, chunk)
     some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a chunk without layers has no window to share
     fwd_w, bwd_w = fwd_window_s / some, bwd_window_s / some
 
@@ -190,15 +191,16 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
     return zero3 + (chunks - 1) * (fwd_gathers * bare(per_chunk) + backward(per_chunk)), busy
 
 
-def root_chunk_layers(layers, chunks):
+def root_chunk_layers(layers, chunks, chunk=0):
     """(the root unit's chunk's, each other chunk's) decoder layers of a stage of `layers` over
     `chunks` model chunks: layers / chunks each, but under Megatron's counted split, where the
     chunk with the embedding (the first stage's chunk 0) or the loss (the last stage's last chunk)
     holds a layer fewer (pipeline.chunk_layer_counts), that chunk the floor (pipeline.end_chunk_layers)
-    and the others their mean of the rest (the ceiling where one chunk is short)."""
+    and the others their mean of the rest (the ceiling where one chunk is short); under the layout
+    (`chunk`: pipeline.stage_chunk, 0 for the stage's own ceiling) the rest and `chunk`."""
     even = layers / chunks
-    root, fuller = end_chunk_layers(layers, chunks, first_stage=True)
-    short = fuller > root
+    root, fuller = end_chunk_layers(layers, chunks, first_stage=True, chunk=chunk)
+    short = fuller != root
     if not np.any(short):
         return even, even
     return np.where(short, root, even), np.where(short, (layers - root) / np.maximum(chunks - 1, 1), even)

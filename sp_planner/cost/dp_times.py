@@ -30,7 +30,7 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.columns import take_rows
 from sp_planner.distinct import distinct_columns, per_distinct
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
-from sp_planner.pipeline import StageLayers, later_chunk_layers
+from sp_planner.pipeline import StageLayers, later_chunk_layers, stage_chunk
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -105,12 +105,13 @@ def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: S
     return tuple(StageTimes(times, len(first), inverse) for times in priced)
 
 
-def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray) -> tuple[BucketCounts, BucketCounts]:
-    """cost.buckets.bucket_counts of each row's stage (its index in STAGES)."""
+def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0) -> tuple[BucketCounts, BucketCounts]:
+    """cost.buckets.bucket_counts of each row's stage (its index in STAGES; `chunk`:
+    pipeline.stage_chunk)."""
     return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
                          first_stage=stage_code == STAGES.index("first"),
                          last_stage=stage_code == STAGES.index("last"), first_stage_layers=c.first_stage_layers,
-                         last_stage_layers=c.last_stage_layers)
+                         last_stage_layers=c.last_stage_layers, chunk=chunk)
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
@@ -257,17 +258,20 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         some = np.where(layers > 0, layers, 1.0)
         dense_layer = np.where(layers > 0, (dense - root) / some, dense_layer)
         expert_layer = np.where(layers > 0, layer_experts / some, expert_layer)
-    dense_calls, expert_calls = _layouts(model, c, layers, stage)
+    # A full model chunk's layers where an end stage does not divide by vpp (the layout).
+    full_chunk = stage_chunk(stages.first, stages.middle, stages.last, c.pp, c.vpp)
+    dense_calls, expert_calls = _layouts(model, c, layers, stage, full_chunk)
     dense_width = unit_gather_width(states, c.precision, c.zero, dense, np.choose(stage, own.dense_gemm))
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
     # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
     # (cost.buckets._chunked); none otherwise. Under the counted split the chunk holding the
-    # embedding (first stage) or the loss (last) has a layer fewer (pipeline.chunk_layer_counts):
+    # embedding (first stage) or the loss (last) has a layer fewer, under the layout the rest of a
+    # stage beyond vpp - 1 full chunks (pipeline.chunk_layer_counts):
     # on the last stage dp_exposure.chunked_exposed_s's head (the whole less vpp such chunks) is
     # then the output layer less that layer.
     chunked = (c.vpp > 1) & (c.zero <= 1)
-    chunk_layers = later_chunk_layers(layers, c.vpp)
+    chunk_layers = later_chunk_layers(layers, c.vpp, full_chunk)
     chunk_dense = np.where(chunked, dense_layer * chunk_layers, 0.0)
     chunk_experts = np.where(chunked, expert_layer * chunk_layers, 0.0)
     return DPTimes(

@@ -20,6 +20,7 @@ from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_
                                          zero3_forward_s)
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
+from sp_planner.pipeline import stage_chunk
 
 
 class StageDP(NamedTuple):
@@ -105,8 +106,15 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
-                             fwd_gathers=fwd_gathers)
+                             fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp))
             for i, s in enumerate(stages)]
+
+
+def layout_chunk(stages: tuple[StageDP, ...], vpp):
+    """pipeline.stage_chunk of the (first, middle, last) stages: the full model chunk's layers of
+    an end stage that does not divide by vpp (the middle kind counts pp - 2 stages)."""
+    return stage_chunk(stages[0].layers, stages[1].layers, stages[2].layers, np.asarray(stages[1].num_stages) + 2,
+                       vpp)
 
 
 def stage_edges(edges: Edges | None, i: int) -> Edges | None:
@@ -145,7 +153,7 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
         return None
     s = stages[i]
     # The root's chunk holds a layer fewer under the counted split (pipeline.chunk_layer_counts).
-    root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp))
+    root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp), layout_chunk(stages, vpp))
     chunk = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
     gathered = np.where(zero3, chunk, 0.0)
     if i == 1:  # the middle stages hold no root unit
@@ -193,7 +201,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         final = i == len(stages) - 1
         # This chunk's layers: a layer fewer where it holds the root under the counted split
         # (chunk 0 of the first stage, the last chunk of the last; pipeline.chunk_layer_counts).
-        root_n, other_n = root_chunk_layers(s.layers, vpp)
+        root_n, other_n = root_chunk_layers(s.layers, vpp, layout_chunk(stages, vpp))
         layers = root_n if (final if last else i == 0) else other_n
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
         if last:

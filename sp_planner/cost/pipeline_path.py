@@ -51,7 +51,7 @@ import numpy as np
 
 from sp_planner.columns import take_rows
 from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, per_stage,
-                                 pile_up_s, rank_running, remembered_chunk_counts)
+                                 pile_up_s, rank_running, remembered_chunk_counts, stage_chunk)
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
 
@@ -75,7 +75,8 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     backward beyond its layers (`bwd_extra_s`: the first stage's embedding's, which runs with its
     chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
     and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
-    interleaved placement; the counted split's layer fewer, pipeline.end_chunk_layers), one chunk at
+    interleaved placement; the counted split's layer fewer and the layout's rest in the end chunks,
+    pipeline.end_chunk_layers), one chunk at
     vpp 1 (`fwd_layer_s`, `bwd_layer_s`: a layer's forward and backward, one for every stage or
     each stage's own, pipeline.per_stage). A stage's forward beyond its layers' goes with the same
     chunk: the last stage's output layer and loss are its last virtual stage's (Megatron's get_model
@@ -84,11 +85,13 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     first's embedding its chunk 0's."""
     vpp = np.asarray(vpp)
     whole = vpp == 1  # one chunk: both extras in its backward
+    # An end stage not divisible by vpp fills full chunks of a middle stage's (pipeline.stage_chunk).
+    chunk = stage_chunk(layers[0], layers[1], layers[2], np.asarray(num_stages[1]) + 2, vpp)
     out = []
     by_stage = zip(num_stages, compute_s, bwd_extra_s, per_stage(fwd_layer_s), per_stage(bwd_layer_s))
     for i, (n, c, extra, fwd_layer, bwd_layer) in enumerate(by_stage):
         c = np.asarray(c, dtype=np.float64)
-        first_n, last_n = end_chunk_layers(layers[i], vpp, first_stage=i == 0)
+        first_n, last_n = end_chunk_layers(layers[i], vpp, first_stage=i == 0, chunk=chunk)
         first_bwd = first_n * bwd_layer + (extra if i == 0 else extra * whole)
         last_bwd = last_n * bwd_layer + (extra if i == 2 else extra * whole)
         chunk0 = (c / vpp + (first_n - layers[i] / vpp) * (fwd_layer + bwd_layer)

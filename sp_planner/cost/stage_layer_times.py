@@ -21,7 +21,7 @@ import numpy as np
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_kind_counts
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.distinct import distinct_groups
-from sp_planner.pipeline import StagePace, interleave_breaks, split_breaks, split_kind
+from sp_planner.pipeline import SPLIT_EXPLICIT, StagePace, interleave_breaks, split_breaks, split_kind
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
 
@@ -75,7 +75,7 @@ def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, micro_batch
         # interleaved stages (Gemma-2-9B over pp 8, vpp 2, 4/6/2 layers: its last stage's second
         # chunk one layer and the 256K-vocabulary logits; 9% short of the simulator), where
         # cost.chunk_path walks them: the search's hot path checks those rows alone.
-        walked &= (np.asarray(c.vpp) > 1) & (split_kind(model.num_layers, *split) == 2)
+        walked &= (np.asarray(c.vpp) > 1) & (split_kind(model.num_layers, *split) >= SPLIT_EXPLICIT)
     runs = walked & (m >= 1) & (m == np.floor(m))
     if np.any(runs):
         runs &= ~split_breaks(model.num_layers, *split) & ~interleave_breaks(c.pp, c.vpp, m)

@@ -85,8 +85,15 @@ def _algo(request: FlagRequest) -> tuple[list[str], list[str]]:
 def _stage_failures(request: FlagRequest) -> list[str]:
     """MindSpeed-LLM documents virtual stages only as --num-layers-per-virtual-pipeline-stage
     (docs/en/pytorch/features/mcore/virtual_pipeline_parallel.md), which Megatron rejects with uneven
-    stages (arguments.py:529-531)."""
+    stages (arguments.py:529-531), and no --pipeline-model-parallel-layout."""
     p = request.plan
+    if split_form(request) == "layout":
+        # Megatron-Core 0.12.1 has the flag (arguments.py line 2266 at core_v0.12.1); MindSpeed-LLM's
+        # docs name no such path, and its patches of the layer placement are not checked against it.
+        return [f"the {p.first_stage_layers}/{p.last_stage_layers} first/last stage layers with vpp {p.vpp} cannot be "
+                "expressed: they need Megatron's --pipeline-model-parallel-layout, which MindSpeed-LLM does not "
+                "document (it sets virtual stages with --num-layers-per-virtual-pipeline-stage, refused with "
+                "uneven stages); use vpp 1, first/last counts that divide by vpp, or --framework megatron"]
     if p.vpp > 1 and split_form(request) != "even":
         return [f"vpp {p.vpp} with uneven pipeline stages cannot be expressed: MindSpeed sets virtual stages "
                 "with --num-layers-per-virtual-pipeline-stage, which Megatron refuses with uneven first/last "

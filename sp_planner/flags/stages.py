@@ -6,15 +6,20 @@ Pipeline: --num-virtual-stages-per-pipeline-rank N (works with even and uneven s
 uneven stages either as --account-for-embedding/loss-in-pipeline-split (embedding and loss each
 counted as a layer, so (layers + 2) / pp per stage; the only uneven form that keeps first and
 last stages a multiple of vpp when they run one layer fewer) or as --decoder-first/last-pipeline-
-num-layers. Precision: Transformer Engine FP8 through --fp8-format / --fp8-recipe
-(TransformerConfig.fp8, fp8_recipe), on top of --bf16 for everything TE does not quantize.
+num-layers, or, where an explicit split's end stage does not divide by vpp, as
+--pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT), which sets vpp itself. Precision:
+Transformer Engine FP8 through --fp8-format / --fp8-recipe (TransformerConfig.fp8, fp8_recipe), on
+top of --bf16 for everything TE does not quantize.
 """
 
 from __future__ import annotations
 
+import shlex
+from itertools import groupby
+
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
-from sp_planner.pipeline import split_kind
+from sp_planner.pipeline import split_kind, virtual_stage_layers
 from sp_planner.plan import PRECISIONS
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
@@ -42,10 +47,26 @@ def fp8_recipe_flags(plan) -> list[str]:
 
 
 def split_form(request: FlagRequest) -> str:
-    """'even', 'counted' (embedding and loss counted as layers) or 'explicit' (first/last counts)."""
+    """'even', 'counted' (embedding and loss counted as layers), 'explicit' (first/last counts) or
+    'layout' (first/last counts as --pipeline-model-parallel-layout; pipeline.split_kind)."""
     p = request.plan
     kind = int(split_kind(request.model.num_layers, p.pp, p.vpp, p.first_stage_layers or 0, p.last_stage_layers or 0))
-    return ("even", "counted", "explicit")[kind]
+    return ("even", "counted", "explicit", "layout")[kind]
+
+
+def layout_string(request: FlagRequest) -> str:
+    """The plan's --pipeline-model-parallel-layout: per virtual stage (pipeline.virtual_stage_layers)
+    its decoder layers as t, the embedding E in the first, the model's MTP depths (one m each) and
+    the loss L in the last, '|' between them; runs of like virtual stages as (...|)*n and of more
+    than two layers as t*n (pipeline_parallel_layer_layout.py parse_str_to_list unrolls both), as
+    Megatron-Bridge writes "Et*4|(t*4|)*14tmL", "Et*3|(t*4|)*14ttL" and "Et|(tt|)*30mL". MTP stays
+    in the last virtual stage, as validate_layer_layout requires of all of its layers."""
+    p, m = request.plan, request.model
+    counts = virtual_stage_layers(m.num_layers, p.pp, p.vpp, p.first_stage_layers or 0, p.last_stage_layers or 0)
+    stages = [("E" if v == 0 else "") + ("t" * n if n <= 2 else f"t*{n}")
+              + ("m" * m.mtp_layers + "L" if v == len(counts) - 1 else "") for v, n in enumerate(counts)]
+    runs = [(stage, len(list(group))) for stage, group in groupby(stages[:-1])]
+    return "".join(f"({stage}|)*{k}" if k > 1 else f"{stage}|" for stage, k in runs) + stages[-1]
 
 
 def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list[str]:
@@ -54,11 +75,16 @@ def pipeline_flags(request: FlagRequest, *, vpp_as_layers: bool = False) -> list
     the form MindSpeed-LLM documents."""
     p = request.plan
     flags = []
+    form = split_form(request)
+    if form == "layout":
+        # Megatron refuses the layout with --decoder-first/last-pipeline-num-layers, account-for-*
+        # (transformer_config.py __post_init__, "PP layout") and a second vpp flag (arguments.py
+        # validate_args, "Uneven virtual pipeline parallelism"): it is the one flag.
+        return [f"--pipeline-model-parallel-layout {shlex.quote(layout_string(request))}"]
     if p.vpp > 1 and vpp_as_layers:
         flags.append(f"--num-layers-per-virtual-pipeline-stage {request.model.num_layers // (p.pp * p.vpp)}")
     elif p.vpp > 1:
         flags.append(f"--num-virtual-stages-per-pipeline-rank {p.vpp}")
-    form = split_form(request)
     if form == "counted":
         flags += ["--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split"]
     elif form == "explicit":
@@ -153,4 +179,9 @@ def pipeline_notes(request: FlagRequest) -> list[str]:
     if split_form(request) == "counted":
         notes.append("The first and last stages run one decoder layer fewer: Megatron counts the embedding "
                      "and the loss as one layer each (the Llama 3 paper's split).")
+    if split_form(request) == "layout":
+        notes.append(f"--pipeline-model-parallel-layout places the {p.first_stage_layers}/{p.last_stage_layers} "
+                     "first/last stage layers: every chunk as many layers as a middle stage's, the rest in the "
+                     "first stage's chunk 0 and the last stage's last chunk (Megatron-Bridge's DeepSeek-V3 "
+                     "layouts); it sets the virtual stages itself.")
     return notes

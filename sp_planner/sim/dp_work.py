@@ -23,7 +23,7 @@ from sp_planner.cost.stage_params import stage_moe_counts, stage_moe_flags, stag
 from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.overlap import chunk_gathers_ahead
 from sp_planner.cost.runtime import Runtime
-from sp_planner.pipeline import StageLayers
+from sp_planner.pipeline import StageLayers, stage_chunk
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.sim.flows import PhaseResult
 from sp_planner.sim.work import DPCalls
@@ -152,12 +152,14 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
     by_chunk = bool(chunk_gathers_ahead(overlap, zero, plan.vpp))
     reduce_calls, gather_calls, early = [], [], []
     mixed = len(set(mlp_layer_is_moe(model))) > 1
+    # A full model chunk's layers where an end stage does not divide by vpp (pipeline.stage_chunk).
+    chunk = int(stage_chunk(stages.first, stages.middle, stages.last, plan.pp, plan.vpp).ravel()[0])
     for stage, n_layers in enumerate(layers_of):
         moe = stage_moe_flags(model, plan.pp, plan.vpp, plan.first_stage_layers or 0, plan.last_stage_layers or 0,
                               stage) if mixed else None
         layouts = stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=n_layers, single_stage=plan.pp == 1,
                                 dp=plan.dp, zero=zero, first_stage=stage == 0, vpp=plan.vpp,
-                                last_stage=stage == plan.pp - 1, moe=moe)
+                                last_stage=stage == plan.pp - 1, moe=moe, chunk=chunk)
         calls = _merge(layouts, reduce_time)
         if not overlapped:
             every = calls.head + tuple(t for at_layer in reversed(calls.layers) for t in at_layer) + calls.tail

@@ -93,13 +93,13 @@ def test_model_chunks_hold_every_layer_of_their_stage():
     # pp - 1, here 30 layers over pp 4 x vpp 2: 7, 8, 8, 7): the chunk holding the embedding (the
     # first on the first stage) or the loss (the last on the last) runs one layer fewer.
     stages = (7, 8, 8, 7)
-    work = SimpleNamespace(vpp=2, layers_of=lambda stage: stages[stage])
+    work = SimpleNamespace(pp=4, vpp=2, layers_per_stage=8, layers_of=lambda stage: stages[stage])
     chunks = {stage: [list(chunk_layers(work, stage, c)) for c in range(2)] for stage in range(4)}
     assert chunks[0] == [[0, 1, 2], [3, 4, 5, 6]]
     assert chunks[1] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert chunks[3] == [[0, 1, 2, 3], [4, 5, 6]]
     # 94 layers over pp 48 x vpp 2: the first and the last stage hold one layer, in one chunk.
-    work = SimpleNamespace(vpp=2, layers_of=lambda stage: 1 if stage in (0, 47) else 2)
+    work = SimpleNamespace(pp=48, vpp=2, layers_per_stage=2, layers_of=lambda stage: 1 if stage in (0, 47) else 2)
     assert [list(chunk_layers(work, 0, c)) for c in range(2)] == [[], [0]]
     assert [list(chunk_layers(work, 47, c)) for c in range(2)] == [[0], []]
 

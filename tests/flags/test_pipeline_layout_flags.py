@@ -1,0 +1,79 @@
+"""An explicit split whose end stage does not divide by vpp is emitted as Megatron's
+--pipeline-model-parallel-layout (flags.stages.layout_string), checked by megatron-core's own
+parser and TransformerConfig (PyPI megatron-core 0.16.1): the string parses to the plan's
+per-virtual-stage decoder layers, and no flag Megatron refuses beside it is emitted."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.flags import megatron, mindspeed
+from sp_planner.pipeline import virtual_stage_layers
+from tests.flags.conftest import request
+
+torch = pytest.importorskip("torch")
+from megatron.core.transformer.pipeline_parallel_layer_layout import (  # noqa: E402
+    LayerType,
+    PipelineParallelLayerLayout,
+)
+from megatron.core.transformer.transformer_config import TransformerConfig  # noqa: E402
+
+DSV3 = load_model("DeepSeek-V3")
+CASES = [
+    # Megatron-Bridge's layout_map[(4, 4)] (deepseek_v3.py at v0.4.0), MTP depth 1.
+    (DSV3.model_copy(update={"mtp_layers": 1}), dict(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=16,
+                                                     last_stage_layers=13), "Et*4|(t*4|)*14tmL"),
+    # Branch gaod/r0.2.0_test's GB200 layout, no MTP.
+    (DSV3, dict(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=15, last_stage_layers=14), "Et*3|(t*4|)*14ttL"),
+    # "Et|(tt|)*30mL" (scripts/performance/configs/deepseek/deepseek_llm_pretrain.py line 164 at v0.2.0).
+    (DSV3.model_copy(update={"mtp_layers": 1}), dict(pp=8, vpp=4, dp=32, ep=32, first_stage_layers=7,
+                                                     last_stage_layers=6), "Et|(tt|)*30mL"),
+    (load_model("Llama-3-8B"), dict(pp=4, vpp=2, dp=2, first_stage_layers=7, last_stage_layers=9),
+     "Et*3|(t*4|)*6t*5L"),
+]
+
+
+def _flags(text: str) -> dict[str, list[str]]:
+    body = text.split("MEGATRON_ARGS=(", 1)[1].rsplit(")", 1)[0]
+    flags: dict[str, list[str]] = {}
+    for word in shlex.split("\n".join(line for line in body.splitlines() if not line.strip().startswith("#"))):
+        if word.startswith("--"):
+            flags[word] = []
+            current = word
+        else:
+            flags[current].append(word)
+    return flags
+
+
+@pytest.mark.parametrize(("model", "plan", "layout"), CASES)
+def test_megatron_parses_the_layout_to_the_plans_virtual_stages(model, plan, layout):
+    req = request(model, 4096, 4096 if model is not CASES[-1][0] else 256, 4, **plan)
+    flags = _flags(megatron.render(req).text)
+    assert flags["--pipeline-model-parallel-layout"] == [layout]
+    # Megatron refuses the layout beside these (transformer_config.py "PP layout"; arguments.py
+    # "Uneven virtual pipeline parallelism": one of the three vpp flags).
+    for refused in ("--decoder-first-pipeline-num-layers", "--decoder-last-pipeline-num-layers",
+                    "--account-for-embedding-in-pipeline-split", "--account-for-loss-in-pipeline-split",
+                    "--num-virtual-stages-per-pipeline-rank", "--num-layers-per-virtual-pipeline-stage"):
+        assert refused not in flags
+    parsed = PipelineParallelLayerLayout(layout, req.plan.pp)
+    assert parsed.virtual_pipeline_model_parallel_size == req.plan.vpp
+    parsed.validate_layer_layout(model.num_layers, model.mtp_layers or None)
+    pp, vpp = req.plan.pp, req.plan.vpp
+    counts = tuple(parsed.layout[p][c].count(LayerType.decoder) for c in range(vpp) for p in range(pp))
+    assert counts == virtual_stage_layers(model.num_layers, pp, vpp, req.plan.first_stage_layers,
+                                          req.plan.last_stage_layers)
+    assert parsed.layout[req.plan.pp - 1][-1].count(LayerType.mtp) == model.mtp_layers
+    # TransformerConfig's __post_init__ checks it against num_layers and mtp_num_layers.
+    TransformerConfig(num_layers=model.num_layers, hidden_size=model.hidden_size, num_attention_heads=8,
+                      pipeline_model_parallel_size=req.plan.pp, pipeline_model_parallel_layout=layout,
+                      mtp_num_layers=model.mtp_layers or None, pipeline_dtype=torch.bfloat16)
+
+
+def test_mindspeed_refuses_the_layout():
+    model, plan, _ = CASES[0]
+    out = mindspeed.render(request(model, 4096, 4096, 4, **plan))
+    assert not out.supported and "--pipeline-model-parallel-layout" in out.reason

@@ -1,0 +1,129 @@
+"""Explicit splits with virtual stages whose end stage does not divide by vpp run as Megatron's
+--pipeline-model-parallel-layout (sp_planner.pipeline, SPLIT_LAYOUT): every chunk a middle stage's
+layers / vpp, the rest in the end chunk. Hand-derived from Megatron-Bridge's DeepSeek-V3 layouts
+(src/megatron/bridge/recipes/deepseek/deepseek_v3.py layout_map at v0.4.0; 61 decoder layers)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sp_planner.catalog import load_model
+from sp_planner.cost.dp_exposure import root_chunk_layers
+from sp_planner.pipeline import (
+    SPLIT_COUNTED,
+    SPLIT_EXPLICIT,
+    SPLIT_LAYOUT,
+    chunk_layer_counts,
+    end_chunk_layers,
+    later_chunk_layers,
+    split_breaks,
+    split_kind,
+    stage_chunk,
+    stage_chunk_sizes,
+    stage_layers,
+    virtual_stage_layers,
+)
+from sp_planner.plan import ParallelPlan, violations
+from sp_planner.specs import Workload
+
+
+def _breaks(num_layers, pp, vpp, first, last) -> bool:
+    return bool(split_breaks(num_layers, np.array([pp]), np.array([vpp]), np.array([first]), np.array([last]))[0])
+
+
+@pytest.mark.parametrize(("pp", "vpp", "first", "last", "first_chunks", "last_chunks"), [
+    # "Et*4|(t*4|)*14tmL" over pp 4 x vpp 4: stage 0 holds 16, stage 3 holds 13.
+    (4, 4, 16, 13, (4, 4, 4, 4), (4, 4, 4, 1)),
+    # The same string over pp 8 x vpp 2: stage 0 8, stage 7 5.
+    (8, 2, 8, 5, (4, 4), (4, 1)),
+    # Over pp 2 x vpp 8 (no middle stage: the first stage's 32 / 8 sets the chunk).
+    (2, 8, 32, 29, (4,) * 8, (4,) * 7 + (1,)),
+    # "Et|(tt|)*30mL" over pp 8 x vpp 4: the last virtual stage holds no decoder layer.
+    (8, 4, 7, 6, (1, 2, 2, 2), (2, 2, 2, 0)),
+    # "Et*3|(t*4|)*14ttL" (Megatron-Bridge branch gaod/r0.2.0_test, GB200 pp 4 x vpp 4).
+    (4, 4, 15, 14, (3, 4, 4, 4), (4, 4, 4, 2)),
+])
+def test_recipe_layouts_place_their_chunks(pp, vpp, first, last, first_chunks, last_chunks):
+    assert not _breaks(61, pp, vpp, first, last)
+    assert int(split_kind(61, pp, vpp, first, last)) == SPLIT_LAYOUT
+    sizes = stage_chunk_sizes(61, pp, vpp, first, last)
+    assert sizes[0] == first_chunks and sizes[-1] == last_chunks
+    assert all(s == (sizes[1][0],) * vpp for s in sizes[1:-1])  # middle stages: c in each chunk
+    virtual = virtual_stage_layers(61, pp, vpp, first, last)
+    assert len(virtual) == pp * vpp and sum(virtual) == 61
+    assert virtual[0] == first_chunks[0] and virtual[-1] == last_chunks[-1]
+    # The vectorized ends and full chunk agree with the scalar placement.
+    split = stage_layers(61, np.array([pp]), np.array([first]), np.array([last]))
+    chunk = stage_chunk(*split, pp, vpp)
+    for layers, chunks, is_first in ((first, first_chunks, True), (last, last_chunks, False)):
+        ends = end_chunk_layers(np.array([float(layers)]), vpp, first_stage=is_first, chunk=chunk)
+        assert (float(ends[0][0]), float(ends[1][0])) == (chunks[0], chunks[-1])
+        assert float(later_chunk_layers(np.array([float(layers)]), vpp, chunk)[0]) == chunks[1 if is_first else 0]
+    root, other = root_chunk_layers(np.array([float(first)]), vpp, chunk)
+    assert (float(root[0]), float(other[0])) == (first_chunks[0], first_chunks[1])
+
+
+def test_the_counted_splits_end_chunks_are_the_layouts():
+    # Megatron's account_for_embedding/loss split (126 layers over pp 16 x vpp 2 and 4, 7 on each
+    # end): one fewer in the end chunks is the layout rule's rest with c = (126 + 2) / 16 / vpp.
+    for vpp in (2, 4, 8):
+        first = last = 128 // 16 - 1
+        assert int(split_kind(126, 16, vpp, first, last)) == SPLIT_COUNTED
+        sizes = stage_chunk_sizes(126, 16, vpp, first, last)
+        c = 8 // vpp
+        assert sizes[0] == (c - 1,) + (c,) * (vpp - 1) and sizes[-1] == (c,) * (vpp - 1) + (c - 1,)
+        # The same as the stage's own placement (no middle chunk given).
+        assert sizes[0] == chunk_layer_counts(first, vpp, first_stage=True)
+        assert sizes[-1] == chunk_layer_counts(last, vpp, first_stage=False)
+
+
+def test_splits_that_divide_by_vpp_keep_megatrons_even_chunks():
+    assert int(split_kind(61, 4, 4, 16, 12 + 1)) == SPLIT_LAYOUT
+    assert int(split_kind(64, 4, 2, 12, 20)) == SPLIT_EXPLICIT
+    assert stage_chunk_sizes(64, 4, 2, 12, 20) == ((6, 6), (8, 8), (8, 8), (10, 10))
+
+
+@pytest.mark.parametrize(("num_layers", "pp", "vpp", "first", "last", "why"), [
+    (61, 4, 4, 10, 19, "negative rest: 10 < 3 chunks of 4"),
+    (61, 8, 2, 3, 10, "negative rest: 3 < one chunk of (61 - 13) / 6 / 2 = 4"),
+    (61, 2, 4, 31, 30, "pp 2 with neither end divisible by vpp"),
+    (64, 2, 4, 32, 32, "pp 2 with both ends divisible: --decoder-first/last at pp 2 with vpp"),
+    (62, 4, 4, 15, 13, "middle stages of 17 layers, not a multiple of vpp"),
+    (61, 4, 4, 0, 13, "a last stage without a first"),
+])
+def test_splits_the_layout_cannot_place_still_break(num_layers, pp, vpp, first, last, why):
+    assert _breaks(num_layers, pp, vpp, first, last), why
+
+
+def test_the_rest_may_exceed_a_chunk():
+    # 17 over vpp 4 beside middle chunks of 4: (4, 4, 4, 5), a layout Megatron parses like any other.
+    assert not _breaks(61, 4, 4, 17, 12)
+    assert stage_chunk_sizes(61, 4, 4, 17, 12)[0] == (5, 4, 4, 4)
+
+
+def test_the_layers_rule_accepts_layouts_and_names_the_flag_where_it_breaks():
+    model, workload = load_model("DeepSeek-V3"), Workload(seq_len=4096, global_batch=4096)
+    good = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=16, last_stage_layers=13)
+    assert "layers" not in [v.rule for v in violations(good, model, workload)]
+    bad = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=10, last_stage_layers=19)
+    (message,) = [v.message for v in violations(bad, model, workload) if v.rule == "layers"]
+    assert "--pipeline-model-parallel-layout" in message
+    two = ParallelPlan(pp=2, vpp=4, dp=128, ep=64, first_stage_layers=31, last_stage_layers=30)
+    (message,) = [v.message for v in violations(two, model, workload) if v.rule == "layers"]
+    assert "pp 2 x vpp 4" in message and "--pipeline-model-parallel-layout" in message
+
+
+def test_vectorized_placement_is_the_scalar_one_over_candidates():
+    rows = [(pp, vpp, f, last) for pp, vpp, f, last in itertools.product((2, 4, 8), (2, 4), range(1, 20), range(1, 20))
+            if not _breaks(61, pp, vpp, f, last) and int(split_kind(61, pp, vpp, f, last)) == SPLIT_LAYOUT]
+    assert len(rows) > 10
+    pp, vpp, f, last = (np.array(c) for c in zip(*rows))
+    split = stage_layers(61, pp, f, last)
+    chunk = stage_chunk(*split, pp, vpp)
+    firsts = end_chunk_layers(split.first, vpp, first_stage=True, chunk=chunk)
+    lasts = end_chunk_layers(split.last, vpp, first_stage=False, chunk=chunk)
+    for i, row in enumerate(rows):
+        sizes = stage_chunk_sizes(61, *row)
+        assert (firsts[0][i], firsts[1][i]) == (sizes[0][0], sizes[0][-1])
+        assert (lasts[0][i], lasts[1][i]) == (sizes[-1][0], sizes[-1][-1])
