@@ -78,17 +78,12 @@ def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool
     any vpp where the default split's end stage does not divide by vpp: a
     --pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT) is priced where a plan names it, not
     searched (its generic ends are no recipe's; searching them doubled DeepSeek-V3's candidates)."""
-    first, last = default_split(num_layers, pp, vpp)
+    first, last = default_split(num_layers, pp, vpp, mtp_layers)
     layout = (vpp > 1) & (split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT)
     if pinned:
         return ~layout
     m = workload.global_batch // (dp * mb)
-<<<<<<< HEAD
-    first, last = default_split(num_layers, pp, vpp, mtp_layers)
-    return ~((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m)))
-=======
     return ~(layout | ((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))))
->>>>>>> Uneven end chunks: an explicit split with virtual stages whose first or last stage does not divide by vpp runs as Megatron's --pipeline-model-parallel-layout
 
 
 def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | None) -> np.ndarray:
