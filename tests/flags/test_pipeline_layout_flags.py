@@ -5,14 +5,12 @@ per-virtual-stage decoder layers, and no flag Megatron refuses beside it is emit
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.flags import megatron, mindspeed
 from sp_planner.pipeline import virtual_stage_layers
-from tests.flags.conftest import request
+from tests.flags.conftest import parse_bash_array, request
 
 torch = pytest.importorskip("torch")
 from megatron.core.transformer.pipeline_parallel_layer_layout import (  # noqa: E402
@@ -36,22 +34,10 @@ CASES = [
 ]
 
 
-def _flags(text: str) -> dict[str, list[str]]:
-    body = text.split("MEGATRON_ARGS=(", 1)[1].rsplit(")", 1)[0]
-    flags: dict[str, list[str]] = {}
-    for word in shlex.split("\n".join(line for line in body.splitlines() if not line.strip().startswith("#"))):
-        if word.startswith("--"):
-            flags[word] = []
-            current = word
-        else:
-            flags[current].append(word)
-    return flags
-
-
 @pytest.mark.parametrize(("model", "plan", "layout"), CASES)
 def test_megatron_parses_the_layout_to_the_plans_virtual_stages(model, plan, layout):
     req = request(model, 4096, 4096 if model is not CASES[-1][0] else 256, 4, **plan)
-    flags = _flags(megatron.render(req).text)
+    flags = parse_bash_array(megatron.render(req).text)
     assert flags["--pipeline-model-parallel-layout"] == [layout]
     # Megatron refuses the layout beside these (transformer_config.py "PP layout"; arguments.py
     # "Uneven virtual pipeline parallelism": one of the three vpp flags).
