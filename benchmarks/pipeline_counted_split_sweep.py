@@ -1,7 +1,7 @@
 """The analytic step against the simulated one on interleaved pipelines of Megatron's counted split
 (--account-for-embedding/loss-in-pipeline-split: the embedding and the loss each in a layer's
 place, so the first stage's chunk 0 and the last stage's last chunk hold a layer fewer;
-pipeline.chunk_layer_counts), the split the search takes where the even one is invalid.
+pipeline_chunks.chunk_layer_counts), the split the search takes where the even one is invalid.
 
 Run: .venv/bin/python benchmarks/pipeline_counted_split_sweep.py [-v]
 On H100 and L40S, tp 1, dp 8, one node of 8 a stage: Qwen2.5-14B (48 + 2 = 50 over pp 5, vpp 2

@@ -9,9 +9,6 @@ import pytest
 from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
     chunk_forwards_s,
-    chunk_layer_counts,
-    end_chunk_layers,
-    later_chunk_layers,
     _default_split,
     _split_breaks,
     _stage_layers,
@@ -25,6 +22,7 @@ from sp_planner.pipeline import (
     rank_running,
     stage_pace,
 )
+from sp_planner.pipeline_chunks import chunk_layer_counts, end_chunk_layers, later_chunk_layers
 
 
 def _columns(n: int = 3 * DISTINCT_MIN_ROWS):

@@ -14,14 +14,16 @@ from sp_planner.pipeline import (
     SPLIT_COUNTED,
     SPLIT_EXPLICIT,
     SPLIT_LAYOUT,
-    chunk_layer_counts,
-    end_chunk_layers,
-    later_chunk_layers,
     split_breaks,
     split_kind,
     stage_chunk,
-    stage_chunk_sizes,
     stage_layers,
+)
+from sp_planner.pipeline_chunks import (
+    chunk_layer_counts,
+    end_chunk_layers,
+    later_chunk_layers,
+    stage_chunk_sizes,
     virtual_stage_layers,
 )
 from sp_planner.plan import ParallelPlan, violations

@@ -51,7 +51,7 @@ from sp_planner.cost.layer_kinds import LayerKind, kind_model
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank, mlp_layer_is_moe
 from sp_planner.cost.stage_params import stage_moe_flags
 from sp_planner.distinct import distinct_columns
-from sp_planner.pipeline import chunk_layer_counts
+from sp_planner.pipeline_chunks import chunk_layer_counts
 from sp_planner.specs.model import ModelSpec
 
 # Megatron DDP bucket default (module docstring): larger dp, larger buckets, so the ring chunks
@@ -193,7 +193,7 @@ def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bu
     first stage bucketed (with the embedding), every other chunk one bucket issued after its
     backward, at its first layer (training.py get_model: disable bucketing for chunk_idx > 0;
     DistributedDataParallel: bucket_size None when pp_rank > 0); each chunk holds its own layers
-    (pipeline.chunk_layer_counts, `chunk` its full chunk: under the counted split one fewer in the
+    (pipeline_chunks.chunk_layer_counts, `chunk` its full chunk: under the counted split one fewer in the
     chunk with the embedding or the loss, under the layout the rest there), the last one the
     output layer (issued after the output layer's backward, the layout's head, where that chunk
     holds no decoder layer)."""

@@ -17,7 +17,7 @@ from sp_planner.cost.layerwise import layerwise_exposed_s, rooted_forward_s
 if TYPE_CHECKING:
     from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
-from sp_planner.pipeline import end_chunk_layers
+from sp_planner.pipeline_chunks import end_chunk_layers
 
 
 class DPTimes(NamedTuple):
@@ -195,7 +195,7 @@ def root_chunk_layers(layers, chunks, chunk=0):
     """(the root unit's chunk's, each other chunk's) decoder layers of a stage of `layers` over
     `chunks` model chunks: layers / chunks each, but under Megatron's counted split, where the
     chunk with the embedding (the first stage's chunk 0) or the loss (the last stage's last chunk)
-    holds a layer fewer (pipeline.chunk_layer_counts), that chunk the floor (pipeline.end_chunk_layers)
+    holds a layer fewer (pipeline_chunks.chunk_layer_counts), that chunk the floor (pipeline_chunks.end_chunk_layers)
     and the others their mean of the rest (the ceiling where one chunk is short); under the layout
     (`chunk`: pipeline.stage_chunk, 0 for the stage's own ceiling) the rest and `chunk`."""
     even = layers / chunks

@@ -30,7 +30,8 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.columns import take_rows
 from sp_planner.distinct import distinct_columns, per_distinct
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
-from sp_planner.pipeline import StageLayers, later_chunk_layers, stage_chunk
+from sp_planner.pipeline import StageLayers, stage_chunk
+from sp_planner.pipeline_chunks import later_chunk_layers
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -267,7 +268,7 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer
     # (cost.buckets._chunked); none otherwise. Under the counted split the chunk holding the
     # embedding (first stage) or the loss (last) has a layer fewer, under the layout the rest of a
-    # stage beyond vpp - 1 full chunks (pipeline.chunk_layer_counts):
+    # stage beyond vpp - 1 full chunks (pipeline_chunks.chunk_layer_counts):
     # on the last stage dp_exposure.chunked_exposed_s's head (the whole less vpp such chunks) is
     # then the output layer less that layer.
     chunked = (c.vpp > 1) & (c.zero <= 1)

@@ -22,7 +22,8 @@ import numpy as np
 from sp_planner.cost.moe import mlp_layer_is_moe
 from sp_planner.cost.window import layer_is_local
 from sp_planner.distinct import distinct_groups
-from sp_planner.pipeline import split_breaks, stage_chunk_sizes
+from sp_planner.pipeline import split_breaks
+from sp_planner.pipeline_chunks import stage_chunk_sizes
 from sp_planner.specs.model import ModelSpec
 
 
@@ -70,7 +71,7 @@ def chunk_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: 
     Megatron numbers the virtual stages chunk by chunk (virtual stage c x pp + p is stage p's
     chunk c) and gives them consecutive layers (transformer_layer.py get_transformer_layer_offset,
     Megatron-LM d98e8a6; Narayanan et al. 2021 section 2.2.2), each chunk as many as
-    pipeline.stage_chunk_sizes says (the counted split's one fewer at either end, the layout's rest)."""
+    pipeline_chunks.stage_chunk_sizes says (the counted split's one fewer at either end, the layout's rest)."""
     sizes = stage_chunk_sizes(num_layers, pp, vpp, first_stage_layers, last_stage_layers)
     held: list[list[tuple[int, ...]]] = [[] for _ in range(pp)]
     start = 0

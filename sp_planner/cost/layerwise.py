@@ -43,7 +43,7 @@ def layerwise_exposed_s(gather_s, reduce_s, window_s, layers, *, before_s=0.0, a
                                           ahead_s=ahead_s, behind_s=behind_s, lead_s=lead_s) + last + after_s
     if np.all(n > 0):
         return out
-    # No layer (a counted split's end chunk, pipeline.chunk_layer_counts): the root unit's calls alone.
+    # No layer (a counted split's end chunk, pipeline_chunks.chunk_layer_counts): the root unit's calls alone.
     return np.where(n > 0, out, before_s + after_s)
 
 

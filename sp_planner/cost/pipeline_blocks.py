@@ -152,7 +152,7 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     if not np.any(zero3):
         return None
     s = stages[i]
-    # The root's chunk holds a layer fewer under the counted split (pipeline.chunk_layer_counts).
+    # The root's chunk holds a layer fewer under the counted split (pipeline_chunks.chunk_layer_counts).
     root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp), layout_chunk(stages, vpp))
     chunk = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
     gathered = np.where(zero3, chunk, 0.0)
@@ -200,7 +200,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         t = s.times
         final = i == len(stages) - 1
         # This chunk's layers: a layer fewer where it holds the root under the counted split
-        # (chunk 0 of the first stage, the last chunk of the last; pipeline.chunk_layer_counts).
+        # (chunk 0 of the first stage, the last chunk of the last; pipeline_chunks.chunk_layer_counts).
         root_n, other_n = root_chunk_layers(s.layers, vpp, layout_chunk(stages, vpp))
         layers = root_n if (final if last else i == 0) else other_n
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)

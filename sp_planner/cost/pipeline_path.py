@@ -50,8 +50,17 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.pipeline import (StageLayers, chunk_forwards_s, end_chunk_layers, forwards_before_backward, per_stage,
-                                 pile_up_s, rank_running, remembered_chunk_counts, stage_chunk)
+from sp_planner.pipeline import (
+    StageLayers,
+    chunk_forwards_s,
+    forwards_before_backward,
+    per_stage,
+    pile_up_s,
+    rank_running,
+    remembered_chunk_counts,
+    stage_chunk,
+)
+from sp_planner.pipeline_chunks import end_chunk_layers
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
 
@@ -76,7 +85,7 @@ def compute_blocks(layers, compute_s, num_stages, bwd_extra_s, *, fwd_layer_s, b
     chunk 0, the one chunk block on the fill and drain that holds it whole; the last stage's loss
     and output layer's, with its last chunk); chunks split a stage's layers evenly (Megatron's
     interleaved placement; the counted split's layer fewer and the layout's rest in the end chunks,
-    pipeline.end_chunk_layers), one chunk at
+    pipeline_chunks.end_chunk_layers), one chunk at
     vpp 1 (`fwd_layer_s`, `bwd_layer_s`: a layer's forward and backward, one for every stage or
     each stage's own, pipeline.per_stage). A stage's forward beyond its layers' goes with the same
     chunk: the last stage's output layer and loss are its last virtual stage's (Megatron's get_model

@@ -19,7 +19,8 @@ from itertools import groupby
 
 from sp_planner.cost.fp8_params import fp8_weights_modelled
 from sp_planner.flags.base import FlagRequest
-from sp_planner.pipeline import split_kind, virtual_stage_layers
+from sp_planner.pipeline import split_kind
+from sp_planner.pipeline_chunks import virtual_stage_layers
 from sp_planner.plan import PRECISIONS
 
 # --fp8-format per precision: "hybrid" = E4M3 forward, E5M2 gradients (TE Format.HYBRID, the
@@ -55,7 +56,7 @@ def split_form(request: FlagRequest) -> str:
 
 
 def layout_string(request: FlagRequest) -> str:
-    """The plan's --pipeline-model-parallel-layout: per virtual stage (pipeline.virtual_stage_layers)
+    """The plan's --pipeline-model-parallel-layout: per virtual stage (pipeline_chunks.virtual_stage_layers)
     its decoder layers as t, the embedding E in the first, the model's MTP depths (one m each) and
     the loss L in the last, '|' between them; runs of like virtual stages as (...|)*n and of more
     than two layers as t*n (pipeline_parallel_layer_layout.py parse_str_to_list unrolls both), as

@@ -18,7 +18,8 @@ simplification: each phase's contention is among the groups of one collective).
 
 from __future__ import annotations
 
-from sp_planner.pipeline import chunk_layer_counts, stage_chunk
+from sp_planner.pipeline import stage_chunk
+from sp_planner.pipeline_chunks import chunk_layer_counts
 from sp_planner.sim.streams import Program
 from sp_planner.sim.work import DPCalls, LayerWork, StepWork
 
@@ -129,7 +130,7 @@ def _calls(p: Program, seconds: tuple[float, ...], name: str, after: int, previo
 
 def chunk_layers(work: StepWork, stage: int, chunk: int) -> range:
     """The stage's layers (stage-local indices) in one of its vpp model chunks
-    (pipeline.chunk_layer_counts: one fewer in the chunks holding the embedding or the loss under
+    (pipeline_chunks.chunk_layer_counts: one fewer in the chunks holding the embedding or the loss under
     Megatron's counted split, the rest there under the layout)."""
     full = stage_chunk(work.layers_of(0), work.layers_per_stage, work.layers_of(work.pp - 1), work.pp, work.vpp)
     sizes = chunk_layer_counts(work.layers_of(stage), work.vpp, first_stage=stage == 0, chunk=int(full))

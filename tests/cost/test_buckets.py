@@ -101,7 +101,7 @@ def test_interleaved_chunks_after_the_first_are_one_bucket_each():
 
 def test_a_counted_split_s_chunks_hold_each_its_own_layers():
     # 3 layers over vpp 2 (Megatron's counted split: the embedding or the loss in a layer's place,
-    # pipeline.chunk_layer_counts): the first stage's chunk 0 holds layer 0, bucketed with the
+    # pipeline_chunks.chunk_layer_counts): the first stage's chunk 0 holds layer 0, bucketed with the
     # embedding as above (fc2 + fc1 closes at 50.3M, qkv + proj then the table at 82.3M), and chunk 1
     # layers 1-2 in one bucket at layer 1; the last stage's chunk 0 layers 0-1, its last chunk layer
     # 2 with the output layer and the final norm. Every layer is in a bucket (it lost one, 3 // 2).

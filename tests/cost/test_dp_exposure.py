@@ -52,7 +52,7 @@ def test_a_later_ranks_sync_queues_from_rank_backwards_later_and_the_output_laye
 
 
 def test_the_roots_chunk_holds_a_layer_fewer_under_the_counted_split():
-    # pipeline.chunk_layer_counts: 9 layers over 2 chunks (4, 5), 1 over 2 (0, 1), 13 over 7
+    # pipeline_chunks.chunk_layer_counts: 9 layers over 2 chunks (4, 5), 1 over 2 (0, 1), 13 over 7
     # (1, 2, 2, 2, 2, 2, 2): the root's chunk the floor, the others the rest's mean; even 5 and 5.
     root, other = root_chunk_layers(np.array([9.0, 1.0, 13.0, 10.0]), np.array([2, 2, 7, 2]))
     assert root.tolist() == [4.0, 0.0, 1.0, 5.0]

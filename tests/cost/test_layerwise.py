@@ -66,7 +66,7 @@ def test_prefetched_backward_is_the_longest_path_of_the_simulators_streams():
 
 
 def test_a_chunk_without_layers_exposes_only_the_root_units_calls():
-    # A counted split's end chunk of no decoder layer (pipeline.chunk_layer_counts(1, 2) = (0, 1)):
+    # A counted split's end chunk of no decoder layer (pipeline_chunks.chunk_layer_counts(1, 2) = (0, 1)):
     # no layer gathers or reduce-scatters, the root unit's gather (0.1 s) and reduce (0.2 s) whole,
     # with or without prefetch; beside it a 1-layer chunk still exposes its layer's gather.
     assert layerwise_exposed_s(0.25, 0.5, 1.0, 0, before_s=0.1, after_s=0.2, ahead_s=0.05) == pytest.approx(0.3)

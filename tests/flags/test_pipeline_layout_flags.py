@@ -9,7 +9,7 @@ import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.flags import megatron, mindspeed
-from sp_planner.pipeline import virtual_stage_layers
+from sp_planner.pipeline_chunks import virtual_stage_layers
 from tests.flags.conftest import parse_bash_array, request
 
 torch = pytest.importorskip("torch")

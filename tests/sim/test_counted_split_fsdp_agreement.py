@@ -7,7 +7,7 @@ the embedding or the output layer (its FSDP root unit); Qwen2.5-14B at pp 5, vpp
 4 layers beside 5. dp 8, one node of 8 L40S a stage, 512 tokens, pp micro-batches.
 
 Each model chunk is its own Megatron-FSDP module with its own layers' units. The simulator
-placed each chunk's layers by pipeline.chunk_layer_counts; the analytic exposure gave every chunk
+placed each chunk's layers by pipeline_chunks.chunk_layer_counts; the analytic exposure gave every chunk
 layers / vpp (half a layer in each end-stage chunk at pp 15), and a chunk of no layer still
 exposed a layer's first gather and last reduce-scatter: the analytic step +42.3% (pp 15) and
 +5.7% (pp 5) above the simulated one under ZeRO-3, +10.1% and +4.0% under ZeRO-2.

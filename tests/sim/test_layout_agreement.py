@@ -1,7 +1,7 @@
 """Explicit splits run as Megatron's --pipeline-model-parallel-layout (sp_planner.pipeline,
 SPLIT_LAYOUT): the analytic step (each chunk walked, cost.chunk_path; the end chunks' rest in the
 data-parallel buckets and exposure) is the simulator's, which places each chunk's layers by
-pipeline.chunk_layer_counts. DeepSeek-V3 with one MTP depth at 4K over 64 GB200 nodes of 4 as
+pipeline_chunks.chunk_layer_counts. DeepSeek-V3 with one MTP depth at 4K over 64 GB200 nodes of 4 as
 Megatron-Bridge's "Et*4|(t*4|)*14tmL" (pp 4 x vpp 4, 16 / 2 x 16 / 13 layers) and its
 "Et*3|(t*4|)*14ttL"; Llama-3-8B over pp 4 x vpp 2 with 7 / 8 / 8 / 9 layers (chunks 3,4 | 4,4 | 4,5),
 ZeRO-1 and ZeRO-3; and pp 2 x vpp 3 with 15 / 17 (chunks 5,5,5 | 5,5,7)."""
