@@ -115,7 +115,7 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
         zero3, busy3 = _zero3_exposed_s(overlap, t, e, layers=layers, fwd_window_s=fwd_window_s,
                                         bwd_window_s=bwd_window_s, reshard=reshard, ahead_s=ahead_s, chunks=chunks,
                                         root_gathers=root_gathers, fwd_gathers=fwd_gathers, chunk=chunk)
-        if kinds is not None and np.any(kinds.walked & (zero == 3)):
+        if kinds is not None and np.any((kinds.order >= 0) & (zero == 3)):
             zero3, busy3 = walked_zero3_s(overlap, t, e, kinds, zero=zero, exposed=zero3, busy=busy3,
                                           fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
                                           ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)

@@ -54,7 +54,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
                   logits_s=p.logits_s, ahead_s=p.ahead_s, first_s=p.first_s, fwd_layer_s=p.fwd_layer_s + stall_f,
                   bwd_layer_s=p.bwd_layer_s + stall_b, edges=p.edges)
     pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
-                               compute_path_s=compute_path_s, **passes)
+                               compute_path_s=compute_path_s, kinds=p.kinds, **passes)
     exposed, hidden = dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

@@ -70,38 +70,66 @@ def walked_exposed_s(gather_s, reduce_s, window_s, lead_s, *, before_s=0.0, afte
     return end - (opening_s + w.sum(axis=0) + tail_s)
 
 
-def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *, zero, exposed, busy,
-                    fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers):
-    """cost.dp_exposure._zero3_exposed_s's (exposed, busy) with its ZeRO-3 rows of a single stage
-    whose layers differ walked layer by layer (walked_exposed_s), each layer its kind's calls,
-    window and TP edges; a row's stall beyond its layers' windows (cost.dp_passes) spread evenly
-    over them."""
-    n = len(kinds.walked)
-    rows = np.flatnonzero(kinds.walked & (np.broadcast_to(zero, (n,)) == 3))
+def _sequences(kinds: KindPasses, zero):
+    """(sequence, rows) of each layer sequence the ZeRO-3 rows of this view walk."""
+    n = len(kinds.order)
+    walks = np.where(np.broadcast_to(zero, (n,)) == 3, kinds.order, -1)  # the sequence each row walks
+    return [(int(k), np.flatnonzero(walks == k)) for k in np.unique(walks[walks >= 0])]
 
-    def at(values):
-        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
 
-    def windows(name, total_s):
-        own = kinds.layers(name, rows)  # (layers, rows)
-        return own + (at(total_s) - own.sum(axis=0)) / own.shape[0]
+def _spread(kinds: KindPasses, name: str, rows, sequence: int, total_s):
+    """Each layer's window `name` with the row's stall beyond its layers' (total_s) spread evenly."""
+    each = kinds.layers(name, rows, sequence)
+    total = np.broadcast_to(np.asarray(total_s, dtype=np.float64), (len(kinds.order),))[rows]
+    return each + (total - each.sum(axis=0)) / each.shape[0]
 
-    gather, reduce = kinds.layers("gather_s", rows), kinds.layers("reduce_s", rows)
-    bwd_gather = np.where(at(np.asarray(reshard, dtype=np.float64)) > 0, gather, 0.0)
-    fwd_w, bwd_w = windows("fwd_s", fwd_window_s), windows("bwd_s", bwd_window_s)
-    prefetch = overlap.zero3_prefetch
-    fwd_lead = kinds.layers("fwd_lead_s", rows)
-    rooted = walked_exposed_s(gather, 0.0, fwd_w, fwd_lead, before_s=at(t.root_gather_s), prefetch=prefetch)
-    root_n, fwd_n = at(root_gathers), at(fwd_gathers)
-    if np.any(root_n != 1) or np.any(fwd_n != 1):
-        bare = walked_exposed_s(gather, 0.0, fwd_w, fwd_lead, prefetch=prefetch)
-        rooted = rooted_forward_s(rooted, bare, root_n, fwd_n)
-    backward = walked_exposed_s(bwd_gather, reduce, bwd_w, kinds.layers("bwd_lead_s", rows),
-                                after_s=at(t.root_reduce_s), opening_s=at(ahead_s),
-                                behind_s=kinds.layers("bwd_trail_s", rows), tail_s=at(e.bwd_tail_s), prefetch=prefetch)
+
+def walked_forward_s(overlap: Overlap, kinds: KindPasses, *, zero, exposed, fwd_window_s, before_s=0.0):
+    """cost.dp_exposure.zero3_forward_s's seconds with the rows that walk a layer sequence walked
+    (a stage's forward blocks, cost.pipeline_blocks); `before_s` the root unit's gather."""
+    n = len(kinds.order)
     out = np.array(np.broadcast_to(exposed, (n,)), dtype=np.float64)
-    out[rows] = rooted + backward
+    for sequence, rows in _sequences(kinds, zero):
+        out[rows] = walked_exposed_s(kinds.layers("gather_s", rows, sequence), 0.0,
+                                     _spread(kinds, "fwd_s", rows, sequence, fwd_window_s),
+                                     kinds.layers("fwd_lead_s", rows, sequence),
+                                     before_s=np.broadcast_to(np.asarray(before_s, dtype=np.float64), (n,))[rows],
+                                     prefetch=overlap.zero3_prefetch)
+    return out
+
+
+def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *, zero, exposed, busy,
+                   fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers):
+    """cost.dp_exposure._zero3_exposed_s's (exposed, busy) with its ZeRO-3 rows whose view walks a
+    layer sequence (a single stage's, or one pipeline stage's own: cost.kind_passes) walked layer
+    by layer (walked_exposed_s), each layer its kind's calls, window and TP edges; a row's stall
+    beyond its layers' windows (cost.dp_passes) spread evenly over them."""
+    n = len(kinds.order)
+    out = np.array(np.broadcast_to(exposed, (n,)), dtype=np.float64)
     held = np.array(np.broadcast_to(busy, (n,)), dtype=np.float64)
-    held[rows] = (root_n * at(t.root_gather_s) + fwd_n * gather.sum(axis=0) + bwd_gather.sum(axis=0)
-                  + reduce.sum(axis=0) + at(t.root_reduce_s))
+    prefetch = overlap.zero3_prefetch
+    for sequence, rows in _sequences(kinds, zero):
+
+        def at(values):
+            return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
+
+        def own(name):
+            return kinds.layers(name, rows, sequence)  # (layers, rows)
+
+        gather, reduce = own("gather_s"), own("reduce_s")
+        bwd_gather = np.where(at(np.asarray(reshard, dtype=np.float64)) > 0, gather, 0.0)
+        fwd_w = _spread(kinds, "fwd_s", rows, sequence, fwd_window_s)
+        bwd_w = _spread(kinds, "bwd_s", rows, sequence, bwd_window_s)
+        rooted = walked_exposed_s(gather, 0.0, fwd_w, own("fwd_lead_s"), before_s=at(t.root_gather_s),
+                                  prefetch=prefetch)
+        root_n, fwd_n = at(root_gathers), at(fwd_gathers)
+        if np.any(root_n != 1) or np.any(fwd_n != 1):
+            bare = walked_exposed_s(gather, 0.0, fwd_w, own("fwd_lead_s"), prefetch=prefetch)
+            rooted = rooted_forward_s(rooted, bare, root_n, fwd_n)
+        backward = walked_exposed_s(bwd_gather, reduce, bwd_w, own("bwd_lead_s"), after_s=at(t.root_reduce_s),
+                                    opening_s=at(ahead_s), behind_s=own("bwd_trail_s"), tail_s=at(e.bwd_tail_s),
+                                    prefetch=prefetch)
+        out[rows] = rooted + backward
+        held[rows] = (root_n * at(t.root_gather_s) + fwd_n * gather.sum(axis=0) + bwd_gather.sum(axis=0)
+                      + reduce.sum(axis=0) + at(t.root_reduce_s))
     return out, held

@@ -12,15 +12,19 @@ it). Vectorized over candidates.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
                                          zero3_forward_s)
+from sp_planner.cost.layer_walk import walked_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
 from sp_planner.pipeline import stage_chunk
+
+if TYPE_CHECKING:
+    from sp_planner.cost.kind_passes import KindPasses
 
 
 class StageDP(NamedTuple):
@@ -35,7 +39,7 @@ class StageDP(NamedTuple):
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                  bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0,
-                 bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None):
+                 bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None, kinds: KindPasses | None = None):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
@@ -43,18 +47,20 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit and
     the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
     bare_blocks of the same arguments where the caller has them; `zero3_gathers` their
-    stage_zero3_gathers_s likewise."""
+    stage_zero3_gathers_s likewise. `kinds`: each stage's ZeRO-3 cycle walked over its own layers
+    (cost.kind_passes, KindPasses.stage)."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     if bare is None:
         bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
-    traffic = _stage_traffic(overlap, **kw)
+    traffic = _stage_traffic(overlap, kinds=kinds, **kw)
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
     first, last = (_chunk_traffic(overlap, last=end, **kw) if interleaved else exposure for end in (False, True))
     if zero3_gathers is None:
-        zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+        zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+                                              kinds=kinds)
     blocks = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
@@ -100,13 +106,15 @@ def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_l
 
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
-                   edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0) -> list[tuple[np.ndarray, np.ndarray]]:
+                   edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
+                   kinds: KindPasses | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
                              bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
-                             fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp))
+                             fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp),
+                             kinds=None if kinds is None else kinds.stage(i))
             for i, s in enumerate(stages)]
 
 
@@ -136,14 +144,17 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     return own.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
-def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges):
+def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges,
+                          kinds: KindPasses | None = None):
     """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
-    (_zero3_forward_s), priced once for both."""
-    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+    (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked."""
+    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+                             kinds=None if kinds is None else kinds.stage(i))
             for i in range(len(stages))]
 
 
-def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges):
+def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
+                     kinds: KindPasses | None = None):
     """_zero3_forward_s's ZeRO-3 rows (a mask) and forward exposures before the shares: a layer
     chunk's, and on the first and last stage the root's chunk's with and without the root unit's
     gather (None for the middle stages); None without ZeRO-3. Where the root's chunk holds as
@@ -154,14 +165,20 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     s = stages[i]
     # The root's chunk holds a layer fewer under the counted split (pipeline_chunks.chunk_layer_counts).
     root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp), layout_chunk(stages, vpp))
-    chunk = zero3_forward_s(overlap, s.times, fwd_layer_s, layers, edges=edges)
+
+    def forward(n, before_s=0.0):
+        exposed = zero3_forward_s(overlap, s.times, fwd_layer_s, n, before_s=before_s, edges=edges)
+        if kinds is None or not np.any((kinds.order >= 0) & zero3):
+            return exposed
+        # A stage at vpp 1 that walks its own layers (cost.kind_passes): its one chunk walked.
+        return walked_forward_s(overlap, kinds, zero=zero, exposed=exposed, fwd_window_s=n * fwd_layer_s,
+                                before_s=before_s)
+
+    chunk = forward(layers)
     gathered = np.where(zero3, chunk, 0.0)
     if i == 1:  # the middle stages hold no root unit
         return zero3, gathered, None
-    return zero3, gathered, (zero3_forward_s(overlap, s.times, fwd_layer_s, root_n, before_s=s.times.root_gather_s,
-                                             edges=edges),
-                             chunk if root_n is layers else zero3_forward_s(overlap, s.times, fwd_layer_s, root_n,
-                                                                            edges=edges))
+    return zero3, gathered, (forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
 
 
 def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):

@@ -25,6 +25,7 @@ from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
+from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
                                              stage_zero3_gathers_s)
@@ -39,7 +40,7 @@ LOSS_BACKWARD_SHARE = 2 / 3
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
-                   edges: Edges, compute_path_s=None) -> tuple[np.ndarray, np.ndarray]:
+                   edges: Edges, compute_path_s=None, kinds: KindPasses | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
@@ -50,7 +51,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     its backward part is edges.bwd_tail_s), fwd/bwd_layer_s a layer's windows and `edges` the work
     beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges); compute_path_s the
     critical path over the same stages' compute blocks, per candidate, where the caller has it
-    (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here)."""
+    (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here). `kinds`: the
+    stages whose ZeRO-3 passes walk their own layers where these differ (cost.kind_passes; None: none)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -84,7 +86,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
               micro_batches=m, bare_path_s=None if compute_path_s is None else sub(compute_path_s),
               root_gathers=np.where(synced, once, root_gathers_per_micro_batch(overlap.root_gathered_once, zero[rows],
                                                                                row_reshard, m)),
-              fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls)
+              fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls,
+              kinds=None if kinds is None else take_rows(kinds, rows, n))
     start = 0
     for z, interleaved, index in groups:
         part = slice(start, start + len(index))
@@ -144,7 +147,7 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
 def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_batches, vpp,
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
-                     sync_times=None):
+                     sync_times=None, kinds: KindPasses | None = None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -157,7 +160,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     first_forward_fill_s) and the first stage's busy the rest, spread over its m micro-batches.
     `synced` rows (cost.fsdp.stage_synced) then add each stage's whole sync after its last backward
     past its finish lag behind the first stage's over these blocks (cost.pipeline_tails.
-    synced_syncs_s; `sync_times` the stages' calls with their reduce-scatters)."""
+    synced_syncs_s; `sync_times` the stages' calls with their reduce-scatters). `kinds`: the
+    stages' own layers walked (pipelined_dp_s)."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -167,7 +171,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
                                          fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
                                          gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
-                                         zero3_gathers=zero3_gathers)
+                                         zero3_gathers=zero3_gathers, kinds=kinds)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
