@@ -9,8 +9,9 @@ had left the all-to-all out of that lead: it exposed 0.222 s of data-parallel ti
 simulator's 0.186 s (and at pp 1, 8 layers, 0.283 s against 0.269 s). With each stage's calls from
 its own layers (cost.stage_params: the first stage's 3 dense layers gather and reduce no expert,
 their dense MLPs 9x a MoE layer's dense part) both rose: 0.214 s analytic against 0.211 s
-simulated with reshard_after_forward, 0.201 s against 0.201 s without; the step within 0.4%. The
-1.3% left with reshard_after_forward is not traced yet."""
+simulated with reshard_after_forward, 0.201 s against 0.201 s without; with each stage's own layers
+walked (cost.kind_passes, the first stage's dense layers apart from its MoE one) 0.211 s against
+0.211 s; the step within 0.5%."""
 
 import pytest
 
@@ -30,7 +31,7 @@ def test_zero3_moe_pipeline_exposes_the_same_data_parallel_time(reshard):
                         last_stage_layers=2)
     sim = simulate(DEEPSEEK, H100, WORKLOAD, plan, num_nodes=32, gpus_per_node=8, detail=False)
     est = evaluate(DEEPSEEK, H100, WORKLOAD, plan, num_nodes=32, gpus_per_node=8)
-    assert est.time.dp_comm_exposed_s == pytest.approx(sim.dp_exposed_s, rel=0.015)
+    assert est.time.dp_comm_exposed_s == pytest.approx(sim.dp_exposed_s, rel=0.01)
     assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.005)
 
 
