@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
+from pydantic import Field
 
 from sp_planner.layout import GRID_ORDER
 from sp_planner.pipeline import default_split
@@ -38,6 +39,7 @@ from sp_planner.space_choices import (  # re-exported: the choices beside the de
     _vpp_choices,
     _vpp_keep,
     _zeros_and_recomputes,
+    pinned_split,
 )
 from sp_planner.space_degrees import (  # re-exported: the space's degree tuples live there
     DEGREES,
@@ -82,6 +84,11 @@ class Pins(FrozenModel):
     cpu_offload_layers: int = 0
     # Not searched: Adam's moments in bf16 (cost.states), the user's choice.
     adam_moments_bf16: bool = False
+    # The pipeline split, both or neither (None: pipeline.default_split's for each pp and vpp):
+    # decoder layers on the first and the last stage, with pp pinned (sp-plan --first-stage-layers
+    # and --last-stage-layers; a Megatron-Bridge layout such as DeepSeek-V3's 4 / 1 over pp 16).
+    first_stage_layers: int | None = Field(default=None, ge=1)
+    last_stage_layers: int | None = Field(default=None, ge=1)
 
 
 # The degrees in Pins' field order, which is the CLI's options' (DEGREES: space_degrees).
@@ -255,14 +262,17 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     at = {name: i for i, name in enumerate(names)}
     keep = _vpp_keep(workload, table[:, at["dp"], None], table[:, at["pp"], None], table[:, at["micro_batch"], None],
                      extra[None, :, 0], num_layers, pins.vpp is not None or axes is None,
-                     axes.mtp_layers if axes is not None else 0)
+                     axes.mtp_layers if axes is not None else 0, pinned_split(pins))
     rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
     # One contiguous array per field, gathered field by field: the rules and the cost model read
     # every column many times, several times faster than as strided views of a row-major table.
     by_field = np.ascontiguousarray(table.T, dtype=np.int64)  # (width + 3, variants)
     columns = [column[rows] for column in by_field] + [extra[picked, 0], extra[picked, 1]]
     named = dict(zip((*names, "vpp", "precision"), columns))
-    if axes is not None:
+    split = pinned_split(pins)
+    if split is not None:
+        first, last = (np.full(len(rows), v, dtype=np.int64) for v in split)
+    elif axes is not None:
         first, last = default_split(axes.num_layers, named["pp"], named["vpp"], axes.mtp_layers)
     else:
         first = last = np.zeros(len(rows), dtype=np.int64)

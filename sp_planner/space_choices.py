@@ -72,14 +72,27 @@ def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
     return list(VPP_CHOICES) if axes is not None else [1]
 
 
-def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool, mtp_layers: int = 0):
+def pinned_split(pins: Pins) -> tuple[int, int] | None:
+    """(first, last) stage layers the pins fix, or None (the search's default_split)."""
+    if pins.first_stage_layers is None or pins.last_stage_layers is None:
+        return None
+    return pins.first_stage_layers, pins.last_stage_layers
+
+
+def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool, mtp_layers: int = 0,
+              split: tuple[int, int] | None = None):
     """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
     for the micro-batch count), so that the search does not list them as rule breakers, and for
     any vpp where the default split's end stage does not divide by vpp: a
-    --pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT) is priced where a plan names it, not
-    searched (its generic ends are no recipe's; searching them doubled DeepSeek-V3's candidates)."""
-    first, last = default_split(num_layers, pp, vpp, mtp_layers)
-    layout = (vpp > 1) & (split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT)
+    --pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT) is priced where a plan names it (a
+    pinned `split`), not searched (its generic ends are no recipe's; searching them doubled
+    DeepSeek-V3's candidates)."""
+    if split is not None:
+        first, last = (np.broadcast_to(np.int64(v), np.broadcast(pp, vpp).shape) for v in split)
+        layout = np.zeros(np.broadcast(pp, vpp).shape, dtype=bool)
+    else:
+        first, last = default_split(num_layers, pp, vpp, mtp_layers)
+        layout = (vpp > 1) & (split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT)
     if pinned:
         return ~layout
     m = workload.global_batch // (dp * mb)
@@ -98,6 +111,6 @@ def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | N
     num_layers = axes.num_layers if axes is not None else 1
     mtp = axes.mtp_layers if axes is not None else 0
     keep = np.broadcast_to(_vpp_keep(workload, dp, pp, mb, vpps, num_layers, pins.vpp is not None or axes is None,
-                                     mtp),
+                                     mtp, pinned_split(pins)),
                            (len(triples), vpps.shape[1]))  # (triples, vpp choices)
     return np.bincount(owner[:, 0], weights=keep.sum(axis=1), minlength=len(pairs)).astype(np.int64)

@@ -57,8 +57,10 @@ def check_pins(
     *,
     world_size: int,
     recompute: str | None = None,
+    split: tuple[int, int] | None = None,
 ) -> None:
-    """Exit-2 check of the hard rules the pinned values alone already break.
+    """Exit-2 check of the hard rules the pinned values alone already break (`split`: the pinned
+    first and last stage layers, else the search's default_split).
 
     Unpinned degrees are set to 1, the least they can be; every rule but kv_heads is a
     divisibility that any larger degree only tightens, so a violation here holds for every plan.
@@ -66,7 +68,7 @@ def check_pins(
     only checked when tp and ulysses are both pinned.
     """
     pp, stage_vpp = degrees["pp"] or 1, vpp or 1
-    first, last = (int(x) for x in default_split(model.num_layers, pp, stage_vpp, model.mtp_layers))
+    first, last = split or (int(x) for x in default_split(model.num_layers, pp, stage_vpp, model.mtp_layers))
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,

@@ -112,6 +112,13 @@ def plan(
         help="MoE: Megatron's token dispatcher, alltoall (with fused permutations) or hybridep (the flex "
         "dispatcher's HybridEP backend, which permutes inside its own kernels; megatron only).")
     ] = "alltoall",
+    first_stage_layers: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_MTP_LAYERS, show_default=False, help="Pin the decoder layers on the first pipeline stage "
+        "(with --last-stage-layers and --pp; Megatron --decoder-first-pipeline-num-layers, or with --vpp a "
+        "--pipeline-model-parallel-layout where a stage does not divide by vpp).")] = None,
+    last_stage_layers: Annotated[Optional[int], typer.Option(
+        min=1, max=MAX_MTP_LAYERS, show_default=False, help="Pin the decoder layers on the last pipeline stage "
+        "(with --first-stage-layers and --pp; e.g. DeepSeek-V3 with --mtp-layers 1 over --pp 16: 4 and 1).")] = None,
     mtp_layers: Annotated[int, typer.Option(
         min=0, max=MAX_MTP_LAYERS, help="Multi-token prediction depths to train with the model, on the last "
         "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
@@ -204,6 +211,8 @@ def plan(
         expert_degrees={"ep": ep, "etp": etp},
         moe_capacity_factor=moe_capacity_factor, moe_pad_to_capacity=moe_pad_to_capacity,
         moe_routing=moe_routing, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers,
+        split=None if first_stage_layers is None and last_stage_layers is None else (first_stage_layers,
+                                                                                     last_stage_layers),
         cpu_offload_layers=cpu_offload_layers,
         adam_moments_bf16=bf16_adam_moments,
     )
