@@ -59,7 +59,12 @@ def walked_exposed_s(gather_s, reduce_s, window_s, lead_s, *, before_s=0.0, afte
         landed[1] = stream
     compute = np.broadcast_to(np.asarray(opening_s, dtype=np.float64), shape[1:])
     for i in range(n):
-        gemm = np.maximum(compute + lead[i], landed[i])  # the layer's first GEMM waits for its gather
+        # The layer's first GEMM waits for its gather (the first layer's also for the root's); a
+        # later layer without one (backward with the parameters kept from forward,
+        # reshard_after_forward false) waits for nothing on the stream: not for the reduce-scatters
+        # queued there (sim.layer_program adds no gather to depend on).
+        waits = (g[i] > 0) | (i == 0)
+        gemm = np.where(waits, np.maximum(compute + lead[i], landed[i]), compute + lead[i])
         compute = gemm + w[i] - lead[i]
         # RS_i after the layer's gradients; a layer without one (forward) leaves the stream as it is.
         stream = np.where(r[i] > 0, np.maximum(stream, compute - behind[i]) + r[i], stream)
