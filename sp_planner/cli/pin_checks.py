@@ -155,3 +155,18 @@ def check_fsdp_pins(dp: int | None, zero: int | None, dp_replicate: int | None,
     if reshard_after_forward is not None and zero is not None and zero != 3:
         option = "--reshard-after-forward" if reshard_after_forward else "--no-reshard-after-forward"
         raise UserInputError(f"{option} needs --zero 3 (got --zero {zero}): only ZeRO-3/FSDP shards parameters")
+
+
+def check_split_pins(split: tuple[int | None, int | None] | None, pp: int | None) -> tuple[int, int] | None:
+    """--first-stage-layers and --last-stage-layers, both or neither, with --pp above 1: the pinned
+    (first, last) stage layers, or None."""
+    if split is None:
+        return None
+    first, last = split
+    if first is None or last is None:
+        raise UserInputError("--first-stage-layers and --last-stage-layers go together: give both (the middle stages "
+                             "share the rest)")
+    if pp is None or pp < 2:
+        raise UserInputError(f"--first-stage-layers {first} and --last-stage-layers {last} split a pipeline: they need "
+                             "--pp 2 or more")
+    return first, last

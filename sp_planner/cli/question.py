@@ -11,7 +11,8 @@ from pathlib import Path
 from pydantic import Field
 
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
-from sp_planner.cli.pin_checks import check_degrees, check_fsdp_pins, check_pins, gpus_left_to, with_derived_dp
+from sp_planner.cli.pin_checks import (check_degrees, check_fsdp_pins, check_pins, check_split_pins, gpus_left_to,
+                                       with_derived_dp)
 from sp_planner.destination import (
     check_file_destination,
     check_folder_destination,
@@ -187,7 +188,7 @@ def resolve_question(
     if vpp is not None and vpp > 1 and degrees.get("pp") == 1:
         raise UserInputError(f"--vpp {vpp} interleaves pipeline stages: it needs --pp 2 or more, not --pp 1 "
                              "(or drop --vpp)")
-    first_stage_layers, last_stage_layers = _split_pins(split, degrees.get("pp"))
+    pinned_split = check_split_pins(split, degrees.get("pp"))
     degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     if adam_moments_bf16 and zero not in (None, 1):
         raise UserInputError(f"--bf16-adam-moments needs --zero 1 (Megatron's precision-aware optimizer runs only "
@@ -199,11 +200,10 @@ def resolve_question(
                 fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
                 fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16,
-                first_stage_layers=first_stage_layers, last_stage_layers=last_stage_layers)
+                first_stage_layers=pinned_split[0] if pinned_split else None,
+                last_stage_layers=pinned_split[1] if pinned_split else None)
     check_pins(with_derived_dp(degrees, world_size), micro_batch, model_spec, workload, experts, vpp,
-               world_size=world_size, recompute=recompute,
-               split=None if first_stage_layers is None or last_stage_layers is None else (first_stage_layers,
-                                                                                          last_stage_layers))
+               world_size=world_size, recompute=recompute, split=pinned_split)
     check_fsdp_pins(with_derived_dp(degrees, world_size)["dp"], zero, dp_replicate, reshard_after_forward,
                     data_parallel_gpus=gpus_left_to(degrees, world_size, "dp"))
     return PlanQuestion(
@@ -343,16 +343,3 @@ def check_framework_version(framework: str, version: str | None) -> None:
         raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
                              "(the default, 0.3.x) or 0.2.2 (0.2.x)")
 
-
-def _split_pins(split: tuple[int | None, int | None] | None, pp: int | None) -> tuple[int | None, int | None]:
-    """--first-stage-layers and --last-stage-layers: both or neither, with --pp above 1."""
-    if split is None:
-        return None, None
-    first, last = split
-    if first is None or last is None:
-        raise UserInputError("--first-stage-layers and --last-stage-layers go together: give both (the middle stages "
-                             "share the rest)")
-    if pp is None or pp < 2:
-        raise UserInputError(f"--first-stage-layers {first} and --last-stage-layers {last} split a pipeline: they need "
-                             "--pp 2 or more")
-    return first, last

@@ -181,8 +181,7 @@ def mtp_tensors(model: ModelSpec, tp: int, ep: int, etp: int, single_stage: bool
     if not model.mtp_layers:
         return (), ()
     dense, expert = layer_tensors(mtp_params_model(model), tp, ep, etp)
-    per_norm = 2 * model.hidden_size if model.linear_bias else model.hidden_size
-    extra = 2 * model.hidden_size * model.hidden_size / tp + 3 * per_norm
+    extra = model.mtp_eh_proj_params / tp + model.mtp_norm_params
     table = () if single_stage else (model.vocab_size * model.hidden_size / tp,)
     return (dense + (extra,)) * model.mtp_layers + table, expert * model.mtp_layers
 

@@ -221,10 +221,13 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
         return p, g, optimizer
 
-    stored, full_layer = saved_activation_bytes_per_layer(model, hardware, workload, c,
-                                                          sequence_parallel=sequence_parallel, gathers=tp_gathers,
-                                                          compiled=compiled_layers,
-                                                          expert_row_padding=expert_row_padding)
+    def saved_per_layer(spec: ModelSpec):
+        """(saved, full) bytes a layer of `spec` keeps per micro-batch as the candidates run."""
+        return saved_activation_bytes_per_layer(spec, hardware, workload, c, sequence_parallel=sequence_parallel,
+                                                gathers=tp_gathers, compiled=compiled_layers,
+                                                expert_row_padding=expert_row_padding)
+
+    stored, full_layer = saved_per_layer(model)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
     m = workload.global_batch / (c.dp * c.micro_batch)
     working = np.where(c.recompute == RECOMPUTE_FULL, full_layer, 0.0)
@@ -239,17 +242,13 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     average = tuple(resident_layers(layers, c.cpu_offload_layers) * stored for layers in stages)
     saved_first, saved_middle, saved_last = average if held is None else (
         np.where(np.isnan(mine), run, mine) for mine, run in zip(stage_saved_bytes(
-            model, workload.seq_len, held, stored=lambda kind: saved_activation_bytes_per_layer(
-                kind, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers,
-                compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]), average))
+            model, workload.seq_len, held, stored=lambda kind: saved_per_layer(kind)[0]), average))
     # Multi-token prediction's depths on the last stage (at pp 1 the one stage; cost.mtp): each
     # saves its layer's activations (its own kind's) and the inputs of eh_proj and its norms.
     mtp_saved = 0.0
     if model.mtp_layers:
         mtp_model = mtp_layer_model(model, workload.seq_len)
-        mtp_layer = stored if mtp_model is None else saved_activation_bytes_per_layer(
-            mtp_model, hardware, workload, c, sequence_parallel=sequence_parallel, gathers=tp_gathers,
-            compiled=compiled_layers, expert_row_padding=expert_row_padding)[0]
+        mtp_layer = stored if mtp_model is None else saved_per_layer(mtp_model)[0]
         mtp_saved = model.mtp_layers * mtp_layer + mtp_saved_extra_bytes(
             model, sequence_parallel_region_tokens(n, tp, sequence_parallel))
     # The depths run in the last chunk alone, of which the last rank holds one micro-batch at its

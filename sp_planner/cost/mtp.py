@@ -73,7 +73,7 @@ def mtp_depth_extras_s(model: ModelSpec, hardware: HardwareProfile, *, tokens, t
     per micro-batch (micro-batch x sequence / cp). The simulator runs the same (sim.step_work)."""
     h = model.hidden_size
     tp = np.asarray(tp, dtype=np.float64)
-    eh_fwd = gemm_time_s(hardware, 2.0 * 2 * h * h * tokens / tp)
+    eh_fwd = gemm_time_s(hardware, 2.0 * model.mtp_eh_proj_params * tokens / tp)
     # The norms run in the sequence-parallel region (tokens / tp): read and write h each way.
     norms_fwd = memory_pass_time_s(hardware, MTP_NORMS * 2 * BF16_BYTES * h * tokens / tp)
     fwd = eh_fwd + norms_fwd + emb_fwd_s + emb_tp_fwd_s + out_tp_fwd_s + (1 - logits_bwd_share) * logits_s

@@ -91,10 +91,7 @@ def mtp_params_per_rank(model: ModelSpec, tp, pp, ep=1, etp=1):
     ties them, lines 289-290); 0 without MTP."""
     if not model.mtp_layers:
         return 0.0
-    per_norm = 2 * model.hidden_size if model.linear_bias else model.hidden_size
-    eh_proj = 2 * model.hidden_size * model.hidden_size / np.asarray(tp, dtype=np.float64)
+    eh_proj = model.mtp_eh_proj_params / np.asarray(tp, dtype=np.float64)
     table = np.where(np.asarray(pp) > 1, model.vocab_size * model.hidden_size / np.asarray(tp, dtype=np.float64), 0.0)
-    kind = mtp_params_model(model)
-    layer = _attention_params_per_rank(kind, tp) + mean_mlp_params_per_rank(kind, tp, ep, etp) + (
-        kind.norm_params_per_layer)
-    return model.mtp_layers * (layer + eh_proj + 3 * per_norm) + table
+    layer = layer_params_per_rank(mtp_params_model(model), tp, ep, etp)
+    return model.mtp_layers * (layer + eh_proj + model.mtp_norm_params) + table

@@ -121,9 +121,8 @@ def mtp_expert_and_gemm_params(model: ModelSpec, tp, ep, etp) -> tuple[np.ndarra
         return 0.0, 0.0
     kind = mtp_params_model(model)
     experts = model.mtp_layers * expert_params_per_rank(kind, 1, ep, etp, layers=1)
-    layer = layer_params_per_rank(kind, tp, ep, etp) - expert_params_per_rank(kind, 1, ep, etp, layers=1)
-    eh_proj = 2 * model.hidden_size * model.hidden_size / np.asarray(tp, dtype=np.float64)
-    return experts, model.mtp_layers * (layer - kind.norm_params_per_layer + eh_proj)
+    eh_proj = model.mtp_eh_proj_params / np.asarray(tp, dtype=np.float64)
+    return experts, model.mtp_layers * (dense_gemm_params(kind, tp, ep, etp, 1) + eh_proj)
 
 
 @lru_cache(maxsize=4096)

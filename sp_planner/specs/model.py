@@ -264,11 +264,20 @@ class ModelSpec(FrozenModel):
         return self.attention_params_per_layer + self.mlp_params_per_layer + self.norm_params_per_layer
 
     @property
+    def mtp_eh_proj_params(self) -> int:
+        """One MTP depth's eh_proj: 2h x h, no bias (multi_token_prediction.py lines 1174-1186)."""
+        return 2 * self.hidden_size * self.hidden_size
+
+    @property
+    def mtp_norm_params(self) -> int:
+        """One MTP depth's three norms: enorm, hnorm, final_layernorm (lines 1157-1167, 1247), each
+        a layer norm's (norm_params_per_layer / 2)."""
+        return 3 * (self.norm_params_per_layer // 2)
+
+    @property
     def mtp_extra_params(self) -> int:
-        """One MTP depth's parameters beyond its transformer layer: eh_proj (2h x h, no bias) and its
-        three norms (enorm, hnorm, final_layernorm; multi_token_prediction.py lines 1157-1186, 1247)."""
-        per_norm = 2 * self.hidden_size if self.linear_bias else self.hidden_size
-        return 2 * self.hidden_size * self.hidden_size + 3 * per_norm
+        """One MTP depth's parameters beyond its transformer layer: eh_proj and its three norms."""
+        return self.mtp_eh_proj_params + self.mtp_norm_params
 
     @property
     def embedding_params(self) -> int:
