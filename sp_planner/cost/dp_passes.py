@@ -40,6 +40,9 @@ class DPPasses(NamedTuple):
     micro_batches: np.ndarray
     edges: Edges  # the work beside a layer chunk's data-parallel edges (first_s's backward part: bwd_tail_s)
     kinds: KindPasses | None = None  # the layer kinds of the single stages walked layer by layer (ZeRO-3)
+    # Compute lost per second of hidden traffic (cost.overlap.overlap_compute_slowdown): which stage's
+    # sync ends a ZeRO-0/1 pipeline's step depends on it (cost.pipeline_tails).
+    slowdown: float = 0.0
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -62,7 +65,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
         micro_batch_traffic_s=pipelined, kinds=p.kinds,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
-    tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, **passes)
+    tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown, **passes)
     return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
 
 

@@ -206,7 +206,11 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                                   gpu_sm_count(hardware), copies, cfg, mx, fp8_rs,
                                   last=last_chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
                                   multicast=multicast_bytes_factor(hardware, tp))
-        tp_fwd, tp_bwd = paired.fwd_s, paired.bwd_s
+        # At tp 1 there is no TP collective to overlap, and no userbuffers copy or GEMM split:
+        # Megatron turns sequence parallelism off there and asserts it for --tp-comm-overlap
+        # (megatron/training/arguments.py at d98e8a6, lines 1431-1442).
+        single = np.asarray(tp) == 1
+        tp_fwd, tp_bwd = np.where(single, tp_fwd, paired.fwd_s), np.where(single, tp_bwd, paired.bwd_s)
     tp_layer = tp_fwd + tp_bwd
     # The embedding's and the output layer's TP collectives, once per micro-batch (cost.tp_calls),
     # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the

@@ -47,13 +47,18 @@ from sp_planner.pipeline import StageLayers, pile_up_s
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
-                     edges: Edges, micro_batches) -> tuple[np.ndarray, np.ndarray]:
+                     edges: Edges, micro_batches, slowdown: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
     earlier: not counted in overlap_compute_slowdown). NaN where there is no pipeline or ZeRO-2/3
     runs. The arguments are cost.pipeline_dp.pipelined_dp_s's; the `micro_batches` only set how
-    the schedule ends (finish_lags_s: the syncs go once a step)."""
+    the schedule ends (finish_lags_s: the syncs go once a step); `slowdown`: the compute lost per
+    second of hidden traffic (cost.overlap), which cost.step charges on the hidden seconds returned.
+    The step ends on the stage whose sync, after its compute slowed by its own hidden traffic, ends
+    last (sim.pipeline runs each stage's slowdown after its own sync): a first stage whose bucketed
+    sync ends just before a later stage's single call still sets the step by its slowdown
+    (Qwen3-235B-A22B, pp 4 at its default 23 / 24 / 24 / 23 split, ZeRO-1, 128 H100s)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -117,8 +122,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     start[1] = np.where(middles > 0, start[1], 0.0)
     ends = np.stack([tail - lag for tail, lag in zip(tails, lags)])
     ends[1] = np.where(middles > 0, ends[1], -np.inf)
-    last = np.argmax(ends, axis=0)
-    out[rows] = np.maximum.reduce(start) + np.max(ends, axis=0)
+    last = np.argmax(ends + slowdown * np.stack(busy), axis=0)
+    out[rows] = np.maximum.reduce(start) + np.choose(last, ends)
     hidden[rows] = np.choose(last, busy)
     return out, hidden
 

@@ -265,7 +265,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     kinds = kind_passes(model, hardware, c, seq_len=workload.seq_len, gpus_per_node=gpn, states=states,
                         price=lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
-                      kinds)
+                      kinds, overlap_compute_slowdown(hardware))
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic

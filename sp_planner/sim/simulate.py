@@ -76,6 +76,10 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if runtime.overlap.ep_comm:  # only corpus rows state it; no framework runtime sp-plan emits does
         raise ValueError("the simulator does not schedule Megatron's EP all-to-all overlap (cost.ep_overlap); "
                          "simulate the run with Overlap.ep_comm False")
+    if runtime.overlap.tp_comm:  # likewise: only corpus rows state --tp-comm-overlap
+        raise ValueError("the simulator does not schedule Transformer Engine's userbuffers TP overlap "
+                         "(cost.tp_overlap; it would run every TP collective exposed); simulate the run with "
+                         "Overlap.tp_comm False")
     asked = plan
     plan = plan_as_run(plan, runtime.states.param_shard_stage)  # torch FSDP's ZeRO-1/2 (cost.fsdp)
     if plan.fp8_attention:  # its curves, once (cost.fp8_attention)

@@ -125,3 +125,22 @@ def test_layer_times_reads_none_of_the_columns_it_is_deduplicated_without(runtim
                 moe_router_dtype=runtime.moe_router_dtype)
     assert {"tp", "micro_batch", "precision", "ep"} <= _READ  # the recording sees the reads
     assert not _READ & UNREAD_COLUMNS
+
+
+def test_tp_comm_overlap_at_tp_1_prices_no_tp_collective():
+    # Userbuffers overlap has nothing to hide at tp 1 (Megatron turns sequence parallelism off there
+    # and asserts it for --tp-comm-overlap): the layer's TP time stays 0, not the buffer copies of a
+    # whole shard (Qwen3-30B-A3B ep 8 on 16 H100s: 0.0994 s a step before).
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("H100-SXM")
+    overlapped = MEGATRON_OVERLAP.model_copy(update={"tp_comm": True})
+    times = {}
+    for tp in (1, 2):
+        c = Candidates.of_plan(ParallelPlan(tp=tp, dp=8 // tp, ep=8 // tp))
+        times[tp] = [layer_times(model, hardware, WORKLOAD, c, tokens=WORKLOAD.seq_len, cp=1, gpus_per_node=8,
+                                 overlap=overlap, ring_impl=TE_RING, loss_bytes_per_logit=4, sequence_parallel=True,
+                                 tp_gathers=TE_TP_GATHERS) for overlap in (MEGATRON_OVERLAP, overlapped)]
+    plain, over = times[1]
+    assert float(plain.tp_layer_s[0]) == 0.0 and float(over.tp_layer_s[0]) == 0.0
+    assert float(over.per_layer_s[0]) == float(plain.per_layer_s[0])
+    plain, over = times[2]  # at tp 2 the overlap still prices its own way
+    assert float(over.tp_layer_s[0]) != float(plain.tp_layer_s[0])

@@ -29,14 +29,14 @@ def _times(**seconds) -> StageTimes:
                       np.zeros(1, dtype=np.int64))
 
 
-def _tails(zero, times, *, pp=4, layers=(4.0, 8.0, 12.0)):
+def _tails(zero, times, *, pp=4, layers=(4.0, 8.0, 12.0), slowdown=0.0):
     # Layers of 0.01 s forward and 0.02 s backward, nothing beyond them (no embedding, loss or
     # TP edges): a stage's chunk-0 forward is its layers x 0.01 s, its backward block x 0.02 s.
     c = SimpleNamespace(pp=np.array([pp]), zero=np.array([zero]), vpp=np.array([1]))
     exposed, hidden = stage_tails_dp_s(MEGATRON_OVERLAP, c, stages=StageLayers(*(np.array([n]) for n in layers)),
                                        times=times, per_layer_s=0.03, logits_s=0.0, ahead_s=0.0, first_s=0.0,
                                        fwd_layer_s=0.01, bwd_layer_s=0.02, edges=Edges(0.0, 0.0, 0.0),
-                                       micro_batches=np.array([4]))
+                                       micro_batches=np.array([4]), slowdown=slowdown)
     return float(exposed[0]), float(hidden[0])
 
 
@@ -56,6 +56,17 @@ def test_the_stage_whose_sync_ends_last_sets_the_step():
     assert _tails(0, _zero0(last_s=1.0)) == pytest.approx((0.60, 0.0))
     # A first stage syncing longest keeps its own exposure, and what its backward hid.
     assert _tails(0, _zero0(first_s=0.8)) == pytest.approx((0.72, 0.08))
+
+
+def test_the_stage_ending_last_counts_its_own_slowdown():
+    # The first stage's sync ends 0.58 - 0.08 = 0.50 s past its compute end, having hidden 0.08 s
+    # behind its last backward; the first middle stage's 0.52 s, hiding nothing. At 0.5 s of
+    # compute lost per hidden second (a rate for the hand count; cost.overlap's is 16/132) the
+    # first stage ends 0.50 + 0.04 = 0.54 s past: it sets the step, with its hidden 0.08 s, which
+    # cost.step charges (sim.pipeline runs each stage's slowdown after its own sync). Without
+    # the slowdown the middle stage's 0.52 s sets it, hiding nothing.
+    assert _tails(0, _zero0(first_s=0.58), slowdown=0.5) == pytest.approx((0.50, 0.08))
+    assert _tails(0, _zero0(first_s=0.58)) == pytest.approx((0.52, 0.0))
 
 
 def test_two_stages_have_no_middle_one():
@@ -242,3 +253,16 @@ def test_a_pipeline_synced_once_a_step_exposes_each_stages_whole_sync_past_its_l
     ends = (t(5.0, 1.0), t(0.0), t(6.0, 2.0))
     lags = (0.0, np.array([0.0]), np.array([0.5]))
     assert synced_syncs_s(ends, lags, pp=np.array([2]), vpp=np.array([2])) == pytest.approx(4.0 + 3.0)
+
+
+def test_a_middle_heavy_default_split_agrees_with_the_simulator():
+    # Qwen3-235B-A22B (94 layers) over pp 4 runs default_split's 23 / 24 / 24 / 23 on 128 H100s, ep
+    # 8, ZeRO-1, 4K tokens, 2 micro-batches: the first middle stage's single call ends 5 ms after the
+    # first stage's bucketed sync, whose slowdown from the 0.40 s it hid (48 ms) sets the step in
+    # the simulator. Picking the stage before its slowdown, the model came out 2.16% under it.
+    model, hardware = load_model("Qwen3-235B-A22B"), load_hardware("H100")
+    plan = ParallelPlan(dp=32, pp=4, ep=8, zero=1, first_stage_layers=23, last_stage_layers=23)
+    workload = Workload(seq_len=4096, global_batch=64)
+    sim = simulate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8, detail=False)
+    est = evaluate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.006)
