@@ -17,9 +17,9 @@ from sp_planner.catalog import import_notes
 from sp_planner.cli.common import file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.question import (check_framework_version, check_outputs, domain_split_note,
-                                     framework_device_note, generic_gpu_note, node_size_note, resolve_fp8_recipe,
-                                     resolve_question)
+from sp_planner.cli.option_checks import check_framework_version, resolve_fp8_recipe
+from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
+                                     node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field
 
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
+from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
+                                          with_routing)
 from sp_planner.cli.pin_checks import (check_degrees, check_fsdp_pins, check_pins, check_split_pins, gpus_left_to,
                                        with_derived_dp)
 from sp_planner.destination import (
@@ -21,11 +23,8 @@ from sp_planner.destination import (
     same_destination,
 )
 from sp_planner.cost.families import gpu_generation, profile_key
-from sp_planner.cost.fp8_attention import fp8_attention_problem
-from sp_planner.cost.offload import check_host_link
-from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
-from sp_planner.plan import FP8_RECIPES, PRECISIONS, CpComm, Fp8Recipe, Precision, Recompute
+from sp_planner.plan import CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
@@ -189,16 +188,16 @@ def resolve_question(
         raise UserInputError(f"--vpp {vpp} interleaves pipeline stages: it needs --pp 2 or more, not --pp 1 "
                              "(or drop --vpp)")
     pinned_split = check_split_pins(split, degrees.get("pp"))
-    degrees, recompute = _offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
+    degrees, recompute = offload_pins(cpu_offload_layers, degrees, recompute, model_spec, profile)
     if adam_moments_bf16 and zero not in (None, 1):
         raise UserInputError(f"--bf16-adam-moments needs --zero 1 (Megatron's precision-aware optimizer runs only "
                              f"with the distributed optimizer), not --zero {zero}")
     zero = 1 if adam_moments_bf16 else zero
     pins = Pins(**degrees, **experts, zero=zero, recompute=recompute, micro_batch=micro_batch, cp_comm=cp_comm,
                 dp_replicate=dp_replicate, reshard_after_forward=reshard_after_forward, vpp=vpp,
-                precision=_check_precision(precision, profile),
-                fp8_recipe=_check_fp8_recipe(fp8_recipe, precision, profile),
-                fp8_attention=_check_fp8_attention(fp8_attention, precision, profile),
+                precision=check_precision(precision, profile),
+                fp8_recipe=check_fp8_recipe(fp8_recipe, precision, profile),
+                fp8_attention=check_fp8_attention(fp8_attention, precision, profile),
                 cpu_offload_layers=cpu_offload_layers, adam_moments_bf16=adam_moments_bf16,
                 first_stage_layers=pinned_split[0] if pinned_split else None,
                 last_stage_layers=pinned_split[1] if pinned_split else None)
@@ -215,86 +214,6 @@ def resolve_question(
         pins=pins,
         default_batch=global_batch is None,
     )
-
-
-def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool,
-                 routing: MoERouting = "learned", dispatcher: MoEDispatcher = "alltoall") -> ModelSpec:
-    """The model with the MoE routing and token dispatcher asked for (cost.moe): dropless unless a
-    capacity factor is given, with the learned router's load imbalance unless routing is
-    force-balanced."""
-    if capacity_factor is None and not pad_to_capacity and routing == "learned" and dispatcher == "alltoall":
-        return model
-    if model.moe is None:
-        raise UserInputError(f"--moe-capacity-factor, --moe-pad-to-capacity, --moe-routing and --moe-dispatcher "
-                             f"apply to MoE models; {model.name} has no experts")
-    if pad_to_capacity and capacity_factor is None:
-        raise UserInputError("--moe-pad-to-capacity needs --moe-capacity-factor (dropless routing has no capacity "
-                             "to pad to)")
-    if capacity_factor is not None and not 0 < capacity_factor <= model.moe.num_experts:
-        raise UserInputError(f"--moe-capacity-factor must be above 0 and at most the {model.moe.num_experts} "
-                             f"experts, got {capacity_factor:g}")
-    moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity,
-                                       "routing": routing, "dispatcher": dispatcher})
-    return model.model_copy(update={"moe": moe})
-
-
-def _check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"],
-                      profile: HardwareProfile) -> Fp8Recipe:
-    """The FP8 recipe, which only per-tensor FP8 (precision fp8, or auto's FP8 plans) reads."""
-    if fp8_recipe not in FP8_RECIPES:
-        raise UserInputError(f"--fp8-recipe must be one of {', '.join(FP8_RECIPES)}, got {fp8_recipe!r}")
-    if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
-        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
-    if fp8_recipe == "blockwise":
-        try:
-            check_blockwise(profile)
-        except ValueError as err:
-            raise UserInputError(f"--fp8-recipe blockwise: {err}") from None
-    return fp8_recipe
-
-
-def _offload_pins(offload: int, degrees: dict[str, int | None], recompute: Recompute | None, model: ModelSpec,
-                  profile: HardwareProfile) -> tuple[dict[str, int | None], Recompute | None]:
-    """Activation CPU offloading (cost.offload) runs at pp 1 without recompute (Megatron-Core
-    rejects the rest), so it pins both; the degrees and recompute pins as they become."""
-    if not offload:
-        return degrees, recompute
-    if offload < 0 or offload >= model.num_layers:
-        raise UserInputError(f"--cpu-offload-layers must be from 1 to {model.num_layers - 1} (below num_layers "
-                             f"{model.num_layers}, as Megatron-Core requires), got {offload}")
-    if degrees.get("pp") not in (None, 1) or recompute not in (None, "none"):
-        raise UserInputError("--cpu-offload-layers needs --pp 1 and --recompute none (Megatron-Core rejects CPU "
-                             "offloading with pipeline parallelism or recompute)")
-    try:
-        check_host_link(profile, offload)
-    except ValueError as err:
-        raise UserInputError(f"--cpu-offload-layers: {err}") from None
-    return {**degrees, "pp": 1}, "none"
-
-
-def _check_fp8_attention(fp8_attention: bool, precision: Precision | Literal["auto"],
-                         profile: HardwareProfile) -> bool:
-    """FP8 attention needs FP8 GEMMs (every plan of the search) and a measured FP8 SDPA curve."""
-    if not fp8_attention:
-        return False
-    if precision not in ("fp8", "mxfp8"):
-        raise UserInputError(f"--fp8-attention needs --precision fp8 or mxfp8, not {precision}")
-    problem = fp8_attention_problem(profile)
-    if problem:
-        raise UserInputError(f"--fp8-attention: {problem}")
-    return True
-
-
-def _check_precision(precision: Precision | Literal["auto"], profile: HardwareProfile) -> Precision | None:
-    """The pinned precision (None for 'auto': searched over what the profile runs)."""
-    if precision == "auto":
-        return None
-    if precision not in PRECISIONS:
-        raise UserInputError(f"--precision must be one of {', '.join((*PRECISIONS, 'auto'))}, got {precision!r}")
-    problem = precision_problem(precision, profile)
-    if problem:
-        raise UserInputError(f"--precision {problem}")
-    return precision
 
 
 def check_outputs(*, out: Path | None, report: Path | None, inputs: tuple[tuple[str, object], ...] = ()) -> None:
@@ -316,30 +235,3 @@ def check_outputs(*, out: Path | None, report: Path | None, inputs: tuple[tuple[
     if out is not None and report is not None and lies_inside(out, report):
         raise UserInputError(f"--out {out} lies inside the --report folder {report}, which holds the report's "
                              "files only; write the plan file beside the folder")
-
-
-def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
-                       precision: Precision | Literal["auto"]) -> Fp8Recipe:
-    """--fp8-recipe, by default the framework's own: torchtitan's torchao float8 scales each tensor
-    from its own amax (ScalingType has DYNAMIC only, torchao/float8/config.py), so it runs
-    tensorwise and has no delayed scaling; Megatron's TE default is delayed (--fp8-recipe)."""
-    if framework != "torchtitan" or precision not in ("fp8", "auto"):
-        return "delayed" if fp8_recipe is None else fp8_recipe
-    if fp8_recipe == "delayed":
-        raise UserInputError("--fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed scaling, it "
-                             "scales each tensor from its own amax; use --fp8-recipe tensorwise or leave it out")
-    return "tensorwise" if fp8_recipe is None else fp8_recipe
-
-
-def check_framework_version(framework: str, version: str | None) -> None:
-    """--framework-version names a torchtitan release (the only framework with two interfaces)."""
-    if version is None:
-        return
-    if framework not in ("torchtitan", "all"):
-        raise UserInputError(f"--framework-version applies to torchtitan only; drop it for --framework {framework}")
-    from sp_planner.flags.torchtitan import VERSIONS
-
-    if version not in VERSIONS:
-        raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
-                             "(the default, 0.3.x) or 0.2.2 (0.2.x)")
-

@@ -1,8 +1,10 @@
 """sp-report's work: a report for the question of a plan file, with optional sp-run results.
 
 The search is run again for the plan file's question (model, hardware, workload, cluster) so the
-figures cover the whole space; the plan file's plan is the one the report recommends, estimated
-by this search (the file's stored estimate may come from an older cost model).
+figures cover the whole space, with the plan's values the search would not choose on its own
+pinned (report.plan_pins: a pinned pipeline split, an FP8 precision); the plan file's plan is the
+one the report recommends, estimated by this search (the file's stored estimate may come from an
+older cost model).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import pandas as pd
 from sp_planner.destination import check_folder_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, check_plan_file_runs, load_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary
+from sp_planner.report.plan_pins import recorded_pins
 from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
-from sp_planner.search import Pins, evaluate, search
+from sp_planner.search import evaluate, search
 from sp_planner.specs.model import softmax_scale_or_default
 
 
@@ -30,7 +32,8 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                           top_k: int = 10, note: Callable[[str], None] = lambda text: None) -> Path:
     """Read the plan file and run results, search again, write the report; return index.html's path.
     The search times plans with the runtime the plan file was timed with (PlanFile.runtime); `note`
-    gets the line that says which release a file that predates framework_version is timed as."""
+    gets the line that says which release a file that predates framework_version is timed as, and
+    the one that names what of the plan the search pins (plan_pins.recorded_pins)."""
     check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
     loaded = load_plan_file(plan_path)
@@ -51,7 +54,10 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     if loaded.release_note is not None:
         note(loaded.release_note)
     runtime, version = plan_file.runtime, plan_file.framework_version
-    pins = plan_choices(plan_file.plan)
+    pins, pinned = recorded_pins(plan_file)
+    if pinned:
+        note("the report searches with the plan file's " + ", ".join(f"{name} {value}" for name, value in
+             pinned.items()) + " pinned (values its search does not choose on its own)")
     result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
                     gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
     fits = bool(result.ranked) and result.ranked[0].fits
@@ -71,19 +77,6 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
                         summary=summary, runs=runs, framework=plan_file.framework, framework_version=version,
                         chosen=chosen_estimate(plan_file, result))
-
-
-def plan_choices(plan: ParallelPlan) -> Pins:
-    """The search pins the plan file's plan was chosen under, as far as the plan shows them: the
-    choices sp-plan never searches on its own (precision and FP8 recipe, FP8 attention, CPU
-    offloading with the pipeline and recompute it needs, bf16 Adam moments with the ZeRO-1 they
-    need, as sp-plan pins them), so that the report
-    ranks the plan among its own kind (an FP8 plan among FP8 plans, not against a bf16 search)."""
-    offload = plan.cpu_offload_layers > 0
-    return Pins(precision=plan.precision, fp8_recipe=plan.fp8_recipe, fp8_attention=plan.fp8_attention,
-                cpu_offload_layers=plan.cpu_offload_layers, adam_moments_bf16=plan.adam_moments_bf16,
-                pp=1 if offload else None, recompute="none" if offload else None,
-                zero=1 if plan.adam_moments_bf16 else None)
 
 
 def expected_run_device(plan_file: PlanFile) -> str:

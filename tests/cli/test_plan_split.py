@@ -1,8 +1,9 @@
 """sp-plan --first-stage-layers / --last-stage-layers: a pinned pipeline split (space.Pins), as
-Megatron-Bridge's recipes name theirs."""
+Megatron-Bridge's recipes name theirs, and sp-report of the plan file it writes."""
 
 import json
 
+import pandas as pd
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
@@ -10,7 +11,8 @@ from sp_planner.search_columns import search_axes
 from sp_planner.space import Pins, enumerate_candidates
 from sp_planner.space_count import count_candidates
 from sp_planner.specs import Workload
-from tests.cli.conftest import assert_one_line_error
+from sp_planner.cli import report_cmd
+from tests.cli.conftest import README_QUESTION, assert_one_line_error, notes_unwrapped
 
 QUESTION = ["--model", "deepseek-v3", "--hardware", "b200", "--nodes", "32", "--seq-len", "4k", "--global-batch",
             "4096", "--tp", "1", "--ep", "8"]
@@ -54,3 +56,36 @@ def test_the_count_is_the_pinned_splits_candidates():
         assert len(c) == count_candidates(workload, 256, pins, axes=axes) > 0
         assert set(c.first_stage_layers.tolist()) == {pins.first_stage_layers}
         assert set(c.last_stage_layers.tolist()) == {pins.last_stage_layers}
+
+
+def _rows_of(report_dir, plan: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """plans.csv of an sp-report folder, and its rows of `plan` (a plan file's)."""
+    frame = pd.read_csv(report_dir / "plans.csv")
+    mask = pd.Series(True, index=frame.index)
+    for name, value in plan.items():
+        mask &= frame[name].isna() if value is None else frame[name] == value
+    return frame, frame[mask]
+
+
+def test_sp_report_ranks_a_pinned_split_among_plans_of_that_split(sp_plan, run_main, tmp_path):
+    # Llama-3-8B's 32 layers over pp 4 split 8 each; sp-report searched 10 / 6 away (pp 1 first, the
+    # plan file's plan in no row) until it pinned the split the file records (report.plan_pins).
+    split, plain = tmp_path / "split.json", tmp_path / "plain.json"
+    assert sp_plan(*README_QUESTION, "--pp", "4", "--first-stage-layers", "10", "--last-stage-layers", "6",
+                   "--out", split).exit_code == 0
+    assert sp_plan(*README_QUESTION, "--out", plain).exit_code == 0
+    result = run_main(report_cmd, split, "--out", tmp_path / "split")
+    assert result.exit_code == 0
+    assert notes_unwrapped(result.stderr) == [
+        "note: the report searches with the plan file's pp 4, first_stage_layers 10, last_stage_layers 6 pinned "
+        "(values its search does not choose on its own)"]
+    written = json.loads(split.read_text())
+    frame, rows = _rows_of(tmp_path / "split", written["plan"])
+    assert set(zip(frame.pp, frame.first_stage_layers, frame.last_stage_layers)) == {(4, 10, 6)}
+    # First, as sp-plan ranked it, at the step time its plan file records.
+    assert rows["rank"].tolist() == [1] and rows.step_time_s.item() == written["estimate"]["step_time_s"]
+    # A plan the search reaches as it is: the whole space searched, no note.
+    result = run_main(report_cmd, plain, "--out", tmp_path / "plain")
+    assert (result.exit_code, result.stderr) == (0, "")
+    frame, rows = _rows_of(tmp_path / "plain", json.loads(plain.read_text())["plan"])
+    assert len(rows) == 1 and frame.pp.nunique() > 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware
-from sp_planner.cli.question import resolve_fp8_recipe, resolve_question
+from sp_planner.cli.question import resolve_question
 from sp_planner.errors import UserInputError
 
 FREE = {"tp": None, "pp": None, "dp": None, "ulysses": None, "ring": None}
@@ -92,24 +92,6 @@ def test_a_pinned_allgather_keeps_only_plans_with_a_ring():
     result = search(q.model, q.hardware, q.workload, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
                     pins=q.pins, top_k=20)
     assert result.ranked and all(est.plan.ring > 1 and est.plan.cp_comm == "allgather" for est in result.ranked)
-
-
-@pytest.mark.parametrize(("given", "framework", "precision", "expected"), [
-    (None, "megatron", "fp8", "delayed"),  # Transformer Engine's default in Megatron
-    (None, "all", "fp8", "delayed"),
-    (None, "torchtitan", "fp8", "tensorwise"),  # torchao float8 has dynamic scaling only
-    (None, "torchtitan", "auto", "tensorwise"),
-    (None, "torchtitan", "bf16", "delayed"),  # unread without FP8 GEMMs
-    ("blockwise", "torchtitan", "fp8", "blockwise"),
-    ("tensorwise", "megatron", "fp8", "tensorwise"),
-])
-def test_fp8_recipe_defaults_to_the_frameworks_own(given, framework, precision, expected):
-    assert resolve_fp8_recipe(given, framework, precision) == expected
-
-
-def test_delayed_scaling_is_refused_for_torchtitan():
-    with pytest.raises(UserInputError, match="torchtitan's float8 .torchao. has no delayed scaling"):
-        resolve_fp8_recipe("delayed", "torchtitan", "fp8")
 
 
 def test_pinned_expert_grid_larger_than_a_stage_is_refused():

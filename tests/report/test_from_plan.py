@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from sp_planner.planfile import PlanFile
 from sp_planner.plan import ParallelPlan
-from sp_planner.report.from_plan import chosen_estimate, plan_choices
+from sp_planner.report.from_plan import chosen_estimate
 
 
 def _plan_file(question, plan):
@@ -43,12 +43,6 @@ def test_an_fp8_plan_is_reported_among_fp8_plans_as_sp_plan_documents_it(tmp_pat
     assert summary["framework"] == "megatron" and summary["framework_plans"]
     chosen = json.loads(plan.read_text())["estimate"]["step_time_s"]
     assert summary["plans"][0]["step_time_s"] == chosen
-
-
-def test_bf16_adam_moments_are_searched_with_the_zero_1_they_need():
-    # As sp-plan pins them: the report must not rank bf16-moment plans at ZeRO 0, 2 or 3.
-    assert plan_choices(ParallelPlan(adam_moments_bf16=True)).zero == 1
-    assert plan_choices(ParallelPlan(zero=2)).zero is None
 
 
 def _run(model, plan, seq_len, **attention):

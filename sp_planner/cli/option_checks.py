@@ -1,0 +1,122 @@
+"""sp-plan's exit-2 checks of its options beside the degrees: MoE routing, precision, the FP8 recipe
+and FP8 attention against the hardware, CPU offloading (with the pipeline and recompute pins it
+brings) and the framework release. Each returns what the question keeps, or refuses in one line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sp_planner.cost.fp8_attention import fp8_attention_problem
+from sp_planner.cost.offload import check_host_link
+from sp_planner.cost.precision import check_blockwise, precision_problem
+from sp_planner.errors import UserInputError
+from sp_planner.plan import FP8_RECIPES, PRECISIONS, Fp8Recipe, Precision, Recompute
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.moe import MoEDispatcher, MoERouting
+
+
+def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacity: bool,
+                 routing: MoERouting = "learned", dispatcher: MoEDispatcher = "alltoall") -> ModelSpec:
+    """The model with the MoE routing and token dispatcher asked for (cost.moe): dropless unless a
+    capacity factor is given, with the learned router's load imbalance unless routing is
+    force-balanced."""
+    if capacity_factor is None and not pad_to_capacity and routing == "learned" and dispatcher == "alltoall":
+        return model
+    if model.moe is None:
+        raise UserInputError(f"--moe-capacity-factor, --moe-pad-to-capacity, --moe-routing and --moe-dispatcher "
+                             f"apply to MoE models; {model.name} has no experts")
+    if pad_to_capacity and capacity_factor is None:
+        raise UserInputError("--moe-pad-to-capacity needs --moe-capacity-factor (dropless routing has no capacity "
+                             "to pad to)")
+    if capacity_factor is not None and not 0 < capacity_factor <= model.moe.num_experts:
+        raise UserInputError(f"--moe-capacity-factor must be above 0 and at most the {model.moe.num_experts} "
+                             f"experts, got {capacity_factor:g}")
+    moe = model.moe.model_copy(update={"capacity_factor": capacity_factor, "pad_to_capacity": pad_to_capacity,
+                                       "routing": routing, "dispatcher": dispatcher})
+    return model.model_copy(update={"moe": moe})
+
+
+def check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"],
+                      profile: HardwareProfile) -> Fp8Recipe:
+    """The FP8 recipe, which only per-tensor FP8 (precision fp8, or auto's FP8 plans) reads."""
+    if fp8_recipe not in FP8_RECIPES:
+        raise UserInputError(f"--fp8-recipe must be one of {', '.join(FP8_RECIPES)}, got {fp8_recipe!r}")
+    if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
+        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+    if fp8_recipe == "blockwise":
+        try:
+            check_blockwise(profile)
+        except ValueError as err:
+            raise UserInputError(f"--fp8-recipe blockwise: {err}") from None
+    return fp8_recipe
+
+
+def offload_pins(offload: int, degrees: dict[str, int | None], recompute: Recompute | None, model: ModelSpec,
+                  profile: HardwareProfile) -> tuple[dict[str, int | None], Recompute | None]:
+    """Activation CPU offloading (cost.offload) runs at pp 1 without recompute (Megatron-Core
+    rejects the rest), so it pins both; the degrees and recompute pins as they become."""
+    if not offload:
+        return degrees, recompute
+    if offload < 0 or offload >= model.num_layers:
+        raise UserInputError(f"--cpu-offload-layers must be from 1 to {model.num_layers - 1} (below num_layers "
+                             f"{model.num_layers}, as Megatron-Core requires), got {offload}")
+    if degrees.get("pp") not in (None, 1) or recompute not in (None, "none"):
+        raise UserInputError("--cpu-offload-layers needs --pp 1 and --recompute none (Megatron-Core rejects CPU "
+                             "offloading with pipeline parallelism or recompute)")
+    try:
+        check_host_link(profile, offload)
+    except ValueError as err:
+        raise UserInputError(f"--cpu-offload-layers: {err}") from None
+    return {**degrees, "pp": 1}, "none"
+
+
+def check_fp8_attention(fp8_attention: bool, precision: Precision | Literal["auto"],
+                         profile: HardwareProfile) -> bool:
+    """FP8 attention needs FP8 GEMMs (every plan of the search) and a measured FP8 SDPA curve."""
+    if not fp8_attention:
+        return False
+    if precision not in ("fp8", "mxfp8"):
+        raise UserInputError(f"--fp8-attention needs --precision fp8 or mxfp8, not {precision}")
+    problem = fp8_attention_problem(profile)
+    if problem:
+        raise UserInputError(f"--fp8-attention: {problem}")
+    return True
+
+
+def check_precision(precision: Precision | Literal["auto"], profile: HardwareProfile) -> Precision | None:
+    """The pinned precision (None for 'auto': searched over what the profile runs)."""
+    if precision == "auto":
+        return None
+    if precision not in PRECISIONS:
+        raise UserInputError(f"--precision must be one of {', '.join((*PRECISIONS, 'auto'))}, got {precision!r}")
+    problem = precision_problem(precision, profile)
+    if problem:
+        raise UserInputError(f"--precision {problem}")
+    return precision
+
+
+def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
+                       precision: Precision | Literal["auto"]) -> Fp8Recipe:
+    """--fp8-recipe, by default the framework's own: torchtitan's torchao float8 scales each tensor
+    from its own amax (ScalingType has DYNAMIC only, torchao/float8/config.py), so it runs
+    tensorwise and has no delayed scaling; Megatron's TE default is delayed (--fp8-recipe)."""
+    if framework != "torchtitan" or precision not in ("fp8", "auto"):
+        return "delayed" if fp8_recipe is None else fp8_recipe
+    if fp8_recipe == "delayed":
+        raise UserInputError("--fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed scaling, it "
+                             "scales each tensor from its own amax; use --fp8-recipe tensorwise or leave it out")
+    return "tensorwise" if fp8_recipe is None else fp8_recipe
+
+
+def check_framework_version(framework: str, version: str | None) -> None:
+    """--framework-version names a torchtitan release (the only framework with two interfaces)."""
+    if version is None:
+        return
+    if framework not in ("torchtitan", "all"):
+        raise UserInputError(f"--framework-version applies to torchtitan only; drop it for --framework {framework}")
+    from sp_planner.flags.torchtitan import VERSIONS
+
+    if version not in VERSIONS:
+        raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
+                             "(the default, 0.3.x) or 0.2.2 (0.2.x)")
