@@ -43,6 +43,12 @@ class DPPasses(NamedTuple):
     # Compute lost per second of hidden traffic (cost.overlap.overlap_compute_slowdown): which stage's
     # sync ends a ZeRO-0/1 pipeline's step depends on it (cost.pipeline_tails).
     slowdown: float = 0.0
+    # Each (first, middle, last) stage's own layer (per_layer_s, fwd_layer_s, bwd_layer_s) where the
+    # model's layers differ (cost.stage_layer_times): the pipeline's blocks and tails are each
+    # stage's; None: every stage's layer is the pacing one's.
+    stage_layers: tuple[tuple, tuple, tuple] | None = None
+    # The two ends' tied-embedding all-reduce after their syncs (cost.tied_embedding; 0: none).
+    tied_s: np.ndarray | float = 0.0
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -53,9 +59,12 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
     priced here, cost.pipeline_dp.pipelined_dp_s)."""
     c, layers = p.c, p.layers
     stall_f, stall_b = fwd_stall_s / layers, bwd_stall_s / layers
-    passes = dict(stages=p.stages, times=p.times, per_layer_s=p.per_layer_s + stall_f + stall_b,
-                  logits_s=p.logits_s, ahead_s=p.ahead_s, first_s=p.first_s, fwd_layer_s=p.fwd_layer_s + stall_f,
-                  bwd_layer_s=p.bwd_layer_s + stall_b, edges=p.edges)
+    # The pipeline's stages each with their own layer (a tuple) or the pacing one's.
+    per_layer, fwd_layer, bwd_layer = ((p.per_layer_s, p.fwd_layer_s, p.bwd_layer_s) if p.stage_layers is None
+                                       else p.stage_layers)
+    passes = dict(stages=p.stages, times=p.times, per_layer_s=_plus(per_layer, stall_f + stall_b),
+                  logits_s=p.logits_s, ahead_s=p.ahead_s, first_s=p.first_s, fwd_layer_s=_plus(fwd_layer, stall_f),
+                  bwd_layer_s=_plus(bwd_layer, stall_b), edges=p.edges)
     pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
                                compute_path_s=compute_path_s, kinds=p.kinds, **passes)
     exposed, hidden = dp_exposed_s(
@@ -65,8 +74,14 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
         micro_batch_traffic_s=pipelined, kinds=p.kinds,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
-    tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown, **passes)
+    tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown,
+                                           tied_s=p.tied_s, **passes)
     return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
+
+
+def _plus(values, stall_s):
+    """`values` (one array or each stage's, pipeline.per_stage) each lengthened by `stall_s`."""
+    return tuple(v + stall_s for v in values) if isinstance(values, tuple) else values + stall_s
 
 
 def host_beside_dp_s(overlap: Overlap, p: DPPasses, dp_exposed, host_fwd_stall_s, host_bwd_stall_s, host_exposed_s):

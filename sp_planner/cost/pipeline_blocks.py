@@ -21,7 +21,7 @@ from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_
 from sp_planner.cost.layer_walk import walked_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
-from sp_planner.pipeline import stage_chunk
+from sp_planner.pipeline import per_stage, stage_chunk
 
 if TYPE_CHECKING:
     from sp_planner.cost.kind_passes import KindPasses
@@ -43,6 +43,8 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
+    `fwd_layer_s`, `bwd_layer_s`: a layer's windows, one for every stage or each stage's own
+    (pipeline.per_stage; cost.stage_layer_times' blends where the model's layers differ).
     `gathers`: each stage's ZeRO-2 gathers exposed on its chunks' first forwards (0 elsewhere);
     `root_gathers`, `fwd_gathers`: the share of ZeRO-3's forwards that gather the root unit and
     the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
@@ -110,12 +112,12 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
                    kinds: KindPasses | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
-    return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd_layer_s,
-                             bwd_window_s=s.layers * bwd_layer_s, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
+    return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd,
+                             bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
                              fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp),
                              kinds=None if kinds is None else kinds.stage(i))
-            for i, s in enumerate(stages)]
+            for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
 
 
 def layout_chunk(stages: tuple[StageDP, ...], vpp):
@@ -148,9 +150,9 @@ def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero
                           kinds: KindPasses | None = None):
     """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
     (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked."""
-    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd, edges=edges,
                              kinds=None if kinds is None else kinds.stage(i))
-            for i in range(len(stages))]
+            for i, fwd in enumerate(per_stage(fwd_layer_s))]
 
 
 def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
@@ -213,7 +215,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
     chunks' (a layer's share of the stage's)."""
     vpp = np.asarray(vpp)
     out = []
-    for i, s in enumerate(stages):
+    for i, (s, fwd_layer, bwd_layer) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s))):
         t = s.times
         final = i == len(stages) - 1
         # This chunk's layers: a layer fewer where it holds the root under the counted split
@@ -240,7 +242,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
                                root_reduce_s=root[1])
             chunk_edges, ahead, head = stage_edges(edges, i), 0.0, 0.0
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
-                                      fwd_window_s=layers * fwd_layer_s, bwd_window_s=layers * bwd_layer_s,
+                                      fwd_window_s=layers * fwd_layer, bwd_window_s=layers * bwd_layer,
                                       reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head,
                                       root_gathers=root_gathers, fwd_gathers=fwd_gathers)
         out.append(exposed)

@@ -31,7 +31,7 @@ from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward
                                              stage_zero3_gathers_s)
 from sp_planner.cost.pipeline_path import critical_path_s
 from sp_planner.cost.pipeline_tails import finish_lags_s, synced_syncs_s
-from sp_planner.pipeline import StageLayers
+from sp_planner.pipeline import StageLayers, per_stage
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward
 # (Narayanan et al. 2021), as cost.step times the logits GEMMs (3 x forward).
@@ -48,7 +48,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     per_layer_s a layer's micro-batch, logits_s the last stage's work beyond its layers (the loss
     and output layer's, forward and backward), ahead_s its part before the first layer's backward,
     first_s the first stage's beyond its layers (the embedding's TP collectives and gradient passes;
-    its backward part is edges.bwd_tail_s), fwd/bwd_layer_s a layer's windows and `edges` the work
+    its backward part is edges.bwd_tail_s), fwd/bwd_layer_s a layer's windows (per_layer_s and these
+    one for every stage or each stage's own, pipeline.per_stage) and `edges` the work
     beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges); compute_path_s the
     critical path over the same stages' compute blocks, per candidate, where the caller has it
     (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here). `kinds`: the
@@ -74,15 +75,17 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     synced = stage_synced(overlap.pp_stage_grad_sync, pp[rows], zero[rows])
     calls = tuple(stage.at(rows) for stage in times)
     first, middle, last = (without_reduces(t, synced) for t in calls)
-    layer_s, loss_s = sub(per_layer_s), sub(logits_s)
+    # Each stage's blocks from its own layers' times where they differ (cost.stage_layer_times).
+    layer_s, fwd_s, bwd_s = (tuple(sub(v) for v in per_stage(x)) for x in (per_layer_s, fwd_layer_s, bwd_layer_s))
+    loss_s = sub(logits_s)
     by_stage = (
-        StageDP(first, split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
-        StageDP(middle, split.middle, split.middle * layer_s, 0.0, np.maximum(pp[rows] - 2, 0)),
-        StageDP(last, split.last, split.last * layer_s + loss_s, sub(ahead_s), 1.0),
+        StageDP(first, split.first, split.first * layer_s[0] + sub(first_s), 0.0, 1.0),
+        StageDP(middle, split.middle, split.middle * layer_s[1], 0.0, np.maximum(pp[rows] - 2, 0)),
+        StageDP(last, split.last, split.last * layer_s[2] + loss_s, sub(ahead_s), 1.0),
     )
     once = 1.0 / np.maximum(m, 1.0)
     kw = dict(stages=by_stage, reshard=row_reshard, edges=Edges(*(sub(v) for v in edges)),
-              fwd_layer_s=sub(fwd_layer_s), bwd_layer_s=sub(bwd_layer_s), vpp=sub(c.vpp),
+              fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=sub(c.vpp),
               micro_batches=m, bare_path_s=None if compute_path_s is None else sub(compute_path_s),
               root_gathers=np.where(synced, once, root_gathers_per_micro_batch(overlap.root_gathered_once, zero[rows],
                                                                                row_reshard, m)),
@@ -100,8 +103,8 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
         # dp_exposed_s counts the first stage's as its once-a-step pass: it comes off here.
         gathers = [0.0, 0.0, 0.0]
         if z == 2 and overlap.param_gather:
-            gathers = [chunks_gather_s(s.times, s.layers * g["fwd_layer_s"], s.layers, g["vpp"], True)
-                       for s in g["stages"]]
+            gathers = [chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True)
+                       for s, fwd in zip(g["stages"], g["fwd_layer_s"])]
         exposed, (own, busy) = _group_exposed_s(overlap, zero=z, interleaved=interleaved, gathers=gathers, **g)
         out[index] = exposed - gathers[0]
         # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).

@@ -42,23 +42,27 @@ from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.pipeline import StageLayers, pile_up_s
+from sp_planner.pipeline import StageLayers, per_stage, pile_up_s
 
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
-                     edges: Edges, micro_batches, slowdown: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     edges: Edges, micro_batches, slowdown: float = 0.0, tied_s=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
     earlier: not counted in overlap_compute_slowdown). NaN where there is no pipeline or ZeRO-2/3
-    runs. The arguments are cost.pipeline_dp.pipelined_dp_s's; the `micro_batches` only set how
+    runs. The arguments are cost.pipeline_dp.pipelined_dp_s's (a layer's times one for every
+    stage or each stage's own, pipeline.per_stage); the `micro_batches` only set how
     the schedule ends (finish_lags_s: the syncs go once a step); `slowdown`: the compute lost per
     second of hidden traffic (cost.overlap), which cost.step charges on the hidden seconds returned.
     The step ends on the stage whose sync, after its compute slowed by its own hidden traffic, ends
     last (sim.pipeline runs each stage's slowdown after its own sync): a first stage whose bucketed
     sync ends just before a later stage's single call still sets the step by its slowdown
-    (Qwen3-235B-A22B, pp 4 at its default 23 / 24 / 24 / 23 split, ZeRO-1, 128 H100s)."""
+    (Qwen3-235B-A22B, pp 4 at its default 23 / 24 / 24 / 23 split, ZeRO-1, 128 H100s). `tied_s`:
+    the two ends' tied-embedding all-reduce after their syncs (cost.tied_embedding), which
+    cost.step charges whole: a middle stage whose sync ends later runs beside it, so what it sets
+    the step by comes off here (sim.pipeline's _step_tail joins the stages after it)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -71,12 +75,13 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
 
     split = StageLayers(*(sub(v) for v in stages))
     z, chunks = zero[rows], sub(vpp)
-    layer_s, fwd_s, bwd_s = sub(per_layer_s), sub(fwd_layer_s), sub(bwd_layer_s)
+    # Each stage's blocks from its own layers' times where they differ (cost.stage_layer_times).
+    layer_s, fwd_s, bwd_s = (tuple(sub(v) for v in per_stage(x)) for x in (per_layer_s, fwd_layer_s, bwd_layer_s))
     middles = np.maximum(pp[rows] - 2, 0)
     by_stage = (
-        StageDP(times[0].at(rows), split.first, split.first * layer_s + sub(first_s), 0.0, 1.0),
-        StageDP(times[1].at(rows), split.middle, split.middle * layer_s, 0.0, middles),
-        StageDP(times[2].at(rows), split.last, split.last * layer_s + sub(logits_s), sub(ahead_s), 1.0),
+        StageDP(times[0].at(rows), split.first, split.first * layer_s[0] + sub(first_s), 0.0, 1.0),
+        StageDP(times[1].at(rows), split.middle, split.middle * layer_s[1], 0.0, middles),
+        StageDP(times[2].at(rows), split.last, split.last * layer_s[2] + sub(logits_s), sub(ahead_s), 1.0),
     )
     row_edges = Edges(*(sub(v) for v in edges))
     bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
@@ -99,7 +104,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     for i, s in enumerate(by_stage):
         t = s.times
         reduce0, reduce1, gather = once_a_step_s(overlap, zero=z, layers=s.layers, times=t,
-                                                 fwd_window_s=s.layers * fwd_s, bwd_window_s=s.layers * bwd_s,
+                                                 fwd_window_s=s.layers * fwd_s[i], bwd_window_s=s.layers * bwd_s[i],
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
                                                  rank=(0, 1, pp[rows] - 1)[i])
         tails.append(np.where(z == 0, reduce0, reduce1))
@@ -122,8 +127,11 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     start[1] = np.where(middles > 0, start[1], 0.0)
     ends = np.stack([tail - lag for tail, lag in zip(tails, lags)])
     ends[1] = np.where(middles > 0, ends[1], -np.inf)
-    last = np.argmax(ends + slowdown * np.stack(busy), axis=0)
-    out[rows] = np.maximum.reduce(start) + np.choose(last, ends)
+    # The ends' tied all-reduce follows the later of their syncs; a middle stage's beside it.
+    beside = np.zeros_like(ends)
+    beside[1] = sub(tied_s)
+    last = np.argmax(ends + slowdown * np.stack(busy) - beside, axis=0)
+    out[rows] = np.maximum.reduce(start) + np.choose(last, ends - beside)
     hidden[rows] = np.choose(last, busy)
     return out, hidden
 
@@ -166,15 +174,16 @@ def _spread(values, at: np.ndarray, n: int) -> np.ndarray:
 
 def _fill_stages(by_stage, bare, fwd_layer_s, vpp):
     """cost.pipeline_fill's stages: the first stage's chunk 0 (its buckets and the embedding's,
-    exposed behind its chunk forward as cost.dp_exposure.hidden_behind), the later stages' whole
-    before their first forward; the last stage's output layer with its last chunk."""
+    exposed behind its chunk forward, of its own layers' `fwd_layer_s`, as cost.dp_exposure.
+    hidden_behind), the later stages' whole before their first forward; the last stage's output
+    layer with its last chunk."""
     stages = []
     for i, s in enumerate(by_stage):
         t = s.times
         total, chunk = t.param_all_gather_s, t.chunk_all_gather_s
         head = np.maximum(0.0, total - vpp * chunk) if i == 2 else 0.0
         own = np.maximum(0.0, total - (vpp - 1) * chunk - head)
-        shown = hidden_behind(own, s.layers * fwd_layer_s / vpp, t.first_all_gather_s, True) if i == 0 else own
+        shown = hidden_behind(own, s.layers * fwd_layer_s[0] / vpp, t.first_all_gather_s, True) if i == 0 else own
         # A chunk's forward before the last (the last stage's last holds the output layer's).
         fwd = (bare[i].forward_s - bare[i].last_fwd_s) / np.maximum(vpp - 1, 1) if i == 2 else bare[i].forward_s / vpp
         stages.append(FillStage(shown, own, chunk, head, fwd))

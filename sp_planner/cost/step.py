@@ -248,8 +248,10 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     pp_sends = pp_sends + per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
                                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
-    # before the optimizer, exposed whole (cost.tied_embedding).
-    pp_sends = pp_sends + tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
+    # before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
+    # ends later runs beside it (cost.pipeline_tails takes that off).
+    tied = tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
+    pp_sends = pp_sends + tied
 
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
                                states=states, which=("first", "middle", "last"))
@@ -265,7 +267,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     kinds = kind_passes(model, hardware, c, seq_len=workload.seq_len, gpus_per_node=gpn, states=states,
                         price=lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
-                      kinds, overlap_compute_slowdown(hardware))
+                      kinds, overlap_compute_slowdown(hardware),
+                      None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied)
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic
