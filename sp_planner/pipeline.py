@@ -15,13 +15,18 @@ and "account_for_*" branches; shared reference moe_fp8_pipeline_frameworks.md se
             num_layers - f - l layers split evenly over pp - 2 stages, each a multiple of vpp;
             middle layers and middle stages both zero or both non-zero; with vpp > 1, pp > 2
             (get_transformer_layer_offset divides by the middle stages)
-  layout:   an explicit split with vpp > 1 whose first or last stage does not divide by vpp runs
-            as --pipeline-model-parallel-layout (pipeline_parallel_layer_layout.py, any decoder
-            count per virtual stage; Megatron-Bridge's DeepSeek-V3 recipes' layout_map, e.g.
-            "Et*4|(t*4|)*14tmL"): every chunk of such a stage holds c, a middle stage's layers /
-            vpp (at pp 2 the other end stage's, which divides by vpp), and its end chunk (the first
-            stage's chunk 0, the last stage's last) the rest, 0 <= rest (stage_chunk).
-            The counted split's one-fewer end chunks are this rule's (rest = c - 1).
+  layout:   any other explicit split with vpp > 1 runs as --pipeline-model-parallel-layout
+            (pipeline_parallel_layer_layout.py, any decoder count per virtual stage, the offsets
+            from the string; Megatron-Bridge's DeepSeek-V3 recipes' layout_map, e.g.
+            "Et*4|(t*4|)*14tmL"): f, l > 0 and the middle stages alike, each a layer at least, as
+            the explicit form, but no stage need divide by vpp and pp 2 runs. A stage not divisible
+            by vpp holds vpp - 1 full chunks and its end chunk (the first stage's chunk 0, another's
+            last) the rest (pipeline_chunks.chunk_shape): full chunks of c, a middle stage's layers
+            / vpp (at pp 2 an end stage's that divides by vpp; stage_chunk), where the rest is not
+            negative, else of its own ceil(layers / vpp), else of its floor. The counted split's
+            one-fewer end chunks are this rule's (rest = c - 1). The even form stays Megatron's
+            --num-virtual-stages-per-pipeline-rank (num_layers / pp divisible by vpp): the same
+            layers pinned as first = last = num_layers / pp run as the layout.
 """
 
 from __future__ import annotations
@@ -74,82 +79,29 @@ def counted_split(num_layers: int, pp, vpp):
     return np.where(ok, per - 1, 0), np.where(ok, per - 1, 0)
 
 
-def default_split(num_layers: int, pp, vpp, mtp_layers: int = 0):
-    """The split the search uses: even where it is valid, else the counted one (the Llama 3
-    paper's: 126 layers over 16 stages run 7 on the first and last, 8 elsewhere, arXiv 2407.21783
-    section 3.3.2), else first and last share what ceil-sized middle stages leave. (0, 0) = even.
-    With `mtp_layers` multi-token prediction depths, which run on the last stage (cost.mtp), an
-    even or generic split moves that many layers (rounded up to whole chunks) from the last stage
-    to the first where the last keeps one chunk at least: Megatron-Bridge's DeepSeek-V3 layouts do
-    so (src/megatron/bridge/recipes/deepseek/deepseek_v3.py at v0.4.0 lines 36-45: pp 4 16 / 13,
-    pp 8 8 / 5, pp 16 4 / 1, each last stage with its MTP depth and the loss); the counted split,
-    Megatron's own accounting of the embedding and the loss, stays as it is."""
-    first, last = per_distinct(partial(_default_split, num_layers), pp, vpp)
-    if not mtp_layers:
-        return first, last
-    return _mtp_shifted(num_layers, np.asarray(pp), np.asarray(vpp), first, last, mtp_layers)
-
-
-def _mtp_shifted(num_layers: int, pp, vpp, first, last, mtp_layers: int):
-    """default_split's MTP shift of the even (0, 0) or generic split (not the counted one)."""
-    counted_first, _ = counted_split(num_layers, pp, vpp)
-    even = (first == 0) & (last == 0)
-    per = num_layers // np.maximum(pp, 1)
-    base_first, base_last = np.where(even, per, first), np.where(even, per, last)
-    shift = -(-mtp_layers // vpp) * vpp  # whole chunks: each stage's layers stay divisible by vpp
-    shifts = (pp > 1) & ~((first > 0) & (first == counted_first) & (counted_first > 0)) & (base_last - shift >= vpp)
-    shifts &= ~even | ((num_layers % pp == 0) & (per % vpp == 0))
-    return (np.where(shifts, base_first + shift, first).astype(np.int64),
-            np.where(shifts, base_last - shift, last).astype(np.int64))
-
-
-def _default_split(num_layers: int, pp, vpp):
-    pp, vpp = np.asarray(pp), np.asarray(vpp)
-    even = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
-    counted_first, counted_last = counted_split(num_layers, pp, vpp)
-    # Middle stages take ceil(L/pp) rounded up to a multiple of vpp; first and last split the rest.
-    middle = -(-num_layers // (pp * vpp)) * vpp
-    rest = num_layers - middle * np.maximum(pp - 2, 0)
-    last = (rest // 2) // vpp * vpp  # the last stage also runs the logits and the loss: it gets less
-    first = rest - last
-    # No generic split (a single stage, or too few layers): the even one, which the rule reports.
-    none = (pp == 1) | (first < 1) | (last < 1)
-    first = np.where(none, 0, first)
-    last = np.where(none, 0, last)
-    use_counted = ~even & (counted_first > 0)
-    first = np.where(even, 0, np.where(use_counted, counted_first, first))
-    last = np.where(even, 0, np.where(use_counted, counted_last, last))
-    return first.astype(np.int64), last.astype(np.int64)
-
-
 SPLIT_EVEN, SPLIT_COUNTED, SPLIT_EXPLICIT, SPLIT_LAYOUT = 0, 1, 2, 3
 
 
 def split_kind(num_layers: int, pp, vpp, first_stage_layers, last_stage_layers):
     """SPLIT_EVEN, SPLIT_COUNTED (embedding and loss as layers), SPLIT_EXPLICIT (first/last
-    counts) or SPLIT_LAYOUT (explicit counts with virtual stages where an end stage does not divide
-    by vpp: Megatron's --pipeline-model-parallel-layout; module docstring)."""
+    counts) or SPLIT_LAYOUT (explicit counts with virtual stages that Megatron's
+    --decoder-first/last-pipeline-num-layers refuse: an end or middle stage not divisible by vpp,
+    or pp 2; Megatron's --pipeline-model-parallel-layout; module docstring)."""
     counted_first, counted_last = counted_split(num_layers, pp, vpp)
     f, last, vpp = np.asarray(first_stage_layers), np.asarray(last_stage_layers), np.asarray(vpp)
     even = f == 0
     counted = (f == counted_first) & (last == counted_last)
-    layout = (vpp > 1) & ((f % vpp != 0) | (last % vpp != 0))
+    middle_chunk = (num_layers - f - last) / np.maximum(np.asarray(pp) - 2, 1) / vpp
+    flags_place = (f % vpp == 0) & (last % vpp == 0) & (np.asarray(pp) > 2) & (middle_chunk == np.floor(middle_chunk))
+    layout = (vpp > 1) & ~flags_place
     return np.where(even, SPLIT_EVEN, np.where(counted, SPLIT_COUNTED, np.where(layout, SPLIT_LAYOUT, SPLIT_EXPLICIT)))
-
-
-def layout_fits(layers, vpp, chunk):
-    """True where a stage of `layers` runs as vpp - 1 chunks of `chunk` layers and an end chunk of
-    the rest, 0 <= rest (module docstring, layout; a virtual stage may hold no decoder layer:
-    Megatron-Bridge's "Et|(tt|)*30mL")."""
-    layers, vpp, chunk = np.asarray(layers), np.asarray(vpp), np.asarray(chunk)
-    return (chunk == np.floor(chunk)) & (chunk > 0) & (layers - (vpp - 1) * chunk >= 0)
 
 
 def stage_chunk(first, middle, last, pp, vpp):
     """c, the decoder layers of a full model chunk that an end stage not divisible by vpp fills
     before its end chunk (module docstring, layout): a middle stage's layers / vpp, at pp 2 (no
-    middle stage) the first stage's or else the last's; 0 where that is not whole (a split
-    Megatron does not place, whose stages keep their own ceil(layers / vpp): chunk_layer_counts)."""
+    middle stage) the first stage's or else the last's; 0 where that is not whole (each stage
+    then its own: pipeline_chunks.chunk_shape)."""
     if not np.any(np.asarray(vpp) > 1):  # one chunk a stage: nothing to fill (the search's common case)
         return np.zeros(np.broadcast(first, middle, last, pp, vpp).shape)
     first, middle, last, vpp = (np.asarray(v, dtype=np.float64) for v in (first, middle, last, vpp))
@@ -169,29 +121,20 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
     f, last = np.asarray(first_stage_layers), np.asarray(last_stage_layers)
     even = (f == 0) & (last == 0)
     even_ok = (num_layers % pp == 0) & ((num_layers // pp) % vpp == 0)
-    kind = split_kind(num_layers, pp, vpp, f, last)
     middle_layers = num_layers - f - last
     middle_stages = pp - 2
-    safe_stages = np.maximum(middle_stages, 1)
+    # Every stage a decoder layer at least (the simulator's, sim.work.StepWork, and Megatron's
+    # --decoder-first/last-pipeline-num-layers: both zero or both non-zero) and the middle stages
+    # alike (one middle count, StageLayers). The explicit form's divisibility by vpp, and pp > 2
+    # with vpp > 1 (get_transformer_layer_offset divides by pp - 2), are split_kind's: a split that
+    # breaks them runs as the layout, whose offsets come from the string
+    # (pipeline_parallel_layer_layout.py get_layer_offset) and which validate_layer_layout checks
+    # only for the embedding first, the loss last, every decoder layer once and the MTP depths
+    # together in the last virtual stage.
     placed = (pp > 1) & (f > 0) & (last > 0) & (middle_layers >= 0) & ((middle_layers > 0) == (middle_stages > 0))
-    middle_ok = (middle_stages == 0) | ((middle_layers % safe_stages == 0)
-                                        & ((middle_layers // safe_stages) % vpp == 0))
-    explicit_ok = (
-        placed & (f % vpp == 0) & (last % vpp == 0) & middle_ok
-        # Virtual stages need a middle stage: Megatron's layer offset of an interleaved uneven
-        # split divides the middle chunk's layers by pp - 2 (transformer_layer.py
-        # get_transformer_layer_offset, d98e8a6: ZeroDivisionError on pp rank 1 at pp 2).
-        & ((vpp == 1) | (middle_stages > 0))
-    )
-    # The layout (module docstring): its offsets come from the layout string, not from pp - 2
-    # (pipeline_parallel_layer_layout.py get_layer_offset), so pp 2 works where one end stage divides
-    # by vpp and sets the chunk; validate_layer_layout asks only for the embedding first, the loss
-    # last, every decoder layer once and the MTP depths together in the last virtual stage.
-    chunk = stage_chunk(f, middle_layers / safe_stages, last, pp, vpp)
-    layout_ok = (placed & middle_ok & ((f % vpp == 0) | layout_fits(f, vpp, chunk))
-                 & ((last % vpp == 0) | layout_fits(last, vpp, chunk)))
-    ok = np.select([even, kind == SPLIT_COUNTED, kind == SPLIT_LAYOUT], [even_ok, True, layout_ok], explicit_ok)
-    return ~ok
+    whole = (middle_stages <= 0) | (middle_layers % np.maximum(middle_stages, 1) == 0)
+    counted = split_kind(num_layers, pp, vpp, f, last) == SPLIT_COUNTED
+    return ~np.select([even, counted], [even_ok, True], placed & whole)
 
 
 def interleave_breaks(pp, vpp, num_micro_batches):

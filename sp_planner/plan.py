@@ -259,20 +259,14 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
 def _layers_message(num_layers: int, plan: ParallelPlan) -> str:
     vpp = f" x vpp {plan.vpp}" if plan.vpp > 1 else ""
     if plan.first_stage_layers is None and plan.last_stage_layers is None:
+        layout = (f"; or pin first = last = {num_layers // plan.pp}, which runs as --pipeline-model-parallel-layout"
+                  if plan.vpp > 1 and num_layers % plan.pp == 0 else "")
         return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
-                "(first/last stage layers) may fit")
-    if plan.pp == 2 and plan.vpp > 1:
-        return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} with pp 2 x vpp "
-                f"{plan.vpp}: Megatron's --decoder-first/last-pipeline-num-layers need a middle stage with "
-                "virtual stages (their layer offset divides by pp - 2); --pipeline-model-parallel-layout, which "
-                "the planner writes where one end stage divides by vpp into chunks of c layers and the other "
-                "holds vpp - 1 chunks of c and a shorter one (ceil(layers / vpp) = c), has none; use vpp 1, an "
-                "even split or such a pair")
+                f"(first/last stage layers) may fit{layout}")
     return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} do not split "
-            f"{num_layers} layers over pp {plan.pp}{vpp} (Megatron: the middle layers even over pp - 2 stages, "
-            "each a multiple of vpp, and first and last each a multiple of vpp, or first = last = (layers + 2)/pp "
-            "- 1; an end stage that is not runs as --pipeline-model-parallel-layout: vpp - 1 chunks of the middle "
-            "stages' layers / vpp and a shorter end chunk)")
+            f"{num_layers} layers over pp {plan.pp}{vpp} (each stage a layer at least, the middle layers even "
+            "over pp - 2 stages, none at pp 2; with vpp > 1 a split the --decoder-first/last-pipeline-num-layers "
+            "flags cannot express runs as --pipeline-model-parallel-layout)")
 
 
 def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...] = RULES) -> list[Violation]:

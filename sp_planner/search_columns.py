@@ -36,7 +36,7 @@ from sp_planner.units import GIB
 def search_axes(model: ModelSpec, hardware: HardwareProfile) -> Axes:
     """What the non-degree axes read: the model's layers, the precisions the hardware runs and the
     model's routed experts (0 for dense models), whether it has MLA (recompute mla_up_proj) and its
-    multi-token prediction depths (the split, pipeline.default_split)."""
+    multi-token prediction depths (the split, pipeline_split.search_split)."""
     return Axes(num_layers=model.num_layers, precisions=hardware.precisions,  # type: ignore[arg-type]
                 num_experts=model.moe.num_experts if model.moe else 0, mla=model.mla is not None,
                 mtp_layers=model.mtp_layers)

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from sp_planner.layout import GRID_ORDER
-from sp_planner.pipeline import default_split
+from sp_planner.pipeline_split import search_split
 from sp_planner.plan import (
     PRECISIONS,
     RECOMPUTE,
@@ -84,7 +84,7 @@ class Pins(FrozenModel):
     cpu_offload_layers: int = 0
     # Not searched: Adam's moments in bf16 (cost.states), the user's choice.
     adam_moments_bf16: bool = False
-    # The pipeline split, both or neither (None: pipeline.default_split's for each pp and vpp):
+    # The pipeline split, both or neither (None: pipeline_split.search_split's for each pp and vpp):
     # decoder layers on the first and the last stage, with pp pinned (sp-plan --first-stage-layers
     # and --last-stage-layers; a Megatron-Bridge layout such as DeepSeek-V3's 4 / 1 over pp 16).
     first_stage_layers: int | None = Field(default=None, ge=1)
@@ -230,7 +230,7 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     """Degree tuples (in search_order; with with_expert_degrees' ep, etp columns, or without them
     for ep = etp = 1) times ZeRO stage, recompute and micro-batch, each then times its valid
     variants (space_variants), which stay next to it, then times vpp and precision, and for each
-    pp the pipeline split `pipeline.default_split` gives.
+    pp the pipeline split `pipeline_split.search_split` gives.
 
     Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
     (vpp 1 always, so that a broken split is still reported once); unpinned precision over
@@ -273,7 +273,8 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     if split is not None:
         first, last = (np.full(len(rows), v, dtype=np.int64) for v in split)
     elif axes is not None:
-        first, last = default_split(axes.num_layers, named["pp"], named["vpp"], axes.mtp_layers)
+        first, last = search_split(axes.num_layers, named["pp"], named["vpp"], axes.mtp_layers,
+                                   recipes=pins.vpp is not None)
     else:
         first = last = np.zeros(len(rows), dtype=np.int64)
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},

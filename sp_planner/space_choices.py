@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.pipeline import SPLIT_LAYOUT, VPP_CHOICES, default_split, interleave_breaks, split_breaks, split_kind
+from sp_planner.pipeline import VPP_CHOICES, interleave_breaks, split_breaks
+from sp_planner.pipeline_split import generic_layout, search_split
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RECOMPUTE_MLA_UP_PROJ, Precision
 from sp_planner.space_variants import variant_mask
 from sp_planner.specs.workload import Workload
@@ -29,7 +30,7 @@ class Axes(NamedTuple):
     precisions: tuple[Precision, ...] = ("bf16",)
     num_experts: int = 0
     mla: bool = False  # multi-latent attention: recompute mla_up_proj is tried too
-    mtp_layers: int = 0  # multi-token prediction depths on the last stage (pipeline.default_split)
+    mtp_layers: int = 0  # multi-token prediction depths on the last stage (pipeline_split.search_split)
 
 
 def _num_experts(axes: Axes | None) -> int:
@@ -73,7 +74,7 @@ def _vpp_choices(pins: Pins, axes: Axes | None) -> list[int]:
 
 
 def pinned_split(pins: Pins) -> tuple[int, int] | None:
-    """(first, last) stage layers the pins fix, or None (the search's default_split)."""
+    """(first, last) stage layers the pins fix, or None (the search's pipeline_split.search_split)."""
     if pins.first_stage_layers is None or pins.last_stage_layers is None:
         return None
     return pins.first_stage_layers, pins.last_stage_layers
@@ -83,16 +84,15 @@ def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool
               split: tuple[int, int] | None = None):
     """False for unpinned vpp > 1 that Megatron would reject (no split, or no interleaved schedule
     for the micro-batch count), so that the search does not list them as rule breakers, and for
-    any vpp where the default split's end stage does not divide by vpp: a
-    --pipeline-model-parallel-layout (pipeline.SPLIT_LAYOUT) is priced where a plan names it (a
-    pinned `split`), not searched (its generic ends are no recipe's; searching them doubled
-    DeepSeek-V3's candidates)."""
+    any vpp where the search's split (pipeline_split.search_split, with recipe layouts where vpp is
+    `pinned`) is a --pipeline-model-parallel-layout of generic ends: those are priced where a plan
+    names them (a pinned `split`), not searched (searching them doubled DeepSeek-V3's candidates)."""
     if split is not None:
         first, last = (np.broadcast_to(np.int64(v), np.broadcast(pp, vpp).shape) for v in split)
         layout = np.zeros(np.broadcast(pp, vpp).shape, dtype=bool)
     else:
-        first, last = default_split(num_layers, pp, vpp, mtp_layers)
-        layout = (vpp > 1) & (split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT)
+        first, last = search_split(num_layers, pp, vpp, mtp_layers, recipes=pinned)
+        layout = (vpp > 1) & generic_layout(num_layers, pp, vpp, first, last, recipes=pinned)
     if pinned:
         return ~layout
     m = workload.global_batch // (dp * mb)

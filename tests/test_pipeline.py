@@ -9,12 +9,13 @@ import pytest
 from sp_planner.distinct import DISTINCT_MIN_ROWS
 from sp_planner.pipeline import (
     chunk_forwards_s,
-    _default_split,
     _split_breaks,
     _stage_layers,
-    default_split,
     StageLayers,
+    SPLIT_EXPLICIT,
+    SPLIT_LAYOUT,
     split_breaks,
+    split_kind,
     stage_layers,
     forwards_before_backward,
     pacing_stage,
@@ -22,6 +23,7 @@ from sp_planner.pipeline import (
     rank_running,
     stage_pace,
 )
+from sp_planner.pipeline_split import _default_split, default_split
 from sp_planner.pipeline_chunks import chunk_layer_counts, end_chunk_layers, later_chunk_layers
 
 
@@ -30,15 +32,6 @@ def _columns(n: int = 3 * DISTINCT_MIN_ROWS):
     pp = rng.choice([1, 2, 3, 4, 8, 16, 32], n).astype(np.int64)
     vpp = rng.choice([1, 2, 4, 8], n).astype(np.int64)
     return pp, vpp
-
-
-def test_llama3_405b_split_is_the_papers():
-    # 126 layers over 16 stages: 7 on the first and last, 8 elsewhere (arXiv 2407.21783 s3.3.2),
-    # the same in a chunk big enough to be split per distinct row.
-    pp = np.full(2 * DISTINCT_MIN_ROWS, 16)
-    first, last = default_split(126, pp, 1)
-    assert set(first.tolist()) == {7} and set(last.tolist()) == {7}
-    assert not split_breaks(126, pp, 1, first, last).any()
 
 
 def test_per_distinct_rows_match_the_direct_evaluation():
@@ -146,24 +139,10 @@ def test_chunk_layer_counts_by_hand():
         assert float(later_chunk_layers(np.array([layers]), vpp)[0]) == max(counts)
 
 
-def test_an_uneven_split_over_two_interleaved_stages_breaks():
+def test_an_uneven_split_over_two_interleaved_stages_runs_as_the_layout():
     # Megatron's get_transformer_layer_offset (d98e8a6) divides an uneven interleaved split's middle
-    # chunk layers by pp - 2: pp 2 with vpp 2 and 22/20 layers raises ZeroDivisionError on rank 1.
-    assert split_breaks(42, np.array([2, 2, 4]), np.array([2, 1, 2]), np.array([22, 22, 12]),
-                        np.array([20, 20, 10])).tolist() == [True, False, False]
-
-
-def test_mtp_moves_whole_chunks_from_the_last_stage_to_the_first():
-    # Megatron-Bridge's DeepSeek-V3 layouts (deepseek_v3.py at v0.4.0 lines 36-45): 61 layers with
-    # one MTP depth run 16 / 16 / 16 / 13 over pp 4, 8 / 8 x 6 / 5 over pp 8, 4 / 4 x 14 / 1 over pp
-    # 16; without MTP the generic split gives the last stage a chunk less than the first at most.
-    for pp, without, with_mtp in ((4, (15, 14), (16, 13)), (8, (7, 6), (8, 5)), (16, (3, 2), (4, 1))):
-        assert tuple(int(v[0]) for v in default_split(61, np.array([pp]), np.array([1]))) == without
-        assert tuple(int(v[0]) for v in default_split(61, np.array([pp]), np.array([1]), 1)) == with_mtp
-    # An even split moves whole chunks: 32 layers over pp 4 x vpp 2 run 10 / 8 / 8 / 6.
-    assert tuple(int(v[0]) for v in default_split(32, np.array([4]), np.array([2]), 1)) == (10, 6)
-    # The counted split (Megatron's accounting of the embedding and the loss) stays; a single stage
-    # has no split; a last stage of one chunk keeps it.
-    assert tuple(int(v[0]) for v in default_split(94, np.array([8]), np.array([3]), 1)) == (11, 11)
-    assert tuple(int(v[0]) for v in default_split(61, np.array([1]), np.array([1]), 1)) == (0, 0)
-    assert tuple(int(v[0]) for v in default_split(16, np.array([16]), np.array([1]), 1)) == (0, 0)
+    # chunk layers by pp - 2: pp 2 with vpp 2 and 22/20 layers raises ZeroDivisionError on rank 1
+    # under --decoder-first/last-pipeline-num-layers, so it runs as --pipeline-model-parallel-layout.
+    args = (42, np.array([2, 2, 4]), np.array([2, 1, 2]), np.array([22, 22, 12]), np.array([20, 20, 10]))
+    assert split_breaks(*args).tolist() == [False, False, False]
+    assert split_kind(*args).tolist() == [SPLIT_LAYOUT, SPLIT_EXPLICIT, SPLIT_EXPLICIT]

@@ -86,15 +86,35 @@ def test_splits_that_divide_by_vpp_keep_megatrons_even_chunks():
     assert stage_chunk_sizes(64, 4, 2, 12, 20) == ((6, 6), (8, 8), (8, 8), (10, 10))
 
 
-@pytest.mark.parametrize(("num_layers", "pp", "vpp", "first", "last", "why"), [
-    (61, 4, 4, 10, 19, "negative rest: 10 < 3 chunks of 4"),
-    (61, 8, 2, 3, 10, "negative rest: 3 < one chunk of (61 - 13) / 6 / 2 = 4"),
-    (61, 2, 4, 31, 30, "pp 2 with neither end divisible by vpp"),
-    (64, 2, 4, 32, 32, "pp 2 with both ends divisible: --decoder-first/last at pp 2 with vpp"),
-    (62, 4, 4, 15, 13, "middle stages of 17 layers, not a multiple of vpp"),
-    (61, 4, 4, 0, 13, "a last stage without a first"),
+@pytest.mark.parametrize(("num_layers", "pp", "vpp", "first", "last", "chunks", "why"), [
+    # 10 < 3 chunks of 4: its own ceil, 3, leaves 1 for chunk 0.
+    (61, 4, 4, 10, 19, ((1, 3, 3, 3), (4,) * 4, (4, 4, 4, 7)), "end stage short of the middle chunks"),
+    # 3 < one chunk of 4 and own ceil 2 leaves 1: (1, 2).
+    (61, 8, 2, 3, 10, ((1, 2), (4, 4), (5, 5)), "end stage short of a middle chunk"),
+    # 5 over 4 chunks: ceil 2 would leave -1, the floor 1 leaves 2 for the end chunk.
+    (32, 8, 4, 5, 3, ((2, 1, 1, 1), (1, 1, 1, 1), (1, 1, 1, 0)), "end stage short of its own ceil"),
+    (61, 2, 4, 31, 30, ((7, 8, 8, 8), (8, 8, 8, 6)), "pp 2 with neither end divisible by vpp: own ceil 8"),
+    (64, 2, 4, 32, 32, ((8,) * 4, (8,) * 4), "pp 2 with both ends divisible: no --decoder-first/last"),
+    (62, 4, 4, 15, 13, ((3, 4, 4, 4), (5, 5, 5, 2), (4, 4, 4, 1)), "middle stages of 17, not a multiple of vpp"),
 ])
-def test_splits_the_layout_cannot_place_still_break(num_layers, pp, vpp, first, last, why):
+def test_splits_the_flags_refuse_run_as_the_layout(num_layers, pp, vpp, first, last, chunks, why):
+    # Megatron-Core's PipelineParallelLayerLayout takes any decoder count per virtual stage: these run
+    # as --pipeline-model-parallel-layout (tests/flags/test_pipeline_layout_flags.py parses them).
+    assert not _breaks(num_layers, pp, vpp, first, last), why
+    assert int(split_kind(num_layers, pp, vpp, first, last)) == SPLIT_LAYOUT
+    sizes = stage_chunk_sizes(num_layers, pp, vpp, first, last)
+    assert (sizes[0], *sizes[1:-1][:1], sizes[-1]) == chunks
+    assert sum(map(sum, sizes)) == num_layers
+
+
+@pytest.mark.parametrize(("num_layers", "pp", "vpp", "first", "last", "why"), [
+    (61, 4, 4, 0, 13, "a last stage without a first"),
+    (61, 4, 4, 16, 16, "29 middle layers over 2 stages: not alike"),
+    (61, 4, 2, 31, 30, "no layer left for the middle stages"),
+    (61, 2, 2, 30, 30, "a layer on no stage"),
+    (64, 4, 3, 0, 0, "the even form: 16 layers a stage over vpp 3 (pin 16 / 16 for the layout)"),
+])
+def test_splits_no_layout_places_still_break(num_layers, pp, vpp, first, last, why):
     assert _breaks(num_layers, pp, vpp, first, last), why
 
 
@@ -104,16 +124,19 @@ def test_the_rest_may_exceed_a_chunk():
     assert stage_chunk_sizes(61, 4, 4, 17, 12)[0] == (5, 4, 4, 4)
 
 
-def test_the_layers_rule_accepts_layouts_and_names_the_flag_where_it_breaks():
+def test_the_layers_rule_accepts_layouts_and_says_why_it_breaks():
     model, workload = load_model("DeepSeek-V3"), Workload(seq_len=4096, global_batch=4096)
-    good = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=16, last_stage_layers=13)
-    assert "layers" not in [v.rule for v in violations(good, model, workload)]
-    bad = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=10, last_stage_layers=19)
-    (message,) = [v.message for v in violations(bad, model, workload) if v.rule == "layers"]
-    assert "--pipeline-model-parallel-layout" in message
+    for first, last in ((16, 13), (10, 19)):
+        good = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=first, last_stage_layers=last)
+        assert "layers" not in [v.rule for v in violations(good, model, workload)]
     two = ParallelPlan(pp=2, vpp=4, dp=128, ep=64, first_stage_layers=31, last_stage_layers=30)
-    (message,) = [v.message for v in violations(two, model, workload) if v.rule == "layers"]
-    assert "pp 2 x vpp 4" in message and "--pipeline-model-parallel-layout" in message
+    assert "layers" not in [v.rule for v in violations(two, model, workload)]
+    bad = ParallelPlan(pp=4, vpp=4, dp=64, ep=64, first_stage_layers=16, last_stage_layers=16)
+    (message,) = [v.message for v in violations(bad, model, workload) if v.rule == "layers"]
+    assert "middle layers even over pp - 2" in message and "--pipeline-model-parallel-layout" in message
+    even = ParallelPlan(pp=4, vpp=3, dp=64, ep=64)
+    (message,) = [v.message for v in violations(even, load_model("Llama-3-8B"), workload) if v.rule == "layers"]
+    assert "pin first = last = 8" in message
 
 
 def test_vectorized_placement_is_the_scalar_one_over_candidates():

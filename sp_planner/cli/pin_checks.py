@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from sp_planner.errors import UserInputError
-from sp_planner.pipeline import SPLIT_LAYOUT, default_split, split_kind
+from sp_planner.pipeline_split import generic_layout, search_split
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.model import ModelSpec
@@ -60,7 +60,7 @@ def check_pins(
     split: tuple[int, int] | None = None,
 ) -> None:
     """Exit-2 check of the hard rules the pinned values alone already break (`split`: the pinned
-    first and last stage layers, else the search's default_split).
+    first and last stage layers, else the search's search_split).
 
     Unpinned degrees are set to 1, the least they can be; every rule but kv_heads is a
     divisibility that any larger degree only tightens, so a violation here holds for every plan.
@@ -68,7 +68,8 @@ def check_pins(
     only checked when tp and ulysses are both pinned.
     """
     pp, stage_vpp = degrees["pp"] or 1, vpp or 1
-    first, last = split or (int(x) for x in default_split(model.num_layers, pp, stage_vpp, model.mtp_layers))
+    first, last = split or (int(x) for x in search_split(model.num_layers, pp, stage_vpp, model.mtp_layers,
+                                                               recipes=vpp is not None))
     partial = ParallelPlan(
         **{axis: (value or 1) for axis, value in degrees.items()},
         micro_batch=micro_batch or 1, vpp=stage_vpp, first_stage_layers=first or None, last_stage_layers=last or None,
@@ -121,14 +122,14 @@ def _check_expert_grid(experts: dict[str, int], pp: int | None, world_size: int)
 def _check_some_pp_splits(degrees: dict[str, int | None], model: ModelSpec, workload: Workload, vpp: int,
                           world_size: int) -> None:
     """Refuse --vpp when no pipeline degree the other pins leave splits the layers (ParallelPlan's
-    layers rule with the search's split, pipeline.default_split, which the search does not run as a
-    --pipeline-model-parallel-layout: space_choices._vpp_keep)."""
+    layers rule with the search's split, pipeline_split.search_split, which the search does not run as a
+    --pipeline-model-parallel-layout of generic ends: space_choices._vpp_keep)."""
     free = gpus_left_to(degrees, world_size, "pp")
     others = {axis: 1 for axis in degrees if axis != "pp"}
     for pp in (d for d in range(2, free + 1) if free % d == 0):
-        first, last = (int(x) for x in default_split(model.num_layers, pp, vpp, model.mtp_layers))
+        first, last = (int(x) for x in search_split(model.num_layers, pp, vpp, model.mtp_layers, recipes=True))
         plan = ParallelPlan(**others, pp=pp, vpp=vpp, first_stage_layers=first or None, last_stage_layers=last or None)
-        layout = int(split_kind(model.num_layers, pp, vpp, first, last)) == SPLIT_LAYOUT
+        layout = bool(generic_layout(model.num_layers, pp, vpp, first, last, recipes=True))
         if not layout and not any(v.rule == "layers" for v in violations(plan, model, workload)):
             return
     raise UserInputError(f"--vpp {vpp}: no pipeline degree these GPUs allow (a divisor of {free} above 1) splits "

@@ -10,7 +10,7 @@ only as far as that stage finishes its compute ahead of the first stage: by the 
 blocks below it, more where the first stage's last backwards pile up behind the stages above
 (finish_lags_s). A stage with more layers than the first (a pinned uneven split) syncs more,
 finishes earlier by less than its sync, and sets the step; the search's own splits never give a
-later stage more layers (pipeline.default_split), where the first stage's sync, bucketed behind
+later stage more layers (pipeline_split.default_split), where the first stage's sync, bucketed behind
 its last backward, mostly sets it as before.
 
 Every stage then waits for the others before its optimizer: the gradient norm (clip_grad 1.0 by

@@ -66,12 +66,15 @@ def test_kv_heads_rule_waits_until_tp_and_ulysses_are_both_pinned(tmp_path):
 
 def test_pinned_virtual_stages_check_every_pipeline_degree_the_gpus_allow():
     """Qwen2.5-7B's 28 layers: no even split into 3 virtual stages, but pp 5 runs the counted one
-    (first = last = 30/5 - 1 = 5 layers) on 40 GPUs; on 16 GPUs (pp 2, 4, 8, 16) none splits."""
+    (first = last = 30/5 - 1 = 5 layers) on 40 GPUs, and on 16 GPUs pp 2 Megatron-Bridge's recipe
+    layout (pipeline_split.recipe_split: chunks of ceil(28 / 6) = 5, 15 / 13); into 16 virtual
+    stages a rank (chunks of 1 leave 28 - 31 layers) none splits."""
     q = _resolve(model="qwen2.5-7b", num_nodes=5, vpp=3)
     assert q.pins.vpp == 3
-    with pytest.raises(UserInputError, match=r"^--vpp 3: no pipeline degree these GPUs allow \(a divisor of 16 "
-                                             r"above 1\) splits 28 layers into 3 virtual stages per rank"):
-        _resolve(model="qwen2.5-7b", vpp=3)
+    assert _resolve(model="qwen2.5-7b", vpp=3).pins.vpp == 3
+    with pytest.raises(UserInputError, match=r"^--vpp 16: no pipeline degree these GPUs allow \(a divisor of 16 "
+                                             r"above 1\) splits 28 layers into 16 virtual stages per rank"):
+        _resolve(model="qwen2.5-7b", vpp=16)
     with pytest.raises(UserInputError, match=r"^--vpp 2 interleaves pipeline stages: it needs --pp 2 or more"):
         _resolve(degrees={**FREE, "pp": 1}, vpp=2)
 

@@ -11,8 +11,8 @@ from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.step import time_columns
+from sp_planner.pipeline_split import default_split
 from sp_planner.pipeline import (
-    default_split,
     first_stage_in_flight,
     interleave_breaks,
     split_breaks,

@@ -5,11 +5,16 @@ per-virtual-stage decoder layers, and no flag Megatron refuses beside it is emit
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 
 from sp_planner.catalog import load_model
 from sp_planner.flags import megatron, mindspeed
-from sp_planner.pipeline_chunks import virtual_stage_layers
+from sp_planner.flags.stages import layout_string
+from sp_planner.pipeline import SPLIT_LAYOUT, split_breaks, split_kind
+from sp_planner.pipeline_chunks import stage_chunk_sizes, virtual_stage_layers
 from tests.flags.conftest import parse_bash_array, request
 
 torch = pytest.importorskip("torch")
@@ -63,3 +68,46 @@ def test_mindspeed_refuses_the_layout():
     model, plan, _ = CASES[0]
     out = mindspeed.render(request(model, 4096, 4096, 4, **plan))
     assert not out.supported and "--pipeline-model-parallel-layout" in out.reason
+
+
+def _split_rows(num_layers: int, pp: int, vpp: int):
+    """Every (first, last) over pp stages: first + last + the middle layers = num_layers."""
+    for first in range(1, num_layers):
+        lasts = [num_layers - first] if pp == 2 else range(1, num_layers - first)
+        for last in lasts:
+            yield first, last
+
+
+@pytest.mark.parametrize("mtp", [0, 2])
+@pytest.mark.parametrize(("num_layers", "pp", "vpp"), [(32, 2, 2), (32, 2, 4), (30, 3, 4), (32, 4, 2), (29, 4, 3),
+                                                       (24, 5, 4), (40, 6, 8), (32, 8, 4)])
+def test_every_split_the_rule_accepts_runs_in_megatron_and_no_other_could(num_layers, pp, vpp, mtp):
+    # One rule (pipeline.split_breaks): a split with every stage a layer at least and alike middle
+    # stages is accepted, and runs either as Megatron's --decoder-first/last flags (TransformerConfig's
+    # "Uneven PP" checks pass) or as the layout string, which megatron-core parses to the plan's
+    # stages; a split the rule refuses has no such placement (a stage without layers, unalike middles).
+    model = load_model("Llama-3-8B").model_copy(update={"num_layers": num_layers, "mtp_layers": mtp})
+    accepted = 0
+    for first, last in _split_rows(num_layers, pp, vpp):
+        middle, rest = divmod(num_layers - first - last, max(pp - 2, 1))
+        placeable = rest == 0 and (middle > 0) == (pp > 2)
+        breaks = bool(split_breaks(num_layers, np.array([pp]), np.array([vpp]), np.array([first]), np.array([last]))[0])
+        assert breaks == (not placeable), (first, last)
+        if breaks:
+            continue
+        accepted += 1
+        req = SimpleNamespace(model=model, plan=SimpleNamespace(pp=pp, vpp=vpp, first_stage_layers=first,
+                                                                 last_stage_layers=last))
+        if int(split_kind(num_layers, pp, vpp, first, last)) != SPLIT_LAYOUT:
+            TransformerConfig(num_layers=num_layers, hidden_size=64, num_attention_heads=8,
+                              pipeline_model_parallel_size=pp, virtual_pipeline_model_parallel_size=vpp,
+                              num_layers_in_first_pipeline_stage=first, num_layers_in_last_pipeline_stage=last,
+                              pipeline_dtype=torch.bfloat16)
+            continue
+        parsed = PipelineParallelLayerLayout(layout_string(req), pp)
+        parsed.validate_layer_layout(num_layers, mtp or None)
+        per_stage = [sum(chunk.count(LayerType.decoder) for chunk in parsed.layout[p]) for p in range(pp)]
+        assert per_stage == [first, *[middle] * (pp - 2), last]
+        assert tuple(tuple(chunk.count(LayerType.decoder) for chunk in parsed.layout[p]) for p in range(pp)) == \
+            stage_chunk_sizes(num_layers, pp, vpp, first, last)
+    assert accepted > 0

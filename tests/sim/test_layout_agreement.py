@@ -36,3 +36,20 @@ def test_a_layouts_analytic_step_is_the_simulators(model, hardware, workload, pl
     est = evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=gpus_per_node)
     sim = simulate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=gpus_per_node, detail=False)
     assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.01)
+
+
+@pytest.mark.parametrize(("plan", "zero"), [
+    # Accepted since Stop 55 (pipeline.split_breaks): pp 2 with vpp 2 (16 / 16: chunks 8,8 | 8,8),
+    # middle stages of 9 over vpp 2 (7 / 9 x 2 / 7: chunks 3,4 | 5,4 | 4,3), end stages short of
+    # a middle chunk (pp 8 x vpp 4, 5 / 4 x 6 / 3: chunks 2,1,1,1 | 1,1,1,1 | 1,1,1,0).
+    (dict(pp=2, vpp=2, dp=4, first_stage_layers=16, last_stage_layers=16), 1),
+    (dict(pp=2, vpp=2, dp=4, first_stage_layers=16, last_stage_layers=16), 3),
+    (dict(pp=4, vpp=2, dp=2, first_stage_layers=7, last_stage_layers=7), 1),
+    (dict(pp=4, vpp=2, dp=2, first_stage_layers=7, last_stage_layers=7), 3),
+    (dict(pp=8, vpp=4, dp=1, first_stage_layers=5, last_stage_layers=3), 1),
+])
+def test_layouts_the_flags_cannot_express_agree_with_the_simulator(plan, zero):
+    workload, p = Workload(seq_len=4096, global_batch=256), ParallelPlan(zero=zero, **plan)
+    est = evaluate(LLAMA, H100, workload, p, num_nodes=1, gpus_per_node=8)
+    sim = simulate(LLAMA, H100, workload, p, num_nodes=1, gpus_per_node=8, detail=False)
+    assert est.step_time_s == pytest.approx(sim.step_time_s, rel=0.01)
