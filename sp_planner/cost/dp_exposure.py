@@ -255,15 +255,23 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
-def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bool):
+def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bool, *, lead_s=0.0, after_s=0.0):
     """Exposed seconds of ZeRO-2's once-a-step parameter gather over a stage's `chunks` model
     chunks (fwd_window_s: one micro-batch's forward of its `layers` layers): each chunk is its own
-    FSDP module (micro_batch_dp_s), so each later chunk's first layer waits for its own calls (a
-    layer's share) and its other layers' calls, issued when its forward starts, hide behind it
-    less that first layer. hidden_behind of the whole pass for one chunk."""
+    FSDP module (micro_batch_dp_s), its calls issued when its forward starts, and a layer computes
+    only once its own calls have landed (Megatron-FSDP's pre-forward hook, MegatronFSDP.
+    all_gather_and_wait_parameters_ready -> AllGatherPipeline.wait_bucket_ready; DDP's
+    _make_forward_pre_hook -> finish_param_sync; Megatron-LM d98e8a6). So a chunk's calls hide
+    behind its forward less what its last layer computes after them: its forward less the TP
+    all-gather before its first GEMM (`lead_s`, Edges.fwd_lead_s, which waits for none), on each
+    chunk but the last, whose is `after_s` (cost.pipeline_dp: that on a stage without the output
+    layer, on the last stage what of it the output layer's calls, queued after it, do not cover;
+    0 where not given, as a single stage and ZeRO-1's first stage are priced). The floor: each
+    chunk's first layer's calls (a layer's share) past the first. hidden_behind of the whole pass
+    for one chunk."""
     t = times
     chunk_first = (t.param_all_gather_s - t.root_gather_s) / layers
-    lag = (chunks - 1) * fwd_window_s / layers
+    lag = (chunks - 1) * np.maximum(0.0, fwd_window_s / layers - lead_s) + after_s
     return hidden_behind(t.param_all_gather_s, fwd_window_s - lag, t.first_all_gather_s + (chunks - 1) * chunk_first,
                          overlapped)
 

@@ -115,7 +115,8 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     ZeRO-2/3's per-micro-batch traffic exposes micro_batches x micro_batch_dp_s on a single
     stage; a pipeline passes what it exposes on the critical path instead, with what the first
     stage hides (`micro_batch_traffic_s`,
-    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline). Hidden is otherwise this
+    cost.pipeline_dp.pipelined_dp_s; NaN where there is no pipeline), ZeRO-2's overlapped parameter
+    gather with it (every stage's on the path, the first's too). Hidden is otherwise this
     stage's own traffic less its own exposure. `kinds`: ZeRO-3's single stages whose layers
     differ, walked layer by layer (cost.kind_passes).
     """
@@ -136,6 +137,10 @@ def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTime
     hidden = micro_batches * (per_micro_batch_busy - per_micro_batch)
     if micro_batch_traffic_s is not None:
         traffic, traffic_hidden = micro_batch_traffic_s
+        # ZeRO-2's overlapped gather in a pipeline: the path's, the first stage's from its own layers
+        # and window (cost.pipeline_dp.pipelined_dp_s, hidden part included), none once a step here.
+        piped = ~np.isnan(traffic) & (zero == 2) & overlap.param_gather
+        once, once_busy = np.where(piped, 0.0, once), np.where(piped, 0.0, once_busy)
         exposed = np.where(np.isnan(traffic), exposed, once + traffic)
         hidden = np.where(np.isnan(traffic_hidden), hidden, traffic_hidden)
     return exposed, np.maximum(0.0, once_busy - once + hidden)

@@ -99,17 +99,30 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
             continue
         g = take_rows(kw, part, len(rows))
         # ZeRO-2's parameters gathered behind each chunk's first forward where overlapped
-        # (cost.overlap): on the critical path where it runs those forwards (cost.pipeline_path).
-        # dp_exposed_s counts the first stage's as its once-a-step pass: it comes off here.
+        # (cost.overlap): on the critical path where it runs those forwards (cost.pipeline_path),
+        # each stage's from its own layers, the first stage's too (dp_exposed_s counts none once a step).
         gathers = [0.0, 0.0, 0.0]
         if z == 2 and overlap.param_gather:
-            gathers = [chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True)
-                       for s, fwd in zip(g["stages"], g["fwd_layer_s"])]
+            lead = g["edges"].fwd_lead_s
+            gathers = [chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True, lead_s=lead,
+                                       after_s=_after_last_gather_s(s.times, fwd, lead, last=i == 2))
+                       for i, (s, fwd) in enumerate(zip(g["stages"], g["fwd_layer_s"]))]
         exposed, (own, busy) = _group_exposed_s(overlap, zero=z, interleaved=interleaved, gathers=gathers, **g)
-        out[index] = exposed - gathers[0]
-        # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap).
-        hidden[index] = g["micro_batches"] * (busy - own)
+        out[index] = exposed
+        # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap),
+        # its gather's hidden part with it.
+        first_gather = g["stages"][0].times.param_all_gather_s if z == 2 and overlap.param_gather else 0.0
+        hidden[index] = g["micro_batches"] * (busy - own) + first_gather - gathers[0]
     return out, hidden
+
+
+def _after_last_gather_s(times: DPTimes, fwd_layer_s, lead_s, *, last: bool):
+    """What a stage's last layer computes after its ZeRO-2 gather calls land (dp_exposure.
+    chunks_gather_s's after_s): its forward less the TP all-gather before its first GEMM (`lead_s`,
+    Edges.fwd_lead_s; sim.layer_program._forward_layer starts it without waiting for the calls);
+    on the last stage less what the output layer's calls (its root's: output layer, final norm,
+    MTP's depths; cost.buckets.stage_extras), queued after that layer's, last beside it."""
+    return np.maximum(0.0, fwd_layer_s - lead_s - (times.root_gather_s if last else 0.0))
 
 
 def without_reduces(times: DPTimes, synced) -> DPTimes:

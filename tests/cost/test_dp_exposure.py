@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.dp_exposure import DPTimes, Edges, chunked_exposed_s, micro_batch_dp_s, root_chunk_layers
+from sp_planner.cost.dp_exposure import (DPTimes, Edges, chunked_exposed_s, chunks_gather_s, micro_batch_dp_s,
+                                        root_chunk_layers)
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 
 
@@ -58,3 +59,26 @@ def test_the_roots_chunk_holds_a_layer_fewer_under_the_counted_split():
     assert root.tolist() == [4.0, 0.0, 1.0, 5.0]
     assert other.tolist() == [5.0, 1.0, 2.0, 5.0]
     assert root_chunk_layers(12.0, 4) == (3.0, 3.0)
+
+
+def test_a_stages_last_layer_computes_after_its_own_gather():
+    # ZeRO-2's gather in the step's first forward: 4 layers of 1 ms, each waiting for its own
+    # 1.5 ms of calls (the first 1.5 ms can never hide), all queued at the forward's start. Layer k
+    # starts at 1.5 (k + 1) ms: the last at 6 ms, done at 7 ms against 4 ms bare, 3 ms exposed
+    # (G - (F - f)); hidden behind the whole forward it was 2 ms.
+    times = _times(param_all_gather_s=0.006, first_all_gather_s=0.0015)
+    one = dict(fwd_window_s=0.004, layers=4.0, overlapped=True)
+    assert chunks_gather_s(times, chunks=1, after_s=0.001, **one).tolist() == pytest.approx([0.003])
+    assert chunks_gather_s(times, chunks=1, **one).tolist() == pytest.approx([0.002])
+    # The last stage: the output layer's 0.4 ms of calls queue after the last layer's and its
+    # head waits for them: that layer runs 6-7 ms, the head from 7 ms as bare from 4 ms: 3 ms of
+    # the 6.4 ms, the head's calls covering 0.4 ms of the layer's 1 ms (after_s 0.6 ms).
+    last = _times(param_all_gather_s=0.0064, first_all_gather_s=0.0015, root_gather_s=0.0004)
+    assert chunks_gather_s(last, chunks=1, after_s=0.0006, **one).tolist() == pytest.approx([0.003])
+    # Two chunks of 2 layers (vpp 2), 3 ms of calls each at its first forward: each chunk's last
+    # layer starts at 3 ms and ends at 4 ms against 2 ms bare, 2 ms a chunk, 4 ms in all.
+    assert chunks_gather_s(times, chunks=2, after_s=0.001, **one).tolist() == pytest.approx([0.004])
+    # With a 0.2 ms TP all-gather before each layer's first GEMM, which waits for no call: a chunk's
+    # first layer's GEMM runs 1.5-2.3 ms, the second's all-gather 2.3-2.5 ms, its GEMM 3.0-3.8 ms
+    # against 2 ms bare: 1.8 ms a chunk, 3.6 ms in all.
+    assert chunks_gather_s(times, chunks=2, lead_s=0.0002, after_s=0.0008, **one).tolist() == pytest.approx([0.0036])
