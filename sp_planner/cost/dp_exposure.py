@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.chunk_walk import walked_chunks_s
 from sp_planner.cost.layer_walk import walked_zero3_s
 from sp_planner.cost.layerwise import layerwise_exposed_s, rooted_forward_s
 
@@ -119,6 +120,10 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
             zero3, busy3 = walked_zero3_s(overlap, t, e, kinds, zero=zero, exposed=zero3, busy=busy3,
                                           fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
                                           ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+        # An interleaved stage's chunks, each walked on its own (cost.chunk_walk).
+        zero3, busy3 = walked_chunks_s(overlap, t, e, kinds, zero=zero, exposed=zero3, busy=busy3,
+                                       fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
+                                       ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
     busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
     return exposed, busy

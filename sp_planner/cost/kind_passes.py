@@ -10,13 +10,15 @@ one that does not, queued on the data-parallel stream behind the dense layer's r
 whose every layer is of that kind (cost.layer_kinds.kind_model: its layer's dense and expert
 parameters are the mixed model's layer of that kind, cost.buckets.stage_tensors), its windows and
 TP edges as cost.layer_times prices that kind (a MoE layer's backward lead holds its combine
-all-to-all, cost.layer_times.backward_lead_s). Pipelined stages keep the closed forms over their
-own layers' average (cost.dp_times).
+all-to-all, cost.layer_times.backward_lead_s). A pipeline's stages walk their own layers, an
+interleaved stage's chunk by chunk (cost.chunk_walk), each chunk its own FSDP module as Megatron's
+get_model builds them and sim.layer_program runs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -31,6 +33,9 @@ from sp_planner.pipeline import split_breaks
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
+
+
+PRICED = ("gather_s", "reduce_s", "fwd_s", "bwd_s", "fwd_lead_s", "bwd_lead_s", "bwd_trail_s")
 
 
 class KindPasses(NamedTuple):
@@ -48,40 +53,87 @@ class KindPasses(NamedTuple):
     bwd_trail_s: np.ndarray  # ... and after its last
     stage_orders: tuple[np.ndarray, ...]  # (rows,) each: the first, second and last stage's sequence (-1: none)
     sequences: tuple[tuple[int, ...], ...]  # each layer's kind (its column) in a sequence, first layer first
+    # Interleaved stages (vpp > 1): (rows, chunks) each, the first, second and last stage's model
+    # chunks' sequences in chunk order (-1: none), and this view's stage's (all -1 before stage()).
+    stage_chunks: tuple[np.ndarray, ...] = ()
+    chunk_orders: np.ndarray | None = None
+    root_chunk: np.ndarray | int = 0  # this view's stage's chunk holding the root unit (chunk_walk)
 
     def layers(self, name: str, rows: np.ndarray, sequence: int) -> np.ndarray:
         """(layers, len(rows)): field `name` of each layer of `sequence` at the candidates `rows`."""
         return getattr(self, name)[rows][:, self.sequences[sequence]].T
 
     def stage(self, i: int) -> KindPasses:
-        """The view of pipeline stage i of (first, middle, last): its own layers walked."""
-        return self._replace(order=self.stage_orders[i])
+        """The view of pipeline stage i of (first, middle, last): its own layers walked (its one
+        chunk at vpp 1, `order`; its chunks one by one at vpp > 1, chunk_orders)."""
+        chunks = self.stage_chunks[i]
+        # The root unit: the first stage's chunk 0, the last stage's last chunk (the middle none).
+        root = (chunks >= 0).sum(axis=1) - 1 if i == 2 else 0
+        return self._replace(order=self.stage_orders[i], chunk_orders=chunks, root_chunk=root)
+
+    def chunk(self, j) -> KindPasses:
+        """The view of this stage's model chunk j (an int, or one a row) walked as one stage (-1
+        where the row has no such chunk or walks no chunks)."""
+        chunks = self.chunk_orders
+        assert chunks is not None  # a stage's view (stage())
+        at = np.broadcast_to(np.asarray(j), (len(chunks),))
+        inside = (at >= 0) & (at < chunks.shape[1])
+        picked = np.take_along_axis(chunks, np.where(inside, at, 0)[:, None], axis=1)[:, 0]
+        return self._replace(order=np.where(inside, picked, -1), chunk_orders=None)
+
+    def stacked(self, at: np.ndarray, orders: np.ndarray) -> KindPasses:
+        """A view of rows `at` of this one (repeated as they come) walking `orders`, one a row."""
+        return self._replace(order=orders, stage_orders=(), stage_chunks=(), chunk_orders=None,
+                             **{name: getattr(self, name)[at] for name in PRICED})
+
+    def lengths(self) -> np.ndarray:
+        """(rows,) the layers of the sequence each row walks (0 where none)."""
+        sizes = np.array([len(s) for s in self.sequences] + [0])
+        return sizes[self.order]  # -1 reads the trailing 0
+
+    def sums(self, name: str, orders: np.ndarray | None = None) -> np.ndarray:
+        """Field `name` summed over the layers of the sequence each row walks (0 where none):
+        (rows,) of this view's, or (rows, chunks) of `orders` (chunk_orders)."""
+        at = self.order if orders is None else orders
+        # (rows, sequences + 1): each row's field over every sequence (NaN where not priced, -1's 0).
+        every = getattr(self, name) @ sequence_counts(self.sequences, self.gather_s.shape[1]).T
+        picked = np.take_along_axis(every, at.reshape(len(at), -1), axis=1).reshape(at.shape)
+        return np.where(at >= 0, picked, 0.0)
+
+
+@cache
+def sequence_counts(sequences: tuple[tuple[int, ...], ...], kinds: int) -> np.ndarray:
+    """(sequences + 1, kinds) each sequence's layers of each kind; the last row (index -1) none."""
+    counts = np.zeros((len(sequences) + 1, kinds))
+    for k, sequence in enumerate(sequences):
+        np.add.at(counts[k], list(sequence), 1.0)
+    return counts
 
 
 def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, seq_len: int, gpus_per_node: int,
                 price: Callable[[ModelSpec, Candidates], LayerTimes],
                 states: TrainingStates = MEGATRON_STATES) -> KindPasses | None:
-    """The kinds' layers on the ZeRO-3 candidates at vpp 1 where the model has more than one kind
-    (None where none is walked): a single stage walks the model's layers, a pipeline's stages
-    (placed splits) their own (stage_sequences). `price(model, rows)`: cost.layer_times of
+    """The kinds' layers on the ZeRO-3 candidates where the model has more than one kind (None
+    where none is walked): a single stage walks the model's layers, a pipeline's stages (placed
+    splits) their own, chunk by chunk where interleaved (stage_sequences). `price(model, rows)`: cost.layer_times of
     another model on some of the rows (cost.step's candidate_layer_times with its runtime)."""
     kinds = distinct_kinds(model, seq_len)
     if len(kinds) == 1:
         return None
     n = len(c.pp)
     pp, vpp, zero = (np.broadcast_to(np.asarray(v), (n,)) for v in (c.pp, c.vpp, c.zero))
-    priced = (zero == 3) & (vpp == 1)
+    priced = (zero == 3) & ((vpp == 1) | (pp > 1))
     if not np.any(priced):
         return None
     sequences = [kind_indices(model, seq_len)]
     order = np.where(priced & (pp == 1), 0, -1)
-    stage_orders = stage_sequences(model, seq_len, c, priced & (pp > 1), sequences)
-    walked = np.flatnonzero((order >= 0) | (stage_orders[0] >= 0))
+    stage_orders, stage_chunks = stage_sequences(model, seq_len, c, priced & (pp > 1), sequences)
+    walked = np.flatnonzero((order >= 0) | (stage_orders[0] >= 0) | (stage_chunks[0][:, 0] >= 0))
     if not len(walked):
         return None
     rows = c.take(walked)
     stages = candidate_stage_layers(model, rows)
-    columns: dict[str, list[np.ndarray]] = {name: [] for name in KindPasses._fields[1:-2]}
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in PRICED}
     for kind in kinds:
         one = kind_model(model, kind)
         times = dp_stage_tables(one, hardware, rows, stages=stages, gpus_per_node=gpus_per_node, seq_len=seq_len,
@@ -97,31 +149,39 @@ def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, s
         out = np.full((n, len(kinds)), np.nan)
         out[walked] = np.stack(parts, axis=1)  # (walked, K)
         spread[name] = out
-    return KindPasses(order, **spread, stage_orders=stage_orders, sequences=tuple(sequences))
+    return KindPasses(order, **spread, stage_orders=stage_orders, sequences=tuple(sequences),
+                      stage_chunks=stage_chunks)
 
 
 def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.ndarray,
-                    sequences: list[tuple[int, ...]]) -> tuple[np.ndarray, ...]:
-    """(first, middle, last) stage's layer sequence on each `piped` candidate (pp > 1, vpp 1) whose
-    split Megatron places, as an index into `sequences` (appended to; -1 elsewhere): each stage's
-    own layers in Megatron's order (cost.layer_kinds.chunk_global_layers), the middle stages' the
-    second stage's (the one cost.memory prices; none at pp 2)."""
+                    sequences: list[tuple[int, ...]]) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """((first, middle, last) stage's layer sequence, the same stages' chunks' sequences (rows,
+    chunks)) on each `piped` candidate (pp > 1) whose split Megatron places, as indices into
+    `sequences` (appended to; -1 elsewhere): at vpp 1 each stage's own layers, at vpp > 1 each of
+    its chunks' (sim.layer_program runs each chunk as its own forward and backward), in Megatron's
+    order (cost.layer_kinds.chunk_global_layers); the middle stages' the second stage's (the one
+    cost.memory prices; none at pp 2)."""
     n = len(piped)
+    names = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
+    columns = [np.broadcast_to(np.asarray(v), (n,)) for v in names]
+    placed = np.flatnonzero(piped & ~split_breaks(model.num_layers, *columns))
+    widest = int(columns[1][placed].max()) if len(placed) else 1
     orders = tuple(np.full(n, -1) for _ in range(3))
-    columns = [np.broadcast_to(np.asarray(v), (n,)) for v in (c.pp, c.first_stage_layers, c.last_stage_layers)]
-    ones = np.ones(n, dtype=np.int64)
-    placed = np.flatnonzero(piped & ~split_breaks(model.num_layers, columns[0], ones, columns[1], columns[2]))
+    chunks = tuple(np.full((n, widest), -1) for _ in range(3))
     if not len(placed):
-        return orders
+        return orders, chunks
     kinds = sequences[0]
     index = {kinds: 0}
     for row, at in distinct_groups([column[placed] for column in columns]):
-        pp, first_n, last_n = (int(column[placed[row]]) for column in columns)
-        held = chunk_global_layers(model.num_layers, pp, 1, first_n, last_n)
-        for i, (order, stage) in enumerate(zip(orders, (0, 1, pp - 1))):
+        pp, vpp, first_n, last_n = (int(column[placed[row]]) for column in columns)
+        held = chunk_global_layers(model.num_layers, pp, vpp, first_n, last_n)
+        for i, stage in enumerate((0, 1, pp - 1)):
             if i == 1 and pp == 2:  # no middle stage
                 continue
-            sequence = tuple(kinds[layer] for layer in held[stage][0])
-            order[placed[at]] = index.setdefault(sequence, len(index))
+            found = [index.setdefault(tuple(kinds[layer] for layer in layers), len(index)) for layers in held[stage]]
+            if vpp == 1:
+                orders[i][placed[at]] = found[0]
+            else:
+                chunks[i][placed[at], :vpp] = found
     sequences[:] = list(index)
-    return orders
+    return orders, chunks

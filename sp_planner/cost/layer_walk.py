@@ -86,7 +86,7 @@ def _spread(kinds: KindPasses, name: str, rows, sequence: int, total_s):
     """Each layer's window `name` with the row's stall beyond its layers' (total_s) spread evenly."""
     each = kinds.layers(name, rows, sequence)
     total = np.broadcast_to(np.asarray(total_s, dtype=np.float64), (len(kinds.order),))[rows]
-    return each + (total - each.sum(axis=0)) / each.shape[0]
+    return each + (total - each.sum(axis=0)) / max(each.shape[0], 1)  # a chunk of no layers spreads nothing
 
 
 def walked_forward_s(overlap: Overlap, kinds: KindPasses, *, zero, exposed, fwd_window_s, before_s=0.0):
@@ -131,9 +131,10 @@ def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *,
         if np.any(root_n != 1) or np.any(fwd_n != 1):
             bare = walked_exposed_s(gather, 0.0, fwd_w, own("fwd_lead_s"), prefetch=prefetch)
             rooted = rooted_forward_s(rooted, bare, root_n, fwd_n)
-        backward = walked_exposed_s(bwd_gather, reduce, bwd_w, own("bwd_lead_s"), after_s=at(t.root_reduce_s),
-                                    opening_s=at(ahead_s), behind_s=own("bwd_trail_s"), tail_s=at(e.bwd_tail_s),
-                                    prefetch=prefetch)
+        # Backward runs the layers last first (sim.layer_program.stage_backward).
+        backward = walked_exposed_s(bwd_gather[::-1], reduce[::-1], bwd_w[::-1], own("bwd_lead_s")[::-1],
+                                    after_s=at(t.root_reduce_s), opening_s=at(ahead_s),
+                                    behind_s=own("bwd_trail_s")[::-1], tail_s=at(e.bwd_tail_s), prefetch=prefetch)
         out[rows] = rooted + backward
         held[rows] = (root_n * at(t.root_gather_s) + fwd_n * gather.sum(axis=0) + bwd_gather.sum(axis=0)
                       + reduce.sum(axis=0) + at(t.root_reduce_s))

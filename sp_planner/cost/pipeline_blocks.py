@@ -18,6 +18,7 @@ import numpy as np
 
 from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
                                          zero3_forward_s)
+from sp_planner.cost.chunk_walk import chunk_forwards_s, chunk_view
 from sp_planner.cost.layer_walk import walked_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
@@ -59,7 +60,8 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     traffic = _stage_traffic(overlap, kinds=kinds, **kw)
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
-    first, last = (_chunk_traffic(overlap, last=end, **kw) if interleaved else exposure for end in (False, True))
+    first, last = (_chunk_traffic(overlap, last=end, kinds=kinds, **kw) if interleaved else exposure
+                   for end in (False, True))
     if zero3_gathers is None:
         zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
                                               kinds=kinds)
@@ -177,10 +179,12 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
                                 before_s=before_s)
 
     chunk = forward(layers)
-    gathered = np.where(zero3, chunk, 0.0)
-    if i == 1:  # the middle stages hold no root unit
-        return zero3, gathered, None
-    return zero3, gathered, (forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
+    rooted = None if i == 1 else (  # the middle stages hold no root unit
+        forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
+    # An interleaved stage's chunks, each its own layers walked (cost.chunk_walk).
+    plain, rooted = chunk_forwards_s(overlap, kinds, zero=zero, plain=chunk, rooted=rooted,
+                                     fwd_window_s=s.layers * fwd_layer_s, root_gather_s=s.times.root_gather_s)
+    return zero3, tuple(np.where(zero3, p, 0.0) for p in plain), rooted
 
 
 def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):
@@ -195,24 +199,26 @@ def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0)
     gather the layers, `root_gathers` the root too (cost.dp_exposure.rooted_forward_s)."""
     if gathers is None:
         return 0.0, 0.0, 0.0
-    zero3, gathered, rooted = gathers
-    later = fwd_gathers * gathered
+    zero3, plain, rooted = gathers
+    chunk0, later, last = (fwd_gathers * p for p in plain)  # (chunk 0's, a middle chunk's, the last's)
     if rooted is None:
-        return later, later, later
+        return chunk0, later, last
     root = np.where(zero3, rooted_forward_s(rooted[0], rooted[1], root_gathers, fwd_gathers), 0.0)
-    other = np.where(np.asarray(vpp) == 1, root, later)  # the end the root is not at: itself at vpp 1
-    return (root, later, other) if i == 0 else (other, later, root)
+    single = np.asarray(vpp) == 1  # the end the root is not at: itself at vpp 1
+    return (root, later, np.where(single, root, last)) if i == 0 else (np.where(single, root, chunk0), later, root)
 
 
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
-                   bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0) -> list[np.ndarray]:
+                   bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
+                   kinds: KindPasses | None = None) -> list[np.ndarray]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
     stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
     layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
-    chunks' (a layer's share of the stage's)."""
+    chunks' (a layer's share of the stage's). `kinds`: the chunk's own layers walked where the
+    stage's differ (cost.chunk_walk.chunk_view)."""
     vpp = np.asarray(vpp)
     out = []
     for i, (s, fwd_layer, bwd_layer) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s))):
@@ -222,6 +228,11 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         # (chunk 0 of the first stage, the last chunk of the last; pipeline_chunks.chunk_layer_counts).
         root_n, other_n = root_chunk_layers(s.layers, vpp, layout_chunk(stages, vpp))
         layers = root_n if (final if last else i == 0) else other_n
+        fwd_w, bwd_w = layers * fwd_layer, layers * bwd_layer
+        walked = None if kinds is None else chunk_view(kinds.stage(i), zero, last=last,
+                                                       fwd_window_s=s.layers * fwd_layer,
+                                                       bwd_window_s=s.layers * bwd_layer)
+        view = None if walked is None else walked[0]
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
         if last:
             per_layer_s = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp * vpp / np.maximum(s.layers, 1)
@@ -242,9 +253,10 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
                                root_reduce_s=root[1])
             chunk_edges, ahead, head = stage_edges(edges, i), 0.0, 0.0
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
-                                      fwd_window_s=layers * fwd_layer, bwd_window_s=layers * bwd_layer,
+                                      fwd_window_s=fwd_w if walked is None else walked[1],
+                                      bwd_window_s=bwd_w if walked is None else walked[2],
                                       reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head,
-                                      root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+                                      root_gathers=root_gathers, fwd_gathers=fwd_gathers, kinds=view)
         out.append(exposed)
     return out
 

@@ -183,7 +183,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
     bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
     # ZeRO-3's forward gathers, which the blocks and micro-batch 0's fill both share out.
-    zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges)
+    zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+                                          kinds=kinds)
     blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
                                          fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
                                          gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
