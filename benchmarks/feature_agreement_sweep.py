@@ -35,7 +35,7 @@ from sp_planner.cost.runtime import (
     TORCHTITAN_V02_RUNTIME,
     Runtime,
 )
-from sp_planner.pipeline import default_split
+from sp_planner.pipeline_split import default_split
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate

@@ -49,7 +49,7 @@ from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.layer_kinds import LayerKind, kind_model
 from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank, mlp_layer_is_moe
-from sp_planner.cost.stage_params import stage_moe_flags
+from sp_planner.cost.stage_params import dp_middle_stage, stage_moe_flags
 from sp_planner.distinct import distinct_columns
 from sp_planner.pipeline_chunks import chunk_layer_counts
 from sp_planner.specs.model import ModelSpec
@@ -212,6 +212,22 @@ def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bu
     return BucketLayout(alone, first.layers + tuple(rest), first.tail)
 
 
+def _bucketed_chunks(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bucket_params: float,
+                     vpp: int, first_stage: bool, chunk: int = 0) -> BucketLayout:
+    """ZeRO-2's buckets of a stage of vpp model chunks, each its own module (Megatron's get_model
+    wraps every chunk in its own DDP / Megatron-FSDP instance: training.py lines 2390-2399 and the
+    DP wrapping after them, d98e8a6), so no bucket spans two chunks: each chunk bucketed on its own
+    (megatron_layout), the output layer with the last, the embedding with chunk 0; at vpp 1 the
+    stage's. `chunk`: the stage's full model chunk (pipeline_chunks.chunk_layer_counts)."""
+    if vpp == 1 or not stage:
+        return megatron_layout(stage, head, tail, bucket_params)
+    sizes = chunk_layer_counts(len(stage), vpp, first_stage=first_stage, chunk=chunk)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    parts = [megatron_layout(stage[starts[c]:starts[c + 1]], head if c == vpp - 1 else (), tail if c == 0 else (),
+                             bucket_params) for c in range(vpp)]
+    return BucketLayout(parts[-1].head, tuple(layer for part in parts for layer in part.layers), parts[0].tail)
+
+
 def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, single_stage: bool, dp: int,
                   zero: int, first_stage: bool = True, vpp: int = 1, last_stage: bool = False,
                   moe: tuple[bool, ...] | None = None, chunk: int = 0) -> tuple[BucketLayout, BucketLayout]:
@@ -232,7 +248,8 @@ def stage_layouts(model: ModelSpec, *, tp: int, ep: int, etp: int, layers: int, 
         return fsdp_layout(dense, head, tail), fsdp_layout(expert, expert_head, ())
     bucket = float(ddp_bucket_params(dp))
     if zero == 2:  # Megatron-FSDP / FSDP2 without resharding: the first stage's buckets everywhere
-        return megatron_layout(dense, head, tail, bucket), megatron_layout(expert, expert_head, (), bucket)
+        return (_bucketed_chunks(dense, head, tail, bucket, vpp, first_stage, chunk),
+                _bucketed_chunks(expert, expert_head, (), bucket, vpp, first_stage, chunk))
     return (_chunked(dense, head, tail, bucket, vpp, first_stage, chunk),
             _chunked(expert, expert_head, (), bucket, vpp, first_stage, chunk) if expert or expert_head
             else BucketLayout((), (), ()))
@@ -263,10 +280,10 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
     placement = [np.asarray(v) * mixed for v in (pp, vpp, first_stage_layers, last_stage_layers)]
     # Only what the layout depends on tells rows apart (stage_layouts): dp only sets Megatron's
     # bucket size, the same up to dp 40, and ZeRO-0 and 1 share a layout; FSDP units (ZeRO-3)
-    # depend on neither dp nor vpp, ZeRO-2's buckets not on vpp.
+    # depend on neither dp nor vpp.
     zero = np.asarray(zero)
     dp = np.where(zero == 3, 0, np.maximum(dp, DDP_BUCKET_MIN_PARAMS // DDP_BUCKET_PARAMS_PER_DP_RANK))
-    vpp = np.where(zero >= 2, 1, vpp)
+    vpp = np.where(zero == 3, 1, vpp)
     chunk = np.where(vpp > 1, chunk, 0)
     columns = [np.broadcast_to(np.asarray(v, dtype=np.int64), np.shape(tp)).ravel()
                for v in (tp, ep, etp, layers, np.asarray(pp) == 1, dp, np.maximum(zero, 1), vpp, first_stage,
@@ -286,8 +303,10 @@ def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: 
     hundred shapes in every chunk of candidates. `placement`: (pp, vpp, first_stage_layers,
     last_stage_layers) of a model whose MLP kinds differ, else 0s."""
     pp = placement[0]
+    # A middle stage: the one whose calls stand for the middle ones (cost.stage_params.dp_middle_stage).
+    middle = dp_middle_stage(model, *placement)[0] if pp else 1
     moe = None if pp == 0 else stage_moe_flags(model, *placement, stage=0 if single or first_stage else
-                                               pp - 1 if last_stage else 1)
+                                               pp - 1 if last_stage else middle)
     out: list[float] = []
     for layout in stage_layouts(model, tp=tp, ep=ep, etp=etp, layers=layers, single_stage=bool(single), dp=dp,
                                 zero=zero, vpp=vpp, first_stage=first_stage, last_stage=last_stage, moe=moe,

@@ -93,10 +93,11 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     `chunks`: the stage's model chunks (interleaved 1F1B, vpp), each wrapped on its own and run as
     its own forward and backward (Megatron's get_model builds one DDP/FSDP module a chunk), so each
     exposes its own first gather and last reduce-scatter; a ZeRO-2 chunk's (its first layer's
-    buckets) are approximated by a layer's share of the stage's buckets. ZeRO-2's calls hide
-    chunk by chunk, each behind its own backward (its module's root post-backward waits for
-    them), and a chunk's cannot start before its first layer's backward is done: saturated, its
-    queue starts a layer late and hides behind a layer less, but where the output layer's calls
+    buckets) are chunk 0's less the embedding's (each chunk bucketed on its own, cost.buckets.
+    _bucketed_chunks). ZeRO-2's calls hide chunk by chunk, each behind its own backward (its
+    module's root post-backward waits for them), and a chunk's cannot start before its first
+    layer's last GEMM is done: saturated, its queue starts a layer late less that layer's TP
+    reduce-scatter (Edges.bwd_trail_s) and hides behind as much less, but where the output layer's calls
     (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk.
     `root_gathers`: ZeRO-3's root-unit gathers per micro-batch on average, 1 or 1/m where only the
     step's first forward gathers it (cost.fsdp.root_gathers_per_micro_batch): a forward with it
@@ -131,22 +132,34 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
 
 def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_window_s, chunks, head_s):
     """micro_batch_dp_s's ZeRO-2 seconds: the gradients' reduce-scatters chunk by chunk."""
-    # A later chunk's first layer's buckets: a layer's share of the stage's (latency included).
+    # A layer's share of the stage's buckets (latency included).
     some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a chunk without layers (counted split) has no share
     chunk_first = (t.grad_reduce_scatter_s - t.root_reduce_s) / some
     first_calls = last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, e)
-    later_calls = np.maximum(0.0, chunk_first - e.bwd_trail_s)
+    # A later chunk's first layer's buckets: chunk 0's but the embedding's, each chunk bucketed
+    # on its own (cost.buckets._bucketed_chunks), the last bucket's rest with them.
+    first_layer = t.last_reduce_scatter_s - t.tail_reduce_scatter_s
+    later_calls = np.maximum(0.0, first_layer - e.bwd_trail_s)
     single = np.asarray(chunks) == 1
     chunk_rs = chunk_first * layers / chunks  # a later chunk's layers' calls
     chunk_w, layer_w = bwd_window_s / chunks, bwd_window_s / some
-    head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, layer_w)
+    # A chunk's queue opens with its last layer's buckets, issued once that layer's last GEMM
+    # ends, before its TP reduce-scatter (Edges.bwd_trail_s; cost.buckets' granularity, as
+    # sim.layer_program issues them): a layer's backward less that late. Those buckets lack what
+    # the next ones carry on (the first layer's excess over a share, `first_layer`): where they
+    # leave before the next layer's are issued the queue idles that long (the queue ends at the
+    # latest issue plus the calls from it on; a layer's calls at least a layer's backward after).
+    top_s = np.maximum(0.0, 2 * chunk_first - first_layer)
+    idle_s = np.where(layers / np.asarray(chunks) >= 2, np.maximum(0.0, layer_w - top_s), 0.0)
+    lag_s = np.maximum(0.0, layer_w - e.bwd_trail_s) + idle_s
+    head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, lag_s)
     # Chunk 0 (the stage's first layers, the first stage's embedding; the whole stage at vpp 1).
     # Chunk 0's queue runs on beside the embedding's backward (Edges.bwd_tail_s, the first stage's),
     # which follows its first layer's on the compute stream: that window hides it too.
     chunk0 = hidden_behind(t.grad_reduce_scatter_s - np.where(single, 0.0, head_s + (chunks - 1) * chunk_rs),
-                           chunk_w - np.where(single, head_lag_s, layer_w) + e.bwd_tail_s, first_calls,
+                           chunk_w - np.where(single, head_lag_s, lag_s) + e.bwd_tail_s, first_calls,
                            overlap.grad_reduce)
-    middle2 = hidden_behind(chunk_rs, chunk_w - layer_w, later_calls, overlap.grad_reduce)
+    middle2 = hidden_behind(chunk_rs, chunk_w - lag_s, later_calls, overlap.grad_reduce)
     last2 = hidden_behind(chunk_rs + head_s, chunk_w - head_lag_s, later_calls, overlap.grad_reduce)
     return chunk0 + np.where(single, 0.0, np.maximum(chunks - 2, 0) * middle2 + last2)
 

@@ -23,7 +23,7 @@ from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s, ring_steps
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.stage_params import stage_moe_counts, stage_params
+from sp_planner.cost.stage_params import dp_middle_stages, stage_moe_counts, stage_params
 from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
@@ -242,7 +242,10 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
 
     # Each row's stage's own parameters, its MoE layers those Megatron places on it (cost.stage_params).
     layers = np.choose(stage, [getattr(stages, name) for name in STAGES])
-    moe_counts = stage_moe_counts(model, seq_len, c, stages)
+    # The middle stages' calls are those of the one with the most MoE layers (stage_params.dp_middle_stage).
+    first_moe, second_moe, last_moe = stage_moe_counts(model, seq_len, c, stages)
+    middle_rank, middle_moe = dp_middle_stages(model, c)
+    moe_counts = (first_moe, np.where(middle_rank > 1, middle_moe, second_moe), last_moe)
     own = stage_params(model, tp, pp, ep, etp, stages, moe_counts)
     params, experts = np.choose(stage, own.params), np.choose(stage, own.experts)
     dense = params - experts

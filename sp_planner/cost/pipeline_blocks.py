@@ -235,7 +235,10 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         view = None if walked is None else walked[0]
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
         if last:
-            per_layer_s = (t.grad_reduce_scatter_s - t.root_reduce_s) / vpp * vpp / np.maximum(s.layers, 1)
+            # Its first layer's buckets, which cannot hide: ZeRO-2's chunk 0's but the embedding's (each
+            # chunk bucketed on its own, cost.buckets._bucketed_chunks), ZeRO-3's a layer's share.
+            per_layer_s = np.where(np.asarray(zero) == 2, t.last_reduce_scatter_s - t.tail_reduce_scatter_s,
+                                   (t.grad_reduce_scatter_s - t.root_reduce_s) / np.maximum(s.layers, 1))
             # The last stage's root is its last chunk's (_zero3_forward_s): ZeRO-2's output layer
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
             none = np.zeros_like(t.root_gather_s)

@@ -47,7 +47,8 @@ from sp_planner.pipeline import StageLayers, per_stage, pile_up_s
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
-                     edges: Edges, micro_batches, slowdown: float = 0.0, tied_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+                     edges: Edges, micro_batches, slowdown: float = 0.0, tied_s=0.0,
+                     middle_rank=1.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
@@ -62,7 +63,8 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     (Qwen3-235B-A22B, pp 4 at its default 23 / 24 / 24 / 23 split, ZeRO-1, 128 H100s). `tied_s`:
     the two ends' tied-embedding all-reduce after their syncs (cost.tied_embedding), which
     cost.step charges whole: a middle stage whose sync ends later runs beside it, so what it sets
-    the step by comes off here (sim.pipeline's _step_tail joins the stages after it)."""
+    the step by comes off here (sim.pipeline's _step_tail joins the stages after it). `middle_rank`:
+    the rank of the middle stage whose calls `times` holds (cost.stage_params.dp_middle_stage)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -85,7 +87,11 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     )
     row_edges = Edges(*(sub(v) for v in edges))
     bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
-    # Each stage's last backward ends this long before the first stage's.
+    # Each stage's last backward ends this long before the first stage's. The middle stage whose
+    # calls these are (`middle_rank`, cost.stage_params.dp_middle_stage) launches its chunks' syncs
+    # as its rank does (once_a_step_s) and ends the drain's blocks of the ranks below it after the
+    # first middle one: lighter ones, where it is not stage 1 (fewer MoE layers), taken as none.
+    rank = sub(middle_rank)
     lags = finish_lags_s(bare, middles, sub(micro_batches), chunks)
     # Micro-batch 0's first forward reaches the first middle stage and the last after the chunk-0
     # forwards below them (cost.pipeline_path.compute_blocks).
@@ -106,7 +112,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         reduce0, reduce1, gather = once_a_step_s(overlap, zero=z, layers=s.layers, times=t,
                                                  fwd_window_s=s.layers * fwd_s[i], bwd_window_s=s.layers * bwd_s[i],
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
-                                                 rank=(0, 1, pp[rows] - 1)[i])
+                                                 rank=(0, rank, pp[rows] - 1)[i])
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer

@@ -58,6 +58,7 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.stage_params import dp_middle_stages
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.precision import BF16
@@ -268,7 +269,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                         price=lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
-                      None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied)
+                      None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied,
+                      dp_middle_stages(model, c)[0])
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic

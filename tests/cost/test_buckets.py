@@ -118,3 +118,19 @@ def test_a_counted_split_s_chunks_hold_each_its_own_layers():
     last, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=1, single_stage=False, dp=8, zero=0, vpp=2,
                             first_stage=False, last_stage=True)
     assert last == ((TABLE + H,), ((LAYER,),), ())
+
+
+def test_zero2_buckets_never_span_two_model_chunks():
+    # Megatron's get_model wraps each model chunk in its own DDP / Megatron-FSDP module, so each
+    # chunk is bucketed on its own (40M): a middle stage of 4 layers at vpp 2 is two 2-layer
+    # stages, each chunk's top layer's fc2 + fc1 its first bucket, its bottom layer's qkv + proj
+    # the rest closed after its last tensor (not carried into the chunk below, another module).
+    dense, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=2, first_stage=False,
+                             vpp=2)
+    chunk = (QKV + PROJ + FC2 + FC1, QKV + PROJ)  # each chunk's first layer: the buckets it closes
+    assert dense.layers == (chunk, (FC2 + FC1,), chunk, (FC2 + FC1,))
+    assert dense.num_calls == 6 and sum(dense.unhideable) == LAYER + QKV + PROJ
+    # At vpp 1 the stage's buckets as before: one fewer call.
+    whole, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=2,
+                             first_stage=False)
+    assert whole.num_calls == 5

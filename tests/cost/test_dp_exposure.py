@@ -82,3 +82,21 @@ def test_a_stages_last_layer_computes_after_its_own_gather():
     # first layer's GEMM runs 1.5-2.3 ms, the second's all-gather 2.3-2.5 ms, its GEMM 3.0-3.8 ms
     # against 2 ms bare: 1.8 ms a chunk, 3.6 ms in all.
     assert chunks_gather_s(times, chunks=2, lead_s=0.0002, after_s=0.0008, **one).tolist() == pytest.approx([0.0036])
+
+
+def test_a_saturated_zero2_queue_opens_before_its_first_layers_tp_reduce_scatter():
+    # 4 layers of 1 ms backward, each ending in a 0.1 ms TP reduce-scatter (Edges.bwd_trail_s),
+    # 1.5 ms of calls a layer: the queue opens at 0.9 ms (the top layer's buckets leave once its
+    # last GEMM ends) and runs 6 ms to 6.9 ms: 2.9 ms past the compute, not 3.
+    e = Edges(0.0, 0.0, 0.0001)
+    kw = dict(zero=np.array([2]), layers=np.array([4.0]), fwd_window_s=0.002, bwd_window_s=0.004,
+              reshard=np.array([False]), edges=e)
+    exposed, _ = micro_batch_dp_s(MEGATRON_OVERLAP, times=_times(grad_reduce_scatter_s=0.006,
+                                                                 last_reduce_scatter_s=0.0015), **kw)
+    assert exposed[0] == pytest.approx(0.0029)
+    # The first layer's buckets carry 1 ms beyond a share (the rest of the last bucket), the top
+    # layer's then 0.5 ms: they leave at 1.4 ms, the next layer's are issued at 1.9 ms and the
+    # queue runs on to 1.9 + 1.5 + 1.5 + 2.5 = 7.4 ms: 3.4 ms past the compute.
+    exposed, _ = micro_batch_dp_s(MEGATRON_OVERLAP, times=_times(grad_reduce_scatter_s=0.006,
+                                                                 last_reduce_scatter_s=0.0025), **kw)
+    assert exposed[0] == pytest.approx(0.0034)

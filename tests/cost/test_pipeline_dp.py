@@ -77,12 +77,14 @@ def _interleaved(first_s, x, *, times=_zero2, zero=2):
 
 def test_the_first_stage_chunk0_exposure_piles_up_on_the_interleaved_drain():
     # Chunk-0 blocks with their exposure: the first stage's 0.4 + x + 0.25 (its chunk's 0.25 s of
-    # calls hide behind nothing but 0.36 s, its 0.3 s of last calls at most 0.25 of them), the
-    # others' 0.5; the last stage paces (1.2 + 0.125 against the first's 0.9 + x + 0.275). Beyond
-    # the same path without traffic (cost.step's compute and bubble): the last stage's 8 x 0.125,
+    # calls hide behind nothing but 0.32 s, its 0.3 s of last calls at most 0.25 of them), the
+    # others' 0.5; each later chunk, bucketed on its own, exposes its first layer's 0.1 s as chunk
+    # 0 does (cost.buckets._bucketed_chunks), so the last stage paces (1.2 + 0.2 against the
+    # first's 0.9 + x + 0.35). Beyond the same path without traffic (cost.step's compute and
+    # bubble): the last stage's 8 x 0.2,
     # the chunk-0 exposure of the stages below it, 0.25 + 2 x 0.1, and the drain's 4 jobs piling
     # up behind the first stage's block 3 times (cost.pipeline_path), 3 x 0.15 of traffic.
-    assert _interleaved(0.9, 0.0) == pytest.approx(8 * 0.125 + 0.45 + 3 * 0.15)
+    assert _interleaved(0.9, 0.0) == pytest.approx(8 * 0.2 + 0.45 + 3 * 0.15)
     # The embedding's backward lengthens that block with or without traffic: the bubble's.
     assert _interleaved(0.9, 0.05) == pytest.approx(_interleaved(0.9, 0.0))
     # 0.1 s of it: the 0.1 s of last calls that are not the embedding's own run beside it
@@ -207,3 +209,20 @@ def test_zero2_pipelines_gathers_agree_with_the_simulator(name):
     est_s = est.step_time_s - est.time.mfu_ceiling_s
     sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
     assert est_s == pytest.approx(sim_s, rel=0.005)
+
+
+@pytest.mark.parametrize("split, before", [((12, 4), 1.45), (None, -0.10), ((4, 12), -0.82)])
+def test_interleaved_zero2_reduce_scatters_agree_with_the_simulator(split, before):
+    # Llama-3-8B on 64 L40S, tp 4, pp 4 x vpp 2, 2K tokens, 4 micro-batches, every stage's
+    # reduce-scatters on the path (dp 4 over the network): each chunk bucketed on its own
+    # (cost.buckets._bucketed_chunks; the simulator had let buckets span chunks, so a stage's last
+    # chunk synced 4.6 ms less than its chunk 0), each queue opening before its layer's TP
+    # reduce-scatter (cost.dp_exposure._zero2_exposed_s). `before`: the analytic step's % over the
+    # simulator's before Stop 55's fix.
+    model, hardware = load_model("Llama-3-8B"), load_hardware("L40S")
+    layers = {} if split is None else dict(first_stage_layers=split[0], last_stage_layers=split[1])
+    plan = ParallelPlan(dp=4, pp=4, vpp=2, tp=4, zero=2, **layers)
+    workload = Workload(seq_len=2048, global_batch=16)
+    est = evaluate(model, hardware, workload, plan, num_nodes=8, gpus_per_node=8).step_time_s
+    sim = simulate(model, hardware, workload, plan, num_nodes=8, gpus_per_node=8, detail=False).step_time_s
+    assert est == pytest.approx(sim, rel=0.005)

@@ -322,3 +322,19 @@ def test_a_multi_token_models_middle_stage_sync_hides_the_ends_all_reduce_as_sim
                         fp8_recipe="blockwise")
     workload = Workload(seq_len=4096, global_batch=128)
     assert abs(_analytic_over_simulated(model, hardware, workload, plan) - 1) < 0.003
+
+
+@pytest.mark.parametrize("pp, vpp, split", [(16, 2, (3, 2)), (8, 4, (7, 6))])
+def test_a_later_middle_stage_with_more_moe_layers_sets_the_zero1_tail(pp, vpp, split):
+    # DeepSeek-V3 without MTP on 128 x 8 H100s (tp 2, ring 2, ep 8, ZeRO-1, 4K tokens, 1,024
+    # sequences): interleaving deals the dense layers 1-2 to stage 1's chunk 0, so stage 2, whose
+    # chunk 0 holds 2 MoE layers (one 0.21 s bucket after its last backward), ends the step; the
+    # middle stages' calls had been stage 1's (-4.1% at pp 16 x vpp 2, 3 / 2; -5.3% at pp 8 x vpp
+    # 4, 7 / 6). Now the middle stage with the most MoE layers (cost.stage_params.dp_middle_stage).
+    model, hardware = load_model("DeepSeek-V3"), load_hardware("H100")
+    plan = ParallelPlan(tp=2, pp=pp, vpp=vpp, dp=256 // pp, ring=2, ep=8, zero=1, first_stage_layers=split[0],
+                        last_stage_layers=split[1])
+    workload = Workload(seq_len=4096, global_batch=1024)
+    est = evaluate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8).step_time_s
+    sim = simulate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8, detail=False).step_time_s
+    assert est == pytest.approx(sim, rel=0.005)

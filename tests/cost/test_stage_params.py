@@ -72,3 +72,16 @@ def test_each_stages_calls_carry_its_own_parameters(model, plan, zero):
         total = [sum(layout.head) + sum(map(sum, layout.layers)) + sum(layout.tail) for layout in (dense, expert)]
         experts = float(np.ravel(own.experts[at])[0])
         assert total == pytest.approx([float(np.ravel(own.params[at])[0]) - experts, experts], rel=1e-9)
+
+
+def test_the_middle_stage_whose_calls_stand_for_the_middle_ones_holds_the_most_moe_layers():
+    # DeepSeek-V3 (3 dense layers first) over pp 16 x vpp 2 at 3 / 2: stage 1's chunk 0 is virtual
+    # stage 1, layers 1-2 (dense), every later middle stage 4 MoE layers; rank 2 the first of them.
+    from sp_planner.cost.stage_params import dp_middle_stage
+    model = load_model("DeepSeek-V3")
+    assert [sum(stage_moe_flags(model, 16, 2, 3, 2, s)) for s in (1, 2, 14)] == [2, 4, 4]
+    assert dp_middle_stage(model, 16, 2, 3, 2) == (2, 4)
+    # Without interleaving stage 1 holds 4 MoE layers like the others: it stands for them.
+    assert dp_middle_stage(model, 16, 1, 4, 1) == (1, 4)
+    # Layers alike: stage 1 by rule.
+    assert dp_middle_stage(load_model("Llama-3-8B"), 8, 2, 4, 4) == (1, -1)
