@@ -85,7 +85,8 @@ def search_split(num_layers: int, pp, vpp, mtp_layers: int = 0, *, recipes: bool
     over pp 4 x vpp 4 at 16 / 13, where default_split's 21 / 8 is no recipe's. Unpinned vpp leaves
     the recipes out: on 1024 H100s DeepSeek-V3's search would price 2.55M candidates, not 1.41M,
     2.6x as long with one MTP depth (cost.chunk_path walks each interleaved row), and Qwen3-235B's
-    39% more (94 layers, 47 a stage: pp 2 with vpp 2 to 8 all layouts)."""
+    39% more (94 layers, 47 a stage: pp 2 with vpp 2 to 8 all layouts); search_refine prices them,
+    with `recipes`, for the best plans' degrees."""
     first, last = default_split(num_layers, pp, vpp, mtp_layers)
     if not recipes:
         return first, last
@@ -100,7 +101,8 @@ def search_split(num_layers: int, pp, vpp, mtp_layers: int = 0, *, recipes: bool
 def generic_layout(num_layers: int, pp, vpp, first, last, *, recipes: bool = False):
     """True where (first, last) over pp x vpp runs as a layout that the search does not try (with
     `recipes`, one that is not recipe_split's; search_split): those are priced where a plan pins
-    its split (space_choices._vpp_keep)."""
+    its split (space_choices._vpp_keep), and without `recipes` for the best plans' degrees with a
+    pinned vpp's split (space_choices._vpp_refine)."""
     layout = split_kind(num_layers, pp, vpp, first, last) == SPLIT_LAYOUT
     if not recipes:
         return layout

@@ -6,7 +6,9 @@ runs one plan through the same code, so a single plan and the search agree.
 The search streams: candidates are enumerated and costed in chunks of about CHUNK_CANDIDATES,
 those that break a rule are counted and not costed (unless too few plans pass the rules to fill
 the ranking), and only the best HEAD_ROWS rows are kept, so memory stays bounded whatever the
-cluster size. The frame of every candidate is built only when a caller asks for it.
+cluster size. The frame of every candidate is built only when a caller asks for it. After the
+scan, the best plans' degrees are refined with the interleaved layouts the scan leaves out
+(search_refine), priced and ranked as every other candidate.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.search_columns import _evaluate, _explained, search_axes
-from sp_planner.search_scan import _keep_best, _scan
+from sp_planner.search_refine import refine_tuples, refines
+from sp_planner.search_scan import _Best, _keep_best, _scan, _Scan
 from sp_planner.space import (
     Axes,
     Candidates,
     Pins,
     degree_tuples,
+    expand_candidates,
     search_order,
     with_expert_degrees,
 )
@@ -119,48 +123,92 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
                                  total=total)
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
-    counts, best = passing.counts, passing.best  # breakers do not run out of memory: counts are whole
-    if passing.costed < keep:  # too few plans pass the rules to fill the rows kept: rank the rest
+    tuples = refine_tuples(passing.tuples) if refines(pins) else passing.tuples.tuples[:0]
+    refined = _refine_scan(args, tuples, keep=keep, breakers=False, progress=progress, done=total)
+    counts, best = passing.counts + _counts(refined), passing.best  # breakers do not run out of memory
+    best = _merged(best, refined, passing.candidates, hardware.hbm_bytes, keep)
+    candidates = passing.candidates + (refined.candidates if refined else 0)
+    if passing.costed + (refined.costed if refined else 0) < keep:  # too few pass the rules: rank the rest
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
-        if broken.best is not None:
-            best = _keep_best(best, broken.best.evaluated, broken.best.place, hardware.hbm_bytes, keep)
+        best = _merged(best, broken, 0, hardware.hbm_bytes, keep)
+        best = _merged(best, _refine_scan(args, tuples, keep=keep, breakers=True), passing.candidates,
+                       hardware.hbm_bytes, keep)
     if best is None:  # degrees exist but no variant of them (HSDP replicas, cp_comm) matches the pins
         raise ValueError(f"no candidate plan on {world} GPUs matches the pins {pins}")
     shown = _explained(model, hardware, workload, best.evaluated)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
-    if passing.candidates <= keep:  # every candidate is in the head: it is the frame
-        return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
-                            frame=head)
+    if candidates <= keep:  # every candidate is in the head: it is the frame
+        return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts, frame=head)
 
     def every_costed_row() -> pd.DataFrame:
-        full = _scan(*args, keep=None, breakers=False, progress=_no_progress).best
-        broken = _scan(*args, keep=None, breakers=True, progress=_no_progress).best
-        parts = [b for b in (full, broken) if b is not None]
+        parts = []
+        for breakers in (False, True):  # each in rank order, the refined rows merged into it
+            scan = _scan(*args, keep=None, breakers=breakers, progress=_no_progress)
+            part = _merged(scan.best, _refine_scan(args, tuples, keep=None, breakers=breakers), passing.candidates,
+                           hardware.hbm_bytes, None)
+            if part is not None:
+                parts.append(part)
         e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]))
         return e.frame()
 
-    return SearchResult(candidates_evaluated=passing.candidates, ranked=ranked, prune_counts=prune_counts,
+    return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
                         frame=every_costed_row, head=head)
+
+
+def _refine_scan(args: tuple, tuples: np.ndarray, *, keep: int | None, breakers: bool | None,
+                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
+    """_scan of the left-out interleaved rows of `tuples` (search_refine), None when they have none;
+    its progress counts on from the `done` candidates of the scan before it."""
+    model, hardware, workload, _, pins, gpus_per_node, runtime, chunk = args
+    if len(tuples) == 0:
+        return None
+    n = len(expand_candidates(workload, tuples, pins, gpus_per_node, axes=search_axes(model, hardware),
+                              refine=True))
+    if n == 0:
+        return None
+
+    def counted_on(seen: int, _total: int, what: str | None = None) -> None:
+        progress(done + seen, done + n, what)
+
+    return _scan(model, hardware, workload, tuples, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
+                 progress=counted_on, total=n, refine=True, what="interleaving the best plans: {}")
+
+
+def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes: float,
+            keep: int | None) -> _Best | None:
+    """`best` with the rows of `scan` (their places after `offset` enumerated ones), in rank order."""
+    if scan is None or scan.best is None:
+        return best
+    return _keep_best(best, scan.best.evaluated, scan.best.place + offset, capacity_bytes, keep)
+
+
+def _counts(scan: _Scan | None) -> np.ndarray | int:
+    return 0 if scan is None else scan.counts
 
 
 def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Workload, args: tuple, *,
                       keep: int, top_k: int, progress: Progress, total: int) -> SearchResult:
     """search(every_row=True): one pass costs every candidate. Its rank order puts the plans that
     pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
-    `keep` rows and the whole are the rows and the frame the streaming passes give."""
+    `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
+    search_refine, after the scan's in that order)."""
     scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
-    assert scan.best is not None
-    every = scan.best.evaluated
-    prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts) if k}
-    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, scan.candidates))))
+    pins = args[4]
+    tuples = refine_tuples(scan.tuples) if refines(pins) else scan.tuples.tuples[:0]
+    refined = _refine_scan(args, tuples, keep=None, breakers=None, progress=progress, done=total)
+    best = _merged(scan.best, refined, scan.candidates, hardware.hbm_bytes, None)
+    assert best is not None
+    every = best.evaluated
+    candidates = scan.candidates + (refined.candidates if refined else 0)
+    prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts + _counts(refined)) if k}
+    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))))
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
-    if scan.candidates <= keep:
-        return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
-                            frame=head)
-    return SearchResult(candidates_evaluated=scan.candidates, ranked=ranked, prune_counts=prune_counts,
+    if candidates <= keep:
+        return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts, frame=head)
+    return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
                         frame=lambda: _explained(model, hardware, workload, every).frame(), head=head)
 
 

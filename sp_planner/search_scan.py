@@ -11,6 +11,7 @@ from sp_planner import columns
 from sp_planner.cost.runtime import Runtime
 from sp_planner.plan import RULES
 from sp_planner.search_columns import _evaluate, _Evaluated, candidate_memory, search_axes
+from sp_planner.search_refine import TupleBests, merged, tuple_bests
 from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -89,22 +90,28 @@ class _Scan(NamedTuple):
     candidates: int
     costed: int
     counts: np.ndarray  # candidates per RULES entry, then OOM
+    tuples: TupleBests  # each degree tuple's fastest fitting pp > 1 row (search_refine)
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
           gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
-          breakers: bool | None, progress: Progress, total: int = 0) -> _Scan:
+          breakers: bool | None, progress: Progress, total: int = 0, refine: bool = False,
+          what: str = "searching {}") -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
     every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
-    row when None) in rank order. `costed` counts the rows costed that pass the rules."""
+    row when None) in rank order. `costed` counts the rows costed that pass the rules; `tuples`
+    each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `refine`:
+    the candidates of space.expand_candidates(refine=True) instead (search_refine); `what` names
+    the candidates counted for progress ({}: how many)."""
     parts: list[_Evaluated] = []
     places: list[np.ndarray] = []
+    bests: list[TupleBests] = []
     best: _Best | None = None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
     axes = search_axes(model, hardware)
     for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=chunk_candidates,
-                                       gpus_per_node=gpus_per_node, axes=axes):
+                                       gpus_per_node=gpus_per_node, axes=axes, refine=refine):
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         if breakers is None:
             rows = np.arange(len(chunk))
@@ -119,6 +126,8 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
         counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))  # 0 where counted above
         index = seen + rows
+        if not breakers:
+            bests.append(tuple_bests(e, index))
         if keep is None:
             parts.append(e)
             places.append(index)
@@ -126,9 +135,9 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
         costed += len(rows) if breakers else int(np.count_nonzero(code < 0))
-        progress(seen, total, f"searching {plural(total, 'candidate')}")
+        progress(seen, total, what.format(plural(total, 'candidate')))
     if keep is None and parts:
         best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
-    return _Scan(best, seen, costed, counts)
+    return _Scan(best, seen, costed, counts, merged(bests))
 
 

@@ -38,6 +38,7 @@ from sp_planner.space_choices import (  # re-exported: the choices beside the de
     _variants,
     _vpp_choices,
     _vpp_keep,
+    _vpp_refine,
     _zeros_and_recomputes,
     pinned_split,
 )
@@ -211,14 +212,15 @@ def enumerate_candidates(workload: Workload, world: int, pins: Pins, gpus_per_no
 
 
 def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chunk_candidates: int,
-                    gpus_per_node: int | None = None, axes: Axes | None = None) -> Iterator[tuple[int, Candidates]]:
+                    gpus_per_node: int | None = None, axes: Axes | None = None,
+                    refine: bool = False) -> Iterator[tuple[int, Candidates]]:
     """`expand_candidates` over consecutive slices of `degrees` (in search_order), about
     `chunk_candidates` candidates each: (degree tuples done, candidates). Whatever the non-degree
     axes multiply a tuple by, the slice length adapts to it (the first slice, one tuple, measures it)."""
     step, done = 1, 0
     while done < len(degrees):
         rows = degrees[done:done + step]
-        chunk = expand_candidates(workload, rows, pins, gpus_per_node, axes=axes)
+        chunk = expand_candidates(workload, rows, pins, gpus_per_node, axes=axes, refine=refine)
         done += len(rows)
         yield done, chunk
         per_tuple = max(1.0, len(chunk) / len(rows))
@@ -226,7 +228,7 @@ def iter_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, *, chun
 
 
 def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_per_node: int | None = None,
-                      *, axes: Axes | None = None) -> Candidates:
+                      *, axes: Axes | None = None, refine: bool = False) -> Candidates:
     """Degree tuples (in search_order; with with_expert_degrees' ep, etp columns, or without them
     for ep = etp = 1) times ZeRO stage, recompute and micro-batch, each then times its valid
     variants (space_variants), which stay next to it, then times vpp and precision, and for each
@@ -234,7 +236,9 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
 
     Unpinned vpp is tried over VPP_CHOICES where the split and the interleaved schedule allow it
     (vpp 1 always, so that a broken split is still reported once); unpinned precision over
-    `axes.precisions` (what the hardware runs). Without `axes`: vpp 1, even split, bf16."""
+    `axes.precisions` (what the hardware runs). Without `axes`: vpp 1, even split, bf16.
+    `refine` (unpinned vpp and split, with `axes`): instead, only the vpp > 1 rows that the layout
+    mask leaves out, each with a pinned vpp's split (space_choices._vpp_refine; search_refine)."""
     if degrees.shape[1] == len(DEGREES):
         degrees = with_expert_degrees(degrees, 0, pins)
     zeros, recomputes = _zeros_and_recomputes(pins, axes)
@@ -260,9 +264,11 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     extra = np.array([(v, c) for v in vpps for c in codes], dtype=np.int64).reshape(-1, 2)
     num_layers = axes.num_layers if axes is not None else 1
     at = {name: i for i, name in enumerate(names)}
-    keep = _vpp_keep(workload, table[:, at["dp"], None], table[:, at["pp"], None], table[:, at["micro_batch"], None],
-                     extra[None, :, 0], num_layers, pins.vpp is not None or axes is None,
-                     axes.mtp_layers if axes is not None else 0, pinned_split(pins))
+    dp, pp, mb = (table[:, at[name], None] for name in ("dp", "pp", "micro_batch"))
+    mtp = axes.mtp_layers if axes is not None else 0
+    keep = _vpp_refine(workload, dp, pp, mb, extra[None, :, 0], num_layers, mtp) if refine else \
+        _vpp_keep(workload, dp, pp, mb, extra[None, :, 0], num_layers, pins.vpp is not None or axes is None, mtp,
+                  pinned_split(pins))
     rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
     # One contiguous array per field, gathered field by field: the rules and the cost model read
     # every column many times, several times faster than as strided views of a row-major table.
@@ -274,7 +280,7 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
         first, last = (np.full(len(rows), v, dtype=np.int64) for v in split)
     elif axes is not None:
         first, last = search_split(axes.num_layers, named["pp"], named["vpp"], axes.mtp_layers,
-                                   recipes=pins.vpp is not None)
+                                   recipes=pins.vpp is not None or refine)
     else:
         first = last = np.zeros(len(rows), dtype=np.int64)
     return Candidates(**{k: v for k, v in named.items() if k not in ("allgather", "reshard")},

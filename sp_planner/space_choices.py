@@ -86,7 +86,8 @@ def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool
     for the micro-batch count), so that the search does not list them as rule breakers, and for
     any vpp where the search's split (pipeline_split.search_split, with recipe layouts where vpp is
     `pinned`) is a --pipeline-model-parallel-layout of generic ends: those are priced where a plan
-    names them (a pinned `split`), not searched (searching them doubled DeepSeek-V3's candidates)."""
+    names them (a pinned `split`), and for the best plans' degrees only (_vpp_refine, search_refine):
+    scanning them all doubled DeepSeek-V3's candidates."""
     if split is not None:
         first, last = (np.broadcast_to(np.int64(v), np.broadcast(pp, vpp).shape) for v in split)
         layout = np.zeros(np.broadcast(pp, vpp).shape, dtype=bool)
@@ -97,6 +98,18 @@ def _vpp_keep(workload: Workload, dp, pp, mb, vpp, num_layers: int, pinned: bool
         return ~layout
     m = workload.global_batch // (dp * mb)
     return ~(layout | ((vpp > 1) & (split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))))
+
+
+def _vpp_refine(workload: Workload, dp, pp, mb, vpp, num_layers: int, mtp_layers: int = 0):
+    """True for the vpp > 1 rows that _vpp_keep drops from an unpinned search for their layout but
+    a pinned vpp searches (search_split with recipes: Megatron-Bridge's layout, else one whose ends
+    need no layout) and whose split and interleaved schedule Megatron runs: what search_refine prices
+    for the best plans' degrees, each with the split a pinned vpp gives it."""
+    first, last = search_split(num_layers, pp, vpp, mtp_layers, recipes=True)
+    m = workload.global_batch // (dp * mb)
+    runs = (vpp > 1) & ~(generic_layout(num_layers, pp, vpp, first, last, recipes=True)
+                         | split_breaks(num_layers, pp, vpp, first, last) | interleave_breaks(pp, vpp, m))
+    return runs & ~_vpp_keep(workload, dp, pp, mb, vpp, num_layers, False, mtp_layers)
 
 
 def _vpps_kept(workload: Workload, pairs: np.ndarray, pins: Pins, axes: Axes | None) -> np.ndarray:

@@ -2,7 +2,9 @@
 plan and ranks it among the plans of its kind: the choices sp-plan never searches on its own
 (plan_choices), and whatever else of the plan the search would not reach for its degrees
 (recorded_pins): a pipeline split sp-plan --first-stage-layers / --last-stage-layers pinned, a
-micro-batch, vpp, expert or FSDP variant outside the search's own choices, or a hand edit."""
+micro-batch, vpp, expert or FSDP variant outside the search's own choices, or a hand edit. An
+interleaved layout that only the search's refinement (search_refine) reaches pins its vpp, whose
+search prices it with the same split."""
 
 from __future__ import annotations
 

@@ -34,6 +34,8 @@ CASES = [
     # "Et|(tt|)*30mL" (scripts/performance/configs/deepseek/deepseek_llm_pretrain.py line 164 at v0.2.0).
     (DSV3.model_copy(update={"mtp_layers": 1}), dict(pp=8, vpp=4, dp=32, ep=32, first_stage_layers=7,
                                                      last_stage_layers=6), "Et|(tt|)*30mL"),
+    # sp-plan's refined DeepSeek-V3 plan (search_refine): 3 / 2 over pp 16 x vpp 2, no MTP.
+    (DSV3, dict(pp=16, vpp=2, dp=2, ep=2, first_stage_layers=3, last_stage_layers=2), "Et|(tt|)*14t|(tt|)*15tL"),
     (load_model("Llama-3-8B"), dict(pp=4, vpp=2, dp=2, first_stage_layers=7, last_stage_layers=9),
      "Et*3|(t*4|)*6t*5L"),
 ]
