@@ -12,7 +12,8 @@ from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.step import StepColumns, time_columns
+from sp_planner.cost.step import time_columns
+from sp_planner.cost.step_columns import StepColumns
 from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
     FRAME_PREFIXES,

@@ -131,7 +131,7 @@ def test_search_rejects_impossible_pins():
 def test_typed_cost_columns_carry_the_result_fields():
     from sp_planner.cost.comm import PerCollective
     from sp_planner.cost.memory import MemoryColumns
-    from sp_planner.cost.step import TimeColumns
+    from sp_planner.cost.step_columns import TimeColumns
 
     assert MemoryColumns._fields == (*MemoryBreakdown.model_fields, "peak_bytes")
     assert TimeColumns._fields == tuple(TimeBreakdown.model_fields)

@@ -15,11 +15,11 @@ Vectorized over candidates, a loop over the chunks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.layer_walk import walked_forward_s, walked_zero3_s
+from sp_planner.cost.layer_walk import walked_forward_s, walked_zero3_parts_s
 
 if TYPE_CHECKING:
     from sp_planner.cost.dp_exposure import DPTimes, Edges
@@ -53,15 +53,31 @@ def chunk_windows_s(kinds: KindPasses, rows, name: str, window_s) -> np.ndarray:
     return (own + sizes * stall[:, None]).T
 
 
-def walked_chunks_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses | None, *, zero, exposed, busy,
-                    fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers):
-    """cost.dp_exposure.micro_batch_dp_s's ZeRO-3 (exposed, busy) of one micro-batch on a stage,
-    its rows that walk their chunks (interleaved_rows) the sum of each chunk's walk
-    (cost.layer_walk.walked_zero3_s): the root unit's calls, the loss's backward ahead (`ahead_s`)
-    and the embedding's behind (e.bwd_tail_s) with the root's chunk only."""
+class ChunkWalks(NamedTuple):
+    """Each chunk's walk of one micro-batch on a stage view's interleaved ZeRO-3 rows (chunk_walks)."""
+
+    rows: np.ndarray  # (rows,) the mask of the rows that walk their chunks (interleaved_rows)
+    chunks: np.ndarray  # (rows,) each row's chunks
+    root: np.ndarray  # (rows,) the chunk holding the root unit (KindPasses.root_chunk)
+    exposed: np.ndarray  # (chunks, rows) each chunk's exposed seconds (NaN where not walked) ...
+    total: np.ndarray  # (rows,) the chunks' exposed seconds summed (0 where not walked) ...
+    held: np.ndarray  # ... and their calls'
+    # (chunks, rows) each chunk's forward exposure before the shares, the root's chunk's with the
+    # root unit's gather before it, and (rows,) the root's chunk's without it (NaN where not walked).
+    forward: np.ndarray
+    bare_root: np.ndarray
+
+
+def chunk_walks(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses | None, *, zero, fwd_window_s,
+                bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers) -> ChunkWalks | None:
+    """Each chunk of a stage view's rows that walk their chunks (interleaved_rows; None where none)
+    walked on its own (cost.layer_walk.walked_zero3_s): the root unit's calls, the loss's backward
+    ahead (`ahead_s`) and the embedding's behind (e.bwd_tail_s) with the root's chunk only. The
+    stage's cycle sums them (walked_chunks_s); the interleaved fill's and drain's chunk blocks
+    read chunk 0's and the last one's (chunk_walk_s), the same walks."""
     rows = interleaved_rows(kinds, zero)
     if rows is None or kinds is None:
-        return exposed, busy
+        return None
     count, n = _chunk_count(kinds), len(kinds.order)
     fwd_w, bwd_w = (chunk_windows_s(kinds, rows, name, w) for name, w in (("fwd_s", fwd_window_s),
                                                                            ("bwd_s", bwd_window_s)))
@@ -80,72 +96,79 @@ def walked_chunks_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses | 
 
     assert kinds.chunk_orders is not None
     view = kinds.stacked(at, kinds.chunk_orders[at, j])
-    out, calls = walked_zero3_s(overlap, t._replace(root_gather_s=rooted(t.root_gather_s),
+    out, calls, forward = walked_zero3_parts_s(overlap, t._replace(root_gather_s=rooted(t.root_gather_s),
                                                     root_reduce_s=rooted(t.root_reduce_s)),
                                 e._replace(bwd_tail_s=rooted(e.bwd_tail_s)), view,
                                 zero=np.broadcast_to(np.asarray(zero), (n,))[at], exposed=0.0, busy=0.0,
                                 fwd_window_s=fwd_w.ravel()[pairs], bwd_window_s=bwd_w.ravel()[pairs],
                                 reshard=each(reshard), ahead_s=rooted(ahead_s), root_gathers=each(root_gathers),
                                 fwd_gathers=each(fwd_gathers))
-    total, held = np.bincount(at, out, minlength=n), np.bincount(at, calls, minlength=n)
-    return np.where(rows, total, exposed), np.where(rows, held, busy)
+    exposed, forwards, bare_root = np.full(chunks * n, np.nan), np.full(chunks * n, np.nan), np.full(n, np.nan)
+    exposed[pairs], forwards[pairs] = out, forward
+    # The root's chunk's forward without the root unit's gather (the fill's and drain's blocks).
+    held_root = np.flatnonzero(root)
+    bare_root[at[held_root]] = walked_forward_s(overlap, kinds.stacked(at[held_root], view.order[held_root]),
+                                                zero=np.broadcast_to(np.asarray(zero), (n,))[at[held_root]],
+                                                exposed=np.nan, fwd_window_s=fwd_w.ravel()[pairs][held_root])
+    return ChunkWalks(rows, count, np.broadcast_to(np.asarray(kinds.root_chunk), (n,)), exposed.reshape(chunks, n),
+                      np.bincount(at, out, minlength=n), np.bincount(at, calls, minlength=n),
+                      forwards.reshape(chunks, n), bare_root)
 
 
-def chunk_view(kinds: KindPasses | None, zero, *, last: bool, fwd_window_s, bwd_window_s):
-    """(view, its forward and backward windows) of a stage view's chunk 0 (or, `last`, its last
-    chunk) walked alone on its interleaved rows (cost.pipeline_blocks' chunk blocks of the
-    interleaved fill and drain), the stage's windows given; None where none."""
-    rows = interleaved_rows(kinds, zero)
-    if rows is None or kinds is None:
-        return None
-    j = _chunk_count(kinds) - 1 if last else np.zeros(len(kinds.order), dtype=np.int64)
-    at = np.arange(len(j))
-    fwd_w, bwd_w = (chunk_windows_s(kinds, rows, name, w)[j, at] for name, w in (("fwd_s", fwd_window_s),
-                                                                                  ("bwd_s", bwd_window_s)))
-    return kinds.chunk(np.where(rows, j, -1)), fwd_w, bwd_w
+def walked_chunks_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses | None, *, zero, exposed, busy,
+                    fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers,
+                    walks: ChunkWalks | None = None):
+    """cost.dp_exposure.micro_batch_dp_s's ZeRO-3 (exposed, busy) of one micro-batch on a stage,
+    its rows that walk their chunks (interleaved_rows) the sum of each chunk's walk (chunk_walks;
+    `walks`: the same, where the caller has them)."""
+    if walks is None:
+        walks = chunk_walks(overlap, t, e, kinds, zero=zero, fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s,
+                            reshard=reshard, ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+    if walks is None:
+        return exposed, busy
+    return np.where(walks.rows, walks.total, exposed), np.where(walks.rows, walks.held, busy)
 
 
-def chunk_forwards_s(overlap: Overlap, kinds: KindPasses | None, *, zero, plain, rooted, fwd_window_s,
-                     root_gather_s):
-    """ZeRO-3's forward exposures of one micro-batch through an interleaved stage's chunks (its
-    forward window `fwd_window_s`), the closed forms' (`plain`: a chunk's without the root unit;
-    `rooted`: the root's chunk's (with, without) its gather, or None on a middle stage) with the
-    rows that walk their chunks walked: ((chunk 0's, the middle chunks' mean, the last chunk's)
+def chunk_walk_s(walks: ChunkWalks | None, exposed, *, last: bool):
+    """`exposed` (one micro-batch through one chunk alone: cost.pipeline_blocks' chunk blocks of
+    the interleaved fill and drain) with the rows that walk their chunks read from their stage's
+    `walks`: chunk 0's, or (`last`) the last chunk's."""
+    if walks is None:
+        return exposed
+    j = walks.chunks - 1 if last else np.zeros(len(walks.chunks), dtype=np.int64)
+    return np.where(walks.rows, walks.exposed[np.maximum(j, 0), np.arange(len(j))], exposed)
+
+
+def chunk_forwards_s(walks: ChunkWalks | None, *, plain, rooted):
+    """ZeRO-3's forward exposures of one micro-batch through an interleaved stage's chunks, the
+    closed forms' (`plain`: a chunk's without the root unit; `rooted`: the root's chunk's (with,
+    without) its gather, or None on a middle stage) with the rows that walk their chunks read from
+    the stage cycle's walks (chunk_walks): ((chunk 0's, the middle chunks' mean, the last chunk's)
     without the root, and the root's chunk's (with, without) it or None)."""
-    rows = interleaved_rows(kinds, zero)
-    if rows is None or kinds is None:
+    if walks is None:
         return (plain, plain, plain), rooted
-    count, n = _chunk_count(kinds), len(kinds.order)
-    windows = chunk_windows_s(kinds, rows, "fwd_s", fwd_window_s)
-    # Each walk one block of rows of a single walk (alike chunks walk once, cost.layer_walk):
-    # (chunk, the root unit's gather before it) per block, every block of n rows.
-    ends = [(np.zeros(n, dtype=np.int64), 0.0), (count - 1, 0.0)]
-    middles = [(np.full(n, j), 0.0) for j in range(1, int(count.max()) - 1)]
-    blocks = ends + middles
-    if rooted is not None:
-        root = np.broadcast_to(np.asarray(kinds.root_chunk), (n,))
-        blocks += [(root, root_gather_s), (root, 0.0)]
-    chunk = np.concatenate([np.clip(j, 0, windows.shape[0] - 1) for j, _ in blocks])
-    pairs = np.flatnonzero(np.tile(rows, len(blocks)))  # only the rows that walk their chunks
-    at, chunk = np.tile(np.arange(n), len(blocks))[pairs], chunk[pairs]
-    assert kinds.chunk_orders is not None
-    before = np.concatenate([np.broadcast_to(np.asarray(b, dtype=np.float64), (n,)) for _, b in blocks])[pairs]
-    flat = np.full(len(blocks) * n, np.nan)
-    flat[pairs] = walked_forward_s(overlap, kinds.stacked(at, kinds.chunk_orders[at, chunk]),
-                                   zero=np.broadcast_to(np.asarray(zero), (n,))[at], exposed=np.nan,
-                                   fwd_window_s=windows[chunk, at], before_s=before)
-    walked = flat.reshape(-1, n)  # (blocks, rows)
+    rows, count, n = walks.rows, walks.chunks, len(walks.chunks)
+    at = np.arange(n)
+
+    def bare(j):  # chunk j's forward without the root unit's gather
+        j = np.clip(j, 0, walks.forward.shape[0] - 1)
+        return np.where(j == walks.root, walks.bare_root, walks.forward[j, at])
+
     closed = np.broadcast_to(np.asarray(plain, dtype=np.float64), (n,))
 
-    def read(i, fallback):
-        return np.where(rows, walked[i], fallback)
+    def read(walked, fallback):
+        return np.where(rows, walked, fallback)
 
-    inside = np.array([(j < count - 1) for j, _ in middles]).reshape(-1, n)
-    middle = np.where(inside, walked[2:2 + len(middles)], 0.0).sum(axis=0)
+    middles = range(1, int(count.max()) - 1)
+    inside = np.array([(j < count - 1) for j in middles]).reshape(-1, n)
+    walked = np.array([bare(np.full(n, j)) for j in middles]).reshape(-1, n)
+    middle = np.where(inside, walked, 0.0).sum(axis=0)
     middle = np.where(rows & (count > 2), middle / np.maximum(count - 2, 1), closed)
+    first, last = bare(np.zeros(n, dtype=np.int64)), bare(count - 1)
     if rooted is None:
-        return (read(0, closed), middle, read(1, closed)), None
+        return (read(first, closed), middle, read(last, closed)), None
     # The root's end is read rooted only (cost.pipeline_blocks._zero3_forward_s): the other end walked.
-    first_stage = np.all(np.asarray(kinds.root_chunk) == 0)  # the first stage's chunk 0, else the last's last
-    pair = (plain, read(1, closed)) if first_stage else (read(0, closed), plain)
-    return (pair[0], middle, pair[1]), (read(-2, rooted[0]), read(-1, rooted[1]))
+    first_stage = np.all(walks.root == 0)  # the first stage's chunk 0, else the last's last
+    pair = (plain, read(last, closed)) if first_stage else (read(first, closed), plain)
+    with_root = walks.forward[np.clip(walks.root, 0, None), at]
+    return (pair[0], middle, pair[1]), (read(with_root, rooted[0]), read(walks.bare_root, rooted[1]))

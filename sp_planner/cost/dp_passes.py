@@ -13,7 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s, once_a_step_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s
+from sp_planner.cost.dp_once import once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch

@@ -272,7 +272,7 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     # (cost.buckets._chunked); none otherwise. Under the counted split the chunk holding the
     # embedding (first stage) or the loss (last) has a layer fewer, under the layout the rest of a
     # stage beyond vpp - 1 full chunks (pipeline_chunks.chunk_layer_counts):
-    # on the last stage dp_exposure.chunked_exposed_s's head (the whole less vpp such chunks) is
+    # on the last stage dp_once.chunked_exposed_s's head (the whole less vpp such chunks) is
     # then the output layer less that layer.
     chunked = (c.vpp > 1) & (c.zero <= 1)
     chunk_layers = later_chunk_layers(layers, c.vpp, full_chunk)

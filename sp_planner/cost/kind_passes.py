@@ -17,15 +17,14 @@ get_model builds them and sim.layer_program runs them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_kinds import chunk_global_layers, distinct_kinds, kind_indices, kind_model
-from sp_planner.cost.layer_times import LayerTimes, backward_lead_s
+from sp_planner.cost.layer_times import backward_lead_s
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_groups
@@ -33,6 +32,9 @@ from sp_planner.pipeline import split_breaks
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
+
+if TYPE_CHECKING:
+    from sp_planner.cost.kind_table import KindTable
 
 
 PRICED = ("gather_s", "reduce_s", "fwd_s", "bwd_s", "fwd_lead_s", "bwd_lead_s", "bwd_trail_s")
@@ -110,15 +112,21 @@ def sequence_counts(sequences: tuple[tuple[int, ...], ...], kinds: int) -> np.nd
     return counts
 
 
-def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, seq_len: int, gpus_per_node: int,
-                price: Callable[[ModelSpec, Candidates], LayerTimes],
-                states: TrainingStates = MEGATRON_STATES) -> KindPasses | None:
-    """The kinds' layers on the ZeRO-3 candidates where the model has more than one kind (None
-    where none is walked): a single stage walks the model's layers, a pipeline's stages (placed
-    splits) their own, chunk by chunk where interleaved (stage_sequences). `price(model, rows)`: cost.layer_times of
-    another model on some of the rows (cost.step's candidate_layer_times with its runtime)."""
-    kinds = distinct_kinds(model, seq_len)
-    if len(kinds) == 1:
+class KindWalks(NamedTuple):
+    """The layer sequences the ZeRO-3 candidates walk where the model's layers differ (kind_walks)."""
+
+    order: np.ndarray  # (rows,) a single stage's sequence (-1: none)
+    stage_orders: tuple[np.ndarray, ...]  # (rows,) each: the first, second and last stage's (-1: none)
+    stage_chunks: tuple[np.ndarray, ...]  # (rows, chunks) each: those stages' chunks' at vpp > 1
+    sequences: tuple[tuple[int, ...], ...]  # each layer's kind (its column) in a sequence
+    rows: np.ndarray  # the candidates that walk one (ascending): the kinds are priced on these
+
+
+def kind_walks(model: ModelSpec, seq_len: int, c: Candidates) -> KindWalks | None:
+    """The sequences kind_passes walks on the ZeRO-3 candidates where the model has more than one
+    kind (None where none is walked): a single stage walks the model's layers, a pipeline's stages
+    (placed splits) their own, chunk by chunk where interleaved (stage_sequences)."""
+    if len(distinct_kinds(model, seq_len)) == 1:
         return None
     n = len(c.pp)
     pp, vpp, zero = (np.broadcast_to(np.asarray(v), (n,)) for v in (c.pp, c.vpp, c.zero))
@@ -131,14 +139,26 @@ def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, s
     walked = np.flatnonzero((order >= 0) | (stage_orders[0] >= 0) | (stage_chunks[0][:, 0] >= 0))
     if not len(walked):
         return None
+    return KindWalks(order, stage_orders, stage_chunks, tuple(sequences), walked)
+
+
+def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, table: KindTable, *, seq_len: int,
+                gpus_per_node: int, states: TrainingStates = MEGATRON_STATES) -> KindPasses | None:
+    """The kinds' layers on the rows `table.walks` walks (None where none): their ZeRO-3 calls
+    (cost.dp_times of each kind's model) and their layers' windows and TP edges, read from the
+    evaluation's one table of the kinds' layer times (cost.kind_table)."""
+    walks = table.walks
+    if walks is None:
+        return None
+    n, walked = len(c.pp), walks.rows
     rows = c.take(walked)
     stages = candidate_stage_layers(model, rows)
     columns: dict[str, list[np.ndarray]] = {name: [] for name in PRICED}
-    for kind in kinds:
+    for k, kind in enumerate(table.kinds):
         one = kind_model(model, kind)
         times = dp_stage_tables(one, hardware, rows, stages=stages, gpus_per_node=gpus_per_node, seq_len=seq_len,
                                 states=states)[0].at()
-        lt = price(one, rows)
+        lt = table.at(k, walked)
         values = dict(gather_s=times.layer_gather_s, reduce_s=times.layer_reduce_s, fwd_s=lt.fwd_s, bwd_s=lt.bwd_s,
                       fwd_lead_s=lt.tp_all_gather_s, bwd_lead_s=backward_lead_s(lt, rows.recompute),
                       bwd_trail_s=lt.tp_reduce_scatter_s)
@@ -146,11 +166,11 @@ def kind_passes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, *, s
             columns[name].append(np.broadcast_to(np.asarray(value, dtype=np.float64), (len(walked),)))
     spread = {}
     for name, parts in columns.items():
-        out = np.full((n, len(kinds)), np.nan)
+        out = np.full((n, len(table.kinds)), np.nan)
         out[walked] = np.stack(parts, axis=1)  # (walked, K)
         spread[name] = out
-    return KindPasses(order, **spread, stage_orders=stage_orders, sequences=tuple(sequences),
-                      stage_chunks=stage_chunks)
+    return KindPasses(walks.order, **spread, stage_orders=walks.stage_orders, sequences=walks.sequences,
+                      stage_chunks=walks.stage_chunks)
 
 
 def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.ndarray,

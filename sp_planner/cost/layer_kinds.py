@@ -15,6 +15,7 @@ Megatron places on it (stage_global_layers).
 
 from __future__ import annotations
 
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -42,7 +43,11 @@ def layer_kinds(model: ModelSpec, seq_len: int) -> tuple[LayerKind, ...]:
 
 def distinct_kinds(model: ModelSpec, seq_len: int) -> tuple[LayerKind, ...]:
     """The kinds the model has, in a fixed order (dense before MoE, global before local)."""
-    return tuple(sorted(set(layer_kinds(model, seq_len))))
+    return _distinct(layer_kinds(model, seq_len))
+
+
+def _distinct(kinds: tuple[LayerKind, ...]) -> tuple[LayerKind, ...]:
+    return tuple(sorted(set(kinds)))
 
 
 def kind_model(model: ModelSpec, kind: LayerKind) -> ModelSpec:
@@ -61,12 +66,20 @@ def kind_model(model: ModelSpec, kind: LayerKind) -> ModelSpec:
 
 def kind_indices(model: ModelSpec, seq_len: int) -> tuple[int, ...]:
     """Each decoder layer's kind as its index in distinct_kinds."""
-    order = {kind: k for k, kind in enumerate(distinct_kinds(model, seq_len))}
-    return tuple(order[kind] for kind in layer_kinds(model, seq_len))
+    each = layer_kinds(model, seq_len)
+    order = {kind: k for k, kind in enumerate(_distinct(each))}
+    return tuple(order[kind] for kind in each)
 
 
 def chunk_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
                         last_stage_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
+    """_chunk_global_layers of these integers (a search asks the same few splits again and again)."""
+    return _chunk_global_layers(int(num_layers), int(pp), int(vpp), int(first_stage_layers), int(last_stage_layers))
+
+
+@cache
+def _chunk_global_layers(num_layers: int, pp: int, vpp: int, first_stage_layers: int,
+                         last_stage_layers: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     """Each pipeline stage's model chunks' decoder layers (model indices), [stage][chunk].
     Megatron numbers the virtual stages chunk by chunk (virtual stage c x pp + p is stage p's
     chunk c) and gives them consecutive layers (transformer_layer.py get_transformer_layer_offset,
@@ -95,7 +108,7 @@ def chunk_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_s
                       last_stage_layers: int) -> np.ndarray:
     """(pp, vpp, K) layers of each of the model's K distinct_kinds in each stage's chunks."""
     kinds = kind_indices(model, seq_len)
-    counts = np.zeros((pp, vpp, len(distinct_kinds(model, seq_len))))
+    counts = np.zeros((pp, vpp, max(kinds) + 1))  # every kind some layer's
     for p, chunks in enumerate(chunk_global_layers(model.num_layers, pp, vpp, first_stage_layers, last_stage_layers)):
         for chunk, layers in enumerate(chunks):
             for layer in layers:

@@ -109,9 +109,19 @@ def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *,
     layer sequence (a single stage's, or one pipeline stage's own: cost.kind_passes) walked layer
     by layer (walked_exposed_s), each layer its kind's calls, window and TP edges; a row's stall
     beyond its layers' windows (cost.dp_passes) spread evenly over them."""
+    return walked_zero3_parts_s(overlap, t, e, kinds, zero=zero, exposed=exposed, busy=busy,
+                                fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
+                                ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers)[:2]
+
+
+def walked_zero3_parts_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *, zero, exposed, busy,
+                         fwd_window_s, bwd_window_s, reshard, ahead_s, root_gathers, fwd_gathers):
+    """walked_zero3_s's (exposed, busy) and its walked forward with the root unit's gather
+    (t.root_gather_s) before it, before the shares (root_gathers, fwd_gathers); NaN where not walked."""
     n = len(kinds.order)
     out = np.array(np.broadcast_to(exposed, (n,)), dtype=np.float64)
     held = np.array(np.broadcast_to(busy, (n,)), dtype=np.float64)
+    forward = np.full(n, np.nan)
     prefetch = overlap.zero3_prefetch
     for sequence, rows in _sequences(kinds, zero):
 
@@ -127,6 +137,7 @@ def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *,
         bwd_w = _spread(kinds, "bwd_s", rows, sequence, bwd_window_s)
         rooted = walked_exposed_s(gather, 0.0, fwd_w, own("fwd_lead_s"), before_s=at(t.root_gather_s),
                                   prefetch=prefetch)
+        forward[rows] = rooted
         root_n, fwd_n = at(root_gathers), at(fwd_gathers)
         if np.any(root_n != 1) or np.any(fwd_n != 1):
             bare = walked_exposed_s(gather, 0.0, fwd_w, own("fwd_lead_s"), prefetch=prefetch)
@@ -138,4 +149,4 @@ def walked_zero3_s(overlap: Overlap, t: DPTimes, e: Edges, kinds: KindPasses, *,
         out[rows] = rooted + backward
         held[rows] = (root_n * at(t.root_gather_s) + fwd_n * gather.sum(axis=0) + bwd_gather.sum(axis=0)
                       + reduce.sum(axis=0) + at(t.root_reduce_s))
-    return out, held
+    return out, held, forward

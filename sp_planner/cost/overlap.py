@@ -97,7 +97,7 @@ class Overlap(FrozenModel):
     pp_p2p: bool = False
     # The interleaved schedule launches each model chunk's whole gradient sync after its last
     # micro-batch's backward (pipeline rank r: r backwards after it), not bucket by bucket during
-    # it (Megatron --align-grad-reduce, cost.dp_exposure.chunked_exposed_s); the plain 1F1B
+    # it (Megatron --align-grad-reduce, cost.dp_once.chunked_exposed_s); the plain 1F1B
     # schedule's first stage syncs by buckets whatever this says.
     aligned_grad_reduce: bool = False
     # ZeRO-3 with reshard after forward: the parameters outside the per-layer units (the embedding,

@@ -18,7 +18,7 @@ import numpy as np
 
 from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
                                          zero3_forward_s)
-from sp_planner.cost.chunk_walk import chunk_forwards_s, chunk_view
+from sp_planner.cost.chunk_walk import ChunkWalks, chunk_forwards_s, chunk_walk_s, chunk_walks
 from sp_planner.cost.layer_walk import walked_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
@@ -40,7 +40,8 @@ class StageDP(NamedTuple):
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                  bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0,
-                 bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None, kinds: KindPasses | None = None):
+                 bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None, kinds: KindPasses | None = None,
+                 walks: list[ChunkWalks | None] | None = None):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
@@ -51,20 +52,24 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
     bare_blocks of the same arguments where the caller has them; `zero3_gathers` their
     stage_zero3_gathers_s likewise. `kinds`: each stage's ZeRO-3 cycle walked over its own layers
-    (cost.kind_passes, KindPasses.stage)."""
+    (cost.kind_passes, KindPasses.stage); `walks`: their stage_chunk_walks where the caller has them."""
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     if bare is None:
         bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
-    traffic = _stage_traffic(overlap, kinds=kinds, **kw)
+    # Each stage's chunks walked once where its layers differ (cost.chunk_walk): its cycle's, its
+    # chunk blocks' and its forwards'.
+    if walks is None:
+        walks = stage_chunk_walks(overlap, kinds=kinds, **kw)
+    traffic = _stage_traffic(overlap, kinds=kinds, walks=walks, **kw)
     exposure = [exposed for exposed, _ in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
-    first, last = (_chunk_traffic(overlap, last=end, kinds=kinds, **kw) if interleaved else exposure
+    first, last = (_chunk_traffic(overlap, last=end, walks=walks, **kw) if interleaved else exposure
                    for end in (False, True))
     if zero3_gathers is None:
         zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
-                                              kinds=kinds)
+                                              kinds=kinds, walks=walks)
     blocks = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
@@ -109,16 +114,29 @@ def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_l
                           bwd_layer_s=bwd_layer_s, vpp=vpp)
 
 
+def stage_chunk_walks(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
+                      edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
+                      kinds: KindPasses | None = None) -> list[ChunkWalks | None]:
+    """Each stage's chunk_walks (cost.chunk_walk) of one micro-batch, with _stage_traffic's arguments."""
+    if kinds is None:
+        return [None] * len(stages)
+    return [chunk_walks(overlap, s.times, stage_edges(edges, i) or Edges(0.0, 0.0, 0.0), kinds.stage(i), zero=zero,
+                        fwd_window_s=s.layers * fwd, bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s,
+                        root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+            for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
+
+
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
-                   edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
-                   kinds: KindPasses | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s)."""
+                   edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0, kinds: KindPasses | None = None,
+                   walks: list[ChunkWalks | None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s);
+    `walks`: their stage_chunk_walks where the caller has them."""
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd,
                              bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
                              fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp),
-                             kinds=None if kinds is None else kinds.stage(i))
+                             kinds=None if kinds is None else kinds.stage(i), walks=None if walks is None else walks[i])
             for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
 
 
@@ -149,16 +167,18 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
 
 
 def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges,
-                          kinds: KindPasses | None = None):
+                          kinds: KindPasses | None = None, walks: list[ChunkWalks | None] | None = None):
     """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
-    (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked."""
+    (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked, an
+    interleaved stage's chunks read from its cycle's `walks` (stage_chunk_walks)."""
+    assert kinds is None or walks is not None, "the interleaved stages' chunk walks (stage_chunk_walks)"
     return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd, edges=edges,
-                             kinds=None if kinds is None else kinds.stage(i))
+                             kinds=None if kinds is None else kinds.stage(i), walks=None if walks is None else walks[i])
             for i, fwd in enumerate(per_stage(fwd_layer_s))]
 
 
 def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
-                     kinds: KindPasses | None = None):
+                     kinds: KindPasses | None = None, walks: ChunkWalks | None = None):
     """_zero3_forward_s's ZeRO-3 rows (a mask) and forward exposures before the shares: a layer
     chunk's, and on the first and last stage the root's chunk's with and without the root unit's
     gather (None for the middle stages); None without ZeRO-3. Where the root's chunk holds as
@@ -181,9 +201,8 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
     chunk = forward(layers)
     rooted = None if i == 1 else (  # the middle stages hold no root unit
         forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
-    # An interleaved stage's chunks, each its own layers walked (cost.chunk_walk).
-    plain, rooted = chunk_forwards_s(overlap, kinds, zero=zero, plain=chunk, rooted=rooted,
-                                     fwd_window_s=s.layers * fwd_layer_s, root_gather_s=s.times.root_gather_s)
+    # An interleaved stage's chunks, each its own layers walked (cost.chunk_walk: the cycle's walks).
+    plain, rooted = chunk_forwards_s(walks, plain=chunk, rooted=rooted)
     return zero3, tuple(np.where(zero3, p, 0.0) for p in plain), rooted
 
 
@@ -210,15 +229,15 @@ def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0)
 
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                    bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
-                   kinds: KindPasses | None = None) -> list[np.ndarray]:
+                   walks: list[ChunkWalks | None]) -> list[np.ndarray]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
     stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
     layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
-    chunks' (a layer's share of the stage's). `kinds`: the chunk's own layers walked where the
-    stage's differ (cost.chunk_walk.chunk_view)."""
+    chunks' (a layer's share of the stage's). `walks`: each stage's chunks walked over their own
+    layers where the stage's differ (stage_chunk_walks; the cycle's walks, read chunk by chunk)."""
     vpp = np.asarray(vpp)
     out = []
     for i, (s, fwd_layer, bwd_layer) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s))):
@@ -229,10 +248,6 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         root_n, other_n = root_chunk_layers(s.layers, vpp, layout_chunk(stages, vpp))
         layers = root_n if (final if last else i == 0) else other_n
         fwd_w, bwd_w = layers * fwd_layer, layers * bwd_layer
-        walked = None if kinds is None else chunk_view(kinds.stage(i), zero, last=last,
-                                                       fwd_window_s=s.layers * fwd_layer,
-                                                       bwd_window_s=s.layers * bwd_layer)
-        view = None if walked is None else walked[0]
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
         if last:
             # Its first layer's buckets, which cannot hide: ZeRO-2's chunk 0's but the embedding's (each
@@ -256,11 +271,10 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
                                root_reduce_s=root[1])
             chunk_edges, ahead, head = stage_edges(edges, i), 0.0, 0.0
         exposed, _ = micro_batch_dp_s(overlap, zero=zero, layers=layers, times=chunk,
-                                      fwd_window_s=fwd_w if walked is None else walked[1],
-                                      bwd_window_s=bwd_w if walked is None else walked[2],
-                                      reshard=reshard, ahead_s=ahead, chunks=1, edges=chunk_edges, head_s=head,
-                                      root_gathers=root_gathers, fwd_gathers=fwd_gathers, kinds=view)
-        out.append(exposed)
+                                      fwd_window_s=fwd_w, bwd_window_s=bwd_w, reshard=reshard, ahead_s=ahead,
+                                      chunks=1, edges=chunk_edges, head_s=head, root_gathers=root_gathers,
+                                      fwd_gathers=fwd_gathers)
+        out.append(chunk_walk_s(walks[i], exposed, last=last))
     return out
 
 

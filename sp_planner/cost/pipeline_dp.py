@@ -22,13 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.dp_exposure import DPTimes, Edges, chunks_gather_s
+from sp_planner.cost.dp_exposure import DPTimes, Edges
+from sp_planner.cost.dp_once import chunks_gather_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
-                                             stage_zero3_gathers_s)
+                                             stage_chunk_walks, stage_zero3_gathers_s)
 from sp_planner.cost.pipeline_path import critical_path_s
 from sp_planner.cost.pipeline_tails import finish_lags_s, synced_syncs_s
 from sp_planner.pipeline import StageLayers, per_stage
@@ -182,13 +183,17 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
     bare = bare_blocks(stages, edges=edges, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, vpp=vpp)
-    # ZeRO-3's forward gathers, which the blocks and micro-batch 0's fill both share out.
+    # Each stage's chunks walked once where its layers differ (cost.chunk_walk), and ZeRO-3's
+    # forward gathers, which the blocks and micro-batch 0's fill both share out.
+    walks = stage_chunk_walks(overlap, zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
+                              bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, root_gathers=held_root,
+                              fwd_gathers=held_fwd, kinds=kinds)
     zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
-                                          kinds=kinds)
+                                          kinds=kinds, walks=walks)
     blocks, first_traffic = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages,
                                          fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
                                          gathers=gathers, root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
-                                         zero3_gathers=zero3_gathers, kinds=kinds)
+                                         zero3_gathers=zero3_gathers, kinds=kinds, walks=walks)
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)

@@ -36,7 +36,8 @@ from functools import reduce
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.dp_exposure import Edges, hidden_behind, once_a_step_s
+from sp_planner.cost.dp_exposure import Edges, hidden_behind
+from sp_planner.cost.dp_once import once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges

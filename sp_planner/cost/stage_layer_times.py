@@ -13,17 +13,19 @@ chunk's own layers (cost.chunk_path, from KindTimes), as the simulator places ea
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.layer_kinds import distinct_kinds, kind_model, stage_kind_counts
+from sp_planner.cost.layer_kinds import distinct_kinds, stage_kind_counts
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import SPLIT_EXPLICIT, StagePace, interleave_breaks, split_breaks, split_kind
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
+
+if TYPE_CHECKING:
+    from sp_planner.cost.kind_table import KindTable
 
 # LayerTimes' fields of the work beside the layers (the output layer's, the embedding's), the
 # same whatever the layers' kinds: kept as the average's.
@@ -58,19 +60,16 @@ class StageLayerTimes(NamedTuple):
         return self.first is self.middle is self.last
 
 
-def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, average: LayerTimes,
-                      price: Callable[[ModelSpec, Candidates], LayerTimes]) -> StageLayerTimes:
-    """`average`: cost.layer_times of the model for the candidates `c`; `price(model, rows)`: the
-    same for another model and some of the rows (cost.step's candidate_layer_times with its
-    runtime), called once per kind on the pipelined rows Megatron can run (a whole number of
-    `micro_batches`, a valid layer split and interleaving: the others, which the search prices
-    only to say why they fail, keep the average layer)."""
-    kinds = distinct_kinds(model, seq_len)
+def piped_rows(model: ModelSpec, seq_len: int, c: Candidates, micro_batches) -> np.ndarray:
+    """The candidates (ascending) whose stages stage_layer_times prices from their own layers: the
+    pipelined rows Megatron can run (a whole number of `micro_batches`, a valid layer split and
+    interleaving: the others, which the search prices only to say why they fail, keep the average
+    layer); where the layers are alike, only an explicit split's interleaved ones."""
     n = len(c.pp)
     m = np.broadcast_to(np.asarray(micro_batches, dtype=np.float64), (n,))
     split = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
     walked = np.asarray(c.pp) > 1
-    if len(kinds) == 1:
+    if len(distinct_kinds(model, seq_len)) == 1:
         # Alike layers: cost.pipeline_path's closed forms are the path, but with an explicit split's
         # interleaved stages (Gemma-2-9B over pp 8, vpp 2, 4/6/2 layers: its last stage's second
         # chunk one layer and the 256K-vocabulary logits; 9% short of the simulator), where
@@ -79,14 +78,21 @@ def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, micro_batch
     runs = walked & (m >= 1) & (m == np.floor(m))
     if np.any(runs):
         runs &= ~split_breaks(model.num_layers, *split) & ~interleave_breaks(c.pp, c.vpp, m)
-    piped = np.flatnonzero(runs)
-    if len(kinds) == 1:
+    return np.flatnonzero(runs)
+
+
+def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, average: LayerTimes,
+                      table: KindTable) -> StageLayerTimes:
+    """`average`: cost.layer_times of the model for the candidates `c`; `table`: the evaluation's
+    kinds' layer times (cost.kind_table), read on its pipelined rows (piped_rows)."""
+    n, piped = len(c.pp), table.piped
+    if len(table.kinds) == 1:
         whole = KindTimes(piped, *(np.broadcast_to(v, (n,))[piped][None, :] for v in (average.fwd_s, average.bwd_s)))
         return StageLayerTimes(average, average, average, whole if len(piped) else None)
     if not len(piped):
         return StageLayerTimes(average, average, average)
     rows = c.take(piped)
-    by_kind = [price(kind_model(model, kind), rows) for kind in kinds]
+    by_kind = [table.at(k, piped) for k in range(len(table.kinds))]
     per_layer = np.stack([np.broadcast_to(lt.per_layer_s, (len(piped),)) for lt in by_kind])  # (K, rows)
     shares = _stage_shares(model, seq_len, rows, per_layer)
     kinds_times = KindTimes(piped, *(np.stack([np.broadcast_to(getattr(lt, name), (len(piped),)) for lt in by_kind])

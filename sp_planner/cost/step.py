@@ -1,4 +1,4 @@
-"""Step time (TimeBreakdown fields), throughput and MFU per candidate (vectorized).
+"""Step time (TimeBreakdown fields) per candidate (vectorized); throughput and MFU from it (cost.step_columns).
 
 The slowest pipeline stage sets the pace: we time the last stage (its layers plus the logits
 GEMMs). Per micro-batch, per layer: GEMMs, FP8 casts and memory-bound ops, core attention and its
@@ -18,8 +18,7 @@ copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the sl
 from __future__ import annotations
 
 from dataclasses import fields
-from functools import reduce
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +28,9 @@ from sp_planner.cost.stage_layer_times import pacing_layer_times, stage_layer_ti
 from sp_planner.cost.chunk_path import kinds_path_s
 from sp_planner.cost.kind_passes import kind_passes
 from sp_planner.cost.ep_overlap import paired_micro_batches
-from sp_planner.cost.mtp import mtp_head_s, mtp_layer_model
+from sp_planner.cost.kind_table import kind_table, mtp_layer_times
+from sp_planner.cost.mtp import mtp_head_s
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC, GradSync, slowest_stage_step_bytes
-from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.embedding_work import embedding_work, stage_embedding_s
@@ -40,11 +39,11 @@ from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_sync
                                   ring_host_ops)
 from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
 from sp_planner.cost.kernels import memory_pass_time_s
+from sp_planner.cost.step_columns import StepColumns, step_columns
 from sp_planner.cost.links import p2p_time_s
 from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers
-from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.cost.dp_exposure import Edges
 from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
 from sp_planner.cost.dtypes import BF16_BYTES
@@ -65,8 +64,8 @@ from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
 from sp_planner.cost.pipeline_sends import edge_sends_s
 from sp_planner.pipeline import stage_pace
-from sp_planner.layout import CP_AXES, GRID_ORDER, axis_stride, group_size
-from sp_planner.plan import PRECISIONS, RECOMPUTE_FULL
+from sp_planner.layout import CP_AXES, axis_stride, group_size
+from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.distinct import distinct_key, per_key
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
@@ -77,37 +76,6 @@ from sp_planner.specs.workload import Workload
 # The candidate columns that change only how gradients and parameters move between data-parallel
 # ranks (cost.dp_times, cost.pipeline_dp), not a layer's or a pipeline end's compute.
 DP_CHOICE_COLUMNS = frozenset({"zero", "reshard", "dp_replicate"})
-
-
-class TimeColumns(NamedTuple):
-    """Seconds per step on the critical path, per candidate (estimate.TimeBreakdown's fields)."""
-
-    gemm_s: np.ndarray
-    attention_s: np.ndarray
-    recompute_s: np.ndarray
-    tp_comm_s: np.ndarray
-    ulysses_comm_s: np.ndarray
-    ring_comm_exposed_s: np.ndarray
-    pp_comm_s: np.ndarray
-    dp_comm_exposed_s: np.ndarray
-    bubble_s: np.ndarray
-    optimizer_s: np.ndarray
-    moe_comm_s: np.ndarray  # MoE token dispatch/combine all-to-alls and etp collectives (cost.moe)
-    host_overhead_s: np.ndarray  # host (CPU) time the GPU work does not hide (cost.host)
-    offload_s: np.ndarray  # activation CPU offloading's copies compute does not hide (cost.offload)
-    mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
-
-
-class StepColumns(NamedTuple):
-    """Step time (the sum of `time`), throughput and FLOP rates per candidate."""
-
-    time: TimeColumns
-    step_time_s: np.ndarray
-    tokens_per_s: np.ndarray
-    model_tflops_per_gpu: np.ndarray
-    hardware_tflops_per_gpu: np.ndarray
-    mfu: np.ndarray
-    hardware_mfu: np.ndarray
 
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
@@ -140,9 +108,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
         moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
     average = candidate_layer_times(model, hardware, workload, c, **runtime)
-    # Each stage's average layer where the model's layers differ (cost.stage_layer_times).
-    stage_lt = stage_layer_times(model, workload.seq_len, c, m, average,
-                                 lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+    # Where the model's layers differ, each kind's layer priced once on the rows its readers need
+    # (cost.kind_table); each stage's average layer from its own kinds (cost.stage_layer_times).
+    table = kind_table(model, workload.seq_len, c, m,
+                       lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+    stage_lt = stage_layer_times(model, workload.seq_len, c, average, table)
     logits, out_tp_bwd = average.logits_s, average.out_tp_bwd_s
     head_tp, first_tp = average.head_tp_s, average.first_tp_s
     # The embedding's work each micro-batch (cost.embedding_work: the tables' gradient passes, a
@@ -154,8 +124,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     head_emb, first_emb = stage_embedding_s(emb, pp)
     # Multi-token prediction's depths on the last stage, after its layers (cost.mtp): the loss
     # stage's work beyond its layers, as the logits are; each depth's layer of its own kind.
-    mtp_layer = mtp_layer_model(model, workload.seq_len) if model.mtp_layers else None
-    mtp_lt = average if mtp_layer is None else candidate_layer_times(mtp_layer, hardware, workload, c, **runtime)
+    mtp_lt = mtp_layer_times(table, model, workload.seq_len, average)
     mtp_s, mtp_bwd = mtp_head_s(model, hardware, tokens=tokens, tp=tp, layer_total_s=mtp_lt.per_layer_s,
                                 layer_bwd_s=mtp_lt.bwd_s, logits_s=logits, logits_bwd_share=LOSS_BACKWARD_SHARE,
                                 emb_fwd_s=emb.fwd_s, emb_bwd_s=emb.bwd_s, out_tp_fwd_s=average.out_tp_fwd_s,
@@ -265,8 +234,7 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # a single stage's loss backward hides its first gather in backward.
 
     # ZeRO-3 on a single stage whose layers differ: its passes walked layer by layer (cost.kind_passes).
-    kinds = kind_passes(model, hardware, c, seq_len=workload.seq_len, gpus_per_node=gpn, states=states,
-                        price=lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+    kinds = kind_passes(model, hardware, c, table, seq_len=workload.seq_len, gpus_per_node=gpn, states=states)
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
                       None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied,
@@ -310,27 +278,4 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         m * host_exposed - host_beside_dp,
         m * offload_exposed,
     )
-    world = group_size(c, GRID_ORDER)
-    model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)
-    hw_flops = hardware_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch,
-                                       causal=workload.causal, recompute=recompute)
-    modelled = reduce(np.add, parts)  # left to right, as the parts are listed
-    # The ceiling is per precision (a bf16 MFU record does not bound FP8 GEMMs) and bounds the
-    # model's useful FLOPs as run, recompute left out as MFU leaves it out (cost.mfu_ceiling).
-    useful = bounded_flops_per_step(model, workload)
-    ceiling = sum(np.where(c.precision == code, mfu_ceiling_s(hardware, useful / world, modelled, name), 0.0)
-                  for code, name in enumerate(PRECISIONS))
-    held = (*parts, ceiling)
-    time = TimeColumns(*(np.broadcast_to(np.asarray(v, dtype=np.float64), np.shape(tp)).copy() for v in held))
-    step = reduce(np.add, time)
-    model_tflops = model_flops / step / world / 1e12
-    hardware_tflops = hw_flops / step / world / 1e12
-    return StepColumns(
-        time=time,
-        step_time_s=step,
-        tokens_per_s=np.asarray(workload.tokens_per_step / step),
-        model_tflops_per_gpu=model_tflops,
-        hardware_tflops_per_gpu=hardware_tflops,
-        mfu=model_tflops * 1e12 / hardware.peak_bf16_flops,
-        hardware_mfu=hardware_tflops * 1e12 / hardware.peak_bf16_flops,
-    )
+    return step_columns(model, hardware, workload, c, parts)

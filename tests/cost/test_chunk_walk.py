@@ -5,7 +5,7 @@ its own layers' with the stage's stall beyond them shared by layer (hand derivat
 import numpy as np
 import pytest
 
-from sp_planner.cost.chunk_walk import chunk_windows_s, walked_chunks_s
+from sp_planner.cost.chunk_walk import chunk_forwards_s, chunk_walk_s, chunk_walks, chunk_windows_s, walked_chunks_s
 from sp_planner.cost.dp_exposure import DPTimes, Edges, micro_batch_dp_s
 from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
@@ -76,3 +76,26 @@ def test_alternating_chunks_expose_more_than_their_average_and_walk_backward_las
     # dense one's at 1.8 s behind it, the two windows 1.7-3.7 s against 2.0 s (1.7 s; in forward
     # order it would be 0.8 s).
     assert walked[0] == pytest.approx(2 * (1.3 + 1.7))
+
+
+def test_the_chunk_blocks_and_forwards_read_the_cycles_walks():
+    # The alternating chunks above, the root unit (a 0.4 s gather) with chunk 0: the cycle walks
+    # each chunk once (chunk_walks); the fill's and drain's blocks read chunk 0's and the last
+    # one's walk, the forwards each chunk's forward. By hand: a chunk's forward without the root
+    # lands its gathers at 0.1 and 1.8 s, its windows end at 2.3 s against 1.0 s of compute (1.3 s);
+    # with the root's gather ahead at 0.5 and 2.2 s (1.7 s). Backward as above, 1.7 s a chunk.
+    one = np.array([1.0])
+    t = DPTimes(*(0 * one for _ in range(8)), layer_gather_s=0.9 * one, layer_reduce_s=0 * one,
+                root_gather_s=0.4 * one, root_reduce_s=0 * one)
+    kinds = _passes([(0, 1, 0, 1), (0, 1)], [1, 1], gather=(0.1, 1.7), reduce=(0.0, 0.0), fwd=(0.5, 0.5),
+                    bwd=(1.0, 1.0), lead=(0.0, 0.0))
+    walks = chunk_walks(MEGATRON_OVERLAP, t, Edges(0.0, 0.0, 0.0, 0.0), kinds, zero=np.array([3]), fwd_window_s=2.0,
+                        bwd_window_s=4.0, reshard=np.array([True]), ahead_s=0.0, root_gathers=1.0, fwd_gathers=1.0)
+    assert walks is not None
+    np.testing.assert_allclose(walks.exposed[:, 0], [1.7 + 1.7, 1.3 + 1.7])
+    assert walks.total[0] == pytest.approx(1.7 + 1.7 + 1.3 + 1.7)
+    assert chunk_walk_s(walks, np.array([9.0]), last=False)[0] == pytest.approx(3.4)
+    assert chunk_walk_s(walks, np.array([9.0]), last=True)[0] == pytest.approx(3.0)
+    (first, middle, last), rooted = chunk_forwards_s(walks, plain=np.array([9.0]), rooted=(8.0, 7.0))
+    assert first[0] == 9.0 and last[0] == pytest.approx(1.3)  # the root's end is read rooted only
+    assert rooted[0][0] == pytest.approx(1.7) and rooted[1][0] == pytest.approx(1.3)

@@ -7,7 +7,8 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
-from sp_planner.cost.dp_exposure import DPTimes, chunked_exposed_s
+from sp_planner.cost.dp_exposure import DPTimes
+from sp_planner.cost.dp_once import chunked_exposed_s
 from sp_planner.cost.dp_passes import dp_exposed_s
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
@@ -139,7 +140,7 @@ def test_zero3_never_faster_than_zero1_for_the_same_plan(model, nodes, seq):
     assert len(times) > 50
     assert (times[3] >= tie * times[1]).all()
     # ZeRO-2 against ZeRO-1 on 1F1B only: interleaved, Megatron's ZeRO-1 launches a chunk's
-    # gradient sync whole after its last micro-batch (cost.dp_exposure.chunked_exposed_s), the
+    # gradient sync whole after its last micro-batch (cost.dp_once.chunked_exposed_s), the
     # first stage's chunk 0 behind nothing, where FSDP's ZeRO-2 reduce-scatters each micro-batch
     # behind its backward: Llama-3.1-70B dp 4 pp 2 vpp 2 tp 8 ring 2 at 128K steps in 155.670 s
     # simulated under ZeRO-2, 155.772 s under ZeRO-1 (the model 155.635 / 155.720 s).

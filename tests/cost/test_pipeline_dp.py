@@ -196,7 +196,7 @@ ZERO2_PIPELINES = {
 @pytest.mark.parametrize("name", list(ZERO2_PIPELINES))
 def test_zero2_pipelines_gathers_agree_with_the_simulator(name):
     # ZeRO-2's gather in each stage's first forward: a layer computes once its own calls land
-    # (cost.dp_exposure.chunks_gather_s), each stage priced from its own layers, the first stage's
+    # (cost.dp_once.chunks_gather_s), each stage priced from its own layers, the first stage's
     # too. Before the MFU ceiling (both stretch to it alike), 4 micro-batches (16 at vpp 2):
     # DeepSeek-V3 -2.08% -> -0.42%, Llama-3-70B pp 4 -0.50% -> -0.01%, pp 8 vpp 2 -0.52% -> -0.28%
     # (at 8 micro-batches -0.96% -> -0.55%: its stages' gathers agree, the interleaved path's fill

@@ -223,7 +223,7 @@ def test_repro_agrees_with_the_simulator(zero):
 def test_interleaved_first_stage_sync_agrees_with_the_simulator(vpp):
     # H100, tp 1 dp 16 pp 4, 512 tokens, 4 micro-batches: the first stage's chunk-0 backwards carry
     # the embedding's (2.5 ms each), behind which the queue of the later chunks' syncs drains before
-    # chunk 0's call (cost.dp_exposure.chunked_exposed_s); left out, the model came out 2.9% (vpp 2)
+    # chunk 0's call (cost.dp_once.chunked_exposed_s); left out, the model came out 2.9% (vpp 2)
     # and 5.0% (vpp 4) above the simulator.
     plan = ParallelPlan(dp=16, pp=4, vpp=vpp, tp=1, zero=0)
     hardware, workload = load_hardware("H100"), Workload(seq_len=512, global_batch=64)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.kind_table import kind_table
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
 from sp_planner.cost.layer_times import candidate_layer_times
 from sp_planner.cost.stage_layer_times import stage_layer_times
@@ -30,7 +31,8 @@ def test_each_stage_holds_its_own_global_and_local_layers():
     model, hardware = load_model("Gemma-3-27B"), load_hardware("h100-sxm")
     c = Candidates.concat([Candidates.of_plan(PIPED), Candidates.of_plan(SINGLE)])
     average = _price(model, hardware, c)
-    stage = stage_layer_times(model, SEQ, c, 32, average, lambda m, rows: _price(m, hardware, rows))
+    table = kind_table(model, SEQ, c, 32, lambda m, rows: _price(m, hardware, rows))
+    stage = stage_layer_times(model, SEQ, c, average, table)
     global_, local = (_price(kind_model(model, k), hardware, c).per_layer_s[0] for k in distinct_kinds(model, SEQ))
     assert global_ > 2 * local  # 128K full attention against a 1024-token window
     assert stage.first.per_layer_s[0] == pytest.approx((2 * global_ + 5 * local) / 7, rel=1e-12)
@@ -51,7 +53,8 @@ def test_models_of_one_kind_keep_the_average_layer():
         ParallelPlan(tp=1, ulysses=8, pp=8, dp=1), ParallelPlan(tp=1, ulysses=8, pp=8, vpp=2, dp=1),
         ParallelPlan(tp=1, ulysses=8, pp=8, vpp=2, dp=1, first_stage_layers=6, last_stage_layers=2))])
     average = _price(model, hardware, c)
-    stage = stage_layer_times(model, SEQ, c, 32, average, lambda m, rows: pytest.fail("priced a kind"))
+    table = kind_table(model, SEQ, c, 32, lambda m, rows: pytest.fail("priced a kind"))
+    stage = stage_layer_times(model, SEQ, c, average, table)
     assert stage.uniform and stage.first is average
     assert stage.kinds.rows.tolist() == [2]
     assert stage.kinds.fwd_s.tolist() == [[average.fwd_s[2]]] and stage.kinds.bwd_s.tolist() == [[average.bwd_s[2]]]
