@@ -25,7 +25,7 @@ from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.search_columns import _evaluate, _explained, search_axes
-from sp_planner.search_refine import refine_tuples, refines
+from sp_planner.search_refine import tuples_to_refine
 from sp_planner.search_scan import _Best, _keep_best, _scan, _Scan
 from sp_planner.space import (
     Axes,
@@ -123,7 +123,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
                                  total=total)
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
-    tuples = refine_tuples(passing.tuples) if refines(pins) else passing.tuples.tuples[:0]
+    tuples = tuples_to_refine(passing.tuples, pins)
     refined = _refine_scan(args, tuples, keep=keep, breakers=False, progress=progress, done=total)
     counts, best = passing.counts + _counts(refined), passing.best  # breakers do not run out of memory
     best = _merged(best, refined, passing.candidates, hardware.hbm_bytes, keep)
@@ -195,8 +195,7 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
     search_refine, after the scan's in that order)."""
     scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
-    pins = args[4]
-    tuples = refine_tuples(scan.tuples) if refines(pins) else scan.tuples.tuples[:0]
+    tuples = tuples_to_refine(scan.tuples, args[4])
     refined = _refine_scan(args, tuples, keep=None, breakers=None, progress=progress, done=total)
     best = _merged(scan.best, refined, scan.candidates, hardware.hbm_bytes, None)
     assert best is not None

@@ -22,7 +22,8 @@ from sp_planner.distinct import distinct_rows
 from sp_planner.search_columns import _Evaluated
 from sp_planner.space import DEGREES, EXPERT_DEGREES, Pins, pinned_split
 
-__all__ = ["REFINE_PER_PP", "REFINE_TOP_TUPLES", "TupleBests", "refine_tuples", "refines", "tuple_bests"]
+__all__ = ["REFINE_PER_PP", "REFINE_TOP_TUPLES", "TupleBests", "refine_tuples", "refines", "tuple_bests",
+           "tuples_to_refine"]
 
 # Degree tuples refined: the best this many (pp > 1), and the best REFINE_PER_PP of each pp beside
 # them. DeepSeek-V3 on 1,024 H100s at 4K: 7,896 rows beside the scan's 1,413,432, about 4% of the
@@ -85,3 +86,8 @@ def refine_tuples(bests: TupleBests) -> np.ndarray:
     within[order] = np.arange(len(pp)) - np.searchsorted(pp[order], pp[order], side="left")
     chosen = (np.arange(len(pp)) < REFINE_TOP_TUPLES) | (within < REFINE_PER_PP)
     return bests.tuples[chosen]
+
+
+def tuples_to_refine(bests: TupleBests, pins: Pins) -> np.ndarray:
+    """refine_tuples of a scan's `bests`, none where the pins fix vpp or the split (refines)."""
+    return refine_tuples(bests) if refines(pins) else bests.tuples[:0]
