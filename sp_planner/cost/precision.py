@@ -190,7 +190,8 @@ def precision_problem(precision: str, hardware: HardwareProfile) -> str | None:
     if precision in hardware.precisions:
         return None
     why = ("MXFP8 runs on Blackwell GPUs only" if precision == "mxfp8"
-           else "its profile gives no FP8 peak and FP8 GEMM efficiency")
+           else "its profile gives no FP8 peak and FP8 GEMM efficiency" if hardware.peak_fp8_flops is None
+           else "its profile gives an FP8 peak but no measured FP8 GEMM efficiency (efficiency.gemm_fp8)")
     usable = hardware.precisions
     return (f"{precision} is not available on {hardware.name}: {why}; use "
             f"{'one of ' if len(usable) > 1 else ''}{', '.join(usable)}")

@@ -146,12 +146,13 @@ def test_blackwell_ultra_figures_reproduce_their_sources():
         assert [p.efficiency * 2500 for p in profile.efficiency.attention_fwd] == pytest.approx(fwd, abs=1.3)
         assert [p.efficiency * 2500 for p in profile.efficiency.attention_bwd] == pytest.approx(bwd, abs=1.3)
     # Memory: what nvidia-smi reports (275,040 and 284,208 MiB) less GB200's driver reserve, 1,055
-    # MiB (its 189,471 MiB against the runtime's 184 GiB); bandwidth 7.7 / 8 TB/s.
+    # MiB (its 189,471 MiB against the runtime's 184 GiB); bandwidth 8 TB/s on both (NVIDIA's
+    # Blackwell Ultra figure; B300's third-party 7.7 until stop 56).
     gb200_reserve_mib = 189_471 - 184 * 1024
     assert b300.hbm_bytes == (275_040 - gb200_reserve_mib) * 2**20
     assert gb300.hbm_bytes == (284_208 - gb200_reserve_mib) * 2**20
     assert load_hardware("gb200-nvl72").hbm_bytes == 184 * 2**30
-    assert (b300.hbm_bandwidth_bytes_per_s, gb300.hbm_bandwidth_bytes_per_s) == (7.7e12, 8.0e12)
+    assert (b300.hbm_bandwidth_bytes_per_s, gb300.hbm_bandwidth_bytes_per_s) == (8.0e12, 8.0e12)
     # Nodes: DGX B300 8 GPUs; GB300 NVL72 trays of 4 in one 72-GPU NVLink domain, 900 GB/s NVLink5.
     assert (b300.gpus_per_node, b300.nvlink_domain_gpus) == (8, None)
     assert (gb300.gpus_per_node, gb300.nvlink_domain_gpus) == (4, 72)

@@ -17,6 +17,7 @@ from sp_planner.cost.precision import (
     gemm_inputs_per_token,
     gemm_output_grads_per_token,
     mlp_input_copies,
+    precision_problem,
     quantize_bytes_per_elem,
 )
 from sp_planner.cost.step import time_columns
@@ -163,3 +164,14 @@ def test_blockwise_fp8_is_hopper_only_and_slower_than_per_tensor():
     assert float(gemm_peak_flops(h100, np.array([BF16]), True)[0]) == h100.peak_bf16_flops * h100.efficiency.gemm
     with pytest.raises(ValueError, match="Hopper only"):
         gemm_peak_flops(load_hardware("b200"), np.array([FP8]), True)
+
+
+def test_refusal_names_what_the_profile_lacks():
+    # A800 (Ampere) has no FP8 tensor cores; L40S and MI300X have a datasheet FP8 peak but no FP8
+    # GEMM microbenchmark in their profiles, so FP8 is refused for the efficiency alone.
+    assert "gives no FP8 peak and FP8 GEMM efficiency" in precision_problem("fp8", load_hardware("a800"))
+    for name in ("l40s", "mi300x"):
+        why = precision_problem("fp8", load_hardware(name))
+        assert "gives an FP8 peak but no measured FP8 GEMM efficiency (efficiency.gemm_fp8)" in why
+        assert why.endswith("use bf16")
+    assert precision_problem("fp8", load_hardware("h100-sxm")) is None
