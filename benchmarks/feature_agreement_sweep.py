@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python benchmarks/feature_agreement_sweep.py [--quick] [-v] [--group NAME]
 On 2-16 nodes of 8 GPUs: multi-token prediction (DeepSeek-V3 and a dense model with
-ModelSpec.mtp_layers), recompute (selective = core_attn, full, mla_up_proj), uneven end-chunk
+ModelSpec.mtp_layers), recompute (selective = core_attn, full, mla_up_proj, moe_act and
+moe_act+layernorm), uneven end-chunk
 layouts (pipeline.SPLIT_LAYOUT: a first or last stage that vpp does not divide), the mixed-kind
 models (Llama-4-Maverick, DeepSeek-V3, Gemma 3), FP8 recipes (delayed, tensorwise, blockwise on
 H100; MXFP8 on B200; FP8 attention), HybridEP on GB200 NVL72, CUDA graphs and TP comm overlap
@@ -90,10 +91,11 @@ def cases(quick: bool) -> Iterator[dict]:
             yield case("mtp", f"L3-8B {tag} pp{pp}", spec, "H100", 8192, 64, 4, pp=pp, tp=2)
     yield case("mtp", "L3-8B mtp1 pp4 vpp2", llama_mtp, "H100", 8192, 64, 4, pp=4, vpp=2, tp=2)
     # Recompute modules.
-    for rec in ("none", "selective", "full", "mla_up_proj"):
+    for rec in ("none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm"):
         yield case("recompute", f"DSV3 {rec} pp8", dsv3, "H100", 4096, 64, 16, pp=8, ep=8, recompute=rec)
-        if rec != "mla_up_proj":
+        if rec in ("none", "selective", "full"):
             yield case("recompute", f"L3-8B {rec} cp4", llama, "H100", 32768, 16, 2, tp=2, ring=4, recompute=rec)
+        if rec != "mla_up_proj":
             yield case("recompute", f"Mav {rec} pp4", mav, "H100", 8192, 64, 16, pp=4, ep=8, tp=2, recompute=rec)
     # Uneven end-chunk layouts (SPLIT_LAYOUT): Bridge's DeepSeek-V3 pp 4 x vpp 4 16 / 13 with MTP.
     for spec, tag in ((dsv3, "mtp0"), (dsv3_mtp, "mtp1")):

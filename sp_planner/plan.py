@@ -23,6 +23,8 @@ from sp_planner.recompute import (  # noqa: F401 (re-exported: the choices were 
     RECOMPUTE,
     RECOMPUTE_FULL,
     RECOMPUTE_MLA_UP_PROJ,
+    RECOMPUTE_MOE_ACT,
+    RECOMPUTE_MOE_ACT_LAYERNORM,
     RECOMPUTE_NONE,
     RECOMPUTE_SELECTIVE,
     Recompute,
@@ -247,6 +249,9 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     if rule == "mla_up_proj":
         return ("recompute mla_up_proj re-runs multi-latent attention's up-projections; this model has no MLA "
                 "(Megatron: mla_up_proj in recompute_modules needs multi_latent_attention); use selective or full")
+    if rule == "moe_act":
+        return (f"recompute {plan.recompute} re-runs the routed experts' activation function; this model has no "
+                "MoE layers (Megatron: moe_act in recompute_modules needs moe_grouped_gemm); use selective or full")
     if rule == "offload":
         return (f"cpu_offload_layers {plan.cpu_offload_layers} must be below num_layers {f.num_layers} "
                 "(Megatron-Core offloads at most num_layers - 1; Transformer Engine needs 2 layers kept to "

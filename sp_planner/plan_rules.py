@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sp_planner.pipeline import interleave_breaks, split_breaks
-from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, recompute_code
+from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, recompute_code, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -117,6 +117,13 @@ def _breaks_mla_up_proj(mla, d, **_):
     return (np.asarray(recompute_code(_get(d, "recompute"))) == RECOMPUTE_MLA_UP_PROJ) & (not mla)
 
 
+def _breaks_moe_act(num_experts, d, **_):
+    # moe_act re-runs the routed experts' activation (moe/experts.py at d98e8a64 lines 269-271), and
+    # Megatron allows it only with moe_grouped_gemm (transformer_config.py lines 1964-1967): MoE
+    # models only. moe_act+layernorm likewise (its layernorm part alone is not a modelled choice).
+    return recomputes_moe_act(recompute_code(_get(d, "recompute"))) & (num_experts == 0)
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -130,6 +137,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "vpp": _breaks_interleave,
     "offload": _breaks_offload,
     "mla_up_proj": _breaks_mla_up_proj,
+    "moe_act": _breaks_moe_act,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")

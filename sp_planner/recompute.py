@@ -6,7 +6,11 @@ forward again (--recompute-granularity full). mla_up_proj: --recompute-granulari
 --recompute-modules mla_up_proj, without core_attn: multi-latent attention's up-projections and
 RoPE re-run in backward from the saved latents (multi_latent_attention.py at d98e8a64 lines
 171-174, 983-988), as Megatron-Bridge's DeepSeek-V3 recipes run it; MLA models only
-(transformer_config.py lines 1969-1973).
+(transformer_config.py lines 1969-1973). moe_act and moe_act+layernorm: --recompute-modules
+moe_act (layernorm), the routed experts' activation function and the standalone norms re-run from
+their kept inputs (cost.module_recompute), as Megatron-LM's Qwen3 MoE recipes and Megatron-Bridge's
+MoE recipes run them; MoE models only (moe_act needs moe_grouped_gemm, transformer_config.py lines
+1964-1967, which only MoE models have).
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ from typing import Literal, get_args
 
 import numpy as np
 
-Recompute = Literal["none", "selective", "full", "mla_up_proj"]
+Recompute = Literal["none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm"]
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
-RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ = (
-    RECOMPUTE.index(r) for r in ("none", "selective", "full", "mla_up_proj"))
+(RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MOE_ACT,
+ RECOMPUTE_MOE_ACT_LAYERNORM) = (RECOMPUTE.index(r) for r in RECOMPUTE)
+# Megatron's recompute_modules of each selective choice (--recompute-granularity selective
+# --recompute-modules ...; transformer_config.py at d98e8a64 lines 560-581).
+RECOMPUTE_MODULES: dict[Recompute, tuple[str, ...]] = {
+    "selective": ("core_attn",), "mla_up_proj": ("mla_up_proj",), "moe_act": ("moe_act",),
+    "moe_act+layernorm": ("moe_act", "layernorm")}
+# The choices that re-run modules of MoE layers only (plan rule moe_act).
+MOE_MODULE_RECOMPUTES: tuple[Recompute, ...] = ("moe_act", "moe_act+layernorm")
 
 
 def recompute_code(recompute):
@@ -29,6 +40,17 @@ def recompute_code(recompute):
 
 def reruns_core_attention(recompute):
     """Whether backward runs the core attention forward again, with its CP traffic (selective, full);
-    mla_up_proj keeps core attention's saved tensors (vectorized over codes)."""
+    the module choices keep core attention's saved tensors (vectorized over codes)."""
     recompute = np.asarray(recompute)
     return (recompute == RECOMPUTE_SELECTIVE) | (recompute == RECOMPUTE_FULL)
+
+
+def recomputes_moe_act(recompute):
+    """Whether the routed experts' activation function re-runs in backward (vectorized over codes)."""
+    recompute = np.asarray(recompute)
+    return (recompute == RECOMPUTE_MOE_ACT) | (recompute == RECOMPUTE_MOE_ACT_LAYERNORM)
+
+
+def recomputes_layernorm(recompute):
+    """Whether the standalone norms re-run in backward (vectorized over codes)."""
+    return np.asarray(recompute) == RECOMPUTE_MOE_ACT_LAYERNORM

@@ -106,7 +106,7 @@ class Candidates:
     """Candidate plans as parallel numpy arrays, one entry per candidate (the cost model's input).
 
     Degrees, ZeRO stage and micro-batch are int64; `recompute` holds plan.RECOMPUTE codes
-    (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ); `zigzag` is the ring layout as bool,
+    (RECOMPUTE_NONE ... RECOMPUTE_MOE_ACT_LAYERNORM, sp_planner.recompute); `zigzag` is the ring layout as bool,
     `allgather` the ring's cp_comm as bool (False: p2p), `dp_replicate` int64 and `reshard` the
     plan's reshard_after_forward (bool); space_variants says which are searched. `vpp` virtual
     stages per rank; `first/last_stage_layers` the pipeline split (0 = even, sp_planner.pipeline);

@@ -10,6 +10,7 @@ import numpy as np
 from sp_planner.pipeline import VPP_CHOICES, interleave_breaks, split_breaks
 from sp_planner.pipeline_split import generic_layout, search_split
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RECOMPUTE_MLA_UP_PROJ, Precision
+from sp_planner.recompute import MOE_MODULE_RECOMPUTES
 from sp_planner.space_variants import variant_mask
 from sp_planner.specs.workload import Workload
 
@@ -38,11 +39,14 @@ def _num_experts(axes: Axes | None) -> int:
 
 
 def _zeros_and_recomputes(pins: Pins, axes: Axes | None = None) -> tuple[list[int], list[int]]:
-    """Unpinned recompute: every code, mla_up_proj only for MLA models (it needs MLA, plan_rules)."""
+    """Unpinned recompute: every code, mla_up_proj only for MLA models (it needs MLA, plan_rules), and
+    the MoE module choices (moe_act, moe_act+layernorm) only where pinned, so that MoE models'
+    candidate counts and rankings stay as they were (trying both would add half again)."""
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     mla = axes is not None and axes.mla
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else [
-        code for code in range(len(RECOMPUTE)) if mla or code != RECOMPUTE_MLA_UP_PROJ]
+        code for code, name in enumerate(RECOMPUTE)
+        if (mla or code != RECOMPUTE_MLA_UP_PROJ) and name not in MOE_MODULE_RECOMPUTES]
     return zeros, recomputes
 
 

@@ -25,7 +25,13 @@ from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, w
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import MLA_UP_PROJ_FRAMEWORKS, MTP_FRAMEWORKS, Framework as FrameworkName
+from sp_planner.flags.base import (
+    MLA_UP_PROJ_FRAMEWORKS,
+    MODULE_RECOMPUTE_FRAMEWORKS,
+    MTP_FRAMEWORKS,
+    Framework as FrameworkName,
+)
+from sp_planner.recompute import MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
@@ -124,8 +130,9 @@ def plan(
         "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help=(
-        "Pin activation recompute: none, selective (core attention), full, or mla_up_proj (MLA models: Megatron's "
-        "--recompute-modules mla_up_proj)."))] = None,
+        "Pin activation recompute: none, selective (core attention), full, mla_up_proj (MLA models: Megatron's "
+        "--recompute-modules mla_up_proj), moe_act or moe_act+layernorm (MoE models: --recompute-modules moe_act "
+        "[layernorm])."))] = None,
     cp_comm: Annotated[Optional[CpComm], typer.Option(
         show_default=False, help="Pin how the ring axis moves K/V: p2p (ring attention) or allgather "
         "(all-gather CP, Llama 3 / TE all_gather).")] = None,
@@ -236,6 +243,11 @@ def plan(
         raise UserInputError(f"--recompute mla_up_proj is Megatron's --recompute-modules mla_up_proj, and {framework} "
                              "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
                              "or --recompute selective or full")
+    if recompute in MOE_MODULE_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the MoE "
+                             "activation or norms alone; use --framework megatron or mindspeed, or --recompute "
+                             "selective or full")
     if bf16_adam_moments and framework not in ("megatron", "all"):
         raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")

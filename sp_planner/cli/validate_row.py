@@ -21,7 +21,7 @@ from sp_planner.specs.base import FrozenModel
 from sp_planner.units import format_tokens
 from sp_planner.validation.corpus import Corpus
 from sp_planner.validation.corpus_row import CorpusRow
-from sp_planner.validation.row_run import predict_row, row_plan
+from sp_planner.validation.row_run import predict_row, row_model, row_plan
 from sp_planner.validation.score import ScoredRow, score_row
 
 GIB = 2**30
@@ -61,7 +61,8 @@ def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
 def explain_row(corpus: Corpus, row_id: str) -> RowExplanation:
     row = find_row(corpus, row_id)
     est: PlanEstimate = predict_row(row, corpus)
-    return RowExplanation(row=score_row(row, corpus, est), global_batch=row.global_batch, plan=row_plan(row),
+    plan = row_plan(row, row_model(row, corpus))
+    return RowExplanation(row=score_row(row, corpus, est), global_batch=row.global_batch, plan=plan,
                           step_time_s=est.step_time_s, time=est.time, memory=est.memory, regression=row.regression)
 
 

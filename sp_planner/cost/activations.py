@@ -16,9 +16,10 @@ Selective recompute is Megatron's core_attn recompute: with flash attention it f
 flash-attention's own O and lse; unfused attention's score-sized tensors (the softmax output, and
 with attention dropout its mask and output: cost.kernels) likewise. Full recompute keeps each
 layer's input (2*n*h/tp) and rebuilds one layer at a time. mla_up_proj recompute frees the
-checkpointed Q/K/V and keeps k_pos_emb (cost.mla_recompute). 1F1B keeps min(pp - rank, m)
-micro-batches in flight on a pipeline rank (Narayanan et al. 2021, section 2.2); the interleaved
-schedule more, the last rank included (pipeline.stage_in_flight).
+checkpointed Q/K/V and keeps k_pos_emb (cost.mla_recompute); moe_act the routed experts'
+activation output, layernorm the standalone norms' outputs (cost.module_recompute). 1F1B keeps
+min(pp - rank, m) micro-batches in flight on a pipeline rank (Narayanan et al. 2021, section 2.2);
+the interleaved schedule more, the last rank included (pipeline.stage_in_flight).
 
 FP8 (Transformer Engine, cost.precision): the GEMM inputs saved for backward are stored in FP8; with
 nothing recomputed the attention's bf16 output stays beside the out-projection's FP8 cast.
@@ -45,13 +46,15 @@ from sp_planner.cost.dropout import has_attention_dropout, hidden_dropout_saved_
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.kernels import unfused_saved_bytes_per_score
 from sp_planner.cost.moe import ROUTER_BYTES_PER_LOGIT, busiest_rank_load, moe_layer_fraction
-from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer
+from sp_planner.cost.precision import BF16, fp8_activation_savings_per_layer, fp8_saving_per_element
 from sp_planner.cost.qk_norm import qk_norm_saved_bytes
 from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_precision
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.cost.mla_recompute import mla_up_proj_saved_delta_bytes
+from sp_planner.cost.module_recompute import module_recompute_fp8_unsaved_elements, module_recompute_saved_delta_bytes
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.recompute import reruns_core_attention
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -125,6 +128,9 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
         up_proj = full_layer + mla_up_proj_saved_delta_bytes(model, tokens=n, q_bytes=q, kv_bytes=kv_bytes,
                                                              ulysses=ulysses, ring=ring, allgather=allgather)
         stored = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, stored)
+    # moe_act and layernorm free the activation's and the standalone norms' outputs (cost.module_recompute).
+    stored = stored + module_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, ep=ep,
+                                                         recompute=recompute, pad_load=pad_load)
     return stored, full_layer
 
 
@@ -155,6 +161,10 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # The routed experts' inputs stay bf16 where the framework runs them bf16 (torchtitan, cost.tp_gathers).
     savings = fp8_activation_savings_per_layer(model, tokens=n, tp=c.tp, precision=saved,
                                                routed_experts=gathers.low_precision_experts)
+    # The inputs the module recomputes free are not saved in FP8 either (cost.module_recompute;
+    # Megatron's choices, which only the Megatron family runs).
+    unsaved = module_recompute_fp8_unsaved_elements(model, tokens=n, tp=c.tp, recompute=c.recompute)
+    savings = savings - fp8_saving_per_element(saved) * unsaved
     stored = stored - np.where(full, 0.0, savings)
     # The QKV and FC1 inputs kept gathered (torchtitan): whole beyond the shards counted above, in the
     # layers kept and in the one full recompute rebuilds.
@@ -170,7 +180,7 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
     # selective recompute frees the attention's (mla_up_proj keeps it); unfused attention does not save
     # its output.
     bf16_out = (BF16_BYTES * c.micro_batch * workload.seq_len / (c.ulysses * c.ring)) * model.q_size / c.tp
-    keeps_attention = (c.recompute == RECOMPUTE_NONE) | (c.recompute == RECOMPUTE_MLA_UP_PROJ)
+    keeps_attention = ~reruns_core_attention(c.recompute)
     kept_out = ((saved != BF16) & ~np.asarray(c.fp8_attention, dtype=bool) & keeps_attention
                 & (c.ulysses == 1) & (not hardware.efficiency.attention_unfused))
     stored = stored + np.where(kept_out, bf16_out, 0.0)

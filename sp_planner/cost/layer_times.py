@@ -36,7 +36,7 @@ from sp_planner.cost.tp_calls import (
 )
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
-from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows
+from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
 from sp_planner.cost.gathered_transpose import fp8_share, layer_gather_bytes, mx_gathers, ub_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.links import ring_collective_time_s
@@ -59,7 +59,10 @@ from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.distinct import per_distinct_rows
 from sp_planner.layout import CP_AXES, axis_stride, group_size
+from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
+from sp_planner.cost.module_recompute import module_recompute_s
+from sp_planner.recompute import recomputes_moe_act
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
@@ -242,6 +245,10 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         up_proj = mla_up_proj_recompute_s(model, hardware, tokens=tokens, tp=tp, precision=c.precision,
                                           fp8_blockwise=c.fp8_blockwise)
         recompute_layer = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, recompute_layer)
+    if model.moe is not None:  # the MoE activation and the standalone norms again (cost.module_recompute)
+        recompute_layer = recompute_layer + module_recompute_s(
+            model, hardware, tokens=tokens, region=sequence_parallel_region_tokens(tokens, tp, sequence_parallel),
+            tp=tp, ep=c.ep, recompute=recompute, pad_load=router_pad_load(model, tokens / tp, router_align))
     per_layer = (
         gemm_fwd + gemm_bwd + attn.fwd_compute_s + attn.bwd_compute_s + attn.fwd_ring_exposed_s
         + attn.bwd_ring_exposed_s + attn.fwd_ulysses_s + attn.bwd_ulysses_s + tp_layer + recompute_layer
@@ -283,7 +290,8 @@ def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
     backward gathers hide behind that all-to-all in both models), after the
     recomputed core attention under selective recompute (the up-projections under mla_up_proj: their
     hook runs before core attention's backward, after the MLP's); under full recompute the
-    recomputed forward's first (input) all-gather."""
+    recomputed forward's first (input) all-gather; under moe_act (and layernorm) the re-run activation
+    and norms (cost.module_recompute: their hooks fire as the MLP's gradient arrives, before its GEMMs)."""
     gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s + lt.moe_bwd_lead_s
-    return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE],
-                     [lt.tp_all_gather_s, gathers + lt.attn.fwd_s], gathers)
+    return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE, recomputes_moe_act(recompute)],
+                     [lt.tp_all_gather_s, gathers + lt.attn.fwd_s, gathers + lt.recompute_s], gathers)

@@ -148,6 +148,11 @@ def routed_gemm_output_grads_per_token(model: ModelSpec) -> float:
     return moe_layer_fraction(model) * model.moe.top_k * widths
 
 
+def fp8_saving_per_element(precision):
+    """Bytes a saved GEMM input element takes less in the candidate's precision than in bf16 (0 for bf16)."""
+    return np.where(np.asarray(precision) != BF16, BF16_BYTES - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
+
+
 def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision, ffn: float | None = None,
                                      routed_experts: bool = True):
     """Bytes per layer per micro-batch saved by storing the GEMM inputs in FP8 instead of bf16;
@@ -156,7 +161,7 @@ def fp8_activation_savings_per_layer(model: ModelSpec, *, tokens, tp, precision,
     from sp_planner.cost.flops import _active_ffn_width
 
     width = _active_ffn_width(model) if ffn is None else ffn
-    per_elem = np.where(np.asarray(precision) != BF16, BF16_BYTES - FP8_ELEM_BYTES - _scale_overhead(precision), 0.0)
+    per_elem = fp8_saving_per_element(precision)
     inputs = gemm_inputs_per_token(model, width)
     if not routed_experts:
         inputs = inputs - routed_gemm_inputs_per_token(model)

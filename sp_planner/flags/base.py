@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.recompute import MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
@@ -99,7 +100,8 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     failures = plan_rule_failures(request) or own_failures()
     failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
                                                                                                       request.plan),
-                *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan)]
+                *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan),
+                *_module_recompute_failures(framework, request.plan)]
     return unsupported(framework, failures) if failures else None
 
 
@@ -122,9 +124,10 @@ def _fp8_attention_failures(framework: str, plan) -> list[str]:
 # megatron/training/arguments.py at d98e8a6; MindSpeed-LLM's DeepSeek-V3 recipe,
 # examples/mcore/deepseek3/pretrain_deepseek3_671b_4k_ptd.sh) and recompute MLA's up-projections
 # alone (plan recompute mla_up_proj: --recompute-modules mla_up_proj, transformer_config.py at
-# d98e8a64 lines 1969-1973).
+# d98e8a64 lines 1969-1973) and the other named modules (moe_act, layernorm: lines 560-581).
 MTP_FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed")
 MLA_UP_PROJ_FRAMEWORKS = MTP_FRAMEWORKS
+MODULE_RECOMPUTE_FRAMEWORKS = MTP_FRAMEWORKS
 
 
 def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:
@@ -141,6 +144,22 @@ def _mla_up_proj_failures(framework: str, plan) -> list[str]:
         return []
     return [f"recompute mla_up_proj cannot be expressed: {framework} has no recompute of MLA's up-projections "
             "alone (Megatron-LM's --recompute-modules mla_up_proj); plan with recompute selective or full"]
+
+
+def _module_recompute_failures(framework: str, plan) -> list[str]:
+    """The MoE module recomputes (moe_act, moe_act+layernorm; cost.module_recompute) where the framework
+    has no such recompute, or with delayed-scaling FP8, which Megatron refuses for them
+    (transformer_config.py at d98e8a64 lines 2000-2006)."""
+    if plan.recompute not in MOE_MODULE_RECOMPUTES:
+        return []
+    if framework not in MODULE_RECOMPUTE_FRAMEWORKS:
+        return [f"recompute {plan.recompute} cannot be expressed: {framework} has no recompute of the MoE activation "
+                "or norms alone (Megatron-LM's --recompute-modules moe_act layernorm); plan with selective or full"]
+    if plan.precision == "fp8" and plan.fp8_recipe == "delayed":
+        return [f"recompute {plan.recompute} with fp8_recipe delayed: Megatron refuses moe_act and layernorm recompute "
+                "under delayed scaling (\"Delayed scaling does not support moe_act and layernorm recompute\"); "
+                "use --fp8-recipe tensorwise or blockwise"]
+    return []
 
 
 def _megatron_only_failures(framework: str, plan) -> list[str]:

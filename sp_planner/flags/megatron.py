@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 
+from sp_planner.recompute import RECOMPUTE_MODULES
 from sp_planner.flags.base import (
     FlagGroup,
     FlagRequest,
@@ -104,10 +105,12 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
     # Recompute (TransformerConfig): selective forbids method/num-layers; full requires both.
     if p.recompute == "selective":
         memory.append("--recompute-granularity selective")
-    elif p.recompute == "mla_up_proj":
-        # MLA's up-projections alone, not core_attn (transformer_config.py at d98e8a64 lines
-        # 1940-1941, 1969-1973; multi_latent_attention.py lines 171-174; cost.mla_recompute).
-        memory += ["--recompute-granularity selective", "--recompute-modules mla_up_proj"]
+    elif p.recompute in RECOMPUTE_MODULES:
+        # Named modules, not core_attn: MLA's up-projections (transformer_config.py at d98e8a64 lines
+        # 1940-1941, 1969-1973; multi_latent_attention.py lines 171-174; cost.mla_recompute), the
+        # MoE activation and the standalone norms (lines 560-581, 1964-1967; cost.module_recompute).
+        modules = " ".join(RECOMPUTE_MODULES[p.recompute])
+        memory += ["--recompute-granularity selective", f"--recompute-modules {modules}"]
     elif p.recompute == "full":
         memory += ["--recompute-granularity full", "--recompute-method uniform", "--recompute-num-layers 1"]
     if p.adam_moments_bf16:

@@ -148,8 +148,8 @@ def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) ->
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:
     """Recompute levels above a pinned one, mildest first; none when recompute is not pinned."""
     order = ("none", "selective", "full")
-    if pinned == "mla_up_proj":  # frees Q/K/V already, more than selective: only full is stronger
-        yield "full"
+    if pinned in ("mla_up_proj", "moe_act", "moe_act+layernorm"):
+        yield "full"  # module recomputes free what selective does not: only full is surely stronger
     elif pinned is not None:
         yield from order[order.index(pinned) + 1:]
 

@@ -28,6 +28,7 @@ PRUNE_REASONS: dict[str, str] = {
     "vpp": "vpp > 1 without pp > 1 and micro-batches a multiple of pp",
     "offload": "CPU-offloaded layers not below num_layers",
     "mla_up_proj": "recompute mla_up_proj on a model without MLA",
+    "moe_act": "recompute moe_act on a model without MoE layers",
     "oom": "peak memory above the GPU's HBM",
 }
 

@@ -29,6 +29,7 @@ KIND_LABELS: dict[str, str] = {
     "attention": "attention kernels",
     "recompute_gemm": "recomputed GEMMs",
     "recompute_attention": "recomputed attention",
+    "recompute_elementwise": "recomputed MoE activations and norms",
     "ulysses_comm": "Ulysses all-to-all",
     "ring_comm": "ring-axis K/V, P2P or all-gather CP (not hidden by attention)",
     "tp_comm": "TP all-gather / reduce-scatter",

@@ -27,6 +27,7 @@ from sp_planner.sim.result import SimResult, TimelineEvent
 COLORS = {
     "forward": "#A6BDDB", "backward": "#55A868", "gemm": "#4C72B0", "attention": "#8172B2",
     "recompute_gemm": "#937860", "recompute_attention": "#937860", "recompute_attention_": "#937860",
+    "recompute_elementwise": "#937860",
     "ring_comm": "#C44E52", "ulysses_comm": "#DD8452", "tp_comm": "#DA8BC3", "pp_comm": "#8C8C8C",
     "dp_comm": "#CCB974", "dp_grad_tail": "#CCB974", "dp_grad_sync": "#CCB974", "dp_param_gather": "#CCB974",
     "optimizer": "#64B5CD",

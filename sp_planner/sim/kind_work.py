@@ -48,6 +48,7 @@ def kind_layer(collectives: LayerWork, *, gemm_fwd_s: float, gemm_bwd_s: float, 
         "gemm_mlp_bwd_s": gemm_bwd_s * (1 - attn_share) + 2 * moe.extra_expert_gemm_fwd_s + moe.permute_s,
         "moe_all_to_all_s": moe.all_to_all_s,
         "etp_collective_s": moe.etp_collective_s,
+        "recompute_modules_s": moe.recompute_modules_s,
         "attn_fwd_steps_s": attn_fwd_steps_s,
         "attn_bwd_steps_s": attn_bwd_steps_s,
     })

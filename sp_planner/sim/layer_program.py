@@ -87,6 +87,11 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
         "comm", "tp_comm", f"L{layer} tp all-gather (input)", w.tp_input_all_gather_s, (ag,))
     # The combine's gradient is an all-to-all back to the experts, the dispatch's one back again.
     ready_mlp = _moe_ops(p, w, layer, ag_in, ("combine", "etp all-gather"))
+    if w.recompute_modules_s > 0:
+        # CheckpointWithoutOutput's hooks re-run the activation (and norms) before the experts'
+        # backward (moe/experts.py at d98e8a64 lines 1019-1030; cost.module_recompute).
+        ready_mlp = p.add("compute", "recompute_elementwise", f"L{layer} moe act/norm (recompute)",
+                          w.recompute_modules_s, (ready_mlp,))
     mlp = p.add("compute", "gemm", f"L{layer} mlp bwd", w.gemm_mlp_bwd_s, (ready_mlp, gather))
     mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))

@@ -18,7 +18,10 @@ import numpy as np
 
 from sp_planner.cost.hybridep import hybridep_timed
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
+from sp_planner.cost.module_recompute import module_recompute_s
+from sp_planner.recompute import recompute_code
 from sp_planner.cost.moe import busiest_rank_load, dispatch_bytes, moe_layer_fraction, moe_times, nccl_dispatch
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
@@ -33,15 +36,20 @@ class MoEWork(NamedTuple):
     etp_collective_s: float  # one token all-gather or reduce-scatter over etp
     extra_expert_gemm_fwd_s: float  # busiest rank: forward expert GEMMs beyond the mean at flat efficiency
     permute_s: float  # the dispatcher's permutations, forward (backward the same; cost.moe)
+    # The activation and standalone norms re-run in backward (recompute moe_act, moe_act+layernorm;
+    # cost.module_recompute), 0 otherwise.
+    recompute_modules_s: float = 0.0
 
 
 def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: ModelSpec, plan: ParallelPlan,
              groups: dict[str, np.ndarray], tokens_per_tp_rank: float, gpus_per_node: int,
-             gathers: TpGathers = TE_TP_GATHERS, expert_row_padding: str = NO_PADDING) -> MoEWork:
+             gathers: TpGathers = TE_TP_GATHERS, expert_row_padding: str = NO_PADDING,
+             sequence_parallel: bool = True) -> MoEWork:
     """`phase(name, groups, bytes per rank, algorithm, efficiency)` runs one collective phase;
     `gathers`: the framework's linears, whether its expert GEMMs run in the plan's precision
     (cost.tp_gathers); `expert_row_padding`: who pads each local expert's rows for FP8
-    (cost.expert_padding, Runtime.expert_row_padding)."""
+    (cost.expert_padding, Runtime.expert_row_padding); `sequence_parallel`: where the norms run
+    (cost.activations.sequence_parallel_region_tokens)."""
     if model.moe is None:
         return MoEWork(0.0, 0.0, 0.0, 0.0)
     share = moe_layer_fraction(model)
@@ -50,7 +58,8 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     experts = expert_precision(np.array([PRECISIONS.index(plan.precision)]), gathers)
     copies_align, router_align = (float(a[0]) for a in padding_align_rows(experts, expert_row_padding))
     # The router's padding rows travel with the routed copies (cost.moe.moe_times).
-    load = busiest_rank_load(model, plan.ep, router_pad_load(model, tokens_per_tp_rank, router_align))
+    pad_load = router_pad_load(model, tokens_per_tp_rank, router_align)
+    load = busiest_rank_load(model, plan.ep, pad_load)
     copies = float(dispatch_bytes(model, tokens_per_tp_rank, BF16_BYTES) * load)
     rate = float(gemm_peak_flops(hardware, experts, plan.fp8_blockwise)[0])
     # The EP group's stride in global rank (etp > 1 spreads it): whether it fits one NVLink domain,
@@ -68,4 +77,8 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
                             "all_to_all", "all_to_all", nccl=nccl_dispatch(model))
     # Each rank sends its copies to the etp-1 others (a ring all-gather; the reduce-scatter back alike).
     etp = phase("etp token all-gather", groups["etp"], copies * (plan.etp - 1), "ring", "all_gather")
-    return MoEWork(a2a, share * etp, float(times.extra_expert_gemm_fwd_s), float(times.permute_s))
+    tokens = tokens_per_tp_rank * plan.tp
+    again = module_recompute_s(model, hardware, tokens=tokens, tp=plan.tp, ep=plan.ep, pad_load=pad_load,
+                               region=sequence_parallel_region_tokens(tokens, plan.tp, sequence_parallel),
+                               recompute=recompute_code(plan.recompute))
+    return MoEWork(a2a, share * etp, float(times.extra_expert_gemm_fwd_s), float(times.permute_s), float(again))

@@ -15,7 +15,8 @@ from sp_planner.specs.base import FrozenModel
 # Every kind of work a critical path can hold, in the order timeline.json lists them; each key is
 # present in critical_path_by_kind_s (0.0 when the plan has none), so tools read one schema.
 CRITICAL_PATH_KINDS: tuple[str, ...] = (
-    "gemm", "attention", "recompute_gemm", "recompute_attention", "ulysses_comm", "ring_comm", "tp_comm",
+    "gemm", "attention", "recompute_gemm", "recompute_attention", "recompute_elementwise", "ulysses_comm", "ring_comm",
+    "tp_comm",
     "moe_comm", "pp_comm", "dp_comm", "optimizer", "idle", "host_overhead", "activation_offload", "mfu_ceiling",
 )
 

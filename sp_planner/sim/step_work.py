@@ -144,7 +144,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     logits_fwd = float(gemms[0].logits_s[0]) / 3  # the output layer's, whatever the layers' kind
     # The MoE kinds' experts (their collectives run once: the attention's kind does not change them).
     moe = moe_work(phase, hw, next((m for m, k in zip(models, kinds) if k.moe), model), plan, groups, tokens / tp,
-                   cluster.gpus_per_node, runtime.tp_gathers, runtime.expert_row_padding)
+                   cluster.gpus_per_node, runtime.tp_gathers, runtime.expert_row_padding, sp)
     # The embedding's work on the first stage (the first chunk) as cost.step counts it
     # (cost.embedding_work): a learned position table's add and the embedding dropout with its
     # forward, the tables' gradient passes and the dropout's backward after its backward.

@@ -49,6 +49,9 @@ class LayerWork(FrozenModel):
     # MLA's up-projections and RoPE again before core attention's backward (recompute mla_up_proj,
     # cost.mla_recompute); 0 otherwise.
     recompute_up_proj_s: float = NonNeg
+    # The MoE activation and standalone norms again as the MLP's gradient arrives, before its GEMMs
+    # (recompute moe_act, moe_act+layernorm; cost.module_recompute); 0 otherwise.
+    recompute_modules_s: float = NonNeg
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":

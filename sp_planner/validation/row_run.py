@@ -18,6 +18,7 @@ from sp_planner.cost.loss_memory import (
     TE_FUSED_INPLACE_LOSS,
     TE_FUSED_INPLACE_LOSS_TRAFFIC_BYTES,
 )
+from sp_planner.cost.module_recompute import effective_recompute
 from sp_planner.cost.ring_impl import RING_IMPLS
 from sp_planner.cost.expert_padding import ROUTER_PADS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME, Runtime
@@ -62,9 +63,13 @@ def row_model(row: CorpusRow, corpus: Corpus) -> ModelSpec:
 PLAN_PRECISION: dict[str, str] = {"bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "mxfp8": "mxfp8"}
 
 
-def row_plan(row: CorpusRow) -> ParallelPlan:
+def row_plan(row: CorpusRow, model: ModelSpec | None = None) -> ParallelPlan:
+    """The row's plan; given its `model`, with the recompute Megatron runs under the row's CUDA graphs
+    (cost.module_recompute.effective_recompute: a graphed router turns the pre-MLP norm's off)."""
+    recompute = row.recompute if model is None or row.recompute is None else effective_recompute(
+        model, row.recompute, frozenset(row.cuda_graph_scope), row.moe_dispatcher)
     return ParallelPlan(dp=row.dp, pp=row.pp, tp=row.tp, ulysses=row.ulysses, ring=row.ring, zero=row.zero,
-                        recompute=row.recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
+                        recompute=recompute, micro_batch=row.micro_batch, ring_layout=row.ring_layout,
                         ep=row.ep, etp=row.etp or 1, vpp=row.vpp, first_stage_layers=row.first_stage_layers,
                         last_stage_layers=row.last_stage_layers, cp_comm=row.cp_comm,
                         precision=PLAN_PRECISION[row.precision], fp8_recipe=row.fp8_recipe,
@@ -222,7 +227,8 @@ def row_workload(row: CorpusRow) -> Workload:
 def predict_row(row: CorpusRow, corpus: Corpus) -> PlanEstimate:
     """The cost model's estimate of the row's pinned plan (search.evaluate), run as its framework
     and recipe run it (row_runtime)."""
-    return evaluate(row_model(row, corpus), row_hardware(row), row_workload(row), row_plan(row),
+    model = row_model(row, corpus)
+    return evaluate(model, row_hardware(row), row_workload(row), row_plan(row, model),
                     num_nodes=row.num_nodes, gpus_per_node=row.gpus_per_node, runtime=row_runtime(row))
 
 

@@ -248,3 +248,31 @@ def test_mla_up_proj_pinned_on_a_model_without_mla_is_refused_before_the_search(
     assert result.exit_code == 2
     assert "the pinned plan breaks the mla_up_proj rule" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_moe_module_recompute_pinned_on_a_dense_model_is_refused_before_the_search(sp_plan):
+    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", "moe_act")
+    assert result.exit_code == 2
+    assert "the pinned plan breaks the moe_act rule" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_moe_module_recompute_for_a_framework_without_it_and_an_unknown_set_are_refused(sp_plan):
+    result = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", "moe_act+layernorm", "--framework", "torchtitan")
+    assert result.exit_code == 2
+    assert ("--recompute moe_act+layernorm is Megatron's --recompute-modules moe_act layernorm, and torchtitan"
+            in result.stderr)
+    unknown = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                      "--recompute", "mlp")
+    assert unknown.exit_code == 2 and "moe_act+layernorm" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_moe_module_recompute_pinned_plans_and_emits_the_modules(sp_plan):
+    result = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", "moe_act+layernorm", "--framework", "megatron", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    plans = json.loads(result.stdout)["plans"]
+    assert plans and all(p["recompute"] == "moe_act+layernorm" for p in plans)
+    assert "--recompute-modules moe_act layernorm" in plans[0]["flags"]["megatron"]["text"]

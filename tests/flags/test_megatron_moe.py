@@ -154,6 +154,38 @@ def test_deepseek_v3_mla_up_proj_recompute_passes_mla_transformer_config():
                           recompute_modules=["mla_up_proj"])
 
 
+@pytest.mark.parametrize("recompute, modules", [("moe_act", ["moe_act"]),
+                                                ("moe_act+layernorm", ["moe_act", "layernorm"])])
+def test_moe_module_recompute_passes_transformer_config(recompute, modules):
+    # Megatron-LM's Qwen3 MoE recipes: selective granularity with moe_act (and layernorm), not core_attn.
+    plan = ParallelPlan(tp=2, dp=16, pp=2, ep=32, etp=1, recompute=recompute)
+    request = FlagRequest(model=QWEN3_235B, workload=Workload(seq_len=4096, global_batch=128), plan=plan,
+                          num_nodes=8, gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    assert f"--recompute-modules {' '.join(modules)}" in flags.text and "--recompute-method" not in flags.text
+    config = transformer_config(flags.text, QWEN3_235B.hidden_size)
+    assert config.recompute_granularity == "selective" and config.recompute_modules == modules
+    assert render_flags("mindspeed", request).supported  # MindSpeed takes Megatron's recompute flags
+    for framework in ("deepspeed", "torchtitan"):
+        refused = render_flags(framework, request)
+        assert not refused.supported and f"recompute {recompute} cannot be expressed" in refused.reason
+    # The checker is live: megatron-core refuses moe_act without grouped GEMMs (a dense model has none).
+    with pytest.raises(ValueError, match="moe_act"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, recompute_granularity="selective",
+                          recompute_modules=modules)
+
+
+def test_moe_module_recompute_under_delayed_fp8_is_refused_as_megatron_refuses_it():
+    plan = ParallelPlan(tp=2, dp=16, pp=2, ep=32, etp=1, recompute="moe_act", precision="fp8")
+    request = FlagRequest(model=QWEN3_235B, workload=Workload(seq_len=4096, global_batch=128), plan=plan,
+                          num_nodes=8, gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert not flags.supported and "fp8_recipe delayed" in flags.reason
+    tensorwise = request.model_copy(update={"plan": plan.model_copy(update={"fp8_recipe": "tensorwise"})})
+    assert render_flags("megatron", tensorwise).supported
+
+
 @pytest.mark.parametrize("factor, pad", [(1.25, False), (1.0, True)])
 def test_capacity_factor_flags_pass_transformer_config(factor, pad):
     moe = QWEN3_235B.moe.model_copy(update={"capacity_factor": factor, "pad_to_capacity": pad})
