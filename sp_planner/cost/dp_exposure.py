@@ -37,6 +37,13 @@ class DPTimes(NamedTuple):
     layer_reduce_s: np.ndarray  # ... and reduce-scatter (+ HSDP's replica all-reduce)
     root_gather_s: np.ndarray  # ZeRO-3: the root unit's (embedding, final norm, output layer)
     root_reduce_s: np.ndarray
+    # ZeRO-1/2: the output layer's calls (output layer, final norm, MTP's depths), gathered after
+    # the last layer's in the forward: the root's less the embedding's on a single stage, the
+    # root's on a pipeline's last stage, 0 elsewhere (cost.buckets.stage_extras).
+    head_gather_s: np.ndarray | float = 0.0
+    # ZeRO-1/2: of the first calls, the embedding's bucket(s) (the tail's), which the embedding's
+    # forward waits for (its last layer's tensors in them, cost.buckets); 0 without the embedding.
+    tail_gather_s: np.ndarray | float = 0.0
     # ZeRO-0/1 with virtual stages: one later model chunk's single bucket (cost.buckets._chunked),
     # its all-reduce, reduce-scatter and parameter all-gather (0 without virtual stages).
     chunk_all_reduce_s: np.ndarray | float = 0.0
@@ -59,6 +66,10 @@ class Edges(NamedTuple):
     # beside it, the embedding's own (the tail, the root unit's) only after it; the first stage's
     # chunk-0 block on the interleaved drain lasts it too (cost.pipeline_blocks._chunk_backward_s).
     bwd_tail_s: np.ndarray | float = 0.0
+    # The embedding's forward before the first layer's (its TP collectives and lookup; the first
+    # stage's chunk 0): it waits for the embedding's parameter calls only, the first layer's
+    # queue on beside it (cost.dp_once.chunks_gather_s).
+    fwd_head_s: np.ndarray | float = 0.0
 
 
 def hidden_behind(total_s, window_s, unhideable_s, overlapped: bool):

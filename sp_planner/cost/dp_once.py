@@ -52,25 +52,55 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
-def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bool, *, lead_s=0.0, after_s=0.0):
+def chunks_gather_s(times: DPTimes, fwd_window_s, layers, chunks, overlapped: bool, *, lead_s=0.0, after_s=0.0,
+                    before_s=0.0):
     """Exposed seconds of ZeRO-2's once-a-step parameter gather over a stage's `chunks` model
     chunks (fwd_window_s: one micro-batch's forward of its `layers` layers): each chunk is its own
     FSDP module (micro_batch_dp_s), its calls issued when its forward starts, and a layer computes
     only once its own calls have landed (Megatron-FSDP's pre-forward hook, MegatronFSDP.
     all_gather_and_wait_parameters_ready -> AllGatherPipeline.wait_bucket_ready; DDP's
     _make_forward_pre_hook -> finish_param_sync; Megatron-LM d98e8a6). So a chunk's calls hide
-    behind its forward less what its last layer computes after them: its forward less the TP
-    all-gather before its first GEMM (`lead_s`, Edges.fwd_lead_s, which waits for none), on each
-    chunk but the last, whose is `after_s` (cost.pipeline_dp: that on a stage without the output
-    layer, on the last stage what of it the output layer's calls, queued after it, do not cover;
-    0 where not given, as a single stage and ZeRO-1's first stage are priced). The floor: each
-    chunk's first layer's calls (a layer's share) past the first. hidden_behind of the whole pass
-    for one chunk."""
+    behind its forward less what its last layers compute after them: its last layer's forward
+    less the TP all-gather before its first GEMM (`lead_s`, Edges.fwd_lead_s, which waits for
+    none), or the two last layers' less that and the last layer's calls (_top_wait_s), on each
+    chunk but the last, whose is `after_s` (after_last_gather_s; 0 where not given); and behind
+    `before_s`, the first stage's embedding forward (Edges.fwd_head_s), which waits for the
+    embedding's bucket only (DPTimes.tail_gather_s). The floor: each chunk's first layer's calls
+    (a layer's share) past the first, the first's less what of them that forward hides."""
     t = times
     chunk_first = (t.param_all_gather_s - t.root_gather_s) / layers
-    lag = (chunks - 1) * np.maximum(0.0, fwd_window_s / layers - lead_s) + after_s
-    return hidden_behind(t.param_all_gather_s, fwd_window_s - lag, t.first_all_gather_s + (chunks - 1) * chunk_first,
+    fwd_layer = fwd_window_s / layers
+    top = _top_wait_s(t, fwd_layer, chunk_first, layers / chunks)
+    lag = (chunks - 1) * np.maximum(0.0, fwd_layer - lead_s + top) + after_s
+    first = np.maximum(t.tail_gather_s, t.first_all_gather_s - before_s)
+    return hidden_behind(t.param_all_gather_s, fwd_window_s + before_s - lag, first + (chunks - 1) * chunk_first,
                          overlapped)
+
+
+def after_last_gather_s(times: DPTimes, fwd_layer_s, lead_s, *, layers, chunks=1):
+    """What a stage's last model chunk (of `chunks` over its `layers` layers) computes after its
+    ZeRO-1/2 gather calls land (chunks_gather_s's after_s): its last layer's forward less the TP
+    all-gather before its first GEMM (`lead_s`, Edges.fwd_lead_s; sim.layer_program.
+    _forward_layer starts it without waiting for the calls) and less what the output layer's
+    calls (DPTimes.head_gather_s: a single stage's and the last stage's), queued after that
+    layer's, last beside it; the layer below waits longer where the last one's calls are short
+    (_top_wait_s)."""
+    some = np.where(np.asarray(layers) > 0, layers, 1.0)  # a stage without layers (pp 2's middle) has no share
+    share = (times.param_all_gather_s - times.root_gather_s) / some
+    top = _top_wait_s(times, fwd_layer_s, share, layers / np.asarray(chunks))
+    return np.maximum(0.0, fwd_layer_s - lead_s - times.head_gather_s + top)
+
+
+def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
+    """How much longer than a chunk's last layer the layer below it computes after its own calls
+    land: a layer's forward less the last layer's calls, where the chunk has two layers or more. A
+    bucket spanning two layers is the lower one's (cost.buckets' granularity, as sim.dp_work
+    issues them), so a chunk's first layer carries the excess over a layer's share (`share_s`;
+    its calls: DPTimes.first_all_gather_s less the embedding's, root_gather_s less head_gather_s)
+    and its last layer lacks as much (as cost.dp_exposure._zero2_exposed_s's top_s)."""
+    first_layer = times.first_all_gather_s - (times.root_gather_s - times.head_gather_s)
+    last_layer = np.maximum(0.0, 2 * share_s - first_layer)
+    return np.where(np.asarray(chunk_layers) >= 2, np.maximum(0.0, fwd_layer_s - last_layer), 0.0)
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
@@ -89,9 +119,15 @@ def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_
     reduce1 = chunked_exposed_s(t.grad_reduce_scatter_s, t.chunk_reduce_scatter_s,
                                 last_calls_s(t.last_reduce_scatter_s, t.tail_reduce_scatter_s, edges), bwd_window_s,
                                 overlapped=overlap.grad_reduce, **grads)
-    # ZeRO-2's gather (FSDP, no chunk alignment) behind the step's first forward, chunk by chunk.
+    # ZeRO-2's gather (FSDP, no chunk alignment) and ZeRO-1's without it behind the step's first
+    # forward, chunk by chunk, a layer computing once its own calls land (Megatron-FSDP's
+    # _pre_forward_param_unshard -> wait_bucket_ready; DDP's forward pre-hook -> finish_param_sync).
+    lead, before = (0.0, 0.0) if edges is None else (edges.fwd_lead_s, edges.fwd_head_s)
+    fwd_layer = fwd_window_s / np.where(np.asarray(layers) > 0, layers, 1.0)
+    after = after_last_gather_s(t, fwd_layer, lead, layers=layers, chunks=chunks)
     gather12 = np.where(chunk_gathers_ahead(overlap, zero, chunks),
                         chunked_exposed_s(t.param_all_gather_s, t.chunk_all_gather_s, t.first_all_gather_s,
                                           fwd_window_s, overlapped=True, **chunk),
-                        chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather))
+                        chunks_gather_s(t, fwd_window_s, layers, chunks, overlap.param_gather, lead_s=lead,
+                                        after_s=after, before_s=before))
     return reduce0, reduce1, gather12

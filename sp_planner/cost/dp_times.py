@@ -255,6 +255,10 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     root = np.choose(stage, own.root)
     layer_experts = expert_params_per_rank(model, pp, ep, etp, moe_layers=np.choose(stage, moe_counts))
     root_experts = experts - layer_experts if model.mtp_layers else 0.0
+    # The output layer's (DPTimes.head_gather_s): a single stage's root less its embedding table.
+    holds_output = (pp == 1) | (stage == STAGES.index("last"))
+    head = np.where(pp == 1, np.maximum(0.0, root - model.vocab_size * model.hidden_size / tp),
+                    np.where(holds_output, root, 0.0))
     if len(set(mlp_layer_is_moe(model))) > 1:
         # A layer of the stage where the model's MLP kinds differ: its own layers' average (DeepSeek-V3's
         # first stage of 3 dense layers gathers and reduces no expert; ZeRO-3's per-layer calls and
@@ -297,6 +301,9 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         layer_reduce_s=reduce(dense_layer, 1, expert_layer, 1),
         root_gather_s=both("all_gather", param_bytes, root, 1, root_experts, 1),
         root_reduce_s=reduce(root, 1, root_experts, 1),
+        head_gather_s=both("all_gather", param_bytes, head, 1, np.where(holds_output, root_experts, 0.0), 1),
+        tail_gather_s=gather(dense_calls.tail_params, dense_calls.num_tail, expert_calls.tail_params,
+                             expert_calls.num_tail, dense_width),
         chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
         chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
         chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),

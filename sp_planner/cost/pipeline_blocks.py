@@ -148,9 +148,10 @@ def layout_chunk(stages: tuple[StageDP, ...], vpp):
 
 
 def stage_edges(edges: Edges | None, i: int) -> Edges | None:
-    """Stage i's edges: the embedding's backward (Edges.bwd_tail_s) runs on the first only, with its
-    chunk 0 (beside that chunk's last calls, and in its backward block on the drain)."""
-    return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0)
+    """Stage i's edges: the embedding's backward and forward (Edges.bwd_tail_s, fwd_head_s) run on
+    the first only, with its chunk 0 (beside that chunk's last calls, and in its backward block on
+    the drain; beside its first layer's parameter calls)."""
+    return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0, fwd_head_s=0.0)
 
 
 def _head_s(stages: tuple[StageDP, ...], i: int):

@@ -23,7 +23,7 @@ import numpy as np
 
 from sp_planner.columns import take_rows
 from sp_planner.cost.dp_exposure import DPTimes, Edges
-from sp_planner.cost.dp_once import chunks_gather_s
+from sp_planner.cost.dp_once import after_last_gather_s, chunks_gather_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.kind_passes import KindPasses
@@ -106,7 +106,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
         if z == 2 and overlap.param_gather:
             lead = g["edges"].fwd_lead_s
             gathers = [chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True, lead_s=lead,
-                                       after_s=_after_last_gather_s(s.times, fwd, lead, last=i == 2))
+                                       after_s=after_last_gather_s(s.times, fwd, lead, layers=s.layers,
+                                                                   chunks=g["vpp"]),
+                                       before_s=g["edges"].fwd_head_s if i == 0 else 0.0)
                        for i, (s, fwd) in enumerate(zip(g["stages"], g["fwd_layer_s"]))]
         exposed, (own, busy) = _group_exposed_s(overlap, zero=z, interleaved=interleaved, gathers=gathers, **g)
         out[index] = exposed
@@ -115,15 +117,6 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
         first_gather = g["stages"][0].times.param_all_gather_s if z == 2 and overlap.param_gather else 0.0
         hidden[index] = g["micro_batches"] * (busy - own) + first_gather - gathers[0]
     return out, hidden
-
-
-def _after_last_gather_s(times: DPTimes, fwd_layer_s, lead_s, *, last: bool):
-    """What a stage's last layer computes after its ZeRO-2 gather calls land (dp_exposure.
-    chunks_gather_s's after_s): its forward less the TP all-gather before its first GEMM (`lead_s`,
-    Edges.fwd_lead_s; sim.layer_program._forward_layer starts it without waiting for the calls);
-    on the last stage less what the output layer's calls (its root's: output layer, final norm,
-    MTP's depths; cost.buckets.stage_extras), queued after that layer's, last beside it."""
-    return np.maximum(0.0, fwd_layer_s - lead_s - (times.root_gather_s if last else 0.0))
 
 
 def without_reduces(times: DPTimes, synced) -> DPTimes:

@@ -229,7 +229,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # replica all-reduce rides with the reduce-scatter on the same stream. The expert gradients'
     # reduce-scatter over edp overlaps the backward like the dense ones. The TP collectives at a
     # layer chunk's ends overlap its first gather and last reduce-scatter (cost.dp_exposure.Edges).
-    edges = Edges(fwd_lead_s=ag, bwd_lead_s=backward_lead_s(lt, recompute), bwd_trail_s=rs, bwd_tail_s=emb_bwd)
+    edges = Edges(fwd_lead_s=ag, bwd_lead_s=backward_lead_s(lt, recompute), bwd_trail_s=rs, bwd_tail_s=emb_bwd,
+                  fwd_head_s=average.emb_tp_fwd_s + emb.fwd_s)
     # ZeRO-2/3's traffic of every micro-batch lengthens the pipeline's critical path (cost.pipeline_dp);
     # a single stage's loss backward hides its first gather in backward.
 

@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from sp_planner.cost.dp_exposure import DPTimes
-from sp_planner.cost.dp_once import chunked_exposed_s, chunks_gather_s
+import sp_planner.cost.dp_passes as dp_passes_module
+import sp_planner.cost.pipeline_dp as pipeline_dp_module
+import sp_planner.cost.pipeline_tails as pipeline_tails_module
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.dp_exposure import DPTimes, Edges
+from sp_planner.cost.dp_once import after_last_gather_s, chunked_exposed_s, chunks_gather_s, once_a_step_s
+from sp_planner.cost.runtime import MEGATRON_RUNTIME
+from sp_planner.plan import ParallelPlan
+from sp_planner.search import evaluate
+from sp_planner.sim import simulate
+from sp_planner.specs import Workload
 
 
 def _times(**seconds):
@@ -60,3 +69,119 @@ def test_a_stages_last_layer_computes_after_its_own_gather():
     # first layer's GEMM runs 1.5-2.3 ms, the second's all-gather 2.3-2.5 ms, its GEMM 3.0-3.8 ms
     # against 2 ms bare: 1.8 ms a chunk, 3.6 ms in all.
     assert chunks_gather_s(times, chunks=2, lead_s=0.0002, after_s=0.0008, **one).tolist() == pytest.approx([0.0036])
+
+
+def test_a_single_stages_last_layer_computes_after_its_own_gather():
+    # pp 1, ZeRO-2 and ZeRO-1 without virtual stages alike: 4 layers of 1 ms, each waiting for
+    # its own 1.5 ms of calls (the first 1.5 ms never hide), the output layer's 0.4 ms of calls
+    # after them, a 0.2 ms TP all-gather before each layer's first GEMM that waits for none.
+    # Layer k's GEMMs start once its calls land at 1.5 (k + 1) ms: layer 3's all-gather runs
+    # 5.3-5.5 ms, its GEMMs 6.0-6.8 ms, the head's calls landing at 6.4 ms beside them: 2.8 ms over
+    # the bare 4 ms (max(G0, G - F + f - t_ag - g_out)); behind the whole forward it was 2.4 ms.
+    times = _times(param_all_gather_s=0.0064, first_all_gather_s=0.0015, head_gather_s=0.0004)
+    _, _, gather = once_a_step_s(MEGATRON_RUNTIME.overlap, zero=np.array([2, 1]), layers=4.0, times=times,
+                                 fwd_window_s=0.004, bwd_window_s=0.008, edges=Edges(0.0002, 0.0, 0.0))
+    assert gather.tolist() == pytest.approx([0.0028, 0.0028])
+    # Its calls 0.9 ms, longer than the last layer's GEMMs: the head waits for them, 6.9 - 4 = 2.9 ms.
+    long_head = times._replace(param_all_gather_s=np.array([0.0069]), head_gather_s=np.array([0.0009]))
+    _, _, gather = once_a_step_s(MEGATRON_RUNTIME.overlap, zero=np.array([2]), layers=4.0, times=long_head,
+                                 fwd_window_s=0.004, bwd_window_s=0.008, edges=Edges(0.0002, 0.0, 0.0))
+    assert gather.tolist() == pytest.approx([0.0029])
+
+
+def test_a_short_last_layers_calls_leave_the_layer_below_waiting_longest():
+    # A first stage of 4 layers of 1 ms: the embedding's 0.5 ms of calls, then 2.2, 1.5, 1.5 and
+    # 0.8 ms for the layers (a bucket spanning two layers is the lower one's: the first layer
+    # holds 0.7 ms over a 1.5 ms share, the last lacks it), all queued at the forward's start; the
+    # embedding's 0.3 ms forward waits for its own calls only. The embedding computes 0.5-0.8 ms,
+    # layer 0 2.7-3.7, layer 1 4.2-5.2, layer 2 5.7-6.7 and layer 3, its calls in at 6.5 ms,
+    # 6.7-7.7 after it: 3.4 ms over the bare 4.3 ms. Layer 2 waited longest: its calls land 1.2 ms
+    # before the end less two layers (after_s 1.2 ms, not the last layer's 1 ms).
+    times = _times(param_all_gather_s=0.0065, first_all_gather_s=0.0027, root_gather_s=0.0005)
+    after = after_last_gather_s(times, 0.001, 0.0, layers=4.0)
+    assert after.tolist() == pytest.approx([0.0012])
+    assert chunks_gather_s(times, 0.004, 4.0, 1, True, after_s=after, before_s=0.0003).tolist() == pytest.approx(
+        [0.0034])
+
+
+# The parameter gather after the optimizer, not overlapped (so not in the first forwards).
+AFTER_STEP = MEGATRON_RUNTIME.model_copy(
+    update={"overlap": MEGATRON_RUNTIME.overlap.model_copy(update={"param_gather": False})})
+
+
+FIRST_FORWARD_GATHERS = {
+    # name: (model, nodes, seq_len, global batch, plan, rel), H100s; the comments: stage 0's exposed
+    # gather (ms) as this model priced it before Stop 56, now, and as the simulator runs it.
+    # Mixtral: its last layer computes 3.6 ms after its calls land, the output layer's 0.8 ms cover
+    # part; its 0.07 ms embedding forward hides the first layer's calls.
+    "Mixtral-8x7B pp1 tp2 ep4 ZeRO-2": ("Mixtral-8x7B", 8, 4096, 64, dict(dp=32, tp=2, ep=4, zero=2),
+                                        0.005),  # 126.84, 129.51, 129.52
+    # Gemma-2's tied table leaves the single stage no output layer's calls, and its last layer's
+    # calls (a bucket short) land before the layer below it ends: that one waits longest. The rest
+    # is the calls' own price (66.06 ms in all against the simulator's 65.75: cost.dp_times prices
+    # equal calls, sim.dp_work each bucket at its size).
+    "Gemma-2-9B pp1 ZeRO-2": ("Gemma-2-9B", 8, 2048, 64, dict(dp=64, zero=2), 0.025),  # 12.52, 14.04, 13.72
+    "Gemma-2-9B pp1 ZeRO-1": ("Gemma-2-9B", 8, 2048, 64, dict(dp=64, zero=1), 0.025),  # 12.52, 14.04, 13.72
+    # ZeRO-1's first stage (Megatron DDP, vpp 1): no output layer, its 0.2 ms embedding forward.
+    "Llama-3-70B tp8 pp4 ZeRO-1": ("Llama-3-70B", 8, 4096, 8, dict(dp=2, tp=8, pp=4, zero=1),
+                                   0.005),  # 7.48, 9.31, 9.32
+}
+
+
+@pytest.mark.parametrize("name", list(FIRST_FORWARD_GATHERS))
+def test_a_single_stage_and_zero1s_first_stage_gather_as_the_simulator(name, monkeypatch):
+    # The parameter gather of a single stage (ZeRO-1/2, dense and MoE; Gemma-2's tied output layer
+    # has no calls of its own after the last layer's) and of ZeRO-1's first pipeline stage, issued
+    # bucket by bucket from the step's start, each layer waiting for its own (Megatron-FSDP's
+    # _pre_forward_param_unshard -> wait_bucket_ready, DDP's finish_param_sync): the analytic
+    # exposure against how much longer the simulator's first forward of stage 0 runs than with the
+    # gather after the optimizer (not overlapped, so not in the forward).
+    model_name, nodes, seq_len, batch, plan, rel = FIRST_FORWARD_GATHERS[name]
+    model, hardware = load_model(model_name), load_hardware("H100")
+    plan, workload = ParallelPlan(**plan), Workload(seq_len=seq_len, global_batch=batch)
+    gathers = []
+    for module in (dp_passes_module, pipeline_tails_module):
+        def spy(*args, _priced=module.once_a_step_s, **kw):
+            out = _priced(*args, **kw)
+            gathers.append(float(np.ravel(out[2])[0]))
+            return out
+        monkeypatch.setattr(module, "once_a_step_s", spy)
+    evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=8)
+    # A pipeline's first stage: the tails' first call (cost.pipeline_tails, stage 0's own layers).
+    analytic = gathers[1] if plan.pp > 1 else gathers[0]
+
+    def first_forward_s(runtime):
+        sim = simulate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=8, detail=False, runtime=runtime)
+        return next(e.end_s - e.start_s for e in sim.events if e.stage == 0 and e.name == "F0")
+
+    assert analytic == pytest.approx(first_forward_s(MEGATRON_RUNTIME) - first_forward_s(AFTER_STEP), rel=rel)
+
+
+def test_an_interleaved_zero2_stages_gathers_as_the_simulator(monkeypatch):
+    # Llama-3-70B 4K on 128 H100s, tp 4, pp 8 x vpp 2, ZeRO-2: each stage's chunks' first forwards
+    # wait for their calls (cost.pipeline_dp prices them per stage with chunks_gather_s). A chunk's
+    # last layer holds 2.85 ms of calls against a 3.46 ms share (its first 4.08 ms), so its layer
+    # below waits longest; the first stage's 0.2 ms embedding forward hides its first layer's
+    # calls. Before Stop 56 (ms): first 12.76, middle 8.57, last 9.75; simulated 13.29, 9.28, 10.10.
+    model, hardware = load_model("Llama-3-70B"), load_hardware("H100")
+    plan, workload = ParallelPlan(dp=4, tp=4, pp=8, vpp=2, zero=2), Workload(seq_len=4096, global_batch=64)
+    gathers = []
+
+    def spy(*args, _priced=pipeline_dp_module.chunks_gather_s, **kw):
+        out = _priced(*args, **kw)
+        gathers.append(float(np.ravel(out)[0]))
+        return out
+
+    monkeypatch.setattr(pipeline_dp_module, "chunks_gather_s", spy)
+    evaluate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8)
+    first, middle, last = gathers[:3]
+    runs = [simulate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8, detail=False, runtime=runtime)
+            for runtime in (MEGATRON_RUNTIME, AFTER_STEP)]
+
+    def first_forwards_s(sim, stage):
+        return sum(e.end_s - e.start_s for e in sim.events
+                   if e.stage == stage and e.micro_batch == 0 and e.name.startswith("F0"))
+
+    for stage, analytic in ((0, first), (1, middle), (7, last)):
+        waits = first_forwards_s(runs[0], stage) - first_forwards_s(runs[1], stage)
+        assert analytic == pytest.approx(waits, rel=0.005), stage

@@ -103,3 +103,31 @@ def test_calls_priced_on_the_moving_rows_equal_each_row_priced_alone():
                            stage=code[i:i + 1], gpus_per_node=8, seq_len=4096, states=MEGATRON_STATES)
         for field, a, b in zip(DPTimes._fields, one, batched):
             assert np.broadcast_to(a, (1,))[0] == np.broadcast_to(b, (len(rows),))[i], field
+
+
+def test_the_output_layers_calls_are_a_single_stages_root_less_its_embedding():
+    # DPTimes.head_gather_s, the calls a forward gathers after the last layer's (cost.dp_once.
+    # after_last_gather_s): a pipeline's last stage's root (output layer, final norm) whole, its
+    # first stage none; a single stage's root less the embedding table: Llama-3-8B's the same
+    # output layer and norm as the last stage of pp 2 at the same dp (one in-node group of 8),
+    # to the bit; Gemma-2-9B's tied table leaves the final norm alone, a call's latency.
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.space import Candidates
+
+    h100 = load_hardware("h100-sxm")
+
+    def times(name, **plan):
+        c = Candidates.of_plan(ParallelPlan(dp=8, zero=2, **plan))
+        model = load_model(name)
+        return dp_stage_times(model, h100, c, stages=candidate_stage_layers(model, c), gpus_per_node=8,
+                              seq_len=4096, which=STAGES)
+
+    single, (first, _, last) = times("Llama-3-8B")[0], times("Llama-3-8B", pp=2)
+    assert float(single.head_gather_s[0]) == float(last.root_gather_s[0]) == float(last.head_gather_s[0]) > 0
+    assert float(first.head_gather_s[0]) == 0.0 < float(first.root_gather_s[0])
+    tied = times("Gemma-2-9B")[0]
+    assert 0 < float(tied.head_gather_s[0]) < float(tied.root_gather_s[0]) / 100
+    # DPTimes.tail_gather_s: the embedding's bucket(s), among the first calls; none on the last stage.
+    for holder in (single, first):
+        assert 0 < float(holder.tail_gather_s[0]) <= float(holder.first_all_gather_s[0])
+    assert float(last.tail_gather_s[0]) == 0.0
