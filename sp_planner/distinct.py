@@ -8,7 +8,9 @@ overflow. distinct_rows then hashes the key once (pd.factorize numbers in order 
 appearance); per_distinct, where order does not matter, looks it up in a table when the key's
 range is at most the row count and decodes each distinct key back into its column values.
 per_distinct_rows and per_key do the same for a container of candidate columns (space.Candidates)
-and a function of the columns named, or of values computed from them."""
+and a function of the columns named, or of values computed from them. distinct_float_rows tells
+the rows of a float table apart by their bytes, for a function that must give every row the bits
+it gave it row by row."""
 
 from __future__ import annotations
 
@@ -38,6 +40,22 @@ def distinct_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keys = np.asarray(keys)
     key = _table_key(keys)
     return _numbered(_hashed_key(keys) if key is None else key)
+
+
+def distinct_float_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse) for the rows of a float table (n, k) equal bit for bit (0.0 and -0.0, NaNs
+    of different payloads stay apart), so a function of the rows gives the distinct rows what it
+    gives every row: `first` the index of one occurrence of each, `inverse` each row's distinct row
+    (numbered in sorted byte order, not order of appearance). np.unique over each row's bytes as
+    one void value: the rows are few (hundreds) and wide, where hashing column by column
+    (distinct_rows) costs a pass a column."""
+    table = np.ascontiguousarray(table)
+    n, width = table.shape
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    record = table.view(np.dtype((np.void, width * table.itemsize))).ravel()
+    _, first, inverse = np.unique(record, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
 
 
 def distinct_columns(columns) -> tuple[np.ndarray, np.ndarray]:

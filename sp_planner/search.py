@@ -32,7 +32,7 @@ from sp_planner.space import (
     Candidates,
     Pins,
     degree_tuples,
-    expand_candidates,
+    iter_candidates,
     search_order,
     with_expert_degrees,
 )
@@ -123,15 +123,15 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
                                  total=total)
     passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
-    tuples = tuples_to_refine(passing.tuples, pins)
-    refined = _refine_scan(args, tuples, keep=keep, breakers=False, progress=progress, done=total)
+    refining = _refined_chunks(args, tuples_to_refine(passing.tuples, pins))
+    refined = _refine_scan(args, refining, keep=keep, breakers=False, progress=progress, done=total)
     counts, best = passing.counts + _counts(refined), passing.best  # breakers do not run out of memory
     best = _merged(best, refined, passing.candidates, hardware.hbm_bytes, keep)
     candidates = passing.candidates + (refined.candidates if refined else 0)
     if passing.costed + (refined.costed if refined else 0) < keep:  # too few pass the rules: rank the rest
         broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
         best = _merged(best, broken, 0, hardware.hbm_bytes, keep)
-        best = _merged(best, _refine_scan(args, tuples, keep=keep, breakers=True), passing.candidates,
+        best = _merged(best, _refine_scan(args, refining, keep=keep, breakers=True), passing.candidates,
                        hardware.hbm_bytes, keep)
     if best is None:  # degrees exist but no variant of them (HSDP replicas, cp_comm) matches the pins
         raise ValueError(f"no candidate plan on {world} GPUs matches the pins {pins}")
@@ -146,7 +146,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         parts = []
         for breakers in (False, True):  # each in rank order, the refined rows merged into it
             scan = _scan(*args, keep=None, breakers=breakers, progress=_no_progress)
-            part = _merged(scan.best, _refine_scan(args, tuples, keep=None, breakers=breakers), passing.candidates,
+            part = _merged(scan.best, _refine_scan(args, refining, keep=None, breakers=breakers), passing.candidates,
                            hardware.hbm_bytes, None)
             if part is not None:
                 parts.append(part)
@@ -157,23 +157,30 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
                         frame=every_costed_row, head=head)
 
 
-def _refine_scan(args: tuple, tuples: np.ndarray, *, keep: int | None, breakers: bool | None,
-                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
-    """_scan of the left-out interleaved rows of `tuples` (search_refine), None when they have none;
-    its progress counts on from the `done` candidates of the scan before it."""
-    model, hardware, workload, _, pins, gpus_per_node, runtime, chunk = args
+def _refined_chunks(args: tuple, tuples: np.ndarray) -> list[Candidates]:
+    """The left-out interleaved rows of the degree `tuples` (search_refine) in the scan's chunks,
+    enumerated once: counted for progress, then costed by every pass over them (_refine_scan)."""
+    model, hardware, workload, _, pins, gpus_per_node, _, chunk = args
     if len(tuples) == 0:
-        return None
-    n = len(expand_candidates(workload, tuples, pins, gpus_per_node, axes=search_axes(model, hardware),
-                              refine=True))
+        return []
+    return [c for _, c in iter_candidates(workload, tuples, pins, chunk_candidates=chunk, gpus_per_node=gpus_per_node,
+                                          axes=search_axes(model, hardware), refine=True)]
+
+
+def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, breakers: bool | None,
+                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
+    """_scan of the refinement's candidates (_refined_chunks), None when there are none; its
+    progress counts on from the `done` candidates of the scan before it."""
+    model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk = args
+    n = sum(len(c) for c in chunks)
     if n == 0:
         return None
 
     def counted_on(seen: int, _total: int, what: str | None = None) -> None:
         progress(done + seen, done + n, what)
 
-    return _scan(model, hardware, workload, tuples, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
-                 progress=counted_on, total=n, refine=True, what="interleaving the best plans: {}")
+    return _scan(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
+                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}")
 
 
 def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes: float,
@@ -195,8 +202,8 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
     search_refine, after the scan's in that order)."""
     scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
-    tuples = tuples_to_refine(scan.tuples, args[4])
-    refined = _refine_scan(args, tuples, keep=None, breakers=None, progress=progress, done=total)
+    refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))
+    refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total)
     best = _merged(scan.best, refined, scan.candidates, hardware.hbm_bytes, None)
     assert best is not None
     every = best.evaluated

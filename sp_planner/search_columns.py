@@ -1,4 +1,4 @@
-"""The search's candidates costed as typed columns (_Evaluated), with each shown row's reason: what
+"""The search's candidates costed as typed columns (Evaluated), with each shown row's reason: what
 search.search ranks and search.evaluate answers for one plan."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _rule_messages(model: ModelSpec, workload: Workload, c: Candidates, code: np
     return reasons
 
 
-class _Evaluated(NamedTuple):
+class Evaluated(NamedTuple):
     """Every candidate's estimate as typed arrays, and whether and why it cannot run."""
 
     candidates: Candidates
@@ -141,7 +141,7 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int, code: np.ndarray | None = None,
-              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None) -> _Evaluated:
+              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None) -> Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
     empty: `_explained` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
@@ -163,7 +163,7 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
-    return _Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
+    return Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
                       reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
 
 
@@ -191,7 +191,7 @@ def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Work
     return _run_memory(model, hardware, workload, run, domain, runtime)
 
 
-def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: _Evaluated) -> _Evaluated:
+def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated) -> Evaluated:
     """`e` with each row's reason: the first broken rule's message, or the memory shortfall."""
     oom = e.rule_code == len(RULES)
     reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.distinct import distinct_rows
-from sp_planner.search_columns import _Evaluated
+from sp_planner.search_columns import Evaluated
 from sp_planner.space import DEGREES, EXPERT_DEGREES, Pins, pinned_split
 
 __all__ = ["REFINE_PER_PP", "REFINE_TOP_TUPLES", "TupleBests", "refine_tuples", "refines", "tuple_bests",
@@ -48,7 +48,7 @@ def refines(pins: Pins) -> bool:
     return pins.vpp is None and pinned_split(pins) is None
 
 
-def tuple_bests(e: _Evaluated, place: np.ndarray) -> TupleBests:
+def tuple_bests(e: Evaluated, place: np.ndarray) -> TupleBests:
     """The fitting pipelined (pp > 1) rows of `e` (at enumeration places `place`), per degree tuple."""
     c = e.candidates
     rows = np.flatnonzero(e.fits & (c.pp > 1))

@@ -3,6 +3,7 @@ in rank order by merging each chunk into them (search.search drives it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -10,9 +11,9 @@ import numpy as np
 from sp_planner import columns
 from sp_planner.cost.runtime import Runtime
 from sp_planner.plan import RULES
-from sp_planner.search_columns import _evaluate, _Evaluated, candidate_memory, search_axes
+from sp_planner.search_columns import Evaluated, _evaluate, candidate_memory, search_axes
 from sp_planner.search_refine import TupleBests, merged, tuple_bests
-from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
+from sp_planner.space import Candidates, Pins, first_rule, iter_candidates, rule_masks
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from sp_planner.search import Progress
 
 
-def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _rank_keys(e: Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tier, primary, uncapped, secondary): fitting plans by step time (then the time before the
     MFU ceiling, cost.mfu_ceiling, then memory); then OOM by how far over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
@@ -33,7 +34,7 @@ def _rank_keys(e: _Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.nda
     return tier, primary, uncapped, secondary
 
 
-def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
+def _ranked_order(e: Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
     """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
     tier, primary, uncapped, secondary = _rank_keys(e, capacity_bytes)
     return np.lexsort((index, secondary, uncapped, primary, tier))
@@ -42,11 +43,11 @@ def _ranked_order(e: _Evaluated, index: np.ndarray, capacity_bytes: float) -> np
 class _Best(NamedTuple):
     """The best rows seen so far, in rank order, and their places in the enumeration."""
 
-    evaluated: _Evaluated
+    evaluated: Evaluated
     place: np.ndarray
 
 
-def _keep_best(best: _Best | None, e: _Evaluated, index: np.ndarray, capacity_bytes: float,
+def _keep_best(best: _Best | None, e: Evaluated, index: np.ndarray, capacity_bytes: float,
                keep: int | None) -> _Best:
     """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
     if best is not None:
@@ -69,7 +70,7 @@ def _full_of_fits(best: _Best | None, keep: int | None, capacity_bytes: float) -
 
 
 def _evaluate_fitting(model: ModelSpec, hardware: HardwareProfile, workload: Workload, chunk, gpus_per_node: int,
-                      code: np.ndarray, runtime: Runtime) -> tuple[np.ndarray, _Evaluated, int]:
+                      code: np.ndarray, runtime: Runtime) -> tuple[np.ndarray, Evaluated, int]:
     """(rows, their costs, OOM rows) of the chunk's rows that pass the rules and fit in memory:
     once the rows kept all fit (_full_of_fits) an OOM row cannot enter them (_keep_best drops it
     unranked), so its memory is priced and counted but not its time. The cost model is row by row
@@ -95,23 +96,25 @@ class _Scan(NamedTuple):
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
           gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
-          breakers: bool | None, progress: Progress, total: int = 0, refine: bool = False,
+          breakers: bool | None, progress: Progress, total: int = 0, chunks: list[Candidates] | None = None,
           what: str = "searching {}") -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
     every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
     row when None) in rank order. `costed` counts the rows costed that pass the rules; `tuples`
-    each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `refine`:
-    the candidates of space.expand_candidates(refine=True) instead (search_refine); `what` names
-    the candidates counted for progress ({}: how many)."""
-    parts: list[_Evaluated] = []
+    each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `chunks`: the
+    candidates, enumerated by the caller (search._refined_chunks), instead of those of `degrees`
+    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many)."""
+    parts: list[Evaluated] = []
     places: list[np.ndarray] = []
     bests: list[TupleBests] = []
     best: _Best | None = None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
     axes = search_axes(model, hardware)
-    for done, chunk in iter_candidates(workload, degrees, pins, chunk_candidates=chunk_candidates,
-                                       gpus_per_node=gpus_per_node, axes=axes, refine=refine):
+    enumerated: Iterable[Candidates] = chunks if chunks is not None else (
+        c for _, c in iter_candidates(workload, degrees, pins, chunk_candidates=chunk_candidates,
+                                      gpus_per_node=gpus_per_node, axes=axes))
+    for chunk in enumerated:
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
         if breakers is None:
             rows = np.arange(len(chunk))

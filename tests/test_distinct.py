@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from sp_planner.distinct import (DISTINCT_MIN_ROWS, _columns_key, _hashed_key, _table_key, distinct_columns,
-                                 distinct_key, distinct_rows, per_distinct, per_distinct_rows, per_key)
+                                 distinct_float_rows, distinct_key, distinct_rows, per_distinct, per_distinct_rows,
+                                 per_key)
 
 
 def _check_against_numpy(keys):
@@ -228,3 +229,14 @@ def test_distinct_groups_hold_every_row_of_each_distinct_row_in_order_of_first_a
     groups = distinct_groups([pp, vpp])
     assert [(row, rows.tolist()) for row, rows in groups] == [(0, [0, 2]), (1, [1, 3]), (4, [4]), (5, [5])]
     assert distinct_groups([np.array([], dtype=np.int64)]) == []
+
+
+def test_float_rows_are_told_apart_bit_for_bit():
+    # 0.0 and -0.0 compare equal but are different rows; a NaN row equals itself.
+    table = np.array([[1.5, 0.0], [1.5, -0.0], [np.nan, 2.0], [1.5, 0.0], [np.nan, 2.0], [0.1 + 0.2, 1.0],
+                      [0.3, 1.0]])
+    first, inverse = distinct_float_rows(table)
+    assert len(first) == 5
+    assert table[first][inverse].tobytes() == table.tobytes()  # every row is its distinct row, bit for bit
+    assert inverse[0] == inverse[3] != inverse[1] and inverse[2] == inverse[4] and inverse[5] != inverse[6]
+    assert [len(a) for a in distinct_float_rows(np.zeros((0, 3)))] == [0, 0]

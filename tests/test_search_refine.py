@@ -116,3 +116,19 @@ def test_progress_counts_the_refinement_on_from_the_scan():
     assert (scanned, scanned, "searching 10,512 candidates") in seen
     assert seen[-1] == (scanned + n, scanned + n, f"interleaving the best plans: {n:,} candidates")
     assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
+
+
+def test_the_refinements_candidates_are_enumerated_once(monkeypatch):
+    # Counted for progress, costed by the scan and by the frame's passes over every row: one
+    # enumeration of the refined tuples' rows.
+    enumerated = []
+    iterate = search_module.iter_candidates
+
+    def counted(*args, refine=False, **kwargs):
+        enumerated.append(refine)
+        return iterate(*args, refine=refine, **kwargs)
+
+    monkeypatch.setattr(search_module, "iter_candidates", counted)
+    result = search(DSV3, H100, DSV3_WORKLOAD, top_k=1, **DSV3_CASE)
+    assert result.candidates_evaluated > 10512 and len(result.frame) > 2000  # refined rows, the frame built
+    assert enumerated == [True]

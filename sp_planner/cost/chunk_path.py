@@ -26,7 +26,7 @@ import numpy as np
 
 from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.stage_layer_times import KindTimes
-from sp_planner.distinct import distinct_groups
+from sp_planner.distinct import distinct_float_rows, distinct_groups
 from sp_planner.pipeline_order import stage_order, upstream_stage
 from sp_planner.space import Candidates
 from sp_planner.specs.model import ModelSpec
@@ -37,35 +37,94 @@ PLAIN_GROUPS = 6  # micro-batch groups of pp walked block by block; the rest by 
 def chunk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
     """Seconds from the first block to the last of a step of `micro_batches` in Megatron's order,
     per candidate; `fwd_s`, `bwd_s`: (pp, vpp, rows) each chunk's forward and backward block."""
+    return chunk_paths_s(pp, vpp, [(micro_batches, fwd_s, bwd_s)])[0]
+
+
+def chunk_paths_s(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """chunk_path_s of each step (micro_batches, fwd_s, bwd_s) of one pp and vpp. The walk is row
+    by row, so each schedule is walked once over the distinct rows (distinct.distinct_float_rows)
+    of every step that walks it (past PLAIN_GROUPS groups, the steps of one remainder and parity
+    walk the same three), and each row gets the bits its step's own walk gives it."""
+    first = _walked(pp, vpp, steps, [_first_walks(pp, micro_batches) for micro_batches, _, _ in steps])
+    paths: list[np.ndarray | None] = []
+    for i, (micro_batches, _, _) in enumerate(steps):
+        groups, rest = divmod(micro_batches, pp)
+        if groups <= PLAIN_GROUPS:
+            paths.append(first[i][micro_batches])
+            continue
+        # Past PLAIN_GROUPS groups of pp, the last two walked groups' time for every two groups
+        # left: the steady state repeats with a period of one group or two (uneven chunks alternate
+        # between a group whose wrap waits and one whose wrap does not; tests/cost/test_chunk_path.py).
+        walked = PLAIN_GROUPS - (groups - PLAIN_GROUPS) % 2
+        longer, shorter, shortest = (first[i][g * pp + rest] for g in (walked, walked - 2, walked - 4))
+        # Where the last two pairs of groups have not yet settled to one increment (stages whose
+        # paces are close drift for longer than PLAIN_GROUPS groups: chunks within 10% of each other
+        # at pp 4, vpp 2 ran 2.6% short at 32 groups), the whole walk.
+        settled = np.allclose(longer - shorter, shorter - shortest, rtol=1e-9, atol=0.0)
+        paths.append(longer + (groups - walked) / 2 * (longer - shorter) if settled else None)
+    whole = _walked(pp, vpp, steps, [() if path is not None else (micro_batches,)
+                                     for path, (micro_batches, _, _) in zip(paths, steps)])
+    return [whole[i][steps[i][0]] if path is None else path for i, path in enumerate(paths)]
+
+
+def _first_walks(pp: int, micro_batches: int) -> tuple[int, ...]:
+    """The micro-batch counts chunk_paths_s walks a step over first: the whole step, or past
+    PLAIN_GROUPS groups the three whose last two pairs of groups it extrapolates."""
     groups, rest = divmod(micro_batches, pp)
     if groups <= PLAIN_GROUPS:
-        return walk_path_s(pp, vpp, micro_batches, fwd_s, bwd_s)
-    # Past PLAIN_GROUPS groups of pp, the last two walked groups' time for every two groups
-    # left: the steady state repeats with a period of one group or two (uneven chunks alternate
-    # between a group whose wrap waits and one whose wrap does not; tests/cost/test_chunk_path.py).
+        return (micro_batches,)
     walked = PLAIN_GROUPS - (groups - PLAIN_GROUPS) % 2
-    longer = walk_path_s(pp, vpp, walked * pp + rest, fwd_s, bwd_s)
-    shorter = walk_path_s(pp, vpp, (walked - 2) * pp + rest, fwd_s, bwd_s)
-    shortest = walk_path_s(pp, vpp, (walked - 4) * pp + rest, fwd_s, bwd_s)
-    # Where the last two pairs of groups have not yet settled to one increment (stages whose
-    # paces are close drift for longer than PLAIN_GROUPS groups: chunks within 10% of each other
-    # at pp 4, vpp 2 ran 2.6% short at 32 groups), the whole walk.
-    if not np.allclose(longer - shorter, shorter - shortest, rtol=1e-9, atol=0.0):
-        return walk_path_s(pp, vpp, micro_batches, fwd_s, bwd_s)
-    return longer + (groups - walked) / 2 * (longer - shorter)
+    return tuple(g * pp + rest for g in (walked, walked - 2, walked - 4))
+
+
+def _walked(pp: int, vpp: int, steps: list[tuple[int, np.ndarray, np.ndarray]],
+            counts: list[tuple[int, ...]]) -> list[dict[int, np.ndarray]]:
+    """Each step's walk_path_s of each micro-batch count in its `counts`, a count walked once over
+    the distinct rows of every step that asks for it."""
+    asking: dict[int, list[int]] = {}
+    for i, wanted in enumerate(counts):
+        for count in wanted:
+            asking.setdefault(count, []).append(i)
+    out: list[dict[int, np.ndarray]] = [{} for _ in steps]
+    for count, which in asking.items():
+        fwd = np.concatenate([steps[i][1] for i in which], axis=2)  # (pp, vpp, the steps' rows)
+        bwd = np.concatenate([steps[i][2] for i in which], axis=2)
+        rows = fwd.shape[2]
+        first, inverse = distinct_float_rows(np.concatenate([fwd.reshape(-1, rows), bwd.reshape(-1, rows)]).T)
+        ends = walk_path_s(pp, vpp, count, fwd[:, :, first], bwd[:, :, first])[inverse]
+        bounds = np.cumsum([steps[i][1].shape[2] for i in which])[:-1]
+        for i, part in zip(which, np.split(ends, bounds)):
+            out[i][count] = part
+    return out
 
 
 def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s: np.ndarray) -> np.ndarray:
     """chunk_path_s block by block: each rank's next block starts when the rank is free and its
     upstream block has ended."""
-    blocks = ([list(chunks) for chunks in bwd_s], [list(chunks) for chunks in fwd_s])  # [backward?][stage][chunk]
-    free = [np.zeros(fwd_s.shape[2])] * pp
-    ended: list[np.ndarray] = []
-    for stage, forward, chunk, waits in walk_order(pp, vpp, micro_batches):
-        start = free[stage] if waits < 0 else np.maximum(free[stage], ended[waits])
-        free[stage] = start + blocks[forward][stage][chunk]
-        ended.append(free[stage])
+    rows = fwd_s.shape[2]
+    blocks = list(np.concatenate([bwd_s.reshape(pp * vpp, rows), fwd_s.reshape(pp * vpp, rows)]))  # _walk_steps' order
+    free = [np.zeros(rows)] * pp
+    waited: dict[int, np.ndarray] = {}  # the ends a later block waits for, until it starts
+    maximum = np.maximum
+    for i, (stage, block, waits, is_waited) in enumerate(_walk_steps(pp, vpp, micro_batches)):
+        start = free[stage] if waits < 0 else maximum(free[stage], waited.pop(waits))
+        end = free[stage] = start + blocks[block]
+        if is_waited:
+            waited[i] = end
     return np.maximum.reduce(free)
+
+
+@lru_cache(maxsize=256)
+def _walk_steps(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, int, bool], ...]:
+    """walk_order's blocks as walk_path_s takes them: (stage, the block's row of the backward
+    then forward (stage, chunk) durations, the index of the block it waits for or -1, whether a
+    later block waits for it). Each block has one downstream block at most (upstream_stage is
+    one to one), so an end waited for is dropped once read: the walk holds a few, not every one."""
+    order = walk_order(pp, vpp, micro_batches)
+    waited = {waits for *_, waits in order if waits >= 0}
+    assert len(waited) == sum(waits >= 0 for *_, waits in order), "a block two blocks wait for"
+    return tuple((stage, (forward * pp + stage) * vpp + chunk, waits, i in waited)
+                 for i, (stage, forward, chunk, waits) in enumerate(order))
 
 
 @lru_cache(maxsize=256)
@@ -111,6 +170,8 @@ def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, k
     m = at_rows(micro_batches).astype(np.int64)
     ends = [at_rows(v) for v in (first_s, first_bwd_s, head_s, head_bwd_s)]
     columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows], m]
+    steps: dict[tuple[int, int], list[tuple[int, np.ndarray, np.ndarray]]] = {}  # by (pp, vpp): chunk_paths_s
+    targets: dict[tuple[int, int], list[np.ndarray]] = {}
     for row, at in distinct_groups(columns):
         pp, vpp, first_n, last_n, mb = (int(column[row]) for column in columns)
         counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
@@ -120,5 +181,9 @@ def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, k
         bwd[0, 0] += first_bwd
         fwd[-1, -1] += head - head_bwd
         bwd[-1, -1] += head_bwd
-        out[rows[at]] = chunk_path_s(pp, vpp, mb, fwd, bwd)
+        steps.setdefault((pp, vpp), []).append((mb, fwd, bwd))
+        targets.setdefault((pp, vpp), []).append(rows[at])
+    for (pp, vpp), same in steps.items():
+        for at, path in zip(targets[(pp, vpp)], chunk_paths_s(pp, vpp, same)):
+            out[at] = path
     return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_model
-from sp_planner.cost.chunk_path import PLAIN_GROUPS, chunk_path_s, walk_path_s
+from sp_planner.cost.chunk_path import PLAIN_GROUPS, chunk_path_s, chunk_paths_s, walk_order, walk_path_s
 from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.pipeline_path import compute_path_s
 from sp_planner.pipeline import stage_layers
@@ -70,3 +70,51 @@ def test_stages_of_close_paces_past_the_walked_groups_are_walked_whole(pp, vpp):
     for groups in (PLAIN_GROUPS + 3, 32):
         whole = walk_path_s(pp, vpp, groups * pp, fwd, bwd)
         assert chunk_path_s(pp, vpp, groups * pp, fwd, bwd) == pytest.approx(whole, rel=1e-9)
+
+
+def _walk_every_block(pp, vpp, micro_batches, fwd, bwd):
+    # The walk as written before the steps were cached: every block's end kept.
+    free, ended = [np.zeros(fwd.shape[2])] * pp, []
+    for stage, forward, chunk, waits in walk_order(pp, vpp, micro_batches):
+        start = free[stage] if waits < 0 else np.maximum(free[stage], ended[waits])
+        free[stage] = start + (fwd if forward else bwd)[stage, chunk]
+        ended.append(free[stage])
+    return np.maximum.reduce(free)
+
+
+@pytest.mark.parametrize(("pp", "vpp", "micro_batches"), [(2, 1, 2), (4, 2, 12), (3, 3, 9), (8, 4, 40), (16, 1, 48)])
+def test_walk_holds_only_the_ends_waited_for_and_gives_every_blocks_bits(pp, vpp, micro_batches):
+    rng = np.random.default_rng(3)
+    fwd, bwd = rng.uniform(0.01, 0.1, (pp, vpp, 5)), rng.uniform(0.02, 0.3, (pp, vpp, 5))
+    assert walk_path_s(pp, vpp, micro_batches, fwd, bwd).tobytes() == \
+        _walk_every_block(pp, vpp, micro_batches, fwd, bwd).tobytes()
+
+
+def test_equal_rows_are_walked_once_with_each_rows_bits():
+    # 12 rows, 3 distinct, within PLAIN_GROUPS groups: the whole walk of every row, bit for bit.
+    rng = np.random.default_rng(5)
+    pp, vpp, micro_batches = 4, 2, 4 * PLAIN_GROUPS
+    fwd, bwd = rng.uniform(0.01, 0.1, (pp, vpp, 3)), rng.uniform(0.02, 0.3, (pp, vpp, 3))
+    rows = np.array([0, 1, 2, 1, 0, 2, 2, 1, 0, 0, 1, 2])
+    once = chunk_path_s(pp, vpp, micro_batches, fwd[:, :, rows], bwd[:, :, rows])
+    assert once.tobytes() == _walk_every_block(pp, vpp, micro_batches, fwd[:, :, rows], bwd[:, :, rows]).tobytes()
+
+
+def test_steps_walked_together_get_the_bits_each_gets_alone():
+    # pp 4, vpp 2: 8 and 16 groups walk the same 6, 4 and 2 groups; 9 groups 5, 3 and 1; 7
+    # groups at stages of close paces do not settle and are walked whole; 3 groups within
+    # PLAIN_GROUPS. Each step's rows decide their own branch, as chunk_path_s alone.
+    rng = np.random.default_rng(9)
+    pp, vpp = 4, 2
+
+    def blocks(rows, spread):
+        fwd = rng.uniform(1.0 - spread, 1.0 + spread, (pp, vpp, rows))
+        return fwd, 2 * fwd * rng.uniform(1.0 - spread / 2, 1.0 + spread / 2, (pp, vpp, rows))
+
+    steps = [(8 * pp, *blocks(5, 0.5)), (16 * pp, *blocks(3, 0.5)), (9 * pp + 1, *blocks(4, 0.5)),
+             (7 * pp, *blocks(6, 0.1)), (3 * pp, *blocks(2, 0.5)), (16 * pp, *blocks(3, 0.1))]
+    together = chunk_paths_s(pp, vpp, steps)
+    assert [path.tobytes() for path in together] == [chunk_path_s(pp, vpp, *step).tobytes() for step in steps]
+    whole = [_walk_every_block(pp, vpp, *step) for step in steps]
+    assert together[3].tobytes() == whole[3].tobytes()  # not settled: walked whole
+    assert together[0] == pytest.approx(whole[0], rel=1e-9)
