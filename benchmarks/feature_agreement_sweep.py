@@ -6,7 +6,7 @@ ModelSpec.mtp_layers), recompute (selective = core_attn, full, mla_up_proj, moe_
 moe_act+layernorm), uneven end-chunk
 layouts (pipeline.SPLIT_LAYOUT: a first or last stage that vpp does not divide), the mixed-kind
 models (Llama-4-Maverick, DeepSeek-V3, Gemma 3), FP8 recipes (delayed, tensorwise, blockwise on
-H100; MXFP8 on B200; FP8 attention), HybridEP on GB200 NVL72, CUDA graphs and TP comm overlap
+H100; MXFP8 on B200; FP8 attention), HybridEP on GB200 NVL72, DeepEP on H100 and B200, CUDA graphs and TP comm overlap
 (runtime variants), context parallelism (ring p2p, all-gather, Ulysses, USP) at 32K to 1M tokens,
 HSDP and ZeRO-3 keeping parameters, activation offload, and the torchtitan, DeepSpeed and MindSpeed
 runtimes (cost.runtime). Prints max/mean |analytic/sim - 1| per group, the worst plans, the plans
@@ -148,6 +148,13 @@ def cases(quick: bool) -> Iterator[dict]:
         yield case("ep", f"Qwen3-30B {disp} H100 ep16", spec, "H100", 4096, 128, 4, ep=16)
         spec = model("DeepSeek-V3", moe={"dispatcher": disp})
         yield case("ep", f"DSV3 {disp} GB200 ep32 pp4", spec, "GB200-NVL72", 4096, 64, 16, pp=4, ep=32)
+    # DeepEP (cost.deepep): inside an H100 node, across H100 and B200 nodes.
+    deepep = model("Qwen3-30B-A3B", moe={"dispatcher": "deepep"})
+    yield case("ep", "Qwen3-30B deepep H100 ep8", deepep, "H100", 4096, 128, 2, ep=8)
+    yield case("ep", "Qwen3-30B deepep H100 ep16", deepep, "H100", 4096, 128, 4, ep=16)
+    yield case("ep", "Qwen3-30B deepep B200 ep16", deepep, "B200", 4096, 128, 2, ep=16)
+    yield case("ep", "DSV3 deepep H100 ep32 pp4", model("DeepSeek-V3", moe={"dispatcher": "deepep"}), "H100", 4096, 64,
+               16, pp=4, ep=32)
     # Runtimes: CUDA graphs, TP comm overlap, torchtitan, DeepSpeed, MindSpeed.
     for rt in RUNTIMES:
         dense_rt, moe_rt = ("graphs", "graphs_moe") if rt.startswith("graphs") else (rt, rt)

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from sp_planner.layout import CP_AXES, GRID_ORDER
+from sp_planner.cost.deepep import DEEPEP_GROUP_SIZES
 from sp_planner.plan_rules import (  # noqa: F401 (re-exported: the rules were defined here)
     ATTENTION_RULES,
     RULE_CHECKS,
@@ -246,6 +247,10 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
         return (f"vpp {plan.vpp} (interleaved 1F1B) needs pp > 1 and the micro-batches per step, "
                 f"{plan.num_micro_batches_of(f.global_batch)}, a multiple of pp {plan.pp} "
                 "(Megatron schedules.py: micro-batch groups of pp)")
+    if rule == "deepep_group":
+        return (f"the DeepEP dispatcher runs over the expert tp x ep group, etp {plan.etp} x ep {plan.ep} = "
+                f"{plan.etp * plan.ep} ranks; DeepEP's Buffer has configs for "
+                f"{', '.join(map(str, DEEPEP_GROUP_SIZES))} ranks only (deep_ep/buffer.py get_dispatch_config)")
     if rule == "mla_up_proj":
         return ("recompute mla_up_proj re-runs multi-latent attention's up-projections; this model has no MLA "
                 "(Megatron: mla_up_proj in recompute_modules needs multi_latent_attention); use selective or full")

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sp_planner.cost.deepep import deepep_group_breaks
 from sp_planner.pipeline import interleave_breaks, split_breaks
 from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, recompute_code, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
@@ -124,6 +125,13 @@ def _breaks_moe_act(num_experts, d, **_):
     return recomputes_moe_act(recompute_code(_get(d, "recompute"))) & (num_experts == 0)
 
 
+def _breaks_deepep_group(deepep, d, **_):
+    # DeepEP's Buffer has configs for a few group sizes only (deep_ep/buffer.py get_dispatch_config
+    # asserts the size is one) and Megatron runs it over the expert tp x ep group, asserting it holds
+    # more than one rank (token_dispatcher.py MoEFlexTokenDispatcher; cost.deepep).
+    return deepep & deepep_group_breaks(_get(d, "etp"), _get(d, "ep"))
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -138,6 +146,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "offload": _breaks_offload,
     "mla_up_proj": _breaks_mla_up_proj,
     "moe_act": _breaks_moe_act,
+    "deepep_group": _breaks_deepep_group,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")
@@ -157,6 +166,7 @@ class RuleFacts(NamedTuple):
     ffn_size: int = 0  # the dense MLP's hidden width (0: not known)
     expert_ffn_size: int = 0  # a routed expert's hidden width (0: dense model)
     mla: bool = False  # multi-latent attention (ModelSpec.mla)
+    deepep: bool = False  # the MoE tokens move by DeepEP (MoESpec.dispatcher "deepep")
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
@@ -165,7 +175,7 @@ class RuleFacts(NamedTuple):
                    model.window.window_tokens if model.window else 0,
                    model.window is not None and model.window.kind == "chunked",
                    model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0,
-                   model.mla is not None)
+                   model.mla is not None, model.moe is not None and model.moe.dispatcher == "deepep")
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
+from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import read_structured, validate_as
@@ -128,6 +129,8 @@ class PlanFile(FrozenModel):
         """A plan edited to a precision (or FP8 attention, block scaling, offloading) its hardware
         cannot run would fail deep in the cost model: every reader of a plan file refuses it here."""
         problems = hardware_problems(self.plan, self.hardware)
+        deepep = deepep_refusal(self.hardware, self.model, self.gpus_per_node)
+        problems += [] if deepep is None else [f"model.moe.dispatcher deepep: {deepep}"]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -41,6 +41,10 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     axes = Axes(model.num_layers, num_experts=experts)
     # A sliding window shorter than the sequence, so that the window_ring rule fires where ring > 1.
     model = model.model_copy(update={"window": WindowSpec(window_tokens=workload.seq_len // 3)})
+    # MoE models move their tokens with DeepEP, whose group sizes (etp x ep) are a set: ep 3 and ep 1
+    # break the deepep_group rule, ep 8 does not; dense models have no dispatcher, and it never fires.
+    if model.moe is not None:
+        model = model.model_copy(update={"moe": model.moe.model_copy(update={"dispatcher": "deepep"})})
     # Offloading every layer's activations breaks the offload rule (pp 1 and no recompute with it,
     # as ParallelPlan requires).
     offload_all = Pins(pp=1, recompute="none", cpu_offload_layers=model.num_layers)
@@ -60,6 +64,9 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
         assert (masks[rule] == broken[:, j]).all(), rule
         if rule == "moe_act" and experts:
             assert broken[:, j].sum() == 0, "moe_act fires on an MoE model"
+            continue
+        if rule == "deepep_group" and model.moe is None:
+            assert not broken[:, j].any()
             continue
         assert 0 < broken[:, j].sum() < n, f"rule {rule} never fires or always fires"
 

@@ -62,10 +62,11 @@ def check_pins(
     """Exit-2 check of the hard rules the pinned values alone already break (`split`: the pinned
     first and last stage layers, else the search's search_split).
 
-    Unpinned degrees are set to 1, the least they can be; every rule but kv_heads is a
-    divisibility that any larger degree only tightens, so a violation here holds for every plan.
+    Unpinned degrees are set to 1, the least they can be; every rule but kv_heads and deepep_group
+    is a divisibility that any larger degree only tightens, so a violation here holds for every plan.
     kv_heads (G % (tp*u) == 0 or (tp*u) % G == 0) can be repaired by a larger ulysses, so it is
-    only checked when tp and ulysses are both pinned.
+    only checked when tp and ulysses are both pinned; deepep_group (etp x ep among DeepEP's sizes)
+    only when ep and etp are.
     """
     pp, stage_vpp = degrees["pp"] or 1, vpp or 1
     first, last = split or (int(x) for x in search_split(model.num_layers, pp, stage_vpp, model.mtp_layers,
@@ -79,6 +80,8 @@ def check_pins(
     # The expert grid must divide a stage's GPUs (world / pp). Unpinned degrees are 1 in `partial`,
     # so the rule itself waits for all five; the stage's GPUs are known before that.
     skip |= set() if all(degrees.values()) else {"expert_grid"}
+    # DeepEP's group sizes are a set, not a divisibility: a larger ep or etp can repair one.
+    skip |= set() if {"ep", "etp"} <= {k for k, v in (experts or {}).items() if v} else {"deepep_group"}
     _check_expert_grid(experts or {}, degrees["pp"], world_size)
     # The interleaving rule reads the micro-batch count, which unpinned dp and micro-batch change.
     if not all(degrees[axis] for axis in PIN_DEGREES) or micro_batch is None:

@@ -115,8 +115,9 @@ def plan(
         "the mean) or balanced (forced even for benchmarking: Megatron --moe-router-force-load-balancing).")
     ] = "learned",
     moe_dispatcher: Annotated[MoEDispatcher, typer.Option(
-        help="MoE: Megatron's token dispatcher, alltoall (with fused permutations) or hybridep (the flex "
-        "dispatcher's HybridEP backend, which permutes inside its own kernels; megatron only).")
+        help="MoE: Megatron's token dispatcher, alltoall (with fused permutations), hybridep (the flex "
+        "dispatcher's HybridEP backend, which permutes inside its own kernels) or deepep (its DeepEP backend: "
+        "Hopper and 8-GPU Blackwell nodes); hybridep and deepep megatron only).")
     ] = "alltoall",
     first_stage_layers: Annotated[Optional[int], typer.Option(
         min=1, max=MAX_MTP_LAYERS, show_default=False, help="Pin the decoder layers on the first pipeline stage "

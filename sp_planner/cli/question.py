@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
                                           with_routing)
@@ -172,6 +173,9 @@ def resolve_question(
     gpus = profile.gpus_per_node if gpus_per_node is None else gpus_per_node
     if gpus <= 0:
         raise UserInputError(f"--gpus-per-node must be at least 1, got {gpus}")
+    refusal = deepep_refusal(profile, model_spec, gpus)
+    if refusal is not None:
+        raise UserInputError(f"--moe-dispatcher deepep: {refusal}")
     world_size = num_nodes * gpus
     check_degrees(degrees, world_size)
     # By default a token budget per step (specs/batch.py), rounded so that dp divides it.

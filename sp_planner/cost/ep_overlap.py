@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.deepep import deepep_sms
 from sp_planner.cost.hybridep import hybridep_sms, hybridep_unhidden_share
 from sp_planner.cost.overlap import NCCL_SMS_WHILE_OVERLAPPED, overlap_compute_slowdown
 from sp_planner.cost.tp_overlap import gemm_shares
@@ -87,10 +88,11 @@ def layer_ep_saving_s(hardware: HardwareProfile, model: ModelSpec, *, gemm_fwd_s
     (GEMMs with their casts and elementwise passes) split between the attention and the MLP nodes
     by their GEMMs' FLOP shares (cost.tp_overlap.gemm_shares: QKV and projection against FC1 and
     FC2), the MLP backward half dgrad and half wgrad; the hidden calls hold HybridEP's SMs
-    (cost.hybridep) or NCCL's 16 (cost.overlap)."""
+    (cost.hybridep), DeepEP's (cost.deepep: Megatron's 20 unless set) or NCCL's 16 (cost.overlap)."""
     mlp = sum(gemm_shares(model)[2:])
-    hybridep = model.moe is not None and model.moe.dispatcher == "hybridep"
-    sms = hybridep_sms(model, ep, ep_stride, gpus_per_node) if hybridep else NCCL_SMS_WHILE_OVERLAPPED
+    dispatcher = model.moe.dispatcher if model.moe is not None else "alltoall"
+    sms = (hybridep_sms(model, ep, ep_stride, gpus_per_node) if dispatcher == "hybridep"
+           else deepep_sms(model) if dispatcher == "deepep" else NCCL_SMS_WHILE_OVERLAPPED)
     return ep_overlap_saving_s(
         attn_fwd_s=(1 - mlp) * gemm_fwd_s + attn_fwd_s + tp_fwd_s, mlp_fwd_s=mlp * gemm_fwd_s,
         mlp_dgrad_s=mlp * gemm_bwd_s / 2, mlp_wgrad_s=mlp * gemm_bwd_s / 2,

@@ -69,6 +69,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sp_planner.cost.activations import saved_activation_bytes_per_layer, sequence_parallel_region_tokens
+from sp_planner.cost.deepep import deepep_buffer_bytes, deepep_sms
 from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.stage_activations import stage_kind_layers, stage_saved_bytes
 from sp_planner.cost.stage_params import placed_moe_layers, stage_params
@@ -280,6 +281,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                                              states=states, gathered_bytes_per_param=gathered_width)
     reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus,
                             nccl_dispatch=model.moe is None or model.moe.dispatcher == "alltoall")
+    if model.moe is not None and model.moe.dispatcher == "deepep":  # its NVLink and RDMA buffers
+        reserve = reserve + deepep_buffer_bytes(model, np.asarray(c.etp) * np.asarray(c.ep), deepep_sms(model))
 
     # The stage's peak is the larger of two moments (module docstring): the loss, with the logits,
     # or a layer's backward, with the layer full recompute rebuilds and the attention's buffers;

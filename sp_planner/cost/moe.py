@@ -59,8 +59,14 @@ none of these bytes. Its dispatch and combine inside one NVLink domain on the pr
 publishes figures for are timed from them (cost.hybridep: one row a token and receiving rank, at
 its measured speed); elsewhere (H100 nodes, across NVLink domains) as the alltoall dispatcher's
 NCCL all-to-all, its network part at the profile's ep_kernel_all_to_all (DeepEP's internode RDMA
-rate) where the profile sets one, not NCCL's all_to_all (cost.links). DeepEP (a permute after its
-dispatch) is not modelled.
+rate) where the profile sets one, not NCCL's all_to_all (cost.links). The DeepEP backend
+(MoESpec.dispatcher "deepep") times its dispatch and combine from DeepEP's benchmarks (cost.deepep)
+and then permutes as Megatron's _DeepepManager does (token_dispatcher.py, d98e8a64, lines
+1418-1468): the fused permute reads each received row (one a token and rank reached,
+cost.hybridep.ranks_reached_per_token) and writes its copy for each local expert (top_k x load a
+source token), the unpermute the reverse: 2 (r + k) rows a source token (cost.deepep),
+without the alltoall dispatcher's sort by local expert (DeepEP's rows arrive by source rank, and
+the permute writes them by expert).
 Under FP8 and MXFP8, Megatron-Core's grouped MLP pads each local expert's rows to the quantization
 alignment with whole-tensor copies on the alltoall dispatcher (cost.expert_padding), timed with the
 permutations (permute_s).
@@ -76,6 +82,7 @@ import numpy as np
 from sp_planner.cost.expert_padding import padding_bytes_per_token, router_pad_load
 from sp_planner.cost.grouped_gemm import grouped_curve_times, grouped_gemm_efficiency_factor
 from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
+from sp_planner.cost.deepep import deepep_dispatch_s, deepep_permutation_rows, deepep_refusal
 from sp_planner.cost.hybridep import hybridep_dispatch_s, hybridep_timed
 from sp_planner.cost.links import all_to_all_time_s, ring_collective_time_s
 from sp_planner.specs.hardware import HardwareProfile
@@ -253,6 +260,8 @@ def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int, pad_
     local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
     received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * busiest_rank_load(model, ep, pad_load)
     rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
+    if model.moe.dispatcher == "deepep":
+        rows = deepep_permutation_rows(model, ep, k, busiest_rank_load(model, ep, pad_load))
     return rows * model.hidden_size * elem_bytes
 
 
@@ -272,9 +281,9 @@ class MoETimes(NamedTuple):
 
 
 def nccl_dispatch(model: ModelSpec) -> bool:
-    """Whether NCCL's all-to-all moves the tokens: not under HybridEP, whose own kernels do (their
-    speed by message size is not NCCL's measured curve, cost.collective_sizes)."""
-    return model.moe is None or model.moe.dispatcher != "hybridep"
+    """Whether NCCL's all-to-all moves the tokens: not under HybridEP or DeepEP, whose own kernels do
+    (their speed by message size is not NCCL's measured curve, cost.collective_sizes)."""
+    return model.moe is None or model.moe.dispatcher == "alltoall"
 
 
 def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank, ep, etp,
@@ -292,6 +301,9 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     (cost.expert_padding.padding_align_rows): its extra routed rows are dispatched, gathered,
     permuted and computed as routed copies, a load on every EP rank (router_pad_load)."""
     f = moe_layer_fraction(model) if model.moe is not None else 0.0
+    refusal = deepep_refusal(hardware, model, gpus_per_node)
+    if refusal is not None:
+        raise ValueError(refusal)
     # Megatron pad_routing_map's rows ride every routed-copy term below (cost.expert_padding).
     pad_load = router_pad_load(model, tokens_per_tp_rank, router_pad_align_rows)
     load = busiest_rank_load(model, ep, pad_load)
@@ -312,12 +324,18 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
         a2a = np.where(measured, f * hybridep_dispatch_s(
             hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, load=load, ep=ep, ep_stride=ep_stride,
             gpus_per_node=gpus_per_node, elem_bytes=elem_bytes), a2a)
+    if model.moe is not None and model.moe.dispatcher == "deepep":  # DeepEP's kernels (cost.deepep)
+        a2a = f * deepep_dispatch_s(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, load=load, ep=ep,
+                                    ep_stride=ep_stride, gpus_per_node=gpus_per_node, elem_bytes=elem_bytes)
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes, pad_load) * tokens_per_tp_rank
+    # DeepEP's fused permute pads to the alignment as it writes (Megatron permute(align_size=...),
+    # pad_offsets): no whole-tensor copies beside it.
+    copied = model.moe is None or model.moe.dispatcher == "alltoall"
     moved = moved + padding_bytes_per_token(model, tokens_per_tp_rank, ep, etp, pad_align_rows, load,
-                                            elem_bytes) * tokens_per_tp_rank
-    permuted = model.moe is not None and model.moe.dispatcher == "alltoall"
+                                            elem_bytes) * tokens_per_tp_rank * copied
+    permuted = model.moe is not None and model.moe.dispatcher != "hybridep"
     permute = f * memory_pass_time_s(hardware, moved) * permuted
     return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,
                     etp_collective_s=etp_s, permute_s=np.asarray(permute, dtype=np.float64))

@@ -23,7 +23,8 @@ Sources (shared reference attention_kernels_and_cp_costs.md section 5):
   and the ring's neighbours (1 at ring 2, else 2; all-gather CP sends none). The flex dispatcher's
   HybridEP backend moves tokens with its own kernels and buffers, not NCCL's all-to-all (its only
   NCCL call on the expert grid is the all-gather of the counts, a ring collective), so its expert
-  peers open no connections; HybridEP's own buffers are not counted. The channels per peer
+  peers open no connections; HybridEP's own buffers are not counted (DeepEP's are, cost.deepep via
+  cost.memory; it opens no NCCL peer connections either). The channels per peer
   follow NCCL's rule (src/graph/paths.cc ncclTopoGetNchannels and ncclTopoComputeP2pChannels, at
   v2.20.3-1 and at master 5067397c), the minimum over the group's peers:
   - inside the NVLink domain, 2 per NVLink lane of the GPU (the path's bandwidth over one lane's),

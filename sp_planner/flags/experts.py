@@ -16,13 +16,15 @@ def _splits_experts(request: FlagRequest) -> bool:
 
 
 def dispatcher_failures(request: FlagRequest, framework: str) -> list[str]:
-    """HybridEP (MoESpec.dispatcher) is Megatron-Core's flex dispatcher backend; no other framework
-    this planner emits for has it."""
+    """HybridEP and DeepEP (MoESpec.dispatcher) are Megatron-Core's flex dispatcher backends; no other
+    framework this planner emits for runs them (MindSpeed's NPUs have no DeepEP; sp-plan emits no
+    torchtitan DeepEP configuration, whose own DeepEP path the cost model does not time)."""
     moe = request.model.moe
     if moe is None or moe.dispatcher == "alltoall":
         return []
-    return [f"token dispatcher {moe.dispatcher} cannot be expressed: {framework} has no HybridEP backend "
-            "(Megatron-Core's flex dispatcher); leave out --moe-dispatcher, or use megatron"]
+    backend = {"hybridep": "HybridEP", "deepep": "DeepEP"}[moe.dispatcher]
+    return [f"token dispatcher {moe.dispatcher} cannot be expressed: {framework} has no {backend} backend "
+            "(Megatron-Core's flex dispatcher) that sp-plan emits; leave out --moe-dispatcher, or use megatron"]
 
 
 def capacity_failures(request: FlagRequest, framework: str, where: str) -> list[str]:

@@ -7,8 +7,14 @@ from __future__ import annotations
 from sp_planner.flags.base import FlagGroup, FlagRequest
 
 
-def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False) -> list[str]:
-    """The token dispatcher cost.moe times (MoESpec.dispatcher)."""
+def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False, sms: int | None = None) -> list[str]:
+    """The token dispatcher cost.moe times (MoESpec.dispatcher; `sms`: MoESpec.dispatcher_sms)."""
+    if dispatcher == "deepep":
+        # The flex dispatcher's DeepEP backend (cost.deepep), then Megatron's fused permute around
+        # it (_DeepepManager, moe_permute_fusion). megatron-core 0.16's SM count is
+        # --moe-deepep-num-sms (default 20; later releases rename it --moe-flex-dispatcher-num-sms).
+        return ["--moe-token-dispatcher-type flex", "--moe-flex-dispatcher-backend deepep", "--moe-permute-fusion",
+                *([] if sms is None else [f"--moe-deepep-num-sms {sms}"])]
     if dispatcher == "hybridep":
         # The flex dispatcher's HybridEP backend: it permutes inside its own kernels, which cost.moe
         # times as no permutation passes.
@@ -42,7 +48,7 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
         f"--expert-model-parallel-size {p.ep}",
         # None means ETP = TP (arguments.py); the plan's value is always explicit.
         f"--expert-tensor-parallel-size {p.etp}",
-        *dispatcher_flags(m.moe.dispatcher, mindspeed=mindspeed),
+        *dispatcher_flags(m.moe.dispatcher, mindspeed=mindspeed, sms=m.moe.dispatcher_sms),
         "--moe-grouped-gemm",
     ]
     if not m.linear_bias:

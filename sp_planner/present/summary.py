@@ -111,7 +111,8 @@ def moe_routing(model: ModelSpec) -> dict[str, Any]:
     """The routing the plans were costed with (cost.moe): router load (learned or force-balanced),
     the busiest expert-parallel rank's load over the mean it implies at ep > 1 before any capacity
     cap, the capacity factor (None = dropless) with its padding, and the token dispatcher
-    (MoESpec.dispatcher: alltoall's fused permutations are timed, hybridep's are inside its kernels)."""
+    (MoESpec.dispatcher: alltoall's and deepep's permutations are timed, hybridep's are inside its
+    kernels)."""
     assert model.moe is not None
     return {"routing": model.moe.routing, "load_imbalance": router_imbalance(model),
             "capacity_factor": model.moe.capacity_factor, "pad_to_capacity": model.moe.pad_to_capacity,

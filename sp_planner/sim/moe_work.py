@@ -2,7 +2,8 @@
 over the expert-parallel groups and the etp token collectives, run as phases on the cluster graph,
 the busiest rank's extra expert GEMMs (its load and the small-M grouped-GEMM slowdown) and the
 dispatcher's permutations, all from cost.moe.moe_times, so the two models agree; HybridEP inside
-one NVLink domain is timed from its benchmark (cost.hybridep), as the analytic model times it.
+one NVLink domain is timed from its benchmark (cost.hybridep), and DeepEP from its (cost.deepep), as
+the analytic model times them.
 
 Bytes and counts are cost.moe's (Megatron-Core's alltoall dispatcher, the busiest rank's load).
 Each collective is scaled by the share of the model's layers that are MoE: the simulator passes
@@ -68,9 +69,9 @@ def moe_work(phase: Callable[..., float], hardware: HardwareProfile, model: Mode
     times = moe_times(hardware, model, tokens_per_tp_rank=tokens_per_tp_rank, ep=plan.ep, etp=plan.etp,
                       ep_stride=stride, elem_bytes=BF16_BYTES, gpus_per_node=gpus_per_node, gemm_flops_per_s=rate,
                       pad_align_rows=copies_align, router_pad_align_rows=router_align)
-    if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node):
-        # HybridEP's kernels at their measured speed, not flows on the cluster graph: cost.moe's
-        # time (cost.hybridep), already scaled by the share of MoE layers.
+    if hybridep_timed(hardware, model, plan.ep, stride, gpus_per_node) or model.moe.dispatcher == "deepep":
+        # HybridEP's or DeepEP's kernels at their measured speed, not flows on the cluster graph:
+        # cost.moe's time (cost.hybridep, cost.deepep), already scaled by the share of MoE layers.
         a2a = float(times.all_to_all_s)
     else:
         a2a = share * phase("ep dispatch/combine all-to-all", groups["ep"], copies * (plan.ep - 1) / plan.ep,

@@ -13,8 +13,9 @@ from sp_planner.specs.model_limits import MAX_EXPERTS, MAX_LAYERS, MAX_WIDTH
 # How a MoE router's load falls on the experts (MoESpec.routing).
 MoERouting = Literal["learned", "balanced"]
 # Megatron's MoE token dispatcher (--moe-token-dispatcher-type; cost.moe): alltoall with fused
-# permutations, or the flex dispatcher's HybridEP backend, which permutes inside its kernels.
-MoEDispatcher = Literal["alltoall", "hybridep"]
+# permutations, or the flex dispatcher's HybridEP backend, which permutes inside its kernels, or its
+# DeepEP backend (cost.deepep), which permutes after its dispatch.
+MoEDispatcher = Literal["alltoall", "hybridep", "deepep"]
 # How the local experts' GEMMs are launched (cost.gemm_shapes, cost.grouped_gemm): per_expert, one
 # GEMM per expert (Transformer Engine's GroupedLinear, Megatron-Core's TEGroupedMLP default);
 # grouped, one kernel over every expert (torch._grouped_mm in torchtitan, TE's opt-in CUTLASS
@@ -50,9 +51,9 @@ class MoESpec(FrozenModel):
     # The token dispatcher the run uses (TransformerConfig.moe_token_dispatcher_type and
     # moe_flex_dispatcher_backend): its permutations are timed only under alltoall (cost.moe).
     dispatcher: MoEDispatcher = "alltoall"
-    # SMs HybridEP's dispatch and combine kernels hold (Megatron moe_flex_dispatcher_num_sms, formerly
-    # moe_hybridep_num_sms): None leaves HybridEP's default, 24 inside one NVLink domain and 8
-    # across domains (cost.hybridep). HybridEP only.
+    # SMs the flex dispatcher's dispatch and combine kernels hold (Megatron moe_flex_dispatcher_num_sms,
+    # formerly moe_hybridep_num_sms): None leaves HybridEP's default, 24 inside one NVLink domain and 8
+    # across domains (cost.hybridep), or Megatron's 20 for DeepEP (cost.deepep). Flex dispatchers only.
     dispatcher_sms: int | None = Field(default=None, gt=0, le=1024)
     # How the run launches the expert GEMMs (MoEExpertGemm): Megatron-Core's default per_expert.
     # Unstated, sp-plan takes its framework's (cost.grouped_gemm.with_framework_expert_gemm).
@@ -69,8 +70,21 @@ class MoESpec(FrozenModel):
 
     @model_validator(mode="after")
     def _sms_are_hybridep_s(self) -> "MoESpec":
-        if self.dispatcher_sms is not None and self.dispatcher != "hybridep":
-            raise ValueError("dispatcher_sms is the HybridEP dispatcher's SM count; set dispatcher hybridep or drop it")
+        if self.dispatcher_sms is not None and self.dispatcher == "alltoall":
+            raise ValueError("dispatcher_sms is the flex dispatcher's SM count; set dispatcher hybridep or deepep, "
+                             "or drop it")
+        if self.dispatcher == "deepep" and self.dispatcher_sms is not None and self.dispatcher_sms % 2:
+            # DeepEP Buffer.set_num_sms: "The SM count must be even".
+            raise ValueError(f"dispatcher_sms {self.dispatcher_sms}: DeepEP needs an even SM count")
+        return self
+
+    @model_validator(mode="after")
+    def _deepep_pads_no_capacity(self) -> "MoESpec":
+        # Megatron TransformerConfig: "Flex token dispatcher with deepep backend does not support
+        # moe_pad_expert_input_to_capacity" (megatron-core 0.16.1 transformer_config.py __post_init__).
+        if self.dispatcher == "deepep" and self.pad_to_capacity:
+            raise ValueError("the deepep dispatcher cannot pad experts to capacity (Megatron refuses "
+                             "--moe-pad-expert-input-to-capacity with the flex dispatcher's DeepEP backend)")
         return self
 
     @model_validator(mode="after")

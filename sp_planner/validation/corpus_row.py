@@ -184,8 +184,8 @@ class CorpusRow(FrozenModel):
     # cost.cuda_graphs); empty: eager, as sp-plan assumes.
     cuda_graph_scope: tuple[str, ...] = ()
     # Megatron's MoE token dispatcher the recipe runs (specs.moe MoESpec.dispatcher, cost.moe):
-    # alltoall, or the flex dispatcher's HybridEP backend (--moe-token-dispatcher-type flex,
-    # --moe-flex-dispatcher-backend hybridep). MoE rows of the Megatron family only.
+    # alltoall, or the flex dispatcher's HybridEP or DeepEP backend (--moe-token-dispatcher-type flex,
+    # --moe-flex-dispatcher-backend hybridep / deepep). MoE rows of the Megatron family only.
     moe_dispatcher: MoEDispatcher = "alltoall"
     # The SMs the recipe gives HybridEP (moe_hybridep_num_sms / moe_flex_dispatcher_num_sms;
     # MoESpec.dispatcher_sms, cost.hybridep); None: HybridEP's default. hybridep rows only.

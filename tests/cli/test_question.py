@@ -102,3 +102,17 @@ def test_pinned_expert_grid_larger_than_a_stage_is_refused():
     with pytest.raises(UserInputError, match=r"^the pinned plan breaks the expert_grid rule: ep\*etp = 16\*1"):
         _resolve(model="qwen3-30b-a3b", num_nodes=1, seq_len="32k", expert_degrees={"ep": 16})
     assert _resolve(model="qwen3-30b-a3b", num_nodes=1, seq_len="32k", expert_degrees={"ep": 8}).pins.ep == 8
+
+
+def test_deepep_is_refused_where_it_has_no_figure_and_its_group_rule_waits_for_ep_and_etp():
+    # DeepEP (cost.deepep): no figure on GB200 NVL72 or A800; its group sizes are a set, so an unpinned
+    # ep (1 in the pin check) is left to the search, while a pinned etp 1 x ep 1 (one rank) is refused.
+    moe = dict(model="qwen3-30b-a3b", seq_len="4k", moe_dispatcher="deepep")
+    for hardware in ("gb200-nvl72", "a800"):
+        with pytest.raises(UserInputError, match="--moe-dispatcher deepep: the DeepEP dispatcher has no published"):
+            _resolve(hardware=hardware, **moe)
+    with pytest.raises(UserInputError, match="needs 8 GPUs a node"):
+        _resolve(hardware="h100-sxm", gpus_per_node=4, **moe)
+    assert _resolve(hardware="h100-sxm", **moe).model.moe.dispatcher == "deepep"
+    with pytest.raises(UserInputError, match="deepep_group rule: .*etp 1 x ep 1 = 1 ranks"):
+        _resolve(hardware="h100-sxm", expert_degrees={"ep": 1, "etp": 1}, **moe)

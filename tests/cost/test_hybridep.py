@@ -56,7 +56,7 @@ def test_sm_count_is_the_runs_else_hybrideps_default():
     assert float(hybridep_sms(HYBRIDEP, 16, 1, 8)) == 8.0  # across two 8-GPU nodes
     stated = HYBRIDEP.model_copy(update={"moe": HYBRIDEP.moe.model_copy(update={"dispatcher_sms": 32})})
     assert float(hybridep_sms(stated, 16, 1, 8)) == 32.0
-    with pytest.raises(ValueError, match="dispatcher_sms is the HybridEP"):
+    with pytest.raises(ValueError, match="dispatcher_sms is the flex dispatcher"):
         type(QWEN.moe)(**{**QWEN.moe.model_dump(), "dispatcher_sms": 32})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest, render_all, render_flags
 from sp_planner.flags.torchtitan_v02 import parallelism_items
@@ -88,19 +90,23 @@ def test_force_balanced_routing_per_framework():
         "torchtitan", _request(plan, "0.2.2")).text
 
 
-def test_hybridep_is_megatron_only():
+@pytest.mark.parametrize("dispatcher", ["hybridep", "deepep"])
+def test_flex_dispatchers_are_megatron_only(dispatcher):
     # MoESpec.dispatcher hybridep: Megatron emits the flex dispatcher; every other framework refuses
     # with the same reason, even where the plan does not split the experts (ep 1).
-    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "hybridep"})
+    # (DeepEP needs an expert-parallel group of at least 2 ranks: plan_rules "deepep_group".)
+    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": dispatcher})
     model = QWEN3_30B.model_copy(update={"moe": moe})
-    plan = ParallelPlan(tp=2, ring=2, dp=2, zero=1)
+    plan = ParallelPlan(tp=2, ring=2, dp=2, zero=1, ep=1 if dispatcher == "hybridep" else 2, etp=1)
     request = FlagRequest(model=model, workload=Workload(seq_len=32768, global_batch=8), plan=plan, num_nodes=1,
                           gpus_per_node=8, framework_version="0.2.2")
     flags = render_all(request)
-    assert flags["megatron"].supported and "--moe-flex-dispatcher-backend hybridep" in flags["megatron"].text
+    assert flags["megatron"].supported and f"--moe-flex-dispatcher-backend {dispatcher}" in flags["megatron"].text
     for framework in ("mindspeed", "deepspeed", "yunchang", "torchtitan"):
         assert not flags[framework].supported, framework
-        assert "token dispatcher hybridep cannot be expressed" in flags[framework].reason, framework
+        # DeepSpeed and yunchang refuse ep 2 before they reach the dispatcher.
+        if dispatcher == "hybridep" or framework in ("mindspeed", "torchtitan"):
+            assert f"token dispatcher {dispatcher} cannot be expressed" in flags[framework].reason, framework
 
 
 def test_torchtitan_float8_moe_plans_convert_the_linears_only():

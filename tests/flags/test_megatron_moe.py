@@ -250,6 +250,27 @@ def test_hybridep_flags_pass_transformer_config():
     assert "--moe-permute-fusion" not in parse_bash_array(flags.text)
 
 
+def test_deepep_flags_pass_transformer_config():
+    # MoESpec.dispatcher deepep: the flex dispatcher's DeepEP backend with Megatron's fused permute
+    # around it, and the run's SM count (megatron-core 0.16's --moe-deepep-num-sms).
+    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "deepep", "dispatcher_sms": 24})
+    model = QWEN3_30B.model_copy(update={"moe": moe})
+    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1)
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=1,
+                          gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    config = transformer_config(flags.text, model.hidden_size)
+    assert (config.moe_token_dispatcher_type, config.moe_flex_dispatcher_backend) == ("flex", "deepep")
+    assert config.moe_deepep_num_sms == 24
+    assert "--moe-permute-fusion" in parse_bash_array(flags.text)  # TE-less CPU config turns it off
+    # Megatron refuses padding to capacity on DeepEP; MoESpec refuses it first.
+    with pytest.raises(ValueError, match="does not support moe_pad_expert_input_to_capacity"):
+        TransformerConfig(num_layers=2, hidden_size=64, num_attention_heads=4, num_moe_experts=8,
+                          moe_token_dispatcher_type="flex", moe_flex_dispatcher_backend="deepep",
+                          moe_expert_capacity_factor=1.0, moe_pad_expert_input_to_capacity=True)
+
+
 @pytest.mark.parametrize("precision", ["fp8", "mxfp8"])
 def test_fp8_dropless_flags_pad_in_the_router_and_pass_transformer_config(precision, monkeypatch):
     # TransformerConfig accepts router padding under FP8 on the alltoall dispatcher (it refuses it

@@ -132,6 +132,20 @@ def test_hybridep_inside_an_nvlink_domain_simulates_as_the_analytic_model():
     assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}
 
 
+@pytest.mark.parametrize(("name", "ep", "nodes"), [("h100-sxm", 8, 2), ("h100-sxm", 16, 2), ("b200", 16, 2)])
+def test_deepep_simulates_as_the_analytic_model(name, ep, nodes):
+    # DeepEP inside a node and across two (cost.deepep): its measured speed in both models.
+    qwen = load_model("qwen3-30b-a3b")
+    model = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"dispatcher": "deepep"})})
+    hardware = load_hardware(name)
+    plan = ParallelPlan(tp=1, dp=8 * nodes, ep=ep, zero=1)
+    sim = simulate(model, hardware, SHORT, plan, num_nodes=nodes, gpus_per_node=8, detail=False)
+    est = evaluate(model, hardware, SHORT, plan, num_nodes=nodes, gpus_per_node=8)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert sim.critical_path_by_kind_s["moe_comm"] == pytest.approx(est.time.moe_comm_s, rel=0.01)
+    assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}
+
+
 def test_hybridep_with_etp_spreads_its_ep_group_over_the_nodes():
     # EP 8 with etp 2 on 2 x 8 B200: the EP group's members are 2 ranks apart (etp is the faster
     # axis), so it spans both nodes and HybridEP's single-domain benchmark does not time it; both
