@@ -13,7 +13,7 @@ from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
-                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0):
+                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on a stage of an interleaved pipeline. Each later model chunk is one call of
     chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's); window_s
@@ -36,19 +36,31 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     backward, which runs with chunk 0 only: Megatron builds the embedding into chunk 0,
     megatron/training/training.py lines 2390-2399 at d98e8a6), so the pp chunk-0 backwards between
     chunk 1's call and chunk 0's hide pp x chunk0_extra_s more of the queue; the last rank's last
-    chunk holds the output layer's calls (cost.buckets._chunked)."""
+    chunk holds the output layer's calls (cost.buckets._chunked). `end_share`: a middle stage's
+    last chunk's layers over a full chunk's where a layout split leaves that end chunk short
+    (pipeline_chunks.chunk_shape: Llama-3-8B's 6-layer middle stages over vpp 4 hold 2 / 2 / 2 /
+    0): its call is the rest of the stage's, whichever chunk 0 and the others are full, each full
+    chunk's backward window_s / (vpp - 1 + end_share), the queue read at each chunk's launch (the
+    last chunk's first); 1 elsewhere (even chunks, the end stages)."""
     vpp = np.asarray(vpp)
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
         return whole
-    head = np.where((rank == pp - 1) & (pp > 1), np.maximum(0.0, total_s - vpp * chunk_s), 0.0)
+    # The last chunk's call beyond a full chunk's: the last stage's output layer, a short middle
+    # end chunk's missing layers (negative; Megatron syncs an empty chunk's none: cost.buckets._chunked).
+    short = np.asarray(end_share) < 1
+    head = np.where((rank == pp - 1) & (pp > 1), np.maximum(0.0, total_s - vpp * chunk_s),
+                    np.where(short, total_s - vpp * chunk_s, 0.0))
     first = np.maximum(0.0, total_s - (vpp - 1) * chunk_s - head)
-    chunk_window = window_s / vpp
+    chunk_window = window_s / (vpp - 1 + np.asarray(end_share))  # a full chunk's (window_s / vpp: even)
     own = first if launched_whole else hidden_behind(first, chunk_window, unhideable_s, True)
     behind = chunk_s - pp * chunk_window  # a later chunk's call beyond the chunk backwards after it
-    # Chunk c's call (c >= 1) leaves c - 1 chunks' pp backwards and chunk 0's before chunk 0's.
+    # Chunk c's call (c >= 1) leaves c - 1 chunks' pp backwards and chunk 0's before chunk 0's: the
+    # queue's longest at c = 1, vpp - 2 (full chunks) or vpp - 1 (the last, with its head; alone at
+    # vpp 2). Where head >= 0 the last's reads as max(behind, (vpp - 1) behind + head) did.
     lag = rank * chunk_window if launched_whole else 0.0
-    queued = first + np.maximum(behind, (vpp - 1) * behind + head) + lag - pp * chunk0_extra_s
+    full = np.where(vpp > 2, np.maximum(behind, (vpp - 2) * behind), -np.inf)
+    queued = first + np.maximum(full, (vpp - 1) * behind + head) + lag - pp * chunk0_extra_s
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
@@ -104,14 +116,15 @@ def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
-                  edges: Edges | None = None, rank=0):
+                  edges: Edges | None = None, rank=0, end_share=1.0):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
-    seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every row."""
+    seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every
+    row; `end_share` a middle stage's short end chunk's (chunked_exposed_s, its gradient syncs)."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
-    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank,
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share,
                  chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,

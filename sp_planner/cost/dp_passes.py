@@ -52,6 +52,8 @@ class DPPasses(NamedTuple):
     tied_s: np.ndarray | float = 0.0
     # The rank of the middle stage whose calls times[1] holds (cost.stage_params.dp_middle_stage).
     middle_rank: np.ndarray | float = 1.0
+    # How much earlier than stage 1's that stage's last backward ends (cost.stage_layer_times.middle_drain_s).
+    middle_drain_s: np.ndarray | float = 0.0
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -78,7 +80,8 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
     )
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
     tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown,
-                                           tied_s=p.tied_s, middle_rank=p.middle_rank, **passes)
+                                           tied_s=p.tied_s, middle_rank=p.middle_rank,
+                                           middle_drain_s=p.middle_drain_s, **passes)
     return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
 
 

@@ -43,13 +43,14 @@ from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.pipeline import StageLayers, per_stage, pile_up_s
+from sp_planner.pipeline import StageLayers, per_stage, pile_up_s, stage_chunk
+from sp_planner.pipeline_chunks import chunk_shape
 
 
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
                      edges: Edges, micro_batches, slowdown: float = 0.0, tied_s=0.0,
-                     middle_rank=1.0) -> tuple[np.ndarray, np.ndarray]:
+                     middle_rank=1.0, middle_drain_s=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
@@ -65,7 +66,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     the two ends' tied-embedding all-reduce after their syncs (cost.tied_embedding), which
     cost.step charges whole: a middle stage whose sync ends later runs beside it, so what it sets
     the step by comes off here (sim.pipeline's _step_tail joins the stages after it). `middle_rank`:
-    the rank of the middle stage whose calls `times` holds (cost.stage_params.dp_middle_stage)."""
+    the rank of the middle stage whose calls `times` holds (cost.stage_params.dp_middle_stage),
+    `middle_drain_s` how much earlier than stage 1's its last backward ends (cost.stage_layer_times.
+    middle_drain_s: the drain's chunk-0 backwards of the ranks between)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -90,13 +93,17 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
     # Each stage's last backward ends this long before the first stage's. The middle stage whose
     # calls these are (`middle_rank`, cost.stage_params.dp_middle_stage) launches its chunks' syncs
-    # as its rank does (once_a_step_s) and ends the drain's blocks of the ranks below it after the
-    # first middle one: lighter ones, where it is not stage 1 (fewer MoE layers), taken as none.
+    # as its rank does (once_a_step_s) and ends its last backward the drain's chunk-0 backwards of
+    # the ranks between before stage 1's (`middle_drain_s`).
     rank = sub(middle_rank)
     lags = finish_lags_s(bare, middles, sub(micro_batches), chunks)
+    lags = (lags[0], lags[1] + sub(middle_drain_s), lags[2])
     # Micro-batch 0's first forward reaches the first middle stage and the last after the chunk-0
     # forwards below them (cost.pipeline_path.compute_blocks).
     arrival = (0.0, bare[0].forward_s / chunks, (bare[0].forward_s + middles * bare[1].forward_s) / chunks)
+    # A middle stage's short end chunk under a layout split (its last: pipeline_chunks.chunk_shape).
+    full, end = chunk_shape(split.middle, chunks, stage_chunk(split.first, split.middle, split.last, pp[rows], chunks))
+    end_share = (1.0, np.where(full > 0, end / np.maximum(full, 1), 1.0), 1.0)
     ahead = chunk_gathers_ahead(overlap, z, chunks)
     # Read only where the chunks' gathers go ahead (ZeRO-1, interleaved, overlapped param gather).
     fill: tuple = (0.0, 0.0, 0.0)
@@ -104,7 +111,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     if np.any(ahead):
         # Priced on those rows alone (row by row: columns.take_rows), 0 on the rest, which read neither.
         at, num = np.flatnonzero(ahead), len(rows)
-        fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks)), at, num)
+        fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks, end_share[1])), at, num)
         fill, before = (tuple(_spread(v, at, num) for v in part)
                         for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at]))
     start, tails, busy = [], [], []
@@ -113,7 +120,7 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         reduce0, reduce1, gather = once_a_step_s(overlap, zero=z, layers=s.layers, times=t,
                                                  fwd_window_s=s.layers * fwd_s[i], bwd_window_s=s.layers * bwd_s[i],
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
-                                                 rank=(0, rank, pp[rows] - 1)[i])
+                                                 rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i])
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer
@@ -179,20 +186,24 @@ def _spread(values, at: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _fill_stages(by_stage, bare, fwd_layer_s, vpp):
+def _fill_stages(by_stage, bare, fwd_layer_s, vpp, middle_end_share=1.0):
     """cost.pipeline_fill's stages: the first stage's chunk 0 (its buckets and the embedding's,
     exposed behind its chunk forward, of its own layers' `fwd_layer_s`, as cost.dp_exposure.
     hidden_behind), the later stages' whole before their first forward; the last stage's output
-    layer with its last chunk."""
+    layer with its last chunk, a middle stage's short end chunk (`middle_end_share` of a full
+    one's layers, dp_once.chunked_exposed_s) its last: the rest of its gathers, its other chunks
+    full ones (chunk 0's gather a full chunk's, a chunk's forward a full chunk's)."""
+    short = np.asarray(middle_end_share) < 1
     stages = []
     for i, s in enumerate(by_stage):
         t = s.times
         total, chunk = t.param_all_gather_s, t.chunk_all_gather_s
-        head = np.maximum(0.0, total - vpp * chunk) if i == 2 else 0.0
+        head = (0.0, np.where(short, total - vpp * chunk, 0.0), np.maximum(0.0, total - vpp * chunk))[i]
         own = np.maximum(0.0, total - (vpp - 1) * chunk - head)
         shown = hidden_behind(own, s.layers * fwd_layer_s[0] / vpp, t.first_all_gather_s, True) if i == 0 else own
         # A chunk's forward before the last (the last stage's last holds the output layer's).
-        fwd = (bare[i].forward_s - bare[i].last_fwd_s) / np.maximum(vpp - 1, 1) if i == 2 else bare[i].forward_s / vpp
+        fwd = ((bare[i].forward_s - bare[i].last_fwd_s) / np.maximum(vpp - 1, 1) if i == 2 else
+               bare[i].forward_s / (vpp - 1 + np.asarray(middle_end_share)) if i == 1 else bare[i].forward_s / vpp)
         stages.append(FillStage(shown, own, chunk, head, fwd))
     return stages
 

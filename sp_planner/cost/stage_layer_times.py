@@ -13,11 +13,12 @@ chunk's own layers (cost.chunk_path, from KindTimes), as the simulator places ea
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.layer_kinds import distinct_kinds, stage_kind_counts
+from sp_planner.cost.layer_kinds import chunk_kind_counts, distinct_kinds, stage_kind_counts
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import SPLIT_EXPLICIT, StagePace, interleave_breaks, split_breaks, split_kind
@@ -155,3 +156,32 @@ def _select(mask, if_true: LayerTimes, if_false: LayerTimes) -> LayerTimes:
         return np.where(mask, a, b)
 
     return LayerTimes(*(pick(a, b) for a, b in zip(if_true, if_false)))
+
+
+def middle_drain_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTimes | None, rank) -> np.ndarray | float:
+    """Per candidate, the drain's chunk-0 backwards of the middle ranks 1 to `rank` - 1, each its
+    own layers' kinds (cost.layer_kinds.chunk_kind_counts): how much earlier than stage 1's the
+    last backward of middle rank `rank` ends (cost.stage_params.dp_middle_stage's; each rank's
+    last backward follows the one above's, Megatron's cooldown, schedules.py d98e8a6). 0 where
+    `rank` is 1 or the layers are alike. DeepSeek-V3 over pp 8 x vpp 3 at 7 / 6: stage 2 ends its
+    last backward 19 ms before stage 1 (dense layers 1-2 and MoE layer 3 in its chunk 0), as
+    sim.pipeline runs it."""
+    rank = np.asarray(rank)
+    if kinds is None or not np.any(rank > 1):
+        return 0.0
+    out = np.zeros(len(c.pp))
+    at_rows = kinds.rows[rank[kinds.rows] > 1]
+    picked = np.flatnonzero(rank[kinds.rows] > 1)  # their columns of kinds' (K, rows)
+    columns = [np.asarray(v)[at_rows] for v in (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers, rank)]
+    for row, at in distinct_groups(columns):
+        counts = _drain_kind_counts(model, seq_len, *(int(column[row]) for column in columns))
+        out[at_rows[at]] = np.asarray(counts) @ kinds.bwd_s[:, picked[at]]
+    return out
+
+
+@lru_cache(maxsize=1024)
+def _drain_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_layers: int,
+                       last_stage_layers: int, rank: int) -> tuple[float, ...]:
+    """Layers of each kind in the chunk 0 of the middle ranks 1 to `rank` - 1 (middle_drain_s)."""
+    counts = chunk_kind_counts(model, seq_len, pp, vpp, first_stage_layers, last_stage_layers)  # (pp, vpp, K)
+    return tuple(counts[1:rank, 0].sum(axis=0))

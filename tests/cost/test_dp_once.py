@@ -185,3 +185,18 @@ def test_an_interleaved_zero2_stages_gathers_as_the_simulator(monkeypatch):
     for stage, analytic in ((0, first), (1, middle), (7, last)):
         waits = first_forwards_s(runs[0], stage) - first_forwards_s(runs[1], stage)
         assert analytic == pytest.approx(waits, rel=0.005), stage
+
+
+def test_a_middle_stages_short_end_chunk_syncs_first_and_its_full_chunks_last():
+    # pp 4, rank 1, launched whole. Six layers over vpp 4 place 2 / 2 / 2 / 0 (pipeline_chunks.
+    # chunk_shape): full chunks of 1.0 s calls, the empty end chunk none (3.0 s), a full chunk's
+    # backward 0.2 s (0.6 s over 3 full chunks). Chunk 2's call leaves 8 chunk backwards (1.6 s)
+    # before the end plus the rank's one (0.2 s): -1.4 to -0.4; chunk 1's at -0.6 queues to -0.4
+    # and runs to 0.6; chunk 0's, at the end, queues to 0.6 and runs to 1.6: 1.6 s exposed. Priced
+    # as even chunks (chunk 0 the 0 s rest, 0.15 s windows) it was 1.35 s.
+    kw = dict(pp=4, overlapped=True, launched_whole=True, rank=1)
+    assert chunked_exposed_s(3.0, 1.0, 0.1, 0.6, vpp=4, end_share=0.0, **kw) == pytest.approx(1.6)
+    assert chunked_exposed_s(3.0, 1.0, 0.1, 0.6, vpp=4, **kw) == pytest.approx(1.35)
+    # vpp 2, three layers as 2 / 1: chunk 1's 0.5 s call leaves 4 chunk-0 backwards (0.8 s) and the
+    # rank's one (0.2 s) before the end, done at -0.1; chunk 0's 1.0 s after the end, alone: 1.0 s.
+    assert chunked_exposed_s(1.5, 1.0, 0.1, 0.3, vpp=2, end_share=0.5, **kw) == pytest.approx(1.0)

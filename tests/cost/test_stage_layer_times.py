@@ -8,7 +8,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.kind_table import kind_table
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
 from sp_planner.cost.layer_times import candidate_layer_times
-from sp_planner.cost.stage_layer_times import stage_layer_times
+from sp_planner.cost.stage_layer_times import KindTimes, middle_drain_s, stage_layer_times
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import Candidates
@@ -72,3 +72,19 @@ def test_the_stage_with_three_global_layers_paces_the_step():
     # The model's average layer would put 8 x 10/62 global layers there: the stage takes longer.
     average = _price(model, hardware, c).attn
     assert step.time.attention_s[0] > 1.5 * m * 8 * float(np.asarray(average.fwd_compute_s + average.bwd_compute_s)[0])
+
+
+def test_the_drain_from_a_later_middle_stage_runs_the_chunk_0_backwards_of_the_ranks_between():
+    # DeepSeek-V3 (3 dense layers, then MoE) over pp 8 x vpp 3 at 7 / 6: stage 1's chunk 0 holds
+    # layers 1-3 (two dense, one MoE; pipeline_chunks: 7 = 1 + 3 + 3), so a middle rank 3's last
+    # backward ends stage 1's and stage 2's chunk-0 backwards (2 dense + 4 MoE) before stage 1's;
+    # rank 1: none; a model of one kind: none.
+    model = load_model("DeepSeek-V3")
+    plan = ParallelPlan(tp=2, pp=8, vpp=3, dp=32, ring=2, ep=8, first_stage_layers=7, last_stage_layers=6)
+    c = Candidates.concat([Candidates.of_plan(plan)] * 3)
+    dense, moe = 0.010, 0.025
+    kinds = KindTimes(np.arange(3), np.zeros((2, 3)), np.array([[dense] * 3, [moe] * 3]))
+    assert [kind.moe for kind in distinct_kinds(model, 4096)] == [False, True]
+    drain = middle_drain_s(model, 4096, c, kinds, np.array([3, 1, 2]))
+    assert drain == pytest.approx([2 * dense + 4 * moe, 0.0, 2 * dense + moe])
+    assert middle_drain_s(load_model("Llama-3-8B"), 4096, c, None, np.array([1, 1, 1])) == 0.0
