@@ -5,8 +5,10 @@ layers is not stage 1 (cost.stage_params.dp_middle_stage).
 
 Run: .venv/bin/python benchmarks/pipeline_middle_chunks_sweep.py [--quick]
 Llama-3-8B on 64 GPUs (8 nodes) of L40S and H100, pp 4, middle-heavy splits 2/2, 3/3, 4/2 at vpp
-4 and 2/2 at vpp 3 (middle stages of 13 or 14 layers: 4 / 4 / 4 / 1, 4 / 4 / 4 / 2, 5 / 5 / 4),
-ZeRO-0/1, 512 and 2048 tokens, tp 1/4, 4 and 8 micro-batches (128 plans, about 15 s); and
+4 and 2/2 at vpp 3 (middle stages of 13 or 14 layers: 4 / 4 / 4 / 1, 4 / 4 / 4 / 2, 5 / 5 / 4) and
+12/8 at vpp 4 (2 / 2 / 2 / 0: the first stage waits for the middle stages' full chunks in its
+drain, cost.pipeline_lags.first_stage_phases_s), ZeRO-0/1, 512 and 2048 tokens, tp 1/4, 4 and 8
+micro-batches (160 plans, about 20 s); and
 DeepSeek-V3 on 128 x 8 H100s (tp 2, ring 2, ep 8, 4K tokens, 1,024 sequences) at pp 16 x vpp 2
 3 / 2, pp 8 x vpp 4 and vpp 3 at 7 / 6, ZeRO-0/1 (6 plans; --quick leaves them out). Prints
 max/mean |analytic/sim - 1| per group and the worst plans. docs/cost-model.md Stop 56 has the
@@ -24,7 +26,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs import Workload
 
-LLAMA_SPLITS = ((4, (2, 2)), (4, (3, 3)), (4, (4, 2)), (3, (2, 2)))  # (vpp, first/last stage layers)
+LLAMA_SPLITS = ((4, (2, 2)), (4, (3, 3)), (4, (4, 2)), (3, (2, 2)), (4, (12, 8)))  # (vpp, first/last layers)
 DSV3_LAYOUTS = ((16, 2, (3, 2)), (8, 4, (7, 6)), (8, 3, (7, 6)))  # (pp, vpp, first/last stage layers)
 
 

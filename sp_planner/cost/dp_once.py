@@ -13,7 +13,7 @@ from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 
 
 def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, overlapped: bool,
-                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0):
+                      launched_whole: bool = False, chunk0_extra_s=0.0, rank=0, end_share=1.0, phases_s=None):
     """Exposed seconds of a once-a-step data-parallel pass (ZeRO-0/1's gradient sync, ZeRO-1's
     parameter gather) on a stage of an interleaved pipeline. Each later model chunk is one call of
     chunk_s (cost.buckets._chunked), chunk 0 the rest (its buckets and the embedding's); window_s
@@ -41,7 +41,10 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     (pipeline_chunks.chunk_shape: Llama-3-8B's 6-layer middle stages over vpp 4 hold 2 / 2 / 2 /
     0): its call is the rest of the stage's, whichever chunk 0 and the others are full, each full
     chunk's backward window_s / (vpp - 1 + end_share), the queue read at each chunk's launch (the
-    last chunk's first); 1 elsewhere (even chunks, the end stages)."""
+    last chunk's first); 1 elsewhere (even chunks, the end stages). `phases_s`: the first stage's
+    (D_1, D_full, D_top) of cost.pipeline_tails.first_stage_phases_s, its drain from its last
+    backward of chunk k to its last of chunk k - 1 (k = 1, a middle k, vpp - 1), where it waits
+    for the stages above beyond its own pp chunk backwards: the queue drains that much longer."""
     vpp = np.asarray(vpp)
     whole = hidden_behind(total_s, window_s, unhideable_s, overlapped)
     if not overlapped:
@@ -59,8 +62,18 @@ def chunked_exposed_s(total_s, chunk_s, unhideable_s, window_s, *, pp, vpp, over
     # queue's longest at c = 1, vpp - 2 (full chunks) or vpp - 1 (the last, with its head; alone at
     # vpp 2). Where head >= 0 the last's reads as max(behind, (vpp - 1) behind + head) did.
     lag = rank * chunk_window if launched_whole else 0.0
-    full = np.where(vpp > 2, np.maximum(behind, (vpp - 2) * behind), -np.inf)
-    queued = first + np.maximum(full, (vpp - 1) * behind + head) + lag - pp * chunk0_extra_s
+    # The first stage's waits in the drain beyond its own backwards (0 where it runs them back to back).
+    wait1: np.ndarray | float = 0.0
+    wait: np.ndarray | float = 0.0
+    wait_top: np.ndarray | float = 0.0
+    if phases_s is not None:
+        wait1, wait, wait_top = (np.maximum(0.0, phase - pp * own_s) for phase, own_s in
+                                 zip(phases_s, (chunk_window + chunk0_extra_s, chunk_window, chunk_window)))
+        wait_top = np.where(vpp > 2, wait_top, 0.0)  # at vpp 2 chunk 1 is the top: its phase is D_1
+    middle_waits = np.maximum(vpp - 3, 0) * wait
+    full = np.where(vpp > 2, np.maximum(behind - wait1, (vpp - 2) * behind - wait1 - middle_waits), -np.inf)
+    top = (vpp - 1) * behind + head - wait1 - middle_waits - wait_top
+    queued = first + np.maximum(full, top) + lag - pp * chunk0_extra_s
     return np.where(vpp > 1, np.maximum(own, queued), whole)
 
 
@@ -116,15 +129,16 @@ def _top_wait_s(times: DPTimes, fwd_layer_s, share_s, chunk_layers):
 
 
 def once_a_step_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_window_s, bwd_window_s, chunks=1, pp=1,
-                  edges: Edges | None = None, rank=0, end_share=1.0):
+                  edges: Edges | None = None, rank=0, end_share=1.0, phases_s=None):
     """(ZeRO-0's all-reduce, ZeRO-1's reduce-scatter, ZeRO-1/2's parameter gather): the exposed
     seconds of a stage's once-a-step passes (cost.dp_passes.dp_exposed_s's arguments), each on every
-    row; `end_share` a middle stage's short end chunk's (chunked_exposed_s, its gradient syncs)."""
+    row; `end_share` a middle stage's short end chunk's, `phases_s` the first stage's drain phases
+    (chunked_exposed_s, its gradient syncs)."""
     t = times
     # Interleaved (chunks > 1): each model chunk's sync and gather on its own (chunked_exposed_s).
     chunk = dict(pp=pp, vpp=chunks)
     # The first stage's chunk-0 backwards carry the embedding's (Edges.bwd_tail_s; 0 on the others).
-    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share,
+    grads = dict(chunk, launched_whole=overlap.aligned_grad_reduce, rank=rank, end_share=end_share, phases_s=phases_s,
                  chunk0_extra_s=0.0 if edges is None else edges.bwd_tail_s)
     reduce0 = chunked_exposed_s(t.grad_all_reduce_s, t.chunk_all_reduce_s,
                                 last_calls_s(t.last_all_reduce_s, t.tail_all_reduce_s, edges), bwd_window_s,

@@ -31,7 +31,8 @@ from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
                                              stage_chunk_walks, stage_zero3_gathers_s)
 from sp_planner.cost.pipeline_path import critical_path_s
-from sp_planner.cost.pipeline_tails import finish_lags_s, synced_syncs_s
+from sp_planner.cost.pipeline_lags import finish_lags_s
+from sp_planner.cost.pipeline_tails import synced_syncs_s
 from sp_planner.pipeline import StageLayers, per_stage
 
 # The loss and output layer's backward, of their forward and backward: backward = 2 x forward

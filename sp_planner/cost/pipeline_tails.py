@@ -31,7 +31,6 @@ on every stage (as the simulator takes it, the first stage's). Vectorized over c
 
 from __future__ import annotations
 
-from functools import reduce
 
 import numpy as np
 
@@ -42,8 +41,8 @@ from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
 from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
-from sp_planner.cost.pipeline_path import StageBlocks
-from sp_planner.pipeline import StageLayers, per_stage, pile_up_s, stage_chunk
+from sp_planner.cost.pipeline_lags import finish_lags_s, first_stage_phases_s
+from sp_planner.pipeline import StageLayers, per_stage, stage_chunk
 from sp_planner.pipeline_chunks import chunk_shape
 
 
@@ -114,13 +113,16 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
         fill_stages = take_rows(tuple(_fill_stages(by_stage, bare, fwd_s, chunks, end_share[1])), at, num)
         fill, before = (tuple(_spread(v, at, num) for v in part)
                         for part in fill_s(*fill_stages, middles=middles[at], pp=pp[rows][at], vpp=chunks[at]))
+    # The first stage's chunk phases in the drain, which its syncs' queue hides behind.
+    phases = first_stage_phases_s(bare, middles, sub(micro_batches))
     start, tails, busy = [], [], []
     for i, s in enumerate(by_stage):
         t = s.times
         reduce0, reduce1, gather = once_a_step_s(overlap, zero=z, layers=s.layers, times=t,
                                                  fwd_window_s=s.layers * fwd_s[i], bwd_window_s=s.layers * bwd_s[i],
                                                  chunks=chunks, pp=pp[rows], edges=stage_edges(row_edges, i),
-                                                 rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i])
+                                                 rank=(0, rank, pp[rows] - 1)[i], end_share=end_share[i],
+                                                 phases_s=phases if i == 0 else None)
         tails.append(np.where(z == 0, reduce0, reduce1))
         grads_busy = np.where(z == 0, t.grad_all_reduce_s, t.grad_reduce_scatter_s)
         if i == 0:  # cost.dp_exposure's: before its first forward, or after the optimizer
@@ -206,80 +208,3 @@ def _fill_stages(by_stage, bare, fwd_layer_s, vpp, middle_end_share=1.0):
                bare[i].forward_s / (vpp - 1 + np.asarray(middle_end_share)) if i == 1 else bare[i].forward_s / vpp)
         stages.append(FillStage(shown, own, chunk, head, fwd))
     return stages
-
-
-def finish_lags_s(bare: tuple[StageBlocks, StageBlocks, StageBlocks], middles, micro_batches, vpp):
-    """(0, the first middle stage's lag, the last stage's): how long before the first stage's last
-    backward ends each one's does, from what each stage waits for at the end of Megatron's
-    schedule (pipeline_parallel/schedules.py, d98e8a6), over the stages' `bare` blocks
-    (pipeline_blocks.bare_blocks; b_0 is the first stage's chunk-0 backward, with the
-    embedding's). Each stage's last backward follows the one above's (the drain), and the first
-    stage's also its own last J = min(pp, m) backwards, which pile up behind the stages above
-    where it is the slower (pipeline.pile_up_s); a later stage running behind its own backlog ends
-    later. Vectorized over candidates."""
-    one = np.asarray(vpp) == 1
-    ends = [np.where(one, plain, chunked) for plain, chunked in
-            zip(_plain_ends_s(bare, middles, micro_batches), _chunked_ends_s(bare, middles, micro_batches))]
-    return (0.0, ends[0] - ends[1], ends[0] - ends[2])
-
-
-def _chunked_ends_s(bare, middles, micro_batches):
-    """The interleaved schedule's (first, first middle, last) stage's last backward ends, from the
-    end of the first stage's last chunk-1 backward: every rank ends on the last group's J chunk-0
-    backwards, after its chunk-1 ones (get_schedule_table lines 989-1016; backwards in reverse
-    chunk order, get_model_chunk_id lines 1244-1249), and the last stage's chunk-0 backward of
-    micro-batch i waits for the first stage's chunk-1 backward of it (the next virtual stage).
-    The last micro-batch then runs down the stages (b, b_L: a middle and the last stage's chunk
-    blocks), unless a stage is still running its own J chunk-0 backwards, which it started no
-    earlier than its chunk-1 backward of the last micro-batch, the chunk-1 blocks below it (d,
-    the first stage's) before the origin. The first stage ends J b_0 after the origin, or b_0
-    after the stage above, whose last J backwards reach it b_top apart (the slowest block above)
-    where they ran back to back there."""
-    n, jobs, c, b, b_last = _stage_terms(bare, middles, micro_batches)
-    d = bare[0].last_bwd_s
-    end_last = np.maximum(b_last, jobs * b_last - d - n * b)
-    end_mid = np.maximum(end_last + n * b, jobs * b - d)
-    above = np.where(n > 0, end_mid, end_last)
-    top = np.maximum(b, b_last)
-    return np.maximum(above + c + pile_up_s(c, jobs, charged_s=top), jobs * c), end_mid, end_last
-
-
-def _plain_ends_s(bare, middles, micro_batches):
-    """1F1B's (first, first middle, last) stage's last backward ends, from the step's start: rank
-    r runs min(pp - r - 1, m) forwards, then a forward and a backward in turn, then the rest of
-    its backwards (lines 2276-2279, 2378-2452). Each stage's end is the longest of the paths that
-    ride one stage from its first block: the first stage's m forwards and backwards (f_0, b_0),
-    or its forwards up to its last one, m - J backwards among them, then micro-batch m - 1 up and
-    down the stages; the last stage's m laps after micro-batch 0's forwards below it; the last
-    middle stage's m laps, or up to its last forward (m - 2 backwards among them) then the last
-    stage's lap, or the first stage's last forward up to it then its last min(2, m) backwards
-    (pp - r of them follow a rank's last forward). The first stage's last J backwards reach it
-    from the stage above no closer together than the slowest stage above runs a lap, or its own
-    forwards (Delta), and pile up where b_0 is longer: Narayanan et al. 2021 (arXiv 2104.04473,
-    section 2.2.1), the slowest stage paces."""
-    first, middle, last = bare
-    n, jobs, c, b, b_last = _stage_terms(bare, middles, micro_batches)
-    m = np.asarray(micro_batches, dtype=np.float64)
-    has_mid = n > 0
-    f0, f, f_last = first.forward_s, np.where(has_mid, middle.forward_s, 0.0), last.forward_s
-    fill_mid = f0 + np.maximum(n - 1, 0) * f  # micro-batch 0 reaches the last middle stage
-    last_fwd_first = m * f0 + (m - jobs) * c
-    last_fwd_mid = fill_mid + m * f + np.maximum(m - 2, 0) * b
-    end_last = reduce(np.maximum, [f0 + n * f + m * (f_last + b_last), last_fwd_first + n * f + f_last + b_last,
-                                  np.where(has_mid, last_fwd_mid + f_last + b_last, -np.inf)])
-    # The last middle stage's own laps, or its last min(2, m) backwards after the first stage's last
-    # forward reaches it; then down the middle stages.
-    own_mid = np.maximum(fill_mid + m * (f + b), last_fwd_first + n * f + np.minimum(2, m) * b)
-    end_mid = np.maximum(end_last + n * b, np.where(has_mid, own_mid + np.maximum(n - 1, 0) * b, -np.inf))
-    delta = reduce(np.maximum, [f0, f_last + b_last, np.where(has_mid, f + b, 0.0)])
-    above = np.where(has_mid, end_mid, end_last)
-    return np.maximum(above + c + pile_up_s(c, jobs, charged_s=delta), m * (f0 + c)), end_mid, end_last
-
-
-def _stage_terms(bare, middles, micro_batches):
-    """(middle stages, J = min(pp, m), b_0, a middle stage's chunk-0 backward (0 without one),
-    the last stage's)."""
-    first, middle, last = bare
-    n = np.asarray(middles, dtype=np.float64)
-    b = np.where(n > 0, middle.first_bwd_s, 0.0)
-    return n, np.minimum(n + 2, micro_batches), first.first_bwd_s, b, last.first_bwd_s

@@ -200,3 +200,15 @@ def test_a_middle_stages_short_end_chunk_syncs_first_and_its_full_chunks_last():
     # vpp 2, three layers as 2 / 1: chunk 1's 0.5 s call leaves 4 chunk-0 backwards (0.8 s) and the
     # rank's one (0.2 s) before the end, done at -0.1; chunk 0's 1.0 s after the end, alone: 1.0 s.
     assert chunked_exposed_s(1.5, 1.0, 0.1, 0.3, vpp=2, end_share=0.5, **kw) == pytest.approx(1.0)
+
+
+def test_the_first_stages_waits_in_the_drain_let_its_sync_queue_drain_longer():
+    # test_interleaved_sync_queue_drains_behind_the_embeddings_backward's stage (no embedding:
+    # 0.7 s exposed), but between its last chunk-3 and last chunk-2 backwards it waits 0.1 s for
+    # the stages above (cost.pipeline_tails.first_stage_phases_s: D_top 0.5 s for its own 4 x
+    # 0.1 s): chunk 3's call leaves at -1.3 (to -0.8), chunk 2's at -0.8 (to -0.3), chunk 1's at
+    # -0.4 queues to -0.3 (to 0.2), chunk 0's 0.4 s to 0.6: 0.6 s. Phases no longer than its own
+    # backwards change nothing.
+    kw = dict(pp=4, vpp=4, overlapped=True, launched_whole=True)
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, phases_s=(0.4, 0.4, 0.5), **kw) == pytest.approx(0.6)
+    assert chunked_exposed_s(1.9, 0.5, 0.1, 0.4, phases_s=(0.3, 0.4, 0.4), **kw) == pytest.approx(0.7)

@@ -1,0 +1,31 @@
+"""cost.pipeline_lags: the interleaved first stage's drain phases by hand, against sim.pipeline's
+blocks (the stages' finish lags are tested with cost.pipeline_tails, which reads them)."""
+
+import numpy as np
+import pytest
+
+from sp_planner.cost.pipeline_lags import first_stage_phases_s
+from sp_planner.cost.pipeline_path import StageBlocks
+
+
+def _stage(num, cycle, first_bwd, last_bwd):
+    a = np.array
+    return StageBlocks(num, a([cycle]), a([0.0]), a([0.0]), a([first_bwd]), a([last_bwd]), 0.0, a([0.0]))
+
+
+def test_the_first_stage_waits_for_the_middle_stages_full_chunk_after_their_empty_one():
+    # Llama-3-8B on 64 L40S, tp 4, 1K tokens, pp 4 x vpp 4 at 12 / 8, 4 micro-batches (one group):
+    # chunk backwards of 11.29 ms on the first stage (14.04 ms its chunk 0), 7.53 ms on a middle
+    # stage's full chunks (2 layers; its chunk 3 empty) and on the last stage's (12.20 ms its last).
+    # From its last chunk-3 backward, the last stage's chunk-2 ones start J b_L - d after it
+    # (4 x 7.53 - 11.29 = 18.83 ms, its chunk 3 came down empty middle chunks), the middle
+    # stages pass them on (33.88 ms), and the first stage's four pile up behind them (11.29 +
+    # 3 x 3.76): D_top 56.46 ms, as sim.pipeline runs it (0.18922 -> 0.24568 s), where its own four
+    # backwards take 45.17 ms. D_full alike with full middle chunks: no wait (45.17 ms).
+    first, middle, last = _stage(1.0, 0.0765, 0.014044, 0.011293), _stage(2.0, 0.0367, 0.0075288, 0.0), \
+        _stage(1.0, 0.0559, 0.0075288, 0.012203)
+    d1, full, top = first_stage_phases_s((first, middle, last), np.array([2.0]), np.array([4]))
+    assert top == pytest.approx(0.05646, abs=2e-5)
+    assert full == pytest.approx(4 * 0.011293, rel=1e-9)
+    # Past one group the first stage, whose cycle paces, runs its backwards from its backlog.
+    assert first_stage_phases_s((first, middle, last), np.array([2.0]), np.array([8]))[2] == 0.0
