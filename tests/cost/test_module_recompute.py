@@ -1,5 +1,5 @@
 """Recompute moe_act and moe_act+layernorm (cost.module_recompute): Qwen3 and DeepSeek-V3's saved
-bytes and re-run seconds by hand, FP8's saved inputs, the rule, the search's choices, the CUDA-graph
+bytes and re-run seconds by hand, FP8's saved inputs, the rule, the search's choices (MoE models only), the CUDA-graph
 exception and the simulator's agreement."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sp_planner.plan import (
     ParallelPlan,
     violations,
 )
-from sp_planner.search import evaluate
+from sp_planner.search import evaluate, search
 from sp_planner.sim import simulate
 from sp_planner.space import Candidates, Pins
 from sp_planner.space_choices import Axes, _zeros_and_recomputes
@@ -76,14 +76,19 @@ def test_rerun_seconds_are_the_activation_and_norm_traffic_at_the_memory_bound_r
     assert s == pytest.approx([0.0, act, act + norm])
 
 
-def test_rule_refuses_a_dense_model_and_the_search_tries_them_only_pinned():
+def test_rule_refuses_a_dense_model_and_the_search_tries_them_for_moe_models_only():
     llama, w = load_model("Llama-3-8B"), Workload(seq_len=4096, global_batch=8)
     for name in ("moe_act", "moe_act+layernorm"):
         (v,) = violations(ParallelPlan(dp=8, recompute=name), llama, w)
         assert v.rule == "moe_act" and "has no MoE layers" in v.message
         assert not violations(ParallelPlan(dp=8, ep=8, recompute=name), QWEN3_30B, w)
     unpinned = _zeros_and_recomputes(Pins(), Axes(num_layers=48, num_experts=128))[1]
-    assert [RECOMPUTE[c] for c in unpinned] == ["none", "selective", "full"]
+    assert [RECOMPUTE[c] for c in unpinned] == ["none", "selective", "full", "moe_act+layernorm"]
+    unpinned = _zeros_and_recomputes(Pins(), Axes(num_layers=61, num_experts=256, mla=True))[1]
+    assert [RECOMPUTE[c] for c in unpinned] == ["none", "selective", "full", "mla_up_proj",
+                                                "moe_act+layernorm"]
+    assert [RECOMPUTE[c] for c in _zeros_and_recomputes(Pins(), Axes(num_layers=32))[1]] == [
+        "none", "selective", "full"]  # dense: the rule would refuse them
     assert _zeros_and_recomputes(Pins(recompute="moe_act+layernorm"), Axes(num_layers=48))[1] == [
         RECOMPUTE_MOE_ACT_LAYERNORM]
 
@@ -115,3 +120,20 @@ def test_the_simulator_agrees_and_times_the_same_rerun(model, plan, nodes, globa
     for name in ("moe_act", "moe_act+layernorm"):  # both add the same re-run seconds (within 2%)
         est_extra, sim_extra = (steps[name][i] - steps["none"][i] for i in (0, 1))
         assert est_extra > 0 and sim_extra == pytest.approx(est_extra, rel=0.02)
+
+
+def test_the_search_finds_a_plan_that_fits_only_with_the_moe_module_recompute():
+    # Qwen3-235B, 16 nodes of H100, 4K, 256 sequences: at dp 4 pp 8 (vpp 4) ring 4 ep 8 nothing
+    # recomputed needs 81.9 GiB of the 79.2 GiB, moe_act+layernorm 77.8 GiB, and selective (which
+    # frees only flash attention's O and lse) still 81.9 GiB; the unpinned search, which now tries
+    # moe_act+layernorm, ranks it above full recompute (sp-plan: 4.59 s against 4.81 s at pp 16).
+    w = Workload(seq_len=4096, global_batch=256, causal=True)
+    pins = Pins(tp=1, ulysses=1, ring=4, dp=4, pp=8, vpp=4, ep=8, etp=1, zero=1, micro_batch=1)
+    frame = search(QWEN3_235B, H100, w, num_nodes=16, gpus_per_node=8, pins=pins).frame
+    fits = frame.groupby("recompute")["fits"].any()
+    assert not fits["none"] and not fits["selective"] and fits["moe_act+layernorm"] and fits["full"]
+    assert "moe_act" not in set(frame["recompute"])  # tried only where pinned
+    fitting = frame[frame["fits"]]
+    assert fitting.iloc[0]["recompute"] == "moe_act+layernorm"
+    best = fitting.groupby("recompute")["step_time_s"].min()
+    assert best["moe_act+layernorm"] < best["full"]
