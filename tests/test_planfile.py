@@ -230,3 +230,25 @@ def test_a_float_field_still_takes_a_whole_number(tmp_path):
     hardware = read_plan_file(path).hardware
     assert hardware.efficiency.gemm == 1.0 and type(hardware.efficiency.gemm) is float
     assert hardware.peak_bf16_flops == written.hardware.peak_bf16_flops == 989e12
+
+
+@pytest.mark.parametrize("hardware, message", [
+    ("a800", "model.moe.dispatcher deepep: the DeepEP dispatcher has no published benchmark on A800"),
+    ("gb200-nvl72", "Megatron's DeepEP backend does not run it; use --moe-dispatcher hybridep"),
+])
+def test_a_deepep_plan_on_hardware_deepep_does_not_run_is_refused_on_read(tmp_path, hardware, message):
+    # sp-plan refuses --moe-dispatcher deepep there (cost.deepep.deepep_refusal); a plan file edited to
+    # it is refused by every reader in one line, where the cost model would have no DeepEP speed.
+    plan = ParallelPlan(dp=8, ep=8)
+    path = tmp_path / "plan.json"
+    write_plan_file(path, PlanFile(model=load_model("Qwen3-30B-A3B"), hardware=load_hardware(hardware),
+                                   workload=Workload(seq_len=4096, global_batch=8), num_nodes=1,
+                                   gpus_per_node=8, plan=plan))
+    read_plan_file(path)  # the alltoall dispatcher runs there
+    doc = json.loads(path.read_text())
+    doc["model"]["moe"]["dispatcher"] = "deepep"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError) as err:
+        read_plan_file(path)
+    assert str(err.value).startswith(f"plan file {path} is invalid: ")
+    assert message in str(err.value) and "\n" not in str(err.value)
