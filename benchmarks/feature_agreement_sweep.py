@@ -91,11 +91,11 @@ def cases(quick: bool) -> Iterator[dict]:
             yield case("mtp", f"L3-8B {tag} pp{pp}", spec, "H100", 8192, 64, 4, pp=pp, tp=2)
     yield case("mtp", "L3-8B mtp1 pp4 vpp2", llama_mtp, "H100", 8192, 64, 4, pp=4, vpp=2, tp=2)
     # Recompute modules.
-    for rec in ("none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm"):
+    for rec in ("none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm", "mlp", "mla_up_proj+mlp"):
         yield case("recompute", f"DSV3 {rec} pp8", dsv3, "H100", 4096, 64, 16, pp=8, ep=8, recompute=rec)
-        if rec in ("none", "selective", "full"):
+        if rec in ("none", "selective", "full", "mlp"):
             yield case("recompute", f"L3-8B {rec} cp4", llama, "H100", 32768, 16, 2, tp=2, ring=4, recompute=rec)
-        if rec != "mla_up_proj":
+        if rec not in ("mla_up_proj", "mla_up_proj+mlp"):
             yield case("recompute", f"Mav {rec} pp4", mav, "H100", 8192, 64, 16, pp=4, ep=8, tp=2, recompute=rec)
     # Uneven end-chunk layouts (SPLIT_LAYOUT): Bridge's DeepSeek-V3 pp 4 x vpp 4 16 / 13 with MTP.
     for spec, tag in ((dsv3, "mtp0"), (dsv3_mtp, "mtp1")):

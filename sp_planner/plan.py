@@ -254,6 +254,9 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     if rule == "mla_up_proj":
         return ("recompute mla_up_proj re-runs multi-latent attention's up-projections; this model has no MLA "
                 "(Megatron: mla_up_proj in recompute_modules needs multi_latent_attention); use selective or full")
+    if rule == "mlp":
+        return (f"recompute {plan.recompute} re-runs the dense layers' MLP; every layer of this model is MoE "
+                "(Megatron: recompute_mlp applies to non-MoE layers only); use moe_act, selective or full")
     if rule == "moe_act":
         return (f"recompute {plan.recompute} re-runs the routed experts' activation function; this model has no "
                 "MoE layers (Megatron: moe_act in recompute_modules needs moe_grouped_gemm); use selective or full")

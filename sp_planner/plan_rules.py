@@ -12,7 +12,7 @@ import numpy as np
 
 from sp_planner.cost.deepep import deepep_group_breaks
 from sp_planner.pipeline import interleave_breaks, split_breaks
-from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, recompute_code, recomputes_moe_act
+from sp_planner.recompute import recompute_code, recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -115,7 +115,8 @@ def _breaks_mla_up_proj(mla, d, **_):
     # Megatron recomputes mla_up_proj only in multi-latent attention (transformer_config.py at
     # d98e8a64 lines 1969-1973: "mla_up_proj in recompute_modules is only supported with
     # multi_latent_attention").
-    return (np.asarray(recompute_code(_get(d, "recompute"))) == RECOMPUTE_MLA_UP_PROJ) & (not mla)
+    # mla_up_proj+mlp likewise.
+    return recomputes_mla_up_proj(recompute_code(_get(d, "recompute"))) & (not mla)
 
 
 def _breaks_moe_act(num_experts, d, **_):
@@ -123,6 +124,12 @@ def _breaks_moe_act(num_experts, d, **_):
     # Megatron allows it only with moe_grouped_gemm (transformer_config.py lines 1964-1967): MoE
     # models only. moe_act+layernorm likewise (its layernorm part alone is not a modelled choice).
     return recomputes_moe_act(recompute_code(_get(d, "recompute"))) & (num_experts == 0)
+
+
+def _breaks_mlp(dense_layers, d, **_):
+    # Megatron sets recompute_mlp on layers that are not MoE layers only (transformer_layer.py at
+    # d98e8a64 lines 537-539): on a model whose every layer is MoE, mlp recomputes nothing.
+    return recomputes_mlp(recompute_code(_get(d, "recompute"))) & (not dense_layers)
 
 
 def _breaks_deepep_group(deepep, d, **_):
@@ -146,6 +153,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "offload": _breaks_offload,
     "mla_up_proj": _breaks_mla_up_proj,
     "moe_act": _breaks_moe_act,
+    "mlp": _breaks_mlp,
     "deepep_group": _breaks_deepep_group,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
@@ -167,6 +175,7 @@ class RuleFacts(NamedTuple):
     expert_ffn_size: int = 0  # a routed expert's hidden width (0: dense model)
     mla: bool = False  # multi-latent attention (ModelSpec.mla)
     deepep: bool = False  # the MoE tokens move by DeepEP (MoESpec.dispatcher "deepep")
+    dense_layers: bool = True  # some layer's MLP is dense (not MoE)
 
     @classmethod
     def of(cls, model: ModelSpec, workload: Workload) -> "RuleFacts":
@@ -175,7 +184,8 @@ class RuleFacts(NamedTuple):
                    model.window.window_tokens if model.window else 0,
                    model.window is not None and model.window.kind == "chunked",
                    model.intermediate_size, model.moe.moe_intermediate_size if model.moe else 0,
-                   model.mla is not None, model.moe is not None and model.moe.dispatcher == "deepep")
+                   model.mla is not None, model.moe is not None and model.moe.dispatcher == "deepep",
+                   model.num_moe_layers < model.num_layers)
 
 
 def rule_breaks(facts: RuleFacts, d, rules: tuple[str, ...] = RULES) -> dict[str, Any]:

@@ -10,7 +10,11 @@ RoPE re-run in backward from the saved latents (multi_latent_attention.py at d98
 moe_act (layernorm), the routed experts' activation function and the standalone norms re-run from
 their kept inputs (cost.module_recompute), as Megatron-LM's Qwen3 MoE recipes and Megatron-Bridge's
 MoE recipes run them; MoE models only (moe_act needs moe_grouped_gemm, transformer_config.py lines
-1964-1967, which only MoE models have).
+1964-1967, which only MoE models have). mlp and mla_up_proj+mlp: --recompute-modules mlp
+[mla_up_proj], the dense layers' whole MLP re-run in backward from its kept input
+(transformer_layer.py at d98e8a64 lines 537-539, 992-1010; cost.mlp_recompute), as 5
+Megatron-Bridge recipes run mlp and 6 of its DeepSeek recipes mla_up_proj mlp; models with dense
+layers only (Megatron sets recompute_mlp on non-MoE layers alone), the combination MLA models only.
 """
 
 from __future__ import annotations
@@ -19,18 +23,22 @@ from typing import Literal, get_args
 
 import numpy as np
 
-Recompute = Literal["none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm"]
+Recompute = Literal["none", "selective", "full", "mla_up_proj", "moe_act", "moe_act+layernorm", "mlp",
+                    "mla_up_proj+mlp"]
 # Recompute as integer codes in candidate arrays (the index into RECOMPUTE).
 RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 (RECOMPUTE_NONE, RECOMPUTE_SELECTIVE, RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MOE_ACT,
- RECOMPUTE_MOE_ACT_LAYERNORM) = (RECOMPUTE.index(r) for r in RECOMPUTE)
+ RECOMPUTE_MOE_ACT_LAYERNORM, RECOMPUTE_MLP, RECOMPUTE_MLA_UP_PROJ_MLP) = (RECOMPUTE.index(r) for r in RECOMPUTE)
 # Megatron's recompute_modules of each selective choice (--recompute-granularity selective
 # --recompute-modules ...; transformer_config.py at d98e8a64 lines 560-581).
 RECOMPUTE_MODULES: dict[Recompute, tuple[str, ...]] = {
     "selective": ("core_attn",), "mla_up_proj": ("mla_up_proj",), "moe_act": ("moe_act",),
-    "moe_act+layernorm": ("moe_act", "layernorm")}
+    "moe_act+layernorm": ("moe_act", "layernorm"), "mlp": ("mlp",), "mla_up_proj+mlp": ("mla_up_proj", "mlp")}
 # The choices that re-run modules of MoE layers only (plan rule moe_act).
 MOE_MODULE_RECOMPUTES: tuple[Recompute, ...] = ("moe_act", "moe_act+layernorm")
+# The choices that re-run the dense layers' MLP (plan rule mlp), and MLA's up-projections (rule mla_up_proj).
+MLP_RECOMPUTES: tuple[Recompute, ...] = ("mlp", "mla_up_proj+mlp")
+MLA_UP_PROJ_RECOMPUTES: tuple[Recompute, ...] = ("mla_up_proj", "mla_up_proj+mlp")
 
 
 def recompute_code(recompute):
@@ -54,3 +62,15 @@ def recomputes_moe_act(recompute):
 def recomputes_layernorm(recompute):
     """Whether the standalone norms re-run in backward (vectorized over codes)."""
     return np.asarray(recompute) == RECOMPUTE_MOE_ACT_LAYERNORM
+
+
+def recomputes_mlp(recompute):
+    """Whether the dense layers' MLP re-runs in backward (vectorized over codes)."""
+    recompute = np.asarray(recompute)
+    return (recompute == RECOMPUTE_MLP) | (recompute == RECOMPUTE_MLA_UP_PROJ_MLP)
+
+
+def recomputes_mla_up_proj(recompute):
+    """Whether MLA's up-projections re-run in backward (vectorized over codes)."""
+    recompute = np.asarray(recompute)
+    return (recompute == RECOMPUTE_MLA_UP_PROJ) | (recompute == RECOMPUTE_MLA_UP_PROJ_MLP)

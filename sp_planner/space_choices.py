@@ -10,7 +10,7 @@ import numpy as np
 from sp_planner.pipeline import VPP_CHOICES, interleave_breaks, split_breaks
 from sp_planner.pipeline_split import generic_layout, search_split
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RECOMPUTE_MLA_UP_PROJ, Precision
-from sp_planner.recompute import MOE_MODULE_RECOMPUTES, Recompute
+from sp_planner.recompute import MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, Recompute
 from sp_planner.space_variants import variant_mask
 from sp_planner.specs.workload import Workload
 
@@ -45,13 +45,15 @@ def _zeros_and_recomputes(pins: Pins, axes: Axes | None = None) -> tuple[list[in
     for MoE models (rule moe_act) moe_act+layernorm, where a plan may fit with it and not without at
     memory-bound passes' cost (cost.module_recompute). moe_act alone only where pinned: it frees less
     and saves only the norms' pass (a few percent of the re-run), and trying it too would add a
-    quarter again to MoE models' candidates."""
+    quarter again to MoE models' candidates. mlp and mla_up_proj+mlp only where pinned
+    (cost.mlp_recompute), so candidate counts stay as they were."""
     zeros = [pins.zero] if pins.zero is not None else list(ZERO_STAGES)
     mla = axes is not None and axes.mla
     moe_choices = (SEARCHED_MOE_MODULE_RECOMPUTE,) if _num_experts(axes) > 0 else ()
     recomputes = [RECOMPUTE.index(pins.recompute)] if pins.recompute is not None else [
         code for code, name in enumerate(RECOMPUTE)
-        if (mla or code != RECOMPUTE_MLA_UP_PROJ) and (name not in MOE_MODULE_RECOMPUTES or name in moe_choices)]
+        if (mla or code != RECOMPUTE_MLA_UP_PROJ) and (name not in MOE_MODULE_RECOMPUTES or name in moe_choices)
+        and name not in MLP_RECOMPUTES]
     return zeros, recomputes
 
 

@@ -49,12 +49,14 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
     # as ParallelPlan requires).
     offload_all = Pins(pp=1, recompute="none", cpu_offload_layers=model.num_layers)
     # Recompute mla_up_proj pinned on these models without MLA breaks its rule (the free search
-    # offers it to MLA models only), moe_act pinned on the dense ones its own (Mixtral may run it).
+    # offers it to MLA models only), moe_act pinned on the dense ones its own (Mixtral may run it),
+    # mlp pinned on an all-MoE one (Mixtral) its own (dense layers may run it).
     columns = _concat(enumerate_candidates(workload, world, Pins(vpp=2), axes=axes),
                       enumerate_candidates(workload, world, Pins(ep=3, vpp=2), axes=axes),
                       enumerate_candidates(workload, world, offload_all, axes=axes),
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mla_up_proj"), axes=axes),
-                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="moe_act"), axes=axes))
+                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="moe_act"), axes=axes),
+                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mlp"), axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
@@ -64,6 +66,9 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
         assert (masks[rule] == broken[:, j]).all(), rule
         if rule == "moe_act" and experts:
             assert broken[:, j].sum() == 0, "moe_act fires on an MoE model"
+            continue
+        if rule == "mlp" and model.num_moe_layers < model.num_layers:
+            assert broken[:, j].sum() == 0, "mlp fires on a model with dense layers"
             continue
         if rule == "deepep_group" and model.moe is None:
             assert not broken[:, j].any()

@@ -31,7 +31,7 @@ from sp_planner.flags.base import (
     MTP_FRAMEWORKS,
     Framework as FrameworkName,
 )
-from sp_planner.recompute import MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
+from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
@@ -133,7 +133,8 @@ def plan(
     recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help=(
         "Pin activation recompute: none, selective (core attention), full, mla_up_proj (MLA models: Megatron's "
         "--recompute-modules mla_up_proj), moe_act or moe_act+layernorm (MoE models: --recompute-modules moe_act "
-        "[layernorm])."))] = None,
+        "[layernorm]), mlp (models with dense layers: --recompute-modules mlp) or mla_up_proj+mlp (MLA models with "
+        "dense layers)."))] = None,
     cp_comm: Annotated[Optional[CpComm], typer.Option(
         show_default=False, help="Pin how the ring axis moves K/V: p2p (ring attention) or allgather "
         "(all-gather CP, Llama 3 / TE all_gather).")] = None,
@@ -240,8 +241,9 @@ def plan(
     if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
         raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
                              "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
-    if recompute == "mla_up_proj" and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
-        raise UserInputError(f"--recompute mla_up_proj is Megatron's --recompute-modules mla_up_proj, and {framework} "
+    if recompute in MLA_UP_PROJ_RECOMPUTES and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} "
                              "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
                              "or --recompute selective or full")
     if recompute in MOE_MODULE_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
@@ -249,6 +251,10 @@ def plan(
                              f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the MoE "
                              "activation or norms alone; use --framework megatron or mindspeed, or --recompute "
                              "selective or full")
+    if recompute in MLP_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the "
+                             "dense MLP alone; use --framework megatron or mindspeed, or --recompute selective or full")
     if bf16_adam_moments and framework not in ("megatron", "all"):
         raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
                              f"not emit for {framework}; use --framework megatron")

@@ -52,9 +52,10 @@ from sp_planner.cost.saved_inputs import kept_gathered_input_bytes, saved_input_
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, expert_precision
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.cost.mla_recompute import mla_up_proj_saved_delta_bytes
+from sp_planner.cost.mlp_recompute import mlp_recompute_fp8_unsaved_elements, mlp_recompute_saved_delta_bytes
 from sp_planner.cost.module_recompute import module_recompute_fp8_unsaved_elements, module_recompute_saved_delta_bytes
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
-from sp_planner.recompute import reruns_core_attention
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
+from sp_planner.recompute import recomputes_mla_up_proj, reruns_core_attention
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -127,10 +128,12 @@ def activation_bytes_per_layer(model: ModelSpec, workload: Workload, *, tp, ulys
     if model.mla is not None:
         up_proj = full_layer + mla_up_proj_saved_delta_bytes(model, tokens=n, q_bytes=q, kv_bytes=kv_bytes,
                                                              ulysses=ulysses, ring=ring, allgather=allgather)
-        stored = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, stored)
-    # moe_act and layernorm free the activation's and the standalone norms' outputs (cost.module_recompute).
+        stored = np.where(recomputes_mla_up_proj(recompute), up_proj, stored)
+    # moe_act and layernorm free the activation's and the standalone norms' outputs (cost.module_recompute),
+    # mlp the dense layers' MLP insides (cost.mlp_recompute).
     stored = stored + module_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, ep=ep,
-                                                         recompute=recompute, pad_load=pad_load)
+                                                         recompute=recompute, pad_load=pad_load) \
+        + mlp_recompute_saved_delta_bytes(model, tokens=n, region=region, tp=tp, recompute=recompute)
     return stored, full_layer
 
 
@@ -163,7 +166,8 @@ def saved_activation_bytes_per_layer(model: ModelSpec, hardware: HardwareProfile
                                                routed_experts=gathers.low_precision_experts)
     # The inputs the module recomputes free are not saved in FP8 either (cost.module_recompute;
     # Megatron's choices, which only the Megatron family runs).
-    unsaved = module_recompute_fp8_unsaved_elements(model, tokens=n, tp=c.tp, recompute=c.recompute)
+    unsaved = module_recompute_fp8_unsaved_elements(model, tokens=n, tp=c.tp, recompute=c.recompute) \
+        + mlp_recompute_fp8_unsaved_elements(model, tokens=n, tp=c.tp, recompute=c.recompute)
     savings = savings - fp8_saving_per_element(saved) * unsaved
     stored = stored - np.where(full, 0.0, savings)
     # The QKV and FC1 inputs kept gathered (torchtitan): whole beyond the shards counted above, in the

@@ -66,6 +66,7 @@ from sp_planner.cost.moe import (
 from sp_planner.cost.fp8_params import gathered_bytes
 from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.mlp_recompute import mlp_recompute_layers
 from sp_planner.cost.tp_calls import TP_GRAD_ALL_GATHERS, tp_calls_per_step
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
@@ -148,7 +149,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     full = recompute == RECOMPUTE_FULL
     tp_ag_calls, tp_rs_calls, layer_ag_calls = tp_calls_per_step(
         layers=layers, micro_batches=m, full_recompute=full, pp=pp, position_embedding=model.position_embedding,
-        sequence_parallel=sequence_parallel, regathers=tp_gathers.regathers_saved_inputs)
+        sequence_parallel=sequence_parallel, regathers=tp_gathers.regathers_saved_inputs,
+        mlp_recomputes=mlp_recompute_layers(model, layers=layers, recompute=recompute))
     # The layers' gathers in FP8 under per-tensor FP8, MXFP8 by tensor, where the framework gathers
     # them so (cost.tp_gathers, cost.gathered_transpose); the embedding's and the output layer's in bf16.
     elem = layer_gather_bytes(model, tp=tp, precision=c.precision, fp8_blockwise=c.fp8_blockwise,

@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.mla_recompute import mla_up_proj_flops_per_token
+from sp_planner.cost.mlp_recompute import dense_mlp_flops_per_token
 from sp_planner.cost.mtp import mtp_extra_flops_per_token, mtp_layer_model
 from sp_planner.cost.window import windowed_attention_flops_per_token
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_SELECTIVE
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
+from sp_planner.recompute import recomputes_mla_up_proj, recomputes_mlp
 from sp_planner.specs.model import ModelSpec
 
 
@@ -73,8 +75,8 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
 
     `recompute` is an array of plan.RECOMPUTE codes: selective re-runs the core attention
     forward, full the whole layer forward, mla_up_proj MLA's up-projection GEMMs
-    (cost.mla_recompute). Counted in the same 3 x forward convention as the
-    model FLOPs so the two are comparable.
+    (cost.mla_recompute), mlp the dense layers' MLP GEMMs (cost.mlp_recompute). Counted in the
+    same 3 x forward convention as the model FLOPs so the two are comparable.
     """
     recompute = np.asarray(recompute)
 
@@ -86,7 +88,9 @@ def hardware_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int
         extra = np.where(recompute == RECOMPUTE_FULL, gemm + attn,
                          np.where(recompute == RECOMPUTE_SELECTIVE, attn, 0.0))
         if spec.mla is not None:
-            extra = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, mla_up_proj_flops_per_token(spec), extra)
+            extra = np.where(recomputes_mla_up_proj(recompute), mla_up_proj_flops_per_token(spec), extra)
+        # The dense layers' fc1 and fc2 again (transformer_layer.py at d98e8a64 lines 992-1010).
+        extra = extra + np.where(recomputes_mlp(recompute), dense_mlp_flops_per_token(spec), 0.0)
         return 3 * (gemm + attn) + extra
 
     per_token = model.num_layers * layer(model) + 3 * logits_gemm_flops_per_token(model)

@@ -62,8 +62,9 @@ from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
 from sp_planner.cost.module_recompute import module_recompute_s
-from sp_planner.recompute import recomputes_moe_act
-from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_SELECTIVE
+from sp_planner.cost.mlp_recompute import mlp_recompute_s
+from sp_planner.recompute import recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
+from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
 from sp_planner.space import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -110,6 +111,9 @@ class LayerTimes(NamedTuple):
     per_layer_s: np.ndarray  # all of a layer's parts
     fwd_s: np.ndarray  # a layer's forward ...
     bwd_s: np.ndarray  # ... and backward (with its recompute)
+    # The recompute that runs before the MLP's backward GEMMs (cost.mlp_recompute, cost.module_recompute):
+    # recompute_s but for mla_up_proj's up-projections, which run after them (backward_lead_s).
+    recompute_mlp_s: np.ndarray | float = 0.0
 
     @property
     def head_tp_s(self) -> np.ndarray:
@@ -154,6 +158,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
                      sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
                      unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
+    layer_gemm_fwd = gemm_fwd  # the layer's GEMMs alone, which the mlp recompute re-runs a share of
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
     attn = attention_times(
@@ -244,7 +249,11 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     if model.mla is not None:  # MLA's up-projections and RoPE again (cost.mla_recompute)
         up_proj = mla_up_proj_recompute_s(model, hardware, tokens=tokens, tp=tp, precision=c.precision,
                                           fp8_blockwise=c.fp8_blockwise)
-        recompute_layer = np.where(recompute == RECOMPUTE_MLA_UP_PROJ, up_proj, recompute_layer)
+        recompute_layer = np.where(recomputes_mla_up_proj(recompute), up_proj, recompute_layer)
+    # The dense layers' MLP forward again, with its TP all-gather and reduce-scatter (cost.mlp_recompute).
+    mlp_again = mlp_recompute_s(model, gemm_fwd_s=layer_gemm_fwd, tp_all_gather_s=ag, tp_reduce_scatter_s=rs,
+                                recompute=recompute)
+    recompute_layer = recompute_layer + mlp_again
     if model.moe is not None:  # the MoE activation and the standalone norms again (cost.module_recompute)
         recompute_layer = recompute_layer + module_recompute_s(
             model, hardware, tokens=tokens, region=sequence_parallel_region_tokens(tokens, tp, sequence_parallel),
@@ -263,6 +272,7 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, pp=c.pp, moe_layer_s=moe_layer,
         moe_bwd_lead_s=moe.all_to_all_s + moe.etp_collective_s,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
+        recompute_mlp_s=np.where(recomputes_mla_up_proj(recompute), mlp_again, recompute_layer),
         fwd_s=gemm_fwd + attn.fwd_s + tp_fwd + moe_fwd,
         bwd_s=gemm_bwd + attn.bwd_s + tp_bwd + recompute_layer + moe_bwd,
     )
@@ -291,7 +301,10 @@ def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:
     recomputed core attention under selective recompute (the up-projections under mla_up_proj: their
     hook runs before core attention's backward, after the MLP's); under full recompute the
     recomputed forward's first (input) all-gather; under moe_act (and layernorm) the re-run activation
-    and norms (cost.module_recompute: their hooks fire as the MLP's gradient arrives, before its GEMMs)."""
+    and norms (cost.module_recompute: their hooks fire as the MLP's gradient arrives, before its GEMMs);
+    under mlp the dense MLP's re-run forward, before the MLP's backward (cost.mlp_recompute; with
+    mla_up_proj too, the up-projections' part comes after the MLP's backward and is left out)."""
     gathers = lt.tp_grad_all_gather_s + lt.tp_input_all_gather_s + lt.moe_bwd_lead_s
-    return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE, recomputes_moe_act(recompute)],
-                     [lt.tp_all_gather_s, gathers + lt.attn.fwd_s, gathers + lt.recompute_s], gathers)
+    return np.select([recompute == RECOMPUTE_FULL, recompute == RECOMPUTE_SELECTIVE,
+                      recomputes_moe_act(recompute) | recomputes_mlp(recompute)],
+                     [lt.tp_all_gather_s, gathers + lt.attn.fwd_s, gathers + lt.recompute_mlp_s], gathers)

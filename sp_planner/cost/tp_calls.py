@@ -103,21 +103,22 @@ class TpCalls(NamedTuple):
 
 
 def tp_calls_per_step(*, layers, micro_batches, full_recompute, pp, position_embedding: str,
-                      sequence_parallel: bool = True, regathers: bool = True) -> TpCalls:
+                      sequence_parallel: bool = True, regathers: bool = True, mlp_recomputes=0) -> TpCalls:
     """The TP group's calls a step makes on the first stage's GPU: its layers' per micro-batch
     (layer_tp_all_gathers), the embedding's (embedding_tp_forward_all_gathers for a learned position
     table) and, at pp 1, the output layer's; without sequence parallelism an all-reduce counts as
     one of each; `regathers` False: the saved inputs are not gathered again (cost.tp_gathers). Every
     call moves the same elements; the layers' gathers move the framework's low precision where it
-    gathers one (cost.tp_gathers), the others bf16."""
+    gathers one (cost.tp_gathers), the others bf16. `mlp_recomputes`: the layers whose dense MLP
+    re-runs in backward, each its forward all-gather and reduce-scatter again (cost.mlp_recompute)."""
     full = np.asarray(full_recompute, dtype=bool)
     layer_ag = layer_tp_all_gathers(layers=layers, full_recompute=full, sequence_parallel=sequence_parallel,
-                                    regathers=regathers)
+                                    regathers=regathers) + mlp_recomputes
     output_ag = output_tp_forward_all_gathers(sequence_parallel) \
         + output_tp_backward_all_gathers(sequence_parallel, regathers)
     ag = layer_ag \
         + EMBEDDING_TP_ALL_GATHERS + embedding_tp_forward_all_gathers(position_embedding, sequence_parallel) \
         + np.where(pp == 1, output_ag, 0)
     rs = layers * (TP_REDUCE_SCATTERS_PER_LAYER + np.where(full, TP_FORWARD_REDUCE_SCATTERS, 0)) \
-        + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0)
+        + EMBEDDING_TP_REDUCE_SCATTERS + np.where(pp == 1, OUTPUT_TP_BACKWARD_REDUCE_SCATTERS, 0) + mlp_recomputes
     return TpCalls(ag * micro_batches, rs * micro_batches, layer_ag * micro_batches)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from sp_planner.recompute import MOE_MODULE_RECOMPUTES
+from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
@@ -101,7 +101,7 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
                                                                                                       request.plan),
                 *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan),
-                *_module_recompute_failures(framework, request.plan)]
+                *_module_recompute_failures(framework, request.plan), *_mlp_recompute_failures(framework, request.plan)]
     return unsupported(framework, failures) if failures else None
 
 
@@ -140,10 +140,19 @@ def _mtp_failures(framework: str, model: ModelSpec) -> list[str]:
 
 def _mla_up_proj_failures(framework: str, plan) -> list[str]:
     """Recompute mla_up_proj where the framework has no such module recompute (cost.mla_recompute)."""
-    if plan.recompute != "mla_up_proj" or framework in MLA_UP_PROJ_FRAMEWORKS:
+    if plan.recompute not in MLA_UP_PROJ_RECOMPUTES or framework in MLA_UP_PROJ_FRAMEWORKS:
         return []
-    return [f"recompute mla_up_proj cannot be expressed: {framework} has no recompute of MLA's up-projections "
+    return [f"recompute {plan.recompute} cannot be expressed: {framework} has no recompute of MLA's up-projections "
             "alone (Megatron-LM's --recompute-modules mla_up_proj); plan with recompute selective or full"]
+
+
+def _mlp_recompute_failures(framework: str, plan) -> list[str]:
+    """Recompute mlp (cost.mlp_recompute) where the framework has no recompute of the dense MLP alone
+    (Megatron-LM's --recompute-modules mlp, transformer_layer.py at d98e8a64 lines 537-539)."""
+    if plan.recompute not in MLP_RECOMPUTES or framework in MODULE_RECOMPUTE_FRAMEWORKS:
+        return []
+    return [f"recompute {plan.recompute} cannot be expressed: {framework} has no recompute of the dense MLP alone "
+            "(Megatron-LM's --recompute-modules mlp); plan with selective or full"]
 
 
 def _module_recompute_failures(framework: str, plan) -> list[str]:

@@ -148,7 +148,7 @@ def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) ->
 def _stronger_recompute(pinned: str | None) -> Iterator[str]:
     """Recompute levels above a pinned one, mildest first; none when recompute is not pinned."""
     order = ("none", "selective", "full")
-    if pinned in ("mla_up_proj", "moe_act", "moe_act+layernorm"):
+    if pinned in ("mla_up_proj", "moe_act", "moe_act+layernorm", "mlp", "mla_up_proj+mlp"):
         yield "full"  # module recomputes free what selective does not: only full is surely stronger
     elif pinned is not None:
         yield from order[order.index(pinned) + 1:]

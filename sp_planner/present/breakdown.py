@@ -29,6 +29,7 @@ PRUNE_REASONS: dict[str, str] = {
     "offload": "CPU-offloaded layers not below num_layers",
     "mla_up_proj": "recompute mla_up_proj on a model without MLA",
     "moe_act": "recompute moe_act on a model without MoE layers",
+    "mlp": "recompute mlp on a model without dense layers",
     "deepep_group": "etp x ep is a group size DeepEP has no config for",
     "oom": "peak memory above the GPU's HBM",
 }

@@ -52,11 +52,14 @@ COMM_LABELS: dict[str, str] = {
 }
 
 RECOMPUTE_SHORT: dict[str, str] = {"none": "no-rc", "selective": "sel-rc", "full": "full-rc",
-                                   "mla_up_proj": "mla-rc", "moe_act": "act-rc", "moe_act+layernorm": "act+ln-rc"}
+                                   "mla_up_proj": "mla-rc", "moe_act": "act-rc", "moe_act+layernorm": "act+ln-rc",
+                                   "mlp": "mlp-rc", "mla_up_proj+mlp": "mla+mlp-rc"}
 RECOMPUTE_LONG: dict[str, str] = {"none": "no recompute", "selective": "selective recompute",
                                   "full": "full recompute", "mla_up_proj": "MLA up-projection recompute",
                                   "moe_act": "MoE activation recompute",
-                                  "moe_act+layernorm": "MoE activation and norm recompute"}
+                                  "moe_act+layernorm": "MoE activation and norm recompute",
+                                  "mlp": "dense MLP recompute",
+                                  "mla_up_proj+mlp": "MLA up-projection and dense MLP recompute"}
 # Degrees as plans are named: tp first, then the sequence axes, dp, pp (layout.GRID_ORDER reversed).
 NAME_ORDER: tuple[str, ...] = tuple(reversed(GRID_ORDER))
 SHORT_AXIS: dict[str, str] = {"tp": "tp", "ulysses": "u", "ring": "r", "dp": "dp", "pp": "pp"}

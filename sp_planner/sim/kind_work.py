@@ -35,11 +35,13 @@ def stage_kinds(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_stage_l
 
 
 def kind_layer(collectives: LayerWork, *, gemm_fwd_s: float, gemm_bwd_s: float, attn_share: float, moe: MoEWork,
-               attn_fwd_steps_s: tuple[float, ...], attn_bwd_steps_s: tuple[float, ...]) -> LayerWork:
+               attn_fwd_steps_s: tuple[float, ...], attn_bwd_steps_s: tuple[float, ...],
+               recompute_mlp: bool = False) -> LayerWork:
     """One layer of a kind: `collectives` (the kind-independent communication) with the kind's
     GEMMs split at the TP collectives by `attn_share` (the attention's share of the layer's
     parameters), its MoE work (the busiest rank's extra expert GEMMs and the permutations with the
-    MLP's, backward twice the extra forward: cost.moe) and its attention steps."""
+    MLP's, backward twice the extra forward: cost.moe) and its attention steps; `recompute_mlp`:
+    its dense MLP re-runs in backward (cost.mlp_recompute)."""
     return LayerWork.model_validate({
         **dict(collectives),
         "gemm_attn_fwd_s": gemm_fwd_s * attn_share,
@@ -51,6 +53,7 @@ def kind_layer(collectives: LayerWork, *, gemm_fwd_s: float, gemm_bwd_s: float, 
         "recompute_modules_s": moe.recompute_modules_s,
         "attn_fwd_steps_s": attn_fwd_steps_s,
         "attn_bwd_steps_s": attn_bwd_steps_s,
+        "recompute_mlp": recompute_mlp,
     })
 
 

@@ -18,6 +18,7 @@ simplification: each phase's contention is among the groups of one collective).
 
 from __future__ import annotations
 
+from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES
 from sp_planner.pipeline import stage_chunk
 from sp_planner.pipeline_chunks import chunk_layer_counts
 from sp_planner.sim.streams import Program
@@ -71,6 +72,14 @@ def _moe_ops(p: Program, w: LayerWork, layer: int, ready: int, names: tuple[str,
 def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute: str,
                     gather: int = -1) -> tuple[int, int]:
     """Append one layer's backward; returns (its last op, the op after which its gradients are ready)."""
+    if w.recompute_mlp:
+        # CheckpointFunction.backward re-runs the MLP's forward before its backward
+        # (transformer_layer.py at d98e8a64 lines 992-1010; cost.mlp_recompute).
+        ready = p.add("comm", "tp_comm", f"L{layer} tp all-gather (mlp recompute)", w.tp_all_gather_s, (ready,))
+        ready = p.add("compute", "recompute_gemm", f"L{layer} mlp gemm (recompute)", w.gemm_mlp_fwd_s,
+                      (ready, gather))
+        ready = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter (mlp recompute)", w.tp_reduce_scatter_s,
+                      (ready,))
     if recompute == "full":
         ready = _forward_layer(p, w, layer, ready, kind_prefix="recompute_", gather=gather)
     elif recompute == "selective":
@@ -96,7 +105,7 @@ def _backward_layer(p: Program, w: LayerWork, layer: int, ready: int, recompute:
     mlp = _moe_ops(p, w, layer, mlp, ("etp reduce-scatter", "dispatch"))
     rs = p.add("comm", "tp_comm", f"L{layer} tp reduce-scatter", w.tp_reduce_scatter_s, (mlp,))
     ag2 = p.add("comm", "tp_comm", f"L{layer} tp all-gather (grad)", grad_ag, (rs,))
-    if recompute == "mla_up_proj":
+    if recompute in MLA_UP_PROJ_RECOMPUTES:
         # The hook on core_attn_out's gradient re-runs MLA's up-projections before core attention's
         # backward (multi_latent_attention.py at d98e8a64 lines 455-458; cost.mla_recompute).
         ag2 = p.add("compute", "recompute_gemm", f"L{layer} mla up-proj (recompute)", w.recompute_up_proj_s, (ag2,))

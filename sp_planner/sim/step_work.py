@@ -29,6 +29,8 @@ from sp_planner.cost.gathered_transpose import layer_gather_bytes
 from sp_planner.cost.embedding_work import embedding_work
 from sp_planner.cost.gemm_work import gemm_work
 from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
+from sp_planner.cost.mlp_recompute import mlp_recompute_layers
+from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, recompute_code
 from sp_planner.cost.grad_buffer import stage_step_bytes
 from sp_planner.cost.mtp import mtp_depth_extras_s, mtp_kind
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
@@ -103,7 +105,8 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
     # the framework gathers them so (cost.tp_gathers, cost.gathered_transpose).
     scatters = tp_calls_per_step(layers=layers, micro_batches=m, full_recompute=plan.recompute == "full", pp=pp,
                                  position_embedding=model.position_embedding, sequence_parallel=sp,
-                                 regathers=regathers).reduce_scatters
+                                 regathers=regathers, mlp_recomputes=mlp_recompute_layers(
+                                     model, layers=layers, recompute=recompute_code(plan.recompute))).reduce_scatters
     tp_bytes = comm.tp_reduce_scatter / float(scatters)
     tp_ag = phase("tp all-gather", groups["tp"], tp_bytes, "ring", "all_gather")
     tp_rs = phase("tp reduce-scatter", groups["tp"], tp_bytes, "ring", "reduce_scatter")
@@ -206,7 +209,7 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         cp_reduce_scatter_s=cp_rs,
         recompute_up_proj_s=float(mla_up_proj_recompute_s(model, hw, tokens=tokens, tp=tp, precision=one.precision,
                                                           fp8_blockwise=one.fp8_blockwise)[0])
-        if plan.recompute == "mla_up_proj" else 0.0,
+        if plan.recompute in MLA_UP_PROJ_RECOMPUTES else 0.0,
     )
     layers_by_kind = []
     for kind, kind_spec, gemm in zip(kinds, models, gemms):
@@ -215,7 +218,9 @@ def step_work(cluster: Cluster, model: ModelSpec, workload: Workload, plan: Para
         layers_by_kind.append(kind_layer(
             collectives, gemm_fwd_s=float(gemm.fwd_s[0]), gemm_bwd_s=float(gemm.bwd_s[0]),
             attn_share=attention_share(kind_spec), moe=moe if kind.moe else NO_MOE,
-            attn_fwd_steps_s=fwd_steps, attn_bwd_steps_s=bwd_steps))
+            attn_fwd_steps_s=fwd_steps, attn_bwd_steps_s=bwd_steps,
+            # Megatron re-runs the MLP of dense layers only (transformer_layer.py at d98e8a64 lines 537-539).
+            recompute_mlp=not kind.moe and plan.recompute in MLP_RECOMPUTES))
     work = StepWork(
         pp=pp, vpp=plan.vpp, num_micro_batches=m, layers_per_stage=middle, recompute=plan.recompute,
         kind_layers=tuple(layers_by_kind),

@@ -52,6 +52,9 @@ class LayerWork(FrozenModel):
     # The MoE activation and standalone norms again as the MLP's gradient arrives, before its GEMMs
     # (recompute moe_act, moe_act+layernorm; cost.module_recompute); 0 otherwise.
     recompute_modules_s: float = NonNeg
+    # The dense MLP's forward again (TP all-gather, its GEMMs, TP reduce-scatter) as its output's
+    # gradient arrives, before its backward (recompute mlp on a dense layer; cost.mlp_recompute).
+    recompute_mlp: bool = False
 
     @model_validator(mode="after")
     def _steps(self) -> "LayerWork":

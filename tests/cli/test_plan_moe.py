@@ -265,8 +265,24 @@ def test_moe_module_recompute_for_a_framework_without_it_and_an_unknown_set_are_
     assert ("--recompute moe_act+layernorm is Megatron's --recompute-modules moe_act layernorm, and torchtitan"
             in result.stderr)
     unknown = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                      "--recompute", "mlp")
+                      "--recompute", "shared_experts")
     assert unknown.exit_code == 2 and "moe_act+layernorm" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_mlp_recompute_on_an_all_moe_model_or_for_torchtitan_is_refused_and_pinned_on_llama(sp_plan):
+    moe = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                  "--recompute", "mlp")
+    assert moe.exit_code == 2 and "the pinned plan breaks the mlp rule" in moe.stderr
+    titan = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                    "--recompute", "mlp", "--framework", "torchtitan")
+    assert titan.exit_code == 2
+    assert "--recompute mlp is Megatron's --recompute-modules mlp, and torchtitan" in titan.stderr
+    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", "mlp", "--framework", "megatron", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    plans = json.loads(result.stdout)["plans"]
+    assert plans and all(p["recompute"] == "mlp" for p in plans)
+    assert "--recompute-modules mlp" in plans[0]["flags"]["megatron"]["text"]
 
 
 def test_moe_module_recompute_pinned_plans_and_emits_the_modules(sp_plan):

@@ -154,6 +154,26 @@ def test_deepseek_v3_mla_up_proj_recompute_passes_mla_transformer_config():
                           recompute_modules=["mla_up_proj"])
 
 
+def test_mlp_recompute_passes_transformer_config_alone_and_with_mla_up_proj():
+    # Megatron-Bridge's recipes: --recompute-modules mlp (dense models), mla_up_proj mlp (DeepSeek).
+    llama = load_model("Llama-3-8B")
+    for model, recompute, modules, config_class, plan in (
+            (llama, "mlp", ["mlp"], TransformerConfig, ParallelPlan(tp=2, dp=32, pp=2, recompute="mlp")),
+            (DEEPSEEK_V3, "mla_up_proj+mlp", ["mla_up_proj", "mlp"], MLATransformerConfig,
+             ParallelPlan(tp=2, ring=2, dp=32, ep=64, etp=1, recompute="mla_up_proj+mlp"))):
+        request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=128), plan=plan,
+                              num_nodes=16, gpus_per_node=8)
+        flags = render_flags("megatron", request)
+        assert flags.supported, flags.reason
+        assert f"--recompute-modules {' '.join(modules)}" in flags.text and "--recompute-method" not in flags.text
+        config = transformer_config(flags.text, model.hidden_size, config_class)
+        assert config.recompute_granularity == "selective" and config.recompute_modules == modules
+        assert render_flags("mindspeed", request).supported
+        for framework in ("deepspeed", "torchtitan"):
+            refused = render_flags(framework, request)
+            assert not refused.supported and f"recompute {recompute} cannot be expressed" in refused.reason
+
+
 @pytest.mark.parametrize("recompute, modules", [("moe_act", ["moe_act"]),
                                                 ("moe_act+layernorm", ["moe_act", "layernorm"])])
 def test_moe_module_recompute_passes_transformer_config(recompute, modules):
