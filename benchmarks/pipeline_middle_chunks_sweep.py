@@ -10,9 +10,11 @@ Llama-3-8B on 64 GPUs (8 nodes) of L40S and H100, pp 4, middle-heavy splits 2/2,
 drain, cost.pipeline_lags.first_stage_phases_s), ZeRO-0/1, 512 and 2048 tokens, tp 1/4, 4 and 8
 micro-batches (160 plans, about 20 s); and
 DeepSeek-V3 on 128 x 8 H100s (tp 2, ring 2, ep 8, 4K tokens, 1,024 sequences) at pp 16 x vpp 2
-3 / 2, pp 8 x vpp 4 and vpp 3 at 7 / 6, ZeRO-0/1 (6 plans; --quick leaves them out). Prints
-max/mean |analytic/sim - 1| per group and the worst plans. docs/cost-model.md Stop 56 has the
-findings.
+3 / 2, pp 8 x vpp 4 and vpp 3 at 7 / 6, ZeRO-0/1 (6 plans); Llama-4-Maverick 8K on 16 x 8 H100s
+(ep 8, 128 sequences) at pp 8 x vpp 2 and pp 4 x vpp 4, tp 1/2, ZeRO-2/3, before the MFU ceiling
+(8 plans: stage 1's chunks hold two MoE layers where stage 2's hold one, cost.pipeline_dp.
+_relay_blocks; --quick leaves these 14 out). Prints max/mean
+|analytic/sim - 1| per group and the worst plans. docs/cost-model.md Stop 56 has the findings.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sp_planner.specs import Workload
 
 LLAMA_SPLITS = ((4, (2, 2)), (4, (3, 3)), (4, (4, 2)), (3, (2, 2)), (4, (12, 8)))  # (vpp, first/last layers)
 DSV3_LAYOUTS = ((16, 2, (3, 2)), (8, 4, (7, 6)), (8, 3, (7, 6)))  # (pp, vpp, first/last stage layers)
+MAVERICK_INTERLEAVED = ((8, 2), (4, 4))  # (pp, vpp): 3 layers a chunk, middle stages of 2 and 1 MoE layers a chunk
 
 
 def sweep(quick: bool):
@@ -50,6 +53,13 @@ def sweep(quick: bool):
         diff = step_diff_percent(model, hardware, Workload(seq_len=4096, global_batch=1024), plan, nodes=128)
         if diff is not None:
             yield dict(model="DSV3", hw="H100", zero=zero, layout="%d:%d/%d" % (vpp, *split), pp=pp, diff=diff)
+    model = load_model("Llama-4-Maverick-17B-128E")
+    for (pp, vpp), tp, zero in itertools.product(MAVERICK_INTERLEAVED, (1, 2), (2, 3)):
+        plan = ParallelPlan(dp=128 // (pp * tp), pp=pp, vpp=vpp, tp=tp, ep=8, zero=zero)
+        diff = step_diff_percent(model, hardware, Workload(seq_len=8192, global_batch=128), plan, nodes=16,
+                                 before_ceiling=True)
+        if diff is not None:
+            yield dict(model="Mav", hw="H100", zero=zero, layout="%d:even" % vpp, pp=pp, tp=tp, diff=diff)
 
 
 def main() -> None:

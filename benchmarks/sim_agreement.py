@@ -16,18 +16,22 @@ from sp_planner.sim import simulate
 NODES, GPUS_PER_NODE = 8, 8
 
 
-def step_diff_percent(model, hardware, workload, plan, runtime=MEGATRON_RUNTIME, nodes: int = NODES) -> float | None:
+def step_diff_percent(model, hardware, workload, plan, runtime=MEGATRON_RUNTIME, nodes: int = NODES, *,
+                      before_ceiling: bool = False) -> float | None:
     """100 x (analytic / simulated step - 1) on `nodes` nodes of 8 GPUs under the framework's
     `runtime` (cost.runtime; Megatron's by default); None where the simulator refuses the plan (a
-    split the chunks do not divide)."""
+    split the chunks do not divide). `before_ceiling`: both steps before the MFU ceiling
+    (cost.mfu_ceiling), which both sides stretch to alike and which hides what differs below it."""
     try:
         sim = simulate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=GPUS_PER_NODE,
-                       detail=False, runtime=runtime).step_time_s
+                       detail=False, runtime=runtime)
     except ValueError:
         return None
-    est = evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=GPUS_PER_NODE,
-                   runtime=runtime).step_time_s
-    return 100 * (est / sim - 1)
+    est = evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=GPUS_PER_NODE, runtime=runtime)
+    est_s, sim_s = est.step_time_s, sim.step_time_s
+    if before_ceiling:
+        est_s, sim_s = est_s - est.time.mfu_ceiling_s, sim_s - sim.critical_path_by_kind_s["mfu_ceiling"]
+    return 100 * (est_s / sim_s - 1)
 
 
 def collect(rows: Iterable[dict], verbose: bool) -> list[dict]:

@@ -54,6 +54,10 @@ class DPPasses(NamedTuple):
     middle_rank: np.ndarray | float = 1.0
     # How much earlier than stage 1's that stage's last backward ends (cost.stage_layer_times.middle_drain_s).
     middle_drain_s: np.ndarray | float = 0.0
+    # ZeRO-2/3: the middle stage with the fewest MoE layers' calls, and how far the middle stages'
+    # mean lies towards it (cost.stage_params.dp_lightest_middle_stage; None: the middle stages alike).
+    relay_times: DPTimes | None = None
+    relay_share: np.ndarray | float = 0.0
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -71,7 +75,8 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
                   logits_s=p.logits_s, ahead_s=p.ahead_s, first_s=p.first_s, fwd_layer_s=_plus(fwd_layer, stall_f),
                   bwd_layer_s=_plus(bwd_layer, stall_b), edges=p.edges)
     pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
-                               compute_path_s=compute_path_s, kinds=p.kinds, **passes)
+                               compute_path_s=compute_path_s, kinds=p.kinds, relay_times=p.relay_times,
+                               relay_share=p.relay_share, **passes)
     exposed, hidden = dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

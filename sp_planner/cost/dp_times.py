@@ -23,7 +23,7 @@ from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_latency_s, ring_steps
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.stage_params import dp_middle_stages, stage_moe_counts, stage_params
+from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages, stage_moe_counts, stage_params
 from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
@@ -93,17 +93,30 @@ class StageTimes:
 
 
 def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                    seq_len: int, states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",)
-                    ) -> tuple[StageTimes, ...]:
-    """dp_stage_times before it is spread over the candidates."""
+                    seq_len: int, states: TrainingStates = MEGATRON_STATES, which: tuple[Stage, ...] = ("first",),
+                    lightest: bool = False) -> tuple[StageTimes, ...]:
+    """dp_stage_times before it is spread over the candidates; `lightest`: the middle stage's calls
+    those of the one with the fewest MoE layers (stage_params.dp_lightest_middle_stage)."""
     n = len(c)
     gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero), (n,))
     first, inverse = distinct_columns(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width])
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))
     priced = _stage_times(model, hardware, c.take(first), stages=stage_rows, gpus_per_node=gpus_per_node,
-                          seq_len=seq_len, states=states, which=which)
+                          seq_len=seq_len, states=states, which=which, lightest=lightest)
     return tuple(StageTimes(times, len(first), inverse) for times in priced)
+
+
+def relay_stage_times(model: ModelSpec, hardware: HardwareProfile, c, rows: np.ndarray, *, stages: StageLayers,
+                      gpus_per_node: int, seq_len: int, states: TrainingStates = MEGATRON_STATES) -> DPTimes:
+    """The calls of the middle stage with the fewest MoE layers (stage_params.dp_lightest_middle_stage)
+    on the candidates where `rows` (a mask), 0 elsewhere: priced on those rows alone."""
+    n = len(c)
+    at = np.flatnonzero(rows)
+    part = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[at] for v in stages))
+    times = dp_stage_tables(model, hardware, c.take(at), stages=part, gpus_per_node=gpus_per_node, seq_len=seq_len,
+                            states=states, which=("middle",), lightest=True)[0].at()
+    return DPTimes(*(_spread(np.broadcast_to(np.asarray(v, dtype=np.float64), (len(at),)), at, n) for v in times))
 
 
 def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0) -> tuple[BucketCounts, BucketCounts]:
@@ -116,7 +129,8 @@ def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0) -> tu
 
 
 def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, gpus_per_node: int,
-                 seq_len: int, states: TrainingStates, which: tuple[Stage, ...]) -> tuple[DPTimes, ...]:
+                 seq_len: int, states: TrainingStates, which: tuple[Stage, ...], lightest: bool = False
+                 ) -> tuple[DPTimes, ...]:
     """dp_stage_times for every row of `c`; a middle or last stage's only on the rows that use
     them, a pipeline's (ZeRO-2/3's per-micro-batch traffic on the critical path, cost.pipeline_dp;
     ZeRO-0/1's own sync of each stage after its last backward, cost.pipeline_tails), 0 on the
@@ -133,7 +147,8 @@ def _stage_times(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
         stage_code = np.concatenate([np.full(len(at), STAGES.index(stage)) for stage, at in parts])
         times = _priced_rows(model, hardware, c.take(index), stages=StageLayers(
                                  *(np.broadcast_to(np.asarray(v), (n,))[index] for v in stages)),
-                             stage=stage_code, gpus_per_node=gpus_per_node, seq_len=seq_len, states=states)
+                             stage=stage_code, gpus_per_node=gpus_per_node, seq_len=seq_len, states=states,
+                             lightest=lightest)
         columns = [np.broadcast_to(np.asarray(v, dtype=np.float64), (len(index),)) for v in times]
         start = 0
         for stage, at in parts:
@@ -166,7 +181,7 @@ def _moving_calls(hardware: HardwareProfile, kind: str, bytes_per_param, n_param
 
 
 def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: StageLayers, stage: np.ndarray,
-                 gpus_per_node: int, seq_len: int, states: TrainingStates) -> DPTimes:
+                 gpus_per_node: int, seq_len: int, states: TrainingStates, lightest: bool = False) -> DPTimes:
     """The data-parallel calls on every row of `c` of its stage (`stage`: the index in STAGES)."""
     gpn = gpus_per_node
     grad_bytes, param_bytes = states.grad_bytes, states.compute_param_bytes
@@ -244,7 +259,7 @@ def _priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stag
     layers = np.choose(stage, [getattr(stages, name) for name in STAGES])
     # The middle stages' calls are those of the one with the most MoE layers (stage_params.dp_middle_stage).
     first_moe, second_moe, last_moe = stage_moe_counts(model, seq_len, c, stages)
-    middle_rank, middle_moe = dp_middle_stages(model, c)
+    middle_rank, middle_moe = dp_lightest_middle_stages(model, c)[:2] if lightest else dp_middle_stages(model, c)
     moe_counts = (first_moe, np.where(middle_rank > 1, middle_moe, second_moe), last_moe)
     own = stage_params(model, tp, pp, ep, etp, stages, moe_counts)
     params, experts = np.choose(stage, own.params), np.choose(stage, own.experts)

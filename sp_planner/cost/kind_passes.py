@@ -26,6 +26,7 @@ from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_kinds import chunk_global_layers, distinct_kinds, kind_indices, kind_model
 from sp_planner.cost.layer_times import backward_lead_s
 from sp_planner.cost.params import candidate_stage_layers
+from sp_planner.cost.stage_params import dp_lightest_middle_stage
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import split_breaks
@@ -72,6 +73,17 @@ class KindPasses(NamedTuple):
         # The root unit: the first stage's chunk 0, the last stage's last chunk (the middle none).
         root = (chunks >= 0).sum(axis=1) - 1 if i == 2 else 0
         return self._replace(order=self.stage_orders[i], chunk_orders=chunks, root_chunk=root)
+
+    def lightest(self) -> KindPasses:
+        """These passes with the middle stages walking the lightest one's layers (stage_sequences'
+        fourth) where a row has it."""
+        if len(self.stage_orders) < 4:
+            return self
+        pick = tuple(x if i != 1 else np.where(self.stage_orders[3] >= 0, self.stage_orders[3], x)
+                     for i, x in enumerate(self.stage_orders[:3]))
+        chunks = tuple(x if i != 1 else np.where(self.stage_chunks[3][:, :1] >= 0, self.stage_chunks[3], x)
+                       for i, x in enumerate(self.stage_chunks[:3]))
+        return self._replace(stage_orders=pick, stage_chunks=chunks)
 
     def chunk(self, j) -> KindPasses:
         """The view of this stage's model chunk j (an int, or one a row) walked as one stage (-1
@@ -180,14 +192,15 @@ def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.nda
     `sequences` (appended to; -1 elsewhere): at vpp 1 each stage's own layers, at vpp > 1 each of
     its chunks' (sim.layer_program runs each chunk as its own forward and backward), in Megatron's
     order (cost.layer_kinds.chunk_global_layers); the middle stages' the second stage's (the one
-    cost.memory prices; none at pp 2)."""
+    cost.memory prices; none at pp 2), and a fourth: the middle stage's with the fewest MoE layers
+    (cost.stage_params.dp_lightest_middle_stage; the second's where they hold as many)."""
     n = len(piped)
     names = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
     columns = [np.broadcast_to(np.asarray(v), (n,)) for v in names]
     placed = np.flatnonzero(piped & ~split_breaks(model.num_layers, *columns))
     widest = int(columns[1][placed].max()) if len(placed) else 1
-    orders = tuple(np.full(n, -1) for _ in range(3))
-    chunks = tuple(np.full((n, widest), -1) for _ in range(3))
+    orders = tuple(np.full(n, -1) for _ in range(4))
+    chunks = tuple(np.full((n, widest), -1) for _ in range(4))
     if not len(placed):
         return orders, chunks
     kinds = sequences[0]
@@ -195,8 +208,9 @@ def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.nda
     for row, at in distinct_groups([column[placed] for column in columns]):
         pp, vpp, first_n, last_n = (int(column[placed[row]]) for column in columns)
         held = chunk_global_layers(model.num_layers, pp, vpp, first_n, last_n)
-        for i, stage in enumerate((0, 1, pp - 1)):
-            if i == 1 and pp == 2:  # no middle stage
+        lightest = dp_lightest_middle_stage(model, pp, vpp, first_n, last_n)[0]
+        for i, stage in enumerate((0, 1, pp - 1, lightest)):
+            if i in (1, 3) and pp == 2:  # no middle stage
                 continue
             found = [index.setdefault(tuple(kinds[layer] for layer in layers), len(index)) for layers in held[stage]]
             if vpp == 1:

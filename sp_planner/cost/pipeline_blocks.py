@@ -116,11 +116,14 @@ def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_l
 
 def stage_chunk_walks(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                       edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
-                      kinds: KindPasses | None = None) -> list[ChunkWalks | None]:
-    """Each stage's chunk_walks (cost.chunk_walk) of one micro-batch, with _stage_traffic's arguments."""
+                      kinds: KindPasses | None = None, known: list[ChunkWalks | None] | None = None
+                      ) -> list[ChunkWalks | None]:
+    """Each stage's chunk_walks (cost.chunk_walk) of one micro-batch, with _stage_traffic's arguments;
+    `known`: the end stages' where the caller has them (cost.pipeline_dp's lightest middle stage)."""
     if kinds is None:
         return [None] * len(stages)
-    return [chunk_walks(overlap, s.times, stage_edges(edges, i) or Edges(0.0, 0.0, 0.0), kinds.stage(i), zero=zero,
+    return [known[i] if known is not None and i != 1 else
+            chunk_walks(overlap, s.times, stage_edges(edges, i) or Edges(0.0, 0.0, 0.0), kinds.stage(i), zero=zero,
                         fwd_window_s=s.layers * fwd, bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s,
                         root_gathers=root_gathers, fwd_gathers=fwd_gathers)
             for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
@@ -168,12 +171,15 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
 
 
 def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges,
-                          kinds: KindPasses | None = None, walks: list[ChunkWalks | None] | None = None):
+                          kinds: KindPasses | None = None, walks: list[ChunkWalks | None] | None = None,
+                          known: list | None = None):
     """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
     (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked, an
-    interleaved stage's chunks read from its cycle's `walks` (stage_chunk_walks)."""
+    interleaved stage's chunks read from its cycle's `walks` (stage_chunk_walks); `known`: the end
+    stages' where the caller has them (stage_chunk_walks)."""
     assert kinds is None or walks is not None, "the interleaved stages' chunk walks (stage_chunk_walks)"
-    return [_zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd, edges=edges,
+    return [known[i] if known is not None and i != 1 else
+            _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd, edges=edges,
                              kinds=None if kinds is None else kinds.stage(i), walks=None if walks is None else walks[i])
             for i, fwd in enumerate(per_stage(fwd_layer_s))]
 

@@ -30,7 +30,7 @@ from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
                                              stage_chunk_walks, stage_zero3_gathers_s)
-from sp_planner.cost.pipeline_path import critical_path_s
+from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s
 from sp_planner.cost.pipeline_lags import finish_lags_s
 from sp_planner.cost.pipeline_tails import synced_syncs_s
 from sp_planner.pipeline import StageLayers, per_stage
@@ -42,7 +42,8 @@ LOSS_BACKWARD_SHARE = 2 / 3
 
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
-                   edges: Edges, compute_path_s=None, kinds: KindPasses | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   edges: Edges, compute_path_s=None, kinds: KindPasses | None = None,
+                   relay_times: DPTimes | None = None, relay_share=0.0) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
@@ -55,7 +56,12 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges); compute_path_s the
     critical path over the same stages' compute blocks, per candidate, where the caller has it
     (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here). `kinds`: the
-    stages whose ZeRO-3 passes walk their own layers where these differ (cost.kind_passes; None: none)."""
+    stages whose ZeRO-3 passes walk their own layers where these differ (cost.kind_passes; None: none).
+    `relay_times`: the calls of the middle stage with the fewest MoE layers, `relay_share` how far
+    the middle stages' mean lies towards it (cost.stage_params.dp_lightest_middle_stage): the
+    middle stages a path passes are priced at that share between its blocks and `times`' middle
+    one's (cost.pipeline_path.critical_path_s `relay`; Llama-4-Maverick's middle stages hold two MoE
+    layers a chunk and one in turn, sim.pipeline runs each its own)."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -93,6 +99,12 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
                                                                                row_reshard, m)),
               fwd_gathers=np.where(synced, once, 1.0), synced=synced, sync_times=calls,
               kinds=None if kinds is None else take_rows(kinds, rows, n))
+    share = sub(relay_share)
+    if relay_times is not None and np.any(share > 0):
+        # The lightest middle stage's calls and layers (its compute the heaviest's: only its traffic differs).
+        light = without_reduces(DPTimes(*(np.take(v, rows) for v in relay_times)), synced)
+        kw.update(relay_stage=StageDP(light, split.middle, split.middle * layer_s[1], 0.0, np.maximum(pp[rows] - 2, 0)),
+                  relay_share=share)
     start = 0
     for z, interleaved, index in groups:
         part = slice(start, start + len(index))
@@ -111,6 +123,11 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
                                                                    chunks=g["vpp"]),
                                        before_s=g["edges"].fwd_head_s if i == 0 else 0.0)
                        for i, (s, fwd) in enumerate(zip(g["stages"], g["fwd_layer_s"]))]
+            if "relay_stage" in g:
+                s, fwd = g["relay_stage"], per_stage(g["fwd_layer_s"])[1]
+                g["relay_gather"] = chunks_gather_s(s.times, s.layers * fwd, s.layers, g["vpp"], True, lead_s=lead,
+                                                    after_s=after_last_gather_s(s.times, fwd, lead, layers=s.layers,
+                                                                                chunks=g["vpp"]))
         exposed, (own, busy) = _group_exposed_s(overlap, zero=z, interleaved=interleaved, gathers=gathers, **g)
         out[index] = exposed
         # The step ends on the first stage's drain, slowed by the traffic it hid (cost.overlap),
@@ -158,7 +175,8 @@ def pipelined_exposed_s(overlap: Overlap, *, zero, micro_batches, vpp, stages: t
 def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_batches, vpp,
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
-                     sync_times=None, kinds: KindPasses | None = None):
+                     sync_times=None, kinds: KindPasses | None = None, relay_stage: StageDP | None = None,
+                     relay_share=0.0, relay_gather=0.0):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -172,7 +190,9 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     `synced` rows (cost.fsdp.stage_synced) then add each stage's whole sync after its last backward
     past its finish lag behind the first stage's over these blocks (cost.pipeline_tails.
     synced_syncs_s; `sync_times` the stages' calls with their reduce-scatters). `kinds`: the
-    stages' own layers walked (pipelined_dp_s)."""
+    stages' own layers walked (pipelined_dp_s). `relay_stage`, `relay_share`, `relay_gather`: the
+    lightest middle stage, the middle stages' mean's share towards it and its ZeRO-2 gathers
+    (pipelined_dp_s; None: the middle stages all alike)."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -191,7 +211,15 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
-    exposed = critical_path_s(blocks, micro_batches, pp, vpp) - bare_path_s
+    relay = None
+    if relay_stage is not None:
+        relay = _relay_blocks(overlap, blocks[1], relay_share, stages=(stages[0], relay_stage, stages[2]), zero=zero,
+                              interleaved=interleaved, vpp=vpp, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
+                              reshard=reshard, edges=edges, gathers=(gathers[0], relay_gather, gathers[2]),
+                              root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
+                              kinds=None if kinds is None else kinds.lightest(), walks=walks,
+                              zero3_gathers=zero3_gathers)
+    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
                                     fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd,
@@ -207,3 +235,25 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
         lags = finish_lags_s(blocks, stages[1].num_stages, micro_batches, vpp)
         exposed = exposed + np.where(synced, synced_syncs_s(sync_times, lags, pp=pp, vpp=vpp), 0.0)
     return exposed, first_traffic
+
+
+def _relay_blocks(overlap: Overlap, heaviest: StageBlocks, share, *, stages: tuple[StageDP, ...], zero: int,
+                  interleaved: bool, vpp, fwd_layer_s, bwd_layer_s, reshard, edges: Edges, gathers, root_gathers,
+                  fwd_gathers, bare, kinds: KindPasses | None, walks, zero3_gathers) -> StageBlocks:
+    """The middle stages' mean blocks a path passes (cost.pipeline_path.critical_path_s `relay`):
+    `share` of the way from the heaviest middle stage's blocks to those of `stages`' middle one (the
+    lightest, its own calls and chunk walks, pipelined_dp_s), field by field; exact where the
+    middle stages are of two kinds, as Maverick's (MoE layers 4 and 2 a stage at pp 8 x vpp 2).
+    `walks`, `zero3_gathers`: the heaviest's stages' (the end stages' taken from them)."""
+    walks = stage_chunk_walks(overlap, zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
+                              bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, root_gathers=root_gathers,
+                              fwd_gathers=fwd_gathers, kinds=kinds, known=walks)
+    zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
+                                          kinds=kinds, walks=walks, known=zero3_gathers)
+    light = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
+                         bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, gathers=gathers,
+                         root_gathers=root_gathers, fwd_gathers=fwd_gathers, bare=bare, zero3_gathers=zero3_gathers,
+                         kinds=kinds, walks=walks)[0][1]
+    mean = {name: h + share * (np.asarray(x) - h)
+            for name, h, x in zip(StageBlocks._fields, heaviest, light) if name != "num_stages"}
+    return heaviest._replace(**mean)

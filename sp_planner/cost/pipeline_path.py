@@ -137,8 +137,13 @@ def pipeline_bubble_s(path_s, pp, micro_batches, *, pace_s):
     return np.where(np.asarray(pp) > 1, path_s - micro_batches * pace_s, 0.0)
 
 
-def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp):
-    """Seconds of the longest path (module docstring) over the first, middle and last stages."""
+def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp,
+                    relay: StageBlocks | None = None):
+    """Seconds of the longest path (module docstring) over the first, middle and last stages.
+    `relay`: the middle stages' mean blocks where they differ (cost.pipeline_dp: Maverick's in
+    turn of two MoE layers a chunk and one), which the sums over the middle stages a path passes
+    take (the fill's forwards and chunk-0 blocks, the drain's backwards, the turns through them);
+    the ridden stage's cycles and the pile-ups the middle one's (the heaviest). None: the middle's."""
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
     first, middle, last = stages
     present = [np.asarray(s.num_stages) > 0 for s in stages]
@@ -159,8 +164,10 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     ran = (ran0, ran1, ran2)
     # Micro-batch 0's turn on the way in (with the gathers of the first forwards it relays), the
     # last one's on the way out, through the last stage or (micro-batch 0's) a middle rank q.
-    to_last = middles * lap[1] + lap[2]
-    shares = middles * share[1] + share[2]
+    mid = middle if relay is None else relay
+    lap_mid, f_mid, share_mid = mid.last_fwd_s + mid.last_bwd_s, mid.forward_s / vpp, mid.gather_s / vpp
+    to_last = middles * lap_mid + lap[2]
+    shares = middles * share_mid + share[2]
     # Each stage's chunk-0, middle and last chunk's forward (ZeRO-3's root units at either end).
     by_chunk = [(s.forward_s - (vpp - 1) * s.last_fwd_s, s.last_fwd_s, s.last_fwd_s) for s in stages[:2]]
     by_chunk.append((f_last0, f_last0, last.last_fwd_s))
@@ -169,7 +176,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     def forwards_s(p, first_n, stop_n):  # p's forwards number first_n to stop_n - 1
         return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n, counts)
 
-    through = [np.where(present[1] & (q >= 1), q * lap[1] - forwards_s(0, n, ran0), 0.0)
+    through = [np.where(present[1] & (q >= 1), q * lap_mid - forwards_s(0, n, ran0), 0.0)
                for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran1))]
     turn_in = (reduce(np.maximum, [np.where(present[2], to_last + shares - forwards_s(0, ran2, ran0), 0.0), *through]),
                lap[2] + share[2] - forwards_s(1, ran2, ran1), 0.0)
@@ -177,11 +184,11 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
-    below = _below(middles, first.chunk0_s + share[0], middle.chunk0_s + share[1])
-    up_to = _below(middles, f[0] + share[0], f[1] + share[1])
-    drain = _below(middles, first.first_bwd_s, middle.first_bwd_s)
-    above = (middles * middle.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0), last.last_bwd_s, 0.0)
-    every = sum(np.asarray(s.num_stages, dtype=np.float64) * (s.forward_s + s.gather_s) for s in stages)
+    below = _below(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid)
+    up_to = _below(middles, f[0] + share[0], f_mid + share_mid)
+    drain = _below(middles, first.first_bwd_s, mid.first_bwd_s)
+    above = (middles * mid.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0), last.last_bwd_s, 0.0)
+    every = sum(np.asarray(s.num_stages, dtype=np.float64) * (s.forward_s + s.gather_s) for s in (first, mid, last))
     # The groups' pile-ups (pipeline.pile_up_s): the first group's last-chunk jobs, each stage's
     # backward and the forward it runs beside it where it has forwards left, on the slowest stage
     # at or above p; the last group's chunk-0 backwards on the slowest at or below it.

@@ -176,3 +176,35 @@ def dp_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, np.ndarray]:
     for row, at in distinct_groups(columns):
         rank[rows[at]], moe[rows[at]] = dp_middle_stage(model, *(int(v[row]) for v in columns))
     return rank, moe
+
+
+@lru_cache(maxsize=4096)
+def dp_lightest_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int
+                             ) -> tuple[int, int, float]:
+    """(rank, MoE layers, share) of the middle stage holding the fewest MoE layers (the lowest rank
+    of those), and how far the middle stages' mean MoE count lies from dp_middle_stage's towards
+    it: (max - mean) / (max - min), 0 where every middle stage holds as many (then (1, -1, 0)).
+    Maverick over pp 8 x vpp 2 (MoE on odd layers, 3 layers a chunk): stages 1, 3, 5 hold 4 MoE
+    layers, 2, 4, 6 hold 2: (2, 2, 0.5). cost.pipeline_dp prices the middle stages a path passes
+    at that share between the two's blocks."""
+    if pp < 4 or len(set(mlp_layer_is_moe(model))) == 1:
+        return 1, -1, 0.0
+    counts = [sum(stage_moe_flags(model, pp, vpp, first_stage_layers, last_stage_layers, s)) for s in range(1, pp - 1)]
+    most, least = max(counts), min(counts)
+    if most == least:
+        return 1, -1, 0.0
+    return 1 + counts.index(least), least, (most - float(np.mean(counts))) / (most - least)
+
+
+def dp_lightest_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dp_lightest_middle_stage of each candidate of `c` (or a plan): (rank, MoE layers, share)."""
+    pp, vpp, first, last = (np.asarray(v, dtype=np.int64).ravel() for v in np.broadcast_arrays(*_placement(c)))
+    rank, moe, share = np.ones(len(pp), dtype=np.int64), np.full(len(pp), -1.0), np.zeros(len(pp))
+    if len(set(mlp_layer_is_moe(model))) == 1:
+        return rank, moe, share
+    rows = np.flatnonzero(pp > 3)
+    columns = [v[rows] for v in (pp, vpp, first, last)]
+    for row, at in distinct_groups(columns):
+        placed = dp_lightest_middle_stage(model, *(int(v[row]) for v in columns))
+        rank[rows[at]], moe[rows[at]], share[rows[at]] = placed
+    return rank, moe, share

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sp_planner.cost.dp_times import dp_stage_tables
+from sp_planner.cost.dp_times import dp_stage_tables, relay_stage_times
 from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
 from sp_planner.cost.stage_layer_times import middle_drain_s, pacing_layer_times, stage_layer_times
 from sp_planner.cost.chunk_path import kinds_path_s
@@ -57,7 +57,7 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
-from sp_planner.cost.stage_params import dp_middle_stages
+from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.precision import BF16
@@ -237,10 +237,16 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # ZeRO-3 on a single stage whose layers differ: its passes walked layer by layer (cost.kind_passes).
     kinds = kind_passes(model, hardware, c, table, seq_len=workload.seq_len, gpus_per_node=gpn, states=states)
     middle_rank = dp_middle_stages(model, c)[0]
+    # ZeRO-2/3 middle stages of two kinds (Maverick's): the lightest one's calls beside the heaviest's.
+    relay_share = np.where(np.asarray(c.zero) >= 2, dp_lightest_middle_stages(model, c)[2], 0.0)
+    relay_times = None
+    if np.any(relay_share > 0):
+        relay_times = relay_stage_times(model, hardware, c, relay_share > 0, stages=stages, gpus_per_node=gpn,
+                                        seq_len=workload.seq_len, states=states)
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
                       None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied, middle_rank,
-                      middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank))
+                      middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share)
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic

@@ -15,7 +15,7 @@ MAVERICK, DEEPSEEK = load_model("Llama-4-Maverick-17B-128E"), load_model("DeepSe
 def _chunks(model, plan):
     sequences = [kind_indices(model, 8192)]
     orders, chunks = stage_sequences(model, 8192, Candidates.of_plan(plan), np.array([True]), sequences)
-    return orders, tuple(tuple(sequences[k] for k in stage[0] if k >= 0) for stage in chunks)
+    return orders[:3], tuple(tuple(sequences[k] for k in stage[0] if k >= 0) for stage in chunks[:3])
 
 
 def test_an_interleaved_stage_walks_each_chunk_of_its_own_layers():

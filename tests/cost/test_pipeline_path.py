@@ -191,3 +191,22 @@ def test_a_counted_split_holds_a_layer_fewer_in_the_end_chunks():
     assert [float(middle.first_bwd_s), float(middle.last_bwd_s), float(middle.chunk0_s)] == \
         pytest.approx([8.0, 8.0, 12.0])
     assert [float(last.first_bwd_s), float(last.last_bwd_s), float(last.last_fwd_s)] == pytest.approx([8.0, 6.0, 3.0])
+
+
+def test_the_middle_stages_a_path_passes_take_the_relay_blocks():
+    # pp 4, vpp 1, 4 micro-batches; end stages' 1 s cycles, the two middle stages' 2 s (0.4 of a
+    # cycle its forward). The longest path rides the last middle stage (4 x 2 s) after the first
+    # stage's block and the other middle stage's (1 + 2 s): 11.2 s with the pile-up's 0.2 s. With
+    # the middle stages' mean blocks at 1.5 s (`relay`) the one it passes is 1.5 s, its own cycles
+    # still 2 s: 0.5 s shorter. The middle stage's own blocks as `relay`: as without one.
+    def blocks(n, cycle_s):
+        f = np.array([0.4 * cycle_s])
+        c = np.array([cycle_s])
+        return StageBlocks(n, c, c, f, c - f, c - f, 0.0, f)
+
+    stages = (blocks(1.0, 1.0), blocks(np.array([2.0]), 2.0), blocks(1.0, 1.0))
+    m, pp, vpp = np.array([4.0]), np.array([4]), np.array([1])
+    alike = critical_path_s(stages, m, pp, vpp)
+    assert alike == pytest.approx([11.2])
+    assert critical_path_s(stages, m, pp, vpp, stages[1]) == pytest.approx(alike)
+    assert critical_path_s(stages, m, pp, vpp, blocks(np.array([2.0]), 1.5)) == pytest.approx([10.7])

@@ -6,7 +6,7 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.cost.buckets import stage_layouts
 from sp_planner.cost.params import stage_params_per_rank
-from sp_planner.cost.stage_params import stage_moe_counts, stage_moe_flags, stage_params
+from sp_planner.cost.stage_params import dp_lightest_middle_stage, stage_moe_counts, stage_moe_flags, stage_params
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.space import Candidates
@@ -85,3 +85,16 @@ def test_the_middle_stage_whose_calls_stand_for_the_middle_ones_holds_the_most_m
     assert dp_middle_stage(model, 16, 1, 4, 1) == (1, 4)
     # Layers alike: stage 1 by rule.
     assert dp_middle_stage(load_model("Llama-3-8B"), 8, 2, 4, 4) == (1, -1)
+
+
+def test_the_lightest_middle_stage_and_the_middle_stages_mean_share_towards_it():
+    # Maverick (MoE on odd layers), 3 layers a chunk: stages 1, 3, 5 hold layers 3-5, 27-29, ... (4
+    # MoE layers at pp 8 x vpp 2), stages 2, 4, 6 layers 6-8, 30-32 (2): the mean 3 halfway. pp 4 x
+    # vpp 4: 8 and 4. 6 layers a chunk (pp 4 x vpp 2): every middle stage alike. DeepSeek-V3 over pp 8
+    # x vpp 3 at 7 / 6: stage 1 holds 2 dense layers (6 MoE), the other five 8: (8 - 46/6) / 2 = 1/6.
+    assert dp_lightest_middle_stage(MAVERICK, 8, 2, 0, 0) == (2, 2, 0.5)
+    assert dp_lightest_middle_stage(MAVERICK, 4, 4, 0, 0) == (2, 4, 0.5)
+    assert dp_lightest_middle_stage(MAVERICK, 4, 2, 0, 0) == (1, -1, 0.0)
+    rank, moe, share = dp_lightest_middle_stage(DSV3, 8, 3, 7, 6)
+    assert (rank, moe) == (1, 6) and share == pytest.approx(1 / 6)
+    assert dp_lightest_middle_stage(load_model("Llama-3-8B"), 8, 2, 0, 0) == (1, -1, 0.0)
