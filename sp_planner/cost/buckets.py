@@ -48,7 +48,8 @@ import numpy as np
 from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.layer_kinds import LayerKind, kind_model
-from sp_planner.cost.moe import expert_params_per_rank, mean_mlp_params_per_rank, mlp_layer_is_moe
+from sp_planner.cost.moe import mlp_layer_is_moe
+from sp_planner.cost.moe_params import expert_params_per_rank, mean_mlp_params_per_rank
 from sp_planner.cost.stage_params import dp_middle_stage, stage_moe_flags
 from sp_planner.distinct import distinct_columns
 from sp_planner.pipeline_chunks import chunk_layer_counts

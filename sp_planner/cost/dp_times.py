@@ -24,7 +24,8 @@ from sp_planner.cost.links import INTRA, group_link, ring_alpha_beta_s, ring_lat
 from sp_planner.cost.nccl_protocols import SIMPLE, fastest_ring
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages, stage_moe_counts, stage_params
-from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
+from sp_planner.cost.moe import mlp_layer_is_moe
+from sp_planner.cost.moe_params import expert_params_per_rank
 from sp_planner.cost.dp_exposure import DPTimes
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.columns import take_rows

@@ -53,7 +53,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.kernels import memory_pass_time_s
-from sp_planner.cost.moe import expert_params_per_rank
+from sp_planner.cost.moe_params import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
 from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MXFP8, quantize_bytes_per_elem
 from sp_planner.cost.states import TrainingStates

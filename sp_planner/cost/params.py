@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
-from sp_planner.cost.moe import (
+from sp_planner.cost.moe_params import (
     largest_adjacent_mlp_params_per_rank,
     largest_mlp_params_per_rank,
     mean_mlp_params_per_rank,

@@ -8,7 +8,7 @@ layers, which at 4K, tp 2, save 0.63 GiB a micro-batch each against a MoE layer'
 token copies), so the average (0.94) put 0.9 GiB too much on it per micro-batch in flight (16 at
 its peak) and 0.06 GiB too little on a middle stage of 4 MoE layers. With virtual stages a
 stage's layers are not one run: Maverick over pp 8, vpp 2 puts layers 3-5 and 27-29 on stage 1,
-4 MoE layers of 6, where a contiguous count (cost.moe.stage_moe_layers) gives 3. Each kind is
+4 MoE layers of 6, where a contiguous count (cost.moe_params.stage_moe_layers) gives 3. Each kind is
 priced as a model of that kind alone (kind_model), its layers counted by Megatron's placement
 (cost.layer_kinds.stage_rows_kind_counts). A single stage, and a split Megatron does not place,
 keep the average (NaN rows here).

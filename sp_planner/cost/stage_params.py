@@ -5,7 +5,7 @@ one); where the model's MLP kinds differ a stage holds its own: DeepSeek-V3 over
 first stage of 4 layers holds its 3 dense layers and 1 MoE layer (1 layer of routed experts, not
 4 x 58/61 = 3.8), and Maverick over pp 8, vpp 2 puts 4 MoE layers of 6 on stage 1 (not 3). The
 MoE layers of a stage are those Megatron places on it (cost.stage_activations.stage_kind_layers,
-cost.layer_kinds.chunk_global_layers), the contiguous count (cost.moe.stage_moe_layers) on rows it
+cost.layer_kinds.chunk_global_layers), the contiguous count (cost.moe_params.stage_moe_layers) on rows it
 does not place. Memory, the data-parallel calls (cost.dp_times, cost.comm, sim.dp_work) and the
 optimizer's update (cost.grad_buffer) all take a stage's parameters from here.
 """
@@ -19,13 +19,8 @@ import numpy as np
 
 from sp_planner.cost.fp8_params import dense_gemm_params
 from sp_planner.cost.layer_kinds import chunk_global_layers
-from sp_planner.cost.moe import (
-    expert_params_per_rank,
-    layer_mlp_params_per_rank,
-    mlp_layer_is_moe,
-    moe_layer_fraction,
-    stage_moe_layers,
-)
+from sp_planner.cost.moe import mlp_layer_is_moe, moe_layer_fraction
+from sp_planner.cost.moe_params import expert_params_per_rank, layer_mlp_params_per_rank, stage_moe_layers
 from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.cost.params import layer_params_per_rank, stage_params_per_rank
 from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held
@@ -53,7 +48,7 @@ def _placement(c) -> tuple[np.ndarray, ...]:
 def placed_moe_layers(model: ModelSpec, seq_len: int, stages: StageLayers, held
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(first, second, last) stage's MoE layers: those of `held` (stage_kind_layers' rows, None
-    where the layers are alike), the contiguous count (cost.moe.stage_moe_layers) on its NaN rows."""
+    where the layers are alike), the contiguous count (cost.moe_params.stage_moe_layers) on its NaN rows."""
     contiguous = stage_moe_layers(model, stages)
     if held is None:
         return contiguous
@@ -85,7 +80,7 @@ class StageParams(NamedTuple):
 def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_layers) -> StageParams:
     """Each stage's parameters with `moe_layers` (stage_moe_counts) of its layers MoE: the average
     layers' (cost.params) plus, per MoE layer beyond the average share, a MoE layer's MLP less a
-    dense one's (cost.moe.layer_mlp_params_per_rank), so a model of one kind gets the average's
+    dense one's (cost.moe_params.layer_mlp_params_per_rank), so a model of one kind gets the average's
     numbers to the bit (the difference is multiplied by 0)."""
     first_p, last_p = stage_params_per_rank(model, tp, pp, stages, ep, etp)
     per_layer = layer_params_per_rank(model, tp, ep, etp)
@@ -131,7 +126,7 @@ def stage_moe_flags(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int
                     stage: int) -> tuple[bool, ...]:
     """Whether each layer of pipeline stage `stage` is MoE, in the stage's own order (chunk 0's
     first, cost.layer_kinds.chunk_global_layers); a split Megatron does not place: the contiguous
-    layers cost.pipeline.stage_layers counts (cost.moe.stage_moe_layers)."""
+    layers cost.pipeline.stage_layers counts (cost.moe_params.stage_moe_layers)."""
     moe, n = mlp_layer_is_moe(model), model.num_layers
     if pp > 1 and not split_breaks(n, np.array([pp]), np.array([vpp]), np.array([first_stage_layers]),
                                    np.array([last_stage_layers]))[0]:

@@ -18,7 +18,8 @@ from sp_planner.cost.buckets import BucketLayout, stage_layouts
 from sp_planner.cost.collective_sizes import ring_tensor_bytes, sized
 from sp_planner.cost.fp8_params import gathered_bytes, unit_gather_width
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.moe import expert_params_per_rank, mlp_layer_is_moe
+from sp_planner.cost.moe import mlp_layer_is_moe
+from sp_planner.cost.moe_params import expert_params_per_rank
 from sp_planner.cost.stage_params import stage_moe_counts, stage_moe_flags, stage_params
 from sp_planner.cost.nccl_protocols import fastest_ring
 from sp_planner.cost.overlap import chunk_gathers_ahead

@@ -1,5 +1,5 @@
 """A pipeline stage's memory from its own layers: DeepSeek-V3's first stage holds its 3 dense
-layers and no expert, every other stage only MoE layers (cost.moe.stage_moe_layers). The
+layers and no expert, every other stage only MoE layers (cost.moe_params.stage_moe_layers). The
 layers x moe_layer_fraction average gave the first stage 2.85 MoE layers' experts and a middle
 stage of 4 MoE layers 3.80."""
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.moe import stage_moe_layers
+from sp_planner.cost.moe_params import stage_moe_layers
 from sp_planner.cost.states import MEGATRON_STATES
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
