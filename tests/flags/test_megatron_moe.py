@@ -255,17 +255,21 @@ def test_force_balanced_routing_passes_transformer_config():
         .moe_router_force_load_balancing
 
 
+def _flex_dispatcher_flags(**moe_fields):
+    """Megatron's flags for Qwen3-30B-A3B at ep 8 on one node with MoESpec `moe_fields`, and the
+    TransformerConfig megatron-core builds from them."""
+    model = QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_copy(update=moe_fields)})
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64),
+                          plan=ParallelPlan(tp=1, dp=8, ep=8, etp=1), num_nodes=1, gpus_per_node=8)
+    flags = render_flags("megatron", request)
+    assert flags.supported, flags.reason
+    return flags, transformer_config(flags.text, model.hidden_size)
+
+
 def test_hybridep_flags_pass_transformer_config():
     # MoESpec.dispatcher hybridep: the flex dispatcher's HybridEP backend, which megatron-core's own
     # TransformerConfig accepts; no --moe-permute-fusion (HybridEP permutes in its kernels).
-    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "hybridep"})
-    model = QWEN3_30B.model_copy(update={"moe": moe})
-    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1)
-    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=1,
-                          gpus_per_node=8)
-    flags = render_flags("megatron", request)
-    assert flags.supported, flags.reason
-    config = transformer_config(flags.text, model.hidden_size)
+    flags, config = _flex_dispatcher_flags(dispatcher="hybridep")
     assert (config.moe_token_dispatcher_type, config.moe_flex_dispatcher_backend) == ("flex", "hybridep")
     assert "--moe-permute-fusion" not in parse_bash_array(flags.text)
 
@@ -273,14 +277,7 @@ def test_hybridep_flags_pass_transformer_config():
 def test_deepep_flags_pass_transformer_config():
     # MoESpec.dispatcher deepep: the flex dispatcher's DeepEP backend with Megatron's fused permute
     # around it, and the run's SM count (megatron-core 0.16's --moe-deepep-num-sms).
-    moe = QWEN3_30B.moe.model_copy(update={"dispatcher": "deepep", "dispatcher_sms": 24})
-    model = QWEN3_30B.model_copy(update={"moe": moe})
-    plan = ParallelPlan(tp=1, dp=8, ep=8, etp=1)
-    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64), plan=plan, num_nodes=1,
-                          gpus_per_node=8)
-    flags = render_flags("megatron", request)
-    assert flags.supported, flags.reason
-    config = transformer_config(flags.text, model.hidden_size)
+    flags, config = _flex_dispatcher_flags(dispatcher="deepep", dispatcher_sms=24)
     assert (config.moe_token_dispatcher_type, config.moe_flex_dispatcher_backend) == ("flex", "deepep")
     assert config.moe_deepep_num_sms == 24
     assert "--moe-permute-fusion" in parse_bash_array(flags.text)  # TE-less CPU config turns it off
