@@ -26,7 +26,7 @@ from sp_planner.cost.dp_times import dp_stage_tables
 from sp_planner.cost.layer_kinds import chunk_global_layers, distinct_kinds, kind_indices, kind_model
 from sp_planner.cost.layer_times import backward_lead_s
 from sp_planner.cost.params import candidate_stage_layers
-from sp_planner.cost.stage_params import dp_lightest_middle_stage
+from sp_planner.cost.stage_params import dp_lightest_middle_stage, dp_middle_stage
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import split_breaks
@@ -191,9 +191,13 @@ def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.nda
     chunks)) on each `piped` candidate (pp > 1) whose split Megatron places, as indices into
     `sequences` (appended to; -1 elsewhere): at vpp 1 each stage's own layers, at vpp > 1 each of
     its chunks' (sim.layer_program runs each chunk as its own forward and backward), in Megatron's
-    order (cost.layer_kinds.chunk_global_layers); the middle stages' the second stage's (the one
-    cost.memory prices; none at pp 2), and a fourth: the middle stage's with the fewest MoE layers
-    (cost.stage_params.dp_lightest_middle_stage; the second's where they hold as many)."""
+    order (cost.layer_kinds.chunk_global_layers); the middle stages' that of the one whose calls
+    cost.dp_times prices for them (cost.stage_params.dp_middle_stage: the most MoE layers, the
+    second stage where they hold as many; none at pp 2), and a fourth: the middle stage's with the
+    fewest MoE layers (cost.stage_params.dp_lightest_middle_stage; the second's where they hold as
+    many). DeepSeek-V3 over pp 16 x vpp 2 at 3 / 2 deals dense layers 1-2 to stage 1's chunk 0:
+    walking stage 1's layers with stage 2's calls had hidden a MoE layer's gathers behind each
+    dense one (ZeRO-3 analytic 43.28 s against the simulator's 61.49 s)."""
     n = len(piped)
     names = (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)
     columns = [np.broadcast_to(np.asarray(v), (n,)) for v in names]
@@ -208,8 +212,10 @@ def stage_sequences(model: ModelSpec, seq_len: int, c: Candidates, piped: np.nda
     for row, at in distinct_groups([column[placed] for column in columns]):
         pp, vpp, first_n, last_n = (int(column[placed[row]]) for column in columns)
         held = chunk_global_layers(model.num_layers, pp, vpp, first_n, last_n)
+        # The middle stages walk the one whose calls (cost.dp_times) stand for them.
+        middle = dp_middle_stage(model, pp, vpp, first_n, last_n)[0]
         lightest = dp_lightest_middle_stage(model, pp, vpp, first_n, last_n)[0]
-        for i, stage in enumerate((0, 1, pp - 1, lightest)):
+        for i, stage in enumerate((0, middle, pp - 1, lightest)):
             if i in (1, 3) and pp == 2:  # no middle stage
                 continue
             found = [index.setdefault(tuple(kinds[layer] for layer in layers), len(index)) for layers in held[stage]]

@@ -41,3 +41,16 @@ def test_deepseek_v3s_layout_chunks():
 def test_a_vpp_1_stage_walks_its_layers_as_one_sequence():
     orders, (first, _, _) = _chunks(MAVERICK, ParallelPlan(pp=4, dp=32, ep=16, zero=3))
     assert first == () and all(order[0] >= 0 for order in orders)
+
+
+def test_the_middle_stages_walk_the_stage_whose_calls_stand_for_them():
+    # DeepSeek-V3 over pp 16 x vpp 2 at 3 / 2: interleaving deals dense layers 1-2 to stage 1's
+    # chunk 0; stages 2-14 hold 2 MoE layers a chunk. The middle stages' calls are stage 2's (the
+    # most MoE layers, cost.stage_params.dp_middle_stage), so they walk stage 2's layers; the
+    # lightest (the relay's, the fourth) is stage 1's.
+    plan = ParallelPlan(tp=2, pp=16, vpp=2, dp=16, ring=2, ep=8, zero=3, first_stage_layers=3, last_stage_layers=2)
+    sequences = [kind_indices(DEEPSEEK, 4096)]
+    _, chunks = stage_sequences(DEEPSEEK, 4096, Candidates.of_plan(plan), np.array([True]), sequences)
+    first, middle, last, lightest = (tuple(sequences[k] for k in stage[0] if k >= 0) for stage in chunks)
+    assert first == ((0,), (1, 1)) and middle == ((1, 1), (1, 1)) and last == ((1,), (1,))
+    assert lightest == ((0, 0), (1, 1))
