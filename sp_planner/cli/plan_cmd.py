@@ -130,7 +130,7 @@ def plan(
         min=0, max=MAX_MTP_LAYERS, help="Multi-token prediction depths to train with the model, on the last "
         "pipeline stage (Megatron --mtp-num-layers; DeepSeek-V3's recipes train 1; megatron or mindspeed).")] = 0,
     zero: Annotated[Optional[int], _pin("ZeRO stage", min=0, max=3)] = None,
-    recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, help=(
+    recompute: Annotated[Optional[Recompute], typer.Option(show_default=False, metavar="<choice>", help=(
         "Pin activation recompute: none, selective (core attention), full, mla_up_proj (MLA models: Megatron's "
         "--recompute-modules mla_up_proj), moe_act or moe_act+layernorm (MoE models: --recompute-modules moe_act "
         "[layernorm]), mlp (models with dense layers: --recompute-modules mlp) or mla_up_proj+mlp (MLA models with "
