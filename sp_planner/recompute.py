@@ -34,11 +34,18 @@ RECOMPUTE: tuple[Recompute, ...] = get_args(Recompute)
 RECOMPUTE_MODULES: dict[Recompute, tuple[str, ...]] = {
     "selective": ("core_attn",), "mla_up_proj": ("mla_up_proj",), "moe_act": ("moe_act",),
     "moe_act+layernorm": ("moe_act", "layernorm"), "mlp": ("mlp",), "mla_up_proj+mlp": ("mla_up_proj", "mlp")}
+
+
+def choices_with(*modules: str) -> tuple[Recompute, ...]:
+    """The selective choices whose recompute_modules hold any of `modules` (RECOMPUTE_MODULES)."""
+    return tuple(r for r, held in RECOMPUTE_MODULES.items() if set(held) & set(modules))
+
+
 # The choices that re-run modules of MoE layers only (plan rule moe_act).
-MOE_MODULE_RECOMPUTES: tuple[Recompute, ...] = ("moe_act", "moe_act+layernorm")
+MOE_MODULE_RECOMPUTES = choices_with("moe_act", "layernorm")
 # The choices that re-run the dense layers' MLP (plan rule mlp), and MLA's up-projections (rule mla_up_proj).
-MLP_RECOMPUTES: tuple[Recompute, ...] = ("mlp", "mla_up_proj+mlp")
-MLA_UP_PROJ_RECOMPUTES: tuple[Recompute, ...] = ("mla_up_proj", "mla_up_proj+mlp")
+MLP_RECOMPUTES = choices_with("mlp")
+MLA_UP_PROJ_RECOMPUTES = choices_with("mla_up_proj")
 
 
 def recompute_code(recompute):
@@ -53,24 +60,30 @@ def reruns_core_attention(recompute):
     return (recompute == RECOMPUTE_SELECTIVE) | (recompute == RECOMPUTE_FULL)
 
 
+def _recomputes(recompute, module: str):
+    """Whether each code's choice re-runs `module` in backward (vectorized over codes)."""
+    recompute = np.asarray(recompute)
+    out = np.zeros(recompute.shape, dtype=bool)
+    for choice in choices_with(module):
+        out = out | (recompute == RECOMPUTE.index(choice))
+    return out
+
+
 def recomputes_moe_act(recompute):
     """Whether the routed experts' activation function re-runs in backward (vectorized over codes)."""
-    recompute = np.asarray(recompute)
-    return (recompute == RECOMPUTE_MOE_ACT) | (recompute == RECOMPUTE_MOE_ACT_LAYERNORM)
+    return _recomputes(recompute, "moe_act")
 
 
 def recomputes_layernorm(recompute):
     """Whether the standalone norms re-run in backward (vectorized over codes)."""
-    return np.asarray(recompute) == RECOMPUTE_MOE_ACT_LAYERNORM
+    return _recomputes(recompute, "layernorm")
 
 
 def recomputes_mlp(recompute):
     """Whether the dense layers' MLP re-runs in backward (vectorized over codes)."""
-    recompute = np.asarray(recompute)
-    return (recompute == RECOMPUTE_MLP) | (recompute == RECOMPUTE_MLA_UP_PROJ_MLP)
+    return _recomputes(recompute, "mlp")
 
 
 def recomputes_mla_up_proj(recompute):
     """Whether MLA's up-projections re-run in backward (vectorized over codes)."""
-    recompute = np.asarray(recompute)
-    return (recompute == RECOMPUTE_MLA_UP_PROJ) | (recompute == RECOMPUTE_MLA_UP_PROJ_MLP)
+    return _recomputes(recompute, "mla_up_proj")
