@@ -169,8 +169,8 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     to_last = middles * lap_mid + lap[2]
     shares = middles * share_mid + share[2]
     # Each stage's chunk-0, middle and last chunk's forward (ZeRO-3's root units at either end).
-    by_chunk = [(s.forward_s - (vpp - 1) * s.last_fwd_s, s.last_fwd_s, s.last_fwd_s) for s in stages[:2]]
-    by_chunk.append((f_last0, f_last0, last.last_fwd_s))
+    by_chunk = [(first.forward_s - (vpp - 1) * first.last_fwd_s, first.last_fwd_s, first.last_fwd_s),
+                (*middle_chunk_forwards_s(middle, vpp), middle.last_fwd_s), (f_last0, f_last0, last.last_fwd_s)]
     counts = remembered_chunk_counts()  # six distinct forward counts, sixteen asked
 
     def forwards_s(p, first_n, stop_n):  # p's forwards number first_n to stop_n - 1
@@ -227,6 +227,18 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
         path = np.maximum(held, waiting + drain[p]) + m * s.cycle_s + drain_pile
         paths.append(np.where(present[p], path, -np.inf))
     return reduce(np.maximum, paths)
+
+
+def middle_chunk_forwards_s(middle: StageBlocks, vpp) -> tuple[np.ndarray, np.ndarray]:
+    """A middle stage's (chunk 0's, a chunk between's) forward block. Its end chunk is its last
+    (pipeline_chunks.end_chunk_layers: a stage of 13 layers over vpp 4 runs 4 / 4 / 4 / 1), so
+    the chunks before it are full, each its share of the rest; an even stage's chunk 0 is the
+    rest of its last chunks' (the same seconds, to the last bit as before)."""
+    vpp = np.asarray(vpp)
+    rest = middle.forward_s - (vpp - 1) * middle.last_fwd_s
+    full = np.where(vpp > 1, (middle.forward_s - middle.last_fwd_s) / np.maximum(vpp - 1, 1), middle.forward_s)
+    even = np.isclose(full, middle.last_fwd_s, rtol=1e-12, atol=0.0)
+    return np.where(even, rest, full), np.where(even, middle.last_fwd_s, full)
 
 
 def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd):

@@ -8,6 +8,7 @@ from sp_planner.cost.pipeline_path import (
     compute_blocks,
     compute_path_s,
     critical_path_s,
+    middle_chunk_forwards_s,
     pipeline_bubble_s,
 )
 from sp_planner.pipeline import StageLayers
@@ -210,3 +211,16 @@ def test_the_middle_stages_a_path_passes_take_the_relay_blocks():
     assert alike == pytest.approx([11.2])
     assert critical_path_s(stages, m, pp, vpp, stages[1]) == pytest.approx(alike)
     assert critical_path_s(stages, m, pp, vpp, blocks(np.array([2.0]), 1.5)) == pytest.approx([10.7])
+
+
+def test_a_middle_stages_end_chunk_is_its_last():
+    # A middle stage of 13 layers over vpp 4 runs 4 / 4 / 4 / 1 (pipeline_chunks.chunk_shape), 1 s
+    # a layer forward: chunk 0 and the chunks between 4 s each, not 13 - 3 x 1 and 1 (its end
+    # chunk's). An even stage (16 layers, 4 s chunks) keeps chunk 0 the rest of its last chunks'.
+    a = np.array
+    short = compute_blocks((a([3.0]), a([13.0]), a([3.0])), (a([6.0]), a([39.0]), a([6.0])), (1.0, 2.0, 1.0),
+                           (0.0, 0.0, 0.0), fwd_layer_s=1.0, bwd_layer_s=2.0, vpp=a([4]))[1]
+    assert float(short.last_fwd_s[0]) == 1.0
+    assert [float(x[0]) for x in middle_chunk_forwards_s(short, a([4]))] == [4.0, 4.0]
+    even = _stage(1, 16.0, 8.0, 8.0, 4)
+    assert [float(x[0]) for x in middle_chunk_forwards_s(even, a([4]))] == [4.0, 4.0]
