@@ -26,14 +26,14 @@ a chunk's forward and backward blocks. Riding stage p (the first, the last middl
   last micro-batch turns through the last stage the same way, p's backwards meanwhile off the
   path (both turns where p's last forward follows its first backward, else the longer); with two
   groups or more, p may wait instead for the second group's first chunk-1 forward, which the last
-  stage sends after its first group's last-chunk backwards (_wrap_s);
+  stage sends after its first group's last-chunk backwards (wrap_s);
 - interleaved groups pile up (pipeline.pile_up_s, a flow shop of J = min(pp, m) jobs): the
   waiting path may ride a slower stage above p through the first group's last-chunk backwards
   (each with the forward beside it), and any path a slower stage below p through the last
   group's chunk-0 backwards; with two groups or more, p's way out may ride the last stage again
-  through the last group's last-chunk laps (_again_s), whose forward holds the output layer's;
+  through the last group's last-chunk laps (again_s), whose forward holds the output layer's;
   with three groups or more, each group's first chunk-1 forward but the second's waits for the
-  last stage's laps of the group before's last chunk (_between_s).
+  last stage's laps of the group before's last chunk (between_s).
 
 ZeRO-2's overlapped gathers ride each chunk's first forward: a path holds the ridden stage's and
 those of the first forwards it relays. The step is the longest path: it moves continuously where
@@ -60,6 +60,7 @@ from sp_planner.pipeline import (
     remembered_chunk_counts,
     stage_chunk,
 )
+from sp_planner.cost.pipeline_groups import again_s, below_s, between_s, wrap_s
 from sp_planner.pipeline_chunks import end_chunk_layers
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
@@ -184,9 +185,9 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
-    below = _below(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid)
-    up_to = _below(middles, f[0] + share[0], f_mid + share_mid)
-    drain = _below(middles, first.first_bwd_s, mid.first_bwd_s)
+    below = below_s(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid)
+    up_to = below_s(middles, f[0] + share[0], f_mid + share_mid)
+    drain = below_s(middles, first.first_bwd_s, mid.first_bwd_s)
     above = (middles * mid.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0), last.last_bwd_s, 0.0)
     every = sum(np.asarray(s.num_stages, dtype=np.float64) * (s.forward_s + s.gather_s) for s in (first, mid, last))
     # The groups' pile-ups (pipeline.pile_up_s): the first group's last-chunk jobs, each stage's
@@ -201,15 +202,15 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # The first group's chunk-0 forwards, back to back on the held path, on the slowest at or below p.
     fwd_below_max = list(accumulate([np.where(k, x[0], 0.0) for k, x in zip(present, by_chunk)], np.maximum))
     # The second group's first forward through chunk 1, sent by the last stage after its first
-    # group's last-chunk laps (_wrap_s); the last group's last-chunk laps on the last stage, which
-    # p's backwards wait for (_again_s), and every group's before it but the first, which p's next
-    # group's chunk-1 forward waits for (_between_s): 0 on every row without virtual stages.
+    # group's last-chunk laps (wrap_s); the last group's last-chunk laps on the last stage, which
+    # p's backwards wait for (again_s), and every group's before it but the first, which p's next
+    # group's chunk-1 forward waits for (between_s): 0 on every row without virtual stages.
     wrap = again = between = (0.0, 0.0, 0.0)
     if np.any(vpp > 1):
-        wrap = tuple(_wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
+        wrap = tuple(wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
                              chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
-        again = tuple(_again_s(p, stages, lap, f, middles, pp, vpp, m) for p in (0, 1)) + (0.0,)
-        between = tuple(_between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
+        again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m) for p in (0, 1)) + (0.0,)
+        between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
                         for p in (0, 1)) + (0.0,)
     paths = []
     for p, s in enumerate(stages):
@@ -239,98 +240,3 @@ def middle_chunk_forwards_s(middle: StageBlocks, vpp) -> tuple[np.ndarray, np.nd
     full = np.where(vpp > 1, (middle.forward_s - middle.last_fwd_s) / np.maximum(vpp - 1, 1), middle.forward_s)
     even = np.isclose(full, middle.last_fwd_s, rtol=1e-12, atol=0.0)
     return np.where(even, rest, full), np.where(even, middle.last_fwd_s, full)
-
-
-def _wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
-    """The wait of stage p (the first or the last middle one) for the second group's first
-    forward through its chunk 1, which the last stage sends only after its first group's
-    last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
-    last chunk, the next group's chunk-0 forwards follow its backwards; schedules.py
-    get_schedule_table): micro-batch 0's forward up from p (the last stage's W + 1-th), the last
-    stage's J = pp laps of its last chunk and its next group's first forward, that forward down
-    to p, less p's own forwards and backwards before that one (its forward number pp vpp + pp,
-    paired with its backward number pp vpp + pp - W_p). Those forwards are the first group's
-    last-chunk ones but micro-batch 0's and the second group's pp chunk-0 ones, the first pp
-    backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
-    chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
-    Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
-    chunk-0 forward; `chunk0_fwd`: p's."""
-    first, middle, _ = stages
-    later_fwd = (first.last_fwd_s, middle.last_fwd_s)
-    up = (middles * (f[1] + share[1]), 0.0)[p]
-    down = (0.0, later_fwd[0] + np.maximum(middles - 1, 0) * later_fwd[1])[p]
-    target = pp * vpp + pp  # the second group's first chunk-1 forward
-    fwds = (pp - 1) * later_fwd[p] + pp * chunk0_fwd
-    bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
-    passed = fwds + np.minimum(bwds, pp) * stages[p].last_bwd_s + np.maximum(bwds - pp, 0.0) * b[p]
-    gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
-    return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
-
-
-def _again_s(p: int, stages, lap, f, middles, pp, vpp, m):
-    """What stage p (the first or the last middle one) waits for the last stage's laps of the last
-    group's last chunk, with two groups or more: the last stage runs them (forward and backward,
-    back to back: its W = (vpp - 1) pp warm-up pairs backward k with forward W + k) after its
-    chunk-0 backward of the group before's last micro-batch, which waits for p's chunk-1 backward
-    of it (backward number k = (G - 1) vpp pp - pp - 1 on every rank; G = m/pp groups), relayed
-    down to the first stage; their backwards come down to p. Meanwhile p runs its next 2pp
-    backwards (the group before's chunk 0, the last group's last chunk: p's last-chunk backward of
-    the last micro-batch closes them) and the 2r + 2 forwards it has left (rank r; the total m vpp
-    less W_r + k + 1, W_r = 2(pp - r - 1) + (vpp - 1) pp): the path's gain over p's own blocks.
-    Megatron's order (schedules.py get_schedule_table, lines 989-1016; pipeline_order.
-    stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
-    where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers."""
-    first, middle, last = stages
-    rank = (0.0, pp - 2.0)[p]
-    s = stages[p]
-    back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
-    laps = _laps_s(p, stages, lap, middles, pp) + back + s.last_bwd_s
-    passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
-    return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
-
-
-def _laps_s(p: int, stages, lap, middles, pp):
-    """From the end of stage p's chunk-1 backward of a group's last micro-batch to the end of the
-    last stage's laps of the next group's last chunk (_again_s): that backward relayed down to
-    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps."""
-    first, middle, last = stages
-    down = _below(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
-    return down + last.first_bwd_s + pp * lap[2]
-
-
-def _between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
-    """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
-    of every group's last chunk on the last stage but the first group's (_wrap_s) and the last's
-    (_again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
-    number h pp vpp + pp) follows the last stage's first chunk-0 forward of group h, which
-    follows its laps of group h - 1's last chunk (_laps_s, from p's chunk-1 backward of group
-    h - 2's last micro-batch, backward number k = (h - 1) vpp pp - pp - 1 on every rank: the
-    last stage's W = (vpp - 1) pp warm-up pairs its forward W + j with backward j), then relayed
-    up to p. Meanwhile p runs backwards k + 1 to j* - 1 and forwards W_r + k + 1 to W_r + j* - 1,
-    j* = h pp vpp + pp - W_r, W_r = 2(pp - r - 1) + (vpp - 1) pp: pp + 2r + 2 of each, the
-    backwards group h - 2's pp chunk-0 ones and the forwards group h's pp chunk-0 ones, the rest
-    of later chunks. Megatron's order (schedules.py get_pp_rank_microbatches lines 955-965,
-    get_schedule_table lines 989-1016, at d98e8a6; pipeline_order.stage_order). The G - 2
-    waits (G = m/pp groups) follow each other on p's path where p's next wait starts at or after
-    its return, k + pp vpp >= j*: W_r >= 2 pp + 1 (the first stage but at pp 2 vpp 2, a middle
-    one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
-    layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
-    sim.pipeline times it), which the path had missed (2.7% short of the simulator's)."""
-    first, middle, last = stages
-    rank = (0.0, pp - 2.0)[p]
-    s = stages[p]
-    warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
-    # A later chunk's forward; `chunk0_fwd` p's chunk 0's (the first stage's with its embedding).
-    later_fwd = s.last_fwd_s
-    up = (0.0, first.last_fwd_s + np.maximum(middles - 1, 0) * middle.last_fwd_s)[p]  # chunk 1 up to p
-    chain = _laps_s(p, stages, lap, middles, pp) + f_last0 + up
-    passed = pp * (chunk0_fwd + s.first_bwd_s) + (2 * rank + 2) * (later_fwd + s.last_bwd_s)
-    groups = np.floor(m / pp)
-    return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
-                    (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
-
-
-def _below(middles, first_s, middle_s):
-    """A sum over the stages below the first, the last middle and the last stage (of the first
-    stage's `first_s` and each middle one's `middle_s`)."""
-    return (0.0, first_s + np.maximum(middles - 1, 0) * middle_s, first_s + middles * middle_s)

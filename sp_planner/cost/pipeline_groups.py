@@ -1,0 +1,106 @@
+"""The waits of an interleaved pipeline's groups on the last stage's laps of a group's last chunk
+(cost.pipeline_path.critical_path_s, with two micro-batch groups or more): the second group's
+first forward (wrap_s), the last group's laps (again_s), every group's between (between_s), each
+for the first or the last middle stage, in Megatron's order (schedules.py get_schedule_table;
+pipeline_order.stage_order); and sums over the stages below one (below_s). Vectorized over
+candidates; `stages`: the first, middle and last stage's cost.pipeline_path.StageBlocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
+    """The wait of stage p (the first or the last middle one) for the second group's first
+    forward through its chunk 1, which the last stage sends only after its first group's
+    last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
+    last chunk, the next group's chunk-0 forwards follow its backwards; schedules.py
+    get_schedule_table): micro-batch 0's forward up from p (the last stage's W + 1-th), the last
+    stage's J = pp laps of its last chunk and its next group's first forward, that forward down
+    to p, less p's own forwards and backwards before that one (its forward number pp vpp + pp,
+    paired with its backward number pp vpp + pp - W_p). Those forwards are the first group's
+    last-chunk ones but micro-batch 0's and the second group's pp chunk-0 ones, the first pp
+    backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
+    chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
+    Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
+    chunk-0 forward; `chunk0_fwd`: p's."""
+    first, middle, _ = stages
+    later_fwd = (first.last_fwd_s, middle.last_fwd_s)
+    up = (middles * (f[1] + share[1]), 0.0)[p]
+    down = (0.0, later_fwd[0] + np.maximum(middles - 1, 0) * later_fwd[1])[p]
+    target = pp * vpp + pp  # the second group's first chunk-1 forward
+    fwds = (pp - 1) * later_fwd[p] + pp * chunk0_fwd
+    bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
+    passed = fwds + np.minimum(bwds, pp) * stages[p].last_bwd_s + np.maximum(bwds - pp, 0.0) * b[p]
+    gain = up + pp * lap[2] + share[2] + f_last0 + down - passed
+    return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
+
+
+def again_s(p: int, stages, lap, f, middles, pp, vpp, m):
+    """What stage p (the first or the last middle one) waits for the last stage's laps of the last
+    group's last chunk, with two groups or more: the last stage runs them (forward and backward,
+    back to back: its W = (vpp - 1) pp warm-up pairs backward k with forward W + k) after its
+    chunk-0 backward of the group before's last micro-batch, which waits for p's chunk-1 backward
+    of it (backward number k = (G - 1) vpp pp - pp - 1 on every rank; G = m/pp groups), relayed
+    down to the first stage; their backwards come down to p. Meanwhile p runs its next 2pp
+    backwards (the group before's chunk 0, the last group's last chunk: p's last-chunk backward of
+    the last micro-batch closes them) and the 2r + 2 forwards it has left (rank r; the total m vpp
+    less W_r + k + 1, W_r = 2(pp - r - 1) + (vpp - 1) pp): the path's gain over p's own blocks.
+    Megatron's order (schedules.py get_schedule_table, lines 989-1016; pipeline_order.
+    stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
+    where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers."""
+    first, middle, last = stages
+    rank = (0.0, pp - 2.0)[p]
+    s = stages[p]
+    back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
+    laps = laps_s(p, stages, lap, middles, pp) + back + s.last_bwd_s
+    passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
+    return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
+
+
+def laps_s(p: int, stages, lap, middles, pp):
+    """From the end of stage p's chunk-1 backward of a group's last micro-batch to the end of the
+    last stage's laps of the next group's last chunk (again_s): that backward relayed down to
+    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps."""
+    first, middle, last = stages
+    down = below_s(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
+    return down + last.first_bwd_s + pp * lap[2]
+
+
+def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
+    """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
+    of every group's last chunk on the last stage but the first group's (wrap_s) and the last's
+    (again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
+    number h pp vpp + pp) follows the last stage's first chunk-0 forward of group h, which
+    follows its laps of group h - 1's last chunk (laps_s, from p's chunk-1 backward of group
+    h - 2's last micro-batch, backward number k = (h - 1) vpp pp - pp - 1 on every rank: the
+    last stage's W = (vpp - 1) pp warm-up pairs its forward W + j with backward j), then relayed
+    up to p. Meanwhile p runs backwards k + 1 to j* - 1 and forwards W_r + k + 1 to W_r + j* - 1,
+    j* = h pp vpp + pp - W_r, W_r = 2(pp - r - 1) + (vpp - 1) pp: pp + 2r + 2 of each, the
+    backwards group h - 2's pp chunk-0 ones and the forwards group h's pp chunk-0 ones, the rest
+    of later chunks. Megatron's order (schedules.py get_pp_rank_microbatches lines 955-965,
+    get_schedule_table lines 989-1016, at d98e8a6; pipeline_order.stage_order). The G - 2
+    waits (G = m/pp groups) follow each other on p's path where p's next wait starts at or after
+    its return, k + pp vpp >= j*: W_r >= 2 pp + 1 (the first stage but at pp 2 vpp 2, a middle
+    one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
+    layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
+    sim.pipeline times it), which the path had missed (2.7% short of the simulator's)."""
+    first, middle, last = stages
+    rank = (0.0, pp - 2.0)[p]
+    s = stages[p]
+    warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
+    # A later chunk's forward; `chunk0_fwd` p's chunk 0's (the first stage's with its embedding).
+    later_fwd = s.last_fwd_s
+    up = (0.0, first.last_fwd_s + np.maximum(middles - 1, 0) * middle.last_fwd_s)[p]  # chunk 1 up to p
+    chain = laps_s(p, stages, lap, middles, pp) + f_last0 + up
+    passed = pp * (chunk0_fwd + s.first_bwd_s) + (2 * rank + 2) * (later_fwd + s.last_bwd_s)
+    groups = np.floor(m / pp)
+    return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
+                    (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
+
+
+def below_s(middles, first_s, middle_s):
+    """A sum over the stages below the first, the last middle and the last stage (of the first
+    stage's `first_s` and each middle one's `middle_s`)."""
+    return (0.0, first_s + np.maximum(middles - 1, 0) * middle_s, first_s + middles * middle_s)
