@@ -25,7 +25,11 @@ end chunk (pipeline_chunks.end_chunk_layers: the first stage's chunk 0, another'
 on L40S, pp 4 x vpp 4, 3/13/13/3 layers (a middle stage 4/4/4/1): 15.5 ms of sends against 4.2
 ms simulated, 1.18% over the step, when a middle stage's chunks were read as its end chunk's; pp 8
 x vpp 2 at 3/5 on H100, a heavier last stage: 22 hops against 30 (-0.80%) when the drain's wraps
-hid behind its loss. Vectorized over candidates.
+hid behind its loss. Where the model mixes layer kinds (cost.layer_kinds) each chunk's blocks are
+its own layers' kinds' (kinds_edge_sends_s, as cost.chunk_path walks them): DeepSeek-V3's first
+stage's chunk 0 holds its 3 dense layers, which the stage's average layer read as MoE ones (pp 4
+x vpp 4, 16/13 on 16 x 8 H100s: 9.0 ms of sends against 32.8 ms simulated). Vectorized over
+candidates.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.columns import take_rows
+from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks, middle_chunk_forwards_s
+from sp_planner.cost.stage_layer_times import KindTimes
+from sp_planner.distinct import distinct_groups
+from sp_planner.space import Candidates
+from sp_planner.specs.model import ModelSpec
 
 # Model chunk classes of a stage's vpp chunks: chunk 0 (the embedding's on the first stage), one
 # between (as the last on the first and middle stages, as chunk 0 on the last), the last (the
@@ -64,9 +73,53 @@ def interleaved_edge_sends_s(blocks: tuple[StageBlocks, StageBlocks, StageBlocks
     (module docstring), over the first, middle and last stages' compute `blocks`
     (cost.pipeline_path.compute_blocks); `transfer_s` one hop. 2 (pp - 1) hops without virtual
     stages; 0 without a pipeline."""
+    fwd, bwd = _chunk_blocks(blocks, np.asarray(vpp))
+    return wrap_sends_s(fwd, bwd, pp, vpp, transfer_s)
+
+
+def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTimes, beside, transfer_s, *,
+                       first_s, first_bwd_s, head_s, head_bwd_s) -> np.ndarray:
+    """interleaved_edge_sends_s of the interleaved candidates among `kinds.rows` whose sends run
+    `beside` the compute (NaN elsewhere), each chunk's blocks its own layers' kinds' with the ends'
+    work (cost.chunk_path.kinds_path_s' arguments): the first stage, the slowest middle one (as
+    cost.stage_layer_times picks it) and the last, each one's chunk 0, chunk 1 and last chunk."""
+    n = len(c.pp)
+    out = np.full(n, np.nan)
+    picked = (np.broadcast_to(beside, (n,)) & (c.pp > 1) & (c.vpp > 1))[kinds.rows]
+    rows, at_kinds = kinds.rows[picked], np.flatnonzero(picked)
+
+    def at_rows(values) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (n,))[rows]
+
+    hop, first, first_bwd, head, head_bwd = (at_rows(v) for v in (transfer_s, first_s, first_bwd_s, head_s,
+                                                                   head_bwd_s))
+    columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows]]
+    for row, at in distinct_groups(columns):
+        pp, vpp, first_n, last_n = (int(column[row]) for column in columns)
+        counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
+        cols = at_kinds[at]
+        fwd, bwd = counts @ kinds.fwd_s[:, cols], counts @ kinds.bwd_s[:, cols]  # (pp, vpp, rows)
+        fwd[0, 0] += first[at] - first_bwd[at]
+        bwd[0, 0] += first_bwd[at]
+        fwd[-1, -1] += head[at] - head_bwd[at]
+        bwd[-1, -1] += head_bwd[at]
+        mid = 1 + np.argmax((fwd + bwd)[1:-1].sum(axis=1), axis=0) if pp > 2 else np.zeros(len(at), np.int64)
+        by_stage = [np.take_along_axis(x, mid[None, None, :], axis=0)[0] if pp > 2 else x[0] for x in (fwd, bwd)]
+        chunks = (0, 1, vpp - 1)
+
+        def classes(x, middle):  # (first, middle, last) stage's (chunk 0, chunk 1, last chunk) blocks
+            return [tuple(x[0, j] for j in chunks), tuple(middle[j] for j in chunks), tuple(x[-1, j] for j in chunks)]
+
+        out[rows[at]] = wrap_sends_s(classes(fwd, by_stage[0]), classes(bwd, by_stage[1]), np.full(len(at), pp),
+                                     np.full(len(at), vpp), hop[at])
+    return out
+
+
+def wrap_sends_s(fwd, bwd, pp, vpp, transfer_s):
+    """interleaved_edge_sends_s over each stage kind's (first, middle, last) forward `fwd` and
+    backward `bwd` blocks of its (chunk 0, a chunk between, last chunk)."""
     pp, vpp = np.asarray(pp), np.asarray(vpp)
     hops = pp * transfer_s
-    fwd, bwd = _chunk_blocks(blocks, vpp)
     middles = np.maximum(pp - 2, 0)
 
     def waits(x, own, ahead, past):

@@ -62,7 +62,7 @@ from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
-from sp_planner.cost.pipeline_sends import edge_sends_s
+from sp_planner.cost.pipeline_sends import edge_sends_s, kinds_edge_sends_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.plan import RECOMPUTE_FULL
@@ -215,8 +215,14 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     beside = pp_sends_beside_compute(overlap, c.vpp)
     pp_sends = m * 2 * c.vpp * np.where(beside, np.maximum(0.0, pp_step - layers / c.vpp * fwd_layer), pp_step)
     # The fill's and drain's hops, less the slack of the wraps beside longer chunks (cost.pipeline_sends).
-    pp_sends = pp_sends + per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
-                                  bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+    edge = per_key(edge_sends_s, compute_key, beside, stages, pp, c.vpp, pp_step, compute_s=stage_s,
+                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+    if stage_lt.kinds is not None:
+        # Where the stages' layers differ, the wraps' slack from each chunk's own layers (cost.pipeline_sends).
+        kind_sends = kinds_edge_sends_s(model, workload.seq_len, c, stage_lt.kinds, beside, pp_step, first_s=first,
+                                        first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead)
+        edge = np.where(np.isnan(kind_sends), edge, kind_sends)
+    pp_sends = pp_sends + edge
     # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
     # before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
     # ends later runs beside it (cost.pipeline_tails takes that off).
