@@ -41,7 +41,7 @@ class StageDP(NamedTuple):
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                  bwd_layer_s, reshard, edges: Edges, gathers=(0.0, 0.0, 0.0), root_gathers=1.0, fwd_gathers=1.0,
                  bare: tuple[StageBlocks, ...] | None = None, zero3_gathers=None, kinds: KindPasses | None = None,
-                 walks: list[ChunkWalks | None] | None = None):
+                 walks: list[ChunkWalks | None] | None = None, only: int | None = None):
     """(each stage's StageBlocks, the first stage's (exposed, busy) seconds of one micro-batch's
     traffic) of candidates of one ZeRO stage and one schedule (`interleaved`: vpp > 1): the
     compute's blocks (cost.pipeline_path.compute_blocks) and the traffic each one exposes.
@@ -52,7 +52,10 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     the layers (cost.dp_exposure.micro_batch_dp_s), each forward block holding that share. `bare`:
     bare_blocks of the same arguments where the caller has them; `zero3_gathers` their
     stage_zero3_gathers_s likewise. `kinds`: each stage's ZeRO-3 cycle walked over its own layers
-    (cost.kind_passes, KindPasses.stage); `walks`: their stage_chunk_walks where the caller has them."""
+    (cost.kind_passes, KindPasses.stage); `walks`: their stage_chunk_walks where the caller has them.
+    `only`: stage `only`'s blocks and traffic alone, None in the others' places (cost.pipeline_dp's
+    lightest middle stage, whose end stages are the heaviest's)."""
+    picked = range(len(stages)) if only is None else (only,)
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
@@ -62,16 +65,19 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     # chunk blocks' and its forwards'.
     if walks is None:
         walks = stage_chunk_walks(overlap, kinds=kinds, **kw)
-    traffic = _stage_traffic(overlap, kinds=kinds, walks=walks, **kw)
-    exposure = [exposed for exposed, _ in traffic]
+    traffic = _stage_traffic(overlap, kinds=kinds, walks=walks, picked=picked, **kw)
+    exposure = [None if t is None else t[0] for t in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
-    first, last = (_chunk_traffic(overlap, last=end, walks=walks, **kw) if interleaved else exposure
+    first, last = (_chunk_traffic(overlap, last=end, walks=walks, picked=picked, **kw) if interleaved else exposure
                    for end in (False, True))
     if zero3_gathers is None:
         zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
                                               kinds=kinds, walks=walks)
-    blocks = []
+    blocks: list[StageBlocks | None] = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
+        if i not in picked:
+            blocks.append(None)
+            continue
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
         chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(zero3_gathers[i], i, vpp=vpp, **shares)
         forward = _over_chunks(chunk0_fwd, later_fwd, last_fwd, vpp, interleaved)
@@ -131,15 +137,17 @@ def stage_chunk_walks(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...
 
 def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                    edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0, kinds: KindPasses | None = None,
-                   walks: list[ChunkWalks | None] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+                   walks: list[ChunkWalks | None] | None = None, picked=range(3)
+                   ) -> list[tuple[np.ndarray, np.ndarray] | None]:
     """Each stage's (exposed, busy) seconds of one micro-batch's traffic (cost.dp_exposure.micro_batch_dp_s);
-    `walks`: their stage_chunk_walks where the caller has them."""
+    `walks`: their stage_chunk_walks where the caller has them; None but on the `picked` stages."""
     # The last stage's root (output layer, final norm) is the head of its last chunk's calls.
     return [micro_batch_dp_s(overlap, zero=zero, layers=s.layers, times=s.times, fwd_window_s=s.layers * fwd,
                              bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s, chunks=vpp,
                              edges=stage_edges(edges, i), head_s=_head_s(stages, i), root_gathers=root_gathers,
                              fwd_gathers=fwd_gathers, chunk=layout_chunk(stages, vpp),
                              kinds=None if kinds is None else kinds.stage(i), walks=None if walks is None else walks[i])
+            if i in picked else None
             for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
 
 
@@ -236,7 +244,7 @@ def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0)
 
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                    bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
-                   walks: list[ChunkWalks | None]) -> list[np.ndarray]:
+                   walks: list[ChunkWalks | None], picked=range(3)) -> list[np.ndarray | None]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
@@ -244,10 +252,14 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
     layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
     chunks' (a layer's share of the stage's). `walks`: each stage's chunks walked over their own
-    layers where the stage's differ (stage_chunk_walks; the cycle's walks, read chunk by chunk)."""
+    layers where the stage's differ (stage_chunk_walks; the cycle's walks, read chunk by chunk).
+    None but on the `picked` stages."""
     vpp = np.asarray(vpp)
-    out = []
+    out: list[np.ndarray | None] = []
     for i, (s, fwd_layer, bwd_layer) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s))):
+        if i not in picked:
+            out.append(None)
+            continue
         t = s.times
         final = i == len(stages) - 1
         # This chunk's layers: a layer fewer where it holds the root under the counted split

@@ -253,7 +253,7 @@ def _relay_blocks(overlap: Overlap, heaviest: StageBlocks, share, *, stages: tup
     light = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
                          bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, gathers=gathers,
                          root_gathers=root_gathers, fwd_gathers=fwd_gathers, bare=bare, zero3_gathers=zero3_gathers,
-                         kinds=kinds, walks=walks)[0][1]
+                         kinds=kinds, walks=walks, only=1)[0][1]
     mean = {name: h + share * (np.asarray(x) - h)
             for name, h, x in zip(StageBlocks._fields, heaviest, light) if name != "num_stages"}
     return heaviest._replace(**mean)

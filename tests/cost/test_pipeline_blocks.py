@@ -12,7 +12,7 @@ def _times(**seconds):
     return DPTimes(**{name: np.array([seconds.get(name, 0.0)]) for name in DPTimes._fields})
 
 
-def _blocks(times, zero=2, overlap=MEGATRON_OVERLAP, middle_times=None):
+def _blocks(times, zero=2, overlap=MEGATRON_OVERLAP, middle_times=None, only=None):
     # pp 4, vpp 2, 20 layers a stage of 0.02 s forward and 0.04 s backward; the first stage's
     # embedding backward 0.05 s (its forward 0.01 s), the last stage's loss and output layer 0.3 s
     # (0.2 s of it backward, before its layers').
@@ -24,7 +24,7 @@ def _blocks(times, zero=2, overlap=MEGATRON_OVERLAP, middle_times=None):
     )
     blocks, _ = stage_blocks(overlap, zero=np.array([zero]), interleaved=True, vpp=np.array([2]),
                              stages=stages, fwd_layer_s=0.02, bwd_layer_s=0.04, reshard=np.array([False]),
-                             edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=0.05))
+                             edges=Edges(0.0, 0.0, 0.0, bwd_tail_s=0.05), only=only)
     return blocks
 
 
@@ -84,3 +84,18 @@ def test_zero3_root_units_go_with_the_chunks_that_hold_them():
     # A cycle: both chunks, whichever holds the root.
     assert [float(s.cycle_s[0]) for s in (first, middle, last)] == pytest.approx(
         [1.26 + 0.9 + 0.11, 1.2 + 0.22, 1.5 + 0.91 + 0.11])
+
+
+def test_one_stage_alone_is_priced_as_among_all():
+    # cost.pipeline_dp's lightest middle stage: its blocks alone, the end stages' left unpriced.
+    # The ZeRO-3 middle stage above: forward 0.2 + 0.1 s and backward 0.4 + 0.01 s a chunk.
+    times = _times(layer_gather_s=0.01, layer_reduce_s=0.01, root_gather_s=0.5, root_reduce_s=0.3,
+                   grad_reduce_scatter_s=0.5)
+    middle_times = _times(layer_gather_s=0.01, layer_reduce_s=0.01, grad_reduce_scatter_s=0.2)
+    no_prefetch = MEGATRON_OVERLAP.model_copy(update={"zero3_prefetch": False})
+    first, middle, last = _blocks(times, zero=3, overlap=no_prefetch, middle_times=middle_times, only=1)
+    assert first is None and last is None
+    assert [float(middle.last_fwd_s[0]), float(middle.first_bwd_s[0])] == pytest.approx([0.2 + 0.1, 0.4 + 0.01])
+    assert float(middle.cycle_s[0]) == pytest.approx(1.2 + 0.22)
+    every = _blocks(times, zero=3, overlap=no_prefetch, middle_times=middle_times)[1]
+    assert all(np.array_equal(a, b) for a, b in zip(middle, every))
