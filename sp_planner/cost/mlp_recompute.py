@@ -25,13 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.moe import moe_layer_fraction
 from sp_planner.recompute import recomputes_mlp
 from sp_planner.specs.model import ModelSpec
 
 
 def dense_mlp_fraction(model: ModelSpec) -> float:
     """Share of layers whose MLP is dense (recompute_mlp applies; transformer_layer.py lines 537-539)."""
-    return 1.0 - model.num_moe_layers / model.num_layers
+    return 1.0 - moe_layer_fraction(model)
 
 
 def dense_mlp_flops_per_token(model: ModelSpec) -> float:

@@ -166,11 +166,12 @@ def permutation_bytes_per_token(model: ModelSpec, ep, etp, elem_bytes: int, pad_
     if model.moe is None:
         return np.zeros_like(np.asarray(ep, dtype=np.float64))
     k = model.moe.top_k * (1.0 + np.asarray(pad_load, dtype=np.float64))
-    local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
-    received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * busiest_rank_load(model, ep, pad_load)
-    rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
+    load = busiest_rank_load(model, ep, pad_load)
     if model.moe.dispatcher == "deepep":
-        rows = deepep_permutation_rows(model, ep, k, busiest_rank_load(model, ep, pad_load))
+        return deepep_permutation_rows(model, ep, k, load) * model.hidden_size * elem_bytes
+    local = model.moe.num_experts / np.asarray(ep, dtype=np.float64)
+    received = model.moe.top_k * np.asarray(etp, dtype=np.float64) * load
+    rows = 2 * (k + 1) + np.where(local > 1, 4 * received, 0.0)
     return rows * model.hidden_size * elem_bytes
 
 
