@@ -155,6 +155,21 @@ def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, i
     return tuple(walk)
 
 
+def kind_chunk_blocks_s(model: ModelSpec, seq_len: int, kinds: KindTimes, cols, pp: int, vpp: int, first_n: int,
+                        last_n: int, *, first_s, first_bwd_s, head_s, head_bwd_s) -> tuple[np.ndarray, np.ndarray]:
+    """Each chunk's forward and backward block, (pp, vpp, len(cols)) each, on the `kinds` columns
+    `cols` of one split: its layers' kinds' times (cost.layer_kinds.chunk_kind_counts) with the
+    first stage's work beyond its layers (`first_s`, of which `first_bwd_s` backward) in its chunk
+    0 and the last stage's (`head_s`, of which `head_bwd_s` backward) in its last chunk."""
+    counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
+    fwd, bwd = counts @ kinds.fwd_s[:, cols], counts @ kinds.bwd_s[:, cols]  # (pp, vpp, rows)
+    fwd[0, 0] += first_s - first_bwd_s
+    bwd[0, 0] += first_bwd_s
+    fwd[-1, -1] += head_s - head_bwd_s
+    bwd[-1, -1] += head_bwd_s
+    return fwd, bwd
+
+
 def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, kinds: KindTimes, *, first_s,
                  first_bwd_s, head_s, head_bwd_s) -> np.ndarray:
     """chunk_path_s of the pipelined candidates `kinds.rows` (NaN elsewhere), each chunk's blocks
@@ -174,13 +189,9 @@ def kinds_path_s(model: ModelSpec, seq_len: int, c: Candidates, micro_batches, k
     targets: dict[tuple[int, int], list[np.ndarray]] = {}
     for row, at in distinct_groups(columns):
         pp, vpp, first_n, last_n, mb = (int(column[row]) for column in columns)
-        counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
-        fwd, bwd = counts @ kinds.fwd_s[:, at], counts @ kinds.bwd_s[:, at]  # (pp, vpp, rows)
         first, first_bwd, head, head_bwd = (v[at] for v in ends)
-        fwd[0, 0] += first - first_bwd
-        bwd[0, 0] += first_bwd
-        fwd[-1, -1] += head - head_bwd
-        bwd[-1, -1] += head_bwd
+        fwd, bwd = kind_chunk_blocks_s(model, seq_len, kinds, at, pp, vpp, first_n, last_n, first_s=first,
+                                       first_bwd_s=first_bwd, head_s=head, head_bwd_s=head_bwd)
         steps.setdefault((pp, vpp), []).append((mb, fwd, bwd))
         targets.setdefault((pp, vpp), []).append(rows[at])
     for (pp, vpp), same in steps.items():

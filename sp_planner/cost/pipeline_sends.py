@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.columns import take_rows
-from sp_planner.cost.layer_kinds import chunk_kind_counts
+from sp_planner.cost.chunk_path import kind_chunk_blocks_s
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks, middle_chunk_forwards_s
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_groups
@@ -96,13 +96,9 @@ def kinds_edge_sends_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
     columns = [c.pp[rows], c.vpp[rows], c.first_stage_layers[rows], c.last_stage_layers[rows]]
     for row, at in distinct_groups(columns):
         pp, vpp, first_n, last_n = (int(column[row]) for column in columns)
-        counts = chunk_kind_counts(model, seq_len, pp, vpp, first_n, last_n)  # (pp, vpp, K)
-        cols = at_kinds[at]
-        fwd, bwd = counts @ kinds.fwd_s[:, cols], counts @ kinds.bwd_s[:, cols]  # (pp, vpp, rows)
-        fwd[0, 0] += first[at] - first_bwd[at]
-        bwd[0, 0] += first_bwd[at]
-        fwd[-1, -1] += head[at] - head_bwd[at]
-        bwd[-1, -1] += head_bwd[at]
+        fwd, bwd = kind_chunk_blocks_s(model, seq_len, kinds, at_kinds[at], pp, vpp, first_n, last_n,
+                                       first_s=first[at], first_bwd_s=first_bwd[at], head_s=head[at],
+                                       head_bwd_s=head_bwd[at])  # (pp, vpp, rows)
         mid = 1 + np.argmax((fwd + bwd)[1:-1].sum(axis=1), axis=0) if pp > 2 else np.zeros(len(at), np.int64)
         by_stage = [np.take_along_axis(x, mid[None, None, :], axis=0)[0] if pp > 2 else x[0] for x in (fwd, bwd)]
         chunks = (0, 1, vpp - 1)
