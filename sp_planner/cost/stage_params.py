@@ -142,6 +142,16 @@ def stage_moe_flags(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int
 
 
 @lru_cache(maxsize=4096)
+def _middle_moe_counts(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int
+                       ) -> tuple[int, ...]:
+    """MoE layers on each middle stage (ranks 1 to pp - 2) as Megatron places them; () where the
+    model's layers are alike or pp < 4 (stage 1 stands for the middle ones by rule)."""
+    if pp < 4 or len(set(mlp_layer_is_moe(model))) == 1:
+        return ()
+    return tuple(sum(stage_moe_flags(model, pp, vpp, first_stage_layers, last_stage_layers, s))
+                 for s in range(1, pp - 1))
+
+
 def dp_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int
                     ) -> tuple[int, int]:
     """(rank, MoE layers) of the middle stage whose data-parallel calls stand for the middle ones
@@ -152,28 +162,19 @@ def dp_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int
     x vpp 2 at 3 / 2 puts layers 1-2 on stage 1's chunk 0 and 2 MoE layers on every later stage's,
     whose single bucket syncs after the stage's last backward (0.21 s on 128 H100s at ep 8, where
     stage 1's syncs in 12 ms; sim.dp_work lays each stage's own)."""
-    if pp < 4 or len(set(mlp_layer_is_moe(model))) == 1:
+    counts = _middle_moe_counts(model, pp, vpp, first_stage_layers, last_stage_layers)
+    if not counts:
         return 1, -1
-    counts = [sum(stage_moe_flags(model, pp, vpp, first_stage_layers, last_stage_layers, s)) for s in range(1, pp - 1)]
     best = int(np.argmax(counts))
     return 1 + best, counts[best]
 
 
-def dp_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, np.ndarray]:
+def dp_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, ...]:
     """dp_middle_stage of each candidate of `c` (or a plan): (rank, MoE layers), (1, -1) where it
     is stage 1 by rule (no pipeline, pp < 4, layers alike)."""
-    pp, vpp, first, last = (np.asarray(v, dtype=np.int64).ravel() for v in np.broadcast_arrays(*_placement(c)))
-    rank, moe = np.ones(len(pp), dtype=np.int64), np.full(len(pp), -1.0)
-    if len(set(mlp_layer_is_moe(model))) == 1:
-        return rank, moe
-    rows = np.flatnonzero(pp > 3)
-    columns = [v[rows] for v in (pp, vpp, first, last)]
-    for row, at in distinct_groups(columns):
-        rank[rows[at]], moe[rows[at]] = dp_middle_stage(model, *(int(v[row]) for v in columns))
-    return rank, moe
+    return _per_candidate(model, c, dp_middle_stage, (1, -1.0))
 
 
-@lru_cache(maxsize=4096)
 def dp_lightest_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int
                              ) -> tuple[int, int, float]:
     """(rank, MoE layers, share) of the middle stage holding the fewest MoE layers (the lowest rank
@@ -182,24 +183,28 @@ def dp_lightest_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_la
     Maverick over pp 8 x vpp 2 (MoE on odd layers, 3 layers a chunk): stages 1, 3, 5 hold 4 MoE
     layers, 2, 4, 6 hold 2: (2, 2, 0.5). cost.pipeline_dp prices the middle stages a path passes
     at that share between the two's blocks."""
-    if pp < 4 or len(set(mlp_layer_is_moe(model))) == 1:
-        return 1, -1, 0.0
-    counts = [sum(stage_moe_flags(model, pp, vpp, first_stage_layers, last_stage_layers, s)) for s in range(1, pp - 1)]
-    most, least = max(counts), min(counts)
+    counts = _middle_moe_counts(model, pp, vpp, first_stage_layers, last_stage_layers)
+    most, least = (max(counts), min(counts)) if counts else (0, 0)
     if most == least:
         return 1, -1, 0.0
     return 1 + counts.index(least), least, (most - float(np.mean(counts))) / (most - least)
 
 
-def dp_lightest_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dp_lightest_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, ...]:
     """dp_lightest_middle_stage of each candidate of `c` (or a plan): (rank, MoE layers, share)."""
+    return _per_candidate(model, c, dp_lightest_middle_stage, (1, -1.0, 0.0))
+
+
+def _per_candidate(model: ModelSpec, c, pick, defaults: tuple) -> tuple[np.ndarray, ...]:
+    """`pick`(model, pp, vpp, first, last) of each candidate of `c` (or a plan) with pp > 3, once per
+    distinct placement; `defaults` elsewhere (their types the columns' dtypes)."""
     pp, vpp, first, last = (np.asarray(v, dtype=np.int64).ravel() for v in np.broadcast_arrays(*_placement(c)))
-    rank, moe, share = np.ones(len(pp), dtype=np.int64), np.full(len(pp), -1.0), np.zeros(len(pp))
+    out = tuple(np.full(len(pp), d) for d in defaults)
     if len(set(mlp_layer_is_moe(model))) == 1:
-        return rank, moe, share
+        return out
     rows = np.flatnonzero(pp > 3)
     columns = [v[rows] for v in (pp, vpp, first, last)]
     for row, at in distinct_groups(columns):
-        placed = dp_lightest_middle_stage(model, *(int(v[row]) for v in columns))
-        rank[rows[at]], moe[rows[at]], share[rows[at]] = placed
-    return rank, moe, share
+        for column, value in zip(out, pick(model, *(int(v[row]) for v in columns))):
+            column[rows[at]] = value
+    return out
