@@ -240,21 +240,18 @@ def test_mla_up_proj_for_a_framework_without_it_is_refused(sp_plan):
     assert "Traceback" not in result.stderr
 
 
-def test_mla_up_proj_pinned_on_a_model_without_mla_is_refused_before_the_search(sp_plan):
-    # Like --ep 2 on a dense model: the pin alone breaks a hard rule (plan rule mla_up_proj), so
-    # exit 2 before any search, not a ranked table of plans that all break it and exit 1.
-    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                     "--recompute", "mla_up_proj")
+@pytest.mark.parametrize("model, recompute", [
+    ("Llama-3-8B", "mla_up_proj"),  # no MLA
+    ("Llama-3-8B", "moe_act"),  # no MoE layer
+    ("Qwen3-30B-A3B", "mlp"),  # no dense layer
+])
+def test_a_recompute_pin_that_breaks_its_rule_is_refused_before_the_search(sp_plan, model, recompute):
+    # Like --ep 2 on a dense model: the pin alone breaks a hard rule (plan rules mla_up_proj,
+    # moe_act, mlp), so exit 2 before any search, not a ranked table of plans that all break it and exit 1.
+    result = sp_plan("--model", model, "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", recompute)
     assert result.exit_code == 2
-    assert "the pinned plan breaks the mla_up_proj rule" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_moe_module_recompute_pinned_on_a_dense_model_is_refused_before_the_search(sp_plan):
-    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                     "--recompute", "moe_act")
-    assert result.exit_code == 2
-    assert "the pinned plan breaks the moe_act rule" in result.stderr
+    assert f"the pinned plan breaks the {recompute} rule" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -269,10 +266,7 @@ def test_moe_module_recompute_for_a_framework_without_it_and_an_unknown_set_are_
     assert unknown.exit_code == 2 and "moe_act+layernorm" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_mlp_recompute_on_an_all_moe_model_or_for_torchtitan_is_refused_and_pinned_on_llama(sp_plan):
-    moe = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                  "--recompute", "mlp")
-    assert moe.exit_code == 2 and "the pinned plan breaks the mlp rule" in moe.stderr
+def test_mlp_recompute_for_torchtitan_is_refused_and_pinned_on_llama(sp_plan):
     titan = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
                     "--recompute", "mlp", "--framework", "torchtitan")
     assert titan.exit_code == 2
