@@ -266,23 +266,21 @@ def test_moe_module_recompute_for_a_framework_without_it_and_an_unknown_set_are_
     assert unknown.exit_code == 2 and "moe_act+layernorm" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_mlp_recompute_for_torchtitan_is_refused_and_pinned_on_llama(sp_plan):
+def test_mlp_recompute_for_torchtitan_is_refused(sp_plan):
     titan = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
                     "--recompute", "mlp", "--framework", "torchtitan")
     assert titan.exit_code == 2
     assert "--recompute mlp is Megatron's --recompute-modules mlp, and torchtitan" in titan.stderr
-    result = sp_plan("--model", "Llama-3-8B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                     "--recompute", "mlp", "--framework", "megatron", "--format", "json")
-    assert result.exit_code == 0, result.stderr
-    plans = json.loads(result.stdout)["plans"]
-    assert plans and all(p["recompute"] == "mlp" for p in plans)
-    assert "--recompute-modules mlp" in plans[0]["flags"]["megatron"]["text"]
 
 
-def test_moe_module_recompute_pinned_plans_and_emits_the_modules(sp_plan):
-    result = sp_plan("--model", "Qwen3-30B-A3B", "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
-                     "--recompute", "moe_act+layernorm", "--framework", "megatron", "--format", "json")
+@pytest.mark.parametrize("model, recompute, modules", [
+    ("Llama-3-8B", "mlp", "mlp"),
+    ("Qwen3-30B-A3B", "moe_act+layernorm", "moe_act layernorm"),
+])
+def test_a_module_recompute_pin_plans_and_emits_the_modules(sp_plan, model, recompute, modules):
+    result = sp_plan("--model", model, "--hardware", "H100-SXM", "--nodes", "1", "--seq-len", "4k",
+                     "--recompute", recompute, "--framework", "megatron", "--format", "json")
     assert result.exit_code == 0, result.stderr
     plans = json.loads(result.stdout)["plans"]
-    assert plans and all(p["recompute"] == "moe_act+layernorm" for p in plans)
-    assert "--recompute-modules moe_act layernorm" in plans[0]["flags"]["megatron"]["text"]
+    assert plans and all(p["recompute"] == recompute for p in plans)
+    assert f"--recompute-modules {modules}" in plans[0]["flags"]["megatron"]["text"]
