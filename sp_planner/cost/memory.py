@@ -79,6 +79,7 @@ from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.expert_padding import NO_PADDING
 from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
 from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.moe import nccl_dispatch
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
 from sp_planner.cost.mtp import mtp_layer_model, mtp_saved_extra_bytes
 from sp_planner.cost.params import (
@@ -279,8 +280,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                               states.compute_param_bytes)
     held = comm.tp_bytes + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                              states=states, gathered_bytes_per_param=gathered_width)
-    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus,
-                            nccl_dispatch=model.moe is None or model.moe.dispatcher == "alltoall")
+    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus, nccl_dispatch=nccl_dispatch(model))
     if model.moe is not None and model.moe.dispatcher == "deepep":  # its NVLink and RDMA buffers
         reserve = reserve + deepep_buffer_bytes(model, np.asarray(c.etp) * np.asarray(c.ep), deepep_sms(model))
 

@@ -225,9 +225,10 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     extra_flops = routed_gemm_flops_per_token(model) * tokens_per_tp_rank * (load / factor - 1.0)
     extra = gemm_time_s(hardware, extra_flops) if gemm_flops_per_s is None else extra_flops / gemm_flops_per_s
     copies = dispatch_bytes(model, tokens_per_tp_rank, elem_bytes) * load
+    nccl = nccl_dispatch(model)
     # all_to_all_time_s takes the bytes sent to the other ep-1 ranks.
     a2a = f * all_to_all_time_s(hardware, copies * (ep - 1) / np.maximum(ep, 1), ep, ep_stride, gpus_per_node,
-                                nccl=nccl_dispatch(model))
+                                nccl=nccl)
     # HybridEP inside one NVLink domain, at its own measured speed (cost.hybridep).
     measured = hybridep_timed(hardware, model, ep, ep_stride, gpus_per_node)
     if measured.any():
@@ -240,11 +241,10 @@ def moe_times(hardware: HardwareProfile, model: ModelSpec, *, tokens_per_tp_rank
     gathered = copies * (etp - 1)  # each rank sends its copies to the etp-1 others (ring AG)
     etp_s = f * ring_collective_time_s(hardware, "all_gather", gathered, etp, 1, gpus_per_node)
     moved = permutation_bytes_per_token(model, ep, etp, elem_bytes, pad_load) * tokens_per_tp_rank
-    # DeepEP's fused permute pads to the alignment as it writes (Megatron permute(align_size=...),
-    # pad_offsets): no whole-tensor copies beside it.
-    copied = model.moe is None or model.moe.dispatcher == "alltoall"
+    # Only the alltoall dispatcher (nccl) copies the padding: DeepEP's fused permute pads to the
+    # alignment as it writes (Megatron permute(align_size=...), pad_offsets), HybridEP in its kernels.
     moved = moved + padding_bytes_per_token(model, tokens_per_tp_rank, ep, etp, pad_align_rows, load,
-                                            elem_bytes) * tokens_per_tp_rank * copied
+                                            elem_bytes) * tokens_per_tp_rank * nccl
     permuted = model.moe is not None and model.moe.dispatcher != "hybridep"
     permute = f * memory_pass_time_s(hardware, moved) * permuted
     return MoETimes(extra_expert_gemm_fwd_s=np.asarray(extra, dtype=np.float64), all_to_all_s=a2a,
