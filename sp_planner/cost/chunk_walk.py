@@ -167,7 +167,7 @@ def chunk_forwards_s(walks: ChunkWalks | None, *, plain, rooted):
     first, last = bare(np.zeros(n, dtype=np.int64)), bare(count - 1)
     if rooted is None:
         return (read(first, closed), middle, read(last, closed)), None
-    # The root's end is read rooted only (cost.pipeline_blocks._zero3_forward_s): the other end walked.
+    # The root's end is read rooted only (cost.zero3_forwards.chunk_zero3_forwards_s): the other end walked.
     first_stage = np.all(walks.root == 0)  # the first stage's chunk 0, else the last's last
     pair = (plain, read(last, closed)) if first_stage else (read(first, closed), plain)
     with_root = walks.forward[np.clip(walks.root, 0, None), at]

@@ -39,7 +39,7 @@ class DPTimes(NamedTuple):
     root_reduce_s: np.ndarray
     # ZeRO-1/2: the output layer's calls (output layer, final norm, MTP's depths), gathered after
     # the last layer's in the forward: the root's less the embedding's on a single stage, the
-    # root's on a pipeline's last stage, 0 elsewhere (cost.buckets.stage_extras).
+    # root's on a pipeline's last stage, 0 elsewhere (cost.rank_tensors.stage_extras).
     head_gather_s: np.ndarray | float = 0.0
     # ZeRO-1/2: of the first calls, the embedding's bucket(s) (the tail's), which the embedding's
     # forward waits for (its last layer's tensors in them, cost.buckets); 0 without the embedding.
@@ -198,7 +198,7 @@ def _zero3_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, fwd_wind
 
     # The root unit is gathered before the chunk holding it and leaves after its backward: the
     # first stage's chunk 0, the last stage's last chunk, whose backward the loss's opens
-    # (cost.pipeline_blocks._zero3_forward_s), the chunk with a layer fewer under the counted split.
+    # (cost.zero3_forwards.chunk_zero3_forwards_s), the chunk with a layer fewer under the counted split.
     # A chunk's forward without the root's gather, priced once for each layer-count array (the
     # root's chunk and the others share one where they hold as many layers, root_chunk_layers)
     # and only where read: rooted_forward_s reads the root's chunk's only where some forward

@@ -1,41 +1,31 @@
 """Each kind of pipeline stage's blocks of one micro-batch under ZeRO-2/3, the pieces of
 cost.pipeline_path's critical path: its cycle (compute and the data-parallel exposure that ends
-each backward, cost.dp_exposure.micro_batch_dp_s), its forwards (with ZeRO-3's gathers), and the
-backward blocks of its chunk 0 (the interleaved drain's) and of its last chunk (the first micro-
-batch group's), each chunk wrapped and synced on its own as Megatron's get_model builds one
-DDP/FSDP module a chunk. Each stage holds its own non-layer parameters (cost.buckets.stage_extras):
-the first stage's embedding with its chunk 0 (its gradients leave after the embedding's backward,
-never hidden), the last stage's output layer with its last chunk (ZeRO-2's gradient calls open
-it; ZeRO-3's root unit, the output layer and final norm, is gathered before it and reduced after
-it). Vectorized over candidates.
+each backward, cost.dp_exposure.micro_batch_dp_s), its forwards (with ZeRO-3's gathers,
+cost.zero3_forwards), and the backward blocks of its chunk 0 (the interleaved drain's) and of its
+last chunk (the first micro-batch group's), each chunk wrapped and synced on its own as Megatron's
+get_model builds one DDP/FSDP module a chunk. Each stage holds its own non-layer parameters
+(cost.rank_tensors.stage_extras): the first stage's embedding with its chunk 0 (its gradients leave
+after the embedding's backward, never hidden), the last stage's output layer with its last chunk
+(ZeRO-2's gradient calls open it; ZeRO-3's root unit, the output layer and final norm, is gathered
+before it and reduced after it). Vectorized over candidates.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import (DPTimes, Edges, micro_batch_dp_s, root_chunk_layers, rooted_forward_s,
-                                         zero3_forward_s)
-from sp_planner.cost.chunk_walk import ChunkWalks, chunk_forwards_s, chunk_walk_s, chunk_walks
-from sp_planner.cost.layer_walk import walked_forward_s
+from sp_planner.cost.dp_exposure import Edges, micro_batch_dp_s, root_chunk_layers
+from sp_planner.cost.chunk_walk import ChunkWalks, chunk_walk_s, chunk_walks
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
-from sp_planner.pipeline import per_stage, stage_chunk
+from sp_planner.cost.pipeline_stages import StageDP, layout_chunk, picked_stages, stage_edges
+from sp_planner.cost.zero3_forwards import chunk_zero3_forwards_s, over_chunks, stage_zero3_gathers_s
+from sp_planner.pipeline import per_stage
 
 if TYPE_CHECKING:
     from sp_planner.cost.kind_passes import KindPasses
-
-
-class StageDP(NamedTuple):
-    """One kind of pipeline stage (first, middle, last) of the pipelined candidates."""
-
-    times: DPTimes  # its data-parallel calls (cost.dp_times)
-    layers: np.ndarray
-    compute_s: np.ndarray  # one micro-batch's forward and backward, without data-parallel traffic
-    ahead_s: np.ndarray | float  # compute before its first layer's backward (the loss and output layer)
-    num_stages: np.ndarray | float  # stages of this kind
 
 
 def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
@@ -53,9 +43,9 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     bare_blocks of the same arguments where the caller has them; `zero3_gathers` their
     stage_zero3_gathers_s likewise. `kinds`: each stage's ZeRO-3 cycle walked over its own layers
     (cost.kind_passes, KindPasses.stage); `walks`: their stage_chunk_walks where the caller has them.
-    `only`: stage `only`'s blocks and traffic alone, None in the others' places (cost.pipeline_dp's
-    lightest middle stage, whose end stages are the heaviest's)."""
-    picked = range(len(stages)) if only is None else (only,)
+    `only`: stage `only`'s blocks and traffic alone, None in the others' places
+    (pipeline_stages.picked_stages); `walks` and `zero3_gathers` need hold only its."""
+    picked = picked_stages(stages, only)
     kw = dict(zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, reshard=reshard,
               edges=edges, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
     shares = dict(root_gathers=root_gathers, fwd_gathers=fwd_gathers)
@@ -64,7 +54,7 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
     # Each stage's chunks walked once where its layers differ (cost.chunk_walk): its cycle's, its
     # chunk blocks' and its forwards'.
     if walks is None:
-        walks = stage_chunk_walks(overlap, kinds=kinds, **kw)
+        walks = stage_chunk_walks(overlap, kinds=kinds, only=only, **kw)
     traffic = _stage_traffic(overlap, kinds=kinds, walks=walks, picked=picked, **kw)
     exposure = [None if t is None else t[0] for t in traffic]
     # At vpp 1 chunk 0 and the last chunk are the whole stage.
@@ -72,45 +62,21 @@ def stage_blocks(overlap: Overlap, *, zero, interleaved: bool, vpp, stages: tupl
                    for end in (False, True))
     if zero3_gathers is None:
         zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
-                                              kinds=kinds, walks=walks)
+                                              kinds=kinds, walks=walks, only=only)
     blocks: list[StageBlocks | None] = []
     for i, (b, e, e0, e_last, gather) in enumerate(zip(bare, exposure, first, last, gathers)):
         if i not in picked:
             blocks.append(None)
             continue
         # ZeRO-3's gathers run in the forwards: off the backward blocks, on the forward ones.
-        chunk0_fwd, later_fwd, last_fwd = _zero3_forward_s(zero3_gathers[i], i, vpp=vpp, **shares)
-        forward = _over_chunks(chunk0_fwd, later_fwd, last_fwd, vpp, interleaved)
+        chunk0_fwd, later_fwd, last_fwd = chunk_zero3_forwards_s(zero3_gathers[i], i, vpp=vpp, **shares)
+        forward = over_chunks(chunk0_fwd, later_fwd, last_fwd, vpp, interleaved)
         blocks.append(b._replace(cycle_s=b.cycle_s + e, chunk0_s=b.chunk0_s + e0, forward_s=b.forward_s + forward,
                                  last_fwd_s=b.last_fwd_s + last_fwd,
                                  first_bwd_s=b.first_bwd_s + e0 - chunk0_fwd,
                                  last_bwd_s=b.last_bwd_s + e_last - last_fwd,
                                  gather_s=b.gather_s + gather))
     return tuple(blocks), traffic[0]
-
-
-def _over_chunks(chunk0_s, later_s, last_s, vpp, interleaved: bool):
-    """A stage's forwards of one micro-batch over its chunks: chunk 0, vpp - 2 middle ones and the
-    last (the one chunk at vpp 1)."""
-    return chunk0_s + (vpp - 2) * later_s + last_s if interleaved else chunk0_s
-
-
-def first_forward_fill_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, interleaved: bool, fwd_layer_s,
-                         edges: Edges, root_gathers, fwd_gathers, zero3_gathers):
-    """ZeRO-3: what the gathers of micro-batch 0's forwards expose beyond the share of them
-    (`root_gathers` of the root unit's, `fwd_gathers` of the layers', each 0 or 1) every forward
-    block holds, on each stage: a framework that gathers them in the step's first forward alone
-    (cost.fsdp.root_gathers_per_micro_batch, cost.fsdp.stage_synced). Micro-batch 0 runs them on
-    the pipeline's fill, every stage's in turn. `zero3_gathers`: stage_zero3_gathers_s of the same
-    arguments (the ones stage_blocks shares out)."""
-    out = []
-    for i, gathers in enumerate(zero3_gathers):
-        # Both from the same gathers, priced once (_zero3_gathers_s).
-        whole = _zero3_forward_s(gathers, i, vpp=vpp)
-        held = _zero3_forward_s(gathers, i, vpp=vpp, root_gathers=root_gathers, fwd_gathers=fwd_gathers)
-        out.append(_over_chunks(whole[0], whole[1], whole[2], vpp, interleaved)
-                   - _over_chunks(held[0], held[1], held[2], vpp, interleaved))
-    return out
 
 
 def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_layer_s, vpp):
@@ -122,16 +88,15 @@ def bare_blocks(stages: tuple[StageDP, ...], *, edges: Edges, fwd_layer_s, bwd_l
 
 def stage_chunk_walks(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard,
                       edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
-                      kinds: KindPasses | None = None, known: list[ChunkWalks | None] | None = None
-                      ) -> list[ChunkWalks | None]:
+                      kinds: KindPasses | None = None, only: int | None = None) -> list[ChunkWalks | None]:
     """Each stage's chunk_walks (cost.chunk_walk) of one micro-batch, with _stage_traffic's arguments;
-    `known`: the end stages' where the caller has them (cost.pipeline_dp's lightest middle stage)."""
+    `only`: stage `only`'s alone (pipeline_stages.picked_stages)."""
     if kinds is None:
         return [None] * len(stages)
-    return [known[i] if known is not None and i != 1 else
-            chunk_walks(overlap, s.times, stage_edges(edges, i) or Edges(0.0, 0.0, 0.0), kinds.stage(i), zero=zero,
+    picked = picked_stages(stages, only)
+    return [chunk_walks(overlap, s.times, stage_edges(edges, i) or Edges(0.0, 0.0, 0.0), kinds.stage(i), zero=zero,
                         fwd_window_s=s.layers * fwd, bwd_window_s=s.layers * bwd, reshard=reshard, ahead_s=s.ahead_s,
-                        root_gathers=root_gathers, fwd_gathers=fwd_gathers)
+                        root_gathers=root_gathers, fwd_gathers=fwd_gathers) if i in picked else None
             for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
 
 
@@ -151,20 +116,6 @@ def _stage_traffic(overlap: Overlap, *, zero, vpp, stages: tuple[StageDP, ...], 
             for i, (s, fwd, bwd) in enumerate(zip(stages, per_stage(fwd_layer_s), per_stage(bwd_layer_s)))]
 
 
-def layout_chunk(stages: tuple[StageDP, ...], vpp):
-    """pipeline.stage_chunk of the (first, middle, last) stages: the full model chunk's layers of
-    an end stage that does not divide by vpp (the middle kind counts pp - 2 stages)."""
-    return stage_chunk(stages[0].layers, stages[1].layers, stages[2].layers, np.asarray(stages[1].num_stages) + 2,
-                       vpp)
-
-
-def stage_edges(edges: Edges | None, i: int) -> Edges | None:
-    """Stage i's edges: the embedding's backward and forward (Edges.bwd_tail_s, fwd_head_s) run on
-    the first only, with its chunk 0 (beside that chunk's last calls, and in its backward block on
-    the drain; beside its first layer's parameter calls)."""
-    return edges if edges is None or i == 0 else edges._replace(bwd_tail_s=0.0, fwd_head_s=0.0)
-
-
 def _head_s(stages: tuple[StageDP, ...], i: int):
     """The output layer's gradient calls that open stage i's last chunk: the last stage's root."""
     return stages[i].times.root_reduce_s if i == len(stages) - 1 else 0.0
@@ -178,70 +129,6 @@ def _backward_extra_s(stages: tuple[StageDP, ...], edges: Edges, i: int):
     return own.bwd_tail_s + (stages[i].ahead_s if i == len(stages) - 1 else 0.0)
 
 
-def stage_zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], *, zero, vpp, fwd_layer_s, edges: Edges,
-                          kinds: KindPasses | None = None, walks: list[ChunkWalks | None] | None = None,
-                          known: list | None = None):
-    """Each stage's _zero3_gathers_s: what stage_blocks and first_forward_fill_s both share out
-    (_zero3_forward_s), priced once for both; `kinds`: each stage's own layers walked, an
-    interleaved stage's chunks read from its cycle's `walks` (stage_chunk_walks); `known`: the end
-    stages' where the caller has them (stage_chunk_walks)."""
-    assert kinds is None or walks is not None, "the interleaved stages' chunk walks (stage_chunk_walks)"
-    return [known[i] if known is not None and i != 1 else
-            _zero3_gathers_s(overlap, stages, i, zero=zero, vpp=vpp, fwd_layer_s=fwd, edges=edges,
-                             kinds=None if kinds is None else kinds.stage(i), walks=None if walks is None else walks[i])
-            for i, fwd in enumerate(per_stage(fwd_layer_s))]
-
-
-def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, zero, vpp, fwd_layer_s, edges: Edges,
-                     kinds: KindPasses | None = None, walks: ChunkWalks | None = None):
-    """_zero3_forward_s's ZeRO-3 rows (a mask) and forward exposures before the shares: a layer
-    chunk's, and on the first and last stage the root's chunk's with and without the root unit's
-    gather (None for the middle stages); None without ZeRO-3. Where the root's chunk holds as
-    many layers as the others (the same array: root_chunk_layers) the last is the first, priced once."""
-    zero3 = np.asarray(zero) == 3
-    if not np.any(zero3):
-        return None
-    s = stages[i]
-    # The root's chunk holds a layer fewer under the counted split (pipeline_chunks.chunk_layer_counts).
-    root_n, layers = root_chunk_layers(s.layers, np.asarray(vpp), layout_chunk(stages, vpp))
-
-    def forward(n, before_s=0.0):
-        exposed = zero3_forward_s(overlap, s.times, fwd_layer_s, n, before_s=before_s, edges=edges)
-        if kinds is None or not np.any((kinds.order >= 0) & zero3):
-            return exposed
-        # A stage at vpp 1 that walks its own layers (cost.kind_passes): its one chunk walked.
-        return walked_forward_s(overlap, kinds, zero=zero, exposed=exposed, fwd_window_s=n * fwd_layer_s,
-                                before_s=before_s)
-
-    chunk = forward(layers)
-    rooted = None if i == 1 else (  # the middle stages hold no root unit
-        forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
-    # An interleaved stage's chunks, each its own layers walked (cost.chunk_walk: the cycle's walks).
-    plain, rooted = chunk_forwards_s(walks, plain=chunk, rooted=rooted)
-    return zero3, tuple(np.where(zero3, p, 0.0) for p in plain), rooted
-
-
-def _zero3_forward_s(gathers, i: int, *, vpp, root_gathers=1.0, fwd_gathers=1.0):
-    """Stage i's ZeRO-3 gathers exposed in one micro-batch's forward of (its chunk 0, a middle
-    chunk, its last chunk), from its _zero3_gathers_s: each layer's ahead of use, the root unit's
-    before the chunk that holds it, the first stage's embedding in its chunk 0 and the last
-    stage's output layer and final norm in its last chunk: Megatron's get_model builds
-    pre_process into the first stage's chunk 0 only and post_process into the last stage's last
-    chunk only (megatron/training/training.py lines 2390-2399 at d98e8a6), each chunk its own
-    Megatron-FSDP module gathering the non-unit parameters it holds (cost.dp_exposure;
-    sim.layer_program.root_chunk). At vpp 1 the one chunk is both. `fwd_gathers` of the forwards
-    gather the layers, `root_gathers` the root too (cost.dp_exposure.rooted_forward_s)."""
-    if gathers is None:
-        return 0.0, 0.0, 0.0
-    zero3, plain, rooted = gathers
-    chunk0, later, last = (fwd_gathers * p for p in plain)  # (chunk 0's, a middle chunk's, the last's)
-    if rooted is None:
-        return chunk0, later, last
-    root = np.where(zero3, rooted_forward_s(rooted[0], rooted[1], root_gathers, fwd_gathers), 0.0)
-    single = np.asarray(vpp) == 1  # the end the root is not at: itself at vpp 1
-    return (root, later, np.where(single, root, last)) if i == 0 else (np.where(single, root, chunk0), later, root)
-
-
 def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[StageDP, ...], fwd_layer_s,
                    bwd_layer_s, reshard, edges: Edges | None, root_gathers=1.0, fwd_gathers=1.0,
                    walks: list[ChunkWalks | None], picked=range(3)) -> list[np.ndarray | None]:
@@ -249,7 +136,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
     group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
     stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
-    layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: _zero3_forward_s) and the
+    layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: cost.zero3_forwards) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
     chunks' (a layer's share of the stage's). `walks`: each stage's chunks walked over their own
     layers where the stage's differ (stage_chunk_walks; the cycle's walks, read chunk by chunk).
@@ -273,7 +160,7 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             # chunk bucketed on its own, cost.buckets._bucketed_chunks), ZeRO-3's a layer's share.
             per_layer_s = np.where(np.asarray(zero) == 2, t.last_reduce_scatter_s - t.tail_reduce_scatter_s,
                                    (t.grad_reduce_scatter_s - t.root_reduce_s) / np.maximum(s.layers, 1))
-            # The last stage's root is its last chunk's (_zero3_forward_s): ZeRO-2's output layer
+            # The last stage's root is its last chunk's (cost.zero3_forwards): ZeRO-2's output layer
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.
             none = np.zeros_like(t.root_gather_s)
             root = (t.root_gather_s + none, t.root_reduce_s + none) if final else (none, none)

@@ -28,8 +28,9 @@ from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.fsdp import root_gathers_per_micro_batch, stage_synced
 from sp_planner.cost.kind_passes import KindPasses
 from sp_planner.cost.overlap import Overlap
-from sp_planner.cost.pipeline_blocks import (StageDP, bare_blocks, first_forward_fill_s, stage_blocks,
-                                             stage_chunk_walks, stage_zero3_gathers_s)
+from sp_planner.cost.pipeline_blocks import bare_blocks, stage_blocks, stage_chunk_walks
+from sp_planner.cost.pipeline_stages import StageDP
+from sp_planner.cost.zero3_forwards import first_forward_fill_s, stage_zero3_gathers_s
 from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s
 from sp_planner.cost.pipeline_lags import finish_lags_s
 from sp_planner.cost.pipeline_tails import synced_syncs_s
@@ -217,8 +218,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                               interleaved=interleaved, vpp=vpp, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
                               reshard=reshard, edges=edges, gathers=(gathers[0], relay_gather, gathers[2]),
                               root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
-                              kinds=None if kinds is None else kinds.lightest(), walks=walks,
-                              zero3_gathers=zero3_gathers)
+                              kinds=None if kinds is None else kinds.lightest())
     exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
@@ -239,21 +239,16 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
 
 def _relay_blocks(overlap: Overlap, heaviest: StageBlocks, share, *, stages: tuple[StageDP, ...], zero: int,
                   interleaved: bool, vpp, fwd_layer_s, bwd_layer_s, reshard, edges: Edges, gathers, root_gathers,
-                  fwd_gathers, bare, kinds: KindPasses | None, walks, zero3_gathers) -> StageBlocks:
+                  fwd_gathers, bare, kinds: KindPasses | None) -> StageBlocks:
     """The middle stages' mean blocks a path passes (cost.pipeline_path.critical_path_s `relay`):
     `share` of the way from the heaviest middle stage's blocks to those of `stages`' middle one (the
     lightest, its own calls and chunk walks, pipelined_dp_s), field by field; exact where the
     middle stages are of two kinds, as Maverick's (MoE layers 4 and 2 a stage at pp 8 x vpp 2).
-    `walks`, `zero3_gathers`: the heaviest's stages' (the end stages' taken from them)."""
-    walks = stage_chunk_walks(overlap, zero=zero, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
-                              bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, root_gathers=root_gathers,
-                              fwd_gathers=fwd_gathers, kinds=kinds, known=walks)
-    zero3_gathers = stage_zero3_gathers_s(overlap, stages, zero=zero, vpp=vpp, fwd_layer_s=fwd_layer_s, edges=edges,
-                                          kinds=kinds, walks=walks, known=zero3_gathers)
+    Its middle stage's blocks alone are priced (stage_blocks `only`: its chunk walks, ZeRO-3
+    gathers and traffic; the end stages' are the heaviest's)."""
     light = stage_blocks(overlap, zero=zero, interleaved=interleaved, vpp=vpp, stages=stages, fwd_layer_s=fwd_layer_s,
                          bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges, gathers=gathers,
-                         root_gathers=root_gathers, fwd_gathers=fwd_gathers, bare=bare, zero3_gathers=zero3_gathers,
-                         kinds=kinds, walks=walks, only=1)[0][1]
+                         root_gathers=root_gathers, fwd_gathers=fwd_gathers, bare=bare, kinds=kinds, only=1)[0][1]
     mean = {name: h + share * (np.asarray(x) - h)
             for name, h, x in zip(StageBlocks._fields, heaviest, light) if name != "num_stages"}
     return heaviest._replace(**mean)

@@ -39,7 +39,8 @@ from sp_planner.cost.dp_exposure import Edges, hidden_behind
 from sp_planner.cost.dp_once import once_a_step_s
 from sp_planner.cost.dp_times import StageTimes
 from sp_planner.cost.overlap import Overlap, chunk_gathers_ahead
-from sp_planner.cost.pipeline_blocks import StageDP, bare_blocks, stage_edges
+from sp_planner.cost.pipeline_blocks import bare_blocks
+from sp_planner.cost.pipeline_stages import StageDP, stage_edges
 from sp_planner.cost.pipeline_fill import FillStage, fill_s
 from sp_planner.cost.pipeline_lags import finish_lags_s, first_stage_phases_s
 from sp_planner.pipeline import StageLayers, per_stage, stage_chunk

@@ -157,7 +157,7 @@ def root_chunk(work: StepWork, stage: int) -> int:
     but on the last stage of a pipeline its last chunk, where ZeRO-3's root unit (cost.buckets.
     fsdp_layout: the output layer and final norm there) lives: Megatron's get_model builds
     post_process into the last virtual stage only (megatron/training/training.py lines 2390-2399
-    at d98e8a6), each chunk its own Megatron-FSDP module (cost.pipeline_blocks._zero3_forward_s)."""
+    at d98e8a6), each chunk its own Megatron-FSDP module (cost.zero3_forwards.chunk_zero3_forwards_s)."""
     return work.vpp - 1 if stage == work.pp - 1 and work.pp > 1 else 0
 
 
@@ -210,7 +210,7 @@ def stage_backward(work: StepWork, stage: int, *, last_micro_batch: bool, chunk:
     loss_stage = stage == work.pp - 1 and last
     ready = p.add("compute", "gemm", "output head bwd", work.last_stage_bwd_s if loss_stage else 0.0)
     # Multi-token prediction's depths, last first, before the decoder layers (cost.mtp): their
-    # parameters' calls ride with the output layer's (cost.buckets.mtp_tensors).
+    # parameters' calls ride with the output layer's (cost.rank_tensors.mtp_tensors).
     mtp = tuple(enumerate(work.mtp_kinds)) if loss_stage else ()
     for depth, kind in reversed(mtp):
         ready, _ = _backward_layer(p, work.kind_layers[kind], work.layers_of(stage) + depth, ready, work.recompute, -1)

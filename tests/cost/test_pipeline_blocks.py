@@ -5,7 +5,8 @@ import pytest
 
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
-from sp_planner.cost.pipeline_blocks import StageDP, stage_blocks
+from sp_planner.cost.pipeline_blocks import stage_blocks
+from sp_planner.cost.pipeline_stages import StageDP
 
 
 def _times(**seconds):

@@ -9,7 +9,7 @@ import sp_planner.cost.step as step_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
-from sp_planner.cost.pipeline_blocks import StageDP
+from sp_planner.cost.pipeline_stages import StageDP
 from sp_planner.cost.dp_passes import dp_over_passes
 from sp_planner.cost.pipeline_dp import pipelined_exposed_s
 from sp_planner.plan import ParallelPlan
