@@ -19,10 +19,7 @@ ZeRO-0/1/2 (Megatron DDP and distributed optimizer; Megatron-LM commit d98e8a6):
   when its gradients are ready; --overlap-param-gather gathers the updated parameters bucket by
   bucket in forward order (start_param_sync / finish_param_sync);
 - routed experts live in a buffer of their own, reduced over the expert-data-parallel group.
-A layer's tensors on one rank, in backprop order: linear_fc2, linear_fc1 (with the fused pre-MLP
-norm), linear_qkv (with the fused input norm), linear_proj (attention.py builds linear_proj in
-Attention.__init__ before SelfAttention adds linear_qkv); the stage's embedding is walked last
-and, on a single stage, the output layer and final norm first.
+The tensors walked, a stage's on one rank in backprop order: cost.rank_tensors.
 
 Granularity, shared by the analytic model and the simulator: a bucket is issued when the
 backward of the layer holding its last tensor (in backprop order) ends, and in forward it must
@@ -45,11 +42,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.cost.mtp import mtp_params_model
-from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.layer_kinds import LayerKind, kind_model
 from sp_planner.cost.moe import mlp_layer_is_moe
-from sp_planner.cost.moe_params import expert_params_per_rank, mean_mlp_params_per_rank
+from sp_planner.cost.rank_tensors import Layers, mtp_tensors, stage_extras, stage_tensors
 from sp_planner.cost.stage_params import dp_middle_stage, stage_moe_flags
 from sp_planner.distinct import distinct_columns
 from sp_planner.pipeline_chunks import chunk_layer_counts
@@ -85,43 +79,6 @@ class BucketLayout(NamedTuple):
         return (self.layers[0] if self.layers else ()) + self.tail
 
 
-@lru_cache(maxsize=1024)
-def layer_tensors(model: ModelSpec, tp: int, ep: int = 1, etp: int = 1) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(dense, expert) tensors of one (layer-averaged) layer on one rank, in backprop order."""
-    h = model.hidden_size
-    total = float(layer_params_per_rank(model, tp, ep, etp))
-    experts = float(expert_params_per_rank(model, 1, ep, etp, layers=1))
-    proj = h * model.q_size / tp
-    # MLP without the routed experts (MoE: shared experts, router and dense layers, averaged).
-    mlp = float(mean_mlp_params_per_rank(model, tp, ep, etp)) - experts
-    norms = model.norm_params_per_layer
-    attn = total - experts - mlp - norms
-    mats = model.num_mlp_matrices
-    fc2 = mlp / mats
-    dense = (fc2, mlp - fc2 + norms / 2, attn - proj + norms / 2, proj)
-    expert_fc2 = experts / mats
-    expert = (expert_fc2, experts - expert_fc2) if experts > 0 else ()
-    return tuple(t for t in dense if t > 0), expert
-
-
-Layers = tuple[tuple[float, ...], ...]  # each layer's tensors on one rank, layers in forward order
-
-
-def stage_tensors(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, moe: tuple[bool, ...] | None
-                  ) -> tuple[Layers, Layers]:
-    """(dense, expert) tensors of each of a stage's layers (layer_tensors): `layers` average layers,
-    or, where `moe` gives each layer's MLP kind in the stage's order (cost.stage_params.
-    stage_moe_flags), each layer its kind's (cost.layer_kinds.kind_model: a dense layer holds no
-    expert tensor). No expert layer at all where no layer has experts."""
-    if moe is None:
-        dense, expert = layer_tensors(model, tp, ep, etp)
-        return (dense,) * layers, (expert,) * layers if expert else ()
-    kinds = {flag: layer_tensors(kind_model(model, LayerKind(moe=flag, local=False)), tp, ep, etp)
-             for flag in set(moe)}
-    experts = tuple(kinds[flag][1] for flag in moe)
-    return tuple(kinds[flag][0] for flag in moe), experts if any(experts) else ()
-
-
 @lru_cache(maxsize=4096)
 def megatron_layout(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...],
                     bucket_params: float) -> BucketLayout:
@@ -154,37 +111,6 @@ def fsdp_layout(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...])
     root = sum(head) + sum(tail)
     return BucketLayout((), tuple((sum(layer),) if layer else () for layer in stage),
                         (root,) if root > 0 else ())
-
-
-def stage_extras(model: ModelSpec, tp: int, single_stage: bool, *, first_stage: bool = True,
-                 last_stage: bool = False) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(head, tail) non-layer tensors of a pipeline stage on one rank, as cost.params places them:
-    the last stage (or a single one) walks the output layer (unless tied on a single stage; Megatron
-    keeps a copy on the last stage when pp > 1) and the final norm first in backprop order; the
-    first stage (or a single one) walks the embedding table last; middle stages hold neither."""
-    table = model.vocab_size * model.hidden_size / tp
-    final_norm = float(model.embedding_params - model.vocab_size * model.hidden_size
-                       * (1 if model.tie_word_embeddings else 2))
-    head: tuple[float, ...] = ()
-    if single_stage or last_stage:
-        output = () if single_stage and model.tie_word_embeddings else (table,)
-        head = output + ((final_norm,) if final_norm > 0 else ())
-    return head, (table,) if single_stage or first_stage else ()
-
-
-def mtp_tensors(model: ModelSpec, tp: int, ep: int, etp: int, single_stage: bool
-                ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(dense, expert) tensors of the model's multi-token prediction depths on the last stage's
-    rank, in backprop order (cost.mtp: their backward runs before the decoder layers', after the
-    output layer's): each depth's layer (layer_tensors of its kind), eh_proj with its norms, and
-    with pp > 1 the stage's copy of the embedding table (cost.params.mtp_params_per_rank); none
-    without MTP."""
-    if not model.mtp_layers:
-        return (), ()
-    dense, expert = layer_tensors(mtp_params_model(model), tp, ep, etp)
-    extra = model.mtp_eh_proj_params / tp + model.mtp_norm_params
-    table = () if single_stage else (model.vocab_size * model.hidden_size / tp,)
-    return (dense + (extra,)) * model.mtp_layers + table, expert * model.mtp_layers
 
 
 def _chunked(stage: Layers, head: tuple[float, ...], tail: tuple[float, ...], bucket_params: float, vpp: int,

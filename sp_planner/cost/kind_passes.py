@@ -8,7 +8,7 @@ over dp 128) takes ~19x a dense layer's, so the average layer's gather, which hi
 one that does not, queued on the data-parallel stream behind the dense layer's reduce-scatter
 (sim.layer_program runs each layer's own, sim.dp_work). Each kind's calls are priced as a model
 whose every layer is of that kind (cost.layer_kinds.kind_model: its layer's dense and expert
-parameters are the mixed model's layer of that kind, cost.buckets.stage_tensors), its windows and
+parameters are the mixed model's layer of that kind, cost.rank_tensors.stage_tensors), its windows and
 TP edges as cost.layer_times prices that kind (a MoE layer's backward lead holds its combine
 all-to-all, cost.layer_times.backward_lead_s). A pipeline's stages walk their own layers, an
 interleaved stage's chunk by chunk (cost.chunk_walk), each chunk its own FSDP module as Megatron's

@@ -90,7 +90,7 @@ def stage_params(model: ModelSpec, tp, pp, ep, etp, stages: StageLayers, moe_lay
     average = (first_p, stages.middle * per_layer, last_p)
     # Multi-token prediction's depths on the last stage (the one at pp 1; cost.mtp): their routed
     # experts reduce over edp with the layers', the rest rides with the root (its FSDP unit and
-    # buckets, cost.buckets.mtp_tensors), its GEMM weights (the layer's less its norms and experts,
+    # buckets, cost.rank_tensors.mtp_tensors), its GEMM weights (the layer's less its norms and experts,
     # and eh_proj) among the stage's.
     mtp_experts, mtp_gemm = mtp_expert_and_gemm_params(model, tp, ep, etp)
     holds_mtp = (np.asarray(pp) == 1, np.zeros(np.shape(pp), dtype=bool), np.asarray(pp) > 1)

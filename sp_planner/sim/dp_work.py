@@ -76,7 +76,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
              ) -> tuple[tuple[DPCalls, ...], tuple[DPCalls, ...], tuple[float, ...], float]:
     """(reduce calls per stage, gather calls per stage, each stage's gather from the step's start
     (StepWork.dp_early_gather_s), the parameter gather after the optimizer when it is not
-    overlapped). Each stage's calls carry its own non-layer parameters (cost.buckets.stage_extras:
+    overlapped). Each stage's calls carry its own non-layer parameters (cost.rank_tensors.stage_extras:
     the embedding on the first, the output layer and final norm on the last). Gradients and
     gathered parameters move in the framework's widths (cost.states), overlapped as it overlaps
     them (cost.overlap). A stage's calls are its own layers' (cost.buckets.stage_layouts by each
