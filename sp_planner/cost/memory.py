@@ -1,15 +1,6 @@
 """Memory per GPU (vectorized over candidates): model states, activations, logits, buffers.
 
-Model states (Rajbhandari et al. 2020, ZeRO, section 3.1): the bytes per parameter of the
-framework's parameters, gradients and optimizer states, and the lowest ZeRO stage that shards
-each (cost.states: Megatron's bf16 weights + fp32 main gradients + fp32 master and Adam moments,
-2 + 4 + 12; torch FSDP's fp32 sharded parameters + fp32 gradients + Adam moments, 4 + 4 + 8;
-DeepSpeed's 2 + 2 + 12). ZeRO shards over the dp x cp group (Megatron's dp-cp group; under HSDP
-dp_shard x cp, cost.fsdp). Gathered parameters are bf16 (the GEMMs' copy): held whole beside the
-shard from forward to backward when not resharded after forward (ZeRO-3 with
-reshard_after_forward false, FSDP2 reshard_after_forward=False; FSDP's ZeRO-1/2), and, for a
-framework whose GEMMs read a cast of unsharded fp32 parameters (torchtitan's DDP), autocast's
-casts saved for backward.
+Model states of each stage's rank, with FP8's weight copies and ZeRO's sharding: cost.stage_states.
 
 Activations per layer: cost.activations (Korthikanti et al. 2022 with sequence parallelism and
 flash attention; recompute; FP8's saved inputs); on the first stage also the embedding dropout's
@@ -46,20 +37,6 @@ frees them before the layers' start), and the layer full recompute rebuilds and 
 buffers are live. The larger moment is the peak, and the breakdown shows its parts (logits 0 when
 the backward moment is larger). Megatron-Core: GPTModel.forward computes the loss after the last
 layer; the ring and Ulysses buffers are locals of the attention call (cost.ring_impl).
-
-FP8 (Transformer Engine, cost/precision.py): the layers' GEMM weights also live as FP8 copies, and
-the GEMM inputs saved for backward are stored in FP8. With FP8 weights (Megatron --fp8-param-gather,
-cost.fp8_params) those FP8 tensors are the weights, and the bf16 GEMM weights are gone; under
-Megatron-FSDP (ZeRO-3) they are the 1 B shards, gathered per unit at TE's FP8 bytes, with no whole
-copy. torchao's linears (torchtitan; TpGathers.caches_weight_casts False) keep no FP8 weight:
-Float8Linear's and MX's autograd functions save the bf16 weight for backward (torchao v0.16.0 and
-v0.18.0 float8/float8_linear.py line 45, ctx.save_for_backward(input_hp, weight_hp_t); v0.16.0
-prototype/mx_formats/mx_linear.py line 53, v0.18.0 prototype/moe_training/mxfp8_linear.py line
-108) and cast it again in backward; compiled, the min-cut partitioner saves the parameter itself,
-free to save (torch 2.13 _functorch/config.py treat_parameters_as_free_to_save, lines 51-53;
-partitioners.py get_node_weight, lines 2265-2277), with the scalar scales, and casts again in
-backward rather than keep the FP8 weight (docs/cost-model.md stop 47: traced), so none is held
-across micro-batches or within one.
 """
 
 from __future__ import annotations
@@ -73,12 +50,12 @@ from sp_planner.cost.deepep import deepep_buffer_bytes, deepep_sms
 from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.stage_activations import stage_kind_layers, stage_saved_bytes
 from sp_planner.cost.stage_params import placed_moe_layers, stage_params
+from sp_planner.cost.stage_states import stage_state_bytes
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
 from sp_planner.cost.expert_padding import NO_PADDING
-from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
-from sp_planner.cost.fsdp import shard_group_size
+from sp_planner.cost.fp8_params import sharded_fp8_params
 from sp_planner.cost.moe import nccl_dispatch
 from sp_planner.cost.loss_memory import MEGATRON_LOSS, LossMemory, loss_peak_bytes
 from sp_planner.cost.mtp import mtp_layer_model, mtp_saved_extra_bytes
@@ -87,23 +64,12 @@ from sp_planner.cost.params import (
     largest_adjacent_layers_params_per_rank,
     largest_layer_params_per_rank,
 )
-from sp_planner.cost.precision import (
-    SCALING_STATE_BYTES_PER_LAYER,
-    FP8_ELEM_BYTES,
-    fp8_weight_bytes_per_param,
-)
+from sp_planner.cost.precision import fp8_weight_bytes_per_param
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.saved_inputs import kept_output_input_bytes
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
-from sp_planner.cost.states import (
-    MEGATRON_STATES,
-    TrainingStates,
-    optimizer_bytes_per_param,
-    params_sharded,
-    sharded_state_bytes,
-    whole_compute_copy,
-)
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
 from sp_planner.plan import RECOMPUTE_FULL
@@ -165,63 +131,14 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     (cost.compiled_layers); `expert_row_padding`: who pads each local expert's rows for FP8
     (cost.expert_padding: the router's extra rows are saved activations)."""
     tp, pp, zero = c.tp, c.pp, c.zero
-    zgroup = shard_group_size(c)
     stages = candidate_stage_layers(model, c)
-    # A whole bf16 copy beside the stored parameters (gathered and kept for backward, cost.states).
-    kept = whole_compute_copy(states, zero, c.reshard)
-    # ZeRO-3's root unit on each stage (module docstring): its non-layer parameters, gathered and
-    # kept under reshard_after_forward, and the output layer's gradients held through backward
-    # wherever parameters are sharded into units.
-    root_gathered = (zero == 3) & np.asarray(c.reshard, dtype=bool)
-    units = params_sharded(states, zero)
-    output_layer = model.vocab_size * model.hidden_size / tp + (
-        model.embedding_params - model.vocab_size * model.hidden_size * (1 if model.tie_word_embeddings else 2))
-    # FP8 copies of the stage's GEMM weights (whole on the rank: TE casts the gathered weights and
-    # keeps them across micro-batches); none where the linears cast them every micro-batch and
-    # save the bf16 weight for backward (torchao's, TpGathers.caches_weight_casts; module docstring).
-    fp8_per_param = (fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
-                     if tp_gathers.caches_weight_casts else np.zeros(np.shape(c.precision)))
-    # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
-    # --fp8-format as of the dense ones (Megatron TEGroupedMLP): a stage's layers less their norms
-    # (stage_states).
-    # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy;
-    # under Megatron-FSDP (ZeRO-3) the FP8 weights are the shards, gathered per unit, and no whole
-    # copy is held.
-    fp8_weights = fp8_params_active(states, c.precision, zero)
-    fp8_shards = sharded_fp8_params(states, c.precision, zero)
-
-    # Adam's moments in bf16 where the plan says so (cost.states).
-    optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)
-
     # Each stage's own layers: its count of MoE layers, not its layers x the share of them
     # (cost.stage_params; DeepSeek-V3's first stage of 3 dense layers holds no expert), where the
     # model's layers differ as Megatron places them, on its virtual stages too.
     held = stage_kind_layers(model, workload.seq_len, c)
     own = stage_params(model, tp, pp, c.ep, c.etp, stages, placed_moe_layers(model, workload.seq_len, stages, held))
-
-    def stage_states(at: int, layers, holds_output):
-        """The stage's (index `at` in own's (first, middle, last)) states over its `layers` layers."""
-        params, experts, root = own.params[at], own.experts[at], own.root[at]
-        # Its GEMM weights: its layers' less their norms, and the MTP depths' among its root ones.
-        stage_gemm = params - root - layers * model.norm_params_per_layer + own.root_gemm[at]
-        # Routed experts of the stage's layers are sharded by ZeRO over the expert-data-parallel
-        # group (cost.moe), the rest over dp x cp.
-        dense_states = sharded_state_bytes(states, zero, params - experts, zgroup, optimizer_per_param)
-        expert_states = sharded_state_bytes(states, zero, experts, c.edp, optimizer_per_param)
-        p_stored, g_stored, optimizer = (d + e for d, e in zip(dense_states, expert_states))
-        bf16 = states.compute_param_bytes
-        fp8 = (np.where(fp8_shards, 0.0, fp8_per_param * stage_gemm)
-               + layers * np.where(c.precision != 0, SCALING_STATE_BYTES_PER_LAYER, 0))
-        # Megatron-FSDP's FP8 shards: the GEMM weights' share of the stored shard in 1 B (the
-        # experts' over edp, the rest over the ZeRO group), and a kept gathered copy likewise.
-        gemm_shard = (stage_gemm - experts) / zgroup + experts / c.edp
-        saved = (states.param_bytes - FP8_ELEM_BYTES) * gemm_shard
-        kept_bytes = bf16 * params - np.where(fp8_shards, (bf16 - FP8_ELEM_BYTES) * stage_gemm, 0.0)
-        p = (p_stored + np.where(kept, kept_bytes, 0.0) + np.where(root_gathered, bf16 * root, 0.0) + fp8
-             - np.where(fp8_weights & ~fp8_shards, states.param_bytes * stage_gemm, 0.0)
-             - np.where(fp8_shards, saved, 0.0))
-        g = g_stored + np.where(units & holds_output, states.grad_bytes * output_layer, 0.0)
-        return p, g, optimizer
+    first_states, middle_states, last_states = stage_state_bytes(
+        model, hardware, c, states, own, stages, caches_weight_casts=tp_gathers.caches_weight_casts)
 
     def saved_per_layer(spec: ModelSpec):
         """(saved, full) bytes a layer of `spec` keeps per micro-batch as the candidates run."""
@@ -276,7 +193,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                              micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
     # Megatron-FSDP's gathered FP8 units hold TE's FP8 weight bytes (with the transpose built in
     # backward where the chip needs one, cost.fp8_params).
-    gathered_width = np.where(fp8_shards, fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout),
+    gathered_width = np.where(sharded_fp8_params(states, c.precision, zero),
+                              fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout),
                               states.compute_param_bytes)
     held = comm.tp_bytes + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                              states=states, gathered_bytes_per_param=gathered_width)
@@ -294,12 +212,9 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
         return (acts + np.where(at_loss, out_input, working), np.where(at_loss, logits, 0.0),
                 held + np.where(at_loss, 0.0, comm.attention_bytes))
 
-    first = (*stage_states(0, stages.first, pp == 1),
-             *peak_parts(act_first, logits_first, out_input_first), reserve)
-    last = (*stage_states(2, stages.last, True),
-            *peak_parts(act_last, logits_last, out_input_last), reserve)
-    middle = (*stage_states(1, stages.middle, False), *peak_parts(act_middle, 0.0, 0.0),
-              reserve)
+    first = (*first_states, *peak_parts(act_first, logits_first, out_input_first), reserve)
+    last = (*last_states, *peak_parts(act_last, logits_last, out_input_last), reserve)
+    middle = (*middle_states, *peak_parts(act_middle, 0.0, 0.0), reserve)
     first_total, last_total = sum(first), sum(last)
     middle_total = np.where(pp >= 3, sum(middle), 0.0)
     use_first = (first_total >= last_total) & (first_total >= middle_total)
