@@ -5,41 +5,26 @@ micro-batches before it adds the pipeline, data-parallel, host and optimizer ter
 Per layer: GEMMs, FP8 casts and memory-bound ops (cost.gemm_work) with the MoE dispatcher's
 permutations and the busiest EP rank's extra expert GEMMs (cost.moe), core attention and its
 ring/Ulysses comm (cost.attention, cost.window), TP all-gathers/reduce-scatters exposed (Megatron
-without --tp-comm-overlap; overlapped with their GEMMs where a run states it, cost.tp_overlap),
+without --tp-comm-overlap; overlapped with their GEMMs where a run states it, cost.tp_times),
 MoE all-to-alls (less what Megatron's EP overlap hides, cost.ep_overlap) and recompute re-running
 the forward it drops. Beside the layers: the logits and the embedding's and output layer's TP
-collectives (cost.comm).
+collectives (cost.tp_times, cost.comm).
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.attention import AttentionTimes, attention_times
 from sp_planner.cost.attention_kernels import kernel_head_dim
-from sp_planner.cost.tp_calls import (
-    EMBEDDING_TP_ALL_GATHERS,
-    EMBEDDING_TP_REDUCE_SCATTERS,
-    OUTPUT_TP_BACKWARD_REDUCE_SCATTERS,
-    TP_BACKWARD_REDUCE_SCATTERS,
-    TP_FORWARD_ALL_GATHERS,
-    TP_FORWARD_REDUCE_SCATTERS,
-    TP_GRAD_ALL_GATHERS,
-    embedding_tp_forward_all_gathers,
-    output_tp_backward_all_gathers,
-    output_tp_forward_all_gathers,
-    tp_input_all_gathers,
-)
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
-from sp_planner.cost.gathered_transpose import fp8_share, layer_gather_bytes, mx_gathers, ub_gather_elem_bytes
 from sp_planner.cost.gemm_work import gemm_work
-from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
@@ -47,15 +32,11 @@ from sp_planner.cost.moe import (
     MOE_FORWARD_ALL_TO_ALLS,
     moe_times,
 )
-from sp_planner.cost.overlap import Overlap, gpu_sm_count
-from sp_planner.cost.precision import BF16, gemm_peak_flops
+from sp_planner.cost.overlap import Overlap
+from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
-from sp_planner.cost.tp_overlap import LayerGemms, gemm_shares, tp_overlap_times
-from sp_planner.cost.tp_overlap_buffers import NO_MX, buffer_copies, fp8_buf_rs_elem_bytes, mx_side_traffic
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
-from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
-from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
-from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
+from sp_planner.cost.tp_times import layer_tp_times
 from sp_planner.cost.window import windowed_attention_times
 from sp_planner.distinct import per_distinct_rows
 from sp_planner.layout import CP_AXES, axis_stride, group_size
@@ -140,7 +121,6 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     pads each local expert's rows for FP8, its grouped MLP or its router (cost.expert_padding); the rest as
     cost.step.time_columns."""
     tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
-    low = c.precision != BF16
     experts = expert_precision(c.precision, tp_gathers)
     copies_align, router_align = padding_align_rows(experts, expert_row_padding)
     moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
@@ -170,65 +150,12 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     )
     attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
                                     ring=r)
-    gathered = tokens * model.hidden_size * BF16_BYTES
-    tp_stride = axis_stride(c, "tp")
-    # A layer's gathers move FP8 under per-tensor FP8, MXFP8 data and scales under MXFP8, by tensor,
-    # where the framework gathers them so (cost.tp_gathers, cost.gathered_transpose); the embedding's
-    # and the output layer's (bf16_ag) and every reduce-scatter move bf16.
-    gathers: dict[str, Any] = dict(tp=tp, precision=c.precision, gathers=tp_gathers,
-                                   sequence_parallel=sequence_parallel)
-    elem = layer_gather_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
-    bf16_ag = ring_collective_time_s(hardware, "all_gather", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
-
-    def gather_s(elem_bytes, known_bytes, known_s):
-        """One gather of `elem_bytes` an element, priced again only where some row differs from
-        the `known_bytes` priced as `known_s` (the search's bf16 chunks reuse bf16_ag)."""
-        return known_s if np.array_equal(elem_bytes, known_bytes) else ring_collective_time_s(
-            hardware, "all_gather", gathered * elem_bytes / BF16_BYTES * (tp - 1) / tp, tp, tp_stride, gpn)
-
-    ag = gather_s(elem.fwd, np.full(np.shape(elem.fwd), float(BF16_BYTES)), bf16_ag)
-    ag_grad = gather_s(elem.grad, elem.fwd, ag)  # the input gathers are the forward's (elem.input)
-    rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * (tp - 1) / tp, tp, tp_stride, gpn)
-    tp_fwd = TP_FORWARD_ALL_GATHERS * ag + TP_FORWARD_REDUCE_SCATTERS * rs
-    regathers = tp_gathers.regathers_saved_inputs
-    tp_bwd = TP_GRAD_ALL_GATHERS * ag_grad + tp_input_all_gathers(sequence_parallel, regathers) * ag \
-        + TP_BACKWARD_REDUCE_SCATTERS * rs
-    if overlap.tp_comm:  # only runs that state --tp-comm-overlap (cost.tp_overlap)
-        # Userbuffers moves the FP8 data alone; MXFP8's scales and second gathers beside it.
-        ub_elem = ub_gather_elem_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
-        ub_ag = gather_s(ub_elem, elem.fwd, ag)
-        shard = tokens * model.hidden_size / tp
-        mx_on = mx_gathers(**gathers)
-        mx = NO_MX if not np.any(mx_on) else mx_side_traffic(
-            hardware, shard_elements=shard, tp=tp, tp_stride=tp_stride, gpus_per_node=gpn, mx=mx_on,
-            share=fp8_share(model))
-        cfg = UB_CONFIGS[overlap.tp_comm_cfg]
-        copies = buffer_copies(hardware, shard_elements=shard, gather_elem_bytes=ub_elem, tp=tp)
-        fp8_rs = rs  # a pipeline's FP8 reduce-scatter where its config sets fp8_buf (cost.tp_overlap_buffers)
-        if any(g.fp8_buf for g in cfg):
-            rs_elem = fp8_buf_rs_elem_bytes(model, **gathers, fp8_blockwise=c.fp8_blockwise)
-            fp8_rs = ring_collective_time_s(hardware, "reduce_scatter", gathered * rs_elem / BF16_BYTES * (tp - 1) / tp,
-                                            tp, tp_stride, gpn)
-        paired = tp_overlap_times(ub_ag, rs, LayerGemms(*(share * gemm_only for share in gemm_shares(model))), tp,
-                                  chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
-                                  gpu_sm_count(hardware), copies, cfg, mx, fp8_rs,
-                                  last=last_chunk_factors(hardware, model, tokens=tokens, tp=tp, fp8=low, cfg=cfg),
-                                  multicast=multicast_bytes_factor(hardware, tp))
-        # At tp 1 there is no TP collective to overlap, and no userbuffers copy or GEMM split:
-        # Megatron turns sequence parallelism off there and asserts it for --tp-comm-overlap
-        # (megatron/training/arguments.py at d98e8a6, lines 1431-1442).
-        single = np.asarray(tp) == 1
-        tp_fwd, tp_bwd = np.where(single, tp_fwd, paired.fwd_s), np.where(single, tp_bwd, paired.bwd_s)
+    # A layer's TP collectives, exposed or overlapped with its GEMMs, and the embedding's and
+    # the output layer's (cost.tp_times).
+    tp_times = layer_tp_times(model, hardware, c, tokens=tokens, gpus_per_node=gpn, overlap=overlap,
+                              sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, gemm_only_s=gemm_only)
+    ag, rs, tp_fwd, tp_bwd = tp_times.all_gather_s, tp_times.reduce_scatter_s, tp_times.fwd_s, tp_times.bwd_s
     tp_layer = tp_fwd + tp_bwd
-    # The embedding's and the output layer's TP collectives, once per micro-batch (cost.tp_calls),
-    # exposed as the layers' are: the output layer's on the loss stage, the embedding's on the
-    # first stage (the same one at pp 1: LayerTimes.head_tp_s, first_tp_s).
-    # A learned position table's all-reduce forward: its second half, an all-gather (cost.tp_calls).
-    emb_tp_fwd = EMBEDDING_TP_REDUCE_SCATTERS * rs \
-        + embedding_tp_forward_all_gathers(model.position_embedding, sequence_parallel) * bf16_ag
-    out_tp_fwd = output_tp_forward_all_gathers(sequence_parallel) * bf16_ag
-    out_tp_bwd = output_tp_backward_all_gathers(sequence_parallel, regathers) * bf16_ag \
-        + OUTPUT_TP_BACKWARD_REDUCE_SCATTERS * rs
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
     moe_bwd = MOE_BACKWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_BACKWARD_COLLECTIVES * moe.etp_collective_s
     moe_layer = moe_fwd + moe_bwd
@@ -265,11 +192,11 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     )
     return LayerTimes(
         gemm_fwd_s=gemm_fwd, gemm_bwd_s=gemm_bwd, logits_s=logits, attn=attn,
-        tp_all_gather_s=ag, tp_grad_all_gather_s=ag_grad,
-        tp_input_all_gather_s=ag if tp_input_all_gathers(sequence_parallel, regathers) else 0.0,
+        tp_all_gather_s=ag, tp_grad_all_gather_s=tp_times.grad_all_gather_s,
+        tp_input_all_gather_s=tp_times.input_all_gather_s,
         tp_reduce_scatter_s=rs, tp_fwd_s=tp_fwd, tp_bwd_s=tp_bwd, tp_layer_s=tp_layer,
-        out_tp_fwd_s=out_tp_fwd, out_tp_bwd_s=out_tp_bwd, emb_tp_fwd_s=emb_tp_fwd,
-        emb_tp_bwd_s=EMBEDDING_TP_ALL_GATHERS * bf16_ag, pp=c.pp, moe_layer_s=moe_layer,
+        out_tp_fwd_s=tp_times.out_fwd_s, out_tp_bwd_s=tp_times.out_bwd_s, emb_tp_fwd_s=tp_times.emb_fwd_s,
+        emb_tp_bwd_s=tp_times.emb_bwd_s, pp=c.pp, moe_layer_s=moe_layer,
         moe_bwd_lead_s=moe.all_to_all_s + moe.etp_collective_s,
         ep_saving_s=ep_saving, recompute_s=recompute_layer, per_layer_s=per_layer,
         recompute_mlp_s=np.where(recomputes_mla_up_proj(recompute), mlp_again, recompute_layer),

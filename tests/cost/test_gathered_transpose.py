@@ -135,7 +135,7 @@ def _saved_by_low_precision_gathers(monkeypatch, model, hardware, workload, plan
     """(analytic, simulated) step time the plan's low-precision layer gathers save against every
     layer gather in bf16 (layer_gather_bytes patched to 2 bytes in each of its readers)."""
     import sp_planner.cost.comm as comm_module
-    import sp_planner.cost.layer_times as layer_times_module
+    import sp_planner.cost.tp_times as tp_times_module
     import sp_planner.sim.step_work as step_work_module
 
     def steps():
@@ -144,7 +144,7 @@ def _saved_by_low_precision_gathers(monkeypatch, model, hardware, workload, plan
 
     low_ana, low_sim = steps()
     bf16 = lambda model, *, tp, **_: GatherElemBytes(*(np.full(np.shape(tp), 2.0),) * 3)  # noqa: E731
-    for module in (comm_module, layer_times_module, step_work_module):
+    for module in (comm_module, tp_times_module, step_work_module):
         monkeypatch.setattr(module, "layer_gather_bytes", bf16)
     bf16_ana, bf16_sim = steps()
     return bf16_ana - low_ana, bf16_sim - low_sim

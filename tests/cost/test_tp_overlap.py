@@ -5,7 +5,7 @@ import typing
 import numpy as np
 import pytest
 
-import sp_planner.cost.layer_times as layer_times_module
+import sp_planner.cost.tp_times as tp_times_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.overlap import gpu_sm_count
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
@@ -101,7 +101,7 @@ def test_stated_overlap_charges_the_buffer_copies(toy_model, hardware, monkeypat
     tp_on = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
     on = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
     pass_s = 2048 * 64 * 4 / (hardware.hbm_bandwidth_bytes_per_s * hardware.efficiency.memory_bound)
-    monkeypatch.setattr(layer_times_module, "buffer_copies", lambda *a, **k: BufferCopies(0.0, 0.0))
+    monkeypatch.setattr(tp_times_module, "buffer_copies", lambda *a, **k: BufferCopies(0.0, 0.0))
     without = evaluate(toy_model, hardware, workload, plan, num_nodes=1, gpus_per_node=2, runtime=tp_on)
     assert on.time.tp_comm_s - without.time.tp_comm_s == pytest.approx(8 * 2 * (6 + 2) * pass_s, rel=1e-6)
 
@@ -275,8 +275,8 @@ def test_stated_fp8_buf_reduce_scatters_move_fp8(monkeypatch):
     from sp_planner.cost.links import ring_collective_time_s
 
     seen = []
-    real = layer_times_module.tp_overlap_times
-    monkeypatch.setattr(layer_times_module, "tp_overlap_times",
+    real = tp_times_module.tp_overlap_times
+    monkeypatch.setattr(tp_times_module, "tp_overlap_times",
                         lambda ag, rs, *a, **k: seen.append((np.asarray(rs).item(), np.asarray(a[-1]).item()))
                         or real(ag, rs, *a, **k))
     overlap = MEGATRON_RUNTIME.overlap.model_copy(

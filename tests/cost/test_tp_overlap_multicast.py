@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import sp_planner.cost.layer_times as layer_times_module
+import sp_planner.cost.tp_times as tp_times_module
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.cost.tp_overlap import LayerGemms, tp_overlap_times
@@ -69,6 +69,6 @@ def test_stated_overlap_on_h100_runs_multicast(toy_model, monkeypatch):
     overlap = MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True})
     tp_on = MEGATRON_RUNTIME.model_copy(update={"overlap": overlap})
     mc = evaluate(toy_model, h100, workload, plan, num_nodes=1, gpus_per_node=8, runtime=tp_on)
-    monkeypatch.setattr(layer_times_module, "multicast_bytes_factor", lambda hardware, tp: np.ones(np.shape(tp)))
+    monkeypatch.setattr(tp_times_module, "multicast_bytes_factor", lambda hardware, tp: np.ones(np.shape(tp)))
     ring = evaluate(toy_model, h100, workload, plan, num_nodes=1, gpus_per_node=8, runtime=tp_on)
     assert mc.time.tp_comm_s > ring.time.tp_comm_s
