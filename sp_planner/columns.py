@@ -1,5 +1,5 @@
 """Row selection over typed columns: numpy arrays, NamedTuples of columns (cost.*Columns) and
-dataclass containers with `take`/`concat` (space.Candidates), nested in any way.
+dataclass containers with `take`/`concat` (candidates.Candidates), nested in any way.
 
 The streaming search keeps the best rows of each chunk with these, so a column added anywhere
 (a new search axis, a new cost field) flows through without being named here.

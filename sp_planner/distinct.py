@@ -7,7 +7,7 @@ other tables are hashed column by column (pd.factorize), renumbering before the 
 overflow. distinct_rows then hashes the key once (pd.factorize numbers in order of first
 appearance); per_distinct, where order does not matter, looks it up in a table when the key's
 range is at most the row count and decodes each distinct key back into its column values.
-per_distinct_rows and per_key do the same for a container of candidate columns (space.Candidates)
+per_distinct_rows and per_key do the same for a container of candidate columns (candidates.Candidates)
 and a function of the columns named, or of values computed from them. distinct_float_rows tells
 the rows of a float table apart by their bytes, for a function that must give every row the bits
 it gave it row by row."""
@@ -122,7 +122,7 @@ def per_distinct(fn: Callable, *columns, min_rows: int = DISTINCT_MIN_ROWS):
 
 
 def per_distinct_rows(fn: Callable, rows, names):
-    """fn(rows) for a container of per-row integer or bool columns with `take` (space.Candidates),
+    """fn(rows) for a container of per-row integer or bool columns with `take` (candidates.Candidates),
     evaluated once per row distinct in the columns `names` (every column fn reads) and spread back
     (columns.take_rows: scalars stay scalars). fn must work row by row. Small inputs go to fn
     directly, as per_distinct's."""
@@ -135,7 +135,7 @@ def per_distinct_rows(fn: Callable, rows, names):
 
 def distinct_key(rows, names) -> tuple[np.ndarray, np.ndarray] | None:
     """distinct_rows' (first, inverse) of the columns `names` of a container of per-row integer or
-    bool columns (space.Candidates), or None below DISTINCT_MIN_ROWS rows (per_key runs directly)."""
+    bool columns (candidates.Candidates), or None below DISTINCT_MIN_ROWS rows (per_key runs directly)."""
     if len(rows) < DISTINCT_MIN_ROWS:
         return None
     return distinct_columns([np.asarray(getattr(rows, name), dtype=np.int64) for name in names])

@@ -39,7 +39,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "ep": ("ep",), "etp": ("etp",), "edp": ("edp",),
 }
 
-# Anything that holds a degree per axis: a ParallelPlan, space.Candidates (arrays over
+# Anything that holds a degree per axis: a ParallelPlan, candidates.Candidates (arrays over
 # candidates), or a mapping axis -> degree. Read by name, so the type is open.
 Degrees = Any
 

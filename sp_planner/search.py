@@ -1,6 +1,6 @@
 """Whole-space search: enumerate, evaluate every candidate in columns, prune with reasons, rank.
 
-Candidates and their costs are typed numpy arrays (space.Candidates, cost.*Columns); `evaluate`
+Candidates and their costs are typed numpy arrays (candidates.Candidates, cost.*Columns); `evaluate`
 runs one plan through the same code, so a single plan and the search agree.
 
 The search streams: candidates are enumerated and costed in chunks of about CHUNK_CANDIDATES,
@@ -27,15 +27,8 @@ from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.search_columns import _evaluate, _explained, search_axes
 from sp_planner.search_refine import tuples_to_refine
 from sp_planner.search_scan import _Best, _keep_best, _scan, _Scan
-from sp_planner.space import (
-    Axes,
-    Candidates,
-    Pins,
-    degree_tuples,
-    iter_candidates,
-    search_order,
-    with_expert_degrees,
-)
+from sp_planner.space import Axes, Pins, degree_tuples, iter_candidates, search_order, with_expert_degrees
+from sp_planner.candidates import Candidates
 from sp_planner.space_count import count_candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec

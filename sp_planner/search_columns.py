@@ -26,7 +26,8 @@ from sp_planner.estimate import (
 )
 from sp_planner.layout import GRID_ORDER, group_size
 from sp_planner.plan import PRECISIONS, RECOMPUTE, RULES, RuleFacts, facts_violations, fp8_recipe_names
-from sp_planner.space import DEGREES, EXPERT_DEGREES, Axes, Candidates, first_rule, rule_masks
+from sp_planner.space import DEGREES, EXPERT_DEGREES, Axes, first_rule, rule_masks
+from sp_planner.candidates import Candidates
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec

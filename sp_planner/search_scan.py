@@ -13,7 +13,8 @@ from sp_planner.cost.runtime import Runtime
 from sp_planner.plan import RULES
 from sp_planner.search_columns import Evaluated, _evaluate, candidate_memory, search_axes
 from sp_planner.search_refine import TupleBests, merged, tuple_bests
-from sp_planner.space import Candidates, Pins, first_rule, iter_candidates, rule_masks
+from sp_planner.space import Pins, first_rule, iter_candidates, rule_masks
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

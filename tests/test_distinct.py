@@ -171,7 +171,7 @@ def test_per_distinct_dedupes_fewer_rows_from_min_rows():
 
 @dataclass(frozen=True)
 class _Rows:
-    """A container of per-row columns with `take` and a length, as space.Candidates."""
+    """A container of per-row columns with `take` and a length, as candidates.Candidates."""
 
     a: np.ndarray
     b: np.ndarray

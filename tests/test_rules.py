@@ -9,7 +9,8 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.executor.config import RunConfig, config_problems
 from sp_planner.plan import ATTENTION_RULES, RULES, violations
-from sp_planner.space import Axes, Candidates, Pins, enumerate_candidates, rule_masks
+from sp_planner.space import Axes, Pins, enumerate_candidates, rule_masks
+from sp_planner.candidates import Candidates
 from sp_planner.specs import ModelSpec, Workload
 from sp_planner.specs.model import WindowSpec
 

@@ -56,7 +56,7 @@ from sp_planner.cost.mlp_recompute import mlp_recompute_fp8_unsaved_elements, ml
 from sp_planner.cost.module_recompute import module_recompute_fp8_unsaved_elements, module_recompute_saved_delta_bytes
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_NONE, RECOMPUTE_SELECTIVE
 from sp_planner.recompute import recomputes_mla_up_proj, reruns_core_attention
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

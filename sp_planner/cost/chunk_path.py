@@ -28,7 +28,7 @@ from sp_planner.cost.layer_kinds import chunk_kind_counts
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_float_rows, distinct_groups
 from sp_planner.pipeline_order import stage_order, upstream_stage
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
 PLAIN_GROUPS = 6  # micro-batch groups of pp walked block by block; the rest by the last two's time

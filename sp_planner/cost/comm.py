@@ -72,7 +72,7 @@ from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.layout import CP_AXES, DP_CP_AXES, axis_stride, group_size, group_stride
 from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.recompute import reruns_core_attention
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 

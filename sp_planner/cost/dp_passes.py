@@ -22,7 +22,7 @@ from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_dp import pipelined_dp_s
 from sp_planner.cost.pipeline_tails import stage_tails_dp_s
 from sp_planner.pipeline import StageLayers
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 
 
 class DPPasses(NamedTuple):

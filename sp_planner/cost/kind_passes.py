@@ -30,7 +30,7 @@ from sp_planner.cost.stage_params import dp_lightest_middle_stage, dp_middle_sta
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import split_breaks
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 

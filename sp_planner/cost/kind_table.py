@@ -24,7 +24,7 @@ from sp_planner.cost.layer_kinds import LayerKind, distinct_kinds, kind_model
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.cost.mtp import mtp_kind
 from sp_planner.cost.stage_layer_times import piped_rows
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
 

@@ -46,7 +46,7 @@ from sp_planner.cost.module_recompute import module_recompute_s
 from sp_planner.cost.mlp_recompute import mlp_recompute_s
 from sp_planner.recompute import recomputes_mla_up_proj, recomputes_mlp, recomputes_moe_act
 from sp_planner.plan import RECOMPUTE_FULL, RECOMPUTE_SELECTIVE
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

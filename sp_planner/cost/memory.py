@@ -73,7 +73,7 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
 from sp_planner.plan import RECOMPUTE_FULL
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

@@ -17,7 +17,7 @@ from sp_planner.cost.moe_params import (
 )
 from sp_planner.cost.mtp import mtp_params_model
 from sp_planner.pipeline import StageLayers, stage_layers
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
 

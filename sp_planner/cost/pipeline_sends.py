@@ -41,7 +41,7 @@ from sp_planner.cost.chunk_path import kind_chunk_blocks_s
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks, middle_chunk_forwards_s
 from sp_planner.cost.stage_layer_times import KindTimes
 from sp_planner.distinct import distinct_groups
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
 # Model chunk classes of a stage's vpp chunks: chunk 0 (the embedding's on the first stage), one

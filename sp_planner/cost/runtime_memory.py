@@ -51,7 +51,7 @@ from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.families import BLACKWELL_FAMILIES, PROFILE_FAMILY, profile_key
 from sp_planner.cost.links import INTER, INTRA, group_link
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_size
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 
 CUDA_CONTEXT_BYTES = 287_047_680

@@ -22,7 +22,7 @@ from sp_planner.cost.layer_kinds import chunk_kind_counts, distinct_kinds, stage
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import SPLIT_EXPLICIT, StagePace, interleave_breaks, split_breaks, split_kind
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 
 if TYPE_CHECKING:

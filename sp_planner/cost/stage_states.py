@@ -48,7 +48,7 @@ from sp_planner.cost.states import (
     whole_compute_copy,
 )
 from sp_planner.pipeline import StageLayers
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 

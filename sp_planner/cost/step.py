@@ -67,7 +67,7 @@ from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.distinct import distinct_key, per_key
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

@@ -13,7 +13,7 @@ from sp_planner.cost.flops import hardware_flops_per_step, model_flops_per_step
 from sp_planner.cost.mfu_ceiling import bounded_flops_per_step, mfu_ceiling_s
 from sp_planner.layout import GRID_ORDER, group_size
 from sp_planner.plan import PRECISIONS
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

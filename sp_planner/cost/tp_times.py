@@ -36,7 +36,7 @@ from sp_planner.cost.tp_overlap_cfg import UB_CONFIGS
 from sp_planner.cost.tp_overlap_chunks import chunk_factors, last_chunk_factors
 from sp_planner.cost.tp_overlap_multicast import multicast_bytes_factor
 from sp_planner.layout import axis_stride
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 

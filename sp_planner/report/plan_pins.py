@@ -13,7 +13,8 @@ import numpy as np
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile
 from sp_planner.search_columns import search_axes
-from sp_planner.space import DEGREES, Candidates, Pins, expand_candidates, with_expert_degrees
+from sp_planner.space import DEGREES, Pins, expand_candidates, with_expert_degrees
+from sp_planner.candidates import Candidates
 
 # What the search chooses for a degree tuple (space.expand_candidates): Candidates columns, each
 # group with the Pins fields that keep the plan's values there (a split pins its pp too, as sp-plan

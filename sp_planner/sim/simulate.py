@@ -26,7 +26,7 @@ from sp_planner.sim.result import CRITICAL_PATH_KINDS, CriticalSegment, SimResul
 from sp_planner.sim.step_work import step_work
 from sp_planner.sim.streams import STREAMS, Stream
 from sp_planner.sim.work import without_dp
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload

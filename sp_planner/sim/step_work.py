@@ -49,7 +49,7 @@ from sp_planner.sim.flows import PhaseResult, run_phase
 from sp_planner.sim.kind_work import NO_MOE, attention_share, kind_layer, kind_models, stage_kinds
 from sp_planner.sim.moe_work import moe_work
 from sp_planner.sim.work import LayerWork, StepWork
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 

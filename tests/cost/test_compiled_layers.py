@@ -13,7 +13,7 @@ from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
 from sp_planner.flags import torchtitan_v02
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.search import evaluate
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))

@@ -16,7 +16,7 @@ def test_bf16_gradients_take_half_the_time_without_latency(toy_model, hardware):
     # DeepSpeed's bf16 gradient reductions take half Megatron's fp32 ones and the bf16 gathers the same.
     from sp_planner.cost.states import DEEPSPEED_STATES
     from sp_planner.plan import ParallelPlan
-    from sp_planner.space import Candidates
+    from sp_planner.candidates import Candidates
 
     c = Candidates.of_plan(ParallelPlan(dp=4, zero=3))
     stages = candidate_stage_layers(toy_model, c)

@@ -75,7 +75,7 @@ def test_the_output_layers_calls_are_a_single_stages_root_less_its_embedding():
     # output layer and norm as the last stage of pp 2 at the same dp (one in-node group of 8),
     # to the bit; Gemma-2-9B's tied table leaves the final norm alone, a call's latency.
     from sp_planner.plan import ParallelPlan
-    from sp_planner.space import Candidates
+    from sp_planner.candidates import Candidates
 
     h100 = load_hardware("h100-sxm")
 

@@ -13,7 +13,7 @@ from sp_planner.cost.embedding_grad import (
 from sp_planner.cost.grad_buffer import MEGATRON_GRAD_SYNC
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 

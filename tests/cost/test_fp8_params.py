@@ -24,7 +24,7 @@ from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES
 from sp_planner.plan import PRECISIONS, ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 MODEL = load_model("llama3-8b")

@@ -18,7 +18,7 @@ from sp_planner.cost.links import ring_collective_time_s
 from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS as TE
 from sp_planner.plan import PRECISIONS, ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.sim.simulate import analytic_step_time_s, simulate
 from sp_planner.specs import Workload
 

@@ -21,7 +21,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.workload import Workload
 
 P, E = 1_000_000_000, 0  # a rank's stage parameters, none of them routed experts

@@ -7,7 +7,7 @@ from sp_planner.catalog import load_model
 from sp_planner.cost.kind_passes import stage_sequences
 from sp_planner.cost.layer_kinds import kind_indices
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 
 MAVERICK, DEEPSEEK = load_model("Llama-4-Maverick-17B-128E"), load_model("DeepSeek-V3")
 

@@ -11,7 +11,7 @@ from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
 from sp_planner.cost.layer_times import candidate_layer_times
 from sp_planner.cost.mtp import mtp_layer_model
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 from tests.cost.test_layer_kinds import RUNTIME
 

@@ -15,7 +15,7 @@ from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS
 from sp_planner.cost.window import layer_is_local
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 RUNTIME = dict(gpus_per_node=8, overlap=MEGATRON_OVERLAP, ring_impl=TE_RING, loss_bytes_per_logit=LOSS_BYTES_PER_LOGIT,

@@ -13,7 +13,8 @@ from sp_planner.cost.ring_impl import TE_RING
 from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import search_axes
-from sp_planner.space import Candidates, Pins, enumerate_candidates
+from sp_planner.space import Pins, enumerate_candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
@@ -87,7 +88,7 @@ def test_the_first_backward_gathers_are_priced_as_their_own_kind(toy_model, hard
 
 
 class _Recording(Candidates):
-    """Candidates that note every column read (space.Candidates.take keeps the type)."""
+    """Candidates that note every column read (candidates.Candidates.take keeps the type)."""
 
     def __getattribute__(self, name):
         if name in _COLUMNS:

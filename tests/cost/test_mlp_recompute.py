@@ -16,7 +16,8 @@ from sp_planner.plan import RECOMPUTE, RECOMPUTE_NONE, ParallelPlan, violations
 from sp_planner.recompute import RECOMPUTE_MLA_UP_PROJ, RECOMPUTE_MLA_UP_PROJ_MLP, RECOMPUTE_MLP
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
-from sp_planner.space import Candidates, Pins
+from sp_planner.space import Pins
+from sp_planner.candidates import Candidates
 from sp_planner.space_choices import Axes, _zeros_and_recomputes
 from sp_planner.specs.workload import Workload
 

@@ -20,7 +20,8 @@ from sp_planner.plan import (
 )
 from sp_planner.search import evaluate, search
 from sp_planner.sim import simulate
-from sp_planner.space import Candidates, Pins
+from sp_planner.space import Pins
+from sp_planner.candidates import Candidates
 from sp_planner.space_choices import Axes, _zeros_and_recomputes
 from sp_planner.specs.workload import Workload
 

@@ -13,7 +13,7 @@ from sp_planner.cost.runtime import MEGATRON_RUNTIME
 from sp_planner.layout import DP_CP_AXES, axis_stride, group_stride
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 MIXTRAL = load_model("Mixtral-8x7B")

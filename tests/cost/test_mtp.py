@@ -15,7 +15,7 @@ from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 H100 = load_hardware("H100-SXM")

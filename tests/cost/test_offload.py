@@ -14,7 +14,7 @@ from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.offload import offload_exposed_s
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan, violations
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs.workload import Workload
 
 

@@ -20,7 +20,7 @@ from sp_planner.pipeline import (
     stage_layers,
 )
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 

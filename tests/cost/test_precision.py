@@ -22,7 +22,7 @@ from sp_planner.cost.precision import (
 )
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 

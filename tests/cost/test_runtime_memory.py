@@ -5,7 +5,7 @@ import pytest
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.runtime_memory import p2p_channels_per_peer, runtime_bytes
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 
 MIB = 2**20
 CHANNEL = 10_485_760 + 2_097_152  # NCCL's buffers per channel and peer (nccl#1685)

@@ -16,7 +16,7 @@ from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TE_TP_GATHERS, TORCHAO_T
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim.simulate import simulate
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 BF16, FP8, MXFP8 = (PRECISIONS.index(p) for p in ("bf16", "fp8", "mxfp8"))

@@ -57,7 +57,7 @@ def test_interleaved_stages_count_the_moe_layers_megatron_places_on_them():
     # stage 1 layers 3-5 and 27-29 (MoE: 3, 5, 27, 29), stage 7 layers 21-23 and 45-47 (21, 23, 45, 47);
     # the contiguous count gave 3 to each (layers 0-5, 6-11, 42-47).
     from sp_planner.cost.stage_activations import stage_kind_layers, stage_moe_layers_held
-    from sp_planner.space import Candidates
+    from sp_planner.candidates import Candidates
 
     c = Candidates.concat([Candidates.of_plan(ParallelPlan(pp=8, vpp=vpp, dp=8, ep=8)) for vpp in (2, 1)])
     placed = stage_moe_layers_held(MAVERICK, 8192, stage_kind_layers(MAVERICK, 8192, c))
@@ -71,7 +71,7 @@ def test_a_stages_saved_activations_are_its_own_layers():
     from sp_planner.cost.activations import saved_activation_bytes_per_layer
     from sp_planner.cost.layer_kinds import LayerKind, kind_model
     from sp_planner.cost.stage_activations import stage_saved_bytes
-    from sp_planner.space import Candidates
+    from sp_planner.candidates import Candidates
 
     hardware, workload = load_hardware("H100-SXM"), Workload(seq_len=4096, global_batch=256)
     c = Candidates.of_plan(ParallelPlan(tp=2, pp=16, dp=8, ep=16, first_stage_layers=3, last_stage_layers=2))

@@ -9,7 +9,7 @@ from sp_planner.cost.params import stage_params_per_rank
 from sp_planner.cost.stage_params import dp_lightest_middle_stage, stage_moe_counts, stage_moe_flags, stage_params
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 
 DSV3, MAVERICK = load_model("DeepSeek-V3"), load_model("Llama-4-Maverick-17B-128E")
 DSV3_PLAN = ParallelPlan(tp=2, pp=16, dp=8, ep=16, first_stage_layers=4, last_stage_layers=1)

@@ -68,7 +68,7 @@ def _fp8_weight_copies(model, hardware_name, plan):
     from sp_planner.catalog import load_hardware
     from sp_planner.cost.fsdp import candidates_as_run
     from sp_planner.cost.memory import memory_columns
-    from sp_planner.space import Candidates
+    from sp_planner.candidates import Candidates
 
     runtime = TORCHTITAN_V02_RUNTIME
     cached = runtime.tp_gathers.model_copy(update={"caches_weight_casts": True})

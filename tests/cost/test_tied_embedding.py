@@ -10,7 +10,7 @@ from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES
 from sp_planner.cost.step import time_columns
 from sp_planner.cost.tied_embedding import embedding_group_stride, tied_all_reduce_s, tied_grad_bytes
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 A100 = load_hardware("a100-80gb")

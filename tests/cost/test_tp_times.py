@@ -6,7 +6,7 @@ from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS
 from sp_planner.cost.tp_times import layer_tp_times
 from sp_planner.plan import ParallelPlan
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 
 TOKENS = 4096
 CALL_S = TOKENS * 64 * 2 / 2 / 100e9  # one call: 4096 x 64 x 2 B / 2 at 100 GB/s

@@ -16,7 +16,7 @@ from sp_planner.cost.unpad_passes import unpad_bytes_per_token
 from sp_planner.plan import ParallelPlan
 from sp_planner.sim.cluster import build_cluster
 from sp_planner.sim.step_work import step_work
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import ModelSpec, Workload
 
 # MPT-1B (validation/corpus/mosaic_mpt_h100.yaml): 16 heads of 128, no GQA, h = 2048.

@@ -22,7 +22,7 @@ from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.sim.simulate import build_cluster
 from sp_planner.sim.step_work import step_work
-from sp_planner.space import Candidates
+from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
 
 MODEL, L40S = load_model("Qwen2.5-14B"), load_hardware("L40S")
