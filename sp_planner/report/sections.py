@@ -1,4 +1,5 @@
-"""The sections of index.html, each a pure function of the question and the search result."""
+"""The sections of index.html, each a pure function of the question and the search result; the
+recommended plan's own section is report.recommendation's."""
 
 from __future__ import annotations
 
@@ -8,14 +9,11 @@ import numpy as np
 import pandas as pd
 
 from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
-from sp_planner.present.expressible import best_expressible
 from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell, zero_cell, zero_legend
-from sp_planner.present.why import why_this_plan
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
 from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
-from sp_planner.present.labels import COMM_LABELS, peak_name, plan_name, reason_key
+from sp_planner.present.labels import COMM_LABELS, plan_name, reason_key
 from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -53,99 +51,6 @@ def _numerics(workload: Workload, result: SearchResult) -> str:
         return f"{workload.precision} mixed precision with {workload.optimizer}"
     return (f"{' or '.join(precisions)} GEMMs ({workload.precision} mixed precision otherwise) "
             f"with {workload.optimizer}")
-
-
-def recommendation_section(*, chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile,
-                           flag_request: FlagRequest, framework: str, from_plan_file: bool,
-                           framework_choice: bool = False) -> Raw:
-    parts: list[object] = []
-    if not chosen.fits:
-        parts.append(tag("p", why_it_does_not_fit(chosen, result, hardware, from_plan_file=from_plan_file),
-                         class_="warn"))
-    parts.append(tag("div", join([tag("strong", plan_name(chosen.plan)), Raw("<br>"),
-                                  _headline(chosen, hardware)]), class_="callout"))
-    best = result.ranked[0] if result.ranked else None
-    is_best = best is None or best.plan == chosen.plan
-    if (from_plan_file or framework_choice) and best is not None and not is_best:
-        slower = chosen.step_time_s / best.step_time_s - 1.0
-        this, whose = (("the plan of the plan file", "the plan file's plan") if from_plan_file else
-                       (f"the best plan {framework} can express", "this plan"))
-        parts.append(tag("p", f"This is {this}. The search ranks {plan_name(best.plan)} "
-                              f"first, at {format_seconds(best.step_time_s)} per step "
-                              f"({slower:+.1%} for {whose})"
-                              + (f", which {framework} cannot express." if framework_choice else "."), class_="warn"))
-    heading = "Why it wins" if is_best else "Against the next slower plan"
-    parts.append(tag("h3", heading if chosen.fits else "The closest plan"))
-    # why_this_plan compares its first plan with its second: give it the plan that ranks next, and
-    # for the search's best the others it ranked too, whose ties it names (as sp-plan's text does).
-    following = list(result.ranked[1:]) if is_best else _next_slower(result, chosen)
-    parts.append(tag("p", why_this_plan([chosen, *following], hardware, moe=flag_request.model.moe is not None)))
-    parts.append(_flags(flag_request, framework, result))
-    return section("recommendation", "Recommended plan", *parts)
-
-
-def why_it_does_not_fit(chosen: PlanEstimate, result: SearchResult, hardware: HardwareProfile, *,
-                        from_plan_file: bool) -> str:
-    """The warning over a recommended plan that cannot run, by the estimate's reason ('<rule>:
-    <values>'): out of memory, or the hard rule it breaks (never said as out of memory)."""
-    rule, _, values = (chosen.reason or "").partition(":")
-    rule, values = rule.strip(), values.strip()
-    alone = from_plan_file and any(est.fits for est in result.ranked)  # other plans fit
-    hbm = format_bytes(hardware.hbm_bytes)
-    if rule in ("oom", ""):
-        if alone:
-            return f"This plan does not fit in {hbm} of HBM: {chosen.reason or 'out of memory'}."
-        return f"No plan fits in {hbm} of HBM. The closest is shown; it does not fit: {chosen.reason}."
-    lead = "" if alone or from_plan_file else "No plan can run. The closest is shown. "
-    return f"{lead}This plan cannot run: it breaks the hard rule {rule} ({values})."
-
-
-def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimate]:
-    """The plan ranked right after `chosen`, a plan the search does not rank first."""
-    frame = result.frame
-    fitting = frame[frame["fits"].astype(bool) & (frame["step_time_s"] >= chosen.step_time_s)]
-    for _, row in fitting.sort_values("step_time_s", kind="stable").iterrows():
-        estimate = PlanEstimate.from_row(row)
-        if estimate.plan != chosen.plan:
-            return [estimate]
-    return []
-
-
-def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
-    # Megatron's full-square count can pass the peak at long context: not shown as a share
-    # (MODEL_MFU_LEGEND).
-    model_mfu = (f"model MFU (Megatron) {est.mfu:.1%}" if est.mfu <= 1 else
-                 "a model MFU (Megatron) not shown: its full-attention count passes the GPU's peak, where "
-                 "a causal mask runs half the square and a window less")
-    return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
-            f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
-            f"{format_tflops(est.model_tflops_per_gpu, 0)} "
-            f"model TFLOPS per GPU, {model_mfu}), "
-            f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
-
-
-def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
-    """Each framework's flags for the plan; where one cannot express it, the best plan it can (as sp-plan)."""
-    names = FRAMEWORKS if framework == "all" else (framework,)
-    parts: list[object] = []
-    for name in names:
-        flags = render_flags(name, request)
-        parts.append(tag("h3", f"{name} flags"))
-        if not flags.supported:
-            fallback = best_expressible(result, name, model=request.model, workload=request.workload,
-                                        num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
-                                        framework_version=request.framework_version)
-            parts.append(tag("p", f"{name} cannot express this plan: {flags.reason}.", class_="warn"))
-            if fallback is None:
-                parts.append(tag("p", f"No plan that fits can be expressed in {name}."))
-                continue
-            rank, est, flags = fallback
-            parts.append(tag("p", f"The best plan {name} can express is plan {rank} of the search, "
-                                  f"{plan_name(est.plan)}, at {format_seconds(est.step_time_s)} per step:"))
-        parts.append(tag("pre", flags.text))
-        if flags.notes:
-            parts.append(tag("ul", join(tag("li", note) for note in flags.notes)))
-    return join(parts)
 
 
 # How the ring axis moves K/V (ParallelPlan.cp_comm), as the table's cell says it.

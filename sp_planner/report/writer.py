@@ -26,7 +26,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.fileio import check_output_folder
 from sp_planner.flags import FlagRequest, release_runtime
-from sp_planner.report import sections
+from sp_planner.report import recommendation, sections
 from sp_planner import interrupts
 from sp_planner.report.background import Background
 from sp_planner.report.simulation import simulation_section
@@ -152,9 +152,9 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     parts = [
         sections.question_section(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                                   gpus_per_node=gpus_per_node, result=result),
-        sections.recommendation_section(chosen=chosen, result=result, hardware=hardware,
-                                        flag_request=flag_request, framework=framework,
-                                        from_plan_file=from_plan_file, framework_choice=framework_choice),
+        recommendation.recommendation_section(chosen=chosen, result=result, hardware=hardware,
+                                              flag_request=flag_request, framework=framework,
+                                              from_plan_file=from_plan_file, framework_choice=framework_choice),
         sections.top_plans_section(shown, chosen=chosen, hardware=hardware, chosen_outside=chosen_outside),
         sections.figures_section(frame=frame, shown=shown, chosen=chosen, hardware=hardware,
                                  prune_counts=result.prune_counts),

@@ -54,42 +54,15 @@ def test_the_recommended_plan_is_found_in_the_frame_even_with_an_even_pipeline_s
 def test_a_model_mfu_past_100_percent_is_not_shown_as_a_share(question):
     # Megatron's full-square count passes the peak for windowed attention (Mistral at 1M tokens on
     # A100: 1546.6%); the report, like the terminal table, shows "-" and says why, and keeps the
-    # TFLOPS (plans.csv and summary.json keep the figure).
-    from sp_planner.report.sections import _headline, top_plans_section
+    # TFLOPS (plans.csv and summary.json keep the figure; the headline: tests/report/test_recommendation.py).
+    from sp_planner.report.sections import top_plans_section
 
     best = question.result.ranked[0]
     windowed = best.model_copy(update={"mfu": 15.466})
     top = top_plans_section([windowed], chosen=windowed, hardware=question.hardware)
     assert "1546.6%" not in top and "<td class=\"num\">-</td>" in top
     assert "model MFU -: Megatron&#x27;s count (full attention square) passes the GPU&#x27;s peak" in top
-    headline = _headline(windowed, question.hardware)
-    assert "1546.6%" not in headline and "model MFU (Megatron) not shown: its full-attention count" in headline
     assert "model MFU -:" not in top_plans_section([best], chosen=best, hardware=question.hardware)
-
-
-def _recommendation(q, chosen, *, from_plan_file):
-    from sp_planner.flags import FlagRequest
-    from sp_planner.report.sections import recommendation_section
-
-    request = FlagRequest(model=q.model, workload=q.workload, plan=chosen.plan, num_nodes=q.num_nodes,
-                          gpus_per_node=q.gpus_per_node)
-    return str(recommendation_section(chosen=chosen, result=q.result, hardware=q.hardware, flag_request=request,
-                                      framework="megatron", from_plan_file=from_plan_file))
-
-
-def test_a_plan_that_breaks_a_rule_is_said_to_break_it_not_to_run_out_of_memory(question):
-    reason = "heads: num_heads 32 is not divisible by tp*ulysses = 3*1"
-    broken = question.result.ranked[0].model_copy(update={"fits": False, "reason": reason})
-    html = _recommendation(question, broken, from_plan_file=False)
-    assert "This plan cannot run: it breaks the hard rule heads (num_heads 32 is not divisible" in html
-    assert "of HBM" not in html and "does not fit" not in html and "It cannot run: it breaks a hard rule" in html
-
-
-def test_a_plan_file_plan_out_of_memory_is_not_said_to_be_the_closest_when_others_fit(question):
-    reason = "oom: needs 90.0 GiB per GPU, 79.3 GiB available"
-    heavy = question.result.ranked[2].model_copy(update={"fits": False, "reason": reason})
-    html = _recommendation(question, heavy, from_plan_file=True)
-    assert f"This plan does not fit in 79.3 GiB of HBM: {reason}." in html and "No plan fits" not in html
 
 
 def test_the_top_plans_table_says_how_the_ring_moves_kv_and_how_zero_keeps_parameters(question):
@@ -142,15 +115,3 @@ def test_a_recommended_plan_outside_the_first_plans_is_not_numbered_as_first(que
     plain = str(top_plans_section(ranked[:3], chosen=ranked[0], hardware=question.hardware))
     assert re.findall(r"<tr[^>]*><td>([^<]*)</td>", plain) == ["1", "2", "3"]
     assert "Ranked by predicted step time; the highlighted row is the recommended plan." in plain
-
-
-def test_the_reports_why_text_is_sp_plans_for_the_searchs_best(question):
-    # The report gave why_this_plan only the best and the runner-up, so it named at most "plan 2"
-    # as a tie where sp-plan's text (every ranked plan) said "plans 2-6" (the README's example).
-    from html import unescape
-
-    from sp_planner.present.why import why_this_plan
-
-    best = question.result.ranked[0]
-    html = unescape(_recommendation(question, best, from_plan_file=False))
-    assert why_this_plan(question.result.ranked, question.hardware) in html
