@@ -7,31 +7,30 @@ Exit codes: 0 passed; 1 a rank failed or hung, or validation failed; 2 bad input
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 import sys
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.run_cluster import DEFAULT_TIMEOUT_S, cluster_command, ranks_per_node
-from sp_planner.cli.run_model import Layer, model_attention, refuse_unapplied, settled_plan
+from sp_planner.cli.run_config import config_from_flags, config_from_plan, finite_positive
+from sp_planner.cli.run_model import Layer, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
 from sp_planner.cli.terminal import stdout_console, wrap_at_spaces
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
-from sp_planner.executor.config import MAX_ITERS, MAX_SCORE_FACTOR, DType, Kernel, RunConfig, WindowKind, check_config
+from sp_planner.executor.config import MAX_ITERS, DType, Kernel, WindowKind, check_config
 from sp_planner.executor.config import Device
 from sp_planner.executor.multinode import split_endpoint
 from sp_planner.plan import MAX_DEGREE, CpComm, RingLayout
 from sp_planner.specs.model import MAX_HEAD_DIM, MAX_HEADS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH
-from sp_planner.planfile import PlanFile, check_plan_file_runs
-from sp_planner.units import parse_tokens
+from sp_planner.planfile import check_plan_file_runs
 from sp_planner.cli.help_format import PlainHelpCommand, wrap_argv
 
 EPILOG = """\
@@ -59,28 +58,6 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions
 
 DEFAULT_RDZV_ID = "sp-run"
 DEFAULT_JOIN_TIMEOUT_S = 300.0
-
-
-def _config_from_plan(plan_file: PlanFile, shape: Mapping[str, Any], layer: Layer | None,
-                      **run_options: Any) -> tuple[RunConfig, str | None]:
-    """The run of one attention layer of the plan, and which layer it is where the model has two kinds."""
-    given = [name for name, value in shape.items() if value is not None]
-    if given:
-        raise UserInputError(f"--plan sets degrees and shapes; drop {', '.join(given)} or drop --plan")
-    model, plan = plan_file.model, plan_file.plan
-    refuse_unapplied(model)
-    attention, note = model_attention(model, plan_file.workload.seq_len, layer)
-    if "window" in attention and not plan_file.workload.causal:
-        # Said here, in the plan file's terms: check_config's "add --causal" is for flags, which --plan refuses.
-        other = " (or run a global layer with --layer global)" if model.num_local_layers < model.num_layers else ""
-        raise UserInputError(f"the plan file's workload is not causal (\"causal\": false), but {model.name}'s "
-                             f"{attention['window_kind']}-window layers are a causal model's local attention: set "
-                             f"\"causal\": true in the plan file's workload{other}")
-    return RunConfig(
-        ulysses=plan.ulysses, ring=plan.ring, tp=plan.tp, ring_layout=plan.ring_layout, cp_comm=plan.cp_comm,
-        batch=plan.micro_batch, seq_len=plan_file.workload.seq_len, causal=plan_file.workload.causal,
-        num_heads=model.num_heads, num_kv_heads=model.num_kv_heads, **attention, **run_options,
-    ), note
 
 
 def _joined_launch() -> bool:
@@ -177,7 +154,7 @@ def run(
              "--window": window, "--window-kind": window_kind}
     layer_note = None
     if plan is not None:
-        _finite_positive(softmax_scale, "--softmax-scale")
+        finite_positive(softmax_scale, "--softmax-scale")
         plan_file, plan_note = settled_plan(plan, softmax_scale)
         # As sp-simulate and sp-report refuse it: degrees that do not multiply to the plan's GPUs (a hand-edited
         # ring or num_nodes ran, and passed, as another plan) or a broken hard rule.
@@ -185,11 +162,11 @@ def run(
         if plan_note is not None:
             sys.stderr.write(f"note: {plan_note}\n")
         plan_shape = {name: value for name, value in shape.items() if name != "--softmax-scale"}
-        cfg, layer_note = _config_from_plan(plan_file, plan_shape, layer, dtype=dtype or "bfloat16", **run_options)
+        cfg, layer_note = config_from_plan(plan_file, plan_shape, layer, dtype=dtype or "bfloat16", **run_options)
     else:
         if layer is not None:
             raise UserInputError("--layer picks a layer of a plan's model (--plan); without one give --window or not")
-        plan_file, cfg = None, _config_from_flags(shape, dtype=dtype or "float32", **run_options)
+        plan_file, cfg = None, config_from_flags(shape, dtype=dtype or "float32", **run_options)
     if out is not None:
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
         refuse_reading_file_as_output(out, option="--out", inputs=(("--plan", plan),))
@@ -257,41 +234,6 @@ def _refuse_rendezvous_options(options: Mapping[str, str | float | None], *, joi
                              "rendezvous)")
     raise UserInputError(f"{named} {verb} for a multi-node run, and this one starts every rank here: give --nodes N "
                          f"with --rdzv-endpoint HOST:PORT (one sp-run per node) or --print-launch, or drop {them}")
-
-
-def _config_from_flags(shape: Mapping[str, Any], **run_options: Any) -> RunConfig:
-    missing = [name for name in ("--seq-len", "--heads", "--head-dim") if shape[name] is None]
-    if missing:
-        raise UserInputError(f"give {', '.join(missing)} (or --plan plan.json)")
-    if shape["--window-kind"] is not None and shape["--window"] is None:
-        raise UserInputError(f"--window-kind {shape['--window-kind']} shapes a local window: give --window "
-                             "(its length in tokens), or drop --window-kind")
-    for option in ("--softmax-scale", "--softcap"):
-        _finite_positive(shape[option], option)
-    # Without a ring axis these run as contiguous p2p (executor.sharding), and the summary omits them:
-    # a run that passed would seem to have validated them (sp-plan refuses --cp-comm allgather --ring 1 too).
-    ring_only = [f"{option} {shape[option]}" for option, default in (("--ring-layout", "contiguous"),
-                                                                       ("--cp-comm", "p2p"))
-                 if shape[option] not in (None, default)]
-    if ring_only and (shape["--ring"] or 1) == 1:
-        raise UserInputError(f"{' and '.join(ring_only)} shape{'' if len(ring_only) > 1 else 's'} the ring axis: "
-                             f"give --ring 2 or more, not --ring 1 (or drop {'them' if len(ring_only) > 1 else 'it'})")
-    heads = shape["--heads"]
-    return RunConfig(
-        ulysses=shape["--ulysses"] or 1, ring=shape["--ring"] or 1, seq_len=parse_tokens(shape["--seq-len"]),
-        batch=shape["--batch"] or 1, num_heads=heads, num_kv_heads=shape["--kv-heads"] or heads,
-        head_dim=shape["--head-dim"], causal=bool(shape["--causal"]),
-        ring_layout=shape["--ring-layout"] or "contiguous", cp_comm=shape["--cp-comm"] or "p2p",
-        v_head_dim=shape["--v-head-dim"], softmax_scale=shape["--softmax-scale"], softcap=shape["--softcap"],
-        window=None if shape["--window"] is None else parse_tokens(shape["--window"], what="--window"),
-        window_kind=shape["--window-kind"] or "sliding", **run_options,
-    )
-
-
-def _finite_positive(value: float | None, option: str) -> None:
-    """A float option that must be a finite number above 0 (typer's FloatRange lets nan through)."""
-    if value is not None and not (math.isfinite(value) and 0 < value <= MAX_SCORE_FACTOR):
-        raise UserInputError(f"{option} {value:g}: must be a finite positive number (at most {MAX_SCORE_FACTOR:g})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from sp_planner.catalog.hardware import load_hardware
 from sp_planner.catalog.models import load_model
-from sp_planner.cli.run_cmd import _config_from_plan, main
+from sp_planner.cli.run_cmd import main
+from sp_planner.cli.run_config import config_from_plan
 from sp_planner.cli.run_model import model_attention, settled_plan
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
@@ -213,7 +214,7 @@ def test_an_older_gemma_plan_runs_its_scale_with_one_note(tmp_path, capsys):
                    "the built-in Gemma-2-27B, whose scale 0.0833333 (not 1/sqrt(128) = 0.0883883) is applied\n")
     assert "--softmax-scale" not in launch  # every node settles it the same way
     plan_file, note = settled_plan(path, None)
-    cfg, _ = _config_from_plan(plan_file, {}, None, dtype="bfloat16")
+    cfg, _ = config_from_plan(plan_file, {}, None, dtype="bfloat16")
     assert cfg.softmax_scale == 144**-0.5 and cfg.scale == 144**-0.5
 
 
@@ -229,7 +230,7 @@ def test_an_older_plan_whose_scale_cannot_be_told_takes_softmax_scale(tmp_path, 
     launch, err = _launch_line(["--plan", str(path), "--softmax-scale", "0.0833"], capsys)
     assert err == "" and f"--plan {path} --softmax-scale 0.0833 --device cuda" in launch
     plan_file, note = settled_plan(path, 0.0833)
-    assert note is None and _config_from_plan(plan_file, {}, None)[0].softmax_scale == 0.0833
+    assert note is None and config_from_plan(plan_file, {}, None)[0].softmax_scale == 0.0833
 
 
 def test_softmax_scale_with_a_plan_that_records_one_is_refused(tmp_path, capsys):
@@ -254,10 +255,10 @@ def test_an_older_gemma_plan_without_a_window_runs_its_capped_local_layer(tmp_pa
                    "1/sqrt(128) = 0.0883883) are applied\n")
     assert f"--plan {path} --device cuda" in launch  # every node settles it the same way
     plan_file, _ = settled_plan(path, None)
-    cfg, note = _config_from_plan(plan_file, {}, None, dtype="bfloat16")
+    cfg, note = config_from_plan(plan_file, {}, None, dtype="bfloat16")
     assert (cfg.softcap, cfg.window, cfg.window_kind, cfg.softmax_scale) == (50.0, 4096, "sliding", 144**-0.5)
     assert "Gemma-2-27B has 23 sliding-window (4K-token) layers of 46" in note
-    cfg, _ = _config_from_plan(plan_file, {}, "global", dtype="bfloat16")
+    cfg, _ = config_from_plan(plan_file, {}, "global", dtype="bfloat16")
     assert (cfg.softcap, cfg.window) == (50.0, None)
 
 
