@@ -1,6 +1,7 @@
 """sp-plan's exit-2 checks of its options beside the degrees: MoE routing, precision, the FP8 recipe
 and FP8 attention against the hardware, CPU offloading (with the pipeline and recompute pins it
-brings) and the framework release. Each returns what the question keeps, or refuses in one line."""
+brings), the framework release and the options only some frameworks emit. Each returns what the
+question keeps, or refuses in one line."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
+from sp_planner.flags.base import MLA_UP_PROJ_FRAMEWORKS, MODULE_RECOMPUTE_FRAMEWORKS, MTP_FRAMEWORKS
 from sp_planner.plan import FP8_RECIPES, PRECISIONS, Fp8Recipe, Precision, Recompute
+from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
@@ -120,3 +123,35 @@ def check_framework_version(framework: str, version: str | None) -> None:
     if version not in VERSIONS:
         raise UserInputError(f"--framework-version {version!r} is not a supported torchtitan release; use 0.3.0 "
                              "(the default, 0.3.x) or 0.2.2 (0.2.x)")
+
+
+def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mtp_layers: int,
+                            recompute: Recompute | None, bf16_adam_moments: bool, cpu_offload_layers: int) -> None:
+    """Options whose flags only some frameworks emit, refused for the others (`framework` "all"
+    takes every one)."""
+    if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
+        raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
+                             "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
+    if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
+        raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
+                             "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
+    if recompute in MLA_UP_PROJ_RECOMPUTES and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} "
+                             "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
+                             "or --recompute selective or full")
+    if recompute in MOE_MODULE_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the MoE "
+                             "activation or norms alone; use --framework megatron or mindspeed, or --recompute "
+                             "selective or full")
+    if recompute in MLP_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
+        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
+                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the "
+                             "dense MLP alone; use --framework megatron or mindspeed, or --recompute selective or full")
+    if bf16_adam_moments and framework not in ("megatron", "all"):
+        raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
+                             f"not emit for {framework}; use --framework megatron")
+    if cpu_offload_layers and framework not in ("megatron", "all"):
+        raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
+                             f"not emit for {framework}; use --framework megatron")

@@ -17,7 +17,7 @@ from sp_planner.catalog import import_notes
 from sp_planner.cli.common import file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
-from sp_planner.cli.option_checks import check_framework_version, resolve_fp8_recipe
+from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
 from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
                                      node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
@@ -25,13 +25,7 @@ from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, w
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import (
-    MLA_UP_PROJ_FRAMEWORKS,
-    MODULE_RECOMPUTE_FRAMEWORKS,
-    MTP_FRAMEWORKS,
-    Framework as FrameworkName,
-)
-from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
+from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
@@ -235,32 +229,8 @@ def plan(
                              "place for it (the JSON holds every framework's flags): drop one of them")
     check_outputs(out=out, report=report, inputs=(("--model", model), ("--hardware", hardware)))
     check_framework_version(framework, framework_version)
-    if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
-        raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
-                             "has no such backend; use --framework megatron, or leave out --moe-dispatcher")
-    if mtp_layers and framework not in (*MTP_FRAMEWORKS, "all"):
-        raise UserInputError(f"--mtp-layers is Megatron's --mtp-num-layers, and {framework} has no multi-token "
-                             "prediction; use --framework megatron or mindspeed, or leave out --mtp-layers")
-    if recompute in MLA_UP_PROJ_RECOMPUTES and framework not in (*MLA_UP_PROJ_FRAMEWORKS, "all"):
-        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
-                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} "
-                             "has no recompute of MLA's up-projections alone; use --framework megatron or mindspeed, "
-                             "or --recompute selective or full")
-    if recompute in MOE_MODULE_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
-        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
-                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the MoE "
-                             "activation or norms alone; use --framework megatron or mindspeed, or --recompute "
-                             "selective or full")
-    if recompute in MLP_RECOMPUTES and framework not in (*MODULE_RECOMPUTE_FRAMEWORKS, "all"):
-        raise UserInputError(f"--recompute {recompute} is Megatron's --recompute-modules "
-                             f"{' '.join(RECOMPUTE_MODULES[recompute])}, and {framework} has no recompute of the "
-                             "dense MLP alone; use --framework megatron or mindspeed, or --recompute selective or full")
-    if bf16_adam_moments and framework not in ("megatron", "all"):
-        raise UserInputError(f"--bf16-adam-moments is Megatron's --use-precision-aware-optimizer, which sp-plan does "
-                             f"not emit for {framework}; use --framework megatron")
-    if cpu_offload_layers and framework not in ("megatron", "all"):
-        raise UserInputError(f"--cpu-offload-layers is Megatron's --cpu-offloading-num-layers, which sp-plan does "
-                             f"not emit for {framework}; use --framework megatron")
+    check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
+                            bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers)
     # Time plans with the chosen framework's attention kernel and expert GEMMs (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sp_planner.cli.option_checks import resolve_fp8_recipe
+from sp_planner.cli.option_checks import check_framework_options, resolve_fp8_recipe
 from sp_planner.errors import UserInputError
 
 
@@ -24,3 +24,24 @@ def test_fp8_recipe_defaults_to_the_frameworks_own(given, framework, precision, 
 def test_delayed_scaling_is_refused_for_torchtitan():
     with pytest.raises(UserInputError, match="torchtitan's float8 .torchao. has no delayed scaling"):
         resolve_fp8_recipe("delayed", "torchtitan", "fp8")
+
+
+PLAIN = dict(moe_dispatcher="alltoall", mtp_layers=0, recompute=None, bf16_adam_moments=False, cpu_offload_layers=0)
+
+
+@pytest.mark.parametrize(("update", "framework", "message"), [
+    ({"moe_dispatcher": "deepep"}, "torchtitan", "--moe-dispatcher deepep is Megatron's flex dispatcher"),
+    ({"mtp_layers": 1}, "deepspeed", "--mtp-layers is Megatron's --mtp-num-layers"),
+    ({"recompute": "mla_up_proj"}, "torchtitan", "--recompute mla_up_proj is Megatron's --recompute-modules"),
+    ({"recompute": "moe_act"}, "deepspeed", "no recompute of the MoE activation or norms alone"),
+    ({"recompute": "mlp"}, "torchtitan", "no recompute of the dense MLP alone"),
+    ({"bf16_adam_moments": True}, "mindspeed", "--bf16-adam-moments is Megatron's"),
+    ({"cpu_offload_layers": 2}, "torchtitan", "--cpu-offload-layers is Megatron's"),
+])
+def test_options_only_some_frameworks_emit(update, framework, message):
+    options = {**PLAIN, **update}
+    with pytest.raises(UserInputError, match=message):
+        check_framework_options(framework, **options)
+    check_framework_options("megatron", **options)  # Megatron emits every one
+    check_framework_options("all", **options)
+
