@@ -237,6 +237,15 @@ def root_chunk_layers(layers, chunks, chunk=0):
     return np.where(short, root, even), np.where(short, (layers - root) / np.maximum(chunks - 1, 1), even)
 
 
+def middle_end_layers(end_n, full_n):
+    """The layers a middle stage's last chunk is priced at: its own (the rest, `end_n`, where the
+    layout leaves it short: DeepSeek-V3's 8 layers over vpp 3 run 3 / 3 / 2, as sim.layer_program
+    places them), but a full chunk's (`full_n`) where it holds none (6 layers over vpp 4 run
+    2 / 2 / 2 / 0): cost.pipeline_path reads the last chunk's blocks as the relay of the first
+    group's backwards, which an empty chunk's virtual stage passes on at once to the chunk before."""
+    return np.where(np.asarray(end_n) > 0, end_n, full_n)
+
+
 def _zero3_busy_s(t: DPTimes, layers, bwd_gather, root_gathers=1.0, fwd_gathers=1.0):
     return (root_gathers * t.root_gather_s + layers * (fwd_gathers * t.layer_gather_s + bwd_gather + t.layer_reduce_s)
             + t.root_reduce_s)

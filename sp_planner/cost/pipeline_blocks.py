@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sp_planner.cost.dp_exposure import Edges, micro_batch_dp_s, root_chunk_layers
+from sp_planner.cost.dp_exposure import Edges, micro_batch_dp_s, middle_end_layers, root_chunk_layers
 from sp_planner.cost.chunk_walk import ChunkWalks, chunk_walk_s, chunk_walks
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_path import StageBlocks, compute_blocks
@@ -149,10 +149,14 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
             continue
         t = s.times
         final = i == len(stages) - 1
-        # This chunk's layers: a layer fewer where it holds the root under the counted split
-        # (chunk 0 of the first stage, the last chunk of the last; pipeline_chunks.chunk_layer_counts).
+        # This chunk's layers: the stage's end chunk holds the rest (a layer fewer where it holds
+        # the root under the counted split; a stage the layout does not divide by vpp, its short
+        # chunk): chunk 0 of the first stage, the last chunk of every other, a middle one's too
+        # (pipeline_chunks.chunk_layer_counts), but an empty one (dp_exposure.middle_end_layers).
         root_n, other_n = root_chunk_layers(s.layers, vpp, layout_chunk(stages, vpp))
         layers = root_n if (final if last else i == 0) else other_n
+        if last and i == 1:
+            layers = middle_end_layers(root_n, other_n)
         fwd_w, bwd_w = layers * fwd_layer, layers * bwd_layer
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
         if last:

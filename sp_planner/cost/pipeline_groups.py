@@ -1,9 +1,11 @@
 """The waits of an interleaved pipeline's groups on the last stage's laps of a group's last chunk
 (cost.pipeline_path.critical_path_s, with two micro-batch groups or more): the second group's
 first forward (wrap_s), the last group's laps (again_s), every group's between (between_s), each
-for the first or the last middle stage, in Megatron's order (schedules.py get_schedule_table;
-pipeline_order.stage_order); and sums over the stages below one (below_s). Vectorized over
-candidates; `stages`: the first, middle and last stage's cost.pipeline_path.StageBlocks.
+for the first or the last middle stage, and the last middle stage's wait at each group boundary
+for a chain relayed down the stages below it (descent_s), in Megatron's order (schedules.py
+get_schedule_table; pipeline_order.stage_order); and sums over the stages below one (below_s).
+Vectorized over candidates; `stages`: the first, middle and last stage's
+cost.pipeline_path.StageBlocks.
 """
 
 from __future__ import annotations
@@ -98,6 +100,33 @@ def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
     groups = np.floor(m / pp)
     return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
                     (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
+
+
+def descent_s(stages, middles, pp, vpp, m, *, mid):
+    """What the last middle stage p (rank pp - 2) waits, over the step, at each of the G - 1
+    boundaries between micro-batch groups (G = m/pp) for its first backward of the next group's
+    chunk vpp - 2 (backward number j* = j0 + pp, j0 = g vpp pp the group's first). A backward's
+    number is the same on every rank and each waits for the stage above's (Megatron's order:
+    schedules.py get_schedule_table lines 989-1016 at d98e8a6, backward chunks reversed by
+    get_model_chunk_id lines 1244-1249; pipeline_order.stage_order), so j* waits for the last
+    stage's (its chunk vpp - 2, a full one as its chunk 0: last.first_bwd_s), which waits for the
+    first stage's chunk vpp - 1 backward j0. The chain leaves p after a chunk-0 backward k of the
+    group before, runs down the stages to some q (their chunk-0 blocks), runs q's own backwards
+    to j0 (as p's own, which cancel), then j0 down from q to the first stage (their last-chunk
+    blocks) and the last stage's; p meanwhile runs its own to j0, then pp last-chunk backwards
+    and pp forwards more (the next group's last-chunk ones). Linear in q over equal middle stages
+    (`mid`: the relayed ones' mean where they differ), so the longer of q = 1 and q = pp - 2;
+    positive only where a chunk 0 outweighs the last chunk (a middle stage the layout does not
+    divide by vpp, 3 / 3 / 2: DeepSeek-V3 over pp 8 x vpp 3 at 7 / 6, whose ZeRO-2 traffic waits
+    0.51 s there in sim.pipeline) or the first stage's last chunk a middle stage's. Interleaved
+    pipelines of two groups or more; 0 elsewhere."""
+    first, middle, last = stages
+    below = first.last_bwd_s + last.first_bwd_s - pp * (middle.last_bwd_s + middle.last_fwd_s)
+    down = np.maximum(pp - 3, 0) * mid.first_bwd_s + mid.last_bwd_s  # q = 1
+    own = middle.last_bwd_s + np.maximum(pp - 3, 0) * mid.last_bwd_s  # q = pp - 2
+    gain = np.maximum(down, own) + below
+    groups = np.floor(m / pp)
+    return np.where((vpp > 1) & (groups >= 2) & (middles >= 1), (groups - 1) * np.maximum(0.0, gain), 0.0)
 
 
 def below_s(middles, first_s, middle_s):

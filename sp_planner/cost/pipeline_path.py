@@ -33,7 +33,9 @@ a chunk's forward and backward blocks. Riding stage p (the first, the last middl
   group's chunk-0 backwards; with two groups or more, p's way out may ride the last stage again
   through the last group's last-chunk laps (again_s), whose forward holds the output layer's;
   with three groups or more, each group's first chunk-1 forward but the second's waits for the
-  last stage's laps of the group before's last chunk (between_s).
+  last stage's laps of the group before's last chunk (between_s); at each boundary between
+  groups the last middle stage's first backward of the next group's chunk vpp - 2 waits for a
+  chain relayed down the lower stages and round through the last stage (descent_s).
 
 ZeRO-2's overlapped gathers ride each chunk's first forward: a path holds the ridden stage's and
 those of the first forwards it relays. The step is the longest path: it moves continuously where
@@ -60,7 +62,7 @@ from sp_planner.pipeline import (
     remembered_chunk_counts,
     stage_chunk,
 )
-from sp_planner.cost.pipeline_groups import again_s, below_s, between_s, wrap_s
+from sp_planner.cost.pipeline_groups import again_s, below_s, between_s, descent_s, wrap_s
 from sp_planner.pipeline_chunks import end_chunk_layers
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
@@ -205,13 +207,14 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     # group's last-chunk laps (wrap_s); the last group's last-chunk laps on the last stage, which
     # p's backwards wait for (again_s), and every group's before it but the first, which p's next
     # group's chunk-1 forward waits for (between_s): 0 on every row without virtual stages.
-    wrap = again = between = (0.0, 0.0, 0.0)
+    wrap = again = between = descent = (0.0, 0.0, 0.0)
     if np.any(vpp > 1):
         wrap = tuple(wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
                              chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
         again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m) for p in (0, 1)) + (0.0,)
         between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
                         for p in (0, 1)) + (0.0,)
+        descent = (0.0, descent_s(stages, middles, pp, vpp, m, mid=mid), 0.0)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])
@@ -225,7 +228,7 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
         waiting = reduce(np.maximum, [start + fill_pile + np.where(m > pp, both, 0.0), start + both,
                                      up_to[p] + s.gather_s + wrap[p] + both, up_to[p] + s.gather_s + end]) + between[p]
         held = below[p] + s.gather_s + pile_up_s(fwd_below_max[p], jobs, charged_s=by_chunk[p][0])
-        path = np.maximum(held, waiting + drain[p]) + m * s.cycle_s + drain_pile
+        path = np.maximum(held, waiting + drain[p]) + m * s.cycle_s + drain_pile + descent[p]
         paths.append(np.where(present[p], path, -np.inf))
     return reduce(np.maximum, paths)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sp_planner.cost.chunk_walk import ChunkWalks, chunk_forwards_s
-from sp_planner.cost.dp_exposure import Edges, root_chunk_layers, rooted_forward_s, zero3_forward_s
+from sp_planner.cost.dp_exposure import Edges, middle_end_layers, root_chunk_layers, rooted_forward_s, zero3_forward_s
 from sp_planner.cost.layer_walk import walked_forward_s
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_stages import StageDP, layout_chunk, picked_stages
@@ -86,6 +86,11 @@ def _zero3_gathers_s(overlap: Overlap, stages: tuple[StageDP, ...], i: int, *, z
         forward(root_n, s.times.root_gather_s), chunk if root_n is layers else forward(root_n))
     # An interleaved stage's chunks, each its own layers walked (cost.chunk_walk: the cycle's walks).
     plain, rooted = chunk_forwards_s(walks, plain=chunk, rooted=rooted)
+    if i == 1 and root_n is not layers:
+        # A middle stage's end chunk is its last (pipeline_chunks.chunk_layer_counts): the rest's
+        # layers where the layout leaves it short, on the rows that do not walk their chunks.
+        end = forward(middle_end_layers(root_n, layers))
+        plain = (plain[0], plain[1], end if walks is None else np.where(walks.rows, plain[2], end))
     return zero3, tuple(np.where(zero3, p, 0.0) for p in plain), rooted
 
 
