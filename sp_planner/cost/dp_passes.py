@@ -58,6 +58,9 @@ class DPPasses(NamedTuple):
     # mean lies towards it (cost.stage_params.dp_lightest_middle_stage; None: the middle stages alike).
     relay_times: DPTimes | None = None
     relay_share: np.ndarray | float = 0.0
+    # The first stage's chunk 0 and last chunk's layers' backward from their own kinds
+    # (cost.stage_layer_times.first_chunks_bwd_s; None: the stage's mean layer's).
+    first_chunks_bwd_s: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
@@ -86,7 +89,8 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
     # ZeRO-0/1 in a pipeline: every stage's own sync after its last backward (cost.pipeline_tails).
     tails, tails_hidden = stage_tails_dp_s(overlap, c, micro_batches=p.micro_batches, slowdown=p.slowdown,
                                            tied_s=p.tied_s, middle_rank=p.middle_rank,
-                                           middle_drain_s=p.middle_drain_s, **passes)
+                                           middle_drain_s=p.middle_drain_s,
+                                           first_chunks_bwd_s=p.first_chunks_bwd_s, **passes)
     return np.where(np.isnan(tails), exposed, tails), np.where(np.isnan(tails_hidden), hidden, tails_hidden)
 
 

@@ -50,7 +50,7 @@ from sp_planner.pipeline_chunks import chunk_shape
 def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                      logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s,
                      edges: Edges, micro_batches, slowdown: float = 0.0, tied_s=0.0,
-                     middle_rank=1.0, middle_drain_s=0.0) -> tuple[np.ndarray, np.ndarray]:
+                     middle_rank=1.0, middle_drain_s=0.0, first_chunks_bwd_s=None) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-0/1's once-a-step traffic in a pipeline (module
     docstring): the start's gather delay and the latest stage's sync beyond the first stage's
     compute end; hidden is that stage's (the other stages' hidden traffic slows compute that ends
@@ -68,7 +68,9 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     the step by comes off here (sim.pipeline's _step_tail joins the stages after it). `middle_rank`:
     the rank of the middle stage whose calls `times` holds (cost.stage_params.dp_middle_stage),
     `middle_drain_s` how much earlier than stage 1's its last backward ends (cost.stage_layer_times.
-    middle_drain_s: the drain's chunk-0 backwards of the ranks between)."""
+    middle_drain_s: the drain's chunk-0 backwards of the ranks between). `first_chunks_bwd_s`: the
+    first stage's chunk 0 and last chunk's layers' backward from their own kinds (cost.
+    stage_layer_times.first_chunks_bwd_s), which its drain's blocks take where given."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -91,6 +93,13 @@ def stage_tails_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[S
     )
     row_edges = Edges(*(sub(v) for v in edges))
     bare = bare_blocks(by_stage, edges=row_edges, fwd_layer_s=fwd_s, bwd_layer_s=bwd_s, vpp=chunks)
+    if first_chunks_bwd_s is not None:
+        # The first stage's drain blocks from its chunks' own layers (DeepSeek-V3's dense layers
+        # in its chunk 0), with the embedding's backward in chunk 0 as compute_blocks adds it.
+        own0, own_last = (sub(v) for v in first_chunks_bwd_s)
+        first = bare[0]
+        bare = (first._replace(first_bwd_s=np.where(np.isnan(own0), first.first_bwd_s, own0 + row_edges.bwd_tail_s),
+                               last_bwd_s=np.where(np.isnan(own_last), first.last_bwd_s, own_last)), *bare[1:])
     # Each stage's last backward ends this long before the first stage's. The middle stage whose
     # calls these are (`middle_rank`, cost.stage_params.dp_middle_stage) launches its chunks' syncs
     # as its rank does (once_a_step_s) and ends its last backward the drain's chunk-0 backwards of

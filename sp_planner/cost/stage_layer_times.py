@@ -185,3 +185,28 @@ def _drain_kind_counts(model: ModelSpec, seq_len: int, pp: int, vpp: int, first_
     """Layers of each kind in the chunk 0 of the middle ranks 1 to `rank` - 1 (middle_drain_s)."""
     counts = chunk_kind_counts(model, seq_len, pp, vpp, first_stage_layers, last_stage_layers)  # (pp, vpp, K)
     return tuple(counts[1:rank, 0].sum(axis=0))
+
+
+def first_chunks_bwd_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTimes | None
+                       ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per candidate, the first stage's chunk 0 and last chunk's layers' backward, each its own
+    layers' kinds (cost.layer_kinds.chunk_kind_counts), on interleaved rows whose layers differ
+    (NaN elsewhere; None where none): DeepSeek-V3 over pp 8 x vpp 2 at 9 / 4 holds its 3 dense
+    layers and 2 MoE ones in the first stage's chunk 0 (35 ms in sim.pipeline with the embedding's),
+    4 MoE ones in its chunk 1 (34 ms), where the stage's mean layer reads 39 ms and 29 ms
+    (cost.pipeline_tails' finish lags, which then read the first stage as the slower)."""
+    if kinds is None:
+        return None
+    picked = np.flatnonzero(np.asarray(c.vpp)[kinds.rows] > 1)
+    if not len(picked):
+        return None
+    n = len(c.pp)
+    chunk0, last = np.full(n, np.nan), np.full(n, np.nan)
+    at_rows = kinds.rows[picked]
+    columns = [np.asarray(v)[at_rows] for v in (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)]
+    for row, at in distinct_groups(columns):
+        counts = chunk_kind_counts(model, seq_len, *(int(column[row]) for column in columns))  # (pp, vpp, K)
+        bwd = kinds.bwd_s[:, picked[at]]
+        chunk0[at_rows[at]] = counts[0, 0] @ bwd
+        last[at_rows[at]] = counts[0, -1] @ bwd
+    return chunk0, last

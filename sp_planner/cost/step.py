@@ -24,7 +24,8 @@ import numpy as np
 
 from sp_planner.cost.dp_times import dp_stage_tables, relay_stage_times
 from sp_planner.cost.layer_times import backward_lead_s, candidate_layer_times
-from sp_planner.cost.stage_layer_times import middle_drain_s, pacing_layer_times, stage_layer_times
+from sp_planner.cost.stage_layer_times import (first_chunks_bwd_s, middle_drain_s, pacing_layer_times,
+                                               stage_layer_times)
 from sp_planner.cost.chunk_path import kinds_path_s
 from sp_planner.cost.kind_passes import kind_passes
 from sp_planner.cost.ep_overlap import paired_micro_batches
@@ -252,7 +253,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
                       None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied, middle_rank,
-                      middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share)
+                      middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share,
+                      first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic

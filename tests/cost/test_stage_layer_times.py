@@ -8,7 +8,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.kind_table import kind_table
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
 from sp_planner.cost.layer_times import candidate_layer_times
-from sp_planner.cost.stage_layer_times import KindTimes, middle_drain_s, stage_layer_times
+from sp_planner.cost.stage_layer_times import KindTimes, first_chunks_bwd_s, middle_drain_s, stage_layer_times
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan
 from sp_planner.candidates import Candidates
@@ -88,3 +88,18 @@ def test_the_drain_from_a_later_middle_stage_runs_the_chunk_0_backwards_of_the_r
     drain = middle_drain_s(model, 4096, c, kinds, np.array([3, 1, 2]))
     assert drain == pytest.approx([2 * dense + 4 * moe, 0.0, 2 * dense + moe])
     assert middle_drain_s(load_model("Llama-3-8B"), 4096, c, None, np.array([1, 1, 1])) == 0.0
+
+
+def test_the_first_stages_chunk_backwards_are_their_own_layers():
+    # DeepSeek-V3 over pp 8 x vpp 2 at 9 / 4: the first stage's chunk 0 holds layers 0-4 (3 dense,
+    # 2 MoE; 9 = 5 + 4), its chunk 1 layers 31-34 (4 MoE); at vpp 1, none (NaN).
+    model = load_model("DeepSeek-V3")
+    plans = [ParallelPlan(tp=2, pp=8, vpp=vpp, dp=32, ring=2, ep=8, first_stage_layers=9, last_stage_layers=4)
+             for vpp in (2, 1)]
+    c = Candidates.concat([Candidates.of_plan(p) for p in plans])
+    dense, moe = 0.010, 0.025
+    kinds = KindTimes(np.arange(2), np.zeros((2, 2)), np.array([[dense] * 2, [moe] * 2]))
+    chunk0, last = first_chunks_bwd_s(model, 4096, c, kinds)
+    assert chunk0[0] == pytest.approx(3 * dense + 2 * moe) and last[0] == pytest.approx(4 * moe)
+    assert np.isnan(chunk0[1]) and np.isnan(last[1])
+    assert first_chunks_bwd_s(model, 4096, c, None) is None
