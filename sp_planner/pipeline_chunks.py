@@ -37,12 +37,23 @@ def chunk_shape(layers, vpp, chunk=0):
     return full, layers - (vpp - 1) * full
 
 
+def _chunk_shape_int(layers: int, vpp: int, chunk: int) -> tuple[int, int]:
+    """chunk_shape of one stage in whole numbers (the search asks it per distinct bucket layout,
+    where numpy's per-call cost on scalars dominated): floor division is the float floor there."""
+    base = layers // vpp
+    uneven = layers - base * vpp > 0
+    full = base + 1 if uneven and layers - (vpp - 1) * (base + 1) >= 0 else base
+    if uneven and chunk > 0 and layers - (vpp - 1) * chunk >= 0:
+        full = chunk
+    return full, layers - (vpp - 1) * full
+
+
 def chunk_layer_counts(layers: int, vpp: int, *, first_stage: bool, chunk: int = 0) -> tuple[int, ...]:
     """Decoder layers of each of a stage's vpp model chunks, chunk 0 first (chunk_shape; `chunk`:
     pipeline.stage_chunk, 0 for the stage's own): the rest in the first stage's chunk 0 or another
     stage's last chunk. cost.buckets (each chunk's gradient bucket), sim.layer_program and the
     flags' layout string place the layers so."""
-    full, end = (int(v) for v in chunk_shape(layers, vpp, chunk))
+    full, end = _chunk_shape_int(int(layers), int(vpp), int(chunk))
     return (end, *[full] * (vpp - 1)) if first_stage else (*[full] * (vpp - 1), end)
 
 

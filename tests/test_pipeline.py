@@ -139,6 +139,18 @@ def test_chunk_layer_counts_by_hand():
         assert float(later_chunk_layers(np.array([layers]), vpp)[0]) == max(counts)
 
 
+def test_chunk_layer_counts_in_whole_numbers_are_chunk_shape_s():
+    # chunk_layer_counts works in Python ints (it runs once per distinct bucket layout); each
+    # stage size, vpp and layout chunk gives the (full, end) chunk_shape gives over candidates.
+    from sp_planner.pipeline_chunks import chunk_shape
+
+    for layers, vpp, chunk in itertools.product(range(0, 30), range(1, 9), range(0, 7)):
+        full, end = (int(v[0]) for v in chunk_shape(np.array([layers]), np.array([vpp]), np.array([chunk])))
+        counts = chunk_layer_counts(layers, vpp, first_stage=False, chunk=chunk)
+        assert counts == (*[full] * (vpp - 1), end)
+        assert chunk_layer_counts(layers, vpp, first_stage=True, chunk=chunk) == counts[::-1]
+
+
 def test_an_uneven_split_over_two_interleaved_stages_runs_as_the_layout():
     # Megatron's get_transformer_layer_offset (d98e8a6) divides an uneven interleaved split's middle
     # chunk layers by pp - 2: pp 2 with vpp 2 and 22/20 layers raises ZeroDivisionError on rank 1
