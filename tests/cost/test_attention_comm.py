@@ -15,3 +15,15 @@ def test_layout_copies_read_and_write_the_ranks_tensor_twice():
     assert ulysses_layout_copy_bytes(ulysses=1, **shape) == 0
     both = ulysses_layout_copy_bytes(ulysses=np.array([1, 4]), **shape)
     assert both.tolist() == [0, 2 * 2 * 2048 * 4 * 128 * 2]
+
+
+def test_kv_heads_per_tp_rank_over_a_column_is_the_integer_division():
+    # 8 KV heads: tp 1, 2, 4, 8 hold 8, 4, 2, 1; tp 16 replicates (at least 1). A chunk's column
+    # (looked up in a table) gives each row what the row alone gives, dtype included.
+    from sp_planner.cost.attention_comm import kv_heads_per_tp_rank
+
+    tp = np.tile(np.array([1, 2, 4, 8, 16, 3], dtype=np.int64), 50)
+    column = kv_heads_per_tp_rank(8, tp)
+    assert column.dtype == np.int64
+    assert column[:6].tolist() == [8, 4, 2, 1, 1, 2]
+    assert column.tolist() == [int(kv_heads_per_tp_rank(8, int(t))) for t in tp]
