@@ -119,9 +119,10 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     (cost.chunk_walk.chunk_walks of the same arguments)."""
     t = times
     e = edges or Edges(0.0, 0.0, 0.0)
-    # Each ZeRO stage's branch only where a candidate takes it (np.select's others; both at none).
+    # Each ZeRO stage's branch only where a candidate takes it (0 on the others; both at none).
     reduce2, zero3, busy3 = 0.0, 0.0, 0.0
-    two, three = np.any(zero == 2), np.any(zero == 3)
+    is2, is3 = zero == 2, zero == 3
+    two, three = np.any(is2), np.any(is3)
     if two or not three:
         reduce2 = _zero2_exposed_s(overlap, t, e, layers=layers, bwd_window_s=bwd_window_s, chunks=chunks,
                                    head_s=head_s)
@@ -138,8 +139,9 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
                                        fwd_window_s=fwd_window_s, bwd_window_s=bwd_window_s, reshard=reshard,
                                        ahead_s=ahead_s, root_gathers=root_gathers, fwd_gathers=fwd_gathers,
                                        walks=walks)
-    exposed = np.select([zero == 2, zero == 3], [reduce2, zero3], 0.0)
-    busy = np.select([zero == 2, zero == 3], [t.grad_reduce_scatter_s, busy3], 0.0)
+    # np.select's answer by np.where (np.select broadcasts and copies every choice: slower on a chunk).
+    exposed = np.where(is2, reduce2, np.where(is3, zero3, 0.0))
+    busy = np.where(is2, t.grad_reduce_scatter_s, np.where(is3, busy3, 0.0))
     return exposed, busy
 
 
