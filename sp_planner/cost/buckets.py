@@ -217,18 +217,35 @@ def bucket_counts(model: ModelSpec, *, tp, ep, etp, layers, pp, dp, zero, vpp=1,
                          last_stage, chunk, *placement)]
     first, inverse = distinct_columns(columns)
     unique = np.stack([column[first] for column in columns], axis=1)
-    table = np.array([_summary(model, *row[:8], bool(row[8]), bool(row[9]), row[10], tuple(row[11:]))
+    known = _known_summaries(model)
+    if len(known) > SUMMARIES_KEPT:
+        known.clear()
+    table = np.array([known[key] if (key := tuple(row)) in known else known.setdefault(key, _summary(model, key))
                       for row in unique.tolist()]).reshape(-1, 10)
     rows = np.take(table, np.ravel(inverse), axis=0)  # several times faster than table[inverse]
     return BucketCounts(*rows[:, :5].T), BucketCounts(*rows[:, 5:].T)
 
 
-@lru_cache(maxsize=65536)
-def _summary(model: ModelSpec, tp: int, ep: int, etp: int, layers: int, single: int, dp: int, zero: int, vpp: int,
-             first_stage: bool, last_stage: bool, chunk: int, placement: tuple[int, ...]) -> tuple[float, ...]:
-    """BucketCounts' fields of the dense and the expert layout; the search asks for the same few
-    hundred shapes in every chunk of candidates. `placement`: (pp, vpp, first_stage_layers,
+# Distinct layouts remembered per model: the search asks for the same few hundred shapes in every
+# chunk of candidates (a few thousand in all on a 1,024-GPU MoE search).
+SUMMARIES_KEPT = 65536
+
+
+@lru_cache(maxsize=8)
+def _known_summaries(model: ModelSpec) -> dict[tuple[int, ...], tuple[float, ...]]:
+    """_summary's answers for `model`, keyed by bucket_counts' distinct row: looked up in a dict
+    whose model is hashed once a call (a frozen pydantic model's hash walks every field; an
+    lru_cache keyed by it hashed it once a row)."""
+    return {}
+
+
+def _summary(model: ModelSpec, row: tuple[int, ...]) -> tuple[float, ...]:
+    """BucketCounts' fields of the dense and the expert layout of bucket_counts' distinct `row`
+    (bucket_counts remembers them, _known_summaries): tp, ep, etp, layers, single, dp, zero, vpp,
+    first_stage, last_stage, chunk, then the placement (pp, vpp, first_stage_layers,
     last_stage_layers) of a model whose MLP kinds differ, else 0s."""
+    tp, ep, etp, layers, single, dp, zero, vpp, first, last, chunk = row[:11]
+    first_stage, last_stage, placement = bool(first), bool(last), row[11:]
     pp = placement[0]
     # A middle stage: the one whose calls stand for the middle ones (cost.stage_params.dp_middle_stage).
     middle = dp_middle_stage(model, *placement)[0] if pp else 1

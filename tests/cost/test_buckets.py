@@ -65,6 +65,23 @@ def test_counts_per_candidate():
     assert expert.num_calls.tolist() == [0, 0, 0]
 
 
+def test_counts_remembered_per_model_are_the_ones_priced_afresh():
+    # bucket_counts keeps each model's distinct layouts (_known_summaries): asked again, and after
+    # they are forgotten, it gives the same counts.
+    from sp_planner.cost import buckets
+
+    args = dict(tp=np.array([1, 1, 1]), ep=1, etp=1, layers=np.array([4, 4, 4]), pp=np.array([1, 1, 1]),
+                dp=np.array([8, 64, 8]), zero=np.array([1, 1, 3]))
+    first = bucket_counts(MODEL, **args)
+    assert buckets._known_summaries(MODEL)
+    again = bucket_counts(MODEL, **args)
+    buckets._known_summaries(MODEL).clear()
+    afresh = bucket_counts(MODEL, **args)
+    for a, b, c in zip(first, again, afresh):
+        for x, y, z in zip(a, b, c):
+            assert x.tolist() == y.tolist() == z.tolist()
+
+
 def test_stage_per_candidate():
     # pp 2, dp 8, ZeRO-1, 2 layers a stage: the first stage's buckets, the last's and a middle's
     # in one call, each row its own stage, as three calls with one stage each give them. The last
