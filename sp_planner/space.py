@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from sp_planner.candidates import Candidates
+from sp_planner.distinct import distinct_columns
 from sp_planner.layout import GRID_ORDER
 from sp_planner.pipeline_split import search_split
 from sp_planner.plan import (
@@ -157,11 +158,14 @@ def expand_candidates(workload: Workload, degrees: np.ndarray, pins: Pins, gpus_
     extra = np.array([(v, c) for v in vpps for c in codes], dtype=np.int64).reshape(-1, 2)
     num_layers = axes.num_layers if axes is not None else 1
     at = {name: i for i, name in enumerate(names)}
-    dp, pp, mb = (table[:, at[name], None] for name in ("dp", "pp", "micro_batch"))
+    # Decided once per distinct (dp, pp, micro-batch): a chunk's variants hold a few dozen.
+    first_row, inverse = distinct_columns([table[:, at[name]] for name in ("dp", "pp", "micro_batch")])
+    dp, pp, mb = (table[first_row, at[name], None] for name in ("dp", "pp", "micro_batch"))
     mtp = axes.mtp_layers if axes is not None else 0
     keep = _vpp_refine(workload, dp, pp, mb, extra[None, :, 0], num_layers, mtp) if refine else \
         _vpp_keep(workload, dp, pp, mb, extra[None, :, 0], num_layers, pins.vpp is not None or axes is None, mtp,
                   pinned_split(pins))
+    keep = np.broadcast_to(keep, (len(first_row), len(extra)))[inverse]  # (distinct, E) -> (variants, E)
     rows, picked = np.nonzero(np.broadcast_to(keep, (len(table), len(extra))))  # row-major: rows in order
     # One contiguous array per field, gathered field by field: the rules and the cost model read
     # every column many times, several times faster than as strided views of a row-major table.
