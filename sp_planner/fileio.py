@@ -20,6 +20,10 @@ T = TypeVar("T", bound=pydantic.BaseModel)
 
 # Bytes read from the head of a file to recognise it as the tools' own (check_output_folder).
 SIGNATURE_HEAD_BYTES = 4096
+# The most read_structured reads of one file: far above any input of the tools (the largest corpus
+# file is under 30 KB, a plan.json with every rank group of 1024 nodes of 8 GPUs 1.6 MB), and a bound
+# on what a device that never ends (/dev/zero, /dev/urandom) would have it read forever.
+MAX_INPUT_BYTES = 256 * 2**20
 
 
 def check_output_folder(out_dir: Path, *, allowed: frozenset[str] | set[str] | tuple[str, ...], label: str,
@@ -137,7 +141,12 @@ def read_structured(path: Path, *, what: str) -> object:
     """Parse a .json/.yaml/.yml file, turning every failure into one UserInputError line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_INPUT_BYTES + 1)
+        if len(raw) > MAX_INPUT_BYTES:
+            raise UserInputError(f"{what} file {path} holds more than {MAX_INPUT_BYTES // 2**20} MiB (or is a device "
+                                 "that never ends, such as /dev/zero); give the path of the file itself")
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text's universal newlines
     except FileNotFoundError:
         raise UserInputError(f"{what} file {path} does not exist") from None
     except IsADirectoryError:

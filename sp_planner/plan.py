@@ -32,6 +32,7 @@ from sp_planner.recompute import (  # noqa: F401 (re-exported: the choices were 
 )
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.model_limits import MAX_LAYERS
 from sp_planner.specs.workload import MAX_GLOBAL_BATCH, Workload
 
 RingLayout = Literal["zigzag", "contiguous"]
@@ -116,8 +117,9 @@ class ParallelPlan(FrozenModel):
     vpp: int = Field(default=1, ge=1, le=MAX_DEGREE)
     # Decoder layers on the first / last pipeline stage; None = the even split num_layers / pp
     # (sp_planner.pipeline: uneven splits as Megatron expresses them).
-    first_stage_layers: int | None = Field(default=None, ge=1)
-    last_stage_layers: int | None = Field(default=None, ge=1)
+    # At most MAX_LAYERS, as sp-plan's options: a plan file's 10**30 overflowed int64 in the split checks.
+    first_stage_layers: int | None = Field(default=None, ge=1, le=MAX_LAYERS)
+    last_stage_layers: int | None = Field(default=None, ge=1, le=MAX_LAYERS)
     precision: Precision = "bf16"
     fp8_recipe: Fp8Recipe = "delayed"
     # FP8 core attention (TransformerConfig.fp8_dot_product_attention, which has no Megatron-LM flag;
@@ -126,8 +128,8 @@ class ParallelPlan(FrozenModel):
     # Expert parallelism (MoE layers only; layout.EXPERT_GRID_ORDER): experts split over ep ranks,
     # each expert's FFN over etp ranks (Megatron --expert-model-parallel-size and
     # --expert-tensor-parallel-size). Both 1 for dense models.
-    ep: int = Field(default=1, ge=1)
-    etp: int = Field(default=1, ge=1)
+    ep: int = Field(default=1, ge=1, le=MAX_DEGREE)
+    etp: int = Field(default=1, ge=1, le=MAX_DEGREE)
     # Activation CPU offloading (Megatron --cpu-offloading-num-layers; cost.offload): the saved
     # activations of the first N layers go to host memory in forward and come back in backward.
     cpu_offload_layers: int = Field(default=0, ge=0, le=MAX_DEGREE)

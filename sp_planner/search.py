@@ -59,7 +59,13 @@ def _no_progress(done: int, total: int, description: str | None = None) -> None:
 
 
 class SearchTooLarge(UserInputError):
-    """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered."""
+    """More candidates than MAX_CANDIDATES: refused before any work, naming a size that is answered.
+    `size` says how many candidates which cluster gives; `fixes` what makes a search of sp-plan's
+    answerable (a command without sp-plan's options says its own)."""
+
+    def __init__(self, size: str, fixes: str) -> None:
+        super().__init__(f"{size}; {fixes}")
+        self.size = size
 
 
 def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pins, axes: Axes) -> int:
@@ -82,7 +88,7 @@ def _check_size(workload: Workload, num_nodes: int, gpus_per_node: int, pins: Pi
         f"no node count within {MAX_SMALLER_TRIED} below it is searched"
     raise SearchTooLarge(
         f"{num_nodes} nodes x {gpus_per_node} GPUs give {count:,} candidate plans, more than the "
-        f"{MAX_CANDIDATES:,} one search takes on (about 30 s); {largest}, or pin a degree (e.g. --tp 8)")
+        f"{MAX_CANDIDATES:,} one search takes on (about 30 s)", f"{largest}, or pin a degree (e.g. --tp 8)")
 
 
 def _check_cluster(num_nodes: int, gpus_per_node: int) -> int:

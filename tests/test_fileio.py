@@ -38,6 +38,27 @@ def test_a_folder_given_as_a_file_is_one_line_that_says_so(tmp_path):
         read_structured(tmp_path, what="hardware profile")
 
 
+def test_a_file_over_the_input_bound_is_refused_after_reading_only_the_bound(tmp_path, monkeypatch):
+    from sp_planner import fileio
+    from sp_planner.errors import UserInputError
+
+    monkeypatch.setattr(fileio, "MAX_INPUT_BYTES", 2 * 2**20)
+    path = tmp_path / "big.json"
+    path.write_text("[" + "0," * (2**20 - 2) + "0 ] ")  # 2 MiB + 1 byte
+    with pytest.raises(UserInputError, match=r"^plan file .*big.json holds more than 2 MiB \(or is a device"):
+        fileio.read_structured(path, what="plan")
+    path.write_text("[" + "0," * (2**20 - 2) + "0 ]")  # 2 MiB exactly: read whole
+    assert len(fileio.read_structured(path, what="plan")) == 2**20 - 1
+
+
+def test_windows_line_ends_read_as_read_text_reads_them(tmp_path):
+    from sp_planner.fileio import read_structured
+
+    path = tmp_path / "crlf.yaml"
+    path.write_bytes(b"name: A\r\nnote: |\r\n  two\r\n  lines\r\n")
+    assert read_structured(path, what="figures") == {"name": "A", "note": "two\nlines\n"}
+
+
 @pytest.mark.parametrize("name, text, said", [
     ("dup.yaml", "name: A\nefficiency:\n  gemm: 0.5\nname: B\n", "key 'name' appears twice in one mapping (line 4)"),
     ("dup.json", '{"name": "A", "x": {"y": 1, "y": 2}}', "key 'y' appears twice in one mapping"),

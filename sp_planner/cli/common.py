@@ -26,6 +26,9 @@ from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line
 
 EXIT_USAGE = 2
+# The most plans --top lists (sp-plan, sp-report): far above a readable table, and a bound that keeps a
+# huge --top from reaching islice, which refuses one past sys.maxsize.
+MAX_TOP = 10_000
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from sp_planner.catalog import import_notes
-from sp_planner.cli.common import file_name, folder_name, run_app
+from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
@@ -172,7 +172,7 @@ def plan(
         "where a curve is published for the GPU, else the profile's.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
-    top: Annotated[int, typer.Option(min=1, max=10_000, help="How many plans to show.")] = 10,
+    top: Annotated[int, typer.Option(min=1, max=MAX_TOP, help="How many plans to show.")] = 10,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people; json or csv for tools.")]
     = "table",
     explain: Annotated[

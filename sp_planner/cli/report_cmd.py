@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sp_planner.cli.common import folder_name, run_app
+from sp_planner.cli.common import MAX_TOP, folder_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.help_format import PlainHelpCommand
 from sp_planner.cli.terminal import write_note
@@ -42,7 +42,7 @@ def report(
         typer.Option(help="An sp-run result.json to compare with the prediction; repeat for several.",
                      metavar="RESULT.json", show_default=False),
     ] = None,
-    top: Annotated[int, typer.Option(min=1, help="How many plans summary.json lists.")] = 10,
+    top: Annotated[int, typer.Option(min=1, max=MAX_TOP, help="How many plans summary.json lists.")] = 10,
 ) -> int:
     """Write a self-contained report (HTML with figures, CSV of every candidate, JSON summary)."""
     # Imported here so that `sp-report --help` answers without loading pandas and matplotlib.

@@ -11,15 +11,21 @@ from rich.console import Console
 
 # A pipe or a file gets 80 columns (shutil's fallback), as does a wider terminal.
 MAX_COLUMNS = 80
+# A narrower terminal (COLUMNS=1 in a broken environment) is laid out for this many and wraps the rest:
+# Rich cannot lay a table out in one column (it fails an assertion sharing out the widths), and below
+# 20 no table of the tools reads anyway.
+MIN_COLUMNS = 20
 
 
 def stdout_columns() -> int:
-    """stdout's columns: COLUMNS, else the size of the terminal stdout is (80 for a pipe or file)."""
-    return shutil.get_terminal_size((MAX_COLUMNS, 24)).columns
+    """stdout's columns: COLUMNS, else the size of the terminal stdout is (80 for a pipe or file);
+    at least MIN_COLUMNS."""
+    return max(shutil.get_terminal_size((MAX_COLUMNS, 24)).columns, MIN_COLUMNS)
 
 
 def terminal_columns() -> int:
-    """The terminal's columns (COLUMNS, else its size; 80 for a pipe or file), at most MAX_COLUMNS."""
+    """The terminal's columns (COLUMNS, else its size; 80 for a pipe or file), from MIN_COLUMNS to
+    MAX_COLUMNS."""
     return min(stdout_columns(), MAX_COLUMNS)
 
 

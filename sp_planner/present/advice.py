@@ -88,8 +88,9 @@ def suggest_fits(
             found.append(FitSuggestion(change=change, option=option, description=description, estimate=est))
         return est is not None
 
-    # An unpinned option was already searched over, so only pinned ones are worth relaxing.
-    for level in _stronger_recompute(pins.recompute):
+    # An unpinned option was already searched over, so only pinned ones are worth relaxing. Offloading
+    # runs without recompute (Megatron-Core rejects both), so beside it no recompute is a change to offer.
+    for level in () if pins.cpu_offload_layers else _stronger_recompute(pins.recompute):
         if offer("recompute", f"--recompute {level}",
                  f"with --recompute {level} activations are recomputed in the backward pass",
                  best_fit(changes={"recompute": level})):
@@ -109,7 +110,9 @@ def suggest_fits(
     if pins.micro_batch is not None and pins.micro_batch > 1:
         offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
               best_fit(changes={"micro_batch": 1}))
-    pinned = [axis for axis in PIN_DEGREES if getattr(pins, axis) is not None]
+    # Offloading pins pp 1 (cost.offload), which stays pinned while it does.
+    pinned = [axis for axis in PIN_DEGREES
+              if getattr(pins, axis) is not None and not (axis == "pp" and pins.cpu_offload_layers)]
     if pinned:
         offer("unpin", "without " + " ".join(f"--{axis}" for axis in pinned),
               "letting the search choose " + ", ".join(pinned), best_fit(changes={axis: None for axis in pinned}))

@@ -24,7 +24,7 @@ from sp_planner.present.summary import build_summary
 from sp_planner.report.plan_pins import recorded_pins
 from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
-from sp_planner.search import evaluate, search
+from sp_planner.search import SearchTooLarge, evaluate, search
 from sp_planner.specs.model import softmax_scale_or_default
 
 
@@ -58,8 +58,13 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     if pinned:
         note("the report searches with the plan file's " + ", ".join(f"{name} {value}" for name, value in
              pinned.items()) + " pinned (values its search does not choose on its own)")
-    result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
-                    gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
+    try:
+        result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
+                        gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
+    except SearchTooLarge as err:  # sp-report has no degree to pin nor a node count to change
+        raise UserInputError(f"the plan file's question is too large for sp-report, which searches its whole "
+                             f"space: {err.size}; write the report with sp-plan --report and a pinned degree "
+                             "(e.g. --tp 8), which searches only what is pinned") from None
     fits = bool(result.ranked) and result.ranked[0].fits
     # As sp-plan does, so that summary.json is the document `sp-plan --format json --framework F`
     # prints for the plan file's framework.

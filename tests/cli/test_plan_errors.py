@@ -170,6 +170,15 @@ def test_config_json_missing_a_field(sp_plan, tmp_path):
     _assert_one_line_error(sp_plan, tmp_path, _args(model=str(config)), str(config))
 
 
+@pytest.mark.parametrize("option", ["model", "hardware"])
+def test_a_device_that_never_ends_is_refused_not_read_forever(sp_plan, tmp_path, option):
+    # /dev/zero given as the config.json or profile was read until memory ran out (fuzzing, stop 57)
+    stderr = _assert_one_line_error(sp_plan, tmp_path, _args(**{option: "/dev/zero"}))
+    what = {"model": "model config", "hardware": "hardware profile"}[option]
+    assert stderr == (f"error: {what} file /dev/zero holds more than 256 MiB (or is a device that never ends, such "
+                      "as /dev/zero); give the path of the file itself\n")
+
+
 def test_missing_hardware_file(sp_plan, tmp_path):
     _assert_one_line_error(sp_plan, tmp_path, _args(hardware=str(tmp_path / "nope.yaml")), "nope.yaml")
 

@@ -129,3 +129,20 @@ def test_a_thousand_nodes_get_a_batch_their_plans_can_split(sp_plan):
     doc = json.loads(result.stdout)
     assert doc["question"]["global_batch"] == 125
     assert doc["plans"][0]["fits"] and doc["plans"][0]["dp"] % 125 == 0
+
+
+def test_offloading_keeps_its_pins_in_the_fixes_it_checks(sp_plan):
+    # --cpu-offload-layers pins pp 1 and no recompute; the fixes tried --recompute selective and
+    # "without --pp" beside it, and sp-plan exited 2 on its own ParallelPlan (fuzzing, stop 57).
+    args = ["--model", "llama3-70b", "--hardware", "h100", "--nodes", "1", "--seq-len", "32k", "--tp", "8",
+            "--cpu-offload-layers", "40"]
+    result = sp_plan(*args, "--format", "json", "--top", "1")
+    assert result.exit_code == 1 and result.stderr == "", result
+    doc = json.loads(result.stdout)
+    # "without --tp" (pp 1 kept) was checked and fits no better
+    assert [(s["change"], s["option"]) for s in doc["fit_suggestions"]] == [("nodes", "--nodes 4")]
+    for suggestion in doc["fit_suggestions"]:
+        assert (suggestion["plan"]["pp"], suggestion["plan"]["recompute"]) == (1, "none")
+        assert suggestion["plan"]["cpu_offload_layers"] == 40
+        rerun = sp_plan(*_with_option(args, suggestion["option"]), "--format", "json", "--top", "1")
+        assert rerun.exit_code == 0, suggestion

@@ -11,10 +11,25 @@ import pytest
 from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns, wrap_at_spaces, wrote_lines
 
 
-@pytest.mark.parametrize(("columns", "expected"), [("30", 30), ("80", 80), ("200", 80)])
-def test_the_width_is_columns_up_to_80(monkeypatch, columns, expected):
+@pytest.mark.parametrize(("columns", "expected"), [("1", 20), ("19", 20), ("20", 20), ("30", 30), ("80", 80),
+                                                    ("200", 80)])
+def test_the_width_is_columns_from_20_up_to_80(monkeypatch, columns, expected):
     monkeypatch.setenv("COLUMNS", columns)
     assert terminal_columns() == expected
+
+
+def test_a_one_column_terminal_gets_the_answer_not_a_traceback(run_main, monkeypatch):
+    # COLUMNS=1 (a broken environment): Rich failed an assertion laying out the ranked table (fuzzing,
+    # stop 57); the answer is laid out for 20 columns, as COLUMNS=20 lays it out.
+    from sp_planner.cli import plan_cmd
+
+    question = ["--model", "llama3-8b", "--hardware", "a800", "--nodes", "1", "--seq-len", "4k"]
+    monkeypatch.setenv("COLUMNS", "1")
+    assert stdout_console().width == 20
+    one = run_main(plan_cmd, *question)
+    assert one.exit_code == 0 and one.stderr == "", one
+    monkeypatch.setenv("COLUMNS", "20")
+    assert one.stdout == run_main(plan_cmd, *question).stdout
 
 
 def test_a_pipe_gets_80_columns(monkeypatch):

@@ -83,3 +83,15 @@ def test_offloading_is_suggested_where_recompute_is_pinned_off():
     # No host link measured (B300): not offered.
     b300 = suggest_fits(model, load_hardware("b300"), workload, num_nodes=16, gpus_per_node=4, pins=pins)
     assert "offload" not in {s.change for s in b300}
+
+
+def test_offloading_pinned_keeps_pp_1_and_no_recompute_in_every_change_tried():
+    # sp-plan --cpu-offload-layers pins pp 1 and recompute none (cli.option_checks.offload_pins); the
+    # recompute and unpin changes built plans Megatron-Core rejects (a ParallelPlan error, stop 57).
+    model, hardware = load_model("llama3-70b"), load_hardware("h100")
+    workload = Workload(seq_len=32 * 1024, global_batch=8)
+    pins = Pins(recompute="none", cpu_offload_layers=40, pp=1, tp=8)
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=1, gpus_per_node=8, pins=pins)
+    assert [s.option for s in suggestions] == ["--nodes 4"]
+    plan = suggestions[0].estimate.plan
+    assert (plan.pp, plan.recompute, plan.cpu_offload_layers, plan.world_size) == (1, "none", 40, 32)

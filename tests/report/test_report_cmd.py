@@ -126,3 +126,34 @@ def test_an_older_torchtitan_fp8_plan_is_reported_as_the_default_release_with_a_
     # 0.3.0's flags: it ships no FP8 config function for Llama-3-8B (0.2.x's TOML would have it).
     titan = json.loads((tmp_path / "r" / "summary.json").read_text())["plans"][0]["flags"]["torchtitan"]
     assert not titan["supported"] and "--framework-version 0.2.2" in titan["reason"]
+
+
+def test_a_top_past_sys_maxsize_is_one_line_exit_2(capsys, tmp_path):
+    # itertools.islice refused it after the search, a traceback (fuzzing, stop 57); bounded as sp-plan's.
+    plan_file = edited_plan_file(tmp_path / "plan.json", "a800", {})
+    code, out, err = sp_report(capsys, plan_file, "--out", tmp_path / "rep", "--top", str(2**64))
+    assert (code, out) == (2, "")
+    assert err == "error: Invalid value for '--top': Input should be less than or equal to 10000\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_a_question_too_large_to_search_names_the_fix_sp_report_has(capsys, tmp_path):
+    # The search's refusal told sp-report's user to pin a degree or take fewer nodes, which sp-report
+    # cannot (fuzzing, stop 57: sp-plan --tp 8 wrote the plan file, sp-report refused it).
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.plan import ParallelPlan
+    from sp_planner.specs.workload import Workload
+
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=load_model("mixtral-8x7b"), hardware=load_hardware("a800"),
+        workload=Workload(seq_len=4096, global_batch=8192), num_nodes=1024, gpus_per_node=8,
+        plan=ParallelPlan(tp=8, dp=1024, ep=8, zero=1),
+    ))
+    code, out, err = sp_report(capsys, plan_file, "--out", tmp_path / "rep")
+    assert (code, out) == (2, "")
+    assert err == ("error: the plan file's question is too large for sp-report, which searches its whole space: "
+                   "1024 nodes x 8 GPUs give 4,337,696 candidate plans, more than the 4,000,000 one search takes "
+                   "on (about 30 s); write the report with sp-plan --report and a pinned degree (e.g. --tp 8), "
+                   "which searches only what is pinned\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]

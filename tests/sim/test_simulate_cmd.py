@@ -117,6 +117,11 @@ REFUSED = [
     ("a800", {"workload": {"seq_len": 1000}}, "plan cannot run: seq_len 1000 is not divisible by 32"),
     ("a800", {"plan": {"ep": 2}}, "plan cannot run: ep 2 and etp 1 need an MoE model"),
     ("a800", {"plan": {"adam_moments_bf16": True}}, "plan cannot run: adam_moments_bf16 needs zero 1"),
+    # Past int64 these overflowed numpy in the split checks, a traceback (fuzzing, stop 57).
+    ("a800", {"plan": {"first_stage_layers": 10**30}},
+     "plan.first_stage_layers: 1e+30 is out of range: it must be at most 16,384"),
+    ("a800", {"plan": {"last_stage_layers": 10**30}},
+     "plan.last_stage_layers: 1e+30 is out of range: it must be at most 16,384"),
 ]
 
 
