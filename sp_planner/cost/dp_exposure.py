@@ -108,8 +108,11 @@ def micro_batch_dp_s(overlap: Overlap, *, zero, layers, times: DPTimes, fwd_wind
     _bucketed_chunks). ZeRO-2's calls hide chunk by chunk, each behind its own backward (its
     module's root post-backward waits for them), and a chunk's cannot start before its first
     layer's last GEMM is done: saturated, its queue starts a layer late less that layer's TP
-    reduce-scatter (Edges.bwd_trail_s) and hides behind as much less, but where the output layer's calls
-    (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk.
+    reduce-scatter (Edges.bwd_trail_s) and hides behind as much less; where the output layer's calls
+    (`head_s`: the last stage's, issued after the loss's backward) open it, the last chunk, only as
+    much as that layer outlasts them (sim.layer_program issues each layer's buckets after its
+    backward: Llama-4-Maverick's 10 ms output-layer reduce ends 12 ms before its first, MoE,
+    layer's buckets at pp 8 x vpp 2).
     `root_gathers`: ZeRO-3's root-unit gathers per micro-batch on average, 1 or 1/m where only the
     step's first forward gathers it (cost.fsdp.root_gathers_per_micro_batch): a forward with it
     and m - 1 without, averaged; `fwd_gathers` the same of the layers' forward gathers (1/m where a
@@ -167,7 +170,8 @@ def _zero2_exposed_s(overlap: Overlap, t: DPTimes, e: Edges, *, layers, bwd_wind
     top_s = np.maximum(0.0, 2 * chunk_first - first_layer)
     idle_s = np.where(layers / np.asarray(chunks) >= 2, np.maximum(0.0, layer_w - top_s), 0.0)
     lag_s = np.maximum(0.0, layer_w - e.bwd_trail_s) + idle_s
-    head_lag_s = np.where(np.asarray(head_s) > 0, 0.0, lag_s)
+    # The output layer's calls open the last chunk's queue: it idles from their end to the lag.
+    head_lag_s = np.maximum(0.0, lag_s - head_s)
     # Chunk 0 (the stage's first layers, the first stage's embedding; the whole stage at vpp 1).
     # Chunk 0's queue runs on beside the embedding's backward (Edges.bwd_tail_s, the first stage's),
     # which follows its first layer's on the compute stream: that window hides it too.

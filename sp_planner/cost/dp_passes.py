@@ -58,6 +58,9 @@ class DPPasses(NamedTuple):
     # mean lies towards it (cost.stage_params.dp_lightest_middle_stage; None: the middle stages alike).
     relay_times: DPTimes | None = None
     relay_share: np.ndarray | float = 0.0
+    # The rank of the heaviest middle stage the middle path rides there (cost.stage_params.
+    # dp_ridden_middle_stage; None: the last middle one).
+    relay_rank: np.ndarray | None = None
     # The first stage's chunk 0 and last chunk's layers' backward from their own kinds
     # (cost.stage_layer_times.first_chunks_bwd_s; None: the stage's mean layer's).
     first_chunks_bwd_s: tuple[np.ndarray, np.ndarray] | None = None
@@ -79,7 +82,7 @@ def dp_over_passes(overlap: Overlap, p: DPPasses, fwd_stall_s, bwd_stall_s, *,
                   bwd_layer_s=_plus(bwd_layer, stall_b), edges=p.edges)
     pipelined = pipelined_dp_s(overlap, c, micro_batches=p.micro_batches, reshard=c.reshard,
                                compute_path_s=compute_path_s, kinds=p.kinds, relay_times=p.relay_times,
-                               relay_share=p.relay_share, **passes)
+                               relay_share=p.relay_share, relay_rank=p.relay_rank, **passes)
     exposed, hidden = dp_exposed_s(
         overlap, zero=c.zero, micro_batches=p.micro_batches, layers=layers, times=p.times[0].at(),
         fwd_window_s=layers * p.fwd_layer_s + fwd_stall_s, bwd_window_s=layers * p.bwd_layer_s + bwd_stall_s,

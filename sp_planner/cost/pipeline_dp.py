@@ -31,6 +31,7 @@ from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import bare_blocks, stage_blocks, stage_chunk_walks
 from sp_planner.cost.pipeline_stages import StageDP
 from sp_planner.cost.zero3_forwards import first_forward_fill_s, stage_zero3_gathers_s
+from sp_planner.cost.pipeline_groups import Ridden
 from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s
 from sp_planner.cost.pipeline_lags import finish_lags_s
 from sp_planner.cost.pipeline_tails import synced_syncs_s
@@ -44,7 +45,8 @@ LOSS_BACKWARD_SHARE = 2 / 3
 def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[StageTimes, ...], per_layer_s,
                    logits_s, ahead_s, first_s, fwd_layer_s, bwd_layer_s, micro_batches, reshard,
                    edges: Edges, compute_path_s=None, kinds: KindPasses | None = None,
-                   relay_times: DPTimes | None = None, relay_share=0.0) -> tuple[np.ndarray, np.ndarray]:
+                   relay_times: DPTimes | None = None, relay_share=0.0,
+                   relay_rank=None) -> tuple[np.ndarray, np.ndarray]:
     """(exposed, hidden) seconds per step of ZeRO-2/3's per-micro-batch traffic: exposed on the
     pipeline's critical path (module docstring), hidden on the first stage, whose drain ends the
     step; NaN where it is the stage's own m x e (a single stage, ZeRO-0/1).
@@ -62,7 +64,9 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     the middle stages' mean lies towards it (cost.stage_params.dp_lightest_middle_stage): the
     middle stages a path passes are priced at that share between its blocks and `times`' middle
     one's (cost.pipeline_path.critical_path_s `relay`; Llama-4-Maverick's middle stages hold two MoE
-    layers a chunk and one in turn, sim.pipeline runs each its own)."""
+    layers a chunk and one in turn, sim.pipeline runs each its own). `relay_rank`: the rank of the
+    heaviest middle stage the middle path rides (cost.stage_params.dp_ridden_middle_stage; None:
+    the last middle one), the middle stages above it at the lightest's blocks."""
     pp, zero, vpp = np.asarray(c.pp), np.asarray(c.zero), np.asarray(c.vpp)
     n = len(pp)
     out, hidden = np.full(n, np.nan), np.full(n, np.nan)
@@ -105,7 +109,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
         # The lightest middle stage's calls and layers (its compute the heaviest's: only its traffic differs).
         light = without_reduces(DPTimes(*(np.take(v, rows) for v in relay_times)), synced)
         kw.update(relay_stage=StageDP(light, split.middle, split.middle * layer_s[1], 0.0, np.maximum(pp[rows] - 2, 0)),
-                  relay_share=share)
+                  relay_share=share, relay_rank=None if relay_rank is None else sub(relay_rank))
     start = 0
     for z, interleaved, index in groups:
         part = slice(start, start + len(index))
@@ -177,7 +181,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
                      stages: tuple[StageDP, ...], fwd_layer_s, bwd_layer_s, reshard, edges: Edges,
                      gathers=(0.0, 0.0, 0.0), bare_path_s=None, root_gathers=1.0, fwd_gathers=1.0, synced=False,
                      sync_times=None, kinds: KindPasses | None = None, relay_stage: StageDP | None = None,
-                     relay_share=0.0, relay_gather=0.0):
+                     relay_share=0.0, relay_gather=0.0, relay_rank=None):
     """The critical path's exposed seconds per step (module docstring) and the first stage's
     (exposed, busy) seconds of one micro-batch's traffic, of candidates of one ZeRO stage `zero`
     (2 or 3) and one schedule (`interleaved`: every vpp > 1; else every vpp 1). `bare_path_s`: the
@@ -193,7 +197,8 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     synced_syncs_s; `sync_times` the stages' calls with their reduce-scatters). `kinds`: the
     stages' own layers walked (pipelined_dp_s). `relay_stage`, `relay_share`, `relay_gather`: the
     lightest middle stage, the middle stages' mean's share towards it and its ZeRO-2 gathers
-    (pipelined_dp_s; None: the middle stages all alike)."""
+    (pipelined_dp_s; None: the middle stages all alike); `relay_rank` the heaviest middle stage's
+    rank the middle path rides (pipelined_dp_s)."""
     pp = sum(np.asarray(s.num_stages, dtype=np.float64) for s in stages)
     root_once, fwd_once = np.asarray(root_gathers) < 1, np.asarray(fwd_gathers) < 1
     held_root, held_fwd = np.where(root_once, 0.0, 1.0), np.where(fwd_once, 0.0, 1.0)
@@ -212,14 +217,20 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
-    relay = None
+    relay = ridden = None
     if relay_stage is not None:
-        relay = _relay_blocks(overlap, blocks[1], relay_share, stages=(stages[0], relay_stage, stages[2]), zero=zero,
-                              interleaved=interleaved, vpp=vpp, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s,
-                              reshard=reshard, edges=edges, gathers=(gathers[0], relay_gather, gathers[2]),
-                              root_gathers=held_root, fwd_gathers=held_fwd, bare=bare,
-                              kinds=None if kinds is None else kinds.lightest())
-    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay) - bare_path_s
+        relay, light = _relay_blocks(overlap, blocks[1], relay_share, stages=(stages[0], relay_stage, stages[2]),
+                                     zero=zero, interleaved=interleaved, vpp=vpp, fwd_layer_s=fwd_layer_s,
+                                     bwd_layer_s=bwd_layer_s, reshard=reshard, edges=edges,
+                                     gathers=(gathers[0], relay_gather, gathers[2]), root_gathers=held_root,
+                                     fwd_gathers=held_fwd, bare=bare, kinds=None if kinds is None else kinds.lightest())
+        if relay_rank is not None:
+            # The heaviest middle stage at its own rank, those above it the lightest (exact where
+            # the middle stages are of two kinds, the heaviest's highest rank below the rest).
+            rank = np.asarray(relay_rank, dtype=np.float64)
+            middles = np.asarray(stages[1].num_stages, dtype=np.float64)
+            ridden = Ridden(rank, np.maximum(rank - 1, 0.0), np.maximum(middles - rank, 0.0), light)
+    exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,
                                     fwd_layer_s=fwd_layer_s, edges=edges, root_gathers=held_root, fwd_gathers=held_fwd,
@@ -239,8 +250,9 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
 
 def _relay_blocks(overlap: Overlap, heaviest: StageBlocks, share, *, stages: tuple[StageDP, ...], zero: int,
                   interleaved: bool, vpp, fwd_layer_s, bwd_layer_s, reshard, edges: Edges, gathers, root_gathers,
-                  fwd_gathers, bare, kinds: KindPasses | None) -> StageBlocks:
-    """The middle stages' mean blocks a path passes (cost.pipeline_path.critical_path_s `relay`):
+                  fwd_gathers, bare, kinds: KindPasses | None) -> tuple[StageBlocks, StageBlocks]:
+    """The middle stages' mean blocks a path passes (cost.pipeline_path.critical_path_s `relay`),
+    and the lightest one's:
     `share` of the way from the heaviest middle stage's blocks to those of `stages`' middle one (the
     lightest, its own calls and chunk walks, pipelined_dp_s), field by field; exact where the
     middle stages are of two kinds, as Maverick's (MoE layers 4 and 2 a stage at pp 8 x vpp 2).
@@ -251,4 +263,4 @@ def _relay_blocks(overlap: Overlap, heaviest: StageBlocks, share, *, stages: tup
                          root_gathers=root_gathers, fwd_gathers=fwd_gathers, bare=bare, kinds=kinds, only=1)[0][1]
     mean = {name: h + share * (np.asarray(x) - h)
             for name, h, x in zip(StageBlocks._fields, heaviest, light) if name != "num_stages"}
-    return heaviest._replace(**mean)
+    return heaviest._replace(**mean), light

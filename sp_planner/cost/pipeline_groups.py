@@ -5,15 +5,35 @@ for the first or the last middle stage, and the last middle stage's wait at each
 for a chain relayed down the stages below it (descent_s), in Megatron's order (schedules.py
 get_schedule_table; pipeline_order.stage_order); and sums over the stages below one (below_s).
 Vectorized over candidates; `stages`: the first, middle and last stage's
-cost.pipeline_path.StageBlocks.
+cost.pipeline_path.StageBlocks. The middle stage a path rides is the last one, or where the
+middle stages differ (Llama-4-Maverick's) the one `ridden` names (Ridden).
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 
-def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
+class Ridden(NamedTuple):
+    """The middle stage whose blocks the middle path rides (cost.pipeline_path.critical_path_s):
+    its rank, the middle stages below it (rank - 1) and above it (pp - 2 - rank), and the blocks
+    of those above (cost.pipeline_path.StageBlocks); the last middle one (last_middle) or, where
+    the middle stages differ, the heaviest (cost.stage_params.dp_ridden_middle_stage)."""
+
+    rank: Any  # np.ndarray | float
+    under: Any  # middle stages below it
+    over: Any  # middle stages above it
+    above: Any  # their blocks: StageBlocks
+
+
+def last_middle(middles, middle) -> Ridden:
+    """The last middle stage (rank pp - 2 = middles): every middle stage below it, none above."""
+    return Ridden(middles, np.maximum(middles - 1, 0), 0.0, middle)
+
+
+def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden):
     """The wait of stage p (the first or the last middle one) for the second group's first
     forward through its chunk 1, which the last stage sends only after its first group's
     last-chunk backwards (Megatron's order: the last stage's warm-up ends with the first group's
@@ -26,11 +46,12 @@ def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last
     backwards the first group's last-chunk ones: the first stage's embedding, which runs with its
     chunk 0 (compute_blocks), is in the chunk-0 forwards only and in none of those backwards.
     Interleaved pipelines of two groups or more; 0 elsewhere. `f_last0`: the last stage's
-    chunk-0 forward; `chunk0_fwd`: p's."""
+    chunk-0 forward; `chunk0_fwd`: p's; `ridden`: the middle stage p = 1 stands for (Ridden)."""
     first, middle, _ = stages
     later_fwd = (first.last_fwd_s, middle.last_fwd_s)
-    up = (middles * (f[1] + share[1]), 0.0)[p]
-    down = (0.0, later_fwd[0] + np.maximum(middles - 1, 0) * later_fwd[1])[p]
+    above = ridden.above
+    up = (middles * (f[1] + share[1]), ridden.over * (above.forward_s + above.gather_s) / vpp)[p]
+    down = (0.0, later_fwd[0] + ridden.under * later_fwd[1])[p]
     target = pp * vpp + pp  # the second group's first chunk-1 forward
     fwds = (pp - 1) * later_fwd[p] + pp * chunk0_fwd
     bwds = np.maximum(0.0, target - ran[p] + 1)  # the first pp the last chunk's
@@ -39,7 +60,7 @@ def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last
     return np.where((vpp > 1) & (m > pp), np.maximum(0.0, gain), 0.0)
 
 
-def again_s(p: int, stages, lap, f, middles, pp, vpp, m):
+def again_s(p: int, stages, lap, f, middles, pp, vpp, m, *, ridden: Ridden):
     """What stage p (the first or the last middle one) waits for the last stage's laps of the last
     group's last chunk, with two groups or more: the last stage runs them (forward and backward,
     back to back: its W = (vpp - 1) pp warm-up pairs backward k with forward W + k) after its
@@ -51,26 +72,28 @@ def again_s(p: int, stages, lap, f, middles, pp, vpp, m):
     less W_r + k + 1, W_r = 2(pp - r - 1) + (vpp - 1) pp): the path's gain over p's own blocks.
     Megatron's order (schedules.py get_schedule_table, lines 989-1016; pipeline_order.
     stage_order). A heavy last chunk (the output layer's forward and backward) paces these laps
-    where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers."""
+    where the first stage paces the step: Llama-3-8B on H100, pp 8, vpp 2, 6/4/2 layers.
+    `ridden`: the middle stage p = 1 stands for (Ridden)."""
     first, middle, last = stages
-    rank = (0.0, pp - 2.0)[p]
+    rank = (0.0, ridden.rank)[p]
     s = stages[p]
-    back = (middles * middle.last_bwd_s, 0.0)[p]  # the laps' last backward down to p
-    laps = laps_s(p, stages, lap, middles, pp) + back + s.last_bwd_s
+    back = (middles * middle.last_bwd_s, ridden.over * ridden.above.last_bwd_s)[p]  # the laps' last backward down to p
+    laps = laps_s(p, stages, lap, middles, pp, under=ridden.under) + back + s.last_bwd_s
     passed = (2 * rank + 2) * f[p] + pp * (s.first_bwd_s + s.last_bwd_s)
     return np.where((vpp > 1) & (m >= 2 * pp), laps - passed, 0.0)
 
 
-def laps_s(p: int, stages, lap, middles, pp):
+def laps_s(p: int, stages, lap, middles, pp, *, under):
     """From the end of stage p's chunk-1 backward of a group's last micro-batch to the end of the
     last stage's laps of the next group's last chunk (again_s): that backward relayed down to
-    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps."""
+    stage 0, the last stage's chunk-0 backward it feeds, then its pp laps; `under`: the middle
+    stages below p = 1 (Ridden)."""
     first, middle, last = stages
-    down = below_s(middles, first.last_bwd_s, middle.last_bwd_s)[p]  # p's chunk 1 to stage 0
+    down = below_s(middles, first.last_bwd_s, middle.last_bwd_s, under=under)[p]  # p's chunk 1 to stage 0
     return down + last.first_bwd_s + pp * lap[2]
 
 
-def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
+def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden):
     """What stage p (the first or the last middle one, rank r) waits, over the step, for the laps
     of every group's last chunk on the last stage but the first group's (wrap_s) and the last's
     (again_s), with three groups or more: group h's first chunk-1 forward on p (its forward
@@ -87,22 +110,23 @@ def between_s(p: int, stages, lap, middles, pp, vpp, m, *, f_last0, chunk0_fwd):
     its return, k + pp vpp >= j*: W_r >= 2 pp + 1 (the first stage but at pp 2 vpp 2, a middle
     one from vpp 3); elsewhere none is counted. Llama-3-8B on H100, tp 1, pp 8, vpp 2, 6/4/2
     layers, 4096 tokens, 32 micro-batches: the first stage waits 26 ms at groups 3 and 4 (as
-    sim.pipeline times it), which the path had missed (2.7% short of the simulator's)."""
+    sim.pipeline times it), which the path had missed (2.7% short of the simulator's). `ridden`:
+    the middle stage p = 1 stands for (Ridden)."""
     first, middle, last = stages
-    rank = (0.0, pp - 2.0)[p]
+    rank = (0.0, ridden.rank)[p]
     s = stages[p]
     warmup = 2 * (pp - rank - 1) + (vpp - 1) * pp
     # A later chunk's forward; `chunk0_fwd` p's chunk 0's (the first stage's with its embedding).
     later_fwd = s.last_fwd_s
-    up = (0.0, first.last_fwd_s + np.maximum(middles - 1, 0) * middle.last_fwd_s)[p]  # chunk 1 up to p
-    chain = laps_s(p, stages, lap, middles, pp) + f_last0 + up
+    up = (0.0, first.last_fwd_s + ridden.under * middle.last_fwd_s)[p]  # chunk 1 up to p
+    chain = laps_s(p, stages, lap, middles, pp, under=ridden.under) + f_last0 + up
     passed = pp * (chunk0_fwd + s.first_bwd_s) + (2 * rank + 2) * (later_fwd + s.last_bwd_s)
     groups = np.floor(m / pp)
     return np.where((vpp > 1) & (groups >= 3) & (warmup >= 2 * pp + 1),
                     (groups - 2) * np.maximum(0.0, chain - passed), 0.0)
 
 
-def descent_s(stages, middles, pp, vpp, m, *, mid):
+def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0):
     """What the last middle stage p (rank pp - 2) waits, over the step, at each of the G - 1
     boundaries between micro-batch groups (G = m/pp) for its first backward of the next group's
     chunk vpp - 2 (backward number j* = j0 + pp, j0 = g vpp pp the group's first). A backward's
@@ -119,17 +143,21 @@ def descent_s(stages, middles, pp, vpp, m, *, mid):
     positive only where a chunk 0 outweighs the last chunk (a middle stage the layout does not
     divide by vpp, 3 / 3 / 2: DeepSeek-V3 over pp 8 x vpp 3 at 7 / 6, whose ZeRO-2 traffic waits
     0.51 s there in sim.pipeline) or the first stage's last chunk a middle stage's. Interleaved
-    pipelines of two groups or more; 0 elsewhere."""
+    pipelines of two groups or more; 0 elsewhere, and where the path rides a middle stage below
+    the last (`over`: the middle stages above it, Ridden; no such chain is derived there)."""
     first, middle, last = stages
     below = first.last_bwd_s + last.first_bwd_s - pp * (middle.last_bwd_s + middle.last_fwd_s)
     down = np.maximum(pp - 3, 0) * mid.first_bwd_s + mid.last_bwd_s  # q = 1
     own = middle.last_bwd_s + np.maximum(pp - 3, 0) * mid.last_bwd_s  # q = pp - 2
     gain = np.maximum(down, own) + below
     groups = np.floor(m / pp)
-    return np.where((vpp > 1) & (groups >= 2) & (middles >= 1), (groups - 1) * np.maximum(0.0, gain), 0.0)
+    return np.where((vpp > 1) & (groups >= 2) & (middles >= 1) & (np.asarray(over) == 0),
+                    (groups - 1) * np.maximum(0.0, gain), 0.0)
 
 
-def below_s(middles, first_s, middle_s):
-    """A sum over the stages below the first, the last middle and the last stage (of the first
-    stage's `first_s` and each middle one's `middle_s`)."""
-    return (0.0, first_s + np.maximum(middles - 1, 0) * middle_s, first_s + middles * middle_s)
+def below_s(middles, first_s, middle_s, *, under=None):
+    """A sum over the stages below the first, the last middle (or the ridden one, with `under`
+    middle stages below it: Ridden) and the last stage (of the first stage's `first_s` and each
+    middle one's `middle_s`)."""
+    under = np.maximum(middles - 1, 0) if under is None else under
+    return (0.0, first_s + under * middle_s, first_s + middles * middle_s)

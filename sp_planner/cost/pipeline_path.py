@@ -10,7 +10,9 @@ remaining backwards; the interleaved schedule runs groups of pp micro-batches ch
 forward in order and backward in reverse (get_schedule_table, lines 989-1016; get_model_chunk_id,
 lines 1244-1249; pipeline_order.stage_order). A cycle is a stage's micro-batch forward and
 backward with the data-parallel exposure that ends each backward (cost.pipeline_blocks); f, b are
-a chunk's forward and backward blocks. Riding stage p (the first, the last middle one, the last):
+a chunk's forward and backward blocks. Riding stage p (the first, the last middle one, the last;
+where the middle stages differ, the heaviest middle one at its own rank, the lighter ones above
+it at their own blocks: pipeline_groups.Ridden):
 
 - held: p runs from its first block on: micro-batch 0's chunk-0 forward through the stages below
   p on the way in, the last one's chunk-0 backward through them on the way out (with equal
@@ -62,7 +64,7 @@ from sp_planner.pipeline import (
     remembered_chunk_counts,
     stage_chunk,
 )
-from sp_planner.cost.pipeline_groups import again_s, below_s, between_s, descent_s, wrap_s
+from sp_planner.cost.pipeline_groups import Ridden, again_s, below_s, between_s, descent_s, last_middle, wrap_s
 from sp_planner.pipeline_chunks import end_chunk_layers
 
 # reduce(np.maximum, [...]): np.maximum.reduce's left-to-right fold without stacking the list (2x faster).
@@ -141,12 +143,15 @@ def pipeline_bubble_s(path_s, pp, micro_batches, *, pace_s):
 
 
 def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_batches, pp, vpp,
-                    relay: StageBlocks | None = None):
+                    relay: StageBlocks | None = None, ridden: Ridden | None = None):
     """Seconds of the longest path (module docstring) over the first, middle and last stages.
     `relay`: the middle stages' mean blocks where they differ (cost.pipeline_dp: Maverick's in
     turn of two MoE layers a chunk and one), which the sums over the middle stages a path passes
     take (the fill's forwards and chunk-0 blocks, the drain's backwards, the turns through them);
-    the ridden stage's cycles and the pile-ups the middle one's (the heaviest). None: the middle's."""
+    the ridden stage's cycles and the pile-ups the middle one's (the heaviest). None: the middle's.
+    `ridden`: where the middle path rides the heaviest middle stage at its own rank, below the
+    last middle one (cost.pipeline_groups.Ridden: the middle stages above it passed at their own
+    blocks, those below at `relay`'s); None: it rides the last middle one."""
     m, pp, vpp = np.asarray(micro_batches, dtype=np.float64), np.asarray(pp), np.asarray(vpp)
     first, middle, last = stages
     present = [np.asarray(s.num_stages) > 0 for s in stages]
@@ -162,12 +167,22 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     ran0 = forwards_before_backward(pp, vpp, m, 0)
     kink = rank_running(pp, vpp, ran0)
     low, high = np.clip(np.floor(kink), 1, pp - 2), np.clip(np.ceil(kink), 1, pp - 2)
-    ran1, ran2, ran_low, ran_high = forwards_before_backward(pp, vpp, m, np.stack(np.broadcast_arrays(
+    ran_top, ran2, ran_low, ran_high = forwards_before_backward(pp, vpp, m, np.stack(np.broadcast_arrays(
         pp - 2, pp - 1, low, high)))
+    mid = middle if relay is None else relay
+    # The middle path's stage: the last middle one, or the heaviest at its own rank (`ridden`).
+    last_one = ridden is None
+    ridden = last_middle(middles, mid) if ridden is None else ridden
+    ran1 = ran_top if last_one else forwards_before_backward(pp, vpp, m, ridden.rank)
     ran = (ran0, ran1, ran2)
+    # The middle stages above the ridden one (none above the last): their last chunk's turn, its
+    # first forward's gathers and its backward.
+    above_mid = ridden.above
+    over_lap, over_share, over_bwd = ((0.0, 0.0, 0.0) if last_one else
+                                      tuple(ridden.over * x for x in (above_mid.last_fwd_s + above_mid.last_bwd_s,
+                                                                      above_mid.gather_s / vpp, above_mid.last_bwd_s)))
     # Micro-batch 0's turn on the way in (with the gathers of the first forwards it relays), the
     # last one's on the way out, through the last stage or (micro-batch 0's) a middle rank q.
-    mid = middle if relay is None else relay
     lap_mid, f_mid, share_mid = mid.last_fwd_s + mid.last_bwd_s, mid.forward_s / vpp, mid.gather_s / vpp
     to_last = middles * lap_mid + lap[2]
     shares = middles * share_mid + share[2]
@@ -180,17 +195,20 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
         return chunk_forwards_s(by_chunk[p], f[p], pp, vpp, first_n, stop_n, counts)
 
     through = [np.where(present[1] & (q >= 1), q * lap_mid - forwards_s(0, n, ran0), 0.0)
-               for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran1))]
+               for q, n in ((low, ran_low), (high, ran_high), (pp - 2, ran_top))]
     turn_in = (reduce(np.maximum, [np.where(present[2], to_last + shares - forwards_s(0, ran2, ran0), 0.0), *through]),
-               lap[2] + share[2] - forwards_s(1, ran2, ran1), 0.0)
-    turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0), lap[2] - (ran1 - ran2) * b[1], 0.0)
+               over_lap + over_share + lap[2] + share[2] - forwards_s(1, ran2, ran1), 0.0)
+    turn_out = (np.where(present[2], to_last - (ran0 - ran2) * b[0], 0.0),
+                over_lap + lap[2] - (ran1 - ran2) * b[1], 0.0)
     # Summed over the stages below p: chunk-0 blocks both ways (the held path's), the forward alone
     # (the way in, with the gathers' chunk share) and the backward alone (the way out); micro-batch
     # 0's last-chunk backward down to p, its forward through every stage.
-    below = below_s(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid)
-    up_to = below_s(middles, f[0] + share[0], f_mid + share_mid)
-    drain = below_s(middles, first.first_bwd_s, mid.first_bwd_s)
-    above = (middles * mid.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0), last.last_bwd_s, 0.0)
+    under = ridden.under
+    below = below_s(middles, first.chunk0_s + share[0], mid.chunk0_s + share_mid, under=under)
+    up_to = below_s(middles, f[0] + share[0], f_mid + share_mid, under=under)
+    drain = below_s(middles, first.first_bwd_s, mid.first_bwd_s, under=under)
+    above = (middles * mid.last_bwd_s + np.where(present[2], last.last_bwd_s, 0.0),
+             over_bwd + last.last_bwd_s, 0.0)
     every = sum(np.asarray(s.num_stages, dtype=np.float64) * (s.forward_s + s.gather_s) for s in (first, mid, last))
     # The groups' pile-ups (pipeline.pile_up_s): the first group's last-chunk jobs, each stage's
     # backward and the forward it runs beside it where it has forwards left, on the slowest stage
@@ -210,11 +228,11 @@ def critical_path_s(stages: tuple[StageBlocks, StageBlocks, StageBlocks], micro_
     wrap = again = between = descent = (0.0, 0.0, 0.0)
     if np.any(vpp > 1):
         wrap = tuple(wrap_s(p, stages, f, b, lap, share, ran, middles, pp, vpp, m, f_last0=f_last0,
-                             chunk0_fwd=by_chunk[p][0]) for p in (0, 1)) + (0.0,)
-        again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m) for p in (0, 1)) + (0.0,)
-        between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0])
-                        for p in (0, 1)) + (0.0,)
-        descent = (0.0, descent_s(stages, middles, pp, vpp, m, mid=mid), 0.0)
+                             chunk0_fwd=by_chunk[p][0], ridden=ridden) for p in (0, 1)) + (0.0,)
+        again = tuple(again_s(p, stages, lap, f, middles, pp, vpp, m, ridden=ridden) for p in (0, 1)) + (0.0,)
+        between = tuple(between_s(p, stages, lap, middles, pp, vpp, m, f_last0=f_last0, chunk0_fwd=by_chunk[p][0],
+                                  ridden=ridden) for p in (0, 1)) + (0.0,)
+        descent = (0.0, descent_s(stages, middles, pp, vpp, m, mid=mid, over=ridden.over), 0.0)
     paths = []
     for p, s in enumerate(stages):
         fill_pile = pile_up_s(above_max[p], jobs, charged_s=first_laps[p])

@@ -190,6 +190,27 @@ def dp_lightest_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_la
     return 1 + counts.index(least), least, (most - float(np.mean(counts))) / (most - least)
 
 
+def dp_ridden_middle_stage(model: ModelSpec, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int
+                           ) -> tuple[int]:
+    """(rank,) of the middle stage a ZeRO-2/3 pipeline's middle path rides where the middle stages
+    differ (cost.pipeline_path.critical_path_s `ridden`): the highest rank holding the most MoE
+    layers, whose cycles are the longest and which waits for the fewest stages above; pp - 2 (the
+    last middle one) where every middle stage holds as many. Maverick over pp 4 x vpp 4 (MoE on
+    odd layers, 3 layers a chunk): stage 1 holds 8 MoE layers, stage 2 holds 4: (1,); over pp 8 x
+    vpp 2 stages 1, 3, 5 hold 4: (5,)."""
+    counts = _middle_moe_counts(model, pp, vpp, first_stage_layers, last_stage_layers)
+    if not counts or min(counts) == max(counts):
+        return (pp - 2,)
+    return (len(counts) - counts[::-1].index(max(counts)),)
+
+
+def dp_ridden_middle_stages(model: ModelSpec, c) -> np.ndarray:
+    """dp_ridden_middle_stage of each candidate of `c` (or a plan); pp - 2 where pp < 4 or the
+    model's layers are alike."""
+    ranks = _per_candidate(model, c, dp_ridden_middle_stage, (-1,))[0]
+    return np.where(ranks < 0, np.asarray(_placement(c)[0]) - 2, ranks)
+
+
 def dp_lightest_middle_stages(model: ModelSpec, c) -> tuple[np.ndarray, ...]:
     """dp_lightest_middle_stage of each candidate of `c` (or a plan): (rank, MoE layers, share)."""
     return _per_candidate(model, c, dp_lightest_middle_stage, (1, -1.0, 0.0))

@@ -58,7 +58,7 @@ from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
 from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
-from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages
+from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages, dp_ridden_middle_stages
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.precision import BF16
@@ -246,15 +246,17 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     middle_rank = dp_middle_stages(model, c)[0]
     # ZeRO-2/3 middle stages of two kinds (Maverick's): the lightest one's calls beside the heaviest's.
     relay_share = np.where(np.asarray(c.zero) >= 2, dp_lightest_middle_stages(model, c)[2], 0.0)
-    relay_times = None
+    relay_times = relay_rank = None
     if np.any(relay_share > 0):
         relay_times = relay_stage_times(model, hardware, c, relay_share > 0, stages=stages, gpus_per_node=gpn,
                                         seq_len=workload.seq_len, states=states)
+        # The middle path rides the heaviest middle stage at its own rank (cost.pipeline_path).
+        relay_rank = np.where(relay_share > 0, dp_ridden_middle_stages(model, c), np.asarray(c.pp) - 2)
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
                       None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied, middle_rank,
                       middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share,
-                      first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
+                      relay_rank, first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
     # Without host stalls the passes' compute path is the bubble's, priced once (above), where
     # the closed forms priced it; where it was walked (above), the passes price their own over
     # the same closed forms (every stage's layers as the pacing stage's), which their traffic

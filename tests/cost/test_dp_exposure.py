@@ -48,3 +48,17 @@ def test_a_saturated_zero2_queue_opens_before_its_first_layers_tp_reduce_scatter
     exposed, _ = micro_batch_dp_s(MEGATRON_OVERLAP, times=_times(grad_reduce_scatter_s=0.006,
                                                                  last_reduce_scatter_s=0.0025), **kw)
     assert exposed[0] == pytest.approx(0.0034)
+
+
+def test_a_zero2_queue_opened_by_a_short_head_idles_until_the_first_layers_buckets():
+    # A last stage of 4 layers, 1 ms of backward each, 1.5 ms of gradient calls a layer, its output
+    # layer's calls (head_s) issued at the backward's start. A 0.5 ms head leaves at 0.5 ms; the
+    # top layer's buckets are issued at 1 ms (its backward's end, as sim.layer_program issues them),
+    # and the queue runs 6 ms to 7 ms: 3 ms past the compute (it had run on from the head: 2.5 ms).
+    # A 2 ms head outlasts that layer: the queue runs back to back to 8 ms, 4 ms past either way.
+    kw = dict(zero=np.array([2]), layers=np.array([4.0]), fwd_window_s=0.002, bwd_window_s=0.004,
+              reshard=np.array([False]), edges=Edges(0.0, 0.0, 0.0))
+    for head_s, exposed_s in ((0.0005, 0.003), (0.002, 0.004)):
+        times = _times(grad_reduce_scatter_s=0.006 + head_s, root_reduce_s=head_s, last_reduce_scatter_s=0.0015)
+        exposed, busy = micro_batch_dp_s(MEGATRON_OVERLAP, times=times, head_s=head_s, **kw)
+        assert exposed[0] == pytest.approx(exposed_s) and busy[0] == pytest.approx(0.006 + head_s)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from sp_planner.cost.pipeline_groups import Ridden, last_middle
 from sp_planner.cost.pipeline_path import (
     StageBlocks,
     compute_blocks,
@@ -224,3 +225,27 @@ def test_a_middle_stages_end_chunk_is_its_last():
     assert [float(x[0]) for x in middle_chunk_forwards_s(short, a([4]))] == [4.0, 4.0]
     even = _stage(1, 16.0, 8.0, 8.0, 4)
     assert [float(x[0]) for x in middle_chunk_forwards_s(even, a([4]))] == [4.0, 4.0]
+
+
+def test_the_heaviest_middle_stage_is_ridden_at_its_own_rank():
+    # pp 4 x vpp 4, 4 micro-batches (one group: every stage runs its forwards before its
+    # backwards), stages of two kinds in turn as Llama-4-Maverick's: stages 0 and 2 light (0.1 s a
+    # chunk forward, 0.2 s backward), 1 and 3 heavy (0.15 s, 0.45 s). Stage 1 runs 16 forwards from
+    # 0.1 s, its 13th (chunk 3, micro-batch 0) ending at 2.05 s; that one goes through stage 2
+    # (0.1 s), the last stage's 4 laps of its last chunk (2.4 s), stage 2's backward of the last
+    # (0.2 s); stage 1's backwards of the other three wait each for a lap and end before it, so
+    # its 13 backwards left (5.85 s) and stage 0's last one (0.2 s) follow: 10.8 s. Riding the last
+    # middle stage (rank 2) with the heavy blocks, the middle stages below at the mean, gave 10.95 s.
+    first, light = _stage(1, 0.4, 0.2, 0.2, 4), _stage(2, 0.4, 0.2, 0.2, 4)
+    middle, last = _stage(2, 0.6, 0.45, 0.45, 4), _stage(1, 0.6, 0.45, 0.45, 4)
+    relay = middle._replace(**{name: (getattr(middle, name) + getattr(light, name)) / 2
+                               for name in StageBlocks._fields if name != "num_stages"})
+    stages = (first, middle, last)
+    ridden = Ridden(np.array([1.0]), np.array([0.0]), np.array([1.0]), light)
+    assert critical_path_s(stages, 4, 4, 4, relay, ridden).tolist() == pytest.approx([10.8])
+    assert critical_path_s(stages, 4, 4, 4, relay).tolist() == pytest.approx([10.95])
+    # The last middle stage named as the ridden one: the same path, to the bit.
+    for m in (4, 8, 12):
+        same = last_middle(np.asarray(middle.num_stages, dtype=np.float64), relay)
+        assert (critical_path_s(stages, m, 4, 4, relay, same).tolist()
+                == critical_path_s(stages, m, 4, 4, relay).tolist())

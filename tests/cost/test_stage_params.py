@@ -6,7 +6,14 @@ import pytest
 from sp_planner.catalog import load_model
 from sp_planner.cost.buckets import stage_layouts
 from sp_planner.cost.params import stage_params_per_rank
-from sp_planner.cost.stage_params import dp_lightest_middle_stage, stage_moe_counts, stage_moe_flags, stage_params
+from sp_planner.cost.stage_params import (
+    dp_lightest_middle_stage,
+    dp_ridden_middle_stage,
+    dp_ridden_middle_stages,
+    stage_moe_counts,
+    stage_moe_flags,
+    stage_params,
+)
 from sp_planner.pipeline import stage_layers
 from sp_planner.plan import ParallelPlan
 from sp_planner.candidates import Candidates
@@ -98,3 +105,17 @@ def test_the_lightest_middle_stage_and_the_middle_stages_mean_share_towards_it()
     rank, moe, share = dp_lightest_middle_stage(DSV3, 8, 3, 7, 6)
     assert (rank, moe) == (1, 6) and share == pytest.approx(1 / 6)
     assert dp_lightest_middle_stage(load_model("Llama-3-8B"), 8, 2, 0, 0) == (1, -1, 0.0)
+
+
+def test_the_ridden_middle_stage_is_the_highest_of_the_heaviest():
+    # Maverick, 3 layers a chunk: pp 4 x vpp 4 stage 1 holds 8 MoE layers, stage 2 4: rank 1; pp 8
+    # x vpp 2 stages 1, 3, 5 hold 4, stages 2, 4, 6 hold 2: rank 5 (the last middle one, 6, is light).
+    # DeepSeek-V3 over pp 8 x vpp 3 at 7 / 6: stages 2-6 hold 8, stage 1 6: the last middle one.
+    assert dp_ridden_middle_stage(MAVERICK, 4, 4, 0, 0) == (1,)
+    assert dp_ridden_middle_stage(MAVERICK, 8, 2, 0, 0) == (5,)
+    assert dp_ridden_middle_stage(DSV3, 8, 3, 7, 6) == (6,)
+    # Middle stages alike, or layers alike: the last middle one (pp - 2).
+    assert dp_ridden_middle_stage(MAVERICK, 4, 2, 0, 0) == (2,)
+    assert dp_ridden_middle_stage(load_model("Llama-3-8B"), 8, 2, 0, 0) == (6,)
+    assert dp_ridden_middle_stages(MAVERICK, ParallelPlan(dp=32, pp=4, vpp=4, ep=8)).tolist() == [1]
+    assert dp_ridden_middle_stages(load_model("Llama-3-8B"), ParallelPlan(dp=8, pp=8, vpp=2)).tolist() == [6]
