@@ -146,7 +146,7 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
         expert_layer = np.where(layers > 0, layer_experts / some, expert_layer)
     # A full model chunk's layers where an end stage does not divide by vpp (the layout).
     full_chunk = stage_chunk(stages.first, stages.middle, stages.last, c.pp, c.vpp)
-    dense_calls, expert_calls = _layouts(model, c, layers, stage, full_chunk)
+    dense_calls, expert_calls = _layouts(model, c, layers, stage, full_chunk, lightest)
     dense_width = unit_gather_width(states, c.precision, c.zero, dense, np.choose(stage, own.dense_gemm))
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
@@ -185,6 +185,13 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
         chunk_all_reduce_s=both("all_reduce", 2 * grad_bytes, chunk_dense, 1, chunk_experts, 1),
         chunk_reduce_scatter_s=reduce(chunk_dense, 1, chunk_experts, 1),
         chunk_all_gather_s=gather(chunk_dense, 1, chunk_experts, 1, dense_width),
+        # ZeRO-2's chunks of their own layers' buckets where the model's layers differ (0 elsewhere).
+        chunk0_reduce_scatter_s=reduce(dense_calls.chunk0_params, dense_calls.num_chunk0, expert_calls.chunk0_params,
+                                       expert_calls.num_chunk0),
+        end_reduce_scatter_s=reduce(dense_calls.end_params, dense_calls.num_end, expert_calls.end_params,
+                                    expert_calls.num_end),
+        end_first_reduce_scatter_s=reduce(dense_calls.end_first_params, dense_calls.num_end_first,
+                                          expert_calls.end_first_params, expert_calls.num_end_first),
     )
 
 
@@ -203,10 +210,11 @@ def _moving_calls(hardware: HardwareProfile, kind: str, bytes_per_param, n_param
     return np.where(one.protocol == SIMPLE, simple, count * one.time_s)
 
 
-def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0) -> tuple[BucketCounts, BucketCounts]:
+def _layouts(model: ModelSpec, c, layers, stage_code: np.ndarray, chunk=0,
+             lightest: bool = False) -> tuple[BucketCounts, BucketCounts]:
     """cost.buckets.bucket_counts of each row's stage (its index in STAGES; `chunk`:
-    pipeline.stage_chunk)."""
+    pipeline.stage_chunk; `lightest`: a middle row's stage the one with the fewest MoE layers)."""
     return bucket_counts(model, tp=c.tp, ep=c.ep, etp=c.etp, layers=layers, pp=c.pp, dp=c.dp, zero=c.zero, vpp=c.vpp,
                          first_stage=stage_code == STAGES.index("first"),
                          last_stage=stage_code == STAGES.index("last"), first_stage_layers=c.first_stage_layers,
-                         last_stage_layers=c.last_stage_layers, chunk=chunk)
+                         last_stage_layers=c.last_stage_layers, chunk=chunk, lightest=lightest)

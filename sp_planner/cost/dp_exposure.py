@@ -49,6 +49,12 @@ class DPTimes(NamedTuple):
     chunk_all_reduce_s: np.ndarray | float = 0.0
     chunk_reduce_scatter_s: np.ndarray | float = 0.0
     chunk_all_gather_s: np.ndarray | float = 0.0
+    # ZeRO-2 with virtual stages on a model whose layers differ (cost.buckets._chunk_summary; 0
+    # elsewhere): the reduce-scatters of chunk 0's layers' buckets, of the last chunk's and of its
+    # first layer's, each chunk its own layers' (cost.pipeline_blocks._chunk_traffic).
+    chunk0_reduce_scatter_s: np.ndarray | float = 0.0
+    end_reduce_scatter_s: np.ndarray | float = 0.0
+    end_first_reduce_scatter_s: np.ndarray | float = 0.0
 
 
 class Edges(NamedTuple):

@@ -134,7 +134,10 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
                    walks: list[ChunkWalks | None], picked=range(3)) -> list[np.ndarray | None]:
     """Each stage's exposed seconds of one micro-batch through one chunk alone: chunk 0 (`last`
     False), whose backwards end the interleaved drain, or the last one, whose backwards open each
-    group's. Its layers' share of the stage's gradient calls (root_chunk_layers); chunk 0 also the first
+    group's. Its layers' share of the stage's gradient calls (root_chunk_layers), ZeRO-2's its own
+    layers' buckets where the model's layers differ (DPTimes.chunk0_reduce_scatter_s,
+    end_reduce_scatter_s: Megatron wraps and buckets each chunk on its own, training.py
+    wrap_model_chunks_with_ddp lines 2300-2328 at d98e8a6); chunk 0 also the first
     stage's embedding's (its buckets, ZeRO-3's root unit), the last chunk the last stage's output
     layer's (ZeRO-2's buckets, which open it, or ZeRO-3's root unit: cost.zero3_forwards) and the
     loss's backward ahead of it, its first layer's calls unhideable as micro_batch_dp_s's later
@@ -158,11 +161,18 @@ def _chunk_traffic(overlap: Overlap, *, last: bool, zero, vpp, stages: tuple[Sta
         if last and i == 1:
             layers = middle_end_layers(root_n, other_n)
         fwd_w, bwd_w = layers * fwd_layer, layers * bwd_layer
+        # ZeRO-2's chunk of a model whose layers differ: its own layers' buckets (cost.buckets.
+        # _chunk_summary), as sim.dp_work issues each layer's of its kind; else its layers' share.
+        own_s = np.asarray(t.end_reduce_scatter_s if last else t.chunk0_reduce_scatter_s)
         layer_calls = _chunk_calls_s(t.grad_reduce_scatter_s - t.root_reduce_s, s.layers, layers, vpp)
+        layer_calls = np.where(own_s > 0, own_s, layer_calls)
         if last:
-            # Its first layer's buckets, which cannot hide: ZeRO-2's chunk 0's but the embedding's (each
-            # chunk bucketed on its own, cost.buckets._bucketed_chunks), ZeRO-3's a layer's share.
-            per_layer_s = np.where(np.asarray(zero) == 2, t.last_reduce_scatter_s - t.tail_reduce_scatter_s,
+            # Its first layer's buckets, which cannot hide: ZeRO-2's its own where priced (above),
+            # else chunk 0's but the embedding's (each chunk bucketed on its own,
+            # cost.buckets._bucketed_chunks), ZeRO-3's a layer's share.
+            first_s = np.asarray(t.end_first_reduce_scatter_s)
+            per_layer_s = np.where(np.asarray(zero) == 2,
+                                   np.where(first_s > 0, first_s, t.last_reduce_scatter_s - t.tail_reduce_scatter_s),
                                    (t.grad_reduce_scatter_s - t.root_reduce_s) / np.maximum(s.layers, 1))
             # The last stage's root is its last chunk's (cost.zero3_forwards): ZeRO-2's output layer
             # buckets open its backward (head_s), ZeRO-3's root unit is gathered and reduced with it.

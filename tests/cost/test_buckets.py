@@ -151,3 +151,40 @@ def test_zero2_buckets_never_span_two_model_chunks():
     whole, _ = stage_layouts(MODEL, tp=1, ep=1, etp=1, layers=4, single_stage=False, dp=8, zero=2,
                              first_stage=False)
     assert whole.num_calls == 5
+
+
+def test_zero2_chunks_of_mixed_kinds_count_their_own_layers_buckets():
+    # DeepSeek-V3 (dense layers 0-2, MoE after) over pp 8 x vpp 3 at 7 / 6, tp 2, ep 8, dp 32
+    # (40M buckets): the first stage's chunk 0 holds layer 0, its last chunk layers 34-36;
+    # stage 1's chunk 0 layers 1-3 (two dense, one MoE), stage 2's layers 4-6 (pipeline_chunks).
+    # Each chunk's buckets are its own layers' (_bucketed_chunks): a dense layer's dense tensors
+    # 291.7M in 3 buckets, a MoE layer's 117.4M (attention, router, shared expert) in 2 and its
+    # experts 1.41G in 2 (each layer's tensors past 40M close their own buckets).
+    from sp_planner.catalog import load_model
+    from sp_planner.cost.rank_tensors import stage_tensors
+
+    dsv3 = load_model("DeepSeek-V3")
+    (dense_layer, moe_layer), (_, experts) = (tuple(sum(t) for t in part)
+                                              for part in stage_tensors(dsv3, 2, 8, 1, 2, (False, True)))
+    shape = dict(tp=np.full(3, 2), ep=8, etp=1, layers=np.array([7, 8, 8]), pp=8, dp=32, zero=2, vpp=3,
+                 first_stage=np.array([True, False, False]), last_stage=False, first_stage_layers=7,
+                 last_stage_layers=6)
+    (dense, expert), (light, light_expert) = (bucket_counts(dsv3, **shape, lightest=x) for x in (False, True))
+    # Row 0 the first stage; rows 1-2 a middle one: the most MoE layers' (stage 2), or the fewest's (stage 1).
+    assert dense.num_chunk0.tolist() == [3, 6, 6] and light.num_chunk0.tolist() == [3, 8, 8]
+    assert dense.chunk0_params.tolist() == [dense_layer, 3 * moe_layer, 3 * moe_layer]
+    assert light.chunk0_params[1] == 2 * dense_layer + moe_layer
+    assert expert.chunk0_params.tolist() == [0, 3 * experts, 3 * experts] and light_expert.chunk0_params[1] == experts
+    # The first stage's last chunk holds 3 MoE layers, a middle stage's 2 (3 / 3 / 2), the first of
+    # them issued last in backward: the one that cannot hide.
+    assert dense.end_params.tolist() == [3 * moe_layer, 2 * moe_layer, 2 * moe_layer]
+    assert expert.end_params.tolist() == [3 * experts, 2 * experts, 2 * experts]
+    assert dense.end_first_params.tolist() == [moe_layer] * 3 and expert.num_end_first.tolist() == [2, 2, 2]
+    # Only the chunks' fields are the relayed stage's own: its stage's calls stay the heaviest's
+    # (its unhideable buckets a MoE layer's; cost.pipeline_dp._relay_blocks).
+    for field in ("num_calls", "num_unhideable", "unhideable_params", "end_params", "end_first_params"):
+        assert getattr(light, field).tolist() == getattr(dense, field).tolist(), field
+    assert light.unhideable_params[1] == moe_layer
+    # Not ZeRO-2, or one chunk: none counted (the chunks' share of the stage's calls stands).
+    for other in (dict(zero=1), dict(vpp=1)):
+        assert bucket_counts(dsv3, **{**shape, **other})[0].num_chunk0.tolist() == [0, 0, 0]
