@@ -12,6 +12,7 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.specs.workload import Workload
+from tests.cost.agreement import uncapped_steps
 
 
 def _times(**seconds):
@@ -133,8 +134,5 @@ def test_zero2_chunks_of_mixed_kinds_are_priced_from_their_own_layers_buckets(pp
     plan = ParallelPlan(tp=2, pp=pp, vpp=vpp, dp=256 // pp, ring=2, ep=8, zero=2, first_stage_layers=split[0],
                         last_stage_layers=split[1])
     workload = Workload(seq_len=4096, global_batch=1024)
-    est = evaluate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8)
-    sim = simulate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8, detail=False)
-    est_s = est.step_time_s - est.time.mfu_ceiling_s
-    sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
+    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
     assert before > 0.25 and est_s == pytest.approx(sim_s, rel=0.0016)

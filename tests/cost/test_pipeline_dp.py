@@ -17,6 +17,7 @@ from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
 from sp_planner.specs.workload import Workload
+from tests.cost.agreement import uncapped_steps
 
 
 def _zero2(last_s, tail_s=0.0):
@@ -207,10 +208,7 @@ def test_zero2_pipelines_gathers_agree_with_the_simulator(name):
     model_name, nodes, batch, plan = ZERO2_PIPELINES[name]
     model, hardware = load_model(model_name), load_hardware("H100")
     plan, workload = ParallelPlan(zero=2, **plan), Workload(seq_len=4096, global_batch=batch)
-    est = evaluate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=8)
-    sim = simulate(model, hardware, workload, plan, num_nodes=nodes, gpus_per_node=8, detail=False)
-    est_s = est.step_time_s - est.time.mfu_ceiling_s
-    sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
+    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=nodes)
     assert est_s == pytest.approx(sim_s, rel=0.005)
 
 
@@ -250,10 +248,7 @@ def test_a_mixed_kind_models_lighter_middle_stages_relay_as_the_simulator(pp, vp
     model, hardware = load_model("Llama-4-Maverick-17B-128E"), load_hardware("H100")
     plan = ParallelPlan(dp=128 // (pp * tp), pp=pp, vpp=vpp, tp=tp, ep=8, zero=zero)
     workload = Workload(seq_len=8192, global_batch=128)
-    est = evaluate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8)
-    sim = simulate(model, hardware, workload, plan, num_nodes=16, gpus_per_node=8, detail=False)
-    est_s = est.step_time_s - est.time.mfu_ceiling_s
-    sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
+    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=16)
     assert before > 1 and est_s == pytest.approx(sim_s, rel=0.004)
 
 
@@ -270,10 +265,7 @@ def test_a_dp_bound_zero3_pipelines_middle_stages_walk_their_own_layers(pp, vpp,
     plan = ParallelPlan(tp=2, pp=pp, vpp=vpp, dp=256 // pp, ring=2, ep=8, zero=3, first_stage_layers=split[0],
                         last_stage_layers=split[1])
     workload = Workload(seq_len=4096, global_batch=1024)
-    est = evaluate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8)
-    sim = simulate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8, detail=False)
-    est_s = est.step_time_s - est.time.mfu_ceiling_s
-    sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
+    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
     busy = max(s["busy_s"] for s in sim.model_dump()["streams"] if s["stream"] == "dp_comm")
     assert before < -10 and est_s == pytest.approx(sim_s, rel=0.005) and est_s > busy
 
@@ -299,8 +291,7 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
     model, hardware = load_model("DeepSeek-V3"), load_hardware("H100")
     plan = ParallelPlan(tp=2, pp=8, vpp=3, dp=32, ring=2, ep=8, zero=2, first_stage_layers=7, last_stage_layers=6)
     workload = Workload(seq_len=4096, global_batch=1024)
-    est = evaluate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8)
-    sim = simulate(model, hardware, workload, plan, num_nodes=128, gpus_per_node=8, detail=False)
+    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
     (first, middle, _), relay = paths[-1]
 
     def simulated(stage, name):
@@ -316,6 +307,4 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
     # layer's: cost.buckets._summary `lightest`).
     stage1 = middle.first_bwd_s[0] + 6 * (relay.first_bwd_s[0] - middle.first_bwd_s[0])
     assert float(stage1) == pytest.approx(simulated(1, "B1"), rel=0.07)
-    est_s = est.step_time_s - est.time.mfu_ceiling_s
-    sim_s = sim.step_time_s - sim.critical_path_by_kind_s["mfu_ceiling"]
     assert est_s == pytest.approx(sim_s, rel=0.003)
