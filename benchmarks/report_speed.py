@@ -4,10 +4,17 @@ Parts: the CSV, the four search-space figures, and the simulated timeline of the
 (`simulate`: the event simulator with op-level detail; `gantt`: its chart as inline SVG).
 
 Run: .venv/bin/python benchmarks/report_speed.py   (target: 4096 GPUs in under 10 s)
+
+`--plan-file` instead times sp-report on a plan file, search included: Qwen3-235B-A22B at 4k tokens
+on 256 x MI300X (2,048 GPUs, 3.37 million candidates, a 2 GB plans.csv), the case where sp-report
+once took 7x sp-plan's time (it searched with top_k and built the frame by two more passes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,5 +68,33 @@ def main() -> None:
               f"{heatmap:>7.2f} {pareto:>7.2f} {memory:>7.2f} {comm:>6.2f} {simulated:>8.2f} {gantt:>6.2f}")
 
 
+PLAN_FILE_QUESTION = ["--model", "Qwen3-235B-A22B", "--hardware", "mi300x", "--nodes", "256", "--seq-len", "4k"]
+
+
+def plan_file_case() -> None:
+    """sp-report on sp-plan's plan file for PLAN_FILE_QUESTION: wall and CPU seconds (this process
+    and the CSV's forked writer) and peak RSS."""
+    from sp_planner.cli import plan_cmd, report_cmd
+
+    with tempfile.TemporaryDirectory() as tmp:
+        plan = Path(tmp) / "plan.json"
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+            plan_cmd.main([*PLAN_FILE_QUESTION, "--out", str(plan)])
+        before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        start = time.perf_counter()
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+            report_cmd.main([str(plan), "--out", str(Path(tmp) / "report")])
+        wall = time.perf_counter() - start
+        after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before))
+        csv_bytes = (Path(tmp) / "report" / "plans.csv").stat().st_size
+    peak = max(a.ru_maxrss for a in after) / 2**20  # KiB -> GiB
+    print(f"sp-report {' '.join(PLAN_FILE_QUESTION)}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+          f"peak RSS {peak:.1f} GiB, plans.csv {csv_bytes / 1e9:.2f} GB")
+
+
 if __name__ == "__main__":
-    main()
+    if "--plan-file" in sys.argv[1:]:
+        plan_file_case()
+    else:
+        main()

@@ -7,6 +7,7 @@ The streaming search keeps the best rows of each chunk with these, so a column a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
@@ -33,6 +34,12 @@ def concat(parts: Sequence[T]) -> T:
     return cast(T, _concat(list(parts)))
 
 
+def concat_take(parts: Sequence[T], index: np.ndarray) -> T:
+    """take(concat(parts), index), one column at a time: the whole concatenation is never held (a
+    report's search sorts millions of rows this way, search_scan._ranked_union)."""
+    return cast(T, _concat_take(list(parts), index))
+
+
 def _take(obj: Any, index: np.ndarray) -> Any:
     if isinstance(obj, np.ndarray):
         return obj[index]
@@ -54,6 +61,19 @@ def _take_rows(obj: Any, index: np.ndarray | slice, num_rows: int) -> Any:
     if hasattr(obj, "take") and not isinstance(obj, np.generic):
         return obj.take(index)
     return obj
+
+
+def _concat_take(parts: list[Any], index: np.ndarray) -> Any:
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return (first if len(parts) == 1 else np.concatenate(parts))[index]
+    if isinstance(first, tuple) and hasattr(first, "_fields"):
+        return type(first)(*(_concat_take([p[i] for p in parts], index) for i in range(len(first))))
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        # a container of columns (candidates.Candidates), one column at a time
+        return type(first)(**{f.name: _concat_take([getattr(p, f.name) for p in parts], index)
+                              for f in dataclasses.fields(first)})
+    return _take(first if len(parts) == 1 else _concat(parts), index)
 
 
 def _concat(parts: list[Any]) -> Any:

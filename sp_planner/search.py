@@ -26,7 +26,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.search_columns import _evaluate, _explained, search_axes
 from sp_planner.search_refine import tuples_to_refine
-from sp_planner.search_scan import _Best, _keep_best, _scan, _Scan
+from sp_planner.search_scan import _Best, _keep_best, _ranked_union, _scan, _Scan
 from sp_planner.space import Axes, Pins, degree_tuples, iter_candidates, search_order, with_expert_degrees
 from sp_planner.candidates import Candidates
 from sp_planner.space_count import count_candidates
@@ -167,7 +167,7 @@ def _refined_chunks(args: tuple, tuples: np.ndarray) -> list[Candidates]:
 
 
 def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, breakers: bool | None,
-                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
+                 progress: Progress = _no_progress, done: int = 0, ranked: bool = True) -> _Scan | None:
     """_scan of the refinement's candidates (_refined_chunks), None when there are none; its
     progress counts on from the `done` candidates of the scan before it."""
     model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk = args
@@ -179,7 +179,7 @@ def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, bre
         progress(done + seen, done + n, what)
 
     return _scan(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
-                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}")
+                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}", ranked=ranked)
 
 
 def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes: float,
@@ -200,12 +200,15 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
     `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
     search_refine, after the scan's in that order)."""
-    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
+    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total, ranked=False)
     refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))
-    refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total)
-    best = _merged(scan.best, refined, scan.candidates, hardware.hbm_bytes, None)
-    assert best is not None
-    every = best.evaluated
+    refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total, ranked=False)
+    # One sort of the scan's rows and the refined ones (placed after the scan's): the order that
+    # ranking the scan and then merging the refined rows into it gives, with one copy of every row.
+    pieces = scan.pieces + (() if refined is None else
+                            tuple(_Best(p.evaluated, p.place + scan.candidates) for p in refined.pieces))
+    assert pieces
+    every = _ranked_union(pieces, hardware.hbm_bytes).evaluated
     candidates = scan.candidates + (refined.candidates if refined else 0)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts + _counts(refined)) if k}
     shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))))

@@ -128,7 +128,9 @@ class Evaluated(NamedTuple):
         cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
         cols["fits"] = self.fits
         cols["reason"] = self.reason  # rule_code is internal: left out, so the frame needs no drop (a copy)
-        return pd.DataFrame(cols)
+        # copy=False: the columns as they are, not consolidated into 2-D blocks (a copy of every row,
+        # GBs for a report's millions of candidates); pandas copies on write, so the frame stays apart.
+        return pd.DataFrame(cols, copy=False)
 
 
 def _prefixed(part: str, columns: tuple, model: type[FrozenModel]) -> dict[str, object]:

@@ -3,7 +3,7 @@ in rank order by merging each chunk into them (search.search drives it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -63,6 +63,18 @@ def _keep_best(best: _Best | None, e: Evaluated, index: np.ndarray, capacity_byt
     return _Best(columns.take(e, order), index[order])
 
 
+def _ranked_union(pieces: Sequence[_Best], capacity_bytes: float) -> _Best:
+    """Every row of `pieces` (unsorted rows and their places in the enumeration) in rank order:
+    the order _keep_best gives their union (one sort of all the keys, ties by place), each column
+    concatenated and taken on its own (columns.concat_take) instead of the whole union copied
+    before it is sorted."""
+    keys = [np.concatenate(k) for k in zip(*(_rank_keys(p.evaluated, capacity_bytes) for p in pieces))]
+    place = np.concatenate([p.place for p in pieces])
+    tier, primary, uncapped, secondary = keys
+    order = np.lexsort((place, secondary, uncapped, primary, tier))
+    return _Best(columns.concat_take([p.evaluated for p in pieces], order), place[order])
+
+
 def _full_of_fits(best: _Best | None, keep: int | None, capacity_bytes: float) -> bool:
     """Whether `best` holds `keep` rows already, the last of them one that fits (tier 0)."""
     if best is None or keep is None or len(best.place) < keep:
@@ -93,20 +105,22 @@ class _Scan(NamedTuple):
     costed: int
     counts: np.ndarray  # candidates per RULES entry, then OOM
     tuples: TupleBests  # each degree tuple's fastest fitting pp > 1 row (search_refine)
+    pieces: tuple[_Best, ...] = ()  # keep=None, ranked=False: each chunk's rows, unsorted (best is None)
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
           gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
           breakers: bool | None, progress: Progress, total: int = 0, chunks: list[Candidates] | None = None,
-          what: str = "searching {}") -> _Scan:
+          what: str = "searching {}", ranked: bool = True) -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
     every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
     row when None) in rank order. `costed` counts the rows costed that pass the rules; `tuples`
     each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `chunks`: the
     candidates, enumerated by the caller (search._refined_chunks), instead of those of `degrees`
-    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many)."""
-    parts: list[Evaluated] = []
-    places: list[np.ndarray] = []
+    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many).
+    `ranked` False (with keep None): the rows are left unsorted in `pieces`, for the caller to rank
+    with others in one sort (_ranked_union)."""
+    parts: list[_Best] = []
     bests: list[TupleBests] = []
     best: _Best | None = None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
@@ -133,15 +147,16 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         if not breakers:
             bests.append(tuple_bests(e, index))
         if keep is None:
-            parts.append(e)
-            places.append(index)
+            parts.append(_Best(e, index))
         elif len(rows):
             best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
         costed += len(rows) if breakers else int(np.count_nonzero(code < 0))
         progress(seen, total, what.format(plural(total, 'candidate')))
+    if keep is None and not ranked:
+        return _Scan(None, seen, costed, counts, merged(bests), tuple(parts))
     if keep is None and parts:
-        best = _keep_best(None, columns.concat(parts), np.concatenate(places), hardware.hbm_bytes, None)
+        best = _ranked_union(parts, hardware.hbm_bytes)
     return _Scan(best, seen, costed, counts, merged(bests))
 
 

@@ -60,7 +60,8 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
              pinned.items()) + " pinned (values its search does not choose on its own)")
     try:
         result = search(plan_file.model, plan_file.hardware, plan_file.workload, num_nodes=nodes,
-                        gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins)
+                        gpus_per_node=per_node, top_k=top_k, runtime=runtime, pins=pins,
+                        every_row=True)  # the report reads every row: costed once, not by two more passes
     except SearchTooLarge as err:  # sp-report has no degree to pin nor a node count to change
         raise UserInputError(f"the plan file's question is too large for sp-report, which searches its whole "
                              f"space: {err.size}; write the report with sp-plan --report and a pinned degree "

@@ -157,3 +157,17 @@ def test_a_question_too_large_to_search_names_the_fix_sp_report_has(capsys, tmp_
                    "on (about 30 s); write the report with sp-plan --report and a pinned degree (e.g. --tp 8), "
                    "which searches only what is pinned\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_sp_report_costs_every_candidate_once(capsys, question, plan_path, tmp_path, monkeypatch):
+    # The report reads every candidate's row (plans.csv, the figures): the search keeps each as it
+    # costs it (every_row), as sp-plan --report's does, instead of two more passes for the frame.
+    from sp_planner.report import from_plan
+
+    asked = []
+    real = from_plan.search
+    monkeypatch.setattr(from_plan, "search", lambda *a, **k: asked.append(k["every_row"]) or real(*a, **k))
+    code, _, err = sp_report(capsys, plan_path, "--out", tmp_path / "rep")
+    assert (code, err, asked) == (0, "", [True])
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["candidates_evaluated"] == question.result.candidates_evaluated

@@ -1,0 +1,55 @@
+"""columns: row selection over nested typed columns; concat_take is take of concat, column by column."""
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from sp_planner import columns
+from sp_planner.candidates import Candidates
+from sp_planner.plan import ParallelPlan
+
+
+class _Costs(NamedTuple):
+    step_s: np.ndarray
+    reason: np.ndarray
+
+
+class _Rows(NamedTuple):
+    candidates: Candidates
+    costs: _Costs
+
+
+def _rows(plans: list[ParallelPlan], first: float) -> _Rows:
+    n = len(plans)
+    reasons = np.array([f"r{first + i:g}" for i in range(n)], dtype=object)
+    return _Rows(Candidates.concat([Candidates.of_plan(p) for p in plans]),
+                 _Costs(first + np.arange(n, dtype=float), reasons))
+
+
+def _equal(a, b) -> None:
+    for got, want in zip(a.costs, b.costs):
+        np.testing.assert_array_equal(got, want)
+    for name in Candidates.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(a.candidates, name), getattr(b.candidates, name))
+
+
+@pytest.mark.parametrize("index", [[4, 0, 2, 1, 3], [3, 3, 0], [], [1]])
+def test_concat_take_is_take_of_concat(index):
+    plans = [ParallelPlan(dp=d, pp=1, tp=8 // d) for d in (1, 2, 4, 8)] + [ParallelPlan(dp=2, pp=2, tp=2)]
+    parts = [_rows(plans[:2], 0.0), _rows(plans[2:], 10.0)]
+    rows = np.array(index, dtype=np.int64)
+    got = columns.concat_take(parts, rows)
+    want = columns.take(columns.concat(parts), rows)
+    _equal(got, want)
+    # by hand: the step times are 0, 1 (first part) then 10, 11, 12
+    np.testing.assert_array_equal(got.costs.step_s, np.array([0.0, 1.0, 10.0, 11.0, 12.0])[rows])
+    np.testing.assert_array_equal(got.candidates.dp, np.array([1, 2, 4, 8, 2])[rows])
+
+
+def test_concat_take_of_one_part_takes_its_rows():
+    part = _rows([ParallelPlan(dp=4, pp=1, tp=2), ParallelPlan(dp=8, pp=1, tp=1)], 5.0)
+    got = columns.concat_take([part], np.array([1, 0]))
+    np.testing.assert_array_equal(got.costs.step_s, [6.0, 5.0])
+    np.testing.assert_array_equal(got.candidates.dp, [8, 4])
+    assert list(got.costs.reason) == ["r6", "r5"]
