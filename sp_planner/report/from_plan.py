@@ -24,7 +24,7 @@ from sp_planner.present.summary import build_summary
 from sp_planner.report.plan_pins import recorded_pins
 from sp_planner.report.runs import RunRecord, read_run_record
 from sp_planner.report.writer import check_report_target, write_report
-from sp_planner.search import SearchTooLarge, evaluate, search
+from sp_planner.search import HEAD_ROWS, SearchTooLarge, evaluate, search
 from sp_planner.specs.model import softmax_scale_or_default
 
 
@@ -143,14 +143,17 @@ def _attention_fields(model, seq_len: int) -> list[dict]:
 
 
 def chosen_estimate(plan_file: PlanFile, result: SearchResult) -> PlanEstimate:
-    """The plan file's plan as this search estimates it (evaluated alone if the search skipped it)."""
-    frame = result.frame
-    mask = pd.Series(True, index=frame.index)
-    for name, value in plan_file.plan.model_dump().items():
-        mask &= frame[name] == value
-    rows = frame[mask]
-    if len(rows):
-        return PlanEstimate.from_row(rows.iloc[0])
+    """The plan file's plan as this search estimates it (evaluated alone if the search skipped it).
+    Its first row in the frame; looked for in the frame's first rows (result.head, which the search
+    kept) before the whole frame of a large search, where the plan a search chose usually is."""
+    plan = plan_file.plan.model_dump()
+    for frame in (result.head(HEAD_ROWS), result.frame):
+        mask = pd.Series(True, index=frame.index)
+        for name, value in plan.items():
+            mask &= frame[name] == value
+        rows = frame[mask]
+        if len(rows):
+            return PlanEstimate.from_row(rows.iloc[0])
     try:
         return evaluate(plan_file.model, plan_file.hardware, plan_file.workload, plan_file.plan,
                         num_nodes=plan_file.num_nodes, gpus_per_node=plan_file.gpus_per_node,

@@ -15,6 +15,15 @@ def test_chosen_estimate_is_the_search_row_of_the_plan_file_plan(question):
     assert chosen_estimate(_plan_file(question, third.plan), question.result) == third
 
 
+def test_a_plan_past_the_rows_looked_at_first_is_found_in_the_whole_frame(question, monkeypatch):
+    # chosen_estimate looks in the frame's first HEAD_ROWS rows, then in all of them.
+    from sp_planner.report import from_plan
+
+    third = question.result.ranked[2]
+    monkeypatch.setattr(from_plan, "HEAD_ROWS", 2)
+    assert chosen_estimate(_plan_file(question, third.plan), question.result) == third
+
+
 def test_a_plan_the_search_does_not_list_is_evaluated_alone(question):
     # The search enumerates zigzag rings only; a contiguous ring is a legal plan it skips.
     best = question.result.ranked[0].plan
