@@ -13,6 +13,7 @@ once took 7x sp-plan's time (it searched with top_k and built the frame by two m
 from __future__ import annotations
 
 import contextlib
+import io
 import resource
 import sys
 import tempfile
@@ -78,11 +79,12 @@ def plan_file_case() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.json"
-        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             plan_cmd.main([*PLAN_FILE_QUESTION, "--out", str(plan)])
         before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         start = time.perf_counter()
-        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):
+        with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
             report_cmd.main([str(plan), "--out", str(Path(tmp) / "report")])
         wall = time.perf_counter() - start
         after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
