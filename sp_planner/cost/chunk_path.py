@@ -133,26 +133,46 @@ def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, i
     -1), each after the one it waits for and after its stage's earlier blocks: the ranks' orders
     (pipeline_order.stage_order) merged, each rank advancing while its next block's upstream
     block (pipeline_order.upstream_stage) is placed."""
-    orders = [stage_order(pp, micro_batches, s, vpp) for s in range(pp)]
-    placed: dict[tuple[str, int, int, int], int] = {}
+    orders = [_keyed_order(pp, vpp, micro_batches, s) for s in range(pp)]
+    placed: dict[int, int] = {}
     walk: list[tuple[int, int, int, int]] = []
     cursor = [0] * pp
     moved = True
     while moved:
         moved = False
         for s in range(pp):
-            while cursor[s] < len(orders[s]):
-                kind, chunk, mb = orders[s][cursor[s]]
-                up = upstream_stage(kind, s, chunk, pp, vpp)
-                waits = None if up is None else (kind, up[0], up[1], mb)
-                if waits is not None and waits not in placed:
-                    break
-                walk.append((s, int(kind == "forward"), chunk, -1 if waits is None else placed[waits]))
-                placed[(kind, s, chunk, mb)] = len(walk) - 1
-                cursor[s] += 1
+            order, at = orders[s], cursor[s]
+            while at < len(order):
+                block, waits, key = order[at]
+                if waits >= 0:
+                    if waits not in placed:
+                        break
+                    block = (*block, placed[waits])
+                else:
+                    block = (*block, -1)
+                placed[key] = len(walk)
+                walk.append(block)
+                at += 1
                 moved = True
+            cursor[s] = at
     assert all(c == len(o) for c, o in zip(cursor, orders)), "the schedule deadlocked"
     return tuple(walk)
+
+
+def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> list[tuple[tuple[int, int, int], int, int]]:
+    """walk_order's view of the stage's blocks (pipeline_order.stage_order): ((stage, forward,
+    chunk), the key of the upstream block it waits for (pipeline_order.upstream_stage) or -1, its
+    own key), each block keyed by one int of (forward, stage, chunk, micro-batch)."""
+    def key(forward: int, s: int, chunk: int, mb: int) -> int:
+        return (((forward * pp + s) * vpp + chunk) << 40) + mb  # a micro-batch number below 2**40
+
+    out = []
+    for kind, chunk, mb in stage_order(pp, micro_batches, stage, vpp):
+        forward = int(kind == "forward")
+        up = upstream_stage(kind, stage, chunk, pp, vpp)
+        out.append(((stage, forward, chunk), -1 if up is None else key(forward, up[0], up[1], mb),
+                    key(forward, stage, chunk, mb)))
+    return out
 
 
 def kind_chunk_blocks_s(model: ModelSpec, seq_len: int, kinds: KindTimes, cols, pp: int, vpp: int, first_n: int,
