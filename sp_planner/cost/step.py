@@ -169,8 +169,8 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # once per distinct rest of the candidate's columns (~6x fewer rows in a search chunk), as are
     # the fill's and drain's sends below (tests/cost/test_step.py checks both bit for bit).
     compute_key = distinct_key(c, [f.name for f in fields(c) if f.name not in DP_CHOICE_COLUMNS])
-    path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
-                   bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
+    path = closed_path = per_key(compute_path_s, compute_key, stages, pp, c.vpp, m, compute_s=stage_s,
+                                 bwd_extra_s=(first_bwd, 0.0, ahead), fwd_layer_s=stage_fwd, bwd_layer_s=stage_bwd)
     if stage_lt.kinds is not None:
         # Where the stages' layers differ, so do their chunks, and an explicit split's interleaved
         # chunks: the path walked over each chunk's own layers in Megatron's order (cost.chunk_path).
@@ -257,12 +257,12 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
                       None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied, middle_rank,
                       middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share,
                       relay_rank, first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
-    # Without host stalls the passes' compute path is the bubble's, priced once (above), where
-    # the closed forms priced it; where it was walked (above), the passes price their own over
-    # the same closed forms (every stage's layers as the pacing stage's), which their traffic
-    # lengthens.
+    # Without host stalls the passes' compute path is the bubble's closed forms, priced once
+    # (above), where every stage runs the model's average layer (its walked path, above, aside:
+    # the passes' traffic lengthens the closed forms' blocks); where the stages' layers differ the
+    # passes price their own over the same closed forms (every stage's layers as the pacing stage's).
     dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0,
-                                           compute_path_s=path if stage_lt.kinds is None else None)
+                                           compute_path_s=closed_path if stage_lt.uniform else None)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so
