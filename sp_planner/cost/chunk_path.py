@@ -143,15 +143,11 @@ def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, i
         for s in range(pp):
             order, at = orders[s], cursor[s]
             while at < len(order):
-                block, waits, key = order[at]
-                if waits >= 0:
-                    if waits not in placed:
-                        break
-                    block = (*block, placed[waits])
-                else:
-                    block = (*block, -1)
+                (stage, forward, chunk), waits, key = order[at]
+                if waits >= 0 and waits not in placed:
+                    break
                 placed[key] = len(walk)
-                walk.append(block)
+                walk.append((stage, forward, chunk, placed[waits] if waits >= 0 else -1))
                 at += 1
                 moved = True
             cursor[s] = at

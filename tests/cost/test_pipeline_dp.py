@@ -11,6 +11,7 @@ from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.pipeline_stages import StageDP
 from sp_planner.cost.dp_passes import dp_over_passes
+from sp_planner.cost.chunk_path import kinds_path_s
 from sp_planner.cost.pipeline_dp import pipelined_exposed_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -308,3 +309,34 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
     stage1 = middle.first_bwd_s[0] + 6 * (relay.first_bwd_s[0] - middle.first_bwd_s[0])
     assert float(stage1) == pytest.approx(simulated(1, "B1"), rel=0.07)
     assert est_s == pytest.approx(sim_s, rel=0.003)
+
+
+def test_the_closed_path_is_handed_over_where_alike_layers_are_walked(monkeypatch):
+    # Llama-3-70B's layers are alike, but an explicit split's interleaved rows are walked
+    # (cost.chunk_path); cost.step still hands the passes its closed-form path (not the walked
+    # one), which is the path over the compute blocks pipeline_dp would build, bit for bit.
+    seen, walked = [], []
+
+    def keep(*args, **kw):
+        seen.append((args, kw))
+        return dp_over_passes(*args, **kw)
+
+    def walk(*args, **kw):
+        out = kinds_path_s(*args, **kw)
+        walked.append(out)
+        return out
+
+    monkeypatch.setattr(step_module, "dp_over_passes", keep)
+    monkeypatch.setattr(step_module, "kinds_path_s", walk)
+    model, h100 = load_model("Llama-3-70B"), load_hardware("h100-sxm")
+    workload = Workload(seq_len=32768, global_batch=64)
+    c = expand_candidates(workload, search_order(degree_tuples(128, Pins())), Pins(), 8,
+                          axes=Axes(num_layers=model.num_layers))
+    step_module.time_columns(model, h100, workload, c, gpus_per_node=8)
+    (args, kw), = seen
+    assert kw["compute_path_s"] is not None
+    (path,) = walked
+    pipelined = (c.pp > 1) & (c.zero >= 2)
+    assert np.any(pipelined & ~np.isnan(path))  # walked ZeRO-2/3 rows among them
+    for given, alone in zip(dp_over_passes(*args, **kw), dp_over_passes(*args)):
+        np.testing.assert_array_equal(given, alone)
