@@ -104,10 +104,9 @@ def test_without_traffic_nothing_is_exposed():
         assert _interleaved(0.9, 0.05, times=idle, zero=zero) == pytest.approx(0.0)
 
 
-def test_the_steps_compute_path_is_the_one_the_traffic_is_reckoned_beyond(monkeypatch):
-    # cost.step hands its bubble's path to the DP passes instead of pricing it again: on every
-    # pipelined ZeRO-2/3 candidate of Llama-3-8B on 64 H100s (pp 2..8, vpp 1..8) it is the path
-    # over the compute blocks pipeline_dp would build, so the exposure is what it prices alone.
+def _step_passes(monkeypatch, model, workload, gpus):
+    """The one dp_over_passes call (args, kwargs) cost.step.time_columns makes over every candidate
+    of `model` on `gpus` H100s (8 a node), and those candidates."""
     seen = []
 
     def keep(*args, **kw):
@@ -115,12 +114,18 @@ def test_the_steps_compute_path_is_the_one_the_traffic_is_reckoned_beyond(monkey
         return dp_over_passes(*args, **kw)
 
     monkeypatch.setattr(step_module, "dp_over_passes", keep)
-    model, h100 = load_model("llama3-8b"), load_hardware("h100-sxm")
-    workload = Workload(seq_len=8192, global_batch=256)
-    c = expand_candidates(workload, search_order(degree_tuples(64, Pins())), Pins(), 8,
+    c = expand_candidates(workload, search_order(degree_tuples(gpus, Pins())), Pins(), 8,
                           axes=Axes(num_layers=model.num_layers))
-    step_module.time_columns(model, h100, workload, c, gpus_per_node=8)
+    step_module.time_columns(model, load_hardware("h100-sxm"), workload, c, gpus_per_node=8)
     (args, kw), = seen
+    return args, kw, c
+
+
+def test_the_steps_compute_path_is_the_one_the_traffic_is_reckoned_beyond(monkeypatch):
+    # cost.step hands its bubble's path to the DP passes instead of pricing it again: on every
+    # pipelined ZeRO-2/3 candidate of Llama-3-8B on 64 H100s (pp 2..8, vpp 1..8) it is the path
+    # over the compute blocks pipeline_dp would build, so the exposure is what it prices alone.
+    args, kw, c = _step_passes(monkeypatch, load_model("llama3-8b"), Workload(seq_len=8192, global_batch=256), 64)
     assert kw["compute_path_s"] is not None
     priced_here = dp_over_passes(*args)
     pipelined = (c.pp > 1) & (c.zero >= 2)
@@ -315,25 +320,15 @@ def test_the_closed_path_is_handed_over_where_alike_layers_are_walked(monkeypatc
     # Llama-3-70B's layers are alike, but an explicit split's interleaved rows are walked
     # (cost.chunk_path); cost.step still hands the passes its closed-form path (not the walked
     # one), which is the path over the compute blocks pipeline_dp would build, bit for bit.
-    seen, walked = [], []
-
-    def keep(*args, **kw):
-        seen.append((args, kw))
-        return dp_over_passes(*args, **kw)
+    walked = []
 
     def walk(*args, **kw):
         out = kinds_path_s(*args, **kw)
         walked.append(out)
         return out
 
-    monkeypatch.setattr(step_module, "dp_over_passes", keep)
     monkeypatch.setattr(step_module, "kinds_path_s", walk)
-    model, h100 = load_model("Llama-3-70B"), load_hardware("h100-sxm")
-    workload = Workload(seq_len=32768, global_batch=64)
-    c = expand_candidates(workload, search_order(degree_tuples(128, Pins())), Pins(), 8,
-                          axes=Axes(num_layers=model.num_layers))
-    step_module.time_columns(model, h100, workload, c, gpus_per_node=8)
-    (args, kw), = seen
+    args, kw, c = _step_passes(monkeypatch, load_model("Llama-3-70B"), Workload(seq_len=32768, global_batch=64), 128)
     assert kw["compute_path_s"] is not None
     (path,) = walked
     pipelined = (c.pp > 1) & (c.zero >= 2)
