@@ -12,7 +12,7 @@ KIB, MIB, GIB = 1024, 1024**2, 1024**3  # binary multiples, as CUDA tools report
 MAX_TOKENS = 2**30  # = specs.workload.MAX_SEQ_LEN (units stays free of the specs)
 
 _TOKEN_SUFFIX = {"": 1, "k": 1024, "m": 1024 * 1024}
-_TOKENS_RE = re.compile(r"^\s*(-?)(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+_TOKENS_RE = re.compile(r"^\s*(-?)([0-9]+(?:\.[0-9]+)?)\s*([kKmM]?)\s*$")  # ASCII digits, as --nodes takes
 
 
 def parse_tokens(text: str | int, *, what: str = "--seq-len") -> int:

@@ -41,7 +41,9 @@ def test_token_counts_take_binary_suffixes_and_fractions_that_come_to_whole_toke
                                     "e.g. 1331 or 1332"),
                           ("1.5", "--seq-len '1.5' is 1.5 tokens, not a whole number"),
                           ("1e3", "--seq-len '1e3' is not a token count"),
-                          ("0k", "--seq-len must be positive, got 0k")):
+                          ("0k", "--seq-len must be positive, got 0k"),
+                          # Full-width digits matched \d and were taken (--nodes refuses them).
+                          ("\uff11\uff12\uff18k", "--seq-len '\uff11\uff12\uff18k' is not a token count")):
         with pytest.raises(UserInputError) as err:
             parse_tokens(text)
         assert str(err.value).startswith(message)

@@ -15,7 +15,7 @@ Launcher = Literal["torchrun", "slurm"]
 LAUNCHERS: tuple[str, ...] = get_args(Launcher)
 # HOST:PORT where HOST may be a shell variable ("$MASTER_ADDR"); nothing that would break the
 # double-quoted word it is written into (quotes, backticks, whitespace).
-_ENDPOINT_RE = re.compile(r"^[^\s\"'`:]+:(\d{1,5})$")
+_ENDPOINT_RE = re.compile(r"^[^\s\"'`:]+:([0-9]{1,5})$")  # an ASCII port, as torchrun reads it
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -66,6 +66,8 @@ def test_scripts_are_valid_bash(launcher, tmp_path):
     ({"command": "  "}, "the training command is empty"),
     ({"rdzv_endpoint": "node001"}, "is not HOST:PORT"),
     ({"rdzv_endpoint": "a b:29500"}, "is not HOST:PORT"),
+    # A full-width port (U+FF12 ...) matched \d and was written into the torchrun line as it came.
+    ({"rdzv_endpoint": "node001:\uff12\uff19\uff15\uff10\uff10"}, "is not HOST:PORT"),
     ({"job_name": "my job"}, "job name 'my job'"),
 ])
 def test_bad_input_is_one_clear_error(kwargs, message):
