@@ -145,8 +145,8 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
         parts = []
         for breakers in (False, True):  # each in rank order, the refined rows merged into it
             scan = _scan(*args, keep=None, breakers=breakers, progress=_no_progress)
-            part = _merged(scan.best, _refine_scan(args, refining, keep=None, breakers=breakers), passing.candidates,
-                           hardware.hbm_bytes, None)
+            part = _ranked_together(scan, _refine_scan(args, refining, keep=None, breakers=breakers),
+                                    passing.candidates, hardware.hbm_bytes)
             if part is not None:
                 parts.append(part)
         e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]))
@@ -167,7 +167,7 @@ def _refined_chunks(args: tuple, tuples: np.ndarray) -> list[Candidates]:
 
 
 def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, breakers: bool | None,
-                 progress: Progress = _no_progress, done: int = 0, ranked: bool = True) -> _Scan | None:
+                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
     """_scan of the refinement's candidates (_refined_chunks), None when there are none; its
     progress counts on from the `done` candidates of the scan before it."""
     model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk = args
@@ -179,7 +179,7 @@ def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, bre
         progress(done + seen, done + n, what)
 
     return _scan(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
-                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}", ranked=ranked)
+                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}")
 
 
 def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes: float,
@@ -188,6 +188,16 @@ def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes:
     if scan is None or scan.best is None:
         return best
     return _keep_best(best, scan.best.evaluated, scan.best.place + offset, capacity_bytes, keep)
+
+
+def _ranked_together(scan: _Scan, refined: _Scan | None, offset: int, capacity_bytes: float) -> _Best | None:
+    """Every row of `scan` and of its refinement `refined` (their places after `offset` enumerated
+    ones), both run with keep None, in rank order by one sort (_ranked_union): the order ranking the
+    scan and then merging the refined rows into it gives, with one copy of every row. None where
+    neither holds a chunk."""
+    pieces = scan.pieces + (() if refined is None else
+                            tuple(_Best(p.evaluated, p.place + offset) for p in refined.pieces))
+    return _ranked_union(pieces, capacity_bytes) if pieces else None
 
 
 def _counts(scan: _Scan | None) -> np.ndarray | int:
@@ -200,15 +210,12 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
     `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
     search_refine, after the scan's in that order)."""
-    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total, ranked=False)
+    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))
-    refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total, ranked=False)
-    # One sort of the scan's rows and the refined ones (placed after the scan's): the order that
-    # ranking the scan and then merging the refined rows into it gives, with one copy of every row.
-    pieces = scan.pieces + (() if refined is None else
-                            tuple(_Best(p.evaluated, p.place + scan.candidates) for p in refined.pieces))
-    assert pieces
-    every = _ranked_union(pieces, hardware.hbm_bytes).evaluated
+    refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total)
+    best = _ranked_together(scan, refined, scan.candidates, hardware.hbm_bytes)
+    assert best is not None
+    every = best.evaluated
     candidates = scan.candidates + (refined.candidates if refined else 0)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts + _counts(refined)) if k}
     shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))))

@@ -105,21 +105,20 @@ class _Scan(NamedTuple):
     costed: int
     counts: np.ndarray  # candidates per RULES entry, then OOM
     tuples: TupleBests  # each degree tuple's fastest fitting pp > 1 row (search_refine)
-    pieces: tuple[_Best, ...] = ()  # keep=None, ranked=False: each chunk's rows, unsorted (best is None)
+    pieces: tuple[_Best, ...] = ()  # keep=None: each chunk's rows, unsorted (best is None)
 
 
 def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
           gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
           breakers: bool | None, progress: Progress, total: int = 0, chunks: list[Candidates] | None = None,
-          what: str = "searching {}", ranked: bool = True) -> _Scan:
+          what: str = "searching {}") -> _Scan:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
-    every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows (every
-    row when None) in rank order. `costed` counts the rows costed that pass the rules; `tuples`
+    every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows in
+    rank order (keep None: every row, left unsorted in `pieces` for the caller to rank with others
+    in one sort, _ranked_union). `costed` counts the rows costed that pass the rules; `tuples`
     each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `chunks`: the
     candidates, enumerated by the caller (search._refined_chunks), instead of those of `degrees`
-    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many).
-    `ranked` False (with keep None): the rows are left unsorted in `pieces`, for the caller to rank
-    with others in one sort (_ranked_union)."""
+    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many)."""
     parts: list[_Best] = []
     bests: list[TupleBests] = []
     best: _Best | None = None
@@ -153,10 +152,6 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
         seen += len(chunk)
         costed += len(rows) if breakers else int(np.count_nonzero(code < 0))
         progress(seen, total, what.format(plural(total, 'candidate')))
-    if keep is None and not ranked:
-        return _Scan(None, seen, costed, counts, merged(bests), tuple(parts))
-    if keep is None and parts:
-        best = _ranked_union(parts, hardware.hbm_bytes)
-    return _Scan(best, seen, costed, counts, merged(bests))
+    return _Scan(best, seen, costed, counts, merged(bests), tuple(parts))
 
 
