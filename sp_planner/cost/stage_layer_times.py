@@ -170,12 +170,8 @@ def middle_drain_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: KindTim
     if kinds is None or not np.any(rank > 1):
         return 0.0
     out = np.zeros(len(c.pp))
-    at_rows = kinds.rows[rank[kinds.rows] > 1]
-    picked = np.flatnonzero(rank[kinds.rows] > 1)  # their columns of kinds' (K, rows)
-    columns = [np.asarray(v)[at_rows] for v in (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers, rank)]
-    for row, at in distinct_groups(columns):
-        counts = _drain_kind_counts(model, seq_len, *(int(column[row]) for column in columns))
-        out[at_rows[at]] = np.asarray(counts) @ kinds.bwd_s[:, picked[at]]
+    for split, rows, bwd in _by_split(c, kinds, np.flatnonzero(rank[kinds.rows] > 1), rank):
+        out[rows] = np.asarray(_drain_kind_counts(model, seq_len, *split)) @ bwd
     return out
 
 
@@ -202,11 +198,18 @@ def first_chunks_bwd_s(model: ModelSpec, seq_len: int, c: Candidates, kinds: Kin
         return None
     n = len(c.pp)
     chunk0, last = np.full(n, np.nan), np.full(n, np.nan)
-    at_rows = kinds.rows[picked]
-    columns = [np.asarray(v)[at_rows] for v in (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers)]
-    for row, at in distinct_groups(columns):
-        counts = chunk_kind_counts(model, seq_len, *(int(column[row]) for column in columns))  # (pp, vpp, K)
-        bwd = kinds.bwd_s[:, picked[at]]
-        chunk0[at_rows[at]] = counts[0, 0] @ bwd
-        last[at_rows[at]] = counts[0, -1] @ bwd
+    for split, rows, bwd in _by_split(c, kinds, picked):
+        counts = chunk_kind_counts(model, seq_len, *split)  # (pp, vpp, K)
+        chunk0[rows] = counts[0, 0] @ bwd
+        last[rows] = counts[0, -1] @ bwd
     return chunk0, last
+
+
+def _by_split(c: Candidates, kinds: KindTimes, picked: np.ndarray, *extra):
+    """The `picked` columns of `kinds` (indices into kinds.rows) grouped by their candidates'
+    (pp, vpp, first_stage_layers, last_stage_layers, *`extra` per-candidate columns): each group's
+    values (ints), its candidates' indices and its kinds' backwards (K, len(group))."""
+    at_rows = kinds.rows[picked]
+    columns = [np.asarray(v)[at_rows] for v in (c.pp, c.vpp, c.first_stage_layers, c.last_stage_layers, *extra)]
+    for row, at in distinct_groups(columns):
+        yield tuple(int(column[row]) for column in columns), at_rows[at], kinds.bwd_s[:, picked[at]]
