@@ -31,7 +31,7 @@ from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.pipeline_blocks import bare_blocks, stage_blocks, stage_chunk_walks
 from sp_planner.cost.pipeline_stages import StageDP
 from sp_planner.cost.zero3_forwards import first_forward_fill_s, stage_zero3_gathers_s
-from sp_planner.cost.pipeline_groups import Ridden
+from sp_planner.cost.pipeline_groups import ridden_at
 from sp_planner.cost.pipeline_path import StageBlocks, critical_path_s
 from sp_planner.cost.pipeline_lags import finish_lags_s
 from sp_planner.cost.pipeline_tails import synced_syncs_s
@@ -229,7 +229,7 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
             # the middle stages are of two kinds, the heaviest's highest rank below the rest).
             rank = np.asarray(relay_rank, dtype=np.float64)
             middles = np.asarray(stages[1].num_stages, dtype=np.float64)
-            ridden = Ridden(rank, np.maximum(rank - 1, 0.0), np.maximum(middles - rank, 0.0), light)
+            ridden = ridden_at(rank, middles, light)
     exposed = critical_path_s(blocks, micro_batches, pp, vpp, relay, ridden) - bare_path_s
     if zero == 3 and np.any(root_once | fwd_once):
         fill = first_forward_fill_s(overlap, stages, zero=zero, vpp=vpp, interleaved=interleaved,

@@ -28,9 +28,14 @@ class Ridden(NamedTuple):
     above: Any  # their blocks: StageBlocks
 
 
+def ridden_at(rank, middles, above) -> Ridden:
+    """Middle rank `rank` of `middles` middle stages ridden, those above it of blocks `above`."""
+    return Ridden(rank, np.maximum(rank - 1, 0), np.maximum(middles - rank, 0), above)
+
+
 def last_middle(middles, middle) -> Ridden:
     """The last middle stage (rank pp - 2 = middles): every middle stage below it, none above."""
-    return Ridden(middles, np.maximum(middles - 1, 0), 0.0, middle)
+    return ridden_at(middles, middles, middle)
 
 
 def wrap_s(p: int, stages, f, b, lap, share, ran, middles, pp, vpp, m, *, f_last0, chunk0_fwd, ridden: Ridden):
@@ -155,9 +160,8 @@ def descent_s(stages, middles, pp, vpp, m, *, mid, over=0.0):
                     (groups - 1) * np.maximum(0.0, gain), 0.0)
 
 
-def below_s(middles, first_s, middle_s, *, under=None):
-    """A sum over the stages below the first, the last middle (or the ridden one, with `under`
-    middle stages below it: Ridden) and the last stage (of the first stage's `first_s` and each
-    middle one's `middle_s`)."""
-    under = np.maximum(middles - 1, 0) if under is None else under
+def below_s(middles, first_s, middle_s, *, under):
+    """A sum over the stages below the first, the ridden middle one (`under` middle stages below
+    it: Ridden) and the last stage (of the first stage's `first_s` and each middle one's
+    `middle_s`)."""
     return (0.0, first_s + under * middle_s, first_s + middles * middle_s)

@@ -4,15 +4,21 @@ cost.pipeline_path.critical_path_s against the simulator (tests/cost/test_pipeli
 import numpy as np
 import pytest
 
-from sp_planner.cost.pipeline_groups import below_s, descent_s
+from sp_planner.cost.pipeline_groups import below_s, descent_s, last_middle, ridden_at
 from sp_planner.cost.pipeline_path import StageBlocks
 
 
 def test_sums_below_the_first_the_last_middle_and_the_last_stage():
     # pp 5: 3 middle stages; the first stage's 1 s and each middle one's 2 s below each of the three.
-    assert below_s(np.array(3.0), 1.0, 2.0) == (0.0, 1.0 + 2 * 2.0, 1.0 + 3 * 2.0)
+    three, none = last_middle(np.array(3.0), None), last_middle(np.array(0.0), None)
+    assert below_s(np.array(3.0), 1.0, 2.0, under=three.under) == (0.0, 1.0 + 2 * 2.0, 1.0 + 3 * 2.0)
     # pp 2: no middle stage; the last stage has the first below it.
-    assert below_s(np.array(0.0), 1.0, 2.0) == (0.0, 1.0, 1.0)
+    assert below_s(np.array(0.0), 1.0, 2.0, under=none.under) == (0.0, 1.0, 1.0)
+    # Riding middle rank 1 of 3: none of them below it, 2 above; below it the first stage alone.
+    ridden = ridden_at(np.array(1.0), np.array(3.0), None)
+    assert (ridden.under, ridden.over) == (0.0, 2.0)
+    assert below_s(np.array(3.0), 1.0, 2.0, under=ridden.under) == (0.0, 1.0, 1.0 + 3 * 2.0)
+    assert (three.rank, three.under, three.over) == (3.0, 2.0, 0.0)
 
 
 def _blocks(first_bwd_s, last_bwd_s, last_fwd_s=0.0):
