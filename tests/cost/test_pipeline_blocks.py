@@ -12,7 +12,7 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.specs.workload import Workload
-from tests.cost.agreement import uncapped_steps
+from tests.cost.agreement import deepseek_v3_uncapped
 
 
 def _times(**seconds):
@@ -130,9 +130,5 @@ def test_zero2_chunks_of_mixed_kinds_are_priced_from_their_own_layers_buckets(pp
     # 0 and the embedding, priced as 1 / 7 of six MoE layers and a dense one's); now its own layers'
     # buckets (cost.buckets._chunk_summary), as sim.dp_work issues each layer's. `before`: the
     # analytic step's % over the simulator's then, before the MFU ceiling; within 0.15% now.
-    model, hardware = load_model("DeepSeek-V3"), load_hardware("H100")
-    plan = ParallelPlan(tp=2, pp=pp, vpp=vpp, dp=256 // pp, ring=2, ep=8, zero=2, first_stage_layers=split[0],
-                        last_stage_layers=split[1])
-    workload = Workload(seq_len=4096, global_batch=1024)
-    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
+    est, sim, est_s, sim_s = deepseek_v3_uncapped(pp, vpp, split, zero=2)
     assert before > 0.25 and est_s == pytest.approx(sim_s, rel=0.0016)

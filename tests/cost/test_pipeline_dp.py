@@ -18,7 +18,7 @@ from sp_planner.search import evaluate
 from sp_planner.sim import simulate
 from sp_planner.space import Axes, Pins, degree_tuples, expand_candidates, search_order
 from sp_planner.specs.workload import Workload
-from tests.cost.agreement import uncapped_steps
+from tests.cost.agreement import deepseek_v3_uncapped, uncapped_steps
 
 
 def _zero2(last_s, tail_s=0.0):
@@ -267,11 +267,7 @@ def test_a_dp_bound_zero3_pipelines_middle_stages_walk_their_own_layers(pp, vpp,
     # layers with stage 2's (all-MoE) calls, hiding each MoE gather behind a dense layer's
     # (`before`: the analytic step's % off the simulator's, before the MFU ceiling). Now each walks
     # the stage its calls are (cost.kind_passes.stage_sequences): +0.03%, +0.11%.
-    model, hardware = load_model("DeepSeek-V3"), load_hardware("H100")
-    plan = ParallelPlan(tp=2, pp=pp, vpp=vpp, dp=256 // pp, ring=2, ep=8, zero=3, first_stage_layers=split[0],
-                        last_stage_layers=split[1])
-    workload = Workload(seq_len=4096, global_batch=1024)
-    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
+    est, sim, est_s, sim_s = deepseek_v3_uncapped(pp, vpp, split, zero=3)
     busy = max(s["busy_s"] for s in sim.model_dump()["streams"] if s["stream"] == "dp_comm")
     assert before < -10 and est_s == pytest.approx(sim_s, rel=0.005) and est_s > busy
 
@@ -294,10 +290,7 @@ def test_a_short_middle_chunk_and_the_chain_down_the_stages_agree_with_the_simul
 
     critical_path_s = pipeline_dp_module.critical_path_s
     monkeypatch.setattr(pipeline_dp_module, "critical_path_s", keep)
-    model, hardware = load_model("DeepSeek-V3"), load_hardware("H100")
-    plan = ParallelPlan(tp=2, pp=8, vpp=3, dp=32, ring=2, ep=8, zero=2, first_stage_layers=7, last_stage_layers=6)
-    workload = Workload(seq_len=4096, global_batch=1024)
-    est, sim, est_s, sim_s = uncapped_steps(model, hardware, workload, plan, num_nodes=128)
+    est, sim, est_s, sim_s = deepseek_v3_uncapped(8, 3, (7, 6), zero=2)
     (first, middle, _), relay = paths[-1]
 
     def simulated(stage, name):
