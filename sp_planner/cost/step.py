@@ -254,9 +254,11 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
         relay_rank = np.where(relay_share > 0, dp_ridden_middle_stages(model, c), np.asarray(c.pp) - 2)
     passes = DPPasses(c, stages, by_stage, layers, per_layer, head, ahead, first, fwd_layer, bwd_layer, m, edges,
                       kinds, overlap_compute_slowdown(hardware),
-                      None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied, middle_rank,
-                      middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank), relay_times, relay_share,
-                      relay_rank, first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
+                      stage_layers=None if stage_lt.uniform else (stage_layer, stage_fwd, stage_bwd), tied_s=tied,
+                      middle_rank=middle_rank,
+                      middle_drain_s=middle_drain_s(model, workload.seq_len, c, stage_lt.kinds, middle_rank),
+                      relay_times=relay_times, relay_share=relay_share, relay_rank=relay_rank,
+                      first_chunks_bwd_s=first_chunks_bwd_s(model, workload.seq_len, c, stage_lt.kinds))
     # Without host stalls the passes' compute path is the bubble's closed forms, priced once
     # (above), where every stage runs the model's average layer (its walked path, above, aside:
     # the passes' traffic lengthens the closed forms' blocks); where the stages' layers differ the
