@@ -89,8 +89,8 @@ def validate(
         parser=folder_name, metavar="<path>",
         help="Write predicted_vs_measured.png and validation.csv to this folder.")] = None,
     check_limits: Annotated[Optional[Path], typer.Option(
-        "--check", help="Exit 1 when a limit in this thresholds .yaml is broken (CI uses "
-        "validation/thresholds.yaml).")] = None,
+        "--check", help="Exit 1 when a limit in this thresholds .yaml is broken, or a run that "
+        "completed is predicted not to fit in memory (CI uses validation/thresholds.yaml).")] = None,
     row_id: Annotated[Optional[str], typer.Option(
         "--row", help="Take one row's prediction apart: its plan, the predicted figure against the measured "
         "one, and where the predicted step time and memory go.")] = None,
