@@ -5,7 +5,7 @@ the measured best, for both ring layouts; zigzag beats the contiguous ring where
 
 L20: the profile's all-to-all efficiency against group size (hardware_profiles/l20.yaml) was
 fitted once on the 8K rows, so only the 32K and 128K rows are out-of-sample checks; the 128K
-zigzag row passes narrowly (U2 1.9% ahead of U1 in the model, 5.6% measured).
+zigzag row passes narrowly (U2 2.4% ahead of U1 in the model, 5.6% measured).
 Known miss (kept as a strict xfail so it turns red if it starts passing; see docs/cost-model.md
 "Accuracy"): A100 lb-ring at 128K, where the four measured values lie within 5% and imply
 ~50 TFLOPS/GPU against ~150 at 32K.

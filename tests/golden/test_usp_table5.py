@@ -46,7 +46,7 @@ def predict(group, tp, ulysses, ring):
     return evaluate(MODEL, HW, workload, plan, num_nodes=1, gpus_per_node=8, runtime=USP_RUNTIME)
 
 
-# The model's errors on these rows run from -4.4% to +3.5% (docs/cost-model.md, Accuracy; the tp 8
+# The model's errors on these rows run from -4.4% to +3.4% (docs/cost-model.md, Accuracy; the tp 8
 # rows, whose TP collectives are the largest share, are under-predicted since cost.collective_sizes);
 # the band is that range rounded outwards to whole percent.
 LOW, HIGH = -0.05, 0.04
