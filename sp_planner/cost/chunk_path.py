@@ -103,72 +103,108 @@ def walk_path_s(pp: int, vpp: int, micro_batches: int, fwd_s: np.ndarray, bwd_s:
     upstream block has ended."""
     rows = fwd_s.shape[2]
     blocks = list(np.concatenate([bwd_s.reshape(pp * vpp, rows), fwd_s.reshape(pp * vpp, rows)]))  # _walk_steps' order
-    free = [np.zeros(rows)] * pp
+    free = [np.zeros(rows) for _ in range(pp)]  # each rank's end so far
+    # Whether the rank's end is also held in `waited`: its next block then writes a new array, else
+    # the end is advanced in place (a fresh array per block cost a third of the walk's time).
+    held = [False] * pp
     waited: dict[int, np.ndarray] = {}  # the ends a later block waits for, until it starts
     maximum = np.maximum
-    for i, (stage, block, waits, is_waited) in enumerate(_walk_steps(pp, vpp, micro_batches)):
-        start = free[stage] if waits < 0 else maximum(free[stage], waited.pop(waits))
-        end = free[stage] = start + blocks[block]
+    for i, (stage, block, waits, is_waited) in enumerate(zip(*_walk_steps(pp, vpp, micro_batches))):
+        end, own = free[stage], not held[stage]
+        if waits >= 0:
+            end = maximum(end, waited.pop(waits), out=end if own else None)
+            own = True
+        if own:
+            end += blocks[block]
+        else:
+            end = end + blocks[block]
+        free[stage], held[stage] = end, is_waited
         if is_waited:
             waited[i] = end
     return np.maximum.reduce(free)
 
 
 @lru_cache(maxsize=256)
-def _walk_steps(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, int, bool], ...]:
-    """walk_order's blocks as walk_path_s takes them: (stage, the block's row of the backward
-    then forward (stage, chunk) durations, the index of the block it waits for or -1, whether a
-    later block waits for it). Each block has one downstream block at most (upstream_stage is
-    one to one), so an end waited for is dropped once read: the walk holds a few, not every one."""
-    order = walk_order(pp, vpp, micro_batches)
-    waited = {waits for *_, waits in order if waits >= 0}
-    assert len(waited) == sum(waits >= 0 for *_, waits in order), "a block two blocks wait for"
-    return tuple((stage, (forward * pp + stage) * vpp + chunk, waits, i in waited)
-                 for i, (stage, forward, chunk, waits) in enumerate(order))
+def _walk_steps(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...],
+                                                                tuple[bool, ...]]:
+    """walk_order's blocks as walk_path_s takes them, a tuple per field (a tuple per block held
+    tens of thousands of objects for the garbage collector to scan; docs/cost-model.md Stop 58):
+    the stage, the block's row of the backward then forward (stage, chunk) durations, the index
+    of the block it waits for or -1, whether a later block waits for it. Each block has one
+    downstream block at most (upstream_stage is one to one), so an end waited for is dropped once
+    read: the walk holds a few, not every one."""
+    stages, forwards, chunks, waits = _walk_columns(pp, vpp, micro_batches)
+    waited = {w for w in waits if w >= 0}
+    assert len(waited) == sum(w >= 0 for w in waits), "a block two blocks wait for"
+    return (tuple(stages), tuple((f * pp + s) * vpp + c for s, f, c in zip(stages, forwards, chunks)), tuple(waits),
+            tuple(i in waited for i in range(len(waits))))
 
 
-@lru_cache(maxsize=256)
 def walk_order(pp: int, vpp: int, micro_batches: int) -> tuple[tuple[int, int, int, int], ...]:
     """Every block of the step as (stage, forward, chunk, the index of the block it waits for or
     -1), each after the one it waits for and after its stage's earlier blocks: the ranks' orders
     (pipeline_order.stage_order) merged, each rank advancing while its next block's upstream
     block (pipeline_order.upstream_stage) is placed."""
+    return tuple(zip(*_walk_columns(pp, vpp, micro_batches)))
+
+
+def _walk_columns(pp: int, vpp: int, micro_batches: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """walk_order as four lists (stage, forward, chunk, waits): ints only, so no object per block."""
     orders = [_keyed_order(pp, vpp, micro_batches, s) for s in range(pp)]
     placed: dict[int, int] = {}
-    walk: list[tuple[int, int, int, int]] = []
+    stages: list[int] = []
+    forwards: list[int] = []
+    chunks: list[int] = []
+    waits: list[int] = []
     cursor = [0] * pp
     moved = True
     while moved:
         moved = False
         for s in range(pp):
-            order, at = orders[s], cursor[s]
-            while at < len(order):
-                (stage, forward, chunk), waits, key = order[at]
-                if waits >= 0 and waits not in placed:
+            forward, chunk, upstream, key = orders[s]
+            at = cursor[s]
+            while at < len(key):
+                up = upstream[at]
+                if up >= 0 and up not in placed:
                     break
-                placed[key] = len(walk)
-                walk.append((stage, forward, chunk, placed[waits] if waits >= 0 else -1))
+                placed[key[at]] = len(stages)
+                stages.append(s)
+                forwards.append(forward[at])
+                chunks.append(chunk[at])
+                waits.append(placed[up] if up >= 0 else -1)
                 at += 1
                 moved = True
             cursor[s] = at
-    assert all(c == len(o) for c, o in zip(cursor, orders)), "the schedule deadlocked"
-    return tuple(walk)
+    assert all(c == len(o[3]) for c, o in zip(cursor, orders)), "the schedule deadlocked"
+    return stages, forwards, chunks, waits
 
 
-def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> list[tuple[tuple[int, int, int], int, int]]:
-    """walk_order's view of the stage's blocks (pipeline_order.stage_order): ((stage, forward,
-    chunk), the key of the upstream block it waits for (pipeline_order.upstream_stage) or -1, its
-    own key), each block keyed by one int of (forward, stage, chunk, micro-batch)."""
-    def key(forward: int, s: int, chunk: int, mb: int) -> int:
-        return (((forward * pp + s) * vpp + chunk) << 40) + mb  # a micro-batch number below 2**40
+def _keyed_order(pp: int, vpp: int, micro_batches: int, stage: int) -> tuple[list[int], list[int], list[int],
+                                                                             list[int]]:
+    """walk_order's view of the stage's blocks (pipeline_order.stage_order), a list per field:
+    forward (1) or backward (0), chunk, the key of the upstream block it waits for
+    (pipeline_order.upstream_stage) or -1, its own key; each block keyed by one int of (forward,
+    stage, chunk, micro-batch): (forward, stage, chunk) << 40, plus the micro-batch (below 2**40)."""
+    def base(forward: int, s: int, chunk: int) -> int:
+        return ((forward * pp + s) * vpp + chunk) << 40
 
-    out = []
+    # (forward, own base, upstream base or None) of each of the stage's 2 x vpp (kind, chunk)
+    # blocks, asked once each rather than once a block (tens of thousands a search).
+    kinds: dict[tuple[str, int], tuple[int, int, int | None]] = {}
+    for kind in ("forward", "backward"):
+        for chunk in range(vpp):
+            forward = int(kind == "forward")
+            up = upstream_stage(kind, stage, chunk, pp, vpp)
+            kinds[kind, chunk] = (forward, base(forward, stage, chunk),
+                                  None if up is None else base(forward, up[0], up[1]))
+    forwards, chunks, upstream, keys = [], [], [], []
     for kind, chunk, mb in stage_order(pp, micro_batches, stage, vpp):
-        forward = int(kind == "forward")
-        up = upstream_stage(kind, stage, chunk, pp, vpp)
-        out.append(((stage, forward, chunk), -1 if up is None else key(forward, up[0], up[1], mb),
-                    key(forward, stage, chunk, mb)))
-    return out
+        forward, own, up_base = kinds[kind, chunk]
+        forwards.append(forward)
+        chunks.append(chunk)
+        upstream.append(-1 if up_base is None else up_base + mb)
+        keys.append(own + mb)
+    return forwards, chunks, upstream, keys
 
 
 def kind_chunk_blocks_s(model: ModelSpec, seq_len: int, kinds: KindTimes, cols, pp: int, vpp: int, first_n: int,

@@ -10,7 +10,7 @@ the embedding (65.54M) last. A bucket closes once it holds bucket_size parameter
 import numpy as np
 import pytest
 
-from sp_planner.cost.buckets import bucket_counts, ddp_bucket_params, stage_layouts
+from sp_planner.cost.buckets import bucket_counts, ddp_bucket_params, megatron_layout, stage_layouts
 from tests.cost.test_dp_overlap import FFN, H, MODEL, VOCAB
 
 FC2, FC1, QKV, PROJ = FFN * H, 2 * FFN * H + H, 3 * H * H + H, H * H
@@ -19,6 +19,16 @@ LAYER, TABLE = FC2 + FC1 + QKV + PROJ, VOCAB * H
 
 def test_bucket_size_is_megatron_default_for_the_dp_size():
     assert ddp_bucket_params(np.array([8, 40, 64])).tolist() == [40_000_000, 40_000_000, 64_000_000]
+    assert [ddp_bucket_params(dp) for dp in (8, 40, 64)] == [40_000_000, 40_000_000, 64_000_000]
+
+
+def test_the_last_bucket_closes_where_the_last_tensor_walked_is_issued():
+    # Layer 0 and the tail hold no tensor: the 5 + 7 left over close at layer 1's backward (its
+    # tensors walked last); a bucket of exactly its size closes at once.
+    assert megatron_layout(((), (5.0, 7.0)), (), (), 100.0).layers == ((), (12.0,))
+    # The head's 3 closes with layer 1's 5 (exactly 8), its 7 with layer 0's 1.
+    assert megatron_layout(((1.0,), (5.0, 7.0)), (3.0,), (), 8.0) == ((), ((8.0,), (8.0,)), ())
+    assert megatron_layout(((), ()), (), (), 8.0) == ((), ((), ()), ())
 
 
 def test_buckets_of_40m_close_at_fc1_and_carry_qkv_and_proj():
