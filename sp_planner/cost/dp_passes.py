@@ -102,22 +102,35 @@ def _plus(values, stall_s):
     return tuple(v + stall_s for v in values) if isinstance(values, tuple) else values + stall_s
 
 
-def host_beside_dp_s(overlap: Overlap, p: DPPasses, dp_exposed, host_fwd_stall_s, host_bwd_stall_s, host_exposed_s):
-    """Seconds per step of the host's exposed time (host_exposed_s a micro-batch, split into its
-    forward and backward stalls) that the data-parallel traffic runs beside: dp_exposed (priced
-    over the GPU's passes) less the same traffic priced over the passes as they last. Only the
-    host-bound candidates' passes last longer: elsewhere the stalls are 0 and the passes, and so
-    the traffic's exposure, are the ones dp_exposed priced, so only those rows are priced again."""
+def dp_with_host_beside_s(overlap: Overlap, p: DPPasses, host_fwd_stall_s, host_bwd_stall_s, host_exposed_s, *,
+                          compute_path_s=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | float]:
+    """(exposed, hidden) DP seconds per step over the GPU's passes (dp_over_passes with no stalls;
+    `compute_path_s` as there), and the seconds of the host's exposed time (host_exposed_s a
+    micro-batch, split into its forward and backward stalls) that the traffic runs beside: the
+    exposure over the GPU's passes less the same traffic's over the passes as they last. Only
+    the host-bound candidates' passes last longer (elsewhere the stalls are 0 and so is the
+    difference), so only those rows are priced again, appended to every row in the same
+    dp_over_passes call: at a search chunk's size its numpy calls, not its rows, set its time, and
+    the formulas are per row (columns.take_rows), each row getting what a call of its own gives it."""
+    n = len(p.c)
     if not np.any(host_exposed_s > 0):
-        return 0.0
-    stalled = np.flatnonzero(np.broadcast_to(host_exposed_s, np.shape(dp_exposed)) != 0)  # NaN too
+        exposed, hidden = dp_over_passes(overlap, p, 0.0, 0.0, compute_path_s=compute_path_s)
+        return exposed, hidden, 0.0
+    stalled = np.flatnonzero(np.broadcast_to(host_exposed_s, (n,)) != 0)  # NaN too
+    rows = np.concatenate([np.arange(n), stalled])  # every row, then the host-bound ones again
 
-    def rows(values):
-        return take_rows(values, stalled, len(dp_exposed))
+    def stalls(values):
+        return np.concatenate([np.zeros(n), take_rows(np.broadcast_to(values, (n,)), stalled, n)])
 
-    dp_wall = np.array(dp_exposed, dtype=np.float64)
-    dp_wall[stalled] = dp_over_passes(overlap, rows(p), rows(host_fwd_stall_s), rows(host_bwd_stall_s))[0]
-    return np.clip(dp_exposed - dp_wall, 0.0, p.micro_batches * host_exposed_s)
+    # The appended rows' compute path, lengthened by their stalls, is priced in the call
+    # (NaN: cost.pipeline_dp prices it); the others' is the one given.
+    path = None if compute_path_s is None else np.concatenate(
+        [np.broadcast_to(compute_path_s, (n,)), np.full(len(stalled), np.nan)])
+    exposed, hidden = dp_over_passes(overlap, take_rows(p, rows, n), stalls(host_fwd_stall_s),
+                                     stalls(host_bwd_stall_s), compute_path_s=path)
+    dp_exposed, dp_wall = exposed[:n], exposed[:n].copy()
+    dp_wall[stalled] = exposed[n:]
+    return dp_exposed, hidden[:n], np.clip(dp_exposed - dp_wall, 0.0, p.micro_batches * host_exposed_s)
 
 
 def dp_exposed_s(overlap: Overlap, *, zero, micro_batches, layers, times: DPTimes, fwd_window_s, bwd_window_s,

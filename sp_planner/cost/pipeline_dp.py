@@ -58,7 +58,7 @@ def pipelined_dp_s(overlap: Overlap, c, *, stages: StageLayers, times: tuple[Sta
     one for every stage or each stage's own, pipeline.per_stage) and `edges` the work
     beside a chunk's data-parallel edges (cost.step, cost.dp_exposure.Edges); compute_path_s the
     critical path over the same stages' compute blocks, per candidate, where the caller has it
-    (cost.pipeline_path.compute_path_s, cost.step's bubble; None: priced here). `kinds`: the
+    (cost.pipeline_path.compute_path_s, cost.step's bubble; None, or NaN on a row: priced here). `kinds`: the
     stages whose ZeRO-3 passes walk their own layers where these differ (cost.kind_passes; None: none).
     `relay_times`: the calls of the middle stage with the fewest MoE layers, `relay_share` how far
     the middle stages' mean lies towards it (cost.stage_params.dp_lightest_middle_stage): the
@@ -217,6 +217,11 @@ def _group_exposed_s(overlap: Overlap, *, zero: int, interleaved: bool, micro_ba
     # cost.step charges the same path without the traffic: the compute's pace and bubble.
     if bare_path_s is None:
         bare_path_s = critical_path_s(bare, micro_batches, pp, vpp)
+    elif np.any(unpriced := np.isnan(bare_path_s)):
+        # The rows the caller has no path for (cost.dp_passes' host-bound rows): priced on those alone.
+        rows, n = np.flatnonzero(unpriced), len(unpriced)
+        bare_path_s = np.array(bare_path_s, dtype=np.float64)
+        bare_path_s[rows] = critical_path_s(*take_rows((bare, micro_batches, pp, vpp), rows, n))
     relay = ridden = None
     if relay_stage is not None:
         relay, light = _relay_blocks(overlap, blocks[1], relay_share, stages=(stages[0], relay_stage, stages[2]),

@@ -46,7 +46,7 @@ from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.dp_exposure import Edges
-from sp_planner.cost.dp_passes import DPPasses, dp_over_passes, host_beside_dp_s
+from sp_planner.cost.dp_passes import DPPasses, dp_with_host_beside_s
 from sp_planner.cost.dtypes import BF16_BYTES
 from sp_planner.cost.overlap import (
     MEGATRON_OVERLAP,
@@ -263,13 +263,13 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     # (above), where every stage runs the model's average layer (its walked path, above, aside:
     # the passes' traffic lengthens the closed forms' blocks); where the stages' layers differ the
     # passes price their own over the same closed forms (every stage's layers as the pacing stage's).
-    dp_exposed, dp_hidden = dp_over_passes(overlap, passes, 0.0, 0.0,
-                                           compute_path_s=closed_path if stage_lt.uniform else None)
     # A host-bound pass lasts its GPU work plus the host stall, and the data-parallel traffic runs
     # beside the stall too (the CPU waits on no collective: their waits are stream waits): priced
     # again over the passes as they last, what that hides comes off the host's exposed time, so
     # the two are not both charged (sim.simulate adds the host time so reduced as one block).
-    host_beside_dp = host_beside_dp_s(overlap, passes, dp_exposed, host_fwd_stall, host_bwd_stall, host_exposed)
+    dp_exposed, dp_hidden, host_beside_dp = dp_with_host_beside_s(
+        overlap, passes, host_fwd_stall, host_bwd_stall, host_exposed,
+        compute_path_s=closed_path if stage_lt.uniform else None)
     # The compute that hides the traffic runs on fewer SMs meanwhile (cost.overlap).
     dp_exposed = dp_exposed + overlap_compute_slowdown(hardware) * dp_hidden
     # Adam over the rank's shard (cost.states) and the gradient-buffer passes (cost.grad_buffer),

@@ -4,6 +4,7 @@ compute path."""
 import numpy as np
 import pytest
 
+import sp_planner.cost.dp_passes as dp_passes_module
 import sp_planner.cost.pipeline_dp as pipeline_dp_module
 import sp_planner.cost.step as step_module
 from sp_planner.catalog import load_hardware, load_model
@@ -106,14 +107,15 @@ def test_without_traffic_nothing_is_exposed():
 
 def _step_passes(monkeypatch, model, workload, gpus):
     """The one dp_over_passes call (args, kwargs) cost.step.time_columns makes over every candidate
-    of `model` on `gpus` H100s (8 a node), and those candidates."""
+    of `model` on `gpus` H100s (8 a node), its host-bound rows again after them (cost.dp_passes.
+    dp_with_host_beside_s: their compute path NaN, priced in the call), and those candidates."""
     seen = []
 
     def keep(*args, **kw):
         seen.append((args, kw))
         return dp_over_passes(*args, **kw)
 
-    monkeypatch.setattr(step_module, "dp_over_passes", keep)
+    monkeypatch.setattr(dp_passes_module, "dp_over_passes", keep)
     c = expand_candidates(workload, search_order(degree_tuples(gpus, Pins())), Pins(), 8,
                           axes=Axes(num_layers=model.num_layers))
     step_module.time_columns(model, load_hardware("h100-sxm"), workload, c, gpus_per_node=8)
