@@ -2,7 +2,8 @@
 dataclass containers with `take`/`concat` (candidates.Candidates), nested in any way.
 
 The streaming search keeps the best rows of each chunk with these, so a column added anywhere
-(a new search axis, a new cost field) flows through without being named here.
+(a new search axis, a new cost field) flows through without being named here. A None in place of
+columns (ones not priced yet, search_columns.Evaluated.comm) stays None.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def concat_take(parts: Sequence[T], index: np.ndarray) -> T:
 
 
 def _take(obj: Any, index: np.ndarray) -> Any:
+    if obj is None:
+        return None
     if isinstance(obj, np.ndarray):
         return obj[index]
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
@@ -65,6 +68,8 @@ def _take_rows(obj: Any, index: np.ndarray | slice, num_rows: int) -> Any:
 
 def _concat_take(parts: list[Any], index: np.ndarray) -> Any:
     first = parts[0]
+    if first is None:
+        return None
     if isinstance(first, np.ndarray):
         return (first if len(parts) == 1 else np.concatenate(parts))[index]
     if isinstance(first, tuple) and hasattr(first, "_fields"):
@@ -78,6 +83,8 @@ def _concat_take(parts: list[Any], index: np.ndarray) -> Any:
 
 def _concat(parts: list[Any]) -> Any:
     first = parts[0]
+    if first is None:
+        return None
     if isinstance(first, np.ndarray):
         return np.concatenate(parts)
     if isinstance(first, tuple) and hasattr(first, "_fields"):

@@ -134,7 +134,7 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
                        hardware.hbm_bytes, keep)
     if best is None:  # degrees exist but no variant of them (HSDP replicas, cp_comm) matches the pins
         raise ValueError(f"no candidate plan on {world} GPUs matches the pins {pins}")
-    shown = _explained(model, hardware, workload, best.evaluated)
+    shown = _explained(model, hardware, workload, best.evaluated, gpus_per_node, runtime)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
@@ -149,7 +149,8 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
                                     passing.candidates, hardware.hbm_bytes)
             if part is not None:
                 parts.append(part)
-        e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]))
+        e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]), gpus_per_node,
+                       runtime)
         return e.frame()
 
     return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
@@ -210,6 +211,7 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
     `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
     search_refine, after the scan's in that order)."""
+    gpus_per_node, runtime = args[5], args[6]
     scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))
     refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total)
@@ -218,13 +220,15 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     every = best.evaluated
     candidates = scan.candidates + (refined.candidates if refined else 0)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts + _counts(refined)) if k}
-    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))))
+    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))), gpus_per_node,
+                       runtime)
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
     if candidates <= keep:
         return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts, frame=head)
     return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
-                        frame=lambda: _explained(model, hardware, workload, every).frame(), head=head)
+                        frame=lambda: _explained(model, hardware, workload, every, gpus_per_node, runtime).frame(),
+                        head=head)
 
 
 def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, plan: ParallelPlan, *,
@@ -240,4 +244,4 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
     if plan.fp8_attention:  # its curves (once; a question's or plan file's profile has them already)
         hardware = with_fp8_attention(hardware)
     e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, runtime=runtime)
-    return _explained(model, hardware, workload, e).estimate(0)
+    return _explained(model, hardware, workload, e, gpus_per_node, runtime).estimate(0)

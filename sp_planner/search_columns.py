@@ -72,13 +72,16 @@ class Evaluated(NamedTuple):
     candidates: Candidates
     memory: MemoryColumns
     step: StepColumns
-    comm: CommColumns
+    # Priced by _explained on the rows it shows (None before): only the shown rows read them, and
+    # comm_columns is per row, so they get what pricing every costed row gives them.
+    comm: CommColumns | None
     fits: np.ndarray
     reason: np.ndarray
     rule_code: np.ndarray  # index into RULES, len(RULES) for OOM, -1 when it fits
 
     def estimate(self, i: int) -> PlanEstimate:
-        reason = self.reason[i]
+        reason, comm = self.reason[i], self.comm
+        assert comm is not None  # _explained prices it
         return PlanEstimate(
             plan=self.candidates.plan(i),
             fits=bool(self.fits[i]),
@@ -92,13 +95,14 @@ class Evaluated(NamedTuple):
             hardware_tflops_per_gpu=float(self.step.hardware_tflops_per_gpu[i]),
             mfu=float(self.step.mfu[i]),
             hardware_mfu=float(self.step.hardware_mfu[i]),
-            comm_bytes=CommBytes(**_at(self.comm.sent_bytes, CommBytes, i)),
-            comm_links=CommLinks(**_at(self.comm.links, CommLinks, i)),
+            comm_bytes=CommBytes(**_at(comm.sent_bytes, CommBytes, i)),
+            comm_links=CommLinks(**_at(comm.links, CommLinks, i)),
         )
 
     def frame(self) -> pd.DataFrame:
         """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
-        c, step = self.candidates, self.step
+        c, step, comm = self.candidates, self.step, self.comm
+        assert comm is not None  # _explained prices it
         cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}
         cols["zero"] = c.zero
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
@@ -124,8 +128,8 @@ class Evaluated(NamedTuple):
         cols["memory_peak_bytes"] = self.memory.peak_bytes
         cols.update(_prefixed("time", step.time, TimeBreakdown))
         cols.update({name: getattr(step, name) for name in step._fields if name != "time"})
-        cols.update(_prefixed("comm_bytes", self.comm.sent_bytes, CommBytes))
-        cols.update(_prefixed("comm_links", self.comm.links, CommLinks))
+        cols.update(_prefixed("comm_bytes", comm.sent_bytes, CommBytes))
+        cols.update(_prefixed("comm_links", comm.links, CommLinks))
         cols["fits"] = self.fits
         cols["reason"] = self.reason  # rule_code is internal: left out, so the frame needs no drop (a copy)
         # copy=False: the columns as they are, not consolidated into 2-D blocks (a copy of every row,
@@ -145,8 +149,8 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int, code: np.ndarray | None = None,
               runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None) -> Evaluated:
-    """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons are left
-    empty: `_explained` writes them for the rows that are shown. `runtime`: the
+    """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons and the comm
+    columns are left out: `_explained` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
     candidate_memory where the caller has it."""
     states = runtime.states
@@ -159,14 +163,10 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                         sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                         unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
                         expert_row_padding=runtime.expert_row_padding)
-    comm = comm_columns(model, workload, run, gpus_per_node=domain, states=states, ring_impl=runtime.ring,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
-                        root_gathered_once=runtime.overlap.root_gathered_once,
-                        pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync)
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
-    return Evaluated(candidates=c, memory=memory, step=step, comm=comm, fits=(code < 0) & ~oom,
+    return Evaluated(candidates=c, memory=memory, step=step, comm=None, fits=(code < 0) & ~oom,
                       reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
 
 
@@ -194,8 +194,10 @@ def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Work
     return _run_memory(model, hardware, workload, run, domain, runtime)
 
 
-def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated) -> Evaluated:
-    """`e` with each row's reason: the first broken rule's message, or the memory shortfall."""
+def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated, gpus_per_node: int,
+               runtime: Runtime = MEGATRON_RUNTIME) -> Evaluated:
+    """`e` with each row's reason (the first broken rule's message, or the memory shortfall) and
+    its comm columns (cost.comm, as _evaluate's run of the framework prices the rest)."""
     oom = e.rule_code == len(RULES)
     reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))
     peak = e.memory.peak_bytes
@@ -204,6 +206,13 @@ def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
         f"oom: needs {p / GIB:.1f} GiB per GPU, {hardware.hbm_bytes / GIB:.1f} GiB available"
         for p in peak[oom_idx]
     ]
+    if e.comm is None:
+        run, domain = _as_run(hardware, e.candidates, gpus_per_node, runtime)
+        e = e._replace(comm=comm_columns(model, workload, run, gpus_per_node=domain, states=runtime.states,
+                                         ring_impl=runtime.ring, sequence_parallel=runtime.sequence_parallel,
+                                         tp_gathers=runtime.tp_gathers,
+                                         root_gathered_once=runtime.overlap.root_gathered_once,
+                                         pp_stage_grad_sync=runtime.overlap.pp_stage_grad_sync))
     return e._replace(reason=reason)
 
 

@@ -53,3 +53,19 @@ def test_concat_take_of_one_part_takes_its_rows():
     np.testing.assert_array_equal(got.costs.step_s, [6.0, 5.0])
     np.testing.assert_array_equal(got.candidates.dp, [8, 4])
     assert list(got.costs.reason) == ["r6", "r5"]
+
+
+def test_columns_not_priced_yet_stay_none():
+    # search_columns.Evaluated.comm is None until search_columns._explained prices the shown rows.
+    class _Maybe(NamedTuple):
+        step_s: np.ndarray
+        comm: np.ndarray | None
+
+    parts = [_Maybe(np.array([1.0, 2.0]), None), _Maybe(np.array([3.0]), None)]
+    whole = columns.concat(parts)
+    np.testing.assert_array_equal(whole.step_s, [1.0, 2.0, 3.0])
+    assert whole.comm is None
+    assert columns.take(whole, np.array([2, 0])).comm is None
+    got = columns.concat_take(parts, np.array([2, 0]))
+    np.testing.assert_array_equal(got.step_s, [3.0, 1.0])
+    assert got.comm is None
