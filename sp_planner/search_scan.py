@@ -37,7 +37,12 @@ def _rank_keys(e: Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndar
 
 def _ranked_order(e: Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
     """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
-    tier, primary, uncapped, secondary = _rank_keys(e, capacity_bytes)
+    return _order_of(_rank_keys(e, capacity_bytes), index)
+
+
+def _order_of(keys: Sequence[np.ndarray], index: np.ndarray) -> np.ndarray:
+    """The rank order of rows of _rank_keys' `keys`, ties in enumeration order (`index`)."""
+    tier, primary, uncapped, secondary = keys
     return np.lexsort((index, secondary, uncapped, primary, tier))
 
 
@@ -70,8 +75,7 @@ def _ranked_union(pieces: Sequence[_Best], capacity_bytes: float) -> _Best:
     before it is sorted."""
     keys = [np.concatenate(k) for k in zip(*(_rank_keys(p.evaluated, capacity_bytes) for p in pieces))]
     place = np.concatenate([p.place for p in pieces])
-    tier, primary, uncapped, secondary = keys
-    order = np.lexsort((place, secondary, uncapped, primary, tier))
+    order = _order_of(keys, place)
     return _Best(columns.concat_take([p.evaluated for p in pieces], order), place[order])
 
 

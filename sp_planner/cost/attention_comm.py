@@ -32,6 +32,7 @@ def kv_heads_per_tp_rank(num_kv_heads, tp):
     degrees = np.asarray(tp)
     if degrees.ndim == 1 and degrees.dtype == np.int64 and np.ndim(num_kv_heads) == 0 and len(degrees) > 64:
         low, high = int(degrees.min()), int(degrees.max())
+        # A table no longer than the column: it never costs more than the division it replaces.
         if low >= 1 and high <= len(degrees):
             every = np.arange(high + 1, dtype=np.int64)
             every[0] = 1  # no degree 0: an unread entry

@@ -19,13 +19,13 @@ from sp_planner.validation.thresholds import check, default_thresholds_path, loa
 LIMITS = load_thresholds(default_thresholds_path())
 
 
-def _usp_64k_row(corpus):
-    return next(r for r in corpus.rows if r.id == "usp-t5-64k-t4u2r1")
+def _row(corpus, row_id):
+    return next(r for r in corpus.rows if r.id == row_id)
 
 
 @pytest.mark.parametrize("ulysses,ring", [(8, 1), (4, 2), (2, 4), (1, 8)])
 def test_sequence_parallelism_alone_at_64k_runs_out_of_memory_as_the_paper_says(corpus, ulysses, ring):
-    row = _usp_64k_row(corpus).model_copy(update={"tp": 1, "ulysses": ulysses, "ring": ring, "dp": 1})
+    row = _row(corpus, "usp-t5-64k-t4u2r1").model_copy(update={"tp": 1, "ulysses": ulysses, "ring": ring, "dp": 1})
     est = predict_row(row, corpus)
     assert not est.fits
     assert est.memory_peak_bytes > 80 * 2**30  # over the 80 GB card by more than its reserve
@@ -33,8 +33,7 @@ def test_sequence_parallelism_alone_at_64k_runs_out_of_memory_as_the_paper_says(
 
 @pytest.mark.parametrize("row_id", ["usp-t5-64k-t4u2r1", "usp-t5-64k-t4u1r2", "usp-t5-64k-t8u1r1"])
 def test_the_64k_runs_that_ran_fit(corpus, row_id):
-    row = next(r for r in corpus.rows if r.id == row_id)
-    assert predict_row(row, corpus).fits
+    assert predict_row(_row(corpus, row_id), corpus).fits
 
 
 def test_check_fails_a_completed_run_predicted_not_to_fit(scored):
