@@ -1,5 +1,5 @@
 """ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
-deepseek_v3, llama4, gemma2 and gemma3 families.
+deepseek_v3, kimi_k2, llama4, gemma2 and gemma3 families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
 MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
@@ -11,6 +11,7 @@ is the expert width and intermediate_size_mlp the dense one, every interleave_mo
 layer is MoE with one shared expert and a sigmoid top-k router, and layers whose no_rope_layers
 entry is 1 attend within attention_chunk_size chunks, the others (NoPE) apply no RoPE (the vision
 encoder is not modelled).
+Kimi K2 (kimi_k2) is DeepSeek-V3's architecture under another model_type: hf_kimi.
 Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma.
 What each layer holds is read in hf_layers, the rotary embedding's softmax scale in hf_rope. What
 the spec leaves out is listed in its sources after NOT_MODELLED (import_notes), for the CLI to say.
@@ -21,14 +22,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sp_planner.catalog import hf_gemma, hf_layers, hf_rope
+from sp_planner.catalog import hf_gemma, hf_kimi, hf_layers, hf_rope
 from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.specs.model import ROPE, ModelSpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
-                                           "llama4", "llama4_text", *hf_gemma.MODEL_TYPES)
+                                           hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES)
 # A sources entry starting so says what the spec leaves out of the model (import_notes).
 NOT_MODELLED = "not modelled: "
 
@@ -95,6 +96,9 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
             path,
             f"model_type {model_type!r} is not supported; supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
         )
+    kimi = model_type == hf_kimi.MODEL_TYPE  # read as deepseek_v3, named kimi_k2 in the sources
+    if kimi:
+        cfg, model_type = hf_kimi.as_deepseek_v3(cfg, path), "deepseek_v3"
     if model_type == "llama4":
         # Llama4Config wraps the decoder in text_config; the name and the tying are the wrapper's.
         text = cfg.get("text_config")
@@ -171,16 +175,16 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
             cfg, model_type, path, mla=mla, head_dim=head_dim,
             base_scale=hf_gemma.softmax_scale(cfg, head_dim, path) if gemma else None),
         "hf_repo": repo,
-        "sources": _sources(cfg, model_type, path),
+        "sources": _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
     }
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)
 
 
-def _sources(cfg: dict, model_type: str, path: Path) -> tuple[str, ...]:
+def _sources(cfg: dict, model_type: str, origin_type: str, path: Path) -> tuple[str, ...]:
     note = hf_rope.temperature_tuning_note(cfg, model_type, path)
-    origin = f"{path} ({ORIGIN} {model_type})"
+    origin = f"{path} ({ORIGIN} {origin_type})"
     return (origin,) if note is None else (origin, NOT_MODELLED + note)
 
 
