@@ -13,9 +13,10 @@ model entry without the key is one whose file does not say it. For each such fie
   model was imported from a Hugging Face config whose value follows from fields a plan does not
   keep, or bears the name of a built-in whose value is not the default but not its architecture;
 - else the default, what every sp-planner before the field ran, with a note that says so.
-qk_norm (de600a0) and position_embedding came later too; sp-run applies neither (its Q and K are
-drawn, not projected or rotated; it refuses an ALiBi model, cli.run_model.refuse_unapplied), and both
-default to what older files meant.
+qk_norm (de600a0), position_embedding and softmax_type came later too; sp-run applies none of them
+(its Q and K are drawn, not projected or rotated; it refuses an ALiBi model and a sink softmax,
+cli.run_model.refuse_unapplied), and each defaults to what older files meant (no model had sinks
+before softmax_type).
 
 The plan file's framework_version (the release sp-plan timed the plan for; torchtitan's runtime
 differs by release since 7853893, 2026-12-06) is settled by the same rule (`unrecorded_release`):

@@ -12,7 +12,7 @@ from sp_planner.plan import ATTENTION_RULES, RULES, violations
 from sp_planner.space import Axes, Pins, enumerate_candidates, rule_masks
 from sp_planner.candidates import Candidates
 from sp_planner.specs import ModelSpec, Workload
-from sp_planner.specs.model import WindowSpec
+from sp_planner.specs.attention import WindowSpec
 
 ODD = ModelSpec(name="odd", hidden_size=96, intermediate_size=256, num_layers=6, num_heads=12,
                 num_kv_heads=3, head_dim=8, vocab_size=100)

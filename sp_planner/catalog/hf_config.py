@@ -1,5 +1,5 @@
 """ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
-deepseek_v3, kimi_k2, llama4, gemma2 and gemma3 families.
+deepseek_v3, kimi_k2, llama4, gemma2, gemma3 and gpt_oss families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
 MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
@@ -12,7 +12,8 @@ layer is MoE with one shared expert and a sigmoid top-k router, and layers whose
 entry is 1 attend within attention_chunk_size chunks, the others (NoPE) apply no RoPE (the vision
 encoder is not modelled).
 Kimi K2 (kimi_k2) is DeepSeek-V3's architecture under another model_type: hf_kimi.
-Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma.
+Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma. gpt-oss (every
+layer MoE, attention sinks, 1:1 sliding:full layers): hf_gpt_oss.
 What each layer holds is read in hf_layers, the rotary embedding's softmax scale in hf_rope. What
 the spec leaves out is listed in its sources after NOT_MODELLED (import_notes), for the CLI to say.
 """
@@ -22,14 +23,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sp_planner.catalog import hf_gemma, hf_kimi, hf_layers, hf_rope
+from sp_planner.catalog import hf_gemma, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
 from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
+from sp_planner.specs.attention import LEARNABLE, VANILLA
 from sp_planner.specs.model import ROPE, ModelSpec
+from sp_planner.specs.moe import MoESpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
-                                           hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES)
+                                           hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
+                                           hf_gpt_oss.MODEL_TYPE)
 # A sources entry starting so says what the spec leaves out of the model (import_notes).
 NOT_MODELLED = "not modelled: "
 
@@ -109,6 +113,9 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
     if model_type == "gemma3":
         cfg, model_type = hf_gemma.text_config(cfg, path), "gemma3_text"
     gemma = model_type in hf_gemma.MODEL_TYPES
+    gpt_oss = model_type == hf_gpt_oss.MODEL_TYPE
+    if gpt_oss:
+        cfg = hf_gpt_oss.with_default_rope(cfg)
     if model_type == "llama" and flag(cfg, "mlp_bias", path):
         raise error(path, "field 'mlp_bias' true is not supported (no MLP-only bias in ModelSpec)")
 
@@ -149,14 +156,18 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         # Qwen3MoeAttention, Gemma3Attention q_norm/k_norm; no config field); Llama 4's use_qk_norm is
         # a weightless L2 norm, which ModelSpec.qk_norm does not describe.
         "qk_norm": model_type in ("qwen3", "qwen3_moe", "gemma3_text"),
-        "moe": hf_layers.moe(cfg, model_type, path, intermediate),
+        "moe": hf_gpt_oss.moe(cfg, path) if gpt_oss else hf_layers.moe(cfg, model_type, path, intermediate),
         "mla": mla,
     }
     # The window and the layers without RoPE in one read (Llama 4's NoPE interval sets both), after
     # the fields above as before, so a config with several bad fields is refused for the same one.
     # Every Gemma layer rotates q and k.
-    window, nope_layers = ((hf_gemma.window(cfg, model_type, layers, path), 0) if gemma
-                           else hf_layers.attention_layers(cfg, model_type, path))
+    if gemma or gpt_oss:
+        window = (hf_gemma.window(cfg, model_type, layers, path) if gemma
+                  else hf_gpt_oss.window(cfg, layers, path))
+        nope_layers = 0
+    else:
+        window, nope_layers = hf_layers.attention_layers(cfg, model_type, path)
     fields |= {
         "window": window,
         # Every supported model type rotates q and k (transformers' apply_rotary_pos_emb in each
@@ -174,9 +185,17 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "softmax_scale": hf_rope.softmax_scale(
             cfg, model_type, path, mla=mla, head_dim=head_dim,
             base_scale=hf_gemma.softmax_scale(cfg, head_dim, path) if gemma else None),
+        # gpt-oss's sinks: one learned logit per head in every softmax row (hf_gpt_oss).
+        "softmax_type": LEARNABLE if gpt_oss else VANILLA,
         "hf_repo": repo,
         "sources": _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
     }
+    if gpt_oss:
+        moe = fields["moe"]
+        assert isinstance(moe, MoESpec)
+        notes = hf_gpt_oss.not_modelled(cfg, path, layers=layers, hidden=hidden, heads=heads, moe_spec=moe,
+                                        attention_bias=fields["qkv_bias"] is True)
+        fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in notes))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sp_planner.catalog.hf_fields import error, flag, positive_int, positive_number
-from sp_planner.specs.model import WindowSpec
+from sp_planner.specs.attention import WindowSpec
 
 MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text")
 # Class defaults (configuration_gemma2.py, configuration_gemma3.py @ transformers 4.57.1).
@@ -67,7 +67,7 @@ def window(cfg: dict, model_type: str, num_layers: int, path: Path) -> WindowSpe
     softcap = positive_number(cfg, key, path, None) if key in cfg else _SOFTCAP[model_type]
     tokens = None if cfg.get("sliding_window", 0) is None else positive_int(cfg, "sliding_window", path,
                                                                            default=_SLIDING_WINDOW)
-    local, global_ = _pattern(_is_local(cfg, model_type, num_layers, path), path)
+    local, global_ = layer_pattern(_is_local(cfg, model_type, num_layers, path), path)
     if tokens is None or local == 0:
         if softcap is not None:
             raise error(path, f"attn_logit_softcapping {softcap:g} without sliding-window layers is not supported "
@@ -87,19 +87,24 @@ def _is_local(cfg: dict, model_type: str, num_layers: int, path: Path) -> list[b
     listed = cfg.get("layer_types")
     if listed is None:
         return from_pattern
-    if not isinstance(listed, list) or any(entry not in _LAYER_TYPES for entry in listed):
-        raise error(path, f"field 'layer_types' must be a list of \"sliding_attention\" or \"full_attention\", "
-                    f"got {listed!r}")
-    if len(listed) != num_layers:
-        raise error(path, f"layer_types lists {len(listed)} layers, num_hidden_layers is {num_layers}")
-    is_local = [entry == "sliding_attention" for entry in listed]
+    is_local = sliding_layers(listed, num_layers, path)
     if "sliding_window_pattern" in cfg and is_local != from_pattern:
         raise error(path, f"layer_types disagrees with sliding_window_pattern {period} (transformers 4.50-4.52 "
                     "read the pattern, later releases the list); drop one")
     return is_local
 
 
-def _pattern(is_local: list[bool], path: Path) -> tuple[int, int]:
+def sliding_layers(listed: object, num_layers: int, path: Path) -> list[bool]:
+    """Which layers a layer_types list makes sliding (Gemma 2/3, gpt-oss), refusing other entries."""
+    if not isinstance(listed, list) or any(entry not in _LAYER_TYPES for entry in listed):
+        raise error(path, f"field 'layer_types' must be a list of \"sliding_attention\" or \"full_attention\", "
+                    f"got {listed!r}")
+    if len(listed) != num_layers:
+        raise error(path, f"layer_types lists {len(listed)} layers, num_hidden_layers is {num_layers}")
+    return [entry == "sliding_attention" for entry in listed]
+
+
+def layer_pattern(is_local: list[bool], path: Path) -> tuple[int, int]:
     """(local, global) layers of the repeating pattern that starts with the local ones (WindowSpec);
     (0, 0) when no layer is local. Any other layout is refused."""
     if not any(is_local):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int
-from sp_planner.specs.model import MLASpec, WindowSpec
+from sp_planner.specs.attention import MLASpec, WindowSpec
 from sp_planner.specs.moe import MoESpec
 
 # Gated activations: the MLP has gate, up and down projections.
@@ -39,6 +39,8 @@ def qkv_bias(cfg: dict, model_type: str, path: Path) -> bool:
         return True
     if model_type in ("llama", "qwen3", "qwen3_moe", "deepseek_v3", "llama4_text", "gemma2", "gemma3_text"):
         return flag(cfg, "attention_bias", path)
+    if model_type == "gpt_oss":  # GptOssConfig's attention_bias defaults to true
+        return flag(cfg, "attention_bias", path, default=True)
     return False
 
 
@@ -48,7 +50,7 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
         if cfg.get("mlp_only_layers") or positive_int(cfg, "decoder_sparse_step", path, default=1) != 1:
             raise error(path, "qwen3_moe with mlp_only_layers or decoder_sparse_step != 1 is not supported "
                         "(only the first layers may be dense)")
-        experts, top_k = _expert_counts(cfg, path, "num_experts")
+        experts, top_k = expert_counts(cfg, path, "num_experts")
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path))
     if model_type == "deepseek_v3":
@@ -56,7 +58,7 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
         if positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
             raise error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
         shared = count(cfg, "n_shared_experts", path)
-        experts, top_k = _expert_counts(cfg, path, "n_routed_experts")
+        experts, top_k = expert_counts(cfg, path, "n_routed_experts")
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path),
                        num_shared_experts=shared, first_dense_layers=count(cfg, "first_k_dense_replace", path),
@@ -70,14 +72,14 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
         if listed is not None and listed != list(range(step - 1, layers, step)):
             raise error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
                         "supported")
-        experts, top_k = _expert_counts(cfg, path, "num_local_experts", top_k_default=1)
+        experts, top_k = expert_counts(cfg, path, "num_local_experts", top_k_default=1)
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "intermediate_size", path),
                        num_shared_experts=1, layer_step=step, router_score_function="sigmoid")
     if model_type != "mixtral":
         return None
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
-    experts, top_k = _expert_counts(cfg, path, "num_local_experts")
+    experts, top_k = expert_counts(cfg, path, "num_local_experts")
     return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=intermediate_size)
 
 
@@ -89,7 +91,7 @@ def _score_function(cfg: dict, path: Path) -> str:
     return value
 
 
-def _expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:
+def expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:
     """(routed experts, experts per token), refusing more experts per token than there are: a token
     goes to num_experts_per_tok distinct experts (the routers' torch.topk over the experts)."""
     experts = positive_int(cfg, experts_key, path)

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 from sp_planner.catalog.hf_fields import error, number, positive_int, positive_number
-from sp_planner.specs.model import MLASpec
+from sp_planner.specs.attention import MLASpec
 
 # Rope types whose cos and sin are not scaled (HF _compute_default/linear_scaling/dynamic_ntk/
 # llama3_parameters return attention_factor 1.0).
@@ -28,8 +28,9 @@ _UNSCALED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
 # Families whose every layer rotates q and k with one rotary embedding: YaRN's factor is then one
 # factor on every layer's q.k. Gemma 3's local layers use their own unscaled rotary embedding
 # (rope_local_base_freq, rope_type default), Llama 4's full-attention layers none (NoPE), and
-# Gemma 2 took rope_scaling only in later releases.
-_WHOLE_MODEL_ROPE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe")
+# Gemma 2 took rope_scaling only in later releases. gpt-oss's one GptOssRotaryEmbedding serves its
+# sliding and full layers alike.
+_WHOLE_MODEL_ROPE = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gpt_oss")
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:

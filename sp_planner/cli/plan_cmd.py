@@ -23,6 +23,7 @@ from sp_planner.cli.question import (check_outputs, domain_split_note, framework
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.flags.softmax import softmax_kernel_problem
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
@@ -239,6 +240,8 @@ def plan(
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
+    if (problem := softmax_kernel_problem(question.model, attention_kernel)) is not None:
+        raise UserInputError(problem)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "

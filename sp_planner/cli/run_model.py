@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from sp_planner.errors import UserInputError
 from sp_planner.planfile import PlanFile, load_plan_file
+from sp_planner.specs.attention import VANILLA
 from sp_planner.specs.model import ALIBI, ModelSpec
 from sp_planner.units import format_tokens
 
@@ -44,13 +45,20 @@ def settled_plan(path: Path, softmax_scale: float | None) -> tuple[PlanFile, str
 def refuse_unapplied(model: ModelSpec) -> None:
     """Refuse a model whose attention scores sp-run cannot compute: ALiBi adds a per-head linear bias
     to them (Press et al. 2022, arXiv 2108.12409), which none of sp-run's kernels applies (its score
-    modifications are a logit softcap and local windows, executor.score_mod); run anyway, the plan
-    would validate and time attention without it and say nothing."""
+    modifications are a logit softcap and local windows, executor.score_mod), and a sink softmax adds
+    a logit to every row's denominator; run anyway, the plan would validate and time attention
+    without it and say nothing."""
     if model.position_embedding == ALIBI:
         raise UserInputError(f"{model.name} biases its attention scores with ALiBi (position_embedding "
                              f"\"{ALIBI}\"), which sp-run's attention does not apply (it applies a logit softcap and "
                              "local windows only); for plain attention at the plan's shapes, give them as flags "
                              "instead of --plan")
+    if model.softmax_type != VANILLA:
+        # gpt-oss's sinks (ModelSpec.softmax_type learnable): one more logit in every softmax row, which
+        # sp-run's online-softmax merges do not carry.
+        raise UserInputError(f"{model.name}'s attention softmax is {model.softmax_type} (attention sinks), which "
+                             "sp-run's attention does not apply (its softmax is vanilla); for plain attention at the "
+                             "plan's shapes, give them as flags instead of --plan")
 
 
 def model_attention(model: ModelSpec, seq_len: int, layer: Layer | None) -> tuple[dict[str, Any], str | None]:

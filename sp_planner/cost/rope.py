@@ -55,7 +55,8 @@ Models without rotary embeddings (specs.model PositionEmbedding) run none of thi
 
 from __future__ import annotations
 
-from sp_planner.specs.model import ROPE, MLASpec, ModelSpec
+from sp_planner.specs.attention import MLASpec
+from sp_planner.specs.model import ROPE, ModelSpec
 
 # Forward passes over each query and key element: one read, one write (bf16, 2 bytes each).
 ROPE_PASSES = 2

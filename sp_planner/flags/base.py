@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
+from sp_planner.flags.softmax import softmax_failures
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
 from sp_planner.specs.base import FrozenModel
@@ -101,7 +102,8 @@ def refusal(framework: str, request: FlagRequest, own_failures: Callable[[], lis
     failures = [*failures, *_megatron_only_failures(framework, request.plan), *_fp8_attention_failures(framework,
                                                                                                       request.plan),
                 *_mtp_failures(framework, request.model), *_mla_up_proj_failures(framework, request.plan),
-                *_module_recompute_failures(framework, request.plan), *_mlp_recompute_failures(framework, request.plan)]
+                *_module_recompute_failures(framework, request.plan), *_mlp_recompute_failures(framework, request.plan),
+                *softmax_failures(framework, request)]
     return unsupported(framework, failures) if failures else None
 
 

@@ -26,7 +26,8 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
-from sp_planner.flags.megatron_moe import moe_groups
+from sp_planner.flags.megatron_moe import expert_bias_failures, moe_groups
+from sp_planner.flags.softmax import softmax_notes, softmax_shape_flags
 from sp_planner.flags.positions import position_failures, position_note
 from sp_planner.specs.model import ModelSpec
 
@@ -90,6 +91,7 @@ def common_groups(request: FlagRequest, cp_flags: list[str], dp_flags: list[str]
         shape += ["--multi-latent-attention", *([f"--q-lora-rank {a.q_lora_rank}"] if a.q_lora_rank else []),
                   f"--kv-lora-rank {a.kv_lora_rank}", f"--qk-head-dim {a.qk_nope_head_dim}",
                   f"--qk-pos-emb-head-dim {a.qk_rope_head_dim}", f"--v-head-dim {a.v_head_dim}"]
+    shape += softmax_shape_flags(request)  # gpt-oss's sinks: TE's kernel and CP choice depend on it
     # Batch: GBS % (MBS*DP) == 0 and DP excludes CP (megatron/training/config/training_config.py).
     batch = [
         f"--seq-length {w.seq_len}",
@@ -274,9 +276,10 @@ def render(request: FlagRequest) -> FrameworkFlags:
     cp_flags, cp_failures, cp_notes = _cp_flags(request)
     dp_flags, dp_failures, dp_notes = data_parallel_flags(request)
     refused = refusal("megatron", request, lambda: megatron_tp_head_failures(request.model, request.plan.tp)
-                      + dp_failures + cp_failures + position_failures(request))
+                      + dp_failures + cp_failures + position_failures(request) + expert_bias_failures(request))
     if refused is not None:
         return refused
     args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags, dp_flags))
     text = "\n".join([*env_lines(request), EXPANDABLE_SEGMENTS, args])
-    return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes, *dp_notes])
+    return supported("megatron", text, [*common_notes(request, "MEGATRON_ARGS"), *cp_notes, *dp_notes,
+                                        *softmax_notes(request)])

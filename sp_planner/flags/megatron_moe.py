@@ -51,8 +51,9 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
         *dispatcher_flags(m.moe.dispatcher, mindspeed=mindspeed, sms=m.moe.dispatcher_sms),
         "--moe-grouped-gemm",
     ]
-    if not m.linear_bias:
-        # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1.
+    if not m.linear_bias and not m.moe.expert_bias:
+        # add_bias_linear defaults to True, and TransformerConfig refuses biased experts with ETP > 1
+        # (expert_bias_failures).
         flags.append("--disable-bias-linear")
     if m.moe.router_score_function != "softmax":
         # TransformerConfig refuses top-1 softmax routing without --moe-router-pre-softmax; Llama 4's
@@ -89,6 +90,17 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
     if m.moe.routing == "balanced":
         routing = f"force-balanced {routing}"
     return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
+
+
+def expert_bias_failures(request: FlagRequest) -> list[str]:
+    """Biased experts (MoESpec.expert_bias) keep Megatron's add_bias_linear, which megatron-core 0.16.1
+    allows with expert tensor parallelism 1 only (TransformerConfig.__post_init__: "Bias in Moe is only
+    supported when ETP==1")."""
+    m, p = request.model, request.plan
+    if m.moe is None or not m.moe.expert_bias or p.etp == 1:
+        return []
+    return [f"etp {p.etp} cannot be expressed: {m.name}'s experts carry biases, which Megatron-Core allows only with "
+            "expert tensor parallelism 1; plan with --etp 1"]
 
 
 def moe_layer_pattern(m) -> str:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from sp_planner.specs.attention import VANILLA, MLASpec, SoftmaxType, WindowSpec
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH
 from sp_planner.specs.moe import MoESpec
@@ -26,36 +27,6 @@ PositionEmbedding = Literal["rope", "learned_absolute", "alibi", "none"]
 ROPE: PositionEmbedding = "rope"
 LEARNED_ABSOLUTE: PositionEmbedding = "learned_absolute"
 ALIBI: PositionEmbedding = "alibi"
-
-
-class WindowSpec(FrozenModel):
-    """Local attention layers, repeating `local_layers` local then `global_layers` full-attention
-    layers from the first layer on (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3:
-    5:1; Llama 4: 3:1). A sliding local layer's query attends to the `window_tokens` keys before
-    it; a chunked one (Llama 4's attention_chunk_size) to the keys of its own `window_tokens`-long
-    chunk, causally (HF Llama4 chunked mask: block-diagonal causal)."""
-
-    window_tokens: int = Field(gt=0, le=2**40)
-    kind: Literal["sliding", "chunked"] = "sliding"
-    local_layers: int = Field(default=1, gt=0, le=MAX_LAYERS)
-    global_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
-    # Gemma 2 caps attention logits with tanh (50.0); run inside the flash kernel (FlashAttention
-    # >= 2.6 softcap) at the same efficiency (assumption, no measurement found).
-    logit_softcapping: float | None = Field(default=None, gt=0)
-
-
-class MLASpec(FrozenModel):
-    """Multi-head latent attention (DeepSeek-V2/V3; HF config names). Training runs it as ordinary
-    attention over num_heads decompressed heads: queries and keys of qk_nope_head_dim +
-    qk_rope_head_dim (the decoupled RoPE part; the key's RoPE part is one per token, shared by the
-    heads), values of v_head_dim. The latent (kv_lora_rank) is what inference caches, not what
-    context parallelism moves: Ulysses' all-to-all and the ring pass the per-head Q/K/V."""
-
-    q_lora_rank: int | None = Field(default=None, gt=0, le=MAX_WIDTH)  # None: no query compression
-    kv_lora_rank: int = Field(gt=0, le=MAX_WIDTH)
-    qk_nope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
-    qk_rope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
-    v_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
 
 
 def softmax_scale_or_default(softmax_scale: float | None, qk_head_dim: int) -> float:
@@ -112,6 +83,9 @@ class ModelSpec(FrozenModel):
     # MLASelfAttention softmax_scale); an imported llama-style config's YaRN attention_factor^2 /
     # sqrt(head_dim) (catalog.hf_rope). The executor runs it (sp-run); time and FLOPs do not depend on it.
     softmax_scale: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
+    # The attention softmax (SoftmaxType, specs.attention): learnable for gpt-oss's sinks; it decides
+    # which attention kernels and context-parallel paths can run the model (flags), not its time.
+    softmax_type: SoftmaxType = VANILLA
     # Multi-token prediction depths trained with the model (DeepSeek-V3, arXiv 2412.19437 section
     # 2.2; Megatron --mtp-num-layers, sp-plan --mtp-layers; 0, Megatron's default: none). Each depth
     # norms the embedding of the tokens shifted once more and the previous hidden state, projects

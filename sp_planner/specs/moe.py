@@ -38,6 +38,11 @@ class MoESpec(FrozenModel):
     # The router's score function (Megatron --moe-router-score-function; its default softmax):
     # DeepSeek-V3 and Llama 4 score with a sigmoid (HF DeepseekV3 scoring_func, Llama4Router).
     router_score_function: Literal["softmax", "sigmoid"] = "softmax"
+    # The experts' linear layers carry biases (gpt-oss: HF GptOssExperts gate_up_proj_bias and
+    # down_proj_bias; Megatron keeps add_bias_linear, its default, and so allows expert tensor
+    # parallelism 1 only: TransformerConfig "Bias in Moe is only supported when ETP==1"). The biases'
+    # parameters and adds are not counted (under 0.05% of gpt-oss; catalog.hf_gpt_oss).
+    expert_bias: bool = False
     # Routing as trained (Megatron TransformerConfig, which holds these as model fields): None is
     # dropless; a factor F caps each expert at ceil(tokens x top_k / experts x F) of a rank's
     # tokens, dropping the rest (--moe-expert-capacity-factor, moe_utils.get_capacity);

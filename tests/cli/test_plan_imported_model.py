@@ -39,3 +39,30 @@ def test_a_yarn_config_transformers_releases_read_apart_is_one_error_line(sp_pla
     result = sp_plan("--model", path, *QUESTION)
     assert_one_line_error(result, str(path), "sets mscale 1 and mscale_all_dim 1 but no attention_factor")
     assert result.stdout == ""
+
+
+def test_gpt_oss_plans_on_megatron_alone_with_ulysses_and_notes_what_it_leaves_out(sp_plan, tmp_path):
+    from tests.catalog.hf_configs import GPT_OSS_20B
+
+    cfg = {**GPT_OSS_20B, "_name_or_path": "openai/gpt-oss-20b"}
+    result = sp_plan("--model", write_config(tmp_path, cfg), *QUESTION)
+    plans = json.loads(result.stdout)["plans"]
+    assert result.exit_code == 0 and plans
+    notes = notes_unwrapped(result.stderr)
+    starts = ("note: gpt-oss's o_proj, router and expert biases", "note: the experts' clamped SwiGLU",
+              "note: the attention sinks", "note: quantization_config mxfp4")
+    assert len(notes) == len(starts) and all(n.startswith(s) for n, s in zip(notes, starts))
+    # Only Megatron-LM runs the sinks, and never over a ring (TE's a2a only).
+    runs = [(name, plan) for plan in plans for name, flags in plan["flags"].items() if flags["supported"]]
+    assert runs and {name for name, _ in runs} == {"megatron"}
+    assert all(plan["ring"] == 1 for _, plan in runs)
+
+
+def test_a_kernel_that_cannot_run_sinks_is_one_error_line(sp_plan, tmp_path):
+    from tests.catalog.hf_configs import GPT_OSS_20B
+
+    path = write_config(tmp_path, {**GPT_OSS_20B, "_name_or_path": "openai/gpt-oss-20b"})
+    result = sp_plan("--model", path, *QUESTION, "--attention-kernel", "fa3")
+    assert_one_line_error(result, "--attention-kernel fa3: gpt-oss-20b's learnable softmax runs in Transformer "
+                          "Engine's FusedAttention (cuDNN) only")
+    assert result.stdout == ""

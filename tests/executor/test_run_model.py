@@ -20,7 +20,8 @@ from sp_planner.cli.run_model import model_attention, settled_plan
 from sp_planner.errors import UserInputError
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, write_plan_file
-from sp_planner.specs.model import MLASpec, ModelSpec, WindowSpec
+from sp_planner.specs.attention import MLASpec, WindowSpec
+from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
 
@@ -163,6 +164,21 @@ def test_an_alibi_plan_is_refused_in_one_line_before_any_launch(tmp_path, capsys
                             "which sp-run's attention does not apply (it applies a logit softcap and local windows "
                             "only); for plain attention at the plan's shapes, give them as flags instead of --plan\n")
     assert captured.out == ""
+
+
+def test_a_sink_softmax_plan_is_refused_in_one_line_before_any_launch(tmp_path, capsys, monkeypatch):
+    """gpt-oss's sinks add a logit to each softmax row that sp-run's merges do not carry."""
+    from sp_planner.cli import run_modes
+
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a sink plan"))
+    model = ModelSpec(name="tiny-oss", num_heads=4, num_kv_heads=4, head_dim=8, **TINY, softmax_type="learnable")
+    path = _plan(tmp_path, model, ParallelPlan(ulysses=2), seq_len=32)
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), "--iters", "0"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: tiny-oss's attention softmax is learnable (attention sinks), which sp-run's attention does not apply "
+        "(its softmax is vanilla); for plain attention at the plan's shapes, give them as flags instead of --plan\n")
 
 
 @pytest.mark.timeout(200)

@@ -1,0 +1,51 @@
+"""The attention a model's layers run beside plain causal softmax attention: local windows, latent
+(MLA) projections and the softmax's own kind."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sp_planner.specs.base import FrozenModel
+from sp_planner.specs.model_limits import MAX_HEAD_DIM, MAX_LAYERS, MAX_WIDTH
+
+# The attention softmax, in Megatron-Core's names (TransformerConfig.softmax_type, --softmax-type;
+# Megatron-LM dbc4129d18 "Sink Attention [gpt-oss 3/5]") and Transformer Engine's
+# (DotProductAttention softmax_type): vanilla; off-by-one, a fixed 1 added to each row's
+# denominator (Miller 2023, "Attention is off by one"); learnable, one learned logit per head in
+# every row's denominator and no value (gpt-oss's attention sinks: HF GptOssAttention `sinks`,
+# eager_attention_forward concatenates them to the logits and drops their column after the softmax).
+SoftmaxType = Literal["vanilla", "off-by-one", "learnable"]
+VANILLA: SoftmaxType = "vanilla"
+LEARNABLE: SoftmaxType = "learnable"
+
+
+class WindowSpec(FrozenModel):
+    """Local attention layers, repeating `local_layers` local then `global_layers` full-attention
+    layers from the first layer on (Mistral 7B v0.1: every layer local; Gemma 2: 1:1; Gemma 3:
+    5:1; Llama 4: 3:1). A sliding local layer's query attends to the `window_tokens` keys before
+    it; a chunked one (Llama 4's attention_chunk_size) to the keys of its own `window_tokens`-long
+    chunk, causally (HF Llama4 chunked mask: block-diagonal causal)."""
+
+    window_tokens: int = Field(gt=0, le=2**40)
+    kind: Literal["sliding", "chunked"] = "sliding"
+    local_layers: int = Field(default=1, gt=0, le=MAX_LAYERS)
+    global_layers: int = Field(default=0, ge=0, le=MAX_LAYERS)
+    # Gemma 2 caps attention logits with tanh (50.0); run inside the flash kernel (FlashAttention
+    # >= 2.6 softcap) at the same efficiency (assumption, no measurement found).
+    logit_softcapping: float | None = Field(default=None, gt=0)
+
+
+class MLASpec(FrozenModel):
+    """Multi-head latent attention (DeepSeek-V2/V3; HF config names). Training runs it as ordinary
+    attention over num_heads decompressed heads: queries and keys of qk_nope_head_dim +
+    qk_rope_head_dim (the decoupled RoPE part; the key's RoPE part is one per token, shared by the
+    heads), values of v_head_dim. The latent (kv_lora_rank) is what inference caches, not what
+    context parallelism moves: Ulysses' all-to-all and the ring pass the per-head Q/K/V."""
+
+    q_lora_rank: int | None = Field(default=None, gt=0, le=MAX_WIDTH)  # None: no query compression
+    kv_lora_rank: int = Field(gt=0, le=MAX_WIDTH)
+    qk_nope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    qk_rope_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
+    v_head_dim: int = Field(gt=0, le=MAX_HEAD_DIM)
