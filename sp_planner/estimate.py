@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Literal
 
+import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
-from pydantic import Field, PrivateAttr, field_serializer
+from pydantic import Field, PrivateAttr, field_serializer, model_serializer
 
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.base import FrozenModel, whole_bytes  # noqa: F401 (whole_bytes was defined here)
@@ -19,6 +21,18 @@ from sp_planner.specs.base import FrozenModel, whole_bytes  # noqa: F401 (whole_
 Link = Literal["intra", "inter", "none"]
 # Frame column prefix of each breakdown field of PlanEstimate (the CSV's column names).
 FRAME_PREFIXES: dict[str, str] = {"memory": "mem_", "time": "time_", "comm_bytes": "comm_", "comm_links": "link_"}
+
+
+def whole_byte_parts(parts: ArrayLike) -> np.ndarray:
+    """Parts of a total (the last axis, in the order they were summed) as whole bytes that add up
+    to the total's whole bytes: each part is the step between its running totals' whole bytes, so
+    it lies within a byte of its value, and the parts of a peak sum to round(peak) (rounding each
+    part alone left plans.csv's mem_ columns 1-3 bytes off memory_peak_bytes). Rows with a part
+    that is not finite keep it, the rest rounded alone."""
+    parts = np.asarray(parts, dtype=np.float64)
+    stepped = np.diff(np.rint(np.cumsum(parts, axis=-1)), axis=-1, prepend=0.0)
+    finite = np.isfinite(parts).all(axis=-1, keepdims=True)
+    return np.where(finite, stepped, np.where(np.isfinite(parts), np.rint(parts), parts))
 
 
 class MemoryBreakdown(FrozenModel):
@@ -30,9 +44,14 @@ class MemoryBreakdown(FrozenModel):
     comm_buffers_bytes: float
     reserve_bytes: float
 
-    @field_serializer("*", when_used="json")
-    def _json_bytes(self, value: float) -> int | float:
-        return whole_bytes(value)
+    def whole_bytes(self) -> dict[str, int | float]:
+        """The parts as files hold them: whole bytes summing to the peak's (whole_byte_parts)."""
+        values = whole_byte_parts([getattr(self, name) for name in type(self).model_fields])
+        return {name: whole_bytes(float(v)) for name, v in zip(type(self).model_fields, values)}
+
+    @model_serializer(when_used="json")
+    def _json_bytes(self) -> dict[str, int | float]:
+        return self.whole_bytes()
 
     @property
     def total_bytes(self) -> float:

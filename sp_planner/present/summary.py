@@ -143,6 +143,7 @@ def plan_entry(
     entry: dict[str, Any] = {
         **estimate.plan.model_dump(),
         **estimate.model_dump(exclude={"plan"}),
+        "memory": estimate.memory.whole_bytes(),  # parts that sum to memory_peak_bytes
         "rank_layout": RankLayout.of(estimate.plan).model_dump(mode="json"),
     }
     if full_rank_groups:
@@ -182,7 +183,7 @@ def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
     )
     row.update({f"comm_{k}_bytes": v for k, v in estimate.comm_bytes.model_dump().items()})
     row.update({f"link_{k}": v for k, v in estimate.comm_links.model_dump().items()})
-    row.update({f"mem_{k}": v for k, v in estimate.memory.model_dump().items()})
+    row.update({f"mem_{k}": v for k, v in estimate.memory.whole_bytes().items()})
     row.update({f"time_{k}": v for k, v in estimate.time.model_dump().items()})
     return {k: _finite(v, k) if k.endswith("_bytes") else v for k, v in row.items()}
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown
+from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown, whole_byte_parts
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
 from sp_planner.present.labels import reason_key
@@ -93,6 +93,9 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
     reasons = ordered["reason"]
     rule_of = {reason: reason_key(reason) for reason in reasons.unique()}  # a few hundred distinct reasons
     broken = (~ordered["fits"].astype(bool)) & (reasons.map(rule_of) != "oom")
+    # The mem_ parts as whole bytes that sum to memory_peak_bytes (each rounded alone, they missed
+    # it by a byte or more).
+    ordered[list(MEMORY_COLUMNS)] = whole_byte_parts(ordered[list(MEMORY_COLUMNS)].to_numpy(dtype=np.float64))
     for name in CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):]:
         column = ordered[name]
         if name.endswith("_bytes") and column.dtype == np.float64:

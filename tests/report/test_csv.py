@@ -6,8 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.estimate import CommBytes, plain
 from sp_planner.report.csv import CSV_COLUMNS, plans_table, with_simulated, write_csv, write_plans_csv
+from sp_planner.search import search
+from sp_planner.specs.workload import Workload
 
 
 def test_csv_has_every_candidate_in_the_documented_columns(question, tmp_path):
@@ -49,6 +52,19 @@ def test_csv_first_row_is_the_search_best_plan(question):
     for kind, sent in best.comm_bytes.model_dump().items():
         assert row[f"comm_{kind}_bytes"] == sent
         assert row[f"link_{kind}"] == getattr(best.comm_links, kind)
+
+
+def test_csv_memory_parts_sum_to_the_peak_on_every_row():
+    """Qwen3-8B at 200K on 5 x 8 H100s: the mem_ columns, each rounded alone, missed
+    memory_peak_bytes by a byte on most rows; now every costed row's parts add up to it."""
+    result = search(load_model("qwen3-8b"), load_hardware("h100"), Workload(seq_len=200 * 1024, global_batch=20),
+                    num_nodes=5, gpus_per_node=8, top_k=3)
+    table = plans_table(result.frame)
+    costed = table[table["memory_peak_bytes"].notna()]
+    assert len(costed) > 1000
+    parts = costed[[c for c in table.columns if c.startswith("mem_")]].astype("int64").sum(axis=1)
+    assert (parts == costed["memory_peak_bytes"].astype("int64")).all()
+    assert (table.loc[costed.index[0], "memory_peak_bytes"] == round(result.ranked[0].memory_peak_bytes))
 
 
 def test_csv_refuses_a_frame_without_a_documented_column(question):
