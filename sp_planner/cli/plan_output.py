@@ -133,8 +133,9 @@ def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool
         rows = [{"rank": i if est.fits else None, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
                 for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
         frame = pd.DataFrame(rows)
-        if rows:
-            frame["rank"] = frame["rank"].astype("Int64")  # whole numbers beside the empty ones
+        if rows:  # whole numbers beside the empty ones (a rule breaker's bytes are empty, as its rank)
+            whole = ["rank", *(name for name in frame.columns if name.endswith("_bytes"))]
+            frame[whole] = frame[whole].astype("Int64")
         frame.to_csv(sys.stdout, index=False)
     else:
         print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)

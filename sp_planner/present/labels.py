@@ -121,6 +121,11 @@ def reason_key(reason: object) -> str:
     return reason.split(":", 1)[0].strip()
 
 
+def breaks_hard_rule(reason: object) -> bool:
+    """Whether a search reason is a hard rule's (the plan cannot run), not 'oom' or '' (it fits)."""
+    return reason_key(reason) not in ("", "oom")
+
+
 def peak_name(plan: ParallelPlan) -> str:
     """What "% peak" (hardware_mfu) divides by, in words: the BF16 peak, named so where the plan's
     GEMMs run FP8 (at up to twice it, so the share can pass 100%)."""

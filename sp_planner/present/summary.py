@@ -40,6 +40,7 @@ from sp_planner.layout import rank_groups
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile import RankLayout
 from sp_planner.present.advice import FitSuggestion
+from sp_planner.present.labels import breaks_hard_rule
 from sp_planner.specs.base import whole_bytes
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -185,6 +186,9 @@ def estimate_row(estimate: PlanEstimate) -> dict[str, Any]:
     row.update({f"link_{k}": v for k, v in estimate.comm_links.model_dump().items()})
     row.update({f"mem_{k}": v for k, v in estimate.memory.whole_bytes().items()})
     row.update({f"time_{k}": v for k, v in estimate.time.model_dump().items()})
+    if breaks_hard_rule(estimate.reason):  # it cannot run: its numbers are empty, as plans.csv leaves them
+        keys = list(row)
+        row.update(dict.fromkeys(keys[keys.index("memory_peak_bytes"):]))
     return {k: _finite(v, k) if k.endswith("_bytes") else v for k, v in row.items()}
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from sp_planner.estimate import CommBytes, CommLinks, MemoryBreakdown, PlanEstimate, TimeBreakdown, whole_byte_parts
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.expressible import EXPRESSIBLE_COLUMN
-from sp_planner.present.labels import reason_key
+from sp_planner.present.labels import breaks_hard_rule
 
 PLAN_COLUMNS: tuple[str, ...] = tuple(ParallelPlan.model_fields)
 MEMORY_COLUMNS: tuple[str, ...] = tuple(f"mem_{name}" for name in MemoryBreakdown.model_fields)
@@ -91,8 +91,8 @@ def plans_table(frame: pd.DataFrame) -> pd.DataFrame:
     ordered["reason"] = ordered["reason"].fillna("")
     ordered = ordered.loc[:, list(CSV_COLUMNS)]
     reasons = ordered["reason"]
-    rule_of = {reason: reason_key(reason) for reason in reasons.unique()}  # a few hundred distinct reasons
-    broken = (~ordered["fits"].astype(bool)) & (reasons.map(rule_of) != "oom")
+    rule_of = {reason: breaks_hard_rule(reason) for reason in reasons.unique()}  # a few hundred distinct reasons
+    broken = (~ordered["fits"].astype(bool)) & reasons.map(rule_of).astype(bool)
     # The mem_ parts as whole bytes that sum to memory_peak_bytes (each rounded alone, they missed
     # it by a byte or more).
     ordered[list(MEMORY_COLUMNS)] = whole_byte_parts(ordered[list(MEMORY_COLUMNS)].to_numpy(dtype=np.float64))

@@ -54,6 +54,27 @@ def test_csv_leaves_rank_empty_for_plans_that_do_not_fit(sp_plan):
     assert [line.split(",", 1)[0] for line in result.stdout.splitlines()[1:10]] == [*map(str, range(1, 9)), ""]
 
 
+# Llama-3-8B on 1 x 3 H100s, pp 1 and 2 sequences: dp 3 breaks the batch rule and tp, ulysses or
+# ring 3 the head or sequence rules, so every plan shown breaks a hard rule.
+NONE_RUNS = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--gpus-per-node", "3", "--seq-len", "4k",
+             "--global-batch", "2", "--pp", "1", "--top", "3"]
+
+
+def test_csv_leaves_the_numbers_of_a_plan_that_cannot_run_empty(sp_plan):
+    """As plans.csv (README: a plan that breaks a hard rule has empty metric, byte, link and
+    breakdown columns). sp-plan --format csv printed a step time, MFU and memory for them."""
+    from sp_planner.report.csv import CSV_COLUMNS
+
+    result = sp_plan(*NONE_RUNS, "--format", "csv")
+    assert result.exit_code == 1, result.stderr
+    table = pd.read_csv(io.StringIO(result.stdout), keep_default_na=False, na_values=[""])
+    assert len(table) == 3 and not table["fits"].any()
+    assert table["reason"].str.startswith("heads: ").all()
+    metrics = list(CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):])
+    assert table[metrics].isna().all().all()
+    assert table["tp"].tolist() == [3, 3, 3] and table["world_size"].tolist() == [3, 3, 3]
+
+
 def test_top_1_still_compares_the_winner_with_the_runner_up(sp_plan):
     """--top 1 said "No other candidate was ranked." of a search that ranked thousands; the
     paragraph now names the runner-up as --top 2 does."""

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.present.labels import peak_name, plan_name, reason_key
+from sp_planner.present.labels import breaks_hard_rule, peak_name, plan_name, reason_key
 
 
 def test_plan_label_names_every_choice_and_only_a_non_default_ring_layout():
@@ -18,6 +18,12 @@ def test_reason_key_is_the_rule_before_the_colon():
     assert reason_key("heads: num_heads 32 is not divisible by tp*ulysses = 1*64") == "heads"
     assert reason_key("oom: needs 90.1 GiB per GPU, 80.0 GiB available") == "oom"
     assert reason_key("") == "" and reason_key(None) == "" and reason_key(float("nan")) == ""
+
+
+def test_a_hard_rule_is_any_reason_but_memory():
+    assert breaks_hard_rule("heads: num_heads 32 is not divisible by tp*ulysses = 3*1")
+    assert not breaks_hard_rule("oom: 90.1 GiB > 79.2 GiB")
+    assert not breaks_hard_rule(None) and not breaks_hard_rule("")
 
 
 def test_prose_plan_name_has_the_same_choices_in_the_same_order():

@@ -11,6 +11,7 @@ from sp_planner.planfile import RankLayout
 from sp_planner.present.summary import SUMMARY_SCHEMA, _finite, build_summary, estimate_row
 from sp_planner.report.csv import CSV_COLUMNS
 from sp_planner.search import search
+from sp_planner.space import Pins
 from sp_planner.specs.workload import Workload
 
 MODEL, HARDWARE = load_model("llama3-8b"), load_hardware("a800")
@@ -90,3 +91,16 @@ def test_memory_parts_sum_to_the_peak_in_the_summary_and_the_csv_rows():
         assert sum(entry["memory"].values()) == entry["memory_peak_bytes"] == round(est.memory_peak_bytes)
         row = estimate_row(est)
         assert sum(row[f"mem_{k}"] for k in est.memory.model_dump()) == row["memory_peak_bytes"]
+
+
+def test_estimate_row_of_a_plan_that_breaks_a_hard_rule_has_no_numbers():
+    """tp 3 on 3 GPUs splits Llama-3-8B's 32 heads unevenly: plans.csv leaves its numbers empty, and
+    so does the row sp-plan --format csv writes (it printed a step time and memory)."""
+    result = search(MODEL, HARDWARE, Workload(seq_len=4096, global_batch=2), num_nodes=1, gpus_per_node=3,
+                    top_k=3, pins=Pins(pp=1))
+    est = result.ranked[0]
+    assert est.reason.startswith("heads: ") and math.isfinite(est.step_time_s)
+    row = estimate_row(est)
+    metrics = list(CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):])
+    assert all(row[name] is None for name in metrics)
+    assert row["tp"] == 3 and row["reason"] == est.reason and row["fits"] is False
