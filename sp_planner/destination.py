@@ -41,10 +41,13 @@ def new_folder_mode() -> int:
 
 
 def resolve_link(path: Path) -> Path:
-    """The path a write to `path` lands on: a symbolic link's (final) target, else the path itself."""
+    """The path a write to `path` lands on: a symbolic link's (final) target, else the path itself.
+    A link whose target names nothing while opening it does work is a kernel file-descriptor link
+    (/dev/stdout -> /proc/self/fd/1 -> "pipe:[...]" when the output is piped): the link itself."""
     path = Path(path)
     if path.is_symlink():
-        return Path(os.path.realpath(path))
+        target = Path(os.path.realpath(path))
+        return path if not target.exists() and path.exists() else target
     return path
 
 
@@ -115,6 +118,8 @@ def check_file_destination(path: Path, *, option: str, fixed_name: bool = False)
     timeline.json), so the messages name the file and advise another folder."""
     path = Path(path)
     label = f"{path} (in {option})" if fixed_name else f"{option} {path}"
+    if str(path) == "-":  # a file named "-" is not what a user asking for standard output wants
+        raise UserInputError(f"{label}: '-' is not read as standard output; give a file name, or /dev/stdout")
     try:
         target = resolve_link(path)
         mode = target.stat().st_mode

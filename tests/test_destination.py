@@ -71,6 +71,35 @@ def test_fifo_is_written_through(tmp_path):
     assert got == ["through the pipe"] and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
+def test_stdout_link_to_a_pipe_is_written_through(tmp_path):
+    # /dev/stdout -> /proc/self/fd/1, whose target is "pipe:[inode]" (no such path) when piped:
+    # the write goes through the link, not to a file beside a missing folder.
+    read_end, write_end = os.pipe()
+    link = tmp_path / "out"
+    link.symlink_to(f"/proc/self/fd/{write_end}")
+    try:
+        check_file_destination(link, option="--out")
+        write_text(link, "through the pipe")
+        os.close(write_end)
+        with os.fdopen(read_end) as handle:
+            assert handle.read() == "through the pipe"
+    finally:
+        for fd in (read_end, write_end):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    assert link.is_symlink() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_dash_is_refused_not_written_as_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match="--out -: '-' is not read as standard output; give a file name, "
+                                             "or /dev/stdout"):
+        check_file_destination("-", option="--out")
+    assert not (tmp_path / "-").exists()
+
+
 @pytest.mark.parametrize("where, message", [
     ("folder", "--out {p} is a folder"),
     ("under_file", "--out {p}: {tmp}/file is not a folder"),

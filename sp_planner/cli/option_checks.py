@@ -103,7 +103,11 @@ def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
                        precision: Precision | Literal["auto"]) -> Fp8Recipe:
     """--fp8-recipe, by default the framework's own: torchtitan's torchao float8 scales each tensor
     from its own amax (ScalingType has DYNAMIC only, torchao/float8/config.py), so it runs
-    tensorwise and has no delayed scaling; Megatron's TE default is delayed (--fp8-recipe)."""
+    tensorwise and has no delayed scaling; Megatron's TE default is delayed (--fp8-recipe). A recipe
+    given with a precision that reads none (bf16, mxfp8) is refused, as check_fp8_recipe refuses the
+    others: here the default delayed cannot be told from a given one."""
+    if fp8_recipe is not None and precision not in ("fp8", "auto"):
+        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
     if framework != "torchtitan" or precision not in ("fp8", "auto"):
         return "delayed" if fp8_recipe is None else fp8_recipe
     if fp8_recipe == "delayed":

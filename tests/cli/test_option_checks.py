@@ -21,6 +21,15 @@ def test_fp8_recipe_defaults_to_the_frameworks_own(given, framework, precision, 
     assert resolve_fp8_recipe(given, framework, precision) == expected
 
 
+@pytest.mark.parametrize(("given", "precision"), [("delayed", "bf16"), ("delayed", "mxfp8"), ("tensorwise", "bf16")])
+def test_a_given_recipe_needs_per_tensor_fp8(given, precision):
+    # The default (None) resolves to delayed whatever the precision; a given recipe that nothing
+    # reads is refused, not ignored.
+    with pytest.raises(UserInputError, match=f"--fp8-recipe {given} applies to --precision fp8 .or auto., "
+                                             f"not {precision}"):
+        resolve_fp8_recipe(given, "megatron", precision)
+
+
 def test_delayed_scaling_is_refused_for_torchtitan():
     with pytest.raises(UserInputError, match="torchtitan's float8 .torchao. has no delayed scaling"):
         resolve_fp8_recipe("delayed", "torchtitan", "fp8")

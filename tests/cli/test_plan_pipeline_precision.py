@@ -119,6 +119,11 @@ def test_fp8_recipe_needs_fp8(sp_plan):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "error: --fp8-recipe tensorwise applies to --precision fp8 (or auto), not bf16"]
+    result = sp_plan("--model", "llama3-8b", "--hardware", "b200", "--nodes", "1", "--seq-len", "8k",
+                     "--precision", "mxfp8", "--fp8-recipe", "delayed")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --fp8-recipe delayed applies to --precision fp8 (or auto), not mxfp8"]
 
 
 def test_fp8_on_a800_is_refused(sp_plan):
