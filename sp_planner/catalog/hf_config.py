@@ -1,5 +1,5 @@
 """ModelSpec from a Hugging Face config.json of the llama, mistral, mixtral, qwen2, qwen3, qwen3_moe,
-deepseek_v3, kimi_k2, llama4, gemma2, gemma3 and gpt_oss families.
+deepseek_v3, kimi_k2, llama4, gemma2, gemma3, gpt_oss and glm4_moe families.
 
 Field meanings and defaults follow the transformers configuration classes (LlamaConfig,
 MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig, DeepseekV3Config):
@@ -13,7 +13,8 @@ entry is 1 attend within attention_chunk_size chunks, the others (NoPE) apply no
 encoder is not modelled).
 Kimi K2 (kimi_k2) is DeepSeek-V3's architecture under another model_type: hf_kimi.
 Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma. gpt-oss (every
-layer MoE, attention sinks, 1:1 sliding:full layers): hf_gpt_oss.
+layer MoE, attention sinks, 1:1 sliding:full layers): hf_gpt_oss. GLM-4.5/4.6 (glm4_moe: dense first
+layers, shared expert, sigmoid router, QK norm, partial RoPE): hf_glm.
 What each layer holds is read in hf_layers, the rotary embedding's softmax scale in hf_rope. What
 the spec leaves out is listed in its sources after NOT_MODELLED (import_notes), for the CLI to say.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sp_planner.catalog import hf_gemma, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
+from sp_planner.catalog import hf_gemma, hf_glm, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
 from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
@@ -33,7 +34,7 @@ from sp_planner.specs.moe import MoESpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
                                            hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
-                                           hf_gpt_oss.MODEL_TYPE)
+                                           hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
 # A sources entry starting so says what the spec leaves out of the model (import_notes).
 NOT_MODELLED = "not modelled: "
 
@@ -114,6 +115,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         cfg, model_type = hf_gemma.text_config(cfg, path), "gemma3_text"
     gemma = model_type in hf_gemma.MODEL_TYPES
     gpt_oss = model_type == hf_gpt_oss.MODEL_TYPE
+    glm = model_type == hf_glm.MODEL_TYPE
     if gpt_oss:
         cfg = hf_gpt_oss.with_default_rope(cfg)
     if model_type == "llama" and flag(cfg, "mlp_bias", path):
@@ -134,8 +136,9 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
     mla = hf_layers.mla(cfg, model_type, path)
     layers = positive_int(cfg, "num_hidden_layers", path)
     # Gemma's head dim is the class default, not hidden / heads, where a config leaves it out (hf_gemma).
-    kv_heads = heads if mla else positive_int(cfg, "num_key_value_heads", path,
-                                              default=hf_gemma.NUM_KV_HEADS if gemma else heads)
+    kv_heads = heads if mla else positive_int(
+        cfg, "num_key_value_heads", path,
+        default=hf_gemma.NUM_KV_HEADS if gemma else hf_glm.NUM_KV_HEADS if glm else heads)
     head_dim = (hf_layers.mla_head_dim(mla, path) if mla
                 else positive_int(cfg, "head_dim", path, default=hf_gemma.HEAD_DIM if gemma else hidden // heads))
     fields = {
@@ -154,11 +157,14 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "qkv_bias": hf_layers.qkv_bias(cfg, model_type, path),
         # Qwen3's and Gemma 3's attention always norms each query and key head (Qwen3Attention,
         # Qwen3MoeAttention, Gemma3Attention q_norm/k_norm; no config field); Llama 4's use_qk_norm is
-        # a weightless L2 norm, which ModelSpec.qk_norm does not describe.
-        "qk_norm": model_type in ("qwen3", "qwen3_moe", "gemma3_text"),
-        "moe": hf_gpt_oss.moe(cfg, path) if gpt_oss else hf_layers.moe(cfg, model_type, path, intermediate),
+        # a weightless L2 norm, which ModelSpec.qk_norm does not describe. GLM's is use_qk_norm's (hf_glm).
+        "qk_norm": model_type in ("qwen3", "qwen3_moe", "gemma3_text") or (glm and flag(cfg, "use_qk_norm", path)),
+        "moe": (hf_gpt_oss.moe(cfg, path) if gpt_oss else hf_glm.moe(cfg, path) if glm
+                else hf_layers.moe(cfg, model_type, path, intermediate)),
         "mla": mla,
     }
+    # GLM's partial RoPE is read (and a YaRN factor on its rotary dims refused) before the scale.
+    glm_notes = hf_glm.not_modelled(cfg, path, head_dim=head_dim) if glm else ()
     # The window and the layers without RoPE in one read (Llama 4's NoPE interval sets both), after
     # the fields above as before, so a config with several bad fields is refused for the same one.
     # Every Gemma layer rotates q and k.
@@ -196,6 +202,8 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         notes = hf_gpt_oss.not_modelled(cfg, path, layers=layers, hidden=hidden, heads=heads, moe_spec=moe,
                                         attention_bias=fields["qkv_bias"] is True)
         fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in notes))
+    if glm_notes:
+        fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in glm_notes))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)

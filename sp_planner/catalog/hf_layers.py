@@ -41,6 +41,8 @@ def qkv_bias(cfg: dict, model_type: str, path: Path) -> bool:
         return flag(cfg, "attention_bias", path)
     if model_type == "gpt_oss":  # GptOssConfig's attention_bias defaults to true
         return flag(cfg, "attention_bias", path, default=True)
+    if model_type == "glm4_moe":  # Glm4MoeAttention: q/k/v biases by attention_bias, o_proj none
+        return flag(cfg, "attention_bias", path)
     return False
 
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from sp_planner.catalog import import_notes, load_hf_config
+from sp_planner.catalog import import_notes, load_hf_config, load_model
 from sp_planner.catalog.hf_config import origin_model_type
-from tests.catalog.hf_configs import GPT_OSS_20B, GPT_OSS_120B, import_error, without, write_config
+from tests.catalog.hf_configs import ARCH_FIELDS, GPT_OSS_20B, GPT_OSS_120B, import_error, without, write_config
 
 # YaRN factor 32 (0.1 ln 32 + 1) on the rotary cos and sin of q and k: q.k x its square, over sqrt(64).
 SCALE = (0.1 * math.log(32) + 1) ** 2 / 8
@@ -100,3 +100,14 @@ def test_bad_gpt_oss_configs_are_refused_in_one_line(tmp_path, cfg, expected):
 def test_full_attention_everywhere_has_no_window(tmp_path):
     spec = load_hf_config(write_config(tmp_path, {**GPT_OSS_20B, "layer_types": ["full_attention"] * 24}))
     assert spec.window is None and spec.softmax_type == "learnable"
+
+
+@pytest.mark.parametrize(("name", "cfg", "layers", "experts"), [("gpt-oss-20b", GPT_OSS_20B, 24, 32),
+                                                               ("gpt-oss-120b", GPT_OSS_120B, 36, 128)])
+def test_builtin_is_the_imported_config_with_the_same_notes(tmp_path, name, cfg, layers, experts):
+    imported = load_hf_config(write_config(tmp_path, cfg))
+    builtin = load_model(name.upper())
+    assert builtin.name == name and builtin.hf_repo == f"openai/{name}"
+    assert builtin.model_dump(exclude=ARCH_FIELDS) == imported.model_dump(exclude=ARCH_FIELDS)
+    assert (builtin.num_params, builtin.num_active_params) == _counts(layers, experts)[:2]
+    assert import_notes(builtin) == import_notes(imported) and len(import_notes(builtin)) == 4

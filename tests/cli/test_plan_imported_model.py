@@ -66,3 +66,28 @@ def test_a_kernel_that_cannot_run_sinks_is_one_error_line(sp_plan, tmp_path):
     assert_one_line_error(result, "--attention-kernel fa3: gpt-oss-20b's learnable softmax runs in Transformer "
                           "Engine's FusedAttention (cuDNN) only")
     assert result.stdout == ""
+
+
+def test_builtin_gpt_oss_plans_and_notes_as_its_config(sp_plan, tmp_path):
+    from tests.catalog.hf_configs import GPT_OSS_20B
+
+    imported = sp_plan("--model", write_config(tmp_path, {**GPT_OSS_20B, "_name_or_path": "openai/gpt-oss-20b"}),
+                       *QUESTION)
+    builtin = sp_plan("--model", "gpt-oss-20b", *QUESTION)
+    assert _plans(builtin) == _plans(imported)
+    assert builtin.stderr == imported.stderr and len(notes_unwrapped(builtin.stderr)) == 4
+
+
+def test_glm_45_plans_as_its_config_on_megatron_and_all_frameworks(sp_plan, tmp_path):
+    from tests.catalog.test_hf_glm import GLM_45
+
+    question = [*QUESTION[:3], "16", *QUESTION[4:]]  # 355B parameters need more than 2 nodes at 32K
+    megatron = [*question[:-3], "megatron", *question[-2:]]
+    imported = sp_plan("--model", write_config(tmp_path, GLM_45), *megatron)
+    builtin = sp_plan("--model", "glm-4.5", *megatron)
+    assert _plans(builtin) == _plans(imported) and builtin.stderr == imported.stderr
+    notes = notes_unwrapped(builtin.stderr)
+    assert [n.split(":")[1].strip() for n in notes] == ["partial RoPE", "num_nextn_predict_layers 1"]
+    every = sp_plan("--model", "glm-4.5", *question)
+    assert [{k: v for k, v in p.items() if k != "flags"} for p in json.loads(every.stdout)["plans"]] == _plans(builtin)
+    assert all(p["flags"]["megatron"]["supported"] for p in json.loads(every.stdout)["plans"])
