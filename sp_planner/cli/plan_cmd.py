@@ -21,9 +21,11 @@ from sp_planner.cli.option_checks import check_framework_options, check_framewor
 from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
                                      node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
-from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import (PROFILE_KERNEL, AttentionKernel, default_kernel, measured_attention,
+                                               with_attention_kernel)
+from sp_planner.cost.families import profile_key
 from sp_planner.cost.fp8_attention import with_fp8_attention
-from sp_planner.flags.softmax import softmax_kernel_problem
+from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
@@ -242,6 +244,11 @@ def plan(
         raise UserInputError(f"--attention-kernel: {err}") from None
     if (problem := softmax_kernel_problem(question.model, attention_kernel)) is not None:
         raise UserInputError(problem)
+    # The kernel whose curve times the plans: the one chosen, else the profile's own (a measured
+    # profile's curves are the user's kernel: None).
+    timed = kernel if kernel is not None or measured_attention(question.hardware) else \
+        PROFILE_KERNEL.get(profile_key(question.hardware))
+    timing_note = softmax_timing_note(question.model, timed, question.hardware.name) if stack == "megatron" else None
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
@@ -255,7 +262,7 @@ def plan(
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
-                 framework_device_note(question.hardware, framework)):
+                 framework_device_note(question.hardware, framework), timing_note):
         if note is not None:
             write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled

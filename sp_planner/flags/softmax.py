@@ -66,8 +66,21 @@ def softmax_kernel_problem(model: ModelSpec, kernel: str | None) -> str | None:
     if model.softmax_type == VANILLA or kernel in (None, "cudnn"):
         return None
     return (f"--attention-kernel {kernel}: {model.name}'s {model.softmax_type} softmax runs in Transformer Engine's "
-            "FusedAttention (cuDNN) only, which the other kernels cannot stand for (no sink logit); use "
+            "FusedAttention (cuDNN) only, and the other kernels take no sink logit; use "
             "--attention-kernel cudnn or leave it out")
+
+
+def softmax_timing_note(model: ModelSpec, timed_kernel: str | None, hardware_name: str) -> str | None:
+    """Where a Megatron plan's attention is timed with another kernel's curve than the cuDNN one TE
+    runs a non-vanilla softmax in (FusedAttention; on Ampere from cuDNN 8.9.3 with the sink softmax
+    from 9.13.1: TE common/fused_attn/fused_attn.cpp at d0067d0): no cuDNN curve is published for
+    the GPU (reference attention_kernels_and_cp_costs.md, Gaps: A100 / A800), so the profile's own
+    stands in, said here rather than silently. `timed_kernel` None: a measured profile's own curves."""
+    if model.softmax_type == VANILLA or timed_kernel in (None, "cudnn"):
+        return None
+    return (f"{model.name}'s {model.softmax_type} softmax runs in Transformer Engine's FusedAttention (cuDNN), whose "
+            f"attention curve on {hardware_name} is not published: its attention is timed with the {timed_kernel} "
+            "curve, a stand-in")
 
 
 def softmax_notes(request: FlagRequest) -> list[str]:

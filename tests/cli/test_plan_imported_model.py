@@ -91,3 +91,13 @@ def test_glm_45_plans_as_its_config_on_megatron_and_all_frameworks(sp_plan, tmp_
     every = sp_plan("--model", "glm-4.5", *question)
     assert [{k: v for k, v in p.items() if k != "flags"} for p in json.loads(every.stdout)["plans"]] == _plans(builtin)
     assert all(p["flags"]["megatron"]["supported"] for p in json.loads(every.stdout)["plans"])
+
+
+def test_gpt_oss_on_ampere_says_its_attention_curve_stands_in_for_cudnn(sp_plan):
+    # TE runs the sink softmax in cuDNN, whose Ampere curve is unpublished: the FA2 curve times it, said.
+    question = ("--hardware", "a800", "--nodes", "1", "--seq-len", "32k", "--framework", "megatron", "--top", "1")
+    notes = notes_unwrapped(sp_plan("--model", "gpt-oss-20b", *question).stderr)
+    assert notes[0] == ("note: gpt-oss-20b's learnable softmax runs in Transformer Engine's FusedAttention (cuDNN), "
+                        "whose attention curve on A800 is not published: its attention is timed with the fa2 curve, "
+                        "a stand-in")
+    assert not any("stand-in" in n for n in notes_unwrapped(sp_plan("--model", "llama3-8b", *question).stderr))

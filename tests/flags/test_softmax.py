@@ -9,7 +9,7 @@ import pytest
 
 from sp_planner.catalog import load_hf_config, load_model
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
-from sp_planner.flags.softmax import softmax_failures, softmax_kernel_problem
+from sp_planner.flags.softmax import softmax_failures, softmax_kernel_problem, softmax_timing_note
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.workload import Workload
 from tests.catalog.hf_configs import GPT_OSS_20B, write_config
@@ -88,7 +88,18 @@ def test_vanilla_models_are_untouched():
 def test_an_attention_kernel_without_sinks_is_refused(gpt_oss, kernel):
     assert softmax_kernel_problem(gpt_oss, kernel) == (
         f"--attention-kernel {kernel}: gpt-oss-20b's learnable softmax runs in Transformer Engine's FusedAttention "
-        "(cuDNN) only, which the other kernels cannot stand for (no sink logit); use --attention-kernel cudnn or "
+        "(cuDNN) only, and the other kernels take no sink logit; use --attention-kernel cudnn or "
         "leave it out")
     assert softmax_kernel_problem(gpt_oss, "cudnn") is None and softmax_kernel_problem(gpt_oss, None) is None
     assert softmax_kernel_problem(load_model("Llama-3-8B"), kernel) is None
+
+
+def test_a_curve_standing_in_for_cudnn_is_said(gpt_oss):
+    # No cuDNN curve is published for Ampere: Megatron's plans there time attention with the
+    # profile's FA2 curve, and say so; on cuDNN (or a measured profile's own curves) nothing is said.
+    assert softmax_timing_note(gpt_oss, "fa2", "A800") == (
+        "gpt-oss-20b's learnable softmax runs in Transformer Engine's FusedAttention (cuDNN), whose attention "
+        "curve on A800 is not published: its attention is timed with the fa2 curve, a stand-in")
+    assert softmax_timing_note(gpt_oss, "cudnn", "H100-SXM") is None
+    assert softmax_timing_note(gpt_oss, None, "A800") is None
+    assert softmax_timing_note(load_model("Llama-3-8B"), "fa2", "A800") is None
