@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sp_planner.catalog import hf_rope
 from sp_planner.catalog.hf_fields import count, error, number, positive_int
-from sp_planner.catalog.hf_layers import expert_counts
+from sp_planner.catalog.hf_layers import expert_counts, mtp_note
 from sp_planner.specs.moe import MoESpec
 
 MODEL_TYPE = "glm4_moe"
@@ -81,10 +81,8 @@ def not_modelled(cfg: dict, path: Path, *, head_dim: int) -> tuple[str, ...]:
                      f"(partial_rotary_factor), timed as RoPE over whole heads: Transformer Engine's fused RoPE "
                      "reads and writes every q and k element either way (it copies the unrotated rest); the "
                      f"model's own Megatron flags need --rotary-percent {dims / head_dim:g}")
-    mtp = count(cfg, "num_nextn_predict_layers", path)
+    mtp = mtp_note(cfg, path, trained_by="Megatron-Bridge's GLM45Bridge",
+                   how="mtp_num_layers = num_nextn_predict_layers", hf_model="Glm4MoeModel")
     if mtp:
-        notes.append(f"num_nextn_predict_layers {mtp}: the checkpoint's multi-token-prediction layer"
-                     f"{'s are' if mtp > 1 else ' is'} planned only with sp-plan --mtp-layers {mtp} (Megatron-Bridge's "
-                     "GLM45Bridge trains it: mtp_num_layers = num_nextn_predict_layers; transformers' Glm4MoeModel "
-                     "does not build it)")
+        notes.append(mtp)
     return tuple(notes)

@@ -161,3 +161,17 @@ def mla_head_dim(spec: MLASpec, path: Path) -> int:
         raise error(path, f"qk_nope_head_dim + qk_rope_head_dim + v_head_dim = {width} is odd; the planner's "
                     "MLA head width (their half) must be whole")
     return width // 2
+
+
+def mtp_note(cfg: dict, path: Path, *, trained_by: str, how: str, hf_model: str) -> str | None:
+    """import_notes' line on a checkpoint's multi-token-prediction layers (num_nextn_predict_layers:
+    DeepseekV3Config, Glm4MoeConfig), None where it has none: ModelSpec.mtp_layers stays 0 unless
+    sp-plan --mtp-layers asks, as transformers' `hf_model` does not build them; `trained_by` does
+    (`how`: what it reads)."""
+    layers = count(cfg, "num_nextn_predict_layers", path)
+    if not layers:
+        return None
+    it = "them" if layers > 1 else "it"
+    return (f"num_nextn_predict_layers {layers}: the checkpoint's multi-token-prediction layer"
+            f"{'s are' if layers > 1 else ' is'} planned only with sp-plan --mtp-layers {layers} ({trained_by} "
+            f"trains {it}: {how}; transformers' {hf_model} does not build {it})")

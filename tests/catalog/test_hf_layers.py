@@ -2,10 +2,12 @@
 (sp_planner.catalog.hf_layers)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from sp_planner.catalog import load_hf_config
+from sp_planner.catalog import import_notes, load_hf_config
+from sp_planner.catalog.hf_layers import mtp_note
 from sp_planner.errors import UserInputError
 from tests.catalog.hf_configs import (
     DEEPSEEK_V3,
@@ -80,3 +82,26 @@ def test_a_bad_field_read_before_llama4s_layers_is_the_one_named(tmp_path):
     # vocab_size is read before the window and the NoPE layers: a config bad in both names it.
     message = import_error(tmp_path, {**LLAMA4_MAVERICK_TEXT, "no_rope_layers": [1] * 48, "vocab_size": -3})
     assert "field 'vocab_size' must be a positive integer, got -3" in message
+
+
+# DeepSeek-V3's published config.json: num_nextn_predict_layers 1; Kimi K2 is read as DeepSeek-V3
+# (catalog.hf_kimi), so one with an MTP layer gets the same note. GLM's comes from the same helper
+# (tests/catalog/test_hf_glm.py).
+@pytest.mark.parametrize("cfg", [DEEPSEEK_V3, {**DEEPSEEK_V3, "model_type": "kimi_k2",
+                                               "architectures": ["DeepseekV3ForCausalLM"]}])
+def test_deepseek_v3s_mtp_layer_is_noted(tmp_path, cfg):
+    spec = load_hf_config(write_config(tmp_path, cfg))
+    assert spec.mtp_layers == 0  # planned only when asked
+    assert import_notes(spec)[-1] == (
+        "num_nextn_predict_layers 1: the checkpoint's multi-token-prediction layer is planned only with sp-plan "
+        "--mtp-layers 1 (DeepSeek-V3's pretraining trains it: an MTP depth of 1, arXiv 2412.19437 s2.2 and s4.2; "
+        "transformers' DeepseekV3Model does not build it)")
+    none = load_hf_config(write_config(tmp_path, {**cfg, "num_nextn_predict_layers": 0}, "none"))
+    assert not any(note.startswith("num_nextn_predict_layers") for note in import_notes(none))
+
+
+def test_mtp_note_counts_the_layers():
+    note = mtp_note({"num_nextn_predict_layers": 2}, Path("config.json"), trained_by="T", how="H", hf_model="M")
+    assert note == ("num_nextn_predict_layers 2: the checkpoint's multi-token-prediction layers are planned only "
+                    "with sp-plan --mtp-layers 2 (T trains them: H; transformers' M does not build them)")
+    assert mtp_note({}, Path("config.json"), trained_by="T", how="H", hf_model="M") is None
