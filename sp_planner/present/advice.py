@@ -2,7 +2,8 @@
 
 Only changes whose new search finds a fitting plan are suggested, each at the smallest step that
 works: the mildest recompute, activation offloading where recompute is pinned off, ZeRO-3, micro
-batch 1, unpinned degrees, the fewest nodes, the longest sequence.
+batch 1, unpinned degrees, the fewest nodes, the nearest rounder node count below the asked one, the
+longest sequence.
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ def suggest_fits(
         count, exhaustive, est = nodes
         fewest = "" if exhaustive else " (the fewest of the doublings of --nodes checked)"
         offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs){fewest}", est)
+    # Fewer nodes, where the count's awkward factors are what leave no plan: the nearest rounder count.
+    for count in _rounder_counts(num_nodes):
+        power = count & -count
+        if offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs), a rounder "
+                 f"count ({power} x {count // power}) below {num_nodes}", on_nodes(count)):
+            break
     for shorter in _halvings(workload.seq_len):
         label = format_tokens(shorter)
         # As `--seq-len shorter` alone would run: a default batch is a token budget, so it grows.
@@ -182,6 +189,23 @@ def _fewest_nodes(
             return count, True, est
         count *= 2
     return None
+
+
+def _rounder_counts(num_nodes: int) -> list[int]:
+    """Node counts below `num_nodes` to try when its odd factors leave no plan, largest first: for each
+    power of two above the one dividing `num_nodes`, the largest multiple of it below, where that is at
+    least half of `num_nodes` and round (its power of two at least its odd part, so the parallel
+    degrees, powers of two like the sequence lengths and head counts they divide, can fill most of
+    it): 992, 960, 896, 768 and 512 below 999."""
+    counts: list[int] = []
+    step = (num_nodes & -num_nodes) * 2
+    while step <= num_nodes:
+        count = num_nodes // step * step
+        power = count & -count
+        if 2 * count >= num_nodes and power >= count // power and count not in counts:
+            counts.append(count)
+        step *= 2
+    return counts
 
 
 def _halvings(seq_len: int) -> Iterator[int]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.present.advice import _fewest_nodes, _halvings, _stronger_recompute, suggest_fits
+from sp_planner.present.advice import _fewest_nodes, _halvings, _rounder_counts, _stronger_recompute, suggest_fits
 from sp_planner.search import Pins, search
+from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.workload import Workload
 
 
@@ -34,6 +35,30 @@ def test_fewest_nodes_gives_up_past_sixteen_times():
 def test_fewest_nodes_skips_a_long_gap_and_says_so():
     # From 10 nodes: 20 fails, 40 fits; the 28 untried counts between are too many to try.
     assert _fewest_nodes(10, lambda count: "plan" if count >= 25 else None) == (40, False, "plan")
+
+
+def test_rounder_counts_below_are_the_largest_multiples_of_larger_powers_of_two():
+    # 999: 998 = 2 x 499 and 996 = 4 x 249 are not round (power of two under the odd part); 992 = 32 x 31,
+    # 960 = 64 x 15, 896 = 128 x 7, 768 = 256 x 3, 512; none below half of 999.
+    assert _rounder_counts(999) == [992, 960, 896, 768, 512]
+    assert _rounder_counts(31) == [24, 16]  # 30 = 2 x 15 and 28 = 4 x 7 are not round
+    assert _rounder_counts(12) == [8] and _rounder_counts(3) == [2]
+    assert _rounder_counts(8) == [] and _rounder_counts(1) == []  # a power of two is as round as it gets
+
+
+def test_a_rounder_node_count_below_is_suggested_where_the_asked_one_has_awkward_factors():
+    # Llama-3-8B at 4M tokens on 31 x 4 GB200s (124 GPUs = 4 x 31): no plan fits; 24 nodes, the nearest
+    # round count below (8 x 3), does with the batch --nodes 24 alone gives; 62 and 124 nodes do not.
+    model, hardware = load_model("llama3-8b"), load_hardware("gb200-nvl72")
+    seq_len = 4 * 1024 * 1024
+    workload = Workload(seq_len=seq_len, global_batch=default_global_batch(seq_len, 124))
+    assert not search(model, hardware, workload, num_nodes=31, gpus_per_node=4, pins=Pins()).ranked[0].fits
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=31, gpus_per_node=4, pins=Pins(),
+                               batch_scales_with_gpus=True)
+    fewer = [s for s in suggestions if s.change == "nodes" and int(s.option.split()[1]) < 31]
+    assert [s.option for s in fewer] == ["--nodes 24"]
+    assert fewer[0].description == "would fit on 24 nodes (96 GPUs), a rounder count (8 x 3) below 31"
+    assert fewer[0].estimate.fits and fewer[0].estimate.plan.world_size == 96
 
 
 def test_recompute_levels_above_the_pinned_one():
