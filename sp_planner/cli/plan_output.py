@@ -124,19 +124,24 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
 def emit_answer(answer: Answer, *, output_format: str, explain: bool, wide: bool = False,
                 full_rank_groups: bool = False) -> None:
     if output_format == "json":
-        document = summary(answer, full_rank_groups=full_rank_groups)
-        sys.stdout.write(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        # Every plan's flags for every framework: a few seconds at --top 1000, under a bar.
+        with delayed_progress(f"describing {plural(len(answer.ranked), 'plan')}"):
+            document = summary(answer, full_rank_groups=full_rank_groups)
+            text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+        sys.stdout.write(text)
     elif output_format == "csv":
         # The table's plans (those --framework can express, else the best overall: `expressible`
         # says which), as the table ranks them; `rank` empty for a plan that does not fit, as in
         # plans.csv (report.csv.plans_table): the table lists those after the plans that fit.
-        rows = [{"rank": i if est.fits else None, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
-                for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
-        frame = pd.DataFrame(rows)
-        if rows:  # whole numbers beside the empty ones (a rule breaker's bytes are empty, as its rank)
-            whole = ["rank", *(name for name in frame.columns if name.endswith("_bytes"))]
-            frame[whole] = frame[whole].astype("Int64")
-        frame.to_csv(sys.stdout, index=False)
+        with delayed_progress(f"describing {plural(len(answer.ranked), 'plan')}"):
+            rows = [{"rank": i if est.fits else None, **estimate_row(est), EXPRESSIBLE_COLUMN: ok}
+                    for i, (est, ok) in enumerate(zip(answer.ranked, expressible_column(answer), strict=True), 1)]
+            frame = pd.DataFrame(rows)
+            if rows:  # whole numbers beside the empty ones (a rule breaker's bytes are empty, as its rank)
+                whole = ["rank", *(name for name in frame.columns if name.endswith("_bytes"))]
+                frame[whole] = frame[whole].astype("Int64")
+            text = frame.to_csv(index=False)
+        sys.stdout.write(text)
     else:
         print_table_answer(answer, stdout_console(), explain=explain, wide=wide or explain)
     if output_format != "table" and answer.fits and answer.framework != "all" and not answer.framework_ranked:
@@ -177,8 +182,12 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if ranked:
         title = (f"Ranked plans {answer.framework} can express (best first)" if answer.framework_ranked
                  else "Ranked plans (best first)")
-        for table in ranked_tables(ranked, q.hardware, wide=wide, title=title, console=console):
-            console.print(table)
+        # Rich measures every cell, to fit the console and again to print: a second or more at
+        # --top 1000, under a bar; the tables are written once laid out.
+        with delayed_progress(f"laying out {plural(len(ranked), 'plan')}"), console.capture() as captured:
+            for table in ranked_tables(ranked, q.hardware, wide=wide, title=title, console=console):
+                console.print(table)
+        console.file.write(captured.get())
     if answer.overall_best_differs:
         best, mine = result.ranked[0], ranked[0]
         reason = render_flags(answer.framework, answer.flag_request(best)).reason

@@ -69,10 +69,20 @@ def build_summary(
     Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
     `framework` (sp-plan --framework; None for a report) and `framework_ranked`, the fitting plans
     it can express, best first: what sp-plan's table ranks."""
+    # The framework's plans are mostly `plans` again, and an entry renders every framework's flags
+    # (a second per thousand plans): an equal estimate's entry is made once.
+    made: dict[ParallelPlan, tuple[PlanEstimate, dict[str, Any]]] = {}
+
+    def entry(est: PlanEstimate) -> dict[str, Any]:
+        kept = made.get(est.plan)
+        if kept is None or kept[0] != est:
+            kept = made[est.plan] = (est, plan_entry(
+                est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
+                full_rank_groups=full_rank_groups, framework_version=framework_version))
+        return kept[1]
+
     def entries(estimates: Sequence[PlanEstimate]) -> list[dict[str, Any]]:
-        return [plan_entry(est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                           full_rank_groups=full_rank_groups, framework_version=framework_version)
-                for est in estimates]
+        return [entry(est) for est in estimates]
 
     plans = entries(result.ranked[:top_k])
     band = plan_band(profile_key(hardware), moe=model.moe is not None)

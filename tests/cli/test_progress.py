@@ -115,3 +115,38 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
     # Plan 1 is ulysses 8 x ring 2: DeepSpeed has no ring axis.
     assert "deepspeed" in dict(looked_under)
     assert all(bar == f"looking for a plan {name} can express" for name, bar in looked_under)
+
+
+@pytest.mark.parametrize("output", ["table", "json", "csv"])
+def test_describing_and_laying_out_the_plans_shows_the_bar(run_main, monkeypatch, output):
+    """sp-plan --top 1000 spent seconds after the search's bar closed, with nothing shown: the JSON
+    and CSV rows (every plan's flags) and the table's layout (Rich measures every cell) now run under one."""
+    from contextlib import contextmanager
+
+    from sp_planner.cli import plan_cmd, plan_output
+    from tests.cli.conftest import README_QUESTION
+
+    open_bars: list[str] = []
+    under: list[str | None] = []
+
+    @contextmanager
+    def recording(description, **_):
+        open_bars.append(description)
+        try:
+            yield lambda *a, **k: None
+        finally:
+            open_bars.pop()
+
+    def watched(real):
+        def call(*args, **kwargs):
+            under.append(open_bars[-1] if open_bars else None)
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(plan_output, "delayed_progress", recording)
+    for name in ("summary", "estimate_row", "ranked_tables"):
+        monkeypatch.setattr(plan_output, name, watched(getattr(plan_output, name)))
+    result = run_main(plan_cmd, *README_QUESTION, "--top", "3", "--format", output)
+    assert result.exit_code == 0
+    verb = "laying out" if output == "table" else "describing"
+    assert under and set(under) == {f"{verb} 3 plans"}

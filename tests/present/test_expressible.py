@@ -63,3 +63,15 @@ def test_a_rows_plan_columns_give_its_estimates_plan():
         plan = plan_of_row(dict(zip(names, values)))
         assert plan == PlanEstimate.from_row(row).plan
         assert plan.model_dump() == PlanEstimate.from_row(row).plan.model_dump()
+
+
+def test_expressible_plans_report_each_plan_found():
+    # sp-plan's bar: at --top 1000 the flags of over a thousand plans are rendered here (over a second).
+    from sp_planner.present.expressible import expressible_plans
+
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=2, gpus_per_node=8, top_k=10)
+    heard: list[tuple[int, int, str]] = []
+    plans = expressible_plans(result, "deepspeed", model=MODEL, workload=WORKLOAD, num_nodes=2, gpus_per_node=8,
+                              top_k=5, progress=lambda done, total, what: heard.append((done, total, what)))
+    assert len(plans) == 5
+    assert heard == [(n, 5, "finding the best 5 plans deepspeed can express") for n in range(1, 6)]

@@ -104,3 +104,25 @@ def test_estimate_row_of_a_plan_that_breaks_a_hard_rule_has_no_numbers():
     metrics = list(CSV_COLUMNS[CSV_COLUMNS.index("memory_peak_bytes"):])
     assert all(row[name] is None for name in metrics)
     assert row["tp"] == 3 and row["reason"] == est.reason and row["fits"] is False
+
+
+def test_a_framework_plan_equal_to_a_ranked_one_is_described_once(monkeypatch):
+    # sp-plan --top 1000 describes up to 2,000 plans, each with every framework's flags; the
+    # framework's plans are mostly the ranked ones again, whose entries are made once.
+    from sp_planner.estimate import PlanEstimate
+    from sp_planner.present import summary as summary_module
+
+    result = search(MODEL, HARDWARE, WORKLOAD, num_nodes=1, gpus_per_node=8, top_k=4)
+    # The framework's estimates as the table's (present.expressible) are: equal, not the same objects.
+    again = tuple(PlanEstimate.from_row(result.frame.iloc[i]) for i in (0, 2))
+    assert list(again) == [result.ranked[0], result.ranked[2]] and again[0] is not result.ranked[0]
+    slower = result.ranked[1].model_copy(update={"step_time_s": result.ranked[1].step_time_s * 2})
+    described: list[object] = []
+    real = summary_module.plan_entry
+    monkeypatch.setattr(summary_module, "plan_entry", lambda est, **kw: described.append(est) or real(est, **kw))
+    doc = build_summary(model=MODEL, hardware=HARDWARE, workload=WORKLOAD, num_nodes=1, gpus_per_node=8,
+                        result=result, top_k=4, framework="megatron", framework_ranked=(*again, slower))
+    assert described == [*result.ranked, slower]  # the unequal estimate of a ranked plan is its own entry
+    assert doc["framework_plans"] == [doc["plans"][0], doc["plans"][2], _finite(real(
+        slower, model=MODEL, workload=WORKLOAD, num_nodes=1, gpus_per_node=8))]
+    assert doc["framework_plans"][2]["step_time_s"] == 2 * doc["plans"][1]["step_time_s"]
