@@ -9,7 +9,8 @@ non-vanilla softmax in FusedAttention (cuDNN >= 9.13.1: common/fused_attn/fused_
 "9.13.1+: vanilla, off-by-one, learnable") or its unfused path, never FlashAttention, and with
 context parallelism only in FusedAttention as cp_comm_type a2a (context_parallel.py
 attn_forward_func_with_cp: "Context parallelism only supports softmax_type=... with cp_comm_type =
-'a2a'!"; TE 5e4e0b2c3, PR #2148). The other frameworks are refused for such a model.
+'a2a'!"; TE 5e4e0b2c3, PR #2148). torchtitan runs it in its gpt_oss model (FlexAttention with
+sinks) without context or pipeline parallelism; the other frameworks are refused for such a model.
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ def softmax_failures(framework: str, request: FlagRequest) -> list[str]:
         return [f"{what} cannot be run by {framework}: {_CANNOT[framework]}; use --framework megatron"]
     if framework == "torchtitan":
         # torchtitan's gpt_oss model (FlexAttention with sinks) raises NotImplementedError("CP support for
-        # gpt-oss model is still in progress.") for context_parallel_degree > 1 (update_from_config).
-        return [] if p.cp == 1 else [f"{what} with context parallelism (cp {p.cp}) cannot be run by torchtitan: its "
-                                     "gpt_oss model refuses context_parallel_degree > 1; use --framework megatron "
-                                     "with ulysses"]
+        # gpt-oss model is still in progress.") for context_parallel_degree > 1 (update_from_config), and
+        # registers no pipelining_fn (models/gpt_oss/__init__.py model_registry at 5a3bc91, as every
+        # release's TrainSpec), on which the trainer raises "Pipeline Parallel is enabled but gpt_oss
+        # does not support pipelining".
+        cp = [] if p.cp == 1 else [f"{what} with context parallelism (cp {p.cp}) cannot be run by torchtitan: its "
+                                   "gpt_oss model refuses context_parallel_degree > 1; use --framework megatron "
+                                   "with ulysses"]
+        pp = [] if p.pp == 1 else [f"{what} with pipeline parallelism (pp {p.pp}) cannot be run by torchtitan: its "
+                                   "gpt_oss model has no pipelining_fn; use pp 1 or --framework megatron"]
+        return cp + pp
     if p.ring > 1:
         return [f"ring {p.ring} cannot run {what}: Transformer Engine runs it with context parallelism only as "
                 "cp_comm_type a2a; move the degree to ulysses"]

@@ -1,7 +1,7 @@
-"""A sink softmax (ModelSpec.softmax_type; gpt-oss) runs on Megatron-LM only, with ulysses (TE's a2a)
-and not the ring, and Megatron gets --softmax-type; megatron-core 0.16.1's own TransformerConfig
-accepts the flags and refuses biased experts under expert tensor parallelism (flags.softmax,
-flags.megatron_moe.expert_bias_failures)."""
+"""A sink softmax (ModelSpec.softmax_type; gpt-oss) runs on Megatron-LM, with ulysses (TE's a2a) and
+not the ring, and on torchtitan without cp or pp; Megatron gets --softmax-type; megatron-core
+0.16.1's own TransformerConfig accepts the flags and refuses biased experts under expert tensor
+parallelism (flags.softmax, flags.megatron_moe.expert_bias_failures)."""
 
 from __future__ import annotations
 
@@ -76,6 +76,20 @@ def test_torchtitan_is_refused_context_parallelism_for_it(gpt_oss):
         "gpt-oss-20b's learnable softmax (attention sinks) with context parallelism (cp 2) cannot be run by "
         "torchtitan: its gpt_oss model refuses context_parallel_degree > 1; use --framework megatron with ulysses"]
     assert softmax_failures("torchtitan", _request(gpt_oss, ParallelPlan(tp=2, dp=4, ep=8, etp=1))) == []
+
+
+def test_torchtitan_is_refused_a_pipeline_for_it(gpt_oss):
+    # torchtitan's gpt_oss registers pipelining_fn=None: its trainer raises on pp > 1. The flags
+    # expressed such a plan (0.2.2's TOML, pipeline_parallel_degree = 2) until this rule.
+    request = _request(gpt_oss, ParallelPlan(tp=2, pp=2, dp=2, ep=4, etp=1))
+    assert softmax_failures("torchtitan", request) == [
+        "gpt-oss-20b's learnable softmax (attention sinks) with pipeline parallelism (pp 2) cannot be run by "
+        "torchtitan: its gpt_oss model has no pipelining_fn; use pp 1 or --framework megatron"]
+    toml = {"framework_version": "0.2.2"}  # 0.3.0 needs a config function, which no gpt-oss plan has
+    flags = render_flags("torchtitan", request.model_copy(update=toml))
+    assert not flags.supported and "pipeline parallelism (pp 2)" in flags.reason
+    vanilla = _request(load_model("Qwen3-30B-A3B"), request.plan).model_copy(update=toml)
+    assert render_flags("torchtitan", vanilla).supported
 
 
 def test_vanilla_models_are_untouched():
