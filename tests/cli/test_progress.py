@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from contextlib import contextmanager
 
 import pytest
 from rich.console import Console
@@ -85,17 +86,9 @@ def test_sp_run_progress_names_rank_0s_stage(tmp_path):
     assert rank_progress(tmp_path, 4) == (1, 4, "rank 0: running attention")
 
 
-def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, monkeypatch):
-    """--framework all renders flags down the ranking for each framework that cannot express plan 1:
-    over a second each at 1,024 GPUs, with no bar until this was wrapped."""
-    from contextlib import contextmanager
-
-    from sp_planner.cli import plan_cmd, plan_output
-    from tests.cli.conftest import README_QUESTION
-
+def _bar_recorder():
+    """(the descriptions of the bars open now, innermost last; a delayed_progress stand-in that keeps them)."""
     open_bars: list[str] = []
-    looked_under: list[tuple[str, str | None]] = []
-    real_best = plan_output.best_expressible
 
     @contextmanager
     def recording(description, **_):
@@ -104,6 +97,19 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
             yield lambda *a, **k: None
         finally:
             open_bars.pop()
+
+    return open_bars, recording
+
+
+def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, monkeypatch):
+    """--framework all renders flags down the ranking for each framework that cannot express plan 1:
+    over a second each at 1,024 GPUs, with no bar until this was wrapped."""
+    from sp_planner.cli import plan_cmd, plan_output
+    from tests.cli.conftest import README_QUESTION
+
+    open_bars, recording = _bar_recorder()
+    looked_under: list[tuple[str, str | None]] = []
+    real_best = plan_output.best_expressible
 
     def best(result, name, **kwargs):
         looked_under.append((name, open_bars[-1] if open_bars else None))
@@ -121,21 +127,11 @@ def test_the_look_for_a_plan_a_framework_can_express_shows_the_bar(run_main, mon
 def test_describing_and_laying_out_the_plans_shows_the_bar(run_main, monkeypatch, output):
     """sp-plan --top 1000 spent seconds after the search's bar closed, with nothing shown: the JSON
     and CSV rows (every plan's flags) and the table's layout (Rich measures every cell) now run under one."""
-    from contextlib import contextmanager
-
     from sp_planner.cli import plan_cmd, plan_output
     from tests.cli.conftest import README_QUESTION
 
-    open_bars: list[str] = []
+    open_bars, recording = _bar_recorder()
     under: list[str | None] = []
-
-    @contextmanager
-    def recording(description, **_):
-        open_bars.append(description)
-        try:
-            yield lambda *a, **k: None
-        finally:
-            open_bars.pop()
 
     def watched(real):
         def call(*args, **kwargs):
