@@ -19,6 +19,7 @@ What the spec leaves out is listed by `not_modelled`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sp_planner.catalog import hf_rope
@@ -53,13 +54,28 @@ def moe(cfg: dict, path: Path) -> MoESpec:
                    num_shared_experts=shared, first_dense_layers=first_dense, router_score_function="sigmoid")
 
 
+def partial_rotary_factor(cfg: dict, path: Path) -> float:
+    """partial_rotary_factor: the config's own field (transformers 4.x), or the one transformers 5
+    keeps inside rope_parameters (PreTrainedConfig.convert_rope_params_to_dict moves it there:
+    rope_parameters.setdefault("partial_rotary_factor", ...)), the class default where neither has
+    it; the two disagreeing is refused, each release reading another one."""
+    key, rope = hf_rope.rope_mapping(cfg, path)
+    nested = number(rope, "partial_rotary_factor", path, math.nan) if key == "rope_parameters" and rope else math.nan
+    own = number(cfg, "partial_rotary_factor", path, math.nan)
+    if not math.isnan(nested) and not math.isnan(own) and nested != own:
+        raise error(path, f"partial_rotary_factor {own:g} disagrees with rope_parameters' {nested:g} (transformers "
+                    "4 reads the field, 5 the mapping); drop one")
+    factor = own if not math.isnan(own) else nested if not math.isnan(nested) else PARTIAL_ROTARY_FACTOR
+    if not 0 < factor <= 1:
+        raise error(path, f"field 'partial_rotary_factor' must be in (0, 1], got {factor:g}")
+    return factor
+
+
 def rotary_dims(cfg: dict, path: Path, head_dim: int) -> int:
     """The dims of each head RoPE rotates, int(head_dim x partial_rotary_factor) as transformers'
     _compute_default_rope_parameters takes them; YaRN's attention factor on cos and sin, which would
     scale only those dims of q.k, is refused (no single softmax scale describes it)."""
-    factor = number(cfg, "partial_rotary_factor", path, PARTIAL_ROTARY_FACTOR)
-    if not 0 < factor <= 1:
-        raise error(path, f"field 'partial_rotary_factor' must be in (0, 1], got {cfg['partial_rotary_factor']!r}")
+    factor = partial_rotary_factor(cfg, path)
     dims = int(head_dim * factor)
     if dims < 2 or dims % 2:
         raise error(path, f"partial_rotary_factor {factor:g} of head_dim {head_dim} rotates {dims} dims; RoPE "

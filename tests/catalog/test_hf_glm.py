@@ -111,7 +111,21 @@ def test_full_rope_has_no_partial_rope_note(tmp_path):
     assert [n.split(":")[0] for n in import_notes(spec)] == ["num_nextn_predict_layers 1"]
 
 
+def test_transformers_5_partial_rotary_factor_inside_rope_parameters_is_read(tmp_path):
+    # transformers 5 moves partial_rotary_factor into rope_parameters; the import read only the top-level
+    # field and took the class default 0.5 for a factor 1.0 given there (a partial RoPE note for full RoPE).
+    v5 = {**without(without(GLM_45, "partial_rotary_factor"), "rope_theta"),
+          "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 1.0}}
+    spec = load_hf_config(write_config(tmp_path, v5))
+    assert [n.split(":")[0] for n in import_notes(spec)] == ["num_nextn_predict_layers 1"]
+    half = {**v5, "rope_parameters": {**v5["rope_parameters"], "partial_rotary_factor": 0.5}}
+    assert import_notes(load_hf_config(write_config(tmp_path, half, folder="half")))[0].startswith(
+        "partial RoPE: each head rotates its first 64 of 128 query and key dims")
+
+
 @pytest.mark.parametrize(("cfg", "expected"), [
+    ({**GLM_45, "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 1.0}},
+     "partial_rotary_factor 0.5 disagrees with rope_parameters' 1 (transformers 4 reads the field, 5 the mapping)"),
     ({**GLM_45, "n_group": 8, "topk_group": 4}, "topk_group 4 of n_group 8 (group-limited routing) is not supported"),
     ({**GLM_45, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}},
      "YaRN's attention factor 1.139 scales the cos/sin of the 64 rotary dims of each 128-dim head alone"),
