@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sp_planner.specs.attention import VANILLA
+from sp_planner.specs.attention import LEARNABLE, VANILLA
 
 if TYPE_CHECKING:  # flags.base reads softmax_failures
     from sp_planner.flags.base import FlagRequest
@@ -45,7 +45,7 @@ def softmax_failures(framework: str, request: FlagRequest) -> list[str]:
     m, p = request.model, request.plan
     if m.softmax_type == VANILLA:
         return []
-    what = f"{m.name}'s {m.softmax_type} softmax" + (" (attention sinks)" if m.softmax_type == "learnable" else "")
+    what = f"{m.name}'s {m.softmax_type} softmax" + (" (attention sinks)" if m.softmax_type == LEARNABLE else "")
     if framework in _CANNOT:
         return [f"{what} cannot be run by {framework}: {_CANNOT[framework]}; use --framework megatron"]
     if framework == "torchtitan":
