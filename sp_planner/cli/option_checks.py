@@ -40,13 +40,18 @@ def with_routing(model: ModelSpec, capacity_factor: float | None, pad_to_capacit
     return model.model_copy(update={"moe": moe})
 
 
+def _unread_recipe(fp8_recipe: Fp8Recipe, precision: str) -> UserInputError:
+    """A recipe given where nothing reads it: only per-tensor FP8 (precision fp8, or auto's FP8 plans) does."""
+    return UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+
+
 def check_fp8_recipe(fp8_recipe: Fp8Recipe, precision: Precision | Literal["auto"],
                       profile: HardwareProfile) -> Fp8Recipe:
     """The FP8 recipe, which only per-tensor FP8 (precision fp8, or auto's FP8 plans) reads."""
     if fp8_recipe not in FP8_RECIPES:
         raise UserInputError(f"--fp8-recipe must be one of {', '.join(FP8_RECIPES)}, got {fp8_recipe!r}")
     if fp8_recipe != "delayed" and precision not in ("fp8", "auto"):
-        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+        raise _unread_recipe(fp8_recipe, precision)
     if fp8_recipe == "blockwise":
         try:
             check_blockwise(profile)
@@ -107,7 +112,7 @@ def resolve_fp8_recipe(fp8_recipe: Fp8Recipe | None, framework: str,
     given with a precision that reads none (bf16, mxfp8) is refused, as check_fp8_recipe refuses the
     others: here the default delayed cannot be told from a given one."""
     if fp8_recipe is not None and precision not in ("fp8", "auto"):
-        raise UserInputError(f"--fp8-recipe {fp8_recipe} applies to --precision fp8 (or auto), not {precision}")
+        raise _unread_recipe(fp8_recipe, precision)
     if framework != "torchtitan" or precision not in ("fp8", "auto"):
         return "delayed" if fp8_recipe is None else fp8_recipe
     if fp8_recipe == "delayed":
