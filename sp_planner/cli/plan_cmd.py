@@ -242,13 +242,13 @@ def plan(
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
     except ValueError as err:
         raise UserInputError(f"--attention-kernel: {err}") from None
-    if (problem := softmax_kernel_problem(question.model, attention_kernel)) is not None:
+    if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
         raise UserInputError(problem)
     # The kernel whose curve times the plans: the one chosen, else the profile's own (a measured
     # profile's curves are the user's kernel: None).
     timed = kernel if kernel is not None or measured_attention(question.hardware) else \
         PROFILE_KERNEL.get(profile_key(question.hardware))
-    timing_note = softmax_timing_note(question.model, timed, question.hardware.name) if stack == "megatron" else None
+    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "

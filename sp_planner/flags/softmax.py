@@ -66,24 +66,35 @@ def softmax_failures(framework: str, request: FlagRequest) -> list[str]:
     return []
 
 
-def softmax_kernel_problem(model: ModelSpec, kernel: str | None) -> str | None:
+def softmax_kernel_problem(model: ModelSpec, kernel: str | None, stack: str) -> str | None:
     """An --attention-kernel that cannot run the model's softmax: a non-vanilla one runs in TE's
     FusedAttention (cuDNN) alone; flash-attn's and SDPA's kernels take no sink logit (TE disables
-    FlashAttention for it) and sp-plan has found no sink input to the NPU's fused kernel."""
-    if model.softmax_type == VANILLA or kernel in (None, "cudnn"):
+    FlashAttention for it) and sp-plan has found no sink input to the NPU's fused kernel. Under
+    torchtitan (`stack`, the framework that times the plans) no kernel is refused: its gpt_oss runs
+    FlexAttention, which none of the curves is (softmax_timing_note says so)."""
+    if model.softmax_type == VANILLA or kernel in (None, "cudnn") or stack == "torchtitan":
         return None
     return (f"--attention-kernel {kernel}: {model.name}'s {model.softmax_type} softmax runs in Transformer Engine's "
             "FusedAttention (cuDNN) only, and the other kernels take no sink logit; use "
             "--attention-kernel cudnn or leave it out")
 
 
-def softmax_timing_note(model: ModelSpec, timed_kernel: str | None, hardware_name: str) -> str | None:
+def softmax_timing_note(model: ModelSpec, timed_kernel: str | None, hardware_name: str, stack: str) -> str | None:
     """Where a Megatron plan's attention is timed with another kernel's curve than the cuDNN one TE
     runs a non-vanilla softmax in (FusedAttention; on Ampere from cuDNN 8.9.3 with the sink softmax
     from 9.13.1: TE common/fused_attn/fused_attn.cpp at d0067d0): no cuDNN curve is published for
     the GPU (reference attention_kernels_and_cp_costs.md, Gaps: A100 / A800), so the profile's own
-    stands in, said here rather than silently. `timed_kernel` None: a measured profile's own curves."""
-    if model.softmax_type == VANILLA or timed_kernel in (None, "cudnn"):
+    stands in, said here rather than silently. Under torchtitan every curve stands in: its gpt_oss
+    model runs FlexAttention only (torchtitan models/gpt_oss/README.md at cfb9326, attn_type
+    "flex"). `timed_kernel` None: a measured profile's own curves (the user's kernel); `stack`: the
+    framework that times the plans."""
+    if model.softmax_type == VANILLA or timed_kernel is None:
+        return None
+    if stack == "torchtitan":
+        return (f"torchtitan runs {model.name}'s {model.softmax_type} softmax in its gpt_oss model's FlexAttention, "
+                f"which has no published attention curve: its attention is timed with the {timed_kernel} curve, "
+                "a stand-in")
+    if stack != "megatron" or timed_kernel == "cudnn":
         return None
     return (f"{model.name}'s {model.softmax_type} softmax runs in Transformer Engine's FusedAttention (cuDNN), whose "
             f"attention curve on {hardware_name} is not published: its attention is timed with the {timed_kernel} "

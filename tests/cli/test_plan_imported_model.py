@@ -101,3 +101,17 @@ def test_gpt_oss_on_ampere_says_its_attention_curve_stands_in_for_cudnn(sp_plan)
                         "whose attention curve on A800 is not published: its attention is timed with the fa2 curve, "
                         "a stand-in")
     assert not any("stand-in" in n for n in notes_unwrapped(sp_plan("--model", "llama3-8b", *question).stderr))
+
+
+def test_gpt_oss_under_torchtitan_says_its_flexattention_is_timed_with_a_stand_in(sp_plan):
+    # torchtitan's gpt_oss runs FlexAttention, none of sp-plan's kernels: its default SDPA curve and a
+    # given one alike stand in, said; a given one was refused as if TE's FusedAttention ran the model.
+    question = ("--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "32k", "--framework", "torchtitan",
+                "--top", "1")
+    for extra in ((), ("--attention-kernel", "fa3")):
+        result = sp_plan("--model", "gpt-oss-20b", *question, *extra)
+        assert result.exit_code in (0, 1) and result.stdout
+        kernel = extra[1] if extra else "sdpa"
+        assert notes_unwrapped(result.stderr)[0] == (
+            "note: torchtitan runs gpt-oss-20b's learnable softmax in its gpt_oss model's FlexAttention, which has "
+            f"no published attention curve: its attention is timed with the {kernel} curve, a stand-in")

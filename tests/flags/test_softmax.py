@@ -100,20 +100,34 @@ def test_vanilla_models_are_untouched():
 
 @pytest.mark.parametrize("kernel", ["fa2", "fa3", "sdpa", "npu"])
 def test_an_attention_kernel_without_sinks_is_refused(gpt_oss, kernel):
-    assert softmax_kernel_problem(gpt_oss, kernel) == (
+    assert softmax_kernel_problem(gpt_oss, kernel, "megatron") == (
         f"--attention-kernel {kernel}: gpt-oss-20b's learnable softmax runs in Transformer Engine's FusedAttention "
         "(cuDNN) only, and the other kernels take no sink logit; use --attention-kernel cudnn or "
         "leave it out")
-    assert softmax_kernel_problem(gpt_oss, "cudnn") is None and softmax_kernel_problem(gpt_oss, None) is None
-    assert softmax_kernel_problem(load_model("Llama-3-8B"), kernel) is None
+    assert softmax_kernel_problem(gpt_oss, "cudnn", "megatron") is None
+    assert softmax_kernel_problem(gpt_oss, None, "megatron") is None
+    assert softmax_kernel_problem(load_model("Llama-3-8B"), kernel, "megatron") is None
+    # torchtitan runs FlexAttention, none of the kernels: the timing note says the curve stands in.
+    assert softmax_kernel_problem(gpt_oss, kernel, "torchtitan") is None
 
 
 def test_a_curve_standing_in_for_cudnn_is_said(gpt_oss):
     # No cuDNN curve is published for Ampere: Megatron's plans there time attention with the
     # profile's FA2 curve, and say so; on cuDNN (or a measured profile's own curves) nothing is said.
-    assert softmax_timing_note(gpt_oss, "fa2", "A800") == (
+    assert softmax_timing_note(gpt_oss, "fa2", "A800", "megatron") == (
         "gpt-oss-20b's learnable softmax runs in Transformer Engine's FusedAttention (cuDNN), whose attention "
         "curve on A800 is not published: its attention is timed with the fa2 curve, a stand-in")
-    assert softmax_timing_note(gpt_oss, "cudnn", "H100-SXM") is None
-    assert softmax_timing_note(gpt_oss, None, "A800") is None
-    assert softmax_timing_note(load_model("Llama-3-8B"), "fa2", "A800") is None
+    assert softmax_timing_note(gpt_oss, "cudnn", "H100-SXM", "megatron") is None
+    assert softmax_timing_note(gpt_oss, None, "A800", "megatron") is None
+    assert softmax_timing_note(load_model("Llama-3-8B"), "fa2", "A800", "megatron") is None
+    assert softmax_timing_note(gpt_oss, "fa2", "A800", "deepspeed") is None  # refused by the flags anyway
+
+
+def test_torchtitan_times_the_sinks_flexattention_with_a_stand_in_curve_and_says_so(gpt_oss):
+    # torchtitan's gpt_oss runs FlexAttention only; sp-plan timed it with its SDPA curve silently, and
+    # refused an explicit --attention-kernel sdpa as if TE's FusedAttention ran it.
+    assert softmax_timing_note(gpt_oss, "sdpa", "H100-SXM", "torchtitan") == (
+        "torchtitan runs gpt-oss-20b's learnable softmax in its gpt_oss model's FlexAttention, which has no "
+        "published attention curve: its attention is timed with the sdpa curve, a stand-in")
+    assert softmax_timing_note(gpt_oss, None, "H100-SXM", "torchtitan") is None  # a measured profile's own
+    assert softmax_timing_note(load_model("Llama-3-8B"), "sdpa", "H100-SXM", "torchtitan") is None
