@@ -204,13 +204,16 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in notes))
     if glm_notes:
         fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in glm_notes))
-    # DeepSeek-V3 (and Kimi K2, read as it) trains its MTP module (depth 1: arXiv 2412.19437 s2.2, s4.2).
-    mtp = (hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
-                              "arXiv 2412.19437 s2.2 and s4.2", hf_model="DeepseekV3Model")
-           if model_type == "deepseek_v3" else None)
-    if mtp:
+    # DeepSeek-V3 (and Kimi K2, read as it): its group-limited routing (DeepseekV3Config defaults
+    # n_group 8, topk_group 4), and the MTP module it trains (depth 1: arXiv 2412.19437 s2.2, s4.2).
+    deepseek_notes = [note for note in (
+        hf_layers.group_routing_note(cfg, path, default_groups=8, default_open=4),
+        hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
+                           "arXiv 2412.19437 s2.2 and s4.2", hf_model="DeepseekV3Model"),
+    ) if note] if model_type == "deepseek_v3" else []
+    if deepseek_notes:
         fields["sources"] = (*_sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
-                             NOT_MODELLED + mtp)
+                             *(NOT_MODELLED + note for note in deepseek_notes))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)

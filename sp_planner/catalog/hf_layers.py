@@ -175,3 +175,23 @@ def mtp_note(cfg: dict, path: Path, *, trained_by: str, how: str, hf_model: str)
     return (f"num_nextn_predict_layers {layers}: the checkpoint's multi-token-prediction layer"
             f"{'s are' if layers > 1 else ' is'} planned only with sp-plan --mtp-layers {layers} ({trained_by} "
             f"trains {it}: {how}; transformers' {hf_model} does not build {it})")
+
+
+def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> str | None:
+    """import_notes' line on group-limited routing (DeepseekV3Config and Glm4MoeConfig n_group and
+    topk_group: each token's experts lie in its top topk_group of n_group expert groups; DeepSeek-V3
+    makes the groups nodes, "each token will be sent to at most 4 nodes", arXiv 2412.19437 s2.1.2;
+    Megatron --moe-router-num-groups / --moe-router-group-topk), None where every group is open.
+    MoESpec routes among all experts, so the dispatch is priced as unrestricted routing reaches:
+    the same copies a token (top_k), and across DeepEP's nodes an upper bound (cost.deepep). The
+    defaults are the configuration class's (DeepseekV3Config 8 and 4, Glm4MoeConfig 1 and 1)."""
+    groups = positive_int(cfg, "n_group", path, default=default_groups)
+    open_groups = positive_int(cfg, "topk_group", path, default=default_open)
+    if open_groups > groups:
+        raise error(path, f"topk_group {open_groups} exceeds n_group {groups}")
+    if open_groups == groups:
+        return None
+    return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
+            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}) is not modelled: "
+            "tokens are routed among all experts, the same top-k copies a token, which across DeepEP's nodes "
+            "reach more nodes than the groups allow (an upper bound)")

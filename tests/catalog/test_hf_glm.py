@@ -126,7 +126,6 @@ def test_transformers_5_partial_rotary_factor_inside_rope_parameters_is_read(tmp
 @pytest.mark.parametrize(("cfg", "expected"), [
     ({**GLM_45, "rope_parameters": {"rope_type": "default", "partial_rotary_factor": 1.0}},
      "partial_rotary_factor 0.5 disagrees with rope_parameters' 1 (transformers 4 reads the field, 5 the mapping)"),
-    ({**GLM_45, "n_group": 8, "topk_group": 4}, "topk_group 4 of n_group 8 (group-limited routing) is not supported"),
     ({**GLM_45, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}},
      "YaRN's attention factor 1.139 scales the cos/sin of the 64 rotary dims of each 128-dim head alone"),
     ({**GLM_45, "partial_rotary_factor": 0}, "field 'partial_rotary_factor' must be in (0, 1], got 0"),
@@ -145,3 +144,12 @@ def test_builtin_matches_the_import_field_by_field_with_the_same_notes(tmp_path,
     assert builtin.name == name and builtin.hf_repo == f"zai-org/{name}"
     assert imported.model_dump(exclude=ARCH_FIELDS) == builtin.model_dump(exclude=ARCH_FIELDS)
     assert import_notes(builtin) == import_notes(imported)
+
+
+def test_group_limited_routing_is_noted_as_for_deepseek_v3(tmp_path):
+    # Every published GLM-4.5/4.6 config opens every group (n_group = topk_group = 1); a limited one
+    # is noted by the helper DeepSeek-V3's import shares (tests/catalog/test_hf_layers.py).
+    notes = import_notes(load_hf_config(write_config(tmp_path, {**GLM_45, "n_group": 8, "topk_group": 4})))
+    assert any(n.startswith("group-limited routing (each token's experts within 4 of 8 expert groups") for n in notes)
+    assert not any(n.startswith("group-limited") for n in import_notes(load_hf_config(write_config(
+        tmp_path, GLM_45, "published"))))

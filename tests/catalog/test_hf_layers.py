@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sp_planner.catalog import import_notes, load_hf_config
-from sp_planner.catalog.hf_layers import mtp_note
+from sp_planner.catalog.hf_layers import group_routing_note, mtp_note
 from sp_planner.errors import UserInputError
 from tests.catalog.hf_configs import (
     DEEPSEEK_V3,
@@ -105,3 +105,27 @@ def test_mtp_note_counts_the_layers():
     assert note == ("num_nextn_predict_layers 2: the checkpoint's multi-token-prediction layers are planned only "
                     "with sp-plan --mtp-layers 2 (T trains them: H; transformers' M does not build them)")
     assert mtp_note({}, Path("config.json"), trained_by="T", how="H", hf_model="M") is None
+
+
+# DeepSeek-V3's published config: n_group 8, topk_group 4 (each token within 4 of 8 groups, the nodes
+# of its deployment, arXiv 2412.19437 s2.1.2): noted, as MoESpec routes among all experts.
+def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
+    notes = import_notes(load_hf_config(write_config(tmp_path, DEEPSEEK_V3)))
+    assert notes[0] == (
+        "group-limited routing (each token's experts within 4 of 8 expert groups, Megatron "
+        "--moe-router-num-groups 8 --moe-router-group-topk 4) is not modelled: tokens are routed among all "
+        "experts, the same top-k copies a token, which across DeepEP's nodes reach more nodes than the groups "
+        "allow (an upper bound)")
+    # DeepseekV3Config's own defaults are 8 and 4: a config leaving both out is limited too.
+    bare = {k: v for k, v in DEEPSEEK_V3.items() if k not in ("n_group", "topk_group")}
+    assert import_notes(load_hf_config(write_config(tmp_path, bare, "bare")))[0].startswith(
+        "group-limited routing (each token's experts within 4 of 8")
+    open_cfg = {**DEEPSEEK_V3, "n_group": 1, "topk_group": 1}
+    assert not any(n.startswith("group-limited") for n in import_notes(
+        load_hf_config(write_config(tmp_path, open_cfg, "open"))))
+
+
+def test_group_routing_note_refuses_more_open_groups_than_groups():
+    assert group_routing_note({"n_group": 4, "topk_group": 4}, Path("c.json"), default_groups=8, default_open=4) is None
+    with pytest.raises(UserInputError, match="topk_group 5 exceeds n_group 4"):
+        group_routing_note({"n_group": 4, "topk_group": 5}, Path("c.json"), default_groups=8, default_open=4)
