@@ -30,7 +30,6 @@ from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.specs.attention import LEARNABLE, VANILLA
 from sp_planner.specs.model import ROPE, ModelSpec
-from sp_planner.specs.moe import MoESpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
                                            hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
@@ -196,12 +195,6 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "hf_repo": repo,
         "sources": _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
     }
-    if gpt_oss:
-        moe = fields["moe"]
-        assert isinstance(moe, MoESpec)
-        notes = hf_gpt_oss.not_modelled(cfg, path, layers=layers, hidden=hidden, heads=heads, moe_spec=moe,
-                                        attention_bias=fields["qkv_bias"] is True)
-        fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in notes))
     if glm_notes:
         fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in glm_notes))
     # DeepSeek-V3 (and Kimi K2, read as it): its group-limited routing (DeepseekV3Config defaults
@@ -216,7 +209,14 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
                              *(NOT_MODELLED + note for note in deepseek_notes))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
-    return validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)
+    spec = validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)
+    if not gpt_oss:
+        return spec
+    # gpt-oss's notes give the uncounted biases' share of the spec's own parameter count.
+    assert spec.moe is not None
+    notes = hf_gpt_oss.not_modelled(cfg, path, layers=layers, hidden=hidden, heads=heads, moe_spec=spec.moe,
+                                    attention_bias=spec.qkv_bias, counted_params=spec.num_params)
+    return spec.model_copy(update={"sources": (*spec.sources, *(NOT_MODELLED + n for n in notes))})
 
 
 def _sources(cfg: dict, model_type: str, origin_type: str, path: Path) -> tuple[str, ...]:

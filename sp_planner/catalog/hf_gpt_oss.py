@@ -70,8 +70,9 @@ def window(cfg: dict, num_layers: int, path: Path) -> WindowSpec | None:
 
 
 def not_modelled(cfg: dict, path: Path, *, layers: int, hidden: int, heads: int, moe_spec: MoESpec,
-                 attention_bias: bool) -> tuple[str, ...]:
-    """What ModelSpec leaves out, each with its size (import_notes prints them)."""
+                 attention_bias: bool, counted_params: int) -> tuple[str, ...]:
+    """What ModelSpec leaves out, each with its size (import_notes prints them); `counted_params`:
+    the spec's own count (ModelSpec.num_params), beside which the uncounted share is given."""
     e, k, width = moe_spec.num_experts, moe_spec.top_k, moe_spec.moe_intermediate_size
     per_expert = 2 * width + hidden  # gate_up_proj_bias, down_proj_bias
     extra = layers * ((hidden if attention_bias else 0) + heads + e + e * per_expert)
@@ -80,7 +81,8 @@ def not_modelled(cfg: dict, path: Path, *, layers: int, hidden: int, heads: int,
     alpha = number(cfg, "swiglu_alpha", path, _SWIGLU_ALPHA)
     notes = [
         f"gpt-oss's o_proj, router and expert biases and its {heads} sink logits a layer ({extra:,} parameters, "
-        f"{active:,} of them active) are not counted: under 0.05% of the model, as are their element-wise adds",
+        f"{active:,} of them active) are not counted: {extra / (counted_params + extra):.3%} of the model's "
+        "parameters, as are their element-wise adds",
         f"the experts' clamped SwiGLU (gate <= {limit:g}, |up| <= {limit:g}, (up + 1) x gate x sigmoid({alpha:g} "
         "gate)) is timed as a plain SwiGLU: its clamps and offset are element-wise passes beside the expert GEMMs "
         f"(Megatron-Core: quick_gelu gated, glu_linear_offset 1.0, activation_func_clamp_value {limit:g}, as "

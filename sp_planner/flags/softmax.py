@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # flags.base reads softmax_failures
 _CANNOT = {
     "mindspeed": "its attention is the NPU's fused kernel (torch_npu npu_fusion_attention), which sp-plan has found no "
                  "sink input for",
-    "deepspeed": "DeepSpeed-Ulysses runs the model's own local attention on heads/ulysses heads a rank, whose sink "
-                 "logits it would have to split with them; sp-plan has verified no such kernel under it",
+    "deepspeed": "it runs the model's own attention, which sp-plan times as flash-attn 2's, a kernel without a "
+                 "sink logit (and under DeepSpeed-Ulysses the sinks would split with the heads); sp-plan has "
+                 "verified no sink-aware kernel under it",
     "yunchang": "LongContextAttention calls flash-attn, SageAttention, FlashInfer or torch SDPA kernels (yunchang "
                 "kernels.AttnType at 56118e0), none of which takes a sink logit",
 }

@@ -57,6 +57,9 @@ def test_gpt_oss_imports_with_published_parameter_counts(tmp_path, cfg, layers, 
     assert spec.num_active_params + extra_active - 201088 * 2880 == pytest.approx(published_active, abs=0.005e9)
     notes = import_notes(spec)
     assert f"({extra:,} parameters, {extra_active:,} of them active) are not counted" in notes[0]
+    # Their share of all the parameters, counted and not: 0.032% (20b), 0.034% (120b).
+    share = {24: "0.032%", 36: "0.034%"}[layers]
+    assert f"{100 * extra / (total + extra):.3f}%" == share and f": {share} of the model's parameters" in notes[0]
     assert "clamped SwiGLU (gate <= 7, |up| <= 7, (up + 1) x gate x sigmoid(1.702 gate))" in notes[1]
     assert "attention sinks" in notes[2] and "mxfp4" in notes[3]
 
