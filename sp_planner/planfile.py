@@ -231,15 +231,20 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     model's attention fields and the framework release (planfile_unrecorded): a built-in model's
     are taken from the catalog, or `given`'s (sp-run's flags) where the file lacks them."""
     data = read_structured(Path(path), what="plan")
-    if isinstance(data, dict) and data.get("schema_version") not in (None, SCHEMA_VERSION):
-        raise UserInputError(
-            f"plan file {path} has schema_version {data.get('schema_version')!r}; "
-            f"this sp-planner reads {SCHEMA_VERSION!r}"
-        )
-    if isinstance(data, dict) and not {"schema_version", "model", "plan"} & data.keys():
-        # Another kind of file (a hardware profile, an sp-run result): one short line, not a list of
-        # every field it lacks and every field it has (a line of 1,000 columns).
-        raise UserInputError(f"plan file {path} is not a plan file (no schema_version, model or plan); give a "
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, str) and not is_plan_file(data):
+        # sp-plan --format json's output and sp-report's summary.json are "sp-planner.summary/N":
+        # another kind of file, not a plan file of another release.
+        raise UserInputError(f"plan file {path} is not a plan file but {version!r} (as sp-plan --format json "
+                             "prints); give a plan.json written by sp-plan --out")
+    if version not in (None, SCHEMA_VERSION):
+        raise UserInputError(f"plan file {path} has schema_version {version!r}; this sp-planner reads "
+                             f"{SCHEMA_VERSION!r}")
+    if isinstance(data, dict) and not {"schema_version", "model"} & data.keys():
+        # Another kind of file (a hardware profile, an sp-run result, sp-simulate's timeline.json,
+        # which holds a plan but no model): one short line, not a list of every field it lacks and
+        # every field it has (a line of 1,000 columns).
+        raise UserInputError(f"plan file {path} is not a plan file (no schema_version or model); give a "
                              "plan.json written by sp-plan --out")
     plan_file = validate_as(PlanFile, data, what="plan", path=path)
     assert isinstance(data, dict)  # validate_as accepted it as a PlanFile

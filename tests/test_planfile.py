@@ -10,6 +10,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.layout import GRID_ORDER, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, RankLayout, load_plan_file, read_plan_file, write_plan_file
+from sp_planner.present.summary import SUMMARY_SCHEMA
 from sp_planner.specs import Workload
 
 PLAN = ParallelPlan(dp=2, pp=2, tp=2, ulysses=2, ring=2)  # 32 ranks
@@ -187,6 +188,9 @@ def test_a_release_sp_plan_never_writes_is_refused_on_read(tmp_path, framework, 
 @pytest.mark.parametrize("other", [
     {"name": "my-cluster", "peak_bf16_flops": 1e15, "hbm_bytes": 8e10},  # a hardware profile
     {"passed": True, "config": {"ulysses": 2}, "comm_bytes_measured": {}},  # an sp-run result
+    # sp-simulate's timeline.json holds the plan's degrees but no model: before, its 735-column
+    # message listed three fields missing and thirteen extra
+    {"plan": {"dp": 1, "tp": 8}, "num_nodes": 2, "step_time_s": 1.5, "events": []},
 ])
 def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
     # Given a profile or a result.json, the message listed every field missing and every field extra:
@@ -195,8 +199,29 @@ def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
     path.write_text(json.dumps(other))
     with pytest.raises(UserInputError) as err:
         load_plan_file(path)
-    assert str(err.value) == (f"plan file {path} is not a plan file (no schema_version, model or plan); give a "
+    assert str(err.value) == (f"plan file {path} is not a plan file (no schema_version or model); give a "
                               "plan.json written by sp-plan --out")
+
+
+def test_sp_plans_json_summary_is_not_read_as_a_plan_file_of_another_release(tmp_path):
+    # `sp-plan --format json > plan.json` (or sp-report's summary.json) given where a plan file goes
+    # was refused as a version mismatch, "has schema_version 'sp-planner.summary/3'; this sp-planner
+    # reads 'sp-planner.plan/1'", as if a newer sp-planner could read it.
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"schema_version": SUMMARY_SCHEMA, "question": {}, "plans": []}))
+    with pytest.raises(UserInputError) as err:
+        load_plan_file(path)
+    assert str(err.value) == (f"plan file {path} is not a plan file but {SUMMARY_SCHEMA!r} (as sp-plan --format "
+                              "json prints); give a plan.json written by sp-plan --out")
+
+
+def test_a_plan_file_of_another_release_names_both_versions(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"schema_version": "sp-planner.plan/99", "model": {}, "plan": {}}))
+    with pytest.raises(UserInputError) as err:
+        load_plan_file(path)
+    assert str(err.value) == (f"plan file {path} has schema_version 'sp-planner.plan/99'; this sp-planner reads "
+                              "'sp-planner.plan/1'")
 
 
 @pytest.mark.parametrize("where, value, expected", [
