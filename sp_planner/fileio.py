@@ -167,10 +167,25 @@ def validate_as(model: type[T], data: object, *, what: str, path: Path | str, st
     for what a file holds; False only for fields a reader built itself from a file it checked."""
     if not isinstance(data, dict):
         raise UserInputError(f"{what} file {path} must hold a mapping, got {kind_of(data)}")
+    refuse_foreign(model, data, what=what, path=path)
     try:
         return validate_strict(model, data) if strict else model.model_validate(data)
     except pydantic.ValidationError as err:
         raise UserInputError(f"{what} file {path} is invalid: {errors_line(err)}") from None
+
+
+def refuse_foreign(model: type[pydantic.BaseModel], data: dict, *, what: str, path: Path | str) -> None:
+    """Refuse in one short line a file that lacks most of the fields `model` needs and whose fields
+    are mostly not `model`'s (another kind of file, e.g. a plan file given as a run result or a
+    hardware profile): pydantic would list every field it lacks and every field it has, a line of
+    hundreds of columns. A file of the right kind with a few fields wrong keeps that list."""
+    fields = model.model_fields
+    needed = [f.alias or name for name, f in fields.items() if f.is_required()]
+    known = data.keys() & {f.alias or name for name, f in fields.items()}
+    missing = [name for name in needed if name not in data]
+    if needed and 2 * len(known) < len(data) and 2 * len(missing) > len(needed):
+        raise UserInputError(f"{what} file {path} is not a {what} file: it lacks most of the fields one needs "
+                             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
 
 
 def errors_line(err: pydantic.ValidationError, *, whole: str | None = None) -> str:

@@ -7,7 +7,8 @@ import pytest
 from pydantic import Field
 
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import field_message, read_structured
+from sp_planner.fileio import field_message, read_structured, validate_as
+from sp_planner.specs.base import FrozenModel
 
 
 class _Bounded(pydantic.BaseModel):
@@ -146,3 +147,35 @@ def test_an_exponent_without_a_point_is_a_number_as_json_reads_it(tmp_path, text
     assert validate_as(_Figures, read_structured(path, what="figures"), what="figures", path=path).share == share
     assert _strict_refusal(tmp_path, "count: 8e0") == "count: expected a whole number, got 8.0"
     assert _strict_refusal(tmp_path, "names: {a: 1e3}") == "names.a: expected text, got 1000.0"
+
+
+class _Profile(FrozenModel):
+    name: str
+    peak_flops: float
+    hbm_bytes: int
+    gpus_per_node: int
+    note: str = ""
+
+
+# The top-level keys of a plan file (sp-plan --out), which shares gpus_per_node with a profile.
+_PLAN_KEYS = ("schema_version", "created_by", "model", "hardware", "workload", "num_nodes", "gpus_per_node",
+              "framework", "framework_version", "plan", "estimate", "rank_layout", "rank_groups")
+
+
+def test_another_kind_of_file_is_named_in_one_short_line(tmp_path):
+    # `sp-plan --hardware plan.json` said "is invalid:" and then every field the profile lacks and
+    # every one the plan file has, 819 columns; `sp-report --run plan.json` and `sp-validate
+    # --corpus plan.json` likewise.
+    with pytest.raises(UserInputError) as err:
+        validate_as(_Profile, dict.fromkeys(_PLAN_KEYS, 1), what="hardware profile", path="plan.json")
+    assert str(err.value) == ("hardware profile file plan.json is not a hardware profile file: it lacks most "
+                              "of the fields one needs (name, peak_flops, hbm_bytes)")
+
+
+def test_a_file_of_the_right_kind_with_fields_wrong_keeps_every_field_named(tmp_path):
+    data = {"name": "x", "gpus_per_node": 8, "typo": 1, "other": 2, "third": 3}  # 2 of 4 needed, 3 unknown
+    with pytest.raises(UserInputError) as err:
+        validate_as(_Profile, data, what="hardware profile", path="mine.yaml")
+    assert str(err.value) == ("hardware profile file mine.yaml is invalid: peak_flops: Field required; "
+                              "hbm_bytes: Field required; typo: Extra inputs are not permitted; other: Extra "
+                              "inputs are not permitted; third: Extra inputs are not permitted")

@@ -21,7 +21,7 @@ from pydantic import Field
 from sp_planner.catalog import load_model
 from sp_planner.cost.cuda_graphs import check_graph_scopes
 from sp_planner.errors import UserInputError
-from sp_planner.fileio import errors_line, read_structured, validate_strict
+from sp_planner.fileio import errors_line, read_structured, refuse_foreign, validate_strict
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.model import ModelSpec
 from sp_planner.validation.corpus_row import CorpusRow, Source
@@ -52,6 +52,7 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
     data = read_structured(path, what="corpus")
     if not isinstance(data, dict):
         raise UserInputError(f"corpus file {path} must hold a mapping with source, defaults and rows")
+    refuse_foreign(CorpusFile, data, what="corpus", path=path)
     try:
         parsed = validate_strict(CorpusFile, data)
     except pydantic.ValidationError as err:
