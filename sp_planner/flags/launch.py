@@ -94,8 +94,12 @@ def render_launch(
         where = "the node"
         if num_nodes > 1:
             where = f"each of the {num_nodes} nodes (c10d rendezvous: no --node-rank)"
+        head = [f"# Run on {where}."]
+        if rdzv_endpoint.startswith("$MASTER_ADDR:"):  # unset, it reads ":29500": torchrun refuses it
+            host = "the first node's host name, the same on every node" if num_nodes > 1 else "localhost"
+            head = [f"# Run on {where},", f"# with MASTER_ADDR set to {host}."]
         return "\n".join([
-            f"# Run on {where}.",
+            *head,
             *racks,
             _torchrun(num_nodes, gpus_per_node, command, rdzv_endpoint, job_name),
         ])

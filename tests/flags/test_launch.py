@@ -91,3 +91,19 @@ def test_rack_scale_domains_are_named_in_the_launch_text():
                                        domain_nodes=18)):
         assert max(len(line) for line in text.splitlines() if line.startswith("#")) <= 80
     assert "--nproc-per-node 4" in single  # launchers count the host's GPUs, not the domain's
+
+
+@pytest.mark.parametrize("num_nodes, said", [
+    (2, "# Run on each of the 2 nodes (c10d rendezvous: no --node-rank),\n# with MASTER_ADDR set to the first "
+        "node's host name, the same on every node.\n"),
+    (1, "# Run on the node,\n# with MASTER_ADDR set to localhost.\n"),
+])
+def test_the_torchrun_line_says_what_master_addr_must_hold(num_nodes, said):
+    # The default endpoint is "$MASTER_ADDR:29500"; the text never said to set it, and unset it reads
+    # ":29500", which torchrun refuses (the rendezvous endpoint's host name must be a label or address).
+    text = render_launch("torchrun", num_nodes=num_nodes, gpus_per_node=8, command=COMMAND)
+    assert text.startswith(said)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    given = render_launch("torchrun", num_nodes=num_nodes, gpus_per_node=8, command=COMMAND,
+                          rdzv_endpoint="node001:29400")
+    assert "MASTER_ADDR" not in given and given.splitlines()[0].endswith(".")
