@@ -46,11 +46,13 @@ class RowExplanation(FrozenModel):
 
 def find_row(corpus: Corpus, row_id: str) -> CorpusRow:
     """The scored or regression row `row_id`; bad input when there is none or it cannot be predicted."""
-    # Ids are lower case; matched as model and hardware names are, whatever the case typed.
+    # Ids are lower case; matched as model and hardware names are, whatever the case typed, and
+    # without the spaces a pasted id brings (" a" was said to be no row, its nearest "a").
+    wanted = row_id.strip().lower()
     row = next((r for r in corpus.rows if r.id == row_id), None) or next(
-        (r for r in corpus.rows if r.id.lower() == row_id.lower()), None)
+        (r for r in corpus.rows if r.id.lower() == wanted), None)
     if row is None:
-        close = difflib.get_close_matches(row_id.lower(), [r.id for r in corpus.rows], n=3, cutoff=0.6)
+        close = difflib.get_close_matches(wanted, [r.id for r in corpus.rows], n=3, cutoff=0.6)
         nearest = f" (the nearest: {', '.join(close)})" if close else ""
         raise UserInputError(f"--row {row_id}: no such row in the corpus{nearest}; `sp-validate` lists every row id")
     if not row.expressible:

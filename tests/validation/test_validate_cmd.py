@@ -287,6 +287,7 @@ def test_row_takes_one_prediction_apart(run_main, small_corpus):
     assert max(len(line) for line in lines) <= 80
     assert lines[0] == "a: src, T5 r1"
     assert run_main(validate_cmd, "--corpus", small_corpus, "--row", "A").stdout == table.stdout  # any case
+    assert run_main(validate_cmd, "--corpus", small_corpus, "--row", " a\t").stdout == table.stdout  # pasted
     assert f"predicted {row_a['predicted']:.4g} TFLOPS sq, measured 260.2: {row_a['error_percent']:+.1f}%" in lines
     assert any(line.startswith("  attention kernels") for line in lines)
     # A row filed as a regression still has its prediction, with the filing beside it.
