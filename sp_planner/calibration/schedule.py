@@ -45,7 +45,9 @@ class GemmShape(FrozenModel):
 
 class CalibrationSchedule(FrozenModel):
     device: Device
-    # CPUs run float32: without AMX most emulate bf16 matmuls, which would measure the emulation.
+    # bfloat16 on every device: it is what `sp-run --plan` runs (cli/run_cmd.py) and what the profile
+    # predicts. A CPU without bf16 instructions emulates it, and the emulated rate is the one the run
+    # gets. gloo reduces bf16 on CPU tensors (every collective timed here; tests/calibration).
     dtype: Literal["bfloat16", "float32"]
     world_size: int = Field(gt=0)
     ranks_per_node: int = Field(gt=0)
@@ -130,7 +132,7 @@ def build_schedule(*, device: Device, quick: bool, world_size: int, ranks_per_no
     else:
         lengths = (128, 256, 512) if quick else (512, 1024, 2048, 4096)
     return CalibrationSchedule(
-        device=device, dtype="bfloat16" if gpu else "float32", world_size=world_size, ranks_per_node=ranks_per_node,
+        device=device, dtype="bfloat16", world_size=world_size, ranks_per_node=ranks_per_node,
         sizes_bytes=message_sizes(device, quick), groups=collective_groups(world_size, ranks_per_node, quick),
         gemm=gemm, attention_tokens=lengths,
         attention_heads=GPU_ATTENTION_HEADS if gpu else 2,

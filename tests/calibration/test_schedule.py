@@ -51,5 +51,7 @@ def test_model_layer_gemms():
 
 def test_cpu_quick_schedule_is_small():
     schedule = build_schedule(device="cpu", quick=True, world_size=2, ranks_per_node=2)
-    assert schedule.dtype == "float32" and schedule.attention_tokens == (128, 256, 512)
+    # bfloat16 as on a GPU: `sp-run --plan` runs the plan's bf16 on CPUs too, so the profile times it
+    # (emulated or not, that rate is the run's).
+    assert schedule.dtype == "bfloat16" and schedule.attention_tokens == (128, 256, 512)
     assert max(2 * g.m * g.n * g.k for g in schedule.gemm) < 1e9  # well under a second on one core
