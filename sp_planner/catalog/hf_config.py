@@ -193,10 +193,8 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         # gpt-oss's sinks: one learned logit per head in every softmax row (hf_gpt_oss).
         "softmax_type": LEARNABLE if gpt_oss else VANILLA,
         "hf_repo": repo,
-        "sources": _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
     }
-    if glm_notes:
-        fields["sources"] = (*_sources(cfg, model_type, model_type, path), *(NOT_MODELLED + n for n in glm_notes))
+    sources = _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path)
     # DeepSeek-V3 (and Kimi K2, read as it): its group-limited routing (DeepseekV3Config defaults
     # n_group 8, topk_group 4), and the MTP module it trains (depth 1: arXiv 2412.19437 s2.2, s4.2).
     deepseek_notes = [note for note in (
@@ -204,9 +202,7 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
                            "arXiv 2412.19437 s2.2 and s4.2", hf_model="DeepseekV3Model"),
     ) if note] if model_type == "deepseek_v3" else []
-    if deepseek_notes:
-        fields["sources"] = (*_sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path),
-                             *(NOT_MODELLED + note for note in deepseek_notes))
+    fields["sources"] = (*sources, *(NOT_MODELLED + note for note in (*glm_notes, *deepseek_notes)))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     spec = validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)
