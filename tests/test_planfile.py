@@ -71,6 +71,14 @@ def test_the_position_embedding_round_trips_and_older_files_read_as_rope(tmp_pat
     assert read_plan_file(path).model.position_embedding == "rope"
 
 
+def _load_refusal(path, doc) -> str:
+    """The one-line refusal load_plan_file gives for `doc` written at `path`."""
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError) as err:
+        load_plan_file(path)
+    return str(err.value)
+
+
 def _edited(tmp_path, edit) -> str:
     path = tmp_path / "plan.json"
     write_plan_file(path, _plan_file(rank_layout=RankLayout.of(PLAN), rank_groups=rank_groups(PLAN)))
@@ -196,11 +204,8 @@ def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
     # Given a profile or a result.json, the message listed every field missing and every field extra:
     # one line of about 1,000 columns.
     path = tmp_path / "other.json"
-    path.write_text(json.dumps(other))
-    with pytest.raises(UserInputError) as err:
-        load_plan_file(path)
-    assert str(err.value) == (f"plan file {path} is not a plan file (no schema_version or model); give a "
-                              "plan.json written by sp-plan --out")
+    assert _load_refusal(path, other) == (
+        f"plan file {path} is not a plan file (no schema_version or model); give a plan.json written by sp-plan --out")
 
 
 def test_sp_plans_json_summary_is_not_read_as_a_plan_file_of_another_release(tmp_path):
@@ -208,20 +213,17 @@ def test_sp_plans_json_summary_is_not_read_as_a_plan_file_of_another_release(tmp
     # was refused as a version mismatch, "has schema_version 'sp-planner.summary/3'; this sp-planner
     # reads 'sp-planner.plan/1'", as if a newer sp-planner could read it.
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"schema_version": SUMMARY_SCHEMA, "question": {}, "plans": []}))
-    with pytest.raises(UserInputError) as err:
-        load_plan_file(path)
-    assert str(err.value) == (f"plan file {path} is not a plan file but {SUMMARY_SCHEMA!r} (as sp-plan --format "
-                              "json prints); give a plan.json written by sp-plan --out")
+    summary = {"schema_version": SUMMARY_SCHEMA, "question": {}, "plans": []}
+    assert _load_refusal(path, summary) == (
+        f"plan file {path} is not a plan file but {SUMMARY_SCHEMA!r} (as sp-plan --format json prints); give a "
+        "plan.json written by sp-plan --out")
 
 
 def test_a_plan_file_of_another_release_names_both_versions(tmp_path):
     path = tmp_path / "plan.json"
-    path.write_text(json.dumps({"schema_version": "sp-planner.plan/99", "model": {}, "plan": {}}))
-    with pytest.raises(UserInputError) as err:
-        load_plan_file(path)
-    assert str(err.value) == (f"plan file {path} has schema_version 'sp-planner.plan/99'; this sp-planner reads "
-                              "'sp-planner.plan/1'")
+    newer = {"schema_version": "sp-planner.plan/99", "model": {}, "plan": {}}
+    assert _load_refusal(path, newer) == (
+        f"plan file {path} has schema_version 'sp-planner.plan/99'; this sp-planner reads 'sp-planner.plan/1'")
 
 
 @pytest.mark.parametrize("where, value, expected", [
