@@ -21,9 +21,7 @@ from sp_planner.cli.option_checks import check_framework_options, check_framewor
 from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
                                      node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
-from sp_planner.cost.attention_kernels import (PROFILE_KERNEL, AttentionKernel, default_kernel, measured_attention,
-                                               with_attention_kernel)
-from sp_planner.cost.families import profile_key
+from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, timed_kernel, with_attention_kernel
 from sp_planner.cost.fp8_attention import with_fp8_attention
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -244,11 +242,8 @@ def plan(
         raise UserInputError(f"--attention-kernel: {err}") from None
     if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
         raise UserInputError(problem)
-    # The kernel whose curve times the plans: the one chosen, else the profile's own (a measured
-    # profile's curves are the user's kernel: None).
-    timed = kernel if kernel is not None or measured_attention(question.hardware) else \
-        PROFILE_KERNEL.get(profile_key(question.hardware))
-    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
+    timing_note = softmax_timing_note(question.model, timed_kernel(question.hardware, kernel), question.hardware.name,
+                                      stack)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "

@@ -135,6 +135,15 @@ def causal_ratio(hardware: HardwareProfile, *, backward: bool) -> tuple[CurvePoi
     return CAUSAL_RATIO.get(kernel, CAUSAL_RATIO[DEFAULT_CAUSAL_KERNEL])[1 if backward else 0]
 
 
+def timed_kernel(hardware: HardwareProfile, chosen: str | None) -> str | None:
+    """The kernel whose curves time the plans: `chosen` (default_kernel's or the user's), else the
+    one the profile's own curves measure (PROFILE_KERNEL); None for a profile whose attention
+    sp-calibrate measured (the user's kernel, unnamed) or a GPU without a named one."""
+    if chosen is not None or measured_attention(hardware):
+        return chosen
+    return PROFILE_KERNEL.get(profile_key(hardware))
+
+
 def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
     """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
     always for a profile whose attention curves sp-calibrate measured (its `calibration.attention`:

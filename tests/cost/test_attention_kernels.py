@@ -3,7 +3,8 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import default_kernel, kernel_head_dim, padded_head_dim, with_attention_kernel
+from sp_planner.cost.attention_kernels import (default_kernel, kernel_head_dim, padded_head_dim, timed_kernel,
+                                               with_attention_kernel)
 from sp_planner.cost.kernels import curve_efficiency, flash_time_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -153,3 +154,10 @@ def test_a_calibrated_profile_keeps_its_measured_curves_under_every_framework_de
         assert default_kernel(framework, mine) is None
     assert default_kernel("megatron", load_hardware("h200")) is not None
     assert with_attention_kernel(mine, "fa3").efficiency.attention_fwd != mine.efficiency.attention_fwd
+
+
+def test_the_timed_kernel_is_the_chosen_one_else_the_profiles_own():
+    # Megatron on Ampere has no cuDNN curve: default_kernel gives fa2, the A100 profile's own.
+    assert timed_kernel(A100, default_kernel("megatron", A100)) == "fa2"
+    assert timed_kernel(A100, None) == "fa2" and timed_kernel(H100, None) == "fa3"
+    assert timed_kernel(H100, "cudnn") == "cudnn"
