@@ -23,8 +23,8 @@ import math
 from pathlib import Path
 
 from sp_planner.catalog import hf_rope
-from sp_planner.catalog.hf_fields import count, error, number, positive_int
-from sp_planner.catalog.hf_layers import expert_counts, group_routing_note, mtp_note
+from sp_planner.catalog.hf_fields import count, error, number, positive_int, positive_number
+from sp_planner.catalog.hf_layers import expert_counts, group_routing_note, mtp_note, router_groups
 from sp_planner.specs.moe import MoESpec
 
 MODEL_TYPE = "glm4_moe"
@@ -35,19 +35,24 @@ NUM_EXPERTS_PER_TOK = 8
 NUM_SHARED_EXPERTS = 1
 FIRST_DENSE_LAYERS = 1
 N_GROUP = TOPK_GROUP = 1
+ROUTED_SCALING_FACTOR = 1.0
 
 
 def moe(cfg: dict, path: Path) -> MoESpec:
     """The MoE layers from first_k_dense_replace on. Grouped routing (topk_group of n_group groups,
-    both 1 in every published GLM-4.5/4.6 config) is noted, not modelled (hf_layers.group_routing_note,
-    as for DeepSeek-V3)."""
+    both 1 in every published GLM-4.5/4.6 config) is noted, not costed (hf_layers.group_routing_note,
+    as for DeepSeek-V3), and kept for the flags (MoESpec.router_groups)."""
     experts, top_k = expert_counts(cfg, path, "n_routed_experts", top_k_default=NUM_EXPERTS_PER_TOK)
     shared = count(cfg, "n_shared_experts", path) if "n_shared_experts" in cfg else NUM_SHARED_EXPERTS
     first_dense = (count(cfg, "first_k_dense_replace", path) if "first_k_dense_replace" in cfg
                    else FIRST_DENSE_LAYERS)
+    groups, open_groups = router_groups(cfg, path, default_groups=N_GROUP, default_open=TOPK_GROUP)
     return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=positive_int(cfg, "moe_intermediate_size",
                                                                                         path),
-                   num_shared_experts=shared, first_dense_layers=first_dense, router_score_function="sigmoid")
+                   num_shared_experts=shared, first_dense_layers=first_dense, router_score_function="sigmoid",
+                   score_correction_bias=True,
+                   routed_scaling_factor=positive_number(cfg, "routed_scaling_factor", path, ROUTED_SCALING_FACTOR),
+                   router_groups=groups, router_group_topk=open_groups)
 
 
 def partial_rotary_factor(cfg: dict, path: Path) -> float:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int
+from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int, positive_number
 from sp_planner.specs.attention import MLASpec, WindowSpec
 from sp_planner.specs.moe import MoESpec
 
@@ -53,18 +53,27 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
             raise error(path, "qwen3_moe with mlp_only_layers or decoder_sparse_step != 1 is not supported "
                         "(only the first layers may be dense)")
         experts, top_k = expert_counts(cfg, path, "num_experts")
+        # Qwen3MoeSparseMoeBlock: softmax over every expert, top k, renormalised only by
+        # norm_topk_prob (Qwen3MoeConfig default false; Qwen3-30B-A3B and -235B-A22B set it true).
         return MoESpec(num_experts=experts, top_k=top_k,
-                       moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path))
+                       moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path),
+                       router_pre_softmax=not flag(cfg, "norm_topk_prob", path))
     if model_type == "deepseek_v3":
         # DeepseekV3Config: layers from first_k_dense_replace on are MoE (moe_layer_freq 1).
         if positive_int(cfg, "moe_layer_freq", path, default=1) != 1:
             raise error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
         shared = count(cfg, "n_shared_experts", path)
         experts, top_k = expert_counts(cfg, path, "n_routed_experts")
+        score = _score_function(cfg, path)
+        groups, open_groups = router_groups(cfg, path, default_groups=8, default_open=4)  # DeepseekV3Config's
+        # DeepseekV3TopkRouter adds e_score_correction_bias to the sigmoid scores for the choice and
+        # scales the chosen weights by routed_scaling_factor (DeepseekV3Config default 2.5).
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path),
                        num_shared_experts=shared, first_dense_layers=count(cfg, "first_k_dense_replace", path),
-                       router_score_function=_score_function(cfg, path))
+                       router_score_function=score, score_correction_bias=score == "sigmoid",
+                       routed_scaling_factor=positive_number(cfg, "routed_scaling_factor", path, 2.5),
+                       router_groups=groups, router_group_topk=open_groups)
     if model_type == "llama4_text":
         # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
         # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
@@ -75,9 +84,15 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
             raise error(path, f"moe_layers other than every interleave_moe_layer_step ({step})-th layer are not "
                         "supported")
         experts, top_k = expert_counts(cfg, path, "num_local_experts", top_k_default=1)
+        if top_k != 1:
+            # Llama4TextMoe scales each expert's input by its weight, which Megatron runs with
+            # top-1 routing only (--moe-apply-probs-on-input; MoESpec.probs_on_input).
+            raise error(path, f"llama4_text with num_experts_per_tok {top_k} is not supported (Llama 4 routes "
+                        "each token to 1 expert, whose weight scales the expert's input)")
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "intermediate_size", path),
-                       num_shared_experts=1, layer_step=step, router_score_function="sigmoid")
+                       num_shared_experts=1, layer_step=step, router_score_function="sigmoid",
+                       probs_on_input=True)
     if model_type != "mixtral":
         return None
     # Mixtral's experts are full-width SwiGLU MLPs of intermediate_size (MixtralSparseMoeBlock).
@@ -182,16 +197,25 @@ def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_op
     topk_group: each token's experts lie in its top topk_group of n_group expert groups; DeepSeek-V3
     makes the groups nodes, "each token will be sent to at most 4 nodes", arXiv 2412.19437 s2.1.2;
     Megatron --moe-router-num-groups / --moe-router-group-topk), None where every group is open.
-    MoESpec routes among all experts, so the dispatch is priced as unrestricted routing reaches:
+    The costs route among all experts (MoESpec.router_groups is for the flags), so the dispatch is
+    priced as unrestricted routing reaches:
     the same copies a token (top_k), and across DeepEP's nodes an upper bound (cost.deepep). The
     defaults are the configuration class's (DeepseekV3Config 8 and 4, Glm4MoeConfig 1 and 1)."""
+    groups, open_groups = router_groups(cfg, path, default_groups=default_groups, default_open=default_open)
+    if open_groups == groups:
+        return None
+    return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
+            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, which sp-plan's "
+            "Megatron flags carry) is not costed: "
+            "tokens are routed among all experts, the same top-k copies a token, which across DeepEP's nodes "
+            "reach more nodes than the groups allow (an upper bound)")
+
+
+def router_groups(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> tuple[int, int]:
+    """(n_group, topk_group), the configuration class's defaults where absent; (1, 1) where every
+    group is open (no restriction: MoESpec.router_groups)."""
     groups = positive_int(cfg, "n_group", path, default=default_groups)
     open_groups = positive_int(cfg, "topk_group", path, default=default_open)
     if open_groups > groups:
         raise error(path, f"topk_group {open_groups} exceeds n_group {groups}")
-    if open_groups == groups:
-        return None
-    return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
-            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}) is not modelled: "
-            "tokens are routed among all experts, the same top-k copies a token, which across DeepEP's nodes "
-            "reach more nodes than the groups allow (an upper bound)")
+    return (1, 1) if open_groups == groups else (groups, open_groups)

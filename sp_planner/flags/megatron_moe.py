@@ -59,6 +59,7 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
         # TransformerConfig refuses top-1 softmax routing without --moe-router-pre-softmax; Llama 4's
         # top-1 router is a sigmoid.
         flags.append(f"--moe-router-score-function {m.moe.router_score_function}")
+    flags += router_flags(m.moe, mindspeed=mindspeed)
     if m.moe.num_shared_experts:
         # The total width of the shared experts (TransformerConfig.moe_shared_expert_intermediate_size).
         flags.append(f"--moe-shared-expert-intermediate-size {m.moe.num_shared_experts * m.moe.moe_intermediate_size}")
@@ -89,7 +90,30 @@ def moe_groups(request: FlagRequest, mindspeed: bool = False) -> list[FlagGroup]
             routing += ", padded to capacity"
     if m.moe.routing == "balanced":
         routing = f"force-balanced {routing}"
+    if mindspeed and m.moe.probs_on_input:
+        routing += ("; the expert weight scales the expert's output: Megatron 0.12.1 under MindSpeed has no "
+                    "--moe-apply-probs-on-input (the model scales its input)")
     return [(f"experts: ep {p.ep} x etp {p.etp} x edp {p.edp} x pp {p.pp}, {routing}", flags)]
+
+
+def router_flags(moe, *, mindspeed: bool = False) -> list[str]:
+    """How the router weighs the chosen experts (MoESpec's router fields; none of them a cost term):
+    Megatron's flags, each off by default (arguments.py at core_r0.12.0 lines 2529-2538, MindSpeed's
+    base, and megatron-core 0.16.1 TransformerConfig), so a model without them gets none.
+    --moe-apply-probs-on-input came to arguments.py in core_v0.13.0, after MindSpeed's Megatron
+    0.12.1: MindSpeed gets it never (moe_groups says so)."""
+    flags = []
+    if moe.router_pre_softmax:
+        flags.append("--moe-router-pre-softmax")
+    if moe.score_correction_bias:
+        flags.append("--moe-router-enable-expert-bias")
+    if moe.routed_scaling_factor != 1:
+        flags.append(f"--moe-router-topk-scaling-factor {moe.routed_scaling_factor:g}")
+    if moe.router_groups > 1:
+        flags += [f"--moe-router-num-groups {moe.router_groups}", f"--moe-router-group-topk {moe.router_group_topk}"]
+    if moe.probs_on_input and not mindspeed:
+        flags.append("--moe-apply-probs-on-input")
+    return flags
 
 
 def expert_bias_failures(request: FlagRequest) -> list[str]:

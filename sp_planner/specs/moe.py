@@ -38,6 +38,37 @@ class MoESpec(FrozenModel):
     # The router's score function (Megatron --moe-router-score-function; its default softmax):
     # DeepSeek-V3 and Llama 4 score with a sigmoid (HF DeepseekV3 scoring_func, Llama4Router).
     router_score_function: Literal["softmax", "sigmoid"] = "softmax"
+    # How the router turns scores into the chosen experts' weights. None of it changes a cost term
+    # (the router's GEMM and its element-wise passes are the same; cost.router); the flags carry it
+    # so the emitted run trains the model (flags.megatron_moe):
+    # - router_pre_softmax: a softmax router takes the softmax over every expert, then the top k,
+    #   and keeps those weights unnormalised (HF norm_topk_prob false, the Qwen3MoeConfig default;
+    #   Megatron --moe-router-pre-softmax, as Megatron-Bridge's qwen3_moe_bridge.py sets it from
+    #   `not norm_topk_prob`); False: softmax over the top k logits, which equals the renormalised
+    #   top k of a full softmax (norm_topk_prob true, Mixtral, gpt-oss; Megatron's default).
+    # - score_correction_bias: a learned per-expert bias added to the sigmoid scores for the top-k
+    #   choice only (aux-loss-free balancing, arXiv 2408.15664; HF DeepseekV3TopkRouter and
+    #   Glm4MoeTopkRouter e_score_correction_bias; Megatron --moe-router-enable-expert-bias, which
+    #   TransformerConfig allows with the sigmoid score function only).
+    # - routed_scaling_factor: the factor on the chosen experts' weights (HF routed_scaling_factor;
+    #   Megatron --moe-router-topk-scaling-factor, None = 1; Megatron-Bridge model_bridge.py maps the
+    #   one onto the other): DeepSeek-V3 2.5, Kimi K2 2.827, GLM-4.5 2.5.
+    # - probs_on_input: the top-1 expert's weight scales its input, not its output (HF Llama4TextMoe:
+    #   routed_in * router_scores before self.experts; Megatron --moe-apply-probs-on-input, which the
+    #   experts assert only with top-1 routing, megatron-core 0.16.1 experts.py; Megatron-LM's
+    #   Llama-4 Scout/Maverick ModelOpt examples pass --export-moe-apply-probs-on-input).
+    # - router_groups, router_group_topk: group-limited routing, each token's experts within its top
+    #   router_group_topk of router_groups equal expert groups (HF n_group, topk_group; DeepSeek-V3 8
+    #   and 4; Megatron --moe-router-num-groups, --moe-router-group-topk, which rank a group by its top
+    #   top_k / group_topk scores, HF DeepSeek-V3 by its top 2: the same for DeepSeek-V3's 8 / 4).
+    #   1 and 1: none. The cost model routes among all experts (an upper bound on the dispatch's
+    #   reach, cost.deepep); only the flags carry it.
+    router_pre_softmax: bool = False
+    score_correction_bias: bool = False
+    probs_on_input: bool = False
+    router_groups: int = Field(default=1, gt=0, le=MAX_EXPERTS)
+    router_group_topk: int = Field(default=1, gt=0, le=MAX_EXPERTS)
+    routed_scaling_factor: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
     # The experts' linear layers carry biases (gpt-oss: HF GptOssExperts gate_up_proj_bias and
     # down_proj_bias; Megatron keeps add_bias_linear, its default, and so allows expert tensor
     # parallelism 1 only: TransformerConfig "Bias in Moe is only supported when ETP==1"). The biases'
@@ -71,6 +102,26 @@ class MoESpec(FrozenModel):
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k (experts per token) {self.top_k} exceeds num_experts {self.num_experts}: a "
                              "token is routed to that many distinct experts")
+        return self
+
+    @model_validator(mode="after")
+    def _router_options_fit_its_score_function(self) -> "MoESpec":
+        # Megatron-core 0.16.1 TransformerConfig.__post_init__: "Expert bias for aux-loss-free routing
+        # only supports sigmoid score function"; pre-softmax is a softmax router's choice (a sigmoid
+        # router always renormalises its top k, moe_utils.topk_routing_with_score_function).
+        if self.score_correction_bias and self.router_score_function != "sigmoid":
+            raise ValueError("score_correction_bias needs router_score_function sigmoid (Megatron refuses "
+                             "--moe-router-enable-expert-bias with a softmax router)")
+        if self.num_experts % self.router_groups or self.router_group_topk > self.router_groups:
+            # TransformerConfig.__post_init__ asserts both for group-limited routing.
+            raise ValueError(f"router_groups {self.router_groups} must divide num_experts {self.num_experts} and "
+                             f"router_group_topk {self.router_group_topk} may not exceed it")
+        if self.probs_on_input and self.top_k != 1:
+            raise ValueError(f"probs_on_input needs top-1 routing, got top_k {self.top_k} (Megatron's experts assert "
+                             "moe_router_topk 1 with --moe-apply-probs-on-input)")
+        if self.router_pre_softmax and self.router_score_function != "softmax":
+            raise ValueError("router_pre_softmax is a softmax router's option; a sigmoid router renormalises "
+                             "its top k")
         return self
 
     @model_validator(mode="after")

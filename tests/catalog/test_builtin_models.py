@@ -89,6 +89,14 @@ PUBLISHED_PARAMS = [
     ("DeepSeek-V3", 671e9),  # deepseek-ai/DeepSeek-V3 README_WEIGHTS.md: 671B main model weights (MTP apart)
     ("Mixtral-8x22B", 141e9),  # Mistral AI, mistral.ai/news/mixtral-8x22b: "39B active parameters out of 141B"
     ("Gemma-3-27B", 1_416e6 + 25_600e6),  # Gemma 3 report Table 1: embedding + non-embedding (vision apart)
+    ("gpt-oss-20b", 20.91e9),  # OpenAI gpt-oss model card (2025-08-05) table 1: 20.91B total
+    ("gpt-oss-120b", 116.83e9),  # the same table: 116.83B total
+    ("GLM-4.5", 355e9),  # zai-org/GLM-4.5 README and arXiv:2508.06471: 355B total
+    ("GLM-4.5-Air", 106e9),  # the same README: GLM-4.5-Air 106B total
+    # Kimi-K2 is not here: 1,026.4B counted from the config's every field (Megatron-Bridge KimiK2Provider
+    # and config.json agree, tests/catalog/test_hf_kimi.py counts it by hand) sits 2.6% above the model
+    # card's rounded "1T" and 1.3% below the technical report's 1.04T (arXiv:2507.20534), a gap of about
+    # one MoE layer (17.0B) that no field of the published config accounts for.
 ]
 
 # Llama 4's published totals (model cards: Scout 109B, Maverick 400B) count the vision encoder, which
@@ -112,7 +120,8 @@ PUBLISHED_ACTIVE = [("Qwen3-30B-A3B", 3.3e9), ("Qwen3-235B-A22B", 22e9),
                     ("DeepSeek-V3", 36.7e9 + 129280 * 7168),
                     ("Mixtral-8x22B", 39e9),  # mistral.ai/news/mixtral-8x22b
                     # Model cards: "17B activated" (one routed plus the shared expert, or the dense MLP)
-                    ("Llama-4-Scout-17B-16E", 17e9), ("Llama-4-Maverick-17B-128E", 17e9)]
+                    ("Llama-4-Scout-17B-16E", 17e9), ("Llama-4-Maverick-17B-128E", 17e9),
+                    ("Kimi-K2", 32.6e9)]  # Kimi K2 technical report (arXiv:2507.20534): 32.6B activated
 
 
 @pytest.mark.parametrize(("name", "published"), PUBLISHED_ACTIVE)

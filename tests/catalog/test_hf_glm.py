@@ -93,10 +93,12 @@ def test_the_counts_by_hand():
 
 def test_class_defaults_stand_for_what_a_config_leaves_out(tmp_path):
     # Glm4MoeConfig: num_key_value_heads 8, partial_rotary_factor 0.5, num_experts_per_tok 8, n_shared_experts 1,
-    # first_k_dense_replace 1, n_group and topk_group 1, attention_bias and use_qk_norm false.
+    # first_k_dense_replace 1, n_group and topk_group 1, routed_scaling_factor 1.0, attention_bias and
+    # use_qk_norm false.
     cfg = GLM_45_AIR
     for key in ("num_key_value_heads", "partial_rotary_factor", "num_experts_per_tok", "n_shared_experts",
-                "first_k_dense_replace", "n_group", "topk_group", "use_qk_norm", "rope_scaling"):
+                "first_k_dense_replace", "n_group", "topk_group", "routed_scaling_factor", "use_qk_norm",
+                "rope_scaling"):
         cfg = without(cfg, key)
     spec = load_hf_config(write_config(tmp_path, cfg))
     reference = load_hf_config(write_config(tmp_path, GLM_45_AIR, folder="full"))
@@ -153,3 +155,11 @@ def test_group_limited_routing_is_noted_as_for_deepseek_v3(tmp_path):
     assert any(n.startswith("group-limited routing (each token's experts within 4 of 8 expert groups") for n in notes)
     assert not any(n.startswith("group-limited") for n in import_notes(load_hf_config(write_config(
         tmp_path, GLM_45, "published"))))
+
+
+@pytest.mark.parametrize(("cfg", "factor"), [(GLM_45, 2.5), (GLM_45_AIR, 1.0)])
+def test_router_bias_and_scaling_factor_are_read(tmp_path, cfg, factor):
+    # Glm4MoeTopkRouter always holds e_score_correction_bias; the chosen weights are scaled by
+    # routed_scaling_factor (Megatron --moe-router-enable-expert-bias, --moe-router-topk-scaling-factor).
+    moe = load_hf_config(write_config(tmp_path, cfg)).moe
+    assert (moe.score_correction_bias, moe.routed_scaling_factor) == (True, factor)

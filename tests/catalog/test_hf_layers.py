@@ -69,6 +69,44 @@ def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scorin
     assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected
 
 
+@pytest.mark.parametrize(("change", "bias", "factor"), [
+    ({}, True, 2.5),  # the published config: sigmoid, noaux_tc, routed_scaling_factor 2.5
+    ({"routed_scaling_factor": 1.5}, True, 1.5),
+    ({"routed_scaling_factor": None}, True, 2.5),  # DeepseekV3Config's default
+    ({"scoring_func": "softmax"}, False, 2.5),  # Megatron's expert bias is a sigmoid router's only
+])
+def test_deepseek_router_bias_and_scaling_factor(tmp_path, change, bias, factor):
+    moe = load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, **change})).moe
+    assert (moe.score_correction_bias, moe.routed_scaling_factor) == (bias, factor)
+
+
+@pytest.mark.parametrize(("change", "groups"), [
+    ({}, (8, 4)),  # the published config
+    ({"n_group": None, "topk_group": None}, (8, 4)),  # DeepseekV3Config's defaults
+    ({"n_group": 1, "topk_group": 1}, (1, 1)),  # Kimi K2's: no restriction
+    ({"n_group": 8, "topk_group": 8}, (1, 1)),  # every group open: none either
+])
+def test_deepseek_router_groups(tmp_path, change, groups):
+    moe = load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, **change})).moe
+    assert (moe.router_groups, moe.router_group_topk) == groups
+
+
+@pytest.mark.parametrize(("norm", "pre_softmax"), [(True, False), (False, True), (None, True)])
+def test_qwen3_moe_norm_topk_prob_decides_pre_softmax(tmp_path, norm, pre_softmax):
+    # Qwen3MoeSparseMoeBlock renormalises its top k only with norm_topk_prob (class default false);
+    # without, Megatron needs --moe-router-pre-softmax (Megatron-Bridge qwen3_moe_bridge.py).
+    cfg = {k: v for k, v in QWEN3_30B_A3B.items() if k != "norm_topk_prob"}
+    if norm is not None:
+        cfg["norm_topk_prob"] = norm
+    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_pre_softmax is pre_softmax
+
+
+def test_llama4_scales_its_top_1_experts_input_and_refuses_more_experts_per_token(tmp_path):
+    assert load_hf_config(write_config(tmp_path, LLAMA4_MAVERICK_TEXT)).moe.probs_on_input
+    with pytest.raises(UserInputError, match="llama4_text with num_experts_per_tok 2 is not supported"):
+        load_hf_config(write_config(tmp_path, {**LLAMA4_MAVERICK_TEXT, "num_experts_per_tok": 2}, "k2"))
+
+
 def test_llama4s_nope_layers_are_read_from_no_rope_layers_or_its_interval(tmp_path):
     # Llama4TextConfig: no_rope_layers 0 = NoPE; absent, every no_rope_layer_interval-th layer is one.
     listed = load_hf_config(write_config(tmp_path, LLAMA4_MAVERICK_TEXT, "listed"))
@@ -113,7 +151,8 @@ def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
     notes = import_notes(load_hf_config(write_config(tmp_path, DEEPSEEK_V3)))
     assert notes[0] == (
         "group-limited routing (each token's experts within 4 of 8 expert groups, Megatron "
-        "--moe-router-num-groups 8 --moe-router-group-topk 4) is not modelled: tokens are routed among all "
+        "--moe-router-num-groups 8 --moe-router-group-topk 4, which sp-plan's Megatron flags carry) is not costed: "
+        "tokens are routed among all "
         "experts, the same top-k copies a token, which across DeepEP's nodes reach more nodes than the groups "
         "allow (an upper bound)")
     # DeepseekV3Config's own defaults are 8 and 4: a config leaving both out is limited too.

@@ -343,3 +343,51 @@ def test_mtp_flags_pass_transformer_config_and_only_megatron_and_mindspeed_train
     for framework in ("deepspeed", "yunchang", "torchtitan"):
         refused = render_flags(framework, request)
         assert not refused.supported and "mtp_layers 1 cannot be expressed" in refused.reason
+
+
+ROUTERS = ["DeepSeek-V3", "Kimi-K2", "GLM-4.5", "GLM-4.5-Air", "Qwen3-30B-A3B", "Qwen3-235B-A22B", "Mixtral-8x7B",
+           "Mixtral-8x22B", "Llama-4-Scout-17B-16E", "Llama-4-Maverick-17B-128E", "gpt-oss-120b"]
+
+
+def _one_node(model, framework="megatron"):
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64),
+                          plan=ParallelPlan(tp=1, dp=8, ep=8, etp=1), num_nodes=1, gpus_per_node=8)
+    flags = render_flags(framework, request)
+    assert flags.supported, flags.reason
+    return flags
+
+
+@pytest.mark.parametrize("name", ROUTERS)
+def test_the_router_flags_reproduce_each_moe_builtins_router(name):
+    # Megatron-Bridge's providers and bridges (217de1a2e^ / 067f987df): DeepSeek-V3 and GLM-4.5
+    # moe_router_topk_scaling_factor 2.5, Kimi K2 2.827, GLM-4.5-Air 1.0, expert bias on all four; Llama 4
+    # applies its top-1 weight on the expert's input; the softmax routers keep Megatron's top-k-then-softmax.
+    model = load_model(name)
+    config = transformer_config(_one_node(model).text, model.hidden_size,
+                                MLATransformerConfig if model.mla is not None else TransformerConfig)
+    expected = {"DeepSeek-V3": (True, 2.5), "Kimi-K2": (True, 2.827), "GLM-4.5": (True, 2.5),
+                "GLM-4.5-Air": (True, None)}.get(name, (False, None))
+    assert (config.moe_router_enable_expert_bias, config.moe_router_topk_scaling_factor) == expected
+    assert config.moe_router_score_function == model.moe.router_score_function
+    assert config.moe_apply_probs_on_input is name.startswith("Llama-4")
+    assert not config.moe_router_pre_softmax
+    # DeepSeek-V3's node-limited routing: each token's 8 experts within 4 of 8 groups (n_group, topk_group).
+    groups = (8, 4) if name == "DeepSeek-V3" else (None, None)
+    assert (config.moe_router_num_groups, config.moe_router_group_topk) == groups
+
+
+def test_a_qwen3_moe_without_norm_topk_prob_routes_pre_softmax():
+    # Qwen3MoeConfig's default norm_topk_prob false: softmax over every expert, top k kept unnormalised.
+    model = QWEN3_30B.model_copy(update={"moe": QWEN3_30B.moe.model_copy(update={"router_pre_softmax": True})})
+    assert transformer_config(_one_node(model).text, model.hidden_size).moe_router_pre_softmax
+
+
+def test_mindspeed_takes_the_router_flags_its_megatron_has():
+    # Megatron core_r0.12.0 arguments.py has the pre-softmax, expert-bias and scaling flags;
+    # --moe-apply-probs-on-input came in core_v0.13.0, after MindSpeed's Megatron 0.12.1.
+    deepseek = parse_bash_array(_one_node(DEEPSEEK_V3, "mindspeed").text, "MINDSPEED_ARGS")
+    assert "--moe-router-enable-expert-bias" in deepseek and deepseek["--moe-router-topk-scaling-factor"] == ["2.5"]
+    maverick = _one_node(MAVERICK, "mindspeed").text
+    assert "--moe-apply-probs-on-input" not in parse_bash_array(maverick, "MINDSPEED_ARGS")
+    comment = " ".join(line.strip(" #") for line in maverick.splitlines() if line.lstrip().startswith("#"))
+    assert "Megatron 0.12.1 under MindSpeed has no --moe-apply-probs-on-input" in comment
