@@ -32,12 +32,14 @@ from sp_planner.calibration.measurements import WHAT as MEASUREMENTS_WHAT, measu
 from sp_planner.calibration.profile_file import profile_yaml_text
 from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
+from sp_planner.catalog.hardware import builtin_profile_name
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns
 from sp_planner.destination import (
     check_file_destination,
     deliver_text,
+    keep_text,
     refuse_reading_file_as_output,
     same_destination,
 )
@@ -72,9 +74,6 @@ On every node of a cluster:
 
 Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
 """
-
-
-
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
@@ -177,7 +176,8 @@ def calibrate(
         show_default="the built-in profile matching the GPU",
         help="Built-in profile (or .yaml) for figures not measured and for the comparison.")] = None,
     model: Annotated[Optional[str], typer.Option(
-        show_default="Llama-3-8B's on GPUs", help="Time this model's layer GEMMs at its head_dim.")] = None,
+        show_default="Llama-3-8B's on GPUs, a small dense layer on CPU",
+        help="Time this model's layer GEMMs at its head_dim.")] = None,
     name: Annotated[Optional[str], typer.Option(show_default="device and date", help="Profile name.")] = None,
     measurements: Annotated[Optional[Path], typer.Option(
         help="Build the profile from measurements saved earlier instead of measuring.")] = None,
@@ -190,6 +190,8 @@ def calibrate(
     if out.suffix.lower() not in (".yaml", ".yml"):
         raise UserInputError(f"--out {out} must end in .yaml or .yml (sp-plan --hardware reads YAML profiles)")
     check_finite_seconds("--timeout", timeout)
+    if name is not None:
+        _check_name(name)
     for other, option in ((save_measurements, "--save-measurements"), (measurements, "--measurements")):
         if other is not None and same_destination(out, other):
             raise UserInputError(f"--out and {option} both name {out}: the profile would overwrite the "
@@ -215,19 +217,32 @@ def calibrate(
         if isinstance(measured, int):  # an exit code: a failure, or a rank other than 0
             return measured
         raw = measured
+    raw_text = raw.model_dump_json(indent=1) + "\n"
     if save_measurements is not None:
-        deliver_text(save_measurements, raw.model_dump_json(indent=1) + "\n", what="measurements")
-    data = calibration_data(raw)
-    matched = builtin_for_device(data.environment.device_name)
-    if base_profile is None and matched is not None:
-        base_profile = load_hardware(matched)
-    # The measurements' own day (a refit of old measurements is dated by them, not today).
-    date = data.environment.measured_on or datetime.date.today().isoformat()
-    if data.environment.measured_on is None:
-        sys.stderr.write(textwrap.fill("warning: the measurements carry no date (written before sp-planner dated "
-                                       "them); the profile is dated today", width=80, subsequent_indent="  ") + "\n")
-    result = build_profile(data, base=base_profile, date=date,
-                           name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
+        deliver_text(save_measurements, raw_text, what="measurements")
+    try:
+        data = calibration_data(raw)
+        matched = builtin_for_device(data.environment.device_name)
+        if base_profile is None and matched is not None:
+            base_profile = load_hardware(matched)
+        # The measurements' own day (a refit of old measurements is dated by them, not today).
+        date = data.environment.measured_on or datetime.date.today().isoformat()
+        if data.environment.measured_on is None:
+            sys.stderr.write(textwrap.fill("warning: the measurements carry no date (written before sp-planner "
+                                           "dated them); the profile is dated today", width=80,
+                                           subsequent_indent="  ") + "\n")
+        result = build_profile(data, base=base_profile, date=date,
+                               name=name or f"{matched or _slug(data.environment.device_name)}-{date}")
+    except UserInputError as err:
+        if measurements is not None or save_measurements is not None:
+            raise  # the measurements are in a file already
+        # Minutes of measuring that no profile could be built from (a fit the noise defeats, a figure
+        # with no base to take it from) are kept, as a result that cannot be written is (deliver_text).
+        kept = keep_text(raw_text, name=MEASUREMENTS_FILE)
+        if kept is None:
+            raise
+        raise UserInputError(f"{err}; the measurements are kept at {kept}: sp-calibrate --measurements {kept} "
+                             "builds the profile from them without measuring again") from None
     for line in result.warnings:  # wrapped to the 80 columns of a terminal
         sys.stderr.write(textwrap.fill(f"warning: {line}", width=80, subsequent_indent="  ",
                                        break_on_hyphens=False) + "\n")
@@ -241,6 +256,20 @@ def calibrate(
     lines += [f"  {line}" for line in wrap_argv(command, width - 2)]
     console.file.write("\n".join(lines) + "\n")
     return 0
+
+
+def _check_name(name: str) -> None:
+    """--name: a profile's name is the key of the cost model's GPU tables where it names a built-in
+    profile (cost.families.profile_key): a CPU measured as "H100-SXM" was timed with the H100's
+    kernel benchmarks and best published MFU, and an empty name fell back to the default unsaid."""
+    if not name.strip():
+        raise UserInputError("--name is empty; give the profile a name, or drop --name for the default "
+                             "(the device and the date)")
+    builtin = builtin_profile_name(name)
+    if builtin is not None:
+        raise UserInputError(f"--name {name} names the built-in profile {builtin}, whose kernel tables and best "
+                             "published MFU sp-plan would apply to these measurements; give another name, e.g. "
+                             f"{builtin}-measured (or drop --name for the device and the date)")
 
 
 def _refuse_measuring_options(path: Path, given: Mapping[str, bool]) -> None:

@@ -21,7 +21,7 @@ from sp_planner.cli.run_cluster import DEFAULT_TIMEOUT_S, cluster_command, ranks
 from sp_planner.cli.run_config import config_from_flags, config_from_plan, finite_positive
 from sp_planner.cli.run_model import Layer, settled_plan
 from sp_planner.cli.run_modes import Job, run_here, run_joined, run_node_agent
-from sp_planner.cli.terminal import stdout_console, wrap_at_spaces
+from sp_planner.cli.terminal import stdout_console
 from sp_planner.destination import check_file_destination, refuse_reading_file_as_output
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import MAX_ITERS, DType, Kernel, WindowKind, check_config
@@ -131,7 +131,8 @@ def run(
         min=1, max=MAX_DEGREE, help="Nodes of a multi-node run [default: ranks / --nproc-per-node].")] = None,
     nproc_per_node: Annotated[Optional[int], typer.Option(
         "--nproc-per-node", "--gpus-per-node", min=1, max=MAX_DEGREE,
-        help="Ranks (GPUs) per node of a multi-node run [default: the plan's, else 8].")] = None,
+        help="Ranks (GPUs) per node of a multi-node run [default: ranks / --nodes, else the plan's GPUs "
+             "per node (8 without a plan), at most the ranks].")] = None,
     node_rank: Annotated[Optional[int], typer.Option(
         min=0, max=MAX_DEGREE, help="Start this node's torchrun agent and join; 0 hosts the rendezvous store.")] = None,
     rdzv_endpoint: Annotated[Optional[str], typer.Option(
@@ -193,21 +194,19 @@ def run(
                               given=nproc_per_node is not None or nodes is not None, layer=layer,
                               plan_scale=softmax_scale if plan is not None else None, join_timeout_s=join_timeout,
                               device=device or "cuda", timeout_s=timeout)
+    notes = []  # printed once the run has passed the checks that refuse it (run_modes), not before a refusal
+    if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
+        notes.append(f"the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
+                     f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
+    if layer_note is not None:
+        notes.append(f"{layer_note}.")
     job = Job(cfg=cfg, plan_file=plan_file, out=out, timeout_s=timeout, console=stdout_console(),
-               cluster=shlex.join(cluster))
+              cluster=shlex.join(cluster), notes=tuple(notes))
     if print_launch:  # lines of the terminal's width, joined by backslashes: pasted, one command
         # Written as they are, not through rich, which turns ':smile:' in a path into an emoji,
         # expands a tab and drops a carriage return: the pasted command would name another file.
         job.console.file.write("\n".join(wrap_argv(cluster, job.console.width)) + "\n")
         return 0
-    if plan_file is not None and plan_file.plan.world_size > cfg.world_size:
-        job.console.print(f"note: the plan has {plan_file.plan.world_size} ranks; sp-run runs one attention group "
-                          f"(ulysses*ring = {cfg.world_size} ranks, one TP rank's heads).")
-    if layer_note is not None:
-        # Wrapped at its spaces to the terminal, as write_note wraps stderr's notes (soft_wrap printed one
-        # line of 90-130 columns), and written as it is: a model name is no rich markup.
-        job.console.file.write("\n".join(wrap_at_spaces(f"note: {layer_note}.", job.console.width,
-                                                        hang="      ")) + "\n")
     if _joined_launch():
         _check_joined_environment()
         return run_joined(job)

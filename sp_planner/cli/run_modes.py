@@ -18,6 +18,7 @@ from typing import NamedTuple
 from rich.console import Console
 
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.terminal import wrap_at_spaces
 from sp_planner.destination import deliver_text
 from sp_planner.errors import UserInputError
 from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
@@ -45,10 +46,19 @@ class Job(NamedTuple):
     timeout_s: float
     console: Console
     cluster: str  # the torchrun line that runs this on a cluster (for --print-launch and hints)
+    notes: tuple[str, ...] = ()  # said on stdout once every check has passed: a refused run prints one line
+
+
+def announce(job: Job) -> None:
+    """Job's notes on its console, each wrapped at its spaces (as write_note wraps stderr's) and
+    written as it is: a model name is no rich markup."""
+    for text in job.notes:
+        job.console.file.write("\n".join(wrap_at_spaces(f"note: {text}", job.console.width, hang="      ")) + "\n")
 
 
 def run_joined(job: Job) -> int:
     """This process is one rank of a torchrun/SLURM launch: run, and summarize on each node's rank 0."""
+    announce(job)
     ranks = run_worker(job.cfg, None, job.timeout_s)
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # one summary per node
         return 0
@@ -173,6 +183,7 @@ def _launch(job: Job, start) -> int:
     """Write the config, start the ranks (start(config_path, result_dir, log_path, watch) ->
     LaunchOutcome) with a progress line, and summarize the results this node received. The ranks'
     own output goes to a log kept (and named) only when the run fails."""
+    announce(job)
     fd, log_name = tempfile.mkstemp(prefix="sp-run-", suffix=".log")
     os.close(fd)
     log_path = Path(log_name)

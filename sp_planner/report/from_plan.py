@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sp_planner.destination import check_folder_destination
+from sp_planner.destination import check_folder_destination, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.planfile import PlanFile, check_plan_file_runs, load_plan_file
@@ -40,6 +40,7 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     plan_file = loaded.plan_file
     check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
     # Read every input before the (slower) search, so a bad --run fails at once.
+    _refuse_repeated_runs(run_paths)
     runs = [read_run_record(path) for path in run_paths]
     for path, run in zip(run_paths, runs):
         differences = run_differences(plan_file, run)
@@ -83,6 +84,16 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
                         summary=summary, runs=runs, framework=plan_file.framework, framework_version=version,
                         chosen=chosen_estimate(plan_file, result))
+
+
+def _refuse_repeated_runs(run_paths: Sequence[Path]) -> None:
+    """One result file named twice (the same path, or another path to it) was listed as two runs."""
+    for index, path in enumerate(run_paths):
+        twin = next((earlier for earlier in run_paths[:index] if same_destination(earlier, path)), None)
+        if twin is not None:
+            also = "" if str(twin) == str(path) else f" (as --run {twin})"
+            raise UserInputError(f"--run {path} is given twice{also}: the report would list one run as two; "
+                                 "give each result once")
 
 
 def expected_run_device(plan_file: PlanFile) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from sp_planner.calibration.measurements import Measurements
 from sp_planner.calibration.schedule import message_sizes
 from sp_planner.catalog import load_hardware
 from sp_planner.cli import calibrate_cmd, plan_cmd
@@ -188,6 +189,12 @@ def test_two_batches_at_one_length_are_named(run_main, tmp_path, make_measuremen
     (["--out", "p.yaml", "--timeout", "inf"], "--timeout inf: must be a finite number of seconds"),
     (["--out", "p.yaml", "--device", "cuda", "--model", "wide.json"],
      "--model wide.json: head dim 320: CUDA flash attention needs a multiple of 8 up to 256"),
+    # A profile named as a built-in one is timed with that GPU's kernel tables (cost.families.profile_key):
+    # measurements of a CPU named H100-SXM planned 30% slower than the same ones under the default name.
+    (["--out", "p.yaml", "--measurements", "valid", "--name", "h100-sxm"],
+     "--name h100-sxm names the built-in profile H100-SXM, whose kernel tables and best published MFU sp-plan "
+     "would apply to these measurements; give another name, e.g. H100-SXM-measured"),
+    (["--out", "p.yaml", "--measurements", "valid", "--name", " "], "--name is empty"),  # was the default, unsaid
 ])
 def test_bad_input_exits_2_with_one_line(run_main, args, message, tmp_path, monkeypatch, make_measurements):
     monkeypatch.chdir(tmp_path)
@@ -195,9 +202,38 @@ def test_bad_input_exits_2_with_one_line(run_main, args, message, tmp_path, monk
     (tmp_path / "wide.json").write_text(json.dumps({  # a Hugging Face config.json with head_dim 320
         "model_type": "llama", "hidden_size": 2560, "intermediate_size": 6912, "num_hidden_layers": 2,
         "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 320, "vocab_size": 1000}))
-    args = [str(_raw_with(tmp_path, make_measurements, {"nan": math.nan, "negative": -1e-3}[a]))
-            if a in ("nan", "negative") else a for a in args]
+    valid = make_measurements().attention[0].time_s
+    args = [str(_raw_with(tmp_path, make_measurements, {"nan": math.nan, "negative": -1e-3, "valid": valid}[a]))
+            if a in ("nan", "negative", "valid") else a for a in args]
     code, stdout, stderr = run_main(calibrate_cmd, *args)
     assert code == 2
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and message in stderr, stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_measurements_no_profile_can_be_built_from_are_kept(run_main, tmp_path, monkeypatch, make_measurements):
+    """One all-gather whose times fall as its messages grow (1 s less 1 ps a byte) has no bandwidth to fit:
+    the run ended on that line after minutes of measuring, its measurements gone unless
+    --save-measurements was given. They are kept, and the line says how to refit them."""
+    raw = make_measurements()
+    falling = tuple(c.model_copy(update={"time_s": 1.0 - c.size_bytes * 1e-12})
+                    if (c.collective, c.link, c.group_size) == ("all_gather", "intra", 2) else c
+                    for c in raw.collectives)
+    measured = raw.model_copy(update={"collectives": falling})
+    monkeypatch.setattr(calibrate_cmd, "_measure", lambda **options: measured)
+    code, stdout, stderr = run_main(calibrate_cmd, "--out", tmp_path / "p.yaml")
+    assert (code, stdout) == (2, "") and stderr.count("\n") == 1
+    assert stderr.startswith("error: all_gather on 2 ranks (intra-node): times do not grow with message size")
+    kept = Path(stderr.split("the measurements are kept at ")[1].split(":")[0])
+    assert stderr.endswith(f"sp-calibrate --measurements {kept} builds the profile from them without measuring "
+                           "again\n")
+    assert Measurements.model_validate_json(kept.read_text()) == measured
+    kept.unlink()
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_model_help_names_the_cpu_default(run_main):
+    """--help named only the GPU default (Llama-3-8B's layer); without --model a CPU times a small
+    dense layer (calibration.schedule.CPU_DEFAULT_SHAPE), hidden 512."""
+    code, stdout, _ = run_main(calibrate_cmd, "--help")
+    assert code == 0 and "[default: (Llama-3-8B's on GPUs, a small dense layer on CPU)]" in " ".join(stdout.split())

@@ -212,6 +212,40 @@ def test_plan_larger_than_local_ranks_says_how_to_launch(tmp_path, capsys):
     assert "torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d" in err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--nproc", "3"], "needs ulysses*ring = 2 ranks but --nproc 3"),
+    (["--device", "cuda"], "2 local ranks on --device cuda need one CUDA device each"),
+])
+def test_a_refused_plan_run_prints_its_error_only(tmp_path, capsys, monkeypatch, args, message):
+    """The plan's 8 ranks (tp 2 x ulysses 2 x dp 2) run as one 2-rank attention group: that note came on
+    stdout before the refusal of --nproc 3 (or of ranks this machine has no GPU for), two lines and an
+    error for bad input. The note waits for a run that starts, and is said then."""
+    from sp_planner.cli import run_modes
+    from sp_planner.executor import devices
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 0)
+    path = _plan_file(tmp_path, ParallelPlan(tp=2, ulysses=2, ring=1, dp=2))
+    with pytest.raises(SystemExit) as done:
+        main(["--plan", str(path), *args])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and message in captured.err and captured.err.count("\n") == 1
+
+    class Started(Exception):
+        pass
+
+    def start(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(run_modes, "run_local", start)
+    with pytest.raises(Started):
+        main(["--plan", str(path)])
+    out = capsys.readouterr().out
+    assert " ".join(out.split()) == ("note: the plan has 8 ranks; sp-run runs one attention group (ulysses*ring = 2 "
+                                     "ranks, one TP rank's heads).")
+    assert all(line.startswith("      ") for line in out.splitlines()[1:])  # under the text, as write_note's
+
+
 def test_print_launch_gives_c10d_torchrun_command(tmp_path, capsys):
     path = _plan_file(tmp_path, ParallelPlan(tp=2, ulysses=2, ring=2))
     with pytest.raises(SystemExit) as done:
@@ -221,6 +255,21 @@ def test_print_launch_gives_c10d_torchrun_command(tmp_path, capsys):
     assert line == (f"torchrun --nnodes=2 --nproc-per-node=2 --rdzv-backend=c10d --rdzv-endpoint=node0:29400 "
                     f"--rdzv-id=job7 -m sp_planner.cli.run_cmd --plan {path} --device cuda --dtype bfloat16 "
                     f"--kernel auto --iters 3")
+
+
+def test_ranks_per_node_default_is_the_one_help_states(tmp_path, capsys):
+    """--help said "[default: the plan's, else 8]", while 4 ranks printed --nproc-per-node=4 without
+    a plan and --nodes 2 split a plan's ranks in two: the help now names those sources."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert ("[default: ranks / --nodes, else the plan's GPUs per node (8 without a plan), at most the ranks]"
+            in " ".join(capsys.readouterr().out.split()))
+    for args, per_node in ((["--ulysses", "2", "--ring", "2", *SMALL], 4),
+                           (["--ulysses", "2", "--ring", "2", *SMALL, "--nodes", "2"], 2)):
+        with pytest.raises(SystemExit) as done:
+            main([*args, "--print-launch"])
+        assert done.value.code == 0
+        assert f"--nproc-per-node={per_node} " in pasted(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

@@ -92,6 +92,19 @@ def test_sp_report_refuses_a_run_of_another_configuration_saying_what_differs(ca
     assert not (tmp_path / "rep").exists()
 
 
+def test_sp_report_refuses_one_run_given_twice(capsys, question, plan_path, result_json, tmp_path):
+    """The same result by two paths was two rows of "Measured runs", two of each prediction."""
+    run = tmp_path / "result.json"
+    run.write_text(json.dumps(_run_of(question, question.result.ranked[2].plan, result_json)))
+    again = tmp_path / "sub" / ".." / "result.json"
+    (tmp_path / "sub").mkdir()
+    code, out, err = sp_report(capsys, plan_path, "--run", run, "--run", again, "--out", tmp_path / "rep")
+    assert (code, out) == (2, "")
+    assert err == (f"error: --run {again} is given twice (as --run {run}): the report would list one run as two; "
+                   "give each result once\n")
+    assert not (tmp_path / "rep").exists()
+
+
 @pytest.mark.parametrize("hardware, edits, message", REFUSED)
 def test_a_plan_that_cannot_run_is_refused_before_any_work(capsys, tmp_path, hardware, edits, message):
     # As sp-simulate refuses it (the same check, planfile.check_plan_file_runs), not reported on.
