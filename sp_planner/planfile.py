@@ -26,7 +26,7 @@ from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
-from sp_planner.fileio import read_structured, validate_as
+from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.cost.runtime import Runtime
 from sp_planner.flags import release_runtime
 from sp_planner.flags.base import Framework
@@ -240,7 +240,11 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     if version not in (None, SCHEMA_VERSION):
         raise UserInputError(f"plan file {path} has schema_version {version!r}; this sp-planner reads "
                              f"{SCHEMA_VERSION!r}")
-    if isinstance(data, dict) and not {"schema_version", "model"} & data.keys():
+    if not isinstance(data, dict):
+        # A CSV, a list or an empty file: what it holds, and which file to give instead.
+        raise UserInputError(f"plan file {path} is not a plan file (it holds {kind_of(data)}, not a mapping); "
+                             "give a plan.json written by sp-plan --out")
+    if not {"schema_version", "model"} & data.keys():
         # Another kind of file (a hardware profile, an sp-run result, sp-simulate's timeline.json,
         # which holds a plan but no model): one short line, not a list of every field it lacks and
         # every field it has (a line of 1,000 columns).

@@ -208,6 +208,18 @@ def test_another_kind_of_file_is_named_in_one_short_line(tmp_path, other):
         f"plan file {path} is not a plan file (no schema_version or model); give a plan.json written by sp-plan --out")
 
 
+@pytest.mark.parametrize(("doc", "holds"), [
+    (["tp", "pp", "dp"], "a list"), ("tp,pp,dp", "a string"), (None, "nothing (an empty file or null)"),
+])
+def test_a_document_that_is_not_a_mapping_is_named_as_no_plan_file(tmp_path, doc, holds):
+    # A CSV or a list given as the plan file got "must hold a mapping, got a string", with no word of
+    # which file to give instead.
+    path = tmp_path / "plan.json"
+    assert _load_refusal(path, doc) == (
+        f"plan file {path} is not a plan file (it holds {holds}, not a mapping); give a plan.json written by "
+        "sp-plan --out")
+
+
 def test_sp_plans_json_summary_is_not_read_as_a_plan_file_of_another_release(tmp_path):
     # `sp-plan --format json > plan.json` (or sp-report's summary.json) given where a plan file goes
     # was refused as a version mismatch, "has schema_version 'sp-planner.summary/3'; this sp-planner
