@@ -22,6 +22,8 @@ Examples:
   sp-report plan.json --out report/
 
   sp-report plan.json --run result.json --run result-2x4.json --out report/
+
+Exit codes: 0 report written, 2 bad input.
 """
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)

@@ -42,6 +42,8 @@ EPILOG = """\
 Example:
 
   sp-simulate plan.json --out-dir sim/ --gantt svg
+
+Exit codes: 0 simulated, 2 bad input.
 """
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
@@ -129,13 +131,13 @@ def simulate_command(
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out-dir", parser=folder_name, metavar="<path>",
         show_default="the current folder, where files already there are kept",
-        help="where timeline.json and the Gantt go")] = None,
-    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format")] = "png",
+        help="Where timeline.json and the Gantt chart go.")] = None,
+    gantt: Annotated[GanttFormat, typer.Option(help="Gantt chart format.")] = "png",
     topology: Annotated[
-        Topology, typer.Option(help="network fabric; 'profile' uses the hardware profile's")
+        Topology, typer.Option(help="Network fabric; 'profile' uses the hardware profile's.")
     ] = "profile",
     nics_per_node: Annotated[Optional[int], typer.Option(
-        min=1, help="NICs the node's network rate is split over, each serving its GPUs (default: one per GPU)",
+        min=1, help="NICs the node's network rate is split over, each serving its GPUs (default: one per GPU).",
     )] = None,
 ) -> None:
     """Simulate one training step of the plan file and print where its time goes."""

@@ -59,6 +59,13 @@ def test_examples_read_back_as_written(run_main, monkeypatch, module):
     assert not any(re.search(r"[()\[\];]", command) for command in written)
 
 
+@pytest.mark.parametrize("module", COMMANDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_every_help_ends_with_its_exit_codes(run_main, monkeypatch, module):
+    # sp-simulate's and sp-report's help said nothing of their exit codes, unlike the other four.
+    text = " ".join(_help(run_main, monkeypatch, module, 80).split())
+    assert re.search(r"Exit codes: 0 [^.]*2 bad input\.$", text), text[-200:]
+
+
 @pytest.mark.parametrize("module", [report_cmd, simulate_cmd], ids=["report", "simulate"])
 def test_usage_names_the_plan_argument_as_click_does(run_main, monkeypatch, module):
     # A required argument by its name, not Typer's braces (which a shell reads as an expansion).
