@@ -6,7 +6,8 @@ scale); the full lists (`rank_groups`) only on request. Reading a plan file expa
 and checks it, and any full lists, against the layout the executor uses. Fields added since a file
 was written read as their defaults (one schema_version throughout), but for the model's attention
 fields whose default would change what sp-run computes and the framework release the plan was timed
-for (sp_planner.planfile_unrecorded).
+for (sp_planner.planfile_unrecorded), and the MoE router, whose default would change the flags
+(sp_planner.planfile_router).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sp_planner.catalog.models import builtin_models
 from sp_planner.layout import EXPERT_GRID_ORDER, GRID_ORDER, GROUPS, groups_in_grid, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.plan_checks import check_plan_runs
+from sp_planner.planfile_router import UnrecordedRouter, unrecorded_router
 from sp_planner.planfile_unrecorded import Unrecorded, unrecorded_fields, unrecorded_release
 from sp_planner.specs.base import FrozenModel
 from sp_planner.specs.hardware import HardwareProfile
@@ -224,12 +226,16 @@ class LoadedPlan(NamedTuple):
     # A file written before plan files recorded the framework release, where its plan's timing
     # depends on it: the release it is timed as, in a line (planfile_unrecorded.unrecorded_release).
     release_note: str | None = None
+    # A file written before plan files recorded the MoE router: how it was settled (planfile_router);
+    # None for a dense model or a file that records it.
+    router: UnrecordedRouter | None = None
 
 
 def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> LoadedPlan:
     """Read plan.json. Fields added after a file was written read as their defaults, except the
-    model's attention fields and the framework release (planfile_unrecorded): a built-in model's
-    are taken from the catalog, or `given`'s (sp-run's flags) where the file lacks them."""
+    model's attention fields and the framework release (planfile_unrecorded) and its MoE router
+    (planfile_router): a built-in model's are taken from the catalog, or `given`'s (sp-run's flags)
+    where the file lacks them."""
     data = read_structured(Path(path), what="plan")
     version = data.get("schema_version") if isinstance(data, dict) else None
     if isinstance(version, str) and not is_plan_file(data):
@@ -257,11 +263,16 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     if unrecorded is not None and unrecorded.updates:
         model = plan_file.model.model_copy(update=dict(unrecorded.updates))
         plan_file = plan_file.model_copy(update={"model": model})
+    router = unrecorded_router(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}")
+    if router is not None and router.updates:
+        assert plan_file.model.moe is not None  # unrecorded_router settles MoE models only
+        moe = plan_file.model.moe.model_copy(update=dict(router.updates))
+        plan_file = plan_file.model_copy(update={"model": plan_file.model.model_copy(update={"moe": moe})})
     release_note = None
     if "framework_version" not in data:
         release = unrecorded_release(plan_file.framework, plan_file.plan, source=f"plan file {path}")
         plan_file, release_note = plan_file.model_copy(update={"framework_version": release.version}), release.note
-    return LoadedPlan(plan_file, unrecorded, release_note)
+    return LoadedPlan(plan_file, unrecorded, release_note, router)
 
 
 def is_plan_file(data: object) -> bool:

@@ -161,11 +161,11 @@ def test_a_megatron_plan_file_round_trips_with_a_null_framework_version(tmp_path
     doc = json.loads(text)
     assert list(doc)[list(doc).index("framework") + 1] == "framework_version" and doc["framework_version"] is None
     loaded = load_plan_file(path)
-    assert loaded == (written, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
+    assert loaded == (written, None, None, None) and loaded.plan_file.runtime == MEGATRON_RUNTIME
     del doc["framework_version"]  # as written before the field
     older = tmp_path / "older.json"
     older.write_text(json.dumps(doc, indent=2) + "\n")
-    assert load_plan_file(older) == (written, None, None)
+    assert load_plan_file(older) == (written, None, None, None)
     write_plan_file(older, read_plan_file(older))
     assert older.read_text() == text
 

@@ -60,7 +60,7 @@ def test_a_file_that_records_the_scale_is_read_as_written(tmp_path):
                                              ("deepseek-v3", 0.1352337788608801)])
 def test_an_older_plan_of_a_built_in_takes_its_scale_with_a_note(tmp_path, name, scale):
     path = _older_file(tmp_path, load_model(name))
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     assert plan_file.model.softmax_scale == pytest.approx(scale, rel=1e-12)
     assert unrecorded.problem is None
     model = plan_file.model
@@ -91,7 +91,7 @@ def test_sp_plans_moe_options_and_fields_added_later_do_not_hide_a_built_in(tmp_
 
 def test_a_built_in_name_on_another_architecture_is_refused(tmp_path):
     path = _older_file(tmp_path, load_model("gemma-2-27b"), num_layers=40)
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     assert plan_file.model.softmax_scale is None and unrecorded.updates == {} and unrecorded.note is None
     assert unrecorded.problem == (
         f"plan file {path} was written before plan files recorded the softmax scale, and its model bears the name "
@@ -116,7 +116,7 @@ def test_a_deepseek_import_is_the_built_in_or_refused(tmp_path):
 def test_other_models_run_at_one_over_sqrt_d_with_a_note(tmp_path):
     mine = load_model("gemma-2-27b").model_copy(update={"name": "my-gemma"})
     path = _older_file(tmp_path, mine)
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     assert plan_file.model.softmax_scale is None and unrecorded.problem is None
     assert unrecorded.note == (f"plan file {path} was written before plan files recorded the softmax scale: its "
                                "model my-gemma runs at 1/sqrt(128) = 0.0883883, as every model did then; pass "
@@ -144,7 +144,7 @@ BEFORE_MLA = {"mla": None, "window": None, "qk_norm": None}
 def test_an_older_gemma_2_plan_takes_its_window_softcap_and_scale(tmp_path):
     # Before the window, Gemma-2-27B ran every layer as full attention, uncapped, at 1/sqrt(128).
     path = _older_file(tmp_path, load_model("gemma-2-27b"), **BEFORE_MLA)
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     window = plan_file.model.window
     assert (window.window_tokens, window.local_layers, window.global_layers, window.logit_softcapping) == (
         4096, 1, 1, 50.0)
@@ -180,7 +180,7 @@ def test_an_mla_entry_missing_takes_the_built_ins_head_dims(tmp_path):
 
 def test_a_built_in_name_on_another_architecture_names_each_field_it_cannot_tell(tmp_path):
     path = _older_file(tmp_path, load_model("gemma-2-9b"), num_layers=40, **BEFORE_MLA)
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     assert plan_file.model.window is None and unrecorded.updates == {} and unrecorded.note is None
     assert unrecorded.problem == (
         f"plan file {path} was written before plan files recorded the attention window and logit softcap (window), "
@@ -215,7 +215,7 @@ def test_a_mistral_import_before_the_window_is_refused(tmp_path):
 def test_other_models_run_as_every_model_did_then_with_one_note(tmp_path):
     mine = load_model("llama3-8b").model_copy(update={"name": "my-llama"})
     path = _older_file(tmp_path, mine, **BEFORE_MLA)
-    plan_file, unrecorded, _ = load_plan_file(path)
+    plan_file, unrecorded, *_ = load_plan_file(path)
     assert plan_file.model == mine and unrecorded.problem is None
     assert unrecorded.note == (
         f"plan file {path} was written before plan files recorded the MLA head dims (mla), the attention window "

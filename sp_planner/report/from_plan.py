@@ -32,13 +32,18 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                           top_k: int = 10, note: Callable[[str], None] = lambda text: None) -> Path:
     """Read the plan file and run results, search again, write the report; return index.html's path.
     The search times plans with the runtime the plan file was timed with (PlanFile.runtime); `note`
-    gets the line that says which release a file that predates framework_version is timed as, and
-    the one that names what of the plan the search pins (plan_pins.recorded_pins)."""
+    gets the line that says which release a file that predates framework_version is timed as, the
+    one that says which MoE router the flags of a file that predates the router fields carry (one
+    that cannot be told is refused: planfile_router), and the one that names what of the plan the
+    search pins (plan_pins.recorded_pins)."""
     check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
     loaded = load_plan_file(plan_path)
     plan_file = loaded.plan_file
     check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
+    router = loaded.router
+    if router is not None and router.problem is not None:  # its flags would name another router
+        raise UserInputError(router.problem)
     # Read every input before the (slower) search, so a bad --run fails at once.
     _refuse_repeated_runs(run_paths)
     runs = [read_run_record(path) for path in run_paths]
@@ -52,8 +57,9 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         "--device cpu")
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; {fix}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
-    if loaded.release_note is not None:
-        note(loaded.release_note)
+    for line in (loaded.release_note, None if router is None else router.note):
+        if line is not None:
+            note(line)
     runtime, version = plan_file.runtime, plan_file.framework_version
     pins, pinned = recorded_pins(plan_file)
     if pinned:

@@ -21,6 +21,10 @@ MoEDispatcher = Literal["alltoall", "hybridep", "deepep"]
 # grouped, one kernel over every expert (torch._grouped_mm in torchtitan, TE's opt-in CUTLASS
 # grouped GEMM, the CuTe-DSL fused grouped MLP).
 MoEExpertGemm = Literal["per_expert", "grouped"]
+# How the router weighs the chosen experts (MoESpec's comment below): fields that change no cost term,
+# only the flags, and that plan files written before 423906e lack (planfile_router).
+ROUTER_FIELDS = ("router_pre_softmax", "score_correction_bias", "routed_scaling_factor", "probs_on_input",
+                 "router_groups", "router_group_topk")
 
 
 class MoESpec(FrozenModel):
