@@ -9,6 +9,7 @@ import pytest
 
 from sp_planner.catalog import load_hardware
 from sp_planner.errors import UserInputError
+from sp_planner.pipeline_chunks import virtual_stage_layers
 from sp_planner.validation.corpus import load_corpus
 from sp_planner.validation.corpus_row import CorpusRow, Source
 from sp_planner.validation.row_run import row_model
@@ -222,6 +223,26 @@ def test_fp8_attention_rows_are_the_26_08_mxfp8_recipes(corpus):
     stated = {r.id for r in corpus.rows if r.fp8_attention}
     assert {"mb26-q30-gb200-mx", "mb26-q235-gb200-mx", "mb26-q30-gb300-mx", "mb26-q235-gb300-mx"} <= stated
     assert not stated & {"mb-q30-gb200-mx", "mbd-405b-gb200-cs", "nemo-b200-8k"}
+
+
+def test_26_08_deepseek_rows_place_their_recipes_layout(corpus):
+    # Megatron-Bridge v0.6.0 perf_recipes/deepseek gb300/deepseek_v3.py line 154 and (through the (4, 4)
+    # entry of the layout map) recipes/deepseek/h100/deepseek_v3.py line 76: Et*4|(t*4|)*14tmL, 16
+    # virtual stages of 4 decoder layers but the last, 1 with the MTP layer and the loss.
+    rows = {r.id: r for r in corpus.rows if r.id in ("mb26-dsv3-gb300-mx", "mb26-dsv3-gb200-mx")}
+    for row in rows.values():
+        assert row.pp * row.vpp == 16 and row.mtp_layers == 1
+        stages = virtual_stage_layers(61, row.pp, row.vpp, row.first_stage_layers, row.last_stage_layers)
+        assert stages == (4,) * 15 + (1,)
+    # rank p holds virtual stages p, p + pp, ...: 4 x 8 / 4 x 7 + 1 at pp 2, 4 x 4 / 4 x 3 + 1 at pp 4
+    assert (rows["mb26-dsv3-gb300-mx"].first_stage_layers, rows["mb26-dsv3-gb300-mx"].last_stage_layers) == (32, 29)
+    assert (rows["mb26-dsv3-gb200-mx"].first_stage_layers, rows["mb26-dsv3-gb200-mx"].last_stage_layers) == (16, 13)
+    # recompute_modules [] (gb300 line 148) against [mla_up_proj] (gb200 line 149); FP8 attention only on
+    # GB300 (fp8_dot_product_attention=True, gb300 line 157); both the full-iteration graph.
+    assert rows["mb26-dsv3-gb300-mx"].recompute == "none" and rows["mb26-dsv3-gb200-mx"].recompute == "mla_up_proj"
+    assert rows["mb26-dsv3-gb300-mx"].fp8_attention and not rows["mb26-dsv3-gb200-mx"].fp8_attention
+    assert all(r.cuda_graph_scope == ("full_iteration",) and r.moe_router_dtype == "fp32" and r.adam_moments_bf16
+               for r in rows.values())
 
 
 def test_moe_dispatcher_on_a_dense_model_is_rejected_at_load(tmp_path):

@@ -554,10 +554,12 @@ def test_mpt_1b_flash_row_pays_the_passes_on_every_layer(corpus):
 
 
 def test_megatron_lm_moe_recipes_run_the_router_in_fp32(corpus):
-    # Every Megatron-LM examples/moe_recipes recipe sets moe_router_dtype fp32 (the file's header);
-    # no other corpus row states it (Megatron-Bridge's Qwen3 MoE recipes keep Megatron-Core's None).
+    # Every Megatron-LM examples/moe_recipes recipe sets moe_router_dtype fp32 (the file's header), and
+    # so does Megatron-Bridge v0.6.0's DeepSeekV3Bridge (deepseek_v3_bridge.py line 75) under the 26.08
+    # DeepSeek-V3 rows; Megatron-Bridge's Qwen3 MoE recipes keep Megatron-Core's None.
     fp32 = {r.id for r in corpus.rows if r.moe_router_dtype == "fp32"}
-    assert fp32 == {r.id for r in corpus.rows if r.source == "mlm-moe"} and len(fp32) == 11
+    mlm = {r.id for r in corpus.rows if r.source == "mlm-moe"}
+    assert fp32 == mlm | {"mb26-dsv3-gb300-mx", "mb26-dsv3-gb200-mx"} and len(mlm) == 11
     row = _row(corpus, "mlmr-q30-h100-bf16")
     assert row_runtime(row).moe_router_dtype == "fp32"
     default = row.model_copy(update={"moe_router_dtype": None})
