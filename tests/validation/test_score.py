@@ -555,11 +555,15 @@ def test_mpt_1b_flash_row_pays_the_passes_on_every_layer(corpus):
 
 def test_megatron_lm_moe_recipes_run_the_router_in_fp32(corpus):
     # Every Megatron-LM examples/moe_recipes recipe sets moe_router_dtype fp32 (the file's header), and
-    # so does Megatron-Bridge v0.6.0's DeepSeekV3Bridge (deepseek_v3_bridge.py line 75) under the 26.08
-    # DeepSeek-V3 rows; Megatron-Bridge's Qwen3 MoE recipes keep Megatron-Core's None.
+    # so does Megatron-Bridge's DeepSeek-V3 provider in every release the corpus's DeepSeek-V3 runs used
+    # (v0.2.0 deepseek_provider.py line 79, v0.4.0 deepseek_v3_bridge.py line 67, v0.6.0 line 75);
+    # Megatron-Bridge's Qwen3 MoE recipes keep Megatron-Core's None.
     fp32 = {r.id for r in corpus.rows if r.moe_router_dtype == "fp32"}
     mlm = {r.id for r in corpus.rows if r.source == "mlm-moe"}
-    assert fp32 == mlm | {"mb26-dsv3-gb300-mx", "mb26-dsv3-gb200-mx"} and len(mlm) == 11
+    deepseek = {r.id for r in corpus.rows if r.model == "DeepSeek-V3" and r.reason is None}
+    assert deepseek == {"mb26-dsv3-gb300-mx", "mb26-dsv3-gb200-mx", "mba-dsv3-b200-mx", "mba-dsv3-b300-mx",
+                        "mb-dsv3-b200-mx"}
+    assert fp32 == mlm | deepseek and len(mlm) == 11
     row = _row(corpus, "mlmr-q30-h100-bf16")
     assert row_runtime(row).moe_router_dtype == "fp32"
     default = row.model_copy(update={"moe_router_dtype": None})
