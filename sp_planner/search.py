@@ -6,9 +6,12 @@ runs one plan through the same code, so a single plan and the search agree.
 The search streams: candidates are enumerated and costed in chunks of about CHUNK_CANDIDATES,
 those that break a rule are counted and not costed (unless too few plans pass the rules to fill
 the ranking), and only the best HEAD_ROWS rows are kept, so memory stays bounded whatever the
-cluster size. The frame of every candidate is built only when a caller asks for it. After the
-scan, the best plans' degrees are refined with the interleaved layouts the scan leaves out
-(search_refine), priced and ranked as every other candidate.
+cluster size. Those that pass are priced several chunks at a time, and a fitting one whose step's
+lower bound keeps it out of the ranking and of the refinement below is not timed in full
+(search_prune, search_scan._PrunedScan): the same answer, in a fraction of the time. The frame
+of every candidate is built only when a caller asks for it. After the scan, the best plans'
+degrees are refined with the interleaved layouts the scan leaves out (search_refine), priced and
+ranked as every other candidate.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from sp_planner.units import plural
 __all__ = ["Pins", "SearchTooLarge", "evaluate", "search", "search_axes"]
 
 # Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
-# candidate, so this bounds the search's working memory (tens of MB) at any cluster size.
+# candidate, so this bounds the search's working memory (tens of MB; the pruned scan holds up to
+# search_scan.PRUNE_BATCH_ROWS of those that pass the rules, twice this) at any cluster size.
 CHUNK_CANDIDATES = 1 << 16
 # Rows kept in rank order besides top_k: present.expressible scans this many for a plan the
 # asked framework can express.

@@ -12,7 +12,7 @@ from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.step import time_columns
+from sp_planner.cost.step import step_lower_bound_s, time_columns
 from sp_planner.cost.step_columns import StepColumns
 from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
@@ -153,21 +153,31 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
     columns are left out: `_explained` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
     candidate_memory where the caller has it."""
-    states = runtime.states
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     if memory is None:
         memory = _run_memory(model, hardware, workload, run, domain, runtime)
-    step = time_columns(model, hardware, workload, run, gpus_per_node=domain, overlap=runtime.overlap,
-                        states=states, cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring,
-                        grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                        sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
-                        unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
-                        expert_row_padding=runtime.expert_row_padding)
+    step = time_columns(model, hardware, workload, run, **_time_options(runtime, domain))
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
     return Evaluated(candidates=c, memory=memory, step=step, comm=None, fits=(code < 0) & ~oom,
                       reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
+
+
+def _time_options(runtime: Runtime, domain: int) -> dict:
+    """cost.step's options for the framework `runtime` on a fast link domain of `domain` GPUs."""
+    return dict(gpus_per_node=domain, overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
+                ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
+                loss_bytes_per_logit=runtime.loss_bytes_per_logit, sequence_parallel=runtime.sequence_parallel,
+                tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
+                moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
+
+
+def candidate_step_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                           gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> np.ndarray:
+    """A lower bound of the step _evaluate gives `c` (cost.step.step_lower_bound_s; search_prune)."""
+    run, domain = _as_run(hardware, c, gpus_per_node, runtime)
+    return step_lower_bound_s(model, hardware, workload, run, **_time_options(runtime, domain))
 
 
 def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtime: Runtime) -> tuple[Candidates, int]:

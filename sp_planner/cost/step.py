@@ -18,6 +18,7 @@ copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the sl
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -79,15 +80,46 @@ from sp_planner.specs.workload import Workload
 DP_CHOICE_COLUMNS = frozenset({"zero", "reshard", "dp_replicate"})
 
 
-def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                 **runtime: Any) -> StepColumns:
+    """StepColumns of the candidates `c`: the parts (_time_parts) summed and stretched to the MFU
+    ceiling (cost.step_columns); `runtime` as _time_parts takes it."""
+    return step_columns(model, hardware, workload, c, _time_parts(model, hardware, workload, c, **runtime))
+
+
+# The parts a lower bound leaves at 0 (TimeColumns' places): the DP traffic exposed, the optimizer
+# step and the host time the GPU work does not hide, the three the data-parallel passes price.
+BOUND_ZEROED_PARTS = ("dp_comm_exposed_s", "optimizer_s", "host_overhead_s")
+
+
+def step_lower_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                       **runtime: Any) -> np.ndarray:
+    """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
+    (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
+    parts summed left to right, then the MFU ceiling's stretch (>= 0, cost.mfu_ceiling) added;
+    this is the same sum with BOUND_ZEROED_PARTS at 0, each of which is >= 0: the DP exposure and
+    its hidden seconds are clamped at 0 wherever they are formed (cost.dp_exposure, cost.dp_once,
+    cost.pipeline_dp, cost.pipeline_tails; tests/cost/test_step.py checks it on searches), the
+    optimizer's is HBM bytes over a bandwidth, and the host's is m x its exposed stall (>= 0,
+    cost.host) less what runs beside the DP traffic, clipped to [0, that]. A rounded sum does not
+    decrease when one term grows (IEEE addition is monotone), so the bound is <= the step bit for
+    bit, NaN where any kept part is (never taken for a bound by the comparisons that use it)."""
+    parts = _time_parts(model, hardware, workload, c, lower_bound=True, **runtime)
+    return np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
+
+
+def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                  gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
                  states: TrainingStates = MEGATRON_STATES,
                  cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
                  grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
                  loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
                  tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
-                 moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> StepColumns:
-    """`cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
+                 moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING,
+                 lower_bound: bool = False) -> tuple:
+    """TimeColumns' fields but the last, per candidate (step_columns adds the MFU ceiling's);
+    `lower_bound`: BOUND_ZEROED_PARTS left at 0, unpriced (step_lower_bound_s).
+    `cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
     `loss_bytes_per_logit`: its cross entropy's HBM traffic (cost.gemm_work, cost.loss_memory);
@@ -230,6 +262,31 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     tied = tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
     pp_sends = pp_sends + tied
 
+    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
+    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
+    # torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers).
+    weight_cast = weight_cast_s(hardware, model, states, c, layers, m, tp_gathers)
+
+    def parts(dp_exposed, optimizer_s, host_s) -> tuple:
+        """TimeColumns' fields in their order, but the ceiling's."""
+        return (
+            m * (layers * (gemm_fwd + gemm_bwd) + paced_logits + paced_emb) + weight_cast,
+            m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
+            m * layers * recompute_layer,
+            m * (layers * tp_layer + paced_tp),
+            m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
+            m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
+            pp_sends,
+            dp_exposed,
+            bubble,
+            optimizer_s,
+            m * layers * lt.moe_layer_s - paired_micro_batches(m, pp, c.vpp) * layers * lt.ep_saving_s,
+            host_s,
+            m * offload_exposed,
+        )
+
+    if lower_bound:
+        return parts(0.0, 0.0, 0.0)
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
                                states=states, which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's
@@ -279,23 +336,4 @@ def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload
     optimizer_bytes = slowest_stage_step_bytes(model, states, grad_sync, c, stages=stages, micro_batches=m, edp=c.edp,
                                                seq_len=workload.seq_len)
 
-    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
-    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
-    # torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers).
-    weight_cast = weight_cast_s(hardware, model, states, c, layers, m, tp_gathers)
-    parts = (
-        m * (layers * (gemm_fwd + gemm_bwd) + paced_logits + paced_emb) + weight_cast,
-        m * layers * (attn.fwd_compute_s + attn.bwd_compute_s),
-        m * layers * recompute_layer,
-        m * (layers * tp_layer + paced_tp),
-        m * layers * (attn.fwd_ulysses_s + attn.bwd_ulysses_s),
-        m * layers * (attn.fwd_ring_exposed_s + attn.bwd_ring_exposed_s),
-        pp_sends,
-        dp_exposed,
-        bubble,
-        memory_pass_time_s(hardware, optimizer_bytes),
-        m * layers * lt.moe_layer_s - paired_micro_batches(m, pp, c.vpp) * layers * lt.ep_saving_s,
-        m * host_exposed - host_beside_dp,
-        m * offload_exposed,
-    )
-    return step_columns(model, hardware, workload, c, parts)
+    return parts(dp_exposed, memory_pass_time_s(hardware, optimizer_bytes), m * host_exposed - host_beside_dp)
