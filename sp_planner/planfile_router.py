@@ -3,9 +3,10 @@
 MoESpec's router fields (specs.moe.ROUTER_FIELDS) came after plan files did, without a new
 schema_version: an older file's model.moe lacks them and reads as the defaults, Megatron's default
 router, not DeepSeek-V3's (expert bias, top-k scaling 2.5, 8 groups open 4), Kimi K2's, GLM-4.5's
-or Llama 4's. None of them is a cost term (specs.moe), so every estimate, sp-simulate's timeline and
-sp-run read such a file alike; the flags do not: sp-report renders each framework's flags from the
-file's model (report.recommendation), and with the defaults they would train another router. Every
+or Llama 4's (router_topk_norm came later still: a file with the others but not it is older too).
+None of them is a cost term (specs.moe), so every estimate, sp-simulate's timeline and sp-run read
+such a file alike; the flags do not: sp-report renders each framework's flags from the file's model
+(report.recommendation), and with the defaults they would train another router. Every
 file written since states them (write_plan_file dumps every field), so a model.moe without one is
 a file that does not say it. As planfile_unrecorded settles the attention fields, the router is:
 - the built-in model's of that name, where every architecture field the file states equals the
@@ -35,7 +36,7 @@ _WHAT = "the MoE router (model.moe's router fields)"
 
 # Imported model_type -> the config fields its importer reads the router from, which plans do not
 # keep (catalog.hf_layers.moe, catalog.hf_glm.moe; kimi_k2 is read as deepseek_v3).
-_ROUTED_GROUPS = "routed_scaling_factor, n_group and topk_group"
+_ROUTED_GROUPS = "routed_scaling_factor, n_group, topk_group and norm_topk_prob"
 _FROM_CONFIG = {"deepseek_v3": _ROUTED_GROUPS, "kimi_k2": _ROUTED_GROUPS, "glm4_moe": _ROUTED_GROUPS,
                 "qwen3_moe": "norm_topk_prob"}
 # Imported model_type -> the router its importer gives whatever the config says (catalog.hf_layers.moe:

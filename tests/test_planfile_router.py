@@ -59,6 +59,17 @@ def _hf_model(tmp_path: Path, config: dict) -> ModelSpec:
     return load_hf_config(path)
 
 
+def test_a_file_that_records_every_router_field_but_router_topk_norm_is_older_too(tmp_path):
+    # Written between 423906e and router_topk_norm: the built-in's value (True) is applied.
+    path = _plan_file(tmp_path, load_model("deepseek-v3"))
+    doc = json.loads(path.read_text())
+    del doc["model"]["moe"]["router_topk_norm"]
+    path.write_text(json.dumps(doc))
+    loaded = load_plan_file(path)
+    assert loaded.router.missing == ("router_topk_norm",) and loaded.router.updates == {"router_topk_norm": True}
+    assert loaded.plan_file.model == load_model("deepseek-v3") and "the built-in DeepSeek-V3" in loaded.router.note
+
+
 def test_an_older_deepseek_v3_plan_takes_the_built_ins_router(tmp_path):
     path = _without_router(_plan_file(tmp_path, load_model("deepseek-v3")))
     loaded = load_plan_file(path)
@@ -119,8 +130,8 @@ def test_an_import_whose_router_the_plan_does_not_keep_is_refused_by_sp_report(t
     assert _router(loaded.plan_file.model.moe) == DEFAULT_ROUTER and loaded.router.note is None
     assert loaded.router.problem == (
         f"plan file {path} {OLDER}, and its model DeepSeek-V3-mini was imported from a Hugging Face config "
-        "(model_type deepseek_v3) whose router follows from routed_scaling_factor, n_group and topk_group, which "
-        f"the plan does not keep: its flags would train another router; {REWRITE}")
+        "(model_type deepseek_v3) whose router follows from routed_scaling_factor, n_group, topk_group and "
+        f"norm_topk_prob, which the plan does not keep: its flags would train another router; {REWRITE}")
     report = run_main(report_cmd, path, "--out", tmp_path / "r")
     assert report.exit_code != 0 and " ".join(report.stderr.split()) == f"error: {loaded.router.problem}"
     assert not (tmp_path / "r").exists()
@@ -172,7 +183,7 @@ KIMI_K2 = {**DEEPSEEK_V3, "model_type": "kimi_k2", "architectures": ["DeepseekV3
 
 @pytest.mark.parametrize(("config", "field", "value"), [
     (DEEPSEEK_V3, "routed_scaling_factor", 1.0), (KIMI_K2, "topk_group", 8), (GLM_45, "n_group", 4),
-    (QWEN3_30B_A3B, "norm_topk_prob", False),
+    (QWEN3_30B_A3B, "norm_topk_prob", False), (GLM_45, "norm_topk_prob", False),
 ])
 def test_the_imports_router_follows_from_the_config_fields_named(tmp_path, config, field, value):
     assert field in _FROM_CONFIG[config["model_type"]]

@@ -7,7 +7,8 @@ first_k_dense_replace and a Glm4MoeMoE after: n_routed_experts of moe_intermedia
 shared Glm4MoeMLP of moe_intermediate_size x n_shared_experts, and a Glm4MoeTopkRouter that scores
 with a sigmoid, picks the top num_experts_per_tok after adding e_score_correction_bias (a buffer,
 Megatron's --moe-router-enable-expert-bias; DeepSeek-V3's noaux_tc), within topk_group of n_group
-groups, then scales by routed_scaling_factor. Glm4MoeAttention: q/k/v biases by attention_bias (no
+groups, then divides the chosen scores by their sum where norm_topk_prob (MoESpec.router_topk_norm)
+and scales them by routed_scaling_factor. Glm4MoeAttention: q/k/v biases by attention_bias (no
 o_proj bias), a Glm4MoeRMSNorm over head_dim of each query and key head by use_qk_norm (before
 RoPE: ModelSpec.qk_norm), and RoPE on the first head_dim x partial_rotary_factor dims of each head
 (apply_rotary_pos_emb's q_rot / q_pass). Megatron-Bridge's GLM45Bridge (models/glm/glm45_bridge.py
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from sp_planner.catalog import hf_rope
 from sp_planner.catalog.hf_fields import count, error, number, positive_int, positive_number
-from sp_planner.catalog.hf_layers import expert_counts, group_routing_note, mtp_note, router_groups
+from sp_planner.catalog.hf_layers import expert_counts, group_routing_note, mtp_note, router_groups, sigmoid_topk_norm
 from sp_planner.specs.moe import MoESpec
 
 MODEL_TYPE = "glm4_moe"
@@ -52,7 +53,8 @@ def moe(cfg: dict, path: Path) -> MoESpec:
                    num_shared_experts=shared, first_dense_layers=first_dense, router_score_function="sigmoid",
                    score_correction_bias=True,
                    routed_scaling_factor=positive_number(cfg, "routed_scaling_factor", path, ROUTED_SCALING_FACTOR),
-                   router_groups=groups, router_group_topk=open_groups)
+                   router_groups=groups, router_group_topk=open_groups,
+                   router_topk_norm=sigmoid_topk_norm(cfg, path, top_k))
 
 
 def partial_rotary_factor(cfg: dict, path: Path) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sp_planner.catalog.hf_fields import count, error, flag, int_list, positive_int, positive_number
 from sp_planner.specs.attention import MLASpec, WindowSpec
-from sp_planner.specs.moe import MoESpec
+from sp_planner.specs.moe import GROUP_RANK_SCORES, MoESpec
 
 # Gated activations: the MLP has gate, up and down projections.
 _ACTIVATION_TO_MLP = {
@@ -73,7 +73,8 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
                        num_shared_experts=shared, first_dense_layers=count(cfg, "first_k_dense_replace", path),
                        router_score_function=score, score_correction_bias=score == "sigmoid",
                        routed_scaling_factor=positive_number(cfg, "routed_scaling_factor", path, 2.5),
-                       router_groups=groups, router_group_topk=open_groups)
+                       router_groups=groups, router_group_topk=open_groups,
+                       router_topk_norm=score != "sigmoid" or sigmoid_topk_norm(cfg, path, top_k))
     if model_type == "llama4_text":
         # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
         # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
@@ -204,11 +205,22 @@ def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_op
     groups, open_groups = router_groups(cfg, path, default_groups=default_groups, default_open=default_open)
     if open_groups == groups:
         return None
+    # Both configuration classes default num_experts_per_tok to 8.
+    top_k = positive_int(cfg, "num_experts_per_tok", path, default=8)
+    flags = "which sp-plan's Megatron flags carry" if top_k // open_groups == GROUP_RANK_SCORES else (
+        f"which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a group by its top {top_k} // "
+        f"{open_groups} scores, the model by its top {GROUP_RANK_SCORES}")
     return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
-            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, which sp-plan's "
-            "Megatron flags carry) is not costed: "
+            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, {flags}) is not costed: "
             "tokens are routed among all experts, the same top-k copies a token, which across DeepEP's nodes "
             "reach more nodes than the groups allow (an upper bound)")
+
+
+def sigmoid_topk_norm(cfg: dict, path: Path, top_k: int) -> bool:
+    """MoESpec.router_topk_norm of a sigmoid router: norm_topk_prob (DeepseekV3Config and
+    Glm4MoeConfig default true; DeepseekV3TopkRouter and Glm4MoeMoE divide the chosen scores by
+    their sum only then). Top-1 keeps True, which the spec requires: a top-1 sigmoid weight is its score."""
+    return top_k == 1 or flag(cfg, "norm_topk_prob", path, default=True)
 
 
 def router_groups(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.stages import pipeline_comment, pipeline_flags, pipeline_notes, precision_flags, precision_notes
 from sp_planner.flags.megatron_fsdp import data_parallel_flags, uses_fsdp
-from sp_planner.flags.megatron_moe import expert_bias_failures, moe_groups
+from sp_planner.flags.megatron_moe import expert_bias_failures, moe_groups, router_failures
 from sp_planner.flags.softmax import softmax_notes, softmax_shape_flags
 from sp_planner.flags.positions import position_failures, position_note
 from sp_planner.specs.model import ModelSpec
@@ -276,7 +276,8 @@ def render(request: FlagRequest) -> FrameworkFlags:
     cp_flags, cp_failures, cp_notes = _cp_flags(request)
     dp_flags, dp_failures, dp_notes = data_parallel_flags(request)
     refused = refusal("megatron", request, lambda: megatron_tp_head_failures(request.model, request.plan.tp)
-                      + dp_failures + cp_failures + position_failures(request) + expert_bias_failures(request))
+                      + dp_failures + cp_failures + position_failures(request) + expert_bias_failures(request)
+                      + router_failures(request))
     if refused is not None:
         return refused
     args = bash_array("MEGATRON_ARGS", common_groups(request, cp_flags, dp_flags))

@@ -5,6 +5,7 @@ dispatcher and the routing the cost model timed (cost.moe)."""
 from __future__ import annotations
 
 from sp_planner.flags.base import FlagGroup, FlagRequest
+from sp_planner.specs.moe import GROUP_RANK_SCORES
 
 
 def dispatcher_flags(dispatcher: str, *, mindspeed: bool = False, sms: int | None = None) -> list[str]:
@@ -114,6 +115,39 @@ def router_flags(moe, *, mindspeed: bool = False) -> list[str]:
     if moe.probs_on_input and not mindspeed:
         flags.append("--moe-apply-probs-on-input")
     return flags
+
+
+
+
+def router_failures(request: FlagRequest, core: str = "Megatron-Core") -> list[str]:
+    """Routers Megatron-Core computes otherwise than the model (MoESpec.router_topk_norm,
+    router_groups), one line each; `core` names the Megatron-Core that runs it (MindSpeed's 0.12.1
+    has the same router lines)."""
+    moe, name = request.model.moe, request.model.name
+    if moe is None:
+        return []
+    failures = []
+    if not moe.router_topk_norm:
+        # A sigmoid router's top k > 1 is always divided by its sum: `probs = scores / (scores.sum(...)
+        # + 1e-20) if topk > 1 else scores` (topk_routing_with_score_function, Megatron-LM d98e8a64dd
+        # moe_utils.py line 929, core_v0.16.1 line 724, core_v0.12.1 topk_softmax_with_capacity line
+        # 552), with no option to skip it.
+        failures.append(f"router_topk_norm false cannot be expressed: {name}'s sigmoid router keeps its top "
+                        f"{moe.top_k} scores unnormalised (HF norm_topk_prob false), and {core} divides "
+                        "a sigmoid router's top k by their sum; run the model's own router instead (its transformers "
+                        "code, or torchtitan's with route_norm false)")
+    # Megatron-Core ranks an expert group by the sum of its top (top_k // group_topk) scores
+    # (moe_utils.group_limited_topk: Megatron-LM d98e8a64dd lines 711-712, core_v0.16.1 line 554,
+    # core_v0.12.1 line 459), the model by its top GROUP_RANK_SCORES.
+    per_group = moe.top_k // moe.router_group_topk
+    if moe.router_groups > 1 and per_group != GROUP_RANK_SCORES:
+        failures.append(f"router_groups {moe.router_groups} with router_group_topk {moe.router_group_topk} cannot be "
+                        f"expressed: {core} ranks each expert group by its top top_k // "
+                        f"group_topk = {moe.top_k} // {moe.router_group_topk} = {per_group} scores, {name}'s router "
+                        f"(HF n_group / topk_group) by its top {GROUP_RANK_SCORES}, so it would route to other "
+                        "groups; run the model's own router instead (its transformers code, or torchtitan's with "
+                        "num_expert_groups, which ranks by the top 2)")
+    return failures
 
 
 def expert_bias_failures(request: FlagRequest) -> list[str]:

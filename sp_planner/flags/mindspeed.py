@@ -17,7 +17,7 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.experts import dispatcher_failures
 from sp_planner.flags.megatron import bash_array, common_failures, common_groups, common_notes, env_lines
-from sp_planner.flags.megatron_moe import expert_bias_failures
+from sp_planner.flags.megatron_moe import expert_bias_failures, router_failures
 from sp_planner.flags.stages import split_form
 
 
@@ -119,6 +119,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
                       lambda: common_failures(request, "MindSpeed") + algo_failures + _stage_failures(request)
                       + dispatcher_failures(request, "MindSpeed (Ascend NPUs)")
                       + _routing_failures(request) + expert_bias_failures(request)
+                      + router_failures(request, "MindSpeed's Megatron-Core 0.12.1")
                       + (["fp8_recipe blockwise cannot be expressed: MindSpeed master adds --fp8-recipe blockwise "
                           "(features_manager/megatron_basic/transformer_engine_basic.py at 028de58c) for its NPU "
                           "Transformer Engine, whereas sp-plan times block scaling from NVIDIA TE's GEMMs; plan with "

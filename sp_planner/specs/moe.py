@@ -24,7 +24,14 @@ MoEExpertGemm = Literal["per_expert", "grouped"]
 # How the router weighs the chosen experts (MoESpec's comment below): fields that change no cost term,
 # only the flags, and that plan files written before 423906e lack (planfile_router).
 ROUTER_FIELDS = ("router_pre_softmax", "score_correction_bias", "routed_scaling_factor", "probs_on_input",
-                 "router_groups", "router_group_topk")
+                 "router_groups", "router_group_topk", "router_topk_norm")
+
+# Scores a group-limited router sums to rank an expert group (MoESpec.router_groups): HF
+# DeepseekV3TopkRouter.get_topk_indices and Glm4MoeMoE.route_tokens_to_experts
+# (`.topk(2, dim=-1)[0].sum(dim=-1)`), as torchtitan's TokenChoiceTopKRouter
+# (_get_node_limited_routing_scores, b5bcd76c6 and v0.2.2); Megatron-Core sums top_k // group_topk
+# (flags.megatron_moe.router_failures).
+GROUP_RANK_SCORES = 2
 
 
 class MoESpec(FrozenModel):
@@ -66,12 +73,21 @@ class MoESpec(FrozenModel):
     #   and 4; Megatron --moe-router-num-groups, --moe-router-group-topk, which rank a group by its top
     #   top_k / group_topk scores, HF DeepSeek-V3 by its top 2: the same for DeepSeek-V3's 8 / 4).
     #   1 and 1: none. The cost model routes among all experts (an upper bound on the dispatch's
-    #   reach, cost.deepep); only the flags carry it.
+    #   reach, cost.deepep); only the flags carry it. Where top_k / group_topk is not 2 Megatron ranks
+    #   the groups otherwise than the model and refuses the plan (flags.megatron_moe.router_failures).
+    # - router_topk_norm: a sigmoid router with top_k > 1 divides its chosen scores by their sum
+    #   (HF DeepseekV3TopkRouter / Glm4MoeMoE norm_topk_prob, DeepseekV3Config and Glm4MoeConfig
+    #   default true; torchtitan TokenChoiceTopKRouter route_norm); False: the raw sigmoid scores
+    #   (norm_topk_prob false), which Megatron cannot run: it renormalises every sigmoid top k > 1
+    #   (moe_utils.topk_routing_with_score_function) and so refuses the plan. Every built-in
+    #   normalises. A top-1 sigmoid router weighs its expert by the score (Llama4Router, Megatron
+    #   top-1) and a softmax router states its weights by router_pre_softmax: both keep True.
     router_pre_softmax: bool = False
     score_correction_bias: bool = False
     probs_on_input: bool = False
     router_groups: int = Field(default=1, gt=0, le=MAX_EXPERTS)
     router_group_topk: int = Field(default=1, gt=0, le=MAX_EXPERTS)
+    router_topk_norm: bool = True
     routed_scaling_factor: float = Field(default=1.0, gt=0, le=1e6, allow_inf_nan=False)
     # The experts' linear layers carry biases (gpt-oss: HF GptOssExperts gate_up_proj_bias and
     # down_proj_bias; Megatron keeps add_bias_linear, its default, and so allows expert tensor
@@ -111,8 +127,8 @@ class MoESpec(FrozenModel):
     @model_validator(mode="after")
     def _router_options_fit_its_score_function(self) -> "MoESpec":
         # Megatron-core 0.16.1 TransformerConfig.__post_init__: "Expert bias for aux-loss-free routing
-        # only supports sigmoid score function"; pre-softmax is a softmax router's choice (a sigmoid
-        # router always renormalises its top k, moe_utils.topk_routing_with_score_function).
+        # only supports sigmoid score function"; pre-softmax is a softmax router's choice, and
+        # router_topk_norm a sigmoid router's (the comment above the fields).
         if self.score_correction_bias and self.router_score_function != "sigmoid":
             raise ValueError("score_correction_bias needs router_score_function sigmoid (Megatron refuses "
                              "--moe-router-enable-expert-bias with a softmax router)")
@@ -124,8 +140,12 @@ class MoESpec(FrozenModel):
             raise ValueError(f"probs_on_input needs top-1 routing, got top_k {self.top_k} (Megatron's experts assert "
                              "moe_router_topk 1 with --moe-apply-probs-on-input)")
         if self.router_pre_softmax and self.router_score_function != "softmax":
-            raise ValueError("router_pre_softmax is a softmax router's option; a sigmoid router renormalises "
-                             "its top k")
+            raise ValueError("router_pre_softmax is a softmax router's option; a sigmoid router states its "
+                             "weights by router_topk_norm")
+        if not self.router_topk_norm and (self.router_score_function != "sigmoid" or self.top_k == 1):
+            raise ValueError(f"router_topk_norm false is a sigmoid router's option with top_k > 1, got "
+                             f"{self.router_score_function} with top_k {self.top_k} (a softmax router states its "
+                             "weights by router_pre_softmax; a top-1 sigmoid weight is its score)")
         return self
 
     @model_validator(mode="after")

@@ -163,3 +163,11 @@ def test_router_bias_and_scaling_factor_are_read(tmp_path, cfg, factor):
     # routed_scaling_factor (Megatron --moe-router-enable-expert-bias, --moe-router-topk-scaling-factor).
     moe = load_hf_config(write_config(tmp_path, cfg)).moe
     assert (moe.score_correction_bias, moe.routed_scaling_factor) == (True, factor)
+
+
+@pytest.mark.parametrize(("norm", "expected"), [(True, True), (False, False), (None, True)])
+def test_router_topk_norm_is_read_from_norm_topk_prob(tmp_path, norm, expected):
+    # Glm4MoeMoE.route_tokens_to_experts divides the chosen sigmoid scores by their sum only with
+    # norm_topk_prob (Glm4MoeConfig default true; every published GLM-4.5 config sets it true).
+    cfg = without(GLM_45, "norm_topk_prob") if norm is None else {**GLM_45, "norm_topk_prob": norm}
+    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_topk_norm is expected

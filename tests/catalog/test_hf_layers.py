@@ -91,6 +91,17 @@ def test_deepseek_router_groups(tmp_path, change, groups):
     assert (moe.router_groups, moe.router_group_topk) == groups
 
 
+@pytest.mark.parametrize(("change", "norm"), [
+    ({}, True),  # the published config leaves norm_topk_prob out: DeepseekV3Config's default true
+    ({"norm_topk_prob": True}, True),
+    ({"norm_topk_prob": False}, False),  # DeepseekV3TopkRouter keeps the raw sigmoid scores
+    ({"norm_topk_prob": False, "num_experts_per_tok": 1}, True),  # top-1: the weight is the score either way
+    ({"norm_topk_prob": False, "scoring_func": "softmax"}, True),  # the field is a sigmoid router's
+])
+def test_deepseek_router_topk_norm_comes_from_norm_topk_prob(tmp_path, change, norm):
+    assert load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, **change})).moe.router_topk_norm is norm
+
+
 @pytest.mark.parametrize(("norm", "pre_softmax"), [(True, False), (False, True), (None, True)])
 def test_qwen3_moe_norm_topk_prob_decides_pre_softmax(tmp_path, norm, pre_softmax):
     # Qwen3MoeSparseMoeBlock renormalises its top k only with norm_topk_prob (class default false);
@@ -168,3 +179,12 @@ def test_group_routing_note_refuses_more_open_groups_than_groups():
     assert group_routing_note({"n_group": 4, "topk_group": 4}, Path("c.json"), default_groups=8, default_open=4) is None
     with pytest.raises(UserInputError, match="topk_group 5 exceeds n_group 4"):
         group_routing_note({"n_group": 4, "topk_group": 5}, Path("c.json"), default_groups=8, default_open=4)
+
+
+def test_group_routing_note_says_where_megatron_ranks_the_groups_otherwise():
+    published = group_routing_note({"num_experts_per_tok": 8}, Path("c.json"), default_groups=8, default_open=4)
+    assert "--moe-router-group-topk 4, which sp-plan's Megatron flags carry) is not costed" in published
+    other = group_routing_note({"num_experts_per_tok": 8, "topk_group": 2}, Path("c.json"), default_groups=8,
+                               default_open=4)
+    assert ("--moe-router-group-topk 2, which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a "
+            "group by its top 8 // 2 scores, the model by its top 2) is not costed") in other

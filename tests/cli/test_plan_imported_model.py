@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.catalog.hf_configs import GEMMA3_27B_PT, LLAMA4_SCOUT, MISTRAL_7B, write_config
 from tests.cli.conftest import assert_one_line_error, notes_unwrapped
 
@@ -115,3 +117,36 @@ def test_gpt_oss_under_torchtitan_says_its_flexattention_is_timed_with_a_stand_i
         assert notes_unwrapped(result.stderr)[0] == (
             "note: torchtitan runs gpt-oss-20b's learnable softmax in its gpt_oss model's FlexAttention, which has "
             f"no published attention curve: its attention is timed with the {kernel} curve, a stand-in")
+
+
+# DeepSeek-V3's config.json cut to 4 layers (1 dense) and 64 experts, so one node plans it in seconds.
+DEEPSEEK_MINI = {"_name_or_path": "my-org/DSV3-mini", "num_hidden_layers": 4, "first_k_dense_replace": 1,
+                 "n_routed_experts": 64}
+
+
+@pytest.mark.parametrize(("router", "reason"), [
+    ({"norm_topk_prob": False}, "router_topk_norm false cannot be expressed: DSV3-mini's sigmoid router keeps its top "
+                                "8 scores unnormalised (HF norm_topk_prob false), and Megatron-Core divides a sigmoid "
+                                "router's top k by their sum; run the model's own router instead"),
+    ({"n_group": 8, "topk_group": 2}, "router_groups 8 with router_group_topk 2 cannot be expressed: Megatron-Core "
+                                      "ranks each expert group by its top top_k // group_topk = 8 // 2 = 4 scores, "
+                                      "DSV3-mini's router (HF n_group / topk_group) by its top 2"),
+])
+def test_a_router_megatron_computes_otherwise_is_refused_in_one_line(sp_plan, tmp_path, router, reason):
+    from tests.catalog.hf_configs import DEEPSEEK_V3
+
+    path = write_config(tmp_path, {**DEEPSEEK_V3, **DEEPSEEK_MINI, **router})
+    question = ["--model", str(path), "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "4k", "--top", "3"]
+    megatron = sp_plan(*question, "--framework", "megatron")
+    assert megatron.exit_code == 1  # no plan the framework can run
+    text = " ".join(megatron.stdout.split())
+    assert f"megatron cannot express plan 1: {reason}" in text
+    assert "No plan that fits can be expressed in megatron" in text
+    every = sp_plan(*question, "--framework", "all", "--format", "json")
+    assert every.exit_code == 0
+    flags = json.loads(every.stdout)["plans"][0]["flags"]
+    assert reason in flags["megatron"]["reason"]
+    assert reason.replace("Megatron-Core", "MindSpeed's Megatron-Core 0.12.1") in flags["mindspeed"]["reason"]
+    published = sp_plan(*question[:1], str(write_config(tmp_path, {**DEEPSEEK_V3, **DEEPSEEK_MINI}, "published")),
+                        *question[2:], "--framework", "megatron")
+    assert published.exit_code == 0 and "--moe-router-group-topk 4" in published.stdout

@@ -391,3 +391,64 @@ def test_mindspeed_takes_the_router_flags_its_megatron_has():
     assert "--moe-apply-probs-on-input" not in parse_bash_array(maverick, "MINDSPEED_ARGS")
     comment = " ".join(line.strip(" #") for line in maverick.splitlines() if line.lstrip().startswith("#"))
     assert "Megatron 0.12.1 under MindSpeed has no --moe-apply-probs-on-input" in comment
+
+
+def _with_router(model, **router):
+    return model.model_copy(update={"moe": model.moe.model_copy(update=router)})
+
+
+def _model_group_choice(scores: torch.Tensor, groups: int, open_groups: int) -> torch.Tensor:
+    """The groups HF DeepseekV3TopkRouter.get_topk_indices (and Glm4MoeMoE, torchtitan's router)
+    open: each ranked by the sum of its top 2 scores. (tokens, groups) boolean."""
+    ranked = scores.view(scores.shape[0], groups, -1).topk(2, dim=-1)[0].sum(dim=-1)
+    return torch.zeros_like(ranked, dtype=torch.bool).scatter(1, ranked.topk(open_groups, dim=-1)[1], True)
+
+
+@pytest.mark.parametrize(("top_k", "open_groups", "agrees"), [(8, 4, True), (8, 2, False), (6, 3, True),
+                                                               (4, 4, False)])
+def test_megatron_core_ranks_the_groups_as_the_model_only_for_two_scores_a_group(top_k, open_groups, agrees):
+    # megatron-core's own group_limited_topk against the model's top-2 ranking, on seeded sigmoid
+    # scores over DeepSeek-V3's 256 experts in 8 groups: the chosen experts lie in the model's groups
+    # exactly when top_k // group_topk is 2, and the flags refuse the rest in one line.
+    from megatron.core.transformer.moe.moe_utils import group_limited_topk
+
+    scores = torch.rand(512, 256, generator=torch.Generator().manual_seed(0))
+    _, experts = group_limited_topk(scores, topk=top_k, num_tokens=512, num_experts=256, num_groups=8,
+                                    group_topk=open_groups)
+    opened = _model_group_choice(scores, 8, open_groups)
+    inside = opened.gather(1, experts // 32)  # each chosen expert's group, opened by the model?
+    assert bool(inside.all()) is agrees
+    model = _with_router(DEEPSEEK_V3, top_k=top_k, router_group_topk=open_groups)
+    request = FlagRequest(model=model, workload=Workload(seq_len=4096, global_batch=64),
+                          plan=ParallelPlan(tp=1, dp=8, ep=8, etp=1), num_nodes=1, gpus_per_node=8)
+    megatron, mindspeed = (render_flags(framework, request) for framework in ("megatron", "mindspeed"))
+    assert megatron.supported is mindspeed.supported is agrees
+    if not agrees:
+        assert megatron.reason == (
+            f"router_groups 8 with router_group_topk {open_groups} cannot be expressed: Megatron-Core ranks each "
+            f"expert group by its top top_k // group_topk = {top_k} // {open_groups} = {top_k // open_groups} scores, "
+            "DeepSeek-V3's router (HF n_group / topk_group) by its top 2, so it would route to other groups; run the "
+            "model's own router instead (its transformers code, or torchtitan's with num_expert_groups, which ranks "
+            "by the top 2)")
+        assert mindspeed.reason == megatron.reason.replace("Megatron-Core", "MindSpeed's Megatron-Core 0.12.1")
+
+
+def test_megatron_core_renormalises_a_sigmoid_top_k_so_unnormalised_routers_are_refused():
+    # megatron-core's own routing: a sigmoid router's top 8 weights sum to 1 (before the scaling
+    # factor) whatever the config; a model that keeps them raw (norm_topk_prob false) is refused.
+    from megatron.core.transformer.moe.moe_utils import topk_routing_with_score_function
+
+    logits = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+    probs, _ = topk_routing_with_score_function(logits, 8, score_function="sigmoid", num_groups=8, group_topk=4)
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(64))
+    request = FlagRequest(model=_with_router(DEEPSEEK_V3, router_topk_norm=False),
+                          workload=Workload(seq_len=4096, global_batch=64),
+                          plan=ParallelPlan(tp=1, dp=8, ep=8, etp=1), num_nodes=1, gpus_per_node=8)
+    megatron, mindspeed = (render_flags(framework, request) for framework in ("megatron", "mindspeed"))
+    assert megatron.reason == (
+        "router_topk_norm false cannot be expressed: DeepSeek-V3's sigmoid router keeps its top 8 scores unnormalised "
+        "(HF norm_topk_prob false), and Megatron-Core divides a sigmoid router's top k by their sum; run the model's "
+        "own router instead (its transformers code, or torchtitan's with route_norm false)")
+    assert not mindspeed.supported and "MindSpeed's Megatron-Core 0.12.1 divides" in mindspeed.reason
+    # DeepSeek-V3 as published (normalised, 8 // 4 = 2 scores a group) keeps its flags.
+    assert _one_node(DEEPSEEK_V3).supported

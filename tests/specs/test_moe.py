@@ -72,3 +72,21 @@ def test_deepseek_v3_routes_within_4_of_8_groups_and_the_others_without_groups()
     assert (load_model("DeepSeek-V3").moe.router_groups, load_model("DeepSeek-V3").moe.router_group_topk) == (8, 4)
     for name in ("Kimi-K2", "GLM-4.5", "Qwen3-235B-A22B"):
         assert (load_model(name).moe.router_groups, load_model(name).moe.router_group_topk) == (1, 1)
+
+
+def test_router_topk_norm_false_is_a_sigmoid_top_k_routers_option():
+    # HF norm_topk_prob false on a sigmoid router (DeepseekV3TopkRouter, Glm4MoeMoE): the raw scores.
+    assert not MoESpec.model_validate({**SIGMOID, "router_topk_norm": False}).router_topk_norm
+    with pytest.raises(ValueError, match="router_topk_norm false is a sigmoid router's option with top_k > 1, got "
+                                         "softmax with top_k 2"):
+        MoESpec.model_validate({**SOFTMAX, "router_topk_norm": False})
+    with pytest.raises(ValueError, match="got sigmoid with top_k 1"):
+        MoESpec.model_validate({**SIGMOID, "top_k": 1, "router_topk_norm": False})
+
+
+@pytest.mark.parametrize("name", ["DeepSeek-V3", "Kimi-K2", "GLM-4.5", "GLM-4.5-Air", "Llama-4-Scout-17B-16E",
+                                  "Qwen3-30B-A3B", "Mixtral-8x7B", "gpt-oss-120b"])
+def test_every_builtin_router_normalises_its_top_k(name):
+    # Their config.json files set norm_topk_prob true (DeepSeek-V3, Kimi K2, GLM-4.5/Air) or route
+    # top-1 (Llama 4) or with softmax (the rest).
+    assert load_model(name).moe.router_topk_norm
