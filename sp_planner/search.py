@@ -8,8 +8,8 @@ those that break a rule are counted and not costed (unless too few plans pass th
 the ranking), and only the best HEAD_ROWS rows are kept, so memory stays bounded whatever the
 cluster size. Those that pass are priced several chunks at a time, and a fitting one whose step's
 lower bound keeps it out of the ranking and of the refinement below is not timed in full
-(search_prune, search_scan._PrunedScan): the same answer, in a fraction of the time. The frame
-of every candidate is built only when a caller asks for it. After the scan, the best plans'
+(search_prune, search_pruned_scan._PrunedScan): the same answer, in a fraction of the time. The
+frame of every candidate is built only when a caller asks for it. After the scan, the best plans'
 degrees are refined with the interleaved layouts the scan leaves out (search_refine), priced and
 ranked as every other candidate.
 """
@@ -29,7 +29,8 @@ from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.search_columns import _evaluate, _explained, search_axes
 from sp_planner.search_refine import tuples_to_refine
-from sp_planner.search_scan import _Best, _keep_best, _ranked_union, _scan, _Scan
+from sp_planner.search_rank import _Best, _keep_best, _ranked_union
+from sp_planner.search_scan import _scan, _Scan
 from sp_planner.space import Axes, Pins, degree_tuples, iter_candidates, search_order, with_expert_degrees
 from sp_planner.candidates import Candidates
 from sp_planner.space_count import count_candidates
@@ -42,7 +43,8 @@ __all__ = ["Pins", "SearchTooLarge", "evaluate", "search", "search_axes"]
 
 # Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
 # candidate, so this bounds the search's working memory (tens of MB; the pruned scan holds up to
-# search_scan.PRUNE_BATCH_ROWS of those that pass the rules, twice this) at any cluster size.
+# search_pruned_scan.PRUNE_BATCH_ROWS of those that pass the rules, twice this) at any cluster
+# size.
 CHUNK_CANDIDATES = 1 << 16
 # Rows kept in rank order besides top_k: present.expressible scans this many for a plan the
 # asked framework can express.
@@ -212,9 +214,9 @@ def _counts(scan: _Scan | None) -> np.ndarray | int:
 def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Workload, args: tuple, *,
                       keep: int, top_k: int, progress: Progress, total: int) -> SearchResult:
     """search(every_row=True): one pass costs every candidate. Its rank order puts the plans that
-    pass the rules before the breakers (tier, _rank_keys), ties in enumeration order, so its first
-    `keep` rows and the whole are the rows and the frame the streaming passes give (the refined rows,
-    search_refine, after the scan's in that order)."""
+    pass the rules before the breakers (tier, search_rank._rank_keys), ties in enumeration order,
+    so its first `keep` rows and the whole are the rows and the frame the streaming passes give
+    (the refined rows, search_refine, after the scan's in that order)."""
     gpus_per_node, runtime = args[5], args[6]
     scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))

@@ -12,8 +12,10 @@ from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
-from sp_planner.cost.step import step_lower_bound_s, time_columns
+from sp_planner.cost.step import time_columns
+from sp_planner.cost.step_bound import step_lower_bound_s
 from sp_planner.cost.step_columns import StepColumns
+from sp_planner.cost.step_options import StepOptions
 from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
     FRAME_PREFIXES,
@@ -164,18 +166,18 @@ def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c
                       reason=np.full(len(c), "", dtype=object), rule_code=np.where(oom, len(RULES), code))
 
 
-def _time_options(runtime: Runtime, domain: int) -> dict:
+def _time_options(runtime: Runtime, domain: int) -> StepOptions:
     """cost.step's options for the framework `runtime` on a fast link domain of `domain` GPUs."""
-    return dict(gpus_per_node=domain, overlap=runtime.overlap, states=runtime.states, cuda_graphs=runtime.cuda_graphs,
-                ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
-                loss_bytes_per_logit=runtime.loss_bytes_per_logit, sequence_parallel=runtime.sequence_parallel,
-                tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
-                moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
+    return StepOptions(gpus_per_node=domain, overlap=runtime.overlap, states=runtime.states,
+                       cuda_graphs=runtime.cuda_graphs, ring_impl=runtime.ring, grad_sync=runtime.grad_sync,
+                       loss_bytes_per_logit=runtime.loss_bytes_per_logit, sequence_parallel=runtime.sequence_parallel,
+                       tp_gathers=runtime.tp_gathers, unpads_attention=runtime.unpads_attention,
+                       moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
 
 
 def candidate_step_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                            gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> np.ndarray:
-    """A lower bound of the step _evaluate gives `c` (cost.step.step_lower_bound_s; search_prune)."""
+    """A lower bound of the step _evaluate gives `c` (cost.step_bound.step_lower_bound_s; search_prune)."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     return step_lower_bound_s(model, hardware, workload, run, **_time_options(runtime, domain))
 
@@ -199,7 +201,7 @@ def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
 
 def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                      gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> MemoryColumns:
-    """The memory columns _evaluate gives `c`, without the times (search_scan: which rows fit)."""
+    """The memory columns _evaluate gives `c`, without the times (search_pruned_scan: which rows fit)."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     return _run_memory(model, hardware, workload, run, domain, runtime)
 

@@ -1,9 +1,9 @@
 """The search's pruning: candidates that pass the rules and fit in memory, but whose step time
-provably keeps them out of everything the scan keeps, are not timed in full (search_scan._PrunedScan).
+provably keeps them out of everything the scan keeps, are not timed in full (search_pruned_scan._PrunedScan).
 
 Timing a candidate in full is mostly its data-parallel passes (cost.dp_times, cost.dp_passes:
-two thirds of a Mixture-of-Experts search's time). cost.step.step_lower_bound_s bounds its step
-from below without them. Once the rows kept are all fitting ones (search_scan._full_of_fits), a
+two thirds of a Mixture-of-Experts search's time). cost.step_bound.step_lower_bound_s bounds its step
+from below without them. Once the rows kept are all fitting ones (search_pruned_scan._full_of_fits), a
 fitting row matters to the search in two ways only, and the bound rules both out:
 
 - the ranking: a fitting row enters the rows kept only if its step is at most the last kept
@@ -21,7 +21,7 @@ fitting row matters to the search in two ways only, and the bound rules both out
   every chosen one in both searches; the chosen tuples and their order are the unpruned scan's
   (tests/test_search_prune.py compares the two searches, refined tuples included).
 
-The bound is the step's parts summed with three left at 0 (cost.step.BOUND_ZEROED_PARTS), each at
+The bound is the step's parts summed with three left at 0 (cost.step_bound.BOUND_ZEROED_PARTS), each at
 least 0 in exact arithmetic; the DP exposure is partly a difference of two critical paths (the
 passes with their traffic, less without), which rounding can leave a few ulps below 0 (-2.8e-14 s
 on a 1-10 s step seen: DeepSeek-V3 on 1,024 H100s), so the bound is lowered by BOUND_MARGIN of

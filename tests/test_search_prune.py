@@ -1,4 +1,4 @@
-"""The search's pruning (search_prune, search_scan._PrunedScan): rows whose step's lower bound keeps
+"""The search's pruning (search_prune, search_pruned_scan._PrunedScan): rows whose step's lower bound keeps
 them out of the ranking and of the refinement's tuple bests are not timed, and the search answers
 as it does when every row is timed."""
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import sp_planner.search as search_module
-import sp_planner.search_scan as scan_module
+import sp_planner.search_pruned_scan as pruned_scan
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.search import search
@@ -73,14 +73,15 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
     model = load_model(name)
     workload = Workload(seq_len=seq_len, global_batch=8 * nodes, causal=True)
     monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
-    monkeypatch.setattr(scan_module, "PRUNE_ROUND_ROWS", 512)
-    monkeypatch.setattr(scan_module, "PRUNE_BATCH_ROWS", 4096)
+    monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 512)
+    monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 4096)
     refined: list[np.ndarray] = []
     real_refine = search_module.tuples_to_refine
     monkeypatch.setattr(search_module, "tuples_to_refine", lambda *a: refined.append(out := real_refine(*a)) or out)
     skipped: list[int] = []
-    real_skipped = scan_module.skipped_rows
-    monkeypatch.setattr(scan_module, "skipped_rows", lambda *a: skipped.append(int((s := real_skipped(*a)).sum())) or s)
+    real_skipped = pruned_scan.skipped_rows
+    monkeypatch.setattr(pruned_scan, "skipped_rows",
+                        lambda *a: skipped.append(int((s := real_skipped(*a)).sum())) or s)
 
     def answer():
         return search(model, load_hardware(hardware), workload, num_nodes=nodes, gpus_per_node=8, top_k=10,
@@ -88,7 +89,7 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
 
     pruned = answer()
     assert sum(skipped) > 0  # the pruning ran and skipped rows
-    monkeypatch.setattr(scan_module, "skipped_rows", lambda bound, *a: np.zeros(len(bound), dtype=bool))
+    monkeypatch.setattr(pruned_scan, "skipped_rows", lambda bound, *a: np.zeros(len(bound), dtype=bool))
     whole = answer()
     assert pruned.candidates_evaluated == whole.candidates_evaluated
     assert pruned.prune_counts == whole.prune_counts

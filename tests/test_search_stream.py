@@ -8,7 +8,6 @@ import pytest
 import sp_planner.search as search_module
 from sp_planner import columns
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.plan import RULES
 from sp_planner.search import Pins, search
 from sp_planner.space import (
     Axes,
@@ -46,27 +45,6 @@ def test_chunks_and_kept_rows_change_nothing(chunk, head_rows, monkeypatch):
     pd.testing.assert_frame_equal(streamed.head(head_rows), whole.frame.head(head_rows))
     # beyond the rows kept, head() falls back to the frame
     pd.testing.assert_frame_equal(streamed.head(head_rows + 3), whole.frame.head(head_rows + 3))
-
-
-def test_rows_out_of_memory_are_not_timed_once_the_kept_rows_all_fit(monkeypatch):
-    import sp_planner.search_scan as scan_module
-
-    whole = _search(1 << 20, 1 << 20, monkeypatch)
-    timed_oom: list[int] = []
-    real = scan_module._evaluate
-
-    def counted(*args, **kwargs):
-        e = real(*args, **kwargs)
-        timed_oom.append(int(np.count_nonzero(e.rule_code == len(RULES))))
-        return e
-
-    monkeypatch.setattr(scan_module, "_evaluate", counted)
-    # Rounds smaller than the search (in one round its fitting and OOM rows are timed together).
-    monkeypatch.setattr(scan_module, "PRUNE_ROUND_ROWS", 64)
-    streamed = _search(97, 5, monkeypatch)
-    assert sum(timed_oom) < streamed.prune_counts["oom"]  # OOM rows counted, some never timed
-    assert streamed.prune_counts == whole.prune_counts and streamed.ranked == whole.ranked
-    pd.testing.assert_frame_equal(streamed.head(5), whole.frame.head(5))
 
 
 @pytest.mark.parametrize("chunk,head_rows", [(97, 5), (500, 40), (1 << 20, 5), (97, 1 << 20)])

@@ -27,7 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.candidates import Candidates
+from sp_planner.cost.activations import saved_activation_bytes_per_layer
+from sp_planner.cost.tp_gathers import TpGathers
 from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
 
 # Kept sets below which copies and compute cannot overlap (the TE page's N = L - 1 case).
 OVERLAP_MIN_KEPT_LAYERS = 2
@@ -61,3 +66,19 @@ def offload_exposed_s(*, copy_s, fwd_layer_s, bwd_layer_s, layers, offload):
     serial = 2 * n * copy_s
     kept = resident_layers(layers, offload)
     return np.where(n > 0, np.where(kept >= OVERLAP_MIN_KEPT_LAYERS, overlapped, serial), 0.0)
+
+
+def stage_offload_exposed_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+                            fwd_layer_s, bwd_layer_s, layers, sequence_parallel: bool, tp_gathers: TpGathers,
+                            expert_row_padding: str):
+    """offload_exposed_s of the candidates `c`, their pacing stage's `layers` layers of `fwd_layer_s`
+    and `bwd_layer_s` each (cost.step; the options as cost.step.time_parts's); the saved bytes are
+    sized only where some candidate offloads (the search's hot path otherwise), 0.0 where none does."""
+    if not np.any(c.cpu_offload_layers):
+        return 0.0
+    copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(
+                              model, hardware, workload, c, sequence_parallel=sequence_parallel,
+                              gathers=tp_gathers, expert_row_padding=expert_row_padding)[0],
+                          c.cpu_offload_layers)
+    return offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer_s, bwd_layer_s=bwd_layer_s, layers=layers,
+                             offload=c.cpu_offload_layers)

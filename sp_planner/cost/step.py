@@ -10,16 +10,16 @@ DP/ZeRO traffic overlapped as the framework's flags make it (cost.overlap: gradi
 the backward but the last bucket, parameter gathers behind the forward, ZeRO-3 layer by layer,
 hidden traffic slowing compute; ZeRO-2/3's per-micro-batch traffic in a pipeline as the pacing
 stage exposes it, cost.pipeline_dp; ZeRO-0/1's sync of the stage that ends it last,
-cost.pipeline_tails), the host (CPU) time of eager PyTorch the GPU work does not
-hide (cost.host, with the CUDA graphs a run states, cost.cuda_graphs), activation CPU offloading's
-copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the slowest stage's).
+cost.pipeline_tails), the host (CPU) time of eager PyTorch the GPU work does not hide
+(cost.host_stalls, with the CUDA graphs a run states, cost.cuda_graphs), activation CPU
+offloading's copies the layers do not hide (cost.offload), and an HBM-bound Adam step (the slowest
+stage's). Without the data-parallel passes, the same sum bounds the step from below (cost.step_bound).
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
-from functools import reduce
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,14 +37,11 @@ from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.cost.cuda_graphs import NO_GRAPHS, check_graph_scopes
 from sp_planner.cost.embedding_work import embedding_work, stage_embedding_s
 from sp_planner.cost.expert_padding import NO_PADDING
-from sp_planner.cost.host import (exposed_host_parts_s, host_s_per_op, host_syncs_per_layer, layer_host_ops,
-                                  ring_host_ops)
-from sp_planner.cost.te_host import layer_te_calls, te_module_extra_s
+from sp_planner.cost.host_stalls import pacing_host_stalls_s
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.step_columns import StepColumns, step_columns
 from sp_planner.cost.links import p2p_time_s
-from sp_planner.cost.activations import saved_activation_bytes_per_layer
-from sp_planner.cost.offload import offload_copy_s, offload_exposed_s
+from sp_planner.cost.offload import stage_offload_exposed_s
 from sp_planner.cost.params import candidate_stage_layers
 from sp_planner.cost.dp_exposure import Edges
 from sp_planner.cost.dp_passes import DPPasses, dp_with_host_beside_s
@@ -62,17 +59,20 @@ from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages, dp_ridden_middle_stages
 from sp_planner.cost.tied_embedding import tied_all_reduce_s
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
-from sp_planner.cost.precision import BF16
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
 from sp_planner.cost.pipeline_sends import edge_sends_s, kinds_edge_sends_s
 from sp_planner.pipeline import stage_pace
 from sp_planner.layout import CP_AXES, axis_stride, group_size
-from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.distinct import distinct_key, per_key
 from sp_planner.candidates import Candidates
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from sp_planner.cost.step_options import StepOptions
 
 
 # The candidate columns that change only how gradients and parameters move between data-parallel
@@ -81,44 +81,23 @@ DP_CHOICE_COLUMNS = frozenset({"zero", "reshard", "dp_replicate"})
 
 
 def time_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                 **runtime: Any) -> StepColumns:
-    """StepColumns of the candidates `c`: the parts (_time_parts) summed and stretched to the MFU
-    ceiling (cost.step_columns); `runtime` as _time_parts takes it."""
-    return step_columns(model, hardware, workload, c, _time_parts(model, hardware, workload, c, **runtime))
+                 **options: Unpack[StepOptions]) -> StepColumns:
+    """StepColumns of the candidates `c`: the parts (time_parts) summed and stretched to the MFU
+    ceiling (cost.step_columns); `options` as time_parts takes them (cost.step_options)."""
+    return step_columns(model, hardware, workload, c, time_parts(model, hardware, workload, c, **options))
 
 
-# The parts a lower bound leaves at 0 (TimeColumns' places): the DP traffic exposed, the optimizer
-# step and the host time the GPU work does not hide, the three the data-parallel passes price.
-BOUND_ZEROED_PARTS = ("dp_comm_exposed_s", "optimizer_s", "host_overhead_s")
-
-
-def step_lower_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                       **runtime: Any) -> np.ndarray:
-    """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
-    (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
-    parts summed left to right, then the MFU ceiling's stretch (>= 0, cost.mfu_ceiling) added;
-    this is the same sum with BOUND_ZEROED_PARTS at 0, each of which is >= 0: the DP exposure and
-    its hidden seconds are clamped at 0 wherever they are formed (cost.dp_exposure, cost.dp_once,
-    cost.pipeline_dp, cost.pipeline_tails; tests/cost/test_step.py checks it on searches), the
-    optimizer's is HBM bytes over a bandwidth, and the host's is m x its exposed stall (>= 0,
-    cost.host) less what runs beside the DP traffic, clipped to [0, that]. A rounded sum does not
-    decrease when one term grows (IEEE addition is monotone), so the bound is <= the step bit for
-    bit, NaN where any kept part is (never taken for a bound by the comparisons that use it)."""
-    parts = _time_parts(model, hardware, workload, c, lower_bound=True, **runtime)
-    return np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
-
-
-def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
-                 gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
-                 states: TrainingStates = MEGATRON_STATES,
-                 cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
-                 grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
-                 loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
-                 tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
-                 moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING,
-                 lower_bound: bool = False) -> tuple:
+def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+               gpus_per_node: int, overlap: Overlap = MEGATRON_OVERLAP,
+               states: TrainingStates = MEGATRON_STATES,
+               cuda_graphs: frozenset[str] = NO_GRAPHS, ring_impl: RingImpl = TE_RING,
+               grad_sync: GradSync | None = MEGATRON_GRAD_SYNC,
+               loss_bytes_per_logit: int = LOSS_BYTES_PER_LOGIT, sequence_parallel: bool = True,
+               tp_gathers: TpGathers = TE_TP_GATHERS, unpads_attention: bool = False,
+               moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING,
+               lower_bound: bool = False) -> tuple:
     """TimeColumns' fields but the last, per candidate (step_columns adds the MFU ceiling's);
-    `lower_bound`: BOUND_ZEROED_PARTS left at 0, unpriced (step_lower_bound_s).
+    `lower_bound`: cost.step_bound.BOUND_ZEROED_PARTS left at 0, unpriced (cost.step_bound).
     `cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
@@ -129,13 +108,12 @@ def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
     `moe_router_dtype`: its MoE router's GEMM dtype (Megatron --moe-router-dtype, cost.router);
     `expert_row_padding`: who pads each local expert's rows for FP8 (cost.expert_padding)."""
     check_graph_scopes(model, cuda_graphs)
-    tp, r, dp, pp = c.tp, c.ring, c.dp, c.pp
+    tp, dp, pp = c.tp, c.dp, c.pp
     b, recompute, gpn = c.micro_batch, c.recompute, gpus_per_node
     cp = group_size(c, CP_AXES)
     m = workload.global_batch / (dp * b)
     tokens = b * workload.seq_len / cp  # tokens per rank in the sequence-sharded regions
 
-    low = c.precision != BF16
     runtime: dict[str, Any] = dict(
         gpus_per_node=gpn, overlap=overlap, ring_impl=ring_impl, loss_bytes_per_logit=loss_bytes_per_logit,
         sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, unpads_attention=unpads_attention,
@@ -211,35 +189,19 @@ def _time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
         path = np.where(np.isnan(walked), path, walked)
     bubble = pipeline_bubble_s(path, pp, m, pace_s=pace.micro_s)
 
-    # Host time per micro-batch beyond the GPU's (cost.host): the layers' GPU time split forward
-    # (fwd_layer) and backward as the CPU issues it.
-    full = recompute == RECOMPUTE_FULL
-    ops_fwd, ops_bwd = layer_host_ops(model, tp=tp, ep=c.ep, etp=c.etp, low_precision=low, full_recompute=full,
-                                      cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,
-                                      sequence_parallel=sequence_parallel,
-                                      regathers_saved_inputs=tp_gathers.regathers_saved_inputs,
-                                      ring_ops=ring_host_ops(ring_impl, ring=r, allgather=c.allgather))
-    per_op = host_s_per_op(hardware)
-    # TE module calls cost TE's module overhead on top (cost.te_host).
-    te_fwd, te_bwd = layer_te_calls(model, full_recompute=full, cuda_graphs=cuda_graphs)
-    te_extra = te_module_extra_s(hardware)
-    host_fwd_stall, host_bwd_stall = exposed_host_parts_s(
-        host_fwd_s=ops_fwd * per_op + te_fwd * te_extra, host_bwd_s=ops_bwd * per_op + te_bwd * te_extra,
-        gpu_fwd_s=fwd_layer, gpu_bwd_s=per_layer - fwd_layer, layers=layers,
-        logits_s=paced_logits + paced_tp + paced_emb,
-        syncs=host_syncs_per_layer(model, cuda_graphs), full_recompute=full)
+    # Host time per micro-batch beyond the GPU's (cost.host_stalls): the layers' GPU time split
+    # forward (fwd_layer) and backward as the CPU issues it.
+    host_fwd_stall, host_bwd_stall = pacing_host_stalls_s(
+        model, hardware, c, fwd_layer_s=fwd_layer, layer_s=per_layer, layers=layers,
+        ends_s=paced_logits + paced_tp + paced_emb, cuda_graphs=cuda_graphs, sequence_parallel=sequence_parallel,
+        tp_gathers=tp_gathers, ring_impl=ring_impl)
     host_exposed = host_fwd_stall + host_bwd_stall
 
-    # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload); the
-    # saved bytes are sized only where some candidate offloads (the search's hot path otherwise).
-    offload_exposed = 0.0
-    if np.any(c.cpu_offload_layers):
-        copy = offload_copy_s(hardware, saved_activation_bytes_per_layer(
-                                  model, hardware, workload, c, sequence_parallel=sequence_parallel,
-                                  gathers=tp_gathers, expert_row_padding=expert_row_padding)[0],
-                              c.cpu_offload_layers)
-        offload_exposed = offload_exposed_s(copy_s=copy, fwd_layer_s=fwd_layer, bwd_layer_s=bwd_layer,
-                                            layers=layers, offload=c.cpu_offload_layers)
+    # Activation CPU offloading's copies each way beyond what the layers hide (cost.offload).
+    offload_exposed = stage_offload_exposed_s(model, hardware, workload, c, fwd_layer_s=fwd_layer,
+                                              bwd_layer_s=bwd_layer, layers=layers,
+                                              sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
+                                              expert_row_padding=expert_row_padding)
 
     pp_step = p2p_time_s(hardware, tokens / tp * model.hidden_size * BF16_BYTES, pp, axis_stride(c, "pp"), gpn)
     # Interleaving sends at every chunk's boundary (Narayanan 2021 s2.2.2), each micro-batch's

@@ -110,7 +110,7 @@ def _memory_clause(est: PlanEstimate, hardware: HardwareProfile) -> str:
 def _runner_up_clause(best: PlanEstimate, other: PlanEstimate, hbm_bytes: float) -> str:
     """What the runner-up gives up. Where the best published MFU (cost.mfu_ceiling) holds both plans
     to the same step, the clause says so and compares them before that bound, as the ranking does
-    (search_scan: ties at the bound are ordered by the time before it). Durations in the unit of the
+    (search_rank: ties at the bound are ordered by the time before it). Durations in the unit of the
     best plan's step, sizes in that of `hbm_bytes`."""
     def seconds(value: float) -> str:
         return format_seconds_as(value, best.step_time_s)

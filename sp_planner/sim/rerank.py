@@ -43,7 +43,7 @@ def rerank_by_simulation(result: SearchResult, model: ModelSpec, hardware: Hardw
     head = first + late
     simulated += [est.model_copy(update={"simulated_step_time_s": known[est.plan]}) for est in late]
     # Ties at the best published MFU (both steps held to it) go by the time before that bound, as
-    # the search orders them (search_scan), then by memory.
+    # the search orders them (search_rank), then by memory.
     simulated.sort(key=lambda est: (est.simulated_step_time_s, est.step_time_s - est.time.mfu_ceiling_s,
                                     est.memory_peak_bytes))
     rest = with_known(tuple(est for est in result.ranked if not any(est is done for done in head)), known)

@@ -11,7 +11,9 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.activations import saved_activation_bytes_per_layer
 from sp_planner.cost.memory import memory_columns
-from sp_planner.cost.offload import offload_exposed_s
+from sp_planner.cost.offload import offload_exposed_s, stage_offload_exposed_s
+from sp_planner.cost.expert_padding import NO_PADDING
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS
 from sp_planner.cost.step import time_columns
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.candidates import Candidates
@@ -107,6 +109,22 @@ def test_offloading_all_but_one_layer_serializes_the_copies():
     micro_batches = 256 / (64 * 2)
     # One kept set: each of the 79 layers waits for its copy out and its copy back at 52.77 GB/s.
     assert step.time.offload_s[0] == pytest.approx(micro_batches * 2 * 79 * saved / 52.77e9)
+
+
+def test_stage_offload_exposed_by_hand():
+    # The pacing stage's 80 layers, 79 offloaded: one kept set, so each copy waits whole, out and
+    # back (52.77 GB/s on H100's host link), whatever the layers' times; none offloaded: 0.0, the
+    # saved bytes not sized (a profile without a host link passes).
+    def exposed(hardware, offload):
+        c = Candidates.of_plan(ParallelPlan(dp=64, zero=3, micro_batch=2, cpu_offload_layers=offload))
+        return c, stage_offload_exposed_s(LLAMA70, load_hardware(hardware), WORKLOAD, c, fwd_layer_s=1e-3,
+                                          bwd_layer_s=2e-3, layers=80, sequence_parallel=True,
+                                          tp_gathers=TE_TP_GATHERS, expert_row_padding=NO_PADDING)
+
+    c, got = exposed("h100-sxm", 79)
+    saved = saved_activation_bytes_per_layer(LLAMA70, load_hardware("h100-sxm"), WORKLOAD, c)[0][0]
+    assert got[0] == pytest.approx(2 * 79 * saved / 52.77e9)
+    assert exposed("b300", 0)[1] == 0.0
 
 
 def test_a_profile_without_a_host_link_cannot_time_offloading():

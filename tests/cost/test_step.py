@@ -1,7 +1,5 @@
 """Step-time assembly: bubble, exposed comm, FLOP conventions."""
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -12,10 +10,9 @@ from sp_planner.cost.kernels import gemm_time_s, memory_pass_time_s
 from sp_planner.cost.gemm_work import LOSS_BYTES_PER_LOGIT
 from sp_planner.plan import ParallelPlan
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
-from sp_planner.cost.step import BOUND_ZEROED_PARTS, step_lower_bound_s, time_columns
+from sp_planner.cost.step import time_columns
 from sp_planner.search import evaluate, search_axes
 from sp_planner.space import Pins, enumerate_candidates
-from sp_planner.search_prune import BOUND_MARGIN
 from sp_planner.specs import Workload
 
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
@@ -111,30 +108,3 @@ def test_pricing_distinct_rows_once_changes_no_bit(monkeypatch, model_name, runt
     for name, a, b in zip(deduplicated.time._fields, deduplicated.time, every_row.time):
         assert np.array_equal(a, b, equal_nan=True), name
     assert np.array_equal(deduplicated.step_time_s, every_row.step_time_s)
-
-
-@pytest.mark.parametrize(("model_name", "runtime"), [
-    ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["megatron"]), ("DeepSeek-V3", FRAMEWORK_RUNTIME["megatron"]),
-    ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["torchtitan"])], ids=["moe-megatron", "mla-kinds-megatron", "moe-fsdp"])
-def test_step_lower_bound_is_the_step_without_the_data_parallel_parts(model_name, runtime):
-    # step_lower_bound_s (search_prune's bound): every kept part as time_columns prices it, the
-    # zeroed ones (DP exposure, optimizer, host) each >= 0 on every row (the bound's premise; the DP
-    # exposure within rounding of 0: search_prune.BOUND_MARGIN), so the bound never exceeds the step.
-    model, hardware = load_model(model_name), load_hardware("H100-SXM")
-    workload = Workload(seq_len=16384, global_batch=64)
-    c = enumerate_candidates(workload, 64, Pins(precision=None), 8, axes=search_axes(model, hardware))
-    options = dict(gpus_per_node=8, overlap=runtime.overlap, states=runtime.states, ring_impl=runtime.ring,
-                   grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
-                   sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
-    step = time_columns(model, hardware, workload, c, **options)
-    bound = step_lower_bound_s(model, hardware, workload, c, **options)
-    t = step.time
-    zeroed = [getattr(t, name) for name in BOUND_ZEROED_PARTS]
-    kept = [0.0 if name in BOUND_ZEROED_PARTS else part for name, part in zip(t._fields[:-1], t[:-1])]
-    assert np.array_equal(bound, functools.reduce(np.add, kept), equal_nan=True)
-    finite = np.isfinite(step.step_time_s)
-    assert finite.mean() > 0.5
-    assert np.all(zeroed[0][finite] >= -BOUND_MARGIN * step.step_time_s[finite])
-    assert all(np.all(z[finite] >= 0) for z in zeroed[1:])
-    assert np.all(bound[finite] * (1 - BOUND_MARGIN) <= step.step_time_s[finite])
-    assert np.all(t.mfu_ceiling_s[finite] >= 0)

@@ -35,7 +35,7 @@ def test_rerank_orders_the_first_k_by_simulated_time_and_keeps_the_rest():
 
 def test_plans_the_simulator_ties_keep_the_searchs_order(monkeypatch):
     # Both held to the best published MFU, two plans simulate to the same step: they are ordered
-    # by the analytic time before that bound, as the search orders them (search_scan), not by
+    # by the analytic time before that bound, as the search orders them (search_rank), not by
     # memory first (sp-plan --simulate put ZeRO-3 ahead of the ZeRO-2 the search ranked first).
     model, hardware = load_model("llama3-8b"), load_hardware("h100")
     workload = Workload(seq_len=256 * 1024, global_batch=16)

@@ -1,0 +1,35 @@
+"""The pacing stage's host stalls per micro-batch (cost.host_stalls), by hand."""
+
+import pytest
+
+from sp_planner.candidates import Candidates
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cost.ring_impl import TE_RING
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS
+from sp_planner.cost.host_stalls import pacing_host_stalls_s
+from sp_planner.cost.cuda_graphs import NO_GRAPHS
+from sp_planner.plan import ParallelPlan
+
+DENSE = load_model("Llama-3-70B")
+
+
+def _stalls(hardware, plan, **kw):
+    args = dict(fwd_layer_s=100e-6, layer_s=300e-6, layers=10, ends_s=0.5e-3, cuda_graphs=NO_GRAPHS,
+                sequence_parallel=True, tp_gathers=TE_TP_GATHERS, ring_impl=TE_RING) | kw
+    fwd, bwd = pacing_host_stalls_s(DENSE, hardware, Candidates.of_plan(plan), **args)
+    return float(fwd[0]), float(bwd[0])
+
+
+def test_dense_tp8_stalls_by_hand():
+    # Llama-3-70B at tp 8, BF16 (tests/cost/test_host.py: 16 ops forward, 26 backward a layer), on
+    # an x86 H100 host: 13.48 us an op, no TE module extra. A dense model does not sync, so the one
+    # stall over 10 layers of 100 + 200 us GPU time, less the ends' 0.5 ms, is shared 16 : 26:
+    # 10 x (42 x 13.48 - 300) us - 500 us = 2,161.6 us.
+    fwd, bwd = _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, dp=1))
+    total = 10 * (42 * 13.48e-6 - 300e-6) - 0.5e-3
+    assert fwd == pytest.approx(total * 16 / 42, rel=1e-12)
+    assert bwd == pytest.approx(total * 26 / 42, rel=1e-12)
+
+
+def test_gpu_work_above_the_host_time_leaves_no_stall():
+    assert _stalls(load_hardware("h100-sxm"), ParallelPlan(tp=8, dp=1), fwd_layer_s=1e-3, layer_s=3e-3) == (0.0, 0.0)

@@ -1,0 +1,16 @@
+"""StepOptions (cost.step_options): the keyword options cost.step.time_parts takes."""
+
+import inspect
+
+from sp_planner.cost.step import time_parts
+from sp_planner.cost.step_options import StepOptions
+
+
+def test_step_options_are_time_parts_options():
+    # Every option time_parts takes but `lower_bound` (cost.step_bound's switch), gpus_per_node
+    # the one without a default, so time_columns(**options) can leave none out of the checks.
+    params = inspect.signature(time_parts).parameters
+    keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"lower_bound"}
+    assert set(StepOptions.__annotations__) == keyword
+    required = {name for name in keyword if params[name].default is inspect.Parameter.empty}
+    assert StepOptions.__required_keys__ == required == {"gpus_per_node"}

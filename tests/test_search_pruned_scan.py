@@ -1,0 +1,42 @@
+"""The pruned scan (search_pruned_scan._PrunedScan): rows out of memory are counted and their memory
+priced, but not timed once the rows kept all fit; the answer is the one timing every row gives.
+The pruning rule itself: tests/test_search_prune.py."""
+
+import numpy as np
+import pandas as pd
+
+import sp_planner.search as search_module
+import sp_planner.search_pruned_scan as pruned_scan
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.plan import RULES
+from sp_planner.search import search
+from sp_planner.specs import Workload
+
+MODEL = load_model("Llama-3-8B")
+HW = load_hardware("A800")
+WORKLOAD = Workload(seq_len=12288, global_batch=6)  # tests/test_search_stream.py's question
+
+
+def _search(chunk: int, head_rows: int, monkeypatch):
+    monkeypatch.setattr(search_module, "CHUNK_CANDIDATES", chunk)
+    monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
+    return search(MODEL, HW, WORKLOAD, num_nodes=4, gpus_per_node=8, top_k=7)
+
+
+def test_rows_out_of_memory_are_not_timed_once_the_kept_rows_all_fit(monkeypatch):
+    whole = _search(1 << 20, 1 << 20, monkeypatch)
+    timed_oom: list[int] = []
+    real = pruned_scan._evaluate
+
+    def counted(*args, **kwargs):
+        e = real(*args, **kwargs)
+        timed_oom.append(int(np.count_nonzero(e.rule_code == len(RULES))))
+        return e
+
+    monkeypatch.setattr(pruned_scan, "_evaluate", counted)
+    # Rounds smaller than the search (in one round its fitting and OOM rows are timed together).
+    monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 64)
+    streamed = _search(97, 5, monkeypatch)
+    assert sum(timed_oom) < streamed.prune_counts["oom"]  # OOM rows counted, some never timed
+    assert streamed.prune_counts == whole.prune_counts and streamed.ranked == whole.ranked
+    pd.testing.assert_frame_equal(streamed.head(5), whole.frame.head(5))
