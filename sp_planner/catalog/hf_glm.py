@@ -41,8 +41,8 @@ ROUTED_SCALING_FACTOR = 1.0
 
 def moe(cfg: dict, path: Path) -> MoESpec:
     """The MoE layers from first_k_dense_replace on. Grouped routing (topk_group of n_group groups,
-    both 1 in every published GLM-4.5/4.6 config) is noted, not costed (hf_layers.group_routing_note,
-    as for DeepSeek-V3), and kept for the flags (MoESpec.router_groups)."""
+    both 1 in every published GLM-4.5/4.6 config) is noted (hf_layers.group_routing_note, as for
+    DeepSeek-V3), kept for the flags and priced in the dispatch's reach (MoESpec.router_groups)."""
     experts, top_k = expert_counts(cfg, path, "n_routed_experts", top_k_default=NUM_EXPERTS_PER_TOK)
     shared = count(cfg, "n_shared_experts", path) if "n_shared_experts" in cfg else NUM_SHARED_EXPERTS
     first_dense = (count(cfg, "first_k_dense_replace", path) if "first_k_dense_replace" in cfg

@@ -198,10 +198,10 @@ def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_op
     topk_group: each token's experts lie in its top topk_group of n_group expert groups; DeepSeek-V3
     makes the groups nodes, "each token will be sent to at most 4 nodes", arXiv 2412.19437 s2.1.2;
     Megatron --moe-router-num-groups / --moe-router-group-topk), None where every group is open.
-    The costs route among all experts (MoESpec.router_groups is for the flags), so the dispatch is
-    priced as unrestricted routing reaches:
-    the same copies a token (top_k), and across DeepEP's nodes an upper bound (cost.deepep). The
-    defaults are the configuration class's (DeepseekV3Config 8 and 4, Glm4MoeConfig 1 and 1)."""
+    The costs price it where a token's copies go once a rank or node (HybridEP's and DeepEP's
+    dispatch: only the ranks and nodes of its chosen groups, cost.hybridep.ranks_reached_per_token);
+    NCCL's all-to-all sends the same top_k copies either way. The defaults are the configuration
+    class's (DeepseekV3Config 8 and 4, Glm4MoeConfig 1 and 1)."""
     groups, open_groups = router_groups(cfg, path, default_groups=default_groups, default_open=default_open)
     if open_groups == groups:
         return None
@@ -211,9 +211,10 @@ def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_op
         f"which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a group by its top {top_k} // "
         f"{open_groups} scores, the model by its top {GROUP_RANK_SCORES}")
     return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
-            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, {flags}) is not costed: "
-            "tokens are routed among all experts, the same top-k copies a token, which across DeepEP's nodes "
-            "reach more nodes than the groups allow (an upper bound)")
+            f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, {flags}) is priced "
+            "where a token goes once a rank or node: the HybridEP and DeepEP dispatchers send it to the ranks and "
+            "nodes of its chosen groups only (groups and experts in them drawn uniformly); NCCL's all-to-all sends "
+            "the same top-k copies a token either way")
 
 
 def sigmoid_topk_norm(cfg: dict, path: Path, top_k: int) -> bool:

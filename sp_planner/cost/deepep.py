@@ -31,11 +31,12 @@ V1's kernels and are not used; the RDMA path is the NIC's, and B200 nodes carry 
 What the rates divide (the benchmarks' own metrics):
   NVLink (intranode): the rows a rank receives, one a token and rank reached, its own included
     (tests/test_intranode.py nvl_recv_bytes = recv_x.numel() x bytes):
-    cost.hybridep.ranks_reached_per_token.
+    cost.hybridep.ranks_reached_per_token, within the router's groups where it limits them.
   RDMA (internode): tokens x nodes a token reaches, its own node included (tests/test_internode.py
     num_rdma_token_sent = rdma_idx.ne(-1).sum(), rdma_send_bytes = that x hidden bytes); nodes =
-    group / 8 (NUM_MAX_NVL_PEERS), experts spread evenly over them. The benchmark limits a token to
-    4 nodes (top-4 groups); a model without group-limited routing reaches more, and is priced so.
+    group / 8 (NUM_MAX_NVL_PEERS), experts spread evenly over them (the same function over nodes).
+    The benchmark limits a token to 4 nodes (top-4 groups); a model without group-limited routing
+    reaches more, and is priced so; one with it (DeepSeek-V3's 4 of 8 groups) as its groups allow.
 Between listed group sizes the rates are interpolated linearly, held beyond (EP 128 takes EP 64's).
 No SM count is published beside V1's figures, so the run's SM count moves only what DeepEP takes
 from overlapped compute (cost.ep_overlap) and its buffers. Every figure is at hidden 7168; FP8
@@ -63,7 +64,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.cost.families import GRACE_FAMILIES, PROFILE_FAMILY, profile_key
-from sp_planner.cost.hybridep import ranks_reached_per_token
+from sp_planner.cost.hybridep import moe_ranks_reached
 from sp_planner.cost.links import ranks_per_node
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -136,12 +137,11 @@ def deepep_dispatch_s(hardware: HardwareProfile, model: ModelSpec, *, tokens_per
     ep = np.asarray(ep)
     if model.moe is None or not deepep_timed(hardware):
         return np.zeros(ep.shape)
-    moe = model.moe
     row_bytes = np.asarray(tokens_per_tp_rank, dtype=np.float64) * load * model.hidden_size * elem_bytes
-    received = row_bytes * ranks_reached_per_token(moe.num_experts, moe.top_k, ep)
+    received = row_bytes * moe_ranks_reached(model, ep)
     nvl = received * _s_per_byte(NVL_FRACTIONS, ep, hardware.intra_node.bandwidth_bytes_per_s)
     nodes = np.maximum(ep // NUM_MAX_NVL_PEERS, 1)
-    net = (row_bytes * ranks_reached_per_token(moe.num_experts, moe.top_k, nodes)
+    net = (row_bytes * moe_ranks_reached(model, nodes)
            * _s_per_byte(RDMA_FRACTIONS, ep, hardware.inter_node.bandwidth_bytes_per_s))
     inside = ranks_per_node(ep, ep_stride, gpus_per_node) >= ep
     return np.where(ep > 1, np.where(inside, nvl, net), 0.0)
@@ -152,7 +152,7 @@ def deepep_permutation_rows(model: ModelSpec, ep, copies, load):
     reads the rows received (one a rank reached) and writes the `copies` expert copies (top_k,
     with the router's padding), or back, x the busiest rank's `load` (cost.moe docstring)."""
     assert model.moe is not None
-    reached = ranks_reached_per_token(model.moe.num_experts, model.moe.top_k, ep)
+    reached = moe_ranks_reached(model, ep)
     return 2.0 * (reached + copies) * load
 
 

@@ -72,9 +72,10 @@ class MoESpec(FrozenModel):
     #   router_group_topk of router_groups equal expert groups (HF n_group, topk_group; DeepSeek-V3 8
     #   and 4; Megatron --moe-router-num-groups, --moe-router-group-topk, which rank a group by its top
     #   top_k / group_topk scores, HF DeepSeek-V3 by its top 2: the same for DeepSeek-V3's 8 / 4).
-    #   1 and 1: none. The cost model routes among all experts (an upper bound on the dispatch's
-    #   reach, cost.deepep); only the flags carry it. Where top_k / group_topk is not 2 Megatron ranks
-    #   the groups otherwise than the model and refuses the plan (flags.megatron_moe.router_failures).
+    #   1 and 1: none. The flags carry it, and the cost model prices the ranks and nodes a token
+    #   reaches under it (HybridEP, DeepEP: cost.hybridep.ranks_reached_per_token). Where top_k /
+    #   group_topk is not 2 Megatron ranks the groups otherwise than the model and refuses the plan
+    #   (flags.megatron_moe.router_failures).
     # - router_topk_norm: a sigmoid router with top_k > 1 divides its chosen scores by their sum
     #   (HF DeepseekV3TopkRouter / Glm4MoeMoE norm_topk_prob, DeepseekV3Config and Glm4MoeConfig
     #   default true; torchtitan TokenChoiceTopKRouter route_norm); False: the raw sigmoid scores

@@ -157,15 +157,15 @@ def test_mtp_note_counts_the_layers():
 
 
 # DeepSeek-V3's published config: n_group 8, topk_group 4 (each token within 4 of 8 groups, the nodes
-# of its deployment, arXiv 2412.19437 s2.1.2): noted, as MoESpec routes among all experts.
+# of its deployment, arXiv 2412.19437 s2.1.2): noted, and priced in the flex dispatchers' reach.
 def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
     notes = import_notes(load_hf_config(write_config(tmp_path, DEEPSEEK_V3)))
     assert notes[0] == (
         "group-limited routing (each token's experts within 4 of 8 expert groups, Megatron "
-        "--moe-router-num-groups 8 --moe-router-group-topk 4, which sp-plan's Megatron flags carry) is not costed: "
-        "tokens are routed among all "
-        "experts, the same top-k copies a token, which across DeepEP's nodes reach more nodes than the groups "
-        "allow (an upper bound)")
+        "--moe-router-num-groups 8 --moe-router-group-topk 4, which sp-plan's Megatron flags carry) is priced where "
+        "a token goes once a rank or node: the HybridEP and DeepEP dispatchers send it to the ranks and nodes of "
+        "its chosen groups only (groups and experts in them drawn uniformly); NCCL's all-to-all sends the same "
+        "top-k copies a token either way")
     # DeepseekV3Config's own defaults are 8 and 4: a config leaving both out is limited too.
     bare = {k: v for k, v in DEEPSEEK_V3.items() if k not in ("n_group", "topk_group")}
     assert import_notes(load_hf_config(write_config(tmp_path, bare, "bare")))[0].startswith(
@@ -183,8 +183,8 @@ def test_group_routing_note_refuses_more_open_groups_than_groups():
 
 def test_group_routing_note_says_where_megatron_ranks_the_groups_otherwise():
     published = group_routing_note({"num_experts_per_tok": 8}, Path("c.json"), default_groups=8, default_open=4)
-    assert "--moe-router-group-topk 4, which sp-plan's Megatron flags carry) is not costed" in published
+    assert "--moe-router-group-topk 4, which sp-plan's Megatron flags carry) is priced where" in published
     other = group_routing_note({"num_experts_per_tok": 8, "topk_group": 2}, Path("c.json"), default_groups=8,
                                default_open=4)
     assert ("--moe-router-group-topk 2, which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a "
-            "group by its top 8 // 2 scores, the model by its top 2) is not costed") in other
+            "group by its top 8 // 2 scores, the model by its top 2) is priced where") in other

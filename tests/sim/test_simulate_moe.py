@@ -146,6 +146,25 @@ def test_deepep_simulates_as_the_analytic_model(name, ep, nodes):
     assert "ep dispatch/combine all-to-all" not in {p.name for p in sim.phases}
 
 
+
+@pytest.mark.parametrize(("dispatcher", "name", "nodes", "gpus_per_node"),
+                         [("hybridep", "gb200-nvl72", 4, 4), ("deepep", "h100-sxm", 2, 8)])
+def test_group_limited_routing_simulates_as_the_analytic_model(dispatcher, name, nodes, gpus_per_node):
+    # Qwen3-30B-A3B's 128 experts routed within 4 of 8 groups (DeepSeek-V3's limit) at EP 16: a
+    # token reaches fewer ranks and nodes (cost.hybridep.ranks_reached_per_token), in both models.
+    qwen = load_model("qwen3-30b-a3b")
+    free = qwen.model_copy(update={"moe": qwen.moe.model_copy(update={"dispatcher": dispatcher})})
+    grouped = free.model_copy(update={"moe": free.moe.model_copy(update={"router_groups": 8, "router_group_topk": 4})})
+    hardware = load_hardware(name)
+    plan = ParallelPlan(tp=1, dp=16, ep=16, zero=1)
+    sim = simulate(grouped, hardware, SHORT, plan, num_nodes=nodes, gpus_per_node=gpus_per_node, detail=False)
+    est = evaluate(grouped, hardware, SHORT, plan, num_nodes=nodes, gpus_per_node=gpus_per_node)
+    assert sim.step_time_s == pytest.approx(est.step_time_s, rel=0.005)
+    assert sim.critical_path_by_kind_s["moe_comm"] == pytest.approx(est.time.moe_comm_s, rel=0.01)
+    assert est.time.moe_comm_s < evaluate(free, hardware, SHORT, plan, num_nodes=nodes,
+                                          gpus_per_node=gpus_per_node).time.moe_comm_s
+
+
 def test_hybridep_with_etp_spreads_its_ep_group_over_the_nodes():
     # EP 8 with etp 2 on 2 x 8 B200: the EP group's members are 2 ranks apart (etp is the faster
     # axis), so it spans both nodes and HybridEP's single-domain benchmark does not time it; both
