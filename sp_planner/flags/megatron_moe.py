@@ -117,8 +117,6 @@ def router_flags(moe, *, mindspeed: bool = False) -> list[str]:
     return flags
 
 
-
-
 def router_failures(request: FlagRequest, core: str = "Megatron-Core") -> list[str]:
     """Routers Megatron-Core computes otherwise than the model (MoESpec.router_topk_norm,
     router_groups), one line each; `core` names the Megatron-Core that runs it (MindSpeed's 0.12.1
