@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sp_planner.catalog import load_hardware, load_hf_config, load_model
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.catalog.hf_config import origin_model_type
 from sp_planner.cli import plan_cmd, report_cmd
 from sp_planner.plan import ParallelPlan
@@ -16,7 +16,7 @@ from sp_planner.specs import Workload
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.moe import ROUTER_FIELDS, MoESpec
 from tests.catalog.hf_configs import (DEEPSEEK_V3, GPT_OSS_120B, LLAMA4_MAVERICK_TEXT, LLAMA4_SCOUT, MIXTRAL_8X7B,
-                                      QWEN3_30B_A3B)
+                                      QWEN3_30B_A3B, imported)
 from tests.catalog.test_hf_glm import GLM_45
 
 DEFAULT_ROUTER = {key: MoESpec.model_fields[key].default for key in ROUTER_FIELDS}
@@ -54,9 +54,7 @@ def _plan_file(tmp_path: Path, model: ModelSpec) -> Path:
 
 
 def _hf_model(tmp_path: Path, config: dict) -> ModelSpec:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return load_hf_config(path)
+    return imported(tmp_path, config, folder="")
 
 
 def test_a_file_that_records_every_router_field_but_router_topk_norm_is_older_too(tmp_path):

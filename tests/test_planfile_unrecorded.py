@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from sp_planner.catalog import load_hardware, load_hf_config, load_model
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import TORCHTITAN_RUNTIME, TORCHTITAN_RUNTIMES
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, load_plan_file, read_plan_file, write_plan_file
 from sp_planner.planfile_unrecorded import LATER_FIELDS, first_difference
 from sp_planner.specs import Workload
 from sp_planner.specs.model import ModelSpec
-from tests.catalog.hf_configs import DEEPSEEK_V3, LLAMA3_8B, MISTRAL_7B
+from tests.catalog.hf_configs import DEEPSEEK_V3, LLAMA3_8B, MISTRAL_7B, imported
 
 GEMMA_2_27B_SCALE = 144**-0.5  # query_pre_attn_scalar 144 (HF Gemma2Attention.scaling), head dim 128
 
@@ -42,9 +42,7 @@ def _older_file(tmp_path: Path, model: ModelSpec, **edits) -> Path:
 
 
 def _hf_model(tmp_path: Path, config: dict) -> ModelSpec:
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return load_hf_config(path)
+    return imported(tmp_path, config, folder="")
 
 
 def test_a_file_that_records_the_scale_is_read_as_written(tmp_path):

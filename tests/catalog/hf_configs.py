@@ -143,6 +143,11 @@ def write_config(tmp_path, cfg, folder="ckpt"):
     return path
 
 
+def imported(tmp_path, cfg, folder="ckpt"):
+    """The model sp-planner imports from `cfg` written as folder/config.json."""
+    return load_hf_config(write_config(tmp_path, cfg, folder))
+
+
 def without(cfg, key):
     return {k: v for k, v in cfg.items() if k != key}
 
