@@ -213,8 +213,8 @@ def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_op
     return (f"group-limited routing (each token's experts within {open_groups} of {groups} expert groups, "
             f"Megatron --moe-router-num-groups {groups} --moe-router-group-topk {open_groups}, {flags}) is priced "
             "where a token goes once a rank or node: the HybridEP and DeepEP dispatchers send it to the ranks and "
-            "nodes of its chosen groups only (groups and experts in them drawn uniformly); NCCL's all-to-all sends "
-            "the same top-k copies a token either way")
+            "nodes of its chosen groups only (as Megatron's router chooses them from random logits); NCCL's "
+            "all-to-all sends the same top-k copies a token either way")
 
 
 def sigmoid_topk_norm(cfg: dict, path: Path, top_k: int) -> bool:

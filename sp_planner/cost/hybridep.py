@@ -39,25 +39,10 @@ it with probability C(E - E/ep, k) / C(E, k), so the expected ranks a token reac
 included, are ep x (1 - C(E - E/ep, k) / C(E, k)) (8 x (1 - C(112, 8) / C(128, 8)) = 5.34 for
 Qwen3-30B-A3B at EP 8, against 8 copies in NCCL's all-to-all).
 Group-limited routing (MoESpec.router_groups G, router_group_topk M; DeepSeek-V3 8 and 4) narrows
-that reach. Megatron applies the limit whenever a run states it, force-balanced benchmark runs too
-(Megatron-LM d98e8a64 router.py TopKRouter.forward: random logits under
-moe_router_force_load_balancing, then routing() -> moe_utils.topk_routing_with_score_function ->
-group_limited_topk); DeepSeek-V3's report (arXiv 2412.19437 s2.1.2, s3.2.2) designs it so that a
-token reaches at most M = 4 nodes. Priced as: groups are contiguous blocks of E/G experts, ranks
-hold contiguous blocks of E/ep (Megatron's placement: rank r holds [r E/ep, (r+1) E/ep)); the M
-groups are drawn uniformly (random logits are symmetric) and the top_k experts uniformly among the
-M E/G experts of the chosen groups. A rank holding n_i experts of each group i it overlaps (S)
-misses the token when, of its groups, the chosen ones T hold none of the k:
-  P(miss) = sum_T C(G - |S|, M - |T|) / C(G, M) x C(M E/G - sum_T n_i, k) / C(M E/G, k),
-exact for any contiguous layout (a rank holding whole groups: hypergeometric in how many are
-chosen; a rank inside one group: M/G x the miss among its group's share); summed over the ranks.
-DeepSeek-V3 at EP 8: 4 (1 - C(96, 8) / C(128, 8)) = 3.63 ranks, not 5.29; EP 32 6.60 (7.27), EP 64
-7.36 (7.68). What this assumes and Megatron does not do: Megatron ranks the groups by their top
-k / M scores' sum and then takes the top k of the chosen groups, so a chosen group tends to hold
-some of the k (its best scores won it the place) and the k spread over more of the chosen groups
-than uniform draws do; a Monte-Carlo of group_limited_topk on iid logits (200k tokens, E 256, k 8,
-G 8, M 4) reaches 3.97 ranks at EP 8, 6.85 at 32, 7.49 at 64 (nodes of 8 ranks at EP 16 / 32:
-1.97 / 3.13), between this uniform model and unrestricted routing.
+that reach: Megatron applies it under force-balanced routing too, and the ranks a token reaches are
+those of Megatron's own group_limited_topk run on a fixed sample of the benchmark's random logits
+(cost.group_routing, which cites the router's source and the sample's standard error). DeepSeek-V3
+at EP 8: 3.96 ranks, not 5.29; EP 32 6.84 (7.27), EP 64 7.49 (7.68).
 
 What of a call can hide behind compute (cost.ep_overlap): the same tables give each call's
 "Kernel Only" rate beside its "Torch API" one; the difference is what the benchmark's call runs
@@ -103,14 +88,12 @@ RDMA path).
 
 from __future__ import annotations
 
-from collections import Counter
-from functools import lru_cache
-from itertools import product
 from math import comb
 
 import numpy as np
 
 from sp_planner.cost.families import PROFILE_FAMILY, profile_key
+from sp_planner.cost.group_routing import group_limited_reach
 from sp_planner.cost.links import ranks_per_node
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -152,48 +135,21 @@ def hybridep_rates(hardware: HardwareProfile) -> Rates | None:
     return None if pair is None else pair[0]
 
 
-@lru_cache(maxsize=256)  # a pure function of five ints; the search asks it for the same ep on every chunk
-def _grouped_reach(num_experts: int, top_k: int, groups: int, open_groups: int, units: int) -> float:
-    """Expected units (ranks or nodes, each a contiguous block of experts) a token reaches under
-    group-limited routing (module docstring). A unit count not dividing num_experts (Megatron
-    refuses it for EP ranks) takes the floor block boundaries u E // units."""
-    per_group = num_experts // groups
-    candidates = open_groups * per_group
-    reached = 0.0
-    for unit in range(units):
-        first, last = unit * num_experts // units, (unit + 1) * num_experts // units
-        # The unit's experts in each group it overlaps, counted by value (at most three distinct:
-        # a partial group at each end and whole groups between).
-        overlaps = Counter(min(last, (g + 1) * per_group) - max(first, g * per_group)
-                           for g in range(first // per_group, (last - 1) // per_group + 1))
-        spanned = sum(overlaps.values())
-        miss = 0.0
-        for chosen in product(*(range(count + 1) for count in overlaps.values())):
-            rest = open_groups - sum(chosen)
-            if rest < 0 or rest > groups - spanned:
-                continue
-            ways = comb(groups - spanned, rest)
-            for (n, count), j in zip(overlaps.items(), chosen):
-                ways *= comb(count, j)
-            held = sum(n * j for n, j in zip(overlaps, chosen))
-            miss += ways / comb(groups, open_groups) * comb(candidates - held, top_k) / comb(candidates, top_k)
-        reached += 1.0 - miss
-    return reached
-
-
-def ranks_reached_per_token(num_experts: int, top_k: int, ep, groups: int = 1, open_groups: int = 1) -> np.ndarray:
+def ranks_reached_per_token(num_experts: int, top_k: int, ep, groups: int = 1, open_groups: int = 1,
+                            score_function: str = "softmax", pre_softmax: bool = False) -> np.ndarray:
     """Expected EP ranks (its own included) a token's top_k experts lie on, experts spread evenly
-    over ep ranks and drawn uniformly without replacement, within `open_groups` of `groups` expert
-    groups where the router limits them (MoESpec.router_groups, router_group_topk; module
-    docstring). Also DeepEP's nodes reached, with `ep` the node count (cost.deepep)."""
+    over ep ranks and drawn uniformly without replacement, or, where the router limits them to
+    `open_groups` of `groups` expert groups (MoESpec.router_groups, router_group_topk), as
+    Megatron's router picks them from random logits under the model's score function
+    (cost.group_routing). Also DeepEP's nodes reached, with `ep` the node count (cost.deepep)."""
     ep = np.asarray(ep)
     sizes, where = np.unique(ep, return_inverse=True)
     if open_groups == groups:
         reached = np.array([e * (1.0 - comb(num_experts - num_experts // int(e), top_k) / comb(num_experts, top_k))
                             for e in sizes], dtype=np.float64)
     else:
-        reached = np.array([_grouped_reach(num_experts, top_k, groups, open_groups, int(e)) for e in sizes],
-                           dtype=np.float64)
+        reached = np.array([group_limited_reach(num_experts, top_k, groups, open_groups, score_function, pre_softmax,
+                                                int(e)) for e in sizes], dtype=np.float64)
     return reached[where].reshape(ep.shape)
 
 
@@ -201,7 +157,8 @@ def moe_ranks_reached(model: ModelSpec, units) -> np.ndarray:
     """ranks_reached_per_token for the model's router over `units` ranks (or nodes)."""
     assert model.moe is not None
     moe = model.moe
-    return ranks_reached_per_token(moe.num_experts, moe.top_k, units, moe.router_groups, moe.router_group_topk)
+    return ranks_reached_per_token(moe.num_experts, moe.top_k, units, moe.router_groups, moe.router_group_topk,
+                                   moe.router_score_function, moe.router_pre_softmax)
 
 
 def hybridep_call_s(rates: Rates, received_bytes, ep, sms) -> np.ndarray:

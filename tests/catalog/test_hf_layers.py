@@ -164,8 +164,8 @@ def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
         "group-limited routing (each token's experts within 4 of 8 expert groups, Megatron "
         "--moe-router-num-groups 8 --moe-router-group-topk 4, which sp-plan's Megatron flags carry) is priced where "
         "a token goes once a rank or node: the HybridEP and DeepEP dispatchers send it to the ranks and nodes of "
-        "its chosen groups only (groups and experts in them drawn uniformly); NCCL's all-to-all sends the same "
-        "top-k copies a token either way")
+        "its chosen groups only (as Megatron's router chooses them from random logits); NCCL's all-to-all sends "
+        "the same top-k copies a token either way")
     # DeepseekV3Config's own defaults are 8 and 4: a config leaving both out is limited too.
     bare = {k: v for k, v in DEEPSEEK_V3.items() if k not in ("n_group", "topk_group")}
     assert import_notes(load_hf_config(write_config(tmp_path, bare, "bare")))[0].startswith(

@@ -9,6 +9,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.deepep import deepep_buffer_bytes, deepep_group_breaks, deepep_refusal
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.group_routing import group_limited_reach
 from sp_planner.cost.moe import moe_layer_fraction, moe_times, nccl_dispatch, permutation_bytes_per_token
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.specs.moe import MoESpec
@@ -72,22 +73,23 @@ def test_permutations_are_megatrons_around_deepep():
 
 
 
-def test_group_limited_routing_narrows_the_reach_by_hand():
-    # 128 experts in 8 groups of 16, a token's 8 within 4 of them (DeepSeek-V3's 4 of 8).
+def test_group_limited_routing_narrows_the_reach():
+    # 128 experts in 8 groups of 16, a token's 8 within 4 of them (DeepSeek-V3's 4 of 8), as
+    # Megatron's router picks them on random logits (cost.group_routing).
     grouped = DEEPEP.model_copy(update={"moe": DEEPEP.moe.model_copy(update={"router_groups": 8,
                                                                             "router_group_topk": 4})})
-    # EP 8 in a node: a group a rank, 4 chosen, each missed with C(48, 8) / C(64, 8).
-    reached = 4 * (1 - comb(48, 8) / comb(64, 8))
-    want = TOKENS * 2048 * 2 * reached * _mean_s_per_byte(153 / 200 * 450e9, 158 / 200 * 450e9)
+    def reach(units):
+        return group_limited_reach(128, 8, 8, 4, "softmax", DEEPEP.moe.router_pre_softmax, units)
+    # EP 8 in a node: a group a rank, at most 4 reached.
+    assert 3 < reach(8) <= 4
+    want = TOKENS * 2048 * 2 * reach(8) * _mean_s_per_byte(153 / 200 * 450e9, 158 / 200 * 450e9)
     assert _a2a(H100, grouped, 8) == pytest.approx(want * moe_layer_fraction(grouped), rel=1e-9)
-    # EP 16 over 2 nodes of 4 groups each: how many of a node's groups are chosen is hypergeometric
-    # (8 groups, 4 chosen, 4 drawn: 1, 16, 36, 16, 1 of 70), each chosen group 16 of the 64.
-    miss = sum(w / 70 * comb(64 - 16 * j, 8) / comb(64, 8) for j, w in enumerate((1, 16, 36, 16, 1)))
-    assert _a2a(H100, grouped, 16) == pytest.approx(TOKENS * 2048 * 2 * 2 * (1 - miss) * _mean_s_per_byte(43e9, 43e9),
+    # EP 16 over 2 nodes of 4 groups each: the tokens times the nodes reached.
+    assert _a2a(H100, grouped, 16) == pytest.approx(TOKENS * 2048 * 2 * reach(2) * _mean_s_per_byte(43e9, 43e9),
                                                     rel=1e-9)
     # The permute reads the rows received (one a rank reached) and writes the 8 copies.
     got = permutation_bytes_per_token(grouped, np.array([8]), np.array([1]), BF16_BYTES)
-    assert got[0] == pytest.approx(2 * (reached + 8) * 2048 * 2)
+    assert got[0] == pytest.approx(2 * (reach(8) + 8) * 2048 * 2)
 
 
 @pytest.mark.parametrize("name", ["gb200-nvl72", "a100-80gb", "mi300x"])

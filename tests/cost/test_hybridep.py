@@ -1,7 +1,6 @@
 """HybridEP's dispatch and combine inside one NVLink domain, timed from DeepEP's published
 benchmark (cost.hybridep), against hand derivations."""
 
-from itertools import combinations
 from math import comb
 
 import numpy as np
@@ -18,6 +17,7 @@ from sp_planner.cost.hybridep import (
     ranks_reached_per_token,
 )
 from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.group_routing import group_limited_reach
 from sp_planner.cost.moe import busiest_rank_load, moe_layer_fraction, moe_times
 
 QWEN = load_model("qwen3-30b-a3b")  # 128 experts, top-8, hidden 2048
@@ -40,47 +40,16 @@ def test_ranks_a_token_reaches_by_hand():
 
 
 
-def _hypergeometric(population, chosen, drawn, j):
-    return comb(chosen, j) * comb(population - chosen, drawn - j) / comb(population, drawn)
-
-
-def test_group_limited_reach_by_hand():
-    # DeepSeek-V3: 256 experts, top-8, within 4 of 8 groups of 32: the token's 8 lie among 128.
-    def reach(ep):
-        return float(ranks_reached_per_token(256, 8, ep, 8, 4))
-    # EP 8, a group a rank: 4 chosen ranks, each missed with C(96, 8) / C(128, 8). 3.63, not 5.29.
-    assert reach(8) == pytest.approx(4 * (1 - comb(96, 8) / comb(128, 8)), rel=1e-12)
-    assert reach(8) == pytest.approx(3.629, abs=1e-3)
-    # EP 32 and 64: a rank inside one group, chosen 4 / 8, then missed with C(128 - 8, 8) / C(128, 8).
-    assert reach(32) == pytest.approx(32 * 0.5 * (1 - comb(120, 8) / comb(128, 8)), rel=1e-12)
-    assert reach(64) == pytest.approx(64 * 0.5 * (1 - comb(124, 8) / comb(128, 8)), rel=1e-12)
-    # 4 and 2 units (DeepEP's nodes at EP 32 and 16): 2 and 4 groups a node, how many of them are
-    # chosen hypergeometric (8 groups, 4 chosen), each chosen one 32 of the 128.
-    for units, held in ((4, 2), (2, 4)):
-        miss = sum(_hypergeometric(8, 4, held, j) * comb(128 - 32 * j, 8) / comb(128, 8) for j in range(held + 1))
-        assert reach(units) == pytest.approx(units * (1 - miss), rel=1e-12)
-    assert reach(1) == pytest.approx(1.0) and reach(256) == pytest.approx(8.0)
-    # Every group open, or one group: the unrestricted formula, bit for bit.
+def test_group_limited_reach_is_megatrons_routing():
+    # DeepSeek-V3: 256 experts, top-8, within 4 of 8 groups (sigmoid): the ranks of the routing
+    # sample Megatron's group_limited_topk chooses (cost.group_routing), not 5.29 at EP 8.
     ep = np.array([1, 8, 16, 32, 64])
+    got = ranks_reached_per_token(256, 8, ep, 8, 4, "sigmoid")
+    assert got.tolist() == [group_limited_reach(256, 8, 8, 4, "sigmoid", False, int(e)) for e in ep]
+    assert got[1] == pytest.approx(3.97, abs=0.01) and got[0] == 1.0
+    # Every group open, or one group: the unrestricted formula, bit for bit.
     assert np.array_equal(ranks_reached_per_token(256, 8, ep, 8, 8), ranks_reached_per_token(256, 8, ep))
     assert np.array_equal(ranks_reached_per_token(256, 8, ep, 1, 1), ranks_reached_per_token(256, 8, ep))
-
-
-@pytest.mark.parametrize(("experts", "top_k", "groups", "open_groups"), [(12, 3, 4, 2), (12, 2, 6, 3), (16, 4, 8, 4)])
-def test_group_limited_reach_against_enumeration(experts, top_k, groups, open_groups):
-    # Every choice of open groups, then every top_k subset of their experts, equally likely; ranks
-    # hold contiguous blocks of experts, aligned with the groups or not (12 experts in groups of 3 over
-    # 3, 6 ranks; in groups of 2 over 4 ranks).
-    per_group = experts // groups
-    for ep in (ep for ep in range(1, experts + 1) if experts % ep == 0):
-        total, cases = 0.0, 0
-        for chosen in combinations(range(groups), open_groups):
-            candidates = [e for g in chosen for e in range(g * per_group, (g + 1) * per_group)]
-            for picks in combinations(candidates, top_k):
-                total += len({e // (experts // ep) for e in picks})
-                cases += 1
-        assert float(ranks_reached_per_token(experts, top_k, ep, groups, open_groups)) == pytest.approx(
-            total / cases, rel=1e-12), ep
 
 
 def test_rates_by_sm_count():
@@ -147,13 +116,13 @@ def test_moe_times_take_hybridep_inside_a_domain_only():
 
 def test_moe_times_take_the_groups_reach():
     # Qwen3-30B-A3B's 128 experts in 8 groups of 16, 4 open, at EP 16 (8 experts a rank, half a
-    # group): a rank is reached with 4 / 8 x (1 - C(56, 8) / C(64, 8)), not 1 - C(120, 8) / C(128, 8).
+    # group): the rows received scale with the sample's reach, not 16 (1 - C(120, 8) / C(128, 8)).
     tokens = 16384.0
     grouped = HYBRIDEP.model_copy(update={"moe": HYBRIDEP.moe.model_copy(update={"router_groups": 8,
                                                                                 "router_group_topk": 4})})
     times = [float(moe_times(GB200, m, tokens_per_tp_rank=tokens, ep=16, etp=1, ep_stride=1, elem_bytes=BF16_BYTES,
                              gpus_per_node=DOMAIN).all_to_all_s) for m in (HYBRIDEP, grouped)]
-    rows = 16 * 0.5 * (1 - comb(56, 8) / comb(64, 8))
+    rows = group_limited_reach(128, 8, 8, 4, "softmax", HYBRIDEP.moe.router_pre_softmax, 16)
     assert times[1] / times[0] == pytest.approx(rows / (16 * (1 - comb(120, 8) / comb(128, 8))), rel=1e-12)
 
 
