@@ -4,9 +4,12 @@ MoESpec's router fields (specs.moe.ROUTER_FIELDS) came after plan files did, wit
 schema_version: an older file's model.moe lacks them and reads as the defaults, Megatron's default
 router, not DeepSeek-V3's (expert bias, top-k scaling 2.5, 8 groups open 4), Kimi K2's, GLM-4.5's
 or Llama 4's (router_topk_norm came later still: a file with the others but not it is older too).
-None of them is a cost term (specs.moe), so every estimate, sp-simulate's timeline and sp-run read
-such a file alike; the flags do not: sp-report renders each framework's flags from the file's model
-(report.recommendation), and with the defaults they would train another router. Every
+Most of them are no cost term (specs.moe); the groups are one only through the HybridEP and DeepEP
+dispatch's reach (cost.group_routing). The flags are the rest: sp-report renders each framework's
+flags from the file's model (report.recommendation), and with the defaults they would train another
+router, so it refuses a router it cannot settle; sp-simulate times such a file's HybridEP or DeepEP
+dispatch with the default router, routing among all experts, and says so (router_timing_note);
+sp-run reads no router. Every
 file written since states them (write_plan_file dumps every field), so a model.moe without one is
 a file that does not say it. As planfile_unrecorded settles the attention fields, the router is:
 - the built-in model's of that name, where every architecture field the file states equals the
@@ -102,3 +105,15 @@ def unrecorded_router(stated: Mapping[str, Any], model: ModelSpec, builtins: Map
     return UnrecordedRouter(missing, {}, (
         f"{older}: its model {model.name}'s flags carry Megatron's default router{named}, as every model's did "
         f"then; {_REWRITE} if its router is another"), None)
+
+
+def router_timing_note(router: UnrecordedRouter | None, model: ModelSpec, *, source: str) -> str | None:
+    """sp-simulate's line for a file whose router could not be settled (`problem`): its HybridEP or
+    DeepEP dispatch reaches only the ranks of a group-limited router's chosen groups
+    (cost.group_routing), which the file does not say, so it is timed routing among all experts.
+    None where the router was settled or the dispatcher sends every copy (alltoall)."""
+    if router is None or router.problem is None or model.moe is None or model.moe.dispatcher == "alltoall":
+        return None
+    return (f"{source} was written before plan files recorded {_WHAT}: its {model.moe.dispatcher} dispatch is "
+            f"timed routing among all experts, an upper bound where {model.name} routes within expert groups; "
+            f"{_REWRITE}")

@@ -8,10 +8,10 @@ import pytest
 
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.catalog.hf_config import origin_model_type
-from sp_planner.cli import plan_cmd, report_cmd
+from sp_planner.cli import plan_cmd, report_cmd, simulate_cmd
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, load_plan_file, write_plan_file
-from sp_planner.planfile_router import _FROM_CONFIG, _OF_MODEL_TYPE
+from sp_planner.planfile_router import _FROM_CONFIG, _OF_MODEL_TYPE, router_timing_note
 from sp_planner.specs import Workload
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.moe import ROUTER_FIELDS, MoESpec
@@ -133,6 +133,24 @@ def test_an_import_whose_router_the_plan_does_not_keep_is_refused_by_sp_report(t
     report = run_main(report_cmd, path, "--out", tmp_path / "r")
     assert report.exit_code != 0 and " ".join(report.stderr.split()) == f"error: {loaded.router.problem}"
     assert not (tmp_path / "r").exists()
+
+
+def test_sp_simulate_says_an_unsettled_router_times_the_dispatch_among_all_experts(tmp_path, run_main):
+    # The groups set the HybridEP/DeepEP dispatch's reach (cost.group_routing): an older imported
+    # file that cannot say them was simulated with the default router and said nothing.
+    smaller = _hf_model(tmp_path, {**DEEPSEEK_V3, "_name_or_path": "my-org/DeepSeek-V3-mini", "num_hidden_layers": 8})
+    hybridep = smaller.model_copy(update={"moe": smaller.moe.model_copy(update={"dispatcher": "hybridep"})})
+    path = _without_router(_plan_file(tmp_path, hybridep))
+    loaded = load_plan_file(path)
+    note = router_timing_note(loaded.router, loaded.plan_file.model, source=f"plan file {path}")
+    assert note == (f"plan file {path} {OLDER}: its hybridep dispatch is timed routing among all experts, an upper "
+                    f"bound where DeepSeek-V3-mini routes within expert groups; {REWRITE}")
+    result = run_main(simulate_cmd, path, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0 and note in " ".join(result.stderr.split())
+    # settled (a current file) or sent as copies (alltoall): nothing to say
+    assert router_timing_note(None, hybridep, source="x") is None
+    alltoall = load_plan_file(_without_router(_plan_file(tmp_path, smaller)))
+    assert router_timing_note(alltoall.router, alltoall.plan_file.model, source="x") is None
 
 
 def test_an_import_whose_router_follows_from_its_model_type_takes_it(tmp_path):

@@ -36,6 +36,7 @@ from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
 from sp_planner.specs.hardware import FabricTopology
 from sp_planner.units import format_bytes, format_seconds
 from sp_planner.cli.help_format import PlainHelpCommand
+from sp_planner.planfile_router import router_timing_note
 from sp_planner.cli.terminal import stdout_console, terminal_columns, write_note, wrote_lines
 
 EPILOG = """\
@@ -161,6 +162,9 @@ def simulate_command(
         _replace_only_own(chart, figure_signature(gantt), "Gantt chart")
     if loaded.release_note is not None:  # a file that predates framework_version: the release it is timed as
         write_note(loaded.release_note, sys.stderr)
+    router_note = router_timing_note(loaded.router, pf.model, source=f"plan file {plan_file}")
+    if router_note is not None:  # a router the file does not say, which its dispatch's reach depends on
+        write_note(router_note, sys.stderr)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,

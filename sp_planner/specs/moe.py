@@ -21,8 +21,9 @@ MoEDispatcher = Literal["alltoall", "hybridep", "deepep"]
 # grouped, one kernel over every expert (torch._grouped_mm in torchtitan, TE's opt-in CUTLASS
 # grouped GEMM, the CuTe-DSL fused grouped MLP).
 MoEExpertGemm = Literal["per_expert", "grouped"]
-# How the router weighs the chosen experts (MoESpec's comment below): fields that change no cost term,
-# only the flags, and that plan files written before 423906e lack (planfile_router).
+# How the router weighs and limits the chosen experts (MoESpec's comment below): fields the flags
+# carry, a cost term only through the groups' dispatch reach (cost.group_routing), and that plan
+# files written before 423906e lack (planfile_router).
 ROUTER_FIELDS = ("router_pre_softmax", "score_correction_bias", "routed_scaling_factor", "probs_on_input",
                  "router_groups", "router_group_topk", "router_topk_norm")
 
@@ -49,9 +50,10 @@ class MoESpec(FrozenModel):
     # The router's score function (Megatron --moe-router-score-function; its default softmax):
     # DeepSeek-V3 and Llama 4 score with a sigmoid (HF DeepseekV3 scoring_func, Llama4Router).
     router_score_function: Literal["softmax", "sigmoid"] = "softmax"
-    # How the router turns scores into the chosen experts' weights. None of it changes a cost term
-    # (the router's GEMM and its element-wise passes are the same; cost.router); the flags carry it
-    # so the emitted run trains the model (flags.megatron_moe):
+    # How the router turns scores into the chosen experts' weights. None of it changes the router's
+    # work (its GEMM and element-wise passes are the same; cost.router), and only the groups change
+    # where tokens go (HybridEP and DeepEP's reach, cost.group_routing); the flags carry it all so
+    # the emitted run trains the model (flags.megatron_moe):
     # - router_pre_softmax: a softmax router takes the softmax over every expert, then the top k,
     #   and keeps those weights unnormalised (HF norm_topk_prob false, the Qwen3MoeConfig default;
     #   Megatron --moe-router-pre-softmax, as Megatron-Bridge's qwen3_moe_bridge.py sets it from
