@@ -74,7 +74,11 @@ class Candidates:
         return np.maximum(self.dp * self.ring * self.ulysses * self.tp // (self.ep * self.etp), 1)
 
     def take(self, index: np.ndarray) -> "Candidates":
-        """The candidates at `index` (every column, whatever columns the container has)."""
+        """The candidates at `index` (every column, whatever columns the container has). Integer
+        positions by ndarray.take (the same rows as indexing, ~1.5x faster: the search's scan
+        takes its rows this way a few hundred times), masks and slices by indexing."""
+        if isinstance(index, np.ndarray) and index.dtype.kind in "iu":
+            return type(self)(**{f.name: getattr(self, f.name).take(index, axis=0) for f in fields(self)})
         return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
     @classmethod

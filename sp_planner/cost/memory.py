@@ -41,6 +41,7 @@ layer; the ring and Ulysses buffers are locals of the attention call (cost.ring_
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import NamedTuple
 
 import numpy as np
@@ -70,6 +71,7 @@ from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.saved_inputs import kept_output_input_bytes
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.distinct import per_distinct_rows
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
 from sp_planner.plan import RECOMPUTE_FULL
@@ -115,6 +117,40 @@ class MemoryColumns(NamedTuple):
     peak_bytes: np.ndarray
 
 
+def _columns_but(*unread: str) -> tuple[str, ...]:
+    """The candidate columns but `unread`: a term's whole input, whose distinct rows (far fewer
+    than a MoE search's 10^5 rows a batch) it is priced on once each (distinct.per_distinct_rows;
+    a column added to Candidates is read until said otherwise)."""
+    return tuple(f.name for f in fields(Candidates) if f.name not in unread)
+
+
+# What _stage_states never reads: the micro-batch, recompute, the ring's layout and comm, FP8
+# attention and CPU offloading.
+STATE_COLUMNS = _columns_but("micro_batch", "recompute", "zigzag", "allgather", "fp8_attention",
+                             "cpu_offload_layers")
+# What cost.activations.saved_activation_bytes_per_layer never reads: the pipeline, ZeRO and the
+# data-parallel layout, the optimizer's moments, CPU offloading and the ring's layout.
+ACTIVATION_COLUMNS = _columns_but("pp", "vpp", "first_stage_layers", "last_stage_layers", "zero", "reshard", "dp",
+                                  "dp_replicate", "adam_moments_bf16", "cpu_offload_layers", "zigzag")
+# What cost.runtime_memory.runtime_bytes never reads: the choices of a rank's work, not its groups.
+RUNTIME_COLUMNS = _columns_but("micro_batch", "recompute", "zero", "reshard", "vpp", "first_stage_layers",
+                               "last_stage_layers", "precision", "fp8_current", "fp8_blockwise", "fp8_attention",
+                               "cpu_offload_layers", "adam_moments_bf16", "zigzag")
+
+
+def _stage_states(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                  states: TrainingStates, tp_gathers: TpGathers):
+    """Each stage's (params, grads, optimizer) bytes (cost.stage_states) over its own layers: its
+    count of MoE layers, not its layers x the share of them (cost.stage_params; DeepSeek-V3's first
+    stage of 3 dense layers holds no expert), where the model's layers differ as Megatron places
+    them, on its virtual stages too."""
+    stages = candidate_stage_layers(model, c)
+    held = stage_kind_layers(model, workload.seq_len, c)
+    own = stage_params(model, c.tp, c.pp, c.ep, c.etp, stages, placed_moe_layers(model, workload.seq_len, stages, held))
+    return stage_state_bytes(model, hardware, c, states, own, stages,
+                             caches_weight_casts=tp_gathers.caches_weight_casts)
+
+
 def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                    states: TrainingStates = MEGATRON_STATES, *, domain_gpus: int,
                    ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
@@ -132,19 +168,15 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     (cost.expert_padding: the router's extra rows are saved activations)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     stages = candidate_stage_layers(model, c)
-    # Each stage's own layers: its count of MoE layers, not its layers x the share of them
-    # (cost.stage_params; DeepSeek-V3's first stage of 3 dense layers holds no expert), where the
-    # model's layers differ as Megatron places them, on its virtual stages too.
     held = stage_kind_layers(model, workload.seq_len, c)
-    own = stage_params(model, tp, pp, c.ep, c.etp, stages, placed_moe_layers(model, workload.seq_len, stages, held))
-    first_states, middle_states, last_states = stage_state_bytes(
-        model, hardware, c, states, own, stages, caches_weight_casts=tp_gathers.caches_weight_casts)
+    first_states, middle_states, last_states = per_distinct_rows(
+        lambda rows: _stage_states(model, hardware, workload, rows, states, tp_gathers), c, STATE_COLUMNS)
 
     def saved_per_layer(spec: ModelSpec):
         """(saved, full) bytes a layer of `spec` keeps per micro-batch as the candidates run."""
-        return saved_activation_bytes_per_layer(spec, hardware, workload, c, sequence_parallel=sequence_parallel,
-                                                gathers=tp_gathers, compiled=compiled_layers,
-                                                expert_row_padding=expert_row_padding)
+        return per_distinct_rows(lambda rows: saved_activation_bytes_per_layer(
+            spec, hardware, workload, rows, sequence_parallel=sequence_parallel, gathers=tp_gathers,
+            compiled=compiled_layers, expert_row_padding=expert_row_padding), c, ACTIVATION_COLUMNS)
 
     stored, full_layer = saved_per_layer(model)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
@@ -198,7 +230,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                               states.compute_param_bytes)
     held = comm.tp_bytes + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,
                                              states=states, gathered_bytes_per_param=gathered_width)
-    reserve = runtime_bytes(hardware, c, domain_gpus=domain_gpus, nccl_dispatch=nccl_dispatch(model))
+    reserve = per_distinct_rows(lambda rows: runtime_bytes(hardware, rows, domain_gpus=domain_gpus,
+                                                           nccl_dispatch=nccl_dispatch(model)), c, RUNTIME_COLUMNS)
     if model.moe is not None and model.moe.dispatcher == "deepep":  # its NVLink and RDMA buffers
         reserve = reserve + deepep_buffer_bytes(model, np.asarray(c.etp) * np.asarray(c.ep), deepep_sms(model))
 
