@@ -47,16 +47,17 @@ class KindTable(NamedTuple):
 
 
 def kind_table(model: ModelSpec, seq_len: int, c: Candidates, micro_batches,
-               price: Callable[[ModelSpec, Candidates], LayerTimes]) -> KindTable:
+               price: Callable[[ModelSpec, Candidates], LayerTimes], walked: bool = True) -> KindTable:
     """The table of the candidates `c` (`micro_batches` a step each): where the model has more than
     one kind, `price(model, rows)` (cost.layer_times of another model on some rows: cost.step's
     candidate_layer_times with its runtime) called once per kind, on the pipelined rows, the
-    walked ZeRO-3 rows and, for the MTP depths' kind when the model trains them, every row."""
+    walked ZeRO-3 rows (`walked` False: none, for a reader without cost.kind_passes, whose rows
+    then read the same) and, for the MTP depths' kind when the model trains them, every row."""
     kinds = distinct_kinds(model, seq_len)
     piped = piped_rows(model, seq_len, c, micro_batches)
     if len(kinds) == 1:
         return KindTable(kinds, piped, None, (), ())
-    walks = kind_walks(model, seq_len, c)
+    walks = kind_walks(model, seq_len, c) if walked else None
     every = reduce(np.union1d, [piped] + ([] if walks is None else [walks.rows]))
     everything = np.arange(len(c.pp))
     mtp = mtp_kind(model, seq_len) if model.mtp_layers else None

@@ -54,10 +54,9 @@ from sp_planner.cost.overlap import (
 )
 from sp_planner.cost.ring_impl import TE_RING, RingImpl
 from sp_planner.cost.pipeline_dp import LOSS_BACKWARD_SHARE
-from sp_planner.cost.fp8_params import weight_cast_s
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
 from sp_planner.cost.stage_params import dp_lightest_middle_stages, dp_middle_stages, dp_ridden_middle_stages
-from sp_planner.cost.tied_embedding import tied_all_reduce_s
+from sp_planner.cost.zero_read_terms import zero_read_terms
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.pipeline_path import compute_path_s, pipeline_bubble_s
 from sp_planner.cost.pipeline_sends import edge_sends_s, kinds_edge_sends_s
@@ -97,7 +96,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
                moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING,
                lower_bound: bool = False) -> tuple:
     """TimeColumns' fields but the last, per candidate (step_columns adds the MFU ceiling's);
-    `lower_bound`: cost.step_bound.BOUND_ZEROED_PARTS left at 0, unpriced (cost.step_bound).
+    `lower_bound`: (the parts with cost.step_bound.BOUND_ZEROED_PARTS left at 0, unpriced, and
+    zero_read_terms left out, the pacing stage's layers, the micro-batches) for cost.step_bound.
     `cuda_graphs`: the CUDA graph scopes a run states (cost.cuda_graphs; none for sp-plan);
     `ring_impl`: the framework's ring backward (cost.ring_impl; Megatron's Transformer Engine ring);
     `grad_sync`: its data-parallel wrapper's gradient passes (cost.grad_buffer; None: not counted);
@@ -122,7 +122,8 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
     # Where the model's layers differ, each kind's layer priced once on the rows its readers need
     # (cost.kind_table); each stage's average layer from its own kinds (cost.stage_layer_times).
     table = kind_table(model, workload.seq_len, c, m,
-                       lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime))
+                       lambda kind, rows: candidate_layer_times(kind, hardware, workload, rows, **runtime),
+                       walked=not lower_bound)  # the bound prices no ZeRO-3 walk (cost.kind_passes)
     stage_lt = stage_layer_times(model, workload.seq_len, c, average, table)
     logits, out_tp_bwd = average.logits_s, average.out_tp_bwd_s
     head_tp, first_tp = average.head_tp_s, average.first_tp_s
@@ -218,16 +219,11 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
                                         first_bwd_s=first_bwd, head_s=head, head_bwd_s=ahead)
         edge = np.where(np.isnan(kind_sends), edge, kind_sends)
     pp_sends = pp_sends + edge
-    # A tied table's gradient all-reduce between the pipeline's ends, after the gradient sync and
-    # before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
-    # ends later runs beside it (cost.pipeline_tails takes that off).
-    tied = tied_all_reduce_s(model, hardware, c, gpus_per_node=gpn, states=states)
+    # The two terms that read ZeRO's stage (zero_read_terms); the bound leaves them to
+    # cost.step_bound, which adds them row by row (x + -0.0 is x bit for bit).
+    weight_cast, tied = (-0.0, -0.0) if lower_bound else zero_read_terms(
+        model, hardware, c, layers, m, gpus_per_node=gpn, states=states, tp_gathers=tp_gathers)
     pp_sends = pp_sends + tied
-
-    # FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
-    # FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
-    # torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers).
-    weight_cast = weight_cast_s(hardware, model, states, c, layers, m, tp_gathers)
 
     def parts(dp_exposed, optimizer_s, host_s) -> tuple:
         """TimeColumns' fields in their order, but the ceiling's."""
@@ -248,7 +244,7 @@ def time_parts(model: ModelSpec, hardware: HardwareProfile, workload: Workload, 
         )
 
     if lower_bound:
-        return parts(0.0, 0.0, 0.0)
+        return parts(0.0, 0.0, 0.0), layers, m
     by_stage = dp_stage_tables(model, hardware, c, stages=stages, gpus_per_node=gpn, seq_len=workload.seq_len,
                                states=states, which=("first", "middle", "last"))
     # ZeRO-3 gathers again in backward only when reshard_after_forward (cost.fsdp); HSDP's

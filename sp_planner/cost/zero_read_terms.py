@@ -1,0 +1,30 @@
+"""The terms of cost.step.time_parts before the data-parallel passes that read a data-parallel
+choice column (cost.step.DP_CHOICE_COLUMNS: ZeRO's stage), which cost.step_bound adds row by row to
+the rest, priced once per distinct row of the other columns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sp_planner.candidates import Candidates
+from sp_planner.cost.fp8_params import weight_cast_s
+from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
+from sp_planner.cost.tied_embedding import tied_all_reduce_s
+from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+
+def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, layers, micro_batches, *,
+                    gpus_per_node: int, states: TrainingStates = MEGATRON_STATES,
+                    tp_gathers: TpGathers = TE_TP_GATHERS, **_: Any) -> tuple:
+    """(the weight casts' seconds, the tied table's all-reduce), per candidate: the only terms of
+    cost.step.time_parts before the data-parallel passes that read c.zero (cost.step_bound).
+    FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
+    FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
+    torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers). A tied
+    table's gradient all-reduce runs between the pipeline's ends, after the gradient sync and
+    before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
+    ends later runs beside it (cost.pipeline_tails takes that off)."""
+    return (weight_cast_s(hardware, model, states, c, layers, micro_batches, tp_gathers),
+            tied_all_reduce_s(model, hardware, c, gpus_per_node=gpus_per_node, states=states))
