@@ -2,18 +2,17 @@
 ACTIVATION_COLUMNS, RUNTIME_COLUMNS, distinct.per_distinct_rows) give every row of a MoE search
 what pricing every row gives it, bit for bit, under every framework's runtime."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 
-from sp_planner.candidates import Candidates
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost import memory as memory_module
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, TORCHTITAN_V02_RUNTIME
 from sp_planner.search_columns import candidate_memory, search_axes
 from sp_planner.space import Pins, degree_tuples, expand_candidates, search_order, with_expert_degrees
 from sp_planner.specs import Workload
+from tests.cost.candidate_variants import with_fixed_choices_flipped
 
 WORKLOAD = Workload(seq_len=32768, global_batch=64, causal=True)
 RUNTIMES = {**FRAMEWORK_RUNTIME, "torchtitan-0.2": TORCHTITAN_V02_RUNTIME}
@@ -28,9 +27,7 @@ def question(request):
     axes = search_axes(model, hardware)
     degrees = search_order(with_expert_degrees(degree_tuples(64, Pins()), axes.num_experts, Pins()))
     c = expand_candidates(WORKLOAD, degrees[:60], Pins(), 8, axes=axes)
-    flipped = dataclasses.replace(c, adam_moments_bf16=~c.adam_moments_bf16, fp8_attention=~c.fp8_attention,
-                                  zigzag=~c.zigzag, cpu_offload_layers=np.where(c.pp == 1, 2, 0))
-    return model, hardware, Candidates.concat([c, flipped])
+    return model, hardware, with_fixed_choices_flipped(c)
 
 
 def _every_row(monkeypatch) -> None:

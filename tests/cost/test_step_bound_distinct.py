@@ -2,12 +2,10 @@
 the tied all-reduce (cost.zero_read_terms) added row by row, give every row of a search the bound
 pricing every row gives it, bit for bit, under every framework's runtime."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 
-from sp_planner.candidates import Candidates
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost import step_bound
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
@@ -15,6 +13,7 @@ from sp_planner.distinct import distinct_key, per_key
 from sp_planner.search_columns import candidate_step_bound_s, search_axes
 from sp_planner.space import Pins, enumerate_candidates
 from sp_planner.specs import Workload
+from tests.cost.candidate_variants import with_fixed_choices_flipped
 
 WORKLOAD = Workload(seq_len=16384, global_batch=64, causal=True)
 
@@ -26,9 +25,7 @@ def question(request):
     FP8 attention, the ring layout, CPU offloading at pp 1) flipped."""
     model, hardware = load_model(request.param), load_hardware("h100-sxm")
     c = enumerate_candidates(WORKLOAD, 32, Pins(precision=None), 8, axes=search_axes(model, hardware))
-    flipped = dataclasses.replace(c, adam_moments_bf16=~c.adam_moments_bf16, fp8_attention=~c.fp8_attention,
-                                  zigzag=~c.zigzag, cpu_offload_layers=np.where(c.pp == 1, 2, 0))
-    return model, hardware, Candidates.concat([c, flipped])
+    return model, hardware, with_fixed_choices_flipped(c)
 
 
 def _every_row(monkeypatch) -> None:
