@@ -62,31 +62,28 @@ def _scan(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degre
                                       gpus_per_node=gpus_per_node, axes=axes))
     for chunk in enumerated:
         code = first_rule(rule_masks(model, workload, chunk), len(chunk))
-        if breakers is None:
-            rows = np.arange(len(chunk))
-            e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, runtime)
-        elif pruned is not None:
-            pruned.add(chunk, code, seen)
-            counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
-            seen += len(chunk)
-            costed += int(np.count_nonzero(code < 0))
-            progress(seen, total, what.format(plural(total, 'candidate')))
-            continue
+        if pruned is not None:
+            pruned.add(chunk, code, seen)  # costed, its OOM rows counted, when it finishes
         else:
-            rows = np.flatnonzero(code >= 0 if breakers else code < 0)
-            e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows], runtime)
+            if breakers is None:
+                rows = np.arange(len(chunk))
+                e = _evaluate(model, hardware, workload, chunk, gpus_per_node, code, runtime)
+            else:
+                rows = np.flatnonzero(code >= 0 if breakers else code < 0)
+                e = _evaluate(model, hardware, workload, columns.take(chunk, rows), gpus_per_node, code[rows],
+                              runtime)
+            counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))  # the OOM rows (a breaker keeps its rule)
+            index = seen + rows
+            if not breakers:  # each tuple's best so far (search_prune reads them): merged([all chunks']) as it goes
+                bests = merged([bests, tuple_bests(e, index)])
+            if keep is None:
+                parts.append(_Best(e, index))
+            elif len(rows):
+                best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         if not breakers:  # the rules are counted once, in the pass over every candidate
             counts += np.bincount(code[code >= 0], minlength=len(RULES) + 1)
-        counts[len(RULES)] += np.count_nonzero(e.rule_code == len(RULES))  # 0 where counted above
-        index = seen + rows
-        if not breakers:  # each tuple's best so far (search_prune reads them): merged([all chunks']) as it goes
-            bests = merged([bests, tuple_bests(e, index)])
-        if keep is None:
-            parts.append(_Best(e, index))
-        elif len(rows):
-            best = _keep_best(best, e, index, hardware.hbm_bytes, keep)
         seen += len(chunk)
-        costed += len(rows) if breakers else int(np.count_nonzero(code < 0))
+        costed += int(np.count_nonzero(code >= 0 if breakers else code < 0))
         progress(seen, total, what.format(plural(total, 'candidate')))
     if pruned is not None:
         best, bests, oom = pruned.finish()
