@@ -237,7 +237,11 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     (planfile_router): a built-in model's are taken from the catalog, or `given`'s (sp-run's flags)
     where the file lacks them."""
     data = read_structured(Path(path), what="plan")
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        # A CSV, a list or an empty file: what it holds, and which file to give instead.
+        raise UserInputError(f"plan file {path} is not a plan file (it holds {kind_of(data)}, not a mapping); "
+                             "give a plan.json written by sp-plan --out")
+    version = data.get("schema_version")
     if isinstance(version, str) and not is_plan_file(data):
         # sp-plan --format json's output and sp-report's summary.json are "sp-planner.summary/N":
         # another kind of file, not a plan file of another release.
@@ -246,10 +250,6 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
     if version not in (None, SCHEMA_VERSION):
         raise UserInputError(f"plan file {path} has schema_version {version!r}; this sp-planner reads "
                              f"{SCHEMA_VERSION!r}")
-    if not isinstance(data, dict):
-        # A CSV, a list or an empty file: what it holds, and which file to give instead.
-        raise UserInputError(f"plan file {path} is not a plan file (it holds {kind_of(data)}, not a mapping); "
-                             "give a plan.json written by sp-plan --out")
     if not {"schema_version", "model"} & data.keys():
         # Another kind of file (a hardware profile, an sp-run result, sp-simulate's timeline.json,
         # which holds a plan but no model): one short line, not a list of every field it lacks and
@@ -257,7 +257,6 @@ def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> Loaded
         raise UserInputError(f"plan file {path} is not a plan file (no schema_version or model); give a "
                              "plan.json written by sp-plan --out")
     plan_file = validate_as(PlanFile, data, what="plan", path=path)
-    assert isinstance(data, dict)  # validate_as accepted it as a PlanFile
     unrecorded = unrecorded_fields(data["model"], plan_file.model, builtin_models(), source=f"plan file {path}",
                                    given=given)
     if unrecorded is not None and unrecorded.updates:
