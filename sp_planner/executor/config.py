@@ -148,6 +148,11 @@ def config_problems(cfg: RunConfig) -> list[str]:
     if cfg.window is not None and not cfg.causal:
         problems.append(f"a {cfg.window_kind} window ({cfg.window} tokens) is a causal model's local attention; "
                         "add --causal")
+    if cfg.window is not None and cfg.window >= cfg.seq_len:
+        # A query sees at most seq_len keys, so such a window masks nothing: the run would be plain
+        # causal attention reported as a windowed one.
+        problems.append(f"a {cfg.window_kind} window of {cfg.window} tokens covers the whole {cfg.seq_len}-token "
+                        "sequence, which is full causal attention: give --window below --seq-len, or drop it")
     if not cfg.score_mods:  # with them the math kernel runs, which takes any head dim
         problems += kernel_problems(device=cfg.device, kernel=cfg.kernel, head_dim=cfg.kernel_head_dim,
                                      elem_bytes=cfg.elem_bytes)

@@ -74,6 +74,12 @@ def test_layer_choices_a_model_does_not_have_are_refused():
      "--softmax-scale -0.1: must be a finite positive number"),
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--softmax-scale", "inf"],
      "--softmax-scale inf: must be a finite positive number"),
+    # A window not shorter than the sequence masks nothing: it ran full attention and passed as windowed.
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--causal", "--window", "48"],
+     "a sliding window of 48 tokens covers the whole 48-token sequence, which is full causal attention"),
+    (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--causal", "--window", "64",
+      "--window-kind", "chunked"],
+     "a chunked window of 64 tokens covers the whole 48-token sequence"),
     # A window kind without a window ran plain attention and passed.
     (["--seq-len", "48", "--heads", "4", "--head-dim", "8", "--causal", "--window-kind", "chunked"],
      "--window-kind chunked shapes a local window: give --window"),
