@@ -109,7 +109,8 @@ def run(
     softcap: Annotated[Optional[float], typer.Option(
         help="Attention logit softcap c > 0: scores -> c*tanh(scores/c) (Gemma 2: 50).")] = None,
     window: Annotated[Optional[str], typer.Option(
-        help="Local attention: each query sees this many keys ending at itself (needs --causal; below --seq-len).")] = None,
+        help="Local attention: each query sees this many keys ending at itself (needs --causal; below "
+             "--seq-len).")] = None,
     window_kind: Annotated[Optional[WindowKind], typer.Option(
         help="sliding: the keys ending at the query; chunked: the query's own chunk [default: sliding].")] = None,
     layer: Annotated[Optional[Layer], typer.Option(
