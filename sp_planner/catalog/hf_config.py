@@ -16,7 +16,8 @@ Gemma 2 and 3 (gemma3 wraps the decoder, gemma3_text, in text_config): hf_gemma.
 layer MoE, attention sinks, 1:1 sliding:full layers): hf_gpt_oss. GLM-4.5/4.6 (glm4_moe: dense first
 layers, shared expert, sigmoid router, QK norm, partial RoPE): hf_glm.
 What each layer holds is read in hf_layers, the rotary embedding's softmax scale in hf_rope. What
-the spec leaves out is listed in its sources after NOT_MODELLED (import_notes), for the CLI to say.
+the spec leaves out is listed in its sources after NOT_MODELLED, what it prices otherwise than a field
+says after MODELLED (hf_fields; import_notes), for the CLI to say.
 """
 
 from __future__ import annotations
@@ -25,17 +26,16 @@ import re
 from pathlib import Path
 
 from sp_planner.catalog import hf_gemma, hf_glm, hf_gpt_oss, hf_kimi, hf_layers, hf_rope
-from sp_planner.catalog.hf_fields import WHAT, error, flag, positive_int, probability
+from sp_planner.catalog.hf_fields import MODELLED, NOT_MODELLED, WHAT, error, flag, positive_int, probability
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.specs.attention import LEARNABLE, VANILLA
 from sp_planner.specs.model import ROPE, ModelSpec
+from sp_planner.specs.moe import MoESpec
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3",
                                            hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
                                            hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
-# A sources entry starting so says what the spec leaves out of the model (import_notes).
-NOT_MODELLED = "not modelled: "
 
 _HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -71,8 +71,10 @@ def load_hf_config(path: Path) -> ModelSpec:
 
 
 def import_notes(spec: ModelSpec) -> list[str]:
-    """What an imported config.json holds that the spec leaves out, one line each."""
-    return [entry.removeprefix(NOT_MODELLED) for entry in spec.sources if entry.startswith(NOT_MODELLED)]
+    """What an imported config.json holds that the spec leaves out or prices otherwise than a field
+    says (its NOT_MODELLED and MODELLED sources), one line each."""
+    return [entry.removeprefix(prefix) for entry in spec.sources for prefix in (NOT_MODELLED, MODELLED)
+            if entry.startswith(prefix)]
 
 
 def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
@@ -195,14 +197,16 @@ def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = No
         "hf_repo": repo,
     }
     sources = _sources(cfg, model_type, hf_kimi.MODEL_TYPE if kimi else model_type, path)
-    # DeepSeek-V3 (and Kimi K2, read as it): its group-limited routing (DeepseekV3Config defaults
-    # n_group 8, topk_group 4), and the MTP module it trains (depth 1: arXiv 2412.19437 s2.2, s4.2).
-    deepseek_notes = [note for note in (
-        hf_layers.group_routing_note(cfg, path, default_groups=8, default_open=4),
-        hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
-                           "arXiv 2412.19437 s2.2 and s4.2", hf_model="DeepseekV3Model"),
-    ) if note] if model_type == "deepseek_v3" else []
-    fields["sources"] = (*sources, *(NOT_MODELLED + note for note in (*glm_notes, *deepseek_notes)))
+    # DeepSeek-V3 (and Kimi K2, read as it): the MTP module it trains (depth 1: arXiv 2412.19437 s2.2, s4.2).
+    mtp = hf_layers.mtp_note(cfg, path, trained_by="DeepSeek-V3's pretraining", how="an MTP depth of 1, "
+                             "arXiv 2412.19437 s2.2 and s4.2",
+                             hf_model="DeepseekV3Model") if model_type == "deepseek_v3" else None
+    deepseek_notes = () if mtp is None else (mtp,)
+    # Group-limited routing (DeepSeek-V3, GLM) is kept and priced: noted as MODELLED, first.
+    moe = fields["moe"]
+    routing = hf_layers.group_routing_note(moe) if isinstance(moe, MoESpec) else None
+    fields["sources"] = (*sources, *(() if routing is None else (MODELLED + routing,)),
+                         *(NOT_MODELLED + note for note in (*glm_notes, *deepseek_notes)))
     # Not strict: `fields` holds what hf_fields read (each value type-checked there) and the specs
     # built from it, not the file's own values.
     spec = validate_as(ModelSpec, fields, what=WHAT, path=path, strict=False)

@@ -9,6 +9,11 @@ from pathlib import Path
 from sp_planner.errors import UserInputError
 
 WHAT = "model config"
+# A model's sources entry starting with one of these is an import note the CLI prints (without the
+# prefix; hf_config.import_notes): NOT_MODELLED for what the spec leaves out of the model, MODELLED
+# for what it keeps and prices otherwise than a plain field says (group-limited routing).
+NOT_MODELLED = "not modelled: "
+MODELLED = "modelled: "
 
 
 def error(path: Path, message: str) -> UserInputError:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from sp_planner.catalog import hf_rope
 from sp_planner.catalog.hf_fields import count, error, number, positive_int, positive_number
-from sp_planner.catalog.hf_layers import expert_counts, group_routing_note, mtp_note, router_groups, sigmoid_topk_norm
+from sp_planner.catalog.hf_layers import expert_counts, mtp_note, router_groups, sigmoid_topk_norm
 from sp_planner.specs.moe import MoESpec
 
 MODEL_TYPE = "glm4_moe"
@@ -41,8 +41,8 @@ ROUTED_SCALING_FACTOR = 1.0
 
 def moe(cfg: dict, path: Path) -> MoESpec:
     """The MoE layers from first_k_dense_replace on. Grouped routing (topk_group of n_group groups,
-    both 1 in every published GLM-4.5/4.6 config) is noted (hf_layers.group_routing_note, as for
-    DeepSeek-V3), kept for the flags and priced in the dispatch's reach (MoESpec.router_groups)."""
+    both 1 in every published GLM-4.5/4.6 config) is kept for the flags and priced in the dispatch's
+    reach (MoESpec.router_groups), and noted as for DeepSeek-V3 (hf_layers.group_routing_note)."""
     experts, top_k = expert_counts(cfg, path, "n_routed_experts", top_k_default=NUM_EXPERTS_PER_TOK)
     shared = count(cfg, "n_shared_experts", path) if "n_shared_experts" in cfg else NUM_SHARED_EXPERTS
     first_dense = (count(cfg, "first_k_dense_replace", path) if "first_k_dense_replace" in cfg
@@ -92,8 +92,7 @@ def rotary_dims(cfg: dict, path: Path, head_dim: int) -> int:
 
 
 def not_modelled(cfg: dict, path: Path, *, head_dim: int) -> tuple[str, ...]:
-    """What ModelSpec leaves out (import_notes prints them): partial RoPE, group-limited routing, the
-    MTP layers."""
+    """What ModelSpec leaves out (import_notes prints them): partial RoPE, the MTP layers."""
     dims = rotary_dims(cfg, path, head_dim)
     notes = []
     if dims < head_dim:
@@ -101,8 +100,6 @@ def not_modelled(cfg: dict, path: Path, *, head_dim: int) -> tuple[str, ...]:
                      f"(partial_rotary_factor), timed as RoPE over whole heads: Transformer Engine's fused RoPE "
                      "reads and writes every q and k element either way (it copies the unrotated rest); the "
                      f"model's own Megatron flags need --rotary-percent {dims / head_dim:g}")
-    if (groups := group_routing_note(cfg, path, default_groups=N_GROUP, default_open=TOPK_GROUP)) is not None:
-        notes.append(groups)
     mtp = mtp_note(cfg, path, trained_by="Megatron-Bridge's GLM45Bridge",
                    how="mtp_num_layers = num_nextn_predict_layers", hf_model="Glm4MoeModel")
     if mtp:

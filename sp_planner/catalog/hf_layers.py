@@ -193,20 +193,18 @@ def mtp_note(cfg: dict, path: Path, *, trained_by: str, how: str, hf_model: str)
             f"trains {it}: {how}; transformers' {hf_model} does not build {it})")
 
 
-def group_routing_note(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> str | None:
-    """import_notes' line on group-limited routing (DeepseekV3Config and Glm4MoeConfig n_group and
-    topk_group: each token's experts lie in its top topk_group of n_group expert groups; DeepSeek-V3
-    makes the groups nodes, "each token will be sent to at most 4 nodes", arXiv 2412.19437 s2.1.2;
-    Megatron --moe-router-num-groups / --moe-router-group-topk), None where every group is open.
-    The costs price it where a token's copies go once a rank or node (HybridEP's and DeepEP's
+def group_routing_note(moe: MoESpec) -> str | None:
+    """import_notes' line on group-limited routing (MoESpec.router_groups, router_group_topk, read
+    from DeepseekV3Config and Glm4MoeConfig n_group and topk_group by router_groups: each token's
+    experts lie in its top topk_group of n_group expert groups; DeepSeek-V3 makes the groups nodes,
+    "each token will be sent to at most 4 nodes", arXiv 2412.19437 s2.1.2; Megatron
+    --moe-router-num-groups / --moe-router-group-topk), None where every group is open. The spec keeps
+    it and the costs price it where a token's copies go once a rank or node (HybridEP's and DeepEP's
     dispatch: only the ranks and nodes of its chosen groups, cost.hybridep.ranks_reached_per_token);
-    NCCL's all-to-all sends the same top_k copies either way. The defaults are the configuration
-    class's (DeepseekV3Config 8 and 4, Glm4MoeConfig 1 and 1)."""
-    groups, open_groups = router_groups(cfg, path, default_groups=default_groups, default_open=default_open)
-    if open_groups == groups:
+    NCCL's all-to-all sends the same top_k copies either way."""
+    if moe.router_groups == 1:
         return None
-    # Both configuration classes default num_experts_per_tok to 8.
-    top_k = positive_int(cfg, "num_experts_per_tok", path, default=8)
+    groups, open_groups, top_k = moe.router_groups, moe.router_group_topk, moe.top_k
     flags = "which sp-plan's Megatron flags carry" if top_k // open_groups == GROUP_RANK_SCORES else (
         f"which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a group by its top {top_k} // "
         f"{open_groups} scores, the model by its top {GROUP_RANK_SCORES}")

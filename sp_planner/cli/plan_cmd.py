@@ -260,7 +260,7 @@ def plan(
                  framework_device_note(question.hardware, framework), timing_note):
         if note is not None:
             write_note(note, sys.stderr)
-    for line in import_notes(question.model):  # what an imported config.json holds that is not modelled
+    for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced
         write_note(line, sys.stderr)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)

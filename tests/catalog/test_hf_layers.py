@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sp_planner.catalog import import_notes, load_hf_config
-from sp_planner.catalog.hf_layers import group_routing_note, mtp_note
+from sp_planner.catalog import import_notes, load_hf_config, load_model
+from sp_planner.catalog.hf_fields import MODELLED, NOT_MODELLED
+from sp_planner.catalog.hf_layers import group_routing_note, mtp_note, router_groups
 from sp_planner.errors import UserInputError
+from sp_planner.specs.moe import MoESpec
 from tests.catalog.hf_configs import (
     DEEPSEEK_V3,
     LLAMA3_8B,
@@ -159,13 +161,18 @@ def test_mtp_note_counts_the_layers():
 # DeepSeek-V3's published config: n_group 8, topk_group 4 (each token within 4 of 8 groups, the nodes
 # of its deployment, arXiv 2412.19437 s2.1.2): noted, and priced in the flex dispatchers' reach.
 def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
-    notes = import_notes(load_hf_config(write_config(tmp_path, DEEPSEEK_V3)))
-    assert notes[0] == (
+    spec = load_hf_config(write_config(tmp_path, DEEPSEEK_V3))
+    note = (
         "group-limited routing (each token's experts within 4 of 8 expert groups, Megatron "
         "--moe-router-num-groups 8 --moe-router-group-topk 4, which sp-plan's Megatron flags carry) is priced where "
         "a token goes once a rank or node: the HybridEP and DeepEP dispatchers send it to the ranks and nodes of "
         "its chosen groups only (as Megatron's router chooses them from random logits); NCCL's all-to-all sends "
         "the same top-k copies a token either way")
+    assert import_notes(spec)[0] == note
+    # The spec keeps and prices it: its sources say "modelled", not "not modelled" as the MTP note does.
+    assert MODELLED + note in spec.sources and NOT_MODELLED + note not in spec.sources
+    assert [s.split(":")[0] for s in spec.sources if s.startswith((MODELLED, NOT_MODELLED))] == [
+        "modelled", "not modelled"]
     # DeepseekV3Config's own defaults are 8 and 4: a config leaving both out is limited too.
     bare = {k: v for k, v in DEEPSEEK_V3.items() if k not in ("n_group", "topk_group")}
     assert import_notes(load_hf_config(write_config(tmp_path, bare, "bare")))[0].startswith(
@@ -175,16 +182,27 @@ def test_deepseek_v3s_group_limited_routing_is_noted(tmp_path):
         load_hf_config(write_config(tmp_path, open_cfg, "open"))))
 
 
-def test_group_routing_note_refuses_more_open_groups_than_groups():
-    assert group_routing_note({"n_group": 4, "topk_group": 4}, Path("c.json"), default_groups=8, default_open=4) is None
+def test_the_builtin_deepseek_v3_notes_its_group_routing_as_modelled(tmp_path):
+    builtin = load_model("deepseek-v3")
+    assert [s for s in builtin.sources if s.startswith(NOT_MODELLED)] == []
+    assert [s for s in builtin.sources if s.startswith(MODELLED)] == [
+        MODELLED + import_notes(load_hf_config(write_config(tmp_path, DEEPSEEK_V3)))[0] + "; HF config.json n_group 8, "
+        "topk_group 4"]
+
+
+def test_too_many_open_groups_are_refused():
     with pytest.raises(UserInputError, match="topk_group 5 exceeds n_group 4"):
-        group_routing_note({"n_group": 4, "topk_group": 5}, Path("c.json"), default_groups=8, default_open=4)
+        router_groups({"n_group": 4, "topk_group": 5}, Path("c.json"), default_groups=8, default_open=4)
 
 
 def test_group_routing_note_says_where_megatron_ranks_the_groups_otherwise():
-    published = group_routing_note({"num_experts_per_tok": 8}, Path("c.json"), default_groups=8, default_open=4)
+    assert group_routing_note(MoESpec(num_experts=256, top_k=8, moe_intermediate_size=64)) is None
+    published = group_routing_note(MoESpec(num_experts=256, top_k=8, moe_intermediate_size=64, router_groups=8,
+                                            router_group_topk=4))
+    assert published is not None
     assert "--moe-router-group-topk 4, which sp-plan's Megatron flags carry) is priced where" in published
-    other = group_routing_note({"num_experts_per_tok": 8, "topk_group": 2}, Path("c.json"), default_groups=8,
-                               default_open=4)
-    assert ("--moe-router-group-topk 2, which sp-plan's Megatron and MindSpeed flags refuse: Megatron-Core ranks a "
-            "group by its top 8 // 2 scores, the model by its top 2) is priced where") in other
+    other = group_routing_note(MoESpec(num_experts=256, top_k=8, moe_intermediate_size=64, router_groups=8,
+                                        router_group_topk=2))
+    assert other is not None and ("--moe-router-group-topk 2, which sp-plan's Megatron and MindSpeed flags refuse: "
+                                  "Megatron-Core ranks a group by its top 8 // 2 scores, the model by its top 2) is "
+                                  "priced where") in other
