@@ -218,8 +218,18 @@ def group_routing_note(moe: MoESpec) -> str | None:
 def sigmoid_topk_norm(cfg: dict, path: Path, top_k: int) -> bool:
     """MoESpec.router_topk_norm of a sigmoid router: norm_topk_prob (DeepseekV3Config and
     Glm4MoeConfig default true; DeepseekV3TopkRouter and Glm4MoeMoE divide the chosen scores by
-    their sum only then). Top-1 keeps True, which the spec requires: a top-1 sigmoid weight is its score."""
-    return top_k == 1 or flag(cfg, "norm_topk_prob", path, default=True)
+    their sum only then). A top-1 router keeps True, which the spec requires, where its weight is its
+    score (norm_topk_prob false); with norm_topk_prob true transformers divides the one score by
+    itself (`topk_weights /= topk_weights.sum(...) + 1e-20`, no top_k test), a weight of 1, where
+    Megatron-Core keeps the score (`... if topk > 1 else scores`, megatron-core 0.16.1
+    moe_utils.topk_routing_with_score_function): refused, as MoESpec cannot state it."""
+    norm = flag(cfg, "norm_topk_prob", path, default=True)
+    if top_k == 1 and norm:
+        raise error(path, "num_experts_per_tok 1 with norm_topk_prob true is not supported: the sigmoid router "
+                    "divides its one chosen score by itself (a weight of 1, times routed_scaling_factor), where "
+                    "Megatron-Core weighs a top-1 sigmoid expert by its score; set norm_topk_prob false to plan "
+                    "the score-weighted router")
+    return True if top_k == 1 else norm
 
 
 def router_groups(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> tuple[int, int]:

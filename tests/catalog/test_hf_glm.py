@@ -134,6 +134,7 @@ def test_transformers_5_partial_rotary_factor_inside_rope_parameters_is_read(tmp
     ({**GLM_45, "partial_rotary_factor": 0.2}, "partial_rotary_factor 0.2 of head_dim 128 rotates 25 dims"),
     ({**GLM_45, "num_experts_per_tok": 200}, "num_experts_per_tok 200 exceeds n_routed_experts 160"),
     ({**GLM_45, "use_qk_norm": "yes"}, "field 'use_qk_norm' must be true or false"),
+    ({**GLM_45, "num_experts_per_tok": 1}, "num_experts_per_tok 1 with norm_topk_prob true is not supported"),
 ])
 def test_what_the_spec_cannot_represent_is_refused_in_one_line(tmp_path, cfg, expected):
     assert expected in import_error(tmp_path, cfg)

@@ -93,6 +93,20 @@ def test_deepseek_router_groups(tmp_path, change, groups):
     assert (moe.router_groups, moe.router_group_topk) == groups
 
 
+TOP1_NORM_REFUSAL = (
+    "num_experts_per_tok 1 with norm_topk_prob true is not supported: the sigmoid router divides its one chosen "
+    "score by itself (a weight of 1, times routed_scaling_factor), where Megatron-Core weighs a top-1 sigmoid expert "
+    "by its score; set norm_topk_prob false to plan the score-weighted router")
+
+
+@pytest.mark.parametrize("change", [{"num_experts_per_tok": 1}, {"num_experts_per_tok": 1, "norm_topk_prob": True}])
+def test_a_normalised_sigmoid_top_1_router_is_refused_in_one_line(tmp_path, change):
+    # DeepseekV3TopkRouter and Glm4MoeMoE divide the chosen scores by their sum for any top_k (norm_topk_prob,
+    # default true): one expert's weight is 1; megatron-core keeps a top-1 sigmoid score
+    # (tests/flags/test_megatron_moe.py runs its router). GLM shares the reader (tests/catalog/test_hf_glm.py).
+    assert TOP1_NORM_REFUSAL in import_error(tmp_path, {**DEEPSEEK_V3, **change})
+
+
 @pytest.mark.parametrize(("change", "norm"), [
     ({}, True),  # the published config leaves norm_topk_prob out: DeepseekV3Config's default true
     ({"norm_topk_prob": True}, True),

@@ -150,3 +150,15 @@ def test_a_router_megatron_computes_otherwise_is_refused_in_one_line(sp_plan, tm
     published = sp_plan(*question[:1], str(write_config(tmp_path, {**DEEPSEEK_V3, **DEEPSEEK_MINI}, "published")),
                         *question[2:], "--framework", "megatron")
     assert published.exit_code == 0 and "--moe-router-group-topk 4" in published.stdout
+
+
+def test_a_normalised_sigmoid_top_1_router_is_refused_before_planning(sp_plan, tmp_path):
+    # HF's DeepSeek-V3 router weighs a top-1 expert 1 under norm_topk_prob true, Megatron-Core by its score:
+    # one line, exit 2 (a usage error), no plan.
+    from tests.catalog.hf_configs import DEEPSEEK_V3
+
+    path = write_config(tmp_path, {**DEEPSEEK_V3, **DEEPSEEK_MINI, "num_experts_per_tok": 1, "n_group": 1,
+                                   "topk_group": 1})
+    result = sp_plan("--model", str(path), "--hardware", "h100-sxm", "--nodes", "1", "--seq-len", "4k")
+    assert result.exit_code == 2 and not result.stdout
+    assert "num_experts_per_tok 1 with norm_topk_prob true is not supported" in " ".join(result.stderr.split())

@@ -452,3 +452,17 @@ def test_megatron_core_renormalises_a_sigmoid_top_k_so_unnormalised_routers_are_
     assert not mindspeed.supported and "MindSpeed's Megatron-Core 0.12.1 divides" in mindspeed.reason
     # DeepSeek-V3 as published (normalised, 8 // 4 = 2 scores a group) keeps its flags.
     assert _one_node(DEEPSEEK_V3).supported
+
+
+def test_megatron_core_weighs_a_sigmoid_top_1_expert_by_its_score():
+    # megatron-core's own routing at top_k 1 keeps the sigmoid score (`... if topk > 1 else scores`), times
+    # the scaling factor; transformers' DeepSeek-V3/GLM router with norm_topk_prob true weighs it 1, which
+    # the import refuses (tests/catalog/test_hf_layers.py), and with it false the score, as Megatron.
+    from megatron.core.transformer.moe.moe_utils import topk_routing_with_score_function
+
+    logits = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    probs, routing_map = topk_routing_with_score_function(logits, 1, score_function="sigmoid", scaling_factor=2.5)
+    chosen = logits.argmax(dim=-1, keepdim=True)
+    assert torch.equal(routing_map.nonzero()[:, 1:], chosen)
+    torch.testing.assert_close(probs.gather(1, chosen), 2.5 * torch.sigmoid(logits.gather(1, chosen)))
+    assert bool((probs.sum(dim=-1) < 2.5).all())  # never the 1 x 2.5 of a normalised top-1 weight
