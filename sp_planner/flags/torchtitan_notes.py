@@ -5,6 +5,7 @@ that the run will do differently."""
 from __future__ import annotations
 
 from sp_planner.flags.base import FlagRequest
+from sp_planner.flags.torchtitan_router import router_notes
 
 
 def fsdp_enabled(request: FlagRequest) -> bool:
@@ -84,4 +85,4 @@ def shared_notes(request: FlagRequest) -> list[str]:
     if p.vpp > 1:
         notes.append("Interleaved1F1B is planned with the interleaved schedule's bubble (pp - 1)/vpp; "
                      "torchtitan's ZBVZeroBubble and DualPipeV schedules are not modelled.")
-    return notes
+    return notes + router_notes(request)

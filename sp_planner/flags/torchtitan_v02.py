@@ -19,6 +19,7 @@ from sp_planner.flags.base import (
 )
 from sp_planner.flags.experts import torchtitan_debug_items, torchtitan_failures, torchtitan_items
 from sp_planner.flags.torchtitan_notes import expert_notes, fsdp_enabled, shared_notes
+from sp_planner.flags.torchtitan_router import router_failures
 from sp_planner.plan import PRECISIONS
 
 # ZeRO stage -> fsdp_reshard_after_forward. FSDP2 always shards gradients (reduce-scatter), so it has
@@ -71,7 +72,7 @@ def failures(request: FlagRequest) -> list[str]:
         # first stage's embedding and the last stage's output would train apart, untied.
         failures.append(f"tie_word_embeddings with pp {p.pp} cannot be expressed: torchtitan does not tie "
                         "the embedding and the output across pipeline stages; use pp 1")
-    return failures + pipeline_failures(request) + torchtitan_failures(request)
+    return failures + pipeline_failures(request) + torchtitan_failures(request) + router_failures(request)
 
 
 def v02_failures(request: FlagRequest) -> list[str]:
