@@ -102,7 +102,15 @@ def router_flags(moe, *, mindspeed: bool = False) -> list[str]:
     Megatron's flags, each off by default (arguments.py at core_r0.12.0 lines 2529-2538, MindSpeed's
     base, and megatron-core 0.16.1 TransformerConfig), so a model without them gets none.
     --moe-apply-probs-on-input came to arguments.py in core_v0.13.0, after MindSpeed's Megatron
-    0.12.1: MindSpeed gets it never (moe_groups says so)."""
+    0.12.1: MindSpeed gets it never (moe_groups says so).
+    MindSpeed-LLM (Ascend/MindSpeed-LLM c77308a1, on core_v0.12.1) parses the same flags (its
+    features_manager/moe/moe_router.py adds choices and flags of its own, and maps its deprecated
+    --n-group, --topk-group, --routed-scaling-factor onto these) and routes with them alike: its
+    patched TopKRouter.routing (core/transformer/moe/router.py) sends the default load-balancing type
+    aux_loss to Megatron's aux_loss_load_balancing -> topk_softmax_with_capacity with these options.
+    Its own --norm-topk-prob, off by default, divides the weights by their sum again after the scaling
+    factor (undoing it) in that branch, and its --moe-router-load-balancing-type group_limited_greedy
+    ranks a group by its top score: neither is emitted."""
     flags = []
     if moe.router_pre_softmax:
         flags.append("--moe-router-pre-softmax")

@@ -393,6 +393,18 @@ def test_mindspeed_takes_the_router_flags_its_megatron_has():
     assert "Megatron 0.12.1 under MindSpeed has no --moe-apply-probs-on-input" in comment
 
 
+def test_mindspeed_router_flags_are_megatrons_in_the_branch_mindspeed_llm_routes_them():
+    # MindSpeed-LLM's TopKRouter.routing sends the default load-balancing type (aux_loss) through Megatron's
+    # own topk_softmax_with_capacity with these options; its --norm-topk-prob would renormalise after the
+    # 2.5 scaling (undoing it), so neither it nor another load-balancing type is emitted.
+    args = parse_bash_array(_one_node(DEEPSEEK_V3, "mindspeed").text, "MINDSPEED_ARGS")
+    router = {flag: value for flag, value in args.items() if "router" in flag or flag in ("--norm-topk-prob",
+                                                                                           "--seq-aux")}
+    assert router == {"--moe-router-topk": ["8"], "--moe-router-score-function": ["sigmoid"],
+                      "--moe-router-enable-expert-bias": [], "--moe-router-topk-scaling-factor": ["2.5"],
+                      "--moe-router-num-groups": ["8"], "--moe-router-group-topk": ["4"]}
+
+
 def _with_router(model, **router):
     return model.model_copy(update={"moe": model.moe.model_copy(update=router)})
 
