@@ -112,10 +112,13 @@ def _text(request: FlagRequest) -> str:
 def render(request: FlagRequest, version: str | None = None) -> FrameworkFlags:
     if resolve_version(version) == "0.2":
         return torchtitan_v02.render(request)
-    refused = refusal("torchtitan", request, lambda: torchtitan_v02.failures(request))
+    # A missing config function refuses every plan of the model: named first, beside the plan's own
+    # failures, so that a search none of whose plans torchtitan expresses names it.
+    no_config = [text for text in (_config_failure(request),) if text is not None]
+    refused = refusal("torchtitan", request, lambda: [*no_config, *torchtitan_v02.failures(request)])
     if refused is not None:
         return refused
-    failure = _config_failure(request) or _chunk_failure(request) or _expert_tp_failure(request)
+    failure = _chunk_failure(request) or _expert_tp_failure(request)
     if failure is not None:
         return unsupported("torchtitan", [failure])
     p = request.plan

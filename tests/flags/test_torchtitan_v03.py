@@ -92,6 +92,15 @@ def test_model_without_a_config_function(build):
     assert v02.supported and "[parallelism]" in v02.text
 
 
+def test_a_model_without_a_config_function_is_named_beside_the_plans_own_failures(build):
+    # sp-plan --framework torchtitan prints plan 1's reason when no plan can be expressed: Ulysses
+    # alone sent the user to ulysses 1, where the missing config function (every plan's) came next.
+    flags = render_flags("torchtitan", build.request(build.llama2_7b, 4096, 16, ulysses=2, dp=4))
+    assert not flags.supported
+    assert "no config function for Llama-2-7B in bf16" in flags.reason
+    assert "ulysses 2 cannot be expressed" in flags.reason
+
+
 def test_the_chunked_loss_needs_each_ranks_tokens_in_eight_equal_chunks(build):
     # 8200 tokens over cp 2: 4100 a rank, 4100 % 8 = 4; 8208 / 2 = 4104 = 8 x 513 divides
     odd = render_flags("torchtitan", build.request(build.llama3_8b, 8200, 8, ring=2, dp=4))
