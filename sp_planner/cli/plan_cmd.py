@@ -21,8 +21,10 @@ from sp_planner.cli.option_checks import check_framework_options, check_framewor
 from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
                                      node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
-from sp_planner.cost.attention_kernels import AttentionKernel, default_kernel, timed_kernel, with_attention_kernel
+from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
+                                               with_attention_kernel)
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
@@ -244,6 +246,10 @@ def plan(
         raise UserInputError(problem)
     timing_note = softmax_timing_note(question.model, timed_kernel(question.hardware, kernel), question.hardware.name,
                                       stack)
+    device_note = framework_device_note(question.hardware, framework)
+    # Where the framework does not run on the device at all, the device note says so, not this.
+    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
+                                                              framework_kernel(stack, question.hardware))
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
@@ -257,7 +263,7 @@ def plan(
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
-                 framework_device_note(question.hardware, framework), timing_note):
+                 device_note, timing_note, kernel_note):
         if note is not None:
             write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced

@@ -144,17 +144,22 @@ def timed_kernel(hardware: HardwareProfile, chosen: str | None) -> str | None:
     return PROFILE_KERNEL.get(profile_key(hardware))
 
 
+def framework_kernel(framework: str, hardware: HardwareProfile) -> str:
+    """The kernel `framework` runs by default on this GPU (FRAMEWORK_KERNEL), curve or not."""
+    if framework not in FRAMEWORK_KERNEL:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
+    hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
+    return hopper_or_newer if profile_key(hardware) in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
+
+
 def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
     """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
     always for a profile whose attention curves sp-calibrate measured (its `calibration.attention`:
     a measurement on the user's machine outranks a published benchmark; --attention-kernel still
     picks a published curve)."""
-    if framework not in FRAMEWORK_KERNEL:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORK_KERNEL)}")
+    kernel = framework_kernel(framework, hardware)
     if measured_attention(hardware):
         return None
-    hopper_or_newer, older = FRAMEWORK_KERNEL[framework]
-    kernel = hopper_or_newer if profile_key(hardware) in (*HOPPER_PROFILES, *BLACKWELL_PROFILES) else older
     return kernel if kernel_curves(hardware, kernel) is not None else None
 
 

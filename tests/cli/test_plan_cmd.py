@@ -653,3 +653,25 @@ def test_a_best_plan_overall_as_fast_as_the_frameworks_says_so():
     assert time_saved_text(203.92, 203.92) == "the same time to 0.1%"
     assert time_saved_text(200.0, 204.0) == "2.0% less"
     assert time_saved_text(203.0, 203.3) == "0.1% less"
+
+
+def test_an_attention_kernel_the_flags_do_not_run_is_noted(sp_plan):
+    # The plans were timed with FA3 while Megatron's flags left Transformer Engine to run cuDNN on
+    # Hopper, with nothing said; the framework's own kernel needs no note.
+    question = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "4k", "--top", "1"]
+    fa3 = sp_plan(*question, "--attention-kernel", "fa3")
+    assert fa3.exit_code == 0
+    assert ("note: the plans are timed with fa3 attention (--attention-kernel), but megatron's flags run cudnn: add "
+            "--attention-backend flash to them") in " ".join(notes_unwrapped(fa3.stderr))
+    assert "--attention-kernel" not in sp_plan(*question, "--attention-kernel", "cudnn").stderr
+
+
+def test_no_attention_kernel_note_where_the_framework_does_not_run_on_the_device(sp_plan):
+    # Megatron-LM on Ascend: the device note sends the user to MindSpeed; no note about what
+    # Megatron's flags would run there.
+    result = sp_plan("--model", "llama3-8b", "--hardware", "ascend-910b", "--nodes", "1", "--seq-len", "4k",
+                     "--top", "1", "--attention-kernel", "npu")
+    assert result.exit_code == 0
+    notes = notes_unwrapped(result.stderr)
+    assert any("Megatron-LM runs on Ascend NPUs through MindSpeed" in note for note in notes)
+    assert not any("--attention-kernel" in note for note in notes)
