@@ -46,7 +46,7 @@ Examples:
 
   sp-plan --model ./config.json --hardware ./my_cluster.yaml --nodes 4 --seq-len 1M --framework all --launcher slurm
 
-  sp-plan --model llama3-70b --hardware h100 --nodes 8 --seq-len 256k --tp 8 --ulysses 4 --ring 2 --explain
+  sp-plan --model llama3-70b --hardware h100 --nodes 8 --seq-len 256k --tp 4 --ulysses 2 --ring 8 --explain
 
   sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k --format json --out plan.json
 

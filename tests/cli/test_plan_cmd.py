@@ -675,3 +675,18 @@ def test_no_attention_kernel_note_where_the_framework_does_not_run_on_the_device
     notes = notes_unwrapped(result.stderr)
     assert any("Megatron-LM runs on Ascend NPUs through MindSpeed" in note for note in notes)
     assert not any("--attention-kernel" in note for note in notes)
+
+
+def test_every_help_example_on_built_ins_answers(sp_plan, tmp_path, monkeypatch):
+    # The third example pinned tp 8 x ulysses 4 on Llama-3-70B (1 KV head per TP rank, which
+    # Transformer Engine's a2a cannot split 4 ways): exit 1, no Megatron plan, from sp-plan --help.
+    from sp_planner.cli.help_format import epilog_commands
+    from sp_planner.cli.plan_cmd import EPILOG
+
+    monkeypatch.chdir(tmp_path)  # --out plan.json
+    examples = [line.split()[1:] for line in epilog_commands(EPILOG) if line.startswith("sp-plan ")]
+    built_in = [args for args in examples if not any(word.startswith("./") for word in args)]
+    assert len(built_in) == len(examples) - 1  # all but the config.json / cluster YAML one
+    for args in built_in:
+        result = sp_plan(*args)
+        assert result.exit_code == 0, (args, result.stdout[-600:])
