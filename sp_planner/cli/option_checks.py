@@ -11,6 +11,7 @@ from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.errors import UserInputError
+from sp_planner.flags import deepspeed
 from sp_planner.flags.base import MLA_UP_PROJ_FRAMEWORKS, MODULE_RECOMPUTE_FRAMEWORKS, MTP_FRAMEWORKS
 from sp_planner.plan import FP8_RECIPES, PRECISIONS, Fp8Recipe, Precision, Recompute
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES, RECOMPUTE_MODULES
@@ -135,9 +136,12 @@ def check_framework_version(framework: str, version: str | None) -> None:
 
 
 def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mtp_layers: int,
-                            recompute: Recompute | None, bf16_adam_moments: bool, cpu_offload_layers: int) -> None:
+                            recompute: Recompute | None, bf16_adam_moments: bool, cpu_offload_layers: int,
+                            precision: str) -> None:
     """Options whose flags only some frameworks emit, refused for the others (`framework` "all"
     takes every one)."""
+    if precision in ("fp8", "mxfp8") and framework == "deepspeed":
+        raise UserInputError(f"--precision {precision}: {deepspeed.NO_FP8}")
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "
                              "has no such backend; use --framework megatron, or leave out --moe-dispatcher")

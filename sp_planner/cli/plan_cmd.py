@@ -233,7 +233,8 @@ def plan(
     check_outputs(out=out, report=report, inputs=(("--model", model), ("--hardware", hardware)))
     check_framework_version(framework, framework_version)
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
-                            bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers)
+                            bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers,
+                            precision=precision)
     # Time plans with the chosen framework's attention kernel and expert GEMMs (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})

@@ -20,6 +20,12 @@ from sp_planner.flags.base import (
 )
 
 
+# DeepSpeed trains in bf16 only: sp-plan refuses --precision fp8/mxfp8 with it before searching.
+NO_FP8 = ("DeepSpeed has no FP8 training recipe (deepspeed/runtime has no FP8 path; FP8 exists only as quantization "
+          "utilities, deepspeed/ops/fp_quantizer); train in FP8 with Megatron-LM (Transformer Engine) or torchtitan "
+          "(float8), or use precision bf16")
+
+
 def _failures(request: FlagRequest) -> list[str]:
     p, m, s = request.plan, request.model, request.workload.seq_len
     failures = []
@@ -50,11 +56,7 @@ def _failures(request: FlagRequest) -> list[str]:
                 "(those come from Megatron-DeepSpeed's own flags, which this planner does not emit)"
             )
     if p.precision != "bf16":
-        failures.append(
-            f"precision {p.precision} cannot be expressed: DeepSpeed has no FP8 training recipe (deepspeed/runtime "
-            "has no FP8 path; FP8 exists only as quantization utilities, deepspeed/ops/fp_quantizer); train in "
-            "FP8 with Megatron-LM (Transformer Engine) or torchtitan (float8), or use precision bf16"
-        )
+        failures.append(f"precision {p.precision} cannot be expressed: {NO_FP8}")
     if p.ulysses > 1:
         # DistributedAttention / ALST: attn_heads % sp == 0 (layer.py; ulysses_sp.py).
         if m.num_heads % p.ulysses != 0:

@@ -35,7 +35,8 @@ def test_delayed_scaling_is_refused_for_torchtitan():
         resolve_fp8_recipe("delayed", "torchtitan", "fp8")
 
 
-PLAIN = dict(moe_dispatcher="alltoall", mtp_layers=0, recompute=None, bf16_adam_moments=False, cpu_offload_layers=0)
+PLAIN = dict(moe_dispatcher="alltoall", mtp_layers=0, recompute=None, bf16_adam_moments=False, cpu_offload_layers=0,
+             precision="bf16")
 
 
 @pytest.mark.parametrize(("update", "framework", "message"), [
@@ -46,6 +47,9 @@ PLAIN = dict(moe_dispatcher="alltoall", mtp_layers=0, recompute=None, bf16_adam_
     ({"recompute": "mlp"}, "torchtitan", "no recompute of the dense MLP alone"),
     ({"bf16_adam_moments": True}, "mindspeed", "--bf16-adam-moments is Megatron's"),
     ({"cpu_offload_layers": 2}, "torchtitan", "--cpu-offload-layers is Megatron's"),
+    # A search whose every plan DeepSpeed refuses ran to its end and exited 1.
+    ({"precision": "fp8"}, "deepspeed", "--precision fp8: DeepSpeed has no FP8 training recipe"),
+    ({"precision": "mxfp8"}, "deepspeed", "--precision mxfp8: DeepSpeed has no FP8 training recipe"),
 ])
 def test_options_only_some_frameworks_emit(update, framework, message):
     options = {**PLAIN, **update}
