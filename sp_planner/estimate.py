@@ -125,7 +125,8 @@ class PlanEstimate(FrozenModel):
     time: TimeBreakdown
     step_time_s: float
     tokens_per_s: float
-    # Megatron 2024 convention: 6*params*tokens + attention over the full s x s square.
+    # Full-square model FLOPs: 6*params*tokens + attention over the whole s x s square, no
+    # recompute (Megatron-LM to core_v0.11; cost.flops.model_flops_per_step).
     model_tflops_per_gpu: float
     # FLOPs actually executed: causal half of attention, plus recompute.
     hardware_tflops_per_gpu: float

@@ -183,7 +183,7 @@ def plan(
                            "pruning (json already holds them).")
     ] = False,
     wide: Annotated[
-        bool, typer.Option("--wide", help="Table output: also tokens/s, TFLOPS per GPU and Megatron's model MFU "
+        bool, typer.Option("--wide", help="Table output: also tokens/s, TFLOPS per GPU and the full-square model MFU "
                            "(within 120 columns; --explain shows them too).")
     ] = False,
     out: Annotated[Optional[Path], typer.Option(

@@ -48,9 +48,9 @@ ROW_COLUMNS = (FitColumn("row"), FitColumn("source"), FitColumn("figure"), FitCo
                FitColumn("measured", "right"), FitColumn("error", "right"))
 GROUP_COLUMNS = (FitColumn("group", prose=True), FitColumn("rows", "right"), FitColumn("MAPE", "right"),
                  FitColumn("Spearman", "right"))
-LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron), "
-          "cz = over the causal half, rc = the full square plus the recompute forward (Narayanan 2021 "
-          "eq. 3), v5 = the USP paper's v5 count (causal, no K/V projections). "
+LEGEND = ("TFLOPS and MFU are per GPU; sq = attention counted over the full s x s square (Megatron-LM to "
+          "core_v0.11), cz = over the causal half (Megatron-LM from core_v0.12), rc = the full square plus "
+          "the recompute forward (Narayanan 2021 eq. 3), v5 = the USP paper's v5 count (causal, no K/V projections). "
           "error = (predicted - measured) / measured.")
 
 EPILOG = """\

@@ -1,7 +1,8 @@
-"""FLOP counts: Megatron's model FLOPs (for MFU) and per-rank GEMM FLOPs (for time).
+"""FLOP counts: the full-square model FLOPs (for MFU) and per-rank GEMM FLOPs (for time).
 
 Model FLOPs per step follow Megatron-LM's `num_floating_point_operations`
-(megatron/training/training.py, as of 2024-04, the version the USP paper's Table 5 used):
+(megatron/training/training.py, as of 2024-04, the version the USP paper's Table 5 used; so until
+8873b55d, 2025-03-06, first in core_v0.12.0, which halves causal attention):
     F = B * s * 12 * L * h^2 * [(1 + g/a + s/h) * q/h + (ffn/h) * gated] + B * s * 6 * h * V
 with q = query projection size, g/a = kv heads / heads, gated = 3/2 for SwiGLU (else 1), the
 12 = 3 (fwd + bwd) x 2 (multiply-add) x 2 (two matmuls of each kind), and the attention term
@@ -56,7 +57,8 @@ def attention_flops_per_token(model: ModelSpec, seq_len: int, *, causal: bool) -
 
 
 def model_flops_per_step(model: ModelSpec, *, seq_len: int, global_batch: int) -> float:
-    """Megatron 2024 convention (3 x forward, attention over the full square); multi-token
+    """The full-square count (3 x forward, attention over the whole square: Megatron-LM to
+    core_v0.11, module docstring); multi-token
     prediction's depths as training.py lines 1042-1049 and 1288-1303 count them (cost.mtp): a
     layer of the last layer's kind each, eh_proj and its norms, and the logits again."""
     per_token = model.num_layers * (

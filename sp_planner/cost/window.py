@@ -8,7 +8,7 @@ timed as a non-causal s x W block at the efficiency of a W-key call. The ring is
 plan rule window_ring. A chunked local layer (Llama 4) is s/W independent causal
 squares of W tokens, one flash call over b x s/W sequences: FLOPs 2*b*heads*d*s*W. The
 layer-averaged time and FLOPs blend local and global layers by the model's count of local layers
-(ModelSpec.num_local_layers). Model FLOPs (MFU) keep Megatron's full-square convention.
+(ModelSpec.num_local_layers). Model FLOPs (MFU) keep the full-square count (cost.flops).
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ from sp_planner.estimate import CommBytes, MemoryBreakdown, TimeBreakdown
 from sp_planner.layout import GRID_ORDER
 from sp_planner.plan import ParallelPlan
 
+# The model MFU (PlanEstimate.mfu, JSON mfu and model_tflops_per_gpu) counts every layer's whole
+# s x s attention square and no recompute (cost.flops.model_flops_per_step), as PaLM's MFU and
+# Korthikanti et al. 2022's model FLOPs do; it is named by that count, not by Megatron: Megatron-LM's
+# num_floating_point_operations counted so until 8873b55d (2025-03-06, "Fixes in number of
+# floating-point operation estimates", first in core_v0.12.0) and halves causal attention since.
+FULL_SQUARE_MFU = "model MFU (full square)"
+FULL_SQUARE_MEGATRON = "Megatron-LM to core_v0.11"
+
 MEMORY_LABELS: dict[str, str] = {
     "params_bytes": "parameters",
     "grads_bytes": "gradients",

@@ -15,13 +15,13 @@ from rich.text import Text
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.fit import CONTINUED, greedy_groups, longest_word
+from sp_planner.present.labels import FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import GIB, format_seconds, format_tflops
 
 
-# --wide/--explain: throughput, TFLOPS per GPU executed, and the Megatron/PaLM model MFU (full
-# attention square, no recompute; its TFLOPS are in the JSON as model_tflops_per_gpu).
-WIDE_COLUMNS: tuple[str, ...] = ("tokens/s", "TFLOPS", "model MFU (Megatron)")
+# --wide/--explain: throughput, TFLOPS per GPU executed, and the full-square model MFU.
+WIDE_COLUMNS: tuple[str, ...] = ("tokens/s", "TFLOPS", FULL_SQUARE_MFU)
 
 
 def memory_gib(est: PlanEstimate, hardware: HardwareProfile) -> str:
@@ -32,13 +32,14 @@ def memory_gib(est: PlanEstimate, hardware: HardwareProfile) -> str:
 def plans_table(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, wide: bool = False,
                 title: str = "Ranked plans (best first)", outcome: bool = True) -> Table:
     """The ranked plans: every degree, memory, step time and the share of peak FLOP/s the GPU runs,
-    within 80 columns; `wide` adds tokens/s, TFLOPS and Megatron's model MFU (within 120 columns).
+    within 80 columns; `wide` adds tokens/s, TFLOPS and the full-square model MFU (within 120 columns).
     Without `outcome` the columns after the step (simulated step, % peak, fits) are left to
     `outcome_table` (a MoE plan's expert degrees on 80 columns).
 
     "% peak" counts the FLOPs the hardware executes (causal attention as run, recompute included;
-    sp_planner.cost.flops.hardware_flops_per_step). The Megatron/PaLM "model MFU" counts the full
-    attention square and no recompute, so it can exceed what the GPU does; it is shown by that name.
+    sp_planner.cost.flops.hardware_flops_per_step). The "model MFU (full square)" counts the whole
+    attention square and no recompute (present.labels.FULL_SQUARE_MFU), so it can exceed what the
+    GPU does; it is shown by that name.
     """
     columns = plan_columns(ranked, hardware, wide=wide, outcome=outcome)
     return _columns_table(ranked, _titled(ranked, title), columns)
@@ -146,7 +147,7 @@ def packed_tables(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
 
 def _outcome_legends(ranked: Sequence[PlanEstimate], *, peak: bool, wide: bool) -> list[str]:
     """The legends of the columns after the step that a table shows: % peak's under low precision
-    (`peak`), and the model MFU's (a `wide` column) where Megatron's count passes 100%."""
+    (`peak`), and the model MFU's (a `wide` column) where the full-square count passes 100%."""
     legends = []
     if peak and any(e.plan.precision != "bf16" for e in ranked):
         legends.append(LOW_PRECISION_PEAK_LEGEND)
@@ -194,16 +195,16 @@ def outcome_table(ranked: Sequence[PlanEstimate], *, wide: bool, outcome: bool) 
     return table
 
 
-# Megatron's model FLOPs count every layer's full s x s attention square; a causal mask runs half
-# of it and a sliding-window or chunked layer only its window, so at long context, where attention
-# dominates the step, the count can pass the GPU's peak.
-MODEL_MFU_LEGEND = ("model MFU -: Megatron's count (full attention square) passes the GPU's peak; a causal "
-                    "mask runs half the square, a window less; % peak is what runs")
+# The full-square model FLOPs count every layer's whole s x s attention square; a causal mask runs
+# half of it and a sliding-window or chunked layer only its window, so at long context, where
+# attention dominates the step, the count can pass the GPU's peak.
+MODEL_MFU_LEGEND = (f"model MFU -: the full attention square counted ({FULL_SQUARE_MEGATRON}) passes the "
+                    "GPU's peak; a causal mask runs half the square, a window less; % peak is what runs")
 
 
 def model_mfu_cell(est: PlanEstimate) -> str:
-    """Megatron's model MFU, or '-' where its count passes 100% (MODEL_MFU_LEGEND); the JSON keeps
-    the figure (model_tflops_per_gpu, mfu)."""
+    """The full-square model MFU, or '-' where its count passes 100% (MODEL_MFU_LEGEND); the JSON
+    keeps the figure (model_tflops_per_gpu, mfu)."""
     return "-" if est.mfu > 1 else f"{est.mfu:.1%}"
 
 

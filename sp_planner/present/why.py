@@ -11,7 +11,7 @@ from sp_planner.cost.families import profile_key
 from sp_planner.estimate import PlanEstimate
 from sp_planner.plan import ParallelPlan
 from sp_planner.present.advice import SUGGESTION_CANDIDATES, FitSuggestion
-from sp_planner.present.labels import MEMORY_LABELS, TIME_LABELS, peak_name, plan_name, reason_key
+from sp_planner.present.labels import FULL_SQUARE_MFU, MEMORY_LABELS, TIME_LABELS, peak_name, plan_name, reason_key
 from sp_planner.present.uncertainty import band_clause, plan_band
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.units import format_bytes, format_bytes_as, format_seconds_as
@@ -77,8 +77,8 @@ def why_this_plan(ranked: Sequence[PlanEstimate], hardware: HardwareProfile, *, 
     text = (
         f"{plan_name(best.plan)} takes {format_seconds_as(step, step)} per step "
         f"({best.tokens_per_s:,.0f} tokens/s, {best.hardware_mfu:.1%} of {peak_name(best.plan)} in executed FLOPs; "
-        + (f"model MFU (Megatron) {best.mfu:.1%}). " if best.mfu <= 1 else
-           "Megatron's model MFU passes 100%: it counts the full attention square, of which a causal "
+        + (f"{FULL_SQUARE_MFU} {best.mfu:.1%}). " if best.mfu <= 1 else
+           f"the {FULL_SQUARE_MFU} passes 100%: it counts the full attention square, of which a causal "
            "mask runs half and a sliding window less). ")
         + f"Its step is dominated by {limits}. "
     )

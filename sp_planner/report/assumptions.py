@@ -34,11 +34,13 @@ FIELD_LABELS: dict[str, str] = {
 
 # Each entry restates the docstring of the module that implements it (named in the text).
 CONVENTIONS: tuple[tuple[str, str], ...] = (
-    ("model TFLOPS and MFU",
-     "Megatron-LM's num_floating_point_operations (2024): 3 x the forward FLOPs of the QKV, output "
-     "and MLP projections, of attention over the full s x s square (no causal halving) and of the "
-     "logits, for every token of the step; no recomputation counted. Divided by step time and GPU "
-     "count; MFU is that over the dense bf16 peak (sp_planner.cost.flops)."),
+    ("full-square model TFLOPS and MFU",
+     "3 x the forward FLOPs of the QKV, output and MLP projections, of attention over the full s x s "
+     "square (no causal halving) and of the logits, for every token of the step; no recomputation "
+     "counted: Megatron-LM's num_floating_point_operations before 8873b55d (2025-03-06; core_v0.11 "
+     "and earlier; from core_v0.12.0 it counts causal attention as half the square), the model FLOPs "
+     "of Korthikanti et al. 2022 and PaLM's MFU. Divided by step time and GPU count; MFU is that "
+     "over the dense bf16 peak (sp_planner.cost.flops)."),
     ("hardware TFLOPS and hardware MFU",
      "FLOPs actually executed: the causal half of attention when the workload is causal, plus the "
      "recomputed forward (selective: core attention again; full: the whole layer again), in the "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags
 from sp_planner.present.expressible import best_expressible
-from sp_planner.present.labels import peak_name, plan_name
+from sp_planner.present.labels import FULL_SQUARE_MFU, peak_name, plan_name
 from sp_planner.present.why import why_this_plan
 from sp_planner.report.html import Raw, join, section, tag
 from sp_planner.specs.hardware import HardwareProfile
@@ -72,15 +72,15 @@ def _next_slower(result: SearchResult, chosen: PlanEstimate) -> list[PlanEstimat
 
 
 def _headline(est: PlanEstimate, hardware: HardwareProfile) -> str:
-    # Megatron's full-square count can pass the peak at long context: not shown as a share
+    # The full-square count can pass the peak at long context: not shown as a share
     # (MODEL_MFU_LEGEND).
-    model_mfu = (f"model MFU (Megatron) {est.mfu:.1%}" if est.mfu <= 1 else
-                 "a model MFU (Megatron) not shown: its full-attention count passes the GPU's peak, where "
-                 "a causal mask runs half the square and a window less")
+    model_mfu = (f"{FULL_SQUARE_MFU} {est.mfu:.1%}" if est.mfu <= 1 else
+                 f"a {FULL_SQUARE_MFU} not shown: its count of the whole attention square passes the GPU's "
+                 "peak, where a causal mask runs half the square and a window less")
     return (f"{format_seconds(est.step_time_s)} per step, {est.tokens_per_s:,.0f} tokens/s, "
             f"{est.hardware_mfu:.1%} of {peak_name(est.plan)} in executed FLOPs (hardware MFU; "
             f"{format_tflops(est.model_tflops_per_gpu, 0)} "
-            f"model TFLOPS per GPU, {model_mfu}), "
+            f"full-square model TFLOPS per GPU, {model_mfu}), "
             f"peak memory {format_bytes(est.memory_peak_bytes)} of {format_bytes(hardware.hbm_bytes)}")
 
 

@@ -13,7 +13,7 @@ from sp_planner.present.table import MODEL_MFU_LEGEND, model_mfu_cell, zero_cell
 from sp_planner.report import plots, plots_space
 from sp_planner.report.assumptions import CONVENTIONS, profile_rows
 from sp_planner.report.html import Raw, facts, figure, join, section, table, tag
-from sp_planner.present.labels import COMM_LABELS, plan_name, reason_key
+from sp_planner.present.labels import COMM_LABELS, FULL_SQUARE_MEGATRON, FULL_SQUARE_MFU, plan_name, reason_key
 from sp_planner.report.runs import RunRecord, compare_runs
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -70,7 +70,7 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     headers = ["#", "tp", "ulysses", "ring", "dp", "pp", *(["ep", "etp"] if moe else []), "ZeRO", "recompute",
                "micro batch", "ring layout", "ring K/V", "virtual stages", "first/last stage layers",
                *(["offloaded layers"] if offload else []), "precision", "step time", "tokens/s",
-               "model TFLOPS/GPU", "model MFU (Megatron)", "hardware MFU", "peak memory", "network bytes/step", "fits"]
+               "full-square TFLOPS/GPU", FULL_SQUARE_MFU, "hardware MFU", "peak memory", "network bytes/step", "fits"]
     # sp-plan --simulate K re-ranks the first K plans by the event simulator's step time.
     simulated = any(est.simulated_step_time_s is not None for est in shown)
     if simulated:
@@ -101,9 +101,10 @@ def top_plans_section(shown: Sequence[PlanEstimate], *, chosen: PlanEstimate, ha
     else:
         where = f"{order}; the highlighted row is the recommended plan."
     note = tag("p", f"{where} "
-                    f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. Model MFU (Megatron) counts attention over "
-                    "the full s x s square (Megatron's convention), hardware MFU the FLOPs actually executed (see "
-                    "Assumptions). Every candidate is in plans.csv."
+                    f"HBM per GPU: {format_bytes(hardware.hbm_bytes)}. The full-square TFLOPS and "
+                    f"{FULL_SQUARE_MFU} count attention over the whole s x s square and no recompute "
+                    f"({FULL_SQUARE_MEGATRON}; later releases halve causal attention), hardware MFU the FLOPs "
+                    "actually executed (see Assumptions). Every candidate is in plans.csv."
                     + (f" {MODEL_MFU_LEGEND}." if any(est.mfu > 1 for est in shown) else "")
                     + (f" ZeRO {zero}." if (zero := zero_legend(shown)) else ""))
     return section("top-plans", "Top plans", note,

@@ -23,9 +23,10 @@ FLOP_FIGURES: frozenset[str] = frozenset({"model_tflops_per_gpu", "mfu_percent"}
 # Which FLOPs a FLOP-based figure counts:
 #   megatron_full_square: 6 x params x tokens plus attention over the full s x s square, no
 #     recompute (Narayanan et al. 2021 eq. 3 without the recompute pass; Korthikanti et al. 2022
-#     "model FLOPs"; Megatron-LM num_floating_point_operations up to 2024); the cost model's
-#     model_tflops_per_gpu.
-#   causal_model: the same with attention over the causal half only, no recompute.
+#     "model FLOPs"; Megatron-LM num_floating_point_operations before 8873b55d, 2025-03-06, i.e.
+#     core_v0.11 and earlier); the cost model's model_tflops_per_gpu.
+#   causal_model: the same with attention over the causal half only, no recompute (Megatron-LM
+#     from 8873b55d, core_v0.12.0; Megatron-Bridge).
 #   megatron_2021_recompute: Narayanan et al. 2021 (arXiv 2104.04473) eq. 3, 96 B s l h^2
 #     (1 + s/(6h) + V/(16lh)): the full-square count plus the forward that full recompute
 #     repeats (the logits not repeated); flop_conventions.megatron_2021_flops_per_step.

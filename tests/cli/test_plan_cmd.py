@@ -497,17 +497,17 @@ def test_bf16_adam_moments_halve_megatrons_optimizer_states_and_pin_zero_1(plan_
         assert refused.exit_code == 2 and message in refused.stderr and refused.stderr.count("\n") == 1
 
 
-def test_megatron_model_mfu_past_the_peak_is_not_shown_as_a_percentage(sp_plan):
-    """Mistral-7B's 4K window at 1M tokens: Megatron's count of the full 1M x 1M attention square
+def test_full_square_model_mfu_past_the_peak_is_not_shown_as_a_percentage(sp_plan):
+    """Mistral-7B's 4K window at 1M tokens: the full-square count of the 1M x 1M attention square
     is several times what the GPU runs; the table says '-' and why, the JSON keeps the figure."""
     args = ("--model", "mistral-7b", "--hardware", "h100", "--nodes", "8", "--seq-len", "1M", "--top", "1")
     doc = json.loads(sp_plan(*args, "--format", "json").stdout)
     assert doc["plans"][0]["mfu"] > 1 and doc["plans"][0]["hardware_mfu"] < 0.6
     out = sp_plan(*args, "--wide", "--explain").stdout
-    assert "model MFU -: Megatron's count (full attention" in out
+    assert "model MFU -: the full attention square counted (Megatron-LM to core_v0.11)" in " ".join(out.split())
     assert "passes 100%: it counts the full attention square" in " ".join(out.split())
     # Plan 1's row of the table holding the column (the wide table, or the throughput table under it).
-    row = next(line.split() for line in out.split("model MFU (Megatron)", 1)[1].splitlines()
+    row = next(line.split() for line in out.split("model MFU (full square)", 1)[1].splitlines()
                if line.split()[:1] == ["1"])
     assert "-" in row and all(float(cell[:-1]) <= 100 for cell in row if re.fullmatch(r"[\d.]+%", cell)), row
 

@@ -63,7 +63,7 @@ def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
     assert "…" not in "".join((header, *rows))  # no column squeezed
     names = header.split()
     assert all(name in names for name in DEGREES)
-    assert "% peak" in header and ("model MFU (Megatron)" in header) == ("--wide" in extra)
+    assert "% peak" in header and ("model MFU (full square)" in header) == ("--wide" in extra)
     assert ("sim step" in header) == ("--simulate" in extra)
     # Row 1 holds the best plan Megatron-LM (the default framework) can run, read back from the terminal.
     a800, llama = load_hardware("a800"), load_model("llama3-8b")
@@ -83,7 +83,7 @@ def test_ranked_table_fits_the_terminal_with_every_degree(columns, extra):
 
 @pytest.mark.parametrize("extra", [["--wide"], ["--explain"]])
 def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
-    # --wide (and --explain, which shows them too) needs 113 columns in one table (the README says so); on 80 the
+    # --wide (and --explain, which shows them too) needs 116 columns in one table (the README says so); on 80 the
     # degrees table stays whole and the wide columns follow in a table of their own, by rank.
     text = _in_pty([*README, *extra], 80)
     header, rule, *rows = _table_lines(text)
@@ -93,16 +93,16 @@ def test_wide_columns_on_80_columns_move_to_their_own_table(extra):
     lines = text.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("Throughput of the ranked plans")))
     wide_header, _, *wide_rows = lines[start + 1:start + 1 + 2 + len(rows)]
-    assert wide_header.split() == ["#", "tokens/s", "TFLOPS", "model", "MFU", "(Megatron)"]
+    assert wide_header.split() == ["#", "tokens/s", "TFLOPS", "model", "MFU", "(full", "square)"]
     # Row by row, the same plans: rank 1's tokens/s is the one "why this plan" gives.
     assert [r.split()[0] for r in wide_rows] == [r.split()[0] for r in rows]
     tokens = wide_rows[0].split()[1]
     assert f"({tokens} tokens/s" in " ".join(text.split())
 
 
-@pytest.mark.parametrize("columns, one_table", [(113, True), (112, False)])
-def test_wide_columns_sit_beside_the_degrees_from_113_columns(columns, one_table):
-    # The README: "--wide adds tokens/s ... (beside the degrees from 113 columns, in a table of
+@pytest.mark.parametrize("columns, one_table", [(116, True), (115, False)])
+def test_wide_columns_sit_beside_the_degrees_from_116_columns(columns, one_table):
+    # The README: "--wide adds tokens/s ... (beside the degrees from 116 columns, in a table of
     # their own on a narrower terminal)".
     text = _in_pty([*README, "--wide"], columns)
     header, *_ = _table_lines(text)
@@ -148,4 +148,4 @@ def test_a_60_column_terminal_gets_every_cell_whole(extra):
     assert "…" not in text
     header, _, *rows = _table_lines(text)
     assert header.split() == ["#", *DEGREES, "ZeRO", "recompute", "micro", "GiB/GPU"]
-    assert "% peak" in text and ("model MFU (Megatron)" in text) == ("--wide" in extra)
+    assert "% peak" in text and ("model MFU (full square)" in text) == ("--wide" in extra)

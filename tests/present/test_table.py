@@ -39,7 +39,7 @@ def _estimate(plan: ParallelPlan, step_s: float, *, fits: bool = True) -> PlanEs
 RANKED = [_estimate(ParallelPlan(tp=2, ulysses=4, ring=2, ep=4, zero=1), 12.5),
           _estimate(ParallelPlan(tp=1, ulysses=4, ring=4, cp_comm="allgather", ep=4, zero=3), 13.0, fits=False)]
 HEADERS = ["#", "tp", "pp", "dp", "ulysses", "ring", "ep", "etp", "ZeRO", "recompute", "micro", "GiB/GPU", "step",
-           "tokens/s", "TFLOPS", "model MFU (Megatron)", "% peak", "fits"]
+           "tokens/s", "TFLOPS", "model MFU (full square)", "% peak", "fits"]
 ROW_1 = ["1", "2", "1", "1", "4", "2", "4", "1", "1", "none", "1", "48.0/80", "12.50 s", "123,456", "60", "50.0%",
          "25.0%", "yes"]
 
@@ -80,7 +80,7 @@ def test_80_columns_keep_the_degrees_in_one_table():
     # The 80-column layout is unchanged: the narrow table whole, the wide columns by rank under it.
     text, headers = _render(80, wide=True)
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
-    assert headers == [[*HEADERS[:13], "% peak", "fits"], ["#", "tokens/s", "TFLOPS", "model MFU (Megatron)"]]
+    assert headers == [[*HEADERS[:13], "% peak", "fits"], ["#", "tokens/s", "TFLOPS", "model MFU (full square)"]]
 
 
 def test_the_legend_names_only_the_suffixes_shown():

@@ -172,13 +172,13 @@ def test_each_quantity_keeps_one_unit_through_the_paragraph():
 
 def test_a_model_mfu_past_100_percent_names_the_causal_half_not_a_window():
     # A dense causal model at long context (Llama-3-8B at 208K tokens on 16 A800s: attention 81% of
-    # the step at 57% of peak) has a Megatron MFU near 1.8 x its executed share: the full square is
+    # the step at 57% of peak) has a full-square model MFU near 1.8 x its executed share: the full square is
     # twice the causal half. The paragraph says so without calling the attention windowed.
     past = BEST.model_copy(update={"mfu": 1.016, "hardware_mfu": 0.568})
     text = " ".join(why_this_plan([past], A800).split())
     assert "56.8% of peak in executed FLOPs" in text
-    assert "Megatron's model MFU passes 100%: it counts the full attention square, of which a causal mask " \
-           "runs half" in text
+    assert "the model MFU (full square) passes 100%: it counts the full attention square, of which a causal " \
+           "mask runs half" in text
     assert "windowed" not in text and "101.6%" not in text
     within = " ".join(why_this_plan([BEST], A800).split())
-    assert "model MFU (Megatron) 50.0%" in within and "passes 100%" not in within
+    assert "model MFU (full square) 50.0%" in within and "passes 100%" not in within

@@ -30,13 +30,14 @@ def test_a_plan_file_plan_out_of_memory_is_not_said_to_be_the_closest_when_other
 
 
 def test_a_model_mfu_past_100_percent_is_not_shown_in_the_headline(question):
-    # Megatron's full-square count passes the peak for windowed attention (Mistral at 1M tokens on
+    # The full-square count passes the peak for windowed attention (Mistral at 1M tokens on
     # A100: 1546.6%): the headline says why it does not show it (tests/report/test_sections.py: the table).
     from sp_planner.report.recommendation import _headline
 
     windowed = question.result.ranked[0].model_copy(update={"mfu": 15.466})
     headline = _headline(windowed, question.hardware)
-    assert "1546.6%" not in headline and "model MFU (Megatron) not shown: its full-attention count" in headline
+    assert "1546.6%" not in headline
+    assert "model MFU (full square) not shown: its count of the whole attention square" in headline
 
 
 def test_the_reports_why_text_is_sp_plans_for_the_searchs_best(question):

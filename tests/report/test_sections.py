@@ -24,7 +24,9 @@ def test_question_and_top_plans_show_the_search_numbers(question):
     assert rows[0][0] and not any(chosen for chosen, _, _ in rows[1:])
     assert [int(tp) for _, _, tp in rows] == [e.plan.tp for e in question.result.ranked]
     assert f"{best.hardware_mfu:.1%} of peak in executed FLOPs (hardware MFU;" in html
-    assert f"model MFU (Megatron) {best.mfu:.1%}" in html
+    assert f"model MFU (full square) {best.mfu:.1%}" in html
+    # The full-square figure names the Megatron-LM releases that counted so (8873b55d halved causal attention).
+    assert "whole s x s square and no recompute (Megatron-LM to core_v0.11; later releases halve" in html
     assert html.index('id="question"') < html.index('id="recommendation"') < html.index('id="top-plans"')
 
 
@@ -52,7 +54,7 @@ def test_the_recommended_plan_is_found_in_the_frame_even_with_an_even_pipeline_s
 
 
 def test_a_model_mfu_past_100_percent_is_not_shown_as_a_share(question):
-    # Megatron's full-square count passes the peak for windowed attention (Mistral at 1M tokens on
+    # The full-square count passes the peak for windowed attention (Mistral at 1M tokens on
     # A100: 1546.6%); the report, like the terminal table, shows "-" and says why, and keeps the
     # TFLOPS (plans.csv and summary.json keep the figure; the headline: tests/report/test_recommendation.py).
     from sp_planner.report.sections import top_plans_section
@@ -61,7 +63,7 @@ def test_a_model_mfu_past_100_percent_is_not_shown_as_a_share(question):
     windowed = best.model_copy(update={"mfu": 15.466})
     top = top_plans_section([windowed], chosen=windowed, hardware=question.hardware)
     assert "1546.6%" not in top and "<td class=\"num\">-</td>" in top
-    assert "model MFU -: Megatron&#x27;s count (full attention square) passes the GPU&#x27;s peak" in top
+    assert "model MFU -: the full attention square counted (Megatron-LM to core_v0.11) passes the GPU" in top
     assert "model MFU -:" not in top_plans_section([best], chosen=best, hardware=question.hardware)
 
 
