@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from sp_planner import __version__
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate
+from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.cost.fp8_attention import fp8_attention_problem
 from sp_planner.cost.offload import check_host_link
 from sp_planner.cost.deepep import deepep_refusal
@@ -86,6 +87,12 @@ class PlanFile(FrozenModel):
     # given, null: the newest); null for the frameworks with one. Absent from files written before it
     # (planfile_unrecorded.unrecorded_release).
     framework_version: str | None = None
+    # The named attention kernel whose curves (in `hardware`) timed the plan
+    # (cost.attention_kernels.timed_kernel: fa2, fa3, cudnn, sdpa, npu); null where none is named (a
+    # profile sp-calibrate measured) and in files written before it (2026-12-07), whose `hardware`
+    # still holds the curves that timed them. A record for tools: readers time the plan with the
+    # curves in `hardware`, not with this name.
+    attention_kernel: AttentionKernel | None = None
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
     # The rank groups' generator (written by sp-plan; absent from files written before it).

@@ -291,3 +291,20 @@ def test_a_deepep_plan_on_hardware_deepep_does_not_run_is_refused_on_read(tmp_pa
         read_plan_file(path)
     assert str(err.value).startswith(f"plan file {path} is invalid: ")
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_attention_kernel_is_recorded_and_older_files_read_it_as_null(tmp_path):
+    # plan.json names the kernel whose curves (in `hardware`) timed the plan; a file written before
+    # the field reads as unnamed (null), its hardware's curves unchanged.
+    path = tmp_path / "plan.json"
+    written = _plan_file(attention_kernel="cudnn")
+    write_plan_file(path, written)
+    doc = json.loads(path.read_text())
+    assert doc["attention_kernel"] == "cudnn" and read_plan_file(path) == written
+    del doc["attention_kernel"]
+    path.write_text(json.dumps(doc))
+    assert read_plan_file(path) == written.model_copy(update={"attention_kernel": None})
+    doc["attention_kernel"] = "fa4"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(UserInputError, match="attention_kernel"):
+        read_plan_file(path)

@@ -245,8 +245,9 @@ def plan(
         raise UserInputError(f"--attention-kernel: {err}") from None
     if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
         raise UserInputError(problem)
-    timing_note = softmax_timing_note(question.model, timed_kernel(question.hardware, kernel), question.hardware.name,
-                                      stack)
+    timed = timed_kernel(question.hardware, kernel)
+    question = question.model_copy(update={"attention_kernel": timed})
+    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,

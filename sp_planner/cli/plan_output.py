@@ -115,7 +115,7 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
             model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
             full_rank_groups=full_rank_groups, framework=answer.framework, framework_ranked=answer.framework_ranked,
-            framework_version=answer.framework_version,
+            framework_version=answer.framework_version, attention_kernel=q.attention_kernel,
         )
         answer._summary_full = full_rank_groups
     return answer._summary
@@ -287,6 +287,7 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework=framework,
                 framework_version=recorded_release(framework, answer.framework_version),
+                attention_kernel=q.attention_kernel,
                 plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
                 rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
@@ -49,6 +50,9 @@ class PlanQuestion(FrozenModel):
     pins: Pins
     # True when --global-batch was left out and defaults to a token budget (specs/batch.py).
     default_batch: bool = False
+    # The named kernel whose curves time the plans (cost.attention_kernels.timed_kernel; set by
+    # sp-plan once the framework is known); None where none is named: a profile sp-calibrate measured.
+    attention_kernel: AttentionKernel | None = None
 
     @property
     def world_size(self) -> int:

@@ -1,7 +1,8 @@
 """The JSON document of a planning answer: `sp-plan --format json` and the reports' summary.json.
 
 Layout (schema "sp-planner.summary/3"):
-    schema_version, candidates_evaluated, question{...; moe_routing{routing, load_imbalance,
+    schema_version, candidates_evaluated, question{...; attention_kernel (the named kernel whose
+    curves timed the plans, null where none is: an sp-calibrate'd profile); moe_routing{routing, load_imbalance,
     capacity_factor, pad_to_capacity, token_dispatcher} for MoE models, else null}, prune_counts{rule: count}
     (every rule and oom),
     plans[best first, whichever framework can express them]{the plan's fields
@@ -64,11 +65,13 @@ def build_summary(
     framework: str | None = None,
     framework_ranked: Sequence[PlanEstimate] = (),
     framework_version: str | None = None,
+    attention_kernel: str | None = None,
 ) -> dict[str, Any]:
     """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
     Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
     `framework` (sp-plan --framework; None for a report) and `framework_ranked`, the fitting plans
-    it can express, best first: what sp-plan's table ranks."""
+    it can express, best first: what sp-plan's table ranks. `attention_kernel`: the named kernel whose
+    curves timed the plans (cost.attention_kernels.timed_kernel), None where none is named."""
     # The framework's plans are mostly `plans` again, and an entry renders every framework's flags
     # (a second per thousand plans): an equal estimate's entry is made once.
     made: dict[ParallelPlan, tuple[PlanEstimate, dict[str, Any]]] = {}
@@ -99,6 +102,8 @@ def build_summary(
             "global_batch": workload.global_batch,
             "causal": workload.causal,
             "hbm_bytes": hardware.hbm_bytes,
+            # The kernel whose curves timed the plans; null for a profile sp-calibrate measured.
+            "attention_kernel": attention_kernel,
             # The routing MoE plans were costed with (cost.moe); null for a dense model.
             "moe_routing": moe_routing(model) if model.moe is not None else None,
         },

@@ -85,7 +85,8 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
                             suggestions=suggestions, framework=plan_file.framework,
-                            framework_ranked=framework_ranked[:top_k], framework_version=version)
+                            framework_ranked=framework_ranked[:top_k], framework_version=version,
+                            attention_kernel=plan_file.attention_kernel)
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
                         summary=summary, runs=runs, framework=plan_file.framework, framework_version=version,

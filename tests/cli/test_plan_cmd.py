@@ -86,7 +86,8 @@ def test_json_plans_fill_the_cluster_and_match_evaluate(plan_json):
     assert code == 0
     assert doc["question"] == {
         "model": "Llama-3-8B", "hardware": "A800", "num_nodes": 2, "gpus_per_node": 8, "world_size": 16,
-        "seq_len": 131072, "global_batch": 32, "causal": True, "hbm_bytes": A800.hbm_bytes, "moe_routing": None,
+        "seq_len": 131072, "global_batch": 32, "causal": True, "hbm_bytes": A800.hbm_bytes,
+        "attention_kernel": "fa2", "moe_routing": None,
     }
     # Every rule's count, zero or not, in the order the rules are checked: the same keys every time.
     assert list(doc["prune_counts"]) == [*RULES, "oom"]
@@ -690,3 +691,23 @@ def test_every_help_example_on_built_ins_answers(sp_plan, tmp_path, monkeypatch)
     for args in built_in:
         result = sp_plan(*args)
         assert result.exit_code == 0, (args, result.stdout[-600:])
+
+
+def test_the_timing_attention_kernel_is_named_in_the_json_the_plan_file_and_the_report(sp_plan, tmp_path):
+    # Tools read which kernel's curves timed the plans by name: Megatron's cuDNN on an H100 by
+    # default, the one --attention-kernel picks, and null for a profile whose attention sp-calibrate
+    # measured (the user's kernel, unnamed). The key is there on every answer.
+    question = ["--model", "llama3-8b", "--nodes", "1", "--seq-len", "4k", "--top", "1", "--format", "json"]
+    out, report = tmp_path / "plan.json", tmp_path / "report"
+    default = sp_plan(*question, "--hardware", "h100", "--out", out, "--report", report)
+    assert default.exit_code == 0, default.stderr
+    assert json.loads(default.stdout)["question"]["attention_kernel"] == "cudnn"
+    assert read_plan_file(out).attention_kernel == "cudnn"
+    assert json.loads((report / "summary.json").read_text())["question"]["attention_kernel"] == "cudnn"
+    fa3 = sp_plan(*question, "--hardware", "h100", "--attention-kernel", "fa3")
+    assert json.loads(fa3.stdout)["question"]["attention_kernel"] == "fa3"
+    measured = sp_plan(*question, "--hardware", "hardware_profiles/measured/h200-2026-12-04.yaml", "--nodes", "8",
+                       "--out", out)
+    assert measured.exit_code == 0, measured.stderr
+    assert json.loads(measured.stdout)["question"]["attention_kernel"] is None
+    assert read_plan_file(out).attention_kernel is None

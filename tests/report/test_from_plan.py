@@ -50,6 +50,8 @@ def test_an_fp8_plan_is_reported_among_fp8_plans_as_sp_plan_documents_it(tmp_pat
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert {p["precision"] for p in summary["plans"]} == {"fp8"}
     assert summary["framework"] == "megatron" and summary["framework_plans"]
+    # The kernel the plan file records as timing it (Megatron's cuDNN on an H100), as sp-plan named it.
+    assert summary["question"]["attention_kernel"] == json.loads(plan.read_text())["attention_kernel"] == "cudnn"
     chosen = json.loads(plan.read_text())["estimate"]["step_time_s"]
     assert summary["plans"][0]["step_time_s"] == chosen
 
