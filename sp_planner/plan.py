@@ -274,14 +274,34 @@ def _message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
 def _layers_message(num_layers: int, plan: ParallelPlan) -> str:
     vpp = f" x vpp {plan.vpp}" if plan.vpp > 1 else ""
     if plan.first_stage_layers is None and plan.last_stage_layers is None:
-        layout = (f"; or pin first = last = {num_layers // plan.pp}, which runs as --pipeline-model-parallel-layout"
-                  if plan.vpp > 1 and num_layers % plan.pp == 0 else "")
-        return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
-                f"(first/last stage layers) may fit{layout}")
+        if plan.vpp == 1 or num_layers % plan.pp:
+            return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
+                    "(first/last stage layers) may fit")
+        per_stage = num_layers // plan.pp
+        even = _even_vpp_text(per_stage, plan.vpp)
+        if per_stage < plan.vpp:
+            # Fewer layers than virtual stages: any split leaves a model chunk without a layer (a
+            # layout Megatron parses, pipeline_parallel_layer_layout.py prints "(empty stage)", but
+            # every empty chunk is a pipeline hop and a schedule slot doing nothing).
+            return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}, and with fewer layers than "
+                    f"its {plan.pp * plan.vpp} virtual stages any split leaves some empty; {even}")
+        return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; {even}, or pin first = last = "
+                f"{per_stage}, which runs as --pipeline-model-parallel-layout, or another uneven split "
+                "(first/last stage layers)")
     return (f"first/last stage layers {plan.first_stage_layers}/{plan.last_stage_layers} do not split "
             f"{num_layers} layers over pp {plan.pp}{vpp} (each stage a layer at least, the middle layers even "
             "over pp - 2 stages, none at pp 2; with vpp > 1 a split the --decoder-first/last-pipeline-num-layers "
             "flags cannot express runs as --pipeline-model-parallel-layout)")
+
+
+def _even_vpp_text(per_stage: int, vpp: int) -> str:
+    """The --vpp values nearest `vpp` that split a stage's `per_stage` layers evenly (at most three)."""
+    divisors = [d for d in range(2, per_stage + 1) if per_stage % d == 0]
+    if not divisors:
+        return f"{per_stage} layer per stage interleaves with no vpp above 1: pin --vpp 1"
+    nearest = sorted(sorted(divisors, key=lambda d: abs(math.log(d / vpp)))[:3])
+    choices = ", ".join(map(str, nearest[:-1])) + (" or " if len(nearest) > 1 else "") + str(nearest[-1])
+    return f"pin --vpp {choices}, which split{'s' if len(nearest) == 1 else ''} the {per_stage} layers per stage evenly"
 
 
 def facts_violations(facts: RuleFacts, plan: ParallelPlan, rules: tuple[str, ...] = RULES) -> list[Violation]:

@@ -139,6 +139,34 @@ def test_the_layers_rule_accepts_layouts_and_says_why_it_breaks():
     assert "pin first = last = 8" in message
 
 
+def test_the_layers_hint_never_proposes_a_layout_with_empty_virtual_stages():
+    # Llama-3-8B's 32 layers on pp 2 x vpp 64: the hint proposed first = last = 16, a layout of 2 x 64
+    # model chunks of which 126 hold no layer. It now names --vpp values that split the 16 layers per
+    # stage evenly (the pinned 64's nearest), each of which the layers rule accepts.
+    model, workload = load_model("Llama-3-8B"), Workload(seq_len=8192, global_batch=64)
+
+    def layers_message(pp: int, vpp: int) -> str:
+        (message,) = [v.message for v in violations(ParallelPlan(pp=pp, vpp=vpp), model, workload)
+                      if v.rule == "layers"]
+        return message
+
+    assert stage_chunk_sizes(32, 2, 64, 16, 16)[0].count(0) == 63  # what the old hint led to
+    message = layers_message(2, 64)
+    assert "first = last" not in message
+    assert message == ("num_layers 32 is not divisible by pp 2 x vpp 64, and with fewer layers than its 128 "
+                       "virtual stages any split leaves some empty; pin --vpp 4, 8 or 16, which split the 16 "
+                       "layers per stage evenly")
+    for vpp in (4, 8, 16):
+        assert not [v for v in violations(ParallelPlan(pp=2, vpp=vpp), model, workload) if v.rule == "layers"]
+    # Enough layers for every virtual stage: the layout pin stays on offer, and leaves no chunk empty.
+    message = layers_message(4, 3)
+    assert message.startswith("num_layers 32 is not divisible by pp 4 x vpp 3; pin --vpp 2, 4 or 8, which split "
+                              "the 8 layers per stage evenly, or pin first = last = 8")
+    assert min(min(stage) for stage in stage_chunk_sizes(32, 4, 3, 8, 8)) >= 2
+    # One layer per stage: no vpp above 1 interleaves it.
+    assert layers_message(32, 2).endswith("1 layer per stage interleaves with no vpp above 1: pin --vpp 1")
+
+
 def test_vectorized_placement_is_the_scalar_one_over_candidates():
     rows = [(pp, vpp, f, last) for pp, vpp, f, last in itertools.product((2, 4, 8), (2, 4), range(1, 20), range(1, 20))
             if not _breaks(61, pp, vpp, f, last) and int(split_kind(61, pp, vpp, f, last)) == SPLIT_LAYOUT]
