@@ -18,8 +18,8 @@ from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
-from sp_planner.cli.question import (check_outputs, domain_split_note, framework_device_note, generic_gpu_note,
-                                     node_size_note, resolve_question)
+from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, framework_device_note,
+                                     generic_gpu_note, node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
                                                with_attention_kernel)
@@ -264,6 +264,7 @@ def plan(
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
     # After every input check: a refused question prints only its error.
     for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node),
+                 default_batch_note(question),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
                  device_note, timing_note, kernel_note):
         if note is not None:

@@ -30,12 +30,12 @@ from sp_planner.plan import CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
 from sp_planner.specs.base import FrozenModel
-from sp_planner.specs.batch import default_global_batch
+from sp_planner.specs.batch import DEFAULT_TOKENS_PER_STEP, batch_over_budget, budget_ratio, default_global_batch
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
 from sp_planner.specs.workload import Workload
-from sp_planner.units import parse_tokens
+from sp_planner.units import format_tokens, parse_tokens, plural
 
 
 
@@ -71,6 +71,20 @@ def generic_gpu_note(profile: HardwareProfile) -> str | None:
         return None
     return (f"hardware profile {profile.name!r} names no built-in GPU (base_profile); kernel curves, best "
             "published MFU, GEMM and host tables fall back to generic values")
+
+
+def default_batch_note(question: PlanQuestion) -> str | None:
+    """One line when the default batch (no --global-batch) is far over its token budget
+    (specs.batch.batch_over_budget): the GPU count's odd factors, which only data parallelism can
+    take, made it a multiple of them. None otherwise."""
+    workload = question.workload
+    if not question.default_batch or not batch_over_budget(workload.seq_len, workload.global_batch):
+        return None
+    ratio = budget_ratio(workload.seq_len, workload.global_batch)
+    return (f"the default global batch, {plural(workload.global_batch, 'sequence')} of "
+            f"{format_tokens(workload.seq_len)} tokens, is {ratio:.0f}x its {format_tokens(DEFAULT_TOKENS_PER_STEP)}-"
+            f"token budget per step: data parallelism takes the {question.world_size:,} GPUs' odd factors and "
+            "must divide it; --global-batch sets the batch")
 
 
 def node_size_note(profile: HardwareProfile, gpus_per_node: int) -> str | None:

@@ -13,6 +13,11 @@ import math
 
 # Llama 3's initial batch, 1024 x 4096 tokens (arXiv 2407.21783 section 3.4.1).
 DEFAULT_TOKENS_PER_STEP = 4 * 2**20
+# How far over its token budget a default batch of more than one sequence goes before sp-plan says
+# so: rounding to whole sequences and to the GPU count's divisors keeps it within 1.6x on every
+# power-of-two cluster (at most 131,072 GPUs, sequences of 512 to 9M tokens; tests/specs/test_batch.py),
+# so beyond 2x it is the GPU count's odd factors that grew it (999 nodes at 128K: 999 sequences, 31x).
+DEFAULT_BATCH_NOTE_RATIO = 2.0
 
 
 def default_global_batch(seq_len: int, world_size: int,
@@ -46,3 +51,14 @@ def default_global_batch(seq_len: int, world_size: int,
 def _divisors(n: int) -> list[int]:
     small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
     return small + [n // d for d in small]
+
+
+def budget_ratio(seq_len: int, global_batch: int, tokens_per_step: int = DEFAULT_TOKENS_PER_STEP) -> float:
+    """The batch's tokens over the default token budget per step."""
+    return global_batch * seq_len / tokens_per_step
+
+
+def batch_over_budget(seq_len: int, global_batch: int) -> bool:
+    """Whether a default batch of more than one sequence (a single one cannot shrink) exceeds its
+    token budget by more than DEFAULT_BATCH_NOTE_RATIO."""
+    return global_batch > 1 and budget_ratio(seq_len, global_batch) > DEFAULT_BATCH_NOTE_RATIO

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware
-from sp_planner.cli.question import resolve_question
+from sp_planner.cli.question import default_batch_note, resolve_question
 from sp_planner.errors import UserInputError
 
 FREE = {"tp": None, "pp": None, "dp": None, "ulysses": None, "ring": None}
@@ -30,6 +30,20 @@ def test_defaults_come_from_the_profile_and_the_token_budget():
 def test_explicit_batch_and_gpus():
     q = _resolve(gpus_per_node=4, global_batch=3)
     assert (q.world_size, q.workload.global_batch, q.default_batch) == (8, 3, False)
+
+
+def test_a_default_batch_far_over_its_token_budget_is_noted():
+    # 999 nodes of 8 GPUs = 8 x 999 at 128K: the 32 sequences of the 4M-token budget are rounded up
+    # to 999, the GPU count's odd factor that data parallelism must take (specs/batch.py): 131M
+    # tokens, 31x the budget, said in one note; a batch the user gave, or the budget met, says nothing.
+    big = _resolve(hardware="h100", num_nodes=999)
+    assert big.workload.global_batch == 999
+    assert default_batch_note(big) == (
+        "the default global batch, 999 sequences of 128K tokens, is 31x its 4M-token budget per step: data "
+        "parallelism takes the 7,992 GPUs' odd factors and must divide it; --global-batch sets the batch")
+    assert default_batch_note(_resolve(hardware="h100", num_nodes=999, global_batch=999)) is None
+    assert default_batch_note(_resolve(hardware="h100", num_nodes=9)) is None  # 36 sequences: 1.1x
+    assert default_batch_note(_resolve()) is None
 
 
 def test_dp_follows_from_the_other_four_degrees():

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sp_planner.specs.batch import DEFAULT_TOKENS_PER_STEP, default_global_batch
+from sp_planner.specs.batch import (
+    DEFAULT_BATCH_NOTE_RATIO,
+    DEFAULT_TOKENS_PER_STEP,
+    batch_over_budget,
+    budget_ratio,
+    default_global_batch,
+)
 
 
 def test_budget_is_llama3_initial_batch():
@@ -42,6 +48,24 @@ def test_tokens_stay_within_a_factor_of_the_budget_when_a_gpu_gets_a_sequence():
             tokens = default_global_batch(seq_len, world) * seq_len
             if DEFAULT_TOKENS_PER_STEP >= world * seq_len:
                 assert abs(tokens - DEFAULT_TOKENS_PER_STEP) <= world * seq_len / 2
+
+
+def test_only_odd_factors_take_a_default_batch_over_twice_its_budget():
+    # On power-of-two clusters (1 to 131,072 GPUs, sequences of 512 to 9M tokens) rounding to whole
+    # sequences and to the GPU count's divisors keeps a batch of more than one sequence within 1.6x
+    # of the budget (the worst: 4 sequences of 1,675,776 tokens), under DEFAULT_BATCH_NOTE_RATIO.
+    worst = max(budget_ratio(seq_len, batch)
+                for world in (2**k for k in range(18))
+                for seq_len in (*range(512, 9 << 20, 4096), *(2**k for k in range(9, 24)))
+                if (batch := default_global_batch(seq_len, world)) > 1)
+    assert worst == pytest.approx(4 * 1675776 / DEFAULT_TOKENS_PER_STEP) and worst < 1.6 < DEFAULT_BATCH_NOTE_RATIO
+    # Odd factors: 999 sequences at 128K on 7,992 GPUs (31.2x), 125 on 8,000 (3.9x), 9 of 1M on 72 (2.25x).
+    assert budget_ratio(131072, 999) == pytest.approx(999 / 32)
+    assert batch_over_budget(131072, default_global_batch(131072, 8 * 999))
+    assert batch_over_budget(131072, default_global_batch(131072, 8000))
+    assert batch_over_budget(1 << 20, default_global_batch(1 << 20, 72))
+    assert not batch_over_budget(131072, default_global_batch(131072, 72))  # 36 sequences: 1.1x
+    assert not batch_over_budget(16 << 20, 1)  # one sequence over the budget cannot shrink
 
 
 def test_rejects_non_positive():
