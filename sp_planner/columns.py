@@ -41,6 +41,14 @@ def concat_take(parts: Sequence[T], index: np.ndarray) -> T:
     return cast(T, _concat_take(list(parts), index))
 
 
+def held_rows(priced: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the places in `index` whose row is among `priced` (ascending row indices), where each is in
+    `priced`): a cost table priced on some rows (cost.kind_table), read after a take of `index`."""
+    found = np.minimum(np.searchsorted(priced, index), max(len(priced) - 1, 0))
+    at = np.flatnonzero(priced[found] == index) if len(priced) else np.zeros(0, dtype=np.intp)
+    return at, found[at]
+
+
 def _take(obj: Any, index: np.ndarray) -> Any:
     if obj is None:
         return None

@@ -13,8 +13,9 @@ from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import time_columns
-from sp_planner.cost.step_bound import step_lower_bound_s
+from sp_planner.cost.step_bound import StepBound, step_lower_bound
 from sp_planner.cost.step_columns import StepColumns
+from sp_planner.cost.step_layers import LayerParts
 from sp_planner.cost.step_options import StepOptions
 from sp_planner.distinct import distinct_rows
 from sp_planner.estimate import (
@@ -150,15 +151,17 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
 
 def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
               gpus_per_node: int, code: np.ndarray | None = None,
-              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None) -> Evaluated:
+              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None,
+              layers: LayerParts | None = None) -> Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons and the comm
     columns are left out: `_explained` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
-    candidate_memory where the caller has it."""
+    candidate_memory, `layers` the layers their candidate_step_bound priced (BoundLayers.at_rows),
+    where the caller has them."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     if memory is None:
         memory = _run_memory(model, hardware, workload, run, domain, runtime)
-    step = time_columns(model, hardware, workload, run, **_time_options(runtime, domain))
+    step = time_columns(model, hardware, workload, run, layers, **_time_options(runtime, domain))
     if code is None:
         code = first_rule(rule_masks(model, workload, c), len(c))
     oom = (code < 0) & (memory.peak_bytes > hardware.hbm_bytes)
@@ -175,11 +178,12 @@ def _time_options(runtime: Runtime, domain: int) -> StepOptions:
                        moe_router_dtype=runtime.moe_router_dtype, expert_row_padding=runtime.expert_row_padding)
 
 
-def candidate_step_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                           gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> np.ndarray:
-    """A lower bound of the step _evaluate gives `c` (cost.step_bound.step_lower_bound_s; search_prune)."""
+def candidate_step_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                         gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> StepBound:
+    """A lower bound of the step _evaluate gives `c` (cost.step_bound.step_lower_bound; search_prune)
+    and the layers it priced, which _evaluate takes back for these rows."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
-    return step_lower_bound_s(model, hardware, workload, run, **_time_options(runtime, domain))
+    return step_lower_bound(model, hardware, workload, run, **_time_options(runtime, domain))
 
 
 def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtime: Runtime) -> tuple[Candidates, int]:

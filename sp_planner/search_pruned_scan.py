@@ -11,7 +11,8 @@ from sp_planner import columns
 from sp_planner.candidates import Candidates
 from sp_planner.cost.memory import MemoryColumns
 from sp_planner.cost.runtime import Runtime
-from sp_planner.search_columns import Evaluated, _evaluate, candidate_memory, candidate_step_bound_s
+from sp_planner.cost.step_bound import BoundLayers
+from sp_planner.search_columns import Evaluated, _evaluate, candidate_memory, candidate_step_bound
 from sp_planner.search_prune import skipped_rows
 from sp_planner.search_rank import _Best, _keep_best, _rank_keys
 from sp_planner.search_refine import TupleBests, merged, tuple_bests
@@ -42,8 +43,8 @@ class _Pending(NamedTuple):
     memory: MemoryColumns
     code: np.ndarray
     place: np.ndarray  # each row's place in the enumeration
-    bound_s: np.ndarray  # its step's lower bound (search_prune), where `bounded`
-    bounded: np.ndarray  # bound_s priced (OOM rows never are: they are not pruned)
+    bound_s: np.ndarray  # its step's lower bound (search_prune), where `layers` is not None
+    layers: BoundLayers | None  # the layers the bound priced (None: not bounded; OOM rows never are)
 
 
 class _Passing(NamedTuple):
@@ -64,7 +65,7 @@ def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
 
     def rows(index: np.ndarray) -> _Pending:
         return _Pending(columns.take(passing.candidates, index), columns.take(memory, index), passing.code[index],
-                        passing.place[index], np.full(len(index), np.nan), np.zeros(len(index), dtype=bool))
+                        passing.place[index], np.full(len(index), np.nan), None)
 
     return rows(np.flatnonzero(~oom)), rows(np.flatnonzero(oom))
 
@@ -150,15 +151,13 @@ class _PrunedScan:
         self.pending = pending
 
     def _bounded(self, rows: _Pending) -> _Pending:
-        """`rows` with every row's step bound priced (search_prune)."""
-        new = np.flatnonzero(~rows.bounded)
-        if len(new) == 0:
+        """`rows` with every row's step bound priced (search_prune), in one call where some are not
+        (rows bounded in another call are again: a call's time is its numpy calls', not its rows'),
+        its layers kept for _merge."""
+        if rows.layers is not None:
             return rows
-        bound_s, bounded = rows.bound_s.copy(), rows.bounded.copy()
-        bound_s[new] = candidate_step_bound_s(*self.args, columns.take(rows.candidates, new), self.gpus_per_node,
-                                              self.runtime)
-        bounded[new] = True
-        return rows._replace(bound_s=bound_s, bounded=bounded)
+        bound = candidate_step_bound(*self.args, rows.candidates, self.gpus_per_node, self.runtime)
+        return rows._replace(bound_s=bound.bound_s, layers=bound.layers)
 
     def _time_held(self) -> None:
         held, self.held = self.held, []
@@ -167,6 +166,8 @@ class _PrunedScan:
             self._merge(rows)
 
     def _merge(self, rows: _Pending) -> Evaluated:
-        e = _evaluate(*self.args, rows.candidates, self.gpus_per_node, rows.code, self.runtime, memory=rows.memory)
+        layers = None if rows.layers is None else rows.layers.at_rows()
+        e = _evaluate(*self.args, rows.candidates, self.gpus_per_node, rows.code, self.runtime, memory=rows.memory,
+                      layers=layers)
         self.best = _keep_best(self.best, e, rows.place, self.args[1].hbm_bytes, self.keep)
         return e

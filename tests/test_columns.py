@@ -69,3 +69,12 @@ def test_columns_not_priced_yet_stay_none():
     got = columns.concat_take(parts, np.array([2, 0]))
     np.testing.assert_array_equal(got.step_s, [3.0, 1.0])
     assert got.comm is None
+
+
+def test_held_rows_finds_each_taken_row_among_the_priced():
+    # Rows 1, 4 and 7 priced; a take of rows 7, 0, 4, 4, 9 holds priced rows at places 0, 2, 3,
+    # which are the priced table's entries 2, 1, 1.
+    at, found = columns.held_rows(np.array([1, 4, 7]), np.array([7, 0, 4, 4, 9]))
+    assert at.tolist() == [0, 2, 3] and found.tolist() == [2, 1, 1]
+    at, found = columns.held_rows(np.array([], dtype=np.int64), np.array([3]))
+    assert at.tolist() == [] and found.tolist() == []

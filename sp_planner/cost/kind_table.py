@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sp_planner.columns import take_rows
+from sp_planner.columns import held_rows, take_rows
 from sp_planner.cost.kind_passes import KindWalks, kind_walks
 from sp_planner.cost.layer_kinds import LayerKind, distinct_kinds, kind_model
 from sp_planner.cost.layer_times import LayerTimes
@@ -52,7 +52,8 @@ def kind_table(model: ModelSpec, seq_len: int, c: Candidates, micro_batches,
     one kind, `price(model, rows)` (cost.layer_times of another model on some rows: cost.step's
     candidate_layer_times with its runtime) called once per kind, on the pipelined rows, the
     walked ZeRO-3 rows (`walked` False: none, for a reader without cost.kind_passes, whose rows
-    then read the same) and, for the MTP depths' kind when the model trains them, every row."""
+    then read the same: cost.step_bound; with_walks adds them) and, for the MTP depths' kind when
+    the model trains them, every row."""
     kinds = distinct_kinds(model, seq_len)
     piped = piped_rows(model, seq_len, c, micro_batches)
     if len(kinds) == 1:
@@ -66,6 +67,31 @@ def kind_table(model: ModelSpec, seq_len: int, c: Candidates, micro_batches,
     times = tuple(price(kind_model(model, kind), c if len(at) == len(c.pp) else c.take(at))
                   if len(at) or kind == mtp else None for kind, at in zip(kinds, rows))
     return KindTable(kinds, piped, walks, rows, times)
+
+
+def take_kind_table(table: KindTable, index: np.ndarray) -> KindTable:
+    """`table`'s rows at `index` (candidates' indices), as kind_table prices those candidates
+    alone (it works row by row), but its walks, left None (with_walks adds the rows' own)."""
+    rows, times = [], []
+    for priced, kind_times in zip(table.rows, table.times):
+        at, found = held_rows(priced, index)
+        rows.append(at)
+        times.append(None if kind_times is None else take_rows(kind_times, found, len(priced)))
+    return KindTable(table.kinds, held_rows(table.piped, index)[0], None, tuple(rows), tuple(times))
+
+
+def with_walks(table: KindTable, model: ModelSpec, seq_len: int, c: Candidates, micro_batches,
+               price: Callable[[ModelSpec, Candidates], LayerTimes]) -> KindTable:
+    """kind_table of the candidates `c` from `table` (theirs without walks: take_kind_table of
+    cost.step_bound's): their ZeRO-3 walks (they read the rows' ZeRO stage) added where every kind
+    is priced on the rows they walk, else the table priced again (`price` as kind_table's)."""
+    walks = kind_walks(model, seq_len, c)
+    if walks is None:
+        return table
+    if all(times is not None and len(held_rows(rows, walks.rows)[0]) == len(walks.rows)
+           for rows, times in zip(table.rows, table.times)):
+        return table._replace(walks=walks)
+    return kind_table(model, seq_len, c, micro_batches, price)
 
 
 def mtp_layer_times(table: KindTable, model: ModelSpec, seq_len: int, average: LayerTimes) -> LayerTimes:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from sp_planner.cost.layer_kinds import chunk_kind_counts, distinct_kinds, stage_kind_counts
+from sp_planner.columns import held_rows, take_rows
 from sp_planner.cost.layer_times import LayerTimes
 from sp_planner.distinct import distinct_groups
 from sp_planner.pipeline import SPLIT_EXPLICIT, StagePace, interleave_breaks, split_breaks, split_kind
@@ -100,6 +101,21 @@ def stage_layer_times(model: ModelSpec, seq_len: int, c: Candidates, average: La
                                      for name in ("fwd_s", "bwd_s")))
     first, middle, last = (_blend(average, by_kind, w, piped) for w in shares)
     return StageLayerTimes(first, middle, last, kinds_times)
+
+
+def take_stage_layer_times(stage: StageLayerTimes, index: np.ndarray, num_rows: int) -> StageLayerTimes:
+    """`stage`'s rows at `index` (of `num_rows` candidates), as stage_layer_times prices those
+    candidates alone (it works row by row): uniform where none of them is blended (none of the
+    kinds' rows among them; those rows' stages hold the average layer)."""
+    kinds = None
+    if stage.kinds is not None:
+        at, found = held_rows(stage.kinds.rows, index)
+        kinds = KindTimes(at, stage.kinds.fwd_s[:, found], stage.kinds.bwd_s[:, found]) if len(at) else None
+    if stage.uniform or kinds is None:
+        average = take_rows(stage.first, index, num_rows)
+        return StageLayerTimes(average, average, average, kinds)
+    first, middle, last = (take_rows(s, index, num_rows) for s in stage.by_stage)
+    return StageLayerTimes(first, middle, last, kinds)
 
 
 def pacing_layer_times(stage: StageLayerTimes, pace: StagePace) -> LayerTimes:

@@ -1,19 +1,20 @@
 """A lower bound of the step (cost.step.time_columns' step_time_s) without the data-parallel passes
-(cost.dp_times, cost.dp_passes: most of a search's time), for search_prune."""
+(cost.dp_times, cost.dp_passes: most of a search's time), for search_prune, and the layers it
+priced (cost.step_layers.LayerParts), which the search hands to cost.step for the rows it times."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from functools import reduce
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from sp_planner.candidates import Candidates
-from sp_planner.cost.step import DP_CHOICE_COLUMNS, time_parts
-from sp_planner.cost.step_columns import TimeColumns
+from sp_planner.columns import take_rows
+from sp_planner.cost.step_layers import DP_CHOICE_COLUMNS, LayerParts, layer_parts
 from sp_planner.cost.zero_read_terms import zero_read_terms
-from sp_planner.distinct import distinct_key, per_key
+from sp_planner.distinct import distinct_key
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
@@ -24,19 +25,47 @@ if TYPE_CHECKING:
     from sp_planner.cost.step_options import StepOptions
 
 
-# The parts a lower bound leaves at 0 (TimeColumns' places): the DP traffic exposed, the optimizer
+# The parts a lower bound leaves at 0 (StepParts' names): the DP traffic exposed, the optimizer
 # step and the host time the GPU work does not hide, the three the data-parallel passes price.
 BOUND_ZEROED_PARTS = ("dp_comm_exposed_s", "optimizer_s", "host_overhead_s")
-# The parts cost.zero_read_terms' weight casts and tied all-reduce go to (TimeColumns' places).
-_GEMM, _SENDS = TimeColumns._fields.index("gemm_s"), TimeColumns._fields.index("pp_comm_s")
 # The columns the bound's parts but cost.zero_read_terms' read: every candidate column but the
 # data-parallel choices, which only the DP passes and those terms read (cost.step.DP_CHOICE_COLUMNS;
 # tests/cost/test_step_bound_distinct.py checks it bit for bit).
 BOUND_COLUMNS = tuple(f.name for f in fields(Candidates) if f.name not in DP_CHOICE_COLUMNS)
 
 
-def step_lower_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                       **options: Unpack[StepOptions]) -> np.ndarray:
+@dataclass(frozen=True)
+class BoundLayers:
+    """The LayerParts a bound priced (`priced`, on distinct rows) and each candidate's row of them
+    (`row`): a column of the search's pending rows (columns.take takes `row`)."""
+
+    priced: LayerParts
+    row: np.ndarray
+
+    def take(self, index: np.ndarray) -> BoundLayers:
+        return BoundLayers(self.priced, self.row[index])
+
+    @classmethod
+    def concat(cls, parts: list[BoundLayers | None]) -> BoundLayers | None:
+        """One bound's rows one after another; None (priced again) where they come from several."""
+        if any(p is None or p.priced is not parts[0].priced for p in parts):  # type: ignore[union-attr]
+            return None
+        return BoundLayers(parts[0].priced, np.concatenate([p.row for p in parts]))  # type: ignore[union-attr]
+
+    def at_rows(self) -> LayerParts:
+        """The LayerParts of these candidates, as cost.step_layers prices them alone."""
+        return self.priced.take(self.row)
+
+
+class StepBound(NamedTuple):
+    """step_lower_bound's answer per candidate."""
+
+    bound_s: np.ndarray  # the step's lower bound
+    layers: BoundLayers  # the layers priced for it
+
+
+def step_lower_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                     **options: Unpack[StepOptions]) -> StepBound:
     """A lower bound of time_columns' step_time_s, per candidate, without the data-parallel passes
     (cost.dp_times, cost.dp_passes: most of a search's time), for search_prune. The step is the
     parts summed left to right, then the MFU ceiling's stretch (>= 0, cost.mfu_ceiling) added;
@@ -47,13 +76,14 @@ def step_lower_bound_s(model: ModelSpec, hardware: HardwareProfile, workload: Wo
     cost.host) less what runs beside the DP traffic, clipped to [0, that]. A rounded sum does not
     decrease when one term grows (IEEE addition is monotone), so the bound is <= the step bit for
     bit, NaN where any kept part is (never taken for a bound by the comparisons that use it).
-    The parts are priced once per distinct row of BOUND_COLUMNS (time_parts works row by row), and
-    the weight casts and tied all-reduce (cost.zero_read_terms) added row by row as time_parts adds them."""
-    def bound_parts(rows: Candidates) -> tuple:
-        return time_parts(model, hardware, workload, rows, lower_bound=True, **options)
-
-    parts, layers, micro_batches = per_key(bound_parts, distinct_key(c, BOUND_COLUMNS), c)
+    The parts are priced once per distinct row of BOUND_COLUMNS (cost.step_layers works row by
+    row), and the weight casts and tied all-reduce (cost.zero_read_terms) added row by row as
+    cost.step.time_parts adds them."""
+    key = distinct_key(c, BOUND_COLUMNS)
+    first, row = (np.arange(len(c)), np.arange(len(c))) if key is None else key
+    priced = layer_parts(model, hardware, workload, c if key is None else c.take(first), walked=False, **options)
+    parts, layers, micro_batches = take_rows((priced.compute, priced.layers, priced.micro_batches), row, len(first))
     cast, tied = zero_read_terms(model, hardware, c, layers, micro_batches, **options)
-    added = {_GEMM: cast, _SENDS: tied}
-    parts = tuple(part + added[i] if i in added else part for i, part in enumerate(parts))
-    return np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
+    parts = parts._replace(gemm_s=parts.gemm_s + cast, pp_comm_s=parts.pp_comm_s + tied)
+    bound = np.broadcast_to(np.asarray(reduce(np.add, parts), dtype=np.float64), np.shape(c.tp))
+    return StepBound(bound, BoundLayers(priced, row))

@@ -38,6 +38,25 @@ class TimeColumns(NamedTuple):
     mfu_ceiling_s: np.ndarray  # stretch to the best published MFU (cost.mfu_ceiling)
 
 
+class StepParts(NamedTuple):
+    """TimeColumns' fields but the MFU ceiling's, per candidate (cost.step.time_parts; arrays or
+    scalars that broadcast), summed in this order before the ceiling is added (step_columns)."""
+
+    gemm_s: np.ndarray | float
+    attention_s: np.ndarray | float
+    recompute_s: np.ndarray | float
+    tp_comm_s: np.ndarray | float
+    ulysses_comm_s: np.ndarray | float
+    ring_comm_exposed_s: np.ndarray | float
+    pp_comm_s: np.ndarray | float
+    dp_comm_exposed_s: np.ndarray | float
+    bubble_s: np.ndarray | float
+    optimizer_s: np.ndarray | float
+    moe_comm_s: np.ndarray | float
+    host_overhead_s: np.ndarray | float
+    offload_s: np.ndarray | float
+
+
 class StepColumns(NamedTuple):
     """Step time (the sum of `time`), throughput and FLOP rates per candidate."""
 
@@ -51,9 +70,9 @@ class StepColumns(NamedTuple):
 
 
 def step_columns(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                 parts: tuple) -> StepColumns:
-    """StepColumns of the candidates `c` from TimeColumns' fields but the last (`parts`, in their
-    order; cost.step.time_columns), the MFU ceiling's stretch added last."""
+                 parts: StepParts) -> StepColumns:
+    """StepColumns of the candidates `c` from their StepParts (cost.step.time_columns), the MFU
+    ceiling's stretch added last."""
     recompute, tp = c.recompute, c.tp
     world = group_size(c, GRID_ORDER)
     model_flops = model_flops_per_step(model, seq_len=workload.seq_len, global_batch=workload.global_batch)

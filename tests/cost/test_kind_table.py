@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import sp_planner.cost.step as step
+import sp_planner.cost.step_layers as step_layers
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.kind_table import kind_table, mtp_layer_times
 from sp_planner.cost.layer_kinds import distinct_kinds, kind_model
@@ -39,7 +40,7 @@ def test_each_kind_is_priced_once_per_evaluation(monkeypatch, name, mtp):
         calls.append("average" if priced_model is model else "kind")
         return candidate_layer_times(priced_model, *args, **kwargs)
 
-    monkeypatch.setattr(step, "candidate_layer_times", counted)
+    monkeypatch.setattr(step_layers, "candidate_layer_times", counted)
     step.time_columns(model, hardware, WORKLOAD, c, gpus_per_node=8)
     kinds = len(distinct_kinds(model, SEQ))
     assert kinds == 2 and calls == ["average"] + ["kind"] * kinds

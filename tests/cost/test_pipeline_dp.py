@@ -7,6 +7,7 @@ import pytest
 import sp_planner.cost.dp_passes as dp_passes_module
 import sp_planner.cost.pipeline_dp as pipeline_dp_module
 import sp_planner.cost.step as step_module
+import sp_planner.cost.step_layers as step_layers_module
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.dp_exposure import DPTimes, Edges
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
@@ -322,7 +323,7 @@ def test_the_closed_path_is_handed_over_where_alike_layers_are_walked(monkeypatc
         walked.append(out)
         return out
 
-    monkeypatch.setattr(step_module, "kinds_path_s", walk)
+    monkeypatch.setattr(step_layers_module, "kinds_path_s", walk)
     args, kw, c = _step_passes(monkeypatch, load_model("Llama-3-70B"), Workload(seq_len=32768, global_batch=64), 128)
     assert kw["compute_path_s"] is not None
     (path,) = walked

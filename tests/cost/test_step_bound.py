@@ -8,7 +8,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.cost.step import time_columns
-from sp_planner.cost.step_bound import BOUND_ZEROED_PARTS, step_lower_bound_s
+from sp_planner.cost.step_bound import BOUND_ZEROED_PARTS, step_lower_bound
 from sp_planner.cost.step_options import StepOptions
 from sp_planner.search import search_axes
 from sp_planner.search_prune import BOUND_MARGIN
@@ -20,7 +20,7 @@ from sp_planner.specs import Workload
     ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["megatron"]), ("DeepSeek-V3", FRAMEWORK_RUNTIME["megatron"]),
     ("Qwen3-30B-A3B", FRAMEWORK_RUNTIME["torchtitan"])], ids=["moe-megatron", "mla-kinds-megatron", "moe-fsdp"])
 def test_step_lower_bound_is_the_step_without_the_data_parallel_parts(model_name, runtime):
-    # step_lower_bound_s (search_prune's bound): every kept part as time_columns prices it, the
+    # step_lower_bound (search_prune's bound): every kept part as time_columns prices it, the
     # zeroed ones (DP exposure, optimizer, host) each >= 0 on every row (the bound's premise; the DP
     # exposure within rounding of 0: search_prune.BOUND_MARGIN), so the bound never exceeds the step.
     model, hardware = load_model(model_name), load_hardware("H100-SXM")
@@ -30,7 +30,7 @@ def test_step_lower_bound_is_the_step_without_the_data_parallel_parts(model_name
                           grad_sync=runtime.grad_sync, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                           sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers)
     step = time_columns(model, hardware, workload, c, **options)
-    bound = step_lower_bound_s(model, hardware, workload, c, **options)
+    bound = step_lower_bound(model, hardware, workload, c, **options).bound_s
     t = step.time
     zeroed = [getattr(t, name) for name in BOUND_ZEROED_PARTS]
     kept = [0.0 if name in BOUND_ZEROED_PARTS else part for name, part in zip(t._fields[:-1], t[:-1])]

@@ -10,7 +10,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost import step_bound
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.distinct import distinct_key, per_key
-from sp_planner.search_columns import candidate_step_bound_s, search_axes
+from sp_planner.search_columns import candidate_step_bound, search_axes
 from sp_planner.space import Pins, enumerate_candidates
 from sp_planner.specs import Workload
 from tests.cost.candidate_variants import with_fixed_choices_flipped
@@ -36,9 +36,9 @@ def _every_row(monkeypatch) -> None:
 def test_distinct_rows_bound_as_every_row(question, framework, monkeypatch):
     model, hardware, c = question
     assert len(c) > 10_000 and len(np.unique(c.zero)) > 1 and len(np.unique(c.precision)) > 1
-    once = candidate_step_bound_s(model, hardware, WORKLOAD, c, 8, FRAMEWORK_RUNTIME[framework])
+    once = candidate_step_bound(model, hardware, WORKLOAD, c, 8, FRAMEWORK_RUNTIME[framework]).bound_s
     _every_row(monkeypatch)
-    every = candidate_step_bound_s(model, hardware, WORKLOAD, c, 8, FRAMEWORK_RUNTIME[framework])
+    every = candidate_step_bound(model, hardware, WORKLOAD, c, 8, FRAMEWORK_RUNTIME[framework]).bound_s
     assert np.isfinite(every).mean() > 0.5
     np.testing.assert_array_equal(once, every)
 
@@ -47,9 +47,9 @@ def test_a_column_read_left_out_is_caught(question, monkeypatch):
     """The comparison above sees a column the parts read left out of the key, and the ZeRO-reading
     terms priced once per distinct row of the others."""
     model, hardware, c = question
-    every = candidate_step_bound_s(model, hardware, WORKLOAD, c, 8)
+    every = candidate_step_bound(model, hardware, WORKLOAD, c, 8).bound_s
     monkeypatch.setattr(step_bound, "BOUND_COLUMNS", tuple(n for n in step_bound.BOUND_COLUMNS if n != "micro_batch"))
-    assert not np.array_equal(candidate_step_bound_s(model, hardware, WORKLOAD, c, 8), every)
+    assert not np.array_equal(candidate_step_bound(model, hardware, WORKLOAD, c, 8).bound_s, every)
     monkeypatch.undo()
     terms = step_bound.zero_read_terms
 
@@ -58,4 +58,4 @@ def test_a_column_read_left_out_is_caught(question, monkeypatch):
                        distinct_key(rows, step_bound.BOUND_COLUMNS), rows, layers, micro_batches)
 
     monkeypatch.setattr(step_bound, "zero_read_terms", zero_unread)
-    assert not np.array_equal(candidate_step_bound_s(model, hardware, WORKLOAD, c, 8), every)
+    assert not np.array_equal(candidate_step_bound(model, hardware, WORKLOAD, c, 8).bound_s, every)

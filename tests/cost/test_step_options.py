@@ -7,10 +7,10 @@ from sp_planner.cost.step_options import StepOptions
 
 
 def test_step_options_are_time_parts_options():
-    # Every option time_parts takes but `lower_bound` (cost.step_bound's switch), gpus_per_node
+    # Every keyword option time_parts takes (its `priced` layers are positional), gpus_per_node
     # the one without a default, so time_columns(**options) can leave none out of the checks.
     params = inspect.signature(time_parts).parameters
-    keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} - {"lower_bound"}
+    keyword = {name for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert set(StepOptions.__annotations__) == keyword
     required = {name for name in keyword if params[name].default is inspect.Parameter.empty}
     assert StepOptions.__required_keys__ == required == {"gpus_per_node"}
