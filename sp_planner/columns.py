@@ -37,7 +37,7 @@ def concat(parts: Sequence[T]) -> T:
 
 def concat_take(parts: Sequence[T], index: np.ndarray) -> T:
     """take(concat(parts), index), one column at a time: the whole concatenation is never held (a
-    report's search sorts millions of rows this way, search_rank._ranked_union)."""
+    report's search sorts millions of rows this way, search_rank.ranked_union)."""
     return cast(T, _concat_take(list(parts), index))
 
 

@@ -8,7 +8,7 @@ those that break a rule are counted and not costed (unless too few plans pass th
 the ranking), and only the best HEAD_ROWS rows are kept, so memory stays bounded whatever the
 cluster size. Those that pass are priced several chunks at a time, and a fitting one whose step's
 lower bound keeps it out of the ranking and of the refinement below is not timed in full
-(search_prune, search_pruned_scan._PrunedScan): the same answer, in a fraction of the time. The
+(search_prune, search_pruned_scan.PrunedScan): the same answer, in a fraction of the time. The
 frame of every candidate is built only when a caller asks for it. After the scan, the best plans'
 degrees are refined with the interleaved layouts the scan leaves out (search_refine), priced and
 ranked as every other candidate.
@@ -27,10 +27,10 @@ from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.errors import UserInputError
 from sp_planner.plan import RULES, ParallelPlan
-from sp_planner.search_columns import _evaluate, _explained, search_axes
+from sp_planner.search_columns import evaluate_rows, explained_rows, search_axes
 from sp_planner.search_refine import tuples_to_refine
-from sp_planner.search_rank import _Best, _keep_best, _ranked_union
-from sp_planner.search_scan import _scan, _Scan
+from sp_planner.search_rank import Best, keep_best, ranked_union
+from sp_planner.search_scan import scan_chunks, Scanned
 from sp_planner.space import Axes, Pins, degree_tuples, iter_candidates, search_order, with_expert_degrees
 from sp_planner.candidates import Candidates
 from sp_planner.space_count import count_candidates
@@ -127,20 +127,20 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     if every_row:
         return _search_every_row(model, hardware, workload, args, keep=keep, top_k=top_k, progress=progress,
                                  total=total)
-    passing = _scan(*args, keep=keep, breakers=False, progress=progress, total=total)
+    passing = scan_chunks(*args, keep=keep, breakers=False, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(passing.tuples, pins))
     refined = _refine_scan(args, refining, keep=keep, breakers=False, progress=progress, done=total)
     counts, best = passing.counts + _counts(refined), passing.best  # breakers do not run out of memory
     best = _merged(best, refined, passing.candidates, hardware.hbm_bytes, keep)
     candidates = passing.candidates + (refined.candidates if refined else 0)
     if passing.costed + (refined.costed if refined else 0) < keep:  # too few pass the rules: rank the rest
-        broken = _scan(*args, keep=keep, breakers=True, progress=_no_progress)
+        broken = scan_chunks(*args, keep=keep, breakers=True, progress=_no_progress)
         best = _merged(best, broken, 0, hardware.hbm_bytes, keep)
         best = _merged(best, _refine_scan(args, refining, keep=keep, breakers=True), passing.candidates,
                        hardware.hbm_bytes, keep)
     if best is None:  # degrees exist but no variant of them (HSDP replicas, cp_comm) matches the pins
         raise ValueError(f"no candidate plan on {world} GPUs matches the pins {pins}")
-    shown = _explained(model, hardware, workload, best.evaluated, gpus_per_node, runtime)
+    shown = explained_rows(model, hardware, workload, best.evaluated, gpus_per_node, runtime)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), counts) if k}
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
@@ -150,13 +150,13 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
     def every_costed_row() -> pd.DataFrame:
         parts = []
         for breakers in (False, True):  # each in rank order, the refined rows merged into it
-            scan = _scan(*args, keep=None, breakers=breakers, progress=_no_progress)
+            scan = scan_chunks(*args, keep=None, breakers=breakers, progress=_no_progress)
             part = _ranked_together(scan, _refine_scan(args, refining, keep=None, breakers=breakers),
                                     passing.candidates, hardware.hbm_bytes)
             if part is not None:
                 parts.append(part)
-        e = _explained(model, hardware, workload, columns.concat([b.evaluated for b in parts]), gpus_per_node,
-                       runtime)
+        e = explained_rows(model, hardware, workload, columns.concat([b.evaluated for b in parts]), gpus_per_node,
+                           runtime)
         return e.frame()
 
     return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
@@ -174,8 +174,8 @@ def _refined_chunks(args: tuple, tuples: np.ndarray) -> list[Candidates]:
 
 
 def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, breakers: bool | None,
-                 progress: Progress = _no_progress, done: int = 0) -> _Scan | None:
-    """_scan of the refinement's candidates (_refined_chunks), None when there are none; its
+                 progress: Progress = _no_progress, done: int = 0) -> Scanned | None:
+    """scan_chunks of the refinement's candidates (_refined_chunks), None when there are none; its
     progress counts on from the `done` candidates of the scan before it."""
     model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk = args
     n = sum(len(c) for c in chunks)
@@ -185,40 +185,41 @@ def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, bre
     def counted_on(seen: int, _total: int, what: str | None = None) -> None:
         progress(done + seen, done + n, what)
 
-    return _scan(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep, breakers=breakers,
-                 progress=counted_on, total=n, chunks=chunks, what="interleaving the best plans: {}")
+    return scan_chunks(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep,
+                       breakers=breakers, progress=counted_on, total=n, chunks=chunks,
+                       what="interleaving the best plans: {}")
 
 
-def _merged(best: _Best | None, scan: _Scan | None, offset: int, capacity_bytes: float,
-            keep: int | None) -> _Best | None:
+def _merged(best: Best | None, scan: Scanned | None, offset: int, capacity_bytes: float,
+            keep: int | None) -> Best | None:
     """`best` with the rows of `scan` (their places after `offset` enumerated ones), in rank order."""
     if scan is None or scan.best is None:
         return best
-    return _keep_best(best, scan.best.evaluated, scan.best.place + offset, capacity_bytes, keep)
+    return keep_best(best, scan.best.evaluated, scan.best.place + offset, capacity_bytes, keep)
 
 
-def _ranked_together(scan: _Scan, refined: _Scan | None, offset: int, capacity_bytes: float) -> _Best | None:
+def _ranked_together(scan: Scanned, refined: Scanned | None, offset: int, capacity_bytes: float) -> Best | None:
     """Every row of `scan` and of its refinement `refined` (their places after `offset` enumerated
-    ones), both run with keep None, in rank order by one sort (_ranked_union): the order ranking the
+    ones), both run with keep None, in rank order by one sort (ranked_union): the order ranking the
     scan and then merging the refined rows into it gives, with one copy of every row. None where
     neither holds a chunk."""
     pieces = scan.pieces + (() if refined is None else
-                            tuple(_Best(p.evaluated, p.place + offset) for p in refined.pieces))
-    return _ranked_union(pieces, capacity_bytes) if pieces else None
+                            tuple(Best(p.evaluated, p.place + offset) for p in refined.pieces))
+    return ranked_union(pieces, capacity_bytes) if pieces else None
 
 
-def _counts(scan: _Scan | None) -> np.ndarray | int:
+def _counts(scan: Scanned | None) -> np.ndarray | int:
     return 0 if scan is None else scan.counts
 
 
 def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Workload, args: tuple, *,
                       keep: int, top_k: int, progress: Progress, total: int) -> SearchResult:
     """search(every_row=True): one pass costs every candidate. Its rank order puts the plans that
-    pass the rules before the breakers (tier, search_rank._rank_keys), ties in enumeration order,
+    pass the rules before the breakers (tier, search_rank.rank_keys), ties in enumeration order,
     so its first `keep` rows and the whole are the rows and the frame the streaming passes give
     (the refined rows, search_refine, after the scan's in that order)."""
     gpus_per_node, runtime = args[5], args[6]
-    scan = _scan(*args, keep=None, breakers=None, progress=progress, total=total)
+    scan = scan_chunks(*args, keep=None, breakers=None, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(scan.tuples, args[4]))
     refined = _refine_scan(args, refining, keep=None, breakers=None, progress=progress, done=total)
     best = _ranked_together(scan, refined, scan.candidates, hardware.hbm_bytes)
@@ -226,14 +227,14 @@ def _search_every_row(model: ModelSpec, hardware: HardwareProfile, workload: Wor
     every = best.evaluated
     candidates = scan.candidates + (refined.candidates if refined else 0)
     prune_counts = {rule: int(k) for rule, k in zip((*RULES, "oom"), scan.counts + _counts(refined)) if k}
-    shown = _explained(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))), gpus_per_node,
-                       runtime)
+    shown = explained_rows(model, hardware, workload, columns.take(every, np.arange(min(keep, candidates))),
+                           gpus_per_node, runtime)
     ranked = tuple(shown.estimate(i) for i in range(min(top_k, len(shown.fits))))
     head = shown.frame()
     if candidates <= keep:
         return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts, frame=head)
     return SearchResult(candidates_evaluated=candidates, ranked=ranked, prune_counts=prune_counts,
-                        frame=lambda: _explained(model, hardware, workload, every, gpus_per_node, runtime).frame(),
+                        frame=lambda: explained_rows(model, hardware, workload, every, gpus_per_node, runtime).frame(),
                         head=head)
 
 
@@ -249,5 +250,5 @@ def evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         )
     if plan.fp8_attention:  # its curves (once; a question's or plan file's profile has them already)
         hardware = with_fp8_attention(hardware)
-    e = _evaluate(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, runtime=runtime)
-    return _explained(model, hardware, workload, e, gpus_per_node, runtime).estimate(0)
+    e = evaluate_rows(model, hardware, workload, Candidates.of_plan(plan), gpus_per_node, runtime=runtime)
+    return explained_rows(model, hardware, workload, e, gpus_per_node, runtime).estimate(0)

@@ -75,7 +75,7 @@ class Evaluated(NamedTuple):
     candidates: Candidates
     memory: MemoryColumns
     step: StepColumns
-    # Priced by _explained on the rows it shows (None before): only the shown rows read them, and
+    # Priced by explained_rows on the rows it shows (None before): only the shown rows read them, and
     # comm_columns is per row, so they get what pricing every costed row gives them.
     comm: CommColumns | None
     fits: np.ndarray
@@ -84,7 +84,7 @@ class Evaluated(NamedTuple):
 
     def estimate(self, i: int) -> PlanEstimate:
         reason, comm = self.reason[i], self.comm
-        assert comm is not None  # _explained prices it
+        assert comm is not None  # explained_rows prices it
         return PlanEstimate(
             plan=self.candidates.plan(i),
             fits=bool(self.fits[i]),
@@ -105,7 +105,7 @@ class Evaluated(NamedTuple):
     def frame(self) -> pd.DataFrame:
         """One row per candidate; columns named as estimate.FRAME_PREFIXES says."""
         c, step, comm = self.candidates, self.step, self.comm
-        assert comm is not None  # _explained prices it
+        assert comm is not None  # explained_rows prices it
         cols: dict[str, object] = {name: getattr(c, name) for name in DEGREES}
         cols["zero"] = c.zero
         cols["recompute"] = np.array(RECOMPUTE, dtype=object)[c.recompute]
@@ -149,12 +149,12 @@ def _at(columns: tuple, model: type[FrozenModel], i: int) -> dict[str, object]:
     return {name: plain(getattr(columns, name)[i]) for name in model.model_fields}
 
 
-def _evaluate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-              gpus_per_node: int, code: np.ndarray | None = None,
-              runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None,
-              layers: LayerParts | None = None) -> Evaluated:
+def evaluate_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                  gpus_per_node: int, code: np.ndarray | None = None,
+                  runtime: Runtime = MEGATRON_RUNTIME, memory: MemoryColumns | None = None,
+                  layers: LayerParts | None = None) -> Evaluated:
     """Costs of `c`; `code` is first_rule's answer when the caller has it. Reasons and the comm
-    columns are left out: `_explained` writes them for the rows that are shown. `runtime`: the
+    columns are left out: `explained_rows` writes them for the rows that are shown. `runtime`: the
     framework's overlap, training states and CUDA graphs (cost.runtime); `memory`: the rows'
     candidate_memory, `layers` the layers their candidate_step_bound priced (BoundLayers.at_rows),
     where the caller has them."""
@@ -180,8 +180,8 @@ def _time_options(runtime: Runtime, domain: int) -> StepOptions:
 
 def candidate_step_bound(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                          gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> StepBound:
-    """A lower bound of the step _evaluate gives `c` (cost.step_bound.step_lower_bound; search_prune)
-    and the layers it priced, which _evaluate takes back for these rows."""
+    """A lower bound of the step evaluate_rows gives `c` (cost.step_bound.step_lower_bound; search_prune)
+    and the layers it priced, which evaluate_rows takes back for these rows."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     return step_lower_bound(model, hardware, workload, run, **_time_options(runtime, domain))
 
@@ -205,15 +205,15 @@ def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
 
 def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                      gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> MemoryColumns:
-    """The memory columns _evaluate gives `c`, without the times (search_pruned_scan: which rows fit)."""
+    """The memory columns evaluate_rows gives `c`, without the times (search_pruned_scan: which rows fit)."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
     return _run_memory(model, hardware, workload, run, domain, runtime)
 
 
-def _explained(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated, gpus_per_node: int,
-               runtime: Runtime = MEGATRON_RUNTIME) -> Evaluated:
+def explained_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated,
+                   gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> Evaluated:
     """`e` with each row's reason (the first broken rule's message, or the memory shortfall) and
-    its comm columns (cost.comm, as _evaluate's run of the framework prices the rest)."""
+    its comm columns (cost.comm, as evaluate_rows's run of the framework prices the rest)."""
     oom = e.rule_code == len(RULES)
     reason = _rule_messages(model, workload, e.candidates, np.where(oom, -1, e.rule_code))
     peak = e.memory.peak_bytes

@@ -1,5 +1,5 @@
 """The search's pruning: candidates that pass the rules and fit in memory, but whose step time
-provably keeps them out of everything the scan keeps, are not timed in full (search_pruned_scan._PrunedScan).
+provably keeps them out of everything the scan keeps, are not timed in full (search_pruned_scan.PrunedScan).
 
 Timing a candidate in full is mostly its data-parallel passes (cost.dp_times, cost.dp_passes:
 two thirds of a Mixture-of-Experts search's time). cost.step_bound.step_lower_bound_s bounds its step
@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from sp_planner.distinct import distinct_rows
-from sp_planner.search_refine import _TUPLE_COLUMNS, REFINE_PER_PP, REFINE_TOP_TUPLES, TupleBests
+from sp_planner.search_refine import TUPLE_COLUMNS, REFINE_PER_PP, REFINE_TOP_TUPLES, TupleBests
 from sp_planner.candidates import Candidates
 from sp_planner.space import DEGREES
 
@@ -55,7 +55,7 @@ def skipped_rows(bound_s: np.ndarray, c: Candidates, last_kept_s: float, bests: 
     pipelined = np.flatnonzero(skip & (np.asarray(c.pp) > 1))
     if len(pipelined) == 0:
         return skip
-    tuples = np.stack([np.asarray(getattr(c, name))[pipelined] for name in _TUPLE_COLUMNS], axis=1).astype(np.int64)
+    tuples = np.stack([np.asarray(getattr(c, name))[pipelined] for name in TUPLE_COLUMNS], axis=1).astype(np.int64)
     floor = floor[pipelined]
     skip[pipelined] = (floor > _tuple_best_s(tuples, bests)) | (
         (floor > _kth_s(bests.step_s, REFINE_TOP_TUPLES)) & (floor > _per_pp_kth_s(tuples[:, _PP], bests)))

@@ -1,5 +1,5 @@
-"""The search's pruned scan (_PrunedScan): the rows that pass the rules priced several chunks at a
-time and timed only where they can change the answer (search_prune), for search_scan._scan."""
+"""The search's pruned scan (PrunedScan): the rows that pass the rules priced several chunks at a
+time and timed only where they can change the answer (search_prune), for search_scan.scan_chunks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from sp_planner.candidates import Candidates
 from sp_planner.cost.memory import MemoryColumns
 from sp_planner.cost.runtime import Runtime
 from sp_planner.cost.step_bound import BoundLayers
-from sp_planner.search_columns import Evaluated, _evaluate, candidate_memory, candidate_step_bound
+from sp_planner.search_columns import Evaluated, evaluate_rows, candidate_memory, candidate_step_bound
 from sp_planner.search_prune import skipped_rows
-from sp_planner.search_rank import _Best, _keep_best, _rank_keys
+from sp_planner.search_rank import Best, keep_best, rank_keys
 from sp_planner.search_refine import TupleBests, merged, tuple_bests
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
@@ -29,15 +29,15 @@ PRUNE_ROUND_ROWS = 16384
 PRUNE_BATCH_ROWS = 1 << 17
 
 
-def _full_of_fits(best: _Best | None, keep: int | None, capacity_bytes: float) -> bool:
+def _full_of_fits(best: Best | None, keep: int | None, capacity_bytes: float) -> bool:
     """Whether `best` holds `keep` rows already, the last of them one that fits (tier 0)."""
     if best is None or keep is None or len(best.place) < keep:
         return False
-    return bool(_rank_keys(best.evaluated, capacity_bytes)[0][-1] == 0)
+    return bool(rank_keys(best.evaluated, capacity_bytes)[0][-1] == 0)
 
 
 class _Pending(NamedTuple):
-    """Rows that pass the rules, their memory priced, not yet timed by the pruned scan (_PrunedScan)."""
+    """Rows that pass the rules, their memory priced, not yet timed by the pruned scan (PrunedScan)."""
 
     candidates: Candidates
     memory: MemoryColumns
@@ -58,10 +58,10 @@ class _Passing(NamedTuple):
 def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, passing: _Passing,
                   gpus_per_node: int, runtime: Runtime) -> tuple[_Pending, _Pending]:
     """The `passing` rows that fit in memory and those that do not, their memory priced. The cost
-    model is row by row (columns.take_rows): these rows get the costs _evaluate gives them in
+    model is row by row (columns.take_rows): these rows get the costs evaluate_rows gives them in
     their chunk."""
     memory = candidate_memory(model, hardware, workload, passing.candidates, gpus_per_node, runtime)
-    oom = memory.peak_bytes > hardware.hbm_bytes  # as _evaluate's
+    oom = memory.peak_bytes > hardware.hbm_bytes  # as evaluate_rows's
 
     def rows(index: np.ndarray) -> _Pending:
         return _Pending(columns.take(passing.candidates, index), columns.take(memory, index), passing.code[index],
@@ -70,13 +70,13 @@ def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
     return rows(np.flatnonzero(~oom)), rows(np.flatnonzero(oom))
 
 
-class _PrunedScan:
+class PrunedScan:
     """The rows that pass the rules, merged into the best `keep` (rank order) and each degree
     tuple's best (search_refine) with the fewest rows timed: their memory and step bound priced
     PRUNE_BATCH_ROWS at a time (several chunks' rows), then the fitting ones timed
     PRUNE_ROUND_ROWS at a time, least bound first, each round merged before the rest are pruned
     (search_prune) once the rows kept all fit (_full_of_fits). An OOM row cannot enter rows kept
-    that all fit (_keep_best drops it unranked), so its memory is priced and counted, and its time
+    that all fit (keep_best drops it unranked), so its memory is priced and counted, and its time
     only where the rows kept never come to all fit (held back until then, timed once they grow
     past PRUNE_BATCH_ROWS). Every merge is a function of the set of rows merged (rank order
     breaks ties by place), so the order in which rows are timed leaves the result as it was."""
@@ -85,7 +85,7 @@ class _PrunedScan:
                  runtime: Runtime, keep: int) -> None:
         self.args = (model, hardware, workload)
         self.gpus_per_node, self.runtime, self.keep = gpus_per_node, runtime, keep
-        self.best: _Best | None = None
+        self.best: Best | None = None
         self.tuples = merged([])
         self.oom = 0  # OOM rows counted
         self.unpriced: list[_Passing] = []
@@ -99,7 +99,7 @@ class _PrunedScan:
         if sum(len(p.place) for p in self.unpriced) >= PRUNE_BATCH_ROWS:
             self._price(leave=PRUNE_ROUND_ROWS)
 
-    def finish(self) -> tuple[_Best | None, TupleBests, int]:
+    def finish(self) -> tuple[Best | None, TupleBests, int]:
         """(the rows kept, the tuple bests, the OOM rows' count) once every row added is merged."""
         self._priced()
         held = sum(len(p.place) for p in self.held)
@@ -167,7 +167,7 @@ class _PrunedScan:
 
     def _merge(self, rows: _Pending) -> Evaluated:
         layers = None if rows.layers is None else rows.layers.at_rows()
-        e = _evaluate(*self.args, rows.candidates, self.gpus_per_node, rows.code, self.runtime, memory=rows.memory,
-                      layers=layers)
-        self.best = _keep_best(self.best, e, rows.place, self.args[1].hbm_bytes, self.keep)
+        e = evaluate_rows(*self.args, rows.candidates, self.gpus_per_node, rows.code, self.runtime,
+                          memory=rows.memory, layers=layers)
+        self.best = keep_best(self.best, e, rows.place, self.args[1].hbm_bytes, self.keep)
         return e

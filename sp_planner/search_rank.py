@@ -1,6 +1,6 @@
 """The search's rank order: fitting plans by step time, then OOM rows, then rule breakers
-(_rank_keys), and the best K rows of everything merged so far kept in that order (_keep_best,
-_ranked_union), ties by each row's place in the enumeration (search_scan, search_pruned_scan)."""
+(rank_keys), and the best K rows of everything merged so far kept in that order (keep_best,
+ranked_union), ties by each row's place in the enumeration (search_scan, search_pruned_scan)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sp_planner.plan import RULES
 from sp_planner.search_columns import Evaluated
 
 
-def _rank_keys(e: Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def rank_keys(e: Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(tier, primary, uncapped, secondary): fitting plans by step time (then the time before the
     MFU ceiling, cost.mfu_ceiling, then memory); then OOM by how far over; then rule breakers."""
     peak, step = e.memory.peak_bytes, e.step.step_time_s
@@ -26,44 +26,44 @@ def _rank_keys(e: Evaluated, capacity_bytes: float) -> tuple[np.ndarray, np.ndar
 
 
 def _ranked_order(e: Evaluated, index: np.ndarray, capacity_bytes: float) -> np.ndarray:
-    """Rows in rank order (_rank_keys), ties in enumeration order (`index`: each row's place in it)."""
-    return _order_of(_rank_keys(e, capacity_bytes), index)
+    """Rows in rank order (rank_keys), ties in enumeration order (`index`: each row's place in it)."""
+    return _order_of(rank_keys(e, capacity_bytes), index)
 
 
 def _order_of(keys: Sequence[np.ndarray], index: np.ndarray) -> np.ndarray:
-    """The rank order of rows of _rank_keys' `keys`, ties in enumeration order (`index`)."""
+    """The rank order of rows of rank_keys' `keys`, ties in enumeration order (`index`)."""
     tier, primary, uncapped, secondary = keys
     return np.lexsort((index, secondary, uncapped, primary, tier))
 
 
-class _Best(NamedTuple):
+class Best(NamedTuple):
     """The best rows seen so far, in rank order, and their places in the enumeration."""
 
     evaluated: Evaluated
     place: np.ndarray
 
 
-def _keep_best(best: _Best | None, e: Evaluated, index: np.ndarray, capacity_bytes: float,
-               keep: int | None) -> _Best:
+def keep_best(best: Best | None, e: Evaluated, index: np.ndarray, capacity_bytes: float,
+              keep: int | None) -> Best:
     """The best `keep` rows (all when None) of `best` and `e` together, in rank order."""
     if best is not None:
         if keep is not None and len(best.place) >= keep:
             # Rows ranked after the last one kept cannot enter: drop them before sorting.
-            tier, primary = _rank_keys(e, capacity_bytes)[:2]
-            last_tier, last_primary = (k[-1] for k in _rank_keys(best.evaluated, capacity_bytes)[:2])
+            tier, primary = rank_keys(e, capacity_bytes)[:2]
+            last_tier, last_primary = (k[-1] for k in rank_keys(best.evaluated, capacity_bytes)[:2])
             rows = np.flatnonzero((tier < last_tier) | ((tier == last_tier) & (primary <= last_primary)))
             e, index = columns.take(e, rows), index[rows]
         e, index = columns.concat([best.evaluated, e]), np.concatenate([best.place, index])
     order = _ranked_order(e, index, capacity_bytes)[:keep]
-    return _Best(columns.take(e, order), index[order])
+    return Best(columns.take(e, order), index[order])
 
 
-def _ranked_union(pieces: Sequence[_Best], capacity_bytes: float) -> _Best:
+def ranked_union(pieces: Sequence[Best], capacity_bytes: float) -> Best:
     """Every row of `pieces` (unsorted rows and their places in the enumeration) in rank order:
-    the order _keep_best gives their union (one sort of all the keys, ties by place), each column
+    the order keep_best gives their union (one sort of all the keys, ties by place), each column
     concatenated and taken on its own (columns.concat_take) instead of the whole union copied
     before it is sorted."""
-    keys = [np.concatenate(k) for k in zip(*(_rank_keys(p.evaluated, capacity_bytes) for p in pieces))]
+    keys = [np.concatenate(k) for k in zip(*(rank_keys(p.evaluated, capacity_bytes) for p in pieces))]
     place = np.concatenate([p.place for p in pieces])
     order = _order_of(keys, place)
-    return _Best(columns.concat_take([p.evaluated for p in pieces], order), place[order])
+    return Best(columns.concat_take([p.evaluated for p in pieces], order), place[order])

@@ -31,14 +31,14 @@ __all__ = ["REFINE_PER_PP", "REFINE_TOP_TUPLES", "TupleBests", "refine_tuples", 
 REFINE_TOP_TUPLES = 32
 REFINE_PER_PP = 4
 
-_TUPLE_COLUMNS: tuple[str, ...] = (*DEGREES, *EXPERT_DEGREES)
+TUPLE_COLUMNS: tuple[str, ...] = (*DEGREES, *EXPERT_DEGREES)
 
 
 class TupleBests(NamedTuple):
-    """Per degree tuple (rows of _TUPLE_COLUMNS), the fastest fitting step seen and where it was
+    """Per degree tuple (rows of TUPLE_COLUMNS), the fastest fitting step seen and where it was
     seen first (its place in the enumeration: ties go to the earlier)."""
 
-    tuples: np.ndarray  # (n, len(_TUPLE_COLUMNS)) int64
+    tuples: np.ndarray  # (n, len(TUPLE_COLUMNS)) int64
     step_s: np.ndarray
     place: np.ndarray
 
@@ -52,8 +52,8 @@ def tuple_bests(e: Evaluated, place: np.ndarray) -> TupleBests:
     """The fitting pipelined (pp > 1) rows of `e` (at enumeration places `place`), per degree tuple."""
     c = e.candidates
     rows = np.flatnonzero(e.fits & (c.pp > 1))
-    tuples = np.stack([getattr(c, name)[rows] for name in _TUPLE_COLUMNS], axis=1).astype(np.int64)
-    return _best_per_tuple(TupleBests(tuples.reshape(len(rows), len(_TUPLE_COLUMNS)), e.step.step_time_s[rows],
+    tuples = np.stack([getattr(c, name)[rows] for name in TUPLE_COLUMNS], axis=1).astype(np.int64)
+    return _best_per_tuple(TupleBests(tuples.reshape(len(rows), len(TUPLE_COLUMNS)), e.step.step_time_s[rows],
                                       place[rows]))
 
 
@@ -68,7 +68,7 @@ def _best_per_tuple(b: TupleBests) -> TupleBests:
 
 def merged(parts: list[TupleBests]) -> TupleBests:
     """The best per tuple over `parts` (a scan's chunks), in rank order: step, then place."""
-    width = len(_TUPLE_COLUMNS)
+    width = len(TUPLE_COLUMNS)
     if not parts:
         return TupleBests(np.zeros((0, width), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
     return _best_per_tuple(TupleBests(np.concatenate([p.tuples for p in parts]),

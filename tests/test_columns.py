@@ -56,7 +56,7 @@ def test_concat_take_of_one_part_takes_its_rows():
 
 
 def test_columns_not_priced_yet_stay_none():
-    # search_columns.Evaluated.comm is None until search_columns._explained prices the shown rows.
+    # search_columns.Evaluated.comm is None until search_columns.explained_rows prices the shown rows.
     class _Maybe(NamedTuple):
         step_s: np.ndarray
         comm: np.ndarray | None

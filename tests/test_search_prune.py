@@ -1,4 +1,4 @@
-"""The search's pruning (search_prune, search_pruned_scan._PrunedScan): rows whose step's lower bound keeps
+"""The search's pruning (search_prune, search_pruned_scan.PrunedScan): rows whose step's lower bound keeps
 them out of the ranking and of the refinement's tuple bests are not timed, and the search answers
 as it does when every row is timed."""
 
@@ -14,20 +14,20 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.search import search
 from sp_planner.search_prune import BOUND_MARGIN, skipped_rows
-from sp_planner.search_refine import _TUPLE_COLUMNS, TupleBests, merged
+from sp_planner.search_refine import TUPLE_COLUMNS, TupleBests, merged
 from sp_planner.space import DEGREES
 from sp_planner.specs import Workload
 
 
 def _rows(pp, tuple_id):
     """Candidate-like columns: degree tuples (tuple_id in dp, pp as given, 1 elsewhere)."""
-    cols = {name: np.ones(len(pp), dtype=np.int64) for name in _TUPLE_COLUMNS}
+    cols = {name: np.ones(len(pp), dtype=np.int64) for name in TUPLE_COLUMNS}
     cols["pp"], cols["dp"] = np.asarray(pp), np.asarray(tuple_id)
     return SimpleNamespace(**cols)
 
 
 def _bests(pp, tuple_id, step_s):
-    tuples = np.ones((len(pp), len(_TUPLE_COLUMNS)), dtype=np.int64)
+    tuples = np.ones((len(pp), len(TUPLE_COLUMNS)), dtype=np.int64)
     tuples[:, DEGREES.index("pp")], tuples[:, DEGREES.index("dp")] = pp, tuple_id
     return merged([TupleBests(tuples, np.asarray(step_s, dtype=float), np.arange(len(pp)))])
 

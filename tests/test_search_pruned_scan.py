@@ -1,4 +1,4 @@
-"""The pruned scan (search_pruned_scan._PrunedScan): rows out of memory are counted and their memory
+"""The pruned scan (search_pruned_scan.PrunedScan): rows out of memory are counted and their memory
 priced, but not timed once the rows kept all fit; the answer is the one timing every row gives.
 The pruning rule itself: tests/test_search_prune.py."""
 
@@ -26,14 +26,14 @@ def _search(chunk: int, head_rows: int, monkeypatch):
 def test_rows_out_of_memory_are_not_timed_once_the_kept_rows_all_fit(monkeypatch):
     whole = _search(1 << 20, 1 << 20, monkeypatch)
     timed_oom: list[int] = []
-    real = pruned_scan._evaluate
+    real = pruned_scan.evaluate_rows
 
     def counted(*args, **kwargs):
         e = real(*args, **kwargs)
         timed_oom.append(int(np.count_nonzero(e.rule_code == len(RULES))))
         return e
 
-    monkeypatch.setattr(pruned_scan, "_evaluate", counted)
+    monkeypatch.setattr(pruned_scan, "evaluate_rows", counted)
     # Rounds smaller than the search (in one round its fitting and OOM rows are timed together).
     monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 64)
     streamed = _search(97, 5, monkeypatch)

@@ -52,8 +52,8 @@ def test_every_row_in_one_pass_gives_the_same_answer(chunk, head_rows, monkeypat
     # every_row (a report): one pass costs every candidate; ranking, counts and frame are unchanged,
     # also when too few plans pass the rules to fill the kept rows (head_rows 1 << 20).
     calls = []
-    real = search_module._scan
-    monkeypatch.setattr(search_module, "_scan", lambda *a, **k: calls.append(k["breakers"]) or real(*a, **k))
+    real = search_module.scan_chunks
+    monkeypatch.setattr(search_module, "scan_chunks", lambda *a, **k: calls.append(k["breakers"]) or real(*a, **k))
     plain = _search(chunk, head_rows, monkeypatch)
     calls.clear()
     once = _search(chunk, head_rows, monkeypatch, every_row=True)
@@ -70,8 +70,8 @@ def test_every_row_in_one_pass_gives_the_same_answer(chunk, head_rows, monkeypat
 
 def test_frame_is_built_only_when_asked(monkeypatch):
     calls = []
-    real = search_module._scan
-    monkeypatch.setattr(search_module, "_scan", lambda *a, **k: calls.append(k["keep"]) or real(*a, **k))
+    real = search_module.scan_chunks
+    monkeypatch.setattr(search_module, "scan_chunks", lambda *a, **k: calls.append(k["keep"]) or real(*a, **k))
     result = _search(200, 5, monkeypatch)
     assert None not in calls  # the search itself keeps only the best rows
     result.head(5)
