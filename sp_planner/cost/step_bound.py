@@ -43,14 +43,18 @@ class BoundLayers:
     row: np.ndarray
 
     def take(self, index: np.ndarray) -> BoundLayers:
+        """The candidates at `index` (columns.take)."""
         return BoundLayers(self.priced, self.row[index])
 
     @classmethod
     def concat(cls, parts: list[BoundLayers | None]) -> BoundLayers | None:
-        """One bound's rows one after another; None (priced again) where they come from several."""
-        if any(p is None or p.priced is not parts[0].priced for p in parts):  # type: ignore[union-attr]
+        """One bound's rows one after another (columns.concat); None where some are not bounded or
+        come from another bound (the search prices their bound again, in one call)."""
+        first = parts[0]
+        bounded = [p for p in parts if p is not None and first is not None and p.priced is first.priced]
+        if first is None or len(bounded) < len(parts):
             return None
-        return BoundLayers(parts[0].priced, np.concatenate([p.row for p in parts]))  # type: ignore[union-attr]
+        return BoundLayers(first.priced, np.concatenate([p.row for p in bounded]))
 
     def at_rows(self) -> LayerParts:
         """The LayerParts of these candidates, as cost.step_layers prices them alone."""

@@ -8,7 +8,8 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME
 from sp_planner.cost.step import time_columns
-from sp_planner.cost.step_bound import BOUND_ZEROED_PARTS, step_lower_bound
+from sp_planner import columns
+from sp_planner.cost.step_bound import BOUND_ZEROED_PARTS, BoundLayers, step_lower_bound
 from sp_planner.cost.step_options import StepOptions
 from sp_planner.search import search_axes
 from sp_planner.search_prune import BOUND_MARGIN
@@ -41,3 +42,19 @@ def test_step_lower_bound_is_the_step_without_the_data_parallel_parts(model_name
     assert all(np.all(z[finite] >= 0) for z in zeroed[1:])
     assert np.all(bound[finite] * (1 - BOUND_MARGIN) <= step.step_time_s[finite])
     assert np.all(t.mfu_ceiling_s[finite] >= 0)
+
+
+def test_bound_layers_concatenate_only_within_one_bound():
+    # The pruned scan's pending rows keep the bound's layers through takes and concatenations of
+    # rows of one bound; rows of another bound, or none, leave them to be priced again (None).
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("H100-SXM")
+    workload = Workload(seq_len=16384, global_batch=64)
+    c = enumerate_candidates(workload, 64, Pins(precision=None), 8, axes=search_axes(model, hardware))
+    layers = step_lower_bound(model, hardware, workload, c, gpus_per_node=8).layers
+    other = step_lower_bound(model, hardware, workload, c, gpus_per_node=8).layers
+    head, tail = layers.take(np.arange(5)), layers.take(np.arange(len(c) - 3, len(c)))
+    joined = columns.concat([head, tail])
+    assert joined is not None and joined.priced is layers.priced
+    assert joined.row.tolist() == layers.row[[0, 1, 2, 3, 4, len(c) - 3, len(c) - 2, len(c) - 1]].tolist()
+    assert columns.concat([head, other.take(np.arange(2))]) is None
+    assert BoundLayers.concat([head, None]) is None and BoundLayers.concat([None, head]) is None
