@@ -2,7 +2,7 @@
 provably keeps them out of everything the scan keeps, are not timed in full (search_pruned_scan.PrunedScan).
 
 Timing a candidate in full is mostly its data-parallel passes (cost.dp_times, cost.dp_passes:
-two thirds of a Mixture-of-Experts search's time). cost.step_bound.step_lower_bound_s bounds its step
+two thirds of a Mixture-of-Experts search's time). cost.step_bound.step_lower_bound bounds its step
 from below without them. Once the rows kept are all fitting ones (search_pruned_scan._full_of_fits), a
 fitting row matters to the search in two ways only, and the bound rules both out:
 

@@ -1,5 +1,5 @@
 """The options cost.step.time_parts takes beside the candidates, as a TypedDict (StepOptions), so
-that `**options: Unpack[StepOptions]` (cost.step.time_columns, cost.step_bound.step_lower_bound_s)
+that `**options: Unpack[StepOptions]` (cost.step.time_columns, cost.step_bound.step_lower_bound)
 and the dicts callers build (search_columns._time_options) are type-checked: a misspelt name or a
 wrong type is a mypy error. Their defaults and meaning: time_parts'."""
 
