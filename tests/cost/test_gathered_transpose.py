@@ -202,7 +202,7 @@ def test_the_embeddings_backward_gather_stays_bf16_on_the_interleaved_drain(monk
     # The first stage's backward beyond its layers (its TP all-gather and gradient passes) reaches
     # the interleaved drain and the ZeRO edges: its gather is the embedding's, bf16 under FP8 as in
     # cost.layer_times' first_tp_s and the simulator, not the layers' FP8 one.
-    import sp_planner.cost.step as step_module
+    import sp_planner.cost.step_layers as step_module  # the layers' path: cost.step_layers.layer_parts
 
     seen = []
     path = step_module.compute_path_s
