@@ -246,12 +246,13 @@ def plan(
     if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
         raise UserInputError(problem)
     timed = timed_kernel(question.hardware, kernel)
-    question = question.model_copy(update={"attention_kernel": timed})
+    question = question.model_copy(update={"attention_kernel": timed, "flags_kernel": attention_kernel})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
-                                                              framework_kernel(stack, question.hardware))
+                                                              framework_kernel(stack, question.hardware),
+                                                              model=question.model, workload=question.workload)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "

@@ -102,6 +102,7 @@ class Answer(FrozenModel):
         return FlagRequest(
             model=q.model, workload=q.workload, plan=(estimate or self.chosen).plan,
             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
+            attention_kernel=q.flags_kernel,
         )
 
 
@@ -116,6 +117,7 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
             full_rank_groups=full_rank_groups, framework=answer.framework, framework_ranked=answer.framework_ranked,
             framework_version=answer.framework_version, attention_kernel=q.attention_kernel,
+            flags_kernel=q.flags_kernel,
         )
         answer._summary_full = full_rank_groups
     return answer._summary
@@ -205,7 +207,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.fits and expressed and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):
         found = best_expert_parallel(result, answer.framework, model=q.model, workload=q.workload,
                                      num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                     framework_version=answer.framework_version)
+                                     framework_version=answer.framework_version, flags_kernel=q.flags_kernel)
         rank, other = found if found else (None, None)
         console.print(expert_parallel_note(ranked[0], other, rank, scanned=MAX_SCANNED, framework=answer.framework),
                       markup=False, highlight=False)
@@ -241,7 +243,8 @@ def print_flags(answer: Answer, console: Console) -> None:
             with delayed_progress(f"looking for a plan {name} can express"):
                 fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
                                             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                            framework_version=answer.framework_version)
+                                            framework_version=answer.framework_version,
+                                            flags_kernel=q.flags_kernel)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
@@ -300,7 +303,7 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, result=answer.result,
                 summary=summary(answer, full_rank_groups=full_rank_groups), framework=answer.framework,
-                framework_version=answer.framework_version,
+                framework_version=answer.framework_version, flags_kernel=q.flags_kernel,
                 # The plan sp-plan answers with (and writes to --out): the framework's best.
                 chosen=answer.chosen if answer.overall_best_differs else None,
                 framework_choice=answer.overall_best_differs,

@@ -31,7 +31,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
-            framework_version=framework_version, progress=update)
+            framework_version=framework_version, flags_kernel=q.flags_kernel, progress=update)
         if simulate is not None:
             update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
             known: dict = {}  # plan -> simulated step, shared by the two rankings

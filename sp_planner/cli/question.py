@@ -53,6 +53,9 @@ class PlanQuestion(FrozenModel):
     # The named kernel whose curves time the plans (cost.attention_kernels.timed_kernel; set by
     # sp-plan once the framework is known); None where none is named: a profile sp-calibrate measured.
     attention_kernel: AttentionKernel | None = None
+    # The user's --attention-kernel, which the flags then select (FlagRequest.attention_kernel);
+    # None where none was given: the flags leave the framework's own.
+    flags_kernel: AttentionKernel | None = None
 
     @property
     def world_size(self) -> int:

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from sp_planner.recompute import MLA_UP_PROJ_RECOMPUTES, MLP_RECOMPUTES, MOE_MODULE_RECOMPUTES
 from sp_planner.cost import attention_comm
+from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.flags.softmax import softmax_failures
 from sp_planner.plan import ParallelPlan, violations
 from sp_planner.plan_checks import adam_moments_problem
@@ -37,6 +38,9 @@ class FlagRequest(FrozenModel):
     gpus_per_node: int = Field(ge=1)
     # The framework release whose interface to emit (torchtitan: 0.3.0 or 0.2.2); None = newest.
     framework_version: str | None = None
+    # The attention kernel the user timed the plan with (sp-plan --attention-kernel), which the flags
+    # then select where the framework can (flags.kernel_choice); None = the framework's own, no flag.
+    attention_kernel: AttentionKernel | None = None
 
     @model_validator(mode="after")
     def _check_world(self) -> "FlagRequest":

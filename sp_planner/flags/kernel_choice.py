@@ -1,31 +1,46 @@
-"""What a framework's flags need to run the attention kernel sp-plan --attention-kernel timed.
+"""The attention kernel sp-plan --attention-kernel timed, in a framework's flags, and the note for
+what they cannot say.
 
-The flags select no attention kernel: each framework runs its own (cost.attention_kernels
-FRAMEWORK_KERNEL), so a plan timed with another kernel says how to make the run use it, or that
-the framework cannot.
+Without --attention-kernel the flags select no kernel: each framework runs its own
+(cost.attention_kernels FRAMEWORK_KERNEL). With it, the flags select the chosen kernel where the
+framework has an option for it (FlagRequest.attention_kernel): Megatron-LM's --attention-backend,
+yunchang's attn_type. Elsewhere, and for what the option leaves open, a note says how to make the
+run use it, or that the framework cannot.
 """
 
 from __future__ import annotations
 
-# How to run each kernel in a framework, where its default is another: framework -> kernel -> how.
-# Megatron-LM: --attention-backend {flash, fused, unfused, local, auto} (megatron/training/
-# arguments.py, AttnBackend; auto leaves the choice to Transformer Engine, which prefers cuDNN's
-# FusedAttention on Hopper and newer and FlashAttention on Ampere: cost.attention_kernels);
-# flash is flash-attn, version 3 from Transformer Engine v1.11 where it is installed on Hopper.
-# yunchang: LongContextAttention's attn_type (yunchang/kernels AttnType: FA, FA3, TORCH, ...;
-# the torch type runs forward only, flags.yunchang). DeepSpeed-Ulysses wraps the model's own
+from sp_planner.cost.window import local_window
+from sp_planner.specs.model import ModelSpec
+from sp_planner.specs.workload import Workload
+
+# Megatron-LM's --attention-backend for each kernel it runs (AttnBackend in megatron/core/transformer/
+# enums.py: flash, fused, unfused, local, auto; the flag is TransformerConfig.attention_backend, which
+# megatron/training/arguments.py at d98e8a64dd builds with ArgumentGroupFactory, whose enum type reads
+# AttnBackend[name]; an add_argument of its own at core_v0.12.1, line 1237). The default, auto,
+# leaves the choice to Transformer Engine, which prefers cuDNN's FusedAttention on Hopper and newer
+# and FlashAttention on Ampere (cost.attention_kernels); flash is flash-attn, version 3 where it is
+# installed on Hopper (Transformer Engine >= 1.11). SDPA has no backend.
+MEGATRON_BACKEND: dict[str, str] = {"fa2": "flash", "fa3": "flash", "cudnn": "fused"}
+# What --attention-backend flash leaves to the installed flash-attn.
+_FLASH_VERSION = {
+    "fa2": "Transformer Engine runs flash-attn 3 instead where it is installed (from v1.11, on Hopper): install "
+           "flash-attn 2 and not 3",
+    "fa3": "Transformer Engine runs flash-attn 3 only where it is installed (from v1.11, on Hopper), else "
+           "flash-attn 2",
+}
+
+# How to run each kernel in a framework whose flags cannot select it: framework -> kernel -> how.
+# yunchang: LongContextAttention's attn_type (yunchang/kernels AttnType: FA, FA3, TORCH_*, ...;
+# the torch types run forward only, flags.yunchang). DeepSpeed-Ulysses wraps the model's own
 # attention (Hugging Face attn_implementation: flash_attention_2 by default, flash_attention_3,
 # sdpa; SDPA picks cuDNN under sdpa_kernel). torchtitan and MindSpeed call one kernel each.
 _HOW: dict[str, dict[str, str]] = {
     "megatron": {
-        "fa2": "add --attention-backend flash to them (with flash-attn 2 and not 3 installed)",
-        "fa3": "add --attention-backend flash to them (with flash-attn 3 installed, Transformer Engine >= 1.11)",
-        "cudnn": "add --attention-backend fused to them",
         "sdpa": "Megatron-LM has no SDPA backend (--attention-backend flash, fused, unfused, local or auto), "
                 "so no run of them matches the timed kernel",
     },
     "yunchang": {
-        "fa3": "use attn_type=AttnType.FA3 (flash-attn 3) in place of AttnType.FA",
         "sdpa": "yunchang's AttnType.TORCH runs the forward pass only, so no training run matches the timed "
                 "kernel",
         "cudnn": "yunchang has no cuDNN attention type, so no run of them matches the timed kernel",
@@ -40,13 +55,63 @@ _HOW: dict[str, dict[str, str]] = {
 }
 
 
-def kernel_choice_note(framework: str, chosen: str | None, runs: str) -> str | None:
-    """A note where the plans are timed with `chosen` (--attention-kernel) but `framework`'s flags
-    run `runs` (cost.attention_kernels.framework_kernel); None where they agree or none was
-    chosen. `framework` is the one whose flags follow the table (megatron for --framework all)."""
-    if chosen is None or chosen == runs:
+def megatron_backend_flags(kernel: str | None) -> list[str]:
+    """--attention-backend for the kernel the user timed the plan with; none without a choice (auto,
+    Megatron's default) or for a kernel Megatron-LM has no backend for (sdpa, npu)."""
+    backend = MEGATRON_BACKEND.get(kernel) if kernel is not None else None
+    return [] if backend is None else [f"--attention-backend {backend}"]
+
+
+def yunchang_fa3_drops(model: ModelSpec, workload: Workload) -> list[str]:
+    """What yunchang's AttnType.FA3 leaves out of the model's attention: it calls flash-attn 3 with
+    causal=False, window_size=(-1, -1), softcap=0.0 and no dropout in both passes, whatever
+    LongContextAttention is given (yunchang/kernels/attention.py flash_attn3_func_forward and
+    flash_attn3_func_backward, at 0.6.4 and at 56118e0)."""
+    window = model.window
+    return [what for what, dropped in (
+        ("the causal mask", workload.causal),
+        ("the sliding window", local_window(model, workload.seq_len) is not None),
+        ("the logit softcap", window is not None and window.logit_softcapping is not None),
+        ("attention dropout", model.attention_dropout > 0),
+    ) if dropped]
+
+
+def yunchang_attn_type(kernel: str | None, model: ModelSpec, workload: Workload) -> str:
+    """LongContextAttention's attn_type: FA3 for a plan timed with fa3 whose attention it computes
+    as the model does (yunchang_fa3_drops), else FA (flash-attn 2, yunchang's default)."""
+    return "FA3" if kernel == "fa3" and not yunchang_fa3_drops(model, workload) else "FA"
+
+
+def kernel_choice_note(framework: str, chosen: str | None, runs: str, *, model: ModelSpec,
+                       workload: Workload) -> str | None:
+    """A note where the plans are timed with `chosen` (--attention-kernel) and `framework`'s flags
+    cannot say all of it: they select no such kernel (its own default, `runs`:
+    cost.attention_kernels.framework_kernel, runs instead) or leave part of it to what is installed.
+    None where the flags run it or none was chosen. `framework` is the one whose flags follow the
+    table (megatron for --framework all)."""
+    if chosen is None:
+        return None
+    timed = f"the plans are timed with {chosen} attention (--attention-kernel)"
+    if framework == "megatron" and chosen in MEGATRON_BACKEND:
+        flag = megatron_backend_flags(chosen)[0]
+        if chosen == "fa3" and model.attention_dropout > 0:
+            # Transformer Engine's backend filter: "Disabling FlashAttention 3 for dropout"
+            # (transformer_engine/pytorch/attention/dot_product_attention/utils.py at d0067d0).
+            return (f"{timed}, which megatron's flags select with {flag}, but Transformer Engine runs flash-attn 2 "
+                    f"under the model's attention dropout {model.attention_dropout:g}, so no run of them matches "
+                    "the timed kernel")
+        caveat = _FLASH_VERSION.get(chosen)
+        if caveat is None or chosen == runs:  # cuDNN's is the one fused backend; no FA3 where flash is the default
+            return None
+        return f"{timed}, which megatron's flags select with {flag}: {caveat}"
+    if framework == "yunchang" and chosen == "fa3":
+        drops = yunchang_fa3_drops(model, workload)
+        if not drops:
+            return None  # the snippet's attn_type=AttnType.FA3
+        return (f"{timed}, but yunchang's snippet runs {runs}: its AttnType.FA3 calls flash-attn 3 without "
+                f"{' or '.join(drops)} (yunchang/kernels/attention.py), so no run of them matches the timed kernel")
+    if chosen == runs:
         return None
     how = _HOW.get(framework, {}).get(chosen, f"{framework} has no option for it, so no run of them matches the "
                                                "timed kernel")
-    return (f"the plans are timed with {chosen} attention (--attention-kernel), but {framework}'s flags run "
-            f"{runs}: {how}")
+    return f"{timed}, but {framework}'s flags run {runs}: {how}"

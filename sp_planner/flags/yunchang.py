@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sp_planner.cost.window import local_window
 from sp_planner.flags.experts import yunchang_failures
+from sp_planner.flags.kernel_choice import yunchang_attn_type
 from sp_planner.flags.base import (
     FlagRequest,
     FrameworkFlags,
@@ -143,6 +144,9 @@ def _attention_calls(request: FlagRequest) -> list[str]:
 
 def snippet(request: FlagRequest) -> str:
     p, w = request.plan, request.workload
+    # flash-attn 2 unless the plan was timed with FA3 and yunchang's FA3 type computes the model's
+    # attention (flags.kernel_choice.yunchang_attn_type).
+    attn_type = yunchang_attn_type(request.attention_kernel, request.model, w)
     return "\n".join([
         "import torch",
         "import torch.distributed as dist",
@@ -156,7 +160,7 @@ def snippet(request: FlagRequest) -> str:
         "rank, world_size = dist.get_rank(), dist.get_world_size()",
         f"assert world_size == {request.world_size}",
         f"set_seq_parallel_pg({p.ulysses}, {p.ring}, rank, world_size, use_ulysses_low=True)",
-        f'attn = LongContextAttention(ring_impl_type="{ring_impl(request)}", attn_type=AttnType.FA)',
+        f'attn = LongContextAttention(ring_impl_type="{ring_impl(request)}", attn_type=AttnType.{attn_type})',
         "",
         "# Before the model, shard inputs, labels and RoPE position ids along the",
         f"# sequence (dim 1); each data-parallel replica is a block of {p.cp} consecutive",
@@ -173,6 +177,14 @@ def snippet(request: FlagRequest) -> str:
     ])
 
 
+def _attn_type_note(attn_type: str) -> str:
+    if attn_type == "FA3":
+        # HAS_FLASH_ATTN_HOPPER: flash_attn_interface imports (yunchang/kernels/attention.py at 0.6.4).
+        return ("AttnType.FA3 needs flash-attn 3 (the Hopper build's flash_attn_interface); the torch_* attention "
+                "types are forward only.")
+    return "AttnType.FA needs flash-attn >= 2.6 for the backward pass; the torch_* attention types are forward only."
+
+
 def render(request: FlagRequest) -> FrameworkFlags:
     refused = refusal("yunchang", request, lambda: _failures(request) + yunchang_failures(request))
     if refused is not None:
@@ -184,8 +196,7 @@ def render(request: FlagRequest) -> FrameworkFlags:
         "your training loop (e.g. DeepSpeed or FSDP). The plan's time assumes DeepSpeed's overlap: "
         'gradient reduction during the backward ("overlap_comm": true) for ZeRO >= 1, none for '
         "ZeRO-0, and the ZeRO-1/2 parameter gather exposed after the step.",
-        "AttnType.FA needs flash-attn >= 2.6 for the backward pass; the torch_* attention types are "
-        "forward only.",
+        _attn_type_note(yunchang_attn_type(request.attention_kernel, request.model, request.workload)),
         "Shard every sequence tensor with shard_sequence so that tokens sit where the ring_impl_type "
         "expects them.",
     ]

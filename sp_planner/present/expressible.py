@@ -33,10 +33,11 @@ MAX_EXPERT_PARALLEL_TRIED = 100
 
 def _expressible(
     result: SearchResult, framework: str, *, model: ModelSpec, workload: Workload, num_nodes: int,
-    gpus_per_node: int, framework_version: str | None,
+    gpus_per_node: int, framework_version: str | None, flags_kernel: str | None,
 ) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
     """(rank from 1, estimate, flags) of each fitting plan `framework` can express, in the order of
-    `result.head` (fitting plans first, fastest first); stops at the first plan that does not fit."""
+    `result.head` (fitting plans first, fastest first); stops at the first plan that does not fit.
+    `flags_kernel`: the user's --attention-kernel, which the flags select (FlagRequest.attention_kernel)."""
     head = result.head(MAX_SCANNED)
     # The flags read the plan alone: each row's plan columns are read, and a row's whole estimate
     # (PlanEstimate.from_row, a millisecond) only where the framework expresses it.
@@ -46,7 +47,7 @@ def _expressible(
             return
         flags = render_flags(framework, FlagRequest(
             model=model, workload=workload, plan=plan_of_row(dict(zip(names, values))), num_nodes=num_nodes,
-            gpus_per_node=gpus_per_node, framework_version=framework_version,
+            gpus_per_node=gpus_per_node, framework_version=framework_version, attention_kernel=flags_kernel,
         ))
         if flags.supported:
             _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
@@ -62,10 +63,12 @@ def best_expressible(
     num_nodes: int,
     gpus_per_node: int,
     framework_version: str | None = None,
+    flags_kernel: str | None = None,
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None."""
     return next(_expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                             gpus_per_node=gpus_per_node, framework_version=framework_version), None)
+                             gpus_per_node=gpus_per_node, framework_version=framework_version,
+                             flags_kernel=flags_kernel), None)
 
 
 def expressible_plans(
@@ -78,13 +81,14 @@ def expressible_plans(
     gpus_per_node: int,
     top_k: int,
     framework_version: str | None = None,
+    flags_kernel: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[PlanEstimate, ...]:
     """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
     the analytic order of `result.head`. progress(found, top_k, what) hears of each plan found
     (about 1.5 ms each: sp-plan --top 1000 spends over a second here)."""
     found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                         gpus_per_node=gpus_per_node, framework_version=framework_version)
+                         gpus_per_node=gpus_per_node, framework_version=framework_version, flags_kernel=flags_kernel)
     plans: list[PlanEstimate] = []
     for _, estimate, _ in islice(found, top_k):
         plans.append(estimate)
@@ -102,6 +106,7 @@ def best_expert_parallel(
     num_nodes: int,
     gpus_per_node: int,
     framework_version: str | None = None,
+    flags_kernel: str | None = None,
 ) -> tuple[int, PlanEstimate] | None:
     """(rank from 1, estimate) of the best fitting plan with expert parallelism (ep > 1) among the
     rows the search keeps that `framework` can express ("all": any), trying at most
@@ -115,6 +120,7 @@ def best_expert_parallel(
         estimate = PlanEstimate.from_row(head.loc[i])
         if framework == "all" or render_flags(framework, FlagRequest(
                 model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
-                gpus_per_node=gpus_per_node, framework_version=framework_version)).supported:
+                gpus_per_node=gpus_per_node, framework_version=framework_version,
+                attention_kernel=flags_kernel)).supported:
             return int(i) + 1, estimate
     return None

@@ -66,12 +66,14 @@ def build_summary(
     framework_ranked: Sequence[PlanEstimate] = (),
     framework_version: str | None = None,
     attention_kernel: str | None = None,
+    flags_kernel: str | None = None,
 ) -> dict[str, Any]:
     """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
     Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
     `framework` (sp-plan --framework; None for a report) and `framework_ranked`, the fitting plans
     it can express, best first: what sp-plan's table ranks. `attention_kernel`: the named kernel whose
-    curves timed the plans (cost.attention_kernels.timed_kernel), None where none is named."""
+    curves timed the plans (cost.attention_kernels.timed_kernel), None where none is named;
+    `flags_kernel`: the user's --attention-kernel, which the flags select (FlagRequest.attention_kernel)."""
     # The framework's plans are mostly `plans` again, and an entry renders every framework's flags
     # (a second per thousand plans): an equal estimate's entry is made once.
     made: dict[ParallelPlan, tuple[PlanEstimate, dict[str, Any]]] = {}
@@ -81,7 +83,7 @@ def build_summary(
         if kept is None or kept[0] != est:
             kept = made[est.plan] = (est, plan_entry(
                 est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                full_rank_groups=full_rank_groups, framework_version=framework_version))
+                full_rank_groups=full_rank_groups, framework_version=framework_version, flags_kernel=flags_kernel))
         return kept[1]
 
     def entries(estimates: Sequence[PlanEstimate]) -> list[dict[str, Any]]:
@@ -144,13 +146,14 @@ def plan_entry(
     gpus_per_node: int,
     full_rank_groups: bool = False,
     framework_version: str | None = None,
+    flags_kernel: str | None = None,
 ) -> dict[str, Any]:
     """One ranked plan: its degrees, the estimate's numbers, its rank groups' generator (and full
     lists when `full_rank_groups`) and every framework's flags (torchtitan's for
     `framework_version`, as sp-plan's table prints them)."""
     request = FlagRequest(
         model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        framework_version=framework_version,
+        framework_version=framework_version, attention_kernel=flags_kernel,
     )
     flags = {
         framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}

@@ -68,6 +68,7 @@ def write_report(
     runs: Sequence[RunRecord] = (),
     framework: str = "megatron",
     framework_version: str | None = None,
+    flags_kernel: str | None = None,
     chosen: PlanEstimate | None = None,
     framework_choice: bool = False,
 ) -> Path:
@@ -78,7 +79,8 @@ def write_report(
     (sp-plan --framework F --report, where F cannot express the search's first), as sp-plan answers.
     `framework` names whose flags to show ("all" for every framework), at `framework_version`
     (torchtitan's release, flags.release_runtime: also the runtime the simulation section times
-    the plan with). `summary` is written as
+    the plan with), selecting `flags_kernel` (sp-plan --attention-kernel; FlagRequest.attention_kernel).
+    `summary` is written as
     summary.json unchanged: pass sp_planner.present.summary.build_summary's document.
     """
     out_dir = resolve_link(Path(out_dir))  # a link to a report folder: the folder is replaced, the link stays
@@ -104,7 +106,8 @@ def write_report(
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
                             chosen=chosen, from_plan_file=plan_file_plan, frame=frame,
-                            framework_version=framework_version, framework_choice=framework_choice)
+                            framework_version=framework_version, framework_choice=framework_choice,
+                            flags_kernel=flags_kernel)
     except BaseException:
         _discard(staging, csv)
         raise
@@ -139,7 +142,8 @@ def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
                  gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
                  chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None,
-                 framework_version: str | None = None, framework_choice: bool = False) -> str:
+                 framework_version: str | None = None, framework_choice: bool = False,
+                 flags_kernel: str | None = None) -> str:
     """The text of index.html. `frame`: result.frame when the caller already holds it."""
     frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
@@ -147,7 +151,8 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
     if chosen_outside:
         shown = [chosen, *shown[: TOP_PLANS - 1]]
     flag_request = FlagRequest(model=model, workload=workload, plan=chosen.plan, num_nodes=num_nodes,
-                               gpus_per_node=gpus_per_node, framework_version=framework_version)
+                               gpus_per_node=gpus_per_node, framework_version=framework_version,
+                               attention_kernel=flags_kernel)
     world = num_nodes * gpus_per_node
     parts = [
         sections.question_section(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,

@@ -656,15 +656,30 @@ def test_a_best_plan_overall_as_fast_as_the_frameworks_says_so():
     assert time_saved_text(203.0, 203.3) == "0.1% less"
 
 
-def test_an_attention_kernel_the_flags_do_not_run_is_noted(sp_plan):
+def test_the_flags_select_the_attention_kernel_the_plans_were_timed_with(sp_plan, tmp_path):
     # The plans were timed with FA3 while Megatron's flags left Transformer Engine to run cuDNN on
-    # Hopper, with nothing said; the framework's own kernel needs no note.
-    question = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "4k", "--top", "1"]
-    fa3 = sp_plan(*question, "--attention-kernel", "fa3")
-    assert fa3.exit_code == 0
-    assert ("note: the plans are timed with fa3 attention (--attention-kernel), but megatron's flags run cudnn: add "
-            "--attention-backend flash to them") in " ".join(notes_unwrapped(fa3.stderr))
-    assert "--attention-kernel" not in sp_plan(*question, "--attention-kernel", "cudnn").stderr
+    # Hopper (its default, auto): the flags now carry --attention-backend, in the table, in every
+    # plan's JSON flags and in the report; the note keeps what the flag cannot say (which flash-attn
+    # runs). The framework's own kernel, chosen, gets its flag and no note; no choice, no flag.
+    question = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "4k", "--top", "2"]
+    fa3 = sp_plan(*question, "--attention-kernel", "fa3", "--report", tmp_path / "report")
+    assert fa3.exit_code == 0, fa3.stderr
+    assert "    # attention kernel the plan was timed with\n    --attention-backend flash\n)" in fa3.stdout
+    assert ("note: the plans are timed with fa3 attention (--attention-kernel), which megatron's flags select with "
+            "--attention-backend flash: Transformer Engine runs flash-attn 3 only where it is installed") in " ".join(
+        notes_unwrapped("\n".join(line for line in fa3.stderr.splitlines() if not line.startswith("wrote "))))
+    assert "--attention-backend flash" in (tmp_path / "report" / "index.html").read_text()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert all("--attention-backend flash" in plan["flags"]["megatron"]["text"] for plan in summary["plans"])
+    cudnn = sp_plan(*question, "--attention-kernel", "cudnn", "--format", "json")
+    assert "--attention-kernel" not in cudnn.stderr
+    plans = json.loads(cudnn.stdout)["plans"]
+    assert all("--attention-backend fused" in plan["flags"]["megatron"]["text"] for plan in plans)
+    # The other frameworks' flags have no such option (yunchang's FA3 type drops the causal mask).
+    assert all(plan["flags"][name] == unchosen["flags"][name] for plan, unchosen in zip(
+        plans, json.loads(sp_plan(*question, "--format", "json").stdout)["plans"], strict=True)
+        for name in ("mindspeed", "deepspeed", "yunchang", "torchtitan"))
+    assert "--attention-backend" not in sp_plan(*question).stdout
 
 
 def test_no_attention_kernel_note_where_the_framework_does_not_run_on_the_device(sp_plan):

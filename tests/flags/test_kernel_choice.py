@@ -1,5 +1,5 @@
-"""flags.kernel_choice: the note that says how a framework's flags run the --attention-kernel that
-timed the plans, or that they cannot."""
+"""flags.kernel_choice: the flags that select the --attention-kernel that timed the plans, and the
+note for what they cannot say."""
 
 from __future__ import annotations
 
@@ -7,33 +7,90 @@ import pytest
 
 from sp_planner.catalog import load_hardware
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, framework_kernel
-from sp_planner.flags.kernel_choice import kernel_choice_note
+from sp_planner.flags.kernel_choice import (kernel_choice_note, megatron_backend_flags, yunchang_attn_type,
+                                            yunchang_fa3_drops)
+from sp_planner.specs.attention import WindowSpec
+from sp_planner.specs.workload import Workload
+from tests.flags.conftest import LLAMA3_8B
 
 H100 = load_hardware("h100-sxm")
 A800 = load_hardware("a800")
+CAUSAL = Workload(seq_len=8192, global_batch=8)
+BIDIRECTIONAL = Workload(seq_len=8192, global_batch=8, causal=False)
+
+
+def note(framework, chosen, runs, model=LLAMA3_8B, workload=CAUSAL):
+    return kernel_choice_note(framework, chosen, runs, model=model, workload=workload)
+
+
+@pytest.mark.parametrize(("kernel", "flags"), [
+    # AttnBackend (megatron/core/transformer/enums.py): flash is flash-attn (2 or 3), fused cuDNN's.
+    ("fa2", ["--attention-backend flash"]), ("fa3", ["--attention-backend flash"]),
+    ("cudnn", ["--attention-backend fused"]), ("sdpa", []), ("npu", []), (None, []),
+])
+def test_megatron_backend_of_each_kernel(kernel, flags):
+    assert megatron_backend_flags(kernel) == flags
 
 
 @pytest.mark.parametrize(("framework", "chosen", "runs", "how"), [
-    ("megatron", "fa3", "cudnn", "add --attention-backend flash to them (with flash-attn 3 installed"),
-    ("megatron", "fa2", "cudnn", "add --attention-backend flash to them (with flash-attn 2 and not 3 installed)"),
-    ("megatron", "cudnn", "fa2", "add --attention-backend fused to them"),
-    ("megatron", "sdpa", "cudnn", "Megatron-LM has no SDPA backend"),
-    ("yunchang", "fa3", "fa2", "use attn_type=AttnType.FA3 (flash-attn 3) in place of AttnType.FA"),
+    ("megatron", "sdpa", "cudnn", "but megatron's flags run cudnn: Megatron-LM has no SDPA backend"),
     ("yunchang", "sdpa", "fa2", "AttnType.TORCH runs the forward pass only"),
+    ("yunchang", "cudnn", "fa2", "yunchang has no cuDNN attention type"),
     ("deepspeed", "fa3", "fa2", 'attn_implementation="flash_attention_3"'),
     ("torchtitan", "fa3", "sdpa", "torchtitan has no option for it"),
 ])
-def test_a_kernel_the_flags_do_not_run_says_how(framework, chosen, runs, how):
-    note = kernel_choice_note(framework, chosen, runs)
-    assert note is not None and note.startswith(
+def test_a_kernel_the_flags_cannot_select_says_how(framework, chosen, runs, how):
+    text = note(framework, chosen, runs)
+    assert text is not None and text.startswith(
         f"the plans are timed with {chosen} attention (--attention-kernel), but {framework}'s flags run {runs}: ")
-    assert how in note
+    assert how in text
+
+
+def test_megatrons_flash_backend_notes_only_the_flash_attn_version():
+    # --attention-backend flash runs whichever flash-attn is installed (FA3 from Transformer Engine 1.11 on
+    # Hopper): on an H100, whose default is cuDNN, the note says which to install; fused is cuDNN's alone.
+    fa3 = note("megatron", "fa3", "cudnn")
+    assert fa3 == ("the plans are timed with fa3 attention (--attention-kernel), which megatron's flags select with "
+                   "--attention-backend flash: Transformer Engine runs flash-attn 3 only where it is installed (from "
+                   "v1.11, on Hopper), else flash-attn 2")
+    assert "install flash-attn 2 and not 3" in note("megatron", "fa2", "cudnn")
+    assert note("megatron", "cudnn", "fa2") is None  # --attention-backend fused on an A800
+    assert note("megatron", "fa2", "fa2") is None  # flash on an A800: no FA3 before Hopper
+
+
+def test_megatron_fa3_under_dropout_runs_fa2():
+    # Transformer Engine's backend filter disables FA3 for attention dropout != 0.
+    dropout = LLAMA3_8B.model_copy(update={"attention_dropout": 0.1})
+    text = note("megatron", "fa3", "cudnn", model=dropout)
+    assert text is not None and text.endswith(
+        "Transformer Engine runs flash-attn 2 under the model's attention dropout 0.1, so no run of them matches the "
+        "timed kernel")
+
+
+def test_yunchang_fa3_type_only_where_it_computes_the_models_attention():
+    # yunchang's FA3 calls pass causal=False, no window, no softcap, no dropout (attention.py at 0.6.4).
+    assert yunchang_fa3_drops(LLAMA3_8B, BIDIRECTIONAL) == []
+    assert yunchang_attn_type("fa3", LLAMA3_8B, BIDIRECTIONAL) == "FA3"
+    assert note("yunchang", "fa3", "fa2", workload=BIDIRECTIONAL) is None
+    assert yunchang_attn_type("fa3", LLAMA3_8B, CAUSAL) == "FA"
+    assert yunchang_attn_type("fa2", LLAMA3_8B, BIDIRECTIONAL) == "FA"
+    assert yunchang_attn_type(None, LLAMA3_8B, BIDIRECTIONAL) == "FA"
+    windowed = LLAMA3_8B.model_copy(update={
+        "window": WindowSpec(window_tokens=4096, local_layers=1, global_layers=1, logit_softcapping=50.0),
+        "attention_dropout": 0.1})
+    assert yunchang_fa3_drops(windowed, CAUSAL) == ["the causal mask", "the sliding window", "the logit softcap",
+                                                    "attention dropout"]
+    assert note("yunchang", "fa3", "fa2") == (
+        "the plans are timed with fa3 attention (--attention-kernel), but yunchang's snippet runs fa2: its "
+        "AttnType.FA3 calls flash-attn 3 without the causal mask (yunchang/kernels/attention.py), so no run of them "
+        "matches the timed kernel")
 
 
 @pytest.mark.parametrize("kernel", ATTENTION_KERNELS)
 def test_no_note_without_a_choice_or_for_the_kernel_the_flags_run(kernel):
-    assert kernel_choice_note("megatron", None, "cudnn") is None
-    assert kernel_choice_note("yunchang", kernel, kernel) is None
+    assert note("megatron", None, "cudnn") is None
+    if kernel != "fa3":  # yunchang's FA3 type drops the causal mask (above)
+        assert note("yunchang", kernel, kernel) is None
 
 
 @pytest.mark.parametrize(("framework", "hardware", "kernel"), [

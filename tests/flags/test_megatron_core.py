@@ -19,6 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")  # megatron-core needs torch; the dev extra installs both
 from megatron.core.distributed import DistributedDataParallelConfig  # noqa: E402
 from megatron.core.parallel_state import RankGenerator  # noqa: E402
+from megatron.core.transformer.enums import AttnBackend  # noqa: E402
 from megatron.core.transformer.transformer_config import TransformerConfig  # noqa: E402
 
 from sp_planner.catalog import load_model  # noqa: E402
@@ -55,6 +56,9 @@ FIELDS = {
     "--cpu-offloading-num-layers": ("cpu_offloading_num_layers", int),
     "--hidden-dropout": ("hidden_dropout", float),
     "--attention-dropout": ("attention_dropout", float),
+    # arguments.py (d98e8a6) builds the flag from this field with ArgumentGroupFactory, whose enum
+    # type is config_type[cli_arg] with choices list(AttnBackend) (argument_utils.py _get_enum_kwargs).
+    "--attention-backend": ("attention_backend", lambda name: AttnBackend[name]),
 }
 TRAINING = {"--group-query-attention", "--seq-length", "--max-position-embeddings", "--micro-batch-size",
             "--global-batch-size", "--use-distributed-optimizer",
@@ -191,6 +195,10 @@ EXTRA = {
     # GPT-3's shape with Megatron's own dropout, as Narayanan et al. 2021 trained it (their Table 1
     # runs; the corpus's Megatron-* models state 0.1).
     "gpt3_175b_dropout": request(GPT3_DROPOUT, 2048, 1536, tp=8, pp=8, dp=2),
+    # Timed with sp-plan --attention-kernel fa3 / cudnn on an H100: the flags select that backend.
+    "llama3_8b_128k_usp_fa3": CASES["llama3_8b_128k_usp_tp2"].model_copy(update={"attention_kernel": "fa3"}),
+    "llama3_8b_128k_usp_cudnn": CASES["llama3_8b_128k_usp_tp2"].model_copy(update={"attention_kernel": "cudnn"}),
+    "llama3_70b_ring_fa2": CASES["llama3_70b_256k_ring_tp8_pp2"].model_copy(update={"attention_kernel": "fa2"}),
 }
 
 
@@ -221,6 +229,10 @@ def test_megatron_core_accepts_the_flags(req):
     # not --untie-embeddings-and-output-weights); GPT-3 ties, the Llama cases do not.
     flags = _parse(_argv(megatron.render(req).text))
     assert ("--untie-embeddings-and-output-weights" not in flags) == req.model.tie_word_embeddings
+    # The backend of the kernel the plan was timed with, auto (Transformer Engine's choice) without one.
+    backend = {None: AttnBackend.auto, "fa2": AttnBackend.flash, "fa3": AttnBackend.flash,
+               "cudnn": AttnBackend.fused}[req.attention_kernel]
+    assert config.attention_backend == backend
 
 
 def test_dropout_is_explicit_because_megatron_defaults_to_0_1():
@@ -292,3 +304,28 @@ def test_precision_aware_optimizer_flags_are_optimizer_config_fields():
     # The 16-bit master remainder cost.states counts for bf16 plans is megatron-core's default.
     assert defaults["store_param_remainders"] is True
 
+
+
+def test_attention_backend_parses_as_megatron_lm_declares_it():
+    """The flag as Megatron-LM's parser declares it: ArgumentGroupFactory(TransformerConfig) gives the
+    enum field attention_backend type=AttnBackend[name], choices=list(AttnBackend) (megatron/training/
+    argument_utils.py _get_enum_kwargs at d98e8a6; the same add_argument at core_v0.12.1 line 1237).
+    The block states it under its own comment; SDPA has no backend."""
+    import argparse
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--attention-backend", type=lambda name: AttnBackend[name], choices=list(AttnBackend),
+                        default=AttnBackend.auto)
+    for kernel, backend in (("fa3", AttnBackend.flash), ("fa2", AttnBackend.flash), ("cudnn", AttnBackend.fused)):
+        req = CASES["llama3_8b_128k_usp_tp2"].model_copy(update={"attention_kernel": kernel})
+        text = megatron.render(req).text
+        assert "    # attention kernel the plan was timed with\n    --attention-backend " in text
+        words = _argv(text)
+        at = words.index("--attention-backend")
+        assert parser.parse_args(words[at:at + 2]).attention_backend == backend
+    for kernel in (None, "sdpa"):
+        req = CASES["llama3_8b_128k_usp_tp2"].model_copy(update={"attention_kernel": kernel})
+        assert "--attention-backend" not in megatron.render(req).text
+    assert parser.parse_args([]).attention_backend == AttnBackend.auto
+    with pytest.raises((argparse.ArgumentError, KeyError)):
+        parser.parse_args(["--attention-backend", "sdpa"])

@@ -127,3 +127,17 @@ def test_chunked_attention_and_alibi_refused(build):
     alibi = build.llama2_7b.model_copy(update={"position_embedding": "alibi"})
     flags = render_flags("yunchang", build.request(alibi, 32768, 1, ulysses=8))
     assert not flags.supported and "assert alibi_slopes is None" in flags.reason
+
+
+def test_attn_type_is_fa3_only_where_yunchangs_fa3_computes_the_models_attention(build):
+    # sp-plan --attention-kernel fa3: yunchang's AttnType.FA3 calls flash-attn 3 with causal=False
+    # (yunchang/kernels/attention.py at 0.6.4), so only a bidirectional plan gets it.
+    bidirectional = build.request(build.llama3_8b, 131072, 8, causal=False, ulysses=4, ring=2, dp=2,
+                                  ring_layout="contiguous").model_copy(update={"attention_kernel": "fa3"})
+    flags = render_flags("yunchang", bidirectional)
+    attn = calls(flags.text)["LongContextAttention"]
+    assert {k.arg: ast.unparse(k.value) for k in attn.keywords} == {
+        "ring_impl_type": "'basic'", "attn_type": "AttnType.FA3"}
+    assert any(note.startswith("AttnType.FA3 needs flash-attn 3") for note in flags.notes)
+    causal = build.cases["llama3_8b_128k_usp_dp2"].model_copy(update={"attention_kernel": "fa3"})
+    assert render_flags("yunchang", causal) == render_flags("yunchang", build.cases["llama3_8b_128k_usp_dp2"])
