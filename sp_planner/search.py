@@ -129,9 +129,11 @@ def search(model: ModelSpec, hardware: HardwareProfile, workload: Workload, *, n
                                  total=total)
     passing = scan_chunks(*args, keep=keep, breakers=False, progress=progress, total=total)
     refining = _refined_chunks(args, tuples_to_refine(passing.tuples, pins))
-    refined = _refine_scan(args, refining, keep=keep, breakers=False, progress=progress, done=total)
-    counts, best = passing.counts + _counts(refined), passing.best  # breakers do not run out of memory
-    best = _merged(best, refined, passing.candidates, hardware.hbm_bytes, keep)
+    # The refinement's rows pruned against the scan's rows kept, which its best holds too (search_scan `after`).
+    refined = _refine_scan(args, refining, keep=keep, breakers=False, progress=progress, done=total,
+                           after=passing.best, offset=passing.candidates)
+    counts = passing.counts + _counts(refined)  # breakers do not run out of memory
+    best = passing.best if refined is None else _merged(None, refined, passing.candidates, hardware.hbm_bytes, keep)
     candidates = passing.candidates + (refined.candidates if refined else 0)
     if passing.costed + (refined.costed if refined else 0) < keep:  # too few pass the rules: rank the rest
         broken = scan_chunks(*args, keep=keep, breakers=True, progress=_no_progress)
@@ -174,9 +176,12 @@ def _refined_chunks(args: tuple, tuples: np.ndarray) -> list[Candidates]:
 
 
 def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, breakers: bool | None,
-                 progress: Progress = _no_progress, done: int = 0) -> Scanned | None:
+                 progress: Progress = _no_progress, done: int = 0, after: Best | None = None,
+                 offset: int = 0) -> Scanned | None:
     """scan_chunks of the refinement's candidates (_refined_chunks), None when there are none; its
-    progress counts on from the `done` candidates of the scan before it."""
+    progress counts on from the `done` candidates of the scan before it. `after`: the rows the scan
+    before it kept (their places in it; the refinement's come after its `offset` candidates), in
+    the refinement's best too (scan_chunks)."""
     model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk = args
     n = sum(len(c) for c in chunks)
     if n == 0:
@@ -185,9 +190,10 @@ def _refine_scan(args: tuple, chunks: list[Candidates], *, keep: int | None, bre
     def counted_on(seen: int, _total: int, what: str | None = None) -> None:
         progress(done + seen, done + n, what)
 
+    kept = None if after is None else Best(after.evaluated, after.place - offset)
     return scan_chunks(model, hardware, workload, degrees, pins, gpus_per_node, runtime, chunk, keep=keep,
                        breakers=breakers, progress=counted_on, total=n, chunks=chunks,
-                       what="interleaving the best plans: {}")
+                       what="interleaving the best plans: {}", after=kept)
 
 
 def _merged(best: Best | None, scan: Scanned | None, offset: int, capacity_bytes: float,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
-from sp_planner.cost.memory import MemoryColumns, memory_columns
+from sp_planner.cost.memory import MemoryColumns, memory_columns, stage_states_bytes
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.cost.step import time_columns
 from sp_planner.cost.step_bound import StepBound, step_lower_bound
@@ -196,18 +196,29 @@ def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtim
 
 
 def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, run: Candidates, domain: int,
-                runtime: Runtime) -> MemoryColumns:
+                runtime: Runtime, stage_states: tuple | None = None) -> MemoryColumns:
     return memory_columns(model, hardware, workload, run, runtime.states, domain_gpus=domain, ring_impl=runtime.ring,
                           loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
                           tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers,
-                          expert_row_padding=runtime.expert_row_padding)
+                          expert_row_padding=runtime.expert_row_padding, stage_states=stage_states)
 
 
 def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                     gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> MemoryColumns:
-    """The memory columns evaluate_rows gives `c`, without the times (search_pruned_scan: which rows fit)."""
+                     gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME,
+                     stage_states: tuple | None = None) -> MemoryColumns:
+    """The memory columns evaluate_rows gives `c`, without the times (search_pruned_scan: which rows
+    fit); `stage_states`: their candidate_stage_states, where the caller has them."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
-    return _run_memory(model, hardware, workload, run, domain, runtime)
+    return _run_memory(model, hardware, workload, run, domain, runtime, stage_states)
+
+
+def candidate_stage_states(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                           gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple:
+    """The stages' model states candidate_memory prices for `c` (cost.memory.stage_states_bytes, on
+    the framework's run of it), whose floor bounds its peak from below (cost.memory.states_floor_bytes;
+    search_pruned_scan: which rows are out of memory before their memory is priced)."""
+    run, _ = _as_run(hardware, c, gpus_per_node, runtime)
+    return stage_states_bytes(model, hardware, workload, run, runtime.states, tp_gathers=runtime.tp_gathers)
 
 
 def explained_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, e: Evaluated,

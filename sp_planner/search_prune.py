@@ -45,15 +45,16 @@ BOUND_MARGIN = 1e-9
 _PP = DEGREES.index("pp")
 
 
-def skipped_rows(bound_s: np.ndarray, c: Candidates, last_kept_s: float, bests: TupleBests) -> np.ndarray:
+def skipped_rows(bound_s: np.ndarray, c: Candidates, last_kept_s: float, bests: TupleBests | None) -> np.ndarray:
     """Which fitting rows `c` (their step's lower bounds `bound_s`) need no full timing (module
     docstring): their bound exceeds `last_kept_s`, the step of the last row kept (a fitting one),
     and each pipelined one either is not its tuple's best or cannot be a chosen tuple's, by the
-    tuple bests recorded so far (`bests`, in rank order, search_refine.merged). NaN never skips."""
+    tuple bests recorded so far (`bests`, in rank order, search_refine.merged; None where no tuple
+    bests are read: the refinement's scan, whose rows only the ranking reads). NaN never skips."""
     floor = bound_s - BOUND_MARGIN * np.abs(bound_s)
     skip = floor > last_kept_s
     pipelined = np.flatnonzero(skip & (np.asarray(c.pp) > 1))
-    if len(pipelined) == 0:
+    if len(pipelined) == 0 or bests is None:
         return skip
     tuples = np.stack([np.asarray(getattr(c, name))[pipelined] for name in TUPLE_COLUMNS], axis=1).astype(np.int64)
     floor = floor[pipelined]

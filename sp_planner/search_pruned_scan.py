@@ -9,10 +9,11 @@ import numpy as np
 
 from sp_planner import columns
 from sp_planner.candidates import Candidates
-from sp_planner.cost.memory import MemoryColumns
+from sp_planner.cost.memory import MemoryColumns, states_floor_bytes
 from sp_planner.cost.runtime import Runtime
 from sp_planner.cost.step_bound import BoundLayers
-from sp_planner.search_columns import Evaluated, evaluate_rows, candidate_memory, candidate_step_bound
+from sp_planner.search_columns import (Evaluated, candidate_memory, candidate_stage_states, candidate_step_bound,
+                                       evaluate_rows)
 from sp_planner.search_prune import skipped_rows
 from sp_planner.search_rank import Best, keep_best, rank_keys
 from sp_planner.search_refine import TupleBests, merged, tuple_bests
@@ -27,6 +28,11 @@ PRUNE_ROUND_ROWS = 16384
 # Rows that pass the rules priced at once (memory, the step's bound) by the pruned scan: those
 # calls too take about as long at any size below this, so several chunks' rows go together.
 PRUNE_BATCH_ROWS = 1 << 17
+# The share of a batch's rows out of memory by their model states (_fitting_rows) below which all
+# are priced instead: taking the others out costs about what pricing this share's memory saves
+# (searches in separate processes, 128 x 8 H100s, 32K, noisy: splitting Qwen3-235B-A22B's 16%
+# made it 0.25-0.35 s slower, DeepSeek-V3's 31% 0.1-0.2 s faster).
+FLOOR_SPLIT_SHARE = 0.25
 
 
 def _full_of_fits(best: Best | None, keep: int | None, capacity_bytes: float) -> bool:
@@ -55,19 +61,40 @@ class _Passing(NamedTuple):
     place: np.ndarray  # each row's place in the enumeration
 
 
+class _Unpriced(NamedTuple):
+    """The rows of `rows` at `at` (places `place`), out of memory, their memory not priced (_fitting_rows)."""
+
+    rows: _Passing
+    at: np.ndarray
+    place: np.ndarray
+
+
+def _priced_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, passing: _Passing,
+                 gpus_per_node: int, runtime: Runtime, stage_states: tuple | None = None) -> _Pending:
+    """The `passing` rows, their memory priced (`stage_states`: their model states, where priced).
+    The cost model is row by row (columns.take_rows): these rows get the costs evaluate_rows gives
+    them in their chunk."""
+    memory = candidate_memory(model, hardware, workload, passing.candidates, gpus_per_node, runtime, stage_states)
+    return _Pending(passing.candidates, memory, passing.code, passing.place, np.full(len(passing.place), np.nan), None)
+
+
 def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, passing: _Passing,
-                  gpus_per_node: int, runtime: Runtime) -> tuple[_Pending, _Pending]:
-    """The `passing` rows that fit in memory and those that do not, their memory priced. The cost
-    model is row by row (columns.take_rows): these rows get the costs evaluate_rows gives them in
-    their chunk."""
-    memory = candidate_memory(model, hardware, workload, passing.candidates, gpus_per_node, runtime)
-    oom = memory.peak_bytes > hardware.hbm_bytes  # as evaluate_rows's
-
-    def rows(index: np.ndarray) -> _Pending:
-        return _Pending(columns.take(passing.candidates, index), columns.take(memory, index), passing.code[index],
-                        passing.place[index], np.full(len(index), np.nan), None)
-
-    return rows(np.flatnonzero(~oom)), rows(np.flatnonzero(oom))
+                  gpus_per_node: int, runtime: Runtime) -> tuple[_Pending, _Pending, _Unpriced]:
+    """The `passing` rows that fit in memory and those that do not, their memory priced (_priced_rows),
+    and those out of memory by their model states alone (cost.memory.states_floor_bytes), their
+    memory not priced: only the timing of OOM rows reads it, which a search whose rows kept come
+    to all fit never does (PrunedScan). The states are the memory's first parts, priced once."""
+    states = candidate_stage_states(model, hardware, workload, passing.candidates, gpus_per_node, runtime)
+    over = states_floor_bytes(states) > hardware.hbm_bytes  # then the peak is too
+    unpriced = _Unpriced(passing, np.flatnonzero(over), passing.place[over])  # taken if ever timed
+    if len(unpriced.at) < FLOOR_SPLIT_SHARE * len(over):  # too few to pay for the takes: all priced
+        unpriced = _Unpriced(passing, unpriced.at[:0], unpriced.place[:0])
+    if len(unpriced.at):
+        index = np.flatnonzero(~over)
+        passing, states = columns.take(passing, index), columns.take_rows(states, index, len(over))
+    rows = _priced_rows(model, hardware, workload, passing, gpus_per_node, runtime, states)
+    oom = rows.memory.peak_bytes > hardware.hbm_bytes  # as evaluate_rows's
+    return columns.take(rows, np.flatnonzero(~oom)), columns.take(rows, np.flatnonzero(oom)), unpriced
 
 
 class PrunedScan:
@@ -76,21 +103,30 @@ class PrunedScan:
     PRUNE_BATCH_ROWS at a time (several chunks' rows), then the fitting ones timed
     PRUNE_ROUND_ROWS at a time, least bound first, each round merged before the rest are pruned
     (search_prune) once the rows kept all fit (_full_of_fits). An OOM row cannot enter rows kept
-    that all fit (keep_best drops it unranked), so its memory is priced and counted, and its time
-    only where the rows kept never come to all fit (held back until then, timed once they grow
-    past PRUNE_BATCH_ROWS). Every merge is a function of the set of rows merged (rank order
-    breaks ties by place), so the order in which rows are timed leaves the result as it was."""
+    that all fit (keep_best drops it unranked), so it is counted, its memory priced only where its
+    model states alone do not already exceed the capacity (_fitting_rows), and its time only where
+    the rows kept never come to all fit (held back until then, memory priced and timed once they
+    grow past PRUNE_BATCH_ROWS). Every merge is a function of the set of rows merged (rank order
+    breaks ties by place), so the order in which rows are timed leaves the result as it was.
+
+    `after`: the rows kept by the scan this one goes on from (search's refinement after its scan;
+    their places before this scan's, so negative), kept from the start, so its rows are pruned
+    against both scans' rows kept, the best `keep` of which this one's are; its tuple bests are
+    read by no one (a refined tuple is not refined again), so rows are pruned on the ranking alone
+    (search_prune.skipped_rows with no tuple bests) and `tuples` holds the timed rows' only."""
 
     def __init__(self, model: ModelSpec, hardware: HardwareProfile, workload: Workload, gpus_per_node: int,
-                 runtime: Runtime, keep: int) -> None:
+                 runtime: Runtime, keep: int, after: Best | None = None) -> None:
         self.args = (model, hardware, workload)
         self.gpus_per_node, self.runtime, self.keep = gpus_per_node, runtime, keep
-        self.best: Best | None = None
+        self.best: Best | None = after
+        self.reads_tuples = after is None
         self.tuples = merged([])
         self.oom = 0  # OOM rows counted
         self.unpriced: list[_Passing] = []
         self.pending: _Pending | None = None  # fitting rows left to time
-        self.held: list[_Pending] = []  # OOM rows left to time while the rows kept are not all fits
+        # OOM rows left to time while the rows kept are not all fits (_Unpriced: memory not priced yet)
+        self.held: list[_Pending | _Unpriced] = []
 
     def add(self, chunk: Candidates, code: np.ndarray, seen: int) -> None:
         """The rows of `chunk` (at places `seen` on, first_rule's `code`) that pass the rules."""
@@ -105,7 +141,7 @@ class PrunedScan:
         held = sum(len(p.place) for p in self.held)
         if self.pending is not None and not self._full() and len(self.pending.place) + held <= PRUNE_ROUND_ROWS:
             # Nothing to prune (a small search): the fitting and OOM rows timed in one call.
-            rows, self.pending, self.held = columns.concat([self.pending, *self.held]), None, []
+            rows, self.pending, self.held = columns.concat([self.pending, *self._held_priced()]), None, []
             self.tuples = merged([self.tuples, tuple_bests(self._merge(rows), rows.place)])
         self._price(leave=0)
         self._time_held()
@@ -117,10 +153,11 @@ class PrunedScan:
     def _priced(self) -> None:
         """The unpriced rows' memory priced, the fitting ones pending, the OOM ones held."""
         if self.unpriced:
-            fitting, out = _fitting_rows(*self.args, columns.concat(self.unpriced), self.gpus_per_node, self.runtime)
-            self.unpriced, self.oom = [], self.oom + len(out.place)
+            fitting, out, over = _fitting_rows(*self.args, columns.concat(self.unpriced), self.gpus_per_node,
+                                               self.runtime)
+            self.unpriced, self.oom = [], self.oom + len(out.place) + len(over.place)
             self.pending = fitting if self.pending is None else columns.concat([self.pending, fitting])
-            self.held.append(out)
+            self.held += [out, over] if len(over.place) else [out]
 
     def _price(self, leave: int) -> None:
         self._priced()
@@ -139,8 +176,9 @@ class PrunedScan:
             if self._full():
                 assert self.best is not None
                 last_kept_s = float(self.best.evaluated.step.step_time_s[-1])
+                tuples = self.tuples if self.reads_tuples else None
                 pending = columns.take(pending, np.flatnonzero(~skipped_rows(pending.bound_s, pending.candidates,
-                                                                             last_kept_s, self.tuples)))
+                                                                             last_kept_s, tuples)))
                 if len(pending.place) <= leave:
                     break
             order = np.argsort(pending.bound_s, kind="stable")  # NaN last
@@ -159,9 +197,15 @@ class PrunedScan:
         bound = candidate_step_bound(*self.args, rows.candidates, self.gpus_per_node, self.runtime)
         return rows._replace(bound_s=bound.bound_s, layers=bound.layers)
 
+    def _held_priced(self) -> list[_Pending]:
+        """The held rows, those whose memory is not priced yet priced now."""
+        return [p if isinstance(p, _Pending) else
+                _priced_rows(*self.args, columns.take(p.rows, p.at), self.gpus_per_node, self.runtime)
+                for p in self.held]
+
     def _time_held(self) -> None:
-        held, self.held = self.held, []
-        rows = columns.concat(held) if held and not self._full() else None
+        rows = columns.concat(self._held_priced()) if self.held and not self._full() else None
+        self.held = []
         if rows is not None and len(rows.place):
             self._merge(rows)
 

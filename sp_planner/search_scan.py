@@ -40,20 +40,24 @@ class Scanned(NamedTuple):
 def scan_chunks(model: ModelSpec, hardware: HardwareProfile, workload: Workload, degrees: np.ndarray, pins: Pins,
                 gpus_per_node: int, runtime: Runtime, chunk_candidates: int, *, keep: int | None,
                 breakers: bool | None, progress: Progress, total: int = 0, chunks: list[Candidates] | None = None,
-                what: str = "searching {}") -> Scanned:
+                what: str = "searching {}", after: Best | None = None) -> Scanned:
     """Cost the candidates that pass the rules (`breakers`: those that break one instead; None:
     every candidate), chunk by chunk of about `chunk_candidates`, keeping the best `keep` rows in
     rank order (keep None: every row, left unsorted in `pieces` for the caller to rank with others
     in one sort, ranked_union). `costed` counts the rows costed that pass the rules; `tuples`
     each degree tuple's fastest fitting pipelined row (search_refine.tuple_bests). `chunks`: the
     candidates, enumerated by the caller (search._refined_chunks), instead of those of `degrees`
-    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many)."""
+    (space.iter_candidates); `what` names the candidates counted for progress ({}: how many).
+    `after`: the rows kept by a scan this one goes on from (search's refinement; breakers False,
+    places before this scan's), in `best` too, which then holds both scans' best `keep` rows
+    (search_pruned_scan.PrunedScan prunes against them; `tuples` then holds the rows timed only)."""
     parts: list[Best] = []
     bests = merged([])
     best: Best | None = None
     # The rows that pass the rules, ranked with the fewest timed (breakers False): PrunedScan.
     pruned = None if breakers is not False or keep is None else PrunedScan(model, hardware, workload, gpus_per_node,
-                                                                           runtime, keep)
+                                                                           runtime, keep, after)
+    assert after is None or pruned is not None
     counts = np.zeros(len(RULES) + 1, dtype=np.int64)
     seen = costed = 0
     axes = search_axes(model, hardware)

@@ -96,3 +96,52 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
     assert pruned.ranked == whole.ranked
     pd.testing.assert_frame_equal(pruned.head(head_rows), whole.head(head_rows))
     assert len(refined) == 2 and np.array_equal(refined[0], refined[1])
+
+
+REFINED_QUESTIONS = [  # (model, hardware, nodes, seq_len, runtime): ones whose best tuples are refined
+    ("GLM-4.5-Air", "H100-SXM", 4, 16384, "megatron"),
+    ("gemma-2-9b", "H100-SXM", 4, 32768, "megatron"),
+    ("gemma-2-9b", "H100-SXM", 4, 32768, "torchtitan"),
+]
+
+
+@pytest.mark.parametrize("question", REFINED_QUESTIONS, ids=lambda q: f"{q[0]}-{q[2]}x8-{q[3]}-{q[4]}")
+def test_refinement_pruned_against_the_scans_rows_kept(question, monkeypatch):
+    # The refinement's scan starts from the scan's rows kept (search_scan `after`) and prunes its
+    # rows on the ranking alone (skipped_rows with no tuple bests): it skips rows, and every plan,
+    # figure and count is the search's that times every fitting row of both scans, and the one
+    # pass over every row's (every_row: no pruned scan, the refined rows ranked with the scan's).
+    name, hardware, nodes, seq_len, framework = question
+    model = load_model(name)
+    workload = Workload(seq_len=seq_len, global_batch=8 * nodes, causal=True)
+    monkeypatch.setattr(search_module, "HEAD_ROWS", 40)  # rows kept that all fit before the refinement
+    skipped_in_refinement: list[int] = []
+    real_skipped = pruned_scan.skipped_rows
+
+    def counted(bound, c, last_kept_s, bests):
+        s = real_skipped(bound, c, last_kept_s, bests)
+        if bests is None:
+            skipped_in_refinement.append(int(s.sum()))
+        return s
+
+    monkeypatch.setattr(pruned_scan, "skipped_rows", counted)
+
+    def answer(every_row=False):
+        return search(model, load_hardware(hardware), workload, num_nodes=nodes, gpus_per_node=8, top_k=10,
+                      runtime=FRAMEWORK_RUNTIME[framework], every_row=every_row)
+
+    pruned = answer()
+    assert sum(skipped_in_refinement) > 0
+    monkeypatch.setattr(pruned_scan, "skipped_rows", lambda bound, *a: np.zeros(len(bound), dtype=bool))
+    for whole in (answer(), answer(every_row=True)):
+        assert pruned.candidates_evaluated == whole.candidates_evaluated
+        assert pruned.prune_counts == whole.prune_counts
+        assert pruned.ranked == whole.ranked
+        pd.testing.assert_frame_equal(pruned.head(40), whole.head(40))
+
+
+def test_skipped_rows_without_tuple_bests_read_the_ranking_alone():
+    # No tuple bests (the refinement's scan): a pipelined row is skipped on its bound alone.
+    c = _rows([1, 2, 2, 4], [1, 1, 2, 3])
+    bound = np.array([6.0, 6.0, 4.0, 5.0 * (1 + BOUND_MARGIN / 2)])
+    assert skipped_rows(bound, c, 5.0, None).tolist() == [True, True, False, False]

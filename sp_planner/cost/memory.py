@@ -71,7 +71,7 @@ from sp_planner.cost.runtime_memory import runtime_bytes
 from sp_planner.cost.saved_inputs import kept_output_input_bytes
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers
 from sp_planner.cost.states import MEGATRON_STATES, TrainingStates
-from sp_planner.distinct import per_distinct_rows
+from sp_planner.distinct import distinct_key, per_distinct_rows, per_key
 from sp_planner.layout import CP_AXES, group_size
 from sp_planner.pipeline import first_stage_in_flight, stage_in_flight
 from sp_planner.plan import RECOMPUTE_FULL
@@ -156,7 +156,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                    ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
                    sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
                    compiled_layers: CompiledLayers = EAGER_LAYERS,
-                   expert_row_padding: str = NO_PADDING) -> MemoryColumns:
+                   expert_row_padding: str = NO_PADDING, stage_states: tuple | None = None) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
@@ -165,18 +165,22 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     `tp_gathers`: the framework's TP gathers, whose linears save their shards or keep the gathered
     inputs (cost.saved_inputs); `compiled_layers`: the plans whose layers it compiles
     (cost.compiled_layers); `expert_row_padding`: who pads each local expert's rows for FP8
-    (cost.expert_padding: the router's extra rows are saved activations)."""
+    (cost.expert_padding: the router's extra rows are saved activations); `stage_states`: these
+    rows' stage_states_bytes where the caller priced them (search_pruned_scan, for their floor)."""
     tp, pp, zero = c.tp, c.pp, c.zero
     stages = candidate_stage_layers(model, c)
     held = stage_kind_layers(model, workload.seq_len, c)
-    first_states, middle_states, last_states = per_distinct_rows(
-        lambda rows: _stage_states(model, hardware, workload, rows, states, tp_gathers), c, STATE_COLUMNS)
+    first_states, middle_states, last_states = stage_states if stage_states is not None else stage_states_bytes(
+        model, hardware, workload, c, states, tp_gathers=tp_gathers)
+
+    # One key for every layer kind's activations (the model's, each kind's, MTP's: DeepSeek-V3's four).
+    activation_key = distinct_key(c, ACTIVATION_COLUMNS)
 
     def saved_per_layer(spec: ModelSpec):
         """(saved, full) bytes a layer of `spec` keeps per micro-batch as the candidates run."""
-        return per_distinct_rows(lambda rows: saved_activation_bytes_per_layer(
+        return per_key(lambda rows: saved_activation_bytes_per_layer(
             spec, hardware, workload, rows, sequence_parallel=sequence_parallel, gathers=tp_gathers,
-            compiled=compiled_layers, expert_row_padding=expert_row_padding), c, ACTIVATION_COLUMNS)
+            compiled=compiled_layers, expert_row_padding=expert_row_padding), activation_key, c)
 
     stored, full_layer = saved_per_layer(model)
     n = c.micro_batch * workload.seq_len / group_size(c, CP_AXES)
@@ -259,3 +263,23 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
     return MemoryColumns(params_bytes=params, grads_bytes=grads, optimizer_bytes=optimizer,
                          activations_bytes=activations, logits_bytes=logits, comm_buffers_bytes=comm_buffers,
                          reserve_bytes=reserve, peak_bytes=peak)
+
+
+def stage_states_bytes(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
+                       states: TrainingStates = MEGATRON_STATES, *, tp_gathers: TpGathers = TE_TP_GATHERS) -> tuple:
+    """The first, a middle and the last stage's (params, grads, optimizer) bytes (_stage_states),
+    priced once per distinct row of STATE_COLUMNS: memory_columns' first parts."""
+    return per_distinct_rows(lambda rows: _stage_states(model, hardware, workload, rows, states, tp_gathers), c,
+                             STATE_COLUMNS)
+
+
+def states_floor_bytes(stage_states: tuple) -> np.ndarray:
+    """A lower bound of memory_columns' peak_bytes, bit for bit, from the rows' stage_states_bytes
+    alone (a tenth of the memory's time): the larger of the first and the last stage's (params,
+    grads, optimizer) summed, the first three of the parts memory_columns sums left to right into
+    each stage's total. The parts after them (activations, logits, buffers, reserve) are each >= 0,
+    and a rounded sum does not decrease when a term >= 0 is added (IEEE addition is monotone), so
+    the peak, the largest total, is at least this (search_pruned_scan: rows over the capacity by
+    it are out of memory without their memory priced; tests/cost/test_memory_floor.py)."""
+    first, _, last = stage_states
+    return np.maximum(sum(first), sum(last)).astype(np.float64)

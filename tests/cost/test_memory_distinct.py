@@ -1,6 +1,7 @@
 """cost.memory's terms priced once per distinct row of the columns each reads (STATE_COLUMNS,
-ACTIVATION_COLUMNS, RUNTIME_COLUMNS, distinct.per_distinct_rows) give every row of a MoE search
-what pricing every row gives it, bit for bit, under every framework's runtime."""
+ACTIVATION_COLUMNS, RUNTIME_COLUMNS, distinct.per_distinct_rows; the activations of every layer
+kind on one ACTIVATION_COLUMNS key, distinct.per_key) give every row of a MoE search what pricing
+every row gives it, bit for bit, under every framework's runtime."""
 
 
 import numpy as np
@@ -32,6 +33,7 @@ def question(request):
 
 def _every_row(monkeypatch) -> None:
     monkeypatch.setattr(memory_module, "per_distinct_rows", lambda fn, rows, names: fn(rows))
+    monkeypatch.setattr(memory_module, "distinct_key", lambda rows, names: None)  # per_key: every row
 
 
 @pytest.mark.parametrize("framework", sorted(RUNTIMES))
