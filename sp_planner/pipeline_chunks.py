@@ -89,3 +89,11 @@ def virtual_stage_layers(num_layers: int, pp: int, vpp: int, first_stage_layers:
     conversion), each chunk as stage_chunk_sizes places it."""
     sizes = stage_chunk_sizes(num_layers, pp, vpp, first_stage_layers, last_stage_layers)
     return tuple(sizes[p][c] for c in range(vpp) for p in range(pp))
+
+
+def empty_chunks(num_layers: int, pp: int, vpp: int, first_stage_layers: int, last_stage_layers: int) -> int:
+    """Model chunks holding no layer at all: no decoder layer (virtual_stage_layers), and neither
+    the first virtual stage (the embedding's) nor the last (the loss's). Megatron parses such a
+    layout and prints each as "(empty stage)" (pipeline_parallel_layer_layout.py at Megatron-LM
+    d98e8a6); each is still a pipeline hop and a schedule slot."""
+    return sum(n == 0 for n in virtual_stage_layers(num_layers, pp, vpp, first_stage_layers, last_stage_layers)[1:-1])

@@ -1,5 +1,6 @@
 """The message of each hard rule a plan breaks (plan.facts_violations), naming the offending values
-and, for the layers rule, the splits or --vpp values that would work."""
+and, for the layers rule, the splits or --vpp values that would work; and the note on a pinned
+split that leaves model chunks empty, which no rule refuses (empty_chunks_text)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 from sp_planner.cost.deepep import DEEPEP_GROUP_SIZES
+from sp_planner.pipeline_chunks import empty_chunks, stage_chunk_sizes
 from sp_planner.plan_rules import RuleFacts
 
 if TYPE_CHECKING:
@@ -107,3 +109,24 @@ def even_vpp_text(per_stage: int, vpp: int) -> str:
     nearest = sorted(sorted(divisors, key=lambda d: abs(math.log(d / vpp)))[:3])
     choices = ", ".join(map(str, nearest[:-1])) + (" or " if len(nearest) > 1 else "") + str(nearest[-1])
     return f"pin --vpp {choices}, which split{'s' if len(nearest) == 1 else ''} the {per_stage} layers per stage evenly"
+
+
+def empty_chunks_text(num_layers: int, plan: ParallelPlan) -> str | None:
+    """The note on a plan whose pipeline layout leaves model chunks without a layer (a pinned split
+    with more virtual stages than a stage has layers; pipeline_chunks.empty_chunks): how many, what
+    they cost, and the --vpp values that split the stages evenly. None where no chunk is empty."""
+    first, last = plan.first_stage_layers or 0, plan.last_stage_layers or 0
+    empty = empty_chunks(num_layers, plan.pp, plan.vpp, first, last) if plan.vpp > 1 else 0
+    if not empty:
+        return None
+    stages = [sum(chunks) for chunks in stage_chunk_sizes(num_layers, plan.pp, plan.vpp, first, last)]
+    if len(set(stages)) == 1:
+        fix = even_vpp_text(stages[0], plan.vpp)
+    else:  # the first, a middle (pp > 2) and the last stage's layers
+        ends = "/".join(map(str, [stages[0], *stages[1:-1][:1], stages[-1]]))
+        common = math.gcd(*stages)
+        fix = (f"pin a --vpp that divides the {ends} layers of the first{'/middle' if plan.pp > 2 else ''}/last "
+               "stage" + (f": a divisor of {common}" if common > 1 else ": only --vpp 1 does"))
+    return (f"the pipeline layout leaves {empty} of its {plan.pp * plan.vpp} model chunks (pp {plan.pp} x vpp "
+            f"{plan.vpp}) without a layer (Megatron prints each as \"(empty stage)\"): each is still a pipeline "
+            f"hop and a schedule slot doing nothing; {fix}")

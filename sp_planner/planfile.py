@@ -93,6 +93,10 @@ class PlanFile(FrozenModel):
     # still holds the curves that timed them. A record for tools: readers time the plan with the
     # curves in `hardware`, not with this name.
     attention_kernel: AttentionKernel | None = None
+    # Whether attention_kernel is the user's sp-plan --attention-kernel, whose backend the flags then
+    # select (FlagRequest.attention_kernel); false for the framework's default and in files written
+    # before it, whose flags select no kernel.
+    attention_kernel_chosen: bool = False
     plan: ParallelPlan
     estimate: PlanEstimate | None = None
     # The rank groups' generator (written by sp-plan; absent from files written before it).
@@ -104,6 +108,12 @@ class PlanFile(FrozenModel):
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.gpus_per_node
+
+    @property
+    def flags_kernel(self) -> AttentionKernel | None:
+        """The kernel the flags select (FlagRequest.attention_kernel): the user's choice, else none
+        (attention_kernel_chosen without a kernel named selects none)."""
+        return self.attention_kernel if self.attention_kernel_chosen else None
 
     @property
     def runtime(self) -> Runtime:

@@ -21,6 +21,7 @@ from sp_planner.pipeline import (
 )
 from sp_planner.pipeline_chunks import (
     chunk_layer_counts,
+    empty_chunks,
     end_chunk_layers,
     later_chunk_layers,
     stage_chunk_sizes,
@@ -165,6 +166,22 @@ def test_the_layers_hint_never_proposes_a_layout_with_empty_virtual_stages():
     assert min(min(stage) for stage in stage_chunk_sizes(32, 4, 3, 8, 8)) >= 2
     # One layer per stage: no vpp above 1 interleaves it.
     assert layers_message(32, 2).endswith("1 layer per stage interleaves with no vpp above 1: pin --vpp 1")
+
+
+def test_empty_chunks_are_the_virtual_stages_with_no_layer_at_all():
+    # pp 2 x vpp 64, 16/16: each stage's 16 layers sit in one chunk (first stage's chunk 0 with the
+    # embedding, last stage's last with the loss), 63 + 63 chunks hold nothing.
+    assert empty_chunks(32, 2, 64, 16, 16) == 126
+    # pp 4 x vpp 4, 1/1: the first stage (1, 0, 0, 0) and the last (0, 0, 0, 1) each 3 empty chunks;
+    # the middle stages' 15 layers fill 4, 4, 4, 3.
+    assert stage_chunk_sizes(32, 4, 4, 1, 1) == ((1, 0, 0, 0), (4, 4, 4, 3), (4, 4, 4, 3), (0, 0, 0, 1))
+    assert empty_chunks(32, 4, 4, 1, 1) == 6
+    # A chunk holding only the embedding (the first virtual stage) or only the loss (the last) is
+    # not empty: pp 4 x vpp 2 with 1/1 places (0, 1) on the first stage and (1, 0) on the last,
+    # as the counted split places Llama 3.1 405B's 7/7 over pp 16 x vpp 8.
+    assert stage_chunk_sizes(32, 4, 2, 1, 1)[::3] == ((0, 1), (1, 0)) and empty_chunks(32, 4, 2, 1, 1) == 0
+    assert stage_chunk_sizes(126, 16, 8, 7, 7)[0][0] == 0 and empty_chunks(126, 16, 8, 7, 7) == 0
+    assert empty_chunks(32, 4, 4, 0, 0) == 0  # the even split: 2 layers a chunk
 
 
 def test_vectorized_placement_is_the_scalar_one_over_candidates():

@@ -4,7 +4,7 @@ tests/test_pipeline_layout.py, tests/test_rules.py)."""
 from __future__ import annotations
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.plan_messages import even_vpp_text, rule_message
+from sp_planner.plan_messages import empty_chunks_text, even_vpp_text, rule_message
 from sp_planner.plan_rules import RuleFacts
 
 
@@ -22,3 +22,27 @@ def test_batch_message_names_the_product_that_must_divide_it():
     plan = ParallelPlan(dp=8, micro_batch=2)
     assert rule_message("batch", facts, plan) == ("global_batch 100 is not divisible by dp*micro_batch = 8*2 "
                                                   "(Megatron: GBS % (MBS*DP) == 0)")
+
+
+def test_empty_chunks_text_counts_the_idle_chunks_and_names_an_even_vpp():
+    # Llama-3-8B's 32 layers pinned 16/16 over pp 2 x vpp 64: 63 empty chunks a stage
+    # (tests/test_pipeline_layout.py); 16 layers a stage divide by 4, 8, 16 (even_vpp_text).
+    plan = ParallelPlan(pp=2, vpp=64, first_stage_layers=16, last_stage_layers=16)
+    assert empty_chunks_text(32, plan) == (
+        "the pipeline layout leaves 126 of its 128 model chunks (pp 2 x vpp 64) without a layer (Megatron prints "
+        "each as \"(empty stage)\"): each is still a pipeline hop and a schedule slot doing nothing; pin --vpp 4, "
+        "8 or 16, which split the 16 layers per stage evenly")
+    # Unequal stages: 12/20 over pp 2 x vpp 16, the first stage's 12 layers in chunk 0 and 15 empty
+    # chunks after it, the last's 20 as 1 x 15 + 5; gcd(12, 20) = 4.
+    uneven = ParallelPlan(pp=2, vpp=16, first_stage_layers=12, last_stage_layers=20)
+    assert empty_chunks_text(32, uneven).endswith(
+        "pin a --vpp that divides the 12/20 layers of the first/last stage: a "
+        "divisor of 4")
+    assert "leaves 15 of its 32 model chunks" in empty_chunks_text(32, uneven)
+    # 1/15/1 over pp 4 x vpp 4: 3 empty chunks on each end stage; no vpp above 1 divides 1.
+    ends = empty_chunks_text(32, ParallelPlan(pp=4, vpp=4, first_stage_layers=1, last_stage_layers=1))
+    assert "leaves 6 of its 16" in ends and ends.endswith("the 1/15/1 layers of the first/middle/last stage: only "
+                                                          "--vpp 1 does")
+    # Every chunk holds a layer: no note (the even split; a layout with 8/8 over pp 4 x vpp 3).
+    assert empty_chunks_text(32, ParallelPlan(pp=4, vpp=4)) is None
+    assert empty_chunks_text(32, ParallelPlan(pp=4, vpp=3, first_stage_layers=8, last_stage_layers=8)) is None

@@ -308,3 +308,19 @@ def test_the_attention_kernel_is_recorded_and_older_files_read_it_as_null(tmp_pa
     path.write_text(json.dumps(doc))
     with pytest.raises(UserInputError, match="attention_kernel"):
         read_plan_file(path)
+
+
+def test_whether_the_user_chose_the_kernel_is_recorded_and_older_files_read_it_as_not(tmp_path):
+    # The flags select the kernel only where the user chose it (sp-plan --attention-kernel): the file
+    # says so, and a file written before the field (or with the framework's default) selects none.
+    path = tmp_path / "plan.json"
+    chosen = _plan_file(attention_kernel="fa3", attention_kernel_chosen=True)
+    write_plan_file(path, chosen)
+    doc = json.loads(path.read_text())
+    assert doc["attention_kernel_chosen"] is True and read_plan_file(path).flags_kernel == "fa3"
+    del doc["attention_kernel_chosen"]
+    path.write_text(json.dumps(doc))
+    older = read_plan_file(path)
+    assert older == chosen.model_copy(update={"attention_kernel_chosen": False}) and older.flags_kernel is None
+    assert _plan_file(attention_kernel="cudnn").flags_kernel is None
+    assert _plan_file(attention_kernel_chosen=True).flags_kernel is None  # no kernel named, none selected

@@ -31,6 +31,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
+from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.specs.hardware_limits import MAX_GPUS_PER_NODE
 from sp_planner.specs.model_limits import MAX_LAYERS as MAX_MTP_LAYERS
 from sp_planner.specs.moe import MoEDispatcher, MoERouting
@@ -274,6 +275,9 @@ def plan(
         write_note(line, sys.stderr)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
                    framework_version=framework_version, every_row=report is not None)
+    # A pinned split Megatron parses but that leaves model chunks idle (the rules do not refuse it).
+    if answer.ranked and (note := empty_chunks_text(question.model.num_layers, answer.chosen.plan)) is not None:
+        write_note(note, sys.stderr)
     try:
         emit_answer(answer, output_format=output_format, explain=explain, wide=wide, full_rank_groups=full_rank_groups)
     finally:  # the files the user named, even when stdout is gone (a closed pipe)

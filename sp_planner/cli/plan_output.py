@@ -290,7 +290,7 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework=framework,
                 framework_version=recorded_release(framework, answer.framework_version),
-                attention_kernel=q.attention_kernel,
+                attention_kernel=q.attention_kernel, attention_kernel_chosen=q.flags_kernel is not None,
                 plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
                 rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))

@@ -89,3 +89,22 @@ def test_sp_report_ranks_a_pinned_split_among_plans_of_that_split(sp_plan, run_m
     assert (result.exit_code, result.stderr) == (0, "")
     frame, rows = _rows_of(tmp_path / "plain", json.loads(plain.read_text())["plan"])
     assert len(rows) == 1 and frame.pp.nunique() > 1
+
+
+def test_a_pinned_split_that_leaves_model_chunks_empty_is_priced_and_noted(sp_plan):
+    # 16/16 over pp 2 x vpp 64: Megatron parses the layout (126 "(empty stage)" chunks), so sp-plan
+    # plans it, and one note says how many chunks idle and which --vpp splits the stages evenly.
+    result = sp_plan(*README_QUESTION, "--pp", "2", "--vpp", "64", "--first-stage-layers", "16",
+                     "--last-stage-layers", "16", "--top", "1", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    (plan,) = json.loads(result.stdout)["plans"]
+    assert (plan["pp"], plan["vpp"], plan["first_stage_layers"]) == (2, 64, 16)
+    assert "(|)*126" in plan["flags"]["megatron"]["text"]
+    notes = [line for line in notes_unwrapped(result.stderr) if "model chunks" in line]
+    assert notes == ['note: the pipeline layout leaves 126 of its 128 model chunks (pp 2 x vpp 64) without a layer '
+                     '(Megatron prints each as "(empty stage)"): each is still a pipeline hop and a schedule slot '
+                     'doing nothing; pin --vpp 4, 8 or 16, which split the 16 layers per stage evenly']
+    # Every chunk holding a layer (the same split at vpp 8): no note.
+    even = sp_plan(*README_QUESTION, "--pp", "2", "--vpp", "8", "--first-stage-layers", "16", "--last-stage-layers",
+                   "16", "--top", "1", "--format", "json")
+    assert even.exit_code == 0 and "model chunks" not in even.stderr

@@ -56,6 +56,30 @@ def test_an_fp8_plan_is_reported_among_fp8_plans_as_sp_plan_documents_it(tmp_pat
     assert summary["plans"][0]["step_time_s"] == chosen
 
 
+def test_the_report_of_a_plan_file_selects_the_kernel_sp_plan_was_told_to_time(tmp_path, run_main):
+    # sp-plan --attention-kernel fa3 prints Megatron flags with --attention-backend flash; the
+    # report of its plan file re-renders the flags from the file, which before recorded only the
+    # kernel (chosen or default), so they lacked the flag. Without the option neither has one.
+    import json
+
+    from sp_planner.cli import plan_cmd, report_cmd
+
+    question = ("--model", "llama3-8b", "--hardware", "h100", "--nodes", "1", "--seq-len", "4k", "--top", "2")
+    for kernel, backend in (("fa3", "--attention-backend flash"), (None, None)):
+        chosen = () if kernel is None else ("--attention-kernel", kernel)
+        plan, report = tmp_path / f"{kernel}.json", tmp_path / f"{kernel}-report"
+        planned = run_main(plan_cmd, *question, *chosen, "--format", "json", "--out", plan)
+        assert planned.exit_code == 0, planned.stderr
+        assert json.loads(plan.read_text())["attention_kernel_chosen"] is (kernel is not None)
+        assert run_main(report_cmd, plan, "--out", report).exit_code == 0
+        printed = json.loads(planned.stdout)["framework_plans"][0]["flags"]["megatron"]["text"]
+        summary = json.loads((report / "summary.json").read_text())
+        reported = summary["framework_plans"][0]["flags"]["megatron"]["text"]
+        assert reported == printed
+        assert ((backend or "--attention-backend") in reported) is (backend is not None)
+        assert ((backend or "--attention-backend") in (report / "index.html").read_text()) is (backend is not None)
+
+
 def _run(model, plan, seq_len, **attention):
     from sp_planner.report.runs import RunConfigView, RunRecord
 
