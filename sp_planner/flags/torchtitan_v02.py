@@ -103,16 +103,23 @@ def pipeline_items(request: FlagRequest) -> list[tuple[str, object]]:
     the output last_less on the last. With first_less = middle - first and last_less = middle -
     last (middle = a middle rank's layers) every rank runs the plan's layers; layers_per_stage =
     middle / vpp makes the stage count exactly pp x vpp."""
-    p, layers = request.plan, request.model.num_layers
-    first = p.first_stage_layers or layers // p.pp
-    last = p.last_stage_layers or layers // p.pp
-    middle = (layers - first - last) // (p.pp - 2) if p.pp > 2 else max(first, last)
+    p = request.plan
+    first, middle, last = _rank_layers(request)
     return [
         ("pipeline_parallel_schedule", "Interleaved1F1B" if p.vpp > 1 else "1F1B"),
         ("pipeline_parallel_layers_per_stage", middle // p.vpp),
         ("pipeline_parallel_first_stage_less_layers", middle - first),
         ("pipeline_parallel_last_stage_less_layers", middle - last),
     ]
+
+
+def _rank_layers(request: FlagRequest) -> tuple[int, int, int]:
+    """The first, a middle and the last pipeline rank's decoder layers (pipeline_items)."""
+    p, layers = request.plan, request.model.num_layers
+    first = p.first_stage_layers or layers // p.pp
+    last = p.last_stage_layers or layers // p.pp
+    middle = (layers - first - last) // (p.pp - 2) if p.pp > 2 else max(first, last)
+    return first, middle, last
 
 
 def pipeline_failures(request: FlagRequest) -> list[str]:
@@ -127,6 +134,14 @@ def pipeline_failures(request: FlagRequest) -> list[str]:
         return [f"{request.num_micro_batches} micro-batches per step with pp {p.pp} cannot be expressed: torch's "
                 "Schedule1F1B, torchtitan's 1F1B, needs at least one micro-batch per stage; use a larger "
                 "--global-batch, a smaller --micro-batch or a smaller pp"]
+    middle = _rank_layers(request)[1]
+    if middle % p.vpp:
+        # torchtitan counts ceil(pp x middle / (middle // vpp)) virtual stages (pipeline_parallel.py
+        # _get_pipeline_metadata): pp x vpp only where vpp divides a rank's layers; else it raises
+        # (a count pp does not divide, or layers_per_stage 0) or runs another schedule than the plan's.
+        return [f"vpp {p.vpp} with {middle} layers a pipeline rank cannot be expressed: torchtitan's "
+                f"pipeline_parallel_layers_per_stage ({middle} // {p.vpp} = {middle // p.vpp}) makes pp x vpp "
+                "virtual stages only where vpp divides a rank's layers; use such a vpp or another split"]
     items = {key: int(value) for key, value in pipeline_items(request) if isinstance(value, int)}
     chunk = items["pipeline_parallel_layers_per_stage"]
     less = (items["pipeline_parallel_first_stage_less_layers"], items["pipeline_parallel_last_stage_less_layers"])

@@ -194,3 +194,23 @@ def test_1f1b_needs_a_micro_batch_per_stage(build):
         assert not flags.supported and "2 micro-batches per step with pp 4" in flags.reason
     assert _render_flags("megatron", few).supported
     assert _render_flags("torchtitan", build.request(build.llama3_70b, 8192, 4, tp=8, pp=4)).supported
+
+
+def test_a_vpp_that_does_not_divide_a_ranks_layers_is_refused(build):
+    # torchtitan counts ceil((layers + first_less + last_less) / layers_per_stage) virtual stages
+    # (pipeline_parallel.py _get_pipeline_metadata, v0.2.2 lines 71-97). Llama-3-8B pinned 16/16 on
+    # pp 2: vpp 4 -> 4 a stage, 32 / 4 = 8 = pp x vpp stages; vpp 3 -> 16 // 3 = 5, ceil(32 / 5) = 7,
+    # which pp 2 does not divide (torchtitan raises); vpp 64 -> layers_per_stage 0 (a division by 0).
+    def flags(vpp: int):
+        request = build.request(build.llama3_8b, 8192, 128, pp=2, vpp=vpp, dp=8, first_stage_layers=16,
+                                last_stage_layers=16)
+        return render_flags("torchtitan", request)
+
+    fits = flags(4)
+    assert fits.supported
+    assert tomllib.loads(fits.text)["parallelism"]["pipeline_parallel_layers_per_stage"] == 4
+    for vpp, per_stage in ((3, 5), (64, 0)):
+        refused = flags(vpp)
+        assert not refused.supported
+        assert (f"vpp {vpp} with 16 layers a pipeline rank cannot be expressed: torchtitan's "
+                f"pipeline_parallel_layers_per_stage (16 // {vpp} = {per_stage})") in refused.reason
