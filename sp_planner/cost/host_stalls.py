@@ -21,7 +21,7 @@ def pacing_host_stalls_s(model: ModelSpec, hardware: HardwareProfile, c: Candida
                          tp_gathers: TpGathers, ring_impl: RingImpl) -> tuple:
     """(forward, backward) host stall per micro-batch of the pacing stage's `layers` layers, each
     `layer_s` of GPU time of which `fwd_layer_s` forward (split as the CPU issues it), and its
-    ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step.time_parts's."""
+    ends' GPU work `ends_s` (logits, TP collectives, embedding); the options as cost.step_layers.layer_parts'."""
     full = c.recompute == RECOMPUTE_FULL
     ops_fwd, ops_bwd = layer_host_ops(model, tp=c.tp, ep=c.ep, etp=c.etp, low_precision=c.precision != BF16,
                                       full_recompute=full, cuda_graphs=cuda_graphs, fp8_current=c.fp8_current,

@@ -72,7 +72,7 @@ def stage_offload_exposed_s(model: ModelSpec, hardware: HardwareProfile, workloa
                             fwd_layer_s, bwd_layer_s, layers, sequence_parallel: bool, tp_gathers: TpGathers,
                             expert_row_padding: str):
     """offload_exposed_s of the candidates `c`, their pacing stage's `layers` layers of `fwd_layer_s`
-    and `bwd_layer_s` each (cost.step; the options as cost.step.time_parts's); the saved bytes are
+    and `bwd_layer_s` each (cost.step_layers.layer_parts; the options as its); the saved bytes are
     sized only where some candidate offloads (the search's hot path otherwise), 0.0 where none does."""
     if not np.any(c.cpu_offload_layers):
         return 0.0

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # step and the host time the GPU work does not hide, the three the data-parallel passes price.
 BOUND_ZEROED_PARTS = ("dp_comm_exposed_s", "optimizer_s", "host_overhead_s")
 # The columns the bound's parts but cost.zero_read_terms' read: every candidate column but the
-# data-parallel choices, which only the DP passes and those terms read (cost.step.DP_CHOICE_COLUMNS;
+# data-parallel choices, which only the DP passes and those terms read (cost.step_layers.DP_CHOICE_COLUMNS;
 # tests/cost/test_step_bound_distinct.py checks it bit for bit).
 BOUND_COLUMNS = tuple(f.name for f in fields(Candidates) if f.name not in DP_CHOICE_COLUMNS)
 

@@ -5,7 +5,7 @@ copies, and what cost.step's data-parallel passes read of them.
 cost.step.time_parts prices the rest from these; cost.step_bound sums them (the passes' parts at
 0) for search_prune, and the search hands the bound's LayerParts of the rows it then times in full
 to time_parts (LayerParts.take), so their layers are priced once. No part here reads a
-data-parallel choice (cost.step.DP_CHOICE_COLUMNS): tests/cost/test_step_bound_distinct.py.
+data-parallel choice (DP_CHOICE_COLUMNS, below): tests/cost/test_step_bound_distinct.py.
 """
 
 from __future__ import annotations
