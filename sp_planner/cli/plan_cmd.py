@@ -173,7 +173,8 @@ def plan(
     attention_kernel: Annotated[Optional[AttentionKernel], typer.Option(
         show_default="the framework's", help="Attention kernel to time: the framework's own by default "
         "(cuDNN for Megatron on Hopper, FA2 on Ampere and for yunchang/DeepSpeed, SDPA for torchtitan) "
-        "where a curve is published for the GPU, else the profile's.")] = None,
+        "where a curve is published for the GPU, else the profile's. Given, the flags select it where they "
+        "can (Megatron's --attention-backend, yunchang's attn_type) and a note says what they cannot.")] = None,
     launcher: Annotated[Optional[Launcher], typer.Option(show_default=False, help="Also print a launch script.")]
     = None,
     top: Annotated[int, typer.Option(min=1, max=MAX_TOP, help="How many plans to show.")] = 10,

@@ -348,6 +348,9 @@ def test_help_has_examples(sp_plan):
     assert result.exit_code == 0
     assert "sp-plan --model llama3-8b --hardware a800 --nodes 2 --seq-len 128k" in result.stdout
     assert "--global-batch" in result.stdout and "Exit codes" in result.stdout
+    # --attention-kernel also chooses the flags' kernel (flags.kernel_choice), which its help says.
+    help_text = re.sub(r"[\s│]+", "", result.stdout)  # however the terminal wraps it
+    assert "Megatron's--attention-backend,yunchang'sattn_type" in help_text
 
 
 def test_report_folder_holds_the_json_document(sp_plan, plan_json, tmp_path):
