@@ -81,6 +81,11 @@ def layers_message(num_layers: int, plan: ParallelPlan) -> str:
     """The layers rule's message: what does not divide, and splits or --vpp values that would."""
     vpp = f" x vpp {plan.vpp}" if plan.vpp > 1 else ""
     if plan.first_stage_layers is None and plan.last_stage_layers is None:
+        if plan.pp == 1:
+            # vpp > 1 without a pipeline (the vpp rule says so too): no other --vpp and no first/last
+            # pin (those need pp > 1, pipeline.split_breaks) makes the plan run.
+            return (f"num_layers {num_layers} is not divisible by pp 1{vpp}, and interleaving needs pp > 1: pin "
+                    "--vpp 1, or a --pp above 1")
         if plan.vpp == 1 or num_layers % plan.pp:
             return (f"num_layers {num_layers} is not divisible by pp {plan.pp}{vpp}; an uneven split "
                     "(first/last stage layers) may fit")

@@ -4,7 +4,7 @@ tests/test_pipeline_layout.py, tests/test_rules.py)."""
 from __future__ import annotations
 
 from sp_planner.plan import ParallelPlan
-from sp_planner.plan_messages import empty_chunks_text, even_vpp_text, rule_message
+from sp_planner.plan_messages import empty_chunks_text, even_vpp_text, layers_message, rule_message
 from sp_planner.plan_rules import RuleFacts
 
 
@@ -46,3 +46,16 @@ def test_empty_chunks_text_counts_the_idle_chunks_and_names_an_even_vpp():
     # Every chunk holds a layer: no note (the even split; a layout with 8/8 over pp 4 x vpp 3).
     assert empty_chunks_text(32, ParallelPlan(pp=4, vpp=4)) is None
     assert empty_chunks_text(32, ParallelPlan(pp=4, vpp=3, first_stage_layers=8, last_stage_layers=8)) is None
+
+
+def test_layers_message_at_pp_1_proposes_no_split():
+    # Llama-3-8B's 32 layers at pp 1 x vpp 3: interleaving needs pp > 1 (the vpp rule), so neither
+    # another --vpp nor a first = last pin (pp > 1 only, pipeline.split_breaks) would run; at pp 4 the
+    # 8 layers a stage take --vpp 2, 4 or 8 or the pin first = last = 8.
+    assert layers_message(32, ParallelPlan(dp=8, pp=1, vpp=3)) == (
+        "num_layers 32 is not divisible by pp 1 x vpp 3, and interleaving needs pp > 1: pin --vpp 1, or a --pp "
+        "above 1")
+    assert layers_message(32, ParallelPlan(dp=2, pp=4, vpp=3)) == (
+        "num_layers 32 is not divisible by pp 4 x vpp 3; pin --vpp 2, 4 or 8, which split the 8 layers per stage "
+        "evenly, or pin first = last = 8, which runs as --pipeline-model-parallel-layout, or another uneven split "
+        "(first/last stage layers)")
