@@ -140,7 +140,7 @@ def check_framework_options(framework: str, *, moe_dispatcher: MoEDispatcher, mt
                             precision: str) -> None:
     """Options whose flags only some frameworks emit, refused for the others (`framework` "all"
     takes every one)."""
-    if precision in ("fp8", "mxfp8") and framework == "deepspeed":
+    if framework == "deepspeed" and precision != "auto" and deepspeed.precision_failure(precision) is not None:
         raise UserInputError(f"--precision {precision}: {deepspeed.NO_FP8}")
     if moe_dispatcher != "alltoall" and framework not in ("megatron", "all"):
         raise UserInputError(f"--moe-dispatcher {moe_dispatcher} is Megatron's flex dispatcher, and {framework} "

@@ -26,6 +26,12 @@ NO_FP8 = ("DeepSpeed has no FP8 training recipe (deepspeed/runtime has no FP8 pa
           "(float8), or use precision bf16")
 
 
+def precision_failure(precision: str) -> str | None:
+    """Why DeepSpeed cannot train at `precision` (a plan's, or sp-plan's --precision other than auto),
+    None for bf16."""
+    return None if precision == "bf16" else f"precision {precision} cannot be expressed: {NO_FP8}"
+
+
 def _failures(request: FlagRequest) -> list[str]:
     p, m, s = request.plan, request.model, request.workload.seq_len
     failures = []
@@ -55,8 +61,8 @@ def _failures(request: FlagRequest) -> list[str]:
                 f"{degrees} cannot be expressed in a ds_config: it has no tensor or pipeline degree "
                 "(those come from Megatron-DeepSpeed's own flags, which this planner does not emit)"
             )
-    if p.precision != "bf16":
-        failures.append(f"precision {p.precision} cannot be expressed: {NO_FP8}")
+    if (precision := precision_failure(p.precision)) is not None:
+        failures.append(precision)
     if p.ulysses > 1:
         # DistributedAttention / ALST: attn_heads % sp == 0 (layer.py; ulysses_sp.py).
         if m.num_heads % p.ulysses != 0:

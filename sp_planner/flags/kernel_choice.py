@@ -22,12 +22,14 @@ from sp_planner.specs.workload import Workload
 # and FlashAttention on Ampere (cost.attention_kernels); flash is flash-attn, version 3 where it is
 # installed on Hopper (Transformer Engine >= 1.11). SDPA has no backend.
 MEGATRON_BACKEND: dict[str, str] = {"fa2": "flash", "fa3": "flash", "cudnn": "fused"}
-# What --attention-backend flash leaves to the installed flash-attn.
+# What --attention-backend flash leaves to the installed flash-attn: Transformer Engine takes the
+# newest it may run (get_attention_backend, dot_product_attention/utils.py at d0067d0: FA3 on sm90
+# only, from v1.11; FA4 on sm90 where FA3 is not installed and on sm100 and newer; FA2 otherwise).
 _FLASH_VERSION = {
-    "fa2": "Transformer Engine runs flash-attn 3 instead where it is installed (from v1.11, on Hopper): install "
-           "flash-attn 2 and not 3",
+    "fa2": "Transformer Engine runs flash-attn 3 (Hopper, from v1.11) or 4 (Hopper without 3, and Blackwell, "
+           "in releases that take it) instead where installed: install flash-attn 2 alone",
     "fa3": "Transformer Engine runs flash-attn 3 only where it is installed (from v1.11, on Hopper), else "
-           "flash-attn 2",
+           "flash-attn 4 where a release takes it, else flash-attn 2",
 }
 
 # How to run each kernel in a framework whose flags cannot select it: framework -> kernel -> how.
