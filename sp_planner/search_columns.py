@@ -12,6 +12,7 @@ from sp_planner.cost.comm import CommColumns, comm_columns
 from sp_planner.cost.fsdp import candidates_as_run
 from sp_planner.cost.memory import MemoryColumns, memory_columns, stage_states_bytes
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
+from sp_planner.cost.stage_states import FirstMiddleLastStates
 from sp_planner.cost.step import time_columns
 from sp_planner.cost.step_bound import StepBound, step_lower_bound
 from sp_planner.cost.step_columns import StepColumns
@@ -196,7 +197,7 @@ def _as_run(hardware: HardwareProfile, c: Candidates, gpus_per_node: int, runtim
 
 
 def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, run: Candidates, domain: int,
-                runtime: Runtime, stage_states: tuple | None = None) -> MemoryColumns:
+                runtime: Runtime, stage_states: FirstMiddleLastStates | None = None) -> MemoryColumns:
     return memory_columns(model, hardware, workload, run, runtime.states, domain_gpus=domain, ring_impl=runtime.ring,
                           loss_memory=runtime.loss_memory, sequence_parallel=runtime.sequence_parallel,
                           tp_gathers=runtime.tp_gathers, compiled_layers=runtime.compiled_layers,
@@ -205,7 +206,7 @@ def _run_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
 
 def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
                      gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME,
-                     stage_states: tuple | None = None) -> MemoryColumns:
+                     stage_states: FirstMiddleLastStates | None = None) -> MemoryColumns:
     """The memory columns evaluate_rows gives `c`, without the times (search_pruned_scan: which rows
     fit); `stage_states`: their candidate_stage_states, where the caller has them."""
     run, domain = _as_run(hardware, c, gpus_per_node, runtime)
@@ -213,7 +214,7 @@ def candidate_memory(model: ModelSpec, hardware: HardwareProfile, workload: Work
 
 
 def candidate_stage_states(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                           gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> tuple:
+                           gpus_per_node: int, runtime: Runtime = MEGATRON_RUNTIME) -> FirstMiddleLastStates:
     """The stages' model states candidate_memory prices for `c` (cost.memory.stage_states_bytes, on
     the framework's run of it), whose floor bounds its peak from below (cost.memory.states_floor_bytes;
     search_pruned_scan: which rows are out of memory before their memory is priced)."""

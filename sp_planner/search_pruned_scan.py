@@ -11,6 +11,7 @@ from sp_planner import columns
 from sp_planner.candidates import Candidates
 from sp_planner.cost.memory import MemoryColumns, states_floor_bytes
 from sp_planner.cost.runtime import Runtime
+from sp_planner.cost.stage_states import FirstMiddleLastStates
 from sp_planner.cost.step_bound import BoundLayers
 from sp_planner.search_columns import (Evaluated, candidate_memory, candidate_stage_states, candidate_step_bound,
                                        evaluate_rows)
@@ -70,7 +71,7 @@ class _Unpriced(NamedTuple):
 
 
 def _priced_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workload, passing: _Passing,
-                 gpus_per_node: int, runtime: Runtime, stage_states: tuple | None = None) -> _Pending:
+                 gpus_per_node: int, runtime: Runtime, stage_states: FirstMiddleLastStates | None = None) -> _Pending:
     """The `passing` rows, their memory priced (`stage_states`: their model states, where priced).
     The cost model is row by row (columns.take_rows): these rows get the costs evaluate_rows gives
     them in their chunk."""

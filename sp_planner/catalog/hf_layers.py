@@ -64,17 +64,17 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
             raise error(path, "deepseek_v3 with moe_layer_freq != 1 is not supported")
         shared = count(cfg, "n_shared_experts", path)
         experts, top_k = expert_counts(cfg, path, "n_routed_experts")
-        score = _score_function(cfg, path)
+        _check_score_function(cfg, path)
         groups, open_groups = router_groups(cfg, path, default_groups=8, default_open=4)  # DeepseekV3Config's
         # DeepseekV3TopkRouter adds e_score_correction_bias to the sigmoid scores for the choice and
         # scales the chosen weights by routed_scaling_factor (DeepseekV3Config default 2.5).
         return MoESpec(num_experts=experts, top_k=top_k,
                        moe_intermediate_size=positive_int(cfg, "moe_intermediate_size", path),
                        num_shared_experts=shared, first_dense_layers=count(cfg, "first_k_dense_replace", path),
-                       router_score_function=score, score_correction_bias=score == "sigmoid",
+                       router_score_function="sigmoid", score_correction_bias=True,
                        routed_scaling_factor=positive_number(cfg, "routed_scaling_factor", path, 2.5),
                        router_groups=groups, router_group_topk=open_groups,
-                       router_topk_norm=score != "sigmoid" or sigmoid_topk_norm(cfg, path, top_k))
+                       router_topk_norm=sigmoid_topk_norm(cfg, path, top_k))
     if model_type == "llama4_text":
         # Llama4TextConfig: moe_layers = range(step - 1, num_layers, step) unless listed otherwise;
         # Llama4TextMoe has one shared expert of the expert width and a sigmoid router.
@@ -101,12 +101,19 @@ def moe(cfg: dict, model_type: str, path: Path, intermediate_size: int) -> MoESp
     return MoESpec(num_experts=experts, top_k=top_k, moe_intermediate_size=intermediate_size)
 
 
-def _score_function(cfg: dict, path: Path) -> str:
-    """DeepseekV3Config scoring_func, default sigmoid; anything else is refused, not read as sigmoid."""
+def _check_score_function(cfg: dict, path: Path) -> None:
+    """DeepseekV3Config scoring_func must be sigmoid (its default). No implementation trains another:
+    transformers' DeepseekV3TopkRouter.forward scores with router_logits.sigmoid() whatever the field
+    says (models/deepseek_v3/modeling_deepseek_v3.py), and the trust_remote_code modeling_deepseek.py
+    of DeepSeek-V3 and of Kimi K2 (MoEGate.forward) raises NotImplementedError for anything else."""
     value = cfg.get("scoring_func", "sigmoid")
-    if value not in ("sigmoid", "softmax"):
-        raise error(path, f"field 'scoring_func' must be \"sigmoid\" or \"softmax\", got {value!r}")
-    return value
+    if value == "softmax":
+        raise error(path, "field 'scoring_func' \"softmax\" is not supported: no implementation of DeepSeek-V3's "
+                    "architecture (deepseek_v3, kimi_k2) trains it (transformers' DeepseekV3TopkRouter scores with "
+                    "a sigmoid whatever the field says, modeling_deepseek.py raises NotImplementedError); set "
+                    "\"sigmoid\"")
+    if value != "sigmoid":
+        raise error(path, f"field 'scoring_func' must be \"sigmoid\", got {value!r}")
 
 
 def expert_counts(cfg: dict, path: Path, experts_key: str, top_k_default: int | None = None) -> tuple[int, int]:

@@ -51,7 +51,7 @@ from sp_planner.cost.deepep import deepep_buffer_bytes, deepep_sms
 from sp_planner.cost.offload import resident_layers
 from sp_planner.cost.stage_activations import stage_kind_layers, stage_saved_bytes
 from sp_planner.cost.stage_params import placed_moe_layers, stage_params
-from sp_planner.cost.stage_states import stage_state_bytes
+from sp_planner.cost.stage_states import FirstMiddleLastStates, stage_state_bytes
 from sp_planner.cost.comm_buffers import comm_buffer_bytes
 from sp_planner.cost.compiled_layers import EAGER_LAYERS, CompiledLayers
 from sp_planner.cost.dropout import embedding_dropout_saved_bytes_per_token
@@ -156,7 +156,8 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                    ring_impl: RingImpl = TE_RING, loss_memory: LossMemory = MEGATRON_LOSS,
                    sequence_parallel: bool = True, tp_gathers: TpGathers = TE_TP_GATHERS,
                    compiled_layers: CompiledLayers = EAGER_LAYERS,
-                   expert_row_padding: str = NO_PADDING, stage_states: tuple | None = None) -> MemoryColumns:
+                   expert_row_padding: str = NO_PADDING,
+                   stage_states: FirstMiddleLastStates | None = None) -> MemoryColumns:
     """Memory of every candidate, for its busiest pipeline rank (first, second or last), with the framework's
     training states (cost.states); `domain_gpus`: the GPUs on one NVLink domain (the host, or a
     rack-scale domain), which decides how NCCL connects point-to-point peers (cost.runtime_memory);
@@ -266,14 +267,15 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
 
 
 def stage_states_bytes(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates,
-                       states: TrainingStates = MEGATRON_STATES, *, tp_gathers: TpGathers = TE_TP_GATHERS) -> tuple:
+                       states: TrainingStates = MEGATRON_STATES, *,
+                       tp_gathers: TpGathers = TE_TP_GATHERS) -> FirstMiddleLastStates:
     """The first, a middle and the last stage's (params, grads, optimizer) bytes (_stage_states),
     priced once per distinct row of STATE_COLUMNS: memory_columns' first parts."""
     return per_distinct_rows(lambda rows: _stage_states(model, hardware, workload, rows, states, tp_gathers), c,
                              STATE_COLUMNS)
 
 
-def states_floor_bytes(stage_states: tuple) -> np.ndarray:
+def states_floor_bytes(stage_states: FirstMiddleLastStates) -> np.ndarray:
     """A lower bound of memory_columns' peak_bytes, bit for bit, from the rows' stage_states_bytes
     alone (a tenth of the memory's time): the larger of the first and the last stage's (params,
     grads, optimizer) summed, the first three of the parts memory_columns sums left to right into

@@ -53,11 +53,12 @@ from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
 StageStates = tuple[np.ndarray, np.ndarray, np.ndarray]  # (params, grads, optimizer) bytes
+FirstMiddleLastStates = tuple[StageStates, StageStates, StageStates]  # the first, a middle and the last stage's
 
 
 def stage_state_bytes(model: ModelSpec, hardware: HardwareProfile, c: Candidates, states: TrainingStates,
                       own: StageParams, stages: StageLayers, *, caches_weight_casts: bool
-                      ) -> tuple[StageStates, StageStates, StageStates]:
+                      ) -> FirstMiddleLastStates:
     """(params, grads, optimizer) bytes on the rank of each stage (first, middle, last) with the
     framework's training states (cost.states): `own` the stage's parameters (cost.stage_params),
     `stages` its layers; `caches_weight_casts`: the linears keep FP8 copies of their weights

@@ -31,6 +31,43 @@ _FLASH_VERSION = {
     "fa3": "Transformer Engine runs flash-attn 3 only where it is installed (from v1.11, on Hopper), else "
            "flash-attn 4 where a release takes it, else flash-attn 2",
 }
+# The first Transformer Engine release whose FlashAttention takes MLA's head dims (query/key !=
+# value); older ones log "Disabling FlashAttention as it does not support MLA" (get_attention_backend,
+# transformer_engine/pytorch/attention/dot_product_attention/utils.py). FA3 from v2.8 (c334fc4, "Support
+# FA3 for MLA"): query/key in (128, 192] with value in (96, 128], or query/key <= 64 with value <= 512.
+# FA2 from v2.17 (8a5af97, "Pad V when Q/V head dims differ (MLA)"): both padded to the larger, which
+# must be a multiple of 8 and <= 256 (> 192 on sm80, sm90, sm100 and sm120 only). Both as at d0067d0.
+_MLA_FA3_RELEASE = "v2.8"
+_MLA_FA2_RELEASE = "v2.17"
+
+
+def _mla_fa3_runs(qk: int, v: int) -> bool:
+    return (128 < qk <= 192 and 96 < v <= 128) or (qk <= 64 and v <= 512)
+
+
+def _mla_fa2_runs(qk: int, v: int) -> bool:
+    return max(qk, v) % 8 == 0 and max(qk, v) <= 256
+
+
+def mla_flash_note(chosen: str, model: ModelSpec) -> str | None:
+    """For an MLA model under --attention-backend flash: the first Transformer Engine release whose
+    flash-attn takes its head dims, or that none does. None for other models and kernels."""
+    if model.mla is None or chosen not in ("fa2", "fa3"):
+        return None
+    qk, v = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
+    dims = f"MLA's head dims (query/key {qk}, value {v})"
+    fa2 = (f"flash-attn 2 from Transformer Engine {_MLA_FA2_RELEASE} (it pads them to {max(qk, v)}"
+           + (", on sm80, sm90, sm100 and sm120 only)" if max(qk, v) > 192 else ")")
+           if _mla_fa2_runs(qk, v) else None)
+    if chosen == "fa3" and _mla_fa3_runs(qk, v):
+        return (f"{dims} run on flash-attn 3 from Transformer Engine {_MLA_FA3_RELEASE}"
+                + (f" and on {fa2}" if fa2 else "") + "; earlier releases disable FlashAttention for MLA")
+    if chosen == "fa2" and fa2:
+        return f"{dims} run on {fa2}; earlier releases disable flash-attn 2 for MLA"
+    flash = "flash-attn 3" if chosen == "fa3" else "flash-attn 2"
+    return (f"no Transformer Engine release runs {dims} on {flash}"
+            + (f" (it runs {fa2} instead)" if fa2 else "") + ", so no run of them matches the timed kernel")
+
 
 # How to run each kernel in a framework whose flags cannot select it: framework -> kernel -> how.
 # yunchang: LongContextAttention's attn_type (yunchang/kernels AttnType: FA, FA3, TORCH_*, ...;
@@ -103,9 +140,9 @@ def kernel_choice_note(framework: str, chosen: str | None, runs: str, *, model: 
                     f"under the model's attention dropout {model.attention_dropout:g}, so no run of them matches "
                     "the timed kernel")
         caveat = _FLASH_VERSION.get(chosen)
-        if caveat is None or chosen == runs:  # cuDNN's is the one fused backend; no FA3 where flash is the default
-            return None
-        return f"{timed}, which megatron's flags select with {flag}: {caveat}"
+        # cuDNN's is the one fused backend; no FA3 where flash is the default
+        parts = [part for part in (None if chosen == runs else caveat, mla_flash_note(chosen, model)) if part]
+        return f"{timed}, which megatron's flags select with {flag}: {'; '.join(parts)}" if parts else None
     if framework == "yunchang" and chosen == "fa3":
         drops = yunchang_fa3_drops(model, workload)
         if not drops:

@@ -72,6 +72,9 @@ def _listed(args: dict[str, object]) -> str:
 
 def router_notes(request: FlagRequest) -> list[str]:
     """The MoEArgs the model's flavor needs, and how torchtitan's shipped flavor of it differs."""
+    # Worded for 0.2.2 alone: the 0.3.0 flags (flags.torchtitan) need a config function of
+    # flags.torchtitan.CONFIGS, which holds dense models only, and refuse every MoE model before
+    # their notes (its _config_failure), so these notes render for 0.2.2's TOML sections only.
     m = request.model
     if m.moe is None:
         return []

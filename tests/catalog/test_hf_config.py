@@ -133,7 +133,7 @@ def test_load_model_accepts_a_config_path_or_its_directory(tmp_path):
         ({**LLAMA4_MAVERICK_TEXT, "no_rope_layers": 5}, "'no_rope_layers' must be a list of integers, got 5"),
         ({**QWEN3_30B_A3B, "use_sliding_window": "false"}, "'use_sliding_window' must be true or false, got 'false'"),
         # A router the loader does not know was read as sigmoid.
-        ({**DEEPSEEK_V3, "scoring_func": "sigmod"}, "'scoring_func' must be \"sigmoid\" or \"softmax\", got 'sigmod'"),
+        ({**DEEPSEEK_V3, "scoring_func": "sigmod"}, "'scoring_func' must be \"sigmoid\", got 'sigmod'"),
     ],
 )
 def test_bad_config_names_the_field(tmp_path, cfg, expected):

@@ -96,3 +96,10 @@ def test_kimi_k2_of_another_architecture_is_refused_in_one_line(tmp_path, archit
     message = import_error(tmp_path, cfg)
     assert f"model_type 'kimi_k2' with architectures {architectures!r} is not supported" in message
     assert "DeepseekV3ForCausalLM" in message
+
+
+def test_a_softmax_kimi_k2_router_is_refused_in_one_line(tmp_path):
+    # Kimi K2's modeling_deepseek.py is DeepSeek-V3's: MoEGate raises NotImplementedError for a softmax scoring_func.
+    message = import_error(tmp_path, {**KIMI_K2_INSTRUCT, "scoring_func": "softmax"})
+    assert ("field 'scoring_func' \"softmax\" is not supported: no implementation of DeepSeek-V3's architecture"
+            in message)

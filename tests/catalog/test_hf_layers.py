@@ -65,17 +65,29 @@ def test_more_experts_per_token_than_experts_is_refused_by_its_hf_names(tmp_path
                                   "each token is routed to that many distinct experts")
 
 
-@pytest.mark.parametrize("scoring,expected", [(None, "sigmoid"), ("sigmoid", "sigmoid"), ("softmax", "softmax")])
-def test_deepseek_router_score_function_comes_from_scoring_func(tmp_path, scoring, expected):
+@pytest.mark.parametrize("scoring", [None, "sigmoid"])
+def test_deepseek_router_scores_with_a_sigmoid(tmp_path, scoring):
     cfg = DEEPSEEK_V3 if scoring is None else {**DEEPSEEK_V3, "scoring_func": scoring}
-    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == expected
+    assert load_hf_config(write_config(tmp_path, cfg)).moe.router_score_function == "sigmoid"
+
+
+SOFTMAX_REFUSAL = (
+    "field 'scoring_func' \"softmax\" is not supported: no implementation of DeepSeek-V3's architecture "
+    "(deepseek_v3, kimi_k2) trains it (transformers' DeepseekV3TopkRouter scores with a sigmoid whatever the field "
+    "says, modeling_deepseek.py raises NotImplementedError); set \"sigmoid\"")
+
+
+@pytest.mark.parametrize("change", [{"scoring_func": "softmax"}, {"scoring_func": "softmax", "norm_topk_prob": False}])
+def test_a_softmax_deepseek_router_is_refused_in_one_line(tmp_path, change):
+    # DeepseekV3TopkRouter.forward: scores = router_logits.sigmoid(), whatever scoring_func says; DeepSeek-V3's
+    # and Kimi K2's modeling_deepseek.py MoEGate raise NotImplementedError for anything but sigmoid.
+    assert SOFTMAX_REFUSAL in import_error(tmp_path, {**DEEPSEEK_V3, **change})
 
 
 @pytest.mark.parametrize(("change", "bias", "factor"), [
     ({}, True, 2.5),  # the published config: sigmoid, noaux_tc, routed_scaling_factor 2.5
     ({"routed_scaling_factor": 1.5}, True, 1.5),
     ({"routed_scaling_factor": None}, True, 2.5),  # DeepseekV3Config's default
-    ({"scoring_func": "softmax"}, False, 2.5),  # Megatron's expert bias is a sigmoid router's only
 ])
 def test_deepseek_router_bias_and_scaling_factor(tmp_path, change, bias, factor):
     moe = load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, **change})).moe
@@ -112,7 +124,6 @@ def test_a_normalised_sigmoid_top_1_router_is_refused_in_one_line(tmp_path, chan
     ({"norm_topk_prob": True}, True),
     ({"norm_topk_prob": False}, False),  # DeepseekV3TopkRouter keeps the raw sigmoid scores
     ({"norm_topk_prob": False, "num_experts_per_tok": 1}, True),  # top-1: the weight is the score either way
-    ({"norm_topk_prob": False, "scoring_func": "softmax"}, True),  # the field is a sigmoid router's
 ])
 def test_deepseek_router_topk_norm_comes_from_norm_topk_prob(tmp_path, change, norm):
     assert load_hf_config(write_config(tmp_path, {**DEEPSEEK_V3, **change})).moe.router_topk_norm is norm

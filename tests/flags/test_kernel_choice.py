@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from sp_planner.catalog import load_hardware
+from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.attention_kernels import ATTENTION_KERNELS, framework_kernel
-from sp_planner.flags.kernel_choice import (kernel_choice_note, megatron_backend_flags, yunchang_attn_type,
-                                            yunchang_fa3_drops)
+from sp_planner.flags.kernel_choice import (kernel_choice_note, megatron_backend_flags, mla_flash_note,
+                                            yunchang_attn_type, yunchang_fa3_drops)
 from sp_planner.specs.attention import WindowSpec
 from sp_planner.specs.workload import Workload
 from tests.flags.conftest import LLAMA3_8B
@@ -102,3 +102,38 @@ def test_the_kernel_each_framework_runs(framework, hardware, kernel):
     # cost.attention_kernels FRAMEWORK_KERNEL by GPU generation, whether or not a curve is published
     # (MindSpeed's NPU kernel has none on H100, where default_kernel falls back to the profile's).
     assert framework_kernel(framework, hardware) == kernel
+
+
+def test_megatron_flash_on_mla_names_the_first_transformer_engine_release_that_runs_it():
+    # DeepSeek-V3's MLA: query/key 128 + 64 = 192, value 128. Transformer Engine's get_attention_backend
+    # takes them on FA3 from v2.8 (c334fc4: 128 < qk <= 192, 96 < v <= 128) and on FA2 from v2.17 (8a5af97
+    # pads V to 192); before, "Disabling FlashAttention as it does not support MLA".
+    deepseek = load_model("DeepSeek-V3")
+    fa3 = note("megatron", "fa3", "cudnn", model=deepseek)
+    assert fa3 is not None and fa3.endswith(
+        "else flash-attn 2; MLA's head dims (query/key 192, value 128) run on flash-attn 3 from Transformer Engine "
+        "v2.8 and on flash-attn 2 from Transformer Engine v2.17 (it pads them to 192); earlier releases disable "
+        "FlashAttention for MLA")
+    # flash on an A800 runs FA2, the default there: the MLA line alone.
+    assert note("megatron", "fa2", "fa2", model=deepseek) == (
+        "the plans are timed with fa2 attention (--attention-kernel), which megatron's flags select with "
+        "--attention-backend flash: MLA's head dims (query/key 192, value 128) run on flash-attn 2 from Transformer "
+        "Engine v2.17 (it pads them to 192); earlier releases disable flash-attn 2 for MLA")
+    assert note("megatron", "cudnn", "fa2", model=deepseek) is None
+
+
+def test_mla_head_dims_no_flash_attn_takes():
+    # query/key 96 (FA3 wants (128, 192] or <= 64), value 256 pads past 192: FA2 only on sm80/90/100/120;
+    # a value of 260 is no multiple of 8 (FA2 refuses it).
+    mla = load_model("DeepSeek-V3").mla
+    assert mla is not None
+    odd = mla.model_copy(update={"qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 256})
+    assert mla_flash_note("fa3", LLAMA3_8B.model_copy(update={"mla": odd})) == (
+        "no Transformer Engine release runs MLA's head dims (query/key 96, value 256) on flash-attn 3 (it runs "
+        "flash-attn 2 from Transformer Engine v2.17 (it pads them to 256, on sm80, sm90, sm100 and sm120 only) "
+        "instead), so no run of them matches the timed kernel")
+    odd = odd.model_copy(update={"v_head_dim": 260})
+    assert mla_flash_note("fa2", LLAMA3_8B.model_copy(update={"mla": odd})) == (
+        "no Transformer Engine release runs MLA's head dims (query/key 96, value 260) on flash-attn 2, so no run of "
+        "them matches the timed kernel")
+    assert mla_flash_note("fa2", LLAMA3_8B) is None and mla_flash_note("cudnn", load_model("DeepSeek-V3")) is None

@@ -9,6 +9,7 @@ import torch
 from sp_planner.catalog import load_model
 from sp_planner.flags import FlagRequest
 from sp_planner.flags.torchtitan_router import FLAVORS, router_args, router_failures, router_notes
+from sp_planner.flags.torchtitan import render as render_newest
 from sp_planner.flags.torchtitan_v02 import render
 from sp_planner.plan import ParallelPlan
 from sp_planner.specs.workload import Workload
@@ -109,6 +110,14 @@ def test_a_model_without_a_flavor_is_told_to_set_the_args():
 def test_the_rendered_sections_carry_the_router_note():
     flags = render(_request("Qwen3-30B-A3B"))
     assert flags.supported and any(n.startswith("torchtitan sets the router") for n in flags.notes)
+
+
+@pytest.mark.parametrize("name", MOE_BUILTINS)
+def test_the_0_3_0_flags_refuse_every_moe_model_so_the_router_notes_name_0_2_2(name):
+    # flags.torchtitan.CONFIGS (0.3.0's config functions) holds dense models only: no 0.3.0 flags for a MoE
+    # model carry the router note, whose wording is 0.2.2's.
+    flags = render_newest(_request(name), "0.3.0")
+    assert not flags.supported and f"torchtitan 0.3.0 has no config function for {name}" in (flags.reason or "")
 
 
 def test_groups_of_one_expert_are_refused():
