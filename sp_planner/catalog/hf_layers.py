@@ -236,7 +236,7 @@ def sigmoid_topk_norm(cfg: dict, path: Path, top_k: int) -> bool:
                     "divides its one chosen score by itself (a weight of 1, times routed_scaling_factor), where "
                     "Megatron-Core weighs a top-1 sigmoid expert by its score; set norm_topk_prob false to plan "
                     "the score-weighted router")
-    return True if top_k == 1 else norm
+    return top_k == 1 or norm  # here top_k 1 means norm_topk_prob false: its weight is its score
 
 
 def router_groups(cfg: dict, path: Path, *, default_groups: int, default_open: int) -> tuple[int, int]:
