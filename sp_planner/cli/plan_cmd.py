@@ -24,6 +24,7 @@ from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
                                                with_attention_kernel)
 from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.flags.flash_head_dim import flash_head_dim_problem
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -248,13 +249,17 @@ def plan(
     if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
         raise UserInputError(problem)
     timed = timed_kernel(question.hardware, kernel)
+    if (problem := flash_head_dim_problem(question.model, question.hardware, stack=stack, chosen=attention_kernel,
+                                          timed=timed)) is not None:
+        raise UserInputError(problem)
     question = question.model_copy(update={"attention_kernel": timed, "flags_kernel": attention_kernel})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
                                                               framework_kernel(stack, question.hardware),
-                                                              model=question.model, workload=question.workload)
+                                                              model=question.model, workload=question.workload,
+                                                              hardware=question.hardware)
     if fp8_attention:
         if framework != "all":
             raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "

@@ -29,6 +29,7 @@ from sp_planner.errors import UserInputError
 from sp_planner.figure_mark import figure_signature
 from sp_planner.fileio import bears_signature
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
+from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.planfile import check_plan_file_runs, load_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
@@ -165,6 +166,10 @@ def simulate_command(
     router_note = router_timing_note(loaded.router, pf.model, source=f"plan file {plan_file}")
     if router_note is not None:  # a router the file does not say, which its dispatch's reach depends on
         write_note(router_note, sys.stderr)
+    # A pinned split that leaves model chunks idle, which sp-plan noted when it wrote the file (and a
+    # file written by hand or by an older sp-plan did not).
+    if (chunks_note := empty_chunks_text(pf.model.num_layers, pf.plan)) is not None:
+        write_note(chunks_note, sys.stderr)
     with delayed_progress("simulating the step"):
         result = simulate(
             pf.model, pf.hardware, pf.workload, pf.plan, num_nodes=pf.num_nodes, gpus_per_node=pf.gpus_per_node,

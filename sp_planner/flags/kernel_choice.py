@@ -10,7 +10,10 @@ run use it, or that the framework cannot.
 
 from __future__ import annotations
 
+from sp_planner.cost.families import compute_capability
 from sp_planner.cost.window import local_window
+from sp_planner.flags.flash_head_dim import sm_name, te_gpu_refuses
+from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 from sp_planner.specs.workload import Workload
 
@@ -36,7 +39,8 @@ _FLASH_VERSION = {
 # transformer_engine/pytorch/attention/dot_product_attention/utils.py). FA3 from v2.8 (c334fc4, "Support
 # FA3 for MLA"): query/key in (128, 192] with value in (96, 128], or query/key <= 64 with value <= 512.
 # FA2 from v2.17 (8a5af97, "Pad V when Q/V head dims differ (MLA)"): both padded to the larger, which
-# must be a multiple of 8 and <= 256 (> 192 on sm80, sm90, sm100 and sm120 only). Both as at d0067d0.
+# must be a multiple of 8 and <= 256, and above 192 a GPU of flags.flash_head_dim.TE_FA2_ABOVE_192.
+# Both as at d0067d0.
 _MLA_FA3_RELEASE = "v2.8"
 _MLA_FA2_RELEASE = "v2.17"
 
@@ -45,28 +49,72 @@ def _mla_fa3_runs(qk: int, v: int) -> bool:
     return (128 < qk <= 192 and 96 < v <= 128) or (qk <= 64 and v <= 512)
 
 
-def _mla_fa2_runs(qk: int, v: int) -> bool:
-    return max(qk, v) % 8 == 0 and max(qk, v) <= 256
+def _mla_fa2_runs(qk: int, v: int, capability: tuple[int, int] | None) -> bool:
+    padded = max(qk, v)
+    return padded % 8 == 0 and padded <= 256 and not te_gpu_refuses(padded, capability)
 
 
-def mla_flash_note(chosen: str, model: ModelSpec) -> str | None:
+def _mla_dims(model: ModelSpec) -> tuple[int, int]:
+    assert model.mla is not None
+    return model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
+
+
+def _gpu_refuses(qk: int, v: int, capability: tuple[int, int] | None) -> str:
+    """" on sm89" where MLA's dims would run on flash-attn 2 but for the plan's GPU, else ""."""
+    if capability is None or not _mla_fa2_runs(qk, v, None) or _mla_fa2_runs(qk, v, capability):
+        return ""
+    return f" on {sm_name(capability)}"
+
+
+def _mla_fa2_text(qk: int, v: int, capability: tuple[int, int] | None) -> str | None:
+    """flash-attn 2 from the release that pads MLA's dims, with the GPUs it needs above 192 where
+    the plan's GPU is unknown (`capability` None); None where no release runs them on this GPU."""
+    if not _mla_fa2_runs(qk, v, capability):
+        return None
+    return f"flash-attn 2 from Transformer Engine {_MLA_FA2_RELEASE} ({_padding(qk, v, capability)})"
+
+
+def _padding(qk: int, v: int, capability: tuple[int, int] | None) -> str:
+    gpus = ", on sm80, sm90, sm100 and sm120 only" if max(qk, v) > 192 and capability is None else ""
+    return f"it pads them to {max(qk, v)}{gpus}"
+
+
+def mla_flash_note(chosen: str, model: ModelSpec, capability: tuple[int, int] | None = None) -> str | None:
     """For an MLA model under --attention-backend flash: the first Transformer Engine release whose
-    flash-attn takes its head dims, or that none does. None for other models and kernels."""
+    flash-attn takes its head dims, or that none does, on the plan's GPU (`capability`, its CUDA
+    compute capability; None: unknown, and the GPUs FA2 needs are named). None for other models
+    and kernels."""
     if model.mla is None or chosen not in ("fa2", "fa3"):
         return None
-    qk, v = model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim
+    qk, v = _mla_dims(model)
     dims = f"MLA's head dims (query/key {qk}, value {v})"
-    fa2 = (f"flash-attn 2 from Transformer Engine {_MLA_FA2_RELEASE} (it pads them to {max(qk, v)}"
-           + (", on sm80, sm90, sm100 and sm120 only)" if max(qk, v) > 192 else ")")
-           if _mla_fa2_runs(qk, v) else None)
+    fa2 = _mla_fa2_text(qk, v, capability)
     if chosen == "fa3" and _mla_fa3_runs(qk, v):
         return (f"{dims} run on flash-attn 3 from Transformer Engine {_MLA_FA3_RELEASE}"
                 + (f" and on {fa2}" if fa2 else "") + "; earlier releases disable FlashAttention for MLA")
     if chosen == "fa2" and fa2:
         return f"{dims} run on {fa2}; earlier releases disable flash-attn 2 for MLA"
-    flash = "flash-attn 3" if chosen == "fa3" else "flash-attn 2"
+    flash = "flash-attn 3" if chosen == "fa3" else f"flash-attn 2{_gpu_refuses(qk, v, capability)}"
     return (f"no Transformer Engine release runs {dims} on {flash}"
             + (f" (it runs {fa2} instead)" if fa2 else "") + ", so no run of them matches the timed kernel")
+
+
+def _dropout_fallback(model: ModelSpec, capability: tuple[int, int] | None) -> str:
+    """What Transformer Engine runs for --attention-backend flash where attention dropout turns
+    FA3 off ("Disabling FlashAttention 3 for dropout", dot_product_attention/utils.py at d0067d0):
+    flash-attn 2, which takes MLA's dims only from v2.17 (8a5af97); before, or where FA2 cannot take
+    them, no backend is left (--attention-backend flash turns the others off) and TE raises."""
+    if model.mla is None:
+        return "flash-attn 2"
+    qk, v = _mla_dims(model)
+    dims = f"MLA's head dims (query/key {qk}, value {v})"
+    fa2 = _mla_fa2_text(qk, v, capability)
+    if fa2 is None:
+        return (f"flash-attn 2, which takes {dims} in no release{_gpu_refuses(qk, v, capability)}: "
+                "--attention-backend flash leaves it no other backend and it raises")
+    return (f"flash-attn 2, which takes {dims} from Transformer Engine {_MLA_FA2_RELEASE} (8a5af97; "
+            f"{_padding(qk, v, capability)}); earlier releases have no backend for them under --attention-backend "
+            "flash and raise")
 
 
 # How to run each kernel in a framework whose flags cannot select it: framework -> kernel -> how.
@@ -122,26 +170,28 @@ def yunchang_attn_type(kernel: str | None, model: ModelSpec, workload: Workload)
 
 
 def kernel_choice_note(framework: str, chosen: str | None, runs: str, *, model: ModelSpec,
-                       workload: Workload) -> str | None:
+                       workload: Workload, hardware: HardwareProfile | None = None) -> str | None:
     """A note where the plans are timed with `chosen` (--attention-kernel) and `framework`'s flags
     cannot say all of it: they select no such kernel (its own default, `runs`:
     cost.attention_kernels.framework_kernel, runs instead) or leave part of it to what is installed.
     None where the flags run it or none was chosen. `framework` is the one whose flags follow the
-    table (megatron for --framework all)."""
+    table (megatron for --framework all); `hardware`, the plan's GPU, where known."""
     if chosen is None:
         return None
+    capability = compute_capability(hardware) if hardware is not None else None
     timed = f"the plans are timed with {chosen} attention (--attention-kernel)"
     if framework == "megatron" and chosen in MEGATRON_BACKEND:
         flag = megatron_backend_flags(chosen)[0]
         if chosen == "fa3" and model.attention_dropout > 0:
             # Transformer Engine's backend filter: "Disabling FlashAttention 3 for dropout"
             # (transformer_engine/pytorch/attention/dot_product_attention/utils.py at d0067d0).
-            return (f"{timed}, which megatron's flags select with {flag}, but Transformer Engine runs flash-attn 2 "
-                    f"under the model's attention dropout {model.attention_dropout:g}, so no run of them matches "
-                    "the timed kernel")
+            return (f"{timed}, which megatron's flags select with {flag}, but under the model's attention dropout "
+                    f"{model.attention_dropout:g} Transformer Engine runs {_dropout_fallback(model, capability)}, "
+                    "so no run of them matches the timed kernel")
         caveat = _FLASH_VERSION.get(chosen)
         # cuDNN's is the one fused backend; no FA3 where flash is the default
-        parts = [part for part in (None if chosen == runs else caveat, mla_flash_note(chosen, model)) if part]
+        parts = [part for part in (None if chosen == runs else caveat, mla_flash_note(chosen, model, capability))
+                 if part]
         return f"{timed}, which megatron's flags select with {flag}: {'; '.join(parts)}" if parts else None
     if framework == "yunchang" and chosen == "fa3":
         drops = yunchang_fa3_drops(model, workload)

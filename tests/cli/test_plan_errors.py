@@ -196,3 +196,13 @@ def test_report_into_a_folder_of_other_files(sp_plan, tmp_path):
     result = sp_plan(*_args(), "--report", tmp_path)
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "notes.txt" in result.stderr
+
+
+def test_fa2_above_head_dim_192_on_a_gpu_transformer_engine_refuses(sp_plan, tmp_path):
+    # Gemma-2-9B's head dim 256 on an L40S (sm89): TE's FA2 runs above 192 on sm80/90/100/120 only and
+    # Megatron's --attention-backend flash leaves no other backend (flags.flash_head_dim).
+    args = ["--model", "gemma-2-9b", "--hardware", "l40s", "--nodes", "1", "--seq-len", "8k"]
+    _assert_one_line_error(sp_plan, tmp_path, [*args, "--attention-kernel", "fa2"],
+                           "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89)")
+    # Without the flag TE picks another backend: the question is answered.
+    assert sp_plan(*args, "--top", "1", "--format", "json").exit_code == 0

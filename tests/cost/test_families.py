@@ -79,3 +79,19 @@ def test_a_renamed_copy_of_no_gpu_reads_the_generic_entries():
     generic = h100.model_copy(update={"name": "my-cluster"})
     assert _gpu_tables(generic) != _gpu_tables(h100)
     assert best_published_mfu(generic) is None and best_published_mfu(h100) is not None
+
+
+def test_compute_capability_of_every_builtin_nvidia_profile():
+    # NVIDIA's CUDA GPUs table: A100 8.0, Ada (L40S, L20) 8.9, H100 9.0, B200 10.0, B300 10.3; a user
+    # profile reads its base_profile's; MI300X and Ascend have none.
+    from sp_planner.catalog import load_hardware
+    from sp_planner.cost.families import COMPUTE_CAPABILITY, compute_capability
+    builtins = {name.lower() for name in builtin_hardware_names()}
+    assert builtins - set(COMPUTE_CAPABILITY) == {"mi300x", "ascend-910b"}
+    assert {name: compute_capability(load_hardware(name)) for name in ("a800", "l40s", "l20", "h800", "b200", "b300",
+                                                                       "gb300-nvl72", "mi300x")} == {
+        "a800": (8, 0), "l40s": (8, 9), "l20": (8, 9), "h800": (9, 0), "b200": (10, 0), "b300": (10, 3),
+        "gb300-nvl72": (10, 3), "mi300x": None}
+    mine = load_hardware("l40s").model_copy(update={"name": "my-cluster", "base_profile": "l40s"})
+    assert compute_capability(mine) == (8, 9)
+    assert compute_capability(mine.model_copy(update={"base_profile": None})) is None

@@ -64,7 +64,31 @@ def test_megatron_fa3_under_dropout_runs_fa2():
     dropout = LLAMA3_8B.model_copy(update={"attention_dropout": 0.1})
     text = note("megatron", "fa3", "cudnn", model=dropout)
     assert text is not None and text.endswith(
-        "Transformer Engine runs flash-attn 2 under the model's attention dropout 0.1, so no run of them matches the "
+        "under the model's attention dropout 0.1 Transformer Engine runs flash-attn 2, so no run of them matches the "
+        "timed kernel")
+
+
+def test_megatron_fa3_under_dropout_on_mla_names_the_release_whose_fa2_takes_its_dims():
+    # DeepSeek-V3 with dropout: TE turns FA3 off ("Disabling FlashAttention 3 for dropout") and runs FA2,
+    # which takes MLA's 192/128 only from v2.17 (8a5af97 pads V to 192); before, FA2 is off for MLA
+    # too and --attention-backend flash (NVTE_FUSED_ATTN=0, NVTE_UNFUSED_ATTN=0) leaves no backend.
+    deepseek = load_model("DeepSeek-V3").model_copy(update={"attention_dropout": 0.1})
+    assert note("megatron", "fa3", "cudnn", model=deepseek) == (
+        "the plans are timed with fa3 attention (--attention-kernel), which megatron's flags select with "
+        "--attention-backend flash, but under the model's attention dropout 0.1 Transformer Engine runs flash-attn 2, "
+        "which takes MLA's head dims (query/key 192, value 128) from Transformer Engine v2.17 (8a5af97; it pads them "
+        "to 192); earlier releases have no backend for them under --attention-backend flash and raise, so no run of "
+        "them matches the timed kernel")
+    # Value 256 pads past 192: on an H100 (sm90) FA2 takes it, on an L40S (sm89) no release does.
+    mla = deepseek.mla
+    assert mla is not None
+    wide = deepseek.model_copy(update={"mla": mla.model_copy(update={"v_head_dim": 256})})
+    h100 = kernel_choice_note("megatron", "fa3", "cudnn", model=wide, workload=CAUSAL, hardware=H100)
+    assert h100 is not None and "(8a5af97; it pads them to 256); earlier releases" in h100
+    l40s = kernel_choice_note("megatron", "fa3", "cudnn", model=wide, workload=CAUSAL, hardware=load_hardware("l40s"))
+    assert l40s is not None and l40s.endswith(
+        "Transformer Engine runs flash-attn 2, which takes MLA's head dims (query/key 192, value 256) in no release on "
+        "sm89: --attention-backend flash leaves it no other backend and it raises, so no run of them matches the "
         "timed kernel")
 
 
@@ -137,3 +161,22 @@ def test_mla_head_dims_no_flash_attn_takes():
         "no Transformer Engine release runs MLA's head dims (query/key 96, value 260) on flash-attn 2, so no run of "
         "them matches the timed kernel")
     assert mla_flash_note("fa2", LLAMA3_8B) is None and mla_flash_note("cudnn", load_model("DeepSeek-V3")) is None
+
+
+def test_mla_flash_note_checks_the_gpus_fa2_needs_above_192_against_the_plans():
+    # TE runs FA2 above 192 on sm80/90/100/120 only (dot_product_attention/utils.py at d0067d0): with the
+    # GPU known the note names no list; on sm89 (L40S) and sm103 (B300) no release runs the padded 256.
+    mla = load_model("DeepSeek-V3").mla
+    assert mla is not None
+    odd = LLAMA3_8B.model_copy(update={"mla": mla.model_copy(update={
+        "qk_nope_head_dim": 64, "qk_rope_head_dim": 32, "v_head_dim": 256})})
+    assert mla_flash_note("fa2", odd, (9, 0)) == (
+        "MLA's head dims (query/key 96, value 256) run on flash-attn 2 from Transformer Engine v2.17 (it pads them to "
+        "256); earlier releases disable flash-attn 2 for MLA")
+    for capability, sm in (((8, 9), "sm89"), ((10, 3), "sm103")):
+        assert mla_flash_note("fa2", odd, capability) == (
+            f"no Transformer Engine release runs MLA's head dims (query/key 96, value 256) on flash-attn 2 on {sm}, so "
+            "no run of them matches the timed kernel")
+    # 192 needs no such GPU: DeepSeek-V3 reads the same on an L40S.
+    deepseek = load_model("DeepSeek-V3")
+    assert mla_flash_note("fa2", deepseek, (8, 9)) == mla_flash_note("fa2", deepseek)

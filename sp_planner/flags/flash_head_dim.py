@@ -1,0 +1,88 @@
+"""Whether flash-attn 2 runs a model's head dim on the plan's GPU: in Transformer Engine (Megatron-LM's
+--attention-backend flash) and in flash-attn itself (yunchang's AttnType.FA and DeepSpeed-Ulysses's
+flash_attention_2 call it directly).
+
+Transformer Engine (get_attention_backend, transformer_engine/pytorch/attention/dot_product_attention/
+utils.py at d0067d0) disables FlashAttention 2 where its head dim is above 192 on a GPU other than
+sm80, sm90, sm100 and sm120 ("(>192 requires sm80/90/100+)"): MLA's query/key and value dims padded to
+the larger from v2.17 (8a5af97), the query/key dim before (when MLA disabled FA2 altogether). The list
+is in every release from v2.2 (874418853 added sm100 and sm120 to sm80 and sm90) through v2.18 and at
+d0067d0: 5535b09 replaced it with ">= sm80" (naming sm103 B300 and sm89 L40S) and 8a5af97 restored it
+the next day, before v2.17. Megatron-LM's --attention-backend flash turns FusedAttention and the
+unfused path off (NVTE_FUSED_ATTN=0, NVTE_UNFUSED_ATTN=0: megatron/core/models/common/language_module/
+language_module.py at d98e8a64dd), so TE has no backend left and raises ("No dot product attention
+backend is available", dot_product_attention.py).
+
+flash-attn 2 itself: the backward at head dims above 192 (its 256 kernel, run_mha_bwd_hdim256 in
+csrc/flash_attn/src/flash_bwd_launch_template.h) needs 144 KB of shared memory a block, which sm86 and
+sm89 lack ("sm86 and sm89, max smem is 99 KB. Only works without dropout", from v2.5.5, 2406f28).
+Under attention dropout releases up to v2.7.2 raise there (flash_api.cpp mha_bwd, at v2.6.2-v2.7.2
+"FlashAttention backward for head dim > 192 with dropout requires A100/A800 or H100/H800"; before
+v2.5.5 any head dim above 192) and v2.7.3 on (bbb21d6 dropped that check) launch no backward kernel;
+as at v2.8.3 and 0251105a.
+"""
+
+from __future__ import annotations
+
+from sp_planner.cost.families import compute_capability
+from sp_planner.specs.hardware import HardwareProfile
+from sp_planner.specs.model import ModelSpec
+
+# The GPUs Transformer Engine runs FlashAttention 2 on above head dim 192 (module docstring).
+TE_FA2_ABOVE_192 = ((8, 0), (9, 0), (10, 0), (12, 0))
+# The GPUs whose 99 KB of shared memory a block run flash-attn 2's head-dim-256 backward only without
+# dropout (flash_bwd_launch_template.h run_mha_bwd_hdim256, module docstring).
+FLASH_ATTN_99KB = ((8, 6), (8, 9))
+# flash-attn's frameworks: they call flash-attn 2 directly (flags.kernel_choice).
+_FLASH_ATTN_CALLERS = ("yunchang", "deepspeed")
+
+
+def fa2_head_dim(model: ModelSpec) -> int:
+    """The head dim flash-attn 2 runs the model's attention at: MLA's query/key and value dims
+    padded to the larger (Transformer Engine v2.17, 8a5af97), else the model's head dim."""
+    if model.mla is None:
+        return model.head_dim
+    return max(model.mla.qk_nope_head_dim + model.mla.qk_rope_head_dim, model.mla.v_head_dim)
+
+
+def sm_name(capability: tuple[int, int]) -> str:
+    """sm89 for (8, 9): the name Transformer Engine's and flash-attn's messages use."""
+    return f"sm{capability[0]}{capability[1]}"
+
+
+def te_gpu_refuses(head_dim: int, capability: tuple[int, int] | None) -> bool:
+    """Whether Transformer Engine disables FlashAttention 2 at `head_dim` (padded) on a GPU of this
+    compute capability (TE_FA2_ABOVE_192); False where it is unknown."""
+    return capability is not None and head_dim > 192 and capability not in TE_FA2_ABOVE_192
+
+
+def te_fa2_refuses(model: ModelSpec, hardware: HardwareProfile) -> bool:
+    """te_gpu_refuses at the model's head dim (fa2_head_dim) on the plan's GPU."""
+    return te_gpu_refuses(fa2_head_dim(model), compute_capability(hardware))
+
+
+def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
+                           timed: str | None) -> str | None:
+    """Why the plans cannot run flash-attn 2 at the model's head dim on this GPU, or None: Megatron
+    with --attention-kernel fa2 (`chosen`; its --attention-backend flash leaves TE no other backend),
+    or a framework that calls flash-attn 2 itself (`timed` fa2, `stack` the framework that times the
+    plans) under attention dropout on sm86/sm89 (module docstring)."""
+    capability = compute_capability(hardware)
+    if capability is None or fa2_head_dim(model) <= 192:
+        return None
+    dim = f"{model.name}'s head dim {fa2_head_dim(model)}" + (" (MLA's dims padded to the larger)"
+                                                               if model.mla is not None else "")
+    gpu = f"{hardware.name} ({sm_name(capability)})"
+    if stack == "megatron" and chosen == "fa2" and te_fa2_refuses(model, hardware):
+        return (f"--attention-kernel fa2: Transformer Engine disables flash-attn 2 for {dim} on {gpu}: above 192 "
+                "it runs it on sm80, sm90, sm100 and sm120 only (get_attention_backend, v2.2 to v2.18 and d0067d0), "
+                "and --attention-backend flash leaves it no other backend, so it raises; leave --attention-kernel "
+                "out")
+    if stack in _FLASH_ATTN_CALLERS and timed == "fa2" and model.attention_dropout > 0 \
+            and capability in FLASH_ATTN_99KB:
+        return (f"{stack} runs flash-attn 2, whose backward at {dim} needs 144 KB of shared memory a block "
+                f"under attention dropout ({model.attention_dropout:g}); {gpu} has 99 KB: flash-attn up to v2.7.2 "
+                "raises and v2.7.3 on runs no backward kernel (flash_bwd_launch_template.h "
+                "run_mha_bwd_hdim256); plan with --framework megatron, whose Transformer Engine runs another backend "
+                "there, or a model without dropout")
+    return None

@@ -1,0 +1,32 @@
+"""sp-simulate's notes on the plan file it simulates (its summary: tests/cli/test_output_width.py)."""
+
+from __future__ import annotations
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.cli import simulate_cmd
+from sp_planner.plan import ParallelPlan
+from sp_planner.planfile import PlanFile, write_plan_file
+from sp_planner.specs.workload import Workload
+
+
+def test_a_pinned_split_with_empty_model_chunks_is_noted(monkeypatch, tmp_path, run_main):
+    # Llama-3-8B's 32 layers pinned 8/8 over pp 4 x vpp 16: each stage holds its 8 layers in one chunk
+    # and leaves 15 empty (pipeline_chunks.chunk_shape: 8 - 15 x 1 < 0, so full chunks of 0 and an end
+    # chunk of 8), 60 of 64 (plan_messages.empty_chunks_text, the note sp-plan prints for the same plan).
+    # An even split gets no such note.
+    monkeypatch.setenv("COLUMNS", "80")
+    plan_file = tmp_path / "plan.json"
+    question = dict(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                    workload=Workload(seq_len=32768, global_batch=16), num_nodes=2, gpus_per_node=8)
+    write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(
+        ring=4, pp=4, vpp=16, first_stage_layers=8, last_stage_layers=8)))
+    result = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert result.exit_code == 0, result.stderr
+    note = " ".join(line.strip() for line in result.stderr.splitlines())
+    assert ("note: the pipeline layout leaves 60 of its 64 model chunks (pp 4 x vpp 16) without a layer (Megatron "
+            "prints each as \"(empty stage)\"): each is still a pipeline hop and a schedule slot doing nothing; pin "
+            "--vpp 2, 4 or 8, which split the 8 layers per stage evenly") in note
+    assert all(len(line) <= 80 for line in result.stderr.splitlines())
+    write_plan_file(plan_file, PlanFile(**question, plan=ParallelPlan(ring=4, pp=4, vpp=2)))
+    even = run_main(simulate_cmd, plan_file, "--out-dir", tmp_path / "sim")
+    assert even.exit_code == 0 and "model chunks" not in even.stderr

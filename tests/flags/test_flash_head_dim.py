@@ -1,0 +1,69 @@
+"""flags.flash_head_dim: whether flash-attn 2 runs a head dim above 192 on the plan's GPU, in
+Transformer Engine's terms (get_attention_backend at d0067d0) and flash-attn's (run_mha_bwd_hdim256)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sp_planner.catalog import load_hardware, load_model
+from sp_planner.flags.flash_head_dim import fa2_head_dim, flash_head_dim_problem, te_fa2_refuses
+from tests.flags.conftest import LLAMA3_8B
+
+GEMMA2_9B = load_model("Gemma-2-9B")  # head_dim 256
+DEEPSEEK_V3 = load_model("DeepSeek-V3")  # MLA: query/key 128 + 64 = 192, value 128
+
+
+def test_the_head_dim_flash_attn_2_runs_at():
+    # MLA's dims padded to the larger (TE v2.17, 8a5af97), not the model's mean head dim 160.
+    assert (fa2_head_dim(LLAMA3_8B), fa2_head_dim(GEMMA2_9B), fa2_head_dim(DEEPSEEK_V3)) == (128, 256, 192)
+    assert DEEPSEEK_V3.head_dim == 160
+    mla = DEEPSEEK_V3.mla
+    assert mla is not None
+    odd = DEEPSEEK_V3.model_copy(update={"mla": mla.model_copy(update={"qk_rope_head_dim": 32, "v_head_dim": 256})})
+    assert fa2_head_dim(odd) == 256
+
+
+@pytest.mark.parametrize(("profile", "refused"), [
+    # TE's list above 192: (8, 0), (9, 0), (10, 0), (12, 0); L40S/L20 are sm89, B300/GB300 sm103.
+    ("a800", False), ("a100-80gb", False), ("h100-sxm", False), ("h200", False), ("b200", False),
+    ("gb200-nvl72", False), ("l40s", True), ("l20", True), ("b300", True), ("gb300-nvl72", True),
+    ("mi300x", False),  # no CUDA compute capability: nothing is claimed
+])
+def test_transformer_engine_turns_flash_attn_2_off_above_192_outside_its_gpu_list(profile, refused):
+    hardware = load_hardware(profile)
+    assert te_fa2_refuses(GEMMA2_9B, hardware) is refused
+    assert not te_fa2_refuses(LLAMA3_8B, hardware) and not te_fa2_refuses(DEEPSEEK_V3, hardware)  # 128, 192
+
+
+def test_megatron_with_fa2_chosen_is_refused_where_transformer_engine_has_no_backend():
+    l40s = load_hardware("l40s")
+    problem = flash_head_dim_problem(GEMMA2_9B, l40s, stack="megatron", chosen="fa2", timed="fa2")
+    assert problem == (
+        "--attention-kernel fa2: Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S "
+        "(sm89): above 192 it runs it on sm80, sm90, sm100 and sm120 only (get_attention_backend, v2.2 to v2.18 "
+        "and d0067d0), and --attention-backend flash leaves it no other backend, so it raises; leave "
+        "--attention-kernel out")
+    assert "on B300 (sm103)" in str(flash_head_dim_problem(GEMMA2_9B, load_hardware("b300"), stack="megatron",
+                                                            chosen="fa2", timed="fa2"))
+    # Without the flag Megatron's auto lets TE pick another backend; on sm80/90/100 FA2 runs it.
+    assert flash_head_dim_problem(GEMMA2_9B, l40s, stack="megatron", chosen=None, timed="fa2") is None
+    for profile in ("a800", "h100-sxm", "b200"):
+        assert flash_head_dim_problem(GEMMA2_9B, load_hardware(profile), stack="megatron", chosen="fa2",
+                                      timed="fa2") is None
+    assert flash_head_dim_problem(DEEPSEEK_V3, l40s, stack="megatron", chosen="fa2", timed="fa2") is None
+
+
+def test_flash_attn_callers_under_dropout_on_99_kb_gpus():
+    # run_mha_bwd_hdim256: sm86/sm89 (99 KB a block) only without dropout; A800 (sm80) has 163 KB.
+    dropout = GEMMA2_9B.model_copy(update={"attention_dropout": 0.1})
+    l40s = load_hardware("l40s")
+    problem = flash_head_dim_problem(dropout, l40s, stack="yunchang", chosen=None, timed="fa2")
+    assert problem == (
+        "yunchang runs flash-attn 2, whose backward at Gemma-2-9B's head dim 256 needs 144 KB of shared memory a "
+        "block under attention dropout (0.1); L40S (sm89) has 99 KB: flash-attn up to v2.7.2 raises and v2.7.3 on "
+        "runs no backward kernel (flash_bwd_launch_template.h run_mha_bwd_hdim256); plan with --framework "
+        "megatron, whose Transformer Engine runs another backend there, or a model without dropout")
+    assert flash_head_dim_problem(dropout, l40s, stack="deepspeed", chosen="fa2", timed="fa2") is not None
+    assert flash_head_dim_problem(GEMMA2_9B, l40s, stack="yunchang", chosen=None, timed="fa2") is None
+    assert flash_head_dim_problem(dropout, load_hardware("a800"), stack="yunchang", chosen=None, timed="fa2") is None
+    assert flash_head_dim_problem(dropout, l40s, stack="torchtitan", chosen=None, timed="sdpa") is None
