@@ -30,7 +30,7 @@ from sp_planner.cost.precision import check_blockwise, precision_problem
 from sp_planner.destination import deliver_text
 from sp_planner.fileio import kind_of, read_structured, validate_as
 from sp_planner.cost.runtime import Runtime
-from sp_planner.flags import release_runtime
+from sp_planner.flags import FlagChoices, release_runtime
 from sp_planner.flags.base import Framework
 from sp_planner.flags.torchtitan import VERSIONS
 from sp_planner.catalog.models import builtin_models
@@ -110,10 +110,11 @@ class PlanFile(FrozenModel):
         return self.num_nodes * self.gpus_per_node
 
     @property
-    def flags_kernel(self) -> AttentionKernel | None:
-        """The kernel the flags select (FlagRequest.attention_kernel): the user's choice, else none
-        (attention_kernel_chosen without a kernel named selects none)."""
-        return self.attention_kernel if self.attention_kernel_chosen else None
+    def flag_choices(self) -> FlagChoices:
+        """How sp-plan rendered the plan's flags: for its release, selecting the user's kernel choice,
+        else none (attention_kernel_chosen without a kernel named selects none)."""
+        return FlagChoices(framework_version=self.framework_version,
+                           attention_kernel=self.attention_kernel if self.attention_kernel_chosen else None)
 
     @property
     def runtime(self) -> Runtime:

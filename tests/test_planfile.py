@@ -7,6 +7,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, TORCHTITAN_RUNTIME, TORCHTITAN_V02_RUNTIME
 from sp_planner.errors import UserInputError
+from sp_planner.flags import FlagChoices
 from sp_planner.layout import GRID_ORDER, rank_groups
 from sp_planner.plan import ParallelPlan
 from sp_planner.planfile import PlanFile, RankLayout, load_plan_file, read_plan_file, write_plan_file
@@ -179,6 +180,7 @@ def test_a_torchtitan_plan_file_is_timed_by_its_release(tmp_path, version, runti
     write_plan_file(path, _plan_file(framework="torchtitan", framework_version=version))
     read = read_plan_file(path)
     assert read.framework_version == version and read.runtime == runtime
+    assert read.flag_choices == FlagChoices(framework_version=version)  # the release its flags are rendered for
 
 
 @pytest.mark.parametrize("framework, version, message", [
@@ -317,10 +319,11 @@ def test_whether_the_user_chose_the_kernel_is_recorded_and_older_files_read_it_a
     chosen = _plan_file(attention_kernel="fa3", attention_kernel_chosen=True)
     write_plan_file(path, chosen)
     doc = json.loads(path.read_text())
-    assert doc["attention_kernel_chosen"] is True and read_plan_file(path).flags_kernel == "fa3"
+    assert doc["attention_kernel_chosen"] is True
+    assert read_plan_file(path).flag_choices == FlagChoices(attention_kernel="fa3")
     del doc["attention_kernel_chosen"]
     path.write_text(json.dumps(doc))
     older = read_plan_file(path)
-    assert older == chosen.model_copy(update={"attention_kernel_chosen": False}) and older.flags_kernel is None
-    assert _plan_file(attention_kernel="cudnn").flags_kernel is None
-    assert _plan_file(attention_kernel_chosen=True).flags_kernel is None  # no kernel named, none selected
+    assert older == chosen.model_copy(update={"attention_kernel_chosen": False}) and older.flag_choices == FlagChoices()
+    assert _plan_file(attention_kernel="cudnn").flag_choices.attention_kernel is None
+    assert _plan_file(attention_kernel_chosen=True).flag_choices.attention_kernel is None  # none named, none selected

@@ -29,7 +29,7 @@ from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import Framework as FrameworkName
+from sp_planner.flags.base import FlagChoices, Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.plan_messages import empty_chunks_text
@@ -252,7 +252,8 @@ def plan(
     if (problem := flash_head_dim_problem(question.model, question.hardware, stack=stack, chosen=attention_kernel,
                                           timed=timed)) is not None:
         raise UserInputError(problem)
-    question = question.model_copy(update={"attention_kernel": timed, "flags_kernel": attention_kernel})
+    choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel)
+    question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
@@ -280,7 +281,7 @@ def plan(
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced
         write_note(line, sys.stderr)
     answer = solve(question, top=top, simulate=simulate, framework=framework, launcher=launcher,
-                   framework_version=framework_version, every_row=report is not None)
+                   every_row=report is not None)
     # A pinned split Megatron parses but that leaves model chunks idle (the rules do not refuse it).
     if answer.ranked and (note := empty_chunks_text(question.model.num_layers, answer.chosen.plan)) is not None:
         write_note(note, sys.stderr)

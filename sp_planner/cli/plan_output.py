@@ -16,7 +16,7 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.question import PlanQuestion
 from sp_planner.cli.terminal import stdout_console, write_note
 from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.flags import FRAMEWORKS, FlagRequest, render_flags, render_launch
+from sp_planner.flags import FRAMEWORKS, FlagChoices, FlagRequest, render_flags, render_launch
 from sp_planner.flags import torchtitan
 from sp_planner.flags.launch import Launcher
 from sp_planner.layout import rank_groups
@@ -69,7 +69,6 @@ class Answer(FrozenModel):
     top_k: int
     framework: str  # a name in sp_planner.flags.FRAMEWORKS, or "all"
     launcher: Launcher | None
-    framework_version: str | None = None  # torchtitan's interface (flags/torchtitan.py); None = newest
     # The fitting plans `framework` can express, best first (for one framework; empty for "all" or
     # when none is): the table ranks these, and plan.json holds the first.
     framework_ranked: tuple[PlanEstimate, ...] = ()
@@ -96,14 +95,16 @@ class Answer(FrozenModel):
     def overall_best_differs(self) -> bool:
         return bool(self.framework_ranked) and self.framework_ranked[0].plan != self.result.ranked[0].plan
 
+    @property
+    def flag_choices(self) -> FlagChoices:
+        """How to render the flags (the question's: --framework-version, --attention-kernel)."""
+        return self.question.flag_choices
+
     def flag_request(self, estimate: PlanEstimate | None = None) -> FlagRequest:
         """The flags' question for `estimate`'s plan (the chosen plan's by default)."""
         q = self.question
-        return FlagRequest(
-            model=q.model, workload=q.workload, plan=(estimate or self.chosen).plan,
-            num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node, framework_version=self.framework_version,
-            attention_kernel=q.flags_kernel,
-        )
+        return self.flag_choices.request((estimate or self.chosen).plan, model=q.model, workload=q.workload,
+                                         num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
 
 
 def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]:
@@ -116,8 +117,7 @@ def summary(answer: Answer, *, full_rank_groups: bool = False) -> dict[str, Any]
             model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
             gpus_per_node=q.gpus_per_node, result=answer.result, top_k=answer.top_k, suggestions=answer.suggestions,
             full_rank_groups=full_rank_groups, framework=answer.framework, framework_ranked=answer.framework_ranked,
-            framework_version=answer.framework_version, attention_kernel=q.attention_kernel,
-            flags_kernel=q.flags_kernel,
+            choices=answer.flag_choices, attention_kernel=q.attention_kernel,
         )
         answer._summary_full = full_rank_groups
     return answer._summary
@@ -207,7 +207,7 @@ def print_table_answer(answer: Answer, console: Console, *, explain: bool, wide:
     if answer.fits and expressed and q.model.moe is not None and not q.pins.ep and all(e.plan.ep == 1 for e in ranked):
         found = best_expert_parallel(result, answer.framework, model=q.model, workload=q.workload,
                                      num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                     framework_version=answer.framework_version, flags_kernel=q.flags_kernel)
+                                     choices=answer.flag_choices)
         rank, other = found if found else (None, None)
         console.print(expert_parallel_note(ranked[0], other, rank, scanned=MAX_SCANNED, framework=answer.framework),
                       markup=False, highlight=False)
@@ -243,8 +243,7 @@ def print_flags(answer: Answer, console: Console) -> None:
             with delayed_progress(f"looking for a plan {name} can express"):
                 fallback = best_expressible(answer.result, name, model=q.model, workload=q.workload,
                                             num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                                            framework_version=answer.framework_version,
-                                            flags_kernel=q.flags_kernel)
+                                            choices=answer.flag_choices)
             if fallback is None:
                 console.print(f"No plan that fits can be expressed in {name}.", markup=False, highlight=False)
                 continue
@@ -264,7 +263,7 @@ def print_flags(answer: Answer, console: Console) -> None:
     for name in printed:
         print_heading(console, f"{answer.launcher} launch" + (f" ({name})" if len(names) > 1 else ""))
         script = render_launch(answer.launcher, num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node,
-                               command=launch_command(name, answer.framework_version),
+                               command=launch_command(name, answer.flag_choices.framework_version),
                                domain_nodes=q.hardware.link_domain_gpus(q.gpus_per_node, q.num_nodes * q.gpus_per_node)
                                // q.gpus_per_node)
         console.print(script, markup=False, highlight=False, soft_wrap=True)
@@ -289,8 +288,9 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
             write_plan_file(out, PlanFile(
                 model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, framework=framework,
-                framework_version=recorded_release(framework, answer.framework_version),
-                attention_kernel=q.attention_kernel, attention_kernel_chosen=q.flags_kernel is not None,
+                framework_version=recorded_release(framework, answer.flag_choices.framework_version),
+                attention_kernel=q.attention_kernel,
+                attention_kernel_chosen=answer.flag_choices.attention_kernel is not None,
                 plan=best.plan, estimate=best, rank_layout=RankLayout.of(best.plan),
                 rank_groups=rank_groups(best.plan) if full_rank_groups else {},
             ))
@@ -303,7 +303,7 @@ def write_outputs(answer: Answer, *, out: Path | None, report: Path | None, full
                 report, model=q.model, hardware=q.hardware, workload=q.workload, num_nodes=q.num_nodes,
                 gpus_per_node=q.gpus_per_node, result=answer.result,
                 summary=summary(answer, full_rank_groups=full_rank_groups), framework=answer.framework,
-                framework_version=answer.framework_version, flags_kernel=q.flags_kernel,
+                choices=answer.flag_choices,
                 # The plan sp-plan answers with (and writes to --out): the framework's best.
                 chosen=answer.chosen if answer.overall_best_differs else None,
                 framework_choice=answer.overall_best_differs,

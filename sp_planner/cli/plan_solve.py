@@ -14,14 +14,15 @@ from sp_planner.sim.rerank import rerank_by_simulation, with_known
 
 
 def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: str,
-          launcher: str | None, framework_version: str | None = None, every_row: bool = False) -> Answer:
-    """Rank every plan; for one framework also the plans it can express (the table shows those).
+          launcher: str | None, every_row: bool = False) -> Answer:
+    """Rank every plan; for one framework also the plans it can express with the question's flag
+    choices (the table shows those).
     --simulate K re-ranks the best K of both. `every_row`: the frame of every plan will be read (a
     report), so the search keeps every costed row (search.search)."""
     q = question
     # Time and size plans as the framework runs them with the flags sp-plan emits: its overlap,
     # training states and TP gathers (cost.runtime; Megatron's for "all"; torchtitan's by release).
-    runtime = release_runtime(framework, framework_version, model=q.model)
+    runtime = release_runtime(framework, q.flag_choices.framework_version, model=q.model)
     where = dict(num_nodes=q.num_nodes, gpus_per_node=q.gpus_per_node)
     # At least two, so that "why this plan" compares the winner with the runner-up under --top 1.
     wanted = max(top, simulate or 0, 2)
@@ -31,7 +32,7 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
         fits = bool(result.ranked) and result.ranked[0].fits
         framework_ranked = () if framework == "all" or not fits else expressible_plans(
             result, framework, model=q.model, workload=q.workload, **where, top_k=wanted,
-            framework_version=framework_version, flags_kernel=q.flags_kernel, progress=update)
+            choices=q.flag_choices, progress=update)
         if simulate is not None:
             update(SEARCH_STEPS, SEARCH_STEPS, f"simulating the best {simulate} plans")
             known: dict = {}  # plan -> simulated step, shared by the two rankings
@@ -57,5 +58,5 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
                                        batch_scales_with_gpus=q.default_batch, runtime=runtime)
     shown = framework_ranked or result.ranked  # the ranking the table shows the head of
     return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
-                  launcher=launcher, framework_ranked=framework_ranked[:top], framework_version=framework_version,
+                  launcher=launcher, framework_ranked=framework_ranked[:top],
                   runner_up=shown[1] if len(shown) > 1 else None)

@@ -26,6 +26,7 @@ from sp_planner.destination import (
 )
 from sp_planner.cost.families import gpu_generation, profile_key
 from sp_planner.errors import UserInputError
+from sp_planner.flags import FlagChoices
 from sp_planner.plan import CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.search import Pins
 from sp_planner.space import PIN_DEGREES
@@ -53,9 +54,10 @@ class PlanQuestion(FrozenModel):
     # The named kernel whose curves time the plans (cost.attention_kernels.timed_kernel; set by
     # sp-plan once the framework is known); None where none is named: a profile sp-calibrate measured.
     attention_kernel: AttentionKernel | None = None
-    # The user's --attention-kernel, which the flags then select (FlagRequest.attention_kernel);
-    # None where none was given: the flags leave the framework's own.
-    flags_kernel: AttentionKernel | None = None
+    # How to render the flags (set by sp-plan with the framework): --framework-version's release and
+    # the user's --attention-kernel, which the flags then select (None where none was given: the
+    # flags leave the framework's own).
+    flag_choices: FlagChoices = FlagChoices()
 
     @property
     def world_size(self) -> int:

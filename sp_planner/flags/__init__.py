@@ -8,7 +8,7 @@ from sp_planner.cost.expert_padding import ROUTER_PADS
 from sp_planner.cost.runtime import Runtime, framework_runtime
 from sp_planner.errors import UserInputError
 from sp_planner.flags import deepspeed, megatron, megatron_moe, mindspeed, torchtitan, yunchang
-from sp_planner.flags.base import FRAMEWORKS, FlagRequest, Framework, FrameworkFlags
+from sp_planner.flags.base import FRAMEWORKS, FlagChoices, FlagRequest, Framework, FrameworkFlags
 from sp_planner.flags.launch import LAUNCHERS, render_launch
 from sp_planner.specs.model import ModelSpec
 
@@ -53,6 +53,7 @@ def release_runtime(framework: str, framework_version: str | None = None, *, mod
 __all__ = [
     "FRAMEWORKS",
     "LAUNCHERS",
+    "FlagChoices",
     "FlagRequest",
     "Framework",
     "FrameworkFlags",

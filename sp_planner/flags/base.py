@@ -28,19 +28,38 @@ FRAMEWORKS: tuple[str, ...] = ("megatron", "mindspeed", "deepspeed", "yunchang",
 FlagGroup = tuple[str, list[str]]
 
 
-class FlagRequest(FrozenModel):
-    """A chosen plan for one model and workload on num_nodes x gpus_per_node GPUs."""
+class FlagChoices(FrozenModel):
+    """How to render any plan's flags: the user's choices, beside the plan, that the renderers read.
+    One value from sp-plan's options (or a plan file's fields) to every FlagRequest it builds, so a
+    new choice is a field here, read by its renderer, and no new keyword along the way."""
+
+    # The framework release whose interface to emit (torchtitan: 0.3.0 or 0.2.2); None = newest.
+    framework_version: str | None = None
+    # The attention kernel the user timed the plan with (sp-plan --attention-kernel), which the flags
+    # then select where the framework can (flags.kernel_choice); None = the framework's own, no flag.
+    attention_kernel: AttentionKernel | None = None
+
+    def request(self, plan: ParallelPlan, *, model: ModelSpec, workload: Workload, num_nodes: int,
+                gpus_per_node: int) -> FlagRequest:
+        """The flags' question for `plan` of `model` on num_nodes x gpus_per_node GPUs, with these choices."""
+        return FlagRequest(model=model, workload=workload, plan=plan, num_nodes=num_nodes,
+                           gpus_per_node=gpus_per_node, **_choice_values(self))
+
+
+def _choice_values(value: FlagChoices) -> dict[str, object]:
+    """The FlagChoices fields of `value` (a FlagRequest's too, without its plan)."""
+    return {name: getattr(value, name) for name in FlagChoices.model_fields}
+
+
+class FlagRequest(FlagChoices):
+    """A chosen plan for one model and workload on num_nodes x gpus_per_node GPUs, with the user's
+    choices of how to render it (FlagChoices' fields)."""
 
     model: ModelSpec
     workload: Workload
     plan: ParallelPlan
     num_nodes: int = Field(ge=1)
     gpus_per_node: int = Field(ge=1)
-    # The framework release whose interface to emit (torchtitan: 0.3.0 or 0.2.2); None = newest.
-    framework_version: str | None = None
-    # The attention kernel the user timed the plan with (sp-plan --attention-kernel), which the flags
-    # then select where the framework can (flags.kernel_choice); None = the framework's own, no flag.
-    attention_kernel: AttentionKernel | None = None
 
     @model_validator(mode="after")
     def _check_world(self) -> "FlagRequest":
@@ -53,6 +72,11 @@ class FlagRequest(FrozenModel):
                 f"{p.world_size}"
             )
         return self
+
+    @property
+    def choices(self) -> FlagChoices:
+        """The choices alone, to build the request of another plan (FlagChoices.request)."""
+        return FlagChoices(**_choice_values(self))
 
     @property
     def world_size(self) -> int:

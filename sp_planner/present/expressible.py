@@ -13,7 +13,7 @@ from itertools import islice
 import numpy as np
 
 from sp_planner.estimate import PlanEstimate, SearchResult, plan_of_row
-from sp_planner.flags import FlagRequest, FrameworkFlags, render_flags
+from sp_planner.flags import FlagChoices, FrameworkFlags, render_flags
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import HEAD_ROWS, Progress
 from sp_planner.specs.model import ModelSpec
@@ -33,11 +33,11 @@ MAX_EXPERT_PARALLEL_TRIED = 100
 
 def _expressible(
     result: SearchResult, framework: str, *, model: ModelSpec, workload: Workload, num_nodes: int,
-    gpus_per_node: int, framework_version: str | None, flags_kernel: str | None,
+    gpus_per_node: int, choices: FlagChoices,
 ) -> Iterator[tuple[int, PlanEstimate, FrameworkFlags]]:
-    """(rank from 1, estimate, flags) of each fitting plan `framework` can express, in the order of
-    `result.head` (fitting plans first, fastest first); stops at the first plan that does not fit.
-    `flags_kernel`: the user's --attention-kernel, which the flags select (FlagRequest.attention_kernel)."""
+    """(rank from 1, estimate, flags rendered with `choices`) of each fitting plan `framework` can
+    express, in the order of `result.head` (fitting plans first, fastest first); stops at the first
+    plan that does not fit."""
     head = result.head(MAX_SCANNED)
     # The flags read the plan alone: each row's plan columns are read, and a row's whole estimate
     # (PlanEstimate.from_row, a millisecond) only where the framework expresses it.
@@ -45,10 +45,9 @@ def _expressible(
     for rank, (fits, *values) in enumerate(zip(head["fits"], *(head[name] for name in names)), start=1):
         if not fits:
             return
-        flags = render_flags(framework, FlagRequest(
-            model=model, workload=workload, plan=plan_of_row(dict(zip(names, values))), num_nodes=num_nodes,
-            gpus_per_node=gpus_per_node, framework_version=framework_version, attention_kernel=flags_kernel,
-        ))
+        flags = render_flags(framework, choices.request(plan_of_row(dict(zip(names, values))), model=model,
+                                                        workload=workload, num_nodes=num_nodes,
+                                                        gpus_per_node=gpus_per_node))
         if flags.supported:
             _, whole = next(head.iloc[rank - 1:rank].iterrows())  # the row as iterrows gives it
             yield rank, PlanEstimate.from_row(whole), flags
@@ -62,13 +61,11 @@ def best_expressible(
     workload: Workload,
     num_nodes: int,
     gpus_per_node: int,
-    framework_version: str | None = None,
-    flags_kernel: str | None = None,
+    choices: FlagChoices = FlagChoices(),
 ) -> tuple[int, PlanEstimate, FrameworkFlags] | None:
     """(rank from 1, estimate, flags) of the best fitting plan `framework` can express, or None."""
     return next(_expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                             gpus_per_node=gpus_per_node, framework_version=framework_version,
-                             flags_kernel=flags_kernel), None)
+                             gpus_per_node=gpus_per_node, choices=choices), None)
 
 
 def expressible_plans(
@@ -80,15 +77,14 @@ def expressible_plans(
     num_nodes: int,
     gpus_per_node: int,
     top_k: int,
-    framework_version: str | None = None,
-    flags_kernel: str | None = None,
+    choices: FlagChoices = FlagChoices(),
     progress: Progress | None = None,
 ) -> tuple[PlanEstimate, ...]:
     """The best `top_k` fitting plans `framework` can express, best first (empty if none is), in
     the analytic order of `result.head`. progress(found, top_k, what) hears of each plan found
     (about 1.5 ms each: sp-plan --top 1000 spends over a second here)."""
     found = _expressible(result, framework, model=model, workload=workload, num_nodes=num_nodes,
-                         gpus_per_node=gpus_per_node, framework_version=framework_version, flags_kernel=flags_kernel)
+                         gpus_per_node=gpus_per_node, choices=choices)
     plans: list[PlanEstimate] = []
     for _, estimate, _ in islice(found, top_k):
         plans.append(estimate)
@@ -105,8 +101,7 @@ def best_expert_parallel(
     workload: Workload,
     num_nodes: int,
     gpus_per_node: int,
-    framework_version: str | None = None,
-    flags_kernel: str | None = None,
+    choices: FlagChoices = FlagChoices(),
 ) -> tuple[int, PlanEstimate] | None:
     """(rank from 1, estimate) of the best fitting plan with expert parallelism (ep > 1) among the
     rows the search keeps that `framework` can express ("all": any), trying at most
@@ -118,9 +113,8 @@ def best_expert_parallel(
     rows = head.index[:last][head["ep"].to_numpy()[:last] > 1][:MAX_EXPERT_PARALLEL_TRIED]
     for i in rows:
         estimate = PlanEstimate.from_row(head.loc[i])
-        if framework == "all" or render_flags(framework, FlagRequest(
-                model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes,
-                gpus_per_node=gpus_per_node, framework_version=framework_version,
-                attention_kernel=flags_kernel)).supported:
+        if framework == "all" or render_flags(framework, choices.request(
+                estimate.plan, model=model, workload=workload, num_nodes=num_nodes,
+                gpus_per_node=gpus_per_node)).supported:
             return int(i) + 1, estimate
     return None

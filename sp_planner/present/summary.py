@@ -36,7 +36,7 @@ from sp_planner.present.uncertainty import plan_band, ties_with_first
 from sp_planner.cost.families import profile_key
 from sp_planner.cost.moe import router_imbalance
 from sp_planner.estimate import PlanEstimate, SearchResult
-from sp_planner.flags import FlagRequest, render_all
+from sp_planner.flags import FlagChoices, render_all
 from sp_planner.layout import rank_groups
 from sp_planner.plan import RULES, ParallelPlan
 from sp_planner.planfile import RankLayout
@@ -64,16 +64,15 @@ def build_summary(
     full_rank_groups: bool = False,
     framework: str | None = None,
     framework_ranked: Sequence[PlanEstimate] = (),
-    framework_version: str | None = None,
+    choices: FlagChoices = FlagChoices(),
     attention_kernel: str | None = None,
-    flags_kernel: str | None = None,
 ) -> dict[str, Any]:
     """The answer as plain JSON-ready data: the question, the top_k ranked plans, the prune counts.
     Each plan holds its rank groups' generator, and their full lists too when `full_rank_groups`.
     `framework` (sp-plan --framework; None for a report) and `framework_ranked`, the fitting plans
-    it can express, best first: what sp-plan's table ranks. `attention_kernel`: the named kernel whose
-    curves timed the plans (cost.attention_kernels.timed_kernel), None where none is named;
-    `flags_kernel`: the user's --attention-kernel, which the flags select (FlagRequest.attention_kernel)."""
+    it can express, best first: what sp-plan's table ranks; every plan's flags are rendered with
+    `choices`. `attention_kernel`: the named kernel whose curves timed the plans
+    (cost.attention_kernels.timed_kernel), None where none is named."""
     # The framework's plans are mostly `plans` again, and an entry renders every framework's flags
     # (a second per thousand plans): an equal estimate's entry is made once.
     made: dict[ParallelPlan, tuple[PlanEstimate, dict[str, Any]]] = {}
@@ -83,7 +82,7 @@ def build_summary(
         if kept is None or kept[0] != est:
             kept = made[est.plan] = (est, plan_entry(
                 est, model=model, workload=workload, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-                full_rank_groups=full_rank_groups, framework_version=framework_version, flags_kernel=flags_kernel))
+                full_rank_groups=full_rank_groups, choices=choices))
         return kept[1]
 
     def entries(estimates: Sequence[PlanEstimate]) -> list[dict[str, Any]]:
@@ -145,16 +144,13 @@ def plan_entry(
     num_nodes: int,
     gpus_per_node: int,
     full_rank_groups: bool = False,
-    framework_version: str | None = None,
-    flags_kernel: str | None = None,
+    choices: FlagChoices = FlagChoices(),
 ) -> dict[str, Any]:
     """One ranked plan: its degrees, the estimate's numbers, its rank groups' generator (and full
-    lists when `full_rank_groups`) and every framework's flags (torchtitan's for
-    `framework_version`, as sp-plan's table prints them)."""
-    request = FlagRequest(
-        model=model, workload=workload, plan=estimate.plan, num_nodes=num_nodes, gpus_per_node=gpus_per_node,
-        framework_version=framework_version, attention_kernel=flags_kernel,
-    )
+    lists when `full_rank_groups`) and every framework's flags rendered with `choices` (torchtitan's
+    release among them), as sp-plan's table prints them."""
+    request = choices.request(estimate.plan, model=model, workload=workload, num_nodes=num_nodes,
+                              gpus_per_node=gpus_per_node)
     flags = {
         framework: {name: _jsonable(getattr(rendered, name)) for name in FLAG_FIELDS}
         for framework, rendered in render_all(request).items()

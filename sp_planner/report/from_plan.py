@@ -60,7 +60,7 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     for line in (loaded.release_note, None if router is None else router.note):
         if line is not None:
             note(line)
-    runtime, version = plan_file.runtime, plan_file.framework_version
+    runtime, choices = plan_file.runtime, plan_file.flag_choices
     pins, pinned = recorded_pins(plan_file)
     if pinned:
         note("the report searches with the plan file's " + ", ".join(f"{name} {value}" for name, value in
@@ -81,16 +81,16 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                                                runtime=runtime)
     framework_ranked = () if not fits else expressible_plans(
         result, plan_file.framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
-        gpus_per_node=per_node, top_k=top_k, framework_version=version, flags_kernel=plan_file.flags_kernel)
+        gpus_per_node=per_node, top_k=top_k, choices=choices)
     summary = build_summary(model=plan_file.model, hardware=plan_file.hardware, workload=plan_file.workload,
                             num_nodes=nodes, gpus_per_node=per_node, result=result, top_k=top_k,
                             suggestions=suggestions, framework=plan_file.framework,
-                            framework_ranked=framework_ranked[:top_k], framework_version=version,
-                            attention_kernel=plan_file.attention_kernel, flags_kernel=plan_file.flags_kernel)
+                            framework_ranked=framework_ranked[:top_k], choices=choices,
+                            attention_kernel=plan_file.attention_kernel)
     return write_report(out_dir, model=plan_file.model, hardware=plan_file.hardware,
                         workload=plan_file.workload, num_nodes=nodes, gpus_per_node=per_node, result=result,
-                        summary=summary, runs=runs, framework=plan_file.framework, framework_version=version,
-                        flags_kernel=plan_file.flags_kernel, chosen=chosen_estimate(plan_file, result))
+                        summary=summary, runs=runs, framework=plan_file.framework, choices=choices,
+                        chosen=chosen_estimate(plan_file, result))
 
 
 def _refuse_repeated_runs(run_paths: Sequence[Path]) -> None:

@@ -94,8 +94,7 @@ def _flags(request: FlagRequest, framework: str, result: SearchResult) -> Raw:
         if not flags.supported:
             fallback = best_expressible(result, name, model=request.model, workload=request.workload,
                                         num_nodes=request.num_nodes, gpus_per_node=request.gpus_per_node,
-                                        framework_version=request.framework_version,
-                                        flags_kernel=request.attention_kernel)
+                                        choices=request.choices)
             parts.append(tag("p", f"{name} cannot express this plan: {flags.reason}.", class_="warn"))
             if fallback is None:
                 parts.append(tag("p", f"No plan that fits can be expressed in {name}."))

@@ -25,7 +25,7 @@ from sp_planner.destination import WriteFailed, new_folder_mode, resolve_link
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.fileio import check_output_folder
-from sp_planner.flags import FlagRequest, release_runtime
+from sp_planner.flags import FlagChoices, release_runtime
 from sp_planner.report import recommendation, sections
 from sp_planner import interrupts
 from sp_planner.report.background import Background
@@ -67,8 +67,7 @@ def write_report(
     summary: dict[str, Any],
     runs: Sequence[RunRecord] = (),
     framework: str = "megatron",
-    framework_version: str | None = None,
-    flags_kernel: str | None = None,
+    choices: FlagChoices = FlagChoices(),
     chosen: PlanEstimate | None = None,
     framework_choice: bool = False,
 ) -> Path:
@@ -77,9 +76,9 @@ def write_report(
     `chosen` is the plan the report recommends (a plan file's plan); by default the search's first.
     `framework_choice`: `chosen` is not a plan file's but the best plan `framework` can express
     (sp-plan --framework F --report, where F cannot express the search's first), as sp-plan answers.
-    `framework` names whose flags to show ("all" for every framework), at `framework_version`
-    (torchtitan's release, flags.release_runtime: also the runtime the simulation section times
-    the plan with), selecting `flags_kernel` (sp-plan --attention-kernel; FlagRequest.attention_kernel).
+    `framework` names whose flags to show ("all" for every framework), rendered with `choices`
+    (whose framework_version, torchtitan's release, flags.release_runtime, is also the runtime the
+    simulation section times the plan with).
     `summary` is written as
     summary.json unchanged: pass sp_planner.present.summary.build_summary's document.
     """
@@ -106,8 +105,7 @@ def write_report(
         text = render_index(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
                             gpus_per_node=gpus_per_node, result=result, runs=runs, framework=framework,
                             chosen=chosen, from_plan_file=plan_file_plan, frame=frame,
-                            framework_version=framework_version, framework_choice=framework_choice,
-                            flags_kernel=flags_kernel)
+                            choices=choices, framework_choice=framework_choice)
     except BaseException:
         _discard(staging, csv)
         raise
@@ -142,17 +140,15 @@ def _write_failed(out_dir: Path, err: OSError, *, text: str, frame: pd.DataFrame
 def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workload, num_nodes: int,
                  gpus_per_node: int, result: SearchResult, runs: Sequence[RunRecord], framework: str,
                  chosen: PlanEstimate, from_plan_file: bool, frame: pd.DataFrame | None = None,
-                 framework_version: str | None = None, framework_choice: bool = False,
-                 flags_kernel: str | None = None) -> str:
+                 choices: FlagChoices = FlagChoices(), framework_choice: bool = False) -> str:
     """The text of index.html. `frame`: result.frame when the caller already holds it."""
     frame = result.frame if frame is None else frame
     shown = list(result.ranked[:TOP_PLANS])
     chosen_outside = all(est.plan != chosen.plan for est in shown)
     if chosen_outside:
         shown = [chosen, *shown[: TOP_PLANS - 1]]
-    flag_request = FlagRequest(model=model, workload=workload, plan=chosen.plan, num_nodes=num_nodes,
-                               gpus_per_node=gpus_per_node, framework_version=framework_version,
-                               attention_kernel=flags_kernel)
+    flag_request = choices.request(chosen.plan, model=model, workload=workload, num_nodes=num_nodes,
+                                   gpus_per_node=gpus_per_node)
     world = num_nodes * gpus_per_node
     parts = [
         sections.question_section(model=model, hardware=hardware, workload=workload, num_nodes=num_nodes,
@@ -165,7 +161,7 @@ def render_index(*, model: ModelSpec, hardware: HardwareProfile, workload: Workl
                                  prune_counts=result.prune_counts),
         simulation_section(model=model, hardware=hardware, workload=workload, chosen=chosen, num_nodes=num_nodes,
                            gpus_per_node=gpus_per_node,
-                           runtime=release_runtime(framework, framework_version, model=model)),
+                           runtime=release_runtime(framework, choices.framework_version, model=model)),
     ]
     if runs:
         parts.append(sections.runs_section(runs))
