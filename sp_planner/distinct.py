@@ -133,12 +133,14 @@ def per_distinct_rows(fn: Callable, rows, names):
     return take_rows(fn(rows.take(first)), inverse, len(first))
 
 
-def distinct_key(rows, names) -> tuple[np.ndarray, np.ndarray] | None:
+def distinct_key(rows, names, *columns) -> tuple[np.ndarray, np.ndarray] | None:
     """distinct_rows' (first, inverse) of the columns `names` of a container of per-row integer or
-    bool columns (candidates.Candidates), or None below DISTINCT_MIN_ROWS rows (per_key runs directly)."""
+    bool columns (candidates.Candidates) and of further integer `columns` computed from them (one
+    entry a row), or None below DISTINCT_MIN_ROWS rows (per_key runs directly)."""
     if len(rows) < DISTINCT_MIN_ROWS:
         return None
-    return distinct_columns([np.asarray(getattr(rows, name), dtype=np.int64) for name in names])
+    return distinct_columns([np.asarray(getattr(rows, name), dtype=np.int64) for name in names]
+                            + [np.asarray(column, dtype=np.int64) for column in columns])
 
 
 def per_key(fn: Callable, key: tuple[np.ndarray, np.ndarray] | None, *args, **kwargs):

@@ -24,21 +24,22 @@ from sp_planner.cost.attention_kernels import kernel_head_dim
 from sp_planner.cost.dropout import has_attention_dropout
 from sp_planner.cost.ep_overlap import layer_ep_saving_s
 from sp_planner.cost.expert_padding import NO_PADDING, padding_align_rows, router_pad_load
-from sp_planner.cost.gemm_work import gemm_work
+from sp_planner.cost.gemm_work import GemmWork, gemm_work
 from sp_planner.cost.moe import (
     ETP_BACKWARD_COLLECTIVES,
     ETP_FORWARD_COLLECTIVES,
     MOE_BACKWARD_ALL_TO_ALLS,
     MOE_FORWARD_ALL_TO_ALLS,
+    MoETimes,
     moe_times,
 )
 from sp_planner.cost.overlap import Overlap
 from sp_planner.cost.precision import gemm_peak_flops
 from sp_planner.cost.ring_impl import RingImpl
 from sp_planner.cost.tp_gathers import TpGathers, expert_precision
-from sp_planner.cost.tp_times import layer_tp_times
+from sp_planner.cost.tp_times import LayerTP, layer_tp_times
 from sp_planner.cost.window import windowed_attention_times
-from sp_planner.distinct import per_distinct_rows
+from sp_planner.distinct import distinct_key, per_distinct_rows, per_key
 from sp_planner.layout import CP_AXES, axis_stride, group_size
 from sp_planner.cost.activations import sequence_parallel_region_tokens
 from sp_planner.cost.mla_recompute import mla_up_proj_recompute_s
@@ -58,6 +59,13 @@ from sp_planner.specs.workload import Workload
 # checks that none of these is read.
 UNREAD_COLUMNS = frozenset({"dp", "dp_replicate", "zero", "reshard", "vpp", "first_stage_layers",
                             "last_stage_layers"})
+# The columns a layer's GEMM side (its GEMMs, MoE dispatch and TP collectives, which read the
+# sequence split as cp = ulysses x ring alone) and its core attention read: of the distinct layers a
+# search chunk prices, about 1 in 20 and 1 in 25 differ in them (DeepSeek-V3 on 1,024 H100s: ~980
+# with cp and ~830 of ~20,400), each priced once (layer_times). tests/cost/test_layer_times.py
+# checks that each reads no other.
+GEMM_COLUMNS = ("micro_batch", "tp", "ep", "etp", "precision", "fp8_current", "fp8_blockwise")
+ATTENTION_COLUMNS = ("micro_batch", "tp", "ulysses", "ring", "zigzag", "allgather")
 
 
 class LayerTimes(NamedTuple):
@@ -109,51 +117,32 @@ class LayerTimes(NamedTuple):
         return np.where(self.pp > 1, self.emb_tp_fwd_s + self.emb_tp_bwd_s, 0.0)
 
 
-def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, tokens, cp,
+def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                 gpus_per_node: int, overlap: Overlap, ring_impl: RingImpl, loss_bytes_per_logit: int,
                 sequence_parallel: bool, tp_gathers: TpGathers, unpads_attention: bool = False,
                 moe_router_dtype: str | None = None, expert_row_padding: str = NO_PADDING) -> LayerTimes:
-    """`tokens`: a rank's tokens per micro-batch in the sequence-sharded regions (micro-batch x
-    sequence / cp); `tp_gathers`: the recipes whose TP all-gathers the framework moves in low
-    precision, and whether it gathers the saved inputs again (cost.tp_gathers); `unpads_attention`:
-    the framework's unpad and pad passes around the attention kernel (cost.unpad_passes);
+    """`tp_gathers`: the recipes whose TP all-gathers the framework moves in low precision, and
+    whether it gathers the saved inputs again (cost.tp_gathers); `unpads_attention`: the
+    framework's unpad and pad passes around the attention kernel (cost.unpad_passes);
     `moe_router_dtype`: Megatron's --moe-router-dtype (cost.router); `expert_row_padding`: who
     pads each local expert's rows for FP8, its grouped MLP or its router (cost.expert_padding); the rest as
-    cost.step.time_columns."""
-    tp, u, r, b, gpn = c.tp, c.ulysses, c.ring, c.micro_batch, gpus_per_node
-    experts = expert_precision(c.precision, tp_gathers)
-    copies_align, router_align = padding_align_rows(experts, expert_row_padding)
-    moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
-                    ep_stride=axis_stride(c, "ep"), elem_bytes=BF16_BYTES, gpus_per_node=gpn,
-                    gemm_flops_per_s=gemm_peak_flops(hardware, experts, c.fp8_blockwise),
-                    pad_align_rows=copies_align, router_pad_align_rows=router_align)
-    # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
-    # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
-    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
-    # holds the active experts' GEMMs already).
-    work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=b, cp=cp, ep=c.ep, etp=c.etp,
-                     precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
-                     extra_fwd_s=moe.extra_expert_gemm_fwd_s,
-                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
-                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
-                     unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype)
+    cost.step.time_columns. The GEMM side and core attention are priced once per row distinct in
+    what each reads (GEMM_COLUMNS and cp, ATTENTION_COLUMNS) and spread back: both work row by row."""
+    tp, gpn = c.tp, gpus_per_node
+    cp = group_size(c, CP_AXES)
+    tokens = c.micro_batch * workload.seq_len / cp  # a rank's tokens per micro-batch in the sequence-sharded regions
+    _, router_align = padding_align_rows(expert_precision(c.precision, tp_gathers), expert_row_padding)
+    moe, work, tp_times = per_key(layer_gemm_side, distinct_key(c, GEMM_COLUMNS, cp), model, hardware, workload, c,
+                                  cp=cp, tokens=tokens, gpus_per_node=gpn, overlap=overlap,
+                                  loss_bytes_per_logit=loss_bytes_per_logit, sequence_parallel=sequence_parallel,
+                                  tp_gathers=tp_gathers, unpads_attention=unpads_attention,
+                                  moe_router_dtype=moe_router_dtype, expert_row_padding=expert_row_padding)
     gemm_fwd, gemm_bwd, gemm_only, logits = work
     layer_gemm_fwd = gemm_fwd  # the layer's GEMMs alone, which the mlp recompute re-runs a share of
     # The MoE dispatcher's permutations, forward and their mirror in backward (cost.moe).
     gemm_fwd, gemm_bwd = gemm_fwd + moe.permute_s, gemm_bwd + moe.permute_s
-    attn = attention_times(
-        hardware, batch=b, seq_len=workload.seq_len, num_heads=model.num_heads,
-        num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=tp, ulysses=u, ring=r,
-        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpn, elem_bytes=BF16_BYTES,
-        allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
-        attention_dropout=has_attention_dropout(model),
-    )
-    attn = windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=b, tp=tp, ulysses=u,
-                                    ring=r)
-    # A layer's TP collectives, exposed or overlapped with its GEMMs, and the embedding's and
-    # the output layer's (cost.tp_times).
-    tp_times = layer_tp_times(model, hardware, c, tokens=tokens, gpus_per_node=gpn, overlap=overlap,
-                              sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, gemm_only_s=gemm_only)
+    attn = per_distinct_rows(lambda rows: layer_attention(model, hardware, workload, rows, gpus_per_node=gpn,
+                                                          ring_impl=ring_impl), c, ATTENTION_COLUMNS)
     ag, rs, tp_fwd, tp_bwd = tp_times.all_gather_s, tp_times.reduce_scatter_s, tp_times.fwd_s, tp_times.bwd_s
     tp_layer = tp_fwd + tp_bwd
     moe_fwd = MOE_FORWARD_ALL_TO_ALLS * moe.all_to_all_s + ETP_FORWARD_COLLECTIVES * moe.etp_collective_s
@@ -207,15 +196,59 @@ def layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload,
 
 def candidate_layer_times(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
                           gpus_per_node: int, **runtime) -> LayerTimes:
-    """layer_times of the candidates `c` (their tokens per micro-batch and rank, micro-batch x
-    sequence / cp, as cost.step's), priced once per row distinct in the columns it reads (every
+    """layer_times of the candidates `c`, priced once per row distinct in the columns it reads (every
     column but UNREAD_COLUMNS); `runtime`: layer_times' other keywords."""
-    def priced(rows: Candidates) -> LayerTimes:
-        cp = group_size(rows, CP_AXES)
-        return layer_times(model, hardware, workload, rows, tokens=rows.micro_batch * workload.seq_len / cp, cp=cp,
-                           gpus_per_node=gpus_per_node, **runtime)
+    return per_distinct_rows(lambda rows: layer_times(model, hardware, workload, rows, gpus_per_node=gpus_per_node,
+                                                      **runtime),
+                             c, [f.name for f in fields(c) if f.name not in UNREAD_COLUMNS])
 
-    return per_distinct_rows(priced, c, [f.name for f in fields(c) if f.name not in UNREAD_COLUMNS])
+
+def layer_gemm_side(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *, cp, tokens,
+                    gpus_per_node: int, overlap: Overlap, loss_bytes_per_logit: int, sequence_parallel: bool,
+                    tp_gathers: TpGathers, unpads_attention: bool, moe_router_dtype: str | None,
+                    expert_row_padding: str) -> tuple[MoETimes, GemmWork, LayerTP]:
+    """A layer's MoE dispatch and busiest-rank expert GEMMs (cost.moe), its GEMMs, FP8 casts and
+    memory-bound ops and the logits (cost.gemm_work), and its TP collectives, exposed or overlapped
+    with its GEMMs, with the embedding's and the output layer's (cost.tp_times), of the candidates
+    `c`: GEMM_COLUMNS and `cp` (their ulysses x ring) alone are read, `tokens` (a rank's per
+    micro-batch) computed from them; the options as layer_times'."""
+    tp, gpn = c.tp, gpus_per_node
+    experts = expert_precision(c.precision, tp_gathers)
+    copies_align, router_align = padding_align_rows(experts, expert_row_padding)
+    moe = moe_times(hardware, model, tokens_per_tp_rank=tokens / tp, ep=c.ep, etp=c.etp,
+                    ep_stride=axis_stride(c, "ep"), elem_bytes=BF16_BYTES, gpus_per_node=gpn,
+                    gemm_flops_per_s=gemm_peak_flops(hardware, experts, c.fp8_blockwise),
+                    pad_align_rows=copies_align, router_pad_align_rows=router_align)
+    # The layers' GEMMs, FP8 casts and memory-bound ops, and the logits (cost.gemm_work), with the
+    # busiest EP rank's extra expert GEMMs (cost.moe: its load over the mean and the small-M
+    # grouped-GEMM slowdown of cost.grouped_gemm; 0 for dense models; layer_gemm_flops_per_token
+    # holds the active experts' GEMMs already).
+    work = gemm_work(model, hardware, seq_len=workload.seq_len, tp=tp, micro_batch=c.micro_batch, cp=cp, ep=c.ep,
+                     etp=c.etp, precision=c.precision, fp8_current=c.fp8_current, gpus_per_node=gpn,
+                     extra_fwd_s=moe.extra_expert_gemm_fwd_s,
+                     loss_bytes_per_logit=loss_bytes_per_logit, fp8_blockwise=c.fp8_blockwise,
+                     sequence_parallel=sequence_parallel, tp_gathers=tp_gathers,
+                     unpads_attention=unpads_attention, moe_router_dtype=moe_router_dtype)
+    # A layer's TP collectives, exposed or overlapped with its GEMMs, and the embedding's and
+    # the output layer's (cost.tp_times).
+    tp_times = layer_tp_times(model, hardware, c, tokens=tokens, gpus_per_node=gpn, overlap=overlap,
+                              sequence_parallel=sequence_parallel, tp_gathers=tp_gathers, gemm_only_s=work.gemm_only_s)
+    return moe, work, tp_times
+
+
+def layer_attention(model: ModelSpec, hardware: HardwareProfile, workload: Workload, c: Candidates, *,
+                    gpus_per_node: int, ring_impl: RingImpl) -> AttentionTimes:
+    """A layer's core attention and its ring/Ulysses comm (cost.attention, cost.window) of the
+    candidates `c`: ATTENTION_COLUMNS alone are read."""
+    attn = attention_times(
+        hardware, batch=c.micro_batch, seq_len=workload.seq_len, num_heads=model.num_heads,
+        num_kv_heads=model.num_kv_heads, head_dim=model.head_dim, tp=c.tp, ulysses=c.ulysses, ring=c.ring,
+        causal=workload.causal, zigzag=c.zigzag, gpus_per_node=gpus_per_node, elem_bytes=BF16_BYTES,
+        allgather=c.allgather, ring_impl=ring_impl, kernel_head_dim=kernel_head_dim(hardware, model),
+        attention_dropout=has_attention_dropout(model),
+    )
+    return windowed_attention_times(attn, hardware, model, seq_len=workload.seq_len, batch=c.micro_batch, tp=c.tp,
+                                    ulysses=c.ulysses, ring=c.ring)
 
 
 def backward_lead_s(lt: LayerTimes, recompute) -> np.ndarray:

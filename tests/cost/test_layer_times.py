@@ -6,7 +6,8 @@ from dataclasses import fields
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.layer_times import UNREAD_COLUMNS, backward_lead_s, layer_times
+from sp_planner.cost.layer_times import (ATTENTION_COLUMNS, GEMM_COLUMNS, UNREAD_COLUMNS, backward_lead_s,
+                                         layer_attention, layer_gemm_side, layer_times)
 from sp_planner.cost.runtime import FRAMEWORK_RUNTIME, MEGATRON_RUNTIME
 from sp_planner.cost.overlap import MEGATRON_OVERLAP
 from sp_planner.cost.ring_impl import TE_RING
@@ -15,6 +16,7 @@ from sp_planner.plan import ParallelPlan
 from sp_planner.search import search_axes
 from sp_planner.space import Pins, enumerate_candidates
 from sp_planner.candidates import Candidates
+from sp_planner.layout import CP_AXES, group_size
 from sp_planner.specs import Workload
 
 WORKLOAD = Workload(seq_len=4096, global_batch=8)
@@ -22,8 +24,8 @@ WORKLOAD = Workload(seq_len=4096, global_batch=8)
 
 def _times(model, hardware, plan, tp_gathers=TE_TP_GATHERS):
     c = Candidates.of_plan(plan)
-    return layer_times(model, hardware, WORKLOAD, c, tokens=plan.micro_batch * WORKLOAD.seq_len, cp=1,
-                       gpus_per_node=2, overlap=MEGATRON_OVERLAP, ring_impl=TE_RING, loss_bytes_per_logit=4,
+    return layer_times(model, hardware, WORKLOAD, c, gpus_per_node=2, overlap=MEGATRON_OVERLAP, ring_impl=TE_RING,
+                       loss_bytes_per_logit=4,
                        sequence_parallel=True, tp_gathers=tp_gathers)
 
 
@@ -88,12 +90,17 @@ def test_the_first_backward_gathers_are_priced_as_their_own_kind(toy_model, hard
 
 
 class _Recording(Candidates):
-    """Candidates that note every column read (candidates.Candidates.take keeps the type)."""
+    """Candidates that note every column read, and whose rows taken note theirs."""
 
     def __getattribute__(self, name):
         if name in _COLUMNS:
             _READ.add(name)
         return super().__getattribute__(name)
+
+    def take(self, index):
+        """The rows at `index`, still recording: a take copies every column, reading none for a price
+        (layer_times takes the distinct rows of its parts' keys)."""
+        return _Recording(**{name: object.__getattribute__(self, name)[index] for name in _COLUMNS})
 
 
 _COLUMNS = frozenset(f.name for f in fields(Candidates))
@@ -111,12 +118,36 @@ def test_layer_times_reads_none_of_the_columns_it_is_deduplicated_without(runtim
     c = enumerate_candidates(workload, 16, Pins(precision=None), 8, axes=search_axes(model, hardware))
     recording = _Recording(**{f.name: getattr(c, f.name) for f in fields(c)})
     _READ.clear()
-    layer_times(model, hardware, workload, recording, tokens=c.micro_batch * workload.seq_len, cp=1, gpus_per_node=8,
+    layer_times(model, hardware, workload, recording, gpus_per_node=8,
                 overlap=runtime.overlap, ring_impl=runtime.ring, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
                 sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
                 moe_router_dtype=runtime.moe_router_dtype)
     assert {"tp", "micro_batch", "precision", "ep"} <= _READ  # the recording sees the reads
     assert not _READ & UNREAD_COLUMNS
+
+
+@pytest.mark.parametrize("runtime", [*FRAMEWORK_RUNTIME.values(), MEGATRON_RUNTIME.model_copy(update={
+    "overlap": MEGATRON_RUNTIME.overlap.model_copy(update={"tp_comm": True, "ep_comm": True}),
+    "moe_router_dtype": "fp32"})], ids=[*FRAMEWORK_RUNTIME, "megatron-tp-ep-overlap-fp32-router"])
+def test_each_part_reads_only_the_columns_of_its_key(runtime):
+    # layer_times prices its GEMM side once per distinct GEMM_COLUMNS and cp (ulysses x ring, passed
+    # in: the side reads neither ulysses nor ring) and core attention once per distinct
+    # ATTENTION_COLUMNS: sound only while each reads no other column.
+    model, hardware = load_model("Qwen3-30B-A3B"), load_hardware("H100-SXM")
+    workload = Workload(seq_len=8192, global_batch=64)
+    c = enumerate_candidates(workload, 16, Pins(precision=None), 8, axes=search_axes(model, hardware))
+    recording = _Recording(**{f.name: getattr(c, f.name) for f in fields(c)})
+    cp = group_size(c, CP_AXES)
+    _READ.clear()
+    layer_gemm_side(model, hardware, workload, recording, cp=cp, tokens=c.micro_batch * workload.seq_len / cp,
+                    gpus_per_node=8, overlap=runtime.overlap, loss_bytes_per_logit=runtime.loss_bytes_per_logit,
+                    sequence_parallel=runtime.sequence_parallel, tp_gathers=runtime.tp_gathers,
+                    unpads_attention=runtime.unpads_attention, moe_router_dtype=runtime.moe_router_dtype,
+                    expert_row_padding=runtime.expert_row_padding)
+    assert {"tp", "micro_batch", "precision", "ep"} <= _READ <= set(GEMM_COLUMNS)
+    _READ.clear()
+    layer_attention(model, hardware, workload, recording, gpus_per_node=8, ring_impl=runtime.ring)
+    assert {"tp", "ulysses", "ring", "micro_batch"} <= _READ <= set(ATTENTION_COLUMNS)
 
 
 def test_tp_comm_overlap_at_tp_1_prices_no_tp_collective():
@@ -128,7 +159,7 @@ def test_tp_comm_overlap_at_tp_1_prices_no_tp_collective():
     times = {}
     for tp in (1, 2):
         c = Candidates.of_plan(ParallelPlan(tp=tp, dp=8 // tp, ep=8 // tp))
-        times[tp] = [layer_times(model, hardware, WORKLOAD, c, tokens=WORKLOAD.seq_len, cp=1, gpus_per_node=8,
+        times[tp] = [layer_times(model, hardware, WORKLOAD, c, gpus_per_node=8,
                                  overlap=overlap, ring_impl=TE_RING, loss_bytes_per_logit=4, sequence_parallel=True,
                                  tp_gathers=TE_TP_GATHERS) for overlap in (MEGATRON_OVERLAP, overlapped)]
     plain, over = times[1]

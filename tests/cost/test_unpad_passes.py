@@ -74,7 +74,7 @@ def test_off_is_the_default():
 
 def _layer(recompute: str, unpads: bool):
     plan = ParallelPlan(dp=8, zero=3, micro_batch=12, recompute=recompute)
-    return layer_times(MPT_1B, H100, WORKLOAD, Candidates.of_plan(plan), tokens=12 * 2048, cp=1, gpus_per_node=8,
+    return layer_times(MPT_1B, H100, WORKLOAD, Candidates.of_plan(plan), gpus_per_node=8,
                        overlap=TORCHTITAN_OVERLAP, ring_impl=YUNCHANG_RING, loss_bytes_per_logit=4,
                        sequence_parallel=True, tp_gathers=BF16_TP_GATHERS, unpads_attention=unpads)
 
