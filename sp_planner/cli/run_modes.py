@@ -21,7 +21,13 @@ from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.terminal import wrap_at_spaces
 from sp_planner.destination import deliver_text
 from sp_planner.errors import UserInputError
-from sp_planner.executor.budget import LONG_REFERENCE_S, reference_time_s, run_memory
+from sp_planner.executor.budget import (
+    LONG_REFERENCE_S,
+    RUNTIME_OVERHEAD_BYTES,
+    held_bytes,
+    reference_time_s,
+    run_memory,
+)
 from sp_planner.executor.config import RunConfig
 from sp_planner.executor.devices import check_local_gpus
 from sp_planner.executor.failure import STAGE_DONE
@@ -148,24 +154,27 @@ def check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, clu
                 console: Console) -> None:
     """Refuse (exit 2) a run whose ranks cannot fit this machine's memory, before torchrun starts
     anything; note a long reference. sp-run never shrinks a plan to make it fit."""
-    memory = run_memory(cfg)
-    need = memory.peak_bytes
     available = available_bytes(cfg.device, plan_file)
     if available is not None:
         have, source = available
         per_rank = have // local_ranks if cfg.device == "cpu" else have
+        shared = f" / {local_ranks} local ranks" if cfg.device == "cpu" and local_ranks > 1 else ""
+        held = held_bytes(cfg)
+        if held > per_rank:  # refused before the step's replay, which takes minutes at thousands of ring ranks
+            raise UserInputError(
+                f"the run needs over {format_bytes(held)} per rank (the global fp32 inputs and reference "
+                f"{format_bytes(held - RUNTIME_OVERHEAD_BYTES[cfg.device])} and "
+                f"{format_bytes(RUNTIME_OVERHEAD_BYTES[cfg.device])} for the runtime, before any phase's own) but "
+                + _too_big_tail(per_rank, have, source, shared, cluster, plan_file))
+        memory = run_memory(cfg)
+        need = memory.peak_bytes
         if need > per_rank:
-            shared = f" / {local_ranks} local ranks" if cfg.device == "cpu" and local_ranks > 1 else ""
             phase, phase_bytes = memory.largest_phase
             raise UserInputError(
                 f"the run needs about {format_bytes(need)} per rank (the global fp32 inputs and reference "
                 f"{format_bytes(memory.inputs_bytes + memory.reference_bytes)}, then {phase} "
                 f"{format_bytes(phase_bytes)}, and {format_bytes(memory.runtime_bytes)} for the runtime) but "
-                f"{format_bytes(per_rank)} is available per rank "
-                f"({format_bytes(have)} {source}{shared}); sp-run never shrinks a plan: run it where it fits, "
-                f"e.g. on the cluster with --device cuda: {cluster} ; or pass a smaller --seq-len"
-                + (" with explicit --ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan"
-                   if plan_file is not None else ""))
+                + _too_big_tail(per_rank, have, source, shared, cluster, plan_file))
     seconds = reference_time_s(cfg, local_ranks=local_ranks, cpu_cores=os.cpu_count() or 1)
     if seconds > timeout_s:  # the run would be killed before it could finish: say so now
         raise UserInputError(
@@ -177,6 +186,15 @@ def check_fits(cfg: RunConfig, local_ranks: int, plan_file: PlanFile | None, clu
         console.print(f"note: each rank computes the full fp32 reference first, about {format_seconds(seconds)} "
                       f"on {cfg.device} here{also} (--timeout {timeout_s:g} s bounds the whole run; raise it if "
                       "that is too short)", soft_wrap=True, highlight=False)
+
+
+def _too_big_tail(per_rank: int, have: int, source: str, shared: str, cluster: str,
+                  plan_file: PlanFile | None) -> str:
+    """The end of check_fits' refusal: what is available, and where the run fits instead."""
+    return (f"{format_bytes(per_rank)} is available per rank ({format_bytes(have)} {source}{shared}); sp-run never "
+            f"shrinks a plan: run it where it fits, e.g. on the cluster with --device cuda: {cluster} ; or pass a "
+            "smaller --seq-len" + (" with explicit --ulysses/--ring/--heads/--kv-heads/--head-dim instead of --plan"
+                                   if plan_file is not None else ""))
 
 
 def _launch(job: Job, start) -> int:

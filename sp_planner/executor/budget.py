@@ -95,6 +95,13 @@ def _tensors_elems(cfg: RunConfig) -> int:
     return cfg.batch * cfg.seq_len * (cfg.heads_per_tp_rank + cfg.kv_heads_per_tp_rank) * (cfg.head_dim + cfg.v_dim)
 
 
+def held_bytes(cfg: RunConfig) -> int:
+    """What a rank holds through every phase, run_memory's inputs_bytes + reference_bytes +
+    runtime_bytes: a floor of its peak_bytes that replays no step (the replay takes seconds at a
+    ring of a thousand ranks and hours at a million), so that a run far too big is refused at once."""
+    return 2 * _tensors_elems(cfg) * FP32_BYTES + RUNTIME_OVERHEAD_BYTES[cfg.device]
+
+
 def run_memory(cfg: RunConfig) -> RunMemory:
     b, s, d_qk, d_v = cfg.batch, cfg.seq_len, cfg.head_dim, cfg.v_dim  # MLA: d_qk != d_v
     h, kv = cfg.heads_per_tp_rank, cfg.kv_heads_per_tp_rank

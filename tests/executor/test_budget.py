@@ -5,6 +5,7 @@ import pytest
 from sp_planner.executor.budget import (
     CPU_CORE_REFERENCE_FLOPS_PER_S,
     CUDA_REFERENCE_FLOPS_PER_S,
+    held_bytes,
     reference_flops,
     reference_score_pairs,
     reference_time_s,
@@ -49,6 +50,14 @@ def test_memory_of_the_16k_llama_run():
     assert m.executor_replayed
     assert m.largest_phase == ("its sharded steps (sp-run's step replayed)", 1505.5 * MIB)
     assert m.peak_bytes == (640 + 640 + 1505.5 + 512) * MIB
+
+
+def test_held_bytes_are_what_a_rank_holds_through_every_phase():
+    # 640 MiB of fp32 inputs, 640 MiB of reference results, 512 MiB of runtime on CPU, 1 GiB on CUDA
+    for cfg, runtime in ((LLAMA_16K, 512 * MIB), (LLAMA_16K.model_copy(update={"device": "cuda"}), 1024 * MIB)):
+        m = run_memory(cfg)
+        assert held_bytes(cfg) == m.inputs_bytes + m.reference_bytes + m.runtime_bytes == 1280 * MIB + runtime
+        assert held_bytes(cfg) < m.peak_bytes
 
 
 def test_ring_of_two_by_hand_against_the_old_layer_estimate():

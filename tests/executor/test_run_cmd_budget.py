@@ -70,6 +70,20 @@ def test_terabyte_run_is_refused_on_this_machine(capsys, monkeypatch):
     assert "MemAvailable in /proc/meminfo / 2 local ranks" in err
 
 
+def test_ring_of_a_million_ranks_is_refused_without_replaying_its_step(capsys, monkeypatch):
+    """--ring 1048576 (the option's bound): the replay of one step is quadratic in the ring (4096
+    ranks took 39 s, a million hung for hours); the inputs, reference and runtime a rank holds
+    throughout, 2 GiB + 512 MiB, already exceed 4 GiB / 1048576 local ranks = 4 KiB."""
+    monkeypatch.setattr(run_modes, "available_bytes", lambda device, plan_file: (4 * GIB, "MemAvailable"))
+    monkeypatch.setattr(run_modes, "run_memory", lambda cfg: pytest.fail("replayed the step of a run that cannot fit"))
+    monkeypatch.setattr(run_modes, "run_local", lambda *a, **k: pytest.fail("launched a run that cannot fit"))
+    err = _refusal(capsys, ["--ring", "1048576", "--seq-len", "1M", "--heads", "4", "--head-dim", "16"])
+    # Q, K, V, dO and O, dQ, dK, dV in fp32: 2 x 1M tokens x (4 + 4 heads) x (16 + 16) x 4 B = 2 GiB
+    assert err.startswith("error: the run needs over 2.5 GiB per rank (the global fp32 inputs and reference 2.0 GiB "
+                          "and 512.0 MiB for the runtime, before any phase's own) but 4.0 KiB is available per rank "
+                          "(4.0 GiB MemAvailable / 1048576 local ranks); sp-run never shrinks a plan")
+
+
 def test_cpu_memory_is_memavailable():
     have, source = run_modes.available_bytes("cpu", None)
     lines = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines())
