@@ -186,9 +186,15 @@ def root_cause(result_dir: Path, *, host: str | None = None, nccl_timeout_s: flo
 
 
 def stages(result_dir: Path, ranks: list[int]) -> str:
-    """'rank 0: <stage>; rank 1: not started' for a timeout message."""
-    parts = []
+    """'ranks 0-6: running attention; rank 7: not started' for a timeout message: consecutive ranks
+    at one stage in one part (a node of 8 GPUs, or 1000 CPU ranks, made a line of each rank)."""
+    runs: list[tuple[int, int, str]] = []  # (first rank, last rank, stage)
     for rank in ranks:
         path = result_dir / f"rank{rank}.stage"
-        parts.append(f"rank {rank}: {path.read_text() if path.exists() else 'not started'}")
-    return "; ".join(parts)
+        stage = path.read_text() if path.exists() else "not started"
+        if runs and runs[-1][1] == rank - 1 and runs[-1][2] == stage:
+            runs[-1] = (runs[-1][0], rank, stage)
+        else:
+            runs.append((rank, rank, stage))
+    return "; ".join(f"rank {first}: {stage}" if first == last else f"ranks {first}-{last}: {stage}"
+                     for first, last, stage in runs)
