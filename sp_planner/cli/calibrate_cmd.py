@@ -35,6 +35,7 @@ from sp_planner.catalog import load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profile_name
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
 from sp_planner.cli.progress import delayed_progress
+from sp_planner.cli.run_modes import available_bytes
 from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns
 from sp_planner.destination import (
     check_file_destination,
@@ -45,7 +46,7 @@ from sp_planner.destination import (
 )
 from sp_planner.errors import UserInputError
 from sp_planner.executor.config import Device
-from sp_planner.executor.devices import cuda_device_count
+from sp_planner.executor.devices import check_local_cpu_ranks, cuda_device_count
 from sp_planner.executor.kernel_rules import FLASH, head_dim_problem
 from sp_planner.executor.launch import LaunchSpec, run_local, torchrun_args
 from sp_planner.fileio import read_structured
@@ -153,6 +154,8 @@ def _measure(*, device: Device, model: str | None, nproc_per_node: int | None, q
                                  "launch 2+ ranks (--nproc-per-node 2) or pass --base NAME")
         if gpus is not None and world > gpus:
             raise UserInputError(f"--nproc-per-node {world} exceeds the {gpus} CUDA devices here")
+        if device == "cpu":
+            check_local_cpu_ranks(world, available_bytes("cpu", None))
     schedule = build_schedule(device=device, quick=quick, world_size=world, ranks_per_node=per_node,
                               model=model_spec)
     if joined:

@@ -211,6 +211,21 @@ def test_bad_input_exits_2_with_one_line(run_main, args, message, tmp_path, monk
     assert not (tmp_path / "p.yaml").exists()
 
 
+def test_more_cpu_ranks_than_memory_holds_are_refused_before_launch(run_main, tmp_path, monkeypatch):
+    """--nproc-per-node 1000 started 1000 CPU ranks of 512 MiB each (Python, torch and gloo:
+    executor.budget.RUNTIME_OVERHEAD_BYTES) on a machine with 22 GiB free; 4 GiB holds 8."""
+    monkeypatch.setattr(calibrate_cmd, "available_bytes", lambda device, plan_file: (4 * 2**30, "MemAvailable"))
+    monkeypatch.setattr(calibrate_cmd, "run_local", lambda *a, **k: pytest.fail("launched ranks that cannot fit"))
+    code, stdout, stderr = run_main(calibrate_cmd, "--out", tmp_path / "p.yaml", "--nproc-per-node", "1000")
+    assert (code, stdout) == (2, "")
+    assert stderr == ("error: --nproc-per-node 1000: 1000 CPU ranks need about 500.0 GiB (512.0 MiB a rank for "
+                      "Python, torch and gloo) but 4.0 GiB is available (MemAvailable); give --nproc-per-node 8 or "
+                      "fewer\n")
+    code, _, stderr = run_main(calibrate_cmd, "--out", tmp_path / "p.yaml", "--nproc-per-node", "9")
+    assert code == 2 and stderr.endswith("give --nproc-per-node 8 or fewer\n")
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_measurements_no_profile_can_be_built_from_are_kept(run_main, tmp_path, monkeypatch, make_measurements):
     """One all-gather whose times fall as its messages grow (1 s less 1 ps a byte) has no bandwidth to fit:
     the run ended on that line after minutes of measuring, its measurements gone unless
