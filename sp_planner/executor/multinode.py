@@ -11,6 +11,7 @@ names. The agent's workers are sp_planner.executor.worker, as in a local run.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -44,8 +45,13 @@ class NodeJob:
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, sep, port = endpoint.rpartition(":")
     # A host name holds no space (RFC 1123); 'my host:29500' would reach torchrun as a host that never resolves.
-    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or not 0 < int(port) < 65536:
+    # The port in ASCII digits, as torchrun reads it: str.isdigit() passes '29²' (int() then raised) and
+    # full-width digits (written into the printed torchrun line as they came).
+    if not sep or not host or any(c.isspace() for c in host) or not re.fullmatch(r"[0-9]+", port):
         raise UserInputError(f"rendezvous endpoint {endpoint!r} is not HOST:PORT (e.g. node0:29500)")
+    if not 0 < int(port) < 65536:
+        raise UserInputError(f"rendezvous endpoint {endpoint!r} is not HOST:PORT: port {int(port)} is outside "
+                             "1-65535 (e.g. node0:29500)")
     return host.strip("[]"), int(port)
 
 

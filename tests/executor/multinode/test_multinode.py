@@ -39,10 +39,20 @@ def test_port_in_use_is_refused_clearly():
     check_port_free(f"127.0.0.1:{port}")  # free again
 
 
-@pytest.mark.parametrize("endpoint", ["node0", "node0:", ":29500", "node0:99999", "my host:29500", "node0 :29500"])
+# 'node0:29²' raised int()'s ValueError (a traceback); the full-width port reached the torchrun line.
+@pytest.mark.parametrize("endpoint", ["node0", "node0:", ":29500", "node0:99999", "my host:29500", "node0 :29500",
+                                      "node0:29\u00b2", "node0:\uff12\uff19\uff15\uff10\uff10"])
 def test_bad_endpoint(endpoint):
     with pytest.raises(UserInputError, match="is not HOST:PORT"):
         split_endpoint(endpoint)
+
+
+def test_endpoint_port_out_of_range_is_named():
+    with pytest.raises(UserInputError) as refused:
+        split_endpoint("node0:99999")
+    assert str(refused.value) == ("rendezvous endpoint 'node0:99999' is not HOST:PORT: port 99999 is outside "
+                                  "1-65535 (e.g. node0:29500)")
+    assert split_endpoint("node0:65535") == ("node0", 65535) and split_endpoint("[::1]:1") == ("::1", 1)
 
 
 def test_print_launch_for_nodes_and_ranks_per_node(capsys):
