@@ -29,6 +29,10 @@ EXIT_USAGE = 2
 # The most plans --top lists (sp-plan, sp-report): far above a readable table, and a bound that keeps a
 # huge --top from reaching islice, which refuses one past sys.maxsize.
 MAX_TOP = 10_000
+# Seconds a timeout may be: torch.distributed keeps one as int64 nanoseconds (std::chrono, 2**63 ns
+# = 9.2e9 s): sp-run --timeout 1e10 made every rank's TCPStore connect time out at once, 1e14 raised
+# datetime.timedelta's OverflowError in the ranks (exit 1 after the launch).
+MAX_TIMEOUT_S = 1e9
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
 
 
@@ -52,9 +56,12 @@ def folder_name(raw: str) -> Path:
 
 def check_finite_seconds(option: str, seconds: float | None) -> None:
     """An option of seconds given as inf (typer's FloatRange refuses nan by its bound but lets inf
-    by) is refused in one line; None (not given) passes."""
+    by), or past MAX_TIMEOUT_S, is refused in one line; None (not given) passes."""
     if seconds is not None and not math.isfinite(seconds):
         raise UserInputError(f"{option} {seconds:g}: must be a finite number of seconds")
+    if seconds is not None and seconds > MAX_TIMEOUT_S:
+        raise UserInputError(f"{option} {seconds:g}: must be at most {MAX_TIMEOUT_S:g} seconds (31 years; "
+                             "torch.distributed holds a timeout in int64 nanoseconds)")
 
 
 def _say(message: str) -> None:
