@@ -172,7 +172,9 @@ def run(
     if out is not None:
         check_file_destination(out, option="--out")  # before the run, so its result has somewhere to go
         refuse_reading_file_as_output(out, option="--out", inputs=(("--plan", plan),))
-    agent = node_rank is not None or (nodes is not None and rdzv_endpoint is not None and not print_launch)
+    # --nodes defaults to ranks / --nproc-per-node: either one with --rdzv-endpoint starts this node's agent.
+    sized = nodes is not None or nproc_per_node is not None
+    agent = node_rank is not None or (sized and rdzv_endpoint is not None and not print_launch)
     if node_rank is not None and nodes is not None and node_rank >= nodes:
         raise UserInputError(f"--node-rank {node_rank} is outside the {nodes} nodes of --nodes: give 0 to "
                              f"{nodes - 1}, one per node")

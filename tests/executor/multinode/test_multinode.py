@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from sp_planner.cli import run_cmd
 from sp_planner.cli.run_cmd import main
 from sp_planner.errors import UserInputError
 from sp_planner.executor.launch import LaunchSpec, torchrun_args
@@ -93,6 +94,17 @@ def test_bad_multinode_options_exit_2(capsys, args, message):
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_ranks_per_node_with_an_endpoint_starts_the_agent(monkeypatch):
+    # --nodes defaults to ranks / --nproc-per-node (its help): this was refused with "give
+    # --rdzv-endpoint HOST:PORT", the option given.
+    started = []
+    monkeypatch.setattr(run_cmd, "run_node_agent", lambda job, endpoint, rdzv_id, node_rank, join_timeout_s:
+                        started.append((job.cfg.num_nodes, job.cfg.ranks_per_node, endpoint, node_rank)) or 0)
+    with pytest.raises(SystemExit) as done:
+        main([*USP, "--nproc-per-node", "2", "--rdzv-endpoint", "h0:29400"])
+    assert done.value.code == 0 and started == [(2, 2, "h0:29400", None)]
 
 
 def test_print_launch_with_nodes_only_passes_the_ranks_per_node_on(capsys):
