@@ -222,7 +222,7 @@ def calibrate(
         raw = measured
     raw_text = raw.model_dump_json(indent=1) + "\n"
     if save_measurements is not None:
-        deliver_text(save_measurements, raw_text, what="measurements")
+        deliver_text(save_measurements, raw_text, what="measurements JSON")
     try:
         data = calibration_data(raw)
         matched = builtin_for_device(data.environment.device_name)

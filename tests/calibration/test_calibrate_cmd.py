@@ -226,6 +226,19 @@ def test_more_cpu_ranks_than_memory_holds_are_refused_before_launch(run_main, tm
     assert not (tmp_path / "p.yaml").exists()
 
 
+def test_measurements_that_cannot_be_saved_are_kept_and_named(run_main, tmp_path, monkeypatch, make_measurements):
+    # deliver_text's line reads "the <what> is kept at": it said "the measurements is kept".
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    raw = _raw_with(tmp_path, make_measurements, make_measurements().attention[0].time_s)
+    code, stdout, stderr = run_main(calibrate_cmd, "--measurements", raw, "--out", tmp_path / "p.yaml",
+                                    "--save-measurements", "/dev/full")
+    assert (code, stdout) == (2, "") and stderr.count("\n") == 1
+    assert stderr.startswith("error: could not write /dev/full: No space left on device; the measurements JSON is "
+                             f"kept at {tmp_path}/")
+    assert Measurements.model_validate_json(Path(stderr.split()[-1]).read_text()) == make_measurements()
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_measurements_no_profile_can_be_built_from_are_kept(run_main, tmp_path, monkeypatch, make_measurements):
     """One all-gather whose times fall as its messages grow (1 s less 1 ps a byte) has no bandwidth to fit:
     the run ended on that line after minutes of measuring, its measurements gone unless
