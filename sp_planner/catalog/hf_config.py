@@ -37,7 +37,7 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2"
                                            hf_kimi.MODEL_TYPE, "llama4", "llama4_text", *hf_gemma.MODEL_TYPES,
                                            hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
 
-_HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
+HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def config_path(path: Path) -> Path:
@@ -85,7 +85,7 @@ def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
         origin = origin.strip().rstrip("/")
         last = origin.rsplit("/", 1)[-1]
         if last.strip() and last not in (".", ".."):  # "./" or "../ckpt/.." names no model
-            return last, origin if _HF_REPO.match(origin) else None
+            return last, origin if HF_REPO.match(origin) else None
     name = cfg.get("name")
     if isinstance(name, str) and name.strip():
         return name.strip(), None

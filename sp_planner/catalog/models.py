@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
-from sp_planner.catalog.hf_config import SUPPORTED_MODEL_TYPES, load_hf_config
-from sp_planner.catalog.names import find, looks_like_path, lookup_table, unknown_name_error
+from sp_planner.catalog.hf_config import HF_REPO, SUPPORTED_MODEL_TYPES, load_hf_config
+from sp_planner.catalog.names import FILE_SUFFIXES, find, looks_like_path, lookup_table, unknown_name_error
 from sp_planner.errors import UserInputError
 from sp_planner.specs.model import ModelSpec
 
@@ -50,4 +51,27 @@ def load_model(name_or_path: str) -> ModelSpec:
             raise unknown_name_error(
                 name_or_path, _table(), what="model", known_label="Built-in models", hint=_HINT
             )
+    hub_error = hub_repo_error(name_or_path)
+    if hub_error is not None:
+        raise hub_error
     return load_hf_config(Path(name_or_path))
+
+
+def hub_repo_error(name_or_path: str) -> UserInputError | None:
+    """The one line for a Hub repository id (Qwen/Qwen3-30B-A3B) that names nothing on disk: the
+    model is read from a local config.json, nothing is downloaded. It names the built-in model of
+    that repository (hf_repo) or of that name where there is one; None for anything else."""
+    if (HF_REPO.match(name_or_path) is None or name_or_path.startswith(".")  # ./x, ../x: a path, no repository
+            or Path(name_or_path).suffix.lower() in FILE_SUFFIXES):
+        return None
+    if os.path.lexists(name_or_path):  # lexists: False, not an error, for a name too long
+        return None
+    owner_name = name_or_path.lower()
+    builtin = next((spec.name for spec in builtin_models().values()
+                    if spec.hf_repo is not None and spec.hf_repo.lower() == owner_name), None)
+    builtin = builtin or find(name_or_path.split("/")[1], _table())
+    instead = f"give the built-in --model {builtin}, or save" if builtin is not None else "save"
+    return UserInputError(
+        f"model {name_or_path!r} is no file or folder here, and sp-planner downloads nothing from the Hugging Face "
+        f"Hub: for that repository {instead} https://huggingface.co/{name_or_path}/blob/main/config.json and pass "
+        "that file's path")

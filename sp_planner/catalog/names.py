@@ -10,7 +10,7 @@ from pathlib import Path
 from sp_planner.errors import UserInputError
 
 _SEPARATORS = re.compile(r"[-._\s]")
-_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+FILE_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def normalise(name: str) -> str:
@@ -32,7 +32,7 @@ def lookup_table(names: Iterable[str], aliases: Mapping[str, str]) -> dict[str, 
 
 def looks_like_path(arg: str) -> bool:
     """A file argument has a directory part or a data-file suffix; a built-in name has neither."""
-    return "/" in arg or "\\" in arg or Path(arg).suffix.lower() in _FILE_SUFFIXES
+    return "/" in arg or "\\" in arg or Path(arg).suffix.lower() in FILE_SUFFIXES
 
 
 def find(query: str, table: Mapping[str, str]) -> str | None:

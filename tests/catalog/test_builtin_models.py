@@ -61,6 +61,32 @@ def test_unknown_name_lists_builtins_and_suggests_the_closest():
     assert all(name in message for name in EXPECTED_NAMES)
 
 
+@pytest.mark.parametrize(("repo", "builtin"), [
+    ("Qwen/Qwen3-30B-A3B", "Qwen3-30B-A3B"),  # the built-in's hf_repo
+    ("meta-llama/Meta-Llama-3-8B", "Llama-3-8B"),  # hf_repo, whose name part is no built-in name
+    ("google/Gemma-2-9B", "Gemma-2-9B"),  # a name part the forgiving lookup finds
+    ("deepseek-ai/DeepSeek-R1", None),
+])
+def test_a_hub_repository_id_says_nothing_is_downloaded_and_what_to_give(tmp_path, monkeypatch, repo, builtin):
+    # Was "model config file Qwen/Qwen3-30B-A3B does not exist": the path of a file never meant.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError) as info:
+        load_model(repo)
+    instead = f"give the built-in --model {builtin}, or save" if builtin else "save"
+    assert str(info.value) == (
+        f"model '{repo}' is no file or folder here, and sp-planner downloads nothing from the Hugging Face Hub: "
+        f"for that repository {instead} https://huggingface.co/{repo}/blob/main/config.json and pass that file's path")
+
+
+def test_a_local_folder_named_like_a_hub_repository_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match=r"^model config file nope does not exist$"):
+        load_model("./nope")  # a path, which no repository id begins with
+    (tmp_path / "Qwen" / "Qwen3-8B").mkdir(parents=True)
+    with pytest.raises(UserInputError, match=r"^model config file Qwen/Qwen3-8B/config.json does not exist$"):
+        load_model("Qwen/Qwen3-8B")
+
+
 # Published totals, checked against ModelSpec.num_params within 1%.
 PUBLISHED_PARAMS = [
     ("Llama-2-7B", 6.74e9),  # HF model card / safetensors total 6,738,415,616
