@@ -137,11 +137,23 @@ for _tag in _NOT_JSON:
     _StrictSafeLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _StrictSafeLoader._refuse_non_json)
 
 
+# Files the tools write (sp-report's plans.csv and index.html, sp-simulate's Gantt chart) or a user
+# keeps beside them, named by a suffix that is neither JSON nor YAML: given where a JSON or YAML file
+# is read, the YAML parser's complaint about a line deep inside them would not say what is wrong.
+_NOT_JSON_OR_YAML = {".csv": "a CSV table", ".tsv": "a TSV table", ".html": "an HTML page", ".htm": "an HTML page",
+                     ".png": "a PNG image", ".svg": "an SVG image", ".pdf": "a PDF document",
+                     ".safetensors": "a safetensors weights file"}
+
+
 def read_structured(path: Path, *, what: str) -> object:
     """Parse a .json/.yaml/.yml file, turning every failure into one UserInputError line."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:
+            kind = _NOT_JSON_OR_YAML.get(path.suffix.lower())
+            if kind is not None:  # once open: a missing file is said to be missing, a folder a folder
+                raise UserInputError(f"{what} file {path} is {kind} (by its name), not JSON or YAML; give the "
+                                     f"{what} file itself")
             raw = handle.read(MAX_INPUT_BYTES + 1)
         if len(raw) > MAX_INPUT_BYTES:
             raise UserInputError(f"{what} file {path} holds more than {MAX_INPUT_BYTES // 2**20} MiB (or is a device "

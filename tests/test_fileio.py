@@ -179,3 +179,27 @@ def test_a_file_of_the_right_kind_with_fields_wrong_keeps_every_field_named(tmp_
     assert str(err.value) == ("hardware profile file mine.yaml is invalid: peak_flops: Field required; "
                               "hbm_bytes: Field required; typo: Extra inputs are not permitted; other: Extra "
                               "inputs are not permitted; third: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("name, text, said", [
+    # sp-report's own plans.csv: a quoted reason holds ': ', where YAML failed at line 3 of 3.
+    ("plans.csv", 'dp,fits,reason\n1,True,\n2,False,"oom: needs 79.2 GiB per GPU"\n', "a CSV table"),
+    ("index.html", '<!doctype html>\n<title>sp-planner report: Llama-3-8B</title>\n', "an HTML page"),
+    ("gantt.png", b"\x89PNG\r\n\x1a\n", "a PNG image"),
+])
+def test_a_table_page_or_image_given_for_a_json_or_yaml_file_is_named_as_what_it_is(tmp_path, name, text, said):
+    # Was the YAML parser's "mapping values are not allowed here ... line 1734, column 89" for
+    # `sp-report report/plans.csv`, and "'utf-8' codec can't decode byte 0x89" for a Gantt chart.
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    with pytest.raises(UserInputError) as err:
+        read_structured(path, what="plan")
+    assert str(err.value) == f"plan file {path} is {said} (by its name), not JSON or YAML; give the plan file itself"
+
+
+def test_a_missing_csv_or_a_folder_named_like_one_is_said_to_be_that(tmp_path):
+    with pytest.raises(UserInputError, match=r"plans.csv does not exist$"):
+        read_structured(tmp_path / "plans.csv", what="plan")
+    (tmp_path / "runs.csv").mkdir()
+    with pytest.raises(UserInputError, match=r"runs.csv is a folder; give the path of the file itself$"):
+        read_structured(tmp_path / "runs.csv", what="plan")
