@@ -19,6 +19,7 @@ import pydantic
 from pydantic import Field
 
 from sp_planner.catalog import load_model
+from sp_planner.catalog.names import looks_like_path
 from sp_planner.cost.cuda_graphs import check_graph_scopes
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line, read_structured, refuse_foreign, validate_strict
@@ -63,10 +64,21 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
         if not isinstance(raw, dict):
             raise UserInputError(f"corpus file {path} {label} must be a mapping")
         try:
-            rows.append(validate_strict(CorpusRow, {**parsed.defaults, **raw, "source": parsed.source.id}))
+            row = validate_strict(CorpusRow, {**parsed.defaults, **raw, "source": parsed.source.id})
         except pydantic.ValidationError as err:
             raise UserInputError(f"corpus file {path} {label} is invalid: {_one_line(err)}") from None
+        inline = {spec.name for spec in parsed.models}
+        rows.append(row.model_copy(update={"model": row.model if row.model in inline else _beside(path, row.model),
+                                           "hardware": _beside(path, row.hardware)}))
     return parsed, tuple(rows)
+
+
+def _beside(corpus_file: Path, name: str) -> str:
+    """A row's model or hardware given as a relative path (a config.json, a profile .yaml) names a
+    file beside the corpus file, wherever sp-validate runs; a built-in name stays as it is."""
+    if not looks_like_path(name) or Path(name).is_absolute():
+        return name
+    return str(corpus_file.parent / name)
 
 
 def corpus_files(path: Path) -> list[Path]:

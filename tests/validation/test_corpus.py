@@ -140,6 +140,32 @@ def test_malformed_files_name_the_file_and_row(tmp_path, rows, message):
         load_corpus(_write(tmp_path, rows))
 
 
+def test_a_row_naming_a_config_or_profile_by_a_relative_path_reads_it_beside_the_corpus_file(tmp_path, monkeypatch):
+    # It was read in the folder sp-validate ran in: `sp-validate --corpus runs/mine.yaml` from the
+    # parent folder said "model config file llama.json does not exist" for runs/llama.json.
+    import json
+    import shutil
+    from pathlib import Path
+
+    from sp_planner.validation.row_run import row_hardware
+
+    from tests.catalog.hf_configs import LLAMA2_7B
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "llama.json").write_text(json.dumps(LLAMA2_7B), encoding="utf-8")
+    shutil.copy(Path(__file__).resolve().parents[2] / "hardware_profiles" / "a800.yaml", runs / "mine.yaml")
+    path = _write(runs, "- {id: a, table: T5, tp: 8, measured: 1, model: ./llama.json, hardware: mine.yaml}\n"
+                        "- {id: b, table: T5, tp: 8, measured: 1}\n")
+    monkeypatch.chdir(tmp_path)
+    a, b = load_corpus(path.relative_to(tmp_path)).rows
+    assert (a.model, a.hardware) == ("runs/llama.json", "runs/mine.yaml")
+    assert (b.model, b.hardware) == ("Llama-2-7B", "A800")  # built-in names stay names
+    model = row_model(a, load_corpus(path))
+    assert (model.intermediate_size, model.vocab_size) == (11008, 32000)  # Llama-2-7B's config, read
+    assert row_hardware(a).hbm_bytes == load_hardware("A800").hbm_bytes
+
+
 def test_missing_corpus_and_empty_folder(tmp_path):
     with pytest.raises(UserInputError, match="does not exist"):
         load_corpus(tmp_path / "nope.yaml")
