@@ -38,6 +38,8 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "mixtral", "qwen2"
                                            hf_gpt_oss.MODEL_TYPE, hf_glm.MODEL_TYPE)
 
 HF_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Fields every config.json of a supported model_type holds (a wrapper's in its text_config).
+_ARCHITECTURE_KEYS = frozenset({"model_type", "hidden_size", "num_hidden_layers", "text_config"})
 
 
 def config_path(path: Path) -> Path:
@@ -95,6 +97,11 @@ def _names(cfg: dict, fallback: str) -> tuple[str, str | None]:
 def spec_from_hf_config(cfg: dict, *, path: Path, fallback_name: str | None = None) -> ModelSpec:
     """Map one parsed config.json to a ModelSpec; every problem names the file and the field."""
     model_type = cfg.get("model_type")
+    if model_type is None and not _ARCHITECTURE_KEYS & cfg.keys():
+        # Another file (a plan.json, a hardware profile, params.json of Mistral's own format): what it
+        # is not, and what to give, rather than the first of many fields it lacks.
+        raise error(path, "not a Hugging Face config.json (it has none of model_type, hidden_size, "
+                          "num_hidden_layers); give the model's config.json, its folder, or a built-in model name")
     if model_type is None:
         raise error(path, "required field 'model_type' is missing")
     if model_type not in SUPPORTED_MODEL_TYPES:

@@ -140,6 +140,18 @@ def test_bad_config_names_the_field(tmp_path, cfg, expected):
     assert expected in import_error(tmp_path, cfg)
 
 
+@pytest.mark.parametrize("other", [
+    {"schema_version": "sp-planner.plan/1", "model": {"name": "Llama-3-8B"}, "plan": {"tp": 1}},  # plan.json
+    {"name": "H100-SXM", "peak_bf16_flops": 989e12, "hbm_bytes": 85045477376},  # a hardware profile
+    {"dim": 4096, "n_layers": 32, "n_heads": 32, "vocab_size": 32000},  # Mistral's own params.json
+])
+def test_another_kind_of_file_is_said_not_to_be_a_config_json(tmp_path, other):
+    # Was "required field 'model_type' is missing", as if adding it would make a plan file a model.
+    assert import_error(tmp_path, other).endswith(
+        ": not a Hugging Face config.json (it has none of model_type, hidden_size, num_hidden_layers); give the "
+        "model's config.json, its folder, or a built-in model name")
+
+
 def test_malformed_and_non_mapping_json(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"model_type": "llama",', encoding="utf-8")
