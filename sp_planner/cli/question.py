@@ -13,6 +13,7 @@ from pydantic import Field
 from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
+from sp_planner.catalog.hardware import builtin_profiles
 from sp_planner.cli.option_checks import (check_fp8_attention, check_fp8_recipe, check_precision, offload_pins,
                                           with_routing)
 from sp_planner.cli.pin_checks import (check_degrees, check_fsdp_pins, check_pins, check_split_pins, gpus_left_to,
@@ -74,8 +75,18 @@ def generic_gpu_note(profile: HardwareProfile) -> str | None:
     the cost model's tables keyed by GPU (cost.families.profile_key) have nothing for it; None otherwise."""
     if builtin_gpu(profile) is not None:
         return None
+    # A renamed copy of a built-in profile (README: "a built-in GPU under another name says so with
+    # base_profile") keeps its peak and memory: name the built-ins it may be.
+    alike = [name for name, builtin in builtin_profiles().items()
+             if (builtin.peak_bf16_flops, builtin.hbm_bytes) == (profile.peak_bf16_flops, profile.hbm_bytes)]
+    if len(alike) == 1:
+        fix = f"its peak and memory are {alike[0]}'s: if that is its GPU, add base_profile: {alike[0]}"
+    elif alike:
+        fix = f"its peak and memory are those of {' and '.join(alike)}: if its GPU is one, add base_profile: NAME"
+    else:
+        fix = "if its GPU is a built-in profile's, add base_profile: NAME"
     return (f"hardware profile {profile.name!r} names no built-in GPU (base_profile); kernel curves, best "
-            "published MFU, GEMM and host tables fall back to generic values")
+            f"published MFU, GEMM and host tables fall back to generic values; {fix}")
 
 
 def default_batch_note(question: PlanQuestion) -> str | None:

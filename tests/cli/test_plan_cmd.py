@@ -580,7 +580,8 @@ def test_a_profile_of_no_builtin_gpu_is_planned_generic_with_one_note(sp_plan, t
                                                           "--format", "json"))
     assert notes_unwrapped(result.stderr) == [
         "note: hardware profile 'my-h100' names no built-in GPU (base_profile); kernel curves, best published "
-        "MFU, GEMM and host tables fall back to generic values"]
+        "MFU, GEMM and host tables fall back to generic values; its peak and memory are those of H100-SXM and "
+        "H800: if its GPU is one, add base_profile: NAME"]
 
 
 def test_an_unknown_base_profile_is_one_line(sp_plan, tmp_path):
