@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -158,12 +159,20 @@ def read_structured(path: Path, *, what: str) -> object:
         if len(raw) > MAX_INPUT_BYTES:
             raise UserInputError(f"{what} file {path} holds more than {MAX_INPUT_BYTES // 2**20} MiB (or is a device "
                                  "that never ends, such as /dev/zero); give the path of the file itself")
-        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text's universal newlines
+        # utf-8-sig: a byte-order mark (Windows Notepad's, PowerShell 5's Out-File) is dropped, as the
+        # YAML parser drops it, rather than refused by json as "Unexpected UTF-8 BOM" (RFC 8259 8.1 lets
+        # a parser ignore it); every other byte decodes as UTF-8.
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
     except FileNotFoundError:
         raise UserInputError(f"{what} file {path} does not exist") from None
     except IsADirectoryError:
         raise UserInputError(f"{what} file {path} is a folder; give the path of the file itself") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        # UTF-16 is what Windows PowerShell 5's `>` and Out-File write: said so, with the fix.
+        utf16 = err.object[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        said = "UTF-16 text" if utf16 else f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        raise UserInputError(f"{what} file {path} is {said}; save it as UTF-8") from None
+    except OSError as err:
         raise UserInputError(f"cannot read {what} file {path}: {err}") from None
     try:
         if path.suffix.lower() == ".json":

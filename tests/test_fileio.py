@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pydantic
 import pytest
 from pydantic import Field
@@ -203,3 +205,25 @@ def test_a_missing_csv_or_a_folder_named_like_one_is_said_to_be_that(tmp_path):
     (tmp_path / "runs.csv").mkdir()
     with pytest.raises(UserInputError, match=r"runs.csv is a folder; give the path of the file itself$"):
         read_structured(tmp_path / "runs.csv", what="plan")
+
+
+@pytest.mark.parametrize("name", ["config.json", "profile.yaml"])
+def test_a_utf8_byte_order_mark_is_read_past_in_json_as_in_yaml(tmp_path, name):
+    # Windows Notepad and PowerShell 5's Out-File -Encoding utf8 write one: a .json file was refused
+    # ("Unexpected UTF-8 BOM (decode using utf-8-sig)") where the same .yaml was read.
+    path = tmp_path / name
+    path.write_bytes(codecs.BOM_UTF8 + b'{"name": "caf\xc3\xa9", "layers": 2}')
+    assert read_structured(path, what="plan") == {"name": "café", "layers": 2}
+
+
+@pytest.mark.parametrize("data, said", [
+    ('{"layers": 2}'.encode("utf-16"), "is UTF-16 text"),  # PowerShell 5's `>`, with its byte-order mark
+    (b"name: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 9)"),  # Latin-1
+])
+def test_text_in_another_encoding_is_named_with_the_fix(tmp_path, data, said):
+    # Was "cannot read plan file ...: 'utf-8' codec can't decode byte 0xff in position 0: invalid start byte".
+    path = tmp_path / "plan.json"
+    path.write_bytes(data)
+    with pytest.raises(UserInputError) as err:
+        read_structured(path, what="plan")
+    assert str(err.value) == f"plan file {path} {said}; save it as UTF-8"
