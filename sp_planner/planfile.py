@@ -7,7 +7,9 @@ and checks it, and any full lists, against the layout the executor uses. Fields 
 was written read as their defaults (one schema_version throughout), but for the model's attention
 fields whose default would change what sp-run computes and the framework release the plan was timed
 for (sp_planner.planfile_unrecorded), and the MoE router, whose default would change the flags
-(sp_planner.planfile_router).
+(sp_planner.planfile_router). A model whose MLA head dims or window neither the file nor the catalog
+tells cannot be timed either: sp-report and sp-simulate refuse it as sp-run does
+(LoadedPlan.timing_problem).
 """
 
 from __future__ import annotations
@@ -247,6 +249,20 @@ class LoadedPlan(NamedTuple):
     # A file written before plan files recorded the MoE router: how it was settled (planfile_router);
     # None for a dense model or a file that records it.
     router: UnrecordedRouter | None = None
+
+    def timing_problem(self) -> str | None:
+        """Why sp-report and sp-simulate cannot time the plan (sp-run refuses it too): its model lacks
+        a field that changes the step's time and memory (TIMED_LATER_FIELDS) which neither the file
+        nor the catalog tells; None otherwise. The softmax scale changes neither."""
+        unrecorded = self.unrecorded
+        if unrecorded is None or not TIMED_LATER_FIELDS & set(unrecorded.unsettled):
+            return None
+        return unrecorded.problem
+
+
+# The later model fields (planfile_unrecorded.LATER_FIELDS) the cost model reads: MLA's head dims
+# and a local window or softcap change attention's FLOPs, bytes and memory.
+TIMED_LATER_FIELDS = frozenset({"mla", "window"})
 
 
 def load_plan_file(path: Path, given: Mapping[str, Any] | None = None) -> LoadedPlan:

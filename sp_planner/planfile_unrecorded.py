@@ -113,6 +113,7 @@ class Unrecorded(NamedTuple):
     updates: Mapping[str, Any]
     note: str | None
     problem: str | None
+    unsettled: tuple[str, ...] = ()  # the keys `problem` names: neither the file nor the catalog tells them
 
 
 def unrecorded_fields(stated: Mapping[str, Any], model: ModelSpec, builtins: Mapping[str, ModelSpec], *,
@@ -155,7 +156,7 @@ def unrecorded_fields(stated: Mapping[str, Any], model: ModelSpec, builtins: Map
             f"({', '.join(f.described(builtin) for f in clashing)}) "
             f"but not its architecture ({difference}): {_ask(clashing)}")
     if problems:
-        return Unrecorded(keys, updates, None, "; ".join(problems))
+        return Unrecorded(keys, updates, None, "; ".join(problems), tuple(f.key for f in imported + clashing))
     if not open_:
         return Unrecorded(keys, updates, None, None)
     yarn = (f" (its model_type {model_type} config's YaRN rope_scaling, if it has one, was not read then)"

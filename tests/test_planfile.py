@@ -327,3 +327,18 @@ def test_whether_the_user_chose_the_kernel_is_recorded_and_older_files_read_it_a
     assert older == chosen.model_copy(update={"attention_kernel_chosen": False}) and older.flag_choices == FlagChoices()
     assert _plan_file(attention_kernel="cudnn").flag_choices.attention_kernel is None
     assert _plan_file(attention_kernel_chosen=True).flag_choices.attention_kernel is None  # none named, none selected
+
+
+def test_an_older_file_is_refused_for_timing_only_where_a_timed_field_cannot_be_told(tmp_path):
+    # sp-report and sp-simulate timed an older plan of an imported Mistral (no window key) as full
+    # attention, 3x its windowed step at 128K, and said nothing; sp-run refused it.
+    from tests.catalog.hf_configs import GEMMA2_27B, MISTRAL_7B
+    from tests.test_planfile_unrecorded import BEFORE_MLA, _hf_model, _older_file
+
+    mistral = load_plan_file(_older_file(tmp_path, _hf_model(tmp_path, MISTRAL_7B), **BEFORE_MLA))
+    assert mistral.timing_problem() == mistral.unrecorded.problem is not None
+    # Gemma 2 imported after the window came: only its softmax scale is unknown, which times nothing.
+    gemma = load_plan_file(_older_file(tmp_path, _hf_model(tmp_path, GEMMA2_27B)))
+    assert gemma.unrecorded.unsettled == ("softmax_scale",) and gemma.timing_problem() is None
+    # A built-in's window is the catalog's.
+    assert load_plan_file(_older_file(tmp_path, load_model("gemma-2-27b"), **BEFORE_MLA)).timing_problem() is None

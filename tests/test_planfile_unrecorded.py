@@ -71,7 +71,7 @@ def test_an_older_plan_of_a_built_in_takes_its_scale_with_a_note(tmp_path, name,
 
 def test_an_older_plan_of_a_built_in_at_one_over_sqrt_d_needs_no_word(tmp_path):
     loaded = load_plan_file(_older_file(tmp_path, load_model("llama3-8b")))
-    assert loaded.unrecorded == (("softmax_scale",), {}, None, None)
+    assert loaded.unrecorded == (("softmax_scale",), {}, None, None, ())
     assert loaded.plan_file.model.softmax_scale is None  # 1/sqrt(128)
 
 
@@ -165,7 +165,7 @@ def test_built_ins_whose_value_is_the_default_say_only_what_they_change(tmp_path
     assert loaded.plan_file.model.window.window_tokens == 4096
     assert loaded.unrecorded.note.endswith("whose window (sliding, 4K tokens, every layer) is applied")
     loaded = load_plan_file(_older_file(tmp_path, load_model("llama3-8b"), **BEFORE_MLA))
-    assert loaded.unrecorded == (("mla", "window", "softmax_scale"), {}, None, None)
+    assert loaded.unrecorded == (("mla", "window", "softmax_scale"), {}, None, None, ())
 
 
 def test_an_mla_entry_missing_takes_the_built_ins_head_dims(tmp_path):
@@ -203,6 +203,7 @@ def test_a_mistral_import_before_the_window_is_refused(tmp_path):
     mistral = _hf_model(tmp_path, MISTRAL_7B)  # Mistral-7B-v0.1: sliding_window 4096, not a built-in's name
     assert mistral.window.window_tokens == 4096
     unrecorded = load_plan_file(_older_file(tmp_path, mistral, **BEFORE_MLA)).unrecorded
+    assert unrecorded.unsettled == ("window",)  # mla and the scale: a Mistral's are the defaults
     assert unrecorded.problem.endswith(
         "recorded the attention window and logit softcap (window), and its model Mistral-7B-v0.1 was imported from "
         "a Hugging Face config (model_type mistral) whose window follows from sliding_window, which the plan does "

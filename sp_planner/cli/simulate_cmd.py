@@ -146,6 +146,9 @@ def simulate_command(
     loaded = load_plan_file(plan_file)
     pf = loaded.plan_file
     check_plan_file_runs(pf)  # as sp-report refuses it, before any work
+    timing_problem = loaded.timing_problem()
+    if timing_problem is not None:  # as sp-report and sp-run refuse it
+        raise UserInputError(timing_problem)
     if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
         raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "

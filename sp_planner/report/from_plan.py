@@ -41,6 +41,9 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     loaded = load_plan_file(plan_path)
     plan_file = loaded.plan_file
     check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
+    timing_problem = loaded.timing_problem()
+    if timing_problem is not None:  # it would time another model's attention (full, not windowed)
+        raise UserInputError(timing_problem)
     router = loaded.router
     if router is not None and router.problem is not None:  # its flags would name another router
         raise UserInputError(router.problem)

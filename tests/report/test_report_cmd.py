@@ -184,3 +184,16 @@ def test_sp_report_costs_every_candidate_once(capsys, question, plan_path, tmp_p
     assert (code, err, asked) == (0, "", [True])
     summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert summary["candidates_evaluated"] == question.result.candidates_evaluated
+
+
+def test_an_older_plan_whose_window_cannot_be_told_is_refused_and_writes_nothing(capsys, tmp_path):
+    # The report searched it again as full attention (82.0 s a step for Mistral-7B-v0.1 at 128K on
+    # 2 x 8 H100 against 27.6 s with its 4K window) and said nothing; sp-run refused it.
+    from tests.catalog.hf_configs import MISTRAL_7B
+    from tests.test_planfile_unrecorded import BEFORE_MLA, _hf_model, _older_file
+
+    plan_file = _older_file(tmp_path, _hf_model(tmp_path, MISTRAL_7B), **BEFORE_MLA)
+    code, out, err = sp_report(capsys, plan_file, "--out", tmp_path / "rep")
+    assert code == 2 and out == "" and not (tmp_path / "rep").exists()
+    assert err.startswith(f"error: plan file {plan_file} was written before plan files recorded the attention "
+                          "window") and err.count("\n") == 1

@@ -204,3 +204,18 @@ def test_an_older_torchtitan_file_is_simulated_as_the_default_release_with_a_not
     assert notes_unwrapped(result.stderr) == [f"note: {note}"]
     timeline = json.loads(Path("sim/timeline.json").read_text())
     assert timeline["analytic_step_time_s"] > doc["estimate"]["step_time_s"]  # timed as 0.3.x, bf16 gathers
+
+
+def test_an_older_plan_whose_window_cannot_be_told_is_refused_and_writes_nothing(tmp_path, capsys):
+    # It was simulated as full attention (95.5 s a step for Mistral-7B-v0.1 at 128K on 2 x 8 H100,
+    # 27.6 s with its 4K window), without a word; sp-run refused it.
+    from tests.catalog.hf_configs import MISTRAL_7B
+    from tests.test_planfile_unrecorded import BEFORE_MLA, _hf_model, _older_file
+
+    plan_file = _older_file(tmp_path, _hf_model(tmp_path, MISTRAL_7B), **BEFORE_MLA)
+    out = tmp_path / "sim"
+    assert _run([str(plan_file), "--out-dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"error: plan file {plan_file} was written before plan files recorded the "
+                                   "attention window") and captured.err.count("\n") == 1
+    assert captured.out == "" and not out.exists()
