@@ -91,9 +91,9 @@ class PlanFile(FrozenModel):
     framework_version: str | None = None
     # The named attention kernel whose curves (in `hardware`) timed the plan
     # (cost.attention_kernels.timed_kernel: fa2, fa3, cudnn, sdpa, npu); null where none is named (a
-    # profile sp-calibrate measured) and in files written before it (2026-12-07), whose `hardware`
-    # still holds the curves that timed them. A record for tools: readers time the plan with the
-    # curves in `hardware`, not with this name.
+    # profile whose curves sp-calibrate measured or the user edited) and in files written before it
+    # (2026-12-07), whose `hardware` still holds the curves that timed them. A record for tools:
+    # readers time the plan with the curves in `hardware`, not with this name.
     attention_kernel: AttentionKernel | None = None
     # Whether attention_kernel is the user's sp-plan --attention-kernel, whose backend the flags then
     # select (FlagRequest.attention_kernel); false for the framework's default and in files written

@@ -18,8 +18,8 @@ from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
-from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, framework_device_note,
-                                     generic_gpu_note, node_size_note, resolve_question)
+from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, edited_curves_note,
+                                     framework_device_note, generic_gpu_note, node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
                                                with_attention_kernel)
@@ -241,6 +241,8 @@ def plan(
     # Time plans with the chosen framework's attention kernel and expert GEMMs (Megatron's for "all").
     stack = "megatron" if framework == "all" else framework
     question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
+    # Before the kernel's curves replace the profile's: whether they are the user's own.
+    curves_note = edited_curves_note(question.hardware, framework_kernel(stack, question.hardware), attention_kernel)
     try:
         kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
         question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
@@ -272,7 +274,8 @@ def plan(
                                  f"would run {kernel}")
         question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
     # After every input check: a refused question prints only its error.
-    for note in (generic_gpu_note(question.hardware), node_size_note(question.hardware, question.gpus_per_node),
+    for note in (generic_gpu_note(question.hardware), curves_note,
+                 node_size_note(question.hardware, question.gpus_per_node),
                  default_batch_note(question),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
                  device_note, timing_note, kernel_note):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from sp_planner.cost.attention_kernels import AttentionKernel
+from sp_planner.cost.attention_kernels import AttentionKernel, kernel_curves, measured_attention, own_attention
 from sp_planner.cost.deepep import deepep_refusal
 from sp_planner.catalog import builtin_gpu, load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profiles
@@ -87,6 +87,17 @@ def generic_gpu_note(profile: HardwareProfile) -> str | None:
         fix = "if its GPU is a built-in profile's, add base_profile: NAME"
     return (f"hardware profile {profile.name!r} names no built-in GPU (base_profile); kernel curves, best "
             f"published MFU, GEMM and host tables fall back to generic values; {fix}")
+
+
+def edited_curves_note(profile: HardwareProfile, runs: str, chosen: str | None) -> str | None:
+    """One line for a copy of a built-in profile whose attention curves were edited (own_attention,
+    not sp-calibrate's): they time the plans in place of the published curves of `runs`, the
+    framework's kernel; None otherwise, or where --attention-kernel (`chosen`) named a kernel."""
+    if chosen is not None or measured_attention(profile) or not own_attention(profile) \
+            or kernel_curves(profile, runs) is None:
+        return None
+    return (f"hardware profile {profile.name!r} holds attention curves of its own (not {builtin_gpu(profile)}'s): "
+            f"they time the plans in place of {runs}'s published ones; --attention-kernel {runs} times those")
 
 
 def default_batch_note(question: PlanQuestion) -> str | None:

@@ -98,6 +98,18 @@ def measured_attention(hardware: HardwareProfile) -> bool:
     return hardware.calibration is not None and bool(hardware.calibration.attention)
 
 
+def own_attention(hardware: HardwareProfile) -> bool:
+    """Whether the profile's attention curves are its own, not its GPU's published ones: sp-calibrate's
+    measurement (measured_attention), or curves edited in a copy of a built-in profile (they differ
+    from its built-in's: base_profile or the same name). They time the plans unless --attention-kernel
+    names a published kernel: a figure from the user's machine outranks a published benchmark."""
+    if measured_attention(hardware):
+        return True
+    builtin = _builtin(hardware).efficiency
+    return (builtin.attention_fwd, builtin.attention_bwd) != (hardware.efficiency.attention_fwd,
+                                                              hardware.efficiency.attention_bwd)
+
+
 def _builtin(hardware: HardwareProfile) -> HardwareProfile:
     """The built-in profile of the profile's GPU (base_profile; profile_key found one)."""
     from sp_planner.catalog.hardware import builtin_gpu, builtin_profiles  # the catalog loads YAML: on use
@@ -110,9 +122,9 @@ def kernel_curves(hardware: HardwareProfile, kernel: str) -> Curves | None:
     """(forward, backward) curves of `kernel` on `hardware`, or None where none is published."""
     name = profile_key(hardware)
     if PROFILE_KERNEL.get(name) == kernel or (kernel == "sdpa" and PROFILE_KERNEL.get(name) == "fa2"):
-        # The built-in profile's own curves are that kernel's published ones; a calibrated profile's
-        # are its measurement, so the kernel's are read from the built-in it names (base_profile).
-        own = _builtin(hardware) if measured_attention(hardware) else hardware
+        # The built-in profile's own curves are that kernel's published ones; a calibrated or edited
+        # profile's are its own, so the kernel's are read from the built-in it names (base_profile).
+        own = _builtin(hardware) if own_attention(hardware) else hardware
         return own.efficiency.attention_fwd, own.efficiency.attention_bwd
     if name in HOPPER_PROFILES and kernel in _HOPPER_CURVES:
         return _HOPPER_CURVES[kernel]
@@ -138,8 +150,9 @@ def causal_ratio(hardware: HardwareProfile, *, backward: bool) -> tuple[CurvePoi
 def timed_kernel(hardware: HardwareProfile, chosen: str | None) -> str | None:
     """The kernel whose curves time the plans: `chosen` (default_kernel's or the user's), else the
     one the profile's own curves measure (PROFILE_KERNEL); None for a profile whose attention
-    sp-calibrate measured (the user's kernel, unnamed) or a GPU without a named one."""
-    if chosen is not None or measured_attention(hardware):
+    sp-calibrate measured or the user edited (own_attention: the user's kernel, unnamed) or a GPU
+    without a named one."""
+    if chosen is not None or own_attention(hardware):
         return chosen
     return PROFILE_KERNEL.get(profile_key(hardware))
 
@@ -154,11 +167,10 @@ def framework_kernel(framework: str, hardware: HardwareProfile) -> str:
 
 def default_kernel(framework: str, hardware: HardwareProfile) -> str | None:
     """The framework's kernel on this GPU where its curve is known; None: the profile's own, and
-    always for a profile whose attention curves sp-calibrate measured (its `calibration.attention`:
-    a measurement on the user's machine outranks a published benchmark; --attention-kernel still
-    picks a published curve)."""
+    always for a profile whose attention curves are its own (own_attention: sp-calibrate's
+    `calibration.attention` or the user's edit; --attention-kernel still picks a published curve)."""
     kernel = framework_kernel(framework, hardware)
-    if measured_attention(hardware):
+    if own_attention(hardware):
         return None
     return kernel if kernel_curves(hardware, kernel) is not None else None
 

@@ -3,8 +3,8 @@
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.cost.attention_kernels import (default_kernel, kernel_head_dim, padded_head_dim, timed_kernel,
-                                               with_attention_kernel)
+from sp_planner.cost.attention_kernels import (default_kernel, kernel_curves, kernel_head_dim, own_attention,
+                                               padded_head_dim, timed_kernel, with_attention_kernel)
 from sp_planner.cost.kernels import curve_efficiency, flash_time_s
 from sp_planner.plan import ParallelPlan
 from sp_planner.search import evaluate
@@ -154,6 +154,30 @@ def test_a_calibrated_profile_keeps_its_measured_curves_under_every_framework_de
         assert default_kernel(framework, mine) is None
     assert default_kernel("megatron", load_hardware("h200")) is not None
     assert with_attention_kernel(mine, "fa3").efficiency.attention_fwd != mine.efficiency.attention_fwd
+
+
+def _halved_attention(profile):
+    """A copy of `profile` whose forward attention curve a user halved by hand."""
+    fwd = tuple(p.model_copy(update={"efficiency": p.efficiency / 2}) for p in profile.efficiency.attention_fwd)
+    return profile.model_copy(update={"efficiency": profile.efficiency.model_copy(update={"attention_fwd": fwd})})
+
+
+def test_a_profile_whose_curves_were_edited_keeps_them_under_every_framework_default():
+    # A copy of H100-SXM with its attention curve halved by hand: the framework's published default
+    # (cuDNN under Megatron) replaced it without a word (the step did not move); its curves now time
+    # the plans as a calibrated profile's do, and --attention-kernel still picks a published curve.
+    h100 = load_hardware("h100-sxm")
+    for mine in (_halved_attention(h100), _halved_attention(h100).model_copy(update={"name": "mine",
+                                                                                     "base_profile": "H100-SXM"})):
+        assert own_attention(mine) and not own_attention(h100)
+        assert default_kernel("megatron", mine) is None and default_kernel("megatron", h100) == "cudnn"
+        assert timed_kernel(mine, None) is None and timed_kernel(h100, None) == "fa3"
+        # The published curves are read from the built-in, not from the edited copy.
+        assert kernel_curves(mine, "fa3") == (h100.efficiency.attention_fwd, h100.efficiency.attention_bwd)
+        assert with_attention_kernel(mine, "cudnn").efficiency.attention_fwd == \
+            with_attention_kernel(h100, "cudnn").efficiency.attention_fwd
+    # A renamed copy of no built-in GPU has only its own curves: nothing to tell apart.
+    assert not own_attention(_halved_attention(h100).model_copy(update={"name": "my-cluster"}))
 
 
 def test_the_timed_kernel_is_the_chosen_one_else_the_profiles_own():
