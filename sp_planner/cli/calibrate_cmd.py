@@ -34,6 +34,7 @@ from sp_planner.calibration.summary import print_summary
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.catalog.hardware import builtin_profile_name
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
+from sp_planner.cli.joined import joined_launch
 from sp_planner.cli.progress import delayed_progress
 from sp_planner.cli.run_modes import available_bytes
 from sp_planner.cli.terminal import pack_words, stdout_console, terminal_columns
@@ -77,13 +78,6 @@ Exit codes: 0 profile written, 1 a rank failed or hung, 2 bad input.
 """
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
-
-
-def _joined_launch() -> bool:
-    """True under torchrun/SLURM (RANK and WORLD_SIZE set, or a multi-task srun), as sp-run decides."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return True
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
 def _joined_shape(nproc_per_node: int | None) -> tuple[int, int]:
@@ -141,7 +135,7 @@ def _measure(*, device: Device, model: str | None, nproc_per_node: int | None, q
         problem = head_dim_problem(FLASH, model_spec.head_dim, elem_bytes=2)
         if problem:
             raise UserInputError(f"--model {model}: {problem}, which sp-calibrate times; pick another --model")
-    joined = _joined_launch()
+    joined = joined_launch()
     if joined:
         world, per_node = _joined_shape(nproc_per_node)
     else:
@@ -296,7 +290,7 @@ def _saved_measurements(path: Path) -> Measurements:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_app(app, argv, prog_name="sp-calibrate")
+    run_app(app, argv, prog_name="sp-calibrate", once_per_node=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ except ImportError:  # older typer depends on click itself
     from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner import interrupts
+from sp_planner.cli.joined import stays_quiet
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line
 
@@ -36,22 +37,52 @@ MAX_TIMEOUT_S = 1e9
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a job stopped by Ctrl-C
 
 
+# Extensions of the files the tools read and write: a file option's name that is one alone, or a folder
+# option's new name that ends in one, is a slip (an unset shell variable in "$NAME.yaml", a file name
+# where a folder is asked for), not a name meant.
+FILE_EXTENSIONS = (".json", ".yaml", ".yml", ".csv", ".html", ".png", ".svg")
+
+
+def _extension(name: str) -> str | None:
+    """The FILE_EXTENSIONS entry `name` ends in, as spelt there (any case); None where none."""
+    return next((name[-len(ext):] for ext in FILE_EXTENSIONS if name.lower().endswith(ext)), None)
+
+
 def file_name(raw: str) -> Path:
-    """typer parser of an option naming a file to write: a name ending in a slash names a folder,
-    which Path would drop (`--out x/` wrote a file x)."""
+    """typer parser of an option naming a file to write: a name ending in a slash, '.' or '..' names a
+    folder, which Path would drop (`--out x/` and `--out x/.` wrote a file x), and a name that is an
+    extension alone (`.yaml`) has no file name (Path(".yaml").suffix is "", so sp-calibrate said it
+    must end in .yaml)."""
     if not raw:
         raise typer.BadParameter("the name is empty; give a file name")
     if raw.endswith(("/", os.sep)):
         raise typer.BadParameter(f"{raw} ends in a slash, which names a folder; give a file name inside it")
-    return Path(raw)
+    path = Path(raw)
+    _, slash, last = raw.replace(os.sep, "/").rpartition("/")
+    if slash and last in (".", ".."):  # "." or ".." alone stays a folder to Path (check_file_destination)
+        raise typer.BadParameter(f"{raw} ends in /{last}, which names a folder; give a file name inside it")
+    extension = _extension(path.name)
+    if extension is not None and path.name == extension:
+        raise typer.BadParameter(f"{raw} is an extension alone, with no file name before {extension} (\"$NAME"
+                                 f"{extension}\" with NAME unset?); give a name before it, e.g. "
+                                 f"{path.with_name('out' + extension)}")
+    return path
 
 
 def folder_name(raw: str) -> Path:
     """typer parser of an option naming a folder to write into: an empty name (`--report "$DIR"` with DIR
-    unset) is refused, not read as Path('') = the current folder."""
+    unset) is refused, not read as Path('') = the current folder, and so is a new folder named as a file
+    (`--out report.html` made a folder report.html holding index.html); an existing folder is taken."""
     if not raw:
         raise typer.BadParameter("the name is empty; give a folder name (. for the current folder)")
-    return Path(raw)
+    path = Path(raw)
+    extension = _extension(path.name)
+    if extension is not None and not path.exists():  # an existing file is check_folder_destination's
+        stem = path.name[:-len(extension)].rstrip(".") or "out"
+        raise typer.BadParameter(f"{raw} ends in {extension}, a file's extension, and no such folder exists: this "
+                                 f"option names a folder to write into; give a folder name, e.g. "
+                                 f"{path.with_name(stem)}")
+    return path
 
 
 def check_finite_seconds(option: str, seconds: float | None) -> None:
@@ -162,9 +193,11 @@ def describe_validation_error(err: pydantic.ValidationError) -> str:
     return f"invalid {err.title}: {errors_line(err)}"
 
 
-def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> None:
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None, *,
+            once_per_node: bool = False) -> None:
     """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2,
-    and an unwritable standard output to one line too."""
+    and an unwritable standard output to one line too. `once_per_node`: a command that runs as every
+    rank of a torchrun/SLURM launch says a user error from its node's first rank only (cli.joined)."""
     _tolerate_narrow_encodings()
     try:
         interrupts.install()
@@ -173,7 +206,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     real_stdout = sys.stdout
     sys.stdout = _GuardedStdout(real_stdout)
     try:
-        result = _run_command(app, argv, prog_name)
+        result = _run_command(app, argv, prog_name, once_per_node)
         sys.stdout.flush()
     except StdoutFailed as failed:
         sys.stdout = real_stdout
@@ -184,7 +217,14 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     raise SystemExit(result)
 
 
-def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None) -> int:
+def _refuse(message: str, once_per_node: bool) -> NoReturn:
+    """fail(message), or exit 2 without it on a rank that leaves it to its node's first (cli.joined)."""
+    if once_per_node and stays_quiet():
+        raise SystemExit(EXIT_USAGE)
+    fail(message)
+
+
+def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None, once_per_node: bool) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
@@ -194,11 +234,11 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
         _say("interrupted")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except ClickException as err:
-        fail(err.format_message())
+        _refuse(err.format_message(), once_per_node)
     except UserInputError as err:
-        fail(str(err))
+        _refuse(str(err), once_per_node)
     except pydantic.ValidationError as err:
-        fail(describe_validation_error(err))
+        _refuse(describe_validation_error(err), once_per_node)
     if result == EXIT_INTERRUPTED:  # typer answers Ctrl-C by returning 130, silently
         _say("interrupted")
     return result if isinstance(result, int) else 0

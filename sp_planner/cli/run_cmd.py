@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from sp_planner.cli.common import check_finite_seconds, file_name, run_app
+from sp_planner.cli.joined import joined_launch
 from sp_planner.cli.run_cluster import DEFAULT_TIMEOUT_S, cluster_command, ranks_per_node
 from sp_planner.cli.run_config import config_from_flags, config_from_plan, finite_positive
 from sp_planner.cli.run_model import Layer, settled_plan
@@ -58,13 +59,6 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions
 
 DEFAULT_RDZV_ID = "sp-run"
 DEFAULT_JOIN_TIMEOUT_S = 300.0
-
-
-def _joined_launch() -> bool:
-    """True under torchrun/SLURM (RANK and WORLD_SIZE set, or a multi-task srun)."""
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return True
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
 
 
 def _check_joined_environment() -> None:
@@ -178,16 +172,16 @@ def run(
     if node_rank is not None and nodes is not None and node_rank >= nodes:
         raise UserInputError(f"--node-rank {node_rank} is outside the {nodes} nodes of --nodes: give 0 to "
                              f"{nodes - 1}, one per node")
-    if agent or print_launch or _joined_launch():
+    if agent or print_launch or joined_launch():
         cfg = cfg.model_copy(update={"nproc_per_node": ranks_per_node(cfg.world_size, nodes, nproc_per_node,
                                                                       plan_file)})
     elif nodes is not None or nproc_per_node is not None:
         raise UserInputError("--nodes and --nproc-per-node describe a multi-node run: give --rdzv-endpoint "
                              "HOST:PORT (and start sp-run on every node), or use --print-launch")
     check_config(cfg)
-    if not print_launch and (_joined_launch() or not agent):
+    if not print_launch and (joined_launch() or not agent):
         _refuse_rendezvous_options({"--rdzv-endpoint": rdzv_endpoint, "--rdzv-id": rdzv_id,
-                                    "--join-timeout": join_timeout}, joined=_joined_launch())
+                                    "--join-timeout": join_timeout}, joined=joined_launch())
     check_finite_seconds("--timeout", timeout)
     check_finite_seconds("--join-timeout", join_timeout)
     if rdzv_endpoint is not None:
@@ -210,7 +204,7 @@ def run(
         # expands a tab and drops a carriage return: the pasted command would name another file.
         job.console.file.write("\n".join(wrap_argv(cluster, job.console.width)) + "\n")
         return 0
-    if _joined_launch():
+    if joined_launch():
         _check_joined_environment()
         return run_joined(job)
     if agent:
@@ -239,7 +233,7 @@ def _refuse_rendezvous_options(options: Mapping[str, str | float | None], *, joi
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_app(app, argv, prog_name="sp-run")
+    run_app(app, argv, prog_name="sp-run", once_per_node=True)
 
 
 if __name__ == "__main__":

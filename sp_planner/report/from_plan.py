@@ -17,6 +17,7 @@ import pandas as pd
 from sp_planner.destination import check_folder_destination, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
+from sp_planner.plan_messages import empty_chunks_text
 from sp_planner.planfile import PlanFile, check_plan_file_runs, load_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
@@ -34,8 +35,9 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     The search times plans with the runtime the plan file was timed with (PlanFile.runtime); `note`
     gets the line that says which release a file that predates framework_version is timed as, the
     one that says which MoE router the flags of a file that predates the router fields carry (one
-    that cannot be told is refused: planfile_router), and the one that names what of the plan the
-    search pins (plan_pins.recorded_pins)."""
+    that cannot be told is refused: planfile_router), the one on a pinned split that leaves model chunks
+    empty (plan_messages.empty_chunks_text) and the one that names what of the plan the search pins
+    (plan_pins.recorded_pins)."""
     check_folder_destination(Path(out_dir), option="--out")
     check_report_target(Path(out_dir))
     loaded = load_plan_file(plan_path)
@@ -60,7 +62,9 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
                         "--device cpu")
             raise UserInputError(f"run result {path} is not a run of this plan: {'; '.join(differences)}; {fix}")
     nodes, per_node = plan_file.num_nodes, plan_file.gpus_per_node
-    for line in (loaded.release_note, None if router is None else router.note):
+    # A pinned split that leaves model chunks idle: the note sp-plan and sp-simulate give the same plan.
+    chunks_note = empty_chunks_text(plan_file.model.num_layers, plan_file.plan)
+    for line in (loaded.release_note, None if router is None else router.note, chunks_note):
         if line is not None:
             note(line)
     runtime, choices = plan_file.runtime, plan_file.flag_choices

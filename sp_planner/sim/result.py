@@ -52,7 +52,14 @@ class SimResult(FrozenModel):
     plan: ParallelPlan
     num_nodes: int
     gpus_per_node: int
-    topology: str
+    topology: str  # the fabric simulated: --topology, or the profile's where it is "profile"
+    # What was simulated, so that two timelines can be told apart (keys that are not plan-file keys:
+    # planfile.load_plan_file knows a timeline by its lack of "model").
+    model_name: str
+    hardware_name: str
+    seq_len: int
+    global_batch: int
+    nics_per_node: int  # NICs a node's network rate is split over: --nics-per-node, else one per GPU
     step_time_s: float
     # The analytic model's step time for the same plan, when it could be evaluated.
     analytic_step_time_s: float | None = None

@@ -80,7 +80,7 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         raise ValueError("the simulator does not schedule Transformer Engine's userbuffers TP overlap "
                          "(cost.tp_overlap; it would run every TP collective exposed); simulate the run with "
                          "Overlap.tp_comm False")
-    asked = plan
+    asked, hardware_name = plan, hardware.name  # as given: the copies below are the simulator's own
     plan = plan_as_run(plan, runtime.states.param_shard_stage)  # torch FSDP's ZeRO-1/2 (cost.fsdp)
     if plan.fp8_attention:  # its curves, once (cost.fp8_attention)
         hardware = with_fp8_attention(hardware)
@@ -113,6 +113,11 @@ def simulate(model: ModelSpec, hardware: HardwareProfile, workload: Workload, pl
         num_nodes=num_nodes,
         gpus_per_node=gpus_per_node,
         topology=cluster.topology,
+        model_name=model.name,
+        hardware_name=hardware_name,
+        seq_len=workload.seq_len,
+        global_batch=workload.global_batch,
+        nics_per_node=gpus_per_node if nics_per_node is None else nics_per_node,
         step_time_s=step,
         analytic_step_time_s=analytic_s,
         tokens_per_s=workload.tokens_per_step / step if step > 0 else 0.0,

@@ -179,6 +179,8 @@ def test_two_batches_at_one_length_are_named(run_main, tmp_path, make_measuremen
 
 @pytest.mark.parametrize("args, message", [
     (["--out", "p.json"], "--out p.json must end in .yaml or .yml"),
+    # An extension alone: it was told it "must end in .yaml or .yml", which it does.
+    (["--out", ".yaml"], "Invalid value for '--out': .yaml is an extension alone, with no file name before .yaml"),
     (["--out", "p.yaml", "--base", "H1000"], "unknown hardware 'H1000'"),
     (["--out", "p.yaml", "--base", "corrupt.yaml"], "hardware profile file corrupt.yaml is malformed"),
     (["--out", "p.yaml", "--nproc-per-node", "0"], "Invalid value for '--nproc-per-node'"),

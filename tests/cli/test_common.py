@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 
-from sp_planner.cli.common import check_finite_seconds, run_app
+from sp_planner.cli.common import check_finite_seconds, file_name, folder_name, run_app
 from sp_planner.errors import UserInputError
 from sp_planner.specs import Workload
 
@@ -47,3 +49,40 @@ def test_seconds_past_what_torch_distributed_holds_are_refused():
                                   "holds a timeout in int64 nanoseconds)")
     with pytest.raises(UserInputError, match="--join-timeout inf: must be a finite number of seconds"):
         check_finite_seconds("--join-timeout", float("inf"))
+
+
+@pytest.mark.parametrize("raw, message", [
+    # Path(".yaml").suffix is "": sp-calibrate --out .yaml said the name "must end in .yaml or .yml".
+    (".yaml", '.yaml is an extension alone, with no file name before .yaml ("$NAME.yaml" with NAME unset?); '
+              "give a name before it, e.g. out.yaml"),
+    ("runs/.JSON", 'runs/.JSON is an extension alone, with no file name before .JSON ("$NAME.JSON" with NAME '
+                   "unset?); give a name before it, e.g. runs/out.JSON"),
+    ("x/", "x/ ends in a slash, which names a folder; give a file name inside it"),
+    # Path("x/.") is "x": `--out x/.` wrote a file x, as `--out x/` did.
+    ("x/.", "x/. ends in /., which names a folder; give a file name inside it"),
+    ("x/..", "x/.. ends in /.., which names a folder; give a file name inside it"),
+])
+def test_a_file_name_that_names_no_file_is_refused_saying_why(raw, message):
+    with pytest.raises(typer.BadParameter) as refused:
+        file_name(raw)
+    assert refused.value.message == message
+
+
+@pytest.mark.parametrize("raw", ["x.YAML", "p.yml", ".hidden.json", "out", ".", "/dev/stdout"])
+def test_a_file_name_with_a_name_is_taken(raw):
+    assert file_name(raw) == Path(raw)
+
+
+def test_a_new_folder_named_as_a_file_is_refused_an_existing_folder_taken(tmp_path, monkeypatch):
+    # `sp-report plan.json --out report.html` made a folder report.html holding index.html.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(typer.BadParameter) as refused:
+        folder_name("report.HTML")
+    assert refused.value.message == ("report.HTML ends in .HTML, a file's extension, and no such folder exists: "
+                                     "this option names a folder to write into; give a folder name, e.g. report")
+    with pytest.raises(typer.BadParameter, match=r"^sim/\.json ends in \.json, .* e\.g\. sim/out$"):
+        folder_name("sim/.json")
+    (tmp_path / "runs.json").mkdir()
+    (tmp_path / "plan.json").write_text("{}")  # an existing file: check_folder_destination says what it is
+    assert [folder_name(raw) for raw in ("runs.json", "plan.json", "sim", "sim.v2")] == [
+        Path("runs.json"), Path("plan.json"), Path("sim"), Path("sim.v2")]

@@ -70,6 +70,28 @@ def test_a_file_option_ending_in_a_slash_is_refused_not_written_without_it(run_m
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command,args,raw,message", [
+    (plan_cmd, [*QUESTION, "--out"], ".json", ".json is an extension alone, with no file name before .json"),
+    (run_cmd, ["--plan", "plan.json", "--out"], ".json", ".json is an extension alone"),
+    (calibrate_cmd, ["--out"], ".yml", ".yml is an extension alone, with no file name before .yml"),
+    (calibrate_cmd, ["--out", "cpu.yaml", "--save-measurements"], ".json", ".json is an extension alone"),
+    (plan_cmd, [*QUESTION, "--out"], "x/.", "x/. ends in /., which names a folder"),
+    (plan_cmd, [*QUESTION, "--report"], "report.html", "report.html ends in .html, a file's extension, and no "
+     "such folder exists: this option names a folder to write into; give a folder name, e.g. report"),
+    (report_cmd, ["plan.json", "--out"], "x.YAML", "x.YAML ends in .YAML, a file's extension"),
+    (simulate_cmd, ["plan.json", "--out-dir"], "timeline.json", "timeline.json ends in .json, a file's extension"),
+    (validate_cmd, ["--report"], ".csv", ".csv ends in .csv, a file's extension"),
+])
+def test_a_destination_that_is_an_extension_or_a_file_name_for_a_folder_is_refused(
+        run_main, tmp_path, monkeypatch, command, args, raw, message):
+    # `--out .yaml` ("$NAME.yaml" with NAME unset) wrote a hidden file, and sp-calibrate said the name
+    # must end in .yaml; `--out x/.` wrote a file x; `--out report.html` made a folder report.html.
+    monkeypatch.chdir(tmp_path)
+    result = run_main(command, *args, raw)
+    assert_one_line_error(result, f"Invalid value for '{args[-1]}': {message}")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command,args,message", [
     (plan_cmd, [*QUESTION, "--out"], "Invalid value for '--out': the name is empty; give a file name"),
     (run_cmd, ["--plan", "plan.json", "--out"], "Invalid value for '--out': the name is empty; give a file name"),

@@ -145,3 +145,27 @@ def test_a_run_of_another_ring_layout_or_cp_comm_is_not_a_run_of_the_plan():
     other = run.config.model_copy(update={"ring_layout": "contiguous", "cp_comm": "p2p"})
     assert run_differences(plan_file, run.model_copy(update={"config": other})) == [
         "ring_layout contiguous (plan: zigzag)", "cp_comm p2p (plan: allgather)"]
+
+
+def test_a_pinned_split_with_empty_model_chunks_is_noted_as_sp_plan_and_sp_simulate_note_it(tmp_path):
+    # Llama-3-8B's 32 layers pinned 8/8 over pp 4 x vpp 16 leave 60 of the 64 chunks empty
+    # (plan_messages.empty_chunks_text, tests/test_plan_messages.py); sp-report said nothing of it.
+    from sp_planner.catalog import load_hardware, load_model
+    from sp_planner.planfile import write_plan_file
+    from sp_planner.report.from_plan import report_from_plan_file
+    from sp_planner.specs.workload import Workload
+
+    question = dict(model=load_model("llama3-8b"), hardware=load_hardware("h100-sxm"),
+                    workload=Workload(seq_len=32768, global_batch=16), num_nodes=2, gpus_per_node=8)
+    plan_path = tmp_path / "plan.json"
+    notes: dict[str, list[str]] = {}
+    for name, plan in (("empty", ParallelPlan(ring=4, pp=4, vpp=16, first_stage_layers=8, last_stage_layers=8)),
+                       ("even", ParallelPlan(ring=4, pp=4, vpp=2))):
+        write_plan_file(plan_path, PlanFile(**question, plan=plan))
+        notes[name] = []
+        report_from_plan_file(plan_path, out_dir=tmp_path / name, note=notes[name].append)
+    assert notes["empty"][0] == (
+        "the pipeline layout leaves 60 of its 64 model chunks (pp 4 x vpp 16) without a layer (Megatron prints "
+        "each as \"(empty stage)\"): each is still a pipeline hop and a schedule slot doing nothing; pin --vpp 2, "
+        "4 or 8, which split the 8 layers per stage evenly")
+    assert not any("model chunks" in line for line in notes["even"])

@@ -6,6 +6,7 @@ import pytest
 from sp_planner.catalog import load_hardware, load_model
 from sp_planner.cli.simulate_cmd import app
 from sp_planner.cli.common import run_app
+from sp_planner.errors import UserInputError
 from sp_planner.figure_mark import figure_signature
 from sp_planner.fileio import SIGNATURE_HEAD_BYTES
 from sp_planner.plan import ParallelPlan
@@ -219,3 +220,30 @@ def test_an_older_plan_whose_window_cannot_be_told_is_refused_and_writes_nothing
     assert captured.err.startswith(f"error: plan file {plan_file} was written before plan files recorded the "
                                    "attention window") and captured.err.count("\n") == 1
     assert captured.out == "" and not out.exists()
+
+
+def test_timeline_json_says_what_was_simulated(tmp_path, capsys):
+    # timeline.json held the plan and the cluster's size but not the model, the sequence, the hardware
+    # nor --nics-per-node: two runs of one plan over another fabric could not be told apart. The keys
+    # are not a plan file's ("model"), so a timeline given as a plan file is still named as another file.
+    plan_file = tmp_path / "plan.json"
+    write_plan_file(plan_file, PlanFile(
+        model=load_model("llama3-8b"), hardware=load_hardware("a800"),
+        workload=Workload(seq_len=65536, global_batch=4), num_nodes=2, gpus_per_node=8,
+        plan=ParallelPlan(dp=1, pp=2, ulysses=4, ring=2),
+    ))
+    runs = {"profile": [], "fat_tree": ["--topology", "fat_tree", "--nics-per-node", "2"]}
+    said = {}
+    for name, options in runs.items():
+        assert _run([str(plan_file), "--out-dir", str(tmp_path / name), *options]) == 0
+        timeline = json.loads((tmp_path / name / "timeline.json").read_text())
+        said[name] = {key: timeline[key] for key in ("model_name", "hardware_name", "seq_len", "global_batch",
+                                                     "num_nodes", "gpus_per_node", "topology", "nics_per_node")}
+    capsys.readouterr()
+    common = {"model_name": "Llama-3-8B", "hardware_name": "A800", "seq_len": 65536, "global_batch": 4,
+              "num_nodes": 2, "gpus_per_node": 8}
+    # The A800 profile's fabric is rail-optimized; one NIC per GPU without --nics-per-node.
+    assert said == {"profile": {**common, "topology": "rail_optimized", "nics_per_node": 8},
+                    "fat_tree": {**common, "topology": "fat_tree", "nics_per_node": 2}}
+    with pytest.raises(UserInputError, match="is not a plan file"):
+        load_plan_file(tmp_path / "profile" / "timeline.json")
