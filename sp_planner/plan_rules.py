@@ -139,6 +139,16 @@ def _breaks_deepep_group(deepep, d, **_):
     return deepep & deepep_group_breaks(_get(d, "etp"), _get(d, "ep"))
 
 
+def _breaks_expert_replicas(num_experts, d, **_):
+    # HSDP over routed experts: Megatron-Core shards their states over the intra-partial expert
+    # data-parallel group, edp / dp_replicate ranks (parallel_state.py initialize_model_parallel,
+    # d98e8a6 lines 1447-1451 and core_v0.16.1: it asserts edp % num_distributed_optimizer_instances
+    # == 0; Megatron-FSDP's HSDP takes that group, mcore_fsdp_adapter.py _init_dist_index), and
+    # all-reduces the shards over the replicas. The cost model shards them over the whole edp group
+    # (cost.stage_states, cost.comm): not modelled, so refused.
+    return (num_experts > 0) & (_get(d, "dp_replicate") > 1)
+
+
 RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "heads": _breaks_heads,
     "kv_heads": _breaks_kv_heads,
@@ -155,6 +165,7 @@ RULE_CHECKS: dict[str, Callable[..., Any]] = {
     "moe_act": _breaks_moe_act,
     "mlp": _breaks_mlp,
     "deepep_group": _breaks_deepep_group,
+    "expert_replicas": _breaks_expert_replicas,
 }
 RULES: tuple[str, ...] = tuple(RULE_CHECKS)
 ATTENTION_RULES: tuple[str, ...] = ("heads", "kv_heads", "seq_len")

@@ -57,7 +57,9 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
                       enumerate_candidates(workload, world, offload_all, axes=axes),
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mla_up_proj"), axes=axes),
                       enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="moe_act"), axes=axes),
-                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mlp"), axes=axes))
+                      enumerate_candidates(workload, world, Pins(pp=1, dp=1, recompute="mlp"), axes=axes),
+                      # HSDP replicas break expert_replicas on the MoE model (never on a dense one).
+                      enumerate_candidates(workload, world, Pins(pp=1, zero=3, dp_replicate=2), axes=axes))
     masks = rule_masks(model, workload, columns)
     n = len(columns)
     found = [{v.rule for v in violations(plan, model, workload)} for plan in _plans(columns)]
@@ -71,7 +73,7 @@ def test_masks_equal_violations_and_every_rule_fires(model, workload, world):
         if rule == "mlp" and model.num_moe_layers < model.num_layers:
             assert broken[:, j].sum() == 0, "mlp fires on a model with dense layers"
             continue
-        if rule == "deepep_group" and model.moe is None:
+        if rule in ("deepep_group", "expert_replicas") and model.moe is None:
             assert not broken[:, j].any()
             continue
         assert 0 < broken[:, j].sum() < n, f"rule {rule} never fires or always fires"
@@ -103,3 +105,25 @@ def test_the_mlp_width_splits_evenly_over_tp_and_an_experts_over_etp():
     assert "ffn" not in {v.rule for v in violations(ParallelPlan(tp=4), llama, work)}
     expert = {v.rule: v.message for v in violations(ParallelPlan(tp=1, dp=5, ep=1, etp=5), qwen, work)}
     assert expert["ffn"].startswith("an expert's hidden width 768 is not divisible by etp 5")
+
+
+def test_hsdp_replicas_over_routed_experts_are_refused_as_not_modelled():
+    # Megatron-Core shards the routed experts' states over edp / dp_replicate ranks (parallel_state.py
+    # intra-partial expert data-parallel group, asserting dp_replicate divides edp), the cost model over
+    # all edp: Qwen3-30B-A3B at tp 1 x ulysses 4 x ring 2 x dp 4 x ep 32 on 32 GPUs has edp 1, which
+    # Megatron refuses with 4 distributed-optimizer instances, and it was planned at 46.7 GiB a GPU.
+    from sp_planner.plan import ParallelPlan
+
+    qwen, llama = load_model("Qwen3-30B-A3B"), load_model("Llama-3-8B")
+    work = Workload(seq_len=131072, global_batch=32)
+    hsdp = ParallelPlan(tp=1, ulysses=4, ring=2, dp=4, ep=32, etp=1, zero=3, dp_replicate=4)
+    messages = {v.rule: v.message for v in violations(hsdp, qwen, work)}
+    assert messages["expert_replicas"] == (
+        "dp_replicate 4 (HSDP) on an MoE model is not modelled: the frameworks shard the routed experts' states "
+        "within one replica, over edp / dp_replicate ranks (Megatron's intra-partial expert data-parallel group, "
+        "parallel_state.py, which asserts dp_replicate divides edp; torchtitan's efsdp mesh), where sp-plan counts "
+        "all edp 1; use dp_replicate 1")
+    assert "expert_replicas" not in {v.rule for v in violations(hsdp.model_copy(update={"dp_replicate": 1}), qwen,
+                                                                  work)}
+    dense = ParallelPlan(tp=1, ulysses=4, ring=2, dp=4, zero=3, dp_replicate=4)
+    assert "expert_replicas" not in {v.rule for v in violations(dense, llama, work)}

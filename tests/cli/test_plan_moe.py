@@ -123,12 +123,12 @@ def test_simulator_graph_takes_the_nvlink_domain_as_its_node():
 def test_table_names_the_best_expert_parallel_plan_and_what_it_costs(sp_plan):
     """When no shown plan splits the experts, the table's answer names the best one that does and
     the parts of its step that differ; its time is the one the search ranked for it."""
-    table = sp_plan(*QUESTION, "--nodes", "18")
+    table = sp_plan(*QUESTION, "--nodes", "18", "--top", "5")
     assert table.exit_code == 0, table.stderr
     line = " ".join(table.stdout.split())
     assert "Best plan with expert parallelism (ranked" in line and "MoE dispatch/combine +" in line
     doc = json.loads(sp_plan(*QUESTION, "--nodes", "18", "--format", "json", "--top", "200").stdout)
-    assert all(p["ep"] == 1 for p in doc["plans"][:10])
+    assert all(p["ep"] == 1 for p in doc["plans"][:5])
     rank, best_ep = next((i, p) for i, p in enumerate(doc["plans"], 1) if p["ep"] > 1 and p["fits"])
     assert f"(ranked {rank} of all plans)" in line
     assert f"{best_ep['step_time_s']:.2f} s per step" in line

@@ -42,15 +42,15 @@ def test_torchtitan_refuses_an_expert_grid_it_cannot_fold():
     assert flags["megatron"].supported  # Megatron's expert grid is independent of tp
 
 
-def test_torchtitan_folds_experts_inside_one_hsdp_replica():
-    """efsdp = dp_shard*cp*tp // (ep*etp) (v0.2.2 parallel_dims.py build_mesh): HSDP replicas are
-    outside the expert mesh, and etp = tp takes its ranks too."""
-    replicas = _request(ParallelPlan(dp=8, dp_replicate=4, ep=4, zero=3), "0.2.2")  # dp_shard 2
-    flags = render_flags("torchtitan", replicas)
-    assert not flags.supported and "ep x etp = 4 x 1 does not divide dp_shard x cp x tp = 2 x 1 x 1" in flags.reason
-    assert render_flags("torchtitan", _request(ParallelPlan(dp=8, dp_replicate=2, ep=4, zero=3), "0.2.2")).supported
-    etp = render_flags("torchtitan", _request(ParallelPlan(tp=2, dp=4, dp_replicate=2, ep=4, etp=2, zero=1), "0.2.2"))
-    assert not etp.supported and "ep x etp = 4 x 2 does not divide dp_shard x cp x tp = 2 x 1 x 2" in etp.reason
+def test_hsdp_replicas_over_routed_experts_are_refused_in_every_framework():
+    """torchtitan folds experts inside one HSDP replica (efsdp = dp_shard*cp*tp // (ep*etp), v0.2.2
+    parallel_dims.py build_mesh) and Megatron shards them over edp / dp_replicate (parallel_state.py):
+    the cost model shards them over all edp, so the plan rule expert_replicas refuses them first."""
+    for plan in (ParallelPlan(dp=8, dp_replicate=4, ep=4, zero=3), ParallelPlan(dp=8, dp_replicate=2, ep=4, zero=3),
+                 ParallelPlan(tp=2, dp=4, dp_replicate=2, ep=4, etp=2, zero=1)):
+        for name, flags in render_all(_request(plan, "0.2.2")).items():
+            assert not flags.supported and "(HSDP) on an MoE model is not modelled" in flags.reason, name
+    assert render_flags("torchtitan", _request(ParallelPlan(dp=8, ep=4, zero=3), "0.2.2")).supported
 
 
 def test_unsplit_experts_pass_everywhere_a_dense_plan_would():
