@@ -36,7 +36,7 @@ SUGGESTION_CANDIDATES = MAX_CANDIDATES // 4
 
 
 class FitSuggestion(FrozenModel):
-    change: str  # "recompute", "offload", "zero", "micro_batch", "unpin", "nodes", "seq_len"
+    change: str  # "recompute", "offload", "zero", "micro_batch", "dp_replicate", "unpin", "nodes", "seq_len"
     option: str  # the sp-plan option that makes the change, e.g. "--nodes 4"
     description: str
     estimate: PlanEstimate  # the best plan that fits with the change
@@ -108,6 +108,11 @@ def suggest_fits(
     if pins.zero is not None and pins.zero != 3:
         offer("zero", "--zero 3", "with --zero 3 parameters, gradients and optimizer state are sharded",
               best_fit(changes={"zero": 3}))
+    # HSDP replicas hold whole copies of the states, and an MoE model cannot have them at all (plan
+    # rule expert_replicas): one replica shards over every data-parallel rank.
+    if pins.dp_replicate is not None and pins.dp_replicate > 1:
+        offer("dp_replicate", "--dp-replicate 1", "with --dp-replicate 1 ZeRO shards over every data-parallel rank "
+              "(no HSDP replicas)", best_fit(changes={"dp_replicate": 1}))
     if pins.micro_batch is not None and pins.micro_batch > 1:
         offer("micro_batch", "--micro-batch 1", "with --micro-batch 1 each GPU holds one sequence's activations",
               best_fit(changes={"micro_batch": 1}))

@@ -120,3 +120,16 @@ def test_offloading_pinned_keeps_pp_1_and_no_recompute_in_every_change_tried():
     assert [s.option for s in suggestions] == ["--nodes 4"]
     plan = suggestions[0].estimate.plan
     assert (plan.pp, plan.recompute, plan.cpu_offload_layers, plan.world_size) == (1, "none", 40, 32)
+
+
+def test_a_pinned_hsdp_replica_count_is_relaxed_to_one():
+    # HSDP over routed experts breaks the expert_replicas rule: Qwen3-30B-A3B pinned to 4 replicas
+    # on 32 H100s at 128K had no suggestion ("None of the changes tried ..."); one replica fits.
+    model, hardware = load_model("qwen3-30b-a3b"), load_hardware("h100")
+    workload = Workload(seq_len=131072, global_batch=32)
+    pins = Pins(tp=1, ulysses=4, ring=2, dp=4, pp=1, ep=32, etp=1, zero=3, dp_replicate=4)
+    assert not search(model, hardware, workload, num_nodes=4, gpus_per_node=8, pins=pins).ranked[0].fits
+    found = {s.change: s for s in suggest_fits(model, hardware, workload, num_nodes=4, gpus_per_node=8, pins=pins)}
+    relaxed = found["dp_replicate"]
+    assert relaxed.option == "--dp-replicate 1" and relaxed.estimate.fits
+    assert relaxed.estimate.plan.dp_replicate == 1 and relaxed.estimate.plan.ep == 32
