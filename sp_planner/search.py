@@ -42,9 +42,9 @@ from sp_planner.units import plural
 __all__ = ["Pins", "SearchTooLarge", "evaluate", "search", "search_axes"]
 
 # Candidates enumerated and costed at once: a chunk's columns take a few hundred bytes per
-# candidate, so this bounds the search's working memory (tens of MB; the pruned scan holds up to
-# search_pruned_scan.PRUNE_BATCH_ROWS of those that pass the rules, twice this) at any cluster
-# size.
+# candidate, so this bounds the search's working memory (about a hundred MB; the pruned scan holds
+# up to search_pruned_scan.PRUNE_BATCH_ROWS of those that pass the rules, twice this, and up to
+# BOUND_BATCH_ROWS fitting ones besides) at any cluster size.
 CHUNK_CANDIDATES = 1 << 16
 # Rows kept in rank order besides top_k: present.expressible scans this many for a plan the
 # asked framework can express.

@@ -26,9 +26,17 @@ from sp_planner.specs.workload import Workload
 # between chunks: a call of cost.step takes ~40 ms at any size up to this (its numpy calls, not
 # its rows, set its time), so fewer prune more of the rest after each round but cost more calls.
 PRUNE_ROUND_ROWS = 16384
-# Rows that pass the rules priced at once (memory, the step's bound) by the pruned scan: those
-# calls too take about as long at any size below this, so several chunks' rows go together.
+# Rows that pass the rules whose memory the pruned scan prices at once: several chunks' rows
+# together (a call's numpy overhead is paid once), few enough that its arrays stay small.
 PRUNE_BATCH_ROWS = 1 << 17
+# Fitting rows, memory priced, that the pruned scan gathers before it bounds and times them
+# (_time_pending): a bound call on DeepSeek-V3's layer kinds costs 80-100 ms on 3,000 to 100,000
+# rows (its schedules' walks and layer-kind tables, not its rows, set most of it), and the more rows
+# bounded together, the better the least-bound rounds prune the rest. Gathered over memory
+# batches (a third to two thirds of a batch's rows fit), 128 x 8 H100s at 32K: DeepSeek-V3's bound
+# calls 10 -> 5 and rows timed 68,008 -> 50,896, Qwen3-235B-A22B's 12 -> 7 and 143,905 -> 109,693
+# (docs/cost-model.md Stop 62); the same rows are merged either way.
+BOUND_BATCH_ROWS = 1 << 17
 # The share of a batch's rows out of memory by their model states (_fitting_rows) below which all
 # are priced instead: taking the others out costs about what pricing this share's memory saves
 # (searches in separate processes, 128 x 8 H100s, 32K, noisy: splitting Qwen3-235B-A22B's 16%
@@ -100,15 +108,16 @@ def _fitting_rows(model: ModelSpec, hardware: HardwareProfile, workload: Workloa
 
 class PrunedScan:
     """The rows that pass the rules, merged into the best `keep` (rank order) and each degree
-    tuple's best (search_refine) with the fewest rows timed: their memory and step bound priced
-    PRUNE_BATCH_ROWS at a time (several chunks' rows), then the fitting ones timed
-    PRUNE_ROUND_ROWS at a time, least bound first, each round merged before the rest are pruned
-    (search_prune) once the rows kept all fit (_full_of_fits). An OOM row cannot enter rows kept
-    that all fit (keep_best drops it unranked), so it is counted, its memory priced only where its
-    model states alone do not already exceed the capacity (_fitting_rows), and its time only where
-    the rows kept never come to all fit (held back until then, memory priced and timed once they
-    grow past PRUNE_BATCH_ROWS). Every merge is a function of the set of rows merged (rank order
-    breaks ties by place), so the order in which rows are timed leaves the result as it was.
+    tuple's best (search_refine) with the fewest rows timed: their memory priced PRUNE_BATCH_ROWS
+    at a time (several chunks' rows), the fitting ones gathered to BOUND_BATCH_ROWS and their step
+    bound priced together, then timed PRUNE_ROUND_ROWS at a time, least bound first, each round
+    merged before the rest are pruned (search_prune) once the rows kept all fit (_full_of_fits).
+    An OOM row cannot enter rows kept that all fit (keep_best drops it unranked), so it is counted,
+    its memory priced only where its model states alone do not already exceed the capacity
+    (_fitting_rows), and its time only where the rows kept never come to all fit (held back until
+    then, memory priced and timed once they grow past PRUNE_BATCH_ROWS). Every merge is a function
+    of the set of rows merged (rank order breaks ties by place), so the order in which rows are
+    timed leaves the result as it was.
 
     `after`: the rows kept by the scan this one goes on from (search's refinement after its scan;
     their places before this scan's, so negative), kept from the start, so its rows are pruned
@@ -134,7 +143,10 @@ class PrunedScan:
         rows = np.flatnonzero(code < 0)
         self.unpriced.append(_Passing(columns.take(chunk, rows), code[rows], seen + rows))
         if sum(len(p.place) for p in self.unpriced) >= PRUNE_BATCH_ROWS:
-            self._price(leave=PRUNE_ROUND_ROWS)
+            self._priced()
+            if self.pending is not None and len(self.pending.place) >= BOUND_BATCH_ROWS:
+                self._time_pending(leave=PRUNE_ROUND_ROWS)
+            self._settle_held()
 
     def finish(self) -> tuple[Best | None, TupleBests, int]:
         """(the rows kept, the tuple bests, the OOM rows' count) once every row added is merged."""
@@ -163,6 +175,11 @@ class PrunedScan:
     def _price(self, leave: int) -> None:
         self._priced()
         self._time_pending(leave)
+        self._settle_held()
+
+    def _settle_held(self) -> None:
+        """The held OOM rows dropped once the rows kept all fit, else timed once they grow past
+        PRUNE_BATCH_ROWS (checked after every memory batch: they stay bounded)."""
         if self._full():
             self.held = []
         elif sum(len(p.place) for p in self.held) > PRUNE_BATCH_ROWS:

@@ -75,6 +75,7 @@ def test_pruned_search_is_the_unpruned_search(question, head_rows, monkeypatch):
     monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
     monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 512)
     monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 4096)
+    monkeypatch.setattr(pruned_scan, "BOUND_BATCH_ROWS", 4096)
     refined: list[np.ndarray] = []
     real_refine = search_module.tuples_to_refine
     monkeypatch.setattr(search_module, "tuples_to_refine", lambda *a: refined.append(out := real_refine(*a)) or out)

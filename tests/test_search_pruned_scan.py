@@ -40,3 +40,32 @@ def test_rows_out_of_memory_are_not_timed_once_the_kept_rows_all_fit(monkeypatch
     assert sum(timed_oom) < streamed.prune_counts["oom"]  # OOM rows counted, some never timed
     assert streamed.prune_counts == whole.prune_counts and streamed.ranked == whole.ranked
     pd.testing.assert_frame_equal(streamed.head(5), whole.frame.head(5))
+
+
+def test_fitting_rows_gathered_over_memory_batches_answer_as_bounded_per_batch(monkeypatch):
+    # Fitting rows bounded BOUND_BATCH_ROWS at a time, gathered over several memory batches: fewer
+    # bound calls on more rows each, the same answer as bounding each memory batch's rows as they
+    # come.
+    monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 64)
+    monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 256)
+    bound_rows: list[int] = []
+    real = pruned_scan.candidate_step_bound
+
+    def counted(*args, **kwargs):
+        bound_rows.append(len(args[3]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pruned_scan, "candidate_step_bound", counted)
+
+    def answer(bound_batch: int):
+        monkeypatch.setattr(pruned_scan, "BOUND_BATCH_ROWS", bound_batch)
+        bound_rows.clear()
+        result = _search(97, 5, monkeypatch)
+        return result, list(bound_rows)
+
+    per_batch, per_batch_calls = answer(1)
+    gathered, gathered_calls = answer(1024)
+    assert len(gathered_calls) < len(per_batch_calls) and max(gathered_calls) > max(per_batch_calls)
+    assert gathered.candidates_evaluated == per_batch.candidates_evaluated
+    assert gathered.prune_counts == per_batch.prune_counts and gathered.ranked == per_batch.ranked
+    pd.testing.assert_frame_equal(gathered.head(5), per_batch.head(5))

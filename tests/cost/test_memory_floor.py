@@ -72,6 +72,7 @@ def test_searches_with_the_floor_answer_as_without(question, monkeypatch):
     monkeypatch.setattr(search_module, "HEAD_ROWS", head_rows)
     monkeypatch.setattr(pruned_scan, "PRUNE_ROUND_ROWS", 512)
     monkeypatch.setattr(pruned_scan, "PRUNE_BATCH_ROWS", 4096)
+    monkeypatch.setattr(pruned_scan, "BOUND_BATCH_ROWS", 4096)
     monkeypatch.setattr(pruned_scan, "FLOOR_SPLIT_SHARE", 0.0)  # every row over by the floor left unpriced
     model, hardware = load_model(name), load_hardware("h100-sxm")
     workload = Workload(seq_len=seq_len, global_batch=8 * nodes, causal=True)
