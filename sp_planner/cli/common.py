@@ -22,7 +22,7 @@ except ImportError:  # older typer depends on click itself
     from click import ClickException  # type: ignore[import-not-found, no-redef]
 
 from sp_planner import interrupts
-from sp_planner.cli.joined import stays_quiet
+from sp_planner.cli.joined import quiet_rank, stays_quiet
 from sp_planner.errors import UserInputError
 from sp_planner.fileio import errors_line
 
@@ -197,7 +197,8 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
             once_per_node: bool = False) -> None:
     """Run a typer app, mapping user errors (ours, pydantic's, click's) to one stderr line + exit 2,
     and an unwritable standard output to one line too. `once_per_node`: a command that runs as every
-    rank of a torchrun/SLURM launch says a user error from its node's first rank only (cli.joined)."""
+    rank of a torchrun/SLURM launch says a user error, or Ctrl-C's 'interrupted', from its node's
+    first rank only (cli.joined)."""
     _tolerate_narrow_encodings()
     try:
         interrupts.install()
@@ -224,6 +225,13 @@ def _refuse(message: str, once_per_node: bool) -> NoReturn:
     fail(message)
 
 
+def _say_interrupted(once_per_node: bool) -> None:
+    """The 'interrupted' line, but not on a rank that leaves it to its node's first: Ctrl-C reaches
+    every rank of a torchrun/SLURM launch, and each said it (cli.joined)."""
+    if not (once_per_node and quiet_rank()):
+        _say("interrupted")
+
+
 def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None, once_per_node: bool) -> int:
     command = typer.main.get_command(app)
     try:
@@ -231,7 +239,7 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
     except typer.Exit as done:
         return done.exit_code
     except typer.Abort:  # click's answer to Ctrl-C (KeyboardInterrupt) and to an aborted prompt
-        _say("interrupted")
+        _say_interrupted(once_per_node)
         raise SystemExit(EXIT_INTERRUPTED) from None
     except ClickException as err:
         _refuse(err.format_message(), once_per_node)
@@ -240,5 +248,5 @@ def _run_command(app: typer.Typer, argv: list[str] | None, prog_name: str | None
     except pydantic.ValidationError as err:
         _refuse(describe_validation_error(err), once_per_node)
     if result == EXIT_INTERRUPTED:  # typer answers Ctrl-C by returning 130, silently
-        _say("interrupted")
+        _say_interrupted(once_per_node)
     return result if isinstance(result, int) else 0

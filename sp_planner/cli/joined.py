@@ -8,6 +8,11 @@ node). torchrun stops a node's other ranks (SIGTERM) as soon as one exits, so a 
 for that stop before it exits, and the first rank's line is never cut off by a quiet rank leaving
 first; a quiet rank that is not stopped (the first rank went on: a refusal of this rank alone)
 says its line after all. srun stops no one, and its first task says the line unhurried.
+
+Ctrl-C's 'interrupted' line follows the same rule, without the wait: the terminal sends SIGINT to
+its foreground process group, the launcher and every rank of the node alike (torchrun then sends
+its ranks the signal it got, SIGINT, not SIGTERM: torch.distributed.elastic's agent
+_shutdown(e.sigval)), so the first rank is interrupted as surely as the quiet ones (quiet_rank).
 """
 
 from __future__ import annotations

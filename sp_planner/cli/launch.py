@@ -11,17 +11,28 @@ from importlib import import_module
 EXIT_INTERRUPTED = 130  # as sp_planner.cli.common, which this module must not import (it loads typer)
 
 
-def launch(module: str) -> None:
-    """Import sp_planner.cli.<module> and run its main()."""
+def launch(module: str, *, once_per_node: bool = False) -> None:
+    """Import sp_planner.cli.<module> and run its main(). `once_per_node`: a command that runs as
+    every rank of a torchrun/SLURM launch (sp-run, sp-calibrate), whose 'interrupted' line only its
+    node's first rank says, as cli.common.run_app's once_per_node."""
     try:
         main = import_module(f"sp_planner.cli.{module}").main
     except KeyboardInterrupt:
-        try:
-            sys.stderr.write("error: interrupted\n")
-        except (OSError, ValueError):
-            pass
+        if not (once_per_node and _quiet_rank()):
+            try:
+                sys.stderr.write("error: interrupted\n")
+            except (OSError, ValueError):
+                pass
         raise SystemExit(EXIT_INTERRUPTED) from None
     main()
+
+
+def _quiet_rank() -> bool:
+    """cli.joined.quiet_rank, imported only once the guard has caught Ctrl-C (it loads os and
+    signal alone: at once)."""
+    from sp_planner.cli.joined import quiet_rank
+
+    return quiet_rank()
 
 
 def plan() -> None:
@@ -29,7 +40,7 @@ def plan() -> None:
 
 
 def run() -> None:
-    launch("run_cmd")
+    launch("run_cmd", once_per_node=True)
 
 
 def report() -> None:
@@ -41,7 +52,7 @@ def simulate() -> None:
 
 
 def calibrate() -> None:
-    launch("calibrate_cmd")
+    launch("calibrate_cmd", once_per_node=True)
 
 
 def validate() -> None:

@@ -24,7 +24,7 @@ from sp_planner.cli.terminal import write_note
 from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
                                                with_attention_kernel)
 from sp_planner.cost.fp8_attention import with_fp8_attention
-from sp_planner.flags.flash_head_dim import flash_head_dim_problem
+from sp_planner.flags.flash_head_dim import flash_head_dim_problem, te_context_parallel_problem, te_unfused_note
 from sp_planner.flags.kernel_choice import kernel_choice_note
 from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
 from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
@@ -254,9 +254,15 @@ def plan(
     if (problem := flash_head_dim_problem(question.model, question.hardware, stack=stack, chosen=attention_kernel,
                                           timed=timed)) is not None:
         raise UserInputError(problem)
+    if (problem := te_context_parallel_problem(question.model, question.hardware, framework=framework,
+                                               chosen=attention_kernel, timed=timed, ulysses=ulysses,
+                                               ring=ring)) is not None:
+        raise UserInputError(problem)
     choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel)
     question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
     timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
+    unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
+                                   timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
     device_note = framework_device_note(question.hardware, framework)
     # Where the framework does not run on the device at all, the device note says so, not this.
     kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
@@ -278,7 +284,7 @@ def plan(
                  node_size_note(question.hardware, question.gpus_per_node),
                  default_batch_note(question),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
-                 device_note, timing_note, kernel_note):
+                 device_note, timing_note, unfused_note, kernel_note):
         if note is not None:
             write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced

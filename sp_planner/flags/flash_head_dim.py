@@ -13,6 +13,14 @@ unfused path off (NVTE_FUSED_ATTN=0, NVTE_UNFUSED_ATTN=0: megatron/core/models/c
 language_module.py at d98e8a64dd), so TE has no backend left and raises ("No dot product attention
 backend is available", dot_product_attention.py).
 
+Where Megatron-LM's default (--attention-backend auto) times the plans with flash-attn 2 and TE
+disables it (te_fa2_refuses), TE picks from what is left (get_attention_backend at d0067d0):
+cuDNN's FusedAttention trains head dims above 128 on sm90 (cuDNN 9.5) and, at 256 only, on sm100 to
+sm10x from bffde8f4a (after v2.18, with cuDNN 9.23; nvte_get_fused_attn_backend in transformer_engine/
+common/fused_attn/fused_attn.cpp), on no other GPU with any cuDNN, so there it runs
+UnfusedDotProductAttention; that takes no context parallelism ("Disabling UnfusedDotProductAttention
+as it does not support context parallelism"), so a plan with ulysses x ring > 1 has no backend left.
+
 flash-attn 2 itself: the backward at head dims above 192 (its 256 kernel, run_mha_bwd_hdim256 in
 csrc/flash_attn/src/flash_bwd_launch_template.h) needs 144 KB of shared memory a block, which sm86 and
 sm89 lack ("sm86 and sm89, max smem is 99 KB. Only works without dropout", from v2.5.5, 2406f28).
@@ -86,3 +94,46 @@ def flash_head_dim_problem(model: ModelSpec, hardware: HardwareProfile, *, stack
                 "run_mha_bwd_hdim256); plan with --framework megatron, whose Transformer Engine runs another backend "
                 "there, or a model without dropout")
     return None
+
+
+def _te_runs_unfused(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
+                     timed: str | None) -> bool:
+    """Whether Megatron's default (no --attention-kernel) times the plans with flash-attn 2 where
+    Transformer Engine runs its unfused attention instead: FA2 disabled and no cuDNN fused attention
+    trains the head dim on this GPU, which is neither sm90 nor sm10x (module docstring)."""
+    capability = compute_capability(hardware)
+    return (stack == "megatron" and chosen is None and timed == "fa2" and capability is not None
+            and te_fa2_refuses(model, hardware) and capability != (9, 0) and capability[0] != 10)
+
+
+def _te_unfused_why(model: ModelSpec, hardware: HardwareProfile) -> str:
+    capability = compute_capability(hardware)
+    assert capability is not None
+    return (f"Transformer Engine disables flash-attn 2 for {model.name}'s head dim {fa2_head_dim(model)} on "
+            f"{hardware.name} ({sm_name(capability)}) and no cuDNN fused attention trains it there")
+
+
+def te_unfused_note(model: ModelSpec, hardware: HardwareProfile, *, stack: str, chosen: str | None,
+                    timed: str | None, context_parallel: bool = True) -> str | None:
+    """The note where the plans are timed with flash-attn 2 but Transformer Engine runs its unfused
+    attention (_te_runs_unfused), and none under context parallelism where plans may have it
+    (`context_parallel`: --ulysses and --ring do not both pin 1); None elsewhere."""
+    if not _te_runs_unfused(model, hardware, stack=stack, chosen=chosen, timed=timed):
+        return None
+    return (f"{_te_unfused_why(model, hardware)}, so it runs its unfused attention, while the plans are timed "
+            "with flash-attn 2" + ("; with ulysses x ring > 1 it has no backend (the unfused one takes no context "
+                                    "parallelism) and raises: --ulysses 1 --ring 1 ranks plans it runs"
+                                    if context_parallel else ""))
+
+
+def te_context_parallel_problem(model: ModelSpec, hardware: HardwareProfile, *, framework: str, chosen: str | None,
+                                timed: str | None, ulysses: int | None, ring: int | None) -> str | None:
+    """The one-line refusal where --ulysses or --ring pins context parallelism on Megatron and
+    Transformer Engine's only backend there is its unfused attention (te_unfused_note), else None."""
+    pinned = [f"--{name} {degree}" for name, degree in (("ulysses", ulysses), ("ring", ring))
+              if degree is not None and degree > 1]
+    if not pinned or not _te_runs_unfused(model, hardware, stack=framework, chosen=chosen, timed=timed):
+        return None
+    return (f"{' and '.join(pinned)}: {_te_unfused_why(model, hardware)}, and its unfused attention takes no "
+            "context parallelism (get_attention_backend at d0067d0), so it has no backend and raises; give "
+            "--ulysses 1 --ring 1")

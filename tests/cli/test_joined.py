@@ -109,3 +109,32 @@ def test_sp_calibrate_under_torchrun_says_a_bad_option_once(tmp_path):
         "error: Invalid value for '--out': .yaml is an extension alone, with no file name before .yaml "
         "(\"$NAME.yaml\" with NAME unset?); give a name before it, e.g. out.yaml"]
     assert output.count("exitcode  : 2 ") == 3, output
+
+
+def _interrupted_app(stop: BaseException) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    def interrupted() -> None:
+        raise stop
+
+    return app
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), typer.Abort()])
+def test_ctrl_c_under_torchrun_is_said_by_each_nodes_first_rank_only(monkeypatch, capsys, stop):
+    # Ctrl-C reaches every rank of a node: each of them said 'interrupted' (N lines); now local
+    # rank 0 says it, at once (no wait for a stop: torchrun forwards SIGINT), and every rank exits 130.
+    monkeypatch.setattr(joined, "sleep", lambda seconds: pytest.fail("waited for a stop"))
+    for name, value in {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as done:
+        run_app(_interrupted_app(stop), [], once_per_node=True)
+    assert done.value.code == 130 and capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as done:  # a command not run as every rank (sp-plan) says it anyway
+        run_app(_interrupted_app(stop), [])
+    assert done.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(SystemExit) as done:
+        run_app(_interrupted_app(stop), [], once_per_node=True)
+    assert done.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"

@@ -37,6 +37,25 @@ def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(monkeypatch, ca
     assert capsys.readouterr().err == "error: interrupted\n"
 
 
+def test_ctrl_c_while_sp_run_or_sp_calibrate_loads_under_torchrun_is_said_by_local_rank_0(monkeypatch, capsys):
+    # Every rank of a node loads the command when Ctrl-C reaches them all: each said the line.
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "import_module", interrupted)
+    for name, value in {"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "2"}.items():
+        monkeypatch.setenv(name, value)
+    for command in (launch.run, launch.calibrate, launch.plan):
+        with pytest.raises(SystemExit) as stopped:
+            command()
+        assert stopped.value.code == 130
+        assert capsys.readouterr().err == ("error: interrupted\n" if command is launch.plan else "")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(SystemExit) as stopped:
+        launch.run()
+    assert stopped.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
 def test_the_launcher_imports_nothing_slow():
     # The guard must be in place before pandas, pydantic or typer load.
     source = Path(launch.__file__).read_text()

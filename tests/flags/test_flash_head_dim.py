@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.flags.flash_head_dim import fa2_head_dim, flash_head_dim_problem, te_fa2_refuses
+from sp_planner.flags.flash_head_dim import (
+    fa2_head_dim,
+    flash_head_dim_problem,
+    te_context_parallel_problem,
+    te_fa2_refuses,
+    te_unfused_note,
+)
 from tests.flags.conftest import LLAMA3_8B
 
 GEMMA2_9B = load_model("Gemma-2-9B")  # head_dim 256
@@ -51,6 +57,38 @@ def test_megatron_with_fa2_chosen_is_refused_where_transformer_engine_has_no_bac
         assert flash_head_dim_problem(GEMMA2_9B, load_hardware(profile), stack="megatron", chosen="fa2",
                                       timed="fa2") is None
     assert flash_head_dim_problem(DEEPSEEK_V3, l40s, stack="megatron", chosen="fa2", timed="fa2") is None
+
+
+def test_megatrons_default_fa2_timing_where_transformer_engine_runs_its_unfused_attention():
+    # sm89: TE disables FA2 above 192 and cuDNN's fused attention trains head dims above 128 on sm90
+    # and sm10x only (fused_attn.cpp at d0067d0), so UnfusedDotProductAttention runs: before, no word.
+    l40s = load_hardware("l40s")
+    assert te_unfused_note(GEMMA2_9B, l40s, stack="megatron", chosen=None, timed="fa2") == (
+        "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89) and no cuDNN fused "
+        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2; "
+        "with ulysses x ring > 1 it has no backend (the unfused one takes no context parallelism) and raises: "
+        "--ulysses 1 --ring 1 ranks plans it runs")
+    assert te_unfused_note(GEMMA2_9B, load_hardware("l20"), stack="megatron", chosen=None, timed="fa2",
+                           context_parallel=False) == (
+        "Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L20 (sm89) and no cuDNN fused "
+        "attention trains it there, so it runs its unfused attention, while the plans are timed with flash-attn 2")
+    # FA2 runs (A800 sm80, Llama's 128), or the timed kernel is not FA2 (--attention-kernel, another stack).
+    assert te_unfused_note(GEMMA2_9B, load_hardware("a800"), stack="megatron", chosen=None, timed="fa2") is None
+    assert te_unfused_note(LLAMA3_8B, l40s, stack="megatron", chosen=None, timed="fa2") is None
+    assert te_unfused_note(GEMMA2_9B, l40s, stack="megatron", chosen="fa2", timed="fa2") is None
+    assert te_unfused_note(GEMMA2_9B, l40s, stack="yunchang", chosen=None, timed="fa2") is None
+    # Under context parallelism TE has no backend left: a pinned --ulysses/--ring > 1 is refused.
+    assert te_context_parallel_problem(GEMMA2_9B, l40s, framework="megatron", chosen=None, timed="fa2",
+                                       ulysses=4, ring=None) == (
+        "--ulysses 4: Transformer Engine disables flash-attn 2 for Gemma-2-9B's head dim 256 on L40S (sm89) and no "
+        "cuDNN fused attention trains it there, and its unfused attention takes no context parallelism "
+        "(get_attention_backend at d0067d0), so it has no backend and raises; give --ulysses 1 --ring 1")
+    for ulysses, ring in ((1, 1), (None, None), (1, None)):
+        assert te_context_parallel_problem(GEMMA2_9B, l40s, framework="megatron", chosen=None, timed="fa2",
+                                           ulysses=ulysses, ring=ring) is None
+    # --framework all: yunchang's and DeepSpeed's flash-attn 2 run it there, so it is not refused.
+    assert te_context_parallel_problem(GEMMA2_9B, l40s, framework="all", chosen=None, timed="fa2", ulysses=4,
+                                       ring=None) is None
 
 
 def test_flash_attn_callers_under_dropout_on_99_kb_gpus():
