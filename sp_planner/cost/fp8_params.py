@@ -12,18 +12,33 @@ FP8 presets set it (v0.2.0 and v0.6.0 training/mixed_precision.py: bf16_with_fp8
 mixed, bf16_with_fp8_current_scaling_mixed, bf16_with_mxfp8_mixed, the last with
 reuse_grad_buf_for_mxfp8_param_ag).
 
-Modelled for FP8 and MXFP8 plans with the distributed optimizer (ZeRO-1), and for per-tensor FP8
-plans under Megatron-FSDP with its parameters sharded (ZeRO-3, optim_grads_params), where the
-framework's TrainingStates say it runs (cost.states: Megatron-LM, whose flags sp-plan emits; corpus
-rows that state it). Megatron-FSDP (megatron-core d98e8a6, megatron/core/distributed/fsdp/src:
-README.md line 136, megatron_fsdp.py lines 476-498 and 620-633): the FP8 weights are the sharded
-parameters (1 B a GEMM parameter over the shard group), all-gathered per unit in FP8 and released
-after use like bf16 ones; on Hopper the transpose is built after the backward's gather
-(fp8_create_transpose_cache, only `if bwd`) and dropped after use (keep_fp8_transpose_cache,
-default False, "will cause (number of parameter x 1 Byte) of memory overhead" when set), so it is
-rebuilt every micro-batch, and TE caches no whole copy. MXFP8 parameters under Megatron-FSDP, and
-ZeRO-2 (optim_grads, parameters not sharded), are not modelled: those plans run bf16 weights with
-TE's cast.
+Modelled for FP8 and MXFP8 plans with the distributed optimizer (ZeRO-1), and for FP8 plans
+(per-tensor scaling or 128x128 block scaling) under Megatron-FSDP with its parameters sharded
+(ZeRO-3, optim_grads_params), where the framework's TrainingStates say it runs (cost.states:
+Megatron-LM, whose flags sp-plan emits; corpus rows that state it). Megatron-FSDP (megatron-core
+d98e8a6, megatron/core/distributed/fsdp/src: README.md line 136, megatron_fsdp.py lines 476-498
+and 620-633): the FP8 weights are the sharded parameters (1 B a GEMM parameter over the shard
+group), all-gathered per unit in FP8 and released after use like bf16 ones. The weights' buffer
+is uint8 (param_and_grad_buffer.py lines 2631-2632) holding the row-wise data only
+(mixed_precision.py fp8_get_raw_data, `_rowwise_data` or `_data`); only MXFP8 adds a column-wise
+buffer (fp8_need_transpose_data, lines 2634-2643), so block-scaled weights move 1 B a parameter as
+per-tensor ones do. Their fp32 scales (one per 128x128 block, 4/16384 B a parameter) are not
+gathered: every rank holds them whole, each step's block amaxes all-reduced over the shard group
+(TE d0067d0 tensor/utils.py _cast_master_weights_to_fp8_blockwise_scaling), a term under 0.03% of
+the weights' bytes and not counted. On Hopper each gathered weight holds its transpose too
+(per-tensor: TE's `_transpose`; block scaling: the column-wise copy, tex.fp8_transpose of the
+row-wise data, float8_blockwise_tensor_storage.py _create_columnwise), built twice a micro-batch:
+in forward by TE's quantize_weight (module/base.py, update_usage with the column-wise usage
+reset_parameters set for training; float8_tensor_storage.py update_usage builds the transpose,
+float8_blockwise_tensor_storage.py the column-wise copy), which Megatron-FSDP drops after the
+forward (release_module_parameters -> fp8_discard_transpose_cache), and after the backward's
+gather (fp8_create_transpose_cache, `if bwd`; TE post_all_gather_processing), dropped after use
+(keep_fp8_transpose_cache, default False, "will cause (number of parameter x 1 Byte) of memory
+overhead" when set, "but can skip the weight transpose operation in the backward"). TE caches no
+whole copy. MXFP8 parameters under Megatron-FSDP (which gathers their row-wise data in forward and
+their column-wise buffer in backward, 1 B each), and ZeRO-2 (optim_grads, parameters not sharded),
+are not modelled: sp-plan emits no --fp8-param-gather there, and those plans run bf16 weights
+with TE's cast.
 
 Per GEMM parameter (megatron-core as Megatron-Bridge v0.2.0 and v0.6.0 pin it, 0d8e0714 and
 cd4afffa, distributed/param_and_grad_buffer.py):
@@ -45,7 +60,7 @@ cd4afffa, distributed/param_and_grad_buffer.py):
   creates the transpose): read 1, write 1; nothing on Blackwell, which keeps no transpose; MXFP8
   quantizes the gathered bf16 weights, read 2, write 2 (+ scales), as the bf16 case. The
   optimizer's cast of its own shard is 1/Z of that and not counted. Under Megatron-FSDP the
-  transpose is rebuilt once a micro-batch (above).
+  transpose is rebuilt twice a micro-batch, in forward and in backward (above).
 """
 
 from __future__ import annotations
@@ -64,12 +79,16 @@ from sp_planner.specs.model import ModelSpec
 # Per GEMM parameter, weight cast per step with FP8 weights: per-tensor FP8 on Hopper reads the
 # data and writes its transpose (module docstring).
 TRANSPOSE_REBUILD_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
+# Megatron-FSDP's FP8 weights rebuild it in each pass that gathers them, forward and backward
+# (module docstring: TE quantize_weight's update_usage, then fp8_create_transpose_cache).
+FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH = 2
 
 
 def fp8_weights_modelled(precision, zero):
     """The plans whose GEMM weights can be FP8 under --fp8-param-gather (module docstring): FP8 or
-    MXFP8 with the distributed optimizer (ZeRO-1), or per-tensor FP8 under Megatron-FSDP with
-    sharded parameters (ZeRO-3). The cost model, sp-plan's flags and the corpus rows ask this."""
+    MXFP8 with the distributed optimizer (ZeRO-1), or FP8 (per-tensor or block scaling) under
+    Megatron-FSDP with sharded parameters (ZeRO-3). The cost model, sp-plan's flags and the corpus
+    rows ask this."""
     precision, zero = np.asarray(precision), np.asarray(zero)
     return ((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3))
 
@@ -86,8 +105,9 @@ def sharded_fp8_params(states: TrainingStates, precision, zero):
 
 
 def gather_bytes_per_gemm_param(states: TrainingStates, precision, zero):
-    """Bytes a GEMM parameter moves in the parameter all-gather: 1 for per-tensor FP8 weights,
-    else the framework's gathered width (MXFP8 weights are gathered in bf16)."""
+    """Bytes a GEMM parameter moves in the parameter all-gather: 1 for FP8 weights (per-tensor or
+    block-scaled: their row-wise data, module docstring), else the framework's gathered width
+    (MXFP8 weights are gathered in bf16)."""
     fp8 = fp8_params_active(states, precision, zero) & (np.asarray(precision) == FP8)
     return np.where(fp8, FP8_ELEM_BYTES, states.compute_param_bytes)
 
@@ -139,9 +159,10 @@ def cast_gemm_params_per_layer(model: ModelSpec, gathers: TpGathers, *, tp, ep, 
 def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingStates, c, layers, micro_batches,
                   gathers: TpGathers = TE_TP_GATHERS):
     """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
-    is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose once
-    a micro-batch; weight_cast_bytes_per_param by recipe; 0 for bf16), for candidates `c` or one
-    ParallelPlan. The analytic step (cost.step) and the simulator both take it here. `gathers`: the
+    is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose twice
+    a micro-batch, FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH; weight_cast_bytes_per_param by recipe;
+    0 for bf16), for candidates `c` or one ParallelPlan. The analytic step (cost.step) and the
+    simulator both take it here. `gathers`: the
     framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
     False), per-tensor FP8's at the compiled forward's and backward's casts together
     (cost.tp_gathers.fp8_weight_cast_bytes, by TP degree and recompute; docs/cost-model.md stops 47
@@ -162,6 +183,10 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
         per_param = np.where(np.asarray(c.precision) == MXFP8, gathers.mxfp8_weight_cast_bytes, per_param)
     every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
     casts = np.where(every_micro_batch, micro_batches, 1)
+    # Megatron-FSDP's FP8 weights: the forward's transpose is dropped with the gathered unit and
+    # built again after the backward's gather (module docstring).
+    casts = np.where(sharded_fp8_params(states, c.precision, c.zero),
+                     FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH * micro_batches, casts)
     gemm_params = cast_gemm_params_per_layer(model, gathers, tp=c.tp, ep=c.ep, etp=c.etp)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * gemm_params), 0.0)

@@ -21,7 +21,7 @@ def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, 
     """(the weight casts' seconds, the tied table's all-reduce), per candidate: the only terms of
     cost.step.time_parts before the data-parallel passes that read c.zero (cost.step_bound).
     FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
-    FP8 primary weights need less, Megatron-FSDP's rebuild their transpose every micro-batch,
+    FP8 primary weights need less, Megatron-FSDP's rebuild their transpose twice a micro-batch,
     torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers). A tied
     table's gradient all-reduce runs between the pipeline's ends, after the gradient sync and
     before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync

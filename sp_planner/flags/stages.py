@@ -110,7 +110,8 @@ def pipeline_comment(request: FlagRequest) -> str:
 
 def fp8_weights(request: FlagRequest) -> bool:
     """FP8 primary weights (cost.fp8_params.fp8_weights_modelled): an FP8 or MXFP8 plan with the
-    distributed optimizer, or a per-tensor FP8 plan under Megatron-FSDP with sharded parameters."""
+    distributed optimizer, or an FP8 plan (per-tensor or block scaling) under Megatron-FSDP with sharded
+    parameters."""
     p = request.plan
     return bool(fp8_weights_modelled(PRECISIONS.index(p.precision), p.zero))
 
@@ -119,7 +120,7 @@ def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_para
     """--bf16 plus the FP8 flags; `explicit_te` adds --transformer-impl transformer_engine, which
     MindSpeed requires for FP8 (mindspeed/features_manager/megatron_basic/transformer_engine_basic.py)
     and Megatron-LM has as its default. `fp8_params` (Megatron-LM) adds --fp8-param-gather where
-    the plan has the distributed optimizer or, per-tensor FP8, Megatron-FSDP's sharded parameters
+    the plan has the distributed optimizer or, FP8, Megatron-FSDP's sharded parameters
     (validate_args asserts one of them, arguments.py at d98e8a6 lines 1095-1097; the model's FP8
     weights, cost.fp8_params), as Megatron-Bridge's FP8 presets
     set it (v0.2.0 training/mixed_precision.py lines 218, 251, 289), and for MXFP8 with

@@ -116,7 +116,7 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         shard = dense / z
         rar = phase("hsdp shard all-reduce", replicas, share(2 * grad_bytes * shard, rep), "ring", "all_reduce",
                     rounds=2, one_call=False)
-        # Per-tensor FP8 GEMM weights gathered in FP8 under --fp8-param-gather (cost.fp8_params).
+        # FP8 GEMM weights (per-tensor or block-scaled) gathered in FP8 under --fp8-param-gather (cost.fp8_params).
         code = PRECISIONS.index(plan.precision)
         dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense, np.ravel(own.dense_gemm[0])[0]))
         experts_gathered = float(gathered_bytes(runtime.states, code, zero, experts, experts))

@@ -179,16 +179,17 @@ def test_blackwell_profiles_take_fp8_gemms_in_any_layout(name, any_layout):
     assert load_hardware(name).fp8_gemm_any_layout is any_layout
 
 
-def test_megatron_fsdp_rebuilds_the_fp8_transpose_every_micro_batch():
-    # Megatron-FSDP builds the transpose after each backward gather and drops it after use
-    # (fp8_create_transpose_cache, keep_fp8_transpose_cache False): on Hopper 2 B a GEMM weight
-    # (read 1, write 1) every micro-batch, where the distributed optimizer's FP8 weights rebuild
-    # it once a step; Blackwell keeps no transpose.
+def test_megatron_fsdp_rebuilds_the_fp8_transpose_twice_every_micro_batch():
+    # Megatron-FSDP's gathered FP8 weights get their transpose from TE's forward (quantize_weight's
+    # update_usage), drop it with the unit after forward, and build it again after the backward's
+    # gather (fp8_create_transpose_cache; keep_fp8_transpose_cache False): on Hopper 2 B a GEMM
+    # weight (read 1, write 1) twice a micro-batch, 8 micro-batches -> 16 rebuilds, where the
+    # distributed optimizer's FP8 weights rebuild it once a step; Blackwell keeps no transpose.
     h100, b200 = load_hardware("h100"), load_hardware("b200")
     zero3 = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8"))
     zero1 = Candidates.of_plan(ParallelPlan(dp=8, zero=1, precision="fp8"))
     once = float(memory_pass_time_s(h100, 2 * GEMM_PARAMS))
-    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == pytest.approx(8 * once)
+    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == pytest.approx(16 * once)
     assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, zero1, 32, 8)[0]) == pytest.approx(once)
     assert float(weight_cast_s(b200, MODEL, MEGATRON_STATES, zero3, 32, 8)[0]) == 0.0
 
@@ -263,3 +264,24 @@ def test_torchao_casts_no_routed_expert_weight():
     assert float(torchao[0]) == pytest.approx(4 * float(memory_pass_time_s(h100, 8 * 48 * 19_136_512)))
     te = weight_cast_s(h100, qwen, TORCH_FSDP_STATES, plan, 48, 4)
     assert float(te[0]) == pytest.approx(float(memory_pass_time_s(h100, 6 * 48 * (19_136_512 + 75_497_472))))
+
+
+def test_megatron_fsdp_block_scaled_fp8_weights_move_and_hold_what_per_tensor_ones_do():
+    # --fp8-recipe blockwise on Hopper, ZeRO-3 over 8 ranks, 8 micro-batches: Megatron-FSDP's uint8
+    # weight buffer gathers the row-wise data only (1 B a GEMM weight; no column-wise buffer, which
+    # only MXFP8 gets; the fp32 128x128-block scales are whole on every rank, not gathered), and a
+    # gathered unit holds the row-wise data and, on Hopper, the column-wise copy TE transposes from
+    # it (2 B), rebuilt in forward and in backward (read 1, write 1, twice a micro-batch).
+    h100 = load_hardware("h100")
+    block = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8", fp8_recipe="blockwise"))
+    sent = comm_columns(MODEL, WORKLOAD, block, gpus_per_node=8, states=MEGATRON_STATES).sent_bytes
+    assert sent.dp_all_gather[0] == 16 * ((2 * ALL_PARAMS - GEMM_PARAMS) * 7 // 8)
+    with_flag = memory_columns(MODEL, h100, WORKLOAD, block, states=MEGATRON_STATES, domain_gpus=8)
+    without = memory_columns(MODEL, h100, WORKLOAD, block, states=MINDSPEED_STATES, domain_gpus=8)
+    # TE's whole FP8 copies (data and column-wise, 2 B) and the bf16 shard's extra byte / 8 go; the
+    # two gathered layers hold 2 B a GEMM weight either way.
+    assert without.params_bytes[0] - with_flag.params_bytes[0] == pytest.approx(
+        2 * GEMM_PARAMS + GEMM_PARAMS / 8, rel=1e-12)
+    assert with_flag.comm_buffers_bytes[0] == pytest.approx(without.comm_buffers_bytes[0], rel=1e-12)
+    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, block, 32, 8)[0]) == pytest.approx(
+        16 * float(memory_pass_time_s(h100, 2 * GEMM_PARAMS)))
