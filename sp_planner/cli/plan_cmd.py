@@ -18,18 +18,13 @@ from sp_planner.cli.common import MAX_TOP, file_name, folder_name, run_app
 from sp_planner.cli.plan_output import emit_answer, write_outputs
 from sp_planner.cli.plan_solve import solve
 from sp_planner.cli.option_checks import check_framework_options, check_framework_version, resolve_fp8_recipe
-from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, edited_curves_note,
-                                     framework_device_note, generic_gpu_note, node_size_note, resolve_question)
+from sp_planner.cli.plan_kernel import set_up_kernel
+from sp_planner.cli.question import (check_outputs, default_batch_note, domain_split_note, generic_gpu_note,
+                                     node_size_note, resolve_question)
 from sp_planner.cli.terminal import write_note
-from sp_planner.cost.attention_kernels import (AttentionKernel, default_kernel, framework_kernel, timed_kernel,
-                                               with_attention_kernel)
-from sp_planner.cost.fp8_attention import with_fp8_attention
-from sp_planner.flags.flash_head_dim import flash_head_dim_problem, te_context_parallel_problem, te_unfused_note
-from sp_planner.flags.kernel_choice import kernel_choice_note
-from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
-from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
+from sp_planner.cost.attention_kernels import AttentionKernel
 from sp_planner.errors import UserInputError
-from sp_planner.flags.base import FlagChoices, Framework as FrameworkName
+from sp_planner.flags.base import Framework as FrameworkName
 from sp_planner.flags.launch import Launcher
 from sp_planner.plan import MAX_DEGREE, CpComm, Fp8Recipe, Precision, Recompute
 from sp_planner.plan_messages import empty_chunks_text
@@ -238,53 +233,15 @@ def plan(
     check_framework_options(framework, moe_dispatcher=moe_dispatcher, mtp_layers=mtp_layers, recompute=recompute,
                             bf16_adam_moments=bf16_adam_moments, cpu_offload_layers=cpu_offload_layers,
                             precision=precision)
-    # Time plans with the chosen framework's attention kernel and expert GEMMs (Megatron's for "all").
-    stack = "megatron" if framework == "all" else framework
-    question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
-    # Before the kernel's curves replace the profile's: whether they are the user's own.
-    curves_note = edited_curves_note(question.hardware, framework_kernel(stack, question.hardware), attention_kernel)
-    try:
-        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
-        question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
-    except ValueError as err:
-        raise UserInputError(f"--attention-kernel: {err}") from None
-    if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
-        raise UserInputError(problem)
-    timed = timed_kernel(question.hardware, kernel)
-    if (problem := flash_head_dim_problem(question.model, question.hardware, stack=stack, chosen=attention_kernel,
-                                          timed=timed)) is not None:
-        raise UserInputError(problem)
-    if (problem := te_context_parallel_problem(question.model, question.hardware, framework=framework,
-                                               chosen=attention_kernel, timed=timed, ulysses=ulysses,
-                                               ring=ring)) is not None:
-        raise UserInputError(problem)
-    choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel)
-    question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
-    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
-    unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
-                                   timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
-    device_note = framework_device_note(question.hardware, framework)
-    # Where the framework does not run on the device at all, the device note says so, not this.
-    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
-                                                              framework_kernel(stack, question.hardware),
-                                                              model=question.model, workload=question.workload,
-                                                              hardware=question.hardware)
-    if fp8_attention:
-        if framework != "all":
-            raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
-                                 "(Megatron-LM leaves TransformerConfig.fp8_dot_product_attention out of its "
-                                 "arguments; Megatron-Bridge sets it in its config); plan with --framework all to "
-                                 "time it")
-        if kernel != "cudnn":
-            raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
-                                 f"would run {kernel}")
-        question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
+    setup = set_up_kernel(question, framework=framework, attention_kernel=attention_kernel,
+                          framework_version=framework_version, ulysses=ulysses, ring=ring, fp8_attention=fp8_attention)
+    question = setup.question
     # After every input check: a refused question prints only its error.
-    for note in (generic_gpu_note(question.hardware), curves_note,
+    for note in (generic_gpu_note(question.hardware), setup.curves_note,
                  node_size_note(question.hardware, question.gpus_per_node),
                  default_batch_note(question),
                  domain_split_note(question.hardware, question.gpus_per_node, question.num_nodes),
-                 device_note, timing_note, unfused_note, kernel_note):
+                 *setup.kernel_notes):
         if note is not None:
             write_note(note, sys.stderr)
     for line in import_notes(question.model):  # what an imported config.json holds that is not modelled, or priced

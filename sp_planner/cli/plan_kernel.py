@@ -1,0 +1,76 @@
+"""sp-plan's attention kernel: which kernel's curves time the plans (the framework's default on the
+GPU, the user's --attention-kernel, or a profile's own curves), the refusals where the framework
+cannot run it, and the notes that say what the timing and the flags leave out."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sp_planner.cli.question import PlanQuestion, edited_curves_note, framework_device_note
+from sp_planner.cost.attention_kernels import default_kernel, framework_kernel, timed_kernel, with_attention_kernel
+from sp_planner.cost.fp8_attention import with_fp8_attention
+from sp_planner.cost.grouped_gemm import with_framework_expert_gemm
+from sp_planner.errors import UserInputError
+from sp_planner.flags.base import FlagChoices
+from sp_planner.flags.flash_head_dim import flash_head_dim_problem, te_context_parallel_problem, te_unfused_note
+from sp_planner.flags.kernel_choice import kernel_choice_note
+from sp_planner.flags.softmax import softmax_kernel_problem, softmax_timing_note
+
+
+class KernelSetup(NamedTuple):
+    """The question timed with its framework's kernel and expert GEMMs, and the notes to print:
+    `curves_note` beside the hardware notes, `kernel_notes` after them (None where none)."""
+
+    question: PlanQuestion
+    curves_note: str | None
+    kernel_notes: tuple[str | None, ...]
+
+
+def set_up_kernel(question: PlanQuestion, *, framework: str, attention_kernel: str | None,
+                  framework_version: str | None, ulysses: int | None, ring: int | None,
+                  fp8_attention: bool) -> KernelSetup:
+    """Time the plans with the chosen framework's attention kernel and expert GEMMs (Megatron's
+    for "all"), or refuse (UserInputError) a kernel, head dim, context split or FP8 attention the
+    framework cannot run; `ulysses`/`ring`: the pinned degrees (None where the search picks)."""
+    stack = "megatron" if framework == "all" else framework
+    question = question.model_copy(update={"model": with_framework_expert_gemm(question.model, stack)})
+    # Before the kernel's curves replace the profile's: whether they are the user's own.
+    curves_note = edited_curves_note(question.hardware, framework_kernel(stack, question.hardware), attention_kernel)
+    try:
+        kernel = default_kernel(stack, question.hardware) if attention_kernel is None else attention_kernel
+        question = question.model_copy(update={"hardware": with_attention_kernel(question.hardware, kernel)})
+    except ValueError as err:
+        raise UserInputError(f"--attention-kernel: {err}") from None
+    if (problem := softmax_kernel_problem(question.model, attention_kernel, stack)) is not None:
+        raise UserInputError(problem)
+    timed = timed_kernel(question.hardware, kernel)
+    if (problem := flash_head_dim_problem(question.model, question.hardware, stack=stack, chosen=attention_kernel,
+                                          timed=timed)) is not None:
+        raise UserInputError(problem)
+    if (problem := te_context_parallel_problem(question.model, question.hardware, framework=framework,
+                                               chosen=attention_kernel, timed=timed, ulysses=ulysses,
+                                               ring=ring)) is not None:
+        raise UserInputError(problem)
+    choices = FlagChoices(framework_version=framework_version, attention_kernel=attention_kernel)
+    question = question.model_copy(update={"attention_kernel": timed, "flag_choices": choices})
+    timing_note = softmax_timing_note(question.model, timed, question.hardware.name, stack)
+    # Context parallelism is possible unless both its degrees are pinned to 1.
+    unfused_note = te_unfused_note(question.model, question.hardware, stack=stack, chosen=attention_kernel,
+                                   timed=timed, context_parallel=(ulysses or 2) * (ring or 2) > 1)
+    device_note = framework_device_note(question.hardware, framework)
+    # Where the framework does not run on the device at all, the device note says so, not this.
+    kernel_note = None if device_note else kernel_choice_note(stack, attention_kernel,
+                                                              framework_kernel(stack, question.hardware),
+                                                              model=question.model, workload=question.workload,
+                                                              hardware=question.hardware)
+    if fp8_attention:
+        if framework != "all":
+            raise UserInputError(f"--fp8-attention: no command-line flag of {framework} turns FP8 attention on "
+                                 "(Megatron-LM leaves TransformerConfig.fp8_dot_product_attention out of its "
+                                 "arguments; Megatron-Bridge sets it in its config); plan with --framework all to "
+                                 "time it")
+        if kernel != "cudnn":
+            raise UserInputError(f"--fp8-attention is cuDNN's FP8 SDPA (Transformer Engine); the plans "
+                                 f"would run {kernel}")
+        question = question.model_copy(update={"hardware": with_fp8_attention(question.hardware)})
+    return KernelSetup(question, curves_note, (device_note, timing_note, unfused_note, kernel_note))

@@ -1,0 +1,51 @@
+"""cli.plan_kernel: the kernel that times sp-plan's plans, its refusals and its notes."""
+
+import pytest
+
+from sp_planner.catalog import load_hardware
+from sp_planner.cli.plan_kernel import set_up_kernel
+from sp_planner.cli.question import resolve_question
+from sp_planner.cost.attention_kernels import with_attention_kernel
+from sp_planner.errors import UserInputError
+
+FREE = {"tp": None, "pp": None, "dp": None, "ulysses": None, "ring": None}
+
+
+def _question(model="llama3-8b", hardware="h100-sxm"):
+    return resolve_question(model=model, hardware=hardware, num_nodes=1, gpus_per_node=None, seq_len="32k",
+                            global_batch=None, degrees=dict(FREE), zero=None, recompute=None, micro_batch=None)
+
+
+def _setup(question, **changes):
+    options = dict(framework="megatron", attention_kernel=None, framework_version=None, ulysses=None, ring=None,
+                   fp8_attention=False)
+    return set_up_kernel(question, **{**options, **changes})
+
+
+def test_megatron_times_cudnn_on_hopper_and_the_users_kernel_when_named():
+    h100 = load_hardware("h100-sxm")
+    setup = _setup(_question())
+    assert setup.question.attention_kernel == "cudnn"
+    assert setup.question.hardware.efficiency.attention_fwd == \
+        with_attention_kernel(h100, "cudnn").efficiency.attention_fwd
+    assert setup.question.flag_choices.attention_kernel is None and setup.curves_note is None
+    assert setup.kernel_notes == (None, None, None, None)
+    chosen = _setup(_question(), attention_kernel="fa3")
+    assert chosen.question.attention_kernel == "fa3" and chosen.question.flag_choices.attention_kernel == "fa3"
+
+
+def test_gemma2_on_l40s_says_te_runs_unfused_attention_and_refuses_a_pinned_context_split():
+    # Head dim 256 on sm89: Transformer Engine disables flash-attn 2 and runs its unfused attention,
+    # which takes no context parallelism (flags.flash_head_dim).
+    question = _question(model="gemma-2-9b", hardware="l40s")
+    notes = [note for note in _setup(question).kernel_notes if note is not None]
+    assert len(notes) == 1 and "unfused" in notes[0]
+    with pytest.raises(UserInputError):
+        _setup(question, ulysses=4)
+
+
+def test_fp8_attention_is_refused_outside_framework_all_and_off_cudnn():
+    with pytest.raises(UserInputError, match="--fp8-attention: no command-line flag of megatron"):
+        _setup(_question(hardware="b200"), fp8_attention=True)
+    with pytest.raises(UserInputError, match="--fp8-attention is cuDNN's FP8 SDPA"):
+        _setup(_question(hardware="b200"), framework="all", attention_kernel="fa2", fp8_attention=True)
