@@ -144,10 +144,10 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
     if fp8_params and fp8_weights(request):
         gathered = ("in FP8, 1 byte a parameter" if p.precision == "fp8"
                     else "in bf16 through the gradient buffer, then quantized")
-        # ZeRO-3 keeping the parameters runs torch FSDP2 (flags.megatron_fsdp), else Megatron-FSDP.
+        # ZeRO-3 keeping the parameters (torch FSDP2) gathers bf16 weights, so such an FP8 plan is
+        # refused (flags.megatron_fsdp); ZeRO-3 otherwise runs Megatron-FSDP.
         gatherer = ("the distributed optimizer gathers" if p.zero != 3 else
-                    "Megatron-FSDP shards and gathers unit by unit" if p.reshard_after_forward else
-                    "torch FSDP2 shards and gathers layer by layer")
+                    "Megatron-FSDP shards and gathers unit by unit")
         comm = (f"the GEMM weights are FP8 tensors with no bf16 copy (--fp8-param-gather), which "
                 f"{gatherer} {gathered}; other communication stays bf16, as planned.")
     else:
