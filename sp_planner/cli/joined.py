@@ -22,8 +22,10 @@ import signal
 from time import monotonic, sleep
 
 # Seconds a quiet torchrun rank waits to be stopped: the ranks start together and refuse within
-# a second of each other (the command's imports), so past this the first rank did not refuse.
-LAUNCHER_GRACE_S = 5.0
+# a second of each other on an idle machine (the command's imports), but a loaded one (2 cores,
+# three ranks beside a test run) skewed them past 5 s, and the quiet ranks spoke too; past this the
+# first rank did not refuse. Only a refusal of this rank alone, which is rare, waits it out.
+LAUNCHER_GRACE_S = 30.0
 _POLL_S = 0.05
 
 
