@@ -222,10 +222,20 @@ def hardware_problems(plan: ParallelPlan, hardware: HardwareProfile) -> list[str
 
 def check_plan_file_runs(plan_file: PlanFile) -> None:
     """Refuse, in one UserInputError line, a plan file whose plan cannot run on its cluster
-    (plan_checks.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines): what
-    sp-simulate and sp-report ask of a plan file before any work."""
+    (plan_checks.check_plan_runs: its GPUs, the hard rules, options sp-plan never combines), before
+    any work: sp-run's check, and sp-simulate's and sp-report's with check_loaded_plan_times."""
     check_plan_runs(plan_file.plan, plan_file.model, plan_file.workload, num_nodes=plan_file.num_nodes,
                     gpus_per_node=plan_file.gpus_per_node)
+
+
+def check_loaded_plan_times(loaded: LoadedPlan) -> None:
+    """check_plan_file_runs, and refuse in one UserInputError line a file whose model cannot be
+    timed (LoadedPlan.timing_problem, as sp-run refuses it): what sp-simulate and sp-report ask of
+    a plan file they read before any work."""
+    check_plan_file_runs(loaded.plan_file)
+    problem = loaded.timing_problem()
+    if problem is not None:  # it would time another model's attention (full, not windowed)
+        raise UserInputError(problem)
 
 
 def _short(groups: list[list[int]]) -> str:

@@ -30,7 +30,7 @@ from sp_planner.figure_mark import figure_signature
 from sp_planner.fileio import bears_signature
 from sp_planner.present.fit import FitColumn, FitTable, fitted_tables
 from sp_planner.plan_messages import empty_chunks_text
-from sp_planner.planfile import check_plan_file_runs, load_plan_file
+from sp_planner.planfile import check_loaded_plan_times, load_plan_file
 from sp_planner.sim import simulate
 from sp_planner.sim.gantt import gantt_bytes
 from sp_planner.sim.result import TIMELINE_SIGNATURE, SimResult, timeline_text
@@ -145,10 +145,7 @@ def simulate_command(
     """Simulate one training step of the plan file and print where its time goes."""
     loaded = load_plan_file(plan_file)
     pf = loaded.plan_file
-    check_plan_file_runs(pf)  # as sp-report refuses it, before any work
-    timing_problem = loaded.timing_problem()
-    if timing_problem is not None:  # as sp-report and sp-run refuse it
-        raise UserInputError(timing_problem)
+    check_loaded_plan_times(loaded)  # as sp-report refuses it, before any work
     if nics_per_node is not None and pf.gpus_per_node % nics_per_node:
         choices = ", ".join(str(n) for n in range(1, pf.gpus_per_node + 1) if pf.gpus_per_node % n == 0)
         raise UserInputError(f"--nics-per-node {nics_per_node} must divide the plan's {pf.gpus_per_node} GPUs per "

@@ -18,7 +18,7 @@ from sp_planner.destination import check_folder_destination, same_destination
 from sp_planner.errors import UserInputError
 from sp_planner.estimate import PlanEstimate, SearchResult
 from sp_planner.plan_messages import empty_chunks_text
-from sp_planner.planfile import PlanFile, check_plan_file_runs, load_plan_file
+from sp_planner.planfile import PlanFile, check_loaded_plan_times, load_plan_file
 from sp_planner.present.advice import suggest_fits
 from sp_planner.present.expressible import expressible_plans
 from sp_planner.present.summary import build_summary
@@ -42,10 +42,7 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     check_report_target(Path(out_dir))
     loaded = load_plan_file(plan_path)
     plan_file = loaded.plan_file
-    check_plan_file_runs(plan_file)  # a plan that cannot run, as sp-simulate refuses it
-    timing_problem = loaded.timing_problem()
-    if timing_problem is not None:  # it would time another model's attention (full, not windowed)
-        raise UserInputError(timing_problem)
+    check_loaded_plan_times(loaded)  # a plan that cannot run or be timed, as sp-simulate refuses it
     router = loaded.router
     if router is not None and router.problem is not None:  # its flags would name another router
         raise UserInputError(router.problem)

@@ -59,6 +59,7 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
     except pydantic.ValidationError as err:
         raise UserInputError(f"corpus file {path} is invalid: {_one_line(err)}") from None
     rows = []
+    inline = {spec.name for spec in parsed.models}  # the file's own models, named, not paths
     for index, raw in enumerate(parsed.rows, start=1):
         label = f"row {index}" + (f" ({raw['id']})" if isinstance(raw, dict) and "id" in raw else "")
         if not isinstance(raw, dict):
@@ -67,7 +68,6 @@ def _read_file(path: Path) -> tuple[CorpusFile, tuple[CorpusRow, ...]]:
             row = validate_strict(CorpusRow, {**parsed.defaults, **raw, "source": parsed.source.id})
         except pydantic.ValidationError as err:
             raise UserInputError(f"corpus file {path} {label} is invalid: {_one_line(err)}") from None
-        inline = {spec.name for spec in parsed.models}
         rows.append(row.model_copy(update={"model": row.model if row.model in inline else _beside(path, row.model),
                                            "hardware": _beside(path, row.hardware)}))
     return parsed, tuple(rows)
