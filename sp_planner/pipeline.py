@@ -138,12 +138,22 @@ def _split_breaks(num_layers: int, pp, vpp, first_stage_layers, last_stage_layer
 
 
 def interleave_breaks(pp, vpp, num_micro_batches):
-    """True where interleaved 1F1B cannot run: vpp > 1 needs pp > 1 (parallel_state.py) and, with
-    Megatron's default micro-batch group of pp, pp <= m and m % pp == 0 (pipeline_parallel/
-    schedules.py, forward_backward_pipelining_with_interleaving: the group must lie in [pp, m] and
-    the last group must be empty or at least pp)."""
+    """True where interleaved 1F1B cannot run as planned: vpp > 1 needs pp > 1 (parallel_state.py)
+    and, with Megatron's default micro-batch group of pp (the only group size the schedule's
+    pricing models: pipeline_order.stage_order), pp <= m and m % pp == 0 (megatron_group_sizes)."""
     pp, vpp, m = np.asarray(pp), np.asarray(vpp), np.asarray(num_micro_batches)
     return (vpp > 1) & ((pp == 1) | (m < pp) | (m % np.maximum(pp, 1) != 0))
+
+
+def megatron_group_sizes(pp: int, num_micro_batches: int) -> tuple[int, ...]:
+    """The values of --microbatch-group-size-per-virtual-pipeline-stage N that Megatron's
+    interleaved schedule accepts for m micro-batches: pp <= N <= m, and the last group, m % N,
+    empty or at least pp (megatron/core/pipeline_parallel/schedules.py at d98e8a6,
+    forward_backward_pipelining_with_interleaving lines 1160-1180: ValueError, then RuntimeError
+    "dependency bubbles"). N defaults to pp (model_parallel_config.py lines 567-568), so m % pp
+    == 0 there; any m >= pp runs with N = m."""
+    m = num_micro_batches
+    return tuple(n for n in range(pp, m + 1) if m % n == 0 or m % n >= pp)
 
 
 def stage_in_flight(pp, vpp, num_micro_batches, rank):

@@ -8,6 +8,7 @@ import math
 from typing import TYPE_CHECKING
 
 from sp_planner.cost.deepep import DEEPEP_GROUP_SIZES
+from sp_planner.pipeline import megatron_group_sizes
 from sp_planner.pipeline_chunks import empty_chunks, stage_chunk_sizes
 from sp_planner.plan_rules import RuleFacts
 
@@ -57,9 +58,7 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
                 "not modelled, and Transformer Engine runs sliding windows with context parallelism only as "
                 "a2a or all_gather; use ulysses and tp")
     if rule == "vpp":
-        return (f"vpp {plan.vpp} (interleaved 1F1B) needs pp > 1 and the micro-batches per step, "
-                f"{plan.num_micro_batches_of(f.global_batch)}, a multiple of pp {plan.pp} "
-                "(Megatron schedules.py: micro-batch groups of pp)")
+        return vpp_message(f.global_batch, plan)
     if rule == "deepep_group":
         return (f"the DeepEP dispatcher runs over the expert tp x ep group, etp {plan.etp} x ep {plan.ep} = "
                 f"{plan.etp * plan.ep} ranks; DeepEP's Buffer has configs for "
@@ -80,6 +79,32 @@ def rule_message(rule: str, f: RuleFacts, plan: ParallelPlan) -> str:
     assert rule == "batch", rule
     return (f"global_batch {f.global_batch} is not divisible by dp*micro_batch = {plan.dp}*{plan.micro_batch} "
             "(Megatron: GBS % (MBS*DP) == 0)")
+
+
+def vpp_message(global_batch: int, plan: ParallelPlan) -> str:
+    """The vpp rule's message: interleaving needs a pipeline and, in the micro-batch groups of pp
+    that sp-plan models, m a multiple of pp; where Megatron runs m with another group size, the
+    flag that does, what is not modelled, and the nearest global batches that make m a multiple of
+    pp (pipeline.megatron_group_sizes)."""
+    head = f"vpp {plan.vpp} (interleaved 1F1B)"
+    if plan.pp == 1:
+        return f"{head} needs pp > 1: virtual stages interleave a pipeline's stages; use --vpp 1 or a --pp above 1"
+    m = plan.num_micro_batches_of(global_batch)
+    per_micro = plan.dp * plan.micro_batch  # sequences a micro-batch step takes over the replicas
+    unit = per_micro * plan.pp  # the global batches whose m is a multiple of pp
+    below, above = global_batch // unit * unit, (global_batch // unit + 1) * unit
+    batches = (f"a global batch of {below} or {above} (m {below // per_micro} or {above // per_micro})" if below
+               else f"a global batch of {above} or more (m {above // per_micro})")
+    if m < plan.pp:
+        return (f"{head} needs at least pp {plan.pp} micro-batches per step, has {m} (Megatron schedules.py: the "
+                f"micro-batch group size lies in [pp, m]); use {batches}")
+    sizes = megatron_group_sizes(plan.pp, m)
+    return (f"{head} runs the micro-batches in groups of pp {plan.pp} (Megatron's default), which need m, {m}, a "
+            f"multiple of pp; Megatron runs m {m} with --microbatch-group-size-per-virtual-pipeline-stage "
+            f"{sizes[0]} (N in [pp, m] with m % N zero or at least pp, schedules.py), a schedule sp-plan does not "
+            f"model (groups of N: (vpp - 1)(N - pp) = {(plan.vpp - 1) * (sizes[0] - plan.pp)} more forwards before "
+            "the first backward, their activations held); "
+            f"use {batches}")
 
 
 def layers_message(num_layers: int, plan: ParallelPlan) -> str:

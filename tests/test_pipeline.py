@@ -18,6 +18,8 @@ from sp_planner.pipeline import (
     split_kind,
     stage_layers,
     forwards_before_backward,
+    interleave_breaks,
+    megatron_group_sizes,
     pacing_stage,
     pile_up_s,
     rank_running,
@@ -86,6 +88,21 @@ def test_pacing_stage_ties_go_to_the_last_then_the_first():
                                np.array([3.0, 2.0, 1.0, 1.0]))
     assert last.tolist() == [True, False, False, False]
     assert first.tolist() == [False, True, True, False]
+
+
+def test_megatron_group_sizes_by_hand():
+    # schedules.py at d98e8a6 lines 1160-1180: pp <= N <= m, and the last group m % N zero or at
+    # least pp. pp 2: m 3 takes N 3 alone (N 2 leaves a group of 1); m 4 takes 2 or 4 (3 leaves 1);
+    # m 5 takes 3 (groups of 3 and 2: model_parallel_config.py's own example) or 5. pp 4, m 10: 5
+    # (5 + 5), 6 (6 + 4) or 10; 4, 7, 8, 9 leave 2, 3, 2, 1. Fewer micro-batches than pp: none.
+    assert megatron_group_sizes(2, 3) == (3,)
+    assert megatron_group_sizes(2, 4) == (2, 4)
+    assert megatron_group_sizes(2, 5) == (3, 5)
+    assert megatron_group_sizes(4, 10) == (5, 6, 10)
+    assert megatron_group_sizes(4, 3) == ()
+    # The default group of pp (the one modelled) is accepted exactly where the vpp rule holds.
+    for pp, m in itertools.product((2, 3, 4), range(1, 13)):
+        assert (pp in megatron_group_sizes(pp, m)) == (not interleave_breaks(pp, 2, m)), (pp, m)
 
 
 def test_forwards_before_the_first_backward_by_hand():

@@ -55,7 +55,8 @@ def solve(question: PlanQuestion, *, top: int, simulate: int | None, framework: 
         if not fits:
             update(SEARCH_STEPS, SEARCH_STEPS, "no plan fits: checking what would make one fit")
             suggestions = suggest_fits(q.model, q.hardware, q.workload, **where, pins=q.pins,
-                                       batch_scales_with_gpus=q.default_batch, runtime=runtime)
+                                       batch_scales_with_gpus=q.default_batch, runtime=runtime,
+                                       closest=result.ranked[0].plan if result.ranked else None)
     shown = framework_ranked or result.ranked  # the ranking the table shows the head of
     return Answer(question=q, result=result, suggestions=suggestions, top_k=top, framework=framework,
                   launcher=launcher, framework_ranked=framework_ranked[:top],

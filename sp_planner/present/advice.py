@@ -3,7 +3,7 @@
 Only changes whose new search finds a fitting plan are suggested, each at the smallest step that
 works: the mildest recompute, activation offloading where recompute is pinned off, ZeRO-3, micro
 batch 1, unpinned degrees, the fewest nodes, the nearest rounder node count below the asked one, the
-longest sequence.
+longest sequence, and for a pinned --vpp the nearest global batch whose micro-batches fill groups of pp.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from sp_planner.cost.offload import OVERLAP_MIN_KEPT_LAYERS
 from sp_planner.cost.expert_padding import GROUPED_MLP_PADS
 from sp_planner.cost.runtime import MEGATRON_RUNTIME, Runtime
 from sp_planner.estimate import PlanEstimate
+from sp_planner.pipeline import interleave_breaks
+from sp_planner.plan import ParallelPlan
 from sp_planner.search import MAX_CANDIDATES, Pins, search, search_axes
 from sp_planner.space import PIN_DEGREES
 from sp_planner.space_count import count_candidates
@@ -36,7 +38,8 @@ SUGGESTION_CANDIDATES = MAX_CANDIDATES // 4
 
 
 class FitSuggestion(FrozenModel):
-    change: str  # "recompute", "offload", "zero", "micro_batch", "dp_replicate", "unpin", "nodes", "seq_len"
+    change: str  # "recompute", "offload", "zero", "micro_batch", "dp_replicate", "unpin", "nodes", "seq_len",
+    # "global_batch"
     option: str  # the sp-plan option that makes the change, e.g. "--nodes 4"
     description: str
     estimate: PlanEstimate  # the best plan that fits with the change
@@ -54,12 +57,15 @@ def suggest_fits(
     pins: Pins,
     batch_scales_with_gpus: bool = False,
     runtime: Runtime = MEGATRON_RUNTIME,
+    closest: ParallelPlan | None = None,
 ) -> tuple[FitSuggestion, ...]:
     """Changes that make some plan fit, each verified by a fresh search.
 
     `batch_scales_with_gpus`: the global batch is sp-plan's default (a token budget rounded to the
     GPU count, specs/batch.py), so the more-nodes search uses the batch that `--nodes N` alone would
-    give; otherwise it is kept. `runtime`: the framework's (cost.runtime).
+    give; otherwise it is kept. `runtime`: the framework's (cost.runtime). `closest`: the search's
+    closest plan; where it interleaves with micro-batches no multiple of pp (plan rule vpp: a --vpp
+    pinned), the nearest global batches that make them one are tried.
     """
 
     spent = 0
@@ -140,6 +146,16 @@ def suggest_fits(
         if offer("nodes", f"--nodes {count}", f"would fit on {count} nodes ({count * gpus_per_node} GPUs), a rounder "
                  f"count ({power} x {count // power}) below {num_nodes}", on_nodes(count)):
             break
+    # Interleaving runs the micro-batches in groups of pp (the only group size modelled; plan rule vpp).
+    if closest is not None and interleave_breaks(closest.pp, closest.vpp,
+                                                 closest.num_micro_batches_of(workload.global_batch)):
+        for batch in whole_group_batches(workload.global_batch, closest):
+            m = closest.num_micro_batches_of(batch)
+            if offer("global_batch", f"--global-batch {batch}",
+                     f"with --global-batch {batch} the closest plan's {m} micro-batches fill groups of pp "
+                     f"{closest.pp} (interleaved 1F1B)",
+                     best_fit(load=workload.model_copy(update={"global_batch": batch}))):
+                break
     for shorter in _halvings(workload.seq_len):
         label = format_tokens(shorter)
         # As `--seq-len shorter` alone would run: a default batch is a token budget, so it grows.
@@ -149,6 +165,19 @@ def suggest_fits(
                  best_fit(load=workload.model_copy(update={"seq_len": shorter, "global_batch": batch}))):
             break
     return tuple(found)
+
+
+def whole_group_batches(global_batch: int, plan: ParallelPlan) -> list[int]:
+    """The global batches nearest `global_batch` whose micro-batches per step are a multiple of the
+    plan's pp (multiples of dp x micro_batch x pp), nearer first, the larger on a tie (it keeps the
+    asked sequences); none of them 0. Where the plan has no pipeline, none."""
+    if plan.pp == 1:
+        return []
+    unit = plan.dp * plan.micro_batch * plan.pp
+    below = global_batch // unit * unit
+    above = below + unit
+    return sorted((b for b in (below, above) if b > 0 and b != global_batch),
+                  key=lambda b: (abs(b - global_batch), -b))
 
 
 def _offload_applies(pins: Pins, hardware: HardwareProfile, runtime: Runtime) -> bool:

@@ -82,7 +82,8 @@ def report_from_plan_file(plan_path: Path, *, run_paths: Sequence[Path] = (), ou
     # prints for the plan file's framework.
     suggestions = () if fits else suggest_fits(plan_file.model, plan_file.hardware, plan_file.workload,
                                                num_nodes=nodes, gpus_per_node=per_node, pins=pins,
-                                               runtime=runtime)
+                                               runtime=runtime,
+                                               closest=result.ranked[0].plan if result.ranked else None)
     framework_ranked = () if not fits else expressible_plans(
         result, plan_file.framework, model=plan_file.model, workload=plan_file.workload, num_nodes=nodes,
         gpus_per_node=per_node, top_k=top_k, choices=choices)

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from sp_planner.catalog import load_hardware, load_model
-from sp_planner.present.advice import _fewest_nodes, _halvings, _rounder_counts, _stronger_recompute, suggest_fits
+from sp_planner.plan import ParallelPlan
+from sp_planner.present.advice import (
+    _fewest_nodes,
+    _halvings,
+    _rounder_counts,
+    _stronger_recompute,
+    suggest_fits,
+    whole_group_batches,
+)
 from sp_planner.search import Pins, search
 from sp_planner.specs.batch import default_global_batch
 from sp_planner.specs.workload import Workload
@@ -133,3 +141,34 @@ def test_a_pinned_hsdp_replica_count_is_relaxed_to_one():
     relaxed = found["dp_replicate"]
     assert relaxed.option == "--dp-replicate 1" and relaxed.estimate.fits
     assert relaxed.estimate.plan.dp_replicate == 1 and relaxed.estimate.plan.ep == 32
+
+
+def test_whole_group_batches_are_the_nearest_multiples_of_dp_micro_batch_pp():
+    # pp 2, dp 1, micro batch 1: 3 sequences lie between 2 and 4, the larger first on the tie.
+    assert whole_group_batches(3, ParallelPlan(tp=8, pp=2, vpp=2)) == [4, 2]
+    # dp 2 x pp 4 (8 a group): 20 -> 24 and 16 at 4 each; 7 -> 8 only (0 is no batch); 23 -> 24, 16.
+    plan = ParallelPlan(dp=2, pp=4, vpp=2)
+    assert whole_group_batches(20, plan) == [24, 16]
+    assert whole_group_batches(7, plan) == [8]
+    assert whole_group_batches(23, plan) == [24, 16]
+    assert whole_group_batches(5, ParallelPlan(dp=2, vpp=2)) == []  # no pipeline: no groups
+
+
+def test_a_pinned_vpp_with_micro_batches_no_multiple_of_pp_is_offered_the_nearest_batch():
+    # Llama-3-8B at 128K on 2 x 8 A800, --pp 2 --vpp 2 --global-batch 3: every plan breaks the vpp
+    # rule (m 3 at dp 1); 4 sequences (m 4, two groups of pp) is nearest with 2, the larger first,
+    # and a plan fits there.
+    model, hardware = load_model("llama3-8b"), load_hardware("a800")
+    workload = Workload(seq_len=128 * 1024, global_batch=3)
+    pins = Pins(pp=2, vpp=2)
+    result = search(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins)
+    closest = result.ranked[0]
+    assert not closest.fits and closest.reason.startswith("vpp: vpp 2 (interleaved 1F1B) runs the micro-batches")
+    suggestions = suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins,
+                               closest=closest.plan)
+    batch = [s for s in suggestions if s.change == "global_batch"]
+    assert [s.option for s in batch] == ["--global-batch 4"]
+    assert batch[0].estimate.fits and batch[0].estimate.plan.vpp == 2
+    # Without the closest plan (sp-plan's older callers) no batch is offered.
+    assert not [s for s in suggest_fits(model, hardware, workload, num_nodes=2, gpus_per_node=8, pins=pins)
+                if s.change == "global_batch"]
