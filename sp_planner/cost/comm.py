@@ -185,7 +185,7 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
     # Routed experts reduce over the expert-data-parallel group (cost.moe), the rest over the ZeRO
     # group. The distributed optimizer's and Megatron-FSDP's gathers move per-tensor FP8 GEMM
     # weights in FP8 under --fp8-param-gather (cost.fp8_params); the experts are all GEMM weights.
-    dense_gathered = gathered_bytes(states, c.precision, zero, params, own.dense_gemm[0])
+    dense_gathered = gathered_bytes(states, c.precision, zero, reshard_after_forward(c), params, own.dense_gemm[0])
     grads_rs, params_ag = reductions(params, zgroup, np.asarray(dense_gathered))
     # Megatron-FSDP gathers the root unit (the stage's non-layer parameters, in the compute width)
     # in the step's first forward only (cost.fsdp.root_gathers_per_micro_batch).
@@ -195,7 +195,8 @@ def comm_columns(model: ModelSpec, workload: Workload, c: Candidates, *, gpus_pe
         layer_gathered = np.asarray(dense_gathered).astype(np.int64) - root
         params_ag = np.where(once, gathers * (layer_gathered * (zgroup - 1) // zgroup)
                              + root * (zgroup - 1) // zgroup, params_ag)
-    expert_rs, expert_ag = reductions(experts, edp, np.asarray(gathered_bytes(states, c.precision, zero, experts,
+    expert_rs, expert_ag = reductions(experts, edp, np.asarray(gathered_bytes(states, c.precision, zero,
+                                                                              reshard_after_forward(c), experts,
                                                                               experts)))
     # HSDP: all-reduce of this rank's gradient shard over dp_replicate ranks (sent 2(r-1)/r).
     rep = c.dp_replicate

@@ -111,8 +111,9 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
     # (ZeRO-1, and Megatron-FSDP's ZeRO-3 units, cost.fp8_params), else the framework's; the
     # experts are all GEMM weights, the dense calls carry the stage's share of them (a layer's
     # all but its norms).
-    gemm_width = gather_bytes_per_gemm_param(states, c.precision, c.zero)
-    layer_width = unit_gather_width(states, c.precision, c.zero, dense_layer, dense_layer - model.norm_params_per_layer)
+    gemm_width = gather_bytes_per_gemm_param(states, c.precision, c.zero, c.reshard)
+    layer_width = unit_gather_width(states, c.precision, c.zero, c.reshard, dense_layer,
+                                    dense_layer - model.norm_params_per_layer)
 
     def gather(dense_params, dense_count, expert_params, expert_count, dense_width):
         return (calls("all_gather", dense_width, dense_params, dense_count, "dense")
@@ -147,7 +148,7 @@ def priced_rows(model: ModelSpec, hardware: HardwareProfile, c, *, stages: Stage
     # A full model chunk's layers where an end stage does not divide by vpp (the layout).
     full_chunk = stage_chunk(stages.first, stages.middle, stages.last, c.pp, c.vpp)
     dense_calls, expert_calls = _layouts(model, c, layers, stage, full_chunk, lightest)
-    dense_width = unit_gather_width(states, c.precision, c.zero, dense, np.choose(stage, own.dense_gemm))
+    dense_width = unit_gather_width(states, c.precision, c.zero, c.reshard, dense, np.choose(stage, own.dense_gemm))
     unhideable_experts = expert_calls.unhideable_params
     n_dense, n_expert = dense_calls.num_calls, expert_calls.num_calls
     # ZeRO-0/1 with virtual stages: a later model chunk's layers, one bucket of each buffer

@@ -75,7 +75,7 @@ def dp_stage_tables(model: ModelSpec, hardware: HardwareProfile, c, *, stages: S
     """dp_stage_times before it is spread over the candidates; `lightest`: the middle stage's calls
     those of the one with the fewest MoE layers (stage_params.dp_lightest_middle_stage)."""
     n = len(c)
-    gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero), (n,))
+    gather_width = np.broadcast_to(gather_bytes_per_gemm_param(states, c.precision, c.zero, c.reshard), (n,))
     first, inverse = distinct_columns(
         [np.broadcast_to(np.asarray(getattr(c, name)), (n,)) for name in _SHAPE_COLUMNS] + [gather_width])
     stage_rows = StageLayers(*(np.broadcast_to(np.asarray(v), (n,))[first] for v in stages))

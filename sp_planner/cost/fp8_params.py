@@ -40,6 +40,22 @@ their column-wise buffer in backward, 1 B each), and ZeRO-2 (optim_grads, parame
 are not modelled: sp-plan emits no --fp8-param-gather there, and those plans run bf16 weights
 with TE's cast.
 
+ZeRO-3 without reshard after forward is torch FSDP2 under Megatron (--use-torch-fsdp2,
+flags.megatron_fsdp), which with Transformer Engine >= 2.0 turns --fp8-param-gather off and gathers
+bf16 weights (megatron/training/arguments.py at d98e8a6 lines 1051-1056): those plans run bf16
+weights (fp8_weights_modelled), gathered at 2 B a parameter and kept whole in bf16 from forward to
+backward, as a bf16 plan's. TE's linears under FSDP2 (TE d0067d0, from v2.16, 0a088c1d5 "Fix FSDP2
+memory leaks for FP8 weight workspaces", module/linear.py) keep no FP8 weight across micro-batches
+(cache_name None when is_fsdp2, line 1958, whatever Megatron's is_first_microbatch says), so each
+micro-batch's forward casts the gathered bf16 weight row-wise only (columnwise_usage `not is_fsdp2`,
+line 467; the FP8 copy is not saved, line 644) and the backward casts it again in both layouts
+(set_usage(rowwise=True, columnwise=True), lines 1030-1031) and drops the column-wise data after the
+dgrad GEMM (clear_columnwise_cache, line 1108). Under full recompute Megatron runs te_checkpoint
+(megatron/core/recompute.py at d98e8a6 line 134), whose first forward asks the column-wise layout
+too (is_fp8_activation_recompute_enabled, line 472) and whose recomputed forward casts row-wise
+again (torch_fsdp2_cast_bytes_per_param). Those casts are one layer's weights at a time and hold no
+whole FP8 copy (cost.stage_states); the layer's transient FP8 copy is not counted.
+
 Per GEMM parameter (megatron-core as Megatron-Bridge v0.2.0 and v0.6.0 pin it, 0d8e0714 and
 cd4afffa, distributed/param_and_grad_buffer.py):
 - memory: TE's FP8 weight, the bytes cost.precision.fp8_weight_bytes_per_param counts for TE's
@@ -67,12 +83,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from sp_planner.cost.dtypes import BF16_BYTES
+from sp_planner.cost.fsdp import reshard_after_forward
 from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.moe_params import expert_params_per_rank
 from sp_planner.cost.params import layer_params_per_rank
-from sp_planner.cost.precision import BF16, FP8, FP8_ELEM_BYTES, MXFP8, quantize_bytes_per_elem
+from sp_planner.cost.precision import (
+    AMAX_PASS_BYTES_PER_ELEM,
+    BF16,
+    FP8,
+    FP8_ELEM_BYTES,
+    MXFP8,
+    quantize_bytes_per_elem,
+)
 from sp_planner.cost.states import TrainingStates
 from sp_planner.cost.tp_gathers import TE_TP_GATHERS, TpGathers, fp8_weight_cast_bytes
+from sp_planner.plan import RECOMPUTE_FULL
 from sp_planner.specs.hardware import HardwareProfile
 from sp_planner.specs.model import ModelSpec
 
@@ -84,31 +110,44 @@ TRANSPOSE_REBUILD_BYTES_PER_ELEM = 2 * FP8_ELEM_BYTES
 FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH = 2
 
 
-def fp8_weights_modelled(precision, zero):
+def fp8_weights_modelled(precision, zero, reshard):
     """The plans whose GEMM weights can be FP8 under --fp8-param-gather (module docstring): FP8 or
     MXFP8 with the distributed optimizer (ZeRO-1), or FP8 (per-tensor or block scaling) under
-    Megatron-FSDP with sharded parameters (ZeRO-3). The cost model, sp-plan's flags and the corpus
+    Megatron-FSDP with sharded parameters (ZeRO-3 resharding after forward, `reshard`). ZeRO-3
+    keeping the parameters is torch FSDP2 under Megatron (--use-torch-fsdp2), which turns
+    --fp8-param-gather off with Transformer Engine >= 2.0 and gathers bf16 weights (arguments.py at
+    d98e8a6 lines 1051-1056; torch_fsdp2_casts). The cost model, sp-plan's flags and the corpus
     rows ask this."""
     precision, zero = np.asarray(precision), np.asarray(zero)
-    return ((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3))
+    resharded = np.asarray(reshard, dtype=bool)
+    return ((precision != BF16) & (zero == 1)) | ((precision == FP8) & (zero == 3) & resharded)
 
 
-def fp8_params_active(states: TrainingStates, precision, zero):
+def fp8_params_active(states: TrainingStates, precision, zero, reshard):
     """The candidates whose GEMM weights are FP8: the framework runs --fp8-param-gather on a plan
     fp8_weights_modelled allows."""
-    return states.fp8_param_gather & fp8_weights_modelled(precision, zero)
+    return states.fp8_param_gather & fp8_weights_modelled(precision, zero, reshard)
 
 
-def sharded_fp8_params(states: TrainingStates, precision, zero):
+def sharded_fp8_params(states: TrainingStates, precision, zero, reshard):
     """The candidates whose FP8 GEMM weights are Megatron-FSDP's sharded parameters (ZeRO-3)."""
-    return fp8_params_active(states, precision, zero) & (np.asarray(zero) == 3)
+    return fp8_params_active(states, precision, zero, reshard) & (np.asarray(zero) == 3)
 
 
-def gather_bytes_per_gemm_param(states: TrainingStates, precision, zero):
+def torch_fsdp2_casts(states: TrainingStates, precision, zero, reshard):
+    """The low-precision candidates whose Transformer Engine linears run under torch FSDP2 (ZeRO-3
+    without reshard after forward where the framework runs it so, states.zero3_keep_is_torch_fsdp2):
+    bf16 weights gathered at 2 B, cast to FP8 in every forward and backward (module docstring,
+    torch_fsdp2_cast_bytes_per_param)."""
+    keep = (np.asarray(zero) == 3) & ~np.asarray(reshard, dtype=bool)
+    return states.zero3_keep_is_torch_fsdp2 & (np.asarray(precision) != BF16) & keep
+
+
+def gather_bytes_per_gemm_param(states: TrainingStates, precision, zero, reshard):
     """Bytes a GEMM parameter moves in the parameter all-gather: 1 for FP8 weights (per-tensor or
     block-scaled: their row-wise data, module docstring), else the framework's gathered width
     (MXFP8 weights are gathered in bf16)."""
-    fp8 = fp8_params_active(states, precision, zero) & (np.asarray(precision) == FP8)
+    fp8 = fp8_params_active(states, precision, zero, reshard) & (np.asarray(precision) == FP8)
     return np.where(fp8, FP8_ELEM_BYTES, states.compute_param_bytes)
 
 
@@ -119,31 +158,47 @@ def dense_gemm_params(model: ModelSpec, tp, ep, etp, layers):
     return layers * (per_layer - model.norm_params_per_layer)
 
 
-def gathered_bytes(states: TrainingStates, precision, zero, params, gemm_params):
+def gathered_bytes(states: TrainingStates, precision, zero, reshard, params, gemm_params):
     """Bytes of `params` parameters, `gemm_params` of them GEMM weights, in the parameter
     all-gather."""
-    saved = states.compute_param_bytes - gather_bytes_per_gemm_param(states, precision, zero)
+    saved = states.compute_param_bytes - gather_bytes_per_gemm_param(states, precision, zero, reshard)
     return states.compute_param_bytes * params - saved * gemm_params
 
 
-def unit_gather_width(states: TrainingStates, precision, zero, params, gemm_params):
+def unit_gather_width(states: TrainingStates, precision, zero, reshard, params, gemm_params):
     """Bytes a parameter of a gathered unit of `params` parameters, `gemm_params` of them GEMM
     weights, moves on average (gathered_bytes over params; 0 where the unit is empty)."""
     params = np.asarray(params, dtype=np.float64)
-    return np.where(params > 0, gathered_bytes(states, precision, zero, params, gemm_params)
+    return np.where(params > 0, gathered_bytes(states, precision, zero, reshard, params, gemm_params)
                     / np.maximum(params, 1), 0.0)
 
 
-def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, any_layout: bool, fp8_current=False,
-                                fp8_blockwise=False):
+def weight_cast_bytes_per_param(states: TrainingStates, precision, zero, reshard, any_layout: bool,
+                                fp8_current=False, fp8_blockwise=False):
     """HBM bytes per GEMM parameter of the weights' once-a-step cast (module docstring); 0 for bf16.
     `fp8_current`: per-tensor FP8 with current scaling (plan.fp8_recipe tensorwise); `fp8_blockwise`:
     block scaling (plan.fp8_recipe blockwise)."""
     precision = np.asarray(precision)
     fp8_weights = np.where((precision == FP8) & any_layout, 0, TRANSPOSE_REBUILD_BYTES_PER_ELEM)
-    cast = np.where(fp8_params_active(states, precision, zero) & (precision == FP8), fp8_weights,
+    cast = np.where(fp8_params_active(states, precision, zero, reshard) & (precision == FP8), fp8_weights,
                     quantize_bytes_per_elem(precision, fp8_current, any_layout, fp8_blockwise))
     return np.where(precision != BF16, cast, 0)
+
+
+def torch_fsdp2_cast_bytes_per_param(precision, recompute, any_layout: bool, fp8_current=False,
+                                     fp8_blockwise=False):
+    """HBM bytes per GEMM parameter a micro-batch of TE's casts of a torch-FSDP2-gathered bf16
+    weight (module docstring): the forward's row-wise cast (read 2, write one layout) and the
+    backward's cast in both layouts (cost.precision.quantize_bytes_per_elem); under full recompute
+    (te_checkpoint) the first forward casts both layouts and the recomputed forward row-wise."""
+    precision = np.asarray(precision)
+    both = quantize_bytes_per_elem(precision, fp8_current, any_layout, fp8_blockwise)
+    amax = np.where((precision == FP8) & np.asarray(fp8_current, dtype=bool), AMAX_PASS_BYTES_PER_ELEM, 0)
+    # Per-tensor FP8 on a chip whose FP8 GEMMs take any layout keeps one layout; others write two.
+    layouts = np.where((precision == FP8) & ~np.asarray(fp8_blockwise, dtype=bool) & any_layout, 1, 2)
+    rowwise = BF16_BYTES + (both - amax - BF16_BYTES) / layouts + amax
+    full = np.asarray(recompute) == RECOMPUTE_FULL
+    return np.where(precision != BF16, rowwise + both + np.where(full, both, 0.0), 0.0)
 
 
 def cast_gemm_params_per_layer(model: ModelSpec, gathers: TpGathers, *, tp, ep, etp):
@@ -160,7 +215,8 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
                   gathers: TpGathers = TE_TP_GATHERS):
     """Seconds a step spends casting the GEMM weights of `layers` layers on a rank (TE's
     is_first_microbatch caching: once a step; Megatron-FSDP's FP8 parameters: their transpose twice
-    a micro-batch, FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH; weight_cast_bytes_per_param by recipe;
+    a micro-batch, FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH; torch FSDP2's bf16 weights: forward and
+    backward casts every micro-batch, torch_fsdp2_cast_bytes_per_param; weight_cast_bytes_per_param by recipe;
     0 for bf16), for candidates `c` or one ParallelPlan. The analytic step (cost.step) and the
     simulator both take it here. `gathers`: the
     framework's linears (cost.tp_gathers): torchao's cast every micro-batch (caches_weight_casts
@@ -169,8 +225,9 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     and 48), MXFP8's at its two one-layout
     casts (gathers.mxfp8_weight_cast_bytes), others at TE's bytes, and leave
     the routed experts' weights bf16 (low_precision_experts False)."""
-    per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, hardware.fp8_gemm_any_layout, c.fp8_current,
-                                            c.fp8_blockwise)
+    reshard = reshard_after_forward(c)
+    per_param = weight_cast_bytes_per_param(states, c.precision, c.zero, reshard, hardware.fp8_gemm_any_layout,
+                                            c.fp8_current, c.fp8_blockwise)
     torchao_bytes = fp8_weight_cast_bytes(gathers, tp=c.tp, recompute=c.recompute)
     if torchao_bytes is not None:
         # Compiled torchao float8: the forward's cast and the backward's cast again from the bf16
@@ -181,12 +238,17 @@ def weight_cast_s(hardware: HardwareProfile, model: ModelSpec, states: TrainingS
     if gathers.mxfp8_weight_cast_bytes is not None:
         # torchao's MX linears: one cast a layout, forward and backward (cost.tp_gathers).
         per_param = np.where(np.asarray(c.precision) == MXFP8, gathers.mxfp8_weight_cast_bytes, per_param)
-    every_micro_batch = sharded_fp8_params(states, c.precision, c.zero) | (not gathers.caches_weight_casts)
+    # TE's linears under torch FSDP2 cache no FP8 weight: forward and backward casts every
+    # micro-batch (module docstring).
+    fsdp2 = torch_fsdp2_casts(states, c.precision, c.zero, reshard) & gathers.caches_weight_casts
+    per_param = np.where(fsdp2, torch_fsdp2_cast_bytes_per_param(
+        c.precision, c.recompute, hardware.fp8_gemm_any_layout, c.fp8_current, c.fp8_blockwise), per_param)
+    sharded = sharded_fp8_params(states, c.precision, c.zero, reshard)
+    every_micro_batch = sharded | fsdp2 | (not gathers.caches_weight_casts)
     casts = np.where(every_micro_batch, micro_batches, 1)
     # Megatron-FSDP's FP8 weights: the forward's transpose is dropped with the gathered unit and
     # built again after the backward's gather (module docstring).
-    casts = np.where(sharded_fp8_params(states, c.precision, c.zero),
-                     FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH * micro_batches, casts)
+    casts = np.where(sharded, FSDP_TRANSPOSE_REBUILDS_PER_MICRO_BATCH * micro_batches, casts)
     gemm_params = cast_gemm_params_per_layer(model, gathers, tp=c.tp, ep=c.ep, etp=c.etp)
     return np.where(np.asarray(c.precision) != BF16, casts * memory_pass_time_s(
         hardware, per_param * layers * gemm_params), 0.0)

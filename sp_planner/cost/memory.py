@@ -230,7 +230,7 @@ def memory_columns(model: ModelSpec, hardware: HardwareProfile, workload: Worklo
                              micro_batch=c.micro_batch, allgather=c.allgather, ring_impl=ring_impl)
     # Megatron-FSDP's gathered FP8 units hold TE's FP8 weight bytes (with the transpose built in
     # backward where the chip needs one, cost.fp8_params).
-    gathered_width = np.where(sharded_fp8_params(states, c.precision, zero),
+    gathered_width = np.where(sharded_fp8_params(states, c.precision, zero, c.reshard),
                               fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout),
                               states.compute_param_bytes)
     held = comm.tp_bytes + zero_buffer_bytes(model, tp=tp, zero=zero, reshard=c.reshard, ep=c.ep, etp=c.etp,

@@ -25,7 +25,9 @@ prototype/mx_formats/mx_linear.py line 53, v0.18.0 prototype/moe_training/mxfp8_
 free to save (torch 2.13 _functorch/config.py treat_parameters_as_free_to_save, lines 51-53;
 partitioners.py get_node_weight, lines 2265-2277), with the scalar scales, and casts again in
 backward rather than keep the FP8 weight (docs/cost-model.md stop 47: traced), so none is held
-across micro-batches or within one.
+across micro-batches or within one. Nor do TE's linears under torch FSDP2 (Megatron's ZeRO-3
+without reshard after forward, whose weights are bf16, cost.fp8_params.torch_fsdp2_casts): TE
+from v2.16 caches no FP8 weight there and casts the gathered layer's in each pass.
 
 ZeRO-3's root unit (cost.memory's module docstring): gathered and kept under
 reshard_after_forward, its output layer's gradients held through backward wherever parameters are
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params
+from sp_planner.cost.fp8_params import fp8_params_active, sharded_fp8_params, torch_fsdp2_casts
 from sp_planner.cost.fsdp import shard_group_size
 from sp_planner.cost.precision import FP8_ELEM_BYTES, SCALING_STATE_BYTES_PER_LAYER, fp8_weight_bytes_per_param
 from sp_planner.cost.stage_params import StageParams
@@ -79,13 +81,16 @@ def stage_state_bytes(model: ModelSpec, hardware: HardwareProfile, c: Candidates
     # save the bf16 weight for backward (torchao's, TpGathers.caches_weight_casts; module docstring).
     fp8_per_param = (fp8_weight_bytes_per_param(c.precision, hardware.fp8_gemm_any_layout)
                      if caches_weight_casts else np.zeros(np.shape(c.precision)))
+    # TE's linears under torch FSDP2 (ZeRO-3 keeping the bf16 weights, Megatron --use-torch-fsdp2)
+    # cache no FP8 weight either: each pass casts the gathered layer's (cost.fp8_params).
+    fp8_per_param = np.where(torch_fsdp2_casts(states, c.precision, zero, c.reshard), 0.0, fp8_per_param)
     # The expert GEMMs' weights too: TE keeps FP8 copies of the grouped expert GEMMs' weights under
     # --fp8-format as of the dense ones (Megatron TEGroupedMLP): a stage's layers less their norms.
     # FP8 weights (cost.fp8_params): those copies are the GEMM weights, which have no bf16 copy;
     # under Megatron-FSDP (ZeRO-3) the FP8 weights are the shards, gathered per unit, and no whole
     # copy is held.
-    fp8_weights = fp8_params_active(states, c.precision, zero)
-    fp8_shards = sharded_fp8_params(states, c.precision, zero)
+    fp8_weights = fp8_params_active(states, c.precision, zero, c.reshard)
+    fp8_shards = sharded_fp8_params(states, c.precision, zero, c.reshard)
 
     # Adam's moments in bf16 where the plan says so (cost.states).
     optimizer_per_param = optimizer_bytes_per_param(states, c.adam_moments_bf16, c.master_as_remainder)

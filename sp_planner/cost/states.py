@@ -90,6 +90,10 @@ class TrainingStates(FrozenModel):
     # FP8 and MXFP8 plans with the distributed optimizer keep the GEMM weights as Transformer
     # Engine FP8 tensors, gathered in FP8 (Megatron --fp8-param-gather, cost.fp8_params).
     fp8_param_gather: bool = False
+    # ZeRO-3 without reshard after forward runs torch FSDP2 around Transformer Engine's linears
+    # (Megatron --use-torch-fsdp2, flags/megatron_fsdp.py): bf16 weights, cast every micro-batch
+    # (cost.fp8_params.torch_fsdp2_casts).
+    zero3_keep_is_torch_fsdp2: bool = False
 
     @property
     def separate_compute_copy(self) -> bool:
@@ -114,7 +118,8 @@ class TrainingStates(FrozenModel):
 # (flags/stages.py), as NVIDIA's Megatron-Bridge FP8 recipes run (cost.fp8_params).
 MEGATRON_STATES = TrainingStates(param_bytes=BF16_BYTES, grad_bytes=FP32_BYTES,
                                  optimizer_bytes=FP32_BYTES + ADAM_MOMENTS_BYTES, compute_param_bytes=BF16_BYTES,
-                                 param_shard_stage=3, grad_shard_stage=2, fp8_param_gather=True)
+                                 param_shard_stage=3, grad_shard_stage=2, fp8_param_gather=True,
+                                 zero3_keep_is_torch_fsdp2=True)
 # MindSpeed: Megatron-LM's states, without FP8 weights (sp-plan does not emit the flag for it).
 MINDSPEED_STATES = MEGATRON_STATES.model_copy(update={"fp8_param_gather": False})
 TORCH_FSDP_STATES = TrainingStates(param_bytes=FP32_BYTES, grad_bytes=FP32_BYTES, optimizer_bytes=ADAM_MOMENTS_BYTES,

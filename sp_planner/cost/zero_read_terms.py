@@ -1,6 +1,6 @@
 """The terms of cost.step.time_parts before the data-parallel passes that read a data-parallel
-choice column (cost.step.DP_CHOICE_COLUMNS: ZeRO's stage), which cost.step_bound adds row by row to
-the rest, priced once per distinct row of the other columns."""
+choice column (cost.step.DP_CHOICE_COLUMNS: ZeRO's stage, and the weight casts reshard), which
+cost.step_bound adds row by row to the rest, priced once per distinct row of the other columns."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def zero_read_terms(model: ModelSpec, hardware: HardwareProfile, c: Candidates, 
     cost.step.time_parts before the data-parallel passes that read c.zero (cost.step_bound).
     FP8 weights are cast (with their transpose) once per step (TE is_first_microbatch caching);
     FP8 primary weights need less, Megatron-FSDP's rebuild their transpose twice a micro-batch,
-    torchao's linears cast theirs every micro-batch (cost.fp8_params, cost.tp_gathers). A tied
+    torchao's linears cast theirs every micro-batch, as TE's do under torch FSDP2 (ZeRO-3 keeping
+    its parameters; cost.fp8_params, cost.tp_gathers). A tied
     table's gradient all-reduce runs between the pipeline's ends, after the gradient sync and
     before the optimizer, exposed whole (cost.tied_embedding); a ZeRO-0/1 middle stage whose sync
     ends later runs beside it (cost.pipeline_tails takes that off)."""

@@ -18,7 +18,6 @@ distributed_data_parallel_config.py; shared reference moe_fp8_pipeline_framework
 from __future__ import annotations
 
 from sp_planner.flags.base import FlagRequest
-from sp_planner.flags.stages import fp8_weights
 
 
 # The plan's memory and gradient traffic count Megatron-FSDP's main gradients in fp32, as
@@ -79,16 +78,6 @@ def _torch_fsdp2(request: FlagRequest) -> tuple[list[str], list[str], list[str]]
     if m.tie_word_embeddings:
         failures.append("--use-torch-fsdp2 requires --untie-embeddings-and-output-weights, but "
                         f"{m.name} ties its embeddings")
-    if fp8_weights(request):
-        # arguments.py at d98e8a6 lines 1051-1056: with Transformer Engine >= 2.0, --use-torch-fsdp2
-        # turns --fp8-param-gather off ("FSDP2 FP8 param gather is not supported yet in TE 2.0, will
-        # fallback to bf16 all_gather") and gathers bf16 weights, where the plan was timed and sized
-        # with FP8 ones (cost.fp8_params).
-        failures.append(
-            "zero 3 without reshard after forward in FP8 cannot be expressed as planned: the plan's GEMM weights "
-            "are FP8, gathered in FP8 (--fp8-param-gather), which Megatron turns off under --use-torch-fsdp2 from "
-            "Transformer Engine 2.0 and gathers bf16; use reshard_after_forward true (Megatron-FSDP gathers FP8) "
-            "or zero 2")
     flags = ["--use-torch-fsdp2", "--torch-fsdp2-no-reshard-after-forward", "--no-gradient-accumulation-fusion",
              "--ckpt-format torch_dist", "--untie-embeddings-and-output-weights"]
     return (flags if not failures else []), failures, []

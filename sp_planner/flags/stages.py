@@ -111,9 +111,9 @@ def pipeline_comment(request: FlagRequest) -> str:
 def fp8_weights(request: FlagRequest) -> bool:
     """FP8 primary weights (cost.fp8_params.fp8_weights_modelled): an FP8 or MXFP8 plan with the
     distributed optimizer, or an FP8 plan (per-tensor or block scaling) under Megatron-FSDP with sharded
-    parameters."""
+    parameters (ZeRO-3 resharding after forward; keeping them is torch FSDP2, with bf16 weights)."""
     p = request.plan
-    return bool(fp8_weights_modelled(PRECISIONS.index(p.precision), p.zero))
+    return bool(fp8_weights_modelled(PRECISIONS.index(p.precision), p.zero, p.reshard_after_forward))
 
 
 def precision_flags(request: FlagRequest, *, explicit_te: bool = False, fp8_params: bool = False) -> list[str]:
@@ -144,12 +144,17 @@ def precision_notes(request: FlagRequest, *, fp8_params: bool = False) -> list[s
     if fp8_params and fp8_weights(request):
         gathered = ("in FP8, 1 byte a parameter" if p.precision == "fp8"
                     else "in bf16 through the gradient buffer, then quantized")
-        # ZeRO-3 keeping the parameters (torch FSDP2) gathers bf16 weights, so such an FP8 plan is
-        # refused (flags.megatron_fsdp); ZeRO-3 otherwise runs Megatron-FSDP.
+        # ZeRO-3 keeping the parameters (torch FSDP2) has bf16 weights (below); ZeRO-3 otherwise runs
+        # Megatron-FSDP.
         gatherer = ("the distributed optimizer gathers" if p.zero != 3 else
                     "Megatron-FSDP shards and gathers unit by unit")
         comm = (f"the GEMM weights are FP8 tensors with no bf16 copy (--fp8-param-gather), which "
                 f"{gatherer} {gathered}; other communication stays bf16, as planned.")
+    elif fp8_params and p.zero == 3 and not p.reshard_after_forward:
+        # arguments.py at d98e8a6 lines 1051-1056; cost.fp8_params.torch_fsdp2_casts.
+        comm = ("torch FSDP2 (--use-torch-fsdp2) gathers the GEMM weights in bf16, 2 bytes a parameter (Megatron "
+                "turns --fp8-param-gather off there from Transformer Engine 2.0), and Transformer Engine casts them "
+                "to FP8 in every forward and backward; all communication stays bf16, as planned.")
     else:
         comm = "all communication stays bf16, as planned."
     attention = "attention stays bf16"

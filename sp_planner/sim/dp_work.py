@@ -117,9 +117,10 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         rar = phase("hsdp shard all-reduce", replicas, share(2 * grad_bytes * shard, rep), "ring", "all_reduce",
                     rounds=2, one_call=False)
         # FP8 GEMM weights (per-tensor or block-scaled) gathered in FP8 under --fp8-param-gather (cost.fp8_params).
-        code = PRECISIONS.index(plan.precision)
-        dense_gathered = float(gathered_bytes(runtime.states, code, zero, dense, np.ravel(own.dense_gemm[0])[0]))
-        experts_gathered = float(gathered_bytes(runtime.states, code, zero, experts, experts))
+        code, reshard = PRECISIONS.index(plan.precision), plan.reshard_after_forward
+        dense_gemm = np.ravel(own.dense_gemm[0])[0]
+        dense_gathered = float(gathered_bytes(runtime.states, code, zero, reshard, dense, dense_gemm))
+        experts_gathered = float(gathered_bytes(runtime.states, code, zero, reshard, experts, experts))
         ag = phase("dp param all-gather", zgroups, share(dense_gathered, z), "ring", "all_gather", one_call=False)
         eag = phase("edp param all-gather", groups["edp"], share(experts_gathered, edp), "ring", "all_gather",
                     one_call=False)
@@ -134,7 +135,8 @@ def dp_calls(phase: Phase, hardware: HardwareProfile, model: ModelSpec, plan: Pa
         average = dense_gathered / dense if dense > 0 else 1.0
         layer = float(layer_params_per_rank(model, tp, ep, etp)) - float(expert_params_per_rank(model, 1, ep, etp,
                                                                                                   layers=1))
-        layer_width = float(unit_gather_width(runtime.states, code, zero, layer, layer - model.norm_params_per_layer))
+        layer_width = float(unit_gather_width(runtime.states, code, zero, reshard, layer,
+                                              layer - model.norm_params_per_layer))
         layer_scale, root_scale = ((layer_width / average, runtime.states.compute_param_bytes / average)
                                    if zero == 3 else (1.0, 1.0))
 

@@ -245,7 +245,8 @@ class CorpusRow(FrozenModel):
             # with cuda_graph_impl set, any recompute_granularity but selective (with the attn scope)
             # raises "CUDA graphs not supported with activation recomputation."
             raise ValueError("per-layer CUDA graphs do not run with full recompute (only full_iteration does)")
-        if self.fp8_param_gather and not fp8_weights_modelled(PRECISIONS.index(self.precision), self.zero):
+        # Corpus rows reshard after forward (ZeRO-3 is Megatron-FSDP's; they name no torch FSDP2).
+        if self.fp8_param_gather and not fp8_weights_modelled(PRECISIONS.index(self.precision), self.zero, True):
             # Megatron-LM validate_args asserts the distributed optimizer or an FSDP for the flag;
             # cost.fp8_params models it with the distributed optimizer and Megatron-FSDP's shards.
             raise ValueError(f"fp8_param_gather needs precision fp8 or mxfp8 with zero 1 (the distributed "

@@ -206,3 +206,25 @@ def test_torchtitan_fp8_is_planned_tensorwise_by_default(plan_json, sp_plan):
     result = sp_plan(*args, "--fp8-recipe", "delayed")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: --fp8-recipe delayed: torchtitan's float8 (torchao) has no delayed")
+
+
+# Stop 62 refused these flags (plan 1 FP8 weights, Megatron's torch FSDP2 gathers bf16); the plan is
+# now priced with bf16 weights under torch FSDP2 (cost.fp8_params.torch_fsdp2_casts).
+FSDP2_FP8 = ["--model", "llama3-8b", "--hardware", "h100", "--nodes", "2", "--seq-len", "128k", "--zero", "3",
+             "--no-reshard-after-forward", "--precision", "fp8"]
+
+
+def test_fp8_zero3_keeping_parameters_runs_megatron_torch_fsdp2_with_bf16_gathers(sp_plan, plan_json):
+    result = sp_plan(*FSDP2_FP8)
+    assert result.exit_code == 0, result.stdout
+    flags = [line.strip() for line in result.stdout.splitlines()]
+    assert "--use-torch-fsdp2" in flags and "--fp8-param-gather" not in flags
+    pins = ["--tp", "1", "--ulysses", "8", "--ring", "2", "--recompute", "none", "--micro-batch", "1"]
+    code, fp8 = plan_json(*FSDP2_FP8, *pins)
+    bf16_args = [*FSDP2_FP8[:-1], "bf16", *pins]
+    _, bf16 = plan_json(*bf16_args)
+    fp8, bf16 = fp8["plans"][0], bf16["plans"][0]
+    # Every parameter gathered at 2 B, FP8 or not; the FP8 plan holds the bf16 plan's parameters
+    # (shard and kept copy) and 144 B of scaling state a layer, no FP8 weight copy.
+    assert code == 0 and fp8["comm_bytes"]["dp_all_gather"] == bf16["comm_bytes"]["dp_all_gather"]
+    assert fp8["memory"]["params_bytes"] - bf16["memory"]["params_bytes"] == 144 * 32

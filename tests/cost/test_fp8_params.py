@@ -12,9 +12,12 @@ from sp_planner.cost.dp_times import dp_stage_times
 from sp_planner.cost.fp8_params import (
     dense_gemm_params,
     fp8_params_active,
+    fp8_weights_modelled,
     gather_bytes_per_gemm_param,
     gathered_bytes,
     sharded_fp8_params,
+    torch_fsdp2_cast_bytes_per_param,
+    torch_fsdp2_casts,
     weight_cast_bytes_per_param,
     weight_cast_s,
 )
@@ -22,7 +25,7 @@ from sp_planner.cost.kernels import memory_pass_time_s
 from sp_planner.cost.links import ring_alpha_beta_s, ring_latency_s
 from sp_planner.cost.memory import memory_columns
 from sp_planner.cost.params import candidate_stage_layers
-from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES
+from sp_planner.cost.states import DEEPSPEED_STATES, MEGATRON_STATES, MINDSPEED_STATES, TORCH_FSDP_STATES
 from sp_planner.plan import PRECISIONS, ParallelPlan
 from sp_planner.candidates import Candidates
 from sp_planner.specs import Workload
@@ -40,25 +43,38 @@ ALL_PARAMS = GEMM_PARAMS + 1_050_673_152 + 65 * 4096
 
 def test_active_with_the_distributed_optimizer_and_megatron_fsdp_shards():
     # ZeRO-1 (the distributed optimizer): FP8 and MXFP8; ZeRO-3 (Megatron-FSDP's sharded
-    # parameters): per-tensor FP8 only; ZeRO-0 and ZeRO-2 (parameters not sharded): none.
-    precision = np.array([BF16, FP8, MXFP8, FP8, FP8, FP8, MXFP8, BF16])
-    zero = np.array([1, 1, 1, 0, 2, 3, 3, 3])
-    assert fp8_params_active(MEGATRON_STATES, precision, zero).tolist() == [
-        False, True, True, False, False, True, False, False]
-    assert sharded_fp8_params(MEGATRON_STATES, precision, zero).tolist() == [
-        False, False, False, False, False, True, False, False]
-    assert not fp8_params_active(MINDSPEED_STATES, precision, zero).any()
-    assert not fp8_params_active(DEEPSPEED_STATES, precision, zero).any()
+    # parameters): per-tensor FP8 only; ZeRO-0 and ZeRO-2 (parameters not sharded): none; ZeRO-3
+    # keeping the parameters (torch FSDP2, which turns --fp8-param-gather off): none.
+    precision = np.array([BF16, FP8, MXFP8, FP8, FP8, FP8, MXFP8, BF16, FP8])
+    zero = np.array([1, 1, 1, 0, 2, 3, 3, 3, 3])
+    reshard = np.array([True] * 8 + [False])
+    assert fp8_weights_modelled(precision, zero, reshard).tolist() == [
+        False, True, True, False, False, True, False, False, False]
+    assert fp8_params_active(MEGATRON_STATES, precision, zero, reshard).tolist() == [
+        False, True, True, False, False, True, False, False, False]
+    assert sharded_fp8_params(MEGATRON_STATES, precision, zero, reshard).tolist() == [
+        False, False, False, False, False, True, False, False, False]
+    assert not fp8_params_active(MINDSPEED_STATES, precision, zero, reshard).any()
+    assert not fp8_params_active(DEEPSPEED_STATES, precision, zero, reshard).any()
+    # TE's linears under torch FSDP2: Megatron's (and MindSpeed's, its DDP) ZeRO-3 keeping the
+    # parameters in a low precision; not DeepSpeed's ZeRO-3 nor torchtitan's (torchao's linears).
+    assert torch_fsdp2_casts(MEGATRON_STATES, precision, zero, reshard).tolist() == [False] * 8 + [True]
+    assert torch_fsdp2_casts(MEGATRON_STATES, np.array([MXFP8, BF16]), 3, False).tolist() == [True, False]
+    assert not torch_fsdp2_casts(DEEPSPEED_STATES, precision, zero, reshard).any()
+    assert not torch_fsdp2_casts(TORCH_FSDP_STATES, precision, zero, reshard).any()
 
 
 def test_gathered_width():
     # per-tensor FP8 weights in their uint8 buffer; MXFP8 weights in bf16 through the gradient buffer
     precision = np.array([BF16, FP8, MXFP8, FP8])
     zero = np.array([1, 1, 1, 0])
-    assert gather_bytes_per_gemm_param(MEGATRON_STATES, precision, zero).tolist() == [2, 1, 2, 2]
-    assert gather_bytes_per_gemm_param(MINDSPEED_STATES, precision, zero).tolist() == [2, 2, 2, 2]
+    assert gather_bytes_per_gemm_param(MEGATRON_STATES, precision, zero, True).tolist() == [2, 1, 2, 2]
+    assert gather_bytes_per_gemm_param(MINDSPEED_STATES, precision, zero, True).tolist() == [2, 2, 2, 2]
     # 1,000 parameters, 900 of them GEMM weights: 100 x 2 + 900 x 1.
-    assert gathered_bytes(MEGATRON_STATES, FP8, 1, 1000, 900) == 1100
+    assert gathered_bytes(MEGATRON_STATES, FP8, 1, True, 1000, 900) == 1100
+    # ZeRO-3: Megatron-FSDP (reshard) gathers FP8, torch FSDP2 (no reshard) bf16: 1,000 x 2.
+    assert gathered_bytes(MEGATRON_STATES, FP8, 3, True, 1000, 900) == 1100
+    assert gathered_bytes(MEGATRON_STATES, FP8, 3, False, 1000, 900) == 2000
 
 
 def test_dense_gemm_params_of_llama3_8b():
@@ -71,13 +87,14 @@ def test_weight_cast_bytes():
     zero = np.array([1, 1, 0, 1])
     # Hopper: FP8 weights rebuild their transpose (read 1, write 1); without them a cast-transpose
     # (read 2, write 1 + 1); MXFP8 weights quantize the gathered bf16 (read 2, write 2 + 2/32).
-    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False).tolist() == [0, 2, 4, 4.0625]
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True, False).tolist() == [0, 2, 4, 4.0625]
     # Blackwell keeps no FP8 transpose: per-tensor FP8 weights need nothing after the gather, bf16
     # weights a cast without the transpose (read 2, write 1).
-    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True).tolist() == [0, 0, 3, 4.0625]
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True, True).tolist() == [0, 0, 3, 4.0625]
     # Current scaling: the bf16 weights' cast reads them once more for the amax (2 B); FP8 primary
     # weights are cast in the optimizer, as with delayed scaling.
-    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, False, True).tolist() == [0, 2, 6, 4.0625]
+    assert weight_cast_bytes_per_param(MEGATRON_STATES, precision, zero, True, False, True).tolist() == [
+        0, 2, 6, 4.0625]
 
 
 def _memory(hardware, precision, states, zero=1):
@@ -200,7 +217,6 @@ def test_torchao_linears_cast_their_weights_every_micro_batch():
     # bytes a GEMM weight on Hopper under current scaling: amax 2, read 2, FP8 data and transpose 2).
     # Compiled torchao a micro-batch: forward amax 2 + cast 2 + 1, backward cast again 2 + 1 = 8
     # (tensorwise, 0.2.x); rowwise (0.3.x) a second amax pass, 2, in backward: 10; on B200 alike.
-    from sp_planner.cost.states import TORCH_FSDP_STATES
     from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 
     plan = Candidates.of_plan(ParallelPlan(dp=8, zero=3, precision="fp8", fp8_recipe="tensorwise"))
@@ -223,7 +239,6 @@ def test_torchao_linears_cast_their_weights_every_micro_batch():
 def test_torchao_tensorwise_weight_casts_by_tp_and_recompute(tp, recompute, per_param):
     # Compiled tensorwise torchao (0.2.x), traced with FSDP2 (cost.tp_gathers): a micro-batch's bytes
     # a GEMM weight over 32 layers of 218,103,808 / tp, 8 micro-batches; rowwise (0.3.x) 10 throughout.
-    from sp_planner.cost.states import TORCH_FSDP_STATES
     from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 
     h100 = load_hardware("h100")
@@ -239,7 +254,6 @@ def test_torchao_mx_linears_cast_each_layout_apart_every_micro_batch():
     # blocks along K and backward to blocks along N, each reading 2 bytes and writing FP8 (1) with an
     # E8M0 scale per 32: 2 x (3 + 1/32) = 6.0625 bytes a GEMM weight a micro-batch, where TE's one
     # cast writing both layouts, once a step, is 2 + 2 x (1 + 1/32) = 4.0625 (cost.precision).
-    from sp_planner.cost.states import TORCH_FSDP_STATES
     from sp_planner.cost.tp_gathers import BF16_TP_GATHERS, TORCHAO_TENSORWISE_TP_GATHERS
 
     b200 = load_hardware("b200")
@@ -255,7 +269,6 @@ def test_torchao_casts_no_routed_expert_weight():
     # Qwen3-30B-A3B at ep 8: a layer's GEMM weights a rank are Q 2048 x 4096, K and V 2048 x 512
     # each, O 4096 x 2048 (18,874,368) and the router 2048 x 128 (262,144, an nn.Linear torchtitan
     # converts) beside 128 / 8 experts of 3 x 2048 x 768 (75,497,472), which stay bf16 (cost.tp_gathers).
-    from sp_planner.cost.states import TORCH_FSDP_STATES
     from sp_planner.cost.tp_gathers import TORCHAO_TENSORWISE_TP_GATHERS
 
     h100, qwen = load_hardware("h100"), load_model("Qwen3-30B-A3B")
@@ -285,3 +298,62 @@ def test_megatron_fsdp_block_scaled_fp8_weights_move_and_hold_what_per_tensor_on
     assert with_flag.comm_buffers_bytes[0] == pytest.approx(without.comm_buffers_bytes[0], rel=1e-12)
     assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, block, 32, 8)[0]) == pytest.approx(
         16 * float(memory_pass_time_s(h100, 2 * GEMM_PARAMS)))
+
+
+def test_torch_fsdp2_gathers_bf16_weights_in_every_forward():
+    # ZeRO-3 over 8 ranks, 8 micro-batches, no reshard after forward (Megatron --use-torch-fsdp2,
+    # which turns --fp8-param-gather off from TE 2.0, arguments.py at d98e8a6 lines 1051-1056): one
+    # gather of the stage a micro-batch, in its forward, 7/8 sent, every parameter at 2 B whatever
+    # the precision: 8 x 2 x 8,030,261,248 x 7/8 = 112,423,657,472 B a step, where the FP8 weights
+    # it was priced with moved 8 x (2 x ALL_PARAMS - GEMM_PARAMS) x 7/8 = 63,568,404,480 B.
+    plan = ParallelPlan(dp=8, zero=3, reshard_after_forward=False, precision="fp8")
+    fp8 = comm_columns(MODEL, WORKLOAD, Candidates.of_plan(plan), gpus_per_node=8, states=MEGATRON_STATES)
+    bf16 = comm_columns(MODEL, WORKLOAD, Candidates.of_plan(plan.model_copy(update={"precision": "bf16"})),
+                        gpus_per_node=8, states=MEGATRON_STATES)
+    assert fp8.sent_bytes.dp_all_gather[0] == 8 * (2 * ALL_PARAMS * 7 // 8) == 112_423_657_472
+    assert bf16.sent_bytes.dp_all_gather[0] == fp8.sent_bytes.dp_all_gather[0]
+    # Megatron-FSDP (reshard after forward) keeps its FP8 weights: 16 gathers at 1 B a GEMM weight.
+    fsdp = Candidates.of_plan(plan.model_copy(update={"reshard_after_forward": True}))
+    assert comm_columns(MODEL, WORKLOAD, fsdp, gpus_per_node=8, states=MEGATRON_STATES).sent_bytes.dp_all_gather[0] \
+        == 16 * ((2 * ALL_PARAMS - GEMM_PARAMS) * 7 // 8)
+
+
+@pytest.mark.parametrize("precision, recipe, recompute, any_layout, per_param", [
+    # Forward row-wise (read 2, write 1) + backward both layouts (read 2, write 1 + transpose 1).
+    ("fp8", "delayed", "none", False, 3 + 4),
+    ("fp8", "delayed", "none", True, 3 + 3),  # Blackwell: one layout either way
+    ("fp8", "tensorwise", "none", False, (2 + 3) + (2 + 4)),  # each cast's amax pass, 2
+    ("fp8", "blockwise", "none", False, (2 + 1 + 4 / 128) + (2 + 2 * (1 + 4 / 128))),
+    ("mxfp8", "delayed", "none", True, (2 + 1 + 1 / 32) + (2 + 2 * (1 + 1 / 32))),
+    # Full recompute (te_checkpoint): the first forward both layouts, the recomputed one row-wise.
+    ("fp8", "delayed", "full", False, 4 + 3 + 4),
+    ("fp8", "delayed", "selective", False, 3 + 4),
+])
+def test_torch_fsdp2_cast_bytes_a_micro_batch(precision, recipe, recompute, any_layout, per_param):
+    plan = ParallelPlan(dp=8, zero=3, reshard_after_forward=False, precision=precision, fp8_recipe=recipe,
+                        recompute=recompute)
+    c = Candidates.of_plan(plan)
+    got = torch_fsdp2_cast_bytes_per_param(c.precision, c.recompute, any_layout, c.fp8_current, c.fp8_blockwise)
+    assert float(got[0]) == pytest.approx(per_param, rel=1e-12)
+
+
+def test_torch_fsdp2_casts_every_micro_batch_and_keeps_no_fp8_copy():
+    # TE >= 2.16 under FSDP2 caches no FP8 weight (module/linear.py cache_name None when is_fsdp2):
+    # 8 micro-batches x 7 B a GEMM weight on Hopper (6 on Blackwell), where Megatron-FSDP's FP8
+    # weights rebuilt their transpose twice a micro-batch (16 x 2 B) and a bf16 plan casts nothing.
+    h100, b200 = load_hardware("h100"), load_hardware("b200")
+    plan = ParallelPlan(dp=8, zero=3, reshard_after_forward=False, precision="fp8")
+    c = Candidates.of_plan(plan)
+    assert float(weight_cast_s(h100, MODEL, MEGATRON_STATES, c, 32, 8)[0]) == pytest.approx(
+        8 * float(memory_pass_time_s(h100, 7 * GEMM_PARAMS)))
+    assert float(weight_cast_s(b200, MODEL, MEGATRON_STATES, c, 32, 8)[0]) == pytest.approx(
+        8 * float(memory_pass_time_s(b200, 6 * GEMM_PARAMS)))
+    # Memory: the bf16 shard (2 B / 8) and the whole bf16 copy kept from forward to backward, as the
+    # bf16 plan's, plus the 144 B of scaling state a layer; no FP8 weight copy. The two gathered
+    # layers' buffers hold bf16 as the bf16 plan's.
+    fp8 = memory_columns(MODEL, h100, WORKLOAD, c, states=MEGATRON_STATES, domain_gpus=8)
+    bf16 = memory_columns(MODEL, h100, WORKLOAD, Candidates.of_plan(plan.model_copy(update={"precision": "bf16"})),
+                          states=MEGATRON_STATES, domain_gpus=8)
+    assert fp8.params_bytes[0] - bf16.params_bytes[0] == pytest.approx(144 * 32, abs=1e-3)
+    assert fp8.params_bytes[0] == pytest.approx(2 * ALL_PARAMS / 8 + 2 * ALL_PARAMS + 144 * 32, rel=1e-12)
+    assert fp8.comm_buffers_bytes[0] == pytest.approx(bf16.comm_buffers_bytes[0], rel=1e-12)

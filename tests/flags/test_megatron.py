@@ -98,19 +98,18 @@ def test_zero3_keeping_parameters_is_torch_fsdp2_only_without_pp(build, bash_arg
     assert not refused.supported and "ep 8" in refused.reason and "expert parallelism" in refused.reason
 
 
-def test_zero3_keeping_fp8_parameters_is_refused_where_torch_fsdp2_would_gather_bf16(build, bash_args):
+def test_zero3_keeping_fp8_parameters_runs_torch_fsdp2_with_bf16_weights(build, bash_args):
     # With Transformer Engine >= 2.0 Megatron turns --fp8-param-gather off under --use-torch-fsdp2 and
-    # gathers bf16 weights (arguments.py at d98e8a6 lines 1051-1056); the plan is timed and sized with
-    # FP8 ones (cost.fp8_params), so its flags would not run what was planned. Megatron-FSDP (reshard
-    # after forward) gathers FP8 and keeps the flag.
+    # gathers bf16 weights (arguments.py at d98e8a6 lines 1051-1056), as the plan is priced
+    # (cost.fp8_params.fp8_weights_modelled, torch_fsdp2_casts): no --fp8-param-gather, a note says so.
+    # Megatron-FSDP (reshard after forward) gathers FP8 and keeps the flag.
     fp8 = dict(tp=2, dp=4, zero=3, precision="fp8")
-    refused = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, reshard_after_forward=False, **fp8))
-    assert not refused.supported and "--use-torch-fsdp2 from Transformer Engine 2.0" in refused.reason
+    kept = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, reshard_after_forward=False, **fp8))
+    args = bash_args(kept.text)
+    assert kept.supported and args["--use-torch-fsdp2"] == [] and "--fp8-param-gather" not in args
+    assert any("torch FSDP2 (--use-torch-fsdp2) gathers the GEMM weights in bf16" in n for n in kept.notes)
     args = bash_args(render_flags("megatron", build.request(build.llama3_8b, 65536, 8, **fp8)).text)
     assert args["--use-megatron-fsdp"] == [] and args["--fp8-param-gather"] == []
-    bf16 = render_flags("megatron", build.request(build.llama3_8b, 65536, 8, tp=2, dp=4, zero=3,
-                                                  reshard_after_forward=False))
-    assert bf16.supported and "--use-torch-fsdp2" in bash_args(bf16.text)
 
 
 def test_allgather_ring_is_cp_comm_type_all_gather_and_refused_under_ulysses(build, bash_args):
